@@ -1,0 +1,102 @@
+/*
+ * The arpc wire format: codec only (pure; no I/O, no allocation). The byte layout is
+ * documented in docs/PROTOCOL.md; this header is its C view.
+ *
+ * Every frame = 16-byte header + body. All integers are little-endian.
+ *   0  u8[2] magic 'a' 'R' (0x61 0x52)
+ *   2  u8    version (ARPC_PROTO_VERSION)
+ *   3  u8    kind (enum arpc_frame_kind)
+ *   4  u32   body length in bytes (after the header)
+ *   8  u64   xid: call id chosen by the client, echoed by the reply (0 where unused)
+ * Body by kind:
+ *   HELLO    u64 client_id, u32 flags, u32 max_frame (the sender's limit)
+ *   REQUEST  u64 seq, u64 ack, u32 deadline_ms (0 = none), u16 method_len, u16 flags,
+ *            method bytes, payload bytes (the rest)
+ *   ONEWAY   same body as REQUEST (seq and ack are 0 unless the client numbers them)
+ *   REPLY    payload bytes
+ *   ERROR    u32 code (an arpc_error value), u16 msg_len, u16 reserved, msg bytes, rest ignored
+ *   PING     payload echoed by PONG (xid echoed too)
+ *   PONG     as PING
+ *   GOAWAY   u32 code, u16 msg_len, u16 reserved, msg bytes
+ */
+#ifndef ARPC_CORE_FRAME_H
+#define ARPC_CORE_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARPC_PROTO_VERSION 1
+#define ARPC_FRAME_HEADER_SIZE 16
+#define ARPC_REQUEST_FIXED_SIZE 24 /* seq + ack + deadline + method_len + flags */
+#define ARPC_ERROR_FIXED_SIZE 8
+#define ARPC_HELLO_BODY_SIZE 16
+#define ARPC_METHOD_MAX 255
+/* Default largest body accepted; configurable per client/server. */
+#define ARPC_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
+
+enum arpc_frame_kind {
+    ARPC_FRAME_HELLO = 1,
+    ARPC_FRAME_REQUEST = 2,
+    ARPC_FRAME_ONEWAY = 3,
+    ARPC_FRAME_REPLY = 4,
+    ARPC_FRAME_ERROR = 5,
+    ARPC_FRAME_PING = 6,
+    ARPC_FRAME_PONG = 7,
+    ARPC_FRAME_GOAWAY = 8,
+};
+
+/* A decoded frame: pointers are views into the decoder's input buffer. */
+struct arpc_frame {
+    uint8_t f_kind;
+    uint8_t f_version;
+    uint32_t f_body_len;
+    uint64_t f_xid;
+    /* HELLO */
+    uint64_t f_client_id;
+    uint32_t f_flags;
+    uint32_t f_max_frame;
+    /* REQUEST / ONEWAY */
+    uint64_t f_seq;
+    uint64_t f_ack;
+    uint32_t f_deadline_ms;
+    const char *f_method; /* not NUL-terminated */
+    uint16_t f_method_len;
+    /* ERROR / GOAWAY */
+    uint32_t f_code;
+    const char *f_msg; /* not NUL-terminated */
+    uint16_t f_msg_len;
+    /* REQUEST / ONEWAY / REPLY / PING / PONG */
+    const uint8_t *f_payload;
+    uint32_t f_payload_len;
+};
+
+/*
+ * Decodes one frame from buf[0..len).
+ * Returns ARPC_OK with *out filled and *consumed = bytes used; ARPC_EAGAIN when buf holds
+ * only part of a frame (*consumed = 0; *need, if need is not NULL, = total bytes the frame
+ * needs once the header is known, else ARPC_FRAME_HEADER_SIZE); ARPC_ETOOLARGE when the
+ * header announces a body longer than max_body (decided from the header alone, before the
+ * body arrives); ARPC_EPROTO for anything malformed (bad magic, unknown version or kind,
+ * a body too short for its kind, method_len 0 or beyond the body, ...).
+ */
+int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
+                      size_t *consumed, size_t *need);
+
+/* Encoders write into dst, which must hold the returned size (the *_size functions give it). */
+size_t arpc_frame_request_size(size_t method_len, size_t payload_len);
+size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind /* REQUEST or ONEWAY */, uint64_t xid,
+                                 uint64_t seq, uint64_t ack, uint32_t deadline_ms, const char *method,
+                                 uint16_t method_len, const void *payload, uint32_t payload_len);
+/* Writes only the header and fixed fields + method of a request (payload follows separately,
+ * e.g. in its own iovec). Returns bytes written (= request size - payload_len). */
+size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq,
+                                      uint64_t ack, uint32_t deadline_ms, const char *method,
+                                      uint16_t method_len, uint32_t payload_len);
+/* Header only for REPLY / PING / PONG whose payload follows (body_len = payload length). */
+size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t body_len);
+size_t arpc_frame_error_size(size_t msg_len);
+size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
+                               uint32_t code, const char *msg, uint16_t msg_len);
+size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame);
+
+#endif

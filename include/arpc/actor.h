@@ -1,0 +1,80 @@
+/*
+ * arpc/actor.h: worker actors and actor groups.
+ *
+ * An actor is a thread with a mailbox. Messages posted to it run one at a time, in the order
+ * they were posted (per posting thread; posts from several threads interleave in the order
+ * they reached the mailbox), so state touched only by one actor's messages needs no lock.
+ * The mailbox is a bounded Concurrency Kit ring (multi-producer, single-consumer); an idle
+ * actor sleeps on a Concurrency Kit event count (futex), it never spins waiting for work.
+ *
+ * Back-pressure: when the mailbox is full, a poster on another thread waits (spinning
+ * briefly, then yielding) until the actor makes room. A message an actor posts to itself
+ * never waits: it goes to an overflow list only the actor's thread touches.
+ *
+ * Completion contract: every message that arpc_actor_post accepted (ARPC_OK) is delivered
+ * exactly once: fn(actor, arg, ARPC_OK) on the actor's thread, or, when the actor is stopped
+ * with ARPC_ACTOR_DISCARD before reaching it, fn(actor, arg, ARPC_ECANCELLED) on the thread
+ * that stops it (so the owner can free arg). After stop, post fails with ARPC_ESHUTDOWN.
+ *
+ * An actor group is a pool of actors: post spreads messages round-robin; post_key sends all
+ * messages with the same key to the same actor, so per-key order is kept.
+ */
+#ifndef ARPC_ACTOR_H
+#define ARPC_ACTOR_H
+
+#include "arpc/common.h"
+
+typedef struct arpc_actor arpc_actor;
+typedef struct arpc_actor_group arpc_actor_group;
+
+/* status is ARPC_OK (run it) or ARPC_ECANCELLED (discarded at stop: only release arg). */
+typedef void (*arpc_actor_fn)(arpc_actor *actor, void *arg, int status);
+
+typedef struct arpc_actor_options {
+    unsigned mailbox_size; /* slots, rounded up to a power of two; 0 = default (4096) */
+    const char *name;      /* thread name for debuggers (at most 15 chars are kept); may be NULL */
+} arpc_actor_options;
+
+enum arpc_actor_stop_mode {
+    ARPC_ACTOR_DRAIN = 0,   /* run every message already accepted, then stop */
+    ARPC_ACTOR_DISCARD = 1, /* run the message in progress only; cancel the rest */
+};
+
+/* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+ARPC_API int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts);
+
+/* Posts fn(actor, arg, status). Thread-safe. Errors: ARPC_ESHUTDOWN, ARPC_EINVAL. */
+ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
+
+/* Stops the actor (see the stop modes) and waits for its thread. Idempotent. Must not be
+ * called from the actor's own thread (returns ARPC_EBUSY there). */
+ARPC_API int arpc_actor_stop(arpc_actor *actor, enum arpc_actor_stop_mode mode);
+
+/* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread. */
+ARPC_API void arpc_actor_destroy(arpc_actor *actor);
+
+/* True when called from inside one of this actor's messages. */
+ARPC_API bool arpc_actor_on_thread(const arpc_actor *actor);
+
+/* Messages processed so far (a snapshot; for tests and statistics). */
+ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
+
+/* Creates a group of n actors (n == 0: one per online CPU). opts applies to each actor. */
+ARPC_API int arpc_actor_group_create(arpc_actor_group **out, unsigned n,
+                                     const arpc_actor_options *opts);
+
+/* Round-robin post. Thread-safe. Errors as arpc_actor_post. */
+ARPC_API int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg);
+
+/* Posts to the actor chosen by key: equal keys always reach the same actor. */
+ARPC_API int arpc_actor_group_post_key(arpc_actor_group *g, uint64_t key, arpc_actor_fn fn,
+                                       void *arg);
+
+ARPC_API unsigned arpc_actor_group_size(const arpc_actor_group *g);
+ARPC_API arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i);
+
+/* Stops every actor of the group (same contract as arpc_actor_stop) and waits for them. */
+ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode);
+ARPC_API void arpc_actor_group_destroy(arpc_actor_group *g);
+
+#endif

@@ -1,0 +1,23 @@
+/*
+ * arpc/alloc.h: the allocator hook.
+ *
+ * All memory arpc allocates goes through these hooks, so a test can make any allocation fail
+ * and check that the failure reaches the caller as ARPC_ENOMEM with nothing leaked.
+ * arpc_set_allocator() must be called before any other arpc function (it is not synchronised
+ * with allocations already under way); passing NULL restores malloc/realloc/free.
+ */
+#ifndef ARPC_ALLOC_H
+#define ARPC_ALLOC_H
+
+#include "arpc/common.h"
+
+typedef struct arpc_allocator {
+    void *(*malloc_fn)(size_t size, void *ctx);
+    void *(*realloc_fn)(void *ptr, size_t size, void *ctx);
+    void (*free_fn)(void *ptr, void *ctx);
+    void *ctx;
+} arpc_allocator;
+
+ARPC_API void arpc_set_allocator(const arpc_allocator *allocator);
+
+#endif

@@ -1,0 +1,15 @@
+/* arpc: asynchronous RPC in C. Include this for the whole public API. */
+#ifndef ARPC_ARPC_H
+#define ARPC_ARPC_H
+
+#include "arpc/actor.h"
+#include "arpc/alloc.h"
+#include "arpc/client.h"
+#include "arpc/common.h"
+#include "arpc/cq.h"
+#include "arpc/error.h"
+#include "arpc/future.h"
+#include "arpc/loop.h"
+#include "arpc/server.h"
+
+#endif

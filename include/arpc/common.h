@@ -1,0 +1,28 @@
+/*
+ * arpc/common.h: the export macro and small shared conventions.
+ *
+ * Conventions used by every arpc header:
+ *  - Functions returning int return 0 (ARPC_OK) or a positive arpc_error code.
+ *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1) waits without limit, 0 polls.
+ *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
+ *    object says which calls may be made from a callback and on which thread callbacks run.
+ */
+#ifndef ARPC_COMMON_H
+#define ARPC_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(ARPC_BUILDING_SHARED)
+#define ARPC_API __attribute__((visibility("default")))
+#else
+#define ARPC_API
+#endif
+
+#define ARPC_FOREVER ((int64_t)-1)
+
+/* Memory returned to the caller by arpc (e.g. arpc_future_take) is freed with arpc_free. */
+ARPC_API void arpc_free(void *ptr);
+
+#endif

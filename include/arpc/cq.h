@@ -1,0 +1,54 @@
+/*
+ * arpc/cq.h: a completion queue, like the Done channel of Go's rpc.Client.Go.
+ *
+ * Futures attached to a queue are delivered to it when they complete, in completion order,
+ * each with the tag given at attach time. A program drains it with arpc_cq_next (blocking),
+ * arpc_cq_next_for (timed) or arpc_cq_trynext (non-blocking).
+ *
+ * Integration with a foreign event loop: arpc_cq_fd() is an eventfd that is readable while
+ * the queue holds entries. Watch it for readability (poll, epoll, libev, ...) and call
+ * arpc_cq_trynext() until it returns ARPC_EAGAIN. The fd may, rarely, be readable when a
+ * racing consumer has just emptied the queue; arpc_cq_trynext() then returns ARPC_EAGAIN
+ * and clears it, so a poll loop never spins. Never read or close the fd yourself.
+ *
+ * Unbounded: completions are never dropped or delayed for lack of room (unlike a full Go
+ * channel). Producers (usually a client's loop thread) never block or take a lock; they push
+ * onto a Concurrency Kit lock-free stack. Consumers may be several threads.
+ *
+ * Lifetime: arpc_cq_destroy() may be called while futures are still attached; the queue is
+ * freed once the last of them has been delivered (their futures are released then).
+ */
+#ifndef ARPC_CQ_H
+#define ARPC_CQ_H
+
+#include "arpc/common.h"
+#include "arpc/future.h"
+
+typedef struct arpc_cq arpc_cq;
+
+/* Errors: ARPC_ENOMEM, ARPC_ESYSTEM (no eventfd). */
+ARPC_API int arpc_cq_create(arpc_cq **out);
+
+/* Releases the caller's handle. Futures still queued are released; futures still pending are
+ * released when they complete. Not to be called concurrently with arpc_cq_next*. */
+ARPC_API void arpc_cq_destroy(arpc_cq *cq);
+
+/* Delivers f to cq with tag when f completes (at once if it already has). The queue takes its
+ * own reference to f; the caller keeps theirs. Errors: ARPC_ENOMEM, ARPC_EINVAL. */
+ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
+
+/* Takes the oldest completed entry. On ARPC_OK, *f holds one reference the caller must
+ * release, and *tag (if tag is not NULL) the attach tag.
+ * trynext: ARPC_EAGAIN when empty. next_for: ARPC_EAGAIN when still empty after timeout_ms.
+ * next: blocks until an entry arrives. */
+ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
+ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
+ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);
+
+/* The eventfd described above; valid until arpc_cq_destroy. */
+ARPC_API int arpc_cq_fd(const arpc_cq *cq);
+
+/* Entries waiting to be taken (a snapshot). */
+ARPC_API size_t arpc_cq_size(const arpc_cq *cq);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * arpc/future.h: the result of one asynchronous operation (one RPC call).
+ *
+ * States: pending -> ok | error | cancelled. A future completes exactly once; every later
+ * attempt to complete or cancel it is a harmless no-op that reports it lost the race.
+ *
+ * Result and ownership: a completed future holds a status (ARPC_OK or an arpc_error code)
+ * and, for ARPC_OK and for some errors (e.g. ARPC_EHANDLER carries the handler's message),
+ * a result buffer. The buffer belongs to the future: arpc_future_data() lends it until the
+ * last reference is released; arpc_future_take() moves it to the caller, who frees it with
+ * arpc_free().
+ *
+ * References: arpc_future_create() and every call that returns a future hand the caller one
+ * reference; arpc_future_retain()/arpc_future_release() are thread-safe. Releasing the last
+ * reference of a still-pending future cancels it first, so every `then` callback still runs
+ * exactly once.
+ *
+ * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
+ * on the thread that completes the future (for RPC calls: the client's loop thread, so
+ * they must not block) or, if the future is already complete at registration, immediately
+ * on the registering thread before arpc_future_then() returns.
+ */
+#ifndef ARPC_FUTURE_H
+#define ARPC_FUTURE_H
+
+#include "arpc/common.h"
+
+typedef struct arpc_future arpc_future;
+
+/* Runs exactly once per registration, after the future completed (see Threads above). The
+ * callback borrows f: retain it to keep it past the callback's return. */
+typedef void (*arpc_future_cb)(arpc_future *f, void *arg);
+
+/* ---- consumer side ---- */
+
+/* ARPC_EPENDING while pending, otherwise the final status. Never blocks. */
+ARPC_API int arpc_future_poll(const arpc_future *f);
+
+/* Blocks until complete and returns the final status. */
+ARPC_API int arpc_future_wait(arpc_future *f);
+
+/* Waits at most timeout_ms (ARPC_FOREVER: no limit). Returns the final status, or
+ * ARPC_EPENDING if the wait timed out and the future is still pending. */
+ARPC_API int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms);
+
+/* Registers cb(f, arg). Any number of callbacks may be registered; each runs exactly once.
+ * Errors: ARPC_ENOMEM (cb will not run), ARPC_EINVAL. */
+ARPC_API int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg);
+
+/* Cancels a pending future: it completes with ARPC_ECANCELLED and its producer is told (see
+ * arpc_future_on_cancel). Idempotent and safe to race with completion. Returns true when this
+ * call completed the future, false when it was already complete. */
+ARPC_API bool arpc_future_cancel(arpc_future *f);
+
+/* The result buffer, lent until the future is released (NULL with *len = 0 when there is
+ * none, the future is pending, or the buffer was taken). len may be NULL. */
+ARPC_API const void *arpc_future_data(const arpc_future *f, size_t *len);
+
+/* Moves the result buffer to the caller (free with arpc_free). NULL if none or pending. */
+ARPC_API void *arpc_future_take(arpc_future *f, size_t *len);
+
+ARPC_API void arpc_future_retain(arpc_future *f);
+ARPC_API void arpc_future_release(arpc_future *f);
+
+/* Waits until every future is complete. Returns ARPC_OK, or ARPC_EPENDING on timeout. */
+ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms);
+
+/* Waits until at least one future is complete and stores its position in *index (the lowest
+ * position among those complete). Returns ARPC_OK, ARPC_EPENDING on timeout, ARPC_EINVAL for
+ * n == 0, ARPC_ENOMEM. */
+ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms,
+                                  size_t *index);
+
+/* ---- producer side ---- */
+
+/* Creates a pending future with one reference. Errors: ARPC_ENOMEM. */
+ARPC_API int arpc_future_create(arpc_future **out);
+
+/* Completes f with status and takes ownership of data (malloc'ed through arpc's allocator,
+ * may be NULL). Returns true when this call completed f; false when f was already complete,
+ * in which case data is freed. Callbacks run on the calling thread before this returns. */
+ARPC_API bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len);
+
+/* Called when a consumer cancels f (at most once, on the cancelling thread, before
+ * arpc_future_cancel returns), so the producer can drop the work. Set it before handing f out. */
+typedef void (*arpc_future_cancel_fn)(arpc_future *f, void *arg);
+ARPC_API void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * arpc/loop.h: an event loop (libev) that owns sockets and timers, and accepts work from
+ * any thread.
+ *
+ * A loop runs either on a thread of its own (arpc_loop_start) or on a thread the caller
+ * lends it (arpc_loop_run, which returns once the loop is stopped). Whichever thread runs
+ * it is "the loop thread"; every task submitted to the loop runs there, one at a time.
+ *
+ * Submission: any thread calls arpc_loop_submit(). Tasks travel through a bounded
+ * Concurrency Kit ring (multi-producer, single-consumer) and the loop is woken with one
+ * ev_async per batch, not per task. When the ring is full, a submitter on another thread
+ * waits (spinning briefly, then yielding) for the loop to make room: that is the loop's
+ * back-pressure. A submitter on the loop thread itself never waits; its task goes to a
+ * list only the loop thread touches.
+ *
+ * Completion contract: a task that arpc_loop_submit() accepted (returned ARPC_OK) runs
+ * exactly once, on the loop thread, even if the loop is stopped meanwhile: stopping runs
+ * the tasks already accepted before the loop returns. After stop, submit fails with
+ * ARPC_ESHUTDOWN and the task does not run.
+ */
+#ifndef ARPC_LOOP_H
+#define ARPC_LOOP_H
+
+#include "arpc/common.h"
+
+typedef struct arpc_loop arpc_loop;
+
+/* A unit of work run on the loop thread. Must not block: it delays every socket the loop owns. */
+typedef void (*arpc_task_fn)(arpc_loop *loop, void *arg);
+
+typedef struct arpc_loop_options {
+    /* Slots in the submit ring, rounded up to a power of two. 0 means the default (8192). */
+    unsigned submit_ring_size;
+} arpc_loop_options;
+
+/* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+ARPC_API int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts);
+
+/* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESYSTEM. */
+ARPC_API int arpc_loop_start(arpc_loop *loop);
+
+/* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
+ * ARPC_EBUSY if the loop is already running elsewhere. */
+ARPC_API int arpc_loop_run(arpc_loop *loop);
+
+/* Submits fn(loop, arg) to run on the loop thread. Thread-safe. See the completion contract above.
+ * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped), ARPC_EINVAL. */
+ARPC_API int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg);
+
+/* Asks the loop to stop: already-accepted tasks still run, then the loop returns. Non-blocking,
+ * idempotent, callable from any thread, including from a task or callback on the loop thread. */
+ARPC_API void arpc_loop_stop(arpc_loop *loop);
+
+/* Stops the loop, waits for its thread (when started with arpc_loop_start) and frees it.
+ * Callable from any thread. Called from the loop thread (inside a task), the free is deferred
+ * until the loop has returned. Do not use the loop after this call. */
+ARPC_API void arpc_loop_destroy(arpc_loop *loop);
+
+/* True when called on the thread currently running the loop. */
+ARPC_API bool arpc_loop_on_thread(const arpc_loop *loop);
+
+/* Monotonic time in nanoseconds, the clock used for all arpc deadlines. */
+ARPC_API uint64_t arpc_now_ns(void);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * arpc/server.h: serving methods.
+ *
+ * A server owns a loop thread (or uses one given to it) that accepts connections, reads and
+ * splits frames, and writes replies, and runs handlers on worker actors (arpc/actor.h):
+ * by default on the server's pool (an actor group, one actor per core), or on an actor or
+ * group of the method's own (a single actor runs its calls one at a time, so the handler's
+ * state needs no lock), or, opted in for trivial non-blocking handlers, inline on the loop.
+ *
+ * Handlers receive an arpc_request and must finish it exactly once with arpc_reply() or
+ * arpc_reply_error(), before returning or later from any thread. Replies are written as soon
+ * as they are ready, in any order. One-way requests are finished the same way; no reply is
+ * sent for them.
+ *
+ * Bad input never takes the server down: an unknown method gets an ARPC_ENOMETHOD error
+ * reply naming it; a malformed or oversized frame closes that one connection with a log line
+ * on stderr, and every other connection goes on being served.
+ */
+#ifndef ARPC_SERVER_H
+#define ARPC_SERVER_H
+
+#include "arpc/actor.h"
+#include "arpc/common.h"
+#include "arpc/loop.h"
+
+typedef struct arpc_server arpc_server;
+typedef struct arpc_request arpc_request;
+
+/* Runs on the method's actor (or the loop, if inline). ctx is the registration's ctx. */
+typedef void (*arpc_handler_fn)(arpc_request *req, void *ctx);
+
+typedef struct arpc_server_options {
+    arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
+    unsigned workers;         /* actors in the default pool; 0: one per online CPU */
+    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB */
+} arpc_server_options;
+
+typedef struct arpc_method_options {
+    arpc_actor *actor;        /* run every call of the method on this actor, one at a time */
+    arpc_actor_group *group;  /* or spread them over this group (default: the server's pool) */
+    bool inline_on_loop;      /* or run them on the loop thread: only for handlers that never block */
+} arpc_method_options;
+
+/* opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+ARPC_API int arpc_server_create(arpc_server **out, const arpc_server_options *opts);
+
+/* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
+ * groups named in mopts must outlive the server. All methods are registered before the first
+ * arpc_server_listen (the registry is read without locks afterwards).
+ * Errors: ARPC_EINVAL (bad name or options), ARPC_EBUSY (name taken, or already listening),
+ * ARPC_ENOMEM. */
+ARPC_API int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
+                                  const arpc_method_options *mopts);
+
+/* Starts listening on addr (see arpc/client.h for the forms); may be called for several
+ * addresses. bound (may be NULL) receives the address actually bound, e.g. with the port chosen
+ * for "tcp://127.0.0.1:0". Errors: ARPC_EADDR, ARPC_EADDRINUSE, ARPC_ESHUTDOWN, ARPC_ESYSTEM. */
+ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
+
+/* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
+ * timeout_ms, then fails what is left and closes every connection. Blocks; idempotent; not
+ * from the server's loop thread or a handler. Replies given after this are dropped. */
+ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
+
+/* Stops (with a 1 s grace) if needed, and frees. */
+ARPC_API void arpc_server_destroy(arpc_server *s);
+
+/* ---- inside a handler ---- */
+
+ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
+ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
+ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
+ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
+
+/* Sends data (copied) as the reply and frees req. Callable from any thread, exactly once per
+ * request (arpc_reply or arpc_reply_error). Returns ARPC_OK, or ARPC_ESHUTDOWN / ARPC_ECONNLOST
+ * when the reply could not be sent (req is freed all the same), ARPC_ETOOLARGE (req freed, the
+ * caller gets ARPC_EHANDLER). For a one-way request it only frees req. */
+ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
+
+/* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
+ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
+
+#endif
