@@ -34,4 +34,8 @@ size_t arpc_loop_deadline_count(arpc_loop *loop);
  * loop; returns ARPC_ENOMEM. Loop thread only, or before the loop runs. */
 int arpc_loop_on_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), void *arg);
 
+/* How many times the loop was woken to drain submitted tasks (ev_async callbacks), so tests
+ * can check that wake-ups are batched. Any thread; a relaxed snapshot. */
+uint64_t arpc_loop_wakeups(arpc_loop *loop);
+
 #endif

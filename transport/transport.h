@@ -24,7 +24,7 @@ struct arpc_transport_ops {
     /* Creates a non-blocking listening fd for rest (the address after "scheme://"). Does not
      * block. bound receives the full address actually bound (e.g. the port chosen for port
      * 0), NUL-terminated, at most boundlen bytes. Errors: ARPC_EADDR, ARPC_EADDRINUSE,
-     * ARPC_ESYSTEM. */
+     * ARPC_ENOMEM, ARPC_ESYSTEM. */
     int (*t_listen)(const char *rest, int *fd_out, char *bound, size_t boundlen);
 
     /* Accepts one connection as a non-blocking, close-on-exec fd. Does not block: returns
@@ -37,7 +37,7 @@ struct arpc_transport_ops {
 
     /* Connects, blocking the caller at most timeout_ms (ARPC_FOREVER = -1: no limit); the
      * returned fd is non-blocking and close-on-exec. Errors: ARPC_EADDR, ARPC_ECONNREFUSED,
-     * ARPC_ETIMEDOUT, ARPC_ESYSTEM. */
+     * ARPC_ETIMEDOUT, ARPC_ENOMEM, ARPC_ESYSTEM. */
     int (*t_connect)(const char *rest, int64_t timeout_ms, int *fd_out);
 };
 

@@ -74,8 +74,8 @@ ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
 
 /* Sends data (copied) as the reply and frees req. Callable from any thread, exactly once per
  * request (arpc_reply or arpc_reply_error). Returns ARPC_OK, or ARPC_ESHUTDOWN / ARPC_ECONNLOST
- * when the reply could not be sent (req is freed all the same), ARPC_ETOOLARGE (req freed, the
- * caller gets ARPC_EHANDLER). For a one-way request it only frees req. */
+ * when the reply could not be sent (req is freed all the same), ARPC_ETOOLARGE (larger than the
+ * client accepts: req is freed and the caller gets ARPC_ETOOLARGE instead). For a one-way request it only frees req. */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */

@@ -1,0 +1,136 @@
+/*
+ * Actor groups: a fixed array of actors behind the public actor API.
+ *
+ * post spreads messages round-robin with one shared atomic counter (relaxed: only the
+ * spread matters, not an order). post_key hashes the key so that keys differing only in
+ * their low or high bits still spread evenly, then maps the hash onto [0, n) with a
+ * multiply-shift instead of a division.
+ */
+#define _GNU_SOURCE
+#include "arpc/actor.h"
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "core/alloc.h"
+
+struct arpc_actor_group {
+    atomic_uint g_next; /* round-robin cursor, any thread */
+    unsigned g_n;
+    arpc_actor *g_members[]; /* g_n actors, fixed for the group's life */
+};
+
+static unsigned group_default_size(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (unsigned)cpus : 1;
+}
+
+/* "name-3": the member index survives truncation to the 15 characters Linux keeps. */
+static void group_member_name(char out[16], const char *name, unsigned i)
+{
+    char suffix[12];
+    int slen = snprintf(suffix, sizeof(suffix), "-%u", i);
+    int keep = 15 - slen;
+    snprintf(out, 16, "%.*s%s", keep, name, suffix);
+}
+
+int arpc_actor_group_create(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts)
+{
+    if (out == NULL)
+        return ARPC_EINVAL;
+    *out = NULL;
+    if (n == 0)
+        n = group_default_size();
+    arpc_actor_group *g = arpc_calloc(1, sizeof(*g) + (size_t)n * sizeof(g->g_members[0]));
+    if (g == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&g->g_next, 0);
+    g->g_n = n;
+
+    arpc_actor_options o = {0};
+    if (opts != NULL)
+        o = *opts;
+    char name[16];
+    for (unsigned i = 0; i < n; i++) {
+        if (opts != NULL && opts->name != NULL) {
+            group_member_name(name, opts->name, i);
+            o.name = name; /* copied by arpc_actor_create */
+        }
+        int rc = arpc_actor_create(&g->g_members[i], &o);
+        if (rc != ARPC_OK) {
+            g->g_n = i; /* destroy only the ones that exist */
+            arpc_actor_group_destroy(g);
+            return rc;
+        }
+    }
+    *out = g;
+    return ARPC_OK;
+}
+
+int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg)
+{
+    if (g == NULL)
+        return ARPC_EINVAL;
+    unsigned i = atomic_fetch_add_explicit(&g->g_next, 1, memory_order_relaxed) % g->g_n;
+    return arpc_actor_post(g->g_members[i], fn, arg);
+}
+
+/* splitmix64's finaliser: every input bit affects every output bit. */
+static uint64_t group_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+int arpc_actor_group_post_key(arpc_actor_group *g, uint64_t key, arpc_actor_fn fn, void *arg)
+{
+    if (g == NULL)
+        return ARPC_EINVAL;
+    /* Lemire's reduction: the high half of hash * n is uniform on [0, n). */
+    unsigned i = (unsigned)(((unsigned __int128)group_mix(key) * g->g_n) >> 64);
+    return arpc_actor_post(g->g_members[i], fn, arg);
+}
+
+unsigned arpc_actor_group_size(const arpc_actor_group *g) { return g != NULL ? g->g_n : 0; }
+
+arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i)
+{
+    return g != NULL && i < g->g_n ? g->g_members[i] : NULL;
+}
+
+int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode)
+{
+    if (g == NULL || (mode != ARPC_ACTOR_DRAIN && mode != ARPC_ACTOR_DISCARD))
+        return ARPC_EINVAL;
+    /* Refuse before stopping anyone: a half-stopped group helps nobody. */
+    for (unsigned i = 0; i < g->g_n; i++) {
+        if (arpc_actor_on_thread(g->g_members[i]))
+            return ARPC_EBUSY;
+    }
+    for (unsigned i = 0; i < g->g_n; i++)
+        arpc_actor_stop(g->g_members[i], mode);
+    return ARPC_OK;
+}
+
+void arpc_actor_group_destroy(arpc_actor_group *g)
+{
+    if (g == NULL)
+        return;
+    if (arpc_actor_group_stop(g, ARPC_ACTOR_DRAIN) != ARPC_OK) {
+        /* From a member's own thread: a caller bug; leak rather than free a running actor. */
+        assert(!"arpc_actor_group_destroy called from a member actor's thread");
+        return;
+    }
+    for (unsigned i = 0; i < g->g_n; i++)
+        arpc_actor_destroy(g->g_members[i]);
+    arpc_free(g);
+}

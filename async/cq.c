@@ -1,0 +1,280 @@
+/*
+ * Design notes.
+ *
+ * Hand-off: a completed future's entry is pushed by the completing thread (usually a client
+ * loop) onto a Concurrency Kit stack with ck_stack_push_upmc: lock-free, never blocks. A
+ * consumer takes the whole stack at once (ck_stack_batch_pop_upmc), reverses it into a
+ * consumer-side FIFO and serves from there, so entries come out in completion (push) order:
+ * every entry left in the FIFO was pushed before anything still on the stack.
+ *
+ * Consumers serialise on cq_lock. Producers never take it. The lock protects the FIFO, which
+ * has a single owner at a time, and keeps batches in order: two consumers each grabbing a
+ * batch could otherwise hand out the newer one first.
+ *
+ * Readiness (the eventfd is readable iff the queue is not empty, once racing calls settle):
+ * cq_count counts entries pushed minus entries taken. Producers count *after* pushing, so a
+ * consumer may take an entry before it is counted and drive the count to -1 briefly; it is
+ * signed for that reason, and count <= entries present always holds.
+ *   - producer: push, then count++; on 0 -> 1 it writes the eventfd.
+ *   - consumer: take, then count--; on 1 -> 0 it reads (clears) the eventfd and re-checks
+ *     the count: a producer may have gone 0 -> 1 and written just before the read, and its
+ *     signal must not be lost, so a positive count re-arms the eventfd.
+ *   - trynext on an empty queue clears the same way. A producer that went 0 -> 1 but was
+ *     slow to write can leave the fd readable after a consumer already took its entry; the
+ *     next empty trynext clears that, so a poll loop never spins.
+ * Only consumers decrement and they are serialised, so during one consumer's clear-and-
+ * re-check the count can only grow.
+ *
+ * Lifetime: cq_refs is the user's handle plus one per attached entry not yet pushed (each
+ * callback holds one until after its push, so the cq outlives the push and the eventfd
+ * write). Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
+ * and the final unref drains whatever callbacks pushed after that. The eventfd is closed only
+ * on the final unref, so a late producer never writes to a recycled descriptor.
+ */
+#include "arpc/cq.h"
+
+#include <ck_stack.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "async/futex.h"
+#include "async/tsan.h"
+#include "core/alloc.h"
+
+struct cq_entry {
+    ck_stack_entry_t e_link;
+    arpc_future *e_future; /* one reference, handed to the consumer */
+    void *e_tag;
+    arpc_cq *e_cq;
+};
+
+CK_STACK_CONTAINER(struct cq_entry, e_link, cq_entry_of)
+
+struct arpc_cq {
+    ck_stack_t cq_done;        /* completed entries, newest first; producers push lock-free */
+    _Atomic long cq_count;     /* pushed minus taken; see the design notes */
+    atomic_uint cq_refs;
+    atomic_bool cq_closed;     /* destroy() called: completions release at once */
+    int cq_efd;
+    pthread_mutex_t cq_lock;   /* consumers only */
+    ck_stack_entry_t *cq_fifo; /* under cq_lock: taken from cq_done, oldest first */
+};
+
+/* ---- eventfd ---- */
+
+static void cq_signal(arpc_cq *cq)
+{
+    uint64_t one = 1;
+    /* Cannot fail short of counter overflow (2^64 - 1 writes without a read). */
+    ssize_t n = write(cq->cq_efd, &one, sizeof(one));
+    (void)n;
+}
+
+/* Consumers only, under cq_lock. */
+static void cq_clear(arpc_cq *cq)
+{
+    uint64_t v;
+    ssize_t n = read(cq->cq_efd, &v, sizeof(v)); /* EAGAIN when already clear */
+    (void)n;
+    /* Seq-cst: ordered after the read, like the producer's count++ before its write. */
+    if (atomic_load(&cq->cq_count) > 0)
+        cq_signal(cq);
+}
+
+/* ---- the hand-off ---- */
+
+/* Producer side: never blocks. e must not be touched afterwards (a consumer may free it). */
+static void cq_push(arpc_cq *cq, struct cq_entry *e)
+{
+    /* Everything written before (the entry, the future's result) happens-before the pop. */
+    ARPC_TSAN_RELEASE(cq);
+    ARPC_TSAN_IGNORE_WRITES_BEGIN();
+    ck_stack_push_upmc(&cq->cq_done, &e->e_link);
+    ARPC_TSAN_IGNORE_WRITES_END();
+    if (atomic_fetch_add(&cq->cq_count, 1) == 0)
+        cq_signal(cq);
+}
+
+/* Consumer side, under cq_lock (or sole owner): the next entry in completion order. */
+static struct cq_entry *cq_take_locked(arpc_cq *cq)
+{
+    if (cq->cq_fifo == NULL) {
+        ARPC_TSAN_IGNORE_READS_BEGIN();
+        ck_stack_entry_t *newest = ck_stack_batch_pop_upmc(&cq->cq_done);
+        ARPC_TSAN_IGNORE_READS_END();
+        ARPC_TSAN_ACQUIRE(cq);
+        while (newest != NULL) { /* reverse into oldest-first */
+            ck_stack_entry_t *next = newest->next;
+            newest->next = cq->cq_fifo;
+            cq->cq_fifo = newest;
+            newest = next;
+        }
+    }
+    ck_stack_entry_t *link = cq->cq_fifo;
+    if (link == NULL)
+        return NULL;
+    cq->cq_fifo = link->next;
+    return cq_entry_of(link);
+}
+
+static void cq_drain_locked(arpc_cq *cq)
+{
+    struct cq_entry *e;
+    while ((e = cq_take_locked(cq)) != NULL) {
+        arpc_future_release(e->e_future); /* complete: frees, runs nothing */
+        arpc_free(e);
+    }
+}
+
+static void cq_unref(arpc_cq *cq)
+{
+    /* Release on every drop, acquire on the last: every push happened before the free. */
+    if (atomic_fetch_sub_explicit(&cq->cq_refs, 1, memory_order_acq_rel) != 1)
+        return;
+    cq_drain_locked(cq); /* sole owner: entries pushed after destroy() drained */
+    close(cq->cq_efd);
+    pthread_mutex_destroy(&cq->cq_lock);
+    arpc_free(cq);
+}
+
+/* The then-callback of an attached future, on the completing thread. */
+static void cq_on_complete(arpc_future *f, void *arg)
+{
+    struct cq_entry *e = arg;
+    arpc_cq *cq = e->e_cq;
+    if (atomic_load_explicit(&cq->cq_closed, memory_order_acquire)) {
+        /* Nobody will take it; the completer's reference keeps f alive meanwhile. */
+        arpc_future_release(f);
+        arpc_free(e);
+    } else {
+        cq_push(cq, e);
+    }
+    cq_unref(cq);
+}
+
+/* ---- public API ---- */
+
+int arpc_cq_create(arpc_cq **out)
+{
+    arpc_cq *cq = arpc_malloc(sizeof(*cq));
+    if (cq == NULL)
+        return ARPC_ENOMEM;
+    cq->cq_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (cq->cq_efd < 0) {
+        arpc_free(cq);
+        return ARPC_ESYSTEM;
+    }
+    if (pthread_mutex_init(&cq->cq_lock, NULL) != 0) {
+        close(cq->cq_efd);
+        arpc_free(cq);
+        return ARPC_ESYSTEM;
+    }
+    ck_stack_init(&cq->cq_done);
+    atomic_init(&cq->cq_count, 0);
+    atomic_init(&cq->cq_refs, 1);
+    atomic_init(&cq->cq_closed, false);
+    cq->cq_fifo = NULL;
+    *out = cq;
+    return ARPC_OK;
+}
+
+void arpc_cq_destroy(arpc_cq *cq)
+{
+    if (cq == NULL)
+        return;
+    atomic_store_explicit(&cq->cq_closed, true, memory_order_release);
+    pthread_mutex_lock(&cq->cq_lock);
+    cq_drain_locked(cq);
+    pthread_mutex_unlock(&cq->cq_lock);
+    cq_unref(cq);
+}
+
+int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
+{
+    if (cq == NULL || f == NULL)
+        return ARPC_EINVAL;
+    struct cq_entry *e = arpc_malloc(sizeof(*e));
+    if (e == NULL)
+        return ARPC_ENOMEM;
+    e->e_future = f;
+    e->e_tag = tag;
+    e->e_cq = cq;
+    arpc_future_retain(f);
+    atomic_fetch_add_explicit(&cq->cq_refs, 1, memory_order_relaxed); /* from the caller's */
+    int rc = arpc_future_then(f, cq_on_complete, e); /* may run cq_on_complete at once */
+    if (rc != ARPC_OK) {
+        arpc_future_release(f); /* the caller still holds one: no cancel */
+        cq_unref(cq);
+        arpc_free(e);
+    }
+    return rc;
+}
+
+int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
+{
+    pthread_mutex_lock(&cq->cq_lock);
+    struct cq_entry *e = cq_take_locked(cq);
+    if (e == NULL || atomic_fetch_sub(&cq->cq_count, 1) == 1)
+        cq_clear(cq); /* emptied it, or found it empty (a stale signal) */
+    pthread_mutex_unlock(&cq->cq_lock);
+    if (e == NULL) {
+        *f = NULL;
+        return ARPC_EAGAIN;
+    }
+    *f = e->e_future;
+    if (tag != NULL)
+        *tag = e->e_tag;
+    arpc_free(e);
+    return ARPC_OK;
+}
+
+/* Milliseconds left until deadline, rounded up so poll() does not wake just short of it. */
+static int ms_until(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000000 +
+                 (deadline->tv_nsec - now.tv_nsec);
+    if (ns <= 0)
+        return 0;
+    int64_t ms = (ns + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
+{
+    struct timespec deadline;
+    if (timeout_ms >= 0)
+        deadline = arpc_deadline_after_ms(timeout_ms);
+    for (;;) {
+        int rc = arpc_cq_trynext(cq, f, tag);
+        if (rc != ARPC_EAGAIN)
+            return rc;
+        int ms = timeout_ms < 0 ? -1 : ms_until(&deadline);
+        if (ms == 0)
+            return ARPC_EAGAIN;
+        /* Readable means "probably not empty": trynext settles it (EINTR: just retry). */
+        struct pollfd p = {.fd = cq->cq_efd, .events = POLLIN};
+        (void)poll(&p, 1, ms);
+    }
+}
+
+int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag)
+{
+    return arpc_cq_next_for(cq, ARPC_FOREVER, f, tag);
+}
+
+int arpc_cq_fd(const arpc_cq *cq) { return cq->cq_efd; }
+
+size_t arpc_cq_size(const arpc_cq *cq)
+{
+    long n = atomic_load_explicit(&cq->cq_count, memory_order_relaxed);
+    return n > 0 ? (size_t)n : 0;
+}

@@ -1,0 +1,417 @@
+/*
+ * Design notes.
+ *
+ * State word (f_state, 32 bits so it can be a futex):
+ *   CLAIMED  one completer (complete or cancel) won; set with one atomic OR, so exactly one
+ *            caller sees it clear. The winner alone writes f_status / f_data / f_len.
+ *   DONE     the result is published. Set with release after the winner's writes; readers
+ *            load it with acquire before reading the result.
+ *   WAITERS  a thread sleeps (or is about to) on the word, so the completer must make the
+ *            wake system call. Waiters set it with an RMW on the same word as DONE: the
+ *            total order of those two RMWs guarantees that either the completer sees WAITERS
+ *            or the waiter sees DONE, and the kernel re-checks the word before sleeping.
+ *
+ * Callbacks: a lock-free LIFO of nodes (f_cbs). then() pushes with a CAS; completion, after
+ * publishing DONE, swaps the head for the CLOSED sentinel and runs the nodes it took, in
+ * registration order. A then() that finds CLOSED runs its callback itself. A node is either
+ * in the list before the swap (run by the completer) or sees CLOSED (run by then()): exactly
+ * once in every interleaving. The first then() uses the node embedded in the future, so the
+ * common single-callback case (a cq, a wait_any) does not allocate.
+ *
+ * Lifetime: whoever calls complete()/cancel() holds a reference, so the future outlives the
+ * wake-up and the callbacks even when a woken waiter drops its own reference at once. When
+ * release() drops the last reference of a pending future, it takes the reference back (no
+ * other thread can hold one), cancels, and releases again: callbacks borrow a live future.
+ */
+#include "arpc/future.h"
+
+#include <ck_pr.h>
+#include <stdatomic.h>
+
+#include "arpc/error.h"
+#include "async/futex.h"
+#include "core/alloc.h"
+
+enum {
+    ST_CLAIMED = 1u << 0,
+    ST_DONE = 1u << 1,
+    ST_WAITERS = 1u << 2,
+};
+
+/* Spins before sleeping: RPC replies often land within microseconds, and a futex sleep plus
+ * wake-up costs more than that. A few microseconds of pause instructions at most. */
+#define FUTURE_SPIN 256
+
+struct future_cb {
+    struct future_cb *next; /* written before the publishing CAS, read after the swap */
+    arpc_future_cb fn;
+    void *arg;
+};
+
+struct arpc_future {
+    _Atomic uint32_t f_state;
+    atomic_uint f_refs;
+    _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
+    atomic_bool f_first_used;          /* f_first handed to a then() */
+    struct future_cb f_first;
+    int f_status;                 /* written by the claim winner before DONE */
+    size_t f_len;                 /* idem; never changes afterwards */
+    _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
+    arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */
+    void *f_on_cancel_arg;
+};
+
+/* Marks a callback list as closed: completion has taken it, later then() calls run inline. */
+static struct future_cb cb_closed;
+
+static uint32_t future_state(const arpc_future *f)
+{
+    return atomic_load_explicit(&f->f_state, memory_order_acquire);
+}
+
+static bool future_claim(arpc_future *f)
+{
+    /* Relaxed: the claim only elects the writer; publication is ordered by DONE. */
+    uint32_t old = atomic_fetch_or_explicit(&f->f_state, ST_CLAIMED, memory_order_relaxed);
+    return (old & ST_CLAIMED) == 0;
+}
+
+static void future_run_callbacks(arpc_future *f, struct future_cb *list)
+{
+    /* The list is newest first: reverse it to run in registration order. */
+    struct future_cb *ordered = NULL;
+    while (list != NULL) {
+        struct future_cb *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    while (ordered != NULL) {
+        struct future_cb *next = ordered->next;
+        ordered->fn(f, ordered->arg);
+        if (ordered != &f->f_first)
+            arpc_free(ordered);
+        ordered = next;
+    }
+}
+
+/* The claim winner, after writing the result: publish, wake sleepers, run callbacks. */
+static void future_publish(arpc_future *f)
+{
+    /* Release: the result written by this thread is visible to whoever observes DONE. */
+    uint32_t old = atomic_fetch_or_explicit(&f->f_state, ST_DONE, memory_order_release);
+    if (old & ST_WAITERS)
+        arpc_futex_wake_all((const uint32_t *)&f->f_state);
+    /* Acquire: the nodes (and their fields) pushed by other threads' CAS-release. Closing
+     * after DONE means a then() that sees CLOSED also sees the result. */
+    struct future_cb *list = atomic_exchange_explicit(&f->f_cbs, &cb_closed, memory_order_acq_rel);
+    future_run_callbacks(f, list);
+}
+
+int arpc_future_create(arpc_future **out)
+{
+    arpc_future *f = arpc_malloc(sizeof(*f));
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&f->f_state, 0);
+    atomic_init(&f->f_refs, 1);
+    atomic_init(&f->f_cbs, NULL);
+    atomic_init(&f->f_first_used, false);
+    f->f_status = ARPC_EPENDING;
+    f->f_len = 0;
+    atomic_init(&f->f_data, NULL);
+    f->f_on_cancel = NULL;
+    f->f_on_cancel_arg = NULL;
+    *out = f;
+    return ARPC_OK;
+}
+
+bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
+{
+    if (!future_claim(f)) {
+        arpc_free(data);
+        return false;
+    }
+    f->f_status = status;
+    f->f_len = data != NULL ? len : 0;
+    atomic_store_explicit(&f->f_data, data, memory_order_relaxed);
+    future_publish(f);
+    return true;
+}
+
+bool arpc_future_cancel(arpc_future *f)
+{
+    if (!future_claim(f))
+        return false;
+    /* Only the claim winner gets here, so the producer hears of it at most once, and before
+     * anyone can observe ARPC_ECANCELLED. */
+    if (f->f_on_cancel != NULL)
+        f->f_on_cancel(f, f->f_on_cancel_arg);
+    f->f_status = ARPC_ECANCELLED;
+    future_publish(f);
+    return true;
+}
+
+void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
+{
+    f->f_on_cancel = fn;
+    f->f_on_cancel_arg = arg;
+}
+
+int arpc_future_poll(const arpc_future *f)
+{
+    return (future_state(f) & ST_DONE) ? f->f_status : ARPC_EPENDING;
+}
+
+const void *arpc_future_data(const arpc_future *f, size_t *len)
+{
+    void *data = NULL;
+    if (future_state(f) & ST_DONE)
+        data = atomic_load_explicit(&f->f_data, memory_order_relaxed);
+    if (len != NULL)
+        *len = data != NULL ? f->f_len : 0;
+    return data;
+}
+
+void *arpc_future_take(arpc_future *f, size_t *len)
+{
+    void *data = NULL;
+    /* The exchange makes concurrent take() calls hand the buffer to exactly one of them. */
+    if (future_state(f) & ST_DONE)
+        data = atomic_exchange_explicit(&f->f_data, NULL, memory_order_relaxed);
+    if (len != NULL)
+        *len = data != NULL ? f->f_len : 0;
+    return data;
+}
+
+/* ---- callbacks ---- */
+
+static struct future_cb *future_cb_node(arpc_future *f)
+{
+    if (!atomic_exchange_explicit(&f->f_first_used, true, memory_order_relaxed))
+        return &f->f_first;
+    return arpc_malloc(sizeof(struct future_cb));
+}
+
+int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
+{
+    if (f == NULL || cb == NULL)
+        return ARPC_EINVAL;
+    struct future_cb *head = atomic_load_explicit(&f->f_cbs, memory_order_acquire);
+    if (head == &cb_closed) {
+        cb(f, arg); /* already complete: no node needed */
+        return ARPC_OK;
+    }
+    struct future_cb *node = future_cb_node(f);
+    if (node == NULL)
+        return ARPC_ENOMEM;
+    node->fn = cb;
+    node->arg = arg;
+    do {
+        if (head == &cb_closed) {
+            /* Completed meanwhile. An unused embedded node is simply never used again. */
+            if (node != &f->f_first)
+                arpc_free(node);
+            cb(f, arg);
+            return ARPC_OK;
+        }
+        node->next = head;
+        /* Release publishes the node's fields to the completer; acquire on failure pairs
+         * with the completer's swap when we see CLOSED. */
+    } while (!atomic_compare_exchange_weak_explicit(&f->f_cbs, &head, node, memory_order_release,
+                                                    memory_order_acquire));
+    return ARPC_OK;
+}
+
+/* ---- references ---- */
+
+void arpc_future_retain(arpc_future *f)
+{
+    /* Relaxed: a new reference is made from an existing one, which keeps f alive. */
+    atomic_fetch_add_explicit(&f->f_refs, 1, memory_order_relaxed);
+}
+
+void arpc_future_release(arpc_future *f)
+{
+    if (f == NULL)
+        return;
+    /* Release on every drop, acquire on the last: all uses happen before the free. */
+    if (atomic_fetch_sub_explicit(&f->f_refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (!(future_state(f) & ST_DONE)) {
+        /* Nobody else holds a reference: take one back so the callbacks that cancel runs
+         * borrow a live future (they may retain it), then drop it again. */
+        atomic_store_explicit(&f->f_refs, 1, memory_order_relaxed);
+        arpc_future_cancel(f);
+        arpc_future_release(f);
+        return;
+    }
+    arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
+    arpc_free(f);
+}
+
+/* ---- waiting ---- */
+
+static bool deadline_passed(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+/* Waits for DONE until deadline (NULL: forever). spin: spin briefly first (not for polls). */
+static int future_wait_until(arpc_future *f, const struct timespec *deadline, bool spin)
+{
+    for (int i = 0; spin && i < FUTURE_SPIN; i++) {
+        if (future_state(f) & ST_DONE)
+            return f->f_status;
+        ck_pr_stall();
+    }
+    for (;;) {
+        uint32_t s = future_state(f);
+        if (s & ST_DONE)
+            return f->f_status;
+        if (deadline != NULL && deadline_passed(deadline))
+            return ARPC_EPENDING;
+        if (!(s & ST_WAITERS)) {
+            s = atomic_fetch_or_explicit(&f->f_state, ST_WAITERS, memory_order_acquire);
+            s |= ST_WAITERS;
+            if (s & ST_DONE)
+                return f->f_status;
+        }
+        /* Returns at once if the word changed since s (DONE set): we loop and see it. */
+        arpc_futex_wait((const uint32_t *)&f->f_state, s, deadline);
+    }
+}
+
+/* Fills *ts and returns it for a finite timeout; NULL for ARPC_FOREVER (any negative). */
+static const struct timespec *deadline_of(int64_t timeout_ms, struct timespec *ts)
+{
+    if (timeout_ms < 0)
+        return NULL;
+    *ts = arpc_deadline_after_ms(timeout_ms);
+    return ts;
+}
+
+int arpc_future_wait(arpc_future *f) { return future_wait_until(f, NULL, true); }
+
+int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
+{
+    if (timeout_ms == 0)
+        return arpc_future_poll(f);
+    struct timespec ts;
+    return future_wait_until(f, deadline_of(timeout_ms, &ts), true);
+}
+
+int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms)
+{
+    struct timespec ts;
+    const struct timespec *deadline = deadline_of(timeout_ms, &ts);
+    for (size_t i = 0; i < n; i++) {
+        if (future_wait_until(fs[i], deadline, timeout_ms != 0) == ARPC_EPENDING)
+            return ARPC_EPENDING;
+    }
+    return ARPC_OK;
+}
+
+/* ---- wait_any ---- */
+
+/*
+ * wait_any registers one callback per future pointing at a small waiter object. It returns
+ * as soon as one future completes, but the other callbacks stay registered until their
+ * futures complete (a lock-free list cannot unlink them), so the waiter is refcounted: one
+ * reference for the waiting thread, one per registered callback; the last one frees it.
+ */
+enum {
+    ANY_FIRED = 1u << 0,    /* some future completed */
+    ANY_SLEEPING = 1u << 1, /* the waiting thread sleeps on w_word */
+};
+
+struct any_waiter {
+    _Atomic uint32_t w_word;
+    atomic_size_t w_refs;
+};
+
+static void any_waiter_unref(struct any_waiter *w, size_t n)
+{
+    if (atomic_fetch_sub_explicit(&w->w_refs, n, memory_order_acq_rel) == n)
+        arpc_free(w);
+}
+
+static void any_waiter_fire(arpc_future *f, void *arg)
+{
+    struct any_waiter *w = arg;
+    /* Only the first firing wakes, and only if the waiter sleeps. This callback's reference
+     * keeps w alive through the wake even if the waiter returns at once. */
+    uint32_t old = atomic_fetch_or_explicit(&w->w_word, ANY_FIRED, memory_order_release);
+    if ((old & (ANY_FIRED | ANY_SLEEPING)) == ANY_SLEEPING)
+        arpc_futex_wake_all((const uint32_t *)&w->w_word);
+    any_waiter_unref(w, 1);
+}
+
+static bool any_done(arpc_future *const *fs, size_t n, size_t *index)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (future_state(fs[i]) & ST_DONE) {
+            *index = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Registers w on fs[0..n); stops early once one fired (its scan will find it). */
+static int any_waiter_register(struct any_waiter *w, arpc_future *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((atomic_load_explicit(&w->w_word, memory_order_relaxed) & ANY_FIRED) ||
+            arpc_future_then(fs[i], any_waiter_fire, w) != ARPC_OK) {
+            any_waiter_unref(w, n - i); /* references reserved for the unregistered ones */
+            return (atomic_load_explicit(&w->w_word, memory_order_relaxed) & ANY_FIRED)
+                       ? ARPC_OK
+                       : ARPC_ENOMEM;
+        }
+    }
+    return ARPC_OK;
+}
+
+static int any_waiter_sleep(struct any_waiter *w, arpc_future *const *fs, size_t n,
+                            const struct timespec *deadline, size_t *index)
+{
+    for (;;) {
+        /* A callback fires only after its future published DONE, so FIRED implies the scan
+         * finds a completed future. */
+        if (any_done(fs, n, index))
+            return ARPC_OK;
+        if (deadline != NULL && deadline_passed(deadline))
+            return ARPC_EPENDING;
+        uint32_t s = atomic_fetch_or_explicit(&w->w_word, ANY_SLEEPING, memory_order_acquire);
+        if (s & ANY_FIRED)
+            continue;
+        arpc_futex_wait((const uint32_t *)&w->w_word, s | ANY_SLEEPING, deadline);
+    }
+}
+
+int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, size_t *index)
+{
+    if (n == 0 || fs == NULL || index == NULL)
+        return ARPC_EINVAL;
+    if (any_done(fs, n, index))
+        return ARPC_OK;
+    if (timeout_ms == 0)
+        return ARPC_EPENDING;
+    struct timespec ts;
+    const struct timespec *deadline = deadline_of(timeout_ms, &ts);
+
+    struct any_waiter *w = arpc_malloc(sizeof(*w));
+    if (w == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&w->w_word, 0);
+    atomic_init(&w->w_refs, n + 1);
+    int rc = any_waiter_register(w, fs, n);
+    if (rc == ARPC_OK)
+        rc = any_waiter_sleep(w, fs, n, deadline, index);
+    any_waiter_unref(w, 1);
+    return rc;
+}

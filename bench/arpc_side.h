@@ -1,0 +1,36 @@
+/*
+ * bench/arpc_side.h: the measurements that go through arpc.
+ *
+ * Every function here returns 0, or -1 after printing why on stderr. Runs that completed
+ * with call errors return 0 with out->errors > 0 (the caller reports them and fails).
+ */
+#ifndef ARPC_BENCH_ARPC_SIDE_H
+#define ARPC_BENCH_ARPC_SIDE_H
+
+#include "arpc/arpc.h"
+#include "bench.h"
+
+/* Client connections spread over client loop threads (connection i on loop i % nloops).
+ * The loop threads are tagged as client side for the memory accounting (memacct.h). */
+struct bench_clients {
+    unsigned bc_nloops;
+    unsigned bc_nclients;
+    arpc_loop **bc_loops;
+    arpc_client **bc_clients;
+};
+
+int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
+                       unsigned nloops);
+void bench_clients_close(struct bench_clients *bc);
+
+/* One blocking arpc_call at a time on one connection. */
+int bench_arpc_latency(const struct bench_config *cfg, const char *addr, struct bench_run *out);
+
+/* cfg->window calls outstanding per connection, cfg->calls in all. */
+int bench_arpc_throughput(const struct bench_config *cfg, const char *addr, struct bench_run *out);
+
+/* Holds cfg->window calls outstanding on a fresh connection (bench.hold) and measures the
+ * client's heap growth per call. */
+int bench_arpc_memprobe(const struct bench_config *cfg, const char *addr, struct bench_mem *out);
+
+#endif

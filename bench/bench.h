@@ -1,0 +1,80 @@
+/*
+ * bench/bench.h: what the pieces of arpc-bench share: the parsed command line, the result of
+ * one measured run, and the clock.
+ *
+ * The tool's own memory (histograms, slots, buffers) comes from plain malloc on purpose: the
+ * memory probe (memacct.h) counts what arpc allocates through its allocator hook, and the
+ * tool's bookkeeping must not be mistaken for the library's.
+ */
+#ifndef ARPC_BENCH_BENCH_H
+#define ARPC_BENCH_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "histogram.h"
+
+enum bench_mode { BENCH_LATENCY, BENCH_THROUGHPUT, BENCH_SERVE };
+
+/* How throughput mode keeps the window full (see throughput.c for why `then` is the default). */
+enum bench_api { BENCH_API_THEN, BENCH_API_CQ };
+
+struct bench_config {
+    enum bench_mode mode;
+    const char *transport;    /* "tcp", "unix" or "inproc" */
+    uint64_t calls;           /* measured calls */
+    uint64_t warmup;          /* calls before measuring */
+    size_t payload;           /* request (and reply) bytes */
+    unsigned window;          /* calls outstanding per connection (throughput) */
+    unsigned connections;     /* client connections (throughput) */
+    unsigned threads;         /* client loop threads (then) or consumer threads (cq) */
+    unsigned workers;         /* embedded server's actor pool; 0: one per CPU */
+    enum bench_api api;
+    bool inline_handler;      /* register bench.echo with inline_on_loop */
+    bool memory;              /* run the memory probe (throughput) */
+    bool quiet;               /* no progress line */
+    const char *connect_addr; /* NULL: start an embedded server */
+    const char *listen_addr;  /* serve */
+    const char *plot_path;    /* NULL: no plot */
+};
+
+/* One measured run of either side. */
+struct bench_run {
+    bench_hist *hist;   /* latency of every measured call (owned; free()) */
+    uint64_t calls;     /* completed successfully */
+    uint64_t errors;    /* completed with an error */
+    double elapsed_s;
+    double calls_per_s;
+};
+
+/* Client memory per outstanding call (throughput mode). */
+struct bench_mem {
+    bool valid;
+    unsigned window;         /* calls held outstanding while measuring */
+    double client_bytes;     /* arpc heap allocated on client threads, per call */
+    double process_bytes;    /* whole-process heap growth (mallinfo2), per call */
+    double residual_bytes;   /* client heap left after they all completed, per call */
+};
+
+static inline uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Allocates an empty histogram (NULL on failure). */
+bench_hist *bench_hist_new(void);
+
+/* Fills a payload buffer with a recognisable pattern (so a wrong echo is caught). */
+void bench_fill_pattern(void *buf, size_t len);
+
+/* The method names the bench server serves. */
+#define BENCH_METHOD_ECHO "bench.echo"
+#define BENCH_METHOD_HOLD "bench.hold"       /* held until bench.release */
+#define BENCH_METHOD_HELD "bench.held"       /* replies with the count held (8 bytes, LE) */
+#define BENCH_METHOD_RELEASE "bench.release" /* replies to every held call */
+
+#endif

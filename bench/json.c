@@ -1,0 +1,59 @@
+#include "json.h"
+
+#include <math.h>
+
+static void key(struct bench_json *j, const char *k)
+{
+    fputs(j->j_first ? "" : ",", j->j_out);
+    j->j_first = false;
+    bench_json_str(j, NULL, k);
+    fputc(':', j->j_out);
+}
+
+void bench_json_begin(struct bench_json *j, FILE *out)
+{
+    j->j_out = out;
+    j->j_first = true;
+    fputc('{', out);
+}
+
+/* With key NULL, writes just the quoted, escaped string. */
+void bench_json_str(struct bench_json *j, const char *k, const char *value)
+{
+    if (k != NULL)
+        key(j, k);
+    fputc('"', j->j_out);
+    for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(j->j_out, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(j->j_out, "\\u%04x", *p);
+        else
+            fputc(*p, j->j_out);
+    }
+    fputc('"', j->j_out);
+}
+
+void bench_json_uint(struct bench_json *j, const char *k, uint64_t value)
+{
+    key(j, k);
+    fprintf(j->j_out, "%llu", (unsigned long long)value);
+}
+
+void bench_json_num(struct bench_json *j, const char *k, double value)
+{
+    key(j, k);
+    fprintf(j->j_out, "%.3f", isfinite(value) ? value : 0.0);
+}
+
+void bench_json_bool(struct bench_json *j, const char *k, bool value)
+{
+    key(j, k);
+    fputs(value ? "true" : "false", j->j_out);
+}
+
+void bench_json_end(struct bench_json *j)
+{
+    fputs("}\n", j->j_out);
+    fflush(j->j_out);
+}

@@ -1,0 +1,21 @@
+/* Small helpers shared by the bench's files (declared in bench.h). */
+#include <stdlib.h>
+
+#include "bench.h"
+
+bench_hist *bench_hist_new(void)
+{
+    bench_hist *h = malloc(sizeof(*h));
+    if (h != NULL)
+        bench_hist_init(h);
+    return h;
+}
+
+/* Bytes that differ from their neighbours and from a shifted copy, so a reply that is
+ * truncated, offset or another call's shows up in a memcmp. */
+void bench_fill_pattern(void *buf, size_t len)
+{
+    unsigned char *p = buf;
+    for (size_t i = 0; i < len; i++)
+        p[i] = (unsigned char)(i * 131u + (i >> 8) + 7u);
+}

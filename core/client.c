@@ -1,0 +1,604 @@
+/*
+ * Design notes.
+ *
+ * Threads: callers encode the request frame on their own thread, then hand the call to the
+ * loop through arpc_loop_submit (a CK ring + one ev_async per batch). Everything else -- the
+ * pending table, the deadline heap, the socket -- is touched by the loop thread only, so the
+ * only shared state here is a handful of atomics (state, xid counter, pending count, refs).
+ *
+ * Lifetime: the client is refcounted. The user's handle is one reference; a cancel task
+ * travelling to the loop holds another (a user may cancel a future while the client closes).
+ * Call tasks need no reference: they are submitted before close() is called (the contract
+ * forbids starting calls once close has begun), and the loop runs tasks in order, so the close
+ * task runs after them.
+ *
+ * Each call: one future (the caller's), one struct client_call (loop-owned until the call
+ * completes), one frame buffer (owned by the connection's output queue once sent).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "arpc/client.h"
+#include "arpc/error.h"
+#include "async/loop_internal.h"
+#include "async/mpsc_ring.h"
+#include "core/alloc.h"
+#include "core/conn.h"
+#include "core/frame.h"
+#include "core/pending.h"
+#include "transport/transport.h"
+
+enum client_state { CL_OPEN, CL_DRAINING, CL_LOST, CL_CLOSED };
+
+struct arpc_client {
+    atomic_int cl_refs;
+    atomic_int cl_state;      /* enum client_state */
+    atomic_int cl_lost_reason; /* why calls fail once not CL_OPEN */
+    atomic_uint_fast64_t cl_next_xid;
+    atomic_size_t cl_npending;
+    atomic_uint cl_server_max; /* the server's frame limit, from its HELLO */
+    arpc_loop *cl_loop;
+    bool cl_owns_loop;
+    uint64_t cl_id;
+    int64_t cl_default_deadline_ms;
+    uint32_t cl_max_frame;
+    char cl_addr[ARPC_ADDR_MAX];
+    /* loop thread only */
+    struct arpc_conn cl_conn;
+    struct arpc_pending cl_pending;
+    arpc_future *cl_closed; /* completed by the close task */
+};
+
+struct client_call {
+    atomic_int cc_released; /* see call_release_shared */
+    arpc_future *cc_future;
+    arpc_client *cc_client;
+    uint64_t cc_xid;
+    uint64_t cc_deadline_ns; /* 0: none */
+    struct arpc_deadline cc_deadline;
+    uint8_t *cc_frame; /* until handed to the connection */
+    size_t cc_frame_len;
+};
+
+struct cancel_task {
+    arpc_client *ct_client;
+    uint64_t ct_xid;
+};
+
+static void client_release(arpc_client *c)
+{
+    if (atomic_fetch_sub(&c->cl_refs, 1) != 1)
+        return;
+    arpc_free(c);
+}
+
+/* ---- completing calls (loop thread) ---- */
+
+/*
+ * A call whose future was cancelled is referenced by two parties at once: the loop, which
+ * finishes it, and the cancelling thread, running call_on_cancel. Whichever lets go second
+ * frees it (and only then does the pending count drop, which arpc_client_close waits for, so
+ * the client outlives every cancel hook).
+ */
+static void call_release_shared(struct client_call *call)
+{
+    arpc_client *c = call->cc_client;
+    if (atomic_exchange(&call->cc_released, 1) == 0)
+        return;
+    arpc_free(call);
+    atomic_fetch_sub(&c->cl_npending, 1);
+}
+
+static void call_finish(struct client_call *call, int status, void *data, size_t len)
+{
+    arpc_client *c = call->cc_client;
+    if (arpc_deadline_is_armed(&call->cc_deadline))
+        arpc_deadline_cancel(c->cl_loop, &call->cc_deadline);
+    arpc_free(call->cc_frame);
+    call->cc_frame = NULL;
+    arpc_future *f = call->cc_future;
+    bool completed = arpc_future_complete(f, status, data, len);
+    arpc_future_release(f);
+    if (completed) {
+        /* No cancel hook ran or will run: the call is ours alone. */
+        arpc_free(call);
+        atomic_fetch_sub(&c->cl_npending, 1);
+    } else {
+        call_release_shared(call); /* cancelled: its hook ran or is running */
+    }
+}
+
+static void call_on_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    struct client_call *call = arg;
+    if (arpc_pending_take(&call->cc_client->cl_pending, call->cc_xid) != call)
+        return; /* cannot happen: a completed call's deadline is cancelled */
+    call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
+}
+
+static void call_fail_pending(void *call, void *arg)
+{
+    call_finish(call, *(int *)arg, NULL, 0);
+}
+
+static void client_fail_all(arpc_client *c, int reason)
+{
+    arpc_pending_drain(&c->cl_pending, call_fail_pending, &reason);
+}
+
+/* ---- connection callbacks (loop thread) ---- */
+
+static void *copy_bytes(const void *src, size_t len)
+{
+    void *p = arpc_malloc(len ? len : 1);
+    if (p != NULL && len)
+        memcpy(p, src, len);
+    return p;
+}
+
+static void client_send_pong(arpc_client *c, const struct arpc_frame *f)
+{
+    size_t len = ARPC_FRAME_HEADER_SIZE + f->f_payload_len;
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return;
+    arpc_frame_encode_header(buf, ARPC_FRAME_PONG, f->f_xid, f->f_payload_len);
+    memcpy(buf + ARPC_FRAME_HEADER_SIZE, f->f_payload, f->f_payload_len);
+    arpc_conn_send(&c->cl_conn, buf, buf, len);
+}
+
+static int error_code_from_wire(uint32_t code)
+{
+    if (code == ARPC_OK || code >= ARPC_ERROR_COUNT_)
+        return ARPC_EPROTO;
+    return (int)code;
+}
+
+static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    arpc_client *c = conn->c_owner;
+    struct client_call *call;
+    switch (f->f_kind) {
+    case ARPC_FRAME_REPLY:
+    case ARPC_FRAME_ERROR: {
+        call = arpc_pending_take(&c->cl_pending, f->f_xid);
+        if (call == NULL)
+            return; /* timed out or cancelled already: the late reply is dropped */
+        const void *src = f->f_kind == ARPC_FRAME_REPLY ? (const void *)f->f_payload : f->f_msg;
+        size_t len = f->f_kind == ARPC_FRAME_REPLY ? f->f_payload_len : f->f_msg_len;
+        int status = f->f_kind == ARPC_FRAME_REPLY ? ARPC_OK : error_code_from_wire(f->f_code);
+        void *data = copy_bytes(src, len);
+        if (data == NULL)
+            call_finish(call, ARPC_ENOMEM, NULL, 0);
+        else
+            call_finish(call, status, data, len);
+        return;
+    }
+    case ARPC_FRAME_HELLO:
+        if (f->f_max_frame != 0)
+            atomic_store(&c->cl_server_max, f->f_max_frame);
+        return;
+    case ARPC_FRAME_PING:
+        client_send_pong(c, f);
+        return;
+    case ARPC_FRAME_PONG:
+        return;
+    case ARPC_FRAME_GOAWAY: {
+        /* The server takes no new calls; the ones in flight still get their replies. */
+        int expected = CL_OPEN;
+        int why = f->f_code == ARPC_EPROTO ? ARPC_EPROTO : ARPC_ESHUTDOWN;
+        atomic_store(&c->cl_lost_reason, why);
+        atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
+        if (f->f_msg_len)
+            fprintf(stderr, "arpc: server %s going away: %.*s\n", c->cl_addr, (int)f->f_msg_len, f->f_msg);
+        return;
+    }
+    default:
+        fprintf(stderr, "arpc: closing connection to %s: unexpected frame kind %u\n", c->cl_addr,
+                f->f_kind);
+        arpc_conn_close(conn, ARPC_EPROTO);
+        return;
+    }
+}
+
+static void client_on_close(struct arpc_conn *conn, int reason)
+{
+    (void)reason;
+    arpc_client *c = conn->c_owner;
+    if (atomic_load(&c->cl_state) != CL_CLOSED) {
+        atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST);
+        atomic_store(&c->cl_state, CL_LOST);
+    }
+    /* Whatever was in flight may or may not have run: say so, to every caller, now. */
+    client_fail_all(c, ARPC_ECONNLOST);
+}
+
+static const struct arpc_conn_ops client_conn_ops = {
+    .on_frame = client_on_frame,
+    .on_close = client_on_close,
+};
+
+/* ---- loop tasks ---- */
+
+static int client_unavailable_reason(arpc_client *c)
+{
+    int st = atomic_load(&c->cl_state);
+    if (st == CL_CLOSED)
+        return ARPC_ESHUTDOWN;
+    return atomic_load(&c->cl_lost_reason);
+}
+
+static void task_start_call(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct client_call *call = arg;
+    arpc_client *c = call->cc_client;
+    if (!c->cl_conn.c_open || atomic_load(&c->cl_state) == CL_CLOSED) {
+        call_finish(call, client_unavailable_reason(c), NULL, 0);
+        return;
+    }
+    if (arpc_future_poll(call->cc_future) != ARPC_EPENDING) {
+        call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it was sent */
+        return;
+    }
+    if (call->cc_deadline_ns != 0) {
+        if (arpc_now_ns() >= call->cc_deadline_ns) {
+            call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
+            return;
+        }
+        if (arpc_deadline_arm(c->cl_loop, &call->cc_deadline, call->cc_deadline_ns) != ARPC_OK) {
+            call_finish(call, ARPC_ENOMEM, NULL, 0);
+            return;
+        }
+    }
+    int rc = arpc_pending_put(&c->cl_pending, call->cc_xid, call);
+    if (rc != ARPC_OK) {
+        /* EBUSY: a 64-bit xid wrapped around onto a call still pending. */
+        call_finish(call, rc == ARPC_EBUSY ? ARPC_EPROTO : rc, NULL, 0);
+        return;
+    }
+    uint8_t *frame = call->cc_frame;
+    call->cc_frame = NULL; /* the connection owns it now */
+    arpc_conn_send(&c->cl_conn, frame, frame, call->cc_frame_len);
+}
+
+static void task_oneway(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct client_call *msg = arg; /* only cc_client, cc_frame, cc_frame_len are used */
+    arpc_client *c = msg->cc_client;
+    if (c->cl_conn.c_open && atomic_load(&c->cl_state) != CL_CLOSED)
+        arpc_conn_send(&c->cl_conn, msg->cc_frame, msg->cc_frame, msg->cc_frame_len);
+    else
+        arpc_free(msg->cc_frame);
+    arpc_free(msg);
+}
+
+static void task_cancel(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct cancel_task *t = arg;
+    arpc_client *c = t->ct_client;
+    if (atomic_load(&c->cl_state) != CL_CLOSED) {
+        struct client_call *call = arpc_pending_take(&c->cl_pending, t->ct_xid);
+        if (call != NULL)
+            call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is already cancelled */
+    }
+    client_release(c);
+    arpc_free(t);
+}
+
+static void task_attach(arpc_loop *loop, void *arg)
+{
+    arpc_client *c = arg;
+    int fd = c->cl_conn.c_fd; /* stashed by connect */
+    if (arpc_conn_init(&c->cl_conn, loop, fd, c->cl_max_frame, &client_conn_ops, c, c->cl_addr) != ARPC_OK) {
+        atomic_store(&c->cl_lost_reason, ARPC_ENOMEM);
+        atomic_store(&c->cl_state, CL_LOST);
+        return;
+    }
+    uint8_t *hello = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
+    if (hello == NULL) {
+        arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
+        return;
+    }
+    size_t n = arpc_frame_encode_hello(hello, c->cl_id, 0, c->cl_max_frame);
+    arpc_conn_send(&c->cl_conn, hello, hello, n);
+}
+
+static void task_close(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    arpc_client *c = arg;
+    atomic_store(&c->cl_state, CL_CLOSED);
+    client_fail_all(c, ARPC_ESHUTDOWN);
+    if (c->cl_conn.c_open) {
+        /* on_close would report ECONNLOST; nothing is pending any more, so it fails nobody. */
+        arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
+    }
+    arpc_pending_fini(&c->cl_pending);
+    arpc_future_complete(c->cl_closed, ARPC_OK, NULL, 0);
+}
+
+/* ---- public API ---- */
+
+static uint64_t random_client_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
+            id = arpc_now_ns() ^ ((uint64_t)getpid() << 32);
+    }
+    return id;
+}
+
+int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts)
+{
+    arpc_client_options o = {0};
+    if (opts != NULL)
+        o = *opts;
+    if (out == NULL || addr == NULL)
+        return ARPC_EINVAL;
+    *out = NULL;
+    const char *rest;
+    const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
+    if (tr == NULL || strlen(addr) >= ARPC_ADDR_MAX)
+        return ARPC_EADDR;
+    arpc_client *c = arpc_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&c->cl_refs, 1);
+    atomic_init(&c->cl_state, CL_OPEN);
+    atomic_init(&c->cl_lost_reason, ARPC_ECONNLOST);
+    atomic_init(&c->cl_next_xid, 1);
+    atomic_init(&c->cl_npending, 0);
+    c->cl_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
+    atomic_init(&c->cl_server_max, c->cl_max_frame);
+    c->cl_id = o.client_id ? o.client_id : random_client_id();
+    c->cl_default_deadline_ms = o.default_deadline_ms;
+    snprintf(c->cl_addr, sizeof(c->cl_addr), "%s", addr);
+    int rc = arpc_future_create(&c->cl_closed);
+    if (rc != ARPC_OK)
+        goto fail_client;
+    rc = arpc_pending_init(&c->cl_pending, 1024);
+    if (rc != ARPC_OK)
+        goto fail_future;
+    int fd = -1;
+    rc = tr->t_connect(rest, o.connect_timeout_ms ? o.connect_timeout_ms : 5000, &fd);
+    if (rc != ARPC_OK)
+        goto fail_pending;
+    c->cl_conn.c_fd = fd; /* picked up by task_attach */
+    if (o.loop != NULL) {
+        c->cl_loop = o.loop;
+    } else {
+        rc = arpc_loop_create(&c->cl_loop, NULL);
+        if (rc != ARPC_OK)
+            goto fail_fd;
+        rc = arpc_loop_start(c->cl_loop);
+        if (rc != ARPC_OK) {
+            arpc_loop_destroy(c->cl_loop);
+            goto fail_fd;
+        }
+        c->cl_owns_loop = true;
+    }
+    rc = arpc_loop_submit(c->cl_loop, task_attach, c);
+    if (rc != ARPC_OK) {
+        if (c->cl_owns_loop)
+            arpc_loop_destroy(c->cl_loop);
+        goto fail_fd;
+    }
+    *out = c;
+    return ARPC_OK;
+fail_fd:
+    close(fd);
+fail_pending:
+    arpc_pending_fini(&c->cl_pending);
+fail_future:
+    arpc_future_release(c->cl_closed);
+fail_client:
+    arpc_free(c);
+    return rc;
+}
+
+void arpc_client_close(arpc_client *c)
+{
+    if (c == NULL)
+        return;
+    if (arpc_loop_submit(c->cl_loop, task_close, c) == ARPC_OK) {
+        arpc_future_wait(c->cl_closed);
+    } else {
+        /* The (shared) loop is already stopped: no loop thread will touch the client again. */
+        atomic_store(&c->cl_state, CL_CLOSED);
+        client_fail_all(c, ARPC_ESHUTDOWN);
+        if (c->cl_conn.c_open)
+            arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
+        arpc_pending_fini(&c->cl_pending);
+    }
+    /* Wait out cancel hooks still running on other threads (they are short). */
+    unsigned attempt = 0;
+    while (atomic_load(&c->cl_npending) != 0)
+        arpc_mpsc_ring_backoff(&attempt);
+    if (c->cl_owns_loop)
+        arpc_loop_destroy(c->cl_loop); /* runs any cancel task still queued */
+    arpc_future_release(c->cl_closed);
+    client_release(c);
+}
+
+static void call_on_cancel(arpc_future *f, void *arg)
+{
+    (void)f;
+    struct client_call *call = arg;
+    /* Runs on the cancelling thread while the call may be anywhere: in the ring, pending, or
+     * finishing on the loop (call_release_shared keeps it alive until we let go). Only the
+     * xid travels to the loop, which drops the call if it is still pending. */
+    arpc_client *c = call->cc_client;
+    struct cancel_task *t = arpc_malloc(sizeof(*t));
+    if (t != NULL) {
+        t->ct_client = c;
+        t->ct_xid = call->cc_xid;
+        atomic_fetch_add(&c->cl_refs, 1);
+        if (arpc_loop_submit(c->cl_loop, task_cancel, t) != ARPC_OK) {
+            atomic_fetch_sub(&c->cl_refs, 1);
+            arpc_free(t);
+        }
+    } /* else the call stays pending until its reply or deadline: harmless */
+    call_release_shared(call);
+}
+
+static uint64_t deadline_from(arpc_client *c, int64_t deadline_ms, uint32_t *wire_ms)
+{
+    if (deadline_ms == 0)
+        deadline_ms = c->cl_default_deadline_ms ? c->cl_default_deadline_ms : ARPC_FOREVER;
+    if (deadline_ms < 0) {
+        *wire_ms = 0;
+        return 0;
+    }
+    *wire_ms = deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)(deadline_ms ? deadline_ms : 1);
+    return arpc_now_ns() + (uint64_t)deadline_ms * 1000000ull;
+}
+
+/* Validates a request and encodes its frame. Returns ARPC_OK with the frame and its length set. */
+static int encode_request(arpc_client *c, uint8_t kind, uint64_t xid, const char *method,
+                          const void *req, size_t req_len, uint32_t wire_ms, uint8_t **frame,
+                          size_t *len)
+{
+    size_t mlen = method ? strlen(method) : 0;
+    if (mlen == 0 || mlen > ARPC_METHOD_MAX || (req == NULL && req_len != 0))
+        return ARPC_EINVAL;
+    int st = atomic_load(&c->cl_state);
+    if (st != CL_OPEN)
+        return client_unavailable_reason(c);
+    size_t total = arpc_frame_request_size(mlen, req_len);
+    uint32_t limit = atomic_load(&c->cl_server_max);
+    if (c->cl_max_frame < limit)
+        limit = c->cl_max_frame;
+    if (total - ARPC_FRAME_HEADER_SIZE > limit)
+        return ARPC_ETOOLARGE;
+    uint8_t *buf = arpc_malloc(total);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    /* seq = xid: unique per call for this client; ack 0 = "nothing acknowledged" until the
+     * at-most-once reply cache lands (always safe: the server only keeps entries longer). */
+    *len = arpc_frame_encode_request(buf, kind, xid, xid, 0, wire_ms, method, (uint16_t)mlen, req,
+                                     (uint32_t)req_len);
+    *frame = buf;
+    return ARPC_OK;
+}
+
+arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
+                             int64_t deadline_ms)
+{
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK)
+        return NULL;
+    if (c == NULL) {
+        arpc_future_complete(f, ARPC_EINVAL, NULL, 0);
+        return f;
+    }
+    uint32_t wire_ms;
+    uint64_t when = deadline_from(c, deadline_ms, &wire_ms);
+    uint64_t xid = atomic_fetch_add(&c->cl_next_xid, 1);
+    uint8_t *frame;
+    size_t len;
+    int rc = encode_request(c, ARPC_FRAME_REQUEST, xid, method, req, req_len, wire_ms, &frame, &len);
+    if (rc != ARPC_OK) {
+        arpc_future_complete(f, rc, NULL, 0);
+        return f;
+    }
+    struct client_call *call = arpc_malloc(sizeof(*call));
+    if (call == NULL) {
+        arpc_free(frame);
+        arpc_future_complete(f, ARPC_ENOMEM, NULL, 0);
+        return f;
+    }
+    atomic_init(&call->cc_released, 0);
+    call->cc_future = f;
+    call->cc_client = c;
+    call->cc_xid = xid;
+    call->cc_deadline_ns = when;
+    call->cc_frame = frame;
+    call->cc_frame_len = len;
+    arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
+    arpc_future_retain(f); /* the call's reference, dropped by call_finish */
+    arpc_future_on_cancel(f, call_on_cancel, call);
+    atomic_fetch_add(&c->cl_npending, 1);
+    rc = arpc_loop_submit(c->cl_loop, task_start_call, call);
+    if (rc != ARPC_OK) {
+        atomic_fetch_sub(&c->cl_npending, 1);
+        arpc_free(frame);
+        arpc_free(call);
+        arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
+        arpc_future_release(f);
+    }
+    return f;
+}
+
+int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+              size_t *reply_len, int64_t deadline_ms)
+{
+    if (reply != NULL)
+        *reply = NULL;
+    if (reply_len != NULL)
+        *reply_len = 0;
+    arpc_future *f = arpc_call_async(c, method, req, req_len, deadline_ms);
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    int status = arpc_future_wait(f);
+    if (reply != NULL) {
+        size_t len = 0;
+        *reply = arpc_future_take(f, &len);
+        if (reply_len != NULL)
+            *reply_len = len;
+    }
+    arpc_future_release(f);
+    return status;
+}
+
+int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len, int64_t deadline_ms,
+            arpc_cq *cq, void *tag)
+{
+    if (cq == NULL)
+        return ARPC_EINVAL;
+    arpc_future *f = arpc_call_async(c, method, req, req_len, deadline_ms);
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    int rc = arpc_cq_attach(cq, f, tag);
+    if (rc != ARPC_OK)
+        arpc_future_cancel(f);
+    arpc_future_release(f);
+    return rc;
+}
+
+int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
+{
+    if (c == NULL)
+        return ARPC_EINVAL;
+    uint8_t *frame;
+    size_t len;
+    int rc = encode_request(c, ARPC_FRAME_ONEWAY, 0, method, req, req_len, 0, &frame, &len);
+    if (rc != ARPC_OK)
+        return rc;
+    struct client_call *msg = arpc_malloc(sizeof(*msg));
+    if (msg == NULL) {
+        arpc_free(frame);
+        return ARPC_ENOMEM;
+    }
+    msg->cc_client = c;
+    msg->cc_frame = frame;
+    msg->cc_frame_len = len;
+    rc = arpc_loop_submit(c->cl_loop, task_oneway, msg);
+    if (rc != ARPC_OK) {
+        arpc_free(frame);
+        arpc_free(msg);
+    }
+    return rc;
+}
+
+size_t arpc_client_pending(const arpc_client *c) { return atomic_load(&((arpc_client *)c)->cl_npending); }
+
+uint64_t arpc_client_id(const arpc_client *c) { return c->cl_id; }

@@ -1,0 +1,226 @@
+/*
+ * Design notes.
+ *
+ * Batching: sends never write directly. They queue and start the ev_prepare watcher, which
+ * libev runs once per loop iteration just before it blocks; by then every task drained from
+ * the submit ring in this iteration has queued its frame, so one writev carries them all.
+ * This costs no latency: prepare runs in the same iteration, before the poll.
+ *
+ * Reading: one read() per readiness, into a buffer that starts at 64 KiB and grows only to
+ * fit a frame whose header says it is larger (never beyond header + max_body). Frames are
+ * parsed in place; the remainder is moved to the front only when the buffer's tail is short.
+ */
+#include "core/conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "async/loop_internal.h"
+#include "core/alloc.h"
+
+#define CONN_RBUF_INITIAL (64 * 1024)
+
+static void conn_do_close(struct arpc_conn *conn, int reason)
+{
+    if (!conn->c_open)
+        return;
+    conn->c_open = false;
+    ev_io_stop(conn->c_ev, &conn->c_rio);
+    ev_io_stop(conn->c_ev, &conn->c_wio);
+    ev_prepare_stop(conn->c_ev, &conn->c_flush);
+    close(conn->c_fd);
+    conn->c_fd = -1;
+    arpc_outq_fini(&conn->c_out);
+    arpc_free(conn->c_rbuf);
+    conn->c_rbuf = NULL;
+    conn->c_ops->on_close(conn, reason);
+}
+
+void arpc_conn_close(struct arpc_conn *conn, int reason)
+{
+    if (!conn->c_open)
+        return;
+    if (conn->c_dispatching) {
+        if (!conn->c_close_pending) {
+            conn->c_close_pending = true;
+            conn->c_close_reason = reason;
+        }
+        return;
+    }
+    conn_do_close(conn, reason);
+}
+
+static void conn_flush(struct arpc_conn *conn)
+{
+    int rc = arpc_outq_flush(&conn->c_out, conn->c_fd);
+    if (rc == ARPC_ECONNLOST) {
+        arpc_conn_close(conn, ARPC_ECONNLOST);
+        return;
+    }
+    if (rc == ARPC_EAGAIN) {
+        ev_io_start(conn->c_ev, &conn->c_wio);
+        return;
+    }
+    ev_io_stop(conn->c_ev, &conn->c_wio);
+    if (conn->c_close_after_flush)
+        arpc_conn_close(conn, conn->c_close_reason);
+}
+
+static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct arpc_conn *conn = w->data;
+    ev_prepare_stop(ev, w);
+    /* If the write watcher is active the socket is full: it will flush when writable. */
+    if (!ev_is_active(&conn->c_wio))
+        conn_flush(conn);
+}
+
+static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    conn_flush(w->data);
+}
+
+int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
+{
+    if (!conn->c_open) {
+        arpc_free(base);
+        return ARPC_ECONNLOST;
+    }
+    if (arpc_outq_push(&conn->c_out, base, data, len) != ARPC_OK) {
+        arpc_free(base);
+        return ARPC_ENOMEM;
+    }
+    if (!ev_is_active(&conn->c_flush))
+        ev_prepare_start(conn->c_ev, &conn->c_flush);
+    return ARPC_OK;
+}
+
+void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
+{
+    if (!conn->c_open)
+        return;
+    if (arpc_outq_empty(&conn->c_out)) {
+        arpc_conn_close(conn, reason);
+        return;
+    }
+    conn->c_close_after_flush = true;
+    conn->c_close_reason = reason;
+}
+
+/* Makes room for at least `want` unparsed bytes plus some read space. */
+static int conn_reserve(struct arpc_conn *conn, size_t want)
+{
+    size_t unparsed = conn->c_rend - conn->c_rstart;
+    if (conn->c_rstart > 0 && (conn->c_rcap - conn->c_rend < 4096 || conn->c_rcap - conn->c_rstart < want)) {
+        memmove(conn->c_rbuf, conn->c_rbuf + conn->c_rstart, unparsed);
+        conn->c_rstart = 0;
+        conn->c_rend = unparsed;
+    }
+    if (want <= conn->c_rcap && conn->c_rcap - conn->c_rend > 0)
+        return ARPC_OK;
+    size_t cap = conn->c_rcap;
+    while (cap < want || cap - conn->c_rend == 0)
+        cap *= 2;
+    uint8_t *nb = arpc_realloc(conn->c_rbuf, cap);
+    if (nb == NULL)
+        return ARPC_ENOMEM;
+    conn->c_rbuf = nb;
+    conn->c_rcap = cap;
+    return ARPC_OK;
+}
+
+/* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
+ * total (at least a header), or 0 after closing the connection for bad input. */
+static size_t conn_parse(struct arpc_conn *conn)
+{
+    size_t need = ARPC_FRAME_HEADER_SIZE;
+    while (conn->c_open && !conn->c_close_pending) {
+        struct arpc_frame f;
+        size_t used = 0;
+        int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
+                                   conn->c_max_body, &f, &used, &need);
+        if (rc == ARPC_EAGAIN)
+            return need;
+        if (rc != ARPC_OK) {
+            fprintf(stderr, "arpc: closing connection %s: %s (%s)\n", conn->c_peer,
+                    arpc_strerror(rc), arpc_errname(rc));
+            arpc_conn_close(conn, rc);
+            return 0;
+        }
+        conn->c_rstart += used;
+        conn->c_ops->on_frame(conn, &f);
+    }
+    return 0;
+}
+
+static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    struct arpc_conn *conn = w->data;
+    size_t need = ARPC_FRAME_HEADER_SIZE;
+    conn->c_dispatching = true;
+    for (int round = 0; round < 4 && conn->c_open && !conn->c_close_pending; round++) {
+        if (conn_reserve(conn, need) != ARPC_OK) {
+            fprintf(stderr, "arpc: closing connection %s: out of memory for a %zu-byte frame\n",
+                    conn->c_peer, need);
+            arpc_conn_close(conn, ARPC_ENOMEM);
+            break;
+        }
+        size_t room = conn->c_rcap - conn->c_rend;
+        ssize_t n = read(conn->c_fd, conn->c_rbuf + conn->c_rend, room);
+        if (n == 0) {
+            arpc_conn_close(conn, ARPC_ECONNLOST);
+            break;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                arpc_conn_close(conn, ARPC_ECONNLOST);
+            break;
+        }
+        conn->c_rend += (size_t)n;
+        need = conn_parse(conn);
+        if (conn->c_rstart == conn->c_rend)
+            conn->c_rstart = conn->c_rend = 0;
+        if ((size_t)n < room)
+            break; /* the socket is drained for now */
+    }
+    conn->c_dispatching = false;
+    if (conn->c_close_pending)
+        conn_do_close(conn, conn->c_close_reason);
+}
+
+int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
+                   const struct arpc_conn_ops *ops, void *owner, const char *peer)
+{
+    memset(conn, 0, sizeof(*conn));
+    conn->c_rbuf = arpc_malloc(CONN_RBUF_INITIAL);
+    if (conn->c_rbuf == NULL) {
+        close(fd);
+        return ARPC_ENOMEM;
+    }
+    conn->c_rcap = CONN_RBUF_INITIAL;
+    conn->c_loop = loop;
+    conn->c_ev = arpc_loop_ev(loop);
+    conn->c_fd = fd;
+    conn->c_max_body = max_body;
+    conn->c_ops = ops;
+    conn->c_owner = owner;
+    conn->c_open = true;
+    snprintf(conn->c_peer, sizeof(conn->c_peer), "%s", peer ? peer : "?");
+    arpc_outq_init(&conn->c_out);
+    ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
+    ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);
+    ev_prepare_init(&conn->c_flush, conn_on_prepare);
+    conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
+    ev_io_start(conn->c_ev, &conn->c_rio);
+    return ARPC_OK;
+}

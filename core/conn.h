@@ -1,0 +1,75 @@
+/*
+ * arpc_conn: one stream connection owned by a loop thread, shared by client and server.
+ *
+ * Reading: level-triggered ev_io; each readiness reads what the socket has into a growing
+ * buffer and hands every complete frame to ops->on_frame (frame fields point into the read
+ * buffer and are valid only during the call). A frame that is malformed or larger than
+ * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
+ * before the body is read.
+ *
+ * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
+ * frame with one writev just before the loop next sleeps, so frames queued in one loop iteration
+ * leave in one batch. A full socket arms a write watcher.
+ *
+ * Closing: arpc_conn_close() may be called from inside on_frame; the close then happens after
+ * the current read batch. ops->on_close runs exactly once, on the loop thread, after the fd is
+ * closed and the watchers stopped; the owner may free the memory holding the conn there.
+ *
+ * Every function here runs on the loop thread.
+ */
+#ifndef ARPC_CORE_CONN_H
+#define ARPC_CORE_CONN_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arpc/loop.h"
+#include "core/frame.h"
+#include "core/outq.h"
+
+struct arpc_conn;
+
+struct arpc_conn_ops {
+    void (*on_frame)(struct arpc_conn *conn, const struct arpc_frame *frame);
+    /* reason: ARPC_ECONNLOST (peer closed or I/O error), ARPC_EPROTO, ARPC_ETOOLARGE, or the
+     * reason given to arpc_conn_close. */
+    void (*on_close)(struct arpc_conn *conn, int reason);
+};
+
+struct arpc_conn {
+    arpc_loop *c_loop;
+    struct ev_loop *c_ev;
+    int c_fd;
+    ev_io c_rio, c_wio;
+    ev_prepare c_flush;
+    uint8_t *c_rbuf;
+    size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
+    struct arpc_outq c_out;
+    uint32_t c_max_body;
+    const struct arpc_conn_ops *c_ops;
+    void *c_owner;
+    bool c_open;          /* false once closed */
+    bool c_dispatching;   /* inside the read/parse loop */
+    bool c_close_pending; /* close requested during dispatch */
+    bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
+    int c_close_reason;
+    char c_peer[64];      /* for log lines */
+};
+
+/* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
+ * (fd is then closed and on_close is NOT called). */
+int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
+                   const struct arpc_conn_ops *ops, void *owner, const char *peer);
+
+/* Queues an encoded frame (the allocation base is freed once written). On error (connection
+ * closed, or ARPC_ENOMEM) the buffer is freed here. */
+int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len);
+
+/* Closes now, or after the current dispatch. Idempotent. */
+void arpc_conn_close(struct arpc_conn *conn, int reason);
+
+/* Closes once every queued frame has been written (or at once if none is queued). */
+void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason);
+
+#endif

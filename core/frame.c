@@ -1,0 +1,291 @@
+/*
+ * The wire codec (layout: core/frame.h and docs/PROTOCOL.md).
+ *
+ * Design notes
+ * - The decoder is a pure function of (buf, len, max_body): it keeps no state between calls,
+ *   so a caller that gets ARPC_EAGAIN simply calls again with more bytes from the same start.
+ * - It judges every header field as soon as its bytes are present (magic, version and kind
+ *   from byte 0 on, the body length from byte 8). A prefix of a bad frame therefore fails
+ *   as early as the bad byte arrives, and for any frame the result on a prefix is either
+ *   ARPC_EAGAIN or the result on the whole frame. Garbage is rejected without waiting for
+ *   a length it announces, and an oversized body is refused before it is buffered.
+ * - Every access to buf is bounds-checked against len before it happens; offsets are
+ *   computed in 64 bits so a u32 length cannot wrap.
+ * - Integers go through the explicit little-endian helpers below, so the code is correct on
+ *   any host byte order and needs no alignment.
+ */
+#include "core/frame.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include "arpc/error.h"
+
+/* Byte offsets inside the header and the bodies (see the layout in core/frame.h). */
+enum {
+    HDR_MAGIC0 = 0,
+    HDR_MAGIC1 = 1,
+    HDR_VERSION = 2,
+    HDR_KIND = 3,
+    HDR_BODY_LEN = 4,
+    HDR_XID = 8,
+    HELLO_CLIENT_ID = 0,
+    HELLO_FLAGS = 8,
+    HELLO_MAX_FRAME = 12,
+    REQ_SEQ = 0,
+    REQ_ACK = 8,
+    REQ_DEADLINE = 16,
+    REQ_METHOD_LEN = 20,
+    REQ_FLAGS = 22,
+    ERR_CODE = 0,
+    ERR_MSG_LEN = 4,
+    ERR_RESERVED = 6,
+};
+
+#define MAGIC0 0x61 /* 'a' */
+#define MAGIC1 0x52 /* 'R' */
+
+/* ---- little-endian load / store ---- */
+
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static inline uint32_t ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static inline uint64_t ld64(const uint8_t *p) { return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32); }
+
+static inline void st16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void st32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void st64(uint8_t *p, uint64_t v)
+{
+    st32(p, (uint32_t)v);
+    st32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* ---- decoding ---- */
+
+/* Smallest body a kind may have (its fixed fields), or -1 for an unknown kind. */
+static int64_t kind_min_body(unsigned kind)
+{
+    switch (kind) {
+    case ARPC_FRAME_HELLO:
+        return ARPC_HELLO_BODY_SIZE;
+    case ARPC_FRAME_REQUEST:
+    case ARPC_FRAME_ONEWAY:
+        return ARPC_REQUEST_FIXED_SIZE;
+    case ARPC_FRAME_ERROR:
+    case ARPC_FRAME_GOAWAY:
+        return ARPC_ERROR_FIXED_SIZE;
+    case ARPC_FRAME_REPLY:
+    case ARPC_FRAME_PING:
+    case ARPC_FRAME_PONG:
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Judges the header bytes present in buf[0..len) (len may be below the header size).
+ * Returns ARPC_OK when nothing seen so far is wrong; sets *total once the length is known. */
+static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint64_t *total)
+{
+    if (len > HDR_MAGIC0 && buf[HDR_MAGIC0] != MAGIC0)
+        return ARPC_EPROTO;
+    if (len > HDR_MAGIC1 && buf[HDR_MAGIC1] != MAGIC1)
+        return ARPC_EPROTO;
+    if (len > HDR_VERSION && buf[HDR_VERSION] != ARPC_PROTO_VERSION)
+        return ARPC_EPROTO;
+    if (len > HDR_KIND && kind_min_body(buf[HDR_KIND]) < 0)
+        return ARPC_EPROTO;
+    if (len < HDR_XID)
+        return ARPC_OK;
+    uint32_t body_len = ld32(buf + HDR_BODY_LEN);
+    /* A body too short for its kind's fixed fields is malformed whatever the limit. */
+    if ((int64_t)body_len < kind_min_body(buf[HDR_KIND]))
+        return ARPC_EPROTO;
+    if (body_len > max_body)
+        return ARPC_ETOOLARGE;
+    *total = ARPC_FRAME_HEADER_SIZE + (uint64_t)body_len;
+#if SIZE_MAX < UINT64_MAX
+    /* Where size_t is 32 bits, such a frame could never be buffered. */
+    if (*total > SIZE_MAX)
+        return ARPC_ETOOLARGE;
+#endif
+    return ARPC_OK;
+}
+
+static int decode_hello(const uint8_t *body, struct arpc_frame *f)
+{
+    /* Bytes after the fixed fields are ignored: later versions may append fields. */
+    f->f_client_id = ld64(body + HELLO_CLIENT_ID);
+    f->f_flags = ld32(body + HELLO_FLAGS);
+    f->f_max_frame = ld32(body + HELLO_MAX_FRAME);
+    return ARPC_OK;
+}
+
+static int decode_request(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
+{
+    uint16_t method_len = ld16(body + REQ_METHOD_LEN);
+    if (method_len == 0 || method_len > ARPC_METHOD_MAX)
+        return ARPC_EPROTO;
+    if (method_len > body_len - ARPC_REQUEST_FIXED_SIZE) /* body_len >= fixed: checked */
+        return ARPC_EPROTO;
+    f->f_seq = ld64(body + REQ_SEQ);
+    f->f_ack = ld64(body + REQ_ACK);
+    f->f_deadline_ms = ld32(body + REQ_DEADLINE);
+    f->f_flags = ld16(body + REQ_FLAGS);
+    f->f_method = (const char *)body + ARPC_REQUEST_FIXED_SIZE;
+    f->f_method_len = method_len;
+    f->f_payload = body + ARPC_REQUEST_FIXED_SIZE + method_len;
+    f->f_payload_len = body_len - ARPC_REQUEST_FIXED_SIZE - method_len;
+    return ARPC_OK;
+}
+
+static int decode_error(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
+{
+    uint16_t msg_len = ld16(body + ERR_MSG_LEN);
+    if (msg_len > body_len - ARPC_ERROR_FIXED_SIZE) /* body_len >= fixed: checked */
+        return ARPC_EPROTO;
+    /* The reserved u16 and any bytes after the message are ignored (forward compatibility). */
+    f->f_code = ld32(body + ERR_CODE);
+    f->f_msg = (const char *)body + ARPC_ERROR_FIXED_SIZE;
+    f->f_msg_len = msg_len;
+    return ARPC_OK;
+}
+
+static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
+{
+    switch (f->f_kind) {
+    case ARPC_FRAME_HELLO:
+        return decode_hello(body, f);
+    case ARPC_FRAME_REQUEST:
+    case ARPC_FRAME_ONEWAY:
+        return decode_request(body, body_len, f);
+    case ARPC_FRAME_ERROR:
+    case ARPC_FRAME_GOAWAY:
+        return decode_error(body, body_len, f);
+    default: /* REPLY, PING, PONG: check_header() let no other kind through */
+        f->f_payload = body;
+        f->f_payload_len = body_len;
+        return ARPC_OK;
+    }
+}
+
+int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
+                      size_t *consumed, size_t *need)
+{
+    uint64_t total = ARPC_FRAME_HEADER_SIZE;
+    *consumed = 0;
+    int rc = check_header(buf, len, max_body, &total);
+    /* The frame's full size as soon as body_len is in (byte 8), before that the header size:
+     * either way a reader that waits for *need bytes never waits for bytes past this frame. */
+    if (need != NULL)
+        *need = (size_t)total; /* <= SIZE_MAX: check_header() refused larger */
+    if (rc != ARPC_OK)
+        return rc;
+    if (len < total)
+        return ARPC_EAGAIN;
+
+    /* Built aside and published only on success: *out is untouched on error. */
+    struct arpc_frame f = {0};
+    f.f_version = buf[HDR_VERSION];
+    f.f_kind = buf[HDR_KIND];
+    f.f_body_len = ld32(buf + HDR_BODY_LEN);
+    f.f_xid = ld64(buf + HDR_XID);
+    rc = decode_body(buf + ARPC_FRAME_HEADER_SIZE, f.f_body_len, &f);
+    if (rc != ARPC_OK)
+        return rc;
+    *out = f;
+    *consumed = (size_t)total;
+    return ARPC_OK;
+}
+
+/* ---- encoding ---- */
+
+size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t body_len)
+{
+    assert(kind_min_body(kind) >= 0 && body_len >= (uint64_t)kind_min_body(kind));
+    dst[HDR_MAGIC0] = MAGIC0;
+    dst[HDR_MAGIC1] = MAGIC1;
+    dst[HDR_VERSION] = ARPC_PROTO_VERSION;
+    dst[HDR_KIND] = kind;
+    st32(dst + HDR_BODY_LEN, body_len);
+    st64(dst + HDR_XID, xid);
+    return ARPC_FRAME_HEADER_SIZE;
+}
+
+size_t arpc_frame_request_size(size_t method_len, size_t payload_len)
+{
+    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + method_len + payload_len;
+}
+
+size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq,
+                                      uint64_t ack, uint32_t deadline_ms, const char *method,
+                                      uint16_t method_len, uint32_t payload_len)
+{
+    /* Preconditions the caller checks (the decoder would reject the frame otherwise). */
+    assert(kind == ARPC_FRAME_REQUEST || kind == ARPC_FRAME_ONEWAY);
+    assert(method_len >= 1 && method_len <= ARPC_METHOD_MAX);
+    assert(payload_len <= UINT32_MAX - ARPC_REQUEST_FIXED_SIZE - method_len);
+    uint32_t body_len = ARPC_REQUEST_FIXED_SIZE + method_len + payload_len;
+    arpc_frame_encode_header(dst, kind, xid, body_len);
+    uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    st64(body + REQ_SEQ, seq);
+    st64(body + REQ_ACK, ack);
+    st32(body + REQ_DEADLINE, deadline_ms);
+    st16(body + REQ_METHOD_LEN, method_len);
+    st16(body + REQ_FLAGS, 0);
+    memcpy(body + ARPC_REQUEST_FIXED_SIZE, method, method_len);
+    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + method_len;
+}
+
+size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack,
+                                 uint32_t deadline_ms, const char *method, uint16_t method_len,
+                                 const void *payload, uint32_t payload_len)
+{
+    size_t n = arpc_frame_encode_request_head(dst, kind, xid, seq, ack, deadline_ms, method, method_len,
+                                              payload_len);
+    if (payload_len > 0) /* payload may be NULL when empty; memcpy must not see NULL */
+        memcpy(dst + n, payload, payload_len);
+    return n + payload_len;
+}
+
+size_t arpc_frame_error_size(size_t msg_len) { return ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + msg_len; }
+
+size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t code, const char *msg,
+                               uint16_t msg_len)
+{
+    assert(kind == ARPC_FRAME_ERROR || kind == ARPC_FRAME_GOAWAY);
+    arpc_frame_encode_header(dst, kind, xid, ARPC_ERROR_FIXED_SIZE + (uint32_t)msg_len);
+    uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    st32(body + ERR_CODE, code);
+    st16(body + ERR_MSG_LEN, msg_len);
+    st16(body + ERR_RESERVED, 0);
+    if (msg_len > 0)
+        memcpy(body + ARPC_ERROR_FIXED_SIZE, msg, msg_len);
+    return arpc_frame_error_size(msg_len);
+}
+
+size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame)
+{
+    arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE);
+    uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    st64(body + HELLO_CLIENT_ID, client_id);
+    st32(body + HELLO_FLAGS, flags);
+    st32(body + HELLO_MAX_FRAME, max_frame);
+    return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE;
+}

@@ -1,0 +1,105 @@
+#include "core/outq.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "arpc/error.h"
+#include "core/alloc.h"
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+void arpc_outq_init(struct arpc_outq *q)
+{
+    q->q_bufs = NULL;
+    q->q_head = q->q_count = q->q_cap = 0;
+    q->q_bytes = 0;
+}
+
+void arpc_outq_fini(struct arpc_outq *q)
+{
+    for (size_t i = 0; i < q->q_count; i++)
+        arpc_free(q->q_bufs[(q->q_head + i) & (q->q_cap - 1)].b_base);
+    arpc_free(q->q_bufs);
+    arpc_outq_init(q);
+}
+
+static int outq_grow(struct arpc_outq *q)
+{
+    size_t cap = q->q_cap ? q->q_cap * 2 : 64;
+    struct arpc_outq_buf *bufs = arpc_malloc(cap * sizeof(*bufs));
+    if (bufs == NULL)
+        return ARPC_ENOMEM;
+    /* Unwrap the ring into the new array, oldest first. */
+    for (size_t i = 0; i < q->q_count; i++)
+        bufs[i] = q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
+    arpc_free(q->q_bufs);
+    q->q_bufs = bufs;
+    q->q_head = 0;
+    q->q_cap = cap;
+    return ARPC_OK;
+}
+
+int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len)
+{
+    if (q->q_count == q->q_cap && outq_grow(q) != ARPC_OK)
+        return ARPC_ENOMEM;
+    q->q_bufs[(q->q_head + q->q_count) & (q->q_cap - 1)] = (struct arpc_outq_buf){base, data, len};
+    q->q_count++;
+    q->q_bytes += len;
+    return ARPC_OK;
+}
+
+/* Drops fully written buffers from the front and advances into a partly written one. */
+static void outq_consume(struct arpc_outq *q, size_t written)
+{
+    q->q_bytes -= written;
+    while (written > 0) {
+        struct arpc_outq_buf *b = &q->q_bufs[q->q_head];
+        if (written < b->b_len) {
+            b->b_data += written;
+            b->b_len -= written;
+            return;
+        }
+        written -= b->b_len;
+        arpc_free(b->b_base);
+        q->q_head = (q->q_head + 1) & (q->q_cap - 1);
+        q->q_count--;
+    }
+    /* Zero-length buffers left at the front are done as well. */
+    while (q->q_count > 0 && q->q_bufs[q->q_head].b_len == 0) {
+        arpc_free(q->q_bufs[q->q_head].b_base);
+        q->q_head = (q->q_head + 1) & (q->q_cap - 1);
+        q->q_count--;
+    }
+}
+
+int arpc_outq_flush(struct arpc_outq *q, int fd)
+{
+    struct iovec iov[IOV_MAX < 1024 ? IOV_MAX : 1024];
+    const size_t iov_max = sizeof(iov) / sizeof(iov[0]);
+    while (q->q_count > 0) {
+        size_t n = 0;
+        for (; n < q->q_count && n < iov_max; n++) {
+            struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + n) & (q->q_cap - 1)];
+            iov[n].iov_base = b->b_data;
+            iov[n].iov_len = b->b_len;
+        }
+        /* sendmsg rather than writev: MSG_NOSIGNAL turns a peer that went away into EPIPE
+         * instead of a process-killing SIGPIPE. Every transport yields a socket. */
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return ARPC_EAGAIN;
+            return ARPC_ECONNLOST;
+        }
+        outq_consume(q, (size_t)w);
+    }
+    return ARPC_OK;
+}

@@ -1,0 +1,38 @@
+/*
+ * arpc_outq: a connection's queue of encoded frames waiting to be written, flushed with one
+ * gathered write (sendmsg with an iovec array) per batch (up to IOV_MAX buffers). Loop thread only.
+ *
+ * Each queued buffer is owned by the queue and freed with arpc_free once fully written (or
+ * when the queue is destroyed), so producers hand over a buffer and forget it.
+ */
+#ifndef ARPC_CORE_OUTQ_H
+#define ARPC_CORE_OUTQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct arpc_outq_buf {
+    void *b_base;  /* start of the allocation, freed when written */
+    uint8_t *b_data;
+    size_t b_len;  /* bytes still to write, starting at b_data */
+};
+
+struct arpc_outq {
+    struct arpc_outq_buf *q_bufs; /* ring of buffers */
+    size_t q_head, q_count, q_cap; /* q_cap is a power of two */
+    size_t q_bytes;                /* bytes still to write */
+};
+
+void arpc_outq_init(struct arpc_outq *q);
+/* Frees every queued buffer. */
+void arpc_outq_fini(struct arpc_outq *q);
+/* Queues len bytes at data, inside the allocation base (freed when written). On ARPC_ENOMEM
+ * the buffer is NOT taken: the caller still owns base. */
+int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len);
+/* Writes as much as the socket takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
+ * is full; more remains), or ARPC_ECONNLOST (write error: the connection is broken). */
+int arpc_outq_flush(struct arpc_outq *q, int fd);
+static inline bool arpc_outq_empty(const struct arpc_outq *q) { return q->q_count == 0; }
+
+#endif

@@ -1,0 +1,100 @@
+#include "core/registry.h"
+
+#include <string.h>
+
+#include "arpc/error.h"
+#include "core/alloc.h"
+
+static uint64_t name_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+void arpc_registry_init(struct arpc_registry *r) { memset(r, 0, sizeof(*r)); }
+
+void arpc_registry_fini(struct arpc_registry *r)
+{
+    for (size_t i = 0; i < r->r_count; i++) {
+        arpc_free(r->r_methods[i]->m_name);
+        arpc_free(r->r_methods[i]);
+    }
+    arpc_free(r->r_methods);
+    arpc_free(r->r_index);
+    memset(r, 0, sizeof(*r));
+}
+
+const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, const char *name, size_t len)
+{
+    if (r->r_index_cap == 0)
+        return NULL;
+    size_t mask = r->r_index_cap - 1;
+    for (size_t i = name_hash(name, len) & mask;; i = (i + 1) & mask) {
+        size_t slot = r->r_index[i];
+        if (slot == 0)
+            return NULL;
+        const struct arpc_method *m = r->r_methods[slot - 1];
+        if (m->m_name_len == len && memcmp(m->m_name, name, len) == 0)
+            return m;
+    }
+}
+
+/* Rebuilds the index at a load factor of at most one half (registration is a cold path). */
+static int registry_reindex(struct arpc_registry *r)
+{
+    size_t cap = 16;
+    while (cap < r->r_count * 2)
+        cap *= 2;
+    size_t *index = arpc_calloc(cap, sizeof(*index));
+    if (index == NULL)
+        return ARPC_ENOMEM;
+    for (size_t k = 0; k < r->r_count; k++) {
+        const struct arpc_method *m = r->r_methods[k];
+        size_t i = name_hash(m->m_name, m->m_name_len) & (cap - 1);
+        while (index[i] != 0)
+            i = (i + 1) & (cap - 1);
+        index[i] = k + 1;
+    }
+    arpc_free(r->r_index);
+    r->r_index = index;
+    r->r_index_cap = cap;
+    return ARPC_OK;
+}
+
+int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn fn, void *ctx,
+                      const arpc_method_options *mopts)
+{
+    size_t len = strlen(name);
+    if (arpc_registry_find(r, name, len) != NULL)
+        return ARPC_EBUSY;
+    struct arpc_method *m = arpc_calloc(1, sizeof(*m));
+    struct arpc_method **methods = arpc_realloc(r->r_methods, (r->r_count + 1) * sizeof(*methods));
+    if (m == NULL || methods == NULL || (m->m_name = arpc_malloc(len + 1)) == NULL) {
+        arpc_free(m);
+        if (methods != NULL)
+            r->r_methods = methods;
+        return ARPC_ENOMEM;
+    }
+    r->r_methods = methods;
+    memcpy(m->m_name, name, len + 1);
+    m->m_name_len = len;
+    m->m_fn = fn;
+    m->m_ctx = ctx;
+    if (mopts != NULL) {
+        m->m_actor = mopts->actor;
+        m->m_group = mopts->group;
+        m->m_inline = mopts->inline_on_loop;
+    }
+    r->r_methods[r->r_count++] = m;
+    if (registry_reindex(r) != ARPC_OK) {
+        r->r_count--;
+        arpc_free(m->m_name);
+        arpc_free(m);
+        return ARPC_ENOMEM;
+    }
+    return ARPC_OK;
+}

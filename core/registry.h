@@ -1,0 +1,37 @@
+/*
+ * The server's method registry: name -> handler binding. Written only before the server
+ * starts listening, read without locks afterwards (by the loop thread).
+ */
+#ifndef ARPC_CORE_REGISTRY_H
+#define ARPC_CORE_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arpc/server.h"
+
+struct arpc_method {
+    char *m_name; /* NUL-terminated copy */
+    size_t m_name_len;
+    arpc_handler_fn m_fn;
+    void *m_ctx;
+    arpc_actor *m_actor;       /* one of these three routes, or the server's pool */
+    arpc_actor_group *m_group;
+    int m_inline;
+};
+
+struct arpc_registry {
+    struct arpc_method **r_methods;
+    size_t r_count;
+    size_t *r_index; /* open addressing: position + 1 into r_methods, 0 = empty */
+    size_t r_index_cap;
+};
+
+void arpc_registry_init(struct arpc_registry *r);
+void arpc_registry_fini(struct arpc_registry *r);
+/* ARPC_OK, ARPC_EBUSY (name taken), ARPC_ENOMEM. */
+int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn fn, void *ctx,
+                      const arpc_method_options *mopts);
+const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, const char *name, size_t len);
+
+#endif

@@ -1,0 +1,583 @@
+/*
+ * Design notes.
+ *
+ * Threads: the loop thread owns listeners, connections and their sockets. A request is copied
+ * out of the read buffer into an arpc_request and posted to the method's actor (or group, or
+ * run inline on the loop). arpc_reply() encodes the reply frame on the replying thread into
+ * one allocation, which travels to the loop through arpc_loop_submit and is then queued on the
+ * connection as is (the output queue frees it once written): one allocation per reply.
+ *
+ * Lifetimes: a server_conn is referenced by the loop (until its connection closes) and by
+ * each of its requests still in a handler; the last reference frees it, so a handler may reply
+ * long after the client went away (the reply is dropped). Likewise the server itself is
+ * referenced by the user's handle and by every request in flight, so a late reply from an
+ * asynchronous handler never touches freed memory; the last reference frees the server and
+ * its loop.
+ *
+ * Graceful stop: refuse new calls (ESHUTDOWN error replies: they did not run), close the
+ * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then close
+ * every connection, stop the actor pool (draining) and the loop.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "arpc/future.h"
+#include "arpc/server.h"
+#include "async/loop_internal.h"
+#include "core/alloc.h"
+#include "core/conn.h"
+#include "core/frame.h"
+#include "core/registry.h"
+#include "transport/transport.h"
+
+enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
+
+struct listener {
+    ev_io l_io;
+    int l_fd;
+    const struct arpc_transport_ops *l_tr;
+    char l_rest[ARPC_ADDR_MAX];
+    char l_addr[ARPC_ADDR_MAX];
+    arpc_server *l_server;
+    struct listener *l_next;
+};
+
+struct server_conn {
+    struct arpc_conn sc_conn;
+    atomic_int sc_refs;        /* the loop's (while open) + one per request in a handler */
+    arpc_server *sc_server;
+    uint64_t sc_client_id;
+    uint32_t sc_client_max;    /* largest reply body the client accepts */
+    bool sc_hello;
+    struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
+};
+
+struct arpc_server {
+    atomic_int sv_refs;        /* the user's handle + one per request in flight */
+    atomic_int sv_state;       /* enum server_state */
+    atomic_size_t sv_inflight; /* requests handed to handlers and not yet finished */
+    arpc_loop *sv_loop;
+    bool sv_owns_loop;
+    arpc_actor_group *sv_pool;
+    uint32_t sv_max_frame;
+    struct arpc_registry sv_registry;
+    /* loop thread only */
+    struct listener *sv_listeners;
+    struct server_conn *sv_conns;
+};
+
+struct arpc_request {
+    struct server_conn *rq_conn;
+    const struct arpc_method *rq_method;
+    uint64_t rq_xid;
+    bool rq_oneway;
+    uint32_t rq_len;
+    uint8_t rq_data[];
+};
+
+/* A reply on its way to the loop; the whole allocation is then the output buffer. */
+struct reply_msg {
+    struct server_conn *rm_conn;
+    size_t rm_len;
+    uint8_t rm_frame[];
+};
+
+/* ---- references ---- */
+
+static void server_free(arpc_server *s)
+{
+    if (s->sv_owns_loop)
+        arpc_loop_destroy(s->sv_loop);
+    if (s->sv_pool != NULL)
+        arpc_actor_group_destroy(s->sv_pool);
+    arpc_registry_fini(&s->sv_registry);
+    arpc_free(s);
+}
+
+static void server_release(arpc_server *s)
+{
+    if (atomic_fetch_sub(&s->sv_refs, 1) == 1)
+        server_free(s);
+}
+
+static void sconn_release(struct server_conn *sc)
+{
+    if (atomic_fetch_sub(&sc->sc_refs, 1) == 1)
+        arpc_free(sc);
+}
+
+/* Ends a request's life: drops its references. Any thread. */
+static void request_done(arpc_request *req)
+{
+    struct server_conn *sc = req->rq_conn;
+    arpc_server *s = sc->sc_server;
+    arpc_free(req);
+    sconn_release(sc);
+    atomic_fetch_sub(&s->sv_inflight, 1);
+    server_release(s);
+}
+
+/* ---- sending (loop thread) ---- */
+
+static void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    if (mlen > UINT16_MAX)
+        mlen = UINT16_MAX;
+    size_t len = arpc_frame_error_size(mlen);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return;
+    arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, xid, (uint32_t)code, msg, (uint16_t)mlen);
+    arpc_conn_send(&sc->sc_conn, buf, buf, len);
+}
+
+static void task_deliver_reply(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct reply_msg *rm = arg;
+    struct server_conn *sc = rm->rm_conn;
+    if (sc->sc_conn.c_open)
+        arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len);
+    else
+        arpc_free(rm);
+    sconn_release(sc);
+}
+
+/* Hands an encoded reply (a reply_msg) to the connection, from any thread. */
+static int reply_hand_over(struct reply_msg *rm)
+{
+    struct server_conn *sc = rm->rm_conn;
+    arpc_server *s = sc->sc_server;
+    if (arpc_loop_on_thread(s->sv_loop)) {
+        task_deliver_reply(s->sv_loop, rm);
+        return ARPC_OK;
+    }
+    int rc = arpc_loop_submit(s->sv_loop, task_deliver_reply, rm);
+    if (rc != ARPC_OK) {
+        arpc_free(rm);
+        sconn_release(sc);
+    }
+    return rc;
+}
+
+static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len)
+{
+    if (req == NULL)
+        return ARPC_EINVAL;
+    if (req->rq_oneway) {
+        request_done(req);
+        return ARPC_OK;
+    }
+    struct server_conn *sc = req->rq_conn;
+    int rc = ARPC_OK;
+    if (kind == ARPC_FRAME_REPLY && len > sc->sc_client_max) {
+        kind = ARPC_FRAME_ERROR;
+        code = ARPC_ETOOLARGE;
+        data = "reply larger than the client accepts";
+        len = strlen(data);
+        rc = ARPC_ETOOLARGE;
+    }
+    if (kind == ARPC_FRAME_ERROR && len > UINT16_MAX)
+        len = UINT16_MAX;
+    size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
+    struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen);
+    if (rm == NULL) {
+        request_done(req);
+        return ARPC_ENOMEM;
+    }
+    if (kind == ARPC_FRAME_REPLY) {
+        arpc_frame_encode_header(rm->rm_frame, ARPC_FRAME_REPLY, req->rq_xid, (uint32_t)len);
+        if (len)
+            memcpy(rm->rm_frame + ARPC_FRAME_HEADER_SIZE, data, len);
+    } else {
+        arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, req->rq_xid, (uint32_t)code, data,
+                                (uint16_t)len);
+    }
+    rm->rm_len = flen;
+    rm->rm_conn = sc;
+    atomic_fetch_add(&sc->sc_refs, 1); /* the reply's, dropped on delivery */
+    request_done(req);
+    int hrc = reply_hand_over(rm);
+    return hrc != ARPC_OK ? hrc : rc;
+}
+
+int arpc_reply(arpc_request *req, const void *data, size_t len)
+{
+    if (req != NULL && data == NULL && len != 0)
+        len = 0;
+    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len);
+}
+
+int arpc_reply_error(arpc_request *req, const char *msg)
+{
+    return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0);
+}
+
+const void *arpc_request_data(const arpc_request *req, size_t *len)
+{
+    if (len != NULL)
+        *len = req->rq_len;
+    return req->rq_data;
+}
+
+const char *arpc_request_method(const arpc_request *req) { return req->rq_method->m_name; }
+bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
+uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
+
+/* ---- receiving (loop thread) ---- */
+
+static void run_handler(arpc_actor *actor, void *arg, int status)
+{
+    (void)actor;
+    arpc_request *req = arg;
+    if (status != ARPC_OK) {
+        /* Discarded by a stopping pool before it ran. */
+        reply_with(req, ARPC_FRAME_ERROR, ARPC_ESHUTDOWN, "server shutting down", 20);
+        return;
+    }
+    req->rq_method->m_fn(req, req->rq_method->m_ctx);
+}
+
+static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
+{
+    arpc_server *s = sc->sc_server;
+    bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
+    if (atomic_load(&s->sv_state) != SV_RUNNING) {
+        if (!oneway)
+            sconn_send_error(sc, f->f_xid, ARPC_ESHUTDOWN, "server shutting down", 20);
+        return;
+    }
+    const struct arpc_method *m = arpc_registry_find(&s->sv_registry, f->f_method, f->f_method_len);
+    if (m == NULL) {
+        char msg[300];
+        int n = snprintf(msg, sizeof(msg), "no such method: %.*s", (int)f->f_method_len, f->f_method);
+        if (!oneway)
+            sconn_send_error(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
+        else
+            fprintf(stderr, "arpc: one-way message to unknown method %.*s dropped\n",
+                    (int)f->f_method_len, f->f_method);
+        return;
+    }
+    arpc_request *req = arpc_malloc(sizeof(*req) + f->f_payload_len);
+    if (req == NULL) {
+        if (!oneway)
+            sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, "server out of memory", 20);
+        return;
+    }
+    req->rq_conn = sc;
+    req->rq_method = m;
+    req->rq_xid = f->f_xid;
+    req->rq_oneway = oneway;
+    req->rq_len = f->f_payload_len;
+    memcpy(req->rq_data, f->f_payload, f->f_payload_len);
+    atomic_fetch_add(&sc->sc_refs, 1);
+    atomic_fetch_add(&s->sv_refs, 1);
+    atomic_fetch_add(&s->sv_inflight, 1);
+    int rc = ARPC_OK;
+    if (m->m_inline)
+        run_handler(NULL, req, ARPC_OK);
+    else if (m->m_actor != NULL)
+        rc = arpc_actor_post(m->m_actor, run_handler, req);
+    else
+        rc = arpc_actor_group_post(m->m_group ? m->m_group : s->sv_pool, run_handler, req);
+    if (rc != ARPC_OK) /* the actor is stopped: the call did not run */
+        reply_with(req, ARPC_FRAME_ERROR, ARPC_EREJECTED, "method's actor is stopped", 25);
+}
+
+static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
+        fprintf(stderr, "arpc: closing connection %s: first frame is not HELLO\n", conn->c_peer);
+        arpc_conn_close(conn, ARPC_EPROTO);
+        return;
+    }
+    switch (f->f_kind) {
+    case ARPC_FRAME_HELLO: {
+        sc->sc_hello = true;
+        sc->sc_client_id = f->f_client_id;
+        if (f->f_max_frame != 0)
+            sc->sc_client_max = f->f_max_frame;
+        uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
+        if (buf != NULL) {
+            size_t n = arpc_frame_encode_hello(buf, 0, 0, sc->sc_server->sv_max_frame);
+            arpc_conn_send(conn, buf, buf, n);
+        }
+        return;
+    }
+    case ARPC_FRAME_REQUEST:
+    case ARPC_FRAME_ONEWAY:
+        sconn_on_request(sc, f);
+        return;
+    case ARPC_FRAME_PING: {
+        size_t len = ARPC_FRAME_HEADER_SIZE + f->f_payload_len;
+        uint8_t *buf = arpc_malloc(len);
+        if (buf != NULL) {
+            arpc_frame_encode_header(buf, ARPC_FRAME_PONG, f->f_xid, f->f_payload_len);
+            memcpy(buf + ARPC_FRAME_HEADER_SIZE, f->f_payload, f->f_payload_len);
+            arpc_conn_send(conn, buf, buf, len);
+        }
+        return;
+    }
+    case ARPC_FRAME_PONG:
+        return;
+    default:
+        fprintf(stderr, "arpc: closing connection %s: unexpected frame kind %u from a client\n",
+                conn->c_peer, f->f_kind);
+        arpc_conn_close(conn, ARPC_EPROTO);
+        return;
+    }
+}
+
+static void sconn_on_close(struct arpc_conn *conn, int reason)
+{
+    (void)reason;
+    struct server_conn *sc = conn->c_owner;
+    arpc_server *s = sc->sc_server;
+    if (sc->sc_prev != NULL)
+        sc->sc_prev->sc_next = sc->sc_next;
+    else
+        s->sv_conns = sc->sc_next;
+    if (sc->sc_next != NULL)
+        sc->sc_next->sc_prev = sc->sc_prev;
+    sconn_release(sc); /* the loop's reference */
+}
+
+static const struct arpc_conn_ops server_conn_ops = {
+    .on_frame = sconn_on_frame,
+    .on_close = sconn_on_close,
+};
+
+static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    struct listener *l = w->data;
+    arpc_server *s = l->l_server;
+    for (int i = 0; i < 64; i++) { /* bounded, so one busy listener cannot starve the loop */
+        int fd;
+        int rc = l->l_tr->t_accept(l->l_fd, &fd);
+        if (rc == ARPC_EAGAIN)
+            return;
+        if (rc != ARPC_OK) {
+            fprintf(stderr, "arpc: accept on %s failed: %s\n", l->l_addr, arpc_strerror(rc));
+            return;
+        }
+        struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
+        if (sc == NULL) {
+            close(fd);
+            continue;
+        }
+        atomic_init(&sc->sc_refs, 1);
+        sc->sc_server = s;
+        sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
+        if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc,
+                           l->l_addr) != ARPC_OK) {
+            arpc_free(sc);
+            continue;
+        }
+        sc->sc_next = s->sv_conns;
+        if (s->sv_conns != NULL)
+            s->sv_conns->sc_prev = sc;
+        s->sv_conns = sc;
+    }
+}
+
+/* ---- tasks run on the loop for the user's threads ---- */
+
+static void task_add_listener(arpc_loop *loop, void *arg)
+{
+    struct listener *l = arg;
+    arpc_server *s = l->l_server;
+    ev_io_init(&l->l_io, listener_on_readable, l->l_fd, EV_READ);
+    l->l_io.data = l;
+    ev_io_start(arpc_loop_ev(loop), &l->l_io);
+    l->l_next = s->sv_listeners;
+    s->sv_listeners = l;
+}
+
+static void task_goaway(arpc_loop *loop, void *arg)
+{
+    arpc_server *s = arg;
+    while (s->sv_listeners != NULL) {
+        struct listener *l = s->sv_listeners;
+        s->sv_listeners = l->l_next;
+        ev_io_stop(arpc_loop_ev(loop), &l->l_io);
+        l->l_tr->t_unlisten(l->l_rest, l->l_fd);
+        arpc_free(l);
+    }
+    static const char msg[] = "server shutting down";
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next) {
+        size_t len = arpc_frame_error_size(sizeof(msg) - 1);
+        uint8_t *buf = arpc_malloc(len);
+        if (buf == NULL)
+            continue;
+        arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, msg, sizeof(msg) - 1);
+        arpc_conn_send(&sc->sc_conn, buf, buf, len);
+    }
+}
+
+struct sync_task {
+    arpc_server *st_server;
+    arpc_future *st_done;
+};
+
+static void task_close_all(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct sync_task *t = arg;
+    arpc_server *s = t->st_server;
+    while (s->sv_conns != NULL)
+        arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
+    arpc_future_complete(t->st_done, ARPC_OK, NULL, 0);
+}
+
+/* Runs fn on the loop and waits for it (the loop may be stopped: then runs it here, since no
+ * loop thread will touch the server again). */
+static void server_run_on_loop(arpc_server *s, arpc_task_fn fn)
+{
+    struct sync_task t = {s, NULL};
+    if (arpc_future_create(&t.st_done) != ARPC_OK)
+        return;
+    if (arpc_loop_submit(s->sv_loop, fn, &t) == ARPC_OK)
+        arpc_future_wait(t.st_done);
+    else
+        fn(s->sv_loop, &t);
+    arpc_future_release(t.st_done);
+}
+
+static void task_goaway_sync(arpc_loop *loop, void *arg)
+{
+    struct sync_task *t = arg;
+    task_goaway(loop, t->st_server);
+    arpc_future_complete(t->st_done, ARPC_OK, NULL, 0);
+}
+
+/* ---- public API ---- */
+
+int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
+{
+    arpc_server_options o = {0};
+    if (opts != NULL)
+        o = *opts;
+    if (out == NULL)
+        return ARPC_EINVAL;
+    *out = NULL;
+    arpc_server *s = arpc_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&s->sv_refs, 1);
+    atomic_init(&s->sv_state, SV_IDLE);
+    atomic_init(&s->sv_inflight, 0);
+    s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
+    arpc_registry_init(&s->sv_registry);
+    arpc_actor_options ao = {.name = "arpc-worker"};
+    int rc = arpc_actor_group_create(&s->sv_pool, o.workers, &ao);
+    if (rc != ARPC_OK) {
+        s->sv_pool = NULL;
+        server_free(s);
+        return rc;
+    }
+    if (o.loop != NULL) {
+        s->sv_loop = o.loop;
+    } else {
+        rc = arpc_loop_create(&s->sv_loop, NULL);
+        if (rc == ARPC_OK) {
+            s->sv_owns_loop = true;
+            rc = arpc_loop_start(s->sv_loop);
+        }
+        if (rc != ARPC_OK) {
+            server_free(s);
+            return rc;
+        }
+    }
+    *out = s;
+    return ARPC_OK;
+}
+
+int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
+                         const arpc_method_options *mopts)
+{
+    if (s == NULL || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
+        return ARPC_EINVAL;
+    if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
+        return ARPC_EINVAL;
+    if (atomic_load(&s->sv_state) != SV_IDLE)
+        return ARPC_EBUSY;
+    return arpc_registry_add(&s->sv_registry, name, fn, ctx, mopts);
+}
+
+int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen)
+{
+    if (s == NULL || addr == NULL)
+        return ARPC_EINVAL;
+    int state = atomic_load(&s->sv_state);
+    if (state == SV_STOPPING || state == SV_STOPPED)
+        return ARPC_ESHUTDOWN;
+    const char *rest;
+    const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
+    if (tr == NULL || strlen(addr) >= ARPC_ADDR_MAX)
+        return ARPC_EADDR;
+    struct listener *l = arpc_calloc(1, sizeof(*l));
+    if (l == NULL)
+        return ARPC_ENOMEM;
+    int rc = tr->t_listen(rest, &l->l_fd, l->l_addr, sizeof(l->l_addr));
+    if (rc != ARPC_OK) {
+        arpc_free(l);
+        return rc;
+    }
+    l->l_tr = tr;
+    l->l_server = s;
+    snprintf(l->l_rest, sizeof(l->l_rest), "%s", rest);
+    if (bound != NULL && boundlen > 0)
+        snprintf(bound, boundlen, "%s", l->l_addr);
+    /* From now on the registry is read by the loop: no more registrations. */
+    state = SV_IDLE;
+    atomic_compare_exchange_strong(&s->sv_state, &state, SV_RUNNING);
+    rc = arpc_loop_submit(s->sv_loop, task_add_listener, l);
+    if (rc != ARPC_OK) {
+        tr->t_unlisten(rest, l->l_fd);
+        arpc_free(l);
+        return rc;
+    }
+    return ARPC_OK;
+}
+
+int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
+{
+    if (s == NULL)
+        return ARPC_EINVAL;
+    if (arpc_loop_on_thread(s->sv_loop))
+        return ARPC_EBUSY;
+    int state = atomic_exchange(&s->sv_state, SV_STOPPING);
+    if (state == SV_STOPPING || state == SV_STOPPED) {
+        atomic_store(&s->sv_state, SV_STOPPED);
+        return ARPC_OK;
+    }
+    server_run_on_loop(s, task_goaway_sync);
+    /* Grace period: a cold path, so a plain 1 ms sleep-poll is fine here. */
+    uint64_t until = arpc_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
+    while (atomic_load(&s->sv_inflight) != 0 && arpc_now_ns() < until) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    server_run_on_loop(s, task_close_all);
+    /* Handlers still queued run (their replies are dropped: the connections are closed). */
+    arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DRAIN);
+    if (s->sv_owns_loop)
+        arpc_loop_stop(s->sv_loop);
+    atomic_store(&s->sv_state, SV_STOPPED);
+    return ARPC_OK;
+}
+
+void arpc_server_destroy(arpc_server *s)
+{
+    if (s == NULL)
+        return;
+    arpc_server_stop(s, 1000);
+    server_release(s);
+}

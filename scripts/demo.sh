@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job: build arpc, then run the examples against embedded/started servers and a short
+# latency + throughput benchmark against an embedded server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+arpc_install_deps
+
+BUILD=${BUILD:-build}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" >/dev/null
+
+echo "== toy: procedure 22 returns its argument + 1"
+"$BUILD"/examples/toy
+
+echo
+echo "== kv_server + kv_client over a unix socket"
+SOCK=/tmp/arpc-demo-kv-$$.sock
+"$BUILD"/examples/kv_server --listen "unix://$SOCK" &
+KV_PID=$!
+trap 'kill $KV_PID 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+set -x
+"$BUILD"/examples/kv_client --connect "unix://$SOCK" put greeting "hello, arpc"
+"$BUILD"/examples/kv_client --connect "unix://$SOCK" get greeting
+"$BUILD"/examples/kv_client --connect "unix://$SOCK" get missing || true
+{ set +x; } 2>/dev/null
+kill -INT $KV_PID
+wait $KV_PID || true
+trap - EXIT
+
+echo
+echo "== async_client: future+then, completion queue in a poll loop, one-way"
+"$BUILD"/examples/async_client
+
+echo
+echo "== benchmark (16-byte payload, loopback tcp, embedded server; figures vs a raw socket baseline)"
+"$BUILD"/bench/arpc-bench latency --calls 20000 --payload 16 --transport tcp
+"$BUILD"/bench/arpc-bench throughput --calls 500000 --window 256 --payload 16 --transport tcp

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: the cmocka tests under a normal -Werror build, under ASan+UBSan (with
+# the leak checker), and under TSan; then a smoke run of the benchmark whose JSON must parse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+arpc_install_deps
+
+JOBS=$(nproc)
+run_suite() { # name, extra cmake args...
+    local name=$1; shift
+    local dir=build-test-$name
+    echo "== [$name] configure + build" >&2
+    cmake -S . -B "$dir" -DARPC_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning|error" >&2 || true
+    cmake --build "$dir" -j"$JOBS" >/dev/null
+    echo "== [$name] ctest" >&2
+    (cd "$dir" && ctest --output-on-failure -j1 --timeout 600)
+}
+
+run_suite release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite asan -DCMAKE_BUILD_TYPE=Debug -DARPC_SANITIZE=address
+run_suite tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DARPC_SANITIZE=thread
+
+echo "== benchmark smoke run (JSON must parse)" >&2
+for mode in latency throughput; do
+    out=$(build-test-release/bench/arpc-bench "$mode" --calls 3000 --window 64 --payload 16 --transport tcp)
+    echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
+done
+echo "all suites passed" >&2

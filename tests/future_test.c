@@ -1,0 +1,631 @@
+/* arpc_future: completion, waiting, callbacks, cancel races, wait_all / wait_any. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arpc/alloc.h"
+#include "arpc/error.h"
+#include "arpc/future.h"
+#include "core/alloc.h"
+
+#define RACE_ROUNDS 10000
+
+/* ---- helpers ---- */
+
+static void *buf_of(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    void *p = arpc_malloc(n);
+    assert_non_null(p);
+    memcpy(p, s, n);
+    return p;
+}
+
+static arpc_future *new_future(void)
+{
+    arpc_future *f = NULL;
+    assert_int_equal(ARPC_OK, arpc_future_create(&f));
+    assert_non_null(f);
+    return f;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A callback that counts its calls and records the status and its turn. */
+struct counter {
+    atomic_int calls;
+    int status;
+    int turn;
+    atomic_int *clock; /* shared sequence, to check registration order */
+};
+
+static void count_cb(arpc_future *f, void *arg)
+{
+    struct counter *c = arg;
+    c->status = arpc_future_poll(f);
+    if (c->clock != NULL)
+        c->turn = atomic_fetch_add(c->clock, 1);
+    atomic_fetch_add(&c->calls, 1);
+}
+
+static void count_hook(arpc_future *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* A thread that completes (or cancels) a future it owns a reference to, after a delay. */
+struct completer {
+    pthread_t thread;
+    arpc_future *f;
+    int status;
+    int delay_ms;
+    const char *text;
+};
+
+static void *completer_main(void *arg)
+{
+    struct completer *c = arg;
+    if (c->delay_ms > 0)
+        sleep_ms(c->delay_ms); /* only delays; nothing relies on it for ordering */
+    arpc_future_complete(c->f, c->status, c->text ? buf_of(c->text) : NULL,
+                         c->text ? strlen(c->text) + 1 : 0);
+    arpc_future_release(c->f);
+    return NULL;
+}
+
+/* Starts a completer holding its own reference to f. */
+static void completer_start(struct completer *c, arpc_future *f, int status, int delay_ms,
+                            const char *text)
+{
+    *c = (struct completer){.f = f, .status = status, .delay_ms = delay_ms, .text = text};
+    arpc_future_retain(f);
+    assert_int_equal(0, pthread_create(&c->thread, NULL, completer_main, c));
+}
+
+/* ---- basics ---- */
+
+static void test_complete_once(void **state)
+{
+    (void)state;
+    arpc_future *f = new_future();
+    size_t len = 99;
+    assert_int_equal(ARPC_EPENDING, arpc_future_poll(f));
+    assert_null(arpc_future_data(f, &len));
+    assert_int_equal(0, len);
+    assert_null(arpc_future_take(f, &len));
+
+    assert_true(arpc_future_complete(f, ARPC_OK, buf_of("hello"), 6));
+    assert_int_equal(ARPC_OK, arpc_future_poll(f));
+    assert_int_equal(ARPC_OK, arpc_future_wait(f));
+    assert_string_equal("hello", arpc_future_data(f, &len));
+    assert_int_equal(6, len);
+
+    /* Later attempts lose; the loser's buffer is freed (ASan would report a leak). */
+    assert_false(arpc_future_complete(f, ARPC_EHANDLER, buf_of("late"), 5));
+    assert_false(arpc_future_cancel(f));
+    assert_int_equal(ARPC_OK, arpc_future_poll(f));
+    assert_string_equal("hello", arpc_future_data(f, NULL));
+    arpc_future_release(f);
+}
+
+static void test_error_with_data_and_no_data(void **state)
+{
+    (void)state;
+    arpc_future *f = new_future();
+    assert_true(arpc_future_complete(f, ARPC_EHANDLER, buf_of("boom"), 5));
+    assert_int_equal(ARPC_EHANDLER, arpc_future_wait_for(f, 0));
+    assert_string_equal("boom", arpc_future_data(f, NULL));
+    arpc_future_release(f);
+
+    f = new_future();
+    size_t len = 7;
+    assert_true(arpc_future_complete(f, ARPC_ECONNLOST, NULL, 123));
+    assert_null(arpc_future_data(f, &len));
+    assert_int_equal(0, len);
+    arpc_future_release(f);
+}
+
+static void test_take(void **state)
+{
+    (void)state;
+    arpc_future *f = new_future();
+    void *buf = buf_of("payload");
+    assert_true(arpc_future_complete(f, ARPC_OK, buf, 8));
+    size_t len = 0;
+    void *got = arpc_future_take(f, &len);
+    assert_ptr_equal(buf, got);
+    assert_int_equal(8, len);
+    /* Moved: the future no longer lends it, and a second take gets nothing. */
+    assert_null(arpc_future_data(f, &len));
+    assert_int_equal(0, len);
+    assert_null(arpc_future_take(f, &len));
+    assert_int_equal(ARPC_OK, arpc_future_poll(f));
+    arpc_future_release(f);
+    assert_string_equal("payload", got); /* still ours after the release */
+    arpc_free(got);
+}
+
+/* ---- waiting ---- */
+
+#define WAITERS 8
+
+struct waiter {
+    pthread_t thread;
+    arpc_future *f;
+    pthread_barrier_t *ready;
+    int status;
+    bool data_ok;
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter *w = arg;
+    pthread_barrier_wait(w->ready);
+    w->status = arpc_future_wait(w->f);
+    size_t len = 0;
+    const char *d = arpc_future_data(w->f, &len);
+    w->data_ok = d != NULL && len == 7 && strcmp(d, "shared") == 0;
+    arpc_future_release(w->f);
+    return NULL;
+}
+
+static void test_eight_waiters(void **state)
+{
+    (void)state;
+    arpc_future *f = new_future();
+    pthread_barrier_t ready;
+    pthread_barrier_init(&ready, NULL, WAITERS + 1);
+    struct waiter w[WAITERS];
+    for (int i = 0; i < WAITERS; i++) {
+        w[i] = (struct waiter){.f = f, .ready = &ready, .status = -1};
+        arpc_future_retain(f);
+        assert_int_equal(0, pthread_create(&w[i].thread, NULL, waiter_main, &w[i]));
+    }
+    pthread_barrier_wait(&ready);
+    /* Not for correctness: gives the waiters time to get past spinning into the futex. */
+    sleep_ms(20);
+    struct completer c;
+    completer_start(&c, f, ARPC_EHANDLER, 0, "shared");
+    pthread_join(c.thread, NULL);
+    for (int i = 0; i < WAITERS; i++) {
+        pthread_join(w[i].thread, NULL);
+        assert_int_equal(ARPC_EHANDLER, w[i].status);
+        assert_true(w[i].data_ok);
+    }
+    pthread_barrier_destroy(&ready);
+    arpc_future_release(f);
+}
+
+static void test_timed_wait(void **state)
+{
+    (void)state;
+    arpc_future *f = new_future();
+    int64_t t0 = now_ms();
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_for(f, 30));
+    assert_true(now_ms() - t0 >= 29); /* the deadline is absolute: no early return */
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_for(f, 0));
+    assert_int_equal(ARPC_EPENDING, arpc_future_poll(f));
+
+    struct completer c;
+    completer_start(&c, f, ARPC_ENOMETHOD, 10, NULL);
+    assert_int_equal(ARPC_ENOMETHOD, arpc_future_wait_for(f, 10000));
+    assert_int_equal(ARPC_ENOMETHOD, arpc_future_poll(f));
+    assert_int_equal(ARPC_ENOMETHOD, arpc_future_wait_for(f, ARPC_FOREVER));
+    pthread_join(c.thread, NULL);
+    arpc_future_release(f);
+}
+
+/* ---- callbacks ---- */
+
+static void test_then_before_and_after(void **state)
+{
+    (void)state;
+    atomic_int clock = 0;
+    struct counter before[3] = {{.clock = &clock}, {.clock = &clock}, {.clock = &clock}};
+    struct counter after = {0};
+    arpc_future *f = new_future();
+    for (int i = 0; i < 3; i++) /* the first uses the embedded node, the rest allocate */
+        assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &before[i]));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(0, atomic_load(&before[i].calls));
+
+    assert_true(arpc_future_complete(f, ARPC_EREJECTED, NULL, 0));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(1, atomic_load(&before[i].calls));
+        assert_int_equal(ARPC_EREJECTED, before[i].status);
+        assert_int_equal(i, before[i].turn); /* registration order */
+    }
+    /* Already complete: runs on this thread before then() returns. */
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &after));
+    assert_int_equal(1, atomic_load(&after.calls));
+    assert_int_equal(ARPC_EREJECTED, after.status);
+
+    arpc_future_cancel(f);
+    arpc_future_release(f);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(1, atomic_load(&before[i].calls));
+    assert_int_equal(1, atomic_load(&after.calls));
+    assert_int_equal(ARPC_EINVAL, arpc_future_then(NULL, count_cb, &after));
+}
+
+/* A callback that registers another callback on the same future from inside. */
+static void nesting_cb(arpc_future *f, void *arg)
+{
+    struct counter *inner = arg;
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, inner));
+    /* The nested one ran inline, before then() returned. */
+    assert_int_equal(1, atomic_load(&inner->calls));
+}
+
+static void test_then_inside_callback(void **state)
+{
+    (void)state;
+    struct counter inner = {0};
+    arpc_future *f = new_future();
+    assert_int_equal(ARPC_OK, arpc_future_then(f, nesting_cb, &inner));
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    assert_int_equal(1, atomic_load(&inner.calls));
+    arpc_future_release(f);
+}
+
+/* then() racing complete(): every registration runs exactly once. */
+struct then_racer {
+    pthread_barrier_t start, done;
+    arpc_future *f;
+    struct counter cbs[3];
+    bool stop;
+};
+
+static void *then_racer_main(void *arg)
+{
+    struct then_racer *r = arg;
+    for (;;) {
+        pthread_barrier_wait(&r->start);
+        if (r->stop)
+            return NULL;
+        for (int i = 0; i < 3; i++)
+            arpc_future_then(r->f, count_cb, &r->cbs[i]);
+        pthread_barrier_wait(&r->done);
+    }
+}
+
+static void test_then_races_complete(void **state)
+{
+    (void)state;
+    struct then_racer r = {0};
+    pthread_barrier_init(&r.start, NULL, 2);
+    pthread_barrier_init(&r.done, NULL, 2);
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, then_racer_main, &r));
+    for (int round = 0; round < RACE_ROUNDS / 4; round++) {
+        r.f = new_future();
+        for (int i = 0; i < 3; i++)
+            r.cbs[i] = (struct counter){0};
+        pthread_barrier_wait(&r.start);
+        assert_true(arpc_future_complete(r.f, ARPC_OK, NULL, 0));
+        pthread_barrier_wait(&r.done);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(1, atomic_load(&r.cbs[i].calls));
+            assert_int_equal(ARPC_OK, r.cbs[i].status);
+        }
+        arpc_future_release(r.f);
+    }
+    r.stop = true;
+    pthread_barrier_wait(&r.start);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.done);
+}
+
+/* ---- cancel ---- */
+
+static void test_cancel_idempotent(void **state)
+{
+    (void)state;
+    atomic_int hook = 0;
+    struct counter cb = {0};
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, count_hook, &hook);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &cb));
+    assert_true(arpc_future_cancel(f));
+    assert_int_equal(1, atomic_load(&hook));
+    assert_int_equal(1, atomic_load(&cb.calls));
+    assert_int_equal(ARPC_ECANCELLED, cb.status);
+    assert_false(arpc_future_cancel(f));
+    assert_false(arpc_future_complete(f, ARPC_OK, buf_of("too late"), 9));
+    assert_int_equal(1, atomic_load(&hook));
+    assert_int_equal(1, atomic_load(&cb.calls));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(f));
+    assert_null(arpc_future_data(f, NULL));
+    arpc_future_release(f);
+}
+
+static void test_complete_does_not_run_cancel_hook(void **state)
+{
+    (void)state;
+    atomic_int hook = 0;
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, count_hook, &hook);
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    assert_false(arpc_future_cancel(f));
+    arpc_future_release(f);
+    assert_int_equal(0, atomic_load(&hook));
+}
+
+struct cancel_racer {
+    pthread_barrier_t start, done;
+    arpc_future *f;
+    bool won;
+    bool stop;
+};
+
+static void *cancel_racer_main(void *arg)
+{
+    struct cancel_racer *r = arg;
+    for (;;) {
+        pthread_barrier_wait(&r->start);
+        if (r->stop)
+            return NULL;
+        r->won = arpc_future_cancel(r->f);
+        arpc_future_release(r->f); /* the racer's own reference */
+        pthread_barrier_wait(&r->done);
+    }
+}
+
+static void test_cancel_races_complete(void **state)
+{
+    (void)state;
+    struct cancel_racer r = {0};
+    pthread_barrier_init(&r.start, NULL, 2);
+    pthread_barrier_init(&r.done, NULL, 2);
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, cancel_racer_main, &r));
+    int cancel_wins = 0;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        atomic_int hook = 0;
+        struct counter cb = {0};
+        r.f = new_future();
+        arpc_future_on_cancel(r.f, count_hook, &hook);
+        assert_int_equal(ARPC_OK, arpc_future_then(r.f, count_cb, &cb));
+        arpc_future_retain(r.f);
+        pthread_barrier_wait(&r.start); /* both threads go */
+        bool completed = arpc_future_complete(r.f, ARPC_OK, buf_of("reply"), 6);
+        pthread_barrier_wait(&r.done);
+
+        assert_true(completed != r.won); /* exactly one winner */
+        assert_int_equal(1, atomic_load(&cb.calls));
+        assert_int_equal(completed ? ARPC_OK : ARPC_ECANCELLED, arpc_future_poll(r.f));
+        assert_int_equal(arpc_future_poll(r.f), cb.status);
+        assert_int_equal(r.won ? 1 : 0, atomic_load(&hook));
+        if (completed)
+            assert_string_equal("reply", arpc_future_data(r.f, NULL));
+        else
+            assert_null(arpc_future_data(r.f, NULL));
+        cancel_wins += r.won;
+        arpc_future_release(r.f);
+    }
+    r.stop = true;
+    pthread_barrier_wait(&r.start);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.done);
+    print_message("cancel won %d of %d races\n", cancel_wins, RACE_ROUNDS);
+}
+
+/* A callback that keeps the future alive past the release that cancelled it. */
+static void keep_cb(arpc_future *f, void *arg)
+{
+    arpc_future_retain(f);
+    *(arpc_future **)arg = f;
+}
+
+static void test_release_pending_cancels(void **state)
+{
+    (void)state;
+    atomic_int hook = 0;
+    struct counter cb = {0};
+    arpc_future *kept = NULL;
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, count_hook, &hook);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &cb));
+    assert_int_equal(ARPC_OK, arpc_future_then(f, keep_cb, &kept));
+    arpc_future_release(f);
+    assert_int_equal(1, atomic_load(&cb.calls));
+    assert_int_equal(ARPC_ECANCELLED, cb.status);
+    assert_int_equal(1, atomic_load(&hook));
+    assert_ptr_equal(f, kept);
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(kept));
+    arpc_future_release(kept);
+
+    /* Not the last reference: no cancel. */
+    f = new_future();
+    arpc_future_retain(f);
+    arpc_future_release(f);
+    assert_int_equal(ARPC_EPENDING, arpc_future_poll(f));
+    arpc_future_release(f);
+}
+
+/* ---- wait_all / wait_any ---- */
+
+static void test_wait_all(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    arpc_future *fs[N];
+    struct completer c[N];
+    assert_int_equal(ARPC_OK, arpc_future_wait_all(NULL, 0, 0));
+    for (int i = 0; i < N; i++)
+        fs[i] = new_future();
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_all(fs, N, 0));
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_all(fs, N, 20));
+    for (int i = 0; i < N; i++)
+        completer_start(&c[i], fs[i], i == 2 ? ARPC_ETIMEDOUT : ARPC_OK, 5 * i, NULL);
+    assert_int_equal(ARPC_OK, arpc_future_wait_all(fs, N, 10000));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(i == 2 ? ARPC_ETIMEDOUT : ARPC_OK, arpc_future_poll(fs[i]));
+        pthread_join(c[i].thread, NULL);
+    }
+    assert_int_equal(ARPC_OK, arpc_future_wait_all(fs, N, 0));
+
+    /* One stays pending: times out. */
+    arpc_future *g[2] = {new_future(), new_future()};
+    assert_true(arpc_future_complete(g[0], ARPC_OK, NULL, 0));
+    int64_t t0 = now_ms();
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_all(g, 2, 25));
+    assert_true(now_ms() - t0 >= 24);
+    for (int i = 0; i < 2; i++)
+        arpc_future_release(g[i]);
+    for (int i = 0; i < N; i++)
+        arpc_future_release(fs[i]);
+}
+
+static void test_wait_any(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    arpc_future *fs[N];
+    size_t index = 99;
+    for (int i = 0; i < N; i++)
+        fs[i] = new_future();
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait_any(fs, 0, 0, &index));
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_any(fs, N, 0, &index));
+    int64_t t0 = now_ms();
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_any(fs, N, 25, &index));
+    assert_true(now_ms() - t0 >= 24);
+
+    /* Completed by another thread while we sleep. */
+    struct completer c;
+    completer_start(&c, fs[2], ARPC_OK, 10, NULL);
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, N, 10000, &index));
+    assert_int_equal(2, index);
+    pthread_join(c.thread, NULL);
+
+    /* The lowest complete position wins. */
+    assert_true(arpc_future_complete(fs[3], ARPC_OK, NULL, 0));
+    assert_true(arpc_future_complete(fs[1], ARPC_OK, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, N, ARPC_FOREVER, &index));
+    assert_int_equal(1, index);
+
+    /* fs[0] is still pending and carries the callbacks of the waits above: releasing it
+     * cancels it, which fires them and frees their waiters (ASan checks the leak). */
+    for (int i = 0; i < N; i++)
+        arpc_future_release(fs[i]);
+}
+
+static void test_wait_any_repeated_timeouts(void **state)
+{
+    (void)state;
+    arpc_future *fs[2] = {new_future(), new_future()};
+    size_t index = 99;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ARPC_EPENDING, arpc_future_wait_any(fs, 2, 1, &index));
+    struct completer c;
+    completer_start(&c, fs[1], ARPC_OK, 0, NULL);
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, 2, ARPC_FOREVER, &index));
+    assert_int_equal(1, index);
+    pthread_join(c.thread, NULL);
+    arpc_future_release(fs[0]);
+    arpc_future_release(fs[1]);
+}
+
+/* ---- out of memory ---- */
+
+/* Allocations succeed while allow_allocs is positive (counting down), or when it is -1. */
+static atomic_int allow_allocs = -1;
+
+static bool alloc_allowed(void)
+{
+    int n = atomic_load(&allow_allocs);
+    while (n > 0 && !atomic_compare_exchange_weak(&allow_allocs, &n, n - 1))
+        ;
+    return n != 0;
+}
+static void *failing_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    return alloc_allowed() ? malloc(size) : NULL;
+}
+static void *failing_realloc(void *p, size_t size, void *ctx)
+{
+    (void)ctx;
+    return alloc_allowed() ? realloc(p, size) : NULL;
+}
+static void plain_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    const arpc_allocator failing = {failing_malloc, failing_realloc, plain_free, NULL};
+    arpc_set_allocator(&failing);
+    struct counter first = {0}, second = {0};
+    arpc_future *f = new_future();
+    arpc_future *g = new_future();
+    size_t index = 99;
+    arpc_future *both[2] = {g, f};
+
+    atomic_store(&allow_allocs, 0);
+    arpc_future *h = NULL;
+    assert_int_equal(ARPC_ENOMEM, arpc_future_create(&h));
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &first)); /* embedded node */
+    assert_int_equal(ARPC_ENOMEM, arpc_future_then(f, count_cb, &second));
+    assert_int_equal(ARPC_ENOMEM, arpc_future_wait_any(both, 2, 10, &index)); /* no waiter */
+    /* The waiter is allocated and registers on g (embedded node), then f's node fails:
+     * g keeps a reference to the waiter until it completes. */
+    atomic_store(&allow_allocs, 1);
+    assert_int_equal(ARPC_ENOMEM, arpc_future_wait_any(both, 2, 10, &index));
+    atomic_store(&allow_allocs, -1);
+
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    assert_int_equal(1, atomic_load(&first.calls));
+    assert_int_equal(0, atomic_load(&second.calls)); /* its then() failed: never runs */
+    arpc_future_release(f);
+    arpc_future_release(g); /* cancels g: frees the waiter (ASan checks) */
+    arpc_set_allocator(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_complete_once),
+        cmocka_unit_test(test_error_with_data_and_no_data),
+        cmocka_unit_test(test_take),
+        cmocka_unit_test(test_eight_waiters),
+        cmocka_unit_test(test_timed_wait),
+        cmocka_unit_test(test_then_before_and_after),
+        cmocka_unit_test(test_then_inside_callback),
+        cmocka_unit_test(test_then_races_complete),
+        cmocka_unit_test(test_cancel_idempotent),
+        cmocka_unit_test(test_complete_does_not_run_cancel_hook),
+        cmocka_unit_test(test_cancel_races_complete),
+        cmocka_unit_test(test_release_pending_cancels),
+        cmocka_unit_test(test_wait_all),
+        cmocka_unit_test(test_wait_any),
+        cmocka_unit_test(test_wait_any_repeated_timeouts),
+        cmocka_unit_test(test_out_of_memory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,805 @@
+/*
+ * arpc_loop: submission from many threads (exactly once, on the loop thread, batched
+ * wake-ups, back-pressure), stop and destroy from every place they may be called, the
+ * completion contract under a stop race, and on_stop hooks.
+ *
+ * Tasks on the loop thread only record what they saw; the test thread asserts.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "arpc/alloc.h"
+#include "arpc/error.h"
+#include "arpc/loop.h"
+#include "async/loop_internal.h"
+
+#ifdef ARPC_TSAN
+#define SCALE 4 /* TSan runs several times slower: fewer iterations, same shapes */
+#else
+#define SCALE 1
+#endif
+
+/* ---- counting allocator: every test ends with nothing outstanding ---- */
+
+static atomic_long g_outstanding;
+static atomic_long g_fail_after = -1; /* >= 0: that many allocations succeed, then all fail */
+
+static bool alloc_allowed(void)
+{
+    long left = atomic_load(&g_fail_after);
+    while (left >= 0) {
+        if (left == 0)
+            return false;
+        if (atomic_compare_exchange_weak(&g_fail_after, &left, left - 1))
+            return true;
+    }
+    return true;
+}
+
+static void *count_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    void *p = alloc_allowed() ? malloc(size) : NULL;
+    if (p != NULL)
+        atomic_fetch_add(&g_outstanding, 1);
+    return p;
+}
+
+static void *count_realloc(void *ptr, size_t size, void *ctx)
+{
+    (void)ctx;
+    void *p = alloc_allowed() ? realloc(ptr, size) : NULL;
+    if (p != NULL && ptr == NULL)
+        atomic_fetch_add(&g_outstanding, 1);
+    return p;
+}
+
+static void count_free(void *ptr, void *ctx)
+{
+    (void)ctx;
+    if (ptr != NULL)
+        atomic_fetch_sub(&g_outstanding, 1);
+    free(ptr);
+}
+
+static int check_no_leak(void **state)
+{
+    (void)state;
+    assert_int_equal(0, atomic_load(&g_outstanding));
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+static bool sem_wait_secs(sem_t *s, int secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += secs;
+    while (sem_timedwait(s, &ts) != 0) {
+        if (errno != EINTR)
+            return false;
+    }
+    return true;
+}
+
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A detached thread's exit and free signal nothing we can wait on: poll, with a limit. */
+static bool wait_for_teardown(int threads, long allocations)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (thread_count() == threads && atomic_load(&g_outstanding) == allocations)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* ---- many submitters ---- */
+
+#define MANY_THREADS 4
+#define MANY_PER_THREAD (100000 / SCALE)
+#define MANY_TOTAL (MANY_THREADS * MANY_PER_THREAD)
+
+struct many_ctx {
+    arpc_loop *loop;
+    atomic_int submit_failures;
+    /* loop thread only */
+    unsigned char *counts;
+    size_t ran, off_thread;
+    sem_t done;
+};
+static struct many_ctx g_many;
+
+static void many_task(arpc_loop *loop, void *arg)
+{
+    size_t i = (size_t)(uintptr_t)arg;
+    g_many.off_thread += !arpc_loop_on_thread(loop) || loop != g_many.loop;
+    g_many.counts[i]++;
+    if (++g_many.ran == MANY_TOTAL)
+        sem_post(&g_many.done);
+}
+
+static void *many_producer(void *arg)
+{
+    size_t t = (size_t)(uintptr_t)arg;
+    for (size_t i = t * MANY_PER_THREAD; i < (t + 1) * MANY_PER_THREAD; i++) {
+        if (arpc_loop_submit(g_many.loop, many_task, (void *)(uintptr_t)i) != ARPC_OK)
+            atomic_fetch_add(&g_many.submit_failures, 1);
+    }
+    return NULL;
+}
+
+static void run_many_submitters(unsigned ring_size)
+{
+    arpc_loop_options opts = {.submit_ring_size = ring_size};
+    g_many.counts = calloc(MANY_TOTAL, 1);
+    assert_non_null(g_many.counts);
+    g_many.ran = g_many.off_thread = 0;
+    atomic_store(&g_many.submit_failures, 0);
+    sem_init(&g_many.done, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&g_many.loop, &opts));
+    assert_int_equal(ARPC_OK, arpc_loop_start(g_many.loop));
+
+    pthread_t th[MANY_THREADS];
+    for (size_t t = 0; t < MANY_THREADS; t++)
+        assert_int_equal(0, pthread_create(&th[t], NULL, many_producer, (void *)(uintptr_t)t));
+    assert_true(sem_wait_secs(&g_many.done, 60));
+    for (size_t t = 0; t < MANY_THREADS; t++)
+        pthread_join(th[t], NULL);
+    uint64_t wakeups = arpc_loop_wakeups(g_many.loop);
+    arpc_loop_destroy(g_many.loop);
+
+    assert_int_equal(0, atomic_load(&g_many.submit_failures));
+    assert_int_equal(0, g_many.off_thread);
+    assert_int_equal(MANY_TOTAL, g_many.ran);
+    for (size_t i = 0; i < MANY_TOTAL; i++)
+        assert_int_equal(1, g_many.counts[i]);
+    print_message("ring %u: %d tasks, %llu wake-ups\n", ring_size, MANY_TOTAL,
+                  (unsigned long long)wakeups);
+    assert_true(wakeups >= 1);
+    assert_true(wakeups * 10 < MANY_TOTAL); /* batched: nowhere near one per task */
+    free(g_many.counts);
+    sem_destroy(&g_many.done);
+}
+
+static void test_many_submitters(void **state)
+{
+    (void)state;
+    run_many_submitters(0); /* default ring */
+}
+
+static void test_many_submitters_small_ring(void **state)
+{
+    (void)state;
+    run_many_submitters(64); /* submitters keep meeting a full ring: back-pressure */
+}
+
+/* ---- ping-pong: each submit waits for its task, so a lost wake-up hangs ---- */
+
+#define PING_THREADS 2
+#define PING_ROUNDS (20000 / SCALE)
+
+struct ping {
+    arpc_loop *loop;
+    sem_t pong;
+    int ran;
+    int failures;
+};
+
+static void ping_task(arpc_loop *loop, void *arg)
+{
+    struct ping *p = arg;
+    (void)loop;
+    p->ran++;
+    sem_post(&p->pong);
+}
+
+static void *ping_thread(void *arg)
+{
+    struct ping *p = arg;
+    for (int i = 0; i < PING_ROUNDS; i++) {
+        if (arpc_loop_submit(p->loop, ping_task, p) != ARPC_OK || !sem_wait_secs(&p->pong, 20)) {
+            p->failures++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_ping_pong_no_lost_wakeup(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    struct ping p[PING_THREADS];
+    pthread_t th[PING_THREADS];
+    for (int i = 0; i < PING_THREADS; i++) {
+        p[i] = (struct ping){.loop = loop};
+        sem_init(&p[i].pong, 0, 0);
+        assert_int_equal(0, pthread_create(&th[i], NULL, ping_thread, &p[i]));
+    }
+    for (int i = 0; i < PING_THREADS; i++)
+        pthread_join(th[i], NULL);
+    arpc_loop_destroy(loop);
+    for (int i = 0; i < PING_THREADS; i++) {
+        assert_int_equal(0, p[i].failures);
+        assert_int_equal(PING_ROUNDS, p[i].ran);
+        sem_destroy(&p[i].pong);
+    }
+}
+
+/* ---- stop and destroy from inside a task ---- */
+
+struct stop_ctx {
+    arpc_loop *loop;
+    int stop_tasks, hooks, off_thread, late_rc, late_ran;
+    sem_t hooked;
+};
+
+static void late_task(arpc_loop *loop, void *arg)
+{
+    struct stop_ctx *c = arg;
+    (void)loop;
+    c->late_ran++;
+}
+
+static void stop_task(arpc_loop *loop, void *arg)
+{
+    struct stop_ctx *c = arg;
+    c->stop_tasks++;
+    c->off_thread += !arpc_loop_on_thread(loop);
+    arpc_loop_stop(loop);
+    arpc_loop_stop(loop); /* idempotent */
+    c->late_rc = arpc_loop_submit(loop, late_task, c); /* the ring is closed now */
+}
+
+static void destroy_task(arpc_loop *loop, void *arg)
+{
+    struct stop_ctx *c = arg;
+    c->stop_tasks++;
+    c->off_thread += !arpc_loop_on_thread(loop);
+    arpc_loop_destroy(loop);
+    c->late_rc = arpc_loop_submit(loop, late_task, c); /* still valid until the loop returns */
+}
+
+static void stop_hook(arpc_loop *loop, void *arg)
+{
+    struct stop_ctx *c = arg;
+    c->hooks++;
+    c->off_thread += !arpc_loop_on_thread(loop);
+    sem_post(&c->hooked);
+}
+
+static void test_stop_from_own_task(void **state)
+{
+    (void)state;
+    struct stop_ctx c = {0};
+    sem_init(&c.hooked, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, stop_task, &c));
+    assert_true(sem_wait_secs(&c.hooked, 20));
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_submit(c.loop, late_task, &c));
+    arpc_loop_stop(c.loop); /* idempotent, from another thread too */
+    assert_int_equal(ARPC_EBUSY, arpc_loop_run(c.loop)); /* its thread may still be returning */
+    arpc_loop_destroy(c.loop);
+    assert_int_equal(1, c.stop_tasks);
+    assert_int_equal(1, c.hooks);
+    assert_int_equal(0, c.off_thread);
+    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
+    assert_int_equal(0, c.late_ran);
+    sem_destroy(&c.hooked);
+}
+
+static void test_destroy_from_own_task_started(void **state)
+{
+    (void)state;
+    int threads = thread_count();
+    struct stop_ctx c = {0};
+    sem_init(&c.hooked, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, destroy_task, &c));
+    assert_true(sem_wait_secs(&c.hooked, 20));
+    /* The loop thread frees the loop, detaches and exits. */
+    assert_true(wait_for_teardown(threads, 0));
+    assert_int_equal(1, c.stop_tasks);
+    assert_int_equal(1, c.hooks);
+    assert_int_equal(0, c.off_thread);
+    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
+    assert_int_equal(0, c.late_ran);
+    sem_destroy(&c.hooked);
+}
+
+static void test_destroy_from_own_task_run(void **state)
+{
+    (void)state;
+    struct stop_ctx c = {0};
+    sem_init(&c.hooked, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, destroy_task, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_run(c.loop));
+    /* Freed before arpc_loop_run returned. */
+    assert_int_equal(0, atomic_load(&g_outstanding));
+    assert_int_equal(1, c.stop_tasks);
+    assert_int_equal(1, c.hooks);
+    assert_int_equal(0, c.off_thread);
+    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
+    assert_int_equal(0, c.late_ran);
+    sem_destroy(&c.hooked);
+}
+
+/* ---- arpc_loop_run on the caller's thread, stopped from another ---- */
+
+struct run_ctx {
+    arpc_loop *loop;
+    pthread_t ran_on;
+    int ran, on_thread, nested_run_rc, nested_start_rc;
+    sem_t ran_sem;
+    int stopper_submit_rc;
+};
+
+static void run_task(arpc_loop *loop, void *arg)
+{
+    struct run_ctx *c = arg;
+    c->ran++;
+    c->ran_on = pthread_self();
+    c->on_thread = arpc_loop_on_thread(loop);
+    c->nested_run_rc = arpc_loop_run(loop);
+    c->nested_start_rc = arpc_loop_start(loop);
+    sem_post(&c->ran_sem);
+}
+
+static void *stopper(void *arg)
+{
+    struct run_ctx *c = arg;
+    c->stopper_submit_rc = arpc_loop_submit(c->loop, run_task, c);
+    if (c->stopper_submit_rc == ARPC_OK && sem_wait_secs(&c->ran_sem, 20))
+        arpc_loop_stop(c->loop);
+    else
+        arpc_loop_stop(c->loop); /* let the test fail instead of hanging */
+    return NULL;
+}
+
+static void test_run_on_caller_thread(void **state)
+{
+    (void)state;
+    struct run_ctx c = {0};
+    sem_init(&c.ran_sem, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    assert_false(arpc_loop_on_thread(c.loop));
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, stopper, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_run(c.loop));
+    pthread_join(th, NULL);
+    assert_false(arpc_loop_on_thread(c.loop));
+    assert_int_equal(ARPC_OK, c.stopper_submit_rc);
+    assert_int_equal(1, c.ran);
+    assert_true(c.on_thread);
+    assert_true(pthread_equal(c.ran_on, pthread_self()));
+    assert_int_equal(ARPC_EBUSY, c.nested_run_rc);
+    assert_int_equal(ARPC_EBUSY, c.nested_start_rc);
+    /* A loop that has stopped does not run again. */
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_run(c.loop));
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_start(c.loop));
+    arpc_loop_destroy(c.loop);
+    sem_destroy(&c.ran_sem);
+}
+
+static void test_start_twice(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_int_equal(ARPC_EBUSY, arpc_loop_start(loop));
+    assert_int_equal(ARPC_EBUSY, arpc_loop_run(loop));
+    arpc_loop_destroy(loop);
+}
+
+/* ---- submit after stop, bad arguments ---- */
+
+static void count_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (*(int *)arg)++;
+}
+
+static void test_submit_after_stop(void **state)
+{
+    (void)state;
+    int ran = 0;
+    arpc_loop *loop;
+    /* Started loop. */
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_loop_stop(loop);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_submit(loop, count_task, &ran));
+    arpc_loop_destroy(loop);
+    assert_int_equal(0, ran);
+    /* Never-run loop. */
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    arpc_loop_stop(loop);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_submit(loop, count_task, &ran));
+    arpc_loop_destroy(loop);
+    assert_int_equal(0, ran);
+    /* Arguments. */
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_submit(loop, NULL, &ran));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_submit(NULL, count_task, &ran));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_create(NULL, NULL));
+    arpc_loop_destroy(loop);
+    arpc_loop_destroy(NULL);
+    assert_int_equal(0, ran);
+}
+
+/* ---- accepted before stop => ran, under a race ---- */
+
+#define RACE_ROUNDS (24 / SCALE)
+
+struct race_ctx {
+    arpc_loop *loop;
+    atomic_long accepted;
+    long ran;       /* loop thread only */
+    long stop_at;   /* loop thread: after this many tasks, stop (or signal the test to) */
+    bool self_stop; /* stop from the task itself rather than from the test thread */
+    sem_t reached;
+};
+
+static void race_task(arpc_loop *loop, void *arg)
+{
+    struct race_ctx *c = arg;
+    if (++c->ran != c->stop_at)
+        return;
+    if (c->self_stop)
+        arpc_loop_stop(loop);
+    sem_post(&c->reached);
+}
+
+static void *race_submitter(void *arg)
+{
+    struct race_ctx *c = arg;
+    long accepted = 0;
+    while (arpc_loop_submit(c->loop, race_task, c) == ARPC_OK)
+        accepted++;
+    atomic_fetch_add(&c->accepted, accepted);
+    return NULL;
+}
+
+static void test_accepted_tasks_run_despite_stop(void **state)
+{
+    (void)state;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        struct race_ctx c = {.stop_at = 500 + round * 97, .self_stop = round % 2};
+        arpc_loop_options opts = {.submit_ring_size = round % 3 == 0 ? 32 : 1024};
+        sem_init(&c.reached, 0, 0);
+        atomic_init(&c.accepted, 0);
+        assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, &opts));
+        assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(0, pthread_create(&th[i], NULL, race_submitter, &c));
+        assert_true(sem_wait_secs(&c.reached, 20));
+        if (!c.self_stop)
+            arpc_loop_stop(c.loop);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL); /* they return at their first ARPC_ESHUTDOWN */
+        arpc_loop_destroy(c.loop);
+        assert_true(c.ran >= c.stop_at);
+        assert_int_equal(atomic_load(&c.accepted), c.ran);
+        sem_destroy(&c.reached);
+    }
+}
+
+/* ---- on_stop hooks, never-run loops, stop before run ---- */
+
+struct hook_ctx {
+    arpc_loop *loop;
+    int order[8], n_order;
+    int tasks_ran, tasks_at_hook, off_thread, hook_submit_rc;
+};
+
+static void hook_task(arpc_loop *loop, void *arg)
+{
+    struct hook_ctx *c = arg;
+    c->tasks_ran++;
+    c->off_thread += !arpc_loop_on_thread(loop);
+}
+
+static void hook_late(arpc_loop *loop, void *arg)
+{
+    struct hook_ctx *c = arg;
+    c->off_thread += !arpc_loop_on_thread(loop);
+    c->order[c->n_order++] = 99;
+}
+
+#define HOOK(N)                                                                             \
+    static void hook_##N(arpc_loop *loop, void *arg)                                        \
+    {                                                                                       \
+        struct hook_ctx *c = arg;                                                           \
+        c->off_thread += !arpc_loop_on_thread(loop);                                        \
+        c->tasks_at_hook = c->tasks_ran;                                                    \
+        c->order[c->n_order++] = N;                                                         \
+    }
+HOOK(0)
+HOOK(2)
+
+static void hook_1(arpc_loop *loop, void *arg)
+{
+    struct hook_ctx *c = arg;
+    c->off_thread += !arpc_loop_on_thread(loop);
+    c->order[c->n_order++] = 1;
+    c->hook_submit_rc = arpc_loop_submit(loop, hook_task, c);
+    arpc_loop_on_stop(loop, hook_late, c); /* registered during the hooks: still runs */
+}
+
+static void hooks_register(struct hook_ctx *c)
+{
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c->loop, hook_0, c));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c->loop, hook_1, c));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c->loop, hook_2, c));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_on_stop(c->loop, NULL, c));
+}
+
+static void hooks_check(const struct hook_ctx *c, int tasks)
+{
+    assert_int_equal(4, c->n_order);
+    assert_int_equal(0, c->order[0]);
+    assert_int_equal(1, c->order[1]);
+    assert_int_equal(2, c->order[2]);
+    assert_int_equal(99, c->order[3]);
+    assert_int_equal(tasks, c->tasks_ran);
+    assert_int_equal(tasks, c->tasks_at_hook); /* the final drain precedes the hooks */
+    assert_int_equal(ARPC_ESHUTDOWN, c->hook_submit_rc);
+    assert_int_equal(0, c->off_thread);
+}
+
+static void test_on_stop_hooks_started(void **state)
+{
+    (void)state;
+    struct hook_ctx c = {0};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    hooks_register(&c);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, hook_task, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, hook_task, &c));
+    arpc_loop_destroy(c.loop);
+    hooks_check(&c, 200);
+}
+
+static void test_destroy_never_run(void **state)
+{
+    (void)state;
+    struct hook_ctx c = {0};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    hooks_register(&c);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, hook_task, &c));
+    arpc_loop_destroy(c.loop); /* runs them here, as the loop thread */
+    hooks_check(&c, 10);
+}
+
+static void test_stop_before_run(void **state)
+{
+    (void)state;
+    struct hook_ctx c = {0};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    hooks_register(&c);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, hook_task, &c));
+    arpc_loop_stop(c.loop);
+    assert_int_equal(ARPC_OK, arpc_loop_run(c.loop)); /* final drain, hooks, return */
+    hooks_check(&c, 5);
+    arpc_loop_destroy(c.loop);
+    assert_int_equal(4, c.n_order); /* hooks ran once */
+}
+
+/* ---- submits from the loop thread ---- */
+
+#define LOCAL_TASKS 1000
+
+struct local_ctx {
+    arpc_loop *loop;
+    struct arpc_deadline d;
+    int ran, rc_failures;
+    sem_t done;
+};
+
+static void local_leaf(arpc_loop *loop, void *arg)
+{
+    struct local_ctx *c = arg;
+    (void)loop;
+    if (++c->ran == LOCAL_TASKS)
+        sem_post(&c->done);
+}
+
+static void local_fanout(arpc_loop *loop, void *arg)
+{
+    struct local_ctx *c = arg;
+    for (int i = 0; i < LOCAL_TASKS; i++) /* far more than the ring holds: overflows */
+        c->rc_failures += arpc_loop_submit(loop, local_leaf, c) != ARPC_OK;
+}
+
+static void local_from_deadline(struct arpc_deadline *d, void *arg)
+{
+    struct local_ctx *c = arg;
+    (void)d;
+    /* Not inside a drain: this submit must wake the loop by itself. */
+    c->rc_failures += arpc_loop_submit(c->loop, local_fanout, c) != ARPC_OK;
+}
+
+static void local_arm(arpc_loop *loop, void *arg)
+{
+    struct local_ctx *c = arg;
+    arpc_deadline_arm(loop, &c->d, arpc_now_ns() + 1000000u);
+}
+
+static void test_local_submits(void **state)
+{
+    (void)state;
+    struct local_ctx c = {0};
+    arpc_loop_options opts = {.submit_ring_size = 16};
+    sem_init(&c.done, 0, 0);
+    arpc_deadline_init(&c.d, local_from_deadline, &c);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, &opts));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, local_arm, &c));
+    assert_true(sem_wait_secs(&c.done, 20));
+    arpc_loop_destroy(c.loop);
+    assert_int_equal(LOCAL_TASKS, c.ran);
+    assert_int_equal(0, c.rc_failures);
+    sem_destroy(&c.done);
+}
+
+/* ---- fairness: a flood of tasks does not starve timers ---- */
+
+struct flood_ctx {
+    struct arpc_deadline d;
+    bool fired; /* loop thread only */
+    long chain;
+    sem_t done;
+};
+
+static void flood_fire(struct arpc_deadline *d, void *arg)
+{
+    struct flood_ctx *c = arg;
+    (void)d;
+    c->fired = true;
+}
+
+static void flood_task(arpc_loop *loop, void *arg)
+{
+    struct flood_ctx *c = arg;
+    c->chain++;
+    if (c->fired)
+        sem_post(&c->done);
+    else if (arpc_loop_submit(loop, flood_task, c) != ARPC_OK) /* resubmit forever */
+        sem_post(&c->done);
+}
+
+static void flood_start(arpc_loop *loop, void *arg)
+{
+    struct flood_ctx *c = arg;
+    arpc_deadline_arm(loop, &c->d, arpc_now_ns() + 2000000u);
+    flood_task(loop, c);
+}
+
+static void test_task_flood_does_not_starve_timers(void **state)
+{
+    (void)state;
+    struct flood_ctx c = {0};
+    sem_init(&c.done, 0, 0);
+    arpc_deadline_init(&c.d, flood_fire, &c);
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, flood_start, &c));
+    assert_true(sem_wait_secs(&c.done, 20));
+    uint64_t wakeups = arpc_loop_wakeups(loop);
+    arpc_loop_destroy(loop);
+    assert_true(c.fired);
+    assert_true(c.chain > 1);
+    assert_true(wakeups >= 2); /* the batch limit handed the thread back to libev */
+    sem_destroy(&c.done);
+}
+
+/* Tasks queued before the loop runs, more than one batch: all run (the drain re-arms). */
+static void test_backlog_before_start(void **state)
+{
+    (void)state;
+    struct local_ctx c = {0};
+    sem_init(&c.done, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
+    for (int i = 0; i < LOCAL_TASKS * 5; i++)
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, count_task, &c.ran));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, local_fanout, &c));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    assert_true(sem_wait_secs(&c.done, 20));
+    uint64_t wakeups = arpc_loop_wakeups(c.loop);
+    arpc_loop_destroy(c.loop);
+    assert_int_equal(LOCAL_TASKS * 6, c.ran);
+    assert_true(wakeups >= 5); /* at most 1024 tasks per wake-up */
+    sem_destroy(&c.done);
+}
+
+/* ---- out of memory ---- */
+
+static void test_create_enomem(void **state)
+{
+    (void)state;
+    int rc = ARPC_ENOMEM;
+    long n;
+    for (n = 0; rc == ARPC_ENOMEM && n < 20; n++) {
+        arpc_loop *loop = (arpc_loop *)&n;
+        atomic_store(&g_fail_after, n);
+        rc = arpc_loop_create(&loop, NULL);
+        atomic_store(&g_fail_after, -1);
+        if (rc == ARPC_ENOMEM) {
+            assert_null(loop);
+            assert_int_equal(0, atomic_load(&g_outstanding));
+        } else {
+            assert_int_equal(ARPC_OK, rc);
+            arpc_loop_destroy(loop);
+        }
+    }
+    assert_int_equal(ARPC_OK, rc);
+    assert_true(n > 1); /* at least one failure was exercised */
+}
+
+int main(void)
+{
+    static const arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
+    arpc_set_allocator(&counting);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_many_submitters, check_no_leak),
+        cmocka_unit_test_teardown(test_many_submitters_small_ring, check_no_leak),
+        cmocka_unit_test_teardown(test_ping_pong_no_lost_wakeup, check_no_leak),
+        cmocka_unit_test_teardown(test_stop_from_own_task, check_no_leak),
+        cmocka_unit_test_teardown(test_destroy_from_own_task_started, check_no_leak),
+        cmocka_unit_test_teardown(test_destroy_from_own_task_run, check_no_leak),
+        cmocka_unit_test_teardown(test_run_on_caller_thread, check_no_leak),
+        cmocka_unit_test_teardown(test_start_twice, check_no_leak),
+        cmocka_unit_test_teardown(test_submit_after_stop, check_no_leak),
+        cmocka_unit_test_teardown(test_accepted_tasks_run_despite_stop, check_no_leak),
+        cmocka_unit_test_teardown(test_on_stop_hooks_started, check_no_leak),
+        cmocka_unit_test_teardown(test_destroy_never_run, check_no_leak),
+        cmocka_unit_test_teardown(test_stop_before_run, check_no_leak),
+        cmocka_unit_test_teardown(test_local_submits, check_no_leak),
+        cmocka_unit_test_teardown(test_task_flood_does_not_starve_timers, check_no_leak),
+        cmocka_unit_test_teardown(test_backlog_before_start, check_no_leak),
+        cmocka_unit_test_teardown(test_create_enomem, check_no_leak),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
