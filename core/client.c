@@ -39,7 +39,8 @@ struct arpc_client {
     atomic_int cl_state;      /* enum client_state */
     atomic_int cl_lost_reason; /* why calls fail once not CL_OPEN */
     atomic_uint_fast64_t cl_next_xid;
-    atomic_size_t cl_npending;
+    atomic_size_t cl_npending; /* calls started and not yet completed */
+    atomic_size_t cl_live;     /* call objects not yet freed: close waits for 0 */
     atomic_uint cl_server_max; /* the server's frame limit, from its HELLO */
     arpc_loop *cl_loop;
     bool cl_owns_loop;
@@ -90,7 +91,7 @@ static void call_release_shared(struct client_call *call)
     if (atomic_exchange(&call->cc_released, 1) == 0)
         return;
     arpc_free(call);
-    atomic_fetch_sub(&c->cl_npending, 1);
+    atomic_fetch_sub(&c->cl_live, 1);
 }
 
 static void call_finish(struct client_call *call, int status, void *data, size_t len)
@@ -101,12 +102,13 @@ static void call_finish(struct client_call *call, int status, void *data, size_t
     arpc_free(call->cc_frame);
     call->cc_frame = NULL;
     arpc_future *f = call->cc_future;
+    atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
     bool completed = arpc_future_complete(f, status, data, len);
     arpc_future_release(f);
     if (completed) {
         /* No cancel hook ran or will run: the call is ours alone. */
         arpc_free(call);
-        atomic_fetch_sub(&c->cl_npending, 1);
+        atomic_fetch_sub(&c->cl_live, 1);
     } else {
         call_release_shared(call); /* cancelled: its hook ran or is running */
     }
@@ -194,7 +196,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         int why = f->f_code == ARPC_EPROTO ? ARPC_EPROTO : ARPC_ESHUTDOWN;
         atomic_store(&c->cl_lost_reason, why);
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
-        if (f->f_msg_len)
+        if (f->f_msg_len && why != ARPC_ESHUTDOWN)
             fprintf(stderr, "arpc: server %s going away: %.*s\n", c->cl_addr, (int)f->f_msg_len, f->f_msg);
         return;
     }
@@ -322,7 +324,11 @@ static void task_close(arpc_loop *loop, void *arg)
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
     arpc_pending_fini(&c->cl_pending);
-    arpc_future_complete(c->cl_closed, ARPC_OK, NULL, 0);
+    /* Hold a reference while completing: the woken closer may drop its own at once. */
+    arpc_future *closed = c->cl_closed;
+    arpc_future_retain(closed);
+    arpc_future_complete(closed, ARPC_OK, NULL, 0);
+    arpc_future_release(closed);
 }
 
 /* ---- public API ---- */
@@ -357,6 +363,7 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     atomic_init(&c->cl_lost_reason, ARPC_ECONNLOST);
     atomic_init(&c->cl_next_xid, 1);
     atomic_init(&c->cl_npending, 0);
+    atomic_init(&c->cl_live, 0);
     c->cl_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     atomic_init(&c->cl_server_max, c->cl_max_frame);
     c->cl_id = o.client_id ? o.client_id : random_client_id();
@@ -421,7 +428,7 @@ void arpc_client_close(arpc_client *c)
     }
     /* Wait out cancel hooks still running on other threads (they are short). */
     unsigned attempt = 0;
-    while (atomic_load(&c->cl_npending) != 0)
+    while (atomic_load(&c->cl_live) != 0)
         arpc_mpsc_ring_backoff(&attempt);
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop); /* runs any cancel task still queued */
@@ -527,9 +534,11 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
     arpc_future_retain(f); /* the call's reference, dropped by call_finish */
     arpc_future_on_cancel(f, call_on_cancel, call);
     atomic_fetch_add(&c->cl_npending, 1);
+    atomic_fetch_add(&c->cl_live, 1);
     rc = arpc_loop_submit(c->cl_loop, task_start_call, call);
     if (rc != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);
+        atomic_fetch_sub(&c->cl_live, 1);
         arpc_free(frame);
         arpc_free(call);
         arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);

@@ -105,6 +105,9 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
 {
     if (!conn->c_open)
         return;
+    /* Nothing more is read: bytes already buffered are dropped with the connection. */
+    ev_io_stop(conn->c_ev, &conn->c_rio);
+    conn->c_rstart = conn->c_rend = 0;
     if (arpc_outq_empty(&conn->c_out)) {
         arpc_conn_close(conn, reason);
         return;
@@ -140,7 +143,7 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
 static size_t conn_parse(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    while (conn->c_open && !conn->c_close_pending) {
+    while (conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush) {
         struct arpc_frame f;
         size_t used = 0;
         int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
@@ -148,9 +151,14 @@ static size_t conn_parse(struct arpc_conn *conn)
         if (rc == ARPC_EAGAIN)
             return need;
         if (rc != ARPC_OK) {
-            fprintf(stderr, "arpc: closing connection %s: %s (%s)\n", conn->c_peer,
+            fprintf(stderr, "arpc: closing a connection on %s: %s (%s)\n", conn->c_peer,
                     arpc_strerror(rc), arpc_errname(rc));
-            arpc_conn_close(conn, rc);
+            if (conn->c_ops->on_bad_input != NULL) {
+                conn->c_ops->on_bad_input(conn, rc);
+                arpc_conn_close_after_flush(conn, rc);
+            } else {
+                arpc_conn_close(conn, rc);
+            }
             return 0;
         }
         conn->c_rstart += used;
@@ -166,9 +174,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     conn->c_dispatching = true;
-    for (int round = 0; round < 4 && conn->c_open && !conn->c_close_pending; round++) {
+    for (int round = 0; round < 4 && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
+         round++) {
         if (conn_reserve(conn, need) != ARPC_OK) {
-            fprintf(stderr, "arpc: closing connection %s: out of memory for a %zu-byte frame\n",
+            fprintf(stderr, "arpc: closing a connection on %s: out of memory for a %zu-byte frame\n",
                     conn->c_peer, need);
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;

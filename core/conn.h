@@ -35,6 +35,9 @@ struct arpc_conn_ops {
     /* reason: ARPC_ECONNLOST (peer closed or I/O error), ARPC_EPROTO, ARPC_ETOOLARGE, or the
      * reason given to arpc_conn_close. */
     void (*on_close)(struct arpc_conn *conn, int reason);
+    /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
+     * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
+    void (*on_bad_input)(struct arpc_conn *conn, int reason);
 };
 
 struct arpc_conn {
@@ -69,7 +72,8 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
 /* Closes now, or after the current dispatch. Idempotent. */
 void arpc_conn_close(struct arpc_conn *conn, int reason);
 
-/* Closes once every queued frame has been written (or at once if none is queued). */
+/* Stops reading, and closes once every queued frame has been written (or at once if none is
+ * queued). */
 void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason);
 
 #endif

@@ -119,12 +119,13 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
         return ARPC_EPROTO;
     if (body_len > max_body)
         return ARPC_ETOOLARGE;
-    *total = ARPC_FRAME_HEADER_SIZE + (uint64_t)body_len;
+    uint64_t t = ARPC_FRAME_HEADER_SIZE + (uint64_t)body_len;
 #if SIZE_MAX < UINT64_MAX
     /* Where size_t is 32 bits, such a frame could never be buffered. */
-    if (*total > SIZE_MAX)
+    if (t > SIZE_MAX)
         return ARPC_ETOOLARGE;
 #endif
+    *total = t;
     return ARPC_OK;
 }
 

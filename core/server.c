@@ -38,6 +38,7 @@ enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
 struct listener {
     ev_io l_io;
+    ev_timer l_retry; /* accept failed (e.g. out of fds): pause instead of spinning */
     int l_fd;
     const struct arpc_transport_ops *l_tr;
     char l_rest[ARPC_ADDR_MAX];
@@ -288,12 +289,32 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
         reply_with(req, ARPC_FRAME_ERROR, ARPC_EREJECTED, "method's actor is stopped", 25);
 }
 
+/* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
+static void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
+{
+    size_t mlen = strlen(msg);
+    size_t len = arpc_frame_error_size(mlen);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return;
+    arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, (uint32_t)code, msg, (uint16_t)mlen);
+    arpc_conn_send(conn, buf, buf, len);
+}
+
+static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
+{
+    sconn_send_goaway(conn, reason,
+                      reason == ARPC_ETOOLARGE ? "frame larger than the server accepts"
+                                               : "malformed frame or unsupported protocol version");
+}
+
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
-        fprintf(stderr, "arpc: closing connection %s: first frame is not HELLO\n", conn->c_peer);
-        arpc_conn_close(conn, ARPC_EPROTO);
+        fprintf(stderr, "arpc: closing a connection on %s: first frame is not HELLO\n", conn->c_peer);
+        sconn_send_goaway(conn, ARPC_EPROTO, "the first frame must be HELLO");
+        arpc_conn_close_after_flush(conn, ARPC_EPROTO);
         return;
     }
     switch (f->f_kind) {
@@ -326,7 +347,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_PONG:
         return;
     default:
-        fprintf(stderr, "arpc: closing connection %s: unexpected frame kind %u from a client\n",
+        fprintf(stderr, "arpc: closing a connection on %s: unexpected frame kind %u from a client\n",
                 conn->c_peer, f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;
@@ -350,11 +371,18 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
 static const struct arpc_conn_ops server_conn_ops = {
     .on_frame = sconn_on_frame,
     .on_close = sconn_on_close,
+    .on_bad_input = sconn_on_bad_input,
 };
+
+static void listener_on_retry(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct listener *l = w->data;
+    ev_io_start(ev, &l->l_io);
+}
 
 static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
-    (void)ev;
     (void)revents;
     struct listener *l = w->data;
     arpc_server *s = l->l_server;
@@ -364,7 +392,13 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (rc == ARPC_EAGAIN)
             return;
         if (rc != ARPC_OK) {
-            fprintf(stderr, "arpc: accept on %s failed: %s\n", l->l_addr, arpc_strerror(rc));
+            /* The listen fd stays readable (level-triggered): pause accepting for 100 ms
+             * rather than spin and flood the log, e.g. while out of file descriptors. */
+            fprintf(stderr, "arpc: accept on %s failed: %s; pausing 100 ms\n", l->l_addr,
+                    arpc_strerror(rc));
+            ev_io_stop(ev, &l->l_io);
+            ev_timer_set(&l->l_retry, 0.1, 0.);
+            ev_timer_start(ev, &l->l_retry);
             return;
         }
         struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
@@ -394,7 +428,8 @@ static void task_add_listener(arpc_loop *loop, void *arg)
     struct listener *l = arg;
     arpc_server *s = l->l_server;
     ev_io_init(&l->l_io, listener_on_readable, l->l_fd, EV_READ);
-    l->l_io.data = l;
+    ev_timer_init(&l->l_retry, listener_on_retry, 0.1, 0.);
+    l->l_io.data = l->l_retry.data = l;
     ev_io_start(arpc_loop_ev(loop), &l->l_io);
     l->l_next = s->sv_listeners;
     s->sv_listeners = l;
@@ -407,24 +442,28 @@ static void task_goaway(arpc_loop *loop, void *arg)
         struct listener *l = s->sv_listeners;
         s->sv_listeners = l->l_next;
         ev_io_stop(arpc_loop_ev(loop), &l->l_io);
+        ev_timer_stop(arpc_loop_ev(loop), &l->l_retry);
         l->l_tr->t_unlisten(l->l_rest, l->l_fd);
         arpc_free(l);
     }
-    static const char msg[] = "server shutting down";
-    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next) {
-        size_t len = arpc_frame_error_size(sizeof(msg) - 1);
-        uint8_t *buf = arpc_malloc(len);
-        if (buf == NULL)
-            continue;
-        arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, msg, sizeof(msg) - 1);
-        arpc_conn_send(&sc->sc_conn, buf, buf, len);
-    }
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+        sconn_send_goaway(&sc->sc_conn, ARPC_ESHUTDOWN, "server shutting down");
 }
 
 struct sync_task {
     arpc_server *st_server;
     arpc_future *st_done;
 };
+
+/* Completes a sync task. The waiter may return (and free t) as soon as it is woken, so hold
+ * a reference to the future across the completion. */
+static void sync_task_done(struct sync_task *t)
+{
+    arpc_future *done = t->st_done;
+    arpc_future_retain(done);
+    arpc_future_complete(done, ARPC_OK, NULL, 0);
+    arpc_future_release(done);
+}
 
 static void task_close_all(arpc_loop *loop, void *arg)
 {
@@ -433,7 +472,7 @@ static void task_close_all(arpc_loop *loop, void *arg)
     arpc_server *s = t->st_server;
     while (s->sv_conns != NULL)
         arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
-    arpc_future_complete(t->st_done, ARPC_OK, NULL, 0);
+    sync_task_done(t);
 }
 
 /* Runs fn on the loop and waits for it (the loop may be stopped: then runs it here, since no
@@ -454,7 +493,7 @@ static void task_goaway_sync(arpc_loop *loop, void *arg)
 {
     struct sync_task *t = arg;
     task_goaway(loop, t->st_server);
-    arpc_future_complete(t->st_done, ARPC_OK, NULL, 0);
+    sync_task_done(t);
 }
 
 /* ---- public API ---- */

@@ -17,7 +17,9 @@
  *   ARPC_ENOMETHOD    the server has no such method; the result holds the server's message
  *   ARPC_ETIMEDOUT    the deadline passed first (the call may still run on the server)
  *   ARPC_ECONNLOST    the connection broke with the call in flight (it may or may not have run)
- *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent)
+ *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
+ *                     or the reply larger than the client's limit (the handler ran; the
+ *                     reply was not sent)
  *   ARPC_ESHUTDOWN    the client was closed, or the server is shutting down (did not run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
  *   ARPC_ECANCELLED   the caller cancelled it
@@ -63,6 +65,8 @@ ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size
 
 /* Starts a call and returns its future (the caller owns one reference). Every outcome,
  * including immediate failures such as a closed client, arrives through the future.
+ * The call holds its own reference until it completes, so releasing yours does not cancel
+ * the call (fire and forget); use arpc_future_cancel for that.
  * Returns NULL only when memory for the future itself cannot be had. */
 ARPC_API arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req,
                                       size_t req_len, int64_t deadline_ms);

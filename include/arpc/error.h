@@ -5,6 +5,8 @@
  * come from one table (ARPC_ERROR_TABLE), so arpc_errname() and arpc_strerror() cannot drift
  * from the enum. Both are thread-safe, never allocate, and return a static string for any
  * int (unknown codes map to "ARPC_EUNKNOWN" / "unknown error").
+ *
+ * The numbers travel on the wire (ERROR and GOAWAY frames): only ever append to the table.
  */
 #ifndef ARPC_ERROR_H
 #define ARPC_ERROR_H
