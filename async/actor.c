@@ -19,6 +19,15 @@
  * thread has been joined is cancelled by the stopper, which becomes the mailbox's only
  * consumer once pthread_join has returned (join is the happens-before edge).
  *
+ * One foreign poster at a time: ck_ring's multi-producer enqueue reserves a slot, writes it,
+ * then spins until every earlier reservation is published. A poster preempted between its
+ * reservation and its publish therefore stalls every other poster, spinning, for as long as
+ * the scheduler keeps it off the CPU; with more posting threads than cores (4 producers on
+ * 2 cores, or any loaded machine) that convoy took 1M posts from under a second to minutes.
+ * A try-lock around the enqueue keeps at most one foreign poster inside ck_ring, and its
+ * waiters back off by yielding, which lets a preempted holder run. Uncontended it costs one
+ * exchange and one store per post. (The actor's own posts skip it: they must never wait.)
+ *
  * The stop path holds a recursive mutex: concurrent stops serialise (the second returns
  * after the first has joined and cancelled everything, so "stop returned" always means
  * "every accepted message was delivered"), and a cancellation callback that calls stop again
@@ -46,7 +55,8 @@
 struct arpc_actor {
     struct arpc_mpsc_ring a_mailbox; /* producers: any thread; consumer: the actor thread */
     struct ck_ec32 a_ec;             /* bumped after every post and at stop */
-    /* Keep the actor-written counter off the line every poster writes (a_ec). */
+    atomic_bool a_posting;           /* foreign posters' try-lock (see the notes) */
+    /* Keep the actor-written counter off the lines every poster writes. */
     char a_pad[64];
     atomic_uint_fast64_t a_processed; /* written by the actor thread only */
     atomic_bool a_discard;            /* set by the stopper before closing (DISCARD) */
@@ -145,6 +155,7 @@ int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
     atomic_init(&a->a_processed, 0);
     atomic_init(&a->a_discard, false);
     atomic_init(&a->a_closed, false);
+    atomic_init(&a->a_posting, false);
     a->a_joined = false;
     if (opts != NULL && opts->name != NULL)
         strncpy(a->a_name, opts->name, ACTOR_NAME_MAX - 1); /* truncates; calloc'd NUL */
@@ -164,26 +175,49 @@ fail_ring:
     return rc;
 }
 
+/* One foreign poster at a time enters the ring (see the notes). A try-lock: a poster that
+ * finds it taken backs off like one that finds the mailbox full, so a preempted holder is
+ * waited for by yielding, never by spinning through a whole time slice. */
+static bool actor_post_trylock(arpc_actor *a)
+{
+    return !atomic_load_explicit(&a->a_posting, memory_order_relaxed) &&
+           !atomic_exchange_explicit(&a->a_posting, true, memory_order_acquire);
+}
+
+static void actor_post_unlock(arpc_actor *a)
+{
+    atomic_store_explicit(&a->a_posting, false, memory_order_release);
+}
+
+/* A post from any thread but the actor's: waits (spin, then yield) for room. */
+static int actor_post_foreign(arpc_actor *a, arpc_mpsc_fn fn, void *arg)
+{
+    unsigned attempt = 0;
+    for (;;) {
+        if (actor_post_trylock(a)) {
+            int rc = arpc_mpsc_ring_try_push(&a->a_mailbox, fn, arg);
+            actor_post_unlock(a);
+            if (rc != ARPC_EAGAIN)
+                return rc;
+            /* Full. The actor is normally awake (every push bumps a_ec), but the poster
+             * whose push filled the ring may not have bumped yet: make sure it runs. */
+            ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
+        }
+        arpc_mpsc_ring_backoff(&attempt);
+    }
+}
+
 int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
 {
     if (a == NULL || fn == NULL)
         return ARPC_EINVAL;
     int rc;
-    if (actor_current == a) {
-        /* The actor cannot wait for itself to make room: overflow instead. */
+    if (actor_current == a) /* it cannot wait for itself to make room: overflow instead */
         rc = arpc_mpsc_ring_push_local(&a->a_mailbox, (arpc_mpsc_fn)fn, arg);
-    } else {
-        unsigned attempt = 0;
-        while ((rc = arpc_mpsc_ring_try_push(&a->a_mailbox, (arpc_mpsc_fn)fn, arg)) ==
-               ARPC_EAGAIN) {
-            /* Full. The actor is normally awake (every push bumps a_ec), but the poster
-             * whose push filled the ring may not have bumped yet: make sure it runs. */
-            ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
-            arpc_mpsc_ring_backoff(&attempt);
-        }
-    }
+    else
+        rc = actor_post_foreign(a, (arpc_mpsc_fn)fn, arg);
     if (rc == ARPC_OK)
-        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
+        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* after the publish: see the notes */
     return rc;
 }
 
@@ -237,5 +271,5 @@ bool arpc_actor_on_thread(const arpc_actor *a) { return a != NULL && actor_curre
 uint64_t arpc_actor_processed(const arpc_actor *a)
 {
     /* Counts messages run with ARPC_OK; cancelled ones are not "processed". */
-    return atomic_load_explicit(&((arpc_actor *)a)->a_processed, memory_order_relaxed);
+    return atomic_load_explicit(&a->a_processed, memory_order_relaxed);
 }

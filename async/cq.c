@@ -34,7 +34,6 @@
 #include "arpc/cq.h"
 
 #include <ck_stack.h>
-#include <errno.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>

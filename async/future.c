@@ -132,7 +132,8 @@ bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
         arpc_free(data);
         return false;
     }
-    f->f_status = status;
+    /* EPENDING would make poll() ambiguous: a producer bug, reported as EINVAL. */
+    f->f_status = status == ARPC_EPENDING ? ARPC_EINVAL : status;
     f->f_len = data != NULL ? len : 0;
     atomic_store_explicit(&f->f_data, data, memory_order_relaxed);
     future_publish(f);

@@ -3,16 +3,27 @@
  *
  * Wake-ups. Submitters push to the MPSC ring, then exchange l_wake_pending 0 -> 1 and only
  * the one that saw 0 calls ev_async_send: one wake-up per batch. The loop resets the flag at
- * the start of wake_cb, *before* it drains. Both are seq_cst read-modify-writes, so for a
- * submitter whose exchange saw 1 the loop's reset comes later in the total order, and the
- * drain that follows the reset sees that submitter's task (published before its exchange);
- * a submitter whose exchange saw 0 sends a new wake-up. No task is left behind asleep.
+ * the start of wake_cb, *before* it drains. The exchange (a seq_cst read-modify-write, after
+ * the push) and the reset (a seq_cst store, before the pops) are totally ordered: a submitter
+ * whose exchange saw 1 came before the reset, so the drain that follows the reset sees its
+ * task; a submitter whose exchange saw 0 sends a new wake-up. No task is left asleep.
  *
  * Fairness. wake_cb runs at most LOOP_DRAIN_BATCH tasks, then wakes itself again through
  * the same flag: the eventfd write makes the next round wait for one poll, so sockets and
  * timers get their turn even under a flood of tasks (a task resubmitting itself included).
  * A task submitted on the loop thread during a drain needs no wake-up: the drain either
  * pops it or reaches the batch limit and re-arms.
+ *
+ * Producer gate. ck_ring's MPSC enqueue makes each producer wait, spinning without yielding,
+ * until every producer holding an earlier ticket has published. When submitting threads
+ * outnumber cores, a producer preempted between taking its ticket and publishing stalls all
+ * the others for a time slice, and they in turn are preempted while holding tickets: on 2
+ * cores, 4 threads needed 8 s to push 40k tasks. Submitters on other threads therefore take
+ * l_push_mtx (adaptive: spins briefly, then sleeps) around the push and its wake-up, so at
+ * most one of them is inside the enqueue; 4 threads x 100k tasks then take about 0.1 s, and
+ * one uncontended submitter pays a lock/unlock pair. The loop thread's own submits do not
+ * take it (the loop must not sleep on a submitter; only a stop does, once); they can still
+ * wait, briefly, for the one gated producer to publish.
  *
  * Stopping. arpc_loop_stop closes the ring at once (from any thread: close only waits for
  * pushes already past their check, a few instructions), so every submit that returns after
@@ -30,12 +41,12 @@
  *
  * Destroy. From another thread: stop, then join the thread (arpc_loop_start) or wait for
  * arpc_loop_run to return (l_cv), or do the final drain here (never ran); then free. Before
- * freeing it also waits for l_callers, the submit/stop calls of other threads still inside
- * the loop: a submitter's task may have run (and told the destroyer so) while the
- * submitter is still in its ev_async_send. From the loop thread (inside a task, callback or
- * hook): mark l_destroy_requested and stop; whoever ran the loop frees it once ev_run has
- * returned: the started thread detaches itself first, arpc_loop_run frees it just before
- * returning ARPC_OK (the caller must not touch the loop afterwards).
+ * freeing it passes through l_push_mtx, under which submit and stop on other threads make
+ * their last touch of the loop (the ev_async_send): a submitter's task may have run, and
+ * told the destroyer so, while the submitter is still sending. From the loop thread (inside
+ * a task, callback or hook): mark l_destroy_requested and stop; whoever ran the loop frees
+ * it once ev_run has returned: the started thread detaches itself first, arpc_loop_run
+ * frees it just before returning ARPC_OK (the caller must not touch the loop afterwards).
  *
  * Deadlines. One ev_timer over the heap. arm/cancel only touch the heap; the ev_prepare
  * watcher, which libev runs just before it computes how long to block, points the timer at
@@ -70,9 +81,9 @@ struct loop_hook {
 struct arpc_loop {
     /* Shared with other threads. */
     struct arpc_mpsc_ring l_ring;
-    atomic_int l_wake_pending; /* a wake-up was sent (or is being sent) and its drain has not begun */
+    atomic_int l_wake_pending; /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;
-    atomic_int l_callers;      /* other threads inside submit/stop: free waits for them */
+    pthread_mutex_t l_push_mtx; /* other threads' submit and stop: one at a time (see notes) */
     _Atomic uint64_t l_wakeups; /* wake_cb runs, for tests; written by the loop thread only */
 
     /* Loop thread only (or before the loop runs). */
@@ -112,7 +123,10 @@ bool arpc_loop_on_thread(const arpc_loop *loop) { return loop != NULL && tl_loop
 
 struct ev_loop *arpc_loop_ev(arpc_loop *loop) { return loop->l_ev; }
 
-size_t arpc_loop_deadline_count(arpc_loop *loop) { return arpc_deadline_heap_len(&loop->l_deadlines); }
+size_t arpc_loop_deadline_count(arpc_loop *loop)
+{
+    return arpc_deadline_heap_len(&loop->l_deadlines);
+}
 
 uint64_t arpc_loop_wakeups(arpc_loop *loop)
 {
@@ -146,7 +160,7 @@ static void loop_finish(arpc_loop *loop)
     if (loop->l_finishing)
         return;
     loop->l_finishing = true;
-    arpc_mpsc_ring_close(&loop->l_ring); /* stop already closed it; this is for clarity */
+    arpc_mpsc_ring_close(&loop->l_ring); /* arpc_loop_stop closed it already; idempotent */
     loop_drain(loop, SIZE_MAX);
     /* Index, not pointer: a hook may register another hook (and move the array). */
     for (size_t i = 0; i < loop->l_nhooks; i++)
@@ -176,7 +190,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents)
     loop_finish(loop);
 }
 
-/* Loop thread: points the one ev_timer at when_ns (or disarms it). */
+/* Loop thread: points the one ev_timer at top's time; NULL disarms it. */
 static void loop_timer_set(arpc_loop *loop, const struct arpc_deadline *top)
 {
     ev_timer_stop(loop->l_ev, &loop->l_timer);
@@ -262,12 +276,25 @@ static int loop_init_ev(arpc_loop *loop)
     return ARPC_OK;
 }
 
+static int loop_init_push_mtx(arpc_loop *loop)
+{
+    pthread_mutexattr_t attr;
+    if (pthread_mutexattr_init(&attr) != 0)
+        return -1;
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    int rc = pthread_mutex_init(&loop->l_push_mtx, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
 int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts)
 {
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    unsigned ring_size = opts != NULL && opts->submit_ring_size ? opts->submit_ring_size : LOOP_DEFAULT_RING;
+    unsigned ring_size = LOOP_DEFAULT_RING;
+    if (opts != NULL && opts->submit_ring_size != 0)
+        ring_size = opts->submit_ring_size;
     arpc_loop *loop = arpc_calloc(1, sizeof(*loop));
     if (loop == NULL)
         return ARPC_ENOMEM;
@@ -280,17 +307,20 @@ int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts)
         goto fail_ring;
     if (pthread_cond_init(&loop->l_cv, NULL) != 0)
         goto fail_mtx;
-    if (loop_init_ev(loop) != ARPC_OK)
+    if (loop_init_push_mtx(loop) != 0)
         goto fail_cv;
+    if (loop_init_ev(loop) != ARPC_OK)
+        goto fail_push_mtx;
     atomic_init(&loop->l_wake_pending, 0);
     atomic_init(&loop->l_stopping, 0);
-    atomic_init(&loop->l_callers, 0);
     atomic_init(&loop->l_wakeups, 0);
     arpc_deadline_heap_init(&loop->l_deadlines);
     loop->l_state = LOOP_IDLE;
     *out = loop;
     return ARPC_OK;
 
+fail_push_mtx:
+    pthread_mutex_destroy(&loop->l_push_mtx);
 fail_cv:
     pthread_cond_destroy(&loop->l_cv);
 fail_mtx:
@@ -301,18 +331,12 @@ fail_ring:
     return ARPC_ESYSTEM;
 }
 
-/* Other threads' submit/stop calls mark themselves, so free can wait for them to leave. */
-static void loop_caller_enter(arpc_loop *loop) { atomic_fetch_add(&loop->l_callers, 1); }
-static void loop_caller_leave(arpc_loop *loop) { atomic_fetch_sub(&loop->l_callers, 1); }
-
 /* The loop has finished (its ring is drained and closed) and nobody will run it again. */
 static void loop_free(arpc_loop *loop)
 {
-    /* Submitters still inside arpc_loop_submit get ARPC_ESHUTDOWN at once (the ring is
-     * closed); wait for them to stop touching the loop. */
-    unsigned attempt = 0;
-    while (atomic_load(&loop->l_callers) != 0)
-        arpc_mpsc_ring_backoff(&attempt);
+    /* Let other threads' submit/stop calls still in their wake-up finish with the loop. */
+    pthread_mutex_lock(&loop->l_push_mtx);
+    pthread_mutex_unlock(&loop->l_push_mtx);
     ev_async_stop(loop->l_ev, &loop->l_wake);
     ev_prepare_stop(loop->l_ev, &loop->l_prepare);
     ev_timer_stop(loop->l_ev, &loop->l_timer);
@@ -320,6 +344,7 @@ static void loop_free(arpc_loop *loop)
     arpc_deadline_heap_fini(&loop->l_deadlines);
     arpc_mpsc_ring_fini(&loop->l_ring);
     arpc_free(loop->l_hooks);
+    pthread_mutex_destroy(&loop->l_push_mtx);
     pthread_cond_destroy(&loop->l_cv);
     pthread_mutex_destroy(&loop->l_mtx);
     arpc_free(loop);
@@ -411,6 +436,17 @@ int arpc_loop_run(arpc_loop *loop)
     return ARPC_OK;
 }
 
+/* Other threads: one at a time through the gate (see "Producer gate" and "Destroy"). */
+static int loop_push_remote(arpc_loop *loop, arpc_task_fn fn, void *arg)
+{
+    pthread_mutex_lock(&loop->l_push_mtx);
+    int rc = arpc_mpsc_ring_try_push(&loop->l_ring, (arpc_mpsc_fn)fn, arg);
+    if (rc != ARPC_ESHUTDOWN)
+        loop_wake(loop); /* accepted: run it; full: make room */
+    pthread_mutex_unlock(&loop->l_push_mtx);
+    return rc;
+}
+
 int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
 {
     if (loop == NULL || fn == NULL)
@@ -422,16 +458,10 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
             loop_wake(loop);
         return rc;
     }
-    loop_caller_enter(loop);
     int rc;
     unsigned attempt = 0;
-    while ((rc = arpc_mpsc_ring_try_push(&loop->l_ring, (arpc_mpsc_fn)fn, arg)) == ARPC_EAGAIN) {
-        loop_wake(loop); /* full: make sure the loop is draining, then wait for room */
-        arpc_mpsc_ring_backoff(&attempt);
-    }
-    if (rc == ARPC_OK)
-        loop_wake(loop);
-    loop_caller_leave(loop);
+    while ((rc = loop_push_remote(loop, fn, arg)) == ARPC_EAGAIN)
+        arpc_mpsc_ring_backoff(&attempt); /* full: the loop is awake and making room */
     return rc;
 }
 
@@ -439,13 +469,14 @@ void arpc_loop_stop(arpc_loop *loop)
 {
     if (loop == NULL)
         return;
-    loop_caller_enter(loop);
+    /* Under the gate, like a submit: a destroyer waits for our ev_async_send. */
+    pthread_mutex_lock(&loop->l_push_mtx);
     if (atomic_exchange(&loop->l_stopping, 1) == 0) {
         arpc_mpsc_ring_close(&loop->l_ring);
         /* Not through l_wake_pending: wake_cb checks l_stopping whoever woke it. */
         ev_async_send(loop->l_ev, &loop->l_wake);
     }
-    loop_caller_leave(loop);
+    pthread_mutex_unlock(&loop->l_push_mtx);
 }
 
 /* From a thread other than the loop's: waits until nobody runs the loop any more, and

@@ -27,12 +27,6 @@
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
 
-#ifdef ARPC_TSAN
-#define SCALE 4 /* TSan runs several times slower: fewer iterations, same shapes */
-#else
-#define SCALE 1
-#endif
-
 /* ---- counting allocator: every test ends with nothing outstanding ---- */
 
 static atomic_long g_outstanding;
@@ -123,11 +117,11 @@ static bool wait_for_teardown(int threads, long allocations)
 /* ---- many submitters ---- */
 
 #define MANY_THREADS 4
-#define MANY_PER_THREAD (100000 / SCALE)
-#define MANY_TOTAL (MANY_THREADS * MANY_PER_THREAD)
+#define MANY_PER_THREAD 100000
 
 struct many_ctx {
     arpc_loop *loop;
+    size_t per_thread, total;
     atomic_int submit_failures;
     /* loop thread only */
     unsigned char *counts;
@@ -141,24 +135,27 @@ static void many_task(arpc_loop *loop, void *arg)
     size_t i = (size_t)(uintptr_t)arg;
     g_many.off_thread += !arpc_loop_on_thread(loop) || loop != g_many.loop;
     g_many.counts[i]++;
-    if (++g_many.ran == MANY_TOTAL)
+    if (++g_many.ran == g_many.total)
         sem_post(&g_many.done);
 }
 
 static void *many_producer(void *arg)
 {
     size_t t = (size_t)(uintptr_t)arg;
-    for (size_t i = t * MANY_PER_THREAD; i < (t + 1) * MANY_PER_THREAD; i++) {
+    for (size_t i = t * g_many.per_thread; i < (t + 1) * g_many.per_thread; i++) {
         if (arpc_loop_submit(g_many.loop, many_task, (void *)(uintptr_t)i) != ARPC_OK)
             atomic_fetch_add(&g_many.submit_failures, 1);
     }
     return NULL;
 }
 
-static void run_many_submitters(unsigned ring_size)
+/* Returns the number of wake-ups. */
+static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
 {
     arpc_loop_options opts = {.submit_ring_size = ring_size};
-    g_many.counts = calloc(MANY_TOTAL, 1);
+    g_many.per_thread = per_thread;
+    g_many.total = per_thread * MANY_THREADS;
+    g_many.counts = calloc(g_many.total, 1);
     assert_non_null(g_many.counts);
     g_many.ran = g_many.off_thread = 0;
     atomic_store(&g_many.submit_failures, 0);
@@ -177,33 +174,36 @@ static void run_many_submitters(unsigned ring_size)
 
     assert_int_equal(0, atomic_load(&g_many.submit_failures));
     assert_int_equal(0, g_many.off_thread);
-    assert_int_equal(MANY_TOTAL, g_many.ran);
-    for (size_t i = 0; i < MANY_TOTAL; i++)
+    assert_int_equal(g_many.total, g_many.ran);
+    for (size_t i = 0; i < g_many.total; i++)
         assert_int_equal(1, g_many.counts[i]);
-    print_message("ring %u: %d tasks, %llu wake-ups\n", ring_size, MANY_TOTAL,
+    print_message("ring %u: %zu tasks, %llu wake-ups\n", ring_size, g_many.total,
                   (unsigned long long)wakeups);
     assert_true(wakeups >= 1);
-    assert_true(wakeups * 10 < MANY_TOTAL); /* batched: nowhere near one per task */
     free(g_many.counts);
     sem_destroy(&g_many.done);
+    return wakeups;
 }
 
 static void test_many_submitters(void **state)
 {
     (void)state;
-    run_many_submitters(0); /* default ring */
+    uint64_t wakeups = run_many_submitters(0, MANY_PER_THREAD); /* default ring */
+    assert_true(wakeups * 20 < MANY_THREADS * MANY_PER_THREAD); /* batched: far from one per task */
 }
 
 static void test_many_submitters_small_ring(void **state)
 {
     (void)state;
-    run_many_submitters(64); /* submitters keep meeting a full ring: back-pressure */
+    /* Submitters keep meeting a full ring: back-pressure. The loop outruns them and sleeps
+     * often here, so wake-ups are many; what matters is that every task runs once. */
+    run_many_submitters(64, MANY_PER_THREAD / 8);
 }
 
 /* ---- ping-pong: each submit waits for its task, so a lost wake-up hangs ---- */
 
 #define PING_THREADS 2
-#define PING_ROUNDS (20000 / SCALE)
+#define PING_ROUNDS 20000
 
 struct ping {
     arpc_loop *loop;
@@ -309,7 +309,6 @@ static void test_stop_from_own_task(void **state)
     assert_true(sem_wait_secs(&c.hooked, 20));
     assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_submit(c.loop, late_task, &c));
     arpc_loop_stop(c.loop); /* idempotent, from another thread too */
-    assert_int_equal(ARPC_EBUSY, arpc_loop_run(c.loop)); /* its thread may still be returning */
     arpc_loop_destroy(c.loop);
     assert_int_equal(1, c.stop_tasks);
     assert_int_equal(1, c.hooks);
@@ -465,7 +464,7 @@ static void test_submit_after_stop(void **state)
 
 /* ---- accepted before stop => ran, under a race ---- */
 
-#define RACE_ROUNDS (24 / SCALE)
+#define RACE_ROUNDS 24
 
 struct race_ctx {
     arpc_loop *loop;
@@ -633,7 +632,7 @@ static void test_stop_before_run(void **state)
 struct local_ctx {
     arpc_loop *loop;
     struct arpc_deadline d;
-    int ran, rc_failures;
+    int ran, target, rc_failures;
     sem_t done;
 };
 
@@ -641,7 +640,7 @@ static void local_leaf(arpc_loop *loop, void *arg)
 {
     struct local_ctx *c = arg;
     (void)loop;
-    if (++c->ran == LOCAL_TASKS)
+    if (++c->ran == c->target)
         sem_post(&c->done);
 }
 
@@ -669,7 +668,7 @@ static void local_arm(arpc_loop *loop, void *arg)
 static void test_local_submits(void **state)
 {
     (void)state;
-    struct local_ctx c = {0};
+    struct local_ctx c = {.target = LOCAL_TASKS};
     arpc_loop_options opts = {.submit_ring_size = 16};
     sem_init(&c.done, 0, 0);
     arpc_deadline_init(&c.d, local_from_deadline, &c);
@@ -739,11 +738,11 @@ static void test_task_flood_does_not_starve_timers(void **state)
 static void test_backlog_before_start(void **state)
 {
     (void)state;
-    struct local_ctx c = {0};
+    struct local_ctx c = {.target = LOCAL_TASKS * 6};
     sem_init(&c.done, 0, 0);
     assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
     for (int i = 0; i < LOCAL_TASKS * 5; i++)
-        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, count_task, &c.ran));
+        assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, local_leaf, &c));
     assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, local_fanout, &c));
     assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
     assert_true(sem_wait_secs(&c.done, 20));

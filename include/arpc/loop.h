@@ -36,15 +36,17 @@ typedef struct arpc_loop_options {
 /* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts);
 
-/* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESYSTEM. */
+/* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESHUTDOWN
+ * (the loop was stopped: a loop runs once), ARPC_ESYSTEM. */
 ARPC_API int arpc_loop_start(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
- * ARPC_EBUSY if the loop is already running elsewhere. */
+ * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it was stopped. */
 ARPC_API int arpc_loop_run(arpc_loop *loop);
 
 /* Submits fn(loop, arg) to run on the loop thread. Thread-safe. See the completion contract above.
- * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped), ARPC_EINVAL. */
+ * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped), ARPC_EINVAL, ARPC_ENOMEM (on the
+ * loop thread only, when the ring is full and no overflow node can be allocated). */
 ARPC_API int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg);
 
 /* Asks the loop to stop: already-accepted tasks still run, then the loop returns. Non-blocking,
