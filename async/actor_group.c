@@ -5,6 +5,10 @@
  * spread matters, not an order). post_key hashes the key so that keys differing only in
  * their low or high bits still spread evenly, then maps the hash onto [0, n) with a
  * multiply-shift instead of a division.
+ *
+ * stop goes member by member through arpc_actor_stop: members later in the array keep
+ * running (and accepting posts) until their turn. Each member's exactly-once contract holds
+ * on its own, which is all the group promises.
  */
 #define _GNU_SOURCE
 #include "arpc/actor.h"

@@ -301,12 +301,14 @@ static void test_one_message_at_a_time(void **state)
 /* ---- stop modes ----
  * The first message is a gate: it keeps posting counted messages to its own actor (self-posts
  * never wait) until the post fails with ARPC_ESHUTDOWN, i.e. until a helper thread's stop has
- * closed the mailbox. Everything behind the gate was accepted before the stop. */
+ * closed the mailbox. Everything behind the gate was accepted before the stop. The stop
+ * starts only once the gate runs (first latch count), or DISCARD would cancel the gate too. */
 
 static void on_gate(arpc_actor *actor, void *arg, int status)
 {
     (void)arg;
     CHECK(status == ARPC_OK);
+    latch_add(); /* nothing else can run before the gate returns */
     int rc;
     while ((rc = post_msg(actor)) == ARPC_OK)
         sleep_ms(1);
@@ -335,6 +337,7 @@ static void run_gated_stop(enum arpc_actor_stop_mode mode, unsigned queued)
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
     for (unsigned i = 0; i < queued; i++)
         assert_int_equal(ARPC_OK, post_msg(a));
+    assert_true(latch_wait(1, 10000));
     struct stopper s = {a, mode, -1};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
@@ -438,6 +441,7 @@ static void test_stop_reentered_from_cancellation(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_reentrant_cancel, NULL));
+    assert_true(latch_wait(1, 10000));
     struct stopper s = {a, ARPC_ACTOR_DISCARD, -1};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
@@ -624,8 +628,10 @@ static atomic_long alloc_live;
 static void *failing_malloc(size_t size, void *ctx)
 {
     (void)ctx;
-    if (atomic_load(&alloc_budget) >= 0 && atomic_fetch_sub(&alloc_budget, 1) <= 0)
+    if (atomic_load(&alloc_budget) >= 0 && atomic_fetch_sub(&alloc_budget, 1) <= 0) {
+        atomic_fetch_add(&alloc_budget, 1); /* stay exhausted, not unlimited */
         return NULL;
+    }
     void *p = malloc(size);
     if (p != NULL)
         atomic_fetch_add(&alloc_live, 1);
@@ -673,6 +679,64 @@ static void test_create_out_of_memory(void **state)
     assert_true(budget > 1); /* at least one failure path was exercised */
 }
 
+/* A self-post that must overflow a full mailbox when the overflow node cannot be allocated:
+ * refused with ARPC_ENOMEM, and every accepted one still runs once. */
+static atomic_int oom_refused, oom_other;
+static atomic_uint oom_accepted, oom_runs;
+
+static void on_oom_child(arpc_actor *actor, void *arg, int status)
+{
+    (void)actor;
+    (void)arg;
+    if (status == ARPC_OK)
+        atomic_fetch_add(&oom_runs, 1);
+}
+
+static void on_oom_spawner(arpc_actor *actor, void *arg, int status)
+{
+    (void)arg;
+    (void)status;
+    atomic_store(&alloc_budget, 0); /* this thread is the only one allocating now */
+    for (int i = 0; i < 32; i++) {
+        int rc = arpc_actor_post(actor, on_oom_child, NULL);
+        if (rc == ARPC_OK)
+            atomic_fetch_add(&oom_accepted, 1);
+        else if (rc == ARPC_ENOMEM)
+            atomic_fetch_add(&oom_refused, 1);
+        else
+            atomic_fetch_add(&oom_other, 1);
+    }
+    atomic_store(&alloc_budget, -1);
+    latch_add();
+}
+
+static void test_self_post_overflow_out_of_memory(void **state)
+{
+    (void)state;
+    arpc_allocator al = {failing_malloc, failing_realloc, counting_free, NULL};
+    atomic_store(&alloc_live, 0);
+    atomic_store(&alloc_budget, -1);
+    atomic_store(&oom_refused, 0);
+    atomic_store(&oom_other, 0);
+    atomic_store(&oom_accepted, 0);
+    atomic_store(&oom_runs, 0);
+    arpc_set_allocator(&al);
+    arpc_actor *a;
+    arpc_actor_options o = {.mailbox_size = 4};
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
+    latch_reset();
+    assert_int_equal(ARPC_OK, arpc_actor_post(a, on_oom_spawner, NULL));
+    assert_true(latch_wait(1, 10000)); /* before the stop closes the mailbox */
+    arpc_actor_destroy(a);
+    arpc_set_allocator(NULL);
+    assert_int_equal(0, atomic_load(&alloc_live));
+    assert_int_equal(0, atomic_load(&oom_other));
+    assert_true(atomic_load(&oom_accepted) >= 1);  /* the ring had room for some */
+    assert_true(atomic_load(&oom_refused) >= 16); /* the rest needed an overflow node */
+    assert_int_equal(32, atomic_load(&oom_accepted) + atomic_load(&oom_refused));
+    assert_int_equal(atomic_load(&oom_accepted), atomic_load(&oom_runs));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_thread_name_truncated),
         cmocka_unit_test(test_destroy_drains),
         cmocka_unit_test(test_create_out_of_memory),
+        cmocka_unit_test(test_self_post_overflow_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,8 @@ enum arpc_actor_stop_mode {
 /* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts);
 
-/* Posts fn(actor, arg, status). Thread-safe. Errors: ARPC_ESHUTDOWN, ARPC_EINVAL. */
+/* Posts fn(actor, arg, status). Thread-safe. Errors: ARPC_ESHUTDOWN, ARPC_EINVAL, and
+ * ARPC_ENOMEM only for a post from the actor's own thread that overflows a full mailbox. */
 ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
 
 /* Stops the actor (see the stop modes) and waits for its thread. Idempotent. Must not be
