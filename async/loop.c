@@ -64,6 +64,7 @@
 #include <time.h>
 
 #include "arpc/error.h"
+#include "arpc/future.h"
 #include "async/mpsc_ring.h"
 #include "core/alloc.h"
 
@@ -434,6 +435,54 @@ int arpc_loop_run(arpc_loop *loop)
     else
         loop_set_done(loop);
     return ARPC_OK;
+}
+
+static void run_until_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev;
+    (void)w;
+    (void)revents; /* only wakes ev_run(EVRUN_ONCE) so the caller re-checks its deadline */
+}
+
+int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
+{
+    if (loop == NULL || f == NULL)
+        return ARPC_EINVAL;
+    if (tl_loop == loop)
+        return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
+    pthread_mutex_lock(&loop->l_mtx);
+    int rc = loop_claim_locked(loop);
+    pthread_mutex_unlock(&loop->l_mtx);
+    if (rc != ARPC_OK)
+        return rc;
+    arpc_loop *outer = tl_loop;
+    tl_loop = loop;
+    ev_timer timeout;
+    ev_timer_init(&timeout, run_until_timeout_cb, timeout_ms > 0 ? (ev_tstamp)timeout_ms / 1e3 : 0., 0.);
+    if (timeout_ms > 0) {
+        ev_now_update(loop->l_ev);
+        ev_timer_start(loop->l_ev, &timeout);
+    }
+    uint64_t until = timeout_ms >= 0 ? arpc_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+    while (!loop->l_finished && arpc_future_poll(f) == ARPC_EPENDING &&
+           (timeout_ms < 0 || arpc_now_ns() < until))
+        ev_run(loop->l_ev, timeout_ms == 0 ? EVRUN_NOWAIT : EVRUN_ONCE);
+    ev_timer_stop(loop->l_ev, &timeout);
+    tl_loop = outer;
+    int status = arpc_future_poll(f);
+    if (loop->l_finished) {
+        /* Stopped while we ran it: end its run exactly as arpc_loop_run does. */
+        if (loop->l_destroy_requested)
+            loop_free(loop);
+        else
+            loop_set_done(loop);
+        return status == ARPC_EPENDING ? ARPC_ESHUTDOWN : status;
+    }
+    pthread_mutex_lock(&loop->l_mtx);
+    loop->l_state = LOOP_IDLE; /* free for the next caller to drive */
+    pthread_cond_broadcast(&loop->l_cv);
+    pthread_mutex_unlock(&loop->l_mtx);
+    return status;
 }
 
 /* Other threads: one at a time through the gate (see "Producer gate" and "Destroy"). */

@@ -227,6 +227,8 @@ static const struct arpc_conn_ops client_conn_ops = {
 
 /* ---- loop tasks ---- */
 
+static void client_on_loop_stop(arpc_loop *loop, void *arg);
+
 static int client_unavailable_reason(arpc_client *c)
 {
     int st = atomic_load(&c->cl_state);
@@ -311,6 +313,11 @@ static void task_attach(arpc_loop *loop, void *arg)
     }
     size_t n = arpc_frame_encode_hello(hello, c->cl_id, 0, c->cl_max_frame);
     arpc_conn_send(&c->cl_conn, hello, hello, n);
+    if (!c->cl_owns_loop) {
+        atomic_fetch_add(&c->cl_refs, 1); /* the stop hook's */
+        if (arpc_loop_on_stop(loop, client_on_loop_stop, c) != ARPC_OK)
+            atomic_fetch_sub(&c->cl_refs, 1);
+    }
 }
 
 static void task_close(arpc_loop *loop, void *arg)
@@ -329,6 +336,44 @@ static void task_close(arpc_loop *loop, void *arg)
     arpc_future_retain(closed);
     arpc_future_complete(closed, ARPC_OK, NULL, 0);
     arpc_future_release(closed);
+}
+
+/* The loop stopped (a loop the user owns and stopped): fail what is pending, as close would.
+ * Holds a client reference from attach until it runs (at the latest when the loop ends). */
+static void client_on_loop_stop(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    arpc_client *c = arg;
+    if (atomic_load(&c->cl_state) != CL_CLOSED) {
+        atomic_store(&c->cl_lost_reason, ARPC_ESHUTDOWN);
+        atomic_store(&c->cl_state, CL_LOST);
+        client_fail_all(c, ARPC_ESHUTDOWN);
+        if (c->cl_conn.c_open)
+            arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
+    }
+    client_release(c);
+}
+
+/* Waits for f. On a loop of the user's that no thread runs, the caller drives the loop itself
+ * (arpc_loop_run_until); if another caller is driving it, wait a little and try again, so the
+ * loop never stalls when that caller's own call returns. */
+static int client_wait(arpc_client *c, arpc_future *f)
+{
+    if (c->cl_owns_loop)
+        return arpc_future_wait(f);
+    for (;;) {
+        int rc = arpc_loop_run_until(c->cl_loop, f, ARPC_FOREVER);
+        int st = arpc_future_poll(f);
+        if (st != ARPC_EPENDING)
+            return st;
+        if (rc == ARPC_EBUSY) {
+            st = arpc_future_wait_for(f, 1);
+            if (st != ARPC_EPENDING)
+                return st;
+        } else {
+            return arpc_future_wait(f); /* stopped: the stop hook completes every call */
+        }
+    }
 }
 
 /* ---- public API ---- */
@@ -417,7 +462,7 @@ void arpc_client_close(arpc_client *c)
     if (c == NULL)
         return;
     if (arpc_loop_submit(c->cl_loop, task_close, c) == ARPC_OK) {
-        arpc_future_wait(c->cl_closed);
+        client_wait(c, c->cl_closed);
     } else {
         /* The (shared) loop is already stopped: no loop thread will touch the client again. */
         atomic_store(&c->cl_state, CL_CLOSED);
@@ -557,7 +602,7 @@ int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_le
     arpc_future *f = arpc_call_async(c, method, req, req_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = arpc_future_wait(f);
+    int status = client_wait(c, f);
     if (reply != NULL) {
         size_t len = 0;
         *reply = arpc_future_take(f, &len);

@@ -637,6 +637,59 @@ static void test_server_process_killed(void **state)
     arpc_client_close(c);
 }
 
+/* A client on a loop nobody runs: its callers drive the loop themselves, taking turns. */
+struct driven_arg {
+    arpc_client *client;
+    int ok;
+};
+
+static void *driven_caller(void *p)
+{
+    struct driven_arg *a = p;
+    for (int i = 0; i < 300; i++) {
+        void *reply = NULL;
+        size_t len = 0;
+        if (arpc_call(a->client, "test.echo", &i, sizeof(i), &reply, &len, 5000) == ARPC_OK &&
+            len == sizeof(i) && memcmp(reply, &i, sizeof(i)) == 0)
+            a->ok++;
+        arpc_free(reply);
+    }
+    return NULL;
+}
+
+static void test_caller_driven_loop(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    arpc_client_options o = {.loop = loop};
+    arpc_client *c = connect_client(fx, &o);
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo_inline", "abc", 3, &reply, &len, 2000));
+    assert_int_equal(3, len);
+    arpc_free(reply);
+    /* An async call progresses only while someone runs the loop. */
+    arpc_future *f = arpc_call_async(c, "test.echo", "x", 1, 2000);
+    assert_int_equal(ARPC_OK, arpc_loop_run_until(loop, f, 2000));
+    arpc_future_release(f);
+    f = arpc_call_async(c, "test.hold", "x", 1, ARPC_FOREVER);
+    assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(loop, f, 30));
+    /* Two threads calling at once take turns driving the loop. */
+    pthread_t t[2];
+    struct driven_arg args[2] = {{c, 0}, {c, 0}};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, driven_caller, &args[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(300, args[0].ok);
+    assert_int_equal(300, args[1].ok);
+    arpc_client_close(c);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_poll(f));
+    arpc_future_release(f);
+    arpc_loop_destroy(loop);
+}
+
 #define CASES(setup_fn)                                                                  \
     cmocka_unit_test_setup_teardown(test_echo_call, setup_fn, teardown),                 \
     cmocka_unit_test_setup_teardown(test_handler_error, setup_fn, teardown),             \
@@ -651,6 +704,7 @@ static void test_server_process_killed(void **state)
     cmocka_unit_test_setup_teardown(test_garbage_then_good_client, setup_fn, teardown),  \
     cmocka_unit_test_setup_teardown(test_oversized_frame, setup_fn, teardown),           \
     cmocka_unit_test_setup_teardown(test_server_killed_mid_call, setup_fn, teardown),    \
+    cmocka_unit_test_setup_teardown(test_caller_driven_loop, setup_fn, teardown),        \
     cmocka_unit_test_setup_teardown(test_server_process_killed, setup_fn, teardown)
 
 int main(void)

@@ -22,6 +22,7 @@
 #define ARPC_LOOP_H
 
 #include "arpc/common.h"
+#include "arpc/future.h"
 
 typedef struct arpc_loop arpc_loop;
 
@@ -43,6 +44,16 @@ ARPC_API int arpc_loop_start(arpc_loop *loop);
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
  * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it was stopped. */
 ARPC_API int arpc_loop_run(arpc_loop *loop);
+
+/* Runs the loop on the calling thread until f completes, timeout_ms passes (ARPC_FOREVER: no
+ * limit) or the loop is stopped, then gives the loop back (it may be run again, by anyone).
+ * This is how a single-threaded program drives a client without a loop thread of its own:
+ * create the loop, pass it in arpc_client_options, never start it; arpc_call then runs it on
+ * the calling thread until the reply arrives (no thread hop on the client side). While nobody
+ * runs such a loop nothing progresses: wait for its futures with this function.
+ * Returns f's status, ARPC_EPENDING on timeout, ARPC_EBUSY if another thread is running the
+ * loop (or the caller is inside it), ARPC_ESHUTDOWN if the loop was stopped, ARPC_EINVAL. */
+ARPC_API int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms);
 
 /* Submits fn(loop, arg) to run on the loop thread. Thread-safe. See the completion contract above.
  * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped), ARPC_EINVAL, ARPC_ENOMEM (on the
