@@ -61,6 +61,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 
 #include "arpc/error.h"
@@ -259,6 +260,21 @@ int arpc_loop_on_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), v
     hooks[loop->l_nhooks++] = (struct loop_hook){fn, arg};
     loop->l_hooks = hooks;
     return ARPC_OK;
+}
+
+bool arpc_loop_off_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), void *arg)
+{
+    if (loop->l_finishing)
+        return false; /* the hooks are running (or ran): too late, the hook owns its work */
+    for (size_t i = 0; i < loop->l_nhooks; i++) {
+        if (loop->l_hooks[i].fn == fn && loop->l_hooks[i].arg == arg) {
+            /* Keep registration order for the rest. */
+            memmove(&loop->l_hooks[i], &loop->l_hooks[i + 1], (loop->l_nhooks - i - 1) * sizeof(*loop->l_hooks));
+            loop->l_nhooks--;
+            return true;
+        }
+    }
+    return false;
 }
 
 static int loop_init_ev(arpc_loop *loop)
@@ -483,6 +499,33 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     pthread_cond_broadcast(&loop->l_cv);
     pthread_mutex_unlock(&loop->l_mtx);
     return status;
+}
+
+int arpc_loop_wait(arpc_loop *loop, arpc_future *f)
+{
+    if (tl_loop == loop)
+        return ARPC_EBUSY; /* the loop cannot wait for itself */
+    for (;;) {
+        int st = arpc_future_poll(f);
+        if (st != ARPC_EPENDING)
+            return st;
+        pthread_mutex_lock(&loop->l_mtx);
+        bool driven = loop->l_state == LOOP_RUNNING;
+        bool own_thread = loop->l_started;
+        pthread_mutex_unlock(&loop->l_mtx);
+        if (driven) {
+            /* Someone runs it; a caller-driven runner may give it back, so look again. */
+            if (own_thread)
+                return arpc_future_wait(f);
+            st = arpc_future_wait_for(f, 1);
+            if (st != ARPC_EPENDING)
+                return st;
+            continue;
+        }
+        int rc = arpc_loop_run_until(loop, f, ARPC_FOREVER);
+        if (rc != ARPC_EBUSY && arpc_future_poll(f) == ARPC_EPENDING)
+            return arpc_future_wait(f); /* stopped: whoever stopped it completes f */
+    }
 }
 
 /* Other threads: one at a time through the gate (see "Producer gate" and "Destroy"). */

@@ -13,6 +13,7 @@
 
 #include <ev.h>
 
+#include "arpc/future.h"
 #include "arpc/loop.h"
 #include "async/deadline_heap.h"
 
@@ -34,8 +35,17 @@ size_t arpc_loop_deadline_count(arpc_loop *loop);
  * loop; returns ARPC_ENOMEM. Loop thread only, or before the loop runs. */
 int arpc_loop_on_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), void *arg);
 
+/* Removes one registration of (fn, arg). True if it was removed (it will not run); false if
+ * it was not registered or the hooks already started running. Loop thread only. */
+bool arpc_loop_off_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), void *arg);
+
 /* How many times the loop was woken to drain submitted tasks (ev_async callbacks), so tests
  * can check that wake-ups are batched. Any thread; a relaxed snapshot. */
 uint64_t arpc_loop_wakeups(arpc_loop *loop);
+
+/* Waits for f on any thread but the loop's: blocks if a thread runs the loop, or runs the
+ * loop here (arpc_loop_run_until) while nobody does. ARPC_EBUSY on the loop thread itself
+ * (it would wait for itself). Otherwise f's status. */
+int arpc_loop_wait(arpc_loop *loop, arpc_future *f);
 
 #endif

@@ -52,6 +52,9 @@ struct arpc_client {
     struct arpc_conn cl_conn;
     struct arpc_pending cl_pending;
     arpc_future *cl_closed; /* completed by the close task */
+    arpc_future *cl_hello;  /* completed when the server's HELLO arrives (or the connection fails) */
+    bool cl_cleaned;        /* loop thread: pending calls failed and the connection closed */
+    bool cl_hook;           /* loop thread: the stop hook is registered (and holds a reference) */
 };
 
 struct client_call {
@@ -74,6 +77,7 @@ static void client_release(arpc_client *c)
 {
     if (atomic_fetch_sub(&c->cl_refs, 1) != 1)
         return;
+    arpc_future_release(c->cl_hello);
     arpc_free(c);
 }
 
@@ -184,6 +188,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_HELLO:
         if (f->f_max_frame != 0)
             atomic_store(&c->cl_server_max, f->f_max_frame);
+        arpc_future_complete(c->cl_hello, ARPC_OK, NULL, 0);
         return;
     case ARPC_FRAME_PING:
         client_send_pong(c, f);
@@ -193,7 +198,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_GOAWAY: {
         /* The server takes no new calls; the ones in flight still get their replies. */
         int expected = CL_OPEN;
-        int why = f->f_code == ARPC_EPROTO ? ARPC_EPROTO : ARPC_ESHUTDOWN;
+        int why = f->f_code > ARPC_OK && f->f_code < ARPC_ERROR_COUNT_ ? (int)f->f_code : ARPC_ESHUTDOWN;
         atomic_store(&c->cl_lost_reason, why);
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
         if (f->f_msg_len && why != ARPC_ESHUTDOWN)
@@ -218,6 +223,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     }
     /* Whatever was in flight may or may not have run: say so, to every caller, now. */
     client_fail_all(c, ARPC_ECONNLOST);
+    arpc_future_complete(c->cl_hello, ARPC_ECONNLOST, NULL, 0);
 }
 
 static const struct arpc_conn_ops client_conn_ops = {
@@ -268,7 +274,9 @@ static void task_start_call(arpc_loop *loop, void *arg)
     }
     uint8_t *frame = call->cc_frame;
     call->cc_frame = NULL; /* the connection owns it now */
-    arpc_conn_send(&c->cl_conn, frame, frame, call->cc_frame_len);
+    rc = arpc_conn_send(&c->cl_conn, frame, frame, call->cc_frame_len);
+    if (rc != ARPC_OK && arpc_pending_take(&c->cl_pending, call->cc_xid) == call)
+        call_finish(call, rc, NULL, 0); /* never sent: say so rather than wait forever */
 }
 
 static void task_oneway(arpc_loop *loop, void *arg)
@@ -301,9 +309,16 @@ static void task_attach(arpc_loop *loop, void *arg)
 {
     arpc_client *c = arg;
     int fd = c->cl_conn.c_fd; /* stashed by connect */
+    if (!c->cl_owns_loop) {
+        if (arpc_loop_on_stop(loop, client_on_loop_stop, c) == ARPC_OK) {
+            atomic_fetch_add(&c->cl_refs, 1); /* the stop hook's */
+            c->cl_hook = true;
+        }
+    }
     if (arpc_conn_init(&c->cl_conn, loop, fd, c->cl_max_frame, &client_conn_ops, c, c->cl_addr) != ARPC_OK) {
         atomic_store(&c->cl_lost_reason, ARPC_ENOMEM);
         atomic_store(&c->cl_state, CL_LOST);
+        arpc_future_complete(c->cl_hello, ARPC_ENOMEM, NULL, 0);
         return;
     }
     uint8_t *hello = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
@@ -313,24 +328,32 @@ static void task_attach(arpc_loop *loop, void *arg)
     }
     size_t n = arpc_frame_encode_hello(hello, c->cl_id, 0, c->cl_max_frame);
     arpc_conn_send(&c->cl_conn, hello, hello, n);
-    if (!c->cl_owns_loop) {
-        atomic_fetch_add(&c->cl_refs, 1); /* the stop hook's */
-        if (arpc_loop_on_stop(loop, client_on_loop_stop, c) != ARPC_OK)
-            atomic_fetch_sub(&c->cl_refs, 1);
-    }
 }
 
-static void task_close(arpc_loop *loop, void *arg)
+/* Loop thread, once: fails every pending call with ESHUTDOWN and closes the connection. */
+static void client_cleanup(arpc_client *c)
 {
-    (void)loop;
-    arpc_client *c = arg;
-    atomic_store(&c->cl_state, CL_CLOSED);
+    if (c->cl_cleaned)
+        return;
+    c->cl_cleaned = true;
     client_fail_all(c, ARPC_ESHUTDOWN);
     if (c->cl_conn.c_open) {
         /* on_close would report ECONNLOST; nothing is pending any more, so it fails nobody. */
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
     arpc_pending_fini(&c->cl_pending);
+    arpc_future_complete(c->cl_hello, ARPC_ESHUTDOWN, NULL, 0);
+}
+
+static void task_close(arpc_loop *loop, void *arg)
+{
+    arpc_client *c = arg;
+    atomic_store(&c->cl_state, CL_CLOSED);
+    client_cleanup(c);
+    if (c->cl_hook && arpc_loop_off_stop(loop, client_on_loop_stop, c)) {
+        c->cl_hook = false;
+        client_release(c); /* the hook's reference (the user's is still held by close) */
+    }
     /* Hold a reference while completing: the woken closer may drop its own at once. */
     arpc_future *closed = c->cl_closed;
     arpc_future_retain(closed);
@@ -347,10 +370,9 @@ static void client_on_loop_stop(arpc_loop *loop, void *arg)
     if (atomic_load(&c->cl_state) != CL_CLOSED) {
         atomic_store(&c->cl_lost_reason, ARPC_ESHUTDOWN);
         atomic_store(&c->cl_state, CL_LOST);
-        client_fail_all(c, ARPC_ESHUTDOWN);
-        if (c->cl_conn.c_open)
-            arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
+    client_cleanup(c);
+    c->cl_hook = false;
     client_release(c);
 }
 
@@ -361,18 +383,20 @@ static int client_wait(arpc_client *c, arpc_future *f)
 {
     if (c->cl_owns_loop)
         return arpc_future_wait(f);
+    return arpc_loop_wait(c->cl_loop, f);
+}
+
+/* As client_wait, but gives up after timeout_ms with ARPC_EPENDING. */
+static int client_wait_for(arpc_client *c, arpc_future *f, int64_t timeout_ms)
+{
+    uint64_t until = arpc_now_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
-        int rc = arpc_loop_run_until(c->cl_loop, f, ARPC_FOREVER);
         int st = arpc_future_poll(f);
-        if (st != ARPC_EPENDING)
+        if (st != ARPC_EPENDING || arpc_now_ns() >= until)
             return st;
-        if (rc == ARPC_EBUSY) {
-            st = arpc_future_wait_for(f, 1);
-            if (st != ARPC_EPENDING)
-                return st;
-        } else {
-            return arpc_future_wait(f); /* stopped: the stop hook completes every call */
-        }
+        int64_t left = (int64_t)((until - arpc_now_ns()) / 1000000u) + 1;
+        if (c->cl_owns_loop || arpc_loop_run_until(c->cl_loop, f, left) == ARPC_EBUSY)
+            arpc_future_wait_for(f, c->cl_owns_loop ? left : 1);
     }
 }
 
@@ -388,6 +412,17 @@ static uint64_t random_client_id(void)
     return id;
 }
 
+/* Why a connection failed before the server's HELLO: what its GOAWAY said, else refused. */
+static int connect_failure(arpc_client *c, int hello_status)
+{
+    if (hello_status == ARPC_EPENDING)
+        return ARPC_ETIMEDOUT;
+    int why = atomic_load(&c->cl_lost_reason);
+    if (atomic_load(&c->cl_state) == CL_DRAINING || why == ARPC_EPROTO || why == ARPC_ETOOLARGE)
+        return why;
+    return hello_status == ARPC_ECONNLOST ? ARPC_ECONNREFUSED : hello_status;
+}
+
 int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts)
 {
     arpc_client_options o = {0};
@@ -400,6 +435,7 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
     if (tr == NULL || strlen(addr) >= ARPC_ADDR_MAX)
         return ARPC_EADDR;
+    int64_t timeout = o.connect_timeout_ms ? o.connect_timeout_ms : 5000;
     arpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return ARPC_ENOMEM;
@@ -417,11 +453,14 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     int rc = arpc_future_create(&c->cl_closed);
     if (rc != ARPC_OK)
         goto fail_client;
+    rc = arpc_future_create(&c->cl_hello);
+    if (rc != ARPC_OK)
+        goto fail_closed;
     rc = arpc_pending_init(&c->cl_pending, 1024);
     if (rc != ARPC_OK)
-        goto fail_future;
+        goto fail_hello;
     int fd = -1;
-    rc = tr->t_connect(rest, o.connect_timeout_ms ? o.connect_timeout_ms : 5000, &fd);
+    rc = tr->t_connect(rest, timeout, &fd);
     if (rc != ARPC_OK)
         goto fail_pending;
     c->cl_conn.c_fd = fd; /* picked up by task_attach */
@@ -444,13 +483,24 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
             arpc_loop_destroy(c->cl_loop);
         goto fail_fd;
     }
+    /* Wait for the server's HELLO: it carries the server's frame limit, so a request the
+     * server would refuse is failed here with ETOOLARGE instead of breaking the connection;
+     * and a peer that is not an arpc server is reported at connect, not at the first call. */
+    int hello = client_wait_for(c, c->cl_hello, timeout);
+    if (hello != ARPC_OK) {
+        rc = connect_failure(c, hello);
+        arpc_client_close(c);
+        return rc;
+    }
     *out = c;
     return ARPC_OK;
 fail_fd:
     close(fd);
 fail_pending:
     arpc_pending_fini(&c->cl_pending);
-fail_future:
+fail_hello:
+    arpc_future_release(c->cl_hello);
+fail_closed:
     arpc_future_release(c->cl_closed);
 fail_client:
     arpc_free(c);
@@ -461,20 +511,22 @@ void arpc_client_close(arpc_client *c)
 {
     if (c == NULL)
         return;
+    if (arpc_loop_on_thread(c->cl_loop)) {
+        /* Closing waits for the loop: on the loop itself that would never return. */
+        fprintf(stderr, "arpc: arpc_client_close called on the client's own loop thread: ignored\n");
+        return;
+    }
     if (arpc_loop_submit(c->cl_loop, task_close, c) == ARPC_OK) {
         client_wait(c, c->cl_closed);
+        /* Wait out cancel hooks still running on other threads (they are short). */
+        unsigned attempt = 0;
+        while (atomic_load(&c->cl_live) != 0)
+            arpc_mpsc_ring_backoff(&attempt);
     } else {
-        /* The (shared) loop is already stopped: no loop thread will touch the client again. */
+        /* The user's loop is stopping or stopped: its stop hook, which holds a reference,
+         * fails the pending calls and closes the connection on the loop thread. */
         atomic_store(&c->cl_state, CL_CLOSED);
-        client_fail_all(c, ARPC_ESHUTDOWN);
-        if (c->cl_conn.c_open)
-            arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
-        arpc_pending_fini(&c->cl_pending);
     }
-    /* Wait out cancel hooks still running on other threads (they are short). */
-    unsigned attempt = 0;
-    while (atomic_load(&c->cl_live) != 0)
-        arpc_mpsc_ring_backoff(&attempt);
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop); /* runs any cancel task still queued */
     arpc_future_release(c->cl_closed);
@@ -510,6 +562,11 @@ static uint64_t deadline_from(arpc_client *c, int64_t deadline_ms, uint32_t *wir
         *wire_ms = 0;
         return 0;
     }
+    /* Beyond ~100 years the deadline cannot matter: treat it as none (and avoid overflow). */
+    if (deadline_ms > (int64_t)3153600000000) {
+        *wire_ms = 0;
+        return 0;
+    }
     *wire_ms = deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)(deadline_ms ? deadline_ms : 1);
     return arpc_now_ns() + (uint64_t)deadline_ms * 1000000ull;
 }
@@ -525,10 +582,12 @@ static int encode_request(arpc_client *c, uint8_t kind, uint64_t xid, const char
     int st = atomic_load(&c->cl_state);
     if (st != CL_OPEN)
         return client_unavailable_reason(c);
-    size_t total = arpc_frame_request_size(mlen, req_len);
     uint32_t limit = atomic_load(&c->cl_server_max);
     if (c->cl_max_frame < limit)
         limit = c->cl_max_frame;
+    if (req_len > limit) /* checked first: req_len + header must not wrap */
+        return ARPC_ETOOLARGE;
+    size_t total = arpc_frame_request_size(mlen, req_len);
     if (total - ARPC_FRAME_HEADER_SIZE > limit)
         return ARPC_ETOOLARGE;
     uint8_t *buf = arpc_malloc(total);
@@ -542,12 +601,23 @@ static int encode_request(arpc_client *c, uint8_t kind, uint64_t xid, const char
     return ARPC_OK;
 }
 
-arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
-                             int64_t deadline_ms)
+/* Starts a call. Before it is handed to the loop, attach (if not NULL) runs with the future,
+ * so that e.g. a completion queue is attached before the call can complete; if attach fails
+ * the call is not sent. Returns the future (NULL only without memory for it). */
+static arpc_future *call_start(arpc_client *c, const char *method, const void *req, size_t req_len,
+                               int64_t deadline_ms, int (*attach)(arpc_future *f, void *arg),
+                               void *attach_arg, int *attach_rc)
 {
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK)
         return NULL;
+    int rc = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
+    if (attach_rc != NULL)
+        *attach_rc = rc;
+    if (rc != ARPC_OK) {
+        arpc_future_complete(f, rc, NULL, 0);
+        return f;
+    }
     if (c == NULL) {
         arpc_future_complete(f, ARPC_EINVAL, NULL, 0);
         return f;
@@ -557,7 +627,7 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
     uint64_t xid = atomic_fetch_add(&c->cl_next_xid, 1);
     uint8_t *frame;
     size_t len;
-    int rc = encode_request(c, ARPC_FRAME_REQUEST, xid, method, req, req_len, wire_ms, &frame, &len);
+    rc = encode_request(c, ARPC_FRAME_REQUEST, xid, method, req, req_len, wire_ms, &frame, &len);
     if (rc != ARPC_OK) {
         arpc_future_complete(f, rc, NULL, 0);
         return f;
@@ -592,6 +662,12 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
     return f;
 }
 
+arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
+                             int64_t deadline_ms)
+{
+    return call_start(c, method, req, req_len, deadline_ms, NULL, NULL, NULL);
+}
+
 int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
               size_t *reply_len, int64_t deadline_ms)
 {
@@ -599,10 +675,12 @@ int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_le
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
+    if (c != NULL && arpc_loop_on_thread(c->cl_loop))
+        return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
     arpc_future *f = arpc_call_async(c, method, req, req_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = client_wait(c, f);
+    int status = c != NULL ? client_wait(c, f) : arpc_future_wait(f);
     if (reply != NULL) {
         size_t len = 0;
         *reply = arpc_future_take(f, &len);
@@ -613,19 +691,30 @@ int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_le
     return status;
 }
 
+struct go_attach {
+    arpc_cq *ga_cq;
+    void *ga_tag;
+};
+
+static int go_attach(arpc_future *f, void *arg)
+{
+    struct go_attach *ga = arg;
+    return arpc_cq_attach(ga->ga_cq, f, ga->ga_tag);
+}
+
 int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len, int64_t deadline_ms,
             arpc_cq *cq, void *tag)
 {
     if (cq == NULL)
         return ARPC_EINVAL;
-    arpc_future *f = arpc_call_async(c, method, req, req_len, deadline_ms);
+    struct go_attach ga = {cq, tag};
+    int attach_rc = ARPC_ENOMEM;
+    /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
+    arpc_future *f = call_start(c, method, req, req_len, deadline_ms, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int rc = arpc_cq_attach(cq, f, tag);
-    if (rc != ARPC_OK)
-        arpc_future_cancel(f);
     arpc_future_release(f);
-    return rc;
+    return attach_rc;
 }
 
 int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)

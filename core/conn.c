@@ -69,6 +69,12 @@ static void conn_flush(struct arpc_conn *conn)
         arpc_conn_close(conn, conn->c_close_reason);
 }
 
+void arpc_conn_flush_now(struct arpc_conn *conn)
+{
+    if (conn->c_open && !arpc_outq_empty(&conn->c_out))
+        conn_flush(conn);
+}
+
 static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     (void)revents;

@@ -69,6 +69,9 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
  * closed, or ARPC_ENOMEM) the buffer is freed here. */
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len);
 
+/* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
+void arpc_conn_flush_now(struct arpc_conn *conn);
+
 /* Closes now, or after the current dispatch. Idempotent. */
 void arpc_conn_close(struct arpc_conn *conn, int reason);
 

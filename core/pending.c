@@ -78,6 +78,8 @@ int arpc_pending_put(struct arpc_pending *p, uint64_t xid, void *call)
 
 void *arpc_pending_take(struct arpc_pending *p, uint64_t xid)
 {
+    if (xid == 0)
+        return NULL; /* 0 marks empty slots: a peer's xid 0 matches nothing */
     size_t i = slot_of(p, xid);
     while (p->p_slots[i].s_xid != xid) {
         if (p->p_slots[i].s_xid == 0)

@@ -18,6 +18,7 @@
  * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then close
  * every connection, stop the actor pool (draining) and the loop.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "core/alloc.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/handoff.h"
 #include "core/registry.h"
 #include "transport/transport.h"
 
@@ -66,6 +68,9 @@ struct arpc_server {
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;
     struct arpc_registry sv_registry;
+    pthread_mutex_t sv_stop_mtx; /* serialises stops: a second stop returns once the first is done */
+    struct arpc_handoff sv_replies; /* replies from other threads; never blocks the replier */
+    bool sv_replies_started;
     /* loop thread only */
     struct listener *sv_listeners;
     struct server_conn *sv_conns;
@@ -82,6 +87,7 @@ struct arpc_request {
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer. */
 struct reply_msg {
+    ck_stack_entry_t rm_link; /* first: the hand-off's item is the message */
     struct server_conn *rm_conn;
     size_t rm_len;
     uint8_t rm_frame[];
@@ -93,6 +99,11 @@ static void server_free(arpc_server *s)
 {
     if (s->sv_owns_loop)
         arpc_loop_destroy(s->sv_loop);
+    /* No loop thread drains the hand-off any more (its watcher was stopped on the loop):
+     * late replies queued there are delivered to closed connections, i.e. freed. */
+    if (s->sv_replies_started)
+        arpc_handoff_drain(&s->sv_replies);
+    pthread_mutex_destroy(&s->sv_stop_mtx);
     if (s->sv_pool != NULL)
         arpc_actor_group_destroy(s->sv_pool);
     arpc_registry_fini(&s->sv_registry);
@@ -124,45 +135,56 @@ static void request_done(arpc_request *req)
 
 /* ---- sending (loop thread) ---- */
 
+/* The longest error message the client accepts (it announced its frame limit in HELLO). */
+static size_t error_msg_cap(const struct server_conn *sc, size_t mlen)
+{
+    size_t cap = sc->sc_client_max > ARPC_ERROR_FIXED_SIZE ? sc->sc_client_max - ARPC_ERROR_FIXED_SIZE : 0;
+    if (cap > UINT16_MAX)
+        cap = UINT16_MAX;
+    return mlen < cap ? mlen : cap;
+}
+
 static void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
 {
-    if (mlen > UINT16_MAX)
-        mlen = UINT16_MAX;
+    mlen = error_msg_cap(sc, mlen);
     size_t len = arpc_frame_error_size(mlen);
     uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
+    if (buf == NULL) {
+        /* The client would wait for this answer forever: fail the whole connection instead. */
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
         return;
+    }
     arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, xid, (uint32_t)code, msg, (uint16_t)mlen);
     arpc_conn_send(&sc->sc_conn, buf, buf, len);
 }
 
-static void task_deliver_reply(arpc_loop *loop, void *arg)
+/* Loop thread (or the last thread, once no loop runs): queues the reply on its connection. */
+static void deliver_reply(struct reply_msg *rm)
 {
-    (void)loop;
-    struct reply_msg *rm = arg;
     struct server_conn *sc = rm->rm_conn;
-    if (sc->sc_conn.c_open)
-        arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len);
-    else
+    if (sc->sc_conn.c_open) {
+        if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
+            arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
+    } else {
         arpc_free(rm);
+    }
     sconn_release(sc);
 }
 
-/* Hands an encoded reply (a reply_msg) to the connection, from any thread. */
-static int reply_hand_over(struct reply_msg *rm)
+static void handoff_deliver_reply(struct arpc_handoff *h, ck_stack_entry_t *item)
 {
-    struct server_conn *sc = rm->rm_conn;
-    arpc_server *s = sc->sc_server;
-    if (arpc_loop_on_thread(s->sv_loop)) {
-        task_deliver_reply(s->sv_loop, rm);
-        return ARPC_OK;
-    }
-    int rc = arpc_loop_submit(s->sv_loop, task_deliver_reply, rm);
-    if (rc != ARPC_OK) {
-        arpc_free(rm);
-        sconn_release(sc);
-    }
-    return rc;
+    (void)h;
+    deliver_reply((struct reply_msg *)(void *)item); /* rm_link is the first member */
+}
+
+/* Hands an encoded reply to the connection, from any thread, without ever waiting. */
+static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
+{
+    if (arpc_loop_on_thread(s->sv_loop))
+        deliver_reply(rm);
+    else
+        arpc_handoff_push(&s->sv_replies, &rm->rm_link);
+    return atomic_load(&s->sv_state) == SV_STOPPED ? ARPC_ESHUTDOWN : ARPC_OK;
 }
 
 static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len)
@@ -182,8 +204,8 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
         len = strlen(data);
         rc = ARPC_ETOOLARGE;
     }
-    if (kind == ARPC_FRAME_ERROR && len > UINT16_MAX)
-        len = UINT16_MAX;
+    if (kind == ARPC_FRAME_ERROR)
+        len = error_msg_cap(sc, len);
     size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
     struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen);
     if (rm == NULL) {
@@ -201,8 +223,12 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     rm->rm_len = flen;
     rm->rm_conn = sc;
     atomic_fetch_add(&sc->sc_refs, 1); /* the reply's, dropped on delivery */
+    /* request_done may drop the last server reference: hold one across the hand-over. */
+    arpc_server *s = sc->sc_server;
+    atomic_fetch_add(&s->sv_refs, 1);
     request_done(req);
-    int hrc = reply_hand_over(rm);
+    int hrc = reply_hand_over(s, rm);
+    server_release(s);
     return hrc != ARPC_OK ? hrc : rc;
 }
 
@@ -319,6 +345,12 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO: {
+        if (sc->sc_hello) {
+            /* Workers read sc_client_max: it is fixed by the first HELLO. */
+            sconn_send_goaway(conn, ARPC_EPROTO, "a second HELLO on one connection");
+            arpc_conn_close_after_flush(conn, ARPC_EPROTO);
+            return;
+        }
         sc->sc_hello = true;
         sc->sc_client_id = f->f_client_id;
         if (f->f_max_frame != 0)
@@ -427,6 +459,12 @@ static void task_add_listener(arpc_loop *loop, void *arg)
 {
     struct listener *l = arg;
     arpc_server *s = l->l_server;
+    if (atomic_load(&s->sv_state) != SV_RUNNING) {
+        /* A stop overtook this listen: never start accepting. */
+        l->l_tr->t_unlisten(l->l_rest, l->l_fd);
+        arpc_free(l);
+        return;
+    }
     ev_io_init(&l->l_io, listener_on_readable, l->l_fd, EV_READ);
     ev_timer_init(&l->l_retry, listener_on_retry, 0.1, 0.);
     l->l_io.data = l->l_retry.data = l;
@@ -470,8 +508,18 @@ static void task_close_all(arpc_loop *loop, void *arg)
     (void)loop;
     struct sync_task *t = arg;
     arpc_server *s = t->st_server;
+    /* Replies already handed over (including the pool's "did not run" answers) go out
+     * first, as far as the sockets take them without waiting. */
+    if (s->sv_replies_started)
+        arpc_handoff_drain(&s->sv_replies);
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+        arpc_conn_flush_now(&sc->sc_conn);
     while (s->sv_conns != NULL)
         arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
+    if (s->sv_replies_started) {
+        arpc_handoff_stop(&s->sv_replies);
+        arpc_handoff_drain(&s->sv_replies); /* to closed connections: frees them */
+    }
     sync_task_done(t);
 }
 
@@ -481,12 +529,21 @@ static void server_run_on_loop(arpc_server *s, arpc_task_fn fn)
 {
     struct sync_task t = {s, NULL};
     if (arpc_future_create(&t.st_done) != ARPC_OK)
-        return;
+        return; /* out of memory: the step is skipped; destroy still frees everything */
     if (arpc_loop_submit(s->sv_loop, fn, &t) == ARPC_OK)
-        arpc_future_wait(t.st_done);
+        arpc_loop_wait(s->sv_loop, t.st_done); /* runs the loop here if nobody does */
     else
         fn(s->sv_loop, &t);
     arpc_future_release(t.st_done);
+}
+
+static void task_start_replies(arpc_loop *loop, void *arg)
+{
+    struct sync_task *t = arg;
+    arpc_server *s = t->st_server;
+    arpc_handoff_start(&s->sv_replies, arpc_loop_ev(loop), handoff_deliver_reply, s);
+    s->sv_replies_started = true;
+    sync_task_done(t);
 }
 
 static void task_goaway_sync(arpc_loop *loop, void *arg)
@@ -514,6 +571,7 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     atomic_init(&s->sv_inflight, 0);
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
+    pthread_mutex_init(&s->sv_stop_mtx, NULL);
     arpc_actor_options ao = {.name = "arpc-worker"};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers, &ao);
     if (rc != ARPC_OK) {
@@ -523,10 +581,18 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     }
     if (o.loop != NULL) {
         s->sv_loop = o.loop;
+        server_run_on_loop(s, task_start_replies);
+        if (!s->sv_replies_started) {
+            server_free(s);
+            return ARPC_ENOMEM;
+        }
     } else {
         rc = arpc_loop_create(&s->sv_loop, NULL);
         if (rc == ARPC_OK) {
             s->sv_owns_loop = true;
+            /* Not running yet: the watcher can be started from here. */
+            arpc_handoff_start(&s->sv_replies, arpc_loop_ev(s->sv_loop), handoff_deliver_reply, s);
+            s->sv_replies_started = true;
             rc = arpc_loop_start(s->sv_loop);
         }
         if (rc != ARPC_OK) {
@@ -592,9 +658,14 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(s->sv_loop))
         return ARPC_EBUSY;
+    for (unsigned i = 0; i < arpc_actor_group_size(s->sv_pool); i++)
+        if (arpc_actor_on_thread(arpc_actor_group_member(s->sv_pool, i)))
+            return ARPC_EBUSY; /* a handler would wait for itself */
+    pthread_mutex_lock(&s->sv_stop_mtx);
     int state = atomic_exchange(&s->sv_state, SV_STOPPING);
     if (state == SV_STOPPING || state == SV_STOPPED) {
         atomic_store(&s->sv_state, SV_STOPPED);
+        pthread_mutex_unlock(&s->sv_stop_mtx);
         return ARPC_OK;
     }
     server_run_on_loop(s, task_goaway_sync);
@@ -604,12 +675,15 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
+    /* Past the grace period: calls still queued on the pool do not run; their callers get
+     * ESHUTDOWN ("did not run") before the connections close. Handlers already running
+     * finish; their replies are dropped. */
+    arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
     server_run_on_loop(s, task_close_all);
-    /* Handlers still queued run (their replies are dropped: the connections are closed). */
-    arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DRAIN);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     atomic_store(&s->sv_state, SV_STOPPED);
+    pthread_mutex_unlock(&s->sv_stop_mtx);
     return ARPC_OK;
 }
 

@@ -578,8 +578,10 @@ static void test_server_killed_mid_call(void **state)
     uint64_t t0 = now_ms();
     arpc_server_stop(fx->server, 0); /* no grace: connections close with calls in flight */
     for (int i = 0; i < 10; i++) {
+        /* Held by a handler: the connection broke under it (may have run). Still queued
+         * on the pool: the server says it did not run. */
         int st = arpc_future_wait_for(fs[i], 1000);
-        assert_int_equal(ARPC_ECONNLOST, st);
+        assert_true(st == ARPC_ECONNLOST || st == ARPC_ESHUTDOWN);
         arpc_future_release(fs[i]);
     }
     assert_true(now_ms() - t0 < 1000);

@@ -45,19 +45,23 @@ typedef struct arpc_client_options {
     uint64_t client_id;          /* 0: random; identifies the client for at-most-once calls */
 } arpc_client_options;
 
-/* Connects (blocking up to connect_timeout_ms) to "tcp://host:port", "unix:///path" or
+/* Connects (blocking up to connect_timeout_ms, which covers the server's HELLO answer) to "tcp://host:port", "unix:///path" or
  * "inproc://name". opts may be NULL. Errors: ARPC_EADDR, ARPC_ECONNREFUSED, ARPC_ETIMEDOUT,
  * ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts);
 
 /* Closes the connection, completes every pending call with ARPC_ESHUTDOWN, waits for the
  * loop to let go of the client, and frees it (and its loop, if the client owns one).
- * Must not be called from the client's loop thread (e.g. inside a then-callback). */
+ * No call may be started on c once close has begun. Must not be called from the client's
+ * loop thread (e.g. inside a then-callback): that would wait for itself, so it is refused
+ * with a message on stderr. A client does not reconnect: after ARPC_ECONNLOST, close it
+ * and connect a new one. */
 ARPC_API void arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
 
-/* Blocking call. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD, which carry a message),
+/* Blocking call. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
+ * would wait for itself: use arpc_call_async there). On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD, which carry a message),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
  * may be NULL to discard it. Returns the call's outcome (see above). */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
