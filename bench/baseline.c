@@ -4,6 +4,7 @@
  * with poll, because a blocking client that writes a full window before reading would
  * deadlock against an echo thread blocked writing back into the client's full receive buffer.
  */
+#define _GNU_SOURCE /* accept4 */
 #include "baseline.h"
 
 #include <errno.h>
@@ -216,39 +217,52 @@ int bench_baseline_pingpong(const struct bench_config *cfg, struct bench_run *ou
     return 0;
 }
 
-/* ---- pipelined echo ---- */
+/* ---- pipelined echo ----
+ *
+ * A message enters the window (is "issued") as soon as the window has room for it, and its
+ * latency runs from then to the read that completes its echo, exactly as an arpc call's runs
+ * from arpc_call_async to its reply. It may wait in this process before the kernel takes its
+ * bytes: with a large window the socket buffers fill and writes return EAGAIN, and that wait
+ * is part of its latency, as it is for an arpc call queued in the client. */
 
 struct pipe_state {
     int ps_fd;
     size_t ps_payload;
     uint64_t ps_sent, ps_recvd;  /* bytes */
-    uint64_t ps_target, ps_winb; /* bytes to move, bytes allowed in flight */
-    uint64_t *ps_sent_at;        /* per message, indexed modulo the window */
+    uint64_t ps_admitted;        /* messages issued into the window so far */
+    uint64_t ps_nmsgs;           /* messages to move in this phase */
+    uint64_t *ps_issued_at;      /* per message, indexed modulo the window */
     unsigned ps_window;
     bench_hist *ps_hist;         /* NULL while warming up */
     char *ps_tx, *ps_rx;
 };
 
-/* Sends what the window allows. Returns 1 on progress, 0 on EAGAIN, -1 on error. */
+/* Issues messages while the window has room (they are written by pipe_send). */
+static void pipe_admit(struct pipe_state *ps, uint64_t now)
+{
+    uint64_t limit = ps->ps_recvd / ps->ps_payload + ps->ps_window;
+    if (limit > ps->ps_nmsgs)
+        limit = ps->ps_nmsgs;
+    for (; ps->ps_admitted < limit; ps->ps_admitted++)
+        ps->ps_issued_at[ps->ps_admitted % ps->ps_window] = now;
+}
+
+/* Writes what has been issued. Returns 1 on progress, 0 on EAGAIN or nothing to send, -1 on
+ * error. */
 static int pipe_send(struct pipe_state *ps)
 {
-    uint64_t room = ps->ps_winb - (ps->ps_sent - ps->ps_recvd);
-    uint64_t left = ps->ps_target - ps->ps_sent;
-    size_t n = (size_t)(room < left ? room : left);
-    if (n == 0)
+    uint64_t left = ps->ps_admitted * ps->ps_payload - ps->ps_sent;
+    if (left == 0)
         return 0;
-    ssize_t w = send(ps->ps_fd, ps->ps_tx, n < ECHO_BUF ? n : ECHO_BUF, MSG_NOSIGNAL);
+    ssize_t w = send(ps->ps_fd, ps->ps_tx, left < ECHO_BUF ? (size_t)left : ECHO_BUF, MSG_NOSIGNAL);
     if (w < 0)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
-    uint64_t now = bench_now_ns();
-    /* Every message whose last byte went out in this write is stamped now. */
-    for (uint64_t m = ps->ps_sent / ps->ps_payload; m < (ps->ps_sent + (uint64_t)w) / ps->ps_payload; m++)
-        ps->ps_sent_at[m % ps->ps_window] = now;
     ps->ps_sent += (uint64_t)w;
     return 1;
 }
 
-/* Reads what has come back. Returns 1 on progress, 0 on EAGAIN, -1 on error or EOF. */
+/* Reads what has come back, times every message it completes and issues as many new ones.
+ * Returns 1 on progress, 0 on EAGAIN, -1 on error or EOF. */
 static int pipe_recv(struct pipe_state *ps)
 {
     ssize_t r = read(ps->ps_fd, ps->ps_rx, ECHO_BUF);
@@ -257,26 +271,29 @@ static int pipe_recv(struct pipe_state *ps)
     if (r == 0)
         return -1;
     uint64_t now = bench_now_ns();
-    for (uint64_t m = ps->ps_recvd / ps->ps_payload; m < (ps->ps_recvd + (uint64_t)r) / ps->ps_payload; m++)
-        if (ps->ps_hist != NULL)
-            bench_hist_record(ps->ps_hist, now - ps->ps_sent_at[m % ps->ps_window]);
+    uint64_t first = ps->ps_recvd / ps->ps_payload;
     ps->ps_recvd += (uint64_t)r;
+    for (uint64_t m = first; ps->ps_hist != NULL && m < ps->ps_recvd / ps->ps_payload; m++)
+        bench_hist_record(ps->ps_hist, now - ps->ps_issued_at[m % ps->ps_window]);
+    pipe_admit(ps, now); /* after the loop above: a slot is reused only once it is timed */
     return 1;
 }
 
 /* Moves nmsgs messages through the echo. Returns 0 or -1. */
 static int pipe_phase(struct pipe_state *ps, uint64_t nmsgs, struct bench_progress *prog)
 {
-    ps->ps_sent = ps->ps_recvd = 0;
-    ps->ps_target = nmsgs * ps->ps_payload;
-    while (ps->ps_recvd < ps->ps_target) {
+    ps->ps_sent = ps->ps_recvd = ps->ps_admitted = 0;
+    ps->ps_nmsgs = nmsgs;
+    pipe_admit(ps, bench_now_ns());
+    uint64_t target = nmsgs * ps->ps_payload;
+    while (ps->ps_recvd < target) {
         int s = pipe_send(ps), r = pipe_recv(ps);
         if (s < 0 || r < 0)
             return -1;
         if (prog != NULL)
             bench_progress_update(prog, ps->ps_recvd / ps->ps_payload, bench_now_ns());
         if (s == 0 && r == 0) {
-            bool want_send = ps->ps_sent < ps->ps_target && ps->ps_sent - ps->ps_recvd < ps->ps_winb;
+            bool want_send = ps->ps_sent < ps->ps_admitted * ps->ps_payload;
             struct pollfd pfd = {ps->ps_fd, (short)(POLLIN | (want_send ? POLLOUT : 0)), 0};
             if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
                 return -1;
@@ -305,14 +322,13 @@ int bench_baseline_pipelined(const struct bench_config *cfg, struct bench_run *o
 {
     memset(out, 0, sizeof(*out));
     struct pipe_state ps = {.ps_payload = cfg->payload, .ps_window = cfg->window};
-    ps.ps_winb = (uint64_t)cfg->window * cfg->payload;
-    ps.ps_sent_at = malloc(cfg->window * sizeof(uint64_t));
+    ps.ps_issued_at = malloc(cfg->window * sizeof(uint64_t));
     ps.ps_tx = malloc(ECHO_BUF);
     ps.ps_rx = malloc(ECHO_BUF);
     out->hist = bench_hist_new();
     struct raw_conn rc;
     int rv = -1;
-    if (ps.ps_sent_at == NULL || ps.ps_tx == NULL || ps.ps_rx == NULL || out->hist == NULL) {
+    if (ps.ps_issued_at == NULL || ps.ps_tx == NULL || ps.ps_rx == NULL || out->hist == NULL) {
         fprintf(stderr, "arpc-bench: out of memory\n");
     } else if (raw_open(cfg->transport, &rc) == 0) {
         bench_fill_pattern(ps.ps_tx, ECHO_BUF);
@@ -322,7 +338,7 @@ int bench_baseline_pipelined(const struct bench_config *cfg, struct bench_run *o
             fprintf(stderr, "arpc-bench: baseline pipelined echo: %s\n", strerror(errno));
         raw_close(&rc);
     }
-    free(ps.ps_sent_at);
+    free(ps.ps_issued_at);
     free(ps.ps_tx);
     free(ps.ps_rx);
     if (rv != 0) {

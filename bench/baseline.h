@@ -6,8 +6,9 @@
  * thread that reads whatever has arrived (up to 256 KiB) and writes it all back.
  *
  *   ping-pong: the client writes the payload and reads it back, blocking; one in flight.
- *   pipelined: the client keeps `window` payloads in flight (non-blocking, poll), and times
- *              each one from the write that finished it to the read that finished its echo.
+ *   pipelined: the client keeps `window` payloads outstanding (non-blocking, poll), and
+ *              times each from the moment the window let it in to the read that finished
+ *              its echo (waiting for room in the socket included, as for an arpc call).
  *
  * Each returns 0, or -1 after printing why on stderr; out->hist is then NULL.
  */

@@ -54,6 +54,7 @@ struct bench_mem {
     bool valid;
     unsigned window;         /* calls held outstanding while measuring */
     double client_bytes;     /* arpc heap allocated on client threads, per call */
+    bool process_valid;      /* mallinfo2 answered (sanitizer allocators do not) */
     double process_bytes;    /* whole-process heap growth (mallinfo2), per call */
     double residual_bytes;   /* client heap left after they all completed, per call */
 };

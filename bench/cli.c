@@ -1,0 +1,274 @@
+/*
+ * Parsing with getopt_long; every number is checked whole (no trailing junk, no overflow,
+ * within its range), and everything that makes no sense together is refused up front rather
+ * than discovered mid-run.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PAYLOAD (16u * 1024 * 1024 - 1024) /* under the default 16 MiB frame limit */
+#define MAX_WINDOW (1u << 22)
+
+static const char usage_text[] =
+    "usage: arpc-bench latency    [options]\n"
+    "       arpc-bench throughput [options]\n"
+    "       arpc-bench serve --listen ADDR [--inline] [--workers N]\n"
+    "\n"
+    "Measures arpc calls to a server that echoes the request (\"bench.echo\"), and the same\n"
+    "traffic over a raw socket on the same transport (the baseline), and reports both.\n"
+    "\n"
+    "  latency      one call outstanding at a time (blocking arpc_call); baseline: raw ping-pong\n"
+    "  throughput   --window calls outstanding per connection; baseline: raw pipelined echo;\n"
+    "               also measures client memory per outstanding call at the window\n"
+    "  serve        serve the bench methods on ADDR until SIGINT or SIGTERM\n"
+    "\n"
+    "options:\n"
+    "  --calls N           measured calls (latency: 20000, throughput: 200000)\n"
+    "  --warmup N          calls before measuring (default: 10%% of --calls, at most 1000;\n"
+    "                      throughput: at most max(1000, window x connections))\n"
+    "  --payload BYTES     request and reply size, 1..%u (default 64)\n"
+    "  --transport T       tcp, unix or inproc (default tcp)\n"
+    "  --window W          throughput: calls outstanding per connection (default 64)\n"
+    "  --connections C     throughput: client connections (default 1)\n"
+    "  --threads T         throughput: client loop threads, at most C (default 1); with\n"
+    "                      --api cq also the number of completion-queue threads\n"
+    "  --api then|cq       throughput: issue the next call from the then-callback on the\n"
+    "                      client loop (default), or from threads draining an arpc_cq\n"
+    "  --no-memory         throughput: skip the memory-per-outstanding-call probe\n"
+    "  --inline            run the server's handlers inline on its loop (default: actor pool)\n"
+    "  --workers N         server actor pool size (default: one per CPU)\n"
+    "  --connect ADDR      use a server started with `arpc-bench serve` instead of an\n"
+    "                      embedded one (the transport is ADDR's; the baseline runs locally)\n"
+    "  --listen ADDR       serve: tcp://HOST:PORT, unix:///PATH\n"
+    "  --plot FILE.png     plot arpc's and the baseline's latency percentiles (needs gnuplot)\n"
+    "  --quiet             no progress line\n"
+    "  --help              this text\n"
+    "\n"
+    "Output: a table on stderr; one JSON object, the last line of stdout.\n";
+
+static void usage(FILE *f) { fprintf(f, usage_text, MAX_PAYLOAD); }
+
+static int bad(const char *fmt, const char *arg)
+{
+    fputs("arpc-bench: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\n\n", stderr);
+    usage(stderr);
+    return 2;
+}
+
+/* A whole decimal number in [lo, hi]. */
+static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] < '0' || s[0] > '9')
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
+       O_NOMEM, O_INLINE, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_QUIET, O_HELP };
+
+static const struct option long_opts[] = {
+    {"calls", required_argument, NULL, O_CALLS},
+    {"warmup", required_argument, NULL, O_WARMUP},
+    {"payload", required_argument, NULL, O_PAYLOAD},
+    {"transport", required_argument, NULL, O_TRANSPORT},
+    {"window", required_argument, NULL, O_WINDOW},
+    {"connections", required_argument, NULL, O_CONNS},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"api", required_argument, NULL, O_API},
+    {"no-memory", no_argument, NULL, O_NOMEM},
+    {"inline", no_argument, NULL, O_INLINE},
+    {"workers", required_argument, NULL, O_WORKERS},
+    {"connect", required_argument, NULL, O_CONNECT},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"plot", required_argument, NULL, O_PLOT},
+    {"quiet", no_argument, NULL, O_QUIET},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+struct numopt {
+    int id;
+    const char *name;
+    uint64_t lo, hi;
+};
+
+static const struct numopt numopts[] = {
+    {O_CALLS, "--calls", 1, UINT64_C(1) << 40},
+    {O_WARMUP, "--warmup", 0, UINT64_C(1) << 40},
+    {O_PAYLOAD, "--payload", 1, MAX_PAYLOAD},
+    {O_WINDOW, "--window", 1, MAX_WINDOW},
+    {O_CONNS, "--connections", 1, 1024},
+    {O_THREADS, "--threads", 1, 256},
+    {O_WORKERS, "--workers", 1, 256},
+};
+
+/* Values given on the command line; 0 / NULL = not given. */
+struct given {
+    uint64_t num[O_HELP + 1];
+    bool has[O_HELP + 1];
+    const char *transport;
+};
+
+static int apply_number(struct given *g, int id, const char *arg)
+{
+    for (size_t i = 0; i < sizeof(numopts) / sizeof(numopts[0]); i++) {
+        if (numopts[i].id != id)
+            continue;
+        if (!parse_u64(arg, numopts[i].lo, numopts[i].hi, &g->num[id])) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "%s wants a whole number from %llu to %llu, not '%%s'",
+                     numopts[i].name, (unsigned long long)numopts[i].lo,
+                     (unsigned long long)numopts[i].hi);
+            return bad(msg, arg);
+        }
+        g->has[id] = true;
+        return -1;
+    }
+    return -1;
+}
+
+/* The scheme of an address ("tcp" for "tcp://..."), or NULL. */
+static const char *scheme_of(const char *addr)
+{
+    static const char *const schemes[] = {"tcp", "unix", "inproc"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(addr, schemes[i], n) == 0 && strncmp(addr + n, "://", 3) == 0)
+            return schemes[i];
+    }
+    return NULL;
+}
+
+static int apply_option(struct bench_config *cfg, struct given *g, int opt, const char *arg)
+{
+    switch (opt) {
+    case O_TRANSPORT:
+        if (scheme_of(arg) != NULL || (strcmp(arg, "tcp") && strcmp(arg, "unix") && strcmp(arg, "inproc")))
+            return bad("--transport wants tcp, unix or inproc, not '%s'", arg);
+        g->transport = arg;
+        return -1;
+    case O_API:
+        if (strcmp(arg, "then") != 0 && strcmp(arg, "cq") != 0)
+            return bad("--api wants then or cq, not '%s'", arg);
+        cfg->api = strcmp(arg, "cq") == 0 ? BENCH_API_CQ : BENCH_API_THEN;
+        return -1;
+    case O_NOMEM: cfg->memory = false; return -1;
+    case O_INLINE: cfg->inline_handler = true; return -1;
+    case O_QUIET: cfg->quiet = true; return -1;
+    case O_CONNECT: cfg->connect_addr = arg; return -1;
+    case O_LISTEN: cfg->listen_addr = arg; return -1;
+    case O_PLOT: cfg->plot_path = arg; return -1;
+    case O_HELP: usage(stdout); return 0;
+    default: return apply_number(g, opt, arg);
+    }
+}
+
+static int check_connect(struct bench_config *cfg, const struct given *g)
+{
+    const char *scheme = scheme_of(cfg->connect_addr);
+    if (scheme == NULL || strcmp(scheme, "inproc") == 0)
+        return bad("--connect wants tcp://HOST:PORT or unix:///PATH, not '%s'", cfg->connect_addr);
+    if (g->transport != NULL && strcmp(g->transport, scheme) != 0)
+        return bad("--transport %s contradicts the --connect address", g->transport);
+    cfg->transport = scheme;
+    return -1;
+}
+
+/* Options that only one mode understands. */
+static int check_mode_options(struct bench_config *cfg, const struct given *g)
+{
+    static const struct { int id; const char *name; } tp_only[] = {
+        {O_WINDOW, "--window"}, {O_CONNS, "--connections"}, {O_THREADS, "--threads"},
+        {O_API, "--api"}, {O_NOMEM, "--no-memory"}};
+    for (size_t i = 0; cfg->mode != BENCH_THROUGHPUT && i < sizeof(tp_only) / sizeof(tp_only[0]); i++)
+        if (g->has[tp_only[i].id])
+            return bad("%s applies to throughput mode only", tp_only[i].name);
+    if (cfg->mode == BENCH_SERVE) {
+        if (cfg->listen_addr == NULL)
+            return bad("%s needs --listen ADDR", "serve");
+        const char *scheme = scheme_of(cfg->listen_addr);
+        if (scheme == NULL || strcmp(scheme, "inproc") == 0)
+            return bad("--listen wants tcp://HOST:PORT or unix:///PATH, not '%s'", cfg->listen_addr);
+        if (cfg->connect_addr != NULL)
+            return bad("%s does not take --connect", "serve");
+        return -1;
+    }
+    if (cfg->listen_addr != NULL)
+        return bad("%s applies to serve mode only", "--listen");
+    if (cfg->threads > cfg->connections)
+        return bad("--threads must be at most --connections (%s)", "a thread with no connection idles");
+    return cfg->connect_addr != NULL ? check_connect(cfg, g) : -1;
+}
+
+static void defaults(struct bench_config *cfg, const struct given *g)
+{
+    bool tp = cfg->mode == BENCH_THROUGHPUT;
+    cfg->transport = g->transport != NULL ? g->transport : "tcp";
+    cfg->calls = g->has[O_CALLS] ? g->num[O_CALLS] : tp ? 200000 : 20000;
+    cfg->payload = g->has[O_PAYLOAD] ? (size_t)g->num[O_PAYLOAD] : 64;
+    cfg->window = g->has[O_WINDOW] ? (unsigned)g->num[O_WINDOW] : 64;
+    cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;
+    cfg->threads = g->has[O_THREADS] ? (unsigned)g->num[O_THREADS] : 1;
+    cfg->workers = g->has[O_WORKERS] ? (unsigned)g->num[O_WORKERS] : 0;
+    /* Enough to warm caches and connections, and in throughput mode one full window. */
+    uint64_t cap = tp ? (uint64_t)cfg->window * cfg->connections : 0;
+    cap = cap > 1000 ? cap : 1000;
+    cfg->warmup = g->has[O_WARMUP] ? g->num[O_WARMUP] : cfg->calls / 10 < cap ? cfg->calls / 10 : cap;
+}
+
+static int parse_mode(struct bench_config *cfg, const char *word)
+{
+    if (strcmp(word, "latency") == 0)
+        cfg->mode = BENCH_LATENCY;
+    else if (strcmp(word, "throughput") == 0)
+        cfg->mode = BENCH_THROUGHPUT;
+    else if (strcmp(word, "serve") == 0)
+        cfg->mode = BENCH_SERVE;
+    else if (strcmp(word, "--help") == 0 || strcmp(word, "-h") == 0)
+        return usage(stdout), 0;
+    else
+        return bad("unknown mode '%s' (latency, throughput or serve)", word);
+    return -1;
+}
+
+int bench_cli_parse(struct bench_config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->memory = true;
+    if (argc < 2)
+        return bad("%s", "no mode given");
+    int rv = parse_mode(cfg, argv[1]);
+    if (rv >= 0)
+        return rv;
+    struct given g = {.transport = NULL};
+    optind = 2;
+    opterr = 0; /* our own message, then the usage */
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        if (opt == 'h')
+            opt = O_HELP;
+        if (opt == '?')
+            return bad("unknown option or missing value: '%s'", argv[optind - 1]);
+        if (opt >= O_CALLS && opt <= O_HELP)
+            g.has[opt] = true;
+        if ((rv = apply_option(cfg, &g, opt, optarg)) >= 0)
+            return rv;
+    }
+    if (optind < argc)
+        return bad("unexpected argument '%s'", argv[optind]);
+    defaults(cfg, &g);
+    return check_mode_options(cfg, &g);
+}

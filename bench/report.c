@@ -1,0 +1,126 @@
+#include "report.h"
+
+#include <stdio.h>
+
+#include "json.h"
+
+static double us(const bench_hist *h, double pct) { return (double)bench_hist_percentile(h, pct) / 1e3; }
+
+/* a / b, or 0 when there is nothing to compare against. */
+static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
+
+static void row(const char *name, const struct bench_run *run)
+{
+    const bench_hist *h = run->hist;
+    fprintf(stderr, "  %-20s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %12.0f\n", name, us(h, 50),
+            us(h, 90), us(h, 99), us(h, 99.9), us(h, 100), bench_hist_mean(h) / 1e3, run->calls_per_s);
+}
+
+static void ratio_row(const struct bench_run *a, const struct bench_run *b)
+{
+    fprintf(stderr, "  %-20s", "arpc / baseline");
+    static const double pcts[] = {50, 90, 99, 99.9, 100};
+    for (unsigned i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++)
+        fprintf(stderr, " %9.2fx", ratio(us(a->hist, pcts[i]), us(b->hist, pcts[i])));
+    fprintf(stderr, " %9.2fx %11.2fx\n", ratio(bench_hist_mean(a->hist), bench_hist_mean(b->hist)),
+            ratio(a->calls_per_s, b->calls_per_s));
+}
+
+static void header(const struct bench_report *r)
+{
+    const struct bench_config *c = r->r_cfg;
+    bool tp = c->mode == BENCH_THROUGHPUT;
+    fprintf(stderr, "\narpc-bench %s: %s, payload %zu B, %llu calls (+%llu warm-up)", tp ? "throughput" : "latency",
+            c->transport, c->payload, (unsigned long long)c->calls, (unsigned long long)c->warmup);
+    if (tp)
+        fprintf(stderr, ", window %u x %u connection%s, %u thread%s, api %s", c->window, c->connections,
+                c->connections == 1 ? "" : "s", c->threads, c->threads == 1 ? "" : "s",
+                c->api == BENCH_API_CQ ? "cq" : "then");
+    fprintf(stderr, "\nserver: %s (%s)", r->r_embedded ? "embedded" : "remote", r->r_addr);
+    if (r->r_embedded)
+        fprintf(stderr, ", %s handlers", c->inline_handler ? "inline" : "pool");
+    fprintf(stderr, "; baseline: %s, same transport, no framework\n", r->r_base_kind);
+    fprintf(stderr, "  %-20s %10s %10s %10s %10s %10s %10s %12s\n", "", "p50 us", "p90 us", "p99 us",
+            "p99.9 us", "max us", "mean us", "calls/s");
+}
+
+void bench_report_table(const struct bench_report *r)
+{
+    header(r);
+    row("arpc", r->r_arpc);
+    row(r->r_base_kind, r->r_base);
+    ratio_row(r->r_arpc, r->r_base);
+    const struct bench_mem *m = r->r_mem;
+    if (m != NULL && m->valid) {
+        fprintf(stderr, "memory: %.1f B of client heap per outstanding call at window %u (", m->client_bytes,
+                m->window);
+        if (m->process_valid)
+            fprintf(stderr, "process heap %+.1f B/call%s; ", m->process_bytes,
+                    r->r_embedded ? ", includes the embedded server's held requests" : "");
+        fprintf(stderr, "left after completion %.1f B/call)\n", m->residual_bytes);
+    } else if (m != NULL) {
+        fprintf(stderr, "memory: not measured%s\n", r->r_cfg->memory ? "" : " (--no-memory)");
+    }
+    if (r->r_arpc->errors > 0)
+        fprintf(stderr, "ERRORS: %llu calls failed; the figures above are not valid\n",
+                (unsigned long long)r->r_arpc->errors);
+}
+
+static void json_hist(struct bench_json *j, const char *prefix, const bench_hist *h)
+{
+    static const struct {
+        const char *key;
+        double pct;
+    } keys[] = {{"p50_us", 50}, {"p90_us", 90}, {"p99_us", 99}, {"p999_us", 99.9}, {"max_us", 100}};
+    char name[64];
+    for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        snprintf(name, sizeof(name), "%s%s", prefix, keys[i].key);
+        bench_json_num(j, name, us(h, keys[i].pct));
+    }
+    snprintf(name, sizeof(name), "%smean_us", prefix);
+    bench_json_num(j, name, bench_hist_mean(h) / 1e3);
+}
+
+static void json_config(struct bench_json *j, const struct bench_report *r)
+{
+    const struct bench_config *c = r->r_cfg;
+    bench_json_str(j, "mode", c->mode == BENCH_THROUGHPUT ? "throughput" : "latency");
+    bench_json_str(j, "transport", c->transport);
+    bench_json_uint(j, "calls", c->calls);
+    bench_json_uint(j, "warmup", c->warmup);
+    bench_json_uint(j, "window", c->mode == BENCH_THROUGHPUT ? c->window : 1);
+    bench_json_uint(j, "payload", c->payload);
+    bench_json_uint(j, "connections", c->mode == BENCH_THROUGHPUT ? c->connections : 1);
+    bench_json_uint(j, "threads", c->mode == BENCH_THROUGHPUT ? c->threads : 1);
+    bench_json_str(j, "api", c->mode != BENCH_THROUGHPUT ? "call" : c->api == BENCH_API_CQ ? "cq" : "then");
+    bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
+    bench_json_str(j, "address", r->r_addr);
+    bench_json_bool(j, "inline", c->inline_handler);
+}
+
+void bench_report_json(const struct bench_report *r)
+{
+    struct bench_json j;
+    const struct bench_run *a = r->r_arpc, *b = r->r_base;
+    bench_json_begin(&j, stdout);
+    json_config(&j, r);
+    json_hist(&j, "", a->hist);
+    bench_json_num(&j, "calls_per_s", a->calls_per_s);
+    bench_json_uint(&j, "errors", a->errors);
+    bench_json_num(&j, "elapsed_s", a->elapsed_s);
+    bench_json_str(&j, "baseline", r->r_base_kind);
+    json_hist(&j, "baseline_", b->hist);
+    bench_json_num(&j, "baseline_calls_per_s", b->calls_per_s);
+    bench_json_num(&j, "p50_ratio", ratio(us(a->hist, 50), us(b->hist, 50)));
+    bench_json_num(&j, "p99_ratio", ratio(us(a->hist, 99), us(b->hist, 99)));
+    bench_json_num(&j, "throughput_ratio", ratio(a->calls_per_s, b->calls_per_s));
+    if (r->r_mem != NULL) { /* -1: not measured (--no-memory, or the probe failed) */
+        const struct bench_mem *m = r->r_mem;
+        bench_json_num(&j, "bytes_per_outstanding_call", m->valid ? m->client_bytes : -1.0);
+        bench_json_num(&j, "process_bytes_per_outstanding_call",
+                       m->valid && m->process_valid ? m->process_bytes : -1.0);
+        bench_json_num(&j, "residual_bytes_per_call", m->valid ? m->residual_bytes : -1.0);
+        bench_json_uint(&j, "memory_window", m->valid ? m->window : 0);
+    }
+    bench_json_end(&j);
+}
