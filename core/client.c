@@ -62,10 +62,8 @@ struct client_call {
     arpc_future *cc_future;
     arpc_client *cc_client;
     uint64_t cc_xid;
-    uint64_t cc_deadline_ns; /* 0: none */
-    struct arpc_deadline cc_deadline;
+    struct arpc_deadline cc_deadline; /* d_when_ns holds the deadline (0: none) until armed */
     uint8_t *cc_frame; /* until handed to the connection */
-    size_t cc_frame_len;
 };
 
 struct cancel_task {
@@ -231,6 +229,13 @@ static const struct arpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
 };
 
+/* An encoded frame's total size, from its header (saves a length field per call). */
+static size_t frame_size(const uint8_t *frame)
+{
+    return ARPC_FRAME_HEADER_SIZE + ((size_t)frame[4] | (size_t)frame[5] << 8 | (size_t)frame[6] << 16 |
+                                     (size_t)frame[7] << 24);
+}
+
 /* ---- loop tasks ---- */
 
 static void client_on_loop_stop(arpc_loop *loop, void *arg);
@@ -256,12 +261,13 @@ static void task_start_call(arpc_loop *loop, void *arg)
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it was sent */
         return;
     }
-    if (call->cc_deadline_ns != 0) {
-        if (arpc_now_ns() >= call->cc_deadline_ns) {
+    uint64_t when = call->cc_deadline.d_when_ns;
+    if (when != 0) {
+        if (arpc_now_ns() >= when) {
             call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
             return;
         }
-        if (arpc_deadline_arm(c->cl_loop, &call->cc_deadline, call->cc_deadline_ns) != ARPC_OK) {
+        if (arpc_deadline_arm(c->cl_loop, &call->cc_deadline, when) != ARPC_OK) {
             call_finish(call, ARPC_ENOMEM, NULL, 0);
             return;
         }
@@ -274,7 +280,7 @@ static void task_start_call(arpc_loop *loop, void *arg)
     }
     uint8_t *frame = call->cc_frame;
     call->cc_frame = NULL; /* the connection owns it now */
-    rc = arpc_conn_send(&c->cl_conn, frame, frame, call->cc_frame_len);
+    rc = arpc_conn_send(&c->cl_conn, frame, frame, frame_size(frame));
     if (rc != ARPC_OK && arpc_pending_take(&c->cl_pending, call->cc_xid) == call)
         call_finish(call, rc, NULL, 0); /* never sent: say so rather than wait forever */
 }
@@ -282,10 +288,10 @@ static void task_start_call(arpc_loop *loop, void *arg)
 static void task_oneway(arpc_loop *loop, void *arg)
 {
     (void)loop;
-    struct client_call *msg = arg; /* only cc_client, cc_frame, cc_frame_len are used */
+    struct client_call *msg = arg; /* only cc_client and cc_frame are used */
     arpc_client *c = msg->cc_client;
     if (c->cl_conn.c_open && atomic_load(&c->cl_state) != CL_CLOSED)
-        arpc_conn_send(&c->cl_conn, msg->cc_frame, msg->cc_frame, msg->cc_frame_len);
+        arpc_conn_send(&c->cl_conn, msg->cc_frame, msg->cc_frame, frame_size(msg->cc_frame));
     else
         arpc_free(msg->cc_frame);
     arpc_free(msg);
@@ -642,10 +648,9 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     call->cc_future = f;
     call->cc_client = c;
     call->cc_xid = xid;
-    call->cc_deadline_ns = when;
     call->cc_frame = frame;
-    call->cc_frame_len = len;
     arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
+    call->cc_deadline.d_when_ns = when;
     arpc_future_retain(f); /* the call's reference, dropped by call_finish */
     arpc_future_on_cancel(f, call_on_cancel, call);
     atomic_fetch_add(&c->cl_npending, 1);
@@ -733,7 +738,6 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
     }
     msg->cc_client = c;
     msg->cc_frame = frame;
-    msg->cc_frame_len = len;
     rc = arpc_loop_submit(c->cl_loop, task_oneway, msg);
     if (rc != ARPC_OK) {
         arpc_free(frame);

@@ -75,6 +75,12 @@ static void outq_consume(struct arpc_outq *q, size_t written)
         q->q_head = (q->q_head + 1) & (q->q_cap - 1);
         q->q_count--;
     }
+    /* A burst grew the ring: give the memory back once it has drained, so an idle
+     * connection costs little (a pipelined client's memory per call is a target). */
+    if (q->q_count == 0 && q->q_cap > 1024) {
+        arpc_free(q->q_bufs);
+        arpc_outq_init(q);
+    }
 }
 
 int arpc_outq_flush(struct arpc_outq *q, int fd)

@@ -1,0 +1,369 @@
+/*
+ * Failure and lifecycle cases (tcp): late replies after destroy, concurrent stops, the stop
+ * grace bound, pipelined overload with a single worker, limits learnt from HELLO, oversized
+ * error messages, huge deadlines, clients on a shared loop leaving nothing behind, and calls
+ * that would wait for themselves.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+
+static uint64_t now_ms(void) { return arpc_now_ns() / 1000000u; }
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static arpc_request *_Atomic kept;
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&kept, req);
+}
+
+static void h_sleep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sleep_ms(500);
+    arpc_reply(req, "slept", 5);
+}
+
+static void h_big_error(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    char msg[201];
+    memset(msg, 'e', 200);
+    msg[200] = '\0';
+    arpc_reply_error(req, msg);
+}
+
+static arpc_server *g_server;
+static void h_stop_self(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    int rc = arpc_server_stop(g_server, 0);
+    arpc_reply(req, &rc, sizeof(rc));
+}
+
+static arpc_server *make_server(unsigned workers, uint32_t max_frame, char *addr, size_t addrlen)
+{
+    arpc_server *s;
+    arpc_server_options o = {.workers = workers, .max_frame = max_frame};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.sleep", h_sleep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big_error", h_big_error, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.stop_self", h_stop_self, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    return s;
+}
+
+/* A handler that replies from its own thread after the server is destroyed: the reply is
+ * dropped, nothing is touched after free (ASan checks), nothing leaks. */
+static void test_reply_after_destroy(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    atomic_store(&kept, NULL);
+    arpc_future *f = arpc_call_async(c, "t.keep", "x", 1, ARPC_FOREVER);
+    while (atomic_load(&kept) == NULL)
+        sleep_ms(1);
+    arpc_server_destroy(s);
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 2000));
+    arpc_future_release(f);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept), "late", 4));
+    arpc_client_close(c);
+}
+
+struct stop_arg {
+    arpc_server *s;
+    int64_t grace;
+};
+
+static void *stopper(void *p)
+{
+    struct stop_arg *a = p;
+    arpc_server_stop(a->s, a->grace);
+    return NULL;
+}
+
+/* A second stop (from destroy) waits for the first instead of freeing under it. */
+static void test_concurrent_stop_and_destroy(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(2, 0, addr, sizeof(addr));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_future *f = arpc_call_async(c, "t.sleep", "x", 1, ARPC_FOREVER);
+    sleep_ms(50);
+    pthread_t t;
+    struct stop_arg a = {s, 2000};
+    pthread_create(&t, NULL, stopper, &a);
+    sleep_ms(20);
+    arpc_server_destroy(s); /* must not return before the first stop finished */
+    pthread_join(t, NULL);
+    /* The running call finished within its grace period. */
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, 3000));
+    arpc_future_release(f);
+    arpc_client_close(c);
+}
+
+/* The grace period bounds stop: calls still queued do not run and say so (ESHUTDOWN). */
+static void test_stop_grace_is_a_bound(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_future *fs[4];
+    for (int i = 0; i < 4; i++)
+        fs[i] = arpc_call_async(c, "t.sleep", "x", 1, ARPC_FOREVER);
+    sleep_ms(50); /* the first is running, three wait in the single worker's mailbox */
+    uint64_t t0 = now_ms();
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 100));
+    assert_true(now_ms() - t0 < 1000); /* 100 ms grace + the running handler's rest, at most */
+    int shutdown = 0;
+    for (int i = 0; i < 4; i++) {
+        int st = arpc_future_wait_for(fs[i], 2000);
+        assert_true(st == ARPC_ESHUTDOWN || st == ARPC_ECONNLOST || st == ARPC_OK);
+        shutdown += st == ARPC_ESHUTDOWN;
+        arpc_future_release(fs[i]);
+    }
+    assert_true(shutdown >= 2);
+    arpc_server_destroy(s);
+    arpc_client_close(c);
+}
+
+struct flood_arg {
+    const char *addr;
+    int ok;
+};
+
+/* Pipelines many calls without waiting for replies: the server's loop and its single worker
+ * must never wait on each other. */
+static void *flood(void *p)
+{
+    struct flood_arg *a = p;
+    arpc_client *c;
+    if (arpc_client_connect(&c, a->addr, NULL) != ARPC_OK)
+        return NULL;
+#ifdef ARPC_TSAN
+    enum { N = 4000 };
+#else
+    enum { N = 30000 };
+#endif
+    arpc_future **fs = malloc(N * sizeof(*fs));
+    for (int i = 0; i < N; i++)
+        fs[i] = arpc_call_async(c, "t.echo", &i, sizeof(i), 60000);
+    for (int i = 0; i < N; i++) {
+        a->ok += arpc_future_wait(fs[i]) == ARPC_OK;
+        arpc_future_release(fs[i]);
+    }
+    free(fs);
+    arpc_client_close(c);
+    return NULL;
+}
+
+static void test_pipelined_flood_one_worker(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    pthread_t t[4];
+    struct flood_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct flood_arg){addr, 0};
+        pthread_create(&t[i], NULL, flood, &a[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+#ifdef ARPC_TSAN
+        assert_int_equal(4000, a[i].ok);
+#else
+        assert_int_equal(30000, a[i].ok);
+#endif
+    }
+    arpc_server_destroy(s);
+}
+
+/* The limit comes with the server's HELLO, before the first call: a too-large request fails
+ * locally and the connection stays usable. */
+static void test_limit_known_before_first_call(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 1024, addr, sizeof(addr));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    static char big[4096];
+    arpc_future *f1 = arpc_call_async(c, "t.echo", big, sizeof(big), 2000);
+    arpc_future *f2 = arpc_call_async(c, "t.echo", "ok", 2, 2000);
+    assert_int_equal(ARPC_ETOOLARGE, arpc_future_wait(f1));
+    assert_int_equal(ARPC_OK, arpc_future_wait(f2));
+    arpc_future_release(f1);
+    arpc_future_release(f2);
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+}
+
+/* An error message longer than the client accepts is cut, not a broken connection. */
+static void test_error_message_capped(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_client *c;
+    arpc_client_options o = {.max_frame = 128};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+    void *msg = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_EHANDLER, arpc_call(c, "t.big_error", "x", 1, &msg, &len, 2000));
+    assert_true(len > 0 && len <= 120);
+    arpc_free(msg);
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+}
+
+static void test_huge_deadline(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, INT64_MAX));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, INT64_MAX / 2));
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+}
+
+/* Counting allocator: every arpc allocation is tracked, so a cycle that leaves anything
+ * behind (until some later teardown) shows. */
+static atomic_long live_allocs;
+static void *count_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&live_allocs, 1);
+    return malloc(n);
+}
+static void *count_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    if (p == NULL)
+        atomic_fetch_add(&live_allocs, 1);
+    return realloc(p, n);
+}
+static void count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    if (p != NULL)
+        atomic_fetch_sub(&live_allocs, 1);
+    free(p);
+}
+
+/* Many clients come and go on one long-lived loop: each leaves nothing behind. */
+static void test_shared_loop_clients_leave_nothing(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_client_options o = {.loop = loop};
+    for (int round = 0; round < 2; round++) {
+        long before = atomic_load(&live_allocs);
+        for (int i = 0; i < 50; i++) {
+            arpc_client *c;
+            assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+            assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+            arpc_client_close(c);
+        }
+        /* The first round may grow the loop's own tables; the second must be flat. */
+        if (round == 1)
+            assert_true(atomic_load(&live_allocs) - before <= 2);
+    }
+    arpc_loop_destroy(loop);
+    arpc_server_destroy(s);
+}
+
+static atomic_int then_rc = -1;
+static arpc_client *then_client;
+static void call_from_loop(arpc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    atomic_store(&then_rc, arpc_call(then_client, "t.echo", "x", 1, NULL, NULL, 1000));
+}
+
+/* Calls that would wait for themselves are refused instead of hanging. */
+static void test_self_wait_refused(void **state)
+{
+    (void)state;
+    char addr[256];
+    g_server = make_server(1, 0, addr, sizeof(addr));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&then_client, addr, NULL));
+    arpc_future *f = arpc_call_async(then_client, "t.echo", "x", 1, 2000);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, call_from_loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_future_wait(f));
+    while (atomic_load(&then_rc) == -1)
+        sleep_ms(1);
+    assert_int_equal(ARPC_EBUSY, atomic_load(&then_rc));
+    arpc_future_release(f);
+    /* A handler stopping its own server is refused too. */
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(then_client, "t.stop_self", "x", 1, &reply, &len, 2000));
+    assert_int_equal(sizeof(int), len);
+    assert_int_equal(ARPC_EBUSY, *(int *)reply);
+    arpc_free(reply);
+    arpc_client_close(then_client);
+    arpc_server_destroy(g_server);
+}
+
+int main(void)
+{
+    arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
+    arpc_set_allocator(&counting);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reply_after_destroy),
+        cmocka_unit_test(test_concurrent_stop_and_destroy),
+        cmocka_unit_test(test_stop_grace_is_a_bound),
+        cmocka_unit_test(test_pipelined_flood_one_worker),
+        cmocka_unit_test(test_limit_known_before_first_call),
+        cmocka_unit_test(test_error_message_capped),
+        cmocka_unit_test(test_huge_deadline),
+        cmocka_unit_test(test_shared_loop_clients_leave_nothing),
+        cmocka_unit_test(test_self_wait_refused),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    assert_int_equal(0, atomic_load(&live_allocs)); /* everything arpc allocated was freed */
+    return failed;
+}
