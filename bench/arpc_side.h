@@ -20,7 +20,7 @@ struct bench_clients {
 };
 
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops);
+                       unsigned nloops, bool caller_driven);
 void bench_clients_close(struct bench_clients *bc);
 
 /* One blocking arpc_call at a time on one connection. */

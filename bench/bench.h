@@ -33,6 +33,7 @@ struct bench_config {
     unsigned workers;         /* embedded server's actor pool; 0: one per CPU */
     enum bench_api api;
     bool inline_handler;      /* register bench.echo with inline_on_loop */
+    bool caller_loop;         /* latency: the calling thread drives the client's loop */
     bool memory;              /* run the memory probe (throughput) */
     bool quiet;               /* no progress line */
     const char *connect_addr; /* NULL: start an embedded server */

@@ -41,6 +41,9 @@ static const char usage_text[] =
     "                      client loop (default), or from threads draining an arpc_cq\n"
     "  --no-memory         throughput: skip the memory-per-outstanding-call probe\n"
     "  --inline            run the server's handlers inline on its loop (default: actor pool)\n"
+    "  --client-loop L     latency: 'caller' (default): the calling thread drives the client's\n"
+    "                      loop inside arpc_call, no thread hop, like the raw client; 'thread':\n"
+    "                      the client's loop runs on a thread of its own\n"
     "  --workers N         server actor pool size (default: one per CPU)\n"
     "  --connect ADDR      use a server started with `arpc-bench serve` instead of an\n"
     "                      embedded one (the transport is ADDR's; the baseline runs locally)\n"
@@ -77,7 +80,7 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 }
 
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
-       O_NOMEM, O_INLINE, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_QUIET, O_HELP };
+       O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_QUIET, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -90,6 +93,7 @@ static const struct option long_opts[] = {
     {"api", required_argument, NULL, O_API},
     {"no-memory", no_argument, NULL, O_NOMEM},
     {"inline", no_argument, NULL, O_INLINE},
+    {"client-loop", required_argument, NULL, O_CLIENT_LOOP},
     {"workers", required_argument, NULL, O_WORKERS},
     {"connect", required_argument, NULL, O_CONNECT},
     {"listen", required_argument, NULL, O_LISTEN},
@@ -167,6 +171,11 @@ static int apply_option(struct bench_config *cfg, struct given *g, int opt, cons
         return -1;
     case O_NOMEM: cfg->memory = false; return -1;
     case O_INLINE: cfg->inline_handler = true; return -1;
+    case O_CLIENT_LOOP:
+        if (strcmp(arg, "caller") != 0 && strcmp(arg, "thread") != 0)
+            return bad("--client-loop wants caller or thread, not '%s'", arg);
+        cfg->caller_loop = strcmp(arg, "caller") == 0;
+        return -1;
     case O_QUIET: cfg->quiet = true; return -1;
     case O_CONNECT: cfg->connect_addr = arg; return -1;
     case O_LISTEN: cfg->listen_addr = arg; return -1;
@@ -193,6 +202,8 @@ static int check_mode_options(struct bench_config *cfg, const struct given *g)
     static const struct { int id; const char *name; } tp_only[] = {
         {O_WINDOW, "--window"}, {O_CONNS, "--connections"}, {O_THREADS, "--threads"},
         {O_API, "--api"}, {O_NOMEM, "--no-memory"}};
+    if (cfg->mode != BENCH_LATENCY && g->has[O_CLIENT_LOOP])
+        return bad("%s applies to latency mode only", "--client-loop");
     for (size_t i = 0; cfg->mode != BENCH_THROUGHPUT && i < sizeof(tp_only) / sizeof(tp_only[0]); i++)
         if (g->has[tp_only[i].id])
             return bad("%s applies to throughput mode only", tp_only[i].name);
@@ -218,6 +229,8 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     bool tp = cfg->mode == BENCH_THROUGHPUT;
     cfg->transport = g->transport != NULL ? g->transport : "tcp";
     cfg->calls = g->has[O_CALLS] ? g->num[O_CALLS] : tp ? 200000 : 20000;
+    if (cfg->mode == BENCH_LATENCY && !g->has[O_CLIENT_LOOP])
+        cfg->caller_loop = true;
     cfg->payload = g->has[O_PAYLOAD] ? (size_t)g->num[O_PAYLOAD] : 64;
     cfg->window = g->has[O_WINDOW] ? (unsigned)g->num[O_WINDOW] : 64;
     cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;

@@ -17,10 +17,12 @@ static void tag_task(arpc_loop *loop, void *arg)
     sem_post(arg);
 }
 
-static int start_loop(arpc_loop **out)
+static int start_loop(arpc_loop **out, bool caller_driven)
 {
     sem_t tagged;
     int rv = arpc_loop_create(out, NULL);
+    if (rv == ARPC_OK && caller_driven)
+        return 0; /* nobody runs it: arpc_call drives it on the calling thread */
     if (rv == ARPC_OK && (rv = arpc_loop_start(*out)) != ARPC_OK)
         arpc_loop_destroy(*out);
     if (rv != ARPC_OK) {
@@ -37,7 +39,7 @@ static int start_loop(arpc_loop **out)
 }
 
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops)
+                       unsigned nloops, bool caller_driven)
 {
     bc->bc_nloops = bc->bc_nclients = 0;
     bc->bc_loops = calloc(nloops, sizeof(*bc->bc_loops));
@@ -47,7 +49,7 @@ int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned ncli
         goto fail;
     }
     for (; bc->bc_nloops < nloops; bc->bc_nloops++)
-        if (start_loop(&bc->bc_loops[bc->bc_nloops]) != 0)
+        if (start_loop(&bc->bc_loops[bc->bc_nloops], caller_driven) != 0)
             goto fail;
     for (; bc->bc_nclients < nclients; bc->bc_nclients++) {
         arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops]};

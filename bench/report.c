@@ -39,6 +39,8 @@ static void header(const struct bench_report *r)
     fprintf(stderr, "\nserver: %s (%s)", r->r_embedded ? "embedded" : "remote", r->r_addr);
     if (r->r_embedded)
         fprintf(stderr, ", %s handlers", c->inline_handler ? "inline" : "pool");
+    if (c->mode == BENCH_LATENCY)
+        fprintf(stderr, ", client loop driven by %s", c->caller_loop ? "the caller" : "its own thread");
     fprintf(stderr, "; baseline: %s, same transport, no framework\n", r->r_base_kind);
     fprintf(stderr, "  %-20s %10s %10s %10s %10s %10s %10s %12s\n", "", "p50 us", "p90 us", "p99 us",
             "p99.9 us", "max us", "mean us", "calls/s");
@@ -96,6 +98,8 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
     bench_json_str(j, "address", r->r_addr);
     bench_json_bool(j, "inline", c->inline_handler);
+    if (c->mode == BENCH_LATENCY)
+        bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
 }
 
 void bench_report_json(const struct bench_report *r)
