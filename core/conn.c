@@ -69,6 +69,18 @@ static void conn_flush(struct arpc_conn *conn)
         arpc_conn_close(conn, conn->c_close_reason);
 }
 
+/* After output drained: resume reading once the backlog is small again. */
+static void conn_check_resume(struct arpc_conn *conn)
+{
+    if (conn->c_read_paused && conn->c_open && !conn->c_close_after_flush &&
+        conn->c_out.q_bytes < ARPC_CONN_BACKLOG_LOW) {
+        conn->c_read_paused = false;
+        ev_io_start(conn->c_ev, &conn->c_rio);
+    }
+}
+
+void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = true; }
+
 void arpc_conn_flush_now(struct arpc_conn *conn)
 {
     if (conn->c_open && !arpc_outq_empty(&conn->c_out))
@@ -89,7 +101,10 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)ev;
     (void)revents;
-    conn_flush(w->data);
+    struct arpc_conn *conn = w->data;
+    conn_flush(conn);
+    if (conn->c_open)
+        conn_check_resume(conn);
 }
 
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
@@ -104,6 +119,11 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
     }
     if (!ev_is_active(&conn->c_flush))
         ev_prepare_start(conn->c_ev, &conn->c_flush);
+    if (conn->c_backlog_limit && !conn->c_read_paused && conn->c_out.q_bytes > ARPC_CONN_BACKLOG_HIGH) {
+        /* The peer is not reading what we send: stop taking more work from it. */
+        conn->c_read_paused = true;
+        ev_io_stop(conn->c_ev, &conn->c_rio);
+    }
     return ARPC_OK;
 }
 
@@ -133,9 +153,10 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
     }
     if (want <= conn->c_rcap && conn->c_rcap - conn->c_rend > 0)
         return ARPC_OK;
-    size_t cap = conn->c_rcap;
-    while (cap < want || cap - conn->c_rend == 0)
-        cap *= 2;
+    if (conn->c_rcap - conn->c_rend > 0 && conn->c_rend - conn->c_rstart < conn->c_rcap / 2)
+        return ARPC_OK; /* grow only once the bytes have arrived, not on a header's word */
+    /* At most double per step: a peer must send N bytes to make us hold N bytes. */
+    size_t cap = conn->c_rcap * 2;
     uint8_t *nb = arpc_realloc(conn->c_rbuf, cap);
     if (nb == NULL)
         return ARPC_ENOMEM;
@@ -203,8 +224,17 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         }
         conn->c_rend += (size_t)n;
         need = conn_parse(conn);
-        if (conn->c_rstart == conn->c_rend)
+        if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
+            if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {
+                /* A large frame passed: give the memory back. */
+                uint8_t *nb = arpc_realloc(conn->c_rbuf, CONN_RBUF_INITIAL);
+                if (nb != NULL) {
+                    conn->c_rbuf = nb;
+                    conn->c_rcap = CONN_RBUF_INITIAL;
+                }
+            }
+        }
         if ((size_t)n < room)
             break; /* the socket is drained for now */
     }

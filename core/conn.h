@@ -56,6 +56,8 @@ struct arpc_conn {
     bool c_dispatching;   /* inside the read/parse loop */
     bool c_close_pending; /* close requested during dispatch */
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
+    bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
+    bool c_read_paused;   /* reading stopped by the backlog limit */
     int c_close_reason;
     char c_peer[64];      /* for log lines */
 };
@@ -68,6 +70,13 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
 /* Queues an encoded frame (the allocation base is freed once written). On error (connection
  * closed, or ARPC_ENOMEM) the buffer is freed here. */
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len);
+
+/* Bounds a connection's memory when its peer sends requests but does not read replies: while
+ * more than ARPC_CONN_BACKLOG_HIGH bytes wait to be written, stop reading; resume below
+ * ARPC_CONN_BACKLOG_LOW. For server connections (a client must always read its replies). */
+#define ARPC_CONN_BACKLOG_HIGH (8u << 20)
+#define ARPC_CONN_BACKLOG_LOW (1u << 20)
+void arpc_conn_limit_backlog(struct arpc_conn *conn);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

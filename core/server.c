@@ -446,6 +446,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_free(sc);
             continue;
         }
+        arpc_conn_limit_backlog(&sc->sc_conn);
         sc->sc_next = s->sv_conns;
         if (s->sv_conns != NULL)
             s->sv_conns->sc_prev = sc;

@@ -18,6 +18,11 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
+#include "transport/transport.h"
+
+#include <errno.h>
+#include <sys/socket.h>
 
 static uint64_t now_ms(void) { return arpc_now_ns() / 1000000u; }
 static void sleep_ms(long ms)
@@ -352,6 +357,56 @@ static void test_self_wait_refused(void **state)
     arpc_server_destroy(g_server);
 }
 
+/* A peer that sends requests but never reads the replies: the server stops reading from it
+ * once ~8 MiB of replies wait, so the peer cannot make the server buffer without limit. */
+static void test_backlog_bounded_for_non_reading_peer(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    const char *rest;
+    const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
+    int fd;
+    assert_int_equal(ARPC_OK, tr->t_connect(rest, 2000, &fd));
+    enum { PAYLOAD = 64 * 1024, FRAMES = 2000 }; /* 128 MiB of requests, and as much reply */
+    size_t flen = arpc_frame_request_size(6, PAYLOAD);
+    uint8_t *frame = calloc(1, flen);
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE];
+    size_t hlen = arpc_frame_encode_hello(hello, 7, 0, 0);
+    assert_int_equal(hlen, send(fd, hello, hlen, MSG_NOSIGNAL));
+    size_t accepted = 0;
+    uint64_t until = now_ms() + 1500;
+    for (int i = 0; i < FRAMES && now_ms() < until;) {
+        /* The payload after the head stays zero. */
+        arpc_frame_encode_request_head(frame, ARPC_FRAME_REQUEST, (uint64_t)i + 1, (uint64_t)i + 1, 0, 0,
+                                       "t.echo", 6, PAYLOAD);
+        size_t off = 0;
+        while (off < flen && now_ms() < until) {
+            ssize_t n = send(fd, frame + off, flen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                off += (size_t)n;
+                accepted += (size_t)n;
+            } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                sleep_ms(1);
+            } else {
+                break;
+            }
+        }
+        if (off == flen)
+            i++;
+    }
+    /* Without the limit the server reads (and answers into its queue) all 128 MiB. */
+    assert_true(accepted < 48u * 1024 * 1024);
+    /* Everyone else is still served. */
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    arpc_client_close(c);
+    close(fd);
+    free(frame);
+    arpc_server_destroy(s);
+}
+
 int main(void)
 {
     arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
@@ -366,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_huge_deadline),
         cmocka_unit_test(test_shared_loop_clients_leave_nothing),
         cmocka_unit_test(test_self_wait_refused),
+        cmocka_unit_test(test_backlog_bounded_for_non_reading_peer),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     assert_int_equal(0, atomic_load(&live_allocs)); /* everything arpc allocated was freed */
