@@ -53,21 +53,28 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
     conn_do_close(conn, reason);
 }
 
-static void conn_flush(struct arpc_conn *conn)
+/* Writes what the socket takes. Returns true when the connection was closed (its memory may
+ * be gone: the owner's on_close ran), so the caller must not touch it. */
+static bool conn_flush(struct arpc_conn *conn)
 {
     int rc = arpc_outq_flush(&conn->c_out, conn->c_fd);
     if (rc == ARPC_ECONNLOST) {
         arpc_conn_close(conn, ARPC_ECONNLOST);
-        return;
+        return true;
     }
     if (rc == ARPC_EAGAIN) {
         ev_io_start(conn->c_ev, &conn->c_wio);
-        return;
+        return false;
     }
     ev_io_stop(conn->c_ev, &conn->c_wio);
-    if (conn->c_close_after_flush)
+    if (conn->c_close_after_flush) {
         arpc_conn_close(conn, conn->c_close_reason);
+        return true;
+    }
+    return false;
 }
+
+void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = true; }
 
 /* After output drained: resume reading once the backlog is small again. */
 static void conn_check_resume(struct arpc_conn *conn)
@@ -78,8 +85,6 @@ static void conn_check_resume(struct arpc_conn *conn)
         ev_io_start(conn->c_ev, &conn->c_rio);
     }
 }
-
-void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = true; }
 
 void arpc_conn_flush_now(struct arpc_conn *conn)
 {
@@ -93,8 +98,8 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
     /* If the write watcher is active the socket is full: it will flush when writable. */
-    if (!ev_is_active(&conn->c_wio))
-        conn_flush(conn);
+    if (!ev_is_active(&conn->c_wio) && !conn_flush(conn))
+        conn_check_resume(conn);
 }
 
 static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
@@ -102,8 +107,7 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev;
     (void)revents;
     struct arpc_conn *conn = w->data;
-    conn_flush(conn);
-    if (conn->c_open)
+    if (!conn_flush(conn))
         conn_check_resume(conn);
 }
 

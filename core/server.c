@@ -513,8 +513,10 @@ static void task_close_all(arpc_loop *loop, void *arg)
      * first, as far as the sockets take them without waiting. */
     if (s->sv_replies_started)
         arpc_handoff_drain(&s->sv_replies);
-    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+    for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
+        next = sc->sc_next; /* a failed flush closes (and may free) sc */
         arpc_conn_flush_now(&sc->sc_conn);
+    }
     while (s->sv_conns != NULL)
         arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
     if (s->sv_replies_started) {
