@@ -35,5 +35,9 @@ echo "== async_client: future+then, completion queue in a poll loop, one-way"
 
 echo
 echo "== benchmark (16-byte payload, loopback tcp, embedded server; figures vs a raw socket baseline)"
-"$BUILD"/bench/arpc-bench latency --calls 20000 --payload 16 --transport tcp
-"$BUILD"/bench/arpc-bench throughput --calls 500000 --window 256 --payload 16 --transport tcp
+echo "-- latency: one call at a time, the caller drives the client loop, trivial handler inline"
+"$BUILD"/bench/arpc-bench latency --calls 20000 --payload 16 --transport tcp --inline --quiet
+echo "-- pipelined throughput, window 256, handlers on the worker pool"
+"$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --quiet
+echo "-- pipelined throughput, window 256, handler inline on the server loop"
+"$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --inline --quiet --no-memory
