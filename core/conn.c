@@ -182,7 +182,7 @@ static size_t conn_parse(struct arpc_conn *conn)
         if (rc == ARPC_EAGAIN)
             return need;
         if (rc != ARPC_OK) {
-            fprintf(stderr, "arpc: closing a connection on %s: %s (%s)\n", conn->c_peer,
+            fprintf(stderr, "arpc: closing the connection from %s: %s (%s)\n", conn->c_peer,
                     arpc_strerror(rc), arpc_errname(rc));
             if (conn->c_ops->on_bad_input != NULL) {
                 conn->c_ops->on_bad_input(conn, rc);
@@ -208,7 +208,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     for (int round = 0; round < 4 && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
          round++) {
         if (conn_reserve(conn, need) != ARPC_OK) {
-            fprintf(stderr, "arpc: closing a connection on %s: out of memory for a %zu-byte frame\n",
+            fprintf(stderr, "arpc: closing the connection from %s: out of memory for a %zu-byte frame\n",
                     conn->c_peer, need);
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;

@@ -59,7 +59,7 @@ struct arpc_conn {
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     bool c_read_paused;   /* reading stopped by the backlog limit */
     int c_close_reason;
-    char c_peer[64];      /* for log lines */
+    char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM

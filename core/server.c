@@ -18,10 +18,13 @@
  * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then close
  * every connection, stop the actor pool (draining) and the loop.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -338,7 +341,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
-        fprintf(stderr, "arpc: closing a connection on %s: first frame is not HELLO\n", conn->c_peer);
+        fprintf(stderr, "arpc: closing the connection from %s: first frame is not HELLO\n", conn->c_peer);
         sconn_send_goaway(conn, ARPC_EPROTO, "the first frame must be HELLO");
         arpc_conn_close_after_flush(conn, ARPC_EPROTO);
         return;
@@ -379,7 +382,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_PONG:
         return;
     default:
-        fprintf(stderr, "arpc: closing a connection on %s: unexpected frame kind %u from a client\n",
+        fprintf(stderr, "arpc: closing the connection from %s: unexpected frame kind %u from a client\n",
                 conn->c_peer, f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;
@@ -405,6 +408,26 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_close = sconn_on_close,
     .on_bad_input = sconn_on_bad_input,
 };
+
+/* For log lines: "tcp://10.1.2.3:5555" for a tcp peer, the listener's address otherwise
+ * (unix and inproc peers have no address of their own). */
+static void describe_peer(int fd, const struct listener *l, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        snprintf(out, outlen, "tcp://%s:%u", host, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6 && sl > 0) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        snprintf(out, outlen, "tcp://[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, outlen, "%s", l->l_addr);
+    }
+}
 
 static void listener_on_retry(struct ev_loop *ev, ev_timer *w, int revents)
 {
@@ -441,8 +464,10 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         atomic_init(&sc->sc_refs, 1);
         sc->sc_server = s;
         sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
+        char peer[ARPC_ADDR_MAX];
+        describe_peer(fd, l, peer, sizeof(peer));
         if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc,
-                           l->l_addr) != ARPC_OK) {
+                           peer) != ARPC_OK) {
             arpc_free(sc);
             continue;
         }
