@@ -192,6 +192,18 @@ static int pingpong_loop(const struct bench_config *cfg, int fd, char *tx, char 
     return 0;
 }
 
+/* Ends a baseline run: on failure drops the histogram, else derives the call rate. */
+static int run_finish(struct bench_run *out, int rv)
+{
+    if (rv != 0) {
+        free(out->hist);
+        out->hist = NULL;
+        return -1;
+    }
+    out->calls_per_s = out->elapsed_s > 0 ? (double)out->calls / out->elapsed_s : 0;
+    return 0;
+}
+
 int bench_baseline_pingpong(const struct bench_config *cfg, struct bench_run *out)
 {
     memset(out, 0, sizeof(*out));
@@ -208,13 +220,7 @@ int bench_baseline_pingpong(const struct bench_config *cfg, struct bench_run *ou
     }
     free(tx);
     free(rx);
-    if (rv != 0) {
-        free(out->hist);
-        out->hist = NULL;
-        return -1;
-    }
-    out->calls_per_s = out->elapsed_s > 0 ? (double)out->calls / out->elapsed_s : 0;
-    return 0;
+    return run_finish(out, rv);
 }
 
 /* ---- pipelined echo ----
@@ -341,11 +347,5 @@ int bench_baseline_pipelined(const struct bench_config *cfg, struct bench_run *o
     free(ps.ps_issued_at);
     free(ps.ps_tx);
     free(ps.ps_rx);
-    if (rv != 0) {
-        free(out->hist);
-        out->hist = NULL;
-        return -1;
-    }
-    out->calls_per_s = out->elapsed_s > 0 ? (double)out->calls / out->elapsed_s : 0;
-    return 0;
+    return run_finish(out, rv);
 }
