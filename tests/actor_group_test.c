@@ -20,58 +20,13 @@
 #include "arpc/actor.h"
 #include "arpc/alloc.h"
 #include "arpc/error.h"
+#include "support/test_util.h"
 
 #ifdef ARPC_TSAN
 #define SCALE 5 /* TSan is ~10x slower: 200k messages instead of 1M */
 #else
 #define SCALE 1
 #endif
-
-/* cmocka's asserts must run on the test's thread: handlers record the first failing line. */
-static atomic_int bad_line;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond))                                                                         \
-            atomic_store(&bad_line, __LINE__);                                               \
-    } while (0)
-
-static pthread_mutex_t latch_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t latch_cv = PTHREAD_COND_INITIALIZER;
-static unsigned latch_count;
-
-static void latch_reset(void)
-{
-    pthread_mutex_lock(&latch_mu);
-    latch_count = 0;
-    pthread_mutex_unlock(&latch_mu);
-}
-
-static void latch_add(void)
-{
-    pthread_mutex_lock(&latch_mu);
-    latch_count++;
-    pthread_cond_broadcast(&latch_cv);
-    pthread_mutex_unlock(&latch_mu);
-}
-
-static bool latch_wait(unsigned target, int timeout_ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&latch_mu);
-    int err = 0;
-    while (latch_count < target && err != ETIMEDOUT)
-        err = pthread_cond_timedwait(&latch_cv, &latch_mu, &dl);
-    bool ok = latch_count >= target;
-    pthread_mutex_unlock(&latch_mu);
-    return ok;
-}
 
 /* ---- 1M messages, 4 producers, 2 actors, 1024-slot mailboxes ----
  * Message id = producer * PER_PRODUCER + i; it is sent with key producer * KEYS + i % KEYS and
@@ -228,9 +183,7 @@ static void test_equal_keys_same_actor(void **state)
             latch_reset();
             assert_int_equal(ARPC_OK, arpc_actor_group_post_key(g, keys[k], on_key, NULL));
             assert_true(latch_wait(1, 10000));
-            pthread_mutex_lock(&latch_mu);
-            arpc_actor *seen = key_seen;
-            pthread_mutex_unlock(&latch_mu);
+            arpc_actor *seen = key_seen; /* latch_add's unlock, latch_wait's lock order it */
             if (first == NULL)
                 first = seen;
             assert_ptr_equal(first, seen);
@@ -423,43 +376,13 @@ static void test_stop_from_member_is_ebusy(void **state)
 
 /* ---- out of memory at every allocation of create: ENOMEM, nothing leaked ---- */
 
-static atomic_int alloc_budget;
-static atomic_long alloc_live;
-
-static void *failing_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    if (atomic_fetch_sub(&alloc_budget, 1) <= 0)
-        return NULL;
-    void *p = malloc(size);
-    if (p != NULL)
-        atomic_fetch_add(&alloc_live, 1);
-    return p;
-}
-
-static void *failing_realloc(void *ptr, size_t size, void *ctx)
-{
-    (void)ctx;
-    return ptr == NULL ? failing_malloc(size, NULL) : realloc(ptr, size);
-}
-
-static void counting_free(void *ptr, void *ctx)
-{
-    (void)ctx;
-    if (ptr != NULL)
-        atomic_fetch_sub(&alloc_live, 1);
-    free(ptr);
-}
-
 static void test_create_out_of_memory(void **state)
 {
     (void)state;
-    arpc_allocator al = {failing_malloc, failing_realloc, counting_free, NULL};
-    atomic_store(&alloc_live, 0);
-    arpc_set_allocator(&al);
+    test_alloc_install();
     int rc = ARPC_ENOMEM, budget;
     for (budget = 0; rc == ARPC_ENOMEM && budget < 32; budget++) {
-        atomic_store(&alloc_budget, budget);
+        atomic_store(&test_alloc_budget, budget);
         arpc_actor_group *g = (arpc_actor_group *)(uintptr_t)1;
         rc = arpc_actor_group_create(&g, 3, NULL);
         if (rc == ARPC_OK) {
@@ -468,7 +391,7 @@ static void test_create_out_of_memory(void **state)
             assert_int_equal(ARPC_ENOMEM, rc);
             assert_null(g);
         }
-        assert_int_equal(0, atomic_load(&alloc_live));
+        assert_int_equal(0, atomic_load(&test_alloc_live));
     }
     arpc_set_allocator(NULL);
     assert_int_equal(ARPC_OK, rc);

@@ -20,68 +20,13 @@
 #include "arpc/actor.h"
 #include "arpc/alloc.h"
 #include "arpc/error.h"
+#include "support/test_util.h"
 
 #ifdef ARPC_TSAN
 #define SCALE 10 /* TSan is ~10x slower: fewer iterations, same shape */
 #else
 #define SCALE 1
 #endif
-
-/* ---- a counting latch: the tests' real wait ---- */
-
-static pthread_mutex_t latch_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t latch_cv = PTHREAD_COND_INITIALIZER;
-static unsigned latch_count;
-
-static void latch_reset(void)
-{
-    pthread_mutex_lock(&latch_mu);
-    latch_count = 0;
-    pthread_mutex_unlock(&latch_mu);
-}
-
-static void latch_add(void)
-{
-    pthread_mutex_lock(&latch_mu);
-    latch_count++;
-    pthread_cond_broadcast(&latch_cv);
-    pthread_mutex_unlock(&latch_mu);
-}
-
-/* Waits until the latch reaches target; false after timeout_ms. */
-static bool latch_wait(unsigned target, int timeout_ms)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&latch_mu);
-    int err = 0;
-    while (latch_count < target && err != ETIMEDOUT)
-        err = pthread_cond_timedwait(&latch_cv, &latch_mu, &dl);
-    bool ok = latch_count >= target;
-    pthread_mutex_unlock(&latch_mu);
-    return ok;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* cmocka's asserts must run on the test's thread: handlers record the first failing line. */
-static atomic_int bad_line;
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        if (!(cond))                                                                         \
-            atomic_store(&bad_line, __LINE__);                                               \
-    } while (0)
 
 /* ---- heap messages: a leak or a double delivery shows up under ASan ---- */
 
@@ -622,48 +567,14 @@ static void test_destroy_drains(void **state)
 
 /* ---- out of memory: every allocation in create may fail, nothing leaks ---- */
 
-static atomic_int alloc_budget; /* allocations left before failing; < 0: unlimited */
-static atomic_long alloc_live;
-
-static void *failing_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    if (atomic_load(&alloc_budget) >= 0 && atomic_fetch_sub(&alloc_budget, 1) <= 0) {
-        atomic_fetch_add(&alloc_budget, 1); /* stay exhausted, not unlimited */
-        return NULL;
-    }
-    void *p = malloc(size);
-    if (p != NULL)
-        atomic_fetch_add(&alloc_live, 1);
-    return p;
-}
-
-static void *failing_realloc(void *ptr, size_t size, void *ctx)
-{
-    (void)ctx;
-    if (ptr == NULL)
-        return failing_malloc(size, NULL);
-    return realloc(ptr, size);
-}
-
-static void counting_free(void *ptr, void *ctx)
-{
-    (void)ctx;
-    if (ptr != NULL)
-        atomic_fetch_sub(&alloc_live, 1);
-    free(ptr);
-}
-
 static void test_create_out_of_memory(void **state)
 {
     (void)state;
-    arpc_allocator al = {failing_malloc, failing_realloc, counting_free, NULL};
-    atomic_store(&alloc_live, 0);
-    arpc_set_allocator(&al);
+    test_alloc_install();
     int rc = ARPC_ENOMEM;
     int budget;
     for (budget = 0; rc == ARPC_ENOMEM && budget < 16; budget++) {
-        atomic_store(&alloc_budget, budget);
+        atomic_store(&test_alloc_budget, budget);
         arpc_actor *a = (arpc_actor *)(uintptr_t)1;
         rc = arpc_actor_create(&a, NULL);
         if (rc == ARPC_OK) {
@@ -672,7 +583,7 @@ static void test_create_out_of_memory(void **state)
             assert_int_equal(ARPC_ENOMEM, rc);
             assert_null(a);
         }
-        assert_int_equal(0, atomic_load(&alloc_live));
+        assert_int_equal(0, atomic_load(&test_alloc_live));
     }
     arpc_set_allocator(NULL);
     assert_int_equal(ARPC_OK, rc);
@@ -696,7 +607,7 @@ static void on_oom_spawner(arpc_actor *actor, void *arg, int status)
 {
     (void)arg;
     (void)status;
-    atomic_store(&alloc_budget, 0); /* this thread is the only one allocating now */
+    atomic_store(&test_alloc_budget, 0); /* this thread is the only one allocating now */
     for (int i = 0; i < 32; i++) {
         int rc = arpc_actor_post(actor, on_oom_child, NULL);
         if (rc == ARPC_OK)
@@ -706,21 +617,18 @@ static void on_oom_spawner(arpc_actor *actor, void *arg, int status)
         else
             atomic_fetch_add(&oom_other, 1);
     }
-    atomic_store(&alloc_budget, -1);
+    atomic_store(&test_alloc_budget, -1);
     latch_add();
 }
 
 static void test_self_post_overflow_out_of_memory(void **state)
 {
     (void)state;
-    arpc_allocator al = {failing_malloc, failing_realloc, counting_free, NULL};
-    atomic_store(&alloc_live, 0);
-    atomic_store(&alloc_budget, -1);
+    test_alloc_install();
     atomic_store(&oom_refused, 0);
     atomic_store(&oom_other, 0);
     atomic_store(&oom_accepted, 0);
     atomic_store(&oom_runs, 0);
-    arpc_set_allocator(&al);
     arpc_actor *a;
     arpc_actor_options o = {.mailbox_size = 4};
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
@@ -729,7 +637,7 @@ static void test_self_post_overflow_out_of_memory(void **state)
     assert_true(latch_wait(1, 10000)); /* before the stop closes the mailbox */
     arpc_actor_destroy(a);
     arpc_set_allocator(NULL);
-    assert_int_equal(0, atomic_load(&alloc_live));
+    assert_int_equal(0, atomic_load(&test_alloc_live));
     assert_int_equal(0, atomic_load(&oom_other));
     assert_true(atomic_load(&oom_accepted) >= 1);  /* the ring had room for some */
     assert_true(atomic_load(&oom_refused) >= 16); /* the rest needed an overflow node */

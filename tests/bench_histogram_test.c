@@ -13,19 +13,11 @@
 #include <cmocka.h>
 
 #include "bench/histogram.c"
+#include "support/test_util.h"
 
 #define SAMPLES 200000
 
 static const double pcts[] = {0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0};
-
-/* A small deterministic generator (xorshift64*), so a failure can be replayed. */
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * UINT64_C(2685821657736338717);
-}
 
 static double rng_unit(uint64_t *s) /* in (0, 1) */
 {

@@ -12,13 +12,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "arpc/alloc.h"
 #include "arpc/cq.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
 #include "core/alloc.h"
+#include "support/test_util.h"
 
 #define STRESS_TOTAL 100000
 
@@ -43,19 +43,6 @@ static bool readable(const arpc_cq *cq, int timeout_ms)
 {
     struct pollfd p = {.fd = arpc_cq_fd(cq), .events = POLLIN};
     return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static void *tag_of(uintptr_t i) { return (void *)(i + 1); } /* never NULL */
@@ -459,49 +446,22 @@ static void test_stress_two_consumers(void **state)
 
 /* ---- out of memory ---- */
 
-/* Allocations succeed while allow_allocs is positive (counting down), or when it is -1. */
-static atomic_int allow_allocs = -1;
-
-static bool alloc_allowed(void)
-{
-    int n = atomic_load(&allow_allocs);
-    while (n > 0 && !atomic_compare_exchange_weak(&allow_allocs, &n, n - 1))
-        ;
-    return n != 0;
-}
-static void *failing_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    return alloc_allowed() ? malloc(size) : NULL;
-}
-static void *failing_realloc(void *p, size_t size, void *ctx)
-{
-    (void)ctx;
-    return alloc_allowed() ? realloc(p, size) : NULL;
-}
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 static void test_out_of_memory(void **state)
 {
     (void)state;
-    const arpc_allocator failing = {failing_malloc, failing_realloc, plain_free, NULL};
-    arpc_set_allocator(&failing);
+    test_alloc_install();
     arpc_cq *cq = new_cq();
     arpc_future *f = new_future();
     struct counter cb = {0};
     assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &cb)); /* uses f's embedded node */
 
-    atomic_store(&allow_allocs, 0);
+    atomic_store(&test_alloc_budget, 0);
     arpc_cq *none = NULL;
     assert_int_equal(ARPC_ENOMEM, arpc_cq_create(&none));
     assert_int_equal(ARPC_ENOMEM, arpc_cq_attach(cq, f, NULL)); /* no entry */
-    atomic_store(&allow_allocs, 1);
+    atomic_store(&test_alloc_budget, 1);
     assert_int_equal(ARPC_ENOMEM, arpc_cq_attach(cq, f, NULL)); /* entry, no callback node */
-    atomic_store(&allow_allocs, -1);
+    atomic_store(&test_alloc_budget, -1);
 
     /* The failed attaches left no reference behind: this release is the last, cancels f,
      * and nothing is delivered; destroy then frees the queue (ASan checks both). */

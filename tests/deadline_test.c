@@ -14,7 +14,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cmocka.h>
 
@@ -23,71 +22,9 @@
 #include "arpc/loop.h"
 #include "async/deadline_heap.h"
 #include "async/loop_internal.h"
-
-/* ---- counting allocator: every test ends with nothing outstanding ---- */
-
-static atomic_long g_outstanding;
-static atomic_int g_fail_allocs; /* when set, every allocation fails */
-
-static void *count_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    if (atomic_load(&g_fail_allocs))
-        return NULL;
-    void *p = malloc(size);
-    if (p != NULL)
-        atomic_fetch_add(&g_outstanding, 1);
-    return p;
-}
-
-static void *count_realloc(void *ptr, size_t size, void *ctx)
-{
-    (void)ctx;
-    if (atomic_load(&g_fail_allocs))
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (p != NULL && ptr == NULL)
-        atomic_fetch_add(&g_outstanding, 1);
-    return p;
-}
-
-static void count_free(void *ptr, void *ctx)
-{
-    (void)ctx;
-    if (ptr != NULL)
-        atomic_fetch_sub(&g_outstanding, 1);
-    free(ptr);
-}
-
-static int check_no_leak(void **state)
-{
-    (void)state;
-    assert_int_equal(0, atomic_load(&g_outstanding));
-    return 0;
-}
+#include "support/test_util.h"
 
 /* ---- small helpers ---- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    /* xorshift64*: deterministic, good enough to shuffle test inputs */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
-}
-
-static bool sem_wait_secs(sem_t *s, int secs)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += secs;
-    while (sem_timedwait(s, &ts) != 0) {
-        if (errno != EINTR)
-            return false;
-    }
-    return true;
-}
 
 static void no_fire(struct arpc_deadline *d, void *arg)
 {
@@ -263,7 +200,7 @@ static void test_heap_fini_unarms_and_enomem(void **state)
     }
     /* Growing past the capacity fails cleanly; moving an armed entry needs no memory. */
     struct arpc_deadline extra[40];
-    atomic_store(&g_fail_allocs, 1);
+    atomic_store(&test_alloc_budget, 0); /* every allocation fails */
     int rc = ARPC_OK;
     size_t pushed = 0;
     for (size_t i = 0; i < 40 && rc == ARPC_OK; i++) {
@@ -275,7 +212,7 @@ static void test_heap_fini_unarms_and_enomem(void **state)
     assert_false(arpc_deadline_is_armed(&extra[pushed]));
     assert_int_equal(40 + pushed, arpc_deadline_heap_len(&h));
     assert_int_equal(ARPC_OK, arpc_deadline_heap_push(&h, &d[0], 0));
-    atomic_store(&g_fail_allocs, 0);
+    atomic_store(&test_alloc_budget, -1);
     assert_ptr_equal(&d[0], arpc_deadline_heap_top(&h));
     assert_heap_ok(&h);
 
@@ -573,17 +510,16 @@ static void test_loop_stop_leaves_deadlines_unfired(void **state)
 
 int main(void)
 {
-    static const arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
-    arpc_set_allocator(&counting);
+    test_alloc_install(); /* every test ends with nothing outstanding */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_heap_random_vs_reference, check_no_leak),
-        cmocka_unit_test_teardown(test_heap_remove_middle, check_no_leak),
-        cmocka_unit_test_teardown(test_heap_move_armed, check_no_leak),
-        cmocka_unit_test_teardown(test_heap_fini_unarms_and_enomem, check_no_leak),
-        cmocka_unit_test_teardown(test_loop_many_deadlines, check_no_leak),
-        cmocka_unit_test_teardown(test_loop_cancel_move_rearm, check_no_leak),
-        cmocka_unit_test_teardown(test_loop_rearm_in_past_no_livelock, check_no_leak),
-        cmocka_unit_test_teardown(test_loop_stop_leaves_deadlines_unfired, check_no_leak),
+        cmocka_unit_test_no_leak(test_heap_random_vs_reference),
+        cmocka_unit_test_no_leak(test_heap_remove_middle),
+        cmocka_unit_test_no_leak(test_heap_move_armed),
+        cmocka_unit_test_no_leak(test_heap_fini_unarms_and_enomem),
+        cmocka_unit_test_no_leak(test_loop_many_deadlines),
+        cmocka_unit_test_no_leak(test_loop_cancel_move_rearm),
+        cmocka_unit_test_no_leak(test_loop_rearm_in_past_no_livelock),
+        cmocka_unit_test_no_leak(test_loop_stop_leaves_deadlines_unfired),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,22 +14,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "core/frame.h"
 #include "transport/transport.h"
+#include "support/test_util.h"
 
 #include <errno.h>
 #include <sys/socket.h>
-
-static uint64_t now_ms(void) { return arpc_now_ns() / 1000000u; }
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void h_echo(arpc_request *req, void *ctx)
 {
@@ -150,7 +143,7 @@ static void test_stop_grace_is_a_bound(void **state)
     for (int i = 0; i < 4; i++)
         fs[i] = arpc_call_async(c, "t.sleep", "x", 1, ARPC_FOREVER);
     sleep_ms(50); /* the first is running, three wait in the single worker's mailbox */
-    uint64_t t0 = now_ms();
+    int64_t t0 = now_ms();
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 100));
     assert_true(now_ms() - t0 < 1000); /* 100 ms grace + the running handler's rest, at most */
     int shutdown = 0;
@@ -269,30 +262,6 @@ static void test_huge_deadline(void **state)
     arpc_server_destroy(s);
 }
 
-/* Counting allocator: every arpc allocation is tracked, so a cycle that leaves anything
- * behind (until some later teardown) shows. */
-static atomic_long live_allocs;
-static void *count_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&live_allocs, 1);
-    return malloc(n);
-}
-static void *count_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    if (p == NULL)
-        atomic_fetch_add(&live_allocs, 1);
-    return realloc(p, n);
-}
-static void count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    if (p != NULL)
-        atomic_fetch_sub(&live_allocs, 1);
-    free(p);
-}
-
 /* Many clients come and go on one long-lived loop: each leaves nothing behind. */
 static void test_shared_loop_clients_leave_nothing(void **state)
 {
@@ -304,7 +273,7 @@ static void test_shared_loop_clients_leave_nothing(void **state)
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
     arpc_client_options o = {.loop = loop};
     for (int round = 0; round < 2; round++) {
-        long before = atomic_load(&live_allocs);
+        long before = atomic_load(&test_alloc_live);
         for (int i = 0; i < 50; i++) {
             arpc_client *c;
             assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
@@ -314,10 +283,10 @@ static void test_shared_loop_clients_leave_nothing(void **state)
         /* The first round may grow the loop's own tables; the second must be flat. The
          * embedded server (counted too) frees each connection when it sees the close: give
          * it a moment to catch up. */
-        for (int i = 0; round == 1 && i < 400 && atomic_load(&live_allocs) - before > 2; i++)
+        for (int i = 0; round == 1 && i < 400 && atomic_load(&test_alloc_live) - before > 2; i++)
             sleep_ms(5);
         if (round == 1)
-            assert_true(atomic_load(&live_allocs) - before <= 2);
+            assert_true(atomic_load(&test_alloc_live) - before <= 2);
     }
     arpc_loop_destroy(loop);
     arpc_server_destroy(s);
@@ -375,7 +344,7 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
     size_t hlen = arpc_frame_encode_hello(hello, 7, 0, 0);
     assert_int_equal(hlen, send(fd, hello, hlen, MSG_NOSIGNAL));
     size_t accepted = 0;
-    uint64_t until = now_ms() + 1500;
+    int64_t until = now_ms() + 1500;
     for (int i = 0; i < FRAMES && now_ms() < until;) {
         /* The payload after the head stays zero. */
         arpc_frame_encode_request_head(frame, ARPC_FRAME_REQUEST, (uint64_t)i + 1, (uint64_t)i + 1, 0, 0,
@@ -409,8 +378,9 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
 
 int main(void)
 {
-    arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
-    arpc_set_allocator(&counting);
+    /* Every arpc allocation is counted, so a cycle that leaves anything behind (until some
+     * later teardown) shows. */
+    test_alloc_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reply_after_destroy),
         cmocka_unit_test(test_concurrent_stop_and_destroy),
@@ -424,6 +394,6 @@ int main(void)
         cmocka_unit_test(test_backlog_bounded_for_non_reading_peer),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    assert_int_equal(0, atomic_load(&live_allocs)); /* everything arpc allocated was freed */
+    assert_int_equal(0, atomic_load(&test_alloc_live)); /* everything arpc allocated was freed */
     return failed;
 }

@@ -485,53 +485,42 @@ static size_t frame_with(uint8_t *buf, uint8_t kind, uint32_t body_len, size_t l
     return ARPC_FRAME_HEADER_SIZE + body_len;
 }
 
+/* frame_with() into a scratch buffer, then expect_rc() with no body limit. */
+static void expect_body_rc(uint8_t kind, uint32_t body_len, size_t len_off, uint16_t field, int want)
+{
+    uint8_t buf[1024];
+    assert_true(ARPC_FRAME_HEADER_SIZE + body_len <= sizeof buf);
+    expect_rc(buf, frame_with(buf, kind, body_len, len_off, field), UINT32_MAX, want);
+}
+
 static void test_malformed_bodies(void **state)
 {
     (void)state;
-    uint8_t buf[1024];
-    size_t n;
     /* Fixed fields truncated, with a body length that matches the bytes present. */
     for (uint32_t b = 0; b < ARPC_REQUEST_FIXED_SIZE; b++) {
-        n = frame_with(buf, ARPC_FRAME_REQUEST, b, 20, 1);
-        expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-        n = frame_with(buf, ARPC_FRAME_ONEWAY, b, 20, 1);
-        expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
+        expect_body_rc(ARPC_FRAME_REQUEST, b, 20, 1, ARPC_EPROTO);
+        expect_body_rc(ARPC_FRAME_ONEWAY, b, 20, 1, ARPC_EPROTO);
     }
-    for (uint32_t b = 0; b < ARPC_HELLO_BODY_SIZE; b++) {
-        n = frame_with(buf, ARPC_FRAME_HELLO, b, 0, 0);
-        expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    }
+    for (uint32_t b = 0; b < ARPC_HELLO_BODY_SIZE; b++)
+        expect_body_rc(ARPC_FRAME_HELLO, b, 0, 0, ARPC_EPROTO);
     for (uint32_t b = 0; b < ARPC_ERROR_FIXED_SIZE; b++) {
-        n = frame_with(buf, ARPC_FRAME_ERROR, b, 4, 0);
-        expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-        n = frame_with(buf, ARPC_FRAME_GOAWAY, b, 4, 0);
-        expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
+        expect_body_rc(ARPC_FRAME_ERROR, b, 4, 0, ARPC_EPROTO);
+        expect_body_rc(ARPC_FRAME_GOAWAY, b, 4, 0, ARPC_EPROTO);
     }
     /* method_len: 0, one past the body, beyond ARPC_METHOD_MAX though within the body. */
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_ONEWAY, ARPC_REQUEST_FIXED_SIZE + 10, 20, 11);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE, 20, 1);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 300, 20, ARPC_METHOD_MAX + 1);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0xffff);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_ONEWAY, ARPC_REQUEST_FIXED_SIZE + 10, 20, 11, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE, 20, 1, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 300, 20, ARPC_METHOD_MAX + 1, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0xffff, ARPC_EPROTO);
     /* ... and the accepted edges: method filling the body, method of ARPC_METHOD_MAX. */
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 10);
-    expect_rc(buf, n, UINT32_MAX, ARPC_OK);
-    n = frame_with(buf, ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 300, 20, ARPC_METHOD_MAX);
-    expect_rc(buf, n, UINT32_MAX, ARPC_OK);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 10, 20, 10, ARPC_OK);
+    expect_body_rc(ARPC_FRAME_REQUEST, ARPC_REQUEST_FIXED_SIZE + 300, 20, ARPC_METHOD_MAX, ARPC_OK);
     /* msg_len beyond the body, for ERROR and GOAWAY; exactly filling it is fine. */
-    n = frame_with(buf, ARPC_FRAME_ERROR, ARPC_ERROR_FIXED_SIZE + 5, 4, 6);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE + 5, 4, 0xffff);
-    expect_rc(buf, n, UINT32_MAX, ARPC_EPROTO);
-    n = frame_with(buf, ARPC_FRAME_ERROR, ARPC_ERROR_FIXED_SIZE + 5, 4, 5);
-    expect_rc(buf, n, UINT32_MAX, ARPC_OK);
+    expect_body_rc(ARPC_FRAME_ERROR, ARPC_ERROR_FIXED_SIZE + 5, 4, 6, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE + 5, 4, 0xffff, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_ERROR, ARPC_ERROR_FIXED_SIZE + 5, 4, 5, ARPC_OK);
 }
 
 /* Extra bytes after the fixed fields of HELLO, and after the message of ERROR / GOAWAY, are

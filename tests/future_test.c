@@ -9,12 +9,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "arpc/alloc.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
 #include "core/alloc.h"
+#include "support/test_util.h"
 
 #define RACE_ROUNDS 10000
 
@@ -35,19 +35,6 @@ static arpc_future *new_future(void)
     assert_int_equal(ARPC_OK, arpc_future_create(&f));
     assert_non_null(f);
     return f;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* A callback that counts its calls and records the status and its turn. */
@@ -288,53 +275,79 @@ static void test_then_inside_callback(void **state)
     arpc_future_release(f);
 }
 
-/* then() racing complete(): every registration runs exactly once. */
-struct then_racer {
+/* A racer thread in lockstep with the test: each round both pass `start` together, the racer
+ * runs step once while the test does its part, and both meet at `done`. What the test writes
+ * before `start` and reads after `done` needs no other synchronisation: the barriers order it. */
+struct lockstep {
     pthread_barrier_t start, done;
-    arpc_future *f;
-    struct counter cbs[3];
-    bool stop;
+    pthread_t thread;
+    bool stop; /* written before `start` */
+    void (*step)(void *arg);
+    void *arg;
 };
 
-static void *then_racer_main(void *arg)
+static void *lockstep_main(void *p)
+{
+    struct lockstep *l = p;
+    for (;;) {
+        pthread_barrier_wait(&l->start);
+        if (l->stop)
+            return NULL;
+        l->step(l->arg);
+        pthread_barrier_wait(&l->done);
+    }
+}
+
+static void lockstep_start(struct lockstep *l, void (*step)(void *arg), void *arg)
+{
+    *l = (struct lockstep){.step = step, .arg = arg};
+    pthread_barrier_init(&l->start, NULL, 2);
+    pthread_barrier_init(&l->done, NULL, 2);
+    assert_int_equal(0, pthread_create(&l->thread, NULL, lockstep_main, l));
+}
+
+static void lockstep_stop(struct lockstep *l)
+{
+    l->stop = true;
+    pthread_barrier_wait(&l->start);
+    pthread_join(l->thread, NULL);
+    pthread_barrier_destroy(&l->start);
+    pthread_barrier_destroy(&l->done);
+}
+
+/* then() racing complete(): every registration runs exactly once. */
+struct then_racer {
+    arpc_future *f;
+    struct counter cbs[3];
+};
+
+static void then_racer_step(void *arg)
 {
     struct then_racer *r = arg;
-    for (;;) {
-        pthread_barrier_wait(&r->start);
-        if (r->stop)
-            return NULL;
-        for (int i = 0; i < 3; i++)
-            arpc_future_then(r->f, count_cb, &r->cbs[i]);
-        pthread_barrier_wait(&r->done);
-    }
+    for (int i = 0; i < 3; i++)
+        arpc_future_then(r->f, count_cb, &r->cbs[i]);
 }
 
 static void test_then_races_complete(void **state)
 {
     (void)state;
     struct then_racer r = {0};
-    pthread_barrier_init(&r.start, NULL, 2);
-    pthread_barrier_init(&r.done, NULL, 2);
-    pthread_t t;
-    assert_int_equal(0, pthread_create(&t, NULL, then_racer_main, &r));
+    struct lockstep ls;
+    lockstep_start(&ls, then_racer_step, &r);
     for (int round = 0; round < RACE_ROUNDS / 4; round++) {
         r.f = new_future();
         for (int i = 0; i < 3; i++)
             r.cbs[i] = (struct counter){0};
-        pthread_barrier_wait(&r.start);
+        pthread_barrier_wait(&ls.start);
         assert_true(arpc_future_complete(r.f, ARPC_OK, NULL, 0));
-        pthread_barrier_wait(&r.done);
+        pthread_barrier_wait(&ls.done);
         for (int i = 0; i < 3; i++) {
             assert_int_equal(1, atomic_load(&r.cbs[i].calls));
             assert_int_equal(ARPC_OK, r.cbs[i].status);
         }
         arpc_future_release(r.f);
     }
-    r.stop = true;
-    pthread_barrier_wait(&r.start);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&r.start);
-    pthread_barrier_destroy(&r.done);
+    lockstep_stop(&ls);
 }
 
 /* ---- cancel ---- */
@@ -373,33 +386,23 @@ static void test_complete_does_not_run_cancel_hook(void **state)
 }
 
 struct cancel_racer {
-    pthread_barrier_t start, done;
     arpc_future *f;
     bool won;
-    bool stop;
 };
 
-static void *cancel_racer_main(void *arg)
+static void cancel_racer_step(void *arg)
 {
     struct cancel_racer *r = arg;
-    for (;;) {
-        pthread_barrier_wait(&r->start);
-        if (r->stop)
-            return NULL;
-        r->won = arpc_future_cancel(r->f);
-        arpc_future_release(r->f); /* the racer's own reference */
-        pthread_barrier_wait(&r->done);
-    }
+    r->won = arpc_future_cancel(r->f);
+    arpc_future_release(r->f); /* the racer's own reference */
 }
 
 static void test_cancel_races_complete(void **state)
 {
     (void)state;
     struct cancel_racer r = {0};
-    pthread_barrier_init(&r.start, NULL, 2);
-    pthread_barrier_init(&r.done, NULL, 2);
-    pthread_t t;
-    assert_int_equal(0, pthread_create(&t, NULL, cancel_racer_main, &r));
+    struct lockstep ls;
+    lockstep_start(&ls, cancel_racer_step, &r);
     int cancel_wins = 0;
     for (int round = 0; round < RACE_ROUNDS; round++) {
         atomic_int hook = 0;
@@ -408,9 +411,9 @@ static void test_cancel_races_complete(void **state)
         arpc_future_on_cancel(r.f, count_hook, &hook);
         assert_int_equal(ARPC_OK, arpc_future_then(r.f, count_cb, &cb));
         arpc_future_retain(r.f);
-        pthread_barrier_wait(&r.start); /* both threads go */
+        pthread_barrier_wait(&ls.start); /* both threads go */
         bool completed = arpc_future_complete(r.f, ARPC_OK, buf_of("reply"), 6);
-        pthread_barrier_wait(&r.done);
+        pthread_barrier_wait(&ls.done);
 
         assert_true(completed != r.won); /* exactly one winner */
         assert_int_equal(1, atomic_load(&cb.calls));
@@ -424,11 +427,7 @@ static void test_cancel_races_complete(void **state)
         cancel_wins += r.won;
         arpc_future_release(r.f);
     }
-    r.stop = true;
-    pthread_barrier_wait(&r.start);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&r.start);
-    pthread_barrier_destroy(&r.done);
+    lockstep_stop(&ls);
     print_message("cancel won %d of %d races\n", cancel_wins, RACE_ROUNDS);
 }
 
@@ -550,44 +549,17 @@ static void test_wait_any_repeated_timeouts(void **state)
 
 /* ---- out of memory ---- */
 
-/* Allocations succeed while allow_allocs is positive (counting down), or when it is -1. */
-static atomic_int allow_allocs = -1;
-
-static bool alloc_allowed(void)
-{
-    int n = atomic_load(&allow_allocs);
-    while (n > 0 && !atomic_compare_exchange_weak(&allow_allocs, &n, n - 1))
-        ;
-    return n != 0;
-}
-static void *failing_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    return alloc_allowed() ? malloc(size) : NULL;
-}
-static void *failing_realloc(void *p, size_t size, void *ctx)
-{
-    (void)ctx;
-    return alloc_allowed() ? realloc(p, size) : NULL;
-}
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 static void test_out_of_memory(void **state)
 {
     (void)state;
-    const arpc_allocator failing = {failing_malloc, failing_realloc, plain_free, NULL};
-    arpc_set_allocator(&failing);
+    test_alloc_install();
     struct counter first = {0}, second = {0};
     arpc_future *f = new_future();
     arpc_future *g = new_future();
     size_t index = 99;
     arpc_future *both[2] = {g, f};
 
-    atomic_store(&allow_allocs, 0);
+    atomic_store(&test_alloc_budget, 0);
     arpc_future *h = NULL;
     assert_int_equal(ARPC_ENOMEM, arpc_future_create(&h));
     assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &first)); /* embedded node */
@@ -595,9 +567,9 @@ static void test_out_of_memory(void **state)
     assert_int_equal(ARPC_ENOMEM, arpc_future_wait_any(both, 2, 10, &index)); /* no waiter */
     /* The waiter is allocated and registers on g (embedded node), then f's node fails:
      * g keeps a reference to the waiter until it completes. */
-    atomic_store(&allow_allocs, 1);
+    atomic_store(&test_alloc_budget, 1);
     assert_int_equal(ARPC_ENOMEM, arpc_future_wait_any(both, 2, 10, &index));
-    atomic_store(&allow_allocs, -1);
+    atomic_store(&test_alloc_budget, -1);
 
     assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
     assert_int_equal(1, atomic_load(&first.calls));

@@ -17,7 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -26,70 +25,9 @@
 #include "arpc/error.h"
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
-
-/* ---- counting allocator: every test ends with nothing outstanding ---- */
-
-static atomic_long g_outstanding;
-static atomic_long g_fail_after = -1; /* >= 0: that many allocations succeed, then all fail */
-
-static bool alloc_allowed(void)
-{
-    long left = atomic_load(&g_fail_after);
-    while (left >= 0) {
-        if (left == 0)
-            return false;
-        if (atomic_compare_exchange_weak(&g_fail_after, &left, left - 1))
-            return true;
-    }
-    return true;
-}
-
-static void *count_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    void *p = alloc_allowed() ? malloc(size) : NULL;
-    if (p != NULL)
-        atomic_fetch_add(&g_outstanding, 1);
-    return p;
-}
-
-static void *count_realloc(void *ptr, size_t size, void *ctx)
-{
-    (void)ctx;
-    void *p = alloc_allowed() ? realloc(ptr, size) : NULL;
-    if (p != NULL && ptr == NULL)
-        atomic_fetch_add(&g_outstanding, 1);
-    return p;
-}
-
-static void count_free(void *ptr, void *ctx)
-{
-    (void)ctx;
-    if (ptr != NULL)
-        atomic_fetch_sub(&g_outstanding, 1);
-    free(ptr);
-}
-
-static int check_no_leak(void **state)
-{
-    (void)state;
-    assert_int_equal(0, atomic_load(&g_outstanding));
-    return 0;
-}
+#include "support/test_util.h"
 
 /* ---- helpers ---- */
-
-static bool sem_wait_secs(sem_t *s, int secs)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += secs;
-    while (sem_timedwait(s, &ts) != 0) {
-        if (errno != EINTR)
-            return false;
-    }
-    return true;
-}
 
 static int thread_count(void)
 {
@@ -107,7 +45,7 @@ static int thread_count(void)
 static bool wait_for_teardown(int threads, long allocations)
 {
     for (int i = 0; i < 10000; i++) {
-        if (thread_count() == threads && atomic_load(&g_outstanding) == allocations)
+        if (thread_count() == threads && atomic_load(&test_alloc_live) == allocations)
             return true;
         usleep(1000);
     }
@@ -299,25 +237,38 @@ static void stop_hook(arpc_loop *loop, void *arg)
     sem_post(&c->hooked);
 }
 
+/* A loop whose on_stop hook is stop_hook; the test then submits stop_task or destroy_task. */
+static void stop_ctx_init(struct stop_ctx *c)
+{
+    sem_init(&c->hooked, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c->loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c->loop, stop_hook, c));
+}
+
+/* The stopping task and the hook each ran once, on the loop thread, and the submit made
+ * after the stop was refused and never ran. */
+static void stop_ctx_check(struct stop_ctx *c)
+{
+    assert_int_equal(1, c->stop_tasks);
+    assert_int_equal(1, c->hooks);
+    assert_int_equal(0, c->off_thread);
+    assert_int_equal(ARPC_ESHUTDOWN, c->late_rc);
+    assert_int_equal(0, c->late_ran);
+    sem_destroy(&c->hooked);
+}
+
 static void test_stop_from_own_task(void **state)
 {
     (void)state;
     struct stop_ctx c = {0};
-    sem_init(&c.hooked, 0, 0);
-    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    stop_ctx_init(&c);
     assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
     assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, stop_task, &c));
     assert_true(sem_wait_secs(&c.hooked, 20));
     assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_submit(c.loop, late_task, &c));
     arpc_loop_stop(c.loop); /* idempotent, from another thread too */
     arpc_loop_destroy(c.loop);
-    assert_int_equal(1, c.stop_tasks);
-    assert_int_equal(1, c.hooks);
-    assert_int_equal(0, c.off_thread);
-    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
-    assert_int_equal(0, c.late_ran);
-    sem_destroy(&c.hooked);
+    stop_ctx_check(&c);
 }
 
 static void test_destroy_from_own_task_started(void **state)
@@ -325,39 +276,25 @@ static void test_destroy_from_own_task_started(void **state)
     (void)state;
     int threads = thread_count();
     struct stop_ctx c = {0};
-    sem_init(&c.hooked, 0, 0);
-    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    stop_ctx_init(&c);
     assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
     assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, destroy_task, &c));
     assert_true(sem_wait_secs(&c.hooked, 20));
     /* The loop thread frees the loop, detaches and exits. */
     assert_true(wait_for_teardown(threads, 0));
-    assert_int_equal(1, c.stop_tasks);
-    assert_int_equal(1, c.hooks);
-    assert_int_equal(0, c.off_thread);
-    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
-    assert_int_equal(0, c.late_ran);
-    sem_destroy(&c.hooked);
+    stop_ctx_check(&c);
 }
 
 static void test_destroy_from_own_task_run(void **state)
 {
     (void)state;
     struct stop_ctx c = {0};
-    sem_init(&c.hooked, 0, 0);
-    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_on_stop(c.loop, stop_hook, &c));
+    stop_ctx_init(&c);
     assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, destroy_task, &c));
     assert_int_equal(ARPC_OK, arpc_loop_run(c.loop));
     /* Freed before arpc_loop_run returned. */
-    assert_int_equal(0, atomic_load(&g_outstanding));
-    assert_int_equal(1, c.stop_tasks);
-    assert_int_equal(1, c.hooks);
-    assert_int_equal(0, c.off_thread);
-    assert_int_equal(ARPC_ESHUTDOWN, c.late_rc);
-    assert_int_equal(0, c.late_ran);
-    sem_destroy(&c.hooked);
+    assert_int_equal(0, atomic_load(&test_alloc_live));
+    stop_ctx_check(&c);
 }
 
 /* ---- arpc_loop_run on the caller's thread, stopped from another ---- */
@@ -764,12 +701,12 @@ static void test_create_enomem(void **state)
     long n;
     for (n = 0; rc == ARPC_ENOMEM && n < 20; n++) {
         arpc_loop *loop = (arpc_loop *)&n;
-        atomic_store(&g_fail_after, n);
+        atomic_store(&test_alloc_budget, n);
         rc = arpc_loop_create(&loop, NULL);
-        atomic_store(&g_fail_after, -1);
+        atomic_store(&test_alloc_budget, -1);
         if (rc == ARPC_ENOMEM) {
             assert_null(loop);
-            assert_int_equal(0, atomic_load(&g_outstanding));
+            assert_int_equal(0, atomic_load(&test_alloc_live));
         } else {
             assert_int_equal(ARPC_OK, rc);
             arpc_loop_destroy(loop);
@@ -781,26 +718,25 @@ static void test_create_enomem(void **state)
 
 int main(void)
 {
-    static const arpc_allocator counting = {count_malloc, count_realloc, count_free, NULL};
-    arpc_set_allocator(&counting);
+    test_alloc_install(); /* every test ends with nothing outstanding */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_many_submitters, check_no_leak),
-        cmocka_unit_test_teardown(test_many_submitters_small_ring, check_no_leak),
-        cmocka_unit_test_teardown(test_ping_pong_no_lost_wakeup, check_no_leak),
-        cmocka_unit_test_teardown(test_stop_from_own_task, check_no_leak),
-        cmocka_unit_test_teardown(test_destroy_from_own_task_started, check_no_leak),
-        cmocka_unit_test_teardown(test_destroy_from_own_task_run, check_no_leak),
-        cmocka_unit_test_teardown(test_run_on_caller_thread, check_no_leak),
-        cmocka_unit_test_teardown(test_start_twice, check_no_leak),
-        cmocka_unit_test_teardown(test_submit_after_stop, check_no_leak),
-        cmocka_unit_test_teardown(test_accepted_tasks_run_despite_stop, check_no_leak),
-        cmocka_unit_test_teardown(test_on_stop_hooks_started, check_no_leak),
-        cmocka_unit_test_teardown(test_destroy_never_run, check_no_leak),
-        cmocka_unit_test_teardown(test_stop_before_run, check_no_leak),
-        cmocka_unit_test_teardown(test_local_submits, check_no_leak),
-        cmocka_unit_test_teardown(test_task_flood_does_not_starve_timers, check_no_leak),
-        cmocka_unit_test_teardown(test_backlog_before_start, check_no_leak),
-        cmocka_unit_test_teardown(test_create_enomem, check_no_leak),
+        cmocka_unit_test_no_leak(test_many_submitters),
+        cmocka_unit_test_no_leak(test_many_submitters_small_ring),
+        cmocka_unit_test_no_leak(test_ping_pong_no_lost_wakeup),
+        cmocka_unit_test_no_leak(test_stop_from_own_task),
+        cmocka_unit_test_no_leak(test_destroy_from_own_task_started),
+        cmocka_unit_test_no_leak(test_destroy_from_own_task_run),
+        cmocka_unit_test_no_leak(test_run_on_caller_thread),
+        cmocka_unit_test_no_leak(test_start_twice),
+        cmocka_unit_test_no_leak(test_submit_after_stop),
+        cmocka_unit_test_no_leak(test_accepted_tasks_run_despite_stop),
+        cmocka_unit_test_no_leak(test_on_stop_hooks_started),
+        cmocka_unit_test_no_leak(test_destroy_never_run),
+        cmocka_unit_test_no_leak(test_stop_before_run),
+        cmocka_unit_test_no_leak(test_local_submits),
+        cmocka_unit_test_no_leak(test_task_flood_does_not_starve_timers),
+        cmocka_unit_test_no_leak(test_backlog_before_start),
+        cmocka_unit_test_no_leak(test_create_enomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #include "arpc/arpc.h"
 #include "core/frame.h"
 #include "transport/transport.h"
+#include "support/test_util.h"
 
 #ifdef ARPC_TSAN
 #define CALLS_PER_THREAD 1500
@@ -58,8 +59,6 @@ struct fixture {
     atomic_int oneway_count;
     atomic_int oneway_inside;
 };
-
-static uint64_t now_ms(void) { return arpc_now_ns() / 1000000u; }
 
 static void h_echo(arpc_request *req, void *ctx)
 {
@@ -103,8 +102,7 @@ static void h_get_count(arpc_request *req, void *ctx)
 static void *late_reply_thread(void *arg)
 {
     arpc_request *req = arg;
-    struct timespec ts = {0, 50 * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_ms(50);
     arpc_reply(req, "late", 4);
     return NULL;
 }
@@ -393,7 +391,7 @@ static void test_late_reply(void **state)
 {
     struct fixture *fx = *state;
     arpc_client *c = connect_client(fx, NULL);
-    uint64_t t0 = now_ms();
+    int64_t t0 = now_ms();
     void *reply = NULL;
     size_t len = 0;
     assert_int_equal(ARPC_OK, arpc_call(c, "test.late", "q", 1, &reply, &len, 5000));
@@ -408,9 +406,9 @@ static void test_deadline_never_answered(void **state)
 {
     struct fixture *fx = *state;
     arpc_client *c = connect_client(fx, NULL);
-    uint64_t t0 = now_ms();
+    int64_t t0 = now_ms();
     assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "test.hold", "q", 1, NULL, NULL, 100));
-    uint64_t took = now_ms() - t0;
+    int64_t took = now_ms() - t0;
     assert_true(took >= 100);
     assert_true(took < 1000);
     /* The client default deadline applies when a call passes 0. */
@@ -513,7 +511,7 @@ static bool raw_send_then_closed(struct fixture *fx, const void *bytes, size_t l
         off += (size_t)n;
     }
     bool closed = false;
-    uint64_t until = now_ms() + 3000;
+    int64_t until = now_ms() + 3000;
     while (!closed && now_ms() < until) {
         struct pollfd r = {.fd = fd, .events = POLLIN};
         if (poll(&r, 1, 100) <= 0)
@@ -575,7 +573,7 @@ static void test_server_killed_mid_call(void **state)
     for (int i = 0; i < 10; i++)
         fs[i] = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
-    uint64_t t0 = now_ms();
+    int64_t t0 = now_ms();
     arpc_server_stop(fx->server, 0); /* no grace: connections close with calls in flight */
     for (int i = 0; i < 10; i++) {
         /* Held by a handler: the connection broke under it (may have run). Still queued
@@ -630,7 +628,7 @@ static void test_server_process_killed(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, bound, NULL));
     arpc_future *f = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
-    uint64_t t0 = now_ms();
+    int64_t t0 = now_ms();
     kill(pid, SIGKILL);
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 1000));
     assert_true(now_ms() - t0 < 1000);

@@ -26,12 +26,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "arpc/alloc.h"
 #include "arpc/error.h"
 #include "transport/transport.h"
+#include "support/test_util.h"
 
 #define WAIT_MS 5000 /* generous bound for events that should come at once */
 #define CONNECT_MS 5000
@@ -195,13 +195,6 @@ static void assert_nonblocking_cloexec(int fd)
     int fdf = fcntl(fd, F_GETFD);
     assert_true(fl >= 0 && (fl & O_NONBLOCK));
     assert_true(fdf >= 0 && (fdf & FD_CLOEXEC));
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- conformance: every transport ---------------------------------------------------- */
@@ -842,42 +835,21 @@ static void s_inproc_accept_foreign_fd(void **state)
     close(sv[1]);
 }
 
-static int fail_allocs;
-
-static void *failing_malloc(size_t size, void *ctx)
-{
-    (void)ctx;
-    return fail_allocs ? NULL : malloc(size);
-}
-
-static void *failing_realloc(void *p, size_t size, void *ctx)
-{
-    (void)ctx;
-    return fail_allocs ? NULL : realloc(p, size);
-}
-
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 /* Out of memory reaches the caller as ARPC_ENOMEM with nothing left behind. */
 static void s_inproc_out_of_memory(void **state)
 {
     (void)state;
-    const arpc_allocator failing = {failing_malloc, failing_realloc, plain_free, NULL};
-    arpc_set_allocator(&failing);
+    test_alloc_install();
     int fd = -1;
     char bound[ARPC_ADDR_MAX];
-    fail_allocs = 1;
+    atomic_store(&test_alloc_budget, 0); /* every allocation fails */
     assert_int_equal(ARPC_ENOMEM, arpc_transport_inproc.t_listen("oom", &fd, bound, sizeof(bound)));
-    fail_allocs = 0;
+    atomic_store(&test_alloc_budget, -1);
     assert_int_equal(ARPC_OK, arpc_transport_inproc.t_listen("oom", &fd, bound, sizeof(bound)));
     int c = -1;
-    fail_allocs = 1; /* the first queued connection needs the queue */
+    atomic_store(&test_alloc_budget, 0); /* the first queued connection needs the queue */
     assert_int_equal(ARPC_ENOMEM, arpc_transport_inproc.t_connect("oom", 0, &c));
-    fail_allocs = 0;
+    atomic_store(&test_alloc_budget, -1);
     assert_int_equal(-1, c);
     assert_int_equal(0, wait_fd(fd, POLLIN, 0)); /* nothing was queued */
     arpc_transport_inproc.t_unlisten("oom", fd);

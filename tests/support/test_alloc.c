@@ -1,0 +1,67 @@
+/* The counting, failable allocator. Thread-safe: arpc allocates on its own threads too. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "support/test_util.h"
+
+atomic_long test_alloc_live;
+atomic_long test_alloc_budget = -1;
+
+/* Takes one from the budget unless it is unlimited; an exhausted budget stays at 0. */
+static bool alloc_allowed(void)
+{
+    long left = atomic_load(&test_alloc_budget);
+    while (left >= 0) {
+        if (left == 0)
+            return false;
+        if (atomic_compare_exchange_weak(&test_alloc_budget, &left, left - 1))
+            return true;
+    }
+    return true;
+}
+
+static void *counted_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    void *p = alloc_allowed() ? malloc(size) : NULL;
+    if (p != NULL)
+        atomic_fetch_add(&test_alloc_live, 1);
+    return p;
+}
+
+static void *counted_realloc(void *ptr, size_t size, void *ctx)
+{
+    (void)ctx;
+    void *p = alloc_allowed() ? realloc(ptr, size) : NULL;
+    if (p != NULL && ptr == NULL) /* a resize keeps the count; a fresh block adds one */
+        atomic_fetch_add(&test_alloc_live, 1);
+    return p;
+}
+
+static void counted_free(void *ptr, void *ctx)
+{
+    (void)ctx;
+    if (ptr != NULL)
+        atomic_fetch_sub(&test_alloc_live, 1);
+    free(ptr);
+}
+
+const arpc_allocator test_allocator = {counted_malloc, counted_realloc, counted_free, NULL};
+
+void test_alloc_install(void)
+{
+    atomic_store(&test_alloc_live, 0);
+    atomic_store(&test_alloc_budget, -1);
+    arpc_set_allocator(&test_allocator);
+}
+
+int test_alloc_check_no_leak(void **state)
+{
+    (void)state;
+    assert_int_equal(0, atomic_load(&test_alloc_live));
+    return 0;
+}

@@ -1,0 +1,63 @@
+/*
+ * Scaffolding shared by the tests: real waits (a counting latch, a timed semaphore wait),
+ * clocks and sleeps, a replayable PRNG, off-thread checks, and a counting allocator that can
+ * be told to fail. None of it is part of arpc; it only keeps each test file about its subject.
+ */
+#ifndef ARPC_TEST_UTIL_H
+#define ARPC_TEST_UTIL_H
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arpc/alloc.h"
+
+/* ---- counting latch: the tests' real wait for work done on other threads ---- */
+
+void latch_reset(void);
+/* Counts one event and wakes every waiter. Any thread. */
+void latch_add(void);
+/* Waits until latch_add() was called target times since the reset; false after timeout_ms. */
+bool latch_wait(unsigned target, int timeout_ms);
+
+/* Waits on s for up to secs seconds (retrying EINTR); false on timeout. */
+bool sem_wait_secs(sem_t *s, int secs);
+
+/* ---- time ---- */
+
+/* Milliseconds on CLOCK_MONOTONIC (the clock arpc_now_ns reads). */
+int64_t now_ms(void);
+/* Sleeps ms milliseconds, resuming after signals. Only to pace or delay, never to synchronise. */
+void sleep_ms(long ms);
+
+/* xorshift64*: a small seeded generator, so a failing input can be replayed. */
+uint64_t rng_next(uint64_t *s);
+
+/* ---- checks on threads other than the test's ----
+ * cmocka's asserts must run on the test's thread: CHECK records the first failing line in
+ * bad_line instead, and the test asserts bad_line == 0 once the other threads are done. */
+extern atomic_int bad_line;
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond))                                                                         \
+            atomic_store(&bad_line, __LINE__);                                               \
+    } while (0)
+
+/* ---- counting allocator that can fail ----
+ * Tracks every block arpc holds (so a test can check nothing leaked) and fails allocations
+ * on demand (so a test can check every ENOMEM path). Growing an existing block with realloc
+ * is an allocation too: it takes from the budget and may fail. */
+
+extern const arpc_allocator test_allocator;
+extern atomic_long test_alloc_live;   /* blocks handed out and not yet freed */
+extern atomic_long test_alloc_budget; /* < 0: unlimited; n >= 0: n more succeed, then all fail */
+
+/* Zeroes the live count, makes the budget unlimited and installs test_allocator. */
+void test_alloc_install(void);
+/* A cmocka teardown: fails the test if any block is still live. */
+int test_alloc_check_no_leak(void **state);
+/* A cmocka test that must end with no block live (with test_allocator installed). */
+#define cmocka_unit_test_no_leak(f) cmocka_unit_test_teardown(f, test_alloc_check_no_leak)
+
+#endif
