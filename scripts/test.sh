@@ -7,6 +7,7 @@ source scripts/deps.sh
 arpc_install_deps
 
 JOBS=$(nproc)
+PASSED=0
 run_suite() { # name, extra cmake args...
     local name=$1; shift
     local dir=build-test-$name
@@ -15,7 +16,10 @@ run_suite() { # name, extra cmake args...
     cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning|error" >&2 || true
     cmake --build "$dir" -j"$JOBS" >/dev/null
     echo "== [$name] ctest" >&2
-    (cd "$dir" && ctest --output-on-failure -j1 --timeout 600)
+    (cd "$dir" && ctest --output-on-failure -j1 --timeout 600) | tee "$dir/ctest.log"
+    local n
+    n=$(sed -n 's/^100% tests passed, 0 tests failed out of \([0-9]*\)$/\1/p' "$dir/ctest.log")
+    PASSED=$((PASSED + ${n:-0}))
 }
 
 run_suite release -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -27,5 +31,7 @@ for mode in latency throughput; do
     extra=""; [ "$mode" = throughput ] && extra="--window 64"
     out=$(build-test-release/bench/arpc-bench "$mode" --calls 3000 $extra --payload 16 --transport tcp --quiet)
     echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
+    PASSED=$((PASSED + 1))
 done
-echo "all suites passed" >&2
+# Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
+echo "tests: $PASSED passed, 0 failed"
