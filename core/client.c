@@ -196,7 +196,10 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_GOAWAY: {
         /* The server takes no new calls; the ones in flight still get their replies. */
         int expected = CL_OPEN;
-        int why = f->f_code > ARPC_OK && f->f_code < ARPC_ERROR_COUNT_ ? (int)f->f_code : ARPC_ESHUTDOWN;
+        /* Only reasons that make sense for new calls; anything else reads as "shutting down". */
+        int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED
+                      ? (int)f->f_code
+                      : ARPC_ESHUTDOWN;
         atomic_store(&c->cl_lost_reason, why);
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
         if (f->f_msg_len && why != ARPC_ESHUTDOWN)
@@ -392,17 +395,21 @@ static int client_wait(arpc_client *c, arpc_future *f)
     return arpc_loop_wait(c->cl_loop, f);
 }
 
-/* As client_wait, but gives up after timeout_ms with ARPC_EPENDING. */
-static int client_wait_for(arpc_client *c, arpc_future *f, int64_t timeout_ms)
+/* As client_wait, but gives up at the absolute time until_ns with ARPC_EPENDING. */
+static int client_wait_until(arpc_client *c, arpc_future *f, uint64_t until_ns)
 {
-    uint64_t until = arpc_now_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
         int st = arpc_future_poll(f);
-        if (st != ARPC_EPENDING || arpc_now_ns() >= until)
+        uint64_t now = arpc_now_ns();
+        if (st != ARPC_EPENDING || now >= until_ns)
             return st;
-        int64_t left = (int64_t)((until - arpc_now_ns()) / 1000000u) + 1;
-        if (c->cl_owns_loop || arpc_loop_run_until(c->cl_loop, f, left) == ARPC_EBUSY)
-            arpc_future_wait_for(f, c->cl_owns_loop ? left : 1);
+        int64_t left = (int64_t)((until_ns - now) / 1000000u) + 1;
+        if (c->cl_owns_loop) {
+            arpc_future_wait_for(f, left); /* the loop has its own thread: just sleep */
+        } else if (arpc_loop_run_until(c->cl_loop, f, left) == ARPC_EBUSY) {
+            /* Someone else runs the loop; if it is a caller who may stop driving, look again soon. */
+            arpc_future_wait_for(f, left < 10 ? left : 10);
+        }
     }
 }
 
@@ -441,7 +448,12 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
     if (tr == NULL || strlen(addr) >= ARPC_ADDR_MAX)
         return ARPC_EADDR;
+    if (o.loop != NULL && arpc_loop_on_thread(o.loop))
+        return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
     int64_t timeout = o.connect_timeout_ms ? o.connect_timeout_ms : 5000;
+    /* One deadline covers the socket connect and the HELLO exchange. */
+    uint64_t until = timeout < 0 || timeout > (int64_t)3153600000000 ? UINT64_MAX
+                                                                    : arpc_now_ns() + (uint64_t)timeout * 1000000u;
     arpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return ARPC_ENOMEM;
@@ -492,7 +504,7 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     /* Wait for the server's HELLO: it carries the server's frame limit, so a request the
      * server would refuse is failed here with ETOOLARGE instead of breaking the connection;
      * and a peer that is not an arpc server is reported at connect, not at the first call. */
-    int hello = client_wait_for(c, c->cl_hello, timeout);
+    int hello = until == UINT64_MAX ? client_wait(c, c->cl_hello) : client_wait_until(c, c->cl_hello, until);
     if (hello != ARPC_OK) {
         rc = connect_failure(c, hello);
         arpc_client_close(c);

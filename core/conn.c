@@ -6,9 +6,10 @@
  * the submit ring in this iteration has queued its frame, so one writev carries them all.
  * This costs no latency: prepare runs in the same iteration, before the poll.
  *
- * Reading: one read() per readiness, into a buffer that starts at 64 KiB and grows only to
- * fit a frame whose header says it is larger (never beyond header + max_body). Frames are
- * parsed in place; the remainder is moved to the front only when the buffer's tail is short.
+ * Reading: one read() per readiness, into a buffer that starts at 64 KiB and doubles, for a
+ * frame whose header says it is larger, only as the bytes actually arrive (a peer must send N
+ * bytes to make us hold N), and shrinks back once a large frame has passed. Frames are parsed
+ * in place; the remainder is moved to the front only when the buffer's tail is short.
  */
 #include "core/conn.h"
 

@@ -4,7 +4,8 @@
  * Threads: the loop thread owns listeners, connections and their sockets. A request is copied
  * out of the read buffer into an arpc_request and posted to the method's actor (or group, or
  * run inline on the loop). arpc_reply() encodes the reply frame on the replying thread into
- * one allocation, which travels to the loop through arpc_loop_submit and is then queued on the
+ * one allocation, which travels to the loop through the reply hand-off (core/handoff.h: an
+ * unbounded CK stack, so a replying worker never waits for the loop) and is then queued on the
  * connection as is (the output queue frees it once written): one allocation per reply.
  *
  * Lifetimes: a server_conn is referenced by the loop (until its connection closes) and by
@@ -15,8 +16,10 @@
  * its loop.
  *
  * Graceful stop: refuse new calls (ESHUTDOWN error replies: they did not run), close the
- * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then close
- * every connection, stop the actor pool (draining) and the loop.
+ * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then stop
+ * the pool discarding what is still queued (answered ESHUTDOWN: did not run; handlers already
+ * running are waited for), flush replies already handed over, close every connection, stop
+ * the loop.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -226,11 +229,13 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     rm->rm_len = flen;
     rm->rm_conn = sc;
     atomic_fetch_add(&sc->sc_refs, 1); /* the reply's, dropped on delivery */
-    /* request_done may drop the last server reference: hold one across the hand-over. */
+    /* Hand the reply over before the request counts as finished: a stop waiting for in-flight
+     * calls must find the reply queued when it sees the count reach zero. request_done may
+     * drop the last server reference, so hold one until we are done. */
     arpc_server *s = sc->sc_server;
     atomic_fetch_add(&s->sv_refs, 1);
-    request_done(req);
     int hrc = reply_hand_over(s, rm);
+    request_done(req);
     server_release(s);
     return hrc != ARPC_OK ? hrc : rc;
 }
@@ -414,13 +419,16 @@ static const struct arpc_conn_ops server_conn_ops = {
 static void describe_peer(int fd, const struct listener *l, char *out, size_t outlen)
 {
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     socklen_t sl = sizeof(ss);
     char host[INET6_ADDRSTRLEN] = "";
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        ss.ss_family = AF_UNSPEC;
+    if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
         snprintf(out, outlen, "tcp://%s:%u", host, ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6 && sl > 0) {
+    } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
         snprintf(out, outlen, "tcp://[%s]:%u", host, ntohs(a->sin6_port));
@@ -558,7 +566,9 @@ static void server_run_on_loop(arpc_server *s, arpc_task_fn fn)
     struct sync_task t = {s, NULL};
     if (arpc_future_create(&t.st_done) != ARPC_OK)
         return; /* out of memory: the step is skipped; destroy still frees everything */
-    if (arpc_loop_submit(s->sv_loop, fn, &t) == ARPC_OK)
+    if (arpc_loop_on_thread(s->sv_loop))
+        fn(s->sv_loop, &t); /* we are the loop thread: run it here, never queue &t and leave */
+    else if (arpc_loop_submit(s->sv_loop, fn, &t) == ARPC_OK)
         arpc_loop_wait(s->sv_loop, t.st_done); /* runs the loop here if nobody does */
     else
         fn(s->sv_loop, &t);
@@ -609,7 +619,13 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     }
     if (o.loop != NULL) {
         s->sv_loop = o.loop;
-        server_run_on_loop(s, task_start_replies);
+        if (arpc_loop_on_thread(o.loop)) {
+            /* Created from a task on that loop: we are the loop thread, start it here. */
+            arpc_handoff_start(&s->sv_replies, arpc_loop_ev(o.loop), handoff_deliver_reply, s);
+            s->sv_replies_started = true;
+        } else {
+            server_run_on_loop(s, task_start_replies);
+        }
         if (!s->sv_replies_started) {
             server_free(s);
             return ARPC_ENOMEM;
@@ -719,6 +735,10 @@ void arpc_server_destroy(arpc_server *s)
 {
     if (s == NULL)
         return;
-    arpc_server_stop(s, 1000);
+    if (arpc_server_stop(s, 1000) == ARPC_EBUSY) {
+        /* From a handler or the loop: stopping would wait for ourselves. */
+        fprintf(stderr, "arpc: arpc_server_destroy called from the server's own loop or worker: ignored\n");
+        return;
+    }
     server_release(s);
 }

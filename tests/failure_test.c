@@ -376,6 +376,70 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
     arpc_server_destroy(s);
 }
 
+/* From a task on a user's loop: a server can be created there, a client cannot connect
+ * (it would wait for the very loop it runs on) and says so at once. */
+struct on_loop_arg {
+    const char *addr;
+    arpc_server *server;
+    int server_rc, connect_rc;
+    atomic_int done;
+};
+
+static void create_on_loop(arpc_loop *loop, void *p)
+{
+    struct on_loop_arg *a = p;
+    arpc_server_options so = {.loop = loop, .workers = 1};
+    a->server_rc = arpc_server_create(&a->server, &so);
+    arpc_client *c = NULL;
+    arpc_client_options co = {.loop = loop, .connect_timeout_ms = 300};
+    a->connect_rc = arpc_client_connect(&c, a->addr, &co);
+    atomic_store(&a->done, 1);
+}
+
+static void test_create_and_connect_on_loop_thread(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    struct on_loop_arg a = {.addr = addr};
+    atomic_init(&a.done, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, create_on_loop, &a));
+    int64_t t0 = now_ms();
+    while (!atomic_load(&a.done))
+        sleep_ms(1);
+    assert_int_equal(ARPC_OK, a.server_rc);
+    assert_int_equal(ARPC_EBUSY, a.connect_rc);
+    assert_true(now_ms() - t0 < 250); /* refused at once, not after the connect timeout */
+    /* The server made on the loop thread works. */
+    char addr2[256];
+    assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(a.server, "tcp://127.0.0.1:0", addr2, sizeof(addr2)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr2, NULL));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    arpc_client_close(c);
+    arpc_server_destroy(a.server);
+    arpc_loop_destroy(loop);
+    arpc_server_destroy(s);
+}
+
+/* ARPC_FOREVER as the connect timeout means no limit (it once wrapped into "already late"). */
+static void test_connect_timeout_forever(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_client *c;
+    arpc_client_options o = {.connect_timeout_ms = ARPC_FOREVER};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Every arpc allocation is counted, so a cycle that leaves anything behind (until some
@@ -392,6 +456,8 @@ int main(void)
         cmocka_unit_test(test_shared_loop_clients_leave_nothing),
         cmocka_unit_test(test_self_wait_refused),
         cmocka_unit_test(test_backlog_bounded_for_non_reading_peer),
+        cmocka_unit_test(test_create_and_connect_on_loop_thread),
+        cmocka_unit_test(test_connect_timeout_forever),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live)); /* everything arpc allocated was freed */

@@ -45,7 +45,9 @@ typedef struct arpc_client_options {
     uint64_t client_id;          /* 0: random; identifies the client for at-most-once calls */
 } arpc_client_options;
 
-/* Connects (blocking up to connect_timeout_ms, which covers the server's HELLO answer) to "tcp://host:port", "unix:///path" or
+/* Connects (blocking up to connect_timeout_ms, which covers the server's HELLO answer;
+ * ARPC_FOREVER waits without limit). Not from a task on opts->loop (ARPC_EBUSY: connecting
+ * waits for that loop) to "tcp://host:port", "unix:///path" or
  * "inproc://name". opts may be NULL. Errors: ARPC_EADDR, ARPC_ECONNREFUSED, ARPC_ETIMEDOUT,
  * ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts);

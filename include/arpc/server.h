@@ -58,11 +58,16 @@ ARPC_API int arpc_server_register(arpc_server *s, const char *name, arpc_handler
 ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
 
 /* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
- * timeout_ms, then fails what is left and closes every connection. Blocks; idempotent; not
- * from the server's loop thread or a handler. Replies given after this are dropped. */
+ * timeout_ms, then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
+ * handlers already running to return (a handler that never returns blocks stop: replying
+ * later from another thread is fine), and closes every connection. Blocks; idempotent (a
+ * concurrent second stop waits for the first); ARPC_EBUSY from the server's loop thread or a
+ * pool handler. Replies given after this are dropped. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
-/* Stops (with a 1 s grace) if needed, and frees. */
+/* Stops (with a 1 s grace) if needed, and frees (memory still referenced by requests in
+ * asynchronous handlers is freed when they reply). Refused, with a message on stderr, from the
+ * server's loop thread or a pool handler. */
 ARPC_API void arpc_server_destroy(arpc_server *s);
 
 /* ---- inside a handler ---- */
@@ -73,8 +78,9 @@ ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
 
 /* Sends data (copied) as the reply and frees req. Callable from any thread, exactly once per
- * request (arpc_reply or arpc_reply_error). Returns ARPC_OK, or ARPC_ESHUTDOWN / ARPC_ECONNLOST
- * when the reply could not be sent (req is freed all the same), ARPC_ETOOLARGE (larger than the
+ * request (arpc_reply or arpc_reply_error). Returns ARPC_OK (queued; if the client's connection
+ * is gone by then it is dropped), ARPC_ESHUTDOWN when the server has stopped (dropped; req is
+ * freed all the same), ARPC_ETOOLARGE (larger than the
  * client accepts: req is freed and the caller gets ARPC_ETOOLARGE instead). For a one-way request it only frees req. */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
