@@ -13,7 +13,7 @@ run_suite() { # name, extra cmake args...
     local dir=build-test-$name
     echo "== [$name] configure + build" >&2
     cmake -S . -B "$dir" -DARPC_WERROR=ON "$@" >/dev/null
-    cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning|error" >&2 || true
+    cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning:|error:" >&2 || true
     cmake --build "$dir" -j"$JOBS" >/dev/null
     echo "== [$name] ctest" >&2
     (cd "$dir" && ctest --output-on-failure -j1 --timeout 600) | tee "$dir/ctest.log"

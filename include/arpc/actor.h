@@ -24,6 +24,10 @@
 
 #include "arpc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_actor arpc_actor;
 typedef struct arpc_actor_group arpc_actor_group;
 
@@ -77,5 +81,9 @@ ARPC_API arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i);
 /* Stops every actor of the group (same contract as arpc_actor_stop) and waits for them. */
 ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode);
 ARPC_API void arpc_actor_group_destroy(arpc_actor_group *g);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

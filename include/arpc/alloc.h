@@ -11,6 +11,10 @@
 
 #include "arpc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_allocator {
     void *(*malloc_fn)(size_t size, void *ctx);
     void *(*realloc_fn)(void *ptr, size_t size, void *ctx);
@@ -19,5 +23,9 @@ typedef struct arpc_allocator {
 } arpc_allocator;
 
 ARPC_API void arpc_set_allocator(const arpc_allocator *allocator);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,4 +12,12 @@
 #include "arpc/loop.h"
 #include "arpc/server.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -34,6 +34,10 @@
 #include "arpc/future.h"
 #include "arpc/loop.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_client arpc_client;
 
 typedef struct arpc_client_options {
@@ -42,7 +46,7 @@ typedef struct arpc_client_options {
     int64_t connect_timeout_ms;  /* 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest request/reply body; 0: ARPC_DEFAULT_MAX_FRAME (16 MiB) */
-    uint64_t client_id;          /* 0: random; identifies the client for at-most-once calls */
+    uint64_t client_id;          /* 0: random; sent in HELLO (for at-most-once calls, not built yet) */
 } arpc_client_options;
 
 /* Connects (blocking up to connect_timeout_ms, which covers the server's HELLO answer;
@@ -62,7 +66,8 @@ ARPC_API void arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
 
-/* Blocking call. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
+/* Blocking call. *reply and *reply_len are set (NULL / 0 unless data came back) on every
+ * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
  * would wait for itself: use arpc_call_async there). On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD, which carry a message),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
  * may be NULL to discard it. Returns the call's outcome (see above). */
@@ -91,5 +96,9 @@ ARPC_API size_t arpc_client_pending(const arpc_client *c);
 
 /* The client's 64-bit id (random unless set in the options). */
 ARPC_API uint64_t arpc_client_id(const arpc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

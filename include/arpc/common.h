@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(ARPC_BUILDING_SHARED)
 #define ARPC_API __attribute__((visibility("default")))
 #else
@@ -24,5 +28,9 @@
 
 /* Memory returned to the caller by arpc (e.g. arpc_future_take) is freed with arpc_free. */
 ARPC_API void arpc_free(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

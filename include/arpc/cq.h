@@ -24,6 +24,10 @@
 #include "arpc/common.h"
 #include "arpc/future.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_cq arpc_cq;
 
 /* Errors: ARPC_ENOMEM, ARPC_ESYSTEM (no eventfd). */
@@ -50,5 +54,9 @@ ARPC_API int arpc_cq_fd(const arpc_cq *cq);
 
 /* Entries waiting to be taken (a snapshot). */
 ARPC_API size_t arpc_cq_size(const arpc_cq *cq);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -13,6 +13,10 @@
 
 #include "arpc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define ARPC_ERROR_TABLE(X)                                                                  \
     X(OK, "success")                                                                         \
     X(ENOMEM, "out of memory")                                                               \
@@ -45,5 +49,9 @@ enum arpc_error {
 ARPC_API const char *arpc_errname(int err);
 /* A one-line human-readable description. */
 ARPC_API const char *arpc_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -25,6 +25,10 @@
 
 #include "arpc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_future arpc_future;
 
 /* Runs exactly once per registration, after the future completed (see Threads above). The
@@ -87,5 +91,9 @@ ARPC_API bool arpc_future_complete(arpc_future *f, int status, void *data, size_
  * arpc_future_cancel returns), so the producer can drop the work. Set it before handing f out. */
 typedef void (*arpc_future_cancel_fn)(arpc_future *f, void *arg);
 ARPC_API void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 #include "arpc/common.h"
 #include "arpc/future.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct arpc_loop arpc_loop;
 
 /* A unit of work run on the loop thread. Must not block: it delays every socket the loop owns. */
@@ -74,5 +78,9 @@ ARPC_API bool arpc_loop_on_thread(const arpc_loop *loop);
 
 /* Monotonic time in nanoseconds, the clock used for all arpc deadlines. */
 ARPC_API uint64_t arpc_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

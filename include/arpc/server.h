@@ -8,7 +8,10 @@
  * state needs no lock), or, opted in for trivial non-blocking handlers, inline on the loop.
  *
  * Handlers receive an arpc_request and must finish it exactly once with arpc_reply() or
- * arpc_reply_error(), before returning or later from any thread. Replies are written as soon
+ * arpc_reply_error(), before returning or later from any thread. A request stays valid until
+ * it is finished, even after arpc_server_stop/destroy (the reply is then dropped); the server's
+ * memory and threads are released only when its last request is finished, so a request that
+ * is never finished keeps them alive. Replies are written as soon
  * as they are ready, in any order. One-way requests are finished the same way; no reply is
  * sent for them.
  *
@@ -22,6 +25,10 @@
 #include "arpc/actor.h"
 #include "arpc/common.h"
 #include "arpc/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct arpc_server arpc_server;
 typedef struct arpc_request arpc_request;
@@ -62,7 +69,7 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), and closes every connection. Blocks; idempotent (a
  * concurrent second stop waits for the first); ARPC_EBUSY from the server's loop thread or a
- * pool handler. Replies given after this are dropped. */
+ * pool handler. Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
 /* Stops (with a 1 s grace) if needed, and frees (memory still referenced by requests in
@@ -86,5 +93,9 @@ ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
 ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
