@@ -611,7 +611,13 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     arpc_registry_init(&s->sv_registry);
     pthread_mutex_init(&s->sv_stop_mtx, NULL);
     arpc_actor_options ao = {.name = "arpc-worker"};
-    int rc = arpc_actor_group_create(&s->sv_pool, o.workers, &ao);
+    unsigned workers = o.workers;
+    if (workers == 0) {
+        /* Leave a core to the loop thread: more busy threads than cores only adds switches. */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = ncpu > 2 ? (unsigned)ncpu - 1 : 1;
+    }
+    int rc = arpc_actor_group_create(&s->sv_pool, workers, &ao);
     if (rc != ARPC_OK) {
         s->sv_pool = NULL;
         server_free(s);

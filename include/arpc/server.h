@@ -38,7 +38,9 @@ typedef void (*arpc_handler_fn)(arpc_request *req, void *ctx);
 
 typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
-    unsigned workers;         /* actors in the default pool; 0: one per online CPU */
+    unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
+                               * is left to the loop thread (at least 1; measured: on 2 cores,
+                               * 2 workers + the loop halve pipelined throughput vs 1 worker) */
     uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB */
 } arpc_server_options;
 
