@@ -501,6 +501,16 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     return status;
 }
 
+bool arpc_loop_wait_not_running(arpc_loop *loop)
+{
+    pthread_mutex_lock(&loop->l_mtx);
+    while (loop->l_state == LOOP_RUNNING) /* run_until and loop_set_done broadcast l_cv */
+        pthread_cond_wait(&loop->l_cv, &loop->l_mtx);
+    bool done = loop->l_state == LOOP_DONE;
+    pthread_mutex_unlock(&loop->l_mtx);
+    return done;
+}
+
 int arpc_loop_wait(arpc_loop *loop, arpc_future *f)
 {
     if (tl_loop == loop)

@@ -48,4 +48,9 @@ uint64_t arpc_loop_wakeups(arpc_loop *loop);
  * (it would wait for itself). Otherwise f's status. */
 int arpc_loop_wait(arpc_loop *loop, arpc_future *f);
 
+/* Waits until no thread runs the loop (it finished, or a caller-driven run gave it back).
+ * Not from the loop thread. Returns true when the loop has finished for good: its final
+ * drain and stop hooks have run, and no loop thread touches anything any more. */
+bool arpc_loop_wait_not_running(arpc_loop *loop);
+
 #endif

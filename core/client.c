@@ -542,8 +542,20 @@ void arpc_client_close(arpc_client *c)
             arpc_mpsc_ring_backoff(&attempt);
     } else {
         /* The user's loop is stopping or stopped: its stop hook, which holds a reference,
-         * fails the pending calls and closes the connection on the loop thread. */
+         * fails the pending calls and closes the connection on the loop thread. Wait until
+         * no thread runs the loop any more: then the hook has run (or, for a loop nobody ran
+         * to its end, will run at its destroy, still holding its reference). */
         atomic_store(&c->cl_state, CL_CLOSED);
+        if (arpc_loop_wait_not_running(c->cl_loop)) {
+            /* Finished: no loop thread touches the client any more. The hook failed every
+             * call, unless it could not be registered: then do it here. Then wait out cancel
+             * hooks still running on other threads. */
+            if (!c->cl_cleaned)
+                client_cleanup(c);
+            unsigned attempt = 0;
+            while (atomic_load(&c->cl_live) != 0)
+                arpc_mpsc_ring_backoff(&attempt);
+        }
     }
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop); /* runs any cancel task still queued */

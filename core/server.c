@@ -570,8 +570,12 @@ static void server_run_on_loop(arpc_server *s, arpc_task_fn fn)
         fn(s->sv_loop, &t); /* we are the loop thread: run it here, never queue &t and leave */
     else if (arpc_loop_submit(s->sv_loop, fn, &t) == ARPC_OK)
         arpc_loop_wait(s->sv_loop, t.st_done); /* runs the loop here if nobody does */
-    else
+    else {
+        /* The loop is stopped: once no thread runs it, nothing else touches the server's
+         * connections, so the step can run here. */
+        arpc_loop_wait_not_running(s->sv_loop);
         fn(s->sv_loop, &t);
+    }
     arpc_future_release(t.st_done);
 }
 

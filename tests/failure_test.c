@@ -440,6 +440,32 @@ static void test_connect_timeout_forever(void **state)
     arpc_server_destroy(s);
 }
 
+/* The user's loop is stopped with a call in flight, then the client is closed: the call
+ * completes (ESHUTDOWN), close returns, nothing leaks. */
+static void test_close_after_user_loop_stopped(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_client_options o = {.loop = loop};
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+    arpc_future *f = arpc_call_async(c, "t.keep", "x", 1, ARPC_FOREVER);
+    assert_int_equal(ARPC_EPENDING, arpc_future_wait_for(f, 50));
+    arpc_loop_stop(loop);
+    arpc_client_close(c);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(f, 2000));
+    arpc_future_release(f);
+    arpc_loop_destroy(loop);
+    arpc_request *req = atomic_exchange(&kept, NULL);
+    if (req != NULL)
+        arpc_reply(req, NULL, 0);
+    arpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Every arpc allocation is counted, so a cycle that leaves anything behind (until some
@@ -458,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_backlog_bounded_for_non_reading_peer),
         cmocka_unit_test(test_create_and_connect_on_loop_thread),
         cmocka_unit_test(test_connect_timeout_forever),
+        cmocka_unit_test(test_close_after_user_loop_stopped),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live)); /* everything arpc allocated was freed */
