@@ -4,8 +4,9 @@
  * An actor is a thread with a mailbox. Messages posted to it run one at a time, in the order
  * they were posted (per posting thread; posts from several threads interleave in the order
  * they reached the mailbox), so state touched only by one actor's messages needs no lock.
- * The mailbox is a bounded Concurrency Kit ring (multi-producer, single-consumer); an idle
- * actor sleeps on a Concurrency Kit event count (futex), it never spins waiting for work.
+ * The mailbox is a bounded Concurrency Kit ring (multi-producer, single-consumer; posters on
+ * other threads enter it one at a time, see docs/ARCHITECTURE.md); an idle actor sleeps on a
+ * Concurrency Kit event count (futex), it never spins waiting for work.
  *
  * Back-pressure: when the mailbox is full, a poster on another thread waits (spinning
  * briefly, then yielding) until the actor makes room. A message an actor posts to itself

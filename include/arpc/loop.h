@@ -8,7 +8,9 @@
  *
  * Submission: any thread calls arpc_loop_submit(). Tasks travel through a bounded
  * Concurrency Kit ring (multi-producer, single-consumer) and the loop is woken with one
- * ev_async per batch, not per task. When the ring is full, a submitter on another thread
+ * ev_async per batch, not per task. Submitters on other threads enter the ring one at a time
+ * (a short mutex: CK's multi-producer enqueue stalls every producer behind one that is
+ * preempted mid-push; see docs/ARCHITECTURE.md); the loop never takes it. When the ring is full, a submitter on another thread
  * waits (spinning briefly, then yielding) for the loop to make room: that is the loop's
  * back-pressure. A submitter on the loop thread itself never waits; its task goes to a
  * list only the loop thread touches.
