@@ -84,8 +84,8 @@ static void client_release(arpc_client *c)
 /*
  * A call whose future was cancelled is referenced by two parties at once: the loop, which
  * finishes it, and the cancelling thread, running call_on_cancel. Whichever lets go second
- * frees it (and only then does the pending count drop, which arpc_client_close waits for, so
- * the client outlives every cancel hook).
+ * frees it (and only then does cl_live drop, which arpc_client_close waits for, so the
+ * client outlives every cancel hook).
  */
 static void call_release_shared(struct client_call *call)
 {
@@ -145,17 +145,6 @@ static void *copy_bytes(const void *src, size_t len)
     return p;
 }
 
-static void client_send_pong(arpc_client *c, const struct arpc_frame *f)
-{
-    size_t len = ARPC_FRAME_HEADER_SIZE + f->f_payload_len;
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return;
-    arpc_frame_encode_header(buf, ARPC_FRAME_PONG, f->f_xid, f->f_payload_len);
-    memcpy(buf + ARPC_FRAME_HEADER_SIZE, f->f_payload, f->f_payload_len);
-    arpc_conn_send(&c->cl_conn, buf, buf, len);
-}
-
 static int error_code_from_wire(uint32_t code)
 {
     if (code == ARPC_OK || code >= ARPC_ERROR_COUNT_)
@@ -189,7 +178,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         arpc_future_complete(c->cl_hello, ARPC_OK, NULL, 0);
         return;
     case ARPC_FRAME_PING:
-        client_send_pong(c, f);
+        arpc_conn_answer_ping(conn, f);
         return;
     case ARPC_FRAME_PONG:
         return;
@@ -330,13 +319,8 @@ static void task_attach(arpc_loop *loop, void *arg)
         arpc_future_complete(c->cl_hello, ARPC_ENOMEM, NULL, 0);
         return;
     }
-    uint8_t *hello = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
-    if (hello == NULL) {
+    if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, c->cl_max_frame) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
-        return;
-    }
-    size_t n = arpc_frame_encode_hello(hello, c->cl_id, 0, c->cl_max_frame);
-    arpc_conn_send(&c->cl_conn, hello, hello, n);
 }
 
 /* Loop thread, once: fails every pending call with ESHUTDOWN and closes the connection. */

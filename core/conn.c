@@ -132,6 +132,38 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
     return ARPC_OK;
 }
 
+int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t client_id, uint32_t max_frame)
+{
+    uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    size_t n = arpc_frame_encode_hello(buf, client_id, 0, max_frame);
+    return arpc_conn_send(conn, buf, buf, n);
+}
+
+int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping)
+{
+    size_t len = ARPC_FRAME_HEADER_SIZE + ping->f_payload_len;
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    arpc_frame_encode_header(buf, ARPC_FRAME_PONG, ping->f_xid, ping->f_payload_len);
+    if (ping->f_payload_len)
+        memcpy(buf + ARPC_FRAME_HEADER_SIZE, ping->f_payload, ping->f_payload_len);
+    return arpc_conn_send(conn, buf, buf, len);
+}
+
+int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, const char *msg,
+                         uint16_t msg_len)
+{
+    size_t len = arpc_frame_error_size(msg_len);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    arpc_frame_encode_error(buf, kind, xid, (uint32_t)code, msg, msg_len);
+    return arpc_conn_send(conn, buf, buf, len);
+}
+
 void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
 {
     if (!conn->c_open)

@@ -67,6 +67,15 @@ struct arpc_conn {
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
                    const struct arpc_conn_ops *ops, void *owner, const char *peer);
 
+/* Small control frames, encoded into a fresh buffer and queued. Each returns as
+ * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */
+int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t client_id, uint32_t max_frame);
+/* PONG echoing a PING's xid and payload. */
+int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping);
+/* ERROR (for call xid) or GOAWAY (xid 0) with code and msg[0..msg_len). */
+int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, const char *msg,
+                         uint16_t msg_len);
+
 /* Queues an encoded frame (the allocation base is freed once written). On error (connection
  * closed, or ARPC_ENOMEM) the buffer is freed here. */
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len);

@@ -153,15 +153,9 @@ static size_t error_msg_cap(const struct server_conn *sc, size_t mlen)
 static void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
 {
     mlen = error_msg_cap(sc, mlen);
-    size_t len = arpc_frame_error_size(mlen);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL) {
+    if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, msg, (uint16_t)mlen) == ARPC_ENOMEM)
         /* The client would wait for this answer forever: fail the whole connection instead. */
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
-        return;
-    }
-    arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, xid, (uint32_t)code, msg, (uint16_t)mlen);
-    arpc_conn_send(&sc->sc_conn, buf, buf, len);
 }
 
 /* Loop thread (or the last thread, once no loop runs): queues the reply on its connection. */
@@ -326,13 +320,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
 /* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
 static void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
 {
-    size_t mlen = strlen(msg);
-    size_t len = arpc_frame_error_size(mlen);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return;
-    arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, (uint32_t)code, msg, (uint16_t)mlen);
-    arpc_conn_send(conn, buf, buf, len);
+    arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
 }
 
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
@@ -363,27 +351,16 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         sc->sc_client_id = f->f_client_id;
         if (f->f_max_frame != 0)
             sc->sc_client_max = f->f_max_frame;
-        uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
-        if (buf != NULL) {
-            size_t n = arpc_frame_encode_hello(buf, 0, 0, sc->sc_server->sv_max_frame);
-            arpc_conn_send(conn, buf, buf, n);
-        }
+        arpc_conn_send_hello(conn, 0, sc->sc_server->sv_max_frame);
         return;
     }
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
         sconn_on_request(sc, f);
         return;
-    case ARPC_FRAME_PING: {
-        size_t len = ARPC_FRAME_HEADER_SIZE + f->f_payload_len;
-        uint8_t *buf = arpc_malloc(len);
-        if (buf != NULL) {
-            arpc_frame_encode_header(buf, ARPC_FRAME_PONG, f->f_xid, f->f_payload_len);
-            memcpy(buf + ARPC_FRAME_HEADER_SIZE, f->f_payload, f->f_payload_len);
-            arpc_conn_send(conn, buf, buf, len);
-        }
+    case ARPC_FRAME_PING:
+        arpc_conn_answer_ping(conn, f);
         return;
-    }
     case ARPC_FRAME_PONG:
         return;
     default:
