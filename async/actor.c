@@ -47,7 +47,8 @@
 #include "arpc/error.h"
 #include "async/futex.h"
 #include "async/mpsc_ring.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
+#include "base/backoff.h"
 
 #define ACTOR_DEFAULT_MAILBOX 4096u
 #define ACTOR_NAME_MAX 16 /* Linux thread names: 15 characters and the NUL */
@@ -203,7 +204,7 @@ static int actor_post_foreign(arpc_actor *a, arpc_mpsc_fn fn, void *arg)
              * whose push filled the ring may not have bumped yet: make sure it runs. */
             ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
         }
-        arpc_mpsc_ring_backoff(&attempt);
+        arpc_backoff_spin(&attempt);
     }
 }
 

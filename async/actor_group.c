@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 struct arpc_actor_group {
     atomic_uint g_next; /* round-robin cursor, any thread */

@@ -44,8 +44,10 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
-#include "async/tsan.h"
-#include "core/alloc.h"
+#include "base/clock.h"
+#include "base/refcount.h"
+#include "base/stack_fifo.h"
+#include "base/alloc.h"
 
 struct cq_entry {
     ck_stack_entry_t e_link;
@@ -59,7 +61,7 @@ CK_STACK_CONTAINER(struct cq_entry, e_link, cq_entry_of)
 struct arpc_cq {
     ck_stack_t cq_done;        /* completed entries, newest first; producers push lock-free */
     _Atomic long cq_count;     /* pushed minus taken; see the design notes */
-    atomic_uint cq_refs;
+    arpc_refcount cq_refs;
     atomic_bool cq_closed;     /* destroy() called: completions release at once */
     int cq_efd;
     pthread_mutex_t cq_lock;   /* consumers only */
@@ -92,11 +94,8 @@ static void cq_clear(arpc_cq *cq)
 /* Producer side: never blocks. e must not be touched afterwards (a consumer may free it). */
 static void cq_push(arpc_cq *cq, struct cq_entry *e)
 {
-    /* Everything written before (the entry, the future's result) happens-before the pop. */
-    ARPC_TSAN_RELEASE(cq);
-    ARPC_TSAN_IGNORE_WRITES_BEGIN();
-    ck_stack_push_upmc(&cq->cq_done, &e->e_link);
-    ARPC_TSAN_IGNORE_WRITES_END();
+    /* Everything written before (the entry, the future's result) happens-before the take. */
+    arpc_stack_push(&cq->cq_done, &e->e_link);
     if (atomic_fetch_add(&cq->cq_count, 1) == 0)
         cq_signal(cq);
 }
@@ -104,18 +103,8 @@ static void cq_push(arpc_cq *cq, struct cq_entry *e)
 /* Consumer side, under cq_lock (or sole owner): the next entry in completion order. */
 static struct cq_entry *cq_take_locked(arpc_cq *cq)
 {
-    if (cq->cq_fifo == NULL) {
-        ARPC_TSAN_IGNORE_READS_BEGIN();
-        ck_stack_entry_t *newest = ck_stack_batch_pop_upmc(&cq->cq_done);
-        ARPC_TSAN_IGNORE_READS_END();
-        ARPC_TSAN_ACQUIRE(cq);
-        while (newest != NULL) { /* reverse into oldest-first */
-            ck_stack_entry_t *next = newest->next;
-            newest->next = cq->cq_fifo;
-            cq->cq_fifo = newest;
-            newest = next;
-        }
-    }
+    if (cq->cq_fifo == NULL)
+        cq->cq_fifo = arpc_stack_take_fifo(&cq->cq_done);
     ck_stack_entry_t *link = cq->cq_fifo;
     if (link == NULL)
         return NULL;
@@ -134,8 +123,8 @@ static void cq_drain_locked(arpc_cq *cq)
 
 static void cq_unref(arpc_cq *cq)
 {
-    /* Release on every drop, acquire on the last: every push happened before the free. */
-    if (atomic_fetch_sub_explicit(&cq->cq_refs, 1, memory_order_acq_rel) != 1)
+    /* Every push happened before the free (base/refcount.h). */
+    if (!arpc_refcount_put(&cq->cq_refs))
         return;
     cq_drain_locked(cq); /* sole owner: entries pushed after destroy() drained */
     close(cq->cq_efd);
@@ -177,7 +166,7 @@ int arpc_cq_create(arpc_cq **out)
     }
     ck_stack_init(&cq->cq_done);
     atomic_init(&cq->cq_count, 0);
-    atomic_init(&cq->cq_refs, 1);
+    arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
     cq->cq_fifo = NULL;
     *out = cq;
@@ -206,7 +195,7 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_tag = tag;
     e->e_cq = cq;
     arpc_future_retain(f);
-    atomic_fetch_add_explicit(&cq->cq_refs, 1, memory_order_relaxed); /* from the caller's */
+    arpc_refcount_get(&cq->cq_refs); /* from the caller's */
     int rc = arpc_future_then(f, cq_on_complete, e); /* may run cq_on_complete at once */
     if (rc != ARPC_OK) {
         arpc_future_release(f); /* the caller still holds one: no cancel */
@@ -234,29 +223,14 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
     return ARPC_OK;
 }
 
-/* Milliseconds left until deadline, rounded up so poll() does not wake just short of it. */
-static int ms_until(const struct timespec *deadline)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000000 +
-                 (deadline->tv_nsec - now.tv_nsec);
-    if (ns <= 0)
-        return 0;
-    int64_t ms = (ns + 999999) / 1000000;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
 int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
 {
-    struct timespec deadline;
-    if (timeout_ms >= 0)
-        deadline = arpc_deadline_after_ms(timeout_ms);
+    uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (;;) {
         int rc = arpc_cq_trynext(cq, f, tag);
         if (rc != ARPC_EAGAIN)
             return rc;
-        int ms = timeout_ms < 0 ? -1 : ms_until(&deadline);
+        int ms = arpc_ms_left_int(deadline);
         if (ms == 0)
             return ARPC_EAGAIN;
         /* Readable means "probably not empty": trynext settles it (EINTR: just retry). */

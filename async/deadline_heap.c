@@ -19,7 +19,7 @@
 #include <assert.h>
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 #define HEAP_MIN_CAP 16
 

@@ -2,12 +2,15 @@
 #define _GNU_SOURCE
 #include "async/futex.h"
 
+#include "base/clock.h"
+
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-void arpc_futex_wait(const uint32_t *addr, uint32_t expected, const struct timespec *deadline)
+/* ck_ec hands us its deadline as a timespec already. */
+static void futex_wait_ts(const uint32_t *addr, uint32_t expected, const struct timespec *deadline)
 {
     /* FUTEX_WAIT_BITSET takes an absolute timeout on CLOCK_MONOTONIC (plain FUTEX_WAIT takes
      * a relative one); EINTR, EAGAIN and ETIMEDOUT all just return: callers re-check. */
@@ -15,22 +18,15 @@ void arpc_futex_wait(const uint32_t *addr, uint32_t expected, const struct times
             FUTEX_BITSET_MATCH_ANY);
 }
 
+void arpc_futex_wait(const uint32_t *addr, uint32_t expected, uint64_t deadline_ns)
+{
+    struct timespec ts = arpc_timespec_of(deadline_ns);
+    futex_wait_ts(addr, expected, deadline_ns == ARPC_NEVER ? NULL : &ts);
+}
+
 void arpc_futex_wake_all(const uint32_t *addr)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
-}
-
-struct timespec arpc_deadline_after_ms(int64_t timeout_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(timeout_ms / 1000);
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
 }
 
 static int ec_gettime(const struct ck_ec_ops *ops, struct timespec *out)
@@ -43,7 +39,7 @@ static void ec_wait32(const struct ck_ec_wait_state *state, const uint32_t *addr
                       const struct timespec *deadline)
 {
     (void)state;
-    arpc_futex_wait(addr, expected, deadline);
+    futex_wait_ts(addr, expected, deadline);
 }
 
 static void ec_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
@@ -57,7 +53,7 @@ static void ec_wait64(const struct ck_ec_wait_state *state, const uint64_t *addr
 {
     /* Little-endian: the low half holds the futex word (see ck_ec.h). */
     (void)state;
-    arpc_futex_wait((const uint32_t *)addr, (uint32_t)expected, deadline);
+    futex_wait_ts((const uint32_t *)addr, (uint32_t)expected, deadline);
 }
 
 static void ec_wake64(const struct ck_ec_ops *ops, const uint64_t *addr)

@@ -13,13 +13,10 @@
 #include <stdint.h>
 #include <time.h>
 
-/* Sleeps while *addr == expected, until woken or the absolute CLOCK_MONOTONIC deadline
- * (NULL: none). May return early for any reason: callers re-check their condition. */
-void arpc_futex_wait(const uint32_t *addr, uint32_t expected, const struct timespec *deadline);
+/* Sleeps while *addr == expected, until woken or deadline_ns (base/clock.h; ARPC_NEVER:
+ * none). May return early for any reason: callers re-check their condition. */
+void arpc_futex_wait(const uint32_t *addr, uint32_t expected, uint64_t deadline_ns);
 void arpc_futex_wake_all(const uint32_t *addr);
-
-/* Absolute CLOCK_MONOTONIC deadline timeout_ms from now (timeout_ms >= 0). */
-struct timespec arpc_deadline_after_ms(int64_t timeout_ms);
 
 /* The multi-producer ck_ec mode backed by futexes. */
 extern const struct ck_ec_mode arpc_ec_mode_mp;

@@ -30,7 +30,9 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
-#include "core/alloc.h"
+#include "base/clock.h"
+#include "base/refcount.h"
+#include "base/alloc.h"
 
 enum {
     ST_CLAIMED = 1u << 0,
@@ -50,7 +52,7 @@ struct future_cb {
 
 struct arpc_future {
     _Atomic uint32_t f_state;
-    atomic_uint f_refs;
+    arpc_refcount f_refs;
     _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
     atomic_bool f_first_used;          /* f_first handed to a then() */
     struct future_cb f_first;
@@ -114,7 +116,7 @@ int arpc_future_create(arpc_future **out)
     if (f == NULL)
         return ARPC_ENOMEM;
     atomic_init(&f->f_state, 0);
-    atomic_init(&f->f_refs, 1);
+    arpc_refcount_init(&f->f_refs, 1);
     atomic_init(&f->f_cbs, NULL);
     atomic_init(&f->f_first_used, false);
     f->f_status = ARPC_EPENDING;
@@ -228,21 +230,19 @@ int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
 
 void arpc_future_retain(arpc_future *f)
 {
-    /* Relaxed: a new reference is made from an existing one, which keeps f alive. */
-    atomic_fetch_add_explicit(&f->f_refs, 1, memory_order_relaxed);
+    arpc_refcount_get(&f->f_refs);
 }
 
 void arpc_future_release(arpc_future *f)
 {
     if (f == NULL)
         return;
-    /* Release on every drop, acquire on the last: all uses happen before the free. */
-    if (atomic_fetch_sub_explicit(&f->f_refs, 1, memory_order_acq_rel) != 1)
+    if (!arpc_refcount_put(&f->f_refs))
         return;
     if (!(future_state(f) & ST_DONE)) {
         /* Nobody else holds a reference: take one back so the callbacks that cancel runs
          * borrow a live future (they may retain it), then drop it again. */
-        atomic_store_explicit(&f->f_refs, 1, memory_order_relaxed);
+        arpc_refcount_set(&f->f_refs, 1);
         arpc_future_cancel(f);
         arpc_future_release(f);
         return;
@@ -253,16 +253,9 @@ void arpc_future_release(arpc_future *f)
 
 /* ---- waiting ---- */
 
-static bool deadline_passed(const struct timespec *deadline)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > deadline->tv_sec ||
-           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
-}
-
-/* Waits for DONE until deadline (NULL: forever). spin: spin briefly first (not for polls). */
-static int future_wait_until(arpc_future *f, const struct timespec *deadline, bool spin)
+/* Waits for DONE until deadline_ns (ARPC_NEVER: forever). spin: spin briefly first (not for
+ * polls). */
+static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
     for (int i = 0; spin && i < FUTURE_SPIN; i++) {
         if (future_state(f) & ST_DONE)
@@ -273,7 +266,7 @@ static int future_wait_until(arpc_future *f, const struct timespec *deadline, bo
         uint32_t s = future_state(f);
         if (s & ST_DONE)
             return f->f_status;
-        if (deadline != NULL && deadline_passed(deadline))
+        if (deadline_ns != ARPC_NEVER && arpc_now_ns() >= deadline_ns)
             return ARPC_EPENDING;
         if (!(s & ST_WAITERS)) {
             s = atomic_fetch_or_explicit(&f->f_state, ST_WAITERS, memory_order_acquire);
@@ -282,33 +275,22 @@ static int future_wait_until(arpc_future *f, const struct timespec *deadline, bo
                 return f->f_status;
         }
         /* Returns at once if the word changed since s (DONE set): we loop and see it. */
-        arpc_futex_wait((const uint32_t *)&f->f_state, s, deadline);
+        arpc_futex_wait((const uint32_t *)&f->f_state, s, deadline_ns);
     }
 }
 
-/* Fills *ts and returns it for a finite timeout; NULL for ARPC_FOREVER (any negative). */
-static const struct timespec *deadline_of(int64_t timeout_ms, struct timespec *ts)
-{
-    if (timeout_ms < 0)
-        return NULL;
-    *ts = arpc_deadline_after_ms(timeout_ms);
-    return ts;
-}
-
-int arpc_future_wait(arpc_future *f) { return future_wait_until(f, NULL, true); }
+int arpc_future_wait(arpc_future *f) { return future_wait_until(f, ARPC_NEVER, true); }
 
 int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
 {
     if (timeout_ms == 0)
         return arpc_future_poll(f);
-    struct timespec ts;
-    return future_wait_until(f, deadline_of(timeout_ms, &ts), true);
+    return future_wait_until(f, arpc_deadline_from_ms(timeout_ms), true);
 }
 
 int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms)
 {
-    struct timespec ts;
-    const struct timespec *deadline = deadline_of(timeout_ms, &ts);
+    uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (size_t i = 0; i < n; i++) {
         if (future_wait_until(fs[i], deadline, timeout_ms != 0) == ARPC_EPENDING)
             return ARPC_EPENDING;
@@ -331,12 +313,12 @@ enum {
 
 struct any_waiter {
     _Atomic uint32_t w_word;
-    atomic_size_t w_refs;
+    arpc_refcount w_refs;
 };
 
 static void any_waiter_unref(struct any_waiter *w, size_t n)
 {
-    if (atomic_fetch_sub_explicit(&w->w_refs, n, memory_order_acq_rel) == n)
+    if (arpc_refcount_put_n(&w->w_refs, (unsigned)n))
         arpc_free(w);
 }
 
@@ -378,14 +360,14 @@ static int any_waiter_register(struct any_waiter *w, arpc_future *const *fs, siz
 }
 
 static int any_waiter_sleep(struct any_waiter *w, arpc_future *const *fs, size_t n,
-                            const struct timespec *deadline, size_t *index)
+                            uint64_t deadline, size_t *index)
 {
     for (;;) {
         /* A callback fires only after its future published DONE, so FIRED implies the scan
          * finds a completed future. */
         if (any_done(fs, n, index))
             return ARPC_OK;
-        if (deadline != NULL && deadline_passed(deadline))
+        if (deadline != ARPC_NEVER && arpc_now_ns() >= deadline)
             return ARPC_EPENDING;
         uint32_t s = atomic_fetch_or_explicit(&w->w_word, ANY_SLEEPING, memory_order_acquire);
         if (s & ANY_FIRED)
@@ -402,14 +384,13 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
         return ARPC_OK;
     if (timeout_ms == 0)
         return ARPC_EPENDING;
-    struct timespec ts;
-    const struct timespec *deadline = deadline_of(timeout_ms, &ts);
+    uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
 
     struct any_waiter *w = arpc_malloc(sizeof(*w));
     if (w == NULL)
         return ARPC_ENOMEM;
     atomic_init(&w->w_word, 0);
-    atomic_init(&w->w_refs, n + 1);
+    arpc_refcount_init(&w->w_refs, (unsigned)(n + 1));
     int rc = any_waiter_register(w, fs, n);
     if (rc == ARPC_OK)
         rc = any_waiter_sleep(w, fs, n, deadline, index);

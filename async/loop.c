@@ -67,7 +67,9 @@
 #include "arpc/error.h"
 #include "arpc/future.h"
 #include "async/mpsc_ring.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
+#include "base/backoff.h"
+#include "base/clock.h"
 
 #define LOOP_DEFAULT_RING 8192u
 #define LOOP_DRAIN_BATCH 1024u /* tasks per wake-up before the loop polls again */
@@ -113,13 +115,6 @@ struct arpc_loop {
 
 /* The loop the calling thread is running, if any. */
 static _Thread_local arpc_loop *tl_loop;
-
-uint64_t arpc_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 bool arpc_loop_on_thread(const arpc_loop *loop) { return loop != NULL && tl_loop == loop; }
 
@@ -473,15 +468,16 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
         return rc;
     arpc_loop *outer = tl_loop;
     tl_loop = loop;
+    uint64_t until = arpc_deadline_from_ms(timeout_ms); /* saturates: INT64_MAX is never */
     ev_timer timeout;
-    ev_timer_init(&timeout, run_until_timeout_cb, timeout_ms > 0 ? (ev_tstamp)timeout_ms / 1e3 : 0., 0.);
-    if (timeout_ms > 0) {
+    ev_timer_init(&timeout, run_until_timeout_cb, 0., 0.);
+    if (timeout_ms > 0 && until != ARPC_NEVER) {
         ev_now_update(loop->l_ev);
+        ev_timer_set(&timeout, (ev_tstamp)timeout_ms / 1e3, 0.);
         ev_timer_start(loop->l_ev, &timeout);
     }
-    uint64_t until = timeout_ms >= 0 ? arpc_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
     while (!loop->l_finished && arpc_future_poll(f) == ARPC_EPENDING &&
-           (timeout_ms < 0 || arpc_now_ns() < until))
+           (until == ARPC_NEVER || arpc_now_ns() < until))
         ev_run(loop->l_ev, timeout_ms == 0 ? EVRUN_NOWAIT : EVRUN_ONCE);
     ev_timer_stop(loop->l_ev, &timeout);
     tl_loop = outer;
@@ -563,7 +559,7 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
     int rc;
     unsigned attempt = 0;
     while ((rc = loop_push_remote(loop, fn, arg)) == ARPC_EAGAIN)
-        arpc_mpsc_ring_backoff(&attempt); /* full: the loop is awake and making room */
+        arpc_backoff_spin(&attempt); /* full: the loop is awake and making room */
     return rc;
 }
 

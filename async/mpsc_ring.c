@@ -14,12 +14,10 @@
  */
 #include "async/mpsc_ring.h"
 
-#include <ck_pr.h>
-#include <sched.h>
-
 #include "arpc/error.h"
-#include "async/tsan.h"
-#include "core/alloc.h"
+#include "base/backoff.h"
+#include "base/tsan.h"
+#include "base/alloc.h"
 
 struct arpc_mpsc_overflow {
     struct arpc_mpsc_overflow *next;
@@ -121,18 +119,7 @@ void arpc_mpsc_ring_close(struct arpc_mpsc_ring *q)
     atomic_store(&q->q_closed, 1);
     unsigned attempt = 0;
     while (atomic_load(&q->q_pushers) != 0)
-        arpc_mpsc_ring_backoff(&attempt);
+        arpc_backoff_spin(&attempt);
 }
 
 bool arpc_mpsc_ring_is_closed(struct arpc_mpsc_ring *q) { return atomic_load(&q->q_closed) != 0; }
-
-void arpc_mpsc_ring_backoff(unsigned *attempt)
-{
-    if (*attempt < 64) {
-        for (unsigned i = 0; i < (1u << (*attempt / 8)); i++)
-            ck_pr_stall();
-    } else {
-        sched_yield();
-    }
-    (*attempt)++;
-}

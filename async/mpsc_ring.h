@@ -8,7 +8,7 @@
  *    run exactly once");
  *  - an overflow list for pushes made by the consumer thread itself when the ring is full
  *    (it cannot wait for itself to make room);
- *  - the TSan annotations for the hand-off (async/tsan.h).
+ *  - the TSan annotations for the hand-off (base/tsan.h).
  *
  * Waking the consumer is the caller's business (ev_async for the loop, ck_ec for actors):
  * push reports ARPC_EAGAIN when the ring is full so the caller can wake the consumer and retry.
@@ -59,8 +59,5 @@ bool arpc_mpsc_ring_pop(struct arpc_mpsc_ring *q, struct arpc_mpsc_task *out);
 void arpc_mpsc_ring_close(struct arpc_mpsc_ring *q);
 
 bool arpc_mpsc_ring_is_closed(struct arpc_mpsc_ring *q);
-
-/* Producer back-off while the ring is full: spin a little, then yield the CPU. */
-void arpc_mpsc_ring_backoff(unsigned *attempt);
 
 #endif

@@ -26,7 +26,9 @@
 #include "arpc/error.h"
 #include "async/loop_internal.h"
 #include "async/mpsc_ring.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
+#include "base/backoff.h"
+#include "base/clock.h"
 #include "core/conn.h"
 #include "core/frame.h"
 #include "core/pending.h"
@@ -523,7 +525,7 @@ void arpc_client_close(arpc_client *c)
         /* Wait out cancel hooks still running on other threads (they are short). */
         unsigned attempt = 0;
         while (atomic_load(&c->cl_live) != 0)
-            arpc_mpsc_ring_backoff(&attempt);
+            arpc_backoff_spin(&attempt);
     } else {
         /* The user's loop is stopping or stopped: its stop hook, which holds a reference,
          * fails the pending calls and closes the connection on the loop thread. Wait until
@@ -538,7 +540,7 @@ void arpc_client_close(arpc_client *c)
                 client_cleanup(c);
             unsigned attempt = 0;
             while (atomic_load(&c->cl_live) != 0)
-                arpc_mpsc_ring_backoff(&attempt);
+                arpc_backoff_spin(&attempt);
         }
     }
     if (c->cl_owns_loop)

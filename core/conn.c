@@ -20,7 +20,7 @@
 
 #include "arpc/error.h"
 #include "async/loop_internal.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 

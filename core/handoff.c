@@ -2,7 +2,7 @@
 
 #include <stddef.h>
 
-#include "async/tsan.h"
+#include "base/tsan.h"
 
 static void handoff_on_async(struct ev_loop *ev, ev_async *w, int revents)
 {
@@ -27,7 +27,7 @@ void arpc_handoff_stop(struct arpc_handoff *h) { ev_async_stop(h->h_ev, &h->h_as
 
 void arpc_handoff_push(struct arpc_handoff *h, ck_stack_entry_t *item)
 {
-    /* Everything written to the item happens-before its delivery (async/tsan.h). */
+    /* Everything written to the item happens-before its delivery (base/tsan.h). */
     ARPC_TSAN_RELEASE(h);
     ARPC_TSAN_IGNORE_WRITES_BEGIN();
     ck_stack_push_upmc(&h->h_stack, item);

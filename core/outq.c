@@ -6,7 +6,7 @@
 #include <sys/uio.h>
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024

@@ -1,7 +1,7 @@
 #include "core/pending.h"
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 static inline size_t slot_of(const struct arpc_pending *p, uint64_t xid)
 {

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 static uint64_t name_hash(const char *s, size_t len)
 {

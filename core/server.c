@@ -35,7 +35,7 @@
 #include "arpc/future.h"
 #include "arpc/server.h"
 #include "async/loop_internal.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 #include "core/conn.h"
 #include "core/frame.h"
 #include "core/handoff.h"

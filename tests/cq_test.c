@@ -17,7 +17,7 @@
 #include "arpc/cq.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 #define STRESS_TOTAL 100000

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 #include "core/frame.h"
 
 /* ---- helpers ---- */

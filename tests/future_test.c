@@ -13,7 +13,7 @@
 #include "arpc/alloc.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 #define RACE_ROUNDS 10000

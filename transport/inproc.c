@@ -27,7 +27,7 @@
 
 #include "arpc/common.h"
 #include "arpc/error.h"
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 #define INPROC_SCHEME "inproc://"
 /* Longest name + 1: "inproc://NAME" must fit in ARPC_ADDR_MAX bytes with its NUL. */

@@ -26,6 +26,9 @@ extern "C" {
 
 #define ARPC_FOREVER ((int64_t)-1)
 
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC), the clock of every arpc deadline. */
+ARPC_API uint64_t arpc_now_ns(void);
+
 /* Memory returned to the caller by arpc (e.g. arpc_future_take) is freed with arpc_free. */
 ARPC_API void arpc_free(void *ptr);
 

@@ -78,9 +78,6 @@ ARPC_API void arpc_loop_destroy(arpc_loop *loop);
 /* True when called on the thread currently running the loop. */
 ARPC_API bool arpc_loop_on_thread(const arpc_loop *loop);
 
-/* Monotonic time in nanoseconds, the clock used for all arpc deadlines. */
-ARPC_API uint64_t arpc_now_ns(void);
-
 #ifdef __cplusplus
 }
 #endif

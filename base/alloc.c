@@ -2,7 +2,7 @@
  * The allocator hook. A process-wide setting, like sqlite3_config(): set once at start-up,
  * read without synchronisation afterwards (documented in arpc/alloc.h).
  */
-#include "core/alloc.h"
+#include "base/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>

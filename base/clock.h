@@ -1,0 +1,39 @@
+/*
+ * The one clock of arpc, and the one way to turn a timeout into a deadline and back.
+ *
+ * Every deadline inside arpc is an absolute time in nanoseconds on CLOCK_MONOTONIC
+ * (arpc_now_ns). ARPC_NEVER is the deadline that never comes. Every conversion saturates:
+ * a timeout so large that now + timeout would overflow is ARPC_NEVER, not a time in the past,
+ * so `arpc_loop_run_until(..., INT64_MAX)` waits for ever instead of returning at once.
+ *
+ * Pure functions of their arguments and the clock: thread-safe, no allocation.
+ */
+#ifndef ARPC_BASE_CLOCK_H
+#define ARPC_BASE_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "arpc/common.h"
+
+#define ARPC_NEVER UINT64_MAX
+#define ARPC_NS_PER_MS 1000000ull
+
+/* timeout_ms from now: < 0 (ARPC_FOREVER) gives ARPC_NEVER; 0 gives now. Saturates. */
+uint64_t arpc_deadline_from_ms(int64_t timeout_ms);
+
+/* As arpc_deadline_from_ms, counted from a time the caller already read. */
+uint64_t arpc_deadline_after(uint64_t now_ns, int64_t timeout_ms);
+
+/* Milliseconds left before deadline_ns, rounded up (so a wait of that long does not wake
+ * just short of it): ARPC_FOREVER for ARPC_NEVER, 0 once it has passed. */
+int64_t arpc_ms_left(uint64_t deadline_ns);
+
+/* arpc_ms_left clamped to what poll(2) and epoll take: -1 for ARPC_NEVER, at most INT_MAX. */
+int arpc_ms_left_int(uint64_t deadline_ns);
+
+/* The absolute CLOCK_MONOTONIC time of deadline_ns, for futex and ck_ec waits. Only for a
+ * deadline other than ARPC_NEVER (which has no timespec: wait without one). */
+struct timespec arpc_timespec_of(uint64_t deadline_ns);
+
+#endif
