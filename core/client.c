@@ -31,7 +31,7 @@
 #include "base/clock.h"
 #include "core/conn.h"
 #include "core/frame.h"
-#include "core/pending.h"
+#include "base/u64_map.h"
 #include "transport/transport.h"
 
 enum client_state { CL_OPEN, CL_DRAINING, CL_LOST, CL_CLOSED };
@@ -52,7 +52,7 @@ struct arpc_client {
     char cl_addr[ARPC_ADDR_MAX];
     /* loop thread only */
     struct arpc_conn cl_conn;
-    struct arpc_pending cl_pending;
+    struct arpc_u64_map cl_pending;
     arpc_future *cl_closed; /* completed by the close task */
     arpc_future *cl_hello;  /* completed when the server's HELLO arrives (or the connection fails) */
     bool cl_cleaned;        /* loop thread: pending calls failed and the connection closed */
@@ -122,7 +122,7 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct client_call *call = arg;
-    if (arpc_pending_take(&call->cc_client->cl_pending, call->cc_xid) != call)
+    if (arpc_u64_map_take(&call->cc_client->cl_pending, call->cc_xid) != call)
         return; /* cannot happen: a completed call's deadline is cancelled */
     call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
 }
@@ -134,7 +134,7 @@ static void call_fail_pending(void *call, void *arg)
 
 static void client_fail_all(arpc_client *c, int reason)
 {
-    arpc_pending_drain(&c->cl_pending, call_fail_pending, &reason);
+    arpc_u64_map_drain(&c->cl_pending, call_fail_pending, &reason);
 }
 
 /* ---- connection callbacks (loop thread) ---- */
@@ -161,7 +161,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     switch (f->f_kind) {
     case ARPC_FRAME_REPLY:
     case ARPC_FRAME_ERROR: {
-        call = arpc_pending_take(&c->cl_pending, f->f_xid);
+        call = arpc_u64_map_take(&c->cl_pending, f->f_xid);
         if (call == NULL)
             return; /* timed out or cancelled already: the late reply is dropped */
         const void *src = f->f_kind == ARPC_FRAME_REPLY ? (const void *)f->f_payload : f->f_msg;
@@ -266,7 +266,7 @@ static void task_start_call(arpc_loop *loop, void *arg)
             return;
         }
     }
-    int rc = arpc_pending_put(&c->cl_pending, call->cc_xid, call);
+    int rc = arpc_u64_map_put(&c->cl_pending, call->cc_xid, call);
     if (rc != ARPC_OK) {
         /* EBUSY: a 64-bit xid wrapped around onto a call still pending. */
         call_finish(call, rc == ARPC_EBUSY ? ARPC_EPROTO : rc, NULL, 0);
@@ -275,7 +275,7 @@ static void task_start_call(arpc_loop *loop, void *arg)
     uint8_t *frame = call->cc_frame;
     call->cc_frame = NULL; /* the connection owns it now */
     rc = arpc_conn_send(&c->cl_conn, frame, frame, frame_size(frame));
-    if (rc != ARPC_OK && arpc_pending_take(&c->cl_pending, call->cc_xid) == call)
+    if (rc != ARPC_OK && arpc_u64_map_take(&c->cl_pending, call->cc_xid) == call)
         call_finish(call, rc, NULL, 0); /* never sent: say so rather than wait forever */
 }
 
@@ -297,7 +297,7 @@ static void task_cancel(arpc_loop *loop, void *arg)
     struct cancel_task *t = arg;
     arpc_client *c = t->ct_client;
     if (atomic_load(&c->cl_state) != CL_CLOSED) {
-        struct client_call *call = arpc_pending_take(&c->cl_pending, t->ct_xid);
+        struct client_call *call = arpc_u64_map_take(&c->cl_pending, t->ct_xid);
         if (call != NULL)
             call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is already cancelled */
     }
@@ -336,7 +336,7 @@ static void client_cleanup(arpc_client *c)
         /* on_close would report ECONNLOST; nothing is pending any more, so it fails nobody. */
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
-    arpc_pending_fini(&c->cl_pending);
+    arpc_u64_map_fini(&c->cl_pending);
     arpc_future_complete(c->cl_hello, ARPC_ESHUTDOWN, NULL, 0);
 }
 
@@ -460,7 +460,7 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     rc = arpc_future_create(&c->cl_hello);
     if (rc != ARPC_OK)
         goto fail_closed;
-    rc = arpc_pending_init(&c->cl_pending, 1024);
+    rc = arpc_u64_map_init(&c->cl_pending, 1024);
     if (rc != ARPC_OK)
         goto fail_hello;
     int fd = -1;
@@ -501,7 +501,7 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
 fail_fd:
     close(fd);
 fail_pending:
-    arpc_pending_fini(&c->cl_pending);
+    arpc_u64_map_fini(&c->cl_pending);
 fail_hello:
     arpc_future_release(c->cl_hello);
 fail_closed:

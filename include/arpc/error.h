@@ -36,7 +36,10 @@ extern "C" {
     X(ETOOLARGE, "message larger than the configured maximum")                               \
     X(EPROTO, "protocol error: malformed or unexpected frame")                               \
     X(EBUSY, "busy: already in use")                                                         \
-    X(ESYSTEM, "a system call failed")
+    X(ESYSTEM, "a system call failed")                                                       \
+    X(EUNREACHABLE, "could not reach the server before the deadline; the call did not run") \
+    X(EEXPIRED, "the call's budget ran out before its handler started; it did not run")      \
+    X(EOVERLOADED, "the server is out of room for the call (e.g. its reply cache is full); it did not run")
 
 enum arpc_error {
 #define ARPC_ERROR_ENUM_(name, msg) ARPC_##name,

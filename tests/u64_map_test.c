@@ -8,22 +8,22 @@
 #include <stdlib.h>
 
 #include "arpc/error.h"
-#include "core/pending.h"
+#include "base/u64_map.h"
 
 static void test_put_take(void **state)
 {
     (void)state;
-    struct arpc_pending p;
-    assert_int_equal(ARPC_OK, arpc_pending_init(&p, 4));
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 4));
     int a, b;
-    assert_int_equal(ARPC_OK, arpc_pending_put(&p, 1, &a));
-    assert_int_equal(ARPC_OK, arpc_pending_put(&p, 2, &b));
-    assert_int_equal(ARPC_EBUSY, arpc_pending_put(&p, 1, &b));
-    assert_ptr_equal(&b, arpc_pending_take(&p, 2));
-    assert_null(arpc_pending_take(&p, 2));
-    assert_ptr_equal(&a, arpc_pending_take(&p, 1));
-    assert_int_equal(0, arpc_pending_count(&p));
-    arpc_pending_fini(&p);
+    assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, 1, &a));
+    assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, 2, &b));
+    assert_int_equal(ARPC_EBUSY, arpc_u64_map_put(&p, 1, &b));
+    assert_ptr_equal(&b, arpc_u64_map_take(&p, 2));
+    assert_null(arpc_u64_map_take(&p, 2));
+    assert_ptr_equal(&a, arpc_u64_map_take(&p, 1));
+    assert_int_equal(0, arpc_u64_map_count(&p));
+    arpc_u64_map_fini(&p);
 }
 
 /* Random operations against a dense reference array; keys from a small range force long
@@ -33,15 +33,15 @@ static void test_random_against_model(void **state)
     (void)state;
     enum { KEYS = 5000, OPS = 400000 };
     void **model = calloc(KEYS + 1, sizeof(*model));
-    struct arpc_pending p;
-    assert_int_equal(ARPC_OK, arpc_pending_init(&p, 8));
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 8));
     unsigned seed = 1;
     size_t count = 0;
     for (int op = 0; op < OPS; op++) {
         uint64_t key = 1 + (uint64_t)(rand_r(&seed) % KEYS);
         void *val = (void *)(uintptr_t)(op + 1);
         if (rand_r(&seed) % 2) {
-            int rc = arpc_pending_put(&p, key, val);
+            int rc = arpc_u64_map_put(&p, key, val);
             if (model[key] != NULL) {
                 assert_int_equal(ARPC_EBUSY, rc);
             } else {
@@ -50,17 +50,17 @@ static void test_random_against_model(void **state)
                 count++;
             }
         } else {
-            assert_ptr_equal(model[key], arpc_pending_take(&p, key));
+            assert_ptr_equal(model[key], arpc_u64_map_take(&p, key));
             if (model[key] != NULL)
                 count--;
             model[key] = NULL;
         }
-        assert_int_equal(count, arpc_pending_count(&p));
+        assert_int_equal(count, arpc_u64_map_count(&p));
     }
     for (uint64_t k = 1; k <= KEYS; k++)
-        assert_ptr_equal(model[k], arpc_pending_take(&p, k));
-    assert_int_equal(0, arpc_pending_count(&p));
-    arpc_pending_fini(&p);
+        assert_ptr_equal(model[k], arpc_u64_map_take(&p, k));
+    assert_int_equal(0, arpc_u64_map_count(&p));
+    arpc_u64_map_fini(&p);
     free(model);
 }
 
@@ -68,26 +68,26 @@ static void test_random_against_model(void **state)
 static void test_sliding_window(void **state)
 {
     (void)state;
-    struct arpc_pending p;
-    assert_int_equal(ARPC_OK, arpc_pending_init(&p, 16));
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 16));
     enum { WINDOW = 1000, TOTAL = 200000 };
     uint64_t window[WINDOW];
     unsigned seed = 3;
     uint64_t next = 1;
     for (int i = 0; i < WINDOW; i++) {
         window[i] = next;
-        assert_int_equal(ARPC_OK, arpc_pending_put(&p, next, (void *)(uintptr_t)next));
+        assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, next, (void *)(uintptr_t)next));
         next++;
     }
     for (int i = 0; i < TOTAL; i++) {
         int slot = rand_r(&seed) % WINDOW;
-        assert_ptr_equal((void *)(uintptr_t)window[slot], arpc_pending_take(&p, window[slot]));
+        assert_ptr_equal((void *)(uintptr_t)window[slot], arpc_u64_map_take(&p, window[slot]));
         window[slot] = next;
-        assert_int_equal(ARPC_OK, arpc_pending_put(&p, next, (void *)(uintptr_t)next));
+        assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, next, (void *)(uintptr_t)next));
         next++;
     }
-    assert_int_equal(WINDOW, arpc_pending_count(&p));
-    arpc_pending_fini(&p);
+    assert_int_equal(WINDOW, arpc_u64_map_count(&p));
+    arpc_u64_map_fini(&p);
 }
 
 static int drained;
@@ -101,18 +101,18 @@ static void count_drained(void *call, void *arg)
 static void test_drain(void **state)
 {
     (void)state;
-    struct arpc_pending p;
-    assert_int_equal(ARPC_OK, arpc_pending_init(&p, 4));
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 4));
     for (uint64_t k = 1; k <= 300; k++)
-        assert_int_equal(ARPC_OK, arpc_pending_put(&p, k, (void *)(uintptr_t)k));
+        assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, k, (void *)(uintptr_t)k));
     drained = 0;
-    arpc_pending_drain(&p, count_drained, NULL);
+    arpc_u64_map_drain(&p, count_drained, NULL);
     assert_int_equal(300, drained);
-    assert_int_equal(0, arpc_pending_count(&p));
-    assert_null(arpc_pending_take(&p, 7));
-    assert_int_equal(ARPC_OK, arpc_pending_put(&p, 7, &p));
-    assert_ptr_equal(&p, arpc_pending_take(&p, 7));
-    arpc_pending_fini(&p);
+    assert_int_equal(0, arpc_u64_map_count(&p));
+    assert_null(arpc_u64_map_take(&p, 7));
+    assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, 7, &p));
+    assert_ptr_equal(&p, arpc_u64_map_take(&p, 7));
+    arpc_u64_map_fini(&p);
 }
 
 int main(void)
