@@ -1,16 +1,17 @@
 /*
- * Internal loop API for the core and transports: the libev loop, and deadlines.
+ * Internal loop API for the core: the libev loop, the job lane, waiting, and deadlines.
  *
  * Deadlines: one libev timer per loop sits over a binary min-heap of arpc_deadline entries
  * (async/deadline_heap.h), so 100k pending deadlines cost one timer; arm and cancel are
  * O(log n). Deadlines are intrusive (the caller embeds the struct, e.g. in a pending call),
  * so arming one allocates nothing unless the heap must grow.
  *
- * Every function here must be called on the loop thread.
+ * Unless a function says otherwise, it must be called on the loop thread.
  */
 #ifndef ARPC_ASYNC_LOOP_INTERNAL_H
 #define ARPC_ASYNC_LOOP_INTERNAL_H
 
+#include <ck_stack.h>
 #include <ev.h>
 
 #include "arpc/future.h"
@@ -18,6 +19,38 @@
 #include "async/deadline_heap.h"
 
 struct ev_loop *arpc_loop_ev(arpc_loop *loop);
+
+/* ---- the job lane: arpc's one way to hand work to a loop from any thread ----
+ * A job is embedded in the object it works on (a call, a reply, a request), so posting it
+ * allocates nothing. Posting never waits: no bounded queue, no lock (one CAS onto a Concurrency
+ * Kit stack). Jobs run on the loop thread in the order they were posted (FIFO per poster; a
+ * total order across posters), one wake-up per batch (async/loop_lanes.c). */
+struct arpc_loop_job;
+typedef void (*arpc_loop_job_fn)(arpc_loop *loop, struct arpc_loop_job *job);
+struct arpc_loop_job {
+    ck_stack_entry_t j_link;
+    arpc_loop_job_fn j_fn;
+};
+
+static inline void arpc_loop_job_init(struct arpc_loop_job *job, arpc_loop_job_fn fn)
+{
+    job->j_link.next = NULL;
+    job->j_fn = fn;
+}
+
+/* Any thread. ARPC_OK: job->j_fn(loop, job) will run exactly once on the loop thread (even if
+ * the loop is stopped meanwhile: the final drain runs it). ARPC_ESHUTDOWN: the loop is
+ * stopping or stopped; the job will not run and still belongs to the caller. */
+int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job);
+
+/* Runs fn(loop, arg) on the loop thread and waits for it to return: the one "do this on the
+ * loop and wait" of arpc (stop steps, close). On the loop thread it runs fn at once. If
+ * nobody runs the loop the caller drives it (arpc_loop_run_until) while it waits. If the loop
+ * is stopping or stopped, it waits until no thread runs it and then runs fn on the calling
+ * thread (nothing else touches the loop's objects any more), and returns ARPC_ESHUTDOWN
+ * instead of ARPC_OK. Either way fn has run exactly once when it returns. The loop must not be
+ * destroyed meanwhile. */
+int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg);
 
 /* Arms d to fire at when_ns (arpc_now_ns clock); re-arming an armed deadline moves it.
  * Returns ARPC_OK or ARPC_ENOMEM. When it fires, d is disarmed first, then d->fn(d, d->arg)
@@ -47,6 +80,9 @@ uint64_t arpc_loop_wakeups(arpc_loop *loop);
  * loop here (arpc_loop_run_until) while nobody does. ARPC_EBUSY on the loop thread itself
  * (it would wait for itself). Otherwise f's status. */
 int arpc_loop_wait(arpc_loop *loop, arpc_future *f);
+/* As arpc_loop_wait, giving up at deadline_ns (base/clock.h; ARPC_NEVER: never) with
+ * ARPC_EPENDING. */
+int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns);
 
 /* Waits until no thread runs the loop (it finished, or a caller-driven run gave it back).
  * Not from the loop thread. Returns true when the loop has finished for good: its final

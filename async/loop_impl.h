@@ -1,0 +1,83 @@
+/*
+ * The loop's insides, shared by the files that implement it (and by nothing else):
+ *   async/loop.c         life cycle: create, start/run, stop, destroy, stop hooks
+ *   async/loop_lanes.c   how work reaches the loop: the task ring and the job lane, wake-ups
+ *   async/loop_timers.c  the deadline heap under one ev_timer
+ *   async/loop_wait.c    waiting on a loop: run_until, wait, run_sync
+ * The reasoning for each part is in the design notes at the top of its file.
+ */
+#ifndef ARPC_ASYNC_LOOP_IMPL_H
+#define ARPC_ASYNC_LOOP_IMPL_H
+
+#include <ck_stack.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "async/loop_internal.h"
+#include "async/mpsc_ring.h"
+
+#define LOOP_DRAIN_BATCH 1024u /* tasks/jobs per wake-up before the loop polls again */
+#define LOOP_FIRE_BATCH 1024u  /* deadlines per timer callback, for the same reason */
+
+enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE };
+
+struct loop_hook {
+    void (*fn)(arpc_loop *loop, void *arg);
+    void *arg;
+};
+
+struct arpc_loop {
+    /* Shared with other threads. */
+    struct arpc_mpsc_ring l_ring;  /* bounded task ring (arpc_loop_submit) */
+    ck_stack_t l_lane;             /* unbounded job lane (arpc_loop_post) */
+    atomic_int l_lane_closed;
+    atomic_int l_lane_posters;     /* posts between their closed check and their wake-up */
+    atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
+    atomic_int l_stopping;
+    pthread_mutex_t l_push_mtx;    /* other threads' submit and stop: one at a time */
+    _Atomic uint64_t l_wakeups;    /* wake_cb runs, for tests; written by the loop thread only */
+
+    /* Loop thread only (or before the loop runs). */
+    struct ev_loop *l_ev;
+    ev_async l_wake;
+    ev_prepare l_prepare;
+    ev_timer l_timer;
+    bool l_timer_armed;
+    uint64_t l_timer_when; /* what l_timer is armed for, when l_timer_armed */
+    struct arpc_deadline_heap l_deadlines;
+    struct loop_hook *l_hooks;
+    size_t l_nhooks;
+    bool l_draining;          /* inside a drain: local submits and posts need no wake-up */
+    bool l_finishing;         /* the final drain has begun */
+    bool l_finished;          /* final drain and hooks done: ev_run may return for good */
+    bool l_destroy_requested; /* destroy was called on the loop thread */
+
+    /* Who runs the loop; guarded by l_mtx. */
+    pthread_mutex_t l_mtx;
+    pthread_cond_t l_cv; /* broadcast when l_state leaves LOOP_RUNNING */
+    enum loop_state l_state;
+    bool l_started;
+    pthread_t l_thread;
+};
+
+/* The loop the calling thread is running, if any (loop.c). */
+extern _Thread_local arpc_loop *loop_tl_current;
+
+/* loop_lanes.c */
+void loop_lanes_init(arpc_loop *loop);
+void loop_wake(arpc_loop *loop);                 /* any thread: a drain starts after this */
+void loop_wake_cb(struct ev_loop *ev, ev_async *w, int revents);
+void loop_lanes_close(arpc_loop *loop);          /* any thread: refuse further posts, wait for those in flight */
+void loop_drain_all(arpc_loop *loop);            /* loop thread: every task and job accepted so far */
+
+/* loop_timers.c */
+void loop_timers_init(arpc_loop *loop);
+void loop_timers_fini(arpc_loop *loop);
+
+/* loop.c */
+void loop_finish(arpc_loop *loop);               /* loop thread: final drain and hooks; once */
+int loop_claim(arpc_loop *loop);                 /* IDLE -> RUNNING, or ARPC_EBUSY / ARPC_ESHUTDOWN */
+void loop_end_run(arpc_loop *loop);              /* after a run that saw l_finished: free or mark DONE */
+void loop_release(arpc_loop *loop);              /* a caller-driven run gives the loop back (IDLE) */
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * Waiting on a loop: for a future (arpc_loop_run_until, arpc_loop_wait) or for a function run
+ * on the loop (arpc_loop_run_sync).
+ *
+ * A loop may be run by its own thread, by a thread lent with arpc_loop_run, or by nobody: then
+ * whoever waits drives it (arpc_loop_run_until claims it, runs ev_run until the wait is over,
+ * and gives it back). A waiter therefore looks at who runs the loop: its own thread -> sleep
+ * until done; another waiter driving it -> sleep in short slices, because that waiter may give
+ * the loop back the moment its own wait ends (then we drive it); nobody -> drive it here.
+ * Every wait is one of these, written once (loop_wait_cond) for any condition (loop_cond).
+ */
+#include "async/loop_impl.h"
+
+#include "arpc/error.h"
+#include "async/futex.h"
+#include "base/clock.h"
+
+/* Something to wait for: done() polls it; sleep() blocks until it may be done or until
+ * deadline_ns, whichever is first (it may return early). */
+struct loop_cond {
+    bool (*c_done)(void *arg);
+    void (*c_sleep)(void *arg, uint64_t deadline_ns);
+    void *c_arg;
+};
+
+static bool future_done(void *f) { return arpc_future_poll(f) != ARPC_EPENDING; }
+
+static void future_sleep(void *f, uint64_t deadline_ns)
+{
+    arpc_future_wait_for(f, arpc_ms_left(deadline_ns));
+}
+
+static void run_until_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev;
+    (void)w;
+    (void)revents; /* only wakes ev_run(EVRUN_ONCE) so the driver re-checks its deadline */
+}
+
+/* Claims the loop and runs it on this thread until c is done, until_ns passes (nowait: one
+ * non-blocking iteration), or the loop finishes; then gives it back. ARPC_OK (done),
+ * ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished), ARPC_EBUSY (someone else runs it). */
+static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait)
+{
+    int rc = loop_claim(loop);
+    if (rc != ARPC_OK)
+        return rc;
+    arpc_loop *outer = loop_tl_current;
+    loop_tl_current = loop;
+    ev_timer timeout;
+    ev_timer_init(&timeout, run_until_timeout_cb, 0., 0.);
+    if (!nowait && until_ns != ARPC_NEVER) {
+        ev_now_update(loop->l_ev);
+        ev_timer_set(&timeout, (ev_tstamp)arpc_ms_left(until_ns) / 1e3, 0.);
+        ev_timer_start(loop->l_ev, &timeout);
+    }
+    do {
+        if (loop->l_finished || c->c_done(c->c_arg))
+            break;
+        ev_run(loop->l_ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
+    } while (!nowait && (until_ns == ARPC_NEVER || arpc_now_ns() < until_ns));
+    ev_timer_stop(loop->l_ev, &timeout);
+    loop_tl_current = outer;
+    bool done = c->c_done(c->c_arg);
+    if (loop->l_finished) {
+        loop_end_run(loop); /* stopped while we ran it: end its run as arpc_loop_run does */
+        return done ? ARPC_OK : ARPC_ESHUTDOWN;
+    }
+    loop_release(loop); /* free for the next caller to drive */
+    return done ? ARPC_OK : ARPC_EPENDING;
+}
+
+/* Waits (not on the loop thread) until c is done or until_ns: ARPC_OK or ARPC_EPENDING. */
+static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns)
+{
+    for (;;) {
+        if (c->c_done(c->c_arg))
+            return ARPC_OK;
+        uint64_t now = arpc_now_ns();
+        if (until_ns != ARPC_NEVER && now >= until_ns)
+            return ARPC_EPENDING;
+        pthread_mutex_lock(&loop->l_mtx);
+        bool driven = loop->l_state == LOOP_RUNNING;
+        bool own_thread = loop->l_started;
+        bool finished = loop->l_state == LOOP_DONE;
+        pthread_mutex_unlock(&loop->l_mtx);
+        if (own_thread || finished) {
+            c->c_sleep(c->c_arg, until_ns); /* its thread, or whoever stopped it, finishes c */
+            continue;
+        }
+        if (driven) {
+            /* A waiter drives it and may give it back any moment: look again soon. */
+            uint64_t slice = arpc_deadline_after(now, 1);
+            c->c_sleep(c->c_arg, slice < until_ns ? slice : until_ns);
+            continue;
+        }
+        int rc = loop_drive(loop, c, until_ns, false);
+        if (rc == ARPC_OK || rc == ARPC_EPENDING)
+            return rc;
+        /* EBUSY (someone grabbed it first) or ESHUTDOWN (it finished): look again. */
+    }
+}
+
+int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
+{
+    if (loop == NULL || f == NULL)
+        return ARPC_EINVAL;
+    if (loop_tl_current == loop)
+        return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
+    struct loop_cond c = {future_done, future_sleep, f};
+    int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0);
+    if (rc == ARPC_EBUSY || rc == ARPC_EPENDING || rc == ARPC_ESHUTDOWN)
+        return rc;
+    return arpc_future_poll(f);
+}
+
+int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
+{
+    if (loop_tl_current == loop)
+        return ARPC_EBUSY; /* the loop cannot wait for itself */
+    struct loop_cond c = {future_done, future_sleep, f};
+    if (loop_wait_cond(loop, &c, deadline_ns) != ARPC_OK)
+        return ARPC_EPENDING;
+    return arpc_future_poll(f);
+}
+
+int arpc_loop_wait(arpc_loop *loop, arpc_future *f) { return arpc_loop_wait_until(loop, f, ARPC_NEVER); }
+
+bool arpc_loop_wait_not_running(arpc_loop *loop)
+{
+    pthread_mutex_lock(&loop->l_mtx);
+    while (loop->l_state == LOOP_RUNNING) /* every run broadcasts l_cv when it ends */
+        pthread_cond_wait(&loop->l_cv, &loop->l_mtx);
+    bool done = loop->l_state == LOOP_DONE;
+    pthread_mutex_unlock(&loop->l_mtx);
+    return done;
+}
+
+/* ---- run_sync ---- */
+
+struct sync_job {
+    struct arpc_loop_job sj_job;
+    arpc_task_fn sj_fn;
+    void *sj_arg;
+    _Atomic uint32_t sj_done;
+};
+
+static void sync_job_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct sync_job *s = (struct sync_job *)job;
+    s->sj_fn(loop, s->sj_arg);
+    atomic_store_explicit(&s->sj_done, 1, memory_order_release);
+    /* The waiter may return (its stack frame, s, gone) as soon as it sees the store: a wake on
+     * a dead address is harmless (a private futex wake only hashes the address). */
+    arpc_futex_wake_all((const uint32_t *)&s->sj_done);
+}
+
+static bool sync_done(void *arg)
+{
+    struct sync_job *s = arg;
+    return atomic_load_explicit(&s->sj_done, memory_order_acquire) != 0;
+}
+
+static void sync_sleep(void *arg, uint64_t deadline_ns)
+{
+    struct sync_job *s = arg;
+    arpc_futex_wait((const uint32_t *)&s->sj_done, 0, deadline_ns);
+}
+
+int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
+{
+    if (loop_tl_current == loop) {
+        fn(loop, arg); /* we are the loop thread: never queue and wait for ourselves */
+        return ARPC_OK;
+    }
+    struct sync_job s = {.sj_fn = fn, .sj_arg = arg};
+    arpc_loop_job_init(&s.sj_job, sync_job_run);
+    atomic_init(&s.sj_done, 0);
+    if (arpc_loop_post(loop, &s.sj_job) == ARPC_OK) {
+        struct loop_cond c = {sync_done, sync_sleep, &s};
+        loop_wait_cond(loop, &c, ARPC_NEVER); /* an accepted job runs, even if the loop stops */
+        return ARPC_OK;
+    }
+    /* The loop is stopping or stopped: once no thread runs it, nothing else touches what fn
+     * touches, so fn runs here, as the loop thread. */
+    arpc_loop_wait_not_running(loop);
+    arpc_loop *outer = loop_tl_current;
+    loop_tl_current = loop;
+    fn(loop, arg);
+    loop_tl_current = outer;
+    return ARPC_ESHUTDOWN;
+}
