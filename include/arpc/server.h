@@ -74,10 +74,11 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
  * pool handler. Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
-/* Stops (with a 1 s grace) if needed, and frees (memory still referenced by requests in
- * asynchronous handlers is freed when they reply). Refused, with a message on stderr, from the
- * server's loop thread or a pool handler. */
-ARPC_API void arpc_server_destroy(arpc_server *s);
+/* Stops (with a 1 s grace) if needed, and releases the caller's handle (memory still
+ * referenced by requests in asynchronous handlers is freed when they reply). Returns ARPC_OK;
+ * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
+ * for itself); ARPC_EINVAL for NULL. */
+ARPC_API int arpc_server_destroy(arpc_server *s);
 
 /* ---- inside a handler ---- */
 
@@ -86,11 +87,15 @@ ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-termin
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
 
-/* Sends data (copied) as the reply and frees req. Callable from any thread, exactly once per
- * request (arpc_reply or arpc_reply_error). Returns ARPC_OK (queued; if the client's connection
- * is gone by then it is dropped), ARPC_ESHUTDOWN when the server has stopped (dropped; req is
- * freed all the same), ARPC_ETOOLARGE (larger than the
- * client accepts: req is freed and the caller gets ARPC_ETOOLARGE instead). For a one-way request it only frees req. */
+/* Sends data (copied) as the reply and finishes req. Callable from any thread, exactly once per
+ * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
+ * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
+ * when the server has stopped (dropped), ARPC_ETOOLARGE (larger than the client accepts: the
+ * caller gets ARPC_ETOOLARGE instead), ARPC_ENOMEM (the reply could not be encoded: the
+ * client's call ends when its connection or deadline does). In every case req is finished.
+ * A second reply for the same request while its handler is still running is refused with
+ * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
+ * gone and must not be used, as after free(). For a one-way request it only finishes req. */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */

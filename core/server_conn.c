@@ -1,0 +1,189 @@
+/*
+ * One server connection's protocol, on the loop thread: the HELLO exchange, the frames a client
+ * may send, looking up methods and handing requests to their handlers, and the last words
+ * (ERROR, GOAWAY) before a connection closes for bad input or at stop.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/frame.h"
+#include "core/server_internal.h"
+
+void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
+
+void sconn_release(struct server_conn *sc)
+{
+    if (arpc_refcount_put(&sc->sc_refs))
+        arpc_free(sc);
+}
+
+/* The longest error message the client accepts (it announced its frame limit in HELLO). */
+size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen)
+{
+    size_t cap = sc->sc_client_max > ARPC_ERROR_FIXED_SIZE ? sc->sc_client_max - ARPC_ERROR_FIXED_SIZE : 0;
+    if (cap > UINT16_MAX)
+        cap = UINT16_MAX;
+    return mlen < cap ? mlen : cap;
+}
+
+void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    mlen = sconn_error_msg_cap(sc, mlen);
+    if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, msg, (uint16_t)mlen) == ARPC_ENOMEM)
+        /* The client would wait for this answer forever: fail the whole connection instead. */
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+}
+
+/* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
+void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
+{
+    arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
+}
+
+static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
+{
+    arpc_server *s = sc->sc_server;
+    bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
+    if (atomic_load(&s->sv_state) != SV_RUNNING) {
+        static const char shutting_down[] = "server shutting down";
+        if (!oneway)
+            sconn_send_error(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
+        return;
+    }
+    const struct arpc_method *m = arpc_registry_find(&s->sv_registry, f->f_method, f->f_method_len);
+    if (m != NULL) {
+        request_dispatch(sc, m, f);
+        return;
+    }
+    char name[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
+    if (oneway) {
+        arpc_log(ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped", sc->sc_conn.c_peer, name);
+        return;
+    }
+    /* The client gets its own bytes back (escaped too: they may reach its log). */
+    char msg[sizeof(name) + 32];
+    int n = snprintf(msg, sizeof(msg), "no such method: %s", name);
+    sconn_send_error(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
+}
+
+static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
+{
+    sconn_send_goaway(conn, reason,
+                      reason == ARPC_ETOOLARGE ? "frame larger than the server accepts"
+                                               : "malformed frame or unsupported protocol version");
+}
+
+static void sconn_refuse(struct arpc_conn *conn, const char *why)
+{
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s", conn->c_peer, why);
+    sconn_send_goaway(conn, ARPC_EPROTO, why);
+    arpc_conn_close_after_flush(conn, ARPC_EPROTO);
+}
+
+static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
+{
+    if (sc->sc_hello) {
+        /* Workers read sc_client_max: it is fixed by the first HELLO. */
+        sconn_refuse(&sc->sc_conn, "a second HELLO on one connection");
+        return;
+    }
+    sc->sc_hello = true;
+    sc->sc_client_id = f->f_client_id;
+    if (f->f_max_frame != 0)
+        sc->sc_client_max = f->f_max_frame;
+    arpc_conn_send_hello(&sc->sc_conn, 0, sc->sc_server->sv_max_frame);
+}
+
+static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
+        sconn_refuse(conn, "the first frame must be HELLO");
+        return;
+    }
+    switch (f->f_kind) {
+    case ARPC_FRAME_HELLO:
+        sconn_on_hello(sc, f);
+        return;
+    case ARPC_FRAME_REQUEST:
+    case ARPC_FRAME_ONEWAY:
+        sconn_on_request(sc, f);
+        return;
+    case ARPC_FRAME_PING:
+        arpc_conn_answer_ping(conn, f);
+        return;
+    case ARPC_FRAME_PONG:
+        return;
+    default:
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
+                 conn->c_peer, f->f_kind);
+        arpc_conn_close(conn, ARPC_EPROTO);
+        return;
+    }
+}
+
+static void sconn_on_close(struct arpc_conn *conn, int reason)
+{
+    (void)reason;
+    struct server_conn *sc = conn->c_owner;
+    arpc_server *s = sc->sc_server;
+    if (sc->sc_prev != NULL)
+        sc->sc_prev->sc_next = sc->sc_next;
+    else
+        s->sv_conns = sc->sc_next;
+    if (sc->sc_next != NULL)
+        sc->sc_next->sc_prev = sc->sc_prev;
+    sconn_release(sc); /* the loop's reference */
+}
+
+static const struct arpc_conn_ops server_conn_ops = {
+    .on_frame = sconn_on_frame,
+    .on_close = sconn_on_close,
+    .on_bad_input = sconn_on_bad_input,
+};
+
+void sconn_open(arpc_server *s, int fd, const char *peer)
+{
+    struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
+    if (sc == NULL) {
+        arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        close(fd);
+        return;
+    }
+    arpc_refcount_init(&sc->sc_refs, 1);
+    sc->sc_server = s;
+    sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
+    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer) != ARPC_OK) {
+        arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        arpc_free(sc);
+        return;
+    }
+    arpc_conn_limit_backlog(&sc->sc_conn);
+    sc->sc_next = s->sv_conns;
+    if (s->sv_conns != NULL)
+        s->sv_conns->sc_prev = sc;
+    s->sv_conns = sc;
+}
+
+void sconn_goaway_all(arpc_server *s)
+{
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+        sconn_send_goaway(&sc->sc_conn, ARPC_ESHUTDOWN, "server shutting down");
+}
+
+void sconn_close_all(arpc_server *s)
+{
+    /* Replies already handed over went out before this ran (the job lane is FIFO); write what
+     * the sockets take without waiting, then close. */
+    for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
+        next = sc->sc_next; /* a failed flush closes (and may free) sc */
+        arpc_conn_flush_now(&sc->sc_conn);
+    }
+    while (s->sv_conns != NULL)
+        arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
+}

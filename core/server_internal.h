@@ -1,0 +1,86 @@
+/*
+ * The server's insides, shared by the files that implement it:
+ *   core/server.c        life cycle: create, register, listen, stop, destroy
+ *   core/listener.c      accepting connections: the accept loop, pausing on errors, peer names
+ *   core/server_conn.c   one connection's protocol: HELLO, frames, dispatch to handlers
+ *   core/request.c       the request object handlers see, and the reply that leaves it
+ *
+ * Threads: the loop thread owns listeners and connections (their sockets, buffers, the list of
+ * open connections). Handlers run on actors (or inline on the loop) and reply from any thread:
+ * the reply is encoded on the replying thread and handed to the loop through the loop's job
+ * lane (async/loop_internal.h), which never makes the replier wait.
+ *
+ * Lifetimes (all counts are base/refcount.h): a server_conn is held by the loop while open and
+ * by each of its requests and replies on their way; the server by the user's handle and by
+ * each request in flight. So a handler may reply long after its client left, or after the
+ * server was stopped: the reply is dropped, never written to freed memory.
+ */
+#ifndef ARPC_CORE_SERVER_INTERNAL_H
+#define ARPC_CORE_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "arpc/server.h"
+#include "async/loop_internal.h"
+#include "base/refcount.h"
+#include "core/conn.h"
+#include "core/registry.h"
+
+enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
+
+struct server_listener; /* core/listener.c */
+
+struct server_conn {
+    struct arpc_conn sc_conn;
+    arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
+    arpc_server *sc_server;
+    uint64_t sc_client_id;
+    uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
+    bool sc_hello;
+    struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
+};
+
+struct arpc_server {
+    arpc_refcount sv_refs;          /* the user's handle + one per request in flight */
+    atomic_int sv_state;            /* enum server_state */
+    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (a futex
+                                     * word: the last one wakes a stop waiting out its grace) */
+    atomic_uint sv_replying;        /* replies between their state check and their hand-over */
+    arpc_loop *sv_loop;
+    bool sv_owns_loop;
+    arpc_actor_group *sv_pool;
+    uint32_t sv_max_frame;
+    struct arpc_registry sv_registry;
+    pthread_mutex_t sv_stop_mtx;    /* serialises stops: a second stop returns once the first is done */
+    /* loop thread only */
+    struct server_listener *sv_listeners;
+    struct server_conn *sv_conns;
+};
+
+/* server.c */
+void server_retain(arpc_server *s);
+void server_release(arpc_server *s);
+
+/* listener.c (loop thread) */
+struct server_listener *listener_new(arpc_server *s, const char *addr, char *bound, size_t boundlen,
+                                     int *rc);
+void listener_start(struct server_listener *l);
+void listener_close_all(arpc_server *s);
+void listener_discard(struct server_listener *l); /* never started */
+
+/* server_conn.c (loop thread) */
+void sconn_open(arpc_server *s, int fd, const char *peer);
+void sconn_retain(struct server_conn *sc);
+void sconn_release(struct server_conn *sc);
+void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
+void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
+void sconn_goaway_all(arpc_server *s);
+void sconn_close_all(arpc_server *s);
+size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
+
+/* request.c */
+/* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
+void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
+
+#endif
