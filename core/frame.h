@@ -82,6 +82,11 @@ struct arpc_frame {
 int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
                       size_t *consumed, size_t *need);
 
+/* The whole size (header + body) of a frame this side encoded, from its header. */
+size_t arpc_frame_total_size(const uint8_t *header);
+/* Rewrites the xid of an encoded frame (a cached reply sent again under a new call id). */
+void arpc_frame_set_xid(uint8_t *header, uint64_t xid);
+
 /* Encoders write into dst, which must hold the returned size (the *_size functions give it). */
 size_t arpc_frame_request_size(size_t method_len, size_t payload_len);
 size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind /* REQUEST or ONEWAY */, uint64_t xid,

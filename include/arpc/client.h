@@ -58,11 +58,11 @@ ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc
 
 /* Closes the connection, completes every pending call with ARPC_ESHUTDOWN, waits for the
  * loop to let go of the client, and frees it (and its loop, if the client owns one).
- * No call may be started on c once close has begun. Must not be called from the client's
- * loop thread (e.g. inside a then-callback): that would wait for itself, so it is refused
- * with a message on stderr. A client does not reconnect: after ARPC_ECONNLOST, close it
+ * No call may be started on c once close has begun. Returns ARPC_OK; ARPC_EBUSY, doing
+ * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
+ * itself); ARPC_EINVAL for NULL. A client does not reconnect: after ARPC_ECONNLOST, close it
  * and connect a new one. */
-ARPC_API void arpc_client_close(arpc_client *c);
+ARPC_API int arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
 
