@@ -2,14 +2,16 @@
  * Design notes.
  *
  * Batching: sends never write directly. They queue and start the ev_prepare watcher, which
- * libev runs once per loop iteration just before it blocks; by then every task drained from
- * the submit ring in this iteration has queued its frame, so one writev carries them all.
+ * libev runs once per loop iteration just before it blocks; by then every job drained from
+ * the loop's lanes in this iteration has queued its frame, so one sendmsg carries them all.
  * This costs no latency: prepare runs in the same iteration, before the poll.
  *
- * Reading: one read() per readiness, into a buffer that starts at 64 KiB and doubles, for a
- * frame whose header says it is larger, only as the bytes actually arrive (a peer must send N
- * bytes to make us hold N), and shrinks back once a large frame has passed. Frames are parsed
- * in place; the remainder is moved to the front only when the buffer's tail is short.
+ * Reading: up to CONN_READS_PER_READY read()s per readiness (a socket that keeps filling the
+ * buffer is read again, but not for ever: other connections get their turn), into a buffer
+ * that starts at 64 KiB and doubles, for a frame whose header says it is larger, only as the
+ * bytes actually arrive (a peer must send N bytes to make us hold N), and shrinks back once a
+ * large frame has passed. Frames are parsed in place; the remainder is moved to the front only
+ * when the buffer's tail is short.
  */
 #include "core/conn.h"
 
@@ -21,8 +23,10 @@
 #include "arpc/error.h"
 #include "async/loop_internal.h"
 #include "base/alloc.h"
+#include "base/log.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
+#define CONN_READS_PER_READY 4
 
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
@@ -215,8 +219,8 @@ static size_t conn_parse(struct arpc_conn *conn)
         if (rc == ARPC_EAGAIN)
             return need;
         if (rc != ARPC_OK) {
-            fprintf(stderr, "arpc: closing the connection from %s: %s (%s)\n", conn->c_peer,
-                    arpc_strerror(rc), arpc_errname(rc));
+            arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
+                     arpc_errname(rc));
             if (conn->c_ops->on_bad_input != NULL) {
                 conn->c_ops->on_bad_input(conn, rc);
                 arpc_conn_close_after_flush(conn, rc);
@@ -238,11 +242,11 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     conn->c_dispatching = true;
-    for (int round = 0; round < 4 && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
+    for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
          round++) {
         if (conn_reserve(conn, need) != ARPC_OK) {
-            fprintf(stderr, "arpc: closing the connection from %s: out of memory for a %zu-byte frame\n",
-                    conn->c_peer, need);
+            arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
+                     conn->c_peer, need);
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }

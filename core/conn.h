@@ -1,14 +1,14 @@
 /*
  * arpc_conn: one stream connection owned by a loop thread, shared by client and server.
  *
- * Reading: level-triggered ev_io; each readiness reads what the socket has into a growing
- * buffer and hands every complete frame to ops->on_frame (frame fields point into the read
+ * Reading: level-triggered ev_io; each readiness reads what the socket has (a few reads at
+ * most) into a growing buffer and hands every complete frame to ops->on_frame (frame fields point into the read
  * buffer and are valid only during the call). A frame that is malformed or larger than
  * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
  * before the body is read.
  *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
- * frame with one writev just before the loop next sleeps, so frames queued in one loop iteration
+ * frame with one gathered sendmsg (core/outq.h) just before the loop next sleeps, so frames queued in one loop iteration
  * leave in one batch. A full socket arms a write watcher.
  *
  * Closing: arpc_conn_close() may be called from inside on_frame; the close then happens after
