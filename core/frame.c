@@ -235,9 +235,9 @@ size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind, uint64_t xid, uint6
     return n + payload_len;
 }
 
-size_t arpc_frame_total_size(const uint8_t *header) { return ARPC_FRAME_HEADER_SIZE + (size_t)ld32(header + HDR_BODY_LEN); }
+size_t arpc_frame_total_size(const uint8_t *header) { return ARPC_FRAME_HEADER_SIZE + (size_t)le_ld32(header + HDR_BODY_LEN); }
 
-void arpc_frame_set_xid(uint8_t *header, uint64_t xid) { st64(header + HDR_XID, xid); }
+void arpc_frame_set_xid(uint8_t *header, uint64_t xid) { le_st64(header + HDR_XID, xid); }
 
 size_t arpc_frame_error_size(size_t msg_len) { return ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + msg_len; }
 
