@@ -118,7 +118,7 @@ void client_conn_attach(arpc_loop *loop, void *arg)
         arpc_future_complete(c->cl_hello, ARPC_ENOMEM, NULL, 0);
         return;
     }
-    if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, c->cl_max_frame) == ARPC_ENOMEM)
+    if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }
 

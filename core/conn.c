@@ -136,12 +136,12 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
     return ARPC_OK;
 }
 
-int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t client_id, uint32_t max_frame)
+int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry_s)
 {
-    uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE);
+    uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT);
     if (buf == NULL)
         return ARPC_ENOMEM;
-    size_t n = arpc_frame_encode_hello(buf, client_id, 0, max_frame);
+    size_t n = arpc_frame_encode_hello(buf, id, flags, max_frame, expiry_s);
     return arpc_conn_send(conn, buf, buf, n);
 }
 

@@ -69,7 +69,8 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
 
 /* Small control frames, encoded into a fresh buffer and queued. Each returns as
  * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */
-int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t client_id, uint32_t max_frame);
+/* HELLO: id is the client id (from a client) or the epoch (from a server). */
+int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry_s);
 /* PONG echoing a PING's xid and payload. */
 int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping);
 /* ERROR (for call xid) or GOAWAY (xid 0) with code and msg[0..msg_len). */

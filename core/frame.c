@@ -33,6 +33,8 @@ enum {
     HELLO_CLIENT_ID = 0,
     HELLO_FLAGS = 8,
     HELLO_MAX_FRAME = 12,
+    HELLO_EXPIRY = 16,
+    HELLO_RESERVED = 20,
     REQ_SEQ = 0,
     REQ_ACK = 8,
     REQ_DEADLINE = 16,
@@ -63,6 +65,7 @@ static int64_t kind_min_body(unsigned kind)
     case ARPC_FRAME_REPLY:
     case ARPC_FRAME_PING:
     case ARPC_FRAME_PONG:
+    case ARPC_FRAME_CANCEL:
         return 0;
     default:
         return -1;
@@ -99,12 +102,14 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
     return ARPC_OK;
 }
 
-static int decode_hello(const uint8_t *body, struct arpc_frame *f)
+static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
-    /* Bytes after the fixed fields are ignored: later versions may append fields. */
+    /* Fields appended after the fixed ones are read when present (a peer of an earlier
+     * revision sends none); bytes after those are ignored: later revisions may append more. */
     f->f_client_id = le_ld64(body + HELLO_CLIENT_ID);
     f->f_flags = le_ld32(body + HELLO_FLAGS);
     f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
+    f->f_expiry_s = body_len >= HELLO_EXPIRY + 4 ? le_ld32(body + HELLO_EXPIRY) : 0;
     return ARPC_OK;
 }
 
@@ -142,14 +147,14 @@ static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame
 {
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
-        return decode_hello(body, f);
+        return decode_hello(body, body_len, f);
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
         return decode_request(body, body_len, f);
     case ARPC_FRAME_ERROR:
     case ARPC_FRAME_GOAWAY:
         return decode_error(body, body_len, f);
-    default: /* REPLY, PING, PONG: check_header() let no other kind through */
+    default: /* REPLY, PING, PONG, CANCEL: check_header() let no other kind through */
         f->f_payload = body;
         f->f_payload_len = body_len;
         return ARPC_OK;
@@ -255,12 +260,23 @@ size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_
     return arpc_frame_error_size(msg_len);
 }
 
-size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame)
+size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
+                               uint32_t expiry_s)
 {
-    arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE);
+    arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE_EXT);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
     le_st64(body + HELLO_CLIENT_ID, client_id);
     le_st32(body + HELLO_FLAGS, flags);
     le_st32(body + HELLO_MAX_FRAME, max_frame);
-    return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE;
+    le_st32(body + HELLO_EXPIRY, expiry_s);
+    le_st32(body + HELLO_RESERVED, 0);
+    return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT;
+}
+
+void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t ack, uint32_t deadline_ms)
+{
+    uint8_t *body = frame + ARPC_FRAME_HEADER_SIZE;
+    le_st64(frame + HDR_XID, xid);
+    le_st64(body + REQ_ACK, ack);
+    le_st32(body + REQ_DEADLINE, deadline_ms);
 }

@@ -9,7 +9,8 @@
  *   4  u32   body length in bytes (after the header)
  *   8  u64   xid: call id chosen by the client, echoed by the reply (0 where unused)
  * Body by kind:
- *   HELLO    u64 client_id, u32 flags, u32 max_frame (the sender's limit)
+ *   HELLO    u64 client_id (from a server: its epoch), u32 flags, u32 max_frame (the sender's
+ *            limit), then optionally u32 expiry_s (server: idle clients forgotten after), u32 0
  *   REQUEST  u64 seq, u64 ack, u32 deadline_ms (0 = none), u16 method_len, u16 flags,
  *            method bytes, payload bytes (the rest)
  *   ONEWAY   same body as REQUEST (seq and ack are 0 unless the client numbers them)
@@ -18,6 +19,8 @@
  *   PING     payload echoed by PONG (xid echoed too)
  *   PONG     as PING
  *   GOAWAY   u32 code, u16 msg_len, u16 reserved, msg bytes
+ *   CANCEL   empty: the client gave up on call xid (only to a server whose HELLO has
+ *            ARPC_HELLO_CANCEL)
  */
 #ifndef ARPC_CORE_FRAME_H
 #define ARPC_CORE_FRAME_H
@@ -29,7 +32,8 @@
 #define ARPC_FRAME_HEADER_SIZE 16
 #define ARPC_REQUEST_FIXED_SIZE 24 /* seq + ack + deadline + method_len + flags */
 #define ARPC_ERROR_FIXED_SIZE 8
-#define ARPC_HELLO_BODY_SIZE 16
+#define ARPC_HELLO_BODY_SIZE 16      /* the fixed fields every HELLO has */
+#define ARPC_HELLO_BODY_SIZE_EXT 24  /* what arpc sends: + expiry_s + reserved */
 #define ARPC_METHOD_MAX 255
 /* Default largest body accepted; configurable per client/server. */
 #define ARPC_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
@@ -43,6 +47,15 @@ enum arpc_frame_kind {
     ARPC_FRAME_PING = 6,
     ARPC_FRAME_PONG = 7,
     ARPC_FRAME_GOAWAY = 8,
+    ARPC_FRAME_CANCEL = 9,
+};
+
+/* HELLO flags. A peer ignores bits it does not know. */
+enum arpc_hello_flag {
+    ARPC_HELLO_CANCEL = 1u << 0,  /* server: CANCEL frames are understood */
+    ARPC_HELLO_DEDUP = 1u << 1,   /* server: numbered calls are deduplicated (reply cache) */
+    ARPC_HELLO_DURABLE = 1u << 2, /* server: its reply cache survives restarts (reply log);
+                                   * the epoch stays the same */
 };
 
 /* A decoded frame: pointers are views into the decoder's input buffer. */
@@ -52,9 +65,10 @@ struct arpc_frame {
     uint32_t f_body_len;
     uint64_t f_xid;
     /* HELLO */
-    uint64_t f_client_id;
+    uint64_t f_client_id; /* a server's HELLO: its epoch */
     uint32_t f_flags;
     uint32_t f_max_frame;
+    uint32_t f_expiry_s;  /* 0 when the HELLO has no such field */
     /* REQUEST / ONEWAY */
     uint64_t f_seq;
     uint64_t f_ack;
@@ -102,6 +116,10 @@ size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32
 size_t arpc_frame_error_size(size_t msg_len);
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
                                uint32_t code, const char *msg, uint16_t msg_len);
-size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame);
+/* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes. */
+size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
+                               uint32_t expiry_s);
+/* Rewrites what changes when an encoded request is sent again: its xid, ack and budget. */
+void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t ack, uint32_t deadline_ms);
 
 #endif

@@ -96,7 +96,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_client_id = f->f_client_id;
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
-    arpc_conn_send_hello(&sc->sc_conn, 0, sc->sc_server->sv_max_frame);
+    arpc_conn_send_hello(&sc->sc_conn, 0, 0, sc->sc_server->sv_max_frame, 0);
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)

@@ -340,8 +340,8 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
     enum { PAYLOAD = 64 * 1024, FRAMES = 2000 }; /* 128 MiB of requests, and as much reply */
     size_t flen = arpc_frame_request_size(6, PAYLOAD);
     uint8_t *frame = calloc(1, flen);
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE];
-    size_t hlen = arpc_frame_encode_hello(hello, 7, 0, 0);
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t hlen = arpc_frame_encode_hello(hello, 7, 0, 0, 0);
     assert_int_equal(hlen, send(fd, hello, hlen, MSG_NOSIGNAL));
     size_t accepted = 0;
     int64_t until = now_ms() + 1500;

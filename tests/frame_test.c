@@ -50,6 +50,7 @@ static void assert_frame_equal(const struct arpc_frame *want, const struct arpc_
     assert_int_equal(want->f_client_id, got->f_client_id);
     assert_int_equal(want->f_flags, got->f_flags);
     assert_int_equal(want->f_max_frame, got->f_max_frame);
+    assert_int_equal(want->f_expiry_s, got->f_expiry_s);
     assert_int_equal(want->f_seq, got->f_seq);
     assert_int_equal(want->f_ack, got->f_ack);
     assert_int_equal(want->f_deadline_ms, got->f_deadline_ms);
@@ -112,7 +113,7 @@ static size_t encode_frame(uint8_t *dst, struct arpc_frame *f)
     size_t n;
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
-        n = arpc_frame_encode_hello(dst, f->f_client_id, f->f_flags, f->f_max_frame);
+        n = arpc_frame_encode_hello(dst, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
@@ -139,7 +140,7 @@ static size_t encode_frame(uint8_t *dst, struct arpc_frame *f)
 static struct arpc_frame random_frame(uint64_t *s, uint8_t kind)
 {
     struct arpc_frame f = {0};
-    f.f_kind = kind != 0 ? kind : (uint8_t)(1 + rng_below(s, 8));
+    f.f_kind = kind != 0 ? kind : (uint8_t)(1 + rng_below(s, 9));
     bool big = rng_below(s, 8) == 0;
     uint32_t payload_len = rng_below(s, big ? (uint32_t)sizeof pool : 64);
     switch (f.f_kind) {
@@ -147,6 +148,7 @@ static struct arpc_frame random_frame(uint64_t *s, uint8_t kind)
         f.f_client_id = rng_next(s);
         f.f_flags = (uint32_t)rng_next(s);
         f.f_max_frame = (uint32_t)rng_next(s);
+        f.f_expiry_s = (uint32_t)rng_next(s);
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
@@ -177,7 +179,7 @@ static struct arpc_frame random_frame(uint64_t *s, uint8_t kind)
 
 static const uint8_t all_kinds[] = {
     ARPC_FRAME_HELLO, ARPC_FRAME_REQUEST, ARPC_FRAME_ONEWAY, ARPC_FRAME_REPLY,
-    ARPC_FRAME_ERROR, ARPC_FRAME_PING,    ARPC_FRAME_PONG,   ARPC_FRAME_GOAWAY,
+    ARPC_FRAME_ERROR, ARPC_FRAME_PING,    ARPC_FRAME_PONG,   ARPC_FRAME_GOAWAY, ARPC_FRAME_CANCEL,
 };
 #define NKINDS (sizeof all_kinds / sizeof all_kinds[0])
 
@@ -265,8 +267,17 @@ static const uint8_t doc_reply[] = {
     0x68, 0x69,
 };
 static const uint8_t doc_hello[] = {
-    0x61, 0x52, 0x01, 0x01, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x61, 0x52, 0x01, 0x01, 0x18, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+static const uint8_t doc_server_hello[] = {
+    0x61, 0x52, 0x01, 0x01, 0x18, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    0x58, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+static const uint8_t doc_cancel[] = {
+    0x61, 0x52, 0x01, 0x09, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 };
 static const uint8_t doc_error[] = {
     0x61, 0x52, 0x01, 0x05, 0x0c, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -283,9 +294,16 @@ static void test_documented_bytes(void **state)
     n = arpc_frame_encode_header(buf, ARPC_FRAME_REPLY, 1, 2);
     memcpy(buf + n, "hi", 2);
     assert_memory_equal(doc_reply, buf, sizeof doc_reply);
-    n = arpc_frame_encode_hello(buf, 0x0123456789abcdefu, 0, 16u * 1024 * 1024);
+    n = arpc_frame_encode_hello(buf, 0x0123456789abcdefu, 0, 16u * 1024 * 1024, 0);
     assert_int_equal(sizeof doc_hello, n);
     assert_memory_equal(doc_hello, buf, n);
+    n = arpc_frame_encode_hello(buf, 0x1122334455667788u, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | ARPC_HELLO_DURABLE,
+                                16u * 1024 * 1024, 600);
+    assert_int_equal(sizeof doc_server_hello, n);
+    assert_memory_equal(doc_server_hello, buf, n);
+    n = arpc_frame_encode_header(buf, ARPC_FRAME_CANCEL, 7, 0);
+    assert_int_equal(sizeof doc_cancel, n);
+    assert_memory_equal(doc_cancel, buf, n);
     n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, "echo", 4);
     assert_int_equal(sizeof doc_error, n);
     assert_memory_equal(doc_error, buf, n);
@@ -458,7 +476,7 @@ static void test_malformed_header(void **state)
     static const struct { size_t off; uint8_t val; } bad[] = {
         {0, 0x00}, {0, 0x62}, {0, 0x52}, {1, 0x00}, {1, 0x72}, {1, 0x61}, /* magic */
         {2, 0x00}, {2, 0x02}, {2, 0xff},                                   /* version */
-        {3, 0x00}, {3, 0x09}, {3, 0x0a}, {3, 0x80}, {3, 0xff},             /* kind */
+        {3, 0x00}, {3, 0x0a}, {3, 0x0b}, {3, 0x80}, {3, 0xff},             /* kind */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         valid_request(buf);
@@ -531,15 +549,23 @@ static void test_forward_compatible_bytes(void **state)
     uint8_t buf[256];
     struct arpc_frame f;
     size_t consumed;
-    size_t n = arpc_frame_encode_hello(buf, 11, 22, 33);
-    buf[4] = ARPC_HELLO_BODY_SIZE + 20; /* body_len */
+    size_t n = arpc_frame_encode_hello(buf, 11, 22, 33, 44);
+    buf[4] = ARPC_HELLO_BODY_SIZE_EXT + 20; /* body_len */
     memset(buf + n, 0xee, 20);
     assert_int_equal(ARPC_OK, decode_exact(buf, n + 20, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(n + 20, consumed);
     assert_int_equal(11, f.f_client_id);
     assert_int_equal(22, f.f_flags);
     assert_int_equal(33, f.f_max_frame);
+    assert_int_equal(44, f.f_expiry_s);
     assert_int_equal(0, f.f_payload_len);
+    /* A HELLO of the first revision (16 bytes, no expiry field) still decodes: expiry 0. */
+    n = arpc_frame_encode_hello(buf, 11, 22, 33, 44);
+    buf[4] = ARPC_HELLO_BODY_SIZE;
+    assert_int_equal(ARPC_OK, decode_exact(buf, ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE, UINT32_MAX, &f,
+                                           &consumed, NULL));
+    assert_int_equal(33, f.f_max_frame);
+    assert_int_equal(0, f.f_expiry_s);
 
     n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
     buf[4] = ARPC_ERROR_FIXED_SIZE + 3 + 7;
@@ -556,6 +582,31 @@ static void test_forward_compatible_bytes(void **state)
     buf[ARPC_FRAME_HEADER_SIZE + 23] = 0x12;
     assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(0x1234, f.f_flags);
+}
+
+/* A request sent again keeps its bytes but for xid, ack and budget. */
+static void test_restamp_request(void **state)
+{
+    (void)state;
+    uint8_t a[64], b[64];
+    size_t n = arpc_frame_encode_request(a, ARPC_FRAME_REQUEST, 1, 5, 4, 1000, "echo", 4, "hi", 2);
+    memcpy(b, a, n);
+    arpc_frame_restamp_request(b, 99, 7, 250);
+    struct arpc_frame f;
+    size_t consumed;
+    assert_int_equal(ARPC_OK, decode_exact(b, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(99, f.f_xid);
+    assert_int_equal(5, f.f_seq);
+    assert_int_equal(7, f.f_ack);
+    assert_int_equal(250, f.f_deadline_ms);
+    assert_int_equal(2, f.f_payload_len);
+    assert_memory_equal("hi", f.f_payload, 2);
+    /* Only the header's xid and the ack and deadline fields changed. */
+    for (size_t i = 0; i < n; i++) {
+        bool stamped = (i >= 8 && i < 16) || (i >= 24 && i < 36);
+        if (!stamped)
+            assert_int_equal(a[i], b[i]);
+    }
 }
 
 /* ---- the size limit ---- */
@@ -735,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_every_kind),
         cmocka_unit_test(test_request_head_matches_whole),
         cmocka_unit_test(test_documented_bytes),
+        cmocka_unit_test(test_restamp_request),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
         cmocka_unit_test(test_stream_random_chunks),

@@ -546,8 +546,8 @@ static void test_oversized_frame(void **state)
     stop_server(fx);
     start_server(fx, 1024);
     /* A raw HELLO then a request header announcing 1 MiB: closed from the header alone. */
-    uint8_t bytes[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE + ARPC_FRAME_HEADER_SIZE];
-    size_t n = arpc_frame_encode_hello(bytes, 1, 0, 1 << 20);
+    uint8_t bytes[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + ARPC_FRAME_HEADER_SIZE];
+    size_t n = arpc_frame_encode_hello(bytes, 1, 0, 1 << 20, 0);
     n += arpc_frame_encode_header(bytes + n, ARPC_FRAME_REQUEST, 1, 1 << 20);
     assert_true(raw_send_then_closed(fx, bytes, n));
     /* A well-behaved client learns the limit and fails too-large calls locally. */

@@ -42,7 +42,7 @@ static void check_reencode(const struct arpc_frame *f)
     size_t n;
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
-        n = arpc_frame_encode_hello(scratch, f->f_client_id, f->f_flags, f->f_max_frame);
+        n = arpc_frame_encode_hello(scratch, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
