@@ -36,6 +36,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     ev_io_stop(conn->c_ev, &conn->c_rio);
     ev_io_stop(conn->c_ev, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
+    ev_timer_stop(conn->c_ev, &conn->c_hb);
     close(conn->c_fd);
     conn->c_fd = -1;
     arpc_outq_fini(&conn->c_out);
@@ -264,6 +265,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break;
         }
         conn->c_rend += (size_t)n;
+        conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
+        conn->c_hb_sent = 0;
         need = conn_parse(conn);
         if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
@@ -306,6 +309,8 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
     ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);
     ev_prepare_init(&conn->c_flush, conn_on_prepare);
+    ev_init(&conn->c_hb, NULL); /* armed by arpc_conn_heartbeat */
+    conn->c_hb.data = conn;
     conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
     ev_io_start(conn->c_ev, &conn->c_rio);
     return ARPC_OK;

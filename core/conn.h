@@ -46,6 +46,11 @@ struct arpc_conn {
     int c_fd;
     ev_io c_rio, c_wio;
     ev_prepare c_flush;
+    ev_timer c_hb;            /* heartbeat (core/conn_heartbeat.c); inactive when off */
+    ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    double c_hb_idle;         /* seconds without input before a PING; 0: off */
+    unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
+    unsigned c_hb_sent;       /* PINGs sent since the last input */
     uint8_t *c_rbuf;
     size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
     struct arpc_outq c_out;
@@ -87,6 +92,13 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
 #define ARPC_CONN_BACKLOG_HIGH (8u << 20)
 #define ARPC_CONN_BACKLOG_LOW (1u << 20)
 void arpc_conn_limit_backlog(struct arpc_conn *conn);
+
+/* Heartbeat: after idle_ms without input from the peer, send a PING; after `misses` PINGs
+ * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a
+ * FIN or RST, or a network that drops everything, is detected in about
+ * idle_ms * (misses + 1)). Any input counts as a sign of life, not just a PONG. idle_ms 0
+ * turns it off. (core/conn_heartbeat.c) */
+void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

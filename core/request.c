@@ -7,10 +7,18 @@
  * is then queued on the connection as it is (the output queue frees it once written).
  *
  * Two holders end a request's life: the handler's run (until the handler returns) and the
- * reply (until it is handed over); whichever lets go last frees it. So a second reply made
- * while the handler is still running finds the request alive, sees it was already answered,
- * and is refused (ARPC_EINVAL, logged) instead of freeing it twice. A reply made after the
- * handler returned and the request was answered is a use of freed memory, as with free().
+ * reply (until the loop has delivered it); whichever lets go last frees it. So a second reply
+ * made while the handler is still running finds the request alive, sees it was already
+ * answered, and is refused (ARPC_EINVAL, logged) instead of freeing it twice. A reply made
+ * after the handler returned and the request was answered is a use of freed memory, as with
+ * free().
+ *
+ * Cancellation: while a call waits for or runs in its handler, its connection's table maps
+ * its xid to it (loop thread only), so a CANCEL frame finds it. The reply's holder is let go
+ * on the loop, after the entry is removed, so the table never points at a freed request. A
+ * cancelled call that has not started does not run (its reply says ARPC_ECANCELLED); a
+ * running handler sees arpc_request_cancelled() or its on_cancel callback (rq_flags orders
+ * the callback's registration against the cancel, so exactly one side calls it).
  *
  * Late replies: a reply checks that the server is not stopped, and stop waits for replies
  * between that check and their hand-over (sv_replying), so once arpc_server_stop has
@@ -22,22 +30,31 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
 
 enum {
     RQ_IN_HANDLER = 1u << 0, /* holder: the handler has not returned yet */
-    RQ_REPLY_DONE = 1u << 1, /* holder let go: the reply was handed over */
+    RQ_REPLY_DONE = 1u << 1, /* holder let go: the reply was delivered (or dropped) */
     RQ_REPLIED = 1u << 2,    /* marker: a reply began (a second one is refused) */
+    RQ_CANCELLED = 1u << 3,  /* a CANCEL frame arrived for it */
+    RQ_CANCEL_CB = 1u << 4,  /* rq_cancel_fn is set */
+    RQ_STARTED = 1u << 5,    /* the handler was called */
 };
 
 struct arpc_request {
+    struct arpc_loop_job rq_job; /* lets go of the reply's holder on the loop, when no reply can */
     struct server_conn *rq_conn;
     const struct arpc_method *rq_method;
     uint64_t rq_xid;
+    uint64_t rq_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
     atomic_uint rq_flags;
     bool rq_oneway;
+    bool rq_tracked;         /* in its connection's table (a call that may be cancelled) */
+    arpc_request_cancel_fn rq_cancel_fn;
+    void *rq_cancel_arg;
     uint32_t rq_len;
     uint8_t rq_data[];
 };
@@ -45,7 +62,7 @@ struct arpc_request {
 /* A reply on its way to the loop; the whole allocation is then the output buffer. */
 struct reply_msg {
     struct arpc_loop_job rm_job;
-    struct server_conn *rm_conn;
+    arpc_request *rm_req;
     size_t rm_len;
     uint8_t rm_frame[];
 };
@@ -79,22 +96,51 @@ static void request_reply_done(arpc_request *req)
         request_free(req);
 }
 
+/* Loop thread: the request leaves its connection's table (a CANCEL can no longer find it). */
+static void request_untrack(arpc_request *req)
+{
+    struct server_conn *sc = req->rq_conn;
+    if (req->rq_tracked && sc->sc_conn.c_open)
+        arpc_u64_map_take(&sc->sc_calls, req->rq_xid);
+    req->rq_tracked = false;
+}
+
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. */
 static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct reply_msg *rm = (struct reply_msg *)job;
-    struct server_conn *sc = rm->rm_conn;
+    arpc_request *req = rm->rm_req;
+    struct server_conn *sc = req->rq_conn;
+    request_untrack(req);
     if (sc->sc_conn.c_open) {
         if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
             arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
     } else {
         arpc_free(rm);
     }
-    sconn_release(sc);
+    request_reply_done(req);
 }
 
-/* Hands an encoded reply to the loop without ever waiting. ARPC_ESHUTDOWN: dropped. */
+static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    arpc_request *req = (arpc_request *)job;
+    request_untrack(req);
+    request_reply_done(req);
+}
+
+/* No reply will be delivered (none could be encoded): let go of the reply's holder on the
+ * loop, after the request leaves its connection's table. */
+static void request_drop(arpc_server *s, arpc_request *req)
+{
+    arpc_loop_job_init(&req->rq_job, request_drop_on_loop);
+    if (arpc_loop_on_thread(s->sv_loop) || arpc_loop_post(s->sv_loop, &req->rq_job) != ARPC_OK)
+        request_drop_on_loop(s->sv_loop, &req->rq_job); /* on the loop, or no loop runs any more */
+}
+
+/* Hands an encoded reply to the loop without ever waiting. ARPC_ESHUTDOWN: dropped (the
+ * reply's holder is let go here). */
 static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
 {
     if (arpc_loop_on_thread(s->sv_loop)) {
@@ -109,8 +155,9 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
     }
     atomic_fetch_sub(&s->sv_replying, 1);
     if (rc != ARPC_OK) {
-        sconn_release(rm->rm_conn);
+        arpc_request *req = rm->rm_req;
         arpc_free(rm);
+        request_reply_done(req); /* no loop will deliver it; its table is gone with the loop */
     }
     return rc;
 }
@@ -132,8 +179,7 @@ static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int
                                 (uint16_t)len);
     }
     rm->rm_len = flen;
-    rm->rm_conn = req->rq_conn;
-    sconn_retain(req->rq_conn); /* the reply's, dropped on delivery */
+    rm->rm_req = (arpc_request *)req;
     return rm;
 }
 
@@ -149,8 +195,11 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     }
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
+    server_retain(s); /* the request may be freed before we return: finish with s first */
     int rc = ARPC_OK;
-    if (!req->rq_oneway) {
+    if (req->rq_oneway) {
+        request_reply_done(req);
+    } else {
         if (kind == ARPC_FRAME_REPLY && len > sc->sc_client_max) {
             static const char too_large[] = "reply larger than the client accepts";
             kind = ARPC_FRAME_ERROR;
@@ -161,15 +210,18 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
         }
         if (kind == ARPC_FRAME_ERROR)
             len = sconn_error_msg_cap(sc, len);
+        /* The request counts as finished once the loop delivered its reply: a stop waiting
+         * for calls in flight finds every reply queued when it sees the count reach zero. */
         struct reply_msg *rm = reply_encode(req, kind, code, data, len);
-        /* Hand the reply over before the request counts as finished: a stop waiting for
-         * calls in flight must find it queued when it sees the count reach zero. */
-        int hrc = rm == NULL ? ARPC_ENOMEM : reply_hand_over(s, rm);
-        if (hrc != ARPC_OK)
-            rc = hrc;
+        if (rm == NULL) {
+            rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
+            request_drop(s, req);
+        } else {
+            int hrc = reply_hand_over(s, rm);
+            if (hrc != ARPC_OK)
+                rc = hrc;
+        }
     }
-    server_retain(s); /* letting go may drop the last server reference: finish with s first */
-    request_reply_done(req);
     int st = atomic_load(&s->sv_state);
     server_release(s);
     return rc == ARPC_OK && st == SV_STOPPED ? ARPC_ESHUTDOWN : rc;
@@ -198,14 +250,55 @@ const char *arpc_request_method(const arpc_request *req) { return req->rq_method
 bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
 uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
 
+int64_t arpc_request_budget_ms(const arpc_request *req) { return arpc_ms_left(req->rq_deadline_ns); }
+
+bool arpc_request_cancelled(const arpc_request *req)
+{
+    return (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
+}
+
+int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)
+{
+    if (req == NULL || fn == NULL)
+        return ARPC_EINVAL;
+    if (atomic_load(&req->rq_flags) & RQ_CANCEL_CB)
+        return ARPC_EBUSY; /* one callback per request */
+    req->rq_cancel_fn = fn;
+    req->rq_cancel_arg = arg;
+    /* Release: the loop that sees RQ_CANCEL_CB sees fn and arg. */
+    if (atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCELLED)
+        fn(req, arg); /* cancelled already: the loop did not see the callback, we call it */
+    return ARPC_OK;
+}
+
+void request_cancel(struct server_conn *sc, uint64_t xid)
+{
+    arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
+    if (req == NULL)
+        return; /* answered already, or never a call on this connection */
+    if (atomic_fetch_or(&req->rq_flags, RQ_CANCELLED) & RQ_CANCEL_CB)
+        req->rq_cancel_fn(req, req->rq_cancel_arg); /* alive: its entry is still in the table */
+}
+
 /* ---- running handlers ---- */
+
+/* Answers a call that will not run, with why. */
+static void request_refuse(arpc_request *req, int code, const char *why)
+{
+    reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why));
+}
 
 static void request_run(arpc_actor *actor, void *arg, int status)
 {
     (void)actor;
     arpc_request *req = arg;
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
     if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
-        reply_with(req, ARPC_FRAME_ERROR, ARPC_ESHUTDOWN, SHUTTING_DOWN, strlen(SHUTTING_DOWN));
+        request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    else if (flags & RQ_CANCELLED)
+        request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
+    else if (req->rq_deadline_ns != ARPC_NEVER && arpc_now_ns() >= req->rq_deadline_ns)
+        request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
     else
         req->rq_method->m_fn(req, req->rq_method->m_ctx);
     request_handler_done(req);
@@ -225,10 +318,15 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_conn = sc;
     req->rq_method = m;
     req->rq_xid = f->f_xid;
+    req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_from_ms(f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
+    req->rq_cancel_fn = NULL;
+    req->rq_cancel_arg = NULL;
     req->rq_len = f->f_payload_len;
     memcpy(req->rq_data, f->f_payload, f->f_payload_len);
+    /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
+    req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
     sconn_retain(sc);
     server_retain(s);
     atomic_fetch_add(&s->sv_inflight, 1);

@@ -96,7 +96,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_client_id = f->f_client_id;
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
-    arpc_conn_send_hello(&sc->sc_conn, 0, 0, sc->sc_server->sv_max_frame, 0);
+    arpc_conn_send_hello(&sc->sc_conn, 0, ARPC_HELLO_CANCEL, sc->sc_server->sv_max_frame, 0);
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -119,6 +119,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_PONG:
         return;
+    case ARPC_FRAME_CANCEL:
+        request_cancel(sc, f->f_xid);
+        return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
                  conn->c_peer, f->f_kind);
@@ -138,6 +141,8 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
         s->sv_conns = sc->sc_next;
     if (sc->sc_next != NULL)
         sc->sc_next->sc_prev = sc->sc_prev;
+    /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
+    arpc_u64_map_fini(&sc->sc_calls);
     sconn_release(sc); /* the loop's reference */
 }
 
@@ -158,8 +163,15 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
     arpc_refcount_init(&sc->sc_refs, 1);
     sc->sc_server = s;
     sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
+    if (arpc_u64_map_init(&sc->sc_calls, 16) != ARPC_OK) {
+        arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        close(fd);
+        arpc_free(sc);
+        return;
+    }
     if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);
         return;
     }

@@ -24,6 +24,7 @@
 #include "arpc/server.h"
 #include "async/loop_internal.h"
 #include "base/refcount.h"
+#include "base/u64_map.h"
 #include "core/conn.h"
 #include "core/registry.h"
 
@@ -38,6 +39,7 @@ struct server_conn {
     uint64_t sc_client_id;
     uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
     bool sc_hello;
+    struct arpc_u64_map sc_calls; /* xid -> request waiting for or in its handler (CANCEL) */
     struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
 };
 
@@ -82,5 +84,7 @@ size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
+/* A CANCEL frame for call xid arrived on sc (loop thread). */
+void request_cancel(struct server_conn *sc, uint64_t xid);
 
 #endif

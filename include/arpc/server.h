@@ -87,6 +87,24 @@ ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-termin
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
 
+/* What is left of the caller's budget, in ms (rounded up): the deadline_ms the request
+ * carried, counted from when it arrived (clocks are never compared across machines).
+ * ARPC_FOREVER when the caller set none; 0 once it has passed. A handler with slow work can
+ * give up early: the caller stops waiting at that point anyway. (A call whose budget ran out
+ * before its handler started is not run: the caller gets ARPC_EEXPIRED.) */
+ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
+
+/* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
+ * that understands it). A call cancelled before its handler started does not run. Any thread. */
+ARPC_API bool arpc_request_cancelled(const arpc_request *req);
+
+/* Calls fn(req, arg) once when the caller cancels the call: on the server's loop thread when
+ * the CANCEL arrives (fn must not block; it may reply), or at once on the calling thread if
+ * it was cancelled already. At most one callback per request (ARPC_EBUSY). It is not called
+ * once the request is answered. Errors: ARPC_EINVAL, ARPC_EBUSY. */
+typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
+ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
+
 /* Sends data (copied) as the reply and finishes req. Callable from any thread, exactly once per
  * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN

@@ -1,0 +1,63 @@
+/*
+ * Heartbeat: telling a silent peer from a dead one.
+ *
+ * TCP alone can take minutes (or for ever, with no data in flight) to notice a peer that
+ * vanished without a FIN or RST (power loss, a cable, a firewall dropping state). So after
+ * c_hb_idle seconds without input we send a PING; any input (a PONG or anything else) resets
+ * the count; after c_hb_misses PINGs in a row without input the connection is closed with
+ * ARPC_ECONNLOST, and the owner handles it like any lost connection (the client reconnects).
+ *
+ * One timer per connection, re-armed lazily the way libev's manual recommends for timeouts
+ * that are pushed back on every event: reading only records the time (no timer call per
+ * read); when the timer fires it computes how long the connection has really been idle and
+ * either sleeps for the rest or acts.
+ */
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/conn.h"
+#include "core/frame.h"
+
+static int conn_send_ping(struct arpc_conn *conn)
+{
+    uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    /* The xid counts the PINGs of this silence: a PONG echoes it (for packet captures). */
+    arpc_frame_encode_header(buf, ARPC_FRAME_PING, conn->c_hb_sent + 1, 0);
+    return arpc_conn_send(conn, buf, buf, ARPC_FRAME_HEADER_SIZE);
+}
+
+static void conn_on_heartbeat(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct arpc_conn *conn = w->data;
+    ev_tstamp idle_for = ev_now(ev) - conn->c_last_rx;
+    ev_tstamp wait = conn->c_hb_idle;
+    if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {
+        wait = conn->c_hb_idle - idle_for; /* input arrived meanwhile: sleep for the rest */
+    } else if (conn->c_hb_sent >= conn->c_hb_misses) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s",
+                 conn->c_peer, conn->c_hb_sent, idle_for);
+        arpc_conn_close(conn, ARPC_ECONNLOST);
+        return;
+    } else if (conn_send_ping(conn) == ARPC_OK) {
+        conn->c_hb_sent++;
+    }
+    ev_timer_set(w, wait, 0.);
+    ev_timer_start(ev, w);
+}
+
+void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses)
+{
+    ev_timer_stop(conn->c_ev, &conn->c_hb);
+    conn->c_hb_idle = idle_ms / 1e3;
+    conn->c_hb_misses = misses ? misses : 1;
+    conn->c_hb_sent = 0;
+    if (idle_ms == 0 || !conn->c_open)
+        return;
+    conn->c_last_rx = ev_now(conn->c_ev);
+    ev_timer_init(&conn->c_hb, conn_on_heartbeat, conn->c_hb_idle, 0.);
+    conn->c_hb.data = conn;
+    ev_timer_start(conn->c_ev, &conn->c_hb);
+}
