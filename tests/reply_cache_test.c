@@ -1,11 +1,16 @@
 /*
- * The reply cache: every transition by hand. Replies are fake pointers (small integers),
- * so the tests can count which ones the cache discarded.
+ * The reply cache: every transition by hand, then random operations against a reference
+ * model (verdicts, waiter lists, freed replies, expiries and stats after every step).
+ * Replies are fake pointers (small integers), so the tests can count which ones the cache
+ * discarded.
+ *
+ * The model test takes its seed from RC_SEED if set, and prints it with any mismatch.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -463,6 +468,442 @@ static void test_fini(void **state)
     assert_int_equal(2, P.n_freed_by_cache);
 }
 
+/* ---- against a reference model ----
+ * The rules of core/reply_cache.h written the plain way: per client an array of entries
+ * searched linearly, waiters as arrays, expiry by scanning for the least recently touched
+ * client. Only the accounting constants are taken from the cache. */
+
+enum { M_CLIENTS = 5, M_WINDOW = 12, M_MAXE = 1024, M_OPS = 250000, M_IDLE = 250 };
+enum { M_RUNNING, M_LOGGING, M_DONE };
+
+struct m_waiter {
+    void *conn;
+    uint64_t xid;
+};
+
+struct m_entry {
+    uint64_t seq;
+    int state;
+    uintptr_t reply; /* LOGGING, DONE */
+    size_t bytes;
+    struct m_waiter *w; /* RUNNING, LOGGING */
+    size_t nw;
+};
+
+struct m_client {
+    bool live;
+    uint64_t ack, last, order; /* order: of the last touch, for expiry */
+    struct m_entry e[M_MAXE];
+    size_t n;
+    uint64_t base; /* the generator's idea of the client's progress; outlives expiry */
+};
+
+struct model {
+    struct m_client c[M_CLIENTS];
+    uint64_t order;
+    size_t max_bytes;
+    uint64_t attached, replayed, stale, full;
+    size_t freed_by_cache; /* replies the cache should have given to free_reply */
+    uint64_t expired[64];
+    size_t n_expired;
+};
+
+static uint64_t m_seed;
+static int m_op;
+
+#define M_CHECK(cond)                                                                        \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            print_message("model mismatch at op %d (RC_SEED=%llu): %s\n", m_op,             \
+                          (unsigned long long)m_seed, #cond);                                \
+            fail();                                                                          \
+        }                                                                                    \
+    } while (0)
+
+static uint64_t m_id(int ci) { return 1000 + (uint64_t)ci; } /* client ids */
+
+static struct m_entry *m_find(struct m_client *c, uint64_t seq)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].seq == seq)
+            return &c->e[i];
+    return NULL;
+}
+
+static void m_remove(struct m_client *c, struct m_entry *e)
+{
+    free(e->w);
+    *e = c->e[--c->n];
+}
+
+static void m_add_waiter(struct m_entry *e, void *conn, uint64_t xid)
+{
+    e->w = realloc(e->w, (e->nw + 1) * sizeof(*e->w));
+    e->w[e->nw++] = (struct m_waiter){conn, xid};
+}
+
+static void m_touch(struct model *m, struct m_client *c, uint64_t now)
+{
+    c->last = now;
+    c->order = ++m->order;
+}
+
+static void m_raise_ack(struct model *m, struct m_client *c, uint64_t ack)
+{
+    if (ack <= c->ack)
+        return;
+    c->ack = ack;
+    for (size_t i = 0; i < c->n;) {
+        struct m_entry *e = &c->e[i];
+        if (e->seq <= ack && e->state == M_DONE) {
+            m->freed_by_cache++;
+            m_remove(c, e);
+        } else {
+            i++;
+        }
+    }
+}
+
+static size_t m_bytes(const struct model *m)
+{
+    size_t b = 0;
+    for (int i = 0; i < M_CLIENTS; i++) {
+        const struct m_client *c = &m->c[i];
+        if (!c->live)
+            continue;
+        b += arpc_reply_cache_client_cost();
+        for (size_t j = 0; j < c->n; j++)
+            b += arpc_reply_cache_entry_cost() + c->e[j].bytes;
+    }
+    return b;
+}
+
+static struct m_entry *m_new_entry(struct m_client *c, uint64_t seq, int state)
+{
+    M_CHECK(c->n < M_MAXE);
+    struct m_entry *e = &c->e[c->n++];
+    *e = (struct m_entry){.seq = seq, .state = state};
+    return e;
+}
+
+static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint64_t ack,
+                                    void *conn, uint64_t xid, uint64_t now, uintptr_t *replay)
+{
+    struct m_client *c = &m->c[ci];
+    if (!c->live) {
+        if (seq <= ack)
+            return m->stale++, ARPC_RC_STALE;
+        if (m_bytes(m) >= m->max_bytes)
+            return m->full++, ARPC_RC_FULL;
+        c->live = true;
+        c->ack = ack;
+        c->n = 0;
+        m_touch(m, c, now);
+        m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
+        return ARPC_RC_NEW;
+    }
+    m_touch(m, c, now);
+    m_raise_ack(m, c, ack);
+    if (seq <= c->ack)
+        return m->stale++, ARPC_RC_STALE;
+    struct m_entry *e = m_find(c, seq);
+    if (e == NULL) {
+        if (m_bytes(m) >= m->max_bytes)
+            return m->full++, ARPC_RC_FULL;
+        m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
+        return ARPC_RC_NEW;
+    }
+    if (e->state == M_DONE) {
+        *replay = e->reply;
+        return m->replayed++, ARPC_RC_REPLAY;
+    }
+    m_add_waiter(e, conn, xid);
+    return m->attached++, ARPC_RC_ATTACHED;
+}
+
+static void m_expire(struct model *m, uint64_t now)
+{
+    for (;;) {
+        struct m_client *oldest = NULL;
+        for (int i = 0; i < M_CLIENTS; i++)
+            if (m->c[i].live && (oldest == NULL || m->c[i].order < oldest->order))
+                oldest = &m->c[i];
+        if (oldest == NULL || now - oldest->last < M_IDLE)
+            return;
+        bool busy = false;
+        for (size_t j = 0; j < oldest->n; j++)
+            busy |= oldest->e[j].state != M_DONE;
+        if (busy) {
+            m_touch(m, oldest, now);
+            continue;
+        }
+        M_CHECK(m->n_expired < 64);
+        m->expired[m->n_expired++] = m_id((int)(oldest - m->c));
+        m->freed_by_cache += oldest->n;
+        while (oldest->n > 0)
+            m_remove(oldest, &oldest->e[0]);
+        oldest->live = false;
+    }
+}
+
+/* The cache's waiter list must equal the model entry's, in order; gives it back. */
+static void m_check_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list,
+                            const struct m_entry *e)
+{
+    struct arpc_rc_waiter *w = list;
+    for (size_t i = 0; i < e->nw; i++, w = w->w_next) {
+        M_CHECK(w != NULL);
+        M_CHECK(w->w_conn == e->w[i].conn && w->w_xid == e->w[i].xid);
+    }
+    M_CHECK(w == NULL);
+    arpc_reply_cache_free_waiters(rc, list);
+}
+
+/* A random entry of the model in state (any client), or NULL. */
+static struct m_entry *m_pick(struct model *m, int state, uint64_t *rng, int *ci)
+{
+    size_t total = 0;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            total += m->c[i].e[j].state == state;
+    if (total == 0)
+        return NULL;
+    size_t k = rng_next(rng) % total;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            if (m->c[i].e[j].state == state && k-- == 0) {
+                *ci = i;
+                return &m->c[i].e[j];
+            }
+    return NULL;
+}
+
+static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
+{
+    struct arpc_reply_cache_stats s = stats_of(rc);
+    size_t clients = 0, entries = 0, running = 0, logging = 0;
+    for (int i = 0; i < M_CLIENTS; i++) {
+        const struct m_client *c = &m->c[i];
+        clients += c->live;
+        entries += c->n;
+        for (size_t j = 0; j < c->n; j++) {
+            running += c->e[j].state == M_RUNNING;
+            logging += c->e[j].state == M_LOGGING;
+            M_CHECK(c->e[j].state == M_RUNNING || P.freed[c->e[j].reply] == 0);
+        }
+    }
+    M_CHECK(s.clients == clients && s.entries == entries);
+    M_CHECK(s.running == running && s.logging == logging);
+    M_CHECK(s.bytes == m_bytes(m));
+    M_CHECK(s.hits_attached == m->attached && s.hits_replayed == m->replayed);
+    M_CHECK(s.stale == m->stale && s.full == m->full);
+    M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
+    M_CHECK(P.n_expired == m->n_expired);
+    for (size_t i = 0; i < m->n_expired; i++)
+        M_CHECK(P.expired[i] == m->expired[i]);
+}
+
+/* An ack as a client would send it: usually a little behind its progress, now and then a
+ * jump far ahead (it gave up on many calls), which moves its progress too. */
+static uint64_t m_gen_ack(struct m_client *c, uint64_t *rng)
+{
+    if (rng_next(rng) % 64 == 0) {
+        c->base += 30 + rng_next(rng) % 300;
+        return c->base - 1;
+    }
+    uint64_t behind = 1 + rng_next(rng) % 5;
+    return c->base > behind ? c->base - behind : 0;
+}
+
+/* Client 0 is busiest, the last one quietest, so some go idle long enough to expire. */
+static int m_gen_client(uint64_t *rng)
+{
+    return (int)(rng_next(rng) % (1 + rng_next(rng) % M_CLIENTS));
+}
+
+static void test_against_model(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    const char *env = getenv("RC_SEED");
+    m_seed = env != NULL ? strtoull(env, NULL, 0) : 0x5eed2026;
+    uint64_t rng = m_seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull; /* one-to-one */
+    rng += rng == 0; /* xorshift must not start at 0 */
+    enum { MAX_REPLIES = M_OPS + 1 };
+    unsigned char *freed = calloc(MAX_REPLIES, 1);
+    struct model *m = calloc(1, sizeof(*m));
+    assert_non_null(freed);
+    assert_non_null(m);
+    probe_reset(freed);
+    size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
+    m->max_bytes = 4 * client + 40 * (entry + 150);
+    for (int i = 0; i < M_CLIENTS; i++)
+        m->c[i].base = 1;
+    struct arpc_reply_cache rc;
+    struct arpc_reply_cache_options o = {m->max_bytes, M_IDLE};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_init(&rc, &o, &OPS, &P));
+    uint64_t now = 0, xid = 0;
+    uintptr_t next_reply = 1;
+    size_t seen[ARPC_RC_NOMEM + 1] = {0};
+    size_t expiries = 0, kept_false = 0;
+    for (m_op = 0; m_op < M_OPS; m_op++) {
+        now += rng_next(&rng) % 6;
+        P.n_expired = m->n_expired = 0;
+        unsigned what = (unsigned)(rng_next(&rng) % 100);
+        int ci = m_gen_client(&rng);
+        struct m_client *c = &m->c[ci];
+        bool kept = false;
+        if (what < 45) { /* a request: new, a retry, or an old duplicate */
+            if (rng_next(&rng) % 8 == 0)
+                c->base += 1 + rng_next(&rng) % 2;
+            uint64_t seq = c->base + rng_next(&rng) % M_WINDOW;
+            seq = seq > 2 ? seq - 2 : 1;
+            uint64_t ack = m_gen_ack(c, &rng);
+            void *conn = R(1 + rng_next(&rng) % 3);
+            xid++;
+            uintptr_t want_reply = 0;
+            void *got_reply = NULL;
+            enum arpc_rc_verdict want = m_begin(m, ci, seq, ack, conn, xid, now, &want_reply);
+            enum arpc_rc_verdict got =
+                arpc_reply_cache_begin(&rc, m_id(ci), seq, ack, conn, xid, now, &got_reply);
+            M_CHECK(got == want);
+            M_CHECK(got != ARPC_RC_REPLAY || (uintptr_t)got_reply == want_reply);
+            seen[got]++;
+        } else if (what < 65) { /* a handler returns (now and then for nothing running) */
+            struct m_entry *e = m_pick(m, M_RUNNING, &rng, &ci);
+            uintptr_t id = next_reply++;
+            size_t bytes = rng_next(&rng) % 300;
+            bool logged = rng_next(&rng) % 3 == 0;
+            if (e == NULL || rng_next(&rng) % 20 == 0) {
+                M_CHECK(arpc_reply_cache_finish(&rc, m_id(ci), m->c[ci].base + 50, R(id), bytes,
+                                                logged, now, &kept) == NULL);
+                M_CHECK(!kept);
+                freed[id] = 2;
+                goto check;
+            }
+            c = &m->c[ci];
+            struct arpc_rc_waiter *list =
+                arpc_reply_cache_finish(&rc, m_id(ci), e->seq, R(id), bytes, logged, now, &kept);
+            m_touch(m, c, now);
+            if (e->seq <= c->ack) {
+                M_CHECK(!kept);
+                freed[id] = 2;
+                kept_false++;
+                m_check_waiters(&rc, list, e);
+                m_remove(c, e);
+            } else {
+                M_CHECK(kept);
+                e->reply = id;
+                e->bytes = bytes;
+                e->state = logged ? M_LOGGING : M_DONE;
+                if (logged) {
+                    M_CHECK(list == NULL);
+                } else {
+                    m_check_waiters(&rc, list, e);
+                    free(e->w);
+                    e->w = NULL;
+                    e->nw = 0;
+                }
+            }
+        } else if (what < 73) { /* the log reports a record durable */
+            struct m_entry *e = m_pick(m, M_LOGGING, &rng, &ci);
+            if (e == NULL)
+                goto check;
+            c = &m->c[ci];
+            void *reply = NULL;
+            struct arpc_rc_waiter *list =
+                arpc_reply_cache_durable(&rc, m_id(ci), e->seq, now, &reply, &kept);
+            m_touch(m, c, now);
+            M_CHECK((uintptr_t)reply == e->reply);
+            m_check_waiters(&rc, list, e);
+            if (e->seq <= c->ack) {
+                M_CHECK(!kept);
+                freed[e->reply] = 2;
+                kept_false++;
+                m_remove(c, e);
+            } else {
+                M_CHECK(kept);
+                e->state = M_DONE;
+                free(e->w);
+                e->w = NULL;
+                e->nw = 0;
+            }
+        } else if (what < 77) { /* a call that never started */
+            int st = rng_next(&rng) % 4 == 0 ? M_LOGGING : M_RUNNING;
+            struct m_entry *e = m_pick(m, st, &rng, &ci);
+            if (e == NULL)
+                goto check;
+            struct arpc_rc_waiter *list = arpc_reply_cache_abort(&rc, m_id(ci), e->seq);
+            if (st == M_LOGGING) {
+                M_CHECK(list == NULL);
+            } else {
+                m_check_waiters(&rc, list, e);
+                m_remove(&m->c[ci], e);
+            }
+        } else if (what < 85) { /* an unnumbered request carries an ack */
+            uint64_t ack = m_gen_ack(c, &rng);
+            arpc_reply_cache_ack(&rc, m_id(ci), ack, now);
+            if (c->live) {
+                m_touch(m, c, now);
+                m_raise_ack(m, c, ack);
+            }
+        } else if (what < 95) {
+            expiries += arpc_reply_cache_expire(&rc, now);
+            m_expire(m, now);
+        } else if (what < 98) { /* the log replays a record */
+            uint64_t seq = c->base + rng_next(&rng) % M_WINDOW;
+            uintptr_t id = next_reply++;
+            size_t bytes = rng_next(&rng) % 300;
+            int rc_got = arpc_reply_cache_restore(&rc, m_id(ci), seq, R(id), bytes, now);
+            int want = ARPC_OK;
+            if (!c->live) {
+                *c = (struct m_client){.live = true, .base = c->base};
+            }
+            m_touch(m, c, now);
+            if (seq <= c->ack)
+                want = ARPC_EREJECTED;
+            else if (m_find(c, seq) != NULL)
+                want = ARPC_EBUSY;
+            M_CHECK(rc_got == want);
+            if (want == ARPC_OK) {
+                struct m_entry *e = m_new_entry(c, seq, M_DONE);
+                e->reply = id;
+                e->bytes = bytes;
+            } else {
+                freed[id] = 2;
+            }
+        } else { /* the log replays an ack */
+            uint64_t ack = m_gen_ack(c, &rng);
+            M_CHECK(arpc_reply_cache_restore_ack(&rc, m_id(ci), ack, now) == ARPC_OK);
+            if (!c->live)
+                *c = (struct m_client){.live = true, .base = c->base};
+            m_touch(m, c, now);
+            m_raise_ack(m, c, ack);
+        }
+    check:
+        m_check_stats(&rc, m);
+    }
+    /* Every outcome happened often enough for the run to mean something. */
+    for (int v = ARPC_RC_NEW; v <= ARPC_RC_FULL; v++)
+        assert_true(seen[v] > 500);
+    assert_true(expiries > 100);
+    assert_true(kept_false > 100);
+    /* fini: the waiters of unfinished calls are dropped, every reply ends freed once */
+    size_t waiting = 0;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            waiting += m->c[i].e[j].nw;
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+    assert_int_equal(waiting, P.dropped);
+    for (uintptr_t id = 1; id < next_reply; id++)
+        M_CHECK(freed[id] != 0);
+    for (int i = 0; i < M_CLIENTS; i++)
+        while (m->c[i].n > 0)
+            m_remove(&m->c[i], &m->c[i].e[0]);
+    free(m);
+    free(freed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +918,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
+        cmocka_unit_test_no_leak(test_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
