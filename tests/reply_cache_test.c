@@ -1,8 +1,8 @@
 /*
  * The reply cache: every transition by hand, then random operations against a reference
- * model (verdicts, waiter lists, freed replies, expiries and stats after every step).
- * Replies are fake pointers (small integers), so the tests can count which ones the cache
- * discarded.
+ * model (verdicts, waiter lists, freed replies, expiries and stats after every step), then
+ * every allocation failure. Replies are fake pointers (small integers), so the tests can
+ * count which ones the cache discarded.
  *
  * The model test takes its seed from RC_SEED if set, and prints it with any mismatch.
  */
@@ -904,6 +904,92 @@ static void test_against_model(void **state)
     free(freed);
 }
 
+/* ---- out of memory ---- */
+
+static bool same_books(struct arpc_reply_cache_stats a, struct arpc_reply_cache_stats b)
+{
+    return a.clients == b.clients && a.entries == b.entries && a.running == b.running &&
+           a.bytes == b.bytes && a.hits_attached == b.hits_attached;
+}
+
+/* One scripted workload under an allocation budget: every refusal for want of memory must
+ * leave the books as they were. Returns how many operations failed for want of memory. */
+static int script_under_budget(struct arpc_reply_cache *rc)
+{
+    int failed = 0;
+    struct arpc_reply_cache_stats before, after;
+    for (uint64_t client = 1; client <= 90; client++) { /* grows the client table */
+        uint64_t seqs = client == 1 ? 120 : 2;         /* grows one seq table */
+        for (uint64_t seq = 1; seq <= seqs; seq++) {
+            for (int dup = 0; dup < 2; dup++) {
+                before = stats_of(rc);
+                enum arpc_rc_verdict v = begin(rc, client, seq, 0, dup ? B : A, seq, 0);
+                after = stats_of(rc);
+                if (v == ARPC_RC_NOMEM) {
+                    failed++;
+                    assert_true(same_books(before, after));
+                } else {
+                    assert_int_equal(dup ? ARPC_RC_ATTACHED : ARPC_RC_NEW, v);
+                }
+                if (v != ARPC_RC_NEW)
+                    break; /* no call to attach to */
+            }
+        }
+    }
+    for (uint64_t seq = 1; seq <= 100; seq++) { /* grows a seq table on restore */
+        before = stats_of(rc);
+        int err = arpc_reply_cache_restore(rc, 99, seq, R(1000 + seq), 1, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+    }
+    for (uint64_t client = 100; client <= 180; client++) {
+        before = stats_of(rc);
+        int err = arpc_reply_cache_restore(rc, client, 1, R(client), 1, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+        before = stats_of(rc);
+        err = arpc_reply_cache_restore_ack(rc, client + 100, 5, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+    }
+    return failed;
+}
+
+static void test_nomem(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    probe_reset(hand_freed);
+    for (long budget = 0;; budget++) {
+        memset(hand_freed, 0, sizeof(hand_freed));
+        atomic_store(&test_alloc_budget, budget);
+        struct arpc_reply_cache rc;
+        if (arpc_reply_cache_init(&rc, NULL, &OPS, &P) != ARPC_OK) {
+            assert_int_equal(0, atomic_load(&test_alloc_live));
+            continue;
+        }
+        int failed = script_under_budget(&rc);
+        atomic_store(&test_alloc_budget, -1);
+        arpc_reply_cache_fini(&rc, NULL);
+        assert_int_equal(0, atomic_load(&test_alloc_live));
+        if (failed == 0)
+            break;
+        assert_true(budget < 5000);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +1005,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_against_model),
+        cmocka_unit_test_no_leak(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
