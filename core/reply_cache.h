@@ -85,7 +85,7 @@ struct arpc_rc_spare {
 /* Embedded by its owner; the fields are private. */
 struct arpc_reply_cache {
     struct arpc_u64_map rc_clients;               /* client_id -> client */
-    struct arpc_rc_client *rc_oldest, *rc_newest; /* by last request, for expiry */
+    struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
     struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
     size_t rc_max_bytes;
     uint64_t rc_idle_ns;
@@ -139,10 +139,9 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
 
 /*
  * The reply log made a LOGGING call's record durable at now_ns (the client's activity): the
- * entry is DONE. Returns its waiters
- * and *reply_out = the reply to send them. *kept as for finish: false when the call was acked
- * meanwhile (the entry is gone and the caller now owns *reply_out), or when
- * (client_id, seq) is not LOGGING (returns NULL, *reply_out = NULL).
+ * entry is DONE. Returns its waiters and *reply_out = the reply to send them. *kept as for
+ * finish: false when the call was acked meanwhile (the entry is gone and the caller now owns
+ * *reply_out), or when (client_id, seq) is not LOGGING (returns NULL, *reply_out = NULL).
  */
 struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uint64_t client_id,
                                                 uint64_t seq, uint64_t now_ns, void **reply_out,
