@@ -1,4 +1,5 @@
-/* The pending-call table against a reference model: random puts/takes, collisions, growth. */
+/* The single-owner u64 map against a reference model: random puts/takes/gets, collisions,
+ * growth, and iteration visiting every entry once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,6 +56,8 @@ static void test_random_against_model(void **state)
                 count--;
             model[key] = NULL;
         }
+        uint64_t probe = 1 + (uint64_t)(rand_r(&seed) % KEYS);
+        assert_ptr_equal(model[probe], arpc_u64_map_get(&p, probe));
         assert_int_equal(count, arpc_u64_map_count(&p));
     }
     for (uint64_t k = 1; k <= KEYS; k++)
@@ -90,6 +93,61 @@ static void test_sliding_window(void **state)
     arpc_u64_map_fini(&p);
 }
 
+/* get finds what put stored, leaves it in place, and finds nothing for absent keys or key 0,
+ * before and after growth. */
+static void test_get(void **state)
+{
+    (void)state;
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 4));
+    assert_null(arpc_u64_map_get(&p, 0));
+    assert_null(arpc_u64_map_get(&p, 1));
+    for (uint64_t k = 1; k <= 1000; k++) {
+        assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, k * 3, (void *)(uintptr_t)k));
+        assert_ptr_equal((void *)(uintptr_t)k, arpc_u64_map_get(&p, k * 3));
+    }
+    for (uint64_t k = 1; k <= 1000; k++) { /* after every growth, still there */
+        assert_ptr_equal((void *)(uintptr_t)k, arpc_u64_map_get(&p, k * 3));
+        assert_null(arpc_u64_map_get(&p, k * 3 + 1));
+    }
+    assert_int_equal(1000, arpc_u64_map_count(&p)); /* get removed nothing */
+    assert_ptr_equal((void *)(uintptr_t)7, arpc_u64_map_take(&p, 21));
+    assert_null(arpc_u64_map_get(&p, 21));
+    assert_null(arpc_u64_map_get(&p, 0));
+    arpc_u64_map_fini(&p);
+}
+
+/* Iteration yields every (key, val) exactly once, nothing else, and stays done at the end;
+ * an empty map yields nothing. */
+static void test_iteration(void **state)
+{
+    (void)state;
+    enum { N = 700 };
+    struct arpc_u64_map p;
+    assert_int_equal(ARPC_OK, arpc_u64_map_init(&p, 4));
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+    assert_false(arpc_u64_map_next(&p, &pos, &key, &val));
+    assert_false(arpc_u64_map_next(&p, &pos, &key, &val));
+    static int seen[N + 1];
+    for (uint64_t k = 1; k <= N; k++)
+        assert_int_equal(ARPC_OK, arpc_u64_map_put(&p, k * 1000003, (void *)(uintptr_t)k));
+    for (uint64_t k = 2; k <= N; k += 2) /* holes, and backward shifts, before iterating */
+        assert_ptr_equal((void *)(uintptr_t)k, arpc_u64_map_take(&p, k * 1000003));
+    size_t n = 0;
+    for (pos = 0; arpc_u64_map_next(&p, &pos, &key, &val);) {
+        uint64_t k = (uint64_t)(uintptr_t)val;
+        assert_true(k >= 1 && k <= N && k % 2 == 1);
+        assert_int_equal(k * 1000003, key);
+        assert_int_equal(0, seen[k]++);
+        n++;
+    }
+    assert_int_equal(N / 2, n);
+    assert_false(arpc_u64_map_next(&p, &pos, &key, &val));
+    arpc_u64_map_fini(&p);
+}
+
 static int drained;
 static void count_drained(void *call, void *arg)
 {
@@ -121,6 +179,8 @@ int main(void)
         cmocka_unit_test(test_put_take),
         cmocka_unit_test(test_random_against_model),
         cmocka_unit_test(test_sliding_window),
+        cmocka_unit_test(test_get),
+        cmocka_unit_test(test_iteration),
         cmocka_unit_test(test_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

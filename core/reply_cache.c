@@ -1,0 +1,239 @@
+/*
+ * The reply cache's at-most-once rules (contract: core/reply_cache.h), on top of its
+ * storage (core/reply_cache_store.c).
+ *
+ * Design notes
+ * - begin costs one lookup in each table (plus an insert on NEW); finish, durable and abort
+ *   one in each. With the spare lists, a call allocates nothing in steady state.
+ * - A request's ack is applied before its seq is judged, so the ack it carries can both make
+ *   it STALE and free the room that saves it from FULL.
+ * - A client not known yet is created on NEW only: a refused call would otherwise cost a
+ *   client's worth of memory for nothing, and FULL must not grow the cache.
+ * - finish and durable drop an entry that was acked while it ran (kept = false): its client
+ *   will never ask again, and a DONE entry at or below the ack could never be freed by a
+ *   later ack. So every DONE entry lies above its client's ack.
+ * - Expiry pops the oldest client on the activity list. One with a call RUNNING or LOGGING is
+ *   kept and touched instead (its call counts as activity), which keeps the list in order and
+ *   bounds the work by the clients examined. finish and durable touch the client too: a
+ *   call longer than idle_expiry_ns must not leave a reply that expires as soon as it is
+ *   made, before a retry that lost it can come back for it.
+ */
+#include "core/reply_cache.h"
+
+#include "arpc/error.h"
+#include "core/reply_cache_store.h"
+
+static enum arpc_rc_verdict refuse(struct arpc_reply_cache *rc, enum arpc_rc_verdict v)
+{
+    if (v == ARPC_RC_STALE)
+        rc->rc_stats.stale++;
+    else
+        rc->rc_stats.full++;
+    return v;
+}
+
+static bool is_full(const struct arpc_reply_cache *rc)
+{
+    return rc->rc_stats.bytes >= rc->rc_max_bytes;
+}
+
+/* Enters (c, seq) RUNNING with (conn, xid) as its first waiter. */
+static enum arpc_rc_verdict start_call(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
+                                       uint64_t seq, void *conn, uint64_t xid)
+{
+    struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
+    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
+    if (e != NULL && w != NULL) {
+        e->e_waiters = w;
+        e->e_last = &w->w_next;
+        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK)
+            return ARPC_RC_NEW;
+    }
+    if (e != NULL)
+        arpc_rc_entry_recycle(rc, e);
+    arpc_reply_cache_free_waiters(rc, w);
+    return ARPC_RC_NOMEM;
+}
+
+/* begin for a client not known yet. */
+static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id,
+                                        uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
+                                        uint64_t now_ns)
+{
+    if (seq <= ack)
+        return refuse(rc, ARPC_RC_STALE);
+    if (is_full(rc))
+        return refuse(rc, ARPC_RC_FULL);
+    struct arpc_rc_client *c = arpc_rc_client_new(rc, client_id, ack, now_ns);
+    if (c == NULL)
+        return ARPC_RC_NOMEM;
+    enum arpc_rc_verdict v = start_call(rc, c, seq, conn, xid);
+    if (v != ARPC_RC_NEW)
+        arpc_rc_client_free(rc, c, NULL);
+    return v;
+}
+
+enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
+                                            uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
+                                            uint64_t now_ns, void **reply_out)
+{
+    if (client_id == 0 || seq == 0)
+        return refuse(rc, ARPC_RC_STALE);
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c == NULL)
+        return begin_first(rc, client_id, seq, ack, conn, xid, now_ns);
+    arpc_rc_touch(rc, c, now_ns);
+    arpc_rc_raise_ack(rc, c, ack);
+    if (seq <= c->c_ack)
+        return refuse(rc, ARPC_RC_STALE);
+    struct arpc_rc_entry *e = arpc_u64_map_get(&c->c_entries, seq);
+    if (e == NULL)
+        return is_full(rc) ? refuse(rc, ARPC_RC_FULL) : start_call(rc, c, seq, conn, xid);
+    if (e->e_state == ARPC_RC_DONE) {
+        rc->rc_stats.hits_replayed++;
+        *reply_out = e->e_reply;
+        return ARPC_RC_REPLAY;
+    }
+    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
+    if (w == NULL)
+        return ARPC_RC_NOMEM;
+    *e->e_last = w;
+    e->e_last = &w->w_next;
+    rc->rc_stats.hits_attached++;
+    return ARPC_RC_ATTACHED;
+}
+
+/* The entry of (client_id, seq) if it is in state, with its client in *c; else NULL. */
+static struct arpc_rc_entry *find(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
+                                  enum arpc_rc_state state, struct arpc_rc_client **c)
+{
+    *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_entry *e = *c != NULL ? arpc_u64_map_get(&(*c)->c_entries, seq) : NULL;
+    return e != NULL && e->e_state == state ? e : NULL;
+}
+
+/* find, for a reply being made at now_ns (finish, durable): that is the client's activity. */
+static struct arpc_rc_entry *find_replying(struct arpc_reply_cache *rc, uint64_t client_id,
+                                           uint64_t seq, enum arpc_rc_state state,
+                                           uint64_t now_ns, struct arpc_rc_client **c)
+{
+    struct arpc_rc_entry *e = find(rc, client_id, seq, state, c);
+    if (e != NULL)
+        arpc_rc_touch(rc, *c, now_ns);
+    return e;
+}
+
+struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
+                                               uint64_t seq, void *reply, size_t reply_bytes,
+                                               bool logged, uint64_t now_ns, bool *kept)
+{
+    *kept = false;
+    struct arpc_rc_client *c;
+    struct arpc_rc_entry *e = find_replying(rc, client_id, seq, ARPC_RC_RUNNING, now_ns, &c);
+    if (e == NULL)
+        return NULL;
+    if (seq <= c->c_ack)
+        return arpc_rc_entry_remove(rc, c, e); /* acked meanwhile: nobody will ask again */
+    *kept = true;
+    arpc_rc_entry_hold(rc, e, reply, reply_bytes);
+    arpc_rc_entry_move(rc, c, e, logged ? ARPC_RC_LOGGING : ARPC_RC_DONE);
+    return logged ? NULL : arpc_rc_take_waiters(e);
+}
+
+struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uint64_t client_id,
+                                                uint64_t seq, uint64_t now_ns, void **reply_out,
+                                                bool *kept)
+{
+    *kept = false;
+    *reply_out = NULL;
+    struct arpc_rc_client *c;
+    struct arpc_rc_entry *e = find_replying(rc, client_id, seq, ARPC_RC_LOGGING, now_ns, &c);
+    if (e == NULL)
+        return NULL;
+    *reply_out = e->e_reply;
+    if (seq <= c->c_ack)
+        return arpc_rc_entry_remove(rc, c, e); /* the reply passes to the caller */
+    *kept = true;
+    arpc_rc_entry_move(rc, c, e, ARPC_RC_DONE);
+    return arpc_rc_take_waiters(e);
+}
+
+struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint64_t client_id,
+                                              uint64_t seq)
+{
+    struct arpc_rc_client *c;
+    struct arpc_rc_entry *e = find(rc, client_id, seq, ARPC_RC_RUNNING, &c);
+    return e != NULL ? arpc_rc_entry_remove(rc, c, e) : NULL;
+}
+
+void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
+                          uint64_t now_ns)
+{
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c == NULL)
+        return;
+    arpc_rc_touch(rc, c, now_ns);
+    arpc_rc_raise_ack(rc, c, ack);
+}
+
+size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
+{
+    size_t n = 0;
+    struct arpc_rc_client *c;
+    while ((c = rc->rc_oldest) != NULL && now_ns >= c->c_last_ns &&
+           now_ns - c->c_last_ns >= rc->rc_idle_ns) {
+        if (c->c_busy > 0) {
+            arpc_rc_touch(rc, c, now_ns);
+            continue;
+        }
+        uint64_t id = c->c_id;
+        arpc_rc_client_free(rc, c, NULL);
+        n++;
+        if (rc->rc_ops.on_expire != NULL)
+            rc->rc_ops.on_expire(rc->rc_ctx, id);
+    }
+    return n;
+}
+
+/* ---- restart ---- */
+
+int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
+                             void *reply, size_t reply_bytes, uint64_t now_ns)
+{
+    if (client_id == 0 || seq == 0)
+        return ARPC_EINVAL;
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    bool created = c == NULL;
+    if (created && (c = arpc_rc_client_new(rc, client_id, 0, now_ns)) == NULL)
+        return ARPC_ENOMEM;
+    arpc_rc_touch(rc, c, now_ns);
+    if (seq <= c->c_ack)
+        return ARPC_EREJECTED;
+    if (arpc_u64_map_get(&c->c_entries, seq) != NULL)
+        return ARPC_EBUSY;
+    struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
+    if (e != NULL) {
+        e->e_state = ARPC_RC_DONE;
+        e->e_reply = reply;
+        e->e_reply_bytes = reply_bytes;
+        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK)
+            return ARPC_OK;
+        arpc_rc_entry_recycle(rc, e);
+    }
+    if (created)
+        arpc_rc_client_free(rc, c, NULL);
+    return ARPC_ENOMEM;
+}
+
+int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
+                                 uint64_t now_ns)
+{
+    if (client_id == 0)
+        return ARPC_EINVAL;
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c == NULL)
+        return arpc_rc_client_new(rc, client_id, ack, now_ns) != NULL ? ARPC_OK : ARPC_ENOMEM;
+    arpc_rc_touch(rc, c, now_ns);
+    arpc_rc_raise_ack(rc, c, ack);
+    return ARPC_OK;
+}

@@ -1,0 +1,191 @@
+/*
+ * The server's reply cache: at-most-once execution of numbered calls (docs/PROTOCOL.md,
+ * "Calls"). A pure data structure: no I/O, no clock (the caller passes now_ns, from one
+ * monotonic clock that never goes back), no lock, no atomic. It belongs to one thread, the
+ * server's loop thread, which makes every call below.
+ *
+ * It is keyed by (client_id, seq). An entry is
+ *   RUNNING  the handler runs; a duplicate attaches as another waiter (conn, xid);
+ *   LOGGING  the reply is known and kept, waiting for the reply log to make it durable;
+ *            a duplicate still attaches (nobody is answered before the record is durable);
+ *   DONE     the reply is kept; a duplicate gets it again under its own xid.
+ *
+ *   begin (NEW) -> RUNNING -- finish(logged = false) ------------------------> DONE
+ *                          -- finish(logged = true) --> LOGGING -- durable --> DONE
+ *                          -- abort (the handler did not run) --> gone, a retry runs it
+ *
+ * Each client has an ack, the highest seen from it: it never goes down, a request with
+ * seq <= ack is STALE (refused, never run), and it frees entries: DONE ones at once, RUNNING
+ * and LOGGING ones when they reach DONE (their waiters are still answered). Invariant: every
+ * DONE entry has seq > its client's ack.
+ *
+ * A client is active when it makes a request and when one of its replies is made (finish,
+ * durable). One inactive for idle_expiry_ns is forgotten with all its entries, unless it has
+ * a RUNNING or LOGGING entry, which expire counts as activity. So a reply is kept for at
+ * least idle_expiry_ns after it was made, unless acked: time for a retry to find it.
+ *
+ * Memory: bytes = the reply bytes held + arpc_reply_cache_entry_cost() per entry +
+ * arpc_reply_cache_client_cost() per client (the structs and their share of the tables;
+ * waiters and the bounded spare lists are not counted). A NEW call is refused (FULL) while
+ * bytes >= max_bytes, and nothing is evicted to make room: a reply its client has not acked
+ * is never silently forgotten. Only acks, aborts and idle expiry free room.
+ *
+ * Waiters: finish, durable and abort hand out the waiters to answer as a list in arrival
+ * order (the first is the request that began the call), owned by the caller until it gives
+ * the list back with arpc_reply_cache_free_waiters. w_conn is opaque here: a connection that
+ * closes while it has waiters in the cache must still be recognisable when they come out
+ * (hold a reference per waiter, or store an id that is looked up).
+ *
+ * Callbacks (ops, drop_waiter) run inside the call that triggers them and must not call into
+ * the cache.
+ */
+#ifndef ARPC_CORE_REPLY_CACHE_H
+#define ARPC_CORE_REPLY_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/u64_map.h"
+
+struct arpc_rc_waiter {
+    struct arpc_rc_waiter *w_next;
+    void *w_conn;
+    uint64_t w_xid;
+};
+
+struct arpc_reply_cache_ops {
+    /* A LOGGING or DONE entry's reply is discarded (ack, expiry, fini). NULL: nothing to do. */
+    void (*free_reply)(void *ctx, void *reply);
+    /* A client was forgotten by arpc_reply_cache_expire (the server logs it). Optional. */
+    void (*on_expire)(void *ctx, uint64_t client_id);
+};
+
+struct arpc_reply_cache_options {
+    size_t max_bytes;        /* 0: 64 MiB */
+    uint64_t idle_expiry_ns; /* 0: 10 minutes */
+};
+
+struct arpc_reply_cache_stats {
+    size_t clients, entries;
+    size_t running, logging; /* entries in those states; the rest are DONE */
+    size_t bytes;            /* as counted against max_bytes */
+    uint64_t hits_attached, hits_replayed, stale, full; /* verdicts of begin, since init */
+};
+
+struct arpc_rc_client; /* private: core/reply_cache_store.h */
+struct arpc_rc_block;
+
+/* Freed blocks of one size kept for reuse, so a call allocates nothing in steady state. */
+struct arpc_rc_spare {
+    struct arpc_rc_block *s_head;
+    size_t s_count;
+};
+
+/* Embedded by its owner; the fields are private. */
+struct arpc_reply_cache {
+    struct arpc_u64_map rc_clients;               /* client_id -> client */
+    struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
+    struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
+    size_t rc_max_bytes;
+    uint64_t rc_idle_ns;
+    struct arpc_reply_cache_ops rc_ops;
+    void *rc_ctx;
+    struct arpc_reply_cache_stats rc_stats;
+};
+
+/* o may be NULL (defaults). ops is copied; ctx is passed to its callbacks. ARPC_OK or
+ * ARPC_ENOMEM. */
+int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_cache_options *o,
+                          const struct arpc_reply_cache_ops *ops, void *ctx);
+/* Frees everything: every kept reply goes to free_reply, and each waiter of a RUNNING or
+ * LOGGING entry to drop_waiter (may be NULL), which must not keep it. */
+void arpc_reply_cache_fini(struct arpc_reply_cache *rc,
+                           void (*drop_waiter)(void *ctx, struct arpc_rc_waiter *w));
+
+enum arpc_rc_verdict {
+    ARPC_RC_NEW,      /* run the handler, then finish or abort (client_id, seq) exactly once */
+    ARPC_RC_ATTACHED, /* (conn, xid) waits for the running call: send nothing now */
+    ARPC_RC_REPLAY,   /* send *reply_out (kept by the cache) under xid; nothing runs */
+    ARPC_RC_STALE,    /* seq <= the client's ack: answer ARPC_EREJECTED; never run */
+    ARPC_RC_FULL,     /* a NEW call with bytes >= max_bytes: answer ARPC_EOVERLOADED */
+    ARPC_RC_NOMEM,    /* out of memory: refuse the call; it did not run */
+};
+
+/*
+ * A numbered request arrived: (client_id, seq) from connection conn with its xid. A known
+ * client is first counted active at now_ns and its ack raised to ack, whatever the verdict;
+ * a client not yet known is recorded on NEW only (seq <= ack is STALE for it too).
+ * client_id 0 or seq 0 cannot be deduplicated: STALE. *reply_out is written on REPLAY only;
+ * the reply stays valid until the next call into the cache.
+ */
+enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
+                                            uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
+                                            uint64_t now_ns, void **reply_out);
+
+/*
+ * The handler of a RUNNING call returned reply (reply_bytes are counted against max_bytes),
+ * at now_ns: the client's activity.
+ * logged = false: the entry is DONE; returns its waiters, to be sent reply. logged = true:
+ * the entry is LOGGING; returns NULL (the waiters come out of arpc_reply_cache_durable).
+ * *kept = true: the cache owns reply now (it stays valid until the next call into the
+ * cache). *kept = false: the call was acked meanwhile, so the entry is gone (its waiters are
+ * still returned, and the record need not be logged) and the caller still owns reply; also
+ * for a (client_id, seq) that is not RUNNING, which returns NULL.
+ */
+struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
+                                               uint64_t seq, void *reply, size_t reply_bytes,
+                                               bool logged, uint64_t now_ns, bool *kept);
+
+/*
+ * The reply log made a LOGGING call's record durable at now_ns (the client's activity): the
+ * entry is DONE. Returns its waiters and *reply_out = the reply to send them. *kept as for
+ * finish: false when the call was acked meanwhile (the entry is gone and the caller now owns
+ * *reply_out), or when (client_id, seq) is not LOGGING (returns NULL, *reply_out = NULL).
+ */
+struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uint64_t client_id,
+                                                uint64_t seq, uint64_t now_ns, void **reply_out,
+                                                bool *kept);
+
+/*
+ * A RUNNING call's handler did not run (its budget expired before it started, the server
+ * discarded it at stop, it was cancelled before it started): the entry is removed, so a
+ * retry of that seq is NEW. Returns its waiters, to be sent the error. NULL when
+ * (client_id, seq) is not RUNNING: a LOGGING call has run and cannot be aborted.
+ */
+struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint64_t client_id,
+                                              uint64_t seq);
+
+/* Gives back a list handed out by finish, durable or abort, once it was answered. */
+void arpc_reply_cache_free_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list);
+
+/* A request with no seq carried ack: a known client's activity and ack are updated as in
+ * begin. An unknown client is ignored. */
+void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
+                          uint64_t now_ns);
+
+/* Forgets the clients idle for idle_expiry_ns at now_ns (see the top of this file), oldest
+ * first, reporting each to on_expire. Returns how many. Costs O(1) per client examined plus
+ * its entries freed; stops at the first client not idle long enough. */
+size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
+
+/*
+ * Restart, from the reply log: a DONE entry for (client_id, seq) holding reply, no waiters;
+ * the client is created if needed and counted active at now_ns. Not refused for max_bytes:
+ * what the log held, the cache holds. ARPC_OK: the cache owns reply. Otherwise the caller
+ * keeps it: ARPC_EINVAL (client_id or seq 0), ARPC_EREJECTED (seq <= the client's ack),
+ * ARPC_EBUSY (already there), ARPC_ENOMEM.
+ */
+int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
+                             void *reply, size_t reply_bytes, uint64_t now_ns);
+/* Restart, from the reply log: raises the client's ack (creating the client if needed), as
+ * a request would. ARPC_OK, ARPC_EINVAL (client_id 0), ARPC_ENOMEM. */
+int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
+                                 uint64_t now_ns);
+
+void arpc_reply_cache_stats(const struct arpc_reply_cache *rc, struct arpc_reply_cache_stats *out);
+/* What one entry and one client count in bytes, besides the reply bytes. */
+size_t arpc_reply_cache_entry_cost(void);
+size_t arpc_reply_cache_client_cost(void);
+
+#endif

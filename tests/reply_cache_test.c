@@ -1,0 +1,1011 @@
+/*
+ * The reply cache: every transition by hand, then random operations against a reference
+ * model (verdicts, waiter lists, freed replies, expiries and stats after every step), then
+ * every allocation failure. Replies are fake pointers (small integers), so the tests can
+ * count which ones the cache discarded.
+ *
+ * The model test takes its seed from RC_SEED if set, and prints it with any mismatch.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "arpc/error.h"
+#include "core/reply_cache.h"
+#include "support/test_util.h"
+
+/* ---- what the callbacks saw ---- */
+
+struct probe {
+    unsigned char *freed; /* freed[id]: 1 = by free_reply, 2 = by the test (caller-owned) */
+    size_t n_freed_by_cache;
+    uint64_t expired[64];
+    size_t n_expired;
+    size_t dropped;
+};
+
+static struct probe P;
+static unsigned char hand_freed[4096];
+
+static void probe_reset(unsigned char *freed)
+{
+    memset(&P, 0, sizeof(P));
+    P.freed = freed;
+}
+
+static void cb_free_reply(void *ctx, void *reply)
+{
+    struct probe *p = ctx;
+    uintptr_t id = (uintptr_t)reply;
+    assert_int_equal(0, p->freed[id]); /* never twice, never one the caller owns */
+    p->freed[id] = 1;
+    p->n_freed_by_cache++;
+}
+
+static void cb_expire(void *ctx, uint64_t client_id)
+{
+    struct probe *p = ctx;
+    assert_true(p->n_expired < 64);
+    p->expired[p->n_expired++] = client_id;
+}
+
+static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
+{
+    (void)w;
+    ((struct probe *)ctx)->dropped++;
+}
+
+static const struct arpc_reply_cache_ops OPS = {
+    .free_reply = cb_free_reply,
+    .on_expire = cb_expire,
+};
+
+#define R(id) ((void *)(uintptr_t)(id))
+#define A R(0xA) /* two connections */
+#define B R(0xB)
+#define NOT_KEPT 4095 /* a reply the cache must not keep, nor free */
+
+static void cache_init(struct arpc_reply_cache *rc, size_t max_bytes, uint64_t idle_ns)
+{
+    test_alloc_install();
+    probe_reset(hand_freed);
+    memset(hand_freed, 0, sizeof(hand_freed));
+    struct arpc_reply_cache_options o = {max_bytes, idle_ns};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_init(rc, &o, &OPS, &P));
+}
+
+static struct arpc_reply_cache_stats stats_of(const struct arpc_reply_cache *rc)
+{
+    struct arpc_reply_cache_stats s;
+    arpc_reply_cache_stats(rc, &s);
+    return s;
+}
+
+/* Checks that list holds n waiters (conn, xid), in this order, and gives it back. */
+static void expect_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list, int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    struct arpc_rc_waiter *w = list;
+    for (int i = 0; i < n; i++, w = w->w_next) {
+        assert_non_null(w);
+        assert_ptr_equal(va_arg(ap, void *), w->w_conn);
+        assert_int_equal(va_arg(ap, uint64_t), w->w_xid);
+    }
+    va_end(ap);
+    assert_null(w);
+    arpc_reply_cache_free_waiters(rc, list);
+}
+
+static enum arpc_rc_verdict begin(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq,
+                                  uint64_t ack, void *conn, uint64_t xid, uint64_t now)
+{
+    void *reply = NULL;
+    return arpc_reply_cache_begin(rc, client, seq, ack, conn, xid, now, &reply);
+}
+
+/* Finishes a RUNNING call unlogged at now with reply id, expecting it kept; returns the
+ * waiters. */
+static struct arpc_rc_waiter *finish(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq,
+                                     uintptr_t id, size_t bytes, uint64_t now)
+{
+    bool kept = false;
+    struct arpc_rc_waiter *w =
+        arpc_reply_cache_finish(rc, client, seq, R(id), bytes, false, now, &kept);
+    assert_true(kept);
+    return w;
+}
+
+/* Finishes a RUNNING call whose reply the cache must not keep (it was acked meanwhile), or
+ * finds nothing RUNNING; returns the waiters. */
+static struct arpc_rc_waiter *finish_dropped(struct arpc_reply_cache *rc, uint64_t client,
+                                             uint64_t seq)
+{
+    bool kept = true;
+    struct arpc_rc_waiter *w =
+        arpc_reply_cache_finish(rc, client, seq, R(NOT_KEPT), 1, false, 0, &kept);
+    assert_false(kept);
+    return w;
+}
+
+/* Finishes a RUNNING call for the log: kept, LOGGING, nobody answered yet. */
+static void finish_logged(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq,
+                          uintptr_t id, size_t bytes)
+{
+    bool kept = false;
+    assert_null(arpc_reply_cache_finish(rc, client, seq, R(id), bytes, true, 0, &kept));
+    assert_true(kept);
+}
+
+/* The log reports (client, seq) durable: checks the reply handed out (0: none) and kept. */
+static struct arpc_rc_waiter *durable(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq,
+                                      uintptr_t want_reply, bool want_kept)
+{
+    bool kept = !want_kept;
+    void *reply = R(NOT_KEPT);
+    struct arpc_rc_waiter *w = arpc_reply_cache_durable(rc, client, seq, 0, &reply, &kept);
+    assert_ptr_equal(R(want_reply), reply);
+    assert_int_equal(want_kept, kept);
+    return w;
+}
+
+/* begin NEW and finish at once: a DONE entry holding reply id. */
+static void done(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq, uintptr_t id,
+                 size_t bytes, uint64_t now)
+{
+    assert_int_equal(ARPC_RC_NEW, begin(rc, client, seq, 0, A, seq, now));
+    expect_waiters(rc, finish(rc, client, seq, id, bytes, now), 1, A, seq);
+}
+
+/* A duplicate at now gets the very reply id. */
+static void expect_replay(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq, uintptr_t id,
+                          uint64_t now)
+{
+    void *reply = NULL;
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(rc, client, seq, 0, B, 999, now, &reply);
+    assert_int_equal(ARPC_RC_REPLAY, v);
+    assert_ptr_equal(R(id), reply);
+}
+
+/* ---- every transition by hand ---- */
+
+static void test_new_attach_finish(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 40, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, A, 2, 0));
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(1, s.clients);
+    assert_int_equal(1, s.entries);
+    assert_int_equal(1, s.running);
+    assert_int_equal(2, s.hits_attached);
+    size_t base = arpc_reply_cache_client_cost() + arpc_reply_cache_entry_cost();
+    assert_int_equal(base, s.bytes);
+    /* every waiter gets the one result, in arrival order */
+    expect_waiters(&rc, finish(&rc, 7, 1, 100, 10, 0), 3, A, (uint64_t)1, B, (uint64_t)40, A,
+                   (uint64_t)2);
+    s = stats_of(&rc);
+    assert_int_equal(0, s.running);
+    assert_int_equal(1, s.entries);
+    assert_int_equal(base + 10, s.bytes);
+    assert_null(finish_dropped(&rc, 7, 1)); /* a second finish finds nothing RUNNING */
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[100]);
+}
+
+static void test_replay(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    done(&rc, 7, 1, 100, 10, 0);
+    expect_replay(&rc, 7, 1, 100, 0); /* the very same reply, twice; nothing runs */
+    expect_replay(&rc, 7, 1, 100, 0);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(2, s.hits_replayed);
+    assert_int_equal(0, s.running);
+    assert_int_equal(0, P.n_freed_by_cache);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+static void test_stale(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3, 2, A, 1, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2, 2, A, 2, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 1, 0, B, 3, 0)); /* an old duplicate, late */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 5, 1, A, 4, 0));   /* an ack never goes down */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2, 0, A, 5, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 6, 6, A, 6, 0)); /* seq <= its own ack */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 0, 1, 0, A, 7, 0)); /* no client id */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 0, 0, A, 8, 0)); /* not numbered */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 8, 4, 4, A, 9, 0)); /* a stranger's stale call */
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(7, s.stale);
+    assert_int_equal(1, s.clients); /* ... does not create it */
+    /* seq 3 and 5 are running (below the ack now: 6); they still finish normally */
+    expect_waiters(&rc, finish_dropped(&rc, 7, 3), 1, A, (uint64_t)1);
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 5), 1, A, (uint64_t)4);
+    assert_int_equal(0, stats_of(&rc).entries);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+/* Acks free DONE entries: by one, by a small range (walked), by a large jump (iterated). */
+static void test_ack_frees_done(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    for (uint64_t seq = 1; seq <= 300; seq++)
+        done(&rc, 7, seq, seq, 1, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 301, 0, A, 301, 0)); /* running: stays */
+    arpc_reply_cache_ack(&rc, 7, 1, 0);
+    assert_int_equal(1, hand_freed[1]);
+    assert_int_equal(0, hand_freed[2]);
+    arpc_reply_cache_ack(&rc, 7, 40, 0);
+    for (uint64_t seq = 1; seq <= 300; seq++)
+        assert_int_equal(seq <= 40, hand_freed[seq]);
+    assert_int_equal(261, stats_of(&rc).entries);
+    arpc_reply_cache_ack(&rc, 7, 3, 0); /* lower: ignored */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 40, 0, A, 1, 0));
+    expect_replay(&rc, 7, 41, 41, 0);
+    arpc_reply_cache_ack(&rc, 7, 1ull << 62, 0); /* a jump no walk could finish */
+    for (uint64_t seq = 1; seq <= 300; seq++)
+        assert_int_equal(1, hand_freed[seq]);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(1, s.entries);
+    assert_int_equal(1, s.running);
+    arpc_reply_cache_ack(&rc, 8, 5, 0); /* an unknown client: ignored */
+    assert_int_equal(1, stats_of(&rc).clients);
+    expect_waiters(&rc, finish_dropped(&rc, 7, 301), 1, A, (uint64_t)301);
+    assert_int_equal(0, stats_of(&rc).entries);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+/* An ack that covers a running call: duplicates are refused, the waiters are still answered
+ * when it finishes, and then it is gone (the caller keeps the reply). Same while LOGGING. */
+static void test_ack_while_running(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 2, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 2, 0, A, 3, 0));
+    finish_logged(&rc, 7, 2, 20, 8);
+    arpc_reply_cache_ack(&rc, 7, 2, 0);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(2, s.entries);
+    assert_int_equal(1, s.running);
+    assert_int_equal(1, s.logging);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 1, 0, B, 4, 0));
+    expect_waiters(&rc, finish_dropped(&rc, 7, 1), 2, A, (uint64_t)1, B, (uint64_t)2);
+    expect_waiters(&rc, durable(&rc, 7, 2, 20, false), 1, A, (uint64_t)3);
+    s = stats_of(&rc);
+    assert_int_equal(0, s.entries);
+    assert_int_equal(arpc_reply_cache_client_cost(), s.bytes);
+    assert_int_equal(0, P.n_freed_by_cache); /* both replies stayed the caller's */
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+static void test_logging_then_durable(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    finish_logged(&rc, 7, 1, 10, 5);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(1, s.logging);
+    assert_int_equal(0, s.running);
+    assert_int_equal(arpc_reply_cache_client_cost() + arpc_reply_cache_entry_cost() + 5, s.bytes);
+    /* known but not durable: a duplicate waits, it is not answered yet */
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 9, 0));
+    assert_null(arpc_reply_cache_abort(&rc, 7, 1)); /* it ran: not abortable */
+    assert_null(finish_dropped(&rc, 7, 1)); /* not RUNNING any more */
+    expect_waiters(&rc, durable(&rc, 7, 1, 10, true), 2, A, (uint64_t)1, B, (uint64_t)9);
+    expect_replay(&rc, 7, 1, 10, 0);
+    assert_null(durable(&rc, 7, 1, 0, false)); /* DONE now */
+    s = stats_of(&rc);
+    assert_int_equal(0, s.logging);
+    assert_int_equal(1, s.entries);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[10]);
+}
+
+static void test_abort(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 2, 0));
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 1), 2, A, (uint64_t)1, B, (uint64_t)2);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(0, s.entries);
+    assert_int_equal(0, s.running);
+    assert_null(arpc_reply_cache_abort(&rc, 7, 1)); /* twice: nothing */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, B, 3, 0)); /* a retry runs it */
+    /* unknown (client, seq): no crash, nothing handed out */
+    assert_null(arpc_reply_cache_abort(&rc, 8, 1));
+    assert_null(arpc_reply_cache_abort(&rc, 7, 2));
+    assert_null(finish_dropped(&rc, 8, 1));
+    assert_null(durable(&rc, 7, 9, 0, false));
+    expect_waiters(&rc, finish(&rc, 7, 1, 30, 1, 0), 1, B, (uint64_t)3);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+/* FULL refuses NEW calls only, evicts nothing, and acks make room again. */
+static void test_full(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
+    cache_init(&rc, client + 4 * (entry + 100), 0);
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        done(&rc, 7, seq, seq, 100, 0);
+    assert_int_equal(client + 4 * (entry + 100), stats_of(&rc).bytes);
+    assert_int_equal(ARPC_RC_FULL, begin(&rc, 7, 5, 0, A, 5, 0));
+    assert_int_equal(ARPC_RC_FULL, begin(&rc, 8, 1, 0, A, 6, 0)); /* nor a new client */
+    for (uint64_t seq = 1; seq <= 4; seq++)                       /* nothing evicted */
+        expect_replay(&rc, 7, seq, seq, 0);
+    assert_int_equal(0, P.n_freed_by_cache);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(2, s.full);
+    assert_int_equal(1, s.clients);
+    /* a running call and a duplicate still pass: only NEW is refused */
+    arpc_reply_cache_ack(&rc, 7, 1, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 5, 0, A, 7, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 5, 0, B, 8, 0));
+    expect_waiters(&rc, finish(&rc, 7, 5, 5, 100, 0), 2, A, (uint64_t)7, B, (uint64_t)8);
+    assert_int_equal(ARPC_RC_FULL, begin(&rc, 7, 6, 0, A, 9, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 6, 3, A, 10, 0)); /* its own ack makes room */
+    assert_int_equal(1, hand_freed[3]);
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 6), 1, A, (uint64_t)10);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+static void test_expiry(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 100);
+    done(&rc, 1, 1, 11, 1, 0);
+    done(&rc, 2, 1, 21, 1, 10);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 20)); /* busy */
+    done(&rc, 4, 1, 41, 1, 30);
+    arpc_reply_cache_ack(&rc, 1, 0, 50); /* any request is activity: 1 is now the newest */
+    assert_int_equal(0, arpc_reply_cache_expire(&rc, 109));
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 110));
+    assert_int_equal(1, P.n_expired);
+    assert_int_equal(2, P.expired[0]);
+    assert_int_equal(1, hand_freed[21]);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 2, 1, 0, A, 2, 111)); /* forgotten: runs again */
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 2, 1), 1, A, (uint64_t)2);
+    /* at 130: 3 is busy (kept, counted active now), 4 goes, 1 (last at 50) stays */
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 130));
+    assert_int_equal(4, P.expired[1]);
+    assert_int_equal(3, stats_of(&rc).clients); /* 1, 3, and 2 again */
+    /* at 150: 1 goes; 2 (111) and 3 (130) stay */
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 150));
+    assert_int_equal(1, P.expired[2]);
+    /* 3's call, longer than idle, ends at 225: its reply is kept idle from then on */
+    expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 225), 1, A, (uint64_t)1);
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 229)); /* 2 (111) goes */
+    assert_int_equal(2, P.expired[3]);
+    assert_int_equal(0, arpc_reply_cache_expire(&rc, 324));
+    expect_replay(&rc, 3, 1, 31, 324); /* a retry that lost the reply still finds it */
+    assert_int_equal(0, arpc_reply_cache_expire(&rc, 423));
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 424));
+    assert_int_equal(5, P.n_expired);
+    assert_int_equal(3, P.expired[4]);
+    assert_int_equal(1, hand_freed[31]);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(0, s.clients);
+    assert_int_equal(0, s.entries);
+    assert_int_equal(0, s.bytes);
+    assert_int_equal(0, arpc_reply_cache_expire(&rc, 1000000));
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+static void test_restore(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 1, 0); /* restore ignores max_bytes */
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 7, 4, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore(&rc, 7, 5, R(50), 10, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore(&rc, 7, 6, R(60), 10, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore(&rc, 8, 1, R(81), 10, 0));
+    assert_int_equal(ARPC_EBUSY, arpc_reply_cache_restore(&rc, 7, 5, R(51), 10, 0));
+    assert_int_equal(ARPC_EREJECTED, arpc_reply_cache_restore(&rc, 7, 4, R(40), 10, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore(&rc, 0, 4, R(40), 10, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore(&rc, 7, 0, R(40), 10, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_ack(&rc, 0, 4, 0));
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(2, s.clients);
+    assert_int_equal(3, s.entries);
+    assert_int_equal(0, s.running);
+    assert_int_equal(2 * arpc_reply_cache_client_cost() + 3 * (arpc_reply_cache_entry_cost() + 10),
+                     s.bytes);
+    expect_replay(&rc, 7, 5, 50, 0);
+    expect_replay(&rc, 8, 1, 81, 0);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 4, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_FULL, begin(&rc, 7, 7, 0, A, 2, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 7, 5, 0)); /* frees 5 */
+    assert_int_equal(1, hand_freed[50]);
+    assert_int_equal(0, hand_freed[60]);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[60]);
+    assert_int_equal(1, hand_freed[81]);
+}
+
+/* fini frees every kept reply and hands each unfinished call's waiters to drop_waiter. */
+static void test_fini(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 2, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 2, 0, A, 3, 0));
+    finish_logged(&rc, 7, 2, 20, 1);
+    done(&rc, 8, 1, 81, 1, 0);
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+    assert_int_equal(3, P.dropped);
+    assert_int_equal(1, hand_freed[20]);
+    assert_int_equal(1, hand_freed[81]);
+    assert_int_equal(2, P.n_freed_by_cache);
+}
+
+/* ---- against a reference model ----
+ * The rules of core/reply_cache.h written the plain way: per client an array of entries
+ * searched linearly, waiters as arrays, expiry by scanning for the least recently touched
+ * client. Only the accounting constants are taken from the cache. */
+
+enum { M_CLIENTS = 5, M_WINDOW = 12, M_MAXE = 1024, M_OPS = 250000, M_IDLE = 250 };
+enum { M_RUNNING, M_LOGGING, M_DONE };
+
+struct m_waiter {
+    void *conn;
+    uint64_t xid;
+};
+
+struct m_entry {
+    uint64_t seq;
+    int state;
+    uintptr_t reply; /* LOGGING, DONE */
+    size_t bytes;
+    struct m_waiter *w; /* RUNNING, LOGGING */
+    size_t nw;
+};
+
+struct m_client {
+    bool live;
+    uint64_t ack, last, order; /* order: of the last touch, for expiry */
+    struct m_entry e[M_MAXE];
+    size_t n;
+    uint64_t base; /* the generator's idea of the client's progress; outlives expiry */
+};
+
+struct model {
+    struct m_client c[M_CLIENTS];
+    uint64_t order;
+    size_t max_bytes;
+    uint64_t attached, replayed, stale, full;
+    size_t freed_by_cache; /* replies the cache should have given to free_reply */
+    uint64_t expired[64];
+    size_t n_expired;
+};
+
+static uint64_t m_seed;
+static int m_op;
+
+#define M_CHECK(cond)                                                                        \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            print_message("model mismatch at op %d (RC_SEED=%llu): %s\n", m_op,             \
+                          (unsigned long long)m_seed, #cond);                                \
+            fail();                                                                          \
+        }                                                                                    \
+    } while (0)
+
+static uint64_t m_id(int ci) { return 1000 + (uint64_t)ci; } /* client ids */
+
+static struct m_entry *m_find(struct m_client *c, uint64_t seq)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].seq == seq)
+            return &c->e[i];
+    return NULL;
+}
+
+static void m_remove(struct m_client *c, struct m_entry *e)
+{
+    free(e->w);
+    *e = c->e[--c->n];
+}
+
+static void m_add_waiter(struct m_entry *e, void *conn, uint64_t xid)
+{
+    e->w = realloc(e->w, (e->nw + 1) * sizeof(*e->w));
+    e->w[e->nw++] = (struct m_waiter){conn, xid};
+}
+
+static void m_touch(struct model *m, struct m_client *c, uint64_t now)
+{
+    c->last = now;
+    c->order = ++m->order;
+}
+
+static void m_raise_ack(struct model *m, struct m_client *c, uint64_t ack)
+{
+    if (ack <= c->ack)
+        return;
+    c->ack = ack;
+    for (size_t i = 0; i < c->n;) {
+        struct m_entry *e = &c->e[i];
+        if (e->seq <= ack && e->state == M_DONE) {
+            m->freed_by_cache++;
+            m_remove(c, e);
+        } else {
+            i++;
+        }
+    }
+}
+
+static size_t m_bytes(const struct model *m)
+{
+    size_t b = 0;
+    for (int i = 0; i < M_CLIENTS; i++) {
+        const struct m_client *c = &m->c[i];
+        if (!c->live)
+            continue;
+        b += arpc_reply_cache_client_cost();
+        for (size_t j = 0; j < c->n; j++)
+            b += arpc_reply_cache_entry_cost() + c->e[j].bytes;
+    }
+    return b;
+}
+
+static struct m_entry *m_new_entry(struct m_client *c, uint64_t seq, int state)
+{
+    M_CHECK(c->n < M_MAXE);
+    struct m_entry *e = &c->e[c->n++];
+    *e = (struct m_entry){.seq = seq, .state = state};
+    return e;
+}
+
+static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint64_t ack,
+                                    void *conn, uint64_t xid, uint64_t now, uintptr_t *replay)
+{
+    struct m_client *c = &m->c[ci];
+    if (!c->live) {
+        if (seq <= ack)
+            return m->stale++, ARPC_RC_STALE;
+        if (m_bytes(m) >= m->max_bytes)
+            return m->full++, ARPC_RC_FULL;
+        c->live = true;
+        c->ack = ack;
+        c->n = 0;
+        m_touch(m, c, now);
+        m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
+        return ARPC_RC_NEW;
+    }
+    m_touch(m, c, now);
+    m_raise_ack(m, c, ack);
+    if (seq <= c->ack)
+        return m->stale++, ARPC_RC_STALE;
+    struct m_entry *e = m_find(c, seq);
+    if (e == NULL) {
+        if (m_bytes(m) >= m->max_bytes)
+            return m->full++, ARPC_RC_FULL;
+        m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
+        return ARPC_RC_NEW;
+    }
+    if (e->state == M_DONE) {
+        *replay = e->reply;
+        return m->replayed++, ARPC_RC_REPLAY;
+    }
+    m_add_waiter(e, conn, xid);
+    return m->attached++, ARPC_RC_ATTACHED;
+}
+
+static void m_expire(struct model *m, uint64_t now)
+{
+    for (;;) {
+        struct m_client *oldest = NULL;
+        for (int i = 0; i < M_CLIENTS; i++)
+            if (m->c[i].live && (oldest == NULL || m->c[i].order < oldest->order))
+                oldest = &m->c[i];
+        if (oldest == NULL || now - oldest->last < M_IDLE)
+            return;
+        bool busy = false;
+        for (size_t j = 0; j < oldest->n; j++)
+            busy |= oldest->e[j].state != M_DONE;
+        if (busy) {
+            m_touch(m, oldest, now);
+            continue;
+        }
+        M_CHECK(m->n_expired < 64);
+        m->expired[m->n_expired++] = m_id((int)(oldest - m->c));
+        m->freed_by_cache += oldest->n;
+        while (oldest->n > 0)
+            m_remove(oldest, &oldest->e[0]);
+        oldest->live = false;
+    }
+}
+
+/* The cache's waiter list must equal the model entry's, in order; gives it back. */
+static void m_check_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list,
+                            const struct m_entry *e)
+{
+    struct arpc_rc_waiter *w = list;
+    for (size_t i = 0; i < e->nw; i++, w = w->w_next) {
+        M_CHECK(w != NULL);
+        M_CHECK(w->w_conn == e->w[i].conn && w->w_xid == e->w[i].xid);
+    }
+    M_CHECK(w == NULL);
+    arpc_reply_cache_free_waiters(rc, list);
+}
+
+/* A random entry of the model in state (any client), or NULL. */
+static struct m_entry *m_pick(struct model *m, int state, uint64_t *rng, int *ci)
+{
+    size_t total = 0;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            total += m->c[i].e[j].state == state;
+    if (total == 0)
+        return NULL;
+    size_t k = rng_next(rng) % total;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            if (m->c[i].e[j].state == state && k-- == 0) {
+                *ci = i;
+                return &m->c[i].e[j];
+            }
+    return NULL;
+}
+
+static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
+{
+    struct arpc_reply_cache_stats s = stats_of(rc);
+    size_t clients = 0, entries = 0, running = 0, logging = 0;
+    for (int i = 0; i < M_CLIENTS; i++) {
+        const struct m_client *c = &m->c[i];
+        clients += c->live;
+        entries += c->n;
+        for (size_t j = 0; j < c->n; j++) {
+            running += c->e[j].state == M_RUNNING;
+            logging += c->e[j].state == M_LOGGING;
+            M_CHECK(c->e[j].state == M_RUNNING || P.freed[c->e[j].reply] == 0);
+        }
+    }
+    M_CHECK(s.clients == clients && s.entries == entries);
+    M_CHECK(s.running == running && s.logging == logging);
+    M_CHECK(s.bytes == m_bytes(m));
+    M_CHECK(s.hits_attached == m->attached && s.hits_replayed == m->replayed);
+    M_CHECK(s.stale == m->stale && s.full == m->full);
+    M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
+    M_CHECK(P.n_expired == m->n_expired);
+    for (size_t i = 0; i < m->n_expired; i++)
+        M_CHECK(P.expired[i] == m->expired[i]);
+}
+
+/* An ack as a client would send it: usually a little behind its progress, now and then a
+ * jump far ahead (it gave up on many calls), which moves its progress too. */
+static uint64_t m_gen_ack(struct m_client *c, uint64_t *rng)
+{
+    if (rng_next(rng) % 64 == 0) {
+        c->base += 30 + rng_next(rng) % 300;
+        return c->base - 1;
+    }
+    uint64_t behind = 1 + rng_next(rng) % 5;
+    return c->base > behind ? c->base - behind : 0;
+}
+
+/* Client 0 is busiest, the last one quietest, so some go idle long enough to expire. */
+static int m_gen_client(uint64_t *rng)
+{
+    return (int)(rng_next(rng) % (1 + rng_next(rng) % M_CLIENTS));
+}
+
+static void test_against_model(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    const char *env = getenv("RC_SEED");
+    m_seed = env != NULL ? strtoull(env, NULL, 0) : 0x5eed2026;
+    uint64_t rng = m_seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull; /* one-to-one */
+    rng += rng == 0; /* xorshift must not start at 0 */
+    enum { MAX_REPLIES = M_OPS + 1 };
+    unsigned char *freed = calloc(MAX_REPLIES, 1);
+    struct model *m = calloc(1, sizeof(*m));
+    assert_non_null(freed);
+    assert_non_null(m);
+    probe_reset(freed);
+    size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
+    m->max_bytes = 4 * client + 40 * (entry + 150);
+    for (int i = 0; i < M_CLIENTS; i++)
+        m->c[i].base = 1;
+    struct arpc_reply_cache rc;
+    struct arpc_reply_cache_options o = {m->max_bytes, M_IDLE};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_init(&rc, &o, &OPS, &P));
+    uint64_t now = 0, xid = 0;
+    uintptr_t next_reply = 1;
+    size_t seen[ARPC_RC_NOMEM + 1] = {0};
+    size_t expiries = 0, kept_false = 0;
+    for (m_op = 0; m_op < M_OPS; m_op++) {
+        now += rng_next(&rng) % 6;
+        P.n_expired = m->n_expired = 0;
+        unsigned what = (unsigned)(rng_next(&rng) % 100);
+        int ci = m_gen_client(&rng);
+        struct m_client *c = &m->c[ci];
+        bool kept = false;
+        if (what < 45) { /* a request: new, a retry, or an old duplicate */
+            if (rng_next(&rng) % 8 == 0)
+                c->base += 1 + rng_next(&rng) % 2;
+            uint64_t seq = c->base + rng_next(&rng) % M_WINDOW;
+            seq = seq > 2 ? seq - 2 : 1;
+            uint64_t ack = m_gen_ack(c, &rng);
+            void *conn = R(1 + rng_next(&rng) % 3);
+            xid++;
+            uintptr_t want_reply = 0;
+            void *got_reply = NULL;
+            enum arpc_rc_verdict want = m_begin(m, ci, seq, ack, conn, xid, now, &want_reply);
+            enum arpc_rc_verdict got =
+                arpc_reply_cache_begin(&rc, m_id(ci), seq, ack, conn, xid, now, &got_reply);
+            M_CHECK(got == want);
+            M_CHECK(got != ARPC_RC_REPLAY || (uintptr_t)got_reply == want_reply);
+            seen[got]++;
+        } else if (what < 65) { /* a handler returns (now and then for nothing running) */
+            struct m_entry *e = m_pick(m, M_RUNNING, &rng, &ci);
+            uintptr_t id = next_reply++;
+            size_t bytes = rng_next(&rng) % 300;
+            bool logged = rng_next(&rng) % 3 == 0;
+            if (e == NULL || rng_next(&rng) % 20 == 0) {
+                M_CHECK(arpc_reply_cache_finish(&rc, m_id(ci), m->c[ci].base + 50, R(id), bytes,
+                                                logged, now, &kept) == NULL);
+                M_CHECK(!kept);
+                freed[id] = 2;
+                goto check;
+            }
+            c = &m->c[ci];
+            struct arpc_rc_waiter *list =
+                arpc_reply_cache_finish(&rc, m_id(ci), e->seq, R(id), bytes, logged, now, &kept);
+            m_touch(m, c, now);
+            if (e->seq <= c->ack) {
+                M_CHECK(!kept);
+                freed[id] = 2;
+                kept_false++;
+                m_check_waiters(&rc, list, e);
+                m_remove(c, e);
+            } else {
+                M_CHECK(kept);
+                e->reply = id;
+                e->bytes = bytes;
+                e->state = logged ? M_LOGGING : M_DONE;
+                if (logged) {
+                    M_CHECK(list == NULL);
+                } else {
+                    m_check_waiters(&rc, list, e);
+                    free(e->w);
+                    e->w = NULL;
+                    e->nw = 0;
+                }
+            }
+        } else if (what < 73) { /* the log reports a record durable */
+            struct m_entry *e = m_pick(m, M_LOGGING, &rng, &ci);
+            if (e == NULL)
+                goto check;
+            c = &m->c[ci];
+            void *reply = NULL;
+            struct arpc_rc_waiter *list =
+                arpc_reply_cache_durable(&rc, m_id(ci), e->seq, now, &reply, &kept);
+            m_touch(m, c, now);
+            M_CHECK((uintptr_t)reply == e->reply);
+            m_check_waiters(&rc, list, e);
+            if (e->seq <= c->ack) {
+                M_CHECK(!kept);
+                freed[e->reply] = 2;
+                kept_false++;
+                m_remove(c, e);
+            } else {
+                M_CHECK(kept);
+                e->state = M_DONE;
+                free(e->w);
+                e->w = NULL;
+                e->nw = 0;
+            }
+        } else if (what < 77) { /* a call that never started */
+            int st = rng_next(&rng) % 4 == 0 ? M_LOGGING : M_RUNNING;
+            struct m_entry *e = m_pick(m, st, &rng, &ci);
+            if (e == NULL)
+                goto check;
+            struct arpc_rc_waiter *list = arpc_reply_cache_abort(&rc, m_id(ci), e->seq);
+            if (st == M_LOGGING) {
+                M_CHECK(list == NULL);
+            } else {
+                m_check_waiters(&rc, list, e);
+                m_remove(&m->c[ci], e);
+            }
+        } else if (what < 85) { /* an unnumbered request carries an ack */
+            uint64_t ack = m_gen_ack(c, &rng);
+            arpc_reply_cache_ack(&rc, m_id(ci), ack, now);
+            if (c->live) {
+                m_touch(m, c, now);
+                m_raise_ack(m, c, ack);
+            }
+        } else if (what < 95) {
+            expiries += arpc_reply_cache_expire(&rc, now);
+            m_expire(m, now);
+        } else if (what < 98) { /* the log replays a record */
+            uint64_t seq = c->base + rng_next(&rng) % M_WINDOW;
+            uintptr_t id = next_reply++;
+            size_t bytes = rng_next(&rng) % 300;
+            int rc_got = arpc_reply_cache_restore(&rc, m_id(ci), seq, R(id), bytes, now);
+            int want = ARPC_OK;
+            if (!c->live) {
+                *c = (struct m_client){.live = true, .base = c->base};
+            }
+            m_touch(m, c, now);
+            if (seq <= c->ack)
+                want = ARPC_EREJECTED;
+            else if (m_find(c, seq) != NULL)
+                want = ARPC_EBUSY;
+            M_CHECK(rc_got == want);
+            if (want == ARPC_OK) {
+                struct m_entry *e = m_new_entry(c, seq, M_DONE);
+                e->reply = id;
+                e->bytes = bytes;
+            } else {
+                freed[id] = 2;
+            }
+        } else { /* the log replays an ack */
+            uint64_t ack = m_gen_ack(c, &rng);
+            M_CHECK(arpc_reply_cache_restore_ack(&rc, m_id(ci), ack, now) == ARPC_OK);
+            if (!c->live)
+                *c = (struct m_client){.live = true, .base = c->base};
+            m_touch(m, c, now);
+            m_raise_ack(m, c, ack);
+        }
+    check:
+        m_check_stats(&rc, m);
+    }
+    /* Every outcome happened often enough for the run to mean something. */
+    for (int v = ARPC_RC_NEW; v <= ARPC_RC_FULL; v++)
+        assert_true(seen[v] > 500);
+    assert_true(expiries > 100);
+    assert_true(kept_false > 100);
+    /* fini: the waiters of unfinished calls are dropped, every reply ends freed once */
+    size_t waiting = 0;
+    for (int i = 0; i < M_CLIENTS; i++)
+        for (size_t j = 0; j < m->c[i].n; j++)
+            waiting += m->c[i].e[j].nw;
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+    assert_int_equal(waiting, P.dropped);
+    for (uintptr_t id = 1; id < next_reply; id++)
+        M_CHECK(freed[id] != 0);
+    for (int i = 0; i < M_CLIENTS; i++)
+        while (m->c[i].n > 0)
+            m_remove(&m->c[i], &m->c[i].e[0]);
+    free(m);
+    free(freed);
+}
+
+/* ---- out of memory ---- */
+
+static bool same_books(struct arpc_reply_cache_stats a, struct arpc_reply_cache_stats b)
+{
+    return a.clients == b.clients && a.entries == b.entries && a.running == b.running &&
+           a.bytes == b.bytes && a.hits_attached == b.hits_attached;
+}
+
+/* One scripted workload under an allocation budget: every refusal for want of memory must
+ * leave the books as they were. Returns how many operations failed for want of memory. */
+static int script_under_budget(struct arpc_reply_cache *rc)
+{
+    int failed = 0;
+    struct arpc_reply_cache_stats before, after;
+    for (uint64_t client = 1; client <= 90; client++) { /* grows the client table */
+        uint64_t seqs = client == 1 ? 120 : 2;         /* grows one seq table */
+        for (uint64_t seq = 1; seq <= seqs; seq++) {
+            for (int dup = 0; dup < 2; dup++) {
+                before = stats_of(rc);
+                enum arpc_rc_verdict v = begin(rc, client, seq, 0, dup ? B : A, seq, 0);
+                after = stats_of(rc);
+                if (v == ARPC_RC_NOMEM) {
+                    failed++;
+                    assert_true(same_books(before, after));
+                } else {
+                    assert_int_equal(dup ? ARPC_RC_ATTACHED : ARPC_RC_NEW, v);
+                }
+                if (v != ARPC_RC_NEW)
+                    break; /* no call to attach to */
+            }
+        }
+    }
+    for (uint64_t seq = 1; seq <= 100; seq++) { /* grows a seq table on restore */
+        before = stats_of(rc);
+        int err = arpc_reply_cache_restore(rc, 99, seq, R(1000 + seq), 1, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+    }
+    for (uint64_t client = 100; client <= 180; client++) {
+        before = stats_of(rc);
+        int err = arpc_reply_cache_restore(rc, client, 1, R(client), 1, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+        before = stats_of(rc);
+        err = arpc_reply_cache_restore_ack(rc, client + 100, 5, 0);
+        if (err == ARPC_ENOMEM) {
+            failed++;
+            assert_true(same_books(before, stats_of(rc)));
+        } else {
+            assert_int_equal(ARPC_OK, err);
+        }
+    }
+    return failed;
+}
+
+static void test_nomem(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    probe_reset(hand_freed);
+    for (long budget = 0;; budget++) {
+        memset(hand_freed, 0, sizeof(hand_freed));
+        atomic_store(&test_alloc_budget, budget);
+        struct arpc_reply_cache rc;
+        if (arpc_reply_cache_init(&rc, NULL, &OPS, &P) != ARPC_OK) {
+            assert_int_equal(0, atomic_load(&test_alloc_live));
+            continue;
+        }
+        int failed = script_under_budget(&rc);
+        atomic_store(&test_alloc_budget, -1);
+        arpc_reply_cache_fini(&rc, NULL);
+        assert_int_equal(0, atomic_load(&test_alloc_live));
+        if (failed == 0)
+            break;
+        assert_true(budget < 5000);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_new_attach_finish),
+        cmocka_unit_test_no_leak(test_replay),
+        cmocka_unit_test_no_leak(test_stale),
+        cmocka_unit_test_no_leak(test_ack_frees_done),
+        cmocka_unit_test_no_leak(test_ack_while_running),
+        cmocka_unit_test_no_leak(test_logging_then_durable),
+        cmocka_unit_test_no_leak(test_abort),
+        cmocka_unit_test_no_leak(test_full),
+        cmocka_unit_test_no_leak(test_expiry),
+        cmocka_unit_test_no_leak(test_restore),
+        cmocka_unit_test_no_leak(test_fini),
+        cmocka_unit_test_no_leak(test_against_model),
+        cmocka_unit_test_no_leak(test_nomem),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
