@@ -69,6 +69,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_HELLO:
         if (f->f_max_frame != 0)
             atomic_store(&c->cl_server_max, f->f_max_frame);
+        c->cl_server_flags = f->f_flags;
         arpc_future_complete(c->cl_hello, ARPC_OK, NULL, 0);
         return;
     case ARPC_FRAME_PING:
@@ -129,6 +130,13 @@ void client_cleanup(arpc_client *c)
     c->cl_cleaned = true;
     client_fail_all(c, ARPC_ESHUTDOWN);
     if (c->cl_conn.c_open) {
+        if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
+            /* Goodbye: we re-send nothing from now on, so the server may drop our replies
+             * now rather than keep them until we would have expired. */
+            static const char bye[] = "client closing";
+            arpc_conn_send_error(&c->cl_conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, bye, sizeof(bye) - 1);
+            arpc_conn_flush_now(&c->cl_conn);
+        }
         /* on_close would report ECONNLOST; nothing is pending any more, so it fails nobody. */
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }

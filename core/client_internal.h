@@ -47,6 +47,7 @@ struct arpc_client {
     struct arpc_conn cl_conn;
     struct arpc_u64_map cl_pending; /* xid -> struct client_call */
     arpc_future *cl_hello;          /* completed when the server's HELLO arrives (or the connection fails) */
+    uint32_t cl_server_flags;       /* from the server's HELLO (enum arpc_hello_flag) */
     bool cl_cleaned;                /* pending calls failed and the connection closed */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
 };

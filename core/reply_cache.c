@@ -197,6 +197,17 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
 
 /* ---- restart ---- */
 
+bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
+{
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c == NULL)
+        return true;
+    if (c->c_busy > 0)
+        return false; /* a call still runs: its result must still reach its waiters */
+    arpc_rc_client_free(rc, c, NULL);
+    return true;
+}
+
 int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                              void *reply, size_t reply_bytes, uint64_t now_ns)
 {

@@ -169,6 +169,11 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
  * its entries freed; stops at the first client not idle long enough. */
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
+/* The client said goodbye (it closed and will never re-send): forget it and its replies at
+ * once, without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
+ * (false: it is kept, and expires as usual). True when it is gone (or was never known). */
+bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
+
 /*
  * Restart, from the reply log: a DONE entry for (client_id, seq) holding reply, no waiters;
  * the client is created if needed and counted active at now_ns. Not refused for max_bytes:

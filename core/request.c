@@ -49,6 +49,7 @@ struct arpc_request {
     struct server_conn *rq_conn;
     const struct arpc_method *rq_method;
     uint64_t rq_xid;
+    uint64_t rq_seq;         /* numbered (at-most-once) call: its seq; 0 otherwise */
     uint64_t rq_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
     atomic_uint rq_flags;
     bool rq_oneway;
@@ -57,14 +58,6 @@ struct arpc_request {
     void *rq_cancel_arg;
     uint32_t rq_len;
     uint8_t rq_data[];
-};
-
-/* A reply on its way to the loop; the whole allocation is then the output buffer. */
-struct reply_msg {
-    struct arpc_loop_job rm_job;
-    arpc_request *rm_req;
-    size_t rm_len;
-    uint8_t rm_frame[];
 };
 
 #define SHUTTING_DOWN "server shutting down"
@@ -113,7 +106,10 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     struct server_conn *sc = req->rq_conn;
     request_untrack(req);
-    if (sc->sc_conn.c_open) {
+    if (req->rq_seq != 0) {
+        /* Numbered: the result goes to every request waiting for it, and is kept. */
+        dedup_complete(sc->sc_server, sc->sc_client_id, req->rq_seq, rm, rm->rm_ran);
+    } else if (sc->sc_conn.c_open) {
         if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
             arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
     } else {
@@ -164,7 +160,7 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
 
 /* Encodes the REPLY or ERROR frame for req. NULL without memory. */
 static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int code, const void *data,
-                                      size_t len)
+                                      size_t len, bool ran)
 {
     size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
     struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen);
@@ -180,10 +176,11 @@ static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int
     }
     rm->rm_len = flen;
     rm->rm_req = (arpc_request *)req;
+    rm->rm_ran = ran;
     return rm;
 }
 
-static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len)
+static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran)
 {
     if (req == NULL)
         return ARPC_EINVAL;
@@ -212,7 +209,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
             len = sconn_error_msg_cap(sc, len);
         /* The request counts as finished once the loop delivered its reply: a stop waiting
          * for calls in flight finds every reply queued when it sees the count reach zero. */
-        struct reply_msg *rm = reply_encode(req, kind, code, data, len);
+        struct reply_msg *rm = reply_encode(req, kind, code, data, len, ran);
         if (rm == NULL) {
             rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
             request_drop(s, req);
@@ -231,12 +228,12 @@ int arpc_reply(arpc_request *req, const void *data, size_t len)
 {
     if (req != NULL && data == NULL && len != 0)
         len = 0;
-    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len);
+    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true);
 }
 
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
-    return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0);
+    return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true);
 }
 
 const void *arpc_request_data(const arpc_request *req, size_t *len)
@@ -249,6 +246,7 @@ const void *arpc_request_data(const arpc_request *req, size_t *len)
 const char *arpc_request_method(const arpc_request *req) { return req->rq_method->m_name; }
 bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
 uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
+uint64_t arpc_request_seq(const arpc_request *req) { return req->rq_seq; }
 
 int64_t arpc_request_budget_ms(const arpc_request *req) { return arpc_ms_left(req->rq_deadline_ns); }
 
@@ -285,7 +283,7 @@ void request_cancel(struct server_conn *sc, uint64_t xid)
 /* Answers a call that will not run, with why. */
 static void request_refuse(arpc_request *req, int code, const char *why)
 {
-    reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why));
+    reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why), false);
 }
 
 static void request_run(arpc_actor *actor, void *arg, int status)
@@ -318,12 +316,20 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_conn = sc;
     req->rq_method = m;
     req->rq_xid = f->f_xid;
+    /* Numbered (at-most-once) only with both a seq and a client to key it by. */
+    req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
     req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_from_ms(f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
     req->rq_cancel_fn = NULL;
     req->rq_cancel_arg = NULL;
     req->rq_len = f->f_payload_len;
+    if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
+        arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
+        return;
+    }
+    if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
+        dedup_ack(sc, f->f_ack);
     memcpy(req->rq_data, f->f_payload, f->f_payload_len);
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
     req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
@@ -338,8 +344,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     else
         rc = arpc_actor_group_post(m->m_group ? m->m_group : s->sv_pool, request_run, req);
     if (rc != ARPC_OK) { /* the actor is stopped: the call did not run */
-        static const char stopped[] = "method's actor is stopped";
-        reply_with(req, ARPC_FRAME_ERROR, ARPC_EREJECTED, stopped, sizeof(stopped) - 1);
+        request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
         request_handler_done(req);
     }
 }

@@ -10,6 +10,7 @@
  * which the last finishing call wakes.
  */
 #include <pthread.h>
+#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,8 +22,13 @@
 #include "core/frame.h"
 #include "core/server_internal.h"
 
+#define SERVER_HEARTBEAT_MS 15000 /* clients PING every 5 s by default: this only catches dead ones */
+#define SERVER_HEARTBEAT_MISSES 3
+
 static void server_free(arpc_server *s)
 {
+    if (s->sv_cache_ready)
+        dedup_fini(s); /* no loop touches it any more: every request is finished */
     if (s->sv_owns_loop)
         arpc_loop_destroy(s->sv_loop);
     pthread_mutex_destroy(&s->sv_stop_mtx);
@@ -38,6 +44,16 @@ void server_release(arpc_server *s)
 {
     if (arpc_refcount_put(&s->sv_refs))
         server_free(s);
+}
+
+/* A random non-zero id for this run of the server (a reply log keeps its own across runs). */
+static uint64_t server_new_epoch(void)
+{
+    uint64_t e = 0;
+    while (e == 0)
+        if (getrandom(&e, sizeof(e), 0) != (ssize_t)sizeof(e))
+            e = arpc_now_ns() ^ ((uint64_t)getpid() << 40);
+    return e;
 }
 
 /* One per online CPU but one, which is left to the loop thread (at least 1). */
@@ -65,6 +81,15 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
     pthread_mutex_init(&s->sv_stop_mtx, NULL);
+    s->sv_epoch = server_new_epoch();
+    s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
+    s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
+    int crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
+    if (crc != ARPC_OK) {
+        server_free(s);
+        return crc;
+    }
+    s->sv_cache_ready = true;
     arpc_actor_options ao = {.name = "arpc-worker"};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);
     if (rc != ARPC_OK) {
@@ -138,6 +163,7 @@ static void step_close_all(arpc_loop *loop, void *s)
 {
     (void)loop;
     sconn_close_all(s);
+    dedup_stop(s);
 }
 
 /* Waits until no call is in flight or deadline_ns passes. */

@@ -96,7 +96,9 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_client_id = f->f_client_id;
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
-    arpc_conn_send_hello(&sc->sc_conn, 0, ARPC_HELLO_CANCEL, sc->sc_server->sv_max_frame, 0);
+    arpc_server *s = sc->sc_server;
+    arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, s->sv_max_frame,
+                         s->sv_expiry_s);
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -121,6 +123,11 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_CANCEL:
         request_cancel(sc, f->f_xid);
+        return;
+    case ARPC_FRAME_GOAWAY:
+        /* The client is closing for good: it will re-send nothing, so its replies can go. */
+        if (sc->sc_client_id != 0)
+            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_client_id);
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
@@ -176,6 +183,8 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         return;
     }
     arpc_conn_limit_backlog(&sc->sc_conn);
+    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
+    dedup_start(s); /* idle-client expiry runs once connections come */
     sc->sc_next = s->sv_conns;
     if (s->sv_conns != NULL)
         s->sv_conns->sc_prev = sc;

@@ -27,6 +27,7 @@
 #include "base/u64_map.h"
 #include "core/conn.h"
 #include "core/registry.h"
+#include "core/reply_cache.h"
 
 enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
@@ -55,9 +56,26 @@ struct arpc_server {
     uint32_t sv_max_frame;
     struct arpc_registry sv_registry;
     pthread_mutex_t sv_stop_mtx;    /* serialises stops: a second stop returns once the first is done */
+    uint64_t sv_epoch;              /* this server's identity for at-most-once (HELLO) */
+    uint32_t sv_expiry_s;           /* idle clients' replies are forgotten after this */
+    uint32_t sv_heartbeat_ms;       /* PING a client silent this long; 0: never */
+    unsigned sv_heartbeat_misses;
     /* loop thread only */
+    struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
+    bool sv_cache_ready;
+    ev_timer sv_sweep;                /* idle-client expiry */
     struct server_listener *sv_listeners;
     struct server_conn *sv_conns;
+};
+
+/* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
+ * numbered call, what the reply cache keeps). */
+struct reply_msg {
+    struct arpc_loop_job rm_job;
+    arpc_request *rm_req;
+    bool rm_ran;  /* false: the call was refused without running (a retry may run it) */
+    size_t rm_len;
+    uint8_t rm_frame[];
 };
 
 /* server.c */
@@ -80,6 +98,19 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 void sconn_goaway_all(arpc_server *s);
 void sconn_close_all(arpc_server *s);
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
+
+/* server_dedup.c (loop thread but for init/fini) */
+int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);
+void dedup_fini(arpc_server *s);
+void dedup_start(arpc_server *s);
+void dedup_stop(arpc_server *s);
+/* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
+ * answered (replayed, refused) or attached to the running call. */
+bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+/* An unnumbered request carried ack. */
+void dedup_ack(struct server_conn *sc, uint64_t ack);
+/* A numbered call's reply reached the loop: it goes to every waiter; rm is kept or freed. */
+void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, struct reply_msg *rm, bool ran);
 
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */

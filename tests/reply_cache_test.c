@@ -418,6 +418,31 @@ static void test_expiry(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* A client's goodbye frees its replies at once, unless one of its calls still runs. */
+static void test_forget(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    done(&rc, 1, 1, 11, 1, 0);
+    done(&rc, 1, 2, 12, 1, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 2, 1, 0, A, 1, 0)); /* busy */
+    assert_true(arpc_reply_cache_forget(&rc, 1));
+    assert_int_equal(1, hand_freed[11]);
+    assert_int_equal(1, hand_freed[12]);
+    assert_false(arpc_reply_cache_forget(&rc, 2)); /* running: kept */
+    assert_true(arpc_reply_cache_forget(&rc, 99)); /* never known */
+    assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
+    assert_int_equal(1, stats_of(&rc).clients);
+    expect_waiters(&rc, finish(&rc, 2, 1, 21, 1, 1), 1, A, (uint64_t)1);
+    assert_true(arpc_reply_cache_forget(&rc, 2));
+    assert_int_equal(1, hand_freed[21]);
+    assert_int_equal(0, stats_of(&rc).clients);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 1, 0, A, 9, 2)); /* a new life: runs */
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 1), 1, A, (uint64_t)9);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -1002,6 +1027,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_abort),
         cmocka_unit_test_no_leak(test_full),
         cmocka_unit_test_no_leak(test_expiry),
+        cmocka_unit_test_no_leak(test_forget),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_against_model),

@@ -42,6 +42,14 @@ typedef struct arpc_server_options {
                                * is left to the loop thread (at least 1; measured: on 2 cores,
                                * 2 workers + the loop halve pipelined throughput vs 1 worker) */
     uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB */
+    /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
+     * until the client acknowledges their replies or goes idle; a duplicate never runs. */
+    size_t reply_cache_bytes; /* bound on remembered replies; 0: 64 MiB. When full, new numbered
+                               * calls are refused (ARPC_EOVERLOADED); nothing unacknowledged is
+                               * ever dropped to make room */
+    uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
+    uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
+    unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
 } arpc_server_options;
 
 typedef struct arpc_method_options {
@@ -86,6 +94,8 @@ ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
+/* The call's at-most-once sequence number, 0 for a call that is not numbered. */
+ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 
 /* What is left of the caller's budget, in ms (rounded up): the deadline_ms the request
  * carried, counted from when it arrived (clocks are never compared across machines).

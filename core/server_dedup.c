@@ -1,0 +1,156 @@
+/*
+ * At-most-once on the server: the gate every numbered call passes on the loop thread, and the
+ * fan-out of a finished call's result to every request waiting for it. The bookkeeping itself
+ * (states, acks, the memory bound, idle expiry) is core/reply_cache.c; this file ties it to
+ * connections and replies.
+ *
+ * What the cache keeps for a finished call is its encoded reply frame (struct reply_msg, with
+ * the first request's xid in it). Every request that gets it -- the one that ran it, the
+ * duplicates that attached while it ran, those that arrive later -- is sent a copy under its
+ * own xid: the bytes after the header are the same, byte for byte.
+ *
+ * A waiter holds a reference to its connection, so a connection that closed while its
+ * duplicate waited is still safe to look at when the result comes out (it is then skipped).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "core/frame.h"
+#include "core/server_internal.h"
+
+#define DEDUP_DEFAULT_EXPIRY_S 600
+
+static void dedup_free_reply(void *ctx, void *reply)
+{
+    (void)ctx;
+    arpc_free(reply);
+}
+
+static void dedup_on_expire(void *ctx, uint64_t client_id)
+{
+    (void)ctx;
+    arpc_log(ARPC_LOG_DEBUG, "client %016llx idle: its cached replies are forgotten", (unsigned long long)client_id);
+}
+
+static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
+{
+    (void)ctx;
+    sconn_release(w->w_conn);
+}
+
+int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
+{
+    static const struct arpc_reply_cache_ops ops = {
+        .free_reply = dedup_free_reply,
+        .on_expire = dedup_on_expire,
+    };
+    s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
+    struct arpc_reply_cache_options o = {
+        .max_bytes = max_bytes,
+        .idle_expiry_ns = (uint64_t)s->sv_expiry_s * 1000000000ull,
+    };
+    return arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
+}
+
+void dedup_fini(arpc_server *s) { arpc_reply_cache_fini(&s->sv_cache, dedup_drop_waiter); }
+
+static void dedup_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_server *s = w->data;
+    arpc_reply_cache_expire(&s->sv_cache, arpc_now_ns());
+}
+
+void dedup_start(arpc_server *s)
+{
+    if (ev_is_active(&s->sv_sweep))
+        return;
+    /* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
+    double every = s->sv_expiry_s / 10.0;
+    ev_timer_init(&s->sv_sweep, dedup_on_sweep, every, every);
+    s->sv_sweep.data = s;
+    ev_timer_start(arpc_loop_ev(s->sv_loop), &s->sv_sweep);
+}
+
+void dedup_stop(arpc_server *s) { ev_timer_stop(arpc_loop_ev(s->sv_loop), &s->sv_sweep); }
+
+/* Sends rm's frame to sc under xid (a copy: the cache keeps the original). */
+static void dedup_send(struct server_conn *sc, const struct reply_msg *rm, uint64_t xid)
+{
+    if (!sc->sc_conn.c_open)
+        return;
+    uint8_t *copy = arpc_malloc(rm->rm_len);
+    if (copy == NULL) {
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
+        return;
+    }
+    memcpy(copy, rm->rm_frame, rm->rm_len);
+    arpc_frame_set_xid(copy, xid);
+    if (arpc_conn_send(&sc->sc_conn, copy, copy, rm->rm_len) == ARPC_ENOMEM)
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+}
+
+static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, const struct reply_msg *rm)
+{
+    for (struct arpc_rc_waiter *w = waiters; w != NULL; w = w->w_next) {
+        dedup_send(w->w_conn, rm, w->w_xid);
+        sconn_release(w->w_conn);
+    }
+    arpc_reply_cache_free_waiters(&s->sv_cache, waiters);
+}
+
+bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
+{
+    arpc_server *s = sc->sc_server;
+    void *cached = NULL;
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_client_id, f->f_seq, f->f_ack, sc,
+                                                    f->f_xid, arpc_now_ns(), &cached);
+    char msg[96];
+    switch (v) {
+    case ARPC_RC_NEW:
+        sconn_retain(sc); /* the waiter's */
+        return true;
+    case ARPC_RC_ATTACHED:
+        sconn_retain(sc); /* the waiter's: the running call's result comes to us too */
+        return false;
+    case ARPC_RC_REPLAY:
+        dedup_send(sc, cached, f->f_xid);
+        return false;
+    case ARPC_RC_STALE:
+        snprintf(msg, sizeof(msg), "call %llu was already acknowledged by this client: not run again",
+                 (unsigned long long)f->f_seq);
+        sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
+        return false;
+    case ARPC_RC_FULL:
+        snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
+        sconn_send_error(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        return false;
+    default:
+        snprintf(msg, sizeof(msg), "server out of memory: call not run");
+        sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
+        return false;
+    }
+}
+
+void dedup_ack(struct server_conn *sc, uint64_t ack)
+{
+    arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_client_id, ack, arpc_now_ns());
+}
+
+void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, struct reply_msg *rm, bool ran)
+{
+    bool kept = false;
+    struct arpc_rc_waiter *waiters;
+    if (ran)
+        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, false, arpc_now_ns(), &kept);
+    else
+        waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
+    dedup_answer(s, waiters, rm);
+    if (!kept)
+        arpc_free(rm);
+}
