@@ -493,11 +493,8 @@ static void test_go_completion_queue(void **state)
 /* Writes raw bytes on a fresh connection and reports whether the server closed it. */
 static bool raw_send_then_closed(struct fixture *fx, const void *bytes, size_t len)
 {
-    const char *rest;
-    const struct arpc_transport_ops *tr = arpc_transport_find(fx->addr, &rest);
-    assert_non_null(tr);
     int fd;
-    assert_int_equal(ARPC_OK, tr->t_connect(rest, 2000, &fd));
+    assert_int_equal(ARPC_OK, arpc_transport_connect(fx->addr, 2000, &fd, NULL, 0));
     const uint8_t *p = bytes;
     size_t off = 0;
     while (off < len) {

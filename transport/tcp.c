@@ -4,75 +4,56 @@
  * Design notes.
  *
  * Resolution: numeric hosts are converted with inet_pton and never reach getaddrinfo (no
- * allocation, no NSS); names go through getaddrinfo, whose answers are copied into a small
- * fixed array so both paths hand the same thing to listen and connect. A name may yield
- * several addresses: listen binds the first that works, connect tries each in turn within
- * the one time budget (so "localhost" works whether the server is on 127.0.0.1 or ::1).
- * An empty HOST is rejected: say "0.0.0.0" or "[::]" to listen on every interface.
+ * allocation, no NSS, never blocks); names go through getaddrinfo, whose answers are copied
+ * into the target's fixed array so both paths hand the same thing to listen and connect. A
+ * name may yield several addresses: listen binds the first that works, and a connect tries
+ * each in turn (so "localhost" works whether the server is on 127.0.0.1 or ::1). An empty
+ * HOST is rejected: say "0.0.0.0" or "[::]" to listen on every interface.
  *
  * Latency: TCP_NODELAY on both ends. The core writes whole batches with one writev, so
  * Nagle's algorithm has nothing to coalesce and would only hold back the last small frame.
+ * A connecting socket gets it at once: the option outlives the handshake.
  *
- * Errors: ARPC_ESYSTEM leaves errno as the failing system call set it.
+ * A tcp listener has no private state: struct arpc_listener is all of it.
  */
-#define _GNU_SOURCE /* accept4 */
 #include "transport/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "arpc/common.h"
 #include "arpc/error.h"
+#include "base/alloc.h"
+#include "transport/sock.h"
 
 /* Queue length for connections not yet accepted; the kernel caps it at net.core.somaxconn.
  * Large, so that a burst of clients is not refused while the reactor is busy. */
 #define TCP_BACKLOG 1024
-/* Addresses kept from one name lookup; more would only lengthen a failing connect. */
-#define TCP_MAX_ADDRS 8
-#define TCP_SCHEME "tcp://"
 
-struct tcp_addrs {
-    size_t a_count;
-    struct sockaddr_storage a_sa[TCP_MAX_ADDRS];
-    socklen_t a_len[TCP_MAX_ADDRS];
-};
-
-static void close_keep_errno(int fd)
-{
-    int saved = errno;
-    close(fd);
-    errno = saved;
-}
-
-/* PORT: 1 to 5 decimal digits, at most 65535, nothing after. */
-static int tcp_parse_port(const char *s, unsigned *port)
+/* PORT: 1 to 5 decimal digits, at most 65535, nothing after. NULL, or what is wrong. */
+static const char *tcp_parse_port(const char *s, unsigned *port)
 {
     unsigned v = 0;
     size_t n = 0;
-    for (; s[n] >= '0' && s[n] <= '9'; n++) {
-        if (n == 5)
-            return ARPC_EADDR;
+    for (; s[n] >= '0' && s[n] <= '9' && n < 6; n++)
         v = v * 10 + (unsigned)(s[n] - '0');
-    }
     if (n == 0 || s[n] != '\0' || v > 65535)
-        return ARPC_EADDR;
+        return "the port must be a number from 0 to 65535";
     *port = v;
-    return ARPC_OK;
+    return NULL;
 }
 
-/* Splits "HOST:PORT" or "[V6]:PORT"; host gets the text between the brackets for V6. */
-static int tcp_split(const char *rest, char *host, size_t hostcap, unsigned *port, bool *v6)
+/* Splits "HOST:PORT" or "[V6]:PORT"; host gets the text between the brackets for V6.
+ * NULL, or what is wrong with rest. */
+static const char *tcp_split(const char *rest, char *host, size_t hostcap, unsigned *port,
+                             bool *v6)
 {
     const char *h = rest, *colon;
     size_t hlen;
@@ -80,66 +61,75 @@ static int tcp_split(const char *rest, char *host, size_t hostcap, unsigned *por
     if (*v6) {
         const char *close = strchr(rest, ']');
         if (close == NULL || close[1] != ':')
-            return ARPC_EADDR;
+            return "expected [IPV6]:PORT";
         h = rest + 1;
         hlen = (size_t)(close - h);
         colon = close + 1;
     } else {
         colon = strrchr(rest, ':');
         if (colon == NULL)
-            return ARPC_EADDR;
+            return "expected HOST:PORT";
         hlen = (size_t)(colon - rest);
         if (memchr(rest, ':', hlen) != NULL) /* a bare IPv6 address: the port is ambiguous */
-            return ARPC_EADDR;
+            return "put an IPv6 address in brackets: [IPV6]:PORT";
     }
-    if (hlen == 0 || hlen >= hostcap)
-        return ARPC_EADDR;
+    if (hlen == 0)
+        return "no host (say 0.0.0.0 or [::] for every interface)";
+    if (hlen >= hostcap)
+        return "host name too long";
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     return tcp_parse_port(colon + 1, port);
 }
 
-static bool tcp_numeric(const char *host, unsigned port, bool v6, struct tcp_addrs *out)
+static bool tcp_numeric(const char *host, unsigned port, bool v6, struct arpc_target *t)
 {
     if (v6) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->a_sa[0];
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->t_sa[0];
         memset(sin6, 0, sizeof(*sin6));
         if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
             return false; /* e.g. a scope id ("fe80::1%lo"): getaddrinfo handles those */
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons((uint16_t)port);
-        out->a_len[0] = sizeof(*sin6);
+        t->t_salen[0] = sizeof(*sin6);
     } else {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&out->a_sa[0];
+        struct sockaddr_in *sin = (struct sockaddr_in *)&t->t_sa[0];
         memset(sin, 0, sizeof(*sin));
         if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
             return false;
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)port);
-        out->a_len[0] = sizeof(*sin);
+        t->t_salen[0] = sizeof(*sin);
     }
-    out->a_count = 1;
+    t->t_count = 1;
     return true;
 }
 
-static int tcp_gai_error(int gai)
+static int tcp_gai_failed(int gai, const char *rest, const char *host, bool v6, char *why,
+                          size_t whylen)
 {
     switch (gai) {
     case EAI_MEMORY:
-        return ARPC_ENOMEM;
+        return arpc_sock_why(why, whylen, ARPC_ENOMEM, "out of memory resolving %s", host);
     case EAI_SYSTEM:
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno,
+                                   "name resolution failed for %s", host);
     case EAI_AGAIN: /* resolver unreachable: not the address's fault */
-        return ARPC_ESYSTEM;
+        return arpc_sock_why(why, whylen, ARPC_ESYSTEM, "name resolution failed for %s: %s",
+                             host, gai_strerror(gai));
     default: /* EAI_NONAME, EAI_FAIL, EAI_NODATA, EAI_FAMILY...: no such address */
-        return ARPC_EADDR;
+        if (v6) /* AI_NUMERICHOST: a name in brackets, never looked up */
+            return arpc_sock_why(why, whylen, ARPC_EADDR,
+                                 "malformed tcp address \"%s\": not an IPv6 address", rest);
+        return arpc_sock_why(why, whylen, ARPC_EADDR, "name resolution failed for %s: %s",
+                             host, gai_strerror(gai));
     }
 }
 
-static int tcp_resolve(const char *host, unsigned port, bool v6, struct tcp_addrs *out)
+static int tcp_getaddrinfo(const char *rest, const char *host, unsigned port, bool v6,
+                           struct arpc_target *t, char *why, size_t whylen)
 {
-    if (tcp_numeric(host, port, v6, out))
-        return ARPC_OK;
-    char service[8];
+    char service[sizeof("65535")];
     snprintf(service, sizeof(service), "%u", port);
     struct addrinfo hints = {
         .ai_family = v6 ? AF_INET6 : AF_UNSPEC,
@@ -149,269 +139,159 @@ static int tcp_resolve(const char *host, unsigned port, bool v6, struct tcp_addr
     struct addrinfo *res;
     int gai = getaddrinfo(host, service, &hints, &res);
     if (gai != 0)
-        return tcp_gai_error(gai);
-    out->a_count = 0;
-    for (struct addrinfo *ai = res; ai != NULL && out->a_count < TCP_MAX_ADDRS; ai = ai->ai_next) {
-        if (ai->ai_addrlen > sizeof(out->a_sa[0]))
+        return tcp_gai_failed(gai, rest, host, v6, why, whylen);
+    t->t_count = 0;
+    for (struct addrinfo *ai = res; ai != NULL && t->t_count < ARPC_TARGET_MAX_ADDRS;
+         ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(t->t_sa[0]))
             continue;
-        memcpy(&out->a_sa[out->a_count], ai->ai_addr, ai->ai_addrlen);
-        out->a_len[out->a_count++] = ai->ai_addrlen;
+        memcpy(&t->t_sa[t->t_count], ai->ai_addr, ai->ai_addrlen);
+        t->t_salen[t->t_count++] = ai->ai_addrlen;
     }
     freeaddrinfo(res);
-    return out->a_count > 0 ? ARPC_OK : ARPC_EADDR;
+    if (t->t_count == 0)
+        return arpc_sock_why(why, whylen, ARPC_EADDR, "no usable address for %s", host);
+    return ARPC_OK;
 }
 
-/* Parses and resolves rest; port 0 is allowed only when listening. */
-static int tcp_lookup(const char *rest, bool listening, struct tcp_addrs *out)
+/* Parses and resolves rest into t; port 0 is allowed only when listening. */
+static int tcp_lookup(const char *rest, bool listening, struct arpc_target *t, char *why,
+                      size_t whylen)
 {
+    int rv = arpc_sock_target_init(t, &arpc_transport_tcp, rest, why, whylen);
+    if (rv != ARPC_OK)
+        return rv;
     char host[ARPC_ADDR_MAX];
     unsigned port;
     bool v6;
-    int rv = tcp_split(rest, host, sizeof(host), &port, &v6);
-    if (rv != ARPC_OK)
-        return rv;
-    if (port == 0 && !listening)
-        return ARPC_EADDR;
-    return tcp_resolve(host, port, v6, out);
+    const char *wrong = tcp_split(rest, host, sizeof(host), &port, &v6);
+    if (wrong == NULL && port == 0 && !listening)
+        wrong = "port 0 is only for listening";
+    if (wrong != NULL)
+        return arpc_sock_why(why, whylen, ARPC_EADDR, "malformed tcp address \"%s\": %s", rest,
+                             wrong);
+    if (tcp_numeric(host, port, v6, t))
+        return ARPC_OK;
+    return tcp_getaddrinfo(rest, host, port, v6, t, why, whylen);
+}
+
+static int tcp_resolve(const char *rest, struct arpc_target *target, char *why, size_t whylen)
+{
+    return tcp_lookup(rest, false, target, why, whylen);
 }
 
 static int tcp_set_nodelay(int fd)
 {
     int one = 1;
-    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 ? ARPC_OK
-                                                                             : ARPC_ESYSTEM;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Writes "tcp://ADDR:PORT" for the address fd is actually bound to (the real port for 0). */
-static int tcp_format_bound(int fd, char *bound, size_t boundlen)
+static int tcp_connect_start(const struct arpc_target *t, size_t i, int *fd_out, char *why,
+                             size_t whylen)
 {
-    if (bound == NULL)
-        return ARPC_OK;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-        return ARPC_ESYSTEM;
-    char ip[INET6_ADDRSTRLEN];
-    int n;
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-        n = snprintf(bound, boundlen, TCP_SCHEME "[%s]:%u", ip, ntohs(sin6->sin6_port));
-    } else {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-        n = snprintf(bound, boundlen, TCP_SCHEME "%s:%u", ip, ntohs(sin->sin_port));
+    int fd;
+    int rv = arpc_sock_connect_start((const struct sockaddr *)&t->t_sa[i], t->t_salen[i], &fd);
+    if (rv != ARPC_OK && rv != ARPC_EAGAIN)
+        return arpc_sock_connect_failed(t, i, errno, why, whylen);
+    if (tcp_set_nodelay(fd) != 0) {
+        arpc_sock_close_keep_errno(fd);
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno,
+                                   "setting TCP_NODELAY for %s failed", t->t_addr);
     }
-    /* A truncated address would be a wrong one: refuse rather than report it. */
-    return n >= 0 && (size_t)n < boundlen ? ARPC_OK : ARPC_EADDR;
+    *fd_out = fd;
+    return rv;
 }
 
-static int tcp_listen_error(int err)
-{
-    switch (err) {
-    case EADDRINUSE:
-        return ARPC_EADDRINUSE;
-    case EADDRNOTAVAIL: /* not an address of this host */
-    case EAFNOSUPPORT:  /* e.g. IPv6 disabled */
-        return ARPC_EADDR;
-    default:
-        return ARPC_ESYSTEM;
-    }
-}
-
+/* Binds and listens on one address; ARPC_ESYSTEM with errno on failure. */
 static int tcp_listen_one(const struct sockaddr *sa, socklen_t len, int *fd_out)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return tcp_listen_error(errno);
+        return ARPC_ESYSTEM;
     /* A restarted server must be able to rebind while old connections sit in TIME_WAIT. */
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, sa, len) != 0 || listen(fd, TCP_BACKLOG) != 0) {
-        int rv = tcp_listen_error(errno);
-        close_keep_errno(fd);
-        return rv;
+        arpc_sock_close_keep_errno(fd);
+        return ARPC_ESYSTEM;
     }
     *fd_out = fd;
     return ARPC_OK;
 }
 
-static int tcp_listen(const char *rest, int *fd_out, char *bound, size_t boundlen)
+/* Writes "tcp://ADDR:PORT" for the address fd is actually bound to (the real port for 0). */
+static int tcp_bound_name(int fd, char *out, char *why, size_t whylen)
 {
-    struct tcp_addrs addrs;
-    int rv = tcp_lookup(rest, true, &addrs);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno, "getsockname failed");
+    if (arpc_sock_inet_name((const struct sockaddr *)&ss, arpc_transport_tcp.t_scheme, out,
+                            ARPC_ADDR_MAX) != ARPC_OK)
+        return arpc_sock_why(why, whylen, ARPC_EADDR, "bound address does not fit");
+    return ARPC_OK;
+}
+
+static int tcp_listen(const char *rest, struct arpc_listener **out, char *why, size_t whylen)
+{
+    struct arpc_target t;
+    int rv = tcp_lookup(rest, true, &t, why, whylen);
     if (rv != ARPC_OK)
         return rv;
-    for (size_t i = 0; i < addrs.a_count; i++) {
-        int fd;
-        rv = tcp_listen_one((const struct sockaddr *)&addrs.a_sa[i], addrs.a_len[i], &fd);
-        if (rv != ARPC_OK)
-            continue; /* try the next address; report the last failure */
-        rv = tcp_format_bound(fd, bound, boundlen);
-        if (rv != ARPC_OK) {
-            close_keep_errno(fd);
-            return rv;
-        }
-        *fd_out = fd;
-        return ARPC_OK;
-    }
-    return rv;
-}
-
-static int tcp_accept(int listen_fd, int *fd_out)
-{
-    for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            if (tcp_set_nodelay(fd) != ARPC_OK) {
-                close_keep_errno(fd);
-                return ARPC_ESYSTEM;
-            }
-            *fd_out = fd;
-            return ARPC_OK;
-        }
-        switch (errno) {
-        case EAGAIN:
-            return ARPC_EAGAIN;
-        case EINTR:
-        case ECONNABORTED:
-        /* accept(2): Linux reports a pending connection's network error from accept itself;
-         * that connection is gone, so skip it as if it had never been queued. */
-        case ENETDOWN:
-        case EPROTO:
-        case ENOPROTOOPT:
-        case EHOSTDOWN:
-        case ENONET:
-        case EHOSTUNREACH:
-        case EOPNOTSUPP:
-        case ENETUNREACH:
-            continue;
-        default: /* EMFILE, ENFILE, ENOBUFS...: the caller must back off, not spin */
-            return ARPC_ESYSTEM;
-        }
-    }
-}
-
-static void tcp_unlisten(const char *rest, int listen_fd)
-{
-    (void)rest;
-    close(listen_fd);
-}
-
-/* Milliseconds left before deadline_ns (CLOCK_MONOTONIC), rounded up so that poll never
- * spins on a zero timeout while time remains; -1 without a deadline. */
-static int tcp_remaining_ms(int64_t deadline_ns)
-{
-    if (deadline_ns < 0)
-        return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t left = deadline_ns - ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
-    if (left <= 0)
-        return 0;
-    int64_t ms = (left + 999999) / 1000000;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
-static int64_t tcp_deadline(int64_t timeout_ms)
-{
-    if (timeout_ms < 0)
-        return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-    if (timeout_ms > (INT64_MAX - now_ns) / 1000000)
-        return -1; /* beyond any real wait: treat as no limit */
-    return now_ns + timeout_ms * 1000000;
-}
-
-static int tcp_connect_error(int err)
-{
-    switch (err) {
-    case ECONNREFUSED:
-    case ECONNRESET:
-    case ENETUNREACH:
-    case EHOSTUNREACH:
-    case ENETDOWN:
-    case EHOSTDOWN:
-        return ARPC_ECONNREFUSED;
-    case ETIMEDOUT:
-        return ARPC_ETIMEDOUT;
-    case EAFNOSUPPORT:
-        return ARPC_EADDR;
-    default:
-        return ARPC_ESYSTEM;
-    }
-}
-
-/* Waits for a non-blocking connect to finish and collects its outcome. */
-static int tcp_wait_connected(int fd, int64_t deadline_ns)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-    for (;;) {
-        int n = poll(&pfd, 1, tcp_remaining_ms(deadline_ns));
-        if (n > 0)
-            break;
-        if (n == 0)
-            return ARPC_ETIMEDOUT;
-        if (errno != EINTR)
-            return ARPC_ESYSTEM;
-    }
+    struct arpc_listener *l = arpc_calloc(1, sizeof(*l));
+    if (l == NULL)
+        return arpc_sock_why(why, whylen, ARPC_ENOMEM, "out of memory listening on %s",
+                             t.t_addr);
+    l->l_ops = &arpc_transport_tcp;
+    l->l_fd = -1;
     int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        return ARPC_ESYSTEM;
-    if (err == 0)
-        return ARPC_OK;
-    errno = err;
-    return tcp_connect_error(err);
+    for (size_t i = 0; i < t.t_count && l->l_fd < 0; i++) {
+        if (tcp_listen_one((const struct sockaddr *)&t.t_sa[i], t.t_salen[i], &l->l_fd) != ARPC_OK)
+            err = errno; /* try the next address; report the last failure */
+    }
+    if (l->l_fd < 0) {
+        arpc_free(l);
+        return arpc_sock_listen_failed(err, t.t_addr, why, whylen);
+    }
+    rv = tcp_bound_name(l->l_fd, l->l_addr, why, whylen);
+    if (rv != ARPC_OK) {
+        arpc_sock_close_keep_errno(l->l_fd);
+        arpc_free(l);
+        return rv;
+    }
+    *out = l;
+    return ARPC_OK;
 }
 
-static int tcp_connect_one(const struct sockaddr *sa, socklen_t len, int64_t deadline_ns,
-                           int *fd_out)
+static int tcp_accept(struct arpc_listener *l, int *fd_out, char *peer, size_t peerlen,
+                      char *why, size_t whylen)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return errno == EAFNOSUPPORT ? ARPC_EADDR : ARPC_ESYSTEM;
-    int rv = ARPC_OK;
-    if (connect(fd, sa, len) != 0) {
-        /* EINTR on a non-blocking connect: the attempt goes on in the background. */
-        if (errno == EINPROGRESS || errno == EINTR)
-            rv = tcp_wait_connected(fd, deadline_ns);
-        else
-            rv = tcp_connect_error(errno);
-    }
-    if (rv == ARPC_OK)
-        rv = tcp_set_nodelay(fd);
-    if (rv != ARPC_OK) {
-        close_keep_errno(fd);
+    int fd;
+    int rv = arpc_sock_accept(l, &fd, peer, peerlen, why, whylen);
+    if (rv != ARPC_OK)
         return rv;
+    if (tcp_set_nodelay(fd) != 0) {
+        arpc_sock_close_keep_errno(fd);
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno,
+                                   "setting TCP_NODELAY on a connection accepted on %s failed",
+                                   l->l_addr);
     }
     *fd_out = fd;
     return ARPC_OK;
 }
 
-static int tcp_connect(const char *rest, int64_t timeout_ms, int *fd_out)
+static void tcp_unlisten(struct arpc_listener *l)
 {
-    struct tcp_addrs addrs;
-    int rv = tcp_lookup(rest, false, &addrs);
-    if (rv != ARPC_OK)
-        return rv;
-    int64_t deadline_ns = tcp_deadline(timeout_ms);
-    for (size_t i = 0; i < addrs.a_count; i++) {
-        rv = tcp_connect_one((const struct sockaddr *)&addrs.a_sa[i], addrs.a_len[i],
-                             deadline_ns, fd_out);
-        /* Success ends the search; so does a timeout, which has spent the whole budget. */
-        if (rv == ARPC_OK || rv == ARPC_ETIMEDOUT)
-            break;
-    }
-    return rv;
+    close(l->l_fd);
+    arpc_free(l);
 }
 
 const struct arpc_transport_ops arpc_transport_tcp = {
     .t_scheme = "tcp",
+    .t_resolve = tcp_resolve,
+    .t_connect_start = tcp_connect_start,
+    .t_connect_done = arpc_sock_connect_done,
     .t_listen = tcp_listen,
     .t_accept = tcp_accept,
     .t_unlisten = tcp_unlisten,
-    .t_connect = tcp_connect,
 };

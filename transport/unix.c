@@ -11,50 +11,56 @@
  * decide to unlink it; as with every unix-socket server (nng, systemd), the path is meant to
  * belong to one server.
  *
- * Connect timeout: a non-blocking AF_UNIX connect never reports EINPROGRESS; with the
- * listener's backlog full it fails at once with EAGAIN, and there is nothing to poll for.
- * So connect runs on a blocking socket whose SO_SNDTIMEO bounds the kernel's wait for room
- * in the backlog (unix_stream_connect honours it), and the fd is made non-blocking after.
- * A timeout of 0 uses a non-blocking connect instead: EAGAIN is then the timeout.
+ * Unlisten removes the socket file only while it is still the one bind made (same device
+ * and inode, kept in the listener): a server that has since taken the path over keeps it.
  *
- * Errors: ARPC_ESYSTEM leaves errno as the failing system call set it.
+ * Connect: a non-blocking AF_UNIX connect never reports EINPROGRESS. It completes at once,
+ * or with the listener's backlog full fails at once with EAGAIN, and there is nothing to
+ * poll for. That is ARPC_ECONNREFUSED with errno left at EAGAIN: the caller retries later
+ * (the client's reconnect back-off, arpc_transport_connect's retries until its deadline).
+ *
+ * ENOENT is two causes for a user: a missing directory (a typo, or the service's runtime
+ * directory not made yet) or a missing socket file (the server is not running). The
+ * message says which, found by looking at the directory.
  */
-#define _GNU_SOURCE /* accept4 */
 #include "transport/transport.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "arpc/common.h"
 #include "arpc/error.h"
+#include "base/alloc.h"
+#include "transport/sock.h"
 
 /* Connections not yet accepted; the kernel caps it at net.core.somaxconn. */
 #define UNIX_BACKLOG 1024
-#define UNIX_SCHEME "unix://"
+#define UNIX_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
 
-static void close_keep_errno(int fd)
-{
-    int saved = errno;
-    close(fd);
-    errno = saved;
-}
+struct unix_listener {
+    struct arpc_listener ul_base;
+    struct sockaddr_un ul_sa; /* the path to unlink */
+    dev_t ul_dev;             /* the socket file bind made */
+    ino_t ul_ino;
+};
 
-static int unix_sockaddr(const char *path, struct sockaddr_un *sa, socklen_t *len)
+static int unix_sockaddr(const char *path, struct sockaddr_un *sa, socklen_t *len, char *why,
+                         size_t whylen)
 {
     size_t n = strlen(path);
+    if (n == 0)
+        return arpc_sock_why(why, whylen, ARPC_EADDR, "empty unix path");
     /* sun_path must hold the path and its NUL: a longer path would be silently cut. */
-    if (n == 0 || n >= sizeof(sa->sun_path))
-        return ARPC_EADDR;
+    if (n >= UNIX_PATH_MAX)
+        return arpc_sock_why(why, whylen, ARPC_EADDR,
+                             "unix path too long (%zu bytes, at most %zu): %s", n,
+                             UNIX_PATH_MAX - 1, path);
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
     memcpy(sa->sun_path, path, n + 1);
@@ -62,204 +68,197 @@ static int unix_sockaddr(const char *path, struct sockaddr_un *sa, socklen_t *le
     return ARPC_OK;
 }
 
-/* True when sa names a socket nobody listens on and it has been removed. */
-static bool unix_remove_stale(const struct sockaddr_un *sa, socklen_t len)
+static int unix_resolve(const char *rest, struct arpc_target *t, char *why, size_t whylen)
+{
+    int rv = arpc_sock_target_init(t, &arpc_transport_unix, rest, why, whylen);
+    if (rv == ARPC_OK)
+        rv = unix_sockaddr(rest, (struct sockaddr_un *)&t->t_sa[0], &t->t_salen[0], why, whylen);
+    if (rv == ARPC_OK)
+        t->t_count = 1;
+    return rv;
+}
+
+/* True when the directory part of path does not exist (the cause of an ENOENT). */
+static bool unix_dir_missing(const char *path)
+{
+    char dir[UNIX_PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return false; /* relative to the working directory, which exists */
+    size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/x.sock": the root */
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    struct stat st;
+    return stat(dir, &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
+/* The causes that are about the path itself, when listening or connecting: ARPC_OK when err
+ * is not one of them. */
+static int unix_path_failed(int err, const char *path, int code, char *why, size_t whylen)
+{
+    if (err == ENOENT && unix_dir_missing(path))
+        return arpc_sock_why(why, whylen, code, "no such directory for unix path %s", path);
+    if (err == ENOTDIR)
+        return arpc_sock_why(why, whylen, code, "not a directory on unix path %s", path);
+    if (err == EACCES || err == EPERM)
+        return arpc_sock_why(why, whylen, ARPC_ESYSTEM, "permission denied for unix path %s", path);
+    return ARPC_OK;
+}
+
+static int unix_connect_failed(const struct arpc_target *t, int err, char *why, size_t whylen)
+{
+    const char *path = ((const struct sockaddr_un *)&t->t_sa[0])->sun_path;
+    struct stat st;
+    /* A missing directory is retried like a missing server: it may be made at start-up. */
+    int rv = unix_path_failed(err, path, ARPC_ECONNREFUSED, why, whylen);
+    if (rv == ARPC_OK) {
+        if (err == ENOENT)
+            rv = arpc_sock_why(why, whylen, ARPC_ECONNREFUSED,
+                               "no server at unix path %s (no such file)", path);
+        else if (err == ECONNREFUSED && lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+            rv = arpc_sock_why(why, whylen, ARPC_ECONNREFUSED, "unix path %s is not a socket",
+                               path);
+        else if (err == ECONNREFUSED)
+            rv = arpc_sock_why(why, whylen, ARPC_ECONNREFUSED,
+                               "nobody listens on unix path %s (stale socket file)", path);
+        else if (err == EAGAIN)
+            rv = arpc_sock_why(why, whylen, ARPC_ECONNREFUSED, "backlog of unix path %s is full",
+                               path);
+        else
+            rv = arpc_sock_connect_failed(t, 0, err, why, whylen);
+    }
+    errno = err; /* EAGAIN tells a retrying caller that the server is there */
+    return rv;
+}
+
+static int unix_connect_start(const struct arpc_target *t, size_t i, int *fd_out, char *why,
+                              size_t whylen)
+{
+    int rv = arpc_sock_connect_start((const struct sockaddr *)&t->t_sa[i], t->t_salen[i], fd_out);
+    if (rv != ARPC_OK && rv != ARPC_EAGAIN)
+        return unix_connect_failed(t, errno, why, whylen);
+    return rv;
+}
+
+/* Bind met a file at the path: removes it when it is a socket nobody listens on (see the
+ * notes above). ARPC_OK: the path is free; ARPC_EADDRINUSE otherwise. */
+static int unix_remove_stale(const struct sockaddr_un *sa, socklen_t len, char *why, size_t whylen)
 {
     struct stat st;
-    if (lstat(sa->sun_path, &st) != 0 || !S_ISSOCK(st.st_mode))
-        return false;
+    if (lstat(sa->sun_path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        return arpc_sock_why(why, whylen, ARPC_EADDRINUSE,
+                             "address already in use: unix path %s is a file that is not a socket",
+                             sa->sun_path);
     int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (probe < 0)
-        return false;
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno,
+                                   "probing unix path %s failed", sa->sun_path);
     int rc = connect(probe, (const struct sockaddr *)sa, len);
     int err = errno;
     close(probe);
     if (rc == 0 || err != ECONNREFUSED)
-        return false;
-    return unlink(sa->sun_path) == 0 || errno == ENOENT;
-}
-
-static int unix_listen_error(int err)
-{
-    switch (err) {
-    case EADDRINUSE:
-        return ARPC_EADDRINUSE;
-    case ENOENT:  /* a directory on the path does not exist */
-    case ENOTDIR: /* a component of the path is not a directory */
-    case ENAMETOOLONG:
-        return ARPC_EADDR;
-    default: /* EACCES, EROFS...: errno says which */
-        return ARPC_ESYSTEM;
-    }
-}
-
-static int unix_bind(int fd, const struct sockaddr_un *sa, socklen_t len)
-{
-    if (bind(fd, (const struct sockaddr *)sa, len) == 0)
-        return ARPC_OK;
-    if (errno != EADDRINUSE)
-        return unix_listen_error(errno);
-    if (!unix_remove_stale(sa, len)) {
-        errno = EADDRINUSE; /* the probe's own errno is not the cause */
-        return ARPC_EADDRINUSE;
-    }
-    if (bind(fd, (const struct sockaddr *)sa, len) == 0)
-        return ARPC_OK;
-    return unix_listen_error(errno);
-}
-
-static int unix_listen(const char *rest, int *fd_out, char *bound, size_t boundlen)
-{
-    struct sockaddr_un sa;
-    socklen_t len;
-    int rv = unix_sockaddr(rest, &sa, &len);
-    if (rv != ARPC_OK)
-        return rv;
-    if (bound != NULL) {
-        /* Checked before anything exists on disk, so failing here leaves nothing behind. */
-        int n = snprintf(bound, boundlen, UNIX_SCHEME "%s", rest);
-        if (n < 0 || (size_t)n >= boundlen)
-            return ARPC_EADDR;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return ARPC_ESYSTEM;
-    rv = unix_bind(fd, &sa, len);
-    if (rv == ARPC_OK && listen(fd, UNIX_BACKLOG) != 0) {
-        rv = ARPC_ESYSTEM;
-        int saved = errno;
-        unlink(sa.sun_path); /* ours: bind created it */
-        errno = saved;
-    }
-    if (rv != ARPC_OK) {
-        close_keep_errno(fd);
-        return rv;
-    }
-    *fd_out = fd;
+        return arpc_sock_why(why, whylen, ARPC_EADDRINUSE,
+                             "address already in use: a server listens on unix path %s",
+                             sa->sun_path);
+    if (unlink(sa->sun_path) != 0 && errno != ENOENT)
+        return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno,
+                                   "removing the stale socket file %s failed", sa->sun_path);
     return ARPC_OK;
 }
 
-static int unix_accept(int listen_fd, int *fd_out)
+static int unix_listen_failed(int err, const char *path, char *why, size_t whylen)
 {
-    for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            *fd_out = fd;
-            return ARPC_OK;
-        }
-        switch (errno) {
-        case EAGAIN:
-            return ARPC_EAGAIN;
-        case EINTR:
-        case ECONNABORTED: /* the client left before we got to it: take the next */
-            continue;
-        default: /* EMFILE, ENFILE, ENOBUFS...: the caller must back off, not spin */
-            return ARPC_ESYSTEM;
-        }
+    int rv = unix_path_failed(err, path, ARPC_EADDR, why, whylen);
+    if (rv == ARPC_OK) {
+        char what[sizeof("unix path ") + UNIX_PATH_MAX];
+        snprintf(what, sizeof(what), "unix path %s", path);
+        rv = arpc_sock_listen_failed(err, what, why, whylen);
     }
+    errno = err;
+    return rv;
 }
 
-static void unix_unlisten(const char *rest, int listen_fd)
+/* Binds fd to sa, replacing a stale socket file, and listens. */
+static int unix_bind_listen(int fd, const struct sockaddr_un *sa, socklen_t len, char *why,
+                            size_t whylen)
 {
-    struct sockaddr_un sa;
+    int rv = ARPC_OK;
+    if (bind(fd, (const struct sockaddr *)sa, len) != 0) {
+        if (errno != EADDRINUSE)
+            return unix_listen_failed(errno, sa->sun_path, why, whylen);
+        rv = unix_remove_stale(sa, len, why, whylen);
+        if (rv != ARPC_OK)
+            return rv;
+        if (bind(fd, (const struct sockaddr *)sa, len) != 0)
+            return unix_listen_failed(errno, sa->sun_path, why, whylen);
+    }
+    if (listen(fd, UNIX_BACKLOG) != 0) {
+        rv = unix_listen_failed(errno, sa->sun_path, why, whylen);
+        unlink(sa->sun_path); /* ours: bind made it */
+    }
+    return rv;
+}
+
+/* Makes ul a listener on rest: socket, bind (replacing a stale file), listen. On failure
+ * ul->ul_base.l_fd is -1 or a socket for the caller to close. */
+static int unix_open(struct unix_listener *ul, const char *rest, char *why, size_t whylen)
+{
+    int rv = arpc_sock_listener_init(&ul->ul_base, &arpc_transport_unix, rest, why, whylen);
+    if (rv != ARPC_OK)
+        return rv;
     socklen_t len;
+    rv = unix_sockaddr(rest, &ul->ul_sa, &len, why, whylen);
+    if (rv != ARPC_OK)
+        return rv;
+    ul->ul_base.l_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ul->ul_base.l_fd < 0)
+        return unix_listen_failed(errno, rest, why, whylen);
+    rv = unix_bind_listen(ul->ul_base.l_fd, &ul->ul_sa, len, why, whylen);
+    if (rv != ARPC_OK)
+        return rv;
+    struct stat st;
+    if (lstat(ul->ul_sa.sun_path, &st) == 0) { /* else gone already: nothing to unlink */
+        ul->ul_dev = st.st_dev;
+        ul->ul_ino = st.st_ino;
+    }
+    return ARPC_OK;
+}
+
+static int unix_listen(const char *rest, struct arpc_listener **out, char *why, size_t whylen)
+{
+    struct unix_listener *ul = arpc_calloc(1, sizeof(*ul));
+    if (ul == NULL)
+        return arpc_sock_why(why, whylen, ARPC_ENOMEM, "out of memory listening on unix path %s",
+                             rest);
+    int rv = unix_open(ul, rest, why, whylen);
+    if (rv != ARPC_OK) {
+        if (ul->ul_base.l_fd >= 0)
+            arpc_sock_close_keep_errno(ul->ul_base.l_fd);
+        arpc_free(ul);
+        return rv;
+    }
+    *out = &ul->ul_base;
+    return ARPC_OK;
+}
+
+static void unix_unlisten(struct arpc_listener *l)
+{
+    struct unix_listener *ul = (struct unix_listener *)l;
     /* Unlink before closing: once closed, a new server could take the path over (its
-     * stale-socket probe would be refused) and we would unlink its socket instead. */
-    if (unix_sockaddr(rest, &sa, &len) == ARPC_OK)
-        unlink(sa.sun_path);
-    close(listen_fd);
-}
-
-static int unix_connect_error(int err)
-{
-    switch (err) {
-    case ECONNREFUSED: /* a socket file with no listener */
-    case ENOENT:       /* no socket file at all */
-        return ARPC_ECONNREFUSED;
-    case EAGAIN: /* backlog still full when SO_SNDTIMEO ran out */
-        return ARPC_ETIMEDOUT;
-    case ENOTDIR:
-    case ENAMETOOLONG:
-        return ARPC_EADDR;
-    default:
-        return ARPC_ESYSTEM;
-    }
-}
-
-static int64_t unix_now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
-/* Bounds the next blocking connect by what is left of the budget; 0 in SO_SNDTIMEO means
- * no limit, which is what a negative timeout_ms asks for. */
-static int unix_set_sndtimeo(int fd, int64_t timeout_ms, int64_t start_ms)
-{
-    struct timeval tv = {0, 0};
-    if (timeout_ms > 0) {
-        int64_t left = timeout_ms - (unix_now_ms() - start_ms);
-        if (left <= 0) {
-            errno = EAGAIN;
-            return -1;
-        }
-        tv.tv_sec = (time_t)(left / 1000);
-        tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
-    }
-    return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static int unix_connect_fd(int fd, const struct sockaddr_un *sa, socklen_t len,
-                           int64_t timeout_ms)
-{
-    int64_t start_ms = unix_now_ms();
-    for (;;) {
-        if (timeout_ms != 0 && unix_set_sndtimeo(fd, timeout_ms, start_ms) != 0)
-            return errno == EAGAIN ? ARPC_ETIMEDOUT : ARPC_ESYSTEM;
-        if (connect(fd, (const struct sockaddr *)sa, len) == 0)
-            break;
-        /* Interrupted while waiting for backlog room: nothing happened yet, so retry
-         * with what is left of the budget. */
-        if (errno != EINTR)
-            return unix_connect_error(errno);
-    }
-    if (timeout_ms == 0)
-        return ARPC_OK; /* already non-blocking, SO_SNDTIMEO untouched */
-    /* Restore the default send timeout: it would otherwise apply to later blocking sends
-     * if the core ever made the fd blocking. */
-    if (unix_set_sndtimeo(fd, -1, 0) != 0)
-        return ARPC_ESYSTEM;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
-        return ARPC_ESYSTEM;
-    return ARPC_OK;
-}
-
-static int unix_connect(const char *rest, int64_t timeout_ms, int *fd_out)
-{
-    struct sockaddr_un sa;
-    socklen_t len;
-    int rv = unix_sockaddr(rest, &sa, &len);
-    if (rv != ARPC_OK)
-        return rv;
-    int type = SOCK_STREAM | SOCK_CLOEXEC | (timeout_ms == 0 ? SOCK_NONBLOCK : 0);
-    int fd = socket(AF_UNIX, type, 0);
-    if (fd < 0)
-        return ARPC_ESYSTEM;
-    rv = unix_connect_fd(fd, &sa, len, timeout_ms);
-    if (rv != ARPC_OK) {
-        close_keep_errno(fd);
-        return rv;
-    }
-    *fd_out = fd;
-    return ARPC_OK;
+     * stale-socket probe would be refused) between our check and our unlink. */
+    struct stat st;
+    if (lstat(ul->ul_sa.sun_path, &st) == 0 && st.st_dev == ul->ul_dev && st.st_ino == ul->ul_ino)
+        unlink(ul->ul_sa.sun_path);
+    close(l->l_fd);
+    arpc_free(ul);
 }
 
 const struct arpc_transport_ops arpc_transport_unix = {
     .t_scheme = "unix",
+    .t_resolve = unix_resolve,
+    .t_connect_start = unix_connect_start,
+    .t_connect_done = arpc_sock_connect_done, /* never needed: see the notes above */
     .t_listen = unix_listen,
-    .t_accept = unix_accept,
+    .t_accept = arpc_sock_accept,
     .t_unlisten = unix_unlisten,
-    .t_connect = unix_connect,
 };
