@@ -1,10 +1,12 @@
 /*
- * The client's life: connect (socket, HELLO, the server's HELLO answer), close.
+ * The client's life: connect, close, options, the last error.
  *
- * Connecting waits for the server's HELLO: it carries the server's frame limit, so a request
- * the server would refuse is failed locally with ARPC_ETOOLARGE instead of costing the
- * connection, and a peer that is not an arpc server is reported at connect, not at the first
- * call. One deadline covers the socket connect and the HELLO exchange.
+ * Connecting resolves the address on the caller's thread (a name lookup may block; the loop
+ * must never), then makes one attempt on the loop (client_connect.c) and waits for it: the
+ * server's HELLO carries its frame limit, so a request it would refuse fails locally with
+ * ARPC_ETOOLARGE instead of costing the connection, and a peer that is not an arpc server is
+ * reported here, not at the first call. After that first success the client reconnects by
+ * itself whenever the connection breaks.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,13 +15,17 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
-#include "base/backoff.h"
 #include "base/clock.h"
 #include "core/client_internal.h"
 #include "core/frame.h"
 
 #define CLIENT_CONNECT_TIMEOUT_MS 5000
 #define CLIENT_PENDING_INITIAL 1024
+#define CLIENT_RECONNECT_MIN_MS 10
+#define CLIENT_RECONNECT_MAX_MS 1000
+#define CLIENT_GIVE_UP_MS 30000
+#define CLIENT_HEARTBEAT_MS 5000
+#define CLIENT_HEARTBEAT_MISSES 3
 
 void client_retain(arpc_client *c) { arpc_refcount_get(&c->cl_refs); }
 
@@ -27,7 +33,8 @@ void client_release(arpc_client *c)
 {
     if (!arpc_refcount_put(&c->cl_refs))
         return;
-    arpc_future_release(c->cl_hello);
+    arpc_future_release(c->cl_first);
+    pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c);
 }
 
@@ -38,7 +45,27 @@ int client_unavailable_reason(arpc_client *c)
     return atomic_load(&c->cl_lost_reason);
 }
 
-static uint64_t random_client_id(void)
+void client_set_error(arpc_client *c, int code, const char *why)
+{
+    pthread_mutex_lock(&c->cl_err_mtx);
+    c->cl_err_code = code;
+    snprintf(c->cl_err_text, sizeof(c->cl_err_text), "%s", why);
+    pthread_mutex_unlock(&c->cl_err_mtx);
+}
+
+int arpc_client_last_error(arpc_client *c, char *buf, size_t len)
+{
+    if (c == NULL)
+        return ARPC_EINVAL;
+    pthread_mutex_lock(&c->cl_err_mtx);
+    int code = c->cl_err_code;
+    if (buf != NULL && len > 0)
+        snprintf(buf, len, "%s", c->cl_err_text);
+    pthread_mutex_unlock(&c->cl_err_mtx);
+    return code;
+}
+
+static uint64_t random_id(void)
 {
     uint64_t id = 0;
     while (id == 0) {
@@ -48,43 +75,54 @@ static uint64_t random_client_id(void)
     return id;
 }
 
-/* Why a connection failed before the server's HELLO: what its GOAWAY said, else refused. */
-static int connect_failure(arpc_client *c, int hello_status)
+static void client_options(arpc_client *c, const arpc_client_options *o)
 {
-    if (hello_status == ARPC_EPENDING)
-        return ARPC_ETIMEDOUT;
-    int why = atomic_load(&c->cl_lost_reason);
-    if (atomic_load(&c->cl_state) == CL_DRAINING || why == ARPC_EPROTO || why == ARPC_ETOOLARGE)
-        return why;
-    return hello_status == ARPC_ECONNLOST ? ARPC_ECONNREFUSED : hello_status;
+    c->cl_max_frame = o->max_frame ? o->max_frame : ARPC_DEFAULT_MAX_FRAME;
+    atomic_init(&c->cl_server_max, c->cl_max_frame);
+    c->cl_id = o->client_id ? o->client_id : random_id();
+    c->cl_default_deadline_ms = o->default_deadline_ms;
+    c->cl_semantics = o->semantics ? o->semantics : ARPC_AT_MOST_ONCE;
+    c->cl_connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;
+    c->cl_give_up_ms = o->reconnect_give_up_ms ? o->reconnect_give_up_ms : CLIENT_GIVE_UP_MS;
+    c->cl_reconnect = !o->no_reconnect;
+    c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
+    c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;
+    arpc_backoff_init(&c->cl_connector.cn_backoff, o->reconnect_min_ms ? o->reconnect_min_ms : CLIENT_RECONNECT_MIN_MS,
+                      o->reconnect_max_ms ? o->reconnect_max_ms : CLIENT_RECONNECT_MAX_MS, c->cl_id);
 }
 
-static arpc_client *client_new(const char *addr, const arpc_client_options *o)
+static arpc_client *client_new(const arpc_client_options *o)
 {
     arpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     arpc_refcount_init(&c->cl_refs, 1);
-    atomic_init(&c->cl_state, CL_OPEN);
+    atomic_init(&c->cl_state, CL_CONNECTING);
     atomic_init(&c->cl_lost_reason, ARPC_ECONNLOST);
-    atomic_init(&c->cl_next_xid, 1);
     atomic_init(&c->cl_npending, 0);
     atomic_init(&c->cl_live, 0);
-    c->cl_max_frame = o->max_frame ? o->max_frame : ARPC_DEFAULT_MAX_FRAME;
-    atomic_init(&c->cl_server_max, c->cl_max_frame);
-    c->cl_id = o->client_id ? o->client_id : random_client_id();
-    c->cl_default_deadline_ms = o->default_deadline_ms;
-    snprintf(c->cl_addr, sizeof(c->cl_addr), "%s", addr);
-    if (arpc_future_create(&c->cl_hello) != ARPC_OK) {
-        arpc_free(c);
-        return NULL;
-    }
-    if (arpc_u64_map_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK) {
-        arpc_future_release(c->cl_hello);
-        arpc_free(c);
-        return NULL;
-    }
+    atomic_init(&c->cl_connections, 0);
+    pthread_mutex_init(&c->cl_err_mtx, NULL);
+    client_options(c, o);
+    c->cl_next_xid = c->cl_next_seq = 1;
+    c->cl_connector.cn_fd = -1;
+    ev_init(&c->cl_connector.cn_timer, NULL);
+    ev_init(&c->cl_connector.cn_io, NULL);
+    if (arpc_future_create(&c->cl_first) != ARPC_OK)
+        goto fail;
+    if (arpc_u64_map_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK)
+        goto fail_first;
+    if (arpc_u64_map_init(&c->cl_done, 16) != ARPC_OK)
+        goto fail_pending;
     return c;
+fail_pending:
+    arpc_u64_map_fini(&c->cl_pending);
+fail_first:
+    arpc_future_release(c->cl_first);
+fail:
+    pthread_mutex_destroy(&c->cl_err_mtx);
+    arpc_free(c);
+    return NULL;
 }
 
 /* The client's loop: the user's, or a new one on its own thread. */
@@ -106,6 +144,22 @@ static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
     return ARPC_OK;
 }
 
+static void step_connect(arpc_loop *loop, void *arg)
+{
+    arpc_client *c = arg;
+    if (!c->cl_owns_loop && arpc_loop_on_stop(loop, client_on_loop_stop, c) == ARPC_OK) {
+        client_retain(c); /* the stop hook's */
+        c->cl_hook = true;
+    }
+    client_connect_start(c);
+}
+
+static void write_why(const arpc_client_options *o, const char *why)
+{
+    if (o->errbuf != NULL && o->errbuf_len > 0)
+        snprintf(o->errbuf, o->errbuf_len, "%s", why);
+}
+
 int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts)
 {
     arpc_client_options o = {0};
@@ -114,40 +168,41 @@ int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_o
     if (out == NULL || addr == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    const char *rest;
-    const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
-    if (tr == NULL || strlen(addr) >= ARPC_ADDR_MAX)
-        return ARPC_EADDR;
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
-    int64_t timeout = o.connect_timeout_ms ? o.connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;
-    uint64_t until = arpc_deadline_from_ms(timeout); /* saturates: huge means no limit */
-    arpc_client *c = client_new(addr, &o);
+    arpc_client *c = client_new(&o);
     if (c == NULL)
         return ARPC_ENOMEM;
-    int fd = -1;
-    int rc = tr->t_connect(rest, timeout, &fd);
-    if (rc == ARPC_OK) {
+    char why[CLIENT_WHY_MAX] = "";
+    int rc = arpc_transport_resolve(addr, &c->cl_target, why, sizeof(why));
+    if (rc == ARPC_OK)
         rc = client_take_loop(c, o.loop);
-        if (rc != ARPC_OK)
-            close(fd);
-    }
     if (rc != ARPC_OK) {
+        write_why(&o, why[0] ? why : arpc_strerror(rc));
         arpc_u64_map_fini(&c->cl_pending);
+        arpc_u64_map_fini(&c->cl_done);
         client_release(c);
         return rc;
     }
-    c->cl_conn.c_fd = fd; /* adopted by client_conn_attach */
-    int hello = arpc_loop_run_sync(c->cl_loop, client_conn_attach, c);
-    if (hello == ARPC_OK)
-        hello = arpc_loop_wait_until(c->cl_loop, c->cl_hello, until);
-    if (hello != ARPC_OK) {
-        rc = connect_failure(c, hello);
+    rc = arpc_loop_run_sync(c->cl_loop, step_connect, c);
+    if (rc == ARPC_OK)
+        rc = arpc_loop_wait(c->cl_loop, c->cl_first);
+    else
+        client_set_error(c, rc, "the client's loop is stopped");
+    if (rc != ARPC_OK) {
+        arpc_client_last_error(c, why, sizeof(why));
+        write_why(&o, why);
         arpc_client_close(c);
         return rc;
     }
     *out = c;
     return ARPC_OK;
+}
+
+static void step_nothing(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
 }
 
 static void step_close(arpc_loop *loop, void *arg)
@@ -170,12 +225,13 @@ int arpc_client_close(arpc_client *c)
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->cl_loop, step_close, c);
-    /* Wait out cancel hooks still running on other threads (they are short). */
-    unsigned attempt = 0;
+    /* Cancels still on their way to the loop hold their calls: let the lane run them (it is
+     * FIFO, so a no-op run after them means they ran). */
     while (atomic_load(&c->cl_live) != 0)
-        arpc_backoff_spin(&attempt);
+        if (arpc_loop_run_sync(c->cl_loop, step_nothing, NULL) != ARPC_OK)
+            break; /* a stopped loop: its final drain runs them */
     if (c->cl_owns_loop)
-        arpc_loop_destroy(c->cl_loop); /* runs any cancel job still queued */
+        arpc_loop_destroy(c->cl_loop);
     client_release(c);
     return ARPC_OK;
 }
@@ -183,3 +239,8 @@ int arpc_client_close(arpc_client *c)
 size_t arpc_client_pending(const arpc_client *c) { return atomic_load(&((arpc_client *)c)->cl_npending); }
 
 uint64_t arpc_client_id(const arpc_client *c) { return c->cl_id; }
+
+uint64_t arpc_client_connections(const arpc_client *c)
+{
+    return atomic_load(&((arpc_client *)c)->cl_connections);
+}

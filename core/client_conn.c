@@ -1,14 +1,17 @@
 /*
- * The client's connection, on the loop thread: adopting the connected socket, the HELLO
- * exchange, frames from the server (replies matched to pending calls by xid), GOAWAY, and
- * connection loss, which fails every call in flight at once.
+ * The client's connection, on the loop thread: adopting a connected socket, the HELLO
+ * exchange, frames from the server (replies matched to calls by xid), GOAWAY, and the loss of
+ * the connection, after which the calls that may be sent again wait for the next one
+ * (client_resend.c) while client_connect.c makes it.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/client_internal.h"
+#include "core/client_resend.h"
 #include "core/frame.h"
 
 static void *copy_bytes(const void *src, size_t len)
@@ -31,6 +34,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     struct client_call *call = arpc_u64_map_take(&c->cl_pending, f->f_xid);
     if (call == NULL)
         return; /* timed out or cancelled already: the late reply is dropped */
+    call->cc_xid = 0;
     bool ok = f->f_kind == ARPC_FRAME_REPLY;
     const void *src = ok ? (const void *)f->f_payload : f->f_msg;
     size_t len = ok ? f->f_payload_len : f->f_msg_len;
@@ -41,20 +45,48 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
         call_finish(call, ok ? ARPC_OK : error_code_from_wire(f->f_code), data, len);
 }
 
-/* The server takes no new calls; the ones in flight still get their replies. */
+static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
+{
+    struct client_connector *cn = &c->cl_connector;
+    if (!cn->cn_attempting)
+        return; /* one HELLO per connection; a second is ignored */
+    if (f->f_max_frame != 0)
+        atomic_store(&c->cl_server_max, f->f_max_frame);
+    c->cl_server_flags = f->f_flags;
+    c->cl_server_expiry_s = f->f_expiry_s;
+    c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
+    client_connect_stop(c);
+    arpc_backoff_reset(&cn->cn_backoff);
+    uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
+    atomic_store(&c->cl_state, CL_READY);
+    if (n > 0)
+        arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);
+    arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
+    calls_on_connected(c);
+}
+
+/* The server takes no new calls on this connection; the ones in flight still get replies. */
 static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
 {
-    int expected = CL_OPEN;
-    /* Only reasons that make sense for new calls; anything else reads as "shutting down". */
+    char msg[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(msg, sizeof(msg), f->f_msg, f->f_msg_len);
+    if (f->f_code == ARPC_ESHUTDOWN) {
+        /* A stopping (perhaps restarting) server: new calls wait for the next connection. */
+        int expected = CL_READY;
+        atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
+        return;
+    }
+    /* Anything else means this server will not take us: no point reconnecting. */
     int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED
                   ? (int)f->f_code
-                  : ARPC_ESHUTDOWN;
+                  : ARPC_EPROTO;
+    char text[CLIENT_WHY_MAX];
+    snprintf(text, sizeof(text), "server %s refused the connection: %s", c->cl_target.t_addr, msg);
+    client_set_error(c, why, text);
     atomic_store(&c->cl_lost_reason, why);
-    atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
-    if (f->f_msg_len && why != ARPC_ESHUTDOWN) {
-        char msg[ARPC_LOG_FIELD_MAX];
-        arpc_log(ARPC_LOG_WARN, "server %s going away: %s", c->cl_addr,
-                 arpc_log_escape(msg, sizeof(msg), f->f_msg, f->f_msg_len));
+    if (arpc_future_poll(c->cl_first) != ARPC_EPENDING) {
+        atomic_store(&c->cl_state, CL_LOST);
+        arpc_log(ARPC_LOG_WARN, "%s", text);
     }
 }
 
@@ -67,10 +99,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         client_on_reply(c, f);
         return;
     case ARPC_FRAME_HELLO:
-        if (f->f_max_frame != 0)
-            atomic_store(&c->cl_server_max, f->f_max_frame);
-        c->cl_server_flags = f->f_flags;
-        arpc_future_complete(c->cl_hello, ARPC_OK, NULL, 0);
+        client_on_hello(c, f);
         return;
     case ARPC_FRAME_PING:
         arpc_conn_answer_ping(conn, f);
@@ -81,23 +110,73 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         client_on_goaway(c, f);
         return;
     default:
-        arpc_log(ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u", c->cl_addr, f->f_kind);
+        arpc_log(ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u", c->cl_target.t_addr,
+                 f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;
     }
 }
 
+/* Why an attempt ended before the server's HELLO, in words. */
+static int client_hello_failure(arpc_client *c, int reason, char *why, size_t len)
+{
+    int goaway = atomic_load(&c->cl_lost_reason);
+    if (goaway != ARPC_ECONNLOST) {
+        pthread_mutex_lock(&c->cl_err_mtx);
+        snprintf(why, len, "%s", c->cl_err_text); /* what the server's GOAWAY said */
+        pthread_mutex_unlock(&c->cl_err_mtx);
+        return goaway;
+    }
+    if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
+        snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO)",
+                 c->cl_target.t_addr);
+        return ARPC_EPROTO;
+    }
+    snprintf(why, len, "%s closed the connection before its HELLO (is it an arpc server?)", c->cl_target.t_addr);
+    return ARPC_ECONNREFUSED;
+}
+
+static const char *loss_cause(int reason)
+{
+    switch (reason) {
+    case ARPC_ECONNLOST:
+        return "closed by the server, or the network failed";
+    case ARPC_EPROTO:
+        return "malformed frame from the server";
+    case ARPC_ETOOLARGE:
+        return "a frame larger than this client accepts";
+    case ARPC_ENOMEM:
+        return "out of memory";
+    default:
+        return arpc_strerror(reason);
+    }
+}
+
 static void client_on_close(struct arpc_conn *conn, int reason)
 {
-    (void)reason;
     arpc_client *c = conn->c_owner;
-    if (atomic_load(&c->cl_state) != CL_CLOSED) {
-        atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST);
-        atomic_store(&c->cl_state, CL_LOST);
+    int state = atomic_load(&c->cl_state);
+    if (state == CL_CLOSED)
+        return; /* closing: client_cleanup ends every call itself */
+    calls_on_conn_lost(c);
+    char why[CLIENT_WHY_MAX];
+    if (c->cl_connector.cn_attempting) {
+        int code = client_hello_failure(c, reason, why, sizeof(why));
+        client_connect_failed(c, code, why);
+        return;
     }
-    /* Whatever was in flight may or may not have run: say so, to every caller, now. */
-    client_fail_all(c, ARPC_ECONNLOST);
-    arpc_future_complete(c->cl_hello, ARPC_ECONNLOST, NULL, 0);
+    snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(reason));
+    client_set_error(c, ARPC_ECONNLOST, why);
+    if (state == CL_LOST || !c->cl_reconnect) {
+        if (state != CL_LOST)
+            atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST);
+        atomic_store(&c->cl_state, CL_LOST);
+        calls_fail_all(c, ARPC_ECONNLOST);
+        return;
+    }
+    atomic_store(&c->cl_state, CL_CONNECTING);
+    arpc_log(ARPC_LOG_INFO, "%s; reconnecting", why);
+    client_connect_later(c);
 }
 
 static const struct arpc_conn_ops client_conn_ops = {
@@ -105,20 +184,15 @@ static const struct arpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
 };
 
-void client_conn_attach(arpc_loop *loop, void *arg)
+void client_conn_adopt(arpc_client *c, int fd)
 {
-    arpc_client *c = arg;
-    int fd = c->cl_conn.c_fd; /* stashed by connect */
-    if (!c->cl_owns_loop && arpc_loop_on_stop(loop, client_on_loop_stop, c) == ARPC_OK) {
-        client_retain(c); /* the stop hook's */
-        c->cl_hook = true;
-    }
-    if (arpc_conn_init(&c->cl_conn, loop, fd, c->cl_max_frame, &client_conn_ops, c, c->cl_addr) != ARPC_OK) {
-        atomic_store(&c->cl_lost_reason, ARPC_ENOMEM);
-        atomic_store(&c->cl_state, CL_LOST);
-        arpc_future_complete(c->cl_hello, ARPC_ENOMEM, NULL, 0);
+    atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
+    if (arpc_conn_init(&c->cl_conn, c->cl_loop, fd, c->cl_max_frame, &client_conn_ops, c, c->cl_target.t_addr) !=
+        ARPC_OK) {
+        client_connect_failed(c, ARPC_ENOMEM, "out of memory for a connection");
         return;
     }
+    arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }
@@ -128,7 +202,8 @@ void client_cleanup(arpc_client *c)
     if (c->cl_cleaned)
         return;
     c->cl_cleaned = true;
-    client_fail_all(c, ARPC_ESHUTDOWN);
+    client_connect_stop(c);
+    calls_fail_all(c, ARPC_ESHUTDOWN);
     if (c->cl_conn.c_open) {
         if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
             /* Goodbye: we re-send nothing from now on, so the server may drop our replies
@@ -137,15 +212,15 @@ void client_cleanup(arpc_client *c)
             arpc_conn_send_error(&c->cl_conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, bye, sizeof(bye) - 1);
             arpc_conn_flush_now(&c->cl_conn);
         }
-        /* on_close would report ECONNLOST; nothing is pending any more, so it fails nobody. */
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
     arpc_u64_map_fini(&c->cl_pending);
-    arpc_future_complete(c->cl_hello, ARPC_ESHUTDOWN, NULL, 0);
+    arpc_u64_map_fini(&c->cl_done);
+    arpc_future_complete(c->cl_first, ARPC_ESHUTDOWN, NULL, 0);
 }
 
-/* The user's loop stopped: fail what is pending, as close would. Holds a client reference
- * from attach until it runs (at the latest when the loop ends). */
+/* The user's loop stopped: end every call, as close would. Holds a client reference from
+ * connect until it runs (at the latest when the loop ends). */
 void client_on_loop_stop(arpc_loop *loop, void *arg)
 {
     (void)loop;

@@ -1,79 +1,160 @@
 /*
  * The client's insides, shared by the files that implement it:
- *   core/client.c        life cycle: connect (through the HELLO answer), close
- *   core/client_conn.c   the connection: HELLO, frames from the server, GOAWAY, connection loss
- *   core/client_call.c   the call object: start, send, finish, deadline, cancel; the call API
+ *   core/client.c          life cycle: connect, close, options, last error
+ *   core/client_connect.c  getting a connection: non-blocking connect attempts, back-off
+ *   core/client_conn.c     the connection: HELLO, frames from the server, GOAWAY, loss
+ *   core/client_call.c     the call object: start, send, re-send, finish, deadline, cancel
+ *   core/client_api.c      the call functions of arpc/client.h
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting). Everything
- * else -- the pending table, the deadline heap, the socket -- is touched by the loop thread
- * only, so the only shared state is a handful of atomics (state, xid counter, counts, refs).
+ * else -- the connection, the pending table, the waiting list, sequence numbers and the ack,
+ * the deadline heap -- is touched by the loop thread only; the shared state is a handful of
+ * atomics (state, counts, refs) and the last-error text (a mutex: a cold path).
  *
- * Lifetime: the client is refcounted (base/refcount.h). The user's handle is one reference; a
- * cancel on its way to the loop holds another (a user may cancel while the client closes);
- * the loop's stop hook holds one while registered. Calls need none: they are posted before
- * close is called (the contract forbids starting calls once close has begun), and the lane
- * runs jobs in order, so close runs after them.
+ * The life of a call on the loop (client_call.c):
+ *   arrives -> numbered (at-most-once: seq) -> connected? sent (pending[xid]) : waiting
+ *   connection lost -> pending calls that may be sent again go back to waiting (in order);
+ *                      others end (ARPC_ECONNLOST)
+ *   connected (server's HELLO) -> every waiting call is sent, with a new xid, the current ack
+ *                      and what is left of its budget (or ended, when the server lost its memory
+ *                      of it: another epoch, or it forgot the client)
+ *   reply / deadline / give-up / cancel / close -> finished, exactly once; its seq counts
+ *                      towards the ack (the contiguous prefix of finished seqs)
+ *
+ * Lifetime: the client is refcounted (base/refcount.h): the user's handle, a cancel on its
+ * way to the loop, and the loop's stop hook while registered each hold a reference. Calls
+ * need none: they are posted before close is called (the contract forbids starting calls once
+ * close has begun), and the lane runs jobs in order, so close runs after them.
  */
 #ifndef ARPC_CORE_CLIENT_INTERNAL_H
 #define ARPC_CORE_CLIENT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "arpc/client.h"
 #include "async/loop_internal.h"
+#include "base/backoff.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "core/conn.h"
 #include "transport/transport.h"
 
-enum client_state { CL_OPEN, CL_DRAINING, CL_LOST, CL_CLOSED };
+/* Room for a line naming an address and a cause. */
+#define CLIENT_WHY_MAX (ARPC_ADDR_MAX + ARPC_WHY_MAX)
+
+enum client_state {
+    CL_CONNECTING, /* no connection yet, or a new one is being made */
+    CL_READY,      /* connected: calls are sent at once */
+    CL_DRAINING,   /* the server said GOAWAY: calls wait for the next connection */
+    CL_LOST,       /* for good (no reconnect, or a fatal protocol error): calls end at once */
+    CL_CLOSED,
+};
+
+struct client_call;
+
+/* Calls not on the current connection, oldest first (loop thread). */
+struct call_list {
+    struct client_call *l_head, *l_tail;
+};
+
+/* Getting a connection (client_connect.c; loop thread). */
+struct client_connector {
+    int cn_fd;            /* a connect in progress, or -1 */
+    size_t cn_index;      /* which of the target's addresses */
+    ev_io cn_io;          /* the connect finished (writable) */
+    ev_timer cn_timer;    /* the attempt's time limit, or the back-off before the next one */
+    bool cn_waiting;      /* cn_timer is a back-off */
+    bool cn_attempting;   /* an attempt is under way (up to the server's HELLO) */
+    struct arpc_backoff cn_backoff;
+};
 
 struct arpc_client {
     arpc_refcount cl_refs;
     atomic_int cl_state;        /* enum client_state */
-    atomic_int cl_lost_reason;  /* why calls fail once not CL_OPEN */
-    atomic_uint_fast64_t cl_next_xid;
+    atomic_int cl_lost_reason;  /* in CL_LOST: why calls end */
     atomic_size_t cl_npending;  /* calls started and not yet completed */
     atomic_size_t cl_live;      /* call objects not yet freed: close waits for 0 */
     atomic_uint cl_server_max;  /* the server's frame limit, from its HELLO */
+    _Atomic uint64_t cl_connections;
     arpc_loop *cl_loop;
     bool cl_owns_loop;
     uint64_t cl_id;
+    /* options, fixed at connect */
     int64_t cl_default_deadline_ms;
     uint32_t cl_max_frame;
-    char cl_addr[ARPC_ADDR_MAX];
+    enum arpc_call_semantics cl_semantics;
+    int64_t cl_connect_timeout_ms;
+    int64_t cl_give_up_ms;
+    bool cl_reconnect;
+    uint32_t cl_heartbeat_ms;
+    unsigned cl_heartbeat_misses;
+    struct arpc_target cl_target; /* resolved once, at connect */
+    /* the last failure, for arpc_client_last_error */
+    pthread_mutex_t cl_err_mtx;
+    int cl_err_code;
+    char cl_err_text[CLIENT_WHY_MAX];
     /* loop thread only */
     struct arpc_conn cl_conn;
-    struct arpc_u64_map cl_pending; /* xid -> struct client_call */
-    arpc_future *cl_hello;          /* completed when the server's HELLO arrives (or the connection fails) */
-    uint32_t cl_server_flags;       /* from the server's HELLO (enum arpc_hello_flag) */
-    bool cl_cleaned;                /* pending calls failed and the connection closed */
+    struct client_connector cl_connector;
+    struct arpc_u64_map cl_pending; /* xid -> call sent on the current connection */
+    struct call_list cl_waiting;    /* calls waiting for a connection */
+    struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
+    uint64_t cl_next_xid, cl_next_seq, cl_next_order, cl_ack;
+    uint64_t cl_epoch;              /* the current server's, from its HELLO */
+    uint32_t cl_server_flags;       /* idem (enum arpc_hello_flag) */
+    uint32_t cl_server_expiry_s;    /* idem: the server forgets clients idle this long */
+    arpc_future *cl_first;          /* completed by the first connection, or its failure */
+    bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
 };
+
+struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */
 
 struct client_call {
     struct arpc_loop_job cc_job;      /* how the call reaches the loop */
     atomic_int cc_released;           /* see call_release_shared */
     arpc_future *cc_future;
     arpc_client *cc_client;
-    uint64_t cc_xid;
-    struct arpc_deadline cc_deadline; /* d_when_ns holds the deadline (0: none) until armed */
-    uint8_t *cc_frame;                /* until handed to the connection */
+    struct call_frame *cc_frame;      /* kept until the call finishes, for re-sends */
+    struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
+    uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
+    uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
+    uint64_t cc_seq;                  /* at-most-once number; 0 when not numbered */
+    uint64_t cc_order;                /* arrival order on the loop: re-sends keep it */
+    uint64_t cc_first_sent_ns;        /* 0: never handed to a connection (cannot have run) */
+    uint64_t cc_epoch;                /* the epoch of the server it was last sent to */
+    uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
+    bool cc_waiting;                  /* on cl_waiting */
+    bool cc_finished;
+    struct client_call *cc_next, *cc_prev; /* cl_waiting */
 };
 
 /* client.c */
 void client_retain(arpc_client *c);
 void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
+/* Records why the latest connection attempt failed or the connection broke. Any thread. */
+void client_set_error(arpc_client *c, int code, const char *why);
+
+/* client_connect.c (loop thread) */
+void client_connect_start(arpc_client *c);  /* an attempt now */
+void client_connect_later(arpc_client *c);  /* an attempt after the back-off */
+void client_connect_stop(arpc_client *c);   /* no more attempts */
+void client_connect_failed(arpc_client *c, int code, const char *why); /* this attempt failed */
 
 /* client_conn.c (loop thread) */
-void client_conn_attach(arpc_loop *loop, void *c);  /* a loop task: adopts the connected fd, sends HELLO */
-void client_cleanup(arpc_client *c);               /* once: fails pending calls, closes the connection */
+void client_conn_adopt(arpc_client *c, int fd); /* a connected socket: HELLO exchange next */
+void client_cleanup(arpc_client *c);            /* once: fails every call, closes the connection */
 void client_on_loop_stop(arpc_loop *loop, void *c);
 
 /* client_call.c (loop thread) */
-void client_fail_all(arpc_client *c, int reason);
+void call_job_start(arpc_loop *loop, struct arpc_loop_job *job); /* a call reaches the loop */
 void call_finish(struct client_call *call, int status, void *data, size_t len);
+void calls_on_connected(arpc_client *c);        /* the server's HELLO came: send what waits */
+void calls_on_conn_lost(arpc_client *c);        /* back to waiting, or ended */
+void calls_fail_all(arpc_client *c, int reason);
+void calls_cancel(struct client_call *call);    /* a cancel reached the loop */
 
 #endif

@@ -117,15 +117,16 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
         conn_check_resume(conn);
 }
 
-int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
+int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                          arpc_outq_release_fn release)
 {
-    if (!conn->c_open) {
-        arpc_free(base);
-        return ARPC_ECONNLOST;
-    }
-    if (arpc_outq_push(&conn->c_out, base, data, len) != ARPC_OK) {
-        arpc_free(base);
-        return ARPC_ENOMEM;
+    int rc = !conn->c_open ? ARPC_ECONNLOST : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
+    if (rc != ARPC_OK) {
+        if (release != NULL)
+            release(base);
+        else
+            arpc_free(base);
+        return rc;
     }
     if (!ev_is_active(&conn->c_flush))
         ev_prepare_start(conn->c_ev, &conn->c_flush);
@@ -135,6 +136,11 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
         ev_io_stop(conn->c_ev, &conn->c_rio);
     }
     return ARPC_OK;
+}
+
+int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
+{
+    return arpc_conn_send_shared(conn, base, data, len, NULL);
 }
 
 int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry_s)

@@ -85,6 +85,9 @@ int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int
 /* Queues an encoded frame (the allocation base is freed once written). On error (connection
  * closed, or ARPC_ENOMEM) the buffer is freed here. */
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len);
+/* As arpc_conn_send for a buffer the caller shares: released with release(base), on error too. */
+int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                          arpc_outq_release_fn release);
 
 /* Bounds a connection's memory when its peer sends requests but does not read replies: while
  * more than ARPC_CONN_BACKLOG_HIGH bytes wait to be written, stop reading; resume below

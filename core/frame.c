@@ -273,10 +273,11 @@ size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags,
     return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT;
 }
 
-void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t ack, uint32_t deadline_ms)
+void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms)
 {
     uint8_t *body = frame + ARPC_FRAME_HEADER_SIZE;
     le_st64(frame + HDR_XID, xid);
+    le_st64(body + REQ_SEQ, seq);
     le_st64(body + REQ_ACK, ack);
     le_st32(body + REQ_DEADLINE, deadline_ms);
 }

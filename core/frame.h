@@ -119,7 +119,7 @@ size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */,
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes. */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);
-/* Rewrites what changes when an encoded request is sent again: its xid, ack and budget. */
-void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t ack, uint32_t deadline_ms);
+/* Stamps what changes at each send of an encoded request: its xid, seq, ack and budget. */
+void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms);
 
 #endif

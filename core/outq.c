@@ -19,10 +19,18 @@ void arpc_outq_init(struct arpc_outq *q)
     q->q_bytes = 0;
 }
 
+static void outq_release(const struct arpc_outq_buf *b)
+{
+    if (b->b_release != NULL)
+        b->b_release(b->b_base);
+    else
+        arpc_free(b->b_base);
+}
+
 void arpc_outq_fini(struct arpc_outq *q)
 {
     for (size_t i = 0; i < q->q_count; i++)
-        arpc_free(q->q_bufs[(q->q_head + i) & (q->q_cap - 1)].b_base);
+        outq_release(&q->q_bufs[(q->q_head + i) & (q->q_cap - 1)]);
     arpc_free(q->q_bufs);
     arpc_outq_init(q);
 }
@@ -43,14 +51,20 @@ static int outq_grow(struct arpc_outq *q)
     return ARPC_OK;
 }
 
-int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len)
+int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
+                          arpc_outq_release_fn release)
 {
     if (q->q_count == q->q_cap && outq_grow(q) != ARPC_OK)
         return ARPC_ENOMEM;
-    q->q_bufs[(q->q_head + q->q_count) & (q->q_cap - 1)] = (struct arpc_outq_buf){base, data, len};
+    q->q_bufs[(q->q_head + q->q_count) & (q->q_cap - 1)] = (struct arpc_outq_buf){base, data, len, release};
     q->q_count++;
     q->q_bytes += len;
     return ARPC_OK;
+}
+
+int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len)
+{
+    return arpc_outq_push_shared(q, base, data, len, NULL);
 }
 
 /* Drops fully written buffers from the front and advances into a partly written one. */
@@ -65,13 +79,13 @@ static void outq_consume(struct arpc_outq *q, size_t written)
             return;
         }
         written -= b->b_len;
-        arpc_free(b->b_base);
+        outq_release(b);
         q->q_head = (q->q_head + 1) & (q->q_cap - 1);
         q->q_count--;
     }
     /* Zero-length buffers left at the front are done as well. */
     while (q->q_count > 0 && q->q_bufs[q->q_head].b_len == 0) {
-        arpc_free(q->q_bufs[q->q_head].b_base);
+        outq_release(&q->q_bufs[q->q_head]);
         q->q_head = (q->q_head + 1) & (q->q_cap - 1);
         q->q_count--;
     }

@@ -2,8 +2,10 @@
  * arpc_outq: a connection's queue of encoded frames waiting to be written, flushed with one
  * gathered write (sendmsg with an iovec array) per batch (up to IOV_MAX buffers). Loop thread only.
  *
- * Each queued buffer is owned by the queue and freed with arpc_free once fully written (or
- * when the queue is destroyed), so producers hand over a buffer and forget it.
+ * Each queued buffer is owned by the queue and released once fully written (or when the
+ * queue is destroyed), so producers hand over a buffer and forget it. Released means
+ * arpc_free, or the buffer's own release function for a buffer the producer shares (a call
+ * keeps its request frame for re-sends: a reference count of its own).
  */
 #ifndef ARPC_CORE_OUTQ_H
 #define ARPC_CORE_OUTQ_H
@@ -12,10 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef void (*arpc_outq_release_fn)(void *base);
+
 struct arpc_outq_buf {
-    void *b_base;  /* start of the allocation, freed when written */
+    void *b_base;  /* start of the allocation, released when written */
     uint8_t *b_data;
     size_t b_len;  /* bytes still to write, starting at b_data */
+    arpc_outq_release_fn b_release; /* NULL: arpc_free */
 };
 
 struct arpc_outq {
@@ -30,6 +35,9 @@ void arpc_outq_fini(struct arpc_outq *q);
 /* Queues len bytes at data, inside the allocation base (freed when written). On ARPC_ENOMEM
  * the buffer is NOT taken: the caller still owns base. */
 int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len);
+/* As arpc_outq_push, released with release(base) instead of arpc_free. */
+int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
+                          arpc_outq_release_fn release);
 /* Writes as much as the socket takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
  * is full; more remains), or ARPC_ECONNLOST (write error: the connection is broken). */
 int arpc_outq_flush(struct arpc_outq *q, int fd);

@@ -85,7 +85,8 @@ static void test_reply_after_destroy(void **state)
     char addr[256];
     arpc_server *s = make_server(1, 0, addr, sizeof(addr));
     arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_client_options o = {.no_reconnect = true}; /* the server is gone for good */
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
     atomic_store(&kept, NULL);
     arpc_future *f = arpc_call_async(c, "t.keep", "x", 1, ARPC_FOREVER);
     while (atomic_load(&kept) == NULL)

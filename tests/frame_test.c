@@ -591,19 +591,19 @@ static void test_restamp_request(void **state)
     uint8_t a[64], b[64];
     size_t n = arpc_frame_encode_request(a, ARPC_FRAME_REQUEST, 1, 5, 4, 1000, "echo", 4, "hi", 2);
     memcpy(b, a, n);
-    arpc_frame_restamp_request(b, 99, 7, 250);
+    arpc_frame_restamp_request(b, 99, 6, 7, 250);
     struct arpc_frame f;
     size_t consumed;
     assert_int_equal(ARPC_OK, decode_exact(b, n, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(99, f.f_xid);
-    assert_int_equal(5, f.f_seq);
+    assert_int_equal(6, f.f_seq);
     assert_int_equal(7, f.f_ack);
     assert_int_equal(250, f.f_deadline_ms);
     assert_int_equal(2, f.f_payload_len);
     assert_memory_equal("hi", f.f_payload, 2);
-    /* Only the header's xid and the ack and deadline fields changed. */
+    /* Only the header's xid and the seq, ack and deadline fields changed. */
     for (size_t i = 0; i < n; i++) {
-        bool stamped = (i >= 8 && i < 16) || (i >= 24 && i < 36);
+        bool stamped = (i >= 8 && i < 16) || (i >= 16 && i < 36);
         if (!stamped)
             assert_int_equal(a[i], b[i]);
     }

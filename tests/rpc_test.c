@@ -561,11 +561,14 @@ static void test_oversized_frame(void **state)
     arpc_client_close(c);
 }
 
-/* The server goes away mid-call: pending calls fail with ECONNLOST within 1 s. */
-static void test_server_killed_mid_call(void **state)
+/* The server goes away mid-call, for good. A client that does not reconnect fails its
+ * pending calls with ECONNLOST at once; one that does (the default) gives them up after
+ * reconnect_give_up_ms: ECONNLOST for those that were sent (they may have run), EUNREACHABLE
+ * for new ones (they never left). */
+static void server_killed_mid_call(struct fixture *fx, bool reconnect)
 {
-    struct fixture *fx = *state;
-    arpc_client *c = connect_client(fx, NULL);
+    arpc_client_options o = {.no_reconnect = !reconnect, .reconnect_give_up_ms = 300};
+    arpc_client *c = connect_client(fx, &o);
     arpc_future *fs[10];
     for (int i = 0; i < 10; i++)
         fs[i] = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
@@ -575,15 +578,26 @@ static void test_server_killed_mid_call(void **state)
     for (int i = 0; i < 10; i++) {
         /* Held by a handler: the connection broke under it (may have run). Still queued
          * on the pool: the server says it did not run. */
-        int st = arpc_future_wait_for(fs[i], 1000);
+        int st = arpc_future_wait_for(fs[i], 10000);
         assert_true(st == ARPC_ECONNLOST || st == ARPC_ESHUTDOWN);
         arpc_future_release(fs[i]);
     }
-    assert_true(now_ms() - t0 < 1000);
-    /* New calls fail at once with the same error. */
-    assert_int_equal(ARPC_ECONNLOST, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    assert_true(now_ms() - t0 < 10000);
+    if (!reconnect) {
+        /* New calls fail at once with the same error. */
+        assert_int_equal(ARPC_ECONNLOST, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    } else {
+        /* A new call waits for a connection that never comes, and did not run. */
+        assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 5000));
+        char why[ARPC_ERRBUF_SIZE];
+        assert_int_not_equal(ARPC_OK, arpc_client_last_error(c, why, sizeof(why)));
+        assert_non_null(strstr(why, fx->addr + strlen(fx->scheme) + 3)); /* names the server */
+    }
     arpc_client_close(c);
 }
+
+static void test_server_killed_mid_call(void **state) { server_killed_mid_call(*state, false); }
+static void test_server_killed_mid_call_reconnecting(void **state) { server_killed_mid_call(*state, true); }
 
 /* A real crash: a server process killed with SIGKILL (tcp and unix only). */
 static void test_server_process_killed(void **state)
@@ -622,13 +636,15 @@ static void test_server_process_killed(void **state)
     assert_int_equal(sizeof(bound), read(pipefd[0], bound, sizeof(bound)));
     close(pipefd[0]);
     arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, bound, NULL));
+    arpc_client_options o = {.reconnect_give_up_ms = 300};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, bound, &o));
     arpc_future *f = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
     int64_t t0 = now_ms();
     kill(pid, SIGKILL);
-    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 1000));
-    assert_true(now_ms() - t0 < 1000);
+    /* Sent, and the server never came back: the outcome is unknown. */
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 10000));
+    assert_true(now_ms() - t0 < 10000);
     arpc_future_release(f);
     waitpid(pid, NULL, 0);
     arpc_client_close(c);
@@ -703,6 +719,7 @@ static void test_caller_driven_loop(void **state)
     cmocka_unit_test_setup_teardown(test_garbage_then_good_client, setup_fn, teardown),  \
     cmocka_unit_test_setup_teardown(test_oversized_frame, setup_fn, teardown),           \
     cmocka_unit_test_setup_teardown(test_server_killed_mid_call, setup_fn, teardown),    \
+    cmocka_unit_test_setup_teardown(test_server_killed_mid_call_reconnecting, setup_fn, teardown), \
     cmocka_unit_test_setup_teardown(test_caller_driven_loop, setup_fn, teardown),        \
     cmocka_unit_test_setup_teardown(test_server_process_killed, setup_fn, teardown)
 

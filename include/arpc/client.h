@@ -10,21 +10,46 @@
  *   arpc_call_async  returns an arpc_future (wait, poll, then-callback, cancel)
  *   arpc_go          delivers the completed future to an arpc_cq (Go's Client.Go)
  *   arpc_notify      one-way: no reply, no completion
+ * The *_opts variants take an arpc_call_options (deadline and semantics).
  *
- * Outcomes of a call (the future's status):
- *   ARPC_OK           the handler's reply bytes are the result
- *   ARPC_EHANDLER     the handler failed; the result holds its message (not NUL-terminated)
- *   ARPC_ENOMETHOD    the server has no such method; the result holds the server's message
- *   ARPC_ETIMEDOUT    the deadline passed first (the call may still run on the server)
- *   ARPC_ECONNLOST    the connection broke with the call in flight (it may or may not have run)
+ * Failures and retries. When the connection breaks, the client reconnects by itself
+ * (exponential back-off with jitter, see the options) under the same client id, and sends
+ * again every call that may still succeed, according to its semantics:
+ *   ARPC_AT_MOST_ONCE  (the default) the call carries a sequence number that survives
+ *                      reconnects; it is sent again with the same number, and the server runs
+ *                      it at most once: a duplicate waits for, or is answered from, the
+ *                      server's reply cache. Safe for anything, money included.
+ *   ARPC_AT_LEAST_ONCE sent again without a number: it may run more than once. For
+ *                      idempotent methods (reads, puts of a whole value); cheaper on the server.
+ *   ARPC_NO_RETRY      never sent again: if the connection breaks after it was sent, the call
+ *                      ends with ARPC_ECONNLOST.
+ * Calls started while there is no connection wait for one (bounded by their deadline and by
+ * reconnect_give_up_ms); they are not failed at once. A one-way message is sent at most once
+ * and never again: if there is no connection when it reaches the loop, it is dropped.
+ *
+ * Outcomes of a call (the future's status), and what the caller can conclude:
+ *   ARPC_OK           the handler's reply bytes are the result (it ran exactly once)
+ *   ARPC_EHANDLER     the handler ran and failed; the result holds its message
+ *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
+ *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
+ *                     once, for an at-most-once call)
+ *   ARPC_EUNREACHABLE no connection to the server could be made before the deadline (or
+ *                     within reconnect_give_up_ms) and the call was never sent: it did not run
+ *   ARPC_ECONNLOST    the outcome is unknown: the call was sent, the connection broke, and it
+ *                     could not be settled: it was ARPC_NO_RETRY; or the server came back
+ *                     without its memory of the call (a restart with no reply log, or after
+ *                     forgetting this client for being idle); or no connection came back
+ *                     within reconnect_give_up_ms; or reconnecting is turned off
+ *   ARPC_EEXPIRED     the server got it after its budget ran out and did not run it
+ *   ARPC_EOVERLOADED  the server had no room (its reply cache is full): did not run
  *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
  *                     or the reply larger than the client's limit (the handler ran; the
  *                     reply was not sent)
  *   ARPC_ESHUTDOWN    the client was closed, or the server is shutting down (did not run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
- *   ARPC_ECANCELLED   the caller cancelled it
- * Every call completes: nothing waits forever once a deadline is set, and connection loss
- * or close completes all pending calls at once.
+ *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
+ * Every call completes: with a deadline it completes by then; without one, it completes when
+ * the server answers, or when no connection could be had for reconnect_give_up_ms.
  */
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
@@ -40,28 +65,59 @@ extern "C" {
 
 typedef struct arpc_client arpc_client;
 
+enum arpc_call_semantics {
+    ARPC_SEMANTICS_DEFAULT = 0, /* in arpc_call_options: the client's; in the client's options: at-most-once */
+    ARPC_AT_MOST_ONCE = 1,
+    ARPC_AT_LEAST_ONCE = 2,
+    ARPC_NO_RETRY = 3,
+};
+
 typedef struct arpc_client_options {
     /* The loop that owns the connection. NULL: the client starts and owns a loop thread. */
     arpc_loop *loop;
-    int64_t connect_timeout_ms;  /* 0: 5000 */
+    int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest request/reply body; 0: ARPC_DEFAULT_MAX_FRAME (16 MiB) */
-    uint64_t client_id;          /* 0: random; sent in HELLO (for at-most-once calls, not built yet) */
+    uint64_t client_id;          /* 0: random. Keep it (and the client) to keep at-most-once across
+                                  * reconnects; two live clients must never share an id */
+    enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once */
+    uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10 */
+    uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000 */
+    int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection; 0: 30000;
+                                   * ARPC_FOREVER: only its deadline bounds it */
+    bool no_reconnect;           /* connection loss ends the client: every call ends ARPC_ECONNLOST */
+    uint32_t heartbeat_ms;       /* PING after this long without input from the server; 0: 5000 */
+    unsigned heartbeat_misses;   /* the connection is dead after this many unanswered; 0: 3 */
+    /* If not NULL, a failed arpc_client_connect writes why into errbuf (one line a user can act
+     * on: "connection refused by 127.0.0.1:7000", "name resolution failed for db.example: ...",
+     * "peer at tcp://... is not an arpc server"). ARPC_ERRBUF_SIZE is a good size. */
+    char *errbuf;
+    size_t errbuf_len;
 } arpc_client_options;
 
-/* Connects (blocking up to connect_timeout_ms, which covers the server's HELLO answer;
- * ARPC_FOREVER waits without limit). Not from a task on opts->loop (ARPC_EBUSY: connecting
- * waits for that loop) to "tcp://host:port", "unix:///path" or
- * "inproc://name". opts may be NULL. Errors: ARPC_EADDR, ARPC_ECONNREFUSED, ARPC_ETIMEDOUT,
- * ARPC_ENOMEM, ARPC_ESYSTEM. */
+#define ARPC_ERRBUF_SIZE 256
+
+typedef struct arpc_call_options {
+    int64_t deadline_ms; /* 0: the client's default; ARPC_FOREVER: none; otherwise ms from now */
+    enum arpc_call_semantics semantics; /* 0: the client's */
+} arpc_call_options;
+
+/* Connects to "tcp://host:port", "unix:///path" or "inproc://name", blocking up to
+ * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
+ * limit). One attempt (every address a name resolves to, in turn): a server that is not there
+ * now is reported now; once connected, the client reconnects by itself. Not from a task on
+ * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
+ * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
+ * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_ENOMEM, ARPC_ESYSTEM;
+ * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts);
 
 /* Closes the connection, completes every pending call with ARPC_ESHUTDOWN, waits for the
  * loop to let go of the client, and frees it (and its loop, if the client owns one).
  * No call may be started on c once close has begun. Returns ARPC_OK; ARPC_EBUSY, doing
  * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
- * itself); ARPC_EINVAL for NULL. A client does not reconnect: after ARPC_ECONNLOST, close it
- * and connect a new one. */
+ * itself); ARPC_EINVAL for NULL. Before closing, the client tells the server it will re-send
+ * nothing, so the server can drop its cached replies at once. */
 ARPC_API int arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
@@ -87,8 +143,18 @@ ARPC_API arpc_future *arpc_call_async(arpc_client *c, const char *method, const 
 ARPC_API int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len,
                      int64_t deadline_ms, arpc_cq *cq, void *tag);
 
-/* Sends a one-way message: no reply, no completion, no retry. ARPC_OK means queued for
- * sending, not delivered. Errors: ARPC_ESHUTDOWN, ARPC_ECONNLOST, ARPC_ETOOLARGE, ARPC_ENOMEM. */
+/* The same calls with per-call options (o may be NULL: the client's defaults). */
+ARPC_API int arpc_call_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
+                            void **reply, size_t *reply_len, const arpc_call_options *o);
+ARPC_API arpc_future *arpc_call_async_opts(arpc_client *c, const char *method, const void *req,
+                                           size_t req_len, const arpc_call_options *o);
+ARPC_API int arpc_go_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
+                          const arpc_call_options *o, arpc_cq *cq, void *tag);
+
+/* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
+ * sending, not delivered (it is dropped if there is no connection when it reaches the loop).
+ * Errors: ARPC_ESHUTDOWN, ARPC_ECONNLOST (the client is down for good), ARPC_ETOOLARGE,
+ * ARPC_ENOMEM, ARPC_EINVAL. */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);
 
 /* Calls currently waiting for a reply (a snapshot). */
@@ -96,6 +162,15 @@ ARPC_API size_t arpc_client_pending(const arpc_client *c);
 
 /* The client's 64-bit id (random unless set in the options). */
 ARPC_API uint64_t arpc_client_id(const arpc_client *c);
+
+/* Why the client's latest connection attempt failed, or its connection broke: the arpc_error
+ * code (ARPC_OK if nothing failed since the client connected), and, if buf is not NULL, one
+ * line of text in buf. For a client that is reconnecting, this says what is in the way. Any
+ * thread. */
+ARPC_API int arpc_client_last_error(arpc_client *c, char *buf, size_t len);
+
+/* Connections made so far (1 after connect; each reconnect adds one). A snapshot. */
+ARPC_API uint64_t arpc_client_connections(const arpc_client *c);
 
 #ifdef __cplusplus
 }

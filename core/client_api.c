@@ -1,0 +1,258 @@
+/*
+ * The call functions of arpc/client.h, on the caller's thread: validate, encode the request
+ * once (its xid, seq, ack and budget are stamped on the loop at each send), and hand the call
+ * to the loop. Every outcome, immediate failures included, arrives through the future.
+ */
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "core/client_internal.h"
+#include "core/client_resend.h"
+#include "core/frame.h"
+
+/* ---- cancel ---- */
+
+struct cancel_job {
+    struct arpc_loop_job cj_job;
+    struct client_call *cj_call;
+};
+
+static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct cancel_job *cj = (struct cancel_job *)job;
+    arpc_client *c = cj->cj_call->cc_client;
+    calls_cancel(cj->cj_call); /* lets go of the call (the cancel's share) */
+    client_release(c);
+    arpc_free(cj);
+}
+
+/* Runs on the cancelling thread while the call may be anywhere: on the lane, waiting, sent, or
+ * finishing on the loop. The call stays alive until the job has run (call_release_shared). */
+static void call_on_cancel(arpc_future *f, void *arg)
+{
+    (void)f;
+    struct client_call *call = arg;
+    arpc_client *c = call->cc_client;
+    struct cancel_job *cj = arpc_malloc(sizeof(*cj));
+    if (cj != NULL) {
+        arpc_loop_job_init(&cj->cj_job, cancel_run);
+        cj->cj_call = call;
+        client_retain(c);
+        if (arpc_loop_post(c->cl_loop, &cj->cj_job) == ARPC_OK)
+            return;
+        client_release(c);
+        arpc_free(cj);
+    }
+    /* No job: the call ends by its reply, deadline or close; only let go of our share. */
+    if (atomic_exchange(&call->cc_released, 1) == 1) {
+        arpc_free(call);
+        atomic_fetch_sub(&c->cl_live, 1);
+    }
+}
+
+/* ---- starting calls ---- */
+
+/* The absolute deadline of a call (ARPC_NEVER: none). */
+static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
+{
+    if (deadline_ms == 0)
+        deadline_ms = c->cl_default_deadline_ms ? c->cl_default_deadline_ms : ARPC_FOREVER;
+    return arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
+}
+
+/* Checks a request and the client's state; ARPC_OK with the frame's total size. */
+static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *total)
+{
+    size_t mlen = method ? strlen(method) : 0;
+    if (mlen == 0 || mlen > ARPC_METHOD_MAX || (req == NULL && req_len != 0))
+        return ARPC_EINVAL;
+    int state = atomic_load(&c->cl_state);
+    if (state == CL_CLOSED || state == CL_LOST)
+        return client_unavailable_reason(c);
+    uint32_t limit = atomic_load(&c->cl_server_max);
+    if (c->cl_max_frame < limit)
+        limit = c->cl_max_frame;
+    if (req_len > limit) /* checked first: req_len + header must not wrap */
+        return ARPC_ETOOLARGE;
+    *total = arpc_frame_request_size(mlen, req_len);
+    return *total - ARPC_FRAME_HEADER_SIZE > limit ? ARPC_ETOOLARGE : ARPC_OK;
+}
+
+static void request_encode(uint8_t *dst, uint8_t kind, const char *method, const void *req, size_t req_len)
+{
+    /* xid, seq, ack and budget are stamped on the loop, at each send. */
+    arpc_frame_encode_request(dst, kind, 0, 0, 0, 0, method, (uint16_t)strlen(method), req, (uint32_t)req_len);
+}
+
+/* Starts a call. Before it is handed to the loop, attach (if not NULL) runs with the future,
+ * so that e.g. a completion queue is attached before the call can complete; if attach fails
+ * the call is not sent. Returns the future (NULL only without memory for it). */
+static arpc_future *call_start(arpc_client *c, const char *method, const void *req, size_t req_len,
+                               const arpc_call_options *o, int (*attach)(arpc_future *f, void *arg),
+                               void *attach_arg, int *attach_rc)
+{
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK)
+        return NULL;
+    int rc = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
+    if (attach_rc != NULL)
+        *attach_rc = rc;
+    if (rc == ARPC_OK && c == NULL)
+        rc = ARPC_EINVAL;
+    size_t total = 0;
+    if (rc == ARPC_OK)
+        rc = request_check(c, method, req, req_len, &total);
+    struct call_frame *frame = NULL;
+    struct client_call *call = NULL;
+    if (rc == ARPC_OK && ((frame = call_frame_new(total)) == NULL || (call = arpc_malloc(sizeof(*call))) == NULL)) {
+        call_frame_put(frame);
+        rc = ARPC_ENOMEM;
+    }
+    if (rc != ARPC_OK) {
+        arpc_future_complete(f, rc, NULL, 0); /* every outcome arrives through the future */
+        return f;
+    }
+    request_encode(call_frame_bytes(frame), ARPC_FRAME_REQUEST, method, req, req_len);
+    enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
+    call_init(call, c, f, frame, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem);
+    arpc_future_retain(f); /* the call's reference, dropped by call_finish */
+    arpc_future_on_cancel(f, call_on_cancel, call);
+    atomic_fetch_add(&c->cl_npending, 1);
+    atomic_fetch_add(&c->cl_live, 1);
+    if (arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
+        atomic_fetch_sub(&c->cl_npending, 1);
+        atomic_fetch_sub(&c->cl_live, 1);
+        call_frame_put(frame);
+        arpc_free(call);
+        arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
+        arpc_future_release(f);
+    }
+    return f;
+}
+
+arpc_future *arpc_call_async_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
+                                  const arpc_call_options *o)
+{
+    return call_start(c, method, req, req_len, o, NULL, NULL, NULL);
+}
+
+arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
+                             int64_t deadline_ms)
+{
+    arpc_call_options o = {.deadline_ms = deadline_ms};
+    return call_start(c, method, req, req_len, &o, NULL, NULL, NULL);
+}
+
+/* Waits for f: sleeps if the client's own loop thread delivers it, otherwise drives (or waits
+ * for whoever drives) the loop (arpc_loop_wait). */
+static int client_wait(arpc_client *c, arpc_future *f)
+{
+    return c->cl_owns_loop ? arpc_future_wait(f) : arpc_loop_wait(c->cl_loop, f);
+}
+
+int arpc_call_opts(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+                   size_t *reply_len, const arpc_call_options *o)
+{
+    if (reply != NULL)
+        *reply = NULL;
+    if (reply_len != NULL)
+        *reply_len = 0;
+    if (c != NULL && arpc_loop_on_thread(c->cl_loop))
+        return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
+    arpc_future *f = call_start(c, method, req, req_len, o, NULL, NULL, NULL);
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    int status = c != NULL ? client_wait(c, f) : arpc_future_wait(f);
+    if (reply != NULL) {
+        size_t len = 0;
+        *reply = arpc_future_take(f, &len);
+        if (reply_len != NULL)
+            *reply_len = len;
+    }
+    arpc_future_release(f);
+    return status;
+}
+
+int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+              size_t *reply_len, int64_t deadline_ms)
+{
+    arpc_call_options o = {.deadline_ms = deadline_ms};
+    return arpc_call_opts(c, method, req, req_len, reply, reply_len, &o);
+}
+
+struct go_attach {
+    arpc_cq *ga_cq;
+    void *ga_tag;
+};
+
+static int go_attach(arpc_future *f, void *arg)
+{
+    struct go_attach *ga = arg;
+    return arpc_cq_attach(ga->ga_cq, f, ga->ga_tag);
+}
+
+int arpc_go_opts(arpc_client *c, const char *method, const void *req, size_t req_len, const arpc_call_options *o,
+                 arpc_cq *cq, void *tag)
+{
+    if (cq == NULL)
+        return ARPC_EINVAL;
+    struct go_attach ga = {cq, tag};
+    int attach_rc = ARPC_ENOMEM;
+    /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
+    arpc_future *f = call_start(c, method, req, req_len, o, go_attach, &ga, &attach_rc);
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    arpc_future_release(f);
+    return attach_rc;
+}
+
+int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len, int64_t deadline_ms,
+            arpc_cq *cq, void *tag)
+{
+    arpc_call_options o = {.deadline_ms = deadline_ms};
+    return arpc_go_opts(c, method, req, req_len, &o, cq, tag);
+}
+
+/* ---- one-way ---- */
+
+struct oneway_msg {
+    struct arpc_loop_job om_job;
+    arpc_client *om_client;
+    size_t om_len;
+    uint8_t om_frame[];
+};
+
+static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct oneway_msg *m = (struct oneway_msg *)job;
+    arpc_client *c = m->om_client;
+    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open)
+        arpc_conn_send(&c->cl_conn, m, m->om_frame, m->om_len); /* frees m once written */
+    else
+        arpc_free(m); /* at most once, never again: no connection now, no message */
+}
+
+int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
+{
+    if (c == NULL)
+        return ARPC_EINVAL;
+    size_t total;
+    int rc = request_check(c, method, req, req_len, &total);
+    if (rc != ARPC_OK)
+        return rc;
+    struct oneway_msg *m = arpc_malloc(sizeof(*m) + total);
+    if (m == NULL)
+        return ARPC_ENOMEM;
+    arpc_loop_job_init(&m->om_job, oneway_send);
+    m->om_client = c;
+    m->om_len = total;
+    request_encode(m->om_frame, ARPC_FRAME_ONEWAY, method, req, req_len);
+    rc = arpc_loop_post(c->cl_loop, &m->om_job);
+    if (rc != ARPC_OK)
+        arpc_free(m);
+    return rc;
+}

@@ -1,0 +1,148 @@
+/*
+ * Getting a connection, on the loop thread, without ever blocking it.
+ *
+ * An attempt tries the target's addresses in turn (resolved once, at arpc_client_connect:
+ * reconnecting never waits on a name lookup): a non-blocking connect, then, when the socket
+ * turns writable, its outcome; a connected socket is adopted and says HELLO; the attempt
+ * succeeds when the server's HELLO comes back (client_conn.c). One timer bounds the whole
+ * attempt (connect_timeout_ms). A failed attempt is recorded (arpc_client_last_error) and,
+ * once the client has been connected before, followed by another after a back-off:
+ * exponential with jitter (base/backoff.h), from reconnect_min_ms up to reconnect_max_ms,
+ * reset by a success. The very first attempt is arpc_client_connect's: its failure is
+ * returned to the caller instead.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/log.h"
+#include "core/client_internal.h"
+
+static void connect_close_fd(struct client_connector *cn, struct ev_loop *ev)
+{
+    ev_io_stop(ev, &cn->cn_io);
+    if (cn->cn_fd >= 0) {
+        close(cn->cn_fd);
+        cn->cn_fd = -1;
+    }
+}
+
+static void connect_try_next(arpc_client *c, int rc, const char *why);
+
+static void connect_on_writable(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)revents;
+    arpc_client *c = w->data;
+    struct client_connector *cn = &c->cl_connector;
+    char why[CLIENT_WHY_MAX];
+    int fd = cn->cn_fd;
+    ev_io_stop(ev, w);
+    int rc = c->cl_target.t_ops->t_connect_done(&c->cl_target, cn->cn_index, fd, why, sizeof(why));
+    if (rc == ARPC_OK) {
+        cn->cn_fd = -1;
+        client_conn_adopt(c, fd);
+        return;
+    }
+    connect_close_fd(cn, ev);
+    cn->cn_index++;
+    connect_try_next(c, rc, why);
+}
+
+/* Starts the next address of the target; the last failure when none is left. */
+static void connect_try_next(arpc_client *c, int rc, const char *why)
+{
+    struct client_connector *cn = &c->cl_connector;
+    const struct arpc_target *t = &c->cl_target;
+    char buf[CLIENT_WHY_MAX];
+    while (cn->cn_index < t->t_count) {
+        int fd = -1;
+        rc = t->t_ops->t_connect_start(t, cn->cn_index, &fd, buf, sizeof(buf));
+        if (rc == ARPC_OK) {
+            client_conn_adopt(c, fd);
+            return;
+        }
+        if (rc == ARPC_EAGAIN) {
+            cn->cn_fd = fd;
+            ev_io_init(&cn->cn_io, connect_on_writable, fd, EV_WRITE);
+            cn->cn_io.data = c;
+            ev_io_start(arpc_loop_ev(c->cl_loop), &cn->cn_io);
+            return;
+        }
+        why = buf;
+        cn->cn_index++;
+    }
+    client_connect_failed(c, rc, why);
+}
+
+static void connect_on_timer(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)revents;
+    arpc_client *c = w->data;
+    struct client_connector *cn = &c->cl_connector;
+    if (cn->cn_waiting) { /* the back-off is over */
+        cn->cn_waiting = false;
+        client_connect_start(c);
+        return;
+    }
+    char why[CLIENT_WHY_MAX];
+    snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (no connection or no HELLO)",
+             c->cl_target.t_addr, (long long)c->cl_connect_timeout_ms);
+    connect_close_fd(cn, ev);
+    if (c->cl_conn.c_open)
+        arpc_conn_close(&c->cl_conn, ARPC_ETIMEDOUT); /* connected, but the server never said HELLO */
+    client_connect_failed(c, ARPC_ETIMEDOUT, why);
+}
+
+void client_connect_start(arpc_client *c)
+{
+    struct client_connector *cn = &c->cl_connector;
+    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
+    ev_timer_stop(ev, &cn->cn_timer);
+    cn->cn_waiting = false;
+    cn->cn_attempting = true;
+    cn->cn_index = 0;
+    ev_timer_init(&cn->cn_timer, connect_on_timer, 0., 0.);
+    cn->cn_timer.data = c;
+    if (c->cl_connect_timeout_ms >= 0) {
+        ev_timer_set(&cn->cn_timer, (double)c->cl_connect_timeout_ms / 1e3, 0.);
+        ev_timer_start(ev, &cn->cn_timer);
+    }
+    connect_try_next(c, ARPC_ECONNREFUSED, "no address to try");
+}
+
+void client_connect_later(arpc_client *c)
+{
+    struct client_connector *cn = &c->cl_connector;
+    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
+    ev_timer_stop(ev, &cn->cn_timer);
+    cn->cn_waiting = true;
+    ev_timer_init(&cn->cn_timer, connect_on_timer, arpc_backoff_next_ms(&cn->cn_backoff) / 1e3, 0.);
+    cn->cn_timer.data = c;
+    ev_timer_start(ev, &cn->cn_timer);
+}
+
+void client_connect_stop(arpc_client *c)
+{
+    struct client_connector *cn = &c->cl_connector;
+    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
+    ev_timer_stop(ev, &cn->cn_timer);
+    connect_close_fd(cn, ev);
+    cn->cn_waiting = false;
+    cn->cn_attempting = false;
+}
+
+void client_connect_failed(arpc_client *c, int code, const char *why)
+{
+    client_connect_stop(c);
+    client_set_error(c, code, why);
+    if (arpc_future_poll(c->cl_first) == ARPC_EPENDING) {
+        arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */
+        return;
+    }
+    int state = atomic_load(&c->cl_state);
+    if (state == CL_CLOSED || state == CL_LOST)
+        return;
+    arpc_log(ARPC_LOG_DEBUG, "reconnecting to %s: %s", c->cl_target.t_addr, why);
+    client_connect_later(c);
+}

@@ -1,0 +1,175 @@
+/*
+ * Calls between connections, and the acknowledgement.
+ *
+ * Waiting: calls that cannot be sent now (no connection yet, the connection broke, the server
+ * said GOAWAY) wait on cl_waiting in arrival order, each armed at the sooner of its deadline
+ * and its give-up time (reconnect_give_up_ms from when it began waiting).
+ *
+ * When the server's HELLO makes the client ready, every waiting call is sent again, oldest
+ * first, with a new xid, the current ack and what is left of its budget -- unless sending it
+ * again could run it twice: an at-most-once call already sent to a server is re-sent only to a
+ * server that deduplicates, is the same instance (its epoch: a server without a reply log that
+ * restarted has forgotten the call), and cannot have forgotten this client for being idle
+ * (the call was first sent less than ~90% of the server's expiry ago). Otherwise the outcome is
+ * unknown and the call ends with ARPC_ECONNLOST.
+ *
+ * When the connection breaks, the calls in flight on it go back to waiting, in arrival order,
+ * unless their semantics forbid a re-send (ARPC_NO_RETRY: ARPC_ECONNLOST at once).
+ *
+ * The ack: the highest seq such that every numbered call up to it has finished (answered, or
+ * given up for good): the server may drop those replies and refuses those seqs from then on.
+ * Finished seqs above it wait in cl_done until the gap below them closes.
+ */
+#include <stdlib.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "core/client_resend.h"
+
+#define EXPIRY_MARGIN_NUM 9 /* re-send only within 9/10 of the server's idle expiry */
+#define EXPIRY_MARGIN_DEN 10
+
+/* ---- the waiting list ---- */
+
+static void list_insert_after(struct call_list *l, struct client_call *pos, struct client_call *call)
+{
+    call->cc_prev = pos;
+    call->cc_next = pos != NULL ? pos->cc_next : l->l_head;
+    if (call->cc_next != NULL)
+        call->cc_next->cc_prev = call;
+    else
+        l->l_tail = call;
+    if (pos != NULL)
+        pos->cc_next = call;
+    else
+        l->l_head = call;
+}
+
+void resend_unlink(arpc_client *c, struct client_call *call)
+{
+    struct call_list *l = &c->cl_waiting;
+    if (call->cc_prev != NULL)
+        call->cc_prev->cc_next = call->cc_next;
+    else
+        l->l_head = call->cc_next;
+    if (call->cc_next != NULL)
+        call->cc_next->cc_prev = call->cc_prev;
+    else
+        l->l_tail = call->cc_prev;
+    call->cc_next = call->cc_prev = NULL;
+    call->cc_waiting = false;
+}
+
+void resend_wait(arpc_client *c, struct client_call *call)
+{
+    /* In arrival order: usually the newest, so walk from the tail. */
+    struct client_call *pos = c->cl_waiting.l_tail;
+    while (pos != NULL && pos->cc_order > call->cc_order)
+        pos = pos->cc_prev;
+    list_insert_after(&c->cl_waiting, pos, call);
+    call->cc_waiting = true;
+    call->cc_xid = 0;
+    uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
+    if (call_arm(call, give_up < call->cc_when ? give_up : call->cc_when) != ARPC_OK) {
+        /* Without a heap entry it could wait for ever: end it now. */
+        call_finish(call, call->cc_first_sent_ns ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
+    }
+}
+
+/* ---- the ack ---- */
+
+void resend_seq_done(arpc_client *c, uint64_t seq)
+{
+    if (seq != c->cl_ack + 1) {
+        /* Out of memory: the ack stalls there (the server keeps replies longer): no harm. */
+        (void)arpc_u64_map_put(&c->cl_done, seq, (void *)1);
+        return;
+    }
+    c->cl_ack = seq;
+    while (arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL)
+        c->cl_ack++;
+}
+
+/* ---- connected ---- */
+
+/* May this call, sent before, be sent to the server we are now connected to? */
+static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
+{
+    if (call->cc_first_sent_ns == 0 || call->cc_semantics == ARPC_AT_LEAST_ONCE)
+        return true; /* never reached a server, or may run twice by contract */
+    if (call->cc_semantics != ARPC_AT_MOST_ONCE)
+        return false;
+    if (!(c->cl_server_flags & ARPC_HELLO_DEDUP) || c->cl_epoch == 0 || call->cc_epoch != c->cl_epoch)
+        return false; /* this server does not remember the call */
+    if (c->cl_server_expiry_s != 0) {
+        uint64_t keep_ns = (uint64_t)c->cl_server_expiry_s * 1000000000ull / EXPIRY_MARGIN_DEN * EXPIRY_MARGIN_NUM;
+        if (arpc_now_ns() - call->cc_first_sent_ns >= keep_ns)
+            return false; /* it may have forgotten us meanwhile */
+    }
+    return true;
+}
+
+void calls_on_connected(arpc_client *c)
+{
+    struct client_call *call;
+    while ((call = c->cl_waiting.l_head) != NULL && atomic_load(&c->cl_state) == CL_READY) {
+        resend_unlink(c, call);
+        if (resend_is_safe(c, call))
+            call_send(call);
+        else
+            call_finish(call, ARPC_ECONNLOST, NULL, 0);
+    }
+}
+
+/* ---- connection lost ---- */
+
+static int by_order(const void *a, const void *b)
+{
+    const struct client_call *x = *(struct client_call *const *)a, *y = *(struct client_call *const *)b;
+    return x->cc_order < y->cc_order ? -1 : x->cc_order > y->cc_order;
+}
+
+void calls_on_conn_lost(arpc_client *c)
+{
+    size_t n = arpc_u64_map_count(&c->cl_pending);
+    if (n == 0)
+        return;
+    struct client_call **calls = arpc_malloc(n * sizeof(*calls));
+    size_t k = 0, pos = 0;
+    uint64_t xid;
+    void *val;
+    while (calls != NULL && arpc_u64_map_next(&c->cl_pending, &pos, &xid, &val))
+        calls[k++] = val;
+    if (calls != NULL) {
+        for (size_t i = 0; i < k; i++) {
+            arpc_u64_map_take(&c->cl_pending, calls[i]->cc_xid); /* its xid died with the connection */
+            calls[i]->cc_xid = 0;
+        }
+        qsort(calls, k, sizeof(*calls), by_order);
+        for (size_t i = 0; i < k; i++) {
+            if (!c->cl_reconnect || calls[i]->cc_semantics == ARPC_NO_RETRY)
+                call_finish(calls[i], ARPC_ECONNLOST, NULL, 0);
+            else
+                resend_wait(c, calls[i]);
+        }
+        arpc_free(calls);
+        return;
+    }
+    /* Out of memory to sort them: their outcome cannot be settled in order; end them. */
+    calls_fail_all(c, ARPC_ECONNLOST);
+}
+
+static void call_fail(void *call, void *reason)
+{
+    struct client_call *cc = call;
+    cc->cc_xid = 0;
+    call_finish(cc, *(int *)reason, NULL, 0);
+}
+
+void calls_fail_all(arpc_client *c, int reason)
+{
+    arpc_u64_map_drain(&c->cl_pending, call_fail, &reason);
+    while (c->cl_waiting.l_head != NULL)
+        call_finish(c->cl_waiting.l_head, reason, NULL, 0);
+}
