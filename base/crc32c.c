@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "base/le.h"
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 #endif
@@ -46,17 +48,12 @@ static void crc_init(void)
 #endif
 }
 
-static inline uint32_t ld32le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
 static uint32_t crc_portable(uint32_t crc, const uint8_t *p, size_t n)
 {
     uint32_t c = ~crc;
     while (n >= 8) {
-        uint32_t lo = c ^ ld32le(p);
-        uint32_t hi = ld32le(p + 4);
+        uint32_t lo = c ^ le_ld32(p);
+        uint32_t hi = le_ld32(p + 4);
         c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
             crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
             crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^

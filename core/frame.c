@@ -11,8 +11,8 @@
  *   a length it announces, and an oversized body is refused before it is buffered.
  * - Every access to buf is bounds-checked against len before it happens; offsets are
  *   computed in 64 bits so a u32 length cannot wrap.
- * - Integers go through the explicit little-endian helpers below, so the code is correct on
- *   any host byte order and needs no alignment.
+ * - Integers go through the explicit little-endian helpers of base/le.h, so the code is
+ *   correct on any host byte order and needs no alignment.
  */
 #include "core/frame.h"
 
@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "arpc/error.h"
+#include "base/le.h"
 
 /* Byte offsets inside the header and the bodies (see the layout in core/frame.h). */
 enum {
@@ -44,37 +45,6 @@ enum {
 
 #define MAGIC0 0x61 /* 'a' */
 #define MAGIC1 0x52 /* 'R' */
-
-/* ---- little-endian load / store ---- */
-
-static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-
-static inline uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static inline uint64_t ld64(const uint8_t *p) { return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32); }
-
-static inline void st16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void st32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static inline void st64(uint8_t *p, uint64_t v)
-{
-    st32(p, (uint32_t)v);
-    st32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* ---- decoding ---- */
 
@@ -113,7 +83,7 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
         return ARPC_EPROTO;
     if (len < HDR_XID)
         return ARPC_OK;
-    uint32_t body_len = ld32(buf + HDR_BODY_LEN);
+    uint32_t body_len = le_ld32(buf + HDR_BODY_LEN);
     /* A body too short for its kind's fixed fields is malformed whatever the limit. */
     if ((int64_t)body_len < kind_min_body(buf[HDR_KIND]))
         return ARPC_EPROTO;
@@ -132,23 +102,23 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
 static int decode_hello(const uint8_t *body, struct arpc_frame *f)
 {
     /* Bytes after the fixed fields are ignored: later versions may append fields. */
-    f->f_client_id = ld64(body + HELLO_CLIENT_ID);
-    f->f_flags = ld32(body + HELLO_FLAGS);
-    f->f_max_frame = ld32(body + HELLO_MAX_FRAME);
+    f->f_client_id = le_ld64(body + HELLO_CLIENT_ID);
+    f->f_flags = le_ld32(body + HELLO_FLAGS);
+    f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
     return ARPC_OK;
 }
 
 static int decode_request(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
-    uint16_t method_len = ld16(body + REQ_METHOD_LEN);
+    uint16_t method_len = le_ld16(body + REQ_METHOD_LEN);
     if (method_len == 0 || method_len > ARPC_METHOD_MAX)
         return ARPC_EPROTO;
     if (method_len > body_len - ARPC_REQUEST_FIXED_SIZE) /* body_len >= fixed: checked */
         return ARPC_EPROTO;
-    f->f_seq = ld64(body + REQ_SEQ);
-    f->f_ack = ld64(body + REQ_ACK);
-    f->f_deadline_ms = ld32(body + REQ_DEADLINE);
-    f->f_flags = ld16(body + REQ_FLAGS);
+    f->f_seq = le_ld64(body + REQ_SEQ);
+    f->f_ack = le_ld64(body + REQ_ACK);
+    f->f_deadline_ms = le_ld32(body + REQ_DEADLINE);
+    f->f_flags = le_ld16(body + REQ_FLAGS);
     f->f_method = (const char *)body + ARPC_REQUEST_FIXED_SIZE;
     f->f_method_len = method_len;
     f->f_payload = body + ARPC_REQUEST_FIXED_SIZE + method_len;
@@ -158,11 +128,11 @@ static int decode_request(const uint8_t *body, uint32_t body_len, struct arpc_fr
 
 static int decode_error(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
-    uint16_t msg_len = ld16(body + ERR_MSG_LEN);
+    uint16_t msg_len = le_ld16(body + ERR_MSG_LEN);
     if (msg_len > body_len - ARPC_ERROR_FIXED_SIZE) /* body_len >= fixed: checked */
         return ARPC_EPROTO;
     /* The reserved u16 and any bytes after the message are ignored (forward compatibility). */
-    f->f_code = ld32(body + ERR_CODE);
+    f->f_code = le_ld32(body + ERR_CODE);
     f->f_msg = (const char *)body + ARPC_ERROR_FIXED_SIZE;
     f->f_msg_len = msg_len;
     return ARPC_OK;
@@ -205,8 +175,8 @@ int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct 
     struct arpc_frame f = {0};
     f.f_version = buf[HDR_VERSION];
     f.f_kind = buf[HDR_KIND];
-    f.f_body_len = ld32(buf + HDR_BODY_LEN);
-    f.f_xid = ld64(buf + HDR_XID);
+    f.f_body_len = le_ld32(buf + HDR_BODY_LEN);
+    f.f_xid = le_ld64(buf + HDR_XID);
     rc = decode_body(buf + ARPC_FRAME_HEADER_SIZE, f.f_body_len, &f);
     if (rc != ARPC_OK)
         return rc;
@@ -224,8 +194,8 @@ size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32
     dst[HDR_MAGIC1] = MAGIC1;
     dst[HDR_VERSION] = ARPC_PROTO_VERSION;
     dst[HDR_KIND] = kind;
-    st32(dst + HDR_BODY_LEN, body_len);
-    st64(dst + HDR_XID, xid);
+    le_st32(dst + HDR_BODY_LEN, body_len);
+    le_st64(dst + HDR_XID, xid);
     return ARPC_FRAME_HEADER_SIZE;
 }
 
@@ -245,11 +215,11 @@ size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, 
     uint32_t body_len = ARPC_REQUEST_FIXED_SIZE + method_len + payload_len;
     arpc_frame_encode_header(dst, kind, xid, body_len);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
-    st64(body + REQ_SEQ, seq);
-    st64(body + REQ_ACK, ack);
-    st32(body + REQ_DEADLINE, deadline_ms);
-    st16(body + REQ_METHOD_LEN, method_len);
-    st16(body + REQ_FLAGS, 0);
+    le_st64(body + REQ_SEQ, seq);
+    le_st64(body + REQ_ACK, ack);
+    le_st32(body + REQ_DEADLINE, deadline_ms);
+    le_st16(body + REQ_METHOD_LEN, method_len);
+    le_st16(body + REQ_FLAGS, 0);
     memcpy(body + ARPC_REQUEST_FIXED_SIZE, method, method_len);
     return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + method_len;
 }
@@ -273,9 +243,9 @@ size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_
     assert(kind == ARPC_FRAME_ERROR || kind == ARPC_FRAME_GOAWAY);
     arpc_frame_encode_header(dst, kind, xid, ARPC_ERROR_FIXED_SIZE + (uint32_t)msg_len);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
-    st32(body + ERR_CODE, code);
-    st16(body + ERR_MSG_LEN, msg_len);
-    st16(body + ERR_RESERVED, 0);
+    le_st32(body + ERR_CODE, code);
+    le_st16(body + ERR_MSG_LEN, msg_len);
+    le_st16(body + ERR_RESERVED, 0);
     if (msg_len > 0)
         memcpy(body + ARPC_ERROR_FIXED_SIZE, msg, msg_len);
     return arpc_frame_error_size(msg_len);
@@ -285,8 +255,8 @@ size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags,
 {
     arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
-    st64(body + HELLO_CLIENT_ID, client_id);
-    st32(body + HELLO_FLAGS, flags);
-    st32(body + HELLO_MAX_FRAME, max_frame);
+    le_st64(body + HELLO_CLIENT_ID, client_id);
+    le_st32(body + HELLO_FLAGS, flags);
+    le_st32(body + HELLO_MAX_FRAME, max_frame);
     return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE;
 }
