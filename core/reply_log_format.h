@@ -1,0 +1,126 @@
+/*
+ * The reply log's disk format: codec only (pure; no I/O, no allocation).
+ *
+ * A log is a directory of segment files named NNNNNNNNNNNNNNNN.arpclog (the segment number in
+ * 16 lower-case hex digits). A segment is a HEADER record followed by records, back to back,
+ * no padding. A segment whose header has the SNAPSHOT flag (written by compaction, or the
+ * empty first segment) holds the whole live state and supersedes every older segment.
+ *
+ * Every record; all integers little-endian:
+ *   0  u32  len    payload length in bytes (the record is 9 + len bytes; len <= 1 GiB)
+ *   4  u32  crc    CRC32C of the type byte and the payload (bytes 8 .. 9 + len)
+ *   8  u8   type
+ *   9  payload
+ * Payload by type:
+ *   HEADER 0x48 ('H'), only at offset 0 of a segment; 32 bytes
+ *      0  u8[8] magic "arpclog\1"
+ *      8  u32   format version (ARPC_LOG_FORMAT_VERSION)
+ *     12  u32   flags: bit 0 SNAPSHOT; other bits 0
+ *     16  u64   epoch: random, non-zero, the same in every segment of the directory
+ *     24  u64   segment number: the one in the file name
+ *   REPLY 1; 32 + reply_len + effect_len bytes
+ *      0  u64   client id (0: the record carries only its effect)
+ *      8  u64   seq
+ *     16  u64   ack: the client's ack when the reply was made
+ *     24  u32   reply_len
+ *     28  u32   effect_len
+ *     32  reply bytes, then effect bytes
+ *   ACK 2; 16 bytes:    0 u64 client id (non-zero), 8 u64 ack
+ *   EXPIRE 3; 8 bytes:  0 u64 client id (non-zero)
+ *   STATE 4; any length: the application's checkpoint
+ *
+ * The checksum does not cover the length: a damaged length shows up as a checksum mismatch
+ * (or a record running past the end of the file), which recovery then tells apart from a
+ * torn tail by looking for valid records after it (core/reply_log_replay.c).
+ */
+#ifndef ARPC_CORE_REPLY_LOG_FORMAT_H
+#define ARPC_CORE_REPLY_LOG_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/reply_log.h"
+
+#define ARPC_LOG_FORMAT_VERSION 1
+#define ARPC_LOG_HEADER 0x48           /* the type byte of a segment header */
+#define ARPC_LOG_FLAG_SNAPSHOT 1u
+#define ARPC_LOG_RECORD_HEAD 9         /* len + crc + type */
+#define ARPC_LOG_HEADER_PAYLOAD 32
+#define ARPC_LOG_REPLY_FIXED 32        /* REPLY's fields before its reply and effect bytes */
+#define ARPC_LOG_ACK_PAYLOAD 16
+#define ARPC_LOG_EXPIRE_PAYLOAD 8
+#define ARPC_LOG_HEAD_MAX (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD) /* largest fixed part */
+#define ARPC_LOG_HEADER_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD)
+
+/* A record's content: what the encoder writes, or what the decoder found (views into its
+ * input). Fields a type does not have are 0 / NULL. */
+struct arpc_log_view {
+    uint8_t v_type;           /* enum arpc_log_rtype or ARPC_LOG_HEADER */
+    uint32_t v_size;          /* decoded: the whole record, head and payload */
+    uint64_t v_client_id;     /* REPLY, ACK, EXPIRE */
+    uint64_t v_seq;           /* REPLY */
+    uint64_t v_ack;           /* REPLY, ACK */
+    const uint8_t *v_reply;   /* REPLY */
+    uint32_t v_reply_len;
+    const uint8_t *v_data;    /* REPLY: the effect; STATE: the state */
+    uint32_t v_data_len;
+    uint32_t v_flags;         /* HEADER */
+    uint64_t v_epoch;         /* HEADER */
+    uint64_t v_segment;       /* HEADER */
+};
+
+enum arpc_log_decode {
+    ARPC_LOG_DECODE_OK,
+    ARPC_LOG_DECODE_SHORT,   /* the input ends inside the record: torn, or more to read */
+    ARPC_LOG_DECODE_DAMAGED, /* checksum mismatch or impossible length: torn or corrupt */
+    ARPC_LOG_DECODE_INVALID, /* intact (checksum good) but not a record this version accepts:
+                              * never what a torn write leaves */
+};
+
+/*
+ * Decodes the record at buf[0..len), len being every byte up to the end of the file.
+ * Judges the length as soon as its 4 bytes are there (above ARPC_LOG_PAYLOAD_MAX: DAMAGED),
+ * then needs the whole record (SHORT otherwise) and checks the checksum before anything
+ * else. On OK, *out is filled (its pointers view buf). On anything else *out is untouched and
+ * *what (static text) says what is wrong. Never reads outside buf[0..len).
+ */
+enum arpc_log_decode arpc_log_decode(const uint8_t *buf, size_t len, struct arpc_log_view *out,
+                                     const char **what);
+
+/*
+ * Whether buf[0..len) starts an intact record other than a segment header, i.e. one that
+ * arpc_log_decode accepts. Judges the type and the fixed lengths before the checksum, so
+ * recovery can ask it at every offset of a damaged tail without checksumming the tail over
+ * and over (random bytes rarely get past the type and length checks).
+ */
+bool arpc_log_is_record(const uint8_t *buf, size_t len);
+
+/*
+ * The size of the record v describes (head, fixed fields, reply and data). v's lengths must
+ * keep the payload within ARPC_LOG_PAYLOAD_MAX (the caller checks; see arpc_log_payload_fits).
+ */
+uint32_t arpc_log_record_size(const struct arpc_log_view *v);
+
+/*
+ * Writes the record's head and fixed fields (at most ARPC_LOG_HEAD_MAX bytes) to dst and
+ * returns how many. The reply and then the data bytes follow on disk; the caller writes
+ * them. The checksum written here already covers them. HEADER: magic and version are filled
+ * in; v_flags, v_epoch, v_segment are the caller's.
+ */
+size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v);
+
+/* The whole record into dst (arpc_log_record_size(v) bytes). Returns that size. */
+size_t arpc_log_encode(uint8_t *dst, const struct arpc_log_view *v);
+
+/* Whether a record of this type with these variable parts fits ARPC_LOG_PAYLOAD_MAX. */
+bool arpc_log_payload_fits(uint8_t type, size_t reply_len, size_t data_len);
+
+/* Segment file names: "%016llx.arpclog", and with ".tmp" while compaction writes it. */
+#define ARPC_LOG_NAME_MAX 32 /* room for either name and the NUL */
+void arpc_log_segment_name(char out[ARPC_LOG_NAME_MAX], uint64_t segment, bool tmp);
+/* True for exactly the names arpc_log_segment_name makes (tmp or not), setting *segment and
+ * *tmp. */
+bool arpc_log_segment_parse(const char *name, uint64_t *segment, bool *tmp);
+
+#endif

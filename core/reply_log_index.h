@@ -1,0 +1,104 @@
+/*
+ * What in the reply log is still live, as file positions (never copies of the bytes): per
+ * client its ack and its live REPLY records; the latest STATE record; the records since it
+ * that carry an effect. Recovery builds it while it reads the log, the writer keeps it up to
+ * date as it appends, and compaction writes exactly what it holds into a new snapshot.
+ *
+ * The rules (the same for replay and for appends, since both go through apply):
+ *   REPLY   raises its client's ack to the record's ack (never lowers it), drops the client's
+ *           replies with seq <= ack, then keeps this one if seq > ack (replacing one with the
+ *           same seq). A non-empty effect is listed, in log order. Client id 0: effect only.
+ *   ACK     raises the client's ack likewise.
+ *   EXPIRE  forgets the client and its replies.
+ *   STATE   becomes the state; the effect list empties (the checkpoint covers those effects).
+ * A client is created by its first REPLY or ACK.
+ *
+ * Single-threaded: its owner (the opener during recovery, then the writer thread) is the only
+ * one to touch it. Pure: no I/O.
+ */
+#ifndef ARPC_CORE_REPLY_LOG_INDEX_H
+#define ARPC_CORE_REPLY_LOG_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/u64_map.h"
+#include "core/reply_log_format.h"
+
+/* Where a record is: segment number, byte offset in it, and its whole size. */
+struct arpc_log_pos {
+    uint64_t p_segment;
+    uint64_t p_offset;
+    uint32_t p_size;
+};
+
+/* One live reply of a client. */
+struct arpc_log_live_reply {
+    uint64_t r_seq;
+    struct arpc_log_pos r_pos;
+    uint32_t r_effect_gen; /* 0: the record has no effect; == ix_gen: its effect is listed;
+                            * otherwise a STATE since covers its effect */
+    uint32_t r_new_size;   /* compaction's scratch: where it rewrote the record */
+    uint64_t r_new_offset;
+};
+
+struct arpc_log_client {
+    uint64_t c_id;
+    uint64_t c_ack;
+    struct arpc_log_live_reply *c_replies; /* [c_head, c_len): ascending seq, every seq > c_ack */
+    uint32_t c_head, c_len, c_cap;
+};
+
+/* A record whose effect is listed (every effect since the latest STATE). */
+struct arpc_log_effect {
+    uint64_t e_client_id; /* to find out whether it is also a live reply */
+    uint64_t e_seq;
+    struct arpc_log_pos e_pos;
+    uint32_t e_new_size; /* compaction's scratch */
+    uint64_t e_new_offset;
+};
+
+struct arpc_log_index {
+    struct arpc_u64_map ix_clients; /* client id -> struct arpc_log_client */
+    struct arpc_log_effect *ix_effects;
+    size_t ix_neffects, ix_effects_cap;
+    bool ix_has_state;
+    struct arpc_log_pos ix_state;
+    uint32_t ix_state_new_size; /* compaction's scratch */
+    uint64_t ix_state_new_offset;
+    uint32_t ix_gen;            /* bumped by every STATE; starts at 1 */
+    /* Bytes a snapshot would take (an upper bound: effects of acked replies shrink): */
+    uint64_t ix_effect_bytes;   /* the listed effects' records */
+    uint64_t ix_unlisted_bytes; /* live replies whose effect is not listed (or who have none) */
+};
+
+/* ARPC_OK or ARPC_ENOMEM. */
+int arpc_log_index_init(struct arpc_log_index *ix);
+void arpc_log_index_fini(struct arpc_log_index *ix);
+
+/*
+ * Applies the record v found (or about to be written) at pos, per the rules above. All or
+ * nothing: ARPC_OK, or ARPC_ENOMEM with the index as it was. v is not a segment HEADER.
+ */
+int arpc_log_index_apply(struct arpc_log_index *ix, const struct arpc_log_view *v, struct arpc_log_pos pos);
+
+/* The live reply (client_id, seq), or NULL. */
+struct arpc_log_live_reply *arpc_log_index_find(const struct arpc_log_index *ix, uint64_t client_id,
+                                                uint64_t seq);
+
+/* True when r's effect is in the effect list (so a snapshot writes it with the effects). */
+static inline bool arpc_log_index_listed(const struct arpc_log_index *ix, const struct arpc_log_live_reply *r)
+{
+    return r->r_effect_gen == ix->ix_gen;
+}
+
+/* Bytes a compaction would write now, header and one ACK per client included (an upper
+ * bound: effects whose replies were acked are rewritten smaller). */
+uint64_t arpc_log_index_live_bytes(const struct arpc_log_index *ix);
+
+/* After compaction wrote every position's record again into segment (at its *_new_offset,
+ * *_new_size): moves every position there. */
+void arpc_log_index_moved(struct arpc_log_index *ix, uint64_t segment);
+
+#endif

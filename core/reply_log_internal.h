@@ -1,0 +1,91 @@
+/*
+ * The reply log object, shared by its parts: open/close (reply_log.c), recovery
+ * (reply_log_replay.c), the writer thread (reply_log_writer.c) and compaction
+ * (reply_log_compact.c). Not for anyone else.
+ *
+ * Who touches what:
+ *   - appenders (any thread): lg_pending and lg_wake only;
+ *   - the opener: everything, until the writer thread starts (pthread_create is the edge);
+ *   - the writer thread: the "writer's" fields, until close joins it (the join is the edge);
+ *   - anyone: the stats atomics (relaxed: each counter is exact, not a snapshot of all).
+ */
+#ifndef ARPC_CORE_REPLY_LOG_INTERNAL_H
+#define ARPC_CORE_REPLY_LOG_INTERNAL_H
+
+#include <ck_ec.h>
+#include <ck_stack.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "core/reply_log.h"
+#include "core/reply_log_index.h"
+#include "core/reply_log_io.h"
+
+#define ARPC_LOG_WHY_MAX 512
+
+struct arpc_reply_log {
+    /* Appenders. */
+    ck_stack_t lg_pending;  /* appended records, newest first (base/stack_fifo.h) */
+    struct ck_ec32 lg_wake; /* bumped after each append and at close; the writer sleeps on it */
+    atomic_bool lg_closing;
+
+    /* Set at open, read-only after. */
+    char *lg_dir;
+    int lg_dirfd;
+    int lg_lockfd;
+    uint64_t lg_epoch;
+    enum arpc_log_fsync lg_policy;
+    uint64_t lg_batch_ns;
+    uint32_t lg_batch_records;
+    uint64_t lg_compact_bytes;
+    arpc_log_done_fn lg_done;
+    void *lg_done_ctx;
+    pthread_t lg_thread;
+
+    /* The writer's. */
+    struct arpc_log_index lg_index;
+    struct arpc_log_out lg_out;  /* the active segment (the newest) */
+    uint64_t lg_segment;         /* its number */
+    uint64_t *lg_older;          /* older segments still in the directory (live positions may
+                                  * point into them until the next compaction), ascending */
+    size_t lg_nolder;
+    uint8_t *lg_buf;             /* lg_out's buffer, and compaction's output buffer */
+    uint64_t lg_compact_at;      /* compact once the active segment passes this size */
+    bool lg_failed;              /* a write or sync failed: every record is refused */
+    bool lg_dirty;               /* written since the last fdatasync */
+    uint32_t lg_unsynced;        /* BATCH: records written since the last fdatasync */
+    uint64_t lg_unsynced_since;  /* BATCH: when the first of them was written */
+
+    /* Statistics (arpc_reply_log_stats). */
+    _Atomic uint64_t lg_stat_records, lg_stat_bytes, lg_stat_fsyncs, lg_stat_compactions;
+    _Atomic uint64_t lg_stat_segment_bytes, lg_stat_live_bytes;
+};
+
+#define ARPC_LOG_BUF_SIZE (512u * 1024u)
+
+/* Recovery (reply_log_replay.c): reads the directory (lg_dirfd, locked), creating its first
+ * segment if it has none, and fills lg_epoch, lg_index, lg_out (the active segment, open for
+ * appending, with o_buf = lg_buf), lg_segment and lg_older; replays through ops. On failure
+ * everything it opened or allocated is released again. */
+int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_ops *ops, void *ctx, char *why,
+                     size_t whylen);
+
+/* The writer thread (reply_log_writer.c). start: ARPC_OK or ARPC_ESYSTEM. stop: makes the
+ * writer write and sync everything appended so far, joins it, and hands back with
+ * ARPC_ESHUTDOWN whatever was appended after it finished. */
+int arpc_log_writer_start(struct arpc_reply_log *log);
+void arpc_log_writer_stop(struct arpc_reply_log *log);
+
+/* Compaction (reply_log_compact.c), on the writer thread between batches (lg_out flushed).
+ * ARPC_OK; or an error after which nothing changed (the log goes on with its old segments);
+ * or an error with lg_failed set when the directory may no longer say which segment is newest. */
+int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen);
+
+/* Marks the log failed (fail-stop) and logs why at ERROR. Writer thread. */
+void arpc_log_fail(struct arpc_reply_log *log, const char *why);
+
+/* Publishes the writer's counters derived from its state. Writer thread (or opener). */
+void arpc_log_publish_sizes(struct arpc_reply_log *log);
+
+#endif

@@ -1,0 +1,326 @@
+/*
+ * The reply log's files (core/reply_log_io.h).
+ *
+ * Design notes
+ * - A segment only ever appears under its final name complete and synced: it is written as
+ *   NAME.tmp, fdatasync'ed, renamed, and the directory fsync'ed. Recovery can therefore
+ *   treat a bad segment header as corruption, never as a crash in the middle of creating it.
+ * - Writes go through pwrite at an offset we track rather than the file position, so a
+ *   failed or short write leaves no doubt about where the next one goes, and reading the
+ *   same file (compaction) never moves anything.
+ * - The lock is flock(2) on a file that is never removed: unlinking it would let two servers
+ *   lock two different inodes under the same name. flock locks belong to an open file
+ *   description, so a second open in the same process is refused like another process.
+ */
+#define _GNU_SOURCE
+#include "core/reply_log_io.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+
+#define LOCK_NAME "LOCK"
+
+void arpc_log_why(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (why == NULL || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+/* errno's text, thread-safe (GNU strerror_r may return a static string instead of buf). */
+static const char *err_text(int err, char *buf, size_t n) { return strerror_r(err, buf, n); }
+
+int arpc_log_sys_fail(char *why, size_t whylen, const char *dir, const char *call, const char *what, int err)
+{
+    char text[128];
+    arpc_log_why(why, whylen, "reply log %s: %s%s%s: %s", dir, call, what[0] ? " " : "", what,
+                 err_text(err, text, sizeof(text)));
+    return ARPC_ESYSTEM;
+}
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if (w == 0)
+            return EIO; /* no progress and no error: do not spin */
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* ---- the directory ---- */
+
+int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)
+{
+    bool created = mkdir(dir, 0700) == 0;
+    if (!created && errno != EEXIST)
+        return arpc_log_sys_fail(why, whylen, dir, "mkdir", "", errno);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return arpc_log_sys_fail(why, whylen, dir, "open", "", errno);
+    if (created) { /* the new name must survive a crash too */
+        int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (parent < 0 || fsync(parent) != 0) {
+            int err = errno;
+            if (parent >= 0)
+                close(parent);
+            close(fd);
+            return arpc_log_sys_fail(why, whylen, dir, "fsync", "..", err);
+        }
+        close(parent);
+    }
+    *dirfd = fd;
+    return ARPC_OK;
+}
+
+int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t whylen)
+{
+    int fd = openat(dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return arpc_log_sys_fail(why, whylen, dir, "open", LOCK_NAME, errno);
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (err != EWOULDBLOCK) {
+            close(fd);
+            return arpc_log_sys_fail(why, whylen, dir, "flock", LOCK_NAME, err);
+        }
+        char pid[24] = {0};
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        close(fd);
+        long holder = n > 0 ? strtol(pid, NULL, 10) : 0;
+        if (holder > 0)
+            arpc_log_why(why, whylen, "reply log %s is in use by another server (pid %ld)", dir, holder);
+        else /* it has the lock but has not written its pid yet */
+            arpc_log_why(why, whylen, "reply log %s is in use by another server (pid unknown)", dir);
+        return ARPC_EADDRINUSE;
+    }
+    char pid[24];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite_all(fd, (const uint8_t *)pid, (size_t)n, 0) != 0) {
+        int err = errno;
+        close(fd);
+        return arpc_log_sys_fail(why, whylen, dir, "write", LOCK_NAME, err);
+    }
+    *lockfd = fd;
+    return ARPC_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int arpc_log_dir_segments(int dirfd, const char *dir, uint64_t **segs, size_t *nsegs, char *why, size_t whylen)
+{
+    int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0); /* closedir closes it; dirfd stays ours */
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        return arpc_log_sys_fail(why, whylen, dir, "opendir", "", err);
+    }
+    rewinddir(d); /* the dup shares dirfd's position, which an earlier listing moved */
+    uint64_t *list = NULL;
+    size_t n = 0, cap = 0;
+    int rc = ARPC_OK;
+    struct dirent *e;
+    while (rc == ARPC_OK && (e = readdir(d)) != NULL) {
+        uint64_t seg;
+        bool tmp;
+        if (!arpc_log_segment_parse(e->d_name, &seg, &tmp))
+            continue;
+        if (tmp) {
+            if (unlinkat(dirfd, e->d_name, 0) != 0 && errno != ENOENT)
+                rc = arpc_log_sys_fail(why, whylen, dir, "unlink", e->d_name, errno);
+            continue;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            uint64_t *grown = arpc_realloc(list, ncap * sizeof(*grown));
+            if (grown == NULL) {
+                arpc_log_why(why, whylen, "reply log %s: out of memory", dir);
+                rc = ARPC_ENOMEM;
+                break;
+            }
+            list = grown;
+            cap = ncap;
+        }
+        list[n++] = seg;
+    }
+    closedir(d);
+    if (rc != ARPC_OK) {
+        arpc_free(list);
+        return rc;
+    }
+    if (n > 1)
+        qsort(list, n, sizeof(*list), cmp_u64);
+    *segs = list;
+    *nsegs = n;
+    return ARPC_OK;
+}
+
+int arpc_log_dir_sync(int dirfd, const char *dir, char *why, size_t whylen)
+{
+    if (fsync(dirfd) != 0)
+        return arpc_log_sys_fail(why, whylen, dir, "fsync", "", errno);
+    return ARPC_OK;
+}
+
+int arpc_log_segment_remove(int dirfd, const char *dir, uint64_t segment, char *why, size_t whylen)
+{
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT)
+        return arpc_log_sys_fail(why, whylen, dir, "unlink", name, errno);
+    return ARPC_OK;
+}
+
+int arpc_log_segment_open(int dirfd, const char *dir, uint64_t segment, int *fd, char *why, size_t whylen)
+{
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    int f = openat(dirfd, name, O_RDWR | O_CLOEXEC);
+    if (f < 0)
+        return arpc_log_sys_fail(why, whylen, dir, "open", name, errno);
+    *fd = f;
+    return ARPC_OK;
+}
+
+/* ---- appending ---- */
+
+int arpc_log_out_flush(struct arpc_log_out *o, char *why, size_t whylen)
+{
+    if (o->o_len == 0)
+        return ARPC_OK;
+    int err = pwrite_all(o->o_fd, o->o_buf, o->o_len, o->o_size - o->o_len);
+    if (err != 0)
+        return arpc_log_sys_fail(why, whylen, o->o_dir, "write", o->o_name, err);
+    o->o_len = 0;
+    return ARPC_OK;
+}
+
+int arpc_log_out_put(struct arpc_log_out *o, const struct iovec *parts, int nparts, char *why, size_t whylen)
+{
+    size_t total = 0;
+    for (int i = 0; i < nparts; i++)
+        total += parts[i].iov_len;
+    if (total <= o->o_cap / 4) {
+        if (o->o_len + total > o->o_cap && arpc_log_out_flush(o, why, whylen) != ARPC_OK)
+            return ARPC_ESYSTEM;
+        for (int i = 0; i < nparts; i++) {
+            if (parts[i].iov_len > 0) /* an empty part's base may be NULL */
+                memcpy(o->o_buf + o->o_len, parts[i].iov_base, parts[i].iov_len);
+            o->o_len += parts[i].iov_len;
+        }
+        o->o_size += total;
+        return ARPC_OK;
+    }
+    /* Large: written in place, after what is buffered (order on disk is append order). */
+    if (arpc_log_out_flush(o, why, whylen) != ARPC_OK)
+        return ARPC_ESYSTEM;
+    for (int i = 0; i < nparts; i++) {
+        int err = pwrite_all(o->o_fd, parts[i].iov_base, parts[i].iov_len, o->o_size);
+        if (err != 0)
+            return arpc_log_sys_fail(why, whylen, o->o_dir, "write", o->o_name, err);
+        o->o_size += parts[i].iov_len;
+    }
+    return ARPC_OK;
+}
+
+int arpc_log_out_sync(struct arpc_log_out *o, char *why, size_t whylen)
+{
+    while (fdatasync(o->o_fd) != 0) {
+        if (errno != EINTR)
+            return arpc_log_sys_fail(why, whylen, o->o_dir, "fdatasync", o->o_name, errno);
+    }
+    return ARPC_OK;
+}
+
+int arpc_log_segment_start(int dirfd, const char *dir, uint64_t segment, uint64_t epoch, uint32_t flags,
+                           struct arpc_log_out *o, char *why, size_t whylen)
+{
+    arpc_log_segment_name(o->o_name, segment, true);
+    o->o_dir = dir;
+    o->o_fd = openat(dirfd, o->o_name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (o->o_fd < 0)
+        return arpc_log_sys_fail(why, whylen, dir, "create", o->o_name, errno);
+    o->o_size = 0;
+    o->o_len = 0;
+    uint8_t head[ARPC_LOG_HEADER_SIZE];
+    struct arpc_log_view v = {.v_type = ARPC_LOG_HEADER, .v_flags = flags, .v_epoch = epoch, .v_segment = segment};
+    struct iovec part = {head, arpc_log_encode(head, &v)};
+    return arpc_log_out_put(o, &part, 1, why, whylen); /* fits: the buffer is far larger */
+}
+
+int arpc_log_segment_publish(int dirfd, uint64_t segment, struct arpc_log_out *o, char *why, size_t whylen)
+{
+    if (arpc_log_out_flush(o, why, whylen) != ARPC_OK || arpc_log_out_sync(o, why, whylen) != ARPC_OK) {
+        arpc_log_segment_abandon(dirfd, o);
+        return ARPC_ESYSTEM;
+    }
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    if (renameat(dirfd, o->o_name, dirfd, name) != 0) {
+        int rc = arpc_log_sys_fail(why, whylen, o->o_dir, "rename", o->o_name, errno);
+        arpc_log_segment_abandon(dirfd, o);
+        return rc;
+    }
+    memcpy(o->o_name, name, sizeof(name));
+    return arpc_log_dir_sync(dirfd, o->o_dir, why, whylen);
+}
+
+void arpc_log_segment_abandon(int dirfd, struct arpc_log_out *o)
+{
+    close(o->o_fd);
+    o->o_fd = -1;
+    unlinkat(dirfd, o->o_name, 0); /* best effort: open removes leftovers too */
+}
+
+int arpc_log_read_at(int fd, const char *dir, uint64_t segment, void *buf, size_t n, uint64_t off, char *why,
+                     size_t whylen)
+{
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return arpc_log_sys_fail(why, whylen, dir, "read", name, errno);
+        if (r == 0) {
+            arpc_log_why(why, whylen, "reply log %s/%s ends at offset %llu, inside a live record", dir, name,
+                         (unsigned long long)off);
+            return ARPC_EPROTO;
+        }
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return ARPC_OK;
+}

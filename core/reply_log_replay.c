@@ -1,0 +1,339 @@
+/*
+ * Recovery: from the segment files to the live index, the active segment and the replay
+ * callbacks (core/reply_log_internal.h, arpc_log_recover).
+ *
+ * Design notes
+ * - Segments are mapped read-only (mmap), so every length is checked against the file's
+ *   size by the decoder before a byte is read, nothing is allocated per record, and the
+ *   callbacks get views straight into the file.
+ * - Only the newest snapshot segment and the ones after it are read: a snapshot holds
+ *   everything live at the moment it was written, so older segments are superseded.
+ * - Torn or corrupt? A crash in the middle of a write can only damage the end of the last
+ *   segment (we only ever append, and a new segment appears by rename, complete). So a
+ *   damaged record (checksum mismatch, or running past the end of the file) is a torn tail
+ *   when nothing valid follows it in the last segment: it is dropped and the file truncated
+ *   to the record before it. Anywhere else, or with a valid record after it (found by trying
+ *   every later offset), it is corruption, and so is an intact record we do not understand:
+ *   open refuses to start rather than serve a log that lost data in the middle.
+ * - Nothing is changed on disk until the whole log has been read without a fatal problem:
+ *   the truncation and the removal of superseded segments come after the scan.
+ * - The callbacks are issued from the finished index, which is what makes the replay
+ *   semantics (acks, expiry, state covering effects) the same rules the writer keeps.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/reply_log_internal.h"
+
+struct mapped_segment {
+    uint64_t m_segment;
+    int m_fd;
+    const uint8_t *m_base;
+    size_t m_size; /* the file's size */
+    size_t m_good; /* the end of its last good record: m_size unless the tail is torn */
+};
+
+struct recovery {
+    struct arpc_reply_log *r_log;
+    struct mapped_segment *r_segs; /* the newest snapshot, then every later segment */
+    size_t r_nsegs;
+    const char *r_torn_what; /* why the last segment's tail was dropped, if it was */
+    char *r_why;
+    size_t r_whylen;
+};
+
+/* ---- errors ---- */
+
+static int corrupt(struct recovery *r, uint64_t segment, uint64_t off, const char *what, const char *more)
+{
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    arpc_log_why(r->r_why, r->r_whylen,
+                 "reply log %s/%s is corrupt at offset %" PRIu64 ": %s%s; refusing to start (move the "
+                 "directory away to start empty)",
+                 r->r_log->lg_dir, name, off, what, more);
+    return ARPC_EPROTO;
+}
+
+static int out_of_memory(struct recovery *r)
+{
+    arpc_log_why(r->r_why, r->r_whylen, "reply log %s: out of memory", r->r_log->lg_dir);
+    return ARPC_ENOMEM;
+}
+
+/* ---- mapping ---- */
+
+static void unmap_all(struct recovery *r, bool keep_last_fd)
+{
+    for (size_t i = 0; i < r->r_nsegs; i++) {
+        struct mapped_segment *m = &r->r_segs[i];
+        munmap((void *)m->m_base, m->m_size);
+        if (!(keep_last_fd && i + 1 == r->r_nsegs))
+            close(m->m_fd);
+    }
+    arpc_free(r->r_segs);
+    r->r_segs = NULL;
+    r->r_nsegs = 0;
+}
+
+/* Maps a segment and checks its header; *snapshot says whether it is one. */
+static int map_segment(struct recovery *r, uint64_t segment, struct mapped_segment *m, bool *snapshot)
+{
+    struct arpc_reply_log *log = r->r_log;
+    int fd;
+    int rc = arpc_log_segment_open(log->lg_dirfd, log->lg_dir, segment, &fd, r->r_why, r->r_whylen);
+    if (rc != ARPC_OK)
+        return rc;
+    struct stat st;
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, segment, false);
+    if (fstat(fd, &st) != 0) {
+        rc = arpc_log_sys_fail(r->r_why, r->r_whylen, log->lg_dir, "fstat", name, errno);
+        close(fd);
+        return rc;
+    }
+    if ((uint64_t)st.st_size < ARPC_LOG_HEADER_SIZE) { /* segments appear whole (by rename) */
+        close(fd);
+        return corrupt(r, segment, 0, "file shorter than a segment header", "");
+    }
+    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = arpc_log_sys_fail(r->r_why, r->r_whylen, log->lg_dir, "mmap", name, errno);
+        close(fd);
+        return rc;
+    }
+    *m = (struct mapped_segment){segment, fd, base, (size_t)st.st_size, (size_t)st.st_size};
+    struct arpc_log_view v;
+    const char *what = NULL;
+    enum arpc_log_decode d = arpc_log_decode(m->m_base, m->m_size, &v, &what);
+    if (d == ARPC_LOG_DECODE_OK && v.v_type != ARPC_LOG_HEADER)
+        what = "the first record is not a segment header";
+    else if (d == ARPC_LOG_DECODE_OK && v.v_segment != segment)
+        what = "the header names another segment than the file";
+    else if (d == ARPC_LOG_DECODE_OK && log->lg_epoch != 0 && v.v_epoch != log->lg_epoch)
+        what = "the header's epoch differs from the newer segments'";
+    if (d != ARPC_LOG_DECODE_OK || what != NULL) {
+        munmap(base, m->m_size);
+        close(fd);
+        return corrupt(r, segment, 0, what, " (segment header)");
+    }
+    log->lg_epoch = v.v_epoch;
+    *snapshot = (v.v_flags & ARPC_LOG_FLAG_SNAPSHOT) != 0;
+    return ARPC_OK;
+}
+
+/* Maps the newest snapshot and the segments after it (segs ascending); *first is the
+ * snapshot's index in segs. Whatever was mapped is in r_segs even on failure. */
+static int map_live_segments(struct recovery *r, const uint64_t *segs, size_t n, size_t *first)
+{
+    struct mapped_segment *m = arpc_calloc(n, sizeof(*m));
+    if (m == NULL)
+        return out_of_memory(r);
+    size_t lo = n; /* [lo, n) mapped, newest first, until a snapshot */
+    bool snapshot = false;
+    int rc = ARPC_OK;
+    while (rc == ARPC_OK && !snapshot && lo > 0) {
+        rc = map_segment(r, segs[lo - 1], &m[lo - 1], &snapshot);
+        if (rc == ARPC_OK)
+            lo--;
+    }
+    if (rc == ARPC_OK && !snapshot)
+        rc = corrupt(r, segs[0], 0, "no snapshot segment (the oldest segments are missing)", "");
+    memmove(m, m + lo, (n - lo) * sizeof(*m));
+    r->r_segs = m;
+    r->r_nsegs = n - lo;
+    *first = lo;
+    return rc;
+}
+
+/* ---- reading ---- */
+
+/* Whether any offset in [from, size) starts an intact record: the test that tells a damaged
+ * record in the middle from a torn tail. */
+static bool valid_record_after(const struct mapped_segment *m, size_t from)
+{
+    for (size_t p = from; p + ARPC_LOG_RECORD_HEAD <= m->m_size; p++)
+        if (arpc_log_is_record(m->m_base + p, m->m_size - p))
+            return true;
+    return false;
+}
+
+static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
+{
+    size_t off = ARPC_LOG_HEADER_SIZE;
+    while (off < m->m_size) {
+        struct arpc_log_view v;
+        const char *what;
+        switch (arpc_log_decode(m->m_base + off, m->m_size - off, &v, &what)) {
+        case ARPC_LOG_DECODE_OK:
+            if (v.v_type == ARPC_LOG_HEADER)
+                return corrupt(r, m->m_segment, off, "a segment header in the middle of a segment", "");
+            if (arpc_log_index_apply(&r->r_log->lg_index, &v, (struct arpc_log_pos){m->m_segment, off, v.v_size}) !=
+                ARPC_OK)
+                return out_of_memory(r);
+            off += v.v_size;
+            continue;
+        case ARPC_LOG_DECODE_INVALID:
+            return corrupt(r, m->m_segment, off, what, "");
+        default: /* SHORT or DAMAGED */
+            if (!last)
+                return corrupt(r, m->m_segment, off, what, " (not in the last segment)");
+            if (valid_record_after(m, off + 1))
+                return corrupt(r, m->m_segment, off, what, ", with valid records after it");
+            m->m_good = off;
+            r->r_torn_what = what;
+            return ARPC_OK;
+        }
+    }
+    return ARPC_OK;
+}
+
+/* ---- after a clean scan ---- */
+
+static int drop_torn_tail(struct recovery *r)
+{
+    struct mapped_segment *m = &r->r_segs[r->r_nsegs - 1];
+    if (m->m_good == m->m_size)
+        return ARPC_OK;
+    char name[ARPC_LOG_NAME_MAX];
+    arpc_log_segment_name(name, m->m_segment, false);
+    if (ftruncate(m->m_fd, (off_t)m->m_good) != 0 || fdatasync(m->m_fd) != 0)
+        return arpc_log_sys_fail(r->r_why, r->r_whylen, r->r_log->lg_dir, "truncate", name, errno);
+    arpc_log(ARPC_LOG_WARN, "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
+             r->r_log->lg_dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good);
+    return ARPC_OK;
+}
+
+static int remove_superseded(struct recovery *r, const uint64_t *segs, size_t first)
+{
+    struct arpc_reply_log *log = r->r_log;
+    for (size_t i = 0; i < first; i++) {
+        int rc = arpc_log_segment_remove(log->lg_dirfd, log->lg_dir, segs[i], r->r_why, r->r_whylen);
+        if (rc != ARPC_OK)
+            return rc;
+    }
+    return first > 0 ? arpc_log_dir_sync(log->lg_dirfd, log->lg_dir, r->r_why, r->r_whylen) : ARPC_OK;
+}
+
+/* The record at pos, which the scan found intact. */
+static struct arpc_log_view view_at(const struct recovery *r, struct arpc_log_pos pos)
+{
+    struct arpc_log_view v = {0};
+    const char *what;
+    for (size_t i = 0; i < r->r_nsegs; i++) {
+        const struct mapped_segment *m = &r->r_segs[i];
+        if (m->m_segment == pos.p_segment) {
+            arpc_log_decode(m->m_base + pos.p_offset, pos.p_size, &v, &what);
+            break;
+        }
+    }
+    return v;
+}
+
+static void replay(const struct recovery *r, const struct arpc_log_replay_ops *ops, void *ctx)
+{
+    const struct arpc_log_index *ix = &r->r_log->lg_index;
+    if (ops->on_state != NULL && ix->ix_has_state) {
+        struct arpc_log_view v = view_at(r, ix->ix_state);
+        ops->on_state(ctx, v.v_data, v.v_data_len);
+    }
+    for (size_t i = 0; ops->on_effect != NULL && i < ix->ix_neffects; i++) {
+        struct arpc_log_view v = view_at(r, ix->ix_effects[i].e_pos);
+        ops->on_effect(ctx, v.v_data, v.v_data_len);
+    }
+    size_t it = 0;
+    uint64_t id;
+    void *val;
+    while (ops->on_reply != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
+        const struct arpc_log_client *c = val;
+        for (uint32_t i = c->c_head; i < c->c_len; i++) {
+            struct arpc_log_view v = view_at(r, c->c_replies[i].r_pos);
+            ops->on_reply(ctx, id, v.v_seq, v.v_reply, v.v_reply_len);
+        }
+    }
+    it = 0;
+    while (ops->on_ack != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val))
+        ops->on_ack(ctx, id, ((const struct arpc_log_client *)val)->c_ack);
+}
+
+/* ---- a new directory ---- */
+
+static int create_first_segment(struct arpc_reply_log *log, char *why, size_t whylen)
+{
+    while (log->lg_epoch == 0) {
+        if (getrandom(&log->lg_epoch, sizeof(log->lg_epoch), 0) != (ssize_t)sizeof(log->lg_epoch))
+            return arpc_log_sys_fail(why, whylen, log->lg_dir, "getrandom", "", errno);
+    }
+    /* An empty snapshot: the state of a log that has seen nothing. */
+    int rc = arpc_log_segment_start(log->lg_dirfd, log->lg_dir, 1, log->lg_epoch, ARPC_LOG_FLAG_SNAPSHOT, &log->lg_out,
+                                    why, whylen);
+    if (rc == ARPC_OK)
+        rc = arpc_log_segment_publish(log->lg_dirfd, 1, &log->lg_out, why, whylen);
+    else
+        arpc_log_segment_abandon(log->lg_dirfd, &log->lg_out);
+    if (rc != ARPC_OK) {
+        if (log->lg_out.o_fd >= 0) { /* published, but the directory sync failed */
+            close(log->lg_out.o_fd);
+            log->lg_out.o_fd = -1;
+        }
+        return rc;
+    }
+    log->lg_segment = 1;
+    return ARPC_OK;
+}
+
+/* ---- the whole of it ---- */
+
+int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_ops *ops, void *ctx, char *why,
+                     size_t whylen)
+{
+    log->lg_out = (struct arpc_log_out){.o_fd = -1, .o_dir = log->lg_dir, .o_buf = log->lg_buf, .o_cap = ARPC_LOG_BUF_SIZE};
+    uint64_t *segs = NULL;
+    size_t n = 0;
+    int rc = arpc_log_dir_segments(log->lg_dirfd, log->lg_dir, &segs, &n, why, whylen);
+    if (rc != ARPC_OK)
+        return rc;
+    if (n == 0)
+        return create_first_segment(log, why, whylen);
+
+    struct recovery r = {.r_log = log, .r_why = why, .r_whylen = whylen};
+    size_t first = 0;
+    rc = map_live_segments(&r, segs, n, &first);
+    for (size_t i = 0; rc == ARPC_OK && i < r.r_nsegs; i++)
+        rc = scan_segment(&r, &r.r_segs[i], i + 1 == r.r_nsegs);
+    if (rc == ARPC_OK)
+        rc = drop_torn_tail(&r);
+    if (rc == ARPC_OK)
+        rc = remove_superseded(&r, segs, first);
+    if (rc == ARPC_OK && r.r_nsegs > 1) {
+        log->lg_nolder = r.r_nsegs - 1;
+        log->lg_older = arpc_malloc(log->lg_nolder * sizeof(*log->lg_older));
+        if (log->lg_older == NULL)
+            rc = out_of_memory(&r);
+        for (size_t i = 0; rc == ARPC_OK && i < log->lg_nolder; i++)
+            log->lg_older[i] = r.r_segs[i].m_segment;
+    }
+    arpc_free(segs);
+    if (rc != ARPC_OK) {
+        unmap_all(&r, false);
+        return rc;
+    }
+    if (ops != NULL)
+        replay(&r, ops, ctx);
+    struct mapped_segment *active = &r.r_segs[r.r_nsegs - 1];
+    log->lg_segment = active->m_segment;
+    log->lg_out.o_fd = active->m_fd;
+    log->lg_out.o_size = active->m_good;
+    arpc_log_segment_name(log->lg_out.o_name, active->m_segment, false);
+    unmap_all(&r, true);
+    return ARPC_OK;
+}

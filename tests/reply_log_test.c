@@ -1,0 +1,1654 @@
+/*
+ * The reply log (core/reply_log.h): the record codec; every record type through close and
+ * reopen; the replay rules against a reference model, across many compactions; torn tails cut
+ * at every byte; flipped bits everywhere else; the directory lock; done callbacks exactly once
+ * and in order under four appending threads for each policy; fsync policies and an idle
+ * writer; kill -9; out of memory; a failing write.
+ *
+ * Every test works in its own directory under /tmp (mkdtemp), removed at the end, and ends
+ * with nothing allocated through arpc's allocator.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "arpc/log.h"
+#include "base/crc32c.h"
+#include "base/le.h"
+#include "core/reply_log.h"
+#include "core/reply_log_format.h"
+#include "core/reply_log_internal.h"
+#include "support/test_util.h"
+
+/* ---- files and directories ---- */
+
+struct tdir {
+    char root[64];
+    char log[96];
+};
+
+static void tdir_make(struct tdir *t)
+{
+    strcpy(t->root, "/tmp/arpc-log-test-XXXXXX");
+    assert_non_null(mkdtemp(t->root));
+    snprintf(t->log, sizeof(t->log), "%s/log", t->root); /* open creates it */
+}
+
+static void rm_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static void tdir_remove(struct tdir *t)
+{
+    rm_dir(t->log);
+    assert_int_equal(0, rmdir(t->root));
+}
+
+static const char *seg_path(const struct tdir *t, uint64_t seg, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/%016llx.arpclog", t->log, (unsigned long long)seg);
+    return buf;
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(0, fstat(fd, &st));
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    assert_int_equal(st.st_size, pread(fd, buf, (size_t)st.st_size, 0));
+    close(fd);
+    *len = (size_t)st.st_size;
+    return buf;
+}
+
+static void write_file(const char *path, const uint8_t *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(len, pwrite(fd, buf, len, 0));
+    close(fd);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(0, stat(path, &st));
+    return st.st_size;
+}
+
+/* Total size of the segment files, and how many there are. */
+static uint64_t segments_bytes(const struct tdir *t, int *count)
+{
+    DIR *d = opendir(t->log);
+    assert_non_null(d);
+    uint64_t total = 0;
+    *count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strstr(e->d_name, ".arpclog") == NULL)
+            continue;
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", t->log, e->d_name);
+        total += (uint64_t)file_size(p);
+        (*count)++;
+    }
+    closedir(d);
+    return total;
+}
+
+/* ---- log lines ---- */
+
+static pthread_mutex_t lines_lock = PTHREAD_MUTEX_INITIALIZER;
+static char lines[8192];
+static int lines_count[ARPC_LOG_NONE];
+
+static void capture_line(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    pthread_mutex_lock(&lines_lock);
+    lines_count[level]++;
+    size_t used = strlen(lines);
+    snprintf(lines + used, sizeof(lines) - used, "%s\n", line);
+    pthread_mutex_unlock(&lines_lock);
+}
+
+static void capture_start(void)
+{
+    pthread_mutex_lock(&lines_lock);
+    lines[0] = '\0';
+    memset(lines_count, 0, sizeof(lines_count));
+    pthread_mutex_unlock(&lines_lock);
+    arpc_set_logger(capture_line, NULL, ARPC_LOG_DEBUG);
+}
+
+static int captured(enum arpc_log_level level, const char *needle)
+{
+    pthread_mutex_lock(&lines_lock);
+    int n = lines_count[level];
+    bool found = needle == NULL || strstr(lines, needle) != NULL;
+    pthread_mutex_unlock(&lines_lock);
+    return found ? n : -1;
+}
+
+static void capture_stop(void) { arpc_set_logger(NULL, NULL, ARPC_LOG_INFO); }
+
+/* ---- records ---- */
+
+/* Deterministic bytes for a tag: lengths 0..96, content varying with the tag. */
+static size_t tag_len(uint32_t tag) { return tag % 97; }
+
+static void tag_fill(uint8_t *p, uint32_t tag)
+{
+    for (size_t i = 0; i < tag_len(tag); i++)
+        p[i] = (uint8_t)(tag * 31u + i * 7u);
+}
+
+/* A record with its own reply and effect bytes, allocated with malloc (the test's memory). */
+struct trec {
+    struct arpc_log_record r; /* first: a done callback may free(rec) */
+    uint32_t reply_tag, effect_tag;
+    uint8_t reply[100];
+    uint8_t effect[100];
+};
+
+static struct trec *trec_new(enum arpc_log_rtype type, uint64_t client, uint64_t seq, uint64_t ack,
+                             uint32_t reply_tag, uint32_t effect_tag)
+{
+    struct trec *t = calloc(1, sizeof(*t));
+    t->r.lr_type = type;
+    t->r.lr_client_id = client;
+    t->r.lr_seq = seq;
+    t->r.lr_ack = ack;
+    t->r.lr_status = -1;
+    t->reply_tag = reply_tag;
+    t->effect_tag = effect_tag;
+    if (type == ARPC_LOG_REPLY) {
+        tag_fill(t->reply, reply_tag);
+        t->r.lr_reply = t->reply;
+        t->r.lr_reply_len = tag_len(reply_tag);
+    }
+    if (type == ARPC_LOG_REPLY || type == ARPC_LOG_STATE) {
+        tag_fill(t->effect, effect_tag);
+        t->r.lr_effect = t->effect;
+        t->r.lr_effect_len = tag_len(effect_tag);
+    }
+    return t;
+}
+
+/* Done callback: counts (and frees, when asked) every record handed back. */
+struct sink {
+    atomic_long calls;
+    atomic_long not_ok;
+    bool free_records;
+};
+
+static void sink_done(void *ctx, struct arpc_log_record *rec)
+{
+    struct sink *s = ctx;
+    if (rec->lr_status != ARPC_OK)
+        atomic_fetch_add(&s->not_ok, 1);
+    if (s->free_records)
+        free(rec); /* r is the first member of struct trec */
+    atomic_fetch_add(&s->calls, 1);
+    latch_add();
+}
+
+/* ---- what a replay delivered ---- */
+
+struct blob {
+    uint8_t *p;
+    size_t len;
+};
+
+struct got_reply {
+    uint64_t client, seq;
+    struct blob reply;
+};
+
+struct got_ack {
+    uint64_t client, ack;
+};
+
+struct replayed {
+    int phase; /* 1 state, 2 effects, 3 replies, 4 acks: callbacks come in this order */
+    bool has_state;
+    struct blob state;
+    struct blob *effects;
+    size_t neffects;
+    struct got_reply *replies;
+    size_t nreplies;
+    struct got_ack *acks;
+    size_t nacks;
+};
+
+static struct blob blob_of(const void *p, size_t len)
+{
+    struct blob b = {malloc(len + 1), len};
+    if (len > 0)
+        memcpy(b.p, p, len);
+    return b;
+}
+
+static void enter_phase(struct replayed *r, int phase)
+{
+    assert_true(r->phase <= phase);
+    r->phase = phase;
+}
+
+static void on_state(void *ctx, const void *state, size_t len)
+{
+    struct replayed *r = ctx;
+    enter_phase(r, 1);
+    assert_false(r->has_state);
+    r->has_state = true;
+    r->state = blob_of(state, len);
+}
+
+static void on_effect(void *ctx, const void *effect, size_t len)
+{
+    struct replayed *r = ctx;
+    enter_phase(r, 2);
+    assert_true(len > 0);
+    r->effects = realloc(r->effects, (r->neffects + 1) * sizeof(*r->effects));
+    r->effects[r->neffects++] = blob_of(effect, len);
+}
+
+static void on_reply(void *ctx, uint64_t client, uint64_t seq, const void *reply, size_t len)
+{
+    struct replayed *r = ctx;
+    enter_phase(r, 3);
+    r->replies = realloc(r->replies, (r->nreplies + 1) * sizeof(*r->replies));
+    r->replies[r->nreplies++] = (struct got_reply){client, seq, blob_of(reply, len)};
+}
+
+static void on_ack(void *ctx, uint64_t client, uint64_t ack)
+{
+    struct replayed *r = ctx;
+    enter_phase(r, 4);
+    r->acks = realloc(r->acks, (r->nacks + 1) * sizeof(*r->acks));
+    r->acks[r->nacks++] = (struct got_ack){client, ack};
+}
+
+static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack};
+
+static void replayed_free(struct replayed *r)
+{
+    free(r->state.p);
+    for (size_t i = 0; i < r->neffects; i++)
+        free(r->effects[i].p);
+    for (size_t i = 0; i < r->nreplies; i++)
+        free(r->replies[i].reply.p);
+    free(r->effects);
+    free(r->replies);
+    free(r->acks);
+    memset(r, 0, sizeof(*r));
+}
+
+static const struct got_reply *find_reply(const struct replayed *r, uint64_t client, uint64_t seq)
+{
+    for (size_t i = 0; i < r->nreplies; i++)
+        if (r->replies[i].client == client && r->replies[i].seq == seq)
+            return &r->replies[i];
+    return NULL;
+}
+
+/* The ack replayed for client, or -1 when the client was not replayed. */
+static int64_t find_ack(const struct replayed *r, uint64_t client)
+{
+    for (size_t i = 0; i < r->nacks; i++)
+        if (r->acks[i].client == client)
+            return (int64_t)r->acks[i].ack;
+    return -1;
+}
+
+static void assert_blob_tag(struct blob b, uint32_t tag)
+{
+    uint8_t want[100];
+    tag_fill(want, tag);
+    assert_int_equal(tag_len(tag), b.len);
+    if (b.len > 0)
+        assert_memory_equal(want, b.p, b.len);
+}
+
+/* ---- opening ---- */
+
+static int try_open(struct arpc_reply_log **log, const char *dir, enum arpc_log_fsync policy, uint64_t compact,
+                    struct replayed *r, struct sink *s, char *why, size_t whylen)
+{
+    struct arpc_reply_log_options o = {.dir = dir, .fsync = policy, .compact_bytes = compact};
+    return arpc_reply_log_open(log, &o, r ? &replay_ops : NULL, r, sink_done, s, why, whylen);
+}
+
+static struct arpc_reply_log *open_ok(const char *dir, enum arpc_log_fsync policy, uint64_t compact,
+                                      struct replayed *r, struct sink *s)
+{
+    struct arpc_reply_log *log = NULL;
+    char why[512];
+    int rc = try_open(&log, dir, policy, compact, r, s, why, sizeof(why));
+    if (rc != ARPC_OK)
+        print_message("open: %s\n", why);
+    assert_int_equal(ARPC_OK, rc);
+    return log;
+}
+
+/* Appends records and closes the log (which hands every record back); all must be OK. */
+static void append_all_and_close(struct arpc_reply_log *log, struct trec **recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        arpc_reply_log_append(log, &recs[i]->r);
+    arpc_reply_log_close(log);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ARPC_OK, recs[i]->r.lr_status);
+        free(recs[i]);
+    }
+}
+
+/* ---- the codec ---- */
+
+static void test_codec_round_trip_and_prefixes(void **state)
+{
+    (void)state;
+    const uint8_t reply[] = "reply bytes", effect[] = "effect";
+    const struct arpc_log_view views[] = {
+        {.v_type = ARPC_LOG_HEADER, .v_flags = ARPC_LOG_FLAG_SNAPSHOT, .v_epoch = 0x1122334455667788u, .v_segment = 7},
+        {.v_type = ARPC_LOG_REPLY, .v_client_id = 9, .v_seq = 10, .v_ack = 8, .v_reply = reply, .v_reply_len = 11,
+         .v_data = effect, .v_data_len = 6},
+        {.v_type = ARPC_LOG_REPLY, .v_client_id = 9, .v_seq = 11},
+        {.v_type = ARPC_LOG_ACK, .v_client_id = 3, .v_ack = UINT64_MAX},
+        {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 4},
+        {.v_type = ARPC_LOG_STATE, .v_data = effect, .v_data_len = 6},
+        {.v_type = ARPC_LOG_STATE},
+    };
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
+        const struct arpc_log_view *w = &views[i];
+        uint32_t size = arpc_log_record_size(w);
+        uint8_t *buf = malloc(size); /* exactly the record: ASan catches any overread */
+        assert_int_equal(size, arpc_log_encode(buf, w));
+        struct arpc_log_view v;
+        const char *what = NULL;
+        assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(buf, size, &v, &what));
+        assert_int_equal(w->v_type, v.v_type);
+        assert_int_equal(size, v.v_size);
+        assert_int_equal(w->v_client_id, v.v_client_id);
+        assert_int_equal(w->v_seq, v.v_seq);
+        assert_int_equal(w->v_ack, v.v_ack);
+        assert_int_equal(w->v_reply_len, v.v_reply_len);
+        assert_int_equal(w->v_data_len, v.v_data_len);
+        if (w->v_reply_len)
+            assert_memory_equal(w->v_reply, v.v_reply, w->v_reply_len);
+        if (w->v_data_len)
+            assert_memory_equal(w->v_data, v.v_data, w->v_data_len);
+        assert_int_equal(w->v_flags, v.v_flags);
+        assert_int_equal(w->v_epoch, v.v_epoch);
+        assert_int_equal(w->v_segment, v.v_segment);
+        assert_int_equal(w->v_type != ARPC_LOG_HEADER, arpc_log_is_record(buf, size));
+        /* Every prefix is SHORT, never OK, and never read past its end. */
+        for (uint32_t n = 0; n < size; n++) {
+            uint8_t *prefix = malloc(n + 1);
+            memcpy(prefix, buf, n);
+            assert_int_equal(ARPC_LOG_DECODE_SHORT, arpc_log_decode(prefix, n, &v, &what));
+            assert_false(arpc_log_is_record(prefix, n));
+            free(prefix);
+        }
+        free(buf);
+    }
+}
+
+static void test_codec_rejects(void **state)
+{
+    (void)state;
+    struct arpc_log_view v;
+    const char *what;
+    /* An impossible length is judged from its 4 bytes alone. */
+    uint8_t huge[4];
+    le_st32(huge, ARPC_LOG_PAYLOAD_MAX + 1);
+    assert_int_equal(ARPC_LOG_DECODE_DAMAGED, arpc_log_decode(huge, sizeof(huge), &v, &what));
+    /* An intact record of an unknown type, and intact records of the wrong size. */
+    uint8_t rec[ARPC_LOG_RECORD_HEAD + 16] = {0};
+    const struct {
+        uint8_t type;
+        uint32_t plen;
+    } bad[] = {{9, 0}, {0, 0}, {ARPC_LOG_ACK, 8}, {ARPC_LOG_EXPIRE, 16}, {ARPC_LOG_REPLY, 16}, {ARPC_LOG_HEADER, 16},
+               {ARPC_LOG_ACK, 16} /* client 0 */};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        le_st32(rec, bad[i].plen);
+        rec[8] = bad[i].type;
+        le_st32(rec + 4, arpc_crc32c(0, rec + 8, 1 + bad[i].plen));
+        assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, &v, &what));
+        assert_false(arpc_log_is_record(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen));
+        rec[8] ^= 0x40; /* and damaged, the checksum speaks first */
+        assert_int_equal(ARPC_LOG_DECODE_DAMAGED, arpc_log_decode(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, &v, &what));
+    }
+    /* REPLY lengths that do not add up. */
+    uint8_t reply[ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED + 4] = {0};
+    le_st32(reply, ARPC_LOG_REPLY_FIXED + 4);
+    reply[8] = ARPC_LOG_REPLY;
+    le_st32(reply + ARPC_LOG_RECORD_HEAD + 24, 3);
+    le_st32(reply + ARPC_LOG_RECORD_HEAD + 28, 2);
+    le_st32(reply + 4, arpc_crc32c(0, reply + 8, 1 + ARPC_LOG_REPLY_FIXED + 4));
+    assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(reply, sizeof(reply), &v, &what));
+
+    assert_false(arpc_log_payload_fits(ARPC_LOG_REPLY, ARPC_LOG_PAYLOAD_MAX, 0));
+    assert_false(arpc_log_payload_fits(ARPC_LOG_STATE, 0, (size_t)ARPC_LOG_PAYLOAD_MAX + 1));
+    assert_true(arpc_log_payload_fits(ARPC_LOG_STATE, 0, ARPC_LOG_PAYLOAD_MAX));
+    assert_false(arpc_log_payload_fits(9, 0, 0));
+}
+
+static void test_segment_names(void **state)
+{
+    (void)state;
+    char name[ARPC_LOG_NAME_MAX];
+    uint64_t seg;
+    bool tmp;
+    arpc_log_segment_name(name, 0x1a2bu, false);
+    assert_string_equal("0000000000001a2b.arpclog", name);
+    assert_true(arpc_log_segment_parse(name, &seg, &tmp));
+    assert_int_equal(0x1a2b, seg);
+    assert_false(tmp);
+    arpc_log_segment_name(name, UINT64_MAX, true);
+    assert_string_equal("ffffffffffffffff.arpclog.tmp", name);
+    assert_true(arpc_log_segment_parse(name, &seg, &tmp));
+    assert_int_equal(UINT64_MAX, seg);
+    assert_true(tmp);
+    const char *bad[] = {"LOCK", "", "0000000000001a2b.arpclo", "0000000000001A2B.arpclog", "000000000001a2b.arpclog",
+                         "0000000000001a2b.arpclog.tmp2", "0000000000001a2b.arpclogx", "00000000000001a2b.arpclog"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(arpc_log_segment_parse(bad[i], &seg, &tmp));
+}
+
+/* ---- round trips and replay rules ---- */
+
+static void test_every_type_round_trip(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_ALWAYS, 0, NULL, &s);
+    struct trec *recs[] = {
+        trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 50),
+        trec_new(ARPC_LOG_REPLY, 1, 1, 0, 10, 11),
+        trec_new(ARPC_LOG_REPLY, 1, 2, 0, 12, 0), /* no effect */
+        trec_new(ARPC_LOG_REPLY, 2, 7, 3, 13, 14),
+        trec_new(ARPC_LOG_ACK, 3, 0, 5, 0, 0),
+        trec_new(ARPC_LOG_REPLY, 4, 1, 0, 15, 0),
+        trec_new(ARPC_LOG_EXPIRE, 4, 0, 0, 0, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 3, 0, 0, 0), /* an empty reply is a reply */
+    };
+    append_all_and_close(log, recs, sizeof(recs) / sizeof(recs[0]));
+    assert_int_equal(8, atomic_load(&s.calls));
+
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_ALWAYS, 0, &r, &s);
+    assert_true(r.has_state);
+    assert_blob_tag(r.state, 50);
+    assert_int_equal(2, r.neffects);
+    assert_blob_tag(r.effects[0], 11);
+    assert_blob_tag(r.effects[1], 14);
+    assert_int_equal(4, r.nreplies);
+    assert_blob_tag(find_reply(&r, 1, 1)->reply, 10);
+    assert_blob_tag(find_reply(&r, 1, 2)->reply, 12);
+    assert_blob_tag(find_reply(&r, 2, 7)->reply, 13);
+    assert_int_equal(0, find_reply(&r, 1, 3)->reply.len);
+    assert_int_equal(3, r.nacks);
+    assert_int_equal(0, find_ack(&r, 1));
+    assert_int_equal(3, find_ack(&r, 2));
+    assert_int_equal(5, find_ack(&r, 3));
+    assert_int_equal(-1, find_ack(&r, 4)); /* expired */
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+static void test_replay_rules(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *recs[] = {
+        trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 21), /* effect before the STATE: covered by it */
+        trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 30),
+        trec_new(ARPC_LOG_REPLY, 1, 2, 0, 2, 22),
+        trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 31), /* replaces the first; covers effect 22 */
+        trec_new(ARPC_LOG_REPLY, 1, 3, 0, 3, 23),
+        trec_new(ARPC_LOG_REPLY, 1, 4, 2, 4, 0),  /* its ack 2 drops seq 1 and 2 */
+        trec_new(ARPC_LOG_REPLY, 2, 1, 0, 5, 0),  /* another client: untouched */
+        trec_new(ARPC_LOG_ACK, 1, 0, 10, 0, 0),   /* drops 3 and 4 */
+        trec_new(ARPC_LOG_ACK, 1, 0, 5, 0, 0),    /* never lowers */
+        trec_new(ARPC_LOG_REPLY, 1, 9, 3, 6, 24), /* seq <= ack: not live, but its effect counts */
+        trec_new(ARPC_LOG_REPLY, 1, 11, 0, 7, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 11, 0, 8, 0), /* logged again: the later one wins */
+        trec_new(ARPC_LOG_REPLY, 0, 5, 0, 9, 25), /* client 0: an effect only */
+        trec_new(ARPC_LOG_REPLY, 3, 1, 0, 10, 0),
+        trec_new(ARPC_LOG_ACK, 3, 0, 4, 0, 0),
+        trec_new(ARPC_LOG_EXPIRE, 3, 0, 0, 0, 0),
+        trec_new(ARPC_LOG_REPLY, 3, 2, 0, 11, 0), /* back after expiring: a fresh client */
+        trec_new(ARPC_LOG_EXPIRE, 5, 0, 0, 0, 0), /* a client never seen */
+    };
+    append_all_and_close(log, recs, sizeof(recs) / sizeof(recs[0]));
+
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_true(r.has_state);
+    assert_blob_tag(r.state, 31);
+    assert_int_equal(3, r.neffects);
+    assert_blob_tag(r.effects[0], 23);
+    assert_blob_tag(r.effects[1], 24);
+    assert_blob_tag(r.effects[2], 25);
+    assert_int_equal(3, r.nreplies);
+    assert_blob_tag(find_reply(&r, 1, 11)->reply, 8);
+    assert_blob_tag(find_reply(&r, 2, 1)->reply, 5);
+    assert_blob_tag(find_reply(&r, 3, 2)->reply, 11);
+    assert_int_equal(3, r.nacks);
+    assert_int_equal(10, find_ack(&r, 1));
+    assert_int_equal(0, find_ack(&r, 2));
+    assert_int_equal(0, find_ack(&r, 3));
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+static void test_epoch(void **state)
+{
+    (void)state;
+    struct tdir a, b;
+    tdir_make(&a);
+    tdir_make(&b);
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(a.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    uint64_t ea = arpc_reply_log_epoch(log);
+    arpc_reply_log_close(log);
+    log = open_ok(a.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    assert_int_equal(ea, arpc_reply_log_epoch(log));
+    arpc_reply_log_close(log);
+    log = open_ok(b.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    uint64_t eb = arpc_reply_log_epoch(log);
+    arpc_reply_log_close(log);
+    assert_true(ea != 0 && eb != 0);
+    assert_true(ea != eb);
+    tdir_remove(&a);
+    tdir_remove(&b);
+}
+
+/* ---- the replay rules against a reference model, with compactions ---- */
+
+#define MODEL_CLIENTS 6 /* ids 1..5 (0 unused) */
+#define MODEL_MAX 4096
+
+struct model {
+    bool exists[MODEL_CLIENTS];
+    uint64_t ack[MODEL_CLIENTS];
+    uint64_t next_seq[MODEL_CLIENTS];
+    struct {
+        uint64_t client, seq;
+        uint32_t tag;
+    } live[MODEL_MAX];
+    size_t nlive;
+    uint32_t effects[MODEL_MAX];
+    size_t neffects;
+    bool has_state;
+    uint32_t state;
+};
+
+static void model_raise(struct model *m, uint64_t c, uint64_t ack)
+{
+    if (ack <= m->ack[c])
+        return;
+    m->ack[c] = ack;
+    size_t k = 0;
+    for (size_t i = 0; i < m->nlive; i++)
+        if (!(m->live[i].client == c && m->live[i].seq <= ack))
+            m->live[k++] = m->live[i];
+    m->nlive = k;
+}
+
+static void model_apply(struct model *m, const struct arpc_log_record *rec, uint32_t reply_tag, uint32_t effect_tag)
+{
+    uint64_t c = rec->lr_client_id;
+    switch (rec->lr_type) {
+    case ARPC_LOG_REPLY:
+        if (rec->lr_effect_len > 0)
+            m->effects[m->neffects++] = effect_tag;
+        if (c == 0)
+            return;
+        m->exists[c] = true;
+        model_raise(m, c, rec->lr_ack);
+        if (rec->lr_seq <= m->ack[c])
+            return;
+        for (size_t i = 0; i < m->nlive; i++)
+            if (m->live[i].client == c && m->live[i].seq == rec->lr_seq) {
+                m->live[i].tag = reply_tag;
+                return;
+            }
+        m->live[m->nlive].client = c;
+        m->live[m->nlive].seq = rec->lr_seq;
+        m->live[m->nlive++].tag = reply_tag;
+        return;
+    case ARPC_LOG_ACK:
+        m->exists[c] = true;
+        model_raise(m, c, rec->lr_ack);
+        return;
+    case ARPC_LOG_EXPIRE:
+        model_raise(m, c, UINT64_MAX);
+        m->exists[c] = false;
+        m->ack[c] = 0;
+        return;
+    default:
+        m->has_state = true;
+        m->state = effect_tag;
+        m->neffects = 0;
+        return;
+    }
+}
+
+static void model_check(const struct model *m, const struct replayed *r)
+{
+    assert_int_equal(m->has_state, r->has_state);
+    if (m->has_state)
+        assert_blob_tag(r->state, m->state);
+    assert_int_equal(m->neffects, r->neffects);
+    for (size_t i = 0; i < m->neffects; i++)
+        assert_blob_tag(r->effects[i], m->effects[i]);
+    assert_int_equal(m->nlive, r->nreplies);
+    for (size_t i = 0; i < m->nlive; i++) {
+        const struct got_reply *g = find_reply(r, m->live[i].client, m->live[i].seq);
+        assert_non_null(g);
+        assert_blob_tag(g->reply, m->live[i].tag);
+    }
+    size_t clients = 0;
+    for (uint64_t c = 1; c < MODEL_CLIENTS; c++) {
+        clients += m->exists[c];
+        assert_int_equal(m->exists[c] ? (int64_t)m->ack[c] : -1, find_ack(r, c));
+    }
+    assert_int_equal(clients, r->nacks);
+}
+
+/* A random record: mostly replies near each client's frontier, with acks that move on. */
+static struct trec *random_record(struct model *m, uint64_t *rng, uint32_t *tags)
+{
+    uint32_t dice = (uint32_t)(rng_next(rng) % 100);
+    uint64_t c = 1 + rng_next(rng) % (MODEL_CLIENTS - 1);
+    uint32_t rt = (*tags)++, et = (*tags)++;
+    if (dice < 2)
+        return trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, et);
+    if (dice < 4)
+        return trec_new(ARPC_LOG_EXPIRE, c, 0, 0, 0, 0);
+    if (dice < 9)
+        return trec_new(ARPC_LOG_ACK, c, 0, m->ack[c] + rng_next(rng) % 4, 0, 0);
+    if (dice < 12)
+        return trec_new(ARPC_LOG_REPLY, 0, 0, 0, 0, 1 + et % 96); /* effect only */
+    /* seq: mostly new, sometimes a repeat or one below the ack */
+    uint64_t seq = ++m->next_seq[c];
+    if (dice < 20 && seq > 3)
+        seq -= rng_next(rng) % 4;
+    uint64_t ack = seq > 6 && dice % 2 ? seq - 1 - rng_next(rng) % 6 : m->ack[c];
+    if (dice % 3 == 0)
+        et = 0; /* no effect */
+    return trec_new(ARPC_LOG_REPLY, c, seq, ack, rt, et);
+}
+
+static void test_random_against_model_with_compaction(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct model *m = calloc(1, sizeof(*m));
+    uint64_t rng = 12345;
+    uint32_t tags = 1;
+    struct sink s = {.free_records = true};
+    uint64_t compactions = 0;
+    enum { ROUNDS = 12, PER_ROUND = 300, PACE = 10 };
+    for (int round = 0; round < ROUNDS; round++) {
+        struct replayed r = {0};
+        enum arpc_log_fsync policy = (enum arpc_log_fsync)(round % 3);
+        latch_reset();
+        struct arpc_reply_log *log = open_ok(t.log, policy, 2048, &r, &s);
+        model_check(m, &r);
+        replayed_free(&r);
+        for (int i = 0; i < PER_ROUND; i++) {
+            struct trec *rec = random_record(m, &rng, &tags);
+            model_apply(m, &rec->r, rec->reply_tag, rec->effect_tag);
+            arpc_reply_log_append(log, &rec->r);
+            if (i % PACE == PACE - 1) /* separate batches, so compaction gets its chances */
+                assert_true(latch_wait((unsigned)i + 1, 10000));
+        }
+        struct arpc_reply_log_stats st;
+        assert_true(latch_wait(PER_ROUND, 10000));
+        arpc_reply_log_stats(log, &st);
+        compactions += st.compactions;
+        arpc_reply_log_close(log);
+        assert_int_equal(0, atomic_load(&s.not_ok));
+    }
+    assert_true(compactions >= 10);
+    int count;
+    segments_bytes(&t, &count);
+    assert_int_equal(1, count);
+    free(m);
+    tdir_remove(&t);
+}
+
+/* ---- torn tails and corruption ---- */
+
+/* Four records, then a fifth whose offset *last_at says; the segment's bytes in *whole. */
+static uint8_t *five_records(const struct tdir *t, size_t *last_at, size_t *len)
+{
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *first[] = {
+        trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 40),
+        trec_new(ARPC_LOG_REPLY, 1, 1, 0, 41, 42),
+        trec_new(ARPC_LOG_ACK, 2, 0, 7, 0, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 2, 0, 43, 44),
+    };
+    append_all_and_close(log, first, 4);
+    char path[256];
+    *last_at = (size_t)file_size(seg_path(t, 1, path, sizeof(path)));
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *last = trec_new(ARPC_LOG_REPLY, 3, 9, 0, 95, 45);
+    append_all_and_close(log, &last, 1);
+    return read_file(path, len);
+}
+
+/* What the first four of five_records() replay as. */
+static void check_first_four(const struct replayed *r)
+{
+    assert_true(r->has_state);
+    assert_blob_tag(r->state, 40);
+    assert_true(r->neffects >= 2);
+    assert_blob_tag(r->effects[0], 42);
+    assert_blob_tag(r->effects[1], 44);
+    assert_blob_tag(find_reply(r, 1, 1)->reply, 41);
+    assert_blob_tag(find_reply(r, 1, 2)->reply, 43);
+    assert_int_equal(7, find_ack(r, 2));
+}
+
+static void test_torn_tail_at_every_byte(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    size_t last_at, len;
+    uint8_t *whole = five_records(&t, &last_at, &len);
+    char path[256];
+    seg_path(&t, 1, path, sizeof(path));
+    struct sink s = {0};
+    capture_start();
+    for (size_t cut = last_at; cut < len; cut++) {
+        write_file(path, whole, cut);
+        struct replayed r = {0};
+        struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+        check_first_four(&r);
+        assert_int_equal(2, r.neffects);
+        assert_null(find_reply(&r, 3, 9));
+        assert_int_equal((off_t)last_at, file_size(path)); /* truncated to the last good record */
+        replayed_free(&r);
+        /* The log goes on from there, and what it appends next survives a reopen. */
+        struct trec *next = trec_new(ARPC_LOG_REPLY, 4, 1, 0, 60, 61);
+        append_all_and_close(log, &next, 1);
+        log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+        check_first_four(&r);
+        assert_int_equal(3, r.neffects);
+        assert_blob_tag(r.effects[2], 61);
+        assert_blob_tag(find_reply(&r, 4, 1)->reply, 60);
+        arpc_reply_log_close(log);
+        replayed_free(&r);
+    }
+    /* One warning per torn tail (the cut at the record's first byte left none). */
+    assert_int_equal((int)(len - last_at - 1), captured(ARPC_LOG_WARN, "dropped a torn record at offset"));
+    capture_stop();
+    free(whole);
+    tdir_remove(&t);
+}
+
+/* Opening must fail with ARPC_EPROTO naming the file and offset, and change nothing. */
+static void expect_corrupt(const struct tdir *t, const char *path, const uint8_t *bytes, size_t len, size_t at)
+{
+    write_file(path, bytes, len);
+    struct arpc_reply_log *log = NULL;
+    struct replayed r = {0};
+    struct sink s = {0};
+    char why[512], want[300];
+    int rc = try_open(&log, t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s, why, sizeof(why));
+    if (rc != ARPC_EPROTO)
+        print_message("byte %zu: %s\n", at, rc == ARPC_OK ? "opened" : why);
+    assert_int_equal(ARPC_EPROTO, rc);
+    snprintf(want, sizeof(want), "reply log %s/0000000000000001.arpclog is corrupt at offset %zu: ", t->log, at);
+    if (strstr(why, want) == NULL)
+        print_message("want \"%s\" in \"%s\"\n", want, why);
+    assert_non_null(strstr(why, want));
+    assert_non_null(strstr(why, "; refusing to start (move the directory away to start empty)"));
+    assert_int_equal(0, r.phase); /* no callback ran */
+    size_t after_len;
+    uint8_t *after = read_file(path, &after_len);
+    assert_int_equal(len, after_len);
+    assert_memory_equal(bytes, after, len);
+    free(after);
+}
+
+static void test_flipped_bit_anywhere_but_the_tail(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    size_t last_at, len;
+    uint8_t *whole = five_records(&t, &last_at, &len);
+    char path[256];
+    seg_path(&t, 1, path, sizeof(path));
+    uint8_t *copy = malloc(len);
+    /* Every byte before the last record: the header (offset 0) and four records. */
+    size_t record_at = 0, next_at = ARPC_LOG_HEADER_SIZE, positions = 0;
+    for (size_t i = 0; i < last_at; i++) {
+        if (i == next_at) {
+            record_at = i;
+            next_at = i + ARPC_LOG_RECORD_HEAD + le_ld32(whole + i);
+        }
+        memcpy(copy, whole, len);
+        copy[i] ^= (uint8_t)(1u << (i % 8));
+        expect_corrupt(&t, path, copy, len, record_at);
+        positions++;
+    }
+    assert_true(positions >= 200);
+    free(copy);
+    free(whole);
+    tdir_remove(&t);
+}
+
+static void test_tail_that_is_not_torn(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    size_t last_at, len;
+    uint8_t *whole = five_records(&t, &last_at, &len);
+    char path[256];
+    seg_path(&t, 1, path, sizeof(path));
+    /* An intact record of a type this version does not know, even at the very end. */
+    uint8_t *more = malloc(len + ARPC_LOG_HEAD_MAX);
+    memcpy(more, whole, len);
+    uint8_t *rec = more + len;
+    le_st32(rec, 3);
+    rec[8] = 77;
+    memcpy(rec + 9, "abc", 3);
+    le_st32(rec + 4, arpc_crc32c(0, rec + 8, 4));
+    expect_corrupt(&t, path, more, len + ARPC_LOG_RECORD_HEAD + 3, len);
+    /* A damaged last record with a good one after it: corruption, not a torn tail. */
+    struct arpc_log_view v = {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 1};
+    memcpy(more, whole, len);
+    more[last_at + 20] ^= 0x10;
+    size_t n = len + arpc_log_encode(more + len, &v);
+    expect_corrupt(&t, path, more, n, last_at);
+    free(more);
+
+    /* Zeros where the tail should be (what some file systems leave after a crash): torn. */
+    uint8_t *zeros = calloc(1, len + 4096);
+    memcpy(zeros, whole, len);
+    write_file(path, zeros, len + 4096);
+    capture_start();
+    struct replayed r = {0};
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_int_equal(1, captured(ARPC_LOG_WARN, "dropped a torn record"));
+    capture_stop();
+    check_first_four(&r);
+    assert_blob_tag(find_reply(&r, 3, 9)->reply, 95);
+    assert_int_equal((off_t)len, file_size(path));
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    free(zeros);
+    free(whole);
+    tdir_remove(&t);
+}
+
+/* ---- the lock ---- */
+
+static void test_lock(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct arpc_reply_log *second = NULL;
+    char why[512], want[300];
+    assert_int_equal(ARPC_EADDRINUSE, try_open(&second, t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_null(second);
+    snprintf(want, sizeof(want), "reply log %s is in use by another server (pid %ld)", t.log, (long)getpid());
+    assert_string_equal(want, why);
+
+    /* Another process is refused too. */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        struct arpc_reply_log *other = NULL;
+        char cwhy[512];
+        int rc = try_open(&other, t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, cwhy, sizeof(cwhy));
+        _exit(rc == ARPC_EADDRINUSE && strstr(cwhy, want) != NULL ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(child, waitpid(child, &status, 0));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(0, WEXITSTATUS(status));
+
+    arpc_reply_log_close(log);
+    second = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s); /* free again once closed */
+    arpc_reply_log_close(second);
+    tdir_remove(&t);
+}
+
+/* ---- hand-back: exactly once, in order, from four threads ---- */
+
+#define PRODUCERS 4
+#define PER_PRODUCER 12500
+
+struct producer {
+    struct arpc_reply_log *p_log;
+    struct arpc_log_record *p_recs;
+    uint64_t p_id;
+    pthread_t p_thread;
+    uint64_t p_last_done; /* the writer thread's, read after close */
+};
+
+static const uint8_t reply64[64] = "a 64-byte reply, the size of a small encoded REPLY frame.......";
+
+static void *producer_main(void *arg)
+{
+    struct producer *p = arg;
+    for (uint64_t i = 0; i < PER_PRODUCER; i++) {
+        struct arpc_log_record *rec = &p->p_recs[i];
+        *rec = (struct arpc_log_record){.lr_type = ARPC_LOG_REPLY, .lr_client_id = p->p_id, .lr_seq = i + 1,
+                                        .lr_ack = i, .lr_reply = reply64, .lr_reply_len = sizeof(reply64),
+                                        .lr_status = -1, .lr_owner = p};
+        arpc_reply_log_append(p->p_log, rec);
+    }
+    return NULL;
+}
+
+static atomic_long order_calls;
+
+static void order_done(void *ctx, struct arpc_log_record *rec)
+{
+    (void)ctx;
+    struct producer *p = rec->lr_owner;
+    CHECK(rec->lr_status == ARPC_OK);
+    CHECK(rec->lr_seq == p->p_last_done + 1); /* each producer's records in its order, once */
+    p->p_last_done = rec->lr_seq;
+    atomic_fetch_add(&order_calls, 1);
+}
+
+static void run_producers(const struct tdir *t, enum arpc_log_fsync policy)
+{
+    struct arpc_reply_log_options o = {.dir = t->log, .fsync = policy};
+    struct arpc_reply_log *log = NULL;
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, order_done, NULL, NULL, 0));
+    struct producer p[PRODUCERS];
+    atomic_store(&order_calls, 0);
+    atomic_store(&bad_line, 0);
+    for (int i = 0; i < PRODUCERS; i++) {
+        p[i] = (struct producer){.p_log = log, .p_id = (uint64_t)i + 1};
+        p[i].p_recs = malloc(PER_PRODUCER * sizeof(*p[i].p_recs));
+        assert_int_equal(0, pthread_create(&p[i].p_thread, NULL, producer_main, &p[i]));
+    }
+    for (int i = 0; i < PRODUCERS; i++)
+        pthread_join(p[i].p_thread, NULL);
+    struct arpc_reply_log_stats st;
+    arpc_reply_log_close(log);
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(PRODUCERS * PER_PRODUCER, atomic_load(&order_calls));
+    for (int i = 0; i < PRODUCERS; i++) {
+        assert_int_equal(PER_PRODUCER, p[i].p_last_done);
+        free(p[i].p_recs);
+    }
+    (void)st;
+}
+
+static void test_done_once_in_order_each_policy(void **state)
+{
+    (void)state;
+    const enum arpc_log_fsync policies[] = {ARPC_LOG_FSYNC_ALWAYS, ARPC_LOG_FSYNC_BATCH, ARPC_LOG_FSYNC_OFF};
+    for (size_t k = 0; k < 3; k++) {
+        struct tdir t;
+        tdir_make(&t);
+        run_producers(&t, policies[k]);
+        /* Durable across close and reopen, whatever the policy. */
+        struct replayed r = {0};
+        struct sink s = {0};
+        struct arpc_reply_log *log = open_ok(t.log, policies[k], 0, &r, &s);
+        assert_int_equal(PRODUCERS, r.nreplies);
+        assert_int_equal(PRODUCERS, r.nacks);
+        for (uint64_t c = 1; c <= PRODUCERS; c++) {
+            assert_int_equal(PER_PRODUCER - 1, find_ack(&r, c));
+            assert_memory_equal(reply64, find_reply(&r, c, PER_PRODUCER)->reply.p, sizeof(reply64));
+        }
+        arpc_reply_log_close(log);
+        replayed_free(&r);
+        tdir_remove(&t);
+    }
+}
+
+/* ---- policies and the idle writer ---- */
+
+static struct arpc_reply_log_stats stats_of(struct arpc_reply_log *log)
+{
+    struct arpc_reply_log_stats st;
+    arpc_reply_log_stats(log, &st);
+    return st;
+}
+
+static bool wait_fsyncs(struct arpc_reply_log *log, uint64_t n, int timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+    while (stats_of(log).fsyncs < n) {
+        if (now_ms() > end)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+/* CPU time the writer thread has used, in microseconds. */
+static int64_t writer_cpu_us(struct arpc_reply_log *log)
+{
+    clockid_t cid;
+    assert_int_equal(0, pthread_getcpuclockid(log->lg_thread, &cid));
+    struct timespec ts;
+    assert_int_equal(0, clock_gettime(cid, &ts));
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static struct arpc_reply_log *open_policy(const struct tdir *t, enum arpc_log_fsync policy, uint32_t batch_ms,
+                                          uint32_t batch_records, struct sink *s)
+{
+    struct arpc_reply_log_options o = {.dir = t->log, .fsync = policy, .batch_ms = batch_ms,
+                                       .batch_records = batch_records};
+    struct arpc_reply_log *log = NULL;
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, sink_done, s, NULL, 0));
+    return log;
+}
+
+static void test_policies_sync_when_they_say(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {.free_records = true};
+
+    /* ALWAYS: a record is handed back after the fdatasync that covers it. */
+    latch_reset();
+    struct arpc_reply_log *log = open_policy(&t, ARPC_LOG_FSYNC_ALWAYS, 0, 0, &s);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 2)->r);
+    assert_true(latch_wait(1, 5000));
+    assert_int_equal(1, stats_of(log).fsyncs);
+    arpc_reply_log_close(log);
+
+    /* BATCH by time: written and handed back first, synced batch_ms later. */
+    latch_reset();
+    log = open_policy(&t, ARPC_LOG_FSYNC_BATCH, 50, 1000000, &s);
+    int64_t t0 = now_ms();
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 2, 0, 1, 2)->r);
+    assert_true(latch_wait(1, 5000));
+    assert_int_equal(1, stats_of(log).records);
+    assert_true(wait_fsyncs(log, 1, 5000));
+    assert_true(now_ms() - t0 >= 45);
+    /* Once synced, an idle writer sleeps: no CPU to speak of. */
+    int64_t cpu0 = writer_cpu_us(log);
+    sleep_ms(300);
+    int64_t idle_us = writer_cpu_us(log) - cpu0;
+    print_message("idle writer: %lld us of CPU in 300 ms\n", (long long)idle_us);
+    assert_true(idle_us < 5000);
+    assert_int_equal(1, stats_of(log).fsyncs);
+    arpc_reply_log_close(log);
+
+    /* BATCH by count: batch_records records trigger a sync long before batch_ms. */
+    latch_reset();
+    log = open_policy(&t, ARPC_LOG_FSYNC_BATCH, 60000, 8, &s);
+    for (uint64_t i = 0; i < 8; i++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 3 + i, 0, 1, 2)->r);
+    assert_true(wait_fsyncs(log, 1, 5000));
+    arpc_reply_log_close(log);
+
+    /* OFF: never synced while open. */
+    latch_reset();
+    log = open_policy(&t, ARPC_LOG_FSYNC_OFF, 1, 1, &s);
+    for (uint64_t i = 0; i < 10; i++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 20 + i, 0, 1, 2)->r);
+    assert_true(latch_wait(10, 5000));
+    sleep_ms(30);
+    assert_int_equal(0, stats_of(log).fsyncs);
+    assert_int_equal(10, stats_of(log).records);
+    arpc_reply_log_close(log);
+    assert_int_equal(0, atomic_load(&s.not_ok));
+
+    /* Everything above is there. */
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_int_equal(20, r.nreplies);
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+/* ---- kill -9 ---- */
+
+static void test_kill9_keeps_what_was_handed_back(void **state)
+{
+    (void)state;
+    const enum arpc_log_fsync policies[] = {ARPC_LOG_FSYNC_ALWAYS, ARPC_LOG_FSYNC_BATCH, ARPC_LOG_FSYNC_OFF};
+    enum { N = 200 };
+    for (size_t k = 0; k < 3; k++) {
+        struct tdir t;
+        tdir_make(&t);
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+            struct sink s = {.free_records = true};
+            latch_reset();
+            struct arpc_reply_log *log = open_policy(&t, policies[k], 60000, 1000000, &s);
+            for (uint64_t i = 1; i <= N; i++)
+                arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, i, 0, (uint32_t)i, 0)->r);
+            if (!latch_wait(N, 10000) || atomic_load(&s.not_ok) != 0)
+                _exit(1);
+            raise(SIGKILL); /* no close: what was handed back must already be in the file */
+            _exit(2);
+        }
+        int status;
+        assert_int_equal(child, waitpid(child, &status, 0));
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        struct replayed r = {0};
+        struct sink s = {0};
+        struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+        assert_int_equal(N, r.nreplies);
+        for (uint64_t i = 1; i <= N; i++)
+            assert_blob_tag(find_reply(&r, 1, i)->reply, (uint32_t)i);
+        arpc_reply_log_close(log);
+        replayed_free(&r);
+        tdir_remove(&t);
+    }
+}
+
+/* ---- compaction ---- */
+
+static void test_compaction_keeps_directory_bounded(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {.free_records = true};
+    enum { CLIENTS = 8, TOTAL = 40000, WINDOW = 4, PACE = 50, COMPACT = 32 * 1024 };
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, COMPACT, NULL, &s);
+    uint64_t seq[CLIENTS + 1] = {0};
+    uint64_t most = 0, live_most = 0;
+    uint32_t state_tag = 0, effects_since = 0;
+    for (unsigned i = 1; i <= TOTAL; i++) {
+        uint64_t c = 1 + i % CLIENTS;
+        seq[c]++;
+        uint64_t ack = seq[c] > WINDOW ? seq[c] - WINDOW : 0;
+        struct trec *rec;
+        if (i % 5000 == 0) {
+            rec = trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, state_tag = i % 97 ? i : i + 1);
+            effects_since = 0;
+        } else {
+            uint32_t et = i % 10 == 0 ? 1 + i % 96 : 0; /* every tenth call has an effect */
+            effects_since += et != 0;
+            rec = trec_new(ARPC_LOG_REPLY, c, seq[c], ack, 1 + i % 96, et);
+        }
+        arpc_reply_log_append(log, &rec->r);
+        if (i % PACE == 0) {
+            assert_true(latch_wait(i, 10000));
+            int count;
+            uint64_t bytes = segments_bytes(&t, &count);
+            uint64_t live = stats_of(log).live_bytes;
+            most = bytes > most ? bytes : most;
+            live_most = live > live_most ? live : live_most;
+        }
+    }
+    struct arpc_reply_log_stats st = stats_of(log);
+    arpc_reply_log_close(log);
+    print_message("%llu records, %llu compactions; directory at most %llu bytes, live at most %llu, "
+                  "compact_bytes %u\n",
+                  (unsigned long long)st.records, (unsigned long long)st.compactions, (unsigned long long)most,
+                  (unsigned long long)live_most, COMPACT);
+    assert_true(st.compactions >= 10);
+    /* At most: a segment at its threshold (compact_bytes, or twice the live size) plus the
+     * batch that passed it, and the snapshot being written beside it. */
+    uint64_t threshold = COMPACT > 2 * live_most ? COMPACT : 2 * live_most;
+    assert_true(most <= threshold + PACE * 300 + live_most);
+    int count;
+    segments_bytes(&t, &count);
+    assert_int_equal(1, count);
+
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, COMPACT, &r, &s);
+    assert_true(r.has_state);
+    assert_blob_tag(r.state, state_tag);
+    assert_int_equal(effects_since, r.neffects);
+    assert_int_equal(CLIENTS * WINDOW, r.nreplies);
+    assert_int_equal(CLIENTS, r.nacks);
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+static void replayed_equal(const struct replayed *a, const struct replayed *b)
+{
+    assert_int_equal(a->has_state, b->has_state);
+    assert_int_equal(a->state.len, b->state.len);
+    assert_int_equal(a->neffects, b->neffects);
+    for (size_t i = 0; i < a->neffects; i++) {
+        assert_int_equal(a->effects[i].len, b->effects[i].len);
+        assert_memory_equal(a->effects[i].p, b->effects[i].p, a->effects[i].len);
+    }
+    assert_int_equal(a->nreplies, b->nreplies);
+    for (size_t i = 0; i < a->nreplies; i++) {
+        const struct got_reply *g = find_reply(b, a->replies[i].client, a->replies[i].seq);
+        assert_non_null(g);
+        assert_int_equal(a->replies[i].reply.len, g->reply.len);
+        if (g->reply.len)
+            assert_memory_equal(a->replies[i].reply.p, g->reply.p, g->reply.len);
+    }
+    assert_int_equal(a->nacks, b->nacks);
+    for (size_t i = 0; i < a->nacks; i++)
+        assert_int_equal(a->acks[i].ack, find_ack(b, a->acks[i].client));
+}
+
+/* Recovery after a compaction gives what recovery before it gave; superseded segments and a
+ * compaction's leftover are removed at open. */
+static void test_compaction_same_state_and_superseded_segments(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {.free_records = true};
+    uint64_t rng = 99;
+    uint32_t tags = 1;
+    struct model *m = calloc(1, sizeof(*m));
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 1ull << 40, NULL, &s);
+    for (int i = 0; i < 2000; i++) {
+        struct trec *rec = random_record(m, &rng, &tags);
+        model_apply(m, &rec->r, rec->reply_tag, rec->effect_tag);
+        arpc_reply_log_append(log, &rec->r);
+    }
+    arpc_reply_log_close(log);
+    char path1[256], path2[256];
+    size_t old_len;
+    uint8_t *old = read_file(seg_path(&t, 1, path1, sizeof(path1)), &old_len);
+
+    struct replayed before = {0}, after = {0};
+    latch_reset();
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 1024, &before, &s);
+    model_check(m, &before);
+    /* A record that changes nothing (an ack no higher than before) starts the compaction. */
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 0, 0, 0)->r);
+    assert_true(latch_wait(1, 5000));
+    int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
+    while (stats_of(log).compactions == 0 && now_ms() < end)
+        sleep_ms(1);
+    struct arpc_reply_log_stats st = stats_of(log);
+    assert_int_equal(1, st.compactions);
+    assert_true(st.segment_bytes < (uint64_t)old_len);
+    arpc_reply_log_close(log);
+    model_apply(m, &(struct arpc_log_record){.lr_type = ARPC_LOG_ACK, .lr_client_id = 1}, 0, 0);
+    assert_int_equal(-1, access(path1, F_OK)); /* superseded, removed */
+
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 1ull << 40, &after, &s);
+    arpc_reply_log_close(log);
+    replayed_equal(&before, &after);
+    model_check(m, &after);
+    replayed_free(&after);
+
+    /* An older segment that reappears, and a compaction's leftover: both removed at open. */
+    write_file(path1, old, old_len);
+    char tmp[300];
+    snprintf(tmp, sizeof(tmp), "%s/0000000000000003.arpclog.tmp", t.log);
+    write_file(tmp, old, 100);
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 1ull << 40, &after, &s);
+    arpc_reply_log_close(log);
+    replayed_equal(&before, &after);
+    assert_int_equal(-1, access(path1, F_OK));
+    assert_int_equal(-1, access(tmp, F_OK));
+    assert_int_equal(0, access(seg_path(&t, 2, path2, sizeof(path2)), F_OK));
+    replayed_free(&before);
+    replayed_free(&after);
+    free(old);
+    free(m);
+    tdir_remove(&t);
+}
+
+/* Appends a hand-made segment: header (not a snapshot) and the records in views. */
+static void write_segment(const struct tdir *t, uint64_t seg, uint64_t epoch, const struct arpc_log_view *views, size_t n)
+{
+    uint8_t *buf = malloc(ARPC_LOG_HEADER_SIZE + n * 256);
+    struct arpc_log_view h = {.v_type = ARPC_LOG_HEADER, .v_epoch = epoch, .v_segment = seg};
+    size_t len = arpc_log_encode(buf, &h);
+    for (size_t i = 0; i < n; i++)
+        len += arpc_log_encode(buf + len, &views[i]);
+    char path[256];
+    write_file(seg_path(t, seg, path, sizeof(path)), buf, len);
+    free(buf);
+}
+
+/* Segments after the newest snapshot are replayed in order, appended to (the newest), folded
+ * into the next snapshot by compaction; a torn tail anywhere but in the newest is corruption,
+ * and so is a segment from another directory. */
+static void test_segments_after_the_snapshot(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {.free_records = true};
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    uint64_t epoch = arpc_reply_log_epoch(log);
+    struct trec *first[] = {trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 2), trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 3)};
+    s.free_records = false;
+    append_all_and_close(log, first, 2);
+    s.free_records = true;
+
+    /* Segment 2: a live reply with an effect, and 100 dead replies of client 3. */
+    uint8_t reply[8] = "abcdefgh", effect[4] = "eff!";
+    struct arpc_log_view views[103] = {
+        {.v_type = ARPC_LOG_REPLY, .v_client_id = 1, .v_seq = 2, .v_reply = reply, .v_reply_len = 8,
+         .v_data = effect, .v_data_len = 4},
+        {.v_type = ARPC_LOG_ACK, .v_client_id = 2, .v_ack = 4},
+    };
+    for (int i = 0; i < 100; i++)
+        views[2 + i] = (struct arpc_log_view){.v_type = ARPC_LOG_REPLY, .v_client_id = 3, .v_seq = (uint64_t)i + 1,
+                                              .v_reply = reply, .v_reply_len = 8};
+    views[102] = (struct arpc_log_view){.v_type = ARPC_LOG_ACK, .v_client_id = 3, .v_ack = 100};
+    write_segment(&t, 2, epoch, views, 103);
+
+    struct replayed before = {0}, after = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &before, &s);
+    arpc_reply_log_close(log);
+    assert_blob_tag(before.state, 3);
+    assert_int_equal(1, before.neffects);
+    assert_memory_equal("eff!", before.effects[0].p, 4);
+    assert_int_equal(2, before.nreplies);
+    assert_non_null(find_reply(&before, 1, 2));
+    assert_int_equal(4, find_ack(&before, 2));
+    assert_int_equal(100, find_ack(&before, 3));
+
+    /* A torn tail in segment 1, which is not the newest: corruption. */
+    char path1[256];
+    size_t len1;
+    uint8_t *seg1 = read_file(seg_path(&t, 1, path1, sizeof(path1)), &len1);
+    write_file(path1, seg1, len1 - 3);
+    char why[512];
+    struct arpc_reply_log *none = NULL;
+    assert_int_equal(ARPC_EPROTO, try_open(&none, t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_non_null(strstr(why, "(not in the last segment)"));
+    write_file(path1, seg1, len1);
+    free(seg1);
+    /* A newest segment of another epoch: corruption. */
+    write_segment(&t, 3, epoch + 1, views, 1);
+    assert_int_equal(ARPC_EPROTO, try_open(&none, t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_non_null(strstr(why, "0000000000000002.arpclog is corrupt at offset 0: the header's epoch differs"));
+    char path3[256];
+    unlink(seg_path(&t, 3, path3, sizeof(path3)));
+
+    /* Compaction reads from both segments and leaves one snapshot that replays the same. */
+    latch_reset();
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 1, NULL, &s);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 2, 0, 4, 0, 0)->r);
+    assert_true(latch_wait(1, 5000));
+    int64_t end = now_ms() + 5000;
+    while (stats_of(log).compactions == 0 && now_ms() < end)
+        sleep_ms(1);
+    assert_int_equal(1, stats_of(log).compactions);
+    arpc_reply_log_close(log);
+    int count;
+    segments_bytes(&t, &count);
+    assert_int_equal(1, count);
+    assert_int_equal(0, access(seg_path(&t, 3, path3, sizeof(path3)), F_OK));
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &after, &s);
+    arpc_reply_log_close(log);
+    replayed_equal(&before, &after);
+    replayed_free(&before);
+    replayed_free(&after);
+    tdir_remove(&t);
+}
+
+/* ---- failures ---- */
+
+static void test_bad_options_and_records(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    struct arpc_reply_log *log = NULL;
+    char why[512];
+    assert_int_equal(ARPC_EINVAL, try_open(&log, NULL, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_int_equal(ARPC_EINVAL, try_open(&log, "", ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_int_equal(ARPC_EINVAL, try_open(&log, t.log, (enum arpc_log_fsync)7, 0, NULL, &s, why, sizeof(why)));
+    struct arpc_reply_log_options o = {.dir = t.log};
+    assert_int_equal(ARPC_EINVAL, arpc_reply_log_open(&log, &o, NULL, NULL, NULL, NULL, why, sizeof(why)));
+    assert_null(log);
+    char missing[256];
+    snprintf(missing, sizeof(missing), "%s/no/such/parent", t.root);
+    assert_int_equal(ARPC_ESYSTEM, try_open(&log, missing, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_non_null(strstr(why, "mkdir"));
+
+    /* Records the log cannot take come back with their reason; the log goes on. */
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *huge = trec_new(ARPC_LOG_REPLY, 1, 1, 0, 0, 0);
+    huge->r.lr_reply_len = ARPC_LOG_PAYLOAD_MAX; /* never read: refused from its length */
+    struct trec *bad_type = trec_new(ARPC_LOG_REPLY, 1, 2, 0, 0, 0);
+    bad_type->r.lr_type = (enum arpc_log_rtype)9;
+    struct trec *ack0 = trec_new(ARPC_LOG_ACK, 0, 0, 3, 0, 0);
+    struct trec *expire0 = trec_new(ARPC_LOG_EXPIRE, 0, 0, 0, 0, 0);
+    struct trec *good = trec_new(ARPC_LOG_REPLY, 1, 3, 0, 5, 6);
+    struct trec *all[] = {huge, bad_type, ack0, expire0, good};
+    for (size_t i = 0; i < 5; i++)
+        arpc_reply_log_append(log, &all[i]->r);
+    arpc_reply_log_close(log);
+    assert_int_equal(ARPC_ETOOLARGE, huge->r.lr_status);
+    assert_int_equal(ARPC_EINVAL, bad_type->r.lr_status);
+    assert_int_equal(ARPC_EINVAL, ack0->r.lr_status);
+    assert_int_equal(ARPC_EINVAL, expire0->r.lr_status);
+    assert_int_equal(ARPC_OK, good->r.lr_status);
+    for (size_t i = 0; i < 5; i++)
+        free(all[i]);
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_int_equal(1, r.nreplies);
+    assert_int_equal(1, r.nacks);
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    /* A log with something of everything, so recovery allocates all it ever does. */
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    uint64_t rng = 5;
+    uint32_t tags = 1;
+    struct model *m = calloc(1, sizeof(*m));
+    struct trec *recs[600];
+    for (int i = 0; i < 600; i++)
+        recs[i] = random_record(m, &rng, &tags);
+    append_all_and_close(log, recs, 600);
+
+    /* Open with n allocations allowed, for every n until it succeeds. */
+    int failures = 0;
+    for (long budget = 0;; budget++) {
+        atomic_store(&test_alloc_budget, budget);
+        struct replayed r = {0};
+        char why[512];
+        log = NULL;
+        int rc = try_open(&log, t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s, why, sizeof(why));
+        atomic_store(&test_alloc_budget, -1);
+        replayed_free(&r);
+        if (rc == ARPC_OK)
+            break;
+        assert_int_equal(ARPC_ENOMEM, rc);
+        assert_non_null(strstr(why, "out of memory"));
+        assert_null(log);
+        assert_int_equal(0, atomic_load(&test_alloc_live));
+        failures++;
+    }
+    assert_true(failures >= 5);
+
+    /* Appends the index cannot hold come back ARPC_ENOMEM, unwritten; the log goes on. */
+    latch_reset();
+    atomic_store(&test_alloc_budget, 0);
+    struct trec *refused = trec_new(ARPC_LOG_REPLY, 1000, 1, 0, 3, 4); /* a new client */
+    struct trec *refused_ack = trec_new(ARPC_LOG_ACK, 1001, 0, 1, 0, 0);
+    struct trec *fine = trec_new(ARPC_LOG_EXPIRE, 1, 0, 0, 0, 0); /* needs nothing */
+    arpc_reply_log_append(log, &refused->r);
+    arpc_reply_log_append(log, &refused_ack->r);
+    arpc_reply_log_append(log, &fine->r);
+    assert_true(latch_wait(3, 5000));
+    atomic_store(&test_alloc_budget, -1);
+    struct trec *later = trec_new(ARPC_LOG_REPLY, 1000, 2, 0, 5, 0);
+    arpc_reply_log_append(log, &later->r);
+    arpc_reply_log_close(log);
+    assert_int_equal(ARPC_ENOMEM, refused->r.lr_status);
+    assert_int_equal(ARPC_ENOMEM, refused_ack->r.lr_status);
+    assert_int_equal(ARPC_OK, fine->r.lr_status);
+    assert_int_equal(ARPC_OK, later->r.lr_status);
+    free(refused);
+    free(refused_ack);
+    free(fine);
+    free(later);
+
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_null(find_reply(&r, 1000, 1));
+    assert_non_null(find_reply(&r, 1000, 2));
+    assert_int_equal(-1, find_ack(&r, 1001));
+    assert_int_equal(-1, find_ack(&r, 1));
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    free(m);
+    tdir_remove(&t);
+}
+
+/* A write that fails (here: past RLIMIT_FSIZE, with SIGXFSZ ignored) fails the records of its
+ * batch and every later one; what was handed back OK before is still there after a reopen. */
+static void test_write_failure_stops_the_log(void **state)
+{
+    (void)state;
+    struct tdir t;
+    tdir_make(&t);
+    struct sink s = {0};
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t.log, ARPC_LOG_FSYNC_ALWAYS, 0, NULL, &s);
+    struct trec *before[3];
+    for (int i = 0; i < 3; i++) {
+        before[i] = trec_new(ARPC_LOG_REPLY, 1, (uint64_t)i + 1, 0, 90, 91);
+        arpc_reply_log_append(log, &before[i]->r);
+    }
+    assert_true(latch_wait(3, 5000));
+    uint64_t size = stats_of(log).segment_bytes;
+
+    capture_start();
+    struct sigaction ignore = {.sa_handler = SIG_IGN}, old_action;
+    sigaction(SIGXFSZ, &ignore, &old_action);
+    struct rlimit old_limit, limit;
+    getrlimit(RLIMIT_FSIZE, &old_limit);
+    limit = old_limit;
+    limit.rlim_cur = size + 40; /* inside the next record: a short write, then EFBIG */
+    assert_int_equal(0, setrlimit(RLIMIT_FSIZE, &limit));
+    struct trec *failing[10];
+    for (int i = 0; i < 10; i++) {
+        failing[i] = trec_new(ARPC_LOG_REPLY, 1, (uint64_t)i + 10, 0, 90, 91);
+        arpc_reply_log_append(log, &failing[i]->r);
+    }
+    assert_true(latch_wait(13, 5000));
+    assert_int_equal(0, setrlimit(RLIMIT_FSIZE, &old_limit));
+    sigaction(SIGXFSZ, &old_action, NULL);
+
+    struct trec *after = trec_new(ARPC_LOG_REPLY, 1, 30, 0, 90, 91);
+    arpc_reply_log_append(log, &after->r); /* the log refuses from now on */
+    arpc_reply_log_close(log);
+    char name[300];
+    snprintf(name, sizeof(name), "reply log %s: write 0000000000000001.arpclog: %s", t.log, strerror(EFBIG));
+    assert_int_equal(1, captured(ARPC_LOG_ERROR, name));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ARPC_OK, before[i]->r.lr_status);
+        free(before[i]);
+    }
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(ARPC_ESYSTEM, failing[i]->r.lr_status);
+        free(failing[i]);
+    }
+    assert_int_equal(ARPC_ESYSTEM, after->r.lr_status);
+    free(after);
+
+    /* The short write left a torn tail: dropped at the next open. */
+    struct replayed r = {0};
+    log = open_ok(t.log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+    assert_int_equal(1, captured(ARPC_LOG_WARN, "dropped a torn record"));
+    capture_stop();
+    assert_int_equal(3, r.nreplies);
+    arpc_reply_log_close(log);
+    replayed_free(&r);
+    tdir_remove(&t);
+}
+
+int main(void)
+{
+    test_alloc_install(); /* every test ends with nothing allocated */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_codec_round_trip_and_prefixes),
+        cmocka_unit_test_no_leak(test_codec_rejects),
+        cmocka_unit_test_no_leak(test_segment_names),
+        cmocka_unit_test_no_leak(test_every_type_round_trip),
+        cmocka_unit_test_no_leak(test_replay_rules),
+        cmocka_unit_test_no_leak(test_epoch),
+        cmocka_unit_test_no_leak(test_random_against_model_with_compaction),
+        cmocka_unit_test_no_leak(test_torn_tail_at_every_byte),
+        cmocka_unit_test_no_leak(test_flipped_bit_anywhere_but_the_tail),
+        cmocka_unit_test_no_leak(test_tail_that_is_not_torn),
+        cmocka_unit_test_no_leak(test_lock),
+        cmocka_unit_test_no_leak(test_done_once_in_order_each_policy),
+        cmocka_unit_test_no_leak(test_policies_sync_when_they_say),
+        cmocka_unit_test_no_leak(test_kill9_keeps_what_was_handed_back),
+        cmocka_unit_test_no_leak(test_compaction_keeps_directory_bounded),
+        cmocka_unit_test_no_leak(test_compaction_same_state_and_superseded_segments),
+        cmocka_unit_test_no_leak(test_segments_after_the_snapshot),
+        cmocka_unit_test_no_leak(test_bad_options_and_records),
+        cmocka_unit_test_no_leak(test_out_of_memory),
+        cmocka_unit_test_no_leak(test_write_failure_stops_the_log),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
