@@ -1,0 +1,23 @@
+/*
+ * A TCP proxy on its own thread whose connections can be cut on demand: both sides see their
+ * connection close at once (as when a network path fails), while the proxy keeps accepting
+ * new ones. For tests of reconnecting clients against a server that stays up.
+ */
+#ifndef ARPC_TEST_CUT_PROXY_H
+#define ARPC_TEST_CUT_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct cut_proxy;
+
+/* Listens on 127.0.0.1 (a free port: *addr gets "tcp://127.0.0.1:PORT") and forwards every
+ * connection to target ("tcp://..."). NULL on failure. */
+struct cut_proxy *cut_proxy_start(const char *target, char *addr, size_t addrlen);
+/* Closes every connection open now (both ends), and returns how many. */
+int cut_proxy_cut(struct cut_proxy *p);
+/* Connections accepted so far. */
+int cut_proxy_accepted(struct cut_proxy *p);
+void cut_proxy_stop(struct cut_proxy *p);
+
+#endif
