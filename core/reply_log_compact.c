@@ -165,12 +165,9 @@ static int write_effects(struct compaction *c)
 static int write_replies(struct compaction *c)
 {
     struct arpc_log_index *ix = &c->c_log->lg_index;
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_client *cl = val;
-        for (uint32_t i = cl->c_head; i < cl->c_len; i++) {
+    struct arpc_log_client *cl;
+    for (size_t it = 0; (cl = arpc_log_index_next_client(ix, &it)) != NULL;) {
+        for (size_t i = cl->c_head; i < cl->c_len; i++) {
             struct arpc_log_live_reply *r = &cl->c_replies[i];
             if (arpc_log_index_listed(ix, r))
                 continue; /* written with the effects */
@@ -194,13 +191,9 @@ static int write_replies(struct compaction *c)
 
 static int write_acks(struct compaction *c)
 {
-    struct arpc_log_index *ix = &c->c_log->lg_index;
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_view v = {.v_type = ARPC_LOG_ACK, .v_client_id = id,
-                                  .v_ack = ((struct arpc_log_client *)val)->c_ack};
+    struct arpc_log_client *cl;
+    for (size_t it = 0; (cl = arpc_log_index_next_client(&c->c_log->lg_index, &it)) != NULL;) {
+        struct arpc_log_view v = {.v_type = ARPC_LOG_ACK, .v_client_id = cl->c_id, .v_ack = cl->c_ack};
         uint64_t offset;
         uint32_t size;
         int rc = put_view(c, &v, &offset, &size);

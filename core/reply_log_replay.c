@@ -250,19 +250,14 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
         struct arpc_log_view v = view_at(r, ix->ix_effects[i].e_pos);
         ops->on_effect(ctx, v.v_data, v.v_data_len);
     }
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (ops->on_reply != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        const struct arpc_log_client *c = val;
-        for (uint32_t i = c->c_head; i < c->c_len; i++) {
+    const struct arpc_log_client *c;
+    for (size_t it = 0; ops->on_reply != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        for (size_t i = c->c_head; i < c->c_len; i++) {
             struct arpc_log_view v = view_at(r, c->c_replies[i].r_pos);
-            ops->on_reply(ctx, id, v.v_seq, v.v_reply, v.v_reply_len);
+            ops->on_reply(ctx, c->c_id, v.v_seq, v.v_reply, v.v_reply_len);
         }
-    }
-    it = 0;
-    while (ops->on_ack != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val))
-        ops->on_ack(ctx, id, ((const struct arpc_log_client *)val)->c_ack);
+    for (size_t it = 0; ops->on_ack != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        ops->on_ack(ctx, c->c_id, c->c_ack);
 }
 
 /* ---- a new directory ---- */

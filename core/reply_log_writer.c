@@ -174,6 +174,7 @@ static void maybe_compact(struct arpc_reply_log *log)
         arpc_log(ARPC_LOG_ERROR, "%s; compaction abandoned, the log goes on in its current segment", why);
         log->lg_compact_at = log->lg_out.o_size + log->lg_compact_bytes; /* not again at once */
     }
+    arpc_log_publish_sizes(log);
 }
 
 static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
@@ -199,11 +200,11 @@ static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
         for (ck_stack_entry_t *e = batch; e != NULL; e = e->next)
             if (record_of(e)->lr_status == ARPC_OK)
                 record_of(e)->lr_status = ARPC_ESYSTEM;
+    arpc_log_publish_sizes(log); /* the stats count a record by the time it is handed back */
     hand_back(log, batch);
     if (log->lg_policy == ARPC_LOG_FSYNC_BATCH && log->lg_unsynced >= log->lg_batch_records && !log->lg_failed)
         sync_active(log);
     maybe_compact(log);
-    arpc_log_publish_sizes(log);
 }
 
 /* ---- the thread ---- */
