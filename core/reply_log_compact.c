@@ -244,9 +244,7 @@ static void switch_to(struct arpc_reply_log *log, struct compaction *c, uint64_t
     log->lg_unsynced = 0;
     uint64_t twice = 2 * log->lg_out.o_size;
     log->lg_compact_at = log->lg_compact_bytes > twice ? log->lg_compact_bytes : twice;
-    atomic_store_explicit(&log->lg_stat_compactions,
-                          atomic_load_explicit(&log->lg_stat_compactions, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    arpc_log_stat_add(&log->lg_stat_compactions, 1);
 }
 
 int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen)

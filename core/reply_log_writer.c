@@ -56,7 +56,7 @@ void arpc_log_publish_sizes(struct arpc_reply_log *log)
     atomic_store_explicit(&log->lg_stat_live_bytes, arpc_log_index_live_bytes(&log->lg_index), memory_order_relaxed);
 }
 
-static void stat_add(_Atomic uint64_t *counter, uint64_t n)
+void arpc_log_stat_add(_Atomic uint64_t *counter, uint64_t n)
 {
     /* Single writer: a plain load and store, no locked instruction. */
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
@@ -69,7 +69,7 @@ static int sync_active(struct arpc_reply_log *log)
         arpc_log_fail(log, why);
         return ARPC_ESYSTEM;
     }
-    stat_add(&log->lg_stat_fsyncs, 1);
+    arpc_log_stat_add(&log->lg_stat_fsyncs, 1);
     log->lg_dirty = false;
     log->lg_unsynced = 0;
     return ARPC_OK;
@@ -149,8 +149,8 @@ static int write_record(struct arpc_reply_log *log, const struct arpc_log_record
         arpc_log_fail(log, why);
         return ARPC_ESYSTEM;
     }
-    stat_add(&log->lg_stat_records, 1);
-    stat_add(&log->lg_stat_bytes, size);
+    arpc_log_stat_add(&log->lg_stat_records, 1);
+    arpc_log_stat_add(&log->lg_stat_bytes, size);
     return ARPC_OK;
 }
 
