@@ -100,8 +100,9 @@ static int read_record(struct compaction *c, struct arpc_log_pos pos, struct arp
     if (arpc_log_decode(c->c_rec, pos.p_size, v, &what) != ARPC_LOG_DECODE_OK || v->v_size != pos.p_size) {
         char name[ARPC_LOG_NAME_MAX];
         arpc_log_segment_name(name, pos.p_segment, false);
-        arpc_log_why(c->c_why, c->c_whylen, "reply log %s/%s is corrupt at offset %" PRIu64 ": %s (found while compacting)",
-                     log->lg_dir, name, pos.p_offset, what);
+        arpc_log_why(c->c_why, c->c_whylen,
+                     "reply log %s/%s is corrupt at offset %" PRIu64 ": %s (found while compacting)", log->lg_dir,
+                     name, pos.p_offset, what);
         return ARPC_EPROTO;
     }
     return ARPC_OK;

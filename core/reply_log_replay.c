@@ -208,7 +208,8 @@ static int drop_torn_tail(struct recovery *r)
     arpc_log_segment_name(name, m->m_segment, false);
     if (ftruncate(m->m_fd, (off_t)m->m_good) != 0 || fdatasync(m->m_fd) != 0)
         return arpc_log_sys_fail(r->r_why, r->r_whylen, r->r_log->lg_dir, "truncate", name, errno);
-    arpc_log(ARPC_LOG_WARN, "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
+    arpc_log(ARPC_LOG_WARN,
+             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
              r->r_log->lg_dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good);
     return ARPC_OK;
 }
@@ -291,7 +292,8 @@ static int create_first_segment(struct arpc_reply_log *log, char *why, size_t wh
 int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_ops *ops, void *ctx, char *why,
                      size_t whylen)
 {
-    log->lg_out = (struct arpc_log_out){.o_fd = -1, .o_dir = log->lg_dir, .o_buf = log->lg_buf, .o_cap = ARPC_LOG_BUF_SIZE};
+    log->lg_out = (struct arpc_log_out){
+        .o_fd = -1, .o_dir = log->lg_dir, .o_buf = log->lg_buf, .o_cap = ARPC_LOG_BUF_SIZE};
     uint64_t *segs = NULL;
     size_t n = 0;
     int rc = arpc_log_dir_segments(log->lg_dirfd, log->lg_dir, &segs, &n, why, whylen);

@@ -91,8 +91,9 @@ static int check_record(const struct arpc_log_record *rec)
     default:
         return ARPC_EINVAL;
     }
+    bool has_data = rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE;
     if (!arpc_log_payload_fits((uint8_t)rec->lr_type, rec->lr_type == ARPC_LOG_REPLY ? rec->lr_reply_len : 0,
-                               rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE ? rec->lr_effect_len : 0))
+                               has_data ? rec->lr_effect_len : 0))
         return ARPC_ETOOLARGE;
     return ARPC_OK;
 }

@@ -1364,7 +1364,8 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
 }
 
 /* Appends a hand-made segment: header (not a snapshot) and the records in views. */
-static void write_segment(const struct tdir *t, uint64_t seg, uint64_t epoch, const struct arpc_log_view *views, size_t n)
+static void write_segment(const struct tdir *t, uint64_t seg, uint64_t epoch, const struct arpc_log_view *views,
+                          size_t n)
 {
     uint8_t *buf = malloc(ARPC_LOG_HEADER_SIZE + n * 256);
     struct arpc_log_view h = {.v_type = ARPC_LOG_HEADER, .v_epoch = epoch, .v_segment = seg};
