@@ -8,8 +8,8 @@
  *   the stack and sleeps only while the count still equals the snapshot, so no append is
  *   missed, and an idle log sleeps in the kernel at no CPU cost.
  * - Batching: the writer takes everything pending at once, encodes it into one buffer, and
- *   writes it with one pwrite (records too large for the buffer are written on their own,
- *   in order). ALWAYS is group commit: one fdatasync per batch, and every record that queued
+ *   writes it with one pwrite (a batch larger than the 512 KiB buffer takes one per
+ *   buffer-full; a record larger than a quarter of it is written on its own, in order). ALWAYS is group commit: one fdatasync per batch, and every record that queued
  *   while the previous fdatasync ran rides the next one. BATCH hands records back after the
  *   write and syncs when batch_records have accumulated or batch_ms after the first of them
  *   (the sleep has that deadline). OFF never syncs until close.
