@@ -100,8 +100,9 @@ static int read_record(struct compaction *c, struct arpc_log_pos pos, struct arp
     if (arpc_log_decode(c->c_rec, pos.p_size, v, &what) != ARPC_LOG_DECODE_OK || v->v_size != pos.p_size) {
         char name[ARPC_LOG_NAME_MAX];
         arpc_log_segment_name(name, pos.p_segment, false);
-        arpc_log_why(c->c_why, c->c_whylen, "reply log %s/%s is corrupt at offset %" PRIu64 ": %s (found while compacting)",
-                     log->lg_dir, name, pos.p_offset, what);
+        arpc_log_why(c->c_why, c->c_whylen,
+                     "reply log %s/%s is corrupt at offset %" PRIu64 ": %s (found while compacting)", log->lg_dir,
+                     name, pos.p_offset, what);
         return ARPC_EPROTO;
     }
     return ARPC_OK;
@@ -165,12 +166,9 @@ static int write_effects(struct compaction *c)
 static int write_replies(struct compaction *c)
 {
     struct arpc_log_index *ix = &c->c_log->lg_index;
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_client *cl = val;
-        for (uint32_t i = cl->c_head; i < cl->c_len; i++) {
+    struct arpc_log_client *cl;
+    for (size_t it = 0; (cl = arpc_log_index_next_client(ix, &it)) != NULL;) {
+        for (size_t i = cl->c_head; i < cl->c_len; i++) {
             struct arpc_log_live_reply *r = &cl->c_replies[i];
             if (arpc_log_index_listed(ix, r))
                 continue; /* written with the effects */
@@ -194,13 +192,9 @@ static int write_replies(struct compaction *c)
 
 static int write_acks(struct compaction *c)
 {
-    struct arpc_log_index *ix = &c->c_log->lg_index;
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_view v = {.v_type = ARPC_LOG_ACK, .v_client_id = id,
-                                  .v_ack = ((struct arpc_log_client *)val)->c_ack};
+    struct arpc_log_client *cl;
+    for (size_t it = 0; (cl = arpc_log_index_next_client(&c->c_log->lg_index, &it)) != NULL;) {
+        struct arpc_log_view v = {.v_type = ARPC_LOG_ACK, .v_client_id = cl->c_id, .v_ack = cl->c_ack};
         uint64_t offset;
         uint32_t size;
         int rc = put_view(c, &v, &offset, &size);
@@ -251,9 +245,7 @@ static void switch_to(struct arpc_reply_log *log, struct compaction *c, uint64_t
     log->lg_unsynced = 0;
     uint64_t twice = 2 * log->lg_out.o_size;
     log->lg_compact_at = log->lg_compact_bytes > twice ? log->lg_compact_bytes : twice;
-    atomic_store_explicit(&log->lg_stat_compactions,
-                          atomic_load_explicit(&log->lg_stat_compactions, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    arpc_log_stat_add(&log->lg_stat_compactions, 1);
 }
 
 int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen)

@@ -70,6 +70,18 @@ static void count_reply(struct arpc_log_index *ix, const struct arpc_log_live_re
 
 /* ---- a client's replies ---- */
 
+/* Doubles the array *items of *cap elements of elem_size bytes (or makes min_cap of them). */
+static int array_grow(void **items, size_t *cap, size_t elem_size, size_t min_cap)
+{
+    size_t n = *cap ? *cap * 2 : min_cap;
+    void *grown = arpc_realloc(*items, n * elem_size);
+    if (grown == NULL)
+        return ARPC_ENOMEM;
+    *items = grown;
+    *cap = n;
+    return ARPC_OK;
+}
+
 /* Room for one more reply at the end of c's array. */
 static int replies_reserve(struct arpc_log_client *c)
 {
@@ -81,19 +93,13 @@ static int replies_reserve(struct arpc_log_client *c)
         c->c_head = 0;
         return ARPC_OK;
     }
-    uint32_t cap = c->c_cap ? c->c_cap * 2 : REPLIES_MIN_CAP;
-    struct arpc_log_live_reply *r = arpc_realloc(c->c_replies, cap * sizeof(*r));
-    if (r == NULL)
-        return ARPC_ENOMEM;
-    c->c_replies = r;
-    c->c_cap = cap;
-    return ARPC_OK;
+    return array_grow((void **)&c->c_replies, &c->c_cap, sizeof(*c->c_replies), REPLIES_MIN_CAP);
 }
 
 /* Gives back most of an array a burst grew and acks emptied (best effort). */
 static void replies_shrink(struct arpc_log_client *c)
 {
-    uint32_t live = c->c_len - c->c_head;
+    size_t live = c->c_len - c->c_head;
     if (c->c_cap < SHRINK_MIN_CAP || live > c->c_cap / 8)
         return;
     memmove(c->c_replies, c->c_replies + c->c_head, live * sizeof(*c->c_replies));
@@ -119,11 +125,11 @@ static void raise_ack(struct arpc_log_index *ix, struct arpc_log_client *c, uint
 }
 
 /* First index in [c_head, c_len) whose seq is >= seq. */
-static uint32_t replies_lower_bound(const struct arpc_log_client *c, uint64_t seq)
+static size_t replies_lower_bound(const struct arpc_log_client *c, uint64_t seq)
 {
-    uint32_t lo = c->c_head, hi = c->c_len;
+    size_t lo = c->c_head, hi = c->c_len;
     while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
+        size_t mid = lo + (hi - lo) / 2;
         if (c->c_replies[mid].r_seq < seq)
             lo = mid + 1;
         else
@@ -135,7 +141,7 @@ static uint32_t replies_lower_bound(const struct arpc_log_client *c, uint64_t se
 /* Keeps r (seq > c_ack); room was reserved. */
 static void replies_insert(struct arpc_log_index *ix, struct arpc_log_client *c, struct arpc_log_live_reply r)
 {
-    uint32_t at = c->c_len;
+    size_t at = c->c_len;
     if (c->c_len > c->c_head && c->c_replies[c->c_len - 1].r_seq >= r.r_seq) {
         at = replies_lower_bound(c, r.r_seq);
         if (c->c_replies[at].r_seq == r.r_seq) { /* logged again: the later record wins */
@@ -176,7 +182,7 @@ static void client_forget(struct arpc_log_index *ix, uint64_t id)
     struct arpc_log_client *c = arpc_u64_map_take(&ix->ix_clients, id);
     if (c == NULL)
         return;
-    for (uint32_t i = c->c_head; i < c->c_len; i++)
+    for (size_t i = c->c_head; i < c->c_len; i++)
         count_reply(ix, &c->c_replies[i], false);
     client_free(c, NULL);
 }
@@ -185,13 +191,7 @@ static int effects_reserve(struct arpc_log_index *ix)
 {
     if (ix->ix_neffects < ix->ix_effects_cap)
         return ARPC_OK;
-    size_t cap = ix->ix_effects_cap ? ix->ix_effects_cap * 2 : EFFECTS_MIN_CAP;
-    struct arpc_log_effect *e = arpc_realloc(ix->ix_effects, cap * sizeof(*e));
-    if (e == NULL)
-        return ARPC_ENOMEM;
-    ix->ix_effects = e;
-    ix->ix_effects_cap = cap;
-    return ARPC_OK;
+    return array_grow((void **)&ix->ix_effects, &ix->ix_effects_cap, sizeof(*ix->ix_effects), EFFECTS_MIN_CAP);
 }
 
 static void effects_push(struct arpc_log_index *ix, const struct arpc_log_view *v, struct arpc_log_pos pos)
@@ -213,15 +213,11 @@ static void apply_state(struct arpc_log_index *ix, struct arpc_log_pos pos)
         ix->ix_effects_cap = 0;
     }
     /* Replies whose effects were listed now count on their own. */
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_client *c = val;
-        for (uint32_t i = c->c_head; i < c->c_len; i++)
+    struct arpc_log_client *c;
+    for (size_t it = 0; (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        for (size_t i = c->c_head; i < c->c_len; i++)
             if (arpc_log_index_listed(ix, &c->c_replies[i]))
                 ix->ix_unlisted_bytes += c->c_replies[i].r_pos.p_size;
-    }
     ix->ix_gen++;
 }
 
@@ -277,13 +273,20 @@ int arpc_log_index_apply(struct arpc_log_index *ix, const struct arpc_log_view *
     }
 }
 
+struct arpc_log_client *arpc_log_index_next_client(const struct arpc_log_index *ix, size_t *pos)
+{
+    uint64_t id;
+    void *val;
+    return arpc_u64_map_next(&ix->ix_clients, pos, &id, &val) ? val : NULL;
+}
+
 struct arpc_log_live_reply *arpc_log_index_find(const struct arpc_log_index *ix, uint64_t client_id,
                                                 uint64_t seq)
 {
     struct arpc_log_client *c = arpc_u64_map_get(&ix->ix_clients, client_id);
     if (c == NULL)
         return NULL;
-    uint32_t at = replies_lower_bound(c, seq);
+    size_t at = replies_lower_bound(c, seq);
     return at < c->c_len && c->c_replies[at].r_seq == seq ? &c->c_replies[at] : NULL;
 }
 
@@ -298,12 +301,9 @@ void arpc_log_index_moved(struct arpc_log_index *ix, uint64_t segment)
         ix->ix_effect_bytes += e->e_new_size;
     }
     ix->ix_unlisted_bytes = 0;
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        struct arpc_log_client *c = val;
-        for (uint32_t i = c->c_head; i < c->c_len; i++) {
+    struct arpc_log_client *c;
+    for (size_t it = 0; (c = arpc_log_index_next_client(ix, &it)) != NULL;) {
+        for (size_t i = c->c_head; i < c->c_len; i++) {
             struct arpc_log_live_reply *r = &c->c_replies[i];
             r->r_pos = (struct arpc_log_pos){segment, r->r_new_offset, r->r_new_size};
             if (!arpc_log_index_listed(ix, r))

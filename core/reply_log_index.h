@@ -47,7 +47,7 @@ struct arpc_log_client {
     uint64_t c_id;
     uint64_t c_ack;
     struct arpc_log_live_reply *c_replies; /* [c_head, c_len): ascending seq, every seq > c_ack */
-    uint32_t c_head, c_len, c_cap;
+    size_t c_head, c_len, c_cap;
 };
 
 /* A record whose effect is listed (every effect since the latest STATE). */
@@ -82,6 +82,10 @@ void arpc_log_index_fini(struct arpc_log_index *ix);
  * nothing: ARPC_OK, or ARPC_ENOMEM with the index as it was. v is not a segment HEADER.
  */
 int arpc_log_index_apply(struct arpc_log_index *ix, const struct arpc_log_view *v, struct arpc_log_pos pos);
+
+/* Iteration over the clients: start with *pos = 0; NULL when done. The index must not change
+ * during an iteration. */
+struct arpc_log_client *arpc_log_index_next_client(const struct arpc_log_index *ix, size_t *pos);
 
 /* The live reply (client_id, seq), or NULL. */
 struct arpc_log_live_reply *arpc_log_index_find(const struct arpc_log_index *ix, uint64_t client_id,

@@ -88,4 +88,7 @@ void arpc_log_fail(struct arpc_reply_log *log, const char *why);
 /* Publishes the writer's counters derived from its state. Writer thread (or opener). */
 void arpc_log_publish_sizes(struct arpc_reply_log *log);
 
+/* Adds n to a statistics counter. Writer thread only (its single writer). */
+void arpc_log_stat_add(_Atomic uint64_t *counter, uint64_t n);
+
 #endif

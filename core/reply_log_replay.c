@@ -208,7 +208,8 @@ static int drop_torn_tail(struct recovery *r)
     arpc_log_segment_name(name, m->m_segment, false);
     if (ftruncate(m->m_fd, (off_t)m->m_good) != 0 || fdatasync(m->m_fd) != 0)
         return arpc_log_sys_fail(r->r_why, r->r_whylen, r->r_log->lg_dir, "truncate", name, errno);
-    arpc_log(ARPC_LOG_WARN, "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
+    arpc_log(ARPC_LOG_WARN,
+             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
              r->r_log->lg_dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good);
     return ARPC_OK;
 }
@@ -250,19 +251,14 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
         struct arpc_log_view v = view_at(r, ix->ix_effects[i].e_pos);
         ops->on_effect(ctx, v.v_data, v.v_data_len);
     }
-    size_t it = 0;
-    uint64_t id;
-    void *val;
-    while (ops->on_reply != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val)) {
-        const struct arpc_log_client *c = val;
-        for (uint32_t i = c->c_head; i < c->c_len; i++) {
+    const struct arpc_log_client *c;
+    for (size_t it = 0; ops->on_reply != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        for (size_t i = c->c_head; i < c->c_len; i++) {
             struct arpc_log_view v = view_at(r, c->c_replies[i].r_pos);
-            ops->on_reply(ctx, id, v.v_seq, v.v_reply, v.v_reply_len);
+            ops->on_reply(ctx, c->c_id, v.v_seq, v.v_reply, v.v_reply_len);
         }
-    }
-    it = 0;
-    while (ops->on_ack != NULL && arpc_u64_map_next(&ix->ix_clients, &it, &id, &val))
-        ops->on_ack(ctx, id, ((const struct arpc_log_client *)val)->c_ack);
+    for (size_t it = 0; ops->on_ack != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        ops->on_ack(ctx, c->c_id, c->c_ack);
 }
 
 /* ---- a new directory ---- */
@@ -296,7 +292,8 @@ static int create_first_segment(struct arpc_reply_log *log, char *why, size_t wh
 int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_ops *ops, void *ctx, char *why,
                      size_t whylen)
 {
-    log->lg_out = (struct arpc_log_out){.o_fd = -1, .o_dir = log->lg_dir, .o_buf = log->lg_buf, .o_cap = ARPC_LOG_BUF_SIZE};
+    log->lg_out = (struct arpc_log_out){
+        .o_fd = -1, .o_dir = log->lg_dir, .o_buf = log->lg_buf, .o_cap = ARPC_LOG_BUF_SIZE};
     uint64_t *segs = NULL;
     size_t n = 0;
     int rc = arpc_log_dir_segments(log->lg_dirfd, log->lg_dir, &segs, &n, why, whylen);

@@ -8,8 +8,8 @@
  *   the stack and sleeps only while the count still equals the snapshot, so no append is
  *   missed, and an idle log sleeps in the kernel at no CPU cost.
  * - Batching: the writer takes everything pending at once, encodes it into one buffer, and
- *   writes it with one pwrite (records too large for the buffer are written on their own,
- *   in order). ALWAYS is group commit: one fdatasync per batch, and every record that queued
+ *   writes it with one pwrite (a batch larger than the 512 KiB buffer takes one per
+ *   buffer-full; a record larger than a quarter of it is written on its own, in order). ALWAYS is group commit: one fdatasync per batch, and every record that queued
  *   while the previous fdatasync ran rides the next one. BATCH hands records back after the
  *   write and syncs when batch_records have accumulated or batch_ms after the first of them
  *   (the sleep has that deadline). OFF never syncs until close.
@@ -56,7 +56,7 @@ void arpc_log_publish_sizes(struct arpc_reply_log *log)
     atomic_store_explicit(&log->lg_stat_live_bytes, arpc_log_index_live_bytes(&log->lg_index), memory_order_relaxed);
 }
 
-static void stat_add(_Atomic uint64_t *counter, uint64_t n)
+void arpc_log_stat_add(_Atomic uint64_t *counter, uint64_t n)
 {
     /* Single writer: a plain load and store, no locked instruction. */
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
@@ -69,7 +69,7 @@ static int sync_active(struct arpc_reply_log *log)
         arpc_log_fail(log, why);
         return ARPC_ESYSTEM;
     }
-    stat_add(&log->lg_stat_fsyncs, 1);
+    arpc_log_stat_add(&log->lg_stat_fsyncs, 1);
     log->lg_dirty = false;
     log->lg_unsynced = 0;
     return ARPC_OK;
@@ -91,8 +91,9 @@ static int check_record(const struct arpc_log_record *rec)
     default:
         return ARPC_EINVAL;
     }
+    bool has_data = rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE;
     if (!arpc_log_payload_fits((uint8_t)rec->lr_type, rec->lr_type == ARPC_LOG_REPLY ? rec->lr_reply_len : 0,
-                               rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE ? rec->lr_effect_len : 0))
+                               has_data ? rec->lr_effect_len : 0))
         return ARPC_ETOOLARGE;
     return ARPC_OK;
 }
@@ -149,8 +150,8 @@ static int write_record(struct arpc_reply_log *log, const struct arpc_log_record
         arpc_log_fail(log, why);
         return ARPC_ESYSTEM;
     }
-    stat_add(&log->lg_stat_records, 1);
-    stat_add(&log->lg_stat_bytes, size);
+    arpc_log_stat_add(&log->lg_stat_records, 1);
+    arpc_log_stat_add(&log->lg_stat_bytes, size);
     return ARPC_OK;
 }
 
@@ -174,6 +175,7 @@ static void maybe_compact(struct arpc_reply_log *log)
         arpc_log(ARPC_LOG_ERROR, "%s; compaction abandoned, the log goes on in its current segment", why);
         log->lg_compact_at = log->lg_out.o_size + log->lg_compact_bytes; /* not again at once */
     }
+    arpc_log_publish_sizes(log);
 }
 
 static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
@@ -199,11 +201,11 @@ static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
         for (ck_stack_entry_t *e = batch; e != NULL; e = e->next)
             if (record_of(e)->lr_status == ARPC_OK)
                 record_of(e)->lr_status = ARPC_ESYSTEM;
+    arpc_log_publish_sizes(log); /* the stats count a record by the time it is handed back */
     hand_back(log, batch);
     if (log->lg_policy == ARPC_LOG_FSYNC_BATCH && log->lg_unsynced >= log->lg_batch_records && !log->lg_failed)
         sync_active(log);
     maybe_compact(log);
-    arpc_log_publish_sizes(log);
 }
 
 /* ---- the thread ---- */
