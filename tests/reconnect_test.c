@@ -151,6 +151,8 @@ static void kill_and_restart(const char *listen_addr, int mode)
         size_t len;
         const uint64_t *r = arpc_future_data(fs[i], &len);
         assert_int_equal(sizeof(uint64_t), len);
+        if (*r != 1)
+            fprintf(stderr, "call %d: token applied before: it ran twice\n", i);
         assert_int_equal(1, *r); /* the token was new when it was applied: it ran once */
         arpc_future_release(fs[i]);
     }
@@ -245,6 +247,7 @@ static void test_backoff_bounded(void **state)
         }
     }
     assert_int_equal(40, n);
+    fprintf(stderr, "30 attempts after the first 10 took %lld ms\n", (long long)(t[39] - t[9]));
     /* Past the first doublings, the delays stay at reconnect_max_ms: 30 attempts must take
      * no more than about 30 x MAX_MS (allowing the loaded machine 3x its share). */
     assert_true(t[39] - t[9] <= 3 * 30 * MAX_MS);
@@ -264,11 +267,13 @@ static void test_heartbeat_detects_silent_server(void **state)
     struct server_proc sp;
     assert_true(server_proc_start(&sp, "tcp://127.0.0.1:0", dir, SERVER_PROC_POOL));
     arpc_client *c;
-    arpc_client_options co = {.heartbeat_ms = 100,
-                              .heartbeat_misses = 2,
-                              .connect_timeout_ms = 300,
+    /* Short enough for a quick test, long enough that a loaded machine's scheduling delays
+     * (hundreds of ms) are not taken for a dead server. */
+    arpc_client_options co = {.heartbeat_ms = 250,
+                              .heartbeat_misses = 3,
+                              .connect_timeout_ms = 2000,
                               .reconnect_max_ms = 100,
-                              .reconnect_give_up_ms = 1000};
+                              .reconnect_give_up_ms = 2000};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, sp.sp_addr, &co));
     uint64_t token = 1;
     assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 10000));
@@ -295,12 +300,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cut_under_running_calls),
-        cmocka_unit_test(test_kill_restart_tcp_pool),
-        cmocka_unit_test(test_kill_restart_tcp_actor),
-        cmocka_unit_test(test_kill_restart_unix_pool),
-        cmocka_unit_test(test_kill_restart_unix_actor),
+        cmocka_unit_test_teardown(test_kill_restart_tcp_pool, server_proc_teardown),
+        cmocka_unit_test_teardown(test_kill_restart_tcp_actor, server_proc_teardown),
+        cmocka_unit_test_teardown(test_kill_restart_unix_pool, server_proc_teardown),
+        cmocka_unit_test_teardown(test_kill_restart_unix_actor, server_proc_teardown),
         cmocka_unit_test(test_backoff_bounded),
-        cmocka_unit_test(test_heartbeat_detects_silent_server),
+        cmocka_unit_test_teardown(test_heartbeat_detects_silent_server, server_proc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -131,6 +132,32 @@ void server_proc_main(int argc, char **argv)
 
 /* ---- the parent ---- */
 
+#define SERVER_PROC_MAX 16
+static pid_t running[SERVER_PROC_MAX];
+
+static void track(pid_t pid, bool on)
+{
+    for (int i = 0; i < SERVER_PROC_MAX; i++) {
+        if (on ? running[i] == 0 : running[i] == pid) {
+            running[i] = on ? pid : 0;
+            return;
+        }
+    }
+}
+
+int server_proc_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < SERVER_PROC_MAX; i++) {
+        if (running[i] != 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+            running[i] = 0;
+        }
+    }
+    return 0;
+}
+
 bool server_proc_start(struct server_proc *sp, const char *addr, const char *dir, int mode)
 {
     int pipefd[2];
@@ -148,6 +175,10 @@ bool server_proc_start(struct server_proc *sp, const char *addr, const char *dir
         return false;
     if (pid == 0) {
         close(pipefd[0]);
+        /* Not the test's stdout: a server left behind must not hold a pipe reader open. */
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDOUT_FILENO);
         execl(exe, exe, SERVE_FLAG, addr, dir, mode_s, fd_s, (char *)NULL);
         _exit(127);
     }
@@ -162,6 +193,7 @@ bool server_proc_start(struct server_proc *sp, const char *addr, const char *dir
         return false;
     }
     sp->sp_pid = pid;
+    track(pid, true);
     sp->sp_mode = mode;
     snprintf(sp->sp_addr, sizeof(sp->sp_addr), "%s", bound);
     snprintf(sp->sp_dir, sizeof(sp->sp_dir), "%s", dir);
@@ -172,12 +204,14 @@ void server_proc_kill(struct server_proc *sp)
 {
     kill(sp->sp_pid, SIGKILL);
     waitpid(sp->sp_pid, NULL, 0);
+    track(sp->sp_pid, false);
 }
 
 void server_proc_stop(struct server_proc *sp)
 {
     kill(sp->sp_pid, SIGTERM);
     waitpid(sp->sp_pid, NULL, 0);
+    track(sp->sp_pid, false);
 }
 
 void server_proc_mkdir(char *dir, size_t len)

@@ -45,6 +45,10 @@ void server_proc_kill(struct server_proc *sp);
 /* SIGTERM (a clean stop), reap. */
 void server_proc_stop(struct server_proc *sp);
 
+/* SIGKILLs every server this process started and has not reaped (a cmocka teardown: a
+ * failed test must not leave servers behind). */
+int server_proc_teardown(void **state);
+
 /* A fresh empty directory under /tmp; removed (with what is in it) by server_proc_rmdir. */
 void server_proc_mkdir(char *dir, size_t len);
 void server_proc_rmdir(const char *dir);

@@ -1,0 +1,287 @@
+/*
+ * At-most-once at the wire: duplicates of one (client id, seq), injected by hand on one
+ * connection and on two, while the call runs and after it finished -- the handler runs once
+ * and every copy gets the same reply bytes; stale seqs are refused; calls that did not run are
+ * not remembered; the server's heartbeat closes a silent client; and after kill -9 the reply
+ * log still answers a retried call without running it (the server's epoch survives too).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/server_proc.h"
+#include "support/test_util.h"
+
+static atomic_int runs;
+static sem_t gate;
+
+/* Replies with the payload and how many times it has run; holds on "hold". */
+static void h_gate(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    int n = atomic_fetch_add(&runs, 1) + 1;
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    latch_add();
+    if (len == 4 && memcmp(p, "hold", 4) == 0)
+        sem_wait_secs(&gate, 30);
+    if (len == 4 && memcmp(p, "fail", 4) == 0) {
+        arpc_reply_error(req, "failed on purpose");
+        return;
+    }
+    char out[64];
+    int m = snprintf(out, sizeof(out), "%.*s #%d", (int)len, p, n);
+    arpc_reply(req, out, (size_t)m);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_actor *actor;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    atomic_store(&runs, 0);
+    latch_reset();
+    sem_init(&gate, 0, 0);
+    arpc_server_options so = {.workers = 4, .heartbeat_ms = 100, .heartbeat_misses = 2};
+    if (arpc_server_create(&fx.s, &so) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
+        return -1;
+    arpc_method_options one = {.actor = fx.actor};
+    if (arpc_server_register(fx.s, "t.gate", h_gate, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(fx.s, "t.serial", h_gate, NULL, &one) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 8; i++)
+        sem_post(&gate); /* nothing may stay held */
+    arpc_server_destroy(fx->s);
+    arpc_actor_destroy(fx->actor);
+    sem_destroy(&gate);
+    return 0;
+}
+
+/* Reads one answer and checks it is for xid; copies its body. */
+static void expect_answer(struct raw_client *r, uint64_t xid, uint8_t kind, char *body, size_t *len)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(kind, f.f.f_kind);
+    assert_int_equal(xid, f.f.f_xid);
+    assert_true(f.body_len < 256);
+    memcpy(body, f.body, f.body_len);
+    *len = f.body_len;
+}
+
+static void test_duplicate_same_connection_while_running(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx->addr, 77));
+    assert_true((r.rc_hello.f_flags & ARPC_HELLO_DEDUP) != 0);
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.gate", "hold", 4));
+    assert_true(latch_wait(1, 10000)); /* it runs, and holds */
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.gate", "hold", 4)); /* the same call again */
+    /* A request behind it on the same connection proves the duplicate was seen first. */
+    assert_true(raw_request(&r, 3, 2, 0, 0, "t.gate", "next", 4));
+    assert_true(latch_wait(2, 10000));
+    sem_post(&gate);
+    char a[256], b[256], c[256];
+    size_t la, lb, lc;
+    expect_answer(&r, 3, ARPC_FRAME_REPLY, c, &lc);
+    expect_answer(&r, 1, ARPC_FRAME_REPLY, a, &la);
+    expect_answer(&r, 2, ARPC_FRAME_REPLY, b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la); /* byte-identical */
+    assert_memory_equal("hold #1", a, 7);
+    assert_int_equal(2, atomic_load(&runs)); /* "hold" once, "next" once */
+    raw_close(&r);
+}
+
+static void test_duplicate_other_connection_while_running(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 78));
+    assert_true(raw_connect(&r2, fx->addr, 78)); /* the same client, a second connection */
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
+    assert_true(latch_wait(1, 10000));
+    assert_true(raw_request(&r2, 9, 1, 0, 0, "t.gate", "hold", 4));
+    assert_true(raw_request(&r2, 10, 2, 0, 0, "t.gate", "next", 4));
+    assert_true(latch_wait(2, 10000));
+    sem_post(&gate);
+    char a[256], b[256], c[256];
+    size_t la, lb, lc;
+    expect_answer(&r2, 10, ARPC_FRAME_REPLY, c, &lc);
+    expect_answer(&r1, 1, ARPC_FRAME_REPLY, a, &la);
+    expect_answer(&r2, 9, ARPC_FRAME_REPLY, b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    assert_int_equal(2, atomic_load(&runs));
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
+static void test_duplicate_after_completion_and_stale(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 79));
+    char a[256], b[256], c[256], e1[256], e2[256];
+    size_t la, lb, lc, le1, le2;
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "once", 4));
+    expect_answer(&r1, 1, ARPC_FRAME_REPLY, a, &la);
+    assert_true(raw_request(&r1, 2, 1, 0, 0, "t.gate", "once", 4)); /* finished: replayed */
+    expect_answer(&r1, 2, ARPC_FRAME_REPLY, b, &lb);
+    assert_true(raw_connect(&r2, fx->addr, 79));
+    assert_true(raw_request(&r2, 5, 1, 0, 0, "t.gate", "once", 4)); /* and on a new connection */
+    expect_answer(&r2, 5, ARPC_FRAME_REPLY, c, &lc);
+    assert_int_equal(la, lb);
+    assert_int_equal(la, lc);
+    assert_memory_equal(a, b, la);
+    assert_memory_equal(a, c, la);
+    /* A handler's error is a result too: replayed, byte for byte. */
+    assert_true(raw_request(&r1, 3, 2, 1, 0, "t.gate", "fail", 4));
+    expect_answer(&r1, 3, ARPC_FRAME_ERROR, e1, &le1);
+    assert_true(raw_request(&r1, 4, 2, 1, 0, "t.gate", "fail", 4));
+    expect_answer(&r1, 4, ARPC_FRAME_ERROR, e2, &le2);
+    assert_int_equal(le1, le2);
+    assert_memory_equal(e1, e2, le1);
+    assert_int_equal(2, atomic_load(&runs));
+    /* seq 1 was acknowledged (ack 1 above): it is stale now, refused, never run. */
+    assert_true(raw_request(&r1, 6, 1, 1, 0, "t.gate", "once", 4));
+    struct raw_frame f;
+    assert_true(raw_read(&r1, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(6, f.f.f_xid);
+    assert_int_equal(ARPC_EREJECTED, f.f.f_code);
+    assert_int_equal(2, atomic_load(&runs));
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
+/* A call that did not run (its budget ran out in the queue) is not remembered: the retry,
+ * with a budget, runs it. */
+static void test_not_run_is_not_remembered(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx->addr, 80));
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.serial", "hold", 4)); /* occupies the actor */
+    assert_true(latch_wait(1, 10000));
+    assert_true(raw_request(&r, 2, 2, 0, 1, "t.serial", "late", 4)); /* 1 ms budget */
+    /* Its budget runs out while it waits behind the held call: let time pass (the subject
+     * here is time itself, not an order between threads), then free the actor. */
+    sleep_ms(20);
+    sem_post(&gate);
+    struct raw_frame f;
+    char a[256];
+    size_t la;
+    expect_answer(&r, 1, ARPC_FRAME_REPLY, a, &la);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(2, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_EEXPIRED, f.f.f_code);
+    assert_int_equal(1, atomic_load(&runs));
+    assert_true(raw_request(&r, 3, 2, 0, 5000, "t.serial", "late", 4)); /* the retry */
+    expect_answer(&r, 3, ARPC_FRAME_REPLY, a, &la);
+    assert_memory_equal("late #2", a, 7);
+    raw_close(&r);
+}
+
+/* A client that says HELLO and then nothing, answering no PING: the server closes it. */
+static void test_server_heartbeat_closes_silent_client(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx->addr, 81));
+    int pings = 0;
+    assert_true(raw_wait_eof(&r, &pings));
+    assert_int_equal(2, pings); /* heartbeat_misses PINGs, then the close */
+    raw_close(&r);
+}
+
+/* ---- durability: kill -9 ---- */
+
+static void test_reply_survives_kill(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    struct server_proc sp;
+    assert_true(server_proc_start(&sp, "tcp://127.0.0.1:0", dir, SERVER_PROC_POOL));
+    struct raw_client r;
+    assert_true(raw_connect(&r, sp.sp_addr, 91));
+    assert_true((r.rc_hello.f_flags & ARPC_HELLO_DURABLE) != 0);
+    uint64_t epoch = r.rc_hello.f_client_id;
+    uint64_t token = 4242;
+    char a[256], b[256];
+    size_t la, lb;
+    /* The reply came, so its record was written before it left: kill -9, and ask again. */
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.apply", &token, sizeof(token)));
+    expect_answer(&r, 1, ARPC_FRAME_REPLY, a, &la);
+    raw_close(&r);
+    char addr[256];
+    snprintf(addr, sizeof(addr), "%s", sp.sp_addr);
+    server_proc_kill(&sp);
+    assert_true(server_proc_start(&sp, addr, dir, SERVER_PROC_POOL));
+    assert_true(raw_connect(&r, sp.sp_addr, 91));
+    assert_int_equal(epoch, r.rc_hello.f_client_id); /* the same server, to a client */
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.apply", &token, sizeof(token)));
+    expect_answer(&r, 2, ARPC_FRAME_REPLY, b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la); /* the logged reply, not a second run */
+    /* Between a reply and its ack: seq 2 carries ack 1; kill -9 again; seq 1 is stale now. */
+    token = 4343;
+    assert_true(raw_request(&r, 3, 2, 1, 0, "t.apply", &token, sizeof(token)));
+    expect_answer(&r, 3, ARPC_FRAME_REPLY, b, &lb);
+    raw_close(&r);
+    server_proc_kill(&sp);
+    assert_true(server_proc_start(&sp, addr, dir, SERVER_PROC_POOL));
+    assert_true(raw_connect(&r, sp.sp_addr, 91));
+    token = 4242;
+    assert_true(raw_request(&r, 4, 1, 1, 0, "t.apply", &token, sizeof(token)));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_EREJECTED, f.f.f_code);
+    raw_close(&r);
+    uint64_t applied, dups;
+    assert_true(server_proc_stats(sp.sp_addr, &applied, &dups));
+    assert_int_equal(2, applied);
+    assert_int_equal(0, dups);
+    server_proc_stop(&sp);
+    server_proc_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    server_proc_main(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_duplicate_same_connection_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_other_connection_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_run_is_not_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_heartbeat_closes_silent_client, setup, teardown),
+        cmocka_unit_test_teardown(test_reply_survives_kill, server_proc_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,112 @@
+/* A client that speaks the wire protocol by hand (support/raw_client.h). */
+#include "support/raw_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "transport/transport.h"
+
+bool raw_send(struct raw_client *r, const void *bytes, size_t len)
+{
+    const uint8_t *p = bytes;
+    while (len > 0) {
+        ssize_t n = send(r->rc_fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            struct pollfd pw = {.fd = r->rc_fd, .events = POLLOUT};
+            if ((errno != EAGAIN && errno != EINTR) || poll(&pw, 1, RAW_WAIT_MS) <= 0)
+                return false;
+            continue;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings)
+{
+    for (;;) {
+        if (r->rc_consumed > 0) {
+            memmove(r->rc_buf, r->rc_buf + r->rc_consumed, r->rc_len - r->rc_consumed);
+            r->rc_len -= r->rc_consumed;
+            r->rc_consumed = 0;
+        }
+        size_t used = 0;
+        int rc = arpc_frame_decode(r->rc_buf, r->rc_len, UINT32_MAX, &out->f, &used, NULL);
+        if (rc == ARPC_OK) {
+            r->rc_consumed = used;
+            out->body = r->rc_buf + ARPC_FRAME_HEADER_SIZE;
+            out->body_len = used - ARPC_FRAME_HEADER_SIZE;
+            if (out->f.f_kind == ARPC_FRAME_PING && !keep_pings) {
+                uint8_t pong[ARPC_FRAME_HEADER_SIZE]; /* alive: answer it, as a client does */
+                arpc_frame_encode_header(pong, ARPC_FRAME_PONG, out->f.f_xid, 0);
+                if (!raw_send(r, pong, sizeof(pong)))
+                    return false;
+                continue;
+            }
+            return true;
+        }
+        if (rc != ARPC_EAGAIN || r->rc_len == sizeof(r->rc_buf))
+            return false;
+        struct pollfd pr = {.fd = r->rc_fd, .events = POLLIN};
+        if (poll(&pr, 1, RAW_WAIT_MS) <= 0)
+            return false;
+        ssize_t n = read(r->rc_fd, r->rc_buf + r->rc_len, sizeof(r->rc_buf) - r->rc_len);
+        if (n <= 0)
+            return false;
+        r->rc_len += (size_t)n;
+    }
+}
+
+bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id)
+{
+    memset(r, 0, sizeof(*r));
+    if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
+        return false;
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t n = arpc_frame_encode_hello(hello, client_id, 0, 0, 0);
+    struct raw_frame f;
+    if (!raw_send(r, hello, n) || !raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_HELLO)
+        return false;
+    r->rc_hello = f.f;
+    return true;
+}
+
+void raw_close(struct raw_client *r)
+{
+    if (r->rc_fd > 0)
+        close(r->rc_fd);
+    r->rc_fd = -1;
+}
+
+bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
+                 const char *method, const void *payload, size_t len)
+{
+    uint8_t frame[4096];
+    size_t mlen = strlen(method);
+    if (arpc_frame_request_size(mlen, len) > sizeof(frame))
+        return false;
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, xid, seq, ack, deadline_ms, method,
+                                         (uint16_t)mlen, payload, (uint32_t)len);
+    return raw_send(r, frame, n);
+}
+
+bool raw_wait_eof(struct raw_client *r, int *pings)
+{
+    *pings = 0;
+    for (;;) {
+        struct raw_frame f;
+        if (!raw_read(r, &f, true)) {
+            /* EOF (read returned 0) or a reset: the server closed us. */
+            char b;
+            return recv(r->rc_fd, &b, 1, MSG_DONTWAIT) <= 0;
+        }
+        if (f.f.f_kind != ARPC_FRAME_PING)
+            return false;
+        (*pings)++;
+    }
+}

@@ -1,0 +1,45 @@
+/*
+ * A client that speaks the wire protocol by hand (core/frame.h), for tests that must control
+ * exactly what reaches a server: duplicates of a call, on one connection or several, stale
+ * sequence numbers, silence. Every wait is bounded (RAW_WAIT_MS).
+ */
+#ifndef ARPC_TEST_RAW_CLIENT_H
+#define ARPC_TEST_RAW_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/frame.h"
+
+#define RAW_WAIT_MS 10000
+
+struct raw_client {
+    int rc_fd;
+    uint8_t rc_buf[1 << 17];
+    size_t rc_len;
+    size_t rc_consumed;  /* the last frame returned, dropped at the next read */
+    struct arpc_frame rc_hello; /* the server's HELLO */
+};
+
+/* A frame read by raw_read: the view is valid until the next raw_read. */
+struct raw_frame {
+    struct arpc_frame f;
+    const uint8_t *body; /* the bytes after the header */
+    size_t body_len;
+};
+
+/* Connects, says HELLO as client_id, and reads the server's HELLO. */
+bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id);
+void raw_close(struct raw_client *r);
+bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
+                 const char *method, const void *payload, size_t len);
+bool raw_send(struct raw_client *r, const void *bytes, size_t len);
+/* The next frame (false on EOF, error or timeout). PINGs are answered and skipped unless
+ * keep_pings (then they are returned, unanswered). */
+bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings);
+/* Reads frames until EOF; false if something else came or the wait ran out. *pings counts
+ * the PINGs seen. */
+bool raw_wait_eof(struct raw_client *r, int *pings);
+
+#endif
