@@ -1,0 +1,241 @@
+/*
+ * What a caller's deadline, cancel and choice of semantics do on the server:
+ *  - the handler sees what is left of the budget; a call whose budget ran out while queued
+ *    does not run (ARPC_EEXPIRED reaches nobody: the caller timed out first);
+ *  - a cancelled call that has not started does not run; a running one sees
+ *    arpc_request_cancelled() and its on_cancel callback;
+ *  - over a connection cut under running calls: at-most-once runs once, at-least-once may run
+ *    again (and ends OK), no-retry ends with ARPC_ECONNLOST.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/cut_proxy.h"
+#include "support/test_util.h"
+
+static atomic_int runs;
+static atomic_llong seen_budget;
+static atomic_int seen_cancelled, cancel_callbacks;
+static sem_t gate, cancelled_sem;
+
+static void on_cancel(arpc_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    atomic_fetch_add(&cancel_callbacks, 1);
+    sem_post(&cancelled_sem);
+}
+
+/* "hold": waits for the gate; "wait-cancel": waits for its cancel; anything else: at once. */
+static void h_serial(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&runs, 1);
+    atomic_store(&seen_budget, arpc_request_budget_ms(req));
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    latch_add();
+    if (len == 4 && memcmp(p, "hold", 4) == 0)
+        sem_wait_secs(&gate, 30);
+    if (len == 11 && memcmp(p, "wait-cancel", 11) == 0) {
+        assert_int_equal(ARPC_OK, arpc_request_on_cancel(req, on_cancel, NULL));
+        sem_wait_secs(&cancelled_sem, 30);
+        atomic_store(&seen_cancelled, arpc_request_cancelled(req));
+    }
+    arpc_reply(req, p, len);
+}
+
+static void h_inline(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply(req, "", 0);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_actor *actor;
+    arpc_client *c;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    atomic_store(&runs, 0);
+    atomic_store(&cancel_callbacks, 0);
+    atomic_store(&seen_cancelled, 0);
+    latch_reset();
+    sem_init(&gate, 0, 0);
+    sem_init(&cancelled_sem, 0, 0);
+    arpc_method_options one = {.actor = NULL}, in = {.inline_on_loop = true};
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
+        return -1;
+    one.actor = fx.actor;
+    if (arpc_server_register(fx.s, "t.serial", h_serial, NULL, &one) != ARPC_OK ||
+        arpc_server_register(fx.s, "t.inline", h_inline, NULL, &in) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK ||
+        arpc_client_connect(&fx.c, fx.addr, NULL) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 8; i++) {
+        sem_post(&gate);
+        sem_post(&cancelled_sem);
+    }
+    arpc_client_close(fx->c);
+    arpc_server_destroy(fx->s);
+    arpc_actor_destroy(fx->actor);
+    sem_destroy(&gate);
+    sem_destroy(&cancelled_sem);
+    return 0;
+}
+
+/* The in-order stream of one connection: once the inline call behind it is answered, the
+ * server has seen everything sent before it. */
+static void sync_connection(struct fixture *fx)
+{
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.inline", "", 0, NULL, NULL, 10000));
+}
+
+static void test_expired_in_queue_does_not_run(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_future *held = arpc_call_async(fx->c, "t.serial", "hold", 4, 20000);
+    assert_true(latch_wait(1, 10000)); /* the actor is busy */
+    /* Queued behind it with 50 ms: the caller times out; the server must not run it later. */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_call(fx->c, "t.serial", "late", 4, NULL, NULL, 50));
+    sync_connection(fx); /* it has arrived; its budget counts from then: let it pass for sure */
+    sleep_ms(60);
+    sem_post(&gate);
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(held, 10000));
+    arpc_future_release(held);
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "after", 5, NULL, NULL, 10000)); /* FIFO */
+    assert_int_equal(2, atomic_load(&runs)); /* "hold" and "after"; never "late" */
+}
+
+static void test_budget_reaches_handler(void **state)
+{
+    struct fixture *fx = *state;
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "x", 1, NULL, NULL, 5000));
+    long long b = atomic_load(&seen_budget);
+    assert_true(b > 0 && b <= 5000);
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "x", 1, NULL, NULL, ARPC_FOREVER));
+    assert_int_equal(ARPC_FOREVER, atomic_load(&seen_budget));
+}
+
+static void test_cancel_before_start_does_not_run(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_future *held = arpc_call_async(fx->c, "t.serial", "hold", 4, 20000);
+    assert_true(latch_wait(1, 10000));
+    arpc_future *f = arpc_call_async(fx->c, "t.serial", "doomed", 6, 20000);
+    sync_connection(fx); /* the server has it queued */
+    assert_true(arpc_future_cancel(f));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(f, 1000));
+    arpc_future_release(f);
+    sync_connection(fx); /* and the CANCEL reached it */
+    sem_post(&gate);
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(held, 10000));
+    arpc_future_release(held);
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "after", 5, NULL, NULL, 10000));
+    assert_int_equal(2, atomic_load(&runs));
+}
+
+static void test_cancel_reaches_running_handler(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_future *f = arpc_call_async(fx->c, "t.serial", "wait-cancel", 11, 20000);
+    assert_true(latch_wait(1, 10000)); /* running */
+    assert_true(arpc_future_cancel(f));
+    arpc_future_release(f);
+    /* The handler's callback fires when the CANCEL arrives, and the handler sees it. */
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "after", 5, NULL, NULL, 10000));
+    assert_int_equal(1, atomic_load(&cancel_callbacks));
+    assert_int_equal(1, atomic_load(&seen_cancelled));
+}
+
+/* ---- semantics over a cut ---- */
+
+static atomic_int cut_runs[3];
+static sem_t cut_gate;
+
+static void h_cut(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const int *which = arpc_request_data(req, &len);
+    atomic_fetch_add(&cut_runs[*which], 1);
+    latch_add();
+    sem_wait_secs(&cut_gate, 30);
+    arpc_reply(req, which, len);
+}
+
+static void test_semantics_over_a_cut(void **state)
+{
+    (void)state;
+    latch_reset();
+    sem_init(&cut_gate, 0, 0);
+    for (int i = 0; i < 3; i++)
+        atomic_store(&cut_runs[i], 0);
+    arpc_server *s;
+    arpc_server_options so = {.workers = 4};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.cut", h_cut, NULL, NULL));
+    char saddr[256], paddr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", saddr, sizeof(saddr)));
+    struct cut_proxy *proxy = cut_proxy_start(saddr, paddr, sizeof(paddr));
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_max_ms = 50};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
+    static const enum arpc_call_semantics sem[3] = {ARPC_AT_MOST_ONCE, ARPC_AT_LEAST_ONCE, ARPC_NO_RETRY};
+    arpc_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        arpc_call_options o = {.deadline_ms = 30000, .semantics = sem[i]};
+        fs[i] = arpc_call_async_opts(c, "t.cut", &i, sizeof(i), &o);
+    }
+    assert_true(latch_wait(3, 10000)); /* all three run, and hold */
+    cut_proxy_cut(proxy);
+    /* The no-retry call's outcome is unknown at once; the others are sent again. */
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(fs[2], 10000));
+    /* At-least-once runs a second time (not numbered); at-most-once attaches. */
+    assert_true(latch_wait(4, 10000));
+    for (int i = 0; i < 8; i++)
+        sem_post(&cut_gate);
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(fs[0], 10000));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(fs[1], 10000));
+    assert_int_equal(1, atomic_load(&cut_runs[0]));
+    assert_int_equal(2, atomic_load(&cut_runs[1]));
+    assert_int_equal(1, atomic_load(&cut_runs[2]));
+    for (int i = 0; i < 3; i++)
+        arpc_future_release(fs[i]);
+    arpc_client_close(c);
+    cut_proxy_stop(proxy);
+    arpc_server_destroy(s);
+    sem_destroy(&cut_gate);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_budget_reaches_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_in_queue_does_not_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_before_start_does_not_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_reaches_running_handler, setup, teardown),
+        cmocka_unit_test(test_semantics_over_a_cut),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
