@@ -50,6 +50,7 @@ struct arpc_request {
     const struct arpc_method *rq_method;
     uint64_t rq_xid;
     uint64_t rq_seq;         /* numbered (at-most-once) call: its seq; 0 otherwise */
+    uint64_t rq_ack;         /* the ack the request carried */
     uint64_t rq_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
     atomic_uint rq_flags;
     bool rq_oneway;
@@ -106,14 +107,12 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     struct server_conn *sc = req->rq_conn;
     request_untrack(req);
+    arpc_server *s = sc->sc_server;
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
-        dedup_complete(sc->sc_server, sc->sc_client_id, req->rq_seq, rm, rm->rm_ran);
-    } else if (sc->sc_conn.c_open) {
-        if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
-            arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
-    } else {
-        arpc_free(rm);
+        dedup_complete(s, sc->sc_client_id, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
+    } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
+        sconn_send_frame(sc, rm);
     }
     request_reply_done(req);
 }
@@ -159,11 +158,38 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
 }
 
 /* Encodes the REPLY or ERROR frame for req. NULL without memory. */
+/* One allocation: the message, the frame, then the effect (if any). */
+static struct reply_msg *reply_msg_new(size_t flen, const void *effect, size_t effect_len)
+{
+    struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen + effect_len);
+    if (rm == NULL)
+        return NULL;
+    rm->rm_len = flen;
+    rm->rm_effect = NULL;
+    rm->rm_effect_len = effect_len;
+    if (effect != NULL) {
+        memcpy(rm->rm_frame + flen, effect, effect_len);
+        rm->rm_effect = rm->rm_frame + flen;
+    }
+    return rm;
+}
+
+struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)
+{
+    struct reply_msg *rm = reply_msg_new(len, NULL, 0);
+    if (rm != NULL) {
+        memcpy(rm->rm_frame, frame, len);
+        rm->rm_req = NULL;
+        rm->rm_ran = true;
+    }
+    return rm;
+}
+
 static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int code, const void *data,
-                                      size_t len, bool ran)
+                                      size_t len, bool ran, const void *effect, size_t effect_len)
 {
     size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
-    struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen);
+    struct reply_msg *rm = reply_msg_new(flen, effect, effect_len);
     if (rm == NULL)
         return NULL;
     if (kind == ARPC_FRAME_REPLY) {
@@ -174,13 +200,13 @@ static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int
         arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, req->rq_xid, (uint32_t)code, data,
                                 (uint16_t)len);
     }
-    rm->rm_len = flen;
     rm->rm_req = (arpc_request *)req;
     rm->rm_ran = ran;
     return rm;
 }
 
-static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran)
+static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran,
+                      const void *effect, size_t effect_len)
 {
     if (req == NULL)
         return ARPC_EINVAL;
@@ -209,7 +235,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
             len = sconn_error_msg_cap(sc, len);
         /* The request counts as finished once the loop delivered its reply: a stop waiting
          * for calls in flight finds every reply queued when it sees the count reach zero. */
-        struct reply_msg *rm = reply_encode(req, kind, code, data, len, ran);
+        struct reply_msg *rm = reply_encode(req, kind, code, data, len, ran, effect, effect_len);
         if (rm == NULL) {
             rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
             request_drop(s, req);
@@ -228,12 +254,29 @@ int arpc_reply(arpc_request *req, const void *data, size_t len)
 {
     if (req != NULL && data == NULL && len != 0)
         len = 0;
-    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true);
+    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, NULL, 0);
+}
+
+int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data, size_t len)
+{
+    if (req == NULL || (effect == NULL && effect_len != 0))
+        return ARPC_EINVAL;
+    if (data == NULL && len != 0)
+        len = 0;
+    arpc_server *s = req->rq_conn->sc_server;
+    if (!s->sv_has_log) {
+        static atomic_bool warned;
+        if (!atomic_exchange(&warned, true))
+            arpc_log(ARPC_LOG_WARN, "arpc_reply_durable on a server without log_dir: effects are not logged");
+        return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, NULL, 0);
+    }
+    /* An empty effect is still an effect: the call changed nothing, but it was made. */
+    return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, effect != NULL ? effect : "", effect_len);
 }
 
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
-    return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true);
+    return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true, NULL, 0);
 }
 
 const void *arpc_request_data(const arpc_request *req, size_t *len)
@@ -283,7 +326,7 @@ void request_cancel(struct server_conn *sc, uint64_t xid)
 /* Answers a call that will not run, with why. */
 static void request_refuse(arpc_request *req, int code, const char *why)
 {
-    reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why), false);
+    reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why), false, NULL, 0);
 }
 
 static void request_run(arpc_actor *actor, void *arg, int status)
@@ -318,6 +361,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_xid = f->f_xid;
     /* Numbered (at-most-once) only with both a seq and a client to key it by. */
     req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
+    req->rq_ack = f->f_ack;
     req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_from_ms(f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;

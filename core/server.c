@@ -10,6 +10,7 @@
  * which the last finishing call wakes.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,6 +28,8 @@
 
 static void server_free(arpc_server *s)
 {
+    if (s->sv_log != NULL)
+        journal_close(NULL, s); /* created but never stopped (a failed create) */
     if (s->sv_cache_ready)
         dedup_fini(s); /* no loop touches it any more: every request is finished */
     if (s->sv_owns_loop)
@@ -90,6 +93,16 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
         return crc;
     }
     s->sv_cache_ready = true;
+    if (o.log_dir != NULL) {
+        char why[512] = "";
+        crc = journal_open(s, &o, why, sizeof(why)); /* replays the log into the cache */
+        if (crc != ARPC_OK) {
+            if (o.errbuf != NULL && o.errbuf_len > 0)
+                snprintf(o.errbuf, o.errbuf_len, "%s", why);
+            server_free(s);
+            return crc;
+        }
+    }
     arpc_actor_options ao = {.name = "arpc-worker"};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);
     if (rc != ARPC_OK) {
@@ -211,6 +224,8 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     unsigned attempt = 0;
     while (atomic_load(&s->sv_replying) != 0)
         arpc_backoff_spin(&attempt);
+    if (s->sv_has_log)
+        arpc_loop_run_sync(s->sv_loop, journal_close, s); /* after every reply handed over */
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     pthread_mutex_unlock(&s->sv_stop_mtx);

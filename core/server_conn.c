@@ -97,8 +97,8 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
     arpc_server *s = sc->sc_server;
-    arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, s->sv_max_frame,
-                         s->sv_expiry_s);
+    uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
+    arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)

@@ -32,8 +32,8 @@ static void dedup_free_reply(void *ctx, void *reply)
 
 static void dedup_on_expire(void *ctx, uint64_t client_id)
 {
-    (void)ctx;
     arpc_log(ARPC_LOG_DEBUG, "client %016llx idle: its cached replies are forgotten", (unsigned long long)client_id);
+    journal_expire(ctx, client_id); /* so a restart forgets it too */
 }
 
 static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
@@ -80,6 +80,16 @@ void dedup_start(arpc_server *s)
 void dedup_stop(arpc_server *s) { ev_timer_stop(arpc_loop_ev(s->sv_loop), &s->sv_sweep); }
 
 /* Sends rm's frame to sc under xid (a copy: the cache keeps the original). */
+void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
+{
+    if (!sc->sc_conn.c_open) {
+        arpc_free(rm);
+        return;
+    }
+    if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
+}
+
 static void dedup_send(struct server_conn *sc, const struct reply_msg *rm, uint64_t xid)
 {
     if (!sc->sc_conn.c_open)
@@ -108,6 +118,11 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
 {
     arpc_server *s = sc->sc_server;
     void *cached = NULL;
+    if (atomic_load(&s->sv_log_failed)) {
+        static const char failed[] = "the server's reply log failed: it runs no at-most-once call";
+        sconn_send_error(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
+        return false;
+    }
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_client_id, f->f_seq, f->f_ack, sc,
                                                     f->f_xid, arpc_now_ns(), &cached);
     char msg[96];
@@ -142,15 +157,31 @@ void dedup_ack(struct server_conn *sc, uint64_t ack)
     arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_client_id, ack, arpc_now_ns());
 }
 
-void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, struct reply_msg *rm, bool ran)
+void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)
 {
     bool kept = false;
     struct arpc_rc_waiter *waiters;
-    if (ran)
-        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, false, arpc_now_ns(), &kept);
-    else
+    if (!ran) {
         waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
+    } else {
+        /* With a log, the waiters are answered once the record is durable (journal). */
+        bool wait = journal_waits(s);
+        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, wait, arpc_now_ns(), &kept);
+        if (s->sv_log != NULL)
+            journal_reply(s, client_id, seq, ack, rm, wait && kept);
+    }
     dedup_answer(s, waiters, rm);
     if (!kept)
         arpc_free(rm);
+}
+
+void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
+{
+    bool kept = false;
+    void *reply = NULL;
+    struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_ns(), &reply, &kept);
+    if (reply != NULL)
+        dedup_answer(s, waiters, reply);
+    if (!kept)
+        arpc_free(reply);
 }

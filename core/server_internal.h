@@ -28,6 +28,7 @@
 #include "core/conn.h"
 #include "core/registry.h"
 #include "core/reply_cache.h"
+#include "core/reply_log.h"
 
 enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
@@ -57,11 +58,15 @@ struct arpc_server {
     struct arpc_registry sv_registry;
     pthread_mutex_t sv_stop_mtx;    /* serialises stops: a second stop returns once the first is done */
     uint64_t sv_epoch;              /* this server's identity for at-most-once (HELLO) */
+    bool sv_has_log;                /* a reply log was opened (fixed at create) */
+    enum arpc_fsync sv_fsync;
+    atomic_bool sv_log_failed;      /* a record could not be written: no more numbered calls */
     uint32_t sv_expiry_s;           /* idle clients' replies are forgotten after this */
     uint32_t sv_heartbeat_ms;       /* PING a client silent this long; 0: never */
     unsigned sv_heartbeat_misses;
     /* loop thread only */
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
+    struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     ev_timer sv_sweep;                /* idle-client expiry */
     struct server_listener *sv_listeners;
@@ -73,10 +78,15 @@ struct arpc_server {
 struct reply_msg {
     struct arpc_loop_job rm_job;
     arpc_request *rm_req;
-    bool rm_ran;  /* false: the call was refused without running (a retry may run it) */
+    bool rm_ran;           /* false: the call was refused without running (a retry may run it) */
     size_t rm_len;
+    const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
+    size_t rm_effect_len;
     uint8_t rm_frame[];
 };
+
+/* A reply_msg holding a copy of an encoded frame (a reply from the log). NULL without memory. */
+struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 
 /* server.c */
 void server_retain(arpc_server *s);
@@ -107,10 +117,25 @@ void dedup_stop(arpc_server *s);
 /* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
  * answered (replayed, refused) or attached to the running call. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+/* The log made a numbered call's reply durable: answer its waiters. */
+void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter; rm is kept or freed. */
-void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, struct reply_msg *rm, bool ran);
+void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
+
+/* server_journal.c */
+int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen);
+void journal_close(arpc_loop *loop, void *s); /* a stop step, on the loop */
+bool journal_waits(const arpc_server *s);
+void journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,
+                   bool waited_for);
+/* An unnumbered durable reply: true when its sending waits for the record (rm is taken). */
+bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm);
+void journal_expire(arpc_server *s, uint64_t client_id);
+
+/* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
+void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);
 
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */

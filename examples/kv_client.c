@@ -28,9 +28,12 @@ int main(int argc, char **argv)
         return 2;
     }
     arpc_client *c;
-    int rc = arpc_client_connect(&c, addr, NULL);
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    int rc = arpc_client_connect(&c, addr, &o);
     if (rc != ARPC_OK) {
-        fprintf(stderr, "kv_client: connect %s: %s\n", addr, arpc_strerror(rc));
+        /* The code says what kind of failure; why says what exactly, in words. */
+        fprintf(stderr, "kv_client: cannot connect (%s): %s\n", arpc_errname(rc), why);
         return 1;
     }
     void *reply = NULL;

@@ -36,6 +36,27 @@ typedef struct arpc_request arpc_request;
 /* Runs on the method's actor (or the loop, if inline). ctx is the registration's ctx. */
 typedef void (*arpc_handler_fn)(arpc_request *req, void *ctx);
 
+/* When a finished at-most-once call's log record must be on disk (see log_dir). */
+enum arpc_fsync {
+    ARPC_FSYNC_ALWAYS = 0, /* the reply leaves once its record is written and fdatasync'ed
+                            * (group commit: one fdatasync covers every record queued
+                            * meanwhile). Survives a power loss. The default. */
+    ARPC_FSYNC_BATCH = 1,  /* the reply leaves once its record is written (a crash of the
+                            * process no longer loses it); fdatasync every fsync_batch_ms or
+                            * fsync_batch_records. A power loss may lose that last stretch. */
+    ARPC_FSYNC_OFF = 2,    /* the reply leaves at once; the record follows. A crash may lose
+                            * recent records: a retry may then run a call again. */
+};
+
+/* What the reply log hands back at start-up, in log order (see recover in the options). */
+enum arpc_recover_kind {
+    ARPC_RECOVER_STATE = 1,  /* the latest checkpoint (arpc_server_checkpoint), at most once, first */
+    ARPC_RECOVER_EFFECT = 2, /* an effect (arpc_reply_durable) logged after it */
+};
+/* Called on the thread creating the server, before arpc_server_create returns; data is
+ * valid during the call only. */
+typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
+
 typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
@@ -50,6 +71,25 @@ typedef struct arpc_server_options {
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
+    /* Durability. With a directory, every finished at-most-once call is appended to a reply
+     * log there (client id, seq, reply, effect; CRC32C per record) before its reply leaves
+     * (per fsync), and a server created again on the same directory (after kill -9, a crash,
+     * a restart) replays it: a client retrying such a call gets the same reply and the
+     * handler does not run again. The log compacts itself (a snapshot of what is live). One
+     * server per directory (a lock). */
+    const char *log_dir;          /* NULL: no log (a restart forgets every call) */
+    enum arpc_fsync fsync;
+    uint32_t fsync_batch_ms;      /* ARPC_FSYNC_BATCH: 0: 10 */
+    uint32_t fsync_batch_records; /* ARPC_FSYNC_BATCH: 0: 1024 */
+    uint64_t log_compact_bytes;   /* compact when a segment passes this; 0: 64 MiB */
+    /* Exactly-once for state built from effects: at create, recover gets the latest
+     * checkpoint and then every effect logged after it, in order (see arpc_reply_durable). */
+    arpc_recover_fn recover;
+    void *recover_ctx;
+    /* If not NULL, a failed arpc_server_create writes why into errbuf (e.g. "reply log DIR is
+     * corrupt at offset N: ..."). 256 bytes is a good size. */
+    char *errbuf;
+    size_t errbuf_len;
 } arpc_server_options;
 
 typedef struct arpc_method_options {
@@ -58,7 +98,10 @@ typedef struct arpc_method_options {
     bool inline_on_loop;      /* or run them on the loop thread: only for handlers that never block */
 } arpc_method_options;
 
-/* opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+/* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
+ * ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; with a log: ARPC_EADDRINUSE (another server holds
+ * the directory), ARPC_EPROTO (the log is damaged in a way a crash cannot explain: the server
+ * refuses to start rather than forget calls; opts->errbuf says where). */
 ARPC_API int arpc_server_create(arpc_server **out, const arpc_server_options *opts);
 
 /* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
@@ -128,6 +171,24 @@ ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
 ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
+
+/* Exactly-once: replies with data, and logs effect (what the call changed, in the
+ * application's own encoding) in the same record as the reply. The reply leaves only once the
+ * record is durable (per the fsync policy), and after a restart the server's recover callback
+ * gets every logged effect again, in order: an application that applies each effect to its
+ * state once, and rebuilds its state from them, reflects every call exactly once across
+ * crashes -- a call whose record did not make it to disk has no effect and was never answered,
+ * so its client's retry runs it. Call it from the thread that applies the effects to the
+ * state (e.g. the state's single actor), so that log order is application order. Without a
+ * log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply. */
+ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data,
+                                size_t len);
+
+/* Logs the application's state as a checkpoint: it must reflect every effect passed to
+ * arpc_reply_durable before this call, from the same thread. At the next start, recover gets
+ * this state and then only the effects logged after it, and the log can drop older ones.
+ * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ESHUTDOWN, ARPC_ENOMEM. */
+ARPC_API int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len);
 
 #ifdef __cplusplus
 }
