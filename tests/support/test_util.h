@@ -9,6 +9,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arpc/alloc.h"
@@ -33,6 +34,21 @@ void sleep_ms(long ms);
 
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
+
+/* ---- sockets ---- */
+
+/* A connected AF_UNIX stream pair, both ends non-blocking and close-on-exec. */
+bool socketpair_nb(int fd[2]);
+/* Bytes waiting to be read on a stream socket (FIONREAD). */
+size_t fd_unread(int fd);
+/* Writes all len bytes to a non-blocking fd, waiting for room with poll; false on an error
+ * or after timeout_ms without progress. */
+bool write_all(int fd, const void *buf, size_t len, int timeout_ms);
+/* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
+static inline uint8_t pattern_byte(uint64_t pos)
+{
+    return (uint8_t)((pos * 131u) ^ (pos >> 8) ^ (pos >> 17));
+}
 
 /* ---- checks on threads other than the test's ----
  * cmocka's asserts must run on the test's thread: CHECK records the first failing line in

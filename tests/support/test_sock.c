@@ -1,0 +1,42 @@
+/* Socket helpers: a non-blocking socketpair, what is waiting to be read, a patient write. */
+#include <errno.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "support/test_util.h"
+
+bool socketpair_nb(int fd[2])
+{
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0;
+}
+
+size_t fd_unread(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) != 0 || n < 0)
+        return 0;
+    return (size_t)n;
+}
+
+bool write_all(int fd, const void *buf, size_t len, int timeout_ms)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return false;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, timeout_ms) <= 0)
+            return false;
+    }
+    return true;
+}
