@@ -56,8 +56,7 @@ static int push_bytes(struct arpc_outq *q, struct stream *s, size_t len)
     size_t pad = len % 3; /* data at base, base + 1 or base + 2 */
     uint8_t *base = arpc_malloc(pad + len);
     assert_non_null(base);
-    for (size_t i = 0; i < len; i++)
-        base[pad + i] = pattern_byte(s->pushed + i);
+    fill_pattern(base + pad, s->pushed, len);
     int rc = arpc_outq_push(q, base, base + pad, len);
     if (rc == ARPC_OK)
         s->pushed += len;
@@ -67,24 +66,7 @@ static int push_bytes(struct arpc_outq *q, struct stream *s, size_t len)
 }
 
 /* Reads up to max bytes the peer has (all of them for SIZE_MAX) and checks each. */
-static size_t peer_read(struct stream *s, size_t max)
-{
-    uint8_t buf[64 * 1024];
-    size_t got = 0;
-    while (got < max) {
-        size_t want = max - got < sizeof(buf) ? max - got : sizeof(buf);
-        ssize_t n = read(s->fd[1], buf, want);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        for (ssize_t i = 0; i < n; i++)
-            assert_int_equal(pattern_byte(s->checked + (size_t)i), buf[i]);
-        s->checked += (size_t)n;
-        got += (size_t)n;
-    }
-    return got;
-}
+static size_t peer_read(struct stream *s, size_t max) { return read_pattern(s->fd[1], &s->checked, max); }
 
 /* Flushes and reads until everything pushed has arrived. */
 static void flush_all(struct arpc_outq *q, struct stream *s)

@@ -1,4 +1,12 @@
-/* Socket helpers: a non-blocking socketpair, what is waiting to be read, a patient write. */
+/* Socket helpers: a non-blocking socketpair, what is waiting to be read, a patient write, and
+ * the pattern stream written and checked through them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -39,4 +47,29 @@ bool write_all(int fd, const void *buf, size_t len, int timeout_ms)
             return false;
     }
     return true;
+}
+
+void fill_pattern(uint8_t *buf, uint64_t pos, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = pattern_byte(pos + i);
+}
+
+size_t read_pattern(int fd, size_t *pos, size_t max)
+{
+    uint8_t buf[64 * 1024];
+    size_t got = 0;
+    while (got < max) {
+        size_t want = max - got < sizeof(buf) ? max - got : sizeof(buf);
+        ssize_t n = read(fd, buf, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            assert_int_equal(pattern_byte(*pos + (size_t)i), buf[i]);
+        *pos += (size_t)n;
+        got += (size_t)n;
+    }
+    return got;
 }

@@ -49,6 +49,12 @@ static inline uint8_t pattern_byte(uint64_t pos)
 {
     return (uint8_t)((pos * 131u) ^ (pos >> 8) ^ (pos >> 17));
 }
+/* Writes the stream's bytes pos..pos+len-1 to buf. */
+void fill_pattern(uint8_t *buf, uint64_t pos, size_t len);
+/* Reads up to max bytes waiting on a non-blocking fd (SIZE_MAX: all of them) and checks each
+ * against the stream at *pos, advancing it; the first wrong byte fails the test (so: the
+ * test's thread only). Returns the bytes read: 0 when none wait, at EOF, or on an error. */
+size_t read_pattern(int fd, size_t *pos, size_t max);
 
 /* ---- checks on threads other than the test's ----
  * cmocka's asserts must run on the test's thread: CHECK records the first failing line in
