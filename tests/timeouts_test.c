@@ -44,12 +44,13 @@ struct waiter {
     arpc_future *fs[2];
     arpc_cq *cq;
     arpc_loop *loop;
+    arpc_server *server;
     size_t index;      /* wait_any */
     arpc_future *got;  /* cq_next_for */
     void *tag;
     int rc;
     atomic_int returned;
-    sem_t started;
+    sem_t started, done;
     pthread_t th;
 };
 
@@ -59,16 +60,23 @@ static void *waiter_main(void *p)
     sem_post(&w->started);
     w->rc = w->fn(w);
     atomic_store(&w->returned, 1);
+    sem_post(&w->done);
     return NULL;
+}
+
+static void waiter_spawn(struct waiter *w)
+{
+    w->rc = -1;
+    atomic_init(&w->returned, 0);
+    sem_init(&w->started, 0, 0);
+    sem_init(&w->done, 0, 0);
+    assert_int_equal(0, pthread_create(&w->th, NULL, waiter_main, w));
 }
 
 /* Starts w->fn on a thread, and checks it is still waiting after a pause. */
 static void waiter_start(struct waiter *w)
 {
-    w->rc = -1;
-    atomic_init(&w->returned, 0);
-    sem_init(&w->started, 0, 0);
-    assert_int_equal(0, pthread_create(&w->th, NULL, waiter_main, w));
+    waiter_spawn(w);
     assert_true(sem_wait_secs(&w->started, 10));
     sleep_ms(PAUSE_MS);
     assert_false(atomic_load(&w->returned)); /* an "unlimited" wait that gave up at once */
@@ -76,8 +84,10 @@ static void waiter_start(struct waiter *w)
 
 static int waiter_join(struct waiter *w)
 {
+    assert_true(sem_wait_secs(&w->done, 20));
     pthread_join(w->th, NULL);
     sem_destroy(&w->started);
+    sem_destroy(&w->done);
     return w->rc;
 }
 
@@ -265,10 +275,7 @@ static arpc_future *start_call(struct call_waiter *cw, arpc_cq *cq, int64_t dead
     case BY_CALL:
         cw->w.fn = do_call;
         cw->w.timeout = deadline;
-        cw->w.rc = -1;
-        atomic_init(&cw->w.returned, 0);
-        sem_init(&cw->w.started, 0, 0);
-        assert_int_equal(0, pthread_create(&cw->w.th, NULL, waiter_main, &cw->w));
+        waiter_spawn(&cw->w);
         break;
     case BY_ASYNC:
         f = arpc_call_async(cw->c, "t.keep", "x", 1, deadline);
@@ -341,8 +348,6 @@ static void test_call_deadlines(void **state)
                 assert_int_equal(ARPC_OK, arpc_reply(req, "ok", 2));
                 assert_int_equal(ARPC_OK, finish_call(&cw, cq, f));
             }
-            if (kind == BY_CALL)
-                sem_destroy(&cw.w.started);
             assert_int_equal(ARPC_OK, arpc_client_close(cw.c));
         }
     }
@@ -414,21 +419,7 @@ static void test_connect_timeout(void **state)
 
 /* ---- server stop: the grace period ---- */
 
-struct stopper {
-    arpc_server *s;
-    int64_t grace;
-    int rc;
-    sem_t done;
-    pthread_t th;
-};
-
-static void *stopper_main(void *p)
-{
-    struct stopper *st = p;
-    st->rc = arpc_server_stop(st->s, st->grace);
-    sem_post(&st->done);
-    return NULL;
-}
+static int do_stop(struct waiter *w) { return arpc_server_stop(w->server, w->timeout); }
 
 static void noop_message(arpc_actor *actor, void *arg, int status)
 {
@@ -463,9 +454,8 @@ static void run_stop_case(int64_t grace, bool expire)
      * has been handed to the worker's queue. */
     assert_int_equal(ARPC_OK, arpc_call(c, "t.inline", "i", 1, NULL, NULL, 10000));
 
-    struct stopper st = {.s = s, .grace = grace, .rc = -1};
-    sem_init(&st.done, 0, 0);
-    assert_int_equal(0, pthread_create(&st.th, NULL, stopper_main, &st));
+    struct waiter stopper = {.fn = do_stop, .server = s, .timeout = grace};
+    waiter_spawn(&stopper);
     /* The stop has begun once new calls are refused (the GOAWAY, or the server's answer). */
     int rc = ARPC_OK;
     for (int i = 0; i < 100000 && rc == ARPC_OK; i++)
@@ -475,27 +465,24 @@ static void run_stop_case(int64_t grace, bool expire)
         for (int i = 0; i < 10000 && !pool_closed(s); i++)
             sleep_ms(1); /* polls the grace's end, a state that stays once reached */
         assert_true(pool_closed(s));
-        assert_int_equal(-1, sem_trywait(&st.done)); /* A still runs: stop waits for it */
+        assert_false(atomic_load(&stopper.returned)); /* A still runs: stop waits for it */
         sem_post(&block_gate);
         assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(fb, 10000)); /* did not run */
     } else {
         sleep_ms(PAUSE_MS);
-        assert_int_equal(-1, sem_trywait(&st.done)); /* not returned while calls are in flight */
+        assert_false(atomic_load(&stopper.returned)); /* not while calls are in flight */
         assert_false(pool_closed(s));                /* the grace goes on */
         assert_int_equal(ARPC_EPENDING, arpc_future_poll(fb));
         sem_post(&block_gate);
         assert_int_equal(ARPC_OK, arpc_future_wait_for(fa, 10000));
         assert_int_equal(ARPC_OK, arpc_future_wait_for(fb, 10000)); /* ran within the grace */
     }
-    assert_true(sem_wait_secs(&st.done, 10)); /* returned once the calls were done */
-    pthread_join(st.th, NULL);
-    assert_int_equal(ARPC_OK, st.rc);
+    assert_int_equal(ARPC_OK, waiter_join(&stopper)); /* returned once the calls were done */
     arpc_future_wait_for(fa, 10000);
     arpc_future_release(fa);
     arpc_future_release(fb);
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    sem_destroy(&st.done);
     sem_destroy(&block_gate);
 }
 
