@@ -161,7 +161,7 @@ static void test_many_names(void **state)
     (void)state;
     struct arpc_registry r;
     arpc_registry_init(&r);
-    enum { N = 3000 };
+    enum { N = 2000 };
     char name[64];
     for (unsigned i = 0; i < N; i++) {
         method_name(name, sizeof(name), i);
