@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -530,9 +531,84 @@ static void test_run_sync_races_stop(void **state)
     assert_int_equal(SYNC_RACE_ROUNDS * SYNC_RACE_THREADS, ok + shut);
 }
 
+/* BUG: async/loop_wait.c:186-190, arpc_loop_run_sync's stopped-loop path (after
+ * arpc_loop_wait_not_running): every caller that finds the loop stopped runs its fn at once
+ * on its own thread, as the loop thread, so two such callers run theirs at the same time: two
+ * "loop threads" at once (this test: dozens of overlaps in 20 rounds). The fns touch the
+ * loop's objects. Seen end to end under TSan: two clients on one caller-driven loop that was
+ * stopped, closed from two threads at once: both step_close (core/client.c:158) run
+ * arpc_loop_off_stop, a data race on the hook array (async/loop.c:78 reads l_nhooks, :82
+ * decrements it, a memmove of l_hooks between), and both stop conn watchers on the one
+ * struct ev_loop. Proposed fix: a per-loop mutex (say
+ * l_sync_mtx, initialised in arpc_loop_create, destroyed in loop_free) held around
+ * `loop_tl_current = loop; fn(loop, arg); loop_tl_current = outer;` in that path, so such
+ * fns run one at a time, as loop work always does (tried: this test then passes). Disabled
+ * until fixed: build with -DARPC_TEST_KNOWN_BUGS to run it. */
+#ifdef ARPC_TEST_KNOWN_BUGS
+#define EXCL_THREADS 4
+#define EXCL_ROUNDS 20
+
+static atomic_int excl_inside, excl_overlaps;
+
+/* Loop work: one at a time. Stays inside for a while so that a second one would meet it. */
+static void exclusive_fn(arpc_loop *loop, void *arg)
+{
+    (void)arg;
+    CHECK(arpc_loop_on_thread(loop));
+    if (atomic_fetch_add(&excl_inside, 1) != 0)
+        atomic_fetch_add(&excl_overlaps, 1);
+    for (int i = 0; i < 200; i++)
+        sched_yield();
+    atomic_fetch_sub(&excl_inside, 1);
+}
+
+struct excl_caller {
+    arpc_loop *loop;
+    pthread_barrier_t *go;
+    int rc;
+};
+
+static void *excl_caller_main(void *p)
+{
+    struct excl_caller *e = p;
+    pthread_barrier_wait(e->go);
+    e->rc = arpc_loop_run_sync(e->loop, exclusive_fn, NULL);
+    return NULL;
+}
+
+static void test_run_sync_stopped_loop_one_at_a_time(void **state)
+{
+    (void)state;
+    atomic_store(&bad_line, 0);
+    atomic_store(&excl_overlaps, 0);
+    for (int round = 0; round < EXCL_ROUNDS; round++) {
+        arpc_loop *loop;
+        assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+        assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+        arpc_loop_stop(loop);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, EXCL_THREADS);
+        struct excl_caller e[EXCL_THREADS];
+        pthread_t th[EXCL_THREADS];
+        for (int i = 0; i < EXCL_THREADS; i++) {
+            e[i] = (struct excl_caller){.loop = loop, .go = &go, .rc = -1};
+            assert_int_equal(0, pthread_create(&th[i], NULL, excl_caller_main, &e[i]));
+        }
+        for (int i = 0; i < EXCL_THREADS; i++) {
+            pthread_join(th[i], NULL);
+            assert_int_equal(ARPC_ESHUTDOWN, e[i].rc);
+        }
+        pthread_barrier_destroy(&go);
+        arpc_loop_destroy(loop);
+    }
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(0, atomic_load(&excl_overlaps));
+}
+#endif
+
 /* ---- run_until and a completion before the poll ---- */
 
-/* BUG: async/loop_wait.c loop_drive (the do/while around ev_run(EVRUN_ONCE)): a future
+/* BUG: async/loop_wait.c:57-61, loop_drive (the do/while around ev_run(EVRUN_ONCE)): a future
  * completed by a prepare watcher (libev runs them at the start of an iteration, before it
  * polls) is not seen until the poll returns, so arpc_loop_run_until sleeps in the poll until
  * its timeout, or for ever with ARPC_FOREVER (this test: 10 s instead of at once). The conn
@@ -586,6 +662,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_run_sync_stopped_loop),
         cmocka_unit_test_no_leak(test_run_sync_races_stop),
 #ifdef ARPC_TEST_KNOWN_BUGS
+        cmocka_unit_test_no_leak(test_run_sync_stopped_loop_one_at_a_time),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_in_prepare),
 #endif
     };
