@@ -131,7 +131,6 @@ static arpc_client *open_pair(void)
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
     atomic_store(&refusals_logged, 0);
-    arpc_set_logger(count_refusals, NULL, ARPC_LOG_ERROR);
     memset(&g_def, 0, sizeof(g_def));
     sem_init(&g_def.have_req, 0, 0);
     sem_init(&g_def.handler_gate, 0, 0);
@@ -141,7 +140,6 @@ static arpc_client *open_pair(void)
 /* Both still work after the misuse; then both go. */
 static void close_pair(arpc_client *c)
 {
-    arpc_set_logger(NULL, NULL, ARPC_LOG_WARN);
     assert_int_equal(ARPC_OK, arpc_call(c, "m.echo", "x", 1, NULL, NULL, 10000));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(g_server));
@@ -285,6 +283,7 @@ static void test_server_destroy_inside_handler(void **state)
 int main(void)
 {
     test_alloc_install();
+    arpc_set_logger(count_refusals, NULL, ARPC_LOG_ERROR); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_second_reply_refused),
         cmocka_unit_test_no_leak(test_deferred_second_reply_refused),
