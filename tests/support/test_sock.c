@@ -1,5 +1,5 @@
-/* Socket helpers: a non-blocking socketpair, what is waiting to be read, a patient write, and
- * the pattern stream written and checked through them. */
+/* Socket helpers: a non-blocking socketpair, what is waiting to be read, and the pattern
+ * stream written and checked through them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +8,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,27 +25,6 @@ size_t fd_unread(int fd)
     if (ioctl(fd, FIONREAD, &n) != 0 || n < 0)
         return 0;
     return (size_t)n;
-}
-
-bool write_all(int fd, const void *buf, size_t len, int timeout_ms)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-            return false;
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        if (poll(&pfd, 1, timeout_ms) <= 0)
-            return false;
-    }
-    return true;
 }
 
 void fill_pattern(uint8_t *buf, uint64_t pos, size_t len)

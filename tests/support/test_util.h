@@ -1,7 +1,8 @@
 /*
  * Scaffolding shared by the tests: real waits (a counting latch, a timed semaphore wait),
- * clocks and sleeps, a replayable PRNG, off-thread checks, and a counting allocator that can
- * be told to fail. None of it is part of arpc; it only keeps each test file about its subject.
+ * clocks and sleeps, a replayable PRNG, socket helpers and a byte stream to check order with,
+ * off-thread checks, and a counting allocator that can be told to fail. None of it is part of
+ * arpc; it only keeps each test file about its subject.
  */
 #ifndef ARPC_TEST_UTIL_H
 #define ARPC_TEST_UTIL_H
@@ -41,9 +42,6 @@ uint64_t rng_next(uint64_t *s);
 bool socketpair_nb(int fd[2]);
 /* Bytes waiting to be read on a stream socket (FIONREAD). */
 size_t fd_unread(int fd);
-/* Writes all len bytes to a non-blocking fd, waiting for room with poll; false on an error
- * or after timeout_ms without progress. */
-bool write_all(int fd, const void *buf, size_t len, int timeout_ms);
 /* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
 static inline uint8_t pattern_byte(uint64_t pos)
 {
