@@ -1,7 +1,8 @@
 /*
  * Scaffolding shared by the tests: real waits (a counting latch, a timed semaphore wait),
- * clocks and sleeps, a replayable PRNG, off-thread checks, and a counting allocator that can
- * be told to fail. None of it is part of arpc; it only keeps each test file about its subject.
+ * clocks and sleeps, a replayable PRNG, socket helpers and a byte stream to check order with,
+ * off-thread checks, and a counting allocator that can be told to fail. None of it is part of
+ * arpc; it only keeps each test file about its subject.
  */
 #ifndef ARPC_TEST_UTIL_H
 #define ARPC_TEST_UTIL_H
@@ -9,6 +10,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arpc/alloc.h"
@@ -33,6 +35,24 @@ void sleep_ms(long ms);
 
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
+
+/* ---- sockets ---- */
+
+/* A connected AF_UNIX stream pair, both ends non-blocking and close-on-exec. */
+bool socketpair_nb(int fd[2]);
+/* Bytes waiting to be read on a stream socket (FIONREAD). */
+size_t fd_unread(int fd);
+/* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
+static inline uint8_t pattern_byte(uint64_t pos)
+{
+    return (uint8_t)((pos * 131u) ^ (pos >> 8) ^ (pos >> 17));
+}
+/* Writes the stream's bytes pos..pos+len-1 to buf. */
+void fill_pattern(uint8_t *buf, uint64_t pos, size_t len);
+/* Reads up to max bytes waiting on a non-blocking fd (SIZE_MAX: all of them) and checks each
+ * against the stream at *pos, advancing it; the first wrong byte fails the test (so: the
+ * test's thread only). Returns the bytes read: 0 when none wait, at EOF, or on an error. */
+size_t read_pattern(int fd, size_t *pos, size_t max);
 
 /* ---- checks on threads other than the test's ----
  * cmocka's asserts must run on the test's thread: CHECK records the first failing line in

@@ -1,0 +1,53 @@
+/* Socket helpers: a non-blocking socketpair, what is waiting to be read, and the pattern
+ * stream written and checked through them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "support/test_util.h"
+
+bool socketpair_nb(int fd[2])
+{
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0;
+}
+
+size_t fd_unread(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) != 0 || n < 0)
+        return 0;
+    return (size_t)n;
+}
+
+void fill_pattern(uint8_t *buf, uint64_t pos, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = pattern_byte(pos + i);
+}
+
+size_t read_pattern(int fd, size_t *pos, size_t max)
+{
+    uint8_t buf[64 * 1024];
+    size_t got = 0;
+    while (got < max) {
+        size_t want = max - got < sizeof(buf) ? max - got : sizeof(buf);
+        ssize_t n = read(fd, buf, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            assert_int_equal(pattern_byte(*pos + (size_t)i), buf[i]);
+        *pos += (size_t)n;
+        got += (size_t)n;
+    }
+    return got;
+}
