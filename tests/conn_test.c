@@ -643,7 +643,7 @@ static void do_control(arpc_loop *loop, void *p)
 {
     (void)loop;
     struct fx *fx = p;
-    CHECK(arpc_conn_send_hello(&fx->conn, 0x1122334455667788ull, 4096) == ARPC_OK);
+    CHECK(arpc_conn_send_hello(&fx->conn, 0x1122334455667788ull, 0, 4096, 0) == ARPC_OK);
     uint8_t ping[64];
     size_t n = put_frame(ping, ARPC_FRAME_PING, 9, 6);
     struct arpc_frame f;
