@@ -121,11 +121,12 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 static int client_hello_failure(arpc_client *c, int reason, char *why, size_t len)
 {
     int goaway = atomic_load(&c->cl_lost_reason);
-    if (goaway != ARPC_ECONNLOST) {
+    int aborted = c->cl_connector.cn_abort_code;
+    if (goaway != ARPC_ECONNLOST || aborted != 0) {
         pthread_mutex_lock(&c->cl_err_mtx);
-        snprintf(why, len, "%s", c->cl_err_text); /* what the server's GOAWAY said */
+        snprintf(why, len, "%s", c->cl_err_text); /* what the GOAWAY or the abort said */
         pthread_mutex_unlock(&c->cl_err_mtx);
-        return goaway;
+        return aborted != 0 ? aborted : goaway;
     }
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
         snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO)",

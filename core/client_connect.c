@@ -86,11 +86,17 @@ static void connect_on_timer(struct ev_loop *ev, ev_timer *w, int revents)
         return;
     }
     char why[CLIENT_WHY_MAX];
-    snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (no connection or no HELLO)",
-             c->cl_target.t_addr, (long long)c->cl_connect_timeout_ms);
+    snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
+             (long long)c->cl_connect_timeout_ms, c->cl_conn.c_open ? "the server did not say HELLO" : "no connection");
     connect_close_fd(cn, ev);
-    if (c->cl_conn.c_open)
-        arpc_conn_close(&c->cl_conn, ARPC_ETIMEDOUT); /* connected, but the server never said HELLO */
+    if (c->cl_conn.c_open) {
+        /* Connected, but the server never said HELLO: closing it ends the attempt, and the
+         * close must report this reason, not a peer that went away. */
+        client_set_error(c, ARPC_ETIMEDOUT, why);
+        cn->cn_abort_code = ARPC_ETIMEDOUT;
+        arpc_conn_close(&c->cl_conn, ARPC_ETIMEDOUT);
+        return;
+    }
     client_connect_failed(c, ARPC_ETIMEDOUT, why);
 }
 
@@ -101,6 +107,7 @@ void client_connect_start(arpc_client *c)
     ev_timer_stop(ev, &cn->cn_timer);
     cn->cn_waiting = false;
     cn->cn_attempting = true;
+    cn->cn_abort_code = 0;
     cn->cn_index = 0;
     ev_timer_init(&cn->cn_timer, connect_on_timer, 0., 0.);
     cn->cn_timer.data = c;

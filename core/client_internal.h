@@ -67,6 +67,7 @@ struct client_connector {
     ev_timer cn_timer;    /* the attempt's time limit, or the back-off before the next one */
     bool cn_waiting;      /* cn_timer is a back-off */
     bool cn_attempting;   /* an attempt is under way (up to the server's HELLO) */
+    int cn_abort_code;    /* the attempt is being ended for this reason (0: it is not) */
     struct arpc_backoff cn_backoff;
 };
 

@@ -187,9 +187,11 @@ bool server_proc_start(struct server_proc *sp, const char *addr, const char *dir
     ssize_t got = read(pipefd[0], bound, sizeof(bound)); /* blocks until it listens (or dies) */
     close(pipefd[0]);
     if (got != (ssize_t)sizeof(bound)) {
-        fprintf(stderr, "server_proc: the server on %s did not come up\n", addr);
         kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        fprintf(stderr, "server_proc: the server on %s did not come up (exit %d, signal %d)\n", addr,
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
         return false;
     }
     sp->sp_pid = pid;
