@@ -127,6 +127,10 @@ int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts)
     }
     if (pthread_mutex_init(&loop->l_mtx, NULL) != 0)
         goto fail_ring;
+    if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0) {
+        pthread_mutex_destroy(&loop->l_mtx);
+        goto fail_ring;
+    }
     if (pthread_cond_init(&loop->l_cv, NULL) != 0)
         goto fail_mtx;
     if (loop_init_push_mtx(loop) != 0)
@@ -145,6 +149,7 @@ fail_push_mtx:
 fail_cv:
     pthread_cond_destroy(&loop->l_cv);
 fail_mtx:
+    pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
 fail_ring:
     arpc_mpsc_ring_fini(&loop->l_ring);
@@ -165,6 +170,7 @@ static void loop_free(arpc_loop *loop)
     arpc_free(loop->l_hooks);
     pthread_mutex_destroy(&loop->l_push_mtx);
     pthread_cond_destroy(&loop->l_cv);
+    pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
     arpc_free(loop);
 }

@@ -52,6 +52,8 @@ struct arpc_loop {
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */
     bool l_destroy_requested; /* destroy was called on the loop thread */
 
+    pthread_mutex_t l_sync_mtx; /* run_sync on a stopped loop: one caller at a time acts as its thread */
+
     /* Who runs the loop; guarded by l_mtx. */
     pthread_mutex_t l_mtx;
     pthread_cond_t l_cv; /* broadcast when l_state leaves LOOP_RUNNING */

@@ -13,7 +13,9 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
+#include "base/alloc.h"
 #include "base/clock.h"
+#include "base/refcount.h"
 
 /* Something to wait for: done() polls it; sleep() blocks until it may be done or until
  * deadline_ns, whichever is first (it may return early). */
@@ -37,29 +39,106 @@ static void run_until_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents)
     (void)revents; /* only wakes ev_run(EVRUN_ONCE) so the driver re-checks its deadline */
 }
 
+/* The last prepare watcher of an iteration (lowest priority): work done in this iteration,
+ * including in other prepare watchers (a connection flushes there, and may close), may have
+ * ended the wait. Then the iteration must not go on to block in poll. */
+static void drive_check_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)revents;
+    const struct loop_cond *c = w->data;
+    if (c->c_done(c->c_arg))
+        ev_break(ev, EVBREAK_ONE);
+}
+
+/* A wait for a future that another thread may complete: nothing on the loop would wake it,
+ * so the future's callback does (loop_wake). The callback may run after the wait is over, so
+ * it reaches the loop through this small object, which the wait disconnects when it ends. */
+struct drive_waker {
+    arpc_refcount dw_refs;
+    pthread_mutex_t dw_mtx;
+    arpc_loop *dw_loop; /* NULL once the wait is over */
+};
+
+static void drive_waker_put(struct drive_waker *w)
+{
+    if (arpc_refcount_put(&w->dw_refs)) {
+        pthread_mutex_destroy(&w->dw_mtx);
+        arpc_free(w);
+    }
+}
+
+static void drive_waker_fire(arpc_future *f, void *arg)
+{
+    (void)f;
+    struct drive_waker *w = arg;
+    pthread_mutex_lock(&w->dw_mtx);
+    if (w->dw_loop != NULL)
+        loop_wake(w->dw_loop);
+    pthread_mutex_unlock(&w->dw_mtx);
+    drive_waker_put(w);
+}
+
+/* NULL when f is done already or no memory (then the wait looks again every ms). */
+static struct drive_waker *drive_waker_new(arpc_loop *loop, arpc_future *f)
+{
+    struct drive_waker *w = arpc_malloc(sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    arpc_refcount_init(&w->dw_refs, 2); /* the wait's and the callback's */
+    pthread_mutex_init(&w->dw_mtx, NULL);
+    w->dw_loop = loop;
+    if (arpc_future_then(f, drive_waker_fire, w) != ARPC_OK) {
+        pthread_mutex_destroy(&w->dw_mtx);
+        arpc_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void drive_waker_end(struct drive_waker *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->dw_mtx);
+    w->dw_loop = NULL;
+    pthread_mutex_unlock(&w->dw_mtx);
+    drive_waker_put(w);
+}
+
 /* Claims the loop and runs it on this thread until c is done, until_ns passes (nowait: one
- * non-blocking iteration), or the loop finishes; then gives it back. ARPC_OK (done),
+ * non-blocking iteration), or the loop finishes; then gives it back. foreign: the future may
+ * be completed by another thread (arpc's own complete on the loop). ARPC_OK (done),
  * ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished), ARPC_EBUSY (someone else runs it). */
-static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait)
+static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait, arpc_future *foreign)
 {
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
         return rc;
     arpc_loop *outer = loop_tl_current;
     loop_tl_current = loop;
+    struct drive_waker *waker = foreign != NULL && !nowait ? drive_waker_new(loop, foreign) : NULL;
     ev_timer timeout;
     ev_timer_init(&timeout, run_until_timeout_cb, 0., 0.);
-    if (!nowait && until_ns != ARPC_NEVER) {
+    uint64_t tick = foreign != NULL && waker == NULL ? 1 : 0; /* no waker: look every ms */
+    if (!nowait && (until_ns != ARPC_NEVER || tick)) {
         ev_now_update(loop->l_ev);
-        ev_timer_set(&timeout, (ev_tstamp)arpc_ms_left(until_ns) / 1e3, 0.);
+        double left = until_ns == ARPC_NEVER ? 1e9 : (double)arpc_ms_left(until_ns) / 1e3;
+        ev_timer_set(&timeout, tick && left > 1e-3 ? 1e-3 : left, tick ? 1e-3 : 0.);
         ev_timer_start(loop->l_ev, &timeout);
     }
+    ev_prepare check;
+    ev_prepare_init(&check, drive_check_cb);
+    ev_set_priority(&check, EV_MINPRI);
+    check.data = (void *)c;
+    ev_prepare_start(loop->l_ev, &check);
     do {
         if (loop->l_finished || c->c_done(c->c_arg))
             break;
         ev_run(loop->l_ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
     } while (!nowait && (until_ns == ARPC_NEVER || arpc_now_ns() < until_ns));
+    ev_prepare_stop(loop->l_ev, &check);
     ev_timer_stop(loop->l_ev, &timeout);
+    drive_waker_end(waker);
     loop_tl_current = outer;
     bool done = c->c_done(c->c_arg);
     if (loop->l_finished) {
@@ -94,7 +173,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             c->c_sleep(c->c_arg, slice < until_ns ? slice : until_ns);
             continue;
         }
-        int rc = loop_drive(loop, c, until_ns, false);
+        int rc = loop_drive(loop, c, until_ns, false, NULL);
         if (rc == ARPC_OK || rc == ARPC_EPENDING)
             return rc;
         /* EBUSY (someone grabbed it first) or ESHUTDOWN (it finished): look again. */
@@ -108,7 +187,7 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     if (loop_tl_current == loop)
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
     struct loop_cond c = {future_done, future_sleep, f};
-    int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0);
+    int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0, f);
     if (rc == ARPC_EBUSY || rc == ARPC_EPENDING || rc == ARPC_ESHUTDOWN)
         return rc;
     return arpc_future_poll(f);
@@ -182,11 +261,13 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
         return ARPC_OK;
     }
     /* The loop is stopping or stopped: once no thread runs it, nothing else touches what fn
-     * touches, so fn runs here, as the loop thread. */
+     * touches, so fn runs here, as the loop thread -- one caller at a time, as on the loop. */
     arpc_loop_wait_not_running(loop);
+    pthread_mutex_lock(&loop->l_sync_mtx);
     arpc_loop *outer = loop_tl_current;
     loop_tl_current = loop;
     fn(loop, arg);
     loop_tl_current = outer;
+    pthread_mutex_unlock(&loop->l_sync_mtx);
     return ARPC_ESHUTDOWN;
 }

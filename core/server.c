@@ -203,7 +203,7 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
         return ARPC_EINVAL;
     if (server_is_own_thread(s))
         return ARPC_EBUSY; /* a stop waits for the loop and the pool: not from inside them */
-    uint64_t grace_end = arpc_deadline_from_ms(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t grace_end = arpc_deadline_from_ms(timeout_ms); /* ARPC_FOREVER: every call finishes */
     pthread_mutex_lock(&s->sv_stop_mtx);
     int state = atomic_exchange(&s->sv_state, SV_STOPPING);
     if (state == SV_STOPPING || state == SV_STOPPED) {

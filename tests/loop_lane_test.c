@@ -4,9 +4,8 @@
  * contract: FIFO per producer and exactly once under many producers, jobs posting jobs, posts
  * racing a stop (accepted => runs once, refused => never runs), an unbounded lane on a loop
  * nobody runs; and run_sync from every kind of thread and loop state, and racing a stop.
- * Three known bugs have tests here that are built only with -DARPC_TEST_KNOWN_BUGS (see the
- * BUG comments): run_sync's stopped-loop path, and run_until missing a completion made in a
- * prepare watcher or on another thread.
+ * Three regression tests guard bugs found here: run_sync's stopped-loop path running two fns
+ * at once, and run_until missing a completion made in a prepare watcher or on another thread.
  *
  * Jobs record what they saw (CHECK, counters); the test thread asserts once they are done.
  */
@@ -534,20 +533,10 @@ static void test_run_sync_races_stop(void **state)
     assert_int_equal(SYNC_RACE_ROUNDS * SYNC_RACE_THREADS, ok + shut);
 }
 
-/* BUG: async/loop_wait.c:186-190, arpc_loop_run_sync's stopped-loop path (after
- * arpc_loop_wait_not_running): every caller that finds the loop stopped runs its fn at once
- * on its own thread, as the loop thread, so two such callers run theirs at the same time: two
- * "loop threads" at once (this test: dozens of overlaps in 20 rounds). The fns touch the
- * loop's objects. Seen end to end under TSan: two clients on one caller-driven loop that was
- * stopped, closed from two threads at once: both step_close (core/client.c:158) run
- * arpc_loop_off_stop, a data race on the hook array (async/loop.c:78 reads l_nhooks, :82
- * decrements it, a memmove of l_hooks between), and both stop conn watchers on the one
- * struct ev_loop. Proposed fix: a per-loop mutex (say
- * l_sync_mtx, initialised in arpc_loop_create, destroyed in loop_free) held around
- * `loop_tl_current = loop; fn(loop, arg); loop_tl_current = outer;` in that path, so such
- * fns run one at a time, as loop work always does (tried: this test then passes). Disabled
- * until fixed: build with -DARPC_TEST_KNOWN_BUGS to run it. */
-#ifdef ARPC_TEST_KNOWN_BUGS
+/* Regression: on a stopped loop, callers of arpc_loop_run_sync each run their fn on their own
+ * thread "as the loop thread"; two must never do so at once (they touch the loop's objects:
+ * e.g. two clients of one stopped loop closed from two threads edit its stop hooks). Found by
+ * this test (dozens of overlaps in 20 rounds), fixed with a per-loop mutex on that path. */
 #define EXCL_THREADS 4
 #define EXCL_ROUNDS 20
 
@@ -607,22 +596,13 @@ static void test_run_sync_stopped_loop_one_at_a_time(void **state)
     assert_int_equal(0, atomic_load(&bad_line));
     assert_int_equal(0, atomic_load(&excl_overlaps));
 }
-#endif
 
 /* ---- run_until and a completion before the poll ---- */
 
-/* BUG: async/loop_wait.c:57-61, loop_drive (the do/while around ev_run(EVRUN_ONCE)): a future
- * completed by a prepare watcher (libev runs them at the start of an iteration, before it
- * polls) is not seen until the poll returns, so arpc_loop_run_until sleeps in the poll until
- * its timeout, or for ever with ARPC_FOREVER (this test: 10 s instead of at once). The conn
- * flushes in a prepare watcher: a write that fails there (ECONNLOST) or a close_after_flush
- * that completes there closes the conn, and a client fails its calls inside that prepare; a
- * caller-driven arpc_call without a deadline whose connection breaks in that window never
- * returns. Proposed fix: loop_drive starts its own ev_prepare at EV_MINPRI (after every
- * other prepare) whose callback calls ev_break(EVBREAK_ONE) when c_done(c_arg) holds; libev
- * checks loop_done right after the prepare watchers, before the poll. Disabled until fixed:
- * build with -DARPC_TEST_KNOWN_BUGS to run it. */
-#ifdef ARPC_TEST_KNOWN_BUGS
+/* Regression: a future completed in a prepare watcher (libev runs them before it polls; a
+ * connection flushes there, and may close and fail its calls there) must end
+ * arpc_loop_run_until at once, not after its timeout (or never, with ARPC_FOREVER). Fixed
+ * with a lowest-priority prepare watcher in the driver that breaks the iteration. */
 static void complete_in_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     (void)revents;
@@ -650,20 +630,10 @@ static void test_run_until_sees_completion_in_prepare(void **state)
     arpc_loop_destroy(loop);
     arpc_future_release(f);
 }
-#endif
 
-/* BUG: async/loop_wait.c:57-61, loop_drive again: a future completed by a thread other than
- * the loop's (arpc_future_complete from a worker, not through the loop) wakes nothing the
- * driver sleeps on, so arpc_loop_run_until on a loop nobody else runs returns only at its
- * timeout (this test: 10 s instead of at once), or never with ARPC_FOREVER, although
- * arpc/loop.h says it runs the loop "until f completes". (arpc's own futures are completed on
- * the loop, or wake it as a cancel does, so arpc_call is not affected; a user's future is.)
- * Proposed fix: loop_drive registers arpc_future_then(f, ...) with a small refcounted waker
- * {mutex, loop pointer} whose callback calls loop_wake(loop) while the pointer is set; the
- * driver clears the pointer under the mutex before it returns and drops its reference (on
- * ENOMEM, wait in short slices instead). Disabled until fixed: build with
- * -DARPC_TEST_KNOWN_BUGS to run it. */
-#ifdef ARPC_TEST_KNOWN_BUGS
+/* Regression: a future completed by a thread other than the loop's must end
+ * arpc_loop_run_until at once; nothing on the loop wakes it otherwise. Fixed with a waker
+ * registered on the future (arpc's own futures complete on the loop and need none). */
 struct offloop {
     arpc_loop *loop;
     arpc_future *f;
@@ -699,7 +669,6 @@ static void test_run_until_sees_completion_off_the_loop(void **state)
     arpc_future_release(o.f);
     sem_destroy(&o.started);
 }
-#endif
 
 int main(void)
 {
@@ -713,11 +682,9 @@ int main(void)
         cmocka_unit_test_no_leak(test_run_sync_caller_driven),
         cmocka_unit_test_no_leak(test_run_sync_stopped_loop),
         cmocka_unit_test_no_leak(test_run_sync_races_stop),
-#ifdef ARPC_TEST_KNOWN_BUGS
         cmocka_unit_test_no_leak(test_run_sync_stopped_loop_one_at_a_time),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_in_prepare),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_off_the_loop),
-#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

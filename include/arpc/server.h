@@ -118,7 +118,7 @@ ARPC_API int arpc_server_register(arpc_server *s, const char *name, arpc_handler
 ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
 
 /* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
- * timeout_ms, then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
+ * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), and closes every connection. Blocks; idempotent (a
  * concurrent second stop waits for the first); ARPC_EBUSY from the server's loop thread or a
