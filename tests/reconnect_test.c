@@ -201,6 +201,37 @@ static void test_kill_restart_unix_actor(void **state)
     kill_and_restart(addr, SERVER_PROC_ACTOR);
 }
 
+/* Without a reply log a restarted server has forgotten every call: the client can tell (the
+ * server's epoch changed), so a call that was sent before the crash ends with ECONNLOST (it
+ * may or may not have run) instead of being sent again, and a call started after runs. */
+static void test_restart_without_log_is_unknown(void **state)
+{
+    (void)state;
+    struct server_proc sp;
+    assert_true(server_proc_start(&sp, "tcp://127.0.0.1:0", "-", SERVER_PROC_POOL));
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_max_ms = 50, .reconnect_give_up_ms = 30000};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, sp.sp_addr, &co));
+    uint8_t req[12];
+    uint64_t token = 7;
+    uint32_t ms = 60000; /* still running when the server dies */
+    memcpy(req, &token, 8);
+    memcpy(req + 8, &ms, 4);
+    arpc_future *f = arpc_call_async(c, "t.slow", req, sizeof(req), CALL_DEADLINE_MS);
+    token = 8; /* the connection is up and the slow call was sent before this one returns */
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 10000));
+    char addr[256];
+    snprintf(addr, sizeof(addr), "%s", sp.sp_addr);
+    server_proc_kill(&sp);
+    assert_true(server_proc_start(&sp, addr, "-", SERVER_PROC_POOL));
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 20000));
+    arpc_future_release(f);
+    token = 9;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 20000));
+    arpc_client_close(c);
+    server_proc_stop(&sp);
+}
+
 /* ---- reconnect back-off is bounded ---- */
 
 static void h_echo(arpc_request *req, void *ctx)
@@ -304,6 +335,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_kill_restart_tcp_actor, server_proc_teardown),
         cmocka_unit_test_teardown(test_kill_restart_unix_pool, server_proc_teardown),
         cmocka_unit_test_teardown(test_kill_restart_unix_actor, server_proc_teardown),
+        cmocka_unit_test_teardown(test_restart_without_log_is_unknown, server_proc_teardown),
         cmocka_unit_test(test_backoff_bounded),
         cmocka_unit_test_teardown(test_heartbeat_detects_silent_server, server_proc_teardown),
     };

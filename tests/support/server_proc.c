@@ -91,7 +91,11 @@ static int serve(const char *addr, const char *dir, int mode, int ready_fd)
 {
     arpc_u64_map_init(&applied, 1024);
     char why[256] = "";
-    arpc_server_options so = {.log_dir = dir, .recover = recover, .errbuf = why, .errbuf_len = sizeof(why),
+    arpc_server_options so = {.workers = 4, /* a slow call never holds up the others */
+                              .log_dir = strcmp(dir, "-") == 0 ? NULL : dir,
+                              .recover = recover,
+                              .errbuf = why,
+                              .errbuf_len = sizeof(why),
                               .fsync = ARPC_FSYNC_BATCH};
     arpc_server *s;
     if (arpc_server_create(&s, &so) != ARPC_OK) {

@@ -37,8 +37,8 @@ struct server_proc {
 void server_proc_main(int argc, char **argv);
 
 /* Starts a server on addr ("tcp://127.0.0.1:0" first, then the address it reported, to come
- * back on the same port) with its log in dir (created by the caller), and waits until it
- * listens. False (with a cmocka-friendly message on stderr) if it did not come up. */
+ * back on the same port) with its log in dir (created by the caller; "-": no reply log), and
+ * waits until it listens. False (with a cmocka-friendly message on stderr) if it did not come up. */
 bool server_proc_start(struct server_proc *sp, const char *addr, const char *dir, int mode);
 /* SIGKILL and reap. */
 void server_proc_kill(struct server_proc *sp);
