@@ -230,6 +230,7 @@ int main(int argc, char **argv)
         bank_log_close(b.log);
         return 1;
     }
+    uint64_t total = bank_total(&b); /* once the server listens, only the actor reads b */
     arpc_server *server = NULL;
     arpc_actor *actor = NULL;
     char bound[256];
@@ -245,7 +246,7 @@ int main(int argc, char **argv)
         rc = arpc_server_listen(server, listen, bound, sizeof(bound));
     if (rc == ARPC_OK) {
         printf(PROG ": listening on %s, %" PRIu32 " accounts, total %" PRIu64 ", recovered %" PRIu64 " effects\n",
-               bound, b.count, bank_total(&b), b.recovered_effects);
+               bound, b.count, total, b.recovered_effects);
         fflush(stdout);
         int sig;
         sigwait(&stop_signals, &sig);
