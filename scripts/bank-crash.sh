@@ -120,9 +120,10 @@ for i in $(seq "$KILLS"); do
 done
 
 set +e
-wait "$CLIENT"
+wait -n -p WHO "$CLIENT" "$SERVER"
 STATUS=$?
 set -e
+[ "$WHO" = "$CLIENT" ] || fail "bank_server exited (status $STATUS) while the client ran"
 CLIENT=""
 JSON=$(tail -n 1 "$WORK/client.out")
 grep -v '^{' "$WORK/client.out" || true
