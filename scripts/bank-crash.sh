@@ -7,8 +7,8 @@
 # DIR holds bank_server and bank_client. The K kills land at random points of the client's
 # progress (between 5% and 60% of its transfers); then, with the client done, one more kill of
 # the idle server checks that a restart brings back exactly the balances it had.
-# Prints the client's JSON line; exit status: the client's, or 1 if this script saw the server
-# misbehave. --check (for tests) also requires balances_match true and unknown 0 in the JSON,
+# Prints the client's JSON line last; exit status: the client's, or 1 if this script saw the
+# server misbehave. --check (for tests) also requires balances_match true and unknown 0 in the JSON,
 # and at least M kills (default K) during the client's run.
 #
 # Nothing waits on a timer: readiness is "a client can connect and read the balances" (retried,
@@ -43,6 +43,7 @@ SERVER="" CLIENT=""
 fail() { # keeps the work directory for a look
     KEEP=1
     echo "bank-crash: $*" >&2
+    [ -z "${JSON:-}" ] || echo "--- the client's JSON line: $JSON" >&2
     echo "--- server log ($WORK/server.log):" >&2; tail -n 20 "$WORK/server.log" >&2 || true
     echo "--- client stderr ($WORK/client.err):" >&2; grep -v ' progress ' "$WORK/client.err" 2>/dev/null | tail -n 20 >&2 || true
     exit 1
@@ -129,8 +130,6 @@ STATUS=0
 wait "$CLIENT" || STATUS=$?
 CLIENT=""
 JSON=$(tail -n 1 "$WORK/client.out")
-grep -v '^{' "$WORK/client.out" || true
-echo "$JSON"
 
 # The client is done: every transfer it saw succeed is on disk. An idle kill must lose nothing.
 BEFORE=$(balances) || fail "cannot read the balances after the run"
@@ -141,8 +140,10 @@ AFTER=$(balances) || fail "cannot read the balances after the idle restart"
 kill -TERM "$SERVER"
 wait "$SERVER" || fail "bank_server did not stop cleanly on SIGTERM (status $?)"
 SERVER=""
-echo "bank-crash: $KILLED kills during the run (of $KILLS asked), then an idle kill -9 and restart kept every balance; bank_client exit status $STATUS"
 grep -h "recovered" "$WORK/server.log" | sed 's/^/  /'
+grep -v '^{' "$WORK/client.out" || true
+echo "bank-crash: $KILLED kills during the run (of $KILLS asked), then an idle kill -9 and restart kept every balance; bank_client exit status $STATUS"
+echo "$JSON"
 
 if [ "$CHECK" = 1 ]; then
     [ "$KILLED" -ge "${MIN_KILLS:-$KILLS}" ] || fail "only $KILLED kills landed while the client ran"
