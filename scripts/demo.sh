@@ -41,3 +41,7 @@ echo "-- pipelined throughput, window 256, handlers on the worker pool"
 "$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --quiet
 echo "-- pipelined throughput, window 256, handler inline on the server loop"
 "$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --inline --quiet --no-memory
+
+echo
+echo "== bank_server killed with SIGKILL 4 times under a running bank_client (scripts/crash-demo.sh)"
+BUILD="$BUILD" scripts/crash-demo.sh || echo "crash-demo: exit status $?"
