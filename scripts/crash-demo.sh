@@ -6,11 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-arpc_install_deps
-
-BUILD=${BUILD:-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target bank_server bank_client >/dev/null
+arpc_build_release --target bank_server bank_client
 
 echo "== bank_server killed with SIGKILL and restarted under a running bank_client"
 exec scripts/bank-crash.sh --bin "$BUILD"/examples --transfers 5000 --kills 4 "$@"
