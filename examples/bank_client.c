@@ -56,7 +56,7 @@ struct balances {
 static uint64_t balances_total(const struct balances *b)
 {
     uint64_t total = 0;
-    for (uint32_t i = 0; i < b->count; i++)
+    for (uint32_t i = 0; b->of != NULL && i < b->count; i++)
         total += b->of[i];
     return total;
 }
@@ -70,16 +70,19 @@ static int fetch_balances(arpc_client *c, int64_t deadline_ms, struct balances *
     int64_t count = rc == ARPC_OK ? bank_balances_count(reply, len) : -1;
     if (rc == ARPC_OK && count < 0)
         rc = ARPC_EPROTO;
+    out->of = rc == ARPC_OK ? calloc(count ? (size_t)count : 1, sizeof(*out->of)) : NULL;
+    if (rc == ARPC_OK && out->of == NULL)
+        rc = ARPC_ENOMEM;
     if (rc == ARPC_OK) {
         out->count = (uint32_t)count;
-        out->of = calloc(out->count ? out->count : 1, sizeof(*out->of));
         for (uint32_t i = 0; i < out->count; i++)
             out->of[i] = bank_balance_at(reply, i);
     } else {
-        char why[ARPC_ERRBUF_SIZE];
+        char why[ARPC_ERRBUF_SIZE] = "";
         arpc_client_last_error(c, why, sizeof(why));
         fprintf(stderr, PROG ": fetching the balances: %s (%s)%s%s\n", arpc_errname(rc),
-                reply != NULL ? "a malformed reply" : arpc_strerror(rc), why[0] ? "; last connection error: " : "",
+                rc == ARPC_EPROTO ? "the reply is not a list of balances" : arpc_strerror(rc),
+                why[0] ? "; last connection error: " : "",
                 why);
     }
     arpc_free(reply);
@@ -115,7 +118,7 @@ struct tally {
 };
 
 /* Runs the plan, W calls outstanding, applying the ok ones to expected. False if a call
- * could not even be started (out of memory). */
+ * could not even be started (out of memory): then the calls started are waited for. */
 static bool run_transfers(arpc_client *c, const struct bank_transfer *plan, uint64_t n, uint64_t window,
                           int64_t deadline_ms, uint64_t progress_every, struct balances *expected,
                           struct tally *t)
@@ -124,20 +127,21 @@ static bool run_transfers(arpc_client *c, const struct bank_transfer *plan, uint
     if (arpc_cq_create(&cq) != ARPC_OK)
         return false;
     uint64_t started = 0, done = 0;
-    bool ok = true;
-    while (done < started || (ok && started < n)) {
-        for (; ok && started < n && started - done < window; started++) {
+    bool starting = true;
+    for (;;) {
+        while (starting && started < n && started - done < window) {
             uint8_t req[BANK_TRANSFER_LEN];
             bank_transfer_encode(&plan[started], req);
-            ok = arpc_go(c, BANK_TRANSFER, req, sizeof(req), deadline_ms, cq, (void *)(uintptr_t)started) == ARPC_OK;
-            if (!ok)
+            starting = arpc_go(c, BANK_TRANSFER, req, sizeof(req), deadline_ms, cq, (void *)(uintptr_t)started) == ARPC_OK;
+            if (starting)
+                started++;
+            else
                 fprintf(stderr, PROG ": out of memory starting transfer %" PRIu64 "\n", started);
         }
-        if (done == started)
-            break;
         arpc_future *f;
         void *tag;
-        arpc_cq_next(cq, &f, &tag); /* every call completes by its deadline */
+        if (done == started || arpc_cq_next(cq, &f, &tag) != ARPC_OK) /* each call ends by its deadline */
+            break;
         int status = arpc_future_poll(f);
         arpc_future_release(f);
         const struct bank_transfer *tr = &plan[(uintptr_t)tag];
@@ -153,7 +157,7 @@ static bool run_transfers(arpc_client *c, const struct bank_transfer *plan, uint
             fprintf(stderr, PROG ": progress %" PRIu64 "/%" PRIu64 "\n", done, n);
     }
     arpc_cq_destroy(cq);
-    return ok;
+    return starting && done == n;
 }
 
 static uint32_t count_mismatches(const struct balances *expected, const struct balances *actual)
@@ -172,6 +176,42 @@ static void print_balances_json(const struct balances *b)
     for (uint32_t i = 0; i < b->count; i++)
         printf("%s%" PRIu64, i ? "," : "", b->of[i]);
     printf("]\n");
+}
+
+struct report {
+    uint64_t transfers, seed, window, reconnects;
+    struct tally tally;
+    double seconds;
+    bool fetched;        /* the balances after the run could be read */
+    uint32_t mismatched; /* accounts whose balance is not the expected one */
+    uint64_t initial_total, expected_total, actual_total;
+};
+
+/* A line for people, then the JSON object (the last line of stdout). */
+static void print_report(const struct report *r)
+{
+    const uint64_t *by = r->tally.by_class;
+    bool match = r->fetched && r->mismatched == 0;
+    printf(PROG ": %" PRIu64 " transfers in %.2f s: %" PRIu64 " ok, %" PRIu64 " refused, %" PRIu64 " failed, %" PRIu64
+                " unknown; %" PRIu64 " reconnects; balances %s\n",
+           r->transfers, r->seconds, by[OK], by[REFUSED], by[FAILED], by[UNKNOWN], r->reconnects,
+           !r->fetched ? "not fetched" : match ? "match" : "DO NOT MATCH");
+    printf("{\"transfers\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"failed\":%" PRIu64
+           ",\"unknown\":%" PRIu64 ",\"expected_total\":%" PRIu64 ",\"actual_total\":",
+           r->transfers, by[OK], by[REFUSED], by[FAILED], by[UNKNOWN], r->expected_total);
+    if (r->fetched)
+        printf("%" PRIu64, r->actual_total);
+    else
+        printf("null");
+    printf(",\"initial_total\":%" PRIu64 ",\"balances_match\":%s,\"mismatched_accounts\":%" PRIu32
+           ",\"reconnects\":%" PRIu64 ",\"seconds\":%.3f,\"seed\":%" PRIu64 ",\"window\":%" PRIu64 ",\"outcomes\":{",
+           r->initial_total, match ? "true" : "false", r->mismatched, r->reconnects, r->seconds, r->seed, r->window);
+    for (int s = 0, first = 1; s <= ARPC_ERROR_COUNT_; s++)
+        if (r->tally.by_status[s] > 0) {
+            printf("%s\"%s\":%" PRIu64, first ? "" : ",", arpc_errname(s), r->tally.by_status[s]);
+            first = 0;
+        }
+    printf("}}\n");
 }
 
 static int usage(void)
@@ -236,42 +276,28 @@ int main(int argc, char **argv)
         arpc_client_close(c);
         return 1;
     }
-    uint64_t initial_total = balances_total(&initial), t0 = arpc_now_ns();
     expected = (struct balances){.count = initial.count, .of = malloc(initial.count * sizeof(uint64_t))};
-    memcpy(expected.of, initial.of, initial.count * sizeof(uint64_t));
     struct bank_transfer *plan = plan_transfers(n, &initial, seed);
-    struct tally t = {0};
-    bool ran = plan != NULL && run_transfers(c, plan, n, window, (int64_t)deadline_ms, progress_every, &expected, &t);
-    double seconds = (double)(arpc_now_ns() - t0) / 1e9;
-    bool fetched = ran && fetch_balances(c, (int64_t)deadline_ms, &actual) == ARPC_OK;
-    uint32_t mismatched = fetched ? count_mismatches(&expected, &actual) : expected.count;
-    bool match = fetched && mismatched == 0;
-    uint64_t actual_total = balances_total(&actual), reconnects = arpc_client_connections(c) - 1;
-
-    printf(PROG ": %" PRIu64 " transfers in %.2f s: %" PRIu64 " ok, %" PRIu64 " refused, %" PRIu64 " failed, %" PRIu64
-                " unknown; %" PRIu64 " reconnects; balances %s\n",
-           n, seconds, t.by_class[OK], t.by_class[REFUSED], t.by_class[FAILED], t.by_class[UNKNOWN], reconnects,
-           !fetched ? "not fetched" : match ? "match" : "DO NOT MATCH");
-    printf("{\"transfers\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"failed\":%" PRIu64
-           ",\"unknown\":%" PRIu64 ",\"expected_total\":%" PRIu64 ",\"actual_total\":",
-           n, t.by_class[OK], t.by_class[REFUSED], t.by_class[FAILED], t.by_class[UNKNOWN], balances_total(&expected));
-    if (fetched)
-        printf("%" PRIu64, actual_total);
-    else
-        printf("null");
-    printf(",\"initial_total\":%" PRIu64 ",\"balances_match\":%s,\"mismatched_accounts\":%" PRIu32
-           ",\"reconnects\":%" PRIu64 ",\"seconds\":%.3f,\"seed\":%" PRIu64 ",\"window\":%" PRIu64 ",\"outcomes\":{",
-           initial_total, match ? "true" : "false", mismatched, reconnects, seconds, seed, window);
-    for (int s = 0, first = 1; s <= ARPC_ERROR_COUNT_; s++)
-        if (t.by_status[s] > 0) {
-            printf("%s\"%s\":%" PRIu64, first ? "" : ",", arpc_errname(s), t.by_status[s]);
-            first = 0;
-        }
-    printf("}}\n");
+    struct report r = {.transfers = n, .seed = seed, .window = window, .initial_total = balances_total(&initial)};
+    bool ran = false;
+    if (expected.of != NULL && plan != NULL) {
+        memcpy(expected.of, initial.of, initial.count * sizeof(uint64_t));
+        uint64_t t0 = arpc_now_ns();
+        ran = run_transfers(c, plan, n, window, (int64_t)deadline_ms, progress_every, &expected, &r.tally);
+        r.seconds = (double)(arpc_now_ns() - t0) / 1e9;
+    } else {
+        fprintf(stderr, PROG ": out of memory for %" PRIu64 " transfers\n", n);
+    }
+    r.fetched = ran && fetch_balances(c, (int64_t)deadline_ms, &actual) == ARPC_OK;
+    r.mismatched = r.fetched ? count_mismatches(&expected, &actual) : initial.count;
+    r.expected_total = balances_total(&expected);
+    r.actual_total = balances_total(&actual);
+    r.reconnects = arpc_client_connections(c) - 1;
+    print_report(&r);
     free(plan);
     free(initial.of);
     free(expected.of);
     free(actual.of);
     arpc_client_close(c);
-    return match && t.by_class[UNKNOWN] == 0 ? 0 : 1;
+    return r.fetched && r.mismatched == 0 && r.tally.by_class[UNKNOWN] == 0 ? 0 : 1;
 }
