@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-arpc_install_deps
-
-BUILD=${BUILD:-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" >/dev/null
+arpc_build_release
 
 echo "== toy: procedure 22 returns its argument + 1"
 "$BUILD"/examples/toy
@@ -41,3 +37,7 @@ echo "-- pipelined throughput, window 256, handlers on the worker pool"
 "$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --quiet
 echo "-- pipelined throughput, window 256, handler inline on the server loop"
 "$BUILD"/bench/arpc-bench throughput --calls 1000000 --window 256 --payload 16 --transport tcp --inline --quiet --no-memory
+
+echo
+echo "== bank_server killed with SIGKILL 4 times under a running bank_client (scripts/crash-demo.sh)"
+BUILD="$BUILD" scripts/crash-demo.sh || echo "crash-demo: exit status $?"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages arpc needs to build and test, when run as root; otherwise says
-# what to install. Sourced by demo.sh and test.sh.
+# what to install; and builds the demos' build. Sourced by demo.sh, crash-demo.sh and test.sh.
 set -euo pipefail
 
 ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3)
@@ -28,4 +28,13 @@ arpc_install_deps() {
         echo "install them with:  sudo apt-get install $missing" >&2
         exit 1
     fi
+}
+
+# The demos' build: the packages, then a Release build without tests in $BUILD (default: build).
+# Arguments go to cmake --build (e.g. --target NAME).
+arpc_build_release() {
+    arpc_install_deps
+    BUILD=${BUILD:-build}
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$BUILD" -j"$(nproc)" "$@" >/dev/null
 }
