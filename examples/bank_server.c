@@ -9,7 +9,13 @@
  * small. Runs until SIGINT or SIGTERM. Methods and bytes: bank_proto.h.
  *
  * The balances live on one actor: both methods run there, one call at a time, so they need no
- * lock. The log is bank_log.h (INTERIM: see there).
+ * lock. Exactly once across crashes: a transfer is answered with arpc_reply_durable, whose
+ * effect (the transfer itself) goes into the server's reply log in the same record as the
+ * reply; at start-up the server hands back the latest checkpoint and every effect after it
+ * (the recover callback), so the balances reflect exactly the transfers whose records reached
+ * the disk -- and those are exactly the ones any client may have been told succeeded. A retry of
+ * a transfer whose record made it is answered from the log; one whose record did not is run
+ * again, on balances that never saw it.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -19,7 +25,6 @@
 
 #include "arpc/arpc.h"
 #include "bank_args.h"
-#include "bank_log.h"
 #include "bank_proto.h"
 
 #define PROG "bank_server"
@@ -31,7 +36,7 @@ struct bank {
     uint32_t count;
     uint64_t *balances;
     uint8_t *encoded; /* bank_balances_len(count) bytes: replies and checkpoints */
-    struct bank_log *log;
+    arpc_server *server;
     uint64_t checkpoint_every, since_checkpoint;
     /* recovery */
     bool has_state;
@@ -79,18 +84,19 @@ static bool bank_apply(struct bank *b, const struct bank_transfer *t, char *why,
 static void bank_checkpoint_now(struct bank *b)
 {
     bank_balances_encode(b->balances, b->count, b->encoded);
-    bank_checkpoint(b->log, b->encoded, bank_balances_len(b->count));
-    b->since_checkpoint = 0;
+    /* It covers every transfer this actor answered durably before it: log order is ours. */
+    if (arpc_server_checkpoint(b->server, b->encoded, bank_balances_len(b->count)) == ARPC_OK)
+        b->since_checkpoint = 0;
 }
 
-/* ---- recovery (inside bank_log_open) ---- */
+/* ---- recovery (inside arpc_server_create) ---- */
 
-static void recover(void *ctx, enum bank_recover_kind kind, const void *data, size_t len)
+static void recover(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len)
 {
     struct bank *b = ctx;
     if (b->recover_error[0] != '\0')
         return;
-    if (kind == BANK_RECOVER_STATE) {
+    if (kind == ARPC_RECOVER_STATE) {
         int64_t count = bank_balances_count(data, len);
         if (count < 1 || count > MAX_ACCOUNTS || !bank_alloc(b, (uint32_t)count)) {
             snprintf(b->recover_error, sizeof(b->recover_error), "a checkpoint of %zu bytes is not a bank's", len);
@@ -131,7 +137,7 @@ static void on_transfer(arpc_request *req, void *ctx)
         arpc_reply_error(req, why); /* changed nothing */
         return;
     }
-    bank_reply_durable(b->log, req, data, len, NULL, 0); /* the effect: the transfer itself */
+    arpc_reply_durable(req, data, len, NULL, 0); /* the effect: the transfer itself */
     if (++b->since_checkpoint >= b->checkpoint_every)
         bank_checkpoint_now(b);
 }
@@ -152,26 +158,35 @@ static int usage(void)
     return 2;
 }
 
-static bool parse_fsync(const char *s, enum bank_fsync *out)
+static bool parse_fsync(const char *s, enum arpc_fsync *out)
 {
-    static const char *const names[] = {[BANK_FSYNC_ALWAYS] = "always", [BANK_FSYNC_BATCH] = "batch",
-                                        [BANK_FSYNC_OFF] = "off"};
+    static const char *const names[] = {[ARPC_FSYNC_ALWAYS] = "always", [ARPC_FSYNC_BATCH] = "batch",
+                                        [ARPC_FSYNC_OFF] = "off"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(s, names[i]) == 0) {
-            *out = (enum bank_fsync)i;
+            *out = (enum arpc_fsync)i;
             return true;
         }
     return false;
 }
 
-/* Opens the log and rebuilds the balances from it, or makes them fresh (and checkpoints them
- * at once, so the directory alone decides the accounts from then on). */
-static bool open_bank(struct bank *b, const char *dir, enum bank_fsync policy, uint32_t accounts,
+/* Creates the server on the log in dir, which rebuilds the balances (recover), or makes them
+ * fresh (and checkpoints them at once, so the directory alone decides the accounts from then
+ * on). */
+static bool open_bank(struct bank *b, const char *dir, enum arpc_fsync policy, uint32_t accounts,
                       uint64_t initial)
 {
-    char why[512];
-    struct bank_log_options lo = {.dir = dir, .fsync = policy, .recover = recover, .ctx = b};
-    int rc = bank_log_open(&b->log, &lo, why, sizeof(why));
+    char why[512] = "";
+    arpc_server_options so = {
+        .workers = 1, /* the methods run on the bank actor; the pool has nothing to do */
+        .log_dir = dir,
+        .fsync = policy,
+        .recover = recover,
+        .recover_ctx = b,
+        .errbuf = why,
+        .errbuf_len = sizeof(why),
+    };
+    int rc = arpc_server_create(&b->server, &so);
     if (rc != ARPC_OK) {
         fprintf(stderr, PROG ": %s: %s\n", arpc_errname(rc), why);
         return false;
@@ -196,7 +211,7 @@ int main(int argc, char **argv)
 {
     const char *listen = NULL, *dir = NULL;
     uint64_t accounts = 100, initial = 1000;
-    enum bank_fsync policy = BANK_FSYNC_ALWAYS;
+    enum arpc_fsync policy = ARPC_FSYNC_ALWAYS;
     struct bank b = {.checkpoint_every = 1000};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0)
@@ -227,16 +242,14 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     if (!open_bank(&b, dir, policy, (uint32_t)accounts, initial)) {
-        bank_log_close(b.log);
+        arpc_server_destroy(b.server);
         return 1;
     }
     uint64_t total = bank_total(&b); /* once the server listens, only the actor reads b */
-    arpc_server *server = NULL;
+    arpc_server *server = b.server;
     arpc_actor *actor = NULL;
     char bound[256];
     int rc = arpc_actor_create(&actor, &(arpc_actor_options){.name = "bank"});
-    if (rc == ARPC_OK)
-        rc = arpc_server_create(&server, &(arpc_server_options){.workers = 1});
     arpc_method_options on_actor = {.actor = actor};
     if (rc == ARPC_OK)
         rc = arpc_server_register(server, BANK_TRANSFER, on_transfer, &b, &on_actor);
@@ -253,13 +266,10 @@ int main(int argc, char **argv)
     } else {
         fprintf(stderr, PROG ": %s: %s\n", listen, arpc_strerror(rc));
     }
-    /* The server first (no new calls), then the actor (no handler runs, so nothing logs),
-     * then the log (every transfer on disk). */
-    if (server != NULL)
-        arpc_server_destroy(server);
+    /* The server (no new calls, every logged transfer on disk), then the actor. */
+    arpc_server_destroy(server);
     if (actor != NULL)
         arpc_actor_destroy(actor);
-    bank_log_close(b.log);
     if (rc == ARPC_OK)
         printf(PROG ": stopped, total %" PRIu64 "\n", bank_total(&b));
     free(b.balances);
