@@ -240,7 +240,7 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
 {
     if (c == NULL)
         return ARPC_EINVAL;
-    size_t total;
+    size_t total = 0;
     int rc = request_check(c, method, req, req_len, &total);
     if (rc != ARPC_OK)
         return rc;

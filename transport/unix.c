@@ -206,7 +206,7 @@ static int unix_open(struct unix_listener *ul, const char *rest, char *why, size
     int rv = arpc_sock_listener_init(&ul->ul_base, &arpc_transport_unix, rest, why, whylen);
     if (rv != ARPC_OK)
         return rv;
-    socklen_t len;
+    socklen_t len = 0;
     rv = unix_sockaddr(rest, &ul->ul_sa, &len, why, whylen);
     if (rv != ARPC_OK)
         return rv;
