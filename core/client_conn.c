@@ -101,11 +101,6 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_HELLO:
         client_on_hello(c, f);
         return;
-    case ARPC_FRAME_PING:
-        arpc_conn_answer_ping(conn, f);
-        return;
-    case ARPC_FRAME_PONG:
-        return;
     case ARPC_FRAME_GOAWAY:
         client_on_goaway(c, f);
         return;

@@ -237,7 +237,12 @@ static size_t conn_parse(struct arpc_conn *conn)
             return 0;
         }
         conn->c_rstart += used;
-        conn->c_ops->on_frame(conn, &f);
+        /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
+         * here, PONGs only count as input; the owner sees every other frame. */
+        if (f.f_kind == ARPC_FRAME_PING)
+            arpc_conn_answer_ping(conn, &f);
+        else if (f.f_kind != ARPC_FRAME_PONG)
+            conn->c_ops->on_frame(conn, &f);
     }
     return 0;
 }

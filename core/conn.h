@@ -31,6 +31,7 @@
 struct arpc_conn;
 
 struct arpc_conn_ops {
+    /* Every frame but PING (answered by the connection) and PONG (a sign of life only). */
     void (*on_frame)(struct arpc_conn *conn, const struct arpc_frame *frame);
     /* reason: ARPC_ECONNLOST (peer closed or I/O error), ARPC_EPROTO, ARPC_ETOOLARGE, or the
      * reason given to arpc_conn_close. */

@@ -116,11 +116,6 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     case ARPC_FRAME_ONEWAY:
         sconn_on_request(sc, f);
         return;
-    case ARPC_FRAME_PING:
-        arpc_conn_answer_ping(conn, f);
-        return;
-    case ARPC_FRAME_PONG:
-        return;
     case ARPC_FRAME_CANCEL:
         request_cancel(sc, f->f_xid);
         return;

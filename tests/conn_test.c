@@ -225,7 +225,7 @@ static size_t frame_size(uint8_t kind, uint32_t len)
     return kind == ARPC_FRAME_REQUEST ? arpc_frame_request_size(3, len) : ARPC_FRAME_HEADER_SIZE + len;
 }
 
-/* Encodes a PING or REQUEST frame at dst; returns its size. */
+/* Encodes a REPLY or REQUEST frame at dst; returns its size. */
 static size_t put_frame(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t len)
 {
     uint8_t *payload = arpc_malloc(len);
@@ -248,12 +248,12 @@ static uint8_t *make_frames(uint64_t first, unsigned count, uint32_t (*len_of)(u
 {
     size_t total = 0;
     for (unsigned i = 0; i < count; i++)
-        total += frame_size(i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_PING, len_of(first + i));
+        total += frame_size(i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_REPLY, len_of(first + i));
     uint8_t *buf = malloc(total ? total : 1);
     assert_non_null(buf);
     size_t off = 0;
     for (unsigned i = 0; i < count; i++)
-        off += put_frame(buf + off, i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_PING, first + i, len_of(first + i));
+        off += put_frame(buf + off, i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_REPLY, first + i, len_of(first + i));
     *size = total;
     return buf;
 }
@@ -300,7 +300,7 @@ static void test_byte_by_byte(void **state)
     uint8_t *buf = make_frames(1, N, byte_len, &size);
     size_t end[N], off = 0;
     for (unsigned i = 0; i < N; i++) {
-        off += frame_size(i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_PING, byte_len(i + 1));
+        off += frame_size(i % 2 ? ARPC_FRAME_REQUEST : ARPC_FRAME_REPLY, byte_len(i + 1));
         end[i] = off;
     }
     unsigned want = 0;
@@ -348,7 +348,7 @@ static void test_buffer_grows_with_bytes_not_header(void **state)
     enum { BODY = 15 * 1024 * 1024 };
     uint8_t *buf = calloc(1, ARPC_FRAME_HEADER_SIZE + BODY);
     assert_non_null(buf);
-    size_t hdr = arpc_frame_encode_header(buf, ARPC_FRAME_PING, 1, BODY);
+    size_t hdr = arpc_frame_encode_header(buf, ARPC_FRAME_REPLY, 1, BODY);
     fill_pattern(buf + hdr, 1, BODY);
     assert_true(peer_write(&fx, buf, hdr));
     pump(&fx);
@@ -382,11 +382,11 @@ static void test_malformed_header_with_bad_input_hook(void **state)
     fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_bad_input);
     fx.goaway_on_bad_input = true;
     uint8_t buf[256];
-    size_t n = put_frame(buf, ARPC_FRAME_PING, 1, 5);
+    size_t n = put_frame(buf, ARPC_FRAME_REPLY, 1, 5);
     size_t bad = n;
-    n += put_frame(buf + n, ARPC_FRAME_PING, 2, 5);
+    n += put_frame(buf + n, ARPC_FRAME_REPLY, 2, 5);
     buf[bad] = 'X'; /* magic */
-    n += put_frame(buf + n, ARPC_FRAME_PING, 3, 5);
+    n += put_frame(buf + n, ARPC_FRAME_REPLY, 3, 5);
     assert_true(peer_write(&fx, buf, n));
     assert_true(pump_until(&fx, closed, 0));
     assert_int_equal(1, fx.frames);
@@ -417,7 +417,7 @@ static void test_malformed_header_without_hook(void **state)
     struct fx fx;
     fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
     uint8_t buf[64];
-    put_frame(buf, ARPC_FRAME_PING, 1, 5);
+    put_frame(buf, ARPC_FRAME_REPLY, 1, 5);
     buf[2] = ARPC_PROTO_VERSION + 1;
     assert_true(peer_write(&fx, buf, 3));
     assert_true(pump_until(&fx, closed, 0));
@@ -436,8 +436,8 @@ static void test_oversized_body(void **state)
         struct fx fx;
         fx_init(&fx, 1024, hook ? &ops_bad_input : &ops_plain);
         uint8_t buf[2048];
-        size_t n = put_frame(buf, ARPC_FRAME_PING, 1, 1024); /* at the limit: fine */
-        n += arpc_frame_encode_header(buf + n, ARPC_FRAME_PING, 2, 1025);
+        size_t n = put_frame(buf, ARPC_FRAME_REPLY, 1, 1024); /* at the limit: fine */
+        n += arpc_frame_encode_header(buf + n, ARPC_FRAME_REPLY, 2, 1025);
         assert_true(peer_write(&fx, buf, n));
         assert_true(pump_until(&fx, closed, 0));
         assert_int_equal(1, fx.frames);
@@ -457,8 +457,8 @@ static void test_eof(void **state)
     struct fx fx;
     fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
     uint8_t buf[256];
-    size_t n = put_frame(buf, ARPC_FRAME_PING, 1, 7);
-    size_t m = put_frame(buf + n, ARPC_FRAME_PING, 2, 50);
+    size_t n = put_frame(buf, ARPC_FRAME_REPLY, 1, 7);
+    size_t m = put_frame(buf + n, ARPC_FRAME_REPLY, 2, 50);
     assert_true(peer_write(&fx, buf, n + m / 2));
     close(fx.fd[1]);
     fx.fd[1] = -1;
