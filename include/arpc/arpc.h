@@ -9,6 +9,7 @@
 #include "arpc/cq.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
+#include "arpc/log.h"
 #include "arpc/loop.h"
 #include "arpc/server.h"
 
