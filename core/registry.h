@@ -18,6 +18,7 @@ struct arpc_method {
     arpc_actor *m_actor;       /* one of these three routes, or the server's pool */
     arpc_actor_group *m_group;
     int m_inline;
+    arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
 };
 
 struct arpc_registry {

@@ -385,6 +385,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         request_run(NULL, req, ARPC_OK);
     else if (m->m_actor != NULL)
         rc = arpc_actor_post(m->m_actor, request_run, req);
+    else if (m->m_key != NULL)
+        rc = arpc_actor_group_post_key(m->m_group ? m->m_group : s->sv_pool,
+                                       m->m_key(req->rq_data, req->rq_len, m->m_ctx), request_run, req);
     else
         rc = arpc_actor_group_post(m->m_group ? m->m_group : s->sv_pool, request_run, req);
     if (rc != ARPC_OK) { /* the actor is stopped: the call did not run */

@@ -134,6 +134,8 @@ int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, v
         return ARPC_EINVAL;
     if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
         return ARPC_EINVAL;
+    if (mopts != NULL && mopts->key != NULL && (mopts->actor != NULL || mopts->inline_on_loop))
+        return ARPC_EINVAL; /* a key chooses among a group's actors */
     if (atomic_load(&s->sv_state) != SV_IDLE)
         return ARPC_EBUSY;
     return arpc_registry_add(&s->sv_registry, name, fn, ctx, mopts);

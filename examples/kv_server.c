@@ -1,6 +1,9 @@
 /*
- * A string key-value server: kv.put and kv.get run on one actor, so the table needs no lock.
- *   kv_server --listen ADDR     (runs until SIGINT/SIGTERM)
+ * A string key-value server whose table needs no lock: it is split into shards, one per actor
+ * of a group, and every call is routed by its key (arpc_method_options.key) to the actor that
+ * owns the key's shard. Calls for one key run one at a time, in order; calls for keys of other
+ * shards run in parallel.
+ *   kv_server --listen ADDR [--shards N]    (runs until SIGINT/SIGTERM; N default 4)
  * Wire format of requests: kv.put = u16 key length (LE), key bytes, value bytes;
  *                          kv.get = key bytes. Replies: kv.get = value bytes.
  */
@@ -18,20 +21,48 @@ struct entry {
     struct entry *next;
 };
 
-/* Touched only by the store actor: no lock needed. */
-static struct entry *table[1024];
+#define MAX_SHARDS 64
+#define SLOTS 1024
 
-static size_t slot_of(const char *k, size_t n)
+/* Shard i is touched only by the group's actor i: no lock needed. */
+static struct entry *shards[MAX_SHARDS][SLOTS];
+static arpc_actor_group *store;
+
+static uint64_t key_hash(const char *k, size_t n)
 {
-    size_t h = 5381;
+    uint64_t h = 5381;
     for (size_t i = 0; i < n; i++)
         h = h * 33 + (unsigned char)k[i];
-    return h % 1024;
+    return h;
 }
 
-static struct entry *lookup(const char *k, size_t n)
+/* The routing keys (on the server's loop): the same hash for a put and a get of one key. */
+static uint64_t put_key(const void *data, size_t len, void *ctx)
 {
-    for (struct entry *e = table[slot_of(k, n)]; e; e = e->next)
+    (void)ctx;
+    const unsigned char *p = data;
+    size_t klen = len >= 2 ? (size_t)(p[0] | p[1] << 8) : 0;
+    return key_hash((const char *)p + 2, klen <= len - 2 ? klen : 0);
+}
+
+static uint64_t get_key(const void *data, size_t len, void *ctx)
+{
+    (void)ctx;
+    return key_hash(data, len);
+}
+
+/* The shard of the actor running this handler. */
+static struct entry **my_shard(void)
+{
+    for (unsigned i = 0; i < arpc_actor_group_size(store); i++)
+        if (arpc_actor_on_thread(arpc_actor_group_member(store, i)))
+            return shards[i];
+    abort(); /* every kv method runs on the group */
+}
+
+static struct entry *lookup(struct entry **table, const char *k, size_t n)
+{
+    for (struct entry *e = table[key_hash(k, n) % SLOTS]; e; e = e->next)
         if (e->klen == n && memcmp(e->key, k, n) == 0)
             return e;
     return NULL;
@@ -48,13 +79,14 @@ static void kv_put(arpc_request *req, void *ctx)
     }
     size_t klen = (size_t)(p[0] | p[1] << 8), vlen = len - 2 - klen;
     const char *k = (const char *)p + 2, *v = k + klen;
-    struct entry *e = lookup(k, klen);
+    struct entry **table = my_shard();
+    struct entry *e = lookup(table, k, klen);
     if (e == NULL) {
         e = calloc(1, sizeof(*e));
         e->key = malloc(klen ? klen : 1);
         memcpy(e->key, k, klen);
         e->klen = klen;
-        size_t s = slot_of(k, klen);
+        size_t s = key_hash(k, klen) % SLOTS;
         e->next = table[s];
         table[s] = e;
     }
@@ -70,7 +102,7 @@ static void kv_get(arpc_request *req, void *ctx)
     (void)ctx;
     size_t len;
     const char *k = arpc_request_data(req, &len);
-    struct entry *e = lookup(k, len);
+    struct entry *e = lookup(my_shard(), k, len);
     if (e == NULL)
         arpc_reply_error(req, "no such key");
     else
@@ -83,24 +115,29 @@ static void on_signal(int sig) { (void)sig; stop = 1; }
 int main(int argc, char **argv)
 {
     const char *listen = NULL;
-    for (int i = 1; i < argc; i++)
+    unsigned nshards = 4;
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
-    if (listen == NULL) {
-        fprintf(stderr, "usage: kv_server --listen ADDR   (e.g. tcp://127.0.0.1:7000, unix:///tmp/kv.sock)\n");
+        else if (strcmp(argv[i], "--shards") == 0 && i + 1 < argc)
+            nshards = (unsigned)atoi(argv[++i]);
+    }
+    if (listen == NULL || nshards < 1 || nshards > MAX_SHARDS) {
+        fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d]   (e.g. tcp://127.0.0.1:7000, "
+                        "unix:///tmp/kv.sock)\n", MAX_SHARDS);
         return 2;
     }
     arpc_server *server;
-    arpc_actor *store;
     char bound[256];
     int rc = arpc_server_create(&server, NULL);
     if (rc == ARPC_OK)
-        rc = arpc_actor_create(&store, &(arpc_actor_options){.name = "kv-store"});
-    arpc_method_options one_actor = {.actor = store};
+        rc = arpc_actor_group_create(&store, nshards, &(arpc_actor_options){.name = "kv-shard"});
+    arpc_method_options put_by_key = {.group = store, .key = put_key};
+    arpc_method_options get_by_key = {.group = store, .key = get_key};
     if (rc == ARPC_OK)
-        rc = arpc_server_register(server, "kv.put", kv_put, NULL, &one_actor);
+        rc = arpc_server_register(server, "kv.put", kv_put, NULL, &put_by_key);
     if (rc == ARPC_OK)
-        rc = arpc_server_register(server, "kv.get", kv_get, NULL, &one_actor);
+        rc = arpc_server_register(server, "kv.get", kv_get, NULL, &get_by_key);
     if (rc == ARPC_OK)
         rc = arpc_server_listen(server, listen, bound, sizeof(bound));
     if (rc != ARPC_OK) {
@@ -114,15 +151,16 @@ int main(int argc, char **argv)
     while (!stop)
         pause();
     arpc_server_destroy(server);
-    arpc_actor_destroy(store);
-    for (size_t i = 0; i < 1024; i++)
-        while (table[i]) {
-            struct entry *e = table[i];
-            table[i] = e->next;
-            free(e->key);
-            free(e->value);
-            free(e);
-        }
+    arpc_actor_group_destroy(store);
+    for (unsigned sh = 0; sh < nshards; sh++)
+        for (size_t i = 0; i < SLOTS; i++)
+            while (shards[sh][i]) {
+                struct entry *e = shards[sh][i];
+                shards[sh][i] = e->next;
+                free(e->key);
+                free(e->value);
+                free(e);
+            }
     printf("kv_server stopped\n");
     return 0;
 }

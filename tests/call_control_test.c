@@ -5,7 +5,8 @@
  *  - a cancelled call that has not started does not run; a running one sees
  *    arpc_request_cancelled() and its on_cancel callback;
  *  - over a connection cut under running calls: at-most-once runs once, at-least-once may run
- *    again (and ends OK), no-retry ends with ARPC_ECONNLOST.
+ *    again (and ends OK), no-retry ends with ARPC_ECONNLOST;
+ *  - calls routed by key (arpc_method_options.key) run on one actor per key, in order.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -227,6 +228,75 @@ static void test_semantics_over_a_cut(void **state)
     sem_destroy(&cut_gate);
 }
 
+/* ---- calls routed by key ---- */
+
+enum { KEYS = 8, PER_KEY = 200 };
+static arpc_actor_group *keyed_group;
+static atomic_int keyed_actor[KEYS];  /* the member that ran the key's calls, +1 */
+static atomic_int keyed_next[KEYS];   /* the next sequence number expected for the key */
+static atomic_int keyed_bad;
+
+static uint64_t key_of(const void *data, size_t len, void *ctx)
+{
+    (void)ctx;
+    (void)len;
+    return ((const uint32_t *)data)[0];
+}
+
+static void h_keyed(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    const uint32_t *kv = arpc_request_data(req, NULL); /* key, sequence */
+    int me = -1;
+    for (unsigned i = 0; i < arpc_actor_group_size(keyed_group); i++)
+        if (arpc_actor_on_thread(arpc_actor_group_member(keyed_group, i)))
+            me = (int)i;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&keyed_actor[kv[0]], &expected, me + 1) && expected != me + 1)
+        atomic_fetch_add(&keyed_bad, 1); /* a key on two actors */
+    if (atomic_fetch_add(&keyed_next[kv[0]], 1) != (int)kv[1])
+        atomic_fetch_add(&keyed_bad, 1); /* out of order */
+    arpc_reply(req, "", 0);
+}
+
+static void test_calls_routed_by_key(void **state)
+{
+    (void)state;
+    for (int k = 0; k < KEYS; k++) {
+        atomic_store(&keyed_actor[k], 0);
+        atomic_store(&keyed_next[k], 0);
+    }
+    atomic_store(&keyed_bad, 0);
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_actor_group_create(&keyed_group, 4, NULL));
+    arpc_method_options mo = {.group = keyed_group, .key = key_of};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keyed", h_keyed, NULL, &mo));
+    arpc_method_options bad = {.inline_on_loop = true, .key = key_of};
+    assert_int_equal(ARPC_EINVAL, arpc_server_register(s, "t.bad", h_keyed, NULL, &bad));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    static arpc_future *fs[KEYS * PER_KEY];
+    for (int i = 0; i < KEYS * PER_KEY; i++) {
+        uint32_t kv[2] = {(uint32_t)(i % KEYS), (uint32_t)(i / KEYS)};
+        fs[i] = arpc_call_async(c, "t.keyed", kv, sizeof(kv), 30000);
+    }
+    for (int i = 0; i < KEYS * PER_KEY; i++) {
+        assert_int_equal(ARPC_OK, arpc_future_wait_for(fs[i], 30000));
+        arpc_future_release(fs[i]);
+    }
+    assert_int_equal(0, atomic_load(&keyed_bad));
+    int used[4] = {0};
+    for (int k = 0; k < KEYS; k++)
+        used[atomic_load(&keyed_actor[k]) - 1] = 1;
+    assert_true(used[0] + used[1] + used[2] + used[3] >= 2); /* keys spread over the group */
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+    arpc_actor_group_destroy(keyed_group);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -236,6 +306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_before_start_does_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_reaches_running_handler, setup, teardown),
         cmocka_unit_test(test_semantics_over_a_cut),
+        cmocka_unit_test(test_calls_routed_by_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,10 +92,19 @@ typedef struct arpc_server_options {
     size_t errbuf_len;
 } arpc_server_options;
 
+/* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
+ * server's loop thread before the handler: it must be quick and must not block. ctx is the
+ * registration's ctx. */
+typedef uint64_t (*arpc_key_fn)(const void *data, size_t len, void *ctx);
+
 typedef struct arpc_method_options {
     arpc_actor *actor;        /* run every call of the method on this actor, one at a time */
     arpc_actor_group *group;  /* or spread them over this group (default: the server's pool) */
     bool inline_on_loop;      /* or run them on the loop thread: only for handlers that never block */
+    arpc_key_fn key;          /* with a group (or the pool): calls with equal keys run on the same
+                               * actor, in arrival order (arpc_actor_group_post_key), so per-key
+                               * state needs no lock; other keys run in parallel. Not with actor
+                               * or inline_on_loop. */
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
