@@ -465,6 +465,32 @@ static void test_close_after_user_loop_stopped(void **state)
     arpc_server_destroy(s);
 }
 
+/* A client on a loop nobody runs: starting calls never waits for the loop to make room (it
+ * used to stop for good after ~8,192 calls: the caller spun for room in a ring nobody drained).
+ * Driving the loop afterwards completes them all. */
+static void test_caller_driven_many_async_calls(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    char addr[256];
+    arpc_server *s = make_server(1, 0, addr, sizeof(addr));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &(arpc_loop_options){.submit_ring_size = 16}));
+    arpc_client *c;
+    arpc_client_options o = {.loop = loop};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+    static arpc_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = arpc_call_async(c, "t.echo", &i, sizeof(i), 60000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ARPC_OK, arpc_loop_run_until(loop, fs[i], 60000));
+        arpc_future_release(fs[i]);
+    }
+    arpc_client_close(c);
+    arpc_loop_destroy(loop);
+    arpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Every arpc allocation is counted, so a cycle that leaves anything behind (until some
@@ -484,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_create_and_connect_on_loop_thread),
         cmocka_unit_test(test_connect_timeout_forever),
         cmocka_unit_test(test_close_after_user_loop_stopped),
+        cmocka_unit_test(test_caller_driven_many_async_calls),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live)); /* everything arpc allocated was freed */
