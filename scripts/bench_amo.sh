@@ -12,7 +12,9 @@
 # the median of the per-round ratios. With FSYNCS=1 it then runs each log configuration once
 # more under `perf stat` to count fdatasync/fsync calls per 1000 calls (a separate run: a
 # syscall tracepoint slows every syscall of the traced process).
-# Environment: ARPC_BENCH (default build/bench/arpc-bench), LOGDIR (default: mktemp -d).
+# Environment: ARPC_BENCH (default build/bench/arpc-bench), LOGDIR (default: mktemp -d),
+# OLD_BENCH: an arpc-bench built from an earlier commit (one without --amo), run in every
+# round as configuration "old-build" with the same flags otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-7}
@@ -24,6 +26,7 @@ COMMON=(throughput --calls "$CALLS" --window 256 --payload 16 --transport tcp --
 CONFIGS=("amo-off|--amo off" "amo-on|--amo on" "log-batch|--log $LOGDIR --fsync batch"
          "log-always|--log $LOGDIR --fsync always" "log-off|--log $LOGDIR --fsync off")
 HANDLERS=("pool|" "inline|--inline")
+[ -n "${OLD_BENCH:-}" ] && CONFIGS+=("old-build|")
 
 echo "load before: $(uptime)" >&2
 n=${#CONFIGS[@]}
@@ -31,8 +34,10 @@ for ((r = 0; r < ROUNDS; r++)); do
     for ((k = 0; k < n; k++)); do
         cfg=${CONFIGS[$(((k + r) % n))]}
         for h in "${HANDLERS[@]}"; do
+            bin=$B
+            [ "${cfg%%|*}" = old-build ] && bin=$OLD_BENCH
             # shellcheck disable=SC2086 # the flags are words on purpose
-            line=$("$B" "${COMMON[@]}" ${cfg#*|} ${h#*|} 2>"$OUT.err" | tail -n 1) ||
+            line=$("$bin" "${COMMON[@]}" ${cfg#*|} ${h#*|} 2>"$OUT.err" | tail -n 1) ||
                 { cat "$OUT.err" >&2; exit 1; }
             printf '{"round":%d,"config":"%s","handlers":"%s","run":%s}\n' \
                 "$r" "${cfg%%|*}" "${h%%|*}" "$line" >>"$OUT"
@@ -64,7 +69,7 @@ EOF
 if [ "${FSYNCS:-0}" = 1 ]; then
     echo "| handlers | configuration | fdatasync per 1000 calls | fsync per 1000 calls |"
     echo "|---|---|---|---|"
-    for cfg in "${CONFIGS[@]:2}"; do
+    for cfg in "${CONFIGS[@]:2:3}"; do
         for h in "${HANDLERS[@]}"; do
             # shellcheck disable=SC2086
             perf stat -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync \
