@@ -19,9 +19,16 @@ struct bench_clients {
     arpc_client **bc_clients;
 };
 
+/* sem: every client's default semantics (bench_semantics). */
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops, bool caller_driven);
+                       unsigned nloops, bool caller_driven, enum arpc_call_semantics sem);
 void bench_clients_close(struct bench_clients *bc);
+
+/* The semantics of the bench's calls (--amo). */
+static inline enum arpc_call_semantics bench_semantics(const struct bench_config *cfg)
+{
+    return cfg->amo ? ARPC_AT_MOST_ONCE : ARPC_AT_LEAST_ONCE;
+}
 
 /* One blocking arpc_call at a time on one connection. */
 int bench_arpc_latency(const struct bench_config *cfg, const char *addr, struct bench_run *out);

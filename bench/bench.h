@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "arpc/server.h"
 #include "histogram.h"
 
 enum bench_mode { BENCH_LATENCY, BENCH_THROUGHPUT, BENCH_SERVE };
@@ -39,6 +40,11 @@ struct bench_config {
     const char *connect_addr; /* NULL: start an embedded server */
     const char *listen_addr;  /* serve */
     const char *plot_path;    /* NULL: no plot */
+    bool amo;                 /* client calls at-most-once (numbered; the library's default),
+                               * or at-least-once (not numbered, no reply cache on the server) */
+    const char *log_dir;      /* the server's reply log goes in a fresh subdirectory of this one
+                               * (see logdir.h); NULL: no log */
+    enum arpc_fsync fsync;    /* with log_dir */
 };
 
 /* One measured run of either side. */
@@ -69,6 +75,9 @@ static inline uint64_t bench_now_ns(void)
 
 /* Allocates an empty histogram (NULL on failure). */
 bench_hist *bench_hist_new(void);
+
+/* "always", "batch" or "off". */
+const char *bench_fsync_name(enum arpc_fsync f);
 
 /* Fills a payload buffer with a recognisable pattern (so a wrong echo is caught). */
 void bench_fill_pattern(void *buf, size_t len);

@@ -17,7 +17,7 @@
 static const char usage_text[] =
     "usage: arpc-bench latency    [options]\n"
     "       arpc-bench throughput [options]\n"
-    "       arpc-bench serve --listen ADDR [--inline] [--workers N]\n"
+    "       arpc-bench serve --listen ADDR [--inline] [--workers N] [--log DIR [--fsync F]]\n"
     "\n"
     "Measures arpc calls to a server that echoes the request (\"bench.echo\"), and the same\n"
     "traffic over a raw socket on the same transport (the baseline), and reports both.\n"
@@ -45,6 +45,16 @@ static const char usage_text[] =
     "                      loop inside arpc_call, no thread hop, like the raw client; 'thread':\n"
     "                      the client's loop runs on a thread of its own\n"
     "  --workers N         server actor pool size (default: one per CPU)\n"
+    "  --amo on|off        latency, throughput: calls at-most-once (on, the library's default:\n"
+    "                      numbered, the server keeps a reply cache) or at-least-once (off:\n"
+    "                      not numbered, no reply cache)\n"
+    "  --log DIR           the server's reply log: each run (or serve) logs in a fresh\n"
+    "                      subdirectory DIR/arpc-bench-XXXXXX, removed when the server stops\n"
+    "                      (an earlier log is never reused; DIR is created if missing and\n"
+    "                      left in place). Not with --connect or --amo off (the log records\n"
+    "                      at-most-once calls only)\n"
+    "  --fsync F           with --log: always (default, like the library), batch (every\n"
+    "                      10 ms or 1024 records) or off\n"
     "  --connect ADDR      use a server started with `arpc-bench serve` instead of an\n"
     "                      embedded one (the transport is ADDR's; the baseline runs locally)\n"
     "  --listen ADDR       serve: tcp://HOST:PORT, unix:///PATH\n"
@@ -80,7 +90,8 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 }
 
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
-       O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_QUIET, O_HELP };
+       O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_AMO, O_LOG,
+       O_FSYNC, O_QUIET, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -98,6 +109,9 @@ static const struct option long_opts[] = {
     {"connect", required_argument, NULL, O_CONNECT},
     {"listen", required_argument, NULL, O_LISTEN},
     {"plot", required_argument, NULL, O_PLOT},
+    {"amo", required_argument, NULL, O_AMO},
+    {"log", required_argument, NULL, O_LOG},
+    {"fsync", required_argument, NULL, O_FSYNC},
     {"quiet", no_argument, NULL, O_QUIET},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -156,6 +170,18 @@ static const char *scheme_of(const char *addr)
     return NULL;
 }
 
+static int parse_fsync(struct bench_config *cfg, const char *arg)
+{
+    static const enum arpc_fsync all[] = {ARPC_FSYNC_ALWAYS, ARPC_FSYNC_BATCH, ARPC_FSYNC_OFF};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (strcmp(arg, bench_fsync_name(all[i])) == 0) {
+            cfg->fsync = all[i];
+            return -1;
+        }
+    }
+    return bad("--fsync wants always, batch or off, not '%s'", arg);
+}
+
 static int apply_option(struct bench_config *cfg, struct given *g, int opt, const char *arg)
 {
     switch (opt) {
@@ -180,6 +206,17 @@ static int apply_option(struct bench_config *cfg, struct given *g, int opt, cons
     case O_CONNECT: cfg->connect_addr = arg; return -1;
     case O_LISTEN: cfg->listen_addr = arg; return -1;
     case O_PLOT: cfg->plot_path = arg; return -1;
+    case O_AMO:
+        if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0)
+            return bad("--amo wants on or off, not '%s'", arg);
+        cfg->amo = strcmp(arg, "on") == 0;
+        return -1;
+    case O_LOG:
+        if (arg[0] == '\0')
+            return bad("--log wants a directory, not '%s'", arg);
+        cfg->log_dir = arg;
+        return -1;
+    case O_FSYNC: return parse_fsync(cfg, arg);
     case O_HELP: usage(stdout); return 0;
     default: return apply_number(g, opt, arg);
     }
@@ -196,9 +233,26 @@ static int check_connect(struct bench_config *cfg, const struct given *g)
     return -1;
 }
 
+/* The at-most-once and reply-log options. */
+static int check_amo_log(const struct bench_config *cfg, const struct given *g)
+{
+    if (cfg->mode == BENCH_SERVE && g->has[O_AMO])
+        return bad("%s applies to the calling side (latency, throughput), not serve", "--amo");
+    if (g->has[O_FSYNC] && cfg->log_dir == NULL)
+        return bad("%s needs --log DIR", "--fsync");
+    if (cfg->log_dir != NULL && cfg->connect_addr != NULL)
+        return bad("%s configures the embedded server, not the one at --connect", "--log");
+    if (cfg->log_dir != NULL && cfg->mode != BENCH_SERVE && !cfg->amo)
+        return bad("%s records at-most-once calls only: with --amo off it stays empty", "--log");
+    return -1;
+}
+
 /* Options that only one mode understands. */
 static int check_mode_options(struct bench_config *cfg, const struct given *g)
 {
+    int rv = check_amo_log(cfg, g);
+    if (rv >= 0)
+        return rv;
     static const struct { int id; const char *name; } tp_only[] = {
         {O_WINDOW, "--window"}, {O_CONNS, "--connections"}, {O_THREADS, "--threads"},
         {O_API, "--api"}, {O_NOMEM, "--no-memory"}};
@@ -261,6 +315,8 @@ int bench_cli_parse(struct bench_config *cfg, int argc, char **argv)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->memory = true;
+    cfg->amo = true; /* what users get by default */
+    cfg->fsync = ARPC_FSYNC_ALWAYS;
     if (argc < 2)
         return bad("%s", "no mode given");
     int rv = parse_mode(cfg, argv[1]);

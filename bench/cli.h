@@ -3,7 +3,8 @@
  *
  *   arpc-bench latency    [--calls N] [--payload BYTES] [--transport tcp|unix|inproc] ...
  *   arpc-bench throughput [--calls N] [--window W] [--connections C] [--threads T] ...
- *   arpc-bench serve --listen ADDR [--inline] [--workers N]
+ *   arpc-bench throughput ... [--amo on|off] [--log DIR [--fsync always|batch|off]]
+ *   arpc-bench serve --listen ADDR [--inline] [--workers N] [--log DIR [--fsync F]]
  */
 #ifndef ARPC_BENCH_CLI_H
 #define ARPC_BENCH_CLI_H

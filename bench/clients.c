@@ -39,7 +39,7 @@ static int start_loop(arpc_loop **out, bool caller_driven)
 }
 
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops, bool caller_driven)
+                       unsigned nloops, bool caller_driven, enum arpc_call_semantics sem)
 {
     bc->bc_nloops = bc->bc_nclients = 0;
     bc->bc_loops = calloc(nloops, sizeof(*bc->bc_loops));
@@ -52,7 +52,7 @@ int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned ncli
         if (start_loop(&bc->bc_loops[bc->bc_nloops], caller_driven) != 0)
             goto fail;
     for (; bc->bc_nclients < nclients; bc->bc_nclients++) {
-        arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops]};
+        arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops], .semantics = sem};
         int rv = arpc_client_connect(&bc->bc_clients[bc->bc_nclients], addr, &opts);
         if (rv != ARPC_OK) {
             fprintf(stderr, "arpc-bench: connect to %s: %s\n", addr, arpc_strerror(rv));

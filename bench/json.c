@@ -52,6 +52,16 @@ void bench_json_bool(struct bench_json *j, const char *k, bool value)
     fputs(value ? "true" : "false", j->j_out);
 }
 
+void bench_json_str_or_null(struct bench_json *j, const char *k, const char *value)
+{
+    if (value != NULL) {
+        bench_json_str(j, k, value);
+        return;
+    }
+    key(j, k);
+    fputs("null", j->j_out);
+}
+
 void bench_json_end(struct bench_json *j)
 {
     fputs("}\n", j->j_out);

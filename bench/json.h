@@ -21,6 +21,7 @@ void bench_json_str(struct bench_json *j, const char *key, const char *value);
 void bench_json_uint(struct bench_json *j, const char *key, uint64_t value);
 void bench_json_num(struct bench_json *j, const char *key, double value); /* 3 decimals */
 void bench_json_bool(struct bench_json *j, const char *key, bool value);
+void bench_json_str_or_null(struct bench_json *j, const char *key, const char *value); /* NULL: null */
 void bench_json_end(struct bench_json *j); /* "}\n" and a flush */
 
 #endif

@@ -69,7 +69,7 @@ static int run(const struct bench_config *cfg)
     } else {
         char want[256];
         embedded_addr(cfg->transport, want, sizeof(want));
-        if (bench_server_start(&srv, want, cfg->inline_handler, cfg->workers, addr, sizeof(addr)) != 0)
+        if (bench_server_start(&srv, want, cfg, addr, sizeof(addr)) != 0)
             return 1;
     }
     int rv = measure_arpc(cfg, addr, &res);
@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         return rv; /* --help, or a usage error */
     signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error to report, not a death */
     if (cfg.mode == BENCH_SERVE)
-        return bench_serve_main(cfg.listen_addr, cfg.inline_handler, cfg.workers);
+        return bench_serve_main(&cfg);
     if (cfg.mode == BENCH_THROUGHPUT && cfg.memory) {
         bench_memacct_install(); /* before any other arpc call, as the hook requires */
         bench_memacct_tag_client();

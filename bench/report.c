@@ -42,6 +42,14 @@ static void header(const struct bench_report *r)
     if (c->mode == BENCH_LATENCY)
         fprintf(stderr, ", client loop driven by %s", c->caller_loop ? "the caller" : "its own thread");
     fprintf(stderr, "; baseline: %s, same transport, no framework\n", r->r_base_kind);
+    fprintf(stderr, "calls: %s", c->amo ? "at-most-once (numbered, reply cache)" : "at-least-once (not numbered)");
+    if (!r->r_embedded)
+        fprintf(stderr, "; reply log: the remote server's\n");
+    else if (c->log_dir == NULL)
+        fprintf(stderr, "; reply log: none\n");
+    else
+        fprintf(stderr, "; reply log: in %s (a fresh subdirectory), fsync %s\n", c->log_dir,
+                bench_fsync_name(c->fsync));
     fprintf(stderr, "  %-20s %10s %10s %10s %10s %10s %10s %12s\n", "", "p50 us", "p90 us", "p99 us",
             "p99.9 us", "max us", "mean us", "calls/s");
 }
@@ -100,6 +108,11 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_bool(j, "inline", c->inline_handler);
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
+    bench_json_bool(j, "amo", c->amo);
+    /* null: no log, or a remote server's (unknown here) */
+    bool logged = r->r_embedded && c->log_dir != NULL;
+    bench_json_str_or_null(j, "log", logged ? c->log_dir : NULL);
+    bench_json_str_or_null(j, "fsync", logged ? bench_fsync_name(c->fsync) : NULL);
 }
 
 void bench_report_json(const struct bench_report *r)

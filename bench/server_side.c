@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
-#include "bench.h"
+#include "logdir.h"
 
 #define HOLD_MAX (1u << 22) /* refuse to hold more than 4M calls: a runaway client */
 
@@ -21,6 +21,7 @@ struct bench_server {
     pthread_mutex_t bs_lock; /* guards bs_held, bs_nheld, bs_cap */
     arpc_request **bs_held;
     size_t bs_nheld, bs_cap;
+    char bs_logdir[4096];    /* the reply log's fresh directory; "" without a log */
 };
 
 static void on_echo(arpc_request *req, void *ctx)
@@ -108,8 +109,35 @@ static int register_all(struct bench_server *s, bool inline_handler)
     return ARPC_OK;
 }
 
-int bench_server_start(struct bench_server **out, const char *addr, bool inline_handler,
-                       unsigned workers, char *bound, size_t boundlen)
+/* Frees s after a failed start or a stop (the server, if any, is destroyed). */
+static void server_free(struct bench_server *s)
+{
+    if (s->bs_server != NULL)
+        arpc_server_destroy(s->bs_server); /* releases the log's lock before the removal */
+    if (s->bs_logdir[0] != '\0')
+        bench_logdir_remove(s->bs_logdir);
+    pthread_mutex_destroy(&s->bs_lock);
+    free(s);
+}
+
+static int server_create(struct bench_server *s, const struct bench_config *cfg)
+{
+    char why[256] = "";
+    arpc_server_options sopts = {.workers = cfg->workers, .errbuf = why, .errbuf_len = sizeof(why)};
+    if (cfg->log_dir != NULL) {
+        if (bench_logdir_create(cfg->log_dir, s->bs_logdir, sizeof(s->bs_logdir)) != 0)
+            return ARPC_ESYSTEM;
+        sopts.log_dir = s->bs_logdir;
+        sopts.fsync = cfg->fsync;
+    }
+    int rv = arpc_server_create(&s->bs_server, &sopts);
+    if (rv != ARPC_OK && why[0] != '\0')
+        fprintf(stderr, "arpc-bench: %s\n", why);
+    return rv;
+}
+
+int bench_server_start(struct bench_server **out, const char *addr, const struct bench_config *cfg,
+                       char *bound, size_t boundlen)
 {
     struct bench_server *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -117,19 +145,15 @@ int bench_server_start(struct bench_server **out, const char *addr, bool inline_
         return -1;
     }
     pthread_mutex_init(&s->bs_lock, NULL);
-    const arpc_server_options sopts = {.workers = workers};
     const char *what = "create";
-    int rv = arpc_server_create(&s->bs_server, &sopts);
-    if (rv == ARPC_OK && (what = "register", rv = register_all(s, inline_handler)) == ARPC_OK &&
+    int rv = server_create(s, cfg);
+    if (rv == ARPC_OK && (what = "register", rv = register_all(s, cfg->inline_handler)) == ARPC_OK &&
         (what = "listen", rv = arpc_server_listen(s->bs_server, addr, bound, boundlen)) == ARPC_OK) {
         *out = s;
         return 0;
     }
     fprintf(stderr, "arpc-bench: server %s on %s: %s\n", what, addr, arpc_strerror(rv));
-    if (s->bs_server != NULL)
-        arpc_server_destroy(s->bs_server);
-    pthread_mutex_destroy(&s->bs_lock);
-    free(s);
+    server_free(s);
     return -1;
 }
 
@@ -140,14 +164,12 @@ void bench_server_stop(struct bench_server *s)
     release_all(s); /* every request must be finished exactly once, held ones included */
     arpc_server_stop(s->bs_server, 1000);
     release_all(s); /* a hold that raced with the first release */
-    arpc_server_destroy(s->bs_server);
-    pthread_mutex_destroy(&s->bs_lock);
-    free(s);
+    server_free(s);
 }
 
 /* The signals are blocked in every thread (the mask is set before any thread starts, and
  * threads inherit it), so sigwait here is the only place they are taken. */
-int bench_serve_main(const char *addr, bool inline_handler, unsigned workers)
+int bench_serve_main(const struct bench_config *cfg)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -157,10 +179,12 @@ int bench_serve_main(const char *addr, bool inline_handler, unsigned workers)
 
     struct bench_server *s;
     char bound[256] = "";
-    if (bench_server_start(&s, addr, inline_handler, workers, bound, sizeof(bound)) != 0)
+    if (bench_server_start(&s, cfg->listen_addr, cfg, bound, sizeof(bound)) != 0)
         return 1;
-    printf("arpc-bench: serving on %s (%s handlers); stop with Ctrl-C\n", bound,
-           inline_handler ? "inline" : "pool");
+    printf("arpc-bench: serving on %s (%s handlers", bound, cfg->inline_handler ? "inline" : "pool");
+    if (cfg->log_dir != NULL)
+        printf(", reply log in %s, fsync %s", s->bs_logdir, bench_fsync_name(cfg->fsync));
+    printf("); stop with Ctrl-C\n");
     fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

@@ -8,24 +8,30 @@
  *   bench.held     replies with the number of calls held, 8 bytes little-endian
  *   bench.release  replies to every held call with its request bytes, then to itself
  * All run inline on the server's loop with inline_handler, otherwise on the default pool.
+ *
+ * With cfg->log_dir the server keeps its reply log in a fresh subdirectory of it, made at
+ * start and removed at stop (logdir.h), with cfg->fsync.
  */
 #ifndef ARPC_BENCH_SERVER_SIDE_H
 #define ARPC_BENCH_SERVER_SIDE_H
 
-#include <stdbool.h>
 #include <stddef.h>
+
+#include "bench.h"
 
 struct bench_server;
 
-/* Starts a server listening on addr; bound receives the address actually bound. Returns 0,
- * or -1 after printing why on stderr. */
-int bench_server_start(struct bench_server **out, const char *addr, bool inline_handler,
-                       unsigned workers, char *bound, size_t boundlen);
+/* Starts a server listening on addr, configured by cfg's inline_handler, workers, log_dir
+ * and fsync; bound receives the address actually bound. Returns 0, or -1 after printing why
+ * on stderr. */
+int bench_server_start(struct bench_server **out, const char *addr, const struct bench_config *cfg,
+                       char *bound, size_t boundlen);
 
-/* Answers every held call, stops the server and frees it. */
+/* Answers every held call, stops the server, removes its log directory and frees it. */
 void bench_server_stop(struct bench_server *s);
 
-/* `arpc-bench serve`: serves on addr until SIGINT or SIGTERM. Returns the exit status. */
-int bench_serve_main(const char *addr, bool inline_handler, unsigned workers);
+/* `arpc-bench serve`: serves on cfg->listen_addr until SIGINT or SIGTERM. Returns the exit
+ * status. */
+int bench_serve_main(const struct bench_config *cfg);
 
 #endif

@@ -19,3 +19,8 @@ void bench_fill_pattern(void *buf, size_t len)
     for (size_t i = 0; i < len; i++)
         p[i] = (unsigned char)(i * 131u + (i >> 8) + 7u);
 }
+
+const char *bench_fsync_name(enum arpc_fsync f)
+{
+    return f == ARPC_FSYNC_BATCH ? "batch" : f == ARPC_FSYNC_OFF ? "off" : "always";
+}

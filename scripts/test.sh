@@ -30,8 +30,13 @@ echo "== benchmark smoke run (JSON must parse)" >&2
 for mode in latency throughput; do
     extra=""; [ "$mode" = throughput ] && extra="--window 64"
     out=$(build-test-release/bench/arpc-bench "$mode" --calls 3000 $extra --payload 16 --transport tcp --quiet)
-    echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
+    echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0 and d["amo"] is True and d["log"] is None and d["fsync"] is None, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
     PASSED=$((PASSED + 1))
 done
+logdir=$(mktemp -d)
+out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --payload 16 --transport tcp --no-memory --quiet --log "$logdir" --fsync batch)
+rmdir "$logdir" # fails if the bench left its log behind
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["amo"] is True and d["log"] and d["fsync"] == "batch", d; print("bench throughput with reply log ok:", round(d["calls_per_s"]), "calls/s, fsync", d["fsync"])'
+PASSED=$((PASSED + 1))
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"
