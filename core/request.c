@@ -165,6 +165,7 @@ static struct reply_msg *reply_msg_new(size_t flen, const void *effect, size_t e
     if (rm == NULL)
         return NULL;
     rm->rm_len = flen;
+    rm->rm_refs = 1;
     rm->rm_effect = NULL;
     rm->rm_effect_len = effect_len;
     if (effect != NULL) {
@@ -172,6 +173,12 @@ static struct reply_msg *reply_msg_new(size_t flen, const void *effect, size_t e
         rm->rm_effect = rm->rm_frame + flen;
     }
     return rm;
+}
+
+void reply_msg_put(struct reply_msg *rm)
+{
+    if (rm != NULL && --rm->rm_refs == 0)
+        arpc_free(rm);
 }
 
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)

@@ -18,6 +18,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
@@ -27,7 +28,7 @@
 static void dedup_free_reply(void *ctx, void *reply)
 {
     (void)ctx;
-    arpc_free(reply);
+    reply_msg_put(reply);
 }
 
 static void dedup_on_expire(void *ctx, uint64_t client_id)
@@ -90,10 +91,20 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }
 
-static void dedup_send(struct server_conn *sc, const struct reply_msg *rm, uint64_t xid)
+static void reply_msg_release(void *rm) { reply_msg_put(rm); }
+
+/* Sends rm's frame to sc under xid. The request that ran the call (its xid is in the frame)
+ * gets the very frame, shared with the cache; any other gets a copy under its own xid. */
+static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xid)
 {
     if (!sc->sc_conn.c_open)
         return;
+    if (le_ld64(rm->rm_frame + 8) == xid) { /* the header's xid field */
+        rm->rm_refs++;
+        if (arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len, reply_msg_release) == ARPC_ENOMEM)
+            arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+        return;
+    }
     uint8_t *copy = arpc_malloc(rm->rm_len);
     if (copy == NULL) {
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
@@ -105,7 +116,7 @@ static void dedup_send(struct server_conn *sc, const struct reply_msg *rm, uint6
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
 }
 
-static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, const struct reply_msg *rm)
+static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, struct reply_msg *rm)
 {
     for (struct arpc_rc_waiter *w = waiters; w != NULL; w = w->w_next) {
         dedup_send(w->w_conn, rm, w->w_xid);
@@ -172,7 +183,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     }
     dedup_answer(s, waiters, rm);
     if (!kept)
-        arpc_free(rm);
+        reply_msg_put(rm);
 }
 
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
@@ -183,5 +194,5 @@ void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
     if (reply != NULL)
         dedup_answer(s, waiters, reply);
     if (!kept)
-        arpc_free(reply);
+        reply_msg_put(reply);
 }

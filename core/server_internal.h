@@ -78,6 +78,7 @@ struct arpc_server {
 struct reply_msg {
     struct arpc_loop_job rm_job;
     arpc_request *rm_req;
+    uint32_t rm_refs;      /* once on the loop: the reply cache's and the output queues' holds */
     bool rm_ran;           /* false: the call was refused without running (a retry may run it) */
     size_t rm_len;
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
@@ -87,6 +88,8 @@ struct reply_msg {
 
 /* A reply_msg holding a copy of an encoded frame (a reply from the log). NULL without memory. */
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
+/* Loop thread: lets go of one hold on rm (the last frees it). */
+void reply_msg_put(struct reply_msg *rm);
 
 /* server.c */
 void server_retain(arpc_server *s);

@@ -89,7 +89,7 @@ static void journal_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         if (ok)
             sconn_send_frame(r->jr_conn, r->jr_rm);
         else
-            arpc_free(r->jr_rm);
+            reply_msg_put(r->jr_rm);
         sconn_release(r->jr_conn);
     }
     arpc_free(r);
@@ -113,7 +113,7 @@ static void journal_on_done(void *ctx, struct arpc_log_record *rec)
     if (arpc_loop_post(s->sv_loop, &r->jr_job) != ARPC_OK) {
         /* No loop any more: nobody can be answered. */
         if (r->jr_then == JR_SEND) {
-            arpc_free(r->jr_rm);
+            reply_msg_put(r->jr_rm);
             sconn_release(r->jr_conn);
         }
         arpc_free(r);
