@@ -109,7 +109,8 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
     bench_json_bool(j, "amo", c->amo);
-    /* null: no log, or a remote server's (unknown here) */
+    /* log: the --log DIR (the run logged in a fresh subdirectory of it, removed since);
+     * null: no log, or a remote server's (unknown here) */
     bool logged = r->r_embedded && c->log_dir != NULL;
     bench_json_str_or_null(j, "log", logged ? c->log_dir : NULL);
     bench_json_str_or_null(j, "fsync", logged ? bench_fsync_name(c->fsync) : NULL);
