@@ -24,6 +24,17 @@
 
 #define ARPC_LOG_WHY_MAX 512
 
+/* BATCH's syncer thread (reply_log_syncer.c): under sy_mtx. */
+struct arpc_log_syncer {
+    pthread_t sy_thread;
+    pthread_mutex_t sy_mtx;
+    pthread_cond_t sy_cv;
+    int sy_fd;       /* a sync asked for: a duplicate of the segment's fd; -1: none */
+    int sy_err;      /* the errno of a failed fdatasync (0: none) */
+    bool sy_stop;
+    bool sy_running;
+};
+
 struct arpc_reply_log {
     /* Appenders. */
     ck_stack_t lg_pending;  /* appended records, newest first (base/stack_fifo.h) */
@@ -56,6 +67,7 @@ struct arpc_reply_log {
     bool lg_dirty;               /* written since the last fdatasync */
     uint32_t lg_unsynced;        /* BATCH: records written since the last fdatasync */
     uint64_t lg_unsynced_since;  /* BATCH: when the first of them was written */
+    struct arpc_log_syncer lg_syncer; /* BATCH: syncs off the writer thread */
 
     /* Statistics (arpc_reply_log_stats). */
     _Atomic uint64_t lg_stat_records, lg_stat_bytes, lg_stat_fsyncs, lg_stat_compactions;
@@ -81,6 +93,13 @@ void arpc_log_writer_stop(struct arpc_reply_log *log);
  * ARPC_OK; or an error after which nothing changed (the log goes on with its old segments);
  * or an error with lg_failed set when the directory may no longer say which segment is newest. */
 int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen);
+
+/* BATCH's syncer (reply_log_syncer.c). request (writer thread): asks for an fdatasync of the
+ * active segment; true when the syncer took it (false: it is busy, or failed: then the log is
+ * failed, why says it). stop: waits for a sync in progress; returns its errno if one failed. */
+int arpc_log_syncer_start(struct arpc_reply_log *log);
+bool arpc_log_syncer_request(struct arpc_reply_log *log, char *why, size_t whylen);
+int arpc_log_syncer_stop(struct arpc_reply_log *log);
 
 /* Marks the log failed (fail-stop) and logs why at ERROR. Writer thread. */
 void arpc_log_fail(struct arpc_reply_log *log, const char *why);

@@ -9,10 +9,12 @@
  *   missed, and an idle log sleeps in the kernel at no CPU cost.
  * - Batching: the writer takes everything pending at once, encodes it into one buffer, and
  *   writes it with one pwrite (a batch larger than the 512 KiB buffer takes one per
- *   buffer-full; a record larger than a quarter of it is written on its own, in order). ALWAYS is group commit: one fdatasync per batch, and every record that queued
- *   while the previous fdatasync ran rides the next one. BATCH hands records back after the
- *   write and syncs when batch_records have accumulated or batch_ms after the first of them
- *   (the sleep has that deadline). OFF never syncs until close.
+ *   buffer-full; a record larger than a quarter of it is written on its own, in order).
+ *   ALWAYS is group commit: one fdatasync per batch, and every record that queued while the
+ *   previous fdatasync ran rides the next one. BATCH hands records back after the write and
+ *   asks its syncer thread (reply_log_syncer.c) for an fdatasync when batch_records have
+ *   accumulated or batch_ms after the first of them (the sleep has that deadline), so writing
+ *   never waits for the disk. OFF never syncs until close.
  * - The index is updated before a record's bytes are buffered, all or nothing: a record the
  *   index cannot hold (ENOMEM) is refused and never written, so the index always describes
  *   exactly what is on disk, which is what compaction relies on.
@@ -62,6 +64,17 @@ void arpc_log_stat_add(_Atomic uint64_t *counter, uint64_t n)
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
 }
 
+/* BATCH: hand the sync to the syncer; the records count as synced once it took it (a failed
+ * sync fails the log). If the syncer is busy, they stay unsynced for the next trigger. */
+static void sync_batch(struct arpc_reply_log *log)
+{
+    char why[ARPC_LOG_WHY_MAX];
+    if (arpc_log_syncer_request(log, why, sizeof(why))) {
+        log->lg_dirty = false;
+        log->lg_unsynced = 0;
+    }
+}
+
 static int sync_active(struct arpc_reply_log *log)
 {
     char why[ARPC_LOG_WHY_MAX];
@@ -69,7 +82,7 @@ static int sync_active(struct arpc_reply_log *log)
         arpc_log_fail(log, why);
         return ARPC_ESYSTEM;
     }
-    arpc_log_stat_add(&log->lg_stat_fsyncs, 1);
+    atomic_fetch_add_explicit(&log->lg_stat_fsyncs, 1, memory_order_relaxed); /* the syncer counts too */
     log->lg_dirty = false;
     log->lg_unsynced = 0;
     return ARPC_OK;
@@ -204,7 +217,7 @@ static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
     arpc_log_publish_sizes(log); /* the stats count a record by the time it is handed back */
     hand_back(log, batch);
     if (log->lg_policy == ARPC_LOG_FSYNC_BATCH && log->lg_unsynced >= log->lg_batch_records && !log->lg_failed)
-        sync_active(log);
+        sync_batch(log);
     maybe_compact(log);
 }
 
@@ -233,7 +246,9 @@ static void *writer_main(void *arg)
         }
         uint64_t due = next_sync_due(log);
         if (due != ARPC_NEVER && arpc_now_ns() >= due) {
-            sync_active(log);
+            sync_batch(log);
+            if (log->lg_dirty) /* the syncer is busy: look again a little later */
+                log->lg_unsynced_since = arpc_now_ns() - log->lg_batch_ns / 2;
             continue;
         }
         if (closing)
@@ -243,7 +258,12 @@ static void *writer_main(void *arg)
             ts = arpc_timespec_of(due);
         ck_ec32_wait(&log->lg_wake, &arpc_ec_mode_mp, seen, due == ARPC_NEVER ? NULL : &ts);
     }
-    if (log->lg_dirty && !log->lg_failed) /* close syncs whatever the policy */
+    if (arpc_log_syncer_stop(log) != 0 && !log->lg_failed) {
+        char why[ARPC_LOG_WHY_MAX];
+        snprintf(why, sizeof(why), "reply log %s: an fdatasync of %s failed", log->lg_dir, log->lg_out.o_name);
+        arpc_log_fail(log, why);
+    }
+    if (!log->lg_failed) /* close syncs whatever the policy (and after the syncer's last) */
         sync_active(log);
     arpc_log_publish_sizes(log);
     return NULL;
@@ -251,7 +271,13 @@ static void *writer_main(void *arg)
 
 int arpc_log_writer_start(struct arpc_reply_log *log)
 {
-    return pthread_create(&log->lg_thread, NULL, writer_main, log) == 0 ? ARPC_OK : ARPC_ESYSTEM;
+    if (log->lg_policy == ARPC_LOG_FSYNC_BATCH && arpc_log_syncer_start(log) != ARPC_OK)
+        return ARPC_ESYSTEM;
+    if (pthread_create(&log->lg_thread, NULL, writer_main, log) != 0) {
+        arpc_log_syncer_stop(log);
+        return ARPC_ESYSTEM;
+    }
+    return ARPC_OK;
 }
 
 void arpc_log_writer_stop(struct arpc_reply_log *log)
