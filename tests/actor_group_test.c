@@ -395,7 +395,7 @@ static void test_create_out_of_memory(void **state)
     }
     arpc_set_allocator(NULL);
     assert_int_equal(ARPC_OK, rc);
-    assert_int_equal(1 + 3 * 2 + 1, budget); /* group + (actor, mailbox) x 3, then success */
+    assert_int_equal(1 + 3 + 1, budget); /* the group + an actor x 3, then success */
 }
 
 int main(void)
