@@ -20,6 +20,7 @@
 #include "arpc/actor.h"
 #include "arpc/alloc.h"
 #include "arpc/error.h"
+#include "async/actor_internal.h"
 #include "support/test_util.h"
 
 #ifdef ARPC_TSAN
@@ -188,6 +189,7 @@ static void test_equal_keys_same_actor(void **state)
                 first = seen;
             assert_ptr_equal(first, seen);
         }
+        assert_ptr_equal(first, arpc_actor_group_pick_key(g, keys[k])); /* for jobs: the same */
         for (unsigned i = 0; i < 4; i++)
             used[i] += arpc_actor_group_member(g, i) == first;
     }

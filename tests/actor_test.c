@@ -1,6 +1,8 @@
 /*
- * arpc_actor: one message at a time, in order, exactly-once delivery across stop, back-pressure
- * and self-posts, idle sleep.
+ * arpc_actor: one message at a time, in order (per producer, 4 x 200k), exactly-once
+ * delivery across stop, back-pressure (the bound is never exceeded, measured by the actor)
+ * and self-posts, idle sleep, a destroy right after a message ran, out of memory and the
+ * node pool. The internal job API (async/actor_internal.h) is in actor_job_test.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -187,6 +189,68 @@ static void test_single_producer_order_kept(void **state)
     assert_false(atomic_load(&fifo_broken));
     assert_int_equal(N / SCALE, fifo_next);
     assert_int_equal(0, atomic_load(&bad_line));
+}
+
+/* 4 producers x 200k into a 64-message mailbox: each producer's messages arrive in its order,
+ * each once, and the messages accepted and not yet started never exceed the bound (measured
+ * by the actor at every message; accepted is counted after post returns, so it can only
+ * undercount). */
+enum { SEQ_PRODUCERS = 4, SEQ_PER = 200000 / SCALE, SEQ_BOUND = 64 };
+
+static uint32_t seq_next[SEQ_PRODUCERS]; /* the actor's only */
+static long seq_started, seq_max_queued; /* the actor's only */
+static atomic_long seq_accepted;
+
+static void on_seq(arpc_actor *actor, void *arg, int status)
+{
+    uintptr_t v = (uintptr_t)arg;
+    unsigned p = (unsigned)(v >> 32);
+    uint32_t seq = (uint32_t)v;
+    CHECK(status == ARPC_OK);
+    CHECK(arpc_actor_on_thread(actor));
+    CHECK(p < SEQ_PRODUCERS && seq == seq_next[p]);
+    if (p < SEQ_PRODUCERS)
+        seq_next[p] = seq + 1;
+    long queued = atomic_load(&seq_accepted) - ++seq_started;
+    if (queued > seq_max_queued)
+        seq_max_queued = queued;
+}
+
+static void *seq_producer(void *arg)
+{
+    arpc_actor **a = arg;
+    static atomic_uint next_id;
+    uintptr_t p = atomic_fetch_add(&next_id, 1) % SEQ_PRODUCERS;
+    for (uintptr_t i = 0; i < SEQ_PER; i++) {
+        if (arpc_actor_post(*a, on_seq, (void *)(p << 32 | i)) != ARPC_OK)
+            abort();
+        atomic_fetch_add(&seq_accepted, 1);
+    }
+    return NULL;
+}
+
+static void test_fifo_per_producer_exactly_once_bounded(void **state)
+{
+    (void)state;
+    atomic_store(&bad_line, 0);
+    memset(seq_next, 0, sizeof(seq_next));
+    seq_started = seq_max_queued = 0;
+    atomic_store(&seq_accepted, 0);
+    arpc_actor *a;
+    arpc_actor_options o = {.mailbox_size = SEQ_BOUND};
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
+    pthread_t t[SEQ_PRODUCERS];
+    for (int i = 0; i < SEQ_PRODUCERS; i++)
+        assert_int_equal(0, pthread_create(&t[i], NULL, seq_producer, &a));
+    for (int i = 0; i < SEQ_PRODUCERS; i++)
+        pthread_join(t[i], NULL);
+    arpc_actor_destroy(a); /* DRAIN, and the join orders the actor's counters for us */
+    print_message("mailbox %d: at most %ld queued\n", SEQ_BOUND, seq_max_queued);
+    assert_int_equal(0, atomic_load(&bad_line));
+    for (int p = 0; p < SEQ_PRODUCERS; p++)
+        assert_int_equal(SEQ_PER, seq_next[p]);
+    assert_int_equal((long)SEQ_PRODUCERS * SEQ_PER, seq_started);
+    assert_true(seq_max_queued <= SEQ_BOUND);
 }
 
 static atomic_int inside, inside_max;
@@ -566,6 +630,50 @@ static void test_destroy_drains(void **state)
     assert_each_delivered_once();
 }
 
+/* ---- destroy right after a message ran ----
+ * A poster's last touch of the actor is its wake-up (the event count), which may come after
+ * its message has run: a destroy made as soon as the message ran must wait for it (ASan sees
+ * a use after free if not). */
+
+enum { AFTER_RAN_ROUNDS = 300 };
+
+static void on_after_ran(arpc_actor *actor, void *arg, int status)
+{
+    (void)actor;
+    (void)status;
+    sem_post(arg);
+}
+
+struct after_ran {
+    arpc_actor *a;
+    sem_t ran;
+};
+
+static void *after_ran_poster(void *arg)
+{
+    struct after_ran *r = arg;
+    CHECK(arpc_actor_post(r->a, on_after_ran, &r->ran) == ARPC_OK);
+    return NULL;
+}
+
+static void test_destroy_right_after_message_ran(void **state)
+{
+    (void)state;
+    atomic_store(&bad_line, 0);
+    for (int round = 0; round < AFTER_RAN_ROUNDS / SCALE; round++) {
+        struct after_ran r;
+        sem_init(&r.ran, 0, 0);
+        assert_int_equal(ARPC_OK, arpc_actor_create(&r.a, NULL));
+        pthread_t th;
+        assert_int_equal(0, pthread_create(&th, NULL, after_ran_poster, &r));
+        assert_true(sem_wait_secs(&r.ran, 20));
+        arpc_actor_destroy(r.a); /* the poster may not have returned yet */
+        pthread_join(th, NULL);
+        sem_destroy(&r.ran);
+    }
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
 /* ---- out of memory: every allocation in create may fail, nothing leaks ---- */
 
 static void test_create_out_of_memory(void **state)
@@ -712,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_post_after_stop_is_eshutdown),
         cmocka_unit_test(test_single_producer_order_kept),
+        cmocka_unit_test(test_fifo_per_producer_exactly_once_bounded),
         cmocka_unit_test(test_one_message_at_a_time),
         cmocka_unit_test(test_stop_drain_runs_everything_accepted),
         cmocka_unit_test(test_stop_discard_cancels_the_rest),
@@ -722,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_idle_actor_sleeps),
         cmocka_unit_test(test_thread_name_truncated),
         cmocka_unit_test(test_destroy_drains),
+        cmocka_unit_test(test_destroy_right_after_message_ran),
         cmocka_unit_test(test_create_out_of_memory),
         cmocka_unit_test(test_post_out_of_memory),
         cmocka_unit_test(test_warm_pool_allocates_nothing),
