@@ -539,7 +539,7 @@ static void test_self_post_full_mailbox_does_not_deadlock(void **state)
     arpc_actor *a;
     arpc_actor_options o = {.mailbox_size = 8};
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
-    /* An external producer keeps the small mailbox full while spawners overflow it. */
+    /* An external producer keeps the small mailbox full while spawners post past its bound. */
     pthread_t p;
     assert_int_equal(0, pthread_create(&p, NULL, self_external_producer, a));
     pthread_join(p, NULL);

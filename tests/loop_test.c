@@ -90,9 +90,9 @@ static void *many_producer(void *arg)
 }
 
 /* Returns the number of wake-ups. */
-static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
+static uint64_t run_many_submitters(unsigned bound, size_t per_thread)
 {
-    arpc_loop_options opts = {.submit_ring_size = ring_size};
+    arpc_loop_options opts = {.submit_ring_size = bound};
     g_many.per_thread = per_thread;
     g_many.total = per_thread * MANY_THREADS;
     g_many.counts = calloc(g_many.total, 1);
@@ -117,7 +117,7 @@ static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
     assert_int_equal(g_many.total, g_many.ran);
     for (size_t i = 0; i < g_many.total; i++)
         assert_int_equal(1, g_many.counts[i]);
-    print_message("ring %u: %zu tasks, %llu wake-ups\n", ring_size, g_many.total,
+    print_message("bound %u: %zu tasks, %llu wake-ups\n", bound, g_many.total,
                   (unsigned long long)wakeups);
     assert_true(wakeups >= 1);
     free(g_many.counts);
@@ -128,16 +128,16 @@ static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
 static void test_many_submitters(void **state)
 {
     (void)state;
-    uint64_t wakeups = run_many_submitters(0, MANY_PER_THREAD); /* default ring */
+    uint64_t wakeups = run_many_submitters(0, MANY_PER_THREAD); /* the default bound */
     /* Batched: far from one wake-up per task. How far depends on scheduling (seen: 1 per 10
      * to 1 per 500 on a loaded 2-core machine), so the bound is loose on purpose. */
     assert_true(wakeups * 4 < MANY_THREADS * MANY_PER_THREAD);
 }
 
-static void test_many_submitters_small_ring(void **state)
+static void test_many_submitters_small_bound(void **state)
 {
     (void)state;
-    /* Submitters keep meeting a full ring: back-pressure. The loop outruns them and sleeps
+    /* Submitters keep meeting the bound: back-pressure. The loop outruns them and sleeps
      * often here, so wake-ups are many; what matters is that every task runs once. */
     run_many_submitters(64, MANY_PER_THREAD / 8);
 }
@@ -347,7 +347,7 @@ static void stop_task(arpc_loop *loop, void *arg)
     c->off_thread += !arpc_loop_on_thread(loop);
     arpc_loop_stop(loop);
     arpc_loop_stop(loop); /* idempotent */
-    c->late_rc = arpc_loop_submit(loop, late_task, c); /* the ring is closed now */
+    c->late_rc = arpc_loop_submit(loop, late_task, c); /* the lane is closed now */
 }
 
 static void destroy_task(arpc_loop *loop, void *arg)
@@ -773,7 +773,7 @@ static void local_leaf(arpc_loop *loop, void *arg)
 static void local_fanout(arpc_loop *loop, void *arg)
 {
     struct local_ctx *c = arg;
-    for (int i = 0; i < LOCAL_TASKS; i++) /* far more than the ring holds: overflows */
+    for (int i = 0; i < LOCAL_TASKS; i++) /* far past the bound: never waits */
         c->rc_failures += arpc_loop_submit(loop, local_leaf, c) != ARPC_OK;
 }
 
@@ -908,7 +908,7 @@ int main(void)
     test_alloc_install(); /* every test ends with nothing outstanding */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_many_submitters),
-        cmocka_unit_test_no_leak(test_many_submitters_small_ring),
+        cmocka_unit_test_no_leak(test_many_submitters_small_bound),
         cmocka_unit_test_no_leak(test_bound_never_exceeded),
         cmocka_unit_test_no_leak(test_submitter_waits_at_bound_loop_never),
         cmocka_unit_test_no_leak(test_ping_pong_no_lost_wakeup),
