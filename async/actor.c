@@ -85,25 +85,28 @@ CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
 
 struct arpc_actor {
     /* Shared with posters. */
-    ck_stack_t a_mailbox;          /* posted jobs, newest first */
-    atomic_uint a_queued;          /* jobs posted and not yet given back (the bound's count) */
-    atomic_uint a_posters;         /* posts and armings between their check and last touch */
-    atomic_bool a_refusing;        /* the stopper's first step: posts fail from now on */
-    atomic_bool a_room_wanted;     /* a room waiter may be armed: the actor looks at a_rooms */
-    struct ck_ec32 a_ec;           /* bumped by a post into an empty mailbox, and at stop */
-    unsigned a_bound;              /* mailbox_size */
-    unsigned a_low;                /* room is back when a_queued is below this */
-    ck_stack_t a_rooms;            /* armed room waiters, newest first */
-    struct arpc_node_pool a_msgs;  /* arpc_actor_post's message nodes */
-    char a_pad[64]; /* keep what the actor writes off the lines posters write */
+    ck_stack_t a_mailbox;         /* posted jobs, newest first */
+    atomic_uint a_queued;         /* jobs posted and not yet given back (the bound's count) */
+    atomic_uint a_posters;        /* posts and armings between their check and last touch */
+    atomic_bool a_refusing;       /* the stopper's first step: posts fail from now on */
+    atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
+    struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
+    unsigned a_bound;             /* mailbox_size */
+    unsigned a_low;               /* room is back when a_queued is below this */
+    ck_stack_t a_rooms;           /* armed room waiters, newest first */
+    struct arpc_node_pool a_msgs; /* arpc_actor_post's message nodes */
+    char a_pad[64];               /* what the actor writes below stays off the posters' lines */
+
     /* The actor's thread only (then the stopper's, after the join). */
-    ck_stack_entry_t *a_taken; /* taken from the mailbox, not yet run, oldest first */
-    unsigned a_started;            /* jobs started since the last give-back */
+    ck_stack_entry_t *a_taken;                /* taken from the mailbox, not yet run (FIFO) */
+    unsigned a_started;                       /* jobs started since the last give-back */
     ck_stack_entry_t *a_spent, *a_spent_last; /* message nodes to give back to a_msgs */
-    atomic_uint_fast64_t a_processed; /* written by the actor thread only */
-    atomic_bool a_discard;            /* set by the stopper before refusing (DISCARD) */
-    atomic_bool a_closed;             /* set by the stopper once no post is in flight */
-    pthread_mutex_t a_stop_lock;      /* recursive; guards a_joined and the stop sequence */
+    atomic_uint_fast64_t a_processed;         /* written by the actor thread only */
+
+    /* The stopper's. */
+    atomic_bool a_discard;       /* set before refusing (DISCARD) */
+    atomic_bool a_closed;        /* set once no post is in flight */
+    pthread_mutex_t a_stop_lock; /* recursive; guards a_joined and the stop sequence */
     bool a_joined;
     pthread_t a_thread;
     char a_name[ACTOR_NAME_MAX];

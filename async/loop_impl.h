@@ -29,7 +29,7 @@ struct loop_hook {
 
 struct arpc_loop {
     /* Shared with other threads. */
-    ck_stack_t l_lane;             /* the lane: jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
+    ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     atomic_int l_lane_closed;
     atomic_int l_lane_posters;     /* posts between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */

@@ -184,7 +184,7 @@ static void loop_give_back(arpc_loop *loop)
     if (loop->l_spent_n == 0)
         return;
     arpc_node_pool_put_chain(&loop->l_tasks, loop->l_spent, loop->l_spent_last);
-    atomic_fetch_sub_explicit(&loop->l_queued, loop->l_spent_n, memory_order_relaxed);
+    atomic_fetch_sub(&loop->l_queued, loop->l_spent_n);
     loop->l_spent = NULL;
     loop->l_spent_n = 0;
 }
@@ -211,9 +211,9 @@ static int loop_reserve(arpc_loop *loop)
     unsigned attempt = 0;
     for (;;) {
         if (atomic_load_explicit(&loop->l_queued, memory_order_relaxed) < loop->l_submit_bound) {
-            if (atomic_fetch_add_explicit(&loop->l_queued, 1, memory_order_relaxed) < loop->l_submit_bound)
+            if (atomic_fetch_add(&loop->l_queued, 1) < loop->l_submit_bound)
                 return ARPC_OK;
-            atomic_fetch_sub_explicit(&loop->l_queued, 1, memory_order_relaxed); /* lost the last place */
+            atomic_fetch_sub(&loop->l_queued, 1); /* lost the last place: still at the bound */
         }
         if (atomic_load(&loop->l_lane_closed))
             return ARPC_ESHUTDOWN;
@@ -227,7 +227,7 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
         return ARPC_EINVAL;
     if (loop_tl_current == loop) {
         /* The loop thread cannot wait for itself: its tasks count, but never wait. */
-        atomic_fetch_add_explicit(&loop->l_queued, 1, memory_order_relaxed);
+        atomic_fetch_add(&loop->l_queued, 1);
     } else {
         int rc = loop_reserve(loop);
         if (rc != ARPC_OK)
@@ -246,6 +246,6 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
         atomic_fetch_sub(&loop->l_lane_posters, 1);
         rc = ARPC_ENOMEM;
     }
-    atomic_fetch_sub_explicit(&loop->l_queued, 1, memory_order_relaxed); /* the place is free again */
+    atomic_fetch_sub(&loop->l_queued, 1); /* the place is free again */
     return rc;
 }

@@ -44,7 +44,8 @@ void arpc_node_pool_put(struct arpc_node_pool *p, void *node)
     ARPC_TSAN_IGNORE_WRITES_END();
 }
 
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first, ck_stack_entry_t *last)
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
+                              ck_stack_entry_t *last)
 {
     ARPC_TSAN_RELEASE(p);
     ARPC_TSAN_IGNORE_WRITES_BEGIN();
@@ -66,7 +67,8 @@ void arpc_node_pool_put(struct arpc_node_pool *p, void *node)
     arpc_free(node);
 }
 
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first, ck_stack_entry_t *last)
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
+                              ck_stack_entry_t *last)
 {
     (void)p;
     for (ck_stack_entry_t *e = first, *next; e != NULL && e != last->next; e = next) {

@@ -44,6 +44,7 @@ void arpc_node_pool_put(struct arpc_node_pool *p, void *node);
 
 /* Any thread: gives back a chain of nodes linked through their first word, first to last,
  * with one CAS. */
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first, ck_stack_entry_t *last);
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
+                              ck_stack_entry_t *last);
 
 #endif

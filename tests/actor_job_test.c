@@ -302,7 +302,8 @@ static void test_room_waiter_at_stop(void **state)
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
     /* Release the gate once the stop has begun (posts are refused): DISCARD is set by then. */
     int64_t give_up = now_ms() + 10000;
-    while (arpc_actor_post_job(a, &jobs[ROOM_BOUND].rj_job, false) == ARPC_EAGAIN && now_ms() < give_up)
+    struct arpc_actor_job *spare = &jobs[ROOM_BOUND].rj_job;
+    while (arpc_actor_post_job(a, spare, false) == ARPC_EAGAIN && now_ms() < give_up)
         sleep_ms(1);
     sem_post(&room_gate);
     pthread_join(t, NULL);
@@ -464,7 +465,8 @@ static void test_pause_resume_racing_stop(void **state)
         }
         assert_true(sem_wait_secs(&pause_reached, 30));
         is_stopper = true;
-        assert_int_equal(ARPC_OK, arpc_actor_stop(a, round % 2 ? ARPC_ACTOR_DISCARD : ARPC_ACTOR_DRAIN));
+        enum arpc_actor_stop_mode mode = round % 2 ? ARPC_ACTOR_DISCARD : ARPC_ACTOR_DRAIN;
+        assert_int_equal(ARPC_OK, arpc_actor_stop(a, mode));
         is_stopper = false;
         for (int i = 0; i < PAUSE_PRODUCERS; i++)
             pthread_join(t[i], NULL);

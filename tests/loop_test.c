@@ -211,7 +211,7 @@ struct hold_ctx {
     arpc_loop *loop;
     atomic_int accepted;
     atomic_int ran;
-    long seen_full, seen_after_wait; /* loop thread: accepted when the bound was reached, and later */
+    long seen_full, seen_after_wait; /* loop thread: accepted at the bound, and 50 ms later */
     int local_rc[4];
     bool timed_out;
 };
