@@ -1,40 +1,65 @@
 /*
  * Design notes.
  *
- * An actor is a thread, a mailbox (arpc_mpsc_ring) and an event count (ck_ec32) it sleeps on.
+ * An actor is a thread, a mailbox and an event count (ck_ec32) it sleeps on.
  *
- * Waking without losing a post: a poster publishes its task and then increments the event
- * count (ck_ec32_inc: a store fence, then one atomic add; a futex wake only when the actor
- * has flagged itself asleep). The actor snapshots the count (ck_ec32_value: a load followed
- * by an acquire fence) *before* it drains the mailbox, and sleeps only while the count still
- * equals the snapshot. If the snapshot saw a poster's increment, the drain sees its task;
- * if it did not, the count differs by the time the actor waits, and the wait returns at once.
+ * The mailbox is an intrusive Concurrency Kit stack of jobs (base/stack_fifo.h) and an
+ * atomic count, a_queued, of the jobs posted and not yet given back. A post is one CAS onto
+ * the stack: no lock, and no poster ever waits for another (a poster preempted anywhere
+ * holds up nobody). The actor takes the whole stack at once and runs it in push order: FIFO
+ * per poster, one total order across posters. A job is embedded in its owner's object
+ * (async/actor_internal.h); arpc_actor_post's message is a job in a node from the actor's
+ * node pool (base/node_pool.h: lock-free, no allocation once warm).
  *
- * Stopping: arpc_mpsc_ring_close() guarantees that once it returns no post is in flight, so
- * "closed" is a point after which the mailbox only shrinks. The stopper sets a_closed after
- * close() returns; an actor that read a_closed == true before a drain that found nothing
- * has run every accepted message and may exit (DRAIN). For DISCARD the stopper sets
- * a_discard *before* closing, so the actor stops as early as possible; the actor checks it
- * between messages (the message in progress always finishes). Whatever is left after the
- * thread has been joined is cancelled by the stopper, which becomes the mailbox's only
- * consumer once pthread_join has returned (join is the happens-before edge).
+ * The bound. A poster on another thread takes a place in a_queued before it pushes
+ * (fetch_add; past the bound it gives the place back and, if it may wait, waits with
+ * arpc_backoff_spin; else ARPC_EAGAIN). The actor gives places back as it starts jobs, in
+ * batches: every ACTOR_GIVE_BACK jobs and whenever it starts the last job of a take (so with
+ * a small bound, room comes back at least once per take). Only failed takers push the count
+ * past the bound, and only until they undo, so the jobs posted and not yet started never
+ * exceed the bound unless the actor posted them to itself: its own posts count but never
+ * wait (it cannot wait for itself to make room).
  *
- * One foreign poster at a time: ck_ring's multi-producer enqueue reserves a slot, writes it,
- * then spins until every earlier reservation is published. A poster preempted between its
- * reservation and its publish therefore stalls every other poster, spinning, for as long as
- * the scheduler keeps it off the CPU; with more posting threads than cores (4 producers on
- * 2 cores, or any loaded machine) that convoy took 1M posts from under a second to minutes.
- * A try-lock around the enqueue keeps at most one foreign poster inside ck_ring, and its
- * waiters back off by yielding, which lets a preempted holder run. Uncontended it costs one
- * exchange and one store per post. (The actor's own posts skip it: they must never wait.)
+ * Room waiters (arpc_actor_on_room) are a second CAS stack, a_rooms, and a flag,
+ * a_room_wanted. An arming pushes its waiter, sets the flag, then reads a_queued; the actor
+ * subtracts from a_queued (a give-back), then reads the flag. All four are sequentially
+ * consistent, so at least one side sees the other (the Dekker pattern): either the actor sees
+ * the flag when the count has fallen below the low-water mark and runs the waiters, or the
+ * arming sees the count already low and bumps a_ec, and the actor, woken, runs them from its
+ * idle check. The actor clears the flag *before* it takes the stack, so a waiter pushed
+ * after the take finds the flag set again. A poster that gives a place back itself (out of
+ * memory) plays the actor's part, bumping a_ec if the flag is set. Nothing on the
+ * per-message path but a load of the flag, and only when the count is below the mark.
+ *
+ * Waking without losing a post: a post that finds the mailbox empty (arpc_stack_push_first)
+ * bumps the event count after its push (ck_ec32_inc: a store fence, then one atomic add; a
+ * futex wake only when the actor has flagged itself asleep); a post onto a non-empty mailbox
+ * need not, because the post at the bottom of that stack did, and the take that finds it
+ * finds the later ones too. The actor snapshots the count (ck_ec32_value: a load followed by
+ * an acquire fence) *before* it drains, and sleeps only while the count still equals the
+ * snapshot. Its drain ends with a take that found the mailbox empty; a post after that take
+ * is the bottom of a new stack, so it bumps the count after the snapshot, and the wait
+ * returns at once.
+ *
+ * Stopping: the stopper sets a_refusing (posts and armings fail with ARPC_ESHUTDOWN from
+ * then on), waits until no post is between its check and its last touch (a_posters: a poster
+ * counts itself before its check and uncounts after its wake-up; waiting for room happens
+ * before, uncounted, and gives up when it sees a_refusing), then sets a_closed: from there
+ * the mailbox only shrinks. An actor that read a_closed == true before a drain that found
+ * nothing has run every accepted job and may exit (DRAIN). For DISCARD the stopper sets
+ * a_discard first, so the actor stops as early as possible; the actor checks it between
+ * jobs (the job in progress always finishes). Whatever is left after the thread has been
+ * joined (the rest of its take, then the mailbox) is cancelled by the stopper, which is the
+ * mailbox's only consumer once pthread_join has returned (join is the happens-before edge),
+ * and so are the room waiters still armed (ARPC_ESHUTDOWN).
  *
  * The stop path holds a recursive mutex: concurrent stops serialise (the second returns
  * after the first has joined and cancelled everything, so "stop returned" always means
  * "every accepted message was delivered"), and a cancellation callback that calls stop again
- * on the same actor gets ARPC_OK instead of a self-deadlock.
+ * on the same actor gets ARPC_OK instead of a self-deadlock. It is not on any post's path.
  */
 #define _GNU_SOURCE
-#include "arpc/actor.h"
+#include "async/actor_internal.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -46,45 +71,117 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
-#include "async/mpsc_ring.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
+#include "base/node_pool.h"
+#include "base/stack_fifo.h"
 
 #define ACTOR_DEFAULT_MAILBOX 4096u
-#define ACTOR_NAME_MAX 16 /* Linux thread names: 15 characters and the NUL */
+#define ACTOR_GIVE_BACK 64u /* jobs started before their places go back at the latest */
+#define ACTOR_NAME_MAX 16   /* Linux thread names: 15 characters and the NUL */
+
+CK_STACK_CONTAINER(struct arpc_actor_job, aj_link, job_of)
+CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
 
 struct arpc_actor {
-    struct arpc_mpsc_ring a_mailbox; /* producers: any thread; consumer: the actor thread */
-    struct ck_ec32 a_ec;             /* bumped after every post and at stop */
-    atomic_bool a_posting;           /* foreign posters' try-lock (see the notes) */
-    /* Keep the actor-written counter off the lines every poster writes. */
-    char a_pad[64];
-    atomic_uint_fast64_t a_processed; /* written by the actor thread only */
-    atomic_bool a_discard;            /* set by the stopper before closing (DISCARD) */
-    atomic_bool a_closed;             /* set by the stopper after the mailbox is closed */
-    pthread_mutex_t a_stop_lock;      /* recursive; guards a_joined and the stop sequence */
+    /* Shared with posters. */
+    ck_stack_t a_mailbox;         /* posted jobs, newest first */
+    atomic_uint a_queued;         /* jobs posted and not yet given back (the bound's count) */
+    atomic_uint a_posters;        /* posts and armings between their check and last touch */
+    atomic_bool a_refusing;       /* the stopper's first step: posts fail from now on */
+    atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
+    struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
+    unsigned a_bound;             /* mailbox_size */
+    unsigned a_low;               /* room is back when a_queued is below this */
+    ck_stack_t a_rooms;           /* armed room waiters, newest first */
+    struct arpc_node_pool a_msgs; /* arpc_actor_post's message nodes */
+    char a_pad[64];               /* what the actor writes below stays off the posters' lines */
+
+    /* The actor's thread only (then the stopper's, after the join). */
+    ck_stack_entry_t *a_taken;                /* taken from the mailbox, not yet run (FIFO) */
+    unsigned a_started;                       /* jobs started since the last give-back */
+    ck_stack_entry_t *a_spent, *a_spent_last; /* message nodes to give back to a_msgs */
+    atomic_uint_fast64_t a_processed;         /* written by the actor thread only */
+
+    /* The stopper's. */
+    atomic_bool a_discard;       /* set before refusing (DISCARD) */
+    atomic_bool a_closed;        /* set once no post is in flight */
+    pthread_mutex_t a_stop_lock; /* recursive; guards a_joined and the stop sequence */
     bool a_joined;
     pthread_t a_thread;
     char a_name[ACTOR_NAME_MAX];
 };
 
+/* arpc_actor_post's message: a job in a node of a_msgs. */
+struct actor_msg {
+    struct arpc_actor_job m_job; /* first: the job is the message */
+    arpc_actor_fn m_fn;
+    void *m_arg;
+};
+
 /* The actor whose thread this is: how post knows it must not wait for room. */
 static _Thread_local arpc_actor *actor_current;
 
-/* Runs queued messages until the mailbox is empty or a discard is requested. */
+/* ---- room ---- */
+
+/* Runs the armed room waiters, in arming order. The actor's thread (status ARPC_OK), or the
+ * stopper after the join (ARPC_ESHUTDOWN). */
+static void actor_rooms_fire(arpc_actor *a, int status)
+{
+    atomic_store(&a->a_room_wanted, false); /* before the take: see the notes */
+    ck_stack_entry_t *e = arpc_stack_take_fifo(&a->a_rooms);
+    while (e != NULL) {
+        ck_stack_entry_t *next = e->next; /* the waiter is its owner's again once called */
+        struct arpc_actor_room *room = room_of(e);
+        room->ar_fn(a, room, status);
+        e = next;
+    }
+}
+
+/* The actor's side of the Dekker pair, after a_queued went down to left. */
+static void actor_room_check(arpc_actor *a, unsigned left)
+{
+    if (left < a->a_low && atomic_load(&a->a_room_wanted))
+        actor_rooms_fire(a, ARPC_OK);
+}
+
+/* ---- the actor's thread ---- */
+
+/* Gives back the places of the jobs started since the last time, and the spent message
+ * nodes. The actor's thread, or the stopper after the join. */
+static void actor_give_back(arpc_actor *a)
+{
+    if (a->a_spent != NULL) {
+        arpc_node_pool_put_chain(&a->a_msgs, a->a_spent, a->a_spent_last);
+        a->a_spent = NULL;
+    }
+    if (a->a_started == 0)
+        return;
+    unsigned n = a->a_started;
+    a->a_started = 0;
+    actor_room_check(a, atomic_fetch_sub(&a->a_queued, n) - n);
+}
+
+/* Runs queued jobs until the mailbox is empty or a discard is requested. */
 static unsigned actor_drain(arpc_actor *a)
 {
-    struct arpc_mpsc_task t;
     unsigned n = 0;
     /* Relaxed: a_discard is only a request to stop early; exactly-once rests on the join. */
-    while (!atomic_load_explicit(&a->a_discard, memory_order_relaxed) &&
-           arpc_mpsc_ring_pop(&a->a_mailbox, &t)) {
-        ((arpc_actor_fn)t.fn)(a, t.arg, ARPC_OK);
+    while (!atomic_load_explicit(&a->a_discard, memory_order_relaxed)) {
+        ck_stack_entry_t *e = a->a_taken;
+        if (e == NULL && (e = arpc_stack_take_fifo(&a->a_mailbox)) == NULL)
+            break;
+        a->a_taken = e->next; /* before the call: the job may be freed by its own function */
+        if (++a->a_started == ACTOR_GIVE_BACK || a->a_taken == NULL)
+            actor_give_back(a);
+        struct arpc_actor_job *job = job_of(e);
+        job->aj_fn(a, job, ARPC_OK);
         /* Single writer: a plain load + store, no locked instruction per message. */
         uint_fast64_t done = atomic_load_explicit(&a->a_processed, memory_order_relaxed);
         atomic_store_explicit(&a->a_processed, done + 1, memory_order_relaxed);
         n++;
     }
+    actor_give_back(a); /* the nodes spent since the last give-back, before going idle */
     return n;
 }
 
@@ -96,10 +193,12 @@ static void *actor_main(void *arg)
         pthread_setname_np(pthread_self(), a->a_name);
     for (;;) {
         uint32_t seen = ck_ec32_value(&a->a_ec); /* before the drain: see the notes */
-        /* Acquire pairs with the stopper's release after close(): every accepted post is
-         * visible to the drain below. */
+        /* Acquire pairs with the stopper's release once no post is in flight: every
+         * accepted post is visible to the drain below. */
         bool closed = atomic_load_explicit(&a->a_closed, memory_order_acquire);
-        if (actor_drain(a) > 0)
+        unsigned n = actor_drain(a);
+        actor_room_check(a, atomic_load(&a->a_queued)); /* waiters armed while room was back */
+        if (n > 0)
             continue;
         if (closed || atomic_load_explicit(&a->a_discard, memory_order_relaxed))
             break;
@@ -108,6 +207,8 @@ static void *actor_main(void *arg)
     actor_current = NULL;
     return NULL;
 }
+
+/* ---- life cycle ---- */
 
 /* Actor threads take no asynchronous signals (they belong to the application's threads);
  * faults stay unblocked so a crash in a handler is reported where it happened. */
@@ -140,29 +241,35 @@ int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    unsigned size = ACTOR_DEFAULT_MAILBOX;
+    unsigned bound = ACTOR_DEFAULT_MAILBOX;
     if (opts != NULL && opts->mailbox_size != 0)
-        size = opts->mailbox_size;
+        bound = opts->mailbox_size;
 
     arpc_actor *a = arpc_calloc(1, sizeof(*a));
     if (a == NULL)
         return ARPC_ENOMEM;
-    int rc = arpc_mpsc_ring_init(&a->a_mailbox, size);
-    if (rc != ARPC_OK) {
-        arpc_free(a);
-        return rc;
-    }
+    ck_stack_init(&a->a_mailbox);
+    atomic_init(&a->a_queued, 0);
+    atomic_init(&a->a_posters, 0);
+    atomic_init(&a->a_refusing, false);
+    atomic_init(&a->a_room_wanted, false);
     ck_ec32_init(&a->a_ec, 0);
+    a->a_bound = bound;
+    a->a_low = bound / 2 + bound % 2; /* half, rounded up: at least 1 */
+    ck_stack_init(&a->a_rooms);
+    arpc_node_pool_init(&a->a_msgs, sizeof(struct actor_msg));
+    a->a_taken = a->a_spent = a->a_spent_last = NULL;
+    a->a_started = 0;
     atomic_init(&a->a_processed, 0);
     atomic_init(&a->a_discard, false);
     atomic_init(&a->a_closed, false);
-    atomic_init(&a->a_posting, false);
     a->a_joined = false;
     if (opts != NULL && opts->name != NULL)
         strncpy(a->a_name, opts->name, ACTOR_NAME_MAX - 1); /* truncates; calloc'd NUL */
 
-    if ((rc = actor_init_lock(a)) != ARPC_OK)
-        goto fail_ring;
+    int rc = actor_init_lock(a);
+    if (rc != ARPC_OK)
+        goto fail;
     if ((rc = actor_start_thread(a)) != ARPC_OK)
         goto fail_lock;
     *out = a;
@@ -170,64 +277,150 @@ int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
 
 fail_lock:
     pthread_mutex_destroy(&a->a_stop_lock);
-fail_ring:
-    arpc_mpsc_ring_fini(&a->a_mailbox);
+fail:
     arpc_free(a);
     return rc;
 }
 
-/* One foreign poster at a time enters the ring (see the notes). A try-lock: a poster that
- * finds it taken backs off like one that finds the mailbox full, so a preempted holder is
- * waited for by yielding, never by spinning through a whole time slice. */
-static bool actor_post_trylock(arpc_actor *a)
-{
-    return !atomic_load_explicit(&a->a_posting, memory_order_relaxed) &&
-           !atomic_exchange_explicit(&a->a_posting, true, memory_order_acquire);
-}
+/* ---- posting ---- */
 
-static void actor_post_unlock(arpc_actor *a)
+/* Takes a place in the bound (see the notes). On the actor's thread, always. */
+static int actor_reserve(arpc_actor *a, bool may_wait)
 {
-    atomic_store_explicit(&a->a_posting, false, memory_order_release);
-}
-
-/* A post from any thread but the actor's: waits (spin, then yield) for room. */
-static int actor_post_foreign(arpc_actor *a, arpc_mpsc_fn fn, void *arg)
-{
+    if (actor_current == a) {
+        atomic_fetch_add(&a->a_queued, 1);
+        return ARPC_OK;
+    }
     unsigned attempt = 0;
     for (;;) {
-        if (actor_post_trylock(a)) {
-            int rc = arpc_mpsc_ring_try_push(&a->a_mailbox, fn, arg);
-            actor_post_unlock(a);
-            if (rc != ARPC_EAGAIN)
-                return rc;
-            /* Full. The actor is normally awake (every push bumps a_ec), but the poster
-             * whose push filled the ring may not have bumped yet: make sure it runs. */
-            ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
+        if (atomic_load_explicit(&a->a_queued, memory_order_relaxed) < a->a_bound) {
+            if (atomic_fetch_add(&a->a_queued, 1) < a->a_bound)
+                return ARPC_OK;
+            atomic_fetch_sub(&a->a_queued, 1); /* lost the last place: still at the bound */
         }
+        if (atomic_load(&a->a_refusing))
+            return ARPC_ESHUTDOWN;
+        if (!may_wait)
+            return ARPC_EAGAIN;
+        /* Whoever filled the mailbox woke the actor, which is making room. */
         arpc_backoff_spin(&attempt);
     }
+}
+
+/* Gives back a place taken for a post that did not happen. It may take the count below the
+ * low-water mark: the actor's part of the Dekker pair, done by the poster. */
+static void actor_unreserve(arpc_actor *a)
+{
+    atomic_fetch_sub(&a->a_queued, 1);
+    if (atomic_load(&a->a_room_wanted))
+        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
+}
+
+/* A poster's way in: false (nothing to undo) when the actor refuses posts. */
+static bool actor_enter(arpc_actor *a)
+{
+    atomic_fetch_add(&a->a_posters, 1);
+    if (!atomic_load(&a->a_refusing))
+        return true;
+    atomic_fetch_sub(&a->a_posters, 1);
+    return false;
+}
+
+static void actor_leave(arpc_actor *a) { atomic_fetch_sub(&a->a_posters, 1); }
+
+/* Pushes a job whose place is taken, wakes the actor if the mailbox was empty, and leaves:
+ * the poster's last touch of the actor. */
+static void actor_push_leave(arpc_actor *a, struct arpc_actor_job *job)
+{
+    /* Everything the poster wrote to the job happens-before the job runs (the stack's edge). */
+    if (arpc_stack_push_first(&a->a_mailbox, &job->aj_link))
+        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* after the publish: see the notes */
+    actor_leave(a);
+}
+
+int arpc_actor_post_job(arpc_actor *a, struct arpc_actor_job *job, bool may_wait)
+{
+    if (a == NULL || job == NULL || job->aj_fn == NULL)
+        return ARPC_EINVAL;
+    int rc = actor_reserve(a, may_wait);
+    if (rc != ARPC_OK)
+        return rc;
+    if (!actor_enter(a)) {
+        actor_unreserve(a);
+        return ARPC_ESHUTDOWN;
+    }
+    actor_push_leave(a, job);
+    return ARPC_OK;
+}
+
+/* A message's job: its node is spent before the message runs (the actor's thread, or the
+ * stopper after the join, so the spent list needs no lock). */
+static void actor_msg_run(arpc_actor *a, struct arpc_actor_job *job, int status)
+{
+    struct actor_msg *m = (struct actor_msg *)job;
+    arpc_actor_fn fn = m->m_fn;
+    void *arg = m->m_arg;
+    m->m_job.aj_link.next = a->a_spent;
+    if (a->a_spent == NULL)
+        a->a_spent_last = &m->m_job.aj_link;
+    a->a_spent = &m->m_job.aj_link;
+    fn(a, arg, status);
 }
 
 int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
 {
     if (a == NULL || fn == NULL)
         return ARPC_EINVAL;
-    int rc;
-    if (actor_current == a) /* it cannot wait for itself to make room: overflow instead */
-        rc = arpc_mpsc_ring_push_local(&a->a_mailbox, (arpc_mpsc_fn)fn, arg);
-    else
-        rc = actor_post_foreign(a, (arpc_mpsc_fn)fn, arg);
-    if (rc == ARPC_OK)
-        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* after the publish: see the notes */
-    return rc;
+    int rc = actor_reserve(a, true);
+    if (rc != ARPC_OK)
+        return rc;
+    if (!actor_enter(a)) {
+        actor_unreserve(a);
+        return ARPC_ESHUTDOWN;
+    }
+    struct actor_msg *m = arpc_node_pool_get(&a->a_msgs);
+    if (m == NULL) {
+        actor_leave(a);
+        actor_unreserve(a);
+        return ARPC_ENOMEM;
+    }
+    arpc_actor_job_init(&m->m_job, actor_msg_run);
+    m->m_fn = fn;
+    m->m_arg = arg;
+    actor_push_leave(a, &m->m_job);
+    return ARPC_OK;
 }
 
-/* Stopper only, after the join: delivers ARPC_ECANCELLED for everything left. */
+int arpc_actor_on_room(arpc_actor *a, struct arpc_actor_room *room)
+{
+    if (a == NULL || room == NULL || room->ar_fn == NULL)
+        return ARPC_EINVAL;
+    if (!actor_enter(a))
+        return ARPC_ESHUTDOWN;
+    arpc_stack_push(&a->a_rooms, &room->ar_link);
+    atomic_store(&a->a_room_wanted, true);
+    if (atomic_load(&a->a_queued) < a->a_low)
+        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* room is back already: the actor runs it */
+    actor_leave(a);
+    return ARPC_OK;
+}
+
+/* ---- stopping ---- */
+
+/* Stopper only, after the join: delivers ARPC_ECANCELLED for every job left (the rest of the
+ * actor's take first: it is older), then ARPC_ESHUTDOWN to the room waiters. */
 static void actor_cancel_rest(arpc_actor *a)
 {
-    struct arpc_mpsc_task t;
-    while (arpc_mpsc_ring_pop(&a->a_mailbox, &t))
-        ((arpc_actor_fn)t.fn)(a, t.arg, ARPC_ECANCELLED);
+    for (;;) {
+        ck_stack_entry_t *e = a->a_taken;
+        if (e == NULL && (e = arpc_stack_take_fifo(&a->a_mailbox)) == NULL)
+            break;
+        a->a_taken = e->next;
+        struct arpc_actor_job *job = job_of(e);
+        job->aj_fn(a, job, ARPC_ECANCELLED);
+    }
+    actor_give_back(a); /* the spent nodes, for arpc_node_pool_fini */
+    actor_rooms_fire(a, ARPC_ESHUTDOWN);
 }
 
 int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
@@ -240,7 +433,10 @@ int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
     if (!a->a_joined) {
         if (mode == ARPC_ACTOR_DISCARD)
             atomic_store(&a->a_discard, true);
-        arpc_mpsc_ring_close(&a->a_mailbox);
+        atomic_store(&a->a_refusing, true);
+        unsigned attempt = 0;
+        while (atomic_load(&a->a_posters) != 0) /* a few instructions each: see the notes */
+            arpc_backoff_spin(&attempt);
         atomic_store_explicit(&a->a_closed, true, memory_order_release);
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
         pthread_join(a->a_thread, NULL);
@@ -263,7 +459,7 @@ void arpc_actor_destroy(arpc_actor *a)
         return;
     }
     pthread_mutex_destroy(&a->a_stop_lock);
-    arpc_mpsc_ring_fini(&a->a_mailbox);
+    arpc_node_pool_fini(&a->a_msgs);
     arpc_free(a);
 }
 
@@ -271,6 +467,6 @@ bool arpc_actor_on_thread(const arpc_actor *a) { return a != NULL && actor_curre
 
 uint64_t arpc_actor_processed(const arpc_actor *a)
 {
-    /* Counts messages run with ARPC_OK; cancelled ones are not "processed". */
+    /* Counts jobs run with ARPC_OK; cancelled ones are not "processed". */
     return atomic_load_explicit(&a->a_processed, memory_order_relaxed);
 }

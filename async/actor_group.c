@@ -11,7 +11,7 @@
  * on its own, which is all the group promises.
  */
 #define _GNU_SOURCE
-#include "arpc/actor.h"
+#include "async/actor_internal.h"
 
 #include <assert.h>
 #include <stdatomic.h>
@@ -76,12 +76,17 @@ int arpc_actor_group_create(arpc_actor_group **out, unsigned n, const arpc_actor
     return ARPC_OK;
 }
 
+arpc_actor *arpc_actor_group_pick(arpc_actor_group *g)
+{
+    unsigned i = atomic_fetch_add_explicit(&g->g_next, 1, memory_order_relaxed) % g->g_n;
+    return g->g_members[i];
+}
+
 int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg)
 {
     if (g == NULL)
         return ARPC_EINVAL;
-    unsigned i = atomic_fetch_add_explicit(&g->g_next, 1, memory_order_relaxed) % g->g_n;
-    return arpc_actor_post(g->g_members[i], fn, arg);
+    return arpc_actor_post(arpc_actor_group_pick(g), fn, arg);
 }
 
 /* splitmix64's finaliser: every input bit affects every output bit. */
@@ -95,13 +100,18 @@ static uint64_t group_mix(uint64_t x)
     return x;
 }
 
+arpc_actor *arpc_actor_group_pick_key(arpc_actor_group *g, uint64_t key)
+{
+    /* Lemire's reduction: the high half of hash * n is uniform on [0, n). */
+    unsigned i = (unsigned)(((unsigned __int128)group_mix(key) * g->g_n) >> 64);
+    return g->g_members[i];
+}
+
 int arpc_actor_group_post_key(arpc_actor_group *g, uint64_t key, arpc_actor_fn fn, void *arg)
 {
     if (g == NULL)
         return ARPC_EINVAL;
-    /* Lemire's reduction: the high half of hash * n is uniform on [0, n). */
-    unsigned i = (unsigned)(((unsigned __int128)group_mix(key) * g->g_n) >> 64);
-    return arpc_actor_post(g->g_members[i], fn, arg);
+    return arpc_actor_post(arpc_actor_group_pick_key(g, key), fn, arg);
 }
 
 unsigned arpc_actor_group_size(const arpc_actor_group *g) { return g != NULL ? g->g_n : 0; }

@@ -1,14 +1,14 @@
 /*
  * Design notes: the life of a loop.
  *
- * Stopping. arpc_loop_stop closes both lanes at once (from any thread: closing only waits for
- * producers already past their check, a few instructions; see async/loop_lanes.c), so every
- * submit or post that returns after stop fails with ARPC_ESHUTDOWN, then wakes the loop. The
- * loop thread then runs the final drain (every accepted task and job, including ones it
- * pushed to itself before the close), the on_stop hooks, and breaks out of ev_run. Work that
- * runs in the final drain and the hooks cannot submit: the lanes are closed. Deadlines still
- * armed do not fire; freeing the loop leaves them unarmed. A stopped loop cannot run again:
- * start and run report ARPC_ESHUTDOWN.
+ * Stopping. arpc_loop_stop closes the lane (from any thread: closing only waits for posters
+ * already past their check, a few instructions; see async/loop_lanes.c), so every submit or
+ * post that returns after stop fails with ARPC_ESHUTDOWN, then wakes the loop. The loop
+ * thread then runs the final drain (every accepted task and job, including ones it pushed to
+ * itself before the close), the on_stop hooks, and breaks out of ev_run. Work that runs in
+ * the final drain and the hooks cannot submit: the lane is closed. Deadlines still armed do
+ * not fire; freeing the loop leaves them unarmed. A stopped loop cannot run again: start and
+ * run report ARPC_ESHUTDOWN.
  *
  * Which thread is the loop thread: a thread-local pointer set while a thread runs the loop
  * (no pthread_t compare races, and nesting is restored). A loop that never ran and is
@@ -16,13 +16,15 @@
  * thread for that time, so accepted work still runs exactly once.
  *
  * Destroy. From another thread: stop, then join the thread (arpc_loop_start) or wait for
- * arpc_loop_run to return (l_cv), or do the final drain here (never ran); then free. Before
- * freeing it passes through l_push_mtx, under which ring submitters and stop make their last
- * touch of the loop (the ev_async_send); job posters' last touch is covered by the lane's
- * poster count, which the close waited out. From the loop thread (inside a task, job,
- * callback or hook): mark l_destroy_requested and stop; whoever ran the loop frees it once
- * ev_run has returned: the started thread detaches itself first, arpc_loop_run frees it just
- * before returning ARPC_OK (the caller must not touch the loop afterwards).
+ * arpc_loop_run to return (l_cv), or do the final drain here (never ran); then free. Two
+ * kinds of caller may still be touching the loop then, each counted: posters in their
+ * wake-up (l_lane_posters, which the close waited out) and the first stopper in its
+ * ev_async_send (l_stopping is 1 until it is done, and the free waits for 2). No lock: a
+ * stopper never waits for a poster's lock, nor a poster for anyone. From the loop thread
+ * (inside a task, job, callback or hook): mark l_destroy_requested and stop; whoever ran the
+ * loop frees it once ev_run has returned: the started thread detaches itself first,
+ * arpc_loop_run frees it just before returning ARPC_OK (the caller must not touch the loop
+ * afterwards).
  */
 #define _GNU_SOURCE
 #include "async/loop_impl.h"
@@ -31,8 +33,9 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/backoff.h"
 
-#define LOOP_DEFAULT_RING 8192u
+#define LOOP_DEFAULT_SUBMIT_BOUND 8192u
 
 _Thread_local arpc_loop *loop_tl_current;
 
@@ -50,7 +53,7 @@ void loop_finish(arpc_loop *loop)
     if (loop->l_finishing)
         return;
     loop->l_finishing = true;
-    loop_lanes_close(loop); /* arpc_loop_stop closed them already; idempotent */
+    loop_lanes_close(loop); /* arpc_loop_stop closed it already; idempotent */
     loop_drain_all(loop);
     /* Index, not pointer: a hook may register another hook (and move the array). */
     for (size_t i = 0; i < loop->l_nhooks; i++)
@@ -98,77 +101,55 @@ static int loop_init_ev(arpc_loop *loop)
     return ARPC_OK;
 }
 
-static int loop_init_push_mtx(arpc_loop *loop)
-{
-    pthread_mutexattr_t attr;
-    if (pthread_mutexattr_init(&attr) != 0)
-        return -1;
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-    int rc = pthread_mutex_init(&loop->l_push_mtx, &attr);
-    pthread_mutexattr_destroy(&attr);
-    return rc;
-}
-
 int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts)
 {
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    unsigned ring_size = LOOP_DEFAULT_RING;
+    unsigned bound = LOOP_DEFAULT_SUBMIT_BOUND;
     if (opts != NULL && opts->submit_ring_size != 0)
-        ring_size = opts->submit_ring_size;
+        bound = opts->submit_ring_size;
     arpc_loop *loop = arpc_calloc(1, sizeof(*loop));
     if (loop == NULL)
         return ARPC_ENOMEM;
-    int rc = arpc_mpsc_ring_init(&loop->l_ring, ring_size);
-    if (rc != ARPC_OK) {
-        arpc_free(loop);
-        return rc;
-    }
     if (pthread_mutex_init(&loop->l_mtx, NULL) != 0)
-        goto fail_ring;
-    if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0) {
-        pthread_mutex_destroy(&loop->l_mtx);
-        goto fail_ring;
-    }
-    if (pthread_cond_init(&loop->l_cv, NULL) != 0)
+        goto fail;
+    if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0)
         goto fail_mtx;
-    if (loop_init_push_mtx(loop) != 0)
-        goto fail_cv;
+    if (pthread_cond_init(&loop->l_cv, NULL) != 0)
+        goto fail_sync_mtx;
     if (loop_init_ev(loop) != ARPC_OK)
-        goto fail_push_mtx;
-    loop_lanes_init(loop);
+        goto fail_cv;
+    loop_lanes_init(loop, bound);
     atomic_init(&loop->l_stopping, 0);
     atomic_init(&loop->l_wakeups, 0);
     loop->l_state = LOOP_IDLE;
     *out = loop;
     return ARPC_OK;
 
-fail_push_mtx:
-    pthread_mutex_destroy(&loop->l_push_mtx);
 fail_cv:
     pthread_cond_destroy(&loop->l_cv);
-fail_mtx:
+fail_sync_mtx:
     pthread_mutex_destroy(&loop->l_sync_mtx);
+fail_mtx:
     pthread_mutex_destroy(&loop->l_mtx);
-fail_ring:
-    arpc_mpsc_ring_fini(&loop->l_ring);
+fail:
     arpc_free(loop);
     return ARPC_ESYSTEM;
 }
 
-/* The loop has finished (its lanes are drained and closed) and nobody will run it again. */
+/* The loop has finished (its lane is drained and closed) and nobody will run it again. */
 static void loop_free(arpc_loop *loop)
 {
-    /* Let other threads' submit/stop calls still in their wake-up finish with the loop. */
-    pthread_mutex_lock(&loop->l_push_mtx);
-    pthread_mutex_unlock(&loop->l_push_mtx);
+    /* The first stopper may still be in its ev_async_send: let it finish with the loop. */
+    unsigned attempt = 0;
+    while (atomic_load(&loop->l_stopping) != 2)
+        arpc_backoff_spin(&attempt);
     ev_async_stop(loop->l_ev, &loop->l_wake);
     loop_timers_fini(loop);
     ev_loop_destroy(loop->l_ev);
-    arpc_mpsc_ring_fini(&loop->l_ring);
+    loop_lanes_fini(loop);
     arpc_free(loop->l_hooks);
-    pthread_mutex_destroy(&loop->l_push_mtx);
     pthread_cond_destroy(&loop->l_cv);
     pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
@@ -277,14 +258,13 @@ void arpc_loop_stop(arpc_loop *loop)
 {
     if (loop == NULL)
         return;
-    /* Under the gate, like a submit: a destroyer waits for our ev_async_send. */
-    pthread_mutex_lock(&loop->l_push_mtx);
-    if (atomic_exchange(&loop->l_stopping, 1) == 0) {
-        loop_lanes_close(loop);
+    loop_lanes_close(loop); /* every stopper: once it returns, nothing is accepted any more */
+    int running = 0;
+    if (atomic_compare_exchange_strong(&loop->l_stopping, &running, 1)) {
         /* Not through l_wake_pending: wake_cb checks l_stopping whoever woke it. */
         ev_async_send(loop->l_ev, &loop->l_wake);
+        atomic_store(&loop->l_stopping, 2); /* our last touch of the loop (see Destroy) */
     }
-    pthread_mutex_unlock(&loop->l_push_mtx);
 }
 
 /* From a thread other than the loop's: waits until nobody runs the loop any more, and

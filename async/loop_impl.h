@@ -1,7 +1,7 @@
 /*
  * The loop's insides, shared by the files that implement it (and by nothing else):
  *   async/loop.c         life cycle: create, start/run, stop, destroy, stop hooks
- *   async/loop_lanes.c   how work reaches the loop: the task ring and the job lane, wake-ups
+ *   async/loop_lanes.c   how work reaches the loop: the lane (jobs and submitted tasks), wake-ups
  *   async/loop_timers.c  the deadline heap under one ev_timer
  *   async/loop_wait.c    waiting on a loop: run_until, wait, run_sync
  * The reasoning for each part is in the design notes at the top of its file.
@@ -14,9 +14,10 @@
 #include <stdatomic.h>
 
 #include "async/loop_internal.h"
-#include "async/mpsc_ring.h"
+#include "base/node_pool.h"
 
-#define LOOP_DRAIN_BATCH 1024u /* tasks/jobs per wake-up before the loop polls again */
+#define LOOP_DRAIN_BATCH 1024u /* jobs (tasks included) per wake-up before the loop polls again */
+#define LOOP_GIVE_BACK 64u     /* tasks started before their places and nodes go back, at most */
 #define LOOP_FIRE_BATCH 1024u  /* deadlines per timer callback, for the same reason */
 
 enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE };
@@ -28,13 +29,14 @@ struct loop_hook {
 
 struct arpc_loop {
     /* Shared with other threads. */
-    struct arpc_mpsc_ring l_ring;  /* bounded task ring (arpc_loop_submit) */
-    ck_stack_t l_lane;             /* unbounded job lane (arpc_loop_post) */
+    ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     atomic_int l_lane_closed;
     atomic_int l_lane_posters;     /* posts between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
-    atomic_int l_stopping;
-    pthread_mutex_t l_push_mtx;    /* other threads' submit and stop: one at a time */
+    atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
+    atomic_uint l_queued;          /* submitted tasks not yet started (the bound's count) */
+    unsigned l_submit_bound;       /* other threads' submits wait while l_queued is there */
+    struct arpc_node_pool l_tasks; /* the submitted tasks' nodes */
     _Atomic uint64_t l_wakeups;    /* wake_cb runs, for tests; written by the loop thread only */
 
     /* Loop thread only (or before the loop runs). */
@@ -47,6 +49,9 @@ struct arpc_loop {
     struct arpc_deadline_heap l_deadlines;
     struct loop_hook *l_hooks;
     size_t l_nhooks;
+    ck_stack_entry_t *l_taken; /* taken from the lane, not yet run (FIFO, oldest first) */
+    ck_stack_entry_t *l_spent, *l_spent_last; /* started tasks' nodes, not yet given back */
+    unsigned l_spent_n;
     bool l_draining;          /* inside a drain: local submits and posts need no wake-up */
     bool l_finishing;         /* the final drain has begun */
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */
@@ -66,7 +71,8 @@ struct arpc_loop {
 extern _Thread_local arpc_loop *loop_tl_current;
 
 /* loop_lanes.c */
-void loop_lanes_init(arpc_loop *loop);
+void loop_lanes_init(arpc_loop *loop, unsigned submit_bound);
+void loop_lanes_fini(arpc_loop *loop);           /* after the final drain */
 void loop_wake(arpc_loop *loop);                 /* any thread: a drain starts after this */
 void loop_wake_cb(struct ev_loop *ev, ev_async *w, int revents);
 void loop_lanes_close(arpc_loop *loop);          /* any thread: refuse further posts, wait for those in flight */

@@ -1,42 +1,54 @@
 /*
- * How work reaches a loop: two lanes, one wake-up.
+ * How work reaches a loop: one lane, one wake-up.
  *
- * The task ring (arpc_loop_submit): a bounded Concurrency Kit ring of (fn, arg) for the public
- * API. Bounded on purpose: a submitter that outruns the loop waits for room (back-pressure).
+ * The lane is an unbounded intrusive Concurrency Kit stack (base/stack_fifo.h) of jobs. A
+ * post pushes with one CAS: no lock, and no poster ever waits for another (a poster
+ * preempted anywhere holds up nobody). The drain takes the whole stack at once and runs it
+ * in push order: FIFO per poster, and one total order across posters, tasks and jobs alike.
  *
- * The job lane (arpc_loop_post): an unbounded intrusive Concurrency Kit stack
- * (base/stack_fifo.h) of jobs embedded in the caller's own objects (a call, a reply). Posting
- * never waits and never allocates: one CAS. arpc's own hot paths use it (calls, cancels,
- * replies from workers), because they must never wait: a worker blocked on a full loop ring
- * while the loop is blocked on that worker's full mailbox is a deadlock (found in review,
- * reproduced), and a caller-driven loop nobody runs cannot make room for its own caller. The
- * drain takes the whole stack at once and runs it in push order (FIFO per poster).
+ * Jobs (arpc_loop_post) are embedded in the caller's own objects (a call, a reply): posting
+ * one never waits and never allocates. arpc's own hot paths use them because they must never
+ * wait: a worker blocked on a full loop queue while the loop is blocked on that worker's full
+ * mailbox is a deadlock (found in review, reproduced), and a caller-driven loop nobody runs
+ * cannot make room for its own caller.
  *
- * Wake-ups. Producers publish, then exchange l_wake_pending 0 -> 1, and only the one that saw
- * 0 calls ev_async_send: one wake-up per batch. The loop resets the flag at the start of
- * wake_cb, *before* it drains. The exchange (a seq_cst read-modify-write, after the publish)
- * and the reset (a seq_cst store, before the takes) are totally ordered: a producer whose
- * exchange saw 1 came before the reset, so the drain that follows sees its work; one whose
- * exchange saw 0 sends a new wake-up. Work published on the loop thread during a drain needs
- * no wake-up: the drain looks again before it returns.
+ * Tasks (arpc_loop_submit, the public API) travel on the same lane, each in a small node
+ * (struct loop_task) from the loop's node pool (base/node_pool.h: lock-free, no allocation
+ * once warm). They are bounded: l_queued counts the tasks submitted and not yet given back,
+ * and a submitter on another thread takes a place in it before it pushes (fetch_add; if that
+ * went past the bound, it gives the place back and waits with arpc_backoff_spin for the loop
+ * to make room: whoever queued the tasks that fill it woke the loop). The loop gives places
+ * back, with the tasks' nodes, as it starts the tasks, in batches (every LOOP_GIVE_BACK
+ * tasks, when it starts the last task of a take, and at the end of each round): one atomic
+ * subtraction and one CAS per batch instead of per task. The loop thread's own submits count
+ * too but never wait (it cannot wait for itself). Only failed takers push the count past the
+ * bound, and only until they undo, so the tasks submitted and not yet started never exceed
+ * the bound unless the loop itself submitted them.
  *
- * Fairness. One wake-up runs at most LOOP_DRAIN_BATCH tasks and jobs each, then wakes itself
- * again through the same flag: the eventfd write makes the next round wait for one poll, so
- * sockets and timers get their turn even under a flood (work that re-posts itself included).
+ * Wake-ups. A producer whose push found the lane empty (arpc_stack_push_first) then
+ * exchanges l_wake_pending 0 -> 1, and only if it saw 0 calls ev_async_send: one wake-up per
+ * batch. A push onto a non-empty lane needs none: the push at the bottom of that stack woke
+ * the loop, and the take that finds it finds the later ones too. The loop resets the flag at
+ * the start of wake_cb, *before* it drains. The exchange (a seq_cst read-modify-write, after
+ * the publish) and the reset (a seq_cst store, before the take) are totally ordered: a
+ * producer whose exchange saw 1 came before the reset, so the drain that follows sees its
+ * work (or leaves it for a round it schedules itself); one whose exchange saw 0 sends a new
+ * wake-up. (A plain load that sees 1 first is as good as the exchange seeing it.) Work
+ * published on the loop thread during a drain needs no wake-up: the drain looks again
+ * before it returns.
  *
- * Producer gate (the ring only). ck_ring's MPSC enqueue makes each producer spin until every
- * producer holding an earlier ticket has published; with more submitting threads than cores,
- * a producer preempted between ticket and publish stalls all the others for a time slice (on
- * 2 cores, 4 threads needed 8 s for 40k tasks). Submitters on other threads therefore take
- * l_push_mtx (adaptive) around the push and its wake-up: 4 x 100k tasks then take ~0.1 s. The
- * loop thread's own submits skip it. The job lane needs no gate: a CAS push never waits for
- * another producer.
+ * Fairness. One wake-up runs at most LOOP_DRAIN_BATCH jobs (what is left of a take waits in
+ * l_taken for the next round, ahead of anything newer), then wakes itself again through the
+ * same flag: the eventfd write makes the next round wait for one poll, so sockets and timers
+ * get their turn even under a flood (work that re-posts itself included).
  *
  * Closing. After loop_lanes_close returns, every submit and post fails with ARPC_ESHUTDOWN,
- * and none is still on its way in: the ring's close waits for pushes past their check, and
- * the lane counts its posters the same way (l_lane_posters, incremented before the closed
- * check, decremented after the wake-up: the wake-up is a poster's last touch of the loop,
- * which is what lets a destroyer free it). The final drain then sees everything accepted.
+ * and none is still on its way in: posters count themselves in l_lane_posters (incremented
+ * before the closed check, decremented after the wake-up) and the close waits for the count
+ * to reach zero. The wake-up is a poster's last touch of the loop, which is what lets a
+ * destroyer free it; a submitter waiting for room is not counted (it touches only l_queued
+ * and l_lane_closed, and a stop does not wait for it: it sees the close and gives up). The
+ * final drain then sees everything accepted.
  */
 #include "async/loop_impl.h"
 
@@ -46,58 +58,57 @@
 
 CK_STACK_CONTAINER(struct arpc_loop_job, j_link, job_of)
 
-void loop_lanes_init(arpc_loop *loop)
+/* A task submitted with arpc_loop_submit, carried by the lane. */
+struct loop_task {
+    struct arpc_loop_job t_job; /* first: the job is the task */
+    arpc_task_fn t_fn;
+    void *t_arg;
+};
+
+static void loop_give_back(arpc_loop *loop);
+
+void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
 {
     ck_stack_init(&loop->l_lane);
+    loop->l_taken = loop->l_spent = loop->l_spent_last = NULL;
+    loop->l_spent_n = 0;
     atomic_init(&loop->l_lane_closed, 0);
     atomic_init(&loop->l_lane_posters, 0);
     atomic_init(&loop->l_wake_pending, 0);
+    atomic_init(&loop->l_queued, 0);
+    loop->l_submit_bound = submit_bound;
+    arpc_node_pool_init(&loop->l_tasks, sizeof(struct loop_task));
 }
+
+void loop_lanes_fini(arpc_loop *loop) { arpc_node_pool_fini(&loop->l_tasks); }
 
 void loop_wake(arpc_loop *loop)
 {
-    if (atomic_exchange(&loop->l_wake_pending, 1) == 0)
+    if (atomic_load(&loop->l_wake_pending) == 0 && atomic_exchange(&loop->l_wake_pending, 1) == 0)
         ev_async_send(loop->l_ev, &loop->l_wake);
 }
 
-/* Runs up to limit jobs from the lane; true when some may be left. */
+/* Runs up to limit jobs, oldest first: those left from the last take, then a new take.
+ * True when some are left. */
 static bool loop_drain_lane(arpc_loop *loop, size_t limit)
 {
-    size_t n = 0;
-    while (n < limit) {
-        ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lane);
-        if (e == NULL)
+    for (size_t n = 0; n < limit; n++) {
+        ck_stack_entry_t *e = loop->l_taken;
+        if (e == NULL && (e = arpc_stack_take_fifo(&loop->l_lane)) == NULL)
             return false;
-        while (e != NULL) {
-            ck_stack_entry_t *next = e->next; /* the job may be freed by its own function */
-            struct arpc_loop_job *job = job_of(e);
-            job->j_fn(loop, job);
-            e = next;
-            n++;
-        }
+        loop->l_taken = e->next; /* before the call: the job may be freed by its own function */
+        struct arpc_loop_job *job = job_of(e);
+        job->j_fn(loop, job);
     }
-    return !arpc_stack_is_empty(&loop->l_lane);
+    return loop->l_taken != NULL || !arpc_stack_is_empty(&loop->l_lane);
 }
 
-/* Runs up to limit tasks from the ring; true when it stopped at the limit. */
-static bool loop_drain_ring(arpc_loop *loop, size_t limit)
-{
-    struct arpc_mpsc_task t;
-    size_t n = 0;
-    while (n < limit && arpc_mpsc_ring_pop(&loop->l_ring, &t)) {
-        ((arpc_task_fn)t.fn)(loop, t.arg);
-        n++;
-    }
-    return n == limit;
-}
-
-/* One round of both lanes; true when work may be left. */
+/* One round; true when work may be left. */
 static bool loop_drain(arpc_loop *loop, size_t limit)
 {
     loop->l_draining = true;
     bool more = loop_drain_lane(loop, limit);
-    more |= loop_drain_ring(loop, limit);
-    more |= !arpc_stack_is_empty(&loop->l_lane); /* posted by a ring task just now */
+    loop_give_back(loop);
     loop->l_draining = false;
     return more;
 }
@@ -131,37 +142,83 @@ void loop_wake_cb(struct ev_loop *ev, ev_async *w, int revents)
 
 void loop_lanes_close(arpc_loop *loop)
 {
-    arpc_mpsc_ring_close(&loop->l_ring);
     atomic_store(&loop->l_lane_closed, 1);
     unsigned attempt = 0;
     while (atomic_load(&loop->l_lane_posters) != 0)
         arpc_backoff_spin(&attempt);
 }
 
-int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
+/* A poster's way in: false (and nothing to undo) when the lanes are closed. */
+static bool lane_enter(arpc_loop *loop)
 {
     atomic_fetch_add(&loop->l_lane_posters, 1);
-    if (atomic_load(&loop->l_lane_closed)) {
-        atomic_fetch_sub(&loop->l_lane_posters, 1);
-        return ARPC_ESHUTDOWN;
-    }
+    if (!atomic_load(&loop->l_lane_closed))
+        return true;
+    atomic_fetch_sub(&loop->l_lane_posters, 1);
+    return false;
+}
+
+/* Pushes a job and wakes the loop (inside a drain on the loop thread: no need), then leaves:
+ * the poster's last touch of the loop. */
+static void lane_push_leave(arpc_loop *loop, struct arpc_loop_job *job)
+{
     /* Everything the poster wrote to the job happens-before the job runs (the stack's edge). */
-    arpc_stack_push(&loop->l_lane, &job->j_link);
-    if (!(loop_tl_current == loop && loop->l_draining))
+    bool first = arpc_stack_push_first(&loop->l_lane, &job->j_link);
+    if (first && !(loop_tl_current == loop && loop->l_draining))
         loop_wake(loop);
     atomic_fetch_sub(&loop->l_lane_posters, 1);
+}
+
+int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    if (!lane_enter(loop))
+        return ARPC_ESHUTDOWN;
+    lane_push_leave(loop, job);
     return ARPC_OK;
 }
 
-/* Other threads: one at a time through the gate (see "Producer gate"). */
-static int loop_push_remote(arpc_loop *loop, arpc_task_fn fn, void *arg)
+/* Loop thread: the spent tasks' nodes go back to the pool and their places in the bound are
+ * free again, all at once. */
+static void loop_give_back(arpc_loop *loop)
 {
-    pthread_mutex_lock(&loop->l_push_mtx);
-    int rc = arpc_mpsc_ring_try_push(&loop->l_ring, (arpc_mpsc_fn)fn, arg);
-    if (rc != ARPC_ESHUTDOWN)
-        loop_wake(loop); /* accepted: run it; full: make room */
-    pthread_mutex_unlock(&loop->l_push_mtx);
-    return rc;
+    if (loop->l_spent_n == 0)
+        return;
+    arpc_node_pool_put_chain(&loop->l_tasks, loop->l_spent, loop->l_spent_last);
+    atomic_fetch_sub(&loop->l_queued, loop->l_spent_n);
+    loop->l_spent = NULL;
+    loop->l_spent_n = 0;
+}
+
+/* A task's job, on the loop thread: the node is spent before the task runs. */
+static void loop_task_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct loop_task *t = (struct loop_task *)job;
+    arpc_task_fn fn = t->t_fn;
+    void *arg = t->t_arg;
+    t->t_job.j_link.next = loop->l_spent;
+    if (loop->l_spent == NULL)
+        loop->l_spent_last = &t->t_job.j_link;
+    loop->l_spent = &t->t_job.j_link;
+    if (++loop->l_spent_n == LOOP_GIVE_BACK || loop->l_taken == NULL)
+        loop_give_back(loop);
+    fn(loop, arg);
+}
+
+/* Another thread's submit takes a place in the bound, waiting for room while there is none
+ * (see the notes). */
+static int loop_reserve(arpc_loop *loop)
+{
+    unsigned attempt = 0;
+    for (;;) {
+        if (atomic_load_explicit(&loop->l_queued, memory_order_relaxed) < loop->l_submit_bound) {
+            if (atomic_fetch_add(&loop->l_queued, 1) < loop->l_submit_bound)
+                return ARPC_OK;
+            atomic_fetch_sub(&loop->l_queued, 1); /* lost the last place: still at the bound */
+        }
+        if (atomic_load(&loop->l_lane_closed))
+            return ARPC_ESHUTDOWN;
+        arpc_backoff_spin(&attempt);
+    }
 }
 
 int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
@@ -169,15 +226,26 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
     if (loop == NULL || fn == NULL)
         return ARPC_EINVAL;
     if (loop_tl_current == loop) {
-        /* The loop thread cannot wait for itself: push_local overflows instead of failing. */
-        int rc = arpc_mpsc_ring_push_local(&loop->l_ring, (arpc_mpsc_fn)fn, arg);
-        if (rc == ARPC_OK && !loop->l_draining)
-            loop_wake(loop);
-        return rc;
+        /* The loop thread cannot wait for itself: its tasks count, but never wait. */
+        atomic_fetch_add(&loop->l_queued, 1);
+    } else {
+        int rc = loop_reserve(loop);
+        if (rc != ARPC_OK)
+            return rc;
     }
-    int rc;
-    unsigned attempt = 0;
-    while ((rc = loop_push_remote(loop, fn, arg)) == ARPC_EAGAIN)
-        arpc_backoff_spin(&attempt); /* full: the loop is awake and making room */
+    int rc = ARPC_ESHUTDOWN;
+    if (lane_enter(loop)) {
+        struct loop_task *t = arpc_node_pool_get(&loop->l_tasks);
+        if (t != NULL) {
+            arpc_loop_job_init(&t->t_job, loop_task_run);
+            t->t_fn = fn;
+            t->t_arg = arg;
+            lane_push_leave(loop, &t->t_job);
+            return ARPC_OK;
+        }
+        atomic_fetch_sub(&loop->l_lane_posters, 1);
+        rc = ARPC_ENOMEM;
+    }
+    atomic_fetch_sub(&loop->l_queued, 1); /* the place is free again */
     return rc;
 }

@@ -25,6 +25,23 @@ static inline void arpc_stack_push(ck_stack_t *s, ck_stack_entry_t *item)
     ARPC_TSAN_IGNORE_WRITES_END();
 }
 
+/* As arpc_stack_push, and true when the stack was empty: the item is the oldest one waiting,
+ * so a consumer that sleeps once it finds the stack empty may need waking. Every later push
+ * finds the stack non-empty until the consumer takes it, and the consumer's take then gets
+ * those items too: only the first push after a take has to wake it. */
+static inline bool arpc_stack_push_first(ck_stack_t *s, ck_stack_entry_t *item)
+{
+    ARPC_TSAN_RELEASE(s);
+    ARPC_TSAN_IGNORE_WRITES_BEGIN();
+    ck_stack_entry_t *head = ck_pr_load_ptr(&s->head);
+    do {
+        item->next = head;
+        ck_pr_fence_store(); /* the link before the CAS that publishes the item */
+    } while (!ck_pr_cas_ptr_value(&s->head, head, item, &head));
+    ARPC_TSAN_IGNORE_WRITES_END();
+    return head == NULL;
+}
+
 /* The consumer: takes every item pushed so far, oldest first (a NULL-terminated list through
  * ->next), or NULL when there is none. */
 static inline ck_stack_entry_t *arpc_stack_take_fifo(ck_stack_t *s)

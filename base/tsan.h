@@ -2,18 +2,18 @@
  * ThreadSanitizer annotations for Concurrency Kit hand-offs.
  *
  * Concurrency Kit implements its atomics with inline assembly and plain fences, which TSan
- * does not see: a pointer handed from one thread to another through a ck_ring or ck_stack
- * looks to TSan like an unsynchronised write and read. Rather than silencing whole files, we
- * state the real happens-before edge at each hand-off:
+ * does not see: a pointer handed from one thread to another through a ck_stack looks to TSan
+ * like an unsynchronised write and read. Rather than silencing whole files, we state the real
+ * happens-before edge at each hand-off:
  *
  *   producer: ARPC_TSAN_RELEASE(q)   after writing the item, before publishing it
  *             ARPC_TSAN_IGNORE_WRITES_BEGIN/END around the CK publish call itself
  *   consumer: ARPC_TSAN_IGNORE_READS_BEGIN/END around the CK take call
  *             ARPC_TSAN_ACQUIRE(q)   after taking the item, before reading it
  *
- * The ignore brackets cover only the structure's own slot/link words (the memcpy into a ring
- * slot, the `next` link of a stack node), which CK orders with its fences; everything the
- * producer wrote before the release is checked by TSan as usual.
+ * The ignore brackets cover only the structure's own link words (the `next` link of a stack
+ * node), which CK orders with its fences; everything the producer wrote before the release is
+ * checked by TSan as usual.
  *
  * Outside TSan builds every macro compiles to nothing.
  */

@@ -1,9 +1,11 @@
 /*
- * The loop's job lane (arpc_loop_post, async/loop_lanes.c) and arpc_loop_run_sync
- * (async/loop_wait.c). loop_test.c covers the task ring; this file covers the lane's own
- * contract: FIFO per producer and exactly once under many producers, jobs posting jobs, posts
- * racing a stop (accepted => runs once, refused => never runs), an unbounded lane on a loop
- * nobody runs; and run_sync from every kind of thread and loop state, and racing a stop.
+ * The loop's lane (arpc_loop_post and arpc_loop_submit, async/loop_lanes.c) and
+ * arpc_loop_run_sync (async/loop_wait.c). loop_test.c covers submit's own contract (the bound,
+ * stop and destroy); this file covers the lane's: FIFO per producer and exactly once under
+ * many producers, for jobs, for tasks, and for both mixed on one lane (one order); jobs
+ * posting jobs; posts and submits racing a stop (accepted => runs once, refused => never
+ * runs); an unbounded lane on a loop nobody runs; and run_sync from every kind of thread and
+ * loop state, and racing a stop.
  * Three regression tests guard bugs found here: run_sync's stopped-loop path running two fns
  * at once, and run_until missing a completion made in a prepare watcher or on another thread.
  *
@@ -37,7 +39,7 @@ struct seq_job {
     struct lanes *sj_lanes;
     unsigned sj_producer;
     uint32_t sj_seq;
-    int sj_post_rc; /* what arpc_loop_post said (-1: never posted) */
+    int sj_post_rc; /* what arpc_loop_post or arpc_loop_submit said (-1: never posted) */
     atomic_int sj_runs;
 };
 
@@ -49,6 +51,7 @@ struct lanes {
     struct seq_job *jobs[MAX_PRODUCERS];
     unsigned producers;
     uint32_t per_producer; /* jobs in each array (the last may be kept for after a stop) */
+    enum { BY_POST, BY_SUBMIT, BY_BOTH } how; /* BY_BOTH: odd sequence numbers are submitted */
     bool stop_race;        /* producers stop at their first ESHUTDOWN, then post once more */
     sem_t stopped;         /* stop_race: the test has stopped the loop */
     /* loop thread only */
@@ -101,6 +104,9 @@ static void seq_job_run(arpc_loop *loop, struct arpc_loop_job *job)
     }
 }
 
+/* The same record, submitted as a task instead of posted as a job. */
+static void seq_task_run(arpc_loop *loop, void *arg) { seq_job_run(loop, arg); }
+
 static int post_seq(struct lanes *l, unsigned p, uint32_t i)
 {
     struct seq_job *j = &l->jobs[p][i];
@@ -108,7 +114,10 @@ static int post_seq(struct lanes *l, unsigned p, uint32_t i)
     j->sj_producer = p;
     j->sj_seq = i;
     arpc_loop_job_init(&j->sj_job, seq_job_run);
-    j->sj_post_rc = arpc_loop_post(l->loop, &j->sj_job);
+    if (l->how == BY_SUBMIT || (l->how == BY_BOTH && i % 2 == 1))
+        j->sj_post_rc = arpc_loop_submit(l->loop, seq_task_run, j);
+    else
+        j->sj_post_rc = arpc_loop_post(l->loop, &j->sj_job);
     return j->sj_post_rc;
 }
 
@@ -173,12 +182,12 @@ static long check_exactly_once(struct lanes *l)
 
 #define FIFO_PER_PRODUCER 200000
 
-static void test_fifo_per_producer_exactly_once(void **state)
+static void run_fifo_per_producer_exactly_once(int how)
 {
-    (void)state;
     atomic_store(&bad_line, 0);
     struct lanes l;
     lanes_init(&l, 4, FIFO_PER_PRODUCER);
+    l.how = how;
     l.signal_at = 4L * FIFO_PER_PRODUCER;
     assert_int_equal(ARPC_OK, arpc_loop_create(&l.loop, NULL));
     assert_int_equal(ARPC_OK, arpc_loop_start(l.loop));
@@ -195,14 +204,34 @@ static void test_fifo_per_producer_exactly_once(void **state)
     lanes_fini(&l);
 }
 
+static void test_fifo_per_producer_exactly_once(void **state)
+{
+    (void)state;
+    run_fifo_per_producer_exactly_once(BY_POST);
+}
+
+/* Tasks ride the lane in nodes, bounded (the default 8192 here: producers meet it). */
+static void test_submit_fifo_per_producer_exactly_once(void **state)
+{
+    (void)state;
+    run_fifo_per_producer_exactly_once(BY_SUBMIT);
+}
+
+/* Jobs and tasks from one producer keep its order between them: one lane, one order. */
+static void test_posts_and_submits_share_one_order(void **state)
+{
+    (void)state;
+    run_fifo_per_producer_exactly_once(BY_BOTH);
+}
+
 /* ---- posts racing a stop ---- */
 
 #define RACE_ROUNDS 40
 #define RACE_JOBS 20000
 
-/* Three producers post until refused while the loop is stopped after a varying number of
- * jobs, from the test thread or from a job: accepted => ran once (the final drain included),
- * refused => never ran; a post made after the stop returned is refused. */
+/* Three producers post (or submit, or both) until refused while the loop is stopped after a
+ * varying number of jobs, from the test thread or from a job: accepted => ran once (the final
+ * drain included), refused => never ran; a post made after the stop returned is refused. */
 static void test_posts_race_stop(void **state)
 {
     (void)state;
@@ -211,6 +240,7 @@ static void test_posts_race_stop(void **state)
     for (int round = 0; round < RACE_ROUNDS; round++) {
         struct lanes l;
         lanes_init(&l, 3, RACE_JOBS + 1);
+        l.how = round % 3; /* posts, submits, both */
         l.stop_race = true;
         l.signal_at = round % 4 == 0 ? 0 : 1 + (round * 331) % 5000;
         l.self_stop = round % 2;
@@ -240,8 +270,8 @@ static void test_posts_race_stop(void **state)
 /* ---- a caller-driven loop: the lane has no bound ---- */
 
 /* 100k jobs posted (from the test thread and two others) to a loop nobody runs, with a
- * submit ring of 16 slots: none is refused, none runs until the test drives the loop, then
- * all run, once, in order. */
+ * submit bound of 16 (jobs do not count in it): none is refused, none runs until the test
+ * drives the loop, then all run, once, in order. */
 static void test_caller_driven_lane_unbounded(void **state)
 {
     (void)state;
@@ -675,6 +705,8 @@ int main(void)
     test_alloc_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_fifo_per_producer_exactly_once),
+        cmocka_unit_test_no_leak(test_submit_fifo_per_producer_exactly_once),
+        cmocka_unit_test_no_leak(test_posts_and_submits_share_one_order),
         cmocka_unit_test_no_leak(test_job_posts_job),
         cmocka_unit_test_no_leak(test_posts_race_stop),
         cmocka_unit_test_no_leak(test_caller_driven_lane_unbounded),

@@ -1,7 +1,9 @@
 /*
  * arpc_loop: submission from many threads (exactly once, on the loop thread, batched
- * wake-ups, back-pressure), stop and destroy from every place they may be called, the
- * completion contract under a stop race, and on_stop hooks.
+ * wake-ups, back-pressure: the bound is never exceeded, other threads wait at it, the loop
+ * thread never does), stop and destroy from every place they may be called (a destroy right
+ * after a task ran, while its submitter may still be in its wake-up), the completion
+ * contract under a stop race, and on_stop hooks. FIFO per submitter is in loop_lane_test.c.
  *
  * Tasks on the loop thread only record what they saw; the test thread asserts.
  */
@@ -88,9 +90,9 @@ static void *many_producer(void *arg)
 }
 
 /* Returns the number of wake-ups. */
-static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
+static uint64_t run_many_submitters(unsigned bound, size_t per_thread)
 {
-    arpc_loop_options opts = {.submit_ring_size = ring_size};
+    arpc_loop_options opts = {.submit_ring_size = bound};
     g_many.per_thread = per_thread;
     g_many.total = per_thread * MANY_THREADS;
     g_many.counts = calloc(g_many.total, 1);
@@ -115,7 +117,7 @@ static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
     assert_int_equal(g_many.total, g_many.ran);
     for (size_t i = 0; i < g_many.total; i++)
         assert_int_equal(1, g_many.counts[i]);
-    print_message("ring %u: %zu tasks, %llu wake-ups\n", ring_size, g_many.total,
+    print_message("bound %u: %zu tasks, %llu wake-ups\n", bound, g_many.total,
                   (unsigned long long)wakeups);
     assert_true(wakeups >= 1);
     free(g_many.counts);
@@ -126,18 +128,146 @@ static uint64_t run_many_submitters(unsigned ring_size, size_t per_thread)
 static void test_many_submitters(void **state)
 {
     (void)state;
-    uint64_t wakeups = run_many_submitters(0, MANY_PER_THREAD); /* default ring */
+    uint64_t wakeups = run_many_submitters(0, MANY_PER_THREAD); /* the default bound */
     /* Batched: far from one wake-up per task. How far depends on scheduling (seen: 1 per 10
      * to 1 per 500 on a loaded 2-core machine), so the bound is loose on purpose. */
     assert_true(wakeups * 4 < MANY_THREADS * MANY_PER_THREAD);
 }
 
-static void test_many_submitters_small_ring(void **state)
+static void test_many_submitters_small_bound(void **state)
 {
     (void)state;
-    /* Submitters keep meeting a full ring: back-pressure. The loop outruns them and sleeps
+    /* Submitters keep meeting the bound: back-pressure. The loop outruns them and sleeps
      * often here, so wake-ups are many; what matters is that every task runs once. */
     run_many_submitters(64, MANY_PER_THREAD / 8);
+}
+
+/* ---- the bound ---- */
+
+#define BOUND 16
+#define BOUND_PER_THREAD 20000
+
+struct bound_ctx {
+    arpc_loop *loop;
+    atomic_long accepted; /* submits that returned ARPC_OK (counted after they return) */
+    long started;         /* loop thread only */
+    long max_queued;      /* loop thread only: the most accepted-and-not-started seen */
+    long total;
+    sem_t done;
+};
+
+/* Inside the consumer: accepted - started can only undercount what is queued (accepted is
+ * counted after submit returns), so it exceeding the bound would be a real excess. */
+static void bound_task(arpc_loop *loop, void *arg)
+{
+    struct bound_ctx *c = arg;
+    (void)loop;
+    long queued = atomic_load(&c->accepted) - ++c->started;
+    if (queued > c->max_queued)
+        c->max_queued = queued;
+    if (c->started == c->total)
+        sem_post(&c->done);
+}
+
+static void *bound_producer(void *arg)
+{
+    struct bound_ctx *c = arg;
+    for (int i = 0; i < BOUND_PER_THREAD; i++) {
+        if (arpc_loop_submit(c->loop, bound_task, c) == ARPC_OK)
+            atomic_fetch_add(&c->accepted, 1);
+    }
+    return NULL;
+}
+
+/* Four submitters against a bound of 16: every task runs, and the tasks accepted and not yet
+ * started never exceed the bound, measured by the consumer at every task. */
+static void test_bound_never_exceeded(void **state)
+{
+    (void)state;
+    struct bound_ctx c = {.total = MANY_THREADS * BOUND_PER_THREAD};
+    atomic_init(&c.accepted, 0);
+    sem_init(&c.done, 0, 0);
+    arpc_loop_options opts = {.submit_ring_size = BOUND};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, &opts));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    pthread_t th[MANY_THREADS];
+    for (int t = 0; t < MANY_THREADS; t++)
+        assert_int_equal(0, pthread_create(&th[t], NULL, bound_producer, &c));
+    for (int t = 0; t < MANY_THREADS; t++)
+        pthread_join(th[t], NULL);
+    assert_true(sem_wait_secs(&c.done, 60));
+    arpc_loop_destroy(c.loop);
+    print_message("bound %d: at most %ld queued\n", BOUND, c.max_queued);
+    assert_int_equal(c.total, atomic_load(&c.accepted));
+    assert_true(c.max_queued <= BOUND);
+    sem_destroy(&c.done);
+}
+
+/* A job holds the loop while another thread submits BOUND + 1 tasks: exactly BOUND are
+ * accepted and the submitter waits for room; the loop thread's own submits meanwhile are
+ * accepted past the bound, at once. Then everything runs. */
+struct hold_ctx {
+    struct arpc_loop_job hold; /* first: posted, so it takes no place in the bound */
+    arpc_loop *loop;
+    atomic_int accepted;
+    atomic_int ran;
+    long seen_full, seen_after_wait; /* loop thread: accepted at the bound, and 50 ms later */
+    int local_rc[4];
+    bool timed_out;
+};
+
+static void hold_leaf(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    atomic_fetch_add(&((struct hold_ctx *)arg)->ran, 1);
+}
+
+static void hold_job(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct hold_ctx *c = (struct hold_ctx *)job;
+    int64_t give_up = now_ms() + 20000;
+    while (atomic_load(&c->accepted) < BOUND && now_ms() < give_up)
+        sleep_ms(1);
+    c->timed_out = atomic_load(&c->accepted) < BOUND;
+    c->seen_full = atomic_load(&c->accepted);
+    sleep_ms(50); /* the submitter is waiting for room, not accepted */
+    c->seen_after_wait = atomic_load(&c->accepted);
+    for (int i = 0; i < 4; i++)
+        c->local_rc[i] = arpc_loop_submit(loop, hold_leaf, c);
+}
+
+static void *hold_submitter(void *arg)
+{
+    struct hold_ctx *c = arg;
+    for (int i = 0; i < BOUND + 1; i++) {
+        if (arpc_loop_submit(c->loop, hold_leaf, c) == ARPC_OK)
+            atomic_fetch_add(&c->accepted, 1);
+    }
+    return NULL;
+}
+
+static void test_submitter_waits_at_bound_loop_never(void **state)
+{
+    (void)state;
+    struct hold_ctx c = {0};
+    atomic_init(&c.accepted, 0);
+    atomic_init(&c.ran, 0);
+    arpc_loop_options opts = {.submit_ring_size = BOUND};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&c.loop, &opts));
+    assert_int_equal(ARPC_OK, arpc_loop_start(c.loop));
+    arpc_loop_job_init(&c.hold, hold_job);
+    assert_int_equal(ARPC_OK, arpc_loop_post(c.loop, &c.hold));
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, hold_submitter, &c));
+    pthread_join(th, NULL);
+    arpc_loop_destroy(c.loop); /* runs whatever is left */
+    assert_false(c.timed_out);
+    assert_int_equal(BOUND, c.seen_full);
+    assert_int_equal(BOUND, c.seen_after_wait);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ARPC_OK, c.local_rc[i]);
+    assert_int_equal(BOUND + 1, atomic_load(&c.accepted));
+    assert_int_equal(BOUND + 1 + 4, atomic_load(&c.ran));
 }
 
 /* ---- ping-pong: each submit waits for its task, so a lost wake-up hangs ---- */
@@ -217,7 +347,7 @@ static void stop_task(arpc_loop *loop, void *arg)
     c->off_thread += !arpc_loop_on_thread(loop);
     arpc_loop_stop(loop);
     arpc_loop_stop(loop); /* idempotent */
-    c->late_rc = arpc_loop_submit(loop, late_task, c); /* the ring is closed now */
+    c->late_rc = arpc_loop_submit(loop, late_task, c); /* the lane is closed now */
 }
 
 static void destroy_task(arpc_loop *loop, void *arg)
@@ -363,6 +493,63 @@ static void test_start_twice(void **state)
     assert_int_equal(ARPC_EBUSY, arpc_loop_start(loop));
     assert_int_equal(ARPC_EBUSY, arpc_loop_run(loop));
     arpc_loop_destroy(loop);
+}
+
+/* ---- destroy right after a task ran ----
+ * A submitter's last touch of the loop is its wake-up, which may come after its task has run:
+ * a destroy made as soon as the task ran must wait for it (ASan sees a use after free if
+ * not). Likewise a stopper's ev_async_send may still be under way when the loop has already
+ * finished because of it (its on_stop hook ran): a destroy then must wait for it too. */
+
+#define AFTER_RAN_ROUNDS 300
+
+struct after_ran {
+    arpc_loop *loop;
+    sem_t ran;
+    bool stop; /* the submitter stops the loop instead, and the hook signals */
+};
+
+static void after_ran_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    sem_post(&((struct after_ran *)arg)->ran);
+}
+
+static void after_ran_hook(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    sem_post(&((struct after_ran *)arg)->ran);
+}
+
+static void *after_ran_submitter(void *arg)
+{
+    struct after_ran *r = arg;
+    if (r->stop)
+        arpc_loop_stop(r->loop);
+    else
+        CHECK(arpc_loop_submit(r->loop, after_ran_task, r) == ARPC_OK);
+    return NULL;
+}
+
+static void test_destroy_right_after_task_ran(void **state)
+{
+    (void)state;
+    atomic_store(&bad_line, 0);
+    for (int round = 0; round < AFTER_RAN_ROUNDS; round++) {
+        struct after_ran r = {.stop = round % 2};
+        sem_init(&r.ran, 0, 0);
+        assert_int_equal(ARPC_OK, arpc_loop_create(&r.loop, NULL));
+        if (r.stop)
+            assert_int_equal(ARPC_OK, arpc_loop_on_stop(r.loop, after_ran_hook, &r));
+        assert_int_equal(ARPC_OK, arpc_loop_start(r.loop));
+        pthread_t th;
+        assert_int_equal(0, pthread_create(&th, NULL, after_ran_submitter, &r));
+        assert_true(sem_wait_secs(&r.ran, 20));
+        arpc_loop_destroy(r.loop); /* the other thread may not have returned yet */
+        pthread_join(th, NULL);
+        sem_destroy(&r.ran);
+    }
+    assert_int_equal(0, atomic_load(&bad_line));
 }
 
 /* ---- submit after stop, bad arguments ---- */
@@ -586,7 +773,7 @@ static void local_leaf(arpc_loop *loop, void *arg)
 static void local_fanout(arpc_loop *loop, void *arg)
 {
     struct local_ctx *c = arg;
-    for (int i = 0; i < LOCAL_TASKS; i++) /* far more than the ring holds: overflows */
+    for (int i = 0; i < LOCAL_TASKS; i++) /* far past the bound: never waits */
         c->rc_failures += arpc_loop_submit(loop, local_leaf, c) != ARPC_OK;
 }
 
@@ -721,13 +908,16 @@ int main(void)
     test_alloc_install(); /* every test ends with nothing outstanding */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_many_submitters),
-        cmocka_unit_test_no_leak(test_many_submitters_small_ring),
+        cmocka_unit_test_no_leak(test_many_submitters_small_bound),
+        cmocka_unit_test_no_leak(test_bound_never_exceeded),
+        cmocka_unit_test_no_leak(test_submitter_waits_at_bound_loop_never),
         cmocka_unit_test_no_leak(test_ping_pong_no_lost_wakeup),
         cmocka_unit_test_no_leak(test_stop_from_own_task),
         cmocka_unit_test_no_leak(test_destroy_from_own_task_started),
         cmocka_unit_test_no_leak(test_destroy_from_own_task_run),
         cmocka_unit_test_no_leak(test_run_on_caller_thread),
         cmocka_unit_test_no_leak(test_start_twice),
+        cmocka_unit_test_no_leak(test_destroy_right_after_task_ran),
         cmocka_unit_test_no_leak(test_submit_after_stop),
         cmocka_unit_test_no_leak(test_accepted_tasks_run_despite_stop),
         cmocka_unit_test_no_leak(test_on_stop_hooks_started),

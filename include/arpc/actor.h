@@ -4,13 +4,13 @@
  * An actor is a thread with a mailbox. Messages posted to it run one at a time, in the order
  * they were posted (per posting thread; posts from several threads interleave in the order
  * they reached the mailbox), so state touched only by one actor's messages needs no lock.
- * The mailbox is a bounded Concurrency Kit ring (multi-producer, single-consumer; posters on
- * other threads enter it one at a time, see docs/ARCHITECTURE.md); an idle actor sleeps on a
+ * The mailbox is a lock-free Concurrency Kit stack that the actor takes whole: a poster never
+ * waits for another one's post (see docs/ARCHITECTURE.md). An idle actor sleeps on a
  * Concurrency Kit event count (futex), it never spins waiting for work.
  *
- * Back-pressure: when the mailbox is full, a poster on another thread waits (spinning
- * briefly, then yielding) until the actor makes room. A message an actor posts to itself
- * never waits: it goes to an overflow list only the actor's thread touches.
+ * Back-pressure: when mailbox_size messages are posted and not yet started, a poster on
+ * another thread waits (spinning briefly, then yielding) until the actor makes room. A
+ * message an actor posts to itself never waits: it is accepted past the bound.
  *
  * Completion contract: every message that arpc_actor_post accepted (ARPC_OK) is delivered
  * exactly once: fn(actor, arg, ARPC_OK) on the actor's thread, or, when the actor is stopped
@@ -36,7 +36,8 @@ typedef struct arpc_actor_group arpc_actor_group;
 typedef void (*arpc_actor_fn)(arpc_actor *actor, void *arg, int status);
 
 typedef struct arpc_actor_options {
-    unsigned mailbox_size; /* slots, rounded up to a power of two; 0 = default (4096) */
+    unsigned mailbox_size; /* messages posted and not yet started before other threads' posts
+                            * wait (exact; the actor's own posts may go past it); 0 = 4096 */
     const char *name;      /* thread name for debuggers (at most 15 chars are kept); may be NULL */
 } arpc_actor_options;
 
@@ -48,8 +49,10 @@ enum arpc_actor_stop_mode {
 /* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts);
 
-/* Posts fn(actor, arg, status). Thread-safe. Errors: ARPC_ESHUTDOWN, ARPC_EINVAL, and
- * ARPC_ENOMEM only for a post from the actor's own thread that overflows a full mailbox. */
+/* Posts fn(actor, arg, status). Thread-safe. A message takes a small node from the actor's
+ * pool (allocated only while the pool grows to the most messages ever queued at once).
+ * Errors: ARPC_ESHUTDOWN (also when the actor stops while the poster waits for room),
+ * ARPC_EINVAL, ARPC_ENOMEM (no node could be allocated). */
 ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
 
 /* Stops the actor (see the stop modes) and waits for its thread. Idempotent. Must not be

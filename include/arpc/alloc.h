@@ -4,7 +4,8 @@
  * All memory arpc allocates goes through these hooks, so a test can make any allocation fail
  * and check that the failure reaches the caller as ARPC_ENOMEM with nothing leaked.
  * arpc_set_allocator() must be called before any other arpc function (it is not synchronised
- * with allocations already under way); passing NULL restores malloc/realloc/free.
+ * with allocations already under way); passing NULL restores malloc/realloc/free. Blocks must
+ * be aligned as malloc's are (alignof(max_align_t)): some hold 16-byte atomic words.
  */
 #ifndef ARPC_ALLOC_H
 #define ARPC_ALLOC_H

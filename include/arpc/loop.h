@@ -6,14 +6,14 @@
  * lends it (arpc_loop_run, which returns once the loop is stopped). Whichever thread runs
  * it is "the loop thread"; every task submitted to the loop runs there, one at a time.
  *
- * Submission: any thread calls arpc_loop_submit(). Tasks travel through a bounded
- * Concurrency Kit ring (multi-producer, single-consumer) and the loop is woken with one
- * ev_async per batch, not per task. Submitters on other threads enter the ring one at a time
- * (a short mutex: CK's multi-producer enqueue stalls every producer behind one that is
- * preempted mid-push; see docs/ARCHITECTURE.md); the loop never takes it. When the ring is full, a submitter on another thread
- * waits (spinning briefly, then yielding) for the loop to make room: that is the loop's
- * back-pressure. A submitter on the loop thread itself never waits; its task goes to a
- * list only the loop thread touches.
+ * Submission: any thread calls arpc_loop_submit(). Tasks travel on a lock-free Concurrency
+ * Kit stack that the loop takes whole and runs in submission order (per submitting thread;
+ * tasks from several threads interleave in the order they were pushed); a submitter never
+ * waits for another one's push, and the loop is woken with one ev_async per batch. The
+ * queue is bounded: when submit_ring_size tasks are queued and not yet started, a submitter
+ * on another thread waits (spinning briefly, then yielding) for the loop to make room: that
+ * is the loop's back-pressure. A submitter on the loop thread itself never waits; its tasks
+ * count towards the bound but are always accepted.
  *
  * Completion contract: a task that arpc_loop_submit() accepted (returned ARPC_OK) runs
  * exactly once, on the loop thread, even if the loop is stopped meanwhile: stopping runs
@@ -36,7 +36,9 @@ typedef struct arpc_loop arpc_loop;
 typedef void (*arpc_task_fn)(arpc_loop *loop, void *arg);
 
 typedef struct arpc_loop_options {
-    /* Slots in the submit ring, rounded up to a power of two. 0 means the default (8192). */
+    /* The most tasks submitted and not yet started before a submitter on another thread
+     * waits for room (the bound is exact; the loop thread's own submits may go past it).
+     * 0 means the default (8192). */
     unsigned submit_ring_size;
 } arpc_loop_options;
 
@@ -61,9 +63,12 @@ ARPC_API int arpc_loop_run(arpc_loop *loop);
  * loop (or the caller is inside it), ARPC_ESHUTDOWN if the loop was stopped, ARPC_EINVAL. */
 ARPC_API int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms);
 
-/* Submits fn(loop, arg) to run on the loop thread. Thread-safe. See the completion contract above.
- * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped), ARPC_EINVAL, ARPC_ENOMEM (on the
- * loop thread only, when the ring is full and no overflow node can be allocated). */
+/* Submits fn(loop, arg) to run on the loop thread. Thread-safe. See the completion contract
+ * above. From another thread it may wait for room (see Submission), never for another
+ * submitter. A task takes a small node from the loop's pool (allocated only while the pool
+ * grows to the most tasks ever queued at once).
+ * Errors: ARPC_ESHUTDOWN (the loop is stopping or stopped, including while the submitter
+ * waited for room), ARPC_EINVAL, ARPC_ENOMEM (no node could be allocated). */
 ARPC_API int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg);
 
 /* Asks the loop to stop: already-accepted tasks still run, then the loop returns. Non-blocking,

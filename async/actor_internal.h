@@ -1,0 +1,78 @@
+/*
+ * Internal actor API for the core: posting a job embedded in the caller's own object (no
+ * allocation), without waiting for room, and learning when room is back.
+ *
+ * arpc_actor_post (arpc/actor.h) is built on this: its message is a job in a small node.
+ * A caller that cannot wait (the server's loop) posts with may_wait false; when the mailbox
+ * is at its bound it gets ARPC_EAGAIN and decides what to do (stop reading the connection),
+ * and arms a room waiter (arpc_actor_on_room) to hear when to go on. Neither path takes a
+ * lock: the mailbox is a Concurrency Kit stack plus an atomic count (async/actor.c).
+ */
+#ifndef ARPC_ASYNC_ACTOR_INTERNAL_H
+#define ARPC_ASYNC_ACTOR_INTERNAL_H
+
+#include <ck_stack.h>
+
+#include "arpc/actor.h"
+
+/* ---- jobs ---- */
+
+struct arpc_actor_job;
+/* status: ARPC_OK on the actor's thread (run it), or ARPC_ECANCELLED on the thread that
+ * stopped the actor with ARPC_ACTOR_DISCARD before the job's turn (only release it). */
+typedef void (*arpc_actor_job_fn)(arpc_actor *actor, struct arpc_actor_job *job, int status);
+struct arpc_actor_job {
+    ck_stack_entry_t aj_link;
+    arpc_actor_job_fn aj_fn;
+};
+
+static inline void arpc_actor_job_init(struct arpc_actor_job *job, arpc_actor_job_fn fn)
+{
+    job->aj_link.next = NULL;
+    job->aj_fn = fn;
+}
+
+/* Any thread. Posts job: on ARPC_OK, job->aj_fn runs exactly once, as a message posted with
+ * arpc_actor_post would (same order, same stop contract), and the job belongs to the actor
+ * until then. On the actor's own thread the post is always accepted (the mailbox may go past
+ * its bound). From another thread, when the mailbox holds mailbox_size jobs not yet started:
+ * with may_wait, waits (spinning briefly, then yielding) for room; without, returns
+ * ARPC_EAGAIN at once. Never waits for another poster.
+ * Errors (the job is still the caller's): ARPC_EAGAIN, ARPC_ESHUTDOWN (the actor is stopping
+ * or stopped), ARPC_EINVAL. */
+int arpc_actor_post_job(arpc_actor *actor, struct arpc_actor_job *job, bool may_wait);
+
+/* ---- room ---- */
+
+/* A one-shot waiter for room in a mailbox, embedded in its owner's object. */
+struct arpc_actor_room;
+/* status: ARPC_OK once fewer than half the bound (rounded up) are queued: post again.
+ * ARPC_ESHUTDOWN when the actor stopped first (posts are refused now). */
+typedef void (*arpc_actor_room_fn)(arpc_actor *actor, struct arpc_actor_room *room, int status);
+struct arpc_actor_room {
+    ck_stack_entry_t ar_link;
+    arpc_actor_room_fn ar_fn;
+};
+
+static inline void arpc_actor_room_init(struct arpc_actor_room *room, arpc_actor_room_fn fn)
+{
+    room->ar_link.next = NULL;
+    room->ar_fn = fn;
+}
+
+/* Any thread, typically after an ARPC_EAGAIN. ARPC_OK: room->ar_fn runs exactly once: on
+ * the actor's thread with ARPC_OK once the count of queued jobs is below the low-water mark
+ * (at once, i.e. as soon as the actor gets to it, if room came back before the arming), or
+ * with ARPC_ESHUTDOWN on the thread that stops the actor. Until then the room belongs to
+ * the actor; several may wait at once (they run in arming order). ARPC_ESHUTDOWN: the actor
+ * is stopping or stopped, the room is not armed. ARPC_EINVAL. */
+int arpc_actor_on_room(arpc_actor *actor, struct arpc_actor_room *room);
+
+/* ---- groups ---- */
+
+/* The member arpc_actor_group_post would post to next (round-robin), and the one
+ * arpc_actor_group_post_key would post to for key: for posting jobs to a group. */
+arpc_actor *arpc_actor_group_pick(arpc_actor_group *g);
+arpc_actor *arpc_actor_group_pick_key(arpc_actor_group *g, uint64_t key);
+
+#endif
