@@ -23,9 +23,11 @@ static void latency_loop(const struct bench_config *cfg, arpc_client *c, const v
                          struct bench_run *out)
 {
     struct bench_progress prog;
-    uint64_t total = cfg->warmup + cfg->calls, t_first = 0, t_last = 0;
+    uint64_t total = cfg->warmup + cfg->calls, t_first = 0, t_last = 0, ctx0 = 0;
     bench_progress_start(&prog, "arpc latency", total, !cfg->quiet);
     for (uint64_t i = 0; i < total; i++) {
+        if (i == cfg->warmup)
+            ctx0 = bench_ctx_switches();
         uint64_t t0 = bench_now_ns();
         int rv = one_call(c, tx, cfg->payload, i == 0);
         t_last = bench_now_ns();
@@ -45,6 +47,7 @@ static void latency_loop(const struct bench_config *cfg, arpc_client *c, const v
         bench_progress_update(&prog, i + 1, t_last);
     }
     bench_progress_end(&prog);
+    out->ctx_per_call = (double)(bench_ctx_switches() - ctx0) / (double)cfg->calls;
     out->elapsed_s = (double)(t_last - t_first) / 1e9;
 }
 

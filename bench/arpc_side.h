@@ -36,6 +36,23 @@ int bench_arpc_latency(const struct bench_config *cfg, const char *addr, struct 
 /* cfg->window calls outstanding per connection, cfg->calls in all. */
 int bench_arpc_throughput(const struct bench_config *cfg, const char *addr, struct bench_run *out);
 
+/* One run at a fixed offered rate (rate.c). */
+struct bench_rate_result {
+    double offered_per_s;
+    struct bench_run run; /* latency from each call's intended start; calls_per_s achieved */
+    bench_hist *send_lag; /* how late the sender started each call (owned) */
+};
+
+/* cfg->warmup + cfg->calls calls started at `rate` per second (cfg->poisson: Poisson
+ * arrivals) on the default client (its own loop thread), whatever the replies do. */
+int bench_arpc_rate(const struct bench_config *cfg, const char *addr, double rate,
+                    struct bench_rate_result *out);
+void bench_rate_result_free(struct bench_rate_result *res);
+
+/* --rate R or --rate-sweep: runs, reports (table on stderr, JSON last on stdout) and plots.
+ * Returns the process's exit status. */
+int bench_rate_main(const struct bench_config *cfg, const char *addr);
+
 /* Holds cfg->window calls outstanding on a fresh connection (bench.hold) and measures the
  * client's heap growth per call. */
 int bench_arpc_memprobe(const struct bench_config *cfg, const char *addr, struct bench_mem *out);

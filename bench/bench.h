@@ -45,6 +45,12 @@ struct bench_config {
     const char *log_dir;      /* the server's reply log goes in a fresh subdirectory of this one
                                * (see logdir.h); NULL: no log */
     enum arpc_fsync fsync;    /* with log_dir */
+    /* Latency at a fixed offered rate from an open loop (rate.c, sweep.c): */
+    double rate;              /* calls/s; 0: one call at a time, as fast as they come back */
+    bool poisson;             /* exponential gaps between intended sends (else constant) */
+    bool rate_sweep;          /* offered rates rate_min, 2x, 5x, 10x, ... up to saturation */
+    double rate_min, rate_max;
+    unsigned step_ms;         /* a sweep step lasts about this long (calls = rate x step) */
 };
 
 /* One measured run of either side. */
@@ -54,6 +60,8 @@ struct bench_run {
     uint64_t errors;    /* completed with an error */
     double elapsed_s;
     double calls_per_s;
+    double ctx_per_call; /* context switches of the whole process (every thread, the embedded
+                          * server's too; voluntary + involuntary) per measured call */
 };
 
 /* Client memory per outstanding call (throughput mode). */
@@ -72,6 +80,10 @@ static inline uint64_t bench_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+/* Context switches so far of every thread of this process (getrusage: voluntary, when a
+ * thread waits, plus involuntary, when it is preempted). */
+uint64_t bench_ctx_switches(void);
 
 /* Allocates an empty histogram (NULL on failure). */
 bench_hist *bench_hist_new(void);

@@ -58,6 +58,15 @@ static const char usage_text[] =
     "  --connect ADDR      use a server started with `arpc-bench serve` instead of an\n"
     "                      embedded one (the transport is ADDR's; the baseline runs locally)\n"
     "  --listen ADDR       serve: tcp://HOST:PORT, unix:///PATH\n"
+    "  --rate R            latency: start R calls/s from an open loop, whatever the replies do,\n"
+    "                      and measure each call from its intended send time (no coordinated\n"
+    "                      omission); the client's loop runs on its own thread (default\n"
+    "                      --calls: 2 s worth, 2000..2000000); no baseline is run\n"
+    "  --arrivals A        with --rate or --rate-sweep: constant (default) or poisson gaps\n"
+    "  --rate-sweep        latency: --rate at 1-2-5 steps from --rate-min (1000) up to the first\n"
+    "                      saturated step (achieved < 90%% of offered) or --rate-max (10000000);\n"
+    "                      each step lasts about --step-ms (1000) ms; the JSON's rate_sweep\n"
+    "                      array has p50/p99/p99.9 per step; --plot draws latency vs throughput\n"
     "  --plot FILE.png     plot arpc's and the baseline's latency percentiles (needs gnuplot)\n"
     "  --quiet             no progress line\n"
     "  --help              this text\n"
@@ -91,7 +100,7 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
        O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_AMO, O_LOG,
-       O_FSYNC, O_QUIET, O_HELP };
+       O_FSYNC, O_RATE, O_ARRIVALS, O_SWEEP, O_RATE_MIN, O_RATE_MAX, O_STEP_MS, O_QUIET, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -112,6 +121,12 @@ static const struct option long_opts[] = {
     {"amo", required_argument, NULL, O_AMO},
     {"log", required_argument, NULL, O_LOG},
     {"fsync", required_argument, NULL, O_FSYNC},
+    {"rate", required_argument, NULL, O_RATE},
+    {"arrivals", required_argument, NULL, O_ARRIVALS},
+    {"rate-sweep", no_argument, NULL, O_SWEEP},
+    {"rate-min", required_argument, NULL, O_RATE_MIN},
+    {"rate-max", required_argument, NULL, O_RATE_MAX},
+    {"step-ms", required_argument, NULL, O_STEP_MS},
     {"quiet", no_argument, NULL, O_QUIET},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
@@ -131,6 +146,10 @@ static const struct numopt numopts[] = {
     {O_CONNS, "--connections", 1, 1024},
     {O_THREADS, "--threads", 1, 256},
     {O_WORKERS, "--workers", 1, 256},
+    {O_RATE, "--rate", 1, 100000000},
+    {O_RATE_MIN, "--rate-min", 1, 100000000},
+    {O_RATE_MAX, "--rate-max", 1, 100000000},
+    {O_STEP_MS, "--step-ms", 100, 600000},
 };
 
 /* Values given on the command line; 0 / NULL = not given. */
@@ -217,6 +236,12 @@ static int apply_option(struct bench_config *cfg, struct given *g, int opt, cons
         cfg->log_dir = arg;
         return -1;
     case O_FSYNC: return parse_fsync(cfg, arg);
+    case O_ARRIVALS:
+        if (strcmp(arg, "constant") != 0 && strcmp(arg, "poisson") != 0)
+            return bad("--arrivals wants constant or poisson, not '%s'", arg);
+        cfg->poisson = strcmp(arg, "poisson") == 0;
+        return -1;
+    case O_SWEEP: cfg->rate_sweep = true; return -1;
     case O_HELP: usage(stdout); return 0;
     default: return apply_number(g, opt, arg);
     }
@@ -247,11 +272,37 @@ static int check_amo_log(const struct bench_config *cfg, const struct given *g)
     return -1;
 }
 
+/* The open-loop options (--rate, --rate-sweep). */
+static int check_rate(const struct bench_config *cfg, const struct given *g)
+{
+    static const struct { int id; const char *name; } rate_only[] = {
+        {O_ARRIVALS, "--arrivals"}, {O_RATE_MIN, "--rate-min"}, {O_RATE_MAX, "--rate-max"},
+        {O_STEP_MS, "--step-ms"}};
+    bool open_loop = g->has[O_RATE] || cfg->rate_sweep;
+    if (open_loop && cfg->mode != BENCH_LATENCY)
+        return bad("%s applies to latency mode only", g->has[O_RATE] ? "--rate" : "--rate-sweep");
+    for (size_t i = 0; !open_loop && i < sizeof(rate_only) / sizeof(rate_only[0]); i++)
+        if (g->has[rate_only[i].id])
+            return bad("%s needs --rate R or --rate-sweep", rate_only[i].name);
+    if (g->has[O_RATE] && cfg->rate_sweep)
+        return bad("%s: give --rate R or --rate-sweep, not both", "--rate");
+    if ((g->has[O_STEP_MS] || g->has[O_RATE_MIN] || g->has[O_RATE_MAX]) && !cfg->rate_sweep)
+        return bad("%s: --rate-min, --rate-max and --step-ms shape a sweep", "--rate-sweep missing");
+    if (g->has[O_CALLS] && cfg->rate_sweep)
+        return bad("%s: a sweep's steps make rate x --step-ms calls each", "--calls");
+    if (open_loop && g->has[O_CLIENT_LOOP] && cfg->caller_loop)
+        return bad("%s: an open loop sleeps between sends, so the client's loop needs its own thread",
+                   "--client-loop caller");
+    if (cfg->rate_min > cfg->rate_max)
+        return bad("%s", "--rate-min must be at most --rate-max");
+    return -1;
+}
+
 /* Options that only one mode understands. */
 static int check_mode_options(struct bench_config *cfg, const struct given *g)
 {
     int rv = check_amo_log(cfg, g);
-    if (rv >= 0)
+    if (rv >= 0 || (rv = check_rate(cfg, g)) >= 0)
         return rv;
     static const struct { int id; const char *name; } tp_only[] = {
         {O_WINDOW, "--window"}, {O_CONNS, "--connections"}, {O_THREADS, "--threads"},
@@ -283,8 +334,15 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     bool tp = cfg->mode == BENCH_THROUGHPUT;
     cfg->transport = g->transport != NULL ? g->transport : "tcp";
     cfg->calls = g->has[O_CALLS] ? g->num[O_CALLS] : tp ? 200000 : 20000;
+    cfg->rate = g->has[O_RATE] ? (double)g->num[O_RATE] : 0;
+    cfg->rate_min = g->has[O_RATE_MIN] ? (double)g->num[O_RATE_MIN] : 1000;
+    cfg->rate_max = g->has[O_RATE_MAX] ? (double)g->num[O_RATE_MAX] : 10000000;
+    cfg->step_ms = g->has[O_STEP_MS] ? (unsigned)g->num[O_STEP_MS] : 1000;
+    bool open_loop = cfg->rate > 0 || cfg->rate_sweep;
+    if (open_loop && !g->has[O_CALLS]) /* about 2 s at the rate */
+        cfg->calls = cfg->rate * 2 < 2000 ? 2000 : cfg->rate * 2 > 2e6 ? 2000000 : (uint64_t)(cfg->rate * 2);
     if (cfg->mode == BENCH_LATENCY && !g->has[O_CLIENT_LOOP])
-        cfg->caller_loop = true;
+        cfg->caller_loop = !open_loop;
     cfg->payload = g->has[O_PAYLOAD] ? (size_t)g->num[O_PAYLOAD] : 64;
     cfg->window = g->has[O_WINDOW] ? (unsigned)g->num[O_WINDOW] : 64;
     cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;

@@ -2,7 +2,7 @@
 
 #include <math.h>
 
-static void key(struct bench_json *j, const char *k)
+void bench_json_key(struct bench_json *j, const char *k)
 {
     fputs(j->j_first ? "" : ",", j->j_out);
     j->j_first = false;
@@ -21,7 +21,7 @@ void bench_json_begin(struct bench_json *j, FILE *out)
 void bench_json_str(struct bench_json *j, const char *k, const char *value)
 {
     if (k != NULL)
-        key(j, k);
+        bench_json_key(j, k);
     fputc('"', j->j_out);
     for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
         if (*p == '"' || *p == '\\')
@@ -36,19 +36,19 @@ void bench_json_str(struct bench_json *j, const char *k, const char *value)
 
 void bench_json_uint(struct bench_json *j, const char *k, uint64_t value)
 {
-    key(j, k);
+    bench_json_key(j, k);
     fprintf(j->j_out, "%llu", (unsigned long long)value);
 }
 
 void bench_json_num(struct bench_json *j, const char *k, double value)
 {
-    key(j, k);
+    bench_json_key(j, k);
     fprintf(j->j_out, "%.3f", isfinite(value) ? value : 0.0);
 }
 
 void bench_json_bool(struct bench_json *j, const char *k, bool value)
 {
-    key(j, k);
+    bench_json_key(j, k);
     fputs(value ? "true" : "false", j->j_out);
 }
 
@@ -58,9 +58,11 @@ void bench_json_str_or_null(struct bench_json *j, const char *k, const char *val
         bench_json_str(j, k, value);
         return;
     }
-    key(j, k);
+    bench_json_key(j, k);
     fputs("null", j->j_out);
 }
+
+void bench_json_close(struct bench_json *j) { fputc('}', j->j_out); }
 
 void bench_json_end(struct bench_json *j)
 {

@@ -24,4 +24,9 @@ void bench_json_bool(struct bench_json *j, const char *key, bool value);
 void bench_json_str_or_null(struct bench_json *j, const char *key, const char *value); /* NULL: null */
 void bench_json_end(struct bench_json *j); /* "}\n" and a flush */
 
+/* For nesting: the key alone (the caller writes the value: an array of objects, each
+ * begun with bench_json_begin on the same FILE and ended with bench_json_close, "}"). */
+void bench_json_key(struct bench_json *j, const char *key);
+void bench_json_close(struct bench_json *j);
+
 #endif

@@ -72,6 +72,11 @@ static int run(const struct bench_config *cfg)
         if (bench_server_start(&srv, want, cfg, addr, sizeof(addr)) != 0)
             return 1;
     }
+    if (cfg->rate > 0 || cfg->rate_sweep) { /* open loop: its own report, no baseline */
+        int status = bench_rate_main(cfg, addr);
+        bench_server_stop(srv);
+        return status;
+    }
     int rv = measure_arpc(cfg, addr, &res);
     bench_server_stop(srv); /* no arpc thread is left running while the baseline runs */
     if (rv != 0)

@@ -92,6 +92,51 @@ static int run_gnuplot(const char *script)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+static int write_sweep(const char *dat, const char *gp, const char *png, const char *title,
+                       const struct bench_plot_point *pts, size_t n)
+{
+    FILE *f = fopen(dat, "w");
+    if (f == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%.6g %.6g %.6g %.6g\n", pts[i].calls_per_s, pts[i].p50_us, pts[i].p99_us, pts[i].p999_us);
+    if (fclose(f) != 0 || (f = fopen(gp, "w")) == NULL)
+        return -1;
+    fputs("set terminal pngcairo size 1100,650 enhanced font 'sans,11'\nset output ", f);
+    put_quoted(f, png);
+    fputs("\nset title ", f);
+    put_quoted(f, title);
+    fputs("\nset logscale y\nset grid xtics ytics mytics\nset key top left box opaque\n"
+          "set xlabel 'achieved calls/s'\nset ylabel 'latency from intended send (microseconds)'\n"
+          "set format y '%g'\n", f);
+    fprintf(f, "plot '%s' using 1:2 with linespoints lw 2 title 'p50', '' using 1:3 with linespoints lw 2 "
+               "title 'p99', '' using 1:4 with linespoints lw 2 title 'p99.9'\n", dat);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+int bench_plot_sweep(const char *png, const char *title, const struct bench_plot_point *pts, size_t n)
+{
+    if (!gnuplot_installed()) {
+        fprintf(stderr, "arpc-bench: --plot: gnuplot is not installed (apt-get install gnuplot); "
+                        "no plot written\n");
+        return 0;
+    }
+    char dir[] = "/tmp/arpc-bench-plot-XXXXXX", dat[64], gp[64];
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "arpc-bench: --plot: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(dat, sizeof(dat), "%s/sweep.dat", dir);
+    snprintf(gp, sizeof(gp), "%s/plot.gp", dir);
+    int rv = write_sweep(dat, gp, png, title, pts, n) == 0 ? run_gnuplot(gp) : -1;
+    unlink(dat);
+    unlink(gp);
+    rmdir(dir);
+    fprintf(stderr, rv != 0 ? "arpc-bench: --plot: gnuplot failed; no plot written to %s\n"
+                            : "arpc-bench: latency-vs-throughput plot written to %s\n", png);
+    return rv;
+}
+
 int bench_plot(const char *png, const char *title, const bench_hist *arpc, const bench_hist *base,
                const char *base_label)
 {

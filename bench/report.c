@@ -60,6 +60,8 @@ void bench_report_table(const struct bench_report *r)
     row("arpc", r->r_arpc);
     row(r->r_base_kind, r->r_base);
     ratio_row(r->r_arpc, r->r_base);
+    fprintf(stderr, "context switches per call: %.2f (every thread of the process%s; voluntary + involuntary)\n",
+            r->r_arpc->ctx_per_call, r->r_embedded ? ", the embedded server's too" : "");
     const struct bench_mem *m = r->r_mem;
     if (m != NULL && m->valid) {
         fprintf(stderr, "memory: %.1f B of client heap per outstanding call at window %u (", m->client_bytes,
@@ -125,6 +127,7 @@ void bench_report_json(const struct bench_report *r)
     json_hist(&j, "", a->hist);
     bench_json_num(&j, "calls_per_s", a->calls_per_s);
     bench_json_uint(&j, "errors", a->errors);
+    bench_json_num(&j, "ctx_switches_per_call", a->ctx_per_call);
     bench_json_num(&j, "elapsed_s", a->elapsed_s);
     bench_json_str(&j, "baseline", r->r_base_kind);
     json_hist(&j, "baseline_", b->hist);

@@ -1,7 +1,16 @@
 /* Small helpers shared by the bench's files (declared in bench.h). */
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "bench.h"
+
+uint64_t bench_ctx_switches(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+}
 
 bench_hist *bench_hist_new(void)
 {

@@ -30,9 +30,12 @@ echo "== benchmark smoke run (JSON must parse)" >&2
 for mode in latency throughput; do
     extra=""; [ "$mode" = throughput ] && extra="--window 64"
     out=$(build-test-release/bench/arpc-bench "$mode" --calls 3000 $extra --payload 16 --transport tcp --quiet)
-    echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0 and d["amo"] is True and d["log"] is None and d["fsync"] is None, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
+    echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["p50_us"] > 0 and d["ctx_switches_per_call"] > 0 and d["amo"] is True and d["log"] is None and d["fsync"] is None, d; print("bench", d["mode"], "ok: p50", d["p50_us"], "us,", round(d["calls_per_s"]), "calls/s")'
     PASSED=$((PASSED + 1))
 done
+out=$(build-test-release/bench/arpc-bench latency --rate 2000 --calls 2000 --arrivals poisson --payload 16 --transport tcp --quiet)
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); p=d["rate_sweep"][0]; assert d["calls"] == 2000 and d["errors"] == 0 and 0 < d["p50_us"] <= d["p99_us"] and p["offered_per_s"] == 2000 and d["ctx_switches_per_call"] > 0, d; print("bench latency --rate ok: p50", d["p50_us"], "us, p99", d["p99_us"], "us at", round(d["calls_per_s"]), "calls/s")'
+PASSED=$((PASSED + 1))
 logdir=$(mktemp -d)
 out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --payload 16 --transport tcp --no-memory --quiet --log "$logdir" --fsync batch)
 rmdir "$logdir" # fails if the bench left its log behind
