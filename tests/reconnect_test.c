@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <errno.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -309,6 +310,12 @@ static void test_heartbeat_detects_silent_server(void **state)
     uint64_t token = 1;
     assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 10000));
     kill(sp.sp_pid, SIGSTOP); /* alive to the kernel (the socket stays open), silent to us */
+    /* kill() only queues the stop: wait until the child has stopped, or a loaded machine can
+     * still let it answer the next call (seen once as ARPC_OK below). */
+    int wst;
+    while (waitpid(sp.sp_pid, &wst, WUNTRACED) < 0 && errno == EINTR)
+        ;
+    assert_true(WIFSTOPPED(wst));
     token = 2;
     int64_t t0 = now_ms();
     /* No deadline: only the heartbeat (then the give-up) can end it. It was sent, so its
