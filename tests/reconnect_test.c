@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <errno.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
