@@ -41,14 +41,13 @@
  * is the bottom of a new stack, so it bumps the count after the snapshot, and the wait
  * returns at once.
  *
- * Stopping: the stopper sets a_refusing (posts and armings fail with ARPC_ESHUTDOWN from
- * then on), waits until no post is between its check and its last touch (a_posters: a poster
- * counts itself before its check and uncounts after its wake-up; waiting for room happens
- * before, uncounted, and gives up when it sees a_refusing), then sets a_closed: from there
- * the mailbox only shrinks. An actor that read a_closed == true before a drain that found
- * nothing has run every accepted job and may exit (DRAIN). For DISCARD the stopper sets
- * a_discard first, so the actor stops as early as possible; the actor checks it between
- * jobs (the job in progress always finishes). Whatever is left after the thread has been
+ * Stopping: the stopper closes a_entry (base/entry.h): posts and armings fail with
+ * ARPC_ESHUTDOWN from then on, and the close waits until no post is between its check and
+ * its last touch, its wake-up (waiting for room happens before entering, and gives up when
+ * it sees the close). Then it sets a_closed: from there the mailbox only shrinks. An actor
+ * that read a_closed == true before a drain that found nothing has run every accepted job
+ * and may exit (DRAIN). For DISCARD the stopper sets a_discard first, so the actor stops as
+ * early as possible; the actor checks it between jobs (the job in progress always finishes). Whatever is left after the thread has been
  * joined (the rest of its take, then the mailbox) is cancelled by the stopper, which is the
  * mailbox's only consumer once pthread_join has returned (join is the happens-before edge),
  * and so are the room waiters still armed (ARPC_ESHUTDOWN).
@@ -73,6 +72,8 @@
 #include "async/futex.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
+#include "base/bound.h"
+#include "base/entry.h"
 #include "base/node_pool.h"
 #include "base/stack_fifo.h"
 
@@ -87,8 +88,7 @@ struct arpc_actor {
     /* Shared with posters. */
     ck_stack_t a_mailbox;         /* posted jobs, newest first */
     atomic_uint a_queued;         /* jobs posted and not yet given back (the bound's count) */
-    atomic_uint a_posters;        /* posts and armings between their check and last touch */
-    atomic_bool a_refusing;       /* the stopper's first step: posts fail from now on */
+    struct arpc_entry a_entry;    /* posts and armings between their check and last touch */
     atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
     struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
     unsigned a_bound;             /* mailbox_size */
@@ -100,11 +100,11 @@ struct arpc_actor {
     /* The actor's thread only (then the stopper's, after the join). */
     ck_stack_entry_t *a_taken;                /* taken from the mailbox, not yet run (FIFO) */
     unsigned a_started;                       /* jobs started since the last give-back */
-    ck_stack_entry_t *a_spent, *a_spent_last; /* message nodes to give back to a_msgs */
+    struct arpc_node_chain a_spent;           /* message nodes to give back to a_msgs */
     atomic_uint_fast64_t a_processed;         /* written by the actor thread only */
 
     /* The stopper's. */
-    atomic_bool a_discard;       /* set before refusing (DISCARD) */
+    atomic_bool a_discard;       /* set before closing a_entry (DISCARD) */
     atomic_bool a_closed;        /* set once no post is in flight */
     pthread_mutex_t a_stop_lock; /* recursive; guards a_joined and the stop sequence */
     bool a_joined;
@@ -151,10 +151,7 @@ static void actor_room_check(arpc_actor *a, unsigned left)
  * nodes. The actor's thread, or the stopper after the join. */
 static void actor_give_back(arpc_actor *a)
 {
-    if (a->a_spent != NULL) {
-        arpc_node_pool_put_chain(&a->a_msgs, a->a_spent, a->a_spent_last);
-        a->a_spent = NULL;
-    }
+    arpc_node_pool_put_chain(&a->a_msgs, &a->a_spent);
     if (a->a_started == 0)
         return;
     unsigned n = a->a_started;
@@ -250,15 +247,15 @@ int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
         return ARPC_ENOMEM;
     ck_stack_init(&a->a_mailbox);
     atomic_init(&a->a_queued, 0);
-    atomic_init(&a->a_posters, 0);
-    atomic_init(&a->a_refusing, false);
+    arpc_entry_init(&a->a_entry);
     atomic_init(&a->a_room_wanted, false);
     ck_ec32_init(&a->a_ec, 0);
     a->a_bound = bound;
     a->a_low = bound / 2 + bound % 2; /* half, rounded up: at least 1 */
     ck_stack_init(&a->a_rooms);
     arpc_node_pool_init(&a->a_msgs, sizeof(struct actor_msg));
-    a->a_taken = a->a_spent = a->a_spent_last = NULL;
+    a->a_taken = NULL;
+    a->a_spent = (struct arpc_node_chain){0};
     a->a_started = 0;
     atomic_init(&a->a_processed, 0);
     atomic_init(&a->a_discard, false);
@@ -292,19 +289,15 @@ static int actor_reserve(arpc_actor *a, bool may_wait)
         return ARPC_OK;
     }
     unsigned attempt = 0;
-    for (;;) {
-        if (atomic_load_explicit(&a->a_queued, memory_order_relaxed) < a->a_bound) {
-            if (atomic_fetch_add(&a->a_queued, 1) < a->a_bound)
-                return ARPC_OK;
-            atomic_fetch_sub(&a->a_queued, 1); /* lost the last place: still at the bound */
-        }
-        if (atomic_load(&a->a_refusing))
+    while (!arpc_bound_take(&a->a_queued, a->a_bound)) {
+        if (arpc_entry_closed(&a->a_entry))
             return ARPC_ESHUTDOWN;
         if (!may_wait)
             return ARPC_EAGAIN;
         /* Whoever filled the mailbox woke the actor, which is making room. */
         arpc_backoff_spin(&attempt);
     }
+    return ARPC_OK;
 }
 
 /* Gives back a place taken for a post that did not happen. It may take the count below the
@@ -316,18 +309,6 @@ static void actor_unreserve(arpc_actor *a)
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
 }
 
-/* A poster's way in: false (nothing to undo) when the actor refuses posts. */
-static bool actor_enter(arpc_actor *a)
-{
-    atomic_fetch_add(&a->a_posters, 1);
-    if (!atomic_load(&a->a_refusing))
-        return true;
-    atomic_fetch_sub(&a->a_posters, 1);
-    return false;
-}
-
-static void actor_leave(arpc_actor *a) { atomic_fetch_sub(&a->a_posters, 1); }
-
 /* Pushes a job whose place is taken, wakes the actor if the mailbox was empty, and leaves:
  * the poster's last touch of the actor. */
 static void actor_push_leave(arpc_actor *a, struct arpc_actor_job *job)
@@ -335,22 +316,29 @@ static void actor_push_leave(arpc_actor *a, struct arpc_actor_job *job)
     /* Everything the poster wrote to the job happens-before the job runs (the stack's edge). */
     if (arpc_stack_push_first(&a->a_mailbox, &job->aj_link))
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* after the publish: see the notes */
-    actor_leave(a);
+    arpc_entry_leave(&a->a_entry);
+}
+
+/* A post's way in: a place in the bound, then into a_entry. On ARPC_OK the caller holds both
+ * and ends with actor_push_leave (or arpc_entry_leave and actor_unreserve). */
+static int actor_post_begin(arpc_actor *a, bool may_wait)
+{
+    int rc = actor_reserve(a, may_wait);
+    if (rc == ARPC_OK && !arpc_entry_enter(&a->a_entry)) {
+        actor_unreserve(a);
+        rc = ARPC_ESHUTDOWN;
+    }
+    return rc;
 }
 
 int arpc_actor_post_job(arpc_actor *a, struct arpc_actor_job *job, bool may_wait)
 {
     if (a == NULL || job == NULL || job->aj_fn == NULL)
         return ARPC_EINVAL;
-    int rc = actor_reserve(a, may_wait);
-    if (rc != ARPC_OK)
-        return rc;
-    if (!actor_enter(a)) {
-        actor_unreserve(a);
-        return ARPC_ESHUTDOWN;
-    }
-    actor_push_leave(a, job);
-    return ARPC_OK;
+    int rc = actor_post_begin(a, may_wait);
+    if (rc == ARPC_OK)
+        actor_push_leave(a, job);
+    return rc;
 }
 
 /* A message's job: its node is spent before the message runs (the actor's thread, or the
@@ -360,10 +348,7 @@ static void actor_msg_run(arpc_actor *a, struct arpc_actor_job *job, int status)
     struct actor_msg *m = (struct actor_msg *)job;
     arpc_actor_fn fn = m->m_fn;
     void *arg = m->m_arg;
-    m->m_job.aj_link.next = a->a_spent;
-    if (a->a_spent == NULL)
-        a->a_spent_last = &m->m_job.aj_link;
-    a->a_spent = &m->m_job.aj_link;
+    arpc_node_chain_add(&a->a_spent, m);
     fn(a, arg, status);
 }
 
@@ -371,16 +356,12 @@ int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
 {
     if (a == NULL || fn == NULL)
         return ARPC_EINVAL;
-    int rc = actor_reserve(a, true);
+    int rc = actor_post_begin(a, true);
     if (rc != ARPC_OK)
         return rc;
-    if (!actor_enter(a)) {
-        actor_unreserve(a);
-        return ARPC_ESHUTDOWN;
-    }
     struct actor_msg *m = arpc_node_pool_get(&a->a_msgs);
     if (m == NULL) {
-        actor_leave(a);
+        arpc_entry_leave(&a->a_entry);
         actor_unreserve(a);
         return ARPC_ENOMEM;
     }
@@ -395,13 +376,13 @@ int arpc_actor_on_room(arpc_actor *a, struct arpc_actor_room *room)
 {
     if (a == NULL || room == NULL || room->ar_fn == NULL)
         return ARPC_EINVAL;
-    if (!actor_enter(a))
+    if (!arpc_entry_enter(&a->a_entry))
         return ARPC_ESHUTDOWN;
     arpc_stack_push(&a->a_rooms, &room->ar_link);
     atomic_store(&a->a_room_wanted, true);
     if (atomic_load(&a->a_queued) < a->a_low)
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* room is back already: the actor runs it */
-    actor_leave(a);
+    arpc_entry_leave(&a->a_entry);
     return ARPC_OK;
 }
 
@@ -433,10 +414,7 @@ int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
     if (!a->a_joined) {
         if (mode == ARPC_ACTOR_DISCARD)
             atomic_store(&a->a_discard, true);
-        atomic_store(&a->a_refusing, true);
-        unsigned attempt = 0;
-        while (atomic_load(&a->a_posters) != 0) /* a few instructions each: see the notes */
-            arpc_backoff_spin(&attempt);
+        arpc_entry_close(&a->a_entry); /* a few instructions' wait: see the notes */
         atomic_store_explicit(&a->a_closed, true, memory_order_release);
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
         pthread_join(a->a_thread, NULL);

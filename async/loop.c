@@ -18,7 +18,7 @@
  * Destroy. From another thread: stop, then join the thread (arpc_loop_start) or wait for
  * arpc_loop_run to return (l_cv), or do the final drain here (never ran); then free. Two
  * kinds of caller may still be touching the loop then, each counted: posters in their
- * wake-up (l_lane_posters, which the close waited out) and the first stopper in its
+ * wake-up (l_entry, which the close waited out) and the first stopper in its
  * ev_async_send (l_stopping is 1 until it is done, and the free waits for 2). No lock: a
  * stopper never waits for a poster's lock, nor a poster for anyone. From the loop thread
  * (inside a task, job, callback or hook): mark l_destroy_requested and stop; whoever ran the

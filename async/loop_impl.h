@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 #include "async/loop_internal.h"
+#include "base/entry.h"
 #include "base/node_pool.h"
 
 #define LOOP_DRAIN_BATCH 1024u /* jobs (tasks included) per wake-up before the loop polls again */
@@ -30,8 +31,7 @@ struct loop_hook {
 struct arpc_loop {
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
-    atomic_int l_lane_closed;
-    atomic_int l_lane_posters;     /* posts between their closed check and their wake-up */
+    struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
     atomic_uint l_queued;          /* submitted tasks not yet started (the bound's count) */
@@ -50,8 +50,7 @@ struct arpc_loop {
     struct loop_hook *l_hooks;
     size_t l_nhooks;
     ck_stack_entry_t *l_taken; /* taken from the lane, not yet run (FIFO, oldest first) */
-    ck_stack_entry_t *l_spent, *l_spent_last; /* started tasks' nodes, not yet given back */
-    unsigned l_spent_n;
+    struct arpc_node_chain l_spent; /* started tasks' nodes, not yet given back */
     bool l_draining;          /* inside a drain: local submits and posts need no wake-up */
     bool l_finishing;         /* the final drain has begun */
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */

@@ -43,17 +43,17 @@
  * get their turn even under a flood (work that re-posts itself included).
  *
  * Closing. After loop_lanes_close returns, every submit and post fails with ARPC_ESHUTDOWN,
- * and none is still on its way in: posters count themselves in l_lane_posters (incremented
- * before the closed check, decremented after the wake-up) and the close waits for the count
- * to reach zero. The wake-up is a poster's last touch of the loop, which is what lets a
- * destroyer free it; a submitter waiting for room is not counted (it touches only l_queued
- * and l_lane_closed, and a stop does not wait for it: it sees the close and gives up). The
+ * and none is still on its way in: posters go through l_entry (base/entry.h), counted from
+ * before the closed check to after the wake-up, their last touch of the loop, which is what
+ * lets a destroyer free it. A submitter waiting for room is outside (it touches only l_queued
+ * and the closed flag, and a stop does not wait for it: it sees the close and gives up). The
  * final drain then sees everything accepted.
  */
 #include "async/loop_impl.h"
 
 #include "arpc/error.h"
 #include "base/backoff.h"
+#include "base/bound.h"
 #include "base/stack_fifo.h"
 
 CK_STACK_CONTAINER(struct arpc_loop_job, j_link, job_of)
@@ -70,10 +70,9 @@ static void loop_give_back(arpc_loop *loop);
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
 {
     ck_stack_init(&loop->l_lane);
-    loop->l_taken = loop->l_spent = loop->l_spent_last = NULL;
-    loop->l_spent_n = 0;
-    atomic_init(&loop->l_lane_closed, 0);
-    atomic_init(&loop->l_lane_posters, 0);
+    loop->l_taken = NULL;
+    loop->l_spent = (struct arpc_node_chain){0};
+    arpc_entry_init(&loop->l_entry);
     atomic_init(&loop->l_wake_pending, 0);
     atomic_init(&loop->l_queued, 0);
     loop->l_submit_bound = submit_bound;
@@ -140,23 +139,7 @@ void loop_wake_cb(struct ev_loop *ev, ev_async *w, int revents)
     loop_finish(loop);
 }
 
-void loop_lanes_close(arpc_loop *loop)
-{
-    atomic_store(&loop->l_lane_closed, 1);
-    unsigned attempt = 0;
-    while (atomic_load(&loop->l_lane_posters) != 0)
-        arpc_backoff_spin(&attempt);
-}
-
-/* A poster's way in: false (and nothing to undo) when the lanes are closed. */
-static bool lane_enter(arpc_loop *loop)
-{
-    atomic_fetch_add(&loop->l_lane_posters, 1);
-    if (!atomic_load(&loop->l_lane_closed))
-        return true;
-    atomic_fetch_sub(&loop->l_lane_posters, 1);
-    return false;
-}
+void loop_lanes_close(arpc_loop *loop) { arpc_entry_close(&loop->l_entry); }
 
 /* Pushes a job and wakes the loop (inside a drain on the loop thread: no need), then leaves:
  * the poster's last touch of the loop. */
@@ -166,12 +149,12 @@ static void lane_push_leave(arpc_loop *loop, struct arpc_loop_job *job)
     bool first = arpc_stack_push_first(&loop->l_lane, &job->j_link);
     if (first && !(loop_tl_current == loop && loop->l_draining))
         loop_wake(loop);
-    atomic_fetch_sub(&loop->l_lane_posters, 1);
+    arpc_entry_leave(&loop->l_entry);
 }
 
 int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    if (!lane_enter(loop))
+    if (!arpc_entry_enter(&loop->l_entry))
         return ARPC_ESHUTDOWN;
     lane_push_leave(loop, job);
     return ARPC_OK;
@@ -181,12 +164,11 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
  * free again, all at once. */
 static void loop_give_back(arpc_loop *loop)
 {
-    if (loop->l_spent_n == 0)
+    unsigned n = loop->l_spent.nc_n;
+    if (n == 0)
         return;
-    arpc_node_pool_put_chain(&loop->l_tasks, loop->l_spent, loop->l_spent_last);
-    atomic_fetch_sub(&loop->l_queued, loop->l_spent_n);
-    loop->l_spent = NULL;
-    loop->l_spent_n = 0;
+    arpc_node_pool_put_chain(&loop->l_tasks, &loop->l_spent);
+    atomic_fetch_sub(&loop->l_queued, n);
 }
 
 /* A task's job, on the loop thread: the node is spent before the task runs. */
@@ -195,11 +177,8 @@ static void loop_task_run(arpc_loop *loop, struct arpc_loop_job *job)
     struct loop_task *t = (struct loop_task *)job;
     arpc_task_fn fn = t->t_fn;
     void *arg = t->t_arg;
-    t->t_job.j_link.next = loop->l_spent;
-    if (loop->l_spent == NULL)
-        loop->l_spent_last = &t->t_job.j_link;
-    loop->l_spent = &t->t_job.j_link;
-    if (++loop->l_spent_n == LOOP_GIVE_BACK || loop->l_taken == NULL)
+    arpc_node_chain_add(&loop->l_spent, t);
+    if (loop->l_spent.nc_n == LOOP_GIVE_BACK || loop->l_taken == NULL)
         loop_give_back(loop);
     fn(loop, arg);
 }
@@ -209,16 +188,12 @@ static void loop_task_run(arpc_loop *loop, struct arpc_loop_job *job)
 static int loop_reserve(arpc_loop *loop)
 {
     unsigned attempt = 0;
-    for (;;) {
-        if (atomic_load_explicit(&loop->l_queued, memory_order_relaxed) < loop->l_submit_bound) {
-            if (atomic_fetch_add(&loop->l_queued, 1) < loop->l_submit_bound)
-                return ARPC_OK;
-            atomic_fetch_sub(&loop->l_queued, 1); /* lost the last place: still at the bound */
-        }
-        if (atomic_load(&loop->l_lane_closed))
+    while (!arpc_bound_take(&loop->l_queued, loop->l_submit_bound)) {
+        if (arpc_entry_closed(&loop->l_entry))
             return ARPC_ESHUTDOWN;
         arpc_backoff_spin(&attempt);
     }
+    return ARPC_OK;
 }
 
 int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
@@ -234,7 +209,7 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
             return rc;
     }
     int rc = ARPC_ESHUTDOWN;
-    if (lane_enter(loop)) {
+    if (arpc_entry_enter(&loop->l_entry)) {
         struct loop_task *t = arpc_node_pool_get(&loop->l_tasks);
         if (t != NULL) {
             arpc_loop_job_init(&t->t_job, loop_task_run);
@@ -243,7 +218,7 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
             lane_push_leave(loop, &t->t_job);
             return ARPC_OK;
         }
-        atomic_fetch_sub(&loop->l_lane_posters, 1);
+        arpc_entry_leave(&loop->l_entry);
         rc = ARPC_ENOMEM;
     }
     atomic_fetch_sub(&loop->l_queued, 1); /* the place is free again */

@@ -44,17 +44,19 @@ void arpc_node_pool_put(struct arpc_node_pool *p, void *node)
     ARPC_TSAN_IGNORE_WRITES_END();
 }
 
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
-                              ck_stack_entry_t *last)
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, struct arpc_node_chain *c)
 {
+    if (c->nc_n == 0)
+        return;
     ARPC_TSAN_RELEASE(p);
     ARPC_TSAN_IGNORE_WRITES_BEGIN();
     ck_stack_entry_t *head = ck_pr_load_ptr(&p->np_free.head);
     do {
-        last->next = head;
+        c->nc_last->next = head;
         ck_pr_fence_store(); /* the chain's links before the CAS that publishes it */
-    } while (!ck_pr_cas_ptr_value(&p->np_free.head, head, first, &head));
+    } while (!ck_pr_cas_ptr_value(&p->np_free.head, head, c->nc_first, &head));
     ARPC_TSAN_IGNORE_WRITES_END();
+    *c = (struct arpc_node_chain){0};
 }
 
 #else /* no double-width CAS on this machine: no pool, the allocator every time */
@@ -67,14 +69,15 @@ void arpc_node_pool_put(struct arpc_node_pool *p, void *node)
     arpc_free(node);
 }
 
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
-                              ck_stack_entry_t *last)
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, struct arpc_node_chain *c)
 {
     (void)p;
-    for (ck_stack_entry_t *e = first, *next; e != NULL && e != last->next; e = next) {
-        next = e->next;
-        arpc_free(e);
+    for (unsigned i = 0; i < c->nc_n; i++) {
+        ck_stack_entry_t *next = c->nc_first->next;
+        arpc_free(c->nc_first);
+        c->nc_first = next;
     }
+    *c = (struct arpc_node_chain){0};
 }
 
 #endif

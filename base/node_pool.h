@@ -42,9 +42,24 @@ void *arpc_node_pool_get(struct arpc_node_pool *p);
 /* Any thread: gives a node taken from p back to it. */
 void arpc_node_pool_put(struct arpc_node_pool *p, void *node);
 
-/* Any thread: gives back a chain of nodes linked through their first word, first to last,
- * with one CAS. */
-void arpc_node_pool_put_chain(struct arpc_node_pool *p, ck_stack_entry_t *first,
-                              ck_stack_entry_t *last);
+/* Nodes a consumer is done with, gathered to be given back together: one CAS for the lot.
+ * One owner at a time; no lock. Zero-initialised it is empty. */
+struct arpc_node_chain {
+    ck_stack_entry_t *nc_first, *nc_last;
+    unsigned nc_n;
+};
+
+static inline void arpc_node_chain_add(struct arpc_node_chain *c, void *node)
+{
+    ck_stack_entry_t *e = node;
+    e->next = c->nc_first;
+    if (c->nc_first == NULL)
+        c->nc_last = e;
+    c->nc_first = e;
+    c->nc_n++;
+}
+
+/* Any thread: gives every node of c back to p; c is empty afterwards. */
+void arpc_node_pool_put_chain(struct arpc_node_pool *p, struct arpc_node_chain *c);
 
 #endif

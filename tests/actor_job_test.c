@@ -186,14 +186,28 @@ static void probe_fini(struct probe *pr) { sem_destroy(&pr->pr_ran); }
 /* Waits (10 s at most) for the waiter to run. */
 static bool probe_wait(struct probe *pr) { return sem_wait_secs(&pr->pr_ran, 10); }
 
+/* A fresh actor with a mailbox of ROOM_BOUND, and the counters reset. */
+static arpc_actor *room_actor_create(void)
+{
+    atomic_store(&bad_line, 0);
+    latch_reset();
+    sem_init(&room_gate, 0, 0);
+    atomic_store(&room_accepted, 0);
+    atomic_store(&room_started, 0);
+    arpc_actor *a;
+    arpc_actor_options o = {.mailbox_size = ROOM_BOUND};
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
+    return a;
+}
+
 /* Holds the actor in a gate message, then posts jobs without waiting until EAGAIN: exactly
  * ROOM_BOUND are accepted (the gate's place came back as it started). Returns the jobs. */
-static struct rec_job *fill_behind_gate(arpc_actor *a, unsigned gates_so_far)
+static struct rec_job *fill_behind_gate(arpc_actor *a)
 {
     struct rec_job *jobs = calloc(ROOM_BOUND + 1, sizeof(*jobs));
     assert_non_null(jobs);
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
-    assert_true(latch_wait(gates_so_far + 1, 10000)); /* it runs, alone in its take */
+    assert_true(latch_wait(1, 10000)); /* it runs, alone in its take */
     int rc = ARPC_OK;
     unsigned n = 0;
     while (n <= ROOM_BOUND) {
@@ -212,15 +226,8 @@ static struct rec_job *fill_behind_gate(arpc_actor *a, unsigned gates_so_far)
 static void test_eagain_at_bound_then_room(void **state)
 {
     (void)state;
-    atomic_store(&bad_line, 0);
-    latch_reset();
-    sem_init(&room_gate, 0, 0);
-    atomic_store(&room_accepted, 0);
-    atomic_store(&room_started, 0);
-    arpc_actor *a;
-    arpc_actor_options o = {.mailbox_size = ROOM_BOUND};
-    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
-    struct rec_job *jobs = fill_behind_gate(a, 0);
+    arpc_actor *a = room_actor_create();
+    struct rec_job *jobs = fill_behind_gate(a);
     struct rec_job extra;
     memset(&extra, 0, sizeof(extra));
     arpc_actor_job_init(&extra.rj_job, on_room_job);
@@ -285,15 +292,8 @@ static void *stopper_main(void *arg)
 static void test_room_waiter_at_stop(void **state)
 {
     (void)state;
-    atomic_store(&bad_line, 0);
-    latch_reset();
-    sem_init(&room_gate, 0, 0);
-    atomic_store(&room_accepted, 0);
-    atomic_store(&room_started, 0);
-    arpc_actor *a;
-    arpc_actor_options o = {.mailbox_size = ROOM_BOUND};
-    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
-    struct rec_job *jobs = fill_behind_gate(a, 0);
+    arpc_actor *a = room_actor_create();
+    struct rec_job *jobs = fill_behind_gate(a);
     struct probe pr;
     probe_init(&pr);
     assert_int_equal(ARPC_OK, arpc_actor_on_room(a, &pr.pr_room));

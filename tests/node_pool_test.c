@@ -49,9 +49,12 @@ static void test_reuse_before_allocating(void **state)
     assert_ptr_equal(a, arpc_node_pool_get(&p));
     assert_null(arpc_node_pool_get(&p)); /* empty, and the allocator fails */
     atomic_store(&test_alloc_budget, -1);
-    /* A chain given back at once. */
-    a->n_link.next = &b->n_link;
-    arpc_node_pool_put_chain(&p, &a->n_link, &b->n_link);
+    /* A chain given back at once: the last added is taken first, as if put one by one. */
+    struct arpc_node_chain c = {0};
+    arpc_node_chain_add(&c, b);
+    arpc_node_chain_add(&c, a);
+    arpc_node_pool_put_chain(&p, &c);
+    assert_int_equal(0, c.nc_n);
     assert_ptr_equal(a, arpc_node_pool_get(&p));
     assert_ptr_equal(b, arpc_node_pool_get(&p));
     arpc_node_pool_put(&p, a);
