@@ -213,6 +213,24 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
     return ARPC_OK;
 }
 
+/* After a parse: when did the bytes left unparsed (the start of the next frame) begin to
+ * arrive? If a frame was completed in this read, its successor began in this read too. Only
+ * a timestamp: the owner's coarse sweep compares it (no timer per connection). */
+static void conn_track_partial(struct arpc_conn *conn, bool completed_one)
+{
+    if (conn->c_rstart == conn->c_rend)
+        conn->c_frame_since = 0;
+    else if (completed_one || conn->c_frame_since == 0)
+        conn->c_frame_since = ev_now(conn->c_ev);
+}
+
+double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
+{
+    if (!conn->c_open || conn->c_read_paused || conn->c_frame_since == 0)
+        return 0;
+    return now - conn->c_frame_since;
+}
+
 /* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
  * total (at least a header), or 0 after closing the connection for bad input. */
 static size_t conn_parse(struct arpc_conn *conn)
@@ -278,7 +296,9 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn->c_rend += (size_t)n;
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
+        size_t parsed_from = conn->c_rstart;
         need = conn_parse(conn);
+        conn_track_partial(conn, conn->c_rstart != parsed_from);
         if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
             if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {

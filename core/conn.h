@@ -49,6 +49,8 @@ struct arpc_conn {
     ev_prepare c_flush;
     ev_timer c_hb;            /* heartbeat (core/conn_heartbeat.c); inactive when off */
     ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
+                               * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
     unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
     unsigned c_hb_sent;       /* PINGs sent since the last input */
@@ -103,6 +105,11 @@ void arpc_conn_limit_backlog(struct arpc_conn *conn);
  * idle_ms * (misses + 1)). Any input counts as a sign of life, not just a PONG. idle_ms 0
  * turns it off. (core/conn_heartbeat.c) */
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
+
+/* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
+ * no frame is partly read, or while reading is paused (the wait is then ours, not the
+ * peer's). */
+double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

@@ -104,6 +104,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
+    sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG never get here */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
         return;
@@ -137,6 +138,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     (void)reason;
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
+    limits_on_close(sc);
     if (sc->sc_prev != NULL)
         sc->sc_prev->sc_next = sc->sc_next;
     else
@@ -177,13 +179,16 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
-    arpc_conn_limit_backlog(&sc->sc_conn);
-    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
-    dedup_start(s); /* idle-client expiry runs once connections come */
+    /* Linked first: a close (even the refusal's) unlinks it. */
     sc->sc_next = s->sv_conns;
     if (s->sv_conns != NULL)
         s->sv_conns->sc_prev = sc;
     s->sv_conns = sc;
+    if (!limits_admit(sc))
+        return;
+    arpc_conn_limit_backlog(&sc->sc_conn);
+    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
+    dedup_start(s); /* idle-client expiry runs once connections come */
 }
 
 void sconn_goaway_all(arpc_server *s)
