@@ -1,6 +1,7 @@
 /*
  * The server's connection limits (docs/SECURITY.md), with test-shortened timeouts: a socket
- * that never says HELLO, a frame sent halfway, an idle connection, one connection too many.
+ * that never says HELLO, a frame sent halfway, an idle connection, one connection too many,
+ * a process out of file descriptors.
  * Each is closed (with a GOAWAY where the limit says so) and logged once with the limit's
  * option name and the peer's address, while a well-behaved client keeps calling.
  *
@@ -18,6 +19,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -268,6 +270,52 @@ static void test_connection_over_the_limit_is_refused(void **state)
     stop(&fx);
 }
 
+/* Takes every free descriptor of the process (at most FILL_MAX); returns how many. */
+#define FILL_MAX 1100
+static int fill_fds(int *fds, int n)
+{
+    int fd;
+    while (n < FILL_MAX && (fd = dup(2)) >= 0)
+        fds[n++] = fd;
+    return n;
+}
+
+/* Out of descriptors: the pending connection is accepted with the listener's spare, told
+ * GOAWAY(EOVERLOADED) and closed (with a log line naming EMFILE), instead of waiting in the
+ * backlog; once descriptors are back, new clients are served. */
+static void test_emfile_sheds_and_recovers(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){0});
+    struct rlimit old, low;
+    assert_int_equal(0, getrlimit(RLIMIT_NOFILE, &old));
+    low = old;
+    if (low.rlim_cur > 1024)
+        low.rlim_cur = 1024; /* so filling it is quick */
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &low));
+    static int fds[FILL_MAX];
+    int n = fill_fds(fds, 0);
+    assert_true(n < FILL_MAX); /* the process is out of descriptors */
+    close(fds[--n]);
+    close(fds[--n]); /* room for the client's socket (and anything connecting needs) */
+    int fd = raw_socket(fx.addr);
+    n = fill_fds(fds, n); /* none left for the server's accept */
+    struct raw_client over = {.rc_fd = fd};
+    expect_goaway_eof(&over, ARPC_EOVERLOADED);
+    good_call(fx.good); /* connections already open go on */
+    while (n > 0)
+        close(fds[--n]);
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &old));
+    expect_log("EMFILE", fd);
+    close(fd);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, fx.addr, NULL));
+    good_call(c);
+    arpc_client_close(c);
+    stop(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
         cmocka_unit_test(test_idle_is_closed_with_goaway),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
+        cmocka_unit_test(test_emfile_sheds_and_recovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
