@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -297,10 +298,16 @@ static void test_emfile_sheds_and_recovers(void **state)
     static int fds[FILL_MAX];
     int n = fill_fds(fds, 0);
     assert_true(n < FILL_MAX); /* the process is out of descriptors */
-    close(fds[--n]);
-    close(fds[--n]); /* room for the client's socket (and anything connecting needs) */
-    int fd = raw_socket(fx.addr);
+    close(fds[--n]); /* room for the client's socket, taken before the last fd goes */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
     n = fill_fds(fds, n); /* none left for the server's accept */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    const char *port = strrchr(fx.addr, ':');
+    assert_non_null(port);
+    sa.sin_port = htons((uint16_t)atoi(port + 1));
+    /* The kernel completes a loopback connect without the server: the accept comes after. */
+    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
     struct raw_client over = {.rc_fd = fd};
     expect_goaway_eof(&over, ARPC_EOVERLOADED);
     good_call(fx.good); /* connections already open go on */
