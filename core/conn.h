@@ -5,7 +5,8 @@
  * most) into a growing buffer and hands every complete frame to ops->on_frame (frame fields point into the read
  * buffer and are valid only during the call). A frame that is malformed or larger than
  * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
- * before the body is read.
+ * before the body is read, unless ops->on_oversized takes the oversized frame (its body is
+ * then skipped).
  *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
  * frame with one gathered sendmsg (core/outq.h) just before the loop next sleeps, so frames queued in one loop iteration
@@ -39,7 +40,16 @@ struct arpc_conn_ops {
     /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
      * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
     void (*on_bad_input)(struct arpc_conn *conn, int reason);
+    /* Optional: a well-formed header announces a body over max_body but not over
+     * ARPC_CONN_SKIP_MAX. Return true to answer that frame alone (e.g. ERROR ARPC_ETOOLARGE
+     * for its xid): its body is then dropped as it streams in, never buffered, and the
+     * connection goes on. False: bad input, as above. */
+    bool (*on_oversized)(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len);
 };
+
+/* Bodies larger than this are never skipped: such a header is bad input (a peer announcing
+ * a GiB is not making a call). */
+#define ARPC_CONN_SKIP_MAX (1u << 30)
 
 struct arpc_conn {
     arpc_loop *c_loop;
@@ -54,6 +64,7 @@ struct arpc_conn {
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
     unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
     unsigned c_hb_sent;       /* PINGs sent since the last input */
+    uint64_t c_skip;          /* bytes of an oversized frame's body still to drop */
     uint8_t *c_rbuf;
     size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
     struct arpc_outq c_out;

@@ -78,6 +78,24 @@ static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
                                                : "malformed frame or unsupported protocol version");
 }
 
+/* A request over max_frame: that call alone is answered ARPC_ETOOLARGE (it did not run) and
+ * its body is skipped; the connection goes on. Anything else that large is bad input. */
+static bool sconn_on_oversized(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (!sc->sc_hello || (kind != ARPC_FRAME_REQUEST && kind != ARPC_FRAME_ONEWAY))
+        return false;
+    sc->sc_last_busy = ev_now(conn->c_ev);
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "request body of %u bytes is over the server's max_frame (%u)", body_len,
+                     conn->c_max_body);
+    if (kind == ARPC_FRAME_REQUEST)
+        sconn_send_error(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
+    else
+        arpc_log(ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
+    return true;
+}
+
 static void sconn_refuse(struct arpc_conn *conn, const char *why)
 {
     arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s", conn->c_peer, why);
@@ -154,6 +172,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_frame = sconn_on_frame,
     .on_close = sconn_on_close,
     .on_bad_input = sconn_on_bad_input,
+    .on_oversized = sconn_on_oversized,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer)

@@ -1,7 +1,7 @@
 /*
  * The server's connection limits (docs/SECURITY.md), with test-shortened timeouts: a socket
  * that never says HELLO, a frame sent halfway, an idle connection, one connection too many,
- * a process out of file descriptors.
+ * a process out of file descriptors, a call over the size limit (answered alone).
  * Each is closed (with a GOAWAY where the limit says so) and logged once with the limit's
  * option name and the peer's address, while a well-behaved client keeps calling.
  *
@@ -271,6 +271,48 @@ static void test_connection_over_the_limit_is_refused(void **state)
     stop(&fx);
 }
 
+/* A request over max_frame is answered ARPC_ETOOLARGE alone, its body skipped as it streams
+ * in (not buffered: sent in pieces, with a call on the same connection right behind it), and
+ * the connection goes on; a real client's next call succeeds too. */
+static void test_oversized_call_alone_fails(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_frame = 1024});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 21));
+    static uint8_t big[256 * 1024 + 64], payload[256 * 1024];
+    size_t n = arpc_frame_encode_request(big, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, sizeof(payload));
+    for (size_t off = 0; off < n; off += 4096) /* the body in pieces, as a socket would */
+        assert_true(raw_send(&r, big + off, n - off < 4096 ? n - off : 4096));
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(1, f.f.f_xid);
+    assert_int_equal(ARPC_ETOOLARGE, f.f.f_code);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(2, f.f.f_xid);
+    assert_int_equal(4, f.body_len);
+    assert_memory_equal("next", f.body, 4);
+    /* A one-way message over the limit is dropped, and the connection goes on as well. */
+    n = arpc_frame_encode_request(big, ARPC_FRAME_ONEWAY, 3, 0, 0, 0, "t.echo", 6, payload, 4096);
+    assert_true(raw_send(&r, big, n));
+    assert_true(raw_request(&r, 4, 0, 0, 0, "t.echo", "more", 4));
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(4, f.f.f_xid);
+    raw_close(&r);
+    /* The real client knows the limit (HELLO) and fails a large call locally; the next works. */
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_ETOOLARGE, arpc_call(fx.good, "t.echo", payload, 4096, &reply, &len, 5000));
+    arpc_free(reply);
+    good_call(fx.good);
+    stop(&fx);
+}
+
 /* Takes every free descriptor of the process (at most FILL_MAX); returns how many. */
 #define FILL_MAX 1100
 static int fill_fds(int *fds, int n)
@@ -332,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_idle_is_closed_with_goaway),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
+        cmocka_unit_test(test_oversized_call_alone_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,8 +16,10 @@
  * sent for them.
  *
  * Bad input never takes the server down: an unknown method gets an ARPC_ENOMETHOD error
- * reply naming it; a malformed or oversized frame closes that one connection with a log line
- * on stderr, and every other connection goes on being served. Connections that stall (no
+ * reply naming it; a request larger than max_frame gets an ARPC_ETOOLARGE error reply (its body
+ * is skipped, not buffered) and the connection goes on; a malformed frame (or one announcing
+ * over 1 GiB) closes that one connection with a log line on stderr, and every other connection
+ * goes on being served. Connections that stall (no
  * HELLO, a frame sent too slowly), idle ones (if asked) and those past a count are closed
  * too: see the options' connection limits and docs/SECURITY.md.
  */
@@ -64,7 +66,8 @@ typedef struct arpc_server_options {
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
                                * 2 workers + the loop halve pipelined throughput vs 1 worker) */
-    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB */
+    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB. A larger call is
+                               * answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
     size_t reply_cache_bytes; /* bound on remembered replies; 0: 64 MiB. When full, new numbered
