@@ -190,6 +190,28 @@ static void test_half_frame_is_closed(void **state)
     stop(&fx);
 }
 
+/* A frame still arriving is not idleness: a call sent in two halves with a pause longer than
+ * the idle timeout between them (but within the frame timeout) is answered. */
+static void test_frame_arriving_is_not_idle(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS, .frame_timeout_ms = 20 * SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 10));
+    uint8_t frame[256];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
+    assert_true(raw_send(&r, frame, n / 2));
+    sleep_ms(3 * SHORT_MS); /* pacing: the pause is the input under test */
+    assert_true(raw_send(&r, frame + n / 2, n - n / 2));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(1, f.f.f_xid);
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* Whole frames, however slow the gaps between them, are progress: a connection sending one
  * request per 3/4 of the frame timeout is never closed for it. */
 static void test_slow_whole_frames_are_not_closed(void **state)
@@ -372,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_half_frame_is_closed),
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
         cmocka_unit_test(test_idle_is_closed_with_goaway),
+        cmocka_unit_test(test_frame_arriving_is_not_idle),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
         cmocka_unit_test(test_oversized_call_alone_fails),
