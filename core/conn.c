@@ -214,13 +214,14 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
 }
 
 /* After a parse: when did the bytes left unparsed (the start of the next frame) begin to
- * arrive? If a frame was completed in this read, its successor began in this read too. Only
- * a timestamp: the owner's coarse sweep compares it (no timer per connection). */
-static void conn_track_partial(struct arpc_conn *conn, bool completed_one)
+ * arrive? If a frame was completed in this read, its successor began in this read too; an
+ * oversized frame being skipped is not complete (a peer dribbling its body is still slow).
+ * Only a timestamp: the owner's coarse sweep compares it (no timer per connection). */
+static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 {
     if (conn->c_rstart == conn->c_rend && conn->c_skip == 0)
         conn->c_frame_since = 0;
-    else if (completed_one || conn->c_frame_since == 0)
+    else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
         conn->c_frame_since = ev_now(conn->c_ev);
 }
 

@@ -335,6 +335,31 @@ static void test_oversized_call_alone_fails(void **state)
     stop(&fx);
 }
 
+/* The body of an oversized call, skipped, must still arrive within the frame timeout: one
+ * dribbled a byte at a time is closed like any slow frame. */
+static void test_dribbled_oversized_body_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_frame = 1024, .frame_timeout_ms = SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 22));
+    uint8_t head[ARPC_FRAME_HEADER_SIZE + 64];
+    size_t n = arpc_frame_encode_request_head(head, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, 1u << 20);
+    assert_true(raw_send(&r, head, n));
+    bool closed = false;
+    for (int i = 0; i < 40 && !closed; i++) { /* 10x the timeout */
+        closed = wait_eof(r.rc_fd, SHORT_MS / 4); /* drops the ERROR; the wait paces the bytes */
+        uint8_t byte = 0;
+        (void)!send(r.rc_fd, &byte, 1, MSG_NOSIGNAL);
+    }
+    assert_true(closed);
+    expect_log("frame_timeout_ms", r.rc_fd);
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* Takes every free descriptor of the process (at most FILL_MAX); returns how many. */
 #define FILL_MAX 1100
 static int fill_fds(int *fds, int n)
@@ -398,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
         cmocka_unit_test(test_oversized_call_alone_fails),
+        cmocka_unit_test(test_dribbled_oversized_body_is_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
