@@ -77,7 +77,8 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
         return;
     }
     /* Anything else means this server will not take us: no point reconnecting. */
-    int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED
+    int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED ||
+                      f->f_code == ARPC_EOVERLOADED /* too many connections */
                   ? (int)f->f_code
                   : ARPC_EPROTO;
     char text[CLIENT_WHY_MAX];

@@ -213,16 +213,74 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
     return ARPC_OK;
 }
 
+/* After a parse: when did the bytes left unparsed (the start of the next frame) begin to
+ * arrive? If a frame was completed in this read, its successor began in this read too; an
+ * oversized frame being skipped is not complete (a peer dribbling its body is still slow).
+ * Only a timestamp: the owner's coarse sweep compares it (no timer per connection). */
+static void conn_track_partial(struct arpc_conn *conn, bool consumed)
+{
+    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0)
+        conn->c_frame_since = 0;
+    else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
+        conn->c_frame_since = ev_now(conn->c_ev);
+}
+
+double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
+{
+    if (!conn->c_open || conn->c_read_paused || conn->c_frame_since == 0)
+        return 0;
+    return now - conn->c_frame_since;
+}
+
+/* Drops what has arrived of an oversized body being skipped. True while more is to come. */
+static bool conn_skip_body(struct arpc_conn *conn)
+{
+    size_t have = conn->c_rend - conn->c_rstart;
+    size_t drop = conn->c_skip < have ? (size_t)conn->c_skip : have;
+    conn->c_rstart += drop;
+    conn->c_skip -= drop;
+    return conn->c_skip > 0;
+}
+
+/* arpc_frame_decode said ARPC_ETOOLARGE: lets the owner answer that frame alone and skip its
+ * body. Returns ARPC_OK (skipping), ARPC_EAGAIN (the header's xid has not arrived yet), or
+ * ARPC_ETOOLARGE (bad input). */
+static int conn_take_oversized(struct arpc_conn *conn)
+{
+    uint8_t kind;
+    uint64_t xid;
+    uint32_t body_len;
+    if (conn->c_ops->on_oversized == NULL)
+        return ARPC_ETOOLARGE;
+    if (arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
+                               &body_len) != ARPC_OK)
+        return ARPC_EAGAIN;
+    if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, kind, xid, body_len))
+        return ARPC_ETOOLARGE;
+    conn->c_rstart += ARPC_FRAME_HEADER_SIZE;
+    conn->c_skip = body_len;
+    return ARPC_OK;
+}
+
 /* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
  * total (at least a header), or 0 after closing the connection for bad input. */
 static size_t conn_parse(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
     while (conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush) {
+        if (conn->c_skip > 0 && conn_skip_body(conn))
+            return ARPC_FRAME_HEADER_SIZE;
         struct arpc_frame f;
         size_t used = 0;
         int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
                                    conn->c_max_body, &f, &used, &need);
+        if (rc == ARPC_ETOOLARGE) {
+            rc = conn_take_oversized(conn);
+            if (rc == ARPC_EAGAIN)
+                return ARPC_FRAME_HEADER_SIZE;
+            if (rc == ARPC_OK)
+                continue; /* the owner answered the frame; its body is dropped next */
+        }
         if (rc == ARPC_EAGAIN)
             return need;
         if (rc != ARPC_OK) {
@@ -278,7 +336,9 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn->c_rend += (size_t)n;
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
+        size_t parsed_from = conn->c_rstart;
         need = conn_parse(conn);
+        conn_track_partial(conn, conn->c_rstart != parsed_from);
         if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
             if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {

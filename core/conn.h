@@ -5,7 +5,8 @@
  * most) into a growing buffer and hands every complete frame to ops->on_frame (frame fields point into the read
  * buffer and are valid only during the call). A frame that is malformed or larger than
  * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
- * before the body is read.
+ * before the body is read, unless ops->on_oversized takes the oversized frame (its body is
+ * then skipped).
  *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
  * frame with one gathered sendmsg (core/outq.h) just before the loop next sleeps, so frames queued in one loop iteration
@@ -39,7 +40,16 @@ struct arpc_conn_ops {
     /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
      * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
     void (*on_bad_input)(struct arpc_conn *conn, int reason);
+    /* Optional: a well-formed header announces a body over max_body but not over
+     * ARPC_CONN_SKIP_MAX. Return true to answer that frame alone (e.g. ERROR ARPC_ETOOLARGE
+     * for its xid): its body is then dropped as it streams in, never buffered, and the
+     * connection goes on. False: bad input, as above. */
+    bool (*on_oversized)(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len);
 };
+
+/* Bodies larger than this are never skipped: such a header is bad input (a peer announcing
+ * a GiB is not making a call). */
+#define ARPC_CONN_SKIP_MAX (1u << 30)
 
 struct arpc_conn {
     arpc_loop *c_loop;
@@ -49,9 +59,12 @@ struct arpc_conn {
     ev_prepare c_flush;
     ev_timer c_hb;            /* heartbeat (core/conn_heartbeat.c); inactive when off */
     ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
+                               * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
     unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
     unsigned c_hb_sent;       /* PINGs sent since the last input */
+    uint64_t c_skip;          /* bytes of an oversized frame's body still to drop */
     uint8_t *c_rbuf;
     size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
     struct arpc_outq c_out;
@@ -103,6 +116,11 @@ void arpc_conn_limit_backlog(struct arpc_conn *conn);
  * idle_ms * (misses + 1)). Any input counts as a sign of life, not just a PONG. idle_ms 0
  * turns it off. (core/conn_heartbeat.c) */
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
+
+/* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
+ * no frame is partly read, or while reading is paused (the wait is then ours, not the
+ * peer's). */
+double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

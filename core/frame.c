@@ -102,6 +102,16 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
     return ARPC_OK;
 }
 
+int arpc_frame_peek_header(const uint8_t *buf, size_t len, uint8_t *kind, uint64_t *xid, uint32_t *body_len)
+{
+    if (len < ARPC_FRAME_HEADER_SIZE)
+        return ARPC_EAGAIN;
+    *kind = buf[HDR_KIND];
+    *xid = le_ld64(buf + HDR_XID);
+    *body_len = le_ld32(buf + HDR_BODY_LEN);
+    return ARPC_OK;
+}
+
 static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
     /* Fields appended after the fixed ones are read when present (a peer of an earlier

@@ -96,6 +96,11 @@ struct arpc_frame {
 int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
                       size_t *consumed, size_t *need);
 
+/* The header's kind, xid and body length, unjudged: for a frame arpc_frame_decode refused
+ * with ARPC_ETOOLARGE (its magic, version and kind were checked), whose body the receiver
+ * skips. ARPC_EAGAIN while buf holds less than a header, else ARPC_OK. */
+int arpc_frame_peek_header(const uint8_t *buf, size_t len, uint8_t *kind, uint64_t *xid, uint32_t *body_len);
+
 /* The whole size (header + body) of a frame this side encoded, from its header. */
 size_t arpc_frame_total_size(const uint8_t *header);
 /* Rewrites the xid of an encoded frame (a cached reply sent again under a new call id). */

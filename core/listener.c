@@ -1,13 +1,24 @@
 /*
  * Accepting connections, on the loop thread: one ev_io per listening socket, a bounded accept
- * loop per readiness, and a pause instead of a spin when accepting fails (e.g. out of file
- * descriptors: the listening socket stays readable, and a level-triggered loop would spin).
+ * loop per readiness, and a pause instead of a spin when accepting fails (the listening socket
+ * stays readable, and a level-triggered loop would spin).
+ *
+ * Out of file descriptors (EMFILE, ENFILE), pausing alone would leave the pending clients
+ * waiting for nothing until descriptors free up. So each listener keeps a spare descriptor
+ * (/dev/null): on EMFILE it closes the spare, accepts the pending connection, sends it a
+ * GOAWAY (ARPC_EOVERLOADED, one non-blocking send) and closes it at once, then reopens the
+ * spare. The client hears why at once, and the backlog drains.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "core/frame.h"
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
@@ -18,6 +29,7 @@ struct server_listener {
     ev_io l_io;
     ev_timer l_retry;
     struct arpc_listener *l_sock; /* the transport's */
+    int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
@@ -27,6 +39,32 @@ static void listener_on_retry(struct ev_loop *ev, ev_timer *w, int revents)
     (void)revents;
     struct server_listener *l = w->data;
     ev_io_start(ev, &l->l_io);
+}
+
+static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+/* Out of descriptors: accepts one pending connection with the spare's, tells it why and
+ * closes it. False when there was no spare (then the caller pauses). */
+static bool listener_shed(struct server_listener *l, int accept_errno)
+{
+    if (l->l_spare < 0 && (l->l_spare = listener_open_spare()) < 0)
+        return false;
+    close(l->l_spare);
+    l->l_spare = -1;
+    int fd;
+    char peer[ARPC_ADDR_MAX] = "?", why[ARPC_WHY_MAX];
+    int rc = l->l_sock->l_ops->t_accept(l->l_sock, &fd, peer, sizeof(peer), why, sizeof(why));
+    if (rc == ARPC_OK) {
+        static const char msg[] = "server out of file descriptors";
+        uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + sizeof(msg)];
+        size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, msg, sizeof(msg) - 1);
+        (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
+        close(fd);
+        arpc_log(ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
+                 l->l_sock->l_addr, accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
+    }
+    l->l_spare = listener_open_spare(); /* -1 if another thread took the descriptor: retried */
+    return rc == ARPC_OK || rc == ARPC_EAGAIN;
 }
 
 static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
@@ -39,6 +77,8 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         int rc = l->l_sock->l_ops->t_accept(l->l_sock, &fd, peer, sizeof(peer), why, sizeof(why));
         if (rc == ARPC_EAGAIN)
             return;
+        if (rc == ARPC_ESYSTEM && (errno == EMFILE || errno == ENFILE) && listener_shed(l, errno))
+            continue;
         if (rc != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "accept on %s failed: %s; pausing 100 ms", l->l_sock->l_addr, why);
             ev_io_stop(ev, &l->l_io);
@@ -71,6 +111,7 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         return NULL;
     }
     l->l_server = s;
+    l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);
     return l;
@@ -79,6 +120,8 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
 void listener_discard(struct server_listener *l)
 {
     l->l_sock->l_ops->t_unlisten(l->l_sock);
+    if (l->l_spare >= 0)
+        close(l->l_spare);
     arpc_free(l);
 }
 

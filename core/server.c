@@ -87,6 +87,7 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     s->sv_epoch = server_new_epoch();
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
+    limits_init(s, &o);
     int crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
     if (crc != ARPC_OK) {
         server_free(s);
@@ -179,6 +180,7 @@ static void step_close_all(arpc_loop *loop, void *s)
     (void)loop;
     sconn_close_all(s);
     dedup_stop(s);
+    limits_stop(s);
 }
 
 /* Waits until no call is in flight or deadline_ns passes. */

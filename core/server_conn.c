@@ -78,6 +78,24 @@ static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
                                                : "malformed frame or unsupported protocol version");
 }
 
+/* A request over max_frame: that call alone is answered ARPC_ETOOLARGE (it did not run) and
+ * its body is skipped; the connection goes on. Anything else that large is bad input. */
+static bool sconn_on_oversized(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (!sc->sc_hello || (kind != ARPC_FRAME_REQUEST && kind != ARPC_FRAME_ONEWAY))
+        return false;
+    sc->sc_last_busy = ev_now(conn->c_ev);
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "request body of %u bytes is over the server's max_frame (%u)", body_len,
+                     conn->c_max_body);
+    if (kind == ARPC_FRAME_REQUEST)
+        sconn_send_error(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
+    else
+        arpc_log(ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
+    return true;
+}
+
 static void sconn_refuse(struct arpc_conn *conn, const char *why)
 {
     arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s", conn->c_peer, why);
@@ -104,6 +122,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
+    sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG never get here */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
         return;
@@ -137,6 +156,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     (void)reason;
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
+    limits_on_close(sc);
     if (sc->sc_prev != NULL)
         sc->sc_prev->sc_next = sc->sc_next;
     else
@@ -152,6 +172,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_frame = sconn_on_frame,
     .on_close = sconn_on_close,
     .on_bad_input = sconn_on_bad_input,
+    .on_oversized = sconn_on_oversized,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer)
@@ -177,13 +198,16 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
-    arpc_conn_limit_backlog(&sc->sc_conn);
-    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
-    dedup_start(s); /* idle-client expiry runs once connections come */
+    /* Linked first: a close (even the refusal's) unlinks it. */
     sc->sc_next = s->sv_conns;
     if (s->sv_conns != NULL)
         s->sv_conns->sc_prev = sc;
     s->sv_conns = sc;
+    if (!limits_admit(sc))
+        return;
+    arpc_conn_limit_backlog(&sc->sc_conn);
+    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
+    dedup_start(s); /* idle-client expiry runs once connections come */
 }
 
 void sconn_goaway_all(arpc_server *s)

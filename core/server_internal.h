@@ -4,6 +4,7 @@
  *   core/listener.c      accepting connections: the accept loop, pausing on errors, peer names
  *   core/server_conn.c   one connection's protocol: HELLO, frames, dispatch to handlers
  *   core/request.c       the request object handlers see, and the reply that leaves it
+ *   core/server_limits.c connection limits: handshake, frame and idle timeouts, max connections
  *
  * Threads: the loop thread owns listeners and connections (their sockets, buffers, the list of
  * open connections). Handlers run on actors (or inline on the loop) and reply from any thread:
@@ -41,6 +42,10 @@ struct server_conn {
     uint64_t sc_client_id;
     uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
     bool sc_hello;
+    bool sc_counted;        /* counts toward max_connections (not one refused for it) */
+    ev_tstamp sc_opened;    /* loop time of the accept (handshake timeout) */
+    ev_tstamp sc_last_busy; /* loop time of the last frame, or of a sweep that saw a call in
+                             * flight (idle timeout) */
     struct arpc_u64_map sc_calls; /* xid -> request waiting for or in its handler (CANCEL) */
     struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
 };
@@ -69,6 +74,10 @@ struct arpc_server {
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     ev_timer sv_sweep;                /* idle-client expiry */
+    ev_timer sv_limits;               /* connection limits' sweep (core/server_limits.c) */
+    double sv_handshake_s, sv_frame_s, sv_idle_s; /* 0: off (idle only) */
+    unsigned sv_max_conns;
+    unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
     struct server_conn *sv_conns;
 };
@@ -111,6 +120,15 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 void sconn_goaway_all(arpc_server *s);
 void sconn_close_all(arpc_server *s);
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
+
+/* server_limits.c: timeouts and the connection count (docs/SECURITY.md) */
+void limits_init(arpc_server *s, const arpc_server_options *o);
+void limits_start(arpc_server *s); /* loop thread; idempotent */
+void limits_stop(arpc_server *s);  /* loop thread */
+/* A connection was opened and linked (loop thread): false when it is one too many (it was
+ * then sent GOAWAY and is closing). */
+bool limits_admit(struct server_conn *sc);
+void limits_on_close(struct server_conn *sc);
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);

@@ -611,6 +611,24 @@ static void test_restamp_request(void **state)
 
 /* ---- the size limit ---- */
 
+/* What a receiver skipping an oversized body reads from its header: only once it is whole. */
+static void test_peek_header(void **state)
+{
+    (void)state;
+    uint8_t buf[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(buf, ARPC_FRAME_REQUEST, 0x0102030405060708ull, 5u << 20);
+    uint8_t kind = 0;
+    uint64_t xid = 0;
+    uint32_t body_len = 0;
+    for (size_t len = 0; len < sizeof(buf); len++)
+        assert_int_equal(ARPC_EAGAIN, arpc_frame_peek_header(buf, len, &kind, &xid, &body_len));
+    assert_int_equal(0, kind); /* nothing written before the whole header */
+    assert_int_equal(ARPC_OK, arpc_frame_peek_header(buf, sizeof(buf), &kind, &xid, &body_len));
+    assert_int_equal(ARPC_FRAME_REQUEST, kind);
+    assert_int_equal(0x0102030405060708ull, xid);
+    assert_int_equal(5u << 20, body_len);
+}
+
 static void test_size_limit(void **state)
 {
     (void)state;
@@ -794,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_malformed_bodies),
         cmocka_unit_test(test_forward_compatible_bytes),
         cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_peek_header),
         cmocka_unit_test(test_random_garbage),
         cmocka_unit_test(test_mutated_frames),
         cmocka_unit_test(test_guard_page),

@@ -226,9 +226,12 @@ int arpc_sock_accept(struct arpc_listener *l, int *fd_out, char *peer, size_t pe
         case EOPNOTSUPP:
         case ENETUNREACH:
             continue;
-        default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM: the caller must pause, not spin */
-            return arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, errno, "accept on %s failed",
-                                       l->l_addr);
+        default: { /* EMFILE, ENFILE, ENOBUFS, ENOMEM: the caller must pause, not spin */
+            int err = errno;
+            int rv = arpc_sock_why_errno(why, whylen, ARPC_ESYSTEM, err, "accept on %s failed", l->l_addr);
+            errno = err; /* the caller tells running out of descriptors from the rest */
+            return rv;
+        }
         }
     }
 }

@@ -79,7 +79,9 @@ struct arpc_transport_ops {
      * have no address of their own: the listener's address); ARPC_ADDR_MAX bytes hold any
      * name. Does not block: ARPC_EAGAIN when none waits; connections that failed before
      * accept are skipped. Errors: ARPC_ESYSTEM with why naming the cause (e.g. "out of file
-     * descriptors (EMFILE)"): the caller pauses accepting, as the fd stays readable. */
+     * descriptors (EMFILE)") and errno as accept(2) left it: the caller pauses accepting,
+     * as the fd stays readable (or, for EMFILE/ENFILE, frees a spare descriptor to shed the
+     * pending connection: core/listener.c). */
     int (*t_accept)(struct arpc_listener *l, int *fd_out, char *peer, size_t peerlen,
                     char *why, size_t whylen);
 

@@ -16,8 +16,12 @@
  * sent for them.
  *
  * Bad input never takes the server down: an unknown method gets an ARPC_ENOMETHOD error
- * reply naming it; a malformed or oversized frame closes that one connection with a log line
- * on stderr, and every other connection goes on being served.
+ * reply naming it; a request larger than max_frame gets an ARPC_ETOOLARGE error reply (its body
+ * is skipped, not buffered) and the connection goes on; a malformed frame (or one announcing
+ * over 1 GiB) closes that one connection with a log line on stderr, and every other connection
+ * goes on being served. Connections that stall (no
+ * HELLO, a frame sent too slowly), idle ones (if asked) and those past a count are closed
+ * too: see the options' connection limits and docs/SECURITY.md.
  */
 #ifndef ARPC_SERVER_H
 #define ARPC_SERVER_H
@@ -62,7 +66,8 @@ typedef struct arpc_server_options {
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
                                * 2 workers + the loop halve pipelined throughput vs 1 worker) */
-    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB */
+    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB. A larger call is
+                               * answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
     size_t reply_cache_bytes; /* bound on remembered replies; 0: 64 MiB. When full, new numbered
@@ -90,6 +95,21 @@ typedef struct arpc_server_options {
      * corrupt at offset N: ..."). 256 bytes is a good size. */
     char *errbuf;
     size_t errbuf_len;
+    /* Connection limits (docs/SECURITY.md). Each is checked by one sweep per server loop
+     * (every second, or a quarter of the shortest timeout if that is sooner), so a timeout
+     * fires up to that much late. Each close is logged with the limit's name and the peer. */
+    uint32_t handshake_timeout_ms; /* a connection that has sent no HELLO this long is closed;
+                                    * 0: 10000 */
+    uint32_t frame_timeout_ms;     /* a frame whose first byte arrived must be whole within this,
+                                    * else the connection is closed (slowloris); 0: 30000 */
+    uint32_t idle_timeout_ms;      /* a connection with no call in flight and no frame but
+                                    * PING/PONG this long is sent GOAWAY(ARPC_ESHUTDOWN) and closed
+                                    * (its client reconnects when next called); 0: never (the
+                                    * heartbeat already finds dead peers; an idle connection costs
+                                    * a few KiB, and closing it costs the next call a reconnect) */
+    unsigned max_connections;      /* a connection accepted while this many are open is sent
+                                    * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
+                                    * fails with ARPC_EOVERLOADED); 0: 10000 */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the

@@ -1,0 +1,112 @@
+/*
+ * Connection limits, on the loop thread: the handshake, frame-progress and idle timeouts, and
+ * the number of connections open at once (docs/SECURITY.md).
+ *
+ * One coarse sweep timer per server checks every open connection's timestamps, instead of a
+ * timer per connection: the per-frame path only stores the loop's cached time (ev_now), and a
+ * timeout fires at most one sweep period late, which is fine for limits counted in seconds.
+ */
+#include "arpc/error.h"
+#include "base/log.h"
+#include "core/server_internal.h"
+
+#define LIMITS_HANDSHAKE_MS 10000
+#define LIMITS_FRAME_MS 30000
+#define LIMITS_MAX_CONNS 10000
+#define LIMITS_SWEEP_MAX_S 1.0
+#define LIMITS_SWEEP_MIN_S 0.01
+
+void limits_init(arpc_server *s, const arpc_server_options *o)
+{
+    s->sv_handshake_s = (o->handshake_timeout_ms ? o->handshake_timeout_ms : LIMITS_HANDSHAKE_MS) / 1000.0;
+    s->sv_frame_s = (o->frame_timeout_ms ? o->frame_timeout_ms : LIMITS_FRAME_MS) / 1000.0;
+    s->sv_idle_s = o->idle_timeout_ms / 1000.0; /* 0: off */
+    s->sv_max_conns = o->max_connections ? o->max_connections : LIMITS_MAX_CONNS;
+}
+
+/* Closes sc with a log line naming the limit; true if it did. */
+static bool limits_check(struct server_conn *sc, ev_tstamp now)
+{
+    arpc_server *s = sc->sc_server;
+    struct arpc_conn *conn = &sc->sc_conn;
+    if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
+                 conn->c_peer, s->sv_handshake_s * 1000);
+        arpc_conn_close(conn, ARPC_ETIMEDOUT);
+        return true;
+    }
+    if (arpc_conn_frame_age(conn, now) >= s->sv_frame_s) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)",
+                 conn->c_peer, s->sv_frame_s * 1000);
+        arpc_conn_close(conn, ARPC_ETIMEDOUT);
+        return true;
+    }
+    if (arpc_u64_map_count(&sc->sc_calls) > 0 || !arpc_outq_empty(&conn->c_out) ||
+        arpc_conn_frame_age(conn, now) > 0)
+        sc->sc_last_busy = now; /* a call in flight, a reply leaving or a frame arriving: not idle */
+    if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
+        arpc_log(ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
+                 s->sv_idle_s * 1000);
+        /* ESHUTDOWN: the client's word for "reconnect when next needed" (it has no call here). */
+        sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed");
+        arpc_conn_close_after_flush(conn, ARPC_ETIMEDOUT);
+        return true;
+    }
+    return false;
+}
+
+static void limits_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    (void)revents;
+    arpc_server *s = w->data;
+    ev_tstamp now = ev_now(ev);
+    for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
+        next = sc->sc_next; /* a close unlinks (and may free) sc */
+        if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
+            limits_check(sc, now);
+    }
+}
+
+void limits_start(arpc_server *s)
+{
+    if (ev_is_active(&s->sv_limits))
+        return;
+    /* A quarter of the shortest timeout, so a short one (in tests) fires at most 25% late. */
+    double every = LIMITS_SWEEP_MAX_S;
+    double shortest[] = {s->sv_handshake_s, s->sv_frame_s, s->sv_idle_s};
+    for (size_t i = 0; i < sizeof(shortest) / sizeof(shortest[0]); i++)
+        if (shortest[i] > 0 && shortest[i] / 4 < every)
+            every = shortest[i] / 4;
+    if (every < LIMITS_SWEEP_MIN_S)
+        every = LIMITS_SWEEP_MIN_S;
+    ev_timer_init(&s->sv_limits, limits_on_sweep, every, every);
+    s->sv_limits.data = s;
+    ev_timer_start(arpc_loop_ev(s->sv_loop), &s->sv_limits);
+}
+
+void limits_stop(arpc_server *s) { ev_timer_stop(arpc_loop_ev(s->sv_loop), &s->sv_limits); }
+
+bool limits_admit(struct server_conn *sc)
+{
+    arpc_server *s = sc->sc_server;
+    struct arpc_conn *conn = &sc->sc_conn;
+    sc->sc_opened = sc->sc_last_busy = ev_now(conn->c_ev);
+    if (s->sv_nconns >= s->sv_max_conns) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %u connections open (max_connections)",
+                 conn->c_peer, s->sv_nconns);
+        sconn_send_goaway(conn, ARPC_EOVERLOADED, "too many connections");
+        arpc_conn_close_after_flush(conn, ARPC_EOVERLOADED);
+        return false;
+    }
+    sc->sc_counted = true;
+    s->sv_nconns++;
+    limits_start(s);
+    return true;
+}
+
+void limits_on_close(struct server_conn *sc)
+{
+    if (sc->sc_counted)
+        sc->sc_server->sv_nconns--;
+    sc->sc_counted = false;
+}

@@ -1,0 +1,429 @@
+/*
+ * The server's connection limits (docs/SECURITY.md), with test-shortened timeouts: a socket
+ * that never says HELLO, a frame sent halfway, an idle connection, one connection too many,
+ * a process out of file descriptors, a call over the size limit (answered alone).
+ * Each is closed (with a GOAWAY where the limit says so) and logged once with the limit's
+ * option name and the peer's address, while a well-behaved client keeps calling.
+ *
+ * Waits for a close are bounded polls for EOF (10x the timeout under test, which is the
+ * thing measured, not a sleep); log lines are awaited through the latch.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#define SHORT_MS 200 /* every timeout under test */
+
+/* ---- log lines: kept, so a test can look for one logged before it asked ---- */
+
+#define LOG_KEEP 256
+static char log_lines[LOG_KEEP][512];
+static unsigned log_count; /* lines kept; each one also counts on the latch */
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_log(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&log_mtx);
+    if (log_count < LOG_KEEP)
+        snprintf(log_lines[log_count++], sizeof(log_lines[0]), "%s", line);
+    pthread_mutex_unlock(&log_mtx);
+    latch_add();
+}
+
+/* How many kept lines name limit and the local address of fd (the server's peer). */
+static int log_matches(const char *limit, int fd)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+        return -1;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "127.0.0.1:%u", ntohs(sa.sin_port));
+    int n = 0;
+    pthread_mutex_lock(&log_mtx);
+    for (unsigned i = 0; i < log_count; i++)
+        n += strstr(log_lines[i], limit) != NULL && strstr(log_lines[i], peer) != NULL;
+    pthread_mutex_unlock(&log_mtx);
+    return n;
+}
+
+/* Waits (bounded) for exactly one line naming limit and fd's peer address. */
+static void expect_log(const char *limit, int fd)
+{
+    int64_t until = now_ms() + 5000;
+    for (unsigned seen = 0; log_matches(limit, fd) == 0 && now_ms() < until; seen++)
+        latch_wait(seen + 1, 100); /* the next line, whatever it says */
+    assert_int_equal(1, log_matches(limit, fd));
+}
+
+/* ---- a server and a well-behaved client ---- */
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_client *good;
+    char addr[ARPC_ADDR_MAX];
+};
+
+static void start(struct fixture *fx, arpc_server_options so)
+{
+    pthread_mutex_lock(&log_mtx);
+    log_count = 0;
+    pthread_mutex_unlock(&log_mtx);
+    latch_reset();
+    arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
+    assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));
+}
+
+static void stop(struct fixture *fx)
+{
+    arpc_client_close(fx->good);
+    arpc_server_destroy(fx->s);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+}
+
+static void good_call(arpc_client *c)
+{
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, 5000));
+    assert_int_equal(4, len);
+    assert_memory_equal("ping", reply, 4);
+    arpc_free(reply);
+}
+
+/* Reads until EOF or a reset within ms, dropping any bytes; false if the wait ran out. */
+static bool wait_eof(int fd, int ms)
+{
+    int64_t until = now_ms() + ms;
+    for (;;) {
+        int left = (int)(until - now_ms());
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return false;
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            return true;
+    }
+}
+
+static int raw_socket(const char *addr)
+{
+    int fd = -1;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, 5000, &fd, NULL, 0));
+    return fd;
+}
+
+/* The next frame is a GOAWAY with code, then the connection ends. */
+static void expect_goaway_eof(struct raw_client *r, int code)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
+    assert_int_equal(code, f.f.f_code);
+    assert_true(wait_eof(r->rc_fd, 10 * SHORT_MS));
+}
+
+/* ---- the limits ---- */
+
+static void test_no_hello_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.handshake_timeout_ms = SHORT_MS});
+    int fd = raw_socket(fx.addr);
+    good_call(fx.good); /* served while the silent socket waits */
+    int64_t t0 = now_ms();
+    assert_true(wait_eof(fd, 10 * SHORT_MS));
+    assert_true(now_ms() - t0 < 10 * SHORT_MS);
+    expect_log("handshake_timeout_ms", fd);
+    good_call(fx.good); /* the well-behaved client was not touched */
+    close(fd);
+    stop(&fx);
+}
+
+static void test_half_frame_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.frame_timeout_ms = SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 7));
+    uint8_t frame[256];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
+    assert_true(raw_send(&r, frame, n / 2)); /* and never the rest */
+    good_call(fx.good);
+    assert_true(wait_eof(r.rc_fd, 10 * SHORT_MS));
+    expect_log("frame_timeout_ms", r.rc_fd);
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* A frame still arriving is not idleness: a call sent in two halves with a pause longer than
+ * the idle timeout between them (but within the frame timeout) is answered. */
+static void test_frame_arriving_is_not_idle(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS, .frame_timeout_ms = 20 * SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 10));
+    uint8_t frame[256];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
+    assert_true(raw_send(&r, frame, n / 2));
+    sleep_ms(3 * SHORT_MS); /* pacing: the pause is the input under test */
+    assert_true(raw_send(&r, frame + n / 2, n - n / 2));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(1, f.f.f_xid);
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* Whole frames, however slow the gaps between them, are progress: a connection sending one
+ * request per 3/4 of the frame timeout is never closed for it. */
+static void test_slow_whole_frames_are_not_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.frame_timeout_ms = SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 8));
+    for (uint64_t xid = 1; xid <= 5; xid++) {
+        sleep_ms(SHORT_MS * 3 / 4); /* pacing: the gap between frames is the input here */
+        assert_true(raw_request(&r, xid, 0, 0, 0, "t.echo", "x", 1));
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_int_equal(xid, f.f.f_xid);
+    }
+    raw_close(&r);
+    stop(&fx);
+}
+
+static void test_idle_is_closed_with_goaway(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 9));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.echo", "x", 1));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    int64_t t0 = now_ms();
+    expect_goaway_eof(&r, ARPC_ESHUTDOWN);
+    assert_true(now_ms() - t0 >= SHORT_MS / 2); /* not long before the limit (t0 is after the reply) */
+    expect_log("idle_timeout_ms", r.rc_fd);
+    raw_close(&r);
+    /* The real client was idle too: its connection went, and its next call reconnects. */
+    good_call(fx.good);
+    assert_true(arpc_client_connections(fx.good) >= 2);
+    stop(&fx);
+}
+
+static void test_connection_over_the_limit_is_refused(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_connections = 3}); /* the good client is one */
+    struct raw_client a, b, over;
+    assert_true(raw_connect(&a, fx.addr, 11));
+    assert_true(raw_connect(&b, fx.addr, 12));
+    int fd = raw_socket(fx.addr);
+    over = (struct raw_client){.rc_fd = fd};
+    expect_goaway_eof(&over, ARPC_EOVERLOADED);
+    expect_log("max_connections", fd);
+    close(fd);
+    /* The first three keep working. */
+    struct raw_frame f;
+    assert_true(raw_request(&a, 1, 0, 0, 0, "t.echo", "a", 1));
+    assert_true(raw_read(&a, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_true(raw_request(&b, 1, 0, 0, 0, "t.echo", "b", 1));
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    good_call(fx.good);
+    /* A client connecting now is told why. */
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_EOVERLOADED, arpc_client_connect(&c, fx.addr, NULL));
+    /* Once one leaves, a new one is served (the server counts the close). */
+    raw_close(&a);
+    int64_t until = now_ms() + 5000;
+    int rc;
+    while ((rc = arpc_client_connect(&c, fx.addr, NULL)) == ARPC_EOVERLOADED && now_ms() < until)
+        ; /* the server sees a's FIN asynchronously: each refused attempt is a round trip */
+    assert_int_equal(ARPC_OK, rc);
+    good_call(c);
+    arpc_client_close(c);
+    raw_close(&b);
+    stop(&fx);
+}
+
+/* A request over max_frame is answered ARPC_ETOOLARGE alone, its body skipped as it streams
+ * in (not buffered: sent in pieces, with a call on the same connection right behind it), and
+ * the connection goes on; a real client's next call succeeds too. */
+static void test_oversized_call_alone_fails(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_frame = 1024});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 21));
+    static uint8_t big[256 * 1024 + 64], payload[256 * 1024];
+    size_t n = arpc_frame_encode_request(big, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, sizeof(payload));
+    for (size_t off = 0; off < n; off += 4096) /* the body in pieces, as a socket would */
+        assert_true(raw_send(&r, big + off, n - off < 4096 ? n - off : 4096));
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(1, f.f.f_xid);
+    assert_int_equal(ARPC_ETOOLARGE, f.f.f_code);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(2, f.f.f_xid);
+    assert_int_equal(4, f.body_len);
+    assert_memory_equal("next", f.body, 4);
+    /* A one-way message over the limit is dropped, and the connection goes on as well. */
+    n = arpc_frame_encode_request(big, ARPC_FRAME_ONEWAY, 3, 0, 0, 0, "t.echo", 6, payload, 4096);
+    assert_true(raw_send(&r, big, n));
+    assert_true(raw_request(&r, 4, 0, 0, 0, "t.echo", "more", 4));
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(4, f.f.f_xid);
+    raw_close(&r);
+    /* The real client knows the limit (HELLO) and fails a large call locally; the next works. */
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_ETOOLARGE, arpc_call(fx.good, "t.echo", payload, 4096, &reply, &len, 5000));
+    arpc_free(reply);
+    good_call(fx.good);
+    stop(&fx);
+}
+
+/* The body of an oversized call, skipped, must still arrive within the frame timeout: one
+ * dribbled a byte at a time is closed like any slow frame. */
+static void test_dribbled_oversized_body_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_frame = 1024, .frame_timeout_ms = SHORT_MS});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 22));
+    uint8_t head[ARPC_FRAME_HEADER_SIZE + 64];
+    size_t n = arpc_frame_encode_request_head(head, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, 1u << 20);
+    assert_true(raw_send(&r, head, n));
+    bool closed = false;
+    for (int i = 0; i < 40 && !closed; i++) { /* 10x the timeout */
+        closed = wait_eof(r.rc_fd, SHORT_MS / 4); /* drops the ERROR; the wait paces the bytes */
+        uint8_t byte = 0;
+        (void)!send(r.rc_fd, &byte, 1, MSG_NOSIGNAL);
+    }
+    assert_true(closed);
+    expect_log("frame_timeout_ms", r.rc_fd);
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* Takes every free descriptor of the process (at most FILL_MAX); returns how many. */
+#define FILL_MAX 1100
+static int fill_fds(int *fds, int n)
+{
+    int fd;
+    while (n < FILL_MAX && (fd = dup(2)) >= 0)
+        fds[n++] = fd;
+    return n;
+}
+
+/* Out of descriptors: the pending connection is accepted with the listener's spare, told
+ * GOAWAY(EOVERLOADED) and closed (with a log line naming EMFILE), instead of waiting in the
+ * backlog; once descriptors are back, new clients are served. */
+static void test_emfile_sheds_and_recovers(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){0});
+    struct rlimit old, low;
+    assert_int_equal(0, getrlimit(RLIMIT_NOFILE, &old));
+    low = old;
+    if (low.rlim_cur > 1024)
+        low.rlim_cur = 1024; /* so filling it is quick */
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &low));
+    static int fds[FILL_MAX];
+    int n = fill_fds(fds, 0);
+    assert_true(n < FILL_MAX); /* the process is out of descriptors */
+    close(fds[--n]); /* room for the client's socket, taken before the last fd goes */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    n = fill_fds(fds, n); /* none left for the server's accept */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    const char *port = strrchr(fx.addr, ':');
+    assert_non_null(port);
+    sa.sin_port = htons((uint16_t)atoi(port + 1));
+    /* The kernel completes a loopback connect without the server: the accept comes after. */
+    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    struct raw_client over = {.rc_fd = fd};
+    expect_goaway_eof(&over, ARPC_EOVERLOADED);
+    good_call(fx.good); /* connections already open go on */
+    while (n > 0)
+        close(fds[--n]);
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &old));
+    expect_log("EMFILE", fd);
+    close(fd);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, fx.addr, NULL));
+    good_call(c);
+    arpc_client_close(c);
+    stop(&fx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_hello_is_closed),
+        cmocka_unit_test(test_half_frame_is_closed),
+        cmocka_unit_test(test_slow_whole_frames_are_not_closed),
+        cmocka_unit_test(test_idle_is_closed_with_goaway),
+        cmocka_unit_test(test_frame_arriving_is_not_idle),
+        cmocka_unit_test(test_connection_over_the_limit_is_refused),
+        cmocka_unit_test(test_emfile_sheds_and_recovers),
+        cmocka_unit_test(test_oversized_call_alone_fails),
+        cmocka_unit_test(test_dribbled_oversized_body_is_closed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
