@@ -88,7 +88,8 @@ static void conn_check_resume(struct arpc_conn *conn)
     if (conn->c_read_paused && conn->c_open && !conn->c_close_after_flush &&
         conn->c_out.q_bytes < ARPC_CONN_BACKLOG_LOW) {
         conn->c_read_paused = false;
-        ev_io_start(conn->c_ev, &conn->c_rio);
+        if (!conn->c_held)
+            ev_io_start(conn->c_ev, &conn->c_rio);
     }
 }
 
@@ -218,7 +219,7 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
 static size_t conn_parse(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    while (conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush) {
+    while (conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
         struct arpc_frame f;
         size_t used = 0;
         int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
@@ -290,12 +291,43 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 }
             }
         }
-        if ((size_t)n < room)
-            break; /* the socket is drained for now */
+        if ((size_t)n < room || conn->c_held)
+            break; /* the socket is drained for now, or the owner holds input */
     }
     conn->c_dispatching = false;
     if (conn->c_close_pending)
         conn_do_close(conn, conn->c_close_reason);
+}
+
+void arpc_conn_pause_input(struct arpc_conn *conn)
+{
+    if (conn->c_held || !conn->c_open)
+        return;
+    conn->c_held = true;
+    ev_io_stop(conn->c_ev, &conn->c_rio);
+}
+
+void arpc_conn_resume_input(struct arpc_conn *conn)
+{
+    if (!conn->c_held || !conn->c_open)
+        return;
+    conn->c_held = false;
+    if (conn->c_dispatching) {
+        /* Called from inside on_frame: the parse loop in progress goes on by itself. */
+        if (!conn->c_read_paused && !conn->c_close_after_flush)
+            ev_io_start(conn->c_ev, &conn->c_rio);
+        return;
+    }
+    /* Frames read before the hold go up first, in order; one of them may hold again. */
+    conn->c_dispatching = true;
+    conn_parse(conn);
+    conn->c_dispatching = false;
+    if (conn->c_close_pending) {
+        conn_do_close(conn, conn->c_close_reason);
+        return;
+    }
+    if (conn->c_open && !conn->c_held && !conn->c_read_paused && !conn->c_close_after_flush)
+        ev_io_start(conn->c_ev, &conn->c_rio);
 }
 
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
