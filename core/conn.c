@@ -82,13 +82,23 @@ static bool conn_flush(struct arpc_conn *conn)
 
 void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = true; }
 
+/* A frame half in while we did not read gets the whole frame timeout again from now: the
+ * wait was ours, not the peer's. */
+static void conn_restart_frame_clock(struct arpc_conn *conn)
+{
+    if (conn->c_frame_since != 0)
+        conn->c_frame_since = ev_now(conn->c_ev);
+}
+
 /* After output drained: resume reading once the backlog is small again. */
 static void conn_check_resume(struct arpc_conn *conn)
 {
     if (conn->c_read_paused && conn->c_open && !conn->c_close_after_flush &&
         conn->c_out.q_bytes < ARPC_CONN_BACKLOG_LOW) {
         conn->c_read_paused = false;
-        ev_io_start(conn->c_ev, &conn->c_rio);
+        conn_restart_frame_clock(conn);
+        if (!conn->c_held)
+            ev_io_start(conn->c_ev, &conn->c_rio);
     }
 }
 
@@ -227,7 +237,8 @@ static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
 {
-    if (!conn->c_open || conn->c_read_paused || conn->c_frame_since == 0)
+    /* Not while we are the ones not reading (the backlog limit, or the owner's hold). */
+    if (!conn->c_open || conn->c_read_paused || conn->c_held || conn->c_frame_since == 0)
         return 0;
     return now - conn->c_frame_since;
 }
@@ -267,7 +278,7 @@ static int conn_take_oversized(struct arpc_conn *conn)
 static size_t conn_parse(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    while (conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush) {
+    while (conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
         if (conn->c_skip > 0 && conn_skip_body(conn))
             return ARPC_FRAME_HEADER_SIZE;
         struct arpc_frame f;
@@ -350,12 +361,44 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 }
             }
         }
-        if ((size_t)n < room)
-            break; /* the socket is drained for now */
+        if ((size_t)n < room || conn->c_held)
+            break; /* the socket is drained for now, or the owner holds input */
     }
     conn->c_dispatching = false;
     if (conn->c_close_pending)
         conn_do_close(conn, conn->c_close_reason);
+}
+
+void arpc_conn_pause_input(struct arpc_conn *conn)
+{
+    if (conn->c_held || !conn->c_open)
+        return;
+    conn->c_held = true;
+    ev_io_stop(conn->c_ev, &conn->c_rio);
+}
+
+void arpc_conn_resume_input(struct arpc_conn *conn)
+{
+    if (!conn->c_held || !conn->c_open)
+        return;
+    conn->c_held = false;
+    conn_restart_frame_clock(conn);
+    if (conn->c_dispatching) {
+        /* Called from inside on_frame: the parse loop in progress goes on by itself. */
+        if (!conn->c_read_paused && !conn->c_close_after_flush)
+            ev_io_start(conn->c_ev, &conn->c_rio);
+        return;
+    }
+    /* Frames read before the hold go up first, in order; one of them may hold again. */
+    conn->c_dispatching = true;
+    conn_parse(conn);
+    conn->c_dispatching = false;
+    if (conn->c_close_pending) {
+        conn_do_close(conn, conn->c_close_reason);
+        return;
+    }
+    if (conn->c_open && !conn->c_held && !conn->c_read_paused && !conn->c_close_after_flush)
+        ev_io_start(conn->c_ev, &conn->c_rio);
 }
 
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,

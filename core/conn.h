@@ -77,6 +77,7 @@ struct arpc_conn {
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     bool c_read_paused;   /* reading stopped by the backlog limit */
+    bool c_held;          /* input held by the owner (arpc_conn_pause_input): independent of the above */
     int c_close_reason;
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
 };
@@ -109,6 +110,15 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
 #define ARPC_CONN_BACKLOG_HIGH (8u << 20)
 #define ARPC_CONN_BACKLOG_LOW (1u << 20)
 void arpc_conn_limit_backlog(struct arpc_conn *conn);
+
+/* Holds input for the owner (e.g. a request it cannot queue yet): no further frame is handed
+ * to on_frame (not even the rest of the current read batch) and the socket is not read. Frames
+ * already buffered wait, in order. Resume hands them up first (on_frame may hold again), then
+ * reads again unless the backlog limit keeps reading stopped: the two reasons are independent.
+ * While held the heartbeat counts the peer as alive (it is waiting for us, not we for it).
+ * Loop thread; either may be called from inside on_frame; idempotent. */
+void arpc_conn_pause_input(struct arpc_conn *conn);
+void arpc_conn_resume_input(struct arpc_conn *conn);
 
 /* Heartbeat: after idle_ms without input from the peer, send a PING; after `misses` PINGs
  * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a

@@ -32,6 +32,11 @@ static void conn_on_heartbeat(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)revents;
     struct arpc_conn *conn = w->data;
+    if (conn->c_held) {
+        /* We hold the peer's input (it waits for us): its silence says nothing. */
+        conn->c_last_rx = ev_now(ev);
+        conn->c_hb_sent = 0;
+    }
     ev_tstamp idle_for = ev_now(ev) - conn->c_last_rx;
     ev_tstamp wait = conn->c_hb_idle;
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {

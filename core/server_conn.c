@@ -163,6 +163,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
         s->sv_conns = sc->sc_next;
     if (sc->sc_next != NULL)
         sc->sc_next->sc_prev = sc->sc_prev;
+    request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
     /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
     arpc_u64_map_fini(&sc->sc_calls);
     sconn_release(sc); /* the loop's reference */
@@ -219,7 +220,10 @@ void sconn_goaway_all(arpc_server *s)
 void sconn_close_all(arpc_server *s)
 {
     /* Replies already handed over went out before this ran (the job lane is FIFO); write what
-     * the sockets take without waiting, then close. */
+     * the sockets take without waiting, then close. A parked call will not run: its caller
+     * hears so (ESHUTDOWN) before the connection closes. */
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+        request_refuse_parked(sc);
     for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
         next = sc->sc_next; /* a failed flush closes (and may free) sc */
         arpc_conn_flush_now(&sc->sc_conn);

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 
 #include "arpc/server.h"
+#include "async/actor_internal.h"
 #include "async/loop_internal.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
@@ -48,6 +49,14 @@ struct server_conn {
                              * flight (idle timeout) */
     struct arpc_u64_map sc_calls; /* xid -> request waiting for or in its handler (CANCEL) */
     struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
+    /* Flow control (loop thread; core/request.c): a request its actor had no room for waits
+     * here, with the connection's input held, until the actor makes room (sc_room, armed
+     * while sc_room_armed, holding a reference on sc and on the server), then is posted
+     * again on the loop (sc_room_job). At most one: nothing is read behind it. */
+    arpc_request *sc_parked;
+    arpc_actor *sc_parked_on;
+    struct arpc_actor_room sc_room;
+    struct arpc_loop_job sc_room_job;
 };
 
 struct arpc_server {
@@ -163,5 +172,8 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
 /* A CANCEL frame for call xid arrived on sc (loop thread). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
+/* sc's parked request (if any) will never be posted (its connection closes, the server
+ * stops): it is answered ESHUTDOWN ("did not run") and let go (loop thread). */
+void request_refuse_parked(struct server_conn *sc);
 
 #endif

@@ -41,7 +41,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }
-    if (arpc_u64_map_count(&sc->sc_calls) > 0 || !arpc_outq_empty(&conn->c_out) ||
+    if (arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&conn->c_out) ||
         arpc_conn_frame_age(conn, now) > 0)
         sc->sc_last_busy = now; /* a call in flight, a reply leaving or a frame arriving: not idle */
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {

@@ -50,6 +50,7 @@ struct fx {
     uint64_t close_at_xid;    /* on_frame of this xid closes with ARPC_ECANCELLED */
     bool goaway_on_bad_input; /* on_bad_input queues a GOAWAY */
     size_t reply_size;        /* on_frame queues this many stream bytes */
+    uint64_t hold_at_xid[2];  /* on_frame of these xids holds input (arpc_conn_pause_input) */
     /* The stream of bytes the conn sends (pattern_byte) and what the peer checked of it. */
     size_t sent, checked;
 };
@@ -86,6 +87,8 @@ static void on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
     if (fx->reply_size > 0)
         CHECK(send_stream(fx, fx->reply_size) == ARPC_OK);
+    if (f->f_xid == fx->hold_at_xid[0] || f->f_xid == fx->hold_at_xid[1])
+        arpc_conn_pause_input(conn);
     fx->in_frame = false;
 }
 
@@ -604,6 +607,44 @@ static void test_backlog_limit(void **state)
     fx_fini(&fx);
 }
 
+static void do_resume(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    arpc_conn_resume_input(&((struct fx *)p)->conn);
+}
+
+/* An owner holding input: no frame after the holding one is handed up, even from the same
+ * read, and the socket is not read; resume hands up the buffered frames at once, in order (one
+ * of them may hold again), then reads again. */
+static void test_pause_input(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    fx.hold_at_xid[0] = 3;
+    fx.hold_at_xid[1] = 7;
+    size_t size;
+    uint8_t *buf = make_frames(1, 10, small_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 3));
+    buf = make_frames(11, 5, small_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(fx.loop, fx.never, 30));
+    assert_int_equal(3, fx.frames);               /* frames 4..10 wait in the buffer */
+    assert_int_equal(size, fd_unread(fx.fd[0])); /* 11..15 in the socket */
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_resume, &fx));
+    assert_int_equal(7, fx.frames); /* handed up by the resume itself, up to the next hold */
+    assert_int_equal(size, fd_unread(fx.fd[0]));
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_resume, &fx));
+    assert_int_equal(10, fx.frames);
+    assert_true(pump_until(&fx, frames_at_least, 15));
+    assert_int_equal(15, fx.frames);
+    assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
 /* close_after_flush: no close while frames wait, nothing more is read, every queued byte
  * reaches the peer, then the conn closes (the peer sees EOF) with the reason given. With an
  * empty queue it closes at once. */
@@ -756,6 +797,7 @@ int main(void)
     arpc_set_logger(count_log, NULL, ARPC_LOG_DEBUG); /* bad input is logged: counted, not printed */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_whole_frames),
+        cmocka_unit_test_no_leak(test_pause_input),
         cmocka_unit_test_no_leak(test_byte_by_byte),
         cmocka_unit_test_no_leak(test_large_frame_grows_and_shrinks),
         cmocka_unit_test_no_leak(test_buffer_grows_with_bytes_not_header),
