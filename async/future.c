@@ -264,7 +264,7 @@ void arpc_future_release(arpc_future *f)
         arpc_future_release(f);
         return;
     }
-    arpc_handle_kill(f, ARPC_MAGIC_FUTURE, "future", __func__); /* a later release is caught */
+    arpc_handle_poison(f); /* a later release is caught */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
     arpc_free(f);
 }

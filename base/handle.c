@@ -1,6 +1,7 @@
 /*
- * Handle checks (base/handle.h). Under ASan the magic of a freed block is not read (that
- * would be the very use-after-free being caught): ASan is asked whether the word is poisoned.
+ * Handle checks (base/handle.h): the slow paths. Under ASan the magic of a freed block is
+ * not read (that would be the very use-after-free being caught): ASan is asked whether the
+ * word is poisoned.
  */
 #include "base/handle.h"
 
@@ -8,14 +9,7 @@
 
 #include "base/log.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define HANDLE_FREED(h) (__asan_address_is_poisoned(h) != 0)
-#else
-#define HANDLE_FREED(h) false
-#endif
-
-static bool handle_misuse(const void *h, const char *kind, const char *fn)
+bool arpc_handle_misuse(const void *h, const char *kind, const char *fn)
 {
     arpc_log(ARPC_LOG_ERROR, "%s on %p: not a live %s (already closed/released, or never one)", fn, h, kind);
 #ifndef NDEBUG
@@ -24,23 +18,14 @@ static bool handle_misuse(const void *h, const char *kind, const char *fn)
     return false;
 }
 
-bool arpc_handle_check(const void *h, uint32_t want, const char *kind, const char *fn)
-{
-    if (h == NULL)
-        return false;
-    if (HANDLE_FREED(h) || atomic_load_explicit((const arpc_magic *)h, memory_order_relaxed) != want)
-        return handle_misuse(h, kind, fn);
-    return true;
-}
-
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
 {
     if (h == NULL)
         return false;
     uint32_t live = want; /* a CAS, not an exchange: never write into what is not ours */
-    if (HANDLE_FREED(h) ||
+    if (ARPC_HANDLE_FREED(h) ||
         !atomic_compare_exchange_strong_explicit((arpc_magic *)h, &live, ARPC_MAGIC_DEAD, memory_order_relaxed,
                                                  memory_order_relaxed))
-        return handle_misuse(h, kind, fn);
+        return arpc_handle_misuse(h, kind, fn);
     return true;
 }

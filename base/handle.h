@@ -16,6 +16,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define ARPC_MAGIC_CLIENT 0x61436c74u /* "aClt" */
@@ -30,10 +31,32 @@ typedef _Atomic uint32_t arpc_magic;
  * without a word (the caller returns ARPC_EINVAL). Anything else is misuse: an ERROR line
  * "<fn> on <h>: not a live <kind> (already closed/released, or never one)", then abort() in
  * builds without NDEBUG; with NDEBUG, false (the caller returns ARPC_EINVAL or does nothing). */
-bool arpc_handle_check(const void *h, uint32_t want, const char *kind, const char *fn);
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define ARPC_HANDLE_FREED(h) (__asan_address_is_poisoned(h) != 0) /* never read a freed block */
+#else
+#define ARPC_HANDLE_FREED(h) false
+#endif
+
+/* Reports misuse of h (not NULL) and aborts, or, with NDEBUG, returns false. */
+bool arpc_handle_misuse(const void *h, const char *kind, const char *fn);
+
+/* Inline: it runs on every entry point, several times per call (a load and a compare). */
+static inline bool arpc_handle_check(const void *h, uint32_t want, const char *kind, const char *fn)
+{
+    if (h == NULL)
+        return false;
+    if (ARPC_HANDLE_FREED(h) || atomic_load_explicit((const arpc_magic *)h, memory_order_relaxed) != want)
+        return arpc_handle_misuse(h, kind, fn);
+    return true;
+}
 
 /* Marks a live handle dead (its close/destroy/last release begins). False, after reporting
  * misuse as arpc_handle_check does, when it was not live: a second close. */
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn);
+
+/* Marks a handle dead that no other thread can reach any more (its last reference is going):
+ * a plain store, the count already settled the race. */
+static inline void arpc_handle_poison(void *h) { atomic_store_explicit((arpc_magic *)h, ARPC_MAGIC_DEAD, memory_order_relaxed); }
 
 #endif
