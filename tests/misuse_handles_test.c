@@ -109,6 +109,24 @@ static void test_null_server(void **state)
     assert_int_equal(ARPC_EINVAL, arpc_server_checkpoint(NULL, "x", 1));
 }
 
+static void nothing(arpc_actor *a, void *arg, int status)
+{
+    (void)a;
+    (void)arg;
+    (void)status;
+}
+
+static void test_null_actor(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_actor_create(NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_post(NULL, nothing, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_stop(NULL, ARPC_ACTOR_DRAIN));
+    assert_int_equal(0, arpc_actor_processed(NULL));
+    assert_false(arpc_actor_on_thread(NULL));
+    arpc_actor_destroy(NULL);
+}
+
 /* ---- use after close, double close, wrong kind: in a child ---- */
 
 /* A server with "echo" and a client connected to it, in the child. */
@@ -173,6 +191,26 @@ static void pending_future_polled_after_release(void *arg)
     arpc_future_poll(f);
 }
 
+static void actor_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_actor *a;
+    if (arpc_actor_create(&a, NULL) != ARPC_OK)
+        return;
+    arpc_actor_destroy(a);
+    arpc_actor_destroy(a);
+}
+
+static void actor_posted_after_destroy(void *arg)
+{
+    (void)arg;
+    arpc_actor *a;
+    if (arpc_actor_create(&a, NULL) != ARPC_OK)
+        return;
+    arpc_actor_destroy(a);
+    arpc_actor_post(a, nothing, NULL);
+}
+
 static void cq_destroyed_twice(void *arg)
 {
     (void)arg;
@@ -194,6 +232,8 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(future_released_twice, NULL, "arpc_future_release on 0x"));
     assert_true(dies_with_abort(pending_future_polled_after_release, NULL, "arpc_future_poll on 0x"));
     assert_true(dies_with_abort(cq_destroyed_twice, NULL, "arpc_cq_destroy on 0x"));
+    assert_true(dies_with_abort(actor_destroyed_twice, NULL, "arpc_actor_destroy on 0x"));
+    assert_true(dies_with_abort(actor_posted_after_destroy, NULL, "arpc_actor_post on 0x"));
 }
 
 /* A live object of one kind passed as another: its memory is valid, so this is caught in
@@ -231,6 +271,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_client),
         cmocka_unit_test_no_leak(test_null_future_and_cq),
         cmocka_unit_test_no_leak(test_null_server),
+        cmocka_unit_test_no_leak(test_null_actor),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
         cmocka_unit_test_no_leak(test_wrong_kind),
     };

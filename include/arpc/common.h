@@ -7,7 +7,7 @@
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *
- * API misuse (clients, servers, futures, completion queues):
+ * API misuse (clients, servers, futures, completion queues, actors):
  *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
  *    error code). A future-returning call gets a future completed with ARPC_EINVAL.
  *  - A handle used after its close/destroy/last release (a second close included, even one
@@ -20,8 +20,8 @@
  *    instead of the memory being read). Memory already reused for a new object of the same
  *    kind cannot be told apart: that remains undefined behaviour. A future released once
  *    too often while other references remain is not caught (the count cannot tell whose).
- *  - Not covered yet: arpc_loop, arpc_actor and arpc_request handles (NULL checks only where
- *    their headers say so).
+ *  - Not covered yet: arpc_loop, arpc_actor_group and arpc_request handles (NULL checks only
+ *    where their headers say so).
  */
 #ifndef ARPC_COMMON_H
 #define ARPC_COMMON_H
