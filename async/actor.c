@@ -74,6 +74,7 @@
 #include "base/backoff.h"
 #include "base/bound.h"
 #include "base/entry.h"
+#include "base/handle.h"
 #include "base/node_pool.h"
 #include "base/stack_fifo.h"
 
@@ -85,6 +86,7 @@ CK_STACK_CONTAINER(struct arpc_actor_job, aj_link, job_of)
 CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
 
 struct arpc_actor {
+    arpc_magic a_magic; /* first: base/handle.h; dead from arpc_actor_destroy on */
     /* Shared with posters. */
     ck_stack_t a_mailbox;         /* posted jobs, newest first */
     atomic_uint a_queued;         /* jobs posted and not yet given back (the bound's count) */
@@ -233,6 +235,12 @@ static int actor_init_lock(arpc_actor *a)
     return err == 0 ? ARPC_OK : ARPC_ESYSTEM;
 }
 
+/* A NULL actor is EINVAL; a destroyed one is misuse (base/handle.h). */
+static bool actor_live(const arpc_actor *a, const char *fn)
+{
+    return arpc_handle_check(a, ARPC_MAGIC_ACTOR, "actor", fn);
+}
+
 int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
 {
     if (out == NULL)
@@ -245,6 +253,7 @@ int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
     arpc_actor *a = arpc_calloc(1, sizeof(*a));
     if (a == NULL)
         return ARPC_ENOMEM;
+    atomic_init(&a->a_magic, ARPC_MAGIC_ACTOR);
     ck_stack_init(&a->a_mailbox);
     atomic_init(&a->a_queued, 0);
     arpc_entry_init(&a->a_entry);
@@ -333,7 +342,7 @@ static int actor_post_begin(arpc_actor *a, bool may_wait)
 
 int arpc_actor_post_job(arpc_actor *a, struct arpc_actor_job *job, bool may_wait)
 {
-    if (a == NULL || job == NULL || job->aj_fn == NULL)
+    if (!actor_live(a, __func__) || job == NULL || job->aj_fn == NULL)
         return ARPC_EINVAL;
     int rc = actor_post_begin(a, may_wait);
     if (rc == ARPC_OK)
@@ -354,7 +363,7 @@ static void actor_msg_run(arpc_actor *a, struct arpc_actor_job *job, int status)
 
 int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
 {
-    if (a == NULL || fn == NULL)
+    if (!actor_live(a, __func__) || fn == NULL)
         return ARPC_EINVAL;
     int rc = actor_post_begin(a, true);
     if (rc != ARPC_OK)
@@ -406,7 +415,7 @@ static void actor_cancel_rest(arpc_actor *a)
 
 int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
 {
-    if (a == NULL || (mode != ARPC_ACTOR_DRAIN && mode != ARPC_ACTOR_DISCARD))
+    if (!actor_live(a, __func__) || (mode != ARPC_ACTOR_DRAIN && mode != ARPC_ACTOR_DISCARD))
         return ARPC_EINVAL;
     if (actor_current == a)
         return ARPC_EBUSY; /* it would join itself */
@@ -428,7 +437,7 @@ int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
 
 void arpc_actor_destroy(arpc_actor *a)
 {
-    if (a == NULL)
+    if (!actor_live(a, __func__))
         return;
     if (arpc_actor_stop(a, ARPC_ACTOR_DRAIN) != ARPC_OK) {
         /* Destroyed from its own thread: a caller bug. Freeing would pull the actor out
@@ -436,6 +445,9 @@ void arpc_actor_destroy(arpc_actor *a)
         assert(!"arpc_actor_destroy called from the actor's own thread");
         return;
     }
+    /* From here the handle is dead: a second destroy, even a racing one, is caught. */
+    if (!arpc_handle_kill(a, ARPC_MAGIC_ACTOR, "actor", __func__))
+        return;
     pthread_mutex_destroy(&a->a_stop_lock);
     arpc_node_pool_fini(&a->a_msgs);
     arpc_free(a);
@@ -446,5 +458,7 @@ bool arpc_actor_on_thread(const arpc_actor *a) { return a != NULL && actor_curre
 uint64_t arpc_actor_processed(const arpc_actor *a)
 {
     /* Counts jobs run with ARPC_OK; cancelled ones are not "processed". */
+    if (!actor_live(a, __func__))
+        return 0;
     return atomic_load_explicit(&a->a_processed, memory_order_relaxed);
 }

@@ -45,6 +45,7 @@
 #include "arpc/error.h"
 #include "async/futex.h"
 #include "base/clock.h"
+#include "base/handle.h"
 #include "base/refcount.h"
 #include "base/stack_fifo.h"
 #include "base/alloc.h"
@@ -59,6 +60,7 @@ struct cq_entry {
 CK_STACK_CONTAINER(struct cq_entry, e_link, cq_entry_of)
 
 struct arpc_cq {
+    arpc_magic cq_magic;       /* first: base/handle.h; dead from arpc_cq_destroy on */
     ck_stack_t cq_done;        /* completed entries, newest first; producers push lock-free */
     _Atomic long cq_count;     /* pushed minus taken; see the design notes */
     arpc_refcount cq_refs;
@@ -149,8 +151,13 @@ static void cq_on_complete(arpc_future *f, void *arg)
 
 /* ---- public API ---- */
 
+/* A NULL queue is EINVAL; a destroyed one is misuse (base/handle.h). */
+static bool cq_live(const arpc_cq *cq, const char *fn) { return arpc_handle_check(cq, ARPC_MAGIC_CQ, "cq", fn); }
+
 int arpc_cq_create(arpc_cq **out)
 {
+    if (out == NULL)
+        return ARPC_EINVAL;
     arpc_cq *cq = arpc_malloc(sizeof(*cq));
     if (cq == NULL)
         return ARPC_ENOMEM;
@@ -166,6 +173,7 @@ int arpc_cq_create(arpc_cq **out)
     }
     ck_stack_init(&cq->cq_done);
     atomic_init(&cq->cq_count, 0);
+    atomic_init(&cq->cq_magic, ARPC_MAGIC_CQ);
     arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
     cq->cq_fifo = NULL;
@@ -175,7 +183,7 @@ int arpc_cq_create(arpc_cq **out)
 
 void arpc_cq_destroy(arpc_cq *cq)
 {
-    if (cq == NULL)
+    if (!cq_live(cq, __func__) || !arpc_handle_kill(cq, ARPC_MAGIC_CQ, "cq", __func__))
         return;
     atomic_store_explicit(&cq->cq_closed, true, memory_order_release);
     pthread_mutex_lock(&cq->cq_lock);
@@ -186,7 +194,7 @@ void arpc_cq_destroy(arpc_cq *cq)
 
 int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
 {
-    if (cq == NULL || f == NULL)
+    if (!cq_live(cq, __func__) || !arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", __func__))
         return ARPC_EINVAL;
     struct cq_entry *e = arpc_malloc(sizeof(*e));
     if (e == NULL)
@@ -207,6 +215,8 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
 
 int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
 {
+    if (!cq_live(cq, __func__) || f == NULL)
+        return ARPC_EINVAL;
     pthread_mutex_lock(&cq->cq_lock);
     struct cq_entry *e = cq_take_locked(cq);
     if (e == NULL || atomic_fetch_sub(&cq->cq_count, 1) == 1)
@@ -244,10 +254,12 @@ int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag)
     return arpc_cq_next_for(cq, ARPC_FOREVER, f, tag);
 }
 
-int arpc_cq_fd(const arpc_cq *cq) { return cq->cq_efd; }
+int arpc_cq_fd(const arpc_cq *cq) { return cq_live(cq, __func__) ? cq->cq_efd : ARPC_EINVAL; }
 
 size_t arpc_cq_size(const arpc_cq *cq)
 {
+    if (!cq_live(cq, __func__))
+        return 0;
     long n = atomic_load_explicit(&cq->cq_count, memory_order_relaxed);
     return n > 0 ? (size_t)n : 0;
 }

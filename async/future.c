@@ -31,6 +31,7 @@
 #include "arpc/error.h"
 #include "async/futex.h"
 #include "base/clock.h"
+#include "base/handle.h"
 #include "base/refcount.h"
 #include "base/alloc.h"
 
@@ -51,6 +52,7 @@ struct future_cb {
 };
 
 struct arpc_future {
+    arpc_magic f_magic; /* first: base/handle.h */
     _Atomic uint32_t f_state;
     arpc_refcount f_refs;
     _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
@@ -110,11 +112,20 @@ static void future_publish(arpc_future *f)
     future_run_callbacks(f, list);
 }
 
+/* A NULL future is EINVAL; a released one is misuse (base/handle.h). */
+static bool future_live(const arpc_future *f, const char *fn)
+{
+    return arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", fn);
+}
+
 int arpc_future_create(arpc_future **out)
 {
+    if (out == NULL)
+        return ARPC_EINVAL;
     arpc_future *f = arpc_malloc(sizeof(*f));
     if (f == NULL)
         return ARPC_ENOMEM;
+    atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
     atomic_init(&f->f_state, 0);
     arpc_refcount_init(&f->f_refs, 1);
     atomic_init(&f->f_cbs, NULL);
@@ -130,7 +141,7 @@ int arpc_future_create(arpc_future **out)
 
 bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
 {
-    if (!future_claim(f)) {
+    if (!future_live(f, __func__) || !future_claim(f)) {
         arpc_free(data);
         return false;
     }
@@ -144,7 +155,7 @@ bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
 
 bool arpc_future_cancel(arpc_future *f)
 {
-    if (!future_claim(f))
+    if (!future_live(f, __func__) || !future_claim(f))
         return false;
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
@@ -157,19 +168,23 @@ bool arpc_future_cancel(arpc_future *f)
 
 void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
+    if (!future_live(f, __func__))
+        return;
     f->f_on_cancel = fn;
     f->f_on_cancel_arg = arg;
 }
 
 int arpc_future_poll(const arpc_future *f)
 {
+    if (!future_live(f, __func__))
+        return ARPC_EINVAL;
     return (future_state(f) & ST_DONE) ? f->f_status : ARPC_EPENDING;
 }
 
 const void *arpc_future_data(const arpc_future *f, size_t *len)
 {
     void *data = NULL;
-    if (future_state(f) & ST_DONE)
+    if (future_live(f, __func__) && (future_state(f) & ST_DONE))
         data = atomic_load_explicit(&f->f_data, memory_order_relaxed);
     if (len != NULL)
         *len = data != NULL ? f->f_len : 0;
@@ -180,7 +195,7 @@ void *arpc_future_take(arpc_future *f, size_t *len)
 {
     void *data = NULL;
     /* The exchange makes concurrent take() calls hand the buffer to exactly one of them. */
-    if (future_state(f) & ST_DONE)
+    if (future_live(f, __func__) && (future_state(f) & ST_DONE))
         data = atomic_exchange_explicit(&f->f_data, NULL, memory_order_relaxed);
     if (len != NULL)
         *len = data != NULL ? f->f_len : 0;
@@ -198,7 +213,7 @@ static struct future_cb *future_cb_node(arpc_future *f)
 
 int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
 {
-    if (f == NULL || cb == NULL)
+    if (!future_live(f, __func__) || cb == NULL)
         return ARPC_EINVAL;
     struct future_cb *head = atomic_load_explicit(&f->f_cbs, memory_order_acquire);
     if (head == &cb_closed) {
@@ -230,12 +245,14 @@ int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
 
 void arpc_future_retain(arpc_future *f)
 {
+    if (!future_live(f, __func__))
+        return;
     arpc_refcount_get(&f->f_refs);
 }
 
 void arpc_future_release(arpc_future *f)
 {
-    if (f == NULL)
+    if (!future_live(f, __func__))
         return;
     if (!arpc_refcount_put(&f->f_refs))
         return;
@@ -247,6 +264,7 @@ void arpc_future_release(arpc_future *f)
         arpc_future_release(f);
         return;
     }
+    arpc_handle_poison(f); /* a later release is caught */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
     arpc_free(f);
 }
@@ -279,10 +297,17 @@ static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
     }
 }
 
-int arpc_future_wait(arpc_future *f) { return future_wait_until(f, ARPC_NEVER, true); }
+int arpc_future_wait(arpc_future *f)
+{
+    if (!future_live(f, __func__))
+        return ARPC_EINVAL;
+    return future_wait_until(f, ARPC_NEVER, true);
+}
 
 int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
 {
+    if (!future_live(f, __func__))
+        return ARPC_EINVAL;
     if (timeout_ms == 0)
         return arpc_future_poll(f);
     return future_wait_until(f, arpc_deadline_from_ms(timeout_ms), true);
@@ -290,6 +315,11 @@ int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
 
 int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms)
 {
+    if (n > 0 && fs == NULL)
+        return ARPC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!future_live(fs[i], __func__))
+            return ARPC_EINVAL;
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (size_t i = 0; i < n; i++) {
         if (future_wait_until(fs[i], deadline, timeout_ms != 0) == ARPC_EPENDING)
@@ -380,6 +410,9 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
 {
     if (n == 0 || fs == NULL || index == NULL)
         return ARPC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!future_live(fs[i], __func__))
+            return ARPC_EINVAL;
     if (any_done(fs, n, index))
         return ARPC_OK;
     if (timeout_ms == 0)

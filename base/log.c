@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 
 static arpc_log_fn log_fn;
 static void *log_ctx;
@@ -45,34 +46,37 @@ void arpc_log(enum arpc_log_level level, const char *fmt, ...)
         fprintf(stderr, "arpc: %s\n", line); /* one call: lines from threads do not interleave */
 }
 
+static bool escape_plain(unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '\\'; }
+
 const char *arpc_log_escape(char *out, size_t outlen, const void *bytes, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *in = bytes;
-    size_t o = 0;
     if (outlen == 0)
         return out;
+    /* Does all of it fit? Counted first (stopping once it cannot), so that input which fits
+     * exactly is not cut to make room for a "..." it does not need. */
+    size_t whole = 0;
+    for (size_t i = 0; i < len && whole < outlen; i++)
+        whole += escape_plain(in[i]) ? 1 : 4;
+    size_t room = whole < outlen ? outlen - 1 : (outlen > 3 ? outlen - 4 : 0); /* "..." and NUL */
+    size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char ch = in[i];
-        bool plain = ch >= 0x20 && ch < 0x7f && ch != '\\';
-        size_t need = plain ? 1 : 4;
-        /* Keep room for "..." and the NUL in case more input follows. */
-        if (o + need + (i + 1 < len ? 3 : 0) + 1 > outlen) {
-            if (o + 4 <= outlen) {
-                out[o++] = '.';
-                out[o++] = '.';
-                out[o++] = '.';
-            }
-            break;
-        }
+        bool plain = escape_plain(in[i]);
+        if (o + (plain ? 1 : 4) > room)
+            break; /* an escape is never split */
         if (plain) {
-            out[o++] = (char)ch;
+            out[o++] = (char)in[i];
         } else {
             out[o++] = '\\';
             out[o++] = 'x';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
+            out[o++] = hex[in[i] >> 4];
+            out[o++] = hex[in[i] & 15];
         }
+    }
+    if (whole >= outlen && outlen > 3) {
+        memcpy(out + o, "...", 3);
+        o += 3;
     }
     out[o] = '\0';
     return out;

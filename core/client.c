@@ -55,7 +55,7 @@ void client_set_error(arpc_client *c, int code, const char *why)
 
 int arpc_client_last_error(arpc_client *c, char *buf, size_t len)
 {
-    if (c == NULL)
+    if (!client_live(c, __func__))
         return ARPC_EINVAL;
     pthread_mutex_lock(&c->cl_err_mtx);
     int code = c->cl_err_code;
@@ -96,6 +96,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     arpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    atomic_init(&c->cl_magic, ARPC_MAGIC_CLIENT);
     arpc_refcount_init(&c->cl_refs, 1);
     atomic_init(&c->cl_state, CL_CONNECTING);
     atomic_init(&c->cl_lost_reason, ARPC_ECONNLOST);
@@ -218,10 +219,13 @@ static void step_close(arpc_loop *loop, void *arg)
 
 int arpc_client_close(arpc_client *c)
 {
-    if (c == NULL)
+    if (!client_live(c, __func__))
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(c->cl_loop))
         return ARPC_EBUSY; /* closing waits for the loop: on the loop itself it never returns */
+    /* From here the handle is dead: a second close, even a racing one, is caught. */
+    if (!arpc_handle_kill(c, ARPC_MAGIC_CLIENT, "client", __func__))
+        return ARPC_EINVAL;
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->cl_loop, step_close, c);
@@ -236,11 +240,14 @@ int arpc_client_close(arpc_client *c)
     return ARPC_OK;
 }
 
-size_t arpc_client_pending(const arpc_client *c) { return atomic_load(&((arpc_client *)c)->cl_npending); }
+size_t arpc_client_pending(const arpc_client *c)
+{
+    return client_live(c, __func__) ? atomic_load(&((arpc_client *)c)->cl_npending) : 0;
+}
 
-uint64_t arpc_client_id(const arpc_client *c) { return c->cl_id; }
+uint64_t arpc_client_id(const arpc_client *c) { return client_live(c, __func__) ? c->cl_id : 0; }
 
 uint64_t arpc_client_connections(const arpc_client *c)
 {
-    return atomic_load(&((arpc_client *)c)->cl_connections);
+    return client_live(c, __func__) ? atomic_load(&((arpc_client *)c)->cl_connections) : 0;
 }

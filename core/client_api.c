@@ -133,9 +133,13 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     return f;
 }
 
+/* A closed client, once reported, is treated as NULL: the call fails with ARPC_EINVAL. */
+static arpc_client *client_or_null(arpc_client *c, const char *fn) { return client_live(c, fn) ? c : NULL; }
+
 arpc_future *arpc_call_async_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
                                   const arpc_call_options *o)
 {
+    c = client_or_null(c, __func__);
     return call_start(c, method, req, req_len, o, NULL, NULL, NULL);
 }
 
@@ -143,6 +147,7 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
                              int64_t deadline_ms)
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
+    c = client_or_null(c, __func__);
     return call_start(c, method, req, req_len, &o, NULL, NULL, NULL);
 }
 
@@ -160,6 +165,7 @@ int arpc_call_opts(arpc_client *c, const char *method, const void *req, size_t r
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
+    c = client_or_null(c, __func__);
     if (c != NULL && arpc_loop_on_thread(c->cl_loop))
         return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
     arpc_future *f = call_start(c, method, req, req_len, o, NULL, NULL, NULL);
@@ -199,6 +205,7 @@ int arpc_go_opts(arpc_client *c, const char *method, const void *req, size_t req
 {
     if (cq == NULL)
         return ARPC_EINVAL;
+    c = client_or_null(c, __func__);
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
@@ -238,7 +245,7 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 
 int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
 {
-    if (c == NULL)
+    if (!client_live(c, __func__))
         return ARPC_EINVAL;
     size_t total = 0;
     int rc = request_check(c, method, req, req_len, &total);

@@ -36,6 +36,7 @@
 #include "arpc/client.h"
 #include "async/loop_internal.h"
 #include "base/backoff.h"
+#include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "core/conn.h"
@@ -72,6 +73,7 @@ struct client_connector {
 };
 
 struct arpc_client {
+    arpc_magic cl_magic; /* first: base/handle.h; dead from arpc_client_close on */
     arpc_refcount cl_refs;
     atomic_int cl_state;        /* enum client_state */
     atomic_int cl_lost_reason;  /* in CL_LOST: why calls end */
@@ -133,6 +135,13 @@ struct client_call {
 };
 
 /* client.c */
+/* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,
+ * for a closed client (base/handle.h). */
+static inline bool client_live(const arpc_client *c, const char *fn)
+{
+    return arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn);
+}
+
 void client_retain(arpc_client *c);
 void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);

@@ -77,6 +77,7 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     arpc_server *s = arpc_calloc(1, sizeof(*s));
     if (s == NULL)
         return ARPC_ENOMEM;
+    atomic_init(&s->sv_magic, ARPC_MAGIC_SERVER);
     arpc_refcount_init(&s->sv_refs, 1);
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);
@@ -131,7 +132,7 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
 int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
                          const arpc_method_options *mopts)
 {
-    if (s == NULL || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
+    if (!server_live(s, __func__) || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
         return ARPC_EINVAL;
     if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
         return ARPC_EINVAL;
@@ -150,7 +151,7 @@ static void step_start_listener(arpc_loop *loop, void *l)
 
 int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen)
 {
-    if (s == NULL || addr == NULL)
+    if (!server_live(s, __func__) || addr == NULL)
         return ARPC_EINVAL;
     int state = atomic_load(&s->sv_state);
     if (state == SV_STOPPING || state == SV_STOPPED)
@@ -203,7 +204,7 @@ static bool server_is_own_thread(const arpc_server *s)
 
 int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
 {
-    if (s == NULL)
+    if (!server_live(s, __func__))
         return ARPC_EINVAL;
     if (server_is_own_thread(s))
         return ARPC_EBUSY; /* a stop waits for the loop and the pool: not from inside them */
@@ -238,11 +239,14 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
 
 int arpc_server_destroy(arpc_server *s)
 {
-    if (s == NULL)
+    if (!server_live(s, __func__))
         return ARPC_EINVAL;
     int rc = arpc_server_stop(s, 1000);
     if (rc != ARPC_OK)
         return rc; /* ARPC_EBUSY: from the server's own loop or worker, it would wait for itself */
+    /* From here the handle is dead: a second destroy, even a racing one, is caught. */
+    if (!arpc_handle_kill(s, ARPC_MAGIC_SERVER, "server", __func__))
+        return ARPC_EINVAL;
     server_release(s);
     return ARPC_OK;
 }

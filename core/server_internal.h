@@ -25,6 +25,7 @@
 #include "arpc/server.h"
 #include "async/actor_internal.h"
 #include "async/loop_internal.h"
+#include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "core/conn.h"
@@ -60,6 +61,7 @@ struct server_conn {
 };
 
 struct arpc_server {
+    arpc_magic sv_magic;            /* first: base/handle.h; dead from arpc_server_destroy on */
     arpc_refcount sv_refs;          /* the user's handle + one per request in flight */
     atomic_int sv_state;            /* enum server_state */
     _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (a futex
@@ -110,6 +112,13 @@ struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 void reply_msg_put(struct reply_msg *rm);
 
 /* server.c */
+/* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,
+ * for a destroyed server (base/handle.h). */
+static inline bool server_live(const arpc_server *s, const char *fn)
+{
+    return arpc_handle_check(s, ARPC_MAGIC_SERVER, "server", fn);
+}
+
 void server_retain(arpc_server *s);
 void server_release(arpc_server *s);
 

@@ -195,7 +195,7 @@ static void checkpoint_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 
 int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len)
 {
-    if (s == NULL || (state == NULL && len != 0) || !s->sv_has_log)
+    if (!server_live(s, __func__) || (state == NULL && len != 0) || !s->sv_has_log)
         return ARPC_EINVAL;
     if (atomic_load(&s->sv_state) == SV_STOPPED)
         return ARPC_ESHUTDOWN;

@@ -116,7 +116,8 @@ ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc
  * loop to let go of the client, and frees it (and its loop, if the client owns one).
  * No call may be started on c once close has begun. Returns ARPC_OK; ARPC_EBUSY, doing
  * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
- * itself); ARPC_EINVAL for NULL. Before closing, the client tells the server it will re-send
+ * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API
+ * misuse"). Before closing, the client tells the server it will re-send
  * nothing, so the server can drop its cached replies at once. */
 ARPC_API int arpc_client_close(arpc_client *c);
 

@@ -6,6 +6,22 @@
  *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1) waits without limit, 0 polls.
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
+ *
+ * API misuse (clients, servers, futures, completion queues, actors):
+ *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
+ *    error code). A future-returning call gets a future completed with ARPC_EINVAL.
+ *  - A handle used after its close/destroy/last release (a second close included, even one
+ *    racing the first), or a pointer to another kind of object, is a programming error: arpc
+ *    logs "<function> on <address>: not a live <kind> ..." at ARPC_LOG_ERROR and calls
+ *    abort() in builds without NDEBUG; with NDEBUG it returns ARPC_EINVAL (or does nothing).
+ *  - How: each object carries a magic word, checked on entry and poisoned when its close,
+ *    destroy or last release begins. That catches a dead handle while its memory is still
+ *    arpc's or freed and not yet reused (under AddressSanitizer: always, as ASan is asked
+ *    instead of the memory being read). Memory already reused for a new object of the same
+ *    kind cannot be told apart: that remains undefined behaviour. A future released once
+ *    too often while other references remain is not caught (the count cannot tell whose).
+ *  - Not covered yet: arpc_loop, arpc_actor_group and arpc_request handles (NULL checks only
+ *    where their headers say so).
  */
 #ifndef ARPC_COMMON_H
 #define ARPC_COMMON_H

@@ -34,7 +34,8 @@ typedef struct arpc_cq arpc_cq;
 ARPC_API int arpc_cq_create(arpc_cq **out);
 
 /* Releases the caller's handle. Futures still queued are released; futures still pending are
- * released when they complete. Not to be called concurrently with arpc_cq_next*. */
+ * released when they complete. Not to be called concurrently with arpc_cq_next*. NULL does
+ * nothing; a second destroy aborts in debug builds (arpc/common.h, "API misuse"). */
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 
 /* Delivers f to cq with tag when f completes (at once if it already has). The queue takes its

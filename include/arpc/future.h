@@ -13,7 +13,8 @@
  * References: arpc_future_create() and every call that returns a future hand the caller one
  * reference; arpc_future_retain()/arpc_future_release() are thread-safe. Releasing the last
  * reference of a still-pending future cancels it first, so every `then` callback still runs
- * exactly once.
+ * exactly once. A release after the last one, or any call on a future after it, aborts in
+ * debug builds (arpc/common.h, "API misuse"); NULL is ARPC_EINVAL (or nothing).
  *
  * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
  * on the thread that completes the future (for RPC calls: the client's loop thread, so

@@ -157,7 +157,8 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 /* Stops (with a 1 s grace) if needed, and releases the caller's handle (memory still
  * referenced by requests in asynchronous handlers is freed when they reply). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
- * for itself); ARPC_EINVAL for NULL. */
+ * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
+ * "API misuse"). */
 ARPC_API int arpc_server_destroy(arpc_server *s);
 
 /* ---- inside a handler ---- */

@@ -1,0 +1,63 @@
+/*
+ * Handle checks: a public handle used after its close/destroy/release, or a pointer that is
+ * not that kind of handle, is caught on entry instead of corrupting memory.
+ *
+ * Each public object starts with a magic word: its kind's value while the user may use it,
+ * ARPC_MAGIC_DEAD from the moment its close/destroy/last release began (an atomic exchange,
+ * so two racing closes see each other). Entry points call arpc_handle_check first.
+ *
+ * What it catches, honestly: a closed or released handle whose memory is still arpc's (kept
+ * alive by an internal reference) or freed and not yet reused; under ASan every freed handle
+ * (asked of ASan, never read, while the block is in its quarantine). A block already reused
+ * for another object of the same kind cannot be told apart: that stays undefined behaviour.
+ */
+#ifndef ARPC_BASE_HANDLE_H
+#define ARPC_BASE_HANDLE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARPC_MAGIC_CLIENT 0x61436c74u /* "aClt" */
+#define ARPC_MAGIC_FUTURE 0x61467574u /* "aFut" */
+#define ARPC_MAGIC_CQ 0x6143715fu     /* "aCq_" */
+#define ARPC_MAGIC_SERVER 0x61537672u /* "aSvr" */
+#define ARPC_MAGIC_ACTOR 0x61416374u  /* "aAct" */
+#define ARPC_MAGIC_DEAD 0xdeadc105u
+
+typedef _Atomic uint32_t arpc_magic;
+
+/* True when h is non-NULL and its magic (the object's first field) is want. NULL is false
+ * without a word (the caller returns ARPC_EINVAL). Anything else is misuse: an ERROR line
+ * "<fn> on <h>: not a live <kind> (already closed/released, or never one)", then abort() in
+ * builds without NDEBUG; with NDEBUG, false (the caller returns ARPC_EINVAL or does nothing). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define ARPC_HANDLE_FREED(h) (__asan_address_is_poisoned(h) != 0) /* never read a freed block */
+#else
+#define ARPC_HANDLE_FREED(h) false
+#endif
+
+/* Reports misuse of h (not NULL) and aborts, or, with NDEBUG, returns false. */
+bool arpc_handle_misuse(const void *h, const char *kind, const char *fn);
+
+/* Inline: it runs on every entry point, several times per call (a load and a compare). */
+static inline bool arpc_handle_check(const void *h, uint32_t want, const char *kind, const char *fn)
+{
+    if (h == NULL)
+        return false;
+    if (ARPC_HANDLE_FREED(h) || atomic_load_explicit((const arpc_magic *)h, memory_order_relaxed) != want)
+        return arpc_handle_misuse(h, kind, fn);
+    return true;
+}
+
+/* Marks a live handle dead (its close/destroy/last release begins). False, after reporting
+ * misuse as arpc_handle_check does, when it was not live: a second close. */
+bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn);
+
+/* Marks a handle dead that no other thread can reach any more (its last reference is going):
+ * a plain store, the count already settled the race. */
+static inline void arpc_handle_poison(void *h) { atomic_store_explicit((arpc_magic *)h, ARPC_MAGIC_DEAD, memory_order_relaxed); }
+
+#endif

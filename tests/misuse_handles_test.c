@@ -1,0 +1,279 @@
+/*
+ * Handles misused by the application (run it under ASan): NULL for every handle of every
+ * public entry point is ARPC_EINVAL (or 0 / NULL / nothing where the function returns no
+ * error); a handle used after its close, destroy or last release, closed twice, or of another
+ * kind, is reported ("<function> on <address>: not a live <kind>") and aborts in a debug
+ * build: each such case runs in a child that must die by SIGABRT with that line, having
+ * tripped no sanitizer. With NDEBUG the cases whose memory is still alive must return
+ * ARPC_EINVAL instead; those reading freed memory are skipped (there, it is undefined).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "arpc/log.h"
+#include "support/death.h"
+#include "support/test_util.h"
+
+/* Whether arpc was built to abort on misuse (the tests and arpc share the build type). */
+#ifdef NDEBUG
+static const bool aborts_on_misuse = false;
+#else
+static const bool aborts_on_misuse = true;
+#endif
+
+static void echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+/* ---- NULL handles ---- */
+
+static void test_null_client(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(NULL, "tcp://127.0.0.1:1", NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_client_close(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_call(NULL, "m", "x", 1, NULL, NULL, 1000));
+    assert_int_equal(ARPC_EINVAL, arpc_notify(NULL, "m", "x", 1));
+    assert_int_equal(ARPC_EINVAL, arpc_client_last_error(NULL, NULL, 0));
+    assert_int_equal(0, arpc_client_pending(NULL));
+    assert_int_equal(0, arpc_client_id(NULL));
+    assert_int_equal(0, arpc_client_connections(NULL));
+    arpc_future *f = arpc_call_async(NULL, "m", "x", 1, 1000); /* every outcome through the future */
+    assert_non_null(f);
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait(f));
+    arpc_future_release(f);
+    arpc_cq *cq;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
+    assert_int_equal(ARPC_OK, arpc_go(NULL, "m", "x", 1, 1000, cq, NULL));
+    arpc_future *done = NULL;
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, 10000, &done, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_future_poll(done));
+    arpc_future_release(done);
+    arpc_cq_destroy(cq);
+}
+
+static void test_null_future_and_cq(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_future_create(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_future_poll(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait_for(NULL, 0));
+    size_t len = 7;
+    assert_null(arpc_future_data(NULL, &len));
+    assert_int_equal(0, len);
+    assert_null(arpc_future_take(NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_future_then(NULL, NULL, NULL));
+    assert_false(arpc_future_cancel(NULL));
+    assert_false(arpc_future_complete(NULL, ARPC_OK, NULL, 0));
+    arpc_future_on_cancel(NULL, NULL, NULL);
+    arpc_future_retain(NULL);
+    arpc_future_release(NULL);
+    arpc_future *none[1] = {NULL};
+    size_t index;
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait_all(none, 1, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait_any(none, 1, 0, &index));
+
+    assert_int_equal(ARPC_EINVAL, arpc_cq_create(NULL));
+    arpc_cq_destroy(NULL);
+    arpc_future *f = NULL;
+    assert_int_equal(ARPC_EINVAL, arpc_cq_trynext(NULL, &f, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_cq_next_for(NULL, 0, &f, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_cq_fd(NULL));
+    assert_int_equal(0, arpc_cq_size(NULL));
+    arpc_cq *cq;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
+    assert_int_equal(ARPC_EINVAL, arpc_cq_attach(cq, NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_cq_trynext(cq, NULL, NULL));
+    arpc_cq_destroy(cq);
+}
+
+static void test_null_server(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_server_register(NULL, "m", echo, NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_server_listen(NULL, "tcp://127.0.0.1:0", NULL, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_server_stop(NULL, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_server_destroy(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_server_checkpoint(NULL, "x", 1));
+}
+
+static void nothing(arpc_actor *a, void *arg, int status)
+{
+    (void)a;
+    (void)arg;
+    (void)status;
+}
+
+static void test_null_actor(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_actor_create(NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_post(NULL, nothing, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_stop(NULL, ARPC_ACTOR_DRAIN));
+    assert_int_equal(0, arpc_actor_processed(NULL));
+    assert_false(arpc_actor_on_thread(NULL));
+    arpc_actor_destroy(NULL);
+}
+
+/* ---- use after close, double close, wrong kind: in a child ---- */
+
+/* A server with "echo" and a client connected to it, in the child. */
+static arpc_client *child_pair(arpc_server **s)
+{
+    char addr[256];
+    if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "echo", echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK)
+        return NULL;
+    arpc_client *c = NULL;
+    return arpc_client_connect(&c, addr, NULL) == ARPC_OK ? c : NULL;
+}
+
+static void client_closed_twice(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_client *c = child_pair(&s);
+    if (c == NULL || arpc_call(c, "echo", "x", 1, NULL, NULL, 10000) != ARPC_OK ||
+        arpc_client_close(c) != ARPC_OK)
+        return; /* not the misuse under test: the child exits 0 and the test fails */
+    arpc_client_close(c);
+}
+
+static void client_called_after_close(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_client *c = child_pair(&s);
+    if (c == NULL || arpc_client_close(c) != ARPC_OK)
+        return;
+    arpc_call(c, "echo", "x", 1, NULL, NULL, 10000);
+}
+
+static void server_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    if (arpc_server_create(&s, NULL) != ARPC_OK || arpc_server_destroy(s) != ARPC_OK)
+        return;
+    arpc_server_destroy(s);
+}
+
+static void future_released_twice(void *arg)
+{
+    (void)arg;
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK || !arpc_future_complete(f, ARPC_OK, NULL, 0))
+        return;
+    arpc_future_release(f);
+    arpc_future_release(f);
+}
+
+/* The pending case: the last release cancels first, then frees. */
+static void pending_future_polled_after_release(void *arg)
+{
+    (void)arg;
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK)
+        return;
+    arpc_future_release(f);
+    arpc_future_poll(f);
+}
+
+static void actor_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_actor *a;
+    if (arpc_actor_create(&a, NULL) != ARPC_OK)
+        return;
+    arpc_actor_destroy(a);
+    arpc_actor_destroy(a);
+}
+
+static void actor_posted_after_destroy(void *arg)
+{
+    (void)arg;
+    arpc_actor *a;
+    if (arpc_actor_create(&a, NULL) != ARPC_OK)
+        return;
+    arpc_actor_destroy(a);
+    arpc_actor_post(a, nothing, NULL);
+}
+
+static void cq_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_cq *cq;
+    if (arpc_cq_create(&cq) != ARPC_OK)
+        return;
+    arpc_cq_destroy(cq);
+    arpc_cq_destroy(cq);
+}
+
+static void test_use_after_close_aborts(void **state)
+{
+    (void)state;
+    if (!aborts_on_misuse)
+        skip(); /* the handles below are freed: only a debug build's abort makes this defined */
+    assert_true(dies_with_abort(client_closed_twice, NULL, "arpc_client_close on 0x"));
+    assert_true(dies_with_abort(client_called_after_close, NULL, "arpc_call_opts on 0x"));
+    assert_true(dies_with_abort(server_destroyed_twice, NULL, "arpc_server_destroy on 0x"));
+    assert_true(dies_with_abort(future_released_twice, NULL, "arpc_future_release on 0x"));
+    assert_true(dies_with_abort(pending_future_polled_after_release, NULL, "arpc_future_poll on 0x"));
+    assert_true(dies_with_abort(cq_destroyed_twice, NULL, "arpc_cq_destroy on 0x"));
+    assert_true(dies_with_abort(actor_destroyed_twice, NULL, "arpc_actor_destroy on 0x"));
+    assert_true(dies_with_abort(actor_posted_after_destroy, NULL, "arpc_actor_post on 0x"));
+}
+
+/* A live object of one kind passed as another: its memory is valid, so this is caught in
+ * every build (an abort in debug builds, ARPC_EINVAL with NDEBUG) and the object is intact. */
+static arpc_cq *g_cq;
+
+static void cq_polled_as_future(void *arg)
+{
+    (void)arg;
+    arpc_future_poll((arpc_future *)g_cq);
+}
+
+static void test_wrong_kind(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&g_cq));
+    if (aborts_on_misuse) {
+        assert_true(dies_with_abort(cq_polled_as_future, NULL, "arpc_future_poll on 0x"));
+        assert_true(dies_with_abort(cq_polled_as_future, NULL, "not a live future"));
+    } else {
+        arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
+        assert_int_equal(ARPC_EINVAL, arpc_future_poll((arpc_future *)g_cq));
+        assert_int_equal(ARPC_EINVAL, arpc_client_close((arpc_client *)g_cq));
+        arpc_future_release((arpc_future *)g_cq); /* does nothing */
+        arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    }
+    assert_int_equal(0, arpc_cq_size(g_cq)); /* still a queue */
+    arpc_cq_destroy(g_cq);
+}
+
+int main(void)
+{
+    test_alloc_install();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_null_client),
+        cmocka_unit_test_no_leak(test_null_future_and_cq),
+        cmocka_unit_test_no_leak(test_null_server),
+        cmocka_unit_test_no_leak(test_null_actor),
+        cmocka_unit_test_no_leak(test_use_after_close_aborts),
+        cmocka_unit_test_no_leak(test_wrong_kind),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

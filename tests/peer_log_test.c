@@ -1,0 +1,217 @@
+/*
+ * Peer bytes never reach a log line raw: a raw client sends method names made of newlines,
+ * terminal escape codes and bytes above 0x7f (255 bytes, the wire's limit, and a frame that
+ * claims 10 KB of them); every line the server logs, caught by a logger hook, is one line of
+ * printable ASCII, and the peer's field in it is escaped and cut (arpc_log_escape).
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "arpc/log.h"
+#include "base/log.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+/* ---- the captured log ---- */
+
+#define MAX_LINES 16
+static pthread_mutex_t lines_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char *lines[MAX_LINES];
+static size_t nlines;
+
+static void capture(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&lines_mtx);
+    if (nlines < MAX_LINES)
+        lines[nlines++] = strdup(line);
+    pthread_mutex_unlock(&lines_mtx);
+}
+
+static void lines_clear(void)
+{
+    pthread_mutex_lock(&lines_mtx);
+    for (size_t i = 0; i < nlines; i++)
+        free(lines[i]);
+    nlines = 0;
+    pthread_mutex_unlock(&lines_mtx);
+}
+
+static bool printable(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* The only captured line containing what; every captured line must be printable. */
+static const char *only_line_with(const char *what)
+{
+    const char *found = NULL;
+    size_t matches = 0, unprintable = 0;
+    pthread_mutex_lock(&lines_mtx); /* no assert while it is held: a failure would keep it */
+    for (size_t i = 0; i < nlines; i++) {
+        unprintable += !printable(lines[i], strlen(lines[i]));
+        if (strstr(lines[i], what) != NULL) {
+            matches++;
+            found = lines[i];
+        }
+    }
+    pthread_mutex_unlock(&lines_mtx);
+    assert_int_equal(0, unprintable);
+    assert_int_equal(1, matches);
+    return found;
+}
+
+/* ---- hostile bytes ---- */
+
+static const char forged[] = "evil\n2026-11-30 arpc: INFO all good\x1b[31m";
+
+/* forged, then every byte value from 0x80 up, repeated: len bytes, no NUL. */
+static void fill_hostile(uint8_t *buf, size_t len)
+{
+    size_t head = sizeof(forged) - 1 < len ? sizeof(forged) - 1 : len;
+    memcpy(buf, forged, head);
+    for (size_t i = head; i < len; i++)
+        buf[i] = (uint8_t)(0x80 + i % 0x80);
+}
+
+static void echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static arpc_server *server_up(char *addr, size_t addrlen)
+{
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    return s;
+}
+
+/* A one-way message to a method named with 255 hostile bytes is logged as dropped: one line,
+ * printable, the name escaped and cut with "...". A request to it gets an error whose message
+ * (which may reach the client's log) is escaped the same way. */
+static void test_unknown_method_name_escaped(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = server_up(addr, sizeof(addr));
+    struct raw_client *r = malloc(sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect(r, addr, 1));
+    uint8_t name[ARPC_METHOD_MAX + 1];
+    fill_hostile(name, ARPC_METHOD_MAX);
+    name[ARPC_METHOD_MAX] = '\0';
+    lines_clear();
+
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + ARPC_METHOD_MAX];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_ONEWAY, 0, 0, 0, 0, (const char *)name,
+                                         ARPC_METHOD_MAX, NULL, 0);
+    assert_true(raw_send(r, frame, n));
+    /* Frames on one connection are handled in order: once this reply is here, the one-way
+     * message before it was handled (and logged) too. */
+    assert_true(raw_request(r, 7, 0, 0, 0, (const char *)name, "x", 1));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_ENOMETHOD, f.f.f_code);
+    assert_true(printable(f.f.f_msg, f.f.f_msg_len));
+    assert_non_null(memmem(f.f.f_msg, f.f.f_msg_len, "evil\\x0a2026", 12));
+
+    const char *line = only_line_with("unknown method");
+    assert_non_null(strstr(line, "evil\\x0a2026-11-30 arpc: INFO all good\\x1b[31m"));
+    const char *field = strstr(line, "evil");
+    const char *end = strstr(field, "...");
+    assert_non_null(end); /* cut, and says so */
+    assert_true((size_t)(end + 3 - field) < ARPC_LOG_FIELD_MAX);
+    raw_close(r);
+    free(r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    lines_clear();
+}
+
+/* A frame whose method claims 10 KB of hostile bytes (over the wire's 255) closes the
+ * connection: the line saying so has none of the peer's bytes. */
+static void test_oversized_method_not_logged(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = server_up(addr, sizeof(addr));
+    struct raw_client *r = malloc(sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect(r, addr, 1));
+    lines_clear();
+
+    enum { NAME_LEN = 10 * 1024, METHOD_LEN_AT = ARPC_FRAME_HEADER_SIZE + 8 + 8 + 4 /* seq, ack, deadline */ };
+    size_t size = arpc_frame_request_size(1, NAME_LEN - 1);
+    uint8_t *frame = malloc(size);
+    uint8_t *name = malloc(NAME_LEN);
+    assert_non_null(frame);
+    assert_non_null(name);
+    fill_hostile(name, NAME_LEN);
+    /* Encoded as a 1-byte method and the rest as payload, then the method length made 10 KB. */
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 9, 0, 0, 0, (const char *)name, 1, name + 1,
+                                         NAME_LEN - 1);
+    frame[METHOD_LEN_AT] = NAME_LEN & 0xff;
+    frame[METHOD_LEN_AT + 1] = NAME_LEN >> 8;
+    assert_true(raw_send(r, frame, n));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false)); /* sent after the line was logged */
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
+
+    const char *line = only_line_with("closing the connection");
+    assert_null(strstr(line, "evil"));
+    raw_close(r);
+    free(r);
+    free(frame);
+    free(name);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    lines_clear();
+}
+
+/* ---- arpc_log_escape itself ---- */
+
+static void test_escape_rules(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal("a\\x0ab\\x5cc\\x1b[\\xff", arpc_log_escape(out, sizeof(out), "a\nb\\c\x1b[\xff", 8));
+    /* Fits exactly: no mark. */
+    assert_string_equal("abcdefg", arpc_log_escape(out, 8, "abcdefg", 7));
+    /* One byte too many: cut, marked, and within outlen. */
+    assert_string_equal("abcd...", arpc_log_escape(out, 8, "abcdefgh", 8));
+    /* An escape that does not fit whole is not split. */
+    assert_string_equal("ab...", arpc_log_escape(out, 8, "ab\n\n\n", 5));
+    assert_string_equal("", arpc_log_escape(out, 1, "abc", 3));
+    assert_string_equal("", arpc_log_escape(out, sizeof(out), NULL, 0));
+}
+
+int main(void)
+{
+    test_alloc_install();
+    arpc_set_logger(capture, NULL, ARPC_LOG_DEBUG); /* before other arpc calls */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_escape_rules),
+        cmocka_unit_test_no_leak(test_unknown_method_name_escaped),
+        cmocka_unit_test_no_leak(test_oversized_method_not_logged),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    lines_clear();
+    return rc;
+}
