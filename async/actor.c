@@ -74,6 +74,7 @@
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/node_pool.h"
+#include "base/options.h"
 #include "base/stack_fifo.h"
 
 #define ACTOR_DEFAULT_MAILBOX 4096u
@@ -236,11 +237,16 @@ static int actor_init_lock(arpc_actor *a)
     return err == 0 ? ARPC_OK : ARPC_ESYSTEM;
 }
 
-int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
+int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts, size_t opts_size)
 {
+    arpc_actor_options copy;
+    int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
+    const arpc_actor_options *opts = caller_opts != NULL ? &copy : NULL;
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     unsigned bound = ACTOR_DEFAULT_MAILBOX;
     if (opts != NULL && opts->mailbox_size != 0)
         bound = opts->mailbox_size;

@@ -6,6 +6,11 @@
  *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1) waits without limit, 0 polls.
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
+ *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the
+ *    default; fields are only ever appended. A function taking one is a macro passing
+ *    sizeof(the struct) as the caller's headers have it to its _v symbol (docs/ABI.md): an
+ *    older program's missing fields read as zero, and a newer program's struct with a field
+ *    this library lacks set non-zero gets ARPC_EINVAL. Such macros cannot be taken by address.
  */
 #ifndef ARPC_COMMON_H
 #define ARPC_COMMON_H
