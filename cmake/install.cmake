@@ -41,9 +41,17 @@ write_basic_package_version_file(${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
 install(FILES ${CMAKE_BINARY_DIR}/arpcConfig.cmake ${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
   DESTINATION ${ARPC_CMAKE_DIR})
 
-# arpc.pc: directories as ${prefix}/<relative dir> when they lie under the prefix, so a tree
-# staged with DESTDIR works through PKG_CONFIG_SYSROOT_DIR (or --define-prefix), and
-# multiarch libdirs (lib/x86_64-linux-gnu) are right; an absolute dir elsewhere stays absolute.
+# arpc.pc: the prefix found from the .pc file's own place (${pcfiledir}, as many levels up as the
+# libdir is deep: three for lib/x86_64-linux-gnu/pkgconfig), and the directories as
+# ${prefix}/<relative dir>; so the file stays right after `cmake --install --prefix P` and in a
+# tree staged with DESTDIR. A libdir outside the prefix makes both absolute.
+file(RELATIVE_PATH ARPC_PC_UP "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
+string(REGEX REPLACE "/$" "" ARPC_PC_UP "${ARPC_PC_UP}") # CMake answers "../../"
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}" OR NOT ARPC_PC_UP MATCHES "^(\\.\\./)*\\.\\.$")
+  set(ARPC_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  set(ARPC_PC_PREFIX "\${pcfiledir}/${ARPC_PC_UP}")
+endif()
 foreach(kind LIBDIR INCLUDEDIR)
   file(RELATIVE_PATH rel "${CMAKE_INSTALL_PREFIX}" "${CMAKE_INSTALL_FULL_${kind}}")
   if(rel MATCHES "^\\.\\./" OR IS_ABSOLUTE "${rel}")

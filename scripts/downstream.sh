@@ -25,9 +25,11 @@ for f in "$libdir/libarpc.a" "$libdir/pkgconfig/arpc.pc" "$libdir/cmake/arpc/arp
 done
 grep -qx "libdir=\${prefix}/$libdir" "$usr/$libdir/pkgconfig/arpc.pc" || fail "arpc.pc's libdir is not \${prefix}/$libdir"
 
-# pkg-config reads the staged arpc.pc and prefixes its paths with the stage (SYSROOT);
-# CMake finds arpcConfig.cmake under the staged prefix.
-export PKG_CONFIG_PATH=$usr/$libdir/pkgconfig PKG_CONFIG_SYSROOT_DIR=$stage
+grep -qx "prefix=\${pcfiledir}/$(echo "$libdir/pkgconfig" | sed 's|[^/]*|..|g')" "$usr/$libdir/pkgconfig/arpc.pc" ||
+    fail "arpc.pc's prefix is not found from its own place"
+# pkg-config reads the staged arpc.pc, whose prefix follows it (${pcfiledir}); CMake finds
+# arpcConfig.cmake under the staged prefix.
+export PKG_CONFIG_PATH=$usr/$libdir/pkgconfig
 rm -rf "$BUILD/downstream" # its cache remembers the previous (deleted) stage
 cmake -S tests/downstream -B "$BUILD/downstream" -DCMAKE_PREFIX_PATH="$usr" >/dev/null
 cmake --build "$BUILD/downstream" -j"${JOBS:-2}" >/dev/null
