@@ -14,10 +14,12 @@ target_include_directories(arpc PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/inc
 target_compile_definitions(arpc PRIVATE ARPC_BUILDING_SHARED=1)
 target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev Threads::Threads)
 
-# The static library, libarpc.a: same sources, same name on disk. Its users link ck, libev and
-# pthreads themselves (arpcConfig.cmake and arpc.pc's Libs.private say so).
-add_library(arpc_static STATIC ${ARPC_SOURCES})
-set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc C_VISIBILITY_PRESET hidden)
+# The static library, libarpc.a: the objects already compiled for arpc_internal (a static
+# library's symbol visibility does not matter until it is linked into a shared one, so they need
+# no third compilation), under the installed name. Its users link ck, libev and pthreads
+# themselves (arpcConfig.cmake and arpc.pc's Libs.private say so).
+add_library(arpc_static STATIC $<TARGET_OBJECTS:arpc_internal>)
+set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc LINKER_LANGUAGE C)
 target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(arpc_static PRIVATE $<BUILD_INTERFACE:arpc_build_flags>
