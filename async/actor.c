@@ -76,6 +76,7 @@
 #include "base/entry.h"
 #include "base/handle.h"
 #include "base/node_pool.h"
+#include "base/options.h"
 #include "base/stack_fifo.h"
 
 #define ACTOR_DEFAULT_MAILBOX 4096u
@@ -241,11 +242,16 @@ static bool actor_live(const arpc_actor *a, const char *fn)
     return arpc_handle_check(a, ARPC_MAGIC_ACTOR, "actor", fn);
 }
 
-int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts)
+int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts, size_t opts_size)
 {
+    arpc_actor_options copy;
+    int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
+    const arpc_actor_options *opts = caller_opts != NULL ? &copy : NULL;
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     unsigned bound = ACTOR_DEFAULT_MAILBOX;
     if (opts != NULL && opts->mailbox_size != 0)
         bound = opts->mailbox_size;

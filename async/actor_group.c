@@ -21,6 +21,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/options.h"
 
 struct arpc_actor_group {
     atomic_uint g_next; /* round-robin cursor, any thread */
@@ -43,11 +44,17 @@ static void group_member_name(char out[16], const char *name, unsigned i)
     snprintf(out, 16, "%.*s%s", keep, name, suffix);
 }
 
-int arpc_actor_group_create(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts)
+int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_actor_options *caller_opts,
+                              size_t opts_size)
 {
+    arpc_actor_options copy;
+    int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
+    const arpc_actor_options *opts = caller_opts != NULL ? &copy : NULL;
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     if (n == 0)
         n = group_default_size();
     arpc_actor_group *g = arpc_calloc(1, sizeof(*g) + (size_t)n * sizeof(g->g_members[0]));

@@ -34,6 +34,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
+#include "base/options.h"
 
 #define LOOP_DEFAULT_SUBMIT_BOUND 8192u
 
@@ -101,11 +102,16 @@ static int loop_init_ev(arpc_loop *loop)
     return ARPC_OK;
 }
 
-int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts)
+int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *caller_opts, size_t opts_size)
 {
+    arpc_loop_options copy;
+    int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
+    const arpc_loop_options *opts = caller_opts != NULL ? &copy : NULL;
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     unsigned bound = LOOP_DEFAULT_SUBMIT_BOUND;
     if (opts != NULL && opts->submit_ring_size != 0)
         bound = opts->submit_ring_size;

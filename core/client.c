@@ -16,6 +16,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/options.h"
 #include "core/client_internal.h"
 #include "core/frame.h"
 
@@ -161,14 +162,15 @@ static void write_why(const arpc_client_options *o, const char *why)
         snprintf(o->errbuf, o->errbuf_len, "%s", why);
 }
 
-int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts)
+int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts, size_t opts_size)
 {
-    arpc_client_options o = {0};
-    if (opts != NULL)
-        o = *opts;
+    arpc_client_options o;
+    int opts_rc = arpc_options_copy(&o, sizeof(o), opts, opts_size);
     if (out == NULL || addr == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
     arpc_client *c = client_new(&o);

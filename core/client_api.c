@@ -8,6 +8,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/options.h"
 #include "core/client_internal.h"
 #include "core/client_resend.h"
 #include "core/frame.h"
@@ -91,8 +92,8 @@ static void request_encode(uint8_t *dst, uint8_t kind, const char *method, const
  * so that e.g. a completion queue is attached before the call can complete; if attach fails
  * the call is not sent. Returns the future (NULL only without memory for it). */
 static arpc_future *call_start(arpc_client *c, const char *method, const void *req, size_t req_len,
-                               const arpc_call_options *o, int (*attach)(arpc_future *f, void *arg),
-                               void *attach_arg, int *attach_rc)
+                               const arpc_call_options *caller_o, size_t o_size,
+                               int (*attach)(arpc_future *f, void *arg), void *attach_arg, int *attach_rc)
 {
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK)
@@ -100,6 +101,10 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     int rc = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
     if (attach_rc != NULL)
         *attach_rc = rc;
+    arpc_call_options copy;
+    if (rc == ARPC_OK)
+        rc = arpc_options_copy(&copy, sizeof(copy), caller_o, o_size);
+    const arpc_call_options *o = caller_o != NULL ? &copy : NULL;
     if (rc == ARPC_OK && c == NULL)
         rc = ARPC_EINVAL;
     size_t total = 0;
@@ -133,14 +138,15 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     return f;
 }
 
-/* A closed client, once reported, is treated as NULL: the call fails with ARPC_EINVAL. */
+/* A closed client, once reported, is treated as NULL: the call fails with ARPC_EINVAL. fn is
+ * the public name (the _v symbols are reached through macros, see arpc/common.h). */
 static arpc_client *client_or_null(arpc_client *c, const char *fn) { return client_live(c, fn) ? c : NULL; }
 
-arpc_future *arpc_call_async_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
-                                  const arpc_call_options *o)
+arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
+                                    const arpc_call_options *o, size_t o_size)
 {
-    c = client_or_null(c, __func__);
-    return call_start(c, method, req, req_len, o, NULL, NULL, NULL);
+    c = client_or_null(c, "arpc_call_async_opts");
+    return call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
 }
 
 arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
@@ -148,7 +154,7 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
     c = client_or_null(c, __func__);
-    return call_start(c, method, req, req_len, &o, NULL, NULL, NULL);
+    return call_start(c, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
 /* Waits for f: sleeps if the client's own loop thread delivers it, otherwise drives (or waits
@@ -158,17 +164,17 @@ static int client_wait(arpc_client *c, arpc_future *f)
     return c->cl_owns_loop ? arpc_future_wait(f) : arpc_loop_wait(c->cl_loop, f);
 }
 
-int arpc_call_opts(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
-                   size_t *reply_len, const arpc_call_options *o)
+int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+                     size_t *reply_len, const arpc_call_options *o, size_t o_size)
 {
     if (reply != NULL)
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
-    c = client_or_null(c, __func__);
+    c = client_or_null(c, "arpc_call_opts");
     if (c != NULL && arpc_loop_on_thread(c->cl_loop))
         return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
-    arpc_future *f = call_start(c, method, req, req_len, o, NULL, NULL, NULL);
+    arpc_future *f = call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = c != NULL ? client_wait(c, f) : arpc_future_wait(f);
@@ -200,16 +206,16 @@ static int go_attach(arpc_future *f, void *arg)
     return arpc_cq_attach(ga->ga_cq, f, ga->ga_tag);
 }
 
-int arpc_go_opts(arpc_client *c, const char *method, const void *req, size_t req_len, const arpc_call_options *o,
-                 arpc_cq *cq, void *tag)
+int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, const arpc_call_options *o,
+                   size_t o_size, arpc_cq *cq, void *tag)
 {
     if (cq == NULL)
         return ARPC_EINVAL;
-    c = client_or_null(c, __func__);
+    c = client_or_null(c, "arpc_go_opts");
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
-    arpc_future *f = call_start(c, method, req, req_len, o, go_attach, &ga, &attach_rc);
+    arpc_future *f = call_start(c, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
     arpc_future_release(f);

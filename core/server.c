@@ -20,6 +20,7 @@
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/options.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
 
@@ -66,14 +67,15 @@ static unsigned default_workers(void)
     return ncpu > 2 ? (unsigned)ncpu - 1 : 1;
 }
 
-int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
+int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, size_t opts_size)
 {
-    arpc_server_options o = {0};
-    if (opts != NULL)
-        o = *opts;
+    arpc_server_options o;
+    int opts_rc = arpc_options_copy(&o, sizeof(o), opts, opts_size);
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
+    if (opts_rc != ARPC_OK)
+        return opts_rc;
     arpc_server *s = arpc_calloc(1, sizeof(*s));
     if (s == NULL)
         return ARPC_ENOMEM;
@@ -129,10 +131,14 @@ int arpc_server_create(arpc_server **out, const arpc_server_options *opts)
     return ARPC_OK;
 }
 
-int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
-                         const arpc_method_options *mopts)
+int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
+                           const arpc_method_options *caller_mopts, size_t mopts_size)
 {
-    if (!server_live(s, __func__) || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
+    arpc_method_options copy;
+    if (arpc_options_copy(&copy, sizeof(copy), caller_mopts, mopts_size) != ARPC_OK)
+        return ARPC_EINVAL;
+    const arpc_method_options *mopts = caller_mopts != NULL ? &copy : NULL;
+    if (!server_live(s, "arpc_server_register") || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
         return ARPC_EINVAL;
     if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
         return ARPC_EINVAL;

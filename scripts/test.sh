@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the cmocka tests under a normal -Werror build, under ASan+UBSan (with
-# the leak checker), and under TSan; then a smoke run of the benchmark whose JSON must parse.
+# the leak checker), and under TSan; then a smoke run of the benchmark whose JSON must parse,
+# and a downstream project built against a staged install (scripts/downstream.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -41,5 +42,6 @@ out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --
 rmdir "$logdir" # fails if the bench left its log behind
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["amo"] is True and d["log"] and d["fsync"] == "batch", d; print("bench throughput with reply log ok:", round(d["calls_per_s"]), "calls/s, fsync", d["fsync"])'
 PASSED=$((PASSED + 1))
+BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"

@@ -47,7 +47,8 @@ enum arpc_actor_stop_mode {
 };
 
 /* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
-ARPC_API int arpc_actor_create(arpc_actor **out, const arpc_actor_options *opts);
+ARPC_API int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *opts, size_t opts_size);
+#define arpc_actor_create(out, opts) arpc_actor_create_v((out), (opts), sizeof(arpc_actor_options))
 
 /* Posts fn(actor, arg, status). Thread-safe. A message takes a small node from the actor's
  * pool (allocated only while the pool grows to the most messages ever queued at once).
@@ -71,8 +72,10 @@ ARPC_API bool arpc_actor_on_thread(const arpc_actor *actor);
 ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
 
 /* Creates a group of n actors (n == 0: one per online CPU). opts applies to each actor. */
-ARPC_API int arpc_actor_group_create(arpc_actor_group **out, unsigned n,
-                                     const arpc_actor_options *opts);
+ARPC_API int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts,
+                                       size_t opts_size);
+#define arpc_actor_group_create(out, n, opts) \
+    arpc_actor_group_create_v((out), (n), (opts), sizeof(arpc_actor_options))
 
 /* Round-robin post. Thread-safe. Errors as arpc_actor_post. */
 ARPC_API int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg);

@@ -110,7 +110,10 @@ typedef struct arpc_call_options {
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
  * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_ENOMEM, ARPC_ESYSTEM;
  * opts->errbuf says why in words. */
-ARPC_API int arpc_client_connect(arpc_client **out, const char *addr, const arpc_client_options *opts);
+ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
+                                   size_t opts_size);
+#define arpc_client_connect(out, addr, opts) \
+    arpc_client_connect_v((out), (addr), (opts), sizeof(arpc_client_options))
 
 /* Closes the connection, completes every pending call with ARPC_ESHUTDOWN, waits for the
  * loop to let go of the client, and frees it (and its loop, if the client owns one).
@@ -145,12 +148,18 @@ ARPC_API int arpc_go(arpc_client *c, const char *method, const void *req, size_t
                      int64_t deadline_ms, arpc_cq *cq, void *tag);
 
 /* The same calls with per-call options (o may be NULL: the client's defaults). */
-ARPC_API int arpc_call_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
-                            void **reply, size_t *reply_len, const arpc_call_options *o);
-ARPC_API arpc_future *arpc_call_async_opts(arpc_client *c, const char *method, const void *req,
-                                           size_t req_len, const arpc_call_options *o);
-ARPC_API int arpc_go_opts(arpc_client *c, const char *method, const void *req, size_t req_len,
-                          const arpc_call_options *o, arpc_cq *cq, void *tag);
+ARPC_API int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
+                              void **reply, size_t *reply_len, const arpc_call_options *o, size_t o_size);
+ARPC_API arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req,
+                                             size_t req_len, const arpc_call_options *o, size_t o_size);
+ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
+                            const arpc_call_options *o, size_t o_size, arpc_cq *cq, void *tag);
+#define arpc_call_opts(c, method, req, req_len, reply, reply_len, o) \
+    arpc_call_opts_v((c), (method), (req), (req_len), (reply), (reply_len), (o), sizeof(arpc_call_options))
+#define arpc_call_async_opts(c, method, req, req_len, o) \
+    arpc_call_async_opts_v((c), (method), (req), (req_len), (o), sizeof(arpc_call_options))
+#define arpc_go_opts(c, method, req, req_len, o, cq, tag) \
+    arpc_go_opts_v((c), (method), (req), (req_len), (o), sizeof(arpc_call_options), (cq), (tag))
 
 /* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
  * sending, not delivered (it is dropped if there is no connection when it reaches the loop).

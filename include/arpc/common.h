@@ -22,6 +22,11 @@
  *    too often while other references remain is not caught (the count cannot tell whose).
  *  - Not covered yet: arpc_loop, arpc_actor_group and arpc_request handles (NULL checks only
  *    where their headers say so).
+ *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the
+ *    default; fields are only ever appended. A function taking one is a macro passing
+ *    sizeof(the struct) as the caller's headers have it to its _v symbol (docs/ABI.md): an
+ *    older program's missing fields read as zero, and a newer program's struct with a field
+ *    this library lacks set non-zero gets ARPC_EINVAL. Such macros cannot be taken by address.
  */
 #ifndef ARPC_COMMON_H
 #define ARPC_COMMON_H

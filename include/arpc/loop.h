@@ -43,7 +43,8 @@ typedef struct arpc_loop_options {
 } arpc_loop_options;
 
 /* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
-ARPC_API int arpc_loop_create(arpc_loop **out, const arpc_loop_options *opts);
+ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size);
+#define arpc_loop_create(out, opts) arpc_loop_create_v((out), (opts), sizeof(arpc_loop_options))
 
 /* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESHUTDOWN
  * (the loop was stopped: a loop runs once), ARPC_ESYSTEM. */

@@ -131,15 +131,18 @@ typedef struct arpc_method_options {
  * ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; with a log: ARPC_EADDRINUSE (another server holds
  * the directory), ARPC_EPROTO (the log is damaged in a way a crash cannot explain: the server
  * refuses to start rather than forget calls; opts->errbuf says where). */
-ARPC_API int arpc_server_create(arpc_server **out, const arpc_server_options *opts);
+ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, size_t opts_size);
+#define arpc_server_create(out, opts) arpc_server_create_v((out), (opts), sizeof(arpc_server_options))
 
 /* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
  * groups named in mopts must outlive the server. All methods are registered before the first
  * arpc_server_listen (the registry is read without locks afterwards).
  * Errors: ARPC_EINVAL (bad name or options), ARPC_EBUSY (name taken, or already listening),
  * ARPC_ENOMEM. */
-ARPC_API int arpc_server_register(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
-                                  const arpc_method_options *mopts);
+ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
+                                    const arpc_method_options *mopts, size_t mopts_size);
+#define arpc_server_register(s, name, fn, ctx, mopts) \
+    arpc_server_register_v((s), (name), (fn), (ctx), (mopts), sizeof(arpc_method_options))
 
 /* Starts listening on addr (see arpc/client.h for the forms); may be called for several
  * addresses. bound (may be NULL) receives the address actually bound, e.g. with the port chosen

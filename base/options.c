@@ -1,0 +1,19 @@
+/* Copying a caller's options struct whatever size its headers gave it (base/options.h). */
+#include "base/options.h"
+
+#include <string.h>
+
+#include "arpc/error.h"
+
+int arpc_options_copy(void *copy, size_t lib_size, const void *opts, size_t caller_size)
+{
+    memset(copy, 0, lib_size);
+    if (opts == NULL)
+        return ARPC_OK;
+    memcpy(copy, opts, caller_size < lib_size ? caller_size : lib_size);
+    /* A field appended after this library was built: only its zero (the default) is honoured. */
+    for (size_t i = lib_size; i < caller_size; i++)
+        if (((const unsigned char *)opts)[i] != 0)
+            return ARPC_EINVAL;
+    return ARPC_OK;
+}

@@ -1,0 +1,19 @@
+/*
+ * The one copy of a caller's options struct (docs/ABI.md). Public functions taking an options
+ * struct are macros that pass sizeof(the struct) as the caller's headers had it; the library
+ * copies what the caller has into a struct of its own size:
+ *  - an older caller (smaller struct): the fields it lacks stay zero, which means the default;
+ *  - a newer caller (larger struct): accepted only if every byte past ours is zero, i.e. it
+ *    asked for nothing this library does not know; otherwise ARPC_EINVAL.
+ */
+#ifndef ARPC_BASE_OPTIONS_H
+#define ARPC_BASE_OPTIONS_H
+
+#include <stddef.h>
+
+/* Zeroes copy (lib_size bytes), then copies min(caller_size, lib_size) bytes of opts into it.
+ * opts may be NULL (copy stays zero). Returns ARPC_OK, or ARPC_EINVAL if a byte of opts past
+ * lib_size is non-zero (copy is still zeroed and filled). */
+int arpc_options_copy(void *copy, size_t lib_size, const void *opts, size_t caller_size);
+
+#endif

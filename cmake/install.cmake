@@ -1,0 +1,66 @@
+# What `cmake --install` puts in a prefix: the shared and the static library, the headers,
+# arpc.pc and a CMake package (arpcConfig.cmake, arpcConfigVersion.cmake, arpc::arpc and
+# arpc::arpc_static). docs/ABI.md states the version and soname policy.
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+# The shared library: only ARPC_API symbols are exported. While the major is 0 every minor may
+# break the ABI, so the soname carries the minor (libarpc.so.0.2).
+add_library(arpc SHARED ${ARPC_SOURCES})
+set_target_properties(arpc PROPERTIES C_VISIBILITY_PRESET hidden VERSION ${PROJECT_VERSION}
+  SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
+target_include_directories(arpc PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
+target_compile_definitions(arpc PRIVATE ARPC_BUILDING_SHARED=1)
+target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev Threads::Threads)
+
+# The static library, libarpc.a: the objects already compiled for arpc_internal (a static
+# library's symbol visibility does not matter until it is linked into a shared one, so they need
+# no third compilation), under the installed name. Its users link ck, libev and pthreads
+# themselves (arpcConfig.cmake and arpc.pc's Libs.private say so).
+add_library(arpc_static STATIC $<TARGET_OBJECTS:arpc_internal>)
+set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc LINKER_LANGUAGE C)
+target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
+target_link_libraries(arpc_static PRIVATE $<BUILD_INTERFACE:arpc_build_flags>
+  PUBLIC PkgConfig::CK libev::libev Threads::Threads)
+
+install(TARGETS arpc EXPORT arpcTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(TARGETS arpc_static EXPORT arpcStaticTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+
+set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
+install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})
+install(EXPORT arpcStaticTargets NAMESPACE arpc:: FILE arpcStaticTargets.cmake
+  DESTINATION ${ARPC_CMAKE_DIR})
+configure_package_config_file(cmake/arpcConfig.cmake.in ${CMAKE_BINARY_DIR}/arpcConfig.cmake
+  INSTALL_DESTINATION ${ARPC_CMAKE_DIR})
+# SameMinorVersion while the major is 0: 0.2.x serves find_package(arpc 0.2), but 0.3 may have
+# broken the ABI (docs/ABI.md), so it must not. From 1.0 on this becomes SameMajorVersion.
+write_basic_package_version_file(${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_BINARY_DIR}/arpcConfig.cmake ${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
+  DESTINATION ${ARPC_CMAKE_DIR})
+
+# arpc.pc: the prefix found from the .pc file's own place (${pcfiledir}, as many levels up as the
+# libdir is deep: three for lib/x86_64-linux-gnu/pkgconfig), and the directories as
+# ${prefix}/<relative dir>; so the file stays right after `cmake --install --prefix P` and in a
+# tree staged with DESTDIR. A libdir outside the prefix makes both absolute.
+file(RELATIVE_PATH ARPC_PC_UP "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
+string(REGEX REPLACE "/$" "" ARPC_PC_UP "${ARPC_PC_UP}") # CMake answers "../../"
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}" OR NOT ARPC_PC_UP MATCHES "^(\\.\\./)*\\.\\.$")
+  set(ARPC_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  set(ARPC_PC_PREFIX "\${pcfiledir}/${ARPC_PC_UP}")
+endif()
+foreach(kind LIBDIR INCLUDEDIR)
+  file(RELATIVE_PATH rel "${CMAKE_INSTALL_PREFIX}" "${CMAKE_INSTALL_FULL_${kind}}")
+  if(rel MATCHES "^\\.\\./" OR IS_ABSOLUTE "${rel}")
+    set(ARPC_PC_${kind} "${CMAKE_INSTALL_FULL_${kind}}")
+  else()
+    set(ARPC_PC_${kind} "\${prefix}/${rel}")
+  endif()
+endforeach()
+configure_file(arpc.pc.in arpc.pc @ONLY)
+install(FILES ${CMAKE_BINARY_DIR}/arpc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

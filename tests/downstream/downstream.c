@@ -1,0 +1,57 @@
+/*
+ * A downstream program: checks that the headers and the library it was linked against are one
+ * version, then makes one call over inproc:// (a server and a client in this process).
+ * Exits 0 and prints "downstream ok" only if both hold.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <arpc/arpc.h>
+
+static void echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *in = arpc_request_data(req, &len);
+    arpc_reply(req, in, len);
+}
+
+int main(void)
+{
+    if (arpc_version() != ARPC_VERSION_NUMBER || strcmp(arpc_version_string(), ARPC_VERSION_STRING) != 0) {
+        fprintf(stderr, "downstream: headers are %s, library is %s\n", ARPC_VERSION_STRING,
+            arpc_version_string());
+        return 1;
+    }
+    arpc_server *server;
+    char addr[256];
+    int rc = arpc_server_create(&server, NULL);
+    if (rc == ARPC_OK)
+        rc = arpc_server_register(server, "echo", echo, NULL, NULL);
+    if (rc == ARPC_OK)
+        rc = arpc_server_listen(server, "inproc://downstream", addr, sizeof(addr));
+    if (rc != ARPC_OK) {
+        fprintf(stderr, "downstream: server: %s\n", arpc_strerror(rc));
+        return 1;
+    }
+    arpc_client *client;
+    rc = arpc_client_connect(&client, addr, NULL);
+    if (rc != ARPC_OK) {
+        fprintf(stderr, "downstream: connect %s: %s\n", addr, arpc_strerror(rc));
+        arpc_server_destroy(server);
+        return 1;
+    }
+    const char msg[] = "hello from downstream";
+    void *reply = NULL;
+    size_t len = 0;
+    rc = arpc_call(client, "echo", msg, sizeof(msg), &reply, &len, 5000);
+    int ok = rc == ARPC_OK && len == sizeof(msg) && memcmp(reply, msg, len) == 0;
+    if (!ok)
+        fprintf(stderr, "downstream: call: %s\n", rc == ARPC_OK ? "wrong reply" : arpc_strerror(rc));
+    arpc_free(reply);
+    arpc_client_close(client);
+    arpc_server_destroy(server);
+    if (ok)
+        printf("downstream ok: arpc %s\n", arpc_version_string());
+    return ok ? 0 : 1;
+}
