@@ -112,13 +112,13 @@ static arpc_client *client_new(const arpc_client_options *o)
     ev_init(&c->cl_connector.cn_io, NULL);
     if (arpc_future_create(&c->cl_first) != ARPC_OK)
         goto fail;
-    if (arpc_u64_map_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK)
+    if (pending_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK)
         goto fail_first;
     if (arpc_u64_map_init(&c->cl_done, 16) != ARPC_OK)
         goto fail_pending;
     return c;
 fail_pending:
-    arpc_u64_map_fini(&c->cl_pending);
+    pending_fini(&c->cl_pending);
 fail_first:
     arpc_future_release(c->cl_first);
 fail:
@@ -182,7 +182,7 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         rc = client_take_loop(c, o.loop);
     if (rc != ARPC_OK) {
         write_why(&o, why[0] ? why : arpc_strerror(rc));
-        arpc_u64_map_fini(&c->cl_pending);
+        pending_fini(&c->cl_pending);
         arpc_u64_map_fini(&c->cl_done);
         client_release(c);
         return rc;

@@ -74,8 +74,8 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         arpc_deadline_cancel(c->cl_loop, &call->cc_deadline);
     if (call->cc_waiting)
         resend_unlink(c, call);
-    else if (call->cc_xid != 0 && arpc_u64_map_get(&c->cl_pending, call->cc_xid) == call)
-        arpc_u64_map_take(&c->cl_pending, call->cc_xid);
+    else if (call->cc_xid != 0 && pending_get(&c->cl_pending, call->cc_xid) == call)
+        pending_take(&c->cl_pending, call->cc_xid);
     if (call->cc_seq != 0)
         resend_seq_done(c, call->cc_seq); /* never sent again: the ack may cover it */
     call_frame_put(call->cc_frame);
@@ -134,16 +134,18 @@ void call_send(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
     uint64_t xid = c->cl_next_xid++;
-    if (arpc_u64_map_put(&c->cl_pending, xid, call) != ARPC_OK) {
+    call->cc_xid = xid; /* the pending table's key */
+    if (pending_put(&c->cl_pending, call) != ARPC_OK) {
+        call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return;
     }
     if (call_arm(call, call->cc_when) != ARPC_OK) {
-        arpc_u64_map_take(&c->cl_pending, xid);
+        pending_take(&c->cl_pending, xid);
+        call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return;
     }
-    call->cc_xid = xid;
     uint64_t now = arpc_now_ns();
     if (call->cc_first_sent_ns == 0)
         call->cc_first_sent_ns = now;
@@ -153,7 +155,7 @@ void call_send(struct client_call *call)
     f->f_refs++; /* the output queue's, until written */
     int rc = arpc_conn_send_shared(&c->cl_conn, f, f->f_bytes, f->f_len, call_frame_release);
     if (rc == ARPC_ENOMEM) {
-        arpc_u64_map_take(&c->cl_pending, xid);
+        pending_take(&c->cl_pending, xid);
         call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0); /* never sent: say so rather than wait */
     }

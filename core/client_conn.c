@@ -31,7 +31,7 @@ static int error_code_from_wire(uint32_t code)
 
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
-    struct client_call *call = arpc_u64_map_take(&c->cl_pending, f->f_xid);
+    struct client_call *call = pending_take(&c->cl_pending, f->f_xid);
     if (call == NULL)
         return; /* timed out or cancelled already: the late reply is dropped */
     call->cc_xid = 0;
@@ -211,7 +211,7 @@ void client_cleanup(arpc_client *c)
         }
         arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
     }
-    arpc_u64_map_fini(&c->cl_pending);
+    pending_fini(&c->cl_pending);
     arpc_u64_map_fini(&c->cl_done);
     arpc_future_complete(c->cl_first, ARPC_ESHUTDOWN, NULL, 0);
 }

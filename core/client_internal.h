@@ -40,6 +40,7 @@
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "core/conn.h"
+#include "core/pending_calls.h"
 #include "transport/transport.h"
 
 /* Room for a line naming an address and a cause. */
@@ -101,7 +102,7 @@ struct arpc_client {
     /* loop thread only */
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
-    struct arpc_u64_map cl_pending; /* xid -> call sent on the current connection */
+    struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct call_list cl_waiting;    /* calls waiting for a connection */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     uint64_t cl_next_xid, cl_next_seq, cl_next_order, cl_ack;

@@ -132,18 +132,18 @@ static int by_order(const void *a, const void *b)
 
 void calls_on_conn_lost(arpc_client *c)
 {
-    size_t n = arpc_u64_map_count(&c->cl_pending);
+    size_t n = pending_count(&c->cl_pending);
     if (n == 0)
         return;
     struct client_call **calls = arpc_malloc(n * sizeof(*calls));
-    size_t k = 0, pos = 0;
-    uint64_t xid;
-    void *val;
-    while (calls != NULL && arpc_u64_map_next(&c->cl_pending, &pos, &xid, &val))
-        calls[k++] = val;
+    size_t k = 0;
+    struct pending_iter it;
+    pending_iter_init(&it);
+    while (calls != NULL && k < n && pending_next(&c->cl_pending, &it, &calls[k]))
+        k++;
     if (calls != NULL) {
         for (size_t i = 0; i < k; i++) {
-            arpc_u64_map_take(&c->cl_pending, calls[i]->cc_xid); /* its xid died with the connection */
+            pending_take(&c->cl_pending, calls[i]->cc_xid); /* its xid died with the connection */
             calls[i]->cc_xid = 0;
         }
         qsort(calls, k, sizeof(*calls), by_order);
@@ -160,16 +160,15 @@ void calls_on_conn_lost(arpc_client *c)
     calls_fail_all(c, ARPC_ECONNLOST);
 }
 
-static void call_fail(void *call, void *reason)
+static void call_fail(struct client_call *call, void *reason)
 {
-    struct client_call *cc = call;
-    cc->cc_xid = 0;
-    call_finish(cc, *(int *)reason, NULL, 0);
+    call->cc_xid = 0;
+    call_finish(call, *(int *)reason, NULL, 0);
 }
 
 void calls_fail_all(arpc_client *c, int reason)
 {
-    arpc_u64_map_drain(&c->cl_pending, call_fail, &reason);
+    pending_drain(&c->cl_pending, call_fail, &reason);
     while (c->cl_waiting.l_head != NULL)
         call_finish(c->cl_waiting.l_head, reason, NULL, 0);
 }

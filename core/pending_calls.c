@@ -1,0 +1,90 @@
+#include "core/pending_calls.h"
+
+#include <stddef.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "core/client_internal.h"
+
+static struct client_call *call_of(const void *xid_field)
+{
+    return (struct client_call *)((char *)xid_field - offsetof(struct client_call, cc_xid));
+}
+
+/* Fibonacci hashing: xids are consecutive, and their low bits must spread. */
+static unsigned long pending_hash(uint64_t xid) { return (unsigned long)(xid * UINT64_C(0x9E3779B97F4A7C15) >> 8); }
+
+static unsigned long hash_cb(const void *key, unsigned long seed)
+{
+    (void)seed;
+    return pending_hash(*(const uint64_t *)key);
+}
+
+static bool same_xid(const void *stored, const void *key) { return *(const uint64_t *)stored == *(const uint64_t *)key; }
+
+static void *table_malloc(size_t n) { return arpc_malloc(n); }
+static void table_free(void *p, size_t n, bool defer)
+{
+    (void)n;
+    (void)defer; /* one thread: nobody can still be reading */
+    arpc_free(p);
+}
+
+static struct ck_malloc table_allocator = {.malloc = table_malloc, .free = table_free};
+
+int pending_init(struct pending_calls *p, size_t initial)
+{
+    return ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
+                       initial, 0)
+               ? ARPC_OK
+               : ARPC_ENOMEM;
+}
+
+void pending_fini(struct pending_calls *p) { ck_rhs_destroy(&p->pc_table); }
+
+int pending_put(struct pending_calls *p, struct client_call *call)
+{
+    const uint64_t *key = &call->cc_xid;
+    return ck_rhs_put_unique(&p->pc_table, pending_hash(*key), key) ? ARPC_OK : ARPC_ENOMEM;
+}
+
+struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
+{
+    void *found = ck_rhs_get(&p->pc_table, pending_hash(xid), &xid);
+    return found != NULL ? call_of(found) : NULL;
+}
+
+struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
+{
+    void *found = ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
+    return found != NULL ? call_of(found) : NULL;
+}
+
+void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
+{
+    /* Each call is taken out before fn sees it. A removal shifts the entries after it back by
+     * a slot, so one pass can step over some: walk again until empty (a few passes, no
+     * allocation, unlike a reset). */
+    while (ck_rhs_count(&p->pc_table) > 0) {
+        ck_rhs_iterator_t it = CK_RHS_ITERATOR_INITIALIZER;
+        void *found;
+        while (ck_rhs_next(&p->pc_table, &it, &found)) {
+            uint64_t xid = *(const uint64_t *)found;
+            ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
+            fn(call_of(found), arg);
+        }
+    }
+}
+
+size_t pending_count(struct pending_calls *p) { return ck_rhs_count(&p->pc_table); }
+
+void pending_iter_init(struct pending_iter *it) { ck_rhs_iterator_init(&it->pi_it); }
+
+bool pending_next(struct pending_calls *p, struct pending_iter *it, struct client_call **call)
+{
+    void *found;
+    if (!ck_rhs_next(&p->pc_table, &it->pi_it, &found))
+        return false;
+    *call = call_of(found);
+    return true;
+}

@@ -1,0 +1,47 @@
+/*
+ * The client's pending calls: xid -> call, for the calls sent on the current connection.
+ * Owned by the client's loop thread (no lock, no atomics on its behalf).
+ *
+ * Concurrency Kit's ck_rhs (Robin Hood hashing with backward-shift deletion: no tombstones,
+ * so xids that only grow do not lengthen probes the way they did with ck_ht). The table
+ * holds a pointer to each call's cc_xid field, so a lookup by xid compares the xid and the
+ * call is found from the field (container_of): no entry is allocated per call.
+ */
+#ifndef ARPC_CORE_PENDING_CALLS_H
+#define ARPC_CORE_PENDING_CALLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ck_rhs.h>
+
+struct client_call;
+
+struct pending_calls {
+    ck_rhs_t pc_table;
+};
+
+struct pending_iter {
+    ck_rhs_iterator_t pi_it;
+};
+
+/* ARPC_OK or ARPC_ENOMEM. */
+int pending_init(struct pending_calls *p, size_t initial);
+void pending_fini(struct pending_calls *p);
+/* call->cc_xid is its key: non-zero, and not in the table (xids are never reused, so this is
+ * not checked: one probe, not two). ARPC_OK or ARPC_ENOMEM. */
+int pending_put(struct pending_calls *p, struct client_call *call);
+/* The call sent with xid, or NULL. */
+struct client_call *pending_get(struct pending_calls *p, uint64_t xid);
+/* Removes and returns the call sent with xid, or NULL. */
+struct client_call *pending_take(struct pending_calls *p, uint64_t xid);
+size_t pending_count(struct pending_calls *p);
+/* Takes every call out of the table and calls fn(call, arg) for it. fn must not use the
+ * table. */
+void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg);
+/* Iteration: pending_iter_init, then pending_next until false. No changes meanwhile. */
+void pending_iter_init(struct pending_iter *it);
+bool pending_next(struct pending_calls *p, struct pending_iter *it, struct client_call **call);
+
+#endif
