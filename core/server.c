@@ -20,23 +20,35 @@
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
 
 #define SERVER_HEARTBEAT_MS 15000 /* clients PING every 5 s by default: this only catches dead ones */
 #define SERVER_HEARTBEAT_MISSES 3
 
-static void server_free(arpc_server *s)
+/* Frees what only a running server uses: the cache, the log, the loop (ours), the pool. Once
+ * stopped, nothing touches them: a late reply sees SV_STOPPED first and only frees its request. */
+static void server_teardown(arpc_server *s)
 {
     if (s->sv_log != NULL)
         journal_close(NULL, s); /* created but never stopped (a failed create) */
     if (s->sv_cache_ready)
-        dedup_fini(s); /* no loop touches it any more: every request is finished */
-    if (s->sv_owns_loop)
+        dedup_fini(s);
+    s->sv_cache_ready = false;
+    if (s->sv_owns_loop && s->sv_loop != NULL)
         arpc_loop_destroy(s->sv_loop);
-    pthread_mutex_destroy(&s->sv_stop_mtx);
+    s->sv_loop = NULL;
     if (s->sv_pool != NULL)
         arpc_actor_group_destroy(s->sv_pool);
+    s->sv_pool = NULL;
+}
+
+/* What is left: the shell unanswered requests still point at (registry: their method). */
+static void server_free(arpc_server *s)
+{
+    server_teardown(s);
+    pthread_mutex_destroy(&s->sv_stop_mtx);
     arpc_registry_fini(&s->sv_registry);
     arpc_free(s);
 }
@@ -177,6 +189,8 @@ static void step_goaway(arpc_loop *loop, void *s)
 static void step_close_all(arpc_loop *loop, void *s)
 {
     (void)loop;
+    /* Before the connections close, so their callers hear it rather than ARPC_ECONNLOST. */
+    request_answer_unreplied(s);
     sconn_close_all(s);
     dedup_stop(s);
 }
@@ -241,6 +255,11 @@ int arpc_server_destroy(arpc_server *s)
     int rc = arpc_server_stop(s, 1000);
     if (rc != ARPC_OK)
         return rc; /* ARPC_EBUSY: from the server's own loop or worker, it would wait for itself */
+    uint32_t held = atomic_load(&s->sv_inflight);
+    if (held != 0)
+        arpc_log(ARPC_LOG_WARN, "server destroyed with %u request(s) its handlers never replied to: "
+                 "each is freed (with what is left of the server) by its reply", held);
+    server_teardown(s);
     server_release(s);
     return ARPC_OK;
 }

@@ -71,6 +71,7 @@ struct arpc_server {
     ev_timer sv_sweep;                /* idle-client expiry */
     struct server_listener *sv_listeners;
     struct server_conn *sv_conns;
+    arpc_request *sv_awaiting;        /* calls dispatched and not yet replied to (core/request.c) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -145,5 +146,9 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
 /* A CANCEL frame for call xid arrived on sc (loop thread). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
+/* Stop (loop thread), after the pool stopped: answers every call whose handler has not
+ * replied ARPC_EABANDONED (their late replies are dropped), disarms their deadlines and
+ * empties sv_awaiting. */
+void request_answer_unreplied(arpc_server *s);
 
 #endif
