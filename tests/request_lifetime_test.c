@@ -1,0 +1,199 @@
+/*
+ * A handler that does not reply, and replies that come too late: the server answers the caller
+ * itself at the call's deadline (ARPC_ETIMEDOUT) or at stop (ARPC_EABANDONED); the handler's
+ * late reply is dropped and returns ARPC_ETIMEDOUT or ARPC_ESHUTDOWN; a reply after arpc_server_destroy, with
+ * the server's own loop or a user loop destroyed too, touches no freed memory (ASan) and frees
+ * the request (the leak checker); an at-most-once retry of a call the server answered at its
+ * deadline waits for the first run instead of running the handler again.
+ *
+ * Frames go by hand (support/raw_client.h) so the test sees exactly what the server sends,
+ * not what the client library makes of it at its own deadline.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define CALL_DEADLINE_MS 100
+
+static arpc_request *_Atomic kept;
+static atomic_int keep_runs;
+
+/* Keeps the request and returns without replying; the test replies (or not) later. */
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&keep_runs, 1);
+    atomic_store(&kept, req);
+    latch_add();
+}
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
+{
+    atomic_store(&kept, NULL);
+    atomic_store(&keep_runs, 0);
+    latch_reset();
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2, .loop = loop};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    return s;
+}
+
+/* Reads the next frame but a stop's GOAWAY; checks it is an ERROR for xid with code. */
+static void expect_error(struct raw_client *r, uint64_t xid, int code)
+{
+    struct raw_frame f;
+    do
+        assert_true(raw_read(r, &f, false));
+    while (f.f.f_kind == ARPC_FRAME_GOAWAY);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(code, f.f.f_code);
+}
+
+/* Reads frames until the one for xid (at most max of them); checks it is a REPLY with body. */
+static void expect_reply_among(struct raw_client *r, uint64_t xid, const char *body, int max)
+{
+    struct raw_frame f;
+    for (int i = 0; i < max; i++) {
+        assert_true(raw_read(r, &f, false));
+        if (f.f.f_xid != xid)
+            continue;
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_int_equal(strlen(body), f.body_len);
+        assert_memory_equal(body, f.body, f.body_len);
+        return;
+    }
+    fail_msg("no reply for xid %llu", (unsigned long long)xid);
+}
+
+/* The handler never replies by the call's 100 ms deadline: the caller is answered
+ * ARPC_ETIMEDOUT then, not when the connection or server goes; the handler's reply after
+ * that returns ARPC_ETIMEDOUT, is not sent, and frees the request (the leak checker). */
+static void test_deadline_answers_a_silent_handler(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    int64_t t0 = now_ms();
+    assert_true(raw_request(&r, 1, 0, 0, CALL_DEADLINE_MS, "t.keep", "x", 1));
+    assert_true(latch_wait(1, 10000));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= CALL_DEADLINE_MS - 5); /* the budget counts from arrival, after t0 */
+    print_message("deadline answer after %lld ms (deadline %d ms)\n", (long long)took, CALL_DEADLINE_MS);
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "late", 4));
+    /* The late reply was handed to the loop before this call was sent: had it been sent, it
+     * would come first. */
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 2, "next", 1);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A stop answers a call whose handler kept its request ARPC_EABANDONED (it ran, so not
+ * ARPC_ESHUTDOWN's "did not run"), before the connection closes; the handler's reply from another thread after arpc_server_destroy returns
+ * ARPC_ESHUTDOWN and frees the request and what is left of the server. With a user loop,
+ * destroyed after the server and before the reply, nothing freed is touched either. */
+static void *reply_late(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)arpc_reply(atomic_load(&kept), "late", 4);
+}
+
+static void stop_then_reply_after_destroy(arpc_loop *loop)
+{
+    char addr[256];
+    arpc_server *s = make_server(loop, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.keep", "x", 1)); /* no deadline */
+    assert_true(latch_wait(1, 10000));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    expect_error(&r, 1, ARPC_EABANDONED);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    if (loop != NULL) {
+        arpc_loop_stop(loop);
+        arpc_loop_destroy(loop);
+    }
+    pthread_t t;
+    void *rc;
+    assert_int_equal(0, pthread_create(&t, NULL, reply_late, NULL));
+    assert_int_equal(0, pthread_join(t, &rc));
+    assert_int_equal(ARPC_ESHUTDOWN, (int)(intptr_t)rc);
+    raw_close(&r);
+}
+
+static void test_reply_after_destroy_own_loop(void **state)
+{
+    (void)state;
+    stop_then_reply_after_destroy(NULL);
+}
+
+static void test_reply_after_destroy_user_loop_destroyed(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    stop_then_reply_after_destroy(loop);
+}
+
+/* At most once: the first run of call 1 overran its deadline and was answered ARPC_ETIMEDOUT;
+ * its retry (same seq, new xid) waits for that run instead of running the handler again, and
+ * gets the first run's reply once the handler gives it. */
+static void test_retry_after_deadline_does_not_rerun(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0x5eed));
+    assert_true((r.rc_hello.f_flags & ARPC_HELLO_DEDUP) != 0);
+    assert_true(raw_request(&r, 1, 1, 0, CALL_DEADLINE_MS, "t.keep", "x", 1));
+    assert_true(latch_wait(1, 10000));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.keep", "x", 1)); /* the retry */
+    /* A call behind it on the same connection: once it is answered, the retry was seen. */
+    assert_true(raw_request(&r, 3, 2, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 3, "next", 1);
+    assert_int_equal(1, atomic_load(&keep_runs));
+    /* The first run replies at last: late for its own caller, the result for the retry. */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "first", 5));
+    expect_reply_among(&r, 2, "first", 2); /* xid 1 gets it too; a client drops it */
+    assert_int_equal(1, atomic_load(&keep_runs));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadline_answers_a_silent_handler),
+        cmocka_unit_test(test_reply_after_destroy_own_loop),
+        cmocka_unit_test(test_reply_after_destroy_user_loop_destroyed),
+        cmocka_unit_test(test_retry_after_deadline_does_not_rerun),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
