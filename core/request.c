@@ -29,14 +29,14 @@
  * (rq_deadline) when it is dispatched; if the handler has not replied when it passes, the
  * caller is answered ARPC_ETIMEDOUT (what its own deadline would give it: "may have run"),
  * and a stop answers every call still unanswered after its grace ARPC_EABANDONED (it started,
- * so unlike ARPC_ESHUTDOWN it may have run). The request
- * is NOT freed then: the handler still holds it and may reply later; that reply is dropped
- * (for a numbered call it still finishes the call in the reply cache, whose entry stayed
- * "running" meanwhile, so a retry never runs the handler a second time while the first run
- * may still go on) and returns ARPC_ETIMEDOUT (deadline) or ARPC_ESHUTDOWN (stop). The two sides meet on rq_flags:
- * the server sets RQ_SERVER_ANSWERED, a reply sets RQ_REPLIED, each with one fetch_or, so
- * exactly one of them sees the other. The loop keeps the calls waiting for a reply in
- * sv_awaiting (loop thread only), which a stop empties.
+ * so unlike ARPC_ESHUTDOWN it may have run). The request is NOT freed then: the handler still
+ * holds it and may reply later; that reply is dropped (for a numbered call it still finishes
+ * the call in the reply cache, whose entry stayed "running" meanwhile, so a retry never runs
+ * the handler a second time while the first run may still go on) and returns ARPC_ETIMEDOUT
+ * (deadline) or ARPC_ESHUTDOWN (stop). The two sides meet on rq_flags: the server sets
+ * RQ_SERVER_ANSWERED unless RQ_REPLIED is set (a CAS), a reply sets RQ_REPLIED (a fetch_or);
+ * both are read-modify-writes of one word, so exactly one side answers the caller. The loop
+ * keeps the calls waiting for a reply in sv_awaiting (loop thread only), which a stop empties.
  */
 #include <string.h>
 

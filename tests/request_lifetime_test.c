@@ -112,6 +112,71 @@ static void test_deadline_answers_a_silent_handler(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* Replies that race the deadline: the handler replies as its budget runs out, while the
+ * server's deadline fires. Each call gets exactly one answer, and arpc_reply says which:
+ * ARPC_OK for the REPLY, ARPC_ETIMEDOUT for the server's ERROR. */
+#define RACE_CALLS 64
+
+static _Atomic int race_rc[RACE_CALLS + 1];
+
+static void h_reply_at_deadline(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const uint8_t *p = arpc_request_data(req, &len);
+    while (arpc_request_budget_ms(req) > 0)
+        ; /* spin: reply as close to the deadline as the clock allows */
+    atomic_store(&race_rc[p[0]], arpc_reply(req, "mine", 4));
+}
+
+static void test_reply_racing_the_deadline(void **state)
+{
+    (void)state;
+    char addr[256];
+    atomic_store(&kept, NULL);
+    latch_reset();
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.race", h_reply_at_deadline, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    for (uint8_t i = 1; i <= RACE_CALLS; i++) {
+        atomic_store(&race_rc[i], -1);
+        /* i ms: each ends as the next but one falls due, so two workers start nearly all */
+        assert_true(raw_request(&r, i, 0, 0, i, "t.race", &i, 1));
+    }
+    int got[RACE_CALLS + 1] = {0}, replies = 0, timeouts = 0;
+    bool seen[RACE_CALLS + 1] = {false};
+    for (int n = 0; n < RACE_CALLS; n++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_true(f.f.f_xid >= 1 && f.f.f_xid <= RACE_CALLS);
+        assert_false(seen[f.f.f_xid]); /* one answer per call */
+        seen[f.f.f_xid] = true;
+        if (f.f.f_kind == ARPC_FRAME_REPLY) {
+            got[f.f.f_xid] = ARPC_OK;
+            replies++;
+        } else {
+            assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+            got[f.f.f_xid] = (int)f.f.f_code;
+            timeouts += got[f.f.f_xid] == ARPC_ETIMEDOUT;
+        }
+    }
+    /* Nothing more for them: the next frame is the answer to a call sent now. */
+    assert_true(raw_request(&r, 1000, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 1000, "next", 1);
+    for (int i = 1; i <= RACE_CALLS; i++)
+        if (got[i] != ARPC_EEXPIRED) /* expired in the queue: its handler never ran */
+            assert_int_equal(got[i], atomic_load(&race_rc[i]));
+    print_message("%d of %d racing calls got the handler's reply, %d the server's ARPC_ETIMEDOUT\n", replies,
+                  RACE_CALLS, timeouts);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* A stop answers a call whose handler kept its request ARPC_EABANDONED (it ran, so not
  * ARPC_ESHUTDOWN's "did not run"), before the connection closes; the handler's reply from another thread after arpc_server_destroy returns
  * ARPC_ESHUTDOWN and frees the request and what is left of the server. With a user loop,
@@ -191,6 +256,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadline_answers_a_silent_handler),
+        cmocka_unit_test(test_reply_racing_the_deadline),
         cmocka_unit_test(test_reply_after_destroy_own_loop),
         cmocka_unit_test(test_reply_after_destroy_user_loop_destroyed),
         cmocka_unit_test(test_retry_after_deadline_does_not_rerun),
