@@ -141,8 +141,9 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
  * pool handler. Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
-/* Stops (with a 1 s grace) if needed, and releases the caller's handle (memory still
- * referenced by requests in asynchronous handlers is freed when they reply). Returns ARPC_OK;
+/* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
+ * cache, and releases the caller's handle (what requests still held by handlers refer to is
+ * freed when they reply: their count is logged). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself); ARPC_EINVAL for NULL. */
 ARPC_API int arpc_server_destroy(arpc_server *s);
