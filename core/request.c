@@ -29,7 +29,21 @@
  *
  * Late replies: a reply checks that the server is not stopped, and stop waits for replies
  * between that check and their hand-over (sv_replying), so once arpc_server_stop has
- * returned no reply touches the loop, which the user may then destroy.
+ * returned no reply touches the loop, which the user may then destroy. A reply after the stop
+ * looks at the state before anything else (the loop may be freed by then).
+ *
+ * Answers the server gives for a handler: a call that carries a deadline arms one on the loop
+ * (rq_deadline) when it is dispatched; if the handler has not replied when it passes, the
+ * caller is answered ARPC_ETIMEDOUT (what its own deadline would give it: "may have run"),
+ * and a stop answers every call still unanswered after its grace ARPC_EABANDONED (it started,
+ * so unlike ARPC_ESHUTDOWN it may have run). The request is NOT freed then: the handler still
+ * holds it and may reply later; that reply is dropped (for a numbered call it still finishes
+ * the call in the reply cache, whose entry stayed "running" meanwhile, so a retry never runs
+ * the handler a second time while the first run may still go on) and returns ARPC_ETIMEDOUT
+ * (deadline) or ARPC_ESHUTDOWN (stop). The two sides meet on rq_flags: the server sets
+ * RQ_SERVER_ANSWERED unless RQ_REPLIED is set (a CAS), a reply sets RQ_REPLIED (a fetch_or);
+ * both are read-modify-writes of one word, so exactly one side answers the caller. The loop
+ * keeps the calls waiting for a reply in sv_awaiting (loop thread only), which a stop empties.
  */
 #include <stddef.h>
 #include <string.h>
@@ -50,6 +64,7 @@ enum {
     RQ_CANCELLED = 1u << 3,  /* a CANCEL frame arrived for it */
     RQ_CANCEL_CB = 1u << 4,  /* rq_cancel_fn is set */
     RQ_STARTED = 1u << 5,    /* the handler was called */
+    RQ_SERVER_ANSWERED = 1u << 6, /* the server answered the caller itself (rq_late_code) */
 };
 
 struct arpc_request {
@@ -64,6 +79,10 @@ struct arpc_request {
     atomic_uint rq_flags;
     bool rq_oneway;
     bool rq_tracked;         /* in its connection's table (a call that may be cancelled) */
+    bool rq_awaiting;        /* in the server's sv_awaiting list (loop thread) */
+    int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
+    struct arpc_deadline rq_deadline; /* the wire's deadline, armed on the loop */
+    arpc_request *rq_prev, *rq_next;  /* sv_awaiting */
     arpc_request_cancel_fn rq_cancel_fn;
     void *rq_cancel_arg;
     uint32_t rq_len;
@@ -108,6 +127,83 @@ static void request_untrack(arpc_request *req)
     req->rq_tracked = false;
 }
 
+/* Loop thread: the request no longer waits for a reply (its deadline is disarmed). A stop
+ * empties the list on the loop, so after it nothing here runs for a request. */
+static void request_unlist(arpc_request *req)
+{
+    if (!req->rq_awaiting)
+        return;
+    arpc_server *s = req->rq_conn->sc_server;
+    arpc_deadline_cancel(s->sv_loop, &req->rq_deadline);
+    if (req->rq_prev != NULL)
+        req->rq_prev->rq_next = req->rq_next;
+    else
+        s->sv_awaiting = req->rq_next;
+    if (req->rq_next != NULL)
+        req->rq_next->rq_prev = req->rq_prev;
+    req->rq_awaiting = false;
+}
+
+/* Loop thread: the server answers the caller in the handler's place with code; the handler's
+ * late reply will return late_code. The request stays alive for that reply. */
+static void request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why)
+{
+    request_unlist(req);
+    req->rq_late_code = late_code; /* published by the CAS (seq_cst) */
+    unsigned flags = atomic_load(&req->rq_flags);
+    do {
+        if (flags & RQ_REPLIED)
+            return; /* the handler's reply is on its way to the loop: the caller gets it */
+    } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
+    request_untrack(req);
+    /* A numbered call keeps its cache entry "running" (and this xid among its waiters, which
+     * the client ignores once answered): a retry waits for the real result. */
+    sconn_send_error(req->rq_conn, req->rq_xid, code, why, strlen(why));
+}
+
+static void request_on_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    arpc_request *req = arg;
+    /* Not started yet: when an actor takes it, it is refused ARPC_EEXPIRED ("did not run",
+     * and a numbered call's entry is dropped so a retry may run it). */
+    if (atomic_load(&req->rq_flags) & RQ_STARTED)
+        request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
+                                   "the handler did not reply by the call's deadline");
+}
+
+/* Loop thread: arms the call's deadline and lists it as waiting for a reply. */
+static void request_list(arpc_server *s, arpc_request *req)
+{
+    req->rq_prev = NULL;
+    req->rq_next = s->sv_awaiting;
+    if (s->sv_awaiting != NULL)
+        s->sv_awaiting->rq_prev = req;
+    s->sv_awaiting = req;
+    req->rq_awaiting = true;
+    arpc_deadline_init(&req->rq_deadline, request_on_deadline, req);
+    if (req->rq_deadline_ns != ARPC_NEVER)
+        (void)arpc_deadline_arm(s->sv_loop, &req->rq_deadline, req->rq_deadline_ns); /* ENOMEM: the
+                                                       * caller's own deadline still ends its wait */
+}
+
+void request_answer_unreplied(arpc_server *s)
+{
+    static const char why[] = "the server stopped before the handler replied";
+    unsigned n = 0;
+    while (s->sv_awaiting != NULL) {
+        arpc_request *req = s->sv_awaiting;
+        bool replied = atomic_load(&req->rq_flags) & RQ_REPLIED;
+        /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
+         * any other call here has started: it may have run. */
+        request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why);
+        n += !replied;
+    }
+    if (n != 0)
+        arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
+                 n);
+}
+
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. */
 static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
@@ -116,10 +212,13 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     struct server_conn *sc = req->rq_conn;
     request_untrack(req);
+    request_unlist(req);
     arpc_server *s = sc->sc_server;
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_client_id, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
+    } else if (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED) {
+        arpc_free(rm); /* the caller was answered already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
@@ -131,7 +230,28 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     (void)loop;
     arpc_request *req = (arpc_request *)job;
     request_untrack(req);
+    request_unlist(req);
     request_reply_done(req);
+}
+
+/* Runs job on the server's loop: at once when called on its thread, else posted, never
+ * waiting. ARPC_ESHUTDOWN (job not run): the server is stopped -- its loop may be destroyed
+ * by now (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the
+ * loop refused it. The state check and every use of the loop are counted in sv_replying,
+ * which a stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst). */
+static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job)
+{
+    atomic_fetch_add(&s->sv_replying, 1);
+    int rc = ARPC_ESHUTDOWN;
+    bool here = false;
+    if (atomic_load(&s->sv_state) != SV_STOPPED) {
+        here = arpc_loop_on_thread(s->sv_loop);
+        rc = here ? ARPC_OK : arpc_loop_post(s->sv_loop, job);
+    }
+    atomic_fetch_sub(&s->sv_replying, 1);
+    if (here)
+        job->j_fn(s->sv_loop, job); /* on the loop's thread, the loop outlives the call */
+    return rc;
 }
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
@@ -139,25 +259,16 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 static void request_drop(arpc_server *s, arpc_request *req)
 {
     arpc_loop_job_init(&req->rq_job, request_drop_on_loop);
-    if (arpc_loop_on_thread(s->sv_loop) || arpc_loop_post(s->sv_loop, &req->rq_job) != ARPC_OK)
-        request_drop_on_loop(s->sv_loop, &req->rq_job); /* on the loop, or no loop runs any more */
+    if (server_loop_hand(s, &req->rq_job) != ARPC_OK)
+        request_drop_on_loop(NULL, &req->rq_job); /* no loop runs: a stop emptied its lists */
 }
 
 /* Hands an encoded reply to the loop without ever waiting. ARPC_ESHUTDOWN: dropped (the
  * reply's holder is let go here). */
 static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
 {
-    if (arpc_loop_on_thread(s->sv_loop)) {
-        reply_deliver(s->sv_loop, &rm->rm_job);
-        return ARPC_OK;
-    }
-    atomic_fetch_add(&s->sv_replying, 1);
-    int rc = ARPC_ESHUTDOWN;
-    if (atomic_load(&s->sv_state) != SV_STOPPED) {
-        arpc_loop_job_init(&rm->rm_job, reply_deliver);
-        rc = arpc_loop_post(s->sv_loop, &rm->rm_job);
-    }
-    atomic_fetch_sub(&s->sv_replying, 1);
+    arpc_loop_job_init(&rm->rm_job, reply_deliver);
+    int rc = server_loop_hand(s, &rm->rm_job);
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         arpc_free(rm);
@@ -226,12 +337,16 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
 {
     if (req == NULL)
         return ARPC_EINVAL;
-    if (atomic_fetch_or(&req->rq_flags, RQ_REPLIED) & RQ_REPLIED) {
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_REPLIED);
+    if (flags & RQ_REPLIED) {
         /* Only reachable while the handler still runs (otherwise req is gone): refuse. */
         arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (call %llu) was refused",
                  req->rq_method->m_name, (unsigned long long)req->rq_xid);
         return ARPC_EINVAL;
     }
+    /* The server answered the caller already: the reply still goes to the loop (a numbered
+     * call's result finishes its cache entry for retries), and says what the caller got. */
+    int late = flags & RQ_SERVER_ANSWERED ? req->rq_late_code : ARPC_OK;
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
     server_retain(s); /* the request may be freed before we return: finish with s first */
@@ -263,6 +378,8 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     }
     int st = atomic_load(&s->sv_state);
     server_release(s);
+    if (rc == ARPC_OK && late != ARPC_OK)
+        return late;
     return rc == ARPC_OK && st == SV_STOPPED ? ARPC_ESHUTDOWN : rc;
 }
 
@@ -481,6 +598,8 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_oneway = oneway;
     req->rq_cancel_fn = NULL;
     req->rq_cancel_arg = NULL;
+    req->rq_awaiting = false;
+    req->rq_late_code = ARPC_OK;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
         arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
@@ -494,6 +613,8 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     sconn_retain(sc);
     server_retain(s);
     atomic_fetch_add(&s->sv_inflight, 1);
+    if (!oneway)
+        request_list(s, req); /* before an inline handler can reply */
     if (m->m_inline) {
         request_run(NULL, req, ARPC_OK);
         return;

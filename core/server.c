@@ -20,6 +20,7 @@
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/options.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
@@ -27,17 +28,28 @@
 #define SERVER_HEARTBEAT_MS 15000 /* clients PING every 5 s by default: this only catches dead ones */
 #define SERVER_HEARTBEAT_MISSES 3
 
-static void server_free(arpc_server *s)
+/* Frees what only a running server uses: the cache, the log, the loop (ours), the pool. Once
+ * stopped, nothing touches them: a late reply sees SV_STOPPED first and only frees its request. */
+static void server_teardown(arpc_server *s)
 {
     if (s->sv_log != NULL)
         journal_close(NULL, s); /* created but never stopped (a failed create) */
     if (s->sv_cache_ready)
-        dedup_fini(s); /* no loop touches it any more: every request is finished */
-    if (s->sv_owns_loop)
+        dedup_fini(s);
+    s->sv_cache_ready = false;
+    if (s->sv_owns_loop && s->sv_loop != NULL)
         arpc_loop_destroy(s->sv_loop);
-    pthread_mutex_destroy(&s->sv_stop_mtx);
+    s->sv_loop = NULL;
     if (s->sv_pool != NULL)
         arpc_actor_group_destroy(s->sv_pool);
+    s->sv_pool = NULL;
+}
+
+/* What is left: the shell unanswered requests still point at (registry: their method). */
+static void server_free(arpc_server *s)
+{
+    server_teardown(s);
+    pthread_mutex_destroy(&s->sv_stop_mtx);
     arpc_registry_fini(&s->sv_registry);
     arpc_free(s);
 }
@@ -185,6 +197,11 @@ static void step_goaway(arpc_loop *loop, void *s)
 static void step_close_all(arpc_loop *loop, void *s)
 {
     (void)loop;
+    /* Before the connections close, so their callers hear it rather than ARPC_ECONNLOST. A
+     * parked call never started: it is refused ESHUTDOWN (did not run) first, so that only
+     * calls that may have run are answered ARPC_EABANDONED. */
+    sconn_refuse_parked_all(s);
+    request_answer_unreplied(s);
     sconn_close_all(s);
     dedup_stop(s);
     limits_stop(s);
@@ -253,6 +270,11 @@ int arpc_server_destroy(arpc_server *s)
     /* From here the handle is dead: a second destroy, even a racing one, is caught. */
     if (!arpc_handle_kill(s, ARPC_MAGIC_SERVER, "server", __func__))
         return ARPC_EINVAL;
+    uint32_t held = atomic_load(&s->sv_inflight);
+    if (held != 0)
+        arpc_log(ARPC_LOG_WARN, "server destroyed with %u request(s) its handlers never replied to: "
+                 "each is freed (with what is left of the server) by its reply", held);
+    server_teardown(s);
     server_release(s);
     return ARPC_OK;
 }

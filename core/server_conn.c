@@ -217,13 +217,18 @@ void sconn_goaway_all(arpc_server *s)
         sconn_send_goaway(&sc->sc_conn, ARPC_ESHUTDOWN, "server shutting down");
 }
 
+void sconn_refuse_parked_all(arpc_server *s)
+{
+    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+        request_refuse_parked(sc);
+}
+
 void sconn_close_all(arpc_server *s)
 {
     /* Replies already handed over went out before this ran (the job lane is FIFO); write what
      * the sockets take without waiting, then close. A parked call will not run: its caller
      * hears so (ESHUTDOWN) before the connection closes. */
-    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
-        request_refuse_parked(sc);
+    sconn_refuse_parked_all(s);
     for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
         next = sc->sc_next; /* a failed flush closes (and may free) sc */
         arpc_conn_flush_now(&sc->sc_conn);

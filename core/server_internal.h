@@ -91,6 +91,7 @@ struct arpc_server {
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
     struct server_conn *sv_conns;
+    arpc_request *sv_awaiting;        /* calls dispatched and not yet replied to (core/request.c) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -136,6 +137,8 @@ void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 void sconn_goaway_all(arpc_server *s);
+/* Stop (loop thread): every connection's parked request is refused ESHUTDOWN (did not run). */
+void sconn_refuse_parked_all(arpc_server *s);
 void sconn_close_all(arpc_server *s);
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
 
@@ -184,5 +187,9 @@ void request_cancel(struct server_conn *sc, uint64_t xid);
 /* sc's parked request (if any) will never be posted (its connection closes, the server
  * stops): it is answered ESHUTDOWN ("did not run") and let go (loop thread). */
 void request_refuse_parked(struct server_conn *sc);
+/* Stop (loop thread), after the pool stopped: answers every call whose handler has not
+ * replied ARPC_EABANDONED (their late replies are dropped), disarms their deadlines and
+ * empties sv_awaiting. */
+void request_answer_unreplied(arpc_server *s);
 
 #endif

@@ -563,10 +563,11 @@ static void test_oversized_frame(void **state)
     arpc_client_close(c);
 }
 
-/* The server goes away mid-call, for good. A client that does not reconnect fails its
- * pending calls with ECONNLOST at once; one that does (the default) gives them up after
- * reconnect_give_up_ms: ECONNLOST for those that were sent (they may have run), EUNREACHABLE
- * for new ones (they never left). */
+/* The server goes away mid-call, for good. Its stop answers the pending calls first:
+ * EABANDONED for those its handlers held (they may have run), ESHUTDOWN for those still
+ * queued (they did not). Then a client that does not reconnect fails new calls with ECONNLOST
+ * at once; one that does (the default) gives them up after reconnect_give_up_ms with
+ * EUNREACHABLE (they never left). */
 static void server_killed_mid_call(struct fixture *fx, bool reconnect)
 {
     arpc_client_options o = {.no_reconnect = !reconnect, .reconnect_give_up_ms = 300};
@@ -578,10 +579,10 @@ static void server_killed_mid_call(struct fixture *fx, bool reconnect)
     int64_t t0 = now_ms();
     arpc_server_stop(fx->server, 0); /* no grace: connections close with calls in flight */
     for (int i = 0; i < 10; i++) {
-        /* Held by a handler: the connection broke under it (may have run). Still queued
-         * on the pool: the server says it did not run. */
+        /* Held by a handler: the stop answers for it before the connection closes (may
+         * have run). Still queued on the pool: the server says it did not run. */
         int st = arpc_future_wait_for(fs[i], 10000);
-        assert_true(st == ARPC_ECONNLOST || st == ARPC_ESHUTDOWN);
+        assert_true(st == ARPC_EABANDONED || st == ARPC_ESHUTDOWN);
         arpc_future_release(fs[i]);
     }
     assert_true(now_ms() - t0 < 10000);

@@ -9,9 +9,15 @@
  *
  * Handlers receive an arpc_request and must finish it exactly once with arpc_reply() or
  * arpc_reply_error(), before returning or later from any thread. A request stays valid until
- * it is finished, even after arpc_server_stop/destroy (the reply is then dropped); the server's
- * memory and threads are released only when its last request is finished, so a request that
- * is never finished keeps them alive. Replies are written as soon
+ * it is finished, even after arpc_server_stop/destroy (the reply is then dropped), whichever
+ * loop the server ran on: a reply after destroy touches no loop, so the user may destroy its
+ * own loop first. If the handler has not replied by the call's deadline (from the wire), the
+ * server answers the caller ARPC_ETIMEDOUT itself; a stop answers calls still unanswered after
+ * its grace ARPC_EABANDONED (both: the call may have run). The request stays valid for the
+ * handler's late reply, which is dropped. arpc_server_destroy frees the server's loop, pool
+ * and reply cache; what remains (a small shell, the connection's record and the request) is
+ * freed by the last late reply, so a request never finished keeps only that (logged at
+ * destroy with the count). Replies are written as soon
  * as they are ready, in any order. One-way requests are finished the same way; no reply is
  * sent for them.
  *
@@ -152,13 +158,15 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
 /* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
  * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
- * later from another thread is fine), and closes every connection. Blocks; idempotent (a
+ * later from another thread is fine), answers calls whose handlers have not replied
+ * ARPC_EABANDONED (they may have run), and closes every connection. Blocks; idempotent (a
  * concurrent second stop waits for the first); ARPC_EBUSY from the server's loop thread or a
  * pool handler. Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
-/* Stops (with a 1 s grace) if needed, and releases the caller's handle (memory still
- * referenced by requests in asynchronous handlers is freed when they reply). Returns ARPC_OK;
+/* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
+ * cache, and releases the caller's handle (what requests still held by handlers refer to is
+ * freed when they reply: their count is logged). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
  * "API misuse"). */
@@ -176,8 +184,9 @@ ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 /* What is left of the caller's budget, in ms (rounded up): the deadline_ms the request
  * carried, counted from when it arrived (clocks are never compared across machines).
  * ARPC_FOREVER when the caller set none; 0 once it has passed. A handler with slow work can
- * give up early: the caller stops waiting at that point anyway. (A call whose budget ran out
- * before its handler started is not run: the caller gets ARPC_EEXPIRED.) */
+ * give up early: the caller stops waiting at that point anyway, and the server answers it
+ * ARPC_ETIMEDOUT then if the handler has not replied. (A call whose budget ran out before its
+ * handler started is not run: the caller gets ARPC_EEXPIRED.) */
 ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
 
 /* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
@@ -194,7 +203,9 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
 /* Sends data (copied) as the reply and finishes req. Callable from any thread, exactly once per
  * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
- * when the server has stopped (dropped), ARPC_ETOOLARGE (larger than the client accepts: the
+ * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
+ * caller at its deadline (dropped; for an at-most-once call the result is still kept for the
+ * caller's retries), ARPC_ETOOLARGE (larger than the client accepts: the
  * caller gets ARPC_ETOOLARGE instead), ARPC_ENOMEM (the reply could not be encoded: the
  * client's call ends when its connection or deadline does). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with

@@ -1,0 +1,296 @@
+/*
+ * A handler that does not reply, and replies that come too late: the server answers the caller
+ * itself at the call's deadline (ARPC_ETIMEDOUT) or at stop (ARPC_EABANDONED); the handler's
+ * late reply is dropped and returns ARPC_ETIMEDOUT or ARPC_ESHUTDOWN; a reply after arpc_server_destroy, with
+ * the server's own loop or a user loop destroyed too, touches no freed memory (ASan) and frees
+ * the request (the leak checker); an at-most-once retry of a call the server answered at its
+ * deadline waits for the first run instead of running the handler again.
+ *
+ * Frames go by hand (support/raw_client.h) so the test sees exactly what the server sends,
+ * not what the client library makes of it at its own deadline.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define CALL_DEADLINE_MS 100
+
+static arpc_request *_Atomic kept;      /* the last request h_keep kept */
+static arpc_request *_Atomic kept_first; /* the first */
+static atomic_int keep_runs;
+
+/* Keeps the request and returns without replying; the test replies (or not) later. */
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (atomic_fetch_add(&keep_runs, 1) == 0)
+        atomic_store(&kept_first, req);
+    atomic_store(&kept, req);
+    latch_add();
+}
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
+{
+    atomic_store(&kept, NULL);
+    atomic_store(&kept_first, NULL);
+    atomic_store(&keep_runs, 0);
+    latch_reset();
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2, .loop = loop};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    return s;
+}
+
+/* Reads the next frame but a stop's GOAWAY; checks it is an ERROR with code; returns its xid. */
+static uint64_t read_error(struct raw_client *r, int code)
+{
+    struct raw_frame f;
+    do
+        assert_true(raw_read(r, &f, false));
+    while (f.f.f_kind == ARPC_FRAME_GOAWAY);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(code, f.f.f_code);
+    return f.f.f_xid;
+}
+
+/* As read_error, and checks the xid. */
+static void expect_error(struct raw_client *r, uint64_t xid, int code)
+{
+    assert_int_equal(xid, read_error(r, code));
+}
+
+/* Reads frames until the one for xid (at most max of them); checks it is a REPLY with body. */
+static void expect_reply_among(struct raw_client *r, uint64_t xid, const char *body, int max)
+{
+    struct raw_frame f;
+    for (int i = 0; i < max; i++) {
+        assert_true(raw_read(r, &f, false));
+        if (f.f.f_xid != xid)
+            continue;
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_int_equal(strlen(body), f.body_len);
+        assert_memory_equal(body, f.body, f.body_len);
+        return;
+    }
+    fail_msg("no reply for xid %llu", (unsigned long long)xid);
+}
+
+/* The handler never replies by the call's 100 ms deadline: the caller is answered
+ * ARPC_ETIMEDOUT then, not when the connection or server goes; the handler's reply after
+ * that returns ARPC_ETIMEDOUT, is not sent, and frees the request (the leak checker). */
+static void test_deadline_answers_a_silent_handler(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    int64_t t0 = now_ms();
+    assert_true(raw_request(&r, 1, 0, 0, CALL_DEADLINE_MS, "t.keep", "x", 1));
+    assert_true(latch_wait(1, 10000));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= CALL_DEADLINE_MS - 5); /* the budget counts from arrival, after t0 */
+    print_message("deadline answer after %lld ms (deadline %d ms)\n", (long long)took, CALL_DEADLINE_MS);
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "late", 4));
+    /* The late reply was handed to the loop before this call was sent: had it been sent, it
+     * would come first. */
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 2, "next", 1);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Replies that race the deadline: the handler replies as its budget runs out, while the
+ * server's deadline fires. Each call gets exactly one answer, and arpc_reply says which:
+ * ARPC_OK for the REPLY, ARPC_ETIMEDOUT for the server's ERROR. */
+#define RACE_CALLS 64
+
+static _Atomic int race_rc[RACE_CALLS + 1];
+
+static void h_reply_at_deadline(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const uint8_t *p = arpc_request_data(req, &len);
+    while (arpc_request_budget_ms(req) > 0)
+        ; /* spin: reply as close to the deadline as the clock allows */
+    atomic_store(&race_rc[p[0]], arpc_reply(req, "mine", 4));
+    latch_add();
+}
+
+static void test_reply_racing_the_deadline(void **state)
+{
+    (void)state;
+    char addr[256];
+    atomic_store(&kept, NULL);
+    latch_reset();
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.race", h_reply_at_deadline, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    for (uint8_t i = 1; i <= RACE_CALLS; i++) {
+        atomic_store(&race_rc[i], -1);
+        /* i ms: each ends as the next but one falls due, so two workers start nearly all */
+        assert_true(raw_request(&r, i, 0, 0, i, "t.race", &i, 1));
+    }
+    int got[RACE_CALLS + 1] = {0}, replies = 0, timeouts = 0;
+    bool seen[RACE_CALLS + 1] = {false};
+    for (int n = 0; n < RACE_CALLS; n++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_true(f.f.f_xid >= 1 && f.f.f_xid <= RACE_CALLS);
+        assert_false(seen[f.f.f_xid]); /* one answer per call */
+        seen[f.f.f_xid] = true;
+        if (f.f.f_kind == ARPC_FRAME_REPLY) {
+            got[f.f.f_xid] = ARPC_OK;
+            replies++;
+        } else {
+            assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+            got[f.f.f_xid] = (int)f.f.f_code;
+            timeouts += got[f.f.f_xid] == ARPC_ETIMEDOUT;
+        }
+    }
+    /* Nothing more for them: the next frame is the answer to a call sent now. */
+    assert_true(raw_request(&r, 1000, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 1000, "next", 1);
+    unsigned ran = 0;
+    for (int i = 1; i <= RACE_CALLS; i++)
+        ran += got[i] != ARPC_EEXPIRED; /* expired in the queue: its handler never ran */
+    assert_true(latch_wait(ran, 10000)); /* every handler that ran has its arpc_reply's result */
+    for (int i = 1; i <= RACE_CALLS; i++)
+        if (got[i] != ARPC_EEXPIRED)
+            assert_int_equal(got[i], atomic_load(&race_rc[i]));
+    print_message("%d of %d racing calls got the handler's reply, %d the server's ARPC_ETIMEDOUT\n", replies,
+                  RACE_CALLS, timeouts);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A stop answers a call whose handler kept its request ARPC_EABANDONED (it ran, so not
+ * ARPC_ESHUTDOWN's "did not run"), before the connection closes; the handler's reply from another thread after arpc_server_destroy returns
+ * ARPC_ESHUTDOWN and frees the request and what is left of the server. With a user loop,
+ * destroyed after the server and before the reply, nothing freed is touched either. */
+static void *reply_late(void *arg)
+{
+    return (void *)(intptr_t)arpc_reply(atomic_load((arpc_request *_Atomic *)arg), "late", 4);
+}
+
+static int reply_late_from_thread(arpc_request *_Atomic *req)
+{
+    pthread_t t;
+    void *rc;
+    assert_int_equal(0, pthread_create(&t, NULL, reply_late, req));
+    assert_int_equal(0, pthread_join(t, &rc));
+    return (int)(intptr_t)rc;
+}
+
+/* Two kept requests: one replied to as usual, one whose reply cannot even be encoded (the
+ * path that lets go of the request without a reply). The counting allocator checks that
+ * both are freed, and the server with them. */
+static void stop_then_reply_after_destroy(arpc_loop *loop)
+{
+    char addr[256];
+    arpc_server *s = make_server(loop, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.keep", "x", 1)); /* no deadline */
+    assert_true(latch_wait(1, 10000));
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.keep", "y", 1));
+    assert_true(latch_wait(2, 10000));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    /* Answered in one step, in no promised order. */
+    uint64_t first = read_error(&r, ARPC_EABANDONED);
+    assert_true(first == 1 || first == 2);
+    assert_int_equal(3 - first, read_error(&r, ARPC_EABANDONED));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    if (loop != NULL) {
+        arpc_loop_stop(loop);
+        arpc_loop_destroy(loop);
+    }
+    assert_int_equal(ARPC_ESHUTDOWN, reply_late_from_thread(&kept_first));
+    atomic_store(&test_alloc_budget, 0);
+    assert_int_equal(ARPC_ENOMEM, reply_late_from_thread(&kept));
+    atomic_store(&test_alloc_budget, -1);
+    raw_close(&r);
+}
+
+static void test_reply_after_destroy_own_loop(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    stop_then_reply_after_destroy(NULL);
+}
+
+static void test_reply_after_destroy_user_loop_destroyed(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    stop_then_reply_after_destroy(loop);
+}
+
+/* At most once: the first run of call 1 overran its deadline and was answered ARPC_ETIMEDOUT;
+ * its retry (same seq, new xid) waits for that run instead of running the handler again, and
+ * gets the first run's reply once the handler gives it. */
+static void test_retry_after_deadline_does_not_rerun(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0x5eed));
+    assert_true((r.rc_hello.f_flags & ARPC_HELLO_DEDUP) != 0);
+    assert_true(raw_request(&r, 1, 1, 0, CALL_DEADLINE_MS, "t.keep", "x", 1));
+    assert_true(latch_wait(1, 10000));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.keep", "x", 1)); /* the retry */
+    /* A call behind it on the same connection: once it is answered, the retry was seen. */
+    assert_true(raw_request(&r, 3, 2, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 3, "next", 1);
+    assert_int_equal(1, atomic_load(&keep_runs));
+    /* The first run replies at last: late for its own caller, the result for the retry. */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "first", 5));
+    expect_reply_among(&r, 2, "first", 2); /* xid 1 gets it too; a client drops it */
+    assert_int_equal(1, atomic_load(&keep_runs));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadline_answers_a_silent_handler),
+        cmocka_unit_test(test_reply_racing_the_deadline),
+        cmocka_unit_test_no_leak(test_reply_after_destroy_own_loop),
+        cmocka_unit_test_no_leak(test_reply_after_destroy_user_loop_destroyed),
+        cmocka_unit_test(test_retry_after_deadline_does_not_rerun),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
