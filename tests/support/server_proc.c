@@ -89,6 +89,15 @@ static void on_term(int sig)
 
 static int serve(const char *addr, const char *dir, int mode, int ready_fd)
 {
+    /* SIGTERM blocked before any arpc thread exists (they inherit the mask), so it can only
+     * be taken by sigsuspend below: a handler run on another thread, or between the flag's
+     * check and pause(), left the server waiting for ever. */
+    sigset_t term, waiting;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &waiting);
+    sigdelset(&waiting, SIGTERM);
+    signal(SIGTERM, on_term);
     arpc_u64_map_init(&applied, 1024);
     char why[256] = "";
     arpc_server_options so = {.workers = 4, /* a slow call never holds up the others */
@@ -118,9 +127,8 @@ static int serve(const char *addr, const char *dir, int mode, int ready_fd)
     if (write(ready_fd, bound, sizeof(bound)) != (ssize_t)sizeof(bound))
         return 1;
     close(ready_fd);
-    signal(SIGTERM, on_term);
     while (!stop_requested)
-        pause();
+        sigsuspend(&waiting);
     arpc_server_destroy(s);
     if (actor != NULL)
         arpc_actor_destroy(actor);
