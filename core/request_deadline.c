@@ -1,0 +1,97 @@
+/*
+ * The answers the server gives in a handler's place. A call that carries a deadline arms one on the loop
+ * (rq_deadline) when it is dispatched; if the handler has not replied when it passes, the
+ * caller is answered ARPC_ETIMEDOUT (what its own deadline would give it: "may have run"),
+ * and a stop answers every call still unanswered after its grace ARPC_EABANDONED (it started,
+ * so unlike ARPC_ESHUTDOWN it may have run). The request is NOT freed then: the handler still
+ * holds it and may reply later; that reply is dropped (for a numbered call it still finishes
+ * the call in the reply cache, whose entry stayed "running" meanwhile, so a retry never runs
+ * the handler a second time while the first run may still go on) and returns ARPC_ETIMEDOUT
+ * (deadline) or ARPC_ESHUTDOWN (stop). The two sides meet on rq_flags: the server sets
+ * RQ_SERVER_ANSWERED unless RQ_REPLIED is set (a CAS), a reply sets RQ_REPLIED (a fetch_or);
+ * both are read-modify-writes of one word, so exactly one side answers the caller. The loop
+ * keeps the calls waiting for a reply in sv_awaiting (loop thread only), which a stop empties.
+ */
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "core/request_internal.h"
+
+/* Loop thread: the request no longer waits for a reply (its deadline is disarmed). A stop
+ * empties the list on the loop, so after it nothing here runs for a request. */
+void request_unlist(arpc_request *req)
+{
+    if (!req->rq_awaiting)
+        return;
+    arpc_server *s = req->rq_conn->sc_server;
+    arpc_deadline_cancel(s->sv_loop, &req->rq_deadline);
+    if (req->rq_prev != NULL)
+        req->rq_prev->rq_next = req->rq_next;
+    else
+        s->sv_awaiting = req->rq_next;
+    if (req->rq_next != NULL)
+        req->rq_next->rq_prev = req->rq_prev;
+    req->rq_awaiting = false;
+}
+
+/* Loop thread: the server answers the caller in the handler's place with code; the handler's
+ * late reply will return late_code. The request stays alive for that reply. */
+static void request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why)
+{
+    request_unlist(req);
+    req->rq_late_code = late_code; /* published by the CAS (seq_cst) */
+    unsigned flags = atomic_load(&req->rq_flags);
+    do {
+        if (flags & RQ_REPLIED)
+            return; /* the handler's reply is on its way to the loop: the caller gets it */
+    } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
+    request_untrack(req);
+    /* A numbered call keeps its cache entry "running" (and this xid among its waiters, which
+     * the client ignores once answered): a retry waits for the real result. */
+    sconn_send_error(req->rq_conn, req->rq_xid, code, why, strlen(why));
+}
+
+static void request_on_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    arpc_request *req = arg;
+    /* Not started yet: when an actor takes it, it is refused ARPC_EEXPIRED ("did not run",
+     * and a numbered call's entry is dropped so a retry may run it). */
+    if (atomic_load(&req->rq_flags) & RQ_STARTED)
+        request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
+                                   "the handler did not reply by the call's deadline");
+}
+
+/* Loop thread: arms the call's deadline and lists it as waiting for a reply. */
+void request_list(arpc_server *s, arpc_request *req)
+{
+    req->rq_prev = NULL;
+    req->rq_next = s->sv_awaiting;
+    if (s->sv_awaiting != NULL)
+        s->sv_awaiting->rq_prev = req;
+    s->sv_awaiting = req;
+    req->rq_awaiting = true;
+    arpc_deadline_init(&req->rq_deadline, request_on_deadline, req);
+    if (req->rq_deadline_ns != ARPC_NEVER)
+        (void)arpc_deadline_arm(s->sv_loop, &req->rq_deadline, req->rq_deadline_ns); /* ENOMEM: the
+                                                       * caller's own deadline still ends its wait */
+}
+
+void request_answer_unreplied(arpc_server *s)
+{
+    static const char why[] = "the server stopped before the handler replied";
+    unsigned n = 0;
+    while (s->sv_awaiting != NULL) {
+        arpc_request *req = s->sv_awaiting;
+        bool replied = atomic_load(&req->rq_flags) & RQ_REPLIED;
+        /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
+         * any other call here has started: it may have run. */
+        request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why);
+        n += !replied;
+    }
+    if (n != 0)
+        arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
+                 n);
+}

@@ -1,0 +1,184 @@
+/*
+ * Running handlers: a request is dispatched from its connection (after the at-most-once gate),
+ * then run inline on the loop or posted to its actor.
+ *
+ * Flow control: a request is posted to its actor without waiting (its actor job is embedded,
+ * so no allocation either). At the mailbox's bound it is parked on its connection, whose input
+ * is held (core/conn.h), and a room waiter is armed on the actor; when room is back the loop
+ * posts it again and resumes the connection. So a full mailbox slows only the connections that
+ * feed it, never the loop: other connections and inline methods go on. Per connection, order
+ * is kept: nothing behind a parked request is parsed before it is posted.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "core/frame.h"
+#include "core/request_internal.h"
+
+/* ---- running handlers ---- */
+
+
+static void request_run(arpc_actor *actor, void *arg, int status)
+{
+    (void)actor;
+    arpc_request *req = arg;
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
+    if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
+        request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    else if (flags & RQ_CANCELLED)
+        request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
+    else if (req->rq_deadline_ns != ARPC_NEVER && arpc_now_ns() >= req->rq_deadline_ns)
+        request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
+    else
+        req->rq_method->m_fn(req, req->rq_method->m_ctx);
+    request_handler_done(req);
+}
+
+static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int status)
+{
+    request_run(actor, (arpc_request *)((char *)job - offsetof(arpc_request, rq_actor_job)), status);
+}
+
+/* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
+ * for the call's key, or the next one round-robin. */
+static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, const arpc_request *req)
+{
+    if (m->m_actor != NULL)
+        return m->m_actor;
+    arpc_actor_group *g = m->m_group ? m->m_group : s->sv_pool;
+    if (m->m_key != NULL)
+        return arpc_actor_group_pick_key(g, m->m_key(req->rq_data, req->rq_len, m->m_ctx));
+    return arpc_actor_group_pick(g);
+}
+
+/* ---- flow control (loop thread but for sconn_on_room) ---- */
+
+static void sconn_room_release(struct server_conn *sc)
+{
+    arpc_server *s = sc->sc_server;
+    sconn_release(sc);
+    server_release(s);
+}
+
+static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *actor);
+
+/* Loop thread: the actor has room (or stopped): post the parked request again, and read on
+ * unless it had to park once more. A connection closed meanwhile refused it already. */
+static void sconn_room_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct server_conn *sc = (struct server_conn *)((char *)job - offsetof(struct server_conn, sc_room_job));
+    arpc_request *req = sc->sc_parked;
+    if (req != NULL && sc->sc_conn.c_open) {
+        sc->sc_parked = NULL;
+        request_post(sc, req, sc->sc_parked_on); /* the same actor: a key's order is kept */
+        if (sc->sc_parked == NULL)
+            arpc_conn_resume_input(&sc->sc_conn);
+    }
+    sconn_room_release(sc); /* after the resume, which may close the connection */
+}
+
+/* The actor's thread (or the one stopping it): hand over to the loop, as a late reply does
+ * (stop waits out sv_replying, so no loop is touched once it returned). */
+static void sconn_on_room(arpc_actor *actor, struct arpc_actor_room *room, int status)
+{
+    (void)actor;
+    (void)status; /* the re-post on the loop learns it again */
+    struct server_conn *sc = (struct server_conn *)((char *)room - offsetof(struct server_conn, sc_room));
+    arpc_server *s = sc->sc_server;
+    atomic_fetch_add(&s->sv_replying, 1);
+    int rc = ARPC_ESHUTDOWN;
+    if (atomic_load(&s->sv_state) != SV_STOPPED) {
+        arpc_loop_job_init(&sc->sc_room_job, sconn_room_on_loop);
+        rc = arpc_loop_post(s->sv_loop, &sc->sc_room_job);
+    }
+    atomic_fetch_sub(&s->sv_replying, 1);
+    if (rc != ARPC_OK)
+        sconn_room_release(sc); /* no loop runs: closing the connections refuses what is parked */
+}
+
+/* Posts req to actor without waiting. At the bound, parks it on its connection, whose input
+ * is held until the actor has room. */
+static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *actor)
+{
+    int rc = arpc_actor_post_job(actor, &req->rq_actor_job, false);
+    if (rc == ARPC_EAGAIN) {
+        sconn_retain(sc); /* the room waiter's references */
+        server_retain(sc->sc_server);
+        sc->sc_parked = req;
+        sc->sc_parked_on = actor;
+        arpc_actor_room_init(&sc->sc_room, sconn_on_room);
+        rc = arpc_actor_on_room(actor, &sc->sc_room);
+        if (rc == ARPC_OK) {
+            arpc_conn_pause_input(&sc->sc_conn);
+            return;
+        }
+        sc->sc_parked = NULL; /* the actor stopped meanwhile */
+        sconn_room_release(sc);
+    }
+    if (rc != ARPC_OK) { /* the actor is stopped: the call did not run */
+        request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
+        request_handler_done(req);
+    }
+}
+
+void request_refuse_parked(struct server_conn *sc)
+{
+    arpc_request *req = sc->sc_parked;
+    if (req == NULL)
+        return;
+    sc->sc_parked = NULL; /* the armed room waiter finds nothing to post */
+    request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    request_handler_done(req);
+}
+
+void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f)
+{
+    arpc_server *s = sc->sc_server;
+    bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
+    arpc_request *req = arpc_malloc(sizeof(*req) + f->f_payload_len);
+    if (req == NULL) {
+        static const char no_memory[] = "server out of memory";
+        if (!oneway)
+            sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
+        return;
+    }
+    req->rq_conn = sc;
+    req->rq_method = m;
+    req->rq_xid = f->f_xid;
+    /* Numbered (at-most-once) only with both a seq and a client to key it by. */
+    req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
+    req->rq_ack = f->f_ack;
+    req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_from_ms(f->f_deadline_ms) : ARPC_NEVER;
+    atomic_init(&req->rq_flags, RQ_IN_HANDLER);
+    req->rq_oneway = oneway;
+    req->rq_cancel_fn = NULL;
+    req->rq_cancel_arg = NULL;
+    req->rq_awaiting = false;
+    req->rq_late_code = ARPC_OK;
+    req->rq_len = f->f_payload_len;
+    if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
+        arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
+        return;
+    }
+    if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
+        dedup_ack(sc, f->f_ack);
+    memcpy(req->rq_data, f->f_payload, f->f_payload_len);
+    /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
+    req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
+    sconn_retain(sc);
+    server_retain(s);
+    atomic_fetch_add(&s->sv_inflight, 1);
+    if (!oneway)
+        request_list(s, req); /* before an inline handler can reply */
+    if (m->m_inline) {
+        request_run(NULL, req, ARPC_OK);
+        return;
+    }
+    arpc_actor_job_init(&req->rq_actor_job, request_run_job);
+    request_post(sc, req, request_actor(s, m, req));
+}
