@@ -36,6 +36,7 @@
 #include "arpc/client.h"
 #include "async/loop_internal.h"
 #include "base/backoff.h"
+#include "base/dlist.h"
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
@@ -56,10 +57,6 @@ enum client_state {
 
 struct client_call;
 
-/* Calls not on the current connection, oldest first (loop thread). */
-struct call_list {
-    struct client_call *l_head, *l_tail;
-};
 
 /* Getting a connection (client_connect.c; loop thread). */
 struct client_connector {
@@ -103,7 +100,7 @@ struct arpc_client {
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
-    struct call_list cl_waiting;    /* calls waiting for a connection */
+    struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     uint64_t cl_next_xid, cl_next_seq, cl_next_order, cl_ack;
     uint64_t cl_epoch;              /* the current server's, from its HELLO */
@@ -132,7 +129,7 @@ struct client_call {
     uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
     bool cc_waiting;                  /* on cl_waiting */
     bool cc_finished;
-    struct client_call *cc_next, *cc_prev; /* cl_waiting */
+    struct arpc_dlink cc_link;        /* cl_waiting */
 };
 
 /* client.c */

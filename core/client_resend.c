@@ -32,42 +32,24 @@
 
 /* ---- the waiting list ---- */
 
-static void list_insert_after(struct call_list *l, struct client_call *pos, struct client_call *call)
+static struct client_call *waiting_call(struct arpc_dlink *link)
 {
-    call->cc_prev = pos;
-    call->cc_next = pos != NULL ? pos->cc_next : l->l_head;
-    if (call->cc_next != NULL)
-        call->cc_next->cc_prev = call;
-    else
-        l->l_tail = call;
-    if (pos != NULL)
-        pos->cc_next = call;
-    else
-        l->l_head = call;
+    return ARPC_DLIST_ENTRY(link, struct client_call, cc_link);
 }
 
 void resend_unlink(arpc_client *c, struct client_call *call)
 {
-    struct call_list *l = &c->cl_waiting;
-    if (call->cc_prev != NULL)
-        call->cc_prev->cc_next = call->cc_next;
-    else
-        l->l_head = call->cc_next;
-    if (call->cc_next != NULL)
-        call->cc_next->cc_prev = call->cc_prev;
-    else
-        l->l_tail = call->cc_prev;
-    call->cc_next = call->cc_prev = NULL;
+    arpc_dlist_remove(&c->cl_waiting, &call->cc_link);
     call->cc_waiting = false;
 }
 
 void resend_wait(arpc_client *c, struct client_call *call)
 {
     /* In arrival order: usually the newest, so walk from the tail. */
-    struct client_call *pos = c->cl_waiting.l_tail;
-    while (pos != NULL && pos->cc_order > call->cc_order)
-        pos = pos->cc_prev;
-    list_insert_after(&c->cl_waiting, pos, call);
+    struct arpc_dlink *pos = c->cl_waiting.dl_tail;
+    while (pos != NULL && waiting_call(pos)->cc_order > call->cc_order)
+        pos = pos->dl_prev;
+    arpc_dlist_insert_after(&c->cl_waiting, pos, &call->cc_link);
     call->cc_waiting = true;
     call->cc_xid = 0;
     uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
@@ -113,7 +95,7 @@ static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
 void calls_on_connected(arpc_client *c)
 {
     struct client_call *call;
-    while ((call = c->cl_waiting.l_head) != NULL && atomic_load(&c->cl_state) == CL_READY) {
+    while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
         if (resend_is_safe(c, call))
             call_send(call);
@@ -169,6 +151,6 @@ static void call_fail(struct client_call *call, void *reason)
 void calls_fail_all(arpc_client *c, int reason)
 {
     pending_drain(&c->cl_pending, call_fail, &reason);
-    while (c->cl_waiting.l_head != NULL)
-        call_finish(c->cl_waiting.l_head, reason, NULL, 0);
+    while (c->cl_waiting.dl_head != NULL)
+        call_finish(waiting_call(c->cl_waiting.dl_head), reason, NULL, 0);
 }

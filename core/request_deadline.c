@@ -27,12 +27,7 @@ void request_unlist(arpc_request *req)
         return;
     arpc_server *s = req->rq_conn->sc_server;
     arpc_deadline_cancel(s->sv_loop, &req->rq_deadline);
-    if (req->rq_prev != NULL)
-        req->rq_prev->rq_next = req->rq_next;
-    else
-        s->sv_awaiting = req->rq_next;
-    if (req->rq_next != NULL)
-        req->rq_next->rq_prev = req->rq_prev;
+    arpc_dlist_remove(&s->sv_awaiting, &req->rq_link);
     req->rq_awaiting = false;
 }
 
@@ -67,11 +62,7 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */
 void request_list(arpc_server *s, arpc_request *req)
 {
-    req->rq_prev = NULL;
-    req->rq_next = s->sv_awaiting;
-    if (s->sv_awaiting != NULL)
-        s->sv_awaiting->rq_prev = req;
-    s->sv_awaiting = req;
+    arpc_dlist_insert_after(&s->sv_awaiting, NULL, &req->rq_link);
     req->rq_awaiting = true;
     arpc_deadline_init(&req->rq_deadline, request_on_deadline, req);
     if (req->rq_deadline_ns != ARPC_NEVER)
@@ -83,8 +74,8 @@ void request_answer_unreplied(arpc_server *s)
 {
     static const char why[] = "the server stopped before the handler replied";
     unsigned n = 0;
-    while (s->sv_awaiting != NULL) {
-        arpc_request *req = s->sv_awaiting;
+    while (s->sv_awaiting.dl_head != NULL) {
+        arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, arpc_request, rq_link);
         bool replied = atomic_load(&req->rq_flags) & RQ_REPLIED;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
          * any other call here has started: it may have run. */

@@ -41,7 +41,7 @@ struct arpc_request {
     bool rq_awaiting;        /* in the server's sv_awaiting list (loop thread) */
     int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
     struct arpc_deadline rq_deadline; /* the wire's deadline, armed on the loop */
-    arpc_request *rq_prev, *rq_next;  /* sv_awaiting */
+    struct arpc_dlink rq_link;        /* sv_awaiting */
     arpc_request_cancel_fn rq_cancel_fn;
     void *rq_cancel_arg;
     uint32_t rq_len;

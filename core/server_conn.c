@@ -157,12 +157,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
     limits_on_close(sc);
-    if (sc->sc_prev != NULL)
-        sc->sc_prev->sc_next = sc->sc_next;
-    else
-        s->sv_conns = sc->sc_next;
-    if (sc->sc_next != NULL)
-        sc->sc_next->sc_prev = sc->sc_prev;
+    arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
     /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
     arpc_u64_map_fini(&sc->sc_calls);
@@ -200,10 +195,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         return;
     }
     /* Linked first: a close (even the refusal's) unlinks it. */
-    sc->sc_next = s->sv_conns;
-    if (s->sv_conns != NULL)
-        s->sv_conns->sc_prev = sc;
-    s->sv_conns = sc;
+    arpc_dlist_insert_after(&s->sv_conns, NULL, &sc->sc_link);
     if (!limits_admit(sc))
         return;
     arpc_conn_limit_backlog(&sc->sc_conn);
@@ -213,13 +205,13 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
 
 void sconn_goaway_all(arpc_server *s)
 {
-    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+    for (struct server_conn *sc = sconn_first(s); sc != NULL; sc = sconn_next(sc))
         sconn_send_goaway(&sc->sc_conn, ARPC_ESHUTDOWN, "server shutting down");
 }
 
 void sconn_refuse_parked_all(arpc_server *s)
 {
-    for (struct server_conn *sc = s->sv_conns; sc != NULL; sc = sc->sc_next)
+    for (struct server_conn *sc = sconn_first(s); sc != NULL; sc = sconn_next(sc))
         request_refuse_parked(sc);
 }
 
@@ -229,10 +221,10 @@ void sconn_close_all(arpc_server *s)
      * the sockets take without waiting, then close. A parked call will not run: its caller
      * hears so (ESHUTDOWN) before the connection closes. */
     sconn_refuse_parked_all(s);
-    for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
-        next = sc->sc_next; /* a failed flush closes (and may free) sc */
+    for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
+        next = sconn_next(sc); /* a failed flush closes (and may free) sc */
         arpc_conn_flush_now(&sc->sc_conn);
     }
-    while (s->sv_conns != NULL)
-        arpc_conn_close(&s->sv_conns->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
+    while (sconn_first(s) != NULL)
+        arpc_conn_close(&sconn_first(s)->sc_conn, ARPC_ESHUTDOWN); /* on_close unlinks it */
 }

@@ -28,6 +28,7 @@
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
+#include "base/dlist.h"
 #include "core/conn.h"
 #include "core/registry.h"
 #include "core/reply_cache.h"
@@ -49,7 +50,7 @@ struct server_conn {
     ev_tstamp sc_last_busy; /* loop time of the last frame, or of a sweep that saw a call in
                              * flight (idle timeout) */
     struct arpc_u64_map sc_calls; /* xid -> request waiting for or in its handler (CANCEL) */
-    struct server_conn *sc_prev, *sc_next; /* the loop's list of open connections */
+    struct arpc_dlink sc_link;    /* sv_conns */
     /* Flow control (loop thread; core/request.c): a request its actor had no room for waits
      * here, with the connection's input held, until the actor makes room (sc_room, armed
      * while sc_room_armed, holding a reference on sc and on the server), then is posted
@@ -90,8 +91,8 @@ struct arpc_server {
     unsigned sv_max_conns;
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
-    struct server_conn *sv_conns;
-    arpc_request *sv_awaiting;        /* calls dispatched and not yet replied to (core/request.c) */
+    struct arpc_dlist sv_conns;        /* open connections (loop thread) */
+    struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -136,6 +137,16 @@ void sconn_retain(struct server_conn *sc);
 void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
+/* The open connections, in no particular order (loop thread). */
+static inline struct server_conn *sconn_first(const arpc_server *s)
+{
+    return ARPC_DLIST_ENTRY(s->sv_conns.dl_head, struct server_conn, sc_link);
+}
+static inline struct server_conn *sconn_next(const struct server_conn *sc)
+{
+    return ARPC_DLIST_ENTRY(sc->sc_link.dl_next, struct server_conn, sc_link);
+}
+
 void sconn_goaway_all(arpc_server *s);
 /* Stop (loop thread): every connection's parked request is refused ESHUTDOWN (did not run). */
 void sconn_refuse_parked_all(arpc_server *s);

@@ -60,8 +60,8 @@ static void limits_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
     (void)revents;
     arpc_server *s = w->data;
     ev_tstamp now = ev_now(ev);
-    for (struct server_conn *sc = s->sv_conns, *next; sc != NULL; sc = next) {
-        next = sc->sc_next; /* a close unlinks (and may free) sc */
+    for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
+        next = sconn_next(sc); /* a close unlinks (and may free) sc */
         if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
             limits_check(sc, now);
     }
