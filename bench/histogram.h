@@ -45,6 +45,12 @@ void bench_hist_merge(bench_hist *dst, const bench_hist *src);
  * the exact min, pct 100 the exact max. 0 for an empty histogram. */
 uint64_t bench_hist_percentile(const bench_hist *h, double pct);
 
+/* The same percentile in microseconds, as the reports print it. */
+static inline double bench_hist_us(const bench_hist *h, double pct)
+{
+    return (double)bench_hist_percentile(h, pct) / 1e3;
+}
+
 /* Mean in ns (0 when empty). */
 double bench_hist_mean(const bench_hist *h);
 

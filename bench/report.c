@@ -4,16 +4,15 @@
 
 #include "json.h"
 
-static double us(const bench_hist *h, double pct) { return (double)bench_hist_percentile(h, pct) / 1e3; }
-
 /* a / b, or 0 when there is nothing to compare against. */
 static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
 
 static void row(const char *name, const struct bench_run *run)
 {
     const bench_hist *h = run->hist;
-    fprintf(stderr, "  %-20s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %12.0f\n", name, us(h, 50),
-            us(h, 90), us(h, 99), us(h, 99.9), us(h, 100), bench_hist_mean(h) / 1e3, run->calls_per_s);
+    fprintf(stderr, "  %-20s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %12.0f\n", name, bench_hist_us(h, 50),
+            bench_hist_us(h, 90), bench_hist_us(h, 99), bench_hist_us(h, 99.9), bench_hist_us(h, 100),
+            bench_hist_mean(h) / 1e3, run->calls_per_s);
 }
 
 static void ratio_row(const struct bench_run *a, const struct bench_run *b)
@@ -21,7 +20,7 @@ static void ratio_row(const struct bench_run *a, const struct bench_run *b)
     fprintf(stderr, "  %-20s", "arpc / baseline");
     static const double pcts[] = {50, 90, 99, 99.9, 100};
     for (unsigned i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++)
-        fprintf(stderr, " %9.2fx", ratio(us(a->hist, pcts[i]), us(b->hist, pcts[i])));
+        fprintf(stderr, " %9.2fx", ratio(bench_hist_us(a->hist, pcts[i]), bench_hist_us(b->hist, pcts[i])));
     fprintf(stderr, " %9.2fx %11.2fx\n", ratio(bench_hist_mean(a->hist), bench_hist_mean(b->hist)),
             ratio(a->calls_per_s, b->calls_per_s));
 }
@@ -87,7 +86,7 @@ static void json_hist(struct bench_json *j, const char *prefix, const bench_hist
     char name[64];
     for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         snprintf(name, sizeof(name), "%s%s", prefix, keys[i].key);
-        bench_json_num(j, name, us(h, keys[i].pct));
+        bench_json_num(j, name, bench_hist_us(h, keys[i].pct));
     }
     snprintf(name, sizeof(name), "%smean_us", prefix);
     bench_json_num(j, name, bench_hist_mean(h) / 1e3);
@@ -132,8 +131,8 @@ void bench_report_json(const struct bench_report *r)
     bench_json_str(&j, "baseline", r->r_base_kind);
     json_hist(&j, "baseline_", b->hist);
     bench_json_num(&j, "baseline_calls_per_s", b->calls_per_s);
-    bench_json_num(&j, "p50_ratio", ratio(us(a->hist, 50), us(b->hist, 50)));
-    bench_json_num(&j, "p99_ratio", ratio(us(a->hist, 99), us(b->hist, 99)));
+    bench_json_num(&j, "p50_ratio", ratio(bench_hist_us(a->hist, 50), bench_hist_us(b->hist, 50)));
+    bench_json_num(&j, "p99_ratio", ratio(bench_hist_us(a->hist, 99), bench_hist_us(b->hist, 99)));
     bench_json_num(&j, "throughput_ratio", ratio(a->calls_per_s, b->calls_per_s));
     if (r->r_mem != NULL) { /* -1: not measured (--no-memory, or the probe failed) */
         const struct bench_mem *m = r->r_mem;

@@ -17,8 +17,6 @@
 
 #define SATURATED_BELOW 0.9 /* achieved / offered */
 
-static double us(const bench_hist *h, double pct) { return (double)bench_hist_percentile(h, pct) / 1e3; }
-
 static bool saturated(const struct bench_rate_result *r)
 {
     return r->run.errors > 0 || r->run.calls_per_s < SATURATED_BELOW * r->offered_per_s;
@@ -45,10 +43,11 @@ static void table_header(const struct bench_config *cfg, const char *addr)
 
 static void table_row(const struct bench_rate_result *r)
 {
+    const bench_hist *h = r->run.hist;
     fprintf(stderr, "  %12.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9llu %9.1f us %9.2f%s\n", r->offered_per_s,
-            r->run.calls_per_s, us(r->run.hist, 50), us(r->run.hist, 99), us(r->run.hist, 99.9),
-            us(r->run.hist, 100), (unsigned long long)r->run.errors, us(r->send_lag, 99), r->run.ctx_per_call,
-            saturated(r) ? "  saturated" : "");
+            r->run.calls_per_s, bench_hist_us(h, 50), bench_hist_us(h, 99), bench_hist_us(h, 99.9),
+            bench_hist_us(h, 100), (unsigned long long)r->run.errors, bench_hist_us(r->send_lag, 99),
+            r->run.ctx_per_call, saturated(r) ? "  saturated" : "");
 }
 
 static void json_point(struct bench_json *j, const struct bench_rate_result *r)
@@ -57,13 +56,13 @@ static void json_point(struct bench_json *j, const struct bench_rate_result *r)
     bench_json_num(j, "calls_per_s", r->run.calls_per_s);
     bench_json_uint(j, "calls", r->run.calls);
     bench_json_uint(j, "errors", r->run.errors);
-    bench_json_num(j, "p50_us", us(r->run.hist, 50));
-    bench_json_num(j, "p90_us", us(r->run.hist, 90));
-    bench_json_num(j, "p99_us", us(r->run.hist, 99));
-    bench_json_num(j, "p999_us", us(r->run.hist, 99.9));
-    bench_json_num(j, "max_us", us(r->run.hist, 100));
-    bench_json_num(j, "send_lag_p50_us", us(r->send_lag, 50));
-    bench_json_num(j, "send_lag_p99_us", us(r->send_lag, 99));
+    bench_json_num(j, "p50_us", bench_hist_us(r->run.hist, 50));
+    bench_json_num(j, "p90_us", bench_hist_us(r->run.hist, 90));
+    bench_json_num(j, "p99_us", bench_hist_us(r->run.hist, 99));
+    bench_json_num(j, "p999_us", bench_hist_us(r->run.hist, 99.9));
+    bench_json_num(j, "max_us", bench_hist_us(r->run.hist, 100));
+    bench_json_num(j, "send_lag_p50_us", bench_hist_us(r->send_lag, 50));
+    bench_json_num(j, "send_lag_p99_us", bench_hist_us(r->send_lag, 99));
     bench_json_num(j, "ctx_switches_per_call", r->run.ctx_per_call);
     bench_json_bool(j, "saturated", saturated(r));
 }
@@ -110,8 +109,8 @@ static int plot(const struct bench_config *cfg, const struct bench_rate_result *
     if (pp == NULL)
         return -1;
     for (size_t i = 0; i < n; i++)
-        pp[i] = (struct bench_plot_point){pts[i].run.calls_per_s, us(pts[i].run.hist, 50),
-                                          us(pts[i].run.hist, 99), us(pts[i].run.hist, 99.9)};
+        pp[i] = (struct bench_plot_point){pts[i].run.calls_per_s, bench_hist_us(pts[i].run.hist, 50),
+                                          bench_hist_us(pts[i].run.hist, 99), bench_hist_us(pts[i].run.hist, 99.9)};
     char title[256];
     snprintf(title, sizeof(title), "arpc latency vs throughput: %s, payload %zu B, %s handlers, %s arrivals",
              cfg->transport, cfg->payload, cfg->inline_handler ? "inline" : "pool",
