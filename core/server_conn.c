@@ -217,10 +217,9 @@ void sconn_refuse_parked_all(arpc_server *s)
 
 void sconn_close_all(arpc_server *s)
 {
-    /* Replies already handed over went out before this ran (the job lane is FIFO); write what
-     * the sockets take without waiting, then close. A parked call will not run: its caller
-     * hears so (ESHUTDOWN) before the connection closes. */
-    sconn_refuse_parked_all(s);
+    /* Replies already handed over went out before this ran (the job lane is FIFO), and so did
+     * the stop's refusals of parked calls (sconn_refuse_parked_all, called first); write what
+     * the sockets take without waiting, then close. */
     for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
         next = sconn_next(sc); /* a failed flush closes (and may free) sc */
         arpc_conn_flush_now(&sc->sc_conn);
