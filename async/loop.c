@@ -34,13 +34,25 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
+#include "base/log.h"
 #include "base/options.h"
 
 #define LOOP_DEFAULT_SUBMIT_BOUND 8192u
 
 _Thread_local arpc_loop *loop_tl_current;
 
-bool arpc_loop_on_thread(const arpc_loop *loop) { return loop != NULL && loop_tl_current == loop; }
+bool loop_owned_here(const arpc_loop *loop)
+{
+    return loop->l_wrapped && pthread_equal(loop->l_owner, pthread_self());
+}
+
+bool loop_inside(const arpc_loop *loop)
+{
+    /* ev_depth is only read on the owner thread, the one thread that runs a wrapped ev. */
+    return loop_tl_current == loop || (loop_owned_here(loop) && ev_depth(loop->l_ev) > 0);
+}
+
+bool arpc_loop_on_thread(const arpc_loop *loop) { return loop != NULL && loop_inside(loop); }
 
 struct ev_loop *arpc_loop_ev(arpc_loop *loop) { return loop->l_ev; }
 
@@ -60,7 +72,8 @@ void loop_finish(arpc_loop *loop)
     for (size_t i = 0; i < loop->l_nhooks; i++)
         loop->l_hooks[i].fn(loop, loop->l_hooks[i].arg);
     loop->l_finished = true;
-    ev_break(loop->l_ev, EVBREAK_ALL);
+    if (!loop->l_wrapped || loop_tl_current == loop)
+        ev_break(loop->l_ev, EVBREAK_ALL); /* never the application's own ev_run */
 }
 
 int arpc_loop_on_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg), void *arg)
@@ -90,19 +103,26 @@ bool arpc_loop_off_stop(arpc_loop *loop, void (*fn)(arpc_loop *loop, void *arg),
     return false;
 }
 
-static int loop_init_ev(arpc_loop *loop)
+static int loop_init_ev(arpc_loop *loop, struct ev_loop *app_ev)
 {
-    loop->l_ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    loop->l_ev = app_ev != NULL ? app_ev : ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (loop->l_ev == NULL)
         return ARPC_ESYSTEM;
     ev_async_init(&loop->l_wake, loop_wake_cb);
     loop->l_wake.data = loop;
     ev_async_start(loop->l_ev, &loop->l_wake); /* also what keeps ev_run from returning */
     loop_timers_init(loop);
+    if (app_ev != NULL) {
+        /* In the application's loop our standing watchers must not keep its ev_run going:
+         * connections, timers and queued work still do, while they are active. */
+        ev_unref(loop->l_ev);
+        ev_unref(loop->l_ev);
+    }
     return ARPC_OK;
 }
 
-int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *caller_opts, size_t opts_size)
+static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_t opts_size,
+                    struct ev_loop *app_ev)
 {
     arpc_loop_options copy;
     int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
@@ -124,7 +144,11 @@ int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *caller_opts, si
         goto fail_mtx;
     if (pthread_cond_init(&loop->l_cv, NULL) != 0)
         goto fail_sync_mtx;
-    if (loop_init_ev(loop) != ARPC_OK)
+    if (app_ev != NULL) {
+        loop->l_wrapped = true;
+        loop->l_owner = pthread_self();
+    }
+    if (loop_init_ev(loop, app_ev) != ARPC_OK)
         goto fail_cv;
     loop_lanes_init(loop, bound);
     atomic_init(&loop->l_stopping, 0);
@@ -144,6 +168,21 @@ fail:
     return ARPC_ESYSTEM;
 }
 
+int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size)
+{
+    return loop_new(out, opts, opts_size, NULL);
+}
+
+int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_loop_options *opts, size_t opts_size)
+{
+    if (ev == NULL) {
+        if (out != NULL)
+            *out = NULL;
+        return ARPC_EINVAL;
+    }
+    return loop_new(out, opts, opts_size, ev);
+}
+
 /* The loop has finished (its lane is drained and closed) and nobody will run it again. */
 static void loop_free(arpc_loop *loop)
 {
@@ -151,9 +190,14 @@ static void loop_free(arpc_loop *loop)
     unsigned attempt = 0;
     while (atomic_load(&loop->l_stopping) != 2)
         arpc_backoff_spin(&attempt);
+    if (loop->l_wrapped) {
+        ev_ref(loop->l_ev); /* give back the references loop_init_ev took off */
+        ev_ref(loop->l_ev);
+    }
     ev_async_stop(loop->l_ev, &loop->l_wake);
     loop_timers_fini(loop);
-    ev_loop_destroy(loop->l_ev);
+    if (!loop->l_wrapped)
+        ev_loop_destroy(loop->l_ev);
     loop_lanes_fini(loop);
     arpc_free(loop->l_hooks);
     pthread_cond_destroy(&loop->l_cv);
@@ -230,8 +274,8 @@ static void *loop_thread_main(void *arg)
 
 int arpc_loop_start(arpc_loop *loop)
 {
-    if (loop == NULL)
-        return ARPC_EINVAL;
+    if (loop == NULL || loop->l_wrapped)
+        return ARPC_EINVAL; /* a wrapped loop is run by the application's ev_run */
     pthread_mutex_lock(&loop->l_mtx);
     int rc = loop_claim_locked(loop);
     if (rc == ARPC_OK) {
@@ -250,7 +294,7 @@ int arpc_loop_start(arpc_loop *loop)
 
 int arpc_loop_run(arpc_loop *loop)
 {
-    if (loop == NULL)
+    if (loop == NULL || loop->l_wrapped)
         return ARPC_EINVAL;
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
@@ -300,6 +344,13 @@ void arpc_loop_destroy(arpc_loop *loop)
 {
     if (loop == NULL)
         return;
+    if (loop->l_wrapped && (!loop_owned_here(loop) || loop_inside(loop))) {
+        /* Only the owner, outside the application's ev_run, may finish it: anyone else would
+         * race the owner's ev_run, and nobody could free it after a callback returns. */
+        arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: a wrapped loop is destroyed by the thread that wrapped it, "
+                                 "outside ev_run; the loop is left as it is");
+        return;
+    }
     if (loop_tl_current == loop) {
         /* Inside one of its own tasks or callbacks: the runner frees it after ev_run. */
         loop->l_destroy_requested = true;

@@ -55,6 +55,8 @@ struct arpc_loop {
     bool l_finishing;         /* the final drain has begun */
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */
     bool l_destroy_requested; /* destroy was called on the loop thread */
+    bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */
+    pthread_t l_owner;        /* wrapped: the one thread that may run l_ev */
 
     pthread_mutex_t l_sync_mtx; /* run_sync on a stopped loop: one caller at a time acts as its thread */
 
@@ -68,6 +70,13 @@ struct arpc_loop {
 
 /* The loop the calling thread is running, if any (loop.c). */
 extern _Thread_local arpc_loop *loop_tl_current;
+
+/* A wrapped loop's owner thread: the only thread that may run it (loop.c). */
+bool loop_owned_here(const arpc_loop *loop);
+
+/* Whether the calling thread is inside the loop: running it, or (wrapped) inside the
+ * application's ev_run on it. Such a thread must never wait for the loop. */
+bool loop_inside(const arpc_loop *loop);
 
 /* loop_lanes.c */
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound);

@@ -147,7 +147,7 @@ static void lane_push_leave(arpc_loop *loop, struct arpc_loop_job *job)
 {
     /* Everything the poster wrote to the job happens-before the job runs (the stack's edge). */
     bool first = arpc_stack_push_first(&loop->l_lane, &job->j_link);
-    if (first && !(loop_tl_current == loop && loop->l_draining))
+    if (first && !(loop_inside(loop) && loop->l_draining)) /* l_draining is the loop thread's */
         loop_wake(loop);
     arpc_entry_leave(&loop->l_entry);
 }
@@ -200,8 +200,9 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
 {
     if (loop == NULL || fn == NULL)
         return ARPC_EINVAL;
-    if (loop_tl_current == loop) {
-        /* The loop thread cannot wait for itself: its tasks count, but never wait. */
+    if (loop_tl_current == loop || loop_owned_here(loop)) {
+        /* The loop thread (or a wrapped loop's owner, which alone runs it) cannot wait for
+         * itself: its tasks count, but never wait. */
         atomic_fetch_add(&loop->l_queued, 1);
     } else {
         int rc = loop_reserve(loop);

@@ -111,6 +111,8 @@ static void drive_waker_end(struct drive_waker *w)
  * ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished), ARPC_EBUSY (someone else runs it). */
 static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait, arpc_future *foreign)
 {
+    if (loop->l_wrapped && !loop_owned_here(loop))
+        return ARPC_EBUSY; /* the application's thread runs it */
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
         return rc;
@@ -160,7 +162,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             return ARPC_EPENDING;
         pthread_mutex_lock(&loop->l_mtx);
         bool driven = loop->l_state == LOOP_RUNNING;
-        bool own_thread = loop->l_started;
+        bool own_thread = loop->l_started || (loop->l_wrapped && !loop_owned_here(loop));
         bool finished = loop->l_state == LOOP_DONE;
         pthread_mutex_unlock(&loop->l_mtx);
         if (own_thread || finished) {
@@ -184,7 +186,7 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
 {
     if (loop == NULL || f == NULL)
         return ARPC_EINVAL;
-    if (loop_tl_current == loop)
+    if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
     struct loop_cond c = {future_done, future_sleep, f};
     int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0, f);
@@ -195,7 +197,7 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
 
 int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
 {
-    if (loop_tl_current == loop)
+    if (loop_inside(loop))
         return ARPC_EBUSY; /* the loop cannot wait for itself */
     struct loop_cond c = {future_done, future_sleep, f};
     if (loop_wait_cond(loop, &c, deadline_ns) != ARPC_OK)
@@ -248,7 +250,7 @@ static void sync_sleep(void *arg, uint64_t deadline_ns)
 
 int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
 {
-    if (loop_tl_current == loop) {
+    if (loop_inside(loop)) {
         fn(loop, arg); /* we are the loop thread: never queue and wait for ourselves */
         return ARPC_OK;
     }

@@ -46,8 +46,39 @@ typedef struct arpc_loop_options {
 ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size);
 #define arpc_loop_create(out, opts) arpc_loop_create_v((out), (opts), sizeof(arpc_loop_options))
 
+/*
+ * Your loop, not ours: arpc on a libev loop the application owns and runs.
+ *
+ * arpc_loop_wrap() makes an arpc loop whose watchers (sockets, timers, its wake-up) live on
+ * ev; the application keeps running ev with ev_run as before, and arpc's callbacks (future
+ * then-callbacks, inline handlers, completion-queue pushes) run inside that ev_run. Clients
+ * and servers take the wrapped loop in their options (arpc_client_options.loop,
+ * arpc_server_options.loop); handlers not inline still run on worker actors, whose replies
+ * wake ev through an ev_async. A single-threaded program (inline handlers, then-callbacks or
+ * arpc_cq) serves and calls on its one thread, with no arpc thread at all.
+ *
+ * Threads. The thread that calls arpc_loop_wrap is the loop's owner, and the only thread that
+ * may run ev. Inside its ev_run it is the loop thread: calls that would wait for the loop
+ * (arpc_call, arpc_client_connect/close, arpc_server_stop/destroy, arpc_loop_run_until) are
+ * refused with ARPC_EBUSY there, as on any loop thread. Outside ev_run the owner may make
+ * them: they run ev themselves until done (one iteration at a time, so the application's own
+ * watchers on ev run meanwhile too). Any other thread may use the loop's clients and
+ * servers; a call that waits then waits for the owner to run ev.
+ *
+ * Lifetime. arpc's standing watchers do not keep ev_run from returning (ev_unref); open
+ * connections, listeners and armed deadlines do. arpc_loop_start and arpc_loop_run refuse a
+ * wrapped loop (ARPC_EINVAL). Close the clients and destroy the servers on it first, then call
+ * arpc_loop_destroy on the owner thread outside ev_run (anywhere else it logs an error and
+ * does nothing); it stops arpc's watchers and leaves ev to the application.
+ * Errors: ARPC_EINVAL (ev or out NULL), ARPC_ENOMEM, ARPC_ESYSTEM.
+ */
+struct ev_loop;
+ARPC_API int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_loop_options *opts,
+                              size_t opts_size);
+#define arpc_loop_wrap(out, ev, opts) arpc_loop_wrap_v((out), (ev), (opts), sizeof(arpc_loop_options))
+
 /* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESHUTDOWN
- * (the loop was stopped: a loop runs once), ARPC_ESYSTEM. */
+ * (the loop was stopped: a loop runs once), ARPC_ESYSTEM, ARPC_EINVAL (a wrapped loop). */
 ARPC_API int arpc_loop_start(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
