@@ -57,6 +57,9 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg);
  * runs on the loop thread; the callback may re-arm d or arm/cancel others. */
 int arpc_deadline_arm(arpc_loop *loop, struct arpc_deadline *d, uint64_t when_ns);
 
+/* arpc_deadline_arm at seconds from now (saturating; <= 0: due now). */
+int arpc_deadline_arm_after_s(arpc_loop *loop, struct arpc_deadline *d, double seconds);
+
 /* Disarms d; a no-op when not armed. O(log n). */
 void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d);
 

@@ -65,6 +65,14 @@ int arpc_deadline_arm(arpc_loop *loop, struct arpc_deadline *d, uint64_t when_ns
     return arpc_deadline_heap_push(&loop->l_deadlines, d, when_ns);
 }
 
+int arpc_deadline_arm_after_s(arpc_loop *loop, struct arpc_deadline *d, double seconds)
+{
+    uint64_t now = arpc_now_ns();
+    double ns = seconds > 0 ? seconds * 1e9 : 0.;
+    uint64_t when = ns >= (double)(UINT64_MAX - now) ? UINT64_MAX : now + (uint64_t)ns;
+    return arpc_deadline_arm(loop, d, when);
+}
+
 void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d)
 {
     arpc_deadline_heap_remove(&loop->l_deadlines, d);

@@ -108,7 +108,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     client_options(c, o);
     c->cl_next_xid = c->cl_next_seq = 1;
     c->cl_connector.cn_fd = -1;
-    ev_init(&c->cl_connector.cn_timer, NULL);
+    arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);
     ev_init(&c->cl_connector.cn_io, NULL);
     if (arpc_future_create(&c->cl_first) != ARPC_OK)
         goto fail;

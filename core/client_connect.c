@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/client_internal.h"
 
@@ -75,10 +76,11 @@ static void connect_try_next(arpc_client *c, int rc, const char *why)
     client_connect_failed(c, rc, why);
 }
 
-static void connect_on_timer(struct ev_loop *ev, ev_timer *w, int revents)
+void client_connect_on_timer(struct arpc_deadline *d, void *arg)
 {
-    (void)revents;
-    arpc_client *c = w->data;
+    (void)d;
+    arpc_client *c = arg;
+    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
     struct client_connector *cn = &c->cl_connector;
     if (cn->cn_waiting) { /* the back-off is over */
         cn->cn_waiting = false;
@@ -103,17 +105,15 @@ static void connect_on_timer(struct ev_loop *ev, ev_timer *w, int revents)
 void client_connect_start(arpc_client *c)
 {
     struct client_connector *cn = &c->cl_connector;
-    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
-    ev_timer_stop(ev, &cn->cn_timer);
+    arpc_deadline_cancel(c->cl_loop, &cn->cn_timer);
     cn->cn_waiting = false;
     cn->cn_attempting = true;
     cn->cn_abort_code = 0;
     cn->cn_index = 0;
-    ev_timer_init(&cn->cn_timer, connect_on_timer, 0., 0.);
-    cn->cn_timer.data = c;
-    if (c->cl_connect_timeout_ms >= 0) {
-        ev_timer_set(&cn->cn_timer, (double)c->cl_connect_timeout_ms / 1e3, 0.);
-        ev_timer_start(ev, &cn->cn_timer);
+    if (c->cl_connect_timeout_ms >= 0 &&
+        arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(c->cl_connect_timeout_ms)) != ARPC_OK) {
+        client_connect_failed(c, ARPC_ENOMEM, "out of memory arming the connect timeout");
+        return;
     }
     connect_try_next(c, ARPC_ECONNREFUSED, "no address to try");
 }
@@ -121,19 +121,16 @@ void client_connect_start(arpc_client *c)
 void client_connect_later(arpc_client *c)
 {
     struct client_connector *cn = &c->cl_connector;
-    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
-    ev_timer_stop(ev, &cn->cn_timer);
     cn->cn_waiting = true;
-    ev_timer_init(&cn->cn_timer, connect_on_timer, arpc_backoff_next_ms(&cn->cn_backoff) / 1e3, 0.);
-    cn->cn_timer.data = c;
-    ev_timer_start(ev, &cn->cn_timer);
+    if (arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(arpc_backoff_next_ms(&cn->cn_backoff))) != ARPC_OK)
+        arpc_log(ARPC_LOG_ERROR, "client: out of memory arming the reconnect back-off; calls end by their deadlines");
 }
 
 void client_connect_stop(arpc_client *c)
 {
     struct client_connector *cn = &c->cl_connector;
     struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
-    ev_timer_stop(ev, &cn->cn_timer);
+    arpc_deadline_cancel(c->cl_loop, &cn->cn_timer);
     connect_close_fd(cn, ev);
     cn->cn_waiting = false;
     cn->cn_attempting = false;

@@ -63,7 +63,7 @@ struct client_connector {
     int cn_fd;            /* a connect in progress, or -1 */
     size_t cn_index;      /* which of the target's addresses */
     ev_io cn_io;          /* the connect finished (writable) */
-    ev_timer cn_timer;    /* the attempt's time limit, or the back-off before the next one */
+    struct arpc_deadline cn_timer; /* the attempt's time limit, or the back-off before the next one */
     bool cn_waiting;      /* cn_timer is a back-off */
     bool cn_attempting;   /* an attempt is under way (up to the server's HELLO) */
     int cn_abort_code;    /* the attempt is being ended for this reason (0: it is not) */
@@ -149,6 +149,7 @@ void client_set_error(arpc_client *c, int code, const char *why);
 /* client_connect.c (loop thread) */
 void client_connect_start(arpc_client *c);  /* an attempt now */
 void client_connect_later(arpc_client *c);  /* an attempt after the back-off */
+void client_connect_on_timer(struct arpc_deadline *d, void *arg); /* cn_timer: time limit or back-off over */
 void client_connect_stop(arpc_client *c);   /* no more attempts */
 void client_connect_failed(arpc_client *c, int code, const char *why); /* this attempt failed */
 

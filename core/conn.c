@@ -36,7 +36,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     ev_io_stop(conn->c_ev, &conn->c_rio);
     ev_io_stop(conn->c_ev, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
-    ev_timer_stop(conn->c_ev, &conn->c_hb);
+    arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     close(conn->c_fd);
     conn->c_fd = -1;
     arpc_outq_fini(&conn->c_out);
@@ -423,8 +423,7 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
     ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);
     ev_prepare_init(&conn->c_flush, conn_on_prepare);
-    ev_init(&conn->c_hb, NULL); /* armed by arpc_conn_heartbeat */
-    conn->c_hb.data = conn;
+    arpc_conn_heartbeat_init(conn); /* armed by arpc_conn_heartbeat */
     conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
     ev_io_start(conn->c_ev, &conn->c_rio);
     return ARPC_OK;

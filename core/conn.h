@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "arpc/loop.h"
+#include "async/loop_internal.h"
 #include "core/frame.h"
 #include "core/outq.h"
 
@@ -57,7 +58,7 @@ struct arpc_conn {
     int c_fd;
     ev_io c_rio, c_wio;
     ev_prepare c_flush;
-    ev_timer c_hb;            /* heartbeat (core/conn_heartbeat.c); inactive when off */
+    struct arpc_deadline c_hb; /* heartbeat (core/conn_heartbeat.c); unarmed when off */
     ev_tstamp c_last_rx;      /* libev time of the last bytes read */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
@@ -126,6 +127,7 @@ void arpc_conn_resume_input(struct arpc_conn *conn);
  * idle_ms * (misses + 1)). Any input counts as a sign of life, not just a PONG. idle_ms 0
  * turns it off. (core/conn_heartbeat.c) */
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
+void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat deadline, unarmed */
 
 /* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
  * no frame is partly read, or while reading is paused (the wait is then ours, not the

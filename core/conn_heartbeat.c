@@ -7,8 +7,8 @@
  * the count; after c_hb_misses PINGs in a row without input the connection is closed with
  * ARPC_ECONNLOST, and the owner handles it like any lost connection (the client reconnects).
  *
- * One timer per connection, re-armed lazily the way libev's manual recommends for timeouts
- * that are pushed back on every event: reading only records the time (no timer call per
+ * One deadline per connection (on the loop's deadline heap), re-armed lazily the way libev's
+ * manual recommends for timeouts that are pushed back on every event: reading only records the time (no timer call per
  * read); when the timer fires it computes how long the connection has really been idle and
  * either sleeps for the rest or acts.
  */
@@ -28,10 +28,11 @@ static int conn_send_ping(struct arpc_conn *conn)
     return arpc_conn_send(conn, buf, buf, ARPC_FRAME_HEADER_SIZE);
 }
 
-static void conn_on_heartbeat(struct ev_loop *ev, ev_timer *w, int revents)
+static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
 {
-    (void)revents;
-    struct arpc_conn *conn = w->data;
+    struct arpc_conn *conn = arg;
+    struct ev_loop *ev = conn->c_ev;
+    ev_now_update(ev); /* c_last_rx is libev's time */
     if (conn->c_held) {
         /* We hold the peer's input (it waits for us): its silence says nothing. */
         conn->c_last_rx = ev_now(ev);
@@ -49,20 +50,21 @@ static void conn_on_heartbeat(struct ev_loop *ev, ev_timer *w, int revents)
     } else if (conn_send_ping(conn) == ARPC_OK) {
         conn->c_hb_sent++;
     }
-    ev_timer_set(w, wait, 0.);
-    ev_timer_start(ev, w);
+    arpc_deadline_arm_after_s(conn->c_loop, d, wait); /* just taken out of the heap: cannot fail */
 }
+
+void arpc_conn_heartbeat_init(struct arpc_conn *conn) { arpc_deadline_init(&conn->c_hb, conn_on_heartbeat, conn); }
 
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses)
 {
-    ev_timer_stop(conn->c_ev, &conn->c_hb);
+    arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     conn->c_hb_idle = idle_ms / 1e3;
     conn->c_hb_misses = misses ? misses : 1;
     conn->c_hb_sent = 0;
     if (idle_ms == 0 || !conn->c_open)
         return;
     conn->c_last_rx = ev_now(conn->c_ev);
-    ev_timer_init(&conn->c_hb, conn_on_heartbeat, conn->c_hb_idle, 0.);
-    conn->c_hb.data = conn;
-    ev_timer_start(conn->c_ev, &conn->c_hb);
+    if (arpc_deadline_arm_after_s(conn->c_loop, &conn->c_hb, conn->c_hb_idle) != ARPC_OK)
+        arpc_log(ARPC_LOG_ERROR, "out of memory arming the heartbeat of the connection with %s; it runs without one",
+                 conn->c_peer);
 }

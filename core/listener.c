@@ -27,18 +27,18 @@
 
 struct server_listener {
     ev_io l_io;
-    ev_timer l_retry;
+    struct arpc_deadline l_retry; /* accepting again after a pause */
     struct arpc_listener *l_sock; /* the transport's */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
 
-static void listener_on_retry(struct ev_loop *ev, ev_timer *w, int revents)
+static void listener_on_retry(struct arpc_deadline *d, void *arg)
 {
-    (void)revents;
-    struct server_listener *l = w->data;
-    ev_io_start(ev, &l->l_io);
+    (void)d;
+    struct server_listener *l = arg;
+    ev_io_start(arpc_loop_ev(l->l_server->sv_loop), &l->l_io);
 }
 
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
@@ -80,10 +80,10 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (rc == ARPC_ESYSTEM && (errno == EMFILE || errno == ENFILE) && listener_shed(l, errno))
             continue;
         if (rc != ARPC_OK) {
+            if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
+                return; /* no memory for the pause: keep accepting (level-triggered: we come back) */
             arpc_log(ARPC_LOG_WARN, "accept on %s failed: %s; pausing 100 ms", l->l_sock->l_addr, why);
             ev_io_stop(ev, &l->l_io);
-            ev_timer_set(&l->l_retry, LISTENER_PAUSE_S, 0.);
-            ev_timer_start(ev, &l->l_retry);
             return;
         }
         sconn_open(l->l_server, fd, peer);
@@ -134,8 +134,8 @@ void listener_start(struct server_listener *l)
     }
     struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
     ev_io_init(&l->l_io, listener_on_readable, l->l_sock->l_fd, EV_READ);
-    ev_timer_init(&l->l_retry, listener_on_retry, LISTENER_PAUSE_S, 0.);
-    l->l_io.data = l->l_retry.data = l;
+    arpc_deadline_init(&l->l_retry, listener_on_retry, l);
+    l->l_io.data = l;
     ev_io_start(ev, &l->l_io);
     l->l_next = s->sv_listeners;
     s->sv_listeners = l;
@@ -148,7 +148,7 @@ void listener_close_all(arpc_server *s)
         struct server_listener *l = s->sv_listeners;
         s->sv_listeners = l->l_next;
         ev_io_stop(ev, &l->l_io);
-        ev_timer_stop(ev, &l->l_retry);
+        arpc_deadline_cancel(s->sv_loop, &l->l_retry);
         listener_discard(l);
     }
 }

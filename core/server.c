@@ -96,6 +96,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);
     atomic_init(&s->sv_replying, 0);
+    arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
+    arpc_deadline_init(&s->sv_limits, NULL, NULL);
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
     pthread_mutex_init(&s->sv_stop_mtx, NULL);

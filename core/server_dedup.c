@@ -59,26 +59,27 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
 
 void dedup_fini(arpc_server *s) { arpc_reply_cache_fini(&s->sv_cache, dedup_drop_waiter); }
 
-static void dedup_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
+/* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
+static double dedup_sweep_every_s(const arpc_server *s) { return s->sv_expiry_s / 10.0; }
+
+static void dedup_on_sweep(struct arpc_deadline *d, void *arg)
 {
-    (void)ev;
-    (void)revents;
-    arpc_server *s = w->data;
+    arpc_server *s = arg;
     arpc_reply_cache_expire(&s->sv_cache, arpc_now_ns());
+    /* Re-arming the entry just taken out of the heap needs no room: it cannot fail. */
+    arpc_deadline_arm_after_s(s->sv_loop, d, dedup_sweep_every_s(s));
 }
 
 void dedup_start(arpc_server *s)
 {
-    if (ev_is_active(&s->sv_sweep))
+    if (arpc_deadline_is_armed(&s->sv_sweep))
         return;
-    /* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
-    double every = s->sv_expiry_s / 10.0;
-    ev_timer_init(&s->sv_sweep, dedup_on_sweep, every, every);
-    s->sv_sweep.data = s;
-    ev_timer_start(arpc_loop_ev(s->sv_loop), &s->sv_sweep);
+    arpc_deadline_init(&s->sv_sweep, dedup_on_sweep, s);
+    if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_sweep, dedup_sweep_every_s(s)) != ARPC_OK)
+        arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the reply cache's expiry sweep; idle clients are not expired");
 }
 
-void dedup_stop(arpc_server *s) { ev_timer_stop(arpc_loop_ev(s->sv_loop), &s->sv_sweep); }
+void dedup_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_sweep); }
 
 /* Sends rm's frame to sc under xid (a copy: the cache keeps the original). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)

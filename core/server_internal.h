@@ -85,8 +85,9 @@ struct arpc_server {
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
-    ev_timer sv_sweep;                /* idle-client expiry */
-    ev_timer sv_limits;               /* connection limits' sweep (core/server_limits.c) */
+    struct arpc_deadline sv_sweep;    /* idle-client expiry */
+    struct arpc_deadline sv_limits;   /* connection limits' sweep (core/server_limits.c) */
+    double sv_limits_every_s;
     double sv_handshake_s, sv_frame_s, sv_idle_s; /* 0: off (idle only) */
     unsigned sv_max_conns;
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */

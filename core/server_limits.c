@@ -55,11 +55,13 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     return false;
 }
 
-static void limits_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
+static void limits_on_sweep(struct arpc_deadline *d, void *arg)
 {
-    (void)revents;
-    arpc_server *s = w->data;
+    arpc_server *s = arg;
+    struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
+    ev_now_update(ev); /* the connections' times are libev's */
     ev_tstamp now = ev_now(ev);
+    arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_limits_every_s); /* cannot fail: see dedup_on_sweep */
     for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
         next = sconn_next(sc); /* a close unlinks (and may free) sc */
         if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
@@ -69,7 +71,7 @@ static void limits_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
 
 void limits_start(arpc_server *s)
 {
-    if (ev_is_active(&s->sv_limits))
+    if (arpc_deadline_is_armed(&s->sv_limits))
         return;
     /* A quarter of the shortest timeout, so a short one (in tests) fires at most 25% late. */
     double every = LIMITS_SWEEP_MAX_S;
@@ -79,12 +81,13 @@ void limits_start(arpc_server *s)
             every = shortest[i] / 4;
     if (every < LIMITS_SWEEP_MIN_S)
         every = LIMITS_SWEEP_MIN_S;
-    ev_timer_init(&s->sv_limits, limits_on_sweep, every, every);
-    s->sv_limits.data = s;
-    ev_timer_start(arpc_loop_ev(s->sv_loop), &s->sv_limits);
+    s->sv_limits_every_s = every;
+    arpc_deadline_init(&s->sv_limits, limits_on_sweep, s);
+    if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_limits, every) != ARPC_OK)
+        arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the connection limits' sweep; timeouts are not enforced");
 }
 
-void limits_stop(arpc_server *s) { ev_timer_stop(arpc_loop_ev(s->sv_loop), &s->sv_limits); }
+void limits_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_limits); }
 
 bool limits_admit(struct server_conn *sc)
 {
