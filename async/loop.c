@@ -43,7 +43,7 @@ _Thread_local arpc_loop *loop_tl_current;
 
 bool loop_owned_here(const arpc_loop *loop)
 {
-    return loop->l_wrapped && pthread_equal(loop->l_owner, pthread_self());
+    return loop->l_owned && pthread_equal(loop->l_owner, pthread_self());
 }
 
 bool loop_inside(const arpc_loop *loop)
@@ -132,6 +132,8 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     *out = NULL;
     if (opts_rc != ARPC_OK)
         return opts_rc;
+    if (opts != NULL && opts->pollable && app_ev != NULL)
+        return ARPC_EINVAL; /* a wrapped loop is polled through the application's own ev */
     unsigned bound = LOOP_DEFAULT_SUBMIT_BOUND;
     if (opts != NULL && opts->submit_ring_size != 0)
         bound = opts->submit_ring_size;
@@ -144,12 +146,13 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
         goto fail_mtx;
     if (pthread_cond_init(&loop->l_cv, NULL) != 0)
         goto fail_sync_mtx;
-    if (app_ev != NULL) {
-        loop->l_wrapped = true;
-        loop->l_owner = pthread_self();
-    }
+    loop->l_wrapped = app_ev != NULL;
+    loop->l_owned = app_ev != NULL || (opts != NULL && opts->pollable);
+    loop->l_owner = pthread_self();
     if (loop_init_ev(loop, app_ev) != ARPC_OK)
         goto fail_cv;
+    if (opts != NULL && opts->pollable && loop_poll_init(loop) != ARPC_OK)
+        goto fail_ev;
     loop_lanes_init(loop, bound);
     atomic_init(&loop->l_stopping, 0);
     atomic_init(&loop->l_wakeups, 0);
@@ -157,6 +160,10 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     *out = loop;
     return ARPC_OK;
 
+fail_ev:
+    loop_timers_fini(loop);
+    ev_async_stop(loop->l_ev, &loop->l_wake);
+    ev_loop_destroy(loop->l_ev);
 fail_cv:
     pthread_cond_destroy(&loop->l_cv);
 fail_sync_mtx:
@@ -198,6 +205,7 @@ static void loop_free(arpc_loop *loop)
     loop_timers_fini(loop);
     if (!loop->l_wrapped)
         ev_loop_destroy(loop->l_ev);
+    loop_poll_fini(loop);
     loop_lanes_fini(loop);
     arpc_free(loop->l_hooks);
     pthread_cond_destroy(&loop->l_cv);
@@ -274,8 +282,8 @@ static void *loop_thread_main(void *arg)
 
 int arpc_loop_start(arpc_loop *loop)
 {
-    if (loop == NULL || loop->l_wrapped)
-        return ARPC_EINVAL; /* a wrapped loop is run by the application's ev_run */
+    if (loop == NULL || loop->l_owned)
+        return ARPC_EINVAL; /* the application runs a wrapped or pollable loop */
     pthread_mutex_lock(&loop->l_mtx);
     int rc = loop_claim_locked(loop);
     if (rc == ARPC_OK) {
@@ -294,7 +302,7 @@ int arpc_loop_start(arpc_loop *loop)
 
 int arpc_loop_run(arpc_loop *loop)
 {
-    if (loop == NULL || loop->l_wrapped)
+    if (loop == NULL || loop->l_owned)
         return ARPC_EINVAL;
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
@@ -313,6 +321,7 @@ void arpc_loop_stop(arpc_loop *loop)
     if (atomic_compare_exchange_strong(&loop->l_stopping, &running, 1)) {
         /* Not through l_wake_pending: wake_cb checks l_stopping whoever woke it. */
         ev_async_send(loop->l_ev, &loop->l_wake);
+        loop_poll_signal(loop);
         atomic_store(&loop->l_stopping, 2); /* our last touch of the loop (see Destroy) */
     }
 }
@@ -344,11 +353,11 @@ void arpc_loop_destroy(arpc_loop *loop)
 {
     if (loop == NULL)
         return;
-    if (loop->l_wrapped && (!loop_owned_here(loop) || loop_inside(loop))) {
-        /* Only the owner, outside the application's ev_run, may finish it: anyone else would
-         * race the owner's ev_run, and nobody could free it after a callback returns. */
-        arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: a wrapped loop is destroyed by the thread that wrapped it, "
-                                 "outside ev_run; the loop is left as it is");
+    if (loop->l_owned && (!loop_owned_here(loop) || loop_inside(loop))) {
+        /* Only the owner, outside its ev_run or steps, may finish it: anyone else would race
+         * the owner running it, and nobody could free it after a callback returns. */
+        arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: a wrapped or pollable loop is destroyed by the thread that "
+                                 "created it, outside ev_run or arpc_loop_run_nowait; the loop is left as it is");
         return;
     }
     if (loop_tl_current == loop) {

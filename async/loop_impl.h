@@ -55,8 +55,11 @@ struct arpc_loop {
     bool l_finishing;         /* the final drain has begun */
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */
     bool l_destroy_requested; /* destroy was called on the loop thread */
+    bool l_prepare_due;       /* see arpc_loop_prepare_due */
+    struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */
-    pthread_t l_owner;        /* wrapped: the one thread that may run l_ev */
+    bool l_owned;             /* wrapped or pollable: only l_owner runs it, never a thread of its own */
+    pthread_t l_owner;        /* the thread that created (or wrapped) it */
 
     pthread_mutex_t l_sync_mtx; /* run_sync on a stopped loop: one caller at a time acts as its thread */
 
@@ -89,6 +92,11 @@ void loop_drain_all(arpc_loop *loop);            /* loop thread: every task and 
 /* loop_timers.c */
 void loop_timers_init(arpc_loop *loop);
 void loop_timers_fini(arpc_loop *loop);
+
+/* loop_pollable.c */
+int loop_poll_init(arpc_loop *loop);   /* a pollable loop's set: ARPC_OK or ARPC_ESYSTEM/ENOMEM */
+void loop_poll_fini(arpc_loop *loop);
+void loop_poll_signal(arpc_loop *loop); /* any thread: after each ev_async_send, so the fd wakes too */
 
 /* loop.c */
 void loop_finish(arpc_loop *loop);               /* loop thread: final drain and hooks; once */

@@ -63,6 +63,18 @@ int arpc_deadline_arm_after_s(arpc_loop *loop, struct arpc_deadline *d, double s
 /* Disarms d; a no-op when not armed. O(log n). */
 void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d);
 
+/* Every start and stop of an fd watcher goes through these (never ev_io_start/ev_io_stop
+ * directly), so a pollable loop (arpc_loop_options.pollable) mirrors what it waits for into the
+ * fd it gives the application (async/loop_pollable.c). Starting an active watcher or stopping
+ * an inactive one does nothing, as in libev. */
+void arpc_loop_io_start(arpc_loop *loop, ev_io *w);
+void arpc_loop_io_stop(arpc_loop *loop, ev_io *w);
+
+/* Loop thread: a prepare watcher was started with work for the next iteration (a connection's
+ * flush), so a loop driven one non-blocking step at a time (arpc_loop_run_nowait) must iterate
+ * again before its driver may sleep. */
+void arpc_loop_prepare_due(arpc_loop *loop);
+
 /* Deadlines currently armed on the loop. */
 size_t arpc_loop_deadline_count(arpc_loop *loop);
 

@@ -84,7 +84,10 @@ void loop_lanes_fini(arpc_loop *loop) { arpc_node_pool_fini(&loop->l_tasks); }
 void loop_wake(arpc_loop *loop)
 {
     if (atomic_load(&loop->l_wake_pending) == 0 && atomic_exchange(&loop->l_wake_pending, 1) == 0)
+    {
         ev_async_send(loop->l_ev, &loop->l_wake);
+        loop_poll_signal(loop);
+    }
 }
 
 /* Runs up to limit jobs, oldest first: those left from the last take, then a new take.

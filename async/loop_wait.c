@@ -111,7 +111,7 @@ static void drive_waker_end(struct drive_waker *w)
  * ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished), ARPC_EBUSY (someone else runs it). */
 static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait, arpc_future *foreign)
 {
-    if (loop->l_wrapped && !loop_owned_here(loop))
+    if (loop->l_owned && !loop_owned_here(loop))
         return ARPC_EBUSY; /* the application's thread runs it */
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
@@ -162,7 +162,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             return ARPC_EPENDING;
         pthread_mutex_lock(&loop->l_mtx);
         bool driven = loop->l_state == LOOP_RUNNING;
-        bool own_thread = loop->l_started || (loop->l_wrapped && !loop_owned_here(loop));
+        bool own_thread = loop->l_started || (loop->l_owned && !loop_owned_here(loop));
         bool finished = loop->l_state == LOOP_DONE;
         pthread_mutex_unlock(&loop->l_mtx);
         if (own_thread || finished) {

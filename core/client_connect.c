@@ -20,9 +20,9 @@
 #include "base/log.h"
 #include "core/client_internal.h"
 
-static void connect_close_fd(struct client_connector *cn, struct ev_loop *ev)
+static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 {
-    ev_io_stop(ev, &cn->cn_io);
+    arpc_loop_io_stop(loop, &cn->cn_io);
     if (cn->cn_fd >= 0) {
         close(cn->cn_fd);
         cn->cn_fd = -1;
@@ -38,14 +38,15 @@ static void connect_on_writable(struct ev_loop *ev, ev_io *w, int revents)
     struct client_connector *cn = &c->cl_connector;
     char why[CLIENT_WHY_MAX];
     int fd = cn->cn_fd;
-    ev_io_stop(ev, w);
+    (void)ev;
+    arpc_loop_io_stop(c->cl_loop, w);
     int rc = c->cl_target.t_ops->t_connect_done(&c->cl_target, cn->cn_index, fd, why, sizeof(why));
     if (rc == ARPC_OK) {
         cn->cn_fd = -1;
         client_conn_adopt(c, fd);
         return;
     }
-    connect_close_fd(cn, ev);
+    connect_close_fd(cn, c->cl_loop);
     cn->cn_index++;
     connect_try_next(c, rc, why);
 }
@@ -67,7 +68,7 @@ static void connect_try_next(arpc_client *c, int rc, const char *why)
             cn->cn_fd = fd;
             ev_io_init(&cn->cn_io, connect_on_writable, fd, EV_WRITE);
             cn->cn_io.data = c;
-            ev_io_start(arpc_loop_ev(c->cl_loop), &cn->cn_io);
+            arpc_loop_io_start(c->cl_loop, &cn->cn_io);
             return;
         }
         why = buf;
@@ -80,7 +81,6 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     arpc_client *c = arg;
-    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
     struct client_connector *cn = &c->cl_connector;
     if (cn->cn_waiting) { /* the back-off is over */
         cn->cn_waiting = false;
@@ -90,7 +90,7 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
     char why[CLIENT_WHY_MAX];
     snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
              (long long)c->cl_connect_timeout_ms, c->cl_conn.c_open ? "the server did not say HELLO" : "no connection");
-    connect_close_fd(cn, ev);
+    connect_close_fd(cn, c->cl_loop);
     if (c->cl_conn.c_open) {
         /* Connected, but the server never said HELLO: closing it ends the attempt, and the
          * close must report this reason, not a peer that went away. */
@@ -129,9 +129,8 @@ void client_connect_later(arpc_client *c)
 void client_connect_stop(arpc_client *c)
 {
     struct client_connector *cn = &c->cl_connector;
-    struct ev_loop *ev = arpc_loop_ev(c->cl_loop);
     arpc_deadline_cancel(c->cl_loop, &cn->cn_timer);
-    connect_close_fd(cn, ev);
+    connect_close_fd(cn, c->cl_loop);
     cn->cn_waiting = false;
     cn->cn_attempting = false;
 }

@@ -33,8 +33,8 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     if (!conn->c_open)
         return;
     conn->c_open = false;
-    ev_io_stop(conn->c_ev, &conn->c_rio);
-    ev_io_stop(conn->c_ev, &conn->c_wio);
+    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     close(conn->c_fd);
@@ -69,10 +69,10 @@ static bool conn_flush(struct arpc_conn *conn)
         return true;
     }
     if (rc == ARPC_EAGAIN) {
-        ev_io_start(conn->c_ev, &conn->c_wio);
+        arpc_loop_io_start(conn->c_loop, &conn->c_wio);
         return false;
     }
-    ev_io_stop(conn->c_ev, &conn->c_wio);
+    arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     if (conn->c_close_after_flush) {
         arpc_conn_close(conn, conn->c_close_reason);
         return true;
@@ -98,7 +98,7 @@ static void conn_check_resume(struct arpc_conn *conn)
         conn->c_read_paused = false;
         conn_restart_frame_clock(conn);
         if (!conn->c_held)
-            ev_io_start(conn->c_ev, &conn->c_rio);
+            arpc_loop_io_start(conn->c_loop, &conn->c_rio);
     }
 }
 
@@ -138,12 +138,14 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
             arpc_free(base);
         return rc;
     }
-    if (!ev_is_active(&conn->c_flush))
+    if (!ev_is_active(&conn->c_flush)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
+        arpc_loop_prepare_due(conn->c_loop);
+    }
     if (conn->c_backlog_limit && !conn->c_read_paused && conn->c_out.q_bytes > ARPC_CONN_BACKLOG_HIGH) {
         /* The peer is not reading what we send: stop taking more work from it. */
         conn->c_read_paused = true;
-        ev_io_stop(conn->c_ev, &conn->c_rio);
+        arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
     }
     return ARPC_OK;
 }
@@ -190,7 +192,7 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
     if (!conn->c_open)
         return;
     /* Nothing more is read: bytes already buffered are dropped with the connection. */
-    ev_io_stop(conn->c_ev, &conn->c_rio);
+    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
     conn->c_rstart = conn->c_rend = 0;
     if (arpc_outq_empty(&conn->c_out)) {
         arpc_conn_close(conn, reason);
@@ -374,7 +376,7 @@ void arpc_conn_pause_input(struct arpc_conn *conn)
     if (conn->c_held || !conn->c_open)
         return;
     conn->c_held = true;
-    ev_io_stop(conn->c_ev, &conn->c_rio);
+    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
 }
 
 void arpc_conn_resume_input(struct arpc_conn *conn)
@@ -386,7 +388,7 @@ void arpc_conn_resume_input(struct arpc_conn *conn)
     if (conn->c_dispatching) {
         /* Called from inside on_frame: the parse loop in progress goes on by itself. */
         if (!conn->c_read_paused && !conn->c_close_after_flush)
-            ev_io_start(conn->c_ev, &conn->c_rio);
+            arpc_loop_io_start(conn->c_loop, &conn->c_rio);
         return;
     }
     /* Frames read before the hold go up first, in order; one of them may hold again. */
@@ -398,7 +400,7 @@ void arpc_conn_resume_input(struct arpc_conn *conn)
         return;
     }
     if (conn->c_open && !conn->c_held && !conn->c_read_paused && !conn->c_close_after_flush)
-        ev_io_start(conn->c_ev, &conn->c_rio);
+        arpc_loop_io_start(conn->c_loop, &conn->c_rio);
 }
 
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
@@ -425,6 +427,6 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
     ev_prepare_init(&conn->c_flush, conn_on_prepare);
     arpc_conn_heartbeat_init(conn); /* armed by arpc_conn_heartbeat */
     conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
-    ev_io_start(conn->c_ev, &conn->c_rio);
+    arpc_loop_io_start(conn->c_loop, &conn->c_rio);
     return ARPC_OK;
 }

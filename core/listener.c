@@ -38,7 +38,7 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct server_listener *l = arg;
-    ev_io_start(arpc_loop_ev(l->l_server->sv_loop), &l->l_io);
+    arpc_loop_io_start(l->l_server->sv_loop, &l->l_io);
 }
 
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
@@ -83,7 +83,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
                 return; /* no memory for the pause: keep accepting (level-triggered: we come back) */
             arpc_log(ARPC_LOG_WARN, "accept on %s failed: %s; pausing 100 ms", l->l_sock->l_addr, why);
-            ev_io_stop(ev, &l->l_io);
+            arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }
         sconn_open(l->l_server, fd, peer);
@@ -132,22 +132,20 @@ void listener_start(struct server_listener *l)
         listener_discard(l); /* a stop overtook this listen: never start accepting */
         return;
     }
-    struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
     ev_io_init(&l->l_io, listener_on_readable, l->l_sock->l_fd, EV_READ);
     arpc_deadline_init(&l->l_retry, listener_on_retry, l);
     l->l_io.data = l;
-    ev_io_start(ev, &l->l_io);
+    arpc_loop_io_start(s->sv_loop, &l->l_io);
     l->l_next = s->sv_listeners;
     s->sv_listeners = l;
 }
 
 void listener_close_all(arpc_server *s)
 {
-    struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
     while (s->sv_listeners != NULL) {
         struct server_listener *l = s->sv_listeners;
         s->sv_listeners = l->l_next;
-        ev_io_stop(ev, &l->l_io);
+        arpc_loop_io_stop(s->sv_loop, &l->l_io);
         arpc_deadline_cancel(s->sv_loop, &l->l_retry);
         listener_discard(l);
     }

@@ -40,6 +40,9 @@ typedef struct arpc_loop_options {
      * waits for room (the bound is exact; the loop thread's own submits may go past it).
      * 0 means the default (8192). */
     unsigned submit_ring_size;
+    /* Make the loop pollable from another event loop: arpc_loop_fd and arpc_loop_run_nowait
+     * (see below). Costs one epoll_ctl per socket watcher change. */
+    bool pollable;
 } arpc_loop_options;
 
 /* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
@@ -77,12 +80,52 @@ ARPC_API int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_lo
                               size_t opts_size);
 #define arpc_loop_wrap(out, ev, opts) arpc_loop_wrap_v((out), (ev), (opts), sizeof(arpc_loop_options))
 
+/*
+ * Or any other event loop (epoll, poll, glib, ...), still with no arpc thread: create the loop
+ * with arpc_loop_options.pollable set, never start it, and let your loop watch
+ * arpc_loop_fd(loop) for readability. Whenever it is readable, and whenever the timeout arpc
+ * gave you expires, call arpc_loop_run_nowait: it runs what is ready (socket I/O, replies,
+ * callbacks, timers) without blocking and says how long you may sleep before calling it again.
+ *
+ *     int timeout;
+ *     for (;;) {
+ *         arpc_loop_run_nowait(loop, &timeout);     // -1: no timer, wait for the fd
+ *         int n = epoll_wait(epfd, events, 16, timeout);
+ *         ...your own fds; arpc's needs nothing but the next arpc_loop_run_nowait...
+ *     }
+ *
+ * The fd is an epoll set: register it level-triggered (plain EPOLLIN). Edge-triggered also
+ * works if, after each wake-up, you call arpc_loop_run_nowait until the fd no longer polls
+ * readable (poll with a zero timeout), since an edge is signalled only for new readiness.
+ * Callbacks (then-callbacks, inline handlers) run inside arpc_loop_run_nowait, on your thread,
+ * which is the loop thread while they run. Calls you start from your thread between steps are
+ * picked up by the next step (their wake-up makes the fd readable). As with a wrapped loop,
+ * the thread that created it owns it: only it runs steps; blocking calls (arpc_call, connect,
+ * close, destroy) work from it outside a step (they run the loop themselves until done); any
+ * other thread may use the loop's clients and servers, and a call that waits then waits for
+ * your steps. arpc_loop_start and arpc_loop_run refuse a pollable loop (ARPC_EINVAL); destroy
+ * it from the owner thread, outside a step.
+ */
+
+/* The fd to poll for readability, or -1 (the loop is not pollable). Stays the same for the
+ * loop's life; arpc closes it in arpc_loop_destroy. */
+ARPC_API int arpc_loop_fd(arpc_loop *loop);
+
+/* One non-blocking step of a pollable loop nobody else runs: runs what is ready, then sets
+ * *timeout_ms (may be NULL) to how long the caller may sleep before the next step: 0 (more is
+ * ready), -1 (no timer: until the fd is readable) or the milliseconds to the next timer.
+ * Returns ARPC_OK, ARPC_EBUSY (not the thread that created the loop, or called from inside one
+ * of its callbacks), ARPC_ESHUTDOWN (the loop was stopped and has finished), ARPC_EINVAL (NULL, or
+ * a loop created without .pollable). */
+ARPC_API int arpc_loop_run_nowait(arpc_loop *loop, int *timeout_ms);
+
 /* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESHUTDOWN
- * (the loop was stopped: a loop runs once), ARPC_ESYSTEM, ARPC_EINVAL (a wrapped loop). */
+ * (the loop was stopped: a loop runs once), ARPC_ESYSTEM, ARPC_EINVAL (a wrapped or pollable loop). */
 ARPC_API int arpc_loop_start(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
- * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it was stopped. */
+ * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it was stopped,
+ * ARPC_EINVAL for a wrapped or pollable loop (the application runs those). */
 ARPC_API int arpc_loop_run(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until f completes, timeout_ms passes (ARPC_FOREVER: no

@@ -1,0 +1,260 @@
+/*
+ * A pollable loop driven from the application's own epoll loop (arpc_loop_fd,
+ * arpc_loop_run_nowait), with no arpc thread: calls and replies carried by the application's
+ * epoll_wait; a deadline met while the application sleeps for the timeout arpc gave it; a call
+ * from another thread waking the application's epoll; misuse refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static arpc_request *_Atomic kept;
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&kept, req);
+}
+
+struct app {
+    arpc_loop *loop;
+    arpc_server *server;
+    arpc_client *client;
+    int epfd;
+    int own_fd; /* an eventfd of the application's: other threads say "done" with it */
+    bool own_fired;
+    char addr[256];
+};
+
+static void app_open(struct app *a, bool inline_echo)
+{
+    arpc_loop_options lo = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&a->loop, &lo));
+    arpc_server_options so = {.loop = a->loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&a->server, &so));
+    arpc_method_options mo = {.inline_on_loop = inline_echo};
+    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.echo", h_echo, NULL, &mo));
+    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(a->server, "tcp://127.0.0.1:0", a->addr, sizeof(a->addr)));
+    arpc_client_options co = {.loop = a->loop};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&a->client, a->addr, &co)); /* drives the loop itself */
+    a->epfd = epoll_create1(EPOLL_CLOEXEC);
+    a->own_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    a->own_fired = false;
+    assert_true(a->epfd >= 0 && a->own_fd >= 0);
+    int afd = arpc_loop_fd(a->loop);
+    assert_true(afd >= 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = afd};
+    assert_int_equal(0, epoll_ctl(a->epfd, EPOLL_CTL_ADD, afd, &ev));
+    ev.data.fd = a->own_fd;
+    assert_int_equal(0, epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->own_fd, &ev));
+}
+
+static void app_close(struct app *a)
+{
+    assert_int_equal(ARPC_OK, arpc_client_close(a->client));
+    arpc_server_destroy(a->server);
+    arpc_loop_destroy(a->loop);
+    close(a->epfd);
+    close(a->own_fd);
+}
+
+/* The application's loop: one arpc step, then sleep in epoll_wait for what arpc allowed, until
+ * *done. Returns the number of sleeps that hit arpc's timeout; fails if arpc ever asked for an
+ * unbounded sleep while `bounded` says a timer must be pending. */
+static unsigned app_run(struct app *a, const bool *done, bool bounded)
+{
+    unsigned timeouts = 0;
+    while (!*done && !a->own_fired) {
+        int timeout = 0;
+        assert_int_equal(ARPC_OK, arpc_loop_run_nowait(a->loop, &timeout));
+        if (*done)
+            break;
+        if (bounded)
+            assert_true(timeout >= 0);
+        struct epoll_event evs[4];
+        int n = epoll_wait(a->epfd, evs, 4, timeout);
+        assert_true(n >= 0);
+        if (n == 0)
+            timeouts++;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == a->own_fd) {
+                eventfd_t v;
+                (void)eventfd_read(a->own_fd, &v);
+                a->own_fired = true;
+            }
+        }
+    }
+    return timeouts;
+}
+
+struct pipeline {
+    struct app *app;
+    unsigned started, done, failed, target;
+    int nested_rc;
+    bool finished;
+};
+
+static void start_next(struct pipeline *p);
+
+static void on_reply(arpc_future *f, void *arg)
+{
+    struct pipeline *p = arg;
+    size_t len = 0;
+    const void *d = arpc_future_data(f, &len);
+    if (arpc_future_poll(f) != ARPC_OK || d == NULL || len != sizeof(unsigned))
+        p->failed++;
+    arpc_future_release(f);
+    if (p->done++ == 0) /* inside a step: a blocking call is refused, as on any loop thread */
+        p->nested_rc = arpc_call(p->app->client, "t.echo", "x", 1, NULL, NULL, 1000);
+    if (p->done == p->target)
+        p->finished = true;
+    else if (p->started < p->target)
+        start_next(p);
+}
+
+static void start_next(struct pipeline *p)
+{
+    unsigned n = p->started++;
+    arpc_future *f = arpc_call_async(p->app->client, "t.echo", &n, sizeof(n), 10000);
+    assert_non_null(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, on_reply, p));
+}
+
+/* 16 calls outstanding at a time, 2,000 in all, carried by the application's epoll loop alone;
+ * handlers inline on the loop and on worker actors. */
+static void test_calls_carried_by_application_epoll(void **state)
+{
+    (void)state;
+    for (int inline_echo = 0; inline_echo < 2; inline_echo++) {
+        struct app a;
+        app_open(&a, inline_echo);
+        struct pipeline p = {.app = &a, .target = 2000, .nested_rc = -1};
+        for (int i = 0; i < 16; i++)
+            start_next(&p);
+        app_run(&a, &p.finished, false);
+        assert_int_equal(p.target, p.done);
+        assert_int_equal(0, p.failed);
+        assert_int_equal(ARPC_EBUSY, p.nested_rc);
+        /* Between steps the application's thread may block: the call runs the loop itself. */
+        assert_int_equal(ARPC_OK, arpc_call(a.client, "t.echo", "b", 1, NULL, NULL, 10000));
+        app_close(&a);
+    }
+}
+
+static void on_timed_out(arpc_future *f, void *arg)
+{
+    bool *done = arg;
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(f));
+    *done = true;
+}
+
+/* Nothing happens but a call's deadline: the application sleeps for the timeout arpc gave it
+ * (never an unbounded one while the deadline is pending) and the call ends ARPC_ETIMEDOUT. */
+static void test_deadline_fires_while_application_sleeps(void **state)
+{
+    (void)state;
+    struct app a;
+    app_open(&a, false);
+    atomic_store(&kept, NULL);
+    bool done = false;
+    arpc_future *f = arpc_call_async(a.client, "t.keep", "x", 1, 150);
+    assert_non_null(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, on_timed_out, &done));
+    unsigned timeouts = app_run(&a, &done, true);
+    assert_true(done);
+    assert_true(timeouts >= 1); /* the deadline was met by a sleep arpc bounded, not by I/O */
+    arpc_future_release(f);
+    /* The handler still holds the request: answer it (unless the server already answered it
+     * ARPC_ETIMEDOUT at the deadline the call carried), so nothing is left behind. */
+    while (atomic_load(&kept) == NULL) {
+        int timeout;
+        assert_int_equal(ARPC_OK, arpc_loop_run_nowait(a.loop, &timeout));
+        sleep_ms(1);
+    }
+    int rc = arpc_reply(atomic_load(&kept), "late", 4);
+    assert_true(rc == ARPC_OK || rc == ARPC_ETIMEDOUT);
+    app_close(&a);
+}
+
+struct other_thread {
+    struct app *app;
+    atomic_int rc;
+};
+
+static void *call_from_other_thread(void *arg)
+{
+    struct other_thread *o = arg;
+    atomic_store(&o->rc, arpc_call(o->app->client, "t.echo", "afar", 4, NULL, NULL, 20000));
+    (void)eventfd_write(o->app->own_fd, 1);
+    return NULL;
+}
+
+/* Another thread's call wakes the application's epoll through arpc's fd, and is carried by
+ * the application's steps; the application hears of the end through its own fd. */
+static void test_other_thread_call_wakes_application(void **state)
+{
+    (void)state;
+    struct app a;
+    app_open(&a, false);
+    struct other_thread o = {.app = &a, .rc = -1};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, call_from_other_thread, &o));
+    bool never = false;
+    app_run(&a, &never, false);
+    pthread_join(t, NULL);
+    assert_int_equal(ARPC_OK, atomic_load(&o.rc));
+    app_close(&a);
+}
+
+static void test_pollable_misuse(void **state)
+{
+    (void)state;
+    arpc_loop *plain;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&plain, NULL));
+    assert_int_equal(-1, arpc_loop_fd(plain));
+    int timeout = 7;
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run_nowait(plain, &timeout));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run_nowait(NULL, NULL));
+    arpc_loop_destroy(plain);
+
+    arpc_loop *loop;
+    arpc_loop_options lo = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &lo));
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout));
+    assert_int_equal(-1, timeout); /* nothing armed: sleep until the fd says otherwise */
+    assert_int_equal(ARPC_EINVAL, arpc_loop_start(loop)); /* the application runs it */
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run(loop));
+    arpc_loop_destroy(loop);
+}
+
+int main(void)
+{
+    test_alloc_install();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_calls_carried_by_application_epoll),
+        cmocka_unit_test_no_leak(test_deadline_fires_while_application_sleeps),
+        cmocka_unit_test_no_leak(test_other_thread_call_wakes_application),
+        cmocka_unit_test_no_leak(test_pollable_misuse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
