@@ -15,8 +15,9 @@
 # bounded), and a kill happens with the server frozen (SIGSTOP), after checking that the client
 # is still running and cannot finish without the server: it can only complete the calls the
 # server had already answered, at most its window. While a kill is due the server runs in
-# slices of a few ms between looks at the client's progress, and the client is frozen while a
-# new server starts, so the client cannot run far past the point chosen for a kill.
+# slices of a few ms between looks at the client's progress (from before the client starts, and
+# again from each restart), and the client is frozen while a new server starts, so the client
+# cannot run far past the point chosen for a kill, however slowly this script is scheduled.
 set -euo pipefail
 
 BIN="" KILLS=4 MIN_KILLS="" TRANSFERS=3000 WINDOW=16 SEED=$$ FSYNC=always CHECKPOINT=500 CHECK=0
@@ -84,6 +85,9 @@ progress() { # the client's completed calls so far
 }
 
 start_server
+# Frozen before the client starts: the client makes progress only in the server's slices below
+# (a loaded machine may otherwise let it run to the end before this script looks).
+kill -STOP "$SERVER"
 STEP=$(( TRANSFERS / 100 > 0 ? TRANSFERS / 100 : 1 ))
 "$BIN/bank_client" --connect "$ADDR" --transfers "$TRANSFERS" --window "$WINDOW" --seed "$SEED" \
     --progress-every "$STEP" >"$WORK/client.out" 2>"$WORK/client.err" &
@@ -97,8 +101,7 @@ for i in $(seq "$KILLS"); do
     hi=$(( TRANSFERS * (5 + 55 * i / KILLS) / 100 ))
     at=$(( lo + RANDOM % (hi - lo + 1) ))
     [ "$at" -ge $(( LAST + WINDOW + STEP )) ] || at=$(( LAST + WINDOW + STEP ))
-    # Frozen but for short slices, so the client's progress is looked at often.
-    kill -STOP "$SERVER"
+    # The server is frozen here but for short slices, so the client's progress is looked at often.
     while :; do
         done_now=$(progress)
         if ! kill -0 "$CLIENT" 2>/dev/null || [ "$done_now" -ge $(( TRANSFERS - WINDOW - STEP )) ]; then
@@ -117,8 +120,10 @@ for i in $(seq "$KILLS"); do
     sleep "0.0$(( RANDOM % 5 ))"
     kill -STOP "$CLIENT"
     start_server
+    kill -STOP "$SERVER" # frozen again before the client runs: see above
     kill -CONT "$CLIENT"
 done
+kill -CONT "$SERVER" 2>/dev/null || true # the last restarted server serves the rest of the run
 
 # Until the client ends (paced; bash's wait -n forgets a job that ended earlier), failing at
 # once if the server dies under it.
