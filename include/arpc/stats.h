@@ -36,7 +36,9 @@ extern "C" {
 #define ARPC_STATS_CODES 64
 
 typedef struct arpc_call_counts {
-    uint64_t started;   /* calls that reached the loop (client) / were dispatched to a method (server) */
+    uint64_t started;   /* calls that reached the loop (client) / were dispatched to a method
+                         * (server: a duplicate of an at-most-once call, answered from the reply
+                         * cache or attached to the running original, is not counted again) */
     uint64_t finished;  /* calls answered, by any outcome */
     uint64_t in_flight; /* gauge: started - finished */
     uint64_t by_outcome[ARPC_STATS_CODES];
