@@ -52,6 +52,16 @@ static void h_fail(arpc_request *req, void *ctx)
     arpc_reply_error(req, "it went wrong");
 }
 
+/* Keeps the request unanswered; the test answers it late. */
+static _Atomic(arpc_request *) held;
+
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&held, req);
+    latch_add();
+}
+
 static int setup_with(void **state, bool builtins)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
@@ -61,6 +71,7 @@ static int setup_with(void **state, bool builtins)
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.fail", h_fail, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, odd_name, h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.hold", h_hold, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, NULL));
     latch_reset();
@@ -149,7 +160,7 @@ static void test_counts_match_calls(void **state)
     assert_int_equal(ONEWAYS, ss.oneway);
     assert_int_equal(1, ss.connections_accepted);
     assert_int_equal(1, ss.connections_open);
-    assert_int_equal(5, ss.methods); /* three of ours and the two built-ins */
+    assert_int_equal(6, ss.methods); /* four of ours and the two built-ins */
     /* Every byte the client wrote was read by the server before it answered the last call. */
     assert_int_equal(cs.bytes_out, ss.bytes_in);
     assert_true(cs.bytes_in > 0);
@@ -239,7 +250,7 @@ static void test_builtin_methods(void **state)
     size_t len = 0;
     assert_int_equal(ARPC_OK, call(fx, "arpc.methods", &reply, &len));
     char want[256];
-    int n = snprintf(want, sizeof(want), "arpc.methods\narpc.stats\nt.echo\nt.fail\n%s\n", odd_name);
+    int n = snprintf(want, sizeof(want), "arpc.methods\narpc.stats\nt.echo\nt.fail\n%s\nt.hold\n", odd_name);
     assert_int_equal((size_t)n, len);
     assert_memory_equal(want, reply, len);
     arpc_free(reply);
@@ -255,7 +266,7 @@ static void test_builtins_off(void **state)
     assert_int_equal(ARPC_ENOMETHOD, call(fx, "arpc.stats", NULL, NULL));
     arpc_server_stats ss;
     assert_int_equal(ARPC_OK, arpc_server_stats(fx->server, &ss));
-    assert_int_equal(3, ss.methods);
+    assert_int_equal(4, ss.methods);
     assert_int_equal(2, ss.refused[ARPC_ENOMETHOD]);
 }
 
@@ -387,6 +398,31 @@ static void test_prometheus(void **state)
     assert_int_equal(ARPC_EINVAL, arpc_server_stats_prometheus(NULL, &text, &len));
 }
 
+/* A call the server answers in its handler's place (its deadline, or the stop) is counted
+ * once, with that outcome; the handler's late reply is not counted again. */
+static void test_server_answer_counted_once(void **state)
+{
+    struct fixture *fx = *state;
+    atomic_store(&held, NULL);
+    arpc_future *f = arpc_call_async(fx->client, "t.hold", "x", 1, 100);
+    assert_non_null(f);
+    assert_true(latch_wait(1, 30000)); /* the handler has it */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_wait(f));
+    arpc_future_release(f);
+    /* The server's own deadline may not have fired yet: the stop answers it then. */
+    assert_int_equal(ARPC_OK, arpc_server_stop(fx->server, 0));
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "t.hold", &ms));
+    assert_int_equal(1, ms.calls.started);
+    assert_int_equal(1, ms.calls.finished);
+    assert_int_equal(1, ms.calls.by_outcome[ARPC_ETIMEDOUT] + ms.calls.by_outcome[ARPC_EABANDONED]);
+    assert_int_equal(1, ms.latency_count);
+    assert_int_not_equal(ARPC_OK, arpc_reply(atomic_load(&held), "late", 4)); /* dropped */
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "t.hold", &ms));
+    assert_int_equal(1, ms.calls.finished);
+    assert_int_equal(0, ms.calls.by_outcome[ARPC_OK]);
+}
+
 /* ---- readers on other threads while calls run (TSan's test) ---- */
 
 #define CALLERS 3
@@ -478,6 +514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_builtin_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_builtins_off, setup_no_builtins, teardown),
         cmocka_unit_test_setup_teardown(test_prometheus, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_answer_counted_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
