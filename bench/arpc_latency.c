@@ -41,7 +41,7 @@ static void latency_loop(const struct bench_config *cfg, arpc_client *c, const v
             return; /* one failure invalidates the run: stop rather than flood the screen */
         }
         if (i >= cfg->warmup) {
-            bench_hist_record(out->hist, t_last - t0);
+            arpc_hist_record(out->hist, t_last - t0);
             out->calls++;
         }
         bench_progress_update(&prog, i + 1, t_last);

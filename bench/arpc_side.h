@@ -40,7 +40,7 @@ int bench_arpc_throughput(const struct bench_config *cfg, const char *addr, stru
 struct bench_rate_result {
     double offered_per_s;
     struct bench_run run; /* latency from each call's intended start; calls_per_s achieved */
-    bench_hist *send_lag; /* how late the sender started each call (owned) */
+    arpc_hist *send_lag; /* how late the sender started each call (owned) */
 };
 
 /* cfg->warmup + cfg->calls calls started at `rate` per second (cfg->poisson: Poisson

@@ -183,7 +183,7 @@ static int pingpong_loop(const struct bench_config *cfg, int fd, char *tx, char 
         if (i == cfg->warmup)
             t_first = t0;
         if (i >= cfg->warmup)
-            bench_hist_record(out->hist, t_last - t0);
+            arpc_hist_record(out->hist, t_last - t0);
         bench_progress_update(&prog, i + 1, t_last);
     }
     bench_progress_end(&prog);
@@ -239,7 +239,7 @@ struct pipe_state {
     uint64_t ps_nmsgs;           /* messages to move in this phase */
     uint64_t *ps_issued_at;      /* per message, indexed modulo the window */
     unsigned ps_window;
-    bench_hist *ps_hist;         /* NULL while warming up */
+    arpc_hist *ps_hist;         /* NULL while warming up */
     char *ps_tx, *ps_rx;
 };
 
@@ -280,7 +280,7 @@ static int pipe_recv(struct pipe_state *ps)
     uint64_t first = ps->ps_recvd / ps->ps_payload;
     ps->ps_recvd += (uint64_t)r;
     for (uint64_t m = first; ps->ps_hist != NULL && m < ps->ps_recvd / ps->ps_payload; m++)
-        bench_hist_record(ps->ps_hist, now - ps->ps_issued_at[m % ps->ps_window]);
+        arpc_hist_record(ps->ps_hist, now - ps->ps_issued_at[m % ps->ps_window]);
     pipe_admit(ps, now); /* after the loop above: a slot is reused only once it is timed */
     return 1;
 }

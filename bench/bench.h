@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "arpc/server.h"
-#include "histogram.h"
+#include "base/histogram.h"
 
 enum bench_mode { BENCH_LATENCY, BENCH_THROUGHPUT, BENCH_SERVE };
 
@@ -55,7 +55,7 @@ struct bench_config {
 
 /* One measured run of either side. */
 struct bench_run {
-    bench_hist *hist;   /* latency of every measured call (owned; free()) */
+    arpc_hist *hist;   /* latency of every measured call (owned; free()) */
     uint64_t calls;     /* completed successfully */
     uint64_t errors;    /* completed with an error */
     double elapsed_s;
@@ -86,7 +86,13 @@ static inline uint64_t bench_now_ns(void)
 uint64_t bench_ctx_switches(void);
 
 /* Allocates an empty histogram (NULL on failure). */
-bench_hist *bench_hist_new(void);
+arpc_hist *bench_hist_new(void);
+
+/* A percentile in microseconds, as the reports print it. */
+static inline double bench_hist_us(const arpc_hist *h, double pct)
+{
+    return (double)arpc_hist_percentile(h, pct) / 1e3;
+}
 
 /* "always", "batch" or "off". */
 const char *bench_fsync_name(enum arpc_fsync f);

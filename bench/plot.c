@@ -31,16 +31,16 @@ static bool gnuplot_installed(void)
 }
 
 /* x = 1/(1-q) from 1 to the sample count (the last percentile the data can tell apart). */
-static int write_curve(const char *file, const bench_hist *h)
+static int write_curve(const char *file, const arpc_hist *h)
 {
     FILE *f = fopen(file, "w");
     if (f == NULL)
         return -1;
-    double xmax = h->h_count > 1 ? (double)h->h_count : 2.0;
+    double xmax = arpc_hist_count(h) > 1 ? (double)arpc_hist_count(h) : 2.0;
     for (int i = 0; i < POINTS; i++) {
         double x = pow(xmax, (double)i / (POINTS - 1));
         double pct = 100.0 * (1.0 - 1.0 / x);
-        fprintf(f, "%.6g %.6g\n", x, (double)bench_hist_percentile(h, pct) / 1e3);
+        fprintf(f, "%.6g %.6g\n", x, (double)arpc_hist_percentile(h, pct) / 1e3);
     }
     return fclose(f) == 0 ? 0 : -1;
 }
@@ -137,7 +137,7 @@ int bench_plot_sweep(const char *png, const char *title, const struct bench_plot
     return rv;
 }
 
-int bench_plot(const char *png, const char *title, const bench_hist *arpc, const bench_hist *base,
+int bench_plot(const char *png, const char *title, const arpc_hist *arpc, const arpc_hist *base,
                const char *base_label)
 {
     if (!gnuplot_installed()) {

@@ -11,7 +11,7 @@
 #include "bench.h"
 
 /* Returns 0 (plot written, or gnuplot absent), or -1 after printing why. */
-int bench_plot(const char *png, const char *title, const bench_hist *arpc, const bench_hist *base,
+int bench_plot(const char *png, const char *title, const arpc_hist *arpc, const arpc_hist *base,
                const char *base_label);
 
 /* One step of a rate sweep: achieved calls/s and its latency percentiles (us). */

@@ -81,7 +81,7 @@ static void sleep_until(uint64_t t_ns)
 
 /* Sends every call at its intended time; returns the first intended time measured. */
 static uint64_t send_all(const struct bench_config *cfg, arpc_client *client, const void *tx,
-                         double rate, struct rate_run *r, bench_hist *lag)
+                         double rate, struct rate_run *r, arpc_hist *lag)
 {
     uint64_t seed = 0x9e3779b97f4a7c15u ^ (uint64_t)rate, t_first = 0;
     uint64_t t0 = bench_now_ns() + 1000000; /* 1 ms to get going */
@@ -98,7 +98,7 @@ static uint64_t send_all(const struct bench_config *cfg, arpc_client *client, co
         if (i == cfg->warmup)
             t_first = c->rc_intended_ns;
         if (i >= cfg->warmup)
-            bench_hist_record(lag, now - c->rc_intended_ns);
+            arpc_hist_record(lag, now - c->rc_intended_ns);
         arpc_future *f = arpc_call_async(client, BENCH_METHOD_ECHO, tx, r->r_len, 0);
         if (f == NULL || arpc_future_then(f, on_reply, c) != ARPC_OK) { /* counted as failed */
             r->r_latency_ns[i] = RATE_FAILED;
@@ -120,7 +120,7 @@ static void collect(const struct bench_config *cfg, struct rate_run *r, uint64_t
         if (r->r_latency_ns[i] == RATE_FAILED) {
             out->run.errors++;
         } else {
-            bench_hist_record(out->run.hist, r->r_latency_ns[i]);
+            arpc_hist_record(out->run.hist, r->r_latency_ns[i]);
             out->run.calls++;
         }
     }

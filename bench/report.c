@@ -9,10 +9,10 @@ static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
 
 static void row(const char *name, const struct bench_run *run)
 {
-    const bench_hist *h = run->hist;
+    const arpc_hist *h = run->hist;
     fprintf(stderr, "  %-20s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %12.0f\n", name, bench_hist_us(h, 50),
             bench_hist_us(h, 90), bench_hist_us(h, 99), bench_hist_us(h, 99.9), bench_hist_us(h, 100),
-            bench_hist_mean(h) / 1e3, run->calls_per_s);
+            arpc_hist_mean(h) / 1e3, run->calls_per_s);
 }
 
 static void ratio_row(const struct bench_run *a, const struct bench_run *b)
@@ -21,7 +21,7 @@ static void ratio_row(const struct bench_run *a, const struct bench_run *b)
     static const double pcts[] = {50, 90, 99, 99.9, 100};
     for (unsigned i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++)
         fprintf(stderr, " %9.2fx", ratio(bench_hist_us(a->hist, pcts[i]), bench_hist_us(b->hist, pcts[i])));
-    fprintf(stderr, " %9.2fx %11.2fx\n", ratio(bench_hist_mean(a->hist), bench_hist_mean(b->hist)),
+    fprintf(stderr, " %9.2fx %11.2fx\n", ratio(arpc_hist_mean(a->hist), arpc_hist_mean(b->hist)),
             ratio(a->calls_per_s, b->calls_per_s));
 }
 
@@ -77,7 +77,7 @@ void bench_report_table(const struct bench_report *r)
                 (unsigned long long)r->r_arpc->errors);
 }
 
-static void json_hist(struct bench_json *j, const char *prefix, const bench_hist *h)
+static void json_hist(struct bench_json *j, const char *prefix, const arpc_hist *h)
 {
     static const struct {
         const char *key;
@@ -89,7 +89,7 @@ static void json_hist(struct bench_json *j, const char *prefix, const bench_hist
         bench_json_num(j, name, bench_hist_us(h, keys[i].pct));
     }
     snprintf(name, sizeof(name), "%smean_us", prefix);
-    bench_json_num(j, name, bench_hist_mean(h) / 1e3);
+    bench_json_num(j, name, arpc_hist_mean(h) / 1e3);
 }
 
 static void json_config(struct bench_json *j, const struct bench_report *r)

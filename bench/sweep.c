@@ -43,7 +43,7 @@ static void table_header(const struct bench_config *cfg, const char *addr)
 
 static void table_row(const struct bench_rate_result *r)
 {
-    const bench_hist *h = r->run.hist;
+    const arpc_hist *h = r->run.hist;
     fprintf(stderr, "  %12.0f %12.0f %9.1f %9.1f %9.1f %9.1f %9llu %9.1f us %9.2f%s\n", r->offered_per_s,
             r->run.calls_per_s, bench_hist_us(h, 50), bench_hist_us(h, 99), bench_hist_us(h, 99.9),
             bench_hist_us(h, 100), (unsigned long long)r->run.errors, bench_hist_us(r->send_lag, 99),

@@ -41,7 +41,7 @@ struct tp_conn {
     arpc_client *c_client;
     arpc_loop *c_loop;         /* then: where the window is filled */
     arpc_cq *c_cq;             /* cq: the consumer's queue */
-    bench_hist *c_hist;
+    arpc_hist *c_hist;
     struct tp_slot *c_slots;   /* window of them */
     unsigned c_nslots;         /* slots in use this phase: min(window, target) */
     unsigned c_active;         /* slots still cycling */
@@ -98,7 +98,7 @@ static bool slot_complete(struct tp_slot *s, arpc_future *f)
     if (st == ARPC_OK && (arpc_future_data(f, &len), len != c->c_run->r_cfg->payload))
         st = ARPC_EPROTO;
     if (st == ARPC_OK)
-        bench_hist_record(c->c_hist, now - s->s_start_ns);
+        arpc_hist_record(c->c_hist, now - s->s_start_ns);
     else
         run_fail(c->c_run, st);
     atomic_fetch_add_explicit(&c->c_done, 1, memory_order_relaxed);
@@ -385,8 +385,8 @@ static void collect(struct tp_run *r, uint64_t elapsed_ns, struct bench_run *out
 {
     uint64_t done = phase_done_calls(r);
     for (unsigned i = 0; i < r->r_nconns; i++)
-        bench_hist_merge(out->hist, r->r_conns[i].c_hist);
-    out->calls = out->hist->h_count;
+        arpc_hist_merge(out->hist, r->r_conns[i].c_hist);
+    out->calls = arpc_hist_count(out->hist);
     out->errors = done - out->calls;
     out->elapsed_s = (double)elapsed_ns / 1e9;
     out->calls_per_s = out->elapsed_s > 0 ? (double)out->calls / out->elapsed_s : 0;
@@ -413,7 +413,7 @@ int bench_arpc_throughput(const struct bench_config *cfg, const char *addr, stru
     if (cfg->warmup > 0) {
         run_phase(&r, t.t_ks, t.t_nks, cfg->warmup, NULL);
         for (unsigned i = 0; i < r.r_nconns; i++)
-            bench_hist_init(r.r_conns[i].c_hist);
+            arpc_hist_init(r.r_conns[i].c_hist);
     }
     if (!atomic_load(&r.r_failed)) {
         struct bench_progress prog;

@@ -12,11 +12,11 @@ uint64_t bench_ctx_switches(void)
     return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
-bench_hist *bench_hist_new(void)
+arpc_hist *bench_hist_new(void)
 {
-    bench_hist *h = malloc(sizeof(*h));
+    arpc_hist *h = malloc(sizeof(*h));
     if (h != NULL)
-        bench_hist_init(h);
+        arpc_hist_init(h);
     return h;
 }
 

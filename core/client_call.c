@@ -81,6 +81,7 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
     call_frame_put(call->cc_frame);
     call->cc_frame = NULL;
     arpc_future *f = call->cc_future;
+    stats_call_finished(&c->cl_stats.cst_calls, status);
     atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
     bool completed = arpc_future_complete(f, status, data, len);
     arpc_future_release(f);
@@ -167,6 +168,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
     (void)loop;
     struct client_call *call = (struct client_call *)job;
     arpc_client *c = call->cc_client;
+    stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
         call_finish(call, client_unavailable_reason(c), NULL, 0);

@@ -152,6 +152,8 @@ static const char *loss_cause(int reason)
 static void client_on_close(struct arpc_conn *conn, int reason)
 {
     arpc_client *c = conn->c_owner;
+    if (!c->cl_connector.cn_attempting) /* a connection that was opened (HELLO) */
+        arpc_stat_inc(&c->cl_stats.cst_closed);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED)
         return; /* closing: client_cleanup ends every call itself */
@@ -189,6 +191,7 @@ void client_conn_adopt(arpc_client *c, int fd)
         client_connect_failed(c, ARPC_ENOMEM, "out of memory for a connection");
         return;
     }
+    c->cl_conn.c_stats = &c->cl_stats.cst_io;
     arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);

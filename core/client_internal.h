@@ -42,6 +42,7 @@
 #include "base/u64_map.h"
 #include "core/conn.h"
 #include "core/pending_calls.h"
+#include "core/stats.h"
 #include "transport/transport.h"
 
 /* Room for a line naming an address and a cause. */
@@ -109,6 +110,7 @@ struct arpc_client {
     arpc_future *cl_first;          /* completed by the first connection, or its failure */
     bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
+    struct client_stats cl_stats;   /* written by the loop thread only (core/stats.h) */
 };
 
 struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */

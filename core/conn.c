@@ -24,6 +24,7 @@
 #include "async/loop_internal.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "core/stats.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
@@ -39,6 +40,8 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     close(conn->c_fd);
     conn->c_fd = -1;
+    if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
+        arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)conn->c_out.q_bytes);
     arpc_outq_fini(&conn->c_out);
     arpc_free(conn->c_rbuf);
     conn->c_rbuf = NULL;
@@ -63,7 +66,13 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
 {
+    size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_fd);
+    if (conn->c_stats != NULL) {
+        uint64_t written = queued - conn->c_out.q_bytes;
+        arpc_stat_add(&conn->c_stats->io_bytes_out, written);
+        arpc_stat_add(&conn->c_stats->io_queued, -written);
+    }
     if (rc == ARPC_ECONNLOST) {
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return true;
@@ -138,6 +147,8 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
             arpc_free(base);
         return rc;
     }
+    if (conn->c_stats != NULL)
+        arpc_stat_add(&conn->c_stats->io_queued, len);
     if (!ev_is_active(&conn->c_flush)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
@@ -347,6 +358,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break;
         }
         conn->c_rend += (size_t)n;
+        if (conn->c_stats != NULL)
+            arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
         size_t parsed_from = conn->c_rstart;

@@ -31,6 +31,7 @@
 #include "core/outq.h"
 
 struct arpc_conn;
+struct io_stats;
 
 struct arpc_conn_ops {
     /* Every frame but PING (answered by the connection) and PONG (a sign of life only). */
@@ -81,6 +82,7 @@ struct arpc_conn {
     bool c_held;          /* input held by the owner (arpc_conn_pause_input): independent of the above */
     int c_close_reason;
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
+    struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM

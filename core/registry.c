@@ -4,6 +4,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "core/stats.h"
 
 static uint64_t name_hash(const char *s, size_t len)
 {
@@ -21,6 +22,7 @@ void arpc_registry_fini(struct arpc_registry *r)
 {
     for (size_t i = 0; i < r->r_count; i++) {
         arpc_free(r->r_methods[i]->m_name);
+        arpc_free(r->r_methods[i]->m_stats);
         arpc_free(r->r_methods[i]);
     }
     arpc_free(r->r_methods);
@@ -73,13 +75,18 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
         return ARPC_EBUSY;
     struct arpc_method *m = arpc_calloc(1, sizeof(*m));
     struct arpc_method **methods = arpc_realloc(r->r_methods, (r->r_count + 1) * sizeof(*methods));
-    if (m == NULL || methods == NULL || (m->m_name = arpc_malloc(len + 1)) == NULL) {
+    if (m == NULL || methods == NULL || (m->m_name = arpc_malloc(len + 1)) == NULL ||
+        (m->m_stats = arpc_malloc(sizeof(*m->m_stats))) == NULL) {
+        if (m != NULL)
+            arpc_free(m->m_name);
         arpc_free(m);
         if (methods != NULL)
             r->r_methods = methods;
         return ARPC_ENOMEM;
     }
     r->r_methods = methods;
+    memset(m->m_stats, 0, sizeof(*m->m_stats));
+    arpc_hist_init(&m->m_stats->ms_latency);
     memcpy(m->m_name, name, len + 1);
     m->m_name_len = len;
     m->m_fn = fn;
@@ -93,6 +100,7 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
     r->r_methods[r->r_count++] = m;
     if (registry_reindex(r) != ARPC_OK) {
         r->r_count--;
+        arpc_free(m->m_stats);
         arpc_free(m->m_name);
         arpc_free(m);
         return ARPC_ENOMEM;

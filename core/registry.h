@@ -10,6 +10,8 @@
 
 #include "arpc/server.h"
 
+struct method_stats;
+
 struct arpc_method {
     char *m_name; /* NUL-terminated copy */
     size_t m_name_len;
@@ -19,6 +21,7 @@ struct arpc_method {
     arpc_actor_group *m_group;
     int m_inline;
     arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
+    struct method_stats *m_stats; /* written by the server's loop thread (core/stats.h) */
 };
 
 struct arpc_registry {

@@ -77,6 +77,13 @@ void request_untrack(arpc_request *req)
     req->rq_tracked = false;
 }
 
+void request_count_answer(arpc_request *req, int code)
+{
+    struct method_stats *ms = req->rq_method->m_stats;
+    stats_call_finished(&ms->ms_calls, code);
+    arpc_hist_record(&ms->ms_latency, arpc_now_ns() - req->rq_dispatched_ns);
+}
+
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. */
 static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
@@ -87,6 +94,8 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     request_untrack(req);
     request_unlist(req);
     arpc_server *s = sc->sc_server;
+    if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
+        request_count_answer(req, rm->rm_code); /* else counted when the server answered */
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_client_id, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
@@ -104,6 +113,8 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = (arpc_request *)job;
     request_untrack(req);
     request_unlist(req);
+    if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
+        request_count_answer(req, ARPC_ENOMEM); /* the caller waits for its deadline */
     request_reply_done(req);
 }
 
@@ -181,6 +192,7 @@ struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)
         memcpy(rm->rm_frame, frame, len);
         rm->rm_req = NULL;
         rm->rm_ran = true;
+        rm->rm_code = ARPC_OK;
     }
     return rm;
 }
@@ -202,6 +214,7 @@ static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int
     }
     rm->rm_req = (arpc_request *)req;
     rm->rm_ran = ran;
+    rm->rm_code = kind == ARPC_FRAME_REPLY ? ARPC_OK : code;
     return rm;
 }
 

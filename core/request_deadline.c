@@ -43,6 +43,7 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
             return; /* the handler's reply is on its way to the loop: the caller gets it */
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
+    request_count_answer(req, code);
     /* A numbered call keeps its cache entry "running" (and this xid among its waiters, which
      * the client ignores once answered): a retry waits for the real result. */
     sconn_send_error(req->rq_conn, req->rq_xid, code, why, strlen(why));

@@ -144,7 +144,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
-            sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
+            sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
     req->rq_conn = sc;
@@ -168,6 +168,12 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
         dedup_ack(sc, f->f_ack);
     memcpy(req->rq_data, f->f_payload, f->f_payload_len);
+    if (oneway) {
+        arpc_stat_inc(&m->m_stats->ms_oneway);
+    } else {
+        stats_call_started(&m->m_stats->ms_calls);
+        req->rq_dispatched_ns = arpc_now_ns();
+    }
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
     req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
     sconn_retain(sc);

@@ -44,6 +44,7 @@ struct arpc_request {
     struct arpc_dlink rq_link;        /* sv_awaiting */
     arpc_request_cancel_fn rq_cancel_fn;
     void *rq_cancel_arg;
+    uint64_t rq_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
     uint32_t rq_len;
     uint8_t rq_data[];
 };
@@ -58,6 +59,10 @@ void request_reply_done(arpc_request *req);
 void request_untrack(arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */
 void request_refuse(arpc_request *req, int code, const char *why);
+
+/* The call was answered with code (the handler's reply, or the server's in its place):
+ * counted once in its method's stats with its latency (loop thread). */
+void request_count_answer(arpc_request *req, int code);
 
 /* Lists the call as waiting for a reply and arms its deadline / the reverse (request_deadline.c). */
 void request_list(arpc_server *s, arpc_request *req);

@@ -111,6 +111,10 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         return crc;
     }
     s->sv_cache_ready = true;
+    if (!o.no_builtin_methods && (crc = builtin_register(s)) != ARPC_OK) {
+        server_free(s);
+        return crc;
+    }
     if (o.log_dir != NULL) {
         char why[512] = "";
         crc = journal_open(s, &o, why, sizeof(why)); /* replays the log into the cache */
@@ -154,6 +158,8 @@ int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn,
     const arpc_method_options *mopts = caller_mopts != NULL ? &copy : NULL;
     if (!server_live(s, "arpc_server_register") || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
         return ARPC_EINVAL;
+    if (strncmp(name, ARPC_BUILTIN_PREFIX, strlen(ARPC_BUILTIN_PREFIX)) == 0)
+        return ARPC_EINVAL; /* the library's (core/server_builtin.c) */
     if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
         return ARPC_EINVAL;
     if (mopts != NULL && mopts->key != NULL && (mopts->actor != NULL || mopts->inline_on_loop))

@@ -38,6 +38,13 @@ void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
 }
 
+void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    if (code >= 0 && code < ARPC_STATS_CODES)
+        arpc_stat_inc(&sc->sc_server->sv_stats.ss_refused[code]);
+    sconn_send_error(sc, xid, code, msg, mlen);
+}
+
 /* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
 {
@@ -51,7 +58,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     if (atomic_load(&s->sv_state) != SV_RUNNING) {
         static const char shutting_down[] = "server shutting down";
         if (!oneway)
-            sconn_send_error(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
+            sconn_refuse_call(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
         return;
     }
     const struct arpc_method *m = arpc_registry_find(&s->sv_registry, f->f_method, f->f_method_len);
@@ -68,7 +75,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     /* The client gets its own bytes back (escaped too: they may reach its log). */
     char msg[sizeof(name) + 32];
     int n = snprintf(msg, sizeof(msg), "no such method: %s", name);
-    sconn_send_error(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
+    sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
 
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
@@ -90,7 +97,7 @@ static bool sconn_on_oversized(struct arpc_conn *conn, uint8_t kind, uint64_t xi
     int n = snprintf(msg, sizeof(msg), "request body of %u bytes is over the server's max_frame (%u)", body_len,
                      conn->c_max_body);
     if (kind == ARPC_FRAME_REQUEST)
-        sconn_send_error(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
+        sconn_refuse_call(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
     else
         arpc_log(ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
     return true;
@@ -157,6 +164,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
     limits_on_close(sc);
+    arpc_stat_inc(&s->sv_stats.ss_closed);
     arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
     /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
@@ -194,6 +202,8 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
+    sc->sc_conn.c_stats = &s->sv_stats.ss_io;
+    arpc_stat_inc(&s->sv_stats.ss_accepted);
     /* Linked first: a close (even the refusal's) unlinks it. */
     arpc_dlist_insert_after(&s->sv_conns, NULL, &sc->sc_link);
     if (!limits_admit(sc))

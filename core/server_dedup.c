@@ -132,7 +132,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
     void *cached = NULL;
     if (atomic_load(&s->sv_log_failed)) {
         static const char failed[] = "the server's reply log failed: it runs no at-most-once call";
-        sconn_send_error(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
+        sconn_refuse_call(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
         return false;
     }
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_client_id, f->f_seq, f->f_ack, sc,
@@ -151,15 +151,15 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
     case ARPC_RC_STALE:
         snprintf(msg, sizeof(msg), "call %llu was already acknowledged by this client: not run again",
                  (unsigned long long)f->f_seq);
-        sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
+        sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     case ARPC_RC_FULL:
         snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
-        sconn_send_error(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     default:
         snprintf(msg, sizeof(msg), "server out of memory: call not run");
-        sconn_send_error(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
+        sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     }
 }

@@ -33,6 +33,7 @@
 #include "core/registry.h"
 #include "core/reply_cache.h"
 #include "core/reply_log.h"
+#include "core/stats.h"
 
 enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
@@ -94,6 +95,7 @@ struct arpc_server {
     struct server_listener *sv_listeners;
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */
     struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
+    struct server_stats sv_stats;     /* written by the loop thread only (core/stats.h) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -106,6 +108,7 @@ struct reply_msg {
     size_t rm_len;
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
     size_t rm_effect_len;
+    int rm_code;           /* the outcome it tells the caller: ARPC_OK for a REPLY (stats) */
     uint8_t rm_frame[];
 };
 
@@ -138,6 +141,9 @@ void sconn_retain(struct server_conn *sc);
 void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
+/* Answers a call that never reached a method's handler (no such method, stopping, too large,
+ * refused at the at-most-once gate), counting it in the server's stats. */
+void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 /* The open connections, in no particular order (loop thread). */
 static inline struct server_conn *sconn_first(const arpc_server *s)
 {
@@ -177,6 +183,11 @@ void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter; rm is kept or freed. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
+
+/* server_builtin.c: the methods every server answers (arpc/server.h), named under this
+ * prefix, which applications may not register. */
+#define ARPC_BUILTIN_PREFIX "arpc."
+int builtin_register(arpc_server *s);
 
 /* server_journal.c */
 int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen);

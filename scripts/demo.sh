@@ -22,6 +22,13 @@ set -x
 "$BUILD"/examples/kv_client --connect "unix://$SOCK" get missing || true
 "$BUILD"/examples/kv_client --connect "unix:///tmp/arpc-demo-nobody-$$/kv.sock" get greeting || true
 { set +x; } 2>/dev/null
+echo "-- arpc-call: the server's methods (built-in arpc.methods), a call, and its stats (arpc.stats, JSON)"
+set -x
+"$BUILD"/tools/arpc-call --list "unix://$SOCK"
+"$BUILD"/tools/arpc-call "unix://$SOCK" kv.get greeting; echo
+"$BUILD"/tools/arpc-call "unix://$SOCK" kv.nothing || echo "exit status $? (10 + ARPC_ENOMETHOD)"
+"$BUILD"/tools/arpc-call "unix://$SOCK" arpc.stats
+{ set +x; } 2>/dev/null
 kill -INT $KV_PID
 wait $KV_PID || true
 trap - EXIT

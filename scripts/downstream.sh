@@ -14,13 +14,13 @@ trap 'rm -rf "$stage"' EXIT
 
 cmake -S . -B "$BUILD/arpc" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF \
     -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR="$libdir" >/dev/null
-cmake --build "$BUILD/arpc" -j"${JOBS:-2}" --target arpc arpc_static >/dev/null
+cmake --build "$BUILD/arpc" -j"${JOBS:-2}" --target arpc arpc_static arpc-call >/dev/null
 DESTDIR=$stage cmake --install "$BUILD/arpc" >/dev/null
 
 fail() { echo "downstream: $*" >&2; exit 1; }
 usr=$stage/usr
 for f in "$libdir/libarpc.a" "$libdir/pkgconfig/arpc.pc" "$libdir/cmake/arpc/arpcConfigVersion.cmake" \
-         include/arpc/version.h; do
+         include/arpc/version.h include/arpc/stats.h bin/arpc-call; do
     [ -e "$usr/$f" ] || fail "the staged install has no /usr/$f"
 done
 grep -qx "libdir=\${prefix}/$libdir" "$usr/$libdir/pkgconfig/arpc.pc" || fail "arpc.pc's libdir is not \${prefix}/$libdir"
@@ -48,4 +48,6 @@ for prog in downstream_cmake downstream_pc downstream_cmake_static downstream_pc
     LD_LIBRARY_PATH=$usr/$libdir "$bin" >/dev/null || fail "$prog failed"
     n=$((n + 1))
 done
+# arpc-call is installed with the library and carries it (linked with its objects): it runs as staged.
+"$usr/bin/arpc-call" --help >/dev/null || fail "the staged arpc-call does not run"
 echo "downstream: $n programs ok (find_package and pkg-config, shared and static, /usr/$libdir staged)"

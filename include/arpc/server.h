@@ -116,6 +116,8 @@ typedef struct arpc_server_options {
     unsigned max_connections;      /* a connection accepted while this many are open is sent
                                     * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
                                     * fails with ARPC_EOVERLOADED); 0: 10000 */
+    bool no_builtin_methods;       /* true: do not register the built-in methods (see
+                                    * arpc_server_register: arpc.methods, arpc.stats) */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
@@ -143,8 +145,13 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
 /* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
  * groups named in mopts must outlive the server. All methods are registered before the first
  * arpc_server_listen (the registry is read without locks afterwards).
- * Errors: ARPC_EINVAL (bad name or options), ARPC_EBUSY (name taken, or already listening),
- * ARPC_ENOMEM. */
+ * Names beginning "arpc." are the library's: every server (unless no_builtin_methods) answers
+ *   arpc.methods  the registered method names, built-ins included, in registration order,
+ *                 each followed by a line feed ("arpc.methods\narpc.stats\nkv.Get\n");
+ *   arpc.stats    arpc_server_stats_json (arpc/stats.h);
+ * both inline on the loop, the request body ignored.
+ * Errors: ARPC_EINVAL (bad name, a name under "arpc.", or bad options), ARPC_EBUSY (name
+ * taken, or already listening), ARPC_ENOMEM. */
 ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
                                     const arpc_method_options *mopts, size_t mopts_size);
 #define arpc_server_register(s, name, fn, ctx, mopts) \

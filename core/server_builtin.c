@@ -1,0 +1,52 @@
+/*
+ * The methods every server answers (arpc/server.h): arpc.methods, for tools such as arpc-call
+ * --list, and arpc.stats, the stats as JSON. Both run inline on the loop: they only read the
+ * registry (fixed once the server listens) and the counters, and never block.
+ */
+#include "arpc/stats.h"
+#include "base/alloc.h"
+#include "base/text_buf.h"
+#include "core/server_internal.h"
+
+/* Answers with text, or ARPC_ENOMEM's wording when it could not be built. */
+static void reply_text(arpc_request *req, int rc, char *text, size_t len)
+{
+    if (rc == ARPC_OK)
+        arpc_reply(req, text, len);
+    else
+        arpc_reply_error(req, arpc_strerror(rc));
+    arpc_free(text);
+}
+
+static void builtin_methods(arpc_request *req, void *ctx)
+{
+    const arpc_server *s = ctx;
+    const struct arpc_registry *r = &s->sv_registry;
+    struct text_buf b;
+    text_buf_init(&b);
+    for (size_t i = 0; i < r->r_count; i++) {
+        text_buf_append(&b, r->r_methods[i]->m_name, r->r_methods[i]->m_name_len);
+        text_buf_puts(&b, "\n");
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = text_buf_finish(&b, &text, &len);
+    reply_text(req, rc, text, len);
+}
+
+static void builtin_stats(arpc_request *req, void *ctx)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = arpc_server_stats_json(ctx, &text, &len);
+    reply_text(req, rc, text, len);
+}
+
+int builtin_register(arpc_server *s)
+{
+    static const arpc_method_options on_loop = {.inline_on_loop = true};
+    int rc = arpc_registry_add(&s->sv_registry, ARPC_BUILTIN_PREFIX "methods", builtin_methods, s, &on_loop);
+    if (rc == ARPC_OK)
+        rc = arpc_registry_add(&s->sv_registry, ARPC_BUILTIN_PREFIX "stats", builtin_stats, s, &on_loop);
+    return rc;
+}

@@ -1,0 +1,130 @@
+/*
+ * arpc/stats.h: what a server or a client has done, for dashboards and debugging.
+ *
+ * Counters are kept by the server's (client's) loop thread with plain stores, so keeping them
+ * costs the calls no lock and no shared atomic. Every function here may be called from any
+ * thread, the loop's and handlers' included, at any time between create (connect) and
+ * destroy (close), but not while another thread registers methods (arpc_server_register,
+ * before listening). A snapshot reads the counters one by one while calls go on: values may
+ * be slightly stale, and two fields may disagree by the calls that moved meanwhile (derived
+ * values such as in_flight are clamped at 0). Counts only grow, but for gauges (named so).
+ *
+ * Snapshots are structs passed with their size (the macros pass sizeof as the caller's
+ * headers had it, like the options structs, docs/ABI.md): fields are only ever appended; a
+ * program built against older headers gets the fields it knows, one built against newer
+ * headers gets zeros in the fields this library lacks.
+ *
+ * Outcome arrays are indexed by ARPC_E* code (arpc/error.h): [ARPC_OK] counts calls answered
+ * with a reply, [ARPC_EHANDLER] calls whose handler replied with arpc_reply_error, and so on.
+ */
+#ifndef ARPC_STATS_H
+#define ARPC_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arpc/client.h"
+#include "arpc/common.h"
+#include "arpc/server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Room in the outcome arrays: more than the codes there are today, so codes appended later
+ * fit without changing the snapshot's layout. */
+#define ARPC_STATS_CODES 64
+
+typedef struct arpc_call_counts {
+    uint64_t started;   /* calls that reached the loop (client) / were dispatched to a method
+                         * (server: a duplicate of an at-most-once call, answered from the reply
+                         * cache or attached to the running original, is not counted again) */
+    uint64_t finished;  /* calls answered, by any outcome */
+    uint64_t in_flight; /* gauge: started - finished */
+    uint64_t by_outcome[ARPC_STATS_CODES];
+} arpc_call_counts;
+
+typedef struct arpc_server_stats {
+    arpc_call_counts calls;             /* summed over every method, built-ins included */
+    uint64_t refused[ARPC_STATS_CODES]; /* calls answered before reaching a method, by code:
+                                         * ENOMETHOD, ESHUTDOWN (stopping), ETOOLARGE (over
+                                         * max_frame), EREJECTED / EOVERLOADED / ESYSTEM
+                                         * (at-most-once refusals, no memory) */
+    uint64_t oneway;                    /* one-way requests dispatched to a method */
+    uint64_t bytes_in, bytes_out;       /* read from / written to sockets, frames of every kind */
+    uint64_t connections_accepted, connections_closed;
+    uint64_t connections_open;          /* gauge */
+    uint64_t queued_bytes;              /* gauge: replies and other frames waiting for their sockets */
+    uint64_t handlers_in_flight;        /* gauge: requests queued for or running in handlers */
+    uint64_t methods;                   /* registered methods, built-ins included */
+} arpc_server_stats;
+
+typedef struct arpc_method_stats {
+    arpc_call_counts calls;
+    uint64_t oneway;
+    /* Latency: from the request's dispatch (after reading and the at-most-once check) to its
+     * answer reaching the server's loop (handler's reply, or the server's own at a deadline or
+     * stop), in ns; percentiles from a log-linear histogram (within 0.4%). */
+    uint64_t latency_count, latency_sum_ns;
+    uint64_t latency_p50_ns, latency_p90_ns, latency_p99_ns, latency_p999_ns, latency_max_ns;
+} arpc_method_stats;
+
+typedef struct arpc_client_stats {
+    arpc_call_counts calls;         /* by the outcome each call's future completed with */
+    uint64_t bytes_in, bytes_out;
+    uint64_t connections_opened, connections_closed; /* opened: HELLO exchanged */
+    uint64_t queued_bytes;          /* gauge: requests waiting for the socket */
+} arpc_client_stats;
+
+/* The server's counters. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h). */
+ARPC_API int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *st, size_t st_size);
+#define arpc_server_stats(s, st) arpc_server_stats_v((s), (st), sizeof(arpc_server_stats))
+
+/* One method's counters and latency. Errors: ARPC_EINVAL, ARPC_ENOMETHOD (not registered). */
+ARPC_API int arpc_server_method_stats_v(const arpc_server *s, const char *method, arpc_method_stats *st,
+                                        size_t st_size);
+#define arpc_server_method_stats(s, method, st) \
+    arpc_server_method_stats_v((s), (method), (st), sizeof(arpc_method_stats))
+
+/* The client's counters. Errors: ARPC_EINVAL (NULL, or a closed client). */
+ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, size_t st_size);
+#define arpc_client_stats(c, st) arpc_client_stats_v((c), (st), sizeof(arpc_client_stats))
+
+/* The server's counters and every method's as one JSON object (what the built-in method
+ * arpc.stats answers):
+ *   {"server": {"calls_started": N, "calls_finished": N, "calls_in_flight": N,
+ *               "outcomes": {"ARPC_OK": N, ...}, "refused": {"ARPC_ENOMETHOD": N, ...},
+ *               "oneway": N, "bytes_in": N, "bytes_out": N, "connections_accepted": N,
+ *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
+ *               "handlers_in_flight": N},
+ *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
+ *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
+ *               "p99": X, "p999": X, "max": X}}, ...}}
+ * Outcome objects list the codes counted at least once, by arpc_errname. Method names are
+ * escaped as JSON strings (bytes outside printable ASCII as \u00XX). *out is NUL-terminated,
+ * allocated (free it with arpc_free); *len (may be NULL) its length without the NUL.
+ * Errors: ARPC_EINVAL, ARPC_ENOMEM. */
+ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *len);
+
+/* The same in the Prometheus text exposition format (version 0.0.4), for an application to
+ * serve from its own HTTP endpoint (Content-Type: text/plain; version=0.0.4):
+ *   arpc_server_calls_total{method="M",outcome="ARPC_OK"}   counter, codes counted at least once
+ *   arpc_server_calls_started_total{method="M"}             counter
+ *   arpc_server_calls_in_flight{method="M"}                 gauge
+ *   arpc_server_oneway_total{method="M"}                    counter
+ *   arpc_server_call_duration_seconds{method="M"}           histogram: _bucket{le="..."} at
+ *       fixed bounds from 50 us to 10 s and +Inf, _sum, _count (a bucket counts whole
+ *       histogram buckets at or below its bound: within 0.8% of the bound)
+ *   arpc_server_refused_total{outcome="..."}, arpc_server_received_bytes_total,
+ *   arpc_server_sent_bytes_total, arpc_server_connections_accepted_total,
+ *   arpc_server_connections_closed_total, arpc_server_connections_open,
+ *   arpc_server_queued_bytes, arpc_server_handlers_in_flight
+ * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
+ * arpc_server_stats_json. */
+ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

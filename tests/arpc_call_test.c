@@ -1,0 +1,317 @@
+/*
+ * arpc-call (tools/arpc_call.c), run as a program against a server in this process: the
+ * reply on stdout, --hex, --file (a path and stdin), --list, an unknown method and a handler
+ * error (exit status and the stderr line), a deadline expiry, --repeat, and usage errors.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#ifndef ARPC_CALL_BIN
+#error "tests/CMakeLists.txt defines ARPC_CALL_BIN, the arpc-call program's path"
+#endif
+
+extern char **environ;
+
+struct fixture {
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *server;
+    pthread_mutex_t mu;
+    arpc_request *held; /* t.hold's request, answered by the teardown */
+};
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static void h_fail(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply_error(req, "it went\nwrong");
+}
+
+/* Never answers in time: the caller's deadline passes. */
+static void h_hold(arpc_request *req, void *ctx)
+{
+    struct fixture *fx = ctx;
+    pthread_mutex_lock(&fx->mu);
+    fx->held = req;
+    pthread_mutex_unlock(&fx->mu);
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    pthread_mutex_init(&fx->mu, NULL);
+    arpc_server_options so = {.workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&fx->server, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.fail", h_fail, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.hold", h_hold, fx, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    pthread_mutex_lock(&fx->mu);
+    if (fx->held != NULL)
+        arpc_reply(fx->held, NULL, 0); /* late: dropped, but the request is let go */
+    pthread_mutex_unlock(&fx->mu);
+    arpc_server_destroy(fx->server);
+    pthread_mutex_destroy(&fx->mu);
+    free(fx);
+    return 0;
+}
+
+/* ---- running the program ---- */
+
+struct run {
+    int status; /* exit status; -1 if it did not exit normally */
+    char out[8192], err[8192];
+    size_t out_len, err_len;
+};
+
+static int temp_file(void)
+{
+    char path[] = "/tmp/arpc-call-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    return fd;
+}
+
+static size_t slurp(int fd, char *buf, size_t cap)
+{
+    lseek(fd, 0, SEEK_SET);
+    size_t n = 0;
+    ssize_t r;
+    while (n < cap - 1 && (r = read(fd, buf + n, cap - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+    close(fd);
+    return n;
+}
+
+/* Runs arpc-call with args (NULL-terminated), stdin from in[0..in_len) when in is not NULL. */
+static void run_with_input(struct run *r, const void *in, size_t in_len, const char *const *args)
+{
+    char *argv[16];
+    int argc = 0;
+    argv[argc++] = (char *)ARPC_CALL_BIN;
+    for (; args[argc - 1] != NULL; argc++) {
+        assert_true(argc < 15);
+        argv[argc] = (char *)args[argc - 1];
+    }
+    argv[argc] = NULL;
+    int out = temp_file(), err = temp_file(), input = temp_file();
+    if (in != NULL) {
+        assert_int_equal((ssize_t)in_len, write(input, in, in_len));
+        lseek(input, 0, SEEK_SET);
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, input, 0);
+    posix_spawn_file_actions_adddup2(&fa, out, 1);
+    posix_spawn_file_actions_adddup2(&fa, err, 2);
+    pid_t pid;
+    assert_int_equal(0, posix_spawn(&pid, ARPC_CALL_BIN, &fa, NULL, argv, environ));
+    posix_spawn_file_actions_destroy(&fa);
+    int ws;
+    assert_int_equal(pid, waitpid(pid, &ws, 0));
+    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+    close(input);
+    r->out_len = slurp(out, r->out, sizeof(r->out));
+    r->err_len = slurp(err, r->err, sizeof(r->err));
+    if (r->err_len > 0)
+        print_message("arpc-call stderr: %s", r->err);
+}
+
+#define RUN(r, ...) run_with_input((r), NULL, 0, (const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- the cases ---- */
+
+static void test_call(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, fx->addr, "t.echo", "hello, server");
+    assert_int_equal(0, r.status);
+    assert_string_equal("hello, server", r.out);
+    assert_int_equal(0, r.err_len);
+    /* no DATA: an empty request, an empty reply */
+    RUN(&r, fx->addr, "t.echo");
+    assert_int_equal(0, r.status);
+    assert_int_equal(0, r.out_len);
+}
+
+static void test_hex(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--hex", fx->addr, "t.echo", "68 65 6C 6c 6f 00ff");
+    assert_int_equal(0, r.status);
+    assert_string_equal("68656c6c6f00ff\n", r.out);
+    RUN(&r, "--hex", fx->addr, "t.echo", "6g");
+    assert_int_equal(2, r.status);
+    RUN(&r, "--hex", fx->addr, "t.echo", "abc");
+    assert_int_equal(2, r.status);
+}
+
+static void test_file(void **state)
+{
+    struct fixture *fx = *state;
+    uint8_t body[3000];
+    fill_pattern(body, 0, sizeof(body)); /* binary, NUL bytes included */
+    char path[] = "/tmp/arpc-call-body-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal((ssize_t)sizeof(body), write(fd, body, sizeof(body)));
+    close(fd);
+    struct run r;
+    RUN(&r, "--file", path, fx->addr, "t.echo");
+    assert_int_equal(0, r.status);
+    assert_int_equal(sizeof(body), r.out_len);
+    assert_memory_equal(body, r.out, sizeof(body));
+    /* --file=PATH, and --hex over a file of hex text */
+    char hexpath[] = "/tmp/arpc-call-hex-XXXXXX";
+    fd = mkstemp(hexpath);
+    assert_true(fd >= 0);
+    assert_int_equal(9, write(fd, "0001 02\n\n", 9));
+    close(fd);
+    char opt[64];
+    snprintf(opt, sizeof(opt), "--file=%s", hexpath);
+    RUN(&r, opt, "--hex", fx->addr, "t.echo");
+    assert_int_equal(0, r.status);
+    assert_string_equal("000102\n", r.out);
+    unlink(hexpath);
+    unlink(path);
+    /* standard input */
+    run_with_input(&r, "from stdin", 10, (const char *const[]){"--file", "-", fx->addr, "t.echo", NULL});
+    assert_int_equal(0, r.status);
+    assert_string_equal("from stdin", r.out);
+    /* a file that is not there: a local failure */
+    RUN(&r, "--file", "/nonexistent/arpc-call-body", fx->addr, "t.echo");
+    assert_int_equal(1, r.status);
+    assert_non_null(strstr(r.err, "arpc-call: /nonexistent/arpc-call-body: cannot read"));
+    /* DATA and --file together */
+    RUN(&r, "--file", "-", fx->addr, "t.echo", "data");
+    assert_int_equal(2, r.status);
+}
+
+static void test_list(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--list", fx->addr);
+    assert_int_equal(0, r.status);
+    assert_string_equal("arpc.methods\narpc.stats\nt.echo\nt.fail\nt.hold\n", r.out);
+}
+
+static void test_errors(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, fx->addr, "t.nope", "x");
+    assert_int_equal(10 + ARPC_ENOMETHOD, r.status);
+    assert_int_equal(0, r.out_len);
+    assert_string_equal("arpc-call: t.nope: ARPC_ENOMETHOD: no such method: t.nope\n", r.err);
+    /* the handler's message, its line feed escaped */
+    RUN(&r, fx->addr, "t.fail");
+    assert_int_equal(10 + ARPC_EHANDLER, r.status);
+    assert_string_equal("arpc-call: t.fail: ARPC_EHANDLER: it went\\x0awrong\n", r.err);
+    /* no server there */
+    char path[128];
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-call-test-none-%d.sock", getpid());
+    RUN(&r, path, "t.echo");
+    assert_int_equal(10 + ARPC_ECONNREFUSED, r.status);
+    char want[256];
+    snprintf(want, sizeof(want), "arpc-call: %s: ARPC_ECONNREFUSED: ", path);
+    assert_memory_equal(want, r.err, strlen(want));
+}
+
+static void test_deadline(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--deadline-ms", "200", fx->addr, "t.hold");
+    assert_int_equal(10 + ARPC_ETIMEDOUT, r.status);
+    assert_int_equal(0, r.out_len);
+    static const char want[] = "arpc-call: t.hold: ARPC_ETIMEDOUT: ";
+    assert_memory_equal(want, r.err, sizeof(want) - 1);
+    RUN(&r, "--deadline-ms", "0", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+}
+
+static void test_repeat(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--repeat", "500", fx->addr, "t.echo", "abc");
+    assert_int_equal(0, r.status);
+    assert_memory_equal("calls 500 ok 500 failed 0 p50_us ", r.out, 33);
+    assert_non_null(strstr(r.out, " p99_us "));
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "t.echo", &ms));
+    assert_int_equal(500, ms.calls.by_outcome[ARPC_OK]);
+    /* every call failing: the summary, then the first failure's line and status */
+    RUN(&r, "--repeat=20", fx->addr, "t.fail");
+    assert_int_equal(10 + ARPC_EHANDLER, r.status);
+    assert_memory_equal("calls 20 ok 0 failed 20 ", r.out, 24);
+    assert_string_equal("arpc-call: t.fail: ARPC_EHANDLER: it went\\x0awrong\n", r.err);
+}
+
+static void test_usage(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--help");
+    assert_int_equal(0, r.status);
+    assert_non_null(strstr(r.out, "usage: arpc-call"));
+    assert_non_null(strstr(r.out, " 23 ARPC_ENOMETHOD"));
+    RUN(&r, fx->addr);
+    assert_int_equal(2, r.status);
+    RUN(&r, "--no-such-option", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+    RUN(&r, "--repeat", "x", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+    RUN(&r, "--list", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hex, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,177 @@
+/*
+ * arpc-call's options: each is a row of opts[] with the function that takes its value.
+ * "--name VALUE" and "--name=VALUE" are both accepted; "--" ends the options.
+ */
+#include "call_args.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "exit_codes.h"
+
+struct opt {
+    const char *name;
+    bool takes_value;
+    bool (*take)(struct call_args *a, const char *value); /* false: bad value */
+    const char *help;
+};
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    if (s[0] < '0' || s[0] > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool take_hex(struct call_args *a, const char *v)
+{
+    (void)v;
+    a->hex = true;
+    return true;
+}
+
+static bool take_list(struct call_args *a, const char *v)
+{
+    (void)v;
+    a->list = true;
+    return true;
+}
+
+static bool take_file(struct call_args *a, const char *v)
+{
+    a->file = v;
+    return v[0] != '\0';
+}
+
+static bool take_deadline(struct call_args *a, const char *v)
+{
+    uint64_t ms;
+    if (!parse_u64(v, &ms) || ms == 0 || ms > INT64_MAX)
+        return false;
+    a->deadline_ms = (int64_t)ms;
+    return true;
+}
+
+static bool take_repeat(struct call_args *a, const char *v)
+{
+    return parse_u64(v, &a->repeat) && a->repeat > 0;
+}
+
+static const struct opt opts[] = {
+    {"hex", false, take_hex, "DATA (or the file) is hex digits; the reply is printed as hex"},
+    {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)"},
+    {"deadline-ms", true, take_deadline, "N: the call's deadline in ms (default: none)"},
+    {"repeat", true, take_repeat,
+     "N: make the call N times, pipelined, and print a summary line instead of the\n"
+     "                 reply (calls, failures, p50/p99/max in us, rate)"},
+    {"list", false, take_list, "call the server's built-in arpc.methods: its method names, one per line"},
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+void call_args_usage(FILE *f)
+{
+    fprintf(f, "usage: arpc-call [OPTIONS] ADDR METHOD [DATA]\n"
+               "       arpc-call [OPTIONS] --list ADDR\n"
+               "Calls METHOD on the arpc server at ADDR (tcp://HOST:PORT, unix:///PATH) with DATA as the\n"
+               "request body (default: empty) and writes the reply's bytes to standard output.\n\n");
+    for (size_t i = 0; i < NOPTS; i++)
+        fprintf(f, "  --%-12s %s\n", opts[i].name, opts[i].help);
+    fprintf(f, "  --%-12s %s\n", "help", "this text");
+    fprintf(f, "\nOn failure standard error gets one line, 'arpc-call: METHOD: ARPC_EXXX: text', and the exit\n"
+               "status says which:\n"
+               "  0   the call succeeded (with --repeat: every call)\n"
+               "  1   a local failure (reading --file, writing the output)\n"
+               "  2   a usage error\n"
+               "  %d + the error code otherwise (connecting included; --repeat: the first failure's):\n",
+            ARPC_CALL_EXIT_BASE);
+    for (int code = 1; code < ARPC_ERROR_COUNT_; code++) {
+        fprintf(f, "%s%3d %-18s", code % 4 == 1 ? "      " : "", ARPC_CALL_EXIT_BASE + code, arpc_errname(code));
+        if (code % 4 == 0)
+            fprintf(f, "\n");
+    }
+    fprintf(f, "\n");
+}
+
+static const struct opt *find_opt(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static enum call_args_result usage_error(const char *fmt, const char *what)
+{
+    fprintf(stderr, "arpc-call: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n(arpc-call --help for usage)\n");
+    return CALL_ARGS_USAGE;
+}
+
+enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    const char *pos[3];
+    int npos = 0;
+    bool options_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (options_done || arg[0] != '-' || strcmp(arg, "-") == 0) {
+            if (npos == 3)
+                return usage_error("too many arguments at '%s'", arg);
+            pos[npos++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            call_args_usage(stdout);
+            return CALL_ARGS_HELP;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            return usage_error("unknown option '%s'", arg);
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        const struct opt *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
+        if (o == NULL)
+            return usage_error("unknown option '%s'", arg);
+        const char *value = NULL;
+        if (o->takes_value) {
+            if (eq != NULL)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else
+                return usage_error("option '%s' needs a value", arg);
+        } else if (eq != NULL) {
+            return usage_error("option '%s' takes no value", arg);
+        }
+        if (!o->take(a, value))
+            return usage_error("bad value for '%s'", arg);
+    }
+    int need = a->list ? 1 : 2;
+    if (npos < need)
+        return usage_error("%s", a->list ? "--list needs ADDR" : "ADDR and METHOD are needed");
+    a->addr = pos[0];
+    if (a->list) {
+        if (npos > 1)
+            return usage_error("--list takes ADDR only, not '%s'", pos[1]);
+        a->method = "arpc.methods";
+    } else {
+        a->method = pos[1];
+        a->data = npos > 2 ? pos[2] : NULL;
+    }
+    if (a->data != NULL && a->file != NULL)
+        return usage_error("%s", "DATA and --file both give the request body: choose one");
+    return CALL_ARGS_OK;
+}
