@@ -91,6 +91,8 @@ struct arpc_client {
     bool cl_reconnect;
     uint32_t cl_heartbeat_ms;
     unsigned cl_heartbeat_misses;
+    uint8_t *cl_token;          /* auth_token, sent in every HELLO; NULL: none */
+    uint32_t cl_token_len;
     struct arpc_target cl_target; /* resolved once, at connect */
     /* the last failure, for arpc_client_last_error */
     pthread_mutex_t cl_err_mtx;

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
+#include "transport/transport.h"
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
@@ -110,11 +111,15 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         sconn_refuse(&sc->sc_conn, "a second HELLO on one connection");
         return;
     }
+    if (!auth_admit(sc, f))
+        return;
+    arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
     sc->sc_client_id = f->f_client_id;
+    sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id);
+    sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
-    arpc_server *s = sc->sc_server;
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
 }
@@ -122,6 +127,8 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
+    if (sc->sc_refused)
+        return; /* nothing from a client that failed the checks runs */
     sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG never get here */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
@@ -140,8 +147,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go. */
-        if (sc->sc_client_id != 0)
-            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_client_id);
+        if (sc->sc_cache_key != 0)
+            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key);
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
@@ -171,7 +178,13 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_oversized = sconn_on_oversized,
 };
 
-void sconn_open(arpc_server *s, int fd, const char *peer)
+/* Before HELLO only a HELLO is read, so a frame may be no larger than one with a token. */
+static uint32_t handshake_max_body(const arpc_server *s)
+{
+    return s->sv_max_frame < ARPC_HELLO_BODY_MAX ? s->sv_max_frame : ARPC_HELLO_BODY_MAX;
+}
+
+void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds)
 {
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
@@ -188,11 +201,18 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
-    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer) != ARPC_OK) {
+    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, handshake_max_body(s), &server_conn_ops, sc, peer) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
         arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);
         return;
+    }
+    sc->sc_peer = (arpc_peer_info){.transport = scheme, .address = sc->sc_conn.c_peer};
+    if (creds != NULL) {
+        sc->sc_peer.has_creds = true;
+        sc->sc_peer.uid = creds->pc_uid;
+        sc->sc_peer.gid = creds->pc_gid;
+        sc->sc_peer.pid = creds->pc_pid;
     }
     /* Linked first: a close (even the refusal's) unlinks it. */
     arpc_dlist_insert_after(&s->sv_conns, NULL, &sc->sc_link);

@@ -93,6 +93,11 @@ typedef struct arpc_client_options {
      * "peer at tcp://... is not an arpc server"). ARPC_ERRBUF_SIZE is a good size. */
     char *errbuf;
     size_t errbuf_len;
+    /* A credential sent in every HELLO, for a server that checks one (arpc/auth.h); copied at
+     * connect. At most ARPC_AUTH_TOKEN_MAX_BYTES (else ARPC_EINVAL). Clear text unless the
+     * transport encrypts. A server refusing it makes connect fail with ARPC_EAUTH. */
+    const void *auth_token;
+    size_t auth_token_len;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256
@@ -108,7 +113,8 @@ typedef struct arpc_call_options {
  * now is reported now; once connected, the client reconnects by itself. Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
- * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_ENOMEM, ARPC_ESYSTEM;
+ * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused
+ * the client's credentials: its token, or its uid), ARPC_ENOMEM, ARPC_ESYSTEM;
  * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);
