@@ -88,7 +88,7 @@ static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f
             return f->f_token == NULL ? "the server requires a token and the client sent none"
                                       : "the server refused the client's token";
     } else if (allow_list && !peer->has_creds) {
-        snprintf(buf, len, "the server admits listed uids only, and %s peers have none", peer->transport);
+        snprintf(buf, len, "the server admits listed uids and gids only, and %s peers have none", peer->transport);
         return buf;
     }
     if (identity == 0 && peer->has_creds)
@@ -104,7 +104,11 @@ bool auth_admit(struct server_conn *sc, const struct arpc_frame *f)
     if (why == NULL)
         return true;
     sc->sc_refused = true;
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: authentication failed: %s", sc->sc_conn.c_peer, why);
+    const arpc_peer_info *p = &sc->sc_peer;
+    char who[64] = "";
+    if (p->has_creds) /* a unix peer's address is the listener's: say which process it was */
+        snprintf(who, sizeof(who), " (pid %d, uid %u)", (int)p->pid, p->uid);
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s", sc->sc_conn.c_peer, who, why);
     sconn_send_goaway(&sc->sc_conn, ARPC_EAUTH, why);
     arpc_conn_close_after_flush(&sc->sc_conn, ARPC_EAUTH);
     return false;
