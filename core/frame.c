@@ -35,8 +35,8 @@ enum {
     HELLO_MAX_FRAME = 12,
     HELLO_EXPIRY = 16,
     HELLO_RESERVED = 20,
-    HELLO_TOKEN_LEN = 24,
-    HELLO_TOKEN = 28,
+    HELLO_TOKEN_LEN = ARPC_HELLO_BODY_SIZE_EXT,
+    HELLO_TOKEN = HELLO_TOKEN_LEN + ARPC_HELLO_TOKEN_FIXED,
     REQ_SEQ = 0,
     REQ_ACK = 8,
     REQ_DEADLINE = 16,
@@ -289,7 +289,7 @@ size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags,
     arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE_EXT);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
     le_st64(body + HELLO_CLIENT_ID, client_id);
-    le_st32(body + HELLO_FLAGS, flags);
+    le_st32(body + HELLO_FLAGS, flags & ~(uint32_t)ARPC_HELLO_TOKEN); /* no token follows */
     le_st32(body + HELLO_MAX_FRAME, max_frame);
     le_st32(body + HELLO_EXPIRY, expiry_s);
     le_st32(body + HELLO_RESERVED, 0);
@@ -305,9 +305,10 @@ size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t 
                                      const void *token, uint32_t token_len)
 {
     assert(token_len <= UINT32_MAX - HELLO_TOKEN);
-    arpc_frame_encode_hello(dst, client_id, flags | ARPC_HELLO_TOKEN, max_frame, 0);
+    arpc_frame_encode_hello(dst, client_id, flags, max_frame, 0);
     le_st32(dst + HDR_BODY_LEN, HELLO_TOKEN + token_len);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    le_st32(body + HELLO_FLAGS, flags | ARPC_HELLO_TOKEN);
     le_st32(body + HELLO_TOKEN_LEN, token_len);
     if (token_len > 0)
         memcpy(body + HELLO_TOKEN, token, token_len);

@@ -131,7 +131,7 @@ size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32
 size_t arpc_frame_error_size(size_t msg_len);
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
                                uint32_t code, const char *msg, uint16_t msg_len);
-/* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes. */
+/* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);
 /* A client's HELLO carrying a credential (ARPC_HELLO_TOKEN is added to flags): the size, then
