@@ -178,12 +178,6 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_oversized = sconn_on_oversized,
 };
 
-/* Before HELLO only a HELLO is read, so a frame may be no larger than one with a token. */
-static uint32_t handshake_max_body(const arpc_server *s)
-{
-    return s->sv_max_frame < ARPC_HELLO_BODY_MAX ? s->sv_max_frame : ARPC_HELLO_BODY_MAX;
-}
-
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds)
 {
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
@@ -201,7 +195,9 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
         arpc_free(sc);
         return;
     }
-    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, handshake_max_body(s), &server_conn_ops, sc, peer) != ARPC_OK) {
+    /* Until its HELLO is accepted a connection may send only a HELLO: its frames are bounded by
+     * the largest HELLO (a token at its cap), whatever max_frame says; sconn_on_hello lifts it. */
+    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, ARPC_HELLO_BODY_MAX, &server_conn_ops, sc, peer) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
         arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);

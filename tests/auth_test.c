@@ -278,6 +278,32 @@ static void test_server_without_auth_takes_any_client(void **state)
     arpc_server_destroy(s);
 }
 
+/* The handshake's bound is the largest HELLO, not max_frame: a small max_frame still takes a
+ * token at its cap. */
+static int auth_long_token(const arpc_peer_info *peer, const void *token, size_t len, uint64_t *identity, void *ctx)
+{
+    (void)peer;
+    (void)ctx;
+    *identity = 7;
+    return len == ARPC_AUTH_TOKEN_MAX_BYTES && ((const char *)token)[len - 1] == 'z' ? ARPC_OK : ARPC_EAUTH;
+}
+
+static void test_token_at_cap_with_small_max_frame(void **state)
+{
+    (void)state;
+    char addr[256], out[200], err[ARPC_ERRBUF_SIZE] = "";
+    arpc_server_options so = {.max_frame = 1024, .authenticate = auth_long_token};
+    arpc_server *s = start_server(&so, "tcp://127.0.0.1:0", addr, sizeof(addr));
+    static char tok[ARPC_AUTH_TOKEN_MAX_BYTES + 1];
+    memset(tok, 'z', ARPC_AUTH_TOKEN_MAX_BYTES);
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, connect_with(&c, addr, tok, 0, err));
+    call_who(c, out, sizeof(out));
+    assert_non_null(strstr(out, " id=7 "));
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+}
+
 /* ---- unix peers ---- */
 
 static void unix_addr(char *addr, size_t len, const char *tag)
@@ -416,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_behind_bad_hello_never_runs, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_token_refused_by_server, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_server_without_auth_takes_any_client, setup_tokens, teardown),
+        cmocka_unit_test(test_token_at_cap_with_small_max_frame),
         cmocka_unit_test_setup_teardown(test_unix_peer_on_allow_list, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_unix_peer_not_on_allow_list, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_gid_allow_list_and_tcp_peer_without_creds, setup_tokens, teardown),
