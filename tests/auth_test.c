@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -366,6 +367,68 @@ static void test_gid_allow_list_and_tcp_peer_without_creds(void **state)
     arpc_server_destroy(s);
 }
 
+/* A credential revoked while the client was away: its reconnect is refused, and a call
+ * waiting for that connection ends ARPC_EAUTH at once (not at its deadline), as does any later
+ * call. */
+static atomic_bool revoked;
+static sem_t conn_lost;
+
+/* Passes lines on to stderr, and tells the test when the client saw its connection go. */
+static void log_watch(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "arpc: %s: %s\n", arpc_log_level_name(level), line);
+    if (strstr(line, "lost: closed by the server") != NULL)
+        sem_post(&conn_lost);
+}
+
+static int auth_revocable(const arpc_peer_info *peer, const void *token, size_t len, uint64_t *identity, void *ctx)
+{
+    (void)peer;
+    (void)identity;
+    (void)ctx;
+    return !atomic_load(&revoked) && arpc_auth_token_equal(token, len, token_a, strlen(token_a)) ? ARPC_OK
+                                                                                               : ARPC_EAUTH;
+}
+
+static void test_reconnect_refused_ends_waiting_calls(void **state)
+{
+    (void)state;
+    atomic_store(&revoked, false);
+    char addr[256], out[200], err[ARPC_ERRBUF_SIZE] = "";
+    unix_addr(addr, sizeof(addr), "revoke");
+    arpc_server_options so = {.authenticate = auth_revocable};
+    arpc_server *s = start_server(&so, addr, NULL, 0);
+    arpc_client *c;
+    /* Only the refusal can end the waiting call with ARPC_EAUTH: giving up on the connection
+     * or the deadline would end it ARPC_EUNREACHABLE. */
+    arpc_client_options co = {.auth_token = token_a, .auth_token_len = strlen(token_a),
+                              .reconnect_give_up_ms = ARPC_FOREVER};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    call_who(c, out, sizeof(out));
+    sem_init(&conn_lost, 0, 0);
+    arpc_set_logger(log_watch, NULL, ARPC_LOG_INFO);
+    arpc_server_destroy(s);
+    /* Once the client knows, the call below waits for its next connection (never sent). */
+    assert_true(sem_wait_secs(&conn_lost, 30));
+    arpc_future *f = arpc_call_async(c, "t.who", NULL, 0, 120000);
+    assert_non_null(f);
+    atomic_store(&revoked, true);
+    s = start_server(&so, addr, NULL, 0);
+    assert_int_equal(ARPC_EAUTH, arpc_future_wait(f));
+    arpc_future_release(f);
+    void *rep = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_EAUTH, arpc_call(c, "t.who", NULL, 0, &rep, &len, 10000));
+    assert_int_equal(ARPC_EAUTH, arpc_client_last_error(c, err, sizeof(err)));
+    assert_non_null(strstr(err, "refused the client's token"));
+    assert_int_equal(1, atomic_load(&runs));
+    arpc_client_close(c);
+    arpc_server_destroy(s);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&conn_lost);
+}
+
 /* ---- at-most-once per identity ---- */
 
 #define SHARED_ID 0x5eed5eed5eedull
@@ -446,6 +509,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unix_peer_on_allow_list, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_unix_peer_not_on_allow_list, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_gid_allow_list_and_tcp_peer_without_creds, setup_tokens, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_refused_ends_waiting_calls, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_same_client_id_other_identity_not_answered_from_cache, setup_tokens,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_identity_namespaces_survive_restart_with_log, setup_tokens, teardown),

@@ -47,6 +47,9 @@
  *                     reply was not sent)
  *   ARPC_ESHUTDOWN    the client was closed, or the server is shutting down (did not run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
+ *   ARPC_EAUTH        a reconnect was refused: the server no longer takes the client's
+ *                     credentials (did not run; a call sent on an earlier connection ends
+ *                     ARPC_ECONNLOST instead); every later call ends so too
  *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms.
