@@ -57,6 +57,7 @@
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
 
+#include "arpc/auth.h"
 #include "arpc/common.h"
 #include "arpc/cq.h"
 #include "arpc/future.h"
