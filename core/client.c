@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "arpc/auth.h"
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -36,6 +37,7 @@ void client_release(arpc_client *c)
         return;
     arpc_future_release(c->cl_first);
     pthread_mutex_destroy(&c->cl_err_mtx);
+    arpc_free(c->cl_token);
     arpc_free(c);
 }
 
@@ -106,6 +108,13 @@ static arpc_client *client_new(const arpc_client_options *o)
     atomic_init(&c->cl_connections, 0);
     pthread_mutex_init(&c->cl_err_mtx, NULL);
     client_options(c, o);
+    if (o->auth_token_len > 0) {
+        /* Kept for every reconnect's HELLO. */
+        if ((c->cl_token = arpc_malloc(o->auth_token_len)) == NULL)
+            goto fail;
+        memcpy(c->cl_token, o->auth_token, o->auth_token_len);
+        c->cl_token_len = (uint32_t)o->auth_token_len;
+    }
     c->cl_next_xid = c->cl_next_seq = 1;
     c->cl_connector.cn_fd = -1;
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);
@@ -123,6 +132,7 @@ fail_first:
     arpc_future_release(c->cl_first);
 fail:
     pthread_mutex_destroy(&c->cl_err_mtx);
+    arpc_free(c->cl_token);
     arpc_free(c);
     return NULL;
 }
@@ -173,6 +183,13 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         return opts_rc;
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
+    if (o.auth_token_len > ARPC_AUTH_TOKEN_MAX_BYTES || (o.auth_token == NULL && o.auth_token_len > 0)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "auth_token of %zu bytes: at most %u, and not NULL", o.auth_token_len,
+                 ARPC_AUTH_TOKEN_MAX_BYTES);
+        write_why(&o, msg);
+        return ARPC_EINVAL;
+    }
     arpc_client *c = client_new(&o);
     if (c == NULL)
         return ARPC_ENOMEM;

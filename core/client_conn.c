@@ -78,7 +78,7 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
     }
     /* Anything else means this server will not take us: no point reconnecting. */
     int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED ||
-                      f->f_code == ARPC_EOVERLOADED /* too many connections */
+                      f->f_code == ARPC_EOVERLOADED /* too many connections */ || f->f_code == ARPC_EAUTH
                   ? (int)f->f_code
                   : ARPC_EPROTO;
     char text[CLIENT_WHY_MAX];
@@ -183,6 +183,19 @@ static const struct arpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
 };
 
+/* HELLO, with the client's token when it has one (an older server ignores it). */
+static int client_send_hello(arpc_client *c)
+{
+    if (c->cl_token == NULL)
+        return arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0);
+    size_t len = arpc_frame_hello_token_size(c->cl_token_len);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return ARPC_ENOMEM;
+    arpc_frame_encode_hello_token(buf, c->cl_id, 0, c->cl_max_frame, c->cl_token, c->cl_token_len);
+    return arpc_conn_send(&c->cl_conn, buf, buf, len);
+}
+
 void client_conn_adopt(arpc_client *c, int fd)
 {
     atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
@@ -193,7 +206,7 @@ void client_conn_adopt(arpc_client *c, int fd)
     }
     c->cl_conn.c_stats = &c->cl_stats.cst_io;
     arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
-    if (arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0) == ARPC_ENOMEM)
+    if (client_send_hello(c) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }
 

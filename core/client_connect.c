@@ -144,6 +144,8 @@ void client_connect_failed(arpc_client *c, int code, const char *why)
         return;
     }
     int state = atomic_load(&c->cl_state);
+    if (state == CL_LOST) /* refused by a GOAWAY: no connection will come for them */
+        calls_refused(c, client_unavailable_reason(c));
     if (state == CL_CLOSED || state == CL_LOST)
         return;
     arpc_log(ARPC_LOG_DEBUG, "reconnecting to %s: %s", c->cl_target.t_addr, why);

@@ -92,6 +92,8 @@ struct arpc_client {
     bool cl_reconnect;
     uint32_t cl_heartbeat_ms;
     unsigned cl_heartbeat_misses;
+    uint8_t *cl_token;          /* auth_token, sent in every HELLO; NULL: none */
+    uint32_t cl_token_len;
     struct arpc_target cl_target; /* resolved once, at connect */
     /* the last failure, for arpc_client_last_error */
     pthread_mutex_t cl_err_mtx;
@@ -166,6 +168,9 @@ void call_finish(struct client_call *call, int status, void *data, size_t len);
 void calls_on_connected(arpc_client *c);        /* the server's HELLO came: send what waits */
 void calls_on_conn_lost(arpc_client *c);        /* back to waiting, or ended */
 void calls_fail_all(arpc_client *c, int reason);
+/* The server refused the client for good (a GOAWAY on a reconnect, e.g. ARPC_EAUTH): the calls
+ * waiting for a connection end, with reason if never sent, else ARPC_ECONNLOST. */
+void calls_refused(arpc_client *c, int reason);
 void calls_cancel(struct client_call *call);    /* a cancel reached the loop */
 
 #endif

@@ -154,3 +154,12 @@ void calls_fail_all(arpc_client *c, int reason)
     while (c->cl_waiting.dl_head != NULL)
         call_finish(waiting_call(c->cl_waiting.dl_head), reason, NULL, 0);
 }
+
+void calls_refused(arpc_client *c, int reason)
+{
+    /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
+    while (c->cl_waiting.dl_head != NULL) {
+        struct client_call *call = waiting_call(c->cl_waiting.dl_head);
+        call_finish(call, call->cc_first_sent_ns ? ARPC_ECONNLOST : reason, NULL, 0);
+    }
+}

@@ -35,6 +35,8 @@ enum {
     HELLO_MAX_FRAME = 12,
     HELLO_EXPIRY = 16,
     HELLO_RESERVED = 20,
+    HELLO_TOKEN_LEN = ARPC_HELLO_BODY_SIZE_EXT,
+    HELLO_TOKEN = HELLO_TOKEN_LEN + ARPC_HELLO_TOKEN_FIXED,
     REQ_SEQ = 0,
     REQ_ACK = 8,
     REQ_DEADLINE = 16,
@@ -120,6 +122,17 @@ static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_fram
     f->f_flags = le_ld32(body + HELLO_FLAGS);
     f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
     f->f_expiry_s = body_len >= HELLO_EXPIRY + 4 ? le_ld32(body + HELLO_EXPIRY) : 0;
+    if (!(f->f_flags & ARPC_HELLO_TOKEN))
+        return ARPC_OK;
+    /* The flag promises the extension: a HELLO too short for it, or whose token runs past
+     * the body, is malformed (never read as a shorter token). */
+    if (body_len < HELLO_TOKEN)
+        return ARPC_EPROTO;
+    uint32_t token_len = le_ld32(body + HELLO_TOKEN_LEN);
+    if (token_len > body_len - HELLO_TOKEN)
+        return ARPC_EPROTO;
+    f->f_token = body + HELLO_TOKEN;
+    f->f_token_len = token_len;
     return ARPC_OK;
 }
 
@@ -276,11 +289,30 @@ size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags,
     arpc_frame_encode_header(dst, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE_EXT);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
     le_st64(body + HELLO_CLIENT_ID, client_id);
-    le_st32(body + HELLO_FLAGS, flags);
+    le_st32(body + HELLO_FLAGS, flags & ~(uint32_t)ARPC_HELLO_TOKEN); /* no token follows */
     le_st32(body + HELLO_MAX_FRAME, max_frame);
     le_st32(body + HELLO_EXPIRY, expiry_s);
     le_st32(body + HELLO_RESERVED, 0);
     return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT;
+}
+
+size_t arpc_frame_hello_token_size(uint32_t token_len)
+{
+    return ARPC_FRAME_HEADER_SIZE + HELLO_TOKEN + (size_t)token_len;
+}
+
+size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
+                                     const void *token, uint32_t token_len)
+{
+    assert(token_len <= UINT32_MAX - HELLO_TOKEN);
+    arpc_frame_encode_hello(dst, client_id, flags, max_frame, 0);
+    le_st32(dst + HDR_BODY_LEN, HELLO_TOKEN + token_len);
+    uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    le_st32(body + HELLO_FLAGS, flags | ARPC_HELLO_TOKEN);
+    le_st32(body + HELLO_TOKEN_LEN, token_len);
+    if (token_len > 0)
+        memcpy(body + HELLO_TOKEN, token, token_len);
+    return arpc_frame_hello_token_size(token_len);
 }
 
 void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms)

@@ -10,7 +10,8 @@
  *   8  u64   xid: call id chosen by the client, echoed by the reply (0 where unused)
  * Body by kind:
  *   HELLO    u64 client_id (from a server: its epoch), u32 flags, u32 max_frame (the sender's
- *            limit), then optionally u32 expiry_s (server: idle clients forgotten after), u32 0
+ *            limit), then optionally u32 expiry_s (server: idle clients forgotten after), u32 0,
+ *            then, from a client whose flags have ARPC_HELLO_TOKEN, u32 token_len and the token
  *   REQUEST  u64 seq, u64 ack, u32 deadline_ms (0 = none), u16 method_len, u16 flags,
  *            method bytes, payload bytes (the rest)
  *   ONEWAY   same body as REQUEST (seq and ack are 0 unless the client numbers them)
@@ -34,6 +35,11 @@
 #define ARPC_ERROR_FIXED_SIZE 8
 #define ARPC_HELLO_BODY_SIZE 16      /* the fixed fields every HELLO has */
 #define ARPC_HELLO_BODY_SIZE_EXT 24  /* what arpc sends: + expiry_s + reserved */
+#define ARPC_HELLO_TOKEN_FIXED 4     /* ARPC_HELLO_TOKEN: the token's length before it */
+/* The largest HELLO body a server buffers before the handshake: a token at its cap
+ * (ARPC_AUTH_TOKEN_MAX_BYTES, arpc/auth.h) with room for later extensions. A larger frame
+ * before HELLO is bad input (handshake limits). */
+#define ARPC_HELLO_BODY_MAX 8192u
 #define ARPC_METHOD_MAX 255
 /* Default largest body accepted; configurable per client/server. */
 #define ARPC_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
@@ -56,6 +62,8 @@ enum arpc_hello_flag {
     ARPC_HELLO_DEDUP = 1u << 1,   /* server: numbered calls are deduplicated (reply cache) */
     ARPC_HELLO_DURABLE = 1u << 2, /* server: its reply cache survives restarts (reply log);
                                    * the epoch stays the same */
+    ARPC_HELLO_TOKEN = 1u << 3,   /* client: a credential follows the fixed fields (an older
+                                   * server ignores both the bit and the bytes) */
 };
 
 /* A decoded frame: pointers are views into the decoder's input buffer. */
@@ -69,6 +77,8 @@ struct arpc_frame {
     uint32_t f_flags;
     uint32_t f_max_frame;
     uint32_t f_expiry_s;  /* 0 when the HELLO has no such field */
+    const uint8_t *f_token; /* ARPC_HELLO_TOKEN: the credential (NULL otherwise) */
+    uint32_t f_token_len;
     /* REQUEST / ONEWAY */
     uint64_t f_seq;
     uint64_t f_ack;
@@ -121,9 +131,14 @@ size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32
 size_t arpc_frame_error_size(size_t msg_len);
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
                                uint32_t code, const char *msg, uint16_t msg_len);
-/* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes. */
+/* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);
+/* A client's HELLO carrying a credential (ARPC_HELLO_TOKEN is added to flags): the size, then
+ * the encoder (dst holds arpc_frame_hello_token_size(token_len) bytes). */
+size_t arpc_frame_hello_token_size(uint32_t token_len);
+size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
+                                     const void *token, uint32_t token_len);
 /* Stamps what changes at each send of an encoded request: its xid, seq, ack and budget. */
 void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms);
 

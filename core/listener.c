@@ -67,6 +67,22 @@ static bool listener_shed(struct server_listener *l, int accept_errno)
     return rc == ARPC_OK || rc == ARPC_EAGAIN;
 }
 
+/* The peer's credentials where the transport has them (unix, inproc), taken now: they are
+ * the connecting process's, whatever it does later. NULL where unknown. */
+static const struct arpc_peer_creds *listener_peer_creds(struct server_listener *l, int fd,
+                                                         struct arpc_peer_creds *creds)
+{
+    const struct arpc_transport_ops *ops = l->l_sock->l_ops;
+    if (ops->t_peer_creds == NULL)
+        return NULL;
+    if (ops->t_peer_creds(fd, creds) != ARPC_OK) {
+        arpc_log(ARPC_LOG_WARN, "accept on %s: the peer's credentials are unknown (SO_PEERCRED: errno %d)",
+                 l->l_sock->l_addr, errno);
+        return NULL;
+    }
+    return creds;
+}
+
 static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)revents;
@@ -74,6 +90,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     for (int i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
         int fd;
         char peer[ARPC_ADDR_MAX], why[ARPC_WHY_MAX];
+        struct arpc_peer_creds creds;
         int rc = l->l_sock->l_ops->t_accept(l->l_sock, &fd, peer, sizeof(peer), why, sizeof(why));
         if (rc == ARPC_EAGAIN)
             return;
@@ -86,7 +103,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }
-        sconn_open(l->l_server, fd, peer);
+        sconn_open(l->l_server, fd, peer, l->l_sock->l_ops->t_scheme, listener_peer_creds(l, fd, &creds));
     }
 }
 

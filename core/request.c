@@ -98,7 +98,7 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
         request_count_answer(req, rm->rm_code); /* else counted when the server answered */
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
-        dedup_complete(s, sc->sc_client_id, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
+        dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
     } else if (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED) {
         arpc_free(rm); /* the caller was answered already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
@@ -308,6 +308,7 @@ const void *arpc_request_data(const arpc_request *req, size_t *len)
 const char *arpc_request_method(const arpc_request *req) { return req->rq_method->m_name; }
 bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
 uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
+const arpc_peer_info *arpc_request_peer(const arpc_request *req) { return &req->rq_conn->sc_peer; }
 uint64_t arpc_request_seq(const arpc_request *req) { return req->rq_seq; }
 
 int64_t arpc_request_budget_ms(const arpc_request *req) { return arpc_ms_left(req->rq_deadline_ns); }

@@ -51,6 +51,7 @@ static void server_free(arpc_server *s)
     server_teardown(s);
     pthread_mutex_destroy(&s->sv_stop_mtx);
     arpc_registry_fini(&s->sv_registry);
+    auth_fini(s);
     arpc_free(s);
 }
 
@@ -105,7 +106,9 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
     limits_init(s, &o);
-    int crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
+    int crc = auth_init(s, &o);
+    if (crc == ARPC_OK)
+        crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
     if (crc != ARPC_OK) {
         server_free(s);
         return crc;
@@ -115,15 +118,16 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         server_free(s);
         return crc;
     }
-    if (o.log_dir != NULL) {
-        char why[512] = "";
+    char why[512] = "";
+    if (o.log_dir != NULL)
         crc = journal_open(s, &o, why, sizeof(why)); /* replays the log into the cache */
-        if (crc != ARPC_OK) {
-            if (o.errbuf != NULL && o.errbuf_len > 0)
-                snprintf(o.errbuf, o.errbuf_len, "%s", why);
-            server_free(s);
-            return crc;
-        }
+    if (crc == ARPC_OK) /* with a log, under its lock */
+        crc = namespace_init(s, o.log_dir, why, sizeof(why));
+    if (crc != ARPC_OK) {
+        if (o.errbuf != NULL && o.errbuf_len > 0)
+            snprintf(o.errbuf, o.errbuf_len, "%s", why);
+        server_free(s);
+        return crc;
     }
     arpc_actor_options ao = {.name = "arpc-worker"};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
+#include "transport/transport.h"
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
@@ -117,11 +118,15 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         sconn_refuse(&sc->sc_conn, "a second HELLO on one connection");
         return;
     }
+    if (!auth_admit(sc, f))
+        return;
+    arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
     sc->sc_client_id = f->f_client_id;
+    sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id);
+    sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
-    arpc_server *s = sc->sc_server;
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
 }
@@ -129,6 +134,8 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
+    if (sc->sc_refused)
+        return; /* nothing from a client that failed the checks runs */
     sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG never get here */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
@@ -147,8 +154,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go. */
-        if (sc->sc_client_id != 0)
-            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_client_id);
+        if (sc->sc_cache_key != 0)
+            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key);
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
@@ -179,7 +186,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_oversized = sconn_on_oversized,
 };
 
-void sconn_open(arpc_server *s, int fd, const char *peer)
+void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds)
 {
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
@@ -196,7 +203,9 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
-    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer) != ARPC_OK) {
+    /* Until its HELLO is accepted a connection may send only a HELLO: its frames are bounded by
+     * the largest HELLO (a token at its cap), whatever max_frame says; sconn_on_hello lifts it. */
+    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, ARPC_HELLO_BODY_MAX, &server_conn_ops, sc, peer) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
         arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);
@@ -204,6 +213,13 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
     }
     sc->sc_conn.c_stats = &s->sv_stats.ss_io;
     arpc_stat_inc(&s->sv_stats.ss_accepted);
+    sc->sc_peer = (arpc_peer_info){.transport = scheme, .address = sc->sc_conn.c_peer};
+    if (creds != NULL) {
+        sc->sc_peer.has_creds = true;
+        sc->sc_peer.uid = creds->pc_uid;
+        sc->sc_peer.gid = creds->pc_gid;
+        sc->sc_peer.pid = creds->pc_pid;
+    }
     /* Linked first: a close (even the refusal's) unlinks it. */
     arpc_dlist_insert_after(&s->sv_conns, NULL, &sc->sc_link);
     if (!limits_admit(sc))

@@ -135,7 +135,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
         sconn_refuse_call(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
         return false;
     }
-    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_client_id, f->f_seq, f->f_ack, sc,
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
                                                     f->f_xid, arpc_now_ns(), &cached);
     char msg[96];
     switch (v) {
@@ -166,7 +166,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
 
 void dedup_ack(struct server_conn *sc, uint64_t ack)
 {
-    arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_client_id, ack, arpc_now_ns());
+    arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_cache_key, ack, arpc_now_ns());
 }
 
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)

@@ -29,6 +29,7 @@
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "base/dlist.h"
+#include "base/siphash.h"
 #include "core/conn.h"
 #include "core/registry.h"
 #include "core/reply_cache.h"
@@ -38,12 +39,16 @@
 enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
 struct server_listener; /* core/listener.c */
+struct arpc_peer_creds; /* transport/transport.h */
 
 struct server_conn {
     struct arpc_conn sc_conn;
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
     arpc_server *sc_server;
     uint64_t sc_client_id;
+    uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
+    arpc_peer_info sc_peer; /* fixed at accept, but identity: at HELLO (core/server_auth.c) */
+    bool sc_refused;        /* its HELLO failed the checks: nothing more is read */
     uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
     bool sc_hello;
     bool sc_counted;        /* counts toward max_connections (not one refused for it) */
@@ -96,6 +101,12 @@ struct arpc_server {
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */
     struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
     struct server_stats sv_stats;     /* written by the loop thread only (core/stats.h) */
+    /* Authentication (core/server_auth.c), fixed at create */
+    arpc_authenticate_fn sv_authenticate;
+    void *sv_authenticate_ctx;
+    uint32_t *sv_allow_uids, *sv_allow_gids; /* copies */
+    size_t sv_allow_uids_count, sv_allow_gids_count;
+    uint8_t sv_ns_secret[ARPC_SIPHASH_KEY_SIZE]; /* at-most-once namespaces (core/server_namespace.c) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -136,7 +147,8 @@ void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
 
 /* server_conn.c (loop thread) */
-void sconn_open(arpc_server *s, int fd, const char *peer);
+/* A connection accepted by a listener of scheme ("tcp", ...); creds NULL where unknown. */
+void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds);
 void sconn_retain(struct server_conn *sc);
 void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
@@ -168,6 +180,19 @@ void limits_stop(arpc_server *s);  /* loop thread */
  * then sent GOAWAY and is closing). */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
+
+/* server_auth.c: the HELLO's checks (arpc/auth.h) */
+int auth_init(arpc_server *s, const arpc_server_options *o); /* ARPC_EINVAL, ARPC_ENOMEM */
+void auth_fini(arpc_server *s);
+/* Loop thread: true when the client may in (sc_peer.identity is then set); otherwise it was
+ * sent GOAWAY(ARPC_EAUTH), logged, and is closing. */
+bool auth_admit(struct server_conn *sc, const struct arpc_frame *f);
+
+/* server_namespace.c: the reply cache's key for a client */
+/* The server's secret: from log_dir (made there the first time), or fresh without one. */
+int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen);
+/* client_id itself without an identity; else a keyed hash of both. Any thread. */
+uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id);
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);

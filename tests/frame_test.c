@@ -51,6 +51,8 @@ static void assert_frame_equal(const struct arpc_frame *want, const struct arpc_
     assert_int_equal(want->f_flags, got->f_flags);
     assert_int_equal(want->f_max_frame, got->f_max_frame);
     assert_int_equal(want->f_expiry_s, got->f_expiry_s);
+    assert_int_equal(want->f_token_len, got->f_token_len);
+    assert_bytes_equal(want->f_token, got->f_token, want->f_token_len);
     assert_int_equal(want->f_seq, got->f_seq);
     assert_int_equal(want->f_ack, got->f_ack);
     assert_int_equal(want->f_deadline_ms, got->f_deadline_ms);
@@ -83,12 +85,16 @@ static int decode_exact(const uint8_t *buf, size_t len, uint32_t max_body, struc
                         (const uint8_t *)out->f_msg + out->f_msg_len <= end);
         if (out->f_payload_len > 0)
             assert_true(out->f_payload >= copy && out->f_payload + out->f_payload_len <= end);
+        if (out->f_token_len > 0)
+            assert_true(out->f_token >= copy && out->f_token + out->f_token_len <= end);
         if (out->f_method != NULL)
             out->f_method = (const char *)buf + ((const uint8_t *)out->f_method - copy);
         if (out->f_msg != NULL)
             out->f_msg = (const char *)buf + ((const uint8_t *)out->f_msg - copy);
         if (out->f_payload != NULL)
             out->f_payload = buf + (out->f_payload - copy);
+        if (out->f_token != NULL)
+            out->f_token = buf + (out->f_token - copy);
     }
     arpc_free(copy);
     return rc;
@@ -113,7 +119,11 @@ static size_t encode_frame(uint8_t *dst, struct arpc_frame *f)
     size_t n;
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
-        n = arpc_frame_encode_hello(dst, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
+        if (f->f_flags & ARPC_HELLO_TOKEN)
+            n = arpc_frame_encode_hello_token(dst, f->f_client_id, f->f_flags, f->f_max_frame, f->f_token,
+                                              f->f_token_len);
+        else
+            n = arpc_frame_encode_hello(dst, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
@@ -149,6 +159,11 @@ static struct arpc_frame random_frame(uint64_t *s, uint8_t kind)
         f.f_flags = (uint32_t)rng_next(s);
         f.f_max_frame = (uint32_t)rng_next(s);
         f.f_expiry_s = (uint32_t)rng_next(s);
+        if (f.f_flags & ARPC_HELLO_TOKEN) { /* a client's HELLO with its token: no expiry */
+            f.f_expiry_s = 0;
+            f.f_token_len = payload_len;
+            f.f_token = pool + rng_below(s, (uint32_t)sizeof pool - payload_len + 1);
+        }
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
@@ -539,6 +554,10 @@ static void test_malformed_bodies(void **state)
     expect_body_rc(ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1, ARPC_EPROTO);
     expect_body_rc(ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE + 5, 4, 0xffff, ARPC_EPROTO);
     expect_body_rc(ARPC_FRAME_ERROR, ARPC_ERROR_FIXED_SIZE + 5, 4, 5, ARPC_OK);
+    /* A HELLO whose flags promise a token but whose body ends before its length (28 bytes). */
+    for (uint32_t b = ARPC_HELLO_BODY_SIZE; b < ARPC_HELLO_BODY_SIZE_EXT + ARPC_HELLO_TOKEN_FIXED; b++)
+        expect_body_rc(ARPC_FRAME_HELLO, b, 8, ARPC_HELLO_TOKEN, ARPC_EPROTO);
+    expect_body_rc(ARPC_FRAME_HELLO, ARPC_HELLO_BODY_SIZE_EXT + ARPC_HELLO_TOKEN_FIXED, 8, ARPC_HELLO_TOKEN, ARPC_OK);
 }
 
 /* Extra bytes after the fixed fields of HELLO, and after the message of ERROR / GOAWAY, are

@@ -224,4 +224,5 @@ const struct arpc_transport_ops arpc_transport_inproc = {
     .t_listen = inproc_listen,
     .t_accept = inproc_accept,
     .t_unlisten = inproc_unlisten,
+    .t_peer_creds = arpc_sock_peer_creds,
 };

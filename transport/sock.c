@@ -308,3 +308,13 @@ int arpc_sock_connect_failed(const struct arpc_target *t, size_t i, int err, cha
     errno = err;
     return rv;
 }
+
+int arpc_sock_peer_creds(int fd, struct arpc_peer_creds *out)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return ARPC_ESYSTEM;
+    *out = (struct arpc_peer_creds){.pc_uid = cred.uid, .pc_gid = cred.gid, .pc_pid = cred.pid};
+    return ARPC_OK;
+}

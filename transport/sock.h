@@ -92,4 +92,7 @@ int arpc_sock_connect_done(const struct arpc_target *t, size_t i, int fd, char *
 int arpc_sock_connect_failed(const struct arpc_target *t, size_t i, int err, char *why,
                              size_t whylen);
 
+/* t_peer_creds for AF_UNIX sockets (unix and inproc): SO_PEERCRED. */
+int arpc_sock_peer_creds(int fd, struct arpc_peer_creds *out);
+
 #endif

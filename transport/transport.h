@@ -47,6 +47,12 @@ struct arpc_listener {
     char l_addr[ARPC_ADDR_MAX]; /* the address actually bound (the port chosen for port 0) */
 };
 
+/* The process at the other end of a local socket, as the kernel saw it at connect (SO_PEERCRED). */
+struct arpc_peer_creds {
+    uint32_t pc_uid, pc_gid; /* effective ids */
+    int32_t pc_pid;
+};
+
 struct arpc_transport_ops {
     const char *t_scheme; /* "tcp", "unix", "inproc" */
 
@@ -88,6 +94,10 @@ struct arpc_transport_ops {
     /* Closes the listener, releases what t_listen reserved (unlinks the unix path, unregisters
      * the inproc name; connections not yet accepted are closed) and frees l. */
     void (*t_unlisten)(struct arpc_listener *l);
+
+    /* Optional (NULL where the scheme has none, e.g. tcp): the credentials of the peer of an
+     * accepted fd. Does not block. ARPC_OK, or ARPC_ESYSTEM (errno says why). */
+    int (*t_peer_creds)(int fd, struct arpc_peer_creds *out);
 };
 
 extern const struct arpc_transport_ops arpc_transport_tcp;

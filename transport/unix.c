@@ -261,4 +261,5 @@ const struct arpc_transport_ops arpc_transport_unix = {
     .t_listen = unix_listen,
     .t_accept = arpc_sock_accept,
     .t_unlisten = unix_unlisten,
+    .t_peer_creds = arpc_sock_peer_creds,
 };

@@ -4,6 +4,7 @@
 
 #include "arpc/actor.h"
 #include "arpc/alloc.h"
+#include "arpc/auth.h"
 #include "arpc/client.h"
 #include "arpc/common.h"
 #include "arpc/cq.h"

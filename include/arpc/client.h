@@ -47,6 +47,9 @@
  *                     reply was not sent)
  *   ARPC_ESHUTDOWN    the client was closed, or the server is shutting down (did not run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
+ *   ARPC_EAUTH        a reconnect was refused: the server no longer takes the client's
+ *                     credentials (did not run; a call sent on an earlier connection ends
+ *                     ARPC_ECONNLOST instead); every later call ends so too
  *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms.
@@ -54,6 +57,7 @@
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
 
+#include "arpc/auth.h"
 #include "arpc/common.h"
 #include "arpc/cq.h"
 #include "arpc/future.h"
@@ -93,6 +97,11 @@ typedef struct arpc_client_options {
      * "peer at tcp://... is not an arpc server"). ARPC_ERRBUF_SIZE is a good size. */
     char *errbuf;
     size_t errbuf_len;
+    /* A credential sent in every HELLO, for a server that checks one (arpc/auth.h); copied at
+     * connect. At most ARPC_AUTH_TOKEN_MAX_BYTES (else ARPC_EINVAL). Clear text unless the
+     * transport encrypts. A server refusing it makes connect fail with ARPC_EAUTH. */
+    const void *auth_token;
+    size_t auth_token_len;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256
@@ -108,7 +117,8 @@ typedef struct arpc_call_options {
  * now is reported now; once connected, the client reconnects by itself. Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
- * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_ENOMEM, ARPC_ESYSTEM;
+ * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused
+ * the client's credentials: its token, or its uid), ARPC_ENOMEM, ARPC_ESYSTEM;
  * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);

@@ -33,6 +33,7 @@
 #define ARPC_SERVER_H
 
 #include "arpc/actor.h"
+#include "arpc/auth.h"
 #include "arpc/common.h"
 #include "arpc/loop.h"
 
@@ -118,6 +119,17 @@ typedef struct arpc_server_options {
                                     * fails with ARPC_EOVERLOADED); 0: 10000 */
     bool no_builtin_methods;       /* true: do not register the built-in methods (see
                                     * arpc_server_register: arpc.methods, arpc.stats) */
+    /* Authentication (arpc/auth.h, docs/SECURITY.md), checked at each client's HELLO. */
+    arpc_authenticate_fn authenticate; /* judges the client's token; NULL: no token check (a
+                                        * token sent anyway is ignored) */
+    void *authenticate_ctx;
+    /* Peers with credentials (unix://) are let in only when their uid is in allow_uids or
+     * their gid in allow_gids (copied at create). With either list set, a peer without
+     * credentials (tcp://) is refused unless authenticate let it in. Both empty: no check. */
+    const uint32_t *allow_uids;
+    size_t allow_uids_count;
+    const uint32_t *allow_gids;
+    size_t allow_gids_count;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
@@ -185,6 +197,9 @@ ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
+/* Who sent the call: the transport, the peer's address, its uid/gid/pid where known and the
+ * identity the server's checks gave it (arpc/auth.h). Valid until req is finished. */
+ARPC_API const arpc_peer_info *arpc_request_peer(const arpc_request *req);
 /* The call's at-most-once sequence number, 0 for a call that is not numbered. */
 ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 

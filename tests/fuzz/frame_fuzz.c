@@ -34,6 +34,7 @@ static void check_views(const struct arpc_frame *f, const uint8_t *buf, size_t c
     CHECK(f->f_msg_len == 0 ||
           ((const uint8_t *)f->f_msg >= buf && (const uint8_t *)f->f_msg + f->f_msg_len <= end));
     CHECK(f->f_payload_len == 0 || (f->f_payload >= buf && f->f_payload + f->f_payload_len <= end));
+    CHECK(f->f_token_len == 0 || (f->f_token >= buf && f->f_token + f->f_token_len <= end));
 }
 
 /* Re-encodes an accepted frame with the encoders and checks it decodes to the same fields. */
@@ -42,7 +43,14 @@ static void check_reencode(const struct arpc_frame *f)
     size_t n;
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
-        n = arpc_frame_encode_hello(scratch, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
+        if (f->f_flags & ARPC_HELLO_TOKEN) { /* a client's HELLO with its token (expiry not sent) */
+            if (arpc_frame_hello_token_size(f->f_token_len) > sizeof scratch)
+                return;
+            n = arpc_frame_encode_hello_token(scratch, f->f_client_id, f->f_flags, f->f_max_frame, f->f_token,
+                                              f->f_token_len);
+        } else {
+            n = arpc_frame_encode_hello(scratch, f->f_client_id, f->f_flags, f->f_max_frame, f->f_expiry_s);
+        }
         break;
     case ARPC_FRAME_REQUEST:
     case ARPC_FRAME_ONEWAY:
@@ -80,6 +88,7 @@ static void check_reencode(const struct arpc_frame *f)
     CHECK(f->f_method_len == 0 || memcmp(g.f_method, f->f_method, f->f_method_len) == 0);
     CHECK(f->f_msg_len == 0 || memcmp(g.f_msg, f->f_msg, f->f_msg_len) == 0);
     CHECK(f->f_payload_len == 0 || memcmp(g.f_payload, f->f_payload, f->f_payload_len) == 0);
+    CHECK(g.f_token_len == f->f_token_len && (f->f_token_len == 0 || memcmp(g.f_token, f->f_token, f->f_token_len) == 0));
 }
 
 static int decode_checked(const uint8_t *buf, size_t len, uint32_t max_body, size_t *consumed)

@@ -1,0 +1,149 @@
+/*
+ * Who may talk to the server (arpc/auth.h): the checks a client's HELLO passes before the
+ * connection runs anything, on the loop thread, and the ready-made token check.
+ *
+ * Design notes
+ * - One place decides, at HELLO: the token (the authenticate callback) and the uid/gid
+ *   allow-list (SO_PEERCRED, taken at accept). Checking both there gives one refusal path
+ *   (GOAWAY(ARPC_EAUTH), then close) that the client's connect already turns into its error.
+ * - Every check that applies must pass, and with a check configured at least one must apply:
+ *   an allow-list cannot judge a tcp peer, so such a peer gets in only through the callback.
+ * - A refused connection reads nothing more (arpc_conn_close_after_flush stops its parse loop),
+ *   so requests pipelined behind a bad HELLO never reach a handler.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/frame.h"
+#include "core/server_internal.h"
+
+static uint32_t *copy_ids(const uint32_t *ids, size_t n, int *rc)
+{
+    if (n == 0)
+        return NULL;
+    if (ids == NULL) {
+        *rc = ARPC_EINVAL;
+        return NULL;
+    }
+    uint32_t *copy = arpc_malloc(n * sizeof(*copy));
+    if (copy == NULL) {
+        *rc = ARPC_ENOMEM;
+        return NULL;
+    }
+    memcpy(copy, ids, n * sizeof(*copy));
+    return copy;
+}
+
+int auth_init(arpc_server *s, const arpc_server_options *o)
+{
+    int rc = ARPC_OK;
+    s->sv_authenticate = o->authenticate;
+    s->sv_authenticate_ctx = o->authenticate_ctx;
+    s->sv_allow_uids = copy_ids(o->allow_uids, o->allow_uids_count, &rc);
+    s->sv_allow_uids_count = s->sv_allow_uids ? o->allow_uids_count : 0;
+    if (rc == ARPC_OK) {
+        s->sv_allow_gids = copy_ids(o->allow_gids, o->allow_gids_count, &rc);
+        s->sv_allow_gids_count = s->sv_allow_gids ? o->allow_gids_count : 0;
+    }
+    return rc;
+}
+
+void auth_fini(arpc_server *s)
+{
+    arpc_free(s->sv_allow_uids);
+    arpc_free(s->sv_allow_gids);
+    s->sv_allow_uids = s->sv_allow_gids = NULL;
+}
+
+static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+/* Why the peer may not in, in words for the client and the log; NULL: it may. Sets the
+ * peer's identity when it may. */
+static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f, char *buf, size_t len)
+{
+    arpc_server *s = sc->sc_server;
+    arpc_peer_info *peer = &sc->sc_peer;
+    bool allow_list = s->sv_allow_uids_count + s->sv_allow_gids_count > 0;
+    if (allow_list && peer->has_creds && !id_listed(s->sv_allow_uids, s->sv_allow_uids_count, peer->uid) &&
+        !id_listed(s->sv_allow_gids, s->sv_allow_gids_count, peer->gid)) {
+        snprintf(buf, len, "uid %u (gid %u) is not on the server's allow-list", peer->uid, peer->gid);
+        return buf;
+    }
+    uint64_t identity = 0;
+    if (s->sv_authenticate != NULL) {
+        if (f->f_token_len > ARPC_AUTH_TOKEN_MAX_BYTES) {
+            snprintf(buf, len, "token of %u bytes is over the limit of %u", f->f_token_len, ARPC_AUTH_TOKEN_MAX_BYTES);
+            return buf;
+        }
+        if (s->sv_authenticate(peer, f->f_token, f->f_token_len, &identity, s->sv_authenticate_ctx) != ARPC_OK)
+            return f->f_token == NULL ? "the server requires a token and the client sent none"
+                                      : "the server refused the client's token";
+    } else if (allow_list && !peer->has_creds) {
+        snprintf(buf, len, "the server admits listed uids and gids only, and %s peers have none", peer->transport);
+        return buf;
+    }
+    if (identity == 0 && peer->has_creds)
+        identity = ARPC_AUTH_UID_IDENTITY(peer->uid);
+    peer->identity = identity;
+    return NULL;
+}
+
+bool auth_admit(struct server_conn *sc, const struct arpc_frame *f)
+{
+    char buf[128];
+    const char *why = auth_judge(sc, f, buf, sizeof(buf));
+    if (why == NULL)
+        return true;
+    sc->sc_refused = true;
+    const arpc_peer_info *p = &sc->sc_peer;
+    char who[64] = "";
+    if (p->has_creds) /* a unix peer's address is the listener's: say which process it was */
+        snprintf(who, sizeof(who), " (pid %d, uid %u)", (int)p->pid, p->uid);
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s", sc->sc_conn.c_peer, who, why);
+    sconn_send_goaway(&sc->sc_conn, ARPC_EAUTH, why);
+    arpc_conn_close_after_flush(&sc->sc_conn, ARPC_EAUTH);
+    return false;
+}
+
+/* ---- public helpers ---- */
+
+bool arpc_auth_token_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    /* Every byte of the shorter length is compared, whatever differs first; volatile keeps
+     * the compiler from ending the loop once diff is non-zero. */
+    const volatile uint8_t *x = a, *y = b;
+    size_t n = alen < blen ? alen : blen;
+    volatile uint8_t diff = alen != blen;
+    for (size_t i = 0; i < n; i++)
+        diff |= x[i] ^ y[i];
+    return diff == 0;
+}
+
+int arpc_auth_fixed_tokens(const arpc_peer_info *peer, const void *token, size_t len, uint64_t *identity, void *ctx)
+{
+    (void)peer;
+    const arpc_auth_token *list = ctx;
+    if (list == NULL || token == NULL)
+        return ARPC_EAUTH;
+    uint64_t found = 0;
+    /* Every entry is compared, so the time says nothing about which one (if any) matched. */
+    for (size_t i = 0; list[i].token != NULL; i++) {
+        bool eq = arpc_auth_token_equal(token, len, list[i].token, list[i].len);
+        uint64_t id = list[i].identity ? list[i].identity : i + 1;
+        uint64_t first_match = (uint64_t)0 - (uint64_t)(eq & (found == 0)); /* all ones or zero */
+        found |= first_match & id;
+    }
+    if (found == 0)
+        return ARPC_EAUTH;
+    *identity = found;
+    return ARPC_OK;
+}

@@ -1,0 +1,109 @@
+/*
+ * At-most-once namespaces: the key the reply cache (and the reply log) know a client by.
+ *
+ * A client picks its own client id, so a client id alone says nothing about who sent it: a
+ * client that learnt another's id could be answered from its cached replies, or fill them
+ * with its own. Where the server's checks named the client (arpc/auth.h: the token's
+ * identity, or the uid of a unix peer), the key is SipHash-2-4 of (identity, client id)
+ * under a 128-bit secret of the server's; without an identity it is the client id itself,
+ * as before. Without the secret nobody can choose a client id whose key meets another
+ * identity's (base/siphash.h); by chance two keys meet with probability 2^-64, as two
+ * random client ids do.
+ *
+ * The secret must outlive a restart wherever the cache does: with a reply log it is kept in
+ * the log's directory (NAMESPACE_FILE, written once through a temporary file and a rename,
+ * so it is either whole or absent); without one, a fresh secret per server is enough. The
+ * log's records keep the key as they kept the client id: their format does not change.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/le.h"
+#include "base/siphash.h"
+#include "core/server_internal.h"
+
+#define NAMESPACE_FILE "namespace.key"
+#define NAMESPACE_TMP "namespace.key.tmp"
+
+static int fail(char *why, size_t whylen, const char *dir, const char *what, int err)
+{
+    snprintf(why, whylen, "namespace secret in %s: %s failed: %s", dir, what, strerror(err));
+    return ARPC_ESYSTEM;
+}
+
+static int fresh_secret(uint8_t *key, char *why, size_t whylen)
+{
+    if (getrandom(key, ARPC_SIPHASH_KEY_SIZE, 0) == ARPC_SIPHASH_KEY_SIZE)
+        return ARPC_OK;
+    return fail(why, whylen, "memory", "getrandom", errno);
+}
+
+/* Reads DIR/NAMESPACE_FILE; ARPC_EAGAIN when it does not exist. */
+static int read_secret(int dirfd, const char *dir, uint8_t *key, char *why, size_t whylen)
+{
+    int fd = openat(dirfd, NAMESPACE_FILE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? ARPC_EAGAIN : fail(why, whylen, dir, "open", errno);
+    ssize_t n = read(fd, key, ARPC_SIPHASH_KEY_SIZE);
+    int err = errno;
+    close(fd);
+    if (n == ARPC_SIPHASH_KEY_SIZE)
+        return ARPC_OK;
+    if (n < 0)
+        return fail(why, whylen, dir, "read", err);
+    /* Never written short (see the top): someone else's file. Refuse rather than guess. */
+    snprintf(why, whylen, "namespace secret %s/%s holds %zd bytes, not %d", dir, NAMESPACE_FILE, n,
+             ARPC_SIPHASH_KEY_SIZE);
+    return ARPC_EPROTO;
+}
+
+static int write_secret(int dirfd, const char *dir, const uint8_t *key, char *why, size_t whylen)
+{
+    int fd = openat(dirfd, NAMESPACE_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return fail(why, whylen, dir, "create", errno);
+    bool ok = write(fd, key, ARPC_SIPHASH_KEY_SIZE) == ARPC_SIPHASH_KEY_SIZE && fsync(fd) == 0;
+    int err = errno;
+    close(fd);
+    if (!ok)
+        return fail(why, whylen, dir, "write", err);
+    if (renameat(dirfd, NAMESPACE_TMP, dirfd, NAMESPACE_FILE) != 0)
+        return fail(why, whylen, dir, "rename", errno);
+    if (fsync(dirfd) != 0)
+        return fail(why, whylen, dir, "fsync", errno);
+    return ARPC_OK;
+}
+
+int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen)
+{
+    if (log_dir == NULL)
+        return fresh_secret(s->sv_ns_secret, why, whylen);
+    int dirfd = open(log_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return fail(why, whylen, log_dir, "open", errno);
+    /* The reply log's lock (taken by journal_open) keeps other servers out of the directory. */
+    int rc = read_secret(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+    if (rc == ARPC_EAGAIN) {
+        rc = fresh_secret(s->sv_ns_secret, why, whylen);
+        if (rc == ARPC_OK)
+            rc = write_secret(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+    }
+    close(dirfd);
+    return rc;
+}
+
+uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id)
+{
+    if (identity == 0 || client_id == 0) /* client id 0: not deduplicated at all */
+        return client_id;
+    uint8_t msg[16];
+    le_st64(msg, identity);
+    le_st64(msg + 8, client_id);
+    uint64_t key = arpc_siphash24(s->sv_ns_secret, msg, sizeof(msg));
+    return key != 0 ? key : 1; /* 0 means "no client id" to the cache */
+}
