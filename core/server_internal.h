@@ -59,6 +59,7 @@ struct server_conn {
     arpc_actor *sc_parked_on;
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
+    struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
 };
 
 struct arpc_server {
