@@ -14,7 +14,7 @@ struct server_conn;
 struct reply_msg;
 
 #ifdef ARPC_WITH_JSONRPC
-/* A connection that has not sent HELLO yet: if its first byte is '{' or JSON whitespace (an
+/* A connection that has not sent HELLO yet: if its first byte is '{', '[' or JSON whitespace (an
  * arpc frame starts with its magic 'a'), it becomes a JSON-RPC connection (no HELLO, no
  * heartbeat) and true is returned; the caller then parses with jsonrpc_sconn_parse. */
 bool jsonrpc_sconn_adopt(struct server_conn *sc);
