@@ -16,6 +16,8 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -288,6 +290,75 @@ static void test_server_breaking_rules(void **state)
     fake_call("", ARPC_ECONNLOST);                                           /* closed without answering */
 }
 
+/* ---- the server's limits, over a raw socket ---- */
+
+/* A blocking socket to a "tcp://127.0.0.1:PORT" address, reads bounded by WAIT_MS. */
+static int raw_connect(const char *to)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sa.sin_port = htons((uint16_t)atoi(strrchr(to, ':') + 1));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Sends bytes, then reads everything up to the server's close. */
+static char *send_until_closed(const char *to, const char *bytes, size_t len)
+{
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+    static char got[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    assert_int_equal(n, 0); /* closed by the server, not timed out */
+    got[have] = '\0';
+    close(fd);
+    return got;
+}
+
+static void test_server_limits(void **state)
+{
+    (void)state;
+    arpc_server *small;
+    char to[128];
+    arpc_server_options so = {.max_frame = 256};
+    assert_int_equal(arpc_server_create(&small, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(small, "T.Echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(small, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    static const char too_large[] =
+        "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: request larger than the server's max_frame\"}\n";
+    char big[400];
+    int n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0300d\"],\"id\":1}\n", 0);
+    /* Whole, and still open (no closing brace): both are refused once past the bound. */
+    assert_string_equal(send_until_closed(to, big, (size_t)n), too_large);
+    assert_string_equal(send_until_closed(to, big, 280), too_large);
+    /* Just under the bound is served, in both codecs' worlds: the same port. */
+    n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0200d\"],\"id\":2}\n", 0);
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, big, (size_t)n), n);
+    char line[512];
+    ssize_t got = read(fd, line, sizeof(line) - 1);
+    assert_true(got > 0);
+    line[got] = '\0';
+    assert_non_null(strstr(line, "\"id\":2,\"result\":\"000"));
+    assert_non_null(strstr(line, ",\"error\":null}\n"));
+    close(fd);
+    /* Stop: a JSON-RPC connection is closed without an arpc GOAWAY written into it. */
+    fd = raw_connect(to);
+    static const char call[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":3}\n";
+    static const char answer[] = "{\"id\":3,\"result\":1,\"error\":null}\n";
+    assert_int_equal(write(fd, call, sizeof(call) - 1), (ssize_t)sizeof(call) - 1);
+    assert_int_equal(read(fd, line, sizeof(line)), (ssize_t)sizeof(answer) - 1); /* all read: no RST at close */
+    assert_int_equal(arpc_server_destroy(small), ARPC_OK);
+    assert_int_equal(read(fd, line, sizeof(line)), 0);
+    close(fd);
+}
+
 static void test_connect_errors(void **state)
 {
     (void)state;
@@ -305,7 +376,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
-        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
+        cmocka_unit_test(test_connect_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
