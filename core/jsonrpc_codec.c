@@ -36,6 +36,13 @@ char *jsonrpc_quote(const char *msg, size_t len, size_t *out_len)
     return rc == ARPC_OK ? out : NULL;
 }
 
+/* Appends n bytes at *w. */
+static void put(uint8_t **w, const void *p, size_t n)
+{
+    memcpy(*w, p, n);
+    *w += n;
+}
+
 uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *result, size_t result_len,
                                  const char *error_json, size_t error_len, size_t *out_len)
 {
@@ -54,15 +61,13 @@ uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *resu
     if (buf == NULL)
         return NULL;
     uint8_t *w = buf;
-#define PUT(p, l) (memcpy(w, (p), (l)), w += (l))
-    PUT(p_id, sizeof(p_id) - 1);
-    PUT(id, id_len);
-    PUT(p_result, sizeof(p_result) - 1);
-    PUT(result, result_len);
-    PUT(p_error, sizeof(p_error) - 1);
-    PUT(error_json, error_len);
-    PUT(end, sizeof(end) - 1);
-#undef PUT
+    put(&w, p_id, sizeof(p_id) - 1);
+    put(&w, id, id_len);
+    put(&w, p_result, sizeof(p_result) - 1);
+    put(&w, result, result_len);
+    put(&w, p_error, sizeof(p_error) - 1);
+    put(&w, error_json, error_len);
+    put(&w, end, sizeof(end) - 1);
     *out_len = n;
     return buf;
 }
@@ -84,15 +89,11 @@ uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *par
     uint8_t *buf = arpc_malloc(n);
     if (buf != NULL) {
         uint8_t *w = buf;
-        memcpy(w, p_method, sizeof(p_method) - 1);
-        w += sizeof(p_method) - 1;
-        memcpy(w, mq, mq_len);
-        w += mq_len;
-        memcpy(w, p_params, sizeof(p_params) - 1);
-        w += sizeof(p_params) - 1;
-        memcpy(w, params_json, params_len);
-        w += params_len;
-        memcpy(w, tail, (size_t)tail_len);
+        put(&w, p_method, sizeof(p_method) - 1);
+        put(&w, mq, mq_len);
+        put(&w, p_params, sizeof(p_params) - 1);
+        put(&w, params_json, params_len);
+        put(&w, tail, (size_t)tail_len);
         *out_len = n;
     }
     arpc_free(mq);
@@ -103,6 +104,7 @@ bool jsonrpc_valid(const void *buf, size_t len)
 {
     json_error_t err;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &err);
+    bool valid = v != NULL;
     json_decref(v);
-    return v != NULL;
+    return valid;
 }
