@@ -151,6 +151,7 @@ static void jsonrpc_no_method(struct server_conn *sc, uint64_t xid, const char *
 static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len)
 {
     struct jsonrpc_sconn *js = sc->sc_json;
+    sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
     json_error_t jerr;
     json_t *req = json_loadb((const char *)p, len, 0, &jerr);
     if (req == NULL) {
