@@ -150,6 +150,28 @@ static void test_outcomes(void **state)
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 }
 
+/* A request and an answer far larger than one read (the buffers grow as bytes arrive). */
+static void test_large(void **state)
+{
+    (void)state;
+    enum { LEN = 3 << 20 };
+    arpc_jsonrpc_client *c = connect_client(addr);
+    char *big = malloc(LEN + 3);
+    big[0] = '"';
+    for (size_t i = 1; i <= LEN; i++)
+        big[i] = (char)('a' + i % 26);
+    big[LEN + 1] = '"';
+    big[LEN + 2] = '\0';
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_jsonrpc_call(c, "T.Echo", big, LEN + 2, &out, &len, WAIT_MS), ARPC_OK);
+    assert_int_equal(len, LEN + 2);
+    assert_memory_equal(out, big, LEN + 2);
+    arpc_free(out);
+    free(big);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
 static void test_pipelined(void **state)
 {
     (void)state;
@@ -360,7 +382,8 @@ static void test_connect_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
+        cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_connect_errors),
