@@ -24,6 +24,7 @@
 #define ARPC_MAGIC_CQ 0x6143715fu     /* "aCq_" */
 #define ARPC_MAGIC_SERVER 0x61537672u /* "aSvr" */
 #define ARPC_MAGIC_ACTOR 0x61416374u  /* "aAct" */
+#define ARPC_MAGIC_JSONRPC 0x614a736eu /* "aJsn": arpc_jsonrpc_client */
 #define ARPC_MAGIC_DEAD 0xdeadc105u
 
 typedef _Atomic uint32_t arpc_magic;

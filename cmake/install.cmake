@@ -24,6 +24,13 @@ target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_D
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(arpc_static PRIVATE $<BUILD_INTERFACE:arpc_build_flags>
   PUBLIC PkgConfig::CK libev::libev Threads::Threads)
+set(ARPC_PC_JANSSON "")
+if(ARPC_WITH_JSONRPC)
+  target_compile_definitions(arpc PRIVATE ARPC_WITH_JSONRPC=1)
+  target_link_libraries(arpc PRIVATE PkgConfig::JANSSON)
+  target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::JANSSON> $<INSTALL_INTERFACE:jansson>)
+  set(ARPC_PC_JANSSON ", jansson")
+endif()
 
 install(TARGETS arpc EXPORT arpcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})

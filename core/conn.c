@@ -288,7 +288,7 @@ static int conn_take_oversized(struct arpc_conn *conn)
 
 /* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
  * total (at least a header), or 0 after closing the connection for bad input. */
-static size_t conn_parse(struct arpc_conn *conn)
+size_t arpc_conn_parse_frames(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
     while (conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
@@ -327,6 +327,11 @@ static size_t conn_parse(struct arpc_conn *conn)
             conn->c_ops->on_frame(conn, &f);
     }
     return 0;
+}
+
+static size_t conn_parse(struct arpc_conn *conn)
+{
+    return conn->c_ops->parse != NULL ? conn->c_ops->parse(conn) : arpc_conn_parse_frames(conn);
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)

@@ -47,6 +47,13 @@ struct arpc_conn_ops {
      * for its xid): its body is then dropped as it streams in, never buffered, and the
      * connection goes on. False: bad input, as above. */
     bool (*on_oversized)(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len);
+    /* Optional: the owner parses the input itself (another codec, e.g. JSON-RPC, or choosing
+     * one from the first bytes): called instead of the frame parser whenever input arrived or
+     * was resumed. It consumes from c_rbuf[c_rstart..c_rend) (advancing c_rstart), stops
+     * while c_held / c_close_pending / c_close_after_flush, and returns the bytes its next
+     * unit needs in total (for the buffer's growth), or 0. It may hand over to the frame
+     * parser (arpc_conn_parse_frames). on_frame is then called only by that parser. */
+    size_t (*parse)(struct arpc_conn *conn);
 };
 
 /* Bodies larger than this are never skipped: such a header is bad input (a peer announcing
@@ -135,6 +142,9 @@ void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat
  * no frame is partly read, or while reading is paused (the wait is then ours, not the
  * peer's). */
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
+
+/* The frame parser: hands every complete buffered frame to on_frame (see parse above). */
+size_t arpc_conn_parse_frames(struct arpc_conn *conn);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

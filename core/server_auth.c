@@ -97,6 +97,12 @@ static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f
     return NULL;
 }
 
+const char *auth_judge_tokenless(struct server_conn *sc, char *buf, size_t len)
+{
+    struct arpc_frame none = {0};
+    return auth_judge(sc, &none, buf, len);
+}
+
 bool auth_admit(struct server_conn *sc, const struct arpc_frame *f)
 {
     char buf[128];

@@ -11,6 +11,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/jsonrpc_server.h"
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
@@ -34,6 +35,8 @@ size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen)
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
 {
     mlen = sconn_error_msg_cap(sc, mlen);
+    if (jsonrpc_sconn_send_error(sc, xid, code, msg, mlen))
+        return;
     if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, msg, (uint16_t)mlen) == ARPC_ENOMEM)
         /* The client would wait for this answer forever: fail the whole connection instead. */
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
@@ -49,6 +52,8 @@ void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const cha
 /* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
 {
+    if (jsonrpc_sconn_is(conn->c_owner))
+        return; /* JSON-RPC has no such message: the close says it */
     arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
 }
 
@@ -176,7 +181,17 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
     /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
     arpc_u64_map_fini(&sc->sc_calls);
+    jsonrpc_sconn_close(sc);
     sconn_release(sc); /* the loop's reference */
+}
+
+/* The first bytes choose the codec: an arpc frame starts with its magic, JSON-RPC with '{'. */
+static size_t sconn_parse(struct arpc_conn *conn)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (jsonrpc_sconn_is(sc) || (!sc->sc_hello && jsonrpc_sconn_adopt(sc)))
+        return jsonrpc_sconn_parse(sc);
+    return arpc_conn_parse_frames(conn);
 }
 
 static const struct arpc_conn_ops server_conn_ops = {
@@ -184,6 +199,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_close = sconn_on_close,
     .on_bad_input = sconn_on_bad_input,
     .on_oversized = sconn_on_oversized,
+    .parse = sconn_parse,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds)

@@ -21,6 +21,7 @@
 #include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/jsonrpc_server.h"
 #include "core/server_internal.h"
 
 #define DEDUP_DEFAULT_EXPIRY_S 600
@@ -88,6 +89,8 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
         arpc_free(rm);
         return;
     }
+    if (jsonrpc_sconn_send_reply(sc, rm))
+        return;
     if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }

@@ -65,6 +65,7 @@ struct server_conn {
     arpc_actor *sc_parked_on;
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
+    struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
 };
 
 struct arpc_server {
@@ -187,6 +188,9 @@ void auth_fini(arpc_server *s);
 /* Loop thread: true when the client may in (sc_peer.identity is then set); otherwise it was
  * sent GOAWAY(ARPC_EAUTH), logged, and is closing. */
 bool auth_admit(struct server_conn *sc, const struct arpc_frame *f);
+/* Loop thread: the same checks for a peer that cannot send a token (JSON-RPC): why it may not
+ * in (in buf or a constant), or NULL (sc_peer.identity is then set). Logs nothing. */
+const char *auth_judge_tokenless(struct server_conn *sc, char *buf, size_t len);
 
 /* server_namespace.c: the reply cache's key for a client */
 /* The server's secret: from log_dir (made there the first time), or fresh without one. */

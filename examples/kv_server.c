@@ -6,6 +6,10 @@
  *   kv_server --listen ADDR [--shards N]    (runs until SIGINT/SIGTERM; N default 4)
  * Wire format of requests: kv.put = u16 key length (LE), key bytes, value bytes;
  *                          kv.get = key bytes. Replies: kv.get = value bytes.
+ * Built with JSON-RPC (ARPC_WITH_JSONRPC), the same port answers JSON-RPC 1.0 too, e.g. from
+ * Go's jsonrpc.NewClient, on the same table:
+ *   KV.Put  params [{"key":K,"value":V}]  -> result true
+ *   KV.Get  params [{"key":K}]            -> result V, or error "no such key"
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +18,9 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#ifdef ARPC_WITH_JSONRPC
+#include <jansson.h>
+#endif
 
 struct entry {
     char *key, *value;
@@ -68,17 +75,8 @@ static struct entry *lookup(struct entry **table, const char *k, size_t n)
     return NULL;
 }
 
-static void kv_put(arpc_request *req, void *ctx)
+static void store_put(const char *k, size_t klen, const char *v, size_t vlen)
 {
-    (void)ctx;
-    size_t len;
-    const unsigned char *p = arpc_request_data(req, &len);
-    if (len < 2 || (size_t)(p[0] | p[1] << 8) > len - 2) {
-        arpc_reply_error(req, "malformed put");
-        return;
-    }
-    size_t klen = (size_t)(p[0] | p[1] << 8), vlen = len - 2 - klen;
-    const char *k = (const char *)p + 2, *v = k + klen;
     struct entry **table = my_shard();
     struct entry *e = lookup(table, k, klen);
     if (e == NULL) {
@@ -94,6 +92,19 @@ static void kv_put(arpc_request *req, void *ctx)
     e->value = malloc(vlen ? vlen : 1);
     memcpy(e->value, v, vlen);
     e->vlen = vlen;
+}
+
+static void kv_put(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const unsigned char *p = arpc_request_data(req, &len);
+    if (len < 2 || (size_t)(p[0] | p[1] << 8) > len - 2) {
+        arpc_reply_error(req, "malformed put");
+        return;
+    }
+    size_t klen = (size_t)(p[0] | p[1] << 8);
+    store_put((const char *)p + 2, klen, (const char *)p + 2 + klen, len - 2 - klen);
     arpc_reply(req, "OK", 2);
 }
 
@@ -108,6 +119,79 @@ static void kv_get(arpc_request *req, void *ctx)
     else
         arpc_reply(req, e->value, e->vlen);
 }
+
+#ifdef ARPC_WITH_JSONRPC
+/* JSON-RPC: the handler gets params[0] as JSON text (arpc/jsonrpc.h), here {"key":K,...}. */
+static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
+{
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    json_t *o = json_loadb(p, len, JSON_DECODE_ANY, NULL);
+    json_t *key = json_object_get(o, "key");
+    if (!json_is_string(key)) {
+        json_decref(o);
+        return NULL;
+    }
+    *k = json_string_value(key);
+    *klen = json_string_length(key);
+    return o;
+}
+
+/* Routing on the loop: the same shard as kv.put / kv.get of that key. */
+static uint64_t json_key(const void *data, size_t len, void *ctx)
+{
+    (void)ctx;
+    json_t *o = json_loadb(data, len, JSON_DECODE_ANY, NULL);
+    json_t *key = json_object_get(o, "key");
+    uint64_t h = json_is_string(key) ? key_hash(json_string_value(key), json_string_length(key)) : 0;
+    json_decref(o);
+    return h;
+}
+
+static void json_put(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    const char *k;
+    size_t klen;
+    json_t *o = json_params(req, &k, &klen);
+    json_t *value = json_object_get(o, "value");
+    if (!json_is_string(value)) {
+        json_decref(o);
+        arpc_reply_error(req, "params must be [{\"key\":string,\"value\":string}]");
+        return;
+    }
+    store_put(k, klen, json_string_value(value), json_string_length(value));
+    json_decref(o);
+    arpc_reply(req, "true", 4);
+}
+
+static void json_get(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    const char *k;
+    size_t klen;
+    json_t *o = json_params(req, &k, &klen);
+    if (o == NULL) {
+        arpc_reply_error(req, "params must be [{\"key\":string}]");
+        return;
+    }
+    struct entry *e = lookup(my_shard(), k, klen);
+    json_decref(o);
+    if (e == NULL) {
+        arpc_reply_error(req, "no such key");
+        return;
+    }
+    /* The stored bytes as a JSON string (a value put by kv.put may not be UTF-8: an error). */
+    json_t *v = json_stringn(e->value, e->vlen);
+    char *text = v != NULL ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (text == NULL)
+        arpc_reply_error(req, "value is not UTF-8 text");
+    else
+        arpc_reply(req, text, strlen(text));
+    free(text);
+}
+#endif
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig) { (void)sig; stop = 1; }
@@ -138,6 +222,13 @@ int main(int argc, char **argv)
         rc = arpc_server_register(server, "kv.put", kv_put, NULL, &put_by_key);
     if (rc == ARPC_OK)
         rc = arpc_server_register(server, "kv.get", kv_get, NULL, &get_by_key);
+#ifdef ARPC_WITH_JSONRPC
+    arpc_method_options json_by_key = {.group = store, .key = json_key};
+    if (rc == ARPC_OK)
+        rc = arpc_server_register(server, "KV.Put", json_put, NULL, &json_by_key);
+    if (rc == ARPC_OK)
+        rc = arpc_server_register(server, "KV.Get", json_get, NULL, &json_by_key);
+#endif
     if (rc == ARPC_OK)
         rc = arpc_server_listen(server, listen, bound, sizeof(bound));
     if (rc != ARPC_OK) {

@@ -3,7 +3,8 @@
 # what to install; and builds the demos' build. Sourced by demo.sh, crash-demo.sh and test.sh.
 set -euo pipefail
 
-ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3)
+ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3
+  libjansson-dev golang-go)
 
 arpc_missing_packages() {
     local missing=()

@@ -28,6 +28,9 @@
  * goes on being served. Connections that stall (no
  * HELLO, a frame sent too slowly), idle ones (if asked) and those past a count are closed
  * too: see the options' connection limits and docs/SECURITY.md.
+ *
+ * Built with jansson, every listener also answers JSON-RPC 1.0 (Go's net/rpc/jsonrpc) with
+ * the same methods: arpc/jsonrpc.h says what a handler sees then.
  */
 #ifndef ARPC_SERVER_H
 #define ARPC_SERVER_H

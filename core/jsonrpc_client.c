@@ -1,0 +1,403 @@
+/*
+ * A JSON-RPC 1.0 client (include/arpc/jsonrpc.h): calls pipelined on one connection.
+ *
+ * Design notes. The pieces are the arpc client's: a call's request line is encoded on the
+ * calling thread, reaches the loop on the job lane embedded in the call (never waits), and is
+ * queued on an arpc_conn (batched writes, the framer of core/jsonrpc_scan.h on reads through
+ * the conn's parse hook); the loop keeps calls by id in a single-owner map (base/u64_map.h)
+ * and their deadlines on the loop's deadline heap; the caller holds a future. Ids are
+ * numbers from 1, as Go's client sends them.
+ *
+ * What it leaves out, against the arpc client: no reconnect (JSON-RPC has no way to say
+ * whether a call ran, so the caller decides), no at-most-once, no heartbeat. A cancelled
+ * call's record stays until its answer, deadline or the close, which then find the future
+ * already complete.
+ *
+ * Lifetimes: a call is freed on the loop when it ends (answered, deadline, connection lost,
+ * close). The client is freed by close, after a job on the loop (run_sync) closed the
+ * connection: the lane is FIFO, so every call posted before close has been handled by then.
+ */
+#include "arpc/jsonrpc.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/client.h"
+#include "arpc/error.h"
+#include "async/loop_internal.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/handle.h"
+#include "base/log.h"
+#include "base/options.h"
+#include "base/u64_map.h"
+#include "core/conn.h"
+#include "core/jsonrpc_codec.h"
+#include "core/jsonrpc_scan.h"
+#include "transport/transport.h"
+
+#define JSONRPC_CONNECT_TIMEOUT_MS 5000
+
+struct arpc_jsonrpc_client {
+    arpc_magic jc_magic; /* first: base/handle.h */
+    arpc_loop *jc_loop;
+    bool jc_owns_loop;
+    uint32_t jc_max_frame;
+    int64_t jc_default_deadline_ms;
+    _Atomic uint64_t jc_next_id;
+    /* loop thread only */
+    struct arpc_conn jc_conn;
+    bool jc_open;                /* the connection is up: calls may be sent */
+    int jc_end_code;             /* why calls end once it is not (ECONNLOST, ESHUTDOWN) */
+    struct jsonrpc_scan jc_scan;
+    struct arpc_u64_map jc_calls; /* id -> struct jsonrpc_call */
+};
+
+struct jsonrpc_call {
+    struct arpc_loop_job jq_job;
+    struct arpc_deadline jq_deadline;
+    arpc_jsonrpc_client *jq_client;
+    arpc_future *jq_future; /* the call's own reference */
+    uint64_t jq_id;
+    uint64_t jq_deadline_ns;
+    uint8_t *jq_line;       /* the request, until it is queued */
+    size_t jq_len;
+};
+
+static void call_end(struct jsonrpc_call *call, int code, void *data, size_t len)
+{
+    arpc_future_complete(call->jq_future, code, data, len);
+    arpc_future_release(call->jq_future);
+    arpc_free(call->jq_line);
+    arpc_free(call);
+}
+
+/* Loop thread: call left the map (answered, or its deadline, or the connection's end). */
+static void call_finish(struct jsonrpc_call *call, int code, void *data, size_t len)
+{
+    arpc_deadline_cancel(call->jq_client->jc_loop, &call->jq_deadline);
+    call_end(call, code, data, len);
+}
+
+static void call_on_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    struct jsonrpc_call *call = arg;
+    arpc_u64_map_take(&call->jq_client->jc_calls, call->jq_id);
+    call_end(call, ARPC_ETIMEDOUT, NULL, 0);
+}
+
+static void call_fail_pending(void *val, void *arg)
+{
+    call_finish(val, *(const int *)arg, NULL, 0);
+}
+
+/* Loop thread: no more calls go out; every pending one ends with code. */
+static void client_end_calls(arpc_jsonrpc_client *c, int code)
+{
+    c->jc_open = false;
+    c->jc_end_code = code;
+    arpc_u64_map_drain(&c->jc_calls, call_fail_pending, &code);
+}
+
+static void client_on_close(struct arpc_conn *conn, int reason)
+{
+    arpc_jsonrpc_client *c = conn->c_owner;
+    if (reason != ARPC_ESHUTDOWN)
+        arpc_log(ARPC_LOG_WARN, "JSON-RPC connection to %s closed: %s", conn->c_peer, arpc_strerror(reason));
+    client_end_calls(c, reason == ARPC_ESHUTDOWN ? ARPC_ESHUTDOWN : ARPC_ECONNLOST);
+}
+
+/* A copy of text[0..len) with a NUL after it, for a future's data. */
+static char *text_copy(const char *text, size_t len)
+{
+    char *copy = arpc_malloc(len + 1);
+    if (copy != NULL) {
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
+static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+/* One response object. False: it breaks the protocol (the connection is then closed). */
+static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t len)
+{
+    json_error_t jerr;
+    json_t *resp = json_loadb((const char *)p, len, 0, &jerr);
+    const json_t *id = json_object_get(resp, "id");
+    if (resp == NULL || !json_is_integer(id)) {
+        arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", c->jc_conn.c_peer,
+                 resp == NULL ? jerr.text : "a response without a numeric id");
+        json_decref(resp);
+        return false;
+    }
+    struct jsonrpc_call *call = arpc_u64_map_take(&c->jc_calls, (uint64_t)json_integer_value(id));
+    if (call == NULL) { /* ended already (its deadline), or never ours: Go's client skips it too */
+        json_decref(resp);
+        return true;
+    }
+    const json_t *error = json_object_get(resp, "error"), *result = json_object_get(resp, "result");
+    if (error != NULL && !json_is_null(error)) {
+        if (!json_is_string(error)) {
+            call_finish(call, ARPC_EPROTO, NULL, 0); /* Go's client: "invalid error" */
+        } else {
+            const char *msg = json_string_value(error);
+            bool no_method = starts_with(msg, "rpc: can't find ") ||
+                             starts_with(msg, "rpc: service/method request ill-formed");
+            char *copy = text_copy(msg, json_string_length(error));
+            call_finish(call, copy == NULL ? ARPC_ENOMEM : no_method ? ARPC_ENOMETHOD : ARPC_EHANDLER, copy,
+                        copy == NULL ? 0 : json_string_length(error));
+        }
+    } else {
+        char *text = NULL;
+        size_t tlen = 0;
+        int rc = jsonrpc_dump(result != NULL ? result : json_null(), &text, &tlen);
+        call_finish(call, rc, text, tlen);
+    }
+    json_decref(resp);
+    return true;
+}
+
+static size_t client_parse(struct arpc_conn *conn)
+{
+    arpc_jsonrpc_client *c = conn->c_owner;
+    while (conn->c_open && !conn->c_close_pending) {
+        if (c->jc_scan.js_pos == 0)
+            conn->c_rstart += jsonrpc_skip_space(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
+        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
+        size_t have = conn->c_rend - conn->c_rstart, len = 0;
+        if (have == 0)
+            return 1;
+        int rc = jsonrpc_scan(&c->jc_scan, p, have, &len);
+        if (rc == ARPC_EAGAIN && have <= conn->c_max_body)
+            return have + 1;
+        if (rc != ARPC_OK || len > conn->c_max_body) {
+            arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", conn->c_peer,
+                     rc == ARPC_EPROTO ? "sent something that is not a JSON object" : "response over max_frame");
+            arpc_conn_close(conn, ARPC_EPROTO);
+            return 0;
+        }
+        conn->c_rstart += len;
+        if (!client_on_response(c, p, len)) {
+            arpc_conn_close(conn, ARPC_EPROTO);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static const struct arpc_conn_ops client_conn_ops = {
+    .on_close = client_on_close,
+    .parse = client_parse,
+};
+
+/* Loop thread: the call's request goes out (or the call ends at once). */
+static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct jsonrpc_call *call = (struct jsonrpc_call *)job;
+    arpc_jsonrpc_client *c = call->jq_client;
+    if (!c->jc_open) {
+        call_end(call, c->jc_end_code, NULL, 0);
+        return;
+    }
+    if (arpc_u64_map_put(&c->jc_calls, call->jq_id, call) != ARPC_OK) {
+        call_end(call, ARPC_ENOMEM, NULL, 0);
+        return;
+    }
+    if (call->jq_deadline_ns != ARPC_NEVER && arpc_deadline_arm(loop, &call->jq_deadline, call->jq_deadline_ns) != ARPC_OK) {
+        arpc_u64_map_take(&c->jc_calls, call->jq_id);
+        call_end(call, ARPC_ENOMEM, NULL, 0);
+        return;
+    }
+    uint8_t *line = call->jq_line;
+    call->jq_line = NULL; /* the connection's now, whatever happens */
+    if (arpc_conn_send(&c->jc_conn, line, line, call->jq_len) != ARPC_OK) {
+        arpc_u64_map_take(&c->jc_calls, call->jq_id);
+        call_finish(call, ARPC_ENOMEM, NULL, 0);
+    }
+}
+
+/* A method name jansson can write: UTF-8 (json_string checks it). */
+static bool method_ok(const char *method)
+{
+    json_t *m = method != NULL ? json_string(method) : NULL;
+    json_decref(m);
+    return m != NULL;
+}
+
+static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
+{
+    return arpc_handle_check(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn);
+}
+
+arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                     size_t params_len, int64_t deadline_ms)
+{
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK)
+        return NULL;
+    if (!client_live(c, "arpc_jsonrpc_call_async") || !method_ok(method) || (params_json == NULL && params_len > 0) ||
+        !jsonrpc_valid(params_json != NULL ? params_json : "", params_len)) {
+        arpc_future_complete(f, ARPC_EINVAL, NULL, 0);
+        return f;
+    }
+    struct jsonrpc_call *call = arpc_calloc(1, sizeof(*call));
+    if (call == NULL) {
+        arpc_future_complete(f, ARPC_ENOMEM, NULL, 0);
+        return f;
+    }
+    call->jq_id = atomic_fetch_add_explicit(&c->jc_next_id, 1, memory_order_relaxed);
+    call->jq_line = jsonrpc_encode_request(method, call->jq_id, params_json, params_len, &call->jq_len);
+    if (call->jq_line == NULL || call->jq_len > c->jc_max_frame) {
+        int rc = call->jq_line == NULL ? ARPC_ENOMEM : ARPC_ETOOLARGE;
+        arpc_free(call->jq_line);
+        arpc_free(call);
+        arpc_future_complete(f, rc, NULL, 0);
+        return f;
+    }
+    if (deadline_ms == 0)
+        deadline_ms = c->jc_default_deadline_ms;
+    call->jq_deadline_ns = deadline_ms == 0 ? ARPC_NEVER : arpc_deadline_from_ms(deadline_ms);
+    call->jq_client = c;
+    arpc_future_retain(f);
+    call->jq_future = f;
+    arpc_deadline_init(&call->jq_deadline, call_on_deadline, call);
+    arpc_loop_job_init(&call->jq_job, call_send);
+    if (arpc_loop_post(c->jc_loop, &call->jq_job) != ARPC_OK)
+        call_end(call, ARPC_ESHUTDOWN, NULL, 0);
+    return f;
+}
+
+int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json, size_t params_len,
+                      char **result, size_t *result_len, int64_t deadline_ms)
+{
+    if (result != NULL)
+        *result = NULL;
+    if (result_len != NULL)
+        *result_len = 0;
+    if (client_live(c, "arpc_jsonrpc_call") && arpc_loop_on_thread(c->jc_loop))
+        return ARPC_EBUSY; /* blocking on the loop that must deliver the answer */
+    arpc_future *f = arpc_jsonrpc_call_async(c, method, params_json, params_len, deadline_ms);
+    if (f == NULL)
+        return ARPC_ENOMEM;
+    int status = c != NULL && !c->jc_owns_loop && client_live(c, "arpc_jsonrpc_call") ? arpc_loop_wait(c->jc_loop, f)
+                                                                                       : arpc_future_wait(f);
+    size_t len = 0;
+    char *data = arpc_future_take(f, &len);
+    if (result != NULL) {
+        *result = data;
+        if (result_len != NULL)
+            *result_len = len;
+    } else {
+        arpc_free(data);
+    }
+    arpc_future_release(f);
+    return status;
+}
+
+/* ---- life cycle ---- */
+
+struct client_setup {
+    arpc_jsonrpc_client *cs_client;
+    int cs_fd;
+    const char *cs_peer;
+    int cs_rc;
+};
+
+static void client_on_loop_stop(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    arpc_jsonrpc_client *c = arg;
+    arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN); /* ends the calls, once */
+}
+
+static void client_start_on_loop(arpc_loop *loop, void *arg)
+{
+    struct client_setup *cs = arg;
+    arpc_jsonrpc_client *c = cs->cs_client;
+    cs->cs_rc = arpc_conn_init(&c->jc_conn, loop, cs->cs_fd, c->jc_max_frame, &client_conn_ops, c, cs->cs_peer);
+    if (cs->cs_rc != ARPC_OK)
+        return; /* the fd was closed */
+    cs->cs_rc = arpc_loop_on_stop(loop, client_on_loop_stop, c);
+    if (cs->cs_rc != ARPC_OK) {
+        arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN);
+        return;
+    }
+    c->jc_open = true;
+}
+
+static void client_free(arpc_jsonrpc_client *c)
+{
+    arpc_u64_map_fini(&c->jc_calls);
+    if (c->jc_owns_loop)
+        arpc_loop_destroy(c->jc_loop);
+    arpc_handle_poison(c);
+    arpc_free(c);
+}
+
+int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const arpc_jsonrpc_options *opts,
+                           size_t opts_size)
+{
+    arpc_jsonrpc_options o;
+    if (out == NULL || addr == NULL || arpc_options_copy(&o, sizeof(o), opts, opts_size) != ARPC_OK)
+        return ARPC_EINVAL;
+    *out = NULL;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_jsonrpc_client *c = arpc_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return ARPC_ENOMEM;
+    atomic_init(&c->jc_magic, ARPC_MAGIC_JSONRPC);
+    atomic_init(&c->jc_next_id, 1);
+    c->jc_max_frame = o.max_frame ? o.max_frame : 16u << 20;
+    c->jc_default_deadline_ms = o.default_deadline_ms;
+    c->jc_end_code = ARPC_ECONNLOST;
+    int rc = arpc_u64_map_init(&c->jc_calls, 64);
+    if (rc == ARPC_OK && o.loop != NULL) {
+        c->jc_loop = o.loop;
+    } else if (rc == ARPC_OK && (rc = arpc_loop_create(&c->jc_loop, NULL)) == ARPC_OK) {
+        c->jc_owns_loop = true;
+        rc = arpc_loop_start(c->jc_loop);
+    }
+    int fd = -1;
+    if (rc == ARPC_OK)
+        rc = arpc_transport_connect(addr, o.connect_timeout_ms ? o.connect_timeout_ms : JSONRPC_CONNECT_TIMEOUT_MS,
+                                    &fd, why, sizeof(why));
+    if (rc == ARPC_OK) {
+        struct client_setup cs = {.cs_client = c, .cs_fd = fd, .cs_peer = addr, .cs_rc = ARPC_OK};
+        arpc_loop_run_sync(c->jc_loop, client_start_on_loop, &cs);
+        rc = cs.cs_rc;
+        if (rc != ARPC_OK)
+            snprintf(why, sizeof(why), "could not start the connection to %s: %s", addr, arpc_strerror(rc));
+    }
+    if (rc != ARPC_OK) {
+        if (o.errbuf != NULL && o.errbuf_len > 0)
+            snprintf(o.errbuf, o.errbuf_len, "%s", why[0] ? why : arpc_strerror(rc));
+        client_free(c);
+        return rc;
+    }
+    *out = c;
+    return ARPC_OK;
+}
+
+static void client_close_on_loop(arpc_loop *loop, void *arg)
+{
+    arpc_jsonrpc_client *c = arg;
+    arpc_loop_off_stop(loop, client_on_loop_stop, c);
+    arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN);
+}
+
+int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
+{
+    if (!client_live(c, "arpc_jsonrpc_close"))
+        return ARPC_EINVAL;
+    if (arpc_loop_on_thread(c->jc_loop))
+        return ARPC_EBUSY;
+    if (!arpc_handle_kill(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", "arpc_jsonrpc_close"))
+        return ARPC_EINVAL;
+    arpc_loop_run_sync(c->jc_loop, client_close_on_loop, c);
+    client_free(c);
+    return ARPC_OK;
+}

@@ -1,0 +1,43 @@
+/*
+ * JSON-RPC 1.0 messages as Go's net/rpc/jsonrpc writes them, one per line:
+ *   request   {"method":"Service.Method","params":[P],"id":ID}
+ *   response  {"id":ID,"result":R,"error":null}  or  {"id":ID,"result":null,"error":"text"}
+ * error is a string or null, never an object; result is null on error; the id is echoed.
+ * Parsing is jansson's; the encoders here build each line in one allocation (base/alloc.h),
+ * copying the JSON texts they are given as they are.
+ */
+#ifndef ARPC_CORE_JSONRPC_CODEC_H
+#define ARPC_CORE_JSONRPC_CODEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* How a value taken from a message is written back: compact, any value, doubles exact. */
+#define JSONRPC_DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17))
+
+/* v as JSON text in a NUL-terminated buffer from arpc_malloc (*len excludes the NUL).
+ * ARPC_OK or ARPC_ENOMEM. */
+int jsonrpc_dump(const json_t *v, char **out, size_t *len);
+
+/* msg[0..len) as a JSON string (quoted, escaped), NUL-terminated from arpc_malloc. Bytes that
+ * are not UTF-8 are escaped as the log escapes them (base/log.h). NULL without memory. */
+char *jsonrpc_quote(const char *msg, size_t len, size_t *out_len);
+
+/* A response line. id and result are JSON texts (result valid JSON: the caller checked);
+ * error_json, if not NULL, a quoted string from jsonrpc_quote, and result is then ignored
+ * (null). NULL without memory. */
+uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *result, size_t result_len,
+                                 const char *error_json, size_t error_len, size_t *out_len);
+
+/* A request line with a numeric id; params_json is one JSON value (checked by the caller),
+ * sent as the one element of params. NULL without memory or for a method that is not UTF-8. */
+uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *params_json, size_t params_len,
+                                size_t *out_len);
+
+/* True when buf[0..len) is exactly one JSON value (any kind), optionally surrounded by
+ * whitespace. */
+bool jsonrpc_valid(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,45 @@
+#include "core/jsonrpc_scan.h"
+
+#include "arpc/error.h"
+
+size_t jsonrpc_skip_space(const uint8_t *buf, size_t len)
+{
+    size_t i = 0;
+    while (i < len && jsonrpc_is_space(buf[i]))
+        i++;
+    return i;
+}
+
+int jsonrpc_scan(struct jsonrpc_scan *st, const uint8_t *buf, size_t len, size_t *obj_len)
+{
+    if (st->js_pos == 0 && len > 0 && buf[0] != '{')
+        return ARPC_EPROTO;
+    for (size_t i = st->js_pos; i < len; i++) {
+        uint8_t b = buf[i];
+        if (st->js_in_string) {
+            if (st->js_escape)
+                st->js_escape = false;
+            else if (b == '\\')
+                st->js_escape = true;
+            else if (b == '"')
+                st->js_in_string = false;
+            continue;
+        }
+        if (b == '"') {
+            st->js_in_string = true;
+        } else if (b == '{' || b == '[') {
+            if (++st->js_depth > JSONRPC_SCAN_MAX_DEPTH)
+                return ARPC_EPROTO;
+        } else if (b == '}' || b == ']') {
+            if (st->js_depth == 0)
+                return ARPC_EPROTO;
+            if (--st->js_depth == 0) {
+                *obj_len = i + 1;
+                jsonrpc_scan_reset(st);
+                return ARPC_OK;
+            }
+        }
+    }
+    st->js_pos = len;
+    return ARPC_EAGAIN;
+}

@@ -1,0 +1,318 @@
+/*
+ * JSON-RPC 1.0 on a server connection, as Go's net/rpc/jsonrpc client speaks it
+ * (include/arpc/jsonrpc.h has the contract, docs/PROTOCOL.md the wire).
+ *
+ * Design notes. A JSON-RPC call becomes an ordinary arpc request: it gets a connection-local
+ * xid, its params[0] is the request's bytes, and it goes through request_dispatch like a
+ * frame (actors, flow control, the server's deadline and stop answers). The answer comes back
+ * as an encoded REPLY or ERROR frame, as for any connection; the hooks here write it as a
+ * JSON-RPC response instead, with the call's id, which waits in js_ids (xid -> id text) until
+ * then. Calls are never numbered (no client id): JSON-RPC has no retries to deduplicate.
+ *
+ * Malformed input: an object that is not JSON, or a stream that is not objects, or one larger
+ * than max_frame, is answered with id null and the connection is closed once that is written
+ * (as Go's server closes on a decoding error: nothing after it can be trusted). An object that
+ * is JSON but not a good request (no method, params not an array, unknown method) gets an
+ * error response with its id, and the connection goes on.
+ */
+#include "core/jsonrpc_server.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/jsonrpc_codec.h"
+#include "core/jsonrpc_scan.h"
+#include "core/server_internal.h"
+
+struct jsonrpc_sconn {
+    struct jsonrpc_scan js_scan;
+    struct arpc_u64_map js_ids; /* xid -> the call's id as JSON text (arpc_malloc, NUL-terminated) */
+    uint64_t js_next_xid;
+};
+
+bool jsonrpc_sconn_is(const struct server_conn *sc) { return sc->sc_json != NULL; }
+
+static void jsonrpc_refuse_auth(struct server_conn *sc, const char *why);
+
+bool jsonrpc_sconn_adopt(struct server_conn *sc)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    if (conn->c_rend == conn->c_rstart)
+        return false;
+    uint8_t first = conn->c_rbuf[conn->c_rstart];
+    /* '[' too: not JSON-RPC 1.0 (a 2.0 batch, say), but a JSON peer is better told so in JSON. */
+    if (first != '{' && first != '[' && !jsonrpc_is_space(first))
+        return false;
+    struct jsonrpc_sconn *js = arpc_calloc(1, sizeof(*js));
+    if (js == NULL || arpc_u64_map_init(&js->js_ids, 16) != ARPC_OK) {
+        arpc_free(js);
+        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", conn->c_peer);
+        arpc_conn_close(conn, ARPC_ENOMEM);
+        return false; /* the frame parser sees a closed connection and does nothing */
+    }
+    sc->sc_json = js;
+    sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
+    conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
+    arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
+    /* A peer without a HELLO has no token: a server that checks who may in lets it in only
+     * where its credentials alone pass (a unix peer on the allow-list). */
+    char buf[128];
+    const char *why = auth_judge_tokenless(sc, buf, sizeof(buf));
+    if (why != NULL) {
+        sc->sc_refused = true;
+        jsonrpc_refuse_auth(sc, why);
+    }
+    return true;
+}
+
+static void jsonrpc_free_id(void *id, void *arg)
+{
+    (void)arg;
+    arpc_free(id);
+}
+
+void jsonrpc_sconn_close(struct server_conn *sc)
+{
+    struct jsonrpc_sconn *js = sc->sc_json;
+    if (js == NULL)
+        return;
+    arpc_u64_map_drain(&js->js_ids, jsonrpc_free_id, NULL);
+    arpc_u64_map_fini(&js->js_ids);
+    arpc_free(js);
+    sc->sc_json = NULL;
+}
+
+/* Queues a response line for id (taken: freed here). error: a plain message, or NULL for
+ * result. */
+static void jsonrpc_respond(struct server_conn *sc, char *id, const void *result, size_t result_len,
+                            const char *error, size_t error_len)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    size_t qlen = 0, len = 0;
+    char *quoted = error != NULL ? jsonrpc_quote(error, error_len, &qlen) : NULL;
+    uint8_t *line = NULL;
+    if (error == NULL || quoted != NULL)
+        line = jsonrpc_encode_response(id, strlen(id), result, result_len, quoted, qlen, &len);
+    arpc_free(quoted);
+    arpc_free(id);
+    if (line == NULL || arpc_conn_send(conn, line, line, len) == ARPC_ENOMEM)
+        arpc_conn_close(conn, ARPC_ENOMEM); /* never leave a caller waiting */
+}
+
+static char *jsonrpc_null_id(void)
+{
+    char *id = arpc_malloc(sizeof("null"));
+    if (id != NULL)
+        memcpy(id, "null", sizeof("null"));
+    return id;
+}
+
+/* Bad input: said once with id null, then the connection closes once that is written. */
+static void jsonrpc_refuse(struct server_conn *sc, const char *why)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: %s", conn->c_peer, why);
+    char *id = jsonrpc_null_id();
+    if (id != NULL)
+        jsonrpc_respond(sc, id, NULL, 0, why, strlen(why));
+    arpc_conn_close_after_flush(conn, ARPC_EPROTO);
+}
+
+/* Authentication failed: said once with id null (as a GOAWAY would), then closed. */
+static void jsonrpc_refuse_auth(struct server_conn *sc, const char *why)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: authentication failed: %s", conn->c_peer, why);
+    char *id = jsonrpc_null_id();
+    if (id != NULL)
+        jsonrpc_respond(sc, id, NULL, 0, why, strlen(why));
+    arpc_conn_close_after_flush(conn, ARPC_EAUTH);
+}
+
+/* Answers call xid with an error, if it has not been answered yet. */
+static void jsonrpc_fail(struct server_conn *sc, uint64_t xid, const char *msg, size_t len)
+{
+    char *id = arpc_u64_map_take(&sc->sc_json->js_ids, xid);
+    if (id != NULL)
+        jsonrpc_respond(sc, id, NULL, 0, msg, len);
+}
+
+/* Go's server's words (net/rpc/server.go) for a name it cannot serve, so a Go client sees
+ * the same text from arpc as from Go: no dot, no such service, or no such method. */
+static void jsonrpc_no_method(struct server_conn *sc, uint64_t xid, const char *name, size_t len)
+{
+    const char *dot = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] == '.')
+            dot = name + i;
+    const struct arpc_registry *r = &sc->sc_server->sv_registry;
+    bool service_known = false;
+    for (size_t i = 0; dot != NULL && !service_known && i < r->r_count; i++) {
+        const char *m = r->r_methods[i]->m_name, *mdot = strrchr(m, '.');
+        service_known = mdot != NULL && (size_t)(mdot - m) == (size_t)(dot - name) && memcmp(m, name, (size_t)(dot - name)) == 0;
+    }
+    const char *what = dot == NULL      ? "rpc: service/method request ill-formed: "
+                       : service_known ? "rpc: can't find method "
+                                        : "rpc: can't find service ";
+    size_t wlen = strlen(what);
+    char *msg = arpc_malloc(wlen + len);
+    if (msg == NULL) {
+        jsonrpc_fail(sc, xid, "server out of memory", strlen("server out of memory"));
+        return;
+    }
+    memcpy(msg, what, wlen);
+    memcpy(msg + wlen, name, len);
+    jsonrpc_fail(sc, xid, msg, wlen + len);
+    arpc_free(msg);
+}
+
+/* One whole request object, p[0..len). */
+static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len)
+{
+    struct jsonrpc_sconn *js = sc->sc_json;
+    sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
+    json_error_t jerr;
+    json_t *req = json_loadb((const char *)p, len, 0, &jerr);
+    if (req == NULL) {
+        char why[sizeof(jerr.text) + 64];
+        snprintf(why, sizeof(why), "jsonrpc: malformed request at byte %d: %s", jerr.position, jerr.text);
+        jsonrpc_refuse(sc, why);
+        return;
+    }
+    /* The id first, so that every answer below, the handler's too, finds it. */
+    const json_t *id_v = json_object_get(req, "id");
+    char *id = NULL;
+    size_t id_len;
+    uint64_t xid = ++js->js_next_xid;
+    if ((id_v == NULL ? (id = jsonrpc_null_id()) == NULL : jsonrpc_dump(id_v, &id, &id_len) != ARPC_OK) ||
+        arpc_u64_map_put(&js->js_ids, xid, id) != ARPC_OK) {
+        arpc_free(id);
+        json_decref(req);
+        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", sc->sc_conn.c_peer);
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+        return;
+    }
+    const json_t *method = json_object_get(req, "method"), *params = json_object_get(req, "params");
+    const char *name = json_is_string(method) ? json_string_value(method) : "";
+    size_t name_len = json_is_string(method) ? json_string_length(method) : 0;
+    arpc_server *s = sc->sc_server;
+    const struct arpc_method *m = NULL;
+    if (params != NULL && !json_is_null(params) && !json_is_array(params)) {
+        static const char not_array[] = "jsonrpc: params must be an array";
+        jsonrpc_fail(sc, xid, not_array, sizeof(not_array) - 1);
+    } else if (atomic_load(&s->sv_state) != SV_RUNNING) {
+        jsonrpc_fail(sc, xid, "server shutting down", strlen("server shutting down"));
+    } else if (name_len > ARPC_METHOD_MAX ||
+               (m = arpc_registry_find(&s->sv_registry, name, name_len)) == NULL) {
+        jsonrpc_no_method(sc, xid, name, name_len);
+    } else {
+        /* Go sends exactly one parameter; none (or null) is the handler's "null". */
+        const json_t *arg = json_is_array(params) && json_array_size(params) > 0 ? json_array_get(params, 0) : json_null();
+        char *payload;
+        size_t plen;
+        if (jsonrpc_dump(arg, &payload, &plen) != ARPC_OK) {
+            jsonrpc_fail(sc, xid, "server out of memory", strlen("server out of memory"));
+        } else {
+            struct arpc_frame f = {
+                .f_kind = ARPC_FRAME_REQUEST,
+                .f_xid = xid,
+                .f_method = name,
+                .f_method_len = (uint16_t)name_len,
+                .f_payload = (const uint8_t *)payload,
+                .f_payload_len = (uint32_t)plen,
+            };
+            request_dispatch(sc, m, &f); /* copies the payload */
+            arpc_free(payload);
+        }
+    }
+    json_decref(req);
+}
+
+size_t jsonrpc_sconn_parse(struct server_conn *sc)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    struct jsonrpc_sconn *js = sc->sc_json;
+    while (js != NULL && conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
+        if (js->js_scan.js_pos == 0) /* between objects: whitespace separates them */
+            conn->c_rstart += jsonrpc_skip_space(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
+        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
+        size_t have = conn->c_rend - conn->c_rstart, len = 0;
+        if (have == 0)
+            return 1;
+        int rc = jsonrpc_scan(&js->js_scan, p, have, &len);
+        if (rc == ARPC_EPROTO) {
+            jsonrpc_refuse(sc, "jsonrpc: expected a JSON object");
+            return 0;
+        }
+        if ((rc == ARPC_EAGAIN ? have : len) > conn->c_max_body) {
+            jsonrpc_refuse(sc, "jsonrpc: request larger than the server's max_frame");
+            return 0;
+        }
+        if (rc == ARPC_EAGAIN)
+            return have + 1;
+        conn->c_rstart += len; /* p stays valid: nothing below moves the buffer */
+        jsonrpc_request(sc, p, len);
+    }
+    return 0;
+}
+
+static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len)
+{
+    if (code == ARPC_OK) {
+        if (jsonrpc_valid(data, len)) {
+            char *id = arpc_u64_map_take(&sc->sc_json->js_ids, xid);
+            if (id != NULL)
+                jsonrpc_respond(sc, id, data, len, NULL, 0);
+            return;
+        }
+        static const char not_json[] = "jsonrpc: the handler's reply is not valid JSON";
+        arpc_log(ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid, sc->sc_conn.c_peer,
+                 not_json);
+        jsonrpc_fail(sc, xid, not_json, sizeof(not_json) - 1);
+        return;
+    }
+    if (code == ARPC_EHANDLER) { /* the handler's own words, as Go's would be */
+        jsonrpc_fail(sc, xid, data, len);
+        return;
+    }
+    /* The server's answers (deadline, stop, refusals) say which, by the error's name. */
+    const char *name = arpc_errname(code);
+    size_t nlen = strlen(name);
+    char *msg = arpc_malloc(nlen + 2 + len);
+    if (msg == NULL) {
+        jsonrpc_fail(sc, xid, name, nlen);
+        return;
+    }
+    memcpy(msg, name, nlen);
+    memcpy(msg + nlen, ": ", 2);
+    memcpy(msg + nlen + 2, data, len);
+    jsonrpc_fail(sc, xid, msg, nlen + 2 + len);
+    arpc_free(msg);
+}
+
+bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm)
+{
+    if (sc->sc_json == NULL)
+        return false;
+    struct arpc_frame f;
+    size_t used;
+    if (arpc_frame_decode(rm->rm_frame, rm->rm_len, UINT32_MAX, &f, &used, NULL) == ARPC_OK) {
+        if (f.f_kind == ARPC_FRAME_REPLY)
+            jsonrpc_answer(sc, f.f_xid, ARPC_OK, f.f_payload, f.f_payload_len);
+        else if (f.f_kind == ARPC_FRAME_ERROR)
+            jsonrpc_answer(sc, f.f_xid, (int)f.f_code, f.f_msg, f.f_msg_len);
+    }
+    arpc_free(rm);
+    return true;
+}
+
+bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t len)
+{
+    if (sc->sc_json == NULL)
+        return false;
+    jsonrpc_answer(sc, xid, code, msg, len);
+    return true;
+}

@@ -1,0 +1,50 @@
+/*
+ * JSON-RPC 1.0 on the server's connections (core/jsonrpc_server.c): the hooks the server's
+ * connection code (core/server_conn.c, server_dedup.c) calls. Loop thread only. Built with
+ * ARPC_WITH_JSONRPC; without it they are no-ops and every connection speaks arpc frames.
+ */
+#ifndef ARPC_CORE_JSONRPC_SERVER_H
+#define ARPC_CORE_JSONRPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct server_conn;
+struct reply_msg;
+
+#ifdef ARPC_WITH_JSONRPC
+/* A connection that has not sent HELLO yet: if its first byte is '{', '[' or JSON whitespace (an
+ * arpc frame starts with its magic 'a'), it becomes a JSON-RPC connection (no HELLO, no
+ * heartbeat) and true is returned; the caller then parses with jsonrpc_sconn_parse. */
+bool jsonrpc_sconn_adopt(struct server_conn *sc);
+/* arpc_conn_ops.parse for a JSON-RPC connection. */
+size_t jsonrpc_sconn_parse(struct server_conn *sc);
+/* The connection closed: its calls' ids are freed (replies still to come are dropped). */
+void jsonrpc_sconn_close(struct server_conn *sc);
+/* The server's answers, written as JSON-RPC responses on a JSON-RPC connection: true when sc
+ * is one (rm, an encoded REPLY or ERROR frame, is then taken); false: send the frame. */
+bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm);
+bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t len);
+/* True for a JSON-RPC connection, which has no GOAWAY (it is just closed). */
+bool jsonrpc_sconn_is(const struct server_conn *sc);
+#else
+static inline bool jsonrpc_sconn_adopt(struct server_conn *sc) { (void)sc; return false; }
+static inline size_t jsonrpc_sconn_parse(struct server_conn *sc) { (void)sc; return 0; }
+static inline void jsonrpc_sconn_close(struct server_conn *sc) { (void)sc; }
+static inline bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm)
+{
+    (void)sc;
+    (void)rm;
+    return false;
+}
+static inline bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg,
+                                            size_t len)
+{
+    (void)sc, (void)xid, (void)code, (void)msg, (void)len;
+    return false;
+}
+static inline bool jsonrpc_sconn_is(const struct server_conn *sc) { (void)sc; return false; }
+#endif
+
+#endif

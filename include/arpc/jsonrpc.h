@@ -1,0 +1,114 @@
+/*
+ * arpc/jsonrpc.h: JSON-RPC 1.0 as Go's net/rpc/jsonrpc speaks it, both ways. Built when arpc
+ * is built with jansson (CMake option ARPC_WITH_JSONRPC, on when libjansson-dev is found;
+ * the arpc_internal target then defines ARPC_WITH_JSONRPC); without it these functions do not
+ * exist and a server speaks arpc frames only. The wire is in docs/PROTOCOL.md ("JSON-RPC").
+ *
+ * ---- Serving: nothing to set up ----
+ * Every arpc server listener also answers JSON-RPC: a connection whose first byte is '{' (or
+ * '[' or JSON whitespace; an arpc frame starts with 'a') speaks JSON-RPC for its life.
+ * A request {"method":"Service.Method","params":[P],"id":ID} calls the method registered under
+ * exactly that name (arpc_server_register), through the same dispatch as arpc calls (its
+ * actor or group, flow control, the server's stop):
+ *   - the handler's arpc_request_data() is the JSON text of P, params[0] (Go always sends one
+ *     parameter), compact, as jansson writes it again (numbers keep their value, strings their
+ *     characters; the bytes may differ from what was sent); "null" when params is missing,
+ *     null or empty. jansson holds integers in int64: a request with an integer outside it
+ *     (e.g. a uint64 above 2^63-1) is refused as malformed. arpc_request_client_id() is 0 (a JSON-RPC peer has no client id, so its
+ *     calls are not numbered: no at-most-once, and JSON-RPC has no retries to deduplicate);
+ *   - the bytes given to arpc_reply() must be one JSON value: they become "result" as they
+ *     are. Anything else (empty, not JSON) is answered with an error instead (and logged);
+ *   - arpc_reply_error(req, msg) becomes {"id":ID,"result":null,"error":"msg"};
+ *   - the server's own answers (e.g. at stop, at a deadline) are errors naming the code:
+ *     "ARPC_ESHUTDOWN: server shutting down";
+ *   - a name no method has gets Go's own texts (net/rpc/server.go): "rpc: can't find service
+ *     S.M", "rpc: can't find method S.M" (S has other methods), "rpc: service/method request
+ *     ill-formed: M" (no dot).
+ * Responses follow Go's rules: "error" is a string or null, never an object; "result" is null
+ * on error; "id" is the request's id (any JSON value, written back compactly; a missing id
+ * is null). They leave as soon as they are ready, in any order (Go matches them by id).
+ * Limits and bad input: a request object longer than the server's max_frame, a stream that
+ * is not JSON objects, or an object that is not valid JSON, is answered once with
+ * {"id":null,"result":null,"error":"jsonrpc: ..."} and the connection is then closed (as Go's
+ * server closes on input it cannot decode); a valid object that is a bad request (params not
+ * an array, an unknown method) gets an error with its id and the connection goes on. A
+ * JSON-RPC connection has no HELLO and no heartbeat; the idle, frame and connection-count
+ * limits apply to it as to any.
+ *
+ * ---- Calling: arpc_jsonrpc_client ----
+ * A client for a JSON-RPC 1.0 server such as Go's jsonrpc.ServeConn: one connection, calls
+ * pipelined on it (many outstanding, matched by id on the client's loop thread), each ending
+ * through an arpc_future (arpc/future.h). Outcomes (the future's status):
+ *   ARPC_OK         the result's JSON text is the future's data (NUL-terminated; the length
+ *                   does not count the NUL)
+ *   ARPC_EHANDLER   the server answered an error: its text is the data (NUL-terminated)
+ *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
+ *                   service/method request ill-formed: ...": the text is the data
+ *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run)
+ *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol: logged) before
+ *                   the answer: the call may have run. There is no reconnect: later calls
+ *                   end ARPC_ECONNLOST at once; connect a new client
+ *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
+ *                   null)
+ *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8
+ *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
+ *   ARPC_ESHUTDOWN  the client was closed first
+ *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way)
+ * Threads: every function may be called from any thread, except that close and the blocking
+ * call return ARPC_EBUSY on the client's loop thread (they would wait for themselves).
+ */
+#ifndef ARPC_JSONRPC_H
+#define ARPC_JSONRPC_H
+
+#include "arpc/common.h"
+#include "arpc/future.h"
+#include "arpc/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct arpc_jsonrpc_client arpc_jsonrpc_client;
+
+typedef struct arpc_jsonrpc_options {
+    arpc_loop *loop;             /* NULL: the client starts and owns a loop thread */
+    int64_t connect_timeout_ms;  /* 0: 5000; ARPC_FOREVER: no limit */
+    int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
+    uint32_t max_frame;          /* largest request or response object; 0: 16 MiB */
+    char *errbuf;                /* if not NULL, a failed connect says why here (ARPC_ERRBUF_SIZE) */
+    size_t errbuf_len;
+} arpc_jsonrpc_options;
+
+/* Connects to "tcp://host:port" or "unix:///path" (blocking up to connect_timeout_ms). opts
+ * may be NULL. Errors: ARPC_EADDR, ARPC_ECONNREFUSED, ARPC_ETIMEDOUT, ARPC_ENOMEM,
+ * ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words. */
+ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const arpc_jsonrpc_options *opts,
+                                    size_t opts_size);
+#define arpc_jsonrpc_connect(out, addr, opts) \
+    arpc_jsonrpc_connect_v((out), (addr), (opts), sizeof(arpc_jsonrpc_options))
+
+/* Starts method(params) where params_json[0..params_len) is one JSON value, sent as the one
+ * element of "params" (copied before returning). deadline_ms: 0 = the client's default,
+ * ARPC_FOREVER = none, otherwise ms from now. Returns the call's future (the caller owns one
+ * reference); every outcome, immediate failures included, arrives through it. NULL only when
+ * memory for the future cannot be had. */
+ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                              size_t params_len, int64_t deadline_ms);
+
+/* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
+ * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER and ARPC_ENOMETHOD
+ * (NUL-terminated; free it with arpc_free), else NULL; *result_len its length. */
+ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                               size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
+
+/* Closes the connection, ends every pending call with ARPC_ESHUTDOWN, and frees the client
+ * (and its loop, if it owns one). No call may be started once close has begun. Returns
+ * ARPC_OK, ARPC_EINVAL (NULL), ARPC_EBUSY (on the client's loop thread: nothing done); a
+ * second close aborts in debug builds. */
+ARPC_API int arpc_jsonrpc_close(arpc_jsonrpc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,3 @@
+module arpc.test/jsonrpc
+
+go 1.19

@@ -1,0 +1,420 @@
+/*
+ * JSON-RPC in process: arpc's JSON-RPC client (include/arpc/jsonrpc.h) against an arpc
+ * server's JSON-RPC side, and against a fake server that breaks Go's rules. Every outcome of
+ * a call, pipelining, replies out of order (forced: the first call is held by its handler
+ * until the second has been answered), deadlines, close with calls pending, and bad input both
+ * ways.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "arpc/jsonrpc.h"
+#include "support/test_util.h"
+
+#define WAIT_MS 30000 /* a loaded CI machine: bounds a hang, never a timing check */
+
+static arpc_server *server;
+static arpc_actor *hold_actor;
+static char addr[128];
+static sem_t hold_sem;
+
+static void echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static void fail_handler(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply_error(req, "it failed: \"quoted\"");
+}
+
+static void not_json(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply(req, "{oops", 5);
+}
+
+/* On its own actor: answers only once the test posts hold_sem. */
+static void hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sem_wait_secs(&hold_sem, WAIT_MS / 1000);
+    arpc_reply(req, "\"held\"", 6);
+}
+
+/* Inline: answers at once. */
+static void release(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply(req, "\"released\"", 10);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    sem_init(&hold_sem, 0, 0);
+    assert_int_equal(arpc_server_create(&server, NULL), ARPC_OK);
+    assert_int_equal(arpc_actor_create(&hold_actor, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Hold", hold, NULL, &(arpc_method_options){.actor = hold_actor}),
+                     ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Release", release, NULL,
+                                          &(arpc_method_options){.inline_on_loop = true}),
+                     ARPC_OK);
+    assert_int_equal(arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    assert_int_equal(arpc_server_destroy(server), ARPC_OK);
+    arpc_actor_destroy(hold_actor);
+    sem_destroy(&hold_sem);
+    return 0;
+}
+
+static arpc_jsonrpc_client *connect_client(const char *to)
+{
+    arpc_jsonrpc_client *c = NULL;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    int rc = arpc_jsonrpc_connect(&c, to, &o);
+    if (rc != ARPC_OK)
+        print_error("connect %s: %s\n", to, why);
+    assert_int_equal(rc, ARPC_OK);
+    return c;
+}
+
+/* Calls and checks the outcome and its text. */
+static void expect_call(arpc_jsonrpc_client *c, const char *method, const char *params, int want_rc,
+                        const char *want_text)
+{
+    char *out = NULL;
+    size_t len = 0;
+    int rc = arpc_jsonrpc_call(c, method, params, params ? strlen(params) : 0, &out, &len, WAIT_MS);
+    if (rc != want_rc)
+        print_error("%s(%s): %s, %s\n", method, params, arpc_errname(rc), out ? out : "");
+    assert_int_equal(rc, want_rc);
+    if (want_text != NULL) {
+        assert_non_null(out);
+        assert_string_equal(out, want_text);
+        assert_int_equal(len, strlen(want_text));
+    } else {
+        assert_null(out);
+    }
+    arpc_free(out);
+}
+
+static void test_outcomes(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    expect_call(c, "T.Echo", "{\"a\": [1, 2.5, \"x\\u00e9\"], \"b\": null}", ARPC_OK,
+                "{\"a\":[1,2.5,\"x\xc3\xa9\"],\"b\":null}");
+    expect_call(c, "T.Echo", "\"just a string\"", ARPC_OK, "\"just a string\"");
+    expect_call(c, "T.Echo", "  17 ", ARPC_OK, "17");
+    expect_call(c, "T.Fail", "{}", ARPC_EHANDLER, "it failed: \"quoted\"");
+    expect_call(c, "T.NotJSON", "{}", ARPC_EHANDLER, "jsonrpc: the handler's reply is not valid JSON");
+    expect_call(c, "T.Nope", "{}", ARPC_ENOMETHOD, "rpc: can't find method T.Nope");
+    expect_call(c, "X.Echo", "{}", ARPC_ENOMETHOD, "rpc: can't find service X.Echo");
+    expect_call(c, "nodot", "{}", ARPC_ENOMETHOD, "rpc: service/method request ill-formed: nodot");
+    /* Refused before sending: not one JSON value, no method. */
+    expect_call(c, "T.Echo", "{", ARPC_EINVAL, NULL);
+    expect_call(c, "T.Echo", "1 2", ARPC_EINVAL, NULL);
+    expect_call(c, "T.Echo", NULL, ARPC_EINVAL, NULL);
+    expect_call(c, NULL, "1", ARPC_EINVAL, NULL);
+    /* The connection still serves after all that. */
+    expect_call(c, "T.Echo", "[true]", ARPC_OK, "[true]");
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
+/* A request and an answer far larger than one read (the buffers grow as bytes arrive). */
+static void test_large(void **state)
+{
+    (void)state;
+    enum { LEN = 3 << 20 };
+    arpc_jsonrpc_client *c = connect_client(addr);
+    char *big = malloc(LEN + 3);
+    big[0] = '"';
+    for (size_t i = 1; i <= LEN; i++)
+        big[i] = (char)('a' + i % 26);
+    big[LEN + 1] = '"';
+    big[LEN + 2] = '\0';
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_jsonrpc_call(c, "T.Echo", big, LEN + 2, &out, &len, WAIT_MS), ARPC_OK);
+    assert_int_equal(len, LEN + 2);
+    assert_memory_equal(out, big, LEN + 2);
+    arpc_free(out);
+    free(big);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
+static void test_pipelined(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    arpc_jsonrpc_client *c = connect_client(addr);
+    static arpc_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        char p[32];
+        int n = snprintf(p, sizeof(p), "%d", i);
+        fs[i] = arpc_jsonrpc_call_async(c, i % 10 == 9 ? "T.Fail" : "T.Echo", p, (size_t)n, WAIT_MS);
+        assert_non_null(fs[i]);
+    }
+    assert_int_equal(arpc_future_wait_all(fs, N, WAIT_MS), ARPC_OK);
+    for (int i = 0; i < N; i++) {
+        size_t len;
+        const char *data = arpc_future_data(fs[i], &len);
+        if (i % 10 == 9) {
+            assert_int_equal(arpc_future_poll(fs[i]), ARPC_EHANDLER);
+        } else {
+            char p[32];
+            snprintf(p, sizeof(p), "%d", i);
+            assert_int_equal(arpc_future_poll(fs[i]), ARPC_OK);
+            assert_string_equal(data, p);
+        }
+        arpc_future_release(fs[i]);
+    }
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
+static void test_out_of_order(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    arpc_future *held = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, WAIT_MS);
+    arpc_future *rel = arpc_jsonrpc_call_async(c, "T.Release", "2", 1, WAIT_MS);
+    /* The second call is answered while the first is still held by its handler. */
+    assert_int_equal(arpc_future_wait(rel), ARPC_OK);
+    assert_string_equal(arpc_future_data(rel, NULL), "\"released\"");
+    assert_int_equal(arpc_future_poll(held), ARPC_EPENDING);
+    sem_post(&hold_sem);
+    assert_int_equal(arpc_future_wait(held), ARPC_OK);
+    assert_string_equal(arpc_future_data(held, NULL), "\"held\"");
+    arpc_future_release(held);
+    arpc_future_release(rel);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
+static void test_deadline_and_close(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    /* Held past its deadline: ETIMEDOUT; the late answer is then skipped. */
+    arpc_future *late = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, 50);
+    assert_int_equal(arpc_future_wait(late), ARPC_ETIMEDOUT);
+    arpc_future_release(late);
+    sem_post(&hold_sem);
+    expect_call(c, "T.Echo", "2", ARPC_OK, "2"); /* after the late answer, or before: either way */
+    /* Pending at close: ESHUTDOWN. */
+    arpc_future *pending = arpc_jsonrpc_call_async(c, "T.Hold", "3", 1, ARPC_FOREVER);
+    assert_int_equal(arpc_future_wait_for(pending, 20), ARPC_EPENDING);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    assert_int_equal(arpc_future_wait(pending), ARPC_ESHUTDOWN);
+    arpc_future_release(pending);
+    sem_post(&hold_sem); /* the handler finishes; its answer goes nowhere */
+}
+
+/* ---- a fake server answering one canned line to the first request ---- */
+
+struct fake {
+    int f_listen;
+    const char *f_answer;
+    pthread_t f_thread;
+};
+
+static void *fake_main(void *arg)
+{
+    struct fake *f = arg;
+    int fd = accept(f->f_listen, NULL, NULL);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0 && memchr(buf, '\n', (size_t)n) == NULL) {
+    }
+    CHECK(write(fd, f->f_answer, strlen(f->f_answer)) == (ssize_t)strlen(f->f_answer));
+    shutdown(fd, SHUT_WR);
+    while (read(fd, buf, sizeof(buf)) > 0) { /* until the client closes */
+    }
+    close(fd);
+    return NULL;
+}
+
+static void fake_start(struct fake *f, const char *answer, char *to, size_t tolen)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    f->f_listen = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(f->f_listen >= 0);
+    assert_int_equal(bind(f->f_listen, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(f->f_listen, 1), 0);
+    assert_int_equal(getsockname(f->f_listen, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(to, tolen, "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    f->f_answer = answer;
+    assert_int_equal(pthread_create(&f->f_thread, NULL, fake_main, f), 0);
+}
+
+static void fake_call(const char *answer, int want_rc)
+{
+    struct fake f;
+    char to[64];
+    fake_start(&f, answer, to, sizeof(to));
+    arpc_jsonrpc_client *c = connect_client(to);
+    expect_call(c, "F.M", "1", want_rc, NULL);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    pthread_join(f.f_thread, NULL);
+    close(f.f_listen);
+    assert_int_equal(atomic_load(&bad_line), 0);
+}
+
+static void test_server_breaking_rules(void **state)
+{
+    (void)state;
+    fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO); /* error an object */
+    fake_call("this is not json\n", ARPC_ECONNLOST);
+    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST); /* not our kind of id */
+    fake_call("", ARPC_ECONNLOST);                                           /* closed without answering */
+}
+
+/* ---- the server's limits, over a raw socket ---- */
+
+/* A blocking socket to a "tcp://127.0.0.1:PORT" address, reads bounded by WAIT_MS. */
+static int raw_connect(const char *to)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sa.sin_port = htons((uint16_t)atoi(strrchr(to, ':') + 1));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Sends bytes, then reads everything up to the server's close. */
+static char *send_until_closed(const char *to, const char *bytes, size_t len)
+{
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+    static char got[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    assert_int_equal(n, 0); /* closed by the server, not timed out */
+    got[have] = '\0';
+    close(fd);
+    return got;
+}
+
+static void test_server_limits(void **state)
+{
+    (void)state;
+    arpc_server *small;
+    char to[128];
+    arpc_server_options so = {.max_frame = 256};
+    assert_int_equal(arpc_server_create(&small, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(small, "T.Echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(small, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    static const char too_large[] =
+        "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: request larger than the server's max_frame\"}\n";
+    char big[400];
+    int n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0300d\"],\"id\":1}\n", 0);
+    /* Whole, and still open (no closing brace): both are refused once past the bound. */
+    assert_string_equal(send_until_closed(to, big, (size_t)n), too_large);
+    assert_string_equal(send_until_closed(to, big, 280), too_large);
+    /* Just under the bound is served, in both codecs' worlds: the same port. */
+    n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0200d\"],\"id\":2}\n", 0);
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, big, (size_t)n), n);
+    char line[512];
+    ssize_t got = read(fd, line, sizeof(line) - 1);
+    assert_true(got > 0);
+    line[got] = '\0';
+    assert_non_null(strstr(line, "\"id\":2,\"result\":\"000"));
+    assert_non_null(strstr(line, ",\"error\":null}\n"));
+    close(fd);
+    /* Stop: a JSON-RPC connection is closed without an arpc GOAWAY written into it. */
+    fd = raw_connect(to);
+    static const char call[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":3}\n";
+    static const char answer[] = "{\"id\":3,\"result\":1,\"error\":null}\n";
+    assert_int_equal(write(fd, call, sizeof(call) - 1), (ssize_t)sizeof(call) - 1);
+    assert_int_equal(read(fd, line, sizeof(line)), (ssize_t)sizeof(answer) - 1); /* all read: no RST at close */
+    assert_int_equal(arpc_server_destroy(small), ARPC_OK);
+    assert_int_equal(read(fd, line, sizeof(line)), 0);
+    close(fd);
+}
+
+static atomic_int auth_echo_runs;
+static void counting_echo(arpc_request *req, void *ctx)
+{
+    atomic_fetch_add(&auth_echo_runs, 1);
+    echo(req, ctx);
+}
+
+/* A server that checks tokens: a JSON-RPC peer, which cannot send one, is refused in JSON
+ * before any of its calls runs, and the connection closes. */
+static void test_server_with_auth_refuses_json_peer(void **state)
+{
+    (void)state;
+    static const char token[] = "s3cret";
+    static const arpc_auth_token tokens[] = {{.token = token, .len = sizeof(token) - 1}, {.token = NULL}};
+    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)tokens};
+    arpc_server *s;
+    char to[128];
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.Echo", counting_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    static const char call[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":7}\n";
+    const char *got = send_until_closed(to, call, sizeof(call) - 1);
+    assert_non_null(strstr(got, "\"id\":null,\"result\":null,\"error\":\"the server requires a token"));
+    assert_int_equal(0, atomic_load(&auth_echo_runs));
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+static void test_connect_errors(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = NULL;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    assert_int_equal(arpc_jsonrpc_connect(&c, "nope://x", &o), ARPC_EADDR);
+    assert_null(c);
+    assert_true(why[0] != '\0');
+    assert_int_equal(arpc_jsonrpc_close(NULL), ARPC_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
+        cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
+        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
+        cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
