@@ -109,6 +109,8 @@ struct arpc_client {
     arpc_future *cl_first;          /* completed by the first connection, or its failure */
     bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
+    struct arpc_tls *cl_tls;        /* tls:// addresses: the context every connection's stream
+                                     * is made from (transport/tls.h); NULL otherwise */
 };
 
 struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */

@@ -29,6 +29,7 @@ struct server_listener {
     ev_io l_io;
     ev_timer l_retry;
     struct arpc_listener *l_sock; /* the transport's */
+    struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     arpc_server *l_server;
     struct server_listener *l_next;
@@ -86,7 +87,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             ev_timer_start(ev, &l->l_retry);
             return;
         }
-        sconn_open(l->l_server, fd, peer);
+        sconn_open(l->l_server, fd, peer, l->l_tls);
     }
 }
 
@@ -110,6 +111,15 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         arpc_free(l);
         return NULL;
     }
+    if (tr == &arpc_transport_tls && s->sv_tls == NULL) {
+        arpc_log(ARPC_LOG_WARN, "cannot listen on %s: the server has no TLS certificate (arpc_server_options.tls)",
+                 addr);
+        tr->t_unlisten(l->l_sock);
+        arpc_free(l);
+        *rc = ARPC_EINVAL;
+        return NULL;
+    }
+    l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)

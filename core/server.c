@@ -24,6 +24,7 @@
 #include "base/options.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
+#include "transport/tls.h"
 
 #define SERVER_HEARTBEAT_MS 15000 /* clients PING every 5 s by default: this only catches dead ones */
 #define SERVER_HEARTBEAT_MISSES 3
@@ -51,6 +52,7 @@ static void server_free(arpc_server *s)
     server_teardown(s);
     pthread_mutex_destroy(&s->sv_stop_mtx);
     arpc_registry_fini(&s->sv_registry);
+    arpc_tls_free(s->sv_tls);
     arpc_free(s);
 }
 
@@ -109,6 +111,16 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         return crc;
     }
     s->sv_cache_ready = true;
+    if (o.tls != NULL) {
+        char why[ARPC_WHY_MAX] = "";
+        crc = arpc_tls_server_new(&s->sv_tls, o.tls, why, sizeof(why));
+        if (crc != ARPC_OK) {
+            if (o.errbuf != NULL && o.errbuf_len > 0)
+                snprintf(o.errbuf, o.errbuf_len, "%s", why);
+            server_free(s);
+            return crc;
+        }
+    }
     if (o.log_dir != NULL) {
         char why[512] = "";
         crc = journal_open(s, &o, why, sizeof(why)); /* replays the log into the cache */

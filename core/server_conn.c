@@ -12,13 +12,16 @@
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
+#include "transport/tls.h"
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
 void sconn_release(struct server_conn *sc)
 {
-    if (arpc_refcount_put(&sc->sc_refs))
+    if (arpc_refcount_put(&sc->sc_refs)) {
+        arpc_free(sc->sc_peer_subject);
         arpc_free(sc);
+    }
 }
 
 /* The longest error message the client accepts (it announced its frame limit in HELLO). */
@@ -112,6 +115,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     }
     sc->sc_hello = true;
     sc->sc_client_id = f->f_client_id;
+    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream); /* the handshake is done */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
     arpc_server *s = sc->sc_server;
@@ -171,7 +175,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_oversized = sconn_on_oversized,
 };
 
-void sconn_open(arpc_server *s, int fd, const char *peer)
+void sconn_open(arpc_server *s, int fd, const char *peer, struct arpc_tls *tls)
 {
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
@@ -188,7 +192,13 @@ void sconn_open(arpc_server *s, int fd, const char *peer)
         arpc_free(sc);
         return;
     }
-    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer) != ARPC_OK) {
+    struct arpc_stream *stream = NULL;
+    int rc = tls == NULL ? arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, s->sv_max_frame, &server_conn_ops, sc, peer)
+             : arpc_tls_stream_new(tls, fd, &stream) != ARPC_OK
+                 ? ARPC_ENOMEM
+                 : arpc_conn_init_stream(&sc->sc_conn, s->sv_loop, stream, s->sv_max_frame, &server_conn_ops, sc,
+                                         peer);
+    if (rc != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
         arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);

@@ -38,6 +38,8 @@ enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 
 struct server_listener; /* core/listener.c */
 
+struct arpc_tls; /* transport/tls.h */
+
 struct server_conn {
     struct arpc_conn sc_conn;
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
@@ -59,6 +61,8 @@ struct server_conn {
     arpc_actor *sc_parked_on;
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
+    char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
+                             * request, so workers read it without a lock); NULL: none */
 };
 
 struct arpc_server {
@@ -93,6 +97,7 @@ struct arpc_server {
     struct server_listener *sv_listeners;
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */
     struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
+    struct arpc_tls *sv_tls;          /* from options.tls: tls:// listeners' context; NULL: none */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -132,7 +137,8 @@ void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
 
 /* server_conn.c (loop thread) */
-void sconn_open(arpc_server *s, int fd, const char *peer);
+/* tls: the listener's TLS context (the connection gets a TLS stream), or NULL. */
+void sconn_open(arpc_server *s, int fd, const char *peer, struct arpc_tls *tls);
 void sconn_retain(struct server_conn *sc);
 void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3)
+# Optional parts, installed so CI builds and tests them: tls:// (OpenSSL 3).
+ARPC_PACKAGES+=(libssl-dev openssl)
 
 arpc_missing_packages() {
     local missing=()

@@ -12,6 +12,7 @@
 #include "arpc/log.h"
 #include "arpc/loop.h"
 #include "arpc/server.h"
+#include "arpc/tls.h"
 #include "arpc/version.h"
 
 #ifdef __cplusplus

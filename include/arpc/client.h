@@ -58,6 +58,7 @@
 #include "arpc/cq.h"
 #include "arpc/future.h"
 #include "arpc/loop.h"
+#include "arpc/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -93,6 +94,9 @@ typedef struct arpc_client_options {
      * "peer at tcp://... is not an arpc server"). ARPC_ERRBUF_SIZE is a good size. */
     char *errbuf;
     size_t errbuf_len;
+    /* TLS for a tls:// address (arpc/tls.h): CAs, the name to check, a certificate for mutual
+     * TLS. NULL: the system's CAs and the address's host name. Read during connect only. */
+    const arpc_tls_options *tls;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256

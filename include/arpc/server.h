@@ -35,6 +35,7 @@
 #include "arpc/actor.h"
 #include "arpc/common.h"
 #include "arpc/loop.h"
+#include "arpc/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -116,6 +117,9 @@ typedef struct arpc_server_options {
     unsigned max_connections;      /* a connection accepted while this many are open is sent
                                     * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
                                     * fails with ARPC_EOVERLOADED); 0: 10000 */
+    /* TLS for tls:// listeners (arpc/tls.h): cert_file and key_file at least. NULL: a
+     * tls:// listen fails with ARPC_EINVAL. Read during create only. */
+    const arpc_tls_options *tls;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
@@ -178,6 +182,10 @@ ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
 ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
+/* The subject of the client's certificate, verified by the server's CAs (tls:// with a client
+ * certificate, see arpc/tls.h), as one line ("CN=alice,O=Example", RFC 2253); NULL for any
+ * other connection. Valid until the request is finished; any thread. */
+ARPC_API const char *arpc_request_peer_subject(const arpc_request *req);
 /* The call's at-most-once sequence number, 0 for a call that is not numbered. */
 ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 
