@@ -92,6 +92,12 @@ static bool conn_flush(struct arpc_conn *conn)
         ev_io_start(conn->c_ev, &conn->c_wio);
         return false;
     }
+    if (rc == ARPC_EPENDING && conn->c_close_after_flush) {
+        /* Last words during a TLS handshake (e.g. GOAWAY to one connection too many): they
+         * cannot leave before the peer's handshake is read, and nothing is read any more. */
+        arpc_conn_close(conn, conn->c_close_reason);
+        return true;
+    }
     if (rc == ARPC_EPENDING) { /* the next readiness to read flushes (conn_on_readable) */
         conn->c_write_wants_read = true;
         if (!conn->c_read_wants_write)

@@ -311,6 +311,35 @@ static void test_stalled_handshake_closed(void **state)
     stop_server(s);
 }
 
+/* One connection too many is closed during its handshake (its GOAWAY cannot be sent before
+ * the handshake, which is no longer read): the client is refused at once, not left hanging. */
+static void test_connection_limit_during_handshake(void **state)
+{
+    (void)state;
+    arpc_tls_options stls = {.cert_file = P.server_pem, .key_file = P.server_key};
+    arpc_server_options so = {.workers = 1, .tls = &stls, .max_connections = 1};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_tls_options tls = {.ca_file = P.ca};
+    arpc_client *first, *second;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    assert_int_equal(ARPC_OK, try_connect(addr, &tls, &first, err, sizeof(err)));
+    expect_log("max_connections");
+    int rc = try_connect(addr, &tls, &second, err, sizeof(err));
+    if (rc == ARPC_OK || rc == ARPC_ETIMEDOUT)
+        fail_msg("the connection over the limit: %s: %s", arpc_errname(rc), err);
+    wait_log();
+    void *reply;
+    size_t len;
+    assert_int_equal(ARPC_OK, arpc_call(first, "echo", "x", 1, &reply, &len, WAIT_MS)); /* the first goes on */
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(first));
+    stop_server(s);
+}
+
 static void test_options_checked(void **state)
 {
     (void)state;
@@ -367,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_plain_client_to_tls_server),
         cmocka_unit_test(test_tls_client_to_plain_server),
         cmocka_unit_test(test_stalled_handshake_closed),
+        cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
