@@ -126,7 +126,7 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         return aborted != 0 ? aborted : goaway;
     }
     if (reason == ARPC_ETLS) { /* the stream's words: OpenSSL's reason */
-        snprintf(why, len, "%s: %s", c->cl_target.t_addr, c->cl_conn.c_why);
+        snprintf(why, len, "%.250s: %.250s", c->cl_target.t_addr, c->cl_conn.c_why);
         return ARPC_ETLS;
     }
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {

@@ -467,8 +467,8 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
 {
     int fd = stream->s_fd;
     /* The plain stream lives in the conn, which is cleared here: keep it across. */
-    struct arpc_stream plain = conn->c_plain;
     bool is_plain = stream == &conn->c_plain;
+    struct arpc_stream plain = is_plain ? conn->c_plain : (struct arpc_stream){.s_fd = -1};
     memset(conn, 0, sizeof(*conn));
     conn->c_plain = plain;
     conn->c_stream = is_plain ? &conn->c_plain : stream;
