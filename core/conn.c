@@ -57,14 +57,16 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
     conn_do_close(conn, reason);
 }
 
-/* (Re)starts the read watcher. Bytes a stream already holds (a TLS record partly returned)
- * make no readiness of their own: feed one, so they are not left waiting for the peer. */
+/* Bytes the stream already holds (a TLS record partly returned): they make no readiness of
+ * their own. */
 static bool conn_stream_buffered(const struct arpc_conn *conn)
 {
     const struct arpc_stream *s = conn->c_stream;
     return s->s_ops->s_buffered != NULL && s->s_ops->s_buffered(s) > 0;
 }
 
+/* (Re)starts the read watcher, feeding it one readiness for bytes the stream holds, so they
+ * are not left waiting for the peer's next bytes. */
 static void conn_start_reading(struct arpc_conn *conn)
 {
     ev_io_start(conn->c_ev, &conn->c_rio);

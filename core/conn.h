@@ -10,7 +10,9 @@
  *
  * Bytes go through a stream (transport/stream.h): a plain socket, or TLS. A stream that must
  * write before it can read (or read before it can write) says so, and the connection waits for
- * that readiness instead (c_read_wants_write, c_write_wants_read). A stream that fails closes
+ * that readiness instead (c_read_wants_write, c_write_wants_read). Only a TLS handshake asks
+ * that (renegotiation is off), so a write waiting to read never meets held input; last words
+ * queued before the handshake ends are dropped with the connection (nothing reads then). A stream that fails closes
  * the connection with its s_error (ARPC_ECONNLOST, ARPC_ETLS) and its words in c_why.
  *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
