@@ -29,7 +29,9 @@
 extern "C" {
 #endif
 
-/* Zero-initialise; fields are only ever appended. File names are PEM files. */
+/* Zero-initialise. File names are PEM files. Unlike the arpc_*_options structs it is not passed
+ * with its size (docs/ABI.md): a field is appended only with a new soname (a new minor while the
+ * major is 0), so a program never hands a library a struct shorter than it reads. */
 typedef struct arpc_tls_options {
     /* Our certificate (chain, leaf first) and its private key. A server needs them for
      * tls://; a client gives them only for mutual TLS. */
