@@ -59,7 +59,7 @@ int bench_arpc_latency(const struct bench_config *cfg, const char *addr, struct 
     out->hist = bench_hist_new();
     if (tx == NULL || out->hist == NULL) {
         fprintf(stderr, "arpc-bench: out of memory\n");
-    } else if (bench_clients_open(&bc, addr, 1, 1, cfg->caller_loop, bench_semantics(cfg)) == 0) {
+    } else if (bench_clients_open(&bc, addr, 1, 1, cfg->caller_loop, cfg) == 0) {
         bench_fill_pattern(tx, cfg->payload);
         latency_loop(cfg, bc.bc_clients[0], tx, out);
         bench_clients_close(&bc);

@@ -19,9 +19,9 @@ struct bench_clients {
     arpc_client **bc_clients;
 };
 
-/* sem: every client's default semantics (bench_semantics). */
+/* Every client calls with cfg's semantics (bench_semantics) and, over tls, trusts cfg's CA. */
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops, bool caller_driven, enum arpc_call_semantics sem);
+                       unsigned nloops, bool caller_driven, const struct bench_config *cfg);
 void bench_clients_close(struct bench_clients *bc);
 
 /* The semantics of the bench's calls (--amo). */

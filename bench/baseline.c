@@ -114,7 +114,7 @@ out:
 static int raw_open(const char *transport, struct raw_conn *rc)
 {
     int fds[2], rv;
-    if (strcmp(transport, "tcp") == 0)
+    if (strcmp(transport, "tcp") == 0 || strcmp(transport, "tls") == 0) /* tls: against bare tcp */
         rv = tcp_pair(fds);
     else if (strcmp(transport, "unix") == 0)
         rv = unix_pair(fds);

@@ -24,7 +24,7 @@ enum bench_api { BENCH_API_THEN, BENCH_API_CQ };
 
 struct bench_config {
     enum bench_mode mode;
-    const char *transport;    /* "tcp", "unix" or "inproc" */
+    const char *transport;    /* "tcp", "unix", "inproc" or "tls" */
     uint64_t calls;           /* measured calls */
     uint64_t warmup;          /* calls before measuring */
     size_t payload;           /* request (and reply) bytes */
@@ -51,6 +51,10 @@ struct bench_config {
     bool rate_sweep;          /* offered rates rate_min, 2x, 5x, 10x, ... up to saturation */
     double rate_min, rate_max;
     unsigned step_ms;         /* a sweep step lasts about this long (calls = rate x step) */
+    /* tls: the embedded (or serving) server's certificate and key, and the CA the client
+     * trusts (default: tls_cert itself, for a self-signed one; with --connect and neither:
+     * the system's store). */
+    const char *tls_cert, *tls_key, *tls_ca;
 };
 
 /* One measured run of either side. */

@@ -32,7 +32,7 @@ static const char usage_text[] =
     "  --warmup N          calls before measuring (default: 10%% of --calls, at most 1000;\n"
     "                      throughput: at most max(1000, window x connections))\n"
     "  --payload BYTES     request and reply size, 1..%u (default 64)\n"
-    "  --transport T       tcp, unix or inproc (default tcp)\n"
+    "  --transport T       tcp, unix, inproc or tls (default tcp; tls: the baseline is bare tcp)\n"
     "  --window W          throughput: calls outstanding per connection (default 64)\n"
     "  --connections C     throughput: client connections (default 1)\n"
     "  --threads T         throughput: client loop threads, at most C (default 1); with\n"
@@ -57,7 +57,7 @@ static const char usage_text[] =
     "                      10 ms or 1024 records) or off\n"
     "  --connect ADDR      use a server started with `arpc-bench serve` instead of an\n"
     "                      embedded one (the transport is ADDR's; the baseline runs locally)\n"
-    "  --listen ADDR       serve: tcp://HOST:PORT, unix:///PATH\n"
+    "  --listen ADDR       serve: tcp://HOST:PORT, tls://HOST:PORT, unix:///PATH\n"
     "  --rate R            latency: start R calls/s from an open loop, whatever the replies do,\n"
     "                      and measure each call from its intended send time (no coordinated\n"
     "                      omission); the client's loop runs on its own thread (default\n"
@@ -68,6 +68,10 @@ static const char usage_text[] =
     "                      each step lasts about --step-ms (1000) ms; the JSON's rate_sweep\n"
     "                      array has p50/p99/p99.9 per step; --plot draws latency vs throughput\n"
     "  --plot FILE.png     plot arpc's and the baseline's latency percentiles (needs gnuplot)\n"
+    "  --tls-cert FILE     tls: the server's certificate (PEM; e.g. made by scripts/tls-selfsigned.sh)\n"
+    "  --tls-key FILE      tls: its private key\n"
+    "  --tls-ca FILE       tls: the CA the client trusts (default: --tls-cert, for a self-signed\n"
+    "                      one; with --connect and neither: the system's CAs)\n"
     "  --quiet             no progress line\n"
     "  --help              this text\n"
     "\n"
@@ -100,7 +104,8 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
        O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_AMO, O_LOG,
-       O_FSYNC, O_RATE, O_ARRIVALS, O_SWEEP, O_RATE_MIN, O_RATE_MAX, O_STEP_MS, O_QUIET, O_HELP };
+       O_FSYNC, O_RATE, O_ARRIVALS, O_SWEEP, O_RATE_MIN, O_RATE_MAX, O_STEP_MS, O_TLS_CERT, O_TLS_KEY,
+       O_TLS_CA, O_QUIET, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -128,6 +133,9 @@ static const struct option long_opts[] = {
     {"rate-max", required_argument, NULL, O_RATE_MAX},
     {"step-ms", required_argument, NULL, O_STEP_MS},
     {"quiet", no_argument, NULL, O_QUIET},
+    {"tls-cert", required_argument, NULL, O_TLS_CERT},
+    {"tls-key", required_argument, NULL, O_TLS_KEY},
+    {"tls-ca", required_argument, NULL, O_TLS_CA},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -180,8 +188,8 @@ static int apply_number(struct given *g, int id, const char *arg)
 /* The scheme of an address ("tcp" for "tcp://..."), or NULL. */
 static const char *scheme_of(const char *addr)
 {
-    static const char *const schemes[] = {"tcp", "unix", "inproc"};
-    for (size_t i = 0; i < 3; i++) {
+    static const char *const schemes[] = {"tcp", "unix", "inproc", "tls"};
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         size_t n = strlen(schemes[i]);
         if (strncmp(addr, schemes[i], n) == 0 && strncmp(addr + n, "://", 3) == 0)
             return schemes[i];
@@ -205,8 +213,9 @@ static int apply_option(struct bench_config *cfg, struct given *g, int opt, cons
 {
     switch (opt) {
     case O_TRANSPORT:
-        if (scheme_of(arg) != NULL || (strcmp(arg, "tcp") && strcmp(arg, "unix") && strcmp(arg, "inproc")))
-            return bad("--transport wants tcp, unix or inproc, not '%s'", arg);
+        if (scheme_of(arg) != NULL ||
+            (strcmp(arg, "tcp") && strcmp(arg, "unix") && strcmp(arg, "inproc") && strcmp(arg, "tls")))
+            return bad("--transport wants tcp, unix, inproc or tls, not '%s'", arg);
         g->transport = arg;
         return -1;
     case O_API:
@@ -242,6 +251,9 @@ static int apply_option(struct bench_config *cfg, struct given *g, int opt, cons
         cfg->poisson = strcmp(arg, "poisson") == 0;
         return -1;
     case O_SWEEP: cfg->rate_sweep = true; return -1;
+    case O_TLS_CERT: cfg->tls_cert = arg; return -1;
+    case O_TLS_KEY: cfg->tls_key = arg; return -1;
+    case O_TLS_CA: cfg->tls_ca = arg; return -1;
     case O_HELP: usage(stdout); return 0;
     default: return apply_number(g, opt, arg);
     }
@@ -251,7 +263,7 @@ static int check_connect(struct bench_config *cfg, const struct given *g)
 {
     const char *scheme = scheme_of(cfg->connect_addr);
     if (scheme == NULL || strcmp(scheme, "inproc") == 0)
-        return bad("--connect wants tcp://HOST:PORT or unix:///PATH, not '%s'", cfg->connect_addr);
+        return bad("--connect wants tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH, not '%s'", cfg->connect_addr);
     if (g->transport != NULL && strcmp(g->transport, scheme) != 0)
         return bad("--transport %s contradicts the --connect address", g->transport);
     cfg->transport = scheme;
@@ -312,12 +324,17 @@ static int check_mode_options(struct bench_config *cfg, const struct given *g)
     for (size_t i = 0; cfg->mode != BENCH_THROUGHPUT && i < sizeof(tp_only) / sizeof(tp_only[0]); i++)
         if (g->has[tp_only[i].id])
             return bad("%s applies to throughput mode only", tp_only[i].name);
+    bool tls_server = cfg->mode == BENCH_SERVE
+                          ? cfg->listen_addr != NULL && strncmp(cfg->listen_addr, "tls://", 6) == 0
+                          : cfg->connect_addr == NULL && g->transport != NULL && strcmp(g->transport, "tls") == 0;
+    if (tls_server && (cfg->tls_cert == NULL || cfg->tls_key == NULL))
+        return bad("%s needs --tls-cert and --tls-key (scripts/tls-selfsigned.sh makes a pair)", "a tls server");
     if (cfg->mode == BENCH_SERVE) {
         if (cfg->listen_addr == NULL)
             return bad("%s needs --listen ADDR", "serve");
         const char *scheme = scheme_of(cfg->listen_addr);
         if (scheme == NULL || strcmp(scheme, "inproc") == 0)
-            return bad("--listen wants tcp://HOST:PORT or unix:///PATH, not '%s'", cfg->listen_addr);
+            return bad("--listen wants tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH, not '%s'", cfg->listen_addr);
         if (cfg->connect_addr != NULL)
             return bad("%s does not take --connect", "serve");
         return -1;

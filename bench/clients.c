@@ -39,8 +39,9 @@ static int start_loop(arpc_loop **out, bool caller_driven)
 }
 
 int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned nclients,
-                       unsigned nloops, bool caller_driven, enum arpc_call_semantics sem)
+                       unsigned nloops, bool caller_driven, const struct bench_config *cfg)
 {
+    const arpc_tls_options tls = {.ca_file = cfg->tls_ca != NULL ? cfg->tls_ca : cfg->tls_cert};
     bc->bc_nloops = bc->bc_nclients = 0;
     bc->bc_loops = calloc(nloops, sizeof(*bc->bc_loops));
     bc->bc_clients = calloc(nclients, sizeof(*bc->bc_clients));
@@ -52,7 +53,8 @@ int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned ncli
         if (start_loop(&bc->bc_loops[bc->bc_nloops], caller_driven) != 0)
             goto fail;
     for (; bc->bc_nclients < nclients; bc->bc_nclients++) {
-        arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops], .semantics = sem};
+        arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops],
+                                    .semantics = bench_semantics(cfg), .tls = &tls};
         int rv = arpc_client_connect(&bc->bc_clients[bc->bc_nclients], addr, &opts);
         if (rv != ARPC_OK) {
             fprintf(stderr, "arpc-bench: connect to %s: %s\n", addr, arpc_strerror(rv));

@@ -20,8 +20,8 @@
 /* The embedded server's address on the chosen transport. */
 static void embedded_addr(const char *transport, char *buf, size_t len)
 {
-    if (strcmp(transport, "tcp") == 0)
-        snprintf(buf, len, "tcp://127.0.0.1:0");
+    if (strcmp(transport, "tcp") == 0 || strcmp(transport, "tls") == 0)
+        snprintf(buf, len, "%s://127.0.0.1:0", transport);
     else if (strcmp(transport, "unix") == 0)
         snprintf(buf, len, "unix:///tmp/arpc-bench-%d.sock", (int)getpid());
     else

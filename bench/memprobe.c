@@ -158,7 +158,7 @@ int bench_arpc_memprobe(const struct bench_config *cfg, const char *addr, struct
                 (unsigned)(PROBE_MAX_HELD >> 20));
     } else if (tx == NULL) {
         fprintf(stderr, "arpc-bench: out of memory\n");
-    } else if (bench_clients_open(&bc, addr, 1, 1, false, bench_semantics(cfg)) == 0) {
+    } else if (bench_clients_open(&bc, addr, 1, 1, false, cfg) == 0) {
         bench_fill_pattern(tx, cfg->payload);
         rv = measure(cfg, bc.bc_clients[0], &p, tx, out);
         if (rv != 0) /* answer whatever is held so close does not wait on the server */

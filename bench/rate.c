@@ -145,7 +145,7 @@ int bench_arpc_rate(const struct bench_config *cfg, const char *addr, double rat
     if (out->run.hist == NULL || out->send_lag == NULL || r.r_calls == NULL || r.r_latency_ns == NULL ||
         tx == NULL) {
         fprintf(stderr, "arpc-bench: out of memory\n");
-    } else if (bench_clients_open(&bc, addr, 1, 1, false, bench_semantics(cfg)) == 0) {
+    } else if (bench_clients_open(&bc, addr, 1, 1, false, cfg) == 0) {
         prctl(PR_SET_TIMERSLACK, 1UL); /* wake at the intended time, not up to 50 us after it */
         bench_fill_pattern(tx, cfg->payload);
         sem_init(&r.r_all_done, 0, 0);

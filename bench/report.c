@@ -1,6 +1,7 @@
 #include "report.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "json.h"
 
@@ -40,7 +41,8 @@ static void header(const struct bench_report *r)
         fprintf(stderr, ", %s handlers", c->inline_handler ? "inline" : "pool");
     if (c->mode == BENCH_LATENCY)
         fprintf(stderr, ", client loop driven by %s", c->caller_loop ? "the caller" : "its own thread");
-    fprintf(stderr, "; baseline: %s, same transport, no framework\n", r->r_base_kind);
+    fprintf(stderr, "; baseline: %s, %s, no framework\n", r->r_base_kind,
+            strcmp(c->transport, "tls") == 0 ? "bare tcp (no TLS)" : "same transport");
     fprintf(stderr, "calls: %s", c->amo ? "at-most-once (numbered, reply cache)" : "at-least-once (not numbered)");
     if (!r->r_embedded)
         fprintf(stderr, "; reply log: the remote server's\n");

@@ -123,7 +123,9 @@ static void server_free(struct bench_server *s)
 static int server_create(struct bench_server *s, const struct bench_config *cfg)
 {
     char why[256] = "";
-    arpc_server_options sopts = {.workers = cfg->workers, .errbuf = why, .errbuf_len = sizeof(why)};
+    const arpc_tls_options tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key};
+    arpc_server_options sopts = {.workers = cfg->workers, .errbuf = why, .errbuf_len = sizeof(why),
+                                 .tls = cfg->tls_cert != NULL ? &tls : NULL};
     if (cfg->log_dir != NULL) {
         if (bench_logdir_create(cfg->log_dir, s->bs_logdir, sizeof(s->bs_logdir)) != 0)
             return ARPC_ESYSTEM;

@@ -364,7 +364,7 @@ static int setup(struct tp_run *r, struct tp_setup *t, const struct bench_config
     if (r->r_conns == NULL || t->t_tx == NULL)
         return ARPC_ENOMEM;
     bench_fill_pattern(t->t_tx, cfg->payload);
-    if (bench_clients_open(&t->t_bc, addr, cfg->connections, cfg->threads, false, bench_semantics(cfg)) != 0)
+    if (bench_clients_open(&t->t_bc, addr, cfg->connections, cfg->threads, false, cfg) != 0)
         return -1;
     for (unsigned i = 0; i < r->r_nconns; i++) {
         struct tp_conn *c = &r->r_conns[i];

@@ -12,7 +12,8 @@ set_target_properties(arpc PROPERTIES C_VISIBILITY_PRESET hidden VERSION ${PROJE
 target_include_directories(arpc PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
 target_compile_definitions(arpc PRIVATE ARPC_BUILDING_SHARED=1)
-target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev Threads::Threads)
+target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev Threads::Threads
+  ${ARPC_TLS_LIBS})
 
 # The static library, libarpc.a: the objects already compiled for arpc_internal (a static
 # library's symbol visibility does not matter until it is linked into a shared one, so they need
@@ -23,7 +24,7 @@ set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc LINKER_LANGUAGE C)
 target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(arpc_static PRIVATE $<BUILD_INTERFACE:arpc_build_flags>
-  PUBLIC PkgConfig::CK libev::libev Threads::Threads)
+  PUBLIC PkgConfig::CK libev::libev Threads::Threads ${ARPC_TLS_LIBS})
 set(ARPC_PC_JANSSON "")
 if(ARPC_WITH_JSONRPC)
   target_compile_definitions(arpc PRIVATE ARPC_WITH_JSONRPC=1)

@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "base/options.h"
 #include "core/client_internal.h"
+#include "transport/tls.h"
 #include "core/frame.h"
 
 #define CLIENT_CONNECT_TIMEOUT_MS 5000
@@ -36,6 +37,7 @@ void client_release(arpc_client *c)
     if (!arpc_refcount_put(&c->cl_refs))
         return;
     arpc_future_release(c->cl_first);
+    arpc_tls_free(c->cl_tls);
     pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c->cl_token);
     arpc_free(c);
@@ -195,6 +197,8 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         return ARPC_ENOMEM;
     char why[CLIENT_WHY_MAX] = "";
     int rc = arpc_transport_resolve(addr, &c->cl_target, why, sizeof(why));
+    if (rc == ARPC_OK && c->cl_target.t_ops == &arpc_transport_tls)
+        rc = arpc_tls_client_new(&c->cl_tls, &c->cl_target, o.tls, why, sizeof(why));
     if (rc == ARPC_OK)
         rc = client_take_loop(c, o.loop);
     if (rc != ARPC_OK) {

@@ -13,6 +13,7 @@
 #include "core/client_internal.h"
 #include "core/client_resend.h"
 #include "core/frame.h"
+#include "transport/tls.h"
 
 static void *copy_bytes(const void *src, size_t len)
 {
@@ -124,6 +125,10 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         pthread_mutex_unlock(&c->cl_err_mtx);
         return aborted != 0 ? aborted : goaway;
     }
+    if (reason == ARPC_ETLS) { /* the stream's words: OpenSSL's reason */
+        snprintf(why, len, "%.250s: %.250s", c->cl_target.t_addr, c->cl_conn.c_why);
+        return ARPC_ETLS;
+    }
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
         snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO)",
                  c->cl_target.t_addr);
@@ -199,8 +204,14 @@ static int client_send_hello(arpc_client *c)
 void client_conn_adopt(arpc_client *c, int fd)
 {
     atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
-    if (arpc_conn_init(&c->cl_conn, c->cl_loop, fd, c->cl_max_frame, &client_conn_ops, c, c->cl_target.t_addr) !=
-        ARPC_OK) {
+    struct arpc_stream *tls = NULL;
+    int rc = c->cl_tls == NULL ? arpc_conn_init(&c->cl_conn, c->cl_loop, fd, c->cl_max_frame, &client_conn_ops, c,
+                                                c->cl_target.t_addr)
+             : arpc_tls_stream_new(c->cl_tls, fd, &tls) != ARPC_OK
+                 ? ARPC_ENOMEM
+                 : arpc_conn_init_stream(&c->cl_conn, c->cl_loop, tls, c->cl_max_frame, &client_conn_ops, c,
+                                         c->cl_target.t_addr);
+    if (rc != ARPC_OK) {
         client_connect_failed(c, ARPC_ENOMEM, "out of memory for a connection");
         return;
     }

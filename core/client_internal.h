@@ -113,6 +113,8 @@ struct arpc_client {
     bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
     struct client_stats cl_stats;   /* written by the loop thread only (core/stats.h) */
+    struct arpc_tls *cl_tls;        /* tls:// addresses: the context every connection's stream
+                                     * is made from (transport/tls.h); NULL otherwise */
 };
 
 struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */

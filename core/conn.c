@@ -15,10 +15,8 @@
  */
 #include "core/conn.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "arpc/error.h"
 #include "async/loop_internal.h"
@@ -38,7 +36,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
-    close(conn->c_fd);
+    conn->c_stream->s_ops->s_close(conn->c_stream);
     conn->c_fd = -1;
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
         arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)conn->c_out.q_bytes);
@@ -62,26 +60,67 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
     conn_do_close(conn, reason);
 }
 
+/* Bytes the stream already holds (a TLS record partly returned): they make no readiness of
+ * their own. */
+static bool conn_stream_buffered(const struct arpc_conn *conn)
+{
+    const struct arpc_stream *s = conn->c_stream;
+    return s->s_ops->s_buffered != NULL && s->s_ops->s_buffered(s) > 0;
+}
+
+/* (Re)starts the read watcher, feeding it one readiness for bytes the stream holds, so they
+ * are not left waiting for the peer's next bytes. */
+static void conn_start_reading(struct arpc_conn *conn)
+{
+    arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+    if (conn_stream_buffered(conn))
+        ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ);
+}
+
+/* The stream broke: closes with its reason, keeping its words for the owner's on_close. A
+ * peer that went away is ordinary; anything else (a TLS refusal) is worth a log line. */
+static void conn_stream_failed(struct arpc_conn *conn)
+{
+    const struct arpc_stream *s = conn->c_stream;
+    snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
+    if (s->s_error != ARPC_ECONNLOST)
+        arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s", conn->c_peer, conn->c_why);
+    arpc_conn_close(conn, s->s_error);
+}
+
 /* Writes what the socket takes. Returns true when the connection was closed (its memory may
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
 {
     size_t queued = conn->c_out.q_bytes;
-    int rc = arpc_outq_flush(&conn->c_out, conn->c_fd);
+    int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
     if (conn->c_stats != NULL) {
         uint64_t written = queued - conn->c_out.q_bytes;
         arpc_stat_add(&conn->c_stats->io_bytes_out, written);
         arpc_stat_add(&conn->c_stats->io_queued, -written);
     }
-    if (rc == ARPC_ECONNLOST) {
-        arpc_conn_close(conn, ARPC_ECONNLOST);
-        return true;
-    }
     if (rc == ARPC_EAGAIN) {
         arpc_loop_io_start(conn->c_loop, &conn->c_wio);
         return false;
     }
-    arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
+    if (rc == ARPC_EPENDING && conn->c_close_after_flush) {
+        /* Last words during a TLS handshake (e.g. GOAWAY to one connection too many): they
+         * cannot leave before the peer's handshake is read, and nothing is read any more. */
+        arpc_conn_close(conn, conn->c_close_reason);
+        return true;
+    }
+    if (rc == ARPC_EPENDING) { /* the next readiness to read flushes (conn_on_readable) */
+        conn->c_write_wants_read = true;
+        if (!conn->c_read_wants_write)
+            arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
+        return false;
+    }
+    if (rc != ARPC_OK) {
+        conn_stream_failed(conn);
+        return true;
+    }
+    if (!conn->c_read_wants_write)
+        arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     if (conn->c_close_after_flush) {
         arpc_conn_close(conn, conn->c_close_reason);
         return true;
@@ -107,7 +146,7 @@ static void conn_check_resume(struct arpc_conn *conn)
         conn->c_read_paused = false;
         conn_restart_frame_clock(conn);
         if (!conn->c_held)
-            arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+            conn_start_reading(conn);
     }
 }
 
@@ -122,16 +161,28 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
-    /* If the write watcher is active the socket is full: it will flush when writable. */
-    if (!ev_is_active(&conn->c_wio) && !conn_flush(conn))
+    /* If the write watcher is active the socket is full: it will flush when writable; if the
+     * stream waits to read first, the next read flushes. */
+    if (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn))
         conn_check_resume(conn);
 }
 
+static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents);
+
 static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
-    (void)ev;
     (void)revents;
     struct arpc_conn *conn = w->data;
+    if (conn->c_read_wants_write) {
+        /* The stream's read was waiting for this (a TLS handshake message went out). The
+         * read may close the connection: nothing is touched after it. Output still queued
+         * keeps the watcher armed, so it is flushed on the next readiness. */
+        conn->c_read_wants_write = false;
+        if (arpc_outq_empty(&conn->c_out) || conn->c_write_wants_read)
+            arpc_loop_io_stop(conn->c_loop, w);
+        conn_on_readable(ev, &conn->c_rio, 0);
+        return;
+    }
     if (!conn_flush(conn))
         conn_check_resume(conn);
 }
@@ -350,16 +401,18 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break;
         }
         size_t room = conn->c_rcap - conn->c_rend;
-        ssize_t n = read(conn->c_fd, conn->c_rbuf + conn->c_rend, room);
+        ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, conn->c_rbuf + conn->c_rend, room);
         if (n == 0) {
             arpc_conn_close(conn, ARPC_ECONNLOST);
             break;
         }
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                arpc_conn_close(conn, ARPC_ECONNLOST);
+            if (n == ARPC_STREAM_WANT_WRITE) {
+                conn->c_read_wants_write = true;
+                arpc_loop_io_start(conn->c_loop, &conn->c_wio);
+            } else if (n == ARPC_STREAM_FAILED) {
+                conn_stream_failed(conn);
+            }
             break;
         }
         conn->c_rend += (size_t)n;
@@ -385,8 +438,18 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break; /* the socket is drained for now, or the owner holds input */
     }
     conn->c_dispatching = false;
-    if (conn->c_close_pending)
+    if (conn->c_close_pending) {
         conn_do_close(conn, conn->c_close_reason);
+        return;
+    }
+    if (conn->c_open && ev_is_active(&conn->c_rio) && conn_stream_buffered(conn))
+        ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
+    if (conn->c_write_wants_read && conn->c_open) {
+        /* A write waited for this read (a TLS handshake): flush before the loop sleeps. */
+        conn->c_write_wants_read = false;
+        if (!ev_is_active(&conn->c_flush))
+            ev_prepare_start(conn->c_ev, &conn->c_flush);
+    }
 }
 
 void arpc_conn_pause_input(struct arpc_conn *conn)
@@ -406,7 +469,7 @@ void arpc_conn_resume_input(struct arpc_conn *conn)
     if (conn->c_dispatching) {
         /* Called from inside on_frame: the parse loop in progress goes on by itself. */
         if (!conn->c_read_paused && !conn->c_close_after_flush)
-            arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+            conn_start_reading(conn);
         return;
     }
     /* Frames read before the hold go up first, in order; one of them may hold again. */
@@ -418,16 +481,22 @@ void arpc_conn_resume_input(struct arpc_conn *conn)
         return;
     }
     if (conn->c_open && !conn->c_held && !conn->c_read_paused && !conn->c_close_after_flush)
-        arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+        conn_start_reading(conn);
 }
 
-int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
-                   const struct arpc_conn_ops *ops, void *owner, const char *peer)
+int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_stream *stream, uint32_t max_body,
+                          const struct arpc_conn_ops *ops, void *owner, const char *peer)
 {
+    int fd = stream->s_fd;
+    /* The plain stream lives in the conn, which is cleared here: keep it across. */
+    bool is_plain = stream == &conn->c_plain;
+    struct arpc_stream plain = is_plain ? conn->c_plain : (struct arpc_stream){.s_fd = -1};
     memset(conn, 0, sizeof(*conn));
+    conn->c_plain = plain;
+    conn->c_stream = is_plain ? &conn->c_plain : stream;
     conn->c_rbuf = arpc_malloc(CONN_RBUF_INITIAL);
     if (conn->c_rbuf == NULL) {
-        close(fd);
+        conn->c_stream->s_ops->s_close(conn->c_stream);
         return ARPC_ENOMEM;
     }
     conn->c_rcap = CONN_RBUF_INITIAL;
@@ -447,4 +516,11 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
     conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
     arpc_loop_io_start(conn->c_loop, &conn->c_rio);
     return ARPC_OK;
+}
+
+int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
+                   const struct arpc_conn_ops *ops, void *owner, const char *peer)
+{
+    arpc_stream_plain_init(&conn->c_plain, fd);
+    return arpc_conn_init_stream(conn, loop, &conn->c_plain, max_body, ops, owner, peer);
 }

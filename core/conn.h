@@ -8,6 +8,13 @@
  * before the body is read, unless ops->on_oversized takes the oversized frame (its body is
  * then skipped).
  *
+ * Bytes go through a stream (transport/stream.h): a plain socket, or TLS. A stream that must
+ * write before it can read (or read before it can write) says so, and the connection waits for
+ * that readiness instead (c_read_wants_write, c_write_wants_read). Only a TLS handshake asks
+ * that (renegotiation is off), so a write waiting to read never meets held input; last words
+ * queued before the handshake ends are dropped with the connection (nothing reads then). A stream that fails closes
+ * the connection with its s_error (ARPC_ECONNLOST, ARPC_ETLS) and its words in c_why.
+ *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
  * frame with one gathered sendmsg (core/outq.h) just before the loop next sleeps, so frames queued in one loop iteration
  * leave in one batch. A full socket arms a write watcher.
@@ -29,6 +36,7 @@
 #include "async/loop_internal.h"
 #include "core/frame.h"
 #include "core/outq.h"
+#include "transport/stream.h"
 
 struct arpc_conn;
 struct io_stats;
@@ -90,12 +98,31 @@ struct arpc_conn {
     int c_close_reason;
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
     struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
+    /* The byte stream (transport/stream.h): c_plain over c_fd, or a TLS stream. */
+    struct arpc_stream *c_stream;
+    struct arpc_stream c_plain;
+    bool c_read_wants_write; /* the stream must write before it can read: c_wio is armed for it */
+    bool c_write_wants_read; /* the stream must read before it can write: the next read flushes */
+    char c_why[ARPC_WHY_MAX]; /* why the stream failed (in on_close with its s_error), else "" */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
  * (fd is then closed and on_close is NOT called). */
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
                    const struct arpc_conn_ops *ops, void *owner, const char *peer);
+
+/* As arpc_conn_init over a stream (e.g. TLS, transport/tls.h) instead of a plain socket: takes
+ * ownership of stream (closed with s_close on ARPC_ENOMEM too). */
+int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_stream *stream, uint32_t max_body,
+                          const struct arpc_conn_ops *ops, void *owner, const char *peer);
+
+/* Whether a thread other than the loop's may write the connection's stream directly (when it
+ * owns the connection's writing): a plain socket may, a TLS stream may not (its SSL object is
+ * the loop thread's). */
+static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
+{
+    return conn->c_stream->s_thread_safe;
+}
 
 /* Small control frames, encoded into a fresh buffer and queued. Each returns as
  * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */

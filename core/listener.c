@@ -29,6 +29,7 @@ struct server_listener {
     ev_io l_io;
     struct arpc_deadline l_retry; /* accepting again after a pause */
     struct arpc_listener *l_sock; /* the transport's */
+    struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     arpc_server *l_server;
     struct server_listener *l_next;
@@ -58,7 +59,8 @@ static bool listener_shed(struct server_listener *l, int accept_errno)
         static const char msg[] = "server out of file descriptors";
         uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + sizeof(msg)];
         size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, msg, sizeof(msg) - 1);
-        (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
+        if (l->l_tls == NULL) /* a TLS client would take clear bytes for a broken handshake */
+            (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
         close(fd);
         arpc_log(ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
                  l->l_sock->l_addr, accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
@@ -103,7 +105,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }
-        sconn_open(l->l_server, fd, peer, l->l_sock->l_ops->t_scheme, listener_peer_creds(l, fd, &creds));
+        sconn_open(l->l_server, fd, peer, l->l_sock->l_ops->t_scheme, listener_peer_creds(l, fd, &creds), l->l_tls);
     }
 }
 
@@ -127,6 +129,15 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         arpc_free(l);
         return NULL;
     }
+    if (tr == &arpc_transport_tls && s->sv_tls == NULL) {
+        arpc_log(ARPC_LOG_WARN, "cannot listen on %s: the server has no TLS certificate (arpc_server_options.tls)",
+                 addr);
+        tr->t_unlisten(l->l_sock);
+        arpc_free(l);
+        *rc = ARPC_EINVAL;
+        return NULL;
+    }
+    l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)

@@ -1,8 +1,6 @@
 #include "core/outq.h"
 
-#include <errno.h>
 #include <limits.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "arpc/error.h"
@@ -97,7 +95,7 @@ static void outq_consume(struct arpc_outq *q, size_t written)
     }
 }
 
-int arpc_outq_flush(struct arpc_outq *q, int fd)
+int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s)
 {
     struct iovec iov[IOV_MAX < 1024 ? IOV_MAX : 1024];
     const size_t iov_max = sizeof(iov) / sizeof(iov[0]);
@@ -108,17 +106,13 @@ int arpc_outq_flush(struct arpc_outq *q, int fd)
             iov[n].iov_base = b->b_data;
             iov[n].iov_len = b->b_len;
         }
-        /* sendmsg rather than writev: MSG_NOSIGNAL turns a peer that went away into EPIPE
-         * instead of a process-killing SIGPIPE. Every transport yields a socket. */
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
-        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return ARPC_EAGAIN;
-            return ARPC_ECONNLOST;
-        }
+        ssize_t w = s->s_ops->s_writev(s, iov, (int)n);
+        if (w == ARPC_STREAM_WANT_WRITE)
+            return ARPC_EAGAIN;
+        if (w == ARPC_STREAM_WANT_READ)
+            return ARPC_EPENDING;
+        if (w < 0)
+            return s->s_error;
         outq_consume(q, (size_t)w);
     }
     return ARPC_OK;

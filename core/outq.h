@@ -1,6 +1,7 @@
 /*
  * arpc_outq: a connection's queue of encoded frames waiting to be written, flushed with one
- * gathered write (sendmsg with an iovec array) per batch (up to IOV_MAX buffers). Loop thread only.
+ * gathered write (the stream's s_writev with an iovec array) per batch (up to IOV_MAX buffers).
+ * Loop thread only.
  *
  * Each queued buffer is owned by the queue and released once fully written (or when the
  * queue is destroyed), so producers hand over a buffer and forget it. Released means
@@ -13,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "transport/stream.h"
 
 typedef void (*arpc_outq_release_fn)(void *base);
 
@@ -38,9 +41,11 @@ int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len);
 /* As arpc_outq_push, released with release(base) instead of arpc_free. */
 int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release);
-/* Writes as much as the socket takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
- * is full; more remains), or ARPC_ECONNLOST (write error: the connection is broken). */
-int arpc_outq_flush(struct arpc_outq *q, int fd);
+/* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
+ * is full; more remains: call again once it is writable), ARPC_EPENDING (more remains, and
+ * the stream must read first, e.g. a TLS handshake waiting for the peer: call again once the
+ * fd is readable), or the stream's s_error (ARPC_ECONNLOST, ARPC_ETLS: broken for good). */
+int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s);
 static inline bool arpc_outq_empty(const struct arpc_outq *q) { return q->q_count == 0; }
 
 #endif

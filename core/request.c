@@ -309,6 +309,8 @@ const char *arpc_request_method(const arpc_request *req) { return req->rq_method
 bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
 uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
 const arpc_peer_info *arpc_request_peer(const arpc_request *req) { return &req->rq_conn->sc_peer; }
+
+const char *arpc_request_peer_subject(const arpc_request *req) { return req->rq_conn->sc_peer_subject; }
 uint64_t arpc_request_seq(const arpc_request *req) { return req->rq_seq; }
 
 int64_t arpc_request_budget_ms(const arpc_request *req) { return arpc_ms_left(req->rq_deadline_ns); }

@@ -24,6 +24,7 @@
 #include "base/options.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
+#include "transport/tls.h"
 
 #define SERVER_HEARTBEAT_MS 15000 /* clients PING every 5 s by default: this only catches dead ones */
 #define SERVER_HEARTBEAT_MISSES 3
@@ -52,6 +53,7 @@ static void server_free(arpc_server *s)
     pthread_mutex_destroy(&s->sv_stop_mtx);
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
+    arpc_tls_free(s->sv_tls);
     arpc_free(s);
 }
 
@@ -119,7 +121,9 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         return crc;
     }
     char why[512] = "";
-    if (o.log_dir != NULL)
+    if (o.tls != NULL)
+        crc = arpc_tls_server_new(&s->sv_tls, o.tls, why, sizeof(why));
+    if (crc == ARPC_OK && o.log_dir != NULL)
         crc = journal_open(s, &o, why, sizeof(why)); /* replays the log into the cache */
     if (crc == ARPC_OK) /* with a log, under its lock */
         crc = namespace_init(s, o.log_dir, why, sizeof(why));

@@ -14,13 +14,16 @@
 #include "core/jsonrpc_server.h"
 #include "core/server_internal.h"
 #include "transport/transport.h"
+#include "transport/tls.h"
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
 void sconn_release(struct server_conn *sc)
 {
-    if (arpc_refcount_put(&sc->sc_refs))
+    if (arpc_refcount_put(&sc->sc_refs)) {
+        arpc_free(sc->sc_peer_subject);
         arpc_free(sc);
+    }
 }
 
 /* The longest error message the client accepts (it announced its frame limit in HELLO). */
@@ -130,6 +133,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_client_id = f->f_client_id;
     sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id);
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
+    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream); /* the handshake is done */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
@@ -202,7 +206,8 @@ static const struct arpc_conn_ops server_conn_ops = {
     .parse = sconn_parse,
 };
 
-void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds)
+void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,
+                struct arpc_tls *tls)
 {
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
@@ -221,7 +226,13 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     }
     /* Until its HELLO is accepted a connection may send only a HELLO: its frames are bounded by
      * the largest HELLO (a token at its cap), whatever max_frame says; sconn_on_hello lifts it. */
-    if (arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, ARPC_HELLO_BODY_MAX, &server_conn_ops, sc, peer) != ARPC_OK) {
+    struct arpc_stream *stream = NULL;
+    int rc = tls == NULL ? arpc_conn_init(&sc->sc_conn, s->sv_loop, fd, ARPC_HELLO_BODY_MAX, &server_conn_ops, sc, peer)
+             : arpc_tls_stream_new(tls, fd, &stream) != ARPC_OK
+                 ? ARPC_ENOMEM
+                 : arpc_conn_init_stream(&sc->sc_conn, s->sv_loop, stream, ARPC_HELLO_BODY_MAX, &server_conn_ops,
+                                         sc, peer);
+    if (rc != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
         arpc_u64_map_fini(&sc->sc_calls);
         arpc_free(sc);

@@ -41,6 +41,8 @@ enum server_state { SV_IDLE, SV_RUNNING, SV_STOPPING, SV_STOPPED };
 struct server_listener; /* core/listener.c */
 struct arpc_peer_creds; /* transport/transport.h */
 
+struct arpc_tls; /* transport/tls.h */
+
 struct server_conn {
     struct arpc_conn sc_conn;
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
@@ -66,6 +68,8 @@ struct server_conn {
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
+    char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
+                             * request, so workers read it without a lock); NULL: none */
 };
 
 struct arpc_server {
@@ -108,6 +112,7 @@ struct arpc_server {
     uint32_t *sv_allow_uids, *sv_allow_gids; /* copies */
     size_t sv_allow_uids_count, sv_allow_gids_count;
     uint8_t sv_ns_secret[ARPC_SIPHASH_KEY_SIZE]; /* at-most-once namespaces (core/server_namespace.c) */
+    struct arpc_tls *sv_tls;          /* from options.tls: tls:// listeners' context; NULL: none */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -148,8 +153,10 @@ void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
 
 /* server_conn.c (loop thread) */
-/* A connection accepted by a listener of scheme ("tcp", ...); creds NULL where unknown. */
-void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds);
+/* A connection accepted by a listener of scheme ("tcp", ...); creds NULL where unknown; tls:
+ * the listener's TLS context (the connection gets a TLS stream), or NULL. */
+void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,
+                struct arpc_tls *tls);
 void sconn_retain(struct server_conn *sc);
 void sconn_release(struct server_conn *sc);
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);

@@ -3,8 +3,10 @@
 # what to install; and builds the demos' build. Sourced by demo.sh, crash-demo.sh and test.sh.
 set -euo pipefail
 
-ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3
-  libjansson-dev golang-go)
+ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3)
+# Optional parts, installed so CI builds and tests them: tls:// (OpenSSL 3), JSON-RPC (jansson)
+# and the Go interop test (golang-go).
+ARPC_PACKAGES+=(libssl-dev openssl libjansson-dev golang-go)
 
 arpc_missing_packages() {
     local missing=()

@@ -42,6 +42,12 @@ out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --
 rmdir "$logdir" # fails if the bench left its log behind
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["amo"] is True and d["log"] and d["fsync"] == "batch", d; print("bench throughput with reply log ok:", round(d["calls_per_s"]), "calls/s, fsync", d["fsync"])'
 PASSED=$((PASSED + 1))
+tlsdir=$(mktemp -d) # tls:// with a self-signed pair (deps.sh installs libssl-dev and openssl)
+scripts/tls-selfsigned.sh "$tlsdir" >/dev/null
+out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --payload 1000 --transport tls --no-memory --quiet --tls-cert "$tlsdir/cert.pem" --tls-key "$tlsdir/key.pem")
+rm -r "$tlsdir"
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["transport"] == "tls", d; print("bench throughput over tls ok:", round(d["calls_per_s"]), "calls/s")'
+PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"

@@ -65,6 +65,14 @@ static int push_bytes(struct arpc_outq *q, struct stream *s, size_t len)
     return rc;
 }
 
+/* Flushes q into fd through a plain stream, as a connection does. */
+static int flush_fd(struct arpc_outq *q, int fd)
+{
+    struct arpc_stream st;
+    arpc_stream_plain_init(&st, fd);
+    return arpc_outq_flush(q, &st);
+}
+
 /* Reads up to max bytes the peer has (all of them for SIZE_MAX) and checks each. */
 static size_t peer_read(struct stream *s, size_t max) { return read_pattern(s->fd[1], &s->checked, max); }
 
@@ -72,7 +80,7 @@ static size_t peer_read(struct stream *s, size_t max) { return read_pattern(s->f
 static void flush_all(struct arpc_outq *q, struct stream *s)
 {
     for (;;) {
-        int rc = arpc_outq_flush(q, s->fd[0]);
+        int rc = flush_fd(q, s->fd[0]);
         assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
         peer_read(s, SIZE_MAX);
         if (rc == ARPC_OK)
@@ -117,7 +125,7 @@ static void test_full_socket_resumes_inside_a_buffer(void **state)
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, 10));
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, BIG));
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, 10));
-    assert_int_equal(ARPC_EAGAIN, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_EAGAIN, flush_fd(&q, s.fd[0]));
     /* The first buffer is gone, the big one is at the front, cut inside. */
     assert_int_equal(2, q.q_count);
     struct arpc_outq_buf *head = &q.q_bufs[q.q_head];
@@ -126,14 +134,14 @@ static void test_full_socket_resumes_inside_a_buffer(void **state)
     size_t left = q.q_bytes;
     assert_int_equal(head->b_len + 10, left);
     /* Nothing read: nothing moves. */
-    assert_int_equal(ARPC_EAGAIN, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_EAGAIN, flush_fd(&q, s.fd[0]));
     assert_int_equal(left, q.q_bytes);
     /* The peer reads a little at a time: each flush goes on from the byte it stopped at
      * (peer_read checks every byte against its position in the stream). */
     int rounds = 0;
     for (int rc = ARPC_EAGAIN; rc == ARPC_EAGAIN; rounds++) {
         assert_true(peer_read(&s, 100000) > 0);
-        rc = arpc_outq_flush(&q, s.fd[0]);
+        rc = flush_fd(&q, s.fd[0]);
         assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
         assert_int_equal(s.pushed - s.checked, q.q_bytes + fd_unread(s.fd[1]));
     }
@@ -157,7 +165,7 @@ static void test_more_buffers_than_iov_max(void **state)
     for (size_t i = 0; i < N; i++)
         assert_int_equal(ARPC_OK, push_bytes(&q, &s, 1 + i % 13)); /* ~21 KiB: fits the socket */
     assert_int_equal(N, q.q_count);
-    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_OK, flush_fd(&q, s.fd[0]));
     assert_true(arpc_outq_empty(&q));
     peer_read(&s, SIZE_MAX);
     assert_int_equal(s.pushed, s.checked);
@@ -179,7 +187,7 @@ static void test_zero_length_buffers(void **state)
         assert_int_equal(ARPC_OK, push_bytes(&q, &s, 0));
     assert_int_equal(3, q.q_count);
     assert_int_equal(0, q.q_bytes);
-    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_OK, flush_fd(&q, s.fd[0]));
     assert_true(arpc_outq_empty(&q));
     /* Front, middle, end. */
     static const size_t sizes[] = {0, 0, 5, 0, 1, 0, 0, 300000, 0, 9, 0};
@@ -187,7 +195,7 @@ static void test_zero_length_buffers(void **state)
         assert_int_equal(ARPC_OK, push_bytes(&q, &s, sizes[i]));
     flush_all(&q, &s);
     /* An empty queue flushes to OK without touching the socket. */
-    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_OK, flush_fd(&q, s.fd[0]));
     assert_int_equal(0, fd_unread(s.fd[1]));
     arpc_outq_fini(&q);
     stream_close(&s);
@@ -208,7 +216,7 @@ static void test_closed_peer(void **state)
     s.fd[1] = -1;
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, 100));
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, 0));
-    assert_int_equal(ARPC_ECONNLOST, arpc_outq_flush(&q, s.fd[0]));
+    assert_int_equal(ARPC_ECONNLOST, flush_fd(&q, s.fd[0]));
     assert_int_equal(2, q.q_count);
     arpc_outq_fini(&q);
     stream_close(&s);
@@ -317,7 +325,7 @@ static void test_fini_frees_queued(void **state)
     for (int i = 0; i < 100; i++)
         assert_int_equal(ARPC_OK, push_bytes(&q, &s, (size_t)i * 997));
     assert_int_equal(ARPC_OK, push_bytes(&q, &s, 2 * 1024 * 1024));
-    assert_int_equal(ARPC_EAGAIN, arpc_outq_flush(&q, s.fd[0])); /* leaves one cut */
+    assert_int_equal(ARPC_EAGAIN, flush_fd(&q, s.fd[0])); /* leaves one cut */
     arpc_outq_fini(&q);
     assert_int_equal(0, q.q_count);
     assert_null(q.q_bufs);
@@ -348,7 +356,7 @@ static void test_random_against_stream(void **state)
             assert_int_equal(ARPC_OK, push_bytes(&q, &s, rng_next(&seed) % (64 * 1024)));
             break;
         case 2: {
-            int rc = arpc_outq_flush(&q, s.fd[0]);
+            int rc = flush_fd(&q, s.fd[0]);
             assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
             assert_int_equal(rc == ARPC_OK, arpc_outq_empty(&q));
             break;

@@ -33,6 +33,7 @@ static const struct arpc_transport_ops *const transports[] = {
     &arpc_transport_tcp,
     &arpc_transport_unix,
     &arpc_transport_inproc,
+    &arpc_transport_tls,
 };
 #define TRANSPORT_COUNT (sizeof(transports) / sizeof(transports[0]))
 

@@ -9,7 +9,8 @@
  *
  * Addresses: "tcp://HOST:PORT" (IPv4 dotted quad, "[v6]" or a name resolved with
  * getaddrinfo; PORT 0 picks a free port on listen), "unix:///absolute/path" (or a relative
- * path: "unix://rel/path"), "inproc://NAME" (in this process only).
+ * path: "unix://rel/path"), "inproc://NAME" (in this process only), "tls://HOST:PORT" (as
+ * tcp; the transport yields the socket, the core adds TLS: transport/tls.h).
  *
  * Errors: every op that can fail takes why/whylen. why may be NULL (nothing is written);
  * otherwise a failure writes one NUL-terminated line a user can act on, naming the address
@@ -103,6 +104,9 @@ struct arpc_transport_ops {
 extern const struct arpc_transport_ops arpc_transport_tcp;
 extern const struct arpc_transport_ops arpc_transport_unix;
 extern const struct arpc_transport_ops arpc_transport_inproc;
+/* "tls://HOST:PORT": tcp's sockets; the core puts TLS on them (transport/tls.h). Built
+ * without TLS, every op refuses with ARPC_EADDR "built without TLS". */
+extern const struct arpc_transport_ops arpc_transport_tls;
 
 /* Finds the ops for addr's scheme and sets *rest to the part after "scheme://". NULL for an
  * unknown scheme or a malformed or too long (>= ARPC_ADDR_MAX bytes) address. */

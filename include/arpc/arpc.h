@@ -14,6 +14,7 @@
 #include "arpc/loop.h"
 #include "arpc/server.h"
 #include "arpc/stats.h"
+#include "arpc/tls.h"
 #include "arpc/version.h"
 
 #ifdef __cplusplus

@@ -62,6 +62,7 @@
 #include "arpc/cq.h"
 #include "arpc/future.h"
 #include "arpc/loop.h"
+#include "arpc/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -102,6 +103,9 @@ typedef struct arpc_client_options {
      * transport encrypts. A server refusing it makes connect fail with ARPC_EAUTH. */
     const void *auth_token;
     size_t auth_token_len;
+    /* TLS for a tls:// address (arpc/tls.h): CAs, the name to check, a certificate for mutual
+     * TLS. NULL: the system's CAs and the address's host name. Read during connect only. */
+    const arpc_tls_options *tls;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256

@@ -40,8 +40,9 @@ extern "C" {
     X(EUNREACHABLE, "could not reach the server before the deadline; the call did not run") \
     X(EEXPIRED, "the call's budget ran out before its handler started; it did not run")      \
     X(EOVERLOADED, "the server is out of room for the call (e.g. its reply cache is full); it did not run") \
-    X(EABANDONED, "the server stopped before the handler replied; the call may have run")  \
-    X(EAUTH, "the server refused the client's credentials")
+    X(EABANDONED, "the server stopped before the handler replied; the call may have run")    \
+    X(EAUTH, "the server refused the client's credentials")                                  \
+    X(ETLS, "TLS failed: the handshake, a certificate or a record was refused")
 
 enum arpc_error {
 #define ARPC_ERROR_ENUM_(name, msg) ARPC_##name,

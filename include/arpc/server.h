@@ -39,6 +39,7 @@
 #include "arpc/auth.h"
 #include "arpc/common.h"
 #include "arpc/loop.h"
+#include "arpc/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -133,6 +134,9 @@ typedef struct arpc_server_options {
     size_t allow_uids_count;
     const uint32_t *allow_gids;
     size_t allow_gids_count;
+    /* TLS for tls:// listeners (arpc/tls.h): cert_file and key_file at least. NULL: a
+     * tls:// listen fails with ARPC_EINVAL. Read during create only. */
+    const arpc_tls_options *tls;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
@@ -203,6 +207,10 @@ ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
 /* Who sent the call: the transport, the peer's address, its uid/gid/pid where known and the
  * identity the server's checks gave it (arpc/auth.h). Valid until req is finished. */
 ARPC_API const arpc_peer_info *arpc_request_peer(const arpc_request *req);
+/* The subject of the client's certificate, verified by the server's CAs (tls:// with a client
+ * certificate, see arpc/tls.h), as one line ("CN=alice,O=Example", RFC 2253); NULL for any
+ * other connection. Valid until the request is finished; any thread. */
+ARPC_API const char *arpc_request_peer_subject(const arpc_request *req);
 /* The call's at-most-once sequence number, 0 for a call that is not numbered. */
 ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 

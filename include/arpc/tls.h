@@ -1,0 +1,58 @@
+/*
+ * arpc/tls.h: TLS for "tls://HOST:PORT" addresses (OpenSSL 3; docs/SECURITY.md).
+ *
+ * A tls:// address is tcp:// with TLS 1.2 or later on top: the server proves who it is with
+ * its certificate, the client checks it against its CAs and the host name it dialled, and,
+ * with require_client_cert, the server checks the client's certificate too (mutual TLS), and
+ * its handlers see the client's subject (arpc_request_peer_subject). Defaults are the modern
+ * ones: no compression, no renegotiation, the server's cipher preference, OpenSSL's default
+ * cipher list and security level.
+ *
+ * The options are read during arpc_server_create / arpc_client_connect only: the files are
+ * loaded there, and the strings need not outlive the call. A certificate or key that cannot
+ * be loaded fails that call with ARPC_ETLS (errbuf says which file and why). A handshake that
+ * fails (an unknown CA, an expired certificate, a wrong host name, no client certificate
+ * where one is required, a peer that does not speak TLS) closes the connection: the client's
+ * connect or call ends ARPC_ETLS with OpenSSL's reason in words (arpc_client_last_error,
+ * errbuf), and the server logs it. A handshake counts against the server's
+ * handshake_timeout_ms (a peer that stalls in it is closed).
+ *
+ * Built without TLS (ARPC_WITH_TLS off, e.g. no libssl-dev), a tls:// address is ARPC_EADDR
+ * ("built without TLS").
+ */
+#ifndef ARPC_TLS_H
+#define ARPC_TLS_H
+
+#include "arpc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Zero-initialise. File names are PEM files. Unlike the arpc_*_options structs it is not passed
+ * with its size (docs/ABI.md): a field is appended only with a new soname (a new minor while the
+ * major is 0), so a program never hands a library a struct shorter than it reads. */
+typedef struct arpc_tls_options {
+    /* Our certificate (chain, leaf first) and its private key. A server needs them for
+     * tls://; a client gives them only for mutual TLS. */
+    const char *cert_file;
+    const char *key_file;
+    /* The CAs that vouch for the peer: a file, a directory prepared with `openssl rehash`,
+     * or both. Neither: the system's store (a client), or no client certificates accepted
+     * (a server). */
+    const char *ca_file;
+    const char *ca_dir;
+    /* Client: the name the server's certificate must carry (and the SNI sent); NULL: the
+     * address's HOST (an IP address is then checked against the certificate's IP entries). */
+    const char *server_name;
+    /* Server: every client must present a certificate that ca_file/ca_dir verify (mutual TLS).
+     * Without it, a client certificate is still asked for and verified when ca_file/ca_dir
+     * are given, but not required. */
+    bool require_client_cert;
+} arpc_tls_options;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,122 @@
+/* Test certificates made with the OpenSSL API (tls_certs.h). */
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DAY_S (24L * 3600)
+
+static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client"};
+
+const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind)
+{
+    snprintf(tc->tc_path, sizeof(tc->tc_path), "%s/%s.%s", tc->tc_dir, name, kind);
+    return tc->tc_path;
+}
+
+static bool add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    bool ok = ext != NULL && X509_add_ext(cert, ext, -1) == 1;
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+/* A certificate for key with subject O=org (if any), CN=cn, valid from..until
+ * seconds from now, signed by issuer_key (itself when NULL: a CA). */
+static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *org, long from, long until, X509 *issuer,
+                       EVP_PKEY *issuer_key, bool ca, const char *san)
+{
+    static long serial = 1;
+    X509 *cert = X509_new();
+    if (cert == NULL)
+        return NULL;
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
+    X509_gmtime_adj(X509_getm_notBefore(cert), from);
+    X509_gmtime_adj(X509_getm_notAfter(cert), until);
+    X509_set_pubkey(cert, key);
+    X509_NAME *name = X509_get_subject_name(cert);
+    /* Most general first, as usual: RFC 2253 prints them the other way round ("CN=..,O=.."). */
+    if (org != NULL)
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)org, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509 *signer = issuer != NULL ? issuer : cert;
+    X509_set_issuer_name(cert, X509_get_subject_name(signer));
+    bool ok = add_ext(cert, signer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE") &&
+              add_ext(cert, signer, NID_subject_key_identifier, "hash") &&
+              add_ext(cert, signer, NID_authority_key_identifier, "keyid:always") &&
+              (!ca || add_ext(cert, signer, NID_key_usage, "critical,keyCertSign,cRLSign")) &&
+              (san == NULL || add_ext(cert, signer, NID_subject_alt_name, san)) &&
+              X509_sign(cert, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0;
+    if (!ok) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+static bool write_pair(struct tls_certs *tc, const char *name, X509 *cert, EVP_PKEY *key)
+{
+    FILE *f = fopen(tls_certs_path(tc, name, "pem"), "w");
+    bool ok = f != NULL && PEM_write_X509(f, cert) == 1;
+    if (f != NULL)
+        fclose(f);
+    f = ok ? fopen(tls_certs_path(tc, name, "key"), "w") : NULL;
+    ok = f != NULL && PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
+    if (f != NULL)
+        fclose(f);
+    return ok;
+}
+
+bool tls_certs_make(struct tls_certs *tc)
+{
+    snprintf(tc->tc_dir, sizeof(tc->tc_dir), "/tmp/arpc-tls-XXXXXX");
+    if (mkdtemp(tc->tc_dir) == NULL) {
+        perror("mkdtemp");
+        return false;
+    }
+    EVP_PKEY *keys[5] = {NULL};
+    X509 *certs[5] = {NULL};
+    bool ok = true;
+    for (int i = 0; i < 5 && ok; i++)
+        ok = (keys[i] = EVP_EC_gen("P-256")) != NULL;
+    const char *server_san = "DNS:localhost,IP:127.0.0.1";
+    ok = ok && (certs[0] = make_cert(keys[0], "arpc test CA", NULL, -DAY_S, DAY_S, NULL, NULL, true, NULL)) != NULL;
+    ok = ok && (certs[1] = make_cert(keys[1], "arpc other CA", NULL, -DAY_S, DAY_S, NULL, NULL, true, NULL)) != NULL;
+    ok = ok && (certs[2] = make_cert(keys[2], "localhost", NULL, -DAY_S, DAY_S, certs[0], keys[0], false,
+                                     server_san)) != NULL;
+    ok = ok && (certs[3] = make_cert(keys[3], "localhost", NULL, -2 * DAY_S, -DAY_S, certs[0], keys[0], false,
+                                     server_san)) != NULL;
+    ok = ok && (certs[4] = make_cert(keys[4], "alice", "arpc tests", -DAY_S, DAY_S, certs[0], keys[0], false,
+                                     NULL)) != NULL;
+    for (int i = 0; i < 5 && ok; i++)
+        ok = write_pair(tc, cert_names[i], certs[i], keys[i]);
+    for (int i = 0; i < 5; i++) {
+        X509_free(certs[i]);
+        EVP_PKEY_free(keys[i]);
+    }
+    if (!ok)
+        fprintf(stderr, "tls_certs_make: could not make the test certificates in %s\n", tc->tc_dir);
+    return ok;
+}
+
+void tls_certs_remove(struct tls_certs *tc)
+{
+    for (size_t i = 0; i < sizeof(cert_names) / sizeof(cert_names[0]); i++) {
+        unlink(tls_certs_path(tc, cert_names[i], "pem"));
+        unlink(tls_certs_path(tc, cert_names[i], "key"));
+    }
+    rmdir(tc->tc_dir);
+}
+#endif

@@ -1,0 +1,34 @@
+/*
+ * Certificates for the TLS tests, made at run time with the OpenSSL API in a fresh temporary
+ * directory (nothing private is committed): two CAs, and leaves signed by the first. P-256
+ * keys, so making them all takes milliseconds. Only in builds with TLS (ARPC_TEST_WITH_TLS).
+ *
+ * Files in the directory, each NAME.pem with its key NAME.key:
+ *   ca         "CN=arpc test CA"
+ *   other_ca   "CN=arpc other CA" (a CA the server's certificate does not come from)
+ *   server     CN=localhost, DNS:localhost, IP:127.0.0.1, signed by ca, valid now
+ *   expired    as server, but valid only from two days ago to one day ago
+ *   client     "CN=alice,O=arpc tests", signed by ca (mutual TLS)
+ */
+#ifndef ARPC_TEST_TLS_CERTS_H
+#define ARPC_TEST_TLS_CERTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define TLS_CERTS_CLIENT_SUBJECT "CN=alice,O=arpc tests"
+
+struct tls_certs {
+    char tc_dir[64];
+    char tc_path[256]; /* the last tls_certs_path answer */
+};
+
+/* Makes the directory and every file; false (with a message on stderr) on failure. */
+bool tls_certs_make(struct tls_certs *tc);
+/* "DIR/NAME.pem" (kind "pem") or "DIR/NAME.key" (kind "key"), valid until the next call:
+ * copy it when two are needed at once. */
+const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind);
+/* Removes the files and the directory. */
+void tls_certs_remove(struct tls_certs *tc);
+
+#endif

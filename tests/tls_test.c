@@ -1,0 +1,429 @@
+/*
+ * tls:// end to end (transport/tls*.c, include/arpc/tls.h), with certificates made at run
+ * time (support/tls_certs.c): calls over a good certificate, big and pipelined; every way a
+ * handshake is refused (unknown CA, expired certificate, wrong host name, no client
+ * certificate where one is required, a peer that does not speak TLS), each with its reason
+ * in words; the client's subject seen by a handler under mutual TLS; and a peer that stalls
+ * in the handshake closed by the server's handshake timeout. Built without TLS, only that
+ * tls:// is refused as "built without TLS".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+
+#define WAIT_MS 20000 /* a bound for waits that should end at once: only a hang reaches it */
+
+static struct tls_certs certs;
+
+/* ---- log lines: a test waits for the one it expects ---- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_needle[128];
+static sem_t log_seen;
+
+static void test_logger(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&log_mu);
+    if (log_needle[0] != '\0' && strstr(line, log_needle) != NULL) {
+        log_needle[0] = '\0';
+        sem_post(&log_seen);
+    }
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void expect_log(const char *needle)
+{
+    pthread_mutex_lock(&log_mu);
+    while (sem_trywait(&log_seen) == 0) {
+    }
+    snprintf(log_needle, sizeof(log_needle), "%s", needle);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void wait_log(void) { assert_true(sem_wait_secs(&log_seen, WAIT_MS / 1000)); }
+
+/* ---- a server ---- */
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static void h_subject(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    const char *subject = arpc_request_peer_subject(req);
+    arpc_reply(req, subject != NULL ? subject : "(none)", subject != NULL ? strlen(subject) : 6);
+}
+
+struct paths {
+    char ca[256], other_ca[256], server_pem[256], server_key[256], expired_pem[256], expired_key[256],
+        client_pem[256], client_key[256];
+};
+static struct paths P;
+
+/* A server on tls://127.0.0.1:0 with cert (server or expired); mtls: client certificates from
+ * ca required. addr gets the bound address. */
+static arpc_server *start_server(const char *cert, const char *key, bool mtls, uint32_t handshake_ms, char *addr)
+{
+    arpc_tls_options tls = {.cert_file = cert, .key_file = key};
+    if (mtls) {
+        tls.ca_file = P.ca;
+        tls.require_client_cert = true;
+    }
+    char err[256] = "";
+    arpc_server_options so = {.workers = 1, .tls = &tls, .handshake_timeout_ms = handshake_ms, .errbuf = err,
+                              .errbuf_len = sizeof(err)};
+    arpc_server *s;
+    int rc = arpc_server_create(&s, &so);
+    if (rc != ARPC_OK)
+        fail_msg("server: %s: %s", arpc_errname(rc), err);
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "subject", h_subject, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
+    return s;
+}
+
+static void stop_server(arpc_server *s)
+{
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Connects with o (ca, name, client certificate...); returns the code, err the words. */
+static int try_connect(const char *addr, arpc_tls_options *tls, arpc_client **out, char *err, size_t errlen)
+{
+    arpc_client_options co = {.connect_timeout_ms = WAIT_MS, .tls = tls, .errbuf = err, .errbuf_len = errlen,
+                              .no_reconnect = true};
+    *out = NULL;
+    return arpc_client_connect(out, addr, &co);
+}
+
+static void expect_refused(const char *addr, arpc_tls_options *tls, const char *words)
+{
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(addr, tls, &c, err, sizeof(err));
+    if (rc != ARPC_ETLS || strstr(err, words) == NULL)
+        fail_msg("expected ARPC_ETLS with \"%s\", got %s: %s", words, arpc_errname(rc), err);
+    assert_null(c);
+}
+
+/* ---- tests ---- */
+
+/* One call, then 1,000 pipelined with sizes from 0 to 1 MiB, each checked byte for byte. */
+static void test_good_certificate(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    assert_non_null(strstr(addr, "tls://127.0.0.1:"));
+    arpc_tls_options tls = {.ca_file = P.ca};
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(addr, &tls, &c, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect: %s: %s", arpc_errname(rc), err);
+
+    void *reply;
+    size_t len;
+    assert_int_equal(ARPC_OK, arpc_call(c, "echo", "hello", 5, &reply, &len, WAIT_MS));
+    assert_int_equal(5, len);
+    assert_memory_equal("hello", reply, 5);
+    arpc_free(reply);
+    /* No client certificate: a handler sees no subject. */
+    assert_int_equal(ARPC_OK, arpc_call(c, "subject", NULL, 0, &reply, &len, WAIT_MS));
+    assert_int_equal(6, len);
+    assert_memory_equal("(none)", reply, 6);
+    arpc_free(reply);
+
+    enum { CALLS = 1000, BIG = 1 << 20 };
+    static const size_t sizes[] = {0, 1, 17, 100, 1000, 4096, 16383, 16384, 16385, 65536, 100000};
+    uint8_t *src = malloc(BIG);
+    assert_non_null(src);
+    fill_pattern(src, 0, BIG);
+    arpc_future **fs = calloc(CALLS, sizeof(*fs));
+    size_t *lens = calloc(CALLS, sizeof(*lens));
+    for (size_t i = 0; i < CALLS; i++) {
+        lens[i] = i % 100 == 7 ? BIG : sizes[i % (sizeof(sizes) / sizeof(sizes[0]))];
+        fs[i] = arpc_call_async(c, "echo", src + (i % 64), lens[i] - (lens[i] == BIG ? 64 : 0), WAIT_MS * 3);
+        lens[i] -= lens[i] == BIG ? 64 : 0;
+    }
+    for (size_t i = 0; i < CALLS; i++) {
+        assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
+        size_t got;
+        const void *d = arpc_future_data(fs[i], &got);
+        assert_int_equal(lens[i], got);
+        if (got > 0)
+            assert_memory_equal(src + (i % 64), d, got);
+        arpc_future_release(fs[i]);
+    }
+    free(lens);
+    free(fs);
+    free(src);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    stop_server(s);
+}
+
+static void test_wrong_ca(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.other_ca};
+    expect_refused(addr, &tls, "certificate verify failed: unable to get local issuer certificate");
+    stop_server(s);
+}
+
+static void test_expired_certificate(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.expired_pem, P.expired_key, false, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca};
+    expect_refused(addr, &tls, "certificate verify failed: certificate has expired");
+    stop_server(s);
+}
+
+/* The certificate names localhost and 127.0.0.1: another name is refused, the right name
+ * (given instead of the address's host) is accepted. */
+static void test_host_name(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca, .server_name = "db.example.com"};
+    expect_refused(addr, &tls, "certificate verify failed: hostname mismatch");
+    tls.server_name = "localhost";
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(addr, &tls, &c, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect: %s: %s", arpc_errname(rc), err);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    stop_server(s);
+}
+
+static void test_mtls_requires_client_certificate(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, true, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca};
+    expect_log("TLS handshake failed: peer did not return a certificate");
+    expect_refused(addr, &tls, "certificate required");
+    wait_log();
+    stop_server(s);
+}
+
+static void test_mtls_subject_seen_by_handler(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, true, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca, .cert_file = P.client_pem, .key_file = P.client_key};
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(addr, &tls, &c, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect: %s: %s", arpc_errname(rc), err);
+    void *reply;
+    size_t len;
+    assert_int_equal(ARPC_OK, arpc_call(c, "subject", NULL, 0, &reply, &len, WAIT_MS));
+    assert_int_equal(strlen(TLS_CERTS_CLIENT_SUBJECT), len);
+    assert_memory_equal(TLS_CERTS_CLIENT_SUBJECT, reply, len);
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    stop_server(s);
+}
+
+/* A tcp:// client at a TLS server: refused, and the server says why. */
+static void test_plain_client_to_tls_server(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX], plain[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    snprintf(plain, sizeof(plain), "tcp://%s", addr + strlen("tls://"));
+    expect_log("TLS handshake failed");
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(plain, NULL, &c, err, sizeof(err));
+    if (rc == ARPC_OK)
+        fail_msg("a plain client connected to a TLS server");
+    assert_non_null(strstr(err, "arpc server")); /* "not an arpc server", or "is it an arpc server?" */
+    wait_log();
+    stop_server(s);
+}
+
+/* A tls:// client at a plain server: refused, in words. */
+static void test_tls_client_to_plain_server(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char bound[ARPC_ADDR_MAX], addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", bound, sizeof(bound)));
+    snprintf(addr, sizeof(addr), "tls://%s", bound + strlen("tcp://"));
+    arpc_tls_options tls = {.ca_file = P.ca};
+    expect_refused(addr, &tls, "TLS handshake failed");
+    stop_server(s);
+}
+
+/* Connected, but the handshake never ends: the server's handshake timeout closes it. */
+static void test_stalled_handshake_closed(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 200, addr);
+    int fd;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
+    static const unsigned char partial[] = {0x16, 0x03, 0x01, 0x00, 0x80}; /* a record header, no body */
+    expect_log("no HELLO within 200 ms");
+    assert_int_equal(sizeof(partial), write(fd, partial, sizeof(partial)));
+    wait_log();
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(1, poll(&p, 1, WAIT_MS));
+    char b;
+    assert_true(read(fd, &b, 1) <= 0); /* closed: EOF (or a reset) */
+    close(fd);
+    stop_server(s);
+}
+
+/* One connection too many is closed during its handshake (its GOAWAY cannot be sent before
+ * the handshake, which is no longer read): the client is refused at once, not left hanging. */
+static void test_connection_limit_during_handshake(void **state)
+{
+    (void)state;
+    arpc_tls_options stls = {.cert_file = P.server_pem, .key_file = P.server_key};
+    arpc_server_options so = {.workers = 1, .tls = &stls, .max_connections = 1};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_tls_options tls = {.ca_file = P.ca};
+    arpc_client *first, *second;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    assert_int_equal(ARPC_OK, try_connect(addr, &tls, &first, err, sizeof(err)));
+    expect_log("max_connections");
+    int rc = try_connect(addr, &tls, &second, err, sizeof(err));
+    if (rc == ARPC_OK || rc == ARPC_ETIMEDOUT)
+        fail_msg("the connection over the limit: %s: %s", arpc_errname(rc), err);
+    wait_log();
+    void *reply;
+    size_t len;
+    assert_int_equal(ARPC_OK, arpc_call(first, "echo", "x", 1, &reply, &len, WAIT_MS)); /* the first goes on */
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(first));
+    stop_server(s);
+}
+
+static void test_options_checked(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    arpc_tls_options missing = {.cert_file = "/nonexistent/cert.pem", .key_file = P.server_key};
+    arpc_server_options so = {.workers = 1, .tls = &missing, .errbuf = err, .errbuf_len = sizeof(err)};
+    arpc_server *s;
+    assert_int_equal(ARPC_ETLS, arpc_server_create(&s, &so));
+    assert_non_null(strstr(err, "/nonexistent/cert.pem"));
+    arpc_tls_options mtls_no_ca = {.cert_file = P.server_pem, .key_file = P.server_key, .require_client_cert = true};
+    so.tls = &mtls_no_ca;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+    /* tls:// on a server with no certificate. */
+    arpc_server_options plain = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &plain));
+    assert_int_equal(ARPC_EINVAL, arpc_server_listen(s, "tls://127.0.0.1:0", NULL, 0));
+    stop_server(s);
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    sem_init(&log_seen, 0, 0);
+    arpc_set_logger(test_logger, NULL, ARPC_LOG_DEBUG);
+    if (!tls_certs_make(&certs))
+        return -1;
+    snprintf(P.ca, sizeof(P.ca), "%s", tls_certs_path(&certs, "ca", "pem"));
+    snprintf(P.other_ca, sizeof(P.other_ca), "%s", tls_certs_path(&certs, "other_ca", "pem"));
+    snprintf(P.server_pem, sizeof(P.server_pem), "%s", tls_certs_path(&certs, "server", "pem"));
+    snprintf(P.server_key, sizeof(P.server_key), "%s", tls_certs_path(&certs, "server", "key"));
+    snprintf(P.expired_pem, sizeof(P.expired_pem), "%s", tls_certs_path(&certs, "expired", "pem"));
+    snprintf(P.expired_key, sizeof(P.expired_key), "%s", tls_certs_path(&certs, "expired", "key"));
+    snprintf(P.client_pem, sizeof(P.client_pem), "%s", tls_certs_path(&certs, "client", "pem"));
+    snprintf(P.client_key, sizeof(P.client_key), "%s", tls_certs_path(&certs, "client", "key"));
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    tls_certs_remove(&certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_certificate),
+        cmocka_unit_test(test_wrong_ca),
+        cmocka_unit_test(test_expired_certificate),
+        cmocka_unit_test(test_host_name),
+        cmocka_unit_test(test_mtls_requires_client_certificate),
+        cmocka_unit_test(test_mtls_subject_seen_by_handler),
+        cmocka_unit_test(test_plain_client_to_tls_server),
+        cmocka_unit_test(test_tls_client_to_plain_server),
+        cmocka_unit_test(test_stalled_handshake_closed),
+        cmocka_unit_test(test_connection_limit_during_handshake),
+        cmocka_unit_test(test_options_checked),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else /* built without TLS */
+
+static void test_tls_refused_without_tls(void **state)
+{
+    (void)state;
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options co = {.errbuf = err, .errbuf_len = sizeof(err)};
+    assert_int_equal(ARPC_EADDR, arpc_client_connect(&c, "tls://127.0.0.1:1", &co));
+    assert_non_null(strstr(err, "built without TLS"));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_EADDR, arpc_server_listen(s, "tls://127.0.0.1:0", NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+int main(void)
+{
+    printf("tls_test: built without TLS (ARPC_WITH_TLS off): only checking that tls:// is refused\n");
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_tls_refused_without_tls)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif

@@ -1,0 +1,48 @@
+/*
+ * TLS (OpenSSL 3) for tls:// addresses: the contexts a server and a client make once from
+ * their arpc_tls_options, and the stream (transport/stream.h) each connection gets from one.
+ * The public side is include/arpc/tls.h. Built without TLS (ARPC_WITH_TLS off), the same
+ * functions exist (transport/tls_absent.c) and refuse with ARPC_EADDR "built without TLS",
+ * so the core has no #ifdef.
+ *
+ * Internal to the library. A context is immutable once made and may be shared by the
+ * connections of one server or client (OpenSSL's SSL_CTX is thread-safe); a stream belongs to
+ * its connection's loop thread (s_thread_safe is false).
+ */
+#ifndef ARPC_TRANSPORT_TLS_H
+#define ARPC_TRANSPORT_TLS_H
+
+#include <stddef.h>
+
+#include "arpc/tls.h"
+#include "transport/stream.h"
+#include "transport/transport.h"
+
+struct arpc_tls;
+
+/* A server's context: o->cert_file and o->key_file loaded (and checked against each other),
+ * client certificates asked for when o->ca_file / o->ca_dir are given, required with
+ * o->require_client_cert. Errors (why says which file and OpenSSL's reason): ARPC_EINVAL (o
+ * NULL, no certificate or key, require_client_cert without CAs), ARPC_ETLS (a file that does
+ * not load), ARPC_ENOMEM; ARPC_EADDR without TLS. */
+int arpc_tls_server_new(struct arpc_tls **out, const arpc_tls_options *o, char *why, size_t whylen);
+
+/* A client's context for target (a tls:// address): the server's certificate is verified
+ * with o's CAs (or the system's) and must name o->server_name, or the address's HOST. o may
+ * be NULL. Errors as arpc_tls_server_new. */
+int arpc_tls_client_new(struct arpc_tls **out, const struct arpc_target *target, const arpc_tls_options *o,
+                        char *why, size_t whylen);
+
+/* NULL is ignored. Only once no stream made from it is left. */
+void arpc_tls_free(struct arpc_tls *tls);
+
+/* A TLS stream over fd (connected, non-blocking), its handshake still to come: the stream's
+ * first reads and writes make it, asking for readiness as they need. Owns fd from here on
+ * (closed on failure too). ARPC_OK or ARPC_ENOMEM. */
+int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out);
+
+/* The verified peer certificate's subject as one RFC 2253 line, allocated (arpc_free); NULL
+ * for a stream that is not TLS, a peer without a certificate, or no memory. Loop thread. */
+char *arpc_tls_peer_subject(const struct arpc_stream *s);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * TLS contexts (transport/tls.h): one SSL_CTX per server or client, made from its options.
+ *
+ * Design notes.
+ *
+ * Modern defaults, stated here once: TLS 1.2 at least (1.3 preferred, OpenSSL's default);
+ * no compression (CRIME); no renegotiation (a client cannot make the server redo a handshake
+ * at will, and a stream never has to write in the middle of a read for it); the server's
+ * cipher order; OpenSSL's default cipher list and security level (no RSA keys under 2048
+ * bits, no SHA-1 signatures). The server issues no TLS 1.3 session tickets: an arpc client
+ * keeps its connection and does not resume sessions, so tickets would be bytes for nothing.
+ *
+ * Client certificates: with CAs, a server asks for one and verifies what it gets; with
+ * require_client_cert it refuses a client without one. The client checks the server's
+ * certificate against the host it dialled (SNI and SSL_set1_host), or its IP address.
+ */
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "transport/tls_internal.h"
+
+void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+    const char *detail = "", *sep = "";
+    if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL) {
+        int r = ERR_GET_REASON(e);
+        if (r == SSL_R_CERTIFICATE_VERIFY_FAILED && ssl != NULL) {
+            sep = ": ";
+            detail = X509_verify_cert_error_string(SSL_get_verify_result(ssl));
+        } else if (r == SSL_R_WRONG_VERSION_NUMBER || r == SSL_R_PACKET_LENGTH_TOO_LONG ||
+                   r == SSL_R_HTTP_REQUEST || r == SSL_R_RECORD_LENGTH_MISMATCH) {
+            detail = " (the peer does not speak TLS: a tcp:// peer?)";
+        }
+    }
+    snprintf(out, len, "%s: %s%s%s", what, reason != NULL ? reason : "unknown TLS error", sep, detail);
+    ERR_clear_error();
+}
+
+static SSL_CTX *tls_ctx_base(bool client)
+{
+    SSL_CTX *ctx = SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* A write that must wait is retried with the same bytes, perhaps from another buffer
+     * (transport/tls_stream.c gathers frames into its own). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (!client)
+        SSL_CTX_set_num_tickets(ctx, 0);
+    return ctx;
+}
+
+/* Loads o's certificate and key, if any; both or neither. */
+static int tls_load_identity(SSL_CTX *ctx, const arpc_tls_options *o, char *why, size_t whylen)
+{
+    if (o == NULL || (o->cert_file == NULL && o->key_file == NULL))
+        return ARPC_OK;
+    char what[ARPC_WHY_MAX];
+    if (o->cert_file == NULL || o->key_file == NULL) {
+        snprintf(why, whylen, "TLS: cert_file and key_file go together (one of them is missing)");
+        return ARPC_EINVAL;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
+        snprintf(what, sizeof(what), "TLS: cannot load the certificate %s", o->cert_file);
+        tls_error_text(why, whylen, what, NULL);
+        return ARPC_ETLS;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, o->key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(what, sizeof(what), "TLS: cannot load the private key %s for %s", o->key_file, o->cert_file);
+        tls_error_text(why, whylen, what, NULL);
+        return ARPC_ETLS;
+    }
+    return ARPC_OK;
+}
+
+/* Loads o's CAs; the system's store for a client that names none. *loaded: CAs were named. */
+static int tls_load_cas(SSL_CTX *ctx, const arpc_tls_options *o, bool client, bool *loaded, char *why,
+                        size_t whylen)
+{
+    *loaded = o != NULL && (o->ca_file != NULL || o->ca_dir != NULL);
+    int ok = *loaded ? SSL_CTX_load_verify_locations(ctx, o->ca_file, o->ca_dir)
+                     : client ? SSL_CTX_set_default_verify_paths(ctx) : 1;
+    if (ok != 1) {
+        char what[ARPC_WHY_MAX];
+        snprintf(what, sizeof(what), "TLS: cannot load the CAs %s%s%s", *loaded && o->ca_file ? o->ca_file : "",
+                 *loaded && o->ca_file && o->ca_dir ? " and " : "", *loaded && o->ca_dir ? o->ca_dir : "");
+        tls_error_text(why, whylen, what, NULL);
+        return ARPC_ETLS;
+    }
+    return ARPC_OK;
+}
+
+static int tls_new(struct arpc_tls **out, bool client, const arpc_tls_options *o, char *why, size_t whylen)
+{
+    struct arpc_tls *t = arpc_calloc(1, sizeof(*t));
+    SSL_CTX *ctx = t != NULL ? tls_ctx_base(client) : NULL;
+    if (ctx == NULL) {
+        arpc_free(t);
+        snprintf(why, whylen, "TLS: out of memory for a context");
+        return ARPC_ENOMEM;
+    }
+    t->t_ctx = ctx;
+    t->t_client = client;
+    bool have_cas;
+    int rc = tls_load_identity(ctx, o, why, whylen);
+    if (rc == ARPC_OK)
+        rc = tls_load_cas(ctx, o, client, &have_cas, why, whylen);
+    if (rc == ARPC_OK && !client && o->require_client_cert && !have_cas) {
+        snprintf(why, whylen, "TLS: require_client_cert needs ca_file or ca_dir to verify clients with");
+        rc = ARPC_EINVAL;
+    }
+    if (rc != ARPC_OK) {
+        arpc_tls_free(t);
+        return rc;
+    }
+    if (client) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_client_cert_cb(ctx, tls_no_client_cert);
+    } else if (have_cas) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+        static const unsigned char sid_ctx[] = "arpc";
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    }
+    *out = t;
+    return ARPC_OK;
+}
+
+int arpc_tls_server_new(struct arpc_tls **out, const arpc_tls_options *o, char *why, size_t whylen)
+{
+    if (o == NULL || o->cert_file == NULL || o->key_file == NULL) {
+        snprintf(why, whylen, "TLS: a tls:// server needs tls options with cert_file and key_file");
+        return ARPC_EINVAL;
+    }
+    return tls_new(out, false, o, why, whylen);
+}
+
+/* The HOST of "tls://HOST:PORT" or "tls://[V6]:PORT" (already parsed once by resolve). */
+static void tls_target_host(const struct arpc_target *target, char *host, size_t len)
+{
+    const char *rest = strstr(target->t_addr, "://");
+    rest = rest != NULL ? rest + 3 : target->t_addr;
+    const char *end = rest[0] == '[' ? strchr(rest, ']') : strrchr(rest, ':');
+    if (rest[0] == '[')
+        rest++;
+    size_t n = end != NULL && end >= rest ? (size_t)(end - rest) : strlen(rest);
+    snprintf(host, len, "%.*s", (int)n, rest);
+}
+
+int arpc_tls_client_new(struct arpc_tls **out, const struct arpc_target *target, const arpc_tls_options *o,
+                        char *why, size_t whylen)
+{
+    struct arpc_tls *t;
+    int rc = tls_new(&t, true, o, why, whylen);
+    if (rc != ARPC_OK)
+        return rc;
+    if (o != NULL && o->server_name != NULL)
+        snprintf(t->t_host, sizeof(t->t_host), "%s", o->server_name);
+    else
+        tls_target_host(target, t->t_host, sizeof(t->t_host));
+    unsigned char ip[sizeof(struct in6_addr)];
+    t->t_host_is_ip = inet_pton(AF_INET, t->t_host, ip) == 1 || inet_pton(AF_INET6, t->t_host, ip) == 1;
+    *out = t;
+    return ARPC_OK;
+}
+
+void arpc_tls_free(struct arpc_tls *tls)
+{
+    if (tls == NULL)
+        return;
+    SSL_CTX_free(tls->t_ctx);
+    arpc_free(tls);
+}

@@ -1,0 +1,274 @@
+/*
+ * The TLS stream (transport/tls.h): a connection's bytes through an OpenSSL SSL object over
+ * its non-blocking socket, on the connection's loop thread, with no thread of its own.
+ *
+ * Design notes.
+ *
+ * Handshake: never driven on its own. The stream is made in connect or accept state, and the
+ * connection's first reads and writes (the client's HELLO is queued at once) run it inside
+ * SSL_read / SSL_write; SSL_ERROR_WANT_READ / WANT_WRITE become the stream's WANT results, so
+ * the connection's own watchers wait for the socket. A handshake that stalls is the server's
+ * handshake timeout's business (no HELLO arrives before it completes). Any failure before the
+ * handshake ends, a close included, is ARPC_ETLS; after it, a peer that goes away is
+ * ARPC_ECONNLOST like on any socket, a TLS alert (e.g. TLS 1.3's "certificate required",
+ * which a client hears only after its side of the handshake is done) ARPC_ETLS.
+ *
+ * Reading fills the caller's buffer record after record until the socket has nothing more,
+ * so a short read means the socket is drained; a record larger than the room left stays
+ * partly in OpenSSL (s_buffered tells the connection, which comes back for it).
+ *
+ * Writing: the connection hands a batch of frames (an iovec). Each SSL_write makes at least
+ * one record (29 bytes of overhead with AES-GCM) and one send(2), so small frames are
+ * gathered into one buffer of up to one record's plaintext (16 KiB) first; a frame that alone
+ * fills a record is written from its own memory, up to TLS_DIRECT_MAX at a time. A write
+ * that must wait is retried with the same bytes (OpenSSL's rule): the connection calls again
+ * with the same first bytes, and the stream, remembering how many it had offered
+ * (ts_offered), offers them again from where they were.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "transport/tls_internal.h"
+
+#define TLS_RECORD_MAX 16384     /* the largest plaintext one TLS record carries */
+#define TLS_DIRECT_MAX (256 * 1024)
+
+struct tls_stream {
+    struct arpc_stream ts_base;
+    SSL *ts_ssl;
+    bool ts_failed;     /* a fatal error: no close_notify, no further SSL calls but free */
+    bool ts_gathered;   /* the offered bytes are in ts_wbuf (else they are iov[0]'s own) */
+    bool ts_read_any;   /* application bytes came from the peer */
+    bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
+    size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
+    uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes, allocated at the first gathered write */
+    char ts_why[ARPC_WHY_MAX];
+};
+
+static const struct arpc_stream_ops tls_stream_ops;
+
+/* A failed SSL call: its WANT result, 0 for a clean close, or ARPC_STREAM_FAILED with why. */
+static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
+{
+    int err = SSL_get_error(ts->ts_ssl, ret);
+    if (err == SSL_ERROR_WANT_READ) {
+        ERR_clear_error();
+        return ARPC_STREAM_WANT_READ;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error();
+        return ARPC_STREAM_WANT_WRITE;
+    }
+    bool shaken = SSL_is_init_finished(ts->ts_ssl);
+    if (err == SSL_ERROR_ZERO_RETURN && reading && shaken)
+        return 0; /* close_notify */
+    unsigned long e = ERR_peek_last_error();
+    bool eof = err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && e == 0) ||
+               (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+    ts->ts_failed = true;
+    ts->ts_base.s_why = ts->ts_why;
+    if (shaken && (eof || err == SSL_ERROR_SYSCALL) && ts->ts_no_cert && !ts->ts_read_any) {
+        /* TLS 1.3: a client's handshake ends before the server has checked its certificate;
+         * the server's refusal (an alert) may be lost to a reset when our first frame
+         * reaches its closed socket. What we know says why. */
+        ERR_clear_error();
+        ts->ts_base.s_error = ARPC_ETLS;
+        snprintf(ts->ts_why, sizeof(ts->ts_why),
+                 "TLS failed: the server asked for a client certificate, none is configured, and it closed "
+                 "the connection (mutual TLS: certificate required)");
+        return ARPC_STREAM_FAILED;
+    }
+    if (shaken && (eof || err == SSL_ERROR_SYSCALL)) {
+        ERR_clear_error();
+        ts->ts_base.s_error = ARPC_ECONNLOST;
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "the connection broke");
+        return ARPC_STREAM_FAILED;
+    }
+    ts->ts_base.s_error = ARPC_ETLS;
+    const char *what = shaken ? "TLS failed" : "TLS handshake failed";
+    if (eof || (err == SSL_ERROR_SYSCALL && e == 0)) {
+        ERR_clear_error();
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the peer closed the connection (does it speak TLS?)", what);
+    } else if (err == SSL_ERROR_SYSCALL) {
+        ERR_clear_error();
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the connection broke", what);
+    } else {
+        tls_error_text(ts->ts_why, sizeof(ts->ts_why), what, ts->ts_ssl);
+    }
+    return ARPC_STREAM_FAILED;
+}
+
+static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (ts->ts_failed)
+        return ARPC_STREAM_FAILED; /* as it was: OpenSSL would not say it the same way twice */
+    size_t got = 0;
+    while (got < len) {
+        size_t n;
+        int ret = SSL_read_ex(ts->ts_ssl, (uint8_t *)buf + got, len - got, &n);
+        if (ret == 1) {
+            got += n;
+            ts->ts_read_any = true;
+            continue;
+        }
+        ssize_t r = tls_result(ts, ret, true);
+        /* What was read goes up first; a failure or close is seen again on the next call
+         * (OpenSSL keeps it), a WANT on the next readiness. */
+        return got > 0 ? (ssize_t)got : r;
+    }
+    return (ssize_t)got;
+}
+
+/* Offers what to write: iov[0] alone when it fills a record, else the iovecs gathered. */
+static const void *tls_offer(struct tls_stream *ts, const struct iovec *iov, int iovcnt)
+{
+    if (ts->ts_offered == 0) {
+        ts->ts_gathered = iov[0].iov_len < TLS_RECORD_MAX;
+        if (!ts->ts_gathered) {
+            ts->ts_offered = iov[0].iov_len < TLS_DIRECT_MAX ? iov[0].iov_len : TLS_DIRECT_MAX;
+        } else {
+            for (int i = 0; i < iovcnt && ts->ts_offered < TLS_RECORD_MAX; i++) {
+                size_t take = iov[i].iov_len < TLS_RECORD_MAX - ts->ts_offered ? iov[i].iov_len
+                                                                                 : TLS_RECORD_MAX - ts->ts_offered;
+                memcpy(ts->ts_wbuf + ts->ts_offered, iov[i].iov_base, take);
+                ts->ts_offered += take;
+            }
+        }
+    }
+    return ts->ts_gathered ? (const void *)ts->ts_wbuf : iov[0].iov_base;
+}
+
+static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int iovcnt)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (ts->ts_failed)
+        return ARPC_STREAM_FAILED;
+    if (ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
+        ts->ts_failed = true;
+        ts->ts_base.s_error = ARPC_ECONNLOST;
+        ts->ts_base.s_why = "out of memory for a TLS write buffer";
+        return ARPC_STREAM_FAILED;
+    }
+    const void *data = tls_offer(ts, iov, iovcnt);
+    if (ts->ts_offered == 0)
+        return 0; /* empty buffers only: nothing for a record */
+    size_t n;
+    int ret = SSL_write_ex(ts->ts_ssl, data, ts->ts_offered, &n);
+    if (ret != 1)
+        return tls_result(ts, ret, false); /* a WANT keeps ts_offered: the same bytes next time */
+    ts->ts_offered = 0;
+    return (ssize_t)n;
+}
+
+static size_t tls_buffered(const struct arpc_stream *s)
+{
+    const struct tls_stream *ts = (const struct tls_stream *)s;
+    return ts->ts_failed ? 0 : (size_t)SSL_pending(ts->ts_ssl);
+}
+
+/* A refused peer may have sent more (a client's first frame right after its side of the
+ * handshake): closing with it unread would send a reset, which can overtake our alert and
+ * leave the peer without the reason. Drop what has arrived (a bounded amount), then close. */
+static void tls_drain(int fd)
+{
+    char junk[4096];
+    for (int i = 0; i < 16 && read(fd, junk, sizeof(junk)) > 0; i++) {
+    }
+}
+
+static void tls_close(struct arpc_stream *s)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (ts->ts_failed && ts->ts_base.s_error == ARPC_ETLS)
+        tls_drain(s->s_fd);
+    /* close_notify, one non-blocking try: the peer learns the end was meant (not a cut). */
+    if (!ts->ts_failed && SSL_is_init_finished(ts->ts_ssl))
+        SSL_shutdown(ts->ts_ssl);
+    ERR_clear_error();
+    SSL_free(ts->ts_ssl);
+    close(s->s_fd);
+    arpc_free(ts->ts_wbuf);
+    arpc_free(ts);
+}
+
+static const struct arpc_stream_ops tls_stream_ops = {
+    .s_read = tls_read,
+    .s_writev = tls_writev,
+    .s_buffered = tls_buffered,
+    .s_close = tls_close,
+};
+
+int tls_no_client_cert(SSL *ssl, X509 **cert, EVP_PKEY **key)
+{
+    (void)cert;
+    (void)key;
+    struct tls_stream *ts = SSL_get_app_data(ssl);
+    ts->ts_no_cert = true;
+    return 0; /* none: go on without */
+}
+
+/* A client's SSL: the name to send (SNI) and to find in the server's certificate. */
+static bool tls_client_setup(const struct arpc_tls *tls, SSL *ssl)
+{
+    SSL_set_connect_state(ssl);
+    if (tls->t_host_is_ip)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), tls->t_host) == 1;
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return SSL_set_tlsext_host_name(ssl, tls->t_host) == 1 && SSL_set1_host(ssl, tls->t_host) == 1;
+}
+
+int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
+{
+    struct tls_stream *ts = arpc_calloc(1, sizeof(*ts));
+    SSL *ssl = ts != NULL ? SSL_new(tls->t_ctx) : NULL;
+    BIO *bio = ssl != NULL ? tls_bio_socket(fd) : NULL;
+    bool ok = bio != NULL && SSL_set_app_data(ssl, ts) == 1;
+    if (bio != NULL)
+        SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */
+    if (ok && tls->t_client)
+        ok = tls_client_setup(tls, ssl);
+    else if (ok)
+        SSL_set_accept_state(ssl);
+    if (!ok) {
+        ERR_clear_error();
+        SSL_free(ssl);
+        arpc_free(ts);
+        close(fd);
+        return ARPC_ENOMEM;
+    }
+    ts->ts_ssl = ssl;
+    ts->ts_base = (struct arpc_stream){.s_ops = &tls_stream_ops, .s_fd = fd, .s_thread_safe = false, .s_why = ""};
+    *out = &ts->ts_base;
+    return ARPC_OK;
+}
+
+char *arpc_tls_peer_subject(const struct arpc_stream *s)
+{
+    if (s == NULL || s->s_ops != &tls_stream_ops)
+        return NULL;
+    const struct tls_stream *ts = (const struct tls_stream *)s;
+    X509 *cert = SSL_get0_peer_certificate(ts->ts_ssl);
+    if (cert == NULL || SSL_get_verify_result(ts->ts_ssl) != X509_V_OK)
+        return NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *out = NULL;
+    if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        char *text;
+        long n = BIO_get_mem_data(bio, &text);
+        if (n >= 0 && (out = arpc_malloc((size_t)n + 1)) != NULL) {
+            memcpy(out, text, (size_t)n);
+            out[n] = '\0';
+        }
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+    return out;
+}
