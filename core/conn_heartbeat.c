@@ -32,8 +32,9 @@ static void conn_on_heartbeat(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)revents;
     struct arpc_conn *conn = w->data;
-    if (conn->c_held) {
-        /* We hold the peer's input (it waits for us): its silence says nothing. */
+    if (conn->c_hold != 0 && arpc_outq_empty(&conn->c_out)) {
+        /* We hold the peer's input and owe it nothing queued (it waits for us): its silence
+         * says nothing. With output waiting, the peer may be the one not reading. */
         conn->c_last_rx = ev_now(ev);
         conn->c_hb_sent = 0;
     }
