@@ -19,6 +19,9 @@ struct arpc_method {
     arpc_actor_group *m_group;
     int m_inline;
     arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
+    /* Loop thread, after listen too (unlike the rest): the size its replies are expected to
+     * have, for the bytes a call owes (core/server_inflight.c); 0: none seen yet. */
+    size_t m_reply_est;
 };
 
 struct arpc_registry {

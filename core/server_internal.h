@@ -59,6 +59,11 @@ struct server_conn {
     arpc_actor *sc_parked_on;
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
+    /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
+     * and the client id's entry they count toward too (NULL for client id 0). */
+    unsigned sc_ncalls;
+    struct inflight_client *sc_client;
+    struct arpc_dlink sc_client_link; /* the entry's connections */
 };
 
 struct arpc_server {
@@ -93,6 +98,14 @@ struct arpc_server {
     struct server_listener *sv_listeners;
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */
     struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
+    /* Flow limits (core/server_inflight.c), loop thread */
+    unsigned sv_max_calls, sv_max_client_calls;
+    size_t sv_max_conn_bytes;
+    struct arpc_u64_map sv_clients;   /* client id -> struct inflight_client */
+    bool sv_clients_ready;
+    uint64_t sv_holds;                /* connections held for a flow limit, ever */
+    uint64_t sv_holds_logged;         /* of which the log has told */
+    ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -161,6 +174,19 @@ void limits_stop(arpc_server *s);  /* loop thread */
  * then sent GOAWAY and is closing). */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
+
+/* server_inflight.c: calls in flight per connection and per client id, bytes per connection
+ * (loop thread but for init/fini) */
+int inflight_init(arpc_server *s, const arpc_server_options *o);
+void inflight_fini(arpc_server *s); /* once no loop runs */
+void inflight_on_hello(struct server_conn *sc);
+void inflight_on_close(struct server_conn *sc);
+/* A call was admitted (after the at-most-once gate, before its handler can run). */
+void inflight_begin(struct server_conn *sc, arpc_request *req);
+/* Its reply of reply_len bytes was queued (0: none will be): the call no longer counts. */
+void inflight_end(arpc_request *req, size_t reply_len);
+/* ops.on_held: the connection held its own input (backlog, bytes). */
+void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);

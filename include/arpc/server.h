@@ -116,6 +116,19 @@ typedef struct arpc_server_options {
     unsigned max_connections;      /* a connection accepted while this many are open is sent
                                     * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
                                     * fails with ARPC_EOVERLOADED); 0: 10000 */
+    /* Flow limits (docs/SECURITY.md): at a limit the server stops reading from the
+     * connection (its calls wait in the socket, none is refused, the loop never waits) and
+     * reads again once replies have gone out. Each hold is counted and logged (at most one
+     * line per second). */
+    unsigned max_calls_per_conn;   /* calls (not one-way messages) read from one connection and
+                                    * not yet answered; replies from the at-most-once cache do
+                                    * not count; 0: 1024 */
+    unsigned max_calls_per_client; /* the same across every connection of one client id (client
+                                    * id 0 is not limited); 0: 4096 */
+    size_t max_conn_bytes;         /* what one connection may make the server hold: its read
+                                    * buffer, its queued replies and the replies still owed to its
+                                    * calls in flight (each counted at its method's recent largest
+                                    * reply, or max_conn_bytes/16 until its first); 0: 16 MiB */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
