@@ -213,16 +213,25 @@ void inflight_end(arpc_request *req, size_t reply_len)
     req->rq_counted = false;
     struct server_conn *sc = req->rq_conn; /* req holds it */
     arpc_server *s = sc->sc_server;
-    if (atomic_load(&s->sv_state) == SV_STOPPED)
+    int state = atomic_load(&s->sv_state);
+    if (state == SV_STOPPED)
         return; /* every connection is closed; the entries go with the server */
     if (reply_len > 0)
         inflight_learn(req->rq_method, reply_len);
     struct inflight_client *c = sc->sc_client;
-    if (c != NULL) {
-        c->ic_calls--;
-        c->ic_pins++; /* each release below may hand up frames, which may close connections */
-    }
     sc->sc_ncalls--;
+    if (c != NULL)
+        c->ic_calls--;
+    if (state != SV_RUNNING) {
+        /* Stopping: nothing new is accepted, and letting a connection go hands up its
+         * frames, which may close connections while a stop step walks them: they stay held
+         * until closed. */
+        if (c != NULL)
+            inflight_client_put(s, c);
+        return;
+    }
+    if (c != NULL)
+        c->ic_pins++; /* each release below may hand up frames, which may close connections */
     arpc_conn_paid(&sc->sc_conn, req->rq_charge);
     if (sc->sc_ncalls < s->sv_max_calls)
         arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CALLS);

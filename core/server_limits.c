@@ -60,10 +60,20 @@ static void limits_on_sweep(struct ev_loop *ev, ev_timer *w, int revents)
     (void)revents;
     arpc_server *s = w->data;
     ev_tstamp now = ev_now(ev);
-    for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
-        next = sconn_next(sc); /* a close unlinks (and may free) sc */
+    /* A close unlinks (and may free) sc, and may let other connections' input go, whose
+     * frames may close them too (core/server_inflight.c): next is held meanwhile, and if it
+     * was closed (unlinked) the sweep ends there, the rest is checked by the next one. */
+    struct server_conn *sc = sconn_first(s);
+    if (sc != NULL)
+        sconn_retain(sc);
+    while (sc != NULL) {
+        struct server_conn *next = sconn_next(sc);
+        if (next != NULL)
+            sconn_retain(next);
         if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
             limits_check(sc, now);
+        sconn_release(sc);
+        sc = next;
     }
 }
 
