@@ -15,8 +15,8 @@
  * reply it will queue, whose size nobody knows before the handler gives it. The reply is
  * counted at its method's expected size: the largest of its recent replies (a larger one is
  * taken at once; a smaller one lowers it by an eighth of the difference, so one large value
- * among small ones keeps counting for a while), and max_conn_bytes/16 before the method's
- * first reply. So a client asking for large values gets at most about 16 of them accepted
+ * among small ones keeps counting for a while), and before the method's first reply its
+ * registration's reply_bytes_hint, or else max_conn_bytes/16. So a client asking for large values gets at most about 16 of them accepted
  * before the first is seen, and afterwards only as many as fit the bound. A reply larger than
  * its estimate is still queued whole (never dropped; no worker waits): the bound is overshot by
  * the difference, for calls accepted before the estimate rose. Once queued the reply counts as

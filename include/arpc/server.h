@@ -144,6 +144,12 @@ typedef struct arpc_method_options {
                                * actor, in arrival order (arpc_actor_group_post_key), so per-key
                                * state needs no lock; other keys run in parallel. Not with actor
                                * or inline_on_loop. */
+    size_t reply_bytes_hint;  /* the size its replies are expected to have, for the bytes bound
+                               * (arpc_server_options.max_conn_bytes): each call in flight counts
+                               * that much until its reply is queued. 0: learnt from its replies,
+                               * max_conn_bytes/16 before the first one (so at most 16 calls per
+                               * connection until one is answered: give a hint for methods whose
+                               * calls wait long, e.g. long polls). Learnt from replies either way */
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
