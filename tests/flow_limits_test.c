@@ -269,6 +269,48 @@ static void test_calls_per_client_over_two_connections(void **state)
     stop(&fx);
 }
 
+/* Duplicates of running at-most-once calls wait for the originals' results (the reply cache
+ * attaches them): they are not calls in flight. Limit 4: seq 1 and 2 run, their duplicates
+ * attach, then seq 3 and 4 run and hold the connection; seq 5 waits. Counted, the duplicates
+ * would have held it at 2 calls. */
+static void test_attached_duplicates_do_not_count(void **state)
+{
+    (void)state;
+    enum { LIMIT = 4 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_conn = LIMIT, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 61));
+    for (uint64_t seq = 1; seq <= 2; seq++) /* xid = seq; the payload says which call */
+        assert_true(raw_request(&r, seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    for (uint64_t seq = 1; seq <= 2; seq++) /* the same calls again, under xid 10 + seq */
+        assert_true(raw_request(&r, 10 + seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    for (uint64_t seq = 3; seq <= 5; seq++)
+        assert_true(raw_request(&r, seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    wait_started(LIMIT);
+    expect_log("(max_calls_per_conn)");
+    good_call(fx.good);
+    assert_int_equal(LIMIT, atomic_load(&gate_started));
+    gate_release();
+    /* Every xid answered once, a duplicate with its original's result. */
+    bool seen[16] = {false};
+    for (int i = 0; i < 7; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        uint64_t xid = f.f.f_xid, call;
+        assert_true((xid >= 1 && xid <= 5) || xid == 11 || xid == 12);
+        assert_false(seen[xid]);
+        seen[xid] = true;
+        assert_int_equal(sizeof(call), f.body_len);
+        memcpy(&call, f.body, sizeof(call));
+        assert_int_equal(xid > 10 ? xid - 10 : xid, call);
+    }
+    assert_int_equal(5, atomic_load(&gate_started)); /* each call ran once */
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
  * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
 static unsigned never_reading_big_calls(struct fixture *fx, uint64_t client_id)
@@ -334,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_per_conn_hold_at_the_limit),
         cmocka_unit_test(test_calls_per_client_over_two_connections),
+        cmocka_unit_test(test_attached_duplicates_do_not_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
     };
