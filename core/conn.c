@@ -96,13 +96,13 @@ static bool conn_release(struct arpc_conn *conn, unsigned reason);
  * counts, which max_body bounds, and holding it halfway would wait for ever. */
 static bool conn_bytes_over(const struct arpc_conn *conn)
 {
-    return conn->c_max_bytes != 0 && conn->c_owed + conn->c_out.q_bytes > 0 &&
+    return conn->c_max_bytes != 0 && (conn->c_owed > 0 || conn->c_out.q_bytes > 0) &&
            arpc_conn_bytes(conn) > conn->c_max_bytes;
 }
 
 static bool conn_bytes_fit(const struct arpc_conn *conn)
 {
-    return conn->c_owed + conn->c_out.q_bytes == 0 ||
+    return (conn->c_owed == 0 && conn->c_out.q_bytes == 0) ||
            arpc_conn_bytes(conn) <= conn->c_max_bytes - conn->c_max_bytes / 4;
 }
 
@@ -130,13 +130,19 @@ static bool conn_check_resume(struct arpc_conn *conn)
     return done != 0 && conn_release(conn, done);
 }
 
-size_t arpc_conn_bytes(const struct arpc_conn *conn) { return conn->c_rcap + conn->c_out.q_bytes + conn->c_owed; }
+/* Saturating: a bound near SIZE_MAX (in effect none) must not wrap round to a small total. */
+static size_t conn_add_sat(size_t a, size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
+
+size_t arpc_conn_bytes(const struct arpc_conn *conn)
+{
+    return conn_add_sat(conn_add_sat(conn->c_rcap, conn->c_out.q_bytes), conn->c_owed);
+}
 
 void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max) { conn->c_max_bytes = max; }
 
 void arpc_conn_owe(struct arpc_conn *conn, size_t n)
 {
-    conn->c_owed += n;
+    conn->c_owed = conn_add_sat(conn->c_owed, n);
     if (conn->c_open && conn_bytes_over(conn))
         conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
 }
