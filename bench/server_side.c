@@ -4,6 +4,7 @@
  */
 #include "server_side.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -91,7 +92,10 @@ static void on_release(arpc_request *req, void *ctx)
 
 static int register_all(struct bench_server *s, bool inline_handler)
 {
-    const arpc_method_options mopts = {.inline_on_loop = inline_handler};
+    /* Small replies (the payload echoed, or none): a hint, so that the first window is not
+     * counted at max_conn_bytes/16 per call before a reply is seen (bench.hold never replies
+     * while the probe fills its window). */
+    const arpc_method_options mopts = {.inline_on_loop = inline_handler, .reply_bytes_hint = 256};
     static const struct {
         const char *name;
         arpc_handler_fn fn;
@@ -124,8 +128,13 @@ static int server_create(struct bench_server *s, const struct bench_config *cfg)
 {
     char why[256] = "";
     const arpc_tls_options tls = {.cert_file = cfg->tls_cert, .key_file = cfg->tls_key};
+    /* The memory probe holds a whole window (up to MAX_WINDOW calls) unanswered on one
+     * connection on purpose: the server's flow limits would hold it back at 1,024 calls or
+     * 16 MiB. Its request objects stay under PROBE_MAX_HELD (1 GiB). */
     arpc_server_options sopts = {.workers = cfg->workers, .errbuf = why, .errbuf_len = sizeof(why),
-                                 .tls = cfg->tls_cert != NULL ? &tls : NULL};
+                                 .tls = cfg->tls_cert != NULL ? &tls : NULL,
+                                 .max_calls_per_conn = UINT_MAX, .max_calls_per_client = UINT_MAX,
+                                 .max_conn_bytes = (size_t)2 << 30};
     if (cfg->log_dir != NULL) {
         if (bench_logdir_create(cfg->log_dir, s->bs_logdir, sizeof(s->bs_logdir)) != 0)
             return ARPC_ESYSTEM;

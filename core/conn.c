@@ -138,16 +138,68 @@ static void conn_restart_frame_clock(struct arpc_conn *conn)
         conn->c_frame_since = ev_now(conn->c_ev);
 }
 
-/* After output drained: resume reading once the backlog is small again. */
-static void conn_check_resume(struct arpc_conn *conn)
+static bool conn_release(struct arpc_conn *conn, unsigned reason);
+
+/* Over the bytes bound? Not while nothing is owed or queued: then only a frame being read
+ * counts, which max_body bounds, and holding it halfway would wait for ever. */
+static bool conn_bytes_over(const struct arpc_conn *conn)
 {
-    if (conn->c_read_paused && conn->c_open && !conn->c_close_after_flush &&
-        conn->c_out.q_bytes < ARPC_CONN_BACKLOG_LOW) {
-        conn->c_read_paused = false;
-        conn_restart_frame_clock(conn);
-        if (!conn->c_held)
-            conn_start_reading(conn);
-    }
+    return conn->c_max_bytes != 0 && (conn->c_owed > 0 || conn->c_out.q_bytes > 0) &&
+           arpc_conn_bytes(conn) > conn->c_max_bytes;
+}
+
+static bool conn_bytes_fit(const struct arpc_conn *conn)
+{
+    return (conn->c_owed == 0 && conn->c_out.q_bytes == 0) ||
+           arpc_conn_bytes(conn) <= conn->c_max_bytes - conn->c_max_bytes / 4;
+}
+
+/* The connection holds its own input (the owner hears of it, e.g. to log it). */
+static void conn_hold_own(struct arpc_conn *conn, unsigned reason)
+{
+    if (conn->c_hold & reason)
+        return;
+    arpc_conn_hold_input(conn, reason);
+    if (conn->c_ops->on_held != NULL)
+        conn->c_ops->on_held(conn, reason);
+}
+
+/* After output drained: lets go of the connection's own reasons that no longer hold. True
+ * when the connection was closed (by a buffered frame handed up). */
+static bool conn_check_resume(struct arpc_conn *conn)
+{
+    if (!conn->c_open)
+        return false;
+    unsigned done = 0;
+    if ((conn->c_hold & ARPC_CONN_HOLD_BACKLOG) && conn->c_out.q_bytes < ARPC_CONN_BACKLOG_LOW)
+        done |= ARPC_CONN_HOLD_BACKLOG;
+    if ((conn->c_hold & ARPC_CONN_HOLD_BYTES) && conn_bytes_fit(conn))
+        done |= ARPC_CONN_HOLD_BYTES;
+    return done != 0 && conn_release(conn, done);
+}
+
+/* Saturating: a bound near SIZE_MAX (in effect none) must not wrap round to a small total. */
+static size_t conn_add_sat(size_t a, size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
+
+size_t arpc_conn_bytes(const struct arpc_conn *conn)
+{
+    return conn_add_sat(conn_add_sat(conn->c_rcap, conn->c_out.q_bytes), conn->c_owed);
+}
+
+void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max) { conn->c_max_bytes = max; }
+
+void arpc_conn_owe(struct arpc_conn *conn, size_t n)
+{
+    conn->c_owed = conn_add_sat(conn->c_owed, n);
+    if (conn->c_open && conn_bytes_over(conn))
+        conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
+}
+
+void arpc_conn_paid(struct arpc_conn *conn, size_t n)
+{
+    conn->c_owed = n < conn->c_owed ? conn->c_owed - n : 0;
+    if ((conn->c_hold & ARPC_CONN_HOLD_BYTES) && conn_bytes_fit(conn))
+        conn_release(conn, ARPC_CONN_HOLD_BYTES);
 }
 
 void arpc_conn_flush_now(struct arpc_conn *conn)
@@ -162,9 +214,14 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
     /* If the write watcher is active the socket is full: it will flush when writable; if the
-     * stream waits to read first, the next read flushes. */
-    if (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn))
-        conn_check_resume(conn);
+     * stream waits to read first, the next read flushes. Input let go here may queue more (an
+     * inline handler's replies), and a prepare watcher started now would wait for the next
+     * poll: flush again until nothing new is queued. */
+    while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn)) {
+        if (conn_check_resume(conn) || arpc_outq_empty(&conn->c_out))
+            return;
+        ev_prepare_stop(ev, w);
+    }
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents);
@@ -184,7 +241,7 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
         return;
     }
     if (!conn_flush(conn))
-        conn_check_resume(conn);
+        (void)conn_check_resume(conn);
 }
 
 int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
@@ -204,11 +261,11 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
     }
-    if (conn->c_backlog_limit && !conn->c_read_paused && conn->c_out.q_bytes > ARPC_CONN_BACKLOG_HIGH) {
-        /* The peer is not reading what we send: stop taking more work from it. */
-        conn->c_read_paused = true;
-        arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
-    }
+    /* The peer is not reading what we send: stop taking more work from it. */
+    if (conn->c_backlog_limit && conn->c_out.q_bytes > ARPC_CONN_BACKLOG_HIGH)
+        conn_hold_own(conn, ARPC_CONN_HOLD_BACKLOG);
+    if (conn_bytes_over(conn))
+        conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
     return ARPC_OK;
 }
 
@@ -301,8 +358,8 @@ static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
 {
-    /* Not while we are the ones not reading (the backlog limit, or the owner's hold). */
-    if (!conn->c_open || conn->c_read_paused || conn->c_held || conn->c_frame_since == 0)
+    /* Not while we are the ones not reading (whatever holds input). */
+    if (!conn->c_open || conn->c_hold != 0 || conn->c_frame_since == 0)
         return 0;
     return now - conn->c_frame_since;
 }
@@ -342,7 +399,7 @@ static int conn_take_oversized(struct arpc_conn *conn)
 size_t arpc_conn_parse_frames(struct arpc_conn *conn)
 {
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    while (conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
+    while (conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
         if (conn->c_skip > 0 && conn_skip_body(conn))
             return ARPC_FRAME_HEADER_SIZE;
         struct arpc_frame f;
@@ -434,7 +491,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 }
             }
         }
-        if ((size_t)n < room || conn->c_held)
+        if ((size_t)n < room || conn->c_hold != 0)
             break; /* the socket is drained for now, or the owner holds input */
     }
     conn->c_dispatching = false;
@@ -452,37 +509,47 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     }
 }
 
-void arpc_conn_pause_input(struct arpc_conn *conn)
+void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
 {
-    if (conn->c_held || !conn->c_open)
+    if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
-    conn->c_held = true;
+    conn->c_hold |= reason;
     arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
 }
 
-void arpc_conn_resume_input(struct arpc_conn *conn)
+/* Lets go of reason; once nothing holds input, hands up the frames buffered meanwhile and
+ * reads again. True when that closed the connection (its memory may be gone). */
+static bool conn_release(struct arpc_conn *conn, unsigned reason)
 {
-    if (!conn->c_held || !conn->c_open)
-        return;
-    conn->c_held = false;
+    if (!conn->c_open || (conn->c_hold & reason) == 0)
+        return false;
+    conn->c_hold &= ~reason;
+    if (conn->c_hold != 0)
+        return false;
     conn_restart_frame_clock(conn);
+    if (conn->c_close_after_flush)
+        return false;
     if (conn->c_dispatching) {
         /* Called from inside on_frame: the parse loop in progress goes on by itself. */
-        if (!conn->c_read_paused && !conn->c_close_after_flush)
-            conn_start_reading(conn);
-        return;
+        conn_start_reading(conn);
+        return false;
     }
     /* Frames read before the hold go up first, in order; one of them may hold again. */
+    size_t parsed_from = conn->c_rstart;
     conn->c_dispatching = true;
     conn_parse(conn);
     conn->c_dispatching = false;
     if (conn->c_close_pending) {
         conn_do_close(conn, conn->c_close_reason);
-        return;
+        return true;
     }
-    if (conn->c_open && !conn->c_held && !conn->c_read_paused && !conn->c_close_after_flush)
+    conn_track_partial(conn, conn->c_rstart != parsed_from);
+    if (conn->c_hold == 0 && !conn->c_close_after_flush)
         conn_start_reading(conn);
+    return false;
 }
+
+void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason) { conn_release(conn, reason); }
 
 int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_stream *stream, uint32_t max_body,
                           const struct arpc_conn_ops *ops, void *owner, const char *peer)

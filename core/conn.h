@@ -30,6 +30,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arpc/loop.h"
@@ -50,6 +51,9 @@ struct arpc_conn_ops {
     /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
      * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
     void (*on_bad_input)(struct arpc_conn *conn, int reason);
+    /* Optional: the connection held its own input for a reason of its own
+     * (ARPC_CONN_HOLD_BACKLOG or ARPC_CONN_HOLD_BYTES), e.g. to count or log it. */
+    void (*on_held)(struct arpc_conn *conn, unsigned reason);
     /* Optional: a well-formed header announces a body over max_body but not over
      * ARPC_CONN_SKIP_MAX. Return true to answer that frame alone (e.g. ERROR ARPC_ETOOLARGE
      * for its xid): its body is then dropped as it streams in, never buffered, and the
@@ -93,8 +97,9 @@ struct arpc_conn {
     bool c_close_pending; /* close requested during dispatch */
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
-    bool c_read_paused;   /* reading stopped by the backlog limit */
-    bool c_held;          /* input held by the owner (arpc_conn_pause_input): independent of the above */
+    unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
+    size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
+    size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
     struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
@@ -141,21 +146,46 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
 int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release);
 
+/* Why a connection's input is held. Each reason is set and let go on its own; input resumes
+ * only once no reason holds it. The first two are the connection's own (below); the others
+ * are its owner's. */
+enum arpc_conn_hold {
+    ARPC_CONN_HOLD_BACKLOG = 1u << 0, /* too much output waits (arpc_conn_limit_backlog) */
+    ARPC_CONN_HOLD_BYTES = 1u << 1,   /* read + queued + owed over the bound (arpc_conn_limit_bytes) */
+    ARPC_CONN_HOLD_PARKED = 1u << 2,  /* a request waits for room in its actor's mailbox */
+    ARPC_CONN_HOLD_CALLS = 1u << 3,   /* the connection's calls in flight are at their limit */
+    ARPC_CONN_HOLD_CLIENT_CALLS = 1u << 4, /* its client's calls (all connections) are at theirs */
+};
+
 /* Bounds a connection's memory when its peer sends requests but does not read replies: while
- * more than ARPC_CONN_BACKLOG_HIGH bytes wait to be written, stop reading; resume below
+ * more than ARPC_CONN_BACKLOG_HIGH bytes wait to be written, hold input; let go below
  * ARPC_CONN_BACKLOG_LOW. For server connections (a client must always read its replies). */
 #define ARPC_CONN_BACKLOG_HIGH (8u << 20)
 #define ARPC_CONN_BACKLOG_LOW (1u << 20)
 void arpc_conn_limit_backlog(struct arpc_conn *conn);
 
-/* Holds input for the owner (e.g. a request it cannot queue yet): no further frame is handed
- * to on_frame (not even the rest of the current read batch) and the socket is not read. Frames
- * already buffered wait, in order. Resume hands them up first (on_frame may hold again), then
- * reads again unless the backlog limit keeps reading stopped: the two reasons are independent.
- * While held the heartbeat counts the peer as alive (it is waiting for us, not we for it).
- * Loop thread; either may be called from inside on_frame; idempotent. */
-void arpc_conn_pause_input(struct arpc_conn *conn);
-void arpc_conn_resume_input(struct arpc_conn *conn);
+/* Bounds what a connection holds: its read buffer, its queued output and what its owner
+ * says it owes (replies still to come for requests accepted, arpc_conn_owe). Over max, input
+ * is held (ARPC_CONN_HOLD_BYTES); it is let go at 3/4 of max, or once nothing is owed or
+ * queued (a frame being read is never held halfway for its own bytes alone). */
+void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max);
+/* The owner expects to queue n more bytes / queued them or no longer expects them (paid
+ * lets go of the hold, which may hand up buffered frames, and so may close the connection:
+ * the caller must hold what keeps the conn's memory alive). */
+void arpc_conn_owe(struct arpc_conn *conn, size_t n);
+void arpc_conn_paid(struct arpc_conn *conn, size_t n);
+/* What arpc_conn_limit_bytes compares with its bound. */
+size_t arpc_conn_bytes(const struct arpc_conn *conn);
+
+/* Holds input for a reason (a bit of enum arpc_conn_hold): no further frame is handed to
+ * on_frame (not even the rest of the current read batch) and the socket is not read. Frames
+ * already buffered wait, in order. Letting go of the last reason hands them up first
+ * (on_frame may hold again), then reads again. While held with no output waiting the
+ * heartbeat counts the peer as alive (it is waiting for us, not we for it).
+ * Loop thread; either may be called from inside on_frame; idempotent per reason. Release may
+ * close the connection (a buffered frame was bad): the caller must keep the conn's memory. */
+void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason);
+void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason);
 
 /* Heartbeat: after idle_ms without input from the peer, send a PING; after `misses` PINGs
  * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a

@@ -33,8 +33,9 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
     struct arpc_conn *conn = arg;
     struct ev_loop *ev = conn->c_ev;
     ev_now_update(ev); /* c_last_rx is libev's time */
-    if (conn->c_held) {
-        /* We hold the peer's input (it waits for us): its silence says nothing. */
+    if (conn->c_hold != 0 && arpc_outq_empty(&conn->c_out)) {
+        /* We hold the peer's input and owe it nothing queued (it waits for us): its silence
+         * says nothing. With output waiting, the peer may be the one not reading. */
         conn->c_last_rx = ev_now(ev);
         conn->c_hb_sent = 0;
     }

@@ -96,6 +96,7 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
         m->m_group = mopts->group;
         m->m_inline = mopts->inline_on_loop;
         m->m_key = mopts->key;
+        m->m_reply_est = mopts->reply_bytes_hint;
     }
     r->r_methods[r->r_count++] = m;
     if (registry_reindex(r) != ARPC_OK) {

@@ -22,6 +22,9 @@ struct arpc_method {
     int m_inline;
     arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
     struct method_stats *m_stats; /* written by the server's loop thread (core/stats.h) */
+    /* Loop thread, after listen too (unlike the rest): the size its replies are expected to
+     * have, for the bytes a call owes (core/server_inflight.c); 0: none seen yet. */
+    size_t m_reply_est;
 };
 
 struct arpc_registry {

@@ -96,6 +96,7 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_server *s = sc->sc_server;
     if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
         request_count_answer(req, rm->rm_code); /* else counted when the server answered */
+    size_t ran_len = rm->rm_ran ? rm->rm_len : 0; /* rm may be gone once queued */
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
@@ -104,17 +105,19 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
+    inflight_end(req, ran_len); /* after the reply counts as queued output */
     request_reply_done(req);
 }
 
 static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    (void)loop;
     arpc_request *req = (arpc_request *)job;
     request_untrack(req);
     request_unlist(req);
     if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
         request_count_answer(req, ARPC_ENOMEM); /* the caller waits for its deadline */
+    if (loop != NULL)
+        inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
     request_reply_done(req);
 }
 

@@ -77,7 +77,7 @@ static void sconn_room_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         sc->sc_parked = NULL;
         request_post(sc, req, sc->sc_parked_on); /* the same actor: a key's order is kept */
         if (sc->sc_parked == NULL)
-            arpc_conn_resume_input(&sc->sc_conn);
+            arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_PARKED);
     }
     sconn_room_release(sc); /* after the resume, which may close the connection */
 }
@@ -114,7 +114,7 @@ static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *
         arpc_actor_room_init(&sc->sc_room, sconn_on_room);
         rc = arpc_actor_on_room(actor, &sc->sc_room);
         if (rc == ARPC_OK) {
-            arpc_conn_pause_input(&sc->sc_conn);
+            arpc_conn_hold_input(&sc->sc_conn, ARPC_CONN_HOLD_PARKED);
             return;
         }
         sc->sc_parked = NULL; /* the actor stopped meanwhile */
@@ -160,6 +160,8 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_cancel_arg = NULL;
     req->rq_awaiting = false;
     req->rq_late_code = ARPC_OK;
+    req->rq_counted = false;
+    req->rq_charge = 0;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
         arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
@@ -179,8 +181,10 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     sconn_retain(sc);
     server_retain(s);
     atomic_fetch_add(&s->sv_inflight, 1);
-    if (!oneway)
+    if (!oneway) {
         request_list(s, req); /* before an inline handler can reply */
+        inflight_begin(sc, req); /* may hold the connection's input: nothing more is read */
+    }
     if (m->m_inline) {
         request_run(NULL, req, ARPC_OK);
         return;

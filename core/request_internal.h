@@ -39,6 +39,8 @@ struct arpc_request {
     bool rq_oneway;
     bool rq_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rq_awaiting;        /* in the server's sv_awaiting list (loop thread) */
+    bool rq_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
+    size_t rq_charge;        /* the bytes it owes its connection until its reply is queued */
     int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
     struct arpc_deadline rq_deadline; /* the wire's deadline, armed on the loop */
     struct arpc_dlink rq_link;        /* sv_awaiting */

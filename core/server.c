@@ -41,6 +41,7 @@ static void server_teardown(arpc_server *s)
     if (s->sv_owns_loop && s->sv_loop != NULL)
         arpc_loop_destroy(s->sv_loop);
     s->sv_loop = NULL;
+    inflight_fini(s); /* after the loop's last jobs (a reply delivered late still counts down) */
     if (s->sv_pool != NULL)
         arpc_actor_group_destroy(s->sv_pool);
     s->sv_pool = NULL;
@@ -109,6 +110,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
     limits_init(s, &o);
     int crc = auth_init(s, &o);
+    if (crc == ARPC_OK)
+        crc = inflight_init(s, &o);
     if (crc == ARPC_OK)
         crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
     if (crc != ARPC_OK) {

@@ -138,6 +138,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         sc->sc_client_max = f->f_max_frame;
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
+    inflight_on_hello(sc);
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -181,6 +182,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     arpc_server *s = sc->sc_server;
     limits_on_close(sc);
     arpc_stat_inc(&s->sv_stats.ss_closed);
+    inflight_on_close(sc);
     arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
     /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
@@ -204,6 +206,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_bad_input = sconn_on_bad_input,
     .on_oversized = sconn_on_oversized,
     .parse = sconn_parse,
+    .on_held = inflight_on_held,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,
@@ -252,6 +255,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     if (!limits_admit(sc))
         return;
     arpc_conn_limit_backlog(&sc->sc_conn);
+    arpc_conn_limit_bytes(&sc->sc_conn, s->sv_max_conn_bytes);
     arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
     dedup_start(s); /* idle-client expiry runs once connections come */
 }

@@ -70,6 +70,11 @@ struct server_conn {
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
     char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
                              * request, so workers read it without a lock); NULL: none */
+    /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
+     * and the client id's entry they count toward too (NULL for client id 0). */
+    unsigned sc_ncalls;
+    struct inflight_client *sc_client;
+    struct arpc_dlink sc_client_link; /* the entry's connections */
 };
 
 struct arpc_server {
@@ -113,6 +118,14 @@ struct arpc_server {
     size_t sv_allow_uids_count, sv_allow_gids_count;
     uint8_t sv_ns_secret[ARPC_SIPHASH_KEY_SIZE]; /* at-most-once namespaces (core/server_namespace.c) */
     struct arpc_tls *sv_tls;          /* from options.tls: tls:// listeners' context; NULL: none */
+    /* Flow limits (core/server_inflight.c), loop thread */
+    unsigned sv_max_calls, sv_max_client_calls;
+    size_t sv_max_conn_bytes;
+    struct arpc_u64_map sv_clients;   /* client id -> struct inflight_client */
+    bool sv_clients_ready;
+    uint64_t sv_holds;                /* connections held for a flow limit, ever */
+    uint64_t sv_holds_logged;         /* of which the log has told */
+    ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -204,6 +217,18 @@ const char *auth_judge_tokenless(struct server_conn *sc, char *buf, size_t len);
 int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen);
 /* client_id itself without an identity; else a keyed hash of both. Any thread. */
 uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id);
+/* server_inflight.c: calls in flight per connection and per client id, bytes per connection
+ * (loop thread but for init/fini) */
+int inflight_init(arpc_server *s, const arpc_server_options *o);
+void inflight_fini(arpc_server *s); /* once no loop runs */
+void inflight_on_hello(struct server_conn *sc);
+void inflight_on_close(struct server_conn *sc);
+/* A call was admitted (after the at-most-once gate, before its handler can run). */
+void inflight_begin(struct server_conn *sc, arpc_request *req);
+/* Its reply of reply_len bytes was queued (0: none will be): the call no longer counts. */
+void inflight_end(arpc_request *req, size_t reply_len);
+/* ops.on_held: the connection held its own input (backlog, bytes). */
+void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);

@@ -42,8 +42,9 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         return true;
     }
     if (arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&conn->c_out) ||
-        arpc_conn_frame_age(conn, now) > 0)
-        sc->sc_last_busy = now; /* a call in flight, a reply leaving or a frame arriving: not idle */
+        arpc_conn_frame_age(conn, now) > 0 || conn->c_hold != 0)
+        sc->sc_last_busy = now; /* a call in flight, a reply leaving, a frame arriving, or input we
+                                 * hold (e.g. its client's calls on other connections): not idle */
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
         arpc_log(ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
                  s->sv_idle_s * 1000);
@@ -62,10 +63,20 @@ static void limits_on_sweep(struct arpc_deadline *d, void *arg)
     ev_now_update(ev); /* the connections' times are libev's */
     ev_tstamp now = ev_now(ev);
     arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_limits_every_s); /* cannot fail: see dedup_on_sweep */
-    for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
-        next = sconn_next(sc); /* a close unlinks (and may free) sc */
+    /* A close unlinks (and may free) sc, and may let other connections' input go, whose
+     * frames may close them too (core/server_inflight.c): next is held meanwhile, and if it
+     * was closed (unlinked) the sweep ends there, the rest is checked by the next one. */
+    struct server_conn *sc = sconn_first(s);
+    if (sc != NULL)
+        sconn_retain(sc);
+    while (sc != NULL) {
+        struct server_conn *next = sconn_next(sc);
+        if (next != NULL)
+            sconn_retain(next);
         if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
             limits_check(sc, now);
+        sconn_release(sc);
+        sc = next;
     }
 }
 

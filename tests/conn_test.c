@@ -50,7 +50,8 @@ struct fx {
     uint64_t close_at_xid;    /* on_frame of this xid closes with ARPC_ECANCELLED */
     bool goaway_on_bad_input; /* on_bad_input queues a GOAWAY */
     size_t reply_size;        /* on_frame queues this many stream bytes */
-    uint64_t hold_at_xid[2];  /* on_frame of these xids holds input (arpc_conn_pause_input) */
+    uint64_t hold_at_xid[2];  /* on_frame of these xids holds input (ARPC_CONN_HOLD_PARKED) */
+    size_t owe_each;          /* on_frame owes this many bytes (arpc_conn_owe) */
     /* The stream of bytes the conn sends (pattern_byte) and what the peer checked of it. */
     size_t sent, checked;
 };
@@ -87,8 +88,10 @@ static void on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
     if (fx->reply_size > 0)
         CHECK(send_stream(fx, fx->reply_size) == ARPC_OK);
+    if (fx->owe_each > 0)
+        arpc_conn_owe(conn, fx->owe_each);
     if (f->f_xid == fx->hold_at_xid[0] || f->f_xid == fx->hold_at_xid[1])
-        arpc_conn_pause_input(conn);
+        arpc_conn_hold_input(conn, ARPC_CONN_HOLD_PARKED);
     fx->in_frame = false;
 }
 
@@ -557,9 +560,10 @@ static void do_limit_backlog(arpc_loop *loop, void *p)
     arpc_conn_limit_backlog(&((struct fx *)p)->conn);
 }
 
-/* A peer that sends requests and does not read the replies: reading stops once more than
- * ARPC_CONN_BACKLOG_HIGH bytes wait, frames sent meanwhile stay in the socket, and reading
- * resumes only once the backlog is under ARPC_CONN_BACKLOG_LOW. */
+/* A peer that sends requests and does not read the replies: input is held once more than
+ * ARPC_CONN_BACKLOG_HIGH bytes wait (not even the rest of the batch already read goes up),
+ * frames sent meanwhile stay in the socket, and input is let go only once the backlog is
+ * under ARPC_CONN_BACKLOG_LOW: the buffered frames go up first, then the socket is read. */
 static void test_backlog_limit(void **state)
 {
     (void)state;
@@ -567,37 +571,41 @@ static void test_backlog_limit(void **state)
     fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_limit_backlog, &fx));
     fx.reply_size = 1024 * 1024;
-    const unsigned first = ARPC_CONN_BACKLOG_HIGH / (1024 * 1024) + 2; /* 10 MiB of replies */
+    const unsigned over = ARPC_CONN_BACKLOG_HIGH / (1024 * 1024) + 1; /* the frame that passes the mark */
+    const unsigned first = over + 3;
     size_t size;
     uint8_t *buf = make_frames(1, first, small_len, &size);
     assert_true(peer_write(&fx, buf, size));
     free(buf);
-    assert_true(pump_until(&fx, frames_at_least, first));
+    assert_true(pump_until(&fx, frames_at_least, over));
     pump(&fx); /* the batch is flushed: the socket takes a little */
-    assert_true(fx.conn.c_read_paused);
+    assert_true(fx.conn.c_hold & ARPC_CONN_HOLD_BACKLOG);
     assert_true(fx.conn.c_out.q_bytes > ARPC_CONN_BACKLOG_LOW);
+    /* Read in one batch (small frames written at once), but held at the one over the mark. */
+    assert_int_equal(over, fx.frames);
 
-    /* More requests: not read while paused (a few iterations, waiting a little, show it). */
+    /* More requests: not read while held (a few iterations, waiting a little, show it). */
     buf = make_frames(first + 1, 5, small_len, &size);
     assert_true(peer_write(&fx, buf, size));
     free(buf);
     assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(fx.loop, fx.never, 30));
-    assert_int_equal(first, fx.frames);
+    assert_int_equal(over, fx.frames);
     assert_int_equal(size, fd_unread(fx.fd[0]));
 
-    /* The peer reads a chunk at a time; the conn resumes below the low mark, not before. */
+    /* The peer reads a chunk at a time; input is let go below the low mark, not before. */
     bool resumed = false;
     for (int i = 0; i < 100000 && (fx.frames < first + 5 || fx.checked < fx.sent); i++) {
-        bool was_paused = fx.conn.c_read_paused;
+        bool was_held = fx.conn.c_hold & ARPC_CONN_HOLD_BACKLOG;
+        unsigned frames_before = fx.frames;
         peer_read(&fx, 128 * 1024);
+        size_t unread_before = fd_unread(fx.fd[0]);
         pump(&fx);
-        if (fx.conn.c_read_paused)
+        if (fx.conn.c_hold & ARPC_CONN_HOLD_BACKLOG)
             assert_true(fx.conn.c_out.q_bytes >= ARPC_CONN_BACKLOG_LOW);
-        if (was_paused && !fx.conn.c_read_paused) {
-            assert_true(fx.conn.c_out.q_bytes < ARPC_CONN_BACKLOG_LOW);
-            assert_int_equal(first, fx.frames); /* read again only from now on */
+        if (!resumed)
+            assert_int_equal(size, unread_before); /* the socket is not read before the first let-go */
+        if (was_held && fx.frames > frames_before)
             resumed = true;
-        }
     }
     assert_true(resumed);
     assert_int_equal(first + 5, fx.frames);
@@ -610,7 +618,7 @@ static void test_backlog_limit(void **state)
 static void do_resume(arpc_loop *loop, void *p)
 {
     (void)loop;
-    arpc_conn_resume_input(&((struct fx *)p)->conn);
+    arpc_conn_release_input(&((struct fx *)p)->conn, ARPC_CONN_HOLD_PARKED);
 }
 
 /* An owner holding input: no frame after the holding one is handed up, even from the same
@@ -642,6 +650,91 @@ static void test_pause_input(void **state)
     assert_true(pump_until(&fx, frames_at_least, 15));
     assert_int_equal(15, fx.frames);
     assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
+/* A job changing the conn's holds or bytes on its loop. */
+struct hold_arg {
+    struct fx *fx;
+    unsigned hold, release; /* reasons */
+    size_t max_bytes, paid;
+};
+
+static void do_hold(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    struct hold_arg *a = p;
+    if (a->max_bytes)
+        arpc_conn_limit_bytes(&a->fx->conn, a->max_bytes);
+    if (a->hold)
+        arpc_conn_hold_input(&a->fx->conn, a->hold);
+    if (a->release)
+        arpc_conn_release_input(&a->fx->conn, a->release);
+    if (a->paid)
+        arpc_conn_paid(&a->fx->conn, a->paid);
+}
+
+/* Reasons are independent: input held for two resumes only once both let go, and letting go
+ * of a reason not held (or twice) changes nothing. */
+static void test_hold_reasons_independent(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    fx.hold_at_xid[0] = 3;
+    size_t size;
+    uint8_t *buf = make_frames(1, 10, small_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 3));
+    struct hold_arg calls = {.fx = &fx, .hold = ARPC_CONN_HOLD_CALLS};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &calls));
+    struct hold_arg parked = {.fx = &fx, .release = ARPC_CONN_HOLD_PARKED};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &parked));
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &parked)); /* not held for it: nothing */
+    struct hold_arg other = {.fx = &fx, .release = ARPC_CONN_HOLD_BYTES};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &other));
+    assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(fx.loop, fx.never, 30));
+    assert_int_equal(3, fx.frames); /* still held, for CALLS */
+    assert_int_equal(ARPC_CONN_HOLD_CALLS, fx.conn.c_hold);
+    struct hold_arg go = {.fx = &fx, .release = ARPC_CONN_HOLD_CALLS};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &go));
+    assert_int_equal(10, fx.frames); /* handed up by the release itself */
+    assert_int_equal(0, fx.conn.c_hold);
+    assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
+/* The bytes bound: owing past it holds input at that frame; paying back to 3/4 of it lets
+ * go (the buffered frames go up first). Nothing owed or queued: never held for the read
+ * buffer alone. */
+static void test_bytes_bound(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    const size_t max = 1 << 20;
+    struct hold_arg limit = {.fx = &fx, .max_bytes = max};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &limit));
+    fx.owe_each = max / 8;
+    size_t size;
+    uint8_t *buf = make_frames(1, 20, small_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 1));
+    assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(fx.loop, fx.never, 30));
+    /* The read buffer (64 KiB) plus 8 x max/8 passes max at the 8th frame. */
+    assert_int_equal(8, fx.frames);
+    assert_true(fx.conn.c_hold & ARPC_CONN_HOLD_BYTES);
+    assert_true(arpc_conn_bytes(&fx.conn) > max);
+    fx.owe_each = 0;
+    struct hold_arg some = {.fx = &fx, .paid = max / 8};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &some));
+    assert_int_equal(8, fx.frames); /* 7/8 of max (and the buffer) is over 3/4 */
+    struct hold_arg more = {.fx = &fx, .paid = max / 4};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_hold, &more));
+    assert_int_equal(20, fx.frames);
+    assert_int_equal(0, fx.conn.c_hold);
     fx_fini(&fx);
 }
 
@@ -798,6 +891,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_whole_frames),
         cmocka_unit_test_no_leak(test_pause_input),
+        cmocka_unit_test_no_leak(test_hold_reasons_independent),
+        cmocka_unit_test_no_leak(test_bytes_bound),
         cmocka_unit_test_no_leak(test_byte_by_byte),
         cmocka_unit_test_no_leak(test_large_frame_grows_and_shrinks),
         cmocka_unit_test_no_leak(test_buffer_grows_with_bytes_not_header),

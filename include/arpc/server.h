@@ -137,6 +137,19 @@ typedef struct arpc_server_options {
     /* TLS for tls:// listeners (arpc/tls.h): cert_file and key_file at least. NULL: a
      * tls:// listen fails with ARPC_EINVAL. Read during create only. */
     const arpc_tls_options *tls;
+    /* Flow limits (docs/SECURITY.md): at a limit the server stops reading from the
+     * connection (its calls wait in the socket, none is refused, the loop never waits) and
+     * reads again once replies have gone out. Each hold is counted and logged (at most one
+     * line per second). */
+    unsigned max_calls_per_conn;   /* calls (not one-way messages) read from one connection and
+                                    * not yet answered; replies from the at-most-once cache do
+                                    * not count; 0: 1024 */
+    unsigned max_calls_per_client; /* the same across every connection of one client id (client
+                                    * id 0 is not limited); 0: 4096 */
+    size_t max_conn_bytes;         /* what one connection may make the server hold: its read
+                                    * buffer, its queued replies and the replies still owed to its
+                                    * calls in flight (each counted at its method's recent largest
+                                    * reply, or max_conn_bytes/16 until its first); 0: 16 MiB */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
@@ -152,6 +165,12 @@ typedef struct arpc_method_options {
                                * actor, in arrival order (arpc_actor_group_post_key), so per-key
                                * state needs no lock; other keys run in parallel. Not with actor
                                * or inline_on_loop. */
+    size_t reply_bytes_hint;  /* the size its replies are expected to have, for the bytes bound
+                               * (arpc_server_options.max_conn_bytes): each call in flight counts
+                               * that much until its reply is queued. 0: learnt from its replies,
+                               * max_conn_bytes/16 before the first one (so at most 16 calls per
+                               * connection until one is answered: give a hint for methods whose
+                               * calls wait long, e.g. long polls). Learnt from replies either way */
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:

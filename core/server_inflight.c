@@ -1,0 +1,245 @@
+/*
+ * Flow limits on the server (loop thread): how many calls one connection, and one client id
+ * across its connections, may have read and not yet answered, and how many bytes one
+ * connection may make the server hold. At a limit the connection's input is held (core/conn.h,
+ * one reason each): its next calls wait in the socket, none is refused, and the loop goes on
+ * with the other connections; replies going out let it go.
+ *
+ * A call counts from its admission (after the at-most-once gate: a reply from the cache is
+ * not a call in flight) until its reply is queued on the loop, or until the server learns no
+ * reply will come. A call the server answered itself at its deadline still counts while its
+ * handler runs: the server still spends on it. One-way messages do not count (their actor's
+ * mailbox bounds them).
+ *
+ * Bytes: a call owes its connection what it holds (the request with its payload copy) and the
+ * reply it will queue, whose size nobody knows before the handler gives it. The reply is
+ * counted at its method's expected size: the largest of its recent replies (a larger one is
+ * taken at once; a smaller one lowers it by an eighth of the difference, so one large value
+ * among small ones keeps counting for a while), and before the method's first reply its
+ * registration's reply_bytes_hint, or else max_conn_bytes/16. So a client asking for large values gets at most about 16 of them accepted
+ * before the first is seen, and afterwards only as many as fit the bound. A reply larger than
+ * its estimate is still queued whole (never dropped; no worker waits): the bound is overshot by
+ * the difference, for calls accepted before the estimate rose. Once queued the reply counts as
+ * output (core/conn.c) until written.
+ *
+ * Client ids: one entry per id with a connection open or a call in flight, freed when neither
+ * is left, listing its open connections. At its limit every one of them is held; as calls
+ * finish they are let go one at a time while the count is under the limit (each may read a
+ * call at once, reach the limit and hold them all again), so the limit is never passed.
+ * A client id is chosen by the client: without authentication one client can use up
+ * another's share by claiming its id (the per-connection limits still hold).
+ */
+#include <stdio.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/request_internal.h"
+
+#define INFLIGHT_MAX_CALLS 1024
+#define INFLIGHT_MAX_CLIENT_CALLS 4096
+#define INFLIGHT_MAX_CONN_BYTES ((size_t)16 << 20)
+#define INFLIGHT_FIRST_REPLY_SHARE 16 /* a method's reply before its first: max_conn_bytes / this */
+#define INFLIGHT_LOG_EVERY_S 1.0
+
+struct inflight_client {
+    uint64_t ic_id;
+    unsigned ic_calls; /* in flight, on open connections or closed ones */
+    unsigned ic_conns; /* open connections, on ic_list */
+    unsigned ic_pins;  /* inflight_end in progress: the entry must outlive it */
+    struct arpc_dlist ic_list;
+};
+
+int inflight_init(arpc_server *s, const arpc_server_options *o)
+{
+    s->sv_max_calls = o->max_calls_per_conn ? o->max_calls_per_conn : INFLIGHT_MAX_CALLS;
+    s->sv_max_client_calls = o->max_calls_per_client ? o->max_calls_per_client : INFLIGHT_MAX_CLIENT_CALLS;
+    s->sv_max_conn_bytes = o->max_conn_bytes ? o->max_conn_bytes : INFLIGHT_MAX_CONN_BYTES;
+    int rc = arpc_u64_map_init(&s->sv_clients, 16);
+    s->sv_clients_ready = rc == ARPC_OK;
+    return rc;
+}
+
+static void inflight_free_client(void *val, void *arg)
+{
+    (void)arg;
+    arpc_free(val);
+}
+
+void inflight_fini(arpc_server *s)
+{
+    if (!s->sv_clients_ready)
+        return;
+    arpc_u64_map_drain(&s->sv_clients, inflight_free_client, NULL);
+    arpc_u64_map_fini(&s->sv_clients);
+    s->sv_clients_ready = false;
+}
+
+/* Frees c once nothing refers to it. */
+static void inflight_client_put(arpc_server *s, struct inflight_client *c)
+{
+    if (c->ic_conns == 0 && c->ic_calls == 0 && c->ic_pins == 0) {
+        arpc_u64_map_take(&s->sv_clients, c->ic_id);
+        arpc_free(c);
+    }
+}
+
+/* Counts a hold and logs it, at most one line per INFLIGHT_LOG_EVERY_S per server (a client
+ * at its limit is held again after every reply: one line each would flood the log). */
+static void inflight_note_hold(struct server_conn *sc, unsigned reason)
+{
+    arpc_server *s = sc->sc_server;
+    struct arpc_conn *conn = &sc->sc_conn;
+    s->sv_holds++;
+    ev_tstamp now = ev_now(conn->c_ev);
+    if (s->sv_holds_logged != 0 && now - s->sv_hold_log_at < INFLIGHT_LOG_EVERY_S)
+        return;
+    unsigned long long quiet = (unsigned long long)(s->sv_holds - s->sv_holds_logged - 1);
+    s->sv_holds_logged = s->sv_holds;
+    s->sv_hold_log_at = now;
+    char why[128];
+    switch (reason) {
+    case ARPC_CONN_HOLD_CALLS:
+        snprintf(why, sizeof(why), "%u calls in flight (max_calls_per_conn)", sc->sc_ncalls);
+        break;
+    case ARPC_CONN_HOLD_CLIENT_CALLS:
+        snprintf(why, sizeof(why), "client %016llx has %u calls in flight (max_calls_per_client)",
+                 (unsigned long long)sc->sc_client_id, sc->sc_client ? sc->sc_client->ic_calls : 0);
+        break;
+    case ARPC_CONN_HOLD_BYTES:
+        snprintf(why, sizeof(why), "%zu bytes read, queued and owed (max_conn_bytes)", arpc_conn_bytes(conn));
+        break;
+    default:
+        snprintf(why, sizeof(why), "%zu bytes of output not read by the peer (output backlog)",
+                 conn->c_out.q_bytes);
+        break;
+    }
+    arpc_log(ARPC_LOG_INFO, "holding input from %s: %s; %llu more holds since the last such line", conn->c_peer,
+             why, quiet);
+}
+
+static void inflight_hold(struct server_conn *sc, unsigned reason)
+{
+    if (!sc->sc_conn.c_open || (sc->sc_conn.c_hold & reason))
+        return;
+    arpc_conn_hold_input(&sc->sc_conn, reason);
+    inflight_note_hold(sc, reason);
+}
+
+void inflight_on_held(struct arpc_conn *conn, unsigned reason) { inflight_note_hold(conn->c_owner, reason); }
+
+void inflight_on_hello(struct server_conn *sc)
+{
+    arpc_server *s = sc->sc_server;
+    if (sc->sc_client_id == 0)
+        return; /* anonymous: only the connection's own limits */
+    /* Keyed like the reply cache: by client id within the authenticated identity, so a client
+     * cannot use up another identity's share by claiming its id (core/server_namespace.c). */
+    struct inflight_client *c = arpc_u64_map_get(&s->sv_clients, sc->sc_cache_key);
+    if (c == NULL) {
+        c = arpc_calloc(1, sizeof(*c));
+        if (c == NULL || arpc_u64_map_put(&s->sv_clients, sc->sc_cache_key, c) != ARPC_OK) {
+            /* Out of memory: this connection is limited on its own only (it still is). */
+            arpc_free(c);
+            return;
+        }
+        c->ic_id = sc->sc_cache_key; /* the map's key */
+    }
+    c->ic_conns++;
+    arpc_dlist_insert_after(&c->ic_list, NULL, &sc->sc_client_link);
+    sc->sc_client = c;
+    if (c->ic_calls >= s->sv_max_client_calls)
+        inflight_hold(sc, ARPC_CONN_HOLD_CLIENT_CALLS); /* a new connection of a client at its limit */
+}
+
+void inflight_on_close(struct server_conn *sc)
+{
+    struct inflight_client *c = sc->sc_client;
+    if (c == NULL)
+        return; /* no client id (or no memory for its entry) */
+    arpc_dlist_remove(&c->ic_list, &sc->sc_client_link);
+    c->ic_conns--;
+    inflight_client_put(sc->sc_server, c); /* sc_client stays: its calls in flight still count */
+}
+
+void inflight_begin(struct server_conn *sc, arpc_request *req)
+{
+    arpc_server *s = sc->sc_server;
+    size_t est = req->rq_method->m_reply_est;
+    if (est == 0)
+        est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
+    req->rq_counted = true;
+    req->rq_charge = sizeof(*req) + req->rq_len + est;
+    if (++sc->sc_ncalls >= s->sv_max_calls)
+        inflight_hold(sc, ARPC_CONN_HOLD_CALLS);
+    struct inflight_client *c = sc->sc_client;
+    if (c != NULL && ++c->ic_calls >= s->sv_max_client_calls)
+        for (struct arpc_dlink *l = c->ic_list.dl_head; l != NULL; l = l->dl_next)
+            inflight_hold(ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link), ARPC_CONN_HOLD_CLIENT_CALLS);
+    arpc_conn_owe(&sc->sc_conn, req->rq_charge); /* may hold for bytes (logged via on_held) */
+}
+
+/* A reply of len bytes was queued for m: the expected size follows it (see the top). */
+static void inflight_learn(const struct arpc_method *cm, size_t len)
+{
+    struct arpc_method *m = (struct arpc_method *)cm; /* m_reply_est alone is the loop's to write */
+    if (len >= m->m_reply_est)
+        m->m_reply_est = len;
+    else
+        m->m_reply_est -= (m->m_reply_est - len) / 8;
+}
+
+/* c's count went down: lets its held connections go, one at a time, while it is under the
+ * limit (each one let go may read a call and hold them all again). */
+static void inflight_release_client(arpc_server *s, struct inflight_client *c)
+{
+    struct arpc_dlink *l = c->ic_list.dl_head;
+    if (l != NULL)
+        sconn_retain(ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link));
+    while (l != NULL) {
+        struct server_conn *sc = ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link);
+        struct arpc_dlink *next = c->ic_calls < s->sv_max_client_calls ? l->dl_next : NULL;
+        if (next != NULL)
+            sconn_retain(ARPC_DLIST_ENTRY(next, struct server_conn, sc_client_link));
+        if (c->ic_calls < s->sv_max_client_calls)
+            arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CLIENT_CALLS); /* may close sc */
+        sconn_release(sc);
+        l = next; /* a connection closed meanwhile was unlinked: its dl_next is NULL, the walk ends */
+    }
+}
+
+void inflight_end(arpc_request *req, size_t reply_len)
+{
+    if (!req->rq_counted)
+        return;
+    req->rq_counted = false;
+    struct server_conn *sc = req->rq_conn; /* req holds it */
+    arpc_server *s = sc->sc_server;
+    int state = atomic_load(&s->sv_state);
+    if (state == SV_STOPPED)
+        return; /* every connection is closed; the entries go with the server */
+    if (reply_len > 0)
+        inflight_learn(req->rq_method, reply_len);
+    struct inflight_client *c = sc->sc_client;
+    sc->sc_ncalls--;
+    if (c != NULL)
+        c->ic_calls--;
+    if (state != SV_RUNNING) {
+        /* Stopping: nothing new is accepted, and letting a connection go hands up its
+         * frames, which may close connections while a stop step walks them: they stay held
+         * until closed. */
+        if (c != NULL)
+            inflight_client_put(s, c);
+        return;
+    }
+    if (c != NULL)
+        c->ic_pins++; /* each release below may hand up frames, which may close connections */
+    arpc_conn_paid(&sc->sc_conn, req->rq_charge);
+    if (sc->sc_ncalls < s->sv_max_calls)
+        arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CALLS);
+    if (c != NULL) {
+        inflight_release_client(s, c);
+        c->ic_pins--;
+        inflight_client_put(s, c);
+    }
+}

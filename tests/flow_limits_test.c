@@ -1,0 +1,384 @@
+/*
+ * The server's flow limits (docs/SECURITY.md): calls in flight per connection and per client
+ * id, and bytes per connection including the replies owed to calls already accepted. At a
+ * limit the server stops reading from the connection (never refuses a call, never stalls
+ * its loop): a raw client pipelines more calls than the limit to a handler that keeps them
+ * unanswered, the server holds exactly at the limit while a well-behaved client is served,
+ * and once the handler answers every call completes exactly once.
+ *
+ * Waits are for events (a semaphore per handler start, the hold's log line), each bounded;
+ * nothing is timed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+/* ---- the hold's log line, awaited ---- */
+
+static char log_lines[256][512];
+static unsigned log_count;
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_log(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&log_mtx);
+    if (log_count < 256)
+        snprintf(log_lines[log_count++], sizeof(log_lines[0]), "%s", line);
+    pthread_mutex_unlock(&log_mtx);
+    latch_add();
+}
+
+static bool log_has(const char *what)
+{
+    bool found = false;
+    pthread_mutex_lock(&log_mtx);
+    for (unsigned i = 0; i < log_count && !found; i++)
+        found = strstr(log_lines[i], what) != NULL;
+    pthread_mutex_unlock(&log_mtx);
+    return found;
+}
+
+/* Waits (bounded) for a line containing what. */
+static void expect_log(const char *what)
+{
+    int64_t until = now_ms() + 10000;
+    for (unsigned seen = 0; !log_has(what) && now_ms() < until; seen++)
+        latch_wait(seen + 1, 100); /* the next line, whatever it says */
+    assert_true(log_has(what));
+}
+
+/* ---- handlers ---- */
+
+/* t.gate: counts its start, then keeps the request unanswered until the test opens the gate
+ * (the test answers those it kept); once open it echoes at once. */
+static pthread_mutex_t gate_mtx = PTHREAD_MUTEX_INITIALIZER;
+static bool gate_open;
+static arpc_request *gate_kept[512];
+static unsigned gate_nkept;
+static atomic_uint gate_started;
+static sem_t gate_sem; /* one post per start */
+
+static void echo(arpc_request *req)
+{
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    CHECK(arpc_reply(req, p, len) == ARPC_OK);
+}
+
+static void h_gate(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&gate_started, 1);
+    pthread_mutex_lock(&gate_mtx);
+    bool open = gate_open;
+    if (!open) {
+        CHECK(gate_nkept < sizeof(gate_kept) / sizeof(gate_kept[0]));
+        gate_kept[gate_nkept++] = req;
+    }
+    pthread_mutex_unlock(&gate_mtx);
+    sem_post(&gate_sem);
+    if (open)
+        echo(req);
+}
+
+static void gate_reset(void)
+{
+    gate_open = false;
+    gate_nkept = 0;
+    atomic_store(&gate_started, 0);
+    sem_init(&gate_sem, 0, 0);
+}
+
+/* Opens the gate and answers every kept request (from this thread: any thread may reply). */
+static void gate_release(void)
+{
+    arpc_request *kept[512];
+    pthread_mutex_lock(&gate_mtx);
+    gate_open = true;
+    unsigned n = gate_nkept;
+    memcpy(kept, gate_kept, n * sizeof(kept[0]));
+    gate_nkept = 0;
+    pthread_mutex_unlock(&gate_mtx);
+    for (unsigned i = 0; i < n; i++)
+        echo(kept[i]);
+}
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    echo(req);
+}
+
+/* t.big: a 1 MiB reply, counting its calls. */
+#define BIG (1u << 20)
+static atomic_uint big_calls;
+
+static void h_big(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    static const uint8_t big[BIG];
+    atomic_fetch_add(&big_calls, 1);
+    CHECK(arpc_reply(req, big, sizeof(big)) == ARPC_OK);
+}
+
+/* ---- a server and a well-behaved client ---- */
+
+struct fixture {
+    arpc_server *s;
+    arpc_client *good;
+    char addr[ARPC_ADDR_MAX];
+};
+
+static void start(struct fixture *fx, arpc_server_options so, const char *listen)
+{
+    pthread_mutex_lock(&log_mtx);
+    log_count = 0;
+    pthread_mutex_unlock(&log_mtx);
+    latch_reset();
+    gate_reset();
+    atomic_store(&big_calls, 0);
+    atomic_store(&bad_line, 0);
+    arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
+    assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.gate", h_gate, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.big", h_big, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, listen, fx->addr, sizeof(fx->addr)));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));
+}
+
+static void stop(struct fixture *fx)
+{
+    arpc_client_close(fx->good);
+    arpc_server_destroy(fx->s);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&gate_sem);
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
+static void good_call(arpc_client *c)
+{
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, 10000));
+    assert_int_equal(4, len);
+    assert_memory_equal("ping", reply, 4);
+    arpc_free(reply);
+}
+
+/* Waits for n handler starts of t.gate. */
+static void wait_started(unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        assert_true(sem_wait_secs(&gate_sem, 10));
+}
+
+/* Sends calls first..first+n-1 to t.gate, each carrying its xid. */
+static void send_gate_calls(struct raw_client *r, uint64_t first, unsigned n)
+{
+    for (uint64_t xid = first; xid < first + n; xid++)
+        assert_true(raw_request(r, xid, 0, 0, 0, "t.gate", &xid, sizeof(xid)));
+}
+
+/* Reads n replies: each a REPLY echoing its own xid, xids first..first+n-1 exactly once. */
+static void read_gate_replies(struct raw_client *r, uint64_t first, unsigned n)
+{
+    bool seen[512] = {false};
+    assert_true(n <= 512);
+    for (unsigned i = 0; i < n; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_true(f.f.f_xid >= first && f.f.f_xid < first + n);
+        assert_false(seen[f.f.f_xid - first]);
+        seen[f.f.f_xid - first] = true;
+        uint64_t echoed;
+        assert_int_equal(sizeof(echoed), f.body_len);
+        memcpy(&echoed, f.body, sizeof(echoed));
+        assert_int_equal(f.f.f_xid, echoed);
+    }
+}
+
+/* ---- the limits ---- */
+
+/* One connection pipelines 5x its limit: exactly the limit is read and started while the
+ * handler keeps them; another client is served meanwhile (twice, so the loop went round with
+ * the held connection's calls waiting in its socket); once answered, all complete once. */
+static void test_calls_per_conn_hold_at_the_limit(void **state)
+{
+    (void)state;
+    enum { LIMIT = 8, CALLS = 5 * LIMIT };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_conn = LIMIT, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 31));
+    send_gate_calls(&r, 1, CALLS);
+    wait_started(LIMIT);
+    expect_log("(max_calls_per_conn)");
+    good_call(fx.good);
+    good_call(fx.good);
+    assert_int_equal(LIMIT, atomic_load(&gate_started)); /* held exactly at the limit */
+    gate_release();
+    read_gate_replies(&r, 1, CALLS);
+    assert_int_equal(CALLS, atomic_load(&gate_started));
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* The same client id on two connections: their calls count together; at the limit both
+ * are held (neither passes it), and both complete once answered. */
+static void test_calls_per_client_over_two_connections(void **state)
+{
+    (void)state;
+    enum { LIMIT = 8, EACH = 12 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_client = LIMIT, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client a, b;
+    assert_true(raw_connect(&a, fx.addr, 41));
+    assert_true(raw_connect(&b, fx.addr, 41));
+    send_gate_calls(&a, 1, EACH);
+    send_gate_calls(&b, 1, EACH);
+    wait_started(LIMIT);
+    expect_log("(max_calls_per_client)");
+    good_call(fx.good); /* another client id is not held */
+    good_call(fx.good);
+    assert_int_equal(LIMIT, atomic_load(&gate_started));
+    gate_release();
+    read_gate_replies(&a, 1, EACH);
+    read_gate_replies(&b, 1, EACH);
+    assert_int_equal(2 * EACH, atomic_load(&gate_started));
+    raw_close(&a);
+    raw_close(&b);
+    stop(&fx);
+}
+
+/* Duplicates of running at-most-once calls wait for the originals' results (the reply cache
+ * attaches them): they are not calls in flight. Limit 4: seq 1 and 2 run, their duplicates
+ * attach, then seq 3 and 4 run and hold the connection; seq 5 waits. Counted, the duplicates
+ * would have held it at 2 calls. */
+static void test_attached_duplicates_do_not_count(void **state)
+{
+    (void)state;
+    enum { LIMIT = 4 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_conn = LIMIT, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 61));
+    for (uint64_t seq = 1; seq <= 2; seq++) /* xid = seq; the payload says which call */
+        assert_true(raw_request(&r, seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    for (uint64_t seq = 1; seq <= 2; seq++) /* the same calls again, under xid 10 + seq */
+        assert_true(raw_request(&r, 10 + seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    for (uint64_t seq = 3; seq <= 5; seq++)
+        assert_true(raw_request(&r, seq, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    wait_started(LIMIT);
+    expect_log("(max_calls_per_conn)");
+    good_call(fx.good);
+    assert_int_equal(LIMIT, atomic_load(&gate_started));
+    gate_release();
+    /* Every xid answered once, a duplicate with its original's result. */
+    bool seen[16] = {false};
+    for (int i = 0; i < 7; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        uint64_t xid = f.f.f_xid, call;
+        assert_true((xid >= 1 && xid <= 5) || xid == 11 || xid == 12);
+        assert_false(seen[xid]);
+        seen[xid] = true;
+        assert_int_equal(sizeof(call), f.body_len);
+        memcpy(&call, f.body, sizeof(call));
+        assert_int_equal(xid > 10 ? xid - 10 : xid, call);
+    }
+    assert_int_equal(5, atomic_load(&gate_started)); /* each call ran once */
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
+ * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
+static unsigned never_reading_big_calls(struct fixture *fx, uint64_t client_id)
+{
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx->addr, client_id));
+    for (uint64_t xid = 1; xid <= 64; xid++)
+        assert_true(raw_request(&r, xid, 0, 0, 0, "t.big", "k", 1));
+    expect_log("(max_conn_bytes)");
+    good_call(fx->good); /* a well-behaved client is still served */
+    good_call(fx->good);
+    unsigned n = atomic_load(&big_calls);
+    raw_close(&r);
+    return n;
+}
+
+static void unix_addr(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "unix:///tmp/arpc-%s-%d.sock", name, getpid());
+    unlink(buf + 7);
+}
+
+/* Reply amplification at the default bound (16 MiB): before the method's first reply each
+ * call is counted at 16 MiB / 16 = 1 MiB, so 16 calls are accepted, not 64 (without the
+ * bound: all 64, 64 MiB queued). */
+static void test_never_reading_client_bounded_by_default(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "flow-default");
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2}, addr);
+    unsigned n = never_reading_big_calls(&fx, 51);
+    print_message("calls accepted from the never-reading client: %u (16 MiB bound, 1 MiB replies)\n", n);
+    assert_in_range(n, 1, 16 + 1);
+    stop(&fx);
+    unlink(addr + 7);
+}
+
+/* Once the method's replies are known to be 1 MiB, a 4 MiB bound accepts about 4 of them. */
+static void test_never_reading_client_bounded_by_learnt_size(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "flow-learnt");
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2, .max_conn_bytes = 4u << 20}, addr);
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(fx.good, "t.big", "k", 1, &reply, &len, 10000));
+    assert_int_equal(BIG, len);
+    arpc_free(reply);
+    atomic_store(&big_calls, 0);
+    unsigned n = never_reading_big_calls(&fx, 52);
+    print_message("calls accepted from the never-reading client: %u (4 MiB bound, 1 MiB replies)\n", n);
+    assert_in_range(n, 1, 4 + 1);
+    stop(&fx);
+    unlink(addr + 7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calls_per_conn_hold_at_the_limit),
+        cmocka_unit_test(test_calls_per_client_over_two_connections),
+        cmocka_unit_test(test_attached_duplicates_do_not_count),
+        cmocka_unit_test(test_never_reading_client_bounded_by_default),
+        cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
