@@ -126,6 +126,10 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         sconn_refuse(&sc->sc_conn, "a second HELLO on one connection");
         return;
     }
+    /* The TLS handshake is over (HELLO came through it): the client's certificate, if any, is
+     * known and may name it (core/server_auth.c). */
+    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
+    sc->sc_peer.cert_subject = sc->sc_peer_subject;
     if (!auth_admit(sc, f))
         return;
     arpc_server *s = sc->sc_server;
@@ -133,7 +137,6 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_client_id = f->f_client_id;
     sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id);
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
-    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream); /* the handshake is done */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);

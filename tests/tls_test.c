@@ -74,6 +74,14 @@ static void h_subject(arpc_request *req, void *ctx)
 {
     (void)ctx;
     const char *subject = arpc_request_peer_subject(req);
+    const arpc_peer_info *peer = arpc_request_peer(req);
+    /* A verified certificate names the client (its at-most-once replies are kept apart from
+     * every other identity's); without one, nobody in particular. */
+    bool named = (peer->identity & ARPC_AUTH_CERT_IDENTITY) != 0;
+    if (named != (subject != NULL) || (subject != NULL && strcmp(peer->cert_subject, subject) != 0)) {
+        arpc_reply_error(req, "identity does not follow the certificate");
+        return;
+    }
     arpc_reply(req, subject != NULL ? subject : "(none)", subject != NULL ? strlen(subject) : 6);
 }
 
