@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 arpc_install_deps
 
+# One way to watch an fd and to arm a timer in the library: through the loop (async/loop_internal.h:
+# arpc_loop_io_start/stop mirror watchers for pollable loops; every timer is a deadline on the
+# loop's heap, so arpc_loop_run_nowait knows when the loop next needs to run).
+if grep -rnE "ev_io_(start|stop)|ev_timer_(start|again|set)|ev_timer_init" core transport; then
+    echo "core/ and transport/ must use arpc_loop_io_start/stop and arpc_deadline, not libev directly" >&2
+    exit 1
+fi
+
 JOBS=$(nproc)
 PASSED=0
 run_suite() { # name, extra cmake args...
