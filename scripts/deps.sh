@@ -4,6 +4,8 @@
 set -euo pipefail
 
 ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-dev python3)
+# The fuzz targets (scripts/fuzz.sh): clang, and libFuzzer's runtime (libclang_rt.fuzzer).
+ARPC_PACKAGES+=(clang libclang-rt-dev)
 
 arpc_missing_packages() {
     local missing=()
