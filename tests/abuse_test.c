@@ -80,7 +80,7 @@ static const struct scale ctest_scale = {
     .half_conns = 20,
     .half_frame_body = 1u << 20,
     .half_timeout_ms = 1000,
-    .owed_requests = 128,
+    .owed_requests = 96,
     .owed_hold_ms = 1000,
     .idle_conns = 500,
     .fd_limit = 64,
@@ -130,7 +130,9 @@ static bool caller_once(struct caller *cl)
     uint64_t t0 = arpc_now_ns();
     void *reply = NULL;
     size_t len = 0;
-    int rc = arpc_call(cl->c, "a.echo", ping, sizeof(ping), &reply, &len, 10000);
+    /* A deadline no loaded machine reaches: the check is that calls succeed, not how fast
+     * (the attack's work queued on the pool delays them: seconds under TSan). */
+    int rc = arpc_call(cl->c, "a.echo", ping, sizeof(ping), &reply, &len, 30000);
     uint64_t us = (arpc_now_ns() - t0) / 1000;
     bool ok = rc == ARPC_OK && len == sizeof(ping) && memcmp(reply, ping, len) == 0;
     arpc_free(reply);
