@@ -7,6 +7,8 @@ ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-de
 # Optional parts, installed so CI builds and tests them: tls:// (OpenSSL 3), JSON-RPC (jansson)
 # and the Go interop test (golang-go).
 ARPC_PACKAGES+=(libssl-dev openssl libjansson-dev golang-go)
+# The fuzz targets (scripts/fuzz.sh): clang, and libFuzzer's runtime (libclang_rt.fuzzer).
+ARPC_PACKAGES+=(clang libclang-rt-dev)
 
 arpc_missing_packages() {
     local missing=()

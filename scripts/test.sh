@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the cmocka tests under a normal -Werror build, under ASan+UBSan (with
 # the leak checker), and under TSan; then a smoke run of the benchmark whose JSON must parse,
-# and a downstream project built against a staged install (scripts/downstream.sh).
+# a downstream project built against a staged install (scripts/downstream.sh), and every fuzz
+# target for 60 s under ASan+UBSan (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -57,5 +58,6 @@ rm -r "$tlsdir"
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["transport"] == "tls", d; print("bench throughput over tls ok:", round(d["calls_per_s"]), "calls/s")'
 PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
+BUILD=build-test-fuzz JOBS=$JOBS scripts/fuzz.sh 60; PASSED=$((PASSED + 1)) # each libFuzzer target 60 s, ASan+UBSan
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"

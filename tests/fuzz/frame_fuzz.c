@@ -1,7 +1,5 @@
 /*
- * libFuzzer harness for the frame decoder (not part of the CMake build). From the repo root:
- *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -Iinclude tests/fuzz/frame_fuzz.c core/frame.c -o /tmp/frame_fuzz && /tmp/frame_fuzz -max_total_time=60 -max_len=4096
+ * libFuzzer target for the frame decoder (built with ARPC_FUZZ; run by scripts/fuzz.sh).
  *
  * The first input byte picks the body limit; the rest is decoded as a stream of frames.
  * Checked on every input: the decoder never reads outside the input (libFuzzer hands it an

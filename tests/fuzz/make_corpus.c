@@ -1,0 +1,257 @@
+/*
+ * Writes the fuzz targets' seed corpus (tests/fuzz/corpus/<target>/) from frames made by the
+ * encoders in core/frame.c, so the seeds follow the wire format when it changes:
+ *   fuzz_make_corpus DIR      (scripts/fuzz.sh --corpus runs it on tests/fuzz/corpus)
+ * The stream targets' seeds are in their chunked format (fuzz_io.h); frame_fuzz's are one
+ * byte of body limit, then frames.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "arpc/error.h"
+#include "core/frame.h"
+
+static const char *root;
+
+/* ---- a seed being built ---- */
+
+static uint8_t seed[1 << 16];
+static size_t seed_len;
+
+static void put(const void *p, size_t n)
+{
+    if (seed_len + n > sizeof(seed)) {
+        fprintf(stderr, "make_corpus: seed too large\n");
+        exit(1);
+    }
+    memcpy(seed + seed_len, p, n);
+    seed_len += n;
+}
+
+/* bytes as chunks of at most `chunk` bytes (the stream targets' format). */
+static void chunks(const uint8_t *p, size_t n, size_t chunk)
+{
+    if (chunk > 255)
+        chunk = 255;
+    while (n > 0) {
+        uint8_t k = (uint8_t)(n < chunk ? n : chunk);
+        put(&k, 1);
+        put(p, k);
+        p += k;
+        n -= k;
+    }
+}
+
+static void write_seed(const char *target, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", root, target);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        perror(path);
+        exit(1);
+    }
+    snprintf(path, sizeof(path), "%s/%s/%s", root, target, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(seed, 1, seed_len, f) != seed_len || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+    seed_len = 0;
+}
+
+/* ---- frames ---- */
+
+static uint8_t fr[8192];
+
+static size_t hello(uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry)
+{
+    return arpc_frame_encode_hello(fr, id, flags, max_frame, expiry);
+}
+
+static size_t request(uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack, const char *method, const void *p,
+                      uint32_t n)
+{
+    return arpc_frame_encode_request(fr, kind, xid, seq, ack, 0, method, (uint16_t)strlen(method), p, n);
+}
+
+static size_t error(uint8_t kind, uint64_t xid, uint32_t code, const char *msg)
+{
+    return arpc_frame_encode_error(fr, kind, xid, code, msg, (uint16_t)strlen(msg));
+}
+
+static size_t header(uint8_t kind, uint64_t xid, uint32_t body_len, const void *body, size_t have)
+{
+    size_t n = arpc_frame_encode_header(fr, kind, xid, body_len);
+    memcpy(fr + n, body, have);
+    return n + have;
+}
+
+/* ---- the server stream target: what a client (or an attacker) sends ---- */
+
+static void server_stream(void)
+{
+    const char *t = "server_stream_fuzz";
+    static const uint8_t zero[4096];
+    chunks(fr, hello(1, 0, 0, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.echo", "hi", 2), 255);
+    write_seed(t, "echo");
+
+    chunks(fr, hello(1, 0, 0, 0), 1);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.echo", "hi", 2), 1);
+    write_seed(t, "echo-byte-by-byte");
+
+    chunks(fr, hello(2, 0, 0, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 1, 0, "f.echo", "a", 1), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 2, 1, 0, "f.echo", "a", 1), 255); /* the duplicate */
+    chunks(fr, request(ARPC_FRAME_REQUEST, 3, 2, 1, "f.echo", "b", 1), 255); /* acks seq 1 */
+    chunks(fr, request(ARPC_FRAME_ONEWAY, 4, 3, 2, "f.echo", "c", 1), 255);
+    chunks(fr, error(ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye"), 255);
+    write_seed(t, "numbered-duplicate-ack-goaway");
+
+    chunks(fr, hello(3, 0, 64, 0), 255); /* the client takes 64-byte bodies at most */
+    uint8_t n = 3;
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.big", &n, 1), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.fail", NULL, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 3, 0, 0, "no.such", NULL, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 4, 0, 0, "bad\n\x1b[2Jname", NULL, 0), 255);
+    write_seed(t, "big-fail-unknown-escape");
+
+    chunks(fr, hello(4, 0, 0, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.later", NULL, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.later", NULL, 0), 255);
+    chunks(fr, header(ARPC_FRAME_CANCEL, 1, 0, NULL, 0), 255);
+    chunks(fr, header(ARPC_FRAME_PING, 9, 3, "abc", 3), 255);
+    write_seed(t, "later-cancel-ping");
+
+    chunks(fr, hello(5, 0, 0, 0), 255);
+    size_t h = arpc_frame_encode_request_head(fr, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "f.echo", 6, 5000);
+    chunks(fr, h, 255); /* over max_frame (4096): answered ETOOLARGE, body skipped */
+    chunks(zero, 4096, 255);
+    chunks(zero, 5000 - 4096, 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.echo", "next", 4), 255);
+    write_seed(t, "oversized-then-call");
+
+    chunks(fr, hello(6, 0, 0, 0), 255);
+    chunks(fr, header(ARPC_FRAME_REQUEST, 1, UINT32_MAX, NULL, 0), 255); /* a 4 GiB header */
+    write_seed(t, "4gib-header");
+
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.echo", "x", 1), 255);
+    write_seed(t, "no-hello");
+
+    chunks(fr, hello(7, 0, 0, 0), 255);
+    chunks(fr, hello(7, 0, 0, 0), 255);
+    write_seed(t, "second-hello");
+
+    chunks(fr, hello(8, 0, 0, 0), 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, 1, 2, "no", 2), 255); /* a kind a client never sends */
+    write_seed(t, "reply-from-client");
+}
+
+/* ---- the client stream target: what a server (or an impostor) sends after its HELLO ---- */
+
+static void client_stream(void)
+{
+    const char *t = "client_stream_fuzz";
+    uint8_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP;
+    put(&flags, 1);
+    chunks(fr, header(ARPC_FRAME_REPLY, 1, 2, "ok", 2), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, 2, ARPC_EHANDLER, "failed"), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, 3, ARPC_ENOMETHOD, "no such method"), 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, 4, 3, "yes", 3), 255);
+    write_seed(t, "all-answered");
+
+    put(&flags, 1);
+    chunks(fr, header(ARPC_FRAME_REPLY, 2, 2, "ok", 2), 1);
+    chunks(fr, header(ARPC_FRAME_REPLY, 2, 2, "ok", 2), 255); /* twice */
+    chunks(fr, header(ARPC_FRAME_REPLY, 77, 2, "ok", 2), 255); /* no such call */
+    chunks(fr, header(ARPC_FRAME_PING, 5, 1, "p", 1), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, 1, 12345, "\x1b]0;title\x07"), 255); /* unknown code */
+    write_seed(t, "duplicate-unknown-ping-badcode");
+
+    put(&flags, 1);
+    chunks(fr, header(ARPC_FRAME_REPLY, 1, 5000, NULL, 0), 255); /* over the client's 4096 */
+    static const uint8_t zero[255];
+    for (int i = 0; i < 20; i++)
+        chunks(zero, 250, 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, 3, 1, "z", 1), 255);
+    write_seed(t, "oversized-reply");
+
+    put(&flags, 1);
+    chunks(fr, error(ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "server shutting down"), 255);
+    write_seed(t, "goaway-shutdown");
+
+    flags = 0;
+    put(&flags, 1);
+    chunks(fr, hello(7, 0, 4096, 600), 255); /* a second HELLO */
+    chunks(fr, header(ARPC_FRAME_REQUEST, 1, UINT32_MAX, NULL, 0), 255);
+    write_seed(t, "second-hello-4gib");
+}
+
+/* ---- the HELLO target: byte 0 picks the side, then the HELLO body ---- */
+
+static void hello_bodies(void)
+{
+    const char *t = "hello_fuzz";
+    static const struct {
+        const char *name;
+        uint8_t side;
+        uint64_t id;
+        uint32_t flags, max_frame, expiry;
+        size_t cut; /* body bytes kept */
+    } seeds[] = {
+        {"server-ext", 0, 1, 0, 0, 0, ARPC_HELLO_BODY_SIZE_EXT},
+        {"server-short", 0, 1, 0, 4096, 0, ARPC_HELLO_BODY_SIZE},
+        {"server-tiny-max", 0, 1, 0, 1, 0, ARPC_HELLO_BODY_SIZE_EXT},
+        {"server-truncated", 0, 1, 0, 0, 0, 12},
+        {"client-ext", 1, 77, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, 1u << 24, 600, ARPC_HELLO_BODY_SIZE_EXT},
+        {"client-durable", 1, 77, 7, 4096, 1, ARPC_HELLO_BODY_SIZE_EXT},
+        {"client-short", 1, 77, 0, 0, 0, ARPC_HELLO_BODY_SIZE},
+        {"client-tiny-max", 1, 77, 3, 8, 600, ARPC_HELLO_BODY_SIZE_EXT},
+    };
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        put(&seeds[i].side, 1);
+        hello(seeds[i].id, seeds[i].flags, seeds[i].max_frame, seeds[i].expiry);
+        put(fr + ARPC_FRAME_HEADER_SIZE, seeds[i].cut);
+        write_seed(t, seeds[i].name);
+    }
+}
+
+/* ---- frame_fuzz: a body-limit byte, then frames ---- */
+
+static void frames(void)
+{
+    const char *t = "frame_fuzz";
+    uint8_t limit = 5; /* ARPC_DEFAULT_MAX_FRAME in frame_fuzz's table */
+    put(&limit, 1);
+    put(fr, hello(1, 3, 4096, 600));
+    put(fr, request(ARPC_FRAME_REQUEST, 1, 2, 1, "svc.m", "payload", 7));
+    put(fr, header(ARPC_FRAME_REPLY, 1, 2, "ok", 2));
+    put(fr, error(ARPC_FRAME_ERROR, 2, ARPC_EHANDLER, "no"));
+    put(fr, header(ARPC_FRAME_CANCEL, 3, 0, NULL, 0));
+    write_seed(t, "every-kind");
+    limit = 2;
+    put(&limit, 1);
+    put(fr, header(ARPC_FRAME_REQUEST, 1, UINT32_MAX, NULL, 0));
+    write_seed(t, "4gib-header");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    root = argv[1];
+    if (mkdir(root, 0755) != 0 && errno != EEXIST) {
+        perror(root);
+        return 1;
+    }
+    server_stream();
+    client_stream();
+    hello_bodies();
+    frames();
+    return 0;
+}
