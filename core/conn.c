@@ -24,6 +24,7 @@
 #include "async/loop_internal.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "core/conn_body.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
@@ -42,6 +43,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_outq_fini(&conn->c_out);
     arpc_free(conn->c_rbuf);
     conn->c_rbuf = NULL;
+    conn_body_fini(conn);
     conn->c_ops->on_close(conn, reason);
 }
 
@@ -229,7 +231,7 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
  * Only a timestamp: the owner's coarse sweep compares it (no timer per connection). */
 static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 {
-    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0)
+    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0 && conn->c_body == NULL)
         conn->c_frame_since = 0;
     else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
         conn->c_frame_since = ev_now(conn->c_ev);
@@ -273,6 +275,28 @@ static int conn_take_oversized(struct arpc_conn *conn)
     return ARPC_OK;
 }
 
+void conn_bad_input(struct arpc_conn *conn, int rc)
+{
+    arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
+             arpc_errname(rc));
+    if (conn->c_ops->on_bad_input != NULL) {
+        conn->c_ops->on_bad_input(conn, rc);
+        arpc_conn_close_after_flush(conn, rc);
+    } else {
+        arpc_conn_close(conn, rc);
+    }
+}
+
+void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
+     * here, PONGs only count as input; the owner sees every other frame. */
+    if (f->f_kind == ARPC_FRAME_PING)
+        arpc_conn_answer_ping(conn, f);
+    else if (f->f_kind != ARPC_FRAME_PONG)
+        conn->c_ops->on_frame(conn, f);
+}
+
 /* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
  * total (at least a header), or 0 after closing the connection for bad input. */
 static size_t conn_parse(struct arpc_conn *conn)
@@ -293,27 +317,26 @@ static size_t conn_parse(struct arpc_conn *conn)
                 continue; /* the owner answered the frame; its body is dropped next */
         }
         if (rc == ARPC_EAGAIN)
-            return need;
+            return conn_body_begin(conn, need) ? ARPC_FRAME_HEADER_SIZE : need;
         if (rc != ARPC_OK) {
-            arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
-                     arpc_errname(rc));
-            if (conn->c_ops->on_bad_input != NULL) {
-                conn->c_ops->on_bad_input(conn, rc);
-                arpc_conn_close_after_flush(conn, rc);
-            } else {
-                arpc_conn_close(conn, rc);
-            }
+            conn_bad_input(conn, rc);
             return 0;
         }
         conn->c_rstart += used;
-        /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
-         * here, PONGs only count as input; the owner sees every other frame. */
-        if (f.f_kind == ARPC_FRAME_PING)
-            arpc_conn_answer_ping(conn, &f);
-        else if (f.f_kind != ARPC_FRAME_PONG)
-            conn->c_ops->on_frame(conn, &f);
+        conn_hand_up(conn, &f);
     }
     return 0;
+}
+
+/* Where the next read goes: a large body's own buffer, or the read buffer's free tail. */
+static int conn_read_room(struct arpc_conn *conn, size_t need, uint8_t **dst, size_t *room)
+{
+    if (conn->c_body != NULL)
+        return conn_body_room(conn, dst, room);
+    int rc = conn_reserve(conn, need);
+    *dst = conn->c_rbuf + conn->c_rend;
+    *room = conn->c_rcap - conn->c_rend;
+    return rc;
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
@@ -325,14 +348,15 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     conn->c_dispatching = true;
     for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
          round++) {
-        if (conn_reserve(conn, need) != ARPC_OK) {
+        uint8_t *dst;
+        size_t room;
+        if (conn_read_room(conn, need, &dst, &room) != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
-                     conn->c_peer, need);
+                     conn->c_peer, conn->c_body != NULL ? ARPC_FRAME_HEADER_SIZE + (size_t)conn->c_body_len : need);
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }
-        size_t room = conn->c_rcap - conn->c_rend;
-        ssize_t n = read(conn->c_fd, conn->c_rbuf + conn->c_rend, room);
+        ssize_t n = read(conn->c_fd, dst, room);
         if (n == 0) {
             arpc_conn_close(conn, ARPC_ECONNLOST);
             break;
@@ -344,12 +368,20 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 arpc_conn_close(conn, ARPC_ECONNLOST);
             break;
         }
-        conn->c_rend += (size_t)n;
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
         size_t parsed_from = conn->c_rstart;
+        bool body_done = false;
+        if (conn->c_body != NULL) {
+            conn_body_advance(conn, (size_t)n); /* hands its frame up once whole */
+            body_done = conn->c_body == NULL;
+        } else {
+            conn->c_rend += (size_t)n;
+        }
         need = conn_parse(conn);
-        conn_track_partial(conn, conn->c_rstart != parsed_from);
+        /* (A large body moved out of the read buffer counts as consumed: its clock restarts
+         * once its header is in.) */
+        conn_track_partial(conn, body_done || conn->c_rstart != parsed_from);
         if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
             if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {
@@ -419,6 +451,7 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
     conn->c_owner = owner;
     conn->c_open = true;
     snprintf(conn->c_peer, sizeof(conn->c_peer), "%s", peer ? peer : "?");
+    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES);
     arpc_outq_init(&conn->c_out);
     ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);
