@@ -114,6 +114,10 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
 uint8_t *arpc_conn_take_body(struct arpc_conn *conn, size_t *cap);
 /* Whether the frame on_frame is looking at would be given by arpc_conn_take_body. */
 bool arpc_conn_body_offered(const struct arpc_conn *conn);
+/* A buffer of at least size bytes from the connection's cache (else freshly allocated), its
+ * capacity in *cap; for a large outgoing frame. Any thread, while conn's memory lives. NULL
+ * without memory. */
+void *arpc_conn_buf_get(struct arpc_conn *conn, size_t size, size_t *cap);
 /* Gives a taken buffer back for reuse: kept if the connection is open and its cache has
  * room, else freed. Any thread, before or after the close, while conn's memory lives. */
 void arpc_conn_buf_put(struct arpc_conn *conn, void *block, size_t cap);

@@ -104,4 +104,9 @@ uint8_t *arpc_conn_take_body(struct arpc_conn *conn, size_t *cap)
 
 bool arpc_conn_body_offered(const struct arpc_conn *conn) { return conn->c_body_offered; }
 
+void *arpc_conn_buf_get(struct arpc_conn *conn, size_t size, size_t *cap)
+{
+    return arpc_buf_get(&conn->c_bufs, size, cap);
+}
+
 void arpc_conn_buf_put(struct arpc_conn *conn, void *block, size_t cap) { arpc_buf_put(&conn->c_bufs, block, cap); }

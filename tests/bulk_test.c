@@ -1,7 +1,8 @@
 /*
  * Bulk payloads end to end (large frames read into buffers of their own, core/conn_body.c):
  * pipelined echo calls of 1 MiB and of 16 MiB less some headroom, over tcp and unix, on the
- * worker pool and inline on the loop, each reply checked byte for byte against what its call
+ * worker pool and inline on the loop, at-most-once (replies kept in the reply cache, whose large
+ * ones come from and go back to their connection's buffer cache) and at-least-once, each reply checked byte for byte against what its call
  * sent (every call's bytes differ, so a reply given to the wrong call or a buffer reused while
  * still in use shows). Every block goes through the counting allocator, and each test ends
  * with none live: the connections' buffer caches are emptied when they close.
@@ -41,7 +42,7 @@ struct bulk_fx {
     char addr[ARPC_ADDR_MAX];
 };
 
-static void fx_start(struct bulk_fx *fx, const char *scheme)
+static void fx_start(struct bulk_fx *fx, const char *scheme, enum arpc_call_semantics semantics)
 {
     static int counter;
     char listen_addr[ARPC_ADDR_MAX];
@@ -55,7 +56,8 @@ static void fx_start(struct bulk_fx *fx, const char *scheme)
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo_inline", h_echo, NULL, &inl));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, listen_addr, fx->addr, sizeof(fx->addr)));
-    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, NULL));
+    arpc_client_options co = {.semantics = semantics};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, &co));
 }
 
 static void fx_stop(struct bulk_fx *fx)
@@ -69,10 +71,11 @@ static void fx_stop(struct bulk_fx *fx)
 static uint64_t call_pos(unsigned i) { return (uint64_t)i * 7919u + 1; }
 
 /* `calls` echo calls of len bytes, at most `window` outstanding, each reply checked. */
-static void pipelined_echo(const char *scheme, const char *method, size_t len, unsigned calls, unsigned window)
+static void pipelined_echo_as(enum arpc_call_semantics semantics, const char *scheme, const char *method, size_t len,
+                              unsigned calls, unsigned window)
 {
     struct bulk_fx fx = {0};
-    fx_start(&fx, scheme);
+    fx_start(&fx, scheme, semantics);
     uint8_t *sent = malloc(len);   /* the call's bytes, built again to check its reply */
     assert_non_null(sent);
     arpc_future **win = calloc(window, sizeof(*win));
@@ -111,6 +114,12 @@ static void pipelined_echo(const char *scheme, const char *method, size_t len, u
     fx_stop(&fx);
 }
 
+/* At-most-once (the default): each reply is also kept in the server's reply cache until acked. */
+static void pipelined_echo(const char *scheme, const char *method, size_t len, unsigned calls, unsigned window)
+{
+    pipelined_echo_as(ARPC_AT_MOST_ONCE, scheme, method, len, calls, window);
+}
+
 static void test_1mib_pool_tcp(void **state)
 {
     (void)state;
@@ -132,6 +141,13 @@ static void test_sizes_around_threshold(void **state)
         pipelined_echo("tcp", "bulk.echo", sizes[i], 12, 4);
 }
 
+/* At-least-once: a reply is written and freed, never cached. */
+static void test_1mib_at_least_once(void **state)
+{
+    (void)state;
+    pipelined_echo_as(ARPC_AT_LEAST_ONCE, "tcp", "bulk.echo", 1 * MIB, 48, 8);
+}
+
 static void test_near_max_pool_tcp(void **state)
 {
     (void)state;
@@ -145,6 +161,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_1mib_pool_tcp),
         cmocka_unit_test_no_leak(test_1mib_inline_unix),
         cmocka_unit_test_no_leak(test_sizes_around_threshold),
+        cmocka_unit_test_no_leak(test_1mib_at_least_once),
         cmocka_unit_test_no_leak(test_near_max_pool_tcp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
