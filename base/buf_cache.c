@@ -88,6 +88,8 @@ void *arpc_buf_get(struct arpc_buf_cache *c, size_t size, size_t *cap)
             arpc_buf_put(c, block, have);
         }
     }
+    if (size >= ARPC_BUF_CACHE_MIN && size <= SIZE_MAX - ARPC_BUF_CACHE_GRANULE)
+        size = (size + ARPC_BUF_CACHE_GRANULE - 1) & ~(size_t)(ARPC_BUF_CACHE_GRANULE - 1);
     void *block = arpc_malloc(size);
     if (block != NULL)
         *cap = size;

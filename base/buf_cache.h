@@ -25,6 +25,9 @@
 #define ARPC_BUF_CACHE_SLOTS 8
 /* Blocks smaller than this are never kept (the allocator serves them well). */
 #define ARPC_BUF_CACHE_MIN (16u * 1024u)
+/* Fresh blocks for the cache are rounded up to this, so buffers for the same payload in
+ * different roles (a request's body, its reply's frame) fit each other. */
+#define ARPC_BUF_CACHE_GRANULE 4096u
 
 struct arpc_buf_cache {
     _Atomic(void *) bc_slots[ARPC_BUF_CACHE_SLOTS]; /* a held block, or NULL */
@@ -37,7 +40,8 @@ struct arpc_buf_cache {
 void arpc_buf_cache_init(struct arpc_buf_cache *c, size_t max_bytes);
 
 /* A block of at least size bytes: a held one no more than twice as large (so a small frame
- * does not pin a huge block), else a fresh arpc_malloc(size). *cap receives its capacity
+ * does not pin a huge block), else a fresh arpc_malloc of size (from ARPC_BUF_CACHE_MIN on,
+ * rounded up to ARPC_BUF_CACHE_GRANULE). *cap receives its capacity
  * (what to pass to arpc_buf_put). NULL without memory. Any thread. */
 void *arpc_buf_get(struct arpc_buf_cache *c, size_t size, size_t *cap);
 

@@ -109,7 +109,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &total);
     struct client_call *call = NULL;
-    if (rc == ARPC_OK && (call = call_new(total)) == NULL)
+    if (rc == ARPC_OK && (call = call_new(c, total)) == NULL)
         rc = ARPC_ENOMEM;
     if (rc != ARPC_OK) {
         arpc_future_complete(f, rc, NULL, 0); /* every outcome arrives through the future */

@@ -30,34 +30,50 @@
 struct call_frame {
     uint32_t f_refs; /* the call's (until call_free) and the output queue's */
     uint32_t f_len;
+    uint32_t f_cap;  /* a large call: the allocation's capacity (from cl_bufs); 0: a plain one */
     uint8_t f_bytes[];
 };
 
 static struct call_frame *frame_of(struct client_call *call) { return (struct call_frame *)(call + 1); }
 static struct client_call *call_of_frame(struct call_frame *f) { return (struct client_call *)f - 1; }
 
-struct client_call *call_new(size_t frame_len)
+struct client_call *call_new(arpc_client *c, size_t frame_len)
 {
-    struct client_call *call = arpc_malloc(sizeof(*call) + sizeof(struct call_frame) + frame_len);
+    size_t total = sizeof(struct client_call) + sizeof(struct call_frame) + frame_len;
+    size_t cap = 0;
+    /* Bulk calls reuse memory, so the allocator does not fault fresh pages in for each. */
+    bool bulk = total >= ARPC_CONN_BODY_MIN;
+    struct client_call *call = bulk ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
     if (call != NULL) {
         struct call_frame *f = frame_of(call);
         f->f_refs = 1;
         f->f_len = (uint32_t)frame_len;
+        f->f_cap = bulk ? (uint32_t)cap : 0;
     }
     return call;
 }
 
 uint8_t *call_frame_bytes(struct client_call *call) { return frame_of(call)->f_bytes; }
 
+/* The allocation goes (cc_client is set: call_init ran). */
+static void call_memory_free(struct client_call *call)
+{
+    struct call_frame *f = frame_of(call);
+    if (f->f_cap != 0)
+        arpc_buf_put(&call->cc_client->cl_bufs, call, f->f_cap);
+    else
+        arpc_free(call);
+}
+
 static void call_frame_put(struct call_frame *f)
 {
     if (--f->f_refs == 0)
-        arpc_free(call_of_frame(f));
+        call_memory_free(call_of_frame(f));
 }
 
 static void call_frame_release(void *base) { call_frame_put(base); }
 
-void call_discard(struct client_call *call) { arpc_free(call); }
+void call_discard(struct client_call *call) { call_memory_free(call); }
 
 /* ---- finishing ---- */
 

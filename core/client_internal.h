@@ -36,6 +36,7 @@
 #include "arpc/client.h"
 #include "async/loop_internal.h"
 #include "base/backoff.h"
+#include "base/buf_cache.h"
 #include "base/dlist.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -109,6 +110,9 @@ struct arpc_client {
     arpc_future *cl_first;          /* completed by the first connection, or its failure */
     bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
+    /* Large calls' memory kept for reuse (base/buf_cache.h; any thread; emptied when the
+     * client is freed). Not the connection's: that one is reset at each reconnect. */
+    struct arpc_buf_cache cl_bufs;
 };
 
 struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */

@@ -8,10 +8,11 @@
 #include "core/client_internal.h"
 
 /* client_call.c */
-/* A call with room for a frame_len-byte request after it (call_frame_bytes), uninitialised
- * but for the frame's count; NULL without memory. Freed by call_free (or, never handed to
- * the loop, by call_discard). */
-struct client_call *call_new(size_t frame_len);
+/* A call of c with room for a frame_len-byte request after it (call_frame_bytes),
+ * uninitialised but for the frame's fields; NULL without memory. A large one comes from
+ * c->cl_bufs and goes back there. Freed by call_free (or, never handed to the loop, by
+ * call_discard). Any thread. */
+struct client_call *call_new(arpc_client *c, size_t frame_len);
 uint8_t *call_frame_bytes(struct client_call *call);
 void call_init(struct client_call *call, arpc_client *c, arpc_future *f, uint64_t when,
                enum arpc_call_semantics semantics);

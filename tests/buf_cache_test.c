@@ -1,6 +1,6 @@
 /*
  * base/buf_cache: a block given back is handed out again before anything is allocated (if it
- * fits: at least the size asked, at most twice it); the cache never holds more than its slots
+ * fits: at least the size asked, at most twice it); fresh blocks are rounded to the granule; the cache never holds more than its slots
  * and its byte bound (the rest is freed); close frees everything held and every later put;
  * every block goes through the allocator hook (a failing allocator gives NULL); and under
  * threads getting and putting while another closes, no block is out to two threads at once
@@ -116,6 +116,30 @@ static void test_close_frees_now_and_later(void **state)
     arpc_buf_cache_close(&c); /* idempotent */
 }
 
+/* Fresh blocks are rounded up to the granule (so a request's body and its reply's frame fit
+ * each other's blocks); small ones are not. */
+static void test_fresh_blocks_rounded(void **state)
+{
+    (void)state;
+    struct arpc_buf_cache c;
+    arpc_buf_cache_init(&c, 1u << 20);
+    size_t cap = 0;
+    void *a = arpc_buf_get(&c, 40 * KIB + 1, &cap);
+    assert_non_null(a);
+    assert_int_equal(40 * KIB + ARPC_BUF_CACHE_GRANULE, cap);
+    arpc_buf_put(&c, a, cap);
+    /* A slightly larger request of the same payload takes the same block. */
+    atomic_store(&test_alloc_budget, 0);
+    assert_ptr_equal(a, arpc_buf_get(&c, 40 * KIB + 100, &cap));
+    atomic_store(&test_alloc_budget, -1);
+    arpc_free(a);
+    void *small = arpc_buf_get(&c, 1001, &cap);
+    assert_non_null(small);
+    assert_int_equal(1001, cap);
+    arpc_free(small);
+    arpc_buf_cache_close(&c);
+}
+
 static void test_failing_allocator(void **state)
 {
     (void)state;
@@ -205,6 +229,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_reuse_before_allocating),
         cmocka_unit_test_no_leak(test_bounds),
         cmocka_unit_test_no_leak(test_close_frees_now_and_later),
+        cmocka_unit_test_no_leak(test_fresh_blocks_rounded),
         cmocka_unit_test_no_leak(test_failing_allocator),
         cmocka_unit_test_no_leak(test_threads_and_close),
     };
