@@ -103,7 +103,7 @@ int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max
  * c_bufs (at most ARPC_CONN_BUF_CACHE_BYTES; freed when the connection closes). */
 #define ARPC_CONN_BODY_MIN (32u * 1024u)
 #define ARPC_CONN_BODY_EAGER_MAX (2u << 20)
-#define ARPC_CONN_BUF_CACHE_BYTES (4u << 20)
+#define ARPC_CONN_BUF_CACHE_BYTES (8u << 20)
 
 /* Inside on_frame only, for a frame whose body was read into a buffer of its own: takes that
  * buffer, so the frame's views (payload, method) stay valid for as long as the caller keeps
