@@ -11,7 +11,9 @@
  * that starts at 64 KiB and doubles, for a frame whose header says it is larger, only as the
  * bytes actually arrive (a peer must send N bytes to make us hold N), and shrinks back once a
  * large frame has passed. Frames are parsed in place; the remainder is moved to the front only
- * when the buffer's tail is short.
+ * when the buffer's tail is short. A large body (ARPC_CONN_BODY_MIN or more) leaves that path
+ * once its header is in: it is read into a buffer of its own (core/conn_body.c), so the read
+ * buffer neither grows for it nor copies it around.
  */
 #include "core/conn.h"
 

@@ -3,7 +3,8 @@
  *
  * Reading: level-triggered ev_io; each readiness reads what the socket has (a few reads at
  * most) into a growing buffer and hands every complete frame to ops->on_frame (frame fields point into the read
- * buffer and are valid only during the call). A frame that is malformed or larger than
+ * buffer, or for a large body into its own buffer (see "Large frames" below), and are valid only during the
+ * call unless the owner takes that buffer). A frame that is malformed or larger than
  * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
  * before the body is read, unless ops->on_oversized takes the oversized frame (its body is
  * then skipped).
