@@ -390,6 +390,34 @@ static void test_buffer_grows_with_bytes_not_header(void **state)
     fx_fini(&fx);
 }
 
+/* A large body still arriving counts as a frame partly read (the owner's frame timeout sees
+ * a peer dribbling it), from its header on; once delivered, nothing is partly read. */
+static void test_large_body_in_progress_has_an_age(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    enum { BODY = 1024 * 1024 };
+    uint8_t *buf = calloc(1, ARPC_FRAME_HEADER_SIZE + BODY);
+    assert_non_null(buf);
+    size_t hdr = arpc_frame_encode_header(buf, ARPC_FRAME_REPLY, 1, BODY);
+    fill_pattern(buf + hdr, 1, BODY);
+    size_t sent = hdr + 1000;
+    assert_true(peer_write(&fx, buf, sent));
+    for (int k = 0; k < 100000 && fd_unread(fx.fd[0]) > 0; k++)
+        pump(&fx);
+    assert_non_null(fx.conn.c_body); /* read apart */
+    assert_true(fx.conn.c_frame_since > 0);
+    assert_true(arpc_conn_frame_age(&fx.conn, fx.conn.c_frame_since + 5.0) >= 5.0);
+    assert_true(peer_write(&fx, buf + sent, ARPC_FRAME_HEADER_SIZE + BODY - sent));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 1));
+    assert_int_equal(BODY, fx.last_len);
+    assert_null(fx.conn.c_body);
+    assert_true(arpc_conn_frame_age(&fx.conn, fx.conn.c_last_rx + 5.0) == 0);
+    fx_fini(&fx);
+}
+
 /* A good frame, then a bad magic in the same write: the good one is delivered, then
  * on_bad_input(EPROTO) once, the GOAWAY it queued is written, and the conn closes with
  * EPROTO. Frames after the bad bytes are not delivered. */
@@ -816,6 +844,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_byte_by_byte),
         cmocka_unit_test_no_leak(test_large_frame_read_apart),
         cmocka_unit_test_no_leak(test_buffer_grows_with_bytes_not_header),
+        cmocka_unit_test_no_leak(test_large_body_in_progress_has_an_age),
         cmocka_unit_test_no_leak(test_malformed_header_with_bad_input_hook),
         cmocka_unit_test_no_leak(test_malformed_header_without_hook),
         cmocka_unit_test_no_leak(test_oversized_body),
