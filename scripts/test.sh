@@ -42,6 +42,11 @@ out=$(build-test-release/bench/arpc-bench throughput --calls 3000 --window 64 --
 rmdir "$logdir" # fails if the bench left its log behind
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["amo"] is True and d["log"] and d["fsync"] == "batch", d; print("bench throughput with reply log ok:", round(d["calls_per_s"]), "calls/s, fsync", d["fsync"])'
 PASSED=$((PASSED + 1))
+# Bulk: 1 MiB payloads take the read-apart path (core/conn_body.c) in a release build; the bench
+# checks each reply's length (tests/bulk_test.c checks the bytes).
+out=$(build-test-release/bench/arpc-bench throughput --calls 200 --window 16 --payload 1048576 --transport tcp --no-memory --quiet)
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["mb_per_s"] > 0 and d["baseline_mb_per_s"] > 0, d; print("bench throughput 1 MiB ok:", round(d["mb_per_s"]), "MB/s, raw", round(d["baseline_mb_per_s"]), "MB/s")'
+PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"
