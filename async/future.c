@@ -51,18 +51,19 @@ struct future_cb {
     void *arg;
 };
 
+/* Field order packs the 4-byte fields together: one of these per outstanding call. */
 struct arpc_future {
     arpc_magic f_magic; /* first: base/handle.h */
     _Atomic uint32_t f_state;
     arpc_refcount f_refs;
-    _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
-    atomic_bool f_first_used;          /* f_first handed to a then() */
-    struct future_cb f_first;
     int f_status;                 /* written by the claim winner before DONE */
-    size_t f_len;                 /* idem; never changes afterwards */
+    _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
+    struct future_cb f_first;
+    size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
     _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
     arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */
     void *f_on_cancel_arg;
+    atomic_bool f_first_used;          /* f_first handed to a then() */
 };
 
 /* Marks a callback list as closed: completion has taken it, later then() calls run inline. */

@@ -8,6 +8,12 @@
 /* a / b, or 0 when there is nothing to compare against. */
 static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
 
+/* Payload megabytes (10^6 B) per second in each direction: the request's, echoed by the reply. */
+static double mb_per_s(const struct bench_config *c, const struct bench_run *run)
+{
+    return run->calls_per_s * (double)c->payload / 1e6;
+}
+
 static void row(const char *name, const struct bench_run *run)
 {
     const arpc_hist *h = run->hist;
@@ -61,6 +67,10 @@ void bench_report_table(const struct bench_report *r)
     row("arpc", r->r_arpc);
     row(r->r_base_kind, r->r_base);
     ratio_row(r->r_arpc, r->r_base);
+    if (r->r_cfg->mode == BENCH_THROUGHPUT)
+        fprintf(stderr, "payload bytes/s: arpc %.1f MB/s, %s %.1f MB/s (%.2fx; each way, 1 MB = 10^6 B)\n",
+                mb_per_s(r->r_cfg, r->r_arpc), r->r_base_kind, mb_per_s(r->r_cfg, r->r_base),
+                ratio(r->r_arpc->calls_per_s, r->r_base->calls_per_s));
     fprintf(stderr, "context switches per call: %.2f (every thread of the process%s; voluntary + involuntary)\n",
             r->r_arpc->ctx_per_call, r->r_embedded ? ", the embedded server's too" : "");
     const struct bench_mem *m = r->r_mem;
@@ -136,6 +146,8 @@ void bench_report_json(const struct bench_report *r)
     bench_json_num(&j, "p50_ratio", ratio(bench_hist_us(a->hist, 50), bench_hist_us(b->hist, 50)));
     bench_json_num(&j, "p99_ratio", ratio(bench_hist_us(a->hist, 99), bench_hist_us(b->hist, 99)));
     bench_json_num(&j, "throughput_ratio", ratio(a->calls_per_s, b->calls_per_s));
+    bench_json_num(&j, "mb_per_s", mb_per_s(r->r_cfg, a));
+    bench_json_num(&j, "baseline_mb_per_s", mb_per_s(r->r_cfg, b));
     if (r->r_mem != NULL) { /* -1: not measured (--no-memory, or the probe failed) */
         const struct bench_mem *m = r->r_mem;
         bench_json_num(&j, "bytes_per_outstanding_call", m->valid ? m->client_bytes : -1.0);

@@ -48,10 +48,8 @@ static void call_on_cancel(arpc_future *f, void *arg)
         arpc_free(cj);
     }
     /* No job: the call ends by its reply, deadline or close; only let go of our share. */
-    if (atomic_exchange(&call->cc_released, 1) == 1) {
-        arpc_free(call);
-        atomic_fetch_sub(&c->cl_live, 1);
-    }
+    if (atomic_exchange(&call->cc_released, 1) == 1)
+        call_free(call);
 }
 
 /* ---- starting calls ---- */
@@ -110,19 +108,16 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     size_t total = 0;
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &total);
-    struct call_frame *frame = NULL;
     struct client_call *call = NULL;
-    if (rc == ARPC_OK && ((frame = call_frame_new(total)) == NULL || (call = arpc_malloc(sizeof(*call))) == NULL)) {
-        call_frame_put(frame);
+    if (rc == ARPC_OK && (call = call_new(c, total)) == NULL)
         rc = ARPC_ENOMEM;
-    }
     if (rc != ARPC_OK) {
         arpc_future_complete(f, rc, NULL, 0); /* every outcome arrives through the future */
         return f;
     }
-    request_encode(call_frame_bytes(frame), ARPC_FRAME_REQUEST, method, req, req_len);
     enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
-    call_init(call, c, f, frame, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem);
+    call_init(call, c, f, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem);
+    request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
     arpc_future_retain(f); /* the call's reference, dropped by call_finish */
     arpc_future_on_cancel(f, call_on_cancel, call);
     atomic_fetch_add(&c->cl_npending, 1);
@@ -130,8 +125,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);
         atomic_fetch_sub(&c->cl_live, 1);
-        call_frame_put(frame);
-        arpc_free(call);
+        call_discard(call);
         arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
         arpc_future_release(f);
     }

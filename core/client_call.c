@@ -1,10 +1,12 @@
 /*
  * The call object on the loop: arrival, sending, finishing, deadline, cancel.
  *
- * Each call is one future (the caller's), one struct client_call (the loop's until the call
- * finishes) and one encoded request (struct call_frame), kept until the call finishes so it
- * can be sent again over a new connection: the output queue and the call share it, with a
- * count (both on the loop thread, so a plain integer).
+ * Each call is two allocations: one future (the caller's) and one struct client_call (the
+ * loop's until the call finishes) followed by its encoded request (struct call_frame), kept
+ * until the call is freed so it can be sent again over a new connection. The output queue
+ * and the call share the frame, with a count (both on the loop thread, so a plain integer);
+ * the allocation goes when both have let go (a call may end while its request still waits
+ * to be written).
  *
  * A call whose future was cancelled is referenced by two parties at once: the loop, which
  * finishes it, and the cancelling thread, whose job (calls_cancel) travels to the loop. Whichever
@@ -23,40 +25,62 @@
 #include "core/client_resend.h"
 #include "core/frame.h"
 
-/* ---- the shared request frame ---- */
+/* ---- the call and its request frame: one allocation ---- */
 
 struct call_frame {
-    uint32_t f_refs;
+    uint32_t f_refs; /* the call's (until call_free) and the output queue's */
     uint32_t f_len;
+    uint32_t f_cap;  /* a large call: the allocation's capacity (from cl_bufs); 0: a plain one */
     uint8_t f_bytes[];
 };
 
-struct call_frame *call_frame_new(size_t len)
+static struct call_frame *frame_of(struct client_call *call) { return (struct call_frame *)(call + 1); }
+static struct client_call *call_of_frame(struct call_frame *f) { return (struct client_call *)f - 1; }
+
+struct client_call *call_new(arpc_client *c, size_t frame_len)
 {
-    struct call_frame *f = arpc_malloc(sizeof(*f) + len);
-    if (f != NULL) {
+    size_t total = sizeof(struct client_call) + sizeof(struct call_frame) + frame_len;
+    size_t cap = 0;
+    /* Bulk calls reuse memory, so the allocator does not fault fresh pages in for each. */
+    bool bulk = total >= ARPC_CONN_BODY_MIN;
+    struct client_call *call = bulk ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
+    if (call != NULL) {
+        struct call_frame *f = frame_of(call);
         f->f_refs = 1;
-        f->f_len = (uint32_t)len;
+        f->f_len = (uint32_t)frame_len;
+        f->f_cap = bulk ? (uint32_t)cap : 0;
     }
-    return f;
+    return call;
 }
 
-uint8_t *call_frame_bytes(struct call_frame *f) { return f->f_bytes; }
+uint8_t *call_frame_bytes(struct client_call *call) { return frame_of(call)->f_bytes; }
 
-void call_frame_put(struct call_frame *f)
+/* The allocation goes (cc_client is set: call_init ran). */
+static void call_memory_free(struct client_call *call)
 {
-    if (f != NULL && --f->f_refs == 0)
-        arpc_free(f);
+    struct call_frame *f = frame_of(call);
+    if (f->f_cap != 0)
+        arpc_buf_put(&call->cc_client->cl_bufs, call, f->f_cap);
+    else
+        arpc_free(call);
+}
+
+static void call_frame_put(struct call_frame *f)
+{
+    if (--f->f_refs == 0)
+        call_memory_free(call_of_frame(f));
 }
 
 static void call_frame_release(void *base) { call_frame_put(base); }
 
+void call_discard(struct client_call *call) { call_memory_free(call); }
+
 /* ---- finishing ---- */
 
-static void call_free(struct client_call *call)
+void call_free(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
-    arpc_free(call);
+    call_frame_put(frame_of(call));
     atomic_fetch_sub(&c->cl_live, 1);
 }
 
@@ -78,8 +102,6 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         pending_take(&c->cl_pending, call->cc_xid);
     if (call->cc_seq != 0)
         resend_seq_done(c, call->cc_seq); /* never sent again: the ack may cover it */
-    call_frame_put(call->cc_frame);
-    call->cc_frame = NULL;
     arpc_future *f = call->cc_future;
     stats_call_finished(&c->cl_stats.cst_calls, status);
     atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
@@ -151,7 +173,7 @@ void call_send(struct client_call *call)
     if (call->cc_first_sent_ns == 0)
         call->cc_first_sent_ns = now;
     call->cc_epoch = c->cl_epoch;
-    struct call_frame *f = call->cc_frame;
+    struct call_frame *f = frame_of(call); /* kept until the call is freed, for re-sends */
     arpc_frame_restamp_request(f->f_bytes, xid, call->cc_seq, c->cl_ack, call_budget_ms(call));
     f->f_refs++; /* the output queue's, until written */
     int rc = arpc_conn_send_shared(&c->cl_conn, f, f->f_bytes, f->f_len, call_frame_release);
@@ -213,17 +235,15 @@ void calls_cancel(struct client_call *call)
 
 /* ---- setting a call up (the caller's thread) ---- */
 
-int call_init(struct client_call *call, arpc_client *c, arpc_future *f, struct call_frame *frame, uint64_t when,
-              enum arpc_call_semantics semantics)
+void call_init(struct client_call *call, arpc_client *c, arpc_future *f, uint64_t when,
+               enum arpc_call_semantics semantics)
 {
     memset(call, 0, sizeof(*call));
     arpc_loop_job_init(&call->cc_job, call_job_start);
     atomic_init(&call->cc_released, 0);
     call->cc_future = f;
     call->cc_client = c;
-    call->cc_frame = frame;
     call->cc_when = when;
     call->cc_semantics = (uint8_t)semantics;
     arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
-    return ARPC_OK;
 }

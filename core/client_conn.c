@@ -39,7 +39,12 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     bool ok = f->f_kind == ARPC_FRAME_REPLY;
     const void *src = ok ? (const void *)f->f_payload : f->f_msg;
     size_t len = ok ? f->f_payload_len : f->f_msg_len;
-    void *data = copy_bytes(src, len);
+    /* A large REPLY read into a buffer of its own (which starts at the payload) becomes the
+     * caller's as it is: no copy. */
+    size_t cap;
+    void *data = ok ? arpc_conn_take_body(&c->cl_conn, &cap) : NULL;
+    if (data == NULL)
+        data = copy_bytes(src, len);
     if (data == NULL)
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     else

@@ -36,6 +36,7 @@
 #include "arpc/client.h"
 #include "async/loop_internal.h"
 #include "base/backoff.h"
+#include "base/buf_cache.h"
 #include "base/dlist.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -115,16 +116,21 @@ struct arpc_client {
     struct client_stats cl_stats;   /* written by the loop thread only (core/stats.h) */
     struct arpc_tls *cl_tls;        /* tls:// addresses: the context every connection's stream
                                      * is made from (transport/tls.h); NULL otherwise */
+    /* Large calls' memory kept for reuse (base/buf_cache.h; any thread; emptied when the
+     * client is freed). Not the connection's: that one is reset at each reconnect. */
+    struct arpc_buf_cache cl_bufs;
 };
 
 struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */
 
+/* One allocation per call: this record, then its encoded request (struct call_frame). */
 struct client_call {
-    struct arpc_loop_job cc_job;      /* how the call reaches the loop */
-    atomic_int cc_released;           /* see call_release_shared */
+    union {
+        struct arpc_loop_job cc_job;  /* how the call reaches the loop (until it has) */
+        struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
+    };
     arpc_future *cc_future;
     arpc_client *cc_client;
-    struct call_frame *cc_frame;      /* kept until the call finishes, for re-sends */
     struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
@@ -132,10 +138,10 @@ struct client_call {
     uint64_t cc_order;                /* arrival order on the loop: re-sends keep it */
     uint64_t cc_first_sent_ns;        /* 0: never handed to a connection (cannot have run) */
     uint64_t cc_epoch;                /* the epoch of the server it was last sent to */
+    atomic_int cc_released;           /* see call_release_shared */
     uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
     bool cc_waiting;                  /* on cl_waiting */
     bool cc_finished;
-    struct arpc_dlink cc_link;        /* cl_waiting */
 };
 
 /* client.c */

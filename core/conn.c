@@ -11,7 +11,9 @@
  * that starts at 64 KiB and doubles, for a frame whose header says it is larger, only as the
  * bytes actually arrive (a peer must send N bytes to make us hold N), and shrinks back once a
  * large frame has passed. Frames are parsed in place; the remainder is moved to the front only
- * when the buffer's tail is short.
+ * when the buffer's tail is short. A large body (ARPC_CONN_BODY_MIN or more) leaves that path
+ * once its header is in: it is read into a buffer of its own (core/conn_body.c), so the read
+ * buffer neither grows for it nor copies it around.
  */
 #include "core/conn.h"
 
@@ -23,6 +25,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/stats.h"
+#include "core/conn_body.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
@@ -43,6 +46,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_outq_fini(&conn->c_out);
     arpc_free(conn->c_rbuf);
     conn->c_rbuf = NULL;
+    conn_body_fini(conn);
     conn->c_ops->on_close(conn, reason);
 }
 
@@ -350,7 +354,7 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
  * Only a timestamp: the owner's coarse sweep compares it (no timer per connection). */
 static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 {
-    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0)
+    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0 && conn->c_body == NULL)
         conn->c_frame_since = 0;
     else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
         conn->c_frame_since = ev_now(conn->c_ev);
@@ -394,6 +398,28 @@ static int conn_take_oversized(struct arpc_conn *conn)
     return ARPC_OK;
 }
 
+void conn_bad_input(struct arpc_conn *conn, int rc)
+{
+    arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
+             arpc_errname(rc));
+    if (conn->c_ops->on_bad_input != NULL) {
+        conn->c_ops->on_bad_input(conn, rc);
+        arpc_conn_close_after_flush(conn, rc);
+    } else {
+        arpc_conn_close(conn, rc);
+    }
+}
+
+void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
+     * here, PONGs only count as input; the owner sees every other frame. */
+    if (f->f_kind == ARPC_FRAME_PING)
+        arpc_conn_answer_ping(conn, f);
+    else if (f->f_kind != ARPC_FRAME_PONG)
+        conn->c_ops->on_frame(conn, f);
+}
+
 /* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
  * total (at least a header), or 0 after closing the connection for bad input. */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn)
@@ -414,25 +440,13 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
                 continue; /* the owner answered the frame; its body is dropped next */
         }
         if (rc == ARPC_EAGAIN)
-            return need;
+            return conn_body_begin(conn, need) ? ARPC_FRAME_HEADER_SIZE : need;
         if (rc != ARPC_OK) {
-            arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
-                     arpc_errname(rc));
-            if (conn->c_ops->on_bad_input != NULL) {
-                conn->c_ops->on_bad_input(conn, rc);
-                arpc_conn_close_after_flush(conn, rc);
-            } else {
-                arpc_conn_close(conn, rc);
-            }
+            conn_bad_input(conn, rc);
             return 0;
         }
         conn->c_rstart += used;
-        /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
-         * here, PONGs only count as input; the owner sees every other frame. */
-        if (f.f_kind == ARPC_FRAME_PING)
-            arpc_conn_answer_ping(conn, &f);
-        else if (f.f_kind != ARPC_FRAME_PONG)
-            conn->c_ops->on_frame(conn, &f);
+        conn_hand_up(conn, &f);
     }
     return 0;
 }
@@ -440,6 +454,17 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
 static size_t conn_parse(struct arpc_conn *conn)
 {
     return conn->c_ops->parse != NULL ? conn->c_ops->parse(conn) : arpc_conn_parse_frames(conn);
+}
+
+/* Where the next read goes: a large body's own buffer, or the read buffer's free tail. */
+static int conn_read_room(struct arpc_conn *conn, size_t need, uint8_t **dst, size_t *room)
+{
+    if (conn->c_body != NULL)
+        return conn_body_room(conn, dst, room);
+    int rc = conn_reserve(conn, need);
+    *dst = conn->c_rbuf + conn->c_rend;
+    *room = conn->c_rcap - conn->c_rend;
+    return rc;
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
@@ -451,14 +476,15 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     conn->c_dispatching = true;
     for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
          round++) {
-        if (conn_reserve(conn, need) != ARPC_OK) {
+        uint8_t *dst;
+        size_t room;
+        if (conn_read_room(conn, need, &dst, &room) != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
-                     conn->c_peer, need);
+                     conn->c_peer, conn->c_body != NULL ? ARPC_FRAME_HEADER_SIZE + (size_t)conn->c_body_len : need);
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }
-        size_t room = conn->c_rcap - conn->c_rend;
-        ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, conn->c_rbuf + conn->c_rend, room);
+        ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
         if (n == 0) {
             arpc_conn_close(conn, ARPC_ECONNLOST);
             break;
@@ -472,14 +498,22 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             }
             break;
         }
-        conn->c_rend += (size_t)n;
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
         size_t parsed_from = conn->c_rstart;
+        bool body_done = false;
+        if (conn->c_body != NULL) {
+            conn_body_advance(conn, (size_t)n); /* hands its frame up once whole */
+            body_done = conn->c_body == NULL;
+        } else {
+            conn->c_rend += (size_t)n;
+        }
         need = conn_parse(conn);
-        conn_track_partial(conn, conn->c_rstart != parsed_from);
+        /* (A large body moved out of the read buffer counts as consumed: its clock restarts
+         * once its header is in.) */
+        conn_track_partial(conn, body_done || conn->c_rstart != parsed_from);
         if (conn->c_rstart == conn->c_rend) {
             conn->c_rstart = conn->c_rend = 0;
             if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {
@@ -504,8 +538,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     if (conn->c_write_wants_read && conn->c_open) {
         /* A write waited for this read (a TLS handshake): flush before the loop sleeps. */
         conn->c_write_wants_read = false;
-        if (!ev_is_active(&conn->c_flush))
+        if (!ev_is_active(&conn->c_flush)) {
             ev_prepare_start(conn->c_ev, &conn->c_flush);
+            arpc_loop_prepare_due(conn->c_loop);
+        }
     }
 }
 
@@ -575,6 +611,7 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
     conn->c_owner = owner;
     conn->c_open = true;
     snprintf(conn->c_peer, sizeof(conn->c_peer), "%s", peer ? peer : "?");
+    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES);
     arpc_outq_init(&conn->c_out);
     ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);

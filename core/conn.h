@@ -3,7 +3,8 @@
  *
  * Reading: level-triggered ev_io; each readiness reads what the socket has (a few reads at
  * most) into a growing buffer and hands every complete frame to ops->on_frame (frame fields point into the read
- * buffer and are valid only during the call). A frame that is malformed or larger than
+ * buffer, or for a large body into its own buffer (see "Large frames" below), and are valid only during the
+ * call unless the owner takes that buffer). A frame that is malformed or larger than
  * max_body closes the connection with ARPC_EPROTO / ARPC_ETOOLARGE, decided from the header
  * before the body is read, unless ops->on_oversized takes the oversized frame (its body is
  * then skipped).
@@ -35,6 +36,7 @@
 
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
+#include "base/buf_cache.h"
 #include "core/frame.h"
 #include "core/outq.h"
 #include "transport/stream.h"
@@ -109,6 +111,13 @@ struct arpc_conn {
     bool c_read_wants_write; /* the stream must write before it can read: c_wio is armed for it */
     bool c_write_wants_read; /* the stream must read before it can write: the next read flushes */
     char c_why[ARPC_WHY_MAX]; /* why the stream failed (in on_close with its s_error), else "" */
+    /* A large frame's body, read into a buffer of its own (core/conn_body.c). */
+    struct arpc_buf_cache c_bufs; /* large buffers kept for reuse (bodies, and what owners give back) */
+    uint8_t c_body_head[ARPC_FRAME_HEADER_SIZE]; /* that frame's header */
+    uint8_t *c_body;              /* the body being read, or offered to on_frame; NULL: none */
+    size_t c_body_cap;            /* c_body's capacity */
+    uint32_t c_body_len, c_body_have; /* the body's length, and the bytes of it read so far */
+    bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
@@ -128,6 +137,32 @@ static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
 {
     return conn->c_stream->s_thread_safe;
 }
+/* Large frames: a body of ARPC_CONN_BODY_MIN bytes or more is read into a buffer of its own
+ * rather than through the read buffer (no copy out of it, no compaction, no growth of the
+ * read buffer). Such a buffer is given its whole size on the header's word for bodies up to
+ * ARPC_CONN_BODY_EAGER_MAX; a larger one grows as its bytes arrive (at most doubling), so a
+ * peer must still send about N bytes to make us hold N. Buffers are kept for reuse in
+ * c_bufs (at most ARPC_CONN_BUF_CACHE_BYTES; freed when the connection closes). */
+#define ARPC_CONN_BODY_MIN (32u * 1024u)
+#define ARPC_CONN_BODY_EAGER_MAX (2u << 20)
+#define ARPC_CONN_BUF_CACHE_BYTES (8u << 20)
+
+/* Inside on_frame only, for a frame whose body was read into a buffer of its own: takes that
+ * buffer, so the frame's views (payload, method) stay valid for as long as the caller keeps
+ * it. Returns the buffer, which starts at the body's first byte (for a REPLY: the payload's),
+ * with its capacity in *cap; the caller gives it back with arpc_conn_buf_put or frees it with
+ * arpc_free. NULL when the frame lies in the read buffer (then copy what must outlive
+ * on_frame), or when it was taken already. */
+uint8_t *arpc_conn_take_body(struct arpc_conn *conn, size_t *cap);
+/* Whether the frame on_frame is looking at would be given by arpc_conn_take_body. */
+bool arpc_conn_body_offered(const struct arpc_conn *conn);
+/* A buffer of at least size bytes from the connection's cache (else freshly allocated), its
+ * capacity in *cap; for a large outgoing frame. Any thread, while conn's memory lives. NULL
+ * without memory. */
+void *arpc_conn_buf_get(struct arpc_conn *conn, size_t size, size_t *cap);
+/* Gives a taken buffer back for reuse: kept if the connection is open and its cache has
+ * room, else freed. Any thread, before or after the close, while conn's memory lives. */
+void arpc_conn_buf_put(struct arpc_conn *conn, void *block, size_t cap);
 
 /* Small control frames, encoded into a fresh buffer and queued. Each returns as
  * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */

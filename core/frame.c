@@ -184,6 +184,23 @@ static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame
     }
 }
 
+/* The fields of a frame whose header check_header() passed, its body at body (body_len
+ * bytes, as the header says). Built aside and published only on success: *out is untouched
+ * on error. */
+static int decode_checked(const uint8_t *header, const uint8_t *body, struct arpc_frame *out)
+{
+    struct arpc_frame f = {0};
+    f.f_version = header[HDR_VERSION];
+    f.f_kind = header[HDR_KIND];
+    f.f_body_len = le_ld32(header + HDR_BODY_LEN);
+    f.f_xid = le_ld64(header + HDR_XID);
+    int rc = decode_body(body, f.f_body_len, &f);
+    if (rc != ARPC_OK)
+        return rc;
+    *out = f;
+    return ARPC_OK;
+}
+
 int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
                       size_t *consumed, size_t *need)
 {
@@ -199,18 +216,17 @@ int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct 
     if (len < total)
         return ARPC_EAGAIN;
 
-    /* Built aside and published only on success: *out is untouched on error. */
-    struct arpc_frame f = {0};
-    f.f_version = buf[HDR_VERSION];
-    f.f_kind = buf[HDR_KIND];
-    f.f_body_len = le_ld32(buf + HDR_BODY_LEN);
-    f.f_xid = le_ld64(buf + HDR_XID);
-    rc = decode_body(buf + ARPC_FRAME_HEADER_SIZE, f.f_body_len, &f);
-    if (rc != ARPC_OK)
-        return rc;
-    *out = f;
-    *consumed = (size_t)total;
-    return ARPC_OK;
+    rc = decode_checked(buf, buf + ARPC_FRAME_HEADER_SIZE, out);
+    if (rc == ARPC_OK)
+        *consumed = (size_t)total;
+    return rc;
+}
+
+int arpc_frame_decode_split(const uint8_t *header, const uint8_t *body, uint32_t max_body, struct arpc_frame *out)
+{
+    uint64_t total = 0;
+    int rc = check_header(header, ARPC_FRAME_HEADER_SIZE, max_body, &total);
+    return rc != ARPC_OK ? rc : decode_checked(header, body, out);
 }
 
 /* ---- encoding ---- */

@@ -106,6 +106,12 @@ struct arpc_frame {
 int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
                       size_t *consumed, size_t *need);
 
+/* As arpc_frame_decode for a frame whose header and body lie apart: header holds the whole
+ * header, body the whole body (as long as the header says; a receiver reading a large body
+ * into a buffer of its own). Views point into body. ARPC_OK, ARPC_ETOOLARGE or ARPC_EPROTO;
+ * *out is untouched on error. */
+int arpc_frame_decode_split(const uint8_t *header, const uint8_t *body, uint32_t max_body, struct arpc_frame *out);
+
 /* The header's kind, xid and body length, unjudged: for a frame arpc_frame_decode refused
  * with ARPC_ETOOLARGE (its magic, version and kind were checked), whose body the receiver
  * skips. ARPC_EAGAIN while buf holds less than a header, else ARPC_OK. */

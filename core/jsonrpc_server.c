@@ -305,7 +305,7 @@ bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm)
         else if (f.f_kind == ARPC_FRAME_ERROR)
             jsonrpc_answer(sc, f.f_xid, (int)f.f_code, f.f_msg, f.f_msg_len);
     }
-    arpc_free(rm);
+    reply_msg_free(rm); /* a large reply's buffer goes back to its connection */
     return true;
 }
 

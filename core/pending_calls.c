@@ -32,12 +32,18 @@ static void table_free(void *p, size_t n, bool defer)
 
 static struct ck_malloc table_allocator = {.malloc = table_malloc, .free = table_free};
 
+/* ck_rhs grows once it is this full (percent; CK's default is 50). Robin Hood hashing keeps
+ * probes short at high load, and xids are consecutive, which Fibonacci hashing spreads
+ * evenly: the table of a full window is half as large as at 50%. */
+#define PENDING_LOAD_PERCENT 80
+
 int pending_init(struct pending_calls *p, size_t initial)
 {
-    return ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
-                       initial, 0)
-               ? ARPC_OK
-               : ARPC_ENOMEM;
+    if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
+                     initial, 0))
+        return ARPC_ENOMEM;
+    ck_rhs_set_load_factor(&p->pc_table, PENDING_LOAD_PERCENT); /* on an empty table: cannot fail */
+    return ARPC_OK;
 }
 
 void pending_fini(struct pending_calls *p) { ck_rhs_destroy(&p->pc_table); }

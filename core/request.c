@@ -46,6 +46,7 @@ static void request_free(arpc_request *req)
 {
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
+    arpc_conn_buf_put(&sc->sc_conn, req->rq_body, req->rq_body_cap); /* for the connection's next large frame */
     arpc_free(req);
     sconn_release(sc);
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
@@ -101,7 +102,7 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
     } else if (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED) {
-        arpc_free(rm); /* the caller was answered already */
+        reply_msg_free(rm); /* the caller was answered already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
@@ -158,19 +159,27 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
     int rc = server_loop_hand(s, &rm->rm_job);
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
-        arpc_free(rm);
+        reply_msg_free(rm);
         request_reply_done(req); /* no loop will deliver it; its table is gone with the loop */
     }
     return rc;
 }
 
-/* Encodes the REPLY or ERROR frame for req. NULL without memory. */
-/* One allocation: the message, the frame, then the effect (if any). */
-static struct reply_msg *reply_msg_new(size_t flen, const void *effect, size_t effect_len)
+/* One allocation: the message, the frame, then the effect (if any). A large one comes from
+ * home's buffer cache (home may be NULL: a plain allocation), so bulk replies reuse memory
+ * instead of making the allocator fault fresh pages in for each. */
+static struct reply_msg *reply_msg_new(struct server_conn *home, size_t flen, const void *effect, size_t effect_len)
 {
-    struct reply_msg *rm = arpc_malloc(sizeof(*rm) + flen + effect_len);
+    size_t total = sizeof(struct reply_msg) + flen + effect_len;
+    size_t cap = 0;
+    bool bulk = home != NULL && total >= ARPC_CONN_BODY_MIN;
+    struct reply_msg *rm = bulk ? arpc_conn_buf_get(&home->sc_conn, total, &cap) : arpc_malloc(total);
     if (rm == NULL)
         return NULL;
+    rm->rm_home = bulk ? home : NULL;
+    rm->rm_cap = cap;
+    if (bulk)
+        sconn_retain(home); /* the cache must outlive the reply (which may outlive the connection) */
     rm->rm_len = flen;
     rm->rm_refs = 1;
     rm->rm_effect = NULL;
@@ -182,15 +191,26 @@ static struct reply_msg *reply_msg_new(size_t flen, const void *effect, size_t e
     return rm;
 }
 
+void reply_msg_free(struct reply_msg *rm)
+{
+    struct server_conn *home = rm->rm_home;
+    if (home == NULL) {
+        arpc_free(rm);
+        return;
+    }
+    arpc_conn_buf_put(&home->sc_conn, rm, rm->rm_cap);
+    sconn_release(home);
+}
+
 void reply_msg_put(struct reply_msg *rm)
 {
     if (rm != NULL && --rm->rm_refs == 0)
-        arpc_free(rm);
+        reply_msg_free(rm);
 }
 
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)
 {
-    struct reply_msg *rm = reply_msg_new(len, NULL, 0);
+    struct reply_msg *rm = reply_msg_new(NULL, len, NULL, 0);
     if (rm != NULL) {
         memcpy(rm->rm_frame, frame, len);
         rm->rm_req = NULL;
@@ -204,7 +224,7 @@ static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int
                                       size_t len, bool ran, const void *effect, size_t effect_len)
 {
     size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
-    struct reply_msg *rm = reply_msg_new(flen, effect, effect_len);
+    struct reply_msg *rm = reply_msg_new(req->rq_conn, flen, effect, effect_len);
     if (rm == NULL)
         return NULL;
     if (kind == ARPC_FRAME_REPLY) {

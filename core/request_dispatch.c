@@ -140,7 +140,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
 {
     arpc_server *s = sc->sc_server;
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
-    arpc_request *req = arpc_malloc(sizeof(*req) + f->f_payload_len);
+    /* A large body read into a buffer of its own is kept as it is: no copy. */
+    bool in_place = arpc_conn_body_offered(&sc->sc_conn);
+    arpc_request *req = arpc_malloc(sizeof(*req) + (in_place ? 0 : f->f_payload_len));
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
@@ -169,7 +171,10 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
         dedup_ack(sc, f->f_ack);
-    memcpy(req->rq_data, f->f_payload, f->f_payload_len);
+    req->rq_body = in_place ? arpc_conn_take_body(&sc->sc_conn, &req->rq_body_cap) : NULL;
+    req->rq_data = in_place ? f->f_payload : req->rq_inline;
+    if (!in_place)
+        memcpy(req->rq_inline, f->f_payload, f->f_payload_len);
     if (oneway) {
         arpc_stat_inc(&m->m_stats->ms_oneway);
     } else {

@@ -48,7 +48,10 @@ struct arpc_request {
     void *rq_cancel_arg;
     uint64_t rq_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
     uint32_t rq_len;
-    uint8_t rq_data[];
+    const uint8_t *rq_data;  /* the payload: rq_inline, or inside rq_body */
+    uint8_t *rq_body;        /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
+    size_t rq_body_cap;
+    uint8_t rq_inline[];     /* a small payload's copy */
 };
 
 #define SHUTTING_DOWN "server shutting down"

@@ -83,15 +83,17 @@ void dedup_start(arpc_server *s)
 void dedup_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_sweep); }
 
 /* Sends rm's frame to sc under xid (a copy: the cache keeps the original). */
+static void reply_msg_written(void *rm) { reply_msg_free(rm); }
+
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
 {
     if (!sc->sc_conn.c_open) {
-        arpc_free(rm);
+        reply_msg_free(rm);
         return;
     }
     if (jsonrpc_sconn_send_reply(sc, rm))
         return;
-    if (arpc_conn_send(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len) == ARPC_ENOMEM)
+    if (arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len, reply_msg_written) == ARPC_ENOMEM)
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }
 

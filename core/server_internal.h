@@ -139,6 +139,9 @@ struct reply_msg {
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
     size_t rm_effect_len;
     int rm_code;           /* the outcome it tells the caller: ARPC_OK for a REPLY (stats) */
+    struct server_conn *rm_home; /* a large reply: the connection whose buffer cache the
+                                  * allocation came from and goes back to (a reference); else NULL */
+    size_t rm_cap;               /* with rm_home: the allocation's capacity */
     uint8_t rm_frame[];
 };
 
@@ -146,6 +149,8 @@ struct reply_msg {
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 /* Loop thread: lets go of one hold on rm (the last frees it). */
 void reply_msg_put(struct reply_msg *rm);
+/* Frees rm whatever its holds (a large one goes back to its connection's cache). Any thread. */
+void reply_msg_free(struct reply_msg *rm);
 
 /* server.c */
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,

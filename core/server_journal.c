@@ -251,7 +251,8 @@ static void replay_reply(void *ctx, uint64_t client_id, uint64_t seq, const void
                         : arpc_reply_cache_restore(&jp->jp_server->sv_cache, client_id, seq, rm, rm->rm_len,
                                                    arpc_now_ns());
     if (rc != ARPC_OK) {
-        arpc_free(rm);
+        if (rm != NULL)
+            reply_msg_free(rm);
         if (rc == ARPC_ENOMEM)
             jp->jp_rc = rc; /* a reply we cannot keep: refuse to start rather than forget it */
     }

@@ -5,8 +5,8 @@
  * deterministic: what the test wrote is in the socket before the iteration that reads it.
  * Work on the conn goes through arpc_loop_run_sync, as the conn is loop-thread-only.
  *
- * Reading: frames written whole, byte by byte, many in one write; a frame larger than the
- * initial 64 KiB buffer (grows as bytes arrive, shrinks back after); a malformed header and
+ * Reading: frames written whole, byte by byte, many in one write; a large frame read into a
+ * buffer of its own (kept and reused; grows as bytes arrive beyond 2 MiB); a malformed header and
  * an oversized body (with and without on_bad_input); EOF; a close from inside on_frame.
  * Writing: one batch per loop iteration, the backlog limit against a peer that does not read,
  * close after flush, flush now, the control-frame encoders, ENOMEM on both paths.
@@ -45,6 +45,7 @@ struct fx {
     unsigned frames;          /* frames delivered; their xids must be 1, 2, 3, ... */
     uint32_t last_len;        /* payload length of the last frame */
     size_t max_rcap;          /* largest read buffer seen during on_frame */
+    const uint8_t *last_big_payload; /* where the last frame read apart (core/conn_body.c) lay */
     int closes, close_reason, bad_inputs, bad_reason;
     bool in_frame;
     uint64_t close_at_xid;    /* on_frame of this xid closes with ARPC_ECANCELLED */
@@ -81,6 +82,8 @@ static void on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     fx->last_len = f->f_payload_len;
     if (conn->c_rcap > fx->max_rcap)
         fx->max_rcap = conn->c_rcap;
+    if (arpc_conn_body_offered(conn))
+        fx->last_big_payload = f->f_payload;
     if (f->f_xid == fx->close_at_xid) {
         arpc_conn_close(conn, ARPC_ECANCELLED);
         arpc_conn_close(conn, ARPC_EPROTO); /* idempotent: the first reason stands */
@@ -323,11 +326,12 @@ static void test_byte_by_byte(void **state)
     fx_fini(&fx);
 }
 
-/* A 3 MiB frame: the read buffer grows past 64 KiB while it arrives, and goes back to 64 KiB
- * once it has been delivered. A small frame after it is read normally. */
-static uint32_t big_len(uint64_t xid) { return xid == 1 ? 3u * 1024 * 1024 : 10; }
+/* A 3 MiB frame is read into a buffer of its own (the read buffer stays at 64 KiB), its
+ * content intact; a small frame after it is read normally. The body's buffer is kept by the
+ * connection and the next large frame lands in the same one. */
+static uint32_t big_len(uint64_t xid) { return xid % 2 == 1 ? 3u * 1024 * 1024 : 10; }
 
-static void test_large_frame_grows_and_shrinks(void **state)
+static void test_large_frame_read_apart(void **state)
 {
     (void)state;
     struct fx fx;
@@ -339,13 +343,22 @@ static void test_large_frame_grows_and_shrinks(void **state)
     free(buf);
     assert_true(pump_until(&fx, frames_at_least, 2));
     assert_int_equal(10, fx.last_len);
-    assert_true(fx.max_rcap >= 3u * 1024 * 1024);
-    assert_int_equal(RBUF_INITIAL, fx.conn.c_rcap);
+    assert_int_equal(RBUF_INITIAL, fx.max_rcap);
+    const uint8_t *first_body = fx.last_big_payload;
+    assert_non_null(first_body);
+    assert_int_equal(1, arpc_buf_cache_held(&fx.conn.c_bufs));
+    buf = make_frames(3, 2, big_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 4));
+    assert_ptr_equal(first_body, fx.last_big_payload); /* reused, not allocated again */
+    assert_int_equal(RBUF_INITIAL, fx.max_rcap);
     fx_fini(&fx);
 }
 
-/* A header announcing a 15 MiB body does not make the conn hold 15 MiB: it grows only as the
- * bytes arrive (at most about four times what has arrived). */
+/* A header announcing a 15 MiB body does not make the conn hold 15 MiB: the body's buffer
+ * starts at ARPC_CONN_BODY_EAGER_MAX and grows only as the bytes arrive (at most about four
+ * times what has arrived); the read buffer does not grow at all. */
 static void test_buffer_grows_with_bytes_not_header(void **state)
 {
     (void)state;
@@ -360,14 +373,15 @@ static void test_buffer_grows_with_bytes_not_header(void **state)
     pump(&fx);
     assert_int_equal(RBUF_INITIAL, fx.conn.c_rcap);
     size_t sent = hdr;
-    static const size_t steps[] = {1000, 100000, 400000, 1500000};
+    static const size_t steps[] = {1000, 100000, 400000, 1500000, 4000000};
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         assert_true(peer_write(&fx, buf + sent, steps[i] - sent));
         sent = steps[i];
         for (int k = 0; k < 100000 && fd_unread(fx.fd[0]) > 0; k++)
             pump(&fx);
         assert_int_equal(0, fd_unread(fx.fd[0]));
-        assert_true(fx.conn.c_rcap <= (sent * 4 > RBUF_INITIAL ? sent * 4 : RBUF_INITIAL));
+        assert_int_equal(RBUF_INITIAL, fx.conn.c_rcap);
+        assert_true(fx.conn.c_body_cap <= (sent * 4 > ARPC_CONN_BODY_EAGER_MAX ? sent * 4 : ARPC_CONN_BODY_EAGER_MAX));
     }
     assert_int_equal(0, fx.frames);
     assert_true(peer_write(&fx, buf + sent, ARPC_FRAME_HEADER_SIZE + BODY - sent));
@@ -375,6 +389,35 @@ static void test_buffer_grows_with_bytes_not_header(void **state)
     assert_true(pump_until(&fx, frames_at_least, 1));
     assert_int_equal(BODY, fx.last_len);
     assert_int_equal(RBUF_INITIAL, fx.conn.c_rcap);
+    assert_int_equal(0, arpc_buf_cache_held(&fx.conn.c_bufs)); /* 15 MiB: beyond the cache's bound */
+    fx_fini(&fx);
+}
+
+/* A large body still arriving counts as a frame partly read (the owner's frame timeout sees
+ * a peer dribbling it), from its header on; once delivered, nothing is partly read. */
+static void test_large_body_in_progress_has_an_age(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    enum { BODY = 1024 * 1024 };
+    uint8_t *buf = calloc(1, ARPC_FRAME_HEADER_SIZE + BODY);
+    assert_non_null(buf);
+    size_t hdr = arpc_frame_encode_header(buf, ARPC_FRAME_REPLY, 1, BODY);
+    fill_pattern(buf + hdr, 1, BODY);
+    size_t sent = hdr + 1000;
+    assert_true(peer_write(&fx, buf, sent));
+    for (int k = 0; k < 100000 && fd_unread(fx.fd[0]) > 0; k++)
+        pump(&fx);
+    assert_non_null(fx.conn.c_body); /* read apart */
+    assert_true(fx.conn.c_frame_since > 0);
+    assert_true(arpc_conn_frame_age(&fx.conn, fx.conn.c_frame_since + 5.0) >= 5.0);
+    assert_true(peer_write(&fx, buf + sent, ARPC_FRAME_HEADER_SIZE + BODY - sent));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 1));
+    assert_int_equal(BODY, fx.last_len);
+    assert_null(fx.conn.c_body);
+    assert_true(arpc_conn_frame_age(&fx.conn, fx.conn.c_last_rx + 5.0) == 0);
     fx_fini(&fx);
 }
 
@@ -894,8 +937,9 @@ int main(void)
         cmocka_unit_test_no_leak(test_hold_reasons_independent),
         cmocka_unit_test_no_leak(test_bytes_bound),
         cmocka_unit_test_no_leak(test_byte_by_byte),
-        cmocka_unit_test_no_leak(test_large_frame_grows_and_shrinks),
+        cmocka_unit_test_no_leak(test_large_frame_read_apart),
         cmocka_unit_test_no_leak(test_buffer_grows_with_bytes_not_header),
+        cmocka_unit_test_no_leak(test_large_body_in_progress_has_an_age),
         cmocka_unit_test_no_leak(test_malformed_header_with_bad_input_hook),
         cmocka_unit_test_no_leak(test_malformed_header_without_hook),
         cmocka_unit_test_no_leak(test_oversized_body),

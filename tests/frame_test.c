@@ -5,6 +5,8 @@
  *
  * Inputs handed to the decoder are copied into buffers of exactly `len` bytes (heap, or the
  * end of a page followed by a PROT_NONE page), so ASan or a SIGSEGV catches any overread.
+ * Every whole frame decoded is also decoded with its header and body apart
+ * (arpc_frame_decode_split, as a connection does for a large body), which must agree.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -65,7 +67,35 @@ static void assert_frame_equal(const struct arpc_frame *want, const struct arpc_
     assert_bytes_equal(want->f_payload, got->f_payload, want->f_payload_len);
 }
 
-/* Decodes a copy of buf[0..len) held in a heap block of exactly len bytes. */
+/* A whole frame decoded with its header and body apart (arpc_frame_decode_split, the body in a
+ * block of exactly its size) must give what the whole decode gave: the same result, the same
+ * fields, *out untouched on failure. */
+static void split_agrees(const uint8_t *buf, size_t len, uint32_t max_body, int rc_whole,
+                         const struct arpc_frame *whole)
+{
+    if (len < ARPC_FRAME_HEADER_SIZE)
+        return;
+    uint32_t body_len = (uint32_t)buf[4] | (uint32_t)buf[5] << 8 | (uint32_t)buf[6] << 16 | (uint32_t)buf[7] << 24;
+    if (len != ARPC_FRAME_HEADER_SIZE + (size_t)body_len)
+        return; /* only whole frames */
+    uint8_t *body = arpc_malloc(body_len);
+    assert_non_null(body);
+    if (body_len > 0)
+        memcpy(body, buf + ARPC_FRAME_HEADER_SIZE, body_len);
+    struct arpc_frame sentinel, got;
+    memset(&sentinel, 0x5a, sizeof sentinel);
+    got = sentinel;
+    int rc = arpc_frame_decode_split(buf, body, max_body, &got);
+    assert_int_equal(rc_whole, rc);
+    if (rc == ARPC_OK)
+        assert_frame_equal(whole, &got);
+    else
+        assert_memory_equal(&sentinel, &got, sizeof got);
+    arpc_free(body);
+}
+
+/* Decodes a copy of buf[0..len) held in a heap block of exactly len bytes (and, for a whole
+ * frame, checks the split decode agrees). */
 static int decode_exact(const uint8_t *buf, size_t len, uint32_t max_body, struct arpc_frame *out,
                         size_t *consumed, size_t *need)
 {
@@ -97,6 +127,7 @@ static int decode_exact(const uint8_t *buf, size_t len, uint32_t max_body, struc
             out->f_token = buf + (out->f_token - copy);
     }
     arpc_free(copy);
+    split_agrees(buf, len, max_body, rc, out);
     return rc;
 }
 
