@@ -319,7 +319,7 @@ static void test_usage(void **state)
 struct kv_server {
     pid_t pid;
     int out; /* its standard output, kept open: it says "stopped" there at the end */
-    char addr[256];
+    char addr[512]; /* as long as the line it comes from */
 };
 
 /* Starts examples/kv_server on a free port; its "kv_server listening on ADDR" line (flushed
