@@ -6,13 +6,16 @@
  * and answers inline. arpc is driven by a pollable loop (arpc/loop.h): its fd sits in our
  * epoll set, and arpc_loop_run_nowait runs one non-blocking step and says how long we may sleep.
  *
- *     epoll_loop [--ticks N]     (default 10 ticks of 5 ms, 16 calls each)
+ *     epoll_loop [--ticks N] [--edge-triggered]     (default 10 ticks of 5 ms, 16 calls each;
+ *                                                    arpc's fd level-triggered)
  *
  * Prints what happened; exits 0 when every call came back right, 1 otherwise.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
@@ -81,14 +84,26 @@ static void start_batch(struct app *a)
     }
 }
 
+/* True when fd polls readable right now (a zero timeout). */
+static bool readable_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
 int main(int argc, char **argv)
 {
     struct app a = {.ticks_left = 10};
-    if (argc == 3 && strcmp(argv[1], "--ticks") == 0)
-        a.ticks_left = (unsigned)strtoul(argv[2], NULL, 10);
-    else if (argc != 1) {
-        fprintf(stderr, "usage: epoll_loop [--ticks N]\n");
-        return 2;
+    bool edge = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--ticks") == 0 && i + 1 < argc) {
+            a.ticks_left = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--edge-triggered") == 0) {
+            edge = true;
+        } else {
+            fprintf(stderr, "usage: epoll_loop [--ticks N] [--edge-triggered]\n");
+            return 2;
+        }
     }
 
     /* A pollable loop: never started; we run it, step by step, from our epoll loop. */
@@ -115,14 +130,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* Our epoll set: arpc's fd and our own timerfd. arpc's fd is registered level-triggered
-     * (plain EPOLLIN), as arpc/loop.h recommends. Edge-triggered (EPOLLET) also works if, after
-     * each wake-up, you call arpc_loop_run_nowait until the fd no longer polls readable (poll
-     * with a zero timeout), since an edge is signalled only for new readiness. */
+    /* Our epoll set: arpc's fd and our own timerfd. arpc's fd is best registered
+     * level-triggered (plain EPOLLIN), as arpc/loop.h recommends. Edge-triggered (EPOLLET,
+     * --edge-triggered here) also works if, after each wake-up, you call arpc_loop_run_nowait
+     * until the fd no longer polls readable (poll with a zero timeout), since an edge is
+     * signalled only for new readiness: readiness left over from a step raises no new edge. */
     int epfd = epoll_create1(EPOLL_CLOEXEC);
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     struct itimerspec every = {.it_interval.tv_nsec = TICK_MS * 1000000L, .it_value.tv_nsec = TICK_MS * 1000000L};
-    struct epoll_event arpc_ev = {.events = EPOLLIN, .data.fd = arpc_loop_fd(a.loop)};
+    struct epoll_event arpc_ev = {.events = EPOLLIN | (edge ? EPOLLET : 0u), .data.fd = arpc_loop_fd(a.loop)};
     struct epoll_event timer_ev = {.events = EPOLLIN, .data.fd = tfd};
     if (epfd < 0 || tfd < 0 || timerfd_settime(tfd, 0, &every, NULL) != 0 ||
         epoll_ctl(epfd, EPOLL_CTL_ADD, arpc_ev.data.fd, &arpc_ev) != 0 ||
@@ -136,10 +152,15 @@ int main(int argc, char **argv)
         int timeout = -1;
         /* Runs what is ready (socket I/O, handlers, callbacks, arpc's timers) without blocking,
          * and says how long we may sleep: -1 until its fd is readable, else ms to its next timer. */
-        if (arpc_loop_run_nowait(a.loop, &timeout) != ARPC_OK)
+        rc = arpc_loop_run_nowait(a.loop, &timeout);
+        if (rc != ARPC_OK) {
+            fprintf(stderr, "arpc_loop_run_nowait: %s\n", arpc_strerror(rc));
             break;
+        }
         if (a.ticks_left == 0 && a.ok + a.failed == a.started)
             break; /* the step ran the last callbacks: do not sleep first */
+        if (edge && readable_now(arpc_ev.data.fd))
+            timeout = 0; /* still readable: no new edge will come, so step again at once */
         struct epoll_event evs[8];
         int n = epoll_wait(epfd, evs, 8, timeout);
         for (int i = 0; i < n; i++) {
@@ -160,5 +181,5 @@ int main(int argc, char **argv)
     arpc_loop_destroy(a.loop);
     close(tfd);
     close(epfd);
-    return a.failed == 0 && a.ok == a.started ? 0 : 1;
+    return rc == ARPC_OK && a.failed == 0 && a.ok == a.started ? 0 : 1;
 }
