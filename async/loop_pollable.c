@@ -11,7 +11,8 @@
  * is readable exactly when libev would have something to do but timers. Its cost, one
  * epoll_ctl per watcher change, is paid by pollable loops only.
  *
- * The timeout. Every timer arpc arms is a deadline on the loop's heap (async/loop_timers.c),
+ * The timeout. Every timer arpc arms for connections and calls is a deadline on the loop's heap
+ * (async/loop_timers.c; the one ev_timer left, arpc_loop_run_until's, lives only in a blocking wait),
  * so its top is the next time the loop needs to run.
  *
  * A step. A connection flushes its queued frames in a prepare watcher at the start of the next

@@ -27,8 +27,18 @@ set -x
 "$BUILD"/tools/arpc-call --list "unix://$SOCK"
 "$BUILD"/tools/arpc-call "unix://$SOCK" kv.get greeting; echo
 "$BUILD"/tools/arpc-call "unix://$SOCK" kv.nothing || echo "exit status $? (10 + ARPC_ENOMETHOD)"
-"$BUILD"/tools/arpc-call "unix://$SOCK" arpc.stats
+"$BUILD"/tools/arpc-call "unix://$SOCK" arpc.stats; echo
 { set +x; } 2>/dev/null
+if grep -q '^ARPC_WITH_JSONRPC:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+    echo "-- arpc-call --json: JSON-RPC 1.0 (as Go's net/rpc/jsonrpc) to the same kv_server socket"
+    set -x
+    "$BUILD"/tools/arpc-call --json "unix://$SOCK" KV.Put '{"key":"lang","value":"C and Go"}'
+    "$BUILD"/tools/arpc-call --json "unix://$SOCK" KV.Get '{"key":"lang"}'
+    "$BUILD"/tools/arpc-call --json "unix://$SOCK" KV.Get '{"key":"missing"}' || echo "exit status $? (10 + ARPC_EHANDLER)"
+    { set +x; } 2>/dev/null
+else
+    echo "-- arpc-call --json skipped: built without JSON-RPC (install libjansson-dev)"
+fi
 kill -INT $KV_PID
 wait $KV_PID || true
 trap - EXIT
@@ -36,6 +46,10 @@ trap - EXIT
 echo
 echo "== async_client: future+then, completion queue in a poll loop, one-way"
 "$BUILD"/examples/async_client
+
+echo
+echo "== epoll_loop: the application's own epoll loop serves and calls on one thread, no arpc thread"
+"$BUILD"/examples/epoll_loop
 
 echo
 echo "== benchmark (16-byte payload, loopback tcp, embedded server; figures vs a raw socket baseline)"

@@ -1,7 +1,9 @@
 /*
  * arpc-call (tools/arpc_call.c), run as a program against a server in this process: the
  * reply on stdout, --hex, --file (a path and stdin), --list, an unknown method and a handler
- * error (exit status and the stderr line), a deadline expiry, --repeat, and usage errors.
+ * error (exit status and the stderr line), a deadline expiry, --repeat, and usage errors; and
+ * --json (JSON-RPC) against examples/kv_server in a child process, or, built without
+ * JSON-RPC, its refusal.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +36,7 @@ struct fixture {
     arpc_server *server;
     pthread_mutex_t mu;
     arpc_request *held; /* t.hold's request, answered by the teardown */
+    pid_t kv_pid;       /* a kv_server child still running (a failed test): killed by the teardown */
 };
 
 static void h_echo(arpc_request *req, void *ctx)
@@ -80,6 +84,10 @@ static int teardown(void **state)
     if (fx->held != NULL)
         arpc_reply(fx->held, NULL, 0); /* late: dropped, but the request is let go */
     pthread_mutex_unlock(&fx->mu);
+    if (fx->kv_pid > 0) {
+        kill(fx->kv_pid, SIGKILL);
+        waitpid(fx->kv_pid, NULL, 0);
+    }
     arpc_server_destroy(fx->server);
     pthread_mutex_destroy(&fx->mu);
     free(fx);
@@ -301,6 +309,124 @@ static void test_usage(void **state)
     assert_int_equal(2, r.status);
 }
 
+/* ---- --json: JSON-RPC 1.0 ---- */
+
+#ifdef ARPC_WITH_JSONRPC
+#ifndef KV_SERVER_BIN
+#error "tests/CMakeLists.txt defines KV_SERVER_BIN, the kv_server example's path"
+#endif
+
+struct kv_server {
+    pid_t pid;
+    int out; /* its standard output, kept open: it says "stopped" there at the end */
+    char addr[512]; /* as long as the line it comes from */
+};
+
+/* Starts examples/kv_server on a free port; its "kv_server listening on ADDR" line (flushed
+ * once it listens) says where, and that it is ready. */
+static void kv_server_start(struct kv_server *kv)
+{
+    int p[2];
+    assert_int_equal(0, pipe(p));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_addclose(&fa, p[0]);
+    char *argv[] = {(char *)KV_SERVER_BIN, (char *)"--listen", (char *)"tcp://127.0.0.1:0", NULL};
+    assert_int_equal(0, posix_spawn(&kv->pid, KV_SERVER_BIN, &fa, NULL, argv, environ));
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    kv->out = p[0];
+    char line[512];
+    size_t n = 0;
+    while (n < sizeof(line) - 1 && read(kv->out, line + n, 1) == 1 && line[n] != '\n')
+        n++;
+    line[n] = '\0';
+    static const char ready[] = "kv_server listening on ";
+    assert_memory_equal(ready, line, sizeof(ready) - 1);
+    snprintf(kv->addr, sizeof(kv->addr), "%s", line + sizeof(ready) - 1);
+}
+
+/* SIGTERM: a clean stop, exit status 0. */
+static void kv_server_stop(struct kv_server *kv)
+{
+    kill(kv->pid, SIGTERM);
+    int ws;
+    assert_int_equal(kv->pid, waitpid(kv->pid, &ws, 0));
+    close(kv->out);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+}
+
+static void test_json(void **state)
+{
+    struct fixture *fx = *state;
+    struct kv_server kv;
+    kv_server_start(&kv);
+    fx->kv_pid = kv.pid;
+    const char *addr = kv.addr;
+    struct run r;
+    RUN(&r, "--json", addr, "KV.Put", "{\"key\":\"greeting\",\"value\":\"hi \\\"there\\\"\"}");
+    assert_int_equal(0, r.status);
+    assert_string_equal("true\n", r.out);
+    RUN(&r, "--json", "--deadline-ms", "10000", addr, "KV.Get", "{\"key\":\"greeting\"}");
+    assert_int_equal(0, r.status);
+    assert_string_equal("\"hi \\\"there\\\"\"\n", r.out);
+    /* the same store through arpc frames: one server, both codecs */
+    RUN(&r, addr, "kv.get", "greeting");
+    assert_int_equal(0, r.status);
+    assert_string_equal("hi \"there\"", r.out);
+    /* the server's error string */
+    RUN(&r, "--json", addr, "KV.Get", "{\"key\":\"missing\"}");
+    assert_int_equal(10 + ARPC_EHANDLER, r.status);
+    assert_int_equal(0, r.out_len);
+    assert_string_equal("arpc-call: KV.Get: ARPC_EHANDLER: no such key\n", r.err);
+    /* no DATA: params [null], which KV.Get refuses */
+    RUN(&r, "--json", addr, "KV.Get");
+    assert_int_equal(10 + ARPC_EHANDLER, r.status);
+    assert_string_equal("arpc-call: KV.Get: ARPC_EHANDLER: params must be [{\"key\":string}]\n", r.err);
+    /* unknown method and service: Go's texts */
+    RUN(&r, "--json", addr, "KV.Delete", "{}");
+    assert_int_equal(10 + ARPC_ENOMETHOD, r.status);
+    assert_string_equal("arpc-call: KV.Delete: ARPC_ENOMETHOD: rpc: can't find method KV.Delete\n", r.err);
+    RUN(&r, "--json", addr, "Nope.Get", "{}");
+    assert_int_equal(10 + ARPC_ENOMETHOD, r.status);
+    assert_string_equal("arpc-call: Nope.Get: ARPC_ENOMETHOD: rpc: can't find service Nope.Get\n", r.err);
+    /* DATA that is not JSON never leaves */
+    RUN(&r, "--json", addr, "KV.Get", "{\"key\":");
+    assert_int_equal(10 + ARPC_EINVAL, r.status);
+    assert_string_equal("arpc-call: KV.Get: ARPC_EINVAL: DATA is not one JSON value\n", r.err);
+    /* --file gives the params too */
+    run_with_input(&r, "{\"key\":\"greeting\"}\n", 19,
+                   (const char *const[]){"--json", "--file", "-", addr, "KV.Get", NULL});
+    assert_int_equal(0, r.status);
+    assert_string_equal("\"hi \\\"there\\\"\"\n", r.out);
+    /* options that mean nothing for JSON-RPC */
+    RUN(&r, "--json", "--hex", addr, "KV.Get", "7b7d");
+    assert_int_equal(2, r.status);
+    RUN(&r, "--json", "--repeat", "3", addr, "KV.Get", "{}");
+    assert_int_equal(2, r.status);
+    fx->kv_pid = 0;
+    kv_server_stop(&kv);
+}
+
+#else
+
+/* Built without jansson: --json is refused with a clear message, not sent as arpc. */
+static void test_json(void **state)
+{
+    struct fixture *fx = *state;
+    struct run r;
+    RUN(&r, "--json", fx->addr, "t.echo", "{}");
+    assert_int_equal(2, r.status);
+    assert_int_equal(0, r.out_len);
+    assert_non_null(strstr(r.err, "built without JSON-RPC (jansson)"));
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "t.echo", &ms));
+    assert_int_equal(0, ms.calls.by_outcome[ARPC_OK]);
+}
+
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +438,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

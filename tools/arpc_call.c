@@ -2,9 +2,10 @@
  * arpc-call: a command-line client, like grpcurl or nngcat. `arpc-call --help` says how to use
  * it; tools/exit_codes.h and the README give the exit statuses.
  *
- * The reply's bytes go to standard output as they are (hex with --hex); every failure is one
- * line on standard error, "arpc-call: WHAT: ARPC_EXXX: text", where the text is the server's
- * message when it sent one (escaped: it is a peer's bytes) and arpc_strerror otherwise.
+ * The reply's bytes go to standard output as they are (hex with --hex; with --json, the
+ * result's JSON and a line feed); every failure is one line on standard error,
+ * "arpc-call: WHAT: ARPC_EXXX: text", where the text is the server's message when it sent one
+ * (escaped: it is a peer's bytes) and arpc_strerror otherwise (tools/call_fail.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,35 +13,13 @@
 
 #include "arpc/arpc.h"
 #include "call_args.h"
+#include "call_fail.h"
+#include "call_json.h"
 #include "call_repeat.h"
 #include "exit_codes.h"
 #include "hex.h"
 
 #define REPEAT_WINDOW 64
-#define MSG_SHOWN_MAX 512 /* longest server message shown, in bytes before escaping */
-
-/* The failure line; msg (a peer's bytes, may be NULL) is shown escaped. Returns the exit
- * status for code. */
-static int fail(const char *what, int code, const void *msg, size_t msg_len)
-{
-    fprintf(stderr, "arpc-call: %s: %s: ", what, arpc_errname(code));
-    if (msg == NULL || msg_len == 0) {
-        fputs(arpc_strerror(code), stderr);
-    } else {
-        const unsigned char *m = msg;
-        size_t n = msg_len < MSG_SHOWN_MAX ? msg_len : MSG_SHOWN_MAX;
-        for (size_t i = 0; i < n; i++) {
-            if (m[i] >= 0x20 && m[i] < 0x7f && m[i] != '\\')
-                fputc(m[i], stderr);
-            else
-                fprintf(stderr, "\\x%02x", m[i]);
-        }
-        if (n < msg_len)
-            fputs("...", stderr);
-    }
-    fputc('\n', stderr);
-    return ARPC_CALL_EXIT_BASE + code;
-}
 
 /* The whole of f into a malloc'd buffer. */
 static int read_all(FILE *f, char **out, size_t *len)
@@ -130,7 +109,7 @@ static int call_once(arpc_client *c, const struct call_args *a, const char *body
     void *reply = NULL;
     size_t reply_len = 0;
     int rc = arpc_call(c, a->method, body, len, &reply, &reply_len, a->deadline_ms);
-    int status = rc == ARPC_OK ? print_reply(a, reply, reply_len) : fail(a->method, rc, reply, reply_len);
+    int status = rc == ARPC_OK ? print_reply(a, reply, reply_len) : call_fail(a->method, rc, reply, reply_len);
     arpc_free(reply);
     return status;
 }
@@ -140,7 +119,7 @@ static int call_repeated(arpc_client *c, const struct call_args *a, const char *
     struct repeat_summary s;
     int rc = call_repeat(c, a->method, body, len, a->deadline_ms, a->repeat, REPEAT_WINDOW, &s);
     if (rc != ARPC_OK)
-        return fail(a->method, rc, NULL, 0);
+        return call_fail(a->method, rc, NULL, 0);
     printf("calls %llu ok %llu failed %llu p50_us %.1f p99_us %.1f max_us %.1f elapsed_s %.3f calls_per_s %.0f\n",
            (unsigned long long)s.calls, (unsigned long long)s.ok, (unsigned long long)(s.calls - s.ok),
            (double)s.p50_ns / 1e3, (double)s.p99_ns / 1e3, (double)s.max_ns / 1e3, s.elapsed_s,
@@ -148,7 +127,7 @@ static int call_repeated(arpc_client *c, const struct call_args *a, const char *
     fflush(stdout);
     int status = ARPC_CALL_EXIT_OK;
     if (s.first_error != ARPC_OK)
-        status = fail(a->method, s.first_error, s.first_error_msg, s.first_error_len);
+        status = call_fail(a->method, s.first_error, s.first_error_msg, s.first_error_len);
     arpc_free(s.first_error_msg);
     return status;
 }
@@ -170,13 +149,18 @@ int main(int argc, char **argv)
     if (status >= 0)
         return status;
 
+    if (a.json) {
+        status = call_json(&a, body, len);
+        free(body);
+        return status;
+    }
     char why[512] = "";
     arpc_client_options o = {.no_reconnect = true, .errbuf = why, .errbuf_len = sizeof(why)};
     arpc_client *c = NULL;
     int rc = arpc_client_connect(&c, a.addr, &o);
     if (rc != ARPC_OK) {
         free(body);
-        return fail(a.addr, rc, why[0] ? why : NULL, strlen(why));
+        return call_fail(a.addr, rc, why[0] ? why : NULL, strlen(why));
     }
     status = a.repeat > 0 ? call_repeated(c, &a, body, len) : call_once(c, &a, body, len);
     arpc_client_close(c);

@@ -46,6 +46,13 @@ static bool take_list(struct call_args *a, const char *v)
     return true;
 }
 
+static bool take_json(struct call_args *a, const char *v)
+{
+    (void)v;
+    a->json = true;
+    return true;
+}
+
 static bool take_file(struct call_args *a, const char *v)
 {
     a->file = v;
@@ -74,6 +81,10 @@ static const struct opt opts[] = {
      "N: make the call N times, pipelined, and print a summary line instead of the\n"
      "                 reply (calls, failures, p50/p99/max in us, rate)"},
     {"list", false, take_list, "call the server's built-in arpc.methods: its method names, one per line"},
+    {"json", false, take_json,
+     "call METHOD (e.g. KV.Get) as JSON-RPC 1.0, as Go's net/rpc/jsonrpc does: DATA is\n"
+     "                 params[0] as JSON (default: null); the result's JSON is printed, and a\n"
+     "                 server's error string fails with ARPC_EHANDLER"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -171,6 +182,8 @@ enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a
         a->method = pos[1];
         a->data = npos > 2 ? pos[2] : NULL;
     }
+    if (a->json && (a->hex || a->list || a->repeat > 0))
+        return usage_error("%s", "--json goes with --file and --deadline-ms only (not --hex, --list, --repeat)");
     if (a->data != NULL && a->file != NULL)
         return usage_error("%s", "DATA and --file both give the request body: choose one");
     return CALL_ARGS_OK;

@@ -18,6 +18,7 @@ struct call_args {
     bool list;            /* --list */
     int64_t deadline_ms;  /* --deadline-ms; 0: none given (no deadline) */
     uint64_t repeat;      /* --repeat N; 0: one call, its reply printed */
+    bool json;            /* --json: a JSON-RPC 1.0 call, DATA its params[0] (tools/call_json.h) */
 };
 
 enum call_args_result {

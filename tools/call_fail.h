@@ -1,0 +1,14 @@
+/*
+ * tools/call_fail.h: arpc-call's one failure line, shared by its arpc and JSON-RPC paths.
+ */
+#ifndef ARPC_TOOLS_CALL_FAIL_H
+#define ARPC_TOOLS_CALL_FAIL_H
+
+#include <stddef.h>
+
+/* Writes "arpc-call: WHAT: ARPC_EXXX: text" on stderr, where text is msg (a peer's bytes, may
+ * be NULL: arpc_strerror(code) then), escaped and cut to a readable length. Returns the exit
+ * status for code (tools/exit_codes.h). */
+int call_fail(const char *what, int code, const void *msg, size_t msg_len);
+
+#endif
