@@ -35,7 +35,7 @@ struct jsonrpc_sconn {
 
 bool jsonrpc_sconn_is(const struct server_conn *sc) { return sc->sc_json != NULL; }
 
-static void jsonrpc_refuse_auth(struct server_conn *sc, const char *why);
+static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *why);
 
 bool jsonrpc_sconn_adopt(struct server_conn *sc)
 {
@@ -63,7 +63,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     const char *why = auth_judge_tokenless(sc, buf, sizeof(buf));
     if (why != NULL) {
         sc->sc_refused = true;
-        jsonrpc_refuse_auth(sc, why);
+        jsonrpc_refuse_code(sc, ARPC_EAUTH, why);
     }
     return true;
 }
@@ -110,27 +110,20 @@ static char *jsonrpc_null_id(void)
     return id;
 }
 
-/* Bad input: said once with id null, then the connection closes once that is written. */
-static void jsonrpc_refuse(struct server_conn *sc, const char *why)
+/* Said once with id null (as a GOAWAY would say it), then the connection closes once that is
+ * written: bad input (ARPC_EPROTO) or a failed authentication (ARPC_EAUTH). */
+static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *why)
 {
     struct arpc_conn *conn = &sc->sc_conn;
-    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: %s", conn->c_peer, why);
+    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: %s%s", conn->c_peer,
+             code == ARPC_EAUTH ? "authentication failed: " : "", why);
     char *id = jsonrpc_null_id();
     if (id != NULL)
         jsonrpc_respond(sc, id, NULL, 0, why, strlen(why));
-    arpc_conn_close_after_flush(conn, ARPC_EPROTO);
+    arpc_conn_close_after_flush(conn, code);
 }
 
-/* Authentication failed: said once with id null (as a GOAWAY would), then closed. */
-static void jsonrpc_refuse_auth(struct server_conn *sc, const char *why)
-{
-    struct arpc_conn *conn = &sc->sc_conn;
-    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: authentication failed: %s", conn->c_peer, why);
-    char *id = jsonrpc_null_id();
-    if (id != NULL)
-        jsonrpc_respond(sc, id, NULL, 0, why, strlen(why));
-    arpc_conn_close_after_flush(conn, ARPC_EAUTH);
-}
+static void jsonrpc_refuse(struct server_conn *sc, const char *why) { jsonrpc_refuse_code(sc, ARPC_EPROTO, why); }
 
 /* Answers call xid with an error, if it has not been answered yet. */
 static void jsonrpc_fail(struct server_conn *sc, uint64_t xid, const char *msg, size_t len)
