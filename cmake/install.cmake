@@ -32,6 +32,15 @@ if(ARPC_WITH_JSONRPC)
   target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::JANSSON> $<INSTALL_INTERFACE:jansson>)
   set(ARPC_PC_JANSSON ", jansson")
 endif()
+set(ARPC_PC_PROTOBUF "")
+if(ARPC_WITH_PROTOBUF)
+  target_link_libraries(arpc PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>)
+  target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>
+    $<INSTALL_INTERFACE:protobuf-c>)
+  set(ARPC_PC_PROTOBUF ", libprotobuf-c")
+  # arpc_protobuf_generate() for downstream projects, loaded by arpcConfig.cmake.
+  install(FILES cmake/ArpcProtobuf.cmake DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
+endif()
 
 install(TARGETS arpc EXPORT arpcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})

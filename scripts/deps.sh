@@ -7,6 +7,7 @@ ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-de
 # Optional parts, installed so CI builds and tests them: tls:// (OpenSSL 3), JSON-RPC (jansson)
 # and the Go interop test (golang-go).
 ARPC_PACKAGES+=(libssl-dev openssl libjansson-dev golang-go)
+ARPC_PACKAGES+=(libprotobuf-c-dev protobuf-c-compiler) # typed stubs from protobuf-c (ARPC_WITH_PROTOBUF)
 
 arpc_missing_packages() {
     local missing=()
