@@ -113,10 +113,13 @@ int main(int argc, char **argv)
     arpc_future *f = arpc_protobuf_call_async(client, &kv__kv__descriptor, 1, &get.base, 5000);
     ProtobufCMessage *msg = NULL;
     rc = f != NULL ? arpc_protobuf_unpack_reply(f, &kv__get_reply__descriptor, &msg) : ARPC_ENOMEM;
+    bool round_trip = false; /* the exit status: Get gives back what Put stored */
     if (rc == ARPC_OK) {
         const Kv__GetReply *reply = (const Kv__GetReply *)msg;
         printf("kv.KV.Get greeting -> found: %s, value: \"%.*s\"\n", reply->found ? "yes" : "no",
                (int)reply->value.len, (const char *)reply->value.data);
+        round_trip = reply->found && reply->value.len == put.value.len &&
+                     memcmp(reply->value.data, put.value.data, put.value.len) == 0;
     } else {
         printf("get failed: %s\n", arpc_strerror(rc));
     }
@@ -125,5 +128,5 @@ int main(int argc, char **argv)
 
     arpc_client_close(client);
     arpc_server_destroy(server);
-    return rc == ARPC_OK ? 0 : 1;
+    return round_trip ? 0 : 1;
 }

@@ -324,7 +324,8 @@ static void test_reply_that_does_not_decode(void **state)
 }
 
 /* The method keeps its closure; the test's thread (not a server thread) calls it later, and
- * the input is still there for it. */
+ * the input is still there for it. The client's stub is destroyed while the call is out: the
+ * call holds it until its closure has run. */
 static void test_deferred_reply_from_another_thread(void **state)
 {
     (void)state;
@@ -333,10 +334,13 @@ static void test_deferred_reply_from_another_thread(void **state)
     latch_reset();
     Kv__GetRequest req = KV__GET_REQUEST__INIT;
     req.key = "later";
+    ProtobufCService *stub = arpc_protobuf_client_service(fx.client, &kv__kv__descriptor, ARPC_FOREVER);
+    assert_non_null(stub);
     struct outcome o;
-    outcome_init(&o, fx.stub);
-    kv__kv__get(fx.stub, &req, on_get, &o);
+    outcome_init(&o, stub);
+    kv__kv__get(stub, &req, on_get, &o);
     assert_true(latch_wait(1, 30000)); /* parked */
+    arpc_protobuf_client_service_destroy(stub);
     assert_string_equal(parked_input->key, "later");
     Kv__GetReply out = KV__GET_REPLY__INIT;
     out.found = true;
