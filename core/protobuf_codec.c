@@ -4,7 +4,7 @@
  */
 #include "core/protobuf_internal.h"
 
-#include <stdio.h>
+#include <string.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
@@ -23,10 +23,17 @@ static void pb_free(void *data, void *ptr)
 
 ProtobufCAllocator protobuf_arpc_allocator = {.alloc = pb_alloc, .free = pb_free, .allocator_data = NULL};
 
+/* Built with memcpy, not snprintf: it runs for every call (snprintf was ~10% of the typed
+ * call's overhead under callgrind). */
 bool protobuf_method_name(const ProtobufCServiceDescriptor *d, unsigned i, char *buf, size_t size)
 {
-    int n = snprintf(buf, size, "%s.%s", d->name, d->methods[i].name);
-    return n > 0 && (size_t)n < size;
+    size_t service_len = strlen(d->name), method_len = strlen(d->methods[i].name);
+    if (service_len + 1 + method_len >= size)
+        return false;
+    memcpy(buf, d->name, service_len);
+    buf[service_len] = '.';
+    memcpy(buf + service_len + 1, d->methods[i].name, method_len + 1);
+    return true;
 }
 
 int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor *output, ProtobufCMessage **out)
