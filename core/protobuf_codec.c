@@ -23,6 +23,31 @@ static void pb_free(void *data, void *ptr)
 
 ProtobufCAllocator protobuf_arpc_allocator = {.alloc = pb_alloc, .free = pb_free, .allocator_data = NULL};
 
+/* protobuf-c answers NULL for both a failed allocation and bad bytes: an allocator that notes
+ * its failures tells them apart. */
+struct noting_allocator {
+    ProtobufCAllocator na_base;
+    bool na_failed;
+};
+
+static void *pb_alloc_noting(void *data, size_t size)
+{
+    void *p = arpc_malloc(size);
+    if (p == NULL)
+        ((struct noting_allocator *)data)->na_failed = true;
+    return p;
+}
+
+ProtobufCMessage *protobuf_unpack(const ProtobufCMessageDescriptor *desc, const void *data, size_t len, int *rc)
+{
+    struct noting_allocator na = {.na_base = {.alloc = pb_alloc_noting, .free = pb_free}};
+    na.na_base.allocator_data = &na;
+    /* An empty body is a message with every field at its default (proto3 packs it so). */
+    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, &na.na_base, len, data != NULL ? data : "");
+    *rc = msg != NULL ? ARPC_OK : na.na_failed ? ARPC_ENOMEM : ARPC_EDECODE;
+    return msg; /* its blocks are arpc_malloc's: protobuf_arpc_allocator frees them */
+}
+
 /* Built with memcpy, not snprintf: it runs for every call (snprintf was ~10% of the typed
  * call's overhead under callgrind). */
 bool protobuf_method_name(const ProtobufCServiceDescriptor *d, unsigned i, char *buf, size_t size)
@@ -47,9 +72,8 @@ int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor 
         return rc;
     size_t len = 0;
     const void *data = arpc_future_data(f, &len);
-    /* An empty reply is a message with every field at its default (proto3 packs it so). */
-    *out = protobuf_c_message_unpack(output, &protobuf_arpc_allocator, len, data != NULL ? data : "");
-    return *out != NULL ? ARPC_OK : ARPC_EDECODE;
+    *out = protobuf_unpack(output, data, len, &rc);
+    return rc;
 }
 
 void arpc_protobuf_free(ProtobufCMessage *msg)

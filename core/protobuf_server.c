@@ -76,11 +76,14 @@ static void pb_handler(arpc_request *req, void *ctx)
         arpc_reply_error(req, "out of memory");
         return;
     }
-    /* An empty request is the input message with every field at its default. */
-    call->pc_input = protobuf_c_message_unpack(md->input, &protobuf_arpc_allocator, len, data != NULL ? data : "");
+    int rc;
+    call->pc_input = protobuf_unpack(md->input, data, len, &rc);
     if (call->pc_input == NULL) {
         arpc_free(call);
-        snprintf(why, sizeof(why), "%s: the request is not a valid %s", arpc_request_method(req), md->input->name);
+        if (rc == ARPC_ENOMEM)
+            snprintf(why, sizeof(why), "%s: out of memory unpacking the request", arpc_request_method(req));
+        else
+            snprintf(why, sizeof(why), "%s: the request is not a valid %s", arpc_request_method(req), md->input->name);
         arpc_reply_error(req, why);
         return;
     }

@@ -29,7 +29,8 @@ static void kv_put(Kv__KV_Service *svc, const Kv__PutRequest *in, Kv__PutReply_C
     pthread_mutex_lock(&store_mu);
     out.replaced = store_set && strcmp(store_key, in->key) == 0;
     snprintf(store_key, sizeof(store_key), "%s", in->key);
-    snprintf(store_value, sizeof(store_value), "%.*s", (int)in->value.len, (const char *)in->value.data);
+    snprintf(store_value, sizeof(store_value), "%.*s", (int)in->value.len,
+             in->value.len > 0 ? (const char *)in->value.data : ""); /* empty bytes: no data */
     store_set = true;
     pthread_mutex_unlock(&store_mu);
     closure(&out, data); /* packed and sent before it returns */
