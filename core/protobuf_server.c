@@ -100,7 +100,7 @@ int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *service, c
     arpc_method_options mopts;
     if (arpc_options_copy(&mopts, sizeof(mopts), caller_mopts, mopts_size) != ARPC_OK)
         return ARPC_EINVAL;
-    if (s == NULL || service == NULL || service->descriptor == NULL || service->invoke == NULL ||
+    if (!server_live(s, __func__) || service == NULL || service->descriptor == NULL || service->invoke == NULL ||
         mopts.ctx_free != NULL)
         return ARPC_EINVAL;
     const ProtobufCServiceDescriptor *d = service->descriptor;
