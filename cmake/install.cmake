@@ -45,7 +45,11 @@ endif()
 install(TARGETS arpc EXPORT arpcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS arpc_static EXPORT arpcStaticTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(ARPC_WITH_PROTOBUF)
+  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+else() # arpc/protobuf.h declares functions this build does not have
+  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN protobuf.h EXCLUDE)
+endif()
 
 set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})
