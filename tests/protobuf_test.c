@@ -355,6 +355,31 @@ static void test_deferred_reply_from_another_thread(void **state)
     fx_stop(&fx);
 }
 
+/* A closure called after the server was destroyed: the per-method contexts are freed by then
+ * (ASan would see a use), the reply is dropped, the input freed (the no-leak check). */
+static void test_closure_after_destroy(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fx_start(&fx, "inproc://pb-after-destroy", true);
+    latch_reset();
+    Kv__GetRequest req = KV__GET_REQUEST__INIT;
+    req.key = "later";
+    struct outcome o;
+    outcome_init(&o, fx.stub);
+    kv__kv__get(fx.stub, &req, on_get, &o);
+    assert_true(latch_wait(1, 30000)); /* parked */
+    assert_int_equal(arpc_server_stop(fx.server, 0), ARPC_OK);
+    outcome_wait(&o);
+    assert_false(o.got);
+    assert_int_equal(o.rc, ARPC_EABANDONED);
+    protobuf_c_service_destroy(fx.stub);
+    assert_int_equal(arpc_client_close(fx.client), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(fx.server), ARPC_OK);
+    Kv__GetReply out = KV__GET_REPLY__INIT;
+    parked_closure(&out, parked_data);
+}
+
 static void test_registration(void **state)
 {
     (void)state;
@@ -425,6 +450,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_method_failure),
         cmocka_unit_test_no_leak(test_reply_that_does_not_decode),
         cmocka_unit_test_no_leak(test_deferred_reply_from_another_thread),
+        cmocka_unit_test_no_leak(test_closure_after_destroy),
         cmocka_unit_test_no_leak(test_registration),
         cmocka_unit_test_no_leak(test_out_of_memory),
     };
