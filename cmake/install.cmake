@@ -32,11 +32,24 @@ if(ARPC_WITH_JSONRPC)
   target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::JANSSON> $<INSTALL_INTERFACE:jansson>)
   set(ARPC_PC_JANSSON ", jansson")
 endif()
+set(ARPC_PC_PROTOBUF "")
+if(ARPC_WITH_PROTOBUF)
+  target_link_libraries(arpc PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>)
+  target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>
+    $<INSTALL_INTERFACE:protobuf-c>)
+  set(ARPC_PC_PROTOBUF ", libprotobuf-c")
+  # arpc_protobuf_generate() for downstream projects, loaded by arpcConfig.cmake.
+  install(FILES cmake/ArpcProtobuf.cmake DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
+endif()
 
 install(TARGETS arpc EXPORT arpcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS arpc_static EXPORT arpcStaticTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(ARPC_WITH_PROTOBUF)
+  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+else() # arpc/protobuf.h declares functions this build does not have
+  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN protobuf.h EXCLUDE)
+endif()
 
 set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})

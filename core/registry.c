@@ -21,6 +21,8 @@ void arpc_registry_init(struct arpc_registry *r) { memset(r, 0, sizeof(*r)); }
 void arpc_registry_fini(struct arpc_registry *r)
 {
     for (size_t i = 0; i < r->r_count; i++) {
+        if (r->r_methods[i]->m_ctx_free != NULL)
+            r->r_methods[i]->m_ctx_free(r->r_methods[i]->m_ctx);
         arpc_free(r->r_methods[i]->m_name);
         arpc_free(r->r_methods[i]->m_stats);
         arpc_free(r->r_methods[i]);
@@ -97,6 +99,7 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
         m->m_inline = mopts->inline_on_loop;
         m->m_key = mopts->key;
         m->m_reply_est = mopts->reply_bytes_hint;
+        m->m_ctx_free = mopts->ctx_free;
     }
     r->r_methods[r->r_count++] = m;
     if (registry_reindex(r) != ARPC_OK) {

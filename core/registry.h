@@ -21,6 +21,7 @@ struct arpc_method {
     arpc_actor_group *m_group;
     int m_inline;
     arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
+    void (*m_ctx_free)(void *ctx); /* run on m_ctx at arpc_registry_fini */
     struct method_stats *m_stats; /* written by the server's loop thread (core/stats.h) */
     /* Loop thread, after listen too (unlike the rest): the size its replies are expected to
      * have, for the bytes a call owes (core/server_inflight.c); 0: none seen yet. */

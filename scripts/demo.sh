@@ -10,6 +10,14 @@ echo "== toy: procedure 22 returns its argument + 1"
 "$BUILD"/examples/toy
 
 echo
+echo "== kv_proto: a typed protobuf-c call (examples/proto/kv.proto served as kv.KV.Put, kv.KV.Get)"
+if [ -x "$BUILD"/examples/kv_proto ]; then
+    "$BUILD"/examples/kv_proto
+else
+    echo "skipped: arpc was built without ARPC_WITH_PROTOBUF (apt-get install libprotobuf-c-dev protobuf-c-compiler)"
+fi
+
+echo
 echo "== kv_server + kv_client over a unix socket"
 SOCK=/tmp/arpc-demo-kv-$$.sock
 "$BUILD"/examples/kv_server --listen "unix://$SOCK" &

@@ -9,6 +9,7 @@ ARPC_PACKAGES=(build-essential cmake pkg-config libev-dev libck-dev libcmocka-de
 ARPC_PACKAGES+=(libssl-dev openssl libjansson-dev golang-go)
 # The fuzz targets (scripts/fuzz.sh): clang, and libFuzzer's runtime (libclang_rt.fuzzer).
 ARPC_PACKAGES+=(clang libclang-rt-dev)
+ARPC_PACKAGES+=(libprotobuf-c-dev protobuf-c-compiler) # typed stubs from protobuf-c (ARPC_WITH_PROTOBUF)
 
 arpc_missing_packages() {
     local missing=()

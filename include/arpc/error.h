@@ -42,7 +42,8 @@ extern "C" {
     X(EOVERLOADED, "the server is out of room for the call (e.g. its reply cache is full); it did not run") \
     X(EABANDONED, "the server stopped before the handler replied; the call may have run")    \
     X(EAUTH, "the server refused the client's credentials")                                  \
-    X(ETLS, "TLS failed: the handshake, a certificate or a record was refused")
+    X(ETLS, "TLS failed: the handshake, a certificate or a record was refused")             \
+    X(EDECODE, "the reply is not a valid message of the method's output type")
 
 enum arpc_error {
 #define ARPC_ERROR_ENUM_(name, msg) ARPC_##name,

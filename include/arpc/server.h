@@ -171,6 +171,11 @@ typedef struct arpc_method_options {
                                * max_conn_bytes/16 before the first one (so at most 16 calls per
                                * connection until one is answered: give a hint for methods whose
                                * calls wait long, e.g. long polls). Learnt from replies either way */
+    /* Frees the registration's ctx: called once, with ctx, when the server is freed (at
+     * arpc_server_destroy, or with the last late reply of a handler that outlived it; listened
+     * or not), on that thread. Not called when the registration fails (ctx is still the
+     * caller's). NULL: ctx is the caller's to free after destroy. */
+    void (*ctx_free)(void *ctx);
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:

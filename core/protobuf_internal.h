@@ -1,0 +1,24 @@
+/*
+ * What the protobuf-c server and client (core/protobuf_server.c, protobuf_client.c) share:
+ * the allocator unpacked messages come from, and the wire name of a method.
+ */
+#ifndef ARPC_CORE_PROTOBUF_INTERNAL_H
+#define ARPC_CORE_PROTOBUF_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "arpc/protobuf.h"
+
+/* protobuf-c allocations through arpc's allocator hook. Never written (protobuf-c's API takes
+ * it non-const). */
+extern ProtobufCAllocator protobuf_arpc_allocator;
+
+/* Unpacks data as a desc message through arpc's allocator. NULL with *rc ARPC_ENOMEM (an
+ * allocation failed) or ARPC_EDECODE (not such a message). Free it with arpc_protobuf_free. */
+ProtobufCMessage *protobuf_unpack(const ProtobufCMessageDescriptor *desc, const void *data, size_t len, int *rc);
+
+/* "package.Service.Method" for method i of d into buf; false if it does not fit in size. */
+bool protobuf_method_name(const ProtobufCServiceDescriptor *d, unsigned i, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * A protobuf-c service served over arpc: one registration per method, whose handler unpacks
+ * the request, runs the method through service->invoke and packs what its closure is given.
+ *
+ * The per-method context (service + index) is owned by the registry (ctx_free). The per-call
+ * state lives from the handler to the closure, which may run later on another thread; it
+ * points only at the request, the input and the output descriptor (generated static data),
+ * never at the per-method context, so a closure after the server is destroyed is safe.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/options.h"
+#include "core/frame.h"
+#include "core/protobuf_internal.h"
+#include "core/server_internal.h"
+
+struct pb_method {
+    ProtobufCService *pm_service;
+    unsigned pm_index;
+};
+
+struct pb_call {
+    arpc_request *pc_req;
+    ProtobufCMessage *pc_input;                 /* unpacked request; freed by the closure */
+    const ProtobufCMessageDescriptor *pc_output; /* what the closure must be given */
+};
+
+/* Replies are packed on the stack up to this size (most are small), else in one block. */
+#define PB_REPLY_STACK 512
+
+static void pb_reply_message(arpc_request *req, const ProtobufCMessage *msg)
+{
+    uint8_t stack[PB_REPLY_STACK];
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = len <= sizeof(stack) ? stack : arpc_malloc(len);
+    if (buf == NULL) {
+        arpc_reply_error(req, "out of memory packing the reply");
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    arpc_reply(req, buf, len);
+    if (buf != stack)
+        arpc_free(buf);
+}
+
+static void pb_closure(const ProtobufCMessage *output, void *closure_data)
+{
+    struct pb_call *call = closure_data;
+    char why[ARPC_METHOD_MAX + 128];
+    if (output == NULL) {
+        snprintf(why, sizeof(why), "%s: the method failed", arpc_request_method(call->pc_req));
+        arpc_reply_error(call->pc_req, why);
+    } else if (output->descriptor != call->pc_output) {
+        snprintf(why, sizeof(why), "%s: the method returned a %s, not a %s", arpc_request_method(call->pc_req),
+                 output->descriptor->name, call->pc_output->name);
+        arpc_reply_error(call->pc_req, why);
+    } else {
+        pb_reply_message(call->pc_req, output);
+    }
+    protobuf_c_message_free_unpacked(call->pc_input, &protobuf_arpc_allocator);
+    arpc_free(call);
+}
+
+static void pb_handler(arpc_request *req, void *ctx)
+{
+    const struct pb_method *pm = ctx;
+    const ProtobufCMethodDescriptor *md = &pm->pm_service->descriptor->methods[pm->pm_index];
+    size_t len;
+    const void *data = arpc_request_data(req, &len);
+    char why[ARPC_METHOD_MAX + 128];
+    struct pb_call *call = arpc_malloc(sizeof(*call));
+    if (call == NULL) {
+        arpc_reply_error(req, "out of memory");
+        return;
+    }
+    int rc;
+    call->pc_input = protobuf_unpack(md->input, data, len, &rc);
+    if (call->pc_input == NULL) {
+        arpc_free(call);
+        if (rc == ARPC_ENOMEM)
+            snprintf(why, sizeof(why), "%s: out of memory unpacking the request", arpc_request_method(req));
+        else
+            snprintf(why, sizeof(why), "%s: the request is not a valid %s", arpc_request_method(req), md->input->name);
+        arpc_reply_error(req, why);
+        return;
+    }
+    call->pc_req = req;
+    call->pc_output = md->output;
+    pm->pm_service->invoke(pm->pm_service, pm->pm_index, call->pc_input, pb_closure, call);
+}
+
+static void pb_method_free(void *ctx) { arpc_free(ctx); }
+
+int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *service, const arpc_method_options *caller_mopts,
+                                    size_t mopts_size)
+{
+    arpc_method_options mopts;
+    if (arpc_options_copy(&mopts, sizeof(mopts), caller_mopts, mopts_size) != ARPC_OK)
+        return ARPC_EINVAL;
+    if (!server_live(s, __func__) || service == NULL || service->descriptor == NULL || service->invoke == NULL ||
+        mopts.ctx_free != NULL)
+        return ARPC_EINVAL;
+    const ProtobufCServiceDescriptor *d = service->descriptor;
+    char name[ARPC_METHOD_MAX + 2];
+    /* Every name is checked before any is registered, so a clash leaves the server as it was. */
+    for (unsigned i = 0; i < d->n_methods; i++) {
+        if (!protobuf_method_name(d, i, name, ARPC_METHOD_MAX + 1))
+            return ARPC_EINVAL;
+        if (arpc_registry_find(&s->sv_registry, name, strlen(name)) != NULL)
+            return ARPC_EBUSY;
+    }
+    mopts.ctx_free = pb_method_free;
+    for (unsigned i = 0; i < d->n_methods; i++) {
+        struct pb_method *pm = arpc_malloc(sizeof(*pm));
+        if (pm == NULL)
+            return ARPC_ENOMEM;
+        *pm = (struct pb_method){.pm_service = service, .pm_index = i};
+        protobuf_method_name(d, i, name, sizeof(name));
+        int rc = arpc_server_register(s, name, pb_handler, pm, &mopts);
+        if (rc != ARPC_OK) {
+            arpc_free(pm); /* not registered: still ours */
+            return rc;
+        }
+    }
+    return ARPC_OK;
+}

@@ -1,0 +1,101 @@
+/*
+ * arpc/protobuf.h: typed stubs from protobuf-c.
+ *
+ * A .proto service compiled by protoc-c (cmake: arpc_protobuf_generate, cmake/ArpcProtobuf.cmake)
+ * is served and called over arpc with its generated functions. Each method travels as an
+ * ordinary arpc call named "package.Service.Method" (the service descriptor's full name, a dot,
+ * the method's name: "kv.KV.Put"), its request and reply the packed messages; so any arpc
+ * client can call it with bytes (arpc_call), and arpc-call can too.
+ *
+ * Only in a library built with ARPC_WITH_PROTOBUF (libprotobuf-c-dev, protobuf-c-compiler);
+ * find_package(arpc) sets arpc_WITH_PROTOBUF then. Messages arpc unpacks are allocated through
+ * arpc's allocator hook (arpc/alloc.h); free one handed to you with arpc_protobuf_free.
+ */
+#ifndef ARPC_PROTOBUF_H
+#define ARPC_PROTOBUF_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "arpc/client.h"
+#include "arpc/future.h"
+#include "arpc/server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- server ---- */
+
+/* Registers every method of service (a generated service, e.g. KV__KV__INIT(prefix_)) under
+ * "package.Service.Method", run as mopts says (may be NULL; its ctx_free must be NULL: arpc
+ * frees its own per-method contexts when the server is freed). service is borrowed: it must
+ * outlive the server (arpc never calls its destroy).
+ *
+ * Each call: the request is unpacked as the method's input message (a request that does not
+ * unpack is answered with an error, ARPC_EHANDLER at the caller, "kv.KV.Put: the request is
+ * not a valid kv.PutRequest", and the method is not run); then service->invoke runs the
+ * method with that input and a closure. The method calls the closure exactly once, before
+ * returning or later from any thread, with its output message (borrowed: packed before the
+ * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"). The
+ * input stays valid until the closure is called and is freed by it. A method that never calls
+ * its closure keeps its request, as a handler that never replies (arpc/server.h).
+ *
+ * Before the first arpc_server_listen, as arpc_server_register. Errors: ARPC_EINVAL (NULL
+ * arguments, a name over 255 bytes, mopts->ctx_free set, bad options), ARPC_EBUSY (a name
+ * taken: checked for every method first, so nothing is registered; or already listening),
+ * ARPC_ENOMEM (the methods registered before it stay registered and are served). */
+ARPC_API int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *service,
+                                             const arpc_method_options *mopts, size_t mopts_size);
+#define arpc_server_register_protobuf(s, service, mopts) \
+    arpc_server_register_protobuf_v((s), (service), (mopts), sizeof(arpc_method_options))
+
+/* ---- client: a generated service's functions over arpc ---- */
+
+/* A ProtobufCService for d whose generated calls (kv__kv__put(svc, &req, closure, data)) go
+ * to c's server, each with deadline_ms (0: the client's default; ARPC_FOREVER: none). The
+ * closure is called exactly once per call, on c's loop thread (it must not block, nor call
+ * arpc_call; the async calls are fine), with the reply message (valid during the closure
+ * only) or NULL on any error; a call that fails before it is sent (out of memory) closes on
+ * the calling thread before the stub returns. The error code: arpc_protobuf_client_last_error.
+ * c must outlive the service. Returns NULL for NULL arguments or out of memory. */
+ARPC_API ProtobufCService *arpc_protobuf_client_service(arpc_client *c, const ProtobufCServiceDescriptor *d,
+                                                        int64_t deadline_ms);
+
+/* The outcome of the call whose closure ran last on svc: ARPC_OK, an arpc error
+ * (ARPC_EHANDLER: the method failed or refused the request; ARPC_ENOMETHOD: the server does
+ * not serve it; ARPC_EDECODE: the reply did not unpack as the output message; ...), ARPC_EINVAL
+ * for a svc not made by arpc_protobuf_client_service. Read it inside a closure called with
+ * NULL: a client's closures run one at a time on its loop thread, so there it is that call's.
+ * For the server's error text or concurrent callers, use arpc_protobuf_call_async. Any thread. */
+ARPC_API int arpc_protobuf_client_last_error(const ProtobufCService *svc);
+
+/* Releases svc (also protobuf_c_service_destroy(svc)): calls still in flight finish and run
+ * their closures (they hold the service until then). NULL is a no-op. */
+ARPC_API void arpc_protobuf_client_service_destroy(ProtobufCService *svc);
+
+/* ---- client: futures ---- */
+
+/* Calls method method_index of d (d->methods[i]) with input, a message of that method's input
+ * type; returns the call's future as arpc_call_async does (every outcome through it; NULL
+ * only when memory for the future itself cannot be had). A bad argument (NULL, an index out
+ * of range, input of another type) completes the future with ARPC_EINVAL. Any thread. */
+ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d,
+                                               unsigned method_index, const ProtobufCMessage *input,
+                                               int64_t deadline_ms);
+
+/* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
+ * caller frees with arpc_protobuf_free. Returns ARPC_OK, the call's error (*out NULL; the
+ * server's text, for ARPC_EHANDLER, is arpc_future_data), ARPC_EDECODE (the reply is not such
+ * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL. Blocks while f is pending: not on the loop thread before f is done
+ * (inside its then-callback it is done). */
+ARPC_API int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor *output,
+                                        ProtobufCMessage **out);
+
+/* Frees a message unpacked by arpc (arpc_protobuf_unpack_reply). NULL is a no-op. */
+ARPC_API void arpc_protobuf_free(ProtobufCMessage *msg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
