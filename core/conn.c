@@ -187,7 +187,9 @@ static size_t conn_add_sat(size_t a, size_t b) { return b > SIZE_MAX - a ? SIZE_
 
 size_t arpc_conn_bytes(const struct arpc_conn *conn)
 {
-    return conn_add_sat(conn_add_sat(conn->c_rcap, conn->c_out.q_bytes), conn->c_owed);
+    /* A large body read apart (core/conn_body.c) is held memory too, as the read buffer is. */
+    size_t held = conn_add_sat(conn->c_rcap, conn->c_body != NULL ? conn->c_body_cap : 0);
+    return conn_add_sat(conn_add_sat(held, conn->c_out.q_bytes), conn->c_owed);
 }
 
 void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max) { conn->c_max_bytes = max; }
@@ -474,7 +476,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     conn->c_dispatching = true;
-    for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
+    /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
+     * read waited for writability): not even the rest of a large body, which would go up. */
+    for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending &&
+                        !conn->c_close_after_flush;
          round++) {
         uint8_t *dst;
         size_t room;

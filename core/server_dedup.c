@@ -188,6 +188,12 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
             journal_reply(s, client_id, seq, ack, rm, wait && kept);
     }
     dedup_answer(s, waiters, rm);
+    if (kept && rm->rm_home != NULL) {
+        /* Kept for the client's idle expiry (minutes): it must not keep its connection's record
+         * (and buffer cache) alive that long; it becomes a block of its own (arpc_free). */
+        sconn_release(rm->rm_home);
+        rm->rm_home = NULL;
+    }
     if (!kept)
         reply_msg_put(rm);
 }
