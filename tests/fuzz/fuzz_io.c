@@ -71,12 +71,40 @@ void fuzz_out_reset(struct fuzz_out *o, uint32_t kinds)
     o->fo_seen = 0;
     o->fo_frames = 0;
     o->fo_eof = false;
+    o->fo_json = false;
     o->fo_on_frame = NULL;
+}
+
+/* A JSON-RPC server's output: every whole line one object, no control bytes in it. */
+static void out_json_lines(struct fuzz_out *o)
+{
+    size_t off = 0;
+    for (;;) {
+        uint8_t *nl = memchr(o->fo_buf + off, '\n', o->fo_len - off);
+        if (nl == NULL)
+            break;
+        size_t len = (size_t)(nl - (o->fo_buf + off));
+        FUZZ_CHECK(len >= 2 && o->fo_buf[off] == '{' && o->fo_buf[off + len - 1] == '}');
+        for (size_t i = 0; i < len; i++)
+            FUZZ_CHECK(o->fo_buf[off + i] >= 0x20);
+        o->fo_frames++;
+        off += len + 1;
+    }
+    memmove(o->fo_buf, o->fo_buf + off, o->fo_len - off);
+    o->fo_len -= off;
 }
 
 /* Decodes every whole frame in o's buffer; keeps the partial rest. */
 static void out_decode(struct fuzz_out *o)
 {
+    /* An arpc frame starts with its magic, never '{': a stream that began like JSON made the
+     * server speak JSON-RPC (core/jsonrpc_server.c). */
+    if (o->fo_frames == 0 && o->fo_len > 0 && o->fo_buf[0] == '{')
+        o->fo_json = true;
+    if (o->fo_json) {
+        out_json_lines(o);
+        return;
+    }
     size_t off = 0;
     for (;;) {
         struct arpc_frame f;

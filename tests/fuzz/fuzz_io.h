@@ -65,6 +65,8 @@ struct fuzz_out {
     uint32_t fo_seen;    /* bit k set: a frame of kind k came */
     uint64_t fo_frames;  /* frames decoded */
     bool fo_eof;         /* the peer closed */
+    bool fo_json;        /* the server answers in JSON-RPC (the stream began like JSON): one
+                          * object per line instead of frames */
     /* Called for every frame decoded (may be NULL). */
     void (*fo_on_frame)(struct fuzz_out *o, const struct arpc_frame *f);
 };
