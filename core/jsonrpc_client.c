@@ -129,8 +129,10 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     json_t *resp = json_loadb((const char *)p, len, 0, &jerr);
     const json_t *id = json_object_get(resp, "id");
     if (resp == NULL || !json_is_integer(id)) {
+        char text[ARPC_LOG_FIELD_MAX]; /* jansson quotes the server's bytes near the error */
         arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", c->jc_conn.c_peer,
-                 resp == NULL ? jerr.text : "a response without a numeric id");
+                 resp == NULL ? arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text))
+                              : "a response without a numeric id");
         json_decref(resp);
         return false;
     }

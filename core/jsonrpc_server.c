@@ -170,8 +170,10 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     json_error_t jerr;
     json_t *req = json_loadb((const char *)p, len, 0, &jerr);
     if (req == NULL) {
-        char why[sizeof(jerr.text) + 64];
-        snprintf(why, sizeof(why), "jsonrpc: malformed request at byte %d: %s", jerr.position, jerr.text);
+        /* jansson quotes the bytes near the error: the peer's, so escaped (found by fuzzing). */
+        char text[ARPC_LOG_FIELD_MAX], why[ARPC_LOG_FIELD_MAX + 64];
+        arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text));
+        snprintf(why, sizeof(why), "jsonrpc: malformed request at byte %d: %s", jerr.position, text);
         jsonrpc_refuse(sc, why);
         return;
     }

@@ -395,6 +395,31 @@ static void test_server_with_auth_refuses_json_peer(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+static atomic_int unprintable_lines;
+static void count_unprintable(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    for (const char *p = line; *p != '\0'; p++)
+        if (*p < 0x20 || *p > 0x7e) {
+            atomic_fetch_add(&unprintable_lines, 1);
+            return;
+        }
+}
+
+/* A malformed request's bytes reach the log only escaped: jansson's error text quotes the
+ * bytes near the error (a control byte here; found by the server stream fuzzer). */
+static void test_malformed_request_logged_escaped(void **state)
+{
+    (void)state;
+    arpc_set_logger(count_unprintable, NULL, ARPC_LOG_DEBUG);
+    static const char bad[] = "{\"method\":\x01}\n";
+    const char *got = send_until_closed(addr, bad, sizeof(bad) - 1);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_WARN);
+    assert_non_null(strstr(got, "\"error\":\"jsonrpc: malformed request"));
+    assert_int_equal(0, atomic_load(&unprintable_lines));
+}
+
 static void test_connect_errors(void **state)
 {
     (void)state;
@@ -415,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
+        cmocka_unit_test(test_malformed_request_logged_escaped),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
