@@ -235,7 +235,7 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
 {
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
-    while (js != NULL && conn->c_open && !conn->c_held && !conn->c_close_pending && !conn->c_close_after_flush) {
+    while (js != NULL && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
         if (js->js_scan.js_pos == 0) /* between objects: whitespace separates them */
             conn->c_rstart += jsonrpc_skip_space(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
         const uint8_t *p = conn->c_rbuf + conn->c_rstart;
