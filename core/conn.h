@@ -64,7 +64,7 @@ struct arpc_conn_ops {
     /* Optional: the owner parses the input itself (another codec, e.g. JSON-RPC, or choosing
      * one from the first bytes): called instead of the frame parser whenever input arrived or
      * was resumed. It consumes from c_rbuf[c_rstart..c_rend) (advancing c_rstart), stops
-     * while c_hold / c_close_pending / c_close_after_flush, and returns the bytes its next
+     * while c_hold != 0 / c_close_pending / c_close_after_flush, and returns the bytes its next
      * unit needs in total (for the buffer's growth), or 0. It may hand over to the frame
      * parser (arpc_conn_parse_frames). on_frame is then called only by that parser. */
     size_t (*parse)(struct arpc_conn *conn);

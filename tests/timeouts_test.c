@@ -319,6 +319,24 @@ static bool call_pending(struct call_waiter *cw, arpc_cq *cq, arpc_future *f)
     return arpc_future_poll(f) == ARPC_EPENDING;
 }
 
+/* The 20 ms call expires. Whether its handler ran is up to the scheduler: a worker that takes
+ * the call up after its budget is spent refuses it ARPC_EEXPIRED without running it (on a
+ * loaded machine it does), so the handler is not waited for. The caller's own deadline ends
+ * the call ARPC_ETIMEDOUT; only if the client's loop was held up past both does it take the
+ * server's ARPC_EEXPIRED first, which is the same 20 ms expiring (sent on the wire). */
+static void expect_short_deadline_expired(struct call_waiter *cw, arpc_cq *cq, arpc_future *f)
+{
+    int rc = finish_call(cw, cq, f);
+    if (rc != ARPC_ETIMEDOUT && rc != ARPC_EEXPIRED)
+        fail_msg("a 20 ms call ended %s", arpc_errname(rc));
+    /* The only worker takes one connection's calls in order: once this one is answered, the
+     * expired call has run (and its request is kept) or has been refused. */
+    assert_int_equal(ARPC_OK, arpc_call(cw->c, "t.echo", "e", 1, NULL, NULL, 10000));
+    arpc_request *req = atomic_exchange(&kept, NULL);
+    if (req != NULL)
+        arpc_reply(req, "late", 4); /* dropped by the client */
+}
+
 static void test_call_deadlines(void **state)
 {
     (void)state;
@@ -336,13 +354,12 @@ static void test_call_deadlines(void **state)
             assert_int_equal(ARPC_OK, arpc_client_connect(&cw.c, addr, &co));
             latch_reset();
             arpc_future *f = start_call(&cw, cq, deadline);
-            /* The call reached the handler: its deadline did not expire before it was sent. */
-            arpc_request *req = take_kept();
-            assert_non_null(req);
             if (expire) {
-                assert_int_equal(ARPC_ETIMEDOUT, finish_call(&cw, cq, f));
-                arpc_reply(req, "late", 4); /* dropped by the client */
+                expect_short_deadline_expired(&cw, cq, f);
             } else {
+                /* The call reached the handler: its deadline did not expire before it was sent. */
+                arpc_request *req = take_kept();
+                assert_non_null(req);
                 sleep_ms(PAUSE_MS);
                 assert_true(call_pending(&cw, cq, f));
                 assert_int_equal(ARPC_OK, arpc_reply(req, "ok", 2));
@@ -458,11 +475,15 @@ static void run_stop_case(int64_t grace, bool expire)
     waiter_spawn(&stopper);
     /* The stop has begun once new calls are refused: answered ESHUTDOWN by the stopping
      * server, or, after its GOAWAY, kept waiting for a server to come back until their
-     * deadline (EUNREACHABLE: they never left). */
+     * deadline (EUNREACHABLE: they never left). The 200 ms deadline only bounds that wait: a
+     * call it ends unanswered (ETIMEDOUT: a loaded machine kept the server's loop off the CPU
+     * that long) says nothing either way, and is made again. */
     int rc = ARPC_OK;
-    for (int i = 0; i < 100000 && rc == ARPC_OK; i++)
+    int64_t give_up = now_ms() + 20000; /* a ceiling: the stop begins within milliseconds */
+    while ((rc == ARPC_OK || rc == ARPC_ETIMEDOUT) && now_ms() < give_up)
         rc = arpc_call(c, "t.inline", "i", 1, NULL, NULL, 200);
-    assert_true(rc == ARPC_ESHUTDOWN || rc == ARPC_EUNREACHABLE);
+    if (rc != ARPC_ESHUTDOWN && rc != ARPC_EUNREACHABLE)
+        fail_msg("a call made while the server stops ended %s", arpc_errname(rc));
     if (expire) {
         for (int i = 0; i < 10000 && !pool_closed(s); i++)
             sleep_ms(1); /* polls the grace's end, a state that stays once reached */
