@@ -147,7 +147,10 @@ static void test_stop_grace_is_a_bound(void **state)
     sleep_ms(50); /* the first is running, three wait in the single worker's mailbox */
     int64_t t0 = now_ms();
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 100));
-    assert_true(now_ms() - t0 < 1000); /* 100 ms grace + the running handler's rest, at most */
+    /* 100 ms grace + the running handler's rest (500 ms), far less than the 2 s the queue would
+     * take: the ceiling leaves a loaded machine room; that the queued calls did not run is
+     * shown below (ARPC_ESHUTDOWN). */
+    assert_true(now_ms() - t0 < 1900);
     int shutdown = 0;
     for (int i = 0; i < 4; i++) {
         int st = arpc_future_wait_for(fs[i], 2000);
@@ -397,7 +400,7 @@ static void create_on_loop(arpc_loop *loop, void *p)
     arpc_server_options so = {.loop = loop, .workers = 1};
     a->server_rc = arpc_server_create(&a->server, &so);
     arpc_client *c = NULL;
-    arpc_client_options co = {.loop = loop, .connect_timeout_ms = 300};
+    arpc_client_options co = {.loop = loop, .connect_timeout_ms = 60000};
     a->connect_rc = arpc_client_connect(&c, a->addr, &co);
     atomic_store(&a->done, 1);
 }
@@ -418,9 +421,9 @@ static void test_create_and_connect_on_loop_thread(void **state)
         sleep_ms(1);
     assert_int_equal(ARPC_OK, a.server_rc);
     assert_int_equal(ARPC_EBUSY, a.connect_rc);
-    /* Refused at once, not after the connect timeout (5 s): half of it is the bound, so a
-     * loaded machine's scheduling (seen > 250 ms under TSan) cannot fail it. */
-    assert_true(now_ms() - t0 < 2500);
+    /* Refused at once (ARPC_EBUSY above), not after the connect timeout (60 s): half of it is
+     * the bound, so a loaded machine's scheduling cannot fail it. */
+    assert_true(now_ms() - t0 < 30000);
     /* The server made on the loop thread works. */
     char addr2[256];
     assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.echo", h_echo, NULL, NULL));

@@ -410,7 +410,7 @@ static void test_deadline_never_answered(void **state)
     assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "test.hold", "q", 1, NULL, NULL, 100));
     int64_t took = now_ms() - t0;
     assert_true(took >= 100);
-    assert_true(took < 1000);
+    assert_true(took < 10000); /* ended by its deadline (nothing else would end it): a loaded machine's ceiling */
     /* The client default deadline applies when a call passes 0. */
     arpc_client_options o = {.default_deadline_ms = 80};
     arpc_client *c2 = connect_client(fx, &o);
