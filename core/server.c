@@ -167,6 +167,15 @@ int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn,
     if (arpc_options_copy(&copy, sizeof(copy), caller_mopts, mopts_size) != ARPC_OK)
         return ARPC_EINVAL;
     const arpc_method_options *mopts = caller_mopts != NULL ? &copy : NULL;
+    if (mopts != NULL && mopts->queue != NULL) {
+        /* Requests go to the queue from the loop, no handler (core/request_queue.c). */
+        if (fn != NULL || ctx != NULL || mopts->actor != NULL || mopts->group != NULL || mopts->key != NULL ||
+            mopts->inline_on_loop || mopts->ctx_free != NULL)
+            return ARPC_EINVAL;
+        copy.inline_on_loop = true;
+        fn = request_to_queue;
+        ctx = mopts->queue;
+    }
     if (!server_live(s, "arpc_server_register") || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
         return ARPC_EINVAL;
     if (strncmp(name, ARPC_BUILTIN_PREFIX, strlen(ARPC_BUILTIN_PREFIX)) == 0)

@@ -207,6 +207,10 @@ void limits_stop(arpc_server *s);  /* loop thread */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
 
+/* request_queue.c: the handler of a method registered with arpc_method_options.queue (its
+ * ctx is the arpc_cq). */
+void request_to_queue(arpc_request *req, void *cq);
+
 /* server_auth.c: the HELLO's checks (arpc/auth.h) */
 int auth_init(arpc_server *s, const arpc_server_options *o); /* ARPC_EINVAL, ARPC_ENOMEM */
 void auth_fini(arpc_server *s);

@@ -226,6 +226,83 @@ static void test_other_thread_call_wakes_application(void **state)
     app_close(&a);
 }
 
+struct queued_app {
+    struct app *app;
+    arpc_cq *requests;
+    unsigned replies_ok, served;
+    bool finished;
+};
+
+static void on_queued_reply(arpc_future *f, void *arg)
+{
+    struct queued_app *q = arg;
+    size_t len = 0;
+    const char *d = arpc_future_data(f, &len);
+    if (arpc_future_poll(f) == ARPC_OK && len == 6 && memcmp(d, "served", 6) == 0)
+        q->replies_ok++;
+    arpc_future_release(f);
+    q->finished = q->replies_ok == 100;
+}
+
+/* One thread serves and calls: requests of a method registered with a queue come out of the
+ * application's own epoll (arpc_cq_fd), outside any arpc callback, and are answered from
+ * there; the replies come back to the same thread through arpc's fd. */
+static void test_requests_through_a_queue_on_one_thread(void **state)
+{
+    (void)state;
+    struct queued_app q = {0};
+    arpc_loop_options lo = {.pollable = true};
+    struct app a = {0};
+    q.app = &a;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&q.requests));
+    assert_int_equal(ARPC_OK, arpc_loop_create(&a.loop, &lo));
+    arpc_server_options so = {.loop = a.loop, .workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&a.server, &so));
+    arpc_method_options bad = {.queue = q.requests, .inline_on_loop = true};
+    assert_int_equal(ARPC_EINVAL, arpc_server_register(a.server, "t.q", NULL, NULL, &bad));
+    arpc_method_options mo = {.queue = q.requests};
+    assert_int_equal(ARPC_EINVAL, arpc_server_register(a.server, "t.q", h_echo, NULL, &mo)); /* no handler */
+    assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.q", NULL, NULL, &mo));
+    assert_int_equal(ARPC_OK, arpc_server_listen(a.server, "tcp://127.0.0.1:0", a.addr, sizeof(a.addr)));
+    arpc_client_options co = {.loop = a.loop};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&a.client, a.addr, &co));
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = arpc_loop_fd(a.loop)};
+    assert_int_equal(0, epoll_ctl(epfd, EPOLL_CTL_ADD, ev.data.fd, &ev));
+    ev.data.fd = arpc_cq_fd(q.requests);
+    assert_int_equal(0, epoll_ctl(epfd, EPOLL_CTL_ADD, ev.data.fd, &ev));
+    for (int i = 0; i < 100; i++) {
+        arpc_future *f = arpc_call_async(a.client, "t.q", "x", 1, 10000);
+        assert_non_null(f);
+        assert_int_equal(ARPC_OK, arpc_future_then(f, on_queued_reply, &q));
+    }
+    while (!q.finished) {
+        int timeout;
+        assert_int_equal(ARPC_OK, arpc_loop_run_nowait(a.loop, &timeout));
+        struct epoll_event evs[4];
+        int n = epoll_wait(epfd, evs, 4, q.finished ? 0 : timeout);
+        assert_true(n >= 0);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd != arpc_cq_fd(q.requests))
+                continue;
+            arpc_future *f;
+            void *tag;
+            while (arpc_cq_trynext(q.requests, &f, &tag) == ARPC_OK) {
+                arpc_future_release(f);
+                assert_int_equal(ARPC_OK, arpc_reply(tag, "served", 6)); /* our thread, no callback */
+                q.served++;
+            }
+        }
+    }
+    assert_int_equal(100, q.served);
+    assert_int_equal(100, q.replies_ok);
+    close(epfd);
+    assert_int_equal(ARPC_OK, arpc_client_close(a.client));
+    arpc_server_destroy(a.server);
+    arpc_loop_destroy(a.loop);
+    arpc_cq_destroy(q.requests);
+}
+
 static void test_pollable_misuse(void **state)
 {
     (void)state;
@@ -254,6 +331,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_calls_carried_by_application_epoll),
         cmocka_unit_test_no_leak(test_deadline_fires_while_application_sleeps),
         cmocka_unit_test_no_leak(test_other_thread_call_wakes_application),
+        cmocka_unit_test_no_leak(test_requests_through_a_queue_on_one_thread),
         cmocka_unit_test_no_leak(test_pollable_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,7 @@
 #include "arpc/actor.h"
 #include "arpc/auth.h"
 #include "arpc/common.h"
+#include "arpc/cq.h"
 #include "arpc/loop.h"
 #include "arpc/tls.h"
 
@@ -176,6 +177,14 @@ typedef struct arpc_method_options {
      * or not), on that thread. Not called when the registration fails (ctx is still the
      * caller's). NULL: ctx is the caller's to free after destroy. */
     void (*ctx_free)(void *ctx);
+    /* Deliver this method's requests to a completion queue instead of calling a handler (register
+     * with fn and ctx NULL): each request arrives as an entry whose future is already complete
+     * (release it) and whose tag is the arpc_request *; finish it with arpc_reply /
+     * arpc_reply_error from any thread, as a handler would. With arpc_cq_fd in the application's
+     * own poll loop (and a wrapped or pollable loop, arpc/loop.h), a single-threaded program
+     * serves and calls on its one thread, replying when it likes. The queue must outlive the
+     * server. Not with actor, group, key or inline_on_loop. */
+    arpc_cq *queue;
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:

@@ -1,0 +1,26 @@
+/*
+ * Requests delivered to a completion queue (arpc_method_options.queue) instead of a handler:
+ * the application takes them where it takes its calls' completions (arpc_cq_fd in its own poll
+ * loop) and replies when it likes, from its own thread. Runs inline on the server's loop: one
+ * completed future per request, tagged with the request, through the queue's own lock-free
+ * delivery (async/cq.c), so nothing new is needed for the hand-off or the wake-up.
+ */
+#include "arpc/cq.h"
+#include "arpc/error.h"
+#include "arpc/future.h"
+#include "core/server_internal.h"
+
+void request_to_queue(arpc_request *req, void *cq)
+{
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK) {
+        arpc_reply_error(req, "out of memory queueing the request");
+        return;
+    }
+    int rc = arpc_cq_attach(cq, f, req);
+    if (rc == ARPC_OK)
+        arpc_future_complete(f, ARPC_OK, NULL, 0); /* delivered now: the queue holds its own reference */
+    arpc_future_release(f);
+    if (rc != ARPC_OK)
+        arpc_reply_error(req, "out of memory queueing the request");
+}
