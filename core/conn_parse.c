@@ -1,0 +1,94 @@
+/*
+ * A connection's frame parser: every complete arpc frame in the read buffer goes up to the
+ * owner (core/conn.h, on_frame); a malformed or oversized one is bad input, decided from its
+ * header before its body is read; a large body goes to a buffer of its own (core/conn_body.c);
+ * an oversized body the owner answers alone is skipped as it streams in. Loop thread only.
+ */
+#include "core/conn.h"
+
+#include "arpc/error.h"
+#include "base/log.h"
+#include "core/conn_body.h"
+
+/* Drops what has arrived of an oversized body being skipped. True while more is to come. */
+static bool conn_skip_body(struct arpc_conn *conn)
+{
+    size_t have = conn->c_rend - conn->c_rstart;
+    size_t drop = conn->c_skip < have ? (size_t)conn->c_skip : have;
+    conn->c_rstart += drop;
+    conn->c_skip -= drop;
+    return conn->c_skip > 0;
+}
+
+/* arpc_frame_decode said ARPC_ETOOLARGE: lets the owner answer that frame alone and skip its
+ * body. Returns ARPC_OK (skipping), ARPC_EAGAIN (the header's xid has not arrived yet), or
+ * ARPC_ETOOLARGE (bad input). */
+static int conn_take_oversized(struct arpc_conn *conn)
+{
+    uint8_t kind;
+    uint64_t xid;
+    uint32_t body_len;
+    if (conn->c_ops->on_oversized == NULL)
+        return ARPC_ETOOLARGE;
+    if (arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
+                               &body_len) != ARPC_OK)
+        return ARPC_EAGAIN;
+    if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, kind, xid, body_len))
+        return ARPC_ETOOLARGE;
+    conn->c_rstart += ARPC_FRAME_HEADER_SIZE;
+    conn->c_skip = body_len;
+    return ARPC_OK;
+}
+
+void conn_bad_input(struct arpc_conn *conn, int rc)
+{
+    arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc),
+             arpc_errname(rc));
+    if (conn->c_ops->on_bad_input != NULL) {
+        conn->c_ops->on_bad_input(conn, rc);
+        arpc_conn_close_after_flush(conn, rc);
+    } else {
+        arpc_conn_close(conn, rc);
+    }
+}
+
+void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
+     * here, PONGs only count as input; the owner sees every other frame. */
+    if (f->f_kind == ARPC_FRAME_PING)
+        arpc_conn_answer_ping(conn, f);
+    else if (f->f_kind != ARPC_FRAME_PONG)
+        conn->c_ops->on_frame(conn, f);
+}
+
+/* Parses and dispatches every complete frame. Returns the bytes the next frame needs in
+ * total (at least a header), or 0 after closing the connection for bad input. */
+size_t arpc_conn_parse_frames(struct arpc_conn *conn)
+{
+    size_t need = ARPC_FRAME_HEADER_SIZE;
+    while (conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
+        if (conn->c_skip > 0 && conn_skip_body(conn))
+            return ARPC_FRAME_HEADER_SIZE;
+        struct arpc_frame f;
+        size_t used = 0;
+        int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
+                                   conn->c_max_body, &f, &used, &need);
+        if (rc == ARPC_ETOOLARGE) {
+            rc = conn_take_oversized(conn);
+            if (rc == ARPC_EAGAIN)
+                return ARPC_FRAME_HEADER_SIZE;
+            if (rc == ARPC_OK)
+                continue; /* the owner answered the frame; its body is dropped next */
+        }
+        if (rc == ARPC_EAGAIN)
+            return conn_body_begin(conn, need) ? ARPC_FRAME_HEADER_SIZE : need;
+        if (rc != ARPC_OK) {
+            conn_bad_input(conn, rc);
+            return 0;
+        }
+        conn->c_rstart += used;
+        conn_hand_up(conn, &f);
+    }
+    return 0;
+}
