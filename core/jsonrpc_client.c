@@ -167,21 +167,17 @@ static size_t client_parse(struct arpc_conn *conn)
 {
     arpc_jsonrpc_client *c = conn->c_owner;
     while (conn->c_open && !conn->c_close_pending) {
-        if (c->jc_scan.js_pos == 0)
-            conn->c_rstart += jsonrpc_skip_space(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
-        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
-        size_t have = conn->c_rend - conn->c_rstart, len = 0;
-        if (have == 0)
-            return 1;
-        int rc = jsonrpc_scan(&c->jc_scan, p, have, &len);
-        if (rc == ARPC_EAGAIN && have <= conn->c_max_body)
-            return have + 1;
-        if (rc != ARPC_OK || len > conn->c_max_body) {
+        size_t len;
+        int rc = jsonrpc_next(&c->jc_scan, conn->c_rbuf, &conn->c_rstart, conn->c_rend, conn->c_max_body, &len);
+        if (rc == ARPC_EAGAIN)
+            return len + 1;
+        if (rc != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", conn->c_peer,
                      rc == ARPC_EPROTO ? "sent something that is not a JSON object" : "response over max_frame");
             arpc_conn_close(conn, ARPC_EPROTO);
             return 0;
         }
+        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
         conn->c_rstart += len;
         if (!client_on_response(c, p, len)) {
             arpc_conn_close(conn, ARPC_EPROTO);

@@ -43,3 +43,22 @@ int jsonrpc_scan(struct jsonrpc_scan *st, const uint8_t *buf, size_t len, size_t
     st->js_pos = len;
     return ARPC_EAGAIN;
 }
+
+int jsonrpc_next(struct jsonrpc_scan *st, const uint8_t *buf, size_t *start, size_t end, size_t max,
+                 size_t *obj_len)
+{
+    if (st->js_pos == 0) /* between objects: whitespace separates them */
+        *start += jsonrpc_skip_space(buf + *start, end - *start);
+    size_t have = end - *start;
+    *obj_len = 0;
+    if (have == 0)
+        return ARPC_EAGAIN;
+    int rc = jsonrpc_scan(st, buf + *start, have, obj_len);
+    if (rc == ARPC_EPROTO)
+        return rc;
+    if ((rc == ARPC_EAGAIN ? have : *obj_len) > max)
+        return ARPC_ETOOLARGE;
+    if (rc == ARPC_EAGAIN)
+        *obj_len = have;
+    return rc;
+}

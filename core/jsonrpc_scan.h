@@ -38,4 +38,12 @@ size_t jsonrpc_skip_space(const uint8_t *buf, size_t len);
  * with '{', a bracket closes nothing, or nesting passes JSONRPC_SCAN_MAX_DEPTH. */
 int jsonrpc_scan(struct jsonrpc_scan *st, const uint8_t *buf, size_t len, size_t *obj_len);
 
+/* A stream's next object in buf[*start..end), as both ends of a JSON-RPC connection read it:
+ * between objects the whitespace before it is skipped (*start advances past it). ARPC_OK: the
+ * object is buf[*start..*start + *obj_len), not yet consumed. ARPC_EAGAIN: not whole yet;
+ * *obj_len = the bytes of it held so far. ARPC_EPROTO: not an object (as jsonrpc_scan).
+ * ARPC_ETOOLARGE: the object, whole or not, is over max bytes. */
+int jsonrpc_next(struct jsonrpc_scan *st, const uint8_t *buf, size_t *start, size_t end, size_t max,
+                 size_t *obj_len);
+
 #endif

@@ -231,23 +231,16 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
     while (js != NULL && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
-        if (js->js_scan.js_pos == 0) /* between objects: whitespace separates them */
-            conn->c_rstart += jsonrpc_skip_space(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
-        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
-        size_t have = conn->c_rend - conn->c_rstart, len = 0;
-        if (have == 0)
-            return 1;
-        int rc = jsonrpc_scan(&js->js_scan, p, have, &len);
-        if (rc == ARPC_EPROTO) {
-            jsonrpc_refuse(sc, "jsonrpc: expected a JSON object");
-            return 0;
-        }
-        if ((rc == ARPC_EAGAIN ? have : len) > conn->c_max_body) {
-            jsonrpc_refuse(sc, "jsonrpc: request larger than the server's max_frame");
-            return 0;
-        }
+        size_t len;
+        int rc = jsonrpc_next(&js->js_scan, conn->c_rbuf, &conn->c_rstart, conn->c_rend, conn->c_max_body, &len);
         if (rc == ARPC_EAGAIN)
-            return have + 1;
+            return len + 1;
+        if (rc != ARPC_OK) {
+            jsonrpc_refuse(sc, rc == ARPC_EPROTO ? "jsonrpc: expected a JSON object"
+                                                 : "jsonrpc: request larger than the server's max_frame");
+            return 0;
+        }
+        const uint8_t *p = conn->c_rbuf + conn->c_rstart;
         conn->c_rstart += len; /* p stays valid: nothing below moves the buffer */
         jsonrpc_request(sc, p, len);
     }
