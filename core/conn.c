@@ -6,8 +6,9 @@
  * the loop's lanes in this iteration has queued its frame, so one sendmsg carries them all.
  * This costs no latency: prepare runs in the same iteration, before the poll.
  *
- * Reading: up to CONN_READS_PER_READY read()s per readiness (a socket that keeps filling the
- * buffer is read again, but not for ever: other connections get their turn), into a buffer
+ * Reading: up to CONN_READS_PER_READY read()s and CONN_READ_BUDGET bytes per readiness (a
+ * socket that keeps filling the buffer is read again, but not for ever: other connections get
+ * their turn; level-triggered readiness brings us back next iteration), into a buffer
  * that starts at 64 KiB and doubles, for a frame whose header says it is larger, only as the
  * bytes actually arrive (a peer must send N bytes to make us hold N), and shrinks back once a
  * large frame has passed. Frames are parsed in place; the remainder is moved to the front only
@@ -29,6 +30,9 @@
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
+/* Bytes read per readiness, at most: a large body arriving at memory speed would otherwise be
+ * read whole (16 MiB at a time) while every other connection of the loop waits. */
+#define CONN_READ_BUDGET (64 * 1024)
 
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
@@ -392,6 +396,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
+    size_t budget = CONN_READ_BUDGET;
     conn->c_dispatching = true;
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
@@ -406,6 +411,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }
+        if (room > budget)
+            room = budget;
         ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
         if (n == 0) {
             arpc_conn_close(conn, ARPC_ECONNLOST);
@@ -447,8 +454,9 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 }
             }
         }
-        if ((size_t)n < room || conn->c_hold != 0)
-            break; /* the socket is drained for now, or the owner holds input */
+        budget -= (size_t)n;
+        if ((size_t)n < room || conn->c_hold != 0 || budget == 0)
+            break; /* the socket is drained for now, the owner holds input, or others' turn */
     }
     conn->c_dispatching = false;
     if (conn->c_close_pending) {

@@ -6,7 +6,7 @@
 # a live server (a child process) while a well-behaved client keeps calling. Prints, per
 # attack, the server's peak RSS against its bound and the good client's p50/p99 during the
 # attack and unloaded (figures, not timed assertions). A few minutes; RelWithDebInfo build in
-# $BUILD (default build-abuse).
+# $BUILD (default build-abuse). ABUSE_ONLY=test_half_sent_frames (a cmocka pattern) runs one attack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

@@ -587,6 +587,10 @@ int main(int argc, char **argv)
     const char *lng = getenv("ABUSE_LONG");
     if (lng != NULL && strcmp(lng, "1") == 0)
         sc = &long_scale;
+    /* ABUSE_ONLY=test_half_sent_frames (a cmocka pattern, * and ? allowed) runs only that one. */
+    const char *only = getenv("ABUSE_ONLY");
+    if (only != NULL && only[0] != '\0')
+        cmocka_set_test_filter(only);
     if (sc->idle_conns + 64 > rl.rlim_cur) {
         fprintf(stderr, "abuse_test: RLIMIT_NOFILE %lu is too low for %u idle connections\n",
                 (unsigned long)rl.rlim_cur, sc->idle_conns);
