@@ -254,7 +254,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
         sc->sc_peer.pid = creds->pc_pid;
     }
     /* Linked first: a close (even the refusal's) unlinks it. */
-    arpc_dlist_insert_after(&s->sv_conns, NULL, &sc->sc_link);
+    arpc_dlist_insert_after(&s->sv_conns, s->sv_conns.dl_tail, &sc->sc_link);
     if (!limits_admit(sc))
         return;
     arpc_conn_limit_backlog(&sc->sc_conn);

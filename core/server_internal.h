@@ -104,6 +104,7 @@ struct arpc_server {
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
     struct arpc_deadline sv_limits;   /* connection limits' sweep (core/server_limits.c) */
     double sv_limits_every_s;
+    unsigned sv_limits_left;          /* connections the sweep under way has still to check */
     double sv_handshake_s, sv_frame_s, sv_idle_s; /* 0: off (idle only) */
     unsigned sv_max_conns;
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
@@ -182,7 +183,7 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
-/* The open connections, in no particular order (loop thread). */
+/* The open connections, oldest first or as the limits' sweep last reordered them (loop thread). */
 static inline struct server_conn *sconn_first(const arpc_server *s)
 {
     return ARPC_DLIST_ENTRY(s->sv_conns.dl_head, struct server_conn, sc_link);
@@ -190,6 +191,13 @@ static inline struct server_conn *sconn_first(const arpc_server *s)
 static inline struct server_conn *sconn_next(const struct server_conn *sc)
 {
     return ARPC_DLIST_ENTRY(sc->sc_link.dl_next, struct server_conn, sc_link);
+}
+/* Moves an open connection to the back of sv_conns (the limits' sweep: least recently checked
+ * first; new connections join at the back). */
+static inline void sconn_move_to_tail(arpc_server *s, struct server_conn *sc)
+{
+    arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
+    arpc_dlist_insert_after(&s->sv_conns, s->sv_conns.dl_tail, &sc->sc_link);
 }
 
 void sconn_goaway_all(arpc_server *s);

@@ -4,7 +4,8 @@
  *
  * One coarse sweep timer per server checks every open connection's timestamps, instead of a
  * timer per connection: the per-frame path only stores the loop's cached time (ev_now), and a
- * timeout fires at most one sweep period late, which is fine for limits counted in seconds.
+ * timeout fires at most one sweep period late, which is fine for limits counted in seconds. A
+ * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn.
  */
 #include "arpc/error.h"
 #include "base/log.h"
@@ -15,6 +16,9 @@
 #define LIMITS_MAX_CONNS 10000
 #define LIMITS_SWEEP_MAX_S 1.0
 #define LIMITS_SWEEP_MIN_S 0.01
+/* Connections checked per loop turn: 10,000 at once held the loop ~3 ms (a good client's call
+ * behind it waited as long); 512 take ~0.15 ms. */
+#define LIMITS_SWEEP_SLICE 512
 
 void limits_init(arpc_server *s, const arpc_server_options *o)
 {
@@ -62,22 +66,29 @@ static void limits_on_sweep(struct arpc_deadline *d, void *arg)
     struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
     ev_now_update(ev); /* the connections' times are libev's */
     ev_tstamp now = ev_now(ev);
-    arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_limits_every_s); /* cannot fail: see dedup_on_sweep */
-    /* A close unlinks (and may free) sc, and may let other connections' input go, whose
-     * frames may close them too (core/server_inflight.c): next is held meanwhile, and if it
-     * was closed (unlinked) the sweep ends there, the rest is checked by the next one. */
-    struct server_conn *sc = sconn_first(s);
-    if (sc != NULL)
+    if (s->sv_limits_left == 0)
+        s->sv_limits_left = s->sv_nconns; /* a new sweep: as many as are open now */
+    /* Least recently checked first: each connection checked moves to the tail (new ones join
+     * there too), so slices need no cursor that a close could invalidate. A close unlinks (and
+     * may free) sc, and may let other connections' input go, whose frames may close them too
+     * (core/server_inflight.c): the head is read afresh each time, sc is held while checked. */
+    unsigned slice = LIMITS_SWEEP_SLICE;
+    struct server_conn *sc;
+    while (s->sv_limits_left > 0 && slice > 0 && (sc = sconn_first(s)) != NULL) {
+        s->sv_limits_left--;
+        slice--;
         sconn_retain(sc);
-    while (sc != NULL) {
-        struct server_conn *next = sconn_next(sc);
-        if (next != NULL)
-            sconn_retain(next);
         if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
             limits_check(sc, now);
+        if (sconn_first(s) == sc) /* still open and first: to the back of the line */
+            sconn_move_to_tail(s, sc);
         sconn_release(sc);
-        sc = next;
     }
+    if (sconn_first(s) == NULL)
+        s->sv_limits_left = 0;
+    /* More left: the next slice after the loop's next poll, so I/O runs between slices. Cannot
+     * fail: see dedup_on_sweep. */
+    arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_limits_left > 0 ? 0 : s->sv_limits_every_s);
 }
 
 void limits_start(arpc_server *s)

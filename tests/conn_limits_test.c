@@ -172,6 +172,40 @@ static void test_no_hello_is_closed(void **state)
     stop(&fx);
 }
 
+/* More silent sockets than the limits' sweep checks in one loop turn (it works in slices of
+ * 512): every one is still closed, and the good client is served meanwhile. */
+static void test_many_silent_sockets_are_all_closed(void **state)
+{
+    (void)state;
+    enum { N = 1300 };
+    struct rlimit rl;
+    assert_int_equal(0, getrlimit(RLIMIT_NOFILE, &rl));
+    rlim_t old = rl.rlim_cur;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 2 * N + 64) {
+        printf("conn_limits_test: RLIMIT_NOFILE hard limit %lu is below %d: many-sockets case skipped\n",
+               (unsigned long)rl.rlim_max, 2 * N + 64);
+        skip();
+    }
+    rl.rlim_cur = 2 * N + 64; /* both ends of each socket live in this process */
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &rl));
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.handshake_timeout_ms = SHORT_MS});
+    int *fds = calloc(N, sizeof(int));
+    assert_non_null(fds);
+    for (int i = 0; i < N; i++)
+        fds[i] = raw_socket(fx.addr);
+    good_call(fx.good);
+    for (int i = 0; i < N; i++)
+        assert_true(wait_eof(fds[i], 100 * SHORT_MS));
+    good_call(fx.good);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    free(fds);
+    stop(&fx);
+    rl.rlim_cur = old;
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &rl));
+}
+
 static void test_half_frame_is_closed(void **state)
 {
     (void)state;
@@ -416,6 +450,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_hello_is_closed),
+        cmocka_unit_test(test_many_silent_sockets_are_all_closed),
         cmocka_unit_test(test_half_frame_is_closed),
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
         cmocka_unit_test(test_idle_is_closed_with_goaway),
