@@ -22,7 +22,7 @@
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
-#define LISTENER_ACCEPT_BATCH 64 /* per readiness, so one busy listener cannot starve the loop */
+#define LISTENER_ACCEPT_BATCH 16 /* per readiness, so one busy listener cannot starve the loop */
 #define LISTENER_PAUSE_S 0.1
 
 struct server_listener {
@@ -161,6 +161,9 @@ void listener_start(struct server_listener *l)
         return;
     }
     ev_io_init(&l->l_io, listener_on_readable, l->l_sock->l_fd, EV_READ);
+    /* In a loop turn where connections have frames too, their callbacks run first: a flood of
+     * connects does not make the frames of established clients wait behind accept batches. */
+    ev_set_priority(&l->l_io, EV_MINPRI);
     arpc_deadline_init(&l->l_retry, listener_on_retry, l);
     l->l_io.data = l;
     arpc_loop_io_start(s->sv_loop, &l->l_io);
