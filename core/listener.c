@@ -7,7 +7,9 @@
  * waiting for nothing until descriptors free up. So each listener keeps a spare descriptor
  * (/dev/null): on EMFILE it closes the spare, accepts the pending connection, sends it a
  * GOAWAY (ARPC_EOVERLOADED, one non-blocking send) and closes it at once, then reopens the
- * spare. The client hears why at once, and the backlog drains.
+ * spare. The client hears why at once, and the backlog drains. Before that, an open connection
+ * worth less than the new one (silent, slow, or idle for a while: core/server_shed.c) gives
+ * its descriptor up, at most one per readiness.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,6 +91,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)revents;
     struct server_listener *l = w->data;
+    bool made_room = false; /* once per readiness: if its descriptor did not free, shed the new one */
     for (int i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
         int fd;
         char peer[ARPC_ADDR_MAX], why[ARPC_WHY_MAX];
@@ -96,8 +99,15 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         int rc = l->l_sock->l_ops->t_accept(l->l_sock, &fd, peer, sizeof(peer), why, sizeof(why));
         if (rc == ARPC_EAGAIN)
             return;
-        if (rc == ARPC_ESYSTEM && (errno == EMFILE || errno == ENFILE) && listener_shed(l, errno))
-            continue;
+        if (rc == ARPC_ESYSTEM && (errno == EMFILE || errno == ENFILE)) {
+            int err = errno;
+            if (!made_room && shed_for_descriptor(l->l_server, err == ENFILE ? "ENFILE" : "EMFILE")) {
+                made_room = true;
+                continue; /* accepted with the descriptor an older, idle or slow connection gave up */
+            }
+            if (listener_shed(l, err))
+                continue;
+        }
         if (rc != ARPC_OK) {
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
                 return; /* no memory for the pause: keep accepting (level-triggered: we come back) */

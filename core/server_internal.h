@@ -106,6 +106,7 @@ struct arpc_server {
     double sv_limits_every_s;
     unsigned sv_limits_left;          /* connections the sweep under way has still to check */
     double sv_handshake_s, sv_frame_s, sv_idle_s; /* 0: off (idle only) */
+    double sv_shed_idle_s;             /* out of descriptors: idle this long may be closed */
     unsigned sv_max_conns;
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
@@ -214,6 +215,11 @@ void limits_stop(arpc_server *s);  /* loop thread */
  * then sent GOAWAY and is closing). */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
+
+/* server_shed.c: out of descriptors (loop thread), closes the open connection worth least
+ * (silent, slow, then idle; never one with work) to make room; why names the errno ("EMFILE")
+ * for the log line. False when none qualifies. */
+bool shed_for_descriptor(arpc_server *s, const char *why);
 
 /* request_queue.c: the handler of a method registered with arpc_method_options.queue (its
  * ctx is the arpc_cq). */

@@ -14,6 +14,7 @@
 #define LIMITS_HANDSHAKE_MS 10000
 #define LIMITS_FRAME_MS 30000
 #define LIMITS_MAX_CONNS 10000
+#define LIMITS_SHED_IDLE_MS 5000
 #define LIMITS_SWEEP_MAX_S 1.0
 #define LIMITS_SWEEP_MIN_S 0.01
 /* Connections checked per loop turn: 10,000 at once held the loop ~3 ms (a good client's call
@@ -25,6 +26,7 @@ void limits_init(arpc_server *s, const arpc_server_options *o)
     s->sv_handshake_s = (o->handshake_timeout_ms ? o->handshake_timeout_ms : LIMITS_HANDSHAKE_MS) / 1000.0;
     s->sv_frame_s = (o->frame_timeout_ms ? o->frame_timeout_ms : LIMITS_FRAME_MS) / 1000.0;
     s->sv_idle_s = o->idle_timeout_ms / 1000.0; /* 0: off */
+    s->sv_shed_idle_s = (o->shed_idle_ms ? o->shed_idle_ms : LIMITS_SHED_IDLE_MS) / 1000.0;
     s->sv_max_conns = o->max_connections ? o->max_connections : LIMITS_MAX_CONNS;
 }
 

@@ -446,6 +446,81 @@ static void test_emfile_sheds_and_recovers(void **state)
     stop(&fx);
 }
 
+/* A socket already created, connected now and said HELLO to (the server's HELLO comes back):
+ * for the moment the process has no descriptor to spare. */
+static void connect_hello(struct raw_client *r, int fd, const char *addr, uint64_t client_id)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    const char *port = strrchr(addr, ':');
+    assert_non_null(port);
+    sa.sin_port = htons((uint16_t)atoi(port + 1));
+    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    memset(r, 0, sizeof(*r));
+    r->rc_fd = fd;
+    uint8_t hello[64];
+    assert_true(raw_send(r, hello, arpc_frame_encode_hello(hello, client_id, 0, 0, 0)));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_HELLO, f.f.f_kind);
+}
+
+/* Out of descriptors, the server makes room before it turns a new connection away: first a
+ * socket silent for over a second, then the connection idle longest (told GOAWAY(ESHUTDOWN));
+ * each new connection is accepted and served, the good client (busy a moment ago) is not
+ * touched, each close is logged naming EMFILE. */
+static void test_emfile_sheds_silent_then_idle_first(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.shed_idle_ms = SHORT_MS});
+    int silent = raw_socket(fx.addr);
+    struct raw_client idle;
+    assert_true(raw_connect(&idle, fx.addr, 21));
+    assert_true(raw_request(&idle, 1, 0, 0, 0, "t.echo", "x", 1));
+    struct raw_frame f;
+    assert_true(raw_read(&idle, &f, false));
+    good_call(fx.good); /* the silent socket is accepted by now (the same loop turn) */
+    sleep_ms(1100);     /* not a wait for an event: the silent socket must be 1 s old to qualify */
+    good_call(fx.good); /* busy just now: idle for less long than `idle` */
+    struct rlimit old, low;
+    assert_int_equal(0, getrlimit(RLIMIT_NOFILE, &old));
+    low = old;
+    if (low.rlim_cur > 1024)
+        low.rlim_cur = 1024;
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &low));
+    static int fds[FILL_MAX];
+    int n = fill_fds(fds, 0);
+    assert_true(n < FILL_MAX);
+    close(fds[--n]);
+    close(fds[--n]);
+    int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s1 >= 0 && s2 >= 0);
+    n = fill_fds(fds, n); /* none left for the server's accept */
+    struct raw_client r1, r2;
+    connect_hello(&r1, s1, fx.addr, 22); /* room made by the silent socket */
+    assert_true(wait_eof(silent, 100 * SHORT_MS));
+    connect_hello(&r2, s2, fx.addr, 23); /* room made by the idle connection */
+    expect_goaway_eof(&idle, ARPC_ESHUTDOWN);
+    assert_true(raw_request(&r2, 1, 0, 0, 0, "t.echo", "y", 1));
+    assert_true(raw_read(&r2, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    good_call(fx.good);
+    while (n > 0)
+        close(fds[--n]);
+    assert_int_equal(0, setrlimit(RLIMIT_NOFILE, &old));
+    expect_log("to make room", silent);
+    assert_int_equal(1, log_matches("no HELLO for", silent));
+    assert_int_equal(1, log_matches("EMFILE", silent));
+    expect_log("to make room", idle.rc_fd);
+    assert_int_equal(1, log_matches("idle for", idle.rc_fd));
+    close(silent);
+    raw_close(&idle);
+    raw_close(&r1);
+    raw_close(&r2);
+    stop(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_frame_arriving_is_not_idle),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
+        cmocka_unit_test(test_emfile_sheds_silent_then_idle_first),
         cmocka_unit_test(test_oversized_call_alone_fails),
         cmocka_unit_test(test_dribbled_oversized_body_is_closed),
     };

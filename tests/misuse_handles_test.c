@@ -226,6 +226,12 @@ static void test_use_after_close_aborts(void **state)
     (void)state;
     if (!aborts_on_misuse)
         skip(); /* the handles below are freed: only a debug build's abort makes this defined */
+#if defined(__SANITIZE_THREAD__)
+    /* The check reads the freed block's first word (what a debug build catches while the
+     * block is not reused); ThreadSanitizer reports that read as heap-use-after-free now and
+     * then (once in ~150 runs). The ASan build runs this case, asking ASan instead of reading. */
+    skip();
+#endif
     assert_true(dies_with_abort(client_closed_twice, NULL, "arpc_client_close on 0x"));
     assert_true(dies_with_abort(client_called_after_close, NULL, "arpc_call_opts on 0x"));
     assert_true(dies_with_abort(server_destroyed_twice, NULL, "arpc_server_destroy on 0x"));

@@ -151,6 +151,13 @@ typedef struct arpc_server_options {
                                     * buffer, its queued replies and the replies still owed to its
                                     * calls in flight (each counted at its method's recent largest
                                     * reply, or max_conn_bytes/16 until its first); 0: 16 MiB */
+    /* Out of file descriptors (EMFILE/ENFILE on accept), an open connection worth less than
+     * the new one is closed to make room before the new one is turned away: one that has not
+     * said HELLO, or whose frame has been arriving, for 1 s; else one idle this long (no call in
+     * flight, nothing queued), sent GOAWAY(ARPC_ESHUTDOWN) so its client reconnects when next
+     * called. A connection with calls in flight or replies queued is never chosen. Logged with
+     * the errno's name. 0: 5000 */
+    uint32_t shed_idle_ms;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
