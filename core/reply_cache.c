@@ -27,6 +27,8 @@ static enum arpc_rc_verdict refuse(struct arpc_reply_cache *rc, enum arpc_rc_ver
 {
     if (v == ARPC_RC_STALE)
         rc->rc_stats.stale++;
+    else if (v == ARPC_RC_CROWDED)
+        rc->rc_stats.crowded++;
     else
         rc->rc_stats.full++;
     return v;
@@ -94,11 +96,14 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
         *reply_out = e->e_reply;
         return ARPC_RC_REPLAY;
     }
+    if (e->e_nwaiters >= ARPC_RC_MAX_WAITERS)
+        return refuse(rc, ARPC_RC_CROWDED);
     struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
     if (w == NULL)
         return ARPC_RC_NOMEM;
     *e->e_last = w;
     e->e_last = &w->w_next;
+    e->e_nwaiters++;
     rc->rc_stats.hits_attached++;
     return ARPC_RC_ATTACHED;
 }

@@ -70,7 +70,7 @@ struct arpc_reply_cache_stats {
     size_t clients, entries;
     size_t running, logging; /* entries in those states; the rest are DONE */
     size_t bytes;            /* as counted against max_bytes */
-    uint64_t hits_attached, hits_replayed, stale, full; /* verdicts of begin, since init */
+    uint64_t hits_attached, hits_replayed, stale, full, crowded; /* verdicts of begin, since init */
 };
 
 struct arpc_rc_client; /* private: core/reply_cache_store.h */
@@ -110,7 +110,14 @@ enum arpc_rc_verdict {
     ARPC_RC_STALE,    /* seq <= the client's ack: answer ARPC_EREJECTED; never run */
     ARPC_RC_FULL,     /* a NEW call with bytes >= max_bytes: answer ARPC_EOVERLOADED */
     ARPC_RC_NOMEM,    /* out of memory: refuse the call; it did not run */
+    ARPC_RC_CROWDED,  /* ARPC_RC_MAX_WAITERS duplicates already wait for the running call:
+                       * answer ARPC_EOVERLOADED (nothing runs; a retry later finds the reply) */
 };
+
+/* Duplicates one running call may have waiting for it. A client resends a call after each
+ * reconnect, so a few is plenty; without a bound, one cheap request each would grow the
+ * list (and the copies of the reply) without end. */
+#define ARPC_RC_MAX_WAITERS 8
 
 /*
  * A numbered request arrived: (client_id, seq) from connection conn with its xid. A known

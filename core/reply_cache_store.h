@@ -19,6 +19,7 @@ struct arpc_rc_entry {
     void *e_reply;                    /* LOGGING, DONE */
     size_t e_reply_bytes;
     enum arpc_rc_state e_state;
+    uint32_t e_nwaiters; /* on e_waiters: at most ARPC_RC_MAX_WAITERS */
 };
 
 struct arpc_rc_client {
@@ -54,6 +55,7 @@ static inline struct arpc_rc_waiter *arpc_rc_take_waiters(struct arpc_rc_entry *
     struct arpc_rc_waiter *list = e->e_waiters;
     e->e_waiters = NULL;
     e->e_last = &e->e_waiters;
+    e->e_nwaiters = 0;
     return list;
 }
 

@@ -100,7 +100,9 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
 static void reply_msg_release(void *rm) { reply_msg_put(rm); }
 
 /* Sends rm's frame to sc under xid. The request that ran the call (its xid is in the frame)
- * gets the very frame, shared with the cache; any other gets a copy under its own xid. */
+ * gets the very frame, shared with the cache; any other gets a header of its own with its
+ * xid, followed by the same shared body: a duplicate costs a header, never a copy of the
+ * reply (a flood of duplicates of one large reply would otherwise multiply it in memory). */
 static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xid)
 {
     if (!sc->sc_conn.c_open)
@@ -111,15 +113,24 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
             arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
         return;
     }
-    uint8_t *copy = arpc_malloc(rm->rm_len);
-    if (copy == NULL) {
+    uint8_t *head = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
+    if (head == NULL) {
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
         return;
     }
-    memcpy(copy, rm->rm_frame, rm->rm_len);
-    arpc_frame_set_xid(copy, xid);
-    if (arpc_conn_send(&sc->sc_conn, copy, copy, rm->rm_len) == ARPC_ENOMEM)
+    memcpy(head, rm->rm_frame, ARPC_FRAME_HEADER_SIZE);
+    arpc_frame_set_xid(head, xid);
+    /* Both parts are queued in this loop turn, one after the other: nothing comes between. */
+    if (arpc_conn_send(&sc->sc_conn, head, head, ARPC_FRAME_HEADER_SIZE) == ARPC_ENOMEM) {
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+        return;
+    }
+    if (rm->rm_len == ARPC_FRAME_HEADER_SIZE)
+        return;
+    rm->rm_refs++;
+    if (arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame + ARPC_FRAME_HEADER_SIZE,
+                              rm->rm_len - ARPC_FRAME_HEADER_SIZE, reply_msg_release) == ARPC_ENOMEM)
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* half a frame queued: the connection must go */
 }
 
 static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, struct reply_msg *rm)
@@ -160,6 +171,11 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
         return false;
     case ARPC_RC_FULL:
         snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
+        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        return false;
+    case ARPC_RC_CROWDED:
+        snprintf(msg, sizeof(msg), "%d duplicates of call %llu already wait for it: not run, retry later",
+                 ARPC_RC_MAX_WAITERS, (unsigned long long)f->f_seq);
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     default:

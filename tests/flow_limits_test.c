@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/reply_cache.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -311,6 +312,49 @@ static void test_attached_duplicates_do_not_count(void **state)
     stop(&fx);
 }
 
+/* Duplicates of one running call: the first ARPC_RC_MAX_WAITERS wait for its result, any
+ * more are refused at once (ARPC_EOVERLOADED, not run): one cheap request each must not grow
+ * the server's list of waiters, and the copies of the reply, without end. */
+static void test_crowded_duplicates_are_refused(void **state)
+{
+    (void)state;
+    enum { DUPS = ARPC_RC_MAX_WAITERS + 2 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){0}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 63));
+    uint64_t seq = 1;
+    assert_true(raw_request(&r, 1, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    wait_started(1);
+    for (uint64_t i = 0; i < DUPS; i++) /* the same call under xids 101.. */
+        assert_true(raw_request(&r, 101 + i, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    /* The two over the bound are answered while the call still runs, in arrival order. */
+    for (uint64_t i = ARPC_RC_MAX_WAITERS; i < DUPS; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+        assert_int_equal(101 + i, f.f.f_xid);
+        assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
+    }
+    gate_release();
+    bool seen[101 + ARPC_RC_MAX_WAITERS] = {false};
+    for (int i = 0; i < 1 + ARPC_RC_MAX_WAITERS; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        uint64_t xid = f.f.f_xid, call;
+        assert_true(xid == 1 || (xid >= 101 && xid < 101 + ARPC_RC_MAX_WAITERS));
+        assert_false(seen[xid]);
+        seen[xid] = true;
+        assert_int_equal(sizeof(call), f.body_len);
+        memcpy(&call, f.body, sizeof(call));
+        assert_int_equal(seq, call);
+    }
+    assert_int_equal(1, atomic_load(&gate_started)); /* it ran once */
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
  * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
 static unsigned never_reading_big_calls(struct fixture *fx, uint64_t client_id)
@@ -377,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_calls_per_conn_hold_at_the_limit),
         cmocka_unit_test(test_calls_per_client_over_two_connections),
         cmocka_unit_test(test_attached_duplicates_do_not_count),
+        cmocka_unit_test(test_crowded_duplicates_are_refused),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
     };
