@@ -102,6 +102,8 @@ static bool conn_flush(struct arpc_conn *conn)
 {
     size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
+    if (conn->c_out.q_bytes != queued)
+        conn->c_last_tx = ev_now(conn->c_ev);
     if (conn->c_stats != NULL) {
         uint64_t written = queued - conn->c_out.q_bytes;
         arpc_stat_add(&conn->c_stats->io_bytes_out, written);
@@ -223,6 +225,12 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
+    if (conn->c_max_bytes != 0 && conn->c_out.q_bytes / ARPC_CONN_OUTPUT_HARD_FACTOR > conn->c_max_bytes) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
+                 conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);
+        arpc_conn_close(conn, ARPC_EOVERLOADED);
+        return;
+    }
     /* If the write watcher is active the socket is full: it will flush when writable; if the
      * stream waits to read first, the next read flushes. Input let go here may queue more (an
      * inline handler's replies), and a prepare watcher started now would wait for the next
@@ -267,6 +275,8 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
     }
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, len);
+    if (conn->c_out.q_bytes == len) /* it was empty: the write timeout's clock starts */
+        conn->c_last_tx = ev_now(conn->c_ev);
     if (!ev_is_active(&conn->c_flush)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
@@ -364,6 +374,11 @@ static void conn_track_partial(struct arpc_conn *conn, bool consumed)
         conn->c_frame_since = 0;
     else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
         conn->c_frame_since = ev_now(conn->c_ev);
+}
+
+double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now)
+{
+    return conn->c_open && !arpc_outq_empty(&conn->c_out) ? now - conn->c_last_tx : 0;
 }
 
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)

@@ -82,6 +82,8 @@ struct arpc_conn {
     ev_prepare c_flush;
     struct arpc_deadline c_hb; /* heartbeat (core/conn_heartbeat.c); unarmed when off */
     ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, or the first
+                               * frame queued on an empty queue (the write timeout's clock) */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
@@ -234,6 +236,15 @@ void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat
  * no frame is partly read, or while reading is paused (the wait is then ours, not the
  * peer's). */
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
+
+/* Seconds output has been waiting without a byte written, at loop time now; 0 when nothing
+ * is queued (the write timeout: a peer that never reads). */
+double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
+
+/* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a
+ * connection is closed rather than held: replies owed to calls accepted before the bound was
+ * reached (their sizes were estimates) must not grow without end for a peer not reading. */
+#define ARPC_CONN_OUTPUT_HARD_FACTOR 4
 
 /* The frame parser: hands every complete buffered frame to on_frame (see parse above). */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn);

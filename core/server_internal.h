@@ -107,6 +107,7 @@ struct arpc_server {
     unsigned sv_limits_left;          /* connections the sweep under way has still to check */
     double sv_handshake_s, sv_frame_s, sv_idle_s; /* 0: off (idle only) */
     double sv_shed_idle_s;             /* out of descriptors: idle this long may be closed */
+    double sv_write_s;                 /* output waiting this long unread closes */
     unsigned sv_max_conns;
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;

@@ -15,6 +15,7 @@
 #define LIMITS_FRAME_MS 30000
 #define LIMITS_MAX_CONNS 10000
 #define LIMITS_SHED_IDLE_MS 5000
+#define LIMITS_WRITE_MS 30000
 #define LIMITS_SWEEP_MAX_S 1.0
 #define LIMITS_SWEEP_MIN_S 0.01
 /* Connections checked per loop turn: 10,000 at once held the loop ~3 ms (a good client's call
@@ -27,6 +28,7 @@ void limits_init(arpc_server *s, const arpc_server_options *o)
     s->sv_frame_s = (o->frame_timeout_ms ? o->frame_timeout_ms : LIMITS_FRAME_MS) / 1000.0;
     s->sv_idle_s = o->idle_timeout_ms / 1000.0; /* 0: off */
     s->sv_shed_idle_s = (o->shed_idle_ms ? o->shed_idle_ms : LIMITS_SHED_IDLE_MS) / 1000.0;
+    s->sv_write_s = (o->write_timeout_ms ? o->write_timeout_ms : LIMITS_WRITE_MS) / 1000.0;
     s->sv_max_conns = o->max_connections ? o->max_connections : LIMITS_MAX_CONNS;
 }
 
@@ -35,6 +37,16 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
+    /* First, and for connections closing after their last words too: a peer that reads
+     * nothing keeps them (and what they queued) otherwise. */
+    if (arpc_conn_write_age(conn, now) >= s->sv_write_s) {
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
+                 conn->c_peer, conn->c_out.q_bytes, s->sv_write_s * 1000);
+        arpc_conn_close(conn, ARPC_ETIMEDOUT);
+        return true;
+    }
+    if (conn->c_close_after_flush)
+        return false;
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
                  conn->c_peer, s->sv_handshake_s * 1000);
@@ -80,7 +92,7 @@ static void limits_on_sweep(struct arpc_deadline *d, void *arg)
         s->sv_limits_left--;
         slice--;
         sconn_retain(sc);
-        if (sc->sc_conn.c_open && !sc->sc_conn.c_close_after_flush)
+        if (sc->sc_conn.c_open)
             limits_check(sc, now);
         if (sconn_first(s) == sc) /* still open and first: to the back of the line */
             sconn_move_to_tail(s, sc);
@@ -99,7 +111,7 @@ void limits_start(arpc_server *s)
         return;
     /* A quarter of the shortest timeout, so a short one (in tests) fires at most 25% late. */
     double every = LIMITS_SWEEP_MAX_S;
-    double shortest[] = {s->sv_handshake_s, s->sv_frame_s, s->sv_idle_s};
+    double shortest[] = {s->sv_handshake_s, s->sv_frame_s, s->sv_idle_s, s->sv_write_s};
     for (size_t i = 0; i < sizeof(shortest) / sizeof(shortest[0]); i++)
         if (shortest[i] > 0 && shortest[i] / 4 < every)
             every = shortest[i] / 4;

@@ -521,6 +521,33 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     stop(&fx);
 }
 
+/* A peer that stops reading: its reply waits unwritten, and after write_timeout_ms without a
+ * byte taken the connection is closed (logged), the good client untouched. */
+static void test_unread_output_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.write_timeout_ms = SHORT_MS});
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int small = 4096; /* so the server's send stops soon: its buffer and ours are all that takes it */
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    struct raw_client r;
+    connect_hello(&r, fd, fx.addr, 31);
+    uint32_t len = 8u << 20; /* an 8 MiB request: its echo, 8 MiB, comes back */
+    uint8_t *payload = calloc(1, len), *frame = malloc(arpc_frame_request_size(6, len));
+    assert_true(payload != NULL && frame != NULL);
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, len);
+    assert_true(raw_send(&r, frame, n));
+    free(frame);
+    free(payload);
+    expect_log("write_timeout_ms", fd);
+    good_call(fx.good);
+    assert_true(wait_eof(fd, 100 * SHORT_MS));
+    raw_close(&r);
+    stop(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
         cmocka_unit_test(test_emfile_sheds_silent_then_idle_first),
+        cmocka_unit_test(test_unread_output_is_closed),
         cmocka_unit_test(test_oversized_call_alone_fails),
         cmocka_unit_test(test_dribbled_oversized_body_is_closed),
     };

@@ -20,6 +20,8 @@
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -139,6 +141,19 @@ static void h_big(arpc_request *req, void *ctx)
     CHECK(arpc_reply(req, big, sizeof(big)) == ARPC_OK);
 }
 
+/* t.sized: a reply of the size its 4-byte payload asks for (up to BIG). */
+static void h_sized(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    static const uint8_t big[BIG];
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    uint32_t want = 0;
+    if (len == sizeof(want))
+        memcpy(&want, p, sizeof(want));
+    CHECK(arpc_reply(req, big, want < BIG ? want : BIG) == ARPC_OK);
+}
+
 /* ---- a server and a well-behaved client ---- */
 
 struct fixture {
@@ -161,6 +176,7 @@ static void start(struct fixture *fx, arpc_server_options so, const char *listen
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.gate", h_gate, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.big", h_big, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.sized", h_sized, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, listen, fx->addr, sizeof(fx->addr)));
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));
 }
@@ -415,6 +431,55 @@ static void test_never_reading_client_bounded_by_learnt_size(void **state)
     unlink(addr + 7);
 }
 
+/* Reads and drops bytes until the end (true) or a 10 s silence (false). */
+static bool drain_to_eof(int fd)
+{
+    static char buf[1 << 16];
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0)
+            return false;
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0) /* a close with our requests unread there is a reset */
+            return n == 0 || errno == ECONNRESET;
+    }
+}
+
+/* The reply-size estimate is the method's, and small replies lower it: after 20 of them a
+ * never-reading client's 64 requests for 1 MiB replies are all accepted (each counted at a
+ * few KiB). The bound cannot hold them, so the hard cap does: over 4 x max_conn_bytes of
+ * queued output the connection is closed (logged), and what it queued goes with it. */
+static void test_estimate_pushed_down_hits_the_hard_cap(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "flow-hard");
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2, .max_conn_bytes = 1u << 20}, addr);
+    uint32_t small = 16, mib = BIG;
+    for (int i = 0; i < 20; i++) {
+        void *reply = NULL;
+        size_t len = 0;
+        assert_int_equal(ARPC_OK, arpc_call(fx.good, "t.sized", &small, sizeof(small), &reply, &len, 10000));
+        assert_int_equal(small, len);
+        arpc_free(reply);
+    }
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 53));
+    /* All 64 in one write, so they are read (and accepted) before the first reply comes. */
+    static uint8_t reqs[64 * 64];
+    size_t len = 0;
+    for (uint64_t xid = 1; xid <= 64; xid++)
+        len += arpc_frame_encode_request(reqs + len, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "t.sized", 7, &mib, sizeof(mib));
+    assert_true(raw_send(&r, reqs, len));
+    expect_log("(4 x max_conn_bytes)");
+    assert_true(drain_to_eof(r.rc_fd)); /* what was written before the cap, then the end */
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+    unlink(addr + 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_crowded_duplicates_are_refused),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
+        cmocka_unit_test(test_estimate_pushed_down_hits_the_hard_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,6 +158,10 @@ typedef struct arpc_server_options {
      * called. A connection with calls in flight or replies queued is never chosen. Logged with
      * the errno's name. 0: 5000 */
     uint32_t shed_idle_ms;
+    /* Output waiting this long without a byte taken by the peer closes the connection (a peer
+     * that never reads, or reads nothing more; logged). Also: queued output over 4 x
+     * max_conn_bytes closes it at once. 0: 30000 */
+    uint32_t write_timeout_ms;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
