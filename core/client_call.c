@@ -2,7 +2,7 @@
  * The call object on the loop: arrival, sending, finishing, deadline, cancel.
  *
  * Each call is one allocation (client_internal.h): the caller's future, the struct client_call
- * (the loop's until the call finishes) and its encoded request (struct call_frame), kept until
+ * (the loop's until the call finishes) and its encoded request, kept until
  * the call is freed so it can be sent again over a new connection. A large request lives in a
  * block of the client's cache (cl_bufs) instead, with a count of its own. The block goes when
  * its three kinds of holders have let go (cc_refs): the future's last reference (the caller may
@@ -32,13 +32,6 @@
 
 static void call_on_deadline(struct arpc_deadline *d, void *arg);
 
-/* Right after the record (8-aligned): the request's size and where its bytes are. */
-struct call_frame {
-    uint32_t f_len;
-    uint32_t f_cap; /* 0: the bytes follow; else a large request, in a call_bulk of this capacity,
-                     * whose address follows */
-};
-
 /* A large request: a block of cl_bufs, held by the call and by each send of it. */
 struct call_bulk {
     arpc_refcount b_refs;
@@ -47,8 +40,9 @@ struct call_bulk {
     uint8_t b_bytes[];
 };
 
-static struct call_frame *frame_of(struct client_call *call) { return (struct call_frame *)(call + 1); }
-static struct call_bulk **bulk_slot(struct call_frame *f) { return (struct call_bulk **)(f + 1); }
+/* Right after the record (8-aligned): the request's bytes, or a large request's block. */
+static void *after_record(struct client_call *call) { return call + 1; }
+static struct call_bulk *bulk_of(struct client_call *call) { return *(struct call_bulk **)after_record(call); }
 static struct client_call *call_of_future(arpc_future *f)
 {
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
@@ -77,14 +71,9 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     /* Bulk requests reuse memory, so the allocator does not fault fresh pages in for each. */
     size_t bulk_total = sizeof(struct call_bulk) + frame_len;
     bool bulk = bulk_total >= ARPC_CONN_BODY_MIN;
-    size_t total = sizeof(struct client_call) + sizeof(struct call_frame) +
-                   (bulk ? sizeof(struct call_bulk *) : frame_len);
-    struct client_call *call = arpc_malloc(total);
+    struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : frame_len));
     if (call == NULL)
         return NULL;
-    struct call_frame *f = frame_of(call);
-    f->f_len = (uint32_t)frame_len;
-    f->f_cap = 0;
     if (bulk) {
         size_t cap;
         struct call_bulk *b = arpc_buf_get(&c->cl_bufs, bulk_total, &cap);
@@ -95,8 +84,7 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
         arpc_refcount_init(&b->b_refs, 1); /* the call's */
         b->b_cap = (uint32_t)cap;
         b->b_client = c;
-        f->f_cap = (uint32_t)cap;
-        *bulk_slot(f) = b;
+        *(struct call_bulk **)after_record(call) = b;
     }
     memset(call, 0, sizeof(*call));
     arpc_future_init_embedded(&call->cc_future, call_future_gone);
@@ -106,6 +94,7 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     call->cc_client = c;
     call->cc_when = when;
     call->cc_semantics = (uint8_t)semantics;
+    call->cc_bulk = bulk;
     arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
     return call;
 }
@@ -114,16 +103,16 @@ arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
 uint8_t *call_frame_bytes(struct client_call *call)
 {
-    struct call_frame *f = frame_of(call);
-    return f->f_cap != 0 ? (*bulk_slot(f))->b_bytes : (uint8_t *)(f + 1);
+    return call->cc_bulk ? bulk_of(call)->b_bytes : after_record(call);
 }
+
+static uint64_t call_seq(struct client_call *call) { return arpc_frame_request_seq(call_frame_bytes(call)); }
 
 /* The call's share of the block and of a large request (cc_client is set). */
 static void call_memory_put(struct client_call *call)
 {
-    struct call_frame *f = frame_of(call);
-    if (f->f_cap != 0)
-        call_bulk_put(*bulk_slot(f));
+    if (call->cc_bulk)
+        call_bulk_put(bulk_of(call));
     call_put(call);
 }
 
@@ -154,8 +143,9 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         resend_unlink(c, call);
     else if (call->cc_xid != 0 && pending_get(&c->cl_pending, call->cc_xid) == call)
         pending_take(&c->cl_pending, call->cc_xid);
-    if (call->cc_seq != 0)
-        resend_seq_done(c, call->cc_seq); /* never sent again: the ack may cover it */
+    uint64_t seq = call_seq(call);
+    if (seq != 0)
+        resend_seq_done(c, seq); /* never sent again: the ack may cover it */
     arpc_future *f = &call->cc_future;
     stats_call_finished(&c->cl_stats.cst_calls, status);
     atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
@@ -228,20 +218,19 @@ void call_send(struct client_call *call)
         call->cc_sent_tick = call_tick(arpc_now_ns());
     }
     call->cc_epoch_gen = c->cl_epoch_gen;
-    struct call_frame *f = frame_of(call); /* kept until the call is freed, for re-sends */
-    uint8_t *bytes = call_frame_bytes(call);
-    arpc_frame_restamp_request(bytes, xid, call->cc_seq, c->cl_ack, call_budget_ms(call));
+    uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
+    arpc_frame_restamp_request(bytes, xid, arpc_frame_request_seq(bytes), c->cl_ack, call_budget_ms(call));
     /* The output queue holds the request until written. */
     void *holder = call;
     void (*release)(void *) = call_frame_release;
-    if (f->f_cap != 0) {
-        holder = *bulk_slot(f);
+    if (call->cc_bulk) {
+        holder = bulk_of(call);
         release = call_bulk_release;
-        arpc_refcount_get(&(*bulk_slot(f))->b_refs);
+        arpc_refcount_get(&bulk_of(call)->b_refs);
     } else {
         arpc_refcount_get(&call->cc_refs);
     }
-    int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, f->f_len, release);
+    int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
     if (rc == ARPC_ENOMEM) {
         pending_take(&c->cl_pending, xid);
         call->cc_xid = 0;
@@ -271,7 +260,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
     }
     call->cc_order = c->cl_next_order++;
     if (call->cc_semantics == ARPC_AT_MOST_ONCE)
-        call->cc_seq = c->cl_next_seq++;
+        arpc_frame_stamp_request_seq(call_frame_bytes(call), c->cl_next_seq++);
     if (state == CL_READY)
         call_send(call);
     else

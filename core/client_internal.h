@@ -126,7 +126,9 @@ struct arpc_client {
 
 /*
  * One allocation per call (client_call.c): the caller's future, this record, then its encoded
- * request (a large request lives in a reusable block of its own: struct call_frame says which).
+ * request (a large one lives in a reusable block of its own, whose address follows instead).
+ * The request frame is the only copy of what it holds: its size and the call's at-most-once
+ * seq (0: not numbered) are read from it (call_seq).
  * The block is shared by the future (until its last reference), the call (until call_free)
  * and the output queue (while a small request waits to be written): cc_refs counts them.
  *
@@ -143,7 +145,6 @@ struct client_call {
     struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
-    uint64_t cc_seq;                  /* at-most-once number; 0 when not numbered */
     uint32_t cc_order;                /* arrival order on the loop, wrapping (call_order_before) */
     uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick) */
     uint32_t cc_epoch_gen;            /* cl_epoch_gen when last sent */
@@ -152,7 +153,8 @@ struct client_call {
     uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
     bool cc_sent;                     /* handed to a connection once (else it cannot have run) */
     bool cc_waiting;                  /* on cl_waiting */
-    bool cc_finished;
+    bool cc_finished : 1;
+    bool cc_bulk : 1;                 /* its request is in a block of cl_bufs (set before the loop sees it) */
 };
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
