@@ -42,7 +42,14 @@ enum {
     ST_WAITERS = 1u << 2,
     ST_FIRST_CB = 1u << 3, /* f_first handed to a then(); a waiter that sees the word change
                             * wakes and looks again (harmless) */
+    ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
+                            * before f is shared */
 };
+
+static bool future_embedded(const arpc_future *f)
+{
+    return (atomic_load_explicit(&f->f_state, memory_order_relaxed) & ST_EMBEDDED) != 0;
+}
 
 /* Spins before sleeping: RPC replies often land within microseconds, and a futex sleep plus
  * wake-up costs more than that. A few microseconds of pause instructions at most. */
@@ -101,19 +108,24 @@ static bool future_live(const arpc_future *f, const char *fn)
     return arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", fn);
 }
 
-void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn)
+/* A future on its own (free_fn NULL) or embedded in its producer's block. */
+static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
 {
     atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
-    atomic_init(&f->f_state, 0);
+    atomic_init(&f->f_state, free_fn != NULL ? ST_EMBEDDED : 0);
     arpc_refcount_init(&f->f_refs, 1);
     atomic_init(&f->f_cbs, NULL);
     f->f_status = ARPC_EPENDING;
     f->f_len = 0;
     atomic_init(&f->f_data, NULL);
     f->f_on_cancel = NULL;
-    f->f_on_cancel_arg = NULL;
-    f->f_free = free_fn;
+    if (free_fn != NULL)
+        f->f_free = free_fn;
+    else
+        f->f_on_cancel_arg = NULL;
 }
+
+void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn) { future_init(f, free_fn); }
 
 int arpc_future_create(arpc_future **out)
 {
@@ -122,7 +134,7 @@ int arpc_future_create(arpc_future **out)
     arpc_future *f = arpc_malloc(sizeof(*f));
     if (f == NULL)
         return ARPC_ENOMEM;
-    arpc_future_init_embedded(f, NULL);
+    future_init(f, NULL);
     *out = f;
     return ARPC_OK;
 }
@@ -148,7 +160,7 @@ bool arpc_future_cancel(arpc_future *f)
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
     if (f->f_on_cancel != NULL)
-        f->f_on_cancel(f, f->f_on_cancel_arg);
+        f->f_on_cancel(f, future_embedded(f) ? NULL : f->f_on_cancel_arg);
     f->f_status = ARPC_ECANCELLED;
     future_publish(f);
     return true;
@@ -159,7 +171,8 @@ void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
     if (!future_live(f, __func__))
         return;
     f->f_on_cancel = fn;
-    f->f_on_cancel_arg = arg;
+    if (!future_embedded(f))
+        f->f_on_cancel_arg = arg;
 }
 
 int arpc_future_poll(const arpc_future *f)
@@ -255,8 +268,8 @@ void arpc_future_release(arpc_future *f)
     }
     arpc_handle_poison(f); /* a later release is caught */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
-    if (f->f_free != NULL)
-        f->f_free(f); /* embedded: its owner's block */
+    if (future_embedded(f))
+        f->f_free(f); /* its owner's block */
     else
         arpc_free(f);
 }

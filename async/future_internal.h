@@ -34,8 +34,10 @@ struct arpc_future {
     size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
     _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
     arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */
-    void *f_on_cancel_arg;
-    arpc_future_free_fn f_free;   /* NULL: f is its own allocation (arpc_free) */
+    union {                       /* which: the state's ST_EMBEDDED bit (future.c) */
+        void *f_on_cancel_arg;    /* a future of its own (arpc_free'd) */
+        arpc_future_free_fn f_free; /* an embedded one: its owner's (f_on_cancel gets NULL) */
+    };
 };
 
 /*
@@ -43,7 +45,9 @@ struct arpc_future {
  * (pending, one reference). When its last reference goes, the result it still holds is
  * freed, f is marked dead for the handle checks, and free_fn(f) is called instead of
  * arpc_free(f): the owner frees the block once its other parts are done with too. Any
- * thread may drop the last reference, so free_fn must be thread-safe.
+ * thread may drop the last reference, so free_fn must be thread-safe. The owner finds itself
+ * from f (it knows where f lies in its block), so the cancel hook of an embedded future gets
+ * NULL for its argument (arpc_future_on_cancel's arg is not stored: its room holds free_fn).
  */
 void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
 

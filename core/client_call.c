@@ -43,7 +43,7 @@ struct call_bulk {
 /* Right after the record (8-aligned): the request's bytes, or a large request's block. */
 static void *after_record(struct client_call *call) { return call + 1; }
 static struct call_bulk *bulk_of(struct client_call *call) { return *(struct call_bulk **)after_record(call); }
-static struct client_call *call_of_future(arpc_future *f)
+struct client_call *call_of_future(arpc_future *f)
 {
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
 }
@@ -90,10 +90,10 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     arpc_future_init_embedded(&call->cc_future, call_future_gone);
     arpc_refcount_init(&call->cc_refs, 2); /* the future's and the call's */
     arpc_loop_job_init(&call->cc_job, call_job_start);
-    atomic_init(&call->cc_released, 0);
+    atomic_init(&call->cc_released, false);
     call->cc_client = c;
     call->cc_when = when;
-    call->cc_semantics = (uint8_t)semantics;
+    call->cc_semantics = (unsigned)semantics & 3u;
     call->cc_bulk = bulk;
     arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
     return call;
@@ -129,7 +129,7 @@ void call_free(struct client_call *call)
 
 static void call_release_shared(struct client_call *call)
 {
-    if (atomic_exchange(&call->cc_released, 1) == 1)
+    if (atomic_exchange(&call->cc_released, true))
         call_free(call);
 }
 

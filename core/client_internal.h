@@ -109,7 +109,7 @@ struct arpc_client {
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     uint64_t cl_next_xid, cl_next_seq, cl_ack;
     uint32_t cl_next_order;
-    uint32_t cl_epoch_gen;          /* bumped whenever a HELLO brings another epoch */
+    uint16_t cl_epoch_gen;          /* bumped whenever a HELLO brings another epoch */
     uint64_t cl_epoch;              /* the current server's, from its HELLO */
     uint32_t cl_server_flags;       /* idem (enum arpc_hello_flag) */
     uint32_t cl_server_expiry_s;    /* idem: the server forgets clients idle this long */
@@ -147,14 +147,17 @@ struct client_call {
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
     uint32_t cc_order;                /* arrival order on the loop, wrapping (call_order_before) */
     uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick) */
-    uint32_t cc_epoch_gen;            /* cl_epoch_gen when last sent */
     arpc_refcount cc_refs;            /* holders of the block (any thread) */
-    atomic_int cc_released;           /* see call_release_shared */
-    uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
-    bool cc_sent;                     /* handed to a connection once (else it cannot have run) */
-    bool cc_waiting;                  /* on cl_waiting */
+    uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
+                                       * instances: far more than one call waits through) */
+    atomic_bool cc_released;          /* see call_release_shared */
+    /* Set before the loop sees the call, or by the loop; read elsewhere only after the
+     * cc_released exchange. */
+    unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
+    bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run) */
+    bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
-    bool cc_bulk : 1;                 /* its request is in a block of cl_bufs (set before the loop sees it) */
+    bool cc_bulk : 1;                 /* its request is in a block of cl_bufs */
 };
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */

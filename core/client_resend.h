@@ -14,6 +14,7 @@
  * (or, never handed to the loop, by call_discard: the future stays the caller's). Any thread. */
 struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics);
 arpc_future *call_future(struct client_call *call);
+struct client_call *call_of_future(arpc_future *f); /* the inverse */
 uint8_t *call_frame_bytes(struct client_call *call);
 void call_discard(struct client_call *call);
 /* The call is done with (any thread; once): cl_live drops, and its memory goes once the

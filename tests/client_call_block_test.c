@@ -6,7 +6,8 @@
  *  - futures outlive their client as arpc/future.h promises: a completed one keeps its reply,
  *    a pending one ends ARPC_ESHUTDOWN, and each may be read, taken from and released after
  *    arpc_client_close; nothing leaks (ASan: nothing is read after it was freed);
- *  - a call whose future the caller released before the reply still ends cleanly.
+ *  - a call whose future the caller released before the reply still ends cleanly;
+ *  - semantics outside the enum are refused (the record keeps them in two bits).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,12 +177,26 @@ static void test_released_before_reply(void **state)
     fx->c = NULL;
 }
 
+/* The record keeps a call's semantics in two bits: a value outside the enum is refused, not
+ * folded into another. */
+static void test_semantics_outside_the_enum(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_call_options o = {.semantics = (enum arpc_call_semantics)5};
+    assert_int_equal(ARPC_EINVAL, arpc_call_opts(fx->c, "t.echo", "x", 1, NULL, NULL, &o));
+    o.semantics = ARPC_NO_RETRY;
+    assert_int_equal(ARPC_OK, arpc_call_opts(fx->c, "t.echo", "x", 1, NULL, NULL, &o));
+    arpc_client_close(fx->c);
+    fx->c = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_allocation_per_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_futures_outlive_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_released_before_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_semantics_outside_the_enum, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
