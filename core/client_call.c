@@ -3,8 +3,10 @@
  *
  * Each call is one allocation (client_internal.h): the caller's future, the struct client_call
  * (the loop's until the call finishes) and its encoded request, kept until
- * the call is freed so it can be sent again over a new connection. A large request lives in a
- * block of the client's cache (cl_bufs) instead, with a count of its own. The block goes when
+ * the call is freed so it can be sent again over a new connection. A request larger than
+ * CALL_INLINE_MAX lives in a block of its own instead (from the client's cache, cl_bufs, from
+ * ARPC_CONN_BODY_MIN on), with a count of its own, so that it goes when the call is done
+ * rather than when the caller lets go of the future. The block goes when
  * its three kinds of holders have let go (cc_refs): the future's last reference (the caller may
  * keep it long after the call, and the client, are gone), the call (call_free), and the output
  * queue for each send of a small request (a call may end while its request still waits to be
@@ -32,10 +34,14 @@
 
 static void call_on_deadline(struct arpc_deadline *d, void *arg);
 
-/* A large request: a block of cl_bufs, held by the call and by each send of it. */
+/* Requests up to this size (the whole frame) share the call's block: a completed future the
+ * caller keeps pins them (and no more than this) until it is released. */
+#define CALL_INLINE_MAX 1024u
+
+/* A larger request: a block of its own, held by the call and by each send of it. */
 struct call_bulk {
     arpc_refcount b_refs;
-    uint32_t b_cap;
+    uint32_t b_cap;        /* from cl_bufs, of this capacity; 0: arpc_malloc'd */
     arpc_client *b_client;
     uint8_t b_bytes[];
 };
@@ -59,8 +65,12 @@ static void call_future_gone(arpc_future *f) { call_put(call_of_future(f)); }
 
 static void call_bulk_put(struct call_bulk *b)
 {
-    if (arpc_refcount_put(&b->b_refs))
+    if (!arpc_refcount_put(&b->b_refs))
+        return;
+    if (b->b_cap != 0)
         arpc_buf_put(&b->b_client->cl_bufs, b, b->b_cap);
+    else
+        arpc_free(b);
 }
 
 static void call_frame_release(void *base) { call_put(base); }
@@ -68,15 +78,14 @@ static void call_bulk_release(void *base) { call_bulk_put(base); }
 
 struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics)
 {
-    /* Bulk requests reuse memory, so the allocator does not fault fresh pages in for each. */
-    size_t bulk_total = sizeof(struct call_bulk) + frame_len;
-    bool bulk = bulk_total >= ARPC_CONN_BODY_MIN;
+    bool bulk = frame_len > CALL_INLINE_MAX;
     struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : frame_len));
     if (call == NULL)
         return NULL;
     if (bulk) {
-        size_t cap;
-        struct call_bulk *b = arpc_buf_get(&c->cl_bufs, bulk_total, &cap);
+        /* Large ones reuse memory, so the allocator does not fault fresh pages in for each. */
+        size_t total = sizeof(struct call_bulk) + frame_len, cap = 0;
+        struct call_bulk *b = total >= ARPC_CONN_BODY_MIN ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
         if (b == NULL) {
             arpc_free(call);
             return NULL;

@@ -126,7 +126,7 @@ struct arpc_client {
 
 /*
  * One allocation per call (client_call.c): the caller's future, this record, then its encoded
- * request (a large one lives in a reusable block of its own, whose address follows instead).
+ * request (one over 1 KiB lives in a block of its own, whose address follows instead).
  * The request frame is the only copy of what it holds: its size and the call's at-most-once
  * seq (0: not numbered) are read from it (call_seq).
  * The block is shared by the future (until its last reference), the call (until call_free)
@@ -157,7 +157,7 @@ struct client_call {
     bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run) */
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
-    bool cc_bulk : 1;                 /* its request is in a block of cl_bufs */
+    bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
 };
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
