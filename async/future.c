@@ -30,6 +30,7 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
+#include "async/future_internal.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -39,32 +40,20 @@ enum {
     ST_CLAIMED = 1u << 0,
     ST_DONE = 1u << 1,
     ST_WAITERS = 1u << 2,
+    ST_FIRST_CB = 1u << 3, /* f_first handed to a then(); a waiter that sees the word change
+                            * wakes and looks again (harmless) */
+    ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
+                            * before f is shared */
 };
+
+static bool future_embedded(const arpc_future *f)
+{
+    return (atomic_load_explicit(&f->f_state, memory_order_relaxed) & ST_EMBEDDED) != 0;
+}
 
 /* Spins before sleeping: RPC replies often land within microseconds, and a futex sleep plus
  * wake-up costs more than that. A few microseconds of pause instructions at most. */
 #define FUTURE_SPIN 256
-
-struct future_cb {
-    struct future_cb *next; /* written before the publishing CAS, read after the swap */
-    arpc_future_cb fn;
-    void *arg;
-};
-
-/* Field order packs the 4-byte fields together: one of these per outstanding call. */
-struct arpc_future {
-    arpc_magic f_magic; /* first: base/handle.h */
-    _Atomic uint32_t f_state;
-    arpc_refcount f_refs;
-    int f_status;                 /* written by the claim winner before DONE */
-    _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
-    struct future_cb f_first;
-    size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
-    _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
-    arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */
-    void *f_on_cancel_arg;
-    atomic_bool f_first_used;          /* f_first handed to a then() */
-};
 
 /* Marks a callback list as closed: completion has taken it, later then() calls run inline. */
 static struct future_cb cb_closed;
@@ -119,6 +108,25 @@ static bool future_live(const arpc_future *f, const char *fn)
     return arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", fn);
 }
 
+/* A future on its own (free_fn NULL) or embedded in its producer's block. */
+static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
+{
+    atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
+    atomic_init(&f->f_state, free_fn != NULL ? ST_EMBEDDED : 0);
+    arpc_refcount_init(&f->f_refs, 1);
+    atomic_init(&f->f_cbs, NULL);
+    f->f_status = ARPC_EPENDING;
+    f->f_len = 0;
+    atomic_init(&f->f_data, NULL);
+    f->f_on_cancel = NULL;
+    if (free_fn != NULL)
+        f->f_free = free_fn;
+    else
+        f->f_on_cancel_arg = NULL;
+}
+
+void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn) { future_init(f, free_fn); }
+
 int arpc_future_create(arpc_future **out)
 {
     if (out == NULL)
@@ -126,16 +134,7 @@ int arpc_future_create(arpc_future **out)
     arpc_future *f = arpc_malloc(sizeof(*f));
     if (f == NULL)
         return ARPC_ENOMEM;
-    atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
-    atomic_init(&f->f_state, 0);
-    arpc_refcount_init(&f->f_refs, 1);
-    atomic_init(&f->f_cbs, NULL);
-    atomic_init(&f->f_first_used, false);
-    f->f_status = ARPC_EPENDING;
-    f->f_len = 0;
-    atomic_init(&f->f_data, NULL);
-    f->f_on_cancel = NULL;
-    f->f_on_cancel_arg = NULL;
+    future_init(f, NULL);
     *out = f;
     return ARPC_OK;
 }
@@ -161,7 +160,7 @@ bool arpc_future_cancel(arpc_future *f)
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
     if (f->f_on_cancel != NULL)
-        f->f_on_cancel(f, f->f_on_cancel_arg);
+        f->f_on_cancel(f, future_embedded(f) ? NULL : f->f_on_cancel_arg);
     f->f_status = ARPC_ECANCELLED;
     future_publish(f);
     return true;
@@ -172,7 +171,8 @@ void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
     if (!future_live(f, __func__))
         return;
     f->f_on_cancel = fn;
-    f->f_on_cancel_arg = arg;
+    if (!future_embedded(f))
+        f->f_on_cancel_arg = arg;
 }
 
 int arpc_future_poll(const arpc_future *f)
@@ -207,7 +207,8 @@ void *arpc_future_take(arpc_future *f, size_t *len)
 
 static struct future_cb *future_cb_node(arpc_future *f)
 {
-    if (!atomic_exchange_explicit(&f->f_first_used, true, memory_order_relaxed))
+    /* Relaxed: only elects the user of f_first; the node is published by the CAS below. */
+    if (!(atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB, memory_order_relaxed) & ST_FIRST_CB))
         return &f->f_first;
     return arpc_malloc(sizeof(struct future_cb));
 }
@@ -267,7 +268,10 @@ void arpc_future_release(arpc_future *f)
     }
     arpc_handle_poison(f); /* a later release is caught */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
-    arpc_free(f);
+    if (future_embedded(f))
+        f->f_free(f); /* its owner's block */
+    else
+        arpc_free(f);
 }
 
 /* ---- waiting ---- */

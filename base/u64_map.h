@@ -1,7 +1,7 @@
 /*
  * A map from non-zero 64-bit keys to pointers, for a single thread: the server's reply cache
  * (client id -> client, seq -> entry), the client's finished seqs, a server connection's
- * calls by xid. (The client's pending calls moved to ck_rhs: core/pending_calls.h.) No
+ * calls by xid. (The client's pending calls have a table of their own: core/pending_calls.h.) No
  * lock and no atomic: its owner (a loop thread) is the only one to read or write it.
  *
  * Open addressing with linear probing, Fibonacci hashing of the key, and backward-shift

@@ -34,8 +34,8 @@ static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
  * finishing on the loop. The call stays alive until the job has run (call_release_shared). */
 static void call_on_cancel(arpc_future *f, void *arg)
 {
-    (void)f;
-    struct client_call *call = arg;
+    (void)arg; /* NULL: an embedded future's hook finds its call from f */
+    struct client_call *call = call_of_future(f);
     arpc_client *c = call->cc_client;
     struct cancel_job *cj = arpc_malloc(sizeof(*cj));
     if (cj != NULL) {
@@ -48,7 +48,7 @@ static void call_on_cancel(arpc_future *f, void *arg)
         arpc_free(cj);
     }
     /* No job: the call ends by its reply, deadline or close; only let go of our share. */
-    if (atomic_exchange(&call->cc_released, 1) == 1)
+    if (atomic_exchange(&call->cc_released, true))
         call_free(call);
 }
 
@@ -93,15 +93,8 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
                                const arpc_call_options *caller_o, size_t o_size,
                                int (*attach)(arpc_future *f, void *arg), void *attach_arg, int *attach_rc)
 {
-    arpc_future *f;
-    if (arpc_future_create(&f) != ARPC_OK)
-        return NULL;
-    int rc = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
-    if (attach_rc != NULL)
-        *attach_rc = rc;
     arpc_call_options copy;
-    if (rc == ARPC_OK)
-        rc = arpc_options_copy(&copy, sizeof(copy), caller_o, o_size);
+    int rc = arpc_options_copy(&copy, sizeof(copy), caller_o, o_size);
     const arpc_call_options *o = caller_o != NULL ? &copy : NULL;
     if (rc == ARPC_OK && c == NULL)
         rc = ARPC_EINVAL;
@@ -109,17 +102,33 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &total);
     struct client_call *call = NULL;
-    if (rc == ARPC_OK && (call = call_new(c, total)) == NULL)
-        rc = ARPC_ENOMEM;
+    if (rc == ARPC_OK) {
+        enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
+        if ((unsigned)sem < ARPC_AT_MOST_ONCE || (unsigned)sem > ARPC_NO_RETRY)
+            rc = ARPC_EINVAL; /* not one of enum arpc_call_semantics */
+        else if ((call = call_new(c, total, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem)) == NULL)
+            rc = ARPC_ENOMEM;
+    }
+    /* Every outcome arrives through a future: a call that cannot start gets one of its own. */
+    arpc_future *f = NULL;
+    if (call != NULL)
+        f = call_future(call);
+    else if (arpc_future_create(&f) != ARPC_OK)
+        return NULL;
+    int attached = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
+    if (attach_rc != NULL)
+        *attach_rc = attached;
+    if (attached != ARPC_OK)
+        rc = attached; /* not sent: nothing runs on the server */
     if (rc != ARPC_OK) {
-        arpc_future_complete(f, rc, NULL, 0); /* every outcome arrives through the future */
+        if (call != NULL)
+            call_discard(call); /* the future's share of the block remains the caller's */
+        arpc_future_complete(f, rc, NULL, 0);
         return f;
     }
-    enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
-    call_init(call, c, f, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem);
     request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
     arpc_future_retain(f); /* the call's reference, dropped by call_finish */
-    arpc_future_on_cancel(f, call_on_cancel, call);
+    arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1);
     atomic_fetch_add(&c->cl_live, 1);
     if (arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {

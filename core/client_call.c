@@ -1,12 +1,16 @@
 /*
  * The call object on the loop: arrival, sending, finishing, deadline, cancel.
  *
- * Each call is two allocations: one future (the caller's) and one struct client_call (the
- * loop's until the call finishes) followed by its encoded request (struct call_frame), kept
- * until the call is freed so it can be sent again over a new connection. The output queue
- * and the call share the frame, with a count (both on the loop thread, so a plain integer);
- * the allocation goes when both have let go (a call may end while its request still waits
- * to be written).
+ * Each call is one allocation (client_internal.h): the caller's future, the struct client_call
+ * (the loop's until the call finishes) and its encoded request, kept until
+ * the call is freed so it can be sent again over a new connection. A request larger than
+ * CALL_INLINE_MAX lives in a block of its own instead (from the client's cache, cl_bufs, from
+ * ARPC_CONN_BODY_MIN on), with a count of its own, so that it goes when the call is done
+ * rather than when the caller lets go of the future. The block goes when
+ * its three kinds of holders have let go (cc_refs): the future's last reference (the caller may
+ * keep it long after the call, and the client, are gone), the call (call_free), and the output
+ * queue for each send of a small request (a call may end while its request still waits to be
+ * written).
  *
  * A call whose future was cancelled is referenced by two parties at once: the loop, which
  * finishes it, and the cancelling thread, whose job (calls_cancel) travels to the loop. Whichever
@@ -16,6 +20,7 @@
  * Deadlines: one heap entry per call, armed at the sooner of the call's own deadline and, while
  * it waits for a connection, its give-up time (client_resend.c says which it was).
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -27,66 +32,113 @@
 
 /* ---- the call and its request frame: one allocation ---- */
 
-struct call_frame {
-    uint32_t f_refs; /* the call's (until call_free) and the output queue's */
-    uint32_t f_len;
-    uint32_t f_cap;  /* a large call: the allocation's capacity (from cl_bufs); 0: a plain one */
-    uint8_t f_bytes[];
+static void call_on_deadline(struct arpc_deadline *d, void *arg);
+
+/* Requests up to this size (the whole frame) share the call's block: a completed future the
+ * caller keeps pins them (and no more than this) until it is released. */
+#define CALL_INLINE_MAX 1024u
+
+/* A larger request: a block of its own, held by the call and by each send of it. */
+struct call_bulk {
+    arpc_refcount b_refs;
+    uint32_t b_cap;        /* from cl_bufs, of this capacity; 0: arpc_malloc'd */
+    arpc_client *b_client;
+    uint8_t b_bytes[];
 };
 
-static struct call_frame *frame_of(struct client_call *call) { return (struct call_frame *)(call + 1); }
-static struct client_call *call_of_frame(struct call_frame *f) { return (struct client_call *)f - 1; }
-
-struct client_call *call_new(arpc_client *c, size_t frame_len)
+/* Right after the record (8-aligned): the request's bytes, or a large request's block. */
+static void *after_record(struct client_call *call) { return call + 1; }
+static struct call_bulk *bulk_of(struct client_call *call) { return *(struct call_bulk **)after_record(call); }
+struct client_call *call_of_future(arpc_future *f)
 {
-    size_t total = sizeof(struct client_call) + sizeof(struct call_frame) + frame_len;
-    size_t cap = 0;
-    /* Bulk calls reuse memory, so the allocator does not fault fresh pages in for each. */
-    bool bulk = total >= ARPC_CONN_BODY_MIN;
-    struct client_call *call = bulk ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
-    if (call != NULL) {
-        struct call_frame *f = frame_of(call);
-        f->f_refs = 1;
-        f->f_len = (uint32_t)frame_len;
-        f->f_cap = bulk ? (uint32_t)cap : 0;
-    }
-    return call;
+    return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
 }
 
-uint8_t *call_frame_bytes(struct client_call *call) { return frame_of(call)->f_bytes; }
-
-/* The allocation goes (cc_client is set: call_init ran). */
-static void call_memory_free(struct client_call *call)
+/* One holder of the block lets go; the last frees it. Any thread. */
+static void call_put(struct client_call *call)
 {
-    struct call_frame *f = frame_of(call);
-    if (f->f_cap != 0)
-        arpc_buf_put(&call->cc_client->cl_bufs, call, f->f_cap);
-    else
+    if (arpc_refcount_put(&call->cc_refs))
         arpc_free(call);
 }
 
-static void call_frame_put(struct call_frame *f)
+static void call_future_gone(arpc_future *f) { call_put(call_of_future(f)); }
+
+static void call_bulk_put(struct call_bulk *b)
 {
-    if (--f->f_refs == 0)
-        call_memory_free(call_of_frame(f));
+    if (!arpc_refcount_put(&b->b_refs))
+        return;
+    if (b->b_cap != 0)
+        arpc_buf_put(&b->b_client->cl_bufs, b, b->b_cap);
+    else
+        arpc_free(b);
 }
 
-static void call_frame_release(void *base) { call_frame_put(base); }
+static void call_frame_release(void *base) { call_put(base); }
+static void call_bulk_release(void *base) { call_bulk_put(base); }
 
-void call_discard(struct client_call *call) { call_memory_free(call); }
+struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics)
+{
+    bool bulk = frame_len > CALL_INLINE_MAX;
+    struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : frame_len));
+    if (call == NULL)
+        return NULL;
+    if (bulk) {
+        /* Large ones reuse memory, so the allocator does not fault fresh pages in for each. */
+        size_t total = sizeof(struct call_bulk) + frame_len, cap = 0;
+        struct call_bulk *b = total >= ARPC_CONN_BODY_MIN ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
+        if (b == NULL) {
+            arpc_free(call);
+            return NULL;
+        }
+        arpc_refcount_init(&b->b_refs, 1); /* the call's */
+        b->b_cap = (uint32_t)cap;
+        b->b_client = c;
+        *(struct call_bulk **)after_record(call) = b;
+    }
+    memset(call, 0, sizeof(*call));
+    arpc_future_init_embedded(&call->cc_future, call_future_gone);
+    arpc_refcount_init(&call->cc_refs, 2); /* the future's and the call's */
+    arpc_loop_job_init(&call->cc_job, call_job_start);
+    atomic_init(&call->cc_released, false);
+    call->cc_client = c;
+    call->cc_when = when;
+    call->cc_semantics = (unsigned)semantics & 3u;
+    call->cc_bulk = bulk;
+    arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
+    return call;
+}
+
+arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
+
+uint8_t *call_frame_bytes(struct client_call *call)
+{
+    return call->cc_bulk ? bulk_of(call)->b_bytes : after_record(call);
+}
+
+static uint64_t call_seq(struct client_call *call) { return arpc_frame_request_seq(call_frame_bytes(call)); }
+
+/* The call's share of the block and of a large request (cc_client is set). */
+static void call_memory_put(struct client_call *call)
+{
+    if (call->cc_bulk)
+        call_bulk_put(bulk_of(call));
+    call_put(call);
+}
+
+void call_discard(struct client_call *call) { call_memory_put(call); }
 
 /* ---- finishing ---- */
 
 void call_free(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
-    call_frame_put(frame_of(call));
-    atomic_fetch_sub(&c->cl_live, 1);
+    call_memory_put(call);
+    atomic_fetch_sub(&c->cl_live, 1); /* last: close may free the client from here on */
 }
 
 static void call_release_shared(struct client_call *call)
 {
-    if (atomic_exchange(&call->cc_released, 1) == 1)
+    if (atomic_exchange(&call->cc_released, true))
         call_free(call);
 }
 
@@ -100,9 +152,10 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         resend_unlink(c, call);
     else if (call->cc_xid != 0 && pending_get(&c->cl_pending, call->cc_xid) == call)
         pending_take(&c->cl_pending, call->cc_xid);
-    if (call->cc_seq != 0)
-        resend_seq_done(c, call->cc_seq); /* never sent again: the ack may cover it */
-    arpc_future *f = call->cc_future;
+    uint64_t seq = call_seq(call);
+    if (seq != 0)
+        resend_seq_done(c, seq); /* never sent again: the ack may cover it */
+    arpc_future *f = &call->cc_future;
     stats_call_finished(&c->cl_stats.cst_calls, status);
     atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
     bool completed = arpc_future_complete(f, status, data, len);
@@ -131,7 +184,7 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
     (void)d;
     struct client_call *call = arg;
     arpc_client *c = call->cc_client;
-    bool sent = call->cc_first_sent_ns != 0;
+    bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
         /* Its give-up time: no connection came back for it (it is waiting). */
         call_finish(call, sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
@@ -169,14 +222,24 @@ void call_send(struct client_call *call)
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return;
     }
-    uint64_t now = arpc_now_ns();
-    if (call->cc_first_sent_ns == 0)
-        call->cc_first_sent_ns = now;
-    call->cc_epoch = c->cl_epoch;
-    struct call_frame *f = frame_of(call); /* kept until the call is freed, for re-sends */
-    arpc_frame_restamp_request(f->f_bytes, xid, call->cc_seq, c->cl_ack, call_budget_ms(call));
-    f->f_refs++; /* the output queue's, until written */
-    int rc = arpc_conn_send_shared(&c->cl_conn, f, f->f_bytes, f->f_len, call_frame_release);
+    if (!call->cc_sent) {
+        call->cc_sent = true;
+        call->cc_sent_tick = call_tick(arpc_now_ns());
+    }
+    call->cc_epoch_gen = c->cl_epoch_gen;
+    uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
+    arpc_frame_restamp_request(bytes, xid, arpc_frame_request_seq(bytes), c->cl_ack, call_budget_ms(call));
+    /* The output queue holds the request until written. */
+    void *holder = call;
+    void (*release)(void *) = call_frame_release;
+    if (call->cc_bulk) {
+        holder = bulk_of(call);
+        release = call_bulk_release;
+        arpc_refcount_get(&bulk_of(call)->b_refs);
+    } else {
+        arpc_refcount_get(&call->cc_refs);
+    }
+    int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
     if (rc == ARPC_ENOMEM) {
         pending_take(&c->cl_pending, xid);
         call->cc_xid = 0;
@@ -188,7 +251,7 @@ void call_send(struct client_call *call)
 void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
-    struct client_call *call = (struct client_call *)job;
+    struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
     arpc_client *c = call->cc_client;
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
@@ -196,7 +259,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
         call_finish(call, client_unavailable_reason(c), NULL, 0);
         return;
     }
-    if (arpc_future_poll(call->cc_future) != ARPC_EPENDING) {
+    if (arpc_future_poll(&call->cc_future) != ARPC_EPENDING) {
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
         return;
     }
@@ -206,7 +269,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
     }
     call->cc_order = c->cl_next_order++;
     if (call->cc_semantics == ARPC_AT_MOST_ONCE)
-        call->cc_seq = c->cl_next_seq++;
+        arpc_frame_stamp_request_seq(call_frame_bytes(call), c->cl_next_seq++);
     if (state == CL_READY)
         call_send(call);
     else
@@ -231,19 +294,4 @@ void calls_cancel(struct client_call *call)
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is cancelled already */
     }
     call_release_shared(call);
-}
-
-/* ---- setting a call up (the caller's thread) ---- */
-
-void call_init(struct client_call *call, arpc_client *c, arpc_future *f, uint64_t when,
-               enum arpc_call_semantics semantics)
-{
-    memset(call, 0, sizeof(*call));
-    arpc_loop_job_init(&call->cc_job, call_job_start);
-    atomic_init(&call->cc_released, 0);
-    call->cc_future = f;
-    call->cc_client = c;
-    call->cc_when = when;
-    call->cc_semantics = (uint8_t)semantics;
-    arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
 }

@@ -60,6 +60,8 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
         atomic_store(&c->cl_server_max, f->f_max_frame);
     c->cl_server_flags = f->f_flags;
     c->cl_server_expiry_s = f->f_expiry_s;
+    if (f->f_client_id != c->cl_epoch)
+        c->cl_epoch_gen++; /* another server instance: calls sent before it are not its */
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     client_connect_stop(c);
     arpc_backoff_reset(&cn->cn_backoff);

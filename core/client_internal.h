@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 
 #include "arpc/client.h"
+#include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/backoff.h"
 #include "base/buf_cache.h"
@@ -106,7 +107,9 @@ struct arpc_client {
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
-    uint64_t cl_next_xid, cl_next_seq, cl_next_order, cl_ack;
+    uint64_t cl_next_xid, cl_next_seq, cl_ack;
+    uint32_t cl_next_order;
+    uint16_t cl_epoch_gen;          /* bumped whenever a HELLO brings another epoch */
     uint64_t cl_epoch;              /* the current server's, from its HELLO */
     uint32_t cl_server_flags;       /* idem (enum arpc_hello_flag) */
     uint32_t cl_server_expiry_s;    /* idem: the server forgets clients idle this long */
@@ -121,28 +124,49 @@ struct arpc_client {
     struct arpc_buf_cache cl_bufs;
 };
 
-struct call_frame; /* the encoded request, shared with the output queue (client_call.c) */
-
-/* One allocation per call: this record, then its encoded request (struct call_frame). */
+/*
+ * One allocation per call (client_call.c): the caller's future, this record, then its encoded
+ * request (one over 1 KiB lives in a block of its own, whose address follows instead).
+ * The request frame is the only copy of what it holds: its size and the call's at-most-once
+ * seq (0: not numbered) are read from it (call_seq).
+ * The block is shared by the future (until its last reference), the call (until call_free)
+ * and the output queue (while a small request waits to be written): cc_refs counts them.
+ *
+ * Fields are sized for a window of 65,536 calls (docs/PERFORMANCE.md): what can be 32 bits
+ * is. Loop-thread fields unless said otherwise.
+ */
 struct client_call {
+    arpc_future cc_future;            /* the caller's (async/future_internal.h) */
     union {
         struct arpc_loop_job cc_job;  /* how the call reaches the loop (until it has) */
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
-    arpc_future *cc_future;
     arpc_client *cc_client;
     struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
-    uint64_t cc_seq;                  /* at-most-once number; 0 when not numbered */
-    uint64_t cc_order;                /* arrival order on the loop: re-sends keep it */
-    uint64_t cc_first_sent_ns;        /* 0: never handed to a connection (cannot have run) */
-    uint64_t cc_epoch;                /* the epoch of the server it was last sent to */
-    atomic_int cc_released;           /* see call_release_shared */
-    uint8_t cc_semantics;             /* enum arpc_call_semantics, resolved */
-    bool cc_waiting;                  /* on cl_waiting */
-    bool cc_finished;
+    uint32_t cc_order;                /* arrival order on the loop, wrapping (call_order_before) */
+    uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick) */
+    arpc_refcount cc_refs;            /* holders of the block (any thread) */
+    uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
+                                       * instances: far more than one call waits through) */
+    atomic_bool cc_released;          /* see call_release_shared */
+    /* Set before the loop sees the call, or by the loop; read elsewhere only after the
+     * cc_released exchange. */
+    unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
+    bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run) */
+    bool cc_waiting : 1;              /* on cl_waiting */
+    bool cc_finished : 1;
+    bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
 };
+
+/* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
+static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+
+/* A coarse clock for how long ago a call was first sent: 2^24 ns (~16.8 ms) a tick, wrapping
+ * every ~2.3 years (ages are differences, right for calls younger than that). */
+#define CALL_TICK_SHIFT 24
+static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> CALL_TICK_SHIFT); }
 
 /* client.c */
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,

@@ -47,7 +47,7 @@ void resend_wait(arpc_client *c, struct client_call *call)
 {
     /* In arrival order: usually the newest, so walk from the tail. */
     struct arpc_dlink *pos = c->cl_waiting.dl_tail;
-    while (pos != NULL && waiting_call(pos)->cc_order > call->cc_order)
+    while (pos != NULL && call_order_before(call->cc_order, waiting_call(pos)->cc_order))
         pos = pos->dl_prev;
     arpc_dlist_insert_after(&c->cl_waiting, pos, &call->cc_link);
     call->cc_waiting = true;
@@ -55,7 +55,7 @@ void resend_wait(arpc_client *c, struct client_call *call)
     uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
     if (call_arm(call, give_up < call->cc_when ? give_up : call->cc_when) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
-        call_finish(call, call->cc_first_sent_ns ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
+        call_finish(call, call->cc_sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
     }
 }
 
@@ -78,15 +78,17 @@ void resend_seq_done(arpc_client *c, uint64_t seq)
 /* May this call, sent before, be sent to the server we are now connected to? */
 static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
 {
-    if (call->cc_first_sent_ns == 0 || call->cc_semantics == ARPC_AT_LEAST_ONCE)
+    if (!call->cc_sent || call->cc_semantics == ARPC_AT_LEAST_ONCE)
         return true; /* never reached a server, or may run twice by contract */
     if (call->cc_semantics != ARPC_AT_MOST_ONCE)
         return false;
-    if (!(c->cl_server_flags & ARPC_HELLO_DEDUP) || c->cl_epoch == 0 || call->cc_epoch != c->cl_epoch)
+    if (!(c->cl_server_flags & ARPC_HELLO_DEDUP) || c->cl_epoch == 0 || call->cc_epoch_gen != c->cl_epoch_gen)
         return false; /* this server does not remember the call */
     if (c->cl_server_expiry_s != 0) {
         uint64_t keep_ns = (uint64_t)c->cl_server_expiry_s * 1000000000ull / EXPIRY_MARGIN_DEN * EXPIRY_MARGIN_NUM;
-        if (arpc_now_ns() - call->cc_first_sent_ns >= keep_ns)
+        /* Ticks truncate: the age is counted one tick long, to err on the safe side. */
+        uint64_t ticks = (uint32_t)(call_tick(arpc_now_ns()) - call->cc_sent_tick) + 1ull;
+        if (ticks << CALL_TICK_SHIFT >= keep_ns)
             return false; /* it may have forgotten us meanwhile */
     }
     return true;
@@ -109,7 +111,7 @@ void calls_on_connected(arpc_client *c)
 static int by_order(const void *a, const void *b)
 {
     const struct client_call *x = *(struct client_call *const *)a, *y = *(struct client_call *const *)b;
-    return x->cc_order < y->cc_order ? -1 : x->cc_order > y->cc_order;
+    return call_order_before(x->cc_order, y->cc_order) ? -1 : x->cc_order != y->cc_order;
 }
 
 void calls_on_conn_lost(arpc_client *c)
@@ -160,6 +162,6 @@ void calls_refused(arpc_client *c, int reason)
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
     while (c->cl_waiting.dl_head != NULL) {
         struct client_call *call = waiting_call(c->cl_waiting.dl_head);
-        call_finish(call, call->cc_first_sent_ns ? ARPC_ECONNLOST : reason, NULL, 0);
+        call_finish(call, call->cc_sent ? ARPC_ECONNLOST : reason, NULL, 0);
     }
 }

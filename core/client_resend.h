@@ -8,14 +8,14 @@
 #include "core/client_internal.h"
 
 /* client_call.c */
-/* A call of c with room for a frame_len-byte request after it (call_frame_bytes),
- * uninitialised but for the frame's fields; NULL without memory. A large one comes from
- * c->cl_bufs and goes back there. Freed by call_free (or, never handed to the loop, by
- * call_discard). Any thread. */
-struct client_call *call_new(arpc_client *c, size_t frame_len);
+/* A call of c (its future, with the caller's reference, and the call's state before it reaches
+ * the loop) with room for a frame_len-byte request (call_frame_bytes). A request over 1 KiB is
+ * a second allocation (from c->cl_bufs from ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
+ * (or, never handed to the loop, by call_discard: the future stays the caller's). Any thread. */
+struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics);
+arpc_future *call_future(struct client_call *call);
+struct client_call *call_of_future(arpc_future *f); /* the inverse */
 uint8_t *call_frame_bytes(struct client_call *call);
-void call_init(struct client_call *call, arpc_client *c, arpc_future *f, uint64_t when,
-               enum arpc_call_semantics semantics);
 void call_discard(struct client_call *call);
 /* The call is done with (any thread; once): cl_live drops, and its memory goes once the
  * output queue has let go of its request too. */

@@ -659,6 +659,27 @@ static void test_restamp_request(void **state)
     }
 }
 
+/* A client keeps a call's seq and size in its encoded request only: reading them back, and
+ * stamping the seq alone. */
+static void test_request_seq_and_size(void **state)
+{
+    (void)state;
+    uint8_t a[64], b[64];
+    size_t n = arpc_frame_encode_request(a, ARPC_FRAME_REQUEST, 1, 0, 4, 1000, "echo", 4, "hi", 2);
+    assert_int_equal(n, arpc_frame_size(a));
+    assert_int_equal(0, arpc_frame_request_seq(a));
+    memcpy(b, a, n);
+    arpc_frame_stamp_request_seq(b, 0x0102030405060708ull);
+    assert_int_equal(0x0102030405060708ull, arpc_frame_request_seq(b));
+    struct arpc_frame f;
+    size_t consumed;
+    assert_int_equal(ARPC_OK, decode_exact(b, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(0x0102030405060708ull, f.f_seq);
+    for (size_t i = 0; i < n; i++) /* only the seq field changed */
+        if (i < 16 || i >= 24)
+            assert_int_equal(a[i], b[i]);
+}
+
 /* ---- the size limit ---- */
 
 /* What a receiver skipping an oversized body reads from its header: only once it is whole. */
@@ -855,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_request_head_matches_whole),
         cmocka_unit_test(test_documented_bytes),
         cmocka_unit_test(test_restamp_request),
+        cmocka_unit_test(test_request_seq_and_size),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
         cmocka_unit_test(test_stream_random_chunks),

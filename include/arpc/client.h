@@ -85,7 +85,8 @@ typedef struct arpc_client_options {
     uint32_t max_frame;          /* largest request/reply body; 0: ARPC_DEFAULT_MAX_FRAME (16 MiB) */
     uint64_t client_id;          /* 0: random. Keep it (and the client) to keep at-most-once across
                                   * reconnects; two live clients must never share an id */
-    enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once */
+    enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; another
+                                         * value: calls that do not say end ARPC_EINVAL */
     uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10 */
     uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000 */
     int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection; 0: 30000;
@@ -112,7 +113,7 @@ typedef struct arpc_client_options {
 
 typedef struct arpc_call_options {
     int64_t deadline_ms; /* 0: the client's default; ARPC_FOREVER: none; otherwise ms from now */
-    enum arpc_call_semantics semantics; /* 0: the client's */
+    enum arpc_call_semantics semantics; /* 0: the client's; another value: the call ends ARPC_EINVAL */
 } arpc_call_options;
 
 /* Connects to "tcp://host:port", "unix:///path" or "inproc://name", blocking up to

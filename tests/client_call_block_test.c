@@ -1,0 +1,203 @@
+/*
+ * A client call is one allocation (core/client_call.c): the caller's future, the call record
+ * and its request share a block that goes when the last of them lets go. Here:
+ *  - starting a call allocates exactly one block on the caller's thread for a request of up
+ *    to 1 KiB, two for a larger one (its request apart, so a completed future the caller keeps
+ *    does not pin it);
+ *  - futures outlive their client as arpc/future.h promises: a completed one keeps its reply,
+ *    a pending one ends ARPC_ESHUTDOWN, and each may be read, taken from and released after
+ *    arpc_client_close; nothing leaks (ASan: nothing is read after it was freed);
+ *  - a call whose future the caller released before the reply still ends cleanly;
+ *  - semantics outside the enum are refused (the record keeps them in two bits).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+/* ---- an allocator that counts the blocks this thread asks for (over the leak checker) ---- */
+
+static _Thread_local bool counting;
+static atomic_long counted;
+
+static void *count_malloc(size_t size, void *ctx)
+{
+    if (counting)
+        atomic_fetch_add(&counted, 1);
+    return test_allocator.malloc_fn(size, ctx);
+}
+
+static void *count_realloc(void *p, size_t size, void *ctx)
+{
+    if (counting)
+        atomic_fetch_add(&counted, 1);
+    return test_allocator.realloc_fn(p, size, ctx);
+}
+
+static void count_free(void *p, void *ctx) { test_allocator.free_fn(p, ctx); }
+
+static const arpc_allocator counting_allocator = {count_malloc, count_realloc, count_free, NULL};
+
+/* ---- a server: echo at once, or hold until released ---- */
+
+static sem_t held_sem;
+static arpc_request *held;
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *d = arpc_request_data(req, &len);
+    arpc_reply(req, d, len);
+}
+
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    held = req;
+    sem_post(&held_sem);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_client *c;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    test_alloc_install();
+    arpc_set_allocator(&counting_allocator);
+    sem_init(&held_sem, 0, 0);
+    held = NULL;
+    static struct fixture fx;
+    memset(&fx, 0, sizeof(fx));
+    arpc_method_options in = {.inline_on_loop = true};
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", h_echo, NULL, &in) != ARPC_OK ||
+        arpc_server_register(fx.s, "t.hold", h_hold, NULL, &in) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK ||
+        arpc_client_connect(&fx.c, fx.addr, NULL) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    if (fx->c != NULL) /* the tests close it themselves, to check what outlives it */
+        arpc_client_close(fx->c);
+    arpc_server_destroy(fx->s);
+    sem_destroy(&held_sem);
+    return test_alloc_check_no_leak(state);
+}
+
+/* The number of arpc allocations this thread makes to start n calls of size bytes. */
+static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future **fs)
+{
+    char *req = calloc(1, size);
+    atomic_store(&counted, 0);
+    counting = true;
+    for (size_t i = 0; i < n; i++)
+        fs[i] = arpc_call_async(c, "t.echo", req, size, ARPC_FOREVER);
+    counting = false;
+    free(req);
+    return atomic_load(&counted);
+}
+
+static void test_one_allocation_per_call(void **state)
+{
+    struct fixture *fx = *state;
+    enum { N = 64 };
+    arpc_future *fs[N];
+    size_t sizes[] = {0, 16, 900, 2000, 30000}; /* the frame adds 46 B for "t.echo" */
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        assert_int_equal(sizes[k] < 1000 ? N : 2 * N, allocs_to_start(fx->c, N, sizes[k], fs));
+        for (size_t i = 0; i < N; i++) {
+            assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
+            size_t len;
+            arpc_future_data(fs[i], &len);
+            assert_int_equal(sizes[k], len);
+            arpc_future_release(fs[i]);
+        }
+    }
+    arpc_client_close(fx->c);
+    fx->c = NULL;
+}
+
+static void test_futures_outlive_client(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_future *small = arpc_call_async(fx->c, "t.echo", "hello", 5, ARPC_FOREVER);
+    char *big = calloc(1, 100000);
+    big[99999] = 'z';
+    arpc_future *large = arpc_call_async(fx->c, "t.echo", big, 100000, ARPC_FOREVER);
+    arpc_future *pending = arpc_call_async(fx->c, "t.hold", "h", 1, ARPC_FOREVER);
+    assert_true(sem_wait_secs(&held_sem, 30));
+    assert_int_equal(ARPC_OK, arpc_future_wait(small));
+    assert_int_equal(ARPC_OK, arpc_future_wait(large));
+    arpc_client_close(fx->c);
+    fx->c = NULL;
+    /* The client is gone; its futures are not. */
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait(pending));
+    size_t len;
+    assert_memory_equal("hello", arpc_future_data(small, &len), 5);
+    assert_int_equal(5, len);
+    char *taken = arpc_future_take(large, &len);
+    assert_int_equal(100000, len);
+    assert_int_equal('z', taken[99999]);
+    arpc_free(taken);
+    arpc_future_retain(small);
+    arpc_future_release(small);
+    arpc_future_release(small);
+    arpc_future_release(large);
+    arpc_future_release(pending);
+    arpc_reply(held, "late", 4); /* to a client that left: dropped */
+    free(big);
+}
+
+/* The caller lets go of a pending call's future: the call is cancelled, its block goes once
+ * the loop has finished with it, and the client closes without waiting for anything. */
+static void test_released_before_reply(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_future *f = arpc_call_async(fx->c, "t.hold", "h", 1, ARPC_FOREVER);
+    assert_true(sem_wait_secs(&held_sem, 30));
+    arpc_future_release(f);
+    arpc_reply(held, "late", 4);
+    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.echo", "x", 1, NULL, NULL, ARPC_FOREVER));
+    arpc_client_close(fx->c);
+    fx->c = NULL;
+}
+
+/* The record keeps a call's semantics in two bits: a value outside the enum is refused, not
+ * folded into another. */
+static void test_semantics_outside_the_enum(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_call_options o = {.semantics = (enum arpc_call_semantics)5};
+    assert_int_equal(ARPC_EINVAL, arpc_call_opts(fx->c, "t.echo", "x", 1, NULL, NULL, &o));
+    o.semantics = ARPC_NO_RETRY;
+    assert_int_equal(ARPC_OK, arpc_call_opts(fx->c, "t.echo", "x", 1, NULL, NULL, &o));
+    arpc_client_close(fx->c);
+    fx->c = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_one_allocation_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_futures_outlive_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_released_before_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_semantics_outside_the_enum, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

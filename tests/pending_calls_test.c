@@ -1,0 +1,189 @@
+/*
+ * The client's pending table (core/pending_calls.c) against a reference model: the client's
+ * pattern (a sliding window of consecutive xids with stragglers), random keys that collide,
+ * misses in long runs, growth, shrinking after a burst (the memory is given back), drain and
+ * iteration, and a growth that fails for want of memory.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "arpc/error.h"
+#include "core/client_internal.h"
+#include "core/pending_calls.h"
+#include "support/test_util.h"
+
+static struct client_call *calls_new(size_t n) { return calloc(n, sizeof(struct client_call)); }
+
+static void put_xid(struct pending_calls *p, struct client_call *call, uint64_t xid)
+{
+    call->cc_xid = xid;
+    assert_int_equal(ARPC_OK, pending_put(p, call));
+}
+
+/* A window of consecutive xids, the oldest answered first, except one in 97 that is slow:
+ * it stays while later xids wrap round to its slot, so homes collide. */
+static void test_sliding_window_with_stragglers(void **state)
+{
+    (void)state;
+    enum { WINDOW = 1000, TOTAL = 200000, SLOW = 64 };
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 16));
+    struct client_call *calls = calls_new(WINDOW), *slow = calls_new(SLOW);
+    uint64_t next = 1;
+    size_t slow_n = 0;
+    for (size_t i = 0; i < WINDOW; i++)
+        put_xid(&p, &calls[i], next++);
+    for (size_t done = 0; done < TOTAL; done++) {
+        size_t i = done % WINDOW;
+        uint64_t xid = calls[i].cc_xid;
+        assert_ptr_equal(&calls[i], pending_take(&p, xid));
+        if (xid % 97 == 0 && slow_n < SLOW)
+            put_xid(&p, &slow[slow_n++], xid); /* its reply is late */
+        assert_null(pending_get(&p, xid + 1000000)); /* a reply for nobody */
+        put_xid(&p, &calls[i], next++);
+        assert_ptr_equal(&calls[i], pending_get(&p, calls[i].cc_xid));
+    }
+    assert_int_equal(WINDOW + slow_n, pending_count(&p));
+    for (size_t s = 0; s < slow_n; s++)
+        assert_ptr_equal(&slow[s], pending_take(&p, slow[s].cc_xid));
+    assert_int_equal(WINDOW, pending_count(&p));
+    pending_fini(&p);
+    pending_fini(&p); /* idempotent */
+    free(calls);
+    free(slow);
+}
+
+/* Keys from a small random range (so homes collide and runs wrap round the table's end)
+ * against a dense model. */
+static void test_random_against_model(void **state)
+{
+    (void)state;
+    enum { KEYS = 5000, OPS = 300000 };
+    struct client_call *calls = calls_new(KEYS + 1);
+    bool *in = calloc(KEYS + 1, sizeof(*in));
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 8));
+    uint64_t seed = 7;
+    size_t count = 0;
+    for (int op = 0; op < OPS; op++) {
+        uint64_t key = 1 + rng_next(&seed) % KEYS;
+        if (rng_next(&seed) % 2) {
+            if (!in[key]) {
+                put_xid(&p, &calls[key], key);
+                in[key] = true;
+                count++;
+            }
+        } else {
+            assert_ptr_equal(in[key] ? &calls[key] : NULL, pending_take(&p, key));
+            count -= in[key];
+            in[key] = false;
+        }
+        uint64_t probe = 1 + rng_next(&seed) % (KEYS + 100); /* some never put */
+        assert_ptr_equal(probe <= KEYS && in[probe] ? &calls[probe] : NULL, pending_get(&p, probe));
+        assert_int_equal(count, pending_count(&p));
+        assert_true(pending_count(&p) * 4 <= pending_capacity(&p) * 3);
+    }
+    /* Iteration sees every call once. */
+    size_t seen = 0;
+    struct pending_iter it;
+    struct client_call *call;
+    pending_iter_init(&it);
+    while (pending_next(&p, &it, &call)) {
+        uint64_t key = call->cc_xid;
+        assert_true(key >= 1 && key <= KEYS && in[key] && call == &calls[key]);
+        seen++;
+    }
+    assert_int_equal(count, seen);
+    pending_fini(&p);
+    free(in);
+    free(calls);
+}
+
+/* A burst of 65,536 calls grows the table; as they finish it shrinks back to its first size,
+ * and the allocator gets the memory back. */
+static void test_burst_gives_memory_back(void **state)
+{
+    (void)state;
+    enum { BURST = 65536 };
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 1024));
+    size_t first = pending_capacity(&p);
+    struct client_call *calls = calls_new(BURST);
+    for (size_t i = 0; i < BURST; i++)
+        put_xid(&p, &calls[i], 5 + i);
+    assert_true(pending_capacity(&p) >= BURST);
+    assert_true(pending_capacity(&p) <= 2 * BURST); /* 8 B a slot: at most 16 B a call */
+    for (size_t i = 0; i < BURST; i++)
+        assert_ptr_equal(&calls[i], pending_take(&p, 5 + i));
+    assert_int_equal(first, pending_capacity(&p));
+    assert_int_equal(1, atomic_load(&test_alloc_live)); /* the table's first array, only */
+    pending_fini(&p);
+    free(calls);
+}
+
+/* A growth without memory: ARPC_ENOMEM, the call is not in, and the others are intact. */
+static void test_growth_without_memory(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 1));
+    size_t cap = pending_capacity(&p);
+    struct client_call *calls = calls_new(cap);
+    size_t n = 0;
+    atomic_store(&test_alloc_budget, 0);
+    for (;; n++) {
+        calls[n].cc_xid = 1 + n;
+        if (pending_put(&p, &calls[n]) != ARPC_OK)
+            break;
+    }
+    assert_int_equal(n, pending_count(&p));
+    assert_null(pending_get(&p, 1 + n));
+    for (size_t i = 0; i < n; i++)
+        assert_ptr_equal(&calls[i], pending_get(&p, 1 + i));
+    atomic_store(&test_alloc_budget, -1);
+    assert_int_equal(ARPC_OK, pending_put(&p, &calls[n]));
+    pending_fini(&p);
+    free(calls);
+}
+
+static void count_drained(struct client_call *call, void *arg)
+{
+    (void)call;
+    ++*(size_t *)arg;
+}
+
+static void test_drain(void **state)
+{
+    (void)state;
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 16));
+    struct client_call *calls = calls_new(100);
+    for (size_t i = 0; i < 100; i++)
+        put_xid(&p, &calls[i], 1 + i * 16); /* every one homes on the same slot of a small table */
+    size_t drained = 0;
+    pending_drain(&p, count_drained, &drained);
+    assert_int_equal(100, drained);
+    assert_int_equal(0, pending_count(&p));
+    assert_null(pending_get(&p, 1));
+    pending_fini(&p);
+    free(calls);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sliding_window_with_stragglers),
+        cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test_no_leak(test_burst_gives_memory_back),
+        cmocka_unit_test_no_leak(test_growth_without_memory),
+        cmocka_unit_test(test_drain),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
