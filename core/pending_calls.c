@@ -42,11 +42,17 @@ int pending_init(struct pending_calls *p, size_t initial)
     if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
                      initial, 0))
         return ARPC_ENOMEM;
+    p->pc_live = true;
     ck_rhs_set_load_factor(&p->pc_table, PENDING_LOAD_PERCENT); /* on an empty table: cannot fail */
     return ARPC_OK;
 }
 
-void pending_fini(struct pending_calls *p) { ck_rhs_destroy(&p->pc_table); }
+void pending_fini(struct pending_calls *p)
+{
+    if (p->pc_live)
+        ck_rhs_destroy(&p->pc_table);
+    p->pc_live = false;
+}
 
 int pending_put(struct pending_calls *p, struct client_call *call)
 {

@@ -20,6 +20,7 @@ struct client_call;
 
 struct pending_calls {
     ck_rhs_t pc_table;
+    bool pc_live; /* initialised and not finished: pending_fini may be called twice */
 };
 
 struct pending_iter {
