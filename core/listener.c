@@ -101,7 +101,8 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             return;
         if (rc == ARPC_ESYSTEM && (errno == EMFILE || errno == ENFILE)) {
             int err = errno;
-            if (!made_room && shed_for_descriptor(l->l_server, err == ENFILE ? "ENFILE" : "EMFILE")) {
+            if (!made_room && shed_for_room(l->l_server, err == ENFILE ? "out of file descriptors (ENFILE)"
+                                                                       : "out of file descriptors (EMFILE)")) {
                 made_room = true;
                 continue; /* accepted with the descriptor an older, idle or slow connection gave up */
             }

@@ -217,10 +217,10 @@ void limits_stop(arpc_server *s);  /* loop thread */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
 
-/* server_shed.c: out of descriptors (loop thread), closes the open connection worth least
- * (silent, slow, then idle; never one with work) to make room; why names the errno ("EMFILE")
- * for the log line. False when none qualifies. */
-bool shed_for_descriptor(arpc_server *s, const char *why);
+/* server_shed.c: out of descriptors or at max_connections (loop thread), closes the open
+ * connection worth least (silent, slow, then idle; never one with work) to make room; why is
+ * for the log line ("out of file descriptors (EMFILE)"). False when none qualifies. */
+bool shed_for_room(arpc_server *s, const char *why);
 
 /* request_queue.c: the handler of a method registered with arpc_method_options.queue (its
  * ctx is the arpc_cq). */

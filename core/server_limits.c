@@ -7,6 +7,8 @@
  * timeout fires at most one sweep period late, which is fine for limits counted in seconds. A
  * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn.
  */
+#include <stdio.h>
+
 #include "arpc/error.h"
 #include "base/log.h"
 #include "core/server_internal.h"
@@ -130,6 +132,11 @@ bool limits_admit(struct server_conn *sc)
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
     sc->sc_opened = sc->sc_last_busy = ev_now(conn->c_ev);
+    if (s->sv_nconns >= s->sv_max_conns) {
+        char why[64];
+        snprintf(why, sizeof(why), "%u connections open (max_connections)", s->sv_nconns);
+        (void)shed_for_room(s, why); /* a silent, slow or idle one gives its place up */
+    }
     if (s->sv_nconns >= s->sv_max_conns) {
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %u connections open (max_connections)",
                  conn->c_peer, s->sv_nconns);

@@ -1,6 +1,7 @@
 /*
- * Out of file descriptors, on the loop thread: before the listener turns a new connection
- * away (core/listener.c), an open connection that is worth less gives its descriptor up, the
+ * Out of room for a new connection, on the loop thread: out of file descriptors (before the
+ * listener turns the new connection away, core/listener.c) or at max_connections (before
+ * limits_admit refuses it), an open connection that is worth less gives its place up, the
  * way nginx reuses idle keep-alive connections when it runs out. Worth least, in order:
  *
  *   1. a connection that has not said HELLO for SHED_SLOW_S (an attacker's silent socket);
@@ -45,7 +46,7 @@ static enum shed_class shed_classify(struct server_conn *sc, ev_tstamp now, doub
     return *age >= sc->sc_server->sv_shed_idle_s ? SHED_IDLE : SHED_NONE;
 }
 
-bool shed_for_descriptor(arpc_server *s, const char *why)
+bool shed_for_room(arpc_server *s, const char *why)
 {
     struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
     ev_now_update(ev); /* the connections' times are libev's */
@@ -71,11 +72,11 @@ bool shed_for_descriptor(arpc_server *s, const char *why)
         [SHED_SLOW_FRAME] = "a frame arriving for",
         [SHED_NO_HELLO] = "no HELLO for",
     };
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s to make room: out of file descriptors (%s); %s %.0f ms",
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s to make room: %s; %s %.0f ms",
              conn->c_peer, why, what[best], best_age * 1000);
     sconn_retain(victim); /* a failed flush closes (and may free) it */
     if (best == SHED_IDLE) {
-        sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed: server out of file descriptors");
+        sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed to make room for a new one");
         arpc_conn_flush_now(conn); /* an idle socket's buffer has room for it */
     }
     /* Closed now, not after a flush: its descriptor is what the listener is waiting for. */

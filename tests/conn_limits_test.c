@@ -548,6 +548,41 @@ static void test_unread_output_is_closed(void **state)
     stop(&fx);
 }
 
+/* At max_connections, silent sockets give their places up to new clients (each silent for
+ * over a second): two new clients get in, each making room, and the next one, with nothing
+ * left worth less than it, is refused as before. */
+static void test_connection_limit_makes_room_from_silent(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_connections = 3}); /* the good client is one */
+    int silent1 = raw_socket(fx.addr), silent2 = raw_socket(fx.addr);
+    good_call(fx.good); /* both are accepted by now (the same loop turn) */
+    sleep_ms(1100);     /* not a wait for an event: they must be silent for 1 s to qualify */
+    struct raw_client n1, n2;
+    assert_true(raw_connect(&n1, fx.addr, 13));
+    assert_true(raw_connect(&n2, fx.addr, 14));
+    assert_true(wait_eof(silent1, 100 * SHORT_MS));
+    assert_true(wait_eof(silent2, 100 * SHORT_MS));
+    expect_log("to make room", silent1);
+    expect_log("to make room", silent2);
+    assert_int_equal(1, log_matches("(max_connections)", silent1));
+    int fd = raw_socket(fx.addr);
+    struct raw_client over = {.rc_fd = fd};
+    expect_goaway_eof(&over, ARPC_EOVERLOADED);
+    struct raw_frame f;
+    assert_true(raw_request(&n1, 1, 0, 0, 0, "t.echo", "a", 1));
+    assert_true(raw_read(&n1, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    good_call(fx.good);
+    close(fd);
+    close(silent1);
+    close(silent2);
+    raw_close(&n1);
+    raw_close(&n2);
+    stop(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_idle_is_closed_with_goaway),
         cmocka_unit_test(test_frame_arriving_is_not_idle),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
+        cmocka_unit_test(test_connection_limit_makes_room_from_silent),
         cmocka_unit_test(test_emfile_sheds_and_recovers),
         cmocka_unit_test(test_emfile_sheds_silent_then_idle_first),
         cmocka_unit_test(test_unread_output_is_closed),
