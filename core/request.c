@@ -41,17 +41,17 @@
 #include "core/request_internal.h"
 #include "core/server_internal.h"
 
-/* Drops the request's references and frees it. Any thread. */
+/* Drops the request's reference and frees it. Any thread. The request pins its connection,
+ * which pins the server: s is used before the connection is let go. */
 static void request_free(arpc_request *req)
 {
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, req->rq_body, req->rq_body_cap); /* for the connection's next large frame */
     arpc_free(req);
-    sconn_release(sc);
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_futex_wake_all((const uint32_t *)&s->sv_inflight); /* a stop waits out its grace */
-    server_release(s);
+    sconn_release(sc);
 }
 
 /* The handler returned: free the request if its reply is already done. */

@@ -21,8 +21,10 @@ void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 void sconn_release(struct server_conn *sc)
 {
     if (arpc_refcount_put(&sc->sc_refs)) {
+        arpc_server *s = sc->sc_server;
         arpc_free(sc->sc_peer_subject);
         arpc_free(sc);
+        server_release(s); /* the connection's (sconn_open) */
     }
 }
 
@@ -244,6 +246,9 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
         arpc_free(sc);
         return;
     }
+    /* A connection pins its server, so whatever pins the connection (a request, a waiting
+     * duplicate, a reply on its way) may use the server without a reference of its own. */
+    server_retain(s);
     sc->sc_conn.c_stats = &s->sv_stats.ss_io;
     arpc_stat_inc(&s->sv_stats.ss_accepted);
     sc->sc_peer = (arpc_peer_info){.transport = scheme, .address = sc->sc_conn.c_peer};

@@ -45,7 +45,7 @@ struct arpc_tls; /* transport/tls.h */
 
 struct server_conn {
     struct arpc_conn sc_conn;
-    arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
+    arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
     arpc_server *sc_server;
     uint64_t sc_client_id;
     uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
