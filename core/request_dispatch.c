@@ -144,13 +144,15 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
     /* A large body read into a buffer of its own is kept as it is: no copy. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
-    arpc_request *req = arpc_malloc(sizeof(*req) + (in_place ? 0 : f->f_payload_len));
+    bool pooled;
+    arpc_request *req = request_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pooled);
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
+    req->rq_pooled = pooled;
     req->rq_conn = sc;
     req->rq_method = m;
     req->rq_xid = f->f_xid;
@@ -171,7 +173,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_charge = 0;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
-        arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
+        request_pool_put(&s->sv_requests, req, pooled); /* a duplicate: answered from the cache, or waiting for the original */
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)

@@ -55,6 +55,7 @@ static void server_free(arpc_server *s)
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
+    request_pool_fini(&s->sv_requests); /* no request is alive: each pins the server */
     arpc_free(s);
 }
 

@@ -32,6 +32,7 @@
 #include "base/siphash.h"
 #include "core/conn.h"
 #include "core/registry.h"
+#include "core/request_pool.h"
 #include "core/reply_cache.h"
 #include "core/reply_log.h"
 #include "core/stats.h"
@@ -126,6 +127,7 @@ struct arpc_server {
     uint64_t sv_holds;                /* connections held for a flow limit, ever */
     uint64_t sv_holds_logged;         /* of which the log has told */
     ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
+    struct request_pool sv_requests;  /* request objects for reuse: taken on the loop, given back anywhere */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a

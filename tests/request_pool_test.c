@@ -1,0 +1,290 @@
+/*
+ * core/request_pool: a block given back is handed out again before anything is allocated;
+ * the pool makes at most REQUEST_POOL_MAX blocks and a burst beyond that is ordinary
+ * allocations, freed when done (so the pool holds no more than its bound afterwards); a size
+ * over the block is never the pool's; a failing allocator gives NULL; blocks given back from
+ * other threads reach the owner and are never out to two holders at once (an owner word in
+ * each block); fini frees everything (the counting allocator). Then through a server: a burst
+ * of more calls alive at once than the bound all complete, the pool keeps its bound and
+ * makes nothing new for the next calls, and requests still held when the server is destroyed
+ * are freed by their late replies with the server's pool (ASan, the leak checker).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "arpc/arpc.h"
+#include "base/alloc.h"
+#include "core/request_pool.h"
+#include "core/server_internal.h"
+#include "support/test_util.h"
+
+#ifdef ARPC_TSAN
+#define SCALE 10
+#else
+#define SCALE 1
+#endif
+
+static void test_reuse_before_allocating(void **state)
+{
+    (void)state;
+    struct request_pool p = {0};
+    bool pooled = false;
+    void *a = request_pool_get(&p, 100, &pooled);
+    assert_non_null(a);
+    assert_true(pooled);
+    assert_int_equal(1, atomic_load(&test_alloc_live));
+    request_pool_put(&p, a, pooled);
+    assert_int_equal(1, request_pool_held(&p));
+    atomic_store(&test_alloc_budget, 0); /* from here on nothing may be allocated */
+    assert_ptr_equal(a, request_pool_get(&p, REQUEST_POOL_BLOCK, &pooled));
+    assert_true(pooled);
+    request_pool_put(&p, a, pooled);
+    atomic_store(&test_alloc_budget, -1);
+    request_pool_fini(&p);
+}
+
+static void test_burst_beyond_the_bound(void **state)
+{
+    (void)state;
+    enum { N = REQUEST_POOL_MAX + 40 };
+    static void *blocks[N];
+    static bool pooled[N];
+    struct request_pool p = {0};
+    unsigned npooled = 0;
+    for (unsigned i = 0; i < N; i++) {
+        blocks[i] = request_pool_get(&p, 64, &pooled[i]);
+        assert_non_null(blocks[i]);
+        npooled += pooled[i];
+    }
+    assert_int_equal(REQUEST_POOL_MAX, npooled);
+    assert_int_equal(REQUEST_POOL_MAX, p.rp_made);
+    assert_int_equal(N, atomic_load(&test_alloc_live));
+    for (unsigned i = 0; i < N; i++)
+        request_pool_put(&p, blocks[i], pooled[i]);
+    /* The burst's extra blocks went back to the allocator; the pool keeps its bound. */
+    assert_int_equal(REQUEST_POOL_MAX, atomic_load(&test_alloc_live));
+    assert_int_equal(REQUEST_POOL_MAX, request_pool_held(&p));
+    /* A second burst reuses every block before it makes any. */
+    for (unsigned i = 0; i < REQUEST_POOL_MAX; i++) {
+        blocks[i] = request_pool_get(&p, 64, &pooled[i]);
+        assert_true(pooled[i]);
+    }
+    assert_int_equal(REQUEST_POOL_MAX, atomic_load(&test_alloc_live));
+    for (unsigned i = 0; i < REQUEST_POOL_MAX; i++)
+        request_pool_put(&p, blocks[i], pooled[i]);
+    request_pool_fini(&p);
+}
+
+static void test_large_and_failing(void **state)
+{
+    (void)state;
+    struct request_pool p = {0};
+    bool pooled = true;
+    void *big = request_pool_get(&p, REQUEST_POOL_BLOCK + 1, &pooled);
+    assert_non_null(big);
+    assert_false(pooled);
+    memset(big, 0xab, REQUEST_POOL_BLOCK + 1); /* ASan: the whole size is there */
+    request_pool_put(&p, big, pooled);
+    assert_int_equal(0, request_pool_held(&p));
+    atomic_store(&test_alloc_budget, 0);
+    pooled = true;
+    assert_null(request_pool_get(&p, 8, &pooled));
+    assert_false(pooled);
+    assert_int_equal(0, p.rp_made); /* a failed block is not counted as made */
+    atomic_store(&test_alloc_budget, -1);
+    request_pool_fini(&p);
+}
+
+/* The owner hands blocks to putters through a ring of slots; each block carries an owner word
+ * (past the pool's link word) that the taker claims (0 -> 1) and the putter clears (1 -> 0):
+ * a block out to two holders at once fails one of the two. */
+enum { PUTTERS = 3, SLOTS = 64 };
+struct shared {
+    struct request_pool pool;
+    void *_Atomic slots[SLOTS];
+    atomic_bool done;
+};
+
+static atomic_uint *owner_of(void *block) { return (atomic_uint *)((char *)block + 16); }
+
+static void *putter(void *arg)
+{
+    struct shared *sh = arg;
+    for (;;) {
+        bool idle = true;
+        for (unsigned i = 0; i < SLOTS; i++) {
+            void *b = atomic_exchange(&sh->slots[i], NULL);
+            if (b == NULL)
+                continue;
+            idle = false;
+            unsigned one = 1;
+            assert_true(atomic_compare_exchange_strong(owner_of(b), &one, 0));
+            request_pool_put(&sh->pool, b, true);
+        }
+        if (idle && atomic_load(&sh->done))
+            return NULL;
+    }
+}
+
+static void test_given_back_from_other_threads(void **state)
+{
+    (void)state;
+    static struct shared sh;
+    memset(&sh, 0, sizeof(sh));
+    pthread_t t[PUTTERS];
+    for (int i = 0; i < PUTTERS; i++)
+        assert_int_equal(0, pthread_create(&t[i], NULL, putter, &sh));
+    unsigned rounds = 200000 / SCALE, reused = 0;
+    for (unsigned r = 0; r < rounds; r++) {
+        unsigned made = sh.pool.rp_made;
+        bool pooled;
+        void *b = request_pool_get(&sh.pool, 64, &pooled);
+        assert_non_null(b);
+        if (!pooled) { /* all REQUEST_POOL_MAX blocks are out (putters are slow): not the pool's */
+            request_pool_put(&sh.pool, b, false);
+            continue;
+        }
+        if (sh.pool.rp_made != made) {
+            atomic_store(owner_of(b), 1); /* fresh: nobody held it yet */
+        } else {
+            unsigned zero = 0;
+            assert_true(atomic_compare_exchange_strong(owner_of(b), &zero, 1)); /* not out elsewhere */
+            reused++;
+        }
+        for (unsigned i = r % SLOTS;; i = (i + 1) % SLOTS) { /* a free slot: putters drain them */
+            void *expect = NULL;
+            if (atomic_compare_exchange_weak(&sh.slots[i], &expect, b))
+                break;
+        }
+    }
+    atomic_store(&sh.done, true);
+    for (int i = 0; i < PUTTERS; i++)
+        pthread_join(t[i], NULL);
+    assert_true(sh.pool.rp_made <= REQUEST_POOL_MAX);
+    assert_int_equal(sh.pool.rp_made, request_pool_held(&sh.pool)); /* every block came back */
+    assert_true(reused > 0);
+    request_pool_fini(&sh.pool);
+}
+
+/* ---- through a server ---- */
+
+enum { BURST = REQUEST_POOL_MAX + 88, LATE = 3 };
+static arpc_request *_Atomic held_reqs[BURST];
+static atomic_uint held_n;
+
+/* Inline: keeps the request without replying; the test replies from its own thread. */
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&held_reqs[atomic_fetch_add(&held_n, 1)], req);
+    latch_add();
+}
+
+struct pool_count {
+    arpc_server *s;
+    unsigned held, made;
+};
+
+static void count_on_loop(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct pool_count *pc = arg;
+    pc->held = request_pool_held(&pc->s->sv_requests);
+    pc->made = pc->s->sv_requests.rp_made;
+}
+
+static struct pool_count pool_count(arpc_server *s)
+{
+    struct pool_count pc = {.s = s};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(s->sv_loop, count_on_loop, &pc));
+    return pc;
+}
+
+/* Sends n calls of h_hold, waits until all are held, replies to each from here and checks
+ * that every caller got its own bytes back. */
+static void burst(arpc_client *c, unsigned n)
+{
+    static arpc_future *fs[BURST];
+    atomic_store(&held_n, 0);
+    latch_reset();
+    for (unsigned i = 0; i < n; i++)
+        assert_non_null(fs[i] = arpc_call_async(c, "t.hold", &i, sizeof(i), 120000));
+    assert_true(latch_wait(n, 120000));
+    for (unsigned i = 0; i < n; i++) {
+        arpc_request *req = atomic_load(&held_reqs[i]);
+        size_t len;
+        const void *data = arpc_request_data(req, &len);
+        assert_int_equal(ARPC_OK, arpc_reply(req, data, len));
+    }
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
+        size_t len;
+        const void *data = arpc_future_data(fs[i], &len);
+        assert_int_equal(sizeof(i), len);
+        assert_memory_equal(&i, data, len);
+        arpc_future_release(fs[i]);
+    }
+}
+
+static void test_server_burst_and_late_replies(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    /* Every call of the burst is read at once: the bytes bound knows the reply's size. */
+    arpc_server_options o = {.workers = 1, .max_calls_per_conn = 2 * BURST};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    arpc_method_options mo = {.inline_on_loop = true, .reply_bytes_hint = 16};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, &mo));
+    char addr[128];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+
+    burst(c, BURST);
+    /* The requests are freed on the loop once their replies are delivered, before the
+     * callers can see them: what the pool holds now is final. */
+    struct pool_count pc = pool_count(s);
+    assert_int_equal(REQUEST_POOL_MAX, pc.made);
+    assert_int_equal(REQUEST_POOL_MAX, pc.held); /* the burst's extra requests were freed */
+    burst(c, 100);
+    pc = pool_count(s);
+    assert_int_equal(REQUEST_POOL_MAX, pc.made); /* nothing new was made */
+
+    /* Requests alive at destroy: their late replies free them, and the last frees the server
+     * and its pool. */
+    atomic_store(&held_n, 0);
+    latch_reset();
+    arpc_future *late[LATE];
+    for (unsigned i = 0; i < LATE; i++)
+        assert_non_null(late[i] = arpc_call_async(c, "t.hold", &i, sizeof(i), 120000));
+    assert_true(latch_wait(LATE, 120000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    for (unsigned i = 0; i < LATE; i++) {
+        assert_int_equal(ARPC_EABANDONED, arpc_future_wait(late[i]));
+        arpc_future_release(late[i]);
+        arpc_request *req = atomic_load(&held_reqs[i]);
+        assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(req, "x", 1));
+    }
+    arpc_client_close(c);
+}
+
+int main(void)
+{
+    test_alloc_install();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_reuse_before_allocating),
+        cmocka_unit_test_no_leak(test_burst_beyond_the_bound),
+        cmocka_unit_test_no_leak(test_large_and_failing),
+        cmocka_unit_test_no_leak(test_given_back_from_other_threads),
+        cmocka_unit_test_no_leak(test_server_burst_and_late_replies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
