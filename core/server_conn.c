@@ -72,7 +72,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
             sconn_refuse_call(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
         return;
     }
-    const struct arpc_method *m = arpc_registry_find(&s->sv_registry, f->f_method, f->f_method_len);
+    const struct arpc_method *m = arpc_registry_find_near(&s->sv_registry, f->f_method, f->f_method_len,
+                                                          &sc->sc_last_method);
     if (m != NULL) {
         request_dispatch(sc, m, f);
         return;

@@ -76,6 +76,7 @@ struct server_conn {
     unsigned sc_ncalls;
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
+    const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
 };
 
 struct arpc_server {
