@@ -48,7 +48,7 @@ static void request_free(arpc_request *req)
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, req->rq_body, req->rq_body_cap); /* for the connection's next large frame */
-    request_pool_put(&s->sv_requests, req, req->rq_pooled);
+    request_pool_put(&s->sv_requests, req, req->rq_pool_class);
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_futex_wake_all((const uint32_t *)&s->sv_inflight); /* a stop waits out its grace */
     sconn_release(sc);

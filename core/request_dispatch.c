@@ -19,6 +19,9 @@
 #include "core/frame.h"
 #include "core/request_internal.h"
 
+/* A request with a payload of 256 << k bytes fits the pool's class k. */
+_Static_assert(sizeof(struct arpc_request) <= REQUEST_POOL_HEADROOM, "the request pool's headroom is too small");
+
 /* ---- running handlers ---- */
 
 
@@ -144,15 +147,15 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
     /* A large body read into a buffer of its own is kept as it is: no copy. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
-    bool pooled;
-    arpc_request *req = request_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pooled);
+    int pool_class;
+    arpc_request *req = request_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pool_class);
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
-    req->rq_pooled = pooled;
+    req->rq_pool_class = (signed char)pool_class;
     req->rq_conn = sc;
     req->rq_method = m;
     req->rq_xid = f->f_xid;
@@ -173,7 +176,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_charge = 0;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
-        request_pool_put(&s->sv_requests, req, pooled); /* a duplicate: answered from the cache, or waiting for the original */
+        request_pool_put(&s->sv_requests, req, pool_class); /* a duplicate: answered from the cache, or waiting for the original */
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)

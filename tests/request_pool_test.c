@@ -1,12 +1,12 @@
 /*
  * core/request_pool: a block given back is handed out again before anything is allocated;
- * the pool makes at most REQUEST_POOL_MAX blocks and a burst beyond that is ordinary
+ * each size class makes at most its bound of blocks and a burst beyond that is ordinary
  * allocations, freed when done (so the pool holds no more than its bound afterwards); a size
- * over the block is never the pool's; a failing allocator gives NULL; blocks given back from
+ * goes to the smallest class that holds it, and one over the largest is never the pool's; a failing allocator gives NULL; blocks given back from
  * other threads reach the owner and are never out to two holders at once (an owner word in
  * each block); fini frees everything (the counting allocator). Then through a server: a burst
  * of more calls alive at once than the bound all complete, the pool keeps its bound and
- * makes nothing new for the next calls, and requests still held when the server is destroyed
+ * makes nothing new for the next calls (small and 4 KiB payloads), and requests still held when the server is destroyed
  * are freed by their late replies with the server's pool (ASan, the leak checker).
  */
 #define _GNU_SOURCE
@@ -36,17 +36,17 @@ static void test_reuse_before_allocating(void **state)
 {
     (void)state;
     struct request_pool p = {0};
-    bool pooled = false;
-    void *a = request_pool_get(&p, 100, &pooled);
+    int cls = REQUEST_POOL_NONE;
+    void *a = request_pool_get(&p, 100, &cls);
     assert_non_null(a);
-    assert_true(pooled);
+    assert_int_equal(0, cls);
     assert_int_equal(1, atomic_load(&test_alloc_live));
-    request_pool_put(&p, a, pooled);
-    assert_int_equal(1, request_pool_held(&p));
+    request_pool_put(&p, a, cls);
+    assert_int_equal(1, request_pool_held(&p, 0));
     atomic_store(&test_alloc_budget, 0); /* from here on nothing may be allocated */
-    assert_ptr_equal(a, request_pool_get(&p, REQUEST_POOL_BLOCK, &pooled));
-    assert_true(pooled);
-    request_pool_put(&p, a, pooled);
+    assert_ptr_equal(a, request_pool_get(&p, request_pool_block(0), &cls));
+    assert_int_equal(0, cls);
+    request_pool_put(&p, a, cls);
     atomic_store(&test_alloc_budget, -1);
     request_pool_fini(&p);
 }
@@ -54,32 +54,41 @@ static void test_reuse_before_allocating(void **state)
 static void test_burst_beyond_the_bound(void **state)
 {
     (void)state;
-    enum { N = REQUEST_POOL_MAX + 40 };
+    enum { N = REQUEST_POOL_SMALL_MAX + 40 };
     static void *blocks[N];
-    static bool pooled[N];
+    static int cls[N];
     struct request_pool p = {0};
     unsigned npooled = 0;
     for (unsigned i = 0; i < N; i++) {
-        blocks[i] = request_pool_get(&p, 64, &pooled[i]);
+        blocks[i] = request_pool_get(&p, 64, &cls[i]);
         assert_non_null(blocks[i]);
-        npooled += pooled[i];
+        npooled += cls[i] == 0;
     }
-    assert_int_equal(REQUEST_POOL_MAX, npooled);
-    assert_int_equal(REQUEST_POOL_MAX, p.rp_made);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, npooled);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, p.rp_class[0].pc_made);
     assert_int_equal(N, atomic_load(&test_alloc_live));
     for (unsigned i = 0; i < N; i++)
-        request_pool_put(&p, blocks[i], pooled[i]);
+        request_pool_put(&p, blocks[i], cls[i]);
     /* The burst's extra blocks went back to the allocator; the pool keeps its bound. */
-    assert_int_equal(REQUEST_POOL_MAX, atomic_load(&test_alloc_live));
-    assert_int_equal(REQUEST_POOL_MAX, request_pool_held(&p));
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, atomic_load(&test_alloc_live));
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, request_pool_held(&p, 0));
     /* A second burst reuses every block before it makes any. */
-    for (unsigned i = 0; i < REQUEST_POOL_MAX; i++) {
-        blocks[i] = request_pool_get(&p, 64, &pooled[i]);
-        assert_true(pooled[i]);
+    for (unsigned i = 0; i < REQUEST_POOL_SMALL_MAX; i++) {
+        blocks[i] = request_pool_get(&p, 64, &cls[i]);
+        assert_int_equal(0, cls[i]);
     }
-    assert_int_equal(REQUEST_POOL_MAX, atomic_load(&test_alloc_live));
-    for (unsigned i = 0; i < REQUEST_POOL_MAX; i++)
-        request_pool_put(&p, blocks[i], pooled[i]);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, atomic_load(&test_alloc_live));
+    for (unsigned i = 0; i < REQUEST_POOL_SMALL_MAX; i++)
+        request_pool_put(&p, blocks[i], cls[i]);
+    /* A larger class has its own, smaller bound. */
+    for (unsigned i = 0; i < REQUEST_POOL_LARGE_MAX + 5; i++)
+        blocks[i] = request_pool_get(&p, 4096 + 200, &cls[i]);
+    assert_int_equal(REQUEST_POOL_LARGE_MAX, p.rp_class[4].pc_made);
+    for (unsigned i = 0; i < REQUEST_POOL_LARGE_MAX + 5; i++) {
+        assert_int_equal(i < REQUEST_POOL_LARGE_MAX ? 4 : REQUEST_POOL_NONE, cls[i]);
+        request_pool_put(&p, blocks[i], cls[i]);
+    }
+    assert_int_equal(REQUEST_POOL_LARGE_MAX, request_pool_held(&p, 4));
     request_pool_fini(&p);
 }
 
@@ -87,18 +96,33 @@ static void test_large_and_failing(void **state)
 {
     (void)state;
     struct request_pool p = {0};
-    bool pooled = true;
-    void *big = request_pool_get(&p, REQUEST_POOL_BLOCK + 1, &pooled);
+    int cls = 0;
+    size_t largest = request_pool_block(REQUEST_POOL_CLASSES - 1);
+    void *big = request_pool_get(&p, largest + 1, &cls);
     assert_non_null(big);
-    assert_false(pooled);
-    memset(big, 0xab, REQUEST_POOL_BLOCK + 1); /* ASan: the whole size is there */
-    request_pool_put(&p, big, pooled);
-    assert_int_equal(0, request_pool_held(&p));
+    assert_int_equal(REQUEST_POOL_NONE, cls);
+    memset(big, 0xab, largest + 1); /* ASan: the whole size is there */
+    request_pool_put(&p, big, cls);
+    /* Each class's exact size is that class, one byte more the next; the whole block is
+     * there (ASan), and it comes back to its own class. */
+    for (int k = 0; k < REQUEST_POOL_CLASSES; k++) {
+        void *b = request_pool_get(&p, request_pool_block(k), &cls);
+        assert_int_equal(k, cls);
+        memset(b, 0xcd, request_pool_block(k));
+        request_pool_put(&p, b, cls);
+        assert_int_equal(1, request_pool_held(&p, k));
+        if (k + 1 < REQUEST_POOL_CLASSES) {
+            b = request_pool_get(&p, request_pool_block(k) + 1, &cls);
+            assert_int_equal(k + 1, cls);
+            request_pool_put(&p, b, cls);
+        }
+    }
+    request_pool_fini(&p);
     atomic_store(&test_alloc_budget, 0);
-    pooled = true;
-    assert_null(request_pool_get(&p, 8, &pooled));
-    assert_false(pooled);
-    assert_int_equal(0, p.rp_made); /* a failed block is not counted as made */
+    cls = 0;
+    assert_null(request_pool_get(&p, 8, &cls));
+    assert_int_equal(REQUEST_POOL_NONE, cls);
+    assert_int_equal(0, p.rp_class[0].pc_made); /* a failed block is not counted as made */
     atomic_store(&test_alloc_budget, -1);
     request_pool_fini(&p);
 }
@@ -127,7 +151,7 @@ static void *putter(void *arg)
             idle = false;
             unsigned one = 1;
             assert_true(atomic_compare_exchange_strong(owner_of(b), &one, 0));
-            request_pool_put(&sh->pool, b, true);
+            request_pool_put(&sh->pool, b, 0);
         }
         if (idle && atomic_load(&sh->done))
             return NULL;
@@ -144,15 +168,15 @@ static void test_given_back_from_other_threads(void **state)
         assert_int_equal(0, pthread_create(&t[i], NULL, putter, &sh));
     unsigned rounds = 200000 / SCALE, reused = 0;
     for (unsigned r = 0; r < rounds; r++) {
-        unsigned made = sh.pool.rp_made;
-        bool pooled;
-        void *b = request_pool_get(&sh.pool, 64, &pooled);
+        unsigned made = sh.pool.rp_class[0].pc_made;
+        int cls;
+        void *b = request_pool_get(&sh.pool, 64, &cls);
         assert_non_null(b);
-        if (!pooled) { /* all REQUEST_POOL_MAX blocks are out (putters are slow): not the pool's */
-            request_pool_put(&sh.pool, b, false);
+        if (cls != 0) { /* every block of the class is out (putters are slow): not the pool's */
+            request_pool_put(&sh.pool, b, cls);
             continue;
         }
-        if (sh.pool.rp_made != made) {
+        if (sh.pool.rp_class[0].pc_made != made) {
             atomic_store(owner_of(b), 1); /* fresh: nobody held it yet */
         } else {
             unsigned zero = 0;
@@ -168,15 +192,15 @@ static void test_given_back_from_other_threads(void **state)
     atomic_store(&sh.done, true);
     for (int i = 0; i < PUTTERS; i++)
         pthread_join(t[i], NULL);
-    assert_true(sh.pool.rp_made <= REQUEST_POOL_MAX);
-    assert_int_equal(sh.pool.rp_made, request_pool_held(&sh.pool)); /* every block came back */
+    assert_true(sh.pool.rp_class[0].pc_made <= REQUEST_POOL_SMALL_MAX);
+    assert_int_equal(sh.pool.rp_class[0].pc_made, request_pool_held(&sh.pool, 0)); /* every block came back */
     assert_true(reused > 0);
     request_pool_fini(&sh.pool);
 }
 
 /* ---- through a server ---- */
 
-enum { BURST = REQUEST_POOL_MAX + 88, LATE = 3 };
+enum { BURST = REQUEST_POOL_SMALL_MAX + 88, LATE = 3, BULK = 4096 };
 static arpc_request *_Atomic held_reqs[BURST];
 static atomic_uint held_n;
 
@@ -190,6 +214,7 @@ static void h_hold(arpc_request *req, void *ctx)
 
 struct pool_count {
     arpc_server *s;
+    int k;
     unsigned held, made;
 };
 
@@ -197,39 +222,42 @@ static void count_on_loop(arpc_loop *loop, void *arg)
 {
     (void)loop;
     struct pool_count *pc = arg;
-    pc->held = request_pool_held(&pc->s->sv_requests);
-    pc->made = pc->s->sv_requests.rp_made;
+    pc->held = request_pool_held(&pc->s->sv_requests, pc->k);
+    pc->made = pc->s->sv_requests.rp_class[pc->k].pc_made;
 }
 
-static struct pool_count pool_count(arpc_server *s)
+static struct pool_count pool_count(arpc_server *s, int k)
 {
-    struct pool_count pc = {.s = s};
+    struct pool_count pc = {.s = s, .k = k};
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(s->sv_loop, count_on_loop, &pc));
     return pc;
 }
 
-/* Sends n calls of h_hold, waits until all are held, replies to each from here and checks
- * that every caller got its own bytes back. */
-static void burst(arpc_client *c, unsigned n)
+/* Sends n calls of h_hold with a payload of len bytes (i at the start), waits until all are
+ * held, replies to each from here with its payload and checks every caller got its own back. */
+static void burst(arpc_client *c, unsigned n, size_t len)
 {
     static arpc_future *fs[BURST];
+    static unsigned char payload[BULK];
     atomic_store(&held_n, 0);
     latch_reset();
-    for (unsigned i = 0; i < n; i++)
-        assert_non_null(fs[i] = arpc_call_async(c, "t.hold", &i, sizeof(i), 120000));
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(payload, &i, sizeof(i));
+        assert_non_null(fs[i] = arpc_call_async(c, "t.hold", payload, len, 120000));
+    }
     assert_true(latch_wait(n, 120000));
     for (unsigned i = 0; i < n; i++) {
         arpc_request *req = atomic_load(&held_reqs[i]);
-        size_t len;
-        const void *data = arpc_request_data(req, &len);
-        assert_int_equal(ARPC_OK, arpc_reply(req, data, len));
+        size_t req_len;
+        const void *data = arpc_request_data(req, &req_len);
+        assert_int_equal(ARPC_OK, arpc_reply(req, data, req_len));
     }
     for (unsigned i = 0; i < n; i++) {
         assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
-        size_t len;
-        const void *data = arpc_future_data(fs[i], &len);
-        assert_int_equal(sizeof(i), len);
-        assert_memory_equal(&i, data, len);
+        size_t got;
+        const void *data = arpc_future_data(fs[i], &got);
+        assert_int_equal(len, got);
+        assert_memory_equal(&i, data, sizeof(i));
         arpc_future_release(fs[i]);
     }
 }
@@ -241,22 +269,27 @@ static void test_server_burst_and_late_replies(void **state)
     /* Every call of the burst is read at once: the bytes bound knows the reply's size. */
     arpc_server_options o = {.workers = 1, .max_calls_per_conn = 2 * BURST};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
-    arpc_method_options mo = {.inline_on_loop = true, .reply_bytes_hint = 16};
+    arpc_method_options mo = {.inline_on_loop = true, .reply_bytes_hint = BULK};
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, &mo));
     char addr[128];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
 
-    burst(c, BURST);
+    burst(c, BURST, sizeof(unsigned));
     /* The requests are freed on the loop once their replies are delivered, before the
      * callers can see them: what the pool holds now is final. */
-    struct pool_count pc = pool_count(s);
-    assert_int_equal(REQUEST_POOL_MAX, pc.made);
-    assert_int_equal(REQUEST_POOL_MAX, pc.held); /* the burst's extra requests were freed */
-    burst(c, 100);
-    pc = pool_count(s);
-    assert_int_equal(REQUEST_POOL_MAX, pc.made); /* nothing new was made */
+    struct pool_count pc = pool_count(s, 0);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, pc.made);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, pc.held); /* the burst's extra requests were freed */
+    burst(c, 100, sizeof(unsigned));
+    pc = pool_count(s, 0);
+    assert_int_equal(REQUEST_POOL_SMALL_MAX, pc.made); /* nothing new was made */
+    /* 4 KiB payloads: class 4 (4 KiB + the headroom), to its own bound. */
+    burst(c, 100, BULK);
+    pc = pool_count(s, 4);
+    assert_int_equal(REQUEST_POOL_LARGE_MAX, pc.made);
+    assert_int_equal(REQUEST_POOL_LARGE_MAX, pc.held);
 
     /* Requests alive at destroy: their late replies free them, and the last frees the server
      * and its pool. */
