@@ -1,7 +1,8 @@
 /*
  * The request a handler sees, and the reply that leaves it.
  *
- * A request is one allocation: the object and a copy of the payload. It is finished exactly
+ * A request is one block: the object and a copy of the payload, from the server's request
+ * pool (core/request_pool.h), given back there when it is freed. It is finished exactly
  * once, by arpc_reply or arpc_reply_error, on any thread. The reply is encoded on that thread
  * into one allocation (struct reply_msg) that travels to the loop on the loop's job lane and
  * is then queued on the connection as it is (the output queue frees it once written).
