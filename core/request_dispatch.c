@@ -19,8 +19,10 @@
 #include "core/frame.h"
 #include "core/request_internal.h"
 
-/* A request with a payload of 256 << k bytes fits the pool's class k. */
-_Static_assert(sizeof(struct arpc_request) <= REQUEST_POOL_HEADROOM, "the request pool's headroom is too small");
+/* A request with a payload of 256 << k bytes fits the block pool's class k, and so does a
+ * reply of that size (core/request.c). */
+_Static_assert(sizeof(struct arpc_request) <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
+_Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
 
 /* ---- running handlers ---- */
 
@@ -148,7 +150,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     /* A large body read into a buffer of its own is kept as it is: no copy. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
     int pool_class;
-    arpc_request *req = request_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pool_class);
+    arpc_request *req = block_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pool_class);
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
@@ -176,7 +178,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_charge = 0;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
-        request_pool_put(&s->sv_requests, req, pool_class); /* a duplicate: answered from the cache, or waiting for the original */
+        block_pool_put(&s->sv_requests, req, pool_class); /* a duplicate: answered from the cache, or waiting for the original */
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
