@@ -10,6 +10,17 @@ uint64_t arpc_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t arpc_now_coarse_ns(void)
+{
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#else
+    return arpc_now_ns();
+#endif
+}
+
 uint64_t arpc_deadline_after(uint64_t now_ns, int64_t timeout_ms)
 {
     if (timeout_ms < 0)

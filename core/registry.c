@@ -47,6 +47,18 @@ const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, cons
     }
 }
 
+const struct arpc_method *arpc_registry_find_near(const struct arpc_registry *r, const char *name, size_t len,
+                                                  const struct arpc_method **last)
+{
+    const struct arpc_method *m = *last;
+    if (m != NULL && m->m_name_len == len && memcmp(m->m_name, name, len) == 0)
+        return m;
+    m = arpc_registry_find(r, name, len);
+    if (m != NULL)
+        *last = m;
+    return m;
+}
+
 /* Rebuilds the index at a load factor of at most one half (registration is a cold path). */
 static int registry_reindex(struct arpc_registry *r)
 {

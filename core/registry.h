@@ -41,5 +41,10 @@ void arpc_registry_fini(struct arpc_registry *r);
 int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn fn, void *ctx,
                       const arpc_method_options *mopts);
 const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, const char *name, size_t len);
+/* arpc_registry_find that first tries *last, the method its caller found the time before (a
+ * connection's calls mostly name one method: the name is compared, not hashed), and keeps
+ * what it finds there. *last may be NULL; methods are never removed while the registry lives. */
+const struct arpc_method *arpc_registry_find_near(const struct arpc_registry *r, const char *name, size_t len,
+                                                  const struct arpc_method **last);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * The request a handler sees, and the reply that leaves it.
  *
- * A request is one allocation: the object and a copy of the payload. It is finished exactly
+ * A request is one block: the object and a copy of the payload, from the server's request
+ * pool (core/block_pool.h), given back there when it is freed. It is finished exactly
  * once, by arpc_reply or arpc_reply_error, on any thread. The reply is encoded on that thread
  * into one allocation (struct reply_msg) that travels to the loop on the loop's job lane and
  * is then queued on the connection as it is (the output queue frees it once written).
@@ -41,17 +42,17 @@
 #include "core/request_internal.h"
 #include "core/server_internal.h"
 
-/* Drops the request's references and frees it. Any thread. */
+/* Drops the request's reference and frees it. Any thread. The request pins its connection,
+ * which pins the server: s is used before the connection is let go. */
 static void request_free(arpc_request *req)
 {
     struct server_conn *sc = req->rq_conn;
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, req->rq_body, req->rq_body_cap); /* for the connection's next large frame */
-    arpc_free(req);
-    sconn_release(sc);
+    block_pool_put(&s->sv_requests, req, req->rq_pool_class);
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_futex_wake_all((const uint32_t *)&s->sv_inflight); /* a stop waits out its grace */
-    server_release(s);
+    sconn_release(sc);
 }
 
 /* The handler returned: free the request if its reply is already done. */
@@ -166,16 +167,23 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
 }
 
 /* One allocation: the message, the frame, then the effect (if any). A large one comes from
- * home's buffer cache (home may be NULL: a plain allocation), so bulk replies reuse memory
- * instead of making the allocator fault fresh pages in for each. */
+ * home's buffer cache, any other from the server's reply pool (home may be NULL: a plain
+ * allocation), so replies reuse memory instead of crossing the allocator's threads and making
+ * it fault fresh pages in for each. */
 static struct reply_msg *reply_msg_new(struct server_conn *home, size_t flen, const void *effect, size_t effect_len)
 {
     size_t total = sizeof(struct reply_msg) + flen + effect_len;
     size_t cap = 0;
     bool bulk = home != NULL && total >= ARPC_CONN_BODY_MIN;
-    struct reply_msg *rm = bulk ? arpc_conn_buf_get(&home->sc_conn, total, &cap) : arpc_malloc(total);
+    struct block_pool *pool = home != NULL && !bulk ? &home->sc_server->sv_replies : NULL;
+    int pool_class = BLOCK_POOL_NONE;
+    struct reply_msg *rm = bulk   ? arpc_conn_buf_get(&home->sc_conn, total, &cap)
+                           : pool ? block_pool_get(pool, total, &pool_class)
+                                  : arpc_malloc(total);
     if (rm == NULL)
         return NULL;
+    rm->rm_pool = pool;
+    rm->rm_pool_class = (signed char)pool_class;
     rm->rm_home = bulk ? home : NULL;
     rm->rm_cap = cap;
     if (bulk)
@@ -195,7 +203,10 @@ void reply_msg_free(struct reply_msg *rm)
 {
     struct server_conn *home = rm->rm_home;
     if (home == NULL) {
-        arpc_free(rm);
+        if (rm->rm_pool != NULL)
+            block_pool_put(rm->rm_pool, rm, rm->rm_pool_class); /* its server outlives its replies */
+        else
+            arpc_free(rm);
         return;
     }
     arpc_conn_buf_put(&home->sc_conn, rm, rm->rm_cap);

@@ -19,19 +19,25 @@
 #include "core/frame.h"
 #include "core/request_internal.h"
 
+/* A request with a payload of 256 << k bytes fits the block pool's class k, and so does a
+ * reply of that size (core/request.c). */
+_Static_assert(sizeof(struct arpc_request) <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
+_Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
+
 /* ---- running handlers ---- */
 
 
-static void request_run(arpc_actor *actor, void *arg, int status)
+/* queued: the call waited in a mailbox, so its budget may have run out meanwhile (a clock
+ * read). An inline call runs as it arrives: its deadline, at least 1 ms after its arrival,
+ * cannot have passed yet, and the loop's deadline timer still answers for a slow handler. */
+static void request_run(arpc_request *req, int status, bool queued)
 {
-    (void)actor;
-    arpc_request *req = arg;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
     if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     else if (flags & RQ_CANCELLED)
         request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
-    else if (req->rq_deadline_ns != ARPC_NEVER && arpc_now_ns() >= req->rq_deadline_ns)
+    else if (queued && req->rq_deadline_ns != ARPC_NEVER && arpc_now_ns() >= req->rq_deadline_ns)
         request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
     else
         req->rq_method->m_fn(req, req->rq_method->m_ctx);
@@ -40,7 +46,8 @@ static void request_run(arpc_actor *actor, void *arg, int status)
 
 static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int status)
 {
-    request_run(actor, (arpc_request *)((char *)job - offsetof(arpc_request, rq_actor_job)), status);
+    (void)actor;
+    request_run((arpc_request *)((char *)job - offsetof(arpc_request, rq_actor_job)), status, true);
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
@@ -142,20 +149,25 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
     /* A large body read into a buffer of its own is kept as it is: no copy. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
-    arpc_request *req = arpc_malloc(sizeof(*req) + (in_place ? 0 : f->f_payload_len));
+    int pool_class;
+    arpc_request *req = block_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pool_class);
     if (req == NULL) {
         static const char no_memory[] = "server out of memory";
         if (!oneway)
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
+    req->rq_pool_class = (signed char)pool_class;
     req->rq_conn = sc;
     req->rq_method = m;
     req->rq_xid = f->f_xid;
     /* Numbered (at-most-once) only with both a seq and a client to key it by. */
     req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
     req->rq_ack = f->f_ack;
-    req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_from_ms(f->f_deadline_ms) : ARPC_NEVER;
+    /* One precise clock read per arrival: the wire's budget counts from it, and so does the
+     * latency histogram (rq_dispatched_ns). */
+    uint64_t now = arpc_now_ns();
+    req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
     req->rq_cancel_fn = NULL;
@@ -166,7 +178,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_charge = 0;
     req->rq_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
-        arpc_free(req); /* a duplicate: answered from the cache, or waiting for the original */
+        block_pool_put(&s->sv_requests, req, pool_class); /* a duplicate: answered from the cache, or waiting for the original */
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
@@ -179,19 +191,18 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         arpc_stat_inc(&m->m_stats->ms_oneway);
     } else {
         stats_call_started(&m->m_stats->ms_calls);
-        req->rq_dispatched_ns = arpc_now_ns();
+        req->rq_dispatched_ns = now;
     }
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
     req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
-    sconn_retain(sc);
-    server_retain(s);
+    sconn_retain(sc); /* which pins the server too */
     atomic_fetch_add(&s->sv_inflight, 1);
     if (!oneway) {
         request_list(s, req); /* before an inline handler can reply */
         inflight_begin(sc, req); /* may hold the connection's input: nothing more is read */
     }
     if (m->m_inline) {
-        request_run(NULL, req, ARPC_OK);
+        request_run(req, ARPC_OK, false);
         return;
     }
     arpc_actor_job_init(&req->rq_actor_job, request_run_job);

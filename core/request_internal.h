@@ -40,6 +40,7 @@ struct arpc_request {
     bool rq_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rq_awaiting;        /* in the server's sv_awaiting list (loop thread) */
     bool rq_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
+    signed char rq_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */
     size_t rq_charge;        /* the bytes it owes its connection until its reply is queued */
     int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
     struct arpc_deadline rq_deadline; /* the wire's deadline, armed on the loop */

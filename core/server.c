@@ -55,6 +55,10 @@ static void server_free(arpc_server *s)
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
+    /* Nothing of theirs is out: a request pins the server, and so does a reply (through its
+     * request or connection; the reply cache and log let go of theirs at teardown). */
+    block_pool_fini(&s->sv_requests);
+    block_pool_fini(&s->sv_replies);
     arpc_free(s);
 }
 

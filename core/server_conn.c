@@ -21,8 +21,10 @@ void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 void sconn_release(struct server_conn *sc)
 {
     if (arpc_refcount_put(&sc->sc_refs)) {
+        arpc_server *s = sc->sc_server;
         arpc_free(sc->sc_peer_subject);
         arpc_free(sc);
+        server_release(s); /* the connection's (sconn_open) */
     }
 }
 
@@ -70,7 +72,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
             sconn_refuse_call(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
         return;
     }
-    const struct arpc_method *m = arpc_registry_find(&s->sv_registry, f->f_method, f->f_method_len);
+    const struct arpc_method *m = arpc_registry_find_near(&s->sv_registry, f->f_method, f->f_method_len,
+                                                          &sc->sc_last_method);
     if (m != NULL) {
         request_dispatch(sc, m, f);
         return;
@@ -244,6 +247,9 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
         arpc_free(sc);
         return;
     }
+    /* A connection pins its server, so whatever pins the connection (a request, a waiting
+     * duplicate, a reply on its way) may use the server without a reference of its own. */
+    server_retain(s);
     sc->sc_conn.c_stats = &s->sv_stats.ss_io;
     arpc_stat_inc(&s->sv_stats.ss_accepted);
     sc->sc_peer = (arpc_peer_info){.transport = scheme, .address = sc->sc_conn.c_peer};

@@ -9,6 +9,10 @@
  * duplicates that attached while it ran, those that arrive later -- is sent a copy under its
  * own xid: the bytes after the header are the same, byte for byte.
  *
+ * The cache's times (a client's last activity, the sweep's now) are read from the coarse clock
+ * (arpc_now_coarse_ns, a few ms behind): they only ever measure idle expiry, which is minutes
+ * and checked 10% late anyway, and the precise clock cost one read per cache step per call.
+ *
  * A waiter holds a reference to its connection, so a connection that closed while its
  * duplicate waited is still safe to look at when the result comes out (it is then skipped).
  */
@@ -66,7 +70,7 @@ static double dedup_sweep_every_s(const arpc_server *s) { return s->sv_expiry_s 
 static void dedup_on_sweep(struct arpc_deadline *d, void *arg)
 {
     arpc_server *s = arg;
-    arpc_reply_cache_expire(&s->sv_cache, arpc_now_ns());
+    arpc_reply_cache_expire(&s->sv_cache, arpc_now_coarse_ns());
     /* Re-arming the entry just taken out of the heap needs no room: it cannot fail. */
     arpc_deadline_arm_after_s(s->sv_loop, d, dedup_sweep_every_s(s));
 }
@@ -152,7 +156,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
         return false;
     }
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
-                                                    f->f_xid, arpc_now_ns(), &cached);
+                                                    f->f_xid, arpc_now_coarse_ns(), &cached);
     char msg[96];
     switch (v) {
     case ARPC_RC_NEW:
@@ -187,7 +191,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
 
 void dedup_ack(struct server_conn *sc, uint64_t ack)
 {
-    arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_cache_key, ack, arpc_now_ns());
+    arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_cache_key, ack, arpc_now_coarse_ns());
 }
 
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)
@@ -199,7 +203,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     } else {
         /* With a log, the waiters are answered once the record is durable (journal). */
         bool wait = journal_waits(s);
-        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, wait, arpc_now_ns(), &kept);
+        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, wait, arpc_now_coarse_ns(), &kept);
         if (s->sv_log != NULL)
             journal_reply(s, client_id, seq, ack, rm, wait && kept);
     }
@@ -218,7 +222,7 @@ void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
 {
     bool kept = false;
     void *reply = NULL;
-    struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_ns(), &reply, &kept);
+    struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_coarse_ns(), &reply, &kept);
     if (reply != NULL)
         dedup_answer(s, waiters, reply);
     if (!kept)

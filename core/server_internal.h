@@ -32,6 +32,7 @@
 #include "base/siphash.h"
 #include "core/conn.h"
 #include "core/registry.h"
+#include "core/block_pool.h"
 #include "core/reply_cache.h"
 #include "core/reply_log.h"
 #include "core/stats.h"
@@ -45,7 +46,7 @@ struct arpc_tls; /* transport/tls.h */
 
 struct server_conn {
     struct arpc_conn sc_conn;
-    arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way */
+    arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
     arpc_server *sc_server;
     uint64_t sc_client_id;
     uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
@@ -75,6 +76,7 @@ struct server_conn {
     unsigned sc_ncalls;
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
+    const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
 };
 
 struct arpc_server {
@@ -129,6 +131,8 @@ struct arpc_server {
     uint64_t sv_holds;                /* connections held for a flow limit, ever */
     uint64_t sv_holds_logged;         /* of which the log has told */
     ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
+    struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
+    struct block_pool sv_replies;     /* reply messages for reuse, but for large ones (core/request.c) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -145,6 +149,8 @@ struct reply_msg {
     struct server_conn *rm_home; /* a large reply: the connection whose buffer cache the
                                   * allocation came from and goes back to (a reference); else NULL */
     size_t rm_cap;               /* with rm_home: the allocation's capacity */
+    struct block_pool *rm_pool;  /* else: the server's reply pool it came from (and its class); NULL: arpc_malloc */
+    signed char rm_pool_class;
     uint8_t rm_frame[];
 };
 

@@ -2,7 +2,8 @@
  * The method registry (core/registry.c): add and find, duplicate names, names that share a
  * hash slot (long probe runs, wrap-around), every length from 1 to ARPC_METHOD_MAX, lookups
  * by length on input that is not NUL-terminated (held in blocks of exactly that length, so
- * ASan catches a read past it), prefixes and extensions of registered names, and ENOMEM at
+ * ASan catches a read past it), prefixes and extensions of registered names, the lookup that
+ * tries the last method found first, and ENOMEM at
  * every allocation of an add: the registry stays as it was, and nothing leaks.
  */
 #include <setjmp.h>
@@ -230,6 +231,34 @@ static void test_prefix_not_found(void **state)
     arpc_registry_fini(&r);
 }
 
+/* find_near: the last method found is tried first, by its name, not trusted blindly: a
+ * prefix, an extension or another name is looked up afresh (and remembered if it exists); an
+ * unknown name leaves the last one as it was. */
+static void test_find_near(void **state)
+{
+    (void)state;
+    struct arpc_registry r;
+    arpc_registry_init(&r);
+    assert_int_equal(ARPC_OK, arpc_registry_add(&r, "Service.method", h_a, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_registry_add(&r, "Service.m", h_b, NULL, NULL));
+    const struct arpc_method *last = NULL;
+    const struct arpc_method *a = arpc_registry_find_near(&r, "Service.method", 14, &last);
+    assert_non_null(a);
+    assert_ptr_equal(a, last);
+    assert_ptr_equal(a, arpc_registry_find_near(&r, "Service.method", 14, &last));
+    assert_null(arpc_registry_find_near(&r, "Service.metho", 13, &last)); /* a prefix of last */
+    assert_null(arpc_registry_find_near(&r, "Service.methods", 15, &last));
+    assert_null(arpc_registry_find_near(&r, "Service.mathod", 14, &last)); /* last's length */
+    assert_ptr_equal(a, last);
+    const struct arpc_method *b = arpc_registry_find_near(&r, "Service.method", 9, &last);
+    assert_non_null(b);
+    assert_ptr_equal(h_b, b->m_fn);
+    assert_ptr_equal(b, last);
+    assert_ptr_equal(a, arpc_registry_find_near(&r, "Service.method", 14, &last));
+    assert_ptr_equal(a, last);
+    arpc_registry_fini(&r);
+}
+
 /* Every allocation an add makes fails in turn (budget 0, 1, 2, ...) until one add goes
  * through; each failure is ARPC_ENOMEM, leaves the registry exactly as it was (every earlier
  * name found, the new one not, the count unchanged), leaks nothing, and the same add then
@@ -291,6 +320,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_many_names),
         cmocka_unit_test_no_leak(test_every_length),
         cmocka_unit_test_no_leak(test_prefix_not_found),
+        cmocka_unit_test_no_leak(test_find_near),
         cmocka_unit_test_no_leak(test_enomem_at_every_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
