@@ -222,7 +222,8 @@ static void hello_bodies(void)
     /* The server lets in FUZZ_HELLO_TOKEN only (the seeds above send none). */
     static char over[ARPC_AUTH_TOKEN_MAX_BYTES + 1];
     memset(over, 'x', sizeof(over));
-    static const char wrong[] = "fuzz-hello-tokeN"; /* one byte off */
+    static char wrong[] = FUZZ_HELLO_TOKEN;
+    wrong[sizeof(wrong) - 2] ^= 0x20; /* the last byte off (its case flipped) */
     static const struct {
         const char *name;
         const char *token;
