@@ -335,23 +335,27 @@ int arpc_reply_error(arpc_request *req, const char *msg)
 const void *arpc_request_data(const arpc_request *req, size_t *len)
 {
     if (len != NULL)
-        *len = req->rq_len;
-    return req->rq_data;
+        *len = req != NULL ? req->rq_len : 0;
+    return req != NULL ? req->rq_data : NULL;
 }
 
-const char *arpc_request_method(const arpc_request *req) { return req->rq_method->m_name; }
-bool arpc_request_is_oneway(const arpc_request *req) { return req->rq_oneway; }
-uint64_t arpc_request_client_id(const arpc_request *req) { return req->rq_conn->sc_client_id; }
-const arpc_peer_info *arpc_request_peer(const arpc_request *req) { return &req->rq_conn->sc_peer; }
+/* Given NULL (misuse), each accessor answers as for a request that has nothing: NULL, false, 0. */
+const char *arpc_request_method(const arpc_request *req) { return req != NULL ? req->rq_method->m_name : NULL; }
+bool arpc_request_is_oneway(const arpc_request *req) { return req != NULL && req->rq_oneway; }
+uint64_t arpc_request_client_id(const arpc_request *req) { return req != NULL ? req->rq_conn->sc_client_id : 0; }
+const arpc_peer_info *arpc_request_peer(const arpc_request *req) { return req != NULL ? &req->rq_conn->sc_peer : NULL; }
 
-const char *arpc_request_peer_subject(const arpc_request *req) { return req->rq_conn->sc_peer_subject; }
-uint64_t arpc_request_seq(const arpc_request *req) { return req->rq_seq; }
+const char *arpc_request_peer_subject(const arpc_request *req)
+{
+    return req != NULL ? req->rq_conn->sc_peer_subject : NULL;
+}
+uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
 
-int64_t arpc_request_budget_ms(const arpc_request *req) { return arpc_ms_left(req->rq_deadline_ns); }
+int64_t arpc_request_budget_ms(const arpc_request *req) { return req != NULL ? arpc_ms_left(req->rq_deadline_ns) : 0; }
 
 bool arpc_request_cancelled(const arpc_request *req)
 {
-    return (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
+    return req != NULL && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
 }
 
 int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)

@@ -2,7 +2,7 @@
  * Misuse that arpc must refuse rather than crash on (run it under ASan): a second reply for
  * one request while its handler still runs (reply twice, reply then reply_error, reply_error
  * then reply, from the handler, inline on the loop, for a one-way request, and deferred from
- * another thread), NULL handles, and calls that would wait for themselves: closing a client
+ * another thread), NULL handles and requests (every arpc_request_* accessor), and calls that would wait for themselves: closing a client
  * from a then-callback on its loop, destroying a server from its own handler.
  */
 #define _GNU_SOURCE
@@ -224,6 +224,35 @@ static void test_null_handles(void **state)
     assert_int_equal(ARPC_EINVAL, arpc_reply_error(NULL, "x"));
 }
 
+static void on_cancel_never(arpc_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    fail_msg("a cancel callback registered on a NULL request ran");
+}
+
+/* Every public function taking an arpc_request * answers NULL as its header says. */
+static void test_null_request(void **state)
+{
+    (void)state;
+    size_t len = 77;
+    assert_null(arpc_request_data(NULL, &len));
+    assert_int_equal(0, len);
+    assert_null(arpc_request_data(NULL, NULL));
+    assert_null(arpc_request_method(NULL));
+    assert_false(arpc_request_is_oneway(NULL));
+    assert_int_equal(0, arpc_request_client_id(NULL));
+    assert_null(arpc_request_peer(NULL));
+    assert_null(arpc_request_peer_subject(NULL));
+    assert_int_equal(0, arpc_request_seq(NULL));
+    assert_int_equal(0, arpc_request_budget_ms(NULL));
+    assert_false(arpc_request_cancelled(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_request_on_cancel(NULL, on_cancel_never, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_reply(NULL, NULL, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_error(NULL, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_durable(NULL, "e", 1, "x", 1));
+}
+
 /* ---- waiting for oneself ---- */
 
 struct close_in_then {
@@ -288,6 +317,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_second_reply_refused),
         cmocka_unit_test_no_leak(test_deferred_second_reply_refused),
         cmocka_unit_test_no_leak(test_null_handles),
+        cmocka_unit_test_no_leak(test_null_request),
         cmocka_unit_test_no_leak(test_client_close_inside_then),
         cmocka_unit_test_no_leak(test_server_destroy_inside_handler),
     };

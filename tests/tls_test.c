@@ -3,8 +3,8 @@
  * time (support/tls_certs.c): calls over a good certificate, big and pipelined; every way a
  * handshake is refused (unknown CA, expired certificate, wrong host name, no client
  * certificate where one is required, a peer that does not speak TLS), each with its reason
- * in words; the client's subject seen by a handler under mutual TLS; and a peer that stalls
- * in the handshake closed by the server's handshake timeout. Built without TLS, only that
+ * in words; the client's subject seen by a handler under mutual TLS; a peer that stalls
+ * in the handshake closed by the server's handshake timeout; TLS 1.2 held to AEAD ciphers. Built without TLS, only that
  * tls:// is refused as "built without TLS".
  */
 #include <setjmp.h>
@@ -25,6 +25,11 @@
 #include "transport/transport.h"
 
 #ifdef ARPC_TEST_WITH_TLS
+#include <fcntl.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include "support/tls_certs.h"
 
 #define WAIT_MS 20000 /* a bound for waits that should end at once: only a hang reaches it */
@@ -392,6 +397,65 @@ static int teardown_all(void **state)
     return 0;
 }
 
+/* A bare OpenSSL client (blocking, no verification: only the cipher is in question) offering
+ * only `ciphers` (TLS 1.2) or `suites` (TLS 1.3). True when the handshake completed; then
+ * `agreed` gets the cipher chosen. */
+static bool raw_handshake(const char *addr, int version, const char *ciphers, const char *suites, char *agreed,
+                          size_t len)
+{
+    int fd;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
+    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
+    struct timeval hang = {.tv_sec = WAIT_MS / 1000}; /* a silent server fails the handshake, not the run */
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));
+    assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, version));
+    if (ciphers != NULL)
+        assert_int_equal(1, SSL_CTX_set_cipher_list(ctx, ciphers));
+    if (suites != NULL)
+        assert_int_equal(1, SSL_CTX_set_ciphersuites(ctx, suites));
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    bool ok = SSL_connect(ssl) == 1;
+    if (ok)
+        snprintf(agreed, len, "%s", SSL_get_cipher_name(ssl));
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return ok;
+}
+
+/* TLS 1.2 is held to ECDHE with AEAD ciphers (transport/tls_ctx.c): a client offering only a
+ * CBC suite with a SHA-1 or SHA-256 MAC is refused (the server logs why); one offering an
+ * AES-GCM or ChaCha20-Poly1305 suite gets it; TLS 1.3 keeps OpenSSL's suites. The certificate
+ * is ECDSA, so each refused suite could otherwise have been used. */
+static void test_tls12_aead_ciphers_only(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX], agreed[64];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    static const char *refused[] = {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        expect_log("TLS handshake failed: no shared cipher");
+        if (raw_handshake(addr, TLS1_2_VERSION, refused[i], NULL, agreed, sizeof(agreed)))
+            fail_msg("a TLS 1.2 client offering only %s was let in", refused[i]);
+        wait_log();
+    }
+    static const char *accepted[] = {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                                     "ECDHE-ECDSA-CHACHA20-POLY1305"};
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        if (!raw_handshake(addr, TLS1_2_VERSION, accepted[i], NULL, agreed, sizeof(agreed)))
+            fail_msg("a TLS 1.2 client offering %s was refused", accepted[i]);
+        assert_string_equal(accepted[i], agreed);
+    }
+    assert_true(raw_handshake(addr, TLS1_3_VERSION, NULL, "TLS_CHACHA20_POLY1305_SHA256", agreed, sizeof(agreed)));
+    assert_string_equal("TLS_CHACHA20_POLY1305_SHA256", agreed);
+    stop_server(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_stalled_handshake_closed),
         cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),
+        cmocka_unit_test(test_tls12_aead_ciphers_only),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

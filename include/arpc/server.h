@@ -244,6 +244,8 @@ ARPC_API int arpc_server_destroy(arpc_server *s);
 
 /* ---- inside a handler ---- */
 
+/* The arpc_request_* accessors below, given a NULL req (misuse), return NULL, false or 0 (and
+ * arpc_request_data sets *len to 0); arpc_request_budget_ms returns 0. */
 ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
@@ -273,7 +275,7 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 /* Calls fn(req, arg) once when the caller cancels the call: on the server's loop thread when
  * the CANCEL arrives (fn must not block; it may reply), or at once on the calling thread if
  * it was cancelled already. At most one callback per request (ARPC_EBUSY). It is not called
- * once the request is answered. Errors: ARPC_EINVAL, ARPC_EBUSY. */
+ * once the request is answered. Errors: ARPC_EINVAL (req or fn NULL), ARPC_EBUSY. */
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
 ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
 
@@ -287,7 +289,8 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * client's call ends when its connection or deadline does). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
- * gone and must not be used, as after free(). For a one-way request it only finishes req. */
+ * gone and must not be used, as after free(). For a one-way request it only finishes req.
+ * ARPC_EINVAL for a NULL req (nothing done). */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
@@ -301,7 +304,8 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * crashes -- a call whose record did not make it to disk has no effect and was never answered,
  * so its client's retry runs it. Call it from the thread that applies the effects to the
  * state (e.g. the state's single actor), so that log order is application order. Without a
- * log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply. */
+ * log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
+ * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. */
 ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data,
                                 size_t len);
 

@@ -6,7 +6,9 @@
  * with require_client_cert, the server checks the client's certificate too (mutual TLS), and
  * its handlers see the client's subject (arpc_request_peer_subject). Defaults are the modern
  * ones: no compression, no renegotiation, the server's cipher preference, OpenSSL's default
- * cipher list and security level.
+ * security level; TLS 1.2 only with ECDHE and AEAD ciphers (AES-GCM, ChaCha20-Poly1305, as
+ * Mozilla's "intermediate" profile), TLS 1.3 with OpenSSL's default suites. A peer offering
+ * nothing else (e.g. only CBC or SHA-1 suites) fails the handshake.
  *
  * The options are read during arpc_server_create / arpc_client_connect only: the files are
  * loaded there, and the strings need not outlive the call. A certificate or key that cannot

@@ -11,7 +11,8 @@
 
 /* Listens on addr ("inproc://NAME") on the fuzz loop. Call once, after fuzz_loop(). */
 void fuzz_peer_listen(const char *addr);
-/* The bytes written to the next connection as soon as it is accepted (copied; at most 4 KiB). */
+/* The bytes written to the next connection as soon as it is accepted (copied; at most a header and
+ * ARPC_HELLO_BODY_MAX + 1 bytes of body). */
 void fuzz_peer_set_greeting(const void *bytes, size_t len);
 /* The accepted end of the latest connection (the caller closes it), or -1 if none came. */
 int fuzz_peer_take(void);

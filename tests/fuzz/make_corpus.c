@@ -11,8 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "arpc/auth.h"
 #include "arpc/error.h"
 #include "core/frame.h"
+#include "hello_fuzz.h"
 
 static const char *root;
 
@@ -216,6 +218,30 @@ static void hello_bodies(void)
         hello(seeds[i].id, seeds[i].flags, seeds[i].max_frame, seeds[i].expiry);
         put(fr + ARPC_FRAME_HEADER_SIZE, seeds[i].cut);
         write_seed(t, seeds[i].name);
+    }
+    /* The server lets in FUZZ_HELLO_TOKEN only (the seeds above send none). */
+    static char over[ARPC_AUTH_TOKEN_MAX_BYTES + 1];
+    memset(over, 'x', sizeof(over));
+    static char wrong[] = FUZZ_HELLO_TOKEN;
+    wrong[sizeof(wrong) - 2] ^= 0x20; /* the last byte off (its case flipped) */
+    static const struct {
+        const char *name;
+        const char *token;
+        size_t len;
+        size_t cut; /* body bytes dropped from the end */
+    } tokens[] = {
+        {"server-token-right", FUZZ_HELLO_TOKEN, sizeof(FUZZ_HELLO_TOKEN) - 1, 0},
+        {"server-token-wrong", wrong, sizeof(wrong) - 1, 0},
+        {"server-token-empty", "", 0, 0},
+        {"server-token-oversized", over, sizeof(over), 0},
+        {"server-token-cut", FUZZ_HELLO_TOKEN, sizeof(FUZZ_HELLO_TOKEN) - 1, 1}, /* runs past the body */
+    };
+    for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
+        uint8_t side = 0;
+        put(&side, 1);
+        size_t n = arpc_frame_encode_hello_token(fr, 1, 0, 0, tokens[i].token, (uint32_t)tokens[i].len);
+        put(fr + ARPC_FRAME_HEADER_SIZE, n - ARPC_FRAME_HEADER_SIZE - tokens[i].cut);
+        write_seed(t, tokens[i].name);
     }
 }
 

@@ -1,0 +1,234 @@
+/*
+ * A reply that comes after its server was destroyed, on the loops request_lifetime_test does
+ * not cover: a server on the application's libev loop (arpc_loop_wrap), on a pollable loop
+ * driven by arpc_loop_run_nowait, and a method whose requests go to a completion queue
+ * (arpc_method_options.queue), one taken before the destroy and one still in the queue. In
+ * every case the reply returns ARPC_ESHUTDOWN (or ARPC_ENOMEM when it cannot even be encoded),
+ * touches nothing freed (ASan) and frees the request and what is left of the server (the
+ * counting allocator); with the loop still alive, running it afterwards touches nothing freed
+ * either.
+ *
+ * The loop cases drive their loop from the test thread, as the application would; the client
+ * shares the loop, so its calls are carried by the same steps.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <ev.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+#define WAIT_MS 20000 /* a bound for waits that should end soon: only a hang reaches it */
+
+static arpc_request *_Atomic kept_first, *_Atomic kept_last;
+static atomic_int keep_runs;
+
+/* Keeps the request and returns without replying; the test replies later. */
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (atomic_fetch_add(&keep_runs, 1) == 0)
+        atomic_store(&kept_first, req);
+    atomic_store(&kept_last, req);
+    latch_add();
+}
+
+static void *reply_late(void *arg)
+{
+    return (void *)(intptr_t)arpc_reply(arg, "late", 4);
+}
+
+/* Replies from a thread of its own (not the loop's owner, not a worker): the reply path that
+ * has to reach the loop from outside. */
+static int reply_from_thread(arpc_request *req)
+{
+    pthread_t t;
+    void *rc;
+    assert_int_equal(0, pthread_create(&t, NULL, reply_late, req));
+    assert_int_equal(0, pthread_join(t, &rc));
+    return (int)(intptr_t)rc;
+}
+
+/* ---- a loop the test drives: the application's libev loop, or a pollable one ---- */
+
+struct app_loop {
+    struct ev_loop *ev; /* wrapped: the application's ev; NULL: pollable */
+    arpc_loop *loop;
+};
+
+static void app_loop_open(struct app_loop *a, bool wrapped)
+{
+    if (wrapped) {
+        a->ev = ev_loop_new(EVFLAG_AUTO);
+        assert_non_null(a->ev);
+        assert_int_equal(ARPC_OK, arpc_loop_wrap(&a->loop, a->ev, NULL));
+    } else {
+        a->ev = NULL;
+        arpc_loop_options lo = {.pollable = true};
+        assert_int_equal(ARPC_OK, arpc_loop_create(&a->loop, &lo));
+    }
+}
+
+/* One step, as the application's own loop would make it: waits a little for arpc's fd (or
+ * ev's events) so a step that has nothing to do does not spin. */
+static void app_loop_step(struct app_loop *a)
+{
+    if (a->ev != NULL) {
+        ev_run(a->ev, EVRUN_NOWAIT);
+        return;
+    }
+    int timeout;
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(a->loop, &timeout));
+    struct pollfd p = {.fd = arpc_loop_fd(a->loop), .events = POLLIN};
+    (void)poll(&p, 1, timeout < 0 || timeout > 10 ? 10 : timeout);
+}
+
+static void app_loop_close(struct app_loop *a)
+{
+    arpc_loop_destroy(a->loop);
+    if (a->ev != NULL)
+        ev_loop_destroy(a->ev);
+}
+
+/* Steps the loop until h_keep has run n times (a worker runs it: nothing wakes the loop). */
+static void steps_until_kept(struct app_loop *a, unsigned n)
+{
+    int64_t end = now_ms() + WAIT_MS;
+    while (!latch_wait(n, 1)) {
+        assert_true(now_ms() < end);
+        app_loop_step(a);
+    }
+}
+
+static void steps_until_done(struct app_loop *a, arpc_future *f)
+{
+    int64_t end = now_ms() + WAIT_MS;
+    while (arpc_future_poll(f) == ARPC_EPENDING) {
+        assert_true(now_ms() < end);
+        app_loop_step(a);
+    }
+}
+
+/* Two calls whose handler kept its request; the server is stopped (both answered
+ * ARPC_EABANDONED: they ran) and destroyed. One reply comes while the loop still lives (and
+ * runs afterwards), the other after the loop is gone too, and cannot even be encoded. */
+static void reply_after_destroy_on(bool wrapped)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&keep_runs, 0);
+    struct app_loop a;
+    app_loop_open(&a, wrapped);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    arpc_client_options co = {.loop = a.loop};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co)); /* drives the loop itself */
+    arpc_future *f1 = arpc_call_async(c, "t.keep", "x", 1, ARPC_FOREVER);
+    assert_non_null(f1);
+    steps_until_kept(&a, 1);
+    arpc_future *f2 = arpc_call_async(c, "t.keep", "y", 1, ARPC_FOREVER);
+    assert_non_null(f2);
+    steps_until_kept(&a, 2);
+
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0)); /* from the owner, outside a step */
+    steps_until_done(&a, f1);
+    steps_until_done(&a, f2);
+    assert_int_equal(ARPC_EABANDONED, arpc_future_poll(f1));
+    assert_int_equal(ARPC_EABANDONED, arpc_future_poll(f2));
+    arpc_future_release(f1);
+    arpc_future_release(f2);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+
+    assert_int_equal(ARPC_ESHUTDOWN, reply_from_thread(atomic_load(&kept_first)));
+    for (int i = 0; i < 10; i++) /* whatever the reply left for the loop runs on no freed server */
+        app_loop_step(&a);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    app_loop_close(&a);
+
+    atomic_store(&test_alloc_budget, 0);
+    assert_int_equal(ARPC_ENOMEM, reply_from_thread(atomic_load(&kept_last)));
+    atomic_store(&test_alloc_budget, -1);
+}
+
+static void test_reply_after_destroy_wrapped_loop(void **state)
+{
+    (void)state;
+    reply_after_destroy_on(true);
+}
+
+static void test_reply_after_destroy_pollable_loop(void **state)
+{
+    (void)state;
+    reply_after_destroy_on(false);
+}
+
+/* ---- requests delivered to a completion queue ---- */
+
+/* Two requests of a queued method reach the queue; the first is taken before the server goes,
+ * the second stays in the queue through stop and destroy and is taken after. Both calls are
+ * answered ARPC_EABANDONED at stop (delivered means running); both late replies return
+ * ARPC_ESHUTDOWN and free their requests. */
+static void test_reply_after_destroy_queued_requests(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_cq *q;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&q));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    arpc_method_options mo = {.queue = q};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.q", NULL, NULL, &mo));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_future *f1 = arpc_call_async(c, "t.q", "x", 1, ARPC_FOREVER);
+    arpc_future *f2 = arpc_call_async(c, "t.q", "y", 1, ARPC_FOREVER);
+    assert_non_null(f1);
+    assert_non_null(f2);
+
+    arpc_future *delivered;
+    void *first;
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(q, WAIT_MS, &delivered, &first));
+    arpc_future_release(delivered);
+    struct pollfd p = {.fd = arpc_cq_fd(q), .events = POLLIN}; /* readable: the second is in */
+    assert_int_equal(1, poll(&p, 1, WAIT_MS));
+
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(f1, WAIT_MS));
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(f2, WAIT_MS));
+    arpc_future_release(f1);
+    arpc_future_release(f2);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+
+    assert_int_equal(ARPC_ESHUTDOWN, reply_from_thread(first));
+    void *second;
+    assert_int_equal(ARPC_OK, arpc_cq_trynext(q, &delivered, &second));
+    arpc_future_release(delivered);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(second, "late", 4)); /* from the queue's own thread */
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    arpc_cq_destroy(q);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_reply_after_destroy_wrapped_loop),
+        cmocka_unit_test_no_leak(test_reply_after_destroy_pollable_loop),
+        cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
