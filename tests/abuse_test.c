@@ -65,6 +65,7 @@ struct scale {
     unsigned fd_limit;             /* the server's RLIMIT_NOFILE; twice as many sockets attack */
     uint32_t handshake_timeout_ms;
     unsigned unloaded_calls;
+    unsigned dup_requests;         /* duplicates of one numbered call for a 1 MiB reply, per wave */
 };
 
 static const struct scale ctest_scale = {
@@ -81,6 +82,7 @@ static const struct scale ctest_scale = {
     .fd_limit = 64,
     .handshake_timeout_ms = 300,
     .unloaded_calls = 200,
+    .dup_requests = 200,
 };
 
 static const struct scale long_scale = {
@@ -97,6 +99,7 @@ static const struct scale long_scale = {
     .fd_limit = 256,
     .handshake_timeout_ms = 2000,
     .unloaded_calls = 3000,
+    .dup_requests = 1000,
 };
 
 static const struct scale *sc = &ctest_scale;
@@ -460,6 +463,40 @@ static void test_never_reading_client_1mib_replies(void **state)
     fixture_stop(&fx);
 }
 
+/* One numbered call for a 1 MiB reply sent again and again under new xids, never read: a
+ * wave while it runs (a few wait for its result, the rest are refused), then a wave after it
+ * finished (each answered with the kept reply: a header of its own, the body shared). Copied
+ * per duplicate, 1,000 of them would be 1 GiB; shared, the hard output cap closes the peer. */
+static void test_duplicate_fan_out(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fixture_start(&fx, (struct abuse_server_limits){0});
+    int fd = attacker_connect(fx.srv.as_addr);
+    size_t cap = 64 + (size_t)(sc->dup_requests + 1) * 64;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t len = hello_bytes(buf);
+    uint32_t mib = 1u << 20;
+    uint64_t xid = 1;
+    for (int wave = 0; wave < 2; wave++) {
+        for (unsigned i = 0; i <= sc->dup_requests; i++, xid++) /* seq 1 every time, ack 0 */
+            len += arpc_frame_encode_request(buf + len, ARPC_FRAME_REQUEST, xid, 1, 0, 0, "a.big", 5, &mib,
+                                             sizeof(mib));
+        size_t sent = send_some(fd, buf, len, 10000);
+        printf("abuse duplicate fan-out: wave %d, %zu of %zu bytes sent\n", wave + 1, sent, len);
+        len = 0;
+        int64_t until = now_ms() + sc->owed_hold_ms / 2;
+        while (now_ms() < until)
+            sleep_ms(10); /* pacing only: the call finishes, the good client samples the RSS */
+    }
+    long bound = fx.base_rss_kib / MIB + 96;
+    (void)fixture_finish(&fx, "duplicate fan-out, 1 MiB", bound, false);
+    free(buf);
+    close(fd);
+    fixture_stop(&fx);
+}
+
 /* Connections that say HELLO and then nothing. */
 static void test_idle_connections(void **state)
 {
@@ -626,6 +663,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slowloris),
         cmocka_unit_test(test_half_sent_frames),
         cmocka_unit_test(test_never_reading_client_1mib_replies),
+        cmocka_unit_test(test_duplicate_fan_out),
         cmocka_unit_test(test_idle_connections),
         cmocka_unit_test(test_fd_limit_reached),
         cmocka_unit_test(test_method_name_log_injection),

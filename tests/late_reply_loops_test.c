@@ -45,16 +45,25 @@ static void *reply_late(void *arg)
     return (void *)(intptr_t)arpc_reply(arg, "late", 4);
 }
 
+/* Larger than the reply pool's largest block (core/block_pool.h): its encoding allocates. */
+static void *reply_late_large(void *arg)
+{
+    static const char large[64 * 1024];
+    return (void *)(intptr_t)arpc_reply(arg, large, sizeof(large));
+}
+
 /* Replies from a thread of its own (not the loop's owner, not a worker): the reply path that
  * has to reach the loop from outside. */
-static int reply_from_thread(arpc_request *req)
+static int reply_from_thread_with(arpc_request *req, void *(*reply)(void *))
 {
     pthread_t t;
     void *rc;
-    assert_int_equal(0, pthread_create(&t, NULL, reply_late, req));
+    assert_int_equal(0, pthread_create(&t, NULL, reply, req));
     assert_int_equal(0, pthread_join(t, &rc));
     return (int)(intptr_t)rc;
 }
+
+static int reply_from_thread(arpc_request *req) { return reply_from_thread_with(req, reply_late); }
 
 /* ---- a loop the test drives: the application's libev loop, or a pollable one ---- */
 
@@ -158,7 +167,7 @@ static void reply_after_destroy_on(bool wrapped)
     app_loop_close(&a);
 
     atomic_store(&test_alloc_budget, 0);
-    assert_int_equal(ARPC_ENOMEM, reply_from_thread(atomic_load(&kept_last)));
+    assert_int_equal(ARPC_ENOMEM, reply_from_thread_with(atomic_load(&kept_last), reply_late_large));
     atomic_store(&test_alloc_budget, -1);
 }
 
