@@ -145,6 +145,23 @@ static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job)
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
  * loop, after the request leaves its connection's table. */
+/* A one-way message's handler is done: the loop stops counting it toward its connection's
+ * flow limits (it held its payload until now), then lets it go. */
+static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    arpc_request *req = (arpc_request *)job;
+    if (loop != NULL)
+        inflight_end(req, 0);
+    request_reply_done(req);
+}
+
+static void request_oneway_done(arpc_server *s, arpc_request *req)
+{
+    arpc_loop_job_init(&req->rq_job, request_oneway_done_on_loop);
+    if (server_loop_hand(s, &req->rq_job) != ARPC_OK)
+        request_oneway_done_on_loop(NULL, &req->rq_job); /* no loop runs: nothing counts any more */
+}
+
 static void request_drop(arpc_server *s, arpc_request *req)
 {
     arpc_loop_job_init(&req->rq_job, request_drop_on_loop);
@@ -272,7 +289,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     server_retain(s); /* the request may be freed before we return: finish with s first */
     int rc = ARPC_OK;
     if (req->rq_oneway) {
-        request_reply_done(req);
+        request_oneway_done(s, req);
     } else {
         if (kind == ARPC_FRAME_REPLY && len > sc->sc_client_max) {
             static const char too_large[] = "reply larger than the client accepts";

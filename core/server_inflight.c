@@ -8,8 +8,9 @@
  * A call counts from its admission (after the at-most-once gate: a reply from the cache is
  * not a call in flight) until its reply is queued on the loop, or until the server learns no
  * reply will come. A call the server answered itself at its deadline still counts while its
- * handler runs: the server still spends on it. One-way messages do not count (their actor's
- * mailbox bounds them).
+ * handler runs: the server still spends on it. A one-way message counts as a call, with its
+ * request's bytes only, until its handler is done with it (arpc_reply, on the loop by a job):
+ * its actor's mailbox bounds how many wait, not their bytes.
  *
  * Bytes: a call owes its connection what it holds (the request with its payload copy) and the
  * reply it will queue, whose size nobody knows before the handler gives it. The reply is
@@ -166,7 +167,9 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
 {
     arpc_server *s = sc->sc_server;
     size_t est = req->rq_method->m_reply_est;
-    if (est == 0)
+    if (req->rq_oneway)
+        est = 0; /* no reply: only what it holds */
+    else if (est == 0)
         est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
     req->rq_counted = true;
     req->rq_charge = sizeof(*req) + req->rq_len + est;

@@ -431,6 +431,34 @@ static void test_never_reading_client_bounded_by_learnt_size(void **state)
     unlink(addr + 7);
 }
 
+/* One-way messages count as calls in flight until their handler is done with them: a flood
+ * of them to a slow method holds the connection at the limit (they wait in the socket) and
+ * every one runs, once, as the earlier ones finish. */
+static void test_oneway_messages_count(void **state)
+{
+    (void)state;
+    enum { LIMIT = 4, N = 10 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_conn = LIMIT, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 64));
+    uint8_t buf[64];
+    for (uint64_t xid = 1; xid <= N; xid++) {
+        size_t n = arpc_frame_encode_request(buf, ARPC_FRAME_ONEWAY, xid, 0, 0, 0, "t.gate", 6, &xid, sizeof(xid));
+        assert_true(raw_send(&r, buf, n));
+    }
+    wait_started(LIMIT);
+    expect_log("(max_calls_per_conn)");
+    good_call(fx.good); /* another connection is served meanwhile */
+    assert_int_equal(LIMIT, atomic_load(&gate_started));
+    gate_release(); /* from now on every start replies at once */
+    wait_started(N - LIMIT);
+    assert_int_equal(N, atomic_load(&gate_started));
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* Reads and drops bytes until the end (true) or a 10 s silence (false). */
 static bool drain_to_eof(int fd)
 {
@@ -487,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_calls_per_client_over_two_connections),
         cmocka_unit_test(test_attached_duplicates_do_not_count),
         cmocka_unit_test(test_crowded_duplicates_are_refused),
+        cmocka_unit_test(test_oneway_messages_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
         cmocka_unit_test(test_estimate_pushed_down_hits_the_hard_cap),

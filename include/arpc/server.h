@@ -142,7 +142,7 @@ typedef struct arpc_server_options {
      * connection (its calls wait in the socket, none is refused, the loop never waits) and
      * reads again once replies have gone out. Each hold is counted and logged (at most one
      * line per second). */
-    unsigned max_calls_per_conn;   /* calls (not one-way messages) read from one connection and
+    unsigned max_calls_per_conn;   /* calls and one-way messages read from one connection and
                                     * not yet answered; replies from the at-most-once cache do
                                     * not count; 0: 1024 */
     unsigned max_calls_per_client; /* the same across every connection of one client id (client
