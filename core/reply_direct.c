@@ -90,6 +90,7 @@ static void reply_msg_release(void *rm) { reply_msg_put(rm); }
 void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm)
 {
     struct arpc_conn *conn = &sc->sc_conn;
+    arpc_stat_inc(&sc->sc_server->sv_direct_replies);
     size_t head = rm->rm_direct < rm->rm_len ? rm->rm_direct : rm->rm_len;
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_bytes_out, head); /* the rest counts as it is written */

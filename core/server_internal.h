@@ -132,6 +132,7 @@ struct arpc_server {
     /* Replies written by their workers (core/reply_direct.c), loop thread */
     struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
     double sv_lazy_s;                 /* its current interval */
+    arpc_stat sv_direct_replies;      /* replies their workers wrote, whole or in part (tests) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
