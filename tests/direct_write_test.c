@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,6 +610,62 @@ static void test_jsonrpc_replies_take_the_loop_path(void **state)
 }
 #endif
 
+/* ---- the lazy lane (async/loop_lanes.c) ---- */
+
+#define LAZY_JOBS 100
+
+struct lazy_job {
+    struct arpc_loop_job j;
+    unsigned id;
+};
+
+static unsigned lazy_order[LAZY_JOBS + 1]; /* loop thread: ids in the order they ran */
+static unsigned lazy_ran;
+static sem_t lazy_done;
+
+static void lazy_record(arpc_loop *loop, struct arpc_loop_job *j)
+{
+    (void)loop;
+    struct lazy_job *l = (struct lazy_job *)j;
+    lazy_order[lazy_ran++] = l->id;
+    if (l->id == LAZY_JOBS)
+        sem_post(&lazy_done); /* the last one: the test may look */
+}
+
+/* Lazy jobs posted before an ordinary one run before it, in their own order (every drain runs
+ * them first); a kick alone runs them; one still lazy at destroy runs in the final drain. */
+static void test_lazy_jobs_order_kick_and_destroy(void **state)
+{
+    (void)state;
+    static struct lazy_job jobs[LAZY_JOBS + 1];
+    arpc_loop *loop;
+    assert_int_equal(0, sem_init(&lazy_done, 0, 0));
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    for (unsigned round = 0; round < 3; round++) {
+        lazy_ran = 0;
+        for (unsigned i = 0; i <= LAZY_JOBS; i++) {
+            jobs[i].id = i;
+            arpc_loop_job_init(&jobs[i].j, lazy_record);
+            /* round 0: the last job is an ordinary post; 1: all lazy, then a kick; 2: all lazy,
+             * then destroy (its final drain) */
+            if (i == LAZY_JOBS && round == 0)
+                assert_int_equal(ARPC_OK, arpc_loop_post(loop, &jobs[i].j));
+            else
+                assert_int_equal(ARPC_OK, arpc_loop_post_lazy(loop, &jobs[i].j));
+        }
+        if (round == 1)
+            arpc_loop_kick(loop);
+        if (round == 2)
+            arpc_loop_destroy(loop); /* the final drain runs them */
+        assert_true(sem_wait_secs(&lazy_done, 30));
+        assert_int_equal(LAZY_JOBS + 1, lazy_ran); /* the sem_post came from the last job */
+        for (unsigned i = 0; i <= LAZY_JOBS; i++)
+            assert_int_equal(i, lazy_order[i]);
+    }
+    sem_destroy(&lazy_done);
+}
+
 static int install_alloc(void **state)
 {
     (void)state;
@@ -621,6 +678,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_writers_and_loop_share_one_stream),
         cmocka_unit_test_no_leak(test_close_while_writers_write),
+        cmocka_unit_test_no_leak(test_lazy_jobs_order_kick_and_destroy),
         cmocka_unit_test_no_leak(test_server_replies_exactly_once),
         cmocka_unit_test_no_leak(test_server_reply_cut_short),
         cmocka_unit_test_no_leak(test_peer_closes_while_workers_write),
