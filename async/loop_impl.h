@@ -32,6 +32,7 @@ struct arpc_loop {
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */
+    atomic_bool l_asleep;          /* in (or about to enter) its poll: see arpc_loop_idle */
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
@@ -45,6 +46,7 @@ struct arpc_loop {
     ev_async l_wake;
     ev_prepare l_prepare;
     ev_check l_lazy_check;         /* runs the lazy jobs once the loop wakes (loop_lanes.c) */
+    ev_prepare l_sleep_mark;       /* marks l_asleep as the loop goes to its poll */
     ev_timer l_timer;
     bool l_timer_armed;
     uint64_t l_timer_when; /* what l_timer is armed for, when l_timer_armed */

@@ -53,11 +53,12 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job);
 /* Any thread, while the loop cannot be destroyed: wakes the loop (one wake-up per batch, as a
  * post does), so its lazy jobs run. */
 void arpc_loop_kick(arpc_loop *loop);
-/* Any thread, while the loop cannot be destroyed: true when jobs (lazy ones too) are posted
- * and not yet taken or a wake-up is on its way, i.e. the loop will run soon anyway, or is
- * behind with its bookkeeping (pipelined traffic). A snapshot, for heuristics only (a worker
- * writes its reply itself only when the loop would otherwise be woken for it alone). */
-bool arpc_loop_lane_busy(arpc_loop *loop);
+/* Any thread, while the loop cannot be destroyed: true when the loop sleeps in its poll (or is
+ * about to) with no job posted, lazy or not, and no wake-up on its way, i.e. work handed to it
+ * now would wake it for that alone. False while it runs callbacks (reads, a drain) and, for a
+ * pollable loop, between its steps. A snapshot, for heuristics only (a worker writes its reply
+ * itself only when the loop would otherwise be woken for it alone, core/reply_direct.c). */
+bool arpc_loop_idle(arpc_loop *loop);
 
 /* Runs fn(loop, arg) on the loop thread and waits for it to return: the one "do this on the
  * loop and wait" of arpc (stop steps, close). On the loop thread it runs fn at once. If

@@ -43,14 +43,19 @@
  * get their turn even under a flood (work that re-posts itself included).
  *
  * Lazy jobs (arpc_loop_post_lazy) go on a second stack, l_lazy, and wake nobody. A check
- * watcher runs them each time the loop wakes up: libev queues check watchers after its poll
- * and invokes them before that iteration's I/O callbacks (its pending queue runs last-queued
- * first within a priority), so the bookkeeping of a reply that already left is done before the
- * next request of its client is read. Every drain runs them first too, so one posted before a
+ * watcher of the highest priority runs them each time the loop wakes up, before that
+ * iteration's I/O callbacks, so the bookkeeping of a reply that already left is done before
+ * the next request of its client is read. Every drain runs them first too, so one posted before a
  * wake-up's drain (a stop's step, the final drain) runs before that drain's lane jobs. Anything
  * they queue for writing is flushed by the prepare watchers of the same iteration. Costs one
  * load per iteration when there are none. In an application's loop (wrapped) the watcher does
  * not keep its ev_run going (ev_unref, as the loop's other standing watchers).
+ *
+ * Idle (arpc_loop_idle): a prepare watcher of the lowest priority, the last callback before
+ * the poll, sets l_asleep; the check watcher, the first after it, clears it. A poster reading
+ * it true with both stacks empty and no wake-up pending knows its work would wake the loop
+ * for itself alone (a worker's reply then leaves from the worker). Relaxed: a heuristic; a
+ * stale answer costs a wake-up or a send, never correctness.
  *
  * Closing. After loop_lanes_close returns, every submit and post fails with ARPC_ESHUTDOWN,
  * and none is still on its way in: posters go through l_entry (base/entry.h), counted from
@@ -93,19 +98,36 @@ static void loop_lazy_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
+    atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
     if (!loop->l_finishing) /* the final drain runs them */
         loop_run_lazy(loop);
+}
+
+static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_loop *loop = w->data;
+    atomic_store_explicit(&loop->l_asleep, true, memory_order_relaxed);
 }
 
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
 {
     ck_stack_init(&loop->l_lane);
     ck_stack_init(&loop->l_lazy);
+    atomic_init(&loop->l_asleep, false);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
+    ev_set_priority(&loop->l_lazy_check, EV_MAXPRI);
     loop->l_lazy_check.data = loop;
     ev_check_start(loop->l_ev, &loop->l_lazy_check);
-    if (loop->l_wrapped)
-        ev_unref(loop->l_ev); /* the application's ev_run must not wait for it (see the top) */
+    ev_prepare_init(&loop->l_sleep_mark, loop_sleep_mark_cb);
+    ev_set_priority(&loop->l_sleep_mark, EV_MINPRI);
+    loop->l_sleep_mark.data = loop;
+    ev_prepare_start(loop->l_ev, &loop->l_sleep_mark);
+    if (loop->l_wrapped) { /* the application's ev_run must not wait for them (see the top) */
+        ev_unref(loop->l_ev);
+        ev_unref(loop->l_ev);
+    }
     loop->l_taken = NULL;
     loop->l_spent = (struct arpc_node_chain){0};
     arpc_entry_init(&loop->l_entry);
@@ -121,7 +143,9 @@ void loop_lanes_fini(arpc_loop *loop)
      * must not keep ours (its reference is given back first, as loop_free does for the rest). */
     if (loop->l_wrapped) {
         ev_ref(loop->l_ev);
+        ev_ref(loop->l_ev);
         ev_check_stop(loop->l_ev, &loop->l_lazy_check);
+        ev_prepare_stop(loop->l_ev, &loop->l_sleep_mark);
     }
     arpc_node_pool_fini(&loop->l_tasks);
 }
@@ -220,10 +244,11 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 
 void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
 
-bool arpc_loop_lane_busy(arpc_loop *loop)
+bool arpc_loop_idle(arpc_loop *loop)
 {
-    return atomic_load_explicit(&loop->l_wake_pending, memory_order_relaxed) != 0 ||
-           !arpc_stack_is_empty(&loop->l_lane) || !arpc_stack_is_empty(&loop->l_lazy);
+    return atomic_load_explicit(&loop->l_asleep, memory_order_relaxed) &&
+           atomic_load_explicit(&loop->l_wake_pending, memory_order_relaxed) == 0 &&
+           arpc_stack_is_empty(&loop->l_lane) && arpc_stack_is_empty(&loop->l_lazy);
 }
 
 /* Loop thread: the spent tasks' nodes go back to the pool and their places in the bound are

@@ -20,10 +20,12 @@
  *   - not on the loop's own thread, nor for an inline method or one whose requests go to a
  *     queue (a reply made on the loop is batched there for free; one made later on another
  *     thread is not watched for by the lazy deadline below);
- *   - the loop is not already due to run (jobs on its lane, lazy ones included, or a wake-up on
- *     its way): under pipelined load the replies then join the loop's batch, many in one
- *     gathered write, where a direct write would cost a send per reply. Only a reply that
- *     would wake an idle loop just to be written is written here.
+ *   - the loop sleeps in its poll with nothing posted to it (arpc_loop_idle): while it runs
+ *     (reading a pipelined batch, draining its lane) or has jobs or a wake-up pending, the
+ *     replies join its batch, many in one gathered write, where a direct write would cost a
+ *     send per reply and cut the batch. Only a reply that would wake an idle loop just to be
+ *     written is written here. (A pollable loop counts as running between its steps: its
+ *     workers' replies take the loop's path.)
  * A frame that went out in part has its rest queued first by the loop (CW_HANDOFF: nobody
  * writes the socket until then); one the socket took nothing of goes the usual way.
  *

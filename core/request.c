@@ -141,7 +141,7 @@ static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct re
         here = arpc_loop_on_thread(s->sv_loop);
         /* Written here first only when the loop is idle (core/reply_direct.c): before the
          * post, so that the job knows what left. */
-        bool lazy = !here && direct != NULL && !arpc_loop_lane_busy(s->sv_loop) && reply_direct_write(direct);
+        bool lazy = !here && direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
         rc = here ? ARPC_OK : lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
         /* A stop waits for this request to be let go: looked at after the push, so that either
          * the stop's first step drains it or we see the stop and wake the loop. */
