@@ -47,6 +47,7 @@ struct arpc_loop {
     ev_prepare l_prepare;
     ev_check l_lazy_check;         /* runs the lazy jobs once the loop wakes (loop_lanes.c) */
     ev_prepare l_sleep_mark;       /* marks l_asleep as the loop goes to its poll */
+    ev_check l_wake_mark;          /* and clears it as the loop leaves it */
     ev_timer l_timer;
     bool l_timer_armed;
     uint64_t l_timer_when; /* what l_timer is armed for, when l_timer_armed */

@@ -44,8 +44,8 @@ static inline void arpc_loop_job_init(struct arpc_loop_job *job, arpc_loop_job_f
 int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job);
 
 /* As arpc_loop_post, but wakes nobody: the job runs when the loop next wakes for any other
- * reason (I/O, a deadline, another post: right after its poll, before the I/O callbacks of
- * that iteration), or at its final drain. For work that may wait that long and must not cost a
+ * reason (I/O, a deadline, another post: after that iteration's I/O callbacks, or first in a
+ * drain of the lane), or at its final drain. For work that may wait that long and must not cost a
  * wake-up of its own (the bookkeeping of a reply its worker wrote itself); the poster makes
  * sure something wakes the loop in time (a deadline), or calls arpc_loop_kick. Lazy jobs
  * posted before a drain run before that drain's lane jobs. */

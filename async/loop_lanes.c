@@ -43,16 +43,19 @@
  * get their turn even under a flood (work that re-posts itself included).
  *
  * Lazy jobs (arpc_loop_post_lazy) go on a second stack, l_lazy, and wake nobody. A check
- * watcher of the highest priority runs them each time the loop wakes up, before that
- * iteration's I/O callbacks, so the bookkeeping of a reply that already left is done before
- * the next request of its client is read. Every drain runs them first too, so one posted before a
+ * watcher of the lowest priority runs them each time the loop wakes up, after that
+ * iteration's I/O callbacks: the bookkeeping of a reply that already left comes after the
+ * request its client sent next has been read and handed on, off that call's path (the reply
+ * cache and the flow limits take either order: an ack or a GOAWAY that overtakes a reply's
+ * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, so one posted before a
  * wake-up's drain (a stop's step, the final drain) runs before that drain's lane jobs. Anything
  * they queue for writing is flushed by the prepare watchers of the same iteration. Costs one
  * load per iteration when there are none. In an application's loop (wrapped) the watcher does
  * not keep its ev_run going (ev_unref, as the loop's other standing watchers).
  *
  * Idle (arpc_loop_idle): a prepare watcher of the lowest priority, the last callback before
- * the poll, sets l_asleep; the check watcher, the first after it, clears it. A poster reading
+ * the poll, sets l_asleep; a check watcher of the highest priority, the first after it, clears
+ * it. A poster reading
  * it true with both stacks empty and no wake-up pending knows its work would wake the loop
  * for itself alone (a worker's reply then leaves from the worker). Relaxed: a heuristic; a
  * stale answer costs a wake-up or a send, never correctness.
@@ -98,9 +101,16 @@ static void loop_lazy_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
-    atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
     if (!loop->l_finishing) /* the final drain runs them */
         loop_run_lazy(loop);
+}
+
+static void loop_wake_mark_cb(struct ev_loop *ev, ev_check *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_loop *loop = w->data;
+    atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
 }
 
 static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
@@ -117,17 +127,20 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
-    ev_set_priority(&loop->l_lazy_check, EV_MAXPRI);
+    ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
     loop->l_lazy_check.data = loop;
     ev_check_start(loop->l_ev, &loop->l_lazy_check);
+    ev_check_init(&loop->l_wake_mark, loop_wake_mark_cb);
+    ev_set_priority(&loop->l_wake_mark, EV_MAXPRI);
+    loop->l_wake_mark.data = loop;
+    ev_check_start(loop->l_ev, &loop->l_wake_mark);
     ev_prepare_init(&loop->l_sleep_mark, loop_sleep_mark_cb);
     ev_set_priority(&loop->l_sleep_mark, EV_MINPRI);
     loop->l_sleep_mark.data = loop;
     ev_prepare_start(loop->l_ev, &loop->l_sleep_mark);
-    if (loop->l_wrapped) { /* the application's ev_run must not wait for them (see the top) */
-        ev_unref(loop->l_ev);
-        ev_unref(loop->l_ev);
-    }
+    if (loop->l_wrapped) /* the application's ev_run must not wait for them (see the top) */
+        for (int i = 0; i < 3; i++)
+            ev_unref(loop->l_ev);
     loop->l_taken = NULL;
     loop->l_spent = (struct arpc_node_chain){0};
     arpc_entry_init(&loop->l_entry);
@@ -142,9 +155,10 @@ void loop_lanes_fini(arpc_loop *loop)
     /* Our own ev loop is destroyed by now with its watchers; the application's lives on and
      * must not keep ours (its reference is given back first, as loop_free does for the rest). */
     if (loop->l_wrapped) {
-        ev_ref(loop->l_ev);
-        ev_ref(loop->l_ev);
+        for (int i = 0; i < 3; i++)
+            ev_ref(loop->l_ev);
         ev_check_stop(loop->l_ev, &loop->l_lazy_check);
+        ev_check_stop(loop->l_ev, &loop->l_wake_mark);
         ev_prepare_stop(loop->l_ev, &loop->l_sleep_mark);
     }
     arpc_node_pool_fini(&loop->l_tasks);
