@@ -32,7 +32,12 @@ struct arpc_loop {
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */
-    atomic_bool l_asleep;          /* in (or about to enter) its poll: see arpc_loop_idle */
+    /* In (or about to enter) its poll: see arpc_loop_idle. Written by the loop twice per
+     * iteration, read by every worker's reply: a cache line of its own, so that neither
+     * slows the posters' CAS on l_lane. */
+    char l_asleep_pad0[64];
+    atomic_bool l_asleep;
+    char l_asleep_pad1[64];
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
