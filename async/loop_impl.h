@@ -31,6 +31,13 @@ struct loop_hook {
 struct arpc_loop {
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
+    ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */
+    /* In (or about to enter) its poll: see arpc_loop_idle. Written by the loop twice per
+     * iteration, read by every worker's reply: a cache line of its own, so that neither
+     * slows the posters' CAS on l_lane. */
+    char l_asleep_pad0[64];
+    atomic_bool l_asleep;
+    char l_asleep_pad1[64];
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
@@ -43,6 +50,9 @@ struct arpc_loop {
     struct ev_loop *l_ev;
     ev_async l_wake;
     ev_prepare l_prepare;
+    ev_check l_lazy_check;         /* runs the lazy jobs once the loop wakes (loop_lanes.c) */
+    ev_prepare l_sleep_mark;       /* marks l_asleep as the loop goes to its poll */
+    ev_check l_wake_mark;          /* and clears it as the loop leaves it */
     ev_timer l_timer;
     bool l_timer_armed;
     uint64_t l_timer_when; /* what l_timer is armed for, when l_timer_armed */

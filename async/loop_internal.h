@@ -43,6 +43,23 @@ static inline void arpc_loop_job_init(struct arpc_loop_job *job, arpc_loop_job_f
  * stopping or stopped; the job will not run and still belongs to the caller. */
 int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job);
 
+/* As arpc_loop_post, but wakes nobody: the job runs when the loop next wakes for any other
+ * reason (I/O, a deadline, another post: after that iteration's I/O callbacks, or first in a
+ * drain of the lane), or at its final drain. For work that may wait that long and must not cost a
+ * wake-up of its own (the bookkeeping of a reply its worker wrote itself); the poster makes
+ * sure something wakes the loop in time (a deadline), or calls arpc_loop_kick. Lazy jobs
+ * posted before a drain run before that drain's lane jobs. */
+int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job);
+/* Any thread, while the loop cannot be destroyed: wakes the loop (one wake-up per batch, as a
+ * post does), so its lazy jobs run. */
+void arpc_loop_kick(arpc_loop *loop);
+/* Any thread, while the loop cannot be destroyed: true when the loop sleeps in its poll (or is
+ * about to) with no job posted, lazy or not, and no wake-up on its way, i.e. work handed to it
+ * now would wake it for that alone. False while it runs callbacks (reads, a drain) and, for a
+ * pollable loop, between its steps. A snapshot, for heuristics only (a worker writes its reply
+ * itself only when the loop would otherwise be woken for it alone, core/reply_direct.c). */
+bool arpc_loop_idle(arpc_loop *loop);
+
 /* Runs fn(loop, arg) on the loop thread and waits for it to return: the one "do this on the
  * loop and wait" of arpc (stop steps, close). On the loop thread it runs fn at once. If
  * nobody runs the loop the caller drives it (arpc_loop_run_until) while it waits. If the loop

@@ -42,6 +42,24 @@
  * same flag: the eventfd write makes the next round wait for one poll, so sockets and timers
  * get their turn even under a flood (work that re-posts itself included).
  *
+ * Lazy jobs (arpc_loop_post_lazy) go on a second stack, l_lazy, and wake nobody. A check
+ * watcher of the lowest priority runs them each time the loop wakes up, after that
+ * iteration's I/O callbacks: the bookkeeping of a reply that already left comes after the
+ * request its client sent next has been read and handed on, off that call's path (the reply
+ * cache and the flow limits take either order: an ack or a GOAWAY that overtakes a reply's
+ * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, so one posted before a
+ * wake-up's drain (a stop's step, the final drain) runs before that drain's lane jobs. Anything
+ * they queue for writing is flushed by the prepare watchers of the same iteration. Costs one
+ * load per iteration when there are none. In an application's loop (wrapped) the watcher does
+ * not keep its ev_run going (ev_unref, as the loop's other standing watchers).
+ *
+ * Idle (arpc_loop_idle): a prepare watcher of the lowest priority, the last callback before
+ * the poll, sets l_asleep; a check watcher of the highest priority, the first after it, clears
+ * it. A poster reading
+ * it true with both stacks empty and no wake-up pending knows its work would wake the loop
+ * for itself alone (a worker's reply then leaves from the worker). Relaxed: a heuristic; a
+ * stale answer costs a wake-up or a send, never correctness.
+ *
  * Closing. After loop_lanes_close returns, every submit and post fails with ARPC_ESHUTDOWN,
  * and none is still on its way in: posters go through l_entry (base/entry.h), counted from
  * before the closed check to after the wake-up, their last touch of the loop, which is what
@@ -67,9 +85,62 @@ struct loop_task {
 
 static void loop_give_back(arpc_loop *loop);
 
+static void loop_run_lazy(arpc_loop *loop)
+{
+    if (arpc_stack_is_empty(&loop->l_lazy))
+        return;
+    for (ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lazy), *next; e != NULL; e = next) {
+        next = e->next; /* before the call: the job may be freed by its own function */
+        struct arpc_loop_job *job = job_of(e);
+        job->j_fn(loop, job);
+    }
+}
+
+static void loop_lazy_cb(struct ev_loop *ev, ev_check *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_loop *loop = w->data;
+    if (!loop->l_finishing) /* the final drain runs them */
+        loop_run_lazy(loop);
+}
+
+static void loop_wake_mark_cb(struct ev_loop *ev, ev_check *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_loop *loop = w->data;
+    atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
+}
+
+static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_loop *loop = w->data;
+    atomic_store_explicit(&loop->l_asleep, true, memory_order_relaxed);
+}
+
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
 {
     ck_stack_init(&loop->l_lane);
+    ck_stack_init(&loop->l_lazy);
+    atomic_init(&loop->l_asleep, false);
+    ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
+    ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
+    loop->l_lazy_check.data = loop;
+    ev_check_start(loop->l_ev, &loop->l_lazy_check);
+    ev_check_init(&loop->l_wake_mark, loop_wake_mark_cb);
+    ev_set_priority(&loop->l_wake_mark, EV_MAXPRI);
+    loop->l_wake_mark.data = loop;
+    ev_check_start(loop->l_ev, &loop->l_wake_mark);
+    ev_prepare_init(&loop->l_sleep_mark, loop_sleep_mark_cb);
+    ev_set_priority(&loop->l_sleep_mark, EV_MINPRI);
+    loop->l_sleep_mark.data = loop;
+    ev_prepare_start(loop->l_ev, &loop->l_sleep_mark);
+    if (loop->l_wrapped) /* the application's ev_run must not wait for them (see the top) */
+        for (int i = 0; i < 3; i++)
+            ev_unref(loop->l_ev);
     loop->l_taken = NULL;
     loop->l_spent = (struct arpc_node_chain){0};
     arpc_entry_init(&loop->l_entry);
@@ -79,7 +150,19 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     arpc_node_pool_init(&loop->l_tasks, sizeof(struct loop_task));
 }
 
-void loop_lanes_fini(arpc_loop *loop) { arpc_node_pool_fini(&loop->l_tasks); }
+void loop_lanes_fini(arpc_loop *loop)
+{
+    /* Our own ev loop is destroyed by now with its watchers; the application's lives on and
+     * must not keep ours (its reference is given back first, as loop_free does for the rest). */
+    if (loop->l_wrapped) {
+        for (int i = 0; i < 3; i++)
+            ev_ref(loop->l_ev);
+        ev_check_stop(loop->l_ev, &loop->l_lazy_check);
+        ev_check_stop(loop->l_ev, &loop->l_wake_mark);
+        ev_prepare_stop(loop->l_ev, &loop->l_sleep_mark);
+    }
+    arpc_node_pool_fini(&loop->l_tasks);
+}
 
 void loop_wake(arpc_loop *loop)
 {
@@ -109,6 +192,7 @@ static bool loop_drain_lane(arpc_loop *loop, size_t limit)
 static bool loop_drain(arpc_loop *loop, size_t limit)
 {
     loop->l_draining = true;
+    loop_run_lazy(loop);
     bool more = loop_drain_lane(loop, limit);
     loop_give_back(loop);
     loop->l_draining = false;
@@ -161,6 +245,24 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
         return ARPC_ESHUTDOWN;
     lane_push_leave(loop, job);
     return ARPC_OK;
+}
+
+int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    if (!arpc_entry_enter(&loop->l_entry))
+        return ARPC_ESHUTDOWN;
+    arpc_stack_push(&loop->l_lazy, &job->j_link);
+    arpc_entry_leave(&loop->l_entry);
+    return ARPC_OK;
+}
+
+void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
+
+bool arpc_loop_idle(arpc_loop *loop)
+{
+    return atomic_load_explicit(&loop->l_asleep, memory_order_relaxed) &&
+           atomic_load_explicit(&loop->l_wake_pending, memory_order_relaxed) == 0 &&
+           arpc_stack_is_empty(&loop->l_lane) && arpc_stack_is_empty(&loop->l_lazy);
 }
 
 /* Loop thread: the spent tasks' nodes go back to the pool and their places in the bound are

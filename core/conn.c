@@ -43,6 +43,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
+    arpc_conn_writer_close(conn); /* a thread inside its send leaves before the fd closes */
     conn->c_stream->s_ops->s_close(conn->c_stream);
     conn->c_fd = -1;
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
@@ -100,6 +101,8 @@ static void conn_stream_failed(struct arpc_conn *conn)
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
 {
+    if (!arpc_conn_writer_take(conn))
+        return false; /* another thread is inside its send: its job restarts this flush */
     size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
     if (conn->c_out.q_bytes != queued)
@@ -131,6 +134,7 @@ static bool conn_flush(struct arpc_conn *conn)
     }
     if (!conn->c_read_wants_write)
         arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
+    arpc_conn_writer_leave(conn); /* the queue is empty: other threads may write again */
     if (conn->c_close_after_flush) {
         arpc_conn_close(conn, conn->c_close_reason);
         return true;
@@ -216,7 +220,8 @@ void arpc_conn_paid(struct arpc_conn *conn, size_t n)
 
 void arpc_conn_flush_now(struct arpc_conn *conn)
 {
-    if (conn->c_open && !arpc_outq_empty(&conn->c_out))
+    /* Last words: wait out a thread inside its one send rather than drop them. */
+    if (conn->c_open && !arpc_outq_empty(&conn->c_out) && arpc_conn_writer_take_waiting(conn))
         conn_flush(conn);
 }
 
@@ -236,6 +241,8 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
      * inline handler's replies), and a prepare watcher started now would wait for the next
      * poll: flush again until nothing new is queued. */
     while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn)) {
+        if (conn->c_writer.w_loop_waits)
+            return; /* another thread writes: its job starts this watcher again */
         if (conn_check_resume(conn) || arpc_outq_empty(&conn->c_out))
             return;
         ev_prepare_stop(ev, w);
@@ -262,10 +269,13 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
         (void)conn_check_resume(conn);
 }
 
-int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
-                          arpc_outq_release_fn release)
+/* Queues a frame at the back (or, for the rest of one another thread began, at the front). */
+static int conn_queue(struct arpc_conn *conn, void *base, uint8_t *data, size_t len, arpc_outq_release_fn release,
+                      bool front)
 {
-    int rc = !conn->c_open ? ARPC_ECONNLOST : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
+    int rc = !conn->c_open ? ARPC_ECONNLOST
+             : front       ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
+                           : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
     if (rc != ARPC_OK) {
         if (release != NULL)
             release(base);
@@ -277,6 +287,10 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
         arpc_stat_add(&conn->c_stats->io_queued, len);
     if (conn->c_out.q_bytes == len) /* it was empty: the write timeout's clock starts */
         conn->c_last_tx = ev_now(conn->c_ev);
+    /* The loop owns the socket from its first queued frame until its queue is empty, so a
+     * frame it queued (a HELLO, an answer) goes out before any another thread writes later
+     * (core/conn_write.h). Taken, it gets it back from the writer's job. */
+    (void)arpc_conn_writer_take(conn);
     if (!ev_is_active(&conn->c_flush)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
@@ -287,6 +301,26 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
     if (conn_bytes_over(conn))
         conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
     return ARPC_OK;
+}
+
+int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                          arpc_outq_release_fn release)
+{
+    return conn_queue(conn, base, data, len, release, false);
+}
+
+int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                        arpc_outq_release_fn release)
+{
+    bool open = conn->c_open;
+    int rc = conn_queue(conn, base, data, len, release, true);
+    if (rc == ARPC_ENOMEM && open)
+        arpc_conn_close(conn, ARPC_ENOMEM); /* the peer would wait for the frame's end for ever */
+    else if (rc == ARPC_OK)
+        /* Only the loop changes a word holding CW_HANDOFF (writers' CAS from 0 fail), and it
+         * is not closed (c_open): the loop owns the socket until its queue is empty. */
+        atomic_store(&conn->c_writer.w_state, CW_LOOP);
+    return rc;
 }
 
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)

@@ -18,13 +18,15 @@
  *
  * Writing: arpc_conn_send() queues an encoded frame; an ev_prepare watcher flushes every queued
  * frame with one gathered sendmsg (core/outq.h) just before the loop next sleeps, so frames queued in one loop iteration
- * leave in one batch. A full socket arms a write watcher.
+ * leave in one batch. A full socket arms a write watcher. Where the owner allows it, another
+ * thread may write a frame itself while the loop is not writing (core/conn_write.h: who writes).
  *
  * Closing: arpc_conn_close() may be called from inside on_frame; the close then happens after
  * the current read batch. ops->on_close runs exactly once, on the loop thread, after the fd is
  * closed and the watchers stopped; the owner may free the memory holding the conn there.
  *
- * Every function here runs on the loop thread.
+ * Every function here runs on the loop thread, but arpc_conn_write_direct (core/conn_write.h)
+ * and the buffer cache's get/put.
  */
 #ifndef ARPC_CORE_CONN_H
 #define ARPC_CORE_CONN_H
@@ -37,6 +39,7 @@
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
 #include "base/buf_cache.h"
+#include "core/conn_write.h"
 #include "core/frame.h"
 #include "core/outq.h"
 #include "transport/stream.h"
@@ -120,6 +123,7 @@ struct arpc_conn {
     size_t c_body_cap;            /* c_body's capacity */
     uint32_t c_body_len, c_body_have; /* the body's length, and the bytes of it read so far */
     bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
+    struct arpc_conn_writer c_writer; /* who writes the socket (core/conn_write.h); any thread */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
@@ -182,6 +186,12 @@ int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len
 /* As arpc_conn_send for a buffer the caller shares: released with release(base), on error too. */
 int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release);
+/* As arpc_conn_send_shared, at the front of the queue: the rest of a frame another thread began
+ * writing (ARPC_DIRECT_PART, core/conn_write.h), which must be the next bytes on the wire; the
+ * loop owns the socket from here. ARPC_ENOMEM closes the connection (its stream holds half a
+ * frame). */
+int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                        arpc_outq_release_fn release);
 
 /* Why a connection's input is held. Each reason is set and let go on its own; input resumes
  * only once no reason holds it. The first two are the connection's own (below); the others

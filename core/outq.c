@@ -60,6 +60,18 @@ int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t
     return ARPC_OK;
 }
 
+int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
+                                arpc_outq_release_fn release)
+{
+    if (q->q_count == q->q_cap && outq_grow(q) != ARPC_OK)
+        return ARPC_ENOMEM;
+    q->q_head = (q->q_head - 1) & (q->q_cap - 1);
+    q->q_bufs[q->q_head] = (struct arpc_outq_buf){base, data, len, release};
+    q->q_count++;
+    q->q_bytes += len;
+    return ARPC_OK;
+}
+
 int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len)
 {
     return arpc_outq_push_shared(q, base, data, len, NULL);

@@ -41,6 +41,10 @@ int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len);
 /* As arpc_outq_push, released with release(base) instead of arpc_free. */
 int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release);
+/* As arpc_outq_push_shared, at the front: the rest of a frame another thread began writing
+ * (core/conn_write.h), which must be the next bytes on the wire. */
+int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
+                                arpc_outq_release_fn release);
 /* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
  * is full; more remains: call again once it is writable), ARPC_EPENDING (more remains, and
  * the stream must read first, e.g. a TLS handshake waiting for the peer: call again once the

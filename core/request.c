@@ -99,11 +99,16 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
         request_count_answer(req, rm->rm_code); /* else counted when the server answered */
     size_t ran_len = rm->rm_ran ? rm->rm_len : 0; /* rm may be gone once queued */
+    bool written = rm->rm_direct != 0; /* its replier wrote it (all, or its start) */
+    if (written)
+        reply_direct_finish(sc, rm); /* its rest, if any, first */
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
-    } else if (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED) {
-        reply_msg_free(rm); /* the caller was answered already */
+        if (sc->sc_goodbye && arpc_reply_cache_forget(&s->sv_cache, sc->sc_cache_key))
+            sc->sc_goodbye = false; /* its last running call is booked: the GOAWAY takes effect */
+    } else if (written || (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED)) {
+        reply_msg_put(rm); /* the caller has it already, or was answered already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
@@ -128,14 +133,21 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
  * by now (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the
  * loop refused it. The state check and every use of the loop are counted in sv_replying,
  * which a stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst). */
-static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job)
+static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct)
 {
     atomic_fetch_add(&s->sv_replying, 1);
     int rc = ARPC_ESHUTDOWN;
     bool here = false;
     if (atomic_load(&s->sv_state) != SV_STOPPED) {
         here = arpc_loop_on_thread(s->sv_loop);
-        rc = here ? ARPC_OK : arpc_loop_post(s->sv_loop, job);
+        /* Written here first only when the loop is idle (core/reply_direct.c): before the
+         * post, so that the job knows what left. */
+        bool lazy = !here && direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
+        rc = here ? ARPC_OK : lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
+        /* A stop waits for this request to be let go: looked at after the push, so that either
+         * the stop's first step drains it or we see the stop and wake the loop. */
+        if (lazy && rc == ARPC_OK && atomic_load(&s->sv_state) != SV_RUNNING)
+            arpc_loop_kick(s->sv_loop);
     }
     atomic_fetch_sub(&s->sv_replying, 1);
     if (here)
@@ -158,23 +170,24 @@ static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *j
 static void request_oneway_done(arpc_server *s, arpc_request *req)
 {
     arpc_loop_job_init(&req->rq_job, request_oneway_done_on_loop);
-    if (server_loop_hand(s, &req->rq_job) != ARPC_OK)
+    if (server_loop_hand(s, &req->rq_job, NULL) != ARPC_OK)
         request_oneway_done_on_loop(NULL, &req->rq_job); /* no loop runs: nothing counts any more */
 }
 
 static void request_drop(arpc_server *s, arpc_request *req)
 {
     arpc_loop_job_init(&req->rq_job, request_drop_on_loop);
-    if (server_loop_hand(s, &req->rq_job) != ARPC_OK)
+    if (server_loop_hand(s, &req->rq_job, NULL) != ARPC_OK)
         request_drop_on_loop(NULL, &req->rq_job); /* no loop runs: a stop emptied its lists */
 }
 
-/* Hands an encoded reply to the loop without ever waiting. ARPC_ESHUTDOWN: dropped (the
- * reply's holder is let go here). */
-static int reply_hand_over(arpc_server *s, struct reply_msg *rm)
+/* Hands an encoded reply to the loop without ever waiting, written first by this thread when
+ * may_write and it can. ARPC_ESHUTDOWN: dropped (the reply's holder is let go here; a frame
+ * half written then stays so: the loop that could finish it is gone). */
+static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write)
 {
     arpc_loop_job_init(&rm->rm_job, reply_deliver);
-    int rc = server_loop_hand(s, &rm->rm_job);
+    int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL);
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);
@@ -207,6 +220,7 @@ static struct reply_msg *reply_msg_new(struct server_conn *home, size_t flen, co
         sconn_retain(home); /* the cache must outlive the reply (which may outlive the connection) */
     rm->rm_len = flen;
     rm->rm_refs = 1;
+    rm->rm_direct = 0;
     rm->rm_effect = NULL;
     rm->rm_effect_len = effect_len;
     if (effect != NULL) {
@@ -308,7 +322,11 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
             rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
             request_drop(s, req);
         } else {
-            int hrc = reply_hand_over(s, rm);
+            /* Written by this thread only where nothing else decides when or how it may leave
+             * (core/reply_direct.c): the call ran on an actor, no reply log, not answered
+             * already; the connection says whether its stream and codec allow it. */
+            bool may_write = ran && !req->rq_method->m_inline && !s->sv_has_log && !(flags & RQ_SERVER_ANSWERED);
+            int hrc = reply_hand_over(s, rm, may_write);
             if (hrc != ARPC_OK)
                 rc = hrc;
         }

@@ -106,6 +106,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_replying, 0);
     arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
     arpc_deadline_init(&s->sv_limits, NULL, NULL);
+    arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
     pthread_mutex_init(&s->sv_stop_mtx, NULL);
@@ -235,6 +236,7 @@ static void step_close_all(arpc_loop *loop, void *s)
     sconn_refuse_parked_all(s);
     request_answer_unreplied(s);
     sconn_close_all(s);
+    reply_direct_unwatch(s); /* no call is out any more */
     dedup_stop(s);
     limits_stop(s);
 }

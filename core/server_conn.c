@@ -76,6 +76,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
                                                           &sc->sc_last_method);
     if (m != NULL) {
         request_dispatch(sc, m, f);
+        if (!oneway && !m->m_inline)
+            reply_direct_watch(s); /* its reply's job may come lazily (core/reply_direct.c) */
         return;
     }
     char name[ARPC_LOG_FIELD_MAX];
@@ -142,6 +144,10 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
+    /* Speaking arpc frames (not JSON-RPC): workers may write their replies themselves
+     * (core/reply_direct.c) on a plain socket. Before the HELLO is queued, which then leaves
+     * first; before any request, whose post to its worker publishes the flag. */
+    arpc_conn_allow_direct(&sc->sc_conn);
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
     inflight_on_hello(sc);
@@ -170,8 +176,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go. */
-        if (sc->sc_cache_key != 0)
-            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key);
+        if (sc->sc_cache_key != 0 && !arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key))
+            sc->sc_goodbye = true; /* a call still runs, or its reply, written by its worker, is
+                                    * not booked yet: forgotten once it is (request.c) */
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",

@@ -207,6 +207,18 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
         if (s->sv_log != NULL)
             journal_reply(s, client_id, seq, ack, rm, wait && kept);
     }
+    /* Its replier wrote it to its own request already (core/reply_direct.c): that waiter only
+     * is done (a duplicate on the same connection has another xid). */
+    for (struct arpc_rc_waiter **p = &waiters; rm->rm_direct != 0 && *p != NULL; p = &(*p)->w_next) {
+        struct arpc_rc_waiter *w = *p;
+        if (w->w_conn == rm->rm_direct_to && w->w_xid == le_ld64(rm->rm_frame + 8)) {
+            *p = w->w_next;
+            w->w_next = NULL;
+            sconn_release(w->w_conn);
+            arpc_reply_cache_free_waiters(&s->sv_cache, w);
+            break;
+        }
+    }
     dedup_answer(s, waiters, rm);
     if (kept && rm->rm_home != NULL) {
         /* Kept for the client's idle expiry (minutes): it must not keep its connection's record

@@ -77,6 +77,9 @@ struct server_conn {
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
+    bool sc_goodbye;        /* the client said GOAWAY while a call of its was not booked yet (its
+                             * reply may have left, written by its worker): the reply cache
+                             * forgets the client once it is (request.c) */
 };
 
 struct arpc_server {
@@ -133,6 +136,10 @@ struct arpc_server {
     ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
     struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
     struct block_pool sv_replies;     /* reply messages for reuse, but for large ones (core/request.c) */
+    /* Replies written by their workers (core/reply_direct.c), loop thread */
+    struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
+    double sv_lazy_s;                 /* its current interval */
+    arpc_stat sv_direct_replies;      /* replies their workers wrote, whole or in part (tests) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -151,6 +158,9 @@ struct reply_msg {
     size_t rm_cap;               /* with rm_home: the allocation's capacity */
     struct block_pool *rm_pool;  /* else: the server's reply pool it came from (and its class); NULL: arpc_malloc */
     signed char rm_pool_class;
+    size_t rm_direct;      /* bytes of the frame its replier wrote to the socket itself, to its
+                            * request's connection (core/reply_direct.c); 0: none */
+    struct server_conn *rm_direct_to; /* with rm_direct: that connection */
     uint8_t rm_frame[];
 };
 
@@ -272,7 +282,8 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
-/* A numbered call's reply reached the loop: it goes to every waiter; rm is kept or freed. */
+/* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
+ * replier wrote it already, rm_direct); rm is kept or freed. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
 
 /* server_builtin.c: the methods every server answers (arpc/server.h), named under this
@@ -292,6 +303,19 @@ void journal_expire(arpc_server *s, uint64_t client_id);
 
 /* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);
+
+/* reply_direct.c: a worker's reply written by the worker itself (core/conn_write.h) */
+/* Replier's thread, not the loop's, between the stop check and the hand-over (sv_replying):
+ * writes rm's frame if nobody else is writing its connection; rm->rm_direct says how much.
+ * True when all of it left and the loop need not be woken for its job (a lazy post). */
+bool reply_direct_write(struct reply_msg *rm);
+/* Loop thread: a call went to a worker, whose reply's job may be posted lazily: the loop
+ * turns at least every few ms until no call is out (or the server stops: unwatch). */
+void reply_direct_watch(arpc_server *s);
+void reply_direct_unwatch(arpc_server *s);
+/* Loop thread, delivering rm (rm->rm_direct != 0): counts the bytes written, queues what its
+ * replier could not write first, and restarts the flush of frames queued meanwhile. */
+void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
 
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */

@@ -8,6 +8,8 @@
  * before listening). A snapshot reads the counters one by one while calls go on: values may
  * be slightly stale, and two fields may disagree by the calls that moved meanwhile (derived
  * values such as in_flight are clamped at 0). Counts only grow, but for gauges (named so).
+ * A reply its worker wrote to the socket itself is counted by the loop at its next turn, so
+ * a client can hold a reply a moment before the server's counts include it.
  *
  * Snapshots are structs passed with their size (the macros pass sizeof as the caller's
  * headers had it, like the options structs, docs/ABI.md): fields are only ever appended; a
