@@ -23,17 +23,22 @@ void arpc_node_pool_fini(struct arpc_node_pool *p)
 
 #ifdef CK_F_STACK_POP_MPMC
 
-void *arpc_node_pool_get(struct arpc_node_pool *p)
+void *arpc_node_pool_take(struct arpc_node_pool *p)
 {
     /* The pop reads the head node's link, which the node's new owner may be writing if
      * another taker got it first; that read only feeds a CAS that then fails. */
     ARPC_TSAN_IGNORE_READS_BEGIN();
     ck_stack_entry_t *e = ck_stack_pop_mpmc(&p->np_free);
     ARPC_TSAN_IGNORE_READS_END();
-    if (e == NULL)
-        return arpc_malloc(p->np_size);
-    ARPC_TSAN_ACQUIRE(p);
+    if (e != NULL)
+        ARPC_TSAN_ACQUIRE(p);
     return e;
+}
+
+void *arpc_node_pool_get(struct arpc_node_pool *p)
+{
+    void *node = arpc_node_pool_take(p);
+    return node != NULL ? node : arpc_malloc(p->np_size);
 }
 
 void arpc_node_pool_put(struct arpc_node_pool *p, void *node)
@@ -60,6 +65,12 @@ void arpc_node_pool_put_chain(struct arpc_node_pool *p, struct arpc_node_chain *
 }
 
 #else /* no double-width CAS on this machine: no pool, the allocator every time */
+
+void *arpc_node_pool_take(struct arpc_node_pool *p)
+{
+    (void)p;
+    return NULL;
+}
 
 void *arpc_node_pool_get(struct arpc_node_pool *p) { return arpc_malloc(p->np_size); }
 

@@ -39,6 +39,11 @@ void arpc_node_pool_fini(struct arpc_node_pool *p);
  * and the allocator fails. */
 void *arpc_node_pool_get(struct arpc_node_pool *p);
 
+/* Any thread: a node given back, or NULL when none is (nothing is allocated), for an owner
+ * that makes its nodes itself (core/block_pool.c bounds how many). Take, put and fini also
+ * work on a zero-initialised pool: the size is only for get. */
+void *arpc_node_pool_take(struct arpc_node_pool *p);
+
 /* Any thread: gives a node taken from p back to it. */
 void arpc_node_pool_put(struct arpc_node_pool *p, void *node);
 

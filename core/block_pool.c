@@ -2,7 +2,6 @@
 #include "core/block_pool.h"
 
 #include "base/alloc.h"
-#include "base/tsan.h"
 
 /* The smallest class whose blocks hold size bytes, or BLOCK_POOL_NONE. */
 static int class_of(size_t size)
@@ -15,43 +14,9 @@ static int class_of(size_t size)
 
 static unsigned class_max(int k) { return k == 0 ? BLOCK_POOL_SMALL_MAX : BLOCK_POOL_LARGE_MAX; }
 
-#ifdef CK_F_STACK_POP_MPMC
+static void *class_pop(struct block_pool_class *c) { return arpc_node_pool_take(&c->pc_free); }
 
-static ck_stack_entry_t *class_pop(struct block_pool_class *c)
-{
-    /* The pop reads the head block's link, which the block's new owner may be writing if
-     * another taker got it first; that read only feeds a CAS that then fails. */
-    ARPC_TSAN_IGNORE_READS_BEGIN();
-    ck_stack_entry_t *e = ck_stack_pop_mpmc(&c->pc_free);
-    ARPC_TSAN_IGNORE_READS_END();
-    if (e != NULL)
-        ARPC_TSAN_ACQUIRE(c);
-    return e;
-}
-
-static void class_push(struct block_pool_class *c, void *block)
-{
-    ARPC_TSAN_RELEASE(c);
-    ARPC_TSAN_IGNORE_WRITES_BEGIN();
-    ck_stack_push_mpmc(&c->pc_free, block);
-    ARPC_TSAN_IGNORE_WRITES_END();
-}
-
-#else /* no double-width CAS on this machine: nothing is kept */
-
-static ck_stack_entry_t *class_pop(struct block_pool_class *c)
-{
-    (void)c;
-    return NULL;
-}
-
-static void class_push(struct block_pool_class *c, void *block)
-{
-    (void)c;
-    arpc_free(block);
-}
-
-#endif
+static void class_push(struct block_pool_class *c, void *block) { arpc_node_pool_put(&c->pc_free, block); }
 
 void *block_pool_get(struct block_pool *p, size_t size, int *cls)
 {
@@ -90,30 +55,20 @@ void block_pool_put(struct block_pool *p, void *block, int cls)
 void block_pool_fini(struct block_pool *p)
 {
     for (int k = 0; k < BLOCK_POOL_CLASSES; k++) {
-        struct block_pool_class *c = &p->bp_class[k];
-        ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&c->pc_free);
-        ARPC_TSAN_ACQUIRE(c);
-        while (e != NULL) {
-            ck_stack_entry_t *next = e->next;
-            arpc_free(e);
-            e = next;
-        }
-        atomic_store(&c->pc_made, 0);
+        arpc_node_pool_fini(&p->bp_class[k].pc_free);
+        atomic_store(&p->bp_class[k].pc_made, 0);
     }
 }
 
 unsigned block_pool_held(struct block_pool *p, int k)
 {
     struct block_pool_class *c = &p->bp_class[k];
-    ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&c->pc_free);
-    ARPC_TSAN_ACQUIRE(c);
-    unsigned n = 0;
-    while (e != NULL) {
-        ck_stack_entry_t *next = e->next;
-        class_push(c, e);
-        n++;
-        e = next;
-    }
+    struct arpc_node_chain taken = {0};
+    void *b;
+    while ((b = class_pop(c)) != NULL)
+        arpc_node_chain_add(&taken, b);
+    unsigned n = taken.nc_n;
+    arpc_node_pool_put_chain(&c->pc_free, &taken);
     return n;
 }
 

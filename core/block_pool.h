@@ -18,8 +18,9 @@
  * is a Concurrency Kit stack: giving back is a push (one CAS); taking is ck_stack_pop_mpmc,
  * a double-width CAS of the head with a generation count every pop bumps, so no ABA. A taker
  * may read the link of a block another thread has just taken (its CAS then fails): safe,
- * because a block of the pool goes back to the allocator only at block_pool_fini. (As
- * base/node_pool.c; without a double-width CAS every block is an ordinary allocation.)
+ * because a block of the pool goes back to the allocator only at block_pool_fini. Each
+ * class's free list is a base/node_pool (without a double-width CAS it keeps nothing, and
+ * every block is an ordinary allocation).
  *
  * Bound: a class makes at most BLOCK_POOL_SMALL_MAX blocks (class 0) or BLOCK_POOL_LARGE_MAX
  * (the others), counted when made. A block taken beyond that (more alive at once: a burst) is
@@ -33,10 +34,10 @@
 #ifndef ARPC_CORE_BLOCK_POOL_H
 #define ARPC_CORE_BLOCK_POOL_H
 
-#include <ck_cc.h>
-#include <ck_stack.h>
 #include <stdatomic.h>
 #include <stddef.h>
+
+#include "base/node_pool.h"
 
 #define BLOCK_POOL_HEADROOM 256u
 #define BLOCK_POOL_CLASSES 8
@@ -48,8 +49,8 @@
 static inline size_t block_pool_block(int k) { return BLOCK_POOL_HEADROOM + ((size_t)256 << k); }
 
 struct block_pool_class {
-    ck_stack_t pc_free CK_CC_ALIGN(16); /* blocks given back (the double-width CAS needs 16-byte alignment) */
-    atomic_uint pc_made;                /* blocks made for the class (bounded) */
+    struct arpc_node_pool pc_free; /* blocks given back (its size unused: the class makes them) */
+    atomic_uint pc_made;           /* blocks made for the class (bounded) */
 };
 
 struct block_pool {
