@@ -1,8 +1,12 @@
 /*
  * Moves money around a bank_server at random, then checks that none was made or lost.
  *   bank_client --connect ADDR --transfers N [--window W] [--seed S] [--deadline-ms D]
- *               [--progress-every P]
+ *               [--progress-every P [--stop-at-progress]]
  *   bank_client --connect ADDR --balances      (prints every balance as one JSON array)
+ *
+ * --stop-at-progress: after each progress line the client stops itself (SIGSTOP) until it is
+ * sent SIGCONT, so a script can act at an exact point of its run however it is scheduled
+ * (scripts/bank-crash.sh kills the server there).
  *
  * N random transfers, W outstanding at a time, each at-most-once (the client's default) with a
  * deadline of D ms: long enough to ride through server restarts, which the client survives by
@@ -17,6 +21,8 @@
  * balances match and no outcome is unknown.
  */
 #include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,8 +126,8 @@ struct tally {
 /* Runs the plan, W calls outstanding, applying the ok ones to expected. False if a call
  * could not even be started (out of memory): then the calls started are waited for. */
 static bool run_transfers(arpc_client *c, const struct bank_transfer *plan, uint64_t n, uint64_t window,
-                          int64_t deadline_ms, uint64_t progress_every, struct balances *expected,
-                          struct tally *t)
+                          int64_t deadline_ms, uint64_t progress_every, bool stop_at_progress,
+                          struct balances *expected, struct tally *t)
 {
     arpc_cq *cq;
     if (arpc_cq_create(&cq) != ARPC_OK)
@@ -153,8 +159,11 @@ static bool run_transfers(arpc_client *c, const struct bank_transfer *plan, uint
         t->by_class[o]++;
         t->by_status[status >= 0 && status < ARPC_ERROR_COUNT_ ? status : ARPC_ERROR_COUNT_]++;
         done++;
-        if (progress_every > 0 && done % progress_every == 0)
+        if (progress_every > 0 && done % progress_every == 0) {
             fprintf(stderr, PROG ": progress %" PRIu64 "/%" PRIu64 "\n", done, n);
+            if (stop_at_progress)
+                raise(SIGSTOP); /* every thread of the client stops until SIGCONT */
+        }
     }
     arpc_cq_destroy(cq);
     return starting && done == n;
@@ -217,7 +226,7 @@ static void print_report(const struct report *r)
 static int usage(void)
 {
     fprintf(stderr, "usage: " PROG " --connect ADDR --transfers N [--window W] [--seed S] [--deadline-ms D]\n"
-                    "                   [--progress-every P]\n"
+                    "                   [--progress-every P [--stop-at-progress]]\n"
                     "       " PROG " --connect ADDR --balances\n");
     return 2;
 }
@@ -226,6 +235,7 @@ int main(int argc, char **argv)
 {
     const char *addr = NULL;
     uint64_t n = 0, window = 16, seed = 1, deadline_ms = 30000, progress_every = 0;
+    bool stop_at_progress = false;
     bool transfers = false, show_balances = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--connect") == 0)
@@ -240,6 +250,8 @@ int main(int argc, char **argv)
             deadline_ms = bank_arg_u64(argc, argv, &i, PROG, 1, INT64_MAX);
         else if (strcmp(argv[i], "--progress-every") == 0)
             progress_every = bank_arg_u64(argc, argv, &i, PROG, 0, UINT64_MAX);
+        else if (strcmp(argv[i], "--stop-at-progress") == 0)
+            stop_at_progress = true;
         else if (strcmp(argv[i], "--balances") == 0)
             show_balances = true;
         else
@@ -283,7 +295,8 @@ int main(int argc, char **argv)
     if (expected.of != NULL && plan != NULL) {
         memcpy(expected.of, initial.of, initial.count * sizeof(uint64_t));
         uint64_t t0 = arpc_now_ns();
-        ran = run_transfers(c, plan, n, window, (int64_t)deadline_ms, progress_every, &expected, &r.tally);
+        ran = run_transfers(c, plan, n, window, (int64_t)deadline_ms, progress_every, stop_at_progress, &expected,
+                            &r.tally);
         r.seconds = (double)(arpc_now_ns() - t0) / 1e9;
     } else {
         fprintf(stderr, PROG ": out of memory for %" PRIu64 " transfers\n", n);

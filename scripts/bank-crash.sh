@@ -12,12 +12,11 @@
 # and at least M kills (default K) during the client's run.
 #
 # Nothing waits on a timer: readiness is "a client can connect and read the balances" (retried,
-# bounded), and a kill happens with the server frozen (SIGSTOP), after checking that the client
-# is still running and cannot finish without the server: it can only complete the calls the
-# server had already answered, at most its window. While a kill is due the server runs in
-# slices of a few ms between looks at the client's progress (from before the client starts, and
-# again from each restart), and the client is frozen while a new server starts, so the client
-# cannot run far past the point chosen for a kill, however slowly this script is scheduled.
+# bounded), and the client runs in lockstep with this script: it stops itself after each
+# progress line (--stop-at-progress: SIGSTOP, every 1% of its transfers) and goes on only when
+# this script has looked and, at a kill's point, killed the server and started the next one.
+# So a kill lands exactly where it was drawn, however slowly this script is scheduled (a frozen
+# server run in timed slices let a loaded machine's client finish before the first look).
 set -euo pipefail
 
 BIN="" KILLS=4 MIN_KILLS="" TRANSFERS=3000 WINDOW=16 SEED=$$ FSYNC=always CHECKPOINT=500 CHECK=0
@@ -85,51 +84,45 @@ progress() { # the client's completed calls so far
 }
 
 start_server
-# Frozen before the client starts: the client makes progress only in the server's slices below
-# (a loaded machine may otherwise let it run to the end before this script looks).
-kill -STOP "$SERVER"
 STEP=$(( TRANSFERS / 100 > 0 ? TRANSFERS / 100 : 1 ))
 "$BIN/bank_client" --connect "$ADDR" --transfers "$TRANSFERS" --window "$WINDOW" --seed "$SEED" \
-    --progress-every "$STEP" >"$WORK/client.out" 2>"$WORK/client.err" &
+    --progress-every "$STEP" --stop-at-progress >"$WORK/client.out" 2>"$WORK/client.err" &
 CLIENT=$!
 
-KILLED=0 LAST=0
-for i in $(seq "$KILLS"); do
-    # The i-th kill at a random point of the i-th slice of 5%..60% of the transfers, and after
-    # some transfers on the restarted server.
-    lo=$(( TRANSFERS * (5 + 55 * (i - 1) / KILLS) / 100 ))
-    hi=$(( TRANSFERS * (5 + 55 * i / KILLS) / 100 ))
-    at=$(( lo + RANDOM % (hi - lo + 1) ))
-    [ "$at" -ge $(( LAST + WINDOW + STEP )) ] || at=$(( LAST + WINDOW + STEP ))
-    # The server is frozen here but for short slices, so the client's progress is looked at often.
+# Waits until the client has stopped itself at a progress line (true) or ended (false),
+# failing at once if the server dies under it. Paced polling of /proc: the client is our
+# child, a zombie (Z) until waited for.
+client_stopped() {
+    local st
     while :; do
-        done_now=$(progress)
-        if ! kill -0 "$CLIENT" 2>/dev/null || [ "$done_now" -ge $(( TRANSFERS - WINDOW - STEP )) ]; then
-            kill -CONT "$SERVER"; break 2 # the client is (nearly) done: no kill can land in its run
-        fi
-        [ "$done_now" -ge "$at" ] && break
-        kill -CONT "$SERVER"
-        sleep 0.005
-        kill -STOP "$SERVER" 2>/dev/null || fail "bank_server died"
+        st=$(cut -d' ' -f3 "/proc/$CLIENT/stat" 2>/dev/null) || return 1
+        case $st in T | t) return 0 ;; Z | X) return 1 ;; esac
+        kill -0 "$SERVER" 2>/dev/null || fail "bank_server exited while the client ran"
+        sleep 0.002
     done
-    kill_server
-    KILLED=$((KILLED + 1)) LAST=$done_now
-    echo "bank-crash: kill -9 #$KILLED after $done_now of $TRANSFERS transfers" >&2
-    # The client meets the dead server (and tries to reconnect) for up to 40 ms, and is frozen
-    # while the new one starts: it can make no progress without a server, so none goes unseen.
-    sleep "0.0$(( RANDOM % 5 ))"
-    kill -STOP "$CLIENT"
-    start_server
-    kill -STOP "$SERVER" # frozen again before the client runs: see above
-    kill -CONT "$CLIENT"
-done
-kill -CONT "$SERVER" 2>/dev/null || true # the last restarted server serves the rest of the run
+}
 
-# Until the client ends (paced; bash's wait -n forgets a job that ended earlier), failing at
-# once if the server dies under it.
-while kill -0 "$CLIENT" 2>/dev/null; do
-    kill -0 "$SERVER" 2>/dev/null || fail "bank_server exited while the client ran"
-    sleep 0.05
+# The i-th kill at a random point of the i-th slice of 5%..60% of the transfers, and after
+# some transfers on the restarted server.
+KILLED=0 LAST=0 i=1 AT=0
+next_kill_at() {
+    local lo=$(( TRANSFERS * (5 + 55 * (i - 1) / KILLS) / 100 )) hi=$(( TRANSFERS * (5 + 55 * i / KILLS) / 100 ))
+    AT=$(( lo + RANDOM % (hi - lo + 1) ))
+    [ "$AT" -ge $(( LAST + WINDOW + STEP )) ] || AT=$(( LAST + WINDOW + STEP ))
+}
+next_kill_at
+while client_stopped; do
+    done_now=$(progress)
+    # Not in the last window's worth: the client could not finish without meeting the kill.
+    if [ "$i" -le "$KILLS" ] && [ "$done_now" -ge "$AT" ] && [ "$done_now" -lt $(( TRANSFERS - WINDOW - STEP )) ]; then
+        kill_server # calls of its window are in flight: the server may have run them, or not
+        KILLED=$((KILLED + 1)) LAST=$done_now
+        echo "bank-crash: kill -9 #$KILLED after $done_now of $TRANSFERS transfers" >&2
+        start_server
+        i=$((i + 1))
+        next_kill_at
+    fi
+    kill -CONT "$CLIENT"
 done
 STATUS=0
 wait "$CLIENT" || STATUS=$?
