@@ -7,6 +7,10 @@
 void arpc_node_pool_init(struct arpc_node_pool *p, size_t size)
 {
     ck_stack_init(&p->np_free);
+    /* ck_stack_pop_mpmc counts pops by adding 1 to `generation`, a char pointer: from NULL
+     * that is undefined (clang's UBSan stops there: "applying non-zero offset to null
+     * pointer"). Only its changes matter, so it starts elsewhere. */
+    p->np_free.generation = (char *)p;
     p->np_size = size < sizeof(ck_stack_entry_t) ? sizeof(ck_stack_entry_t) : size;
 }
 

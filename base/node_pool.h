@@ -29,7 +29,8 @@ struct arpc_node_pool {
     size_t np_size;
 };
 
-/* size: the node size, at least a pointer (a free node's first word is its link). */
+/* size: the node size, at least a pointer (a free node's first word is its link). Needed
+ * before any use (a zeroed pool's pop would count its generation from a null pointer). */
 void arpc_node_pool_init(struct arpc_node_pool *p, size_t size);
 
 /* Frees every node given back. Nodes still out are not the pool's any more. */
@@ -41,7 +42,7 @@ void *arpc_node_pool_get(struct arpc_node_pool *p);
 
 /* Any thread: a node given back, or NULL when none is (nothing is allocated), for an owner
  * that makes its nodes itself (core/block_pool.c bounds how many). Take, put and fini also
- * work on a zero-initialised pool: the size is only for get. */
+ * work on a pool initialised with any size: the size is only for get. */
 void *arpc_node_pool_take(struct arpc_node_pool *p);
 
 /* Any thread: gives a node taken from p back to it. */

@@ -52,6 +52,14 @@ void block_pool_put(struct block_pool *p, void *block, int cls)
         class_push(&p->bp_class[cls], block);
 }
 
+void block_pool_init(struct block_pool *p)
+{
+    for (int k = 0; k < BLOCK_POOL_CLASSES; k++) {
+        arpc_node_pool_init(&p->bp_class[k].pc_free, block_pool_block(k));
+        atomic_init(&p->bp_class[k].pc_made, 0);
+    }
+}
+
 void block_pool_fini(struct block_pool *p)
 {
     for (int k = 0; k < BLOCK_POOL_CLASSES; k++) {

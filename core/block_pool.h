@@ -28,7 +28,7 @@
  * more than its bound (256 KiB + 64 of each larger class: 4.3 MiB in all). Every block goes
  * through the allocator hook.
  *
- * Zero-initialised a pool is empty and ready. block_pool_fini frees every block given back;
+ * block_pool_init makes a pool empty and ready. block_pool_fini frees every block given back;
  * it is for when none is out any more (the server's last reference).
  */
 #ifndef ARPC_CORE_BLOCK_POOL_H
@@ -56,6 +56,8 @@ struct block_pool_class {
 struct block_pool {
     struct block_pool_class bp_class[BLOCK_POOL_CLASSES];
 };
+
+void block_pool_init(struct block_pool *p);
 
 /* Any thread: a block of at least size bytes (contents undefined), or NULL without memory.
  * *cls receives its class, or BLOCK_POOL_NONE: pass it to block_pool_put either way. */

@@ -104,6 +104,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);
     atomic_init(&s->sv_replying, 0);
+    block_pool_init(&s->sv_requests);
+    block_pool_init(&s->sv_replies);
     arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
     arpc_deadline_init(&s->sv_limits, NULL, NULL);
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */

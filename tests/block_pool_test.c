@@ -37,7 +37,8 @@
 static void test_reuse_before_allocating(void **state)
 {
     (void)state;
-    struct block_pool p = {0};
+    struct block_pool p;
+    block_pool_init(&p);
     int cls = BLOCK_POOL_NONE;
     void *a = block_pool_get(&p, 100, &cls);
     assert_non_null(a);
@@ -59,7 +60,8 @@ static void test_burst_beyond_the_bound(void **state)
     enum { N = BLOCK_POOL_SMALL_MAX + 40 };
     static void *blocks[N];
     static int cls[N];
-    struct block_pool p = {0};
+    struct block_pool p;
+    block_pool_init(&p);
     unsigned npooled = 0;
     for (unsigned i = 0; i < N; i++) {
         blocks[i] = block_pool_get(&p, 64, &cls[i]);
@@ -97,7 +99,8 @@ static void test_burst_beyond_the_bound(void **state)
 static void test_large_and_failing(void **state)
 {
     (void)state;
-    struct block_pool p = {0};
+    struct block_pool p;
+    block_pool_init(&p);
     int cls = 0;
     size_t largest = block_pool_block(BLOCK_POOL_CLASSES - 1);
     void *big = block_pool_get(&p, largest + 1, &cls);
@@ -165,6 +168,7 @@ static void test_given_back_from_other_threads(void **state)
     (void)state;
     static struct shared sh;
     memset(&sh, 0, sizeof(sh));
+    block_pool_init(&sh.pool);
     pthread_t t[PUTTERS];
     for (int i = 0; i < PUTTERS; i++)
         assert_int_equal(0, pthread_create(&t[i], NULL, putter, &sh));
@@ -229,7 +233,7 @@ static void *taker(void *arg)
 static void test_taken_and_given_back_by_many(void **state)
 {
     (void)state;
-    memset(&mpmc_pool, 0, sizeof(mpmc_pool));
+    block_pool_init(&mpmc_pool);
     pthread_t t[TAKERS];
     for (int i = 0; i < TAKERS; i++)
         assert_int_equal(0, pthread_create(&t[i], NULL, taker, NULL));
