@@ -106,6 +106,7 @@ client_stopped() {
 # some transfers on the restarted server.
 KILLED=0 LAST=0 i=1 AT=0
 next_kill_at() {
+    [ "$i" -le "$KILLS" ] || return 0 # no kill left to place (or none asked)
     local lo=$(( TRANSFERS * (5 + 55 * (i - 1) / KILLS) / 100 )) hi=$(( TRANSFERS * (5 + 55 * i / KILLS) / 100 ))
     AT=$(( lo + RANDOM % (hi - lo + 1) ))
     [ "$AT" -ge $(( LAST + WINDOW + STEP )) ] || AT=$(( LAST + WINDOW + STEP ))
@@ -122,7 +123,7 @@ while client_stopped; do
         i=$((i + 1))
         next_kill_at
     fi
-    kill -CONT "$CLIENT"
+    kill -CONT "$CLIENT" 2>/dev/null || true # gone meanwhile: the next look says so
 done
 STATUS=0
 wait "$CLIENT" || STATUS=$?
