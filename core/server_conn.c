@@ -204,12 +204,20 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     sconn_release(sc); /* the loop's reference */
 }
 
-/* The first bytes choose the codec: an arpc frame starts with its magic, JSON-RPC with '{'. */
+/* The connection's first byte chooses the codec, once: an arpc frame starts with its magic,
+ * JSON-RPC with '{'. Not again later: a PING answered before HELLO, then '{', must not turn
+ * a connection that spoke arpc into a JSON-RPC one (the fuzzer's find: two codecs on one
+ * stream). */
 static size_t sconn_parse(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
-    if (jsonrpc_sconn_is(sc) || (!sc->sc_hello && jsonrpc_sconn_adopt(sc)))
+    if (jsonrpc_sconn_is(sc))
         return jsonrpc_sconn_parse(sc);
+    if (!sc->sc_codec_chosen && conn->c_rend > conn->c_rstart) {
+        sc->sc_codec_chosen = true;
+        if (jsonrpc_sconn_adopt(sc))
+            return jsonrpc_sconn_parse(sc);
+    }
     return arpc_conn_parse_frames(conn);
 }
 

@@ -80,6 +80,7 @@ struct server_conn {
     bool sc_goodbye;        /* the client said GOAWAY while a call of its was not booked yet (its
                              * reply may have left, written by its worker): the reply cache
                              * forgets the client once it is (request.c) */
+    bool sc_codec_chosen;   /* its first byte was seen: arpc frames or JSON-RPC, for good */
 };
 
 struct arpc_server {

@@ -25,6 +25,7 @@
 
 #include "arpc/arpc.h"
 #include "arpc/jsonrpc.h"
+#include "core/frame.h"
 #include "support/test_util.h"
 
 #define WAIT_MS 30000 /* a loaded CI machine: bounds a hang, never a timing check */
@@ -368,6 +369,39 @@ static void test_server_limits(void **state)
     close(fd);
 }
 
+/* The first byte chooses the codec, once: a connection that began with an arpc PING (answered
+ * before any HELLO) and then sends '{' is not turned into a JSON-RPC one; the server answers
+ * in arpc frames only (PONG, then GOAWAY for the bytes that are no frame) and closes. */
+static void test_codec_chosen_by_first_byte(void **state)
+{
+    (void)state;
+    uint8_t bytes[128];
+    size_t n = arpc_frame_encode_header(bytes, ARPC_FRAME_PING, 7, 0);
+    static const char call[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":1}\n";
+    memcpy(bytes + n, call, sizeof(call) - 1);
+    n += sizeof(call) - 1;
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, bytes, n), (ssize_t)n);
+    static uint8_t got[4096];
+    size_t have = 0;
+    ssize_t r;
+    while (have < sizeof(got) && (r = read(fd, got + have, sizeof(got) - have)) > 0)
+        have += (size_t)r;
+    assert_int_equal(r, 0); /* closed by the server, not timed out */
+    close(fd);
+    size_t off = 0;
+    unsigned frames = 0;
+    while (off < have) { /* every byte belongs to an arpc frame: a PONG, then a GOAWAY */
+        struct arpc_frame f;
+        size_t used;
+        assert_int_equal(ARPC_OK, arpc_frame_decode(got + off, have - off, UINT32_MAX, &f, &used, NULL));
+        assert_true(frames == 0 ? f.f_kind == ARPC_FRAME_PONG : f.f_kind == ARPC_FRAME_GOAWAY);
+        off += used;
+        frames++;
+    }
+    assert_int_equal(2, frames);
+}
+
 static atomic_int auth_echo_runs;
 static void counting_echo(arpc_request *req, void *ctx)
 {
@@ -441,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
         cmocka_unit_test(test_malformed_request_logged_escaped),
+        cmocka_unit_test(test_codec_chosen_by_first_byte),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
