@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The abuse suite's long variants (tests/abuse_test.c at the scale issue #10 states): a 4 GiB
 # length header (200 connections), slowloris (1,000 connections at 1 byte/s), 20 half-sent
-# 16 MiB frames, a never-reading client asking for 1,024 replies of 1 MiB, 10,000 idle
+# 16 MiB frames, a never-reading client asking for 1,024 replies of 1 MiB, a numbered call for a
+# 1 MiB reply duplicated 1,000 times twice over (never read), 10,000 idle
 # connections, the server's fd limit reached (256), a method-name log injection; each against
 # a live server (a child process) while a well-behaved client keeps calling. Prints, per
 # attack, the server's peak RSS against its bound and the good client's p50/p99 during the
