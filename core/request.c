@@ -116,6 +116,8 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     request_reply_done(req);
 }
 
+/* No reply will be delivered (none could be encoded): let go of the reply's holder on the
+ * loop, after the request leaves its connection's table. */
 static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     arpc_request *req = (arpc_request *)job;
@@ -155,8 +157,6 @@ static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct re
     return rc;
 }
 
-/* No reply will be delivered (none could be encoded): let go of the reply's holder on the
- * loop, after the request leaves its connection's table. */
 /* A one-way message's handler is done: the loop stops counting it toward its connection's
  * flow limits (it held its payload until now), then lets it go. */
 static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
@@ -167,18 +167,13 @@ static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *j
     request_reply_done(req);
 }
 
-static void request_oneway_done(arpc_server *s, arpc_request *req)
+/* Runs fn for req on the loop (rq_job), or here with a NULL loop when no loop runs any more
+ * (a stop emptied its lists; nothing counts any more). */
+static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn)
 {
-    arpc_loop_job_init(&req->rq_job, request_oneway_done_on_loop);
+    arpc_loop_job_init(&req->rq_job, fn);
     if (server_loop_hand(s, &req->rq_job, NULL) != ARPC_OK)
-        request_oneway_done_on_loop(NULL, &req->rq_job); /* no loop runs: nothing counts any more */
-}
-
-static void request_drop(arpc_server *s, arpc_request *req)
-{
-    arpc_loop_job_init(&req->rq_job, request_drop_on_loop);
-    if (server_loop_hand(s, &req->rq_job, NULL) != ARPC_OK)
-        request_drop_on_loop(NULL, &req->rq_job); /* no loop runs: a stop emptied its lists */
+        fn(NULL, &req->rq_job);
 }
 
 /* Hands an encoded reply to the loop without ever waiting, written first by this thread when
@@ -303,7 +298,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     server_retain(s); /* the request may be freed before we return: finish with s first */
     int rc = ARPC_OK;
     if (req->rq_oneway) {
-        request_oneway_done(s, req);
+        request_finish_on_loop(s, req, request_oneway_done_on_loop);
     } else {
         if (kind == ARPC_FRAME_REPLY && len > sc->sc_client_max) {
             static const char too_large[] = "reply larger than the client accepts";
@@ -320,7 +315,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
         struct reply_msg *rm = reply_encode(req, kind, code, data, len, ran, effect, effect_len);
         if (rm == NULL) {
             rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
-            request_drop(s, req);
+            request_finish_on_loop(s, req, request_drop_on_loop); /* no reply: let go of its holder */
         } else {
             /* Written by this thread only where nothing else decides when or how it may leave
              * (core/reply_direct.c): the call ran on an actor, no reply log, not answered

@@ -61,10 +61,8 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }
-    if (arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&conn->c_out) ||
-        arpc_conn_frame_age(conn, now) > 0 || conn->c_hold != 0)
-        sc->sc_last_busy = now; /* a call in flight, a reply leaving, a frame arriving, or input we
-                                 * hold (e.g. its client's calls on other connections): not idle */
+    if (sconn_has_work(sc) || arpc_conn_frame_age(conn, now) > 0)
+        sc->sc_last_busy = now; /* not idle */
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
         arpc_log(ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
                  s->sv_idle_s * 1000);

@@ -34,9 +34,8 @@ static enum shed_class shed_classify(struct server_conn *sc, ev_tstamp now, doub
         *age = now - sc->sc_opened;
         return *age >= SHED_SLOW_S ? SHED_NO_HELLO : SHED_NONE;
     }
-    if (arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&conn->c_out) ||
-        conn->c_hold != 0)
-        return SHED_NONE; /* it has work: nothing is lost to make room */
+    if (sconn_has_work(sc))
+        return SHED_NONE; /* nothing is lost to make room */
     double frame = arpc_conn_frame_age(conn, now);
     if (frame > 0) {
         *age = frame;
