@@ -15,7 +15,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,22 +120,6 @@ static void good_call(arpc_client *c)
     arpc_free(reply);
 }
 
-/* Reads until EOF or a reset within ms, dropping any bytes; false if the wait ran out. */
-static bool wait_eof(int fd, int ms)
-{
-    int64_t until = now_ms() + ms;
-    for (;;) {
-        int left = (int)(until - now_ms());
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (left <= 0 || poll(&p, 1, left) <= 0)
-            return false;
-        char buf[4096];
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n <= 0)
-            return true;
-    }
-}
-
 static int raw_socket(const char *addr)
 {
     int fd = -1;
@@ -151,7 +134,7 @@ static void expect_goaway_eof(struct raw_client *r, int code)
     assert_true(raw_read(r, &f, false));
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
     assert_int_equal(code, f.f.f_code);
-    assert_true(wait_eof(r->rc_fd, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(r->rc_fd, 100 * SHORT_MS));
 }
 
 /* ---- the limits ---- */
@@ -164,7 +147,7 @@ static void test_no_hello_is_closed(void **state)
     int fd = raw_socket(fx.addr);
     good_call(fx.good); /* served while the silent socket waits */
     int64_t t0 = now_ms();
-    assert_true(wait_eof(fd, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(fd, 100 * SHORT_MS));
     assert_true(now_ms() - t0 < 100 * SHORT_MS);
     expect_log("handshake_timeout_ms", fd);
     good_call(fx.good); /* the well-behaved client was not touched */
@@ -196,7 +179,7 @@ static void test_many_silent_sockets_are_all_closed(void **state)
         fds[i] = raw_socket(fx.addr);
     good_call(fx.good);
     for (int i = 0; i < N; i++)
-        assert_true(wait_eof(fds[i], 100 * SHORT_MS));
+        assert_true(fd_wait_eof(fds[i], 100 * SHORT_MS));
     good_call(fx.good);
     for (int i = 0; i < N; i++)
         close(fds[i]);
@@ -217,7 +200,7 @@ static void test_half_frame_is_closed(void **state)
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
     assert_true(raw_send(&r, frame, n / 2)); /* and never the rest */
     good_call(fx.good);
-    assert_true(wait_eof(r.rc_fd, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(r.rc_fd, 100 * SHORT_MS));
     expect_log("frame_timeout_ms", r.rc_fd);
     good_call(fx.good);
     raw_close(&r);
@@ -383,7 +366,7 @@ static void test_dribbled_oversized_body_is_closed(void **state)
     assert_true(raw_send(&r, head, n));
     bool closed = false;
     for (int i = 0; i < 40 && !closed; i++) { /* 10x the timeout */
-        closed = wait_eof(r.rc_fd, SHORT_MS / 4); /* drops the ERROR; the wait paces the bytes */
+        closed = fd_wait_eof(r.rc_fd, SHORT_MS / 4); /* drops the ERROR; the wait paces the bytes */
         uint8_t byte = 0;
         (void)!send(r.rc_fd, &byte, 1, MSG_NOSIGNAL);
     }
@@ -499,7 +482,7 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     n = fill_fds(fds, n); /* none left for the server's accept */
     struct raw_client r1, r2;
     connect_hello(&r1, s1, fx.addr, 22); /* room made by the silent socket */
-    assert_true(wait_eof(silent, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(silent, 100 * SHORT_MS));
     connect_hello(&r2, s2, fx.addr, 23); /* room made by the idle connection */
     expect_goaway_eof(&idle, ARPC_ESHUTDOWN);
     assert_true(raw_request(&r2, 1, 0, 0, 0, "t.echo", "y", 1));
@@ -543,7 +526,7 @@ static void test_unread_output_is_closed(void **state)
     free(payload);
     expect_log("write_timeout_ms", fd);
     good_call(fx.good);
-    assert_true(wait_eof(fd, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(fd, 100 * SHORT_MS));
     raw_close(&r);
     stop(&fx);
 }
@@ -562,8 +545,8 @@ static void test_connection_limit_makes_room_from_silent(void **state)
     struct raw_client n1, n2;
     assert_true(raw_connect(&n1, fx.addr, 13));
     assert_true(raw_connect(&n2, fx.addr, 14));
-    assert_true(wait_eof(silent1, 100 * SHORT_MS));
-    assert_true(wait_eof(silent2, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(silent1, 100 * SHORT_MS));
+    assert_true(fd_wait_eof(silent2, 100 * SHORT_MS));
     expect_log("to make room", silent1);
     expect_log("to make room", silent2);
     assert_int_equal(1, log_matches("(max_connections)", silent1));

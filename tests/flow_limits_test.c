@@ -20,8 +20,6 @@
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
-#include <errno.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -459,20 +457,6 @@ static void test_oneway_messages_count(void **state)
     stop(&fx);
 }
 
-/* Reads and drops bytes until the end (true) or a 10 s silence (false). */
-static bool drain_to_eof(int fd)
-{
-    static char buf[1 << 16];
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 10000) <= 0)
-            return false;
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n <= 0) /* a close with our requests unread there is a reset */
-            return n == 0 || errno == ECONNRESET;
-    }
-}
-
 /* The reply-size estimate is the method's, and small replies lower it: after 20 of them a
  * never-reading client's 64 requests for 1 MiB replies are all accepted (each counted at a
  * few KiB). The bound cannot hold them, so the hard cap does: over 4 x max_conn_bytes of
@@ -501,7 +485,7 @@ static void test_estimate_pushed_down_hits_the_hard_cap(void **state)
         len += arpc_frame_encode_request(reqs + len, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "t.sized", 7, &mib, sizeof(mib));
     assert_true(raw_send(&r, reqs, len));
     expect_log("(4 x max_conn_bytes)");
-    assert_true(drain_to_eof(r.rc_fd)); /* what was written before the cap, then the end */
+    assert_true(fd_wait_eof(r.rc_fd, 10000)); /* what was written before the cap, then the end */
     good_call(fx.good);
     raw_close(&r);
     stop(&fx);

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,6 +26,21 @@ size_t fd_unread(int fd)
     if (ioctl(fd, FIONREAD, &n) != 0 || n < 0)
         return 0;
     return (size_t)n;
+}
+
+bool fd_wait_eof(int fd, int ms)
+{
+    int64_t until = now_ms() + ms;
+    for (;;) {
+        int left = (int)(until - now_ms());
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return false;
+        static _Thread_local char buf[1 << 16];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0) /* a close with our bytes unread there is a reset */
+            return n == 0 || errno == ECONNRESET;
+    }
 }
 
 void fill_pattern(uint8_t *buf, uint64_t pos, size_t len)

@@ -42,6 +42,9 @@ uint64_t rng_next(uint64_t *s);
 bool socketpair_nb(int fd[2]);
 /* Bytes waiting to be read on a stream socket (FIONREAD). */
 size_t fd_unread(int fd);
+/* Reads and drops bytes until the peer's close (EOF or a reset) within ms: true; false if
+ * the wait ran out or the read failed otherwise. */
+bool fd_wait_eof(int fd, int ms);
 /* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
 static inline uint8_t pattern_byte(uint64_t pos)
 {
