@@ -408,12 +408,8 @@ static void test_emfile_sheds_and_recovers(void **state)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     n = fill_fds(fds, n); /* none left for the server's accept */
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    const char *port = strrchr(fx.addr, ':');
-    assert_non_null(port);
-    sa.sin_port = htons((uint16_t)atoi(port + 1));
     /* The kernel completes a loopback connect without the server: the accept comes after. */
-    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    assert_int_equal(0, fd_connect_loopback(fd, fx.addr));
     struct raw_client over = {.rc_fd = fd};
     expect_goaway_eof(&over, ARPC_EOVERLOADED);
     good_call(fx.good); /* connections already open go on */
@@ -433,11 +429,7 @@ static void test_emfile_sheds_and_recovers(void **state)
  * for the moment the process has no descriptor to spare. */
 static void connect_hello(struct raw_client *r, int fd, const char *addr, uint64_t client_id)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    const char *port = strrchr(addr, ':');
-    assert_non_null(port);
-    sa.sin_port = htons((uint16_t)atoi(port + 1));
-    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    assert_int_equal(0, fd_connect_loopback(fd, addr));
     memset(r, 0, sizeof(*r));
     r->rc_fd = fd;
     uint8_t hello[64];

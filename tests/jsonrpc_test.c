@@ -305,11 +305,9 @@ static void test_server_breaking_rules(void **state)
 /* A blocking socket to a "tcp://127.0.0.1:PORT" address, reads bounded by WAIT_MS. */
 static int raw_connect(const char *to)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    sa.sin_port = htons((uint16_t)atoi(strrchr(to, ':') + 1));
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(fd_connect_loopback(fd, to), 0);
     struct timeval tv = {.tv_sec = WAIT_MS / 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;

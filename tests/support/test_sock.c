@@ -7,8 +7,12 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +30,16 @@ size_t fd_unread(int fd)
     if (ioctl(fd, FIONREAD, &n) != 0 || n < 0)
         return 0;
     return (size_t)n;
+}
+
+int fd_connect_loopback(int fd, const char *addr)
+{
+    const char *port = strrchr(addr, ':');
+    if (port == NULL)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sa.sin_port = htons((uint16_t)atoi(port + 1));
+    return connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 }
 
 bool fd_wait_eof(int fd, int ms)

@@ -45,6 +45,9 @@ size_t fd_unread(int fd);
 /* Reads and drops bytes until the peer's close (EOF or a reset) within ms: true; false if
  * the wait ran out or the read failed otherwise. */
 bool fd_wait_eof(int fd, int ms);
+/* Connects a TCP socket the caller made (e.g. before the process ran out of descriptors) to
+ * 127.0.0.1 at the port of addr ("tcp://127.0.0.1:PORT"); connect()'s result. */
+int fd_connect_loopback(int fd, const char *addr);
 /* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
 static inline uint8_t pattern_byte(uint64_t pos)
 {
