@@ -92,7 +92,8 @@ struct arpc_conn {
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
     unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
     unsigned c_hb_sent;       /* PINGs sent since the last input */
-    uint64_t c_skip;          /* bytes of an oversized frame's body still to drop */
+    uint64_t c_skip;          /* bytes of an oversized frame's body still to drop (JSON-RPC: 1 while
+                               * an oversized object is dropped, its end not yet known) */
     uint8_t *c_rbuf;
     size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
     struct arpc_outq c_out;

@@ -9,11 +9,13 @@
  * JSON-RPC response instead, with the call's id, which waits in js_ids (xid -> id text) until
  * then. Calls are never numbered (no client id): JSON-RPC has no retries to deduplicate.
  *
- * Malformed input: an object that is not JSON, or a stream that is not objects, or one larger
- * than max_frame, is answered with id null and the connection is closed once that is written
- * (as Go's server closes on a decoding error: nothing after it can be trusted). An object that
- * is JSON but not a good request (no method, params not an array, unknown method) gets an
- * error response with its id, and the connection goes on.
+ * Malformed input: an object that is not JSON, or a stream that is not objects, is answered
+ * with id null and the connection is closed once that is written (as Go's server closes on a
+ * decoding error: nothing after it can be trusted). An object that is JSON but not a good
+ * request (no method, params not an array, unknown method) gets an error response with its
+ * id, and the connection goes on. So does one larger than max_frame, as an oversized arpc
+ * frame does: its bytes are dropped as they arrive, keeping only its id
+ * (core/jsonrpc_skim.h), and it is answered ARPC_ETOOLARGE by that id once its end is read.
  */
 #include "core/jsonrpc_server.h"
 
@@ -25,10 +27,13 @@
 #include "base/log.h"
 #include "core/jsonrpc_codec.h"
 #include "core/jsonrpc_scan.h"
+#include "core/jsonrpc_skim.h"
 #include "core/server_internal.h"
 
 struct jsonrpc_sconn {
     struct jsonrpc_scan js_scan;
+    struct jsonrpc_skim js_skim; /* an oversized request being dropped (js_skimming) */
+    bool js_skimming;
     struct arpc_u64_map js_ids; /* xid -> the call's id as JSON text (arpc_malloc, NUL-terminated) */
     uint64_t js_next_xid;
 };
@@ -226,18 +231,80 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     json_decref(req);
 }
 
+static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len);
+
+/* The oversized request skimmed whole: answered ARPC_ETOOLARGE by the id it carried, checked
+ * by jansson first (the peer's bytes are echoed only as JSON it accepts), else by id null. */
+static void jsonrpc_answer_too_large(struct server_conn *sc)
+{
+    struct jsonrpc_sconn *js = sc->sc_json;
+    const struct jsonrpc_skim *sk = &js->js_skim;
+    sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
+    char *id = NULL;
+    size_t id_len;
+    if (sk->sk_id_state == JSONRPC_SKIM_ID_KEPT) {
+        json_t *v = json_loadb(sk->sk_id, sk->sk_id_len, JSON_DECODE_ANY, NULL);
+        if (v != NULL && jsonrpc_dump(v, &id, &id_len) != ARPC_OK)
+            id = NULL;
+        json_decref(v);
+    }
+    if (id == NULL)
+        id = jsonrpc_null_id();
+    uint64_t xid = ++js->js_next_xid;
+    if (id == NULL || arpc_u64_map_put(&js->js_ids, xid, id) != ARPC_OK) {
+        arpc_free(id);
+        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", sc->sc_conn.c_peer);
+        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+        return;
+    }
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's max_frame (%u)",
+                     (unsigned long long)sk->sk_skipped, sc->sc_conn.c_max_body);
+    jsonrpc_answer(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
+}
+
+/* Drops what has arrived of an oversized request. True once it ended (and was answered). */
+static bool jsonrpc_skim_oversized(struct server_conn *sc)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    struct jsonrpc_sconn *js = sc->sc_json;
+    size_t used;
+    int rc = jsonrpc_skim(&js->js_skim, conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &used);
+    conn->c_rstart += used;
+    if (rc == ARPC_EAGAIN && js->js_skim.sk_skipped <= ARPC_CONN_SKIP_MAX)
+        return false;
+    js->js_skimming = false;
+    conn->c_skip = 0;
+    if (rc != ARPC_OK) {
+        jsonrpc_refuse(sc, rc == ARPC_EPROTO ? "jsonrpc: expected a JSON object"
+                                             : "jsonrpc: request larger than 1 GiB");
+        return false;
+    }
+    jsonrpc_answer_too_large(sc);
+    return true;
+}
+
 size_t jsonrpc_sconn_parse(struct server_conn *sc)
 {
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
     while (js != NULL && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
+        if (js->js_skimming && !jsonrpc_skim_oversized(sc))
+            return js->js_skimming ? 1 : 0; /* more of it to drop, or closed for bad input */
         size_t len;
         int rc = jsonrpc_next(&js->js_scan, conn->c_rbuf, &conn->c_rstart, conn->c_rend, conn->c_max_body, &len);
         if (rc == ARPC_EAGAIN)
             return len + 1;
+        if (rc == ARPC_ETOOLARGE) {
+            /* From its first byte again: the scan so far found no end, the skim finds the id. */
+            jsonrpc_scan_reset(&js->js_scan);
+            jsonrpc_skim_reset(&js->js_skim);
+            js->js_skimming = true;
+            conn->c_skip = 1; /* a frame under way, for the frame-progress timeout (core/conn.c) */
+            continue;
+        }
         if (rc != ARPC_OK) {
-            jsonrpc_refuse(sc, rc == ARPC_EPROTO ? "jsonrpc: expected a JSON object"
-                                                 : "jsonrpc: request larger than the server's max_frame");
+            jsonrpc_refuse(sc, "jsonrpc: expected a JSON object");
             return 0;
         }
         const uint8_t *p = conn->c_rbuf + conn->c_rstart;

@@ -130,7 +130,7 @@ static void server_stream(void)
 
     chunks(fr, hello(5, 0, 0, 0), 255);
     size_t h = arpc_frame_encode_request_head(fr, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "f.echo", 6, 5000);
-    chunks(fr, h, 255); /* over max_frame (4096): answered ETOOLARGE, body skipped */
+    chunks(fr, h, 255); /* over max_frame (1024): answered ETOOLARGE, body skipped */
     chunks(zero, 4096, 255);
     chunks(zero, 5000 - 4096, 255);
     chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.echo", "next", 4), 255);
@@ -150,6 +150,16 @@ static void server_stream(void)
     chunks(fr, hello(8, 0, 0, 0), 255);
     chunks(fr, header(ARPC_FRAME_REPLY, 1, 2, "no", 2), 255); /* a kind a client never sends */
     write_seed(t, "reply-from-client");
+
+    /* JSON-RPC on the same port: a call, then one over max_frame (its bytes dropped as they
+     * come, answered by its id) and a call after it. */
+    static const char call[] = "{\"method\":\"f.echo\",\"params\":[\"hi\"],\"id\":1}\n";
+    chunks((const uint8_t *)call, sizeof(call) - 1, 255);
+    static char big[1200];
+    int n_big = snprintf(big, sizeof(big), "{\"method\":\"f.echo\",\"params\":[\"%01100d\"],\"id\":\"b\"}\n", 0);
+    chunks((const uint8_t *)big, (size_t)n_big, 255);
+    chunks((const uint8_t *)call, sizeof(call) - 1, 7);
+    write_seed(t, "jsonrpc-call-oversized-call");
 }
 
 /* ---- the client stream target: what a server (or an impostor) sends after its HELLO ---- */

@@ -1,0 +1,129 @@
+#include "core/jsonrpc_skim.h"
+
+#include "arpc/error.h"
+#include "core/jsonrpc_scan.h"
+
+/* Where the skim is in the outer object, outside nested values. */
+enum {
+    W_START,    /* before its '{' */
+    W_KEY,      /* a key may start */
+    W_IN_KEY,   /* inside a key's string */
+    W_COLON,    /* after a key */
+    W_VALUE,    /* after the colon: a value may start */
+    W_IN_VALUE, /* inside a value (at any depth) until the ',' or '}' that ends it */
+};
+
+static void skim_keep(struct jsonrpc_skim *sk, uint8_t b)
+{
+    if (!sk->sk_key_is_id || sk->sk_id_state == JSONRPC_SKIM_ID_TOO_LONG)
+        return;
+    if (sk->sk_id_len == JSONRPC_SKIM_ID_MAX)
+        sk->sk_id_state = JSONRPC_SKIM_ID_TOO_LONG;
+    else
+        sk->sk_id[sk->sk_id_len++] = (char)b;
+}
+
+/* A value begins: for "id", the last one counts (as a JSON parser keeps the last). */
+static void skim_value_begins(struct jsonrpc_skim *sk, uint8_t b)
+{
+    sk->sk_where = W_IN_VALUE;
+    if (sk->sk_key_is_id) {
+        sk->sk_id_len = 0;
+        sk->sk_id_state = JSONRPC_SKIM_ID_NONE;
+    }
+    skim_keep(sk, b);
+}
+
+static void skim_value_ends(struct jsonrpc_skim *sk)
+{
+    if (sk->sk_key_is_id && sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG) {
+        while (sk->sk_id_len > 0 && jsonrpc_is_space((uint8_t)sk->sk_id[sk->sk_id_len - 1]))
+            sk->sk_id_len--; /* the spaces before the ',' or '}' */
+        sk->sk_id_state = JSONRPC_SKIM_ID_KEPT;
+    }
+    sk->sk_key_is_id = false;
+    sk->sk_where = W_KEY;
+}
+
+/* One byte inside a string (a key's or a value's). */
+static void skim_string_byte(struct jsonrpc_skim *sk, uint8_t b)
+{
+    if (sk->sk_where == W_IN_VALUE)
+        skim_keep(sk, b);
+    if (sk->sk_escape) {
+        sk->sk_escape = false;
+        return;
+    }
+    if (b == '"') {
+        sk->sk_in_string = false;
+        if (sk->sk_where == W_IN_KEY) {
+            sk->sk_key_is_id = sk->sk_key_pos == 2;
+            sk->sk_where = W_COLON;
+        }
+        return;
+    }
+    if (b == '\\')
+        sk->sk_escape = true;
+    if (sk->sk_where != W_IN_KEY || sk->sk_key_pos == 0xff)
+        return;
+    /* An escaped spelling of "id" is not matched: its answer then says id null. */
+    sk->sk_key_pos = sk->sk_key_pos < 2 && b == (uint8_t)"id"[sk->sk_key_pos] ? (uint8_t)(sk->sk_key_pos + 1) : 0xff;
+}
+
+int jsonrpc_skim(struct jsonrpc_skim *sk, const uint8_t *buf, size_t len, size_t *used)
+{
+    for (size_t i = 0; i < len; i++) {
+        uint8_t b = buf[i];
+        if (sk->sk_where == W_START) {
+            if (b != '{')
+                return ARPC_EPROTO;
+            sk->sk_depth = 1;
+            sk->sk_where = W_KEY;
+            continue;
+        }
+        if (sk->sk_in_string) {
+            skim_string_byte(sk, b);
+            continue;
+        }
+        if (sk->sk_depth == 1 && sk->sk_where == W_IN_VALUE && (b == ',' || b == '}')) {
+            skim_value_ends(sk);
+            if (b == ',')
+                continue;
+        }
+        if (b == '"') {
+            sk->sk_in_string = true;
+            if (sk->sk_where == W_KEY) {
+                sk->sk_where = W_IN_KEY;
+                sk->sk_key_pos = 0;
+            } else if (sk->sk_where == W_VALUE) {
+                skim_value_begins(sk, b);
+            } else if (sk->sk_where == W_IN_VALUE) {
+                skim_keep(sk, b);
+            }
+        } else if (b == '{' || b == '[') {
+            if (++sk->sk_depth > JSONRPC_SCAN_MAX_DEPTH)
+                return ARPC_EPROTO;
+            if (sk->sk_where == W_VALUE)
+                skim_value_begins(sk, b);
+            else if (sk->sk_where == W_IN_VALUE)
+                skim_keep(sk, b);
+        } else if (b == '}' || b == ']') {
+            if (--sk->sk_depth == 0) {
+                *used = i + 1;
+                sk->sk_skipped += i + 1;
+                return ARPC_OK;
+            }
+            if (sk->sk_where == W_IN_VALUE)
+                skim_keep(sk, b);
+        } else if (sk->sk_where == W_COLON && b == ':') {
+            sk->sk_where = W_VALUE;
+        } else if (sk->sk_where == W_VALUE && !jsonrpc_is_space(b)) {
+            skim_value_begins(sk, b); /* a number, true, false, null */
+        } else if (sk->sk_where == W_IN_VALUE) {
+            skim_keep(sk, b);
+        }
+    }
+    *used = len;
+    sk->sk_skipped += len;
+    return ARPC_EAGAIN;
+}
