@@ -24,7 +24,7 @@
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
-#define LISTENER_ACCEPT_BATCH 16 /* per readiness, so one busy listener cannot starve the loop */
+#define LISTENER_ACCEPT_BATCH 4 /* per readiness: a loop turn with new connections stays short */
 #define LISTENER_PAUSE_S 0.1
 
 struct server_listener {
