@@ -127,7 +127,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         return f;
     }
     request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
-    arpc_future_retain(f); /* the call's reference, dropped by call_finish */
+    arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1);
     atomic_fetch_add(&c->cl_live, 1);
@@ -136,7 +136,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         atomic_fetch_sub(&c->cl_live, 1);
         call_discard(call);
         arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
-        arpc_future_release(f);
+        arpc_future_drop(f); /* the call's hold */
     }
     return f;
 }

@@ -13,8 +13,13 @@
  * References: arpc_future_create() and every call that returns a future hand the caller one
  * reference; arpc_future_retain()/arpc_future_release() are thread-safe. Releasing the last
  * reference of a still-pending future cancels it first, so every `then` callback still runs
- * exactly once. A release after the last one, or any call on a future after it, aborts in
- * debug builds (arpc/common.h, "API misuse"); NULL is ARPC_EINVAL (or nothing).
+ * exactly once, unless its producer goes on with it (an RPC call holds its own until it
+ * completes, arpc/client.h; a completion queue its entry's, arpc/cq.h). A release after your
+ * last one, or any call on a future after it, aborts in debug builds (arpc/common.h, "API
+ * misuse"), also while a producer still holds the future: its own reference is counted
+ * apart, so it is never the one released. A callback may use the future it is given (it
+ * borrows a reference) even when every user has released theirs. NULL is ARPC_EINVAL (or
+ * nothing).
  *
  * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
  * on the thread that completes the future (for RPC calls: the client's loop thread, so
