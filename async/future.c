@@ -3,9 +3,11 @@
  *
  * State word (f_state, 32 bits so it can be a futex):
  *   CLAIMED  one completer (complete or cancel) won; set with one atomic OR, so exactly one
- *            caller sees it clear. The winner alone writes f_status / f_data / f_len.
- *   DONE     the result is published. Set with release after the winner's writes; readers
- *            load it with acquire before reading the result.
+ *            caller sees it clear. The winner alone writes f_data / f_len.
+ *   DONE     the result is published. Set with release after the winner's writes, in the
+ *            same RMW as the status (bits 8-31: no field of its own, so a call's block stays
+ *            at its size with the 64-bit f_refs below); readers load it with acquire before
+ *            reading the result.
  *   WAITERS  a thread sleeps (or is about to) on the word, so the completer must make the
  *            wake system call. Waiters set it with an RMW on the same word as DONE: the
  *            total order of those two RMWs guarantees that either the completer sees WAITERS
@@ -69,7 +71,14 @@ enum {
                             * wakes and looks again (harmless) */
     ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
                             * before f is shared */
+    ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
 };
+#define ST_STATUS_MAX 0xffffffu
+
+/* One per outstanding call, inside the call's block (core/client_call.c): its size counts. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 80, "a future grew past 80 bytes");
+
+static int state_status(uint32_t s) { return (int)(s >> ST_STATUS_SHIFT); }
 
 /* f_refs' fields (design notes). */
 #define REF_HOLD UINT64_C(1)
@@ -128,12 +137,17 @@ static void future_run_callbacks(arpc_future *f, struct future_cb *list)
     }
 }
 
-/* The claim winner, after writing the result: publish, wake sleepers. Returns the callbacks
- * to run (future_run_callbacks), whose runner must hold a USER reference for them. */
-static struct future_cb *future_publish(arpc_future *f)
+/* The claim winner, after writing the result: publish it with status, wake sleepers. Returns
+ * the callbacks to run (future_run_callbacks), whose runner must hold a USER reference. */
+static struct future_cb *future_publish(arpc_future *f, int status)
 {
+    /* EPENDING would make poll() ambiguous, and the word has 24 bits for the status: a
+     * producer bug, reported as EINVAL. */
+    if (status == ARPC_EPENDING || status < 0 || (unsigned)status > ST_STATUS_MAX)
+        status = ARPC_EINVAL;
     /* Release: the result written by this thread is visible to whoever observes DONE. */
-    uint32_t old = atomic_fetch_or_explicit(&f->f_state, ST_DONE, memory_order_release);
+    uint32_t done = ST_DONE | (uint32_t)status << ST_STATUS_SHIFT;
+    uint32_t old = atomic_fetch_or_explicit(&f->f_state, done, memory_order_release);
     if (old & ST_WAITERS)
         arpc_futex_wake_all((const uint32_t *)&f->f_state);
     /* Acquire: the nodes (and their fields) pushed by other threads' CAS-release. Closing
@@ -197,7 +211,6 @@ static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
     atomic_init(&f->f_state, free_fn != NULL ? ST_EMBEDDED : 0);
     atomic_init(&f->f_refs, REF_USER); /* the caller's */
     atomic_init(&f->f_cbs, NULL);
-    f->f_status = ARPC_EPENDING;
     f->f_len = 0;
     atomic_init(&f->f_data, NULL);
     f->f_on_cancel = NULL;
@@ -223,14 +236,12 @@ int arpc_future_create(arpc_future **out)
 
 /* Claims f and writes its result: false (data freed) when it was complete already. The caller
  * publishes. */
-static bool future_settle(arpc_future *f, int status, void *data, size_t len)
+static bool future_settle(arpc_future *f, void *data, size_t len)
 {
     if (!future_claim(f)) {
         arpc_free(data);
         return false;
     }
-    /* EPENDING would make poll() ambiguous: a producer bug, reported as EINVAL. */
-    f->f_status = status == ARPC_EPENDING ? ARPC_EINVAL : status;
     f->f_len = data != NULL ? len : 0;
     atomic_store_explicit(&f->f_data, data, memory_order_relaxed);
     return true;
@@ -242,16 +253,16 @@ bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
         arpc_free(data);
         return false;
     }
-    if (!future_settle(f, status, data, len))
+    if (!future_settle(f, data, len))
         return false;
-    future_run_callbacks(f, future_publish(f)); /* they borrow the caller's USER reference */
+    future_run_callbacks(f, future_publish(f, status)); /* they borrow the caller's USER reference */
     return true;
 }
 
 bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len)
 {
-    bool won = future_settle(f, status, data, len);
-    struct future_cb *cbs = won ? future_publish(f) : NULL;
+    bool won = future_settle(f, data, len);
+    struct future_cb *cbs = won ? future_publish(f, status) : NULL;
     if (cbs == NULL) {
         future_put(f, REF_HOLD, __func__);
         return won;
@@ -272,8 +283,7 @@ bool arpc_future_cancel(arpc_future *f)
      * anyone can observe ARPC_ECANCELLED. */
     if (f->f_on_cancel != NULL)
         f->f_on_cancel(f, future_embedded(f) ? NULL : f->f_on_cancel_arg);
-    f->f_status = ARPC_ECANCELLED;
-    future_run_callbacks(f, future_publish(f)); /* they borrow the caller's USER reference */
+    future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */
     return true;
 }
 
@@ -292,7 +302,8 @@ int arpc_future_poll(const arpc_future *f)
 {
     if (!future_live(f, __func__))
         return ARPC_EINVAL;
-    return (future_state(f) & ST_DONE) ? f->f_status : ARPC_EPENDING;
+    uint32_t s = future_state(f);
+    return (s & ST_DONE) ? state_status(s) : ARPC_EPENDING;
 }
 
 const void *arpc_future_data(const arpc_future *f, size_t *len)
@@ -399,21 +410,22 @@ void arpc_future_unkeep(arpc_future *f) { future_put(f, REF_KEPT, __func__); }
 static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
     for (int i = 0; spin && i < FUTURE_SPIN; i++) {
-        if (future_state(f) & ST_DONE)
-            return f->f_status;
+        uint32_t s = future_state(f);
+        if (s & ST_DONE)
+            return state_status(s);
         ck_pr_stall();
     }
     for (;;) {
         uint32_t s = future_state(f);
         if (s & ST_DONE)
-            return f->f_status;
+            return state_status(s);
         if (deadline_ns != ARPC_NEVER && arpc_now_ns() >= deadline_ns)
             return ARPC_EPENDING;
         if (!(s & ST_WAITERS)) {
             s = atomic_fetch_or_explicit(&f->f_state, ST_WAITERS, memory_order_acquire);
             s |= ST_WAITERS;
             if (s & ST_DONE)
-                return f->f_status;
+                return state_status(s);
         }
         /* Returns at once if the word changed since s (DONE set): we loop and see it. */
         arpc_futex_wait((const uint32_t *)&f->f_state, s, deadline_ns);

@@ -134,6 +134,22 @@ static void test_error_with_data_and_no_data(void **state)
     arpc_future_release(f);
 }
 
+/* The status travels in the state word (24 bits): what does not fit, like EPENDING, is a
+ * producer bug reported as EINVAL; the largest that fits comes back as given. */
+static void test_status_range(void **state)
+{
+    (void)state;
+    const int given[] = {ARPC_EPENDING, -1, 1 << 24, (1 << 24) - 1, ARPC_ECANCELLED};
+    const int want[] = {ARPC_EINVAL, ARPC_EINVAL, ARPC_EINVAL, (1 << 24) - 1, ARPC_ECANCELLED};
+    for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++) {
+        arpc_future *f = new_future();
+        assert_true(arpc_future_complete(f, given[i], NULL, 0));
+        assert_int_equal(want[i], arpc_future_poll(f));
+        assert_int_equal(want[i], arpc_future_wait(f));
+        arpc_future_release(f);
+    }
+}
+
 static void test_take(void **state)
 {
     (void)state;
@@ -757,6 +773,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_complete_once),
         cmocka_unit_test(test_error_with_data_and_no_data),
+        cmocka_unit_test(test_status_range),
         cmocka_unit_test(test_take),
         cmocka_unit_test(test_eight_waiters),
         cmocka_unit_test(test_timed_wait),

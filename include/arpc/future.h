@@ -86,8 +86,9 @@ ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t time
 /* Creates a pending future with one reference. Errors: ARPC_ENOMEM. */
 ARPC_API int arpc_future_create(arpc_future **out);
 
-/* Completes f with status (not ARPC_EPENDING) and takes ownership of data (malloc'ed through arpc's allocator,
- * may be NULL). Returns true when this call completed f; false when f was already complete,
+/* Completes f with status (ARPC_OK or an arpc_error code; ARPC_EPENDING, a negative status or
+ * one above 16,777,215 completes it with ARPC_EINVAL) and takes ownership of data (malloc'ed
+ * through arpc's allocator, may be NULL). Returns true when this call completed f; false when f was already complete,
  * in which case data is freed. Callbacks run on the calling thread before this returns.
  * The caller must hold a reference to f for the duration of the call (a woken waiter may
  * release its own at once). */
