@@ -387,8 +387,8 @@ void arpc_future_drop(arpc_future *f) { future_put(f, REF_HOLD, __func__); }
 
 bool arpc_future_keep(arpc_future *f)
 {
-    /* The caller's USER reference is checked: 16 bits are room for its own attaches, short of
-     * a few racing ones at the bound, which cannot carry into USER before this refuses. */
+    /* One per arpc_cq_attach: refused well short of the field's 16 bits, so attaches racing
+     * at the bound cannot carry into USER. */
     if (refs_kept(future_refs(f)) >= REF_FIELD_MAX - 256)
         return false;
     atomic_fetch_add_explicit(&f->f_refs, REF_KEPT, memory_order_relaxed);
