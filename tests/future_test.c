@@ -720,6 +720,24 @@ static void test_queue_keeps_and_hands_over(void **state)
     assert_int_equal(0, atomic_load(&hook));
 }
 
+/* A queue's kept references have a 16-bit field: arpc_future_keep refuses well short of it
+ * (arpc_cq_attach's ARPC_EBUSY), and the user's count is untouched by the attempts. */
+static void test_keep_bound(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_future *f = new_future();
+    unsigned kept = 0;
+    while (kept < 70000 && arpc_future_keep(f))
+        kept++;
+    assert_int_equal(65279, kept);
+    assert_int_equal(ARPC_EPENDING, arpc_future_poll(f)); /* still the user's, live */
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    arpc_future_release(f);
+    for (unsigned i = 0; i < kept; i++)
+        arpc_future_unkeep(f); /* the last frees it (no_leak checks) */
+}
+
 /* The user releases on one thread while the producer completes on another, with callbacks
  * that use f: whatever the interleaving, no callback finds its future dead, each runs once,
  * and f is freed once (TSan and ASan check the rest). */
@@ -792,6 +810,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_completed_after_user_released),
         cmocka_unit_test_no_leak(test_queue_keeps_and_hands_over),
         cmocka_unit_test_no_leak(test_user_release_races_producer),
+        cmocka_unit_test_no_leak(test_keep_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
