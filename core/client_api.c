@@ -221,7 +221,7 @@ int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t r
     arpc_future *f = call_start(c, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
-    arpc_future_release(f);
+    arpc_future_release(f); /* the caller's USER reference: the queue keeps one of its own */
     return attach_rc;
 }
 
