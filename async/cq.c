@@ -44,6 +44,7 @@
 
 #include "arpc/error.h"
 #include "async/futex.h"
+#include "async/future_internal.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -52,7 +53,7 @@
 
 struct cq_entry {
     ck_stack_entry_t e_link;
-    arpc_future *e_future; /* one reference, handed to the consumer */
+    arpc_future *e_future; /* one kept reference (async/future_internal.h), handed to the consumer */
     void *e_tag;
     arpc_cq *e_cq;
 };
@@ -118,7 +119,7 @@ static void cq_drain_locked(arpc_cq *cq)
 {
     struct cq_entry *e;
     while ((e = cq_take_locked(cq)) != NULL) {
-        arpc_future_release(e->e_future); /* complete: frees, runs nothing */
+        arpc_future_unkeep(e->e_future); /* complete: frees, runs nothing */
         arpc_free(e);
     }
 }
@@ -141,7 +142,7 @@ static void cq_on_complete(arpc_future *f, void *arg)
     arpc_cq *cq = e->e_cq;
     if (atomic_load_explicit(&cq->cq_closed, memory_order_acquire)) {
         /* Nobody will take it; the completer's reference keeps f alive meanwhile. */
-        arpc_future_release(f);
+        arpc_future_unkeep(f);
         arpc_free(e);
     } else {
         cq_push(cq, e);
@@ -194,7 +195,7 @@ void arpc_cq_destroy(arpc_cq *cq)
 
 int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
 {
-    if (!cq_live(cq, __func__) || !arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", __func__))
+    if (!cq_live(cq, __func__) || !arpc_future_live(f, __func__))
         return ARPC_EINVAL;
     struct cq_entry *e = arpc_malloc(sizeof(*e));
     if (e == NULL)
@@ -202,11 +203,16 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_future = f;
     e->e_tag = tag;
     e->e_cq = cq;
-    arpc_future_retain(f);
+    /* Kept, not a USER reference: the caller's second release is caught instead of dropping
+     * the queue's. */
+    if (!arpc_future_keep(f)) {
+        arpc_free(e);
+        return ARPC_EBUSY;
+    }
     arpc_refcount_get(&cq->cq_refs); /* from the caller's */
     int rc = arpc_future_then(f, cq_on_complete, e); /* may run cq_on_complete at once */
     if (rc != ARPC_OK) {
-        arpc_future_release(f); /* the caller still holds one: no cancel */
+        arpc_future_unkeep(f); /* the caller still holds one: no cancel */
         cq_unref(cq);
         arpc_free(e);
     }
@@ -227,6 +233,7 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
         return ARPC_EAGAIN;
     }
     *f = e->e_future;
+    arpc_future_hand_over(*f); /* the queue's kept reference becomes the caller's */
     if (tag != NULL)
         *tag = e->e_tag;
     arpc_free(e);

@@ -3,9 +3,11 @@
  *
  * State word (f_state, 32 bits so it can be a futex):
  *   CLAIMED  one completer (complete or cancel) won; set with one atomic OR, so exactly one
- *            caller sees it clear. The winner alone writes f_status / f_data / f_len.
- *   DONE     the result is published. Set with release after the winner's writes; readers
- *            load it with acquire before reading the result.
+ *            caller sees it clear. The winner alone writes f_data / f_len.
+ *   DONE     the result is published. Set with release after the winner's writes, in the
+ *            same RMW as the status (bits 8-31: no field of its own, so a call's block stays
+ *            at its size with the 64-bit f_refs below); readers load it with acquire before
+ *            reading the result.
  *   WAITERS  a thread sleeps (or is about to) on the word, so the completer must make the
  *            wake system call. Waiters set it with an RMW on the same word as DONE: the
  *            total order of those two RMWs guarantees that either the completer sees WAITERS
@@ -18,10 +20,35 @@
  * once in every interleaving. The first then() uses the node embedded in the future, so the
  * common single-callback case (a cq, a wait_any) does not allocate.
  *
- * Lifetime: whoever calls complete()/cancel() holds a reference, so the future outlives the
- * wake-up and the callbacks even when a woken waiter drops its own reference at once. When
- * release() drops the last reference of a pending future, it takes the reference back (no
- * other thread can hold one), cancels, and releases again: callbacks borrow a live future.
+ * References (f_refs): three kinds of holders, counted in one 64-bit word so that each change
+ * is one atomic RMW and the thread that takes the word to zero knows it was the last of all:
+ *   USER  (bits 32-63) the user's handles: create/retain hand one out, release drops one.
+ *   KEPT  (bits 16-31) references kept for a later taker (a completion queue's entry): they
+ *         keep the future wanted, and become a USER one when handed over (one RMW moving the
+ *         unit, so the word never passes through zero on the way).
+ *   HOLD  (bits 0-15)  producers' holds (a call, a JSON-RPC call): keep the block alive and
+ *         nothing more, so they never stand in for the user.
+ * The user's handle is live while USER > 0 (future_live checks it): a release with USER at
+ * zero is a double release, reported as misuse even while a producer keeps the block alive.
+ * Without that split a second release dropped the producer's reference unseen, and the
+ * damage showed when the producer let go (issue #10). A pending future whose USER and KEPT
+ * reach zero while a producer holds it goes on without a user (releasing a call's future does
+ * not cancel the call); when the last of all goes and it is still pending, the releaser takes
+ * a USER reference back (no other thread can reach it), cancels, and releases again.
+ *
+ * Callbacks use f through the public API, so they run with a USER reference: the completer's
+ * own (complete/cancel need one), or, when a producer completes with its HOLD
+ * (arpc_future_complete_drop, every user may be gone), one it borrows for them and drops with
+ * its HOLD in one RMW afterwards. Whoever completes holds a reference of some kind, so the
+ * future outlives the wake-up and the callbacks even when a woken waiter releases at once.
+ *
+ * Memory order: adding a reference is relaxed (the adder already holds one, so the block
+ * cannot go under it); dropping one is acquire-release, so everything any holder wrote
+ * happens-before the free by the last (as base/refcount.h). The liveness check is a relaxed
+ * load: a diagnostic, not a synchronisation; a double release racing with the legitimate
+ * one on another thread is caught only when the count says so (undefined otherwise, as for
+ * other handles). A USER count found already at zero by a put is never "fixed": the word is
+ * left nonzero, so the block leaks rather than being freed under someone (NDEBUG builds).
  */
 #include "arpc/future.h"
 
@@ -44,7 +71,28 @@ enum {
                             * wakes and looks again (harmless) */
     ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
                             * before f is shared */
+    ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
 };
+#define ST_STATUS_MAX 0xffffffu
+
+/* One per outstanding call, inside the call's block (core/client_call.c): its size counts. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 80, "a future grew past 80 bytes");
+
+static int state_status(uint32_t s) { return (int)(s >> ST_STATUS_SHIFT); }
+
+/* f_refs' fields (design notes). */
+#define REF_HOLD UINT64_C(1)
+#define REF_KEPT (UINT64_C(1) << 16)
+#define REF_USER (UINT64_C(1) << 32)
+#define REF_FIELD_MAX 0xffffu /* HOLD and KEPT are 16 bits wide */
+
+static uint64_t future_refs(const arpc_future *f)
+{
+    return atomic_load_explicit(&((arpc_future *)f)->f_refs, memory_order_relaxed);
+}
+
+static uint32_t refs_user(uint64_t refs) { return (uint32_t)(refs >> 32); }
+static uint32_t refs_kept(uint64_t refs) { return (uint32_t)(refs >> 16) & REF_FIELD_MAX; }
 
 static bool future_embedded(const arpc_future *f)
 {
@@ -89,23 +137,71 @@ static void future_run_callbacks(arpc_future *f, struct future_cb *list)
     }
 }
 
-/* The claim winner, after writing the result: publish, wake sleepers, run callbacks. */
-static void future_publish(arpc_future *f)
+/* The claim winner, after writing the result: publish it with status, wake sleepers. Returns
+ * the callbacks to run (future_run_callbacks), whose runner must hold a USER reference. */
+static struct future_cb *future_publish(arpc_future *f, int status)
 {
+    /* EPENDING would make poll() ambiguous, and the word has 24 bits for the status: a
+     * producer bug, reported as EINVAL. */
+    if (status == ARPC_EPENDING || status < 0 || (unsigned)status > ST_STATUS_MAX)
+        status = ARPC_EINVAL;
     /* Release: the result written by this thread is visible to whoever observes DONE. */
-    uint32_t old = atomic_fetch_or_explicit(&f->f_state, ST_DONE, memory_order_release);
+    uint32_t done = ST_DONE | (uint32_t)status << ST_STATUS_SHIFT;
+    uint32_t old = atomic_fetch_or_explicit(&f->f_state, done, memory_order_release);
     if (old & ST_WAITERS)
         arpc_futex_wake_all((const uint32_t *)&f->f_state);
     /* Acquire: the nodes (and their fields) pushed by other threads' CAS-release. Closing
      * after DONE means a then() that sees CLOSED also sees the result. */
-    struct future_cb *list = atomic_exchange_explicit(&f->f_cbs, &cb_closed, memory_order_acq_rel);
-    future_run_callbacks(f, list);
+    return atomic_exchange_explicit(&f->f_cbs, &cb_closed, memory_order_acq_rel);
 }
 
-/* A NULL future is EINVAL; a released one is misuse (base/handle.h). */
+/* A NULL future is EINVAL; a released one is misuse (base/handle.h), also while a producer
+ * still holds its block (no USER reference left). */
 static bool future_live(const arpc_future *f, const char *fn)
 {
-    return arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", fn);
+    if (!arpc_handle_check(f, ARPC_MAGIC_FUTURE, "future", fn))
+        return false;
+    if (refs_user(future_refs(f)) == 0)
+        return arpc_handle_misuse(f, "future", fn);
+    return true;
+}
+
+bool arpc_future_live(const arpc_future *f, const char *fn) { return future_live(f, fn); }
+
+static void future_put(arpc_future *f, uint64_t n, const char *fn);
+
+/* Whoever took f_refs to zero. */
+static void future_last(arpc_future *f)
+{
+    if (!(future_state(f) & ST_DONE)) {
+        /* Take a USER reference back so the callbacks that cancel runs borrow a live future
+         * (they may retain it), then drop it again. */
+        atomic_store_explicit(&f->f_refs, REF_USER, memory_order_relaxed);
+        arpc_future_cancel(f);
+        future_put(f, REF_USER, "arpc_future_release");
+        return;
+    }
+    arpc_handle_poison(f); /* a later call is caught while the memory is not reused */
+    arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
+    if (future_embedded(f))
+        f->f_free(f); /* its owner's block */
+    else
+        arpc_free(f);
+}
+
+/* Drops n (units of the fields, see the design notes); the last frees. fn names the public
+ * call when n holds a USER unit, for the misuse report. */
+static void future_put(arpc_future *f, uint64_t n, const char *fn)
+{
+    uint64_t old = atomic_fetch_sub_explicit(&f->f_refs, n, memory_order_acq_rel);
+    if (refs_user(n) > refs_user(old)) {
+        /* A release raced past the check with the last USER reference gone: the word is now
+         * garbage and never zero again, so the block leaks instead of being freed twice. */
+        (void)arpc_handle_misuse(f, "future", fn);
+        return;
+    }
+    if (old == n)
+        future_last(f);
 }
 
 /* A future on its own (free_fn NULL) or embedded in its producer's block. */
@@ -113,9 +209,8 @@ static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
 {
     atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
     atomic_init(&f->f_state, free_fn != NULL ? ST_EMBEDDED : 0);
-    arpc_refcount_init(&f->f_refs, 1);
+    atomic_init(&f->f_refs, REF_USER); /* the caller's */
     atomic_init(&f->f_cbs, NULL);
-    f->f_status = ARPC_EPENDING;
     f->f_len = 0;
     atomic_init(&f->f_data, NULL);
     f->f_on_cancel = NULL;
@@ -139,17 +234,44 @@ int arpc_future_create(arpc_future **out)
     return ARPC_OK;
 }
 
-bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
+/* Claims f and writes its result: false (data freed) when it was complete already. The caller
+ * publishes. */
+static bool future_settle(arpc_future *f, void *data, size_t len)
 {
-    if (!future_live(f, __func__) || !future_claim(f)) {
+    if (!future_claim(f)) {
         arpc_free(data);
         return false;
     }
-    /* EPENDING would make poll() ambiguous: a producer bug, reported as EINVAL. */
-    f->f_status = status == ARPC_EPENDING ? ARPC_EINVAL : status;
     f->f_len = data != NULL ? len : 0;
     atomic_store_explicit(&f->f_data, data, memory_order_relaxed);
-    future_publish(f);
+    return true;
+}
+
+bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
+{
+    if (!future_live(f, __func__)) {
+        arpc_free(data);
+        return false;
+    }
+    if (!future_settle(f, data, len))
+        return false;
+    future_run_callbacks(f, future_publish(f, status)); /* they borrow the caller's USER reference */
+    return true;
+}
+
+bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len)
+{
+    bool won = future_settle(f, data, len);
+    struct future_cb *cbs = won ? future_publish(f, status) : NULL;
+    if (cbs == NULL) {
+        future_put(f, REF_HOLD, __func__);
+        return won;
+    }
+    /* Every user may be gone (a call goes on without them): the callbacks borrow a USER
+     * reference, dropped with the HOLD in one RMW. */
+    atomic_fetch_add_explicit(&f->f_refs, REF_USER, memory_order_relaxed);
+    future_run_callbacks(f, cbs);
+    future_put(f, REF_USER + REF_HOLD, "arpc_future_release");
     return true;
 }
 
@@ -161,10 +283,11 @@ bool arpc_future_cancel(arpc_future *f)
      * anyone can observe ARPC_ECANCELLED. */
     if (f->f_on_cancel != NULL)
         f->f_on_cancel(f, future_embedded(f) ? NULL : f->f_on_cancel_arg);
-    f->f_status = ARPC_ECANCELLED;
-    future_publish(f);
+    future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */
     return true;
 }
+
+bool arpc_future_done(const arpc_future *f) { return (future_state(f) & ST_DONE) != 0; }
 
 void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
@@ -179,7 +302,8 @@ int arpc_future_poll(const arpc_future *f)
 {
     if (!future_live(f, __func__))
         return ARPC_EINVAL;
-    return (future_state(f) & ST_DONE) ? f->f_status : ARPC_EPENDING;
+    uint32_t s = future_state(f);
+    return (s & ST_DONE) ? state_status(s) : ARPC_EPENDING;
 }
 
 const void *arpc_future_data(const arpc_future *f, size_t *len)
@@ -247,32 +371,37 @@ int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
 
 void arpc_future_retain(arpc_future *f)
 {
-    if (!future_live(f, __func__))
-        return;
-    arpc_refcount_get(&f->f_refs);
+    if (future_live(f, __func__))
+        atomic_fetch_add_explicit(&f->f_refs, REF_USER, memory_order_relaxed);
 }
 
 void arpc_future_release(arpc_future *f)
 {
-    if (!future_live(f, __func__))
-        return;
-    if (!arpc_refcount_put(&f->f_refs))
-        return;
-    if (!(future_state(f) & ST_DONE)) {
-        /* Nobody else holds a reference: take one back so the callbacks that cancel runs
-         * borrow a live future (they may retain it), then drop it again. */
-        arpc_refcount_set(&f->f_refs, 1);
-        arpc_future_cancel(f);
-        arpc_future_release(f);
-        return;
-    }
-    arpc_handle_poison(f); /* a later release is caught */
-    arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
-    if (future_embedded(f))
-        f->f_free(f); /* its owner's block */
-    else
-        arpc_free(f);
+    if (future_live(f, __func__))
+        future_put(f, REF_USER, __func__);
 }
+
+void arpc_future_hold(arpc_future *f) { atomic_fetch_add_explicit(&f->f_refs, REF_HOLD, memory_order_relaxed); }
+
+void arpc_future_drop(arpc_future *f) { future_put(f, REF_HOLD, __func__); }
+
+bool arpc_future_keep(arpc_future *f)
+{
+    /* One per arpc_cq_attach: refused well short of the field's 16 bits, so attaches racing
+     * at the bound cannot carry into USER. */
+    if (refs_kept(future_refs(f)) >= REF_FIELD_MAX - 256)
+        return false;
+    atomic_fetch_add_explicit(&f->f_refs, REF_KEPT, memory_order_relaxed);
+    return true;
+}
+
+void arpc_future_hand_over(arpc_future *f)
+{
+    /* One unit moves from KEPT to USER: the word never passes through zero. */
+    atomic_fetch_add_explicit(&f->f_refs, REF_USER - REF_KEPT, memory_order_relaxed);
+}
+
+void arpc_future_unkeep(arpc_future *f) { future_put(f, REF_KEPT, __func__); }
 
 /* ---- waiting ---- */
 
@@ -281,21 +410,22 @@ void arpc_future_release(arpc_future *f)
 static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
     for (int i = 0; spin && i < FUTURE_SPIN; i++) {
-        if (future_state(f) & ST_DONE)
-            return f->f_status;
+        uint32_t s = future_state(f);
+        if (s & ST_DONE)
+            return state_status(s);
         ck_pr_stall();
     }
     for (;;) {
         uint32_t s = future_state(f);
         if (s & ST_DONE)
-            return f->f_status;
+            return state_status(s);
         if (deadline_ns != ARPC_NEVER && arpc_now_ns() >= deadline_ns)
             return ARPC_EPENDING;
         if (!(s & ST_WAITERS)) {
             s = atomic_fetch_or_explicit(&f->f_state, ST_WAITERS, memory_order_acquire);
             s |= ST_WAITERS;
             if (s & ST_DONE)
-                return f->f_status;
+                return state_status(s);
         }
         /* Returns at once if the word changed since s (DONE set): we loop and see it. */
         arpc_futex_wait((const uint32_t *)&f->f_state, s, deadline_ns);

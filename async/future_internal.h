@@ -1,7 +1,15 @@
 /*
  * The future's layout, for a producer that embeds one in a block of its own (the client's
- * call: one allocation holds the future, the call record and its request). Everyone else
- * uses arpc/future.h only and never sees these fields.
+ * call: one allocation holds the future, the call record and its request), and the producers'
+ * side of its references. Everyone else uses arpc/future.h only and never sees these.
+ *
+ * References (async/future.c's design notes): the user's (arpc_future_retain/release) are
+ * counted apart from the producers', so a user's double release is caught even while a
+ * producer keeps the future alive, and never drops the producer's reference. A producer
+ * inside arpc therefore never uses the public retain/release for its own reference: it holds
+ * (arpc_future_hold/drop/complete_drop), or, for a reference it hands to a user later (a
+ * completion queue's entry), keeps (arpc_future_keep/hand_over/unkeep). None of these check
+ * the user's handle: a producer finishing a future nobody holds any more is normal.
  */
 #ifndef ARPC_ASYNC_FUTURE_INTERNAL_H
 #define ARPC_ASYNC_FUTURE_INTERNAL_H
@@ -23,12 +31,11 @@ struct future_cb {
 /* Gives an embedded future's memory back to its owner (see arpc_future_init_embedded). */
 typedef void (*arpc_future_free_fn)(arpc_future *f);
 
-/* Field order packs the 4-byte fields together: one of these per outstanding call. */
+/* Field order packs the 4-byte fields together: one of these per outstanding call (80 bytes). */
 struct arpc_future {
     arpc_magic f_magic; /* first: base/handle.h */
-    _Atomic uint32_t f_state;     /* ST_* in future.c; the futex word */
-    arpc_refcount f_refs;
-    int f_status;                 /* written by the claim winner before DONE */
+    _Atomic uint32_t f_state;     /* ST_* and the final status, in future.c; the futex word */
+    _Atomic uint64_t f_refs;      /* USER | KEPT | HOLD fields, see future.c */
     _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
     struct future_cb f_first;
     size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
@@ -50,5 +57,36 @@ struct arpc_future {
  * NULL for its argument (arpc_future_on_cancel's arg is not stored: its room holds free_fn).
  */
 void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
+
+/* The public entry check: NULL is false; a released future (no USER reference left) or a
+ * pointer that is not a future is misuse (base/handle.h). fn: the public name to report. */
+bool arpc_future_live(const arpc_future *f, const char *fn);
+
+/* A producer's hold: keeps f's block alive, never stands in for the user (releasing the
+ * user's last reference of a held pending future does not cancel it). The caller already
+ * holds a reference of some kind. Any thread. */
+void arpc_future_hold(arpc_future *f);
+
+/* Drops a hold; the last reference of any kind frees f (cancelling it first if pending). */
+void arpc_future_drop(arpc_future *f);
+
+/* Completes f as arpc_future_complete does, then drops the caller's hold: for a producer
+ * whose user may be gone. The callbacks borrow a USER reference meanwhile. Returns true when
+ * this call completed f (false: it was complete already, data is freed). */
+bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len);
+
+/* True once f is complete (arpc_future_poll without the user's handle check). */
+bool arpc_future_done(const arpc_future *f);
+
+/* A reference kept for a later taker (a completion queue's entry): keeps f wanted, like a
+ * user's, but the user's count is apart. The caller holds a live USER reference (checked by
+ * arpc_future_live). False when f has too many kept already (65,279). */
+bool arpc_future_keep(arpc_future *f);
+
+/* The kept reference becomes the taker's USER reference (one atomic step). */
+void arpc_future_hand_over(arpc_future *f);
+
+/* Drops a kept reference nobody took; the last reference of any kind frees f. */
+void arpc_future_unkeep(arpc_future *f);
 
 #endif

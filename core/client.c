@@ -36,7 +36,7 @@ void client_release(arpc_client *c)
 {
     if (!arpc_refcount_put(&c->cl_refs))
         return;
-    arpc_future_release(c->cl_first);
+    arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
     pthread_mutex_destroy(&c->cl_err_mtx);
@@ -133,7 +133,7 @@ static arpc_client *client_new(const arpc_client_options *o)
 fail_pending:
     pending_fini(&c->cl_pending);
 fail_first:
-    arpc_future_release(c->cl_first);
+    arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
 fail:
     pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c->cl_token);

@@ -127,7 +127,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         return f;
     }
     request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
-    arpc_future_retain(f); /* the call's reference, dropped by call_finish */
+    arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1);
     atomic_fetch_add(&c->cl_live, 1);
@@ -136,7 +136,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         atomic_fetch_sub(&c->cl_live, 1);
         call_discard(call);
         arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
-        arpc_future_release(f);
+        arpc_future_drop(f); /* the call's hold */
     }
     return f;
 }
@@ -221,7 +221,7 @@ int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t r
     arpc_future *f = call_start(c, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
-    arpc_future_release(f);
+    arpc_future_release(f); /* the caller's USER reference: the queue keeps one of its own */
     return attach_rc;
 }
 

@@ -158,8 +158,7 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
     arpc_future *f = &call->cc_future;
     stats_call_finished(&c->cl_stats.cst_calls, status);
     atomic_fetch_sub(&c->cl_npending, 1); /* before completing: a woken caller sees it */
-    bool completed = arpc_future_complete(f, status, data, len);
-    arpc_future_release(f);
+    bool completed = arpc_future_complete_drop(f, status, data, len); /* and the call's hold */
     if (completed)
         call_free(call); /* no cancel hook ran or will run: the call is ours alone */
     else
@@ -259,7 +258,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
         call_finish(call, client_unavailable_reason(c), NULL, 0);
         return;
     }
-    if (arpc_future_poll(&call->cc_future) != ARPC_EPENDING) {
+    if (arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
         return;
     }

@@ -25,6 +25,7 @@
 
 #include "arpc/client.h"
 #include "arpc/error.h"
+#include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -58,7 +59,7 @@ struct jsonrpc_call {
     struct arpc_loop_job jq_job;
     struct arpc_deadline jq_deadline;
     arpc_jsonrpc_client *jq_client;
-    arpc_future *jq_future; /* the call's own reference */
+    arpc_future *jq_future; /* the call's hold (async/future_internal.h) */
     uint64_t jq_id;
     uint64_t jq_deadline_ns;
     uint8_t *jq_line;       /* the request, until it is queued */
@@ -67,8 +68,7 @@ struct jsonrpc_call {
 
 static void call_end(struct jsonrpc_call *call, int code, void *data, size_t len)
 {
-    arpc_future_complete(call->jq_future, code, data, len);
-    arpc_future_release(call->jq_future);
+    arpc_future_complete_drop(call->jq_future, code, data, len); /* the caller may be gone */
     arpc_free(call->jq_line);
     arpc_free(call);
 }
@@ -260,7 +260,7 @@ arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method,
         deadline_ms = c->jc_default_deadline_ms;
     call->jq_deadline_ns = deadline_ms == 0 ? ARPC_NEVER : arpc_deadline_from_ms(deadline_ms);
     call->jq_client = c;
-    arpc_future_retain(f);
+    arpc_future_hold(f); /* the call's, dropped by call_end: not the caller's to release */
     call->jq_future = f;
     arpc_deadline_init(&call->jq_deadline, call_on_deadline, call);
     arpc_loop_job_init(&call->jq_job, call_send);

@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "arpc/alloc.h"
+#include "arpc/cq.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
+#include "async/future_internal.h"
 #include "base/alloc.h"
 #include "support/test_util.h"
 
@@ -130,6 +132,22 @@ static void test_error_with_data_and_no_data(void **state)
     assert_null(arpc_future_data(f, &len));
     assert_int_equal(0, len);
     arpc_future_release(f);
+}
+
+/* The status travels in the state word (24 bits): what does not fit, like EPENDING, is a
+ * producer bug reported as EINVAL; the largest that fits comes back as given. */
+static void test_status_range(void **state)
+{
+    (void)state;
+    const int given[] = {ARPC_EPENDING, -1, 1 << 24, (1 << 24) - 1, ARPC_ECANCELLED};
+    const int want[] = {ARPC_EINVAL, ARPC_EINVAL, ARPC_EINVAL, (1 << 24) - 1, ARPC_ECANCELLED};
+    for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++) {
+        arpc_future *f = new_future();
+        assert_true(arpc_future_complete(f, given[i], NULL, 0));
+        assert_int_equal(want[i], arpc_future_poll(f));
+        assert_int_equal(want[i], arpc_future_wait(f));
+        arpc_future_release(f);
+    }
 }
 
 static void test_take(void **state)
@@ -579,11 +597,201 @@ static void test_out_of_memory(void **state)
     arpc_set_allocator(NULL);
 }
 
+/* ---- a producer's hold and the user's references (issue #10) ---- */
+
+/* A then-callback that reads the result and keeps f (a reference of its own). */
+struct reader {
+    atomic_int calls;
+    int status;
+    char text[16];
+    arpc_future *kept;
+};
+
+static void read_and_keep_cb(arpc_future *f, void *arg)
+{
+    struct reader *r = arg;
+    r->status = arpc_future_poll(f);
+    const char *d = arpc_future_data(f, NULL);
+    if (d != NULL)
+        strncpy(r->text, d, sizeof(r->text) - 1);
+    arpc_future_retain(f);
+    r->kept = f;
+    atomic_fetch_add(&r->calls, 1);
+}
+
+/* A call's shape: the producer holds f, the user releases theirs while it is pending. That
+ * does not cancel it (the producer goes on), and the producer's completion runs the user's
+ * callback with a borrowed reference: it may read and retain f though no user holds one. */
+static void test_producer_goes_on_after_user_release(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    atomic_int hook = 0;
+    struct reader r = {0};
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, count_hook, &hook);
+    arpc_future_hold(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, read_and_keep_cb, &r));
+    arpc_future_release(f);
+    assert_int_equal(0, atomic_load(&hook));
+    assert_int_equal(0, atomic_load(&r.calls));
+
+    assert_true(arpc_future_complete_drop(f, ARPC_OK, buf_of("late"), 5));
+    assert_int_equal(1, atomic_load(&r.calls));
+    assert_int_equal(ARPC_OK, r.status);
+    assert_string_equal("late", r.text);
+    assert_int_equal(0, atomic_load(&hook));
+    assert_ptr_equal(f, r.kept);
+    assert_string_equal("late", arpc_future_data(r.kept, NULL));
+    arpc_future_release(r.kept); /* the last reference: frees f and "late" (no_leak checks) */
+}
+
+/* Completed after every user let go, with and without a callback: freed by the producer's
+ * drop, its result too; a producer that loses to a cancel just drops its hold. */
+static void test_completed_after_user_released(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_future *f = new_future();
+    arpc_future_hold(f);
+    arpc_future_release(f);
+    assert_true(arpc_future_complete_drop(f, ARPC_OK, buf_of("nobody"), 7));
+
+    struct counter cb = {0};
+    f = new_future();
+    arpc_future_hold(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &cb));
+    arpc_future_release(f);
+    assert_true(arpc_future_complete_drop(f, ARPC_EHANDLER, buf_of("error text"), 11));
+    assert_int_equal(1, atomic_load(&cb.calls));
+    assert_int_equal(ARPC_EHANDLER, cb.status); /* count_cb polled f with no user left */
+
+    f = new_future();
+    arpc_future_hold(f);
+    assert_true(arpc_future_cancel(f));
+    arpc_future_release(f);
+    assert_false(arpc_future_complete_drop(f, ARPC_OK, buf_of("lost"), 5));
+
+    f = new_future(); /* a producer that lets go without completing: cancelled then freed */
+    atomic_int hook = 0;
+    arpc_future_on_cancel(f, count_hook, &hook);
+    arpc_future_hold(f);
+    arpc_future_release(f);
+    assert_int_equal(0, atomic_load(&hook));
+    arpc_future_drop(f);
+    assert_int_equal(1, atomic_load(&hook));
+}
+
+/* A completion queue's kept reference: the user may release theirs at once (the queue keeps
+ * f wanted: no cancel), and the taker gets a USER reference of their own. */
+static void test_queue_keeps_and_hands_over(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_cq *cq;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
+    atomic_int hook = 0;
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, count_hook, &hook);
+    arpc_future_hold(f); /* the producer's */
+    assert_int_equal(ARPC_OK, arpc_cq_attach(cq, f, &hook));
+    arpc_future_release(f);
+    assert_int_equal(0, atomic_load(&hook));
+    assert_true(arpc_future_complete_drop(f, ARPC_OK, buf_of("queued"), 7));
+    arpc_future *got = NULL;
+    void *tag = NULL;
+    assert_int_equal(ARPC_OK, arpc_cq_trynext(cq, &got, &tag));
+    assert_ptr_equal(f, got);
+    assert_ptr_equal(&hook, tag);
+    assert_string_equal("queued", arpc_future_data(got, NULL));
+    arpc_future_release(got);
+
+    /* Destroyed with an entry still queued and one still pending: both freed in the end. */
+    f = new_future();
+    arpc_future *g = new_future();
+    assert_int_equal(ARPC_OK, arpc_cq_attach(cq, f, NULL));
+    assert_int_equal(ARPC_OK, arpc_cq_attach(cq, g, NULL));
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    arpc_future_hold(g);
+    arpc_future_release(f);
+    arpc_future_release(g);
+    arpc_cq_destroy(cq);
+    assert_true(arpc_future_complete_drop(g, ARPC_OK, NULL, 0));
+    assert_int_equal(0, atomic_load(&hook));
+}
+
+/* A queue's kept references have a 16-bit field: arpc_future_keep refuses well short of it
+ * (arpc_cq_attach's ARPC_EBUSY), and the user's count is untouched by the attempts. */
+static void test_keep_bound(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_future *f = new_future();
+    unsigned kept = 0;
+    while (kept < 70000 && arpc_future_keep(f))
+        kept++;
+    assert_int_equal(65279, kept);
+    assert_int_equal(ARPC_EPENDING, arpc_future_poll(f)); /* still the user's, live */
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0));
+    arpc_future_release(f);
+    for (unsigned i = 0; i < kept; i++)
+        arpc_future_unkeep(f); /* the last frees it (no_leak checks) */
+}
+
+/* The user releases on one thread while the producer completes on another, with callbacks
+ * that use f: whatever the interleaving, no callback finds its future dead, each runs once,
+ * and f is freed once (TSan and ASan check the rest). */
+struct race_side {
+    arpc_future *f;
+    pthread_barrier_t *go;
+};
+
+static void poll_cb(arpc_future *f, void *arg)
+{
+    CHECK(arpc_future_poll(f) == ARPC_OK);
+    arpc_future_retain(f); /* and let go again: a retain with no user left is fine here */
+    arpc_future_release(f);
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void *race_producer(void *arg)
+{
+    struct race_side *side = arg;
+    pthread_barrier_wait(side->go);
+    arpc_future_complete_drop(side->f, ARPC_OK, NULL, 0);
+    return NULL;
+}
+
+static void test_user_release_races_producer(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    enum { ROUNDS = RACE_ROUNDS / 10 };
+    atomic_int runs = 0;
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < ROUNDS; i++) {
+        arpc_future *f = new_future();
+        arpc_future_hold(f);
+        assert_int_equal(ARPC_OK, arpc_future_then(f, poll_cb, &runs));
+        struct race_side side = {f, &go};
+        pthread_t t;
+        assert_int_equal(0, pthread_create(&t, NULL, race_producer, &side));
+        pthread_barrier_wait(&go);
+        arpc_future_release(f);
+        pthread_join(t, NULL);
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(ROUNDS, atomic_load(&runs));
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_complete_once),
         cmocka_unit_test(test_error_with_data_and_no_data),
+        cmocka_unit_test(test_status_range),
         cmocka_unit_test(test_take),
         cmocka_unit_test(test_eight_waiters),
         cmocka_unit_test(test_timed_wait),
@@ -598,6 +806,11 @@ int main(void)
         cmocka_unit_test(test_wait_any),
         cmocka_unit_test(test_wait_any_repeated_timeouts),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test_no_leak(test_producer_goes_on_after_user_release),
+        cmocka_unit_test_no_leak(test_completed_after_user_released),
+        cmocka_unit_test_no_leak(test_queue_keeps_and_hands_over),
+        cmocka_unit_test_no_leak(test_user_release_races_producer),
+        cmocka_unit_test_no_leak(test_keep_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,16 @@ static void echo(arpc_request *req, void *ctx)
     arpc_reply(req, d, len);
 }
 
+/* Keeps its request unanswered (the call stays pending) until the test replies to g_held. */
+static arpc_request *g_held; /* written before latch_add, read after latch_wait */
+
+static void hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    g_held = req;
+    latch_add();
+}
+
 /* ---- NULL handles ---- */
 
 static void test_null_client(void **state)
@@ -129,11 +139,12 @@ static void test_null_actor(void **state)
 
 /* ---- use after close, double close, wrong kind: in a child ---- */
 
-/* A server with "echo" and a client connected to it, in the child. */
+/* A server with "echo" and "hold" and a client connected to it (in the child, or in-process). */
 static arpc_client *child_pair(arpc_server **s)
 {
     char addr[256];
     if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "echo", echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(*s, "hold", hold, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK)
         return NULL;
     arpc_client *c = NULL;
@@ -191,6 +202,56 @@ static void pending_future_polled_after_release(void *arg)
     arpc_future_poll(f);
 }
 
+/* A call the server's handler holds: pending until g_held is answered (NULL on failure). */
+static arpc_future *held_call(arpc_client *c)
+{
+    latch_reset();
+    arpc_future *f = arpc_call_async(c, "hold", "x", 1, 0);
+    if (f != NULL && latch_wait(1, 10000) && arpc_future_poll(f) == ARPC_EPENDING)
+        return f;
+    return NULL;
+}
+
+/* The call holds its future until it completes: a second release must be caught, not drop
+ * the call's reference (which left the call a dead future to complete). */
+static void pending_call_released_twice(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_client *c = child_pair(&s);
+    arpc_future *f = c != NULL ? held_call(c) : NULL;
+    if (f == NULL)
+        return;
+    arpc_future_release(f);
+    arpc_future_release(f);
+}
+
+/* A queue keeps its entry's reference: a second release must not drop it (the queue would
+ * later hand out, or free, a dead future). */
+static void queued_future_released_twice(void *arg)
+{
+    (void)arg;
+    arpc_cq *cq;
+    arpc_future *f;
+    if (arpc_cq_create(&cq) != ARPC_OK || arpc_future_create(&f) != ARPC_OK || arpc_cq_attach(cq, f, NULL) != ARPC_OK)
+        return;
+    arpc_future_release(f);
+    arpc_future_release(f);
+}
+
+static void queued_call_released_twice(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_cq *cq;
+    arpc_client *c = child_pair(&s);
+    arpc_future *f = c != NULL ? held_call(c) : NULL;
+    if (f == NULL || arpc_cq_create(&cq) != ARPC_OK || arpc_cq_attach(cq, f, NULL) != ARPC_OK)
+        return;
+    arpc_future_release(f);
+    arpc_future_release(f);
+}
+
 static void actor_destroyed_twice(void *arg)
 {
     (void)arg;
@@ -242,6 +303,66 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(actor_posted_after_destroy, NULL, "arpc_actor_post on 0x"));
 }
 
+static void count_done(arpc_future *f, void *arg)
+{
+    (void)arg;
+    CHECK(arpc_future_poll(f) == ARPC_OK); /* a callback borrows f, though no user holds it */
+    latch_add();
+}
+
+/* A pending future's second release while its producer holds it. Its memory is alive, so this
+ * is caught in every build: an abort in debug builds; with NDEBUG the second release does
+ * nothing, and the producer's later completion is harmless and frees it (no_leak checks).
+ * Ordinary use in every build: released once while pending, the call goes on (no cancel), its
+ * callback runs, and a queue hands the call's future over. */
+static void test_pending_released_twice(void **state)
+{
+    (void)state;
+    bool twice = !aborts_on_misuse;
+    if (aborts_on_misuse) {
+        assert_true(dies_with_abort(pending_call_released_twice, NULL, "arpc_future_release on 0x"));
+        assert_true(dies_with_abort(queued_future_released_twice, NULL, "arpc_future_release on 0x"));
+        assert_true(dies_with_abort(queued_call_released_twice, NULL, "arpc_future_release on 0x"));
+    } else {
+        arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the reports are expected */
+    }
+    arpc_server *s;
+    arpc_client *c = child_pair(&s);
+    assert_non_null(c);
+
+    arpc_future *f = held_call(c);
+    assert_non_null(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_done, NULL));
+    arpc_future_release(f);
+    if (twice)
+        arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "y", 1));
+    assert_true(latch_wait(2, 10000)); /* the hold, then the callback */
+
+    arpc_cq *cq;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
+    f = held_call(c);
+    assert_non_null(f);
+    assert_int_equal(ARPC_OK, arpc_cq_attach(cq, f, &cq));
+    arpc_future_release(f);
+    if (twice)
+        arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "z", 1));
+    arpc_future *got = NULL;
+    void *tag = NULL;
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, 10000, &got, &tag));
+    assert_ptr_equal(f, got);
+    assert_ptr_equal(&cq, tag);
+    assert_int_equal(ARPC_OK, arpc_future_poll(got));
+    arpc_future_release(got);
+    arpc_cq_destroy(cq);
+
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
 /* A live object of one kind passed as another: its memory is valid, so this is caught in
  * every build (an abort in debug builds, ARPC_EINVAL with NDEBUG) and the object is intact. */
 static arpc_cq *g_cq;
@@ -279,6 +400,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_server),
         cmocka_unit_test_no_leak(test_null_actor),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
+        cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_wrong_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

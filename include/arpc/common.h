@@ -18,8 +18,9 @@
  *    destroy or last release begins. That catches a dead handle while its memory is still
  *    arpc's or freed and not yet reused (under AddressSanitizer: always, as ASan is asked
  *    instead of the memory being read). Memory already reused for a new object of the same
- *    kind cannot be told apart: that remains undefined behaviour. A future released once
- *    too often while other references remain is not caught (the count cannot tell whose).
+ *    kind cannot be told apart: that remains undefined behaviour. A future's references are
+ *    counted apart from those arpc holds for itself (a call, a queue), so a future released
+ *    once too often is caught too while arpc still holds it (arpc/future.h).
  *  - Not covered yet: arpc_loop, arpc_actor_group and arpc_request handles (NULL checks only
  *    where their headers say so).
  *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the

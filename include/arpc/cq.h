@@ -39,7 +39,9 @@ ARPC_API int arpc_cq_create(arpc_cq **out);
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 
 /* Delivers f to cq with tag when f completes (at once if it already has). The queue takes its
- * own reference to f; the caller keeps theirs. Errors: ARPC_ENOMEM, ARPC_EINVAL. */
+ * own reference to f, handed to whoever takes the entry; the caller keeps theirs (releasing it
+ * once is fine, twice is misuse). Errors: ARPC_ENOMEM, ARPC_EINVAL, ARPC_EBUSY (f is attached
+ * to 65,279 queues already). */
 ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
 
 /* Takes the oldest completed entry. On ARPC_OK, *f holds one reference the caller must

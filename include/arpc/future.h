@@ -13,8 +13,13 @@
  * References: arpc_future_create() and every call that returns a future hand the caller one
  * reference; arpc_future_retain()/arpc_future_release() are thread-safe. Releasing the last
  * reference of a still-pending future cancels it first, so every `then` callback still runs
- * exactly once. A release after the last one, or any call on a future after it, aborts in
- * debug builds (arpc/common.h, "API misuse"); NULL is ARPC_EINVAL (or nothing).
+ * exactly once, unless its producer goes on with it (an RPC call holds its own until it
+ * completes, arpc/client.h; a completion queue its entry's, arpc/cq.h). A release after your
+ * last one, or any call on a future after it, aborts in debug builds (arpc/common.h, "API
+ * misuse"), also while a producer still holds the future: its own reference is counted
+ * apart, so it is never the one released. A callback may use the future it is given (it
+ * borrows a reference) even when every user has released theirs. NULL is ARPC_EINVAL (or
+ * nothing).
  *
  * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
  * on the thread that completes the future (for RPC calls: the client's loop thread, so
@@ -81,8 +86,9 @@ ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t time
 /* Creates a pending future with one reference. Errors: ARPC_ENOMEM. */
 ARPC_API int arpc_future_create(arpc_future **out);
 
-/* Completes f with status (not ARPC_EPENDING) and takes ownership of data (malloc'ed through arpc's allocator,
- * may be NULL). Returns true when this call completed f; false when f was already complete,
+/* Completes f with status (ARPC_OK or an arpc_error code; ARPC_EPENDING, a negative status or
+ * one above 16,777,215 completes it with ARPC_EINVAL) and takes ownership of data (malloc'ed
+ * through arpc's allocator, may be NULL). Returns true when this call completed f; false when f was already complete,
  * in which case data is freed. Callbacks run on the calling thread before this returns.
  * The caller must hold a reference to f for the duration of the call (a woken waiter may
  * release its own at once). */

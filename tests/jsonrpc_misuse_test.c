@@ -1,0 +1,114 @@
+/*
+ * A pending JSON-RPC call's future released twice (issue #10): the call holds the future until
+ * it completes, so the second release must be caught instead of dropping the call's reference.
+ * Debug builds abort with the misuse line (in a child that must die by SIGABRT, having tripped
+ * no sanitizer); with NDEBUG the second release does nothing and the call's later completion
+ * frees the future. Ordinary use in every build: released once while pending, the call goes
+ * on and its callback runs when the server answers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "arpc/jsonrpc.h"
+#include "arpc/log.h"
+#include "support/death.h"
+#include "support/test_util.h"
+
+#ifdef NDEBUG
+static const bool aborts_on_misuse = false;
+#else
+static const bool aborts_on_misuse = true;
+#endif
+
+/* Keeps its request unanswered (the call stays pending) until the test replies to g_held. */
+static arpc_request *g_held; /* written before latch_add, read after latch_wait */
+
+static void hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    g_held = req;
+    latch_add();
+}
+
+/* A server with T.Hold and a JSON-RPC client connected to it (NULL on failure). */
+static arpc_jsonrpc_client *jsonrpc_pair(arpc_server **s)
+{
+    char addr[128];
+    if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "T.Hold", hold, NULL, NULL) != ARPC_OK ||
+        arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK)
+        return NULL;
+    arpc_jsonrpc_client *c = NULL;
+    return arpc_jsonrpc_connect(&c, addr, NULL) == ARPC_OK ? c : NULL;
+}
+
+/* A call the server's handler holds: pending until g_held is answered (NULL on failure). */
+static arpc_future *held_call(arpc_jsonrpc_client *c)
+{
+    latch_reset();
+    arpc_future *f = arpc_jsonrpc_call_async(c, "T.Hold", "[1]", 3, 0);
+    if (f != NULL && latch_wait(1, 10000) && arpc_future_poll(f) == ARPC_EPENDING)
+        return f;
+    return NULL;
+}
+
+static void pending_call_released_twice(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    arpc_future *f = c != NULL ? held_call(c) : NULL;
+    if (f == NULL)
+        return; /* not the misuse under test: the child exits 0 and the test fails */
+    arpc_future_release(f);
+    arpc_future_release(f);
+}
+
+static void count_done(arpc_future *f, void *arg)
+{
+    (void)arg;
+    CHECK(arpc_future_poll(f) == ARPC_OK); /* a callback borrows f, though no user holds it */
+    size_t len = 0;
+    const char *d = arpc_future_data(f, &len);
+    CHECK(d != NULL && len == 4 && memcmp(d, "true", 4) == 0);
+    latch_add();
+}
+
+static void test_pending_released_twice(void **state)
+{
+    (void)state;
+    bool twice = !aborts_on_misuse;
+    if (aborts_on_misuse)
+        assert_true(dies_with_abort(pending_call_released_twice, NULL, "arpc_future_release on 0x"));
+    else
+        arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    assert_non_null(c);
+    arpc_future *f = held_call(c);
+    assert_non_null(f);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_done, NULL));
+    arpc_future_release(f);
+    if (twice)
+        arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "true", 4));
+    assert_true(latch_wait(2, 10000)); /* the hold, then the callback */
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
+int main(void)
+{
+    test_alloc_install();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_no_leak(test_pending_released_twice),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
