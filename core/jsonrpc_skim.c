@@ -13,14 +13,32 @@ enum {
     W_IN_VALUE, /* inside a value (at any depth) until the ',' or '}' that ends it */
 };
 
-static void skim_keep(struct jsonrpc_skim *sk, uint8_t b)
+static void skim_put(struct jsonrpc_skim *sk, uint8_t b)
 {
-    if (!sk->sk_key_is_id || sk->sk_id_state == JSONRPC_SKIM_ID_TOO_LONG)
-        return;
     if (sk->sk_id_len == JSONRPC_SKIM_ID_MAX)
         sk->sk_id_state = JSONRPC_SKIM_ID_TOO_LONG;
     else
         sk->sk_id[sk->sk_id_len++] = (char)b;
+}
+
+/* Keeps b of the id's text. Whitespace between its tokens is kept as one space each, but only
+ * once a token follows: the spaces before the ',' or '}' that ends it do not count toward
+ * JSONRPC_SKIM_ID_MAX (nor are they dropped between tokens: "1 2" must stay invalid). */
+static void skim_keep(struct jsonrpc_skim *sk, uint8_t b)
+{
+    if (!sk->sk_key_is_id || sk->sk_id_state == JSONRPC_SKIM_ID_TOO_LONG)
+        return;
+    for (; sk->sk_id_spaces > 0 && sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG; sk->sk_id_spaces--)
+        skim_put(sk, ' ');
+    if (sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG)
+        skim_put(sk, b);
+}
+
+/* Whitespace outside strings, inside the id's value. */
+static void skim_space(struct jsonrpc_skim *sk)
+{
+    if (sk->sk_key_is_id && sk->sk_id_spaces < JSONRPC_SKIM_ID_MAX + 1)
+        sk->sk_id_spaces++;
 }
 
 /* A value begins: for "id", the last one counts (as a JSON parser keeps the last). */
@@ -29,6 +47,7 @@ static void skim_value_begins(struct jsonrpc_skim *sk, uint8_t b)
     sk->sk_where = W_IN_VALUE;
     if (sk->sk_key_is_id) {
         sk->sk_id_len = 0;
+        sk->sk_id_spaces = 0;
         sk->sk_id_state = JSONRPC_SKIM_ID_NONE;
     }
     skim_keep(sk, b);
@@ -36,11 +55,8 @@ static void skim_value_begins(struct jsonrpc_skim *sk, uint8_t b)
 
 static void skim_value_ends(struct jsonrpc_skim *sk)
 {
-    if (sk->sk_key_is_id && sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG) {
-        while (sk->sk_id_len > 0 && jsonrpc_is_space((uint8_t)sk->sk_id[sk->sk_id_len - 1]))
-            sk->sk_id_len--; /* the spaces before the ',' or '}' */
-        sk->sk_id_state = JSONRPC_SKIM_ID_KEPT;
-    }
+    if (sk->sk_key_is_id && sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG)
+        sk->sk_id_state = JSONRPC_SKIM_ID_KEPT; /* the spaces before the ',' or '}' never kept */
     sk->sk_key_is_id = false;
     sk->sk_where = W_KEY;
 }
@@ -120,7 +136,10 @@ int jsonrpc_skim(struct jsonrpc_skim *sk, const uint8_t *buf, size_t len, size_t
         } else if (sk->sk_where == W_VALUE && !jsonrpc_is_space(b)) {
             skim_value_begins(sk, b); /* a number, true, false, null */
         } else if (sk->sk_where == W_IN_VALUE) {
-            skim_keep(sk, b);
+            if (jsonrpc_is_space(b))
+                skim_space(sk);
+            else
+                skim_keep(sk, b);
         }
     }
     *used = len;

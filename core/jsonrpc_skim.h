@@ -31,6 +31,7 @@ struct jsonrpc_skim {
     bool sk_key_is_id;      /* the value being read belongs to "id" */
     uint8_t sk_id_state;    /* enum jsonrpc_skim_id */
     uint8_t sk_id_len;
+    uint8_t sk_id_spaces;   /* whitespace after the id's last token, kept only if another follows */
     char sk_id[JSONRPC_SKIM_ID_MAX];
 };
 

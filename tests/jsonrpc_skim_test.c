@@ -89,6 +89,11 @@ static void test_id_not_taken(void **state)
     expect_id(text, NULL, JSONRPC_SKIM_ID_TOO_LONG);
     snprintf(text, sizeof(text), "{\"id\":\"%0*d\"}", JSONRPC_SKIM_ID_MAX - 2, 0); /* exactly the max */
     expect_id(text, NULL, JSONRPC_SKIM_ID_KEPT);
+    /* Spaces after it do not count toward the bound; between tokens they stay (one each). */
+    snprintf(text, sizeof(text), "{\"id\":\"%0*d\"    \n }", JSONRPC_SKIM_ID_MAX - 2, 0);
+    expect_id(text, NULL, JSONRPC_SKIM_ID_KEPT);
+    expect_id("{\"id\": 1 \t 2 ,\"x\":0}", "1   2", JSONRPC_SKIM_ID_KEPT);
+    expect_id("{\"id\":[ 1 , 2 ] }", "[ 1 , 2 ]", JSONRPC_SKIM_ID_KEPT);
 }
 
 static void test_refused_and_incomplete(void **state)

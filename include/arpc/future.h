@@ -18,8 +18,11 @@
  * last one, or any call on a future after it, aborts in debug builds (arpc/common.h, "API
  * misuse"), also while a producer still holds the future: its own reference is counted
  * apart, so it is never the one released. A callback may use the future it is given (it
- * borrows a reference) even when every user has released theirs. NULL is ARPC_EINVAL (or
- * nothing).
+ * borrows a reference) even when every user has released theirs. Two gaps in that check: a
+ * release made while the future's callbacks run (they borrow a reference) is caught only when
+ * they return, on the completing thread; and once a completion queue handed the future over
+ * (arpc_cq_trynext), a stale release by its first owner drops the taker's reference unseen.
+ * NULL is ARPC_EINVAL (or nothing).
  *
  * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
  * on the thread that completes the future (for RPC calls: the client's loop thread, so
