@@ -410,6 +410,16 @@ static void conn_track_partial(struct arpc_conn *conn, bool consumed)
         conn->c_frame_since = ev_now(conn->c_ev);
 }
 
+void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_from)
+{
+    /* Bytes dropped by a skip count as consumed, so conn_track_partial keeps the clock while
+     * one goes on; a frame that ended before this one in the same parse must not lend it its
+     * clock. */
+    if (conn->c_rstart != parsed_from)
+        conn->c_frame_since = 0;
+    conn->c_skip = len;
+}
+
 double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now)
 {
     return conn->c_open && !arpc_outq_empty(&conn->c_out) ? now - conn->c_last_tx : 0;

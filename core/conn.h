@@ -259,6 +259,10 @@ double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
 
 /* The frame parser: hands every complete buffered frame to on_frame (see parse above). */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn);
+/* A parser begins skipping an oversized frame (len bytes still to drop; a codec that cannot
+ * know its length yet says 1 until it ends) at c_rstart; parsed_from is where this parse
+ * began: the frame-progress clock starts at this read when a frame ended before it. */
+void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_from);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

@@ -23,7 +23,7 @@ static bool conn_skip_body(struct arpc_conn *conn)
 /* arpc_frame_decode said ARPC_ETOOLARGE: lets the owner answer that frame alone and skip its
  * body. Returns ARPC_OK (skipping), ARPC_EAGAIN (the header's xid has not arrived yet), or
  * ARPC_ETOOLARGE (bad input). */
-static int conn_take_oversized(struct arpc_conn *conn)
+static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 {
     uint8_t kind;
     uint64_t xid;
@@ -35,8 +35,8 @@ static int conn_take_oversized(struct arpc_conn *conn)
         return ARPC_EAGAIN;
     if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, kind, xid, body_len))
         return ARPC_ETOOLARGE;
+    arpc_conn_begin_skip(conn, body_len, parsed_from);
     conn->c_rstart += ARPC_FRAME_HEADER_SIZE;
-    conn->c_skip = body_len;
     return ARPC_OK;
 }
 
@@ -66,7 +66,7 @@ void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
  * total (at least a header), or 0 after closing the connection for bad input. */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn)
 {
-    size_t need = ARPC_FRAME_HEADER_SIZE;
+    size_t need = ARPC_FRAME_HEADER_SIZE, parsed_from = conn->c_rstart;
     while (conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
         if (conn->c_skip > 0 && conn_skip_body(conn))
             return ARPC_FRAME_HEADER_SIZE;
@@ -75,7 +75,7 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
         int rc = arpc_frame_decode(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
                                    conn->c_max_body, &f, &used, &need);
         if (rc == ARPC_ETOOLARGE) {
-            rc = conn_take_oversized(conn);
+            rc = conn_take_oversized(conn, parsed_from);
             if (rc == ARPC_EAGAIN)
                 return ARPC_FRAME_HEADER_SIZE;
             if (rc == ARPC_OK)

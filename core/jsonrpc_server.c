@@ -288,6 +288,7 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
 {
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
+    size_t parsed_from = conn->c_rstart;
     while (js != NULL && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
         if (js->js_skimming && !jsonrpc_skim_oversized(sc))
             return js->js_skimming ? 1 : 0; /* more of it to drop, or closed for bad input */
@@ -300,7 +301,7 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
             jsonrpc_scan_reset(&js->js_scan);
             jsonrpc_skim_reset(&js->js_skim);
             js->js_skimming = true;
-            conn->c_skip = 1; /* a frame under way, for the frame-progress timeout (core/conn.c) */
+            arpc_conn_begin_skip(conn, 1, parsed_from); /* its end is not known: 1 until then */
             continue;
         }
         if (rc != ARPC_OK) {
