@@ -36,6 +36,8 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     if (call == NULL && (f->f_xid & CD_XID_BIT)) {
         client_direct_catch_up(c); /* its caller wrote it; the loop may not have seen it yet */
         call = pending_take(&c->cl_pending, f->f_xid);
+        if (call != NULL)
+            arpc_stat_inc(&c->cl_direct.cd_by_reply);
     }
     if (call == NULL)
         return; /* timed out or cancelled already: the late reply is dropped */

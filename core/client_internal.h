@@ -80,6 +80,7 @@ struct client_direct {
     arpc_stat cd_written;          /* calls their callers wrote, whole or in part */
     arpc_stat cd_partial;          /* of those, the ones whose rest the loop queued */
     arpc_stat cd_waited;           /* arrivals that met their caller still writing */
+    arpc_stat cd_by_reply;         /* calls a reply's lookup found on cd_calls (it overtook them) */
 };
 
 
