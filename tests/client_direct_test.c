@@ -31,8 +31,11 @@
 
 #define HELD_MAX 512
 
-static arpc_request *held[HELD_MAX];
+/* Held requests; the teardown swaps each slot for CLOSED and answers what it held, and a
+ * handler that finds CLOSED answers at once (handlers may still run during the teardown). */
+static _Atomic(arpc_request *) held[HELD_MAX];
 static atomic_int nheld;
+#define CLOSED ((arpc_request *)&nheld)
 
 static void h_echo(arpc_request *req, void *ctx)
 {
@@ -47,9 +50,7 @@ static void h_hold(arpc_request *req, void *ctx)
 {
     (void)ctx;
     int i = atomic_fetch_add(&nheld, 1);
-    if (i < HELD_MAX)
-        held[i] = req;
-    else
+    if (i >= HELD_MAX || atomic_exchange(&held[i], req) == CLOSED)
         arpc_reply(req, "", 0);
 }
 
@@ -63,6 +64,8 @@ static int setup(void **state)
 {
     static struct fixture fx;
     atomic_store(&nheld, 0);
+    for (int i = 0; i < HELD_MAX; i++)
+        atomic_store(&held[i], NULL);
     /* A held call's reply is expected small: the server keeps reading behind many of them. */
     arpc_method_options in = {.inline_on_loop = true}, hold = {.reply_bytes_hint = 1};
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", h_echo, NULL, NULL) != ARPC_OK ||
@@ -80,9 +83,11 @@ static int teardown(void **state)
     struct fixture *fx = *state;
     if (fx->c != NULL)
         arpc_client_close(fx->c);
-    int n = atomic_load(&nheld);
-    for (int i = 0; i < n && i < HELD_MAX; i++)
-        arpc_reply(held[i], "", 0);
+    for (int i = 0; i < HELD_MAX; i++) {
+        arpc_request *req = atomic_exchange(&held[i], CLOSED);
+        if (req != NULL)
+            arpc_reply(req, "", 0);
+    }
     arpc_server_destroy(fx->s);
     return 0;
 }
