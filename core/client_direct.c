@@ -157,7 +157,7 @@ static void sweep_fire(struct arpc_deadline *dl, void *arg)
 static void direct_arrive(arpc_client *c, struct client_call *call)
 {
     unsigned attempt = 0;
-    uint8_t st;
+    uint32_t st;
     while ((st = atomic_load_explicit(&call->cc_direct, memory_order_acquire)) == DW_WRITING)
         arpc_backoff_spin(&attempt); /* its caller is inside one non-blocking send (notes) */
     if (attempt != 0)
@@ -253,7 +253,7 @@ static void direct_wake(arpc_client *c)
         atomic_store(&d->cd_posted, false); /* a stopping loop: its close takes cd_calls */
 }
 
-static uint8_t direct_state_of(enum arpc_direct how)
+static uint32_t direct_state_of(enum arpc_direct how)
 {
     switch (how) {
     case ARPC_DIRECT_ALL:
@@ -293,7 +293,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     size_t written = 0;
     enum arpc_direct how = arpc_conn_write_direct(conn, bytes, arpc_frame_size(bytes), &written);
     call->cc_direct_part = (uint32_t)written;
-    uint8_t st = direct_state_of(how);
+    uint32_t st = direct_state_of(how);
     /* From here the loop may finish the call: the future the caller has not returned yet
      * keeps its memory (cc_when is read, nothing written). */
     atomic_store_explicit(&call->cc_direct, st, memory_order_release);

@@ -170,14 +170,21 @@ struct client_call {
     struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
-    uint32_t cc_order;                /* arrival order on the loop, wrapping (call_order_before) */
-    uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick) */
+    /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
+     * there how the write went (enum direct_state) and how much of it was written; the loop
+     * reads both as the call arrives, before it sets the arrival order and the sent tick. */
+    union {
+        uint32_t cc_order;            /* arrival order on the loop, wrapping (call_order_before) */
+        _Atomic uint32_t cc_direct;   /* until then: written by its caller, enum direct_state */
+    };
+    union {
+        uint32_t cc_sent_tick;        /* with cc_sent: when first sent (call_tick) */
+        uint32_t cc_direct_part;      /* until then: with DW_PART, the bytes its caller wrote */
+    };
     arpc_refcount cc_refs;            /* holders of the block (any thread) */
     uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
                                        * instances: far more than one call waits through) */
     atomic_bool cc_released;          /* see call_release_shared */
-    _Atomic uint8_t cc_direct;        /* written by its caller: enum direct_state (client_direct.c) */
-    uint32_t cc_direct_part;          /* with DW_PART: the bytes its caller wrote */
     /* Set before the loop sees the call, or by the loop; read elsewhere only after the
      * cc_released exchange. */
     unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
