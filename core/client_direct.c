@@ -48,10 +48,11 @@
  * the lost one (sent again or ended, by its semantics, as the others).
  *
  * Deadlines: a call no reply ever comes for must still end at its deadline, so the loop must
- * take it in time. While callers' calls keep arriving, a sweep (cd_sweep, on the loop's
- * deadline heap, so pollable and wrapped loops keep working) turns the loop every
+ * take it in time. While callers' calls with deadlines keep arriving, a sweep (cd_sweep, on
+ * the loop's deadline heap, so pollable and wrapped loops keep working) turns the loop every
  * CD_SWEEP_S and takes cd_calls; it is not armed again once a whole period passed with none
- * (an idle client sleeps). Its time is published (cd_sweep_at): a caller whose deadline
+ * (an idle client sleeps; calls without a deadline never arm it). At most ~16 wake-ups a
+ * second while such calls flow, whatever their rate: the cost of not waking per call. Its time is published (cd_sweep_at): a caller whose deadline
  * comes before it (or finds none armed) posts cd_job after its push. The caller's push and the
  * sweep's publication are each followed by a full fence before the other side's look
  * (the caller reads cd_sweep_at, the sweep takes cd_calls), so either the sweep takes the
@@ -167,8 +168,10 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     uint64_t xid = call->cc_xid;
     call->cc_xid = 0;
     struct arpc_conn *conn = &c->cl_conn;
-    c->cl_direct.cd_active = true;
-    sweep_arm(c);
+    if (call->cc_when != ARPC_NEVER) { /* only a deadline needs the sweep */
+        c->cl_direct.cd_active = true;
+        sweep_arm(c);
+    }
     if (conn->c_open) {
         uint8_t *bytes = call_frame_bytes(call);
         size_t len = arpc_frame_size(bytes), head = st == DW_PART ? call->cc_direct_part : st == DW_NONE ? 0 : len;

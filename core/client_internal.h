@@ -74,7 +74,7 @@ struct client_direct {
     _Atomic uint64_t cd_sweep_at;  /* when cd_sweep fires (ARPC_NEVER: not armed) */
     /* loop thread */
     struct arpc_deadline cd_sweep; /* takes cd_calls in time for their deadlines */
-    bool cd_active;                /* a caller's call arrived since cd_sweep last fired */
+    bool cd_active;                /* a caller's call with a deadline arrived since cd_sweep fired */
     bool cd_stopped;               /* closing: the sweep is not armed again */
     /* loop-written counters (tests, measurements; core/stats.h's one-writer rule) */
     arpc_stat cd_written;          /* calls their callers wrote, whole or in part */
