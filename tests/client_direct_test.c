@@ -9,7 +9,8 @@
  * (the reply overtook the hand-off), partial writes whose rest the loop queued. Then: every
  * call's result is its own (unique payloads, echoed), every future completes once, and
  * deadlines, cancels, a connection cut under callers, the client's close and large partial
- * writes behave as on the loop's path. Nothing leaks (ASan) and nothing races (TSan).
+ * writes behave as on the loop's path; a TLS connection is never written by a caller. Nothing
+ * leaks (ASan) and nothing races (TSan).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +29,9 @@
 #include "core/client_internal.h"
 #include "support/cut_proxy.h"
 #include "support/test_util.h"
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+#endif
 
 #define HELD_MAX 512
 
@@ -405,6 +409,39 @@ static void test_partial_write(void **state)
     assert_true(arpc_stat_get(&fx->c->cl_direct.cd_partial) - parts >= 1);
 }
 
+#ifdef ARPC_TEST_WITH_TLS
+/* A TLS stream is the loop thread's: its callers' calls, idle loop or not, take the loop's path. */
+static void test_tls_takes_the_loop_path(void **state)
+{
+    (void)state;
+    static struct tls_certs certs;
+    assert_true(tls_certs_make(&certs));
+    char cert[256], key[256], ca[256];
+    snprintf(cert, sizeof(cert), "%s", tls_certs_path(&certs, "server", "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, "server", "key"));
+    snprintf(ca, sizeof(ca), "%s", tls_certs_path(&certs, "ca", "pem"));
+    arpc_tls_options stls = {.cert_file = cert, .key_file = key};
+    arpc_server_options so = {.tls = &stls};
+    arpc_server *s;
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_tls_options ctls = {.ca_file = ca};
+    arpc_client_options co = {.tls = &ctls};
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    for (unsigned i = 0; i < 50; i++) {
+        wait_idle(c);
+        assert_int_equal(ARPC_OK, echo_call(c, "t.echo", 0, i, i * 100));
+    }
+    assert_int_equal(0, written(c));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    tls_certs_remove(&certs);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +453,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cut_while_callers_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_written_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_write, setup, teardown),
+#ifdef ARPC_TEST_WITH_TLS
+        cmocka_unit_test(test_tls_takes_the_loop_path),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
