@@ -10,8 +10,13 @@
  * nobody runs, or a pollable one between steps, does not count as asleep) and nobody writes
  * the socket. A busy loop (pipelined replies being read, calls queued) gets the call as
  * before and batches it with the others in one gathered write: under pipelined load nothing
- * changes. A caller that loses the race for the socket (another caller, or the loop, took it)
- * hands the call over with a wake-up, as before.
+ * changes. Nor while more than CD_OUTSTANDING_MAX calls of the client are out: a thread
+ * issuing a window of calls at a time (a completion-queue consumer refilling its window)
+ * finds the loop asleep between its bursts, and writing each call itself would cost a send
+ * per call where the loop, woken once, writes the burst in one gathered write (measured:
+ * window 256 through a completion queue fell from 754 k to 388 k calls/s, context switches
+ * per call 0.06 -> 0.56, before this rule). A caller that loses the race for the socket
+ * (another caller, or the loop, took it) hands the call over with a wake-up, as before.
 
  * The pending table and the deadline heap stay the loop's alone (no lock): the caller picks
  * the call's xid from a range of its own (CD_XID_BIT set: never one the loop gives), numbers
@@ -85,6 +90,8 @@ enum direct_state {
 };
 
 #define CD_GATE_OPEN (1u << 31)
+/* Callers write only while at most this many calls are out (this one included): see "When". */
+#define CD_OUTSTANDING_MAX 4
 #define CD_SWEEP_S 0.064
 
 static struct client_call *call_of_link(ck_stack_entry_t *e)
@@ -275,6 +282,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     struct client_direct *d = &c->cl_direct;
     /* The cheap refusals first: loads only. */
     if (!(atomic_load_explicit(&d->cd_gate, memory_order_relaxed) & CD_GATE_OPEN) ||
+        atomic_load_explicit(&c->cl_npending, memory_order_relaxed) > CD_OUTSTANDING_MAX ||
         arpc_loop_on_thread(c->cl_loop) || !arpc_loop_idle(c->cl_loop))
         return false;
     if (!gate_enter(d))
