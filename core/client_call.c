@@ -266,7 +266,7 @@ void call_send(struct client_call *call)
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
 
-bool call_arrive(struct client_call *call)
+bool call_arrive(struct client_call *call, bool written)
 {
     arpc_client *c = call->cc_client;
     stats_call_started(&c->cl_stats.cst_calls);
@@ -275,7 +275,7 @@ bool call_arrive(struct client_call *call)
         call_finish(call, client_unavailable_reason(c), NULL, 0);
         return false;
     }
-    if (arpc_future_poll(&call->cc_future) != ARPC_EPENDING) {
+    if (!written && arpc_future_poll(&call->cc_future) != ARPC_EPENDING) {
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
         return false;
     }
@@ -294,7 +294,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
-    if (!call_arrive(call))
+    if (!call_arrive(call, false))
         return;
     if (atomic_load(&call->cc_client->cl_state) == CL_READY)
         call_send(call);

@@ -196,7 +196,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_job_start(c->cl_loop, &call->cc_job); /* as if posted */
         return;
     }
-    if (!call_arrive(call))
+    if (!call_arrive(call, true))
         return;
     if (conn->c_open) {
         (void)call_track(call, xid);

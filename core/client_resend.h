@@ -23,8 +23,10 @@ void call_free(struct client_call *call);
 int call_arm(struct client_call *call, uint64_t when);
 void call_send(struct client_call *call);
 /* A call reaches the loop: counted, numbered (at-most-once, unless its caller numbered it) and
- * ordered; false when it ended there (client closed or lost, cancelled, past its deadline). */
-bool call_arrive(struct client_call *call);
+ * ordered; false when it ended there (client closed or lost, cancelled, past its deadline).
+ * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,
+ * which follows, ends it and tells the server, which may be running it. */
+bool call_arrive(struct client_call *call, bool written);
 /* The call was sent with xid on the current connection: into the pending table, its deadline
  * armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
 bool call_track(struct client_call *call, uint64_t xid);

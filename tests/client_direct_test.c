@@ -20,6 +20,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,23 @@ static void h_hold(arpc_request *req, void *ctx)
         arpc_reply(req, "", 0);
 }
 
+static sem_t cancel_seen;
+
+static void on_cancel(arpc_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+    sem_post(&cancel_seen);
+}
+
+/* Held as t.hold, and watching for its cancel. */
+static void h_wait_cancel(arpc_request *req, void *ctx)
+{
+    CHECK(arpc_request_on_cancel(req, on_cancel, NULL) == ARPC_OK);
+    latch_add();
+    h_hold(req, ctx);
+}
+
 struct fixture {
     arpc_server *s;
     arpc_client *c;
@@ -68,6 +86,8 @@ static int setup(void **state)
 {
     static struct fixture fx;
     atomic_store(&nheld, 0);
+    latch_reset();
+    sem_init(&cancel_seen, 0, 0);
     for (int i = 0; i < HELD_MAX; i++)
         atomic_store(&held[i], NULL);
     /* A held call's reply is expected small: the server keeps reading behind many of them. */
@@ -75,6 +95,7 @@ static int setup(void **state)
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", h_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "t.inline", h_echo, NULL, &in) != ARPC_OK ||
         arpc_server_register(fx.s, "t.hold", h_hold, NULL, &hold) != ARPC_OK ||
+        arpc_server_register(fx.s, "t.wait-cancel", h_wait_cancel, NULL, &hold) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
         return -1;
     fx.c = NULL;
@@ -93,6 +114,7 @@ static int teardown(void **state)
             arpc_reply(req, "", 0);
     }
     arpc_server_destroy(fx->s);
+    sem_destroy(&cancel_seen);
     return 0;
 }
 
@@ -277,6 +299,31 @@ static void test_cancel_written_call(void **state)
     assert_int_equal(ARPC_OK, echo_call(fx->c, "t.echo", 0, 0, 10));
 }
 
+/* A call its caller wrote is running on the server when it is cancelled, before the client's
+ * loop has seen it (no deadline: nothing woke the loop for it): the cancel still reaches the
+ * server, whose handler is told. */
+static void test_cancel_reaches_server(void **state)
+{
+    struct fixture *fx = *state;
+    enum { N = 10 };
+    fx->c = connect_to(fx->addr, 0);
+    atomic_store(&bad_line, 0);
+    uint64_t before = written(fx->c);
+    for (unsigned i = 0; i < N; i++) {
+        wait_idle(fx->c);
+        arpc_future *f = arpc_call_async(fx->c, "t.wait-cancel", "x", 1, 0);
+        assert_non_null(f);
+        assert_true(latch_wait(i + 1, 10000)); /* running, with its cancel callback */
+        assert_true(arpc_future_cancel(f));
+        assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(f));
+        arpc_future_release(f);
+        assert_true(sem_wait_secs(&cancel_seen, 30));
+    }
+    wait_no_pending(fx->c);
+    assert_true(written(fx->c) - before >= N / 2);
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
 /* ---- the connection cut, the client closed ---- */
 
 static void test_connection_cut_while_callers_write(void **state)
@@ -450,6 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_without_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_written_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_reaches_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cut_while_callers_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_written_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_write, setup, teardown),
