@@ -17,7 +17,7 @@
  * window 256 through a completion queue fell from 754 k to 388 k calls/s, context switches
  * per call 0.06 -> 0.56, before this rule). A caller that loses the race for the socket
  * (another caller, or the loop, took it) hands the call over with a wake-up, as before.
-
+ *
  * The pending table and the deadline heap stay the loop's alone (no lock): the caller picks
  * the call's xid from a range of its own (CD_XID_BIT set: never one the loop gives), numbers
  * an at-most-once call itself (cl_next_seq is atomic), stamps the latest ack it can see (one
@@ -50,15 +50,18 @@
  * cd_calls before that connection's loss is handled (the push precedes the caller's claim of
  * the socket, which precedes the loop's CW_CLOSED): a call that arrives with its connection
  * open was written on the current one; one that arrives with it closed is counted as sent on
- * the lost one (sent again or ended, by its semantics, as the others).
+ * the lost one (sent again or ended, by its semantics, as the others). A call that arrives
+ * cancelled is not ended at its arrival, as one the loop never sent would be: it is on the
+ * wire, and the cancel's own job, which follows, ends it and sends the server CANCEL.
  *
  * Deadlines: a call no reply ever comes for must still end at its deadline, so the loop must
  * take it in time. While callers' calls with deadlines keep arriving, a sweep (cd_sweep, on
  * the loop's deadline heap, so pollable and wrapped loops keep working) turns the loop every
  * CD_SWEEP_S and takes cd_calls; it is not armed again once a whole period passed with none
  * (an idle client sleeps; calls without a deadline never arm it). At most ~16 wake-ups a
- * second while such calls flow, whatever their rate: the cost of not waking per call. Its time is published (cd_sweep_at): a caller whose deadline
- * comes before it (or finds none armed) posts cd_job after its push. The caller's push and the
+ * second while such calls flow, whatever their rate: the cost of not waking per call. Its
+ * time is published (cd_sweep_at): a caller whose deadline comes before it (or finds none
+ * armed) posts cd_job after its push. The caller's push and the
  * sweep's publication are each followed by a full fence before the other side's look
  * (the caller reads cd_sweep_at, the sweep takes cd_calls), so either the sweep takes the
  * call or the caller sees the new time. The same pattern posts cd_job once (cd_posted). A
