@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "base/options.h"
 #include "core/client_internal.h"
+#include "core/client_resend.h"
 #include "transport/tls.h"
 #include "core/frame.h"
 
@@ -118,7 +119,9 @@ static arpc_client *client_new(const arpc_client_options *o)
         memcpy(c->cl_token, o->auth_token, o->auth_token_len);
         c->cl_token_len = (uint32_t)o->auth_token_len;
     }
-    c->cl_next_xid = c->cl_next_seq = 1;
+    c->cl_next_xid = 1;
+    atomic_init(&c->cl_next_seq, 1);
+    client_direct_init(c);
     c->cl_connector.cn_fd = -1;
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);
     ev_init(&c->cl_connector.cn_io, NULL);

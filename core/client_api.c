@@ -131,7 +131,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1);
     atomic_fetch_add(&c->cl_live, 1);
-    if (arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
+    if (!client_direct_try(c, call) && arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);
         atomic_fetch_sub(&c->cl_live, 1);
         call_discard(call);

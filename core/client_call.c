@@ -197,7 +197,7 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
 /* ---- sending ---- */
 
 /* The budget to put on the wire: ms left, at least 1; 0 for none. */
-static uint32_t call_budget_ms(const struct client_call *call)
+uint32_t call_budget_ms(const struct client_call *call)
 {
     if (call->cc_when == ARPC_NEVER)
         return 0;
@@ -205,39 +205,57 @@ static uint32_t call_budget_ms(const struct client_call *call)
     return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
-void call_send(struct client_call *call)
+bool call_track(struct client_call *call, uint64_t xid)
 {
     arpc_client *c = call->cc_client;
-    uint64_t xid = c->cl_next_xid++;
     call->cc_xid = xid; /* the pending table's key */
     if (pending_put(&c->cl_pending, call) != ARPC_OK) {
         call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0);
-        return;
+        return false;
     }
     if (call_arm(call, call->cc_when) != ARPC_OK) {
         pending_take(&c->cl_pending, xid);
         call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0);
-        return;
+        return false;
     }
+    call_mark_sent(call);
+    return true;
+}
+
+void call_mark_sent(struct client_call *call)
+{
     if (!call->cc_sent) {
         call->cc_sent = true;
         call->cc_sent_tick = call_tick(arpc_now_ns());
     }
-    call->cc_epoch_gen = c->cl_epoch_gen;
+    call->cc_epoch_gen = call->cc_client->cl_epoch_gen;
+}
+
+arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
+{
+    if (call->cc_bulk) {
+        *holder = bulk_of(call);
+        arpc_refcount_get(&bulk_of(call)->b_refs);
+        return call_bulk_release;
+    }
+    *holder = call;
+    arpc_refcount_get(&call->cc_refs);
+    return call_frame_release;
+}
+
+void call_send(struct client_call *call)
+{
+    arpc_client *c = call->cc_client;
+    uint64_t xid = c->cl_next_xid++;
+    if (!call_track(call, xid))
+        return;
     uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
     arpc_frame_restamp_request(bytes, xid, arpc_frame_request_seq(bytes), c->cl_ack, call_budget_ms(call));
     /* The output queue holds the request until written. */
-    void *holder = call;
-    void (*release)(void *) = call_frame_release;
-    if (call->cc_bulk) {
-        holder = bulk_of(call);
-        release = call_bulk_release;
-        arpc_refcount_get(&bulk_of(call)->b_refs);
-    } else {
-        arpc_refcount_get(&call->cc_refs);
-    }
+    void *holder;
+    arpc_outq_release_fn release = call_hold_frame(call, &holder);
     int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
     if (rc == ARPC_ENOMEM) {
         pending_take(&c->cl_pending, xid);
@@ -247,32 +265,40 @@ void call_send(struct client_call *call)
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
 
-void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
+bool call_arrive(struct client_call *call, bool written)
 {
-    (void)loop;
-    struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
     arpc_client *c = call->cc_client;
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
         call_finish(call, client_unavailable_reason(c), NULL, 0);
-        return;
+        return false;
     }
-    if (arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */
+    if (!written && arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
-        return;
+        return false;
     }
     if (call->cc_when != ARPC_NEVER && arpc_now_ns() >= call->cc_when) {
         call_finish(call, state == CL_READY ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
-        return;
+        return false;
     }
     call->cc_order = c->cl_next_order++;
-    if (call->cc_semantics == ARPC_AT_MOST_ONCE)
-        arpc_frame_stamp_request_seq(call_frame_bytes(call), c->cl_next_seq++);
-    if (state == CL_READY)
+    /* (A call its caller wrote was numbered by its caller.) */
+    if (call->cc_semantics == ARPC_AT_MOST_ONCE && call_seq(call) == 0)
+        arpc_frame_stamp_request_seq(call_frame_bytes(call), atomic_fetch_add(&c->cl_next_seq, 1));
+    return true;
+}
+
+void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
+    if (!call_arrive(call, false))
+        return;
+    if (atomic_load(&call->cc_client->cl_state) == CL_READY)
         call_send(call);
     else
-        resend_wait(c, call); /* sent once a connection is ready */
+        resend_wait(call->cc_client, call); /* sent once a connection is ready */
 }
 
 /* ---- cancel ---- */
@@ -280,6 +306,7 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 void calls_cancel(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
+    client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
         if (!call->cc_waiting && call->cc_xid != 0 && c->cl_conn.c_open &&
             (c->cl_server_flags & ARPC_HELLO_CANCEL)) {

@@ -33,6 +33,12 @@ static int error_code_from_wire(uint32_t code)
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
     struct client_call *call = pending_take(&c->cl_pending, f->f_xid);
+    if (call == NULL && (f->f_xid & CD_XID_BIT)) {
+        client_direct_catch_up(c); /* its caller wrote it; the loop may not have seen it yet */
+        call = pending_take(&c->cl_pending, f->f_xid);
+        if (call != NULL)
+            arpc_stat_inc(&c->cl_direct.cd_by_reply);
+    }
     if (call == NULL)
         return; /* timed out or cancelled already: the late reply is dropped */
     call->cc_xid = 0;
@@ -71,6 +77,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
     calls_on_connected(c);
+    client_direct_resume(c);
 }
 
 /* The server takes no new calls on this connection; the ones in flight still get replies. */
@@ -80,6 +87,7 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
     arpc_log_escape(msg, sizeof(msg), f->f_msg, f->f_msg_len);
     if (f->f_code == ARPC_ESHUTDOWN) {
         /* A stopping (perhaps restarting) server: new calls wait for the next connection. */
+        client_direct_pause(c); /* callers' calls too wait */
         int expected = CL_READY;
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
         return;
@@ -164,6 +172,7 @@ static const char *loss_cause(int reason)
 static void client_on_close(struct arpc_conn *conn, int reason)
 {
     arpc_client *c = conn->c_owner;
+    client_direct_pause(c); /* no caller touches the connection until the next HELLO */
     if (!c->cl_connector.cn_attempting) /* a connection that was opened (HELLO) */
         arpc_stat_inc(&c->cl_stats.cst_closed);
     int state = atomic_load(&c->cl_state);
@@ -233,6 +242,7 @@ void client_cleanup(arpc_client *c)
     if (c->cl_cleaned)
         return;
     c->cl_cleaned = true;
+    client_direct_stop(c);
     client_connect_stop(c);
     calls_fail_all(c, ARPC_ESHUTDOWN);
     if (c->cl_conn.c_open) {

@@ -5,9 +5,12 @@
  *   core/client_conn.c     the connection: HELLO, frames from the server, GOAWAY, loss
  *   core/client_call.c     the call object: start, send, re-send, finish, deadline, cancel
  *   core/client_api.c      the call functions of arpc/client.h
+ *   core/client_direct.c   requests written by their callers' threads
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
- * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting). Everything
+ * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
+ * the loop sleeps, write it themselves and leave it on a stack the loop takes without being
+ * woken for it (core/client_direct.c). Everything
  * else -- the connection, the pending table, the waiting list, sequence numbers and the ack,
  * the deadline heap -- is touched by the loop thread only; the shared state is a handful of
  * atomics (state, counts, refs) and the last-error text (a mutex: a cold path).
@@ -60,6 +63,26 @@ enum client_state {
 
 struct client_call;
 
+/* Calls whose callers write their requests themselves (core/client_direct.c). */
+struct client_direct {
+    _Atomic uint32_t cd_gate;      /* CD_GATE_OPEN while writers may enter, + the writers inside */
+    _Atomic uint64_t cd_next_xid;  /* the callers' xids (CD_XID_BIT set: never the loop's) */
+    _Atomic uint64_t cd_ack;       /* cl_ack, for the callers' frames (relaxed: a stale ack is lower) */
+    ck_stack_t cd_calls;           /* calls written (or being written), for the loop */
+    atomic_bool cd_posted;         /* cd_job is posted and has not run yet */
+    struct arpc_loop_job cd_job;   /* takes cd_calls on the loop */
+    _Atomic uint64_t cd_sweep_at;  /* when cd_sweep fires (ARPC_NEVER: not armed) */
+    /* loop thread */
+    struct arpc_deadline cd_sweep; /* takes cd_calls in time for their deadlines */
+    bool cd_active;                /* a caller's call with a deadline arrived since cd_sweep fired */
+    bool cd_stopped;               /* closing: the sweep is not armed again */
+    /* loop-written counters (tests, measurements; core/stats.h's one-writer rule) */
+    arpc_stat cd_written;          /* calls their callers wrote, whole or in part */
+    arpc_stat cd_partial;          /* of those, the ones whose rest the loop queued */
+    arpc_stat cd_waited;           /* arrivals that met their caller still writing */
+    arpc_stat cd_by_reply;         /* calls a reply's lookup found on cd_calls (it overtook them) */
+};
+
 
 /* Getting a connection (client_connect.c; loop thread). */
 struct client_connector {
@@ -107,7 +130,8 @@ struct arpc_client {
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
-    uint64_t cl_next_xid, cl_next_seq, cl_ack;
+    uint64_t cl_next_xid, cl_ack;
+    _Atomic uint64_t cl_next_seq;   /* any thread: callers writing their calls number them too */
     uint32_t cl_next_order;
     uint16_t cl_epoch_gen;          /* bumped whenever a HELLO brings another epoch */
     uint64_t cl_epoch;              /* the current server's, from its HELLO */
@@ -122,6 +146,7 @@ struct arpc_client {
     /* Large calls' memory kept for reuse (base/buf_cache.h; any thread; emptied when the
      * client is freed). Not the connection's: that one is reset at each reconnect. */
     struct arpc_buf_cache cl_bufs;
+    struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
 };
 
 /*
@@ -145,8 +170,17 @@ struct client_call {
     struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
-    uint32_t cc_order;                /* arrival order on the loop, wrapping (call_order_before) */
-    uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick) */
+    /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
+     * there how the write went (enum direct_state) and how much of it was written; the loop
+     * reads both as the call arrives, before it sets the arrival order and the sent tick. */
+    union {
+        uint32_t cc_order;            /* arrival order on the loop, wrapping (call_order_before) */
+        _Atomic uint32_t cc_direct;   /* until then: written by its caller, enum direct_state */
+    };
+    union {
+        uint32_t cc_sent_tick;        /* with cc_sent: when first sent (call_tick) */
+        uint32_t cc_direct_part;      /* until then: with DW_PART, the bytes its caller wrote */
+    };
     arpc_refcount cc_refs;            /* holders of the block (any thread) */
     uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
                                        * instances: far more than one call waits through) */

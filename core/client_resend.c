@@ -71,6 +71,7 @@ void resend_seq_done(arpc_client *c, uint64_t seq)
     c->cl_ack = seq;
     while (arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL)
         c->cl_ack++;
+    atomic_store_explicit(&c->cl_direct.cd_ack, c->cl_ack, memory_order_relaxed); /* callers' frames */
 }
 
 /* ---- connected ---- */
@@ -116,6 +117,7 @@ static int by_order(const void *a, const void *b)
 
 void calls_on_conn_lost(arpc_client *c)
 {
+    client_direct_catch_up(c); /* calls their callers wrote on it are among its calls */
     size_t n = pending_count(&c->cl_pending);
     if (n == 0)
         return;
@@ -152,6 +154,7 @@ static void call_fail(struct client_call *call, void *reason)
 
 void calls_fail_all(arpc_client *c, int reason)
 {
+    client_direct_catch_up(c);
     pending_drain(&c->cl_pending, call_fail, &reason);
     while (c->cl_waiting.dl_head != NULL)
         call_finish(waiting_call(c->cl_waiting.dl_head), reason, NULL, 0);
@@ -159,6 +162,7 @@ void calls_fail_all(arpc_client *c, int reason)
 
 void calls_refused(arpc_client *c, int reason)
 {
+    client_direct_catch_up(c);
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
     while (c->cl_waiting.dl_head != NULL) {
         struct client_call *call = waiting_call(c->cl_waiting.dl_head);

@@ -22,6 +22,38 @@ void call_discard(struct client_call *call);
 void call_free(struct client_call *call);
 int call_arm(struct client_call *call, uint64_t when);
 void call_send(struct client_call *call);
+/* A call reaches the loop: counted, numbered (at-most-once, unless its caller numbered it) and
+ * ordered; false when it ended there (client closed or lost, cancelled, past its deadline).
+ * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,
+ * which follows, ends it and tells the server, which may be running it. */
+bool call_arrive(struct client_call *call, bool written);
+/* The call was sent with xid on the current connection: into the pending table, its deadline
+ * armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
+bool call_track(struct client_call *call, uint64_t xid);
+/* The call went out (on the current connection, or the one just lost): sent, when, to whom. */
+void call_mark_sent(struct client_call *call);
+/* A hold on the call's request bytes (for an output queue): *holder, released with the
+ * returned function. Any thread, while the caller holds the call's memory. */
+arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder);
+uint32_t call_budget_ms(const struct client_call *call); /* ms left for the wire; 0: none */
+
+/* client_direct.c */
+/* Any thread but the loop's: writes the call's request itself when the connection is idle
+ * and hands the call to the loop without waking it. False when it did not (nothing
+ * written, nothing changed): the caller posts the call to the loop as usual. */
+bool client_direct_try(arpc_client *c, struct client_call *call);
+/* Loop thread: every call its caller wrote reaches the loop now (before the pending table or
+ * the waiting list is looked through, e.g. for a reply's xid). */
+void client_direct_catch_up(arpc_client *c);
+void client_direct_init(arpc_client *c);
+/* Loop thread: callers may write the connection now (the server's HELLO came) / no longer
+ * (it is lost, or draining); pausing waits for a caller inside its one send. */
+void client_direct_resume(arpc_client *c);
+void client_direct_pause(arpc_client *c);
+/* Loop thread, at close: paused for good, every call taken, the sweep disarmed. */
+void client_direct_stop(arpc_client *c);
+/* Whether a reply's xid is one a caller chose (then client_direct_catch_up may find it). */
+#define CD_XID_BIT (1ull << 63)
 
 /* client_resend.c */
 void resend_wait(arpc_client *c, struct client_call *call);    /* waits for a connection */
