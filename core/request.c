@@ -331,9 +331,11 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
         return ARPC_EINVAL;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_REPLIED);
     if (flags & RQ_REPLIED) {
-        /* Only reachable while the handler still runs (otherwise req is gone): refuse. */
+        /* Only reachable while the handler still runs or a late reply is on its way
+         * (otherwise req is gone): refuse. The server's part may be gone already. */
         arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (call %llu) was refused",
-                 req->rq_state->rs_method->m_name, (unsigned long long)req->rq_xid);
+                 flags & RQ_STATE_GONE ? "a method" : req->rq_state->rs_method->m_name,
+                 (unsigned long long)req->rq_xid);
         return ARPC_EINVAL;
     }
     /* The server answered the caller already: the server's part may be gone; the reply goes
