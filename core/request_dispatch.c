@@ -42,7 +42,7 @@ static void request_run(arpc_request *req, int status, bool queued)
         request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
     else
         st->rs_method->m_fn(req, st->rs_method->m_ctx);
-    request_handler_done(req);
+    request_handler_done(req, !queued); /* inline: on the loop */
 }
 
 static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int status)
@@ -131,7 +131,7 @@ static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *
     }
     if (rc != ARPC_OK) { /* the actor is stopped: the call did not run */
         request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
-        request_handler_done(req);
+        request_handler_done(req, true);
     }
 }
 
@@ -142,7 +142,7 @@ void request_refuse_parked(struct server_conn *sc)
         return;
     sc->sc_parked = NULL; /* the armed room waiter finds nothing to post */
     request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
-    request_handler_done(req);
+    request_handler_done(req, true);
 }
 
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f)
@@ -154,7 +154,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
     int pool_class;
     struct request_state *st = block_pool_get(&s->sv_requests, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
-    arpc_request *req = st != NULL ? arpc_node_pool_get(&s->sv_handles) : NULL;
+    arpc_request *req = st != NULL ? request_handle_take(s) : NULL;
     if (req == NULL) {
         if (st != NULL)
             block_pool_put(&s->sv_requests, st, pool_class);
@@ -188,7 +188,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     st->rs_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
         /* a duplicate: answered from the cache, or waiting for the original */
-        arpc_node_pool_put(&s->sv_handles, req);
+        request_handle_put(s, req, true);
         block_pool_put(&s->sv_requests, st, pool_class);
         return;
     }

@@ -35,8 +35,8 @@ enum {
  * A request is two objects (core/request.c says why): the handle the handler holds, and the
  * server's part, which the handle points at until it is freed.
  *
- * The handle: small, from the server's handle pool (sv_handles, taken on the loop thread
- * only). Once the server has answered the call in the handler's place and the handler has
+ * The handle: small, from the server's handle pool (sv_handles and the loop's own list
+ * sv_handles_free, taken on the loop thread only: request_handle_take). Once the server has answered the call in the handler's place and the handler has
  * returned, it is all that is left (a tombstone) until the handler's late reply frees it.
  */
 struct arpc_request {
@@ -89,9 +89,18 @@ struct request_state {
 #define SHUTTING_DOWN "server shutting down"
 
 /* The handler returned / the reply was handed over: whichever comes last frees the server's
- * part, and the handle with it unless the server answered the call (any thread). */
-void request_handler_done(arpc_request *req);
-void request_reply_done(arpc_request *req);
+ * part, and the handle with it unless the server answered the call (any thread; on_loop: on
+ * the loop's thread, or in a job of its final drain). */
+void request_handler_done(arpc_request *req, bool on_loop);
+void request_reply_done(arpc_request *req, bool on_loop);
+/* A handle for a new request (loop thread only: request_dispatch), and one given back
+ * (on_loop: from the loop's thread, or a job of its final drain; else any thread). */
+arpc_request *request_handle_take(arpc_server *s);
+/* The handle pool is made with the server / freed with it (handles still out are tombstones:
+ * their late replies free them). */
+void request_handles_init(arpc_server *s);
+void request_handles_fini(arpc_server *s);
+void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop);
 /* The request leaves its connection's table: a CANCEL can no longer find it. */
 void request_untrack(arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */

@@ -60,7 +60,7 @@ static void server_free(arpc_server *s)
      * request or connection; the reply cache and log let go of theirs at teardown). */
     block_pool_fini(&s->sv_requests);
     block_pool_fini(&s->sv_replies);
-    arpc_node_pool_fini(&s->sv_handles); /* handles still out are tombstones, freed by their late replies */
+    request_handles_fini(s); /* handles still out are tombstones, freed by their late replies */
     arpc_free(s);
 }
 
@@ -108,7 +108,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_replying, 0);
     block_pool_init(&s->sv_requests);
     block_pool_init(&s->sv_replies);
-    arpc_node_pool_init(&s->sv_handles, sizeof(struct arpc_request));
+    request_handles_init(s);
     arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
     arpc_deadline_init(&s->sv_limits, NULL, NULL);
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */

@@ -147,6 +147,8 @@ struct arpc_server {
      * thread only; one the server answered in its handler's place leaves the pool (its late
      * reply frees it, core/request_tomb.c) */
     struct arpc_node_pool sv_handles;
+    arpc_request *sv_handles_free;    /* handles let go of on the loop, for it to take first
+                                       * (loop thread; core/request.c) */
     struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late
                                        * replies may still finish them (loop thread) */
 };
