@@ -27,8 +27,7 @@
  * its xid to it (loop thread only), so a CANCEL frame finds it. The reply's holder is let go
  * on the loop, after the entry is removed, so the table never points at a freed request. A
  * cancelled call that has not started does not run (its reply says ARPC_ECANCELLED); a
- * running handler sees arpc_request_cancelled() or its on_cancel callback (rq_flags orders
- * the callback's registration against the cancel, so exactly one side calls it).
+ * running handler sees it (core/request_access.c).
  *
  * Late replies: a reply checks that the server is not stopped, and stop waits for replies
  * between that check and their hand-over (sv_replying), so once arpc_server_stop has
@@ -442,87 +441,6 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
     return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true, NULL, 0);
-}
-
-/* The server's part, or NULL once the server answered the call and freed it (a tombstone:
- * the accessors then answer as for a request that has nothing). */
-static const struct request_state *request_state_of(const arpc_request *req)
-{
-    if (req == NULL || (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_STATE_GONE))
-        return NULL;
-    return req->rq_state;
-}
-
-const void *arpc_request_data(const arpc_request *req, size_t *len)
-{
-    const struct request_state *st = request_state_of(req);
-    if (len != NULL)
-        *len = st != NULL ? st->rs_len : 0;
-    return st != NULL ? st->rs_data : NULL;
-}
-
-/* Given NULL (misuse) or a request the server answered and let go of, each accessor answers
- * as for a request that has nothing: NULL, false, 0. */
-const char *arpc_request_method(const arpc_request *req)
-{
-    const struct request_state *st = request_state_of(req);
-    return st != NULL ? st->rs_method->m_name : NULL;
-}
-bool arpc_request_is_oneway(const arpc_request *req) { return req != NULL && req->rq_oneway; }
-uint64_t arpc_request_client_id(const arpc_request *req)
-{
-    const struct request_state *st = request_state_of(req);
-    return st != NULL ? st->rs_conn->sc_client_id : 0;
-}
-const arpc_peer_info *arpc_request_peer(const arpc_request *req)
-{
-    const struct request_state *st = request_state_of(req);
-    return st != NULL ? &st->rs_conn->sc_peer : NULL;
-}
-
-const char *arpc_request_peer_subject(const arpc_request *req)
-{
-    const struct request_state *st = request_state_of(req);
-    return st != NULL ? st->rs_conn->sc_peer_subject : NULL;
-}
-uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
-
-int64_t arpc_request_budget_ms(const arpc_request *req)
-{
-    const struct request_state *st = request_state_of(req);
-    return st != NULL ? arpc_ms_left(st->rs_deadline_ns) : 0;
-}
-
-bool arpc_request_cancelled(const arpc_request *req)
-{
-    return req != NULL && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
-}
-
-int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)
-{
-    if (req == NULL || fn == NULL)
-        return ARPC_EINVAL;
-    unsigned flags = atomic_load(&req->rq_flags);
-    if (flags & RQ_CANCEL_CB)
-        return ARPC_EBUSY; /* one callback per request */
-    if (flags & RQ_STATE_GONE)
-        return ARPC_OK; /* answered by the server: never called (it is not, once answered) */
-    struct request_state *st = req->rq_state;
-    st->rs_cancel_fn = fn;
-    st->rs_cancel_arg = arg;
-    /* Release: the loop that sees RQ_CANCEL_CB sees fn and arg. */
-    if (atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCELLED)
-        fn(req, arg); /* cancelled already: the loop did not see the callback, we call it */
-    return ARPC_OK;
-}
-
-void request_cancel(struct server_conn *sc, uint64_t xid)
-{
-    arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
-    if (req == NULL)
-        return; /* answered already, or never a call on this connection */
-    if (atomic_fetch_or(&req->rq_flags, RQ_CANCELLED) & RQ_CANCEL_CB)
-        req->rq_state->rs_cancel_fn(req, req->rq_state->rs_cancel_arg); /* alive: its entry is still in the table */
 }
 
 /* Answers a call that will not run, with why. */

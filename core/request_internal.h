@@ -1,7 +1,8 @@
 /*
  * The server's request object, shared by the three files that handle it (loop thread unless
  * a function says otherwise):
- *   request.c           the object's life, the reply that leaves it, cancellation
+ *   request.c           the object's life, the reply that leaves it
+ *   request_access.c    what a handler reads of it, and its cancellation
  *   request_deadline.c  the answers the server gives in a handler's place (deadline, stop)
  *   request_tomb.c      what is left of a request the server answered: the late reply's path
  *   request_dispatch.c  running handlers on their actors, and flow control at a full mailbox
