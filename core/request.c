@@ -20,8 +20,8 @@
  * stop: core/request_deadline.c), the server takes the reply's place as holder, so once the
  * handler has returned the server's part is freed -- its payload, its counts, its pins on the
  * connection and the server -- while the handle stays for the handler's late reply, which
- * may come at any time or never (core/request_tomb.c). The split costs a second pool take
- * and give-back per call (docs/PERFORMANCE.md).
+ * may come at any time or never (core/request_tomb.c). The split costs a second take and
+ * give-back per call, mostly from a list of the loop's own (docs/PERFORMANCE.md).
  *
  * Cancellation: while a call waits for or runs in its handler, its connection's table maps
  * its xid to it (loop thread only), so a CANCEL frame finds it. The reply's holder is let go

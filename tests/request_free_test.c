@@ -59,6 +59,7 @@ static void count_unfreed(void *ctx, enum arpc_log_level level, const char *line
 }
 
 static void h_hand_off(arpc_request *req, void *ctx); /* test_late_replies_race_the_deadline */
+static void h_block(arpc_request *req, void *ctx);    /* test_freed_when_the_handler_returns_after_the_deadline */
 
 static arpc_server *make_server(arpc_server_options *o, char *addr, size_t addrlen)
 {
@@ -75,6 +76,7 @@ static arpc_server *make_server(arpc_server_options *o, char *addr, size_t addrl
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hand_off", h_hand_off, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.block", h_block, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -202,6 +204,77 @@ static void test_deadline_gives_back_the_connections_bytes(void **state)
     destroy_server(s);
 }
 
+/* A handler still running when the deadline passes: the call still counts until it returns
+ * (the server still spends on it), and no longer once it has. */
+static sem_t unblock;
+
+static void h_block(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&kept, req);
+    latch_add();
+    (void)sem_wait_secs(&unblock, 30);
+}
+
+static void test_freed_when_the_handler_returns_after_the_deadline(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server_options o = {.workers = 1, .max_calls_per_conn = 1};
+    arpc_server *s = make_server(&o, addr, sizeof(addr));
+    assert_int_equal(0, sem_init(&unblock, 0, 0));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    uint64_t xid = 1; /* sent again if the worker took it up only after its budget (EEXPIRED) */
+    for (;; xid++) {
+        assert_true(xid < 100);
+        assert_true(raw_request(&r, xid, 0, 0, SHORT_DEADLINE_MS, "t.block", "x", 1));
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+        assert_int_equal(xid, f.f.f_xid);
+        if (f.f.f_code != ARPC_EEXPIRED) {
+            assert_int_equal(ARPC_ETIMEDOUT, f.f.f_code);
+            break;
+        }
+    }
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    assert_int_equal(1, handlers_in_flight(s)); /* blocked in its handler */
+    arpc_request *req = atomic_load(&kept);
+    size_t len;
+    assert_non_null(arpc_request_data(req, &len)); /* intact while the handler runs */
+    assert_int_equal(1, len);
+    assert_true(raw_request(&r, xid + 1, 0, 0, 0, "t.echo", "next", 4)); /* held: one call a connection */
+    sem_post(&unblock);
+    expect_reply(&r, xid + 1, "next", 4, 1); /* read once the handler returned */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(req, "late", 4));
+    raw_close(&r);
+    destroy_server(s);
+    sem_destroy(&unblock);
+}
+
+/* The late result of a numbered call needs no connection: the caller's connection closed
+ * meanwhile, and its retry from a new connection is answered from the reply cache. */
+static void test_numbered_late_result_outlives_the_connection(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server_options o = {.workers = 1};
+    arpc_server *s = make_server(&o, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0x5eed));
+    assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_close(&r);
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "first", 5));
+    assert_true(raw_connect(&r, addr, 0x5eed));
+    assert_true(raw_request(&r, 7, 1, 0, 0, "t.keep_inline", "x", 1)); /* the retry */
+    expect_reply(&r, 7, "first", 5, 1);
+    assert_int_equal(1, atomic_load(&keep_runs));
+    raw_close(&r);
+    destroy_server(s);
+}
+
 /* Stop: the calls are answered ARPC_EABANDONED and freed; after the destroy only their
  * handles are left (two blocks), which their late replies free. */
 static void test_stop_frees_the_requests(void **state)
@@ -299,7 +372,7 @@ static void h_hand_off(arpc_request *req, void *ctx)
     const uint8_t *p = arpc_request_data(req, &len);
     struct race_call *c = &race[p[0]];
     c->req = req;
-    c->reply_at_ms = now_ms() + arpc_request_budget_ms(req);
+    c->reply_at_ms = now_ms() + arpc_request_budget_ms(req) + p[0] % 3; /* at it, or 1-2 ms after */
     sem_post(&race_ready); /* the replier may reply before we return: both orders are tried */
 }
 
@@ -367,8 +440,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_deadline_frees_the_request),
         cmocka_unit_test_no_leak(test_deadline_gives_back_the_connections_bytes),
+        cmocka_unit_test_no_leak(test_freed_when_the_handler_returns_after_the_deadline),
         cmocka_unit_test_no_leak(test_stop_frees_the_requests),
         cmocka_unit_test_no_leak(test_numbered_call_freed_and_run_once),
+        cmocka_unit_test_no_leak(test_numbered_late_result_outlives_the_connection),
         cmocka_unit_test_no_leak(test_numbered_tombstone_lets_go_of_its_server_at_stop),
         cmocka_unit_test_no_leak(test_late_replies_race_the_deadline),
     };
