@@ -67,9 +67,12 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
     request_count_answer(req, code);
-    /* A numbered call keeps its cache entry "running" (and this xid among its waiters, which
-     * the client ignores once answered): a retry waits for the real result. */
+    /* A numbered call keeps its cache entry "running": a retry waits for the real result.
+     * This xid has its answer: it leaves the waiters, which would hold its connection's
+     * record for as long as the handler does not reply. */
     sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
+    if (req->rq_seq != 0)
+        dedup_leave(sc, req->rq_seq, req->rq_xid);
     if (keep_server)
         request_tomb_list(s, req);
     /* The server holds the reply's place now: the handler's reply goes the tombstone's way. */

@@ -299,6 +299,9 @@ void dedup_stop(arpc_server *s);
 /* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
  * answered (replayed, refused) or attached to the running call. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+/* A numbered call's request xid on sc was answered by the server in its handler's place: it
+ * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
+void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
