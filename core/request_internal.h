@@ -1,6 +1,6 @@
 /*
- * The server's request object, shared by the three files that handle it (loop thread unless
- * a function says otherwise):
+ * The server's request, shared by the files that handle it (loop thread unless a function
+ * says otherwise):
  *   request.c           the object's life, the reply that leaves it
  *   request_access.c    what a handler reads of it, and its cancellation
  *   request_deadline.c  the answers the server gives in a handler's place (deadline, stop)
@@ -37,8 +37,10 @@ enum {
  * server's part, which the handle points at until it is freed.
  *
  * The handle: small, from the server's handle pool (sv_handles and the loop's own list
- * sv_handles_free, taken on the loop thread only: request_handle_take). Once the server has answered the call in the handler's place and the handler has
- * returned, it is all that is left (a tombstone) until the handler's late reply frees it.
+ * sv_handles_free, taken on the loop thread only: request_handle_take). Once the server has
+ * answered the call in the handler's place and the handler has returned, it is all that is
+ * left (a tombstone) until the handler's late reply frees it. A free handle's rq_state links
+ * the next free one.
  */
 struct arpc_request {
     atomic_uint rq_flags;
@@ -61,8 +63,8 @@ struct arpc_request {
 };
 
 /* The server's part: one block from the server's request pool (core/block_pool.h), with a
- * copy of the payload. Freed when both the handler has returned and the reply was delivered,
- * or the server answered in the handler's place. */
+ * copy of the payload. Freed once the handler has returned and the reply was delivered, or
+ * the server answered in the handler's place. */
 struct request_state {
     arpc_request *rs_req;        /* its handle */
     struct arpc_loop_job rs_job; /* lets go of the reply's holder on the loop, when no reply can */
@@ -97,11 +99,11 @@ void request_reply_done(arpc_request *req, bool on_loop);
 /* A handle for a new request (loop thread only: request_dispatch), and one given back
  * (on_loop: from the loop's thread, or a job of its final drain; else any thread). */
 arpc_request *request_handle_take(arpc_server *s);
+void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop);
 /* The handle pool is made with the server / freed with it (handles still out are tombstones:
  * their late replies free them). */
 void request_handles_init(arpc_server *s);
 void request_handles_fini(arpc_server *s);
-void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop);
 /* The request leaves its connection's table: a CANCEL can no longer find it. */
 void request_untrack(arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */

@@ -33,8 +33,8 @@
 #include "core/frame.h"
 #include "core/request_internal.h"
 
-/* Loop thread: a numbered tombstone's late reply finishes its cache entry (server_loop_hand
- * keeps its loop until it runs). */
+/* Loop thread: the handle of a numbered call answered at its deadline holds a reference on
+ * the server; listed, so that a stop finds it and lets go of it. */
 void request_tomb_list(arpc_server *s, arpc_request *req)
 {
     arpc_dlist_insert_after(&s->sv_tombs, NULL, &req->rq_tomb_link);
