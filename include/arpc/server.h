@@ -241,8 +241,10 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
 /* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
- * cache, and releases the caller's handle (what requests still held by handlers refer to is
- * freed when they reply: their count is logged). Returns ARPC_OK;
+ * cache, and releases the caller's handle. A request the stop answered for its handler keeps
+ * only its handle (freed by its late reply, see the top); what a handler still running then
+ * (on the application's actors) or a one-way message not finished refers to is freed when
+ * that handler is done with it (their count is logged). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
  * "API misuse"). */
