@@ -50,12 +50,17 @@ static void pb_closure(const ProtobufCMessage *output, void *closure_data)
 {
     struct pb_call *call = closure_data;
     char why[ARPC_METHOD_MAX + 128];
+    /* NULL when the closure runs after the method returned and the server answered the call
+     * (its deadline): the reply is then dropped, but the text is made first. */
+    const char *method = arpc_request_method(call->pc_req);
+    if (method == NULL)
+        method = "(answered already)";
     if (output == NULL) {
-        snprintf(why, sizeof(why), "%s: the method failed", arpc_request_method(call->pc_req));
+        snprintf(why, sizeof(why), "%s: the method failed", method);
         arpc_reply_error(call->pc_req, why);
     } else if (output->descriptor != call->pc_output) {
-        snprintf(why, sizeof(why), "%s: the method returned a %s, not a %s", arpc_request_method(call->pc_req),
-                 output->descriptor->name, call->pc_output->name);
+        snprintf(why, sizeof(why), "%s: the method returned a %s, not a %s", method, output->descriptor->name,
+                 call->pc_output->name);
         arpc_reply_error(call->pc_req, why);
     } else {
         pb_reply_message(call->pc_req, output);

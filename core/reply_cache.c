@@ -171,6 +171,30 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
     return e != NULL ? arpc_rc_entry_remove(rc, c, e) : NULL;
 }
 
+struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
+                                              void *conn, uint64_t xid)
+{
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_entry *e = c != NULL ? arpc_u64_map_get(&c->c_entries, seq) : NULL;
+    if (e == NULL || e->e_state == ARPC_RC_DONE)
+        return NULL;
+    for (struct arpc_rc_waiter **p = &e->e_waiters; *p != NULL; p = &(*p)->w_next) {
+        struct arpc_rc_waiter *w = *p;
+        if (w->w_conn != conn || w->w_xid != xid)
+            continue;
+        /* e_nwaiters counts the duplicates, not the first waiter (the request that began
+         * the call); a duplicate leaving after it is not counted down: the bound errs low. */
+        if (p != &e->e_waiters && e->e_nwaiters > 0)
+            e->e_nwaiters--;
+        *p = w->w_next;
+        if (e->e_last == &w->w_next)
+            e->e_last = p;
+        w->w_next = NULL;
+        return w;
+    }
+    return NULL;
+}
+
 void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
                           uint64_t now_ns)
 {

@@ -163,7 +163,16 @@ struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uin
 struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint64_t client_id,
                                               uint64_t seq);
 
-/* Gives back a list handed out by finish, durable or abort, once it was answered. */
+/*
+ * (conn, xid) no longer waits for the RUNNING or LOGGING call (client_id, seq): its caller
+ * was answered otherwise (the server answered it at its deadline). Its waiter is taken out
+ * and returned (the caller lets go of w_conn, then gives it back with free_waiters), or NULL
+ * when it is not there. The call goes on; its other waiters still get its result.
+ */
+struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
+                                              void *conn, uint64_t xid);
+
+/* Gives back a list handed out by finish, durable, abort or leave, once it was answered. */
 void arpc_reply_cache_free_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list);
 
 /* A request with no seq carried ack: a known client's activity and ack are updated as in

@@ -58,7 +58,7 @@
 
 bool reply_direct_write(struct reply_msg *rm)
 {
-    struct server_conn *sc = rm->rm_req->rq_conn; /* held by the request until the job ran */
+    struct server_conn *sc = rm->rm_req->rq_state->rs_conn; /* held by the request until the job ran */
     size_t written = 0;
     enum arpc_direct how = arpc_conn_write_direct(&sc->sc_conn, rm->rm_frame, rm->rm_len, &written);
     rm->rm_direct = written;

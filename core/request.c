@@ -1,33 +1,42 @@
 /*
  * The request a handler sees, and the reply that leaves it.
  *
- * A request is one block: the object and a copy of the payload, from the server's request
- * pool (core/block_pool.h), given back there when it is freed. It is finished exactly
- * once, by arpc_reply or arpc_reply_error, on any thread. The reply is encoded on that thread
- * into one allocation (struct reply_msg) that travels to the loop on the loop's job lane and
- * is then queued on the connection as it is (the output queue frees it once written).
+ * A request is two objects (core/request_internal.h): the handle the handler holds (struct
+ * arpc_request, a few words, from the server's handle pool) and the server's part (struct
+ * request_state: the call's bookkeeping and a copy of the payload, one block from the
+ * server's request pool, core/block_pool.h). It is finished exactly once, by arpc_reply or
+ * arpc_reply_error, on any thread. The reply is encoded on that thread into one allocation
+ * (struct reply_msg) that travels to the loop on the loop's job lane and is then queued on
+ * the connection as it is (the output queue frees it once written).
  *
  * Two holders end a request's life: the handler's run (until the handler returns) and the
- * reply (until the loop has delivered it); whichever lets go last frees it. So a second reply
- * made while the handler is still running finds the request alive, sees it was already
- * answered, and is refused (ARPC_EINVAL, logged) instead of freeing it twice. A reply made
- * after the handler returned and the request was answered is a use of freed memory, as with
- * free().
+ * reply (until the loop has delivered it); whichever lets go last frees both objects. So a
+ * second reply made while the handler is still running finds the request alive, sees it was
+ * already answered, and is refused (ARPC_EINVAL, logged) instead of freeing it twice. A
+ * reply made after the handler returned and the request was answered is a use of freed
+ * memory, as with free().
+ *
+ * Why two objects: when the server answers a call in its handler's place (its deadline, a
+ * stop: core/request_deadline.c), the server takes the reply's place as holder, so once the
+ * handler has returned the server's part is freed -- its payload, its counts, its pins on the
+ * connection and the server -- while the handle stays for the handler's late reply, which
+ * may come at any time or never (core/request_tomb.c). The split costs a second take and
+ * give-back per call, mostly from a list of the loop's own (docs/PERFORMANCE.md).
  *
  * Cancellation: while a call waits for or runs in its handler, its connection's table maps
  * its xid to it (loop thread only), so a CANCEL frame finds it. The reply's holder is let go
  * on the loop, after the entry is removed, so the table never points at a freed request. A
  * cancelled call that has not started does not run (its reply says ARPC_ECANCELLED); a
- * running handler sees arpc_request_cancelled() or its on_cancel callback (rq_flags orders
- * the callback's registration against the cancel, so exactly one side calls it).
+ * running handler sees it (core/request_access.c).
  *
  * Late replies: a reply checks that the server is not stopped, and stop waits for replies
  * between that check and their hand-over (sv_replying), so once arpc_server_stop has
  * returned no reply touches the loop, which the user may then destroy. A reply after the stop
  * looks at the state before anything else (the loop may be freed by then).
  *
- * The server's own answers for a handler (deadline, stop) are core/request_deadline.c;
- * running handlers and flow control at a full mailbox, core/request_dispatch.c.
+ * The server's own answers for a handler (deadline, stop) are core/request_deadline.c, and
+ * what is left after them core/request_tomb.c; running handlers and flow control at a full
+ * mailbox, core/request_dispatch.c.
  */
 #include <stddef.h>
 #include <string.h>
@@ -42,62 +51,131 @@
 #include "core/request_internal.h"
 #include "core/server_internal.h"
 
-/* Drops the request's reference and frees it. Any thread. The request pins its connection,
- * which pins the server: s is used before the connection is let go. */
-static void request_free(arpc_request *req)
+void request_handles_init(arpc_server *s) { arpc_node_pool_init(&s->sv_handles, sizeof(struct arpc_request)); }
+
+void request_handles_fini(arpc_server *s)
 {
-    struct server_conn *sc = req->rq_conn;
+    arpc_node_pool_fini(&s->sv_handles);
+    while (s->sv_handles_free != NULL) {
+        arpc_request *req = s->sv_handles_free;
+        s->sv_handles_free = (arpc_request *)req->rq_state;
+        arpc_free(req); /* the node pool's nodes are plain allocations */
+    }
+}
+
+/* Loop thread only (or a job of its final drain): a handle for a new request. The loop is the
+ * pool's only taker, and most handles are let go of on the loop (their reply delivered after
+ * their handler returned), so those go to a list of the loop's own, without an atomic; the
+ * others come back through the node pool (measured: the pool's atomics cost ~2% of pipelined
+ * throughput when every handle went through it). */
+arpc_request *request_handle_take(arpc_server *s)
+{
+    arpc_request *req = s->sv_handles_free;
+    if (req == NULL)
+        return arpc_node_pool_get(&s->sv_handles);
+    s->sv_handles_free = (arpc_request *)req->rq_state; /* a free handle's rq_state links the next */
+    return req;
+}
+
+void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
+{
+    if (!on_loop) {
+        arpc_node_pool_put(&s->sv_handles, req);
+        return;
+    }
+    req->rq_state = (struct request_state *)s->sv_handles_free;
+    s->sv_handles_free = req;
+}
+
+/* Frees the server's part, and the handle unless the server answered the call and its late
+ * reply has not come yet (the handle is then a tombstone, freed by that reply). Any thread;
+ * on_loop: on the loop's thread (or in a job of its final drain); answered: rq_flags had
+ * RQ_SERVER_ANSWERED (otherwise a reply was made, so it never will: no late reply to meet).
+ * The server's part pins its connection, which pins the server: s is used before the
+ * connection is let go. */
+static void request_free(arpc_request *req, bool answered, bool on_loop)
+{
+    struct request_state *st = req->rq_state;
+    struct server_conn *sc = st->rs_conn;
     arpc_server *s = sc->sc_server;
-    arpc_conn_buf_put(&sc->sc_conn, req->rq_body, req->rq_body_cap); /* for the connection's next large frame */
-    block_pool_put(&s->sv_requests, req, req->rq_pool_class);
+    arpc_conn_buf_put(&sc->sc_conn, st->rs_buf, st->rs_buf_cap); /* for the connection's next large frame */
+    block_pool_put(&s->sv_requests, st, st->rs_pool_class);
+    if (!answered)
+        request_handle_put(s, req, on_loop);
+    else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
+        arpc_free(req); /* answered by the server: it left the pool (core/request_tomb.c) */
+    /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_futex_wake_all((const uint32_t *)&s->sv_inflight); /* a stop waits out its grace */
     sconn_release(sc);
 }
 
-/* The handler returned: free the request if its reply is already done. */
-void request_handler_done(arpc_request *req)
+void request_abandon(arpc_loop *loop, arpc_request *req)
 {
-    if (atomic_fetch_and(&req->rq_flags, ~(unsigned)RQ_IN_HANDLER) & RQ_REPLY_DONE)
-        request_free(req);
+    if (loop != NULL)
+        inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
+    request_free(req, true, loop != NULL);
+}
+
+static void request_abandon_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    request_abandon(loop, ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req);
+}
+
+static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn);
+
+/* The handler returned: free the request if its reply is already done. When the server
+ * answered the call, the loop ends its count first. */
+void request_handler_done(arpc_request *req, bool on_loop)
+{
+    unsigned flags = atomic_fetch_and(&req->rq_flags, ~(unsigned)RQ_IN_HANDLER);
+    if (!(flags & RQ_REPLY_DONE))
+        return;
+    if (flags & RQ_SERVER_ANSWERED)
+        request_finish_on_loop(req->rq_state->rs_conn->sc_server, req, request_abandon_on_loop);
+    else
+        request_free(req, false, on_loop);
 }
 
 /* The reply was handed over: free the request if its handler already returned. The two
  * read-modify-writes are totally ordered, so exactly one of them frees. */
-void request_reply_done(arpc_request *req)
+void request_reply_done(arpc_request *req, bool on_loop)
 {
-    if (!(atomic_fetch_or(&req->rq_flags, RQ_REPLY_DONE) & RQ_IN_HANDLER))
-        request_free(req);
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_REPLY_DONE);
+    if (!(flags & RQ_IN_HANDLER))
+        request_free(req, flags & RQ_SERVER_ANSWERED, on_loop);
 }
 
 /* Loop thread: the request leaves its connection's table (a CANCEL can no longer find it). */
 void request_untrack(arpc_request *req)
 {
-    struct server_conn *sc = req->rq_conn;
-    if (req->rq_tracked && sc->sc_conn.c_open)
+    struct request_state *st = req->rq_state;
+    struct server_conn *sc = st->rs_conn;
+    if (st->rs_tracked && sc->sc_conn.c_open)
         arpc_u64_map_take(&sc->sc_calls, req->rq_xid);
-    req->rq_tracked = false;
+    st->rs_tracked = false;
 }
 
 void request_count_answer(arpc_request *req, int code)
 {
-    struct method_stats *ms = req->rq_method->m_stats;
+    struct request_state *st = req->rq_state;
+    struct method_stats *ms = st->rs_method->m_stats;
     stats_call_finished(&ms->ms_calls, code);
-    arpc_hist_record(&ms->ms_latency, arpc_now_ns() - req->rq_dispatched_ns);
+    arpc_hist_record(&ms->ms_latency, arpc_now_ns() - st->rs_dispatched_ns);
 }
 
-/* Loop thread (or any thread once no loop runs): queues the reply on its connection. */
+/* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
+ * to a call the server answered goes another way (core/request_tomb.c). */
 static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct reply_msg *rm = (struct reply_msg *)job;
     arpc_request *req = rm->rm_req;
-    struct server_conn *sc = req->rq_conn;
+    struct server_conn *sc = req->rq_state->rs_conn;
     request_untrack(req);
     request_unlist(req);
     arpc_server *s = sc->sc_server;
-    if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
-        request_count_answer(req, rm->rm_code); /* else counted when the server answered */
+    request_count_answer(req, rm->rm_code);
     size_t ran_len = rm->rm_ran ? rm->rm_len : 0; /* rm may be gone once queued */
     bool written = rm->rm_direct != 0; /* its replier wrote it (all, or its start) */
     if (written)
@@ -107,35 +185,29 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
         if (sc->sc_goodbye && arpc_reply_cache_forget(&s->sv_cache, sc->sc_cache_key))
             sc->sc_goodbye = false; /* its last running call is booked: the GOAWAY takes effect */
-    } else if (written || (atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED)) {
-        reply_msg_put(rm); /* the caller has it already, or was answered already */
+    } else if (written) {
+        reply_msg_put(rm); /* the caller has it already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
     inflight_end(req, ran_len); /* after the reply counts as queued output */
-    request_reply_done(req);
+    request_reply_done(req, true);
 }
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
  * loop, after the request leaves its connection's table. */
 static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    arpc_request *req = (arpc_request *)job;
+    arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     request_untrack(req);
     request_unlist(req);
-    if (!(atomic_load(&req->rq_flags) & RQ_SERVER_ANSWERED))
-        request_count_answer(req, ARPC_ENOMEM); /* the caller waits for its deadline */
+    request_count_answer(req, ARPC_ENOMEM); /* the caller waits for its deadline */
     if (loop != NULL)
         inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
-    request_reply_done(req);
+    request_reply_done(req, loop != NULL);
 }
 
-/* Runs job on the server's loop: at once when called on its thread, else posted, never
- * waiting. ARPC_ESHUTDOWN (job not run): the server is stopped -- its loop may be destroyed
- * by now (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the
- * loop refused it. The state check and every use of the loop are counted in sv_replying,
- * which a stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst). */
-static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct)
+int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct)
 {
     atomic_fetch_add(&s->sv_replying, 1);
     int rc = ARPC_ESHUTDOWN;
@@ -161,19 +233,20 @@ static int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct re
  * flow limits (it held its payload until now), then lets it go. */
 static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    arpc_request *req = (arpc_request *)job;
+    arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     if (loop != NULL)
         inflight_end(req, 0);
-    request_reply_done(req);
+    request_reply_done(req, loop != NULL);
 }
 
-/* Runs fn for req on the loop (rq_job), or here with a NULL loop when no loop runs any more
+/* Runs fn for req on the loop (rs_job), or here with a NULL loop when no loop runs any more
  * (a stop emptied its lists; nothing counts any more). */
 static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn)
 {
-    arpc_loop_job_init(&req->rq_job, fn);
-    if (server_loop_hand(s, &req->rq_job, NULL) != ARPC_OK)
-        fn(NULL, &req->rq_job);
+    struct arpc_loop_job *job = &req->rq_state->rs_job;
+    arpc_loop_job_init(job, fn);
+    if (server_loop_hand(s, job, NULL) != ARPC_OK)
+        fn(NULL, job);
 }
 
 /* Hands an encoded reply to the loop without ever waiting, written first by this thread when
@@ -186,7 +259,7 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write)
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);
-        request_reply_done(req); /* no loop will deliver it; its table is gone with the loop */
+        request_reply_done(req, false); /* no loop will deliver it; its table is gone with the loop */
     }
     return rc;
 }
@@ -257,25 +330,35 @@ struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)
     return rm;
 }
 
-static struct reply_msg *reply_encode(const arpc_request *req, uint8_t kind, int code, const void *data,
-                                      size_t len, bool ran, const void *effect, size_t effect_len)
+struct reply_msg *reply_encode(struct server_conn *home, uint64_t xid, uint8_t kind, int code, const void *data,
+                               size_t len, bool ran, const void *effect, size_t effect_len)
 {
     size_t flen = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
-    struct reply_msg *rm = reply_msg_new(req->rq_conn, flen, effect, effect_len);
+    struct reply_msg *rm = reply_msg_new(home, flen, effect, effect_len);
     if (rm == NULL)
         return NULL;
     if (kind == ARPC_FRAME_REPLY) {
-        arpc_frame_encode_header(rm->rm_frame, ARPC_FRAME_REPLY, req->rq_xid, (uint32_t)len);
+        arpc_frame_encode_header(rm->rm_frame, ARPC_FRAME_REPLY, xid, (uint32_t)len);
         if (len)
             memcpy(rm->rm_frame + ARPC_FRAME_HEADER_SIZE, data, len);
     } else {
-        arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, req->rq_xid, (uint32_t)code, data,
-                                (uint16_t)len);
+        arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, xid, (uint32_t)code, data, (uint16_t)len);
     }
-    rm->rm_req = (arpc_request *)req;
+    rm->rm_req = NULL;
     rm->rm_ran = ran;
     rm->rm_code = kind == ARPC_FRAME_REPLY ? ARPC_OK : code;
     return rm;
+}
+
+/* An effect on a server without a log is dropped, with a warning once. */
+bool reply_effect_kept(const arpc_server *s)
+{
+    if (s->sv_has_log)
+        return true;
+    static atomic_bool warned;
+    if (!atomic_exchange(&warned, true))
+        arpc_log(ARPC_LOG_WARN, "arpc_reply_durable on a server without log_dir: effects are not logged");
+    return false;
 }
 
 static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran,
@@ -285,16 +368,22 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
         return ARPC_EINVAL;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_REPLIED);
     if (flags & RQ_REPLIED) {
-        /* Only reachable while the handler still runs (otherwise req is gone): refuse. */
+        /* Only reachable while the handler still runs or a late reply is on its way
+         * (otherwise req is gone): refuse. The server's part may be gone already. */
         arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (call %llu) was refused",
-                 req->rq_method->m_name, (unsigned long long)req->rq_xid);
+                 flags & RQ_STATE_GONE ? "a method" : req->rq_state->rs_method->m_name,
+                 (unsigned long long)req->rq_xid);
         return ARPC_EINVAL;
     }
-    /* The server answered the caller already: the reply still goes to the loop (a numbered
-     * call's result finishes its cache entry for retries), and says what the caller got. */
-    int late = flags & RQ_SERVER_ANSWERED ? req->rq_late_code : ARPC_OK;
-    struct server_conn *sc = req->rq_conn;
+    /* The server answered the caller already: the server's part may be gone; the reply goes
+     * the tombstone's way (a numbered call's result still finishes its cache entry). */
+    if (flags & RQ_SERVER_ANSWERED)
+        return request_tomb_reply(req, flags, kind, code, data, len, effect, effect_len);
+    struct request_state *st = req->rq_state;
+    struct server_conn *sc = st->rs_conn;
     arpc_server *s = sc->sc_server;
+    if (effect != NULL && !reply_effect_kept(s))
+        effect = NULL, effect_len = 0;
     server_retain(s); /* the request may be freed before we return: finish with s first */
     int rc = ARPC_OK;
     if (req->rq_oneway) {
@@ -312,25 +401,24 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
             len = sconn_error_msg_cap(sc, len);
         /* The request counts as finished once the loop delivered its reply: a stop waiting
          * for calls in flight finds every reply queued when it sees the count reach zero. */
-        struct reply_msg *rm = reply_encode(req, kind, code, data, len, ran, effect, effect_len);
+        struct reply_msg *rm = reply_encode(sc, req->rq_xid, kind, code, data, len, ran, effect, effect_len);
         if (rm == NULL) {
             rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
             request_finish_on_loop(s, req, request_drop_on_loop); /* no reply: let go of its holder */
         } else {
+            rm->rm_req = req;
             /* Written by this thread only where nothing else decides when or how it may leave
-             * (core/reply_direct.c): the call ran on an actor, no reply log, not answered
-             * already; the connection says whether its stream and codec allow it. */
-            bool may_write = ran && !req->rq_method->m_inline && !s->sv_has_log && !(flags & RQ_SERVER_ANSWERED);
+             * (core/reply_direct.c): the call ran on an actor, no reply log; the connection
+             * says whether its stream and codec allow it. */
+            bool may_write = ran && !st->rs_method->m_inline && !s->sv_has_log;
             int hrc = reply_hand_over(s, rm, may_write);
             if (hrc != ARPC_OK)
                 rc = hrc;
         }
     }
-    int st = atomic_load(&s->sv_state);
+    int state = atomic_load(&s->sv_state);
     server_release(s);
-    if (rc == ARPC_OK && late != ARPC_OK)
-        return late;
-    return rc == ARPC_OK && st == SV_STOPPED ? ARPC_ESHUTDOWN : rc;
+    return rc == ARPC_OK && state == SV_STOPPED ? ARPC_ESHUTDOWN : rc;
 }
 
 int arpc_reply(arpc_request *req, const void *data, size_t len)
@@ -346,13 +434,6 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
         return ARPC_EINVAL;
     if (data == NULL && len != 0)
         len = 0;
-    arpc_server *s = req->rq_conn->sc_server;
-    if (!s->sv_has_log) {
-        static atomic_bool warned;
-        if (!atomic_exchange(&warned, true))
-            arpc_log(ARPC_LOG_WARN, "arpc_reply_durable on a server without log_dir: effects are not logged");
-        return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, NULL, 0);
-    }
     /* An empty effect is still an effect: the call changed nothing, but it was made. */
     return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, effect != NULL ? effect : "", effect_len);
 }
@@ -360,55 +441,6 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
     return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true, NULL, 0);
-}
-
-const void *arpc_request_data(const arpc_request *req, size_t *len)
-{
-    if (len != NULL)
-        *len = req != NULL ? req->rq_len : 0;
-    return req != NULL ? req->rq_data : NULL;
-}
-
-/* Given NULL (misuse), each accessor answers as for a request that has nothing: NULL, false, 0. */
-const char *arpc_request_method(const arpc_request *req) { return req != NULL ? req->rq_method->m_name : NULL; }
-bool arpc_request_is_oneway(const arpc_request *req) { return req != NULL && req->rq_oneway; }
-uint64_t arpc_request_client_id(const arpc_request *req) { return req != NULL ? req->rq_conn->sc_client_id : 0; }
-const arpc_peer_info *arpc_request_peer(const arpc_request *req) { return req != NULL ? &req->rq_conn->sc_peer : NULL; }
-
-const char *arpc_request_peer_subject(const arpc_request *req)
-{
-    return req != NULL ? req->rq_conn->sc_peer_subject : NULL;
-}
-uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
-
-int64_t arpc_request_budget_ms(const arpc_request *req) { return req != NULL ? arpc_ms_left(req->rq_deadline_ns) : 0; }
-
-bool arpc_request_cancelled(const arpc_request *req)
-{
-    return req != NULL && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
-}
-
-int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)
-{
-    if (req == NULL || fn == NULL)
-        return ARPC_EINVAL;
-    if (atomic_load(&req->rq_flags) & RQ_CANCEL_CB)
-        return ARPC_EBUSY; /* one callback per request */
-    req->rq_cancel_fn = fn;
-    req->rq_cancel_arg = arg;
-    /* Release: the loop that sees RQ_CANCEL_CB sees fn and arg. */
-    if (atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCELLED)
-        fn(req, arg); /* cancelled already: the loop did not see the callback, we call it */
-    return ARPC_OK;
-}
-
-void request_cancel(struct server_conn *sc, uint64_t xid)
-{
-    arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
-    if (req == NULL)
-        return; /* answered already, or never a call on this connection */
-    if (atomic_fetch_or(&req->rq_flags, RQ_CANCELLED) & RQ_CANCEL_CB)
-        req->rq_cancel_fn(req, req->rq_cancel_arg); /* alive: its entry is still in the table */
 }
 
 /* Answers a call that will not run, with why. */

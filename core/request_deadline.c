@@ -1,16 +1,21 @@
 /*
  * The answers the server gives in a handler's place. A call that carries a deadline arms one on the loop
- * (rq_deadline) when it is dispatched; if the handler has not replied when it passes, the
+ * (rs_deadline) when it is dispatched; if the handler has not replied when it passes, the
  * caller is answered ARPC_ETIMEDOUT (what its own deadline would give it: "may have run"),
  * and a stop answers every call still unanswered after its grace ARPC_EABANDONED (it started,
- * so unlike ARPC_ESHUTDOWN it may have run). The request is NOT freed then: the handler still
- * holds it and may reply later; that reply is dropped (for a numbered call it still finishes
- * the call in the reply cache, whose entry stayed "running" meanwhile, so a retry never runs
- * the handler a second time while the first run may still go on) and returns ARPC_ETIMEDOUT
- * (deadline) or ARPC_ESHUTDOWN (stop). The two sides meet on rq_flags: the server sets
+ * so unlike ARPC_ESHUTDOWN it may have run). The two sides meet on rq_flags: the server sets
  * RQ_SERVER_ANSWERED unless RQ_REPLIED is set (a CAS), a reply sets RQ_REPLIED (a fetch_or);
- * both are read-modify-writes of one word, so exactly one side answers the caller. The loop
- * keeps the calls waiting for a reply in sv_awaiting (loop thread only), which a stop empties.
+ * both are read-modify-writes of one word, so exactly one side answers the caller.
+ *
+ * Having answered, the server holds the reply's place (RQ_REPLY_DONE): as soon as the handler
+ * has returned (at once, or when request_handler_done sees it), the call stops counting (calls
+ * in flight, the connection's flow limits) and the server's part of the request is freed:
+ * payload, connection and server pins. The handler's handle stays, as a tombstone, for its
+ * late reply, which is dropped and returns ARPC_ETIMEDOUT (deadline) or ARPC_ESHUTDOWN (stop);
+ * for a numbered call answered at its deadline it still finishes the call in the reply cache,
+ * whose entry stayed "running" meanwhile, so a retry never runs the handler a second time
+ * while the first run may still go on (core/request_tomb.c). The loop keeps the calls waiting
+ * for a reply in sv_awaiting (loop thread only), which a stop empties.
  */
 #include <string.h>
 
@@ -23,30 +28,56 @@
  * empties the list on the loop, so after it nothing here runs for a request. */
 void request_unlist(arpc_request *req)
 {
-    if (!req->rq_awaiting)
+    struct request_state *st = req->rq_state;
+    if (!st->rs_awaiting)
         return;
-    arpc_server *s = req->rq_conn->sc_server;
-    arpc_deadline_cancel(s->sv_loop, &req->rq_deadline);
-    arpc_dlist_remove(&s->sv_awaiting, &req->rq_link);
-    req->rq_awaiting = false;
+    arpc_server *s = st->rs_conn->sc_server;
+    arpc_deadline_cancel(s->sv_loop, &st->rs_deadline);
+    arpc_dlist_remove(&s->sv_awaiting, &st->rs_link);
+    st->rs_awaiting = false;
 }
 
 /* Loop thread: the server answers the caller in the handler's place with code; the handler's
- * late reply will return late_code. The request stays alive for that reply. */
-static void request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why)
+ * late reply will return late_code. The call then stops counting and its server's part is
+ * freed, at once if its handler returned already, else when it returns. keep_server: a
+ * numbered call answered while the server runs, whose late reply finishes its cache entry. */
+static void request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why, bool keep_server)
 {
     request_unlist(req);
-    req->rq_late_code = late_code; /* published by the CAS (seq_cst) */
+    struct server_conn *sc = req->rq_state->rs_conn;
+    arpc_server *s = sc->sc_server;
+    /* What a late reply reads once it sees RQ_SERVER_ANSWERED: published by the CAS (seq_cst). */
+    req->rq_late_code = late_code;
+    if (keep_server) {
+        server_retain(s);
+        req->rq_server = s;
+        req->rq_cache_key = sc->sc_cache_key;
+        req->rq_client_max = sc->sc_client_max;
+    }
     unsigned flags = atomic_load(&req->rq_flags);
     do {
-        if (flags & RQ_REPLIED)
-            return; /* the handler's reply is on its way to the loop: the caller gets it */
+        if (flags & RQ_REPLIED) {
+            /* The handler's reply is on its way to the loop: the caller gets it. */
+            if (keep_server) {
+                req->rq_server = NULL;
+                server_release(s);
+            }
+            return;
+        }
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
     request_count_answer(req, code);
-    /* A numbered call keeps its cache entry "running" (and this xid among its waiters, which
-     * the client ignores once answered): a retry waits for the real result. */
-    sconn_send_error(req->rq_conn, req->rq_xid, code, why, strlen(why));
+    /* A numbered call keeps its cache entry "running": a retry waits for the real result.
+     * This xid has its answer: it leaves the waiters, which would hold its connection's
+     * record for as long as the handler does not reply. */
+    sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
+    if (req->rq_seq != 0)
+        dedup_leave(sc, req->rq_seq, req->rq_xid);
+    if (keep_server)
+        request_tomb_list(s, req);
+    /* The server holds the reply's place now: the handler's reply goes the tombstone's way. */
+    if (!(atomic_fetch_or(&req->rq_flags, RQ_REPLY_DONE) & RQ_IN_HANDLER))
+        request_abandon(s->sv_loop, req); /* the handler returned: else request_handler_done does it */
 }
 
 static void request_on_deadline(struct arpc_deadline *d, void *arg)
@@ -57,17 +88,18 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
      * and a numbered call's entry is dropped so a retry may run it). */
     if (atomic_load(&req->rq_flags) & RQ_STARTED)
         request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
-                                   "the handler did not reply by the call's deadline");
+                                   "the handler did not reply by the call's deadline", req->rq_seq != 0);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */
 void request_list(arpc_server *s, arpc_request *req)
 {
-    arpc_dlist_insert_after(&s->sv_awaiting, NULL, &req->rq_link);
-    req->rq_awaiting = true;
-    arpc_deadline_init(&req->rq_deadline, request_on_deadline, req);
-    if (req->rq_deadline_ns != ARPC_NEVER)
-        (void)arpc_deadline_arm(s->sv_loop, &req->rq_deadline, req->rq_deadline_ns); /* ENOMEM: the
+    struct request_state *st = req->rq_state;
+    arpc_dlist_insert_after(&s->sv_awaiting, NULL, &st->rs_link);
+    st->rs_awaiting = true;
+    arpc_deadline_init(&st->rs_deadline, request_on_deadline, req);
+    if (st->rs_deadline_ns != ARPC_NEVER)
+        (void)arpc_deadline_arm(s->sv_loop, &st->rs_deadline, st->rs_deadline_ns); /* ENOMEM: the
                                                        * caller's own deadline still ends its wait */
 }
 
@@ -76,14 +108,16 @@ void request_answer_unreplied(arpc_server *s)
     static const char why[] = "the server stopped before the handler replied";
     unsigned n = 0;
     while (s->sv_awaiting.dl_head != NULL) {
-        arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, arpc_request, rq_link);
+        arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
         bool replied = atomic_load(&req->rq_flags) & RQ_REPLIED;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
-         * any other call here has started: it may have run. */
-        request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why);
+         * any other call here has started: it may have run. Its late reply can finish nothing
+         * any more: it needs no server. */
+        request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false);
         n += !replied;
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
                  n);
+    request_tomb_detach_all(s); /* the late replies of calls answered at their deadlines are dropped too */
 }

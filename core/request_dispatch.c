@@ -21,7 +21,7 @@
 
 /* A request with a payload of 256 << k bytes fits the block pool's class k, and so does a
  * reply of that size (core/request.c). */
-_Static_assert(sizeof(struct arpc_request) <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
+_Static_assert(sizeof(struct request_state) <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
 _Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_HEADROOM, "the block pool's headroom is too small");
 
 /* ---- running handlers ---- */
@@ -32,22 +32,24 @@ _Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_H
  * cannot have passed yet, and the loop's deadline timer still answers for a slow handler. */
 static void request_run(arpc_request *req, int status, bool queued)
 {
+    struct request_state *st = req->rq_state;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
     if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     else if (flags & RQ_CANCELLED)
         request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
-    else if (queued && req->rq_deadline_ns != ARPC_NEVER && arpc_now_ns() >= req->rq_deadline_ns)
+    else if (queued && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns)
         request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
     else
-        req->rq_method->m_fn(req, req->rq_method->m_ctx);
-    request_handler_done(req);
+        st->rs_method->m_fn(req, st->rs_method->m_ctx);
+    request_handler_done(req, !queued); /* inline: on the loop */
 }
 
 static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int status)
 {
     (void)actor;
-    request_run((arpc_request *)((char *)job - offsetof(arpc_request, rq_actor_job)), status, true);
+    request_run(((struct request_state *)((char *)job - offsetof(struct request_state, rs_actor_job)))->rs_req, status,
+                true);
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
@@ -58,7 +60,7 @@ static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, co
         return m->m_actor;
     arpc_actor_group *g = m->m_group ? m->m_group : s->sv_pool;
     if (m->m_key != NULL)
-        return arpc_actor_group_pick_key(g, m->m_key(req->rq_data, req->rq_len, m->m_ctx));
+        return arpc_actor_group_pick_key(g, m->m_key(req->rq_state->rs_data, req->rq_state->rs_len, m->m_ctx));
     return arpc_actor_group_pick(g);
 }
 
@@ -112,7 +114,7 @@ static void sconn_on_room(arpc_actor *actor, struct arpc_actor_room *room, int s
  * is held until the actor has room. */
 static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *actor)
 {
-    int rc = arpc_actor_post_job(actor, &req->rq_actor_job, false);
+    int rc = arpc_actor_post_job(actor, &req->rq_state->rs_actor_job, false);
     if (rc == ARPC_EAGAIN) {
         sconn_retain(sc); /* the room waiter's references */
         server_retain(sc->sc_server);
@@ -129,7 +131,7 @@ static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *
     }
     if (rc != ARPC_OK) { /* the actor is stopped: the call did not run */
         request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
-        request_handler_done(req);
+        request_handler_done(req, true);
     }
 }
 
@@ -140,61 +142,70 @@ void request_refuse_parked(struct server_conn *sc)
         return;
     sc->sc_parked = NULL; /* the armed room waiter finds nothing to post */
     request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
-    request_handler_done(req);
+    request_handler_done(req, true);
 }
 
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f)
 {
+    static const char no_memory[] = "server out of memory";
     arpc_server *s = sc->sc_server;
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
     /* A large body read into a buffer of its own is kept as it is: no copy. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
     int pool_class;
-    arpc_request *req = block_pool_get(&s->sv_requests, sizeof(*req) + (in_place ? 0 : f->f_payload_len), &pool_class);
+    struct request_state *st = block_pool_get(&s->sv_requests, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
+    arpc_request *req = st != NULL ? request_handle_take(s) : NULL;
     if (req == NULL) {
-        static const char no_memory[] = "server out of memory";
+        if (st != NULL)
+            block_pool_put(&s->sv_requests, st, pool_class);
         if (!oneway)
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
-    req->rq_pool_class = (signed char)pool_class;
-    req->rq_conn = sc;
-    req->rq_method = m;
+    req->rq_state = st;
+    st->rs_req = req;
+    st->rs_pool_class = (signed char)pool_class;
+    st->rs_conn = sc;
+    st->rs_method = m;
     req->rq_xid = f->f_xid;
     /* Numbered (at-most-once) only with both a seq and a client to key it by. */
     req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
     req->rq_ack = f->f_ack;
     /* One precise clock read per arrival: the wire's budget counts from it, and so does the
-     * latency histogram (rq_dispatched_ns). */
+     * latency histogram (rs_dispatched_ns). */
     uint64_t now = arpc_now_ns();
-    req->rq_deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
+    st->rs_deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
-    req->rq_cancel_fn = NULL;
-    req->rq_cancel_arg = NULL;
-    req->rq_awaiting = false;
     req->rq_late_code = ARPC_OK;
-    req->rq_counted = false;
-    req->rq_charge = 0;
-    req->rq_len = f->f_payload_len;
+    req->rq_server = NULL; /* set only for a tombstone that needs it (core/request_tomb.c) */
+    req->rq_listed = false;
+    st->rs_cancel_fn = NULL;
+    st->rs_cancel_arg = NULL;
+    st->rs_awaiting = false;
+    st->rs_counted = false;
+    st->rs_charge = 0;
+    st->rs_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f)) {
-        block_pool_put(&s->sv_requests, req, pool_class); /* a duplicate: answered from the cache, or waiting for the original */
+        /* a duplicate: answered from the cache, or waiting for the original */
+        request_handle_put(s, req, true);
+        block_pool_put(&s->sv_requests, st, pool_class);
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
         dedup_ack(sc, f->f_ack);
-    req->rq_body = in_place ? arpc_conn_take_body(&sc->sc_conn, &req->rq_body_cap) : NULL;
-    req->rq_data = in_place ? f->f_payload : req->rq_inline;
+    st->rs_buf = in_place ? arpc_conn_take_body(&sc->sc_conn, &st->rs_buf_cap) : NULL;
+    st->rs_data = in_place ? f->f_payload : st->rs_inline;
     if (!in_place)
-        memcpy(req->rq_inline, f->f_payload, f->f_payload_len);
+        memcpy(st->rs_inline, f->f_payload, f->f_payload_len);
     if (oneway) {
         arpc_stat_inc(&m->m_stats->ms_oneway);
     } else {
         stats_call_started(&m->m_stats->ms_calls);
-        req->rq_dispatched_ns = now;
+        st->rs_dispatched_ns = now;
     }
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
-    req->rq_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
+    st->rs_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
     sconn_retain(sc); /* which pins the server too */
     atomic_fetch_add(&s->sv_inflight, 1);
     if (!oneway)
@@ -206,6 +217,6 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         request_run(req, ARPC_OK, false);
         return;
     }
-    arpc_actor_job_init(&req->rq_actor_job, request_run_job);
+    arpc_actor_job_init(&st->rs_actor_job, request_run_job);
     request_post(sc, req, request_actor(s, m, req));
 }

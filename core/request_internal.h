@@ -1,8 +1,10 @@
 /*
- * The server's request object, shared by the three files that handle it (loop thread unless
- * a function says otherwise):
- *   request.c           the object's life, the reply that leaves it, cancellation
+ * The server's request, shared by the files that handle it (loop thread unless a function
+ * says otherwise):
+ *   request.c           the object's life, the reply that leaves it
+ *   request_access.c    what a handler reads of it, and its cancellation
  *   request_deadline.c  the answers the server gives in a handler's place (deadline, stop)
+ *   request_tomb.c      what is left of a request the server answered: the late reply's path
  *   request_dispatch.c  running handlers on their actors, and flow control at a full mailbox
  */
 #ifndef ARPC_CORE_REQUEST_INTERNAL_H
@@ -18,49 +20,90 @@
 
 enum {
     RQ_IN_HANDLER = 1u << 0, /* holder: the handler has not returned yet */
-    RQ_REPLY_DONE = 1u << 1, /* holder let go: the reply was delivered (or dropped) */
+    RQ_REPLY_DONE = 1u << 1, /* holder let go: the reply was delivered (or dropped), or the
+                              * server answered in the handler's place and booked the call */
     RQ_REPLIED = 1u << 2,    /* marker: a reply began (a second one is refused) */
     RQ_CANCELLED = 1u << 3,  /* a CANCEL frame arrived for it */
-    RQ_CANCEL_CB = 1u << 4,  /* rq_cancel_fn is set */
+    RQ_CANCEL_CB = 1u << 4,  /* rs_cancel_fn is set */
     RQ_STARTED = 1u << 5,    /* the handler was called */
     RQ_SERVER_ANSWERED = 1u << 6, /* the server answered the caller itself (rq_late_code) */
+    RQ_STATE_GONE = 1u << 7, /* the server's part was freed: the handle is a tombstone */
+    RQ_LATE_DONE = 1u << 8,  /* the late reply to a call the server answered is done with the handle */
+    RQ_DETACHED = 1u << 9,   /* a numbered tombstone let go of its server (stop): its late reply is dropped */
 };
 
+/*
+ * A request is two objects (core/request.c says why): the handle the handler holds, and the
+ * server's part, which the handle points at until it is freed.
+ *
+ * The handle: small, from the server's handle pool (sv_handles and the loop's own list
+ * sv_handles_free, taken on the loop thread only: request_handle_take). Once the server has
+ * answered the call in the handler's place and the handler has returned, it is all that is
+ * left (a tombstone) until the handler's late reply frees it. A free handle's rq_state links
+ * the next free one.
+ */
 struct arpc_request {
-    struct arpc_loop_job rq_job; /* lets go of the reply's holder on the loop, when no reply can */
-    struct arpc_actor_job rq_actor_job; /* its post to its actor */
-    struct server_conn *rq_conn;
-    const struct arpc_method *rq_method;
+    atomic_uint rq_flags;
+    int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
+    struct request_state *rq_state; /* the server's part; freed once RQ_STATE_GONE */
     uint64_t rq_xid;
     uint64_t rq_seq;         /* numbered (at-most-once) call: its seq; 0 otherwise */
     uint64_t rq_ack;         /* the ack the request carried */
-    uint64_t rq_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
-    atomic_uint rq_flags;
     bool rq_oneway;
-    bool rq_tracked;         /* in its connection's table (a call that may be cancelled) */
-    bool rq_awaiting;        /* in the server's sv_awaiting list (loop thread) */
-    bool rq_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
-    signed char rq_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */
-    size_t rq_charge;        /* the bytes it owes its connection until its reply is queued */
-    int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
-    struct arpc_deadline rq_deadline; /* the wire's deadline, armed on the loop */
-    struct arpc_dlink rq_link;        /* sv_awaiting */
-    arpc_request_cancel_fn rq_cancel_fn;
-    void *rq_cancel_arg;
-    uint64_t rq_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
-    uint32_t rq_len;
-    const uint8_t *rq_data;  /* the payload: rq_inline, or inside rq_body */
-    uint8_t *rq_body;        /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
-    size_t rq_body_cap;
-    uint8_t rq_inline[];     /* a small payload's copy */
+    bool rq_listed;          /* in the server's sv_tombs (loop thread) */
+    /* A numbered call answered at its deadline while the server runs: what its late reply
+     * needs to finish the call in the reply cache without the server's part (set on the loop
+     * before RQ_SERVER_ANSWERED publishes them). rq_server holds a reference on the server
+     * until the late reply is delivered or a stop detaches the handle (RQ_DETACHED). */
+    uint32_t rq_client_max;
+    arpc_server *rq_server;  /* NULL: the late reply needs no server */
+    uint64_t rq_cache_key;
+    struct arpc_dlink rq_tomb_link; /* sv_tombs */
+    struct arpc_loop_job rq_tomb_job; /* its late reply's hand-over when no result could be encoded */
+};
+
+/* The server's part: one block from the server's request pool (core/block_pool.h), with a
+ * copy of the payload. Freed once the handler has returned and the reply was delivered, or
+ * the server answered in the handler's place. */
+struct request_state {
+    arpc_request *rs_req;        /* its handle */
+    struct arpc_loop_job rs_job; /* lets go of the reply's holder on the loop, when no reply can */
+    struct arpc_actor_job rs_actor_job; /* its post to its actor */
+    struct server_conn *rs_conn;
+    const struct arpc_method *rs_method;
+    uint64_t rs_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
+    bool rs_tracked;         /* in its connection's table (a call that may be cancelled) */
+    bool rs_awaiting;        /* in the server's sv_awaiting list (loop thread) */
+    bool rs_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
+    signed char rs_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */
+    size_t rs_charge;        /* the bytes it owes its connection until its reply is queued */
+    struct arpc_deadline rs_deadline; /* the wire's deadline, armed on the loop */
+    struct arpc_dlink rs_link;        /* sv_awaiting */
+    arpc_request_cancel_fn rs_cancel_fn;
+    void *rs_cancel_arg;
+    uint64_t rs_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
+    uint32_t rs_len;
+    const uint8_t *rs_data;  /* the payload: rs_inline, or inside rs_buf */
+    uint8_t *rs_buf;         /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
+    size_t rs_buf_cap;
+    uint8_t rs_inline[];     /* a small payload's copy */
 };
 
 #define SHUTTING_DOWN "server shutting down"
 
-/* The handler returned / the reply was handed over: whichever comes last frees the request
- * (any thread). */
-void request_handler_done(arpc_request *req);
-void request_reply_done(arpc_request *req);
+/* The handler returned / the reply was handed over: whichever comes last frees the server's
+ * part, and the handle with it unless the server answered the call (any thread; on_loop: on
+ * the loop's thread, or in a job of its final drain). */
+void request_handler_done(arpc_request *req, bool on_loop);
+void request_reply_done(arpc_request *req, bool on_loop);
+/* A handle for a new request (loop thread only: request_dispatch), and one given back
+ * (on_loop: from the loop's thread, or a job of its final drain; else any thread). */
+arpc_request *request_handle_take(arpc_server *s);
+void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop);
+/* The handle pool is made with the server / freed with it (handles still out are tombstones:
+ * their late replies free them). */
+void request_handles_init(arpc_server *s);
+void request_handles_fini(arpc_server *s);
 /* The request leaves its connection's table: a CANCEL can no longer find it. */
 void request_untrack(arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */
@@ -73,5 +116,37 @@ void request_count_answer(arpc_request *req, int code);
 /* Lists the call as waiting for a reply and arms its deadline / the reverse (request_deadline.c). */
 void request_list(arpc_server *s, arpc_request *req);
 void request_unlist(arpc_request *req);
+
+/* The server answered req in its handler's place and the handler returned (loop thread, or
+ * NULL loop: no loop runs any more): the call stops counting, and the server's part is freed. */
+void request_abandon(arpc_loop *loop, arpc_request *req);
+/* The late reply to a call the server answered is done with the handle (any thread): frees it
+ * if the server's part is gone already. */
+void request_late_done(arpc_request *req);
+
+/* Runs job on the server's loop: at once when called on its thread, else posted, never
+ * waiting; direct: a reply its replier may write first (core/reply_direct.c), or NULL.
+ * ARPC_ESHUTDOWN (job not run): the server is stopped -- its loop may be destroyed by now
+ * (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the loop
+ * refused it. The state check and every use of the loop are counted in sv_replying, which a
+ * stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst). Any thread. */
+int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct);
+
+/* A reply frame for call xid in one allocation (home: the connection whose caches may lend
+ * it, or NULL: a plain allocation); rm_req is left NULL. NULL without memory. Any thread. */
+struct reply_msg *reply_encode(struct server_conn *home, uint64_t xid, uint8_t kind, int code, const void *data,
+                               size_t len, bool ran, const void *effect, size_t effect_len);
+/* False, with a warning once, when s has no reply log: an effect is dropped. */
+bool reply_effect_kept(const arpc_server *s);
+
+/* request_tomb.c: the late reply to a call the server answered (any thread; flags: rq_flags
+ * before its RQ_REPLIED), which frees the handle or hands it to the loop to. */
+int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code, const void *data, size_t len,
+                       const void *effect, size_t effect_len);
+/* Loop thread: lists a numbered call answered at its deadline (rq_server set), so that a stop
+ * can let go of its server / a stop lets go of every one listed (their late replies are then
+ * dropped). */
+void request_tomb_list(arpc_server *s, arpc_request *req);
+void request_tomb_detach_all(arpc_server *s);
 
 #endif

@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "base/options.h"
 #include "core/frame.h"
+#include "core/request_internal.h"
 #include "core/server_internal.h"
 #include "transport/tls.h"
 
@@ -59,6 +60,7 @@ static void server_free(arpc_server *s)
      * request or connection; the reply cache and log let go of theirs at teardown). */
     block_pool_fini(&s->sv_requests);
     block_pool_fini(&s->sv_replies);
+    request_handles_fini(s); /* handles still out are tombstones, freed by their late replies */
     arpc_free(s);
 }
 
@@ -106,6 +108,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_replying, 0);
     block_pool_init(&s->sv_requests);
     block_pool_init(&s->sv_replies);
+    request_handles_init(s);
     arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
     arpc_deadline_init(&s->sv_limits, NULL, NULL);
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */
@@ -308,8 +311,9 @@ int arpc_server_destroy(arpc_server *s)
         return ARPC_EINVAL;
     uint32_t held = atomic_load(&s->sv_inflight);
     if (held != 0)
-        arpc_log(ARPC_LOG_WARN, "server destroyed with %u request(s) its handlers never replied to: "
-                 "each is freed (with what is left of the server) by its reply", held);
+        arpc_log(ARPC_LOG_WARN, "server destroyed with %u request(s) still in their handlers (on the "
+                 "application's actors) or one-way messages not finished: each is freed (with what is left "
+                 "of the server) when its handler is done with it", held);
     server_teardown(s);
     server_release(s);
     return ARPC_OK;

@@ -29,9 +29,11 @@ void sconn_release(struct server_conn *sc)
 }
 
 /* The longest error message the client accepts (it announced its frame limit in HELLO). */
-size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen)
+size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen) { return error_msg_cap(sc->sc_client_max, mlen); }
+
+size_t error_msg_cap(uint32_t client_max, size_t mlen)
 {
-    size_t cap = sc->sc_client_max > ARPC_ERROR_FIXED_SIZE ? sc->sc_client_max - ARPC_ERROR_FIXED_SIZE : 0;
+    size_t cap = client_max > ARPC_ERROR_FIXED_SIZE ? client_max - ARPC_ERROR_FIXED_SIZE : 0;
     if (cap > UINT16_MAX)
         cap = UINT16_MAX;
     return mlen < cap ? mlen : cap;

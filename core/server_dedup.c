@@ -230,6 +230,16 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
         reply_msg_put(rm);
 }
 
+void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
+{
+    arpc_server *s = sc->sc_server;
+    struct arpc_rc_waiter *w = arpc_reply_cache_leave(&s->sv_cache, sc->sc_cache_key, seq, sc, xid);
+    if (w == NULL)
+        return;
+    sconn_release(w->w_conn); /* not the last: the caller holds sc */
+    arpc_reply_cache_free_waiters(&s->sv_cache, w);
+}
+
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
 {
     bool kept = false;

@@ -8,7 +8,7 @@
  * A call counts from its admission (after the at-most-once gate: a reply from the cache is
  * not a call in flight) until its reply is queued on the loop, or until the server learns no
  * reply will come. A call the server answered itself at its deadline still counts while its
- * handler runs: the server still spends on it. A one-way message counts as a call, with its
+ * handler runs (the server still spends on it), and no longer once it returned. A one-way message counts as a call, with its
  * request's bytes only, until its handler is done with it (arpc_reply, on the loop by a job):
  * its actor's mailbox bounds how many wait, not their bytes.
  *
@@ -166,20 +166,21 @@ void inflight_on_close(struct server_conn *sc)
 void inflight_begin(struct server_conn *sc, arpc_request *req)
 {
     arpc_server *s = sc->sc_server;
-    size_t est = req->rq_method->m_reply_est;
+    struct request_state *st = req->rq_state;
+    size_t est = st->rs_method->m_reply_est;
     if (req->rq_oneway)
         est = 0; /* no reply: only what it holds */
     else if (est == 0)
         est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
-    req->rq_counted = true;
-    req->rq_charge = sizeof(*req) + req->rq_len + est;
+    st->rs_counted = true;
+    st->rs_charge = sizeof(*req) + sizeof(*st) + st->rs_len + est;
     if (++sc->sc_ncalls >= s->sv_max_calls)
         inflight_hold(sc, ARPC_CONN_HOLD_CALLS);
     struct inflight_client *c = sc->sc_client;
     if (c != NULL && ++c->ic_calls >= s->sv_max_client_calls)
         for (struct arpc_dlink *l = c->ic_list.dl_head; l != NULL; l = l->dl_next)
             inflight_hold(ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link), ARPC_CONN_HOLD_CLIENT_CALLS);
-    arpc_conn_owe(&sc->sc_conn, req->rq_charge); /* may hold for bytes (logged via on_held) */
+    arpc_conn_owe(&sc->sc_conn, st->rs_charge); /* may hold for bytes (logged via on_held) */
 }
 
 /* A reply of len bytes was queued for m: the expected size follows it (see the top). */
@@ -213,16 +214,17 @@ static void inflight_release_client(arpc_server *s, struct inflight_client *c)
 
 void inflight_end(arpc_request *req, size_t reply_len)
 {
-    if (!req->rq_counted)
+    struct request_state *st = req->rq_state;
+    if (!st->rs_counted)
         return;
-    req->rq_counted = false;
-    struct server_conn *sc = req->rq_conn; /* req holds it */
+    st->rs_counted = false;
+    struct server_conn *sc = st->rs_conn; /* the server's part holds it */
     arpc_server *s = sc->sc_server;
     int state = atomic_load(&s->sv_state);
     if (state == SV_STOPPED)
         return; /* every connection is closed; the entries go with the server */
     if (reply_len > 0)
-        inflight_learn(req->rq_method, reply_len);
+        inflight_learn(st->rs_method, reply_len);
     struct inflight_client *c = sc->sc_client;
     sc->sc_ncalls--;
     if (c != NULL)
@@ -237,7 +239,7 @@ void inflight_end(arpc_request *req, size_t reply_len)
     }
     if (c != NULL)
         c->ic_pins++; /* each release below may hand up frames, which may close connections */
-    arpc_conn_paid(&sc->sc_conn, req->rq_charge);
+    arpc_conn_paid(&sc->sc_conn, st->rs_charge);
     if (sc->sc_ncalls < s->sv_max_calls)
         arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CALLS);
     if (c != NULL) {

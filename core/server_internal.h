@@ -14,7 +14,9 @@
  * Lifetimes (all counts are base/refcount.h): a server_conn is held by the loop while open and
  * by each of its requests and replies on their way; the server by the user's handle and by
  * each request in flight. So a handler may reply long after its client left, or after the
- * server was stopped: the reply is dropped, never written to freed memory.
+ * server was stopped: the reply is dropped, never written to freed memory. A request the
+ * server answered in its handler's place (deadline, stop) lets go of both once its handler
+ * has returned; only its handle stays for the late reply (core/request_tomb.c).
  */
 #ifndef ARPC_CORE_SERVER_INTERNAL_H
 #define ARPC_CORE_SERVER_INTERNAL_H
@@ -141,6 +143,14 @@ struct arpc_server {
     struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
     double sv_lazy_s;                 /* its current interval */
     arpc_stat sv_direct_replies;      /* replies their workers wrote, whole or in part (tests) */
+    /* Requests' handles (struct arpc_request, core/request_internal.h): taken on the loop
+     * thread only; one the server answered in its handler's place leaves the pool (its late
+     * reply frees it, core/request_tomb.c) */
+    struct arpc_node_pool sv_handles;
+    arpc_request *sv_handles_free;    /* handles let go of on the loop, for it to take first
+                                       * (loop thread; core/request.c) */
+    struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late
+                                       * replies may still finish them (loop thread) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -232,6 +242,8 @@ void sconn_goaway_all(arpc_server *s);
 void sconn_refuse_parked_all(arpc_server *s);
 void sconn_close_all(arpc_server *s);
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
+/* The most of an error's message a client taking replies of up to client_max bytes gets. */
+size_t error_msg_cap(uint32_t client_max, size_t mlen);
 
 /* server_limits.c: timeouts and the connection count (docs/SECURITY.md) */
 void limits_init(arpc_server *s, const arpc_server_options *o);
@@ -287,6 +299,9 @@ void dedup_stop(arpc_server *s);
 /* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
  * answered (replayed, refused) or attached to the running call. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+/* A numbered call's request xid on sc was answered by the server in its handler's place: it
+ * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
+void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
@@ -336,7 +351,8 @@ void request_cancel(struct server_conn *sc, uint64_t xid);
 void request_refuse_parked(struct server_conn *sc);
 /* Stop (loop thread), after the pool stopped: answers every call whose handler has not
  * replied ARPC_EABANDONED (their late replies are dropped), disarms their deadlines and
- * empties sv_awaiting. */
+ * empties sv_awaiting; the tombstones of numbered calls answered at their deadlines let go
+ * of the server (their late replies are dropped too). */
 void request_answer_unreplied(arpc_server *s);
 
 #endif

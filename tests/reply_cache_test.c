@@ -201,6 +201,30 @@ static void test_new_attach_finish(void **state)
     assert_int_equal(1, hand_freed[100]);
 }
 
+/* A waiter answered otherwise leaves; the call goes on for the others, in their order. */
+static void test_leave(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 40, 0));
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, A, 2, 0));
+    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, A, 1), 1, A, (uint64_t)1);
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, A, 1)); /* gone already */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, B, 41)); /* never there */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 2, B, 40)); /* no such call */
+    assert_null(arpc_reply_cache_leave(&rc, 8, 1, B, 40)); /* no such client */
+    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, A, 2), 1, A, (uint64_t)2); /* the last */
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, A, 3, 0)); /* linked after B */
+    assert_int_equal(1, stats_of(&rc).running);
+    expect_waiters(&rc, finish(&rc, 7, 1, 100, 10, 0), 2, B, (uint64_t)40, A, (uint64_t)3);
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, B, 40)); /* DONE: nobody waits */
+    expect_replay(&rc, 7, 1, 100, 0);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[100]);
+}
+
 static void test_replay(void **state)
 {
     (void)state;
@@ -1019,6 +1043,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_new_attach_finish),
+        cmocka_unit_test_no_leak(test_leave),
         cmocka_unit_test_no_leak(test_replay),
         cmocka_unit_test_no_leak(test_stale),
         cmocka_unit_test_no_leak(test_ack_frees_done),

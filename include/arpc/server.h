@@ -13,13 +13,17 @@
  * loop the server ran on: a reply after destroy touches no loop, so the user may destroy its
  * own loop first. If the handler has not replied by the call's deadline (from the wire), the
  * server answers the caller ARPC_ETIMEDOUT itself; a stop answers calls still unanswered after
- * its grace ARPC_EABANDONED (both: the call may have run). The request stays valid for the
- * handler's late reply, which is dropped. arpc_server_destroy frees the server's loop, pool
- * and reply cache; what remains (a small shell, the connection's record and the request) is
- * freed by the last late reply, so a request never finished keeps only that (logged at
- * destroy with the count). Replies are written as soon
- * as they are ready, in any order. One-way requests are finished the same way; no reply is
- * sent for them.
+ * its grace ARPC_EABANDONED (both: the call may have run). Once the server has so answered and
+ * the handler has returned, the server frees what the request held (its data, its share of
+ * the flow limits, its connection's record, its hold on the server): the request stays valid
+ * only for the handler's late reply, which is dropped and frees the rest, a few words. So an
+ * asynchronous handler (one that replies after returning) must copy what it needs of the
+ * request (arpc_request_data, _peer, ...) before returning: what the accessors give is lent
+ * until the request is finished, or answered by the server after the handler returned (they
+ * then return NULL or 0). A request never finished keeps only those few words, even after
+ * arpc_server_destroy. Replies are written as soon as they are ready, in any order. One-way
+ * requests are finished the same way; no reply is sent for them (and the server never
+ * answers them: one never finished keeps its request and the server's shell).
  *
  * Bad input never takes the server down: an unknown method gets an ARPC_ENOMETHOD error
  * reply naming it; a request larger than max_frame gets an ARPC_ETOOLARGE error reply (its body
@@ -184,8 +188,8 @@ typedef struct arpc_method_options {
                                * connection until one is answered: give a hint for methods whose
                                * calls wait long, e.g. long polls). Learnt from replies either way */
     /* Frees the registration's ctx: called once, with ctx, when the server is freed (at
-     * arpc_server_destroy, or with the last late reply of a handler that outlived it; listened
-     * or not), on that thread. Not called when the registration fails (ctx is still the
+     * arpc_server_destroy, or, when a handler was still running then or a one-way message
+     * was not finished, once the last of them is done; listened or not), on that thread. Not called when the registration fails (ctx is still the
      * caller's). NULL: ctx is the caller's to free after destroy. */
     void (*ctx_free)(void *ctx);
     /* Deliver this method's requests to a completion queue instead of calling a handler (register
@@ -193,8 +197,10 @@ typedef struct arpc_method_options {
      * (release it) and whose tag is the arpc_request *; finish it with arpc_reply /
      * arpc_reply_error from any thread, as a handler would. With arpc_cq_fd in the application's
      * own poll loop (and a wrapped or pollable loop, arpc/loop.h), a single-threaded program
-     * serves and calls on its one thread, replying when it likes. The queue must outlive the
-     * server. Not with actor, group, key or inline_on_loop. */
+     * serves and calls on its one thread, replying when it likes. Its "handler" returns as the
+     * request is queued: one taken after the server answered it (its deadline, a stop) has no
+     * data left (arpc_request_data gives NULL); reply all the same, to free it. The queue must
+     * outlive the server. Not with actor, group, key or inline_on_loop. */
     arpc_cq *queue;
 } arpc_method_options;
 
@@ -235,8 +241,10 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
 /* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
- * cache, and releases the caller's handle (what requests still held by handlers refer to is
- * freed when they reply: their count is logged). Returns ARPC_OK;
+ * cache, and releases the caller's handle. A request the stop answered for its handler keeps
+ * only its handle (freed by its late reply, see the top); what a handler still running then
+ * (on the application's actors) or a one-way message not finished refers to is freed when
+ * that handler is done with it (their count is logged). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
  * "API misuse"). */
@@ -245,7 +253,10 @@ ARPC_API int arpc_server_destroy(arpc_server *s);
 /* ---- inside a handler ---- */
 
 /* The arpc_request_* accessors below, given a NULL req (misuse), return NULL, false or 0 (and
- * arpc_request_data sets *len to 0); arpc_request_budget_ms returns 0. */
+ * arpc_request_data sets *len to 0); arpc_request_budget_ms returns 0. So do all but
+ * arpc_request_seq, _is_oneway and _cancelled for a request the server answered in its
+ * handler's place after the handler returned (see the top): what they return is lent until
+ * then, so copy it before returning from a handler that replies later. */
 ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
@@ -283,8 +294,9 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
  * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
- * caller at its deadline (dropped; for an at-most-once call the result is still kept for the
- * caller's retries), ARPC_ETOOLARGE (larger than the client accepts: the
+ * caller at its deadline (dropped, even if the server has stopped since; for an at-most-once
+ * call the result is still kept for the caller's retries, and ARPC_ESHUTDOWN once the server
+ * has stopped, when nothing can be kept), ARPC_ETOOLARGE (larger than the client accepts: the
  * caller gets ARPC_ETOOLARGE instead), ARPC_ENOMEM (the reply could not be encoded: the
  * client's call ends when its connection or deadline does). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -86,13 +87,18 @@ void raw_close(struct raw_client *r)
 bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
                  const char *method, const void *payload, size_t len)
 {
-    uint8_t frame[4096];
+    uint8_t small[4096];
     size_t mlen = strlen(method);
-    if (arpc_frame_request_size(mlen, len) > sizeof(frame))
+    size_t size = arpc_frame_request_size(mlen, len);
+    uint8_t *frame = size <= sizeof(small) ? small : malloc(size); /* a large payload's frame */
+    if (frame == NULL)
         return false;
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, xid, seq, ack, deadline_ms, method,
                                          (uint16_t)mlen, payload, (uint32_t)len);
-    return raw_send(r, frame, n);
+    bool ok = raw_send(r, frame, n);
+    if (frame != small)
+        free(frame);
+    return ok;
 }
 
 bool raw_wait_eof(struct raw_client *r, int *pings)

@@ -1,0 +1,99 @@
+/*
+ * What a handler reads of its request, and its cancellation.
+ *
+ * Each accessor reads the server's part of the request (core/request_internal.h), which is
+ * lent to the handler until the request is finished, or until the server answered the call in
+ * its place after the handler returned (a tombstone, core/request_tomb.c): the accessors then
+ * answer as for a request that has nothing, rather than read freed memory. A handler that
+ * replies after returning copies what it needs before (include/arpc/server.h).
+ *
+ * Cancellation: while a call waits for or runs in its handler, its connection's table maps
+ * its xid to it (loop thread only), so a CANCEL frame finds it (core/request.c says why the
+ * table never points at a freed request). A running handler sees arpc_request_cancelled() or
+ * its on_cancel callback; rq_flags orders the callback's registration against the cancel, so
+ * exactly one side calls it.
+ */
+#include "arpc/error.h"
+#include "base/clock.h"
+#include "core/request_internal.h"
+
+/* The server's part, or NULL once the server answered the call and freed it (a tombstone:
+ * the accessors then answer as for a request that has nothing). */
+static const struct request_state *request_state_of(const arpc_request *req)
+{
+    if (req == NULL || (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_STATE_GONE))
+        return NULL;
+    return req->rq_state;
+}
+
+const void *arpc_request_data(const arpc_request *req, size_t *len)
+{
+    const struct request_state *st = request_state_of(req);
+    if (len != NULL)
+        *len = st != NULL ? st->rs_len : 0;
+    return st != NULL ? st->rs_data : NULL;
+}
+
+/* Given NULL (misuse) or a request the server answered and let go of, each accessor answers
+ * as for a request that has nothing: NULL, false, 0. */
+const char *arpc_request_method(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL ? st->rs_method->m_name : NULL;
+}
+bool arpc_request_is_oneway(const arpc_request *req) { return req != NULL && req->rq_oneway; }
+uint64_t arpc_request_client_id(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL ? st->rs_conn->sc_client_id : 0;
+}
+const arpc_peer_info *arpc_request_peer(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL ? &st->rs_conn->sc_peer : NULL;
+}
+
+const char *arpc_request_peer_subject(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL ? st->rs_conn->sc_peer_subject : NULL;
+}
+uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
+
+int64_t arpc_request_budget_ms(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL ? arpc_ms_left(st->rs_deadline_ns) : 0;
+}
+
+bool arpc_request_cancelled(const arpc_request *req)
+{
+    return req != NULL && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
+}
+
+int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)
+{
+    if (req == NULL || fn == NULL)
+        return ARPC_EINVAL;
+    unsigned flags = atomic_load(&req->rq_flags);
+    if (flags & RQ_CANCEL_CB)
+        return ARPC_EBUSY; /* one callback per request */
+    if (flags & RQ_STATE_GONE)
+        return ARPC_OK; /* answered by the server: never called (it is not, once answered) */
+    struct request_state *st = req->rq_state;
+    st->rs_cancel_fn = fn;
+    st->rs_cancel_arg = arg;
+    /* Release: the loop that sees RQ_CANCEL_CB sees fn and arg. */
+    if (atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCELLED)
+        fn(req, arg); /* cancelled already: the loop did not see the callback, we call it */
+    return ARPC_OK;
+}
+
+void request_cancel(struct server_conn *sc, uint64_t xid)
+{
+    arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
+    if (req == NULL)
+        return; /* answered already, or never a call on this connection */
+    if (atomic_fetch_or(&req->rq_flags, RQ_CANCELLED) & RQ_CANCEL_CB)
+        req->rq_state->rs_cancel_fn(req, req->rq_state->rs_cancel_arg); /* alive: its entry is still in the table */
+}

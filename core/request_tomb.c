@@ -1,0 +1,142 @@
+/*
+ * What is left of a request the server answered in its handler's place (at the call's
+ * deadline, or at stop: core/request_deadline.c) once its handler has returned: the handle
+ * alone (struct arpc_request, a tombstone), until the handler's late reply frees it.
+ *
+ * Why a tombstone and not the request: the handler holds the arpc_request pointer and may
+ * reply at any time, from any thread, even after arpc_server_destroy; a reply must find
+ * memory that says "answered already". Everything else -- the payload, the calls in flight
+ * and flow-limit bytes it counted, its connection and server pins -- is the server's part
+ * (struct request_state), freed as soon as the server answered and the handler returned. A
+ * handler that never replies so leaves only its handle (sizeof(struct arpc_request)).
+ *
+ * Who frees the handle: the last of the server's part going (RQ_STATE_GONE, request.c) and
+ * the late reply being done with it (RQ_LATE_DONE, here): two read-modify-writes of
+ * rq_flags, so exactly one sees the other's bit and frees. A handle the server answered is
+ * freed by arpc_free, not given back to the handle pool: it may outlive the server. The pool
+ * is taken from on the loop thread only, so no taker can be reading the link of a handle
+ * that left it (core/block_pool.h explains the hazard for pools with several takers).
+ *
+ * A late reply returns what the caller was told: ARPC_ETIMEDOUT (deadline) or ARPC_ESHUTDOWN
+ * (stop). For a numbered (at-most-once) call answered at its deadline it also finishes the
+ * call in the reply cache, whose entry stayed "running" (so a retry waited instead of running
+ * the handler again): the handle keeps what that needs (server, cache key, seq, ack, xid,
+ * the client's largest reply) and a reference on the server, and is listed in sv_tombs. A
+ * stop detaches every listed handle (RQ_DETACHED, the server's reference let go): its late
+ * reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop. The late reply
+ * (RQ_REPLIED) and the detach meet on rq_flags: whichever comes first owns the reference.
+ */
+#include <string.h>
+
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "core/frame.h"
+#include "core/request_internal.h"
+
+/* Loop thread: the handle of a numbered call answered at its deadline holds a reference on
+ * the server; listed, so that a stop finds it and lets go of it. */
+void request_tomb_list(arpc_server *s, arpc_request *req)
+{
+    arpc_dlist_insert_after(&s->sv_tombs, NULL, &req->rq_tomb_link);
+    req->rq_listed = true;
+}
+
+static void tomb_unlist(arpc_server *s, arpc_request *req)
+{
+    if (req->rq_listed)
+        arpc_dlist_remove(&s->sv_tombs, &req->rq_tomb_link);
+    req->rq_listed = false;
+}
+
+void request_tomb_detach_all(arpc_server *s)
+{
+    while (s->sv_tombs.dl_head != NULL) {
+        arpc_request *req = ARPC_DLIST_ENTRY(s->sv_tombs.dl_head, arpc_request, rq_tomb_link);
+        tomb_unlist(s, req);
+        unsigned flags = atomic_load(&req->rq_flags);
+        do {
+            if (flags & RQ_REPLIED)
+                break; /* its late reply is on its way: it owns the reference */
+        } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_DETACHED));
+        if (!(flags & RQ_REPLIED))
+            server_release(s); /* not the last: the stopping user holds one */
+    }
+}
+
+void request_late_done(arpc_request *req)
+{
+    if (atomic_fetch_or(&req->rq_flags, RQ_LATE_DONE) & RQ_STATE_GONE)
+        arpc_free(req);
+}
+
+/* Loop thread (or the loop's final drain): the late result finishes the numbered call in the
+ * reply cache, for its retries; nobody is left to wait once the server stopped. */
+static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct reply_msg *rm = (struct reply_msg *)job;
+    arpc_request *req = rm->rm_req;
+    arpc_server *s = req->rq_server;
+    tomb_unlist(s, req);
+    if (atomic_load(&s->sv_state) != SV_STOPPED)
+        dedup_complete(s, req->rq_cache_key, req->rq_seq, req->rq_ack, rm, true);
+    else
+        reply_msg_free(rm);
+    request_late_done(req);
+    server_release(s);
+}
+
+/* Loop thread: no result could be encoded; the handle leaves the list all the same. */
+static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    arpc_request *req = (arpc_request *)((char *)job - offsetof(arpc_request, rq_tomb_job));
+    arpc_server *s = req->rq_server;
+    tomb_unlist(s, req);
+    request_late_done(req);
+    server_release(s);
+}
+
+int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code, const void *data, size_t len,
+                       const void *effect, size_t effect_len)
+{
+    int late = req->rq_late_code;
+    arpc_server *s = req->rq_server;
+    if (s == NULL || (flags & RQ_DETACHED)) {
+        request_late_done(req); /* unnumbered, or answered at stop, or detached by one */
+        return s == NULL ? late : ARPC_ESHUTDOWN;
+    }
+    int rc = late;
+    if (kind == ARPC_FRAME_REPLY && len > req->rq_client_max) {
+        static const char too_large[] = "reply larger than the client accepts";
+        kind = ARPC_FRAME_ERROR;
+        code = ARPC_ETOOLARGE;
+        data = too_large;
+        len = sizeof(too_large) - 1;
+        rc = ARPC_ETOOLARGE;
+    }
+    if (kind == ARPC_FRAME_ERROR)
+        len = error_msg_cap(req->rq_client_max, len);
+    if (effect != NULL && !reply_effect_kept(s))
+        effect = NULL, effect_len = 0;
+    /* A plain allocation: no connection to lend its cache, and this path is rare. */
+    struct reply_msg *rm = reply_encode(NULL, req->rq_xid, kind, code, data, len, true, effect, effect_len);
+    struct arpc_loop_job *job;
+    if (rm != NULL) {
+        rm->rm_req = req;
+        arpc_loop_job_init(&rm->rm_job, tomb_deliver);
+        job = &rm->rm_job;
+    } else {
+        rc = ARPC_ENOMEM; /* the entry stays "running": its retries end with their deadlines */
+        arpc_loop_job_init(&req->rq_tomb_job, tomb_drop);
+        job = &req->rq_tomb_job;
+    }
+    if (server_loop_hand(s, job, NULL) != ARPC_OK) { /* stopped: the job did not run */
+        if (rm != NULL)
+            reply_msg_free(rm);
+        request_late_done(req); /* a stop unlisted it */
+        server_release(s);
+        return ARPC_ESHUTDOWN;
+    }
+    return rc;
+}
