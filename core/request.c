@@ -93,6 +93,22 @@ void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
  * RQ_SERVER_ANSWERED (otherwise a reply was made, so it never will: no late reply to meet).
  * The server's part pins its connection, which pins the server: s is used before the
  * connection is let go. */
+int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void **data, size_t *len)
+{
+    int rc = ARPC_OK;
+    if (*kind == ARPC_FRAME_REPLY && *len > client_max) {
+        static const char too_large[] = "reply larger than the client accepts";
+        *kind = ARPC_FRAME_ERROR;
+        *code = ARPC_ETOOLARGE;
+        *data = too_large;
+        *len = sizeof(too_large) - 1;
+        rc = ARPC_ETOOLARGE;
+    }
+    if (*kind == ARPC_FRAME_ERROR)
+        *len = error_msg_cap(client_max, *len);
+    return rc;
+}
+
 static void request_free(arpc_request *req, bool answered, bool on_loop)
 {
     struct request_state *st = req->rq_state;
@@ -389,16 +405,7 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     if (req->rq_oneway) {
         request_finish_on_loop(s, req, request_oneway_done_on_loop);
     } else {
-        if (kind == ARPC_FRAME_REPLY && len > sc->sc_client_max) {
-            static const char too_large[] = "reply larger than the client accepts";
-            kind = ARPC_FRAME_ERROR;
-            code = ARPC_ETOOLARGE;
-            data = too_large;
-            len = sizeof(too_large) - 1;
-            rc = ARPC_ETOOLARGE;
-        }
-        if (kind == ARPC_FRAME_ERROR)
-            len = sconn_error_msg_cap(sc, len);
+        rc = reply_fit_client(sc->sc_client_max, &kind, &code, &data, &len);
         /* The request counts as finished once the loop delivered its reply: a stop waiting
          * for calls in flight finds every reply queued when it sees the count reach zero. */
         struct reply_msg *rm = reply_encode(sc, req->rq_xid, kind, code, data, len, ran, effect, effect_len);

@@ -149,4 +149,9 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
 void request_tomb_list(arpc_server *s, arpc_request *req);
 void request_tomb_detach_all(arpc_server *s);
 
+/* A reply larger than the client accepts (client_max) becomes ERROR ARPC_ETOOLARGE, saying
+ * why; an error's message is cut to what the client accepts. Returns ARPC_ETOOLARGE when the
+ * reply was replaced, else ARPC_OK. */
+int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void **data, size_t *len);
+
 #endif

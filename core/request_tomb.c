@@ -106,17 +106,8 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
         request_late_done(req); /* unnumbered, or answered at stop, or detached by one */
         return s == NULL ? late : ARPC_ESHUTDOWN;
     }
-    int rc = late;
-    if (kind == ARPC_FRAME_REPLY && len > req->rq_client_max) {
-        static const char too_large[] = "reply larger than the client accepts";
-        kind = ARPC_FRAME_ERROR;
-        code = ARPC_ETOOLARGE;
-        data = too_large;
-        len = sizeof(too_large) - 1;
-        rc = ARPC_ETOOLARGE;
-    }
-    if (kind == ARPC_FRAME_ERROR)
-        len = error_msg_cap(req->rq_client_max, len);
+    int rc = reply_fit_client(req->rq_client_max, &kind, &code, &data, &len) == ARPC_ETOOLARGE ? ARPC_ETOOLARGE
+                                                                                               : late;
     if (effect != NULL && !reply_effect_kept(s))
         effect = NULL, effect_len = 0;
     /* A plain allocation: no connection to lend its cache, and this path is rare. */
