@@ -4,6 +4,10 @@
 
 #include "support/test_util.h"
 
+#include "arpc/error.h"
+#include "arpc/server.h"
+#include "arpc/stats.h"
+
 atomic_int bad_line;
 
 int64_t now_ms(void)
@@ -26,4 +30,17 @@ uint64_t rng_next(uint64_t *s)
     *s ^= *s << 25;
     *s ^= *s >> 27;
     return *s * UINT64_C(2685821657736338717);
+}
+
+bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,
+                            struct arpc_method_stats *ms)
+{
+    for (int64_t until = now_ms() + 10000;; sleep_ms(1)) { /* pacing a poll of the counts */
+        if (arpc_server_method_stats(s, method, ms) != ARPC_OK)
+            return false;
+        if (ms->calls.by_outcome[ARPC_OK] >= answered && ms->latency_count >= answered)
+            return true;
+        if (now_ms() >= until)
+            return false;
+    }
 }

@@ -33,6 +33,17 @@ int64_t now_ms(void);
 /* Sleeps ms milliseconds, resuming after signals. Only to pace or delay, never to synchronise. */
 void sleep_ms(long ms);
 
+/* ---- a server's stats ---- */
+
+struct arpc_server;
+struct arpc_method_stats;
+/* Reads method's stats of s into *ms until at least `answered` calls are booked with ARPC_OK
+ * and as many latencies (a reply its worker wrote itself can reach the client before the loop
+ * books it, at its next turn: core/reply_direct.c), for at most 10 s. Returns whether they
+ * were; *ms holds the last read either way. */
+bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,
+                            struct arpc_method_stats *ms);
+
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
 
