@@ -42,6 +42,13 @@ bool jsonrpc_sconn_is(const struct server_conn *sc) { return sc->sc_json != NULL
 
 static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *why);
 
+/* Out of memory: the connection closes, so no caller waits for an answer that cannot come. */
+static void jsonrpc_close_nomem(struct arpc_conn *conn)
+{
+    arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", conn->c_peer);
+    arpc_conn_close(conn, ARPC_ENOMEM);
+}
+
 bool jsonrpc_sconn_adopt(struct server_conn *sc)
 {
     struct arpc_conn *conn = &sc->sc_conn;
@@ -54,8 +61,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     struct jsonrpc_sconn *js = arpc_calloc(1, sizeof(*js));
     if (js == NULL || arpc_u64_map_init(&js->js_ids, 16) != ARPC_OK) {
         arpc_free(js);
-        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", conn->c_peer);
-        arpc_conn_close(conn, ARPC_ENOMEM);
+        jsonrpc_close_nomem(conn);
         return false; /* the frame parser sees a closed connection and does nothing */
     }
     sc->sc_json = js;
@@ -167,10 +173,22 @@ static void jsonrpc_no_method(struct server_conn *sc, uint64_t xid, const char *
     arpc_free(msg);
 }
 
+/* A call's xid, under which its answers find id (taken; NULL: there was no memory for it).
+ * 0 after closing the connection for want of memory. */
+static uint64_t jsonrpc_track(struct server_conn *sc, char *id)
+{
+    struct jsonrpc_sconn *js = sc->sc_json;
+    uint64_t xid = ++js->js_next_xid; /* from 1: 0 is never a call's */
+    if (id != NULL && arpc_u64_map_put(&js->js_ids, xid, id) == ARPC_OK)
+        return xid;
+    arpc_free(id);
+    jsonrpc_close_nomem(&sc->sc_conn);
+    return 0;
+}
+
 /* One whole request object, p[0..len). */
 static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len)
 {
-    struct jsonrpc_sconn *js = sc->sc_json;
     sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
     json_error_t jerr;
     json_t *req = json_loadb((const char *)p, len, 0, &jerr);
@@ -186,13 +204,13 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     const json_t *id_v = json_object_get(req, "id");
     char *id = NULL;
     size_t id_len;
-    uint64_t xid = ++js->js_next_xid;
-    if ((id_v == NULL ? (id = jsonrpc_null_id()) == NULL : jsonrpc_dump(id_v, &id, &id_len) != ARPC_OK) ||
-        arpc_u64_map_put(&js->js_ids, xid, id) != ARPC_OK) {
-        arpc_free(id);
+    if (id_v == NULL)
+        id = jsonrpc_null_id();
+    else if (jsonrpc_dump(id_v, &id, &id_len) != ARPC_OK)
+        id = NULL;
+    uint64_t xid = jsonrpc_track(sc, id);
+    if (xid == 0) {
         json_decref(req);
-        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", sc->sc_conn.c_peer);
-        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
         return;
     }
     const json_t *method = json_object_get(req, "method"), *params = json_object_get(req, "params");
@@ -237,8 +255,7 @@ static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const
  * by jansson first (the peer's bytes are echoed only as JSON it accepts), else by id null. */
 static void jsonrpc_answer_too_large(struct server_conn *sc)
 {
-    struct jsonrpc_sconn *js = sc->sc_json;
-    const struct jsonrpc_skim *sk = &js->js_skim;
+    const struct jsonrpc_skim *sk = &sc->sc_json->js_skim;
     sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
     char *id = NULL;
     size_t id_len;
@@ -250,13 +267,9 @@ static void jsonrpc_answer_too_large(struct server_conn *sc)
     }
     if (id == NULL)
         id = jsonrpc_null_id();
-    uint64_t xid = ++js->js_next_xid;
-    if (id == NULL || arpc_u64_map_put(&js->js_ids, xid, id) != ARPC_OK) {
-        arpc_free(id);
-        arpc_log(ARPC_LOG_WARN, "out of memory: JSON-RPC connection from %s closed", sc->sc_conn.c_peer);
-        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+    uint64_t xid = jsonrpc_track(sc, id);
+    if (xid == 0)
         return;
-    }
     char msg[96];
     int n = snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's max_frame (%u)",
                      (unsigned long long)sk->sk_skipped, sc->sc_conn.c_max_body);
