@@ -463,19 +463,15 @@ static void test_tls_takes_the_loop_path(void **state)
     (void)state;
     static struct tls_certs certs;
     assert_true(tls_certs_make(&certs));
-    char cert[256], key[256], ca[256];
-    snprintf(cert, sizeof(cert), "%s", tls_certs_path(&certs, "server", "pem"));
-    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, "server", "key"));
-    snprintf(ca, sizeof(ca), "%s", tls_certs_path(&certs, "ca", "pem"));
-    arpc_tls_options stls = {.cert_file = cert, .key_file = key};
-    arpc_server_options so = {.tls = &stls};
+    static struct tls_certs_pair tls;
+    tls_certs_pair(&certs, &tls);
+    arpc_server_options so = {.tls = &tls.tp_server};
     arpc_server *s;
     char addr[ARPC_ADDR_MAX];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
-    arpc_tls_options ctls = {.ca_file = ca};
-    arpc_client_options co = {.tls = &ctls};
+    arpc_client_options co = {.tls = &tls.tp_client};
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
     for (unsigned i = 0; i < 50; i++) {

@@ -21,6 +21,15 @@ const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *k
     return tc->tc_path;
 }
 
+void tls_certs_pair(struct tls_certs *tc, struct tls_certs_pair *p)
+{
+    snprintf(p->tp_cert, sizeof(p->tp_cert), "%s", tls_certs_path(tc, "server", "pem"));
+    snprintf(p->tp_key, sizeof(p->tp_key), "%s", tls_certs_path(tc, "server", "key"));
+    snprintf(p->tp_ca, sizeof(p->tp_ca), "%s", tls_certs_path(tc, "ca", "pem"));
+    p->tp_server = (arpc_tls_options){.cert_file = p->tp_cert, .key_file = p->tp_key};
+    p->tp_client = (arpc_tls_options){.ca_file = p->tp_ca};
+}
+
 static bool add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
     X509V3_CTX ctx;

@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "arpc/tls.h"
+
 #define TLS_CERTS_CLIENT_SUBJECT "CN=alice,O=arpc tests"
 
 struct tls_certs {
@@ -28,6 +30,13 @@ bool tls_certs_make(struct tls_certs *tc);
 /* "DIR/NAME.pem" (kind "pem") or "DIR/NAME.key" (kind "key"), valid until the next call:
  * copy it when two are needed at once. */
 const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind);
+/* The usual pair: a server with the "server" certificate and key, a client trusting "ca". The
+ * options point into the struct's own copies of the paths, so it must outlive their use. */
+struct tls_certs_pair {
+    char tp_cert[256], tp_key[256], tp_ca[256];
+    arpc_tls_options tp_server, tp_client;
+};
+void tls_certs_pair(struct tls_certs *tc, struct tls_certs_pair *p);
 /* Removes the files and the directory. */
 void tls_certs_remove(struct tls_certs *tc);
 
