@@ -231,8 +231,19 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
     struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
     if (c == NULL)
         return true;
-    if (c->c_busy > 0)
-        return false; /* a call still runs: its result must still reach its waiters */
+    if (c->c_busy > 0) {
+        c->c_goodbye = true; /* a call still runs: its result must still reach its waiters */
+        return false;
+    }
+    arpc_rc_client_free(rc, c, NULL);
+    return true;
+}
+
+bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id)
+{
+    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c == NULL || !c->c_goodbye || c->c_busy > 0)
+        return false;
     arpc_rc_client_free(rc, c, NULL);
     return true;
 }

@@ -187,8 +187,15 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
  * once, without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
- * (false: it is kept, and expires as usual). True when it is gone (or was never known). */
+ * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is). True
+ * when it is gone (or was never known). */
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
+
+/* After a call of client_id was finished, made durable or aborted, and its waiters and reply
+ * were dealt with: forgets the client if it said goodbye and none of its calls is RUNNING or
+ * LOGGING any more. Apart from those calls because they hand out the entry's reply, which a
+ * forget would free. True when it was forgotten now. */
+bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id);
 
 /*
  * Restart, from the reply log: a DONE entry for (client_id, seq) holding reply, no waiters;

@@ -28,6 +28,7 @@ struct arpc_rc_client {
     uint64_t c_last_ns;                       /* the last request, or expiry's look at it */
     struct arpc_rc_client *c_older, *c_newer; /* the activity list */
     size_t c_busy;                            /* RUNNING + LOGGING entries */
+    bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
     struct arpc_u64_map c_entries;            /* seq -> entry */
 };
 

@@ -34,8 +34,8 @@
  * arrival, after that request is read and handed to its worker: off the next call's path. The
  * reply cache and the flow limits take that order: an ack of the call that overtakes its
  * bookkeeping leaves its entry running until then, and the bookkeeping then removes it; a
- * GOAWAY that finds the client's call still running is remembered (sc_goodbye) and the
- * client forgotten once the call is booked; the call counts toward its connection's limits a
+ * GOAWAY that finds the client's call still running is remembered (by the reply cache) and
+ * the client forgotten once the call is booked; the call counts toward its connection's limits a
  * little longer (more conservative, never less). Two things cannot wait that long, and wake it: frames
  * the loop queued for this connection while the worker wrote (ARPC_DIRECT_ALL_WAKE), and a
  * stop, which waits for every request to be let go (request.c, server_loop_hand: the poster

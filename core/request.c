@@ -199,8 +199,6 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     if (req->rq_seq != 0) {
         /* Numbered: the result goes to every request waiting for it, and is kept. */
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
-        if (sc->sc_goodbye && arpc_reply_cache_forget(&s->sv_cache, sc->sc_cache_key))
-            sc->sc_goodbye = false; /* its last running call is booked: the GOAWAY takes effect */
     } else if (written) {
         reply_msg_put(rm); /* the caller has it already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {

@@ -178,9 +178,11 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go. */
-        if (sc->sc_cache_key != 0 && !arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key))
-            sc->sc_goodbye = true; /* a call still runs, or its reply, written by its worker, is
-                                    * not booked yet: forgotten once it is (request.c) */
+        /* A call still running, or a reply its worker wrote and the loop has not booked yet,
+         * keeps the client until it is (arpc_reply_cache_settle, server_dedup.c), whichever
+         * connection or late reply books it. */
+        if (sc->sc_cache_key != 0)
+            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key);
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",

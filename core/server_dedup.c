@@ -228,6 +228,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     }
     if (!kept)
         reply_msg_put(rm);
+    arpc_reply_cache_settle(&s->sv_cache, client_id); /* a goodbye waiting for this call */
 }
 
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
@@ -249,4 +250,5 @@ void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
         dedup_answer(s, waiters, reply);
     if (!kept)
         reply_msg_put(reply);
+    arpc_reply_cache_settle(&s->sv_cache, client_id);
 }

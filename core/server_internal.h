@@ -79,9 +79,6 @@ struct server_conn {
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
-    bool sc_goodbye;        /* the client said GOAWAY while a call of its was not booked yet (its
-                             * reply may have left, written by its worker): the reply cache
-                             * forgets the client once it is (request.c) */
     bool sc_codec_chosen;   /* its first byte was seen: arpc frames or JSON-RPC, for good */
 };
 

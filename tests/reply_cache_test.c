@@ -467,6 +467,37 @@ static void test_forget(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* A goodbye that finds a call RUNNING or LOGGING is remembered: arpc_reply_cache_settle
+ * forgets the client once its last such call is booked, whichever path books it, and not
+ * before; a client that said no goodbye is never settled away. */
+static void test_goodbye_settles(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 4, 1, 0, A, 3, 0));
+    assert_false(arpc_reply_cache_settle(&rc, 3)); /* no goodbye yet */
+    assert_false(arpc_reply_cache_forget(&rc, 3)); /* two running: kept, remembered */
+    expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
+    assert_false(arpc_reply_cache_settle(&rc, 3)); /* seq 2 still runs */
+    assert_int_equal(0, hand_freed[31]);
+    finish_logged(&rc, 3, 2, 32, 1); /* LOGGING is busy too */
+    assert_false(arpc_reply_cache_settle(&rc, 3));
+    expect_waiters(&rc, durable(&rc, 3, 2, 32, true), 1, A, (uint64_t)2);
+    assert_true(arpc_reply_cache_settle(&rc, 3));
+    assert_int_equal(1, hand_freed[31]);
+    assert_int_equal(1, hand_freed[32]);
+    assert_false(arpc_reply_cache_settle(&rc, 3)); /* gone: nothing more to do */
+    expect_waiters(&rc, finish(&rc, 4, 1, 41, 1, 1), 1, A, (uint64_t)3);
+    assert_false(arpc_reply_cache_settle(&rc, 4)); /* no goodbye: kept for its retries */
+    assert_int_equal(0, hand_freed[41]);
+    assert_int_equal(1, stats_of(&rc).clients);
+    assert_int_equal(0, P.n_expired);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -1053,6 +1084,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_full),
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
+        cmocka_unit_test_no_leak(test_goodbye_settles),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_against_model),

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
@@ -59,6 +60,16 @@ static void count_unfreed(void *ctx, enum arpc_log_level level, const char *line
 }
 
 static void h_hand_off(arpc_request *req, void *ctx); /* test_late_replies_race_the_deadline */
+
+/* On the loop: the kept request's late reply, so that it is booked (core/request_tomb.c runs
+ * it in place on the loop's thread) before this call's own reply leaves. Answers 'T' when
+ * the late reply returned ARPC_ETIMEDOUT. */
+static void h_reply_kept(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    char verdict = arpc_reply(atomic_load(&kept), "first", 5) == ARPC_ETIMEDOUT ? 'T' : '?';
+    arpc_reply(req, &verdict, 1);
+}
 static void h_block(arpc_request *req, void *ctx);    /* test_freed_when_the_handler_returns_after_the_deadline */
 
 static arpc_server *make_server(arpc_server_options *o, char *addr, size_t addrlen)
@@ -77,6 +88,7 @@ static arpc_server *make_server(arpc_server_options *o, char *addr, size_t addrl
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hand_off", h_hand_off, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.block", h_block, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.reply_kept", h_reply_kept, NULL, &inline_opts));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -275,6 +287,38 @@ static void test_numbered_late_result_outlives_the_connection(void **state)
     destroy_server(s);
 }
 
+/* A client's goodbye (GOAWAY) that finds its numbered call answered at its deadline but
+ * still running takes effect once the late result is booked: the reply cache forgets the
+ * client then, not at its idle expiry. Seen from outside: the same client id and seq from a
+ * new connection run anew (a client that said goodbye never does this; the test does, to see
+ * that it was forgotten). */
+static void test_goodbye_takes_effect_at_the_late_result(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server_options o = {.workers = 1};
+    arpc_server *s = make_server(&o, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0x600d));
+    assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
+    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
+    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    assert_true(raw_send(&r, bye, n));
+    /* Frames of one connection are taken in order: the goodbye is heard first. */
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.reply_kept", "", 0));
+    expect_reply(&r, 2, "T", 1, 1);
+    raw_close(&r);
+    assert_true(raw_connect(&r, addr, 0x600d));
+    assert_true(raw_request(&r, 3, 1, 0, 0, "t.keep_inline", "x", 1));
+    assert_true(latch_wait(2, RAW_WAIT_MS)); /* ran again: forgotten */
+    assert_int_equal(2, atomic_load(&keep_runs));
+    assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "second", 6));
+    expect_reply(&r, 3, "second", 6, 1);
+    raw_close(&r);
+    destroy_server(s);
+}
+
 /* Stop: the calls are answered ARPC_EABANDONED and freed; after the destroy only their
  * handles are left (two blocks), which their late replies free. */
 static void test_stop_frees_the_requests(void **state)
@@ -446,6 +490,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_numbered_late_result_outlives_the_connection),
         cmocka_unit_test_no_leak(test_numbered_tombstone_lets_go_of_its_server_at_stop),
         cmocka_unit_test_no_leak(test_late_replies_race_the_deadline),
+        cmocka_unit_test_no_leak(test_goodbye_takes_effect_at_the_late_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
