@@ -246,6 +246,18 @@ static void step_close_all(arpc_loop *loop, void *s)
     limits_stop(s);
 }
 
+/* The stop's last step, after SV_STOPPED and the last replier's hand-over: every reply job
+ * handed to the loop before the store runs before this (one lane, drained in push order, and
+ * lazy jobs before a drain's lane jobs: async/loop_lanes.c), so once it ran no reply is left
+ * to reach the reply cache or the log after arpc_server_destroy freed them. Without it, on an
+ * application's threaded loop such a job could run during or after the teardown. */
+static void step_last_replies(arpc_loop *loop, void *arg)
+{
+    arpc_server *s = arg;
+    if (s->sv_has_log)
+        journal_close(loop, s); /* after every reply handed over */
+}
+
 /* Waits until no call is in flight or deadline_ns passes. */
 static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
 {
@@ -291,8 +303,7 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     unsigned attempt = 0;
     while (atomic_load(&s->sv_replying) != 0)
         arpc_backoff_spin(&attempt);
-    if (s->sv_has_log)
-        arpc_loop_run_sync(s->sv_loop, journal_close, s); /* after every reply handed over */
+    arpc_loop_run_sync(s->sv_loop, step_last_replies, s);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     pthread_mutex_unlock(&s->sv_stop_mtx);
