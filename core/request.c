@@ -248,8 +248,10 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
 static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
-    if (loop != NULL)
+    if (loop != NULL) {
+        request_unlist(req); /* NULL: a stop emptied the list */
         inflight_end(req, 0);
+    }
     request_reply_done(req, loop != NULL);
 }
 

@@ -66,13 +66,15 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
         }
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
-    request_count_answer(req, code);
-    /* A numbered call keeps its cache entry "running": a retry waits for the real result.
-     * This xid has its answer: it leaves the waiters, which would hold its connection's
-     * record for as long as the handler does not reply. */
-    sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
-    if (req->rq_seq != 0)
-        dedup_leave(sc, req->rq_seq, req->rq_xid);
+    if (!req->rq_oneway) { /* a one-way is let go of only: nobody hears about it */
+        request_count_answer(req, code);
+        /* A numbered call keeps its cache entry "running": a retry waits for the real result.
+         * This xid has its answer: it leaves the waiters, which would hold its connection's
+         * record for as long as the handler does not reply. */
+        sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
+        if (req->rq_seq != 0)
+            dedup_leave(sc, req->rq_seq, req->rq_xid);
+    }
     if (keep_server)
         request_tomb_list(s, req);
     /* The server holds the reply's place now: the handler's reply goes the tombstone's way. */
@@ -98,7 +100,7 @@ void request_list(arpc_server *s, arpc_request *req)
     arpc_dlist_insert_after(&s->sv_awaiting, NULL, &st->rs_link);
     st->rs_awaiting = true;
     arpc_deadline_init(&st->rs_deadline, request_on_deadline, req);
-    if (st->rs_deadline_ns != ARPC_NEVER)
+    if (st->rs_deadline_ns != ARPC_NEVER && !req->rq_oneway) /* nobody waits for a one-way */
         (void)arpc_deadline_arm(s->sv_loop, &st->rs_deadline, st->rs_deadline_ns); /* ENOMEM: the
                                                        * caller's own deadline still ends its wait */
 }
@@ -106,18 +108,24 @@ void request_list(arpc_server *s, arpc_request *req)
 void request_answer_unreplied(arpc_server *s)
 {
     static const char why[] = "the server stopped before the handler replied";
-    unsigned n = 0;
+    unsigned n = 0, oneways = 0;
     while (s->sv_awaiting.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
-        bool replied = atomic_load(&req->rq_flags) & RQ_REPLIED;
+        bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
+        bool oneway = req->rq_oneway;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
          * any other call here has started: it may have run. Its late reply can finish nothing
-         * any more: it needs no server. */
+         * any more: it needs no server. A one-way message not finished is let go of the same
+         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). */
         request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false);
-        n += !replied;
+        n += unfinished && !oneway;
+        oneways += unfinished && oneway;
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
                  n);
+    if (oneways != 0)
+        arpc_log(ARPC_LOG_WARN, "server stop: %u one-way message(s) whose handlers had not finished them were let go",
+                 oneways);
     request_tomb_detach_all(s); /* the late replies of calls answered at their deadlines are dropped too */
 }

@@ -346,6 +346,34 @@ static void test_stop_frees_the_requests(void **state)
     assert_int_equal(ARPC_ESHUTDOWN, arpc_reply_error(second, "late"));
 }
 
+/* A one-way message whose handler kept it and never finished it: the stop lets go of it like
+ * an unanswered call (nothing is sent for it), so after the destroy only its handle is left,
+ * which its late finish frees (ARPC_ESHUTDOWN). Before, its payload, counts and pins on the
+ * connection and the server stayed for as long as the handler held it. */
+static void test_stop_lets_go_of_an_unfinished_oneway(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server_options o = {.workers = 1};
+    arpc_server *s = make_server(&o, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    uint8_t frame[128];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_ONEWAY, 1, 0, 0, 0, "t.keep_inline", 13, "x", 1);
+    assert_true(raw_send(&r, frame, n));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    arpc_request *req = atomic_load(&kept);
+    assert_true(arpc_request_is_oneway(req));
+    assert_int_equal(1, handlers_in_flight(s));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    assert_int_equal(0, handlers_in_flight(s));
+    expect_tombstone(req);
+    destroy_server(s); /* and no "destroyed with ... not finished" line */
+    raw_close(&r);
+    assert_int_equal(1, atomic_load(&test_alloc_live)); /* the handle, nothing else */
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(req, NULL, 0));
+}
+
 /* At most once: the first run of a numbered call is answered at its deadline and freed; its
  * retry waits for that run without running the handler again, and gets its late result. */
 static void test_numbered_call_freed_and_run_once(void **state)
@@ -486,6 +514,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_deadline_gives_back_the_connections_bytes),
         cmocka_unit_test_no_leak(test_freed_when_the_handler_returns_after_the_deadline),
         cmocka_unit_test_no_leak(test_stop_frees_the_requests),
+        cmocka_unit_test_no_leak(test_stop_lets_go_of_an_unfinished_oneway),
         cmocka_unit_test_no_leak(test_numbered_call_freed_and_run_once),
         cmocka_unit_test_no_leak(test_numbered_late_result_outlives_the_connection),
         cmocka_unit_test_no_leak(test_numbered_tombstone_lets_go_of_its_server_at_stop),

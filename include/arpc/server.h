@@ -243,8 +243,9 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 /* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
  * cache, and releases the caller's handle. A request the stop answered for its handler keeps
  * only its handle (freed by its late reply, see the top); what a handler still running then
- * (on the application's actors) or a one-way message not finished refers to is freed when
- * that handler is done with it (their count is logged). Returns ARPC_OK;
+ * (on the application's actors) refers to is freed when that handler is done with it (their
+ * count is logged). A one-way message not finished by then is let go of as an unanswered call
+ * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN. Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
  * "API misuse"). */
@@ -301,7 +302,8 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * client's call ends when its connection or deadline does). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
- * gone and must not be used, as after free(). For a one-way request it only finishes req.
+ * gone and must not be used, as after free(). For a one-way request it only finishes req
+ * (ARPC_ESHUTDOWN once a stop let go of it: see arpc_server_destroy).
  * ARPC_EINVAL for a NULL req (nothing done). */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
