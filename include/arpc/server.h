@@ -188,8 +188,8 @@ typedef struct arpc_method_options {
                                * connection until one is answered: give a hint for methods whose
                                * calls wait long, e.g. long polls). Learnt from replies either way */
     /* Frees the registration's ctx: called once, with ctx, when the server is freed (at
-     * arpc_server_destroy, or, when a handler was still running then or a one-way message
-     * was not finished, once the last of them is done; listened or not), on that thread. Not called when the registration fails (ctx is still the
+     * arpc_server_destroy, or, when a handler was still running then, once the last of them
+     * returned; listened or not), on that thread. Not called when the registration fails (ctx is still the
      * caller's). NULL: ctx is the caller's to free after destroy. */
     void (*ctx_free)(void *ctx);
     /* Deliver this method's requests to a completion queue instead of calling a handler (register
