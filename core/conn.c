@@ -81,6 +81,8 @@ static bool conn_stream_buffered(const struct arpc_conn *conn)
  * are not left waiting for the peer's next bytes. */
 static void conn_start_reading(struct arpc_conn *conn)
 {
+    if (conn->c_eof)
+        return; /* nothing more will come */
     arpc_loop_io_start(conn->c_loop, &conn->c_rio);
     if (conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ);
@@ -449,6 +451,21 @@ static int conn_read_room(struct arpc_conn *conn, size_t need, uint8_t **dst, si
     return rc;
 }
 
+/* The end of the peer's stream. A peer that half-closed after its last request (a pipe into
+ * nc, shutdown(SHUT_WR)) still reads: its owner may answer what arrived. Part of a frame left
+ * in can never end: that is a lost connection. */
+static void conn_on_eof(struct arpc_conn *conn)
+{
+    bool whole = conn->c_rstart == conn->c_rend && conn->c_body == NULL && conn->c_skip == 0;
+    if (!whole || conn->c_ops->on_eof == NULL) {
+        arpc_conn_close(conn, ARPC_ECONNLOST);
+        return;
+    }
+    conn->c_eof = true;
+    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    conn->c_ops->on_eof(conn);
+}
+
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)ev;
@@ -460,7 +477,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
     for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending &&
-                        !conn->c_close_after_flush;
+                        !conn->c_close_after_flush && !conn->c_eof;
          round++) {
         uint8_t *dst;
         size_t room;
@@ -474,7 +491,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             room = budget;
         ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
         if (n == 0) {
-            arpc_conn_close(conn, ARPC_ECONNLOST);
+            conn_on_eof(conn);
             break;
         }
         if (n < 0) {

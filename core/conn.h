@@ -71,6 +71,11 @@ struct arpc_conn_ops {
      * unit needs in total (for the buffer's growth), or 0. It may hand over to the frame
      * parser (arpc_conn_parse_frames). on_frame is then called only by that parser. */
     size_t (*parse)(struct arpc_conn *conn);
+    /* Optional: the peer finished sending (end of stream: a half-close, or a close that
+     * writing will find) with no part of a frame left in: nothing more is read (c_eof), and
+     * the owner closes the connection when it has answered what it read, e.g. with
+     * arpc_conn_close_after_flush. NULL, or part of a frame in: closed (ARPC_ECONNLOST). */
+    void (*on_eof)(struct arpc_conn *conn);
 };
 
 /* Bodies larger than this are never skipped: such a header is bad input (a peer announcing
@@ -104,6 +109,7 @@ struct arpc_conn {
     bool c_dispatching;   /* inside the read/parse loop */
     bool c_close_pending; /* close requested during dispatch */
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
+    bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */

@@ -225,6 +225,18 @@ static size_t sconn_parse(struct arpc_conn *conn)
     return arpc_conn_parse_frames(conn);
 }
 
+/* The client sent all it will (a half-close, e.g. a pipe into nc): the calls it sent are
+ * answered, then the connection closes (core/server_inflight.c: inflight_end). With a reply
+ * log some replies leave only once their records are durable, after their calls stopped
+ * counting, so there it closes once what is queued is written, as it did for every end of
+ * stream before: a numbered call's result stays in the reply cache for its retry. */
+static void sconn_on_eof(struct arpc_conn *conn)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (sc->sc_ncalls == 0 || sc->sc_server->sv_log != NULL)
+        arpc_conn_close_after_flush(conn, ARPC_ECONNLOST);
+}
+
 static const struct arpc_conn_ops server_conn_ops = {
     .on_frame = sconn_on_frame,
     .on_close = sconn_on_close,
@@ -232,6 +244,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .on_oversized = sconn_on_oversized,
     .parse = sconn_parse,
     .on_held = inflight_on_held,
+    .on_eof = sconn_on_eof,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,

@@ -247,4 +247,6 @@ void inflight_end(arpc_request *req, size_t reply_len)
         c->ic_pins--;
         inflight_client_put(s, c);
     }
+    if (sc->sc_ncalls == 0 && sc->sc_conn.c_eof) /* its client sent all it will: all answered */
+        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ECONNLOST);
 }

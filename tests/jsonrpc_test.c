@@ -20,6 +20,7 @@
 #include <sys/time.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -486,6 +487,30 @@ static void test_malformed_request_logged_escaped(void **state)
     assert_int_equal(0, atomic_load(&unprintable_lines));
 }
 
+/* A request piped in (echo '{...}' | nc -N host port): the sender half-closes after it, and
+ * still gets the answer before the server closes (T.Hold answers once the test lets it, after
+ * the half-close has had a moment to reach the server). */
+static void test_half_closed_request_answered(void **state)
+{
+    (void)state;
+    static const char call[] = "{\"method\":\"T.Hold\",\"params\":[],\"id\":5}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, call, sizeof(call) - 1), (ssize_t)(sizeof(call) - 1));
+    assert_int_equal(0, shutdown(fd, SHUT_WR));
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(0, poll(&p, 1, 200)); /* not closed meanwhile (only sharpens the test) */
+    sem_post(&hold_sem);
+    static char got[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    assert_int_equal(n, 0); /* closed by the server after answering, not timed out */
+    got[have] = '\0';
+    close(fd);
+    assert_string_equal("{\"id\":5,\"result\":\"held\",\"error\":null}\n", got);
+}
+
 static void test_connect_errors(void **state)
 {
     (void)state;
@@ -508,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),
+        cmocka_unit_test(test_half_closed_request_answered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

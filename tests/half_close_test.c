@@ -1,0 +1,146 @@
+/*
+ * A client that half-closes (shutdown(SHUT_WR), or a pipe into nc ending) after its last
+ * request has sent all it will, but still reads: the server answers the calls it read and
+ * closes only then (core/server_conn.c: sconn_on_eof; core/server_inflight.c closes once
+ * the last call stops counting). An end of stream with part of a frame in is a lost
+ * connection, closed at once, as before.
+ *
+ * Each call here is held by its handler until the test lets it go, after the half-close.
+ * Whether the server has read the end of stream by then cannot be seen from outside, so the
+ * test first waits a moment for the close the old behaviour gave (NO_CLOSE_MS): that wait
+ * only makes the old behaviour fail more surely; passing never depends on it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define NO_CLOSE_MS 200
+
+static sem_t unblock;
+
+/* On a worker: answers with its payload once the test posts unblock. */
+static void h_held_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    (void)sem_wait_secs(&unblock, RAW_WAIT_MS / 1000);
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static arpc_server *make_server(char *addr, size_t addrlen)
+{
+    latch_reset();
+    assert_int_equal(0, sem_init(&unblock, 0, 0));
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    return s;
+}
+
+static void destroy_server(arpc_server *s)
+{
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&unblock);
+}
+
+/* Nothing arrives from the server for a moment: in particular not its close. */
+static void expect_quiet(struct raw_client *r)
+{
+    struct pollfd p = {.fd = r->rc_fd, .events = POLLIN};
+    assert_int_equal(0, poll(&p, 1, NO_CLOSE_MS));
+}
+
+/* Two calls held by their handlers, then the half-close: both are answered, then the
+ * server closes. */
+static void test_calls_answered_after_half_close(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.held_echo", "two", 3));
+    assert_true(latch_wait(2, RAW_WAIT_MS)); /* both in their handlers */
+    assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
+    expect_quiet(&r);
+    sem_post(&unblock);
+    sem_post(&unblock);
+    bool seen[3] = {false, false, false};
+    for (int i = 0; i < 2; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_true(f.f.f_xid == 1 || f.f.f_xid == 2);
+        assert_false(seen[f.f.f_xid]);
+        seen[f.f.f_xid] = true;
+        assert_int_equal(3, f.body_len);
+        assert_memory_equal(f.f.f_xid == 1 ? "one" : "two", f.body, 3);
+    }
+    int pings;
+    assert_true(raw_wait_eof(&r, &pings)); /* and then the close */
+    raw_close(&r);
+    destroy_server(s);
+}
+
+/* A half-close with no call in flight: the server closes at once. */
+static void test_idle_half_close_closes(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
+    int pings;
+    assert_true(raw_wait_eof(&r, &pings));
+    raw_close(&r);
+    destroy_server(s);
+}
+
+/* Part of a frame, then the end of the stream: that frame can never end, so the connection
+ * is lost and closed at once, the call in flight with it (its reply has nowhere to go). */
+static void test_half_frame_then_end_closes(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    uint8_t frame[128];
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 2, 0, 0, 0, "t.held_echo", 11, "two", 3);
+    assert_true(raw_send(&r, frame, n - 2));
+    assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
+    int pings;
+    assert_true(raw_wait_eof(&r, &pings)); /* closed while the first call is still held */
+    sem_post(&unblock);
+    raw_close(&r);
+    destroy_server(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calls_answered_after_half_close),
+        cmocka_unit_test(test_idle_half_close_closes),
+        cmocka_unit_test(test_half_frame_then_end_closes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
