@@ -232,6 +232,7 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
     if (c == NULL)
         return true;
     if (c->c_busy > 0) {
+        rc->rc_goodbyes += !c->c_goodbye;
         c->c_goodbye = true; /* a call still runs: its result must still reach its waiters */
         return false;
     }
@@ -241,6 +242,8 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
 
 bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id)
 {
+    if (rc->rc_goodbyes == 0)
+        return false; /* the common case, after every call: no lookup */
     struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
     if (c == NULL || !c->c_goodbye || c->c_busy > 0)
         return false;

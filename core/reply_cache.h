@@ -92,6 +92,7 @@ struct arpc_reply_cache {
     struct arpc_reply_cache_ops rc_ops;
     void *rc_ctx;
     struct arpc_reply_cache_stats rc_stats;
+    size_t rc_goodbyes; /* clients that said goodbye while busy: settle looks only then */
 };
 
 /* o may be NULL (defaults). ops is copied; ctx is passed to its callbacks. ARPC_OK or

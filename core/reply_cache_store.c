@@ -297,6 +297,7 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     list_unlink(rc, c);
     rc->rc_stats.clients--;
     rc->rc_stats.bytes -= CLIENT_COST;
+    rc->rc_goodbyes -= c->c_goodbye;
     arpc_free(c);
 }
 

@@ -480,6 +480,8 @@ static void test_goodbye_settles(void **state)
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 4, 1, 0, A, 3, 0));
     assert_false(arpc_reply_cache_settle(&rc, 3)); /* no goodbye yet */
     assert_false(arpc_reply_cache_forget(&rc, 3)); /* two running: kept, remembered */
+    assert_false(arpc_reply_cache_forget(&rc, 3)); /* said twice, counted once */
+    assert_int_equal(1, rc.rc_goodbyes);
     expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
     assert_false(arpc_reply_cache_settle(&rc, 3)); /* seq 2 still runs */
     assert_int_equal(0, hand_freed[31]);
@@ -487,6 +489,7 @@ static void test_goodbye_settles(void **state)
     assert_false(arpc_reply_cache_settle(&rc, 3));
     expect_waiters(&rc, durable(&rc, 3, 2, 32, true), 1, A, (uint64_t)2);
     assert_true(arpc_reply_cache_settle(&rc, 3));
+    assert_int_equal(0, rc.rc_goodbyes);
     assert_int_equal(1, hand_freed[31]);
     assert_int_equal(1, hand_freed[32]);
     assert_false(arpc_reply_cache_settle(&rc, 3)); /* gone: nothing more to do */
