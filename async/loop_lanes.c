@@ -179,8 +179,11 @@ static bool loop_drain_lane(arpc_loop *loop, size_t limit)
 {
     for (size_t n = 0; n < limit; n++) {
         ck_stack_entry_t *e = loop->l_taken;
-        if (e == NULL && (e = arpc_stack_take_fifo(&loop->l_lane)) == NULL)
-            return false;
+        if (e == NULL) {
+            if ((e = arpc_stack_take_fifo(&loop->l_lane)) == NULL)
+                return false;
+            loop_run_lazy(loop); /* those pushed before the take's jobs run before them */
+        }
         loop->l_taken = e->next; /* before the call: the job may be freed by its own function */
         struct arpc_loop_job *job = job_of(e);
         job->j_fn(loop, job);
