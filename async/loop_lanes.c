@@ -47,8 +47,9 @@
  * iteration's I/O callbacks: the bookkeeping of a reply that already left comes after the
  * request its client sent next has been read and handed on, off that call's path (the reply
  * cache and the flow limits take either order: an ack or a GOAWAY that overtakes a reply's
- * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, so one posted before a
- * wake-up's drain (a stop's step, the final drain) runs before that drain's lane jobs. Anything
+ * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, and again after each
+ * new take of the lane, so a lazy job pushed before a lane job runs before it (a stop's last
+ * step, run_sync, relies on that; the final drain too), even when the drain was under way. Anything
  * they queue for writing is flushed by the prepare watchers of the same iteration. Costs one
  * load per iteration when there are none. In an application's loop (wrapped) the watcher does
  * not keep its ev_run going (ev_unref, as the loop's other standing watchers).
