@@ -47,8 +47,9 @@
  * iteration's I/O callbacks: the bookkeeping of a reply that already left comes after the
  * request its client sent next has been read and handed on, off that call's path (the reply
  * cache and the flow limits take either order: an ack or a GOAWAY that overtakes a reply's
- * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, so one posted before a
- * wake-up's drain (a stop's step, the final drain) runs before that drain's lane jobs. Anything
+ * bookkeeping is honoured when it comes, core/reply_direct.c). Every drain runs them first too, and again after each
+ * new take of the lane, so a lazy job pushed before a lane job runs before it (a stop's last
+ * step, run_sync, relies on that; the final drain too), even when the drain was under way. Anything
  * they queue for writing is flushed by the prepare watchers of the same iteration. Costs one
  * load per iteration when there are none. In an application's loop (wrapped) the watcher does
  * not keep its ev_run going (ev_unref, as the loop's other standing watchers).
@@ -179,8 +180,11 @@ static bool loop_drain_lane(arpc_loop *loop, size_t limit)
 {
     for (size_t n = 0; n < limit; n++) {
         ck_stack_entry_t *e = loop->l_taken;
-        if (e == NULL && (e = arpc_stack_take_fifo(&loop->l_lane)) == NULL)
-            return false;
+        if (e == NULL) {
+            if ((e = arpc_stack_take_fifo(&loop->l_lane)) == NULL)
+                return false;
+            loop_run_lazy(loop); /* those pushed before the take's jobs run before them */
+        }
         loop->l_taken = e->next; /* before the call: the job may be freed by its own function */
         struct arpc_loop_job *job = job_of(e);
         job->j_fn(loop, job);

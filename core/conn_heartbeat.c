@@ -39,6 +39,13 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
         conn->c_last_rx = ev_now(ev);
         conn->c_hb_sent = 0;
     }
+    if (conn->c_eof) {
+        /* The peer finished sending (a half-close): it cannot answer, its silence says
+         * nothing. A PING still finds one that is gone: its reset fails a later write. */
+        (void)conn_send_ping(conn);
+        arpc_deadline_arm_after_s(conn->c_loop, d, conn->c_hb_idle); /* cannot fail: see below */
+        return;
+    }
     ev_tstamp idle_for = ev_now(ev) - conn->c_last_rx;
     ev_tstamp wait = conn->c_hb_idle;
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {

@@ -89,8 +89,12 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     if (seq <= c->c_ack)
         return refuse(rc, ARPC_RC_STALE);
     struct arpc_rc_entry *e = arpc_u64_map_get(&c->c_entries, seq);
-    if (e == NULL)
-        return is_full(rc) ? refuse(rc, ARPC_RC_FULL) : start_call(rc, c, seq, conn, xid);
+    if (e == NULL && is_full(rc))
+        return refuse(rc, ARPC_RC_FULL);
+    if (e == NULL) {
+        c->c_goodbye = false; /* it calls again: its goodbye spoke for the calls before only */
+        return start_call(rc, c, seq, conn, xid);
+    }
     if (e->e_state == ARPC_RC_DONE) {
         rc->rc_stats.hits_replayed++;
         *reply_out = e->e_reply;

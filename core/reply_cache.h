@@ -188,8 +188,9 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
  * once, without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
- * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is). True
- * when it is gone (or was never known). */
+ * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is; a new
+ * call of the client clears the mark, and is kept for its retries). True when it is gone (or
+ * was never known). */
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
 
 /* After a call of client_id was finished, made durable or aborted, and its waiters and reply

@@ -19,6 +19,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "arpc/arpc.h"
@@ -135,12 +136,87 @@ static void test_half_frame_then_end_closes(void **state)
     destroy_server(s);
 }
 
+
+/* A half-closed client cannot answer PINGs: its silence is by design, not a dead peer. A call
+ * that takes longer than the heartbeat's patience (heartbeat_ms x (misses + 1)) must still be
+ * answered. Found in review: the heartbeat closes the connection ("no answer to N heartbeat
+ * PINGs") and the answer is lost. */
+static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
+{
+    (void)state;
+    char addr[256];
+    latch_reset();
+    assert_int_equal(0, sem_init(&unblock, 0, 0));
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2, .heartbeat_ms = 100, .heartbeat_misses = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
+    struct timespec nap = {.tv_sec = 1, .tv_nsec = 0}; /* > 100 ms x (2 + 1) */
+    nanosleep(&nap, NULL);
+    sem_post(&unblock);
+    struct raw_frame f;
+    do
+        assert_true(raw_read(&r, &f, true)); /* PINGs kept (a half-closed client cannot answer) */
+    while (f.f.f_kind == ARPC_FRAME_PING);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(1, (int)f.f.f_xid);
+    int pings;
+    assert_true(raw_wait_eof(&r, &pings));
+    raw_close(&r);
+    destroy_server(s);
+}
+
+
+static uint64_t open_connections(arpc_server *s)
+{
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats_v(s, &st, sizeof(st)));
+    return st.connections_open;
+}
+
+/* A client that closes for good (not a half-close: the server cannot tell them apart at the
+ * end of stream) with a call in flight: the heartbeat's PING finds it gone (its reset fails a
+ * write), and the connection closes without waiting for the call. */
+static void test_full_close_found_by_heartbeat(void **state)
+{
+    (void)state;
+    char addr[256];
+    latch_reset();
+    assert_int_equal(0, sem_init(&unblock, 0, 0));
+    arpc_server *s;
+    arpc_server_options o = {.workers = 2, .heartbeat_ms = 100, .heartbeat_misses = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    assert_int_equal(1, open_connections(s));
+    raw_close(&r);
+    for (int i = 0; i < 200 && open_connections(s) != 0; i++) {
+        struct timespec nap = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    assert_int_equal(0, open_connections(s)); /* while the call is still held */
+    sem_post(&unblock);
+    destroy_server(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_answered_after_half_close),
         cmocka_unit_test(test_idle_half_close_closes),
         cmocka_unit_test(test_half_frame_then_end_closes),
+        cmocka_unit_test(test_slow_call_outlives_heartbeat_after_half_close),
+        cmocka_unit_test(test_full_close_found_by_heartbeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

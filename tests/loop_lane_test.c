@@ -29,7 +29,9 @@
 
 #include "arpc/error.h"
 #include "arpc/loop.h"
+#include "async/loop_impl.h"
 #include "async/loop_internal.h"
+#include "base/stack_fifo.h"
 #include "support/test_util.h"
 
 /* ---- jobs that carry their producer and sequence number ---- */
@@ -700,6 +702,80 @@ static void test_run_until_sees_completion_off_the_loop(void **state)
     sem_destroy(&o.started);
 }
 
+
+/* ---- a lazy job posted before a run_sync runs before its fn ---- */
+
+/* arpc_server_stop's last step (step_last_replies) relies on it: a reply a worker posted
+ * lazily (its stale arpc_loop_idle said the loop slept) before the stop's post must have run
+ * once the step has. Here the lazy job is posted while a drain runs a lane job (after that
+ * drain ran the lazy stack), and the run_sync's job is pushed before that lane job returns:
+ * the same drain then takes the lane again and finds the sync job. */
+struct lazy_order {
+    struct arpc_loop_job lo_blocker; /* a lane job that holds the drain */
+    struct arpc_loop_job lo_lazy;
+    sem_t lo_in_blocker, lo_release;
+    atomic_int lo_lazy_runs;
+    int lo_lazy_runs_seen_by_sync; /* -1: the sync fn has not run */
+    arpc_loop *lo_loop;
+};
+
+static void lazy_order_blocker(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct lazy_order *o = (struct lazy_order *)((char *)job - offsetof(struct lazy_order, lo_blocker));
+    sem_post(&o->lo_in_blocker);
+    CHECK(sem_wait_secs(&o->lo_release, 20));
+}
+
+static void lazy_order_lazy(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct lazy_order *o = (struct lazy_order *)((char *)job - offsetof(struct lazy_order, lo_lazy));
+    atomic_fetch_add(&o->lo_lazy_runs, 1);
+}
+
+static void lazy_order_sync(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    struct lazy_order *o = arg;
+    o->lo_lazy_runs_seen_by_sync = atomic_load(&o->lo_lazy_runs);
+}
+
+static void *lazy_order_syncer(void *arg)
+{
+    struct lazy_order *o = arg;
+    arpc_loop_run_sync(o->lo_loop, lazy_order_sync, o);
+    return NULL;
+}
+
+static void test_run_sync_after_lazy_posted_during_drain(void **state)
+{
+    (void)state;
+    atomic_store(&bad_line, 0);
+    struct lazy_order o = {.lo_lazy_runs_seen_by_sync = -1};
+    sem_init(&o.lo_in_blocker, 0, 0);
+    sem_init(&o.lo_release, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&o.lo_loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(o.lo_loop));
+    arpc_loop_job_init(&o.lo_blocker, lazy_order_blocker);
+    arpc_loop_job_init(&o.lo_lazy, lazy_order_lazy);
+    assert_int_equal(ARPC_OK, arpc_loop_post(o.lo_loop, &o.lo_blocker));
+    assert_true(sem_wait_secs(&o.lo_in_blocker, 20)); /* the drain ran the lazy stack already */
+    assert_int_equal(ARPC_OK, arpc_loop_post_lazy(o.lo_loop, &o.lo_lazy));
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, lazy_order_syncer, &o));
+    while (arpc_stack_is_empty(&o.lo_loop->l_lane)) /* the sync job is pushed, after the lazy one */
+        sched_yield();
+    sem_post(&o.lo_release);
+    pthread_join(t, NULL);
+    assert_int_equal(1, o.lo_lazy_runs_seen_by_sync);
+    arpc_loop_destroy(o.lo_loop);
+    assert_int_equal(1, atomic_load(&o.lo_lazy_runs));
+    assert_int_equal(0, atomic_load(&bad_line));
+    sem_destroy(&o.lo_in_blocker);
+    sem_destroy(&o.lo_release);
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -717,6 +793,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_run_sync_stopped_loop_one_at_a_time),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_in_prepare),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_off_the_loop),
+        cmocka_unit_test_no_leak(test_run_sync_after_lazy_posted_during_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

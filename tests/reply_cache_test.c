@@ -501,6 +501,25 @@ static void test_goodbye_settles(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+
+/* A call begun after the goodbye (the same client id again) is kept for its retry: the
+ * goodbye spoke for the calls before it only. */
+static void test_call_after_goodbye_kept(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 0));
+    assert_false(arpc_reply_cache_forget(&rc, 3)); /* running: remembered */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0)); /* called again after it */
+    expect_waiters(&rc, finish(&rc, 3, 2, 32, 1, 1), 1, A, (uint64_t)2);
+    arpc_reply_cache_settle(&rc, 3);
+    expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
+    arpc_reply_cache_settle(&rc, 3);
+    assert_int_equal(ARPC_RC_REPLAY, begin(&rc, 3, 2, 0, A, 3, 2)); /* its retry: not run again */
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -1088,6 +1107,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
         cmocka_unit_test_no_leak(test_goodbye_settles),
+        cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_against_model),
