@@ -17,8 +17,9 @@
  * lets go second frees it (and only then does cl_live drop, which arpc_client_close waits
  * for, so the client outlives every cancel).
  *
- * Deadlines: one heap entry per call, armed at the sooner of the call's own deadline and, while
- * it waits for a connection, its give-up time (client_resend.c says which it was).
+ * Deadlines: one node of the client's timing wheel per call (client_deadlines.c), armed at the
+ * sooner of the call's own deadline and, while it waits for a connection, its give-up time
+ * (call_on_deadline tells which it was).
  */
 #include <stddef.h>
 #include <string.h>
@@ -31,8 +32,6 @@
 #include "core/frame.h"
 
 /* ---- the call and its request frame: one allocation ---- */
-
-static void call_on_deadline(struct arpc_deadline *d, void *arg);
 
 /* Requests up to this size (the whole frame) share the call's block: a completed future the
  * caller keeps pins them (and no more than this) until it is released. */
@@ -104,8 +103,7 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     call->cc_when = when;
     call->cc_semantics = (unsigned)semantics & 3u;
     call->cc_bulk = bulk;
-    arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
-    return call;
+    return call; /* cc_timer: zeroed, not armed */
 }
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
@@ -146,8 +144,7 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 {
     arpc_client *c = call->cc_client;
     call->cc_finished = true;
-    if (arpc_deadline_is_armed(&call->cc_deadline))
-        arpc_deadline_cancel(c->cl_loop, &call->cc_deadline);
+    call_disarm(call);
     if (call->cc_waiting)
         resend_unlink(c, call);
     else if (call->cc_xid != 0 && pending_get(&c->cl_pending, call->cc_xid) == call)
@@ -167,21 +164,8 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 /* ---- deadlines ---- */
 
-/* Arms the call's heap entry at when (ARPC_NEVER: disarms it). */
-int call_arm(struct client_call *call, uint64_t when)
+void call_on_deadline(struct client_call *call)
 {
-    arpc_loop *loop = call->cc_client->cl_loop;
-    if (when == ARPC_NEVER) {
-        arpc_deadline_cancel(loop, &call->cc_deadline);
-        return ARPC_OK;
-    }
-    return arpc_deadline_arm(loop, &call->cc_deadline, when);
-}
-
-static void call_on_deadline(struct arpc_deadline *d, void *arg)
-{
-    (void)d;
-    struct client_call *call = arg;
     arpc_client *c = call->cc_client;
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {

@@ -245,6 +245,7 @@ void client_cleanup(arpc_client *c)
     client_direct_stop(c);
     client_connect_stop(c);
     calls_fail_all(c, ARPC_ESHUTDOWN);
+    client_deadlines_stop(c);
     if (c->cl_conn.c_open) {
         if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
             /* Goodbye: we re-send nothing from now on, so the server may drop our replies

@@ -18,7 +18,7 @@
  * per call 0.06 -> 0.56, before this rule). A caller that loses the race for the socket
  * (another caller, or the loop, took it) hands the call over with a wake-up, as before.
  *
- * The pending table and the deadline heap stay the loop's alone (no lock): the caller picks
+ * The pending table and the deadline wheel stay the loop's alone (no lock): the caller picks
  * the call's xid from a range of its own (CD_XID_BIT set: never one the loop gives), numbers
  * an at-most-once call itself (cl_next_seq is atomic), stamps the latest ack it can see (one
  * published by the loop: an older one only makes the server keep replies a little longer),

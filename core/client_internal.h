@@ -6,13 +6,14 @@
  *   core/client_call.c     the call object: start, send, re-send, finish, deadline, cancel
  *   core/client_api.c      the call functions of arpc/client.h
  *   core/client_direct.c   requests written by their callers' threads
+ *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
  * the loop sleeps, write it themselves and leave it on a stack the loop takes without being
  * woken for it (core/client_direct.c). Everything
  * else -- the connection, the pending table, the waiting list, sequence numbers and the ack,
- * the deadline heap -- is touched by the loop thread only; the shared state is a handful of
+ * the deadline wheel -- is touched by the loop thread only; the shared state is a handful of
  * atomics (state, counts, refs) and the last-error text (a mutex: a cold path).
  *
  * The life of a call on the loop (client_call.c):
@@ -39,6 +40,7 @@
 #include "arpc/client.h"
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
+#include "async/timer_wheel.h"
 #include "base/backoff.h"
 #include "base/buf_cache.h"
 #include "base/dlist.h"
@@ -147,6 +149,11 @@ struct arpc_client {
      * client is freed). Not the connection's: that one is reset at each reconnect. */
     struct arpc_buf_cache cl_bufs;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
+    /* Calls' deadlines (core/client_deadlines.c; loop thread): one wheel node per call, one
+     * loop deadline for the wheel. */
+    struct arpc_wheel cl_wheel;
+    struct arpc_deadline cl_wheel_timer;
+    bool cl_wheel_stopped;
 };
 
 /*
@@ -167,7 +174,7 @@ struct client_call {
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
     arpc_client *cc_client;
-    struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
+    struct arpc_wheel_node cc_timer;  /* in cl_wheel at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
@@ -215,6 +222,10 @@ void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
 /* Records why the latest connection attempt failed or the connection broke. Any thread. */
 void client_set_error(arpc_client *c, int code, const char *why);
+
+/* client_deadlines.c */
+void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */
+void client_deadlines_stop(arpc_client *c); /* loop thread, at close: the loop deadline goes */
 
 /* client_connect.c (loop thread) */
 void client_connect_start(arpc_client *c);  /* an attempt now */
