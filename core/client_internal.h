@@ -159,8 +159,9 @@ struct arpc_client {
 /*
  * One allocation per call (client_call.c): the caller's future, this record, then its encoded
  * request (one over 1 KiB lives in a block of its own, whose address follows instead).
- * The request frame is the only copy of what it holds: its size and the call's at-most-once
- * seq (0: not numbered) are read from it (call_seq).
+ * The request frame is the only copy of what it holds: its size, the call's at-most-once seq
+ * (0: not numbered, call_seq) and the xid it was last sent with (call_xid: the pending
+ * table's key while cc_tracked) are read from it.
  * The block is shared by the future (until its last reference), the call (until call_free)
  * and the output queue (while a small request waits to be written): cc_refs counts them.
  *
@@ -176,7 +177,6 @@ struct client_call {
     arpc_client *cc_client;
     struct arpc_wheel_node cc_timer;  /* in cl_wheel at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
-    uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
      * there how the write went (enum direct_state) and how much of it was written; the loop
      * reads both as the call arrives, before it sets the arrival order and the sent tick. */
@@ -199,7 +199,12 @@ struct client_call {
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
     bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
+    bool cc_tracked : 1;              /* in cl_pending, under its request's xid (call_xid) */
 };
+
+/* The xid the call's request was last stamped with (client_call.c). Loop thread, or a thread
+ * that owns the call before the loop sees it. */
+uint64_t call_xid(struct client_call *call);
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }

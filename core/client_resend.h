@@ -28,9 +28,11 @@ void call_send(struct client_call *call);
  * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,
  * which follows, ends it and tells the server, which may be running it. */
 bool call_arrive(struct client_call *call, bool written);
-/* The call was sent with xid on the current connection: into the pending table, its deadline
- * armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
-bool call_track(struct client_call *call, uint64_t xid);
+/* The call was sent on the current connection with the xid its request carries: into the
+ * pending table, its deadline armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
+bool call_track(struct client_call *call);
+/* Out of the pending table (it is in: cc_tracked). */
+void call_untrack(struct client_call *call);
 /* The call went out (on the current connection, or the one just lost): sent, when, to whom. */
 void call_mark_sent(struct client_call *call);
 /* A hold on the call's request bytes (for an output queue): *holder, released with the
