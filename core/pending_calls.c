@@ -1,6 +1,7 @@
 #include "core/pending_calls.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
@@ -16,9 +17,25 @@ static unsigned long hash_cb(const void *stored, unsigned long seed)
     return pending_hash(call_xid((struct client_call *)stored));
 }
 
+/* The keys ck_rhs hands the comparison are of two kinds: a lookup's is the address of the xid
+ * sought, tagged with its low bit (pending_get, pending_take); an insertion's is the call
+ * itself, which ck_rhs compares with the calls it probes past (pending_put). Both are
+ * 8-aligned, so the bit is free. */
+#define KEY_XID_TAG ((uintptr_t)1)
+
+static const void *xid_key(const uint64_t *xid) { return (const void *)((uintptr_t)xid | KEY_XID_TAG); }
+
+static uint64_t key_xid(const void *key)
+{
+    uintptr_t k = (uintptr_t)key;
+    if (k & KEY_XID_TAG)
+        return *(const uint64_t *)(k & ~KEY_XID_TAG);
+    return call_xid((struct client_call *)key);
+}
+
 static bool same_xid(const void *stored, const void *key)
 {
-    return call_xid((struct client_call *)stored) == *(const uint64_t *)key;
+    return call_xid((struct client_call *)stored) == key_xid(key);
 }
 
 static void *table_malloc(size_t n) { return arpc_malloc(n); }
@@ -60,12 +77,12 @@ int pending_put(struct pending_calls *p, struct client_call *call)
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 {
-    return ck_rhs_get(&p->pc_table, pending_hash(xid), &xid);
+    return ck_rhs_get(&p->pc_table, pending_hash(xid), xid_key(&xid));
 }
 
 struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 {
-    return ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
+    return ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid));
 }
 
 void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
@@ -78,7 +95,7 @@ void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call,
         void *found;
         while (ck_rhs_next(&p->pc_table, &it, &found)) {
             uint64_t xid = call_xid(found);
-            ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
+            ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid));
             fn(found, arg);
         }
     }
