@@ -198,7 +198,9 @@ bool call_track(struct client_call *call)
         return false;
     }
     call->cc_tracked = true;
-    if (call_arm(call, call->cc_when) != ARPC_OK) {
+    /* Most calls have no deadline and no give-up armed: no call to make for them. */
+    bool arm = call->cc_when != ARPC_NEVER || arpc_wheel_node_armed(&call->cc_timer);
+    if (arm && call_arm(call, call->cc_when) != ARPC_OK) {
         call_untrack(call);
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return false;
