@@ -42,8 +42,9 @@ static void on_wheel_timer(struct arpc_deadline *d, void *arg)
     arpc_client *c = arg;
     (void)arpc_wheel_expire(&c->cl_wheel, ms_now(), on_call_due, NULL);
     uint64_t next = arpc_wheel_next(&c->cl_wheel);
-    /* Cannot fail: the loop's heap just let this deadline go, and keeps room for it (it
-     * shrinks only when a quarter full). */
+    /* The loop's heap just let this deadline go and keeps room for it (it shrinks only when
+     * a quarter full), unless the callbacks above armed others into that room and the heap
+     * then cannot grow: out of memory, the wheel waits for the next call_arm to arm it. */
     if (next != ARPC_WHEEL_NONE)
         (void)wheel_wait_for(c, next);
 }
