@@ -17,8 +17,11 @@
  * publishing DONE, swaps the head for the CLOSED sentinel and runs the nodes it took, in
  * registration order. A then() that finds CLOSED runs its callback itself. A node is either
  * in the list before the swap (run by the completer) or sees CLOSED (run by then()): exactly
- * once in every interleaving. The first then() uses the node embedded in the future, so the
- * common single-callback case (a cq, a wait_any) does not allocate.
+ * once in every interleaving. The first then() uses the callback slot embedded in the future
+ * (f_first_fn/arg), so the common single-callback case (a cq, a wait_any) does not allocate.
+ * The slot has no link of its own (8 bytes less per call): it goes in only onto an empty
+ * list, so it is always the tail, and the list holds it as the shared marker cb_first. A then()
+ * whose CAS onto the empty list loses takes a node like any later one.
  *
  * References (f_refs): three kinds of holders, counted in one 64-bit word so that each change
  * is one atomic RMW and the thread that takes the word to zero knows it was the last of all:
@@ -67,8 +70,8 @@ enum {
     ST_CLAIMED = 1u << 0,
     ST_DONE = 1u << 1,
     ST_WAITERS = 1u << 2,
-    ST_FIRST_CB = 1u << 3, /* f_first handed to a then(); a waiter that sees the word change
-                            * wakes and looks again (harmless) */
+    ST_FIRST_CB = 1u << 3, /* the embedded callback slot elected by a then(); a waiter that
+                            * sees the word change wakes and looks again (harmless) */
     ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
                             * before f is shared */
     ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
@@ -76,7 +79,7 @@ enum {
 #define ST_STATUS_MAX 0xffffffu
 
 /* One per outstanding call, inside the call's block (core/client_call.c): its size counts. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 80, "a future grew past 80 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 72, "a future grew past 72 bytes");
 
 static int state_status(uint32_t s) { return (int)(s >> ST_STATUS_SHIFT); }
 
@@ -105,6 +108,9 @@ static bool future_embedded(const arpc_future *f)
 
 /* Marks a callback list as closed: completion has taken it, later then() calls run inline. */
 static struct future_cb cb_closed;
+/* Stands in the list for the future's embedded callback slot (always the tail): never
+ * written, never run as a node. */
+static struct future_cb cb_first;
 
 static uint32_t future_state(const arpc_future *f)
 {
@@ -120,19 +126,21 @@ static bool future_claim(arpc_future *f)
 
 static void future_run_callbacks(arpc_future *f, struct future_cb *list)
 {
-    /* The list is newest first: reverse it to run in registration order. */
+    /* The list is newest first: reverse it to run in registration order. The embedded slot,
+     * when in it, is its tail: the oldest, run first. */
     struct future_cb *ordered = NULL;
-    while (list != NULL) {
+    while (list != NULL && list != &cb_first) {
         struct future_cb *next = list->next;
         list->next = ordered;
         ordered = list;
         list = next;
     }
+    if (list == &cb_first)
+        f->f_first_fn(f, f->f_first_arg);
     while (ordered != NULL) {
         struct future_cb *next = ordered->next;
         ordered->fn(f, ordered->arg);
-        if (ordered != &f->f_first)
-            arpc_free(ordered);
+        arpc_free(ordered);
         ordered = next;
     }
 }
@@ -329,12 +337,18 @@ void *arpc_future_take(arpc_future *f, size_t *len)
 
 /* ---- callbacks ---- */
 
-static struct future_cb *future_cb_node(arpc_future *f)
+/* The embedded slot, onto an empty list (head is NULL): true when cb is in. Otherwise head is
+ * what the list holds now, and the slot stays unused for good. */
+static bool future_then_first(arpc_future *f, struct future_cb **head, arpc_future_cb cb, void *arg)
 {
-    /* Relaxed: only elects the user of f_first; the node is published by the CAS below. */
-    if (!(atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB, memory_order_relaxed) & ST_FIRST_CB))
-        return &f->f_first;
-    return arpc_malloc(sizeof(struct future_cb));
+    /* Relaxed: only elects the user of the slot; its fields are published by the CAS. */
+    if (atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB, memory_order_relaxed) & ST_FIRST_CB)
+        return false;
+    f->f_first_fn = cb;
+    f->f_first_arg = arg;
+    /* Release publishes the slot to the completer; acquire on failure pairs with its swap. */
+    return atomic_compare_exchange_strong_explicit(&f->f_cbs, head, &cb_first, memory_order_release,
+                                                   memory_order_acquire);
 }
 
 int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
@@ -342,20 +356,20 @@ int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
     if (!future_live(f, __func__) || cb == NULL)
         return ARPC_EINVAL;
     struct future_cb *head = atomic_load_explicit(&f->f_cbs, memory_order_acquire);
+    if (head == NULL && future_then_first(f, &head, cb, arg))
+        return ARPC_OK;
     if (head == &cb_closed) {
         cb(f, arg); /* already complete: no node needed */
         return ARPC_OK;
     }
-    struct future_cb *node = future_cb_node(f);
+    struct future_cb *node = arpc_malloc(sizeof(*node));
     if (node == NULL)
         return ARPC_ENOMEM;
     node->fn = cb;
     node->arg = arg;
     do {
         if (head == &cb_closed) {
-            /* Completed meanwhile. An unused embedded node is simply never used again. */
-            if (node != &f->f_first)
-                arpc_free(node);
+            arpc_free(node); /* completed meanwhile */
             cb(f, arg);
             return ARPC_OK;
         }

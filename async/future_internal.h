@@ -31,13 +31,14 @@ struct future_cb {
 /* Gives an embedded future's memory back to its owner (see arpc_future_init_embedded). */
 typedef void (*arpc_future_free_fn)(arpc_future *f);
 
-/* Field order packs the 4-byte fields together: one of these per outstanding call (80 bytes). */
+/* Field order packs the 4-byte fields together: one of these per outstanding call (72 bytes). */
 struct arpc_future {
     arpc_magic f_magic; /* first: base/handle.h */
     _Atomic uint32_t f_state;     /* ST_* and the final status, in future.c; the futex word */
     _Atomic uint64_t f_refs;      /* USER | KEPT | HOLD fields, see future.c */
     _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
-    struct future_cb f_first;
+    arpc_future_cb f_first_fn;    /* the first then()'s, when it found no other (future.c) */
+    void *f_first_arg;
     size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
     _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
     arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */

@@ -17,8 +17,9 @@
  * lets go second frees it (and only then does cl_live drop, which arpc_client_close waits
  * for, so the client outlives every cancel).
  *
- * Deadlines: one heap entry per call, armed at the sooner of the call's own deadline and, while
- * it waits for a connection, its give-up time (client_resend.c says which it was).
+ * Deadlines: one node of the client's timing wheel per call (client_deadlines.c), armed at the
+ * sooner of the call's own deadline and, while it waits for a connection, its give-up time
+ * (call_on_deadline tells which it was).
  */
 #include <stddef.h>
 #include <string.h>
@@ -31,8 +32,6 @@
 #include "core/frame.h"
 
 /* ---- the call and its request frame: one allocation ---- */
-
-static void call_on_deadline(struct arpc_deadline *d, void *arg);
 
 /* Requests up to this size (the whole frame) share the call's block: a completed future the
  * caller keeps pins them (and no more than this) until it is released. */
@@ -104,8 +103,7 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     call->cc_when = when;
     call->cc_semantics = (unsigned)semantics & 3u;
     call->cc_bulk = bulk;
-    arpc_deadline_init(&call->cc_deadline, call_on_deadline, call);
-    return call;
+    return call; /* cc_timer: zeroed, not armed */
 }
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
@@ -116,6 +114,7 @@ uint8_t *call_frame_bytes(struct client_call *call)
 }
 
 static uint64_t call_seq(struct client_call *call) { return arpc_frame_request_seq(call_frame_bytes(call)); }
+uint64_t call_xid(struct client_call *call) { return arpc_frame_xid(call_frame_bytes(call)); }
 
 /* The call's share of the block and of a large request (cc_client is set). */
 static void call_memory_put(struct client_call *call)
@@ -146,12 +145,11 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 {
     arpc_client *c = call->cc_client;
     call->cc_finished = true;
-    if (arpc_deadline_is_armed(&call->cc_deadline))
-        arpc_deadline_cancel(c->cl_loop, &call->cc_deadline);
+    call_disarm(call);
     if (call->cc_waiting)
         resend_unlink(c, call);
-    else if (call->cc_xid != 0 && pending_get(&c->cl_pending, call->cc_xid) == call)
-        pending_take(&c->cl_pending, call->cc_xid);
+    else if (call->cc_tracked)
+        call_untrack(call);
     uint64_t seq = call_seq(call);
     if (seq != 0)
         resend_seq_done(c, seq); /* never sent again: the ack may cover it */
@@ -167,21 +165,8 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 /* ---- deadlines ---- */
 
-/* Arms the call's heap entry at when (ARPC_NEVER: disarms it). */
-int call_arm(struct client_call *call, uint64_t when)
+void call_on_deadline(struct client_call *call)
 {
-    arpc_loop *loop = call->cc_client->cl_loop;
-    if (when == ARPC_NEVER) {
-        arpc_deadline_cancel(loop, &call->cc_deadline);
-        return ARPC_OK;
-    }
-    return arpc_deadline_arm(loop, &call->cc_deadline, when);
-}
-
-static void call_on_deadline(struct arpc_deadline *d, void *arg)
-{
-    (void)d;
-    struct client_call *call = arg;
     arpc_client *c = call->cc_client;
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
@@ -205,23 +190,29 @@ uint32_t call_budget_ms(const struct client_call *call)
     return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
-bool call_track(struct client_call *call, uint64_t xid)
+bool call_track(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
-    call->cc_xid = xid; /* the pending table's key */
     if (pending_put(&c->cl_pending, call) != ARPC_OK) {
-        call->cc_xid = 0;
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return false;
     }
-    if (call_arm(call, call->cc_when) != ARPC_OK) {
-        pending_take(&c->cl_pending, xid);
-        call->cc_xid = 0;
+    call->cc_tracked = true;
+    /* Most calls have no deadline and no give-up armed: no call to make for them. */
+    bool arm = call->cc_when != ARPC_NEVER || arpc_wheel_node_armed(&call->cc_timer);
+    if (arm && call_arm(call, call->cc_when) != ARPC_OK) {
+        call_untrack(call);
         call_finish(call, ARPC_ENOMEM, NULL, 0);
         return false;
     }
     call_mark_sent(call);
     return true;
+}
+
+void call_untrack(struct client_call *call)
+{
+    pending_take(&call->cc_client->cl_pending, call_xid(call));
+    call->cc_tracked = false;
 }
 
 void call_mark_sent(struct client_call *call)
@@ -248,18 +239,19 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
 void call_send(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
-    uint64_t xid = c->cl_next_xid++;
-    if (!call_track(call, xid))
-        return;
     uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
-    arpc_frame_restamp_request(bytes, xid, arpc_frame_request_seq(bytes), c->cl_ack, call_budget_ms(call));
+    /* Stamped first: the xid in the frame is the pending table's key. Nothing else reads the
+     * frame now (an earlier send of it went with its connection). */
+    arpc_frame_restamp_request(bytes, c->cl_next_xid++, arpc_frame_request_seq(bytes), c->cl_ack,
+                               call_budget_ms(call));
+    if (!call_track(call))
+        return;
     /* The output queue holds the request until written. */
     void *holder;
     arpc_outq_release_fn release = call_hold_frame(call, &holder);
     int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
     if (rc == ARPC_ENOMEM) {
-        pending_take(&c->cl_pending, xid);
-        call->cc_xid = 0;
+        call_untrack(call);
         call_finish(call, ARPC_ENOMEM, NULL, 0); /* never sent: say so rather than wait */
     }
     /* Any other failure is a closed connection: its loss handling takes the call over. */
@@ -308,12 +300,12 @@ void calls_cancel(struct client_call *call)
     arpc_client *c = call->cc_client;
     client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
-        if (!call->cc_waiting && call->cc_xid != 0 && c->cl_conn.c_open &&
+        if (!call->cc_waiting && call->cc_tracked && c->cl_conn.c_open &&
             (c->cl_server_flags & ARPC_HELLO_CANCEL)) {
             /* Tell the server: a call that has not started will not run. Best effort. */
             uint8_t *frame = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
             if (frame != NULL) {
-                arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, call->cc_xid, 0);
+                arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, call_xid(call), 0);
                 arpc_conn_send(&c->cl_conn, frame, frame, ARPC_FRAME_HEADER_SIZE);
             }
         }

@@ -41,7 +41,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     }
     if (call == NULL)
         return; /* timed out or cancelled already: the late reply is dropped */
-    call->cc_xid = 0;
+    call->cc_tracked = false; /* taken above */
     bool ok = f->f_kind == ARPC_FRAME_REPLY;
     const void *src = ok ? (const void *)f->f_payload : f->f_msg;
     size_t len = ok ? f->f_payload_len : f->f_msg_len;
@@ -245,6 +245,7 @@ void client_cleanup(arpc_client *c)
     client_direct_stop(c);
     client_connect_stop(c);
     calls_fail_all(c, ARPC_ESHUTDOWN);
+    client_deadlines_stop(c);
     if (c->cl_conn.c_open) {
         if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
             /* Goodbye: we re-send nothing from now on, so the server may drop our replies

@@ -18,7 +18,7 @@
  * per call 0.06 -> 0.56, before this rule). A caller that loses the race for the socket
  * (another caller, or the loop, took it) hands the call over with a wake-up, as before.
  *
- * The pending table and the deadline heap stay the loop's alone (no lock): the caller picks
+ * The pending table and the deadline wheel stay the loop's alone (no lock): the caller picks
  * the call's xid from a range of its own (CD_XID_BIT set: never one the loop gives), numbers
  * an at-most-once call itself (cl_next_seq is atomic), stamps the latest ack it can see (one
  * published by the loop: an older one only makes the server keep replies a little longer),
@@ -175,8 +175,6 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         arpc_stat_inc(&c->cl_direct.cd_waited);
     if (st != DW_NONE)
         arpc_stat_inc(&c->cl_direct.cd_written);
-    uint64_t xid = call->cc_xid;
-    call->cc_xid = 0;
     struct arpc_conn *conn = &c->cl_conn;
     if (call->cc_when != ARPC_NEVER) { /* only a deadline needs the sweep */
         c->cl_direct.cd_active = true;
@@ -202,7 +200,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     if (!call_arrive(call, true))
         return;
     if (conn->c_open) {
-        (void)call_track(call, xid);
+        (void)call_track(call); /* under the xid its caller stamped */
         return;
     }
     /* Written on the connection whose loss is being handled (or that send_rest just closed). */
@@ -300,7 +298,6 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     uint64_t seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
     arpc_frame_restamp_request(bytes, xid, seq, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
                                call_budget_ms(call));
-    call->cc_xid = xid;
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */
     atomic_thread_fence(memory_order_seq_cst); /* the push before the looks below (notes) */

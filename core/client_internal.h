@@ -6,13 +6,14 @@
  *   core/client_call.c     the call object: start, send, re-send, finish, deadline, cancel
  *   core/client_api.c      the call functions of arpc/client.h
  *   core/client_direct.c   requests written by their callers' threads
+ *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
  * the loop sleeps, write it themselves and leave it on a stack the loop takes without being
  * woken for it (core/client_direct.c). Everything
  * else -- the connection, the pending table, the waiting list, sequence numbers and the ack,
- * the deadline heap -- is touched by the loop thread only; the shared state is a handful of
+ * the deadline wheel -- is touched by the loop thread only; the shared state is a handful of
  * atomics (state, counts, refs) and the last-error text (a mutex: a cold path).
  *
  * The life of a call on the loop (client_call.c):
@@ -39,6 +40,7 @@
 #include "arpc/client.h"
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
+#include "async/timer_wheel.h"
 #include "base/backoff.h"
 #include "base/buf_cache.h"
 #include "base/dlist.h"
@@ -147,13 +149,19 @@ struct arpc_client {
      * client is freed). Not the connection's: that one is reset at each reconnect. */
     struct arpc_buf_cache cl_bufs;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
+    /* Calls' deadlines (core/client_deadlines.c; loop thread): one wheel node per call, one
+     * loop deadline for the wheel. */
+    struct arpc_wheel cl_wheel;
+    struct arpc_deadline cl_wheel_timer;
+    bool cl_wheel_stopped;
 };
 
 /*
  * One allocation per call (client_call.c): the caller's future, this record, then its encoded
  * request (one over 1 KiB lives in a block of its own, whose address follows instead).
- * The request frame is the only copy of what it holds: its size and the call's at-most-once
- * seq (0: not numbered) are read from it (call_seq).
+ * The request frame is the only copy of what it holds: its size, the call's at-most-once seq
+ * (0: not numbered, call_seq) and the xid it was last sent with (call_xid: the pending
+ * table's key while cc_tracked) are read from it.
  * The block is shared by the future (until its last reference), the call (until call_free)
  * and the output queue (while a small request waits to be written): cc_refs counts them.
  *
@@ -167,9 +175,8 @@ struct client_call {
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
     arpc_client *cc_client;
-    struct arpc_deadline cc_deadline; /* armed at the sooner of its deadline and its give-up */
+    struct arpc_wheel_node cc_timer;  /* in cl_wheel at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
-    uint64_t cc_xid;                  /* on the current connection; 0 when not sent on it */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
      * there how the write went (enum direct_state) and how much of it was written; the loop
      * reads both as the call arrives, before it sets the arrival order and the sent tick. */
@@ -192,7 +199,12 @@ struct client_call {
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
     bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
+    bool cc_tracked : 1;              /* in cl_pending, under its request's xid (call_xid) */
 };
+
+/* The xid the call's request was last stamped with (client_call.c). Loop thread, or a thread
+ * that owns the call before the loop sees it. */
+uint64_t call_xid(struct client_call *call);
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
@@ -215,6 +227,10 @@ void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
 /* Records why the latest connection attempt failed or the connection broke. Any thread. */
 void client_set_error(arpc_client *c, int code, const char *why);
+
+/* client_deadlines.c */
+void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */
+void client_deadlines_stop(arpc_client *c); /* loop thread, at close: the loop deadline goes */
 
 /* client_connect.c (loop thread) */
 void client_connect_start(arpc_client *c);  /* an attempt now */

@@ -51,7 +51,6 @@ void resend_wait(arpc_client *c, struct client_call *call)
         pos = pos->dl_prev;
     arpc_dlist_insert_after(&c->cl_waiting, pos, &call->cc_link);
     call->cc_waiting = true;
-    call->cc_xid = 0;
     uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
     if (call_arm(call, give_up < call->cc_when ? give_up : call->cc_when) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
@@ -129,8 +128,7 @@ void calls_on_conn_lost(arpc_client *c)
         k++;
     if (calls != NULL) {
         for (size_t i = 0; i < k; i++) {
-            pending_take(&c->cl_pending, calls[i]->cc_xid); /* its xid died with the connection */
-            calls[i]->cc_xid = 0;
+            call_untrack(calls[i]); /* its xid died with the connection */
         }
         qsort(calls, k, sizeof(*calls), by_order);
         for (size_t i = 0; i < k; i++) {
@@ -148,7 +146,7 @@ void calls_on_conn_lost(arpc_client *c)
 
 static void call_fail(struct client_call *call, void *reason)
 {
-    call->cc_xid = 0;
+    call->cc_tracked = false; /* pending_drain took it */
     call_finish(call, *(int *)reason, NULL, 0);
 }
 

@@ -20,16 +20,19 @@ void call_discard(struct client_call *call);
 /* The call is done with (any thread; once): cl_live drops, and its memory goes once the
  * output queue has let go of its request too. */
 void call_free(struct client_call *call);
-int call_arm(struct client_call *call, uint64_t when);
+/* The call's deadline or give-up time came (client_deadlines.c calls it). */
+void call_on_deadline(struct client_call *call);
 void call_send(struct client_call *call);
 /* A call reaches the loop: counted, numbered (at-most-once, unless its caller numbered it) and
  * ordered; false when it ended there (client closed or lost, cancelled, past its deadline).
  * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,
  * which follows, ends it and tells the server, which may be running it. */
 bool call_arrive(struct client_call *call, bool written);
-/* The call was sent with xid on the current connection: into the pending table, its deadline
- * armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
-bool call_track(struct client_call *call, uint64_t xid);
+/* The call was sent on the current connection with the xid its request carries: into the
+ * pending table, its deadline armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
+bool call_track(struct client_call *call);
+/* Out of the pending table (it is in: cc_tracked). */
+void call_untrack(struct client_call *call);
 /* The call went out (on the current connection, or the one just lost): sent, when, to whom. */
 void call_mark_sent(struct client_call *call);
 /* A hold on the call's request bytes (for an output queue): *holder, released with the
@@ -54,6 +57,12 @@ void client_direct_pause(arpc_client *c);
 void client_direct_stop(arpc_client *c);
 /* Whether a reply's xid is one a caller chose (then client_direct_catch_up may find it). */
 #define CD_XID_BIT (1ull << 63)
+
+/* client_deadlines.c */
+/* Arms the call's wheel node at when (ns; ARPC_NEVER: disarms it). ARPC_OK, or ARPC_ENOMEM
+ * (then not armed). */
+int call_arm(struct client_call *call, uint64_t when);
+void call_disarm(struct client_call *call);
 
 /* client_resend.c */
 void resend_wait(arpc_client *c, struct client_call *call);    /* waits for a connection */

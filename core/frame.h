@@ -121,6 +121,8 @@ int arpc_frame_peek_header(const uint8_t *buf, size_t len, uint8_t *kind, uint64
 size_t arpc_frame_total_size(const uint8_t *header);
 /* Rewrites the xid of an encoded frame (a cached reply sent again under a new call id). */
 void arpc_frame_set_xid(uint8_t *header, uint64_t xid);
+/* The xid of an encoded frame. */
+uint64_t arpc_frame_xid(const uint8_t *header);
 
 /* Encoders write into dst, which must hold the returned size (the *_size functions give it). */
 size_t arpc_frame_request_size(size_t method_len, size_t payload_len);

@@ -1,26 +1,42 @@
 #include "core/pending_calls.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "core/client_internal.h"
 
-static struct client_call *call_of(const void *xid_field)
-{
-    return (struct client_call *)((char *)xid_field - offsetof(struct client_call, cc_xid));
-}
-
 /* Fibonacci hashing: xids are consecutive, and their low bits must spread. */
 static unsigned long pending_hash(uint64_t xid) { return (unsigned long)(xid * UINT64_C(0x9E3779B97F4A7C15) >> 8); }
 
-static unsigned long hash_cb(const void *key, unsigned long seed)
+/* ck_rhs hashes stored calls again as it grows; lookups pass their hash themselves. */
+static unsigned long hash_cb(const void *stored, unsigned long seed)
 {
     (void)seed;
-    return pending_hash(*(const uint64_t *)key);
+    return pending_hash(call_xid((struct client_call *)stored));
 }
 
-static bool same_xid(const void *stored, const void *key) { return *(const uint64_t *)stored == *(const uint64_t *)key; }
+/* The keys ck_rhs hands the comparison are of two kinds: a lookup's is the address of the xid
+ * sought, tagged with its low bit (pending_get, pending_take); an insertion's is the call
+ * itself, which ck_rhs compares with the calls it probes past (pending_put). Both are
+ * 8-aligned, so the bit is free. */
+#define KEY_XID_TAG ((uintptr_t)1)
+
+static const void *xid_key(const uint64_t *xid) { return (const void *)((uintptr_t)xid | KEY_XID_TAG); }
+
+static uint64_t key_xid(const void *key)
+{
+    uintptr_t k = (uintptr_t)key;
+    if (k & KEY_XID_TAG)
+        return *(const uint64_t *)(k & ~KEY_XID_TAG);
+    return call_xid((struct client_call *)key);
+}
+
+static bool same_xid(const void *stored, const void *key)
+{
+    return call_xid((struct client_call *)stored) == key_xid(key);
+}
 
 static void *table_malloc(size_t n) { return arpc_malloc(n); }
 static void table_free(void *p, size_t n, bool defer)
@@ -56,20 +72,17 @@ void pending_fini(struct pending_calls *p)
 
 int pending_put(struct pending_calls *p, struct client_call *call)
 {
-    const uint64_t *key = &call->cc_xid;
-    return ck_rhs_put_unique(&p->pc_table, pending_hash(*key), key) ? ARPC_OK : ARPC_ENOMEM;
+    return ck_rhs_put_unique(&p->pc_table, pending_hash(call_xid(call)), call) ? ARPC_OK : ARPC_ENOMEM;
 }
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 {
-    void *found = ck_rhs_get(&p->pc_table, pending_hash(xid), &xid);
-    return found != NULL ? call_of(found) : NULL;
+    return ck_rhs_get(&p->pc_table, pending_hash(xid), xid_key(&xid));
 }
 
 struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 {
-    void *found = ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
-    return found != NULL ? call_of(found) : NULL;
+    return ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid));
 }
 
 void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
@@ -81,9 +94,9 @@ void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call,
         ck_rhs_iterator_t it = CK_RHS_ITERATOR_INITIALIZER;
         void *found;
         while (ck_rhs_next(&p->pc_table, &it, &found)) {
-            uint64_t xid = *(const uint64_t *)found;
-            ck_rhs_remove(&p->pc_table, pending_hash(xid), &xid);
-            fn(call_of(found), arg);
+            uint64_t xid = call_xid(found);
+            ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid));
+            fn(found, arg);
         }
     }
 }
@@ -97,6 +110,6 @@ bool pending_next(struct pending_calls *p, struct pending_iter *it, struct clien
     void *found;
     if (!ck_rhs_next(&p->pc_table, &it->pi_it, &found))
         return false;
-    *call = call_of(found);
+    *call = found;
     return true;
 }

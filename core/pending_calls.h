@@ -4,8 +4,8 @@
  *
  * Concurrency Kit's ck_rhs (Robin Hood hashing with backward-shift deletion: no tombstones,
  * so xids that only grow do not lengthen probes the way they did with ck_ht). The table
- * holds a pointer to each call's cc_xid field, so a lookup by xid compares the xid and the
- * call is found from the field (container_of): no entry is allocated per call.
+ * holds the calls themselves; a call's key is the xid in its request frame (call_xid: the
+ * frame is the only copy), so no entry is allocated per call and the record keeps no xid.
  */
 #ifndef ARPC_CORE_PENDING_CALLS_H
 #define ARPC_CORE_PENDING_CALLS_H
@@ -30,8 +30,9 @@ struct pending_iter {
 /* ARPC_OK or ARPC_ENOMEM. */
 int pending_init(struct pending_calls *p, size_t initial);
 void pending_fini(struct pending_calls *p);
-/* call->cc_xid is its key: non-zero, and not in the table (xids are never reused, so this is
- * not checked: one probe, not two). ARPC_OK or ARPC_ENOMEM. */
+/* call_xid(call) is its key: non-zero, not in the table (xids are never reused, so this is
+ * not checked: one probe, not two), and unchanged while the call is in. ARPC_OK or
+ * ARPC_ENOMEM. */
 int pending_put(struct pending_calls *p, struct client_call *call);
 /* The call sent with xid, or NULL. */
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid);

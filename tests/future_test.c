@@ -249,7 +249,7 @@ static void test_then_before_and_after(void **state)
     struct counter before[3] = {{.clock = &clock}, {.clock = &clock}, {.clock = &clock}};
     struct counter after = {0};
     arpc_future *f = new_future();
-    for (int i = 0; i < 3; i++) /* the first uses the embedded node, the rest allocate */
+    for (int i = 0; i < 3; i++) /* the first uses the embedded slot, the rest allocate */
         assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &before[i]));
     for (int i = 0; i < 3; i++)
         assert_int_equal(0, atomic_load(&before[i].calls));
@@ -364,6 +364,52 @@ static void test_then_races_complete(void **state)
             assert_int_equal(ARPC_OK, r.cbs[i].status);
         }
         arpc_future_release(r.f);
+    }
+    lockstep_stop(&ls);
+}
+
+/* Two threads' first then() calls race for the embedded slot on an empty list (the loser of
+ * its CAS takes a node): every registration runs exactly once, each thread's in its order. */
+struct then_pair {
+    arpc_future *f;
+    atomic_int clock;
+    struct counter mine[3], theirs[3];
+};
+
+static void then_pair_step(void *arg)
+{
+    struct then_pair *p = arg;
+    for (int i = 0; i < 3; i++)
+        (void)arpc_future_then(p->f, count_cb, &p->theirs[i]); /* checked by the counts */
+}
+
+static void test_thens_race_for_the_embedded_slot(void **state)
+{
+    (void)state;
+    struct then_pair p = {0};
+    struct lockstep ls;
+    lockstep_start(&ls, then_pair_step, &p);
+    for (int round = 0; round < RACE_ROUNDS / 4; round++) {
+        p.f = new_future();
+        atomic_store(&p.clock, 0);
+        for (int i = 0; i < 3; i++) {
+            p.mine[i] = (struct counter){.clock = &p.clock};
+            p.theirs[i] = (struct counter){.clock = &p.clock};
+        }
+        pthread_barrier_wait(&ls.start);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(ARPC_OK, arpc_future_then(p.f, count_cb, &p.mine[i]));
+        pthread_barrier_wait(&ls.done);
+        assert_true(arpc_future_complete(p.f, ARPC_OK, NULL, 0));
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(1, atomic_load(&p.mine[i].calls));
+            assert_int_equal(1, atomic_load(&p.theirs[i].calls));
+            if (i > 0) { /* each thread's registrations run in its order */
+                assert_true(p.mine[i - 1].turn < p.mine[i].turn);
+                assert_true(p.theirs[i - 1].turn < p.theirs[i].turn);
+            }
+        }
+        arpc_future_release(p.f);
     }
     lockstep_stop(&ls);
 }
@@ -798,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_then_before_and_after),
         cmocka_unit_test(test_then_inside_callback),
         cmocka_unit_test(test_then_races_complete),
+        cmocka_unit_test(test_thens_race_for_the_embedded_slot),
         cmocka_unit_test(test_cancel_idempotent),
         cmocka_unit_test(test_complete_does_not_run_cancel_hook),
         cmocka_unit_test(test_cancel_races_complete),

@@ -14,15 +14,25 @@
 
 #include "arpc/error.h"
 #include "core/client_internal.h"
+#include "core/frame.h"
 #include "core/pending_calls.h"
 #include "support/test_util.h"
 
-static struct client_call *calls_new(size_t n) { return calloc(n, sizeof(struct client_call)); }
+/* A call record and, right after it, its request's header: where its key, the xid, lies
+ * (call_xid). */
+struct test_call {
+    struct client_call tc_call;
+    uint8_t tc_header[ARPC_FRAME_HEADER_SIZE];
+};
 
-static void put_xid(struct pending_calls *p, struct client_call *call, uint64_t xid)
+static struct test_call *calls_new(size_t n) { return calloc(n, sizeof(struct test_call)); }
+
+static void set_xid(struct test_call *t, uint64_t xid) { arpc_frame_set_xid(t->tc_header, xid); }
+
+static void put_xid(struct pending_calls *p, struct test_call *t, uint64_t xid)
 {
-    call->cc_xid = xid;
-    assert_int_equal(ARPC_OK, pending_put(p, call));
+    set_xid(t, xid);
+    assert_int_equal(ARPC_OK, pending_put(p, &t->tc_call));
 }
 
 /* A window of consecutive xids, the oldest answered first, except one in 97 that is slow:
@@ -33,24 +43,24 @@ static void test_sliding_window_with_stragglers(void **state)
     enum { WINDOW = 1000, TOTAL = 200000, SLOW = 64 };
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 16));
-    struct client_call *calls = calls_new(WINDOW), *slow = calls_new(SLOW);
+    struct test_call *calls = calls_new(WINDOW), *slow = calls_new(SLOW);
     uint64_t next = 1;
     size_t slow_n = 0;
     for (size_t i = 0; i < WINDOW; i++)
         put_xid(&p, &calls[i], next++);
     for (size_t done = 0; done < TOTAL; done++) {
         size_t i = done % WINDOW;
-        uint64_t xid = calls[i].cc_xid;
-        assert_ptr_equal(&calls[i], pending_take(&p, xid));
+        uint64_t xid = call_xid(&calls[i].tc_call);
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, xid));
         if (xid % 97 == 0 && slow_n < SLOW)
             put_xid(&p, &slow[slow_n++], xid); /* its reply is late */
         assert_null(pending_get(&p, xid + 1000000)); /* a reply for nobody */
         put_xid(&p, &calls[i], next++);
-        assert_ptr_equal(&calls[i], pending_get(&p, calls[i].cc_xid));
+        assert_ptr_equal(&calls[i].tc_call, pending_get(&p, call_xid(&calls[i].tc_call)));
     }
     assert_int_equal(WINDOW + slow_n, pending_count(&p));
     for (size_t s = 0; s < slow_n; s++)
-        assert_ptr_equal(&slow[s], pending_take(&p, slow[s].cc_xid));
+        assert_ptr_equal(&slow[s].tc_call, pending_take(&p, call_xid(&slow[s].tc_call)));
     assert_int_equal(WINDOW, pending_count(&p));
     pending_fini(&p);
     pending_fini(&p); /* idempotent */
@@ -64,7 +74,7 @@ static void test_random_against_model(void **state)
 {
     (void)state;
     enum { KEYS = 5000, OPS = 300000 };
-    struct client_call *calls = calls_new(KEYS + 1);
+    struct test_call *calls = calls_new(KEYS + 1);
     bool *in = calloc(KEYS + 1, sizeof(*in));
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 8));
@@ -79,12 +89,12 @@ static void test_random_against_model(void **state)
                 count++;
             }
         } else {
-            assert_ptr_equal(in[key] ? &calls[key] : NULL, pending_take(&p, key));
+            assert_ptr_equal(in[key] ? &calls[key].tc_call : NULL, pending_take(&p, key));
             count -= in[key];
             in[key] = false;
         }
         uint64_t probe = 1 + rng_next(&seed) % (KEYS + 100); /* some never put */
-        assert_ptr_equal(probe <= KEYS && in[probe] ? &calls[probe] : NULL, pending_get(&p, probe));
+        assert_ptr_equal(probe <= KEYS && in[probe] ? &calls[probe].tc_call : NULL, pending_get(&p, probe));
         assert_int_equal(count, pending_count(&p));
     }
     /* Iteration sees every call once. */
@@ -93,8 +103,8 @@ static void test_random_against_model(void **state)
     struct client_call *call;
     pending_iter_init(&it);
     while (pending_next(&p, &it, &call)) {
-        uint64_t key = call->cc_xid;
-        assert_true(key >= 1 && key <= KEYS && in[key] && call == &calls[key]);
+        uint64_t key = call_xid(call);
+        assert_true(key >= 1 && key <= KEYS && in[key] && call == &calls[key].tc_call);
         seen++;
     }
     assert_int_equal(count, seen);
@@ -112,12 +122,12 @@ static void test_burst(void **state)
     test_alloc_install();
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 1024));
-    struct client_call *calls = calls_new(BURST);
+    struct test_call *calls = calls_new(BURST);
     for (size_t i = 0; i < BURST; i++)
         put_xid(&p, &calls[i], 5 + i);
     assert_int_equal(BURST, pending_count(&p));
     for (size_t i = 0; i < BURST; i++)
-        assert_ptr_equal(&calls[i], pending_take(&p, 5 + i));
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, 5 + i));
     assert_int_equal(0, pending_count(&p));
     assert_null(pending_get(&p, 5));
     pending_fini(&p);
@@ -133,21 +143,21 @@ static void test_growth_without_memory(void **state)
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 1));
     enum { MAX = 4096 };
-    struct client_call *calls = calls_new(MAX);
+    struct test_call *calls = calls_new(MAX);
     size_t n = 0;
     atomic_store(&test_alloc_budget, 0);
     for (;; n++) {
         assert_true(n + 1 < MAX); /* the table must need to grow long before */
-        calls[n].cc_xid = 1 + n;
-        if (pending_put(&p, &calls[n]) != ARPC_OK)
+        set_xid(&calls[n], 1 + n);
+        if (pending_put(&p, &calls[n].tc_call) != ARPC_OK)
             break;
     }
     assert_int_equal(n, pending_count(&p));
     assert_null(pending_get(&p, 1 + n));
     for (size_t i = 0; i < n; i++)
-        assert_ptr_equal(&calls[i], pending_get(&p, 1 + i));
+        assert_ptr_equal(&calls[i].tc_call, pending_get(&p, 1 + i));
     atomic_store(&test_alloc_budget, -1);
-    assert_int_equal(ARPC_OK, pending_put(&p, &calls[n]));
+    assert_int_equal(ARPC_OK, pending_put(&p, &calls[n].tc_call));
     pending_fini(&p);
     free(calls);
 }
@@ -163,7 +173,7 @@ static void test_drain(void **state)
     (void)state;
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 16));
-    struct client_call *calls = calls_new(100);
+    struct test_call *calls = calls_new(100);
     for (size_t i = 0; i < 100; i++)
         put_xid(&p, &calls[i], 1 + i * 16); /* every one homes on the same slot of a small table */
     size_t drained = 0;

@@ -1,0 +1,80 @@
+/*
+ * The client's call deadlines: a timing wheel (async/timer_wheel.h) under one loop deadline.
+ *
+ * A call's deadline was a loop heap entry of 40 bytes in every call record, used or not; a
+ * wheel node is 24, and the wheel itself (8 KiB) is the client's. Times are whole
+ * milliseconds, rounded up, so a call never ends before its time; the loop deadline
+ * (cl_wheel_timer) waits for the wheel's next time and fires through the loop as any other,
+ * whichever kind of loop it is. Loop thread only.
+ */
+#include "arpc/error.h"
+#include "base/clock.h"
+#include "core/client_resend.h"
+
+#define NS_PER_MS 1000000u
+
+static uint64_t ms_now(void) { return arpc_now_ns() / NS_PER_MS; }
+
+static struct client_call *call_of_node(struct arpc_wheel_node *n)
+{
+    return (struct client_call *)((char *)n - offsetof(struct client_call, cc_timer));
+}
+
+/* Waits for the wheel's time need_ms, unless the loop deadline comes sooner already. */
+static int wheel_wait_for(arpc_client *c, uint64_t need_ms)
+{
+    struct arpc_deadline *t = &c->cl_wheel_timer;
+    uint64_t at = need_ms * NS_PER_MS;
+    if (c->cl_wheel_stopped || (arpc_deadline_is_armed(t) && t->d_when_ns <= at))
+        return ARPC_OK;
+    return arpc_deadline_arm(c->cl_loop, t, at);
+}
+
+static void on_call_due(struct arpc_wheel_node *n, void *arg)
+{
+    (void)arg;
+    call_on_deadline(call_of_node(n));
+}
+
+static void on_wheel_timer(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    arpc_client *c = arg;
+    (void)arpc_wheel_expire(&c->cl_wheel, ms_now(), on_call_due, NULL);
+    uint64_t next = arpc_wheel_next(&c->cl_wheel);
+    /* The loop's heap just let this deadline go and keeps room for it (it shrinks only when
+     * a quarter full), unless the callbacks above armed others into that room and the heap
+     * then cannot grow: out of memory, the wheel waits for the next call_arm to arm it. */
+    if (next != ARPC_WHEEL_NONE)
+        (void)wheel_wait_for(c, next);
+}
+
+void client_deadlines_init(arpc_client *c)
+{
+    arpc_wheel_init(&c->cl_wheel, ms_now());
+    arpc_deadline_init(&c->cl_wheel_timer, on_wheel_timer, c);
+    c->cl_wheel_stopped = false;
+}
+
+void client_deadlines_stop(arpc_client *c)
+{
+    /* Calls still in the wheel leave it as they finish (call_finish). */
+    c->cl_wheel_stopped = true;
+    arpc_deadline_cancel(c->cl_loop, &c->cl_wheel_timer);
+}
+
+int call_arm(struct client_call *call, uint64_t when)
+{
+    arpc_client *c = call->cc_client;
+    arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
+    if (when == ARPC_NEVER)
+        return ARPC_OK;
+    uint64_t need = arpc_wheel_add(&c->cl_wheel, &call->cc_timer, when / NS_PER_MS + (when % NS_PER_MS != 0));
+    if (wheel_wait_for(c, need) != ARPC_OK) {
+        arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
+        return ARPC_ENOMEM;
+    }
+    return ARPC_OK;
+}
+
+void call_disarm(struct client_call *call) { arpc_wheel_remove(&call->cc_client->cl_wheel, &call->cc_timer); }

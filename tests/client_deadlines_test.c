@@ -1,0 +1,201 @@
+/*
+ * The client's call deadlines on its timing wheel (core/client_deadlines.c), against a server
+ * that answers HELLO and then nothing, so only the client's own deadlines end the calls:
+ * calls with deadlines spread over several of the wheel's blocks end ARPC_ETIMEDOUT, each
+ * never before its deadline; a call re-armed for its give-up time (connection lost) ends
+ * ARPC_ECONNLOST; closing the client ends calls still in every level of the wheel (and
+ * calls without a deadline) at once with ARPC_ESHUTDOWN.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "arpc/client.h"
+#include "arpc/error.h"
+#include "arpc/future.h"
+#include "core/frame.h"
+#include "support/test_util.h"
+
+/* ---- a server that says HELLO, then reads and never answers ---- */
+
+struct silent_server {
+    int ss_listen;
+    atomic_int ss_conn;    /* the accepted connection (set before HELLO leaves), or -1 */
+    char ss_addr[64];
+    pthread_t ss_thread;
+};
+
+static void *silent_main(void *p)
+{
+    struct silent_server *s = p;
+    int fd = accept(s->ss_listen, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    atomic_store(&s->ss_conn, fd);
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t n = arpc_frame_encode_hello(hello, 7, 0, ARPC_DEFAULT_MAX_FRAME, 0);
+    if (send(fd, hello, n, MSG_NOSIGNAL) != (ssize_t)n)
+        return NULL;
+    char sink[4096];
+    while (recv(fd, sink, sizeof(sink), 0) > 0) /* until the client or silent_cut closes it */
+        ;
+    return NULL;
+}
+
+static void silent_start(struct silent_server *s)
+{
+    atomic_init(&s->ss_conn, -1);
+    s->ss_listen = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->ss_listen >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(0, bind(s->ss_listen, (struct sockaddr *)&a, sizeof(a)));
+    assert_int_equal(0, listen(s->ss_listen, 4));
+    assert_int_equal(0, getsockname(s->ss_listen, (struct sockaddr *)&a, &alen));
+    snprintf(s->ss_addr, sizeof(s->ss_addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    assert_int_equal(0, pthread_create(&s->ss_thread, NULL, silent_main, s));
+}
+
+/* The connection breaks, and no server listens there any more: the client cannot reconnect. */
+static void silent_cut(struct silent_server *s)
+{
+    close(s->ss_listen);
+    s->ss_listen = -1;
+    shutdown(atomic_load(&s->ss_conn), SHUT_RDWR);
+}
+
+static void silent_stop(struct silent_server *s)
+{
+    if (s->ss_listen >= 0)
+        shutdown(s->ss_listen, SHUT_RDWR); /* an accept still waiting returns */
+    if (atomic_load(&s->ss_conn) >= 0)
+        shutdown(atomic_load(&s->ss_conn), SHUT_RDWR);
+    pthread_join(s->ss_thread, NULL);
+    if (s->ss_listen >= 0)
+        close(s->ss_listen);
+    if (atomic_load(&s->ss_conn) >= 0)
+        close(atomic_load(&s->ss_conn));
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- cases ---- */
+
+struct ended {
+    uint64_t at_ns; /* when its then() ran */
+};
+
+static void on_end(arpc_future *f, void *arg)
+{
+    (void)f;
+    ((struct ended *)arg)->at_ns = mono_ns();
+    latch_add(); /* a waiter may see the future done before its callbacks ran */
+}
+
+static void test_deadlines_never_early(void **state)
+{
+    (void)state;
+    enum { N = 240 };
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
+    arpc_future *fs[N];
+    struct ended e[N] = {{0}};
+    uint64_t start[N];
+    int64_t deadline[N];
+    uint64_t seed = 0x853c49e6748fea9bull;
+    latch_reset();
+    for (int i = 0; i < N; i++) {
+        /* 100 ms to ~1.3 s, in no order: near and mid slots of the wheel, several blocks. */
+        deadline[i] = 100 + (int64_t)(rng_next(&seed) % 1200);
+        start[i] = mono_ns();
+        fs[i] = arpc_call_async(c, "t.silent", "q", 1, deadline[i]);
+        assert_non_null(fs[i]);
+        assert_int_equal(ARPC_OK, arpc_future_then(fs[i], on_end, &e[i]));
+    }
+    assert_true(latch_wait(N, 60000));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(fs[i]));
+        assert_true(e[i].at_ns >= start[i] + (uint64_t)deadline[i] * 1000000u); /* never early */
+        arpc_future_release(fs[i]);
+    }
+    assert_int_equal(0, arpc_client_pending(c));
+    arpc_client_close(c);
+    silent_stop(&s);
+}
+
+/* A call in flight goes back to waiting when its connection breaks: its wheel node moves to
+ * its give-up time, which ends it (it was sent: ARPC_ECONNLOST), well before its deadline. */
+static void test_give_up_rearms(void **state)
+{
+    (void)state;
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client_options o = {.reconnect_give_up_ms = 150, .reconnect_min_ms = 10, .reconnect_max_ms = 20};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, &o));
+    arpc_future *f = arpc_call_async(c, "t.silent", "q", 1, 3600 * 1000); /* far: an hour */
+    arpc_future *g = arpc_call_async(c, "t.silent", "q", 1, ARPC_FOREVER);
+    /* Both were sent: a call made after them is answered by nobody either, but its deadline
+     * ends it once they are on the wire (calls leave in order). */
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "t.silent", "q", 1, NULL, NULL, 50));
+    uint64_t cut = mono_ns();
+    silent_cut(&s);
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 60000));
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(g, 60000));
+    assert_true(mono_ns() >= cut + 150u * 1000000u); /* not before its give-up time */
+    arpc_future_release(f);
+    arpc_future_release(g);
+    arpc_client_close(c);
+    silent_stop(&s);
+}
+
+/* Close ends the calls wherever they are in the wheel: near, mid, far, and not in it. */
+static void test_close_with_calls_in_every_level(void **state)
+{
+    (void)state;
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
+    const int64_t deadlines[] = {200000, 30000, 300000, 86400000, ARPC_FOREVER, 120000};
+    enum { K = sizeof(deadlines) / sizeof(deadlines[0]) };
+    arpc_future *fs[K];
+    for (int i = 0; i < K; i++)
+        assert_non_null(fs[i] = arpc_call_async(c, "t.silent", "q", 1, deadlines[i]));
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "t.silent", "q", 1, NULL, NULL, 20)); /* near */
+    arpc_client_close(c);
+    for (int i = 0; i < K; i++) {
+        assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(fs[i], 60000));
+        arpc_future_release(fs[i]);
+    }
+    silent_stop(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadlines_never_early),
+        cmocka_unit_test(test_give_up_rearms),
+        cmocka_unit_test(test_close_with_calls_in_every_level),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
