@@ -31,8 +31,13 @@
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
 /* Bytes read per readiness, at most: a large body arriving at memory speed would otherwise be
- * read whole (16 MiB at a time) while every other connection of the loop waits. */
-#define CONN_READ_BUDGET (64 * 1024)
+ * read whole (16 MiB at a time) while every other connection of the loop waits. A large body
+ * gets 64 KiB a turn; frames through the read buffer four buffers' worth, so a pipelined window
+ * of 4 KiB calls (64 x 4 KiB) is parsed and handed on in one turn before the loop flushes and
+ * sleeps: against 64 KiB a turn, half as many reads, epoll_waits, sendmsgs and worker wake-ups
+ * per call (docs/PERFORMANCE.md, "Bulk at 4 KiB"). */
+#define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
+#define CONN_BODY_READ_BUDGET (64 * 1024)
 
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
@@ -455,7 +460,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    size_t budget = CONN_READ_BUDGET;
+    size_t budget = CONN_READ_BUDGET, body_budget = CONN_BODY_READ_BUDGET;
     conn->c_dispatching = true;
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
@@ -470,8 +475,11 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }
+        bool into_body = conn->c_body != NULL;
         if (room > budget)
             room = budget;
+        if (into_body && room > body_budget)
+            room = body_budget;
         ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
         if (n == 0) {
             arpc_conn_close(conn, ARPC_ECONNLOST);
@@ -514,7 +522,9 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             }
         }
         budget -= (size_t)n;
-        if ((size_t)n < room || conn->c_hold != 0 || budget == 0)
+        if (into_body)
+            body_budget -= (size_t)n;
+        if ((size_t)n < room || conn->c_hold != 0 || budget == 0 || body_budget == 0)
             break; /* the socket is drained for now, the owner holds input, or others' turn */
     }
     conn->c_dispatching = false;
