@@ -315,11 +315,12 @@ static int pipelined_run(const struct bench_config *cfg, struct pipe_state *ps, 
     struct bench_progress prog;
     bench_progress_start(&prog, "baseline pipelined echo", cfg->calls, !cfg->quiet);
     ps->ps_hist = out->hist;
-    uint64_t t0 = bench_now_ns();
+    uint64_t t0 = bench_now_ns(), cpu0 = bench_cpu_ns();
     int rv = pipe_phase(ps, cfg->calls, &prog);
-    uint64_t t1 = bench_now_ns();
+    uint64_t t1 = bench_now_ns(), cpu = bench_cpu_ns() - cpu0;
     bench_progress_end(&prog);
     out->calls = cfg->calls;
+    out->cpu_us_per_call = (double)cpu / 1e3 / (double)cfg->calls;
     out->elapsed_s = (double)(t1 - t0) / 1e9;
     return rv;
 }

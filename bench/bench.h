@@ -66,6 +66,9 @@ struct bench_run {
     double calls_per_s;
     double ctx_per_call; /* context switches of the whole process (every thread, the embedded
                           * server's too; voluntary + involuntary) per measured call */
+    double cpu_us_per_call; /* CPU time of the whole process (user + system, every thread) per
+                             * measured call: unlike calls/s, it does not move with the share
+                             * of the cores other processes take. 0: not measured */
 };
 
 /* Client memory per outstanding call (throughput mode). */
@@ -88,6 +91,8 @@ static inline uint64_t bench_now_ns(void)
 /* Context switches so far of every thread of this process (getrusage: voluntary, when a
  * thread waits, plus involuntary, when it is preempted). */
 uint64_t bench_ctx_switches(void);
+/* CPU time so far of every thread of this process, user + system, in nanoseconds (getrusage). */
+uint64_t bench_cpu_ns(void);
 
 /* Allocates an empty histogram (NULL on failure). */
 arpc_hist *bench_hist_new(void);

@@ -71,6 +71,11 @@ void bench_report_table(const struct bench_report *r)
         fprintf(stderr, "payload bytes/s: arpc %.1f MB/s, %s %.1f MB/s (%.2fx; each way, 1 MB = 10^6 B)\n",
                 mb_per_s(r->r_cfg, r->r_arpc), r->r_base_kind, mb_per_s(r->r_cfg, r->r_base),
                 ratio(r->r_arpc->calls_per_s, r->r_base->calls_per_s));
+    if (r->r_arpc->cpu_us_per_call > 0 && r->r_base->cpu_us_per_call > 0)
+        fprintf(stderr, "CPU per call: arpc %.2f us, %s %.2f us (%.2fx; user + system, every thread of the process%s)\n",
+                r->r_arpc->cpu_us_per_call, r->r_base_kind, r->r_base->cpu_us_per_call,
+                ratio(r->r_arpc->cpu_us_per_call, r->r_base->cpu_us_per_call),
+                r->r_embedded ? ", the embedded server's too" : ": the server's is not counted");
     fprintf(stderr, "context switches per call: %.2f (every thread of the process%s; voluntary + involuntary)\n",
             r->r_arpc->ctx_per_call, r->r_embedded ? ", the embedded server's too" : "");
     const struct bench_mem *m = r->r_mem;
@@ -147,6 +152,10 @@ void bench_report_json(const struct bench_report *r)
     bench_json_num(&j, "p99_ratio", ratio(bench_hist_us(a->hist, 99), bench_hist_us(b->hist, 99)));
     bench_json_num(&j, "throughput_ratio", ratio(a->calls_per_s, b->calls_per_s));
     bench_json_num(&j, "mb_per_s", mb_per_s(r->r_cfg, a));
+    if (a->cpu_us_per_call > 0 && b->cpu_us_per_call > 0) {
+        bench_json_num(&j, "cpu_us_per_call", a->cpu_us_per_call);
+        bench_json_num(&j, "baseline_cpu_us_per_call", b->cpu_us_per_call);
+    }
     bench_json_num(&j, "baseline_mb_per_s", mb_per_s(r->r_cfg, b));
     if (r->r_mem != NULL) { /* -1: not measured (--no-memory, or the probe failed) */
         const struct bench_mem *m = r->r_mem;

@@ -12,6 +12,16 @@ uint64_t bench_ctx_switches(void)
     return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
+uint64_t bench_cpu_ns(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    uint64_t us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+                  (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    return us * 1000u;
+}
+
 arpc_hist *bench_hist_new(void)
 {
     arpc_hist *h = malloc(sizeof(*h));

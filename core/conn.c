@@ -31,8 +31,14 @@
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
 /* Bytes read per readiness, at most: a large body arriving at memory speed would otherwise be
- * read whole (16 MiB at a time) while every other connection of the loop waits. */
-#define CONN_READ_BUDGET (64 * 1024)
+ * read whole (16 MiB at a time) while every other connection of the loop waits. Frames through
+ * the read buffer get four buffers' worth, so a pipelined window of 4 KiB calls (64 x 4 KiB) is
+ * parsed and handed on in one turn before the loop flushes and sleeps (against 64 KiB a turn:
+ * half as many reads, epoll_waits, sendmsgs and worker wake-ups per call; docs/PERFORMANCE.md,
+ * "Bulk at 4 KiB"); a turn that meets a large body reads 64 KiB in all, as before (more made
+ * 64 KiB calls switch threads more often). */
+#define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
+#define CONN_BODY_READ_BUDGET (64 * 1024)
 
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
@@ -472,13 +478,17 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    size_t budget = CONN_READ_BUDGET;
+    size_t got = 0, limit = CONN_READ_BUDGET; /* bytes read this turn, and how many it may read */
     conn->c_dispatching = true;
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
     for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending &&
                         !conn->c_close_after_flush && !conn->c_eof;
          round++) {
+        if (conn->c_body != NULL)
+            limit = CONN_BODY_READ_BUDGET;
+        if (got >= limit)
+            break; /* others' turn */
         uint8_t *dst;
         size_t room;
         if (conn_read_room(conn, need, &dst, &room) != ARPC_OK) {
@@ -487,8 +497,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_conn_close(conn, ARPC_ENOMEM);
             break;
         }
-        if (room > budget)
-            room = budget;
+        if (room > limit - got)
+            room = limit - got;
         ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
         if (n == 0) {
             conn_on_eof(conn);
@@ -516,6 +526,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             conn->c_rend += (size_t)n;
         }
         need = conn_parse(conn);
+        if (conn->c_body != NULL || body_done)
+            limit = CONN_BODY_READ_BUDGET; /* a turn that met a large body: 64 KiB in all */
         /* (A large body moved out of the read buffer counts as consumed: its clock restarts
          * once its header is in.) */
         conn_track_partial(conn, body_done || conn->c_rstart != parsed_from);
@@ -530,8 +542,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 }
             }
         }
-        budget -= (size_t)n;
-        if ((size_t)n < room || conn->c_hold != 0 || budget == 0)
+        got += (size_t)n;
+        if ((size_t)n < room || conn->c_hold != 0 || got >= limit)
             break; /* the socket is drained for now, the owner holds input, or others' turn */
     }
     conn->c_dispatching = false;

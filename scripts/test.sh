@@ -60,7 +60,7 @@ PASSED=$((PASSED + 1))
 # Bulk: 1 MiB payloads take the read-apart path (core/conn_body.c) in a release build; the bench
 # checks each reply's length (tests/bulk_test.c checks the bytes).
 out=$(build-test-release/bench/arpc-bench throughput --calls 200 --window 16 --payload 1048576 --transport tcp --no-memory --quiet)
-echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["mb_per_s"] > 0 and d["baseline_mb_per_s"] > 0, d; print("bench throughput 1 MiB ok:", round(d["mb_per_s"]), "MB/s, raw", round(d["baseline_mb_per_s"]), "MB/s")'
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["mb_per_s"] > 0 and d["baseline_mb_per_s"] > 0 and d["cpu_us_per_call"] > 0 and d["baseline_cpu_us_per_call"] > 0, d; print("bench throughput 1 MiB ok:", round(d["mb_per_s"]), "MB/s, raw", round(d["baseline_mb_per_s"]), "MB/s, CPU per call", round(d["cpu_us_per_call"]), "us")'
 PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
 BUILD=build-test-fuzz JOBS=$JOBS scripts/fuzz.sh 60; PASSED=$((PASSED + 1)) # each libFuzzer target 60 s, ASan+UBSan

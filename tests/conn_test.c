@@ -5,7 +5,8 @@
  * deterministic: what the test wrote is in the socket before the iteration that reads it.
  * Work on the conn goes through arpc_loop_run_sync, as the conn is loop-thread-only.
  *
- * Reading: frames written whole, byte by byte, many in one write; a large frame read into a
+ * Reading: frames written whole, byte by byte, many in one write; how much one turn reads of
+ * frames and of a large body; a large frame read into a
  * buffer of its own (kept and reused; grows as bytes arrive beyond 2 MiB); a malformed header and
  * an oversized body (with and without on_bad_input); EOF; a close from inside on_frame.
  * Writing: one batch per loop iteration, the backlog limit against a peer that does not read,
@@ -323,6 +324,49 @@ static void test_byte_by_byte(void **state)
     }
     assert_int_equal(N, fx.frames);
     free(buf);
+    assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
+/* One readiness reads up to four read buffers of frames (a pipelined window of 4 KiB calls is
+ * handed up in one turn), but 64 KiB in all once it meets a large body (so 20 peers streaming
+ * 16 MiB bodies cannot make one turn of the loop long): core/conn.c's two read budgets. */
+static uint32_t len_4k(uint64_t xid)
+{
+    (void)xid;
+    return 4096;
+}
+
+static void test_read_budget_per_turn(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    int sndbuf = 1 << 20;
+    assert_int_equal(0, setsockopt(fx.fd[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)));
+    size_t size;
+    uint8_t *buf = make_frames(1, 40, len_4k, &size); /* ~160 KiB: more than one buffer, within the budget */
+    assert_int_equal((ssize_t)size, send(fx.fd[1], buf, size, MSG_NOSIGNAL));
+    free(buf);
+    assert_true(fd_unread(fx.fd[0]) > RBUF_INITIAL);
+    pump(&fx); /* one turn */
+    assert_int_equal(40, fx.frames);
+    assert_int_equal(0, fd_unread(fx.fd[0]));
+    enum { BODY = 1024 * 1024 };
+    buf = calloc(1, ARPC_FRAME_HEADER_SIZE + BODY);
+    assert_non_null(buf);
+    size_t hdr = arpc_frame_encode_header(buf, ARPC_FRAME_REPLY, 41, BODY);
+    fill_pattern(buf + hdr, 41, BODY);
+    size_t first = 256 * 1024;
+    assert_int_equal((ssize_t)first, send(fx.fd[1], buf, first, MSG_NOSIGNAL));
+    pump(&fx); /* one turn: 64 KiB in all once a large body is met, header included */
+    assert_non_null(fx.conn.c_body);
+    assert_true(fx.conn.c_body_have <= 64 * 1024);
+    assert_true(fd_unread(fx.fd[0]) > 0);
+    assert_true(peer_write(&fx, buf + first, ARPC_FRAME_HEADER_SIZE + BODY - first));
+    free(buf);
+    assert_true(pump_until(&fx, frames_at_least, 41));
+    assert_int_equal(BODY, fx.last_len);
     assert_int_equal(0, fx.closes);
     fx_fini(&fx);
 }
@@ -1031,6 +1075,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_bytes_bound),
         cmocka_unit_test_no_leak(test_byte_by_byte),
         cmocka_unit_test_no_leak(test_large_frame_read_apart),
+        cmocka_unit_test_no_leak(test_read_budget_per_turn),
         cmocka_unit_test_no_leak(test_buffer_grows_with_bytes_not_header),
         cmocka_unit_test_no_leak(test_large_body_in_progress_has_an_age),
         cmocka_unit_test_no_leak(test_malformed_header_with_bad_input_hook),
