@@ -89,7 +89,7 @@ void arpc_loop_io_stop(arpc_loop *loop, ev_io *w);
 
 /* ---- cold fd watchers (async/loop_cold.c) ----
  * A read watcher started cold is not one of libev's: its fd sits in a set of the loop's own,
- * of which at most a budget of ready fds (16 by default) is served per loop turn, after the
+ * of which at most a budget of ready fds (4 by default) is served per loop turn, after the
  * loop's other watchers, round-robin. For fds that must not make a turn long by their numbers
  * (a server's connections before their first request: a flood of connects, or of closes),
  * while the loop's other fds are served first and every turn stays short. Its callback is

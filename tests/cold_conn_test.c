@@ -166,7 +166,7 @@ static void test_stop_inside_batch(void **state)
     ev_feed_event(arpc_loop_ev(loop), &fed.w, EV_READ);
     arpc_loop_cold_stop(loop, &fed.w);
     fed.stopped = true;
-    (void)step(loop); /* budget 16: all in one batch */
+    (void)step(loop); /* the default budget (4): all three in one batch */
     assert_int_equal(1, a.served + b.served); /* exactly one of the pair ran */
     assert_true(a.stopped && b.stopped);
     assert_int_equal(1, c.served);
