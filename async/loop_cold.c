@@ -87,8 +87,10 @@ static struct loop_cold *cold_get(arpc_loop *loop)
     ev_set_priority(&lc->lc_io, EV_MINPRI);
     lc->lc_io.data = lc;
     arpc_loop_io_start(loop, &lc->lc_io);
+    /* In the application's loop, the set keeps its ev_run going only while it holds watchers,
+     * as their own libev watchers would (cold_start, cold_stop). */
     if (loop->l_wrapped)
-        ev_unref(loop->l_ev); /* a standing watcher: the application's ev_run may return */
+        ev_unref(loop->l_ev);
     loop->l_cold = lc;
     return lc;
 }
@@ -101,7 +103,8 @@ int arpc_loop_cold_start(arpc_loop *loop, ev_io *w)
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = w};
     if (epoll_ctl(lc->lc_epfd, EPOLL_CTL_ADD, w->fd, &e) != 0)
         return ARPC_ESYSTEM;
-    lc->lc_count++;
+    if (lc->lc_count++ == 0 && loop->l_wrapped)
+        ev_ref(loop->l_ev);
     return ARPC_OK;
 }
 
@@ -115,10 +118,10 @@ void arpc_loop_cold_stop(arpc_loop *loop, ev_io *w)
         if (lc->lc_batch[i].data.ptr == w)
             lc->lc_batch[i].data.ptr = NULL;
     struct epoll_event e = {0}; /* pre-2.6.9 kernels want one for DEL */
-    if (epoll_ctl(lc->lc_epfd, EPOLL_CTL_DEL, w->fd, &e) == 0)
-        lc->lc_count--;
-    else
+    if (epoll_ctl(lc->lc_epfd, EPOLL_CTL_DEL, w->fd, &e) != 0)
         arpc_log(ARPC_LOG_ERROR, "cold watcher of fd %d: epoll_ctl DEL failed (errno %d)", w->fd, errno);
+    else if (--lc->lc_count == 0 && loop->l_wrapped)
+        ev_unref(loop->l_ev);
 }
 
 int arpc_loop_cold_budget(arpc_loop *loop, unsigned per_turn)
@@ -146,7 +149,7 @@ void loop_cold_fini(arpc_loop *loop)
     struct loop_cold *lc = loop->l_cold;
     if (lc == NULL)
         return;
-    if (loop->l_wrapped)
+    if (loop->l_wrapped && lc->lc_count == 0)
         ev_ref(loop->l_ev); /* give back what cold_get took off */
     arpc_loop_io_stop(loop, &lc->lc_io);
     close(lc->lc_epfd);

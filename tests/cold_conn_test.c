@@ -38,6 +38,7 @@ struct watched {
     unsigned turn;    /* the turn of the last one */
     struct watched *victim; /* stopped (cold) by this one's callback, if not served yet */
     bool stopped;     /* out of the cold set */
+    struct watched *wake; /* made readable by this one's callback */
 };
 
 static bool readable(int fd)
@@ -62,6 +63,8 @@ static void on_ready(struct ev_loop *ev, ev_io *w, int revents)
         arpc_loop_cold_stop(cur_loop, &x->victim->w); /* as a close freeing another connection */
         x->victim->stopped = true;
     }
+    if (x->wake != NULL)
+        assert_int_equal(1, write(x->wake->fd[1], "w", 1));
     if (!x->stopped) /* served once, like a connection read to its end */
         arpc_loop_cold_stop(cur_loop, w);
     x->stopped = true;
@@ -177,6 +180,37 @@ static void test_stop_inside_batch(void **state)
     watched_fini(&c);
     watched_fini(&fed);
     arpc_loop_destroy(loop);
+}
+
+/* In the application's libev loop (arpc_loop_wrap) a cold watcher keeps its ev_run going, as
+ * a watcher of libev's would, and only while there is one: ev_run(ev, 0) goes on to a second
+ * turn for y (made ready by x's callback in the first) and returns once both were served and
+ * stopped (with the set's own watcher unreferenced for good it would return after the first
+ * turn, y unserved; referenced for good it would never return). */
+static void test_wrapped_loop_runs_while_cold(void **state)
+{
+    (void)state;
+    struct ev_loop *ev = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(ev);
+    arpc_loop *loop = NULL;
+    assert_int_equal(ARPC_OK, arpc_loop_wrap(&loop, ev, NULL));
+    cur_loop = loop;
+    static struct watched x, y;
+    watched_init(&x);
+    watched_init(&y);
+    char b;
+    assert_int_equal(1, read(y.fd[0], &b, 1)); /* y not ready until x's callback */
+    x.wake = &y;
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &x.w));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &y.w));
+    ev_run(ev, 0);
+    assert_int_equal(1, x.served);
+    assert_int_equal(1, y.served);
+    assert_int_equal(0, arpc_loop_cold_count(loop));
+    watched_fini(&x);
+    watched_fini(&y);
+    arpc_loop_destroy(loop);
+    ev_loop_destroy(ev);
 }
 
 /* ---- a server's cold connections ---- */
@@ -346,6 +380,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_per_turn),
         cmocka_unit_test(test_stop_inside_batch),
+        cmocka_unit_test(test_wrapped_loop_runs_while_cold),
         cmocka_unit_test(test_mass_close_good_call_first),
         cmocka_unit_test(test_destroy_with_cold_pending),
     };
