@@ -203,6 +203,7 @@ static void loop_free(arpc_loop *loop)
     }
     ev_async_stop(loop->l_ev, &loop->l_wake);
     loop_timers_fini(loop);
+    loop_cold_fini(loop);
     if (!loop->l_wrapped)
         ev_loop_destroy(loop->l_ev);
     loop_poll_fini(loop);

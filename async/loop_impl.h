@@ -4,6 +4,7 @@
  *   async/loop_lanes.c   how work reaches the loop: the lane (jobs and submitted tasks), wake-ups
  *   async/loop_timers.c  the deadline heap under one ev_timer
  *   async/loop_wait.c    waiting on a loop: run_until, wait, run_sync
+ *   async/loop_cold.c    cold fd watchers, a bounded slice of them per turn
  * The reasoning for each part is in the design notes at the top of its file.
  */
 #ifndef ARPC_ASYNC_LOOP_IMPL_H
@@ -67,6 +68,7 @@ struct arpc_loop {
     bool l_destroy_requested; /* destroy was called on the loop thread */
     bool l_prepare_due;       /* see arpc_loop_prepare_due */
     struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
+    struct loop_cold *l_cold;     /* cold fd watchers (loop_cold.c); NULL until the first */
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */
     bool l_owned;             /* wrapped or pollable: only l_owner runs it, never a thread of its own */
     pthread_t l_owner;        /* the thread that created (or wrapped) it */
@@ -107,6 +109,9 @@ void loop_timers_fini(arpc_loop *loop);
 int loop_poll_init(arpc_loop *loop);   /* a pollable loop's set: ARPC_OK or ARPC_ESYSTEM/ENOMEM */
 void loop_poll_fini(arpc_loop *loop);
 void loop_poll_signal(arpc_loop *loop); /* any thread: after each ev_async_send, so the fd wakes too */
+
+/* loop_cold.c */
+void loop_cold_fini(arpc_loop *loop); /* before the ev loop goes: its watcher and set */
 
 /* loop.c */
 void loop_finish(arpc_loop *loop);               /* loop thread: final drain and hooks; once */

@@ -87,6 +87,26 @@ void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d);
 void arpc_loop_io_start(arpc_loop *loop, ev_io *w);
 void arpc_loop_io_stop(arpc_loop *loop, ev_io *w);
 
+/* ---- cold fd watchers (async/loop_cold.c) ----
+ * A read watcher started cold is not one of libev's: its fd sits in a set of the loop's own,
+ * of which at most a budget of ready fds (4 by default) is served per loop turn, after the
+ * loop's other watchers, round-robin. For fds that must not make a turn long by their numbers
+ * (a server's connections before their first request: a flood of connects, or of closes),
+ * while the loop's other fds are served first and every turn stays short. Its callback is
+ * invoked as libev would (revents EV_READ, hangups and errors included); ev_feed_event works
+ * on it as on any watcher. Same rules as arpc_loop_io_start/stop, but w must be an
+ * EV_READ watcher, not active in libev, started cold at most once until stopped cold, and
+ * stopped cold before its fd is closed. Works on every kind of loop (the set's fd is one
+ * ordinary watcher). cold_start: ARPC_OK, or ARPC_ENOMEM / ARPC_ESYSTEM (the caller may
+ * start it in libev instead). cold_stop drops an event fed to w too. */
+int arpc_loop_cold_start(arpc_loop *loop, ev_io *w);
+void arpc_loop_cold_stop(arpc_loop *loop, ev_io *w);
+/* Cold fds served per turn from now on (> 0), e.g. a small one for a test. ARPC_EINVAL for 0,
+ * ARPC_EBUSY from inside a cold watcher's callback, ARPC_ENOMEM. */
+int arpc_loop_cold_budget(arpc_loop *loop, unsigned per_turn);
+/* Cold watchers started and not stopped. */
+size_t arpc_loop_cold_count(arpc_loop *loop);
+
 /* Loop thread: a prepare watcher was started with work for the next iteration (a connection's
  * flush), so a loop driven one non-blocking step at a time (arpc_loop_run_nowait) must iterate
  * again before its driver may sleep. */

@@ -40,12 +40,62 @@
 #define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
 #define CONN_BODY_READ_BUDGET (64 * 1024)
 
+/* The read watcher lives in libev, or for a cold connection in the loop's cold set
+ * (arpc_conn_cool): these three are the only ones to start, stop or ask about it. */
+static void conn_watch_reads(struct arpc_conn *conn)
+{
+    if (conn->c_cold_on)
+        return;
+    if (conn->c_cold && arpc_loop_cold_start(conn->c_loop, &conn->c_rio) == ARPC_OK) {
+        conn->c_cold_on = true;
+        return;
+    }
+    conn->c_cold = false; /* no room in the cold set: served as any other */
+    arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+}
+
+static void conn_unwatch_reads(struct arpc_conn *conn)
+{
+    if (conn->c_cold_on) {
+        arpc_loop_cold_stop(conn->c_loop, &conn->c_rio);
+        conn->c_cold_on = false;
+    }
+    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+}
+
+static bool conn_watching_reads(const struct arpc_conn *conn)
+{
+    return conn->c_cold_on || ev_is_active(&conn->c_rio);
+}
+
+void arpc_conn_cool(struct arpc_conn *conn)
+{
+    if (!conn->c_open || conn->c_cold)
+        return;
+    conn->c_cold = true;
+    if (ev_is_active(&conn->c_rio)) {
+        arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+        conn_watch_reads(conn);
+    }
+}
+
+void arpc_conn_warm(struct arpc_conn *conn)
+{
+    if (!conn->c_cold)
+        return;
+    bool watching = conn->c_cold_on;
+    conn_unwatch_reads(conn);
+    conn->c_cold = false;
+    if (watching)
+        conn_watch_reads(conn);
+}
+
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
     if (!conn->c_open)
         return;
     conn->c_open = false;
-    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    conn_unwatch_reads(conn);
     arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
@@ -89,7 +139,7 @@ static void conn_start_reading(struct arpc_conn *conn)
 {
     if (conn->c_eof)
         return; /* nothing more will come */
-    arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+    conn_watch_reads(conn);
     if (conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ);
 }
@@ -373,7 +423,7 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
     if (!conn->c_open)
         return;
     /* Nothing more is read: bytes already buffered are dropped with the connection. */
-    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    conn_unwatch_reads(conn);
     conn->c_rstart = conn->c_rend = 0;
     if (arpc_outq_empty(&conn->c_out)) {
         arpc_conn_close(conn, reason);
@@ -468,7 +518,7 @@ static void conn_on_eof(struct arpc_conn *conn)
         return;
     }
     conn->c_eof = true;
-    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    conn_unwatch_reads(conn);
     conn->c_ops->on_eof(conn);
 }
 
@@ -551,7 +601,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
-    if (conn->c_open && ev_is_active(&conn->c_rio) && conn_stream_buffered(conn))
+    if (conn->c_open && conn_watching_reads(conn) && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
     if (conn->c_write_wants_read && conn->c_open) {
         /* A write waited for this read (a TLS handshake): flush before the loop sleeps. */
@@ -568,7 +618,7 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
     conn->c_hold |= reason;
-    arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
+    conn_unwatch_reads(conn);
 }
 
 /* Lets go of reason; once nothing holds input, hands up the frames buffered meanwhile and
@@ -636,7 +686,7 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
     ev_prepare_init(&conn->c_flush, conn_on_prepare);
     arpc_conn_heartbeat_init(conn); /* armed by arpc_conn_heartbeat */
     conn->c_rio.data = conn->c_wio.data = conn->c_flush.data = conn;
-    arpc_loop_io_start(conn->c_loop, &conn->c_rio);
+    conn_watch_reads(conn);
     return ARPC_OK;
 }
 

@@ -131,6 +131,8 @@ struct arpc_conn {
     uint32_t c_body_len, c_body_have; /* the body's length, and the bytes of it read so far */
     bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
     struct arpc_conn_writer c_writer; /* who writes the socket (core/conn_write.h); any thread */
+    bool c_cold;    /* reads served from the loop's cold set (arpc_conn_cool) */
+    bool c_cold_on; /* c_rio is in that set now */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
@@ -269,6 +271,16 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn);
  * know its length yet says 1 until it ends) at c_rstart; parsed_from is where this parse
  * began: the frame-progress clock starts at this read when a frame ended before it. */
 void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_from);
+
+/* Cold connections (async/loop_cold.c): arpc_conn_cool serves this connection's reads from
+ * the loop's cold set, a bounded slice of whose ready connections is read per loop turn, after
+ * the loop's other watchers; arpc_conn_warm puts it back among them for good. A server cools
+ * a connection until its first request, so that thousands of connections opening or closing
+ * at once cost the clients with calls a slice of a turn, not whole turns of milliseconds.
+ * Without room in the cold set the connection stays (or goes back) warm. Loop thread; may
+ * be called from inside on_frame; idempotent. */
+void arpc_conn_cool(struct arpc_conn *conn);
+void arpc_conn_warm(struct arpc_conn *conn);
 
 /* Writes what the socket takes right now (no waiting), e.g. last words before a close. */
 void arpc_conn_flush_now(struct arpc_conn *conn);

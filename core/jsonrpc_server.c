@@ -242,6 +242,7 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
                 .f_payload = (const uint8_t *)payload,
                 .f_payload_len = (uint32_t)plen,
             };
+            arpc_conn_warm(&sc->sc_conn); /* it calls: as sconn_on_request */
             request_dispatch(sc, m, &f); /* copies the payload */
             arpc_free(payload);
         }

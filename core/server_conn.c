@@ -68,6 +68,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
 {
     arpc_server *s = sc->sc_server;
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
+    arpc_conn_warm(&sc->sc_conn); /* it calls: served before connections that never did */
     if (atomic_load(&s->sv_state) != SV_RUNNING) {
         static const char shutting_down[] = "server shutting down";
         if (!oneway)
@@ -295,6 +296,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     arpc_dlist_insert_after(&s->sv_conns, s->sv_conns.dl_tail, &sc->sc_link);
     if (!limits_admit(sc))
         return;
+    arpc_conn_cool(&sc->sc_conn); /* until its first request: see arpc_conn_cool */
     arpc_conn_limit_backlog(&sc->sc_conn);
     arpc_conn_limit_bytes(&sc->sc_conn, s->sv_max_conn_bytes);
     arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);

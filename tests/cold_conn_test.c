@@ -1,0 +1,388 @@
+/*
+ * Cold fd watchers (async/loop_cold.c) and a server's cold connections (arpc_conn_cool): at
+ * most the budget of ready cold fds is served per loop turn, after the loop's other watchers;
+ * a connection with calls is served while thousands of others wait; every one is served (and
+ * a closed one closed) in the end; stop and destroy with cold connections pending.
+ *
+ * Everything runs on a pollable loop the test thread drives one step (arpc_loop_run_nowait:
+ * one libev turn) at a time, over AF_UNIX sockets, whose readiness is there as soon as the
+ * peer's write or close returns: what a turn serves is exact, no wait is timed.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "async/loop_internal.h"
+#include "core/frame.h"
+#include "support/test_util.h"
+
+#include <cmocka.h>
+
+/* ---- the loop's cold set alone ---- */
+
+#define COLD_N 40
+#define COLD_BUDGET 4u
+
+struct watched {
+    ev_io w;
+    int fd[2];        /* fd[0] watched, fd[1] the peer that makes it readable */
+    unsigned served;  /* callbacks */
+    unsigned turn;    /* the turn of the last one */
+    struct watched *victim; /* stopped (cold) by this one's callback, if not served yet */
+    bool stopped;     /* out of the cold set */
+    struct watched *wake; /* made readable by this one's callback */
+};
+
+static bool readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static arpc_loop *cur_loop;
+static unsigned cur_turn;
+
+static void on_ready(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    struct watched *x = w->data;
+    assert_true(revents & EV_READ);
+    char b;
+    assert_int_equal(1, read(x->fd[0], &b, 1));
+    x->served++;
+    x->turn = cur_turn;
+    if (x->victim != NULL && x->victim->served == 0 && !x->victim->stopped) {
+        arpc_loop_cold_stop(cur_loop, &x->victim->w); /* as a close freeing another connection */
+        x->victim->stopped = true;
+    }
+    if (x->wake != NULL)
+        assert_int_equal(1, write(x->wake->fd[1], "w", 1));
+    if (!x->stopped) /* served once, like a connection read to its end */
+        arpc_loop_cold_stop(cur_loop, w);
+    x->stopped = true;
+}
+
+static void watched_init(struct watched *x)
+{
+    memset(x, 0, sizeof(*x));
+    assert_true(socketpair_nb(x->fd));
+    ev_io_init(&x->w, on_ready, x->fd[0], EV_READ);
+    x->w.data = x;
+    assert_int_equal(1, write(x->fd[1], "x", 1));
+}
+
+static void watched_fini(struct watched *x)
+{
+    close(x->fd[0]);
+    close(x->fd[1]);
+}
+
+/* One turn; returns how long the loop says its driver may sleep. */
+static int step(arpc_loop *loop)
+{
+    int timeout = -2;
+    cur_turn++;
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout));
+    return timeout;
+}
+
+static arpc_loop *pollable_loop(void)
+{
+    arpc_loop *loop = NULL;
+    arpc_loop_options lo = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &lo));
+    cur_loop = loop;
+    cur_turn = 0;
+    return loop;
+}
+
+/* 40 cold fds and one ordinary one ready at once: the ordinary one in the first turn, the
+ * cold ones 4 a turn, the loop's fd readable (its driver does not sleep) until they are all
+ * served. */
+static void test_budget_per_turn(void **state)
+{
+    (void)state;
+    arpc_loop *loop = pollable_loop();
+    assert_int_equal(ARPC_EINVAL, arpc_loop_cold_budget(loop, 0));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_budget(loop, COLD_BUDGET));
+    static struct watched cold[COLD_N], warm;
+    for (int i = 0; i < COLD_N; i++) {
+        watched_init(&cold[i]);
+        assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &cold[i].w));
+    }
+    watched_init(&warm);
+    warm.stopped = true; /* not a cold one: on_ready must not stop it cold */
+    arpc_loop_io_start(loop, &warm.w);
+    assert_int_equal(COLD_N, arpc_loop_cold_count(loop));
+    for (unsigned t = 1; t <= COLD_N / COLD_BUDGET; t++) {
+        (void)step(loop);
+        unsigned served = 0;
+        for (int i = 0; i < COLD_N; i++) {
+            assert_true(cold[i].served <= 1);
+            served += cold[i].served;
+        }
+        assert_int_equal(t * COLD_BUDGET, served);
+        assert_int_equal(1, warm.served); /* in the first turn, and once */
+        assert_int_equal(1, warm.turn);
+        if (t < COLD_N / COLD_BUDGET)
+            assert_true(readable(arpc_loop_fd(loop))); /* cold fds still ready: step again at once */
+    }
+    assert_int_equal(0, arpc_loop_cold_count(loop));
+    assert_int_equal(-1, step(loop)); /* nothing ready, no deadline: the driver may sleep */
+    assert_false(readable(arpc_loop_fd(loop)));
+    arpc_loop_io_stop(loop, &warm.w);
+    for (int i = 0; i < COLD_N; i++)
+        watched_fini(&cold[i]);
+    watched_fini(&warm);
+    arpc_loop_destroy(loop);
+}
+
+/* A callback that stops another watcher of its batch: that one is not invoked (its memory may
+ * be gone); an event fed to a cold watcher is dropped by its stop. */
+static void test_stop_inside_batch(void **state)
+{
+    (void)state;
+    arpc_loop *loop = pollable_loop();
+    static struct watched a, b, c, fed;
+    watched_init(&a);
+    watched_init(&b);
+    watched_init(&c);
+    a.victim = &b;
+    b.victim = &a; /* whichever the batch invokes first stops the other */
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &a.w));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &b.w));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &c.w));
+    /* fed: not ready, an event fed to it (a TLS stream's buffered bytes), then stopped. */
+    memset(&fed, 0, sizeof(fed));
+    assert_true(socketpair_nb(fed.fd));
+    ev_io_init(&fed.w, on_ready, fed.fd[0], EV_READ);
+    fed.w.data = &fed;
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &fed.w));
+    ev_feed_event(arpc_loop_ev(loop), &fed.w, EV_READ);
+    arpc_loop_cold_stop(loop, &fed.w);
+    fed.stopped = true;
+    (void)step(loop); /* the default budget (4): all three in one batch */
+    assert_int_equal(1, a.served + b.served); /* exactly one of the pair ran */
+    assert_true(a.stopped && b.stopped);
+    assert_int_equal(1, c.served);
+    assert_int_equal(0, fed.served);
+    assert_int_equal(0, arpc_loop_cold_count(loop));
+    watched_fini(&a);
+    watched_fini(&b);
+    watched_fini(&c);
+    watched_fini(&fed);
+    arpc_loop_destroy(loop);
+}
+
+/* In the application's libev loop (arpc_loop_wrap) a cold watcher keeps its ev_run going, as
+ * a watcher of libev's would, and only while there is one: ev_run(ev, 0) goes on to a second
+ * turn for y (made ready by x's callback in the first) and returns once both were served and
+ * stopped (with the set's own watcher unreferenced for good it would return after the first
+ * turn, y unserved; referenced for good it would never return). */
+static void test_wrapped_loop_runs_while_cold(void **state)
+{
+    (void)state;
+    struct ev_loop *ev = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(ev);
+    arpc_loop *loop = NULL;
+    assert_int_equal(ARPC_OK, arpc_loop_wrap(&loop, ev, NULL));
+    cur_loop = loop;
+    static struct watched x, y;
+    watched_init(&x);
+    watched_init(&y);
+    char b;
+    assert_int_equal(1, read(y.fd[0], &b, 1)); /* y not ready until x's callback */
+    x.wake = &y;
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &x.w));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_start(loop, &y.w));
+    ev_run(ev, 0);
+    assert_int_equal(1, x.served);
+    assert_int_equal(1, y.served);
+    assert_int_equal(0, arpc_loop_cold_count(loop));
+    watched_fini(&x);
+    watched_fini(&y);
+    arpc_loop_destroy(loop);
+    ev_loop_destroy(ev);
+}
+
+/* ---- a server's cold connections ---- */
+
+#define CONN_N 32
+#define CONN_BUDGET 2u
+
+static void h_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static unsigned fds_open(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    unsigned n = 0;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+static uint64_t conns_open(arpc_server *s)
+{
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    return st.connections_open;
+}
+
+/* Drives the loop until fd has bytes to read; the steps it took (a bound, not a time). */
+static unsigned step_until_readable(arpc_loop *loop, int fd)
+{
+    unsigned steps = 0;
+    while (!readable(fd)) {
+        assert_true(steps < 100000);
+        (void)step(loop);
+        steps++;
+    }
+    return steps;
+}
+
+static void drop_input(int fd)
+{
+    uint8_t buf[4096];
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* A client socket that said HELLO and has the server's back. */
+static int hello_client(arpc_loop *loop, const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t n = arpc_frame_encode_hello(hello, 0xc01d, 0, 0, 0);
+    assert_int_equal((ssize_t)n, write(fd, hello, n));
+    (void)step_until_readable(loop, fd);
+    drop_input(fd);
+    return fd;
+}
+
+static void send_call(int fd, uint64_t xid)
+{
+    uint8_t buf[128];
+    size_t n = arpc_frame_encode_request(buf, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "t.echo", 6, "hi", 2);
+    assert_int_equal((ssize_t)n, write(fd, buf, n));
+}
+
+struct served {
+    arpc_loop *loop;
+    arpc_server *s;
+    char path[108];
+    int good;
+};
+
+static void served_start(struct served *v)
+{
+    v->loop = pollable_loop();
+    arpc_server_options so = {.loop = v->loop};
+    assert_int_equal(ARPC_OK, arpc_server_create(&v->s, &so));
+    arpc_method_options mo = {.inline_on_loop = true};
+    assert_int_equal(ARPC_OK, arpc_server_register(v->s, "t.echo", h_echo, NULL, &mo));
+    snprintf(v->path, sizeof(v->path), "/tmp/arpc-cold-%d.sock", (int)getpid());
+    char addr[128];
+    snprintf(addr, sizeof(addr), "unix://%s", v->path);
+    assert_int_equal(ARPC_OK, arpc_server_listen(v->s, addr, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_loop_cold_budget(v->loop, CONN_BUDGET));
+    /* The good client: its first call warms its connection. */
+    v->good = hello_client(v->loop, v->path);
+    assert_int_equal(1, arpc_loop_cold_count(v->loop));
+    send_call(v->good, 1);
+    (void)step_until_readable(v->loop, v->good);
+    drop_input(v->good);
+    assert_int_equal(0, arpc_loop_cold_count(v->loop));
+}
+
+/* 32 connections closed at once while the good client calls: its answer comes before the
+ * last of them is let go; then all are, and every descriptor with them. */
+static void test_mass_close_good_call_first(void **state)
+{
+    (void)state;
+    struct served v;
+    served_start(&v);
+    unsigned fds_before = fds_open();
+    int fds[CONN_N];
+    for (int i = 0; i < CONN_N; i++)
+        fds[i] = hello_client(v.loop, v.path);
+    assert_int_equal(CONN_N, arpc_loop_cold_count(v.loop));
+    assert_int_equal(CONN_N + 1, conns_open(v.s));
+    for (int i = 0; i < CONN_N; i++)
+        close(fds[i]); /* 32 EOFs ready at once */
+    send_call(v.good, 2);
+    unsigned steps = step_until_readable(v.loop, v.good);
+    uint64_t open_then = conns_open(v.s);
+    /* Served all at once (the turn libev would make of them) none would be left. */
+    assert_true(open_then > 1);
+    assert_true(steps <= 2);
+    unsigned turns = 0;
+    while (conns_open(v.s) > 1) {
+        assert_true(turns++ < CONN_N); /* CONN_BUDGET a turn: CONN_N / 2 turns are enough */
+        (void)step(v.loop);
+    }
+    assert_int_equal(0, arpc_loop_cold_count(v.loop));
+    assert_int_equal(fds_before, fds_open());
+    close(v.good);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
+    arpc_loop_destroy(v.loop);
+    unlink(v.path);
+}
+
+/* Stop and destroy while cold connections wait: some idle, some closed by their peers and not
+ * yet served. Every one is let go, with its descriptor. */
+static void test_destroy_with_cold_pending(void **state)
+{
+    (void)state;
+    unsigned fds_before = fds_open();
+    struct served v;
+    served_start(&v);
+    int fds[CONN_N];
+    for (int i = 0; i < CONN_N; i++)
+        fds[i] = hello_client(v.loop, v.path);
+    for (int i = 0; i < CONN_N / 2; i++)
+        close(fds[i]); /* EOFs waiting in the cold set */
+    (void)step(v.loop);  /* one turn: CONN_BUDGET of them served */
+    assert_true(conns_open(v.s) > 1 + CONN_N / 2);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
+    assert_int_equal(0, arpc_loop_cold_count(v.loop));
+    for (int i = CONN_N / 2; i < CONN_N; i++) {
+        assert_true(fd_wait_eof(fds[i], 10000)); /* the server closed it */
+        close(fds[i]);
+    }
+    close(v.good);
+    arpc_loop_destroy(v.loop);
+    assert_int_equal(fds_before, fds_open()); /* the server's, the loop's and the clients' */
+    unlink(v.path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_budget_per_turn),
+        cmocka_unit_test(test_stop_inside_batch),
+        cmocka_unit_test(test_wrapped_loop_runs_while_cold),
+        cmocka_unit_test(test_mass_close_good_call_first),
+        cmocka_unit_test(test_destroy_with_cold_pending),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
