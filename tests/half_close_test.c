@@ -41,12 +41,13 @@ static void h_held_echo(arpc_request *req, void *ctx)
     arpc_reply(req, p, len);
 }
 
-static arpc_server *make_server(char *addr, size_t addrlen)
+/* heartbeat_ms 0: the default heartbeat. */
+static arpc_server *make_server(char *addr, size_t addrlen, uint32_t heartbeat_ms)
 {
     latch_reset();
     assert_int_equal(0, sem_init(&unblock, 0, 0));
     arpc_server *s;
-    arpc_server_options o = {.workers = 2};
+    arpc_server_options o = {.workers = 2, .heartbeat_ms = heartbeat_ms, .heartbeat_misses = heartbeat_ms ? 2 : 0};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
@@ -72,7 +73,7 @@ static void test_calls_answered_after_half_close(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), 0);
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
@@ -104,7 +105,7 @@ static void test_idle_half_close_closes(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), 0);
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
@@ -120,7 +121,7 @@ static void test_half_frame_then_end_closes(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), 0);
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
@@ -145,13 +146,7 @@ static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
 {
     (void)state;
     char addr[256];
-    latch_reset();
-    assert_int_equal(0, sem_init(&unblock, 0, 0));
-    arpc_server *s;
-    arpc_server_options o = {.workers = 2, .heartbeat_ms = 100, .heartbeat_misses = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_server *s = make_server(addr, sizeof(addr), 100); /* 2 misses */
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
@@ -187,13 +182,7 @@ static void test_full_close_found_by_heartbeat(void **state)
 {
     (void)state;
     char addr[256];
-    latch_reset();
-    assert_int_equal(0, sem_init(&unblock, 0, 0));
-    arpc_server *s;
-    arpc_server_options o = {.workers = 2, .heartbeat_ms = 100, .heartbeat_misses = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_server *s = make_server(addr, sizeof(addr), 100); /* 2 misses */
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
