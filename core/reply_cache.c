@@ -92,7 +92,8 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     if (e == NULL && is_full(rc))
         return refuse(rc, ARPC_RC_FULL);
     if (e == NULL) {
-        c->c_goodbye = false; /* it calls again: its goodbye spoke for the calls before only */
+        rc->rc_goodbyes -= c->c_goodbye; /* it calls again: its goodbye spoke for the calls before only */
+        c->c_goodbye = false;
         return start_call(rc, c, seq, conn, xid);
     }
     if (e->e_state == ARPC_RC_DONE) {

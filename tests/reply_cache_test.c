@@ -512,6 +512,7 @@ static void test_call_after_goodbye_kept(void **state)
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 0));
     assert_false(arpc_reply_cache_forget(&rc, 3)); /* running: remembered */
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0)); /* called again after it */
+    assert_int_equal(0, rc.rc_goodbyes); /* settle's lookup is off the per-call path again */
     expect_waiters(&rc, finish(&rc, 3, 2, 32, 1, 1), 1, A, (uint64_t)2);
     arpc_reply_cache_settle(&rc, 3);
     expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
