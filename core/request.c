@@ -87,12 +87,6 @@ void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
     s->sv_handles_free = req;
 }
 
-/* Frees the server's part, and the handle unless the server answered the call and its late
- * reply has not come yet (the handle is then a tombstone, freed by that reply). Any thread;
- * on_loop: on the loop's thread (or in a job of its final drain); answered: rq_flags had
- * RQ_SERVER_ANSWERED (otherwise a reply was made, so it never will: no late reply to meet).
- * The server's part pins its connection, which pins the server: s is used before the
- * connection is let go. */
 int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void **data, size_t *len)
 {
     int rc = ARPC_OK;
@@ -109,6 +103,12 @@ int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void *
     return rc;
 }
 
+/* Frees the server's part, and the handle unless the server answered the call and its late
+ * reply has not come yet (the handle is then a tombstone, freed by that reply). Any thread;
+ * on_loop: on the loop's thread (or in a job of its final drain); answered: rq_flags had
+ * RQ_SERVER_ANSWERED (otherwise a reply was made, so it never will: no late reply to meet).
+ * The server's part pins its connection, which pins the server: s is used before the
+ * connection is let go. */
 static void request_free(arpc_request *req, bool answered, bool on_loop)
 {
     struct request_state *st = req->rq_state;
@@ -377,6 +377,9 @@ bool reply_effect_kept(const arpc_server *s)
     return false;
 }
 
+static int reply_send(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran,
+                      const void *effect, size_t effect_len);
+
 static int reply_with(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran,
                       const void *effect, size_t effect_len)
 {
@@ -393,8 +396,17 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     }
     /* The server answered the caller already: the server's part may be gone; the reply goes
      * the tombstone's way (a numbered call's result still finishes its cache entry). */
-    if (flags & RQ_SERVER_ANSWERED)
-        return request_tomb_reply(req, flags, kind, code, data, len, effect, effect_len);
+    int rc = flags & RQ_SERVER_ANSWERED ? request_tomb_reply(req, flags, kind, code, data, len, effect, effect_len)
+                                        : reply_send(req, kind, code, data, len, ran, effect, effect_len);
+    if (flags & RQ_QUEUED)
+        request_handler_done(req, false); /* taken from a queue: its "handler" ends with its reply */
+    return rc;
+}
+
+/* A first reply to a call the server has not answered. */
+static int reply_send(arpc_request *req, uint8_t kind, int code, const void *data, size_t len, bool ran,
+                      const void *effect, size_t effect_len)
+{
     struct request_state *st = req->rq_state;
     struct server_conn *sc = st->rs_conn;
     arpc_server *s = sc->sc_server;

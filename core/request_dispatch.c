@@ -40,7 +40,10 @@ static void request_run(arpc_request *req, int status, bool queued)
         request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
     else if (queued && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns)
         request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
-    else
+    else if (st->rs_method->m_fn == request_to_queue) {
+        request_to_queue(req, st->rs_method->m_ctx); /* it "returns" with its reply: req may be gone */
+        return;
+    } else
         st->rs_method->m_fn(req, st->rs_method->m_ctx);
     request_handler_done(req, !queued); /* inline: on the loop */
 }

@@ -30,6 +30,8 @@ enum {
     RQ_STATE_GONE = 1u << 7, /* the server's part was freed: the handle is a tombstone */
     RQ_LATE_DONE = 1u << 8,  /* the late reply to a call the server answered is done with the handle */
     RQ_DETACHED = 1u << 9,   /* a numbered tombstone let go of its server (stop): its late reply is dropped */
+    RQ_QUEUED = 1u << 10,    /* delivered to a completion queue (core/request_queue.c): its
+                              * "handler" is the application, which returns with its reply */
 };
 
 /*

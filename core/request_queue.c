@@ -8,10 +8,13 @@
 #include "arpc/cq.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
-#include "core/server_internal.h"
+#include "core/request_internal.h"
 
 void request_to_queue(arpc_request *req, void *cq)
 {
+    /* The application is its handler until it replies: what it reads of the request stays
+     * lent until then, even once the server answered the call (its deadline, a stop). */
+    atomic_fetch_or(&req->rq_flags, RQ_QUEUED);
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK) {
         arpc_reply_error(req, "out of memory queueing the request");

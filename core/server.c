@@ -323,8 +323,8 @@ int arpc_server_destroy(arpc_server *s)
     uint32_t held = atomic_load(&s->sv_inflight);
     if (held != 0)
         arpc_log(ARPC_LOG_WARN, "server destroyed with %u request(s) still in their handlers (on the "
-                 "application's actors): each is freed (with what is left of the server) when its "
-                 "handler returns", held);
+                 "application's actors, or taken from a completion queue and not replied to): each is "
+                 "freed (with what is left of the server) when its handler returns or replies", held);
     server_teardown(s);
     server_release(s);
     return ARPC_OK;

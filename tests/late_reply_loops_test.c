@@ -19,6 +19,7 @@
 #include <ev.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -232,12 +233,79 @@ static void test_reply_after_destroy_queued_requests(void **state)
     arpc_cq_destroy(q);
 }
 
+/* The application is a queued request's handler until it replies: what it read of the request
+ * stays valid after the server answered the call in its place, at the call's deadline and at
+ * stop, and after destroy; the late replies return what the callers were told and free it all.
+ * (Before, the server's answer freed the data while the application could be reading it.) */
+static void test_queued_request_data_outlives_the_servers_answer(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    arpc_cq *q;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&q));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    arpc_method_options mo = {.queue = q};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.q", NULL, NULL, &mo));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+
+    /* Answered at its deadline while the application holds it. */
+    arpc_future *timed = arpc_call_async(c, "t.q", "deadline", 8, 50);
+    assert_non_null(timed);
+    arpc_future *delivered;
+    void *held_timed;
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(q, WAIT_MS, &delivered, &held_timed));
+    arpc_future_release(delivered);
+    size_t len;
+    const char *data = arpc_request_data(held_timed, &len);
+    assert_non_null(data);
+    arpc_method_stats ms;
+    int64_t until = now_ms() + WAIT_MS;
+    for (;;) { /* the server's own answer, not only the client's deadline */
+        assert_int_equal(ARPC_OK, arpc_server_method_stats(s, "t.q", &ms));
+        if (ms.calls.by_outcome[ARPC_ETIMEDOUT] == 1)
+            break;
+        assert_true(now_ms() < until);
+        sched_yield();
+    }
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_wait_for(timed, WAIT_MS));
+    arpc_future_release(timed);
+    assert_ptr_equal(data, arpc_request_data(held_timed, &len));
+    assert_memory_equal("deadline", data, len);
+
+    /* Answered at stop, then the server destroyed, while the application holds it. */
+    arpc_future *stopped = arpc_call_async(c, "t.q", "stop", 4, ARPC_FOREVER);
+    assert_non_null(stopped);
+    void *held_stopped;
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(q, WAIT_MS, &delivered, &held_stopped));
+    arpc_future_release(delivered);
+    data = arpc_request_data(held_stopped, &len);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(stopped, WAIT_MS));
+    arpc_future_release(stopped);
+    assert_ptr_equal(data, arpc_request_data(held_stopped, &len));
+    assert_memory_equal("stop", data, len);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_memory_equal("stop", arpc_request_data(held_stopped, NULL), 4);
+    assert_string_equal("t.q", arpc_request_method(held_stopped));
+
+    assert_int_equal(ARPC_ESHUTDOWN, reply_from_thread(held_timed));
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(held_stopped, "late", 4));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    arpc_cq_destroy(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_reply_after_destroy_wrapped_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_pollable_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
+        cmocka_unit_test_no_leak(test_queued_request_data_outlives_the_servers_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -197,10 +197,13 @@ typedef struct arpc_method_options {
      * (release it) and whose tag is the arpc_request *; finish it with arpc_reply /
      * arpc_reply_error from any thread, as a handler would. With arpc_cq_fd in the application's
      * own poll loop (and a wrapped or pollable loop, arpc/loop.h), a single-threaded program
-     * serves and calls on its one thread, replying when it likes. Its "handler" returns as the
-     * request is queued: one taken after the server answered it (its deadline, a stop) has no
-     * data left (arpc_request_data gives NULL); reply all the same, to free it. The queue must
-     * outlive the server. Not with actor, group, key or inline_on_loop. */
+     * serves and calls on its one thread, replying when it likes. The application is the
+     * request's handler until it replies: what the accessors give stays valid until then, on
+     * any thread, even once the server answered the call in its place (its deadline, a stop:
+     * the reply then returns what the caller was told) and after arpc_server_destroy. So
+     * reply to every request taken, to free it (a request never replied to keeps its data and
+     * the server's shell). The queue must outlive the server. Not with actor, group, key or
+     * inline_on_loop. */
     arpc_cq *queue;
 } arpc_method_options;
 
