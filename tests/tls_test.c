@@ -92,7 +92,7 @@ static void h_subject(arpc_request *req, void *ctx)
 
 struct paths {
     char ca[256], other_ca[256], server_pem[256], server_key[256], expired_pem[256], expired_key[256],
-        client_pem[256], client_key[256];
+        client_pem[256], client_key[256], other_server_pem[256], other_server_key[256];
 };
 static struct paths P;
 
@@ -353,6 +353,63 @@ static void test_connection_limit_during_handshake(void **state)
     stop_server(s);
 }
 
+/* Rotation: after a reload with a certificate from another CA, new connections see the new
+ * one (a client trusting only the old CA is refused, one trusting the new CA gets in), while
+ * a connection made before goes on calling. A reload that fails leaves the server as it was. */
+static void test_certificate_reload(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    arpc_tls_options old_ca = {.ca_file = P.ca}, new_ca = {.ca_file = P.other_ca};
+    arpc_client *before;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = try_connect(addr, &old_ca, &before, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect: %s: %s", arpc_errname(rc), err);
+    expect_refused(addr, &new_ca, "certificate verify failed");
+
+    arpc_tls_options bad = {.cert_file = P.other_server_pem, .key_file = P.server_key}; /* not its key */
+    assert_int_equal(ARPC_ETLS, arpc_server_tls_reload(s, &bad, err, sizeof(err)));
+    assert_non_null(strstr(err, P.server_key));
+    bad.cert_file = "/nonexistent/cert.pem";
+    assert_int_equal(ARPC_ETLS, arpc_server_tls_reload(s, &bad, err, sizeof(err)));
+    assert_non_null(strstr(err, "/nonexistent/cert.pem"));
+    assert_int_equal(ARPC_EINVAL, arpc_server_tls_reload(s, NULL, NULL, 0));
+    arpc_client *c;
+    rc = try_connect(addr, &old_ca, &c, err, sizeof(err)); /* still the old certificate */
+    if (rc != ARPC_OK)
+        fail_msg("connect after failed reloads: %s: %s", arpc_errname(rc), err);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+
+    arpc_tls_options next = {.cert_file = P.other_server_pem, .key_file = P.other_server_key};
+    rc = arpc_server_tls_reload(s, &next, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("reload: %s: %s", arpc_errname(rc), err);
+    expect_refused(addr, &old_ca, "certificate verify failed");
+    rc = try_connect(addr, &new_ca, &c, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect after the reload: %s: %s", arpc_errname(rc), err);
+    void *reply;
+    size_t len;
+    assert_int_equal(ARPC_OK, arpc_call(c, "echo", "new", 3, &reply, &len, WAIT_MS));
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_call(before, "echo", "old", 3, &reply, &len, WAIT_MS)); /* kept its session */
+    assert_memory_equal("old", reply, 3);
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_client_close(before));
+    stop_server(s);
+    assert_int_equal(ARPC_EINVAL, arpc_server_tls_reload(NULL, &next, NULL, 0));
+
+    arpc_server *plain; /* a server without TLS has nothing to reload */
+    arpc_server_options po = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(&plain, &po));
+    assert_int_equal(ARPC_EINVAL, arpc_server_tls_reload(plain, &next, err, sizeof(err)));
+    assert_non_null(strstr(err, "without TLS"));
+    stop_server(plain);
+}
+
 static void test_options_checked(void **state)
 {
     (void)state;
@@ -387,6 +444,8 @@ static int setup_all(void **state)
     snprintf(P.expired_key, sizeof(P.expired_key), "%s", tls_certs_path(&certs, "expired", "key"));
     snprintf(P.client_pem, sizeof(P.client_pem), "%s", tls_certs_path(&certs, "client", "pem"));
     snprintf(P.client_key, sizeof(P.client_key), "%s", tls_certs_path(&certs, "client", "key"));
+    snprintf(P.other_server_pem, sizeof(P.other_server_pem), "%s", tls_certs_path(&certs, "other_server", "pem"));
+    snprintf(P.other_server_key, sizeof(P.other_server_key), "%s", tls_certs_path(&certs, "other_server", "key"));
     return 0;
 }
 
@@ -470,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_stalled_handshake_closed),
         cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),
+        cmocka_unit_test(test_certificate_reload),
         cmocka_unit_test(test_tls12_aead_ciphers_only),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

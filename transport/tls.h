@@ -36,6 +36,12 @@ int arpc_tls_client_new(struct arpc_tls **out, const struct arpc_target *target,
 /* NULL is ignored. Only once no stream made from it is left. */
 void arpc_tls_free(struct arpc_tls *tls);
 
+/* Exchanges what two server contexts present and check (certificate rotation): streams made
+ * from now on from a get b's, and b gets a's, to be freed with b. A stream already made keeps
+ * the one it was made from (OpenSSL counts its references). Not concurrently with a stream
+ * being made from either. */
+void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b);
+
 /* A TLS stream over fd (connected, non-blocking), its handshake still to come: the stream's
  * first reads and writes make it, asking for readiness as they need. Owns fd from here on
  * (closed on failure too). ARPC_OK or ARPC_ENOMEM. */

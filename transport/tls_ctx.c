@@ -192,3 +192,10 @@ void arpc_tls_free(struct arpc_tls *tls)
     SSL_CTX_free(tls->t_ctx);
     arpc_free(tls);
 }
+
+void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b)
+{
+    SSL_CTX *ctx = a->t_ctx;
+    a->t_ctx = b->t_ctx;
+    b->t_ctx = ctx;
+}

@@ -234,6 +234,17 @@ ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handl
  * for "tcp://127.0.0.1:0". Errors: ARPC_EADDR, ARPC_EADDRINUSE, ARPC_ESHUTDOWN, ARPC_ESYSTEM. */
 ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
 
+/* Certificate rotation: replaces the certificate, key and CAs that the server's tls://
+ * listeners present and check, for the connections accepted from now on (those open keep
+ * theirs). tls is read as arpc_server_options.tls is (the files are loaded here, on the
+ * caller's thread; the strings need not outlive the call); the listeners switch on the
+ * server's loop before this returns. Any thread, the server's loop and handlers included.
+ * Errors, the server going on with what it had (errbuf, may be NULL, says why): ARPC_EINVAL
+ * (NULL, a server created without tls options, no cert_file or key_file, require_client_cert
+ * without CAs), ARPC_ETLS (a file that does not load, a key that does not match), ARPC_ENOMEM,
+ * ARPC_ESHUTDOWN (stopping or stopped); ARPC_EADDR when built without TLS. */
+ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls, char *errbuf, size_t errbuf_len);
+
 /* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
  * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying

@@ -10,8 +10,9 @@
  * Mozilla's "intermediate" profile), TLS 1.3 with OpenSSL's default suites. A peer offering
  * nothing else (e.g. only CBC or SHA-1 suites) fails the handshake.
  *
- * The options are read during arpc_server_create / arpc_client_connect only: the files are
- * loaded there, and the strings need not outlive the call. A certificate or key that cannot
+ * The options are read during arpc_server_create / arpc_client_connect only (and
+ * arpc_server_tls_reload, which rotates a server's certificate): the files are loaded there,
+ * and the strings need not outlive the call. A certificate or key that cannot
  * be loaded fails that call with ARPC_ETLS (errbuf says which file and why). A handshake that
  * fails (an unknown CA, an expired certificate, a wrong host name, no client certificate
  * where one is required, a peer that does not speak TLS) closes the connection: the client's

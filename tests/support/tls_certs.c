@@ -13,7 +13,8 @@
 
 #define DAY_S (24L * 3600)
 
-static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client"};
+static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client", "other_server"};
+#define NCERTS (sizeof(cert_names) / sizeof(cert_names[0]))
 
 const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind)
 {
@@ -95,10 +96,10 @@ bool tls_certs_make(struct tls_certs *tc)
         perror("mkdtemp");
         return false;
     }
-    EVP_PKEY *keys[5] = {NULL};
-    X509 *certs[5] = {NULL};
+    EVP_PKEY *keys[NCERTS] = {NULL};
+    X509 *certs[NCERTS] = {NULL};
     bool ok = true;
-    for (int i = 0; i < 5 && ok; i++)
+    for (size_t i = 0; i < NCERTS && ok; i++)
         ok = (keys[i] = EVP_EC_gen("P-256")) != NULL;
     const char *server_san = "DNS:localhost,IP:127.0.0.1";
     ok = ok && (certs[0] = make_cert(keys[0], "arpc test CA", NULL, -DAY_S, DAY_S, NULL, NULL, true, NULL)) != NULL;
@@ -109,9 +110,11 @@ bool tls_certs_make(struct tls_certs *tc)
                                      server_san)) != NULL;
     ok = ok && (certs[4] = make_cert(keys[4], "alice", "arpc tests", -DAY_S, DAY_S, certs[0], keys[0], false,
                                      NULL)) != NULL;
-    for (int i = 0; i < 5 && ok; i++)
+    ok = ok && (certs[5] = make_cert(keys[5], "localhost", NULL, -DAY_S, DAY_S, certs[1], keys[1], false,
+                                     server_san)) != NULL;
+    for (size_t i = 0; i < NCERTS && ok; i++)
         ok = write_pair(tc, cert_names[i], certs[i], keys[i]);
-    for (int i = 0; i < 5; i++) {
+    for (size_t i = 0; i < NCERTS; i++) {
         X509_free(certs[i]);
         EVP_PKEY_free(keys[i]);
     }

@@ -1,6 +1,6 @@
 /*
  * Certificates for the TLS tests, made at run time with the OpenSSL API in a fresh temporary
- * directory (nothing private is committed): two CAs, and leaves signed by the first. P-256
+ * directory (nothing private is committed): two CAs, and leaves signed by them. P-256
  * keys, so making them all takes milliseconds. Only in builds with TLS (ARPC_TEST_WITH_TLS).
  *
  * Files in the directory, each NAME.pem with its key NAME.key:
@@ -9,6 +9,7 @@
  *   server     CN=localhost, DNS:localhost, IP:127.0.0.1, signed by ca, valid now
  *   expired    as server, but valid only from two days ago to one day ago
  *   client     "CN=alice,O=arpc tests", signed by ca (mutual TLS)
+ *   other_server  as server, but signed by other_ca (certificate rotation)
  */
 #ifndef ARPC_TEST_TLS_CERTS_H
 #define ARPC_TEST_TLS_CERTS_H
