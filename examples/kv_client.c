@@ -1,6 +1,8 @@
 /*
- * kv_client --connect ADDR put KEY VALUE
- * kv_client --connect ADDR get KEY
+ * kv_client [--tls-ca FILE] --connect ADDR put KEY VALUE
+ * kv_client [--tls-ca FILE] --connect ADDR get KEY
+ * --tls-ca: for a tls:// ADDR, the CA (or self-signed certificate) to trust instead of the
+ * system's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +12,18 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: kv_client --connect ADDR put KEY VALUE | get KEY\n");
+    fprintf(stderr, "usage: kv_client [--tls-ca FILE] --connect ADDR put KEY VALUE | get KEY\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
+    arpc_tls_options tls = {0};
+    if (argc > 2 && strcmp(argv[1], "--tls-ca") == 0) {
+        tls.ca_file = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 5 || strcmp(argv[1], "--connect") != 0)
         return usage();
     const char *addr = argv[2], *op = argv[3], *key = argv[4];
@@ -29,7 +37,7 @@ int main(int argc, char **argv)
     }
     arpc_client *c;
     char why[ARPC_ERRBUF_SIZE] = "";
-    arpc_client_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client_options o = {.errbuf = why, .errbuf_len = sizeof(why), .tls = tls.ca_file != NULL ? &tls : NULL};
     int rc = arpc_client_connect(&c, addr, &o);
     if (rc != ARPC_OK) {
         /* The code says what kind of failure; why says what exactly, in words. */

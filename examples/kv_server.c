@@ -3,7 +3,10 @@
  * of a group, and every call is routed by its key (arpc_method_options.key) to the actor that
  * owns the key's shard. Calls for one key run one at a time, in order; calls for keys of other
  * shards run in parallel.
- *   kv_server --listen ADDR [--shards N]    (runs until SIGINT/SIGTERM; N default 4)
+ *   kv_server --listen ADDR [--shards N] [--tls-cert FILE --tls-key FILE]
+ *   (runs until SIGINT/SIGTERM; N default 4). With a certificate and key it can listen on
+ *   tls://HOST:PORT; SIGHUP loads them again from the same files (certificate rotation: new
+ *   connections get the new ones, open ones keep theirs; a failed reload changes nothing).
  * Wire format of requests: kv.put = u16 key length (LE), key bytes, value bytes;
  *                          kv.get = key bytes. Replies: kv.get = value bytes.
  * Built with JSON-RPC (ARPC_WITH_JSONRPC), the same port answers JSON-RPC 1.0 too, e.g. from
@@ -193,29 +196,39 @@ static void json_get(arpc_request *req, void *ctx)
 }
 #endif
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, reload;
 static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_hangup(int sig) { (void)sig; reload = 1; }
 
 int main(int argc, char **argv)
 {
     const char *listen = NULL;
     unsigned nshards = 4;
+    arpc_tls_options tls = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
         else if (strcmp(argv[i], "--shards") == 0 && i + 1 < argc)
             nshards = (unsigned)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+            tls.cert_file = argv[++i];
+        else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+            tls.key_file = argv[++i];
     }
-    if (listen == NULL || nshards < 1 || nshards > MAX_SHARDS) {
-        fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d]   (e.g. tcp://127.0.0.1:7000, "
-                        "unix:///tmp/kv.sock)\n", MAX_SHARDS);
+    if (listen == NULL || nshards < 1 || nshards > MAX_SHARDS || (tls.cert_file == NULL) != (tls.key_file == NULL)) {
+        fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d] [--tls-cert FILE --tls-key FILE]\n"
+                        "  (e.g. tcp://127.0.0.1:7000, unix:///tmp/kv.sock, tls://127.0.0.1:7443)\n", MAX_SHARDS);
         return 2;
     }
     arpc_server *server;
-    char bound[256];
-    int rc = arpc_server_create(&server, NULL);
-    if (rc == ARPC_OK)
-        rc = arpc_actor_group_create(&store, nshards, &(arpc_actor_options){.name = "kv-shard"});
+    char bound[256], why[ARPC_ERRBUF_SIZE] = "";
+    arpc_server_options so = {.tls = tls.cert_file != NULL ? &tls : NULL, .errbuf = why, .errbuf_len = sizeof(why)};
+    int rc = arpc_server_create(&server, &so);
+    if (rc != ARPC_OK) {
+        fprintf(stderr, "kv_server: %s: %s\n", arpc_strerror(rc), why);
+        return 1;
+    }
+    rc = arpc_actor_group_create(&store, nshards, &(arpc_actor_options){.name = "kv-shard"});
     arpc_method_options put_by_key = {.group = store, .key = put_key};
     arpc_method_options get_by_key = {.group = store, .key = get_key};
     if (rc == ARPC_OK)
@@ -237,10 +250,21 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_hangup);
     printf("kv_server listening on %s\n", bound);
     fflush(stdout);
-    while (!stop)
+    while (!stop) {
         pause();
+        if (reload && !stop) {
+            reload = 0;
+            rc = tls.cert_file != NULL ? arpc_server_tls_reload(server, &tls, why, sizeof(why)) : ARPC_EINVAL;
+            if (rc == ARPC_OK)
+                printf("kv_server: reloaded %s and %s\n", tls.cert_file, tls.key_file);
+            else
+                fprintf(stderr, "kv_server: reload: %s: %s\n", arpc_strerror(rc), tls.cert_file ? why : "no --tls-cert");
+            fflush(stdout);
+        }
+    }
     arpc_server_destroy(server);
     arpc_actor_group_destroy(store);
     for (unsigned sh = 0; sh < nshards; sh++)

@@ -52,6 +52,37 @@ wait $KV_PID || true
 trap - EXIT
 
 echo
+echo "== kv_server over tls://, its certificate rotated by SIGHUP (arpc_server_tls_reload)"
+if grep -q '^ARPC_WITH_TLS:BOOL=ON' "$BUILD/CMakeCache.txt" && command -v openssl >/dev/null; then
+    TLS_DIR=$(mktemp -d)
+    scripts/tls-selfsigned.sh "$TLS_DIR/first" >/dev/null
+    scripts/tls-selfsigned.sh "$TLS_DIR/second" >/dev/null
+    cp "$TLS_DIR/first/cert.pem" "$TLS_DIR/first/key.pem" "$TLS_DIR/"
+    "$BUILD"/examples/kv_server --listen tls://127.0.0.1:0 --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" >"$TLS_DIR/out" &
+    KV_PID=$!
+    trap 'kill $KV_PID 2>/dev/null || true; rm -rf "$TLS_DIR"' EXIT
+    for _ in $(seq 50); do grep -q listening "$TLS_DIR/out" && break; sleep 0.1; done
+    ADDR=$(sed -n 's/^kv_server listening on //p' "$TLS_DIR/out")
+    set -x
+    "$BUILD"/examples/kv_client --tls-ca "$TLS_DIR/first/cert.pem" --connect "$ADDR" put greeting "hello over TLS"
+    cp "$TLS_DIR/second/cert.pem" "$TLS_DIR/second/key.pem" "$TLS_DIR/"
+    kill -HUP $KV_PID
+    { set +x; } 2>/dev/null
+    for _ in $(seq 50); do grep -q reloaded "$TLS_DIR/out" && break; sleep 0.1; done
+    grep reloaded "$TLS_DIR/out"
+    set -x
+    "$BUILD"/examples/kv_client --tls-ca "$TLS_DIR/first/cert.pem" --connect "$ADDR" get greeting || true
+    "$BUILD"/examples/kv_client --tls-ca "$TLS_DIR/second/cert.pem" --connect "$ADDR" get greeting
+    { set +x; } 2>/dev/null
+    kill -INT $KV_PID
+    wait $KV_PID || true
+    rm -rf "$TLS_DIR"
+    trap - EXIT
+else
+    echo "skipped: built without TLS (install libssl-dev openssl)"
+fi
+
+echo
 echo "== async_client: future+then, completion queue in a poll loop, one-way"
 "$BUILD"/examples/async_client
 
