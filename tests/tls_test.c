@@ -92,7 +92,7 @@ static void h_subject(arpc_request *req, void *ctx)
 
 struct paths {
     char ca[256], other_ca[256], server_pem[256], server_key[256], expired_pem[256], expired_key[256],
-        client_pem[256], client_key[256], other_server_pem[256], other_server_key[256];
+        client_pem[256], client_key[256], other_server_pem[256], other_server_key[256], revoked_ca[256];
 };
 static struct paths P;
 
@@ -410,6 +410,38 @@ static void test_certificate_reload(void **state)
     stop_server(plain);
 }
 
+/* Revocation: a CRL in ca_file turns the check on. A client trusting ca with its CRL refuses
+ * the server certificate it revokes; a server with it refuses the client certificate it
+ * revokes, and logs why. (A ca_file without CRLs checks none: every other test.) */
+static void test_revoked_certificates(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    arpc_tls_options revoking = {.ca_file = P.revoked_ca};
+    expect_refused(addr, &revoking, "certificate verify failed: certificate revoked");
+    stop_server(s);
+
+    /* The server checks its clients against the CRL: alice's certificate is revoked. */
+    arpc_tls_options st = {.cert_file = P.other_server_pem, .key_file = P.other_server_key, .ca_file = P.revoked_ca,
+                           .require_client_cert = true};
+    char err[ARPC_ERRBUF_SIZE] = "";
+    arpc_server_options so = {.workers = 1, .tls = &st, .errbuf = err, .errbuf_len = sizeof(err)};
+    int rc = arpc_server_create(&s, &so);
+    if (rc != ARPC_OK)
+        fail_msg("server: %s: %s", arpc_errname(rc), err);
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
+    expect_log("certificate revoked");
+    arpc_tls_options alice = {.ca_file = P.other_ca, .cert_file = P.client_pem, .key_file = P.client_key};
+    arpc_client *c;
+    rc = try_connect(addr, &alice, &c, err, sizeof(err));
+    assert_int_not_equal(ARPC_OK, rc);
+    assert_null(c);
+    wait_log(); /* the server's side says why */
+    stop_server(s);
+}
+
 static void test_options_checked(void **state)
 {
     (void)state;
@@ -446,6 +478,7 @@ static int setup_all(void **state)
     snprintf(P.client_key, sizeof(P.client_key), "%s", tls_certs_path(&certs, "client", "key"));
     snprintf(P.other_server_pem, sizeof(P.other_server_pem), "%s", tls_certs_path(&certs, "other_server", "pem"));
     snprintf(P.other_server_key, sizeof(P.other_server_key), "%s", tls_certs_path(&certs, "other_server", "key"));
+    snprintf(P.revoked_ca, sizeof(P.revoked_ca), "%s", tls_certs_path(&certs, "revoked_ca", "pem"));
     return 0;
 }
 
@@ -530,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),
         cmocka_unit_test(test_certificate_reload),
+        cmocka_unit_test(test_revoked_certificates),
         cmocka_unit_test(test_tls12_aead_ciphers_only),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -95,6 +95,21 @@ static int tls_load_identity(SSL_CTX *ctx, const arpc_tls_options *o, char *why,
     return ARPC_OK;
 }
 
+/* Revocation: CRLs given with the CAs (PEM blocks in ca_file, which OpenSSL loads with its
+ * certificates) turn on the check of every peer's certificate against its issuer's CRL. Only
+ * then: with the check on, a certificate whose issuer has no CRL fails ("unable to get
+ * certificate CRL"), so a ca_file without CRLs must not turn it on. */
+static void tls_check_crls_if_given(SSL_CTX *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objects = X509_STORE_get0_objects(store);
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); i++)
+        if (X509_OBJECT_get_type(sk_X509_OBJECT_value(objects, i)) == X509_LU_CRL) {
+            X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+            return;
+        }
+}
+
 /* Loads o's CAs; the system's store for a client that names none. *loaded: CAs were named. */
 static int tls_load_cas(SSL_CTX *ctx, const arpc_tls_options *o, bool client, bool *loaded, char *why,
                         size_t whylen)
@@ -109,6 +124,8 @@ static int tls_load_cas(SSL_CTX *ctx, const arpc_tls_options *o, bool client, bo
         tls_error_text(why, whylen, what, NULL);
         return ARPC_ETLS;
     }
+    if (*loaded)
+        tls_check_crls_if_given(ctx);
     return ARPC_OK;
 }
 

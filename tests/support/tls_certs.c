@@ -89,6 +89,33 @@ static bool write_pair(struct tls_certs *tc, const char *name, X509 *cert, EVP_P
     return ok;
 }
 
+/* "revoked_ca.pem": ca's certificate followed by its CRL revoking server's and client's. */
+static bool write_revocations(struct tls_certs *tc, X509 *ca, EVP_PKEY *ca_key, X509 *const revoke[], size_t n)
+{
+    X509_CRL *crl = X509_CRL_new();
+    bool ok = crl != NULL && X509_CRL_set_version(crl, 1) == 1 &&
+              X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) == 1;
+    ASN1_TIME *now = ok ? X509_gmtime_adj(NULL, 0) : NULL, *next = ok ? X509_gmtime_adj(NULL, DAY_S) : NULL;
+    ok = ok && now != NULL && next != NULL && X509_CRL_set1_lastUpdate(crl, now) == 1 &&
+         X509_CRL_set1_nextUpdate(crl, next) == 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        X509_REVOKED *r = X509_REVOKED_new();
+        ok = r != NULL && X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(revoke[i])) == 1 &&
+             X509_REVOKED_set_revocationDate(r, now) == 1 && X509_CRL_add0_revoked(crl, r) == 1;
+        if (!ok)
+            X509_REVOKED_free(r);
+    }
+    ok = ok && X509_CRL_sort(crl) == 1 && X509_CRL_sign(crl, ca_key, EVP_sha256()) > 0;
+    FILE *f = ok ? fopen(tls_certs_path(tc, "revoked_ca", "pem"), "w") : NULL;
+    ok = f != NULL && PEM_write_X509(f, ca) == 1 && PEM_write_X509_CRL(f, crl) == 1;
+    if (f != NULL)
+        fclose(f);
+    ASN1_TIME_free(now);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    return ok;
+}
+
 bool tls_certs_make(struct tls_certs *tc)
 {
     snprintf(tc->tc_dir, sizeof(tc->tc_dir), "/tmp/arpc-tls-XXXXXX");
@@ -114,6 +141,7 @@ bool tls_certs_make(struct tls_certs *tc)
                                      server_san)) != NULL;
     for (size_t i = 0; i < NCERTS && ok; i++)
         ok = write_pair(tc, cert_names[i], certs[i], keys[i]);
+    ok = ok && write_revocations(tc, certs[0], keys[0], (X509 *const[]){certs[2], certs[4]}, 2);
     for (size_t i = 0; i < NCERTS; i++) {
         X509_free(certs[i]);
         EVP_PKEY_free(keys[i]);
@@ -129,6 +157,7 @@ void tls_certs_remove(struct tls_certs *tc)
         unlink(tls_certs_path(tc, cert_names[i], "pem"));
         unlink(tls_certs_path(tc, cert_names[i], "key"));
     }
+    unlink(tls_certs_path(tc, "revoked_ca", "pem"));
     rmdir(tc->tc_dir);
 }
 #endif

@@ -10,6 +10,7 @@
  *   expired    as server, but valid only from two days ago to one day ago
  *   client     "CN=alice,O=arpc tests", signed by ca (mutual TLS)
  *   other_server  as server, but signed by other_ca (certificate rotation)
+ * and revoked_ca.pem: ca's certificate and its CRL, which revokes server and client.
  */
 #ifndef ARPC_TEST_TLS_CERTS_H
 #define ARPC_TEST_TLS_CERTS_H
