@@ -40,13 +40,21 @@ static void on_wheel_timer(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     arpc_client *c = arg;
-    (void)arpc_wheel_expire(&c->cl_wheel, ms_now(), on_call_due, NULL);
+    uint64_t now = ms_now();
+    /* Armed again first, while the loop's heap still has the room this deadline just left
+     * (it shrinks only when a quarter full): the calls' callbacks below may arm other
+     * deadlines into that room and leave none. Moved afterwards, in place: no memory, so the
+     * calls still in the wheel cannot be left waiting for some later call to arm it. */
+    (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, (now + 1) * NS_PER_MS);
+    (void)arpc_wheel_expire(&c->cl_wheel, now, on_call_due, NULL);
     uint64_t next = arpc_wheel_next(&c->cl_wheel);
-    /* The loop's heap just let this deadline go and keeps room for it (it shrinks only when
-     * a quarter full), unless the callbacks above armed others into that room and the heap
-     * then cannot grow: out of memory, the wheel waits for the next call_arm to arm it. */
-    if (next != ARPC_WHEEL_NONE)
-        (void)wheel_wait_for(c, next);
+    if (next == ARPC_WHEEL_NONE || c->cl_wheel_stopped)
+        arpc_deadline_cancel(c->cl_loop, &c->cl_wheel_timer);
+    else if (arpc_deadline_is_armed(&c->cl_wheel_timer))
+        (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, next * NS_PER_MS); /* a move */
+    else
+        (void)wheel_wait_for(c, next); /* out of memory even before the callbacks: the next
+                                        * call_arm tries again */
 }
 
 void client_deadlines_init(arpc_client *c)

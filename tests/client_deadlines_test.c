@@ -4,7 +4,8 @@
  * calls with deadlines spread over several of the wheel's blocks end ARPC_ETIMEDOUT, each
  * never before its deadline; a call re-armed for its give-up time (connection lost) ends
  * ARPC_ECONNLOST; closing the client ends calls still in every level of the wheel (and
- * calls without a deadline) at once with ARPC_ESHUTDOWN.
+ * calls without a deadline) at once with ARPC_ESHUTDOWN; a call's deadline still ends it when
+ * the call before it left the loop's deadlines without room and memory (out of memory).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,6 +26,8 @@
 #include "arpc/client.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
+#include "async/loop_impl.h"
+#include "core/client_internal.h"
 #include "core/frame.h"
 #include "support/test_util.h"
 
@@ -190,12 +193,88 @@ static void test_close_with_calls_in_every_level(void **state)
     silent_stop(&s);
 }
 
+/* The first call's end (on the loop thread, from the wheel's loop deadline) takes the room
+ * that deadline left in the loop's heap, and then no memory is left to grow it: the wheel's
+ * loop deadline must still be armed for the second call. Static: the loop's heap points at
+ * the deadlines until the second call's end lets them go. */
+enum { FILL_MAX = 4096 };
+static struct {
+    arpc_loop *hf_loop;
+    struct arpc_deadline hf_d[FILL_MAX];
+    size_t hf_n;
+    int hf_arm_rc;      /* the first failure to arm one, or ARPC_OK */
+    uint64_t hf_ended_ns; /* when the second call ended */
+} fill;
+
+static void never_fires(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+}
+
+static void on_first_end_fill_heap(arpc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    struct arpc_deadline_heap *h = &fill.hf_loop->l_deadlines;
+    while (h->h_len < h->h_cap && fill.hf_n < FILL_MAX && fill.hf_arm_rc == ARPC_OK) {
+        struct arpc_deadline *d = &fill.hf_d[fill.hf_n++];
+        arpc_deadline_init(d, never_fires, NULL);
+        fill.hf_arm_rc = arpc_deadline_arm(fill.hf_loop, d, UINT64_MAX - 1);
+    }
+    atomic_store(&test_alloc_budget, 0); /* the heap cannot grow now */
+    latch_add();
+}
+
+static void on_second_end_free_heap(arpc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    fill.hf_ended_ns = mono_ns();
+    atomic_store(&test_alloc_budget, -1);
+    for (size_t i = 0; i < fill.hf_n; i++)
+        arpc_deadline_cancel(fill.hf_loop, &fill.hf_d[i]);
+    latch_add();
+}
+
+static void test_deadline_kept_when_heap_cannot_grow(void **state)
+{
+    (void)state;
+    test_alloc_install(); /* budget unlimited until the first call ends */
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
+    fill.hf_loop = c->cl_loop;
+    fill.hf_n = 0;
+    fill.hf_arm_rc = ARPC_OK;
+    latch_reset();
+    uint64_t start = mono_ns();
+    arpc_future *first = arpc_call_async(c, "t.silent", "q", 1, 50);
+    arpc_future *second = arpc_call_async(c, "t.silent", "q", 1, 1000);
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_int_equal(ARPC_OK, arpc_future_then(first, on_first_end_fill_heap, NULL));
+    assert_int_equal(ARPC_OK, arpc_future_then(second, on_second_end_free_heap, NULL));
+    /* Before the fix the second call waited for a loop deadline nobody armed: for ever. */
+    assert_true(latch_wait(2, 20000));
+    assert_int_equal(ARPC_OK, fill.hf_arm_rc);
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(first));
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(second));
+    assert_true(fill.hf_ended_ns >= start + 1000u * 1000000u); /* its own deadline, not early */
+    arpc_future_release(first);
+    arpc_future_release(second);
+    arpc_client_close(c);
+    silent_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_never_early),
         cmocka_unit_test(test_give_up_rearms),
         cmocka_unit_test(test_close_with_calls_in_every_level),
+        cmocka_unit_test(test_deadline_kept_when_heap_cannot_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
