@@ -234,6 +234,7 @@ static size_t sconn_parse(struct arpc_conn *conn)
 static void sconn_on_eof(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
+    arpc_stat_inc(&sc->sc_server->sv_stats.ss_half_closed);
     if (sc->sc_ncalls == 0 || sc->sc_server->sv_log != NULL)
         arpc_conn_close_after_flush(conn, ARPC_ECONNLOST);
 }
