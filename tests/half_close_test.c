@@ -7,7 +7,9 @@
  *
  * Each call here is held by its handler until the test lets it go, once the server has read
  * the end of stream (its stats count it: connections_half_closed), so a server that closed
- * at the end of stream fails every run.
+ * at the end of stream fails every run. The end of stream cannot tell a half-close from a
+ * close for good: the server writes a PING at once (skipped here), and a peer that closed
+ * answers it with a reset, which closes the connection without waiting for its calls.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,12 +18,18 @@
 
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
+
+/* Well under the heartbeat the full-close tests set: the probe's reset found it, not that. */
+#define FOUND_AT_ONCE_MS 5000
+#define LONG_HEARTBEAT_MS 60000
 
 static sem_t unblock;
 
@@ -66,7 +74,8 @@ static void wait_half_closed(arpc_server *s, uint64_t n)
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_half_closed), n, RAW_WAIT_MS));
 }
 
-/* The next frame but PINGs (the heartbeat's), which a half-closed client cannot answer. */
+/* The next frame but PINGs (the probe at the end of stream, the heartbeat's), which a
+ * half-closed client cannot answer. */
 static void read_skipping_pings(struct raw_client *r, struct raw_frame *f)
 {
     do
@@ -118,6 +127,7 @@ static void test_idle_half_close_closes(void **state)
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
     int pings;
     assert_true(raw_wait_eof(&r, &pings));
+    assert_int_equal(0, pings); /* nothing to answer: no probe either */
     raw_close(&r);
     destroy_server(s);
 }
@@ -146,8 +156,8 @@ static void test_half_frame_then_end_closes(void **state)
 
 
 /* A half-closed client cannot answer PINGs: its silence is by design, not a dead peer. A call
- * that takes longer than the heartbeat's patience (misses + 1 PINGs unanswered) must still be
- * answered. Found in review: the heartbeat closes the connection ("no
+ * that takes longer than the heartbeat's patience (misses + 1 PINGs unanswered, besides the
+ * probe) must still be answered. Found in review: the heartbeat closes the connection ("no
  * answer to N heartbeat PINGs") and the answer is lost. */
 static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
 {
@@ -160,7 +170,7 @@ static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
     assert_true(latch_wait(1, RAW_WAIT_MS));
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
     struct raw_frame f;
-    for (int pings = 0; pings < 2 + 1; pings++) { /* more than 2 misses' worth */
+    for (int pings = 0; pings < 1 + 2 + 1; pings++) { /* the probe, then more than 2 misses' worth */
         assert_true(raw_read(&r, &f, true));
         assert_int_equal(ARPC_FRAME_PING, f.f.f_kind);
     }
@@ -175,30 +185,39 @@ static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
 }
 
 
-static uint64_t open_connections(arpc_server *s)
+/* A client that closes for good (close(), not a half-close: the server cannot tell them apart
+ * at the end of stream) with a call in flight: the probe written at the end of stream finds
+ * it gone (a TCP peer answers it with a reset; a unix peer's close hangs the socket up), and
+ * the connection closes at once, long before the heartbeat would, while the call is still
+ * held; its late reply is dropped. */
+static void full_close_found_at_once(const char *listen)
 {
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats_v(s, &st, sizeof(st)));
-    return st.connections_open;
-}
-
-/* A client that closes for good (not a half-close: the server cannot tell them apart at the
- * end of stream) with a call in flight: the heartbeat's PING finds it gone (its reset fails a
- * write), and the connection closes without waiting for the call. */
-static void test_full_close_found_by_heartbeat(void **state)
-{
-    (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr), 100); /* 2 misses */
+    arpc_server *s = make_server_at(listen, addr, sizeof(addr), LONG_HEARTBEAT_MS);
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
     assert_true(latch_wait(1, RAW_WAIT_MS));
-    assert_int_equal(1, open_connections(s));
     raw_close(&r);
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, RAW_WAIT_MS));
-    sem_post(&unblock);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, FOUND_AT_ONCE_MS));
+    sem_post(&unblock); /* its reply goes nowhere */
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
     destroy_server(s);
+}
+
+static void test_full_close_found_at_once_tcp(void **state)
+{
+    (void)state;
+    full_close_found_at_once(NULL);
+}
+
+static void test_full_close_found_at_once_unix(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-half-close-%d.sock", (int)getpid());
+    full_close_found_at_once(path);
 }
 
 int main(void)
@@ -208,7 +227,8 @@ int main(void)
         cmocka_unit_test(test_idle_half_close_closes),
         cmocka_unit_test(test_half_frame_then_end_closes),
         cmocka_unit_test(test_slow_call_outlives_heartbeat_after_half_close),
-        cmocka_unit_test(test_full_close_found_by_heartbeat),
+        cmocka_unit_test(test_full_close_found_at_once_tcp),
+        cmocka_unit_test(test_full_close_found_at_once_unix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
