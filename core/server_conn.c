@@ -254,7 +254,7 @@ static void sconn_on_eof(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
     arpc_stat_inc(&sc->sc_server->sv_stats.ss_half_closed);
-    if (sc->sc_ncalls == 0 || sc->sc_server->sv_log != NULL)
+    if (!sconn_owes_answers(sc) || sc->sc_server->sv_log != NULL)
         arpc_conn_close_after_flush(conn, ARPC_ECONNLOST);
     else
         sconn_probe(sc);

@@ -220,6 +220,41 @@ static void test_full_close_found_at_once_unix(void **state)
     full_close_found_at_once(path);
 }
 
+/* At-most-once: a retry (same client id and seq, on a new connection) of a call still running
+ * attaches to it and waits for its result. Sent, then half-closed, it is a call in flight on
+ * its connection like any other: answered, then the connection closes. Found in review: the
+ * attached retry did not count, so the half-close closed its connection at once. */
+static void test_attached_retry_answered_after_half_close(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr), LONG_HEARTBEAT_MS);
+    struct raw_client first, retry;
+    assert_true(raw_connect(&first, addr, 91));
+    assert_true(raw_request(&first, 1, 1, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    raw_close(&first); /* the connection drops (found at once: see above) */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, RAW_WAIT_MS));
+    assert_true(raw_connect(&retry, addr, 91));
+    assert_true(raw_request(&retry, 9, 1, 0, 0, "t.held_echo", "one", 3)); /* the same call */
+    assert_int_equal(0, shutdown(retry.rc_fd, SHUT_WR));
+    wait_half_closed(s, 2); /* the retry's end of stream is read, after its request */
+    sem_post(&unblock);
+    struct raw_frame f;
+    read_skipping_pings(&retry, &f);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(9, (int)f.f.f_xid);
+    assert_int_equal(3, f.body_len);
+    assert_memory_equal("one", f.body, 3);
+    int pings;
+    assert_true(raw_wait_eof(&retry, &pings));
+    raw_close(&retry);
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
+    assert_int_equal(1, ms.calls.started); /* it ran once */
+    destroy_server(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_slow_call_outlives_heartbeat_after_half_close),
         cmocka_unit_test(test_full_close_found_at_once_tcp),
         cmocka_unit_test(test_full_close_found_at_once_unix),
+        cmocka_unit_test(test_attached_retry_answered_after_half_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
