@@ -219,13 +219,14 @@ static inline struct server_conn *sconn_next(const struct server_conn *sc)
 {
     return ARPC_DLIST_ENTRY(sc->sc_link.dl_next, struct server_conn, sc_link);
 }
-/* A call in flight, a request parked, a reply leaving, or input held (e.g. for its client's
- * calls on other connections): the connection is not idle (the idle timeout) and gives no
- * place up (core/server_shed.c). A frame arriving is the caller's to add. */
+/* A call in flight, a retry attached to a running call, a request parked, a reply leaving,
+ * or input held (e.g. for its client's calls on other connections): the connection is not
+ * idle (the idle timeout) and gives no place up (core/server_shed.c). A frame arriving is
+ * the caller's to add. */
 static inline bool sconn_has_work(const struct server_conn *sc)
 {
-    return arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&sc->sc_conn.c_out) ||
-           sc->sc_conn.c_hold != 0;
+    return arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_attached > 0 || sc->sc_parked != NULL ||
+           !arpc_outq_empty(&sc->sc_conn.c_out) || sc->sc_conn.c_hold != 0;
 }
 /* Answers still owed to what the client sent: its calls in flight, and its duplicates
  * attached to calls running (a half-closed connection stays until none is left). */
