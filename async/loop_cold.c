@@ -39,7 +39,7 @@
 #define LOOP_COLD_BUDGET 4u
 
 struct loop_cold {
-    int lc_epfd;                   /* the cold watchers' fds, EPOLLIN, data.ptr = the watcher */
+    int lc_epfd;                   /* the cold watchers' fds, EPOLLIN (or hangups only), data.ptr = the watcher */
     ev_io lc_io;                   /* lc_epfd readable: some cold fd is ready */
     unsigned lc_budget;            /* fds per turn */
     size_t lc_count;               /* watchers in the set */
@@ -95,18 +95,23 @@ static struct loop_cold *cold_get(arpc_loop *loop)
     return lc;
 }
 
-int arpc_loop_cold_start(arpc_loop *loop, ev_io *w)
+/* events: EPOLLIN, or 0 for the hangups and errors epoll always reports. */
+static int cold_add(arpc_loop *loop, ev_io *w, uint32_t events)
 {
     struct loop_cold *lc = cold_get(loop);
     if (lc == NULL)
         return ARPC_ENOMEM;
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = w};
+    struct epoll_event e = {.events = events, .data.ptr = w};
     if (epoll_ctl(lc->lc_epfd, EPOLL_CTL_ADD, w->fd, &e) != 0)
         return ARPC_ESYSTEM;
     if (lc->lc_count++ == 0 && loop->l_wrapped)
         ev_ref(loop->l_ev);
     return ARPC_OK;
 }
+
+int arpc_loop_cold_start(arpc_loop *loop, ev_io *w) { return cold_add(loop, w, EPOLLIN); }
+
+int arpc_loop_cold_start_hangup(arpc_loop *loop, ev_io *w) { return cold_add(loop, w, 0); }
 
 void arpc_loop_cold_stop(arpc_loop *loop, ev_io *w)
 {

@@ -100,6 +100,10 @@ void arpc_loop_io_stop(arpc_loop *loop, ev_io *w);
  * ordinary watcher). cold_start: ARPC_OK, or ARPC_ENOMEM / ARPC_ESYSTEM (the caller may
  * start it in libev instead). cold_stop drops an event fed to w too. */
 int arpc_loop_cold_start(arpc_loop *loop, ev_io *w);
+/* As cold_start, but w is invoked for its fd's hangups and errors only (EPOLLHUP, EPOLLERR:
+ * the peer is gone both ways), never for bytes to read or the end of their stream: for a
+ * connection whose peer finished sending, while it is still written to. */
+int arpc_loop_cold_start_hangup(arpc_loop *loop, ev_io *w);
 void arpc_loop_cold_stop(arpc_loop *loop, ev_io *w);
 /* Cold fds served per turn from now on (> 0), e.g. a small one for a test. ARPC_EINVAL for 0,
  * ARPC_EBUSY from inside a cold watcher's callback, ARPC_ENOMEM. */

@@ -40,12 +40,23 @@
 #define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
 #define CONN_BODY_READ_BUDGET (64 * 1024)
 
+static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
+
 /* The read watcher lives in libev, or for a cold connection in the loop's cold set
- * (arpc_conn_cool): these three are the only ones to start, stop or ask about it. */
+ * (arpc_conn_cool): these three are the only ones to start, stop or ask about it. Once the
+ * peer's stream ended (c_eof) nothing is read, and the watcher, in the cold set, waits for
+ * the socket's hangup instead: a peer gone both ways (a reset, a unix peer's close) closes
+ * the connection at once rather than when its calls are answered. Without room in the set
+ * only a failing write finds it. */
 static void conn_watch_reads(struct arpc_conn *conn)
 {
     if (conn->c_cold_on)
         return;
+    if (conn->c_eof) {
+        ev_set_cb(&conn->c_rio, conn_on_hangup);
+        conn->c_cold_on = arpc_loop_cold_start_hangup(conn->c_loop, &conn->c_rio) == ARPC_OK;
+        return;
+    }
     if (conn->c_cold && arpc_loop_cold_start(conn->c_loop, &conn->c_rio) == ARPC_OK) {
         conn->c_cold_on = true;
         return;
@@ -137,10 +148,8 @@ static bool conn_stream_buffered(const struct arpc_conn *conn)
  * are not left waiting for the peer's next bytes. */
 static void conn_start_reading(struct arpc_conn *conn)
 {
-    if (conn->c_eof)
-        return; /* nothing more will come */
-    conn_watch_reads(conn);
-    if (conn_stream_buffered(conn))
+    conn_watch_reads(conn); /* after the end of stream: its hangup only */
+    if (!conn->c_eof && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ);
 }
 
@@ -520,6 +529,16 @@ static void conn_on_eof(struct arpc_conn *conn)
     conn->c_eof = true;
     conn_unwatch_reads(conn);
     conn->c_ops->on_eof(conn);
+    if (conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush)
+        conn_watch_reads(conn); /* the owner answers what it read: its hangup only */
+}
+
+/* The peer is gone both ways (see conn_watch_reads): what is owed to it has nowhere to go. */
+static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    arpc_conn_close(w->data, ARPC_ECONNLOST);
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
@@ -601,7 +620,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
-    if (conn->c_open && conn_watching_reads(conn) && conn_stream_buffered(conn))
+    if (conn->c_open && !conn->c_eof && conn_watching_reads(conn) && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
     if (conn->c_write_wants_read && conn->c_open) {
         /* A write waited for this read (a TLS handshake): flush before the loop sleeps. */

@@ -183,6 +183,8 @@ void arpc_conn_buf_put(struct arpc_conn *conn, void *block, size_t cap);
  * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */
 /* HELLO: id is the client id (from a client) or the epoch (from a server). */
 int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry_s);
+/* PING with xid and no payload (the heartbeat's, core/conn_heartbeat.c). */
+int arpc_conn_send_ping(struct arpc_conn *conn, uint64_t xid);
 /* PONG echoing a PING's xid and payload. */
 int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping);
 /* ERROR (for call xid) or GOAWAY (xid 0) with code and msg[0..msg_len). */

@@ -18,13 +18,12 @@
 #include "core/conn.h"
 #include "core/frame.h"
 
-static int conn_send_ping(struct arpc_conn *conn)
+int arpc_conn_send_ping(struct arpc_conn *conn, uint64_t xid)
 {
     uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
     if (buf == NULL)
         return ARPC_ENOMEM;
-    /* The xid counts the PINGs of this silence: a PONG echoes it (for packet captures). */
-    arpc_frame_encode_header(buf, ARPC_FRAME_PING, conn->c_hb_sent + 1, 0);
+    arpc_frame_encode_header(buf, ARPC_FRAME_PING, xid, 0);
     return arpc_conn_send(conn, buf, buf, ARPC_FRAME_HEADER_SIZE);
 }
 
@@ -41,8 +40,9 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
     }
     if (conn->c_eof) {
         /* The peer finished sending (a half-close): it cannot answer, its silence says
-         * nothing. A PING still finds one that is gone: its reset fails a later write. */
-        (void)conn_send_ping(conn);
+         * nothing. A PING still finds one that is gone: its reset hangs the socket up
+         * (core/conn.c: conn_watch_reads), or fails a later write. */
+        (void)arpc_conn_send_ping(conn, conn->c_hb_sent + 1);
         arpc_deadline_arm_after_s(conn->c_loop, d, conn->c_hb_idle); /* cannot fail: see below */
         return;
     }
@@ -55,7 +55,7 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
                  conn->c_peer, conn->c_hb_sent, idle_for);
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;
-    } else if (conn_send_ping(conn) == ARPC_OK) {
+    } else if (arpc_conn_send_ping(conn, conn->c_hb_sent + 1) == ARPC_OK) { /* xid: the PINGs of this silence */
         conn->c_hb_sent++;
     }
     arpc_deadline_arm_after_s(conn->c_loop, d, wait); /* just taken out of the heap: cannot fail */

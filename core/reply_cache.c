@@ -106,6 +106,7 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
     if (w == NULL)
         return ARPC_RC_NOMEM;
+    w->w_attached = true;
     *e->e_last = w;
     e->e_last = &w->w_next;
     e->e_nwaiters++;

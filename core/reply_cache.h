@@ -52,6 +52,7 @@ struct arpc_rc_waiter {
     struct arpc_rc_waiter *w_next;
     void *w_conn;
     uint64_t w_xid;
+    bool w_attached; /* a duplicate's, not the request that runs the call */
 };
 
 struct arpc_reply_cache_ops {

@@ -95,7 +95,7 @@ struct arpc_rc_waiter *arpc_rc_waiter_new(struct arpc_reply_cache *rc, void *con
 {
     struct arpc_rc_waiter *w = spare_take(&rc->rc_spare_waiters, sizeof(*w));
     if (w != NULL)
-        *w = (struct arpc_rc_waiter){NULL, conn, xid};
+        *w = (struct arpc_rc_waiter){.w_conn = conn, .w_xid = xid};
     return w;
 }
 

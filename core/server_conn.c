@@ -226,6 +226,25 @@ static size_t sconn_parse(struct arpc_conn *conn)
     return arpc_conn_parse_frames(conn);
 }
 
+/* The end of stream cannot tell a half-close from a close for good: something harmless is
+ * written at once, which a peer that closed answers with a reset, and the socket's hangup
+ * then closes the connection (core/conn.c) instead of its calls keeping it until they end.
+ * An arpc client gets a PING (the heartbeat sends them too), a JSON-RPC one a blank line
+ * (whitespace between responses; docs/PROTOCOL.md). */
+static void sconn_probe(struct server_conn *sc)
+{
+    struct arpc_conn *conn = &sc->sc_conn;
+    if (!jsonrpc_sconn_is(sc)) {
+        (void)arpc_conn_send_ping(conn, 0); /* without memory: the heartbeat's PING finds it */
+        return;
+    }
+    uint8_t *nl = arpc_malloc(1);
+    if (nl == NULL)
+        return; /* found when the answer is written */
+    nl[0] = '\n';
+    (void)arpc_conn_send(conn, nl, nl, 1);
+}
+
 /* The client sent all it will (a half-close, e.g. a pipe into nc): the calls it sent are
  * answered, then the connection closes (core/server_inflight.c: inflight_end). With a reply
  * log some replies leave only once their records are durable, after their calls stopped
@@ -234,8 +253,11 @@ static size_t sconn_parse(struct arpc_conn *conn)
 static void sconn_on_eof(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
-    if (sc->sc_ncalls == 0 || sc->sc_server->sv_log != NULL)
+    arpc_stat_inc(&sc->sc_server->sv_stats.ss_half_closed);
+    if (!sconn_owes_answers(sc) || sc->sc_server->sv_log != NULL)
         arpc_conn_close_after_flush(conn, ARPC_ECONNLOST);
+    else
+        sconn_probe(sc);
 }
 
 static const struct arpc_conn_ops server_conn_ops = {

@@ -137,11 +137,20 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* half a frame queued: the connection must go */
 }
 
+/* A waiter was answered or stops waiting: a duplicate stops counting as a call on its
+ * connection (which may then close, its client having sent all it will), and lets go of it. */
+static void dedup_unwait(struct arpc_rc_waiter *w)
+{
+    if (w->w_attached)
+        inflight_detach(w->w_conn);
+    sconn_release(w->w_conn);
+}
+
 static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, struct reply_msg *rm)
 {
     for (struct arpc_rc_waiter *w = waiters; w != NULL; w = w->w_next) {
         dedup_send(w->w_conn, rm, w->w_xid);
-        sconn_release(w->w_conn);
+        dedup_unwait(w);
     }
     arpc_reply_cache_free_waiters(&s->sv_cache, waiters);
 }
@@ -164,6 +173,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
         return true;
     case ARPC_RC_ATTACHED:
         sconn_retain(sc); /* the waiter's: the running call's result comes to us too */
+        inflight_attach(sc); /* a half-close must not close it before that result */
         return false;
     case ARPC_RC_REPLAY:
         dedup_send(sc, cached, f->f_xid);
@@ -214,7 +224,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
         if (w->w_conn == rm->rm_direct_to && w->w_xid == le_ld64(rm->rm_frame + 8)) {
             *p = w->w_next;
             w->w_next = NULL;
-            sconn_release(w->w_conn);
+            dedup_unwait(w);
             arpc_reply_cache_free_waiters(&s->sv_cache, w);
             break;
         }
@@ -237,7 +247,7 @@ void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
     struct arpc_rc_waiter *w = arpc_reply_cache_leave(&s->sv_cache, sc->sc_cache_key, seq, sc, xid);
     if (w == NULL)
         return;
-    sconn_release(w->w_conn); /* not the last: the caller holds sc */
+    dedup_unwait(w); /* not the last: the caller holds sc */
     arpc_reply_cache_free_waiters(&s->sv_cache, w);
 }
 

@@ -7,7 +7,10 @@
  *
  * A call counts from its admission (after the at-most-once gate: a reply from the cache is
  * not a call in flight) until its reply is queued on the loop, or until the server learns no
- * reply will come. A call the server answered itself at its deadline still counts while its
+ * reply will come. A duplicate attached to its running original (a retry, on this connection
+ * or another) is not a call in flight: it costs a waiter, bounded apart (ARPC_RC_MAX_WAITERS).
+ * But its connection owes it an answer, so a half-closed connection stays for it
+ * (inflight_attach). A call the server answered itself at its deadline still counts while its
  * handler runs (the server still spends on it), and no longer once it returned. A one-way message counts as a call, with its
  * request's bytes only, until its handler is done with it (arpc_reply, on the loop by a job):
  * its actor's mailbox bounds how many wait, not their bytes.
@@ -212,6 +215,13 @@ static void inflight_release_client(arpc_server *s, struct inflight_client *c)
     }
 }
 
+/* A client that sent all it will (a half-close) is closed once all it sent is answered. */
+static void inflight_close_if_answered(struct server_conn *sc)
+{
+    if (sc->sc_conn.c_eof && !sconn_owes_answers(sc))
+        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ECONNLOST);
+}
+
 void inflight_end(arpc_request *req, size_t reply_len)
 {
     struct request_state *st = req->rq_state;
@@ -247,6 +257,13 @@ void inflight_end(arpc_request *req, size_t reply_len)
         c->ic_pins--;
         inflight_client_put(s, c);
     }
-    if (sc->sc_ncalls == 0 && sc->sc_conn.c_eof) /* its client sent all it will: all answered */
-        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ECONNLOST);
+    inflight_close_if_answered(sc);
+}
+
+void inflight_attach(struct server_conn *sc) { sc->sc_attached++; }
+
+void inflight_detach(struct server_conn *sc)
+{
+    sc->sc_attached--;
+    inflight_close_if_answered(sc);
 }

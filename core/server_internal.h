@@ -76,6 +76,7 @@ struct server_conn {
     /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
      * and the client id's entry they count toward too (NULL for client id 0). */
     unsigned sc_ncalls;
+    unsigned sc_attached; /* duplicates waiting for a running call's result (not calls in flight) */
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
@@ -218,13 +219,20 @@ static inline struct server_conn *sconn_next(const struct server_conn *sc)
 {
     return ARPC_DLIST_ENTRY(sc->sc_link.dl_next, struct server_conn, sc_link);
 }
-/* A call in flight, a request parked, a reply leaving, or input held (e.g. for its client's
- * calls on other connections): the connection is not idle (the idle timeout) and gives no
- * place up (core/server_shed.c). A frame arriving is the caller's to add. */
+/* A call in flight, a retry attached to a running call, a request parked, a reply leaving,
+ * or input held (e.g. for its client's calls on other connections): the connection is not
+ * idle (the idle timeout) and gives no place up (core/server_shed.c). A frame arriving is
+ * the caller's to add. */
 static inline bool sconn_has_work(const struct server_conn *sc)
 {
-    return arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_parked != NULL || !arpc_outq_empty(&sc->sc_conn.c_out) ||
-           sc->sc_conn.c_hold != 0;
+    return arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_attached > 0 || sc->sc_parked != NULL ||
+           !arpc_outq_empty(&sc->sc_conn.c_out) || sc->sc_conn.c_hold != 0;
+}
+/* Answers still owed to what the client sent: its calls in flight, and its duplicates
+ * attached to calls running (a half-closed connection stays until none is left). */
+static inline bool sconn_owes_answers(const struct server_conn *sc)
+{
+    return sc->sc_ncalls > 0 || sc->sc_attached > 0;
 }
 /* Moves an open connection to the back of sv_conns (the limits' sweep: least recently checked
  * first; new connections join at the back). */
@@ -285,6 +293,11 @@ void inflight_on_close(struct server_conn *sc);
 void inflight_begin(struct server_conn *sc, arpc_request *req);
 /* Its reply of reply_len bytes was queued (0: none will be): the call no longer counts. */
 void inflight_end(arpc_request *req, size_t reply_len);
+/* A duplicate of a running at-most-once call attached to it (core/server_dedup.c): its
+ * connection owes it that call's result (sc_attached) until it is answered or stops waiting;
+ * detach (sc held by the caller) closes a half-closed connection then owing nothing more. */
+void inflight_attach(struct server_conn *sc);
+void inflight_detach(struct server_conn *sc);
 /* ops.on_held: the connection held its own input (backlog, bytes). */
 void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 

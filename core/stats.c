@@ -62,6 +62,7 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.queued_bytes = arpc_stat_get(&ss->ss_io.io_queued);
     st.handlers_in_flight = atomic_load_explicit(&((arpc_server *)s)->sv_inflight, memory_order_relaxed);
     st.methods = r->r_count;
+    st.connections_half_closed = arpc_stat_get(&ss->ss_half_closed);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

@@ -45,6 +45,7 @@ struct method_stats {
 struct server_stats {
     struct io_stats ss_io;
     arpc_stat ss_accepted, ss_closed;
+    arpc_stat ss_half_closed; /* ends of stream read between frames (sconn_on_eof) */
     arpc_stat ss_refused[ARPC_STATS_CODES]; /* answered before reaching a method */
 };
 

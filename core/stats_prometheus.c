@@ -136,6 +136,9 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_queued_bytes", "gauge", "Bytes waiting in output queues.", st.queued_bytes);
     server_sample(&b, "arpc_server_handlers_in_flight", "gauge", "Requests queued for or running in handlers.",
                   st.handlers_in_flight);
+    server_sample(&b, "arpc_server_connections_half_closed_total", "counter",
+                  "Connections whose client ended its sending (half-close or close) between frames.",
+                  st.connections_half_closed);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

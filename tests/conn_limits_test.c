@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +86,16 @@ static void h_echo(arpc_request *req, void *ctx)
     arpc_reply(req, p, len);
 }
 
+/* Echoes once the test posts held_sem (t.held). */
+static sem_t held_sem;
+static atomic_int held_started;
+static void h_held(arpc_request *req, void *ctx)
+{
+    atomic_fetch_add(&held_started, 1);
+    (void)sem_wait_secs(&held_sem, 10);
+    h_echo(req, ctx);
+}
+
 struct fixture {
     arpc_server *s;
     arpc_client *good;
@@ -99,6 +111,7 @@ static void start(struct fixture *fx, arpc_server_options so)
     arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.held", h_held, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));
 }
@@ -270,6 +283,37 @@ static void test_idle_is_closed_with_goaway(void **state)
     good_call(fx.good);
     assert_true(arpc_client_connections(fx.good) >= 2);
     stop(&fx);
+}
+
+/* A retry attached to a running at-most-once call (same client id and seq, another
+ * connection) waits for that call's result: its connection is not idle. Found in review: the
+ * idle timeout closed it (GOAWAY), and its client would retry again. */
+static void test_attached_retry_is_not_idle(void **state)
+{
+    (void)state;
+    assert_int_equal(0, sem_init(&held_sem, 0, 0));
+    atomic_store(&held_started, 0);
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS});
+    struct raw_client a, b;
+    assert_true(raw_connect(&a, fx.addr, 94));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "t.held", "x", 1));
+    for (int64_t until = now_ms() + 5000; atomic_load(&held_started) == 0 && now_ms() < until;)
+        sleep_ms(1); /* pacing a poll of the count */
+    assert_int_equal(1, atomic_load(&held_started));
+    assert_true(raw_connect(&b, fx.addr, 94));
+    assert_true(raw_request(&b, 7, 1, 0, 0, "t.held", "x", 1)); /* the same call: attached */
+    sleep_ms(3 * SHORT_MS); /* pacing: longer than the idle timeout is the input */
+    sem_post(&held_sem);
+    struct raw_frame f;
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(7, f.f.f_xid);
+    assert_int_equal(1, atomic_load(&held_started)); /* it ran once */
+    raw_close(&a);
+    raw_close(&b);
+    stop(&fx);
+    sem_destroy(&held_sem);
 }
 
 static void test_connection_over_the_limit_is_refused(void **state)
@@ -566,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_half_frame_is_closed),
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
         cmocka_unit_test(test_idle_is_closed_with_goaway),
+        cmocka_unit_test(test_attached_retry_is_not_idle),
         cmocka_unit_test(test_frame_arriving_is_not_idle),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
         cmocka_unit_test(test_connection_limit_makes_room_from_silent),

@@ -5,28 +5,31 @@
  * the last call stops counting). An end of stream with part of a frame in is a lost
  * connection, closed at once, as before.
  *
- * Each call here is held by its handler until the test lets it go, after the half-close.
- * Whether the server has read the end of stream by then cannot be seen from outside, so the
- * test first waits a moment for the close the old behaviour gave (NO_CLOSE_MS): that wait
- * only makes the old behaviour fail more surely; passing never depends on it.
+ * Each call here is held by its handler until the test lets it go, once the server has read
+ * the end of stream (its stats count it: connections_half_closed), so a server that closed
+ * at the end of stream fails every run. The end of stream cannot tell a half-close from a
+ * close for good: the server writes a PING at once (skipped here), and a peer that closed
+ * answers it with a reset, which closes the connection without waiting for its calls.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <poll.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
-#define NO_CLOSE_MS 200
+/* Well under the heartbeat the full-close tests set: the probe's reset found it, not that. */
+#define FOUND_AT_ONCE_MS 5000
+#define LONG_HEARTBEAT_MS 60000
 
 static sem_t unblock;
 
@@ -41,8 +44,8 @@ static void h_held_echo(arpc_request *req, void *ctx)
     arpc_reply(req, p, len);
 }
 
-/* heartbeat_ms 0: the default heartbeat. */
-static arpc_server *make_server(char *addr, size_t addrlen, uint32_t heartbeat_ms)
+/* heartbeat_ms 0: the default heartbeat; listen: where (NULL: TCP on a free port). */
+static arpc_server *make_server_at(const char *listen, char *addr, size_t addrlen, uint32_t heartbeat_ms)
 {
     latch_reset();
     assert_int_equal(0, sem_init(&unblock, 0, 0));
@@ -50,8 +53,13 @@ static arpc_server *make_server(char *addr, size_t addrlen, uint32_t heartbeat_m
     arpc_server_options o = {.workers = 2, .heartbeat_ms = heartbeat_ms, .heartbeat_misses = heartbeat_ms ? 2 : 0};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen != NULL ? listen : "tcp://127.0.0.1:0", addr, addrlen));
     return s;
+}
+
+static arpc_server *make_server(char *addr, size_t addrlen, uint32_t heartbeat_ms)
+{
+    return make_server_at(NULL, addr, addrlen, heartbeat_ms);
 }
 
 static void destroy_server(arpc_server *s)
@@ -60,11 +68,19 @@ static void destroy_server(arpc_server *s)
     sem_destroy(&unblock);
 }
 
-/* Nothing arrives from the server for a moment: in particular not its close. */
-static void expect_quiet(struct raw_client *r)
+/* The server has read n ends of stream in all. */
+static void wait_half_closed(arpc_server *s, uint64_t n)
 {
-    struct pollfd p = {.fd = r->rc_fd, .events = POLLIN};
-    assert_int_equal(0, poll(&p, 1, NO_CLOSE_MS));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_half_closed), n, RAW_WAIT_MS));
+}
+
+/* The next frame but PINGs (the probe at the end of stream, the heartbeat's), which a
+ * half-closed client cannot answer. */
+static void read_skipping_pings(struct raw_client *r, struct raw_frame *f)
+{
+    do
+        assert_true(raw_read(r, f, true));
+    while (f->f.f_kind == ARPC_FRAME_PING);
 }
 
 /* Two calls held by their handlers, then the half-close: both are answered, then the
@@ -80,13 +96,13 @@ static void test_calls_answered_after_half_close(void **state)
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.held_echo", "two", 3));
     assert_true(latch_wait(2, RAW_WAIT_MS)); /* both in their handlers */
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
-    expect_quiet(&r);
+    wait_half_closed(s, 1);
     sem_post(&unblock);
     sem_post(&unblock);
     bool seen[3] = {false, false, false};
     for (int i = 0; i < 2; i++) {
         struct raw_frame f;
-        assert_true(raw_read(&r, &f, false));
+        read_skipping_pings(&r, &f);
         assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
         assert_true(f.f.f_xid == 1 || f.f.f_xid == 2);
         assert_false(seen[f.f.f_xid]);
@@ -111,6 +127,7 @@ static void test_idle_half_close_closes(void **state)
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
     int pings;
     assert_true(raw_wait_eof(&r, &pings));
+    assert_int_equal(0, pings); /* nothing to answer: no probe either */
     raw_close(&r);
     destroy_server(s);
 }
@@ -139,9 +156,9 @@ static void test_half_frame_then_end_closes(void **state)
 
 
 /* A half-closed client cannot answer PINGs: its silence is by design, not a dead peer. A call
- * that takes longer than the heartbeat's patience (heartbeat_ms x (misses + 1)) must still be
- * answered. Found in review: the heartbeat closes the connection ("no answer to N heartbeat
- * PINGs") and the answer is lost. */
+ * that takes longer than the heartbeat's patience (misses + 1 PINGs unanswered, besides the
+ * probe) must still be answered. Found in review: the heartbeat closes the connection ("no
+ * answer to N heartbeat PINGs") and the answer is lost. */
 static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
 {
     (void)state;
@@ -152,13 +169,13 @@ static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
     assert_true(latch_wait(1, RAW_WAIT_MS));
     assert_int_equal(0, shutdown(r.rc_fd, SHUT_WR));
-    struct timespec nap = {.tv_sec = 1, .tv_nsec = 0}; /* > 100 ms x (2 + 1) */
-    nanosleep(&nap, NULL);
-    sem_post(&unblock);
     struct raw_frame f;
-    do
-        assert_true(raw_read(&r, &f, true)); /* PINGs kept (a half-closed client cannot answer) */
-    while (f.f.f_kind == ARPC_FRAME_PING);
+    for (int pings = 0; pings < 1 + 2 + 1; pings++) { /* the probe, then more than 2 misses' worth */
+        assert_true(raw_read(&r, &f, true));
+        assert_int_equal(ARPC_FRAME_PING, f.f.f_kind);
+    }
+    sem_post(&unblock);
+    read_skipping_pings(&r, &f);
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
     assert_int_equal(1, (int)f.f.f_xid);
     int pings;
@@ -168,33 +185,73 @@ static void test_slow_call_outlives_heartbeat_after_half_close(void **state)
 }
 
 
-static uint64_t open_connections(arpc_server *s)
+/* A client that closes for good (close(), not a half-close: the server cannot tell them apart
+ * at the end of stream) with a call in flight: the probe written at the end of stream finds
+ * it gone (a TCP peer answers it with a reset; a unix peer's close hangs the socket up), and
+ * the connection closes at once, long before the heartbeat would, while the call is still
+ * held; its late reply is dropped. */
+static void full_close_found_at_once(const char *listen)
 {
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats_v(s, &st, sizeof(st)));
-    return st.connections_open;
-}
-
-/* A client that closes for good (not a half-close: the server cannot tell them apart at the
- * end of stream) with a call in flight: the heartbeat's PING finds it gone (its reset fails a
- * write), and the connection closes without waiting for the call. */
-static void test_full_close_found_by_heartbeat(void **state)
-{
-    (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr), 100); /* 2 misses */
+    arpc_server *s = make_server_at(listen, addr, sizeof(addr), LONG_HEARTBEAT_MS);
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.held_echo", "one", 3));
     assert_true(latch_wait(1, RAW_WAIT_MS));
-    assert_int_equal(1, open_connections(s));
     raw_close(&r);
-    for (int i = 0; i < 200 && open_connections(s) != 0; i++) {
-        struct timespec nap = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
-        nanosleep(&nap, NULL);
-    }
-    assert_int_equal(0, open_connections(s)); /* while the call is still held */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, FOUND_AT_ONCE_MS));
+    sem_post(&unblock); /* its reply goes nowhere */
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
+    destroy_server(s);
+}
+
+static void test_full_close_found_at_once_tcp(void **state)
+{
+    (void)state;
+    full_close_found_at_once(NULL);
+}
+
+static void test_full_close_found_at_once_unix(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-half-close-%d.sock", (int)getpid());
+    full_close_found_at_once(path);
+}
+
+/* At-most-once: a retry (same client id and seq, on a new connection) of a call still running
+ * attaches to it and waits for its result. Sent, then half-closed, it is a call in flight on
+ * its connection like any other: answered, then the connection closes. Found in review: the
+ * attached retry did not count, so the half-close closed its connection at once. */
+static void test_attached_retry_answered_after_half_close(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr), LONG_HEARTBEAT_MS);
+    struct raw_client first, retry;
+    assert_true(raw_connect(&first, addr, 91));
+    assert_true(raw_request(&first, 1, 1, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    raw_close(&first); /* the connection drops (found at once: see above) */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, RAW_WAIT_MS));
+    assert_true(raw_connect(&retry, addr, 91));
+    assert_true(raw_request(&retry, 9, 1, 0, 0, "t.held_echo", "one", 3)); /* the same call */
+    assert_int_equal(0, shutdown(retry.rc_fd, SHUT_WR));
+    wait_half_closed(s, 2); /* the retry's end of stream is read, after its request */
     sem_post(&unblock);
+    struct raw_frame f;
+    read_skipping_pings(&retry, &f);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(9, (int)f.f.f_xid);
+    assert_int_equal(3, f.body_len);
+    assert_memory_equal("one", f.body, 3);
+    int pings;
+    assert_true(raw_wait_eof(&retry, &pings));
+    raw_close(&retry);
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
+    assert_int_equal(1, ms.calls.started); /* it ran once */
     destroy_server(s);
 }
 
@@ -205,7 +262,9 @@ int main(void)
         cmocka_unit_test(test_idle_half_close_closes),
         cmocka_unit_test(test_half_frame_then_end_closes),
         cmocka_unit_test(test_slow_call_outlives_heartbeat_after_half_close),
-        cmocka_unit_test(test_full_close_found_by_heartbeat),
+        cmocka_unit_test(test_full_close_found_at_once_tcp),
+        cmocka_unit_test(test_full_close_found_at_once_unix),
+        cmocka_unit_test(test_attached_retry_answered_after_half_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,6 +59,10 @@ typedef struct arpc_server_stats {
     uint64_t queued_bytes;              /* gauge: replies and other frames waiting for their sockets */
     uint64_t handlers_in_flight;        /* gauge: requests queued for or running in handlers */
     uint64_t methods;                   /* registered methods, built-ins included */
+    uint64_t connections_half_closed;   /* connections whose client ended its sending (a
+                                         * half-close, shutdown(SHUT_WR), or a close: the end of
+                                         * stream cannot tell them apart) between frames, as
+                                         * the server read it; their calls are still answered */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -99,7 +103,7 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "outcomes": {"ARPC_OK": N, ...}, "refused": {"ARPC_ENOMETHOD": N, ...},
  *               "oneway": N, "bytes_in": N, "bytes_out": N, "connections_accepted": N,
  *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
- *               "handlers_in_flight": N},
+ *               "handlers_in_flight": N, "connections_half_closed": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -121,7 +125,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_refused_total{outcome="..."}, arpc_server_received_bytes_total,
  *   arpc_server_sent_bytes_total, arpc_server_connections_accepted_total,
  *   arpc_server_connections_closed_total, arpc_server_connections_open,
- *   arpc_server_queued_bytes, arpc_server_handlers_in_flight
+ *   arpc_server_queued_bytes, arpc_server_handlers_in_flight,
+ *   arpc_server_connections_half_closed_total
  * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
  * arpc_server_stats_json. */
 ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);

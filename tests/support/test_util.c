@@ -1,5 +1,6 @@
 /* Clocks, sleeps, the PRNG and the off-thread check line. */
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 
 #include "support/test_util.h"
@@ -30,6 +31,21 @@ uint64_t rng_next(uint64_t *s)
     *s ^= *s << 25;
     *s ^= *s >> 27;
     return *s * UINT64_C(2685821657736338717);
+}
+
+bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms)
+{
+    for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */
+        arpc_server_stats st;
+        if (arpc_server_stats(s, &st) != ARPC_OK)
+            return false;
+        uint64_t v;
+        memcpy(&v, (const char *)&st + offset, sizeof(v));
+        if (v == want)
+            return true;
+        if (now_ms() >= until)
+            return false;
+    }
 }
 
 bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,

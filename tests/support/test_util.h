@@ -43,6 +43,9 @@ struct arpc_method_stats;
  * were; *ms holds the last read either way. */
 bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,
                             struct arpc_method_stats *ms);
+/* Reads s's stats until the uint64_t field at offset (offsetof(arpc_server_stats, ...)) is
+ * want, for at most ms. Returns whether it was. */
+bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms);
 
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
