@@ -26,7 +26,9 @@
  *
  * Memory: bytes = the reply bytes held + arpc_reply_cache_entry_cost() per entry +
  * arpc_reply_cache_client_cost() per client (the structs and their share of the tables;
- * waiters and the bounded spare lists are not counted). A NEW call is refused (FULL) while
+ * waiters and the bounded spare lists are not counted) + the growth of a client's ring of
+ * entries beyond its first slots (a window of calls wider than them, until it is forgotten).
+ * A NEW call is refused (FULL) while
  * bytes >= max_bytes, and nothing is evicted to make room: a reply its client has not acked
  * is never silently forgotten. Only acks, aborts and idle expiry free room.
  *
@@ -85,6 +87,7 @@ struct arpc_rc_spare {
 /* Embedded by its owner; the fields are private. */
 struct arpc_reply_cache {
     struct arpc_u64_map rc_clients;               /* client_id -> client */
+    struct arpc_rc_client *rc_last;               /* the last one looked up (or NULL) */
     struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
     struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
     size_t rc_max_bytes;
