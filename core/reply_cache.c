@@ -230,7 +230,16 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
     return n;
 }
 
-/* ---- restart ---- */
+/* ---- goodbye ---- */
+
+/* Forgets c on its goodbye, telling on_forget (the server logs it, as it does an expiry). */
+static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+{
+    uint64_t id = c->c_id;
+    arpc_rc_client_free(rc, c, NULL);
+    if (rc->rc_ops.on_forget != NULL)
+        rc->rc_ops.on_forget(rc->rc_ctx, id);
+}
 
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
 {
@@ -242,7 +251,7 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
         c->c_goodbye = true; /* a call still runs: its result must still reach its waiters */
         return false;
     }
-    arpc_rc_client_free(rc, c, NULL);
+    forget_client(rc, c);
     return true;
 }
 
@@ -253,9 +262,11 @@ bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id)
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL || !c->c_goodbye || c->c_busy > 0)
         return false;
-    arpc_rc_client_free(rc, c, NULL);
+    forget_client(rc, c);
     return true;
 }
+
+/* ---- restart ---- */
 
 int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                              void *reply, size_t reply_bytes, uint64_t now_ns)

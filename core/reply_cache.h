@@ -61,6 +61,9 @@ struct arpc_reply_cache_ops {
     void (*free_reply)(void *ctx, void *reply);
     /* A client was forgotten by arpc_reply_cache_expire (the server logs it). Optional. */
     void (*on_expire)(void *ctx, uint64_t client_id);
+    /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle (the server
+     * logs it too, so a restart forgets it as well). Optional. */
+    void (*on_forget)(void *ctx, uint64_t client_id);
 };
 
 struct arpc_reply_cache_options {
@@ -190,15 +193,15 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
- * once, without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
+ * once (reported to on_forget), without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
  * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is; a new
  * call of the client clears the mark, and is kept for its retries). True when it is gone (or
  * was never known). */
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
 
 /* After a call of client_id was finished, made durable or aborted, and its waiters and reply
- * were dealt with: forgets the client if it said goodbye and none of its calls is RUNNING or
- * LOGGING any more. Apart from those calls because they hand out the entry's reply, which a
+ * were dealt with: forgets the client (reported to on_forget) if it said goodbye and none of
+ * its calls is RUNNING or LOGGING any more. Apart from those calls because they hand out the entry's reply, which a
  * forget would free. True when it was forgotten now. */
 bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id);
 

@@ -42,6 +42,11 @@ static void dedup_on_expire(void *ctx, uint64_t client_id)
     journal_expire(ctx, client_id); /* so a restart forgets it too */
 }
 
+static void dedup_on_forget(void *ctx, uint64_t client_id)
+{
+    journal_expire(ctx, client_id); /* its goodbye: a restart forgets it too */
+}
+
 static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)ctx;
@@ -53,6 +58,7 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
     static const struct arpc_reply_cache_ops ops = {
         .free_reply = dedup_free_reply,
         .on_expire = dedup_on_expire,
+        .on_forget = dedup_on_forget,
     };
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {

@@ -26,6 +26,8 @@ struct probe {
     size_t n_freed_by_cache;
     uint64_t expired[64];
     size_t n_expired;
+    uint64_t forgotten[8]; /* on a goodbye */
+    size_t n_forgotten;
     size_t dropped;
 };
 
@@ -54,6 +56,13 @@ static void cb_expire(void *ctx, uint64_t client_id)
     p->expired[p->n_expired++] = client_id;
 }
 
+static void cb_forget(void *ctx, uint64_t client_id)
+{
+    struct probe *p = ctx;
+    assert_true(p->n_forgotten < 8);
+    p->forgotten[p->n_forgotten++] = client_id;
+}
+
 static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)w;
@@ -63,6 +72,7 @@ static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 static const struct arpc_reply_cache_ops OPS = {
     .free_reply = cb_free_reply,
     .on_expire = cb_expire,
+    .on_forget = cb_forget,
 };
 
 #define R(id) ((void *)(uintptr_t)(id))
@@ -454,14 +464,19 @@ static void test_forget(void **state)
     assert_true(arpc_reply_cache_forget(&rc, 1));
     assert_int_equal(1, hand_freed[11]);
     assert_int_equal(1, hand_freed[12]);
+    assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
+    assert_int_equal(1, P.forgotten[0]);
     assert_false(arpc_reply_cache_forget(&rc, 2)); /* running: kept */
     assert_true(arpc_reply_cache_forget(&rc, 99)); /* never known */
     assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
+    assert_int_equal(1, P.n_forgotten);           /* neither kept nor unknown is reported */
     assert_int_equal(1, stats_of(&rc).clients);
     expect_waiters(&rc, finish(&rc, 2, 1, 21, 1, 1), 1, A, (uint64_t)1);
     assert_true(arpc_reply_cache_forget(&rc, 2));
     assert_int_equal(1, hand_freed[21]);
     assert_int_equal(0, stats_of(&rc).clients);
+    assert_int_equal(2, P.n_forgotten);
+    assert_int_equal(2, P.forgotten[1]);
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 1, 0, A, 9, 2)); /* a new life: runs */
     expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 1), 1, A, (uint64_t)9);
     arpc_reply_cache_fini(&rc, NULL);
@@ -488,7 +503,10 @@ static void test_goodbye_settles(void **state)
     finish_logged(&rc, 3, 2, 32, 1); /* LOGGING is busy too */
     assert_false(arpc_reply_cache_settle(&rc, 3));
     expect_waiters(&rc, durable(&rc, 3, 2, 32, true), 1, A, (uint64_t)2);
+    assert_int_equal(0, P.n_forgotten); /* not before the settle */
     assert_true(arpc_reply_cache_settle(&rc, 3));
+    assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
+    assert_int_equal(3, P.forgotten[0]);
     assert_int_equal(0, rc.rc_goodbyes);
     assert_int_equal(1, hand_freed[31]);
     assert_int_equal(1, hand_freed[32]);
