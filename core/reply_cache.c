@@ -3,8 +3,9 @@
  * storage (core/reply_cache_store.c).
  *
  * Design notes
- * - begin costs one lookup in each table (plus an insert on NEW); finish, durable and abort
- *   one in each. With the spare lists, a call allocates nothing in steady state.
+ * - begin finds the client (the last one found is remembered) and the entry (a ring slot by
+ *   seq, core/reply_cache_store.c), and on NEW fills a slot; finish, durable and abort find
+ *   both again the same way. With the spare lists, a call allocates nothing in steady state.
  * - A request's ack is applied before its seq is judged, so the ack it carries can both make
  *   it STALE and free the room that saves it from FULL.
  * - A client not known yet is created on NEW only: a refused call would otherwise cost a
@@ -81,14 +82,14 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
 {
     if (client_id == 0 || seq == 0)
         return refuse(rc, ARPC_RC_STALE);
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return begin_first(rc, client_id, seq, ack, conn, xid, now_ns);
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
     if (seq <= c->c_ack)
         return refuse(rc, ARPC_RC_STALE);
-    struct arpc_rc_entry *e = arpc_u64_map_get(&c->c_entries, seq);
+    struct arpc_rc_entry *e = arpc_rc_entry_get(c, seq);
     if (e == NULL && is_full(rc))
         return refuse(rc, ARPC_RC_FULL);
     if (e == NULL) {
@@ -118,8 +119,8 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
 static struct arpc_rc_entry *find(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                   enum arpc_rc_state state, struct arpc_rc_client **c)
 {
-    *c = arpc_u64_map_get(&rc->rc_clients, client_id);
-    struct arpc_rc_entry *e = *c != NULL ? arpc_u64_map_get(&(*c)->c_entries, seq) : NULL;
+    *c = arpc_rc_client_get(rc, client_id);
+    struct arpc_rc_entry *e = *c != NULL ? arpc_rc_entry_get(*c, seq) : NULL;
     return e != NULL && e->e_state == state ? e : NULL;
 }
 
@@ -180,8 +181,8 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                               void *conn, uint64_t xid)
 {
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
-    struct arpc_rc_entry *e = c != NULL ? arpc_u64_map_get(&c->c_entries, seq) : NULL;
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    struct arpc_rc_entry *e = c != NULL ? arpc_rc_entry_get(c, seq) : NULL;
     if (e == NULL || e->e_state == ARPC_RC_DONE)
         return NULL;
     for (struct arpc_rc_waiter **p = &e->e_waiters; *p != NULL; p = &(*p)->w_next) {
@@ -204,7 +205,7 @@ struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint6
 void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
                           uint64_t now_ns)
 {
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return;
     arpc_rc_touch(rc, c, now_ns);
@@ -230,11 +231,20 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
     return n;
 }
 
-/* ---- restart ---- */
+/* ---- goodbye ---- */
+
+/* Forgets c on its goodbye, telling on_forget (the server logs it, as it does an expiry). */
+static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+{
+    uint64_t id = c->c_id;
+    arpc_rc_client_free(rc, c, NULL);
+    if (rc->rc_ops.on_forget != NULL)
+        rc->rc_ops.on_forget(rc->rc_ctx, id);
+}
 
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
 {
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return true;
     if (c->c_busy > 0) {
@@ -242,7 +252,7 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
         c->c_goodbye = true; /* a call still runs: its result must still reach its waiters */
         return false;
     }
-    arpc_rc_client_free(rc, c, NULL);
+    forget_client(rc, c);
     return true;
 }
 
@@ -250,26 +260,28 @@ bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id)
 {
     if (rc->rc_goodbyes == 0)
         return false; /* the common case, after every call: no lookup */
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL || !c->c_goodbye || c->c_busy > 0)
         return false;
-    arpc_rc_client_free(rc, c, NULL);
+    forget_client(rc, c);
     return true;
 }
+
+/* ---- restart ---- */
 
 int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                              void *reply, size_t reply_bytes, uint64_t now_ns)
 {
     if (client_id == 0 || seq == 0)
         return ARPC_EINVAL;
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     bool created = c == NULL;
     if (created && (c = arpc_rc_client_new(rc, client_id, 0, now_ns)) == NULL)
         return ARPC_ENOMEM;
     arpc_rc_touch(rc, c, now_ns);
     if (seq <= c->c_ack)
         return ARPC_EREJECTED;
-    if (arpc_u64_map_get(&c->c_entries, seq) != NULL)
+    if (arpc_rc_entry_get(c, seq) != NULL)
         return ARPC_EBUSY;
     struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
     if (e != NULL) {
@@ -290,7 +302,7 @@ int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id
 {
     if (client_id == 0)
         return ARPC_EINVAL;
-    struct arpc_rc_client *c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return arpc_rc_client_new(rc, client_id, ack, now_ns) != NULL ? ARPC_OK : ARPC_ENOMEM;
     arpc_rc_touch(rc, c, now_ns);

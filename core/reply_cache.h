@@ -26,7 +26,9 @@
  *
  * Memory: bytes = the reply bytes held + arpc_reply_cache_entry_cost() per entry +
  * arpc_reply_cache_client_cost() per client (the structs and their share of the tables;
- * waiters and the bounded spare lists are not counted). A NEW call is refused (FULL) while
+ * waiters and the bounded spare lists are not counted) + the growth of a client's ring of
+ * entries beyond its first slots (a window of calls wider than them, until it is forgotten).
+ * A NEW call is refused (FULL) while
  * bytes >= max_bytes, and nothing is evicted to make room: a reply its client has not acked
  * is never silently forgotten. Only acks, aborts and idle expiry free room.
  *
@@ -60,6 +62,9 @@ struct arpc_reply_cache_ops {
     void (*free_reply)(void *ctx, void *reply);
     /* A client was forgotten by arpc_reply_cache_expire (the server logs it). Optional. */
     void (*on_expire)(void *ctx, uint64_t client_id);
+    /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle (the server
+     * logs it too, so a restart forgets it as well). Optional. */
+    void (*on_forget)(void *ctx, uint64_t client_id);
 };
 
 struct arpc_reply_cache_options {
@@ -86,6 +91,7 @@ struct arpc_rc_spare {
 /* Embedded by its owner; the fields are private. */
 struct arpc_reply_cache {
     struct arpc_u64_map rc_clients;               /* client_id -> client */
+    struct arpc_rc_client *rc_last;               /* the last one looked up (or NULL) */
     struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
     struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
     size_t rc_max_bytes;
@@ -188,15 +194,15 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
- * once, without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
+ * once (reported to on_forget), without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
  * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is; a new
  * call of the client clears the mark, and is kept for its retries). True when it is gone (or
  * was never known). */
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
 
 /* After a call of client_id was finished, made durable or aborted, and its waiters and reply
- * were dealt with: forgets the client if it said goodbye and none of its calls is RUNNING or
- * LOGGING any more. Apart from those calls because they hand out the entry's reply, which a
+ * were dealt with: forgets the client (reported to on_forget) if it said goodbye and none of
+ * its calls is RUNNING or LOGGING any more. Apart from those calls because they hand out the entry's reply, which a
  * forget would free. True when it was forgotten now. */
 bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id);
 

@@ -2,16 +2,24 @@
  * The reply cache's storage (core/reply_cache_store.h).
  *
  * Design notes
- * - Two levels of u64 map: client_id -> client, and per client seq -> entry.
+ * - client_id -> client is a u64 map, with the last client found remembered (a connection's
+ *   calls all come from one client). A client's entries are in a ring indexed by seq & mask:
+ *   its live seqs are nearly consecutive (from its ack up to its window), so most land in a
+ *   slot of their own, found and freed without hashing. A seq whose slot is taken (a window
+ *   wider than the ring, a call held below the ack, a seq far ahead) goes to a per-client
+ *   u64 map, which lookups try only when it is not empty. The ring doubles when a slot is
+ *   taken by a live entry while it is at least half full, up to RING_MAX_SLOTS; its growth
+ *   counts in bytes (its first RING_SLOTS are in the client's cost).
  * - Clients sit on a doubly linked list in the order of their last request, oldest first; a
  *   request moves its client to the newest end. With now_ns never going back the list is
  *   also ordered by c_last_ns, which is what lets expiry pop from the oldest end and stop at
  *   the first client not idle long enough.
- * - Discard on ack: acks usually move by one per call, so the range (old ack, new ack] is
- *   walked seq by seq while it is no longer than the client's entry count; a larger jump
- *   iterates the table instead, collecting the doomed entries on a list through e_next
- *   (the table must not change while it is iterated) and taking them out afterwards.
- *   Either way an ack costs at most about the client's table, never the size of the jump.
+ * - Discard on ack: the ring's slots for (old ack, new ack] are walked (all of them at most
+ *   once for a larger jump). The map, when not empty, is walked seq by seq while the range
+ *   is no longer than its count; a larger jump iterates it instead, collecting the doomed
+ *   entries on a list through e_next (the table must not change while it is iterated) and
+ *   taking them out afterwards. Either way an ack costs at most about the client's ring and
+ *   table, never the size of the jump.
  * - Only DONE entries go at the ack: RUNNING and LOGGING ones must still answer their
  *   waiters, and reply_cache.c drops them when they finish.
  * - Entries and waiters are recycled through bounded spare lists, so in steady state a call
@@ -24,47 +32,20 @@
 
 #define DEFAULT_MAX_BYTES ((size_t)64 << 20)
 #define DEFAULT_IDLE_NS (10ull * 60 * 1000000000)
-#define SPARE_MAX 1024        /* entries, and waiters, kept for reuse */
 #define CLIENT_TABLE_SLOTS 64 /* a new client's seq table: u64_map's smallest */
+#define RING_SLOTS 64         /* a new client's ring */
+#define RING_MAX_SLOTS 4096   /* a wider window's outliers go to the table */
 
 /* The tables hold each key at a load between 3/8 and 3/4: about two slots per key. */
 #define ENTRY_COST (sizeof(struct arpc_rc_entry) + 2 * sizeof(struct arpc_u64_slot))
 #define CLIENT_COST                                                                          \
-    (sizeof(struct arpc_rc_client) + (CLIENT_TABLE_SLOTS + 2) * sizeof(struct arpc_u64_slot))
+    (sizeof(struct arpc_rc_client) + (CLIENT_TABLE_SLOTS + 2) * sizeof(struct arpc_u64_slot) + \
+     RING_SLOTS * sizeof(struct arpc_rc_entry *))
 
 size_t arpc_reply_cache_entry_cost(void) { return ENTRY_COST; }
 size_t arpc_reply_cache_client_cost(void) { return CLIENT_COST; }
 
 /* ---- spare lists ---- */
-
-/* What a spare block holds: blocks come from arpc_malloc, so storing this in one is
- * allowed, and its next user's initialisation makes it an entry or a waiter again. */
-struct arpc_rc_block {
-    struct arpc_rc_block *b_next;
-};
-
-/* A block of size bytes: a spare one, else a new one; NULL when out of memory. */
-static void *spare_take(struct arpc_rc_spare *s, size_t size)
-{
-    struct arpc_rc_block *b = s->s_head;
-    if (b == NULL)
-        return arpc_malloc(size);
-    s->s_head = b->b_next;
-    s->s_count--;
-    return b;
-}
-
-static void spare_give(struct arpc_rc_spare *s, void *block)
-{
-    if (s->s_count >= SPARE_MAX) {
-        arpc_free(block);
-        return;
-    }
-    struct arpc_rc_block *b = block;
-    b->b_next = s->s_head;
-    s->s_head = b;
-    s->s_count++;
-}
 
 static void spare_fini(struct arpc_rc_spare *s)
 {
@@ -76,88 +57,71 @@ static void spare_fini(struct arpc_rc_spare *s)
     s->s_count = 0;
 }
 
-struct arpc_rc_entry *arpc_rc_entry_new(struct arpc_reply_cache *rc, uint64_t seq)
-{
-    struct arpc_rc_entry *e = spare_take(&rc->rc_spare_entries, sizeof(*e));
-    if (e == NULL)
-        return NULL;
-    *e = (struct arpc_rc_entry){.e_seq = seq, .e_state = ARPC_RC_RUNNING};
-    e->e_last = &e->e_waiters;
-    return e;
-}
-
-void arpc_rc_entry_recycle(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
-{
-    spare_give(&rc->rc_spare_entries, e);
-}
-
-struct arpc_rc_waiter *arpc_rc_waiter_new(struct arpc_reply_cache *rc, void *conn, uint64_t xid)
-{
-    struct arpc_rc_waiter *w = spare_take(&rc->rc_spare_waiters, sizeof(*w));
-    if (w != NULL)
-        *w = (struct arpc_rc_waiter){.w_conn = conn, .w_xid = xid};
-    return w;
-}
-
 void arpc_reply_cache_free_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list)
 {
     while (list != NULL) {
         struct arpc_rc_waiter *w = list;
         list = w->w_next;
-        spare_give(&rc->rc_spare_waiters, w);
+        arpc_rc_spare_give(&rc->rc_spare_waiters, w);
     }
 }
 
 /* ---- entries and the books ---- */
 
-/* Counts an entry in state into (in = true) or out of the busy counts. */
-static void count_state(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
-                        enum arpc_rc_state state, bool in)
+/* Doubles c's ring (ARPC_OK), keeping every entry in it: two seqs in different slots
+ * modulo n are in different slots modulo 2n. */
+static int ring_grow(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
 {
-    if (state == ARPC_RC_DONE)
-        return;
-    size_t *n = state == ARPC_RC_RUNNING ? &rc->rc_stats.running : &rc->rc_stats.logging;
-    if (in) {
-        c->c_busy++;
-        (*n)++;
-    } else {
-        c->c_busy--;
-        (*n)--;
+    size_t n = c->c_ring_mask + 1;
+    struct arpc_rc_entry **ring = arpc_calloc(2 * n, sizeof(*ring));
+    if (ring == NULL)
+        return ARPC_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (c->c_ring[i] != NULL)
+            ring[c->c_ring[i]->e_seq & (2 * n - 1)] = c->c_ring[i];
+    arpc_free(c->c_ring);
+    c->c_ring = ring;
+    c->c_ring_mask = 2 * n - 1;
+    rc->rc_stats.bytes += n * sizeof(*ring);
+    return ARPC_OK;
+}
+
+/* Puts e in its ring slot (true), growing the ring when it is worth it, or says no. */
+static bool ring_put(struct arpc_reply_cache *rc, struct arpc_rc_client *c, struct arpc_rc_entry *e)
+{
+    struct arpc_rc_entry **slot = &c->c_ring[e->e_seq & c->c_ring_mask];
+    if (*slot != NULL) {
+        /* Only a live window wider than the ring pays for a larger one; a call held below
+         * the ack, or a lone seq far ahead, stays in the table. */
+        size_t n = c->c_ring_mask + 1;
+        if ((*slot)->e_seq <= c->c_ack || n >= RING_MAX_SLOTS || 2 * c->c_nring < n ||
+            ring_grow(rc, c) != ARPC_OK)
+            return false;
+        slot = &c->c_ring[e->e_seq & c->c_ring_mask];
+        if (*slot != NULL)
+            return false;
     }
+    *slot = e;
+    c->c_nring++;
+    return true;
 }
 
 int arpc_rc_entry_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                       struct arpc_rc_entry *e)
 {
-    if (arpc_u64_map_put(&c->c_entries, e->e_seq, e) != ARPC_OK)
+    if (!ring_put(rc, c, e) && arpc_u64_map_put(&c->c_entries, e->e_seq, e) != ARPC_OK)
         return ARPC_ENOMEM;
-    count_state(rc, c, e->e_state, true);
+    arpc_rc_count_state(rc, c, e->e_state, true);
     rc->rc_stats.entries++;
     rc->rc_stats.bytes += ENTRY_COST + e->e_reply_bytes;
     return ARPC_OK;
-}
-
-void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
-                        struct arpc_rc_entry *e, enum arpc_rc_state state)
-{
-    count_state(rc, c, e->e_state, false);
-    e->e_state = state;
-    count_state(rc, c, e->e_state, true);
-}
-
-void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_entry *e, void *reply,
-                        size_t reply_bytes)
-{
-    e->e_reply = reply;
-    e->e_reply_bytes = reply_bytes;
-    rc->rc_stats.bytes += reply_bytes;
 }
 
 /* Counts e, already out of c's table and emptied by its caller, out of the books. */
 static void entry_release(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                           struct arpc_rc_entry *e)
 {
-    count_state(rc, c, e->e_state, false);
+    arpc_rc_count_state(rc, c, e->e_state, false);
     rc->rc_stats.entries--;
     rc->rc_stats.bytes -= ENTRY_COST + e->e_reply_bytes;
     arpc_rc_entry_recycle(rc, e);
@@ -167,7 +131,13 @@ struct arpc_rc_waiter *arpc_rc_entry_remove(struct arpc_reply_cache *rc, struct 
                                             struct arpc_rc_entry *e)
 {
     struct arpc_rc_waiter *list = arpc_rc_take_waiters(e);
-    arpc_u64_map_take(&c->c_entries, e->e_seq);
+    struct arpc_rc_entry **slot = &c->c_ring[e->e_seq & c->c_ring_mask];
+    if (*slot == e) {
+        *slot = NULL;
+        c->c_nring--;
+    } else {
+        arpc_u64_map_take(&c->c_entries, e->e_seq);
+    }
     entry_release(rc, c, e);
     return list;
 }
@@ -192,9 +162,30 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
         return;
     uint64_t old = c->c_ack, span = ack - old;
     c->c_ack = ack;
-    size_t count = arpc_u64_map_count(&c->c_entries);
-    if (count == c->c_busy)
+    if (arpc_rc_entry_count(c) == c->c_busy)
         return; /* nothing DONE to free */
+    /* Every DONE entry lay above the old ack, so a DONE one at or below the new ack is in
+     * (old, ack]: its slot is among these. */
+    uint64_t walk = span <= c->c_ring_mask ? span : c->c_ring_mask + 1;
+    size_t gone = 0, gone_bytes = 0;
+    for (uint64_t i = 1; i <= walk; i++) {
+        struct arpc_rc_entry **slot = &c->c_ring[(old + i) & c->c_ring_mask];
+        struct arpc_rc_entry *e = *slot;
+        if (e == NULL || e->e_seq > ack || e->e_state != ARPC_RC_DONE)
+            continue;
+        /* entry_remove's work for a DONE entry in the ring, its books summed once */
+        *slot = NULL;
+        gone++;
+        gone_bytes += ENTRY_COST + e->e_reply_bytes;
+        free_reply(rc, e->e_reply);
+        arpc_rc_entry_recycle(rc, e);
+    }
+    c->c_nring -= gone;
+    rc->rc_stats.entries -= gone;
+    rc->rc_stats.bytes -= gone_bytes;
+    size_t count = arpc_u64_map_count(&c->c_entries);
+    if (count == 0)
+        return;
     if (span <= count) {
         for (uint64_t i = 1; i <= span; i++) {
             struct arpc_rc_entry *e = arpc_u64_map_get(&c->c_entries, old + i);
@@ -223,46 +214,27 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
 
 /* ---- clients ---- */
 
-static void list_unlink(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
-{
-    *(c->c_older ? &c->c_older->c_newer : &rc->rc_oldest) = c->c_newer;
-    *(c->c_newer ? &c->c_newer->c_older : &rc->rc_newest) = c->c_older;
-}
-
-static void list_push_newest(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
-{
-    c->c_newer = NULL;
-    c->c_older = rc->rc_newest;
-    *(rc->rc_newest ? &rc->rc_newest->c_newer : &rc->rc_oldest) = c;
-    rc->rc_newest = c;
-}
-
-void arpc_rc_touch(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t now_ns)
-{
-    c->c_last_ns = now_ns;
-    if (rc->rc_newest != c) {
-        list_unlink(rc, c);
-        list_push_newest(rc, c);
-    }
-}
-
 struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t client_id,
                                           uint64_t ack, uint64_t now_ns)
 {
     struct arpc_rc_client *c = arpc_malloc(sizeof(*c));
     if (c == NULL)
         return NULL;
-    *c = (struct arpc_rc_client){.c_id = client_id, .c_ack = ack, .c_last_ns = now_ns};
-    if (arpc_u64_map_init(&c->c_entries, CLIENT_TABLE_SLOTS / 2) != ARPC_OK) {
+    *c = (struct arpc_rc_client){.c_id = client_id, .c_ack = ack, .c_last_ns = now_ns,
+                                 .c_ring_mask = RING_SLOTS - 1};
+    c->c_ring = arpc_calloc(RING_SLOTS, sizeof(*c->c_ring));
+    if (c->c_ring == NULL || arpc_u64_map_init(&c->c_entries, CLIENT_TABLE_SLOTS / 2) != ARPC_OK) {
+        arpc_free(c->c_ring);
         arpc_free(c);
         return NULL;
     }
     if (arpc_u64_map_put(&rc->rc_clients, client_id, c) != ARPC_OK) {
         arpc_u64_map_fini(&c->c_entries);
+        arpc_free(c->c_ring);
         arpc_free(c);
         return NULL;
     }
-    list_push_newest(rc, c);
+    arpc_rc_list_push_newest(rc, c);
     rc->rc_stats.clients++;
     rc->rc_stats.bytes += CLIENT_COST;
     return c;
@@ -291,12 +263,18 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                          void (*drop_waiter)(void *ctx, struct arpc_rc_waiter *w))
 {
     struct drain_ctx d = {rc, c, drop_waiter};
+    for (size_t i = 0; i <= c->c_ring_mask; i++)
+        if (c->c_ring[i] != NULL)
+            drain_entry(c->c_ring[i], &d);
+    arpc_free(c->c_ring);
     arpc_u64_map_drain(&c->c_entries, drain_entry, &d);
     arpc_u64_map_fini(&c->c_entries);
     arpc_u64_map_take(&rc->rc_clients, c->c_id);
-    list_unlink(rc, c);
+    if (rc->rc_last == c)
+        rc->rc_last = NULL;
+    arpc_rc_list_unlink(rc, c);
     rc->rc_stats.clients--;
-    rc->rc_stats.bytes -= CLIENT_COST;
+    rc->rc_stats.bytes -= CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring);
     rc->rc_goodbyes -= c->c_goodbye;
     arpc_free(c);
 }

@@ -7,6 +7,7 @@
 #ifndef ARPC_CORE_REPLY_CACHE_STORE_H
 #define ARPC_CORE_REPLY_CACHE_STORE_H
 
+#include "base/alloc.h"
 #include "core/reply_cache.h"
 
 enum arpc_rc_state { ARPC_RC_RUNNING, ARPC_RC_LOGGING, ARPC_RC_DONE };
@@ -29,27 +30,139 @@ struct arpc_rc_client {
     struct arpc_rc_client *c_older, *c_newer; /* the activity list */
     size_t c_busy;                            /* RUNNING + LOGGING entries */
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
-    struct arpc_u64_map c_entries;            /* seq -> entry */
+    struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
+    size_t c_ring_mask;                       /* slots - 1; slots a power of two */
+    size_t c_nring;                           /* entries in c_ring */
+    struct arpc_u64_map c_entries;            /* seq -> entry: those whose ring slot was taken */
 };
+
+/* c's entry for seq, or NULL. */
+static inline struct arpc_rc_entry *arpc_rc_entry_get(const struct arpc_rc_client *c, uint64_t seq)
+{
+    struct arpc_rc_entry *e = c->c_ring[seq & c->c_ring_mask];
+    if (e != NULL && e->e_seq == seq)
+        return e;
+    return arpc_u64_map_count(&c->c_entries) != 0 ? arpc_u64_map_get(&c->c_entries, seq) : NULL;
+}
+
+/* How many entries c holds. */
+static inline size_t arpc_rc_entry_count(const struct arpc_rc_client *c)
+{
+    return c->c_nring + arpc_u64_map_count(&c->c_entries);
+}
+
+/* The client client_id, or NULL. The last one found is remembered: a connection's calls all
+ * come from one client, so in steady state this costs a compare, not a table lookup. */
+static inline struct arpc_rc_client *arpc_rc_client_get(struct arpc_reply_cache *rc, uint64_t client_id)
+{
+    struct arpc_rc_client *c = rc->rc_last;
+    if (c != NULL && c->c_id == client_id)
+        return c;
+    c = arpc_u64_map_get(&rc->rc_clients, client_id);
+    if (c != NULL)
+        rc->rc_last = c;
+    return c;
+}
+
+/* The hot steps below are inline: a call makes most of them, and each is a few stores. */
+
+#define ARPC_RC_SPARE_MAX 1024 /* entries, and waiters, kept for reuse */
+
+/* What a spare block holds: blocks come from arpc_malloc, so storing this in one is
+ * allowed, and its next user's initialisation makes it an entry or a waiter again. */
+struct arpc_rc_block {
+    struct arpc_rc_block *b_next;
+};
+
+/* A block of size bytes: a spare one, else a new one; NULL when out of memory. */
+static inline void *arpc_rc_spare_take(struct arpc_rc_spare *s, size_t size)
+{
+    struct arpc_rc_block *b = s->s_head;
+    if (b == NULL)
+        return arpc_malloc(size);
+    s->s_head = b->b_next;
+    s->s_count--;
+    return b;
+}
+
+static inline void arpc_rc_spare_give(struct arpc_rc_spare *s, void *block)
+{
+    if (s->s_count >= ARPC_RC_SPARE_MAX) {
+        arpc_free(block);
+        return;
+    }
+    struct arpc_rc_block *b = block;
+    b->b_next = s->s_head;
+    s->s_head = b;
+    s->s_count++;
+}
 
 /* A fresh RUNNING entry for seq, not in any table or book yet; NULL when out of memory.
  * Undo with arpc_rc_entry_recycle. */
-struct arpc_rc_entry *arpc_rc_entry_new(struct arpc_reply_cache *rc, uint64_t seq);
-void arpc_rc_entry_recycle(struct arpc_reply_cache *rc, struct arpc_rc_entry *e);
+static inline struct arpc_rc_entry *arpc_rc_entry_new(struct arpc_reply_cache *rc, uint64_t seq)
+{
+    struct arpc_rc_entry *e = arpc_rc_spare_take(&rc->rc_spare_entries, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    *e = (struct arpc_rc_entry){.e_seq = seq, .e_state = ARPC_RC_RUNNING};
+    e->e_last = &e->e_waiters;
+    return e;
+}
+
+static inline void arpc_rc_entry_recycle(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
+{
+    arpc_rc_spare_give(&rc->rc_spare_entries, e);
+}
+
+static inline struct arpc_rc_waiter *arpc_rc_waiter_new(struct arpc_reply_cache *rc, void *conn,
+                                                        uint64_t xid)
+{
+    struct arpc_rc_waiter *w = arpc_rc_spare_take(&rc->rc_spare_waiters, sizeof(*w));
+    if (w != NULL)
+        *w = (struct arpc_rc_waiter){.w_conn = conn, .w_xid = xid};
+    return w;
+}
+
 /* Puts e, filled in, into c's table and the books. ARPC_OK or ARPC_ENOMEM (nothing done). */
 int arpc_rc_entry_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                       struct arpc_rc_entry *e);
 /* Takes e out of the cache, handing out its waiters; its reply is the caller's. */
 struct arpc_rc_waiter *arpc_rc_entry_remove(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                                             struct arpc_rc_entry *e);
-/* Moves e on (RUNNING -> LOGGING or DONE, LOGGING -> DONE), keeping the books. */
-void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
-                        struct arpc_rc_entry *e, enum arpc_rc_state state);
-/* A RUNNING entry in the books now holds reply. */
-void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_entry *e, void *reply,
-                        size_t reply_bytes);
 
-struct arpc_rc_waiter *arpc_rc_waiter_new(struct arpc_reply_cache *rc, void *conn, uint64_t xid);
+/* Counts an entry in state into (in = true) or out of the busy counts. */
+static inline void arpc_rc_count_state(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
+                                       enum arpc_rc_state state, bool in)
+{
+    if (state == ARPC_RC_DONE)
+        return;
+    size_t *n = state == ARPC_RC_RUNNING ? &rc->rc_stats.running : &rc->rc_stats.logging;
+    if (in) {
+        c->c_busy++;
+        (*n)++;
+    } else {
+        c->c_busy--;
+        (*n)--;
+    }
+}
+
+/* Moves e on (RUNNING -> LOGGING or DONE, LOGGING -> DONE), keeping the books. */
+static inline void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
+                                      struct arpc_rc_entry *e, enum arpc_rc_state state)
+{
+    arpc_rc_count_state(rc, c, e->e_state, false);
+    e->e_state = state;
+    arpc_rc_count_state(rc, c, e->e_state, true);
+}
+
+/* A RUNNING entry in the books now holds reply. */
+static inline void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_entry *e,
+                                      void *reply, size_t reply_bytes)
+{
+    e->e_reply = reply;
+    e->e_reply_bytes = reply_bytes;
+    rc->rc_stats.bytes += reply_bytes;
+}
 
 static inline struct arpc_rc_waiter *arpc_rc_take_waiters(struct arpc_rc_entry *e)
 {
@@ -67,8 +180,30 @@ struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t 
 /* Forgets c with all it holds: replies to free_reply, waiters to drop_waiter (may be NULL). */
 void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                          void (*drop_waiter)(void *ctx, struct arpc_rc_waiter *w));
+static inline void arpc_rc_list_unlink(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+{
+    *(c->c_older ? &c->c_older->c_newer : &rc->rc_oldest) = c->c_newer;
+    *(c->c_newer ? &c->c_newer->c_older : &rc->rc_newest) = c->c_older;
+}
+
+static inline void arpc_rc_list_push_newest(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+{
+    c->c_newer = NULL;
+    c->c_older = rc->rc_newest;
+    *(rc->rc_newest ? &rc->rc_newest->c_newer : &rc->rc_oldest) = c;
+    rc->rc_newest = c;
+}
+
 /* c made a request at now_ns: it becomes the newest on the activity list. */
-void arpc_rc_touch(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t now_ns);
+static inline void arpc_rc_touch(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
+                                 uint64_t now_ns)
+{
+    c->c_last_ns = now_ns;
+    if (rc->rc_newest != c) {
+        arpc_rc_list_unlink(rc, c);
+        arpc_rc_list_push_newest(rc, c);
+    }
+}
 /* Raises c's ack to ack (never lowers it) and frees the DONE entries at or below it. */
 void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t ack);
 

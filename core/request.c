@@ -209,13 +209,19 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 }
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
- * loop, after the request leaves its connection's table. */
+ * loop, after the request leaves its connection's table. A numbered call's entry ends with
+ * the server's "lost" error, which its caller and retries get; an unnumbered caller waits
+ * for its deadline. */
 static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     request_untrack(req);
     request_unlist(req);
-    request_count_answer(req, ARPC_ENOMEM); /* the caller waits for its deadline */
+    request_count_answer(req, ARPC_ENOMEM);
+    if (loop != NULL && req->rq_seq != 0) {
+        struct server_conn *sc = req->rq_state->rs_conn;
+        dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack);
+    }
     if (loop != NULL)
         inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
     request_reply_done(req, loop != NULL);

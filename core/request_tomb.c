@@ -86,13 +86,16 @@ static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     server_release(s);
 }
 
-/* Loop thread: no result could be encoded; the handle leaves the list all the same. */
+/* Loop thread: no result could be encoded; the handle leaves the list all the same, and the
+ * call's entry ends with the server's "lost" error for its retries. */
 static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     arpc_request *req = (arpc_request *)((char *)job - offsetof(arpc_request, rq_tomb_job));
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
+    if (atomic_load(&s->sv_state) != SV_STOPPED)
+        dedup_lost(s, req->rq_cache_key, req->rq_seq, req->rq_ack);
     request_late_done(req);
     server_release(s);
 }
@@ -118,7 +121,7 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
         arpc_loop_job_init(&rm->rm_job, tomb_deliver);
         job = &rm->rm_job;
     } else {
-        rc = ARPC_ENOMEM; /* the entry stays "running": its retries end with their deadlines */
+        rc = ARPC_ENOMEM; /* the entry ends with the server's "lost" error (tomb_drop) */
         arpc_loop_job_init(&req->rq_tomb_job, tomb_drop);
         job = &req->rq_tomb_job;
     }

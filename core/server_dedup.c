@@ -42,6 +42,11 @@ static void dedup_on_expire(void *ctx, uint64_t client_id)
     journal_expire(ctx, client_id); /* so a restart forgets it too */
 }
 
+static void dedup_on_forget(void *ctx, uint64_t client_id)
+{
+    journal_expire(ctx, client_id); /* its goodbye: a restart forgets it too */
+}
+
 static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)ctx;
@@ -53,16 +58,35 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
     static const struct arpc_reply_cache_ops ops = {
         .free_reply = dedup_free_reply,
         .on_expire = dedup_on_expire,
+        .on_forget = dedup_on_forget,
     };
+    static const char lost[] = "the call ran, but the server had no memory for its reply";
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {
         .max_bytes = max_bytes,
         .idle_expiry_ns = (uint64_t)s->sv_expiry_s * 1000000000ull,
     };
-    return arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
+    /* Made now: when it is needed, there is no memory to make it. xid 0: each waiter gets
+     * a header of its own (dedup_send). */
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + sizeof(lost)];
+    size_t len = arpc_frame_encode_error(frame, ARPC_FRAME_ERROR, 0, ARPC_EABANDONED, lost, sizeof(lost) - 1);
+    s->sv_lost_reply = reply_msg_from_frame(frame, len);
+    if (s->sv_lost_reply == NULL)
+        return ARPC_ENOMEM;
+    int rc = arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
+    if (rc != ARPC_OK) {
+        reply_msg_put(s->sv_lost_reply);
+        s->sv_lost_reply = NULL;
+    }
+    return rc;
 }
 
-void dedup_fini(arpc_server *s) { arpc_reply_cache_fini(&s->sv_cache, dedup_drop_waiter); }
+void dedup_fini(arpc_server *s)
+{
+    arpc_reply_cache_fini(&s->sv_cache, dedup_drop_waiter);
+    reply_msg_put(s->sv_lost_reply); /* the last of its copies frees it */
+    s->sv_lost_reply = NULL;
+}
 
 /* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
 static double dedup_sweep_every_s(const arpc_server *s) { return s->sv_expiry_s / 10.0; }
@@ -239,6 +263,14 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     if (!kept)
         reply_msg_put(rm);
     arpc_reply_cache_settle(&s->sv_cache, client_id); /* a goodbye waiting for this call */
+}
+
+void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack)
+{
+    /* Left RUNNING, the entry would make every retry wait for its deadline, and stay for
+     * good; forgotten, a retry would run the call again. */
+    s->sv_lost_reply->rm_refs++; /* the one dedup_complete takes */
+    dedup_complete(s, client_id, seq, ack, s->sv_lost_reply, true);
 }
 
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)

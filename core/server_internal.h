@@ -105,6 +105,7 @@ struct arpc_server {
     unsigned sv_heartbeat_misses;
     /* loop thread only */
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
+    struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
@@ -319,6 +320,9 @@ void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
  * replier wrote it already, rm_direct); rm is kept or freed. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
+/* A numbered call ran but its reply could not be made (no memory): completes it with an
+ * ARPC_EABANDONED error made in advance, for its waiters and its retries. */
+void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack);
 
 /* server_builtin.c: the methods every server answers (arpc/server.h), named under this
  * prefix, which applications may not register. */

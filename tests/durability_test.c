@@ -2,7 +2,8 @@
  * The reply log under a real server: a call whose record reached the log survives kill -9
  * whether or not its reply left (the retry is answered from the log, the handler does not run
  * again), and a log damaged in the middle stops arpc_server_create with a message naming the
- * file and offset, instead of a server that would forget calls.
+ * file and offset, instead of a server that would forget calls. A client's goodbye is
+ * logged: after a restart its replies are gone too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,12 +14,14 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
@@ -153,6 +156,66 @@ static void test_corrupt_middle_refuses_to_start(void **state)
     server_proc_rmdir(dir);
 }
 
+static atomic_int counted_runs;
+
+static void h_count(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&counted_runs, 1);
+    arpc_reply(req, "ran", 3);
+}
+
+static arpc_server *start_logged(const char *dir, char *addr, size_t addr_len)
+{
+    arpc_server_options so = {.log_dir = dir};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addr_len));
+    return s;
+}
+
+/* The next frame for xid is a REPLY. */
+static void expect_ran_reply(struct raw_client *r, uint64_t xid)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+}
+
+/* A client's goodbye forgets its replies, and the log says so: after a restart the same
+ * client id and seq (which a client that said goodbye never sends again; the test does, to
+ * see) runs anew instead of being answered from the replayed log. */
+static void test_goodbye_survives_restart(void **state)
+{
+    (void)state;
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    arpc_server *s = start_logged(dir, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0xb1e));
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.count", "", 0));
+    expect_ran_reply(&r, 1);
+    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
+    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    assert_true(raw_send(&r, bye, n));
+    /* Frames of one connection are taken in order: its reply means the goodbye was heard. */
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.count", "", 0));
+    expect_ran_reply(&r, 2);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s)); /* closes the log after what it was handed */
+    s = start_logged(dir, addr, sizeof(addr));
+    assert_true(raw_connect(&r, addr, 0xb1e));
+    assert_true(raw_request(&r, 3, 1, 0, 0, "t.count", "", 0));
+    expect_ran_reply(&r, 3);
+    assert_int_equal(3, atomic_load(&counted_runs)); /* ran again: forgotten across the restart */
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     server_proc_main(argc, argv);
@@ -160,6 +223,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_kill_after_append, server_proc_teardown),
         cmocka_unit_test(test_corrupt_middle_refuses_to_start),
+        cmocka_unit_test(test_goodbye_survives_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,8 @@ struct probe {
     size_t n_freed_by_cache;
     uint64_t expired[64];
     size_t n_expired;
+    uint64_t forgotten[8]; /* on a goodbye */
+    size_t n_forgotten;
     size_t dropped;
 };
 
@@ -54,6 +56,13 @@ static void cb_expire(void *ctx, uint64_t client_id)
     p->expired[p->n_expired++] = client_id;
 }
 
+static void cb_forget(void *ctx, uint64_t client_id)
+{
+    struct probe *p = ctx;
+    assert_true(p->n_forgotten < 8);
+    p->forgotten[p->n_forgotten++] = client_id;
+}
+
 static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)w;
@@ -63,6 +72,7 @@ static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 static const struct arpc_reply_cache_ops OPS = {
     .free_reply = cb_free_reply,
     .on_expire = cb_expire,
+    .on_forget = cb_forget,
 };
 
 #define R(id) ((void *)(uintptr_t)(id))
@@ -454,14 +464,19 @@ static void test_forget(void **state)
     assert_true(arpc_reply_cache_forget(&rc, 1));
     assert_int_equal(1, hand_freed[11]);
     assert_int_equal(1, hand_freed[12]);
+    assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
+    assert_int_equal(1, P.forgotten[0]);
     assert_false(arpc_reply_cache_forget(&rc, 2)); /* running: kept */
     assert_true(arpc_reply_cache_forget(&rc, 99)); /* never known */
     assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
+    assert_int_equal(1, P.n_forgotten);           /* neither kept nor unknown is reported */
     assert_int_equal(1, stats_of(&rc).clients);
     expect_waiters(&rc, finish(&rc, 2, 1, 21, 1, 1), 1, A, (uint64_t)1);
     assert_true(arpc_reply_cache_forget(&rc, 2));
     assert_int_equal(1, hand_freed[21]);
     assert_int_equal(0, stats_of(&rc).clients);
+    assert_int_equal(2, P.n_forgotten);
+    assert_int_equal(2, P.forgotten[1]);
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 1, 0, A, 9, 2)); /* a new life: runs */
     expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 1), 1, A, (uint64_t)9);
     arpc_reply_cache_fini(&rc, NULL);
@@ -488,7 +503,10 @@ static void test_goodbye_settles(void **state)
     finish_logged(&rc, 3, 2, 32, 1); /* LOGGING is busy too */
     assert_false(arpc_reply_cache_settle(&rc, 3));
     expect_waiters(&rc, durable(&rc, 3, 2, 32, true), 1, A, (uint64_t)2);
+    assert_int_equal(0, P.n_forgotten); /* not before the settle */
     assert_true(arpc_reply_cache_settle(&rc, 3));
+    assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
+    assert_int_equal(3, P.forgotten[0]);
     assert_int_equal(0, rc.rc_goodbyes);
     assert_int_equal(1, hand_freed[31]);
     assert_int_equal(1, hand_freed[32]);
@@ -571,6 +589,120 @@ static void test_fini(void **state)
     assert_int_equal(2, P.n_freed_by_cache);
 }
 
+/* ---- the ring of entries by seq (core/reply_cache_store.c) ---- */
+
+/* 40 calls outstanding over 1000 seqs: the 64-slot ring wraps many times; every call is
+ * replayed while unacked and freed once acked, never twice. */
+static void test_ring_wraps(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    enum { N = 1000, W = 40 };
+    for (uint64_t seq = 1; seq <= N; seq++) {
+        uint64_t ack = seq > W ? seq - W : 0;
+        assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, seq, ack, A, seq, 0));
+        expect_waiters(&rc, finish(&rc, 7, seq, seq, 1, 0), 1, A, seq);
+        expect_replay(&rc, 7, seq, seq, 0);
+        if (seq > W) {
+            expect_replay(&rc, 7, ack + 1, ack + 1, 0); /* the oldest kept */
+            assert_int_equal(1, hand_freed[ack]);       /* the newest acked */
+            assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, ack, 0, B, 1, 0));
+        }
+        assert_true(stats_of(&rc).entries <= W);
+    }
+    assert_int_equal(N - W, P.n_freed_by_cache);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(N, P.n_freed_by_cache);
+}
+
+/* A seq whose slot is held (a call still running below the ack) and one far ahead of the
+ * window: both kept aside, found, replayed and freed like the others. */
+static void test_ring_outliers(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));     /* held */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 101, 100, A, 2, 0)); /* acks past it */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 129, 100, A, 3, 0)); /* 1's slot */
+    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 129, 100, B, 4, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1000001, 100, A, 5, 0)); /* far ahead */
+    expect_waiters(&rc, finish(&rc, 7, 129, 129, 1, 0), 2, A, 3, B, 4);
+    expect_waiters(&rc, finish(&rc, 7, 1000001, 1001, 1, 0), 1, A, 5);
+    expect_replay(&rc, 7, 129, 129, 0);
+    expect_replay(&rc, 7, 1000001, 1001, 0);
+    expect_waiters(&rc, finish_dropped(&rc, 7, 1), 1, A, 1); /* acked while it ran */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 193, 100, A, 6, 0)); /* 1's slot, free again */
+    expect_waiters(&rc, finish(&rc, 7, 193, 193, 1, 0), 1, A, 6);
+    expect_replay(&rc, 7, 129, 129, 0);
+    expect_replay(&rc, 7, 193, 193, 0);
+    expect_waiters(&rc, finish(&rc, 7, 101, 101, 1, 0), 1, A, 2);
+    assert_int_equal(4, stats_of(&rc).entries);
+    /* An ack beyond every entry, far beyond the ring: all of them go, each once. */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 2000001, 2000000, A, 7, 0));
+    assert_int_equal(1, stats_of(&rc).entries);
+    assert_int_equal(4, P.n_freed_by_cache);
+    assert_int_equal(1, hand_freed[101]);
+    assert_int_equal(1, hand_freed[129]);
+    assert_int_equal(1, hand_freed[193]);
+    assert_int_equal(1, hand_freed[1001]);
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+    assert_int_equal(1, P.dropped);
+}
+
+/* A window of 300 calls, wider than the ring: it grows, and its growth is counted in bytes
+ * until the client is forgotten. */
+static void test_ring_grows(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 10);
+    enum { W = 300 };
+    for (uint64_t seq = 1; seq <= W; seq++)
+        assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, seq, 0, A, seq, 0));
+    for (uint64_t seq = 1; seq <= W; seq++)
+        assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, seq, 0, B, 1000 + seq, 0));
+    for (uint64_t seq = W; seq >= 1; seq--)
+        expect_waiters(&rc, finish(&rc, 7, seq, seq, 1, 0), 2, A, seq, B, 1000 + seq);
+    for (uint64_t seq = 1; seq <= W; seq++)
+        expect_replay(&rc, 7, seq, seq, 0);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    size_t ring = s.bytes - arpc_reply_cache_client_cost() - W * (arpc_reply_cache_entry_cost() + 1);
+    assert_true(ring > 0 && ring <= 4096 * sizeof(void *));
+    arpc_reply_cache_ack(&rc, 7, W, 0);
+    assert_int_equal(0, stats_of(&rc).entries);
+    assert_int_equal(arpc_reply_cache_client_cost() + ring, stats_of(&rc).bytes);
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 10));
+    assert_int_equal(0, stats_of(&rc).bytes);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+/* Many clients interleaved (the last client found is remembered), expired, then back as
+ * new clients: none finds another's entries, none outlives its expiry. */
+static void test_ring_many_clients(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 100);
+    enum { C = 50, N = 5 };
+    for (uint64_t seq = 1; seq <= N; seq++)
+        for (uint64_t c = 1; c <= C; c++)
+            done(&rc, c, seq, c * 10 + seq, 1, 0);
+    for (uint64_t c = 1; c <= C; c++)
+        for (uint64_t seq = 1; seq <= N; seq++)
+            expect_replay(&rc, c, seq, c * 10 + seq, 0);
+    assert_int_equal(C * N, stats_of(&rc).entries);
+    assert_int_equal(C, arpc_reply_cache_expire(&rc, 100));
+    assert_int_equal(C * N, P.n_freed_by_cache);
+    assert_int_equal(0, stats_of(&rc).entries);
+    assert_int_equal(0, stats_of(&rc).bytes);
+    for (uint64_t c = 1; c <= C; c++)
+        assert_int_equal(ARPC_RC_NEW, begin(&rc, c, 1, 0, A, 1, 100)); /* forgotten: runs again */
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+    assert_int_equal(C, P.dropped);
+}
+
 /* ---- against a reference model ----
  * The rules of core/reply_cache.h written the plain way: per client an array of entries
  * searched linearly, waiters as arrays, expiry by scanning for the least recently touched
@@ -605,7 +737,7 @@ struct model {
     struct m_client c[M_CLIENTS];
     uint64_t order;
     size_t max_bytes;
-    uint64_t attached, replayed, stale, full;
+    uint64_t attached, replayed, stale, full, crowded;
     size_t freed_by_cache; /* replies the cache should have given to free_reply */
     uint64_t expired[64];
     size_t n_expired;
@@ -720,6 +852,8 @@ static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint6
         *replay = e->reply;
         return m->replayed++, ARPC_RC_REPLAY;
     }
+    if (e->nw > ARPC_RC_MAX_WAITERS) /* the first waiter began the call: not a duplicate */
+        return m->crowded++, ARPC_RC_CROWDED;
     m_add_waiter(e, conn, xid);
     return m->attached++, ARPC_RC_ATTACHED;
 }
@@ -799,7 +933,7 @@ static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
     M_CHECK(s.running == running && s.logging == logging);
     M_CHECK(s.bytes == m_bytes(m));
     M_CHECK(s.hits_attached == m->attached && s.hits_replayed == m->replayed);
-    M_CHECK(s.stale == m->stale && s.full == m->full);
+    M_CHECK(s.stale == m->stale && s.full == m->full && s.crowded == m->crowded);
     M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
     M_CHECK(P.n_expired == m->n_expired);
     for (size_t i = 0; i < m->n_expired; i++)
@@ -1111,6 +1245,10 @@ int main(void)
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
+        cmocka_unit_test_no_leak(test_ring_wraps),
+        cmocka_unit_test_no_leak(test_ring_outliers),
+        cmocka_unit_test_no_leak(test_ring_grows),
+        cmocka_unit_test_no_leak(test_ring_many_clients),
         cmocka_unit_test_no_leak(test_against_model),
         cmocka_unit_test_no_leak(test_nomem),
     };
