@@ -144,12 +144,16 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         snprintf(why, len, "%.250s: %.250s", c->cl_target.t_addr, c->cl_conn.c_why);
         return ARPC_ETLS;
     }
+    /* A tls:// server answers a clear-text client with an alert, or closes without a word:
+     * a tcp:// client is told that it may be one. */
+    const char *tls_hint = strncmp(c->cl_target.t_addr, "tcp://", 6) == 0 ? "; a tls:// server?" : "";
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
-        snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO)",
-                 c->cl_target.t_addr);
+        snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO%s)",
+                 c->cl_target.t_addr, tls_hint);
         return ARPC_EPROTO;
     }
-    snprintf(why, len, "%s closed the connection before its HELLO (is it an arpc server?)", c->cl_target.t_addr);
+    snprintf(why, len, "%s closed the connection before its HELLO (is it an arpc server%s?)", c->cl_target.t_addr,
+             tls_hint[0] != '\0' ? ", or a tls:// one" : "");
     return ARPC_ECONNREFUSED;
 }
 

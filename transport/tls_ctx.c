@@ -29,10 +29,15 @@
 
 void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
 {
-    unsigned long e = ERR_peek_last_error();
-    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+    /* The last error says what failed; a system error under it (a file that cannot be
+     * opened) says why in errno's words, where OpenSSL's own would be "system lib". */
+    unsigned long e = 0, sys = 0;
+    for (unsigned long next; (next = ERR_get_error()) != 0; e = next)
+        if (ERR_SYSTEM_ERROR(next))
+            sys = next;
+    const char *reason = sys != 0 ? strerror(ERR_GET_REASON(sys)) : e != 0 ? ERR_reason_error_string(e) : NULL;
     const char *detail = "", *sep = "";
-    if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL) {
+    if (sys == 0 && e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL) {
         int r = ERR_GET_REASON(e);
         if (r == SSL_R_CERTIFICATE_VERIFY_FAILED && ssl != NULL) {
             sep = ": ";

@@ -116,14 +116,17 @@ typedef struct arpc_call_options {
     enum arpc_call_semantics semantics; /* 0: the client's; another value: the call ends ARPC_EINVAL */
 } arpc_call_options;
 
-/* Connects to "tcp://host:port", "unix:///path" or "inproc://name", blocking up to
+/* Connects to "tcp://host:port", "tls://host:port" (arpc/tls.h: opts->tls), "unix:///path" or
+ * "inproc://name", blocking up to
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
  * limit). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now; once connected, the client reconnects by itself. Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
  * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused
- * the client's credentials: its token, or its uid), ARPC_ENOMEM, ARPC_ESYSTEM;
+ * the client's credentials: its token, or its uid), ARPC_ETLS (tls://: the handshake failed,
+ * e.g. a certificate not trusted; or a certificate or key that does not load), ARPC_ENOMEM,
+ * ARPC_ESYSTEM;
  * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);

@@ -5,6 +5,11 @@
  * each with the tag given at attach time. A program drains it with arpc_cq_next (blocking),
  * arpc_cq_next_for (timed) or arpc_cq_trynext (non-blocking).
  *
+ * A server can deliver a method's requests to a queue too (arpc_method_options.queue in
+ * arpc/server.h): each arrives as an entry whose future is already complete (release it) and
+ * whose tag is the arpc_request *, to be answered with arpc_reply / arpc_reply_error (always:
+ * the reply frees it). One queue may carry both calls' completions and requests.
+ *
  * Integration with a foreign event loop: arpc_cq_fd() is an eventfd that is readable while
  * the queue holds entries. Watch it for readability (poll, epoll, libev, ...) and call
  * arpc_cq_trynext() until it returns ARPC_EAGAIN. The fd may, rarely, be readable when a
