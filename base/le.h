@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#if !defined(__BYTE_ORDER__)
+#error "base/le.h needs the compiler's __BYTE_ORDER__ (GCC, Clang)"
+#elif __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define ARPC_LE16(v) __builtin_bswap16(v)
 #define ARPC_LE32(v) __builtin_bswap32(v)
 #define ARPC_LE64(v) __builtin_bswap64(v)

@@ -10,6 +10,8 @@
 #include "arpc/future.h"
 #include "core/request_internal.h"
 
+#define NO_ROOM_IN_QUEUE "out of memory queueing the request"
+
 void request_to_queue(arpc_request *req, void *cq)
 {
     /* The application is its handler until it replies: what it reads of the request stays
@@ -17,7 +19,7 @@ void request_to_queue(arpc_request *req, void *cq)
     atomic_fetch_or(&req->rq_flags, RQ_QUEUED);
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK) {
-        arpc_reply_error(req, "out of memory queueing the request");
+        request_refuse(req, ARPC_EREJECTED, NO_ROOM_IN_QUEUE); /* nothing ran: a retry may */
         return;
     }
     int rc = arpc_cq_attach(cq, f, req);
@@ -25,5 +27,5 @@ void request_to_queue(arpc_request *req, void *cq)
         arpc_future_complete(f, ARPC_OK, NULL, 0); /* delivered now: the queue holds its own reference */
     arpc_future_release(f);
     if (rc != ARPC_OK)
-        arpc_reply_error(req, "out of memory queueing the request");
+        request_refuse(req, ARPC_EREJECTED, NO_ROOM_IN_QUEUE);
 }

@@ -8,7 +8,9 @@
  * memory that says "answered already". Everything else -- the payload, the calls in flight
  * and flow-limit bytes it counted, its connection and server pins -- is the server's part
  * (struct request_state), freed as soon as the server answered and the handler returned. A
- * handler that never replies so leaves only its handle (sizeof(struct arpc_request)).
+ * handler that never replies so leaves only its handle (sizeof(struct arpc_request)); not a
+ * request taken from a completion queue, whose "handler" returns only with its reply
+ * (RQ_QUEUED): it keeps the server's part until then.
  *
  * Who frees the handle: the last of the server's part going (RQ_STATE_GONE, request.c) and
  * the late reply being done with it (RQ_LATE_DONE, here): two read-modify-writes of

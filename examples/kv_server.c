@@ -14,6 +14,7 @@
  *   KV.Put  params [{"key":K,"value":V}]  -> result true
  *   KV.Get  params [{"key":K}]            -> result V, or error "no such key"
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,9 +197,6 @@ static void json_get(arpc_request *req, void *ctx)
 }
 #endif
 
-static volatile sig_atomic_t stop, reload;
-static void on_signal(int sig) { (void)sig; stop = 1; }
-static void on_hangup(int sig) { (void)sig; reload = 1; }
 
 int main(int argc, char **argv)
 {
@@ -220,6 +218,14 @@ int main(int argc, char **argv)
                         "  (e.g. tcp://127.0.0.1:7000, unix:///tmp/kv.sock, tls://127.0.0.1:7443)\n", MAX_SHARDS);
         return 2;
     }
+    /* The signals are taken by sigwait below: blocked first, so that every thread arpc starts
+     * inherits the mask and none of them takes one (a handler and pause() would race). */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     arpc_server *server;
     char bound[256], why[ARPC_ERRBUF_SIZE] = "";
     arpc_server_options so = {.tls = tls.cert_file != NULL ? &tls : NULL, .errbuf = why, .errbuf_len = sizeof(why)};
@@ -248,22 +254,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "kv_server: %s: %s\n", listen, arpc_strerror(rc));
         return 1;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_hangup);
     printf("kv_server listening on %s\n", bound);
     fflush(stdout);
-    while (!stop) {
-        pause();
-        if (reload && !stop) {
-            reload = 0;
-            rc = tls.cert_file != NULL ? arpc_server_tls_reload(server, &tls, why, sizeof(why)) : ARPC_EINVAL;
-            if (rc == ARPC_OK)
-                printf("kv_server: reloaded %s and %s\n", tls.cert_file, tls.key_file);
-            else
-                fprintf(stderr, "kv_server: reload: %s: %s\n", arpc_strerror(rc), tls.cert_file ? why : "no --tls-cert");
-            fflush(stdout);
-        }
+    for (int sig = 0; sigwait(&signals, &sig) == 0 && sig == SIGHUP;) { /* until SIGINT or SIGTERM */
+        rc = tls.cert_file != NULL ? arpc_server_tls_reload(server, &tls, why, sizeof(why)) : ARPC_EINVAL;
+        if (rc == ARPC_OK)
+            printf("kv_server: reloaded %s and %s\n", tls.cert_file, tls.key_file);
+        else
+            fprintf(stderr, "kv_server: reload: %s: %s\n", arpc_strerror(rc), tls.cert_file ? why : "no --tls-cert");
+        fflush(stdout);
     }
     arpc_server_destroy(server);
     arpc_actor_group_destroy(store);

@@ -202,8 +202,10 @@ typedef struct arpc_method_options {
      * any thread, even once the server answered the call in its place (its deadline, a stop:
      * the reply then returns what the caller was told) and after arpc_server_destroy. So
      * reply to every request taken, to free it (a request never replied to keeps its data and
-     * the server's shell). The queue must outlive the server. Not with actor, group, key or
-     * inline_on_loop. */
+     * the server's shell). Until then it also counts as a call in flight on its connection,
+     * as a slow handler's does (max_calls_per_conn, the bytes it owes, a stop's grace), even
+     * once the server answered it. The queue must outlive the server. Not with actor, group,
+     * key or inline_on_loop. */
     arpc_cq *queue;
 } arpc_method_options;
 
@@ -238,7 +240,8 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
  * listeners present and check, for the connections accepted from now on (those open keep
  * theirs). tls is read as arpc_server_options.tls is (the files are loaded here, on the
  * caller's thread; the strings need not outlive the call); the listeners switch on the
- * server's loop before this returns. Any thread, the server's loop and handlers included.
+ * server's loop before this returns. Any thread, the server's loop and handlers included, but
+ * not concurrently with arpc_server_destroy (misuse, as any call racing it).
  * Errors, the server going on with what it had (errbuf, may be NULL, says why): ARPC_EINVAL
  * (NULL, a server created without tls options, no cert_file or key_file, require_client_cert
  * without CAs), ARPC_ETLS (a file that does not load, a key that does not match), ARPC_ENOMEM,

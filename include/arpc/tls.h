@@ -42,10 +42,13 @@ typedef struct arpc_tls_options {
     const char *key_file;
     /* The CAs that vouch for the peer: a file, a directory prepared with `openssl rehash`,
      * or both. Neither: the system's store (a client), or no client certificates accepted
-     * (a server). Revocation: CRLs (PEM) appended to ca_file turn on the check of the peer's
-     * certificate against its issuer's CRL, so every CA that issues peers' certificates then
-     * needs its CRL there (without one its certificates fail: "unable to get certificate
-     * CRL"); a server takes new CRLs with arpc_server_tls_reload. No CRLs: no such check. */
+     * (a server). Revocation: CRLs (PEM) appended to ca_file (not in ca_dir: they are not
+     * seen) turn on the check of the peer's certificate (the leaf, not its intermediate CAs)
+     * against its issuer's CRL, so every CA that issues peers' certificates then needs its
+     * CRL there, and a current one (without one, or past its nextUpdate, its certificates
+     * fail: "unable to get certificate CRL", "CRL has expired"). A server takes new CRLs with
+     * arpc_server_tls_reload, a client when it is created (not on its reconnects). No CRLs:
+     * no such check. */
     const char *ca_file;
     const char *ca_dir;
     /* Client: the name the server's certificate must carry (and the SNI sent); NULL: the
