@@ -62,7 +62,6 @@
 
 #include <assert.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -78,6 +77,7 @@
 #include "base/node_pool.h"
 #include "base/options.h"
 #include "base/stack_fifo.h"
+#include "base/thread.h"
 
 #define ACTOR_DEFAULT_MAILBOX 4096u
 #define ACTOR_GIVE_BACK 64u /* jobs started before their places go back at the latest */
@@ -210,19 +210,10 @@ static void *actor_main(void *arg)
 
 /* ---- life cycle ---- */
 
-/* Actor threads take no asynchronous signals (they belong to the application's threads);
- * faults stay unblocked so a crash in a handler is reported where it happened. */
+/* Actor threads take no asynchronous signals (base/thread.h). */
 static int actor_start_thread(arpc_actor *a)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
-    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++)
-        sigdelset(&all, faults[i]);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&a->a_thread, NULL, actor_main, a);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return err == 0 ? ARPC_OK : ARPC_ESYSTEM;
+    return arpc_thread_create(&a->a_thread, actor_main, a) == 0 ? ARPC_OK : ARPC_ESYSTEM;
 }
 
 static int actor_init_lock(arpc_actor *a)

@@ -36,6 +36,7 @@
 #include "base/backoff.h"
 #include "base/log.h"
 #include "base/options.h"
+#include "base/thread.h"
 
 #define LOOP_DEFAULT_SUBMIT_BOUND 8192u
 
@@ -289,7 +290,7 @@ int arpc_loop_start(arpc_loop *loop)
     int rc = loop_claim_locked(loop);
     if (rc == ARPC_OK) {
         pthread_t thread;
-        if (pthread_create(&thread, NULL, loop_thread_main, loop) != 0) {
+        if (arpc_thread_create(&thread, loop_thread_main, loop) != 0) { /* takes no signals */
             loop->l_state = LOOP_IDLE;
             rc = ARPC_ESYSTEM;
         } else {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/thread.h"
 #include "core/reply_log_internal.h"
 
 static void *syncer_main(void *arg)
@@ -61,7 +62,7 @@ int arpc_log_syncer_start(struct arpc_reply_log *log)
         pthread_mutex_destroy(&sy->sy_mtx);
         return ARPC_ESYSTEM;
     }
-    if (pthread_create(&sy->sy_thread, NULL, syncer_main, log) != 0) {
+    if (arpc_thread_create(&sy->sy_thread, syncer_main, log) != 0) {
         pthread_cond_destroy(&sy->sy_cv);
         pthread_mutex_destroy(&sy->sy_mtx);
         return ARPC_ESYSTEM;

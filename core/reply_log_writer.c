@@ -33,6 +33,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/stack_fifo.h"
+#include "base/thread.h"
 #include "core/reply_log_internal.h"
 
 CK_STACK_CONTAINER(struct arpc_log_record, lr_link, record_of)
@@ -273,7 +274,7 @@ int arpc_log_writer_start(struct arpc_reply_log *log)
 {
     if (log->lg_policy == ARPC_LOG_FSYNC_BATCH && arpc_log_syncer_start(log) != ARPC_OK)
         return ARPC_ESYSTEM;
-    if (pthread_create(&log->lg_thread, NULL, writer_main, log) != 0) {
+    if (arpc_thread_create(&log->lg_thread, writer_main, log) != 0) {
         arpc_log_syncer_stop(log);
         return ARPC_ESYSTEM;
     }

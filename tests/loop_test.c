@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -903,6 +904,37 @@ static void test_create_enomem(void **state)
     assert_true(n > 1); /* at least one failure was exercised */
 }
 
+/* The loop's thread takes no asynchronous signal, even when the thread that started it took
+ * them all: they are the application's (a handler of its own, sigwait, pause). A fault is not
+ * blocked, so a crash on the loop is reported there. */
+static void read_mask(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    pthread_sigmask(SIG_SETMASK, NULL, arg);
+}
+
+static void test_loop_thread_takes_no_signals(void **state)
+{
+    (void)state;
+    sigset_t usr1, loop_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigaddset(&usr1, SIGHUP);
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    sigemptyset(&loop_mask);
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, read_mask, &loop_mask));
+    assert_true(sigismember(&loop_mask, SIGUSR1));
+    assert_true(sigismember(&loop_mask, SIGHUP));
+    assert_false(sigismember(&loop_mask, SIGSEGV));
+    sigset_t mine;
+    pthread_sigmask(SIG_SETMASK, NULL, &mine); /* the caller's own mask is left alone */
+    assert_false(sigismember(&mine, SIGUSR1));
+    arpc_loop_destroy(loop);
+}
+
 int main(void)
 {
     test_alloc_install(); /* every test ends with nothing outstanding */
@@ -927,6 +959,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_task_flood_does_not_starve_timers),
         cmocka_unit_test_no_leak(test_backlog_before_start),
         cmocka_unit_test_no_leak(test_create_enomem),
+        cmocka_unit_test_no_leak(test_loop_thread_takes_no_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
