@@ -97,7 +97,7 @@ static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
     if (atomic_load(&s->sv_state) != SV_STOPPED)
-        dedup_lost(s, req->rq_cache_key, req->rq_seq, req->rq_ack);
+        dedup_lost(s, req->rq_cache_key, req->rq_seq, req->rq_ack, true); /* a handler's late reply: it ran */
     request_late_done(req);
     server_release(s);
 }

@@ -265,12 +265,13 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     arpc_reply_cache_settle(&s->sv_cache, client_id); /* a goodbye waiting for this call */
 }
 
-void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack)
+void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, bool ran)
 {
     /* Left RUNNING, the entry would make every retry wait for its deadline, and stay for
-     * good; forgotten, a retry would run the call again. */
+     * good; forgotten after the call ran, a retry would run it again. One refused without
+     * running (ran false) is forgotten: a later retry may run it. */
     s->sv_lost_reply->rm_refs++; /* the one dedup_complete takes */
-    dedup_complete(s, client_id, seq, ack, s->sv_lost_reply, true);
+    dedup_complete(s, client_id, seq, ack, s->sv_lost_reply, ran);
 }
 
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)

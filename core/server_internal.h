@@ -320,9 +320,10 @@ void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
  * replier wrote it already, rm_direct); rm is kept or freed. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
-/* A numbered call ran but its reply could not be made (no memory): completes it with an
- * ARPC_EABANDONED error made in advance, for its waiters and its retries. */
-void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack);
+/* A numbered call's reply could not be made (no memory): its waiters get an ARPC_EABANDONED
+ * error made in advance; kept for its retries if the call ran, forgotten if it was refused
+ * without running (a retry may run it). */
+void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, bool ran);
 
 /* server_builtin.c: the methods every server answers (arpc/server.h), named under this
  * prefix, which applications may not register. */

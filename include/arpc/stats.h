@@ -62,7 +62,8 @@ typedef struct arpc_server_stats {
     uint64_t connections_half_closed;   /* connections whose client ended its sending (a
                                          * half-close, shutdown(SHUT_WR), or a close: the end of
                                          * stream cannot tell them apart) between frames, as
-                                         * the server read it; their calls are still answered */
+                                         * the server read it; their calls are still answered,
+                                         * unless the probe then finds the peer gone */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
