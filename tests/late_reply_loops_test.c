@@ -186,6 +186,21 @@ static void test_reply_after_destroy_pollable_loop(void **state)
 
 /* ---- requests delivered to a completion queue ---- */
 
+/* A server whose method "t.q" delivers to a new queue, and a client of it (counting allocator
+ * installed first). */
+static void start_queued(arpc_cq **q, arpc_server **s, arpc_client **c)
+{
+    test_alloc_install();
+    assert_int_equal(ARPC_OK, arpc_cq_create(q));
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(ARPC_OK, arpc_server_create(s, &so));
+    arpc_method_options mo = {.queue = *q};
+    assert_int_equal(ARPC_OK, arpc_server_register(*s, "t.q", NULL, NULL, &mo));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    assert_int_equal(ARPC_OK, arpc_client_connect(c, addr, NULL));
+}
+
 /* Two requests of a queued method reach the queue; the first is taken before the server goes,
  * the second stays in the queue through stop and destroy and is taken after. Both calls are
  * answered ARPC_EABANDONED at stop (delivered means running); both late replies return
@@ -193,18 +208,10 @@ static void test_reply_after_destroy_pollable_loop(void **state)
 static void test_reply_after_destroy_queued_requests(void **state)
 {
     (void)state;
-    test_alloc_install();
     arpc_cq *q;
-    assert_int_equal(ARPC_OK, arpc_cq_create(&q));
     arpc_server *s;
-    arpc_server_options so = {.workers = 1};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    arpc_method_options mo = {.queue = q};
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.q", NULL, NULL, &mo));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    start_queued(&q, &s, &c);
     arpc_future *f1 = arpc_call_async(c, "t.q", "x", 1, ARPC_FOREVER);
     arpc_future *f2 = arpc_call_async(c, "t.q", "y", 1, ARPC_FOREVER);
     assert_non_null(f1);
@@ -240,18 +247,10 @@ static void test_reply_after_destroy_queued_requests(void **state)
 static void test_queued_request_data_outlives_the_servers_answer(void **state)
 {
     (void)state;
-    test_alloc_install();
     arpc_cq *q;
-    assert_int_equal(ARPC_OK, arpc_cq_create(&q));
     arpc_server *s;
-    arpc_server_options so = {.workers = 1};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    arpc_method_options mo = {.queue = q};
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.q", NULL, NULL, &mo));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    start_queued(&q, &s, &c);
 
     /* Answered at its deadline while the application holds it. */
     arpc_future *timed = arpc_call_async(c, "t.q", "deadline", 8, 50);
