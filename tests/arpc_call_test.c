@@ -283,7 +283,7 @@ static void test_repeat(void **state)
     assert_non_null(strstr(r.out, " p99_us "));
     /* The last replies may reach arpc-call before the server's loop books them. */
     arpc_method_stats ms;
-    assert_true(server_stats_caught_up(fx->server, "t.echo", 500, &ms));
+    assert_true(server_stats_caught_up(fx->server, "t.echo", ARPC_OK, 500, &ms));
     assert_int_equal(500, ms.calls.by_outcome[ARPC_OK]);
     /* every call failing: the summary, then the first failure's line and status */
     RUN(&r, "--repeat=20", fx->addr, "t.fail");

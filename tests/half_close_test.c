@@ -202,7 +202,7 @@ static void full_close_found_at_once(const char *listen)
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, FOUND_AT_ONCE_MS));
     sem_post(&unblock); /* its reply goes nowhere */
     arpc_method_stats ms;
-    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
+    assert_true(server_stats_caught_up(s, "t.held_echo", ARPC_OK, 1, &ms));
     destroy_server(s);
 }
 
@@ -250,7 +250,7 @@ static void test_attached_retry_answered_after_half_close(void **state)
     assert_true(raw_wait_eof(&retry, &pings));
     raw_close(&retry);
     arpc_method_stats ms;
-    assert_true(server_stats_caught_up(s, "t.held_echo", 1, &ms));
+    assert_true(server_stats_caught_up(s, "t.held_echo", ARPC_OK, 1, &ms));
     assert_int_equal(1, ms.calls.started); /* it ran once */
     destroy_server(s);
 }

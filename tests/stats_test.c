@@ -138,7 +138,7 @@ static void test_counts_match_calls(void **state)
     assert_int_equal(0, cs.connections_closed);
 
     arpc_method_stats ms;
-    assert_true(server_stats_caught_up(fx->server, "t.echo", ECHOES, &ms)); /* direct-written replies */
+    assert_true(server_stats_caught_up(fx->server, "t.echo", ARPC_OK, ECHOES, &ms)); /* direct-written replies */
     assert_int_equal(ECHOES, ms.calls.started);
     assert_int_equal(ECHOES, ms.calls.finished);
     assert_int_equal(ECHOES, ms.calls.by_outcome[ARPC_OK]);
@@ -503,7 +503,7 @@ static void test_concurrent_reads(void **state)
      * bookkeeping runs at the loop's next turn, core/reply_direct.c): the server's count
      * catches up, bounded. */
     arpc_method_stats ms;
-    (void)server_stats_caught_up(fx->server, "t.echo", CALLERS * CALLS_EACH, &ms); /* checked below */
+    (void)server_stats_caught_up(fx->server, "t.echo", ARPC_OK, CALLERS * CALLS_EACH, &ms); /* checked below */
     assert_int_equal(CALLERS * CALLS_EACH, ms.calls.by_outcome[ARPC_OK]);
     assert_int_equal(CALLERS * CALLS_EACH, ms.latency_count);
 }

@@ -48,13 +48,13 @@ bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, in
     }
 }
 
-bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,
+bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
                             struct arpc_method_stats *ms)
 {
     for (int64_t until = now_ms() + 10000;; sleep_ms(1)) { /* pacing a poll of the counts */
         if (arpc_server_method_stats(s, method, ms) != ARPC_OK)
             return false;
-        if (ms->calls.by_outcome[ARPC_OK] >= answered && ms->latency_count >= answered)
+        if (ms->calls.by_outcome[code] >= answered && ms->latency_count >= answered)
             return true;
         if (now_ms() >= until)
             return false;

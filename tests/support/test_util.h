@@ -37,11 +37,12 @@ void sleep_ms(long ms);
 
 struct arpc_server;
 struct arpc_method_stats;
-/* Reads method's stats of s into *ms until at least `answered` calls are booked with ARPC_OK
- * and as many latencies (a reply its worker wrote itself can reach the client before the loop
- * books it, at its next turn: core/reply_direct.c), for at most 10 s. Returns whether they
- * were; *ms holds the last read either way. */
-bool server_stats_caught_up(struct arpc_server *s, const char *method, uint64_t answered,
+/* Reads method's stats of s into *ms until at least `answered` calls are booked with outcome
+ * code (ARPC_OK, or e.g. ARPC_ETIMEDOUT for the server's own answer) and as many latencies (a
+ * reply its worker wrote itself can reach the client before the loop books it, at its next
+ * turn: core/reply_direct.c), for at most 10 s. Returns whether they were; *ms holds the last
+ * read either way. */
+bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
                             struct arpc_method_stats *ms);
 /* Reads s's stats until the uint64_t field at offset (offsetof(arpc_server_stats, ...)) is
  * want, for at most ms. Returns whether it was. */
