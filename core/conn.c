@@ -42,6 +42,13 @@
 
 static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
 
+/* Input is taken: open, not held, not closing. (After the end of stream nothing more is
+ * read, but the socket's hangup is still watched: conn_watch_reads.) */
+static bool conn_takes_input(const struct arpc_conn *conn)
+{
+    return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
+}
+
 /* The read watcher lives in libev, or for a cold connection in the loop's cold set
  * (arpc_conn_cool): these three are the only ones to start, stop or ask about it. Once the
  * peer's stream ended (c_eof) nothing is read, and the watcher, in the cold set, waits for
@@ -529,7 +536,7 @@ static void conn_on_eof(struct arpc_conn *conn)
     conn->c_eof = true;
     conn_unwatch_reads(conn);
     conn->c_ops->on_eof(conn);
-    if (conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush)
+    if (conn_takes_input(conn))
         conn_watch_reads(conn); /* the owner answers what it read: its hangup only */
 }
 
@@ -551,9 +558,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     conn->c_dispatching = true;
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
-    for (int round = 0; round < CONN_READS_PER_READY && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending &&
-                        !conn->c_close_after_flush && !conn->c_eof;
-         round++) {
+    for (int round = 0; round < CONN_READS_PER_READY && conn_takes_input(conn) && !conn->c_eof; round++) {
         if (conn->c_body != NULL)
             limit = CONN_BODY_READ_BUDGET;
         if (got >= limit)
