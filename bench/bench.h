@@ -45,6 +45,7 @@ struct bench_config {
     const char *log_dir;      /* the server's reply log goes in a fresh subdirectory of this one
                                * (see logdir.h); NULL: no log */
     enum arpc_fsync fsync;    /* with log_dir */
+    int64_t deadline_ms;      /* every call's deadline; 0: none */
     /* Latency at a fixed offered rate from an open loop (rate.c, sweep.c): */
     double rate;              /* calls/s; 0: one call at a time, as fast as they come back */
     bool poisson;             /* exponential gaps between intended sends (else constant) */

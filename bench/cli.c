@@ -48,6 +48,9 @@ static const char usage_text[] =
     "  --amo on|off        latency, throughput: calls at-most-once (on, the library's default:\n"
     "                      numbered, the server keeps a reply cache) or at-least-once (off:\n"
     "                      not numbered, no reply cache)\n"
+    "  --deadline-ms MS    latency, throughput: every call's deadline (default: none, as\n"
+    "                      arpc_client_options.default_deadline_ms 0); deadlines cost the\n"
+    "                      client clock reads and a timer per call\n"
     "  --log DIR           the server's reply log: each run (or serve) logs in a fresh\n"
     "                      subdirectory DIR/arpc-bench-XXXXXX, removed when the server stops\n"
     "                      (an earlier log is never reused; DIR is created if missing and\n"
@@ -105,7 +108,7 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
        O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_AMO, O_LOG,
        O_FSYNC, O_RATE, O_ARRIVALS, O_SWEEP, O_RATE_MIN, O_RATE_MAX, O_STEP_MS, O_TLS_CERT, O_TLS_KEY,
-       O_TLS_CA, O_QUIET, O_HELP };
+       O_TLS_CA, O_DEADLINE, O_QUIET, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -132,6 +135,7 @@ static const struct option long_opts[] = {
     {"rate-min", required_argument, NULL, O_RATE_MIN},
     {"rate-max", required_argument, NULL, O_RATE_MAX},
     {"step-ms", required_argument, NULL, O_STEP_MS},
+    {"deadline-ms", required_argument, NULL, O_DEADLINE},
     {"quiet", no_argument, NULL, O_QUIET},
     {"tls-cert", required_argument, NULL, O_TLS_CERT},
     {"tls-key", required_argument, NULL, O_TLS_KEY},
@@ -158,6 +162,7 @@ static const struct numopt numopts[] = {
     {O_RATE_MIN, "--rate-min", 1, 100000000},
     {O_RATE_MAX, "--rate-max", 1, 100000000},
     {O_STEP_MS, "--step-ms", 100, 600000},
+    {O_DEADLINE, "--deadline-ms", 1, 86400000},
 };
 
 /* Values given on the command line; 0 / NULL = not given. */
@@ -275,6 +280,8 @@ static int check_amo_log(const struct bench_config *cfg, const struct given *g)
 {
     if (cfg->mode == BENCH_SERVE && g->has[O_AMO])
         return bad("%s applies to the calling side (latency, throughput), not serve", "--amo");
+    if (cfg->mode == BENCH_SERVE && g->has[O_DEADLINE])
+        return bad("%s applies to the calling side (latency, throughput), not serve", "--deadline-ms");
     if (g->has[O_FSYNC] && cfg->log_dir == NULL)
         return bad("%s needs --log DIR", "--fsync");
     if (cfg->log_dir != NULL && cfg->connect_addr != NULL)
@@ -355,6 +362,7 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     cfg->rate_min = g->has[O_RATE_MIN] ? (double)g->num[O_RATE_MIN] : 1000;
     cfg->rate_max = g->has[O_RATE_MAX] ? (double)g->num[O_RATE_MAX] : 10000000;
     cfg->step_ms = g->has[O_STEP_MS] ? (unsigned)g->num[O_STEP_MS] : 1000;
+    cfg->deadline_ms = g->has[O_DEADLINE] ? (int64_t)g->num[O_DEADLINE] : 0;
     bool open_loop = cfg->rate > 0 || cfg->rate_sweep;
     if (open_loop && !g->has[O_CALLS]) /* about 2 s at the rate */
         cfg->calls = cfg->rate * 2 < 2000 ? 2000 : cfg->rate * 2 > 2e6 ? 2000000 : (uint64_t)(cfg->rate * 2);

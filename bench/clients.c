@@ -54,7 +54,8 @@ int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned ncli
             goto fail;
     for (; bc->bc_nclients < nclients; bc->bc_nclients++) {
         arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops],
-                                    .semantics = bench_semantics(cfg), .tls = &tls};
+                                    .semantics = bench_semantics(cfg), .tls = &tls,
+                                    .default_deadline_ms = cfg->deadline_ms};
         int rv = arpc_client_connect(&bc->bc_clients[bc->bc_nclients], addr, &opts);
         if (rv != ARPC_OK) {
             fprintf(stderr, "arpc-bench: connect to %s: %s\n", addr, arpc_strerror(rv));

@@ -50,6 +50,8 @@ static void header(const struct bench_report *r)
     fprintf(stderr, "; baseline: %s, %s, no framework\n", r->r_base_kind,
             strcmp(c->transport, "tls") == 0 ? "bare tcp (no TLS)" : "same transport");
     fprintf(stderr, "calls: %s", c->amo ? "at-most-once (numbered, reply cache)" : "at-least-once (not numbered)");
+    if (c->deadline_ms != 0)
+        fprintf(stderr, ", deadline %lld ms", (long long)c->deadline_ms);
     if (!r->r_embedded)
         fprintf(stderr, "; reply log: the remote server's\n");
     else if (c->log_dir == NULL)
@@ -127,6 +129,7 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
     bench_json_bool(j, "amo", c->amo);
+    bench_json_uint(j, "deadline_ms", (uint64_t)c->deadline_ms); /* 0: none */
     /* log: the --log DIR (the run logged in a fresh subdirectory of it, removed since);
      * null: no log, or a remote server's (unknown here) */
     bool logged = r->r_embedded && c->log_dir != NULL;

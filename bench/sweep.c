@@ -79,6 +79,7 @@ static void json_report(const struct bench_config *cfg, const char *addr, const 
     bench_json_bool(&j, "inline", cfg->inline_handler);
     bench_json_str(&j, "client_loop", "thread");
     bench_json_bool(&j, "amo", cfg->amo);
+    bench_json_uint(&j, "deadline_ms", (uint64_t)cfg->deadline_ms); /* 0: none */
     bench_json_str(&j, "arrivals", cfg->poisson ? "poisson" : "constant");
     if (!cfg->rate_sweep && n == 1) { /* --rate R: the one point's figures at the top level too */
         bench_json_num(&j, "rate", cfg->rate);
