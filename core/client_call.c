@@ -219,7 +219,9 @@ void call_mark_sent(struct client_call *call)
 {
     if (!call->cc_sent) {
         call->cc_sent = true;
-        call->cc_sent_tick = call_tick(arpc_now_ns());
+        /* The coarse clock lags by at most a kernel tick, far under a call tick: the age comes
+         * out a little long, which only makes a re-send give up sooner (client_resend.c). */
+        call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
     }
     call->cc_epoch_gen = call->cc_client->cl_epoch_gen;
 }
