@@ -499,6 +499,13 @@ double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now)
     return conn->c_open && !arpc_outq_empty(&conn->c_out) ? now - conn->c_last_tx : 0;
 }
 
+uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn)
+{
+    if (conn->c_rx_ns == 0)
+        conn->c_rx_ns = arpc_now_ns();
+    return conn->c_rx_ns;
+}
+
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
 {
     /* Not while we are the ones not reading (whatever holds input). */
@@ -590,6 +597,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
+        conn->c_rx_ns = 0;
+        conn->c_rx_waited = false;
         conn->c_hb_sent = 0;
         size_t parsed_from = conn->c_rstart;
         bool body_done = false;
@@ -642,6 +651,7 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
     conn->c_hold |= reason;
+    conn->c_rx_waited = true;
     conn_unwatch_reads(conn);
 }
 

@@ -90,6 +90,10 @@ struct arpc_conn {
     ev_prepare c_flush;
     struct arpc_deadline c_hb; /* heartbeat (core/conn_heartbeat.c); unarmed when off */
     ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    uint64_t c_rx_ns;         /* arpc_now_ns of the last read that brought bytes, read on first
+                               * use (0: not yet): see arpc_conn_arrival_ns */
+    bool c_rx_waited;         /* input was held since that read: the frames still buffered from
+                               * it waited, and their budgets may have run out meanwhile */
     ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, or the first
                                * frame queued on an empty queue (the write timeout's clock) */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
@@ -252,6 +256,15 @@ void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason);
  * turns it off. (core/conn_heartbeat.c) */
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
 void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat deadline, unarmed */
+
+/* Loop thread, from a frame's handler: when the bytes of the frame being handed up arrived
+ * (arpc_now_ns clock), for deadlines counted from arrival and latencies. One clock read per
+ * read that brought bytes, not one per frame: a pipelined batch shares it. */
+uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn);
+
+/* Whether the frame being handed up waited in the buffer for a hold to end since it arrived
+ * (so time may have passed since arpc_conn_arrival_ns). */
+static inline bool arpc_conn_input_waited(const struct arpc_conn *conn) { return conn->c_rx_waited; }
 
 /* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
  * no frame is partly read, or while reading is paused (the wait is then ours, not the

@@ -27,10 +27,12 @@ _Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_H
 /* ---- running handlers ---- */
 
 
-/* queued: the call waited in a mailbox, so its budget may have run out meanwhile (a clock
- * read). An inline call runs as it arrives: its deadline, at least 1 ms after its arrival,
- * cannot have passed yet, and the loop's deadline timer still answers for a slow handler. */
-static void request_run(arpc_request *req, int status, bool queued)
+/* queued: the call ran on an actor (else inline on the loop). waited: it waited, in a
+ * mailbox or in its connection's buffer while input was held, so its budget may have run out
+ * meanwhile (a clock read). An inline call that runs as it arrives needs no check: its
+ * deadline, at least 1 ms after its arrival, cannot have passed yet, and the loop's deadline
+ * timer still answers for a slow handler. */
+static void request_run(arpc_request *req, int status, bool queued, bool waited)
 {
     struct request_state *st = req->rq_state;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
@@ -38,7 +40,7 @@ static void request_run(arpc_request *req, int status, bool queued)
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     else if (flags & RQ_CANCELLED)
         request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
-    else if (queued && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns)
+    else if (waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns)
         request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
     else if (st->rs_method->m_fn == request_to_queue) {
         request_to_queue(req, st->rs_method->m_ctx); /* it "returns" with its reply: req may be gone */
@@ -52,7 +54,7 @@ static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int s
 {
     (void)actor;
     request_run(((struct request_state *)((char *)job - offsetof(struct request_state, rs_actor_job)))->rs_req, status,
-                true);
+                true, true);
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
@@ -174,9 +176,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     /* Numbered (at-most-once) only with both a seq and a client to key it by. */
     req->rq_seq = oneway || sc->sc_client_id == 0 ? 0 : f->f_seq;
     req->rq_ack = f->f_ack;
-    /* One precise clock read per arrival: the wire's budget counts from it, and so does the
-     * latency histogram (rs_dispatched_ns). */
-    uint64_t now = arpc_now_ns();
+    /* The wire's budget counts from the frame's arrival, and so does the latency histogram
+     * (rs_dispatched_ns): one precise clock read per read, shared by the frames it brought. */
+    uint64_t now = arpc_conn_arrival_ns(&sc->sc_conn);
     st->rs_deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
@@ -216,7 +218,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
      * flood of them to a slow method would otherwise pin their bytes without bound. */
     inflight_begin(sc, req); /* may hold the connection's input: nothing more is read */
     if (m->m_inline) {
-        request_run(req, ARPC_OK, false);
+        request_run(req, ARPC_OK, false, arpc_conn_input_waited(&sc->sc_conn));
         return;
     }
     arpc_actor_job_init(&st->rs_actor_job, request_run_job);

@@ -172,6 +172,8 @@ static void start(struct fixture *fx, arpc_server_options so, const char *listen
     arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.gate", h_gate, NULL, NULL));
+    arpc_method_options inl = {.inline_on_loop = true};
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.gate_inline", h_gate, NULL, &inl));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.big", h_big, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.sized", h_sized, NULL, NULL));
@@ -255,6 +257,58 @@ static void test_calls_per_conn_hold_at_the_limit(void **state)
     assert_int_equal(CALLS, atomic_load(&gate_started));
     raw_close(&r);
     stop(&fx);
+}
+
+/* A call read together with others and held unparsed at the limit keeps the time it arrived:
+ * its budget counts from then, not from when the hold lets it through, so one held past its
+ * deadline is refused ARPC_EEXPIRED instead of running for a caller that gave up. The two
+ * calls go in one send, so the server reads them in one read; its arrival stamp is taken
+ * before the first call's handler starts, which the test waits for, then lets the second
+ * call's budget run out (a wait for the clock, not for another thread). */
+static void held_call_keeps_its_arrival_time(const char *method)
+{
+    enum { BUDGET_MS = 50 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_conn = 1, .workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 35));
+    uint8_t both[2 * 64];
+    uint64_t xid1 = 1, xid2 = 2;
+    uint16_t mlen = (uint16_t)strlen(method);
+    size_t n = arpc_frame_encode_request(both, ARPC_FRAME_REQUEST, xid1, 0, 0, 0, method, mlen, &xid1, sizeof(xid1));
+    assert_true(n + arpc_frame_request_size(mlen, sizeof(xid2)) <= sizeof(both));
+    n += arpc_frame_encode_request(both + n, ARPC_FRAME_REQUEST, xid2, 0, 0, BUDGET_MS, method, mlen, &xid2,
+                                   sizeof(xid2));
+    assert_true(raw_send(&r, both, n));
+    wait_started(1);
+    int64_t due = now_ms() + BUDGET_MS + 2;
+    while (now_ms() < due)
+        sleep_ms(1);
+    gate_release();
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(xid1, f.f.f_xid);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(xid2, f.f.f_xid);
+    assert_int_equal(ARPC_EEXPIRED, f.f.f_code);
+    assert_int_equal(1, atomic_load(&gate_started)); /* the second never ran */
+    raw_close(&r);
+    stop(&fx);
+}
+
+static void test_held_call_keeps_its_arrival_time(void **state)
+{
+    (void)state;
+    held_call_keeps_its_arrival_time("t.gate");
+}
+
+/* The same for a handler inline on the loop, which otherwise runs as its call is parsed. */
+static void test_held_inline_call_keeps_its_arrival_time(void **state)
+{
+    (void)state;
+    held_call_keeps_its_arrival_time("t.gate_inline");
 }
 
 /* The same client id on two connections: their calls count together; at the limit both
@@ -496,6 +550,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_per_conn_hold_at_the_limit),
+        cmocka_unit_test(test_held_call_keeps_its_arrival_time),
+        cmocka_unit_test(test_held_inline_call_keeps_its_arrival_time),
         cmocka_unit_test(test_calls_per_client_over_two_connections),
         cmocka_unit_test(test_attached_duplicates_do_not_count),
         cmocka_unit_test(test_crowded_duplicates_are_refused),
