@@ -43,9 +43,13 @@ uint64_t arpc_deadline_from_ms(int64_t timeout_ms)
 
 int64_t arpc_ms_left(uint64_t deadline_ns)
 {
+    return deadline_ns == ARPC_NEVER ? ARPC_FOREVER : arpc_ms_left_after(arpc_now_ns(), deadline_ns);
+}
+
+int64_t arpc_ms_left_after(uint64_t now, uint64_t deadline_ns)
+{
     if (deadline_ns == ARPC_NEVER)
         return ARPC_FOREVER;
-    uint64_t now = arpc_now_ns();
     if (now >= deadline_ns)
         return 0;
     uint64_t ms = (deadline_ns - now + ARPC_NS_PER_MS - 1) / ARPC_NS_PER_MS;

@@ -35,6 +35,9 @@ uint64_t arpc_deadline_after(uint64_t now_ns, int64_t timeout_ms);
  * just short of it): ARPC_FOREVER for ARPC_NEVER, 0 once it has passed. */
 int64_t arpc_ms_left(uint64_t deadline_ns);
 
+/* As arpc_ms_left, counted from a time the caller already read. */
+int64_t arpc_ms_left_after(uint64_t now_ns, uint64_t deadline_ns);
+
 /* arpc_ms_left clamped to what poll(2) and epoll take: -1 for ARPC_NEVER, at most INT_MAX. */
 int arpc_ms_left_int(uint64_t deadline_ns);
 

@@ -182,11 +182,11 @@ void call_on_deadline(struct client_call *call)
 /* ---- sending ---- */
 
 /* The budget to put on the wire: ms left, at least 1; 0 for none. */
-uint32_t call_budget_ms(const struct client_call *call)
+uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns)
 {
     if (call->cc_when == ARPC_NEVER)
         return 0;
-    int64_t left = arpc_ms_left(call->cc_when);
+    int64_t left = arpc_ms_left_after(now_ns != 0 ? now_ns : arpc_now_ns(), call->cc_when);
     return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
@@ -238,14 +238,14 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
     return call_frame_release;
 }
 
-void call_send(struct client_call *call)
+void call_send(struct client_call *call, uint64_t now_ns)
 {
     arpc_client *c = call->cc_client;
     uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
     /* Stamped first: the xid in the frame is the pending table's key. Nothing else reads the
      * frame now (an earlier send of it went with its connection). */
     arpc_frame_restamp_request(bytes, c->cl_next_xid++, arpc_frame_request_seq(bytes), c->cl_ack,
-                               call_budget_ms(call));
+                               call_budget_ms(call, now_ns));
     if (!call_track(call))
         return;
     /* The output queue holds the request until written. */
@@ -259,7 +259,7 @@ void call_send(struct client_call *call)
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
 
-bool call_arrive(struct client_call *call, bool written)
+bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
 {
     arpc_client *c = call->cc_client;
     stats_call_started(&c->cl_stats.cst_calls);
@@ -272,7 +272,7 @@ bool call_arrive(struct client_call *call, bool written)
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
         return false;
     }
-    if (call->cc_when != ARPC_NEVER && arpc_now_ns() >= call->cc_when) {
+    if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
         call_finish(call, state == CL_READY ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
         return false;
     }
@@ -287,10 +287,11 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
-    if (!call_arrive(call, false))
+    uint64_t now = 0; /* read by call_arrive for a call with a deadline: its budget's too */
+    if (!call_arrive(call, false, &now))
         return;
     if (atomic_load(&call->cc_client->cl_state) == CL_READY)
-        call_send(call);
+        call_send(call, now);
     else
         resend_wait(call->cc_client, call); /* sent once a connection is ready */
 }

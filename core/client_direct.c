@@ -197,7 +197,8 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_job_start(c->cl_loop, &call->cc_job); /* as if posted */
         return;
     }
-    if (!call_arrive(call, true))
+    uint64_t now = 0;
+    if (!call_arrive(call, true, &now))
         return;
     if (conn->c_open) {
         (void)call_track(call); /* under the xid its caller stamped */
@@ -297,7 +298,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     uint64_t xid = CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
     uint64_t seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
     arpc_frame_restamp_request(bytes, xid, seq, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
-                               call_budget_ms(call));
+                               call_budget_ms(call, 0));
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */
     atomic_thread_fence(memory_order_seq_cst); /* the push before the looks below (notes) */

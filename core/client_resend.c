@@ -100,7 +100,7 @@ void calls_on_connected(arpc_client *c)
     while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
         if (resend_is_safe(c, call))
-            call_send(call);
+            call_send(call, 0);
         else
             call_finish(call, ARPC_ECONNLOST, NULL, 0);
     }

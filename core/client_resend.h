@@ -22,12 +22,15 @@ void call_discard(struct client_call *call);
 void call_free(struct client_call *call);
 /* The call's deadline or give-up time came (client_deadlines.c calls it). */
 void call_on_deadline(struct client_call *call);
-void call_send(struct client_call *call);
+/* Sends the call on the current connection; now_ns: a clock read just made (its budget is
+ * counted from it), or 0 to read one. */
+void call_send(struct client_call *call, uint64_t now_ns);
 /* A call reaches the loop: counted, numbered (at-most-once, unless its caller numbered it) and
  * ordered; false when it ended there (client closed or lost, cancelled, past its deadline).
  * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,
- * which follows, ends it and tells the server, which may be running it. */
-bool call_arrive(struct client_call *call, bool written);
+ * which follows, ends it and tells the server, which may be running it. For a call with a
+ * deadline, *now_ns is set to the clock read its check made (else left alone). */
+bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns);
 /* The call was sent on the current connection with the xid its request carries: into the
  * pending table, its deadline armed, marked sent. False when it ended instead (ARPC_ENOMEM). */
 bool call_track(struct client_call *call);
@@ -38,7 +41,8 @@ void call_mark_sent(struct client_call *call);
 /* A hold on the call's request bytes (for an output queue): *holder, released with the
  * returned function. Any thread, while the caller holds the call's memory. */
 arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder);
-uint32_t call_budget_ms(const struct client_call *call); /* ms left for the wire; 0: none */
+/* ms left for the wire, at least 1; 0: none. now_ns: a clock read just made, or 0 to read one. */
+uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns);
 
 /* client_direct.c */
 /* Any thread but the loop's: writes the call's request itself when the connection is idle
