@@ -88,9 +88,15 @@ enum direct_state {
     DW_WRITING, /* on cd_calls; its caller is writing it */
     DW_ALL,     /* written whole */
     DW_ALL_WAKE, /* written whole; the loop waits to flush its own queue (ARPC_DIRECT_ALL_WAKE) */
-    DW_PART,    /* cc_direct_part bytes written: the rest must be queued first */
+    DW_PART,    /* some bytes written (cc_direct >> DW_STATE_BITS): the rest must be queued first */
     DW_NONE,    /* nothing written: the loop sends it, as a call posted to it */
 };
+
+/* cc_direct holds the state in its low bits and, above them, the bytes a partial write
+ * wrote: so a caller never writes a frame of DW_FRAME_MAX bytes or more itself. */
+#define DW_STATE_BITS 3
+#define DW_STATE_MASK ((1u << DW_STATE_BITS) - 1)
+#define DW_FRAME_MAX (UINT32_MAX >> DW_STATE_BITS)
 
 #define CD_GATE_OPEN (1u << 31)
 /* Callers write only while at most this many calls are out (this one included): see "When". */
@@ -168,9 +174,10 @@ static void sweep_fire(struct arpc_deadline *dl, void *arg)
 static void direct_arrive(arpc_client *c, struct client_call *call)
 {
     unsigned attempt = 0;
-    uint32_t st;
-    while ((st = atomic_load_explicit(&call->cc_direct, memory_order_acquire)) == DW_WRITING)
+    uint32_t word;
+    while ((word = atomic_load_explicit(&call->cc_direct, memory_order_acquire)) == DW_WRITING)
         arpc_backoff_spin(&attempt); /* its caller is inside one non-blocking send (notes) */
+    uint32_t st = word & DW_STATE_MASK;
     if (attempt != 0)
         arpc_stat_inc(&c->cl_direct.cd_waited);
     if (st != DW_NONE)
@@ -182,7 +189,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     }
     if (conn->c_open) {
         uint8_t *bytes = call_frame_bytes(call);
-        size_t len = arpc_frame_size(bytes), head = st == DW_PART ? call->cc_direct_part : st == DW_NONE ? 0 : len;
+        size_t len = arpc_frame_size(bytes), head = st == DW_PART ? word >> DW_STATE_BITS : st == DW_NONE ? 0 : len;
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_out, head); /* the rest counts as it is written */
         if (head < len && head > 0) {
@@ -197,6 +204,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_job_start(c->cl_loop, &call->cc_job); /* as if posted */
         return;
     }
+    call->cc_sent = true; /* when: its caller stamped cc_sent_tick as it wrote */
     uint64_t now = 0;
     if (!call_arrive(call, true, &now))
         return;
@@ -285,7 +293,8 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     /* The cheap refusals first: loads only. */
     if (!(atomic_load_explicit(&d->cd_gate, memory_order_relaxed) & CD_GATE_OPEN) ||
         atomic_load_explicit(&c->cl_npending, memory_order_relaxed) > CD_OUTSTANDING_MAX ||
-        arpc_loop_on_thread(c->cl_loop) || !arpc_loop_idle(c->cl_loop))
+        arpc_loop_on_thread(c->cl_loop) || !arpc_loop_idle(c->cl_loop) ||
+        arpc_frame_size(call_frame_bytes(call)) >= DW_FRAME_MAX)
         return false;
     if (!gate_enter(d))
         return false;
@@ -299,16 +308,19 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     uint64_t seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
     arpc_frame_restamp_request(bytes, xid, seq, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
                                call_budget_ms(call, 0));
+    /* Stamped now, not as the loop takes the call up, which may be much later (at the
+     * connection's loss): a re-send's safety is judged by the age of the first send. */
+    call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */
     atomic_thread_fence(memory_order_seq_cst); /* the push before the looks below (notes) */
     size_t written = 0;
     enum arpc_direct how = arpc_conn_write_direct(conn, bytes, arpc_frame_size(bytes), &written);
-    call->cc_direct_part = (uint32_t)written;
     uint32_t st = direct_state_of(how);
     /* From here the loop may finish the call: the future the caller has not returned yet
      * keeps its memory (cc_when is read, nothing written). */
-    atomic_store_explicit(&call->cc_direct, st, memory_order_release);
+    atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,
+                          memory_order_release);
     gate_leave(d);
     bool wake = st != DW_ALL; /* a rest to queue, a flush waiting, or the whole call to send */
     if (!wake && call->cc_when != ARPC_NEVER)

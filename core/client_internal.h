@@ -179,15 +179,13 @@ struct client_call {
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
      * there how the write went (enum direct_state) and how much of it was written; the loop
-     * reads both as the call arrives, before it sets the arrival order and the sent tick. */
+     * reads both as the call arrives, before it sets the arrival order. */
     union {
         uint32_t cc_order;            /* arrival order on the loop, wrapping (call_order_before) */
-        _Atomic uint32_t cc_direct;   /* until then: written by its caller, enum direct_state */
+        _Atomic uint32_t cc_direct;   /* until then: written by its caller (client_direct.c) */
     };
-    union {
-        uint32_t cc_sent_tick;        /* with cc_sent: when first sent (call_tick) */
-        uint32_t cc_direct_part;      /* until then: with DW_PART, the bytes its caller wrote */
-    };
+    uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick); stamped by
+                                       * its caller for a call it wrote (before the loop sees it) */
     arpc_refcount cc_refs;            /* holders of the block (any thread) */
     uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
                                        * instances: far more than one call waits through) */

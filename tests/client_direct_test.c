@@ -456,6 +456,72 @@ static void test_partial_write(void **state)
     assert_true(arpc_stat_get(&fx->c->cl_direct.cd_partial) - parts >= 1);
 }
 
+/* ---- the age of a written call ---- */
+
+static atomic_uint count_runs;
+static atomic_bool forgot_client;
+
+static void h_count(arpc_request *req, void *ctx)
+{
+    atomic_fetch_add(&count_runs, 1);
+    h_echo(req, ctx);
+}
+
+#define AGED_CLIENT_ID 0x5eed0001ull
+
+static void on_log_forgot(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    if (strstr(line, "client 000000005eed0001 idle") != NULL)
+        atomic_store(&forgot_client, true);
+}
+
+/* A call its caller wrote is as old as that write, not as the moment the loop took it up,
+ * which for a call with no deadline and no reply is the connection's loss. Here the reply is
+ * lost on the way, the server forgets the idle client (expiry 1 s), then the connection is
+ * cut: sending the call again would run it a second time on a server that no longer knows
+ * it, so the call ends ARPC_ECONNLOST, having run once. (Before, its send was dated at the
+ * loss: the re-send looked safe, and the handler ran twice for one at-most-once call.) */
+static void test_written_call_ages_from_its_write(void **state)
+{
+    (void)state;
+    atomic_store(&count_runs, 0);
+    atomic_store(&forgot_client, false);
+    arpc_set_logger(on_log_forgot, NULL, ARPC_LOG_DEBUG);
+    arpc_server_options so = {.client_expiry_s = 1};
+    arpc_server *s;
+    char addr[ARPC_ADDR_MAX], paddr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct cut_proxy *p = cut_proxy_start(addr, paddr, sizeof(paddr));
+    assert_non_null(p);
+    arpc_client_options co = {.client_id = AGED_CLIENT_ID};
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
+    wait_idle(c);
+    uint64_t before = written(c);
+    cut_proxy_swallow_replies(p, true);
+    arpc_future *f = arpc_call_async(c, "t.count", "x", 1, 0);
+    assert_non_null(f);
+    int64_t end = now_ms() + 10000;
+    while ((atomic_load(&count_runs) == 0 || !atomic_load(&forgot_client)) && now_ms() < end)
+        sleep_ms(5); /* polls two conditions, each bounded */
+    assert_int_equal(1, atomic_load(&count_runs));
+    assert_true(atomic_load(&forgot_client));
+    cut_proxy_swallow_replies(p, false);
+    cut_proxy_cut(p);
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait(f));
+    arpc_future_release(f);
+    assert_true(written(c) > before); /* the path this is about: its caller wrote it */
+    assert_int_equal(1, atomic_load(&count_runs));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    cut_proxy_stop(p);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+}
+
 #ifdef ARPC_TEST_WITH_TLS
 /* A TLS stream is the loop thread's: its callers' calls, idle loop or not, take the loop's path. */
 static void test_tls_takes_the_loop_path(void **state)
@@ -497,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cut_while_callers_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_written_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_write, setup, teardown),
+        cmocka_unit_test(test_written_call_ages_from_its_write),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test(test_tls_takes_the_loop_path),
 #endif

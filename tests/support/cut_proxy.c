@@ -27,6 +27,7 @@ struct cut_proxy {
     atomic_int p_cut_closed;
     atomic_int p_accepted;
     atomic_bool p_stop;
+    atomic_bool p_swallow;    /* server-side bytes are dropped */
     int p_fds[PROXY_MAX_PAIRS][2]; /* client side, server side; -1 when unused */
 };
 
@@ -37,13 +38,16 @@ static void proxy_close_pair(struct cut_proxy *p, int i)
     p->p_fds[i][0] = p->p_fds[i][1] = -1;
 }
 
-/* Moves what is readable from one side to the other; false when the pair is done. */
-static bool proxy_pump(int from, int to)
+/* Moves what is readable from one side to the other (or drops it); false when the pair is
+ * done. */
+static bool proxy_pump(int from, int to, bool drop)
 {
     char buf[65536];
     ssize_t n = read(from, buf, sizeof(buf));
     if (n <= 0)
         return false;
+    if (drop)
+        return true;
     for (ssize_t off = 0; off < n;) {
         ssize_t w = write(to, buf + off, (size_t)(n - off));
         if (w < 0) {
@@ -117,7 +121,7 @@ static void *proxy_main(void *arg)
             if (!pf[k].revents)
                 continue;
             int i = map[k] / 2, side = map[k] % 2;
-            if (p->p_fds[i][0] >= 0 && !proxy_pump(p->p_fds[i][side], p->p_fds[i][!side]))
+            if (p->p_fds[i][0] >= 0 && !proxy_pump(p->p_fds[i][side], p->p_fds[i][!side], side == 1 && atomic_load(&p->p_swallow)))
                 proxy_close_pair(p, i);
         }
         if (pf[0].revents)
@@ -155,6 +159,8 @@ int cut_proxy_cut(struct cut_proxy *p)
         sched_yield();
     return atomic_load(&p->p_cut_closed);
 }
+
+void cut_proxy_swallow_replies(struct cut_proxy *p, bool on) { atomic_store(&p->p_swallow, on); }
 
 int cut_proxy_accepted(struct cut_proxy *p) { return atomic_load(&p->p_accepted); }
 

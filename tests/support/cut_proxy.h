@@ -16,6 +16,9 @@ struct cut_proxy;
 struct cut_proxy *cut_proxy_start(const char *target, char *addr, size_t addrlen);
 /* Closes every connection open now (both ends), and returns how many. */
 int cut_proxy_cut(struct cut_proxy *p);
+/* While on, what servers send is read and dropped, not forwarded (a path that loses one
+ * direction: the client waits, its connection looks fine). */
+void cut_proxy_swallow_replies(struct cut_proxy *p, bool on);
 /* Connections accepted so far. */
 int cut_proxy_accepted(struct cut_proxy *p);
 void cut_proxy_stop(struct cut_proxy *p);
