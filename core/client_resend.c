@@ -141,21 +141,33 @@ void calls_on_conn_lost(arpc_client *c)
         return;
     }
     /* Out of memory to sort them: their outcome cannot be settled in order; end them. */
-    calls_fail_all(c, ARPC_ECONNLOST);
+    calls_fail_all(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
 }
 
-static void call_fail(struct client_call *call, void *reason)
+struct fail_reasons {
+    int unsent, sent;
+};
+
+static int fail_reason(const struct client_call *call, const struct fail_reasons *r)
+{
+    return call->cc_sent ? r->sent : r->unsent;
+}
+
+static void call_fail(struct client_call *call, void *reasons)
 {
     call->cc_tracked = false; /* pending_drain took it */
-    call_finish(call, *(int *)reason, NULL, 0);
+    call_finish(call, fail_reason(call, reasons), NULL, 0);
 }
 
-void calls_fail_all(arpc_client *c, int reason)
+void calls_fail_all(arpc_client *c, int unsent, int sent)
 {
+    struct fail_reasons r = {unsent, sent};
     client_direct_catch_up(c);
-    pending_drain(&c->cl_pending, call_fail, &reason);
-    while (c->cl_waiting.dl_head != NULL)
-        call_finish(waiting_call(c->cl_waiting.dl_head), reason, NULL, 0);
+    pending_drain(&c->cl_pending, call_fail, &r);
+    while (c->cl_waiting.dl_head != NULL) {
+        struct client_call *call = waiting_call(c->cl_waiting.dl_head);
+        call_finish(call, fail_reason(call, &r), NULL, 0);
+    }
 }
 
 void calls_refused(arpc_client *c, int reason)

@@ -93,12 +93,13 @@ static void call_fail_pending(void *val, void *arg)
     call_finish(val, *(const int *)arg, NULL, 0);
 }
 
-/* Loop thread: no more calls go out; every pending one ends with code. */
-static void client_end_calls(arpc_jsonrpc_client *c, int code)
+/* Loop thread: no more calls go out (those that would end with code); every pending one,
+ * sent, ends with sent_code. */
+static void client_end_calls(arpc_jsonrpc_client *c, int code, int sent_code)
 {
     c->jc_open = false;
     c->jc_end_code = code;
-    arpc_u64_map_drain(&c->jc_calls, call_fail_pending, &code);
+    arpc_u64_map_drain(&c->jc_calls, call_fail_pending, &sent_code);
 }
 
 static void client_on_close(struct arpc_conn *conn, int reason)
@@ -106,7 +107,11 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     arpc_jsonrpc_client *c = conn->c_owner;
     if (reason != ARPC_ESHUTDOWN)
         arpc_log(ARPC_LOG_WARN, "JSON-RPC connection to %s closed: %s", conn->c_peer, arpc_strerror(reason));
-    client_end_calls(c, reason == ARPC_ESHUTDOWN ? ARPC_ESHUTDOWN : ARPC_ECONNLOST);
+    /* A call the server may be running is cancelled by a close, not "did not run". */
+    if (reason == ARPC_ESHUTDOWN)
+        client_end_calls(c, ARPC_ESHUTDOWN, ARPC_ECANCELLED);
+    else
+        client_end_calls(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
 }
 
 /* A copy of text[0..len) with a NUL after it, for a future's data. */

@@ -187,7 +187,7 @@ static void test_close_with_calls_in_every_level(void **state)
     assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "t.silent", "q", 1, NULL, NULL, 20)); /* near */
     arpc_client_close(c);
     for (int i = 0; i < K; i++) {
-        assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(fs[i], 60000));
+        assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(fs[i], 60000)); /* sent: may run */
         arpc_future_release(fs[i]);
     }
     silent_stop(&s);

@@ -404,13 +404,15 @@ static void test_close_with_written_calls(void **state)
     assert_int_equal(ARPC_OK, arpc_client_close(fx->c));
     fx->c = NULL;
     for (unsigned i = 0; i < N; i++) {
-        assert_int_equal(ARPC_ESHUTDOWN, arpc_future_poll(f[i]));
+        int st = arpc_future_poll(f[i]);
+        assert_true(st == ARPC_ECANCELLED || st == ARPC_ESHUTDOWN); /* sent, or not yet */
         arpc_future_release(f[i]);
     }
     for (unsigned i = 0; i < 4; i++)
         for (unsigned j = 0; j < 50; j++) {
             assert_non_null(k[i].f[j]);
-            assert_int_equal(ARPC_ESHUTDOWN, arpc_future_poll(k[i].f[j]));
+            int st = arpc_future_poll(k[i].f[j]);
+            assert_true(st == ARPC_ECANCELLED || st == ARPC_ESHUTDOWN); /* sent, or not yet */
             arpc_future_release(k[i].f[j]);
         }
 }

@@ -452,7 +452,8 @@ static void test_connect_timeout_forever(void **state)
 }
 
 /* The user's loop is stopped with a call in flight, then the client is closed: the call
- * completes (ESHUTDOWN), close returns, nothing leaks. */
+ * completes (ECANCELLED once sent, ESHUTDOWN if the loop never sent it), close returns,
+ * nothing leaks. */
 static void test_close_after_user_loop_stopped(void **state)
 {
     (void)state;
@@ -468,7 +469,8 @@ static void test_close_after_user_loop_stopped(void **state)
     assert_int_equal(ARPC_EPENDING, arpc_future_wait_for(f, 50));
     arpc_loop_stop(loop);
     arpc_client_close(c);
-    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(f, 2000));
+    int st = arpc_future_wait_for(f, 2000);
+    assert_true(st == ARPC_ECANCELLED || st == ARPC_ESHUTDOWN);
     arpc_future_release(f);
     arpc_loop_destroy(loop);
     arpc_request *req = atomic_exchange(&kept, NULL);

@@ -435,7 +435,7 @@ static void test_close_fails_pending(void **state)
     /* Make sure the call reached the server first. */
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
     arpc_client_close(c);
-    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(f, 1000));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(f, 1000)); /* sent: it may run */
     arpc_future_release(f);
 }
 
@@ -703,7 +703,7 @@ static void test_caller_driven_loop(void **state)
     assert_int_equal(300, args[0].ok);
     assert_int_equal(300, args[1].ok);
     arpc_client_close(c);
-    assert_int_equal(ARPC_ESHUTDOWN, arpc_future_poll(f));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f));
     arpc_future_release(f);
     arpc_loop_destroy(loop);
 }

@@ -133,8 +133,10 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
 #define arpc_client_connect(out, addr, opts) \
     arpc_client_connect_v((out), (addr), (opts), sizeof(arpc_client_options))
 
-/* Closes the connection, completes every pending call with ARPC_ESHUTDOWN, waits for the
- * loop to let go of the client, and frees it (and its loop, if the client owns one).
+/* Closes the connection, completes every pending call, waits for the loop to let go of the
+ * client, and frees it (and its loop, if the client owns one). A call never sent ends
+ * ARPC_ESHUTDOWN (it did not run); one sent ends ARPC_ECANCELLED (the server may have run
+ * it, or may still: as for a cancel, a started handler may finish).
  * No call may be started on c once close has begun. Returns ARPC_OK; ARPC_EBUSY, doing
  * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
  * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API

@@ -102,7 +102,8 @@ ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char
 ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
 
-/* Closes the connection, ends every pending call with ARPC_ESHUTDOWN, and frees the client
+/* Closes the connection, ends every pending call (ARPC_ECANCELLED once sent: the server may
+ * run it; ARPC_ESHUTDOWN if not), and frees the client
  * (and its loop, if it owns one). No call may be started once close has begun. Returns
  * ARPC_OK, ARPC_EINVAL (NULL), ARPC_EBUSY (on the client's loop thread: nothing done); a
  * second close aborts in debug builds. */
