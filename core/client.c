@@ -87,6 +87,10 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_max_frame = o->max_frame ? o->max_frame : ARPC_DEFAULT_MAX_FRAME;
     atomic_init(&c->cl_server_max, c->cl_max_frame);
     c->cl_id = o->client_id ? o->client_id : random_id();
+    /* A chosen id may be chosen again by the next process, whose calls are numbered from 1
+     * again: the incarnation keeps the server from taking them for this client's (and
+     * answering them with its cached replies). A random id is unique by itself. */
+    c->cl_incarnation = o->client_id ? random_id() : 0;
     c->cl_default_deadline_ms = o->default_deadline_ms;
     c->cl_semantics = o->semantics ? o->semantics : ARPC_AT_MOST_ONCE;
     c->cl_connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;

@@ -208,16 +208,20 @@ static const struct arpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
 };
 
-/* HELLO, with the client's token when it has one (an older server ignores it). */
+/* HELLO, with the client's incarnation and its token when it has one (an older server
+ * ignores both). */
 static int client_send_hello(arpc_client *c)
 {
-    if (c->cl_token == NULL)
-        return arpc_conn_send_hello(&c->cl_conn, c->cl_id, 0, c->cl_max_frame, 0);
-    size_t len = arpc_frame_hello_token_size(c->cl_token_len);
+    size_t len = c->cl_token == NULL ? ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT
+                                     : arpc_frame_hello_token_size(c->cl_token_len);
     uint8_t *buf = arpc_malloc(len);
     if (buf == NULL)
         return ARPC_ENOMEM;
-    arpc_frame_encode_hello_token(buf, c->cl_id, 0, c->cl_max_frame, c->cl_token, c->cl_token_len);
+    if (c->cl_token == NULL)
+        arpc_frame_encode_hello(buf, c->cl_id, 0, c->cl_max_frame, 0);
+    else
+        arpc_frame_encode_hello_token(buf, c->cl_id, 0, c->cl_max_frame, c->cl_token, c->cl_token_len);
+    arpc_frame_stamp_hello_incarnation(buf, c->cl_incarnation);
     return arpc_conn_send(&c->cl_conn, buf, buf, len);
 }
 

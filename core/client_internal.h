@@ -110,6 +110,7 @@ struct arpc_client {
     arpc_loop *cl_loop;
     bool cl_owns_loop;
     uint64_t cl_id;
+    uint64_t cl_incarnation;          /* sent in HELLO with a chosen id (client.c); 0: none */
     /* options, fixed at connect */
     int64_t cl_default_deadline_ms;
     uint32_t cl_max_frame;

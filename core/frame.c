@@ -35,6 +35,7 @@ enum {
     HELLO_MAX_FRAME = 12,
     HELLO_EXPIRY = 16,
     HELLO_RESERVED = 20,
+    HELLO_INCARNATION = 16, /* a client's: the 8 bytes of a server's expiry and reserved */
     HELLO_TOKEN_LEN = ARPC_HELLO_BODY_SIZE_EXT,
     HELLO_TOKEN = HELLO_TOKEN_LEN + ARPC_HELLO_TOKEN_FIXED,
     REQ_SEQ = 0,
@@ -122,6 +123,7 @@ static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_fram
     f->f_flags = le_ld32(body + HELLO_FLAGS);
     f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
     f->f_expiry_s = body_len >= HELLO_EXPIRY + 4 ? le_ld32(body + HELLO_EXPIRY) : 0;
+    f->f_incarnation = body_len >= HELLO_INCARNATION + 8 ? le_ld64(body + HELLO_INCARNATION) : 0;
     if (!(f->f_flags & ARPC_HELLO_TOKEN))
         return ARPC_OK;
     /* The flag promises the extension: a HELLO too short for it, or whose token runs past
@@ -312,6 +314,11 @@ size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags,
     le_st32(body + HELLO_EXPIRY, expiry_s);
     le_st32(body + HELLO_RESERVED, 0);
     return ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT;
+}
+
+void arpc_frame_stamp_hello_incarnation(uint8_t *frame, uint64_t incarnation)
+{
+    le_st64(frame + ARPC_FRAME_HEADER_SIZE + HELLO_INCARNATION, incarnation);
 }
 
 size_t arpc_frame_hello_token_size(uint32_t token_len)

@@ -77,6 +77,8 @@ struct arpc_frame {
     uint32_t f_flags;
     uint32_t f_max_frame;
     uint32_t f_expiry_s;  /* 0 when the HELLO has no such field */
+    uint64_t f_incarnation; /* a client's HELLO: the same 8 bytes (at 16) as its incarnation;
+                             * 0 when the HELLO has no such field, or an older client's */
     const uint8_t *f_token; /* ARPC_HELLO_TOKEN: the credential (NULL otherwise) */
     uint32_t f_token_len;
     /* REQUEST / ONEWAY */
@@ -142,6 +144,9 @@ size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */,
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);
+/* Writes a client's incarnation (8 bytes at body offset 16, where a server's HELLO has its
+ * expiry) into an encoded HELLO of at least ARPC_HELLO_BODY_SIZE_EXT bytes of body. */
+void arpc_frame_stamp_hello_incarnation(uint8_t *frame, uint64_t incarnation);
 /* A client's HELLO carrying a credential (ARPC_HELLO_TOKEN is added to flags): the size, then
  * the encoder (dst holds arpc_frame_hello_token_size(token_len) bytes). */
 size_t arpc_frame_hello_token_size(uint32_t token_len);

@@ -143,7 +143,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
     sc->sc_client_id = f->f_client_id;
-    sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id);
+    sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id, f->f_incarnation);
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;

@@ -10,6 +10,12 @@
  * identity's (base/siphash.h); by chance two keys meet with probability 2^-64, as two
  * random client ids do.
  *
+ *
+ * A client whose id the application chose also sends an incarnation (random per client
+ * object): the same id in the next process, numbering its calls from 1 again, must not be
+ * answered with the replies its predecessor left. With an incarnation the key is SipHash of
+ * (identity, client id, incarnation), identity 0 when there is none.
+ *
  * The secret must outlive a restart wherever the cache does: with a reply log it is kept in
  * the log's directory (NAMESPACE_FILE, written once through a temporary file and a rename,
  * so it is either whole or absent); without one, a fresh secret per server is enough. The
@@ -97,13 +103,16 @@ int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen
     return rc;
 }
 
-uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id)
+uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id, uint64_t incarnation)
 {
-    if (identity == 0 || client_id == 0) /* client id 0: not deduplicated at all */
+    if ((identity == 0 && incarnation == 0) || client_id == 0) /* client id 0: not deduplicated at all */
         return client_id;
-    uint8_t msg[16];
+    uint8_t msg[24];
     le_st64(msg, identity);
     le_st64(msg + 8, client_id);
-    uint64_t key = arpc_siphash24(s->sv_ns_secret, msg, sizeof(msg));
+    le_st64(msg + 16, incarnation);
+    /* Without an incarnation (an older client) the key is what it was before incarnations,
+     * so a reply log written then still finds its clients. */
+    uint64_t key = arpc_siphash24(s->sv_ns_secret, msg, incarnation != 0 ? 24 : 16);
     return key != 0 ? key : 1; /* 0 means "no client id" to the cache */
 }

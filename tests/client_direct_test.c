@@ -475,7 +475,7 @@ static void on_log_forgot(void *ctx, enum arpc_log_level level, const char *line
 {
     (void)ctx;
     (void)level;
-    if (strstr(line, "client 000000005eed0001 idle") != NULL)
+    if (strstr(line, "idle: its cached replies are forgotten") != NULL) /* its only client */
         atomic_store(&forgot_client, true);
 }
 

@@ -216,6 +216,35 @@ static void test_goodbye_survives_restart(void **state)
     server_proc_rmdir(dir);
 }
 
+/* A client id chosen by the application may be chosen again by its next process, whose calls
+ * are numbered from 1 again. The new client is not the old one: its calls run, and are not
+ * answered with the replies the old one left in the (replayed) log. (Before, the new process
+ * got the old one's cached replies for its first calls, with ARPC_OK.) The old client never
+ * said goodbye: it stands for a process that died. */
+static void test_chosen_id_reused_by_a_new_client(void **state)
+{
+    (void)state;
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    arpc_server *s = start_logged(dir, addr, sizeof(addr));
+    arpc_client_options co = {.client_id = 0x77, .reconnect_give_up_ms = 1};
+    arpc_client *old = NULL, *fresh = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&old, addr, &co));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ARPC_OK, arpc_call(old, "t.count", "", 0, NULL, NULL, 10000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged(dir, addr, sizeof(addr));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fresh, addr, &co));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ARPC_OK, arpc_call(fresh, "t.count", "", 0, NULL, NULL, 10000));
+    assert_int_equal(6, atomic_load(&counted_runs)); /* each of the new client's calls ran */
+    arpc_client_close(fresh);
+    arpc_client_close(old);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     server_proc_main(argc, argv);
@@ -224,6 +253,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_kill_after_append, server_proc_teardown),
         cmocka_unit_test(test_corrupt_middle_refuses_to_start),
         cmocka_unit_test(test_goodbye_survives_restart),
+        cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -659,6 +659,32 @@ static void test_restamp_request(void **state)
     }
 }
 
+/* A client's incarnation: 8 bytes at body offset 16 of its HELLO (a token's HELLO too), read
+ * back as f_incarnation; a 16-byte HELLO (an older peer's) has none. */
+static void test_hello_incarnation(void **state)
+{
+    (void)state;
+    uint8_t a[ARPC_FRAME_HEADER_SIZE + 64];
+    struct arpc_frame f;
+    size_t consumed;
+    size_t n = arpc_frame_encode_hello(a, 7, 0, 4096, 0);
+    arpc_frame_stamp_hello_incarnation(a, 0x0123456789abcdefull);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_true(f.f_incarnation == 0x0123456789abcdefull);
+    assert_int_equal(7, f.f_client_id);
+    assert_int_equal(4096, f.f_max_frame);
+    n = arpc_frame_encode_hello_token(a, 7, 0, 0, "tok", 3);
+    arpc_frame_stamp_hello_incarnation(a, 42);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_true(f.f_incarnation == 42);
+    assert_int_equal(3, f.f_token_len);
+    assert_memory_equal("tok", f.f_token, 3);
+    n = arpc_frame_encode_hello(a, 7, 0, 0, 0);
+    arpc_frame_encode_header(a, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE); /* the fixed part only */
+    assert_int_equal(ARPC_OK, decode_exact(a, ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE, UINT32_MAX, &f, &consumed, NULL));
+    assert_true(f.f_incarnation == 0);
+}
+
 /* A client keeps a call's seq and size in its encoded request only: reading them back, and
  * stamping the seq alone. */
 static void test_request_seq_and_size(void **state)
@@ -876,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_request_head_matches_whole),
         cmocka_unit_test(test_documented_bytes),
         cmocka_unit_test(test_restamp_request),
+        cmocka_unit_test(test_hello_incarnation),
         cmocka_unit_test(test_request_seq_and_size),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),

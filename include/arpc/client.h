@@ -83,8 +83,10 @@ typedef struct arpc_client_options {
     int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest request/reply body; 0: ARPC_DEFAULT_MAX_FRAME (16 MiB) */
-    uint64_t client_id;          /* 0: random. Keep it (and the client) to keep at-most-once across
-                                  * reconnects; two live clients must never share an id */
+    uint64_t client_id;          /* 0: random. At-most-once holds across the client's reconnects
+                                  * either way; a chosen id used again by another client object
+                                  * (the next process) names a new client to the server (the
+                                  * HELLO's incarnation), never the old one's cached replies */
     enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; another
                                          * value: calls that do not say end ARPC_EINVAL */
     uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10 */

@@ -65,11 +65,20 @@ bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings)
 
 bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id)
 {
+    return raw_connect_token(r, addr, client_id, NULL);
+}
+
+bool raw_connect_token(struct raw_client *r, const char *addr, uint64_t client_id, const char *token)
+{
     memset(r, 0, sizeof(*r));
     if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
         return false;
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
-    size_t n = arpc_frame_encode_hello(hello, client_id, 0, 0, 0);
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + 256];
+    size_t tlen = token != NULL ? strlen(token) : 0;
+    if (arpc_frame_hello_token_size((uint32_t)tlen) > sizeof(hello))
+        return false;
+    size_t n = token != NULL ? arpc_frame_encode_hello_token(hello, client_id, 0, 0, token, (uint32_t)tlen)
+                             : arpc_frame_encode_hello(hello, client_id, 0, 0, 0);
     struct raw_frame f;
     if (!raw_send(r, hello, n) || !raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_HELLO)
         return false;
