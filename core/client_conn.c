@@ -9,6 +9,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/client_internal.h"
 #include "core/client_resend.h"
@@ -32,6 +33,10 @@ static int error_code_from_wire(uint32_t code)
 
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
+    if (!c->cl_connector.cn_proven) { /* the first reply on this connection */
+        c->cl_connector.cn_proven = true;
+        arpc_backoff_reset(&c->cl_connector.cn_backoff);
+    }
     struct client_call *call = pending_take(&c->cl_pending, f->f_xid);
     if (call == NULL && (f->f_xid & CD_XID_BIT)) {
         client_direct_catch_up(c); /* its caller wrote it; the loop may not have seen it yet */
@@ -70,7 +75,8 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
         c->cl_epoch_gen++; /* another server instance: calls sent before it are not its */
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     client_connect_stop(c);
-    arpc_backoff_reset(&cn->cn_backoff);
+    cn->cn_proven = false;
+    cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
     atomic_store(&c->cl_state, CL_READY);
     if (n > 0)
@@ -189,6 +195,9 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         client_connect_failed(c, code, why);
         return;
     }
+    struct client_connector *cn = &c->cl_connector;
+    if (!cn->cn_proven && arpc_now_coarse_ns() - cn->cn_hello_ns >= (uint64_t)cn->cn_backoff.b_max_ms * 1000000u)
+        arpc_backoff_reset(&cn->cn_backoff); /* it lasted: a server that restarts is retried at once */
     snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(reason));
     client_set_error(c, ARPC_ECONNLOST, why);
     if (state == CL_LOST || !c->cl_reconnect) {

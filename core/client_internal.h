@@ -96,6 +96,11 @@ struct client_connector {
     bool cn_attempting;   /* an attempt is under way (up to the server's HELLO) */
     int cn_abort_code;    /* the attempt is being ended for this reason (0: it is not) */
     struct arpc_backoff cn_backoff;
+    /* The back-off starts over only once a connection proved itself (a reply came on it, or
+     * it lasted reconnect_max_ms): a server that says HELLO and closes at once is retried
+     * ever more slowly, not a hundred times a second with every call re-sent each time. */
+    bool cn_proven;
+    uint64_t cn_hello_ns; /* arpc_now_coarse_ns of the current connection's HELLO */
 };
 
 struct arpc_client {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/cut_proxy.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
@@ -289,6 +290,60 @@ static void test_backoff_bounded(void **state)
     arpc_client_close(c);
 }
 
+/* A server that answers HELLO and closes at once, ATTEMPTS times, recording when each
+ * connection came. */
+enum { FLAKY_ATTEMPTS = 10 };
+struct flaky_server {
+    struct arpc_listener *fs_l;
+    pthread_t fs_thread;
+    int64_t fs_at[FLAKY_ATTEMPTS];
+    int fs_n;
+};
+
+static void *flaky_main(void *arg)
+{
+    struct flaky_server *fs = arg;
+    int64_t until = now_ms() + 60000;
+    while (fs->fs_n < FLAKY_ATTEMPTS && now_ms() < until) {
+        struct pollfd p = {.fd = fs->fs_l->l_fd, .events = POLLIN};
+        int fd;
+        char peer[256];
+        if (poll(&p, 1, 1000) <= 0 || fs->fs_l->l_ops->t_accept(fs->fs_l, &fd, peer, sizeof(peer), NULL, 0) != ARPC_OK)
+            continue;
+        fs->fs_at[fs->fs_n++] = now_ms();
+        uint8_t buf[256];
+        struct pollfd r = {.fd = fd, .events = POLLIN};
+        if (poll(&r, 1, 10000) == 1 && read(fd, buf, sizeof(buf)) > 0) { /* its HELLO */
+            size_t n = arpc_frame_encode_hello(buf, 0xf1a4, 0, 0, 0);
+            (void)!write(fd, buf, n);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+/* A server that says HELLO and closes at once is retried ever more slowly: the back-off starts
+ * over only for a connection that proved itself (a reply, or a life of reconnect_max_ms). With
+ * attempts 5 ms apart at first, 8 doublings take at least ~640 ms (each delay at least half of
+ * its step); before, every HELLO started the back-off over and the attempts came ~5 ms apart. */
+static void test_hello_then_close_backs_off(void **state)
+{
+    (void)state;
+    struct flaky_server fs = {.fs_n = 0};
+    assert_int_equal(ARPC_OK, arpc_transport_tcp.t_listen("127.0.0.1:0", &fs.fs_l, NULL, 0));
+    assert_int_equal(0, pthread_create(&fs.fs_thread, NULL, flaky_main, &fs));
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_min_ms = 5, .reconnect_max_ms = 10000};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, fs.fs_l->l_addr, &co));
+    pthread_join(fs.fs_thread, NULL);
+    assert_int_equal(FLAKY_ATTEMPTS, fs.fs_n);
+    int64_t span = fs.fs_at[FLAKY_ATTEMPTS - 1] - fs.fs_at[1];
+    fprintf(stderr, "attempts 2..%d took %lld ms\n", FLAKY_ATTEMPTS, (long long)span);
+    assert_true(span >= 300);
+    arpc_client_close(c);
+    fs.fs_l->l_ops->t_unlisten(fs.fs_l);
+}
+
 /* ---- a silently dead server ---- */
 
 static void test_heartbeat_detects_silent_server(void **state)
@@ -344,6 +399,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_kill_restart_unix_actor, server_proc_teardown),
         cmocka_unit_test_teardown(test_restart_without_log_is_unknown, server_proc_teardown),
         cmocka_unit_test(test_backoff_bounded),
+        cmocka_unit_test(test_hello_then_close_backs_off),
         cmocka_unit_test_teardown(test_heartbeat_detects_silent_server, server_proc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

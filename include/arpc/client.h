@@ -90,7 +90,9 @@ typedef struct arpc_client_options {
     enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; another
                                          * value: calls that do not say end ARPC_EINVAL */
     uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10 */
-    uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000 */
+    uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000. The delays start
+                                  * over once a connection proved itself (a reply came on it,
+                                  * or it lasted this long), not at its HELLO */
     int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection; 0: 30000;
                                    * ARPC_FOREVER: only its deadline bounds it */
     bool no_reconnect;           /* connection loss ends the client: every call ends ARPC_ECONNLOST */
