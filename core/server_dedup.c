@@ -230,7 +230,7 @@ void dedup_ack(struct server_conn *sc, uint64_t ack)
 
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)
 {
-    bool kept = false;
+    bool kept = false, unlogged = false;
     struct arpc_rc_waiter *waiters;
     if (!ran) {
         waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
@@ -239,7 +239,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
         bool wait = journal_waits(s);
         waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, wait, arpc_now_coarse_ns(), &kept);
         if (s->sv_log != NULL)
-            journal_reply(s, client_id, seq, ack, rm, wait && kept);
+            unlogged = !journal_reply(s, client_id, seq, ack, rm, wait && kept) && wait && kept;
     }
     /* Its replier wrote it to its own request already (core/reply_direct.c): that waiter only
      * is done (a duplicate on the same connection has another xid). */
@@ -263,6 +263,8 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     if (!kept)
         reply_msg_put(rm);
     arpc_reply_cache_settle(&s->sv_cache, client_id); /* a goodbye waiting for this call */
+    if (unlogged)
+        dedup_log_failed(s, client_id, seq); /* its waiters would wait for a record never made */
 }
 
 void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, bool ran)
@@ -282,6 +284,19 @@ void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
         return;
     dedup_unwait(w); /* not the last: the caller holds sc */
     arpc_reply_cache_free_waiters(&s->sv_cache, w);
+}
+
+void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq)
+{
+    bool kept = false;
+    void *reply = NULL;
+    /* Taken as if durable: the entry (kept or not) is never replayed, as dedup_admit refuses
+     * every numbered call once the log failed. */
+    struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_coarse_ns(), &reply, &kept);
+    dedup_answer(s, waiters, s->sv_lost_reply);
+    if (!kept)
+        reply_msg_put(reply);
+    arpc_reply_cache_settle(&s->sv_cache, client_id);
 }
 
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)

@@ -315,6 +315,9 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
+/* The log could not make it durable: its waiters are told the call may have run
+ * (ARPC_EABANDONED), never its reply. Retries are refused from then on (sv_log_failed). */
+void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
@@ -334,9 +337,12 @@ int builtin_register(arpc_server *s);
 int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen);
 void journal_close(arpc_loop *loop, void *s); /* a stop step, on the loop */
 bool journal_waits(const arpc_server *s);
-void journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,
+/* Appends a numbered call's reply; false when no record could be made (the log is then
+ * failed, and waited_for waiters are the caller's to answer: dedup_log_failed). */
+bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,
                    bool waited_for);
-/* An unnumbered durable reply: true when its sending waits for the record (rm is taken). */
+/* An unnumbered durable reply: true when rm is taken (its sending waits for the record, or
+ * the call was refused because no record could be made). */
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm);
 void journal_expire(arpc_server *s, uint64_t client_id);
 

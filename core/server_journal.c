@@ -15,8 +15,9 @@
  * server reference), where its waiters are answered.
  *
  * A record that could not be written stops the server's at-most-once service (fail-stop):
- * its calls are never answered (their clients see ARPC_ETIMEDOUT: it may have run), and new
- * numbered calls are refused. Going on would answer calls whose effects a restart forgets.
+ * its calls are answered ARPC_EABANDONED (it may have run; never its reply, whose effect a
+ * restart would forget), and new numbered calls, retries included, are refused ARPC_ESYSTEM.
+ * Going on would answer calls whose effects a restart forgets.
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
@@ -74,6 +76,15 @@ static void journal_fail(arpc_server *s, const struct journal_rec *r)
                  arpc_errname(r->jr_rec.lr_status));
 }
 
+/* Loop thread: an unnumbered durable reply whose record failed: its caller is told the call
+ * may have run (ARPC_EABANDONED) instead of waiting for its deadline; rm is let go of. */
+static void journal_refuse_lost(struct server_conn *sc, struct reply_msg *rm)
+{
+    static const char lost[] = "the server's reply log failed: the call may have run";
+    sconn_refuse_call(sc, le_ld64(rm->rm_frame + 8), ARPC_EABANDONED, lost, sizeof(lost) - 1);
+    reply_msg_put(rm);
+}
+
 /* Loop thread: a record someone waits for is done. */
 static void journal_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
@@ -83,13 +94,17 @@ static void journal_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     bool ok = r->jr_rec.lr_status == ARPC_OK;
     if (!ok)
         journal_fail(s, r);
-    if (r->jr_then == JR_DURABLE && ok)
-        dedup_durable(s, r->jr_rec.lr_client_id, r->jr_rec.lr_seq);
+    if (r->jr_then == JR_DURABLE) {
+        if (ok)
+            dedup_durable(s, r->jr_rec.lr_client_id, r->jr_rec.lr_seq);
+        else
+            dedup_log_failed(s, r->jr_rec.lr_client_id, r->jr_rec.lr_seq);
+    }
     if (r->jr_then == JR_SEND) {
         if (ok)
             sconn_send_frame(r->jr_conn, r->jr_rm);
         else
-            reply_msg_put(r->jr_rm);
+            journal_refuse_lost(r->jr_conn, r->jr_rm);
         sconn_release(r->jr_conn);
     }
     arpc_free(r);
@@ -124,30 +139,40 @@ static void journal_on_done(void *ctx, struct arpc_log_record *rec)
 /* Loop thread: does a reply wait for its record? */
 bool journal_waits(const arpc_server *s) { return s->sv_log != NULL && s->sv_fsync != ARPC_FSYNC_OFF; }
 
-void journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,
+/* No memory for a record: as a record that failed (fail-stop). */
+static void journal_fail_enomem(arpc_server *s)
+{
+    struct journal_rec fake = {.jr_rec.lr_status = ARPC_ENOMEM};
+    journal_fail(s, &fake);
+}
+
+bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,
                    bool waited_for)
 {
     struct journal_rec *r = journal_rec_new(s, ARPC_LOG_REPLY, rm->rm_frame, rm->rm_len, rm->rm_effect,
                                             rm->rm_effect_len);
     if (r == NULL) {
-        /* Cannot log it: treat it as a failed record (fail-stop), its waiters stay waiting. */
-        struct journal_rec fake = {.jr_rec.lr_status = ARPC_ENOMEM};
-        journal_fail(s, &fake);
-        return;
+        journal_fail_enomem(s);
+        return false;
     }
     r->jr_rec.lr_client_id = client_id;
     r->jr_rec.lr_seq = seq;
     r->jr_rec.lr_ack = ack;
     r->jr_then = waited_for ? JR_DURABLE : JR_NOTHING;
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
+    return true;
 }
 
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm)
 {
     /* An unnumbered call's effect: a record with no client (nothing to deduplicate). */
     struct journal_rec *r = journal_rec_new(s, ARPC_LOG_REPLY, NULL, 0, rm->rm_effect, rm->rm_effect_len);
-    if (r == NULL)
-        return false;
+    if (r == NULL) {
+        /* Its effect cannot be logged: the reply must not leave (fail-stop). */
+        journal_fail_enomem(s);
+        journal_refuse_lost(sc, rm);
+        return true;
+    }
     if (!journal_waits(s)) {
         r->jr_then = JR_NOTHING;
         arpc_reply_log_append(s->sv_log, &r->jr_rec);

@@ -245,6 +245,40 @@ static void test_chosen_id_reused_by_a_new_client(void **state)
     server_proc_rmdir(dir);
 }
 
+/* A reply log that cannot write (a full disk; here a file size limit) stops the server's
+ * at-most-once service, and no call waits for ever: the call whose record failed ends
+ * ARPC_EABANDONED (it ran; its effect is not durable), the next one is refused ARPC_ESYSTEM.
+ * The calls have no deadline: before, the failed record's caller waited for ever. */
+static void test_log_write_failure_hangs_nothing(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    struct server_proc sp;
+    assert_true(server_proc_start(&sp, "tcp://127.0.0.1:0", dir, SERVER_PROC_SMALL_DISK));
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, sp.sp_addr, NULL));
+    unsigned ok = 0, abandoned = 0, refused = 0;
+    for (uint64_t token = 1; token <= 100000 && refused == 0; token++) {
+        arpc_future *f = arpc_call_async(c, "t.apply", &token, sizeof(token), ARPC_FOREVER);
+        assert_non_null(f);
+        int st = arpc_future_wait_for(f, 30000);
+        arpc_future_release(f);
+        if (st != ARPC_OK && st != ARPC_EABANDONED && st != ARPC_ESYSTEM)
+            fail_msg("call %llu ended %s", (unsigned long long)token, arpc_errname(st));
+        ok += st == ARPC_OK;
+        abandoned += st == ARPC_EABANDONED;
+        refused += st == ARPC_ESYSTEM;
+    }
+    fprintf(stderr, "log full after %u calls: %u abandoned, then refused\n", ok, abandoned);
+    assert_true(ok > 0);
+    assert_true(abandoned >= 1);
+    assert_int_equal(1, refused);
+    arpc_client_close(c);
+    server_proc_kill(&sp);
+    server_proc_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     server_proc_main(argc, argv);
@@ -254,6 +288,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_corrupt_middle_refuses_to_start),
         cmocka_unit_test(test_goodbye_survives_restart),
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
+        cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -99,6 +100,15 @@ static int serve(const char *addr, const char *dir, int mode, int ready_fd)
     sigdelset(&waiting, SIGTERM);
     signal(SIGTERM, on_term);
     arpc_u64_map_init(&applied, 1024);
+    if (mode & SERVER_PROC_SMALL_DISK) {
+        signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+        struct rlimit small;
+        if (getrlimit(RLIMIT_FSIZE, &small) != 0)
+            return 1;
+        small.rlim_cur = small.rlim_max < 64 * 1024 ? small.rlim_max : 64 * 1024;
+        if (setrlimit(RLIMIT_FSIZE, &small) != 0)
+            return 1;
+    }
     char why[256] = "";
     arpc_server_options so = {.workers = 4, /* a slow call never holds up the others */
                               .log_dir = strcmp(dir, "-") == 0 ? NULL : dir,
@@ -113,7 +123,7 @@ static int serve(const char *addr, const char *dir, int mode, int ready_fd)
     }
     arpc_actor *actor = NULL;
     arpc_method_options mo = {0};
-    if (mode == SERVER_PROC_ACTOR) {
+    if (mode & SERVER_PROC_ACTOR) {
         if (arpc_actor_create(&actor, NULL) != ARPC_OK)
             return 1;
         mo.actor = actor;

@@ -24,7 +24,9 @@
 
 #include "arpc/arpc.h"
 
-enum { SERVER_PROC_POOL = 0, SERVER_PROC_ACTOR = 1 };
+/* Modes (bits): handlers on the pool or on one actor; SMALL_DISK: files the server writes
+ * stop growing at 64 KiB (RLIMIT_FSIZE, SIGXFSZ ignored), as on a full disk. */
+enum { SERVER_PROC_POOL = 0, SERVER_PROC_ACTOR = 1, SERVER_PROC_SMALL_DISK = 2 };
 
 struct server_proc {
     pid_t sp_pid;
