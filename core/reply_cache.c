@@ -63,6 +63,9 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
                                         uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
                                         uint64_t now_ns)
 {
+    uint64_t floor = arpc_rc_gone_floor(&rc->rc_gone, client_id); /* 0: no goodbye known */
+    if (floor > ack)
+        ack = floor;
     if (seq <= ack)
         return refuse(rc, ARPC_RC_STALE);
     if (is_full(rc))
@@ -73,6 +76,8 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
     enum arpc_rc_verdict v = start_call(rc, c, seq, conn, xid);
     if (v != ARPC_RC_NEW)
         arpc_rc_client_free(rc, c, NULL);
+    else if (floor != 0)
+        arpc_rc_gone_take(&rc->rc_gone, client_id); /* known again: its ack carries the floor */
     return v;
 }
 
@@ -233,10 +238,28 @@ size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
 
 /* ---- goodbye ---- */
 
-/* Forgets c on its goodbye, telling on_forget (the server logs it, as it does an expiry). */
+/* The highest seq c holds an entry for (its ack if none). */
+static uint64_t highest_seq(const struct arpc_rc_client *c)
+{
+    uint64_t top = c->c_ack, seq;
+    for (size_t i = 0; i <= c->c_ring_mask; i++)
+        if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
+            top = c->c_ring[i]->e_seq;
+    void *e;
+    for (size_t pos = 0; arpc_u64_map_next(&c->c_entries, &pos, &seq, &e);)
+        if (seq > top)
+            top = seq;
+    return top;
+}
+
+/* Forgets c on its goodbye (no call of its runs), telling on_forget (the server logs it, as
+ * it does an expiry). What stays is its highest seq (rc_gone): a copy of one of its calls
+ * that arrives late (from a half-open connection, or a proxy that replays) is refused as
+ * acknowledged, never run again. */
 static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
 {
     uint64_t id = c->c_id;
+    arpc_rc_gone_put(&rc->rc_gone, id, highest_seq(c));
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
         rc->rc_ops.on_forget(rc->rc_ctx, id);

@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "base/u64_map.h"
+#include "core/reply_cache_gone.h"
 
 struct arpc_rc_waiter {
     struct arpc_rc_waiter *w_next;
@@ -100,6 +101,7 @@ struct arpc_reply_cache {
     void *rc_ctx;
     struct arpc_reply_cache_stats rc_stats;
     size_t rc_goodbyes; /* clients that said goodbye while busy: settle looks only then */
+    struct arpc_rc_gone rc_gone; /* clients forgotten at their goodbye, by highest seq */
 };
 
 /* o may be NULL (defaults). ops is copied; ctx is passed to its callbacks. ARPC_OK or

@@ -298,6 +298,7 @@ void arpc_reply_cache_fini(struct arpc_reply_cache *rc,
     while (rc->rc_oldest != NULL)
         arpc_rc_client_free(rc, rc->rc_oldest, drop_waiter);
     arpc_u64_map_fini(&rc->rc_clients);
+    arpc_rc_gone_fini(&rc->rc_gone);
     spare_fini(&rc->rc_spare_entries);
     spare_fini(&rc->rc_spare_waiters);
 }

@@ -452,7 +452,9 @@ static void test_expiry(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
-/* A client's goodbye frees its replies at once, unless one of its calls still runs. */
+/* A client's goodbye frees its replies at once, unless one of its calls still runs. What stays
+ * is its highest seq: a late copy of one of its calls is refused, never run again; a call it
+ * never made runs (and the client is known again, the floor in its ack). */
 static void test_forget(void **state)
 {
     (void)state;
@@ -477,8 +479,13 @@ static void test_forget(void **state)
     assert_int_equal(0, stats_of(&rc).clients);
     assert_int_equal(2, P.n_forgotten);
     assert_int_equal(2, P.forgotten[1]);
-    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 1, 0, A, 9, 2)); /* a new life: runs */
-    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 1), 1, A, (uint64_t)9);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 9, 2)); /* late copies: not run */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 1, 0, A, 9, 2));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 2, 1, 0, A, 9, 2));
+    assert_int_equal(0, stats_of(&rc).clients);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 3, 0, A, 9, 2)); /* never made: runs */
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 3), 1, A, (uint64_t)9);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 9, 2)); /* known again: still refused */
     arpc_reply_cache_fini(&rc, NULL);
 }
 
@@ -522,6 +529,33 @@ static void test_goodbye_settles(void **state)
 
 /* A call begun after the goodbye (the same client id again) is kept for its retry: the
  * goodbye spoke for the calls before it only. */
+/* The goodbyes remembered are the latest ARPC_RC_GONE_MAX: the oldest is dropped first; a
+ * second goodbye keeps one slot with the higher floor; a client back is taken out. */
+static void test_gone_bounded(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    struct arpc_rc_gone g = {0};
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 1)); /* empty: nothing allocated yet */
+    for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, id * 10);
+    arpc_rc_gone_put(&g, 2, 5);  /* lower: kept at 20 */
+    arpc_rc_gone_put(&g, 3, 99); /* higher: 99 */
+    assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 7); /* full: the oldest (1) goes */
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(7, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
+    assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+    arpc_rc_gone_take(&g, 2);
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 8); /* takes 2's old place: 3 stays */
+    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+    assert_int_equal(8, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 2));
+    arpc_rc_gone_fini(&g);
+}
+
 static void test_call_after_goodbye_kept(void **state)
 {
     (void)state;
@@ -1243,6 +1277,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_forget),
         cmocka_unit_test_no_leak(test_goodbye_settles),
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
+        cmocka_unit_test_no_leak(test_gone_bounded),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_ring_wraps),

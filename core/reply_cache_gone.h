@@ -1,0 +1,40 @@
+/*
+ * The clients that said goodbye, remembered by the highest seq each used, so a late copy of
+ * one of their calls (from a half-open connection, or a proxy that replays) is refused
+ * instead of running again once their replies are gone (core/reply_cache.c: forget).
+ *
+ * Bounded: the ARPC_RC_GONE_MAX latest goodbyes, a fixed 16 bytes each plus the map's slot;
+ * the oldest is dropped first (a copy of its calls arriving after that many other clients
+ * said goodbye runs again: docs/SEMANTICS.md). Loop thread only, like the cache.
+ */
+#ifndef ARPC_CORE_REPLY_CACHE_GONE_H
+#define ARPC_CORE_REPLY_CACHE_GONE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/u64_map.h"
+
+#define ARPC_RC_GONE_MAX 4096
+
+struct arpc_rc_gone_slot {
+    uint64_t gs_client; /* 0: free */
+    uint64_t gs_floor;  /* its calls at or below this are not run */
+};
+
+struct arpc_rc_gone {
+    struct arpc_rc_gone_slot *g_ring; /* ARPC_RC_GONE_MAX slots, made at the first goodbye */
+    size_t g_next;                    /* the slot the next goodbye takes (the oldest) */
+    struct arpc_u64_map g_where;      /* client -> its slot + 1 */
+};
+
+/* Zeroed is empty; fini frees what put allocated. */
+void arpc_rc_gone_fini(struct arpc_rc_gone *g);
+/* client said goodbye after calls up to floor. Best effort: without memory it is not kept. */
+void arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor);
+/* The floor of a client that said goodbye, or 0. */
+uint64_t arpc_rc_gone_floor(const struct arpc_rc_gone *g, uint64_t client);
+/* client is back (a call above its floor): it is known to the cache again. */
+void arpc_rc_gone_take(struct arpc_rc_gone *g, uint64_t client);
+
+#endif
