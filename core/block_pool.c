@@ -3,8 +3,7 @@
 
 #include "base/alloc.h"
 
-/* The smallest class whose blocks hold size bytes, or BLOCK_POOL_NONE. */
-static int class_of(size_t size)
+int block_pool_class_of(size_t size)
 {
     for (int k = 0; k < BLOCK_POOL_CLASSES; k++)
         if (size <= block_pool_block(k))
@@ -20,7 +19,7 @@ static void class_push(struct block_pool_class *c, void *block) { arpc_node_pool
 
 void *block_pool_get(struct block_pool *p, size_t size, int *cls)
 {
-    int k = class_of(size);
+    int k = block_pool_class_of(size);
     *cls = BLOCK_POOL_NONE;
     if (k == BLOCK_POOL_NONE)
         return arpc_malloc(size);

@@ -72,6 +72,9 @@ void block_pool_fini(struct block_pool *p);
 /* Blocks of class k given back and not taken again (for tests: while nobody takes or gives). */
 unsigned block_pool_held(struct block_pool *p, int k);
 
+/* The smallest class whose blocks hold size bytes, or BLOCK_POOL_NONE. */
+int block_pool_class_of(size_t size);
+
 /* Blocks made for class k (for tests; a snapshot). */
 unsigned block_pool_made(struct block_pool *p, int k);
 

@@ -40,6 +40,7 @@ void client_release(arpc_client *c)
     arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
+    block_pool_fini(&c->cl_blocks);
     pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c->cl_token);
     arpc_free(c);
@@ -131,6 +132,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);
     ev_init(&c->cl_connector.cn_io, NULL);
     arpc_buf_cache_init(&c->cl_bufs, ARPC_CONN_BUF_CACHE_BYTES);
+    block_pool_init(&c->cl_blocks);
     if (arpc_future_create(&c->cl_first) != ARPC_OK)
         goto fail;
     if (pending_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK)

@@ -4,8 +4,8 @@
  * Each call is one allocation (client_internal.h): the caller's future, the struct client_call
  * (the loop's until the call finishes) and its encoded request, kept until
  * the call is freed so it can be sent again over a new connection. A request larger than
- * CALL_INLINE_MAX lives in a block of its own instead (from the client's cache, cl_bufs, from
- * ARPC_CONN_BODY_MIN on), with a count of its own, so that it goes when the call is done
+ * CALL_INLINE_MAX lives in a block of its own instead (from the client's pool of size classes,
+ * cl_blocks, or from ARPC_CONN_BODY_MIN on its cache, cl_bufs), with a count of its own, so that it goes when the call is done
  * rather than when the caller lets go of the future. The block goes when
  * its three kinds of holders have let go (cc_refs): the future's last reference (the caller may
  * keep it long after the call, and the client, are gone), the call (call_free), and the output
@@ -40,7 +40,8 @@
 /* A larger request: a block of its own, held by the call and by each send of it. */
 struct call_bulk {
     arpc_refcount b_refs;
-    uint32_t b_cap;        /* from cl_bufs, of this capacity; 0: arpc_malloc'd */
+    uint32_t b_cap;        /* from cl_bufs, of this capacity; 0: from cl_blocks, of class b_class */
+    int b_class;
     arpc_client *b_client;
     uint8_t b_bytes[];
 };
@@ -69,7 +70,7 @@ static void call_bulk_put(struct call_bulk *b)
     if (b->b_cap != 0)
         arpc_buf_put(&b->b_client->cl_bufs, b, b->b_cap);
     else
-        arpc_free(b);
+        block_pool_put(&b->b_client->cl_blocks, b, b->b_class);
 }
 
 static void call_frame_release(void *base) { call_put(base); }
@@ -82,15 +83,19 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     if (call == NULL)
         return NULL;
     if (bulk) {
-        /* Large ones reuse memory, so the allocator does not fault fresh pages in for each. */
+        /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
+         * per-thread cache), large ones fault fresh pages in. */
         size_t total = sizeof(struct call_bulk) + frame_len, cap = 0;
-        struct call_bulk *b = total >= ARPC_CONN_BODY_MIN ? arpc_buf_get(&c->cl_bufs, total, &cap) : arpc_malloc(total);
+        int cls = BLOCK_POOL_NONE;
+        struct call_bulk *b = total >= ARPC_CONN_BODY_MIN ? arpc_buf_get(&c->cl_bufs, total, &cap)
+                                                          : block_pool_get(&c->cl_blocks, total, &cls);
         if (b == NULL) {
             arpc_free(call);
             return NULL;
         }
         arpc_refcount_init(&b->b_refs, 1); /* the call's */
         b->b_cap = (uint32_t)cap;
+        b->b_class = cls;
         b->b_client = c;
         *(struct call_bulk **)after_record(call) = b;
     }

@@ -47,6 +47,7 @@
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
+#include "core/block_pool.h"
 #include "core/conn.h"
 #include "core/pending_calls.h"
 #include "core/stats.h"
@@ -154,6 +155,9 @@ struct arpc_client {
     /* Large calls' memory kept for reuse (base/buf_cache.h; any thread; emptied when the
      * client is freed). Not the connection's: that one is reset at each reconnect. */
     struct arpc_buf_cache cl_bufs;
+    /* Requests over CALL_INLINE_MAX and under ARPC_CONN_BODY_MIN, kept for reuse in size
+     * classes (core/block_pool.h; any thread; freed with the client). */
+    struct block_pool cl_blocks;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
     /* Calls' deadlines (core/client_deadlines.c; loop thread): one wheel node per call, one
      * loop deadline for the wheel. */

@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "core/stats.h"
 #include "core/conn_body.h"
+#include "core/conn_rbuf.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
 #define CONN_READS_PER_READY 4
@@ -123,8 +124,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
         arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)conn->c_out.q_bytes);
     arpc_outq_fini(&conn->c_out);
-    arpc_free(conn->c_rbuf);
-    conn->c_rbuf = NULL;
+    conn_rbuf_fini(conn); /* before the cache closes: a buffer not lent goes into it, then is freed */
     conn_body_fini(conn);
     conn->c_ops->on_close(conn, reason);
 }
@@ -452,8 +452,11 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
 /* Makes room for at least `want` unparsed bytes plus some read space. */
 static int conn_reserve(struct arpc_conn *conn, size_t want)
 {
-    size_t unparsed = conn->c_rend - conn->c_rstart;
     if (conn->c_rstart > 0 && (conn->c_rcap - conn->c_rend < 4096 || conn->c_rcap - conn->c_rstart < want)) {
+        /* Compaction writes over parsed bytes: lent ones stay, the rest move to a fresh buffer. */
+        if (conn_rbuf_unshare(conn) != ARPC_OK)
+            return ARPC_ENOMEM;
+        size_t unparsed = conn->c_rend - conn->c_rstart;
         memmove(conn->c_rbuf, conn->c_rbuf + conn->c_rstart, unparsed);
         conn->c_rstart = 0;
         conn->c_rend = unparsed;
@@ -463,13 +466,9 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
     if (conn->c_rcap - conn->c_rend > 0 && conn->c_rend - conn->c_rstart < conn->c_rcap / 2)
         return ARPC_OK; /* grow only once the bytes have arrived, not on a header's word */
     /* At most double per step: a peer must send N bytes to make us hold N bytes. */
-    size_t cap = conn->c_rcap * 2;
-    uint8_t *nb = arpc_realloc(conn->c_rbuf, cap);
-    if (nb == NULL)
+    if (conn_rbuf_unshare(conn) != ARPC_OK)
         return ARPC_ENOMEM;
-    conn->c_rbuf = nb;
-    conn->c_rcap = cap;
-    return ARPC_OK;
+    return conn_rbuf_resize(conn, conn->c_rcap * 2);
 }
 
 /* After a parse: when did the bytes left unparsed (the start of the next frame) begin to
@@ -614,16 +613,12 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         /* (A large body moved out of the read buffer counts as consumed: its clock restarts
          * once its header is in.) */
         conn_track_partial(conn, body_done || conn->c_rstart != parsed_from);
-        if (conn->c_rstart == conn->c_rend) {
+        /* All parsed: read to the front again, unless bytes of it are lent (then on from
+         * where it is; conn_reserve moves to another buffer when the tail runs short). */
+        if (conn->c_rstart == conn->c_rend && !conn_rbuf_lent(conn)) {
             conn->c_rstart = conn->c_rend = 0;
-            if (conn->c_rcap > 4 * CONN_RBUF_INITIAL) {
-                /* A large frame passed: give the memory back. */
-                uint8_t *nb = arpc_realloc(conn->c_rbuf, CONN_RBUF_INITIAL);
-                if (nb != NULL) {
-                    conn->c_rbuf = nb;
-                    conn->c_rcap = CONN_RBUF_INITIAL;
-                }
-            }
+            if (conn->c_rcap > 4 * CONN_RBUF_INITIAL)
+                (void)conn_rbuf_resize(conn, CONN_RBUF_INITIAL); /* a large frame passed: give the memory back */
         }
         got += (size_t)n;
         if ((size_t)n < room || conn->c_hold != 0 || got >= limit)
@@ -699,12 +694,11 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
     memset(conn, 0, sizeof(*conn));
     conn->c_plain = plain;
     conn->c_stream = is_plain ? &conn->c_plain : stream;
-    conn->c_rbuf = arpc_malloc(CONN_RBUF_INITIAL);
-    if (conn->c_rbuf == NULL) {
+    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES);
+    if (conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK) {
         conn->c_stream->s_ops->s_close(conn->c_stream);
         return ARPC_ENOMEM;
     }
-    conn->c_rcap = CONN_RBUF_INITIAL;
     conn->c_loop = loop;
     conn->c_ev = arpc_loop_ev(loop);
     conn->c_fd = fd;
@@ -713,7 +707,6 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
     conn->c_owner = owner;
     conn->c_open = true;
     snprintf(conn->c_peer, sizeof(conn->c_peer), "%s", peer ? peer : "?");
-    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES);
     arpc_outq_init(&conn->c_out);
     ev_io_init(&conn->c_rio, conn_on_readable, fd, EV_READ);
     ev_io_init(&conn->c_wio, conn_on_writable, fd, EV_WRITE);

@@ -25,8 +25,8 @@
  * the current read batch. ops->on_close runs exactly once, on the loop thread, after the fd is
  * closed and the watchers stopped; the owner may free the memory holding the conn there.
  *
- * Every function here runs on the loop thread, but arpc_conn_write_direct (core/conn_write.h)
- * and the buffer cache's get/put.
+ * Every function here runs on the loop thread, but arpc_conn_write_direct (core/conn_write.h),
+ * the buffer cache's get/put and arpc_conn_unpin.
  */
 #ifndef ARPC_CORE_CONN_H
 #define ARPC_CORE_CONN_H
@@ -137,6 +137,9 @@ struct arpc_conn {
     struct arpc_conn_writer c_writer; /* who writes the socket (core/conn_write.h); any thread */
     bool c_cold;    /* reads served from the loop's cold set (arpc_conn_cool) */
     bool c_cold_on; /* c_rio is in that set now */
+    /* The read buffer's bytes lent out (arpc_conn_pin, core/conn_rbuf.c). */
+    unsigned c_rbuf_pins;         /* pins of the current read buffer since it was last reused */
+    atomic_uint c_rbuf_retired;   /* read buffers the loop left while lent, not yet given back */
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
@@ -182,6 +185,21 @@ void *arpc_conn_buf_get(struct arpc_conn *conn, size_t size, size_t *cap);
 /* Gives a taken buffer back for reuse: kept if the connection is open and its cache has
  * room, else freed. Any thread, before or after the close, while conn's memory lives. */
 void arpc_conn_buf_put(struct arpc_conn *conn, void *block, size_t cap);
+
+/* Lending: inside on_frame, for a frame parsed from the read buffer, the owner may keep bytes
+ * of it [p, p + len) where they are instead of copying them (a server's request payload):
+ * the read buffer is then not written over until they are given back; the loop reads on in
+ * another buffer meanwhile. Returns the pin to give back with arpc_conn_unpin (any thread,
+ * once, while conn's memory lives), or NULL: copy what must outlive on_frame. NULL when the
+ * bytes are not in the read buffer, shorter than ARPC_CONN_PIN_MIN (a copy is cheaper than
+ * the buffer it would hold), or the connection already left ARPC_CONN_RBUF_RETIRED_MAX read
+ * buffers lent. So lending holds at most that many read buffers (64 KiB each while frames
+ * pass through it) beyond the connection's own, whatever the borrowers do. */
+#define ARPC_CONN_PIN_MIN 1024u
+#define ARPC_CONN_RBUF_RETIRED_MAX 8u
+struct conn_rbuf_head;
+struct conn_rbuf_head *arpc_conn_pin(struct arpc_conn *conn, const void *p, size_t len);
+void arpc_conn_unpin(struct conn_rbuf_head *pin);
 
 /* Small control frames, encoded into a fresh buffer and queued. Each returns as
  * arpc_conn_send, or ARPC_ENOMEM when the buffer cannot be had (nothing queued). */

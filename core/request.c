@@ -115,6 +115,7 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     struct server_conn *sc = st->rs_conn;
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, st->rs_buf, st->rs_buf_cap); /* for the connection's next large frame */
+    arpc_conn_unpin(st->rs_pin);
     block_pool_put(&s->sv_requests, st, st->rs_pool_class);
     if (!answered)
         request_handle_put(s, req, on_loop);

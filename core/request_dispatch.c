@@ -155,14 +155,20 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     static const char no_memory[] = "server out of memory";
     arpc_server *s = sc->sc_server;
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
-    /* A large body read into a buffer of its own is kept as it is: no copy. */
+    /* A large body read into a buffer of its own is kept as it is, and so is a payload of a
+     * few KiB in the read buffer, which lends it: no copy either way. */
     bool in_place = arpc_conn_body_offered(&sc->sc_conn);
+    struct conn_rbuf_head *pin = in_place || f->f_payload_len < ARPC_CONN_PIN_MIN
+                                     ? NULL
+                                     : arpc_conn_pin(&sc->sc_conn, f->f_payload, f->f_payload_len);
+    in_place = in_place || pin != NULL;
     int pool_class;
     struct request_state *st = block_pool_get(&s->sv_requests, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
     arpc_request *req = st != NULL ? request_handle_take(s) : NULL;
     if (req == NULL) {
         if (st != NULL)
             block_pool_put(&s->sv_requests, st, pool_class);
+        arpc_conn_unpin(pin);
         if (!oneway)
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
@@ -195,11 +201,13 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         /* a duplicate: answered from the cache, or waiting for the original */
         request_handle_put(s, req, true);
         block_pool_put(&s->sv_requests, st, pool_class);
+        arpc_conn_unpin(pin);
         return;
     }
     if (req->rq_seq == 0 && f->f_ack != 0 && sc->sc_client_id != 0)
         dedup_ack(sc, f->f_ack);
-    st->rs_buf = in_place ? arpc_conn_take_body(&sc->sc_conn, &st->rs_buf_cap) : NULL;
+    st->rs_pin = pin;
+    st->rs_buf = in_place && pin == NULL ? arpc_conn_take_body(&sc->sc_conn, &st->rs_buf_cap) : NULL;
     st->rs_data = in_place ? f->f_payload : st->rs_inline;
     if (!in_place)
         memcpy(st->rs_inline, f->f_payload, f->f_payload_len);

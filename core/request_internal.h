@@ -65,7 +65,7 @@ struct arpc_request {
 };
 
 /* The server's part: one block from the server's request pool (core/block_pool.h), with a
- * copy of the payload. Freed once the handler has returned and the reply was delivered, or
+ * copy of the payload unless it stays where it was read (rs_buf, rs_pin). Freed once the handler has returned and the reply was delivered, or
  * the server answered in the handler's place. */
 struct request_state {
     arpc_request *rs_req;        /* its handle */
@@ -86,9 +86,10 @@ struct request_state {
     void *rs_cancel_arg;
     uint64_t rs_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
     uint32_t rs_len;
-    const uint8_t *rs_data;  /* the payload: rs_inline, or inside rs_buf */
+    const uint8_t *rs_data;  /* the payload: rs_inline, inside rs_buf, or in the read buffer rs_pin holds */
     uint8_t *rs_buf;         /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
     size_t rs_buf_cap;
+    struct conn_rbuf_head *rs_pin; /* the connection's read buffer, lent for the payload (arpc_conn_pin); NULL: none */
     uint8_t rs_inline[];     /* a small payload's copy */
 };
 

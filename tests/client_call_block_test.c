@@ -3,7 +3,8 @@
  * and its request share a block that goes when the last of them lets go. Here:
  *  - starting a call allocates exactly one block on the caller's thread for a request of up
  *    to 1 KiB, two for a larger one (its request apart, so a completed future the caller keeps
- *    does not pin it);
+ *    does not pin it); once the calls are done their requests' blocks are reused, so the
+ *    next calls of that size allocate one block each;
  *  - futures outlive their client as arpc/future.h promises: a completed one keeps its reply,
  *    a pending one ends ARPC_ESHUTDOWN, and each may be read, taken from and released after
  *    arpc_client_close; nothing leaks (ASan: nothing is read after it was freed);
@@ -15,12 +16,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <sched.h>
 #include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "core/client_internal.h"
 #include "support/test_util.h"
 
 /* ---- an allocator that counts the blocks this thread asks for (over the leak checker) ---- */
@@ -113,20 +116,54 @@ static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future *
     return atomic_load(&counted);
 }
 
+static void wait_calls(arpc_client *c, size_t n, size_t size, arpc_future **fs)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
+        size_t len;
+        arpc_future_data(fs[i], &len);
+        assert_int_equal(size, len);
+        arpc_future_release(fs[i]);
+    }
+    /* The loop frees a call (and gives its request's block back) just after its future
+     * completes: wait for that, so the next calls find the blocks. */
+    int64_t until = now_ms() + 10000;
+    while (atomic_load(&c->cl_live) != 0 && now_ms() < until)
+        sched_yield();
+    assert_int_equal(0, atomic_load(&c->cl_live));
+}
+
 static void test_one_allocation_per_call(void **state)
 {
     struct fixture *fx = *state;
     enum { N = 64 };
     arpc_future *fs[N];
-    size_t sizes[] = {0, 16, 900, 2000, 30000}; /* the frame adds 46 B for "t.echo" */
+    /* The frame adds 46 B for "t.echo", a request apart 24 B of its block's own: 978 B is the
+     * largest request in the call's block, 979 B the smallest apart; 32,697 B the largest
+     * from the client's pool (core/block_pool.h), 32,698 B the smallest from its cache of
+     * large buffers (ARPC_CONN_BODY_MIN), which keeps only a few. */
+    size_t sizes[] = {0, 16, 900, 978, 979, 2000, 4096, 30000, 32697, 32698, 1u << 20};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
-        assert_int_equal(sizes[k] < 1000 ? N : 2 * N, allocs_to_start(fx->c, N, sizes[k], fs));
-        for (size_t i = 0; i < N; i++) {
-            assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
-            size_t len;
-            arpc_future_data(fs[i], &len);
-            assert_int_equal(sizes[k], len);
-            arpc_future_release(fs[i]);
+        bool apart = sizes[k] > 978, pooled = apart && sizes[k] <= 32697;
+        long first = allocs_to_start(fx->c, N, sizes[k], fs);
+        wait_calls(fx->c, N, sizes[k], fs);
+        /* Again: a pooled request's block comes from those the first calls gave back (calls
+         * end while others start, so the first ones may have shared theirs, and an earlier
+         * size may have left some: classes are powers of two). */
+        int cls = pooled ? block_pool_class_of(sizes[k] + 46 + 24) : BLOCK_POOL_NONE;
+        unsigned kept = cls != BLOCK_POOL_NONE ? block_pool_held(&fx->c->cl_blocks, cls) : 0;
+        long again = allocs_to_start(fx->c, N, sizes[k], fs);
+        wait_calls(fx->c, N, sizes[k], fs);
+        if (!apart) {
+            assert_int_equal(N, first);
+            assert_int_equal(N, again);
+        } else if (pooled) {
+            assert_true(first >= N && first <= 2 * N);
+            assert_true(kept > 0);
+            assert_true(again >= N && again <= 2 * N - (long)kept);
+        } else {
+            assert_true(first >= N && first <= 2 * N);
+            assert_true(again >= N && again <= 2 * N);
         }
     }
     arpc_client_close(fx->c);
