@@ -308,8 +308,9 @@ void dedup_fini(arpc_server *s);
 void dedup_start(arpc_server *s);
 void dedup_stop(arpc_server *s);
 /* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
- * answered (replayed, refused) or attached to the running call. */
-bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+ * answered (replayed, refused) or attached to the running call, for no longer than its own
+ * deadline_ns (ARPC_NEVER: none), then answered ARPC_ETIMEDOUT. */
+bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns);
 /* A numbered call's request xid on sc was answered by the server in its handler's place: it
  * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
