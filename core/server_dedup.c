@@ -68,7 +68,7 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
         .on_expire = dedup_on_expire,
         .on_forget = dedup_on_forget,
     };
-    static const char lost[] = "the call ran, but the server had no memory for its reply";
+    static const char lost[] = SERVER_LOST_REPLY_MSG;
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {
         .max_bytes = max_bytes,

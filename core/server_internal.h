@@ -105,7 +105,8 @@ struct arpc_server {
     unsigned sv_heartbeat_misses;
     /* loop thread only */
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
-    struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made */
+    struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
+                                       * (ARPC_EABANDONED, SERVER_LOST_REPLY_MSG) */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
@@ -301,6 +302,10 @@ void inflight_attach(struct server_conn *sc);
 void inflight_detach(struct server_conn *sc);
 /* ops.on_held: the connection held its own input (backlog, bytes). */
 void inflight_on_held(struct arpc_conn *conn, unsigned reason);
+
+/* What the caller of a call whose reply (or refusal) could not be made is told, with
+ * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */
+#define SERVER_LOST_REPLY_MSG "the server had no memory for the call's answer; it may have run"
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);
