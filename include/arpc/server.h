@@ -13,7 +13,8 @@
  * loop the server ran on: a reply after destroy touches no loop, so the user may destroy its
  * own loop first. If the handler has not replied by the call's deadline (from the wire), the
  * server answers the caller ARPC_ETIMEDOUT itself; a stop answers calls still unanswered after
- * its grace ARPC_EABANDONED (both: the call may have run). Once the server has so answered and
+ * its grace ARPC_EABANDONED (both: the call may have run; ARPC_EABANDONED also answers a call
+ * whose reply the server could not make, docs/SEMANTICS.md). Once the server has so answered and
  * the handler has returned, the server frees what the request held (its data, its share of
  * the flow limits, its connection's record, its hold on the server): the request stays valid
  * only for the handler's late reply, which is dropped and frees the rest, a few words. So an
