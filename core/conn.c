@@ -43,11 +43,17 @@
 
 static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
 
-/* Input is taken: open, not held, not closing. (After the end of stream nothing more is
- * read, but the socket's hangup is still watched: conn_watch_reads.) */
+/* Open and not closing: after the end of stream, the socket's hangup is watched while this
+ * holds (conn_watch_reads), held input or not -- a hold stops reads, and none are left. */
+static bool conn_watches_hangup(const struct arpc_conn *conn)
+{
+    return conn->c_open && !conn->c_close_pending && !conn->c_close_after_flush;
+}
+
+/* Input is taken: open, not held, not closing. */
 static bool conn_takes_input(const struct arpc_conn *conn)
 {
-    return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
+    return conn_watches_hangup(conn) && conn->c_hold == 0;
 }
 
 /* The read watcher lives in libev, or for a cold connection in the loop's cold set
@@ -542,7 +548,7 @@ static void conn_on_eof(struct arpc_conn *conn)
     conn->c_eof = true;
     conn_unwatch_reads(conn);
     conn->c_ops->on_eof(conn);
-    if (conn_takes_input(conn))
+    if (conn_watches_hangup(conn))
         conn_watch_reads(conn); /* the owner answers what it read: its hangup only */
 }
 
@@ -647,7 +653,11 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
         return;
     conn->c_hold |= reason;
     conn->c_rx_waited = true;
-    conn_unwatch_reads(conn);
+    /* After the end of stream the watcher reads nothing: it waits for the hangup, which a
+     * held connection (its client's calls running elsewhere) must still hear of, else a peer
+     * gone for good is found only by the heartbeat. */
+    if (!conn->c_eof)
+        conn_unwatch_reads(conn);
 }
 
 /* Lets go of reason; once nothing holds input, hands up the frames buffered meanwhile and

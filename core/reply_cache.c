@@ -45,7 +45,7 @@ static enum arpc_rc_verdict start_call(struct arpc_reply_cache *rc, struct arpc_
                                        uint64_t seq, void *conn, uint64_t xid)
 {
     struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
-    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
+    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid, seq);
     if (e != NULL && w != NULL) {
         e->e_waiters = w;
         e->e_last = &w->w_next;
@@ -83,7 +83,8 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
 
 enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
                                             uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
-                                            uint64_t now_ns, void **reply_out)
+                                            uint64_t now_ns, void **reply_out,
+                                            struct arpc_rc_waiter **waiter_out)
 {
     if (client_id == 0 || seq == 0)
         return refuse(rc, ARPC_RC_STALE);
@@ -109,10 +110,12 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     }
     if (e->e_nwaiters >= ARPC_RC_MAX_WAITERS)
         return refuse(rc, ARPC_RC_CROWDED);
-    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid);
+    struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid, seq);
     if (w == NULL)
         return ARPC_RC_NOMEM;
     w->w_attached = true;
+    if (waiter_out != NULL)
+        *waiter_out = w;
     *e->e_last = w;
     e->e_last = &w->w_next;
     e->e_nwaiters++;

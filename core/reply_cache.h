@@ -48,6 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "async/deadline_heap.h"
 #include "base/u64_map.h"
 #include "core/reply_cache_gone.h"
 
@@ -55,7 +56,11 @@ struct arpc_rc_waiter {
     struct arpc_rc_waiter *w_next;
     void *w_conn;
     uint64_t w_xid;
+    uint64_t w_seq;  /* the call it waits for, so its owner can name it to leave */
     bool w_attached; /* a duplicate's, not the request that runs the call */
+    /* The owner's, never touched here (unarmed when handed out): the server arms a
+     * duplicate's own deadline on it, and disarms it before the waiter is given back. */
+    struct arpc_deadline w_deadline;
 };
 
 struct arpc_reply_cache_ops {
@@ -134,11 +139,14 @@ enum arpc_rc_verdict {
  * client is first counted active at now_ns and its ack raised to ack, whatever the verdict;
  * a client not yet known is recorded on NEW only (seq <= ack is STALE for it too).
  * client_id 0 or seq 0 cannot be deduplicated: STALE. *reply_out is written on REPLAY only;
- * the reply stays valid until the next call into the cache.
+ * the reply stays valid until the next call into the cache. *waiter_out (waiter_out may be
+ * NULL) is written on ATTACHED only: the duplicate's waiter, for its owner's w_deadline; it
+ * stays in the cache until handed out by finish, durable, abort or leave.
  */
 enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
                                             uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
-                                            uint64_t now_ns, void **reply_out);
+                                            uint64_t now_ns, void **reply_out,
+                                            struct arpc_rc_waiter **waiter_out);
 
 /*
  * The handler of a RUNNING call returned reply (reply_bytes are counted against max_bytes),
@@ -181,6 +189,11 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
  */
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                               void *conn, uint64_t xid);
+
+/* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
+ * (the server disarms their deadlines when it stops). fn must not call into the cache. */
+void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,
+                                  void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx);
 
 /* Gives back a list handed out by finish, durable, abort or leave, once it was answered. */
 void arpc_reply_cache_free_waiters(struct arpc_reply_cache *rc, struct arpc_rc_waiter *list);

@@ -281,6 +281,29 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 
 /* ---- the whole cache ---- */
 
+static void each_entry_waiter(struct arpc_rc_entry *e, void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx)
+{
+    for (struct arpc_rc_waiter *w = e->e_waiters; w != NULL; w = w->w_next)
+        fn(ctx, w);
+}
+
+void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,
+                                  void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx)
+{
+    for (struct arpc_rc_client *c = rc->rc_oldest; c != NULL; c = c->c_newer) {
+        if (c->c_busy == 0)
+            continue; /* only RUNNING and LOGGING entries have waiters */
+        for (size_t i = 0; i <= c->c_ring_mask; i++)
+            if (c->c_ring[i] != NULL)
+                each_entry_waiter(c->c_ring[i], fn, ctx);
+        size_t pos = 0;
+        uint64_t seq;
+        void *e;
+        while (arpc_u64_map_next(&c->c_entries, &pos, &seq, &e))
+            each_entry_waiter(e, fn, ctx);
+    }
+}
+
 int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_cache_options *o,
                           const struct arpc_reply_cache_ops *ops, void *ctx)
 {

@@ -115,11 +115,12 @@ static inline void arpc_rc_entry_recycle(struct arpc_reply_cache *rc, struct arp
 }
 
 static inline struct arpc_rc_waiter *arpc_rc_waiter_new(struct arpc_reply_cache *rc, void *conn,
-                                                        uint64_t xid)
+                                                        uint64_t xid, uint64_t seq)
 {
     struct arpc_rc_waiter *w = arpc_rc_spare_take(&rc->rc_spare_waiters, sizeof(*w));
     if (w != NULL)
-        *w = (struct arpc_rc_waiter){.w_conn = conn, .w_xid = xid};
+        *w = (struct arpc_rc_waiter){.w_conn = conn, .w_xid = xid, .w_seq = seq,
+                                     .w_deadline.d_index = ARPC_DEADLINE_UNARMED};
     return w;
 }
 

@@ -210,20 +210,24 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 }
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
- * loop, after the request leaves its connection's table. A numbered call's caller and waiting
- * retries get the server's "lost" error; its entry keeps it if the call ran, and is dropped
- * (a later retry may run it) if it was refused without running. An unnumbered caller waits
- * for its deadline. */
+ * loop, after the request leaves its connection's table. Its caller is answered
+ * ARPC_EABANDONED at once ("may have run"), numbered or not. A numbered call's waiting retries
+ * get the server's "lost" error too; its entry keeps it if the call ran, and is dropped (a
+ * later retry may run it) if it was refused without running. An unnumbered call's error is
+ * made now: should that fail too, its connection closes (sconn_send_error), which ends the
+ * call as surely. */
 static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
+    static const char lost[] = SERVER_LOST_REPLY_MSG;
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     request_untrack(req);
     request_unlist(req);
-    request_count_answer(req, req->rq_seq != 0 ? ARPC_EABANDONED : ARPC_ENOMEM); /* what its caller sees */
-    if (loop != NULL && req->rq_seq != 0) {
-        struct server_conn *sc = req->rq_state->rs_conn;
+    request_count_answer(req, ARPC_EABANDONED); /* what its caller sees */
+    struct server_conn *sc = req->rq_state->rs_conn;
+    if (loop != NULL && req->rq_seq != 0)
         dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack, req->rq_state->rs_lost_ran);
-    }
+    else if (loop != NULL)
+        sconn_send_error(sc, req->rq_xid, ARPC_EABANDONED, lost, sizeof(lost) - 1);
     if (loop != NULL)
         inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
     request_reply_done(req, loop != NULL);
@@ -430,7 +434,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
          * for calls in flight finds every reply queued when it sees the count reach zero. */
         struct reply_msg *rm = reply_encode(sc, req->rq_xid, kind, code, data, len, ran, effect, effect_len);
         if (rm == NULL) {
-            rc = ARPC_ENOMEM; /* the client's call ends with its deadline or its connection */
+            rc = ARPC_ENOMEM; /* the caller is answered ARPC_EABANDONED (request_drop_on_loop) */
             st->rs_lost_ran = ran;
             request_finish_on_loop(s, req, request_drop_on_loop); /* no reply: let go of its holder */
         } else {

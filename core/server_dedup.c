@@ -15,6 +15,13 @@
  *
  * A waiter holds a reference to its connection, so a connection that closed while its
  * duplicate waited is still safe to look at when the result comes out (it is then skipped).
+ *
+ * A duplicate waits no longer than its own deadline (the wire's budget, counted from its
+ * arrival, like any request's): one armed on its waiter (w_deadline) answers it ARPC_ETIMEDOUT
+ * and takes it out, while the call goes on and its result stays for a later retry. Without
+ * it, a long or leaked call would pin every duplicate's connection for as long as it runs.
+ * Every way out of the waiters (answered, left, dropped) passes dedup_unwait, which disarms
+ * it; a stop disarms the rest (dedup_stop), so no deadline outlives the server's loop.
  */
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +54,7 @@ static void dedup_on_forget(void *ctx, uint64_t client_id)
     journal_expire(ctx, client_id); /* its goodbye: a restart forgets it too */
 }
 
+/* At teardown, after the stop disarmed every waiter's deadline (the loop may be gone). */
 static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)ctx;
@@ -60,7 +68,7 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
         .on_expire = dedup_on_expire,
         .on_forget = dedup_on_forget,
     };
-    static const char lost[] = "the call ran, but the server had no memory for its reply";
+    static const char lost[] = SERVER_LOST_REPLY_MSG;
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {
         .max_bytes = max_bytes,
@@ -108,7 +116,18 @@ void dedup_start(arpc_server *s)
         arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the reply cache's expiry sweep; idle clients are not expired");
 }
 
-void dedup_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_sweep); }
+static void dedup_disarm_waiter(void *s, struct arpc_rc_waiter *w)
+{
+    arpc_deadline_cancel(((arpc_server *)s)->sv_loop, &w->w_deadline);
+}
+
+/* The waiters left (their connections are closed) stay until dedup_fini; their deadlines must
+ * not: once the server stopped, its (an application's) loop may be destroyed first. */
+void dedup_stop(arpc_server *s)
+{
+    arpc_deadline_cancel(s->sv_loop, &s->sv_sweep);
+    arpc_reply_cache_each_waiter(&s->sv_cache, dedup_disarm_waiter, s);
+}
 
 /* Sends rm's frame to sc under xid (a copy: the cache keeps the original). */
 static void reply_msg_written(void *rm) { reply_msg_free(rm); }
@@ -165,6 +184,8 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
  * connection (which may then close, its client having sent all it will), and lets go of it. */
 static void dedup_unwait(struct arpc_rc_waiter *w)
 {
+    struct server_conn *sc = w->w_conn;
+    arpc_deadline_cancel(sc->sc_server->sv_loop, &w->w_deadline); /* unarmed: nothing done */
     if (w->w_attached)
         inflight_detach(w->w_conn);
     sconn_release(w->w_conn);
@@ -179,17 +200,40 @@ static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, struct 
     arpc_reply_cache_free_waiters(&s->sv_cache, waiters);
 }
 
-bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
+/* A duplicate's deadline passed before the call it waits for finished: it gets what its own
+ * deadline would give it as a call ("may have run"), and stops waiting (which frees its
+ * connection, and its place among ARPC_RC_MAX_WAITERS). */
+static void dedup_on_waiter_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    static const char why[] = "the call this retry waits for did not finish by the retry's deadline";
+    struct arpc_rc_waiter *w = arg;
+    struct server_conn *sc = w->w_conn;
+    sconn_retain(sc); /* the waiter's reference may be the last */
+    sconn_send_error(sc, w->w_xid, ARPC_ETIMEDOUT, why, sizeof(why) - 1);
+    dedup_leave(sc, w->w_seq, w->w_xid);
+    sconn_release(sc);
+}
+
+static void dedup_arm_waiter(arpc_server *s, struct arpc_rc_waiter *w, uint64_t deadline_ns)
+{
+    arpc_deadline_init(&w->w_deadline, dedup_on_waiter_deadline, w);
+    if (deadline_ns != ARPC_NEVER) /* ENOMEM: it waits for the call, as it would without one */
+        (void)arpc_deadline_arm(s->sv_loop, &w->w_deadline, deadline_ns);
+}
+
+bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns)
 {
     arpc_server *s = sc->sc_server;
     void *cached = NULL;
+    struct arpc_rc_waiter *attached = NULL;
     if (atomic_load(&s->sv_log_failed)) {
         static const char failed[] = "the server's reply log failed: it runs no at-most-once call";
         sconn_refuse_call(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
         return false;
     }
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
-                                                    f->f_xid, arpc_now_coarse_ns(), &cached);
+                                                    f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
     char msg[96];
     switch (v) {
     case ARPC_RC_NEW:
@@ -198,6 +242,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f)
     case ARPC_RC_ATTACHED:
         sconn_retain(sc); /* the waiter's: the running call's result comes to us too */
         inflight_attach(sc); /* a half-close must not close it before that result */
+        dedup_arm_waiter(s, attached, deadline_ns);
         return false;
     case ARPC_RC_REPLAY:
         dedup_send(sc, cached, f->f_xid);

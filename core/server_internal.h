@@ -105,7 +105,8 @@ struct arpc_server {
     unsigned sv_heartbeat_misses;
     /* loop thread only */
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
-    struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made */
+    struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
+                                       * (ARPC_EABANDONED, SERVER_LOST_REPLY_MSG) */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
@@ -302,14 +303,19 @@ void inflight_detach(struct server_conn *sc);
 /* ops.on_held: the connection held its own input (backlog, bytes). */
 void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 
+/* What the caller of a call whose reply (or refusal) could not be made is told, with
+ * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */
+#define SERVER_LOST_REPLY_MSG "the server had no memory for the call's answer; it may have run"
+
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);
 void dedup_fini(arpc_server *s);
 void dedup_start(arpc_server *s);
 void dedup_stop(arpc_server *s);
 /* A numbered request arrived: true when it is new and must be dispatched; otherwise it was
- * answered (replayed, refused) or attached to the running call. */
-bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f);
+ * answered (replayed, refused) or attached to the running call, for no longer than its own
+ * deadline_ns (ARPC_NEVER: none), then answered ARPC_ETIMEDOUT. */
+bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns);
 /* A numbered call's request xid on sc was answered by the server in its handler's place: it
  * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
 void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);

@@ -186,13 +186,27 @@ bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_m
     return true;
 }
 
+/* Without the record the log still holds the client's replies as alive (compaction keeps
+ * them too): a restart replays them, and they stay until the client's idle expiry passes
+ * again. Never a second run of a call; only memory, so it is counted and told, not fatal. */
+static void journal_expire_lost(arpc_server *s, uint64_t client_id)
+{
+    arpc_stat_inc(&s->sv_stats.ss_expiries_unlogged);
+    if (arpc_stat_get(&s->sv_stats.ss_expiries_unlogged) == 1)
+        arpc_log(ARPC_LOG_WARN, "reply log: out of memory recording that client %016llx was forgotten; a restart "
+                 "keeps its replies until it expires again (counted in log_expiries_lost, logged once)",
+                 (unsigned long long)client_id);
+}
+
 void journal_expire(arpc_server *s, uint64_t client_id)
 {
     if (s->sv_log == NULL)
         return;
     struct journal_rec *r = journal_rec_new(s, ARPC_LOG_EXPIRE, NULL, 0, NULL, 0);
-    if (r == NULL)
-        return; /* the log keeps the client's replies until its next compaction: harmless */
+    if (r == NULL) {
+        journal_expire_lost(s, client_id);
+        return;
+    }
     r->jr_rec.lr_client_id = client_id;
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
 }

@@ -63,6 +63,7 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.handlers_in_flight = atomic_load_explicit(&((arpc_server *)s)->sv_inflight, memory_order_relaxed);
     st.methods = r->r_count;
     st.connections_half_closed = arpc_stat_get(&ss->ss_half_closed);
+    st.log_expiries_lost = arpc_stat_get(&ss->ss_expiries_unlogged);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

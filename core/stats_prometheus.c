@@ -139,6 +139,9 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_connections_half_closed_total", "counter",
                   "Connections whose client ended its sending (half-close or close) between frames.",
                   st.connections_half_closed);
+    server_sample(&b, "arpc_server_log_expiries_lost_total", "counter",
+                  "Client expiries and goodbyes the reply log could not record (no memory).",
+                  st.log_expiries_lost);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

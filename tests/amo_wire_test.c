@@ -2,7 +2,9 @@
  * At-most-once at the wire: duplicates of one (client id, seq), injected by hand on one
  * connection and on two, while the call runs and after it finished -- the handler runs once
  * and every copy gets the same reply bytes; stale seqs are refused; calls that did not run are
- * not remembered; the server's heartbeat closes a silent client; and after kill -9 the reply
+ * not remembered; a retry waits for the running call no longer than its own deadline (then
+ * ARPC_ETIMEDOUT, the result kept for the next retry; its connection closed or the server
+ * stopped meanwhile); the server's heartbeat closes a silent client; and after kill -9 the reply
  * log still answers a retried call without running it (the server's epoch survives too).
  */
 #include <setjmp.h>
@@ -231,6 +233,102 @@ static void test_not_run_is_not_remembered(void **state)
     raw_close(&r);
 }
 
+/* Reads the next frame and checks it is the error code for xid. */
+static void expect_error(struct raw_client *r, uint64_t xid, int code)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(code, f.f.f_code);
+}
+
+/* r sends seq 1 of its client again with a deadline (ms), and a new call (seq 2) behind it,
+ * whose reply proves the retry was admitted (attached) before it. */
+static void send_retry_attached(struct raw_client *r, const char *method, uint64_t xid, uint32_t deadline_ms)
+{
+    assert_true(raw_request(r, xid, 1, 0, deadline_ms, method, "hold", 4));
+    assert_true(raw_request(r, xid + 1, 2, 0, 0, "t.gate", "next", 4));
+    char a[256];
+    size_t la;
+    expect_answer(r, xid + 1, ARPC_FRAME_REPLY, a, &la);
+    assert_memory_equal("next #2", a, 7);
+}
+
+/* Lets the held original finish; a third copy of seq 1 on r (no deadline: it attaches if the
+ * original's reply is not made yet, else it is replayed) gets its result. r1, silent
+ * meanwhile, may have been closed by the heartbeat: the original's reply is not read there. */
+static void expect_third_copy(struct raw_client *r, uint64_t xid, int runs_before)
+{
+    sem_post(&gate);
+    char a[256];
+    size_t la;
+    assert_true(raw_request(r, xid, 1, 0, 0, "t.gate", "hold", 4));
+    expect_answer(r, xid, ARPC_FRAME_REPLY, a, &la);
+    assert_int_equal(7, la);
+    assert_memory_equal("hold #1", a, 7); /* the first run's */
+    assert_int_equal(runs_before, atomic_load(&runs));
+}
+
+/* A retry waits for the running original no longer than its own deadline: it is answered
+ * ARPC_ETIMEDOUT while the handler still runs; the handler's result is kept, and a later
+ * retry gets it without a second run. */
+static void test_retry_deadline_while_running(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 82));
+    assert_true(raw_connect(&r2, fx->addr, 82));
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
+    assert_true(latch_wait(1, 10000)); /* it runs, and holds */
+    assert_true(raw_request(&r2, 9, 1, 0, 50, "t.gate", "hold", 4)); /* a retry with 50 ms */
+    expect_error(&r2, 9, ARPC_ETIMEDOUT);
+    assert_int_equal(1, atomic_load(&runs)); /* still the first run, still held */
+    expect_third_copy(&r2, 10, 1);
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
+/* A retry's connection closes while its deadline is armed: the deadline still fires (the
+ * waiter holds the connection's record), answers nobody, and frees it once. */
+static void test_retry_deadline_after_close(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2, r3;
+    assert_true(raw_connect(&r1, fx->addr, 83));
+    assert_true(raw_connect(&r2, fx->addr, 83));
+    assert_true(raw_connect(&r3, fx->addr, 83));
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
+    assert_true(latch_wait(1, 10000));
+    send_retry_attached(&r2, "t.gate", 9, 300);
+    raw_close(&r2);
+    /* Armed after r2's with the same budget: r2's has fired once this one has. */
+    assert_true(raw_request(&r3, 20, 1, 0, 300, "t.gate", "hold", 4));
+    expect_error(&r3, 20, ARPC_ETIMEDOUT);
+    expect_third_copy(&r3, 21, 2); /* "hold" once, "next" once */
+    raw_close(&r1);
+    raw_close(&r3);
+}
+
+/* The server stops while a retry waits with its deadline armed: the stop disarms it (after
+ * the stop the loop may be destroyed first), and the teardown frees the waiter once. The
+ * original runs on the application's actor, which a stop does not wait for: it still holds
+ * when the stop closes the connections. */
+static void test_retry_deadline_at_stop(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 84));
+    assert_true(raw_connect(&r2, fx->addr, 84));
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.serial", "hold", 4));
+    assert_true(latch_wait(1, 10000));
+    send_retry_attached(&r2, "t.serial", 9, 60000);
+    assert_int_equal(ARPC_OK, arpc_server_stop(fx->s, 0));
+    sem_post(&gate); /* the handler's late reply is dropped */
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
 /* A client that says HELLO and then nothing, answering no PING: the server closes it. */
 static void test_server_heartbeat_closes_silent_client(void **state)
 {
@@ -305,6 +403,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_duplicate_other_connection_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_run_is_not_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_heartbeat_closes_silent_client, setup, teardown),
         cmocka_unit_test_teardown(test_reply_survives_kill, server_proc_teardown),
     };

@@ -3,7 +3,7 @@
  * whether or not its reply left (the retry is answered from the log, the handler does not run
  * again), and a log damaged in the middle stops arpc_server_create with a message naming the
  * file and offset, instead of a server that would forget calls. A client's goodbye is
- * logged: after a restart its replies are gone too.
+ * logged: after a restart its replies are gone too; one the log had no memory for is counted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +13,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -165,12 +167,48 @@ static void h_count(arpc_request *req, void *ctx)
     arpc_reply(req, "ran", 3);
 }
 
+/* Allocation fails on the server's loop thread while fail_on_loop is set. */
+static atomic_bool fail_on_loop;
+static _Atomic pthread_t loop_thread;
+
+static void *loop_failing_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    if (atomic_load(&fail_on_loop) && pthread_equal(pthread_self(), atomic_load(&loop_thread)))
+        return NULL;
+    return malloc(size);
+}
+
+static void *loop_failing_realloc(void *ptr, size_t size, void *ctx)
+{
+    (void)ctx;
+    if (atomic_load(&fail_on_loop) && pthread_equal(pthread_self(), atomic_load(&loop_thread)))
+        return NULL;
+    return realloc(ptr, size);
+}
+
+static void plain_free(void *ptr, void *ctx)
+{
+    (void)ctx;
+    free(ptr);
+}
+
+/* Inline: runs on the loop thread, which it names. */
+static void h_mark_loop(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&loop_thread, pthread_self());
+    arpc_reply(req, "", 0);
+}
+
 static arpc_server *start_logged(const char *dir, char *addr, size_t addr_len)
 {
     arpc_server_options so = {.log_dir = dir};
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
+    arpc_method_options inline_opts = {.inline_on_loop = true};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.mark", h_mark_loop, NULL, &inline_opts));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addr_len));
     return s;
 }
@@ -279,6 +317,44 @@ static void test_log_write_failure_hangs_nothing(void **state)
     server_proc_rmdir(dir);
 }
 
+/* A goodbye the log cannot record (no memory for the record) is counted, not dropped in
+ * silence, and a restart then answers the client's call from the replayed log, as
+ * docs/SEMANTICS.md says: its replies are alive again until it expires. */
+static void test_unlogged_goodbye_is_counted(void **state)
+{
+    (void)state;
+    static const arpc_allocator loop_failing = {loop_failing_malloc, loop_failing_realloc, plain_free, NULL};
+    arpc_set_allocator(&loop_failing);
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    arpc_server *s = start_logged(dir, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0xb1f));
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.count", "", 0));
+    expect_ran_reply(&r, 1);
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.mark", "", 0));
+    expect_ran_reply(&r, 2);
+    atomic_store(&fail_on_loop, true);
+    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
+    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    assert_true(raw_send(&r, bye, n));
+    bool counted = server_stat_reaches(s, offsetof(arpc_server_stats, log_expiries_lost), 1, RAW_WAIT_MS);
+    atomic_store(&fail_on_loop, false);
+    assert_true(counted);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged(dir, addr, sizeof(addr));
+    assert_true(raw_connect(&r, addr, 0xb1f));
+    assert_true(raw_request(&r, 3, 1, 0, 0, "t.count", "", 0));
+    expect_ran_reply(&r, 3);
+    assert_int_equal(1, atomic_load(&counted_runs)); /* answered from the log, not run again */
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+    arpc_set_allocator(NULL);
+}
+
 int main(int argc, char **argv)
 {
     server_proc_main(argc, argv);
@@ -289,6 +365,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_goodbye_survives_restart),
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
+        cmocka_unit_test(test_unlogged_goodbye_is_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

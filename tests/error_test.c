@@ -1,4 +1,5 @@
-/* The error table: one name and one message per code, all distinct; unknown codes handled. */
+/* The error table: one name and one message per code, all distinct; unknown codes handled;
+ * ARPC_EABANDONED's message names every way it comes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +33,17 @@ static void test_unknown_codes(void **state)
     assert_string_equal("unknown error", arpc_strerror(1 << 30));
 }
 
+/* ARPC_EABANDONED covers both ways the server gives up on a call that may have run (its stop,
+ * a reply it could not make: docs/SEMANTICS.md); its text must not name the stop alone. */
+static void test_abandoned_says_what_it_covers(void **state)
+{
+    (void)state;
+    const char *text = arpc_strerror(ARPC_EABANDONED);
+    assert_non_null(strstr(text, "stopped"));
+    assert_non_null(strstr(text, "could not make the reply"));
+    assert_non_null(strstr(text, "may have run"));
+}
+
 /* The numbers are on the wire: they must never change (only append to the table). */
 static void test_wire_numbers_stable(void **state)
 {
@@ -53,6 +65,7 @@ int main(void)
         cmocka_unit_test(test_every_code_named),
         cmocka_unit_test(test_unknown_codes),
         cmocka_unit_test(test_wire_numbers_stable),
+        cmocka_unit_test(test_abandoned_says_what_it_covers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,17 +45,23 @@ static void h_held_echo(arpc_request *req, void *ctx)
     arpc_reply(req, p, len);
 }
 
-/* heartbeat_ms 0: the default heartbeat; listen: where (NULL: TCP on a free port). */
-static arpc_server *make_server_at(const char *listen, char *addr, size_t addrlen, uint32_t heartbeat_ms)
+/* listen: where (NULL: TCP on a free port). */
+static arpc_server *make_server_with(const arpc_server_options *o, const char *listen, char *addr, size_t addrlen)
 {
     latch_reset();
     assert_int_equal(0, sem_init(&unblock, 0, 0));
     arpc_server *s;
-    arpc_server_options o = {.workers = 2, .heartbeat_ms = heartbeat_ms, .heartbeat_misses = heartbeat_ms ? 2 : 0};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held_echo", h_held_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, listen != NULL ? listen : "tcp://127.0.0.1:0", addr, addrlen));
     return s;
+}
+
+/* heartbeat_ms 0: the default heartbeat. */
+static arpc_server *make_server_at(const char *listen, char *addr, size_t addrlen, uint32_t heartbeat_ms)
+{
+    arpc_server_options o = {.workers = 2, .heartbeat_ms = heartbeat_ms, .heartbeat_misses = heartbeat_ms ? 2 : 0};
+    return make_server_with(&o, listen, addr, addrlen);
 }
 
 static arpc_server *make_server(char *addr, size_t addrlen, uint32_t heartbeat_ms)
@@ -220,6 +227,42 @@ static void test_full_close_found_at_once_unix(void **state)
     full_close_found_at_once(path);
 }
 
+/* A half-closed connection whose input is then held (its client's calls, with one on another
+ * connection, reach max_calls_per_client) still watches for its hangup: closed for good, it is
+ * found at once, long before the heartbeat. Found in review: the hold removed the watch. */
+static void test_held_full_close_found_at_once(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server_options o = {.workers = 2, .heartbeat_ms = LONG_HEARTBEAT_MS, .heartbeat_misses = 2,
+                             .max_calls_per_client = 2};
+    arpc_server *s = make_server_with(&o, NULL, addr, sizeof(addr));
+    struct raw_client gone, other;
+    assert_true(raw_connect(&gone, addr, 93));
+    assert_true(raw_request(&gone, 1, 0, 0, 0, "t.held_echo", "one", 3));
+    assert_true(latch_wait(1, RAW_WAIT_MS));
+    assert_int_equal(0, shutdown(gone.rc_fd, SHUT_WR));
+    wait_half_closed(s, 1);
+    /* The probe arrived and stays unread, so the close below is a reset the server can see. */
+    struct pollfd pfd = {.fd = gone.rc_fd, .events = POLLIN};
+    assert_int_equal(1, poll(&pfd, 1, RAW_WAIT_MS));
+    assert_true(raw_connect(&other, addr, 93)); /* the same client */
+    assert_true(raw_request(&other, 2, 0, 0, 0, "t.held_echo", "two", 3));
+    assert_true(latch_wait(2, RAW_WAIT_MS)); /* the client is at its limit: both are held */
+    raw_close(&gone);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 1, FOUND_AT_ONCE_MS));
+    sem_post(&unblock);
+    sem_post(&unblock);
+    struct raw_frame f;
+    assert_true(raw_read(&other, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(2, (int)f.f.f_xid);
+    raw_close(&other);
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.held_echo", ARPC_OK, 2, &ms));
+    destroy_server(s);
+}
+
 /* At-most-once: a retry (same client id and seq, on a new connection) of a call still running
  * attaches to it and waits for its result. Sent, then half-closed, it is a call in flight on
  * its connection like any other: answered, then the connection closes. Found in review: the
@@ -264,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_slow_call_outlives_heartbeat_after_half_close),
         cmocka_unit_test(test_full_close_found_at_once_tcp),
         cmocka_unit_test(test_full_close_found_at_once_unix),
+        cmocka_unit_test(test_held_full_close_found_at_once),
         cmocka_unit_test(test_attached_retry_answered_after_half_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

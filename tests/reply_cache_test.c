@@ -116,7 +116,7 @@ static enum arpc_rc_verdict begin(struct arpc_reply_cache *rc, uint64_t client, 
                                   uint64_t ack, void *conn, uint64_t xid, uint64_t now)
 {
     void *reply = NULL;
-    return arpc_reply_cache_begin(rc, client, seq, ack, conn, xid, now, &reply);
+    return arpc_reply_cache_begin(rc, client, seq, ack, conn, xid, now, &reply, NULL);
 }
 
 /* Finishes a RUNNING call unlogged at now with reply id, expecting it kept; returns the
@@ -177,7 +177,7 @@ static void expect_replay(struct arpc_reply_cache *rc, uint64_t client, uint64_t
                           uint64_t now)
 {
     void *reply = NULL;
-    enum arpc_rc_verdict v = arpc_reply_cache_begin(rc, client, seq, 0, B, 999, now, &reply);
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(rc, client, seq, 0, B, 999, now, &reply, NULL);
     assert_int_equal(ARPC_RC_REPLAY, v);
     assert_ptr_equal(R(id), reply);
 }
@@ -1036,7 +1036,7 @@ static void test_against_model(void **state)
             void *got_reply = NULL;
             enum arpc_rc_verdict want = m_begin(m, ci, seq, ack, conn, xid, now, &want_reply);
             enum arpc_rc_verdict got =
-                arpc_reply_cache_begin(&rc, m_id(ci), seq, ack, conn, xid, now, &got_reply);
+                arpc_reply_cache_begin(&rc, m_id(ci), seq, ack, conn, xid, now, &got_reply, NULL);
             M_CHECK(got == want);
             M_CHECK(got != ARPC_RC_REPLAY || (uintptr_t)got_reply == want_reply);
             seen[got]++;

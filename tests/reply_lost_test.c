@@ -2,7 +2,8 @@
  * A numbered call that ran but whose reply could not be made (no memory for it) ends with the
  * server's ARPC_EABANDONED ("may have run") for its caller and for every retry, and never runs
  * again: before, its reply-cache entry stayed RUNNING for good, so its caller and its retries
- * waited for their deadlines (or for ever), and the entry was never discarded.
+ * waited for their deadlines (or for ever), and the entry was never discarded. An unnumbered
+ * call in the same plight is answered ARPC_EABANDONED at once too.
  *
  * The failure is made by an allocator that fails once on the thread that asks for it, just
  * before arpc_reply: on the loop (an inline handler) for a reply made in time, on the test
@@ -178,11 +179,34 @@ static void test_late_reply_lost(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* An unnumbered call (no seq: not at-most-once) whose reply finds no memory: its caller is
+ * answered ARPC_EABANDONED at once, and counted so. Before, nothing was sent: it waited for
+ * its deadline (here none: for ever). */
+static void test_unnumbered_reply_lost(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0x10ad));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.lost", "", 0));
+    expect_error(&r, 1, ARPC_EABANDONED);
+    assert_int_equal(ARPC_ENOMEM, atomic_load(&reply_rc));
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.ok", "", 0)); /* the connection goes on */
+    expect_ok(&r, 2);
+    arpc_method_stats ms;
+    assert_true(server_stats_caught_up(s, "t.lost", ARPC_EABANDONED, 1, &ms));
+    assert_int_equal(1, atomic_load(&runs));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_reply_lost_in_time, teardown),
         cmocka_unit_test_teardown(test_late_reply_lost, teardown),
+        cmocka_unit_test_teardown(test_unnumbered_reply_lost, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

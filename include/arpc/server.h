@@ -12,8 +12,10 @@
  * it is finished, even after arpc_server_stop/destroy (the reply is then dropped), whichever
  * loop the server ran on: a reply after destroy touches no loop, so the user may destroy its
  * own loop first. If the handler has not replied by the call's deadline (from the wire), the
- * server answers the caller ARPC_ETIMEDOUT itself; a stop answers calls still unanswered after
- * its grace ARPC_EABANDONED (both: the call may have run). Once the server has so answered and
+ * server answers the caller ARPC_ETIMEDOUT itself (and an at-most-once retry waiting for the
+ * running call, at the retry's own deadline); a stop answers calls still unanswered after
+ * its grace ARPC_EABANDONED (both: the call may have run; ARPC_EABANDONED also answers a call
+ * whose reply the server could not make, docs/SEMANTICS.md). Once the server has so answered and
  * the handler has returned, the server frees what the request held (its data, its share of
  * the flow limits, its connection's record, its hold on the server): the request stays valid
  * only for the handler's late reply, which is dropped and frees the rest, a few words. So an
@@ -316,7 +318,8 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * call the result is still kept for the caller's retries, and ARPC_ESHUTDOWN once the server
  * has stopped, when nothing can be kept), ARPC_ETOOLARGE (larger than the client accepts: the
  * caller gets ARPC_ETOOLARGE instead), ARPC_ENOMEM (the reply could not be encoded: the
- * client's call ends when its connection or deadline does). In every case req is finished.
+ * caller is answered ARPC_EABANDONED, and so are an at-most-once call's retries). In every
+ * case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
  * gone and must not be used, as after free(). For a one-way request it only finishes req

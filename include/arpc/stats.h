@@ -64,6 +64,10 @@ typedef struct arpc_server_stats {
                                          * stream cannot tell them apart) between frames, as
                                          * the server read it; their calls are still answered,
                                          * unless the probe then finds the peer gone */
+    uint64_t log_expiries_lost;         /* with a reply log: clients forgotten (idle expiry,
+                                         * goodbye) whose record the log could not take (no
+                                         * memory); a restart then replays their replies as
+                                         * alive until they expire again (docs/SEMANTICS.md) */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -104,7 +108,8 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "outcomes": {"ARPC_OK": N, ...}, "refused": {"ARPC_ENOMETHOD": N, ...},
  *               "oneway": N, "bytes_in": N, "bytes_out": N, "connections_accepted": N,
  *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
- *               "handlers_in_flight": N, "connections_half_closed": N},
+ *               "handlers_in_flight": N, "connections_half_closed": N,
+ *               "log_expiries_lost": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -127,7 +132,7 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_sent_bytes_total, arpc_server_connections_accepted_total,
  *   arpc_server_connections_closed_total, arpc_server_connections_open,
  *   arpc_server_queued_bytes, arpc_server_handlers_in_flight,
- *   arpc_server_connections_half_closed_total
+ *   arpc_server_connections_half_closed_total, arpc_server_log_expiries_lost_total
  * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
  * arpc_server_stats_json. */
 ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);
