@@ -42,6 +42,7 @@ static void test_abandoned_says_what_it_covers(void **state)
     assert_non_null(strstr(text, "stopped"));
     assert_non_null(strstr(text, "could not make the reply"));
     assert_non_null(strstr(text, "may have run"));
+    assert_non_null(strstr(text, "reply log failed"));
 }
 
 /* The numbers are on the wire: they must never change (only append to the table). */

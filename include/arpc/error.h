@@ -40,7 +40,7 @@ extern "C" {
     X(EUNREACHABLE, "could not reach the server before the deadline; the call did not run") \
     X(EEXPIRED, "the call's budget ran out before its handler started; it did not run")      \
     X(EOVERLOADED, "the server is out of room for the call (e.g. its reply cache is full); it did not run") \
-    X(EABANDONED, "the server gave up on the call: it stopped before the handler replied, or it could not make the reply; the call may have run") \
+    X(EABANDONED, "the server gave up on the call: it stopped before the handler replied, or it could not make the reply (or its reply log failed); the call may have run") \
     X(EAUTH, "the server refused the client's credentials")                                  \
     X(ETLS, "TLS failed: the handshake, a certificate or a record was refused")             \
     X(EDECODE, "the reply is not a valid message of the method's output type")
