@@ -419,7 +419,11 @@ static void test_deadline_never_answered(void **state)
         fs[i] = arpc_call_async(c2, "test.hold", "q", 1, 0);
     assert_int_equal(ARPC_OK, arpc_future_wait_all(fs, 50, 5000));
     for (int i = 0; i < 50; i++) {
-        assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(fs[i]));
+        /* Its deadline ended it: the client's timer, or (at the same moment, the server
+         * counting the same budget from the call's arrival) the server's EEXPIRED for a call
+         * no worker took up in time, which may arrive first and says more: it did not run. */
+        int st = arpc_future_poll(fs[i]);
+        assert_true(st == ARPC_ETIMEDOUT || st == ARPC_EEXPIRED);
         arpc_future_release(fs[i]);
     }
     assert_int_equal(0, arpc_client_pending(c2));
