@@ -58,6 +58,29 @@ static enum arpc_rc_verdict start_call(struct arpc_reply_cache *rc, struct arpc_
     return ARPC_RC_NOMEM;
 }
 
+/* The duplicates of e nobody is left to answer (rc_ops.waiter_gone) leave, making room for
+ * live ones: a client that reconnects again and again while its call runs leaves a copy per
+ * connection. Returns how many duplicates are left. */
+static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
+{
+    if (rc->rc_ops.waiter_gone == NULL)
+        return e->e_nwaiters;
+    struct arpc_rc_waiter **p = &e->e_waiters;
+    while (*p != NULL) {
+        struct arpc_rc_waiter *w = *p;
+        if (w->w_attached && rc->rc_ops.waiter_gone(rc->rc_ctx, w)) {
+            *p = w->w_next;
+            if (e->e_nwaiters > 0)
+                e->e_nwaiters--;
+            arpc_rc_spare_give(&rc->rc_spare_waiters, w);
+            continue;
+        }
+        p = &w->w_next;
+    }
+    e->e_last = p;
+    return e->e_nwaiters;
+}
+
 /* begin for a client not known yet. */
 static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id,
                                         uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
@@ -108,7 +131,7 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
         *reply_out = e->e_reply;
         return ARPC_RC_REPLAY;
     }
-    if (e->e_nwaiters >= ARPC_RC_MAX_WAITERS)
+    if (e->e_nwaiters >= ARPC_RC_MAX_WAITERS && prune_gone(rc, e) >= ARPC_RC_MAX_WAITERS)
         return refuse(rc, ARPC_RC_CROWDED);
     struct arpc_rc_waiter *w = arpc_rc_waiter_new(rc, conn, xid, seq);
     if (w == NULL)

@@ -71,6 +71,10 @@ struct arpc_reply_cache_ops {
     /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle (the server
      * logs it too, so a restart forgets it as well). Optional. */
     void (*on_forget)(void *ctx, uint64_t client_id);
+    /* A duplicate's owner lets it go if nobody is left to answer (its connection closed):
+     * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,
+     * before a new one is refused. Must not call into the cache. Optional. */
+    bool (*waiter_gone)(void *ctx, struct arpc_rc_waiter *w);
 };
 
 struct arpc_reply_cache_options {

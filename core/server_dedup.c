@@ -61,12 +61,25 @@ static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
     sconn_release(w->w_conn);
 }
 
+static void dedup_unwait(struct arpc_rc_waiter *w);
+
+/* A duplicate whose connection closed has nobody to answer: it lets go, making room. */
+static bool dedup_waiter_gone(void *ctx, struct arpc_rc_waiter *w)
+{
+    (void)ctx;
+    if (((struct server_conn *)w->w_conn)->sc_conn.c_open)
+        return false;
+    dedup_unwait(w);
+    return true;
+}
+
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
 {
     static const struct arpc_reply_cache_ops ops = {
         .free_reply = dedup_free_reply,
         .on_expire = dedup_on_expire,
         .on_forget = dedup_on_forget,
+        .waiter_gone = dedup_waiter_gone,
     };
     static const char lost[] = SERVER_LOST_REPLY_MSG;
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
@@ -257,9 +270,10 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     case ARPC_RC_CROWDED:
-        snprintf(msg, sizeof(msg), "%d duplicates of call %llu already wait for it: not run, retry later",
+        /* The call runs (or ran): not "did not run", which a caller might act on twice. */
+        snprintf(msg, sizeof(msg), "%d duplicates of running call %llu already wait for it; it may have run",
                  ARPC_RC_MAX_WAITERS, (unsigned long long)f->f_seq);
-        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        sconn_refuse_call(sc, f->f_xid, ARPC_EABANDONED, msg, strlen(msg));
         return false;
     default:
         snprintf(msg, sizeof(msg), "server out of memory: call not run");

@@ -402,7 +402,7 @@ static void test_crowded_duplicates_are_refused(void **state)
         assert_true(raw_read(&r, &f, false));
         assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
         assert_int_equal(101 + i, f.f.f_xid);
-        assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
+        assert_int_equal(ARPC_EABANDONED, f.f.f_code); /* it runs: "may have run" */
     }
     gate_release();
     bool seen[101 + ARPC_RC_MAX_WAITERS] = {false};
@@ -419,6 +419,56 @@ static void test_crowded_duplicates_are_refused(void **state)
         assert_int_equal(seq, call);
     }
     assert_int_equal(1, atomic_load(&gate_started)); /* it ran once */
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* A client that reconnects again and again while its call runs leaves a duplicate on every
+ * connection it lost; those (nobody left to answer) make room for a live retry instead of
+ * crowding it out. Here more than ARPC_RC_MAX_WAITERS connections each send the duplicate
+ * (taken up: a later call on the same connection is answered), then reset; a live retry
+ * after them is attached and gets the one run's reply. (Before, it was refused: "did not
+ * run", for a call that was running.) */
+static void test_duplicates_of_lost_connections_make_room(void **state)
+{
+    (void)state;
+    enum { LOST = ARPC_RC_MAX_WAITERS + 1 };
+    struct fixture fx;
+    start(&fx, (arpc_server_options){0}, "tcp://127.0.0.1:0");
+    struct raw_client r, dup, live;
+    assert_true(raw_connect(&r, fx.addr, 64));
+    uint64_t seq = 1;
+    assert_true(raw_request(&r, 1, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    wait_started(1);
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(fx.s, &st));
+    uint64_t closed = st.connections_closed;
+    for (uint64_t i = 0; i < LOST; i++) {
+        assert_true(raw_connect(&dup, fx.addr, 64));
+        assert_true(raw_request(&dup, 101 + i, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+        assert_true(raw_request(&dup, 1000, 0, 0, 0, "t.echo", "s", 1)); /* in order: after the duplicate */
+        struct raw_frame f;
+        assert_true(raw_read(&dup, &f, false));
+        assert_int_equal(1000, f.f.f_xid);
+        struct linger rst = {.l_onoff = 1, .l_linger = 0};
+        assert_int_equal(0, setsockopt(dup.rc_fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst)));
+        raw_close(&dup); /* a reset: the server closes it at once */
+        assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), closed + i + 1, 10000));
+    }
+    assert_true(raw_connect(&live, fx.addr, 64));
+    assert_true(raw_request(&live, 300, seq, 0, 0, "t.gate", &seq, sizeof(seq)));
+    assert_true(raw_request(&live, 1001, 0, 0, 0, "t.echo", "s", 1));
+    struct raw_frame f;
+    assert_true(raw_read(&live, &f, false));
+    assert_int_equal(1001, f.f.f_xid); /* the retry was not refused: it waits */
+    gate_release();
+    assert_true(raw_read(&live, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(300, f.f.f_xid);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(1, f.f.f_xid);
+    assert_int_equal(1, atomic_load(&gate_started)); /* it ran once */
+    raw_close(&live);
     raw_close(&r);
     stop(&fx);
 }
@@ -555,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_calls_per_client_over_two_connections),
         cmocka_unit_test(test_attached_duplicates_do_not_count),
         cmocka_unit_test(test_crowded_duplicates_are_refused),
+        cmocka_unit_test(test_duplicates_of_lost_connections_make_room),
         cmocka_unit_test(test_oneway_messages_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
