@@ -110,6 +110,12 @@ bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack,
     return ok;
 }
 
+bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code)
+{
+    struct raw_frame f;
+    return raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_ERROR && f.f.f_xid == xid && f.f.f_code == (uint32_t)code;
+}
+
 bool raw_wait_eof(struct raw_client *r, int *pings)
 {
     *pings = 0;

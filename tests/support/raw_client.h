@@ -40,6 +40,8 @@ bool raw_send(struct raw_client *r, const void *bytes, size_t len);
 /* The next frame (false on EOF, error or timeout). PINGs are answered and skipped unless
  * keep_pings (then they are returned, unanswered). */
 bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings);
+/* The next frame is an ERROR answering xid with code (false otherwise, or after RAW_WAIT_MS). */
+bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code);
 /* Reads frames until EOF; false if something else came or the wait ran out. *pings counts
  * the PINGs seen. */
 bool raw_wait_eof(struct raw_client *r, int *pings);
