@@ -90,8 +90,10 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_id = o->client_id ? o->client_id : random_id();
     /* A chosen id may be chosen again by the next process, whose calls are numbered from 1
      * again: the incarnation keeps the server from taking them for this client's (and
-     * answering them with its cached replies). A random id is unique by itself. */
-    c->cl_incarnation = o->client_id ? random_id() : 0;
+     * answering them with its cached replies). Sent with a random id too: it tells the server
+     * the key is this client object's alone, so its goodbye may leave its highest seq behind
+     * against late copies of its calls (core/reply_cache_gone.h). */
+    c->cl_incarnation = random_id();
     c->cl_default_deadline_ms = o->default_deadline_ms;
     c->cl_semantics = o->semantics ? o->semantics : ARPC_AT_MOST_ONCE;
     c->cl_connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;

@@ -270,7 +270,9 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
-        call_finish(call, client_unavailable_reason(c), NULL, 0);
+        /* A call its caller wrote reached the server, which may be running it. */
+        int why = client_unavailable_reason(c);
+        call_finish(call, !call->cc_sent ? why : why == ARPC_ESHUTDOWN ? ARPC_ECANCELLED : ARPC_ECONNLOST, NULL, 0);
         return false;
     }
     if (!written && arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */
@@ -278,7 +280,7 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
         return false;
     }
     if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
-        call_finish(call, state == CL_READY ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+        call_finish(call, call->cc_sent || state == CL_READY ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
         return false;
     }
     call->cc_order = c->cl_next_order++;

@@ -33,7 +33,7 @@ static int error_code_from_wire(uint32_t code)
 
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
-    if (!c->cl_connector.cn_proven) { /* the first reply on this connection */
+    if (!c->cl_connector.cn_proven && f->f_kind == ARPC_FRAME_REPLY) { /* the first answer */
         c->cl_connector.cn_proven = true;
         arpc_backoff_reset(&c->cl_connector.cn_backoff);
     }

@@ -652,6 +652,10 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
     conn->c_hold |= reason;
+    /* The frames left unparsed arrived with the last read: stamped now if no frame of it
+     * read the clock yet, not when the hold ends. */
+    if (conn->c_rx_ns == 0 && conn->c_rend > conn->c_rstart)
+        conn->c_rx_ns = arpc_now_ns();
     conn->c_rx_waited = true;
     /* After the end of stream the watcher reads nothing: it waits for the hangup, which a
      * held connection (its client's calls running elsewhere) must still hear of, else a peer

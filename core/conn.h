@@ -283,6 +283,8 @@ uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn);
 /* Whether the frame being handed up waited in the buffer for a hold to end since it arrived
  * (so time may have passed since arpc_conn_arrival_ns). */
 static inline bool arpc_conn_input_waited(const struct arpc_conn *conn) { return conn->c_rx_waited; }
+/* The frames after the current one will have waited (an inline handler runs first). */
+static inline void arpc_conn_input_ages(struct arpc_conn *conn) { conn->c_rx_waited = true; }
 
 /* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
  * no frame is partly read, or while reading is paused (the wait is then ours, not the

@@ -282,16 +282,17 @@ static uint64_t highest_seq(const struct arpc_rc_client *c)
  * it does an expiry). What stays is its highest seq (rc_gone): a copy of one of its calls
  * that arrives late (from a half-open connection, or a proxy that replays) is refused as
  * acknowledged, never run again. */
-static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c, bool keep_floor)
 {
     uint64_t id = c->c_id;
-    arpc_rc_gone_put(&rc->rc_gone, id, highest_seq(c));
+    if (keep_floor)
+        arpc_rc_gone_put(&rc->rc_gone, id, highest_seq(c));
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
         rc->rc_ops.on_forget(rc->rc_ctx, id);
 }
 
-bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
+bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id, bool keep_floor)
 {
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
@@ -299,9 +300,10 @@ bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id)
     if (c->c_busy > 0) {
         rc->rc_goodbyes += !c->c_goodbye;
         c->c_goodbye = true; /* a call still runs: its result must still reach its waiters */
+        c->c_goodbye_floor = keep_floor;
         return false;
     }
-    forget_client(rc, c);
+    forget_client(rc, c, keep_floor);
     return true;
 }
 
@@ -312,7 +314,7 @@ bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id)
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL || !c->c_goodbye || c->c_busy > 0)
         return false;
-    forget_client(rc, c);
+    forget_client(rc, c, c->c_goodbye_floor);
     return true;
 }
 

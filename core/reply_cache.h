@@ -213,11 +213,13 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
- * once (reported to on_forget), without waiting for its idle expiry. Not while one of its calls is RUNNING or LOGGING
+ * once (reported to on_forget), without waiting for its idle expiry. With keep_floor (a
+ * client whose key no later process reuses) its highest seq is kept (rc_gone), so a late copy
+ * of its calls is refused; without, a later client under the same key starts afresh. Not while one of its calls is RUNNING or LOGGING
  * (false: it is kept, marked, and forgotten by arpc_reply_cache_settle once none is; a new
  * call of the client clears the mark, and is kept for its retries). True when it is gone (or
  * was never known). */
-bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id);
+bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id, bool keep_floor);
 
 /* After a call of client_id was finished, made durable or aborted, and its waiters and reply
  * were dealt with: forgets the client (reported to on_forget) if it said goodbye and none of

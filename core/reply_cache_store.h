@@ -30,6 +30,7 @@ struct arpc_rc_client {
     struct arpc_rc_client *c_older, *c_newer; /* the activity list */
     size_t c_busy;                            /* RUNNING + LOGGING entries */
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
+    bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
     struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
     size_t c_ring_mask;                       /* slots - 1; slots a power of two */
     size_t c_nring;                           /* entries in c_ring */

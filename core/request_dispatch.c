@@ -28,10 +28,11 @@ _Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_H
 
 
 /* queued: the call ran on an actor (else inline on the loop). waited: it waited, in a
- * mailbox or in its connection's buffer while input was held, so its budget may have run out
- * meanwhile (a clock read). An inline call that runs as it arrives needs no check: its
- * deadline, at least 1 ms after its arrival, cannot have passed yet, and the loop's deadline
- * timer still answers for a slow handler. */
+ * mailbox, in its connection's buffer while input was held, or behind an inline handler of
+ * the same read, so its budget may have run out meanwhile (a clock read, for a call with a
+ * deadline). The first inline call of a read needs no check: its deadline, at least 1 ms
+ * after its arrival, cannot have passed yet, and the loop's deadline timer still answers for
+ * a slow handler. */
 static void request_run(arpc_request *req, int status, bool queued, bool waited)
 {
     struct request_state *st = req->rq_state;
@@ -226,7 +227,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
      * flood of them to a slow method would otherwise pin their bytes without bound. */
     inflight_begin(sc, req); /* may hold the connection's input: nothing more is read */
     if (m->m_inline) {
-        request_run(req, ARPC_OK, false, arpc_conn_input_waited(&sc->sc_conn));
+        bool waited = arpc_conn_input_waited(&sc->sc_conn);
+        arpc_conn_input_ages(&sc->sc_conn); /* the frames behind it wait for its handler */
+        request_run(req, ARPC_OK, false, waited);
         return;
     }
     arpc_actor_job_init(&st->rs_actor_job, request_run_job);

@@ -143,6 +143,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
     sc->sc_client_id = f->f_client_id;
+    sc->sc_incarnation = f->f_incarnation;
     sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id, f->f_incarnation);
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
@@ -183,7 +184,10 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
          * keeps the client until it is (arpc_reply_cache_settle, server_dedup.c), whichever
          * connection or late reply books it. */
         if (sc->sc_cache_key != 0)
-            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key);
+            /* An incarnation makes the key this client object's alone: its highest seq may be
+             * kept against late copies. Without one (an older client) the key may come back
+             * in its next process, numbering from 1: it must then start afresh. */
+            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key, sc->sc_incarnation != 0);
         return;
     default:
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",

@@ -51,6 +51,7 @@ struct server_conn {
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
     arpc_server *sc_server;
     uint64_t sc_client_id;
+    uint64_t sc_incarnation; /* from its HELLO; 0: an older client's, or none */
     uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
     arpc_peer_info sc_peer; /* fixed at accept, but identity: at HELLO (core/server_auth.c) */
     bool sc_refused;        /* its HELLO failed the checks: nothing more is read */

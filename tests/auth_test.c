@@ -440,7 +440,7 @@ static void raw_who(const char *addr, const char *token, char *out, size_t outle
 {
     struct raw_client *r = calloc(1, sizeof(*r));
     assert_non_null(r);
-    assert_true(raw_connect_token(r, addr, SHARED_ID, token));
+    assert_true(raw_connect_with(r, addr, SHARED_ID, token, 0));
     assert_true(raw_request(r, 1, 1, 0, 0, "t.who", NULL, 0));
     struct raw_frame f;
     assert_true(raw_read(r, &f, false));

@@ -458,6 +458,28 @@ static void test_partial_write(void **state)
     assert_true(arpc_stat_get(&fx->c->cl_direct.cd_partial) - parts >= 1);
 }
 
+/* A call its caller wrote and the server runs, which the loop has not taken up yet (no
+ * deadline, no reply: nothing woke it), ends ARPC_ECANCELLED at the close, as a sent call does:
+ * not ARPC_ESHUTDOWN, which says it did not run. */
+static void test_close_ends_written_running_call_cancelled(void **state)
+{
+    struct fixture *fx = *state;
+    fx->c = connect_to(fx->addr, 0);
+    wait_idle(fx->c);
+    arpc_future *f = arpc_call_async(fx->c, "t.hold", "x", 1, 0);
+    assert_non_null(f);
+    int64_t end = now_ms() + 10000;
+    while (atomic_load(&nheld) == 0 && now_ms() < end)
+        sched_yield();
+    assert_int_equal(1, atomic_load(&nheld)); /* the server runs it */
+    if (ck_pr_load_ptr(&fx->c->cl_direct.cd_calls.head) == NULL)
+        skip(); /* the loop took it up (a wake-up of its own): not the path this is about */
+    assert_int_equal(ARPC_OK, arpc_client_close(fx->c));
+    fx->c = NULL;
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f));
+    arpc_future_release(f);
+}
+
 /* ---- the age of a written call ---- */
 
 static atomic_uint count_runs;
@@ -565,6 +587,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cut_while_callers_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_written_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_ends_written_running_call_cancelled, setup, teardown),
         cmocka_unit_test(test_written_call_ages_from_its_write),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test(test_tls_takes_the_loop_path),

@@ -463,18 +463,18 @@ static void test_forget(void **state)
     done(&rc, 1, 1, 11, 1, 0);
     done(&rc, 1, 2, 12, 1, 0);
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 2, 1, 0, A, 1, 0)); /* busy */
-    assert_true(arpc_reply_cache_forget(&rc, 1));
+    assert_true(arpc_reply_cache_forget(&rc, 1, true));
     assert_int_equal(1, hand_freed[11]);
     assert_int_equal(1, hand_freed[12]);
     assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
     assert_int_equal(1, P.forgotten[0]);
-    assert_false(arpc_reply_cache_forget(&rc, 2)); /* running: kept */
-    assert_true(arpc_reply_cache_forget(&rc, 99)); /* never known */
+    assert_false(arpc_reply_cache_forget(&rc, 2, true)); /* running: kept */
+    assert_true(arpc_reply_cache_forget(&rc, 99, true)); /* never known */
     assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
     assert_int_equal(1, P.n_forgotten);           /* neither kept nor unknown is reported */
     assert_int_equal(1, stats_of(&rc).clients);
     expect_waiters(&rc, finish(&rc, 2, 1, 21, 1, 1), 1, A, (uint64_t)1);
-    assert_true(arpc_reply_cache_forget(&rc, 2));
+    assert_true(arpc_reply_cache_forget(&rc, 2, true));
     assert_int_equal(1, hand_freed[21]);
     assert_int_equal(0, stats_of(&rc).clients);
     assert_int_equal(2, P.n_forgotten);
@@ -501,8 +501,8 @@ static void test_goodbye_settles(void **state)
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0));
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 4, 1, 0, A, 3, 0));
     assert_false(arpc_reply_cache_settle(&rc, 3)); /* no goodbye yet */
-    assert_false(arpc_reply_cache_forget(&rc, 3)); /* two running: kept, remembered */
-    assert_false(arpc_reply_cache_forget(&rc, 3)); /* said twice, counted once */
+    assert_false(arpc_reply_cache_forget(&rc, 3, true)); /* two running: kept, remembered */
+    assert_false(arpc_reply_cache_forget(&rc, 3, true)); /* said twice, counted once */
     assert_int_equal(1, rc.rc_goodbyes);
     expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
     assert_false(arpc_reply_cache_settle(&rc, 3)); /* seq 2 still runs */
@@ -562,7 +562,7 @@ static void test_call_after_goodbye_kept(void **state)
     struct arpc_reply_cache rc;
     cache_init(&rc, 0, 1000);
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 0));
-    assert_false(arpc_reply_cache_forget(&rc, 3)); /* running: remembered */
+    assert_false(arpc_reply_cache_forget(&rc, 3, true)); /* running: remembered */
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0)); /* called again after it */
     assert_int_equal(0, rc.rc_goodbyes); /* settle's lookup is off the per-call path again */
     expect_waiters(&rc, finish(&rc, 3, 2, 32, 1, 1), 1, A, (uint64_t)2);

@@ -289,17 +289,18 @@ static void test_numbered_late_result_outlives_the_connection(void **state)
 
 /* A client's goodbye (GOAWAY) that finds its numbered call answered at its deadline but
  * still running takes effect once the late result is booked: the reply cache drops the
- * client's replies then, not at its idle expiry. Seen from outside: the same client id and
- * seq from a new connection (a late copy, as a half-open connection or a replaying proxy
- * would deliver) is refused as acknowledged, neither answered with the reply nor run again. */
-static void test_goodbye_takes_effect_at_the_late_result(void **state)
+ * client's replies then, not at its idle expiry. Seen from outside, for a client with an
+ * incarnation: the same client id and seq from a new connection (a late copy, as a half-open
+ * connection or a replaying proxy would deliver) is refused as acknowledged, neither answered
+ * with the reply nor run again. For an older client (no incarnation: its id may come back in
+ * its next process, numbering from 1) the same call runs anew. */
+static void goodbye_takes_effect_at_the_late_result(uint64_t incarnation)
 {
-    (void)state;
     char addr[256];
     arpc_server_options o = {.workers = 1};
     arpc_server *s = make_server(&o, addr, sizeof(addr));
     struct raw_client r;
-    assert_true(raw_connect(&r, addr, 0x600d));
+    assert_true(raw_connect_with(&r, addr, 0x600d, NULL, incarnation));
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
     expect_error(&r, 1, ARPC_ETIMEDOUT);
     uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
@@ -309,12 +310,31 @@ static void test_goodbye_takes_effect_at_the_late_result(void **state)
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.reply_kept", "", 0));
     expect_reply(&r, 2, "T", 1, 1);
     raw_close(&r);
-    assert_true(raw_connect(&r, addr, 0x600d));
+    assert_true(raw_connect_with(&r, addr, 0x600d, NULL, incarnation));
     assert_true(raw_request(&r, 3, 1, 0, 0, "t.keep_inline", "x", 1));
-    expect_error(&r, 3, ARPC_EREJECTED);
-    assert_int_equal(1, atomic_load(&keep_runs));
+    if (incarnation != 0) {
+        expect_error(&r, 3, ARPC_EREJECTED);
+        assert_int_equal(1, atomic_load(&keep_runs));
+    } else {
+        assert_true(latch_wait(2, RAW_WAIT_MS)); /* ran again: forgotten */
+        assert_int_equal(2, atomic_load(&keep_runs));
+        assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "second", 6));
+        expect_reply(&r, 3, "second", 6, 1);
+    }
     raw_close(&r);
     destroy_server(s);
+}
+
+static void test_goodbye_takes_effect_at_the_late_result(void **state)
+{
+    (void)state;
+    goodbye_takes_effect_at_the_late_result(0x1ca2);
+}
+
+static void test_goodbye_of_an_older_client(void **state)
+{
+    (void)state;
+    goodbye_takes_effect_at_the_late_result(0);
 }
 
 /* Stop: the calls are answered ARPC_EABANDONED and freed; after the destroy only their
@@ -518,6 +538,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_numbered_tombstone_lets_go_of_its_server_at_stop),
         cmocka_unit_test_no_leak(test_late_replies_race_the_deadline),
         cmocka_unit_test_no_leak(test_goodbye_takes_effect_at_the_late_result),
+        cmocka_unit_test_no_leak(test_goodbye_of_an_older_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

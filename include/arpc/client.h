@@ -45,7 +45,9 @@
  *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
  *                     or the reply larger than the client's limit (the handler ran; the
  *                     reply was not sent)
- *   ARPC_ESHUTDOWN    the client was closed, or the server is shutting down (did not run)
+ *   ARPC_ESHUTDOWN    the client was closed before the call was sent, or the server is
+ *                     shutting down (did not run); a call already sent when the client
+ *                     closes ends ARPC_ECANCELLED (it may run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
  *   ARPC_EAUTH        a reconnect was refused: the server no longer takes the client's
  *                     credentials (did not run; a call sent on an earlier connection ends

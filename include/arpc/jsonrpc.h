@@ -53,8 +53,9 @@
  *                   null)
  *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
- *   ARPC_ESHUTDOWN  the client was closed first
- *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way)
+ *   ARPC_ESHUTDOWN  the client was closed before the request was sent
+ *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way), or the
+ *                   client was closed after it was sent (the server may run it)
  * Threads: every function may be called from any thread, except that close and the blocking
  * call return ARPC_EBUSY on the client's loop thread (they would wait for themselves).
  */

@@ -65,10 +65,11 @@ bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings)
 
 bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id)
 {
-    return raw_connect_token(r, addr, client_id, NULL);
+    return raw_connect_with(r, addr, client_id, NULL, 0);
 }
 
-bool raw_connect_token(struct raw_client *r, const char *addr, uint64_t client_id, const char *token)
+bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
+                      uint64_t incarnation)
 {
     memset(r, 0, sizeof(*r));
     if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
@@ -79,6 +80,7 @@ bool raw_connect_token(struct raw_client *r, const char *addr, uint64_t client_i
         return false;
     size_t n = token != NULL ? arpc_frame_encode_hello_token(hello, client_id, 0, 0, token, (uint32_t)tlen)
                              : arpc_frame_encode_hello(hello, client_id, 0, 0, 0);
+    arpc_frame_stamp_hello_incarnation(hello, incarnation);
     struct raw_frame f;
     if (!raw_send(r, hello, n) || !raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_HELLO)
         return false;

@@ -31,8 +31,10 @@ struct raw_frame {
 
 /* Connects, says HELLO as client_id, and reads the server's HELLO. */
 bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id);
-/* The same, with a token in the HELLO (core/frame.h: ARPC_HELLO_TOKEN). */
-bool raw_connect_token(struct raw_client *r, const char *addr, uint64_t client_id, const char *token);
+/* The same, with a token in the HELLO (core/frame.h: ARPC_HELLO_TOKEN; NULL: none) and an
+ * incarnation (0: none, as an older client). */
+bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
+                      uint64_t incarnation);
 void raw_close(struct raw_client *r);
 bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
                  const char *method, const void *payload, size_t len);
