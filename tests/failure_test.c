@@ -268,6 +268,7 @@ static void test_huge_deadline(void **state)
 }
 
 /* Many clients come and go on one long-lived loop: each leaves nothing behind. */
+#define LEAVE_SLACK 16 /* seen up to 5 under load (two suites at once) */
 static void test_shared_loop_clients_leave_nothing(void **state)
 {
     (void)state;
@@ -288,14 +289,17 @@ static void test_shared_loop_clients_leave_nothing(void **state)
             assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
             arpc_client_close(c);
         }
-        /* The first round may grow the loop's own tables; the second must be flat. The
-         * embedded server (counted too) frees each connection when it sees the close: wait
-         * for that (bounded), then for what it still held to be let go (a condition polled). */
+        /* The first round may grow the loop's own tables; the second must be flat but for
+         * caches sized by how many connections were open at once (the server's request pool,
+         * buffer caches), which a loaded machine's timing moves by a few blocks: a leak per
+         * client would be 50. The embedded server (counted too) frees each connection when
+         * it sees the close: wait for that (bounded), then for what it still held to be let
+         * go (a condition polled). */
         assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, 60000));
-        for (int i = 0; round == 1 && i < 6000 && atomic_load(&test_alloc_live) - before > 2; i++)
+        for (int i = 0; round == 1 && i < 2000 && atomic_load(&test_alloc_live) - before > LEAVE_SLACK; i++)
             sleep_ms(5);
-        if (round == 1)
-            assert_true(atomic_load(&test_alloc_live) - before <= 2);
+        if (round == 1 && atomic_load(&test_alloc_live) - before > LEAVE_SLACK)
+            fail_msg("%ld blocks more after 50 clients came and went", atomic_load(&test_alloc_live) - before);
     }
     arpc_loop_destroy(loop);
     arpc_server_destroy(s);
