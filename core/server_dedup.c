@@ -29,7 +29,6 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
-#include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/jsonrpc_server.h"
@@ -167,7 +166,7 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
 {
     if (!sc->sc_conn.c_open)
         return;
-    if (le_ld64(rm->rm_frame + 8) == xid) { /* the header's xid field */
+    if (arpc_frame_xid(rm->rm_frame) == xid) {
         rm->rm_refs++;
         if (arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame, rm->rm_len, reply_msg_release) == ARPC_ENOMEM)
             arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
@@ -304,7 +303,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
      * is done (a duplicate on the same connection has another xid). */
     for (struct arpc_rc_waiter **p = &waiters; rm->rm_direct != 0 && *p != NULL; p = &(*p)->w_next) {
         struct arpc_rc_waiter *w = *p;
-        if (w->w_conn == rm->rm_direct_to && w->w_xid == le_ld64(rm->rm_frame + 8)) {
+        if (w->w_conn == rm->rm_direct_to && w->w_xid == arpc_frame_xid(rm->rm_frame)) {
             *p = w->w_next;
             w->w_next = NULL;
             dedup_unwait(w);
@@ -345,27 +344,21 @@ void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
     arpc_reply_cache_free_waiters(&s->sv_cache, w);
 }
 
-void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq)
-{
-    bool kept = false;
-    void *reply = NULL;
-    /* Taken as if durable: the entry (kept or not) is never replayed, as dedup_admit refuses
-     * every numbered call once the log failed. */
-    struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_coarse_ns(), &reply, &kept);
-    dedup_answer(s, waiters, s->sv_lost_reply);
-    if (!kept)
-        reply_msg_put(reply);
-    arpc_reply_cache_settle(&s->sv_cache, client_id);
-}
-
-void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq)
+/* The log is done with a numbered call's record: its waiters get the reply if it is durable,
+ * else the lost reply (never the reply: a failed entry, kept or not, is never replayed either,
+ * as dedup_admit refuses every numbered call once the log failed). */
+static void dedup_logged(arpc_server *s, uint64_t client_id, uint64_t seq, bool durable)
 {
     bool kept = false;
     void *reply = NULL;
     struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_coarse_ns(), &reply, &kept);
     if (reply != NULL)
-        dedup_answer(s, waiters, reply);
+        dedup_answer(s, waiters, durable ? reply : s->sv_lost_reply);
     if (!kept)
         reply_msg_put(reply);
     arpc_reply_cache_settle(&s->sv_cache, client_id);
 }
+
+void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq) { dedup_logged(s, client_id, seq, false); }
+
+void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq) { dedup_logged(s, client_id, seq, true); }

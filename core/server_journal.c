@@ -25,7 +25,6 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
-#include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
@@ -81,7 +80,7 @@ static void journal_fail(arpc_server *s, const struct journal_rec *r)
 static void journal_refuse_lost(struct server_conn *sc, struct reply_msg *rm)
 {
     static const char lost[] = "the server's reply log failed: the call may have run";
-    sconn_refuse_call(sc, le_ld64(rm->rm_frame + 8), ARPC_EABANDONED, lost, sizeof(lost) - 1);
+    sconn_refuse_call(sc, arpc_frame_xid(rm->rm_frame), ARPC_EABANDONED, lost, sizeof(lost) - 1);
     reply_msg_put(rm);
 }
 
