@@ -264,15 +264,20 @@ void call_send(struct client_call *call, uint64_t now_ns)
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
 
+int call_ended_code(const struct client_call *call, int reason)
+{
+    if (!call->cc_sent)
+        return reason; /* it never reached a server: it did not run */
+    return reason == ARPC_ESHUTDOWN ? ARPC_ECANCELLED : ARPC_ECONNLOST;
+}
+
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
 {
     arpc_client *c = call->cc_client;
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
-        /* A call its caller wrote reached the server, which may be running it. */
-        int why = client_unavailable_reason(c);
-        call_finish(call, !call->cc_sent ? why : why == ARPC_ESHUTDOWN ? ARPC_ECANCELLED : ARPC_ECONNLOST, NULL, 0);
+        call_finish(call, call_ended_code(call, client_unavailable_reason(c)), NULL, 0); /* its caller may have written it */
         return false;
     }
     if (!written && arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */

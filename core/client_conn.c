@@ -204,7 +204,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         if (state != CL_LOST)
             atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST);
         atomic_store(&c->cl_state, CL_LOST);
-        calls_fail_all(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
+        calls_fail_all(c, ARPC_ECONNLOST);
         return;
     }
     atomic_store(&c->cl_state, CL_CONNECTING);
@@ -261,8 +261,7 @@ void client_cleanup(arpc_client *c)
     c->cl_cleaned = true;
     client_direct_stop(c);
     client_connect_stop(c);
-    /* A call the server may be running is cancelled, not "did not run". */
-    calls_fail_all(c, ARPC_ESHUTDOWN, ARPC_ECANCELLED);
+    calls_fail_all(c, ARPC_ESHUTDOWN); /* a call the server may be running: ECANCELLED */
     client_deadlines_stop(c);
     if (c->cl_conn.c_open) {
         if (c->cl_server_flags & ARPC_HELLO_DEDUP) {

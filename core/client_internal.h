@@ -257,8 +257,8 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job); /* a call reach
 void call_finish(struct client_call *call, int status, void *data, size_t len);
 void calls_on_connected(arpc_client *c);        /* the server's HELLO came: send what waits */
 void calls_on_conn_lost(arpc_client *c);        /* back to waiting, or ended */
-/* Ends every call: with unsent if it never reached a server (so it did not run), else sent. */
-void calls_fail_all(arpc_client *c, int unsent, int sent);
+/* Ends every call for reason (call_ended_code: a call that was sent says it may have run). */
+void calls_fail_all(arpc_client *c, int reason);
 /* The server refused the client for good (a GOAWAY on a reconnect, e.g. ARPC_EAUTH): the calls
  * waiting for a connection end, with reason if never sent, else ARPC_ECONNLOST. */
 void calls_refused(arpc_client *c, int reason);

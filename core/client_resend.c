@@ -54,7 +54,7 @@ void resend_wait(arpc_client *c, struct client_call *call)
     uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
     if (call_arm(call, give_up < call->cc_when ? give_up : call->cc_when) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
-        call_finish(call, call->cc_sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
+        call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0);
     }
 }
 
@@ -141,32 +141,22 @@ void calls_on_conn_lost(arpc_client *c)
         return;
     }
     /* Out of memory to sort them: their outcome cannot be settled in order; end them. */
-    calls_fail_all(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
+    calls_fail_all(c, ARPC_ECONNLOST);
 }
 
-struct fail_reasons {
-    int unsent, sent;
-};
-
-static int fail_reason(const struct client_call *call, const struct fail_reasons *r)
-{
-    return call->cc_sent ? r->sent : r->unsent;
-}
-
-static void call_fail(struct client_call *call, void *reasons)
+static void call_fail(struct client_call *call, void *reason)
 {
     call->cc_tracked = false; /* pending_drain took it */
-    call_finish(call, fail_reason(call, reasons), NULL, 0);
+    call_finish(call, call_ended_code(call, *(int *)reason), NULL, 0);
 }
 
-void calls_fail_all(arpc_client *c, int unsent, int sent)
+void calls_fail_all(arpc_client *c, int reason)
 {
-    struct fail_reasons r = {unsent, sent};
     client_direct_catch_up(c);
-    pending_drain(&c->cl_pending, call_fail, &r);
+    pending_drain(&c->cl_pending, call_fail, &reason);
     while (c->cl_waiting.dl_head != NULL) {
         struct client_call *call = waiting_call(c->cl_waiting.dl_head);
-        call_finish(call, fail_reason(call, &r), NULL, 0);
+        call_finish(call, call_ended_code(call, reason), NULL, 0);
     }
 }
 
@@ -176,6 +166,6 @@ void calls_refused(arpc_client *c, int reason)
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
     while (c->cl_waiting.dl_head != NULL) {
         struct client_call *call = waiting_call(c->cl_waiting.dl_head);
-        call_finish(call, call->cc_sent ? ARPC_ECONNLOST : reason, NULL, 0);
+        call_finish(call, call_ended_code(call, reason), NULL, 0);
     }
 }
