@@ -236,9 +236,7 @@ static void test_goodbye_survives_restart(void **state)
     assert_true(raw_connect(&r, addr, 0xb1e));
     assert_true(raw_request(&r, 1, 1, 0, 0, "t.count", "", 0));
     expect_ran_reply(&r, 1);
-    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
-    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
-    assert_true(raw_send(&r, bye, n));
+    assert_true(raw_goodbye(&r));
     /* Frames of one connection are taken in order: its reply means the goodbye was heard. */
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.count", "", 0));
     expect_ran_reply(&r, 2);
@@ -336,9 +334,7 @@ static void test_unlogged_goodbye_is_counted(void **state)
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.mark", "", 0));
     expect_ran_reply(&r, 2);
     atomic_store(&fail_on_loop, true);
-    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
-    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
-    assert_true(raw_send(&r, bye, n));
+    assert_true(raw_goodbye(&r));
     bool counted = server_stat_reaches(s, offsetof(arpc_server_stats, log_expiries_lost), 1, RAW_WAIT_MS);
     atomic_store(&fail_on_loop, false);
     assert_true(counted);

@@ -303,9 +303,7 @@ static void goodbye_takes_effect_at_the_late_result(uint64_t incarnation)
     assert_true(raw_connect_with(&r, addr, 0x600d, NULL, incarnation));
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
     expect_error(&r, 1, ARPC_ETIMEDOUT);
-    uint8_t bye[ARPC_FRAME_HEADER_SIZE + 64];
-    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
-    assert_true(raw_send(&r, bye, n));
+    assert_true(raw_goodbye(&r));
     /* Frames of one connection are taken in order: the goodbye is heard first. */
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.reply_kept", "", 0));
     expect_reply(&r, 2, "T", 1, 1);
