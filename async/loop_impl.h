@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "async/loop_internal.h"
+#include "base/cacheline.h"
 #include "base/entry.h"
 #include "base/node_pool.h"
 
@@ -36,9 +37,9 @@ struct arpc_loop {
     /* In (or about to enter) its poll: see arpc_loop_idle. Written by the loop twice per
      * iteration, read by every worker's reply: a cache line of its own, so that neither
      * slows the posters' CAS on l_lane. */
-    char l_asleep_pad0[64];
+    ARPC_CACHELINE_GAP(l_asleep_gap0);
     atomic_bool l_asleep;
-    char l_asleep_pad1[64];
+    ARPC_CACHELINE_GAP(l_asleep_gap1);
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
     atomic_int l_wake_pending;     /* a wake-up is sent or being sent, its drain not yet begun */
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */

@@ -39,6 +39,7 @@
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
 #include "base/buf_cache.h"
+#include "base/cacheline.h"
 #include "core/conn_write.h"
 #include "core/frame.h"
 #include "core/outq.h"
@@ -134,12 +135,16 @@ struct arpc_conn {
     size_t c_body_cap;            /* c_body's capacity */
     uint32_t c_body_len, c_body_have; /* the body's length, and the bytes of it read so far */
     bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
-    struct arpc_conn_writer c_writer; /* who writes the socket (core/conn_write.h); any thread */
     bool c_cold;    /* reads served from the loop's cold set (arpc_conn_cool) */
     bool c_cold_on; /* c_rio is in that set now */
     /* The read buffer's bytes lent out (arpc_conn_pin, core/conn_rbuf.c). */
     unsigned c_rbuf_pins;         /* pins of the current read buffer since it was last reused */
+    /* Written by other threads than the loop (workers writing replies, giving buffers back):
+     * lines of their own, so that the loop's fields above stay in its cache. */
+    ARPC_CACHELINE_GAP(c_gap_shared);
+    struct arpc_conn_writer c_writer; /* who writes the socket (core/conn_write.h); any thread */
     atomic_uint c_rbuf_retired;   /* read buffers the loop left while lent, not yet given back */
+    ARPC_CACHELINE_GAP(c_gap_end);
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM

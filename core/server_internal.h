@@ -27,6 +27,7 @@
 #include "arpc/server.h"
 #include "async/actor_internal.h"
 #include "async/loop_internal.h"
+#include "base/cacheline.h"
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
@@ -48,7 +49,10 @@ struct arpc_tls; /* transport/tls.h */
 
 struct server_conn {
     struct arpc_conn sc_conn;
+    /* Taken by the loop per call, let go by whichever thread finishes the request last: a line
+     * of its own (sc_conn ends with a gap). */
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
+    ARPC_CACHELINE_GAP(sc_gap_refs);
     arpc_server *sc_server;
     uint64_t sc_client_id;
     uint64_t sc_incarnation; /* from its HELLO; 0: an older client's, or none */
@@ -86,11 +90,17 @@ struct server_conn {
 
 struct arpc_server {
     arpc_magic sv_magic;            /* first: base/handle.h; dead from arpc_server_destroy on */
-    arpc_refcount sv_refs;          /* the user's handle + one per request in flight */
     atomic_int sv_state;            /* enum server_state */
+    /* Written for every call, by threads that differ: each group on lines of its own, so that
+     * the workers' replies and the loop's dispatches do not take a line from each other (and
+     * from sv_state, which both read per call). Measured in docs/PERFORMANCE.md. */
+    ARPC_CACHELINE_GAP(sv_gap_refs);
+    arpc_refcount sv_refs;          /* the user's handle + one per connection (which requests pin) and per reply being made */
+    atomic_uint sv_replying;        /* replies between their state check and their hand-over */
+    ARPC_CACHELINE_GAP(sv_gap_inflight);
     _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (a futex
                                      * word: the last one wakes a stop waiting out its grace) */
-    atomic_uint sv_replying;        /* replies between their state check and their hand-over */
+    ARPC_CACHELINE_GAP(sv_gap_rest);
     arpc_loop *sv_loop;
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
