@@ -68,12 +68,8 @@ struct arpc_request {
  * copy of the payload unless it stays where it was read (rs_buf, rs_pin). Freed once the handler has returned and the reply was delivered, or
  * the server answered in the handler's place. */
 struct request_state {
-    arpc_request *rs_req;        /* its handle */
+    /* The loop's (and rarely another thread's) */
     struct arpc_loop_job rs_job; /* lets go of the reply's holder on the loop, when no reply can */
-    struct arpc_actor_job rs_actor_job; /* its post to its actor */
-    struct server_conn *rs_conn;
-    const struct arpc_method *rs_method;
-    uint64_t rs_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
     bool rs_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rs_awaiting;        /* in the server's sv_awaiting list (loop thread) */
     bool rs_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
@@ -85,11 +81,18 @@ struct request_state {
     arpc_request_cancel_fn rs_cancel_fn;
     void *rs_cancel_arg;
     uint64_t rs_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
-    uint32_t rs_len;
-    const uint8_t *rs_data;  /* the payload: rs_inline, inside rs_buf, or in the read buffer rs_pin holds */
     uint8_t *rs_buf;         /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
     size_t rs_buf_cap;
     struct conn_rbuf_head *rs_pin; /* the connection's read buffer, lent for the payload (arpc_conn_pin); NULL: none */
+    /* What the handler's thread reads, next to a small payload: the lines a call brings to
+     * its worker are as few as they can be (docs/PERFORMANCE.md, the pool's hand-offs). */
+    arpc_request *rs_req;        /* its handle */
+    struct arpc_actor_job rs_actor_job; /* its post to its actor */
+    struct server_conn *rs_conn;
+    const struct arpc_method *rs_method;
+    uint64_t rs_deadline_ns; /* from the wire's budget, counted from arrival; ARPC_NEVER: none */
+    const uint8_t *rs_data;  /* the payload: rs_inline, inside rs_buf, or in the read buffer rs_pin holds */
+    uint32_t rs_len;
     uint8_t rs_inline[];     /* a small payload's copy */
 };
 
