@@ -5,7 +5,8 @@
  * One coarse sweep timer per server checks every open connection's timestamps, instead of a
  * timer per connection: the per-frame path only stores the loop's cached time (ev_now), and a
  * timeout fires at most one sweep period late, which is fine for limits counted in seconds. A
- * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn.
+ * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn. It also sends
+ * connections idle for LIMITS_COOL_AFTER_S back to the cold set.
  */
 #include <stdio.h>
 
@@ -23,6 +24,11 @@
 /* Connections checked per loop turn: 10,000 at once held the loop ~3 ms (a good client's call
  * behind it waited as long); 512 take ~0.15 ms. */
 #define LIMITS_SWEEP_SLICE 512
+/* A connection without a call for this long goes back to the cold set (arpc_conn_cool): its
+ * next call warms it again at the cost of a turn's wait at most, and thousands of idle ones
+ * closed at once (after one call each) are let go a budget a turn, as those that never called
+ * are, instead of in one turn of milliseconds. */
+#define LIMITS_COOL_AFTER_S 1.0
 
 void limits_init(arpc_server *s, const arpc_server_options *o)
 {
@@ -63,6 +69,8 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     }
     if (sconn_has_work(sc) || arpc_conn_frame_age(conn, now) > 0)
         sc->sc_last_busy = now; /* not idle */
+    else if (sc->sc_hello && now - sc->sc_last_busy >= LIMITS_COOL_AFTER_S)
+        arpc_conn_cool(conn);
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
         arpc_log(ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
                  s->sv_idle_s * 1000);

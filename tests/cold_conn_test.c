@@ -21,6 +21,7 @@
 
 #include "arpc/arpc.h"
 #include "async/loop_internal.h"
+#include "base/clock.h"
 #include "core/frame.h"
 #include "support/test_util.h"
 
@@ -348,6 +349,59 @@ static void test_mass_close_good_call_first(void **state)
     unlink(v.path);
 }
 
+/* Drives the loop, sleeping in poll on its fd as an application would, until the cold set
+ * holds n (or the deadline passes: a failure). */
+static void run_until_cold(arpc_loop *loop, unsigned n, int deadline_ms)
+{
+    uint64_t give_up = arpc_now_ns() + (uint64_t)deadline_ms * 1000000u;
+    while (arpc_loop_cold_count(loop) < n) {
+        assert_true(arpc_now_ns() < give_up);
+        int timeout = step(loop);
+        struct pollfd p = {.fd = arpc_loop_fd(loop), .events = POLLIN};
+        (void)poll(&p, 1, timeout < 0 || timeout > 100 ? 100 : timeout);
+    }
+}
+
+/* Connections that called once and went quiet are cold again within the limits' sweep: closed
+ * at once, they are let go a budget a turn too, and the good client's call is answered first.
+ * (Before, a connection stayed warm for ever after its first call, and CONN_N of them closing
+ * together were all served in one turn.) A call warms its connection again. */
+static void test_idle_connections_cool_again(void **state)
+{
+    (void)state;
+    struct served v;
+    served_start(&v);
+    int fds[CONN_N];
+    for (int i = 0; i < CONN_N; i++) {
+        fds[i] = hello_client(v.loop, v.path);
+        send_call(fds[i], 1);
+        (void)step_until_readable(v.loop, fds[i]);
+        drop_input(fds[i]);
+    }
+    assert_int_equal(0, arpc_loop_cold_count(v.loop)); /* every one has called */
+    run_until_cold(v.loop, CONN_N + 1, 15000);       /* the good one too: within ~2 s */
+    /* A call warms its connection again, and is answered. */
+    send_call(v.good, 2);
+    (void)step_until_readable(v.loop, v.good);
+    drop_input(v.good);
+    assert_int_equal(CONN_N, arpc_loop_cold_count(v.loop));
+    for (int i = 0; i < CONN_N; i++)
+        close(fds[i]); /* CONN_N EOFs ready at once */
+    send_call(v.good, 3);
+    unsigned steps = step_until_readable(v.loop, v.good);
+    assert_true(steps <= 2);
+    assert_true(conns_open(v.s) > 1); /* not all let go in the turns that answered it */
+    unsigned turns = 0;
+    while (conns_open(v.s) > 1) {
+        assert_true(turns++ < CONN_N);
+        (void)step(v.loop);
+    }
+    close(v.good);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
+    arpc_loop_destroy(v.loop);
+    unlink(v.path);
+}
+
 /* Stop and destroy while cold connections wait: some idle, some closed by their peers and not
  * yet served. Every one is let go, with its descriptor. */
 static void test_destroy_with_cold_pending(void **state)
@@ -382,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_stop_inside_batch),
         cmocka_unit_test(test_wrapped_loop_runs_while_cold),
         cmocka_unit_test(test_mass_close_good_call_first),
+        cmocka_unit_test(test_idle_connections_cool_again),
         cmocka_unit_test(test_destroy_with_cold_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
