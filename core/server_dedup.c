@@ -45,12 +45,12 @@ static void dedup_free_reply(void *ctx, void *reply)
 static void dedup_on_expire(void *ctx, uint64_t client_id)
 {
     arpc_log(ARPC_LOG_DEBUG, "client %016llx idle: its cached replies are forgotten", (unsigned long long)client_id);
-    journal_expire(ctx, client_id); /* so a restart forgets it too */
+    journal_forget(ctx, client_id, 0); /* so a restart forgets it too */
 }
 
-static void dedup_on_forget(void *ctx, uint64_t client_id)
+static void dedup_on_forget(void *ctx, uint64_t client_id, uint64_t floor)
 {
-    journal_expire(ctx, client_id); /* its goodbye: a restart forgets it too */
+    journal_forget(ctx, client_id, floor); /* its goodbye: a restart forgets it too, keeping its floor */
 }
 
 /* At teardown, after the stop disarmed every waiter's deadline (the loop may be gone). */

@@ -351,7 +351,9 @@ bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ac
 /* An unnumbered durable reply: true when rm is taken (its sending waits for the record, or
  * the call was refused because no record could be made). */
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm);
-void journal_expire(arpc_server *s, uint64_t client_id);
+/* The cache forgot a client (its expiry, or its goodbye: floor 0, or its highest seq, which
+ * a restart keeps refusing): a record, so a restart forgets it too. */
+void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor);
 
 /* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);

@@ -27,6 +27,7 @@ struct probe {
     uint64_t expired[64];
     size_t n_expired;
     uint64_t forgotten[8]; /* on a goodbye */
+    uint64_t forgotten_floor[8]; /* the floor each left, for the reply log */
     size_t n_forgotten;
     size_t dropped;
 };
@@ -56,10 +57,11 @@ static void cb_expire(void *ctx, uint64_t client_id)
     p->expired[p->n_expired++] = client_id;
 }
 
-static void cb_forget(void *ctx, uint64_t client_id)
+static void cb_forget(void *ctx, uint64_t client_id, uint64_t floor)
 {
     struct probe *p = ctx;
     assert_true(p->n_forgotten < 8);
+    p->forgotten_floor[p->n_forgotten] = floor;
     p->forgotten[p->n_forgotten++] = client_id;
 }
 
@@ -468,6 +470,7 @@ static void test_forget(void **state)
     assert_int_equal(1, hand_freed[12]);
     assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
     assert_int_equal(1, P.forgotten[0]);
+    assert_int_equal(2, P.forgotten_floor[0]); /* with its highest seq, which the log keeps */
     assert_false(arpc_reply_cache_forget(&rc, 2, true)); /* running: kept */
     assert_true(arpc_reply_cache_forget(&rc, 99, true)); /* never known */
     assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
@@ -603,6 +606,28 @@ static void test_restore(void **state)
     arpc_reply_cache_fini(&rc, NULL);
     assert_int_equal(1, hand_freed[60]);
     assert_int_equal(1, hand_freed[81]);
+}
+
+/* A goodbye's floor restored from the reply log refuses the client's late copies as the
+ * goodbye itself did, and lets a call above it run; a known client gets it as its ack. */
+static void test_restore_gone(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 9, 3));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 0, 3));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 9, 0));
+    assert_int_equal(0, stats_of(&rc).clients); /* a floor is not a client */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 3, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 1, 0, A, 2, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 9, 4, 0, A, 3, 0));
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 9, 4), 1, A, (uint64_t)3);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 2, 0, A, 4, 0)); /* known again: its ack */
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 8, 1, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 8, 6)); /* known: its ack */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 8, 6, 0, A, 5, 0));
+    arpc_reply_cache_fini(&rc, NULL);
 }
 
 /* fini frees every kept reply and hands each unfinished call's waiters to drop_waiter. */
@@ -1279,6 +1304,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_gone_bounded),
         cmocka_unit_test_no_leak(test_restore),
+        cmocka_unit_test_no_leak(test_restore_gone),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_ring_wraps),
         cmocka_unit_test_no_leak(test_ring_outliers),
