@@ -3,7 +3,9 @@
  * whether or not its reply left (the retry is answered from the log, the handler does not run
  * again), and a log damaged in the middle stops arpc_server_create with a message naming the
  * file and offset, instead of a server that would forget calls. A client's goodbye is
- * logged: after a restart its replies are gone too; one the log had no memory for is counted.
+ * logged: after a restart its replies are gone too, and its floor still refuses a late copy
+ * of its calls (after kill -9, and after compactions); one the log had no memory for is
+ * counted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
