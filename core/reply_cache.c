@@ -210,7 +210,7 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
 }
 
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
-                                              void *conn, uint64_t xid)
+                                              const struct arpc_rc_waiter *which)
 {
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     struct arpc_rc_entry *e = c != NULL ? arpc_rc_entry_get(c, seq) : NULL;
@@ -218,7 +218,7 @@ struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint6
         return NULL;
     for (struct arpc_rc_waiter **p = &e->e_waiters; *p != NULL; p = &(*p)->w_next) {
         struct arpc_rc_waiter *w = *p;
-        if (w->w_conn != conn || w->w_xid != xid)
+        if (which != NULL ? w != which : w->w_attached)
             continue;
         /* e_nwaiters counts the duplicates, not the first waiter (the request that began
          * the call); a duplicate leaving after it is not counted down: the bound errs low. */

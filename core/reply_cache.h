@@ -188,13 +188,16 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
                                               uint64_t seq);
 
 /*
- * (conn, xid) no longer waits for the RUNNING or LOGGING call (client_id, seq): its caller
- * was answered otherwise (the server answered it at its deadline). Its waiter is taken out
- * and returned (the caller lets go of w_conn, then gives it back with free_waiters), or NULL
- * when it is not there. The call goes on; its other waiters still get its result.
+ * A waiter no longer waits for the RUNNING or LOGGING call (client_id, seq): its caller was
+ * answered otherwise (the server answered it at its deadline). w is that waiter, as begin
+ * handed it out (ATTACHED); NULL names the request that began the call (the one waiter not
+ * attached). Matched by identity, never by (conn, xid): a client may send one xid twice on a
+ * connection, and one copy's deadline must not take out another's waiter. It is taken out and
+ * returned (the caller lets go of w_conn, then gives it back with free_waiters), or NULL when
+ * it is not there. The call goes on; its other waiters still get its result.
  */
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
-                                              void *conn, uint64_t xid);
+                                              const struct arpc_rc_waiter *w);
 
 /* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
  * (the server disarms their deadlines when it stops). fn must not call into the cache. */

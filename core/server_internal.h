@@ -317,9 +317,10 @@ void dedup_stop(arpc_server *s);
  * answered (replayed, refused) or attached to the running call, for no longer than its own
  * deadline_ns (ARPC_NEVER: none), then answered ARPC_ETIMEDOUT. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns);
-/* A numbered call's request xid on sc was answered by the server in its handler's place: it
- * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
-void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
+/* A request on sc waiting for numbered call seq was answered by the server in its handler's
+ * place: it stops waiting for the call's result (which its other waiters still get), and lets
+ * go of sc. w: a duplicate's waiter; NULL: the request that runs the call. */
+void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *w);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* The log could not make it durable: its waiters are told the call may have run
