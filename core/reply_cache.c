@@ -210,7 +210,7 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
 }
 
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
-                                              void *conn, uint64_t xid)
+                                              const struct arpc_rc_waiter *which)
 {
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     struct arpc_rc_entry *e = c != NULL ? arpc_rc_entry_get(c, seq) : NULL;
@@ -218,7 +218,7 @@ struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint6
         return NULL;
     for (struct arpc_rc_waiter **p = &e->e_waiters; *p != NULL; p = &(*p)->w_next) {
         struct arpc_rc_waiter *w = *p;
-        if (w->w_conn != conn || w->w_xid != xid)
+        if (which != NULL ? w != which : w->w_attached)
             continue;
         /* e_nwaiters counts the duplicates, not the first waiter (the request that began
          * the call); a duplicate leaving after it is not counted down: the bound errs low. */
@@ -281,15 +281,17 @@ static uint64_t highest_seq(const struct arpc_rc_client *c)
 /* Forgets c on its goodbye (no call of its runs), telling on_forget (the server logs it, as
  * it does an expiry). What stays is its highest seq (rc_gone): a copy of one of its calls
  * that arrives late (from a half-open connection, or a proxy that replays) is refused as
- * acknowledged, never run again. */
+ * acknowledged, never run again. The floor goes to on_forget too, for the log to keep it
+ * across a restart (even when rc_gone had no memory for it: the log's copy is the truth). */
 static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c, bool keep_floor)
 {
     uint64_t id = c->c_id;
-    if (keep_floor)
-        arpc_rc_gone_put(&rc->rc_gone, id, highest_seq(c));
+    uint64_t floor = keep_floor ? highest_seq(c) : 0;
+    if (floor != 0)
+        (void)arpc_rc_gone_put(&rc->rc_gone, id, floor); /* best effort, as documented */
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
-        rc->rc_ops.on_forget(rc->rc_ctx, id);
+        rc->rc_ops.on_forget(rc->rc_ctx, id, floor);
 }
 
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id, bool keep_floor)
@@ -359,4 +361,16 @@ int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
     return ARPC_OK;
+}
+
+int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor)
+{
+    if (client_id == 0 || floor == 0)
+        return ARPC_EINVAL;
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    if (c != NULL) { /* the log never replays both; were it to, the floor still holds */
+        arpc_rc_raise_ack(rc, c, floor);
+        return ARPC_OK;
+    }
+    return arpc_rc_gone_put(&rc->rc_gone, client_id, floor);
 }

@@ -68,9 +68,11 @@ struct arpc_reply_cache_ops {
     void (*free_reply)(void *ctx, void *reply);
     /* A client was forgotten by arpc_reply_cache_expire (the server logs it). Optional. */
     void (*on_expire)(void *ctx, uint64_t client_id);
-    /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle (the server
-     * logs it too, so a restart forgets it as well). Optional. */
-    void (*on_forget)(void *ctx, uint64_t client_id);
+    /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle, leaving
+     * floor behind (its highest seq, kept in rc_gone; 0 without keep_floor). The server logs
+     * both, so a restart forgets the client as well and still refuses its calls up to floor.
+     * Optional. */
+    void (*on_forget)(void *ctx, uint64_t client_id, uint64_t floor);
     /* A duplicate's owner lets it go if nobody is left to answer (its connection closed):
      * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,
      * before a new one is refused. Must not call into the cache. Optional. */
@@ -186,13 +188,16 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
                                               uint64_t seq);
 
 /*
- * (conn, xid) no longer waits for the RUNNING or LOGGING call (client_id, seq): its caller
- * was answered otherwise (the server answered it at its deadline). Its waiter is taken out
- * and returned (the caller lets go of w_conn, then gives it back with free_waiters), or NULL
- * when it is not there. The call goes on; its other waiters still get its result.
+ * A waiter no longer waits for the RUNNING or LOGGING call (client_id, seq): its caller was
+ * answered otherwise (the server answered it at its deadline). w is that waiter, as begin
+ * handed it out (ATTACHED); NULL names the request that began the call (the one waiter not
+ * attached). Matched by identity, never by (conn, xid): a client may send one xid twice on a
+ * connection, and one copy's deadline must not take out another's waiter. It is taken out and
+ * returned (the caller lets go of w_conn, then gives it back with free_waiters), or NULL when
+ * it is not there. The call goes on; its other waiters still get its result.
  */
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
-                                              void *conn, uint64_t xid);
+                                              const struct arpc_rc_waiter *w);
 
 /* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
  * (the server disarms their deadlines when it stops). fn must not call into the cache. */
@@ -240,6 +245,11 @@ int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, ui
  * a request would. ARPC_OK, ARPC_EINVAL (client_id 0), ARPC_ENOMEM. */
 int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
                                  uint64_t now_ns);
+/* Restart, from the reply log: the client said goodbye after calls up to floor, as forget
+ * with keep_floor left it (oldest goodbye first, so the newest ARPC_RC_GONE_MAX stay). A client
+ * the cache knows has its ack raised instead. ARPC_OK, ARPC_EINVAL (client_id or floor 0),
+ * ARPC_ENOMEM. */
+int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor);
 
 void arpc_reply_cache_stats(const struct arpc_reply_cache *rc, struct arpc_reply_cache_stats *out);
 /* What one entry and one client count in bytes, besides the reply bytes. */

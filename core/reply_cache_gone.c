@@ -21,33 +21,38 @@ static struct arpc_rc_gone_slot *slot_of(const struct arpc_rc_gone *g, uint64_t 
     return where != 0 ? &g->g_ring[where - 1] : NULL;
 }
 
-void arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor)
+int arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor)
 {
     if (g->g_ring == NULL) {
         g->g_ring = arpc_calloc(ARPC_RC_GONE_MAX, sizeof(*g->g_ring));
         if (g->g_ring == NULL)
-            return;
+            return ARPC_ENOMEM;
         if (arpc_u64_map_init(&g->g_where, ARPC_RC_GONE_MAX) != ARPC_OK) {
             arpc_free(g->g_ring);
             g->g_ring = NULL;
-            return;
+            return ARPC_ENOMEM;
         }
     }
     struct arpc_rc_gone_slot *s = slot_of(g, client);
     if (s != NULL) { /* a second goodbye: the same slot, the higher floor */
         if (floor > s->gs_floor)
             s->gs_floor = floor;
-        return;
+        return ARPC_OK;
     }
     s = &g->g_ring[g->g_next];
-    if (s->gs_client != 0)
+    if (s->gs_client != 0) {
         arpc_u64_map_take(&g->g_where, s->gs_client); /* the oldest goodbye is dropped */
+        g->g_count--;
+    }
+    /* Made with room for every slot, the map never grows: this does not fail. */
     if (arpc_u64_map_put(&g->g_where, client, (void *)(uintptr_t)(g->g_next + 1)) != ARPC_OK) {
         s->gs_client = 0;
-        return;
+        return ARPC_ENOMEM;
     }
     *s = (struct arpc_rc_gone_slot){.gs_client = client, .gs_floor = floor};
+    g->g_count++;
     g->g_next = (g->g_next + 1) % ARPC_RC_GONE_MAX;
+    return ARPC_OK;
 }
 
 uint64_t arpc_rc_gone_floor(const struct arpc_rc_gone *g, uint64_t client)
@@ -63,4 +68,19 @@ void arpc_rc_gone_take(struct arpc_rc_gone *g, uint64_t client)
         return;
     arpc_u64_map_take(&g->g_where, client);
     s->gs_client = 0;
+    g->g_count--;
+}
+
+bool arpc_rc_gone_next(const struct arpc_rc_gone *g, size_t *pos, uint64_t *client, uint64_t *floor)
+{
+    for (; g->g_ring != NULL && *pos < ARPC_RC_GONE_MAX; (*pos)++) {
+        const struct arpc_rc_gone_slot *s = &g->g_ring[(g->g_next + *pos) % ARPC_RC_GONE_MAX];
+        if (s->gs_client != 0) {
+            *client = s->gs_client;
+            *floor = s->gs_floor;
+            (*pos)++;
+            return true;
+        }
+    }
+    return false;
 }

@@ -5,11 +5,14 @@
  *
  * Bounded: the ARPC_RC_GONE_MAX latest goodbyes, a fixed 16 bytes each plus the map's slot;
  * the oldest is dropped first (a copy of its calls arriving after that many other clients
- * said goodbye runs again: docs/SEMANTICS.md). Loop thread only, like the cache.
+ * said goodbye runs again: docs/SEMANTICS.md). Single owner, no lock: the cache's on its loop
+ * thread, and the reply log's index (core/reply_log_index.h), which keeps the same set on
+ * disk so a restart refuses those late copies too.
  */
 #ifndef ARPC_CORE_REPLY_CACHE_GONE_H
 #define ARPC_CORE_REPLY_CACHE_GONE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,16 +28,23 @@ struct arpc_rc_gone_slot {
 struct arpc_rc_gone {
     struct arpc_rc_gone_slot *g_ring; /* ARPC_RC_GONE_MAX slots, made at the first goodbye */
     size_t g_next;                    /* the slot the next goodbye takes (the oldest) */
+    size_t g_count;                   /* slots in use */
     struct arpc_u64_map g_where;      /* client -> its slot + 1 */
 };
 
 /* Zeroed is empty; fini frees what put allocated. */
 void arpc_rc_gone_fini(struct arpc_rc_gone *g);
-/* client said goodbye after calls up to floor. Best effort: without memory it is not kept. */
-void arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor);
+/* client said goodbye after calls up to floor (non-zero). ARPC_OK, or ARPC_ENOMEM (only at
+ * the first put, which allocates: the set is unchanged). */
+int arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor);
 /* The floor of a client that said goodbye, or 0. */
 uint64_t arpc_rc_gone_floor(const struct arpc_rc_gone *g, uint64_t client);
 /* client is back (a call above its floor): it is known to the cache again. */
 void arpc_rc_gone_take(struct arpc_rc_gone *g, uint64_t client);
+/* How many clients it holds. */
+static inline size_t arpc_rc_gone_count(const struct arpc_rc_gone *g) { return g->g_count; }
+/* Iteration, oldest goodbye first (the order that, put again, keeps the same ones newest):
+ * start with *pos = 0; false when done. The set must not change during an iteration. */
+bool arpc_rc_gone_next(const struct arpc_rc_gone *g, size_t *pos, uint64_t *client, uint64_t *floor);
 
 #endif

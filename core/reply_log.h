@@ -59,14 +59,16 @@ enum arpc_log_rtype {
     ARPC_LOG_ACK = 2,    /* a client's ack rose without a reply to carry it */
     ARPC_LOG_EXPIRE = 3, /* a client expired: forget it */
     ARPC_LOG_STATE = 4,  /* the application's checkpoint: covers every effect before it */
+    ARPC_LOG_GOODBYE = 5, /* a client said goodbye: forget it, but keep its highest seq (its
+                           * floor) so a late copy of its calls is refused after a restart */
 };
 
 /* One record on its way to disk; the caller allocates and owns it (see Ownership). */
 struct arpc_log_record {
     ck_stack_entry_t lr_link; /* the log's */
     enum arpc_log_rtype lr_type;
-    uint64_t lr_client_id; /* REPLY (0: effect only), ACK, EXPIRE (both non-zero) */
-    uint64_t lr_seq;       /* REPLY */
+    uint64_t lr_client_id; /* REPLY (0: effect only), ACK, EXPIRE, GOODBYE (non-zero) */
+    uint64_t lr_seq;       /* REPLY; GOODBYE: the floor, the highest seq the client used */
     uint64_t lr_ack;       /* REPLY: the client's ack when the reply was made (so rising acks
                             * need no records of their own); ACK: the new ack */
     const void *lr_reply;  /* REPLY: opaque reply bytes (an encoded frame); may be empty */
@@ -78,7 +80,7 @@ struct arpc_log_record {
                             * ARPC_OK, or ARPC_ESYSTEM (a write or sync failed, or the log
                             * stopped after one), ARPC_ETOOLARGE (payload above
                             * ARPC_LOG_PAYLOAD_MAX), ARPC_EINVAL (bad type, client id 0 on
-                            * ACK/EXPIRE), ARPC_ENOMEM (the live index could not grow),
+                            * ACK/EXPIRE/GOODBYE), ARPC_ENOMEM (the live index could not grow),
                             * ARPC_ESHUTDOWN (appended after close began). Only ARPC_OK means
                             * the record is in the log. */
     void *lr_owner;        /* the caller's */
@@ -107,6 +109,10 @@ struct arpc_log_replay_ops {
     void (*on_reply)(void *ctx, uint64_t client_id, uint64_t seq, const void *reply, size_t len);
     /* Each live (not expired) client's latest ack. */
     void (*on_ack)(void *ctx, uint64_t client_id, uint64_t ack);
+    /* Each client that said goodbye (GOODBYE) and was not heard from again, with its floor,
+     * oldest goodbye first: the ARPC_RC_GONE_MAX newest (core/reply_cache_gone.h), as the
+     * reply cache keeps them. None of them is also a live client above. */
+    void (*on_gone)(void *ctx, uint64_t client_id, uint64_t floor);
 };
 
 struct arpc_reply_log;

@@ -5,10 +5,12 @@
  * Design notes
  * - The snapshot, in this order: header (SNAPSHOT flag); the latest STATE record; every
  *   record whose effect is listed (after that STATE), in log order; the live replies not
- *   already written with their effects; one ACK record per client. Replaying it gives the
- *   same index as replaying the segments it replaces: the state, then the effects in the
- *   same order, the same live replies, the same acks (a copied REPLY's own ack is never
- *   above its client's current ack, so it drops nothing that is still live).
+ *   already written with their effects; one ACK record per client; one GOODBYE record per
+ *   client still among the gone, oldest first. Replaying it gives the same index as
+ *   replaying the segments it replaces: the state, then the effects in the same order, the
+ *   same live replies, the same acks (a copied REPLY's own ack is never above its client's
+ *   current ack, so it drops nothing that is still live), the same floors in the same order
+ *   (no gone client is live, so a GOODBYE forgets nothing there).
  * - Records are copied from the old files (pread, checksum verified again), not from
  *   memory. Most are copied byte for byte; two kinds are rewritten smaller:
  *     - a listed effect whose reply is no longer live becomes an effect-only REPLY (client
@@ -204,6 +206,21 @@ static int write_acks(struct compaction *c)
     return ARPC_OK;
 }
 
+/* The floors of the clients that said goodbye, so they outlive the segments that said so. */
+static int write_goodbyes(struct compaction *c)
+{
+    uint64_t id, floor;
+    for (size_t it = 0; arpc_rc_gone_next(&c->c_log->lg_index.ix_gone, &it, &id, &floor);) {
+        struct arpc_log_view v = {.v_type = ARPC_LOG_GOODBYE, .v_client_id = id, .v_seq = floor};
+        uint64_t offset;
+        uint32_t size;
+        int rc = put_view(c, &v, &offset, &size);
+        if (rc != ARPC_OK)
+            return rc;
+    }
+    return ARPC_OK;
+}
+
 static int write_snapshot(struct compaction *c)
 {
     struct arpc_log_index *ix = &c->c_log->lg_index;
@@ -216,6 +233,8 @@ static int write_snapshot(struct compaction *c)
         rc = write_replies(c);
     if (rc == ARPC_OK)
         rc = write_acks(c);
+    if (rc == ARPC_OK)
+        rc = write_goodbyes(c);
     if (rc == ARPC_ENOMEM)
         arpc_log_why(c->c_why, c->c_whylen, "reply log %s: out of memory while compacting", c->c_log->lg_dir);
     return rc;

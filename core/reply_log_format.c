@@ -40,6 +40,8 @@ enum {
     ACK_CLIENT = 0,
     ACK_ACK = 8,
     EXPIRE_CLIENT = 0,
+    GOODBYE_CLIENT = 0,
+    GOODBYE_FLOOR = 8,
 };
 
 static const uint8_t log_magic[8] = {'a', 'r', 'p', 'c', 'l', 'o', 'g', 1};
@@ -60,6 +62,8 @@ static int64_t fixed_payload(unsigned type)
         return ARPC_LOG_ACK_PAYLOAD;
     case ARPC_LOG_EXPIRE:
         return ARPC_LOG_EXPIRE_PAYLOAD;
+    case ARPC_LOG_GOODBYE:
+        return ARPC_LOG_GOODBYE_PAYLOAD;
     case ARPC_LOG_STATE:
         return 0;
     default:
@@ -123,6 +127,12 @@ static const char *decode_payload(const uint8_t *p, uint32_t plen, struct arpc_l
             return "EXPIRE record of the wrong size";
         v->v_client_id = le_ld64(p + EXPIRE_CLIENT);
         return v->v_client_id == 0 ? "EXPIRE record for client 0" : NULL;
+    case ARPC_LOG_GOODBYE:
+        if (plen != ARPC_LOG_GOODBYE_PAYLOAD)
+            return "GOODBYE record of the wrong size";
+        v->v_client_id = le_ld64(p + GOODBYE_CLIENT);
+        v->v_seq = le_ld64(p + GOODBYE_FLOOR);
+        return v->v_client_id == 0 ? "GOODBYE record for client 0" : NULL;
     case ARPC_LOG_STATE:
         v->v_data = p;
         v->v_data_len = plen;
@@ -175,7 +185,8 @@ bool arpc_log_is_record(const uint8_t *buf, size_t len)
         buf[REC_TYPE] == ARPC_LOG_HEADER || plen < fixed)
         return false;
     const uint8_t *p = buf + ARPC_LOG_RECORD_HEAD;
-    if ((buf[REC_TYPE] == ARPC_LOG_ACK || buf[REC_TYPE] == ARPC_LOG_EXPIRE) && plen != fixed)
+    if ((buf[REC_TYPE] == ARPC_LOG_ACK || buf[REC_TYPE] == ARPC_LOG_EXPIRE || buf[REC_TYPE] == ARPC_LOG_GOODBYE) &&
+        plen != fixed)
         return false;
     if (buf[REC_TYPE] == ARPC_LOG_REPLY &&
         (uint64_t)le_ld32(p + REPLY_REPLY_LEN) + le_ld32(p + REPLY_EFFECT_LEN) != plen - ARPC_LOG_REPLY_FIXED)
@@ -228,6 +239,10 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
         break;
     case ARPC_LOG_EXPIRE:
         le_st64(p + EXPIRE_CLIENT, v->v_client_id);
+        break;
+    case ARPC_LOG_GOODBYE:
+        le_st64(p + GOODBYE_CLIENT, v->v_client_id);
+        le_st64(p + GOODBYE_FLOOR, v->v_seq);
         break;
     default: /* STATE: no fixed fields */
         break;

@@ -28,6 +28,12 @@
  *   ACK 2; 16 bytes:    0 u64 client id (non-zero), 8 u64 ack
  *   EXPIRE 3; 8 bytes:  0 u64 client id (non-zero)
  *   STATE 4; any length: the application's checkpoint
+ *   GOODBYE 5; 16 bytes: 0 u64 client id (non-zero), 8 u64 floor: the highest seq it used
+ *      (forgets the client as EXPIRE does, and keeps the floor: its calls at or below it are
+ *      refused; the newest ARPC_RC_GONE_MAX floors are kept). Added after the format's first
+ *      release, with no version change: a log without it reads as before; a server that
+ *      predates it refuses a log that holds one (an unknown record type), rather than forget
+ *      the floors.
  *
  * The checksum does not cover the length: a damaged length shows up as a checksum mismatch
  * (or a record running past the end of the file), which recovery then tells apart from a
@@ -50,6 +56,7 @@
 #define ARPC_LOG_REPLY_FIXED 32        /* REPLY's fields before its reply and effect bytes */
 #define ARPC_LOG_ACK_PAYLOAD 16
 #define ARPC_LOG_EXPIRE_PAYLOAD 8
+#define ARPC_LOG_GOODBYE_PAYLOAD 16
 #define ARPC_LOG_HEAD_MAX (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD) /* largest fixed part */
 #define ARPC_LOG_HEADER_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD)
 
@@ -58,8 +65,8 @@
 struct arpc_log_view {
     uint8_t v_type;           /* enum arpc_log_rtype or ARPC_LOG_HEADER */
     uint32_t v_size;          /* decoded: the whole record, head and payload */
-    uint64_t v_client_id;     /* REPLY, ACK, EXPIRE */
-    uint64_t v_seq;           /* REPLY */
+    uint64_t v_client_id;     /* REPLY, ACK, EXPIRE, GOODBYE */
+    uint64_t v_seq;           /* REPLY; GOODBYE: the floor */
     uint64_t v_ack;           /* REPLY, ACK */
     const uint8_t *v_reply;   /* REPLY */
     uint32_t v_reply_len;

@@ -21,6 +21,7 @@
 #include "base/alloc.h"
 
 #define ACK_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_PAYLOAD)
+#define GOODBYE_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_GOODBYE_PAYLOAD)
 #define REPLIES_MIN_CAP 8
 #define EFFECTS_MIN_CAP 64
 #define SHRINK_MIN_CAP 64 /* arrays at least this big give memory back when 1/8 used */
@@ -47,6 +48,7 @@ void arpc_log_index_fini(struct arpc_log_index *ix)
     arpc_free(ix->ix_effects);
     ix->ix_effects = NULL;
     ix->ix_neffects = ix->ix_effects_cap = 0;
+    arpc_rc_gone_fini(&ix->ix_gone);
 }
 
 /* ---- accounting ---- */
@@ -54,7 +56,8 @@ void arpc_log_index_fini(struct arpc_log_index *ix)
 uint64_t arpc_log_index_live_bytes(const struct arpc_log_index *ix)
 {
     return ARPC_LOG_HEADER_SIZE + (ix->ix_has_state ? ix->ix_state.p_size : 0) + ix->ix_effect_bytes +
-           ix->ix_unlisted_bytes + (uint64_t)arpc_u64_map_count(&ix->ix_clients) * ACK_RECORD_SIZE;
+           ix->ix_unlisted_bytes + (uint64_t)arpc_u64_map_count(&ix->ix_clients) * ACK_RECORD_SIZE +
+           (uint64_t)arpc_rc_gone_count(&ix->ix_gone) * GOODBYE_RECORD_SIZE;
 }
 
 /* A listed reply's bytes are counted with the effects; the others on their own. */
@@ -169,12 +172,21 @@ static struct arpc_log_client *client_get(struct arpc_log_index *ix, uint64_t id
     if (c == NULL)
         return NULL;
     c->c_id = id;
+    c->c_ack = arpc_rc_gone_floor(&ix->ix_gone, id); /* 0 unless it said goodbye: see client_back */
     if (arpc_u64_map_put(&ix->ix_clients, id, c) != ARPC_OK) {
         arpc_free(c);
         return NULL;
     }
     *created = true;
     return c;
+}
+
+/* A client just created is known again: it leaves the gone (its ack carries its floor).
+ * Called once nothing can fail any more, so a refused record leaves the floor in place. */
+static void client_back(struct arpc_log_index *ix, const struct arpc_log_client *c, bool created)
+{
+    if (created && c->c_ack != 0)
+        arpc_rc_gone_take(&ix->ix_gone, c->c_id);
 }
 
 static void client_forget(struct arpc_log_index *ix, uint64_t id)
@@ -242,12 +254,29 @@ static int apply_reply(struct arpc_log_index *ix, const struct arpc_log_view *v,
         return ARPC_ENOMEM;
     }
     /* Nothing below fails. */
+    client_back(ix, c, created);
     raise_ack(ix, c, v->v_ack);
     if (has_effect)
         effects_push(ix, v, pos);
     if (live)
         replies_insert(ix, c, (struct arpc_log_live_reply){
                                   .r_seq = v->v_seq, .r_pos = pos, .r_effect_gen = has_effect ? ix->ix_gen : 0});
+    return ARPC_OK;
+}
+
+/* GOODBYE: the client goes, its floor stays (the higher of the record's and what the index
+ * knew of it, should the record be older than what it says goodbye to). */
+static int apply_goodbye(struct arpc_log_index *ix, const struct arpc_log_view *v)
+{
+    uint64_t floor = v->v_seq;
+    const struct arpc_log_client *c = arpc_u64_map_get(&ix->ix_clients, v->v_client_id);
+    if (c != NULL && c->c_ack > floor)
+        floor = c->c_ack;
+    if (c != NULL && c->c_len > c->c_head && c->c_replies[c->c_len - 1].r_seq > floor)
+        floor = c->c_replies[c->c_len - 1].r_seq;
+    if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor) != ARPC_OK)
+        return ARPC_ENOMEM; /* only the set's first allocation fails: nothing changed */
+    client_forget(ix, v->v_client_id);
     return ARPC_OK;
 }
 
@@ -262,11 +291,14 @@ int arpc_log_index_apply(struct arpc_log_index *ix, const struct arpc_log_view *
         c = client_get(ix, v->v_client_id, &created);
         if (c == NULL)
             return ARPC_ENOMEM;
+        client_back(ix, c, created);
         raise_ack(ix, c, v->v_ack);
         return ARPC_OK;
     case ARPC_LOG_EXPIRE:
         client_forget(ix, v->v_client_id);
         return ARPC_OK;
+    case ARPC_LOG_GOODBYE:
+        return apply_goodbye(ix, v);
     default: /* STATE: the decoder and the writer let no other type through */
         apply_state(ix, pos);
         return ARPC_OK;

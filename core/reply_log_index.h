@@ -10,8 +10,13 @@
  *           same seq). A non-empty effect is listed, in log order. Client id 0: effect only.
  *   ACK     raises the client's ack likewise.
  *   EXPIRE  forgets the client and its replies.
+ *   GOODBYE forgets the client and its replies, and keeps its floor (the record's, or the
+ *           client's ack or highest live seq if higher) among the gone: the newest
+ *           ARPC_RC_GONE_MAX, as the reply cache keeps them (core/reply_cache_gone.h).
  *   STATE   becomes the state; the effect list empties (the checkpoint covers those effects).
- * A client is created by its first REPLY or ACK.
+ * A client is created by its first REPLY or ACK; one among the gone leaves them then, its ack
+ * starting at its floor (as in the cache: a client heard from again carries its floor in its
+ * ack). So no client is both live and gone.
  *
  * Single-threaded: its owner (the opener during recovery, then the writer thread) is the only
  * one to touch it. Pure: no I/O.
@@ -24,6 +29,7 @@
 #include <stdint.h>
 
 #include "base/u64_map.h"
+#include "core/reply_cache_gone.h"
 #include "core/reply_log_format.h"
 
 /* Where a record is: segment number, byte offset in it, and its whole size. */
@@ -68,6 +74,8 @@ struct arpc_log_index {
     uint32_t ix_state_new_size; /* compaction's scratch */
     uint64_t ix_state_new_offset;
     uint32_t ix_gen;            /* bumped by every STATE; starts at 1 */
+    struct arpc_rc_gone ix_gone; /* clients that said goodbye, by floor (no position: a
+                                  * snapshot writes a GOODBYE record for each) */
     /* Bytes a snapshot would take (an upper bound: effects of acked replies shrink): */
     uint64_t ix_effect_bytes;   /* the listed effects' records */
     uint64_t ix_unlisted_bytes; /* live replies whose effect is not listed (or who have none) */
@@ -97,7 +105,8 @@ static inline bool arpc_log_index_listed(const struct arpc_log_index *ix, const 
     return r->r_effect_gen == ix->ix_gen;
 }
 
-/* Bytes a compaction would write now, header and one ACK per client included (an upper
+/* Bytes a compaction would write now, header, one ACK per client and one GOODBYE per gone
+ * client included (an upper
  * bound: effects whose replies were acked are rewritten smaller). */
 uint64_t arpc_log_index_live_bytes(const struct arpc_log_index *ix);
 

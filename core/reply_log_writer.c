@@ -99,6 +99,7 @@ static int check_record(const struct arpc_log_record *rec)
         break;
     case ARPC_LOG_ACK:
     case ARPC_LOG_EXPIRE:
+    case ARPC_LOG_GOODBYE:
         if (rec->lr_client_id == 0)
             return ARPC_EINVAL;
         break;
@@ -131,6 +132,10 @@ static struct arpc_log_view view_of(const struct arpc_log_record *rec)
         break;
     case ARPC_LOG_EXPIRE:
         v.v_client_id = rec->lr_client_id;
+        break;
+    case ARPC_LOG_GOODBYE:
+        v.v_client_id = rec->lr_client_id;
+        v.v_seq = rec->lr_seq;
         break;
     default: /* STATE */
         v.v_data = rec->lr_effect;

@@ -73,7 +73,7 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
          * record for as long as the handler does not reply. */
         sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
         if (req->rq_seq != 0)
-            dedup_leave(sc, req->rq_seq, req->rq_xid);
+            dedup_leave(sc, req->rq_seq, NULL); /* its own waiter: the one that began the call */
     }
     if (keep_server)
         request_tomb_list(s, req);

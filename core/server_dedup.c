@@ -45,12 +45,12 @@ static void dedup_free_reply(void *ctx, void *reply)
 static void dedup_on_expire(void *ctx, uint64_t client_id)
 {
     arpc_log(ARPC_LOG_DEBUG, "client %016llx idle: its cached replies are forgotten", (unsigned long long)client_id);
-    journal_expire(ctx, client_id); /* so a restart forgets it too */
+    journal_forget(ctx, client_id, 0); /* so a restart forgets it too */
 }
 
-static void dedup_on_forget(void *ctx, uint64_t client_id)
+static void dedup_on_forget(void *ctx, uint64_t client_id, uint64_t floor)
 {
-    journal_expire(ctx, client_id); /* its goodbye: a restart forgets it too */
+    journal_forget(ctx, client_id, floor); /* its goodbye: a restart forgets it too, keeping its floor */
 }
 
 /* At teardown, after the stop disarmed every waiter's deadline (the loop may be gone). */
@@ -223,7 +223,7 @@ static void dedup_on_waiter_deadline(struct arpc_deadline *d, void *arg)
     struct server_conn *sc = w->w_conn;
     sconn_retain(sc); /* the waiter's reference may be the last */
     sconn_send_error(sc, w->w_xid, ARPC_ETIMEDOUT, why, sizeof(why) - 1);
-    dedup_leave(sc, w->w_seq, w->w_xid);
+    dedup_leave(sc, w->w_seq, w); /* this waiter, not another copy sent with the same xid */
     sconn_release(sc);
 }
 
@@ -334,10 +334,10 @@ void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, 
     dedup_complete(s, client_id, seq, ack, s->sv_lost_reply, ran);
 }
 
-void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid)
+void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *which)
 {
     arpc_server *s = sc->sc_server;
-    struct arpc_rc_waiter *w = arpc_reply_cache_leave(&s->sv_cache, sc->sc_cache_key, seq, sc, xid);
+    struct arpc_rc_waiter *w = arpc_reply_cache_leave(&s->sv_cache, sc->sc_cache_key, seq, which);
     if (w == NULL)
         return;
     dedup_unwait(w); /* not the last: the caller holds sc */

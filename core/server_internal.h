@@ -327,9 +327,10 @@ void dedup_stop(arpc_server *s);
  * answered (replayed, refused) or attached to the running call, for no longer than its own
  * deadline_ns (ARPC_NEVER: none), then answered ARPC_ETIMEDOUT. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns);
-/* A numbered call's request xid on sc was answered by the server in its handler's place: it
- * stops waiting for the call's result (which its other waiters still get), and lets go of sc. */
-void dedup_leave(struct server_conn *sc, uint64_t seq, uint64_t xid);
+/* A request on sc waiting for numbered call seq was answered by the server in its handler's
+ * place: it stops waiting for the call's result (which its other waiters still get), and lets
+ * go of sc. w: a duplicate's waiter; NULL: the request that runs the call. */
+void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *w);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* The log could not make it durable: its waiters are told the call may have run
@@ -361,7 +362,9 @@ bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ac
 /* An unnumbered durable reply: true when rm is taken (its sending waits for the record, or
  * the call was refused because no record could be made). */
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm);
-void journal_expire(arpc_server *s, uint64_t client_id);
+/* The cache forgot a client (its expiry, or its goodbye: floor 0, or its highest seq, which
+ * a restart keeps refusing): a record, so a restart forgets it too. */
+void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor);
 
 /* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);

@@ -197,16 +197,18 @@ static void journal_expire_lost(arpc_server *s, uint64_t client_id)
                  (unsigned long long)client_id);
 }
 
-void journal_expire(arpc_server *s, uint64_t client_id)
+void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor)
 {
     if (s->sv_log == NULL)
         return;
-    struct journal_rec *r = journal_rec_new(s, ARPC_LOG_EXPIRE, NULL, 0, NULL, 0);
+    /* A floor makes it a GOODBYE: replay keeps refusing the client's calls up to it. */
+    struct journal_rec *r = journal_rec_new(s, floor != 0 ? ARPC_LOG_GOODBYE : ARPC_LOG_EXPIRE, NULL, 0, NULL, 0);
     if (r == NULL) {
         journal_expire_lost(s, client_id);
         return;
     }
     r->jr_rec.lr_client_id = client_id;
+    r->jr_rec.lr_seq = floor;
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
 }
 
@@ -304,6 +306,15 @@ static void replay_ack(void *ctx, uint64_t client_id, uint64_t ack)
         jp->jp_rc = ARPC_ENOMEM;
 }
 
+/* A goodbye's floor: without it a late copy of that client's call would run again. */
+static void replay_gone(void *ctx, uint64_t client_id, uint64_t floor)
+{
+    struct journal_replay *jp = ctx;
+    if (jp->jp_rc == ARPC_OK &&
+        arpc_reply_cache_restore_gone(&jp->jp_server->sv_cache, client_id, floor) == ARPC_ENOMEM)
+        jp->jp_rc = ARPC_ENOMEM;
+}
+
 int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen)
 {
     static const enum arpc_log_fsync policy[] = {
@@ -328,6 +339,7 @@ int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t
         .on_effect = replay_effect,
         .on_reply = replay_reply,
         .on_ack = replay_ack,
+        .on_gone = replay_gone,
     };
     struct journal_replay jp = {s, o, ARPC_OK};
     int rc = arpc_reply_log_open(&s->sv_log, &lo, &ops, &jp, journal_on_done, s, why, whylen);

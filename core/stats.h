@@ -46,7 +46,7 @@ struct server_stats {
     struct io_stats ss_io;
     arpc_stat ss_accepted, ss_closed;
     arpc_stat ss_half_closed; /* ends of stream read between frames (sconn_on_eof) */
-    arpc_stat ss_expiries_unlogged; /* expiries and goodbyes the reply log lost (journal_expire) */
+    arpc_stat ss_expiries_unlogged; /* expiries and goodbyes the reply log lost (journal_forget) */
     arpc_stat ss_refused[ARPC_STATS_CODES]; /* answered before reaching a method */
 };
 

@@ -3,7 +3,9 @@
  * whether or not its reply left (the retry is answered from the log, the handler does not run
  * again), and a log damaged in the middle stops arpc_server_create with a message naming the
  * file and offset, instead of a server that would forget calls. A client's goodbye is
- * logged: after a restart its replies are gone too; one the log had no memory for is counted.
+ * logged: after a restart its replies are gone too, and its floor still refuses a late copy
+ * of its calls (after kill -9, and after compactions); one the log had no memory for is
+ * counted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -351,6 +353,111 @@ static void test_unlogged_goodbye_is_counted(void **state)
     arpc_set_allocator(NULL);
 }
 
+/* ---- a goodbye's floor across kill -9 ---- */
+
+#define FLOOR_CLIENT 0xf1002
+#define FLOOR_INCARNATION 0x1ca7e
+
+/* Waits (bounded) until dir's segments grew past before: a record was written. */
+static bool log_grows_past(const char *dir, off_t before)
+{
+    int64_t until = now_ms() + RAW_WAIT_MS;
+    while (log_bytes(dir) == before && now_ms() < until)
+        sched_yield();
+    return log_bytes(dir) > before;
+}
+
+/* Whether dir holds segment 1, the one a fresh log starts with: gone once compaction ran. */
+static bool first_segment_gone(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/0000000000000001.arpclog", dir);
+    return access(path, F_OK) != 0;
+}
+
+/* The next frame answers xid with the t.apply result want (1: new, 2: applied before). */
+static void expect_applied(struct raw_client *r, uint64_t xid, uint64_t want)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    uint64_t result;
+    assert_int_equal(sizeof(result), f.body_len);
+    memcpy(&result, f.body, sizeof(result));
+    assert_int_equal(want, result);
+}
+
+/* Numbered calls of another client, acked as they go (dead records), until the log compacts. */
+static void compact_the_log(const char *addr, const char *dir)
+{
+    struct raw_client other;
+    assert_true(raw_connect_with(&other, addr, 0x07e1, NULL, 0x07e2));
+    uint64_t seq = 0;
+    while (!first_segment_gone(dir) && seq < 20000) {
+        seq++;
+        assert_true(raw_request(&other, seq, seq, seq - 1, 0, "t.stats", "", 0));
+        struct raw_frame f;
+        assert_true(raw_read(&other, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    }
+    assert_true(first_segment_gone(dir));
+    raw_close(&other);
+}
+
+/*
+ * A client with an incarnation makes a call and says goodbye; the server is killed (-9) and
+ * restarted on its log (compact: after compactions folded the goodbye into a snapshot); a late
+ * copy of that call (a half-open connection, a proxy replaying) is refused ARPC_EREJECTED and
+ * does not run again. The handler's runs are counted by the server's applied set, rebuilt from
+ * the logged effects at start: a second run shows as a duplicate. Before, the floor was in
+ * memory only: after the restart the copy ran again (result 2, one duplicate).
+ */
+static void goodbye_floor_survives_kill(bool compact)
+{
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    int mode = SERVER_PROC_POOL | (compact ? SERVER_PROC_COMPACT : 0);
+    struct server_proc sp;
+    assert_true(server_proc_start(&sp, "tcp://127.0.0.1:0", dir, mode));
+    snprintf(addr, sizeof(addr), "%s", sp.sp_addr);
+    struct raw_client r;
+    assert_true(raw_connect_with(&r, addr, FLOOR_CLIENT, NULL, FLOOR_INCARNATION));
+    uint64_t token = 0xf100;
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.apply", &token, sizeof(token)));
+    expect_applied(&r, 1, 1); /* its record is written: the reply waits for it */
+    off_t before = log_bytes(dir);
+    assert_true(raw_goodbye(&r));
+    assert_true(log_grows_past(dir, before)); /* the goodbye's record */
+    raw_close(&r);
+    if (compact)
+        compact_the_log(addr, dir);
+    server_proc_kill(&sp);
+    assert_true(server_proc_start(&sp, addr, dir, mode));
+    assert_true(raw_connect_with(&r, addr, FLOOR_CLIENT, NULL, FLOOR_INCARNATION));
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.apply", &token, sizeof(token))); /* the late copy */
+    assert_true(raw_next_is_error(&r, 2, ARPC_EREJECTED));
+    raw_close(&r);
+    uint64_t applied, dups;
+    assert_true(server_proc_stats(addr, &applied, &dups));
+    assert_int_equal(1, applied);
+    assert_int_equal(0, dups); /* the handler did not run again */
+    server_proc_kill(&sp);
+    server_proc_rmdir(dir);
+}
+
+static void test_goodbye_floor_survives_kill(void **state)
+{
+    (void)state;
+    goodbye_floor_survives_kill(false);
+}
+
+static void test_goodbye_floor_survives_compaction(void **state)
+{
+    (void)state;
+    goodbye_floor_survives_kill(true);
+}
+
 int main(int argc, char **argv)
 {
     server_proc_main(argc, argv);
@@ -362,6 +469,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
         cmocka_unit_test(test_unlogged_goodbye_is_counted),
+        cmocka_unit_test_teardown(test_goodbye_floor_survives_kill, server_proc_teardown),
+        cmocka_unit_test_teardown(test_goodbye_floor_survives_compaction, server_proc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

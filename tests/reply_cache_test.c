@@ -27,6 +27,7 @@ struct probe {
     uint64_t expired[64];
     size_t n_expired;
     uint64_t forgotten[8]; /* on a goodbye */
+    uint64_t forgotten_floor[8]; /* the floor each left, for the reply log */
     size_t n_forgotten;
     size_t dropped;
 };
@@ -56,10 +57,11 @@ static void cb_expire(void *ctx, uint64_t client_id)
     p->expired[p->n_expired++] = client_id;
 }
 
-static void cb_forget(void *ctx, uint64_t client_id)
+static void cb_forget(void *ctx, uint64_t client_id, uint64_t floor)
 {
     struct probe *p = ctx;
     assert_true(p->n_forgotten < 8);
+    p->forgotten_floor[p->n_forgotten] = floor;
     p->forgotten[p->n_forgotten++] = client_id;
 }
 
@@ -121,6 +123,17 @@ static enum arpc_rc_verdict begin(struct arpc_reply_cache *rc, uint64_t client, 
 
 /* Finishes a RUNNING call unlogged at now with reply id, expecting it kept; returns the
  * waiters. */
+/* begin for a duplicate that must attach: its waiter, as the server holds it. */
+static struct arpc_rc_waiter *attach(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq, void *conn,
+                                     uint64_t xid)
+{
+    void *reply = NULL;
+    struct arpc_rc_waiter *w = NULL;
+    assert_int_equal(ARPC_RC_ATTACHED, arpc_reply_cache_begin(rc, client, seq, 0, conn, xid, 0, &reply, &w));
+    assert_non_null(w);
+    return w;
+}
+
 static struct arpc_rc_waiter *finish(struct arpc_reply_cache *rc, uint64_t client, uint64_t seq,
                                      uintptr_t id, size_t bytes, uint64_t now)
 {
@@ -218,19 +231,47 @@ static void test_leave(void **state)
     struct arpc_reply_cache rc;
     cache_init(&rc, 0, 0);
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
-    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, B, 40, 0));
-    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, A, 2, 0));
-    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, A, 1), 1, A, (uint64_t)1);
-    assert_null(arpc_reply_cache_leave(&rc, 7, 1, A, 1)); /* gone already */
-    assert_null(arpc_reply_cache_leave(&rc, 7, 1, B, 41)); /* never there */
-    assert_null(arpc_reply_cache_leave(&rc, 7, 2, B, 40)); /* no such call */
-    assert_null(arpc_reply_cache_leave(&rc, 8, 1, B, 40)); /* no such client */
-    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, A, 2), 1, A, (uint64_t)2); /* the last */
-    assert_int_equal(ARPC_RC_ATTACHED, begin(&rc, 7, 1, 0, A, 3, 0)); /* linked after B */
+    struct arpc_rc_waiter *b40 = attach(&rc, 7, 1, B, 40);
+    struct arpc_rc_waiter *a2 = attach(&rc, 7, 1, A, 2);
+    struct arpc_rc_waiter stranger = {.w_conn = B, .w_xid = 40, .w_seq = 1, .w_attached = true};
+    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, NULL), 1, A, (uint64_t)1); /* the runner */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, NULL)); /* gone already */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, &stranger)); /* never there, however alike */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 2, b40)); /* no such call */
+    assert_null(arpc_reply_cache_leave(&rc, 8, 1, b40)); /* no such client */
+    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, a2), 1, A, (uint64_t)2); /* the last */
+    (void)attach(&rc, 7, 1, A, 3); /* linked after B */
     assert_int_equal(1, stats_of(&rc).running);
     expect_waiters(&rc, finish(&rc, 7, 1, 100, 10, 0), 2, B, (uint64_t)40, A, (uint64_t)3);
-    assert_null(arpc_reply_cache_leave(&rc, 7, 1, B, 40)); /* DONE: nobody waits */
+    assert_null(arpc_reply_cache_leave(&rc, 7, 1, NULL)); /* DONE: nobody waits */
     expect_replay(&rc, 7, 1, 100, 0);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[100]);
+}
+
+/* A client may send one xid twice on a connection (a bug, or a peer writing frames by hand):
+ * each copy's waiter leaves by itself, and the request running the call keeps its own. Before,
+ * leave matched (conn, xid): a duplicate's deadline took out the first waiter with that pair,
+ * here the runner's, whose caller then never got the result. */
+static void test_leave_same_xid_twice(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 5, 0));
+    struct arpc_rc_waiter *first = attach(&rc, 7, 1, A, 5); /* the runner's xid again */
+    struct arpc_rc_waiter *second = attach(&rc, 7, 1, A, 5);
+    struct arpc_rc_waiter *w = arpc_reply_cache_leave(&rc, 7, 1, second);
+    assert_ptr_equal(second, w);
+    arpc_reply_cache_free_waiters(&rc, w);
+    w = arpc_reply_cache_leave(&rc, 7, 1, first);
+    assert_ptr_equal(first, w);
+    arpc_reply_cache_free_waiters(&rc, w);
+    w = finish(&rc, 7, 1, 100, 10, 0); /* the runner's waiter alone is left */
+    assert_non_null(w);
+    assert_false(w->w_attached);
+    assert_null(w->w_next);
+    arpc_reply_cache_free_waiters(&rc, w);
     arpc_reply_cache_fini(&rc, NULL);
     assert_int_equal(1, hand_freed[100]);
 }
@@ -468,6 +509,7 @@ static void test_forget(void **state)
     assert_int_equal(1, hand_freed[12]);
     assert_int_equal(1, P.n_forgotten); /* reported, for the reply log */
     assert_int_equal(1, P.forgotten[0]);
+    assert_int_equal(2, P.forgotten_floor[0]); /* with its highest seq, which the log keeps */
     assert_false(arpc_reply_cache_forget(&rc, 2, true)); /* running: kept */
     assert_true(arpc_reply_cache_forget(&rc, 99, true)); /* never known */
     assert_int_equal(0, P.n_expired);             /* a goodbye is not an expiry */
@@ -603,6 +645,28 @@ static void test_restore(void **state)
     arpc_reply_cache_fini(&rc, NULL);
     assert_int_equal(1, hand_freed[60]);
     assert_int_equal(1, hand_freed[81]);
+}
+
+/* A goodbye's floor restored from the reply log refuses the client's late copies as the
+ * goodbye itself did, and lets a call above it run; a known client gets it as its ack. */
+static void test_restore_gone(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 9, 3));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 0, 3));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 9, 0));
+    assert_int_equal(0, stats_of(&rc).clients); /* a floor is not a client */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 3, 0, A, 1, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 1, 0, A, 2, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 9, 4, 0, A, 3, 0));
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 9, 4), 1, A, (uint64_t)3);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 2, 0, A, 4, 0)); /* known again: its ack */
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 8, 1, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 8, 6)); /* known: its ack */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 8, 6, 0, A, 5, 0));
+    arpc_reply_cache_fini(&rc, NULL);
 }
 
 /* fini frees every kept reply and hands each unfinished call's waiters to drop_waiter. */
@@ -1266,6 +1330,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_new_attach_finish),
         cmocka_unit_test_no_leak(test_leave),
+        cmocka_unit_test_no_leak(test_leave_same_xid_twice),
         cmocka_unit_test_no_leak(test_replay),
         cmocka_unit_test_no_leak(test_stale),
         cmocka_unit_test_no_leak(test_ack_frees_done),
@@ -1279,6 +1344,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_gone_bounded),
         cmocka_unit_test_no_leak(test_restore),
+        cmocka_unit_test_no_leak(test_restore_gone),
         cmocka_unit_test_no_leak(test_fini),
         cmocka_unit_test_no_leak(test_ring_wraps),
         cmocka_unit_test_no_leak(test_ring_outliers),

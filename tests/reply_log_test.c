@@ -267,8 +267,12 @@ struct got_ack {
     uint64_t client, ack;
 };
 
+struct got_gone {
+    uint64_t client, floor;
+};
+
 struct replayed {
-    int phase; /* 1 state, 2 effects, 3 replies, 4 acks: callbacks come in this order */
+    int phase; /* 1 state, 2 effects, 3 replies, 4 acks, 5 gone: callbacks come in this order */
     bool has_state;
     struct blob state;
     struct blob *effects;
@@ -277,6 +281,8 @@ struct replayed {
     size_t nreplies;
     struct got_ack *acks;
     size_t nacks;
+    struct got_gone *gones; /* in the order replayed: oldest goodbye first */
+    size_t ngones;
 };
 
 static struct blob blob_of(const void *p, size_t len)
@@ -327,7 +333,16 @@ static void on_ack(void *ctx, uint64_t client, uint64_t ack)
     r->acks[r->nacks++] = (struct got_ack){client, ack};
 }
 
-static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack};
+static void on_gone(void *ctx, uint64_t client, uint64_t floor)
+{
+    struct replayed *r = ctx;
+    enter_phase(r, 5);
+    assert_true(floor > 0);
+    r->gones = realloc(r->gones, (r->ngones + 1) * sizeof(*r->gones));
+    r->gones[r->ngones++] = (struct got_gone){client, floor};
+}
+
+static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack, on_gone};
 
 static void replayed_free(struct replayed *r)
 {
@@ -339,6 +354,7 @@ static void replayed_free(struct replayed *r)
     free(r->effects);
     free(r->replies);
     free(r->acks);
+    free(r->gones);
     memset(r, 0, sizeof(*r));
 }
 
@@ -379,6 +395,10 @@ struct want_ack {
     uint64_t client, ack;
 };
 
+struct want_gone {
+    uint64_t client, floor;
+};
+
 struct want {
     int64_t state;
     const uint32_t *effects;
@@ -387,6 +407,8 @@ struct want {
     size_t nreplies;
     const struct want_ack *acks;
     size_t nacks;
+    const struct want_gone *gones; /* in order, oldest goodbye first */
+    size_t ngones;
 };
 
 static void expect_replayed(const struct replayed *r, const struct want *w)
@@ -406,6 +428,11 @@ static void expect_replayed(const struct replayed *r, const struct want *w)
     assert_int_equal(w->nacks, r->nacks);
     for (size_t i = 0; i < w->nacks; i++)
         assert_int_equal((int64_t)w->acks[i].ack, find_ack(r, w->acks[i].client));
+    assert_int_equal(w->ngones, r->ngones);
+    for (size_t i = 0; i < w->ngones; i++) {
+        assert_int_equal(w->gones[i].client, r->gones[i].client);
+        assert_int_equal(w->gones[i].floor, r->gones[i].floor);
+    }
 }
 
 /* ---- opening ---- */
@@ -461,6 +488,7 @@ static void test_codec_round_trip_and_prefixes(void **state)
         {.v_type = ARPC_LOG_REPLY, .v_client_id = 9, .v_seq = 11},
         {.v_type = ARPC_LOG_ACK, .v_client_id = 3, .v_ack = UINT64_MAX},
         {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 4},
+        {.v_type = ARPC_LOG_GOODBYE, .v_client_id = 5, .v_seq = UINT64_MAX - 1},
         {.v_type = ARPC_LOG_STATE, .v_data = effect, .v_data_len = 6},
         {.v_type = ARPC_LOG_STATE},
     };
@@ -509,12 +537,13 @@ static void test_codec_rejects(void **state)
     le_st32(huge, ARPC_LOG_PAYLOAD_MAX + 1);
     assert_int_equal(ARPC_LOG_DECODE_DAMAGED, arpc_log_decode(huge, sizeof(huge), &v, &what));
     /* An intact record of an unknown type, and intact records of the wrong size. */
-    uint8_t rec[ARPC_LOG_RECORD_HEAD + 16] = {0};
+    uint8_t rec[ARPC_LOG_RECORD_HEAD + 24] = {0};
     const struct {
         uint8_t type;
         uint32_t plen;
     } bad[] = {{9, 0}, {0, 0}, {ARPC_LOG_ACK, 8}, {ARPC_LOG_EXPIRE, 16}, {ARPC_LOG_REPLY, 16}, {ARPC_LOG_HEADER, 16},
-               {ARPC_LOG_ACK, 16} /* client 0 */};
+               {ARPC_LOG_ACK, 16} /* client 0 */, {ARPC_LOG_GOODBYE, 8}, {ARPC_LOG_GOODBYE, 24},
+               {ARPC_LOG_GOODBYE, 16} /* client 0 */};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         le_st32(rec, bad[i].plen);
         rec[8] = bad[i].type;
@@ -632,6 +661,43 @@ static void test_replay_rules(void **state)
     replayed_free(&r);
 }
 
+/* A goodbye forgets the client as an expiry does, and keeps its floor across a reopen: the
+ * record's, or the client's highest live seq if higher; a second goodbye keeps its place with
+ * the higher floor; a client heard from again leaves the gone, its ack starting at its floor;
+ * a floor of 0 keeps nothing. */
+static void test_goodbye_rules(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *recs[] = {
+        trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 2, 0, 2, 0),
+        trec_new(ARPC_LOG_GOODBYE, 1, 2, 0, 0, 0), /* its replies go, floor 2 stays */
+        trec_new(ARPC_LOG_REPLY, 2, 5, 0, 3, 0),
+        trec_new(ARPC_LOG_GOODBYE, 2, 3, 0, 0, 0), /* below its live seq 5: floor 5 */
+        trec_new(ARPC_LOG_GOODBYE, 3, 7, 0, 0, 0),
+        trec_new(ARPC_LOG_REPLY, 3, 8, 0, 4, 0),   /* back: ack 7, seq 8 live */
+        trec_new(ARPC_LOG_GOODBYE, 4, 4, 0, 0, 0),
+        trec_new(ARPC_LOG_ACK, 4, 0, 2, 0, 0),     /* back by an ack: 4, not 2 */
+        trec_new(ARPC_LOG_GOODBYE, 1, 1, 0, 0, 0), /* again, lower: 2, in its first place */
+        trec_new(ARPC_LOG_GOODBYE, 5, 0, 0, 0, 0), /* no floor: as EXPIRE */
+        trec_new(ARPC_LOG_GOODBYE, 6, 9, 0, 0, 0),
+    };
+    append_all_and_close(log, recs, sizeof(recs) / sizeof(recs[0]));
+
+    struct replayed r = {0};
+    replay_dir(t->log, &r);
+    expect_replayed(&r, &(struct want){.state = -1,
+                                       .replies = (struct want_reply[]){{3, 8, 4}},
+                                       .nreplies = 1,
+                                       .acks = (struct want_ack[]){{3, 7}, {4, 4}},
+                                       .nacks = 2,
+                                       .gones = (struct want_gone[]){{1, 2}, {2, 5}, {6, 9}},
+                                       .ngones = 3});
+    replayed_free(&r);
+}
+
 static void test_epoch(void **state)
 {
     (void)state;
@@ -661,6 +727,9 @@ static void test_epoch(void **state)
 
 struct model {
     bool exists[MODEL_CLIENTS];
+    uint64_t gone[MODEL_CLIENTS]; /* a goodbye's floor (0: none), for clients not live */
+    uint64_t gone_order[MODEL_CLIENTS]; /* the gone clients, oldest goodbye first */
+    size_t ngone;
     uint64_t ack[MODEL_CLIENTS];
     uint64_t next_seq[MODEL_CLIENTS];
     struct want_reply live[MODEL_MAX];
@@ -683,6 +752,41 @@ static void model_raise(struct model *m, uint64_t c, uint64_t ack)
     m->nlive = k;
 }
 
+/* A client heard from (REPLY, ACK): one that said goodbye comes back with its floor as ack. */
+static void model_hear(struct model *m, uint64_t c)
+{
+    if (m->exists[c])
+        return;
+    m->exists[c] = true;
+    if (m->gone[c] == 0)
+        return;
+    m->ack[c] = m->gone[c];
+    m->gone[c] = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < m->ngone; i++)
+        if (m->gone_order[i] != c)
+            m->gone_order[k++] = m->gone_order[i];
+    m->ngone = k;
+}
+
+static void model_goodbye(struct model *m, uint64_t c, uint64_t floor)
+{
+    if (m->exists[c] && m->ack[c] > floor)
+        floor = m->ack[c];
+    for (size_t i = 0; i < m->nlive; i++)
+        if (m->live[i].client == c && m->live[i].seq > floor)
+            floor = m->live[i].seq;
+    model_raise(m, c, UINT64_MAX);
+    m->exists[c] = false;
+    m->ack[c] = 0;
+    if (floor == 0)
+        return;
+    if (m->gone[c] == 0)
+        m->gone_order[m->ngone++] = c; /* a second goodbye keeps its place */
+    if (floor > m->gone[c])
+        m->gone[c] = floor;
+}
+
 static void model_apply(struct model *m, const struct arpc_log_record *rec, uint32_t reply_tag, uint32_t effect_tag)
 {
     uint64_t c = rec->lr_client_id;
@@ -692,7 +796,7 @@ static void model_apply(struct model *m, const struct arpc_log_record *rec, uint
             m->effects[m->neffects++] = effect_tag;
         if (c == 0)
             return;
-        m->exists[c] = true;
+        model_hear(m, c);
         model_raise(m, c, rec->lr_ack);
         if (rec->lr_seq <= m->ack[c])
             return;
@@ -706,13 +810,16 @@ static void model_apply(struct model *m, const struct arpc_log_record *rec, uint
         m->live[m->nlive++].tag = reply_tag;
         return;
     case ARPC_LOG_ACK:
-        m->exists[c] = true;
+        model_hear(m, c);
         model_raise(m, c, rec->lr_ack);
         return;
     case ARPC_LOG_EXPIRE:
         model_raise(m, c, UINT64_MAX);
         m->exists[c] = false;
         m->ack[c] = 0;
+        return;
+    case ARPC_LOG_GOODBYE:
+        model_goodbye(m, c, rec->lr_seq);
         return;
     default:
         m->has_state = true;
@@ -729,7 +836,11 @@ static void model_check(const struct model *m, const struct replayed *r)
     for (uint64_t c = 1; c < MODEL_CLIENTS; c++)
         if (m->exists[c])
             acks[nacks++] = (struct want_ack){c, m->ack[c]};
-    struct want w = {m->has_state ? (int64_t)m->state : -1, m->effects, m->neffects, m->live, m->nlive, acks, nacks};
+    struct want_gone gones[MODEL_CLIENTS];
+    for (size_t i = 0; i < m->ngone; i++)
+        gones[i] = (struct want_gone){m->gone_order[i], m->gone[m->gone_order[i]]};
+    struct want w = {m->has_state ? (int64_t)m->state : -1, m->effects, m->neffects, m->live, m->nlive, acks, nacks,
+                     gones, m->ngone};
     expect_replayed(r, &w);
 }
 
@@ -741,8 +852,10 @@ static struct trec *random_record(struct model *m, uint64_t *rng, uint32_t *tags
     uint32_t rt = (*tags)++, et = (*tags)++;
     if (dice < 2)
         return trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, et);
-    if (dice < 4)
+    if (dice < 3)
         return trec_new(ARPC_LOG_EXPIRE, c, 0, 0, 0, 0);
+    if (dice < 5) /* the highest seq it used, or (a record older than its calls) below it */
+        return trec_new(ARPC_LOG_GOODBYE, c, m->next_seq[c] - (dice == 4 && m->next_seq[c] > 0), 0, 0, 0);
     if (dice < 9)
         return trec_new(ARPC_LOG_ACK, c, 0, m->ack[c] + rng_next(rng) % 4, 0, 0);
     if (dice < 12)
@@ -1292,6 +1405,11 @@ static void expect_replay_same(const char *dir, const struct replayed *a)
     assert_int_equal(a->nacks, b->nacks);
     for (size_t i = 0; i < a->nacks; i++)
         assert_int_equal(a->acks[i].ack, find_ack(b, a->acks[i].client));
+    assert_int_equal(a->ngones, b->ngones);
+    for (size_t i = 0; i < a->ngones; i++) {
+        assert_int_equal(a->gones[i].client, b->gones[i].client);
+        assert_int_equal(a->gones[i].floor, b->gones[i].floor);
+    }
     replayed_free(&got);
 }
 
@@ -1351,6 +1469,58 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
     replayed_free(&before);
     free(old);
     free(m);
+}
+
+/* The newest ARPC_RC_GONE_MAX floors are kept, oldest first, through a reopen and through a
+ * compaction, which writes them into its snapshot (before, the floors were never logged: a
+ * restart let a late copy of a goodbye'd client's call run again). */
+static void test_goodbyes_bounded_and_compacted(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {.free_records = true};
+    enum { EXTRA = 100, BACK = 4000, DEAD = 3000, DEAD_ID = 1000000 };
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1ull << 40, NULL, &s);
+    for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX + EXTRA; id++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_GOODBYE, id, id * 2, 0, 0, 0)->r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, BACK, 3 * BACK, 0, 5, 0)->r); /* back */
+    /* Dead weight, so the segment is well above twice what a snapshot keeps: it compacts. */
+    for (uint64_t seq = 1; seq <= DEAD; seq++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, DEAD_ID, seq, 0, 96, 0)->r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_EXPIRE, DEAD_ID, 0, 0, 0, 0)->r);
+    arpc_reply_log_close(log);
+    size_t n = ARPC_RC_GONE_MAX - 1;
+    struct want_gone *gones = malloc(n * sizeof(*gones));
+    size_t k = 0;
+    for (uint64_t id = EXTRA + 1; id <= ARPC_RC_GONE_MAX + EXTRA; id++)
+        if (id != BACK)
+            gones[k++] = (struct want_gone){id, id * 2};
+    struct want w = {.state = -1,
+                     .replies = (struct want_reply[]){{BACK, 3 * BACK, 5}},
+                     .nreplies = 1,
+                     .acks = (struct want_ack[]){{BACK, 2 * BACK}},
+                     .nacks = 1,
+                     .gones = gones,
+                     .ngones = n};
+    struct replayed r = {0};
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, &r, &s);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    /* A record that changes nothing starts the compaction. */
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, BACK, 0, 0, 0, 0)->r);
+    assert_true(latch_wait(ARPC_RC_GONE_MAX + EXTRA + DEAD + 3, 5000));
+    int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
+    while (stats_of(log).compactions == 0 && now_ms() < end)
+        sleep_ms(1);
+    assert_int_equal(1, stats_of(log).compactions);
+    arpc_reply_log_close(log);
+    int count;
+    segments_bytes(t, &count);
+    assert_int_equal(1, count); /* the snapshot alone: the floors are in it */
+    replay_dir(t->log, &r);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    free(gones);
 }
 
 /* Appends a hand-made segment: header (not a snapshot) and the records in views. */
@@ -1710,6 +1880,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_segment_names),
         dir_test(test_every_type_round_trip),
         dir_test(test_replay_rules),
+        dir_test(test_goodbye_rules),
         cmocka_unit_test_no_leak(test_epoch),
         dir_test(test_random_against_model_with_compaction),
         dir_test(test_torn_tail_at_every_byte),
@@ -1721,6 +1892,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_kill9_keeps_what_was_handed_back),
         dir_test(test_compaction_keeps_directory_bounded),
         dir_test(test_compaction_same_state_and_superseded_segments),
+        dir_test(test_goodbyes_bounded_and_compacted),
         dir_test(test_segments_after_the_snapshot),
         dir_test(test_bad_options_and_records),
         dir_test(test_out_of_memory),

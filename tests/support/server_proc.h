@@ -25,8 +25,10 @@
 #include "arpc/arpc.h"
 
 /* Modes (bits): handlers on the pool or on one actor; SMALL_DISK: files the server writes
- * stop growing at 64 KiB (RLIMIT_FSIZE, SIGXFSZ ignored), as on a full disk. */
-enum { SERVER_PROC_POOL = 0, SERVER_PROC_ACTOR = 1, SERVER_PROC_SMALL_DISK = 2 };
+ * stop growing at 64 KiB (RLIMIT_FSIZE, SIGXFSZ ignored), as on a full disk; COMPACT: the log
+ * compacts once its segment passes 16 KiB (SERVER_PROC_COMPACT_BYTES), not 64 MiB. */
+enum { SERVER_PROC_POOL = 0, SERVER_PROC_ACTOR = 1, SERVER_PROC_SMALL_DISK = 2, SERVER_PROC_COMPACT = 4 };
+#define SERVER_PROC_COMPACT_BYTES (16 * 1024)
 
 struct server_proc {
     pid_t sp_pid;
