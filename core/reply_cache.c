@@ -146,6 +146,16 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     return ARPC_RC_ATTACHED;
 }
 
+bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq)
+{
+    if (client_id == 0 || seq == 0)
+        return false;
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    if (c == NULL)
+        return seq <= arpc_rc_gone_floor(&rc->rc_gone, client_id);
+    return seq <= c->c_ack || arpc_rc_entry_get(c, seq) != NULL;
+}
+
 /* The entry of (client_id, seq) if it is in state, with its client in *c; else NULL. */
 static struct arpc_rc_entry *find(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                   enum arpc_rc_state state, struct arpc_rc_client **c)

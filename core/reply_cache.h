@@ -155,6 +155,14 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
                                             struct arpc_rc_waiter **waiter_out);
 
 /*
+ * Whether (client_id, seq) was seen: it is running or has a result (begin would attach or
+ * replay), or it is at or below the client's ack or goodbye floor (begin would refuse it
+ * STALE). False for a call begin would start. Changes nothing (a server that starts no call
+ * any more still answers the copies of calls it ran).
+ */
+bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
+
+/*
  * The handler of a RUNNING call returned reply (reply_bytes are counted against max_bytes),
  * at now_ns: the client's activity.
  * logged = false: the entry is DONE; returns its waiters, to be sent reply. logged = true:

@@ -70,8 +70,9 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     bool oneway = f->f_kind == ARPC_FRAME_ONEWAY;
     arpc_conn_warm(&sc->sc_conn); /* it calls: served before connections that never did */
     if (atomic_load(&s->sv_state) != SV_RUNNING) {
+        /* No call starts; a re-sent copy of one that ran gets its result, not "did not run". */
         static const char shutting_down[] = "server shutting down";
-        if (!oneway)
+        if (!oneway && !dedup_answer_copy(sc, f))
             sconn_refuse_call(sc, f->f_xid, ARPC_ESHUTDOWN, shutting_down, sizeof(shutting_down) - 1);
         return;
     }

@@ -24,6 +24,7 @@
  * it; a stop disarms the rest (dedup_stop), so no deadline outlives the server's loop.
  */
 #include <stdio.h>
+#include <assert.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -279,6 +280,19 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     }
+}
+
+bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f)
+{
+    arpc_server *s = sc->sc_server;
+    if (f->f_seq == 0 || sc->sc_client_id == 0 || !arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq))
+        return false;
+    uint64_t now = arpc_conn_arrival_ns(&sc->sc_conn);
+    uint64_t deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
+    bool started = dedup_admit(sc, f, deadline_ns); /* a call it knows: never started again */
+    assert(!started);
+    (void)started;
+    return true;
 }
 
 void dedup_ack(struct server_conn *sc, uint64_t ack)

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -320,6 +321,57 @@ static void test_retry_deadline_at_stop(void **state)
     raw_close(&r2);
 }
 
+static void *stop_forever(void *arg)
+{
+    arpc_server *s = arg;
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    return NULL;
+}
+
+/* Reads up to the server's GOAWAY: from then on the server starts no call. */
+static void expect_goaway(struct raw_client *r)
+{
+    struct raw_frame f;
+    do
+        assert_true(raw_read(r, &f, false));
+    while (f.f.f_kind != ARPC_FRAME_GOAWAY);
+}
+
+/* A stopping server starts no call, but copies of calls it has seen (re-sent by a client that
+ * lost its connection) are answered as copies are: a finished one's result replayed, a running
+ * one's when it ends. Only a call it never saw is refused ARPC_ESHUTDOWN ("did not run"). Before,
+ * every copy was refused ESHUTDOWN too: a call that ran was reported as not run, and a caller
+ * acting on that would run it twice. */
+static void test_copies_answered_while_stopping(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    char body[256];
+    size_t len;
+    assert_true(raw_connect(&r1, fx->addr, 85));
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "done", 4));
+    expect_answer(&r1, 1, ARPC_FRAME_REPLY, body, &len);
+    assert_true(raw_request(&r1, 2, 2, 0, 0, "t.gate", "hold", 4));
+    assert_true(latch_wait(2, 10000)); /* seq 2 runs, and holds */
+    assert_true(raw_connect(&r2, fx->addr, 85)); /* the same client, as after a reconnect */
+    pthread_t stopper;
+    assert_int_equal(0, pthread_create(&stopper, NULL, stop_forever, fx->s)); /* waits for seq 2 */
+    expect_goaway(&r2);
+    assert_true(raw_request(&r2, 11, 1, 0, 0, "t.gate", "done", 4)); /* finished: replayed */
+    expect_answer(&r2, 11, ARPC_FRAME_REPLY, body, &len);
+    assert_memory_equal("done #1", body, 7);
+    assert_true(raw_request(&r2, 12, 2, 0, 0, "t.gate", "hold", 4)); /* running: attached */
+    assert_true(raw_request(&r2, 13, 3, 0, 0, "t.gate", "new!", 4)); /* never seen: not run */
+    assert_true(raw_next_is_error(&r2, 13, ARPC_ESHUTDOWN)); /* behind the attached copy */
+    sem_post(&gate);
+    expect_answer(&r2, 12, ARPC_FRAME_REPLY, body, &len);
+    assert_memory_equal("hold #2", body, 7);
+    assert_int_equal(0, pthread_join(stopper, NULL));
+    assert_int_equal(2, atomic_load(&runs)); /* each call once; the refused one not at all */
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
 /* A client that says HELLO and then nothing, answering no PING: the server closes it. */
 static void test_server_heartbeat_closes_silent_client(void **state)
 {
@@ -397,6 +449,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copies_answered_while_stopping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_heartbeat_closes_silent_client, setup, teardown),
         cmocka_unit_test_teardown(test_reply_survives_kill, server_proc_teardown),
     };

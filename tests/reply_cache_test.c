@@ -531,6 +531,36 @@ static void test_forget(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* knows: true for what begin would replay, attach or refuse as stale, false for what it would
+ * start; it changes nothing (a stopping server answers copies with it, core/server_dedup.c). */
+static void test_knows(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_false(arpc_reply_cache_knows(&rc, 1, 1)); /* a client never seen */
+    done(&rc, 1, 1, 11, 1, 0);                        /* finished */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 2, 0, A, 2, 0)); /* running */
+    assert_true(arpc_reply_cache_knows(&rc, 1, 1));
+    assert_true(arpc_reply_cache_knows(&rc, 1, 2));
+    assert_false(arpc_reply_cache_knows(&rc, 1, 3)); /* begin would start it */
+    assert_false(arpc_reply_cache_knows(&rc, 0, 1)); /* not numbered */
+    assert_false(arpc_reply_cache_knows(&rc, 1, 0));
+    struct arpc_reply_cache_stats before = stats_of(&rc);
+    assert_false(arpc_reply_cache_knows(&rc, 5, 1));
+    assert_int_equal(before.clients, stats_of(&rc).clients); /* nothing made */
+    expect_waiters(&rc, finish(&rc, 1, 2, 12, 1, 0), 1, A, (uint64_t)2);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 3, 2, A, 3, 0)); /* acks 1 and 2: entries go */
+    assert_true(arpc_reply_cache_knows(&rc, 1, 1)); /* at or below the ack: stale */
+    assert_true(arpc_reply_cache_knows(&rc, 1, 2));
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 3), 1, A, (uint64_t)3);
+    assert_false(arpc_reply_cache_knows(&rc, 1, 3)); /* did not run: a retry may start it */
+    assert_true(arpc_reply_cache_forget(&rc, 1, true)); /* a goodbye: its floor is kept */
+    assert_true(arpc_reply_cache_knows(&rc, 1, 2));
+    assert_false(arpc_reply_cache_knows(&rc, 1, 4));
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 /* A goodbye that finds a call RUNNING or LOGGING is remembered: arpc_reply_cache_settle
  * forgets the client once its last such call is booked, whichever path books it, and not
  * before; a client that said no goodbye is never settled away. */
@@ -1340,6 +1370,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_full),
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
+        cmocka_unit_test_no_leak(test_knows),
         cmocka_unit_test_no_leak(test_goodbye_settles),
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_gone_bounded),
