@@ -421,7 +421,8 @@ static void *huge_headers_main(void *arg)
     return NULL;
 }
 
-/* One run of the attack from a thread of its own; prints how many connections it made. */
+/* One run of the attack from a thread of its own; prints how many connections it made and the
+ * server's CPU for them (its own cost per connection, whoever else shares the cores). */
 static void huge_headers_attack(struct fixture *fx, bool as_remote)
 {
     struct huge_headers hh = {.addr = fx->srv.as_addr,
@@ -429,11 +430,14 @@ static void huge_headers_attack(struct fixture *fx, bool as_remote)
                               .conns = sc->huge_header_conns,
                               .until_calls = fx->phase_from + sc->huge_header_calls,
                               .as_remote = as_remote};
+    long cpu_ms = abuse_server_cpu_ms(&fx->srv);
     pthread_t th;
     assert_int_equal(0, pthread_create(&th, NULL, huge_headers_main, &hh));
     assert_int_equal(0, pthread_join(th, NULL));
-    printf("abuse 4 GiB length header (%s): %lu connections made, %u at a time\n", as_remote ? "b" : "a",
-           hh.opened, hh.conns);
+    cpu_ms = abuse_server_cpu_ms(&fx->srv) - cpu_ms;
+    printf("abuse 4 GiB length header (%s): %lu connections made, %u at a time; server CPU %ld ms, %.1f us a "
+           "connection\n",
+           as_remote ? "b" : "a", hh.opened, hh.conns, cpu_ms, hh.opened ? cpu_ms * 1000.0 / hh.opened : 0.0);
 }
 
 /* Measured twice, as the connect flood: (a) the attacker at the good client's priority, (b) as
