@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The abuse suite's long variants (tests/abuse_test.c at the scale issue #10 states): a 4 GiB
-# length header (200 connections), slowloris (1,000 connections at 1 byte/s), 20 half-sent
-# 16 MiB frames, a never-reading client asking for 1,024 replies of 1 MiB, a numbered call for a
-# 1 MiB reply duplicated 1,000 times twice over (never read), 10,000 idle
-# connections, the server's fd limit reached (256), a method-name log injection; each against
-# a live server (a child process) while a well-behaved client keeps calling. Prints, per
-# attack, the server's peak RSS against its bound and the good client's p50/p99 during the
-# attack and unloaded (figures, not timed assertions). A few minutes; RelWithDebInfo build in
-# $BUILD (default build-abuse). ABUSE_ONLY=test_half_sent_frames (a cmocka pattern) runs one attack.
+# The abuse suite's long variants (tests/abuse_test.c at the scale issue #10 states): 4 GiB
+# length headers (200 connections at a time, each replaced once the server closes it, for
+# 1,000 good calls; the attacker at the good client's priority, then SCHED_IDLE), slowloris
+# (1,000 connections at 1 byte/s), 20 half-sent 16 MiB frames, a never-reading client asking
+# for 1,024 replies of 1 MiB, a numbered call for a 1 MiB reply duplicated 1,000 times twice
+# over (never read), 10,000 idle connections, the server's fd limit reached (256), a
+# method-name log injection; each against a live server (a child process) while a
+# well-behaved client keeps calling. Prints, per attack, the server's peak RSS against its
+# bound and the good client's p50/p99 during the attack and unloaded (figures, not timed
+# assertions). A few minutes; RelWithDebInfo build in $BUILD (default build-abuse).
+# ABUSE_ONLY=test_half_sent_frames (a cmocka pattern) runs one attack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

@@ -166,3 +166,22 @@ long abuse_server_rss_kib(const struct abuse_server *as)
     fclose(f);
     return kib;
 }
+
+long abuse_server_cpu_ms(const struct abuse_server *as)
+{
+    char path[64], stat[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)as->as_pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    /* After the command name (in parentheses, which may hold spaces): fields 3 on; utime and
+     * stime are fields 14 and 15, in clock ticks. */
+    const char *p = strrchr(stat, ')');
+    unsigned long utime, stime;
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (long)((utime + stime) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}

@@ -41,5 +41,8 @@ bool abuse_server_stop(struct abuse_server *as);
 bool abuse_server_alive(const struct abuse_server *as);
 /* The child's resident set in KiB (VmRSS), or -1. Any thread. */
 long abuse_server_rss_kib(const struct abuse_server *as);
+/* The CPU time the child has used so far (user and system, all threads) in ms, or -1. Tick
+ * resolution (10 ms, usually). */
+long abuse_server_cpu_ms(const struct abuse_server *as);
 
 #endif
