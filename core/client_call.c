@@ -285,7 +285,8 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
         return false;
     }
     if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
-        call_finish(call, call->cc_sent || state == CL_READY ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+        /* Never sent (connected or not): it did not reach the server before its deadline. */
+        call_finish(call, call->cc_sent ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
         return false;
     }
     call->cc_order = c->cl_next_order++;

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -145,6 +146,45 @@ static void test_deadlines_never_early(void **state)
     silent_stop(&s);
 }
 
+static sem_t loop_held, loop_go_on;
+
+static void block_loop(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+    sem_post(&loop_held);
+    sem_wait(&loop_go_on);
+}
+
+/* A call whose deadline passes before the client's loop takes it up was never sent, though the
+ * client is connected: it ends ARPC_EUNREACHABLE ("did not run"), not ARPC_ETIMEDOUT ("may
+ * have run", which it was before). The loop is kept busy by a task meanwhile, so the caller
+ * does not write the call itself either. */
+static void test_deadline_before_sent_did_not_run(void **state)
+{
+    (void)state;
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
+    sem_init(&loop_held, 0, 0);
+    sem_init(&loop_go_on, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_submit(c->cl_loop, block_loop, NULL));
+    assert_true(sem_wait_secs(&loop_held, 10));
+    uint64_t start = mono_ns();
+    arpc_future *f = arpc_call_async(c, "t.silent", "q", 1, 1);
+    assert_non_null(f);
+    while (mono_ns() < start + 5u * 1000000u) /* its 1 ms deadline passes, the loop still busy */
+        ;
+    sem_post(&loop_go_on);
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_future_wait_for(f, 60000));
+    arpc_future_release(f);
+    arpc_client_close(c);
+    silent_stop(&s);
+    sem_destroy(&loop_held);
+    sem_destroy(&loop_go_on);
+}
+
 /* A call in flight goes back to waiting when its connection breaks: its wheel node moves to
  * its give-up time, which ends it (it was sent: ARPC_ECONNLOST), well before its deadline. */
 static void test_give_up_rearms(void **state)
@@ -272,6 +312,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_never_early),
+        cmocka_unit_test(test_deadline_before_sent_did_not_run),
         cmocka_unit_test(test_give_up_rearms),
         cmocka_unit_test(test_close_with_calls_in_every_level),
         cmocka_unit_test(test_deadline_kept_when_heap_cannot_grow),

@@ -33,8 +33,9 @@
  *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
  *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
  *                     once, for an at-most-once call)
- *   ARPC_EUNREACHABLE no connection to the server could be made before the deadline (or
- *                     within reconnect_give_up_ms) and the call was never sent: it did not run
+ *   ARPC_EUNREACHABLE the call was never sent: no connection to the server could be made
+ *                     before the deadline (or within reconnect_give_up_ms), or its deadline
+ *                     passed before the client's loop took it up: it did not run
  *   ARPC_ECONNLOST    the outcome is unknown: the call was sent, the connection broke, and it
  *                     could not be settled: it was ARPC_NO_RETRY; or the server came back
  *                     without its memory of the call (a restart with no reply log, or after
