@@ -179,7 +179,10 @@ void bench_server_stop(struct bench_server *s)
 }
 
 /* The signals are blocked in every thread (the mask is set before any thread starts, and
- * threads inherit it), so sigwait here is the only place they are taken. */
+ * threads inherit it), so sigwait here is the only place they are taken, whatever their
+ * disposition. Before the mask a SIGINT is lost if the process inherited it ignored (a
+ * script's background job: `valgrind ... arpc-bench serve &`), so a script signals only after
+ * the "serving on" line, which is printed once the mask is set, or stops it with SIGTERM. */
 int bench_serve_main(const struct bench_config *cfg)
 {
     sigset_t set;

@@ -521,6 +521,8 @@ double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
 
 static size_t conn_parse(struct arpc_conn *conn)
 {
+    if (conn->c_rbuf == NULL)
+        return ARPC_FRAME_HEADER_SIZE; /* nothing read (or a cold connection's, all parsed) */
     return conn->c_ops->parse != NULL ? conn->c_ops->parse(conn) : arpc_conn_parse_frames(conn);
 }
 
@@ -529,6 +531,8 @@ static int conn_read_room(struct arpc_conn *conn, size_t need, uint8_t **dst, si
 {
     if (conn->c_body != NULL)
         return conn_body_room(conn, dst, room);
+    if (conn->c_rbuf == NULL && conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK)
+        return ARPC_ENOMEM; /* the first read, or the first since a cold connection gave it back */
     int rc = conn_reserve(conn, need);
     *dst = conn->c_rbuf + conn->c_rend;
     *room = conn->c_rcap - conn->c_rend;
@@ -558,6 +562,16 @@ static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev;
     (void)revents;
     arpc_conn_close(w->data, ARPC_ECONNLOST);
+}
+
+/* A cold connection (no call yet: it said HELLO, or nothing) holds no read buffer between
+ * its reads, which are few: 10,000 idle ones would otherwise hold 68 KiB of heap each, and
+ * how the allocator lays out and reuses that much is what their RSS came to depend on. */
+static void conn_rbuf_drop_if_cold(struct arpc_conn *conn)
+{
+    if (conn->c_cold && conn->c_open && conn->c_rbuf != NULL && conn->c_rstart == conn->c_rend &&
+        conn->c_skip == 0 && conn->c_body == NULL && !conn_rbuf_lent(conn))
+        conn_rbuf_drop(conn);
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
@@ -635,6 +649,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
+    conn_rbuf_drop_if_cold(conn);
     if (conn->c_open && !conn->c_eof && conn_watching_reads(conn) && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
     if (conn->c_write_wants_read && conn->c_open) {
@@ -708,11 +723,7 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
     memset(conn, 0, sizeof(*conn));
     conn->c_plain = plain;
     conn->c_stream = is_plain ? &conn->c_plain : stream;
-    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES);
-    if (conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK) {
-        conn->c_stream->s_ops->s_close(conn->c_stream);
-        return ARPC_ENOMEM;
-    }
+    arpc_buf_cache_init(&conn->c_bufs, ARPC_CONN_BUF_CACHE_BYTES); /* the read buffer: at the first read */
     conn->c_loop = loop;
     conn->c_ev = arpc_loop_ev(loop);
     conn->c_fd = fd;

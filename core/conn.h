@@ -104,7 +104,8 @@ struct arpc_conn {
     unsigned c_hb_sent;       /* PINGs sent since the last input */
     uint64_t c_skip;          /* bytes of an oversized frame's body still to drop (JSON-RPC: 1 while
                                * an oversized object is dropped, its end not yet known) */
-    uint8_t *c_rbuf;
+    uint8_t *c_rbuf;          /* NULL until the first read, and while a cold connection has
+                               * nothing buffered (core/conn.c: conn_rbuf_drop_if_cold) */
     size_t c_rstart, c_rend, c_rcap; /* unparsed bytes are c_rbuf[c_rstart..c_rend) */
     struct arpc_outq c_out;
     uint32_t c_max_body;
@@ -148,7 +149,8 @@ struct arpc_conn {
 };
 
 /* Takes ownership of fd (non-blocking) and starts reading. Returns ARPC_OK or ARPC_ENOMEM
- * (fd is then closed and on_close is NOT called). */
+ * (fd is then closed and on_close is NOT called; nothing it allocates now: the read buffer
+ * comes with the first read, whose lack of memory closes the connection ARPC_ENOMEM). */
 int arpc_conn_init(struct arpc_conn *conn, arpc_loop *loop, int fd, uint32_t max_body,
                    const struct arpc_conn_ops *ops, void *owner, const char *peer);
 
@@ -317,8 +319,9 @@ void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_fr
  * the loop's other watchers; arpc_conn_warm puts it back among them for good. A server cools
  * a connection until its first request, so that thousands of connections opening or closing
  * at once cost the clients with calls a slice of a turn, not whole turns of milliseconds.
- * Without room in the cold set the connection stays (or goes back) warm. Loop thread; may
- * be called from inside on_frame; idempotent. */
+ * Without room in the cold set the connection stays (or goes back) warm. A cold connection
+ * holds no read buffer between its reads. Loop thread; may be called from inside on_frame;
+ * idempotent. */
 void arpc_conn_cool(struct arpc_conn *conn);
 void arpc_conn_warm(struct arpc_conn *conn);
 

@@ -100,6 +100,15 @@ int conn_rbuf_unshare(struct arpc_conn *conn)
     return ARPC_OK;
 }
 
+void conn_rbuf_drop(struct arpc_conn *conn)
+{
+    /* To the allocator, not the connection's cache: the point is to hold nothing. */
+    arpc_free(rbuf_head(conn));
+    conn->c_rbuf = NULL;
+    conn->c_rcap = 0;
+    conn->c_rstart = conn->c_rend = 0;
+}
+
 void conn_rbuf_fini(struct arpc_conn *conn)
 {
     if (conn->c_rbuf == NULL)

@@ -28,6 +28,9 @@ bool conn_rbuf_lent(struct arpc_conn *conn);
  * came back, it is reused as it is; else the unparsed bytes move to the front of a fresh
  * buffer of the same size (c_rstart becomes 0). ARPC_OK or ARPC_ENOMEM (nothing changed). */
 int conn_rbuf_unshare(struct arpc_conn *conn);
+/* Frees the read buffer, which holds nothing unparsed and nothing lent (conn_rbuf_lent):
+ * c_rbuf becomes NULL until the next read allocates one (conn_rbuf_alloc). */
+void conn_rbuf_drop(struct arpc_conn *conn);
 /* At close: the loop lets go of its read buffer (freed now, or by its last unpin). */
 void conn_rbuf_fini(struct arpc_conn *conn);
 
