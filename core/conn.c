@@ -93,6 +93,8 @@ static bool conn_watching_reads(const struct arpc_conn *conn)
     return conn->c_cold_on || ev_is_active(&conn->c_rio);
 }
 
+static void conn_rbuf_drop_if_cold(struct arpc_conn *conn);
+
 void arpc_conn_cool(struct arpc_conn *conn)
 {
     if (!conn->c_open || conn->c_cold)
@@ -102,6 +104,8 @@ void arpc_conn_cool(struct arpc_conn *conn)
         arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
         conn_watch_reads(conn);
     }
+    if (!conn->c_dispatching) /* (a frame being handled may still be in the buffer) */
+        conn_rbuf_drop_if_cold(conn); /* a connection gone quiet gives its buffer back too */
 }
 
 void arpc_conn_warm(struct arpc_conn *conn)

@@ -3,7 +3,8 @@
  * suite's 10,000, docs/SECURITY.md) must not hold a read buffer (64 KiB and its header), only
  * its own records. Measured as the bytes the server holds through the allocator hook per
  * such connection; then each of them calls, with a payload the read buffer lends (1 KiB or
- * more), and is answered byte for byte: the buffer comes back when input does.
+ * more), and is answered byte for byte: the buffer comes back when input does; once they
+ * are quiet again for a second, they go cold and give it back.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,6 +111,15 @@ static void test_idle_connections_hold_no_read_buffer(void **state)
     /* Idle ones still call: a read buffer again, its payload lent, the reply intact. */
     for (unsigned i = 0; i < IDLE_N; i++)
         call_echo(&idle[i], 10 + i, CALL_BYTES);
+    /* Having called, they hold a read buffer each; quiet for a second, they go back to the
+     * cold set (the limits' sweep) and give it back (the sweep's timer: a few seconds). */
+    assert_true((atomic_load(&live_bytes) - before) / IDLE_N >= IDLE_CONN_MAX_BYTES);
+    int64_t give_up = now_ms() + 15000;
+    while ((atomic_load(&live_bytes) - before) / IDLE_N >= IDLE_CONN_MAX_BYTES) {
+        assert_true(now_ms() < give_up);
+        sleep_ms(20); /* polling a condition the server's own timer brings about */
+    }
+    call_echo(probe, 3, CALL_BYTES); /* the server still answers: a warm connection calls */
     for (unsigned i = 0; i < IDLE_N; i++)
         raw_close(&idle[i]);
     raw_close(probe);
