@@ -127,7 +127,8 @@ typedef struct arpc_server_options {
                                     * a few KiB, and closing it costs the next call a reconnect) */
     unsigned max_connections;      /* a connection accepted while this many are open is sent
                                     * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
-                                    * fails with ARPC_EOVERLOADED); 0: 10000 */
+                                    * fails with ARPC_EOVERLOADED; on tls://, refused before any
+                                    * handshake: ARPC_ETLS or ARPC_ECONNREFUSED); 0: 10000 */
     bool no_builtin_methods;       /* true: do not register the built-in methods (see
                                     * arpc_server_register: arpc.methods, arpc.stats) */
     /* Authentication (arpc/auth.h, docs/SECURITY.md), checked at each client's HELLO. */
