@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "support/cut_proxy.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -49,7 +50,11 @@ static bool proxy_pump(int from, int to, bool drop)
     if (drop)
         return true;
     for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        /* Non-blocking, without SIGPIPE: a side that reads nothing (or is gone) cannot hold the
+         * proxy's thread, and with it cut_proxy_cut, for ever. */
+        ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return false; /* that side is gone */
         if (w < 0) {
             struct pollfd pw = {.fd = to, .events = POLLOUT};
             if (poll(&pw, 1, 1000) <= 0)
