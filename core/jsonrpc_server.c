@@ -329,19 +329,26 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
     return 0;
 }
 
+void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
+                               const void **data, size_t *len)
+{
+    static const char not_json[] = "jsonrpc: the handler's reply is not valid JSON";
+    if (sc->sc_json == NULL || *kind != ARPC_FRAME_REPLY || jsonrpc_valid(*data, *len))
+        return;
+    arpc_log(ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid, sc->sc_conn.c_peer,
+             not_json);
+    *kind = ARPC_FRAME_ERROR;
+    *code = ARPC_EHANDLER;
+    *data = not_json;
+    *len = sizeof(not_json) - 1;
+}
+
 static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len)
 {
-    if (code == ARPC_OK) {
-        if (jsonrpc_valid(data, len)) {
-            char *id = arpc_u64_map_take(&sc->sc_json->js_ids, xid);
-            if (id != NULL)
-                jsonrpc_respond(sc, id, data, len, NULL, 0);
-            return;
-        }
-        static const char not_json[] = "jsonrpc: the handler's reply is not valid JSON";
-        arpc_log(ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid, sc->sc_conn.c_peer,
-                 not_json);
-        jsonrpc_fail(sc, xid, not_json, sizeof(not_json) - 1);
+    if (code == ARPC_OK) { /* valid JSON: its handler's thread checked (jsonrpc_sconn_check_reply) */
+        char *id = arpc_u64_map_take(&sc->sc_json->js_ids, xid);
+        if (id != NULL)
+            jsonrpc_respond(sc, id, data, len, NULL, 0);
         return;
     }
     if (code == ARPC_EHANDLER) { /* the handler's own words, as Go's would be */

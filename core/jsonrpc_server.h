@@ -28,6 +28,11 @@ bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm);
 bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t len);
 /* True for a JSON-RPC connection, which has no GOAWAY (it is just closed). */
 bool jsonrpc_sconn_is(const struct server_conn *sc);
+/* The replying thread, before it encodes a handler's reply for sc: on a JSON-RPC connection a
+ * REPLY that is not valid JSON becomes an ARPC_EHANDLER error saying so (checked here, not on
+ * the loop, which would parse every reply again while all its connections wait). */
+void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
+                               const void **data, size_t *len);
 #else
 static inline bool jsonrpc_sconn_adopt(struct server_conn *sc) { (void)sc; return false; }
 static inline size_t jsonrpc_sconn_parse(struct server_conn *sc) { (void)sc; return 0; }
@@ -45,6 +50,11 @@ static inline bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid
     return false;
 }
 static inline bool jsonrpc_sconn_is(const struct server_conn *sc) { (void)sc; return false; }
+static inline void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
+                                             const void **data, size_t *len)
+{
+    (void)sc, (void)xid, (void)kind, (void)code, (void)data, (void)len;
+}
 #endif
 
 #endif

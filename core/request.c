@@ -48,6 +48,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/jsonrpc_server.h"
 #include "core/request_internal.h"
 #include "core/server_internal.h"
 
@@ -430,6 +431,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
         request_finish_on_loop(s, req, request_oneway_done_on_loop);
     } else {
         rc = reply_fit_client(sc->sc_client_max, &kind, &code, &data, &len);
+        jsonrpc_sconn_check_reply(sc, req->rq_xid, &kind, &code, &data, &len);
         /* The request counts as finished once the loop delivered its reply: a stop waiting
          * for calls in flight finds every reply queued when it sees the count reach zero. */
         struct reply_msg *rm = reply_encode(sc, req->rq_xid, kind, code, data, len, ran, effect, effect_len);
