@@ -6,8 +6,10 @@
  * the pool discarding what is still queued (answered ESHUTDOWN: did not run; handlers already
  * running are waited for), flush the replies already handed over, close every connection, and
  * stop the loop if the server owns it. Each step that touches connections runs on the loop
- * (arpc_loop_run_sync); the grace period is a futex wait on the count of calls in flight,
- * which the last finishing call wakes.
+ * (arpc_loop_run_sync); the grace period waits for a future the last finishing call
+ * completes (sv_drained), as any wait on the loop does (arpc_loop_wait_until): asleep while a
+ * thread runs the loop, running the loop itself when the caller owns it and nobody runs it (the
+ * application's loop, between its steps), since that loop delivers the replies waited for.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -16,7 +18,6 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
-#include "async/futex.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/clock.h"
@@ -53,6 +54,8 @@ static void server_free(arpc_server *s)
 {
     server_teardown(s);
     pthread_mutex_destroy(&s->sv_stop_mtx);
+    if (s->sv_drained != NULL)
+        arpc_future_release(s->sv_drained);
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
@@ -119,7 +122,9 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
     limits_init(s, &o);
-    int crc = auth_init(s, &o);
+    int crc = arpc_future_create(&s->sv_drained);
+    if (crc == ARPC_OK)
+        crc = auth_init(s, &o);
     if (crc == ARPC_OK)
         crc = inflight_init(s, &o);
     if (crc == ARPC_OK)
@@ -258,12 +263,12 @@ static void step_last_replies(arpc_loop *loop, void *arg)
         journal_close(loop, s); /* after every reply handed over */
 }
 
-/* Waits until no call is in flight or deadline_ns passes. */
+/* Waits until no call is in flight or deadline_ns passes. SV_STOPPING is stored first, so
+ * either the count is seen at 0 here or its last call completes sv_drained (core/request.c). */
 static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
 {
-    uint32_t n;
-    while ((n = atomic_load(&s->sv_inflight)) != 0 && arpc_now_ns() < deadline_ns)
-        arpc_futex_wait((const uint32_t *)&s->sv_inflight, n, deadline_ns);
+    if (atomic_load(&s->sv_inflight) != 0)
+        (void)arpc_loop_wait_until(s->sv_loop, s->sv_drained, deadline_ns); /* EPENDING: grace over */
 }
 
 static bool server_is_own_thread(const arpc_server *s)

@@ -98,10 +98,12 @@ struct arpc_server {
     arpc_refcount sv_refs;          /* the user's handle + one per connection (which requests pin) and per reply being made */
     atomic_uint sv_replying;        /* replies between their state check and their hand-over */
     ARPC_CACHELINE_GAP(sv_gap_inflight);
-    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (a futex
-                                     * word: the last one wakes a stop waiting out its grace) */
+    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (the last
+                                     * one during a stop completes sv_drained) */
     ARPC_CACHELINE_GAP(sv_gap_rest);
     arpc_loop *sv_loop;
+    arpc_future *sv_drained;        /* completed when a stop finds no call in flight any more: its
+                                     * grace waits on it through the loop (arpc_loop_wait_until) */
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;
