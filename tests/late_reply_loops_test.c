@@ -347,6 +347,74 @@ static void test_stop_grace_ends_early_caller_driven_loop(void **state)
     stop_runs_the_owners_loop(APP_CALLER_DRIVEN, 5000);
 }
 
+struct other_stopper {
+    arpc_server *server;
+    int rc;
+};
+
+static void *stop_from_another_thread(void *arg)
+{
+    struct other_stopper *os = arg;
+    os->rc = arpc_server_stop(os->server, ARPC_FOREVER);
+    return NULL;
+}
+
+/* Another thread stops the server first, and waits for the owner's steps; the owner then stops
+ * it too, between its steps: the second stop runs the loop for the first until it is done
+ * (before, it waited for the first on a lock while the first waited for it). */
+static void second_stop_from_the_owner_runs_the_loop(enum app_loop_kind kind)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    struct app_loop a;
+    app_loop_open(&a, kind);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct first_caller fc = {.addr = addr};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
+    steps_until_kept(&a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_non_null(fc.call);
+
+    struct other_stopper os = {.server = s, .rc = ARPC_EPENDING};
+    assert_int_equal(0, pthread_create(&t, NULL, stop_from_another_thread, &os));
+    int64_t end = now_ms() + WAIT_MS;
+    while (atomic_load(&s->sv_state) != SV_STOPPING && now_ms() < end)
+        sched_yield(); /* a wait for the first stop's first store */
+    sem_post(&gate); /* the reply the first stop waits for needs the loop */
+    alarm(STOP_WATCHDOG_S);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(ARPC_OK, os.rc);
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(fc.call, WAIT_MS));
+    arpc_future_release(fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
+    app_loop_close(&a);
+    sem_destroy(&gate);
+}
+
+static void test_second_stop_from_owner_runs_wrapped_loop(void **state)
+{
+    (void)state;
+    second_stop_from_the_owner_runs_the_loop(APP_WRAPPED);
+}
+
+static void test_second_stop_from_owner_runs_pollable_loop(void **state)
+{
+    (void)state;
+    second_stop_from_the_owner_runs_the_loop(APP_POLLABLE);
+}
+
 /* ---- requests delivered to a completion queue ---- */
 
 /* A server whose method "t.q" delivers to a new queue, and a client of it (counting allocator
@@ -465,6 +533,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_wrapped_loop),
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_pollable_loop),
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_caller_driven_loop),
+        cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_wrapped_loop),
+        cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_pollable_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
         cmocka_unit_test_no_leak(test_queued_request_data_outlives_the_servers_answer),
     };
