@@ -225,8 +225,19 @@ static void h_gated(arpc_request *req, void *ctx)
     CHECK(arpc_reply(req, "done", 4) == ARPC_OK);
 }
 
+static sem_t gate_return; /* the test lets h_gated_return return */
+
+/* As h_gated, then returns only once the test opens the second gate: its request is freed on
+ * the worker, after the loop delivered its reply, so the last call in flight ends there. */
+static void h_gated_return(arpc_request *req, void *ctx)
+{
+    h_gated(req, ctx);
+    CHECK(sem_wait_secs(&gate_return, WAIT_MS / 1000));
+}
+
 struct first_caller {
     const char *addr;
+    const char *method;
     arpc_client *client; /* on a loop of its own */
     arpc_future *call;
 };
@@ -237,7 +248,7 @@ static void *connect_and_call(void *arg)
     struct first_caller *fc = arg;
     CHECK(arpc_client_connect(&fc->client, fc->addr, NULL) == ARPC_OK);
     if (fc->client != NULL)
-        fc->call = arpc_call_async(fc->client, "t.gated", "x", 1, WAIT_MS);
+        fc->call = arpc_call_async(fc->client, fc->method, "x", 1, WAIT_MS);
     return NULL;
 }
 
@@ -282,7 +293,7 @@ static void stop_runs_the_owners_loop(enum app_loop_kind kind, int64_t grace_ms)
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    struct first_caller fc = {.addr = addr};
+    struct first_caller fc = {.addr = addr, .method = "t.gated"};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
     steps_until_kept(&a, 1);
@@ -376,7 +387,7 @@ static void second_stop_from_the_owner_runs_the_loop(enum app_loop_kind kind)
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    struct first_caller fc = {.addr = addr};
+    struct first_caller fc = {.addr = addr, .method = "t.gated"};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
     steps_until_kept(&a, 1);
@@ -401,6 +412,72 @@ static void second_stop_from_the_owner_runs_the_loop(enum app_loop_kind kind)
     assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
     app_loop_close(&a);
     sem_destroy(&gate);
+}
+
+/* Opens the gates once the stop began: the reply first, the handler's return once the caller
+ * has the reply (the loop delivered it). */
+static void *reply_then_return(void *arg)
+{
+    struct first_caller *fc = arg;
+    sem_post(&gate);
+    CHECK(arpc_future_wait_for(fc->call, WAIT_MS) == ARPC_OK);
+    /* A delay, not a wait for anything: past the lazy replies' deadline's last turn of the loop
+     * (at most 64 ms after the delivery, core/reply_direct.c), so that only the call's end
+     * can wake it. */
+    sleep_ms(300);
+    sem_post(&gate_return);
+    return NULL;
+}
+
+/* The last call in flight ends on its worker, after the loop delivered its reply: nothing on
+ * the loop marks the end, so the owner's stop, running the loop, must be woken by it. */
+static void stop_woken_by_a_call_ending_on_its_worker(enum app_loop_kind kind)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    assert_int_equal(0, sem_init(&gate_return, 0, 0));
+    struct app_loop a;
+    app_loop_open(&a, kind);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated_return", h_gated_return, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct first_caller fc = {.addr = addr, .method = "t.gated_return"};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
+    steps_until_kept(&a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_non_null(fc.call);
+
+    assert_int_equal(0, pthread_create(&t, NULL, reply_then_return, &fc));
+    alarm(STOP_WATCHDOG_S);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_OK, arpc_future_poll(fc.call));
+    arpc_future_release(fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
+    app_loop_close(&a);
+    sem_destroy(&gate_return);
+    sem_destroy(&gate);
+}
+
+static void test_stop_woken_by_worker_end_pollable_loop(void **state)
+{
+    (void)state;
+    stop_woken_by_a_call_ending_on_its_worker(APP_POLLABLE);
+}
+
+static void test_stop_woken_by_worker_end_caller_driven_loop(void **state)
+{
+    (void)state;
+    stop_woken_by_a_call_ending_on_its_worker(APP_CALLER_DRIVEN);
 }
 
 static void test_second_stop_from_owner_runs_wrapped_loop(void **state)
@@ -533,6 +610,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_wrapped_loop),
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_pollable_loop),
         cmocka_unit_test_no_leak(test_stop_grace_ends_early_caller_driven_loop),
+        cmocka_unit_test_no_leak(test_stop_woken_by_worker_end_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_woken_by_worker_end_caller_driven_loop),
         cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_wrapped_loop),
         cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_pollable_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
