@@ -41,7 +41,6 @@
 #include <stddef.h>
 #include <string.h>
 
-
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
