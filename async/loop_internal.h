@@ -139,6 +139,10 @@ int arpc_loop_wait(arpc_loop *loop, arpc_future *f);
 /* As arpc_loop_wait, giving up at deadline_ns (base/clock.h; ARPC_NEVER: never) with
  * ARPC_EPENDING. */
 int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns);
+/* As arpc_loop_wait_until, for a future another thread may complete (the others are completed
+ * on the loop): a wait that runs the loop is woken by its completion, as arpc_loop_run_until's
+ * is (costs a then-callback and a small block per wait that runs the loop). */
+int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns);
 
 /* Waits until no thread runs the loop (it finished, or a caller-driven run gave it back).
  * Not from the loop thread. Returns true when the loop has finished for good: its final

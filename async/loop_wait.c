@@ -151,8 +151,9 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
     return done ? ARPC_OK : ARPC_EPENDING;
 }
 
-/* Waits (not on the loop thread) until c is done or until_ns: ARPC_OK or ARPC_EPENDING. */
-static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns)
+/* Waits (not on the loop thread) until c is done or until_ns: ARPC_OK or ARPC_EPENDING.
+ * foreign: c is that future, which another thread may complete (see loop_drive). */
+static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, arpc_future *foreign)
 {
     for (;;) {
         if (c->c_done(c->c_arg))
@@ -175,7 +176,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             c->c_sleep(c->c_arg, slice < until_ns ? slice : until_ns);
             continue;
         }
-        int rc = loop_drive(loop, c, until_ns, false, NULL);
+        int rc = loop_drive(loop, c, until_ns, false, foreign);
         if (rc == ARPC_OK || rc == ARPC_EPENDING)
             return rc;
         /* EBUSY (someone grabbed it first) or ESHUTDOWN (it finished): look again. */
@@ -195,14 +196,24 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     return arpc_future_poll(f);
 }
 
-int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
+static int loop_wait_future(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns, bool foreign)
 {
     if (loop_inside(loop))
         return ARPC_EBUSY; /* the loop cannot wait for itself */
     struct loop_cond c = {future_done, future_sleep, f};
-    if (loop_wait_cond(loop, &c, deadline_ns) != ARPC_OK)
+    if (loop_wait_cond(loop, &c, deadline_ns, foreign ? f : NULL) != ARPC_OK)
         return ARPC_EPENDING;
     return arpc_future_poll(f);
+}
+
+int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
+{
+    return loop_wait_future(loop, f, deadline_ns, false);
+}
+
+int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
+{
+    return loop_wait_future(loop, f, deadline_ns, true);
 }
 
 int arpc_loop_wait(arpc_loop *loop, arpc_future *f) { return arpc_loop_wait_until(loop, f, ARPC_NEVER); }
@@ -259,7 +270,7 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
     atomic_init(&s.sj_done, 0);
     if (arpc_loop_post(loop, &s.sj_job) == ARPC_OK) {
         struct loop_cond c = {sync_done, sync_sleep, &s};
-        loop_wait_cond(loop, &c, ARPC_NEVER); /* an accepted job runs, even if the loop stops */
+        loop_wait_cond(loop, &c, ARPC_NEVER, NULL); /* an accepted job runs, even if the loop stops */
         return ARPC_OK;
     }
     /* The loop is stopping or stopped: once no thread runs it, nothing else touches what fn

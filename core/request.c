@@ -41,8 +41,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "async/futex.h"
-
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
@@ -124,7 +122,7 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
         arpc_free(req); /* answered by the server: it left the pool (core/request_tomb.c) */
     /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
-        arpc_futex_wake_all((const uint32_t *)&s->sv_inflight); /* a stop waits out its grace */
+        arpc_future_complete(s->sv_drained, ARPC_OK, NULL, 0); /* a stop waits out its grace on it */
     sconn_release(sc);
 }
 

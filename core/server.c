@@ -6,17 +6,18 @@
  * the pool discarding what is still queued (answered ESHUTDOWN: did not run; handlers already
  * running are waited for), flush the replies already handed over, close every connection, and
  * stop the loop if the server owns it. Each step that touches connections runs on the loop
- * (arpc_loop_run_sync); the grace period is a futex wait on the count of calls in flight,
- * which the last finishing call wakes.
+ * (arpc_loop_run_sync); the grace period waits for a future the last finishing call
+ * completes (sv_drained), as any wait on the loop does (arpc_loop_wait_foreign_until): asleep
+ * while a thread runs the loop, running the loop itself when the caller owns it and nobody runs
+ * it (the application's loop, between its steps), since that loop delivers the replies waited
+ * for. A second stop waits the same way for the first to complete sv_stopped.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
-#include "async/futex.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
 #include "base/clock.h"
@@ -52,7 +53,10 @@ static void server_teardown(arpc_server *s)
 static void server_free(arpc_server *s)
 {
     server_teardown(s);
-    pthread_mutex_destroy(&s->sv_stop_mtx);
+    if (s->sv_drained != NULL)
+        arpc_future_release(s->sv_drained);
+    if (s->sv_stopped != NULL)
+        arpc_future_release(s->sv_stopped);
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
@@ -114,12 +118,15 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
-    pthread_mutex_init(&s->sv_stop_mtx, NULL);
     s->sv_epoch = server_new_epoch();
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
     limits_init(s, &o);
-    int crc = auth_init(s, &o);
+    int crc = arpc_future_create(&s->sv_drained);
+    if (crc == ARPC_OK)
+        crc = arpc_future_create(&s->sv_stopped);
+    if (crc == ARPC_OK)
+        crc = auth_init(s, &o);
     if (crc == ARPC_OK)
         crc = inflight_init(s, &o);
     if (crc == ARPC_OK)
@@ -258,12 +265,12 @@ static void step_last_replies(arpc_loop *loop, void *arg)
         journal_close(loop, s); /* after every reply handed over */
 }
 
-/* Waits until no call is in flight or deadline_ns passes. */
+/* Waits until no call is in flight or deadline_ns passes. SV_STOPPING is stored first, so
+ * either the count is seen at 0 here or its last call completes sv_drained (core/request.c). */
 static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
 {
-    uint32_t n;
-    while ((n = atomic_load(&s->sv_inflight)) != 0 && arpc_now_ns() < deadline_ns)
-        arpc_futex_wait((const uint32_t *)&s->sv_inflight, n, deadline_ns);
+    if (atomic_load(&s->sv_inflight) != 0)
+        (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_drained, deadline_ns); /* EPENDING: grace over */
 }
 
 static bool server_is_own_thread(const arpc_server *s)
@@ -276,6 +283,34 @@ static bool server_is_own_thread(const arpc_server *s)
     return false;
 }
 
+/* Moves the server to SV_STOPPING: true for the one stop that does (it runs the stop), false
+ * when another stop began first. */
+static bool server_begin_stop(arpc_server *s)
+{
+    int state = atomic_load(&s->sv_state);
+    while (state == SV_IDLE || state == SV_RUNNING)
+        if (atomic_compare_exchange_weak(&s->sv_state, &state, SV_STOPPING))
+            return true;
+    return false;
+}
+
+/* A second stop waits for the first through the loop: from the owner of a loop nobody runs, it
+ * runs the loop for the first (on another thread), which would wait for it otherwise. */
+static void server_wait_stopped(arpc_server *s)
+{
+    (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_stopped, ARPC_NEVER); /* the first stop's thread completes it */
+}
+
+/* The stop's last touch of s: a second stop woken here may destroy the server at once, so the
+ * future is held over its completion. */
+static void server_end_stop(arpc_server *s)
+{
+    arpc_future *stopped = s->sv_stopped;
+    arpc_future_retain(stopped);
+    arpc_future_complete(stopped, ARPC_OK, NULL, 0);
+    arpc_future_release(stopped);
+}
+
 int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
 {
     if (!server_live(s, __func__))
@@ -283,11 +318,8 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     if (server_is_own_thread(s))
         return ARPC_EBUSY; /* a stop waits for the loop and the pool: not from inside them */
     uint64_t grace_end = arpc_deadline_from_ms(timeout_ms); /* ARPC_FOREVER: every call finishes */
-    pthread_mutex_lock(&s->sv_stop_mtx);
-    int state = atomic_exchange(&s->sv_state, SV_STOPPING);
-    if (state == SV_STOPPING || state == SV_STOPPED) {
-        atomic_store(&s->sv_state, SV_STOPPED);
-        pthread_mutex_unlock(&s->sv_stop_mtx);
+    if (!server_begin_stop(s)) {
+        server_wait_stopped(s);
         return ARPC_OK;
     }
     arpc_loop_run_sync(s->sv_loop, step_goaway, s);
@@ -306,7 +338,7 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     arpc_loop_run_sync(s->sv_loop, step_last_replies, s);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
-    pthread_mutex_unlock(&s->sv_stop_mtx);
+    server_end_stop(s);
     return ARPC_OK;
 }
 

@@ -98,15 +98,17 @@ struct arpc_server {
     arpc_refcount sv_refs;          /* the user's handle + one per connection (which requests pin) and per reply being made */
     atomic_uint sv_replying;        /* replies between their state check and their hand-over */
     ARPC_CACHELINE_GAP(sv_gap_inflight);
-    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (a futex
-                                     * word: the last one wakes a stop waiting out its grace) */
+    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (the last
+                                     * one during a stop completes sv_drained) */
     ARPC_CACHELINE_GAP(sv_gap_rest);
     arpc_loop *sv_loop;
+    arpc_future *sv_drained;        /* completed when a stop finds no call in flight any more: its
+                                     * grace waits on it through the loop (arpc_loop_wait_foreign_until) */
+    arpc_future *sv_stopped;        /* completed when the stop is done: a second stop waits on it */
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;
     struct arpc_registry sv_registry;
-    pthread_mutex_t sv_stop_mtx;    /* serialises stops: a second stop returns once the first is done */
     uint64_t sv_epoch;              /* this server's identity for at-most-once (HELLO) */
     bool sv_has_log;                /* a reply log was opened (fixed at create) */
     enum arpc_fsync sv_fsync;

@@ -10,6 +10,12 @@
  *
  * The loop cases drive their loop from the test thread, as the application would; the client
  * shares the loop, so its calls are carried by the same steps.
+ *
+ * And a stop from the owner of such a loop (wrapped, pollable, or caller-driven: created and
+ * never started), between its steps, while a pool handler still works on a call: the stop runs
+ * the loop itself while it waits out its grace, so the reply is delivered and the stop returns
+ * then (not at the grace's end, nor never with ARPC_FOREVER), and a call made while it stops is
+ * told so (did not run) instead of going unread until its deadline.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,10 +25,14 @@
 #include <ev.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/server_internal.h"
 #include "support/test_util.h"
 
 #define WAIT_MS 20000 /* a bound for waits that should end soon: only a hang reaches it */
@@ -65,23 +75,33 @@ static int reply_from_thread_with(arpc_request *req, void *(*reply)(void *))
 
 static int reply_from_thread(arpc_request *req) { return reply_from_thread_with(req, reply_late); }
 
-/* ---- a loop the test drives: the application's libev loop, or a pollable one ---- */
+/* ---- a loop the test drives: the application's libev loop, a pollable one, or one run by
+ * its caller (never started) ---- */
+
+enum app_loop_kind { APP_WRAPPED, APP_POLLABLE, APP_CALLER_DRIVEN };
 
 struct app_loop {
-    struct ev_loop *ev; /* wrapped: the application's ev; NULL: pollable */
+    enum app_loop_kind kind;
+    struct ev_loop *ev;  /* wrapped: the application's ev */
     arpc_loop *loop;
+    arpc_future *never;  /* caller-driven: what a step runs the loop "until" */
 };
 
-static void app_loop_open(struct app_loop *a, bool wrapped)
+static void app_loop_open(struct app_loop *a, enum app_loop_kind kind)
 {
-    if (wrapped) {
+    a->kind = kind;
+    a->ev = NULL;
+    a->never = NULL;
+    if (kind == APP_WRAPPED) {
         a->ev = ev_loop_new(EVFLAG_AUTO);
         assert_non_null(a->ev);
         assert_int_equal(ARPC_OK, arpc_loop_wrap(&a->loop, a->ev, NULL));
-    } else {
-        a->ev = NULL;
+    } else if (kind == APP_POLLABLE) {
         arpc_loop_options lo = {.pollable = true};
         assert_int_equal(ARPC_OK, arpc_loop_create(&a->loop, &lo));
+    } else {
+        assert_int_equal(ARPC_OK, arpc_loop_create(&a->loop, NULL));
+        assert_int_equal(ARPC_OK, arpc_future_create(&a->never));
     }
 }
 
@@ -89,8 +109,12 @@ static void app_loop_open(struct app_loop *a, bool wrapped)
  * ev's events) so a step that has nothing to do does not spin. */
 static void app_loop_step(struct app_loop *a)
 {
-    if (a->ev != NULL) {
+    if (a->kind == APP_WRAPPED) {
         ev_run(a->ev, EVRUN_NOWAIT);
+        return;
+    }
+    if (a->kind == APP_CALLER_DRIVEN) {
+        assert_int_equal(ARPC_EPENDING, arpc_loop_run_until(a->loop, a->never, 10));
         return;
     }
     int timeout;
@@ -104,6 +128,8 @@ static void app_loop_close(struct app_loop *a)
     arpc_loop_destroy(a->loop);
     if (a->ev != NULL)
         ev_loop_destroy(a->ev);
+    if (a->never != NULL)
+        arpc_future_release(a->never);
 }
 
 /* Steps the loop until h_keep has run n times (a worker runs it: nothing wakes the loop). */
@@ -128,13 +154,13 @@ static void steps_until_done(struct app_loop *a, arpc_future *f)
 /* Two calls whose handler kept its request; the server is stopped (both answered
  * ARPC_EABANDONED: they ran) and destroyed. One reply comes while the loop still lives (and
  * runs afterwards), the other after the loop is gone too, and cannot even be encoded. */
-static void reply_after_destroy_on(bool wrapped)
+static void reply_after_destroy_on(enum app_loop_kind kind)
 {
     test_alloc_install();
     latch_reset();
     atomic_store(&keep_runs, 0);
     struct app_loop a;
-    app_loop_open(&a, wrapped);
+    app_loop_open(&a, kind);
     arpc_server *s;
     arpc_server_options so = {.loop = a.loop, .workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
@@ -174,13 +200,296 @@ static void reply_after_destroy_on(bool wrapped)
 static void test_reply_after_destroy_wrapped_loop(void **state)
 {
     (void)state;
-    reply_after_destroy_on(true);
+    reply_after_destroy_on(APP_WRAPPED);
 }
 
 static void test_reply_after_destroy_pollable_loop(void **state)
 {
     (void)state;
-    reply_after_destroy_on(false);
+    reply_after_destroy_on(APP_POLLABLE);
+}
+
+/* ---- a stop from the loop's owner, between its steps ---- */
+
+#define STOP_WATCHDOG_S 30 /* a stop that never returns fails the test (SIGALRM) instead of CI */
+#define LATE_CALL_MS 300   /* the deadline of the call made while the server stops */
+
+static sem_t gate; /* the test lets h_gated reply */
+
+/* Replies once the test opens the gate: a pool handler still working when the stop begins. */
+static void h_gated(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    CHECK(sem_wait_secs(&gate, WAIT_MS / 1000));
+    CHECK(arpc_reply(req, "done", 4) == ARPC_OK);
+}
+
+static sem_t gate_return; /* the test lets h_gated_return return */
+
+/* As h_gated, then returns only once the test opens the second gate: its request is freed on
+ * the worker, after the loop delivered its reply, so the last call in flight ends there. */
+static void h_gated_return(arpc_request *req, void *ctx)
+{
+    h_gated(req, ctx);
+    CHECK(sem_wait_secs(&gate_return, WAIT_MS / 1000));
+}
+
+struct first_caller {
+    const char *addr;
+    const char *method;
+    arpc_client *client; /* on a loop of its own */
+    arpc_future *call;
+};
+
+/* Connects and starts a call to h_gated: off the test's thread, which runs the server's loop. */
+static void *connect_and_call(void *arg)
+{
+    struct first_caller *fc = arg;
+    CHECK(arpc_client_connect(&fc->client, fc->addr, NULL) == ARPC_OK);
+    if (fc->client != NULL)
+        fc->call = arpc_call_async(fc->client, fc->method, "x", 1, WAIT_MS);
+    return NULL;
+}
+
+struct late_caller {
+    arpc_server *server;
+    arpc_client *client;
+    int code; /* how the call made while the server stops ended */
+};
+
+/* Waits for the stop to begin, makes a call then, waits for its end, and opens the gate. */
+static void *call_while_stopping(void *arg)
+{
+    struct late_caller *lc = arg;
+    int64_t end = now_ms() + WAIT_MS;
+    while (atomic_load(&lc->server->sv_state) != SV_STOPPING && now_ms() < end)
+        sched_yield(); /* a wait for the stop's first store, a few instructions in */
+    arpc_future *f = arpc_call_async(lc->client, "t.gated", "late", 4, LATE_CALL_MS);
+    CHECK(f != NULL);
+    if (f != NULL) {
+        lc->code = arpc_future_wait_for(f, WAIT_MS);
+        arpc_future_release(f);
+    }
+    sem_post(&gate);
+    return NULL;
+}
+
+/* A server on the test's loop of the given kind, a client on a loop of its own: a call is in a
+ * pool handler when the owner stops the server, between its steps, with grace_ms. The stop
+ * must run the loop: it returns once the reply is delivered, long before a finite grace ends,
+ * and the call ends ARPC_OK; a call made while it stops is refused (did not run). */
+static void stop_runs_the_owners_loop(enum app_loop_kind kind, int64_t grace_ms)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    struct app_loop a;
+    app_loop_open(&a, kind);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct first_caller fc = {.addr = addr, .method = "t.gated"};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
+    steps_until_kept(&a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    arpc_client *c = fc.client;
+    arpc_future *f = fc.call;
+    assert_non_null(f);
+
+    struct late_caller lc = {.server = s, .client = c, .code = ARPC_EPENDING};
+    assert_int_equal(0, pthread_create(&t, NULL, call_while_stopping, &lc));
+    alarm(STOP_WATCHDOG_S);
+    int64_t start = now_ms();
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, grace_ms)); /* from the owner, outside a step */
+    int64_t took = now_ms() - start;
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(0, atomic_load(&bad_line));
+
+    assert_true(took < 2500); /* the reply came about LATE_CALL_MS in: not the grace's end */
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, WAIT_MS));
+    assert_true(lc.code == ARPC_ESHUTDOWN || lc.code == ARPC_EUNREACHABLE); /* did not run */
+    arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    app_loop_close(&a);
+    sem_destroy(&gate);
+}
+
+static void test_stop_forever_runs_wrapped_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_WRAPPED, ARPC_FOREVER);
+}
+
+static void test_stop_forever_runs_pollable_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_POLLABLE, ARPC_FOREVER);
+}
+
+static void test_stop_forever_runs_caller_driven_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_CALLER_DRIVEN, ARPC_FOREVER);
+}
+
+static void test_stop_grace_ends_early_wrapped_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_WRAPPED, 5000);
+}
+
+static void test_stop_grace_ends_early_pollable_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_POLLABLE, 5000);
+}
+
+static void test_stop_grace_ends_early_caller_driven_loop(void **state)
+{
+    (void)state;
+    stop_runs_the_owners_loop(APP_CALLER_DRIVEN, 5000);
+}
+
+struct other_stopper {
+    arpc_server *server;
+    int rc;
+};
+
+static void *stop_from_another_thread(void *arg)
+{
+    struct other_stopper *os = arg;
+    os->rc = arpc_server_stop(os->server, ARPC_FOREVER);
+    return NULL;
+}
+
+/* Another thread stops the server first, and waits for the owner's steps; the owner then stops
+ * it too, between its steps: the second stop runs the loop for the first until it is done
+ * (before, it waited for the first on a lock while the first waited for it). */
+static void second_stop_from_the_owner_runs_the_loop(enum app_loop_kind kind)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    struct app_loop a;
+    app_loop_open(&a, kind);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct first_caller fc = {.addr = addr, .method = "t.gated"};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
+    steps_until_kept(&a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_non_null(fc.call);
+
+    struct other_stopper os = {.server = s, .rc = ARPC_EPENDING};
+    assert_int_equal(0, pthread_create(&t, NULL, stop_from_another_thread, &os));
+    int64_t end = now_ms() + WAIT_MS;
+    while (atomic_load(&s->sv_state) != SV_STOPPING && now_ms() < end)
+        sched_yield(); /* a wait for the first stop's first store */
+    sem_post(&gate); /* the reply the first stop waits for needs the loop */
+    alarm(STOP_WATCHDOG_S);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(ARPC_OK, os.rc);
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(fc.call, WAIT_MS));
+    arpc_future_release(fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
+    app_loop_close(&a);
+    sem_destroy(&gate);
+}
+
+/* Opens the gates once the stop began: the reply first, the handler's return once the caller
+ * has the reply (the loop delivered it). */
+static void *reply_then_return(void *arg)
+{
+    struct first_caller *fc = arg;
+    sem_post(&gate);
+    CHECK(arpc_future_wait_for(fc->call, WAIT_MS) == ARPC_OK);
+    /* A delay, not a wait for anything: past the lazy replies' deadline's last turn of the loop
+     * (at most 64 ms after the delivery, core/reply_direct.c), so that only the call's end
+     * can wake it. */
+    sleep_ms(300);
+    sem_post(&gate_return);
+    return NULL;
+}
+
+/* The last call in flight ends on its worker, after the loop delivered its reply: nothing on
+ * the loop marks the end, so the owner's stop, running the loop, must be woken by it. */
+static void stop_woken_by_a_call_ending_on_its_worker(enum app_loop_kind kind)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    assert_int_equal(0, sem_init(&gate_return, 0, 0));
+    struct app_loop a;
+    app_loop_open(&a, kind);
+    arpc_server *s;
+    arpc_server_options so = {.loop = a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated_return", h_gated_return, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct first_caller fc = {.addr = addr, .method = "t.gated_return"};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
+    steps_until_kept(&a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_non_null(fc.call);
+
+    assert_int_equal(0, pthread_create(&t, NULL, reply_then_return, &fc));
+    alarm(STOP_WATCHDOG_S);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_OK, arpc_future_poll(fc.call));
+    arpc_future_release(fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
+    app_loop_close(&a);
+    sem_destroy(&gate_return);
+    sem_destroy(&gate);
+}
+
+static void test_stop_woken_by_worker_end_pollable_loop(void **state)
+{
+    (void)state;
+    stop_woken_by_a_call_ending_on_its_worker(APP_POLLABLE);
+}
+
+static void test_stop_woken_by_worker_end_caller_driven_loop(void **state)
+{
+    (void)state;
+    stop_woken_by_a_call_ending_on_its_worker(APP_CALLER_DRIVEN);
+}
+
+static void test_second_stop_from_owner_runs_wrapped_loop(void **state)
+{
+    (void)state;
+    second_stop_from_the_owner_runs_the_loop(APP_WRAPPED);
+}
+
+static void test_second_stop_from_owner_runs_pollable_loop(void **state)
+{
+    (void)state;
+    second_stop_from_the_owner_runs_the_loop(APP_POLLABLE);
 }
 
 /* ---- requests delivered to a completion queue ---- */
@@ -295,6 +604,16 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_reply_after_destroy_wrapped_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_forever_runs_wrapped_loop),
+        cmocka_unit_test_no_leak(test_stop_forever_runs_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_forever_runs_caller_driven_loop),
+        cmocka_unit_test_no_leak(test_stop_grace_ends_early_wrapped_loop),
+        cmocka_unit_test_no_leak(test_stop_grace_ends_early_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_grace_ends_early_caller_driven_loop),
+        cmocka_unit_test_no_leak(test_stop_woken_by_worker_end_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_woken_by_worker_end_caller_driven_loop),
+        cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_wrapped_loop),
+        cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_pollable_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
         cmocka_unit_test_no_leak(test_queued_request_data_outlives_the_servers_answer),
     };

@@ -255,9 +255,15 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), answers calls whose handlers have not replied
- * ARPC_EABANDONED (they may have run), and closes every connection. Blocks; idempotent (a
- * concurrent second stop waits for the first); ARPC_EBUSY from the server's loop thread or a
- * pool handler. Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
+ * ARPC_EABANDONED (they may have run), and closes every connection. The grace ends as soon as
+ * no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
+ * by its callers), a stop from a thread that may run it (the owner of a wrapped or pollable
+ * loop, outside a step; any thread for the others) runs the loop itself while it waits and
+ * nobody else runs it, so replies and the GOAWAY go out; from any other thread it waits for
+ * the owner's steps. Blocks; idempotent (a concurrent second stop waits for the first, running
+ * the loop meanwhile in the same way); ARPC_EBUSY from the server's loop thread (inside a step
+ * or callback of its loop) or a pool handler.
+ * Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
 /* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
