@@ -275,38 +275,54 @@ static void *call_while_stopping(void *arg)
     return NULL;
 }
 
+/* What the stop tests share: a server with a pool of 2 on the test's loop of the given kind,
+ * its method held at gate (h), and a first call from a client on its own loop, kept in the
+ * handler. */
+struct stop_fixture {
+    struct app_loop a;
+    arpc_server *s;
+    char addr[256];
+    struct first_caller fc;
+};
+
+static void stop_fixture_open(struct stop_fixture *x, enum app_loop_kind kind, const char *method,
+                              arpc_handler_fn h)
+{
+    test_alloc_install();
+    latch_reset();
+    atomic_store(&bad_line, 0);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    app_loop_open(&x->a, kind);
+    arpc_server_options so = {.loop = x->a.loop, .workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&x->s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(x->s, method, h, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(x->s, "tcp://127.0.0.1:0", x->addr, sizeof(x->addr)));
+    x->fc = (struct first_caller){.addr = x->addr, .method = method};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &x->fc));
+    steps_until_kept(&x->a, 1);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_non_null(x->fc.call);
+}
+
 /* A server on the test's loop of the given kind, a client on a loop of its own: a call is in a
  * pool handler when the owner stops the server, between its steps, with grace_ms. The stop
  * must run the loop: it returns once the reply is delivered, long before a finite grace ends,
  * and the call ends ARPC_OK; a call made while it stops is refused (did not run). */
 static void stop_runs_the_owners_loop(enum app_loop_kind kind, int64_t grace_ms)
 {
-    test_alloc_install();
-    latch_reset();
-    atomic_store(&bad_line, 0);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    struct app_loop a;
-    app_loop_open(&a, kind);
-    arpc_server *s;
-    arpc_server_options so = {.loop = a.loop, .workers = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    struct first_caller fc = {.addr = addr, .method = "t.gated"};
+    struct stop_fixture x;
+    stop_fixture_open(&x, kind, "t.gated", h_gated);
     pthread_t t;
-    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
-    steps_until_kept(&a, 1);
-    assert_int_equal(0, pthread_join(t, NULL));
-    arpc_client *c = fc.client;
-    arpc_future *f = fc.call;
+    arpc_client *c = x.fc.client;
+    arpc_future *f = x.fc.call;
     assert_non_null(f);
 
-    struct late_caller lc = {.server = s, .client = c, .code = ARPC_EPENDING};
+    struct late_caller lc = {.server = x.s, .client = c, .code = ARPC_EPENDING};
     assert_int_equal(0, pthread_create(&t, NULL, call_while_stopping, &lc));
     alarm(STOP_WATCHDOG_S);
     int64_t start = now_ms();
-    assert_int_equal(ARPC_OK, arpc_server_stop(s, grace_ms)); /* from the owner, outside a step */
+    assert_int_equal(ARPC_OK, arpc_server_stop(x.s, grace_ms)); /* from the owner, outside a step */
     int64_t took = now_ms() - start;
     alarm(0);
     assert_int_equal(0, pthread_join(t, NULL));
@@ -316,9 +332,9 @@ static void stop_runs_the_owners_loop(enum app_loop_kind kind, int64_t grace_ms)
     assert_int_equal(ARPC_OK, arpc_future_wait_for(f, WAIT_MS));
     assert_true(lc.code == ARPC_ESHUTDOWN || lc.code == ARPC_EUNREACHABLE); /* did not run */
     arpc_future_release(f);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(x.s));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
-    app_loop_close(&a);
+    app_loop_close(&x.a);
     sem_destroy(&gate);
 }
 
@@ -375,42 +391,28 @@ static void *stop_from_another_thread(void *arg)
  * (before, it waited for the first on a lock while the first waited for it). */
 static void second_stop_from_the_owner_runs_the_loop(enum app_loop_kind kind)
 {
-    test_alloc_install();
-    latch_reset();
-    atomic_store(&bad_line, 0);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    struct app_loop a;
-    app_loop_open(&a, kind);
-    arpc_server *s;
-    arpc_server_options so = {.loop = a.loop, .workers = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated", h_gated, NULL, NULL));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    struct first_caller fc = {.addr = addr, .method = "t.gated"};
+    struct stop_fixture x;
+    stop_fixture_open(&x, kind, "t.gated", h_gated);
     pthread_t t;
-    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
-    steps_until_kept(&a, 1);
-    assert_int_equal(0, pthread_join(t, NULL));
-    assert_non_null(fc.call);
+    assert_non_null(x.fc.call);
 
-    struct other_stopper os = {.server = s, .rc = ARPC_EPENDING};
+    struct other_stopper os = {.server = x.s, .rc = ARPC_EPENDING};
     assert_int_equal(0, pthread_create(&t, NULL, stop_from_another_thread, &os));
     int64_t end = now_ms() + WAIT_MS;
-    while (atomic_load(&s->sv_state) != SV_STOPPING && now_ms() < end)
+    while (atomic_load(&x.s->sv_state) != SV_STOPPING && now_ms() < end)
         sched_yield(); /* a wait for the first stop's first store */
     sem_post(&gate); /* the reply the first stop waits for needs the loop */
     alarm(STOP_WATCHDOG_S);
-    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    assert_int_equal(ARPC_OK, arpc_server_stop(x.s, ARPC_FOREVER));
     alarm(0);
     assert_int_equal(0, pthread_join(t, NULL));
     assert_int_equal(ARPC_OK, os.rc);
     assert_int_equal(0, atomic_load(&bad_line));
-    assert_int_equal(ARPC_OK, arpc_future_wait_for(fc.call, WAIT_MS));
-    arpc_future_release(fc.call);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
-    app_loop_close(&a);
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(x.fc.call, WAIT_MS));
+    arpc_future_release(x.fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(x.s));
+    assert_int_equal(ARPC_OK, arpc_client_close(x.fc.client));
+    app_loop_close(&x.a);
     sem_destroy(&gate);
 }
 
@@ -433,37 +435,22 @@ static void *reply_then_return(void *arg)
  * the loop marks the end, so the owner's stop, running the loop, must be woken by it. */
 static void stop_woken_by_a_call_ending_on_its_worker(enum app_loop_kind kind)
 {
-    test_alloc_install();
-    latch_reset();
-    atomic_store(&bad_line, 0);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    assert_int_equal(0, sem_init(&gate_return, 0, 0));
-    struct app_loop a;
-    app_loop_open(&a, kind);
-    arpc_server *s;
-    arpc_server_options so = {.loop = a.loop, .workers = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gated_return", h_gated_return, NULL, NULL));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    struct first_caller fc = {.addr = addr, .method = "t.gated_return"};
+    assert_int_equal(0, sem_init(&gate_return, 0, 0)); /* before the call its handler waits on */
+    struct stop_fixture x;
+    stop_fixture_open(&x, kind, "t.gated_return", h_gated_return);
     pthread_t t;
-    assert_int_equal(0, pthread_create(&t, NULL, connect_and_call, &fc));
-    steps_until_kept(&a, 1);
-    assert_int_equal(0, pthread_join(t, NULL));
-    assert_non_null(fc.call);
 
-    assert_int_equal(0, pthread_create(&t, NULL, reply_then_return, &fc));
+    assert_int_equal(0, pthread_create(&t, NULL, reply_then_return, &x.fc));
     alarm(STOP_WATCHDOG_S);
-    assert_int_equal(ARPC_OK, arpc_server_stop(s, ARPC_FOREVER));
+    assert_int_equal(ARPC_OK, arpc_server_stop(x.s, ARPC_FOREVER));
     alarm(0);
     assert_int_equal(0, pthread_join(t, NULL));
     assert_int_equal(0, atomic_load(&bad_line));
-    assert_int_equal(ARPC_OK, arpc_future_poll(fc.call));
-    arpc_future_release(fc.call);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    assert_int_equal(ARPC_OK, arpc_client_close(fc.client));
-    app_loop_close(&a);
+    assert_int_equal(ARPC_OK, arpc_future_poll(x.fc.call));
+    arpc_future_release(x.fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(x.s));
+    assert_int_equal(ARPC_OK, arpc_client_close(x.fc.client));
+    app_loop_close(&x.a);
     sem_destroy(&gate_return);
     sem_destroy(&gate);
 }
