@@ -61,29 +61,67 @@ static void skim_value_ends(struct jsonrpc_skim *sk)
     sk->sk_where = W_KEY;
 }
 
+/* One character of an outer key, decoded (escapes included, as a parser reads the key). */
+static void skim_key_char(struct jsonrpc_skim *sk, unsigned c)
+{
+    if (sk->sk_key_pos != 0xff)
+        sk->sk_key_pos = sk->sk_key_pos < 2 && c == (uint8_t)"id"[sk->sk_key_pos] ? (uint8_t)(sk->sk_key_pos + 1) : 0xff;
+}
+
+static int hex_digit(uint8_t b)
+{
+    return b >= '0' && b <= '9' ? b - '0' : b >= 'a' && b <= 'f' ? b - 'a' + 10 : b >= 'A' && b <= 'F' ? b - 'A' + 10 : -1;
+}
+
+/* A key's byte after "\\u": a hex digit of its code unit; true when it was one. Anything else
+ * ends the escape as no match and is read as the byte it is (the framing stays jsonrpc_scan's,
+ * which reads no escape past its first byte; jansson refuses such an object later). */
+static bool skim_key_hex(struct jsonrpc_skim *sk, uint8_t b)
+{
+    int v = hex_digit(b);
+    if (v < 0) {
+        sk->sk_key_hex = 0;
+        sk->sk_key_pos = 0xff;
+        return false;
+    }
+    sk->sk_key_code = (uint16_t)(sk->sk_key_code << 4 | (unsigned)v);
+    if (--sk->sk_key_hex == 0)
+        skim_key_char(sk, sk->sk_key_code);
+    return true;
+}
+
 /* One byte inside a string (a key's or a value's). */
 static void skim_string_byte(struct jsonrpc_skim *sk, uint8_t b)
 {
+    bool in_key = sk->sk_where == W_IN_KEY;
     if (sk->sk_where == W_IN_VALUE)
         skim_keep(sk, b);
     if (sk->sk_escape) {
         sk->sk_escape = false;
+        if (in_key && b == 'u') {
+            sk->sk_key_hex = 4; /* "\\u0069d" is "id" too: the answer must carry its value */
+            sk->sk_key_code = 0;
+        } else if (in_key) {
+            skim_key_char(sk, 0); /* \\", \\n, ...: never a letter of "id" */
+        }
         return;
     }
+    if (in_key && sk->sk_key_hex > 0 && skim_key_hex(sk, b))
+        return;
     if (b == '"') {
         sk->sk_in_string = false;
-        if (sk->sk_where == W_IN_KEY) {
+        if (in_key) {
             sk->sk_key_is_id = sk->sk_key_pos == 2;
             sk->sk_where = W_COLON;
         }
         return;
     }
-    if (b == '\\')
+    if (b == '\\') {
         sk->sk_escape = true;
-    if (sk->sk_where != W_IN_KEY || sk->sk_key_pos == 0xff)
         return;
-    /* An escaped spelling of "id" is not matched: its answer then says id null. */
-    sk->sk_key_pos = sk->sk_key_pos < 2 && b == (uint8_t)"id"[sk->sk_key_pos] ? (uint8_t)(sk->sk_key_pos + 1) : 0xff;
+    }
+    if (in_key)
+        skim_key_char(sk, b);
 }
 
 int jsonrpc_skim(struct jsonrpc_skim *sk, const uint8_t *buf, size_t len, size_t *used)
@@ -111,6 +149,7 @@ int jsonrpc_skim(struct jsonrpc_skim *sk, const uint8_t *buf, size_t len, size_t
             if (sk->sk_where == W_KEY) {
                 sk->sk_where = W_IN_KEY;
                 sk->sk_key_pos = 0;
+                sk->sk_key_hex = 0;
             } else if (sk->sk_where == W_VALUE) {
                 skim_value_begins(sk, b);
             } else if (sk->sk_where == W_IN_VALUE) {

@@ -27,7 +27,9 @@ struct jsonrpc_skim {
     uint8_t sk_where;       /* where in the outer object (jsonrpc_skim.c) */
     bool sk_in_string;
     bool sk_escape;
-    uint8_t sk_key_pos;     /* bytes of the current outer key matched against "id" (0xff: not it) */
+    uint8_t sk_key_pos;     /* characters of the current outer key matched against "id" (0xff: not it) */
+    uint8_t sk_key_hex;     /* hex digits of a key's \uXXXX escape still to come */
+    uint16_t sk_key_code;   /* that escape's code unit so far */
     bool sk_key_is_id;      /* the value being read belongs to "id" */
     uint8_t sk_id_state;    /* enum jsonrpc_skim_id */
     uint8_t sk_id_len;

@@ -74,15 +74,21 @@ static void test_id_kept(void **state)
     expect_id("{\"id\":null}", "null", JSONRPC_SKIM_ID_KEPT);
     expect_id("{\"id\":[1,{\"x\":\"}\"}]}", "[1,{\"x\":\"}\"}]", JSONRPC_SKIM_ID_KEPT);
     expect_id("{\"id\":1,\"id\":2}", "2", JSONRPC_SKIM_ID_KEPT); /* the last, as a parser keeps */
+    /* A key spelled with escapes is the key a parser reads (jansson answers by it too). */
+    expect_id("{\"\\u0069d\":90,\"x\":1}", "90", JSONRPC_SKIM_ID_KEPT);
+    expect_id("{\"i\\u0064\":7}", "7", JSONRPC_SKIM_ID_KEPT);
+    expect_id("{\"\\u0069\\u0044\":7}", NULL, JSONRPC_SKIM_ID_NONE); /* "iD" */
+    expect_id("{\"\\u0049\\u0064\":\"s\"}", NULL, JSONRPC_SKIM_ID_NONE); /* "Id" */
+    expect_id("{\"\\u0069\\u0064\":\"s\"}", "\"s\"", JSONRPC_SKIM_ID_KEPT);
 }
 
 static void test_id_not_taken(void **state)
 {
     (void)state;
-    /* Nested ids, keys only starting or ending like it, a string value "id", an escaped key. */
+    /* Nested ids, keys only starting or ending like it (escaped too), a string value "id". */
     expect_id("{\"params\":[{\"id\":5}],\"x\":{\"id\":6}}", NULL, JSONRPC_SKIM_ID_NONE);
     expect_id("{\"idx\":1,\"i\":2,\"xid\":3,\"m\":\"id\"}", NULL, JSONRPC_SKIM_ID_NONE);
-    expect_id("{\"\\u0069d\":7}", NULL, JSONRPC_SKIM_ID_NONE);
+    expect_id("{\"\\u0069dd\":7,\"i\\n\":1,\"\\\"id\":2}", NULL, JSONRPC_SKIM_ID_NONE);
     expect_id("{}", NULL, JSONRPC_SKIM_ID_NONE);
     char text[256];
     snprintf(text, sizeof(text), "{\"id\":\"%0*d\"}", JSONRPC_SKIM_ID_MAX, 0);
