@@ -65,6 +65,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
         return false; /* the frame parser sees a closed connection and does nothing */
     }
     sc->sc_json = js;
+    sc->sc_speaks_json = true;
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
     conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
@@ -333,7 +334,7 @@ void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8
                                const void **data, size_t *len)
 {
     static const char not_json[] = "jsonrpc: the handler's reply is not valid JSON";
-    if (sc->sc_json == NULL || *kind != ARPC_FRAME_REPLY || jsonrpc_valid(*data, *len))
+    if (!sc->sc_speaks_json || *kind != ARPC_FRAME_REPLY || jsonrpc_valid(*data, *len))
         return;
     arpc_log(ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid, sc->sc_conn.c_peer,
              not_json);

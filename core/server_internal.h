@@ -76,6 +76,8 @@ struct server_conn {
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
+    bool sc_speaks_json;           /* it was adopted as JSON-RPC: fixed before its first request, never
+                                    * cleared (a handler's thread reads it; sc_json goes at close) */
     char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
                              * request, so workers read it without a lock); NULL: none */
     /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
