@@ -93,7 +93,15 @@ static bool conn_watching_reads(const struct arpc_conn *conn)
     return conn->c_cold_on || ev_is_active(&conn->c_rio);
 }
 
-static void conn_rbuf_drop_if_cold(struct arpc_conn *conn);
+/* A cold connection (no call yet, or none for a second) holds no read buffer between
+ * its reads, which are few: 10,000 idle ones would otherwise hold 68 KiB of heap each, and
+ * how the allocator lays out and reuses that much is what their RSS came to depend on. */
+static void conn_rbuf_drop_if_cold(struct arpc_conn *conn)
+{
+    if (conn->c_cold && conn->c_open && conn->c_rbuf != NULL && conn->c_rstart == conn->c_rend &&
+        conn->c_skip == 0 && conn->c_body == NULL && !conn_rbuf_lent(conn))
+        conn_rbuf_drop(conn);
+}
 
 void arpc_conn_cool(struct arpc_conn *conn)
 {
@@ -566,16 +574,6 @@ static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev;
     (void)revents;
     arpc_conn_close(w->data, ARPC_ECONNLOST);
-}
-
-/* A cold connection (no call yet: it said HELLO, or nothing) holds no read buffer between
- * its reads, which are few: 10,000 idle ones would otherwise hold 68 KiB of heap each, and
- * how the allocator lays out and reuses that much is what their RSS came to depend on. */
-static void conn_rbuf_drop_if_cold(struct arpc_conn *conn)
-{
-    if (conn->c_cold && conn->c_open && conn->c_rbuf != NULL && conn->c_rstart == conn->c_rend &&
-        conn->c_skip == 0 && conn->c_body == NULL && !conn_rbuf_lent(conn))
-        conn_rbuf_drop(conn);
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)

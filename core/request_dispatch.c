@@ -186,7 +186,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     /* The wire's budget counts from the frame's arrival, and so does the latency histogram
      * (rs_dispatched_ns): one precise clock read per read, shared by the frames it brought. */
     uint64_t now = arpc_conn_arrival_ns(&sc->sc_conn);
-    st->rs_deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
+    st->rs_deadline_ns = sconn_call_deadline(f, now);
     atomic_init(&req->rq_flags, RQ_IN_HANDLER);
     req->rq_oneway = oneway;
     req->rq_late_code = ARPC_OK;

@@ -9,6 +9,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/jsonrpc_server.h"
@@ -47,6 +48,11 @@ void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char
     if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, msg, (uint16_t)mlen) == ARPC_ENOMEM)
         /* The client would wait for this answer forever: fail the whole connection instead. */
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+}
+
+uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns)
+{
+    return f->f_deadline_ms ? arpc_deadline_after(arrival_ns, f->f_deadline_ms) : ARPC_NEVER;
 }
 
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)

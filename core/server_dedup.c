@@ -23,8 +23,8 @@
  * Every way out of the waiters (answered, left, dropped) passes dedup_unwait, which disarms
  * it; a stop disarms the rest (dedup_stop), so no deadline outlives the server's loop.
  */
-#include <stdio.h>
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -287,9 +287,7 @@ bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f)
     arpc_server *s = sc->sc_server;
     if (f->f_seq == 0 || sc->sc_client_id == 0 || !arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq))
         return false;
-    uint64_t now = arpc_conn_arrival_ns(&sc->sc_conn);
-    uint64_t deadline_ns = f->f_deadline_ms ? arpc_deadline_after(now, f->f_deadline_ms) : ARPC_NEVER;
-    bool started = dedup_admit(sc, f, deadline_ns); /* a call it knows: never started again */
+    bool started = dedup_admit(sc, f, sconn_call_deadline(f, arpc_conn_arrival_ns(&sc->sc_conn))); /* never again */
     assert(!started);
     (void)started;
     return true;

@@ -21,7 +21,6 @@
 #ifndef ARPC_CORE_SERVER_INTERNAL_H
 #define ARPC_CORE_SERVER_INTERNAL_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #include "arpc/server.h"
@@ -227,6 +226,9 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
+/* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
+ * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
+uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);
 /* The open connections, oldest first or as the limits' sweep last reordered them (loop thread). */
 static inline struct server_conn *sconn_first(const arpc_server *s)
 {
