@@ -16,7 +16,7 @@
  * thread for that time, so accepted work still runs exactly once.
  *
  * Destroy. From another thread: stop, then join the thread (arpc_loop_start) or wait for
- * arpc_loop_run to return (l_cv), or do the final drain here (never ran); then free. Two
+ * arpc_loop_run to return (loop_state_wait), or do the final drain here (never ran); then free. Two
  * kinds of caller may still be touching the loop then, each counted: posters in their
  * wake-up (l_entry, which the close waited out) and the first stopper in its
  * ev_async_send (l_stopping is 1 until it is done, and the free waits for 2). No lock: a
@@ -32,8 +32,10 @@
 #include <string.h>
 
 #include "arpc/error.h"
+#include "async/futex.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/options.h"
 #include "base/thread.h"
@@ -145,19 +147,18 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
         goto fail;
     if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0)
         goto fail_mtx;
-    if (pthread_cond_init(&loop->l_cv, NULL) != 0)
-        goto fail_sync_mtx;
     loop->l_wrapped = app_ev != NULL;
     loop->l_owned = app_ev != NULL || (opts != NULL && opts->pollable);
     loop->l_owner = pthread_self();
     if (loop_init_ev(loop, app_ev) != ARPC_OK)
-        goto fail_cv;
+        goto fail_sync_mtx;
     if (opts != NULL && opts->pollable && loop_poll_init(loop) != ARPC_OK)
         goto fail_ev;
     loop_lanes_init(loop, bound);
     atomic_init(&loop->l_stopping, 0);
     atomic_init(&loop->l_wakeups, 0);
-    loop->l_state = LOOP_IDLE;
+    atomic_init(&loop->l_state, LOOP_IDLE);
+    atomic_init(&loop->l_started, false);
     *out = loop;
     return ARPC_OK;
 
@@ -165,8 +166,6 @@ fail_ev:
     loop_timers_fini(loop);
     ev_async_stop(loop->l_ev, &loop->l_wake);
     ev_loop_destroy(loop->l_ev);
-fail_cv:
-    pthread_cond_destroy(&loop->l_cv);
 fail_sync_mtx:
     pthread_mutex_destroy(&loop->l_sync_mtx);
 fail_mtx:
@@ -210,7 +209,6 @@ static void loop_free(arpc_loop *loop)
     loop_poll_fini(loop);
     loop_lanes_fini(loop);
     arpc_free(loop->l_hooks);
-    pthread_cond_destroy(&loop->l_cv);
     pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
     arpc_free(loop);
@@ -226,13 +224,27 @@ static void loop_body(arpc_loop *loop)
     loop_tl_current = outer;
 }
 
-/* Moves l_state and wakes whoever waits for it to leave RUNNING. */
+/* Ends a run (state: IDLE or DONE) and wakes whoever sleeps for that. The waker may touch
+ * the word after a waiter has seen the new state and freed the loop: a private futex wake
+ * only hashes the address, and a sleeper elsewhere tolerates a spurious wake. */
 static void loop_set_state(arpc_loop *loop, enum loop_state state)
 {
-    pthread_mutex_lock(&loop->l_mtx);
-    loop->l_state = state;
-    pthread_cond_broadcast(&loop->l_cv);
-    pthread_mutex_unlock(&loop->l_mtx);
+    uint32_t was = atomic_exchange_explicit(&loop->l_state, state, memory_order_acq_rel);
+    if (was & LOOP_WAITED)
+        arpc_futex_wake_all((const uint32_t *)&loop->l_state);
+}
+
+enum loop_state loop_state_wait(arpc_loop *loop)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(&loop->l_state, memory_order_acquire);
+        if ((s & ~(uint32_t)LOOP_WAITED) != LOOP_RUNNING)
+            return (enum loop_state)s;
+        if (!(s & LOOP_WAITED) && !atomic_compare_exchange_weak_explicit(&loop->l_state, &s, s | LOOP_WAITED,
+                                                                          memory_order_acq_rel, memory_order_acquire))
+            continue; /* the run ended, or another waiter marked it: look again */
+        arpc_futex_wait((const uint32_t *)&loop->l_state, LOOP_RUNNING | LOOP_WAITED, ARPC_NEVER);
+    }
 }
 
 void loop_end_run(arpc_loop *loop)
@@ -240,28 +252,18 @@ void loop_end_run(arpc_loop *loop)
     if (loop->l_destroy_requested)
         loop_free(loop); /* destroyed from one of its tasks: the caller lent us the thread */
     else
-        loop_set_state(loop, LOOP_DONE); /* the broadcast is our last touch of the loop */
+        loop_set_state(loop, LOOP_DONE); /* our last touch of the loop */
 }
 
 void loop_release(arpc_loop *loop) { loop_set_state(loop, LOOP_IDLE); }
 
-/* With l_mtx held: IDLE -> RUNNING, or why not. */
-static int loop_claim_locked(arpc_loop *loop)
-{
-    if (loop->l_state == LOOP_RUNNING)
-        return ARPC_EBUSY;
-    if (loop->l_state == LOOP_DONE)
-        return ARPC_ESHUTDOWN;
-    loop->l_state = LOOP_RUNNING;
-    return ARPC_OK;
-}
-
 int loop_claim(arpc_loop *loop)
 {
-    pthread_mutex_lock(&loop->l_mtx);
-    int rc = loop_claim_locked(loop);
-    pthread_mutex_unlock(&loop->l_mtx);
-    return rc;
+    uint32_t s = LOOP_IDLE;
+    if (atomic_compare_exchange_strong_explicit(&loop->l_state, &s, LOOP_RUNNING, memory_order_acquire,
+                                                memory_order_acquire))
+        return ARPC_OK;
+    return s == LOOP_DONE ? ARPC_ESHUTDOWN : ARPC_EBUSY;
 }
 
 static void *loop_thread_main(void *arg)
@@ -287,15 +289,15 @@ int arpc_loop_start(arpc_loop *loop)
     if (loop == NULL || loop->l_owned)
         return ARPC_EINVAL; /* the application runs a wrapped or pollable loop */
     pthread_mutex_lock(&loop->l_mtx);
-    int rc = loop_claim_locked(loop);
+    int rc = loop_claim(loop);
     if (rc == ARPC_OK) {
         pthread_t thread;
         if (arpc_thread_create(&thread, loop_thread_main, loop) != 0) { /* takes no signals */
-            loop->l_state = LOOP_IDLE;
+            loop_set_state(loop, LOOP_IDLE);
             rc = ARPC_ESYSTEM;
         } else {
             loop->l_thread = thread;
-            loop->l_started = true;
+            atomic_store_explicit(&loop->l_started, true, memory_order_release);
         }
     }
     pthread_mutex_unlock(&loop->l_mtx);
@@ -332,18 +334,16 @@ void arpc_loop_stop(arpc_loop *loop)
  * runs the final drain here if nobody ever did. */
 static void loop_retire(arpc_loop *loop)
 {
-    pthread_mutex_lock(&loop->l_mtx);
-    if (loop->l_started) {
-        pthread_mutex_unlock(&loop->l_mtx);
+    if (atomic_load_explicit(&loop->l_started, memory_order_acquire)) { /* and l_thread with it */
         pthread_join(loop->l_thread, NULL);
         return;
     }
-    while (loop->l_state == LOOP_RUNNING)
-        pthread_cond_wait(&loop->l_cv, &loop->l_mtx);
-    bool never_ran = loop->l_state == LOOP_IDLE;
-    loop->l_state = LOOP_DONE;
-    pthread_mutex_unlock(&loop->l_mtx);
-    if (never_ran) {
+    uint32_t was;
+    do
+        was = loop_state_wait(loop);
+    while (was != LOOP_DONE && !atomic_compare_exchange_weak_explicit(&loop->l_state, &was, LOOP_DONE,
+                                                                       memory_order_acq_rel, memory_order_acquire));
+    if (was == LOOP_IDLE) { /* never ran */
         arpc_loop *outer = loop_tl_current;
         loop_tl_current = loop; /* we are the loop thread for the final drain */
         loop_finish(loop);

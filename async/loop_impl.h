@@ -23,7 +23,9 @@
 #define LOOP_GIVE_BACK 64u     /* tasks started before their places and nodes go back, at most */
 #define LOOP_FIRE_BATCH 1024u  /* deadlines per timer callback, for the same reason */
 
-enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE };
+/* Who runs a loop (l_state). LOOP_WAITED is or'ed into LOOP_RUNNING by a thread that sleeps
+ * on the word until the run ends, so that ending a run costs a futex wake only then. */
+enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE, LOOP_WAITED = 4 };
 
 struct loop_hook {
     void (*fn)(arpc_loop *loop, void *arg);
@@ -76,11 +78,11 @@ struct arpc_loop {
 
     pthread_mutex_t l_sync_mtx; /* run_sync on a stopped loop: one caller at a time acts as its thread */
 
-    /* Who runs the loop; guarded by l_mtx. */
-    pthread_mutex_t l_mtx;
-    pthread_cond_t l_cv; /* broadcast when l_state leaves LOOP_RUNNING */
-    enum loop_state l_state;
-    bool l_started;
+    /* Who runs the loop: claimed and given back with atomics, since a caller-driven client
+     * claims it for every blocking call (loop_claim, loop_release, loop_state_wait). */
+    _Atomic uint32_t l_state; /* enum loop_state */
+    _Atomic bool l_started;   /* arpc_loop_start made it a thread of its own */
+    pthread_mutex_t l_mtx;    /* arpc_loop_start against its thread's self-free (loop.c) */
     pthread_t l_thread;
 };
 
@@ -119,5 +121,7 @@ void loop_finish(arpc_loop *loop);               /* loop thread: final drain and
 int loop_claim(arpc_loop *loop);                 /* IDLE -> RUNNING, or ARPC_EBUSY / ARPC_ESHUTDOWN */
 void loop_end_run(arpc_loop *loop);              /* after a run that saw l_finished: free or mark DONE */
 void loop_release(arpc_loop *loop);              /* a caller-driven run gives the loop back (IDLE) */
+/* Not on the loop thread: sleeps until nobody runs the loop; returns IDLE or DONE. */
+enum loop_state loop_state_wait(arpc_loop *loop);
 
 #endif

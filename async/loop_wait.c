@@ -161,11 +161,11 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
         uint64_t now = arpc_now_ns();
         if (until_ns != ARPC_NEVER && now >= until_ns)
             return ARPC_EPENDING;
-        pthread_mutex_lock(&loop->l_mtx);
-        bool driven = loop->l_state == LOOP_RUNNING;
-        bool own_thread = loop->l_started || (loop->l_owned && !loop_owned_here(loop));
-        bool finished = loop->l_state == LOOP_DONE;
-        pthread_mutex_unlock(&loop->l_mtx);
+        uint32_t state = atomic_load_explicit(&loop->l_state, memory_order_acquire) & ~(uint32_t)LOOP_WAITED;
+        bool driven = state == LOOP_RUNNING;
+        bool own_thread = atomic_load_explicit(&loop->l_started, memory_order_acquire) ||
+                          (loop->l_owned && !loop_owned_here(loop));
+        bool finished = state == LOOP_DONE;
         if (own_thread || finished) {
             c->c_sleep(c->c_arg, until_ns); /* its thread, or whoever stopped it, finishes c */
             continue;
@@ -220,12 +220,7 @@ int arpc_loop_wait(arpc_loop *loop, arpc_future *f) { return arpc_loop_wait_unti
 
 bool arpc_loop_wait_not_running(arpc_loop *loop)
 {
-    pthread_mutex_lock(&loop->l_mtx);
-    while (loop->l_state == LOOP_RUNNING) /* every run broadcasts l_cv when it ends */
-        pthread_cond_wait(&loop->l_cv, &loop->l_mtx);
-    bool done = loop->l_state == LOOP_DONE;
-    pthread_mutex_unlock(&loop->l_mtx);
-    return done;
+    return loop_state_wait(loop) == LOOP_DONE;
 }
 
 /* ---- run_sync ---- */
