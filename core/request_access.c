@@ -11,7 +11,10 @@
  * its xid to it (loop thread only), so a CANCEL frame finds it (core/request.c says why the
  * table never points at a freed request). A running handler sees arpc_request_cancelled() or
  * its on_cancel callback; rq_flags orders the callback's registration against the cancel, so
- * exactly one side calls it.
+ * exactly one side calls it, once, however many CANCEL frames come. The server answering the
+ * call in the handler's place (its deadline, a stop) cancels it the same way: the caller no
+ * longer waits, and a handler that finishes only from the callback (a long poll) must hear of
+ * it, or its request would never be finished.
  */
 #include "arpc/error.h"
 #include "base/clock.h"
@@ -78,8 +81,12 @@ int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *a
     unsigned flags = atomic_load(&req->rq_flags);
     if (flags & RQ_CANCEL_CB)
         return ARPC_EBUSY; /* one callback per request */
-    if (flags & RQ_STATE_GONE)
-        return ARPC_OK; /* answered by the server: never called (it is not, once answered) */
+    if (flags & RQ_STATE_GONE) {
+        /* Answered by the server in the handler's place (a tombstone): that cancelled it. */
+        if (!(atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCEL_CB))
+            fn(req, arg);
+        return ARPC_OK;
+    }
     struct request_state *st = req->rq_state;
     st->rs_cancel_fn = fn;
     st->rs_cancel_arg = arg;
@@ -89,11 +96,16 @@ int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *a
     return ARPC_OK;
 }
 
+void request_cancel_now(arpc_request *req)
+{
+    unsigned was = atomic_fetch_or(&req->rq_flags, RQ_CANCELLED);
+    if ((was & (RQ_CANCELLED | RQ_CANCEL_CB)) == RQ_CANCEL_CB) /* the first cancel, and a callback */
+        req->rq_state->rs_cancel_fn(req, req->rq_state->rs_cancel_arg);
+}
+
 void request_cancel(struct server_conn *sc, uint64_t xid)
 {
     arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
-    if (req == NULL)
-        return; /* answered already, or never a call on this connection */
-    if (atomic_fetch_or(&req->rq_flags, RQ_CANCELLED) & RQ_CANCEL_CB)
-        req->rq_state->rs_cancel_fn(req, req->rq_state->rs_cancel_arg); /* alive: its entry is still in the table */
+    if (req != NULL) /* else answered already, or never a call on this connection */
+        request_cancel_now(req); /* alive: its entry is still in the table */
 }

@@ -77,6 +77,9 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
     }
     if (keep_server)
         request_tomb_list(s, req);
+    /* Before the hold below: the request is whole while its cancel callback runs (which may
+     * reply: the reply goes the tombstone's way, as any late one). */
+    request_cancel_now(req);
     /* The server holds the reply's place now: the handler's reply goes the tombstone's way. */
     if (!(atomic_fetch_or(&req->rq_flags, RQ_REPLY_DONE) & RQ_IN_HANDLER))
         request_abandon(s->sv_loop, req); /* the handler returned: else request_handler_done does it */

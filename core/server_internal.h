@@ -398,6 +398,9 @@ void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
 /* A CANCEL frame for call xid arrived on sc (loop thread). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
+/* Loop thread: req is cancelled (a CANCEL frame, or the server answered in its handler's
+ * place); its on_cancel callback runs if this is the first cancel. req's state is whole. */
+void request_cancel_now(arpc_request *req);
 /* sc's parked request (if any) will never be posted (its connection closes, the server
  * stops): it is answered ESHUTDOWN ("did not run") and let go (loop thread). */
 void request_refuse_parked(struct server_conn *sc);

@@ -4,7 +4,9 @@
  * late reply is dropped and returns ARPC_ETIMEDOUT or ARPC_ESHUTDOWN; a reply after arpc_server_destroy, with
  * the server's own loop or a user loop destroyed too, touches no freed memory (ASan) and frees
  * the request (the leak checker); an at-most-once retry of a call the server answered at its
- * deadline waits for the first run instead of running the handler again.
+ * deadline waits for the first run instead of running the handler again. A handler that
+ * finishes only from its cancel callback (a long poll) hears of the server's answer through
+ * it, and the callback runs once however many CANCEL frames come.
  *
  * Frames go by hand (support/raw_client.h) so the test sees exactly what the server sends,
  * not what the client library makes of it at its own deadline.
@@ -38,6 +40,30 @@ static void h_keep(arpc_request *req, void *ctx)
     latch_add();
 }
 
+/* A long poll: finishes only from its cancel callback, which replies (late, or not). */
+static _Atomic int poll_cancel_runs;
+static _Atomic int poll_reply_rc;
+static atomic_bool poll_cancel_replies;
+
+static void on_poll_cancel(arpc_request *req, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&poll_cancel_runs, 1);
+    if (atomic_load(&poll_cancel_replies))
+        atomic_store(&poll_reply_rc, arpc_reply(req, "gone", 4));
+    latch_add();
+}
+
+static void h_poll(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&kept, req);
+    int rc = arpc_request_on_cancel(req, on_poll_cancel, NULL);
+    latch_add(); /* started (after the callback is set: a cancel now finds it) */
+    if (rc != ARPC_OK)
+        atomic_store(&poll_reply_rc, rc);
+}
+
 static void h_echo(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -51,11 +77,15 @@ static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
     atomic_store(&kept, NULL);
     atomic_store(&kept_first, NULL);
     atomic_store(&keep_runs, 0);
+    atomic_store(&poll_cancel_runs, 0);
+    atomic_store(&poll_reply_rc, -1);
+    atomic_store(&poll_cancel_replies, true);
     latch_reset();
     arpc_server *s;
     arpc_server_options o = {.workers = 2, .loop = loop};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.poll", h_poll, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
@@ -79,11 +109,11 @@ static uint64_t read_error(struct raw_client *r, int code)
  * refuses it ARPC_EEXPIRED without running it, and a numbered call's entry is dropped: that
  * call is sent again under the next xid, as this file is about handlers that started. The
  * server answers ARPC_ETIMEDOUT only for a started call. Returns the ms from send to answer. */
-static int64_t keep_until_started(struct raw_client *r, uint64_t *xid, uint64_t seq)
+static int64_t call_until_started(struct raw_client *r, uint64_t *xid, uint64_t seq, const char *method)
 {
     for (int attempt = 0; attempt < 100; attempt++, (*xid)++) {
         int64_t t0 = now_ms();
-        assert_true(raw_request(r, *xid, seq, 0, CALL_DEADLINE_MS, "t.keep", "x", 1));
+        assert_true(raw_request(r, *xid, seq, 0, CALL_DEADLINE_MS, method, "x", 1));
         struct raw_frame f;
         do
             assert_true(raw_read(r, &f, false));
@@ -93,11 +123,16 @@ static int64_t keep_until_started(struct raw_client *r, uint64_t *xid, uint64_t 
         if (f.f.f_code == ARPC_EEXPIRED)
             continue;
         assert_int_equal(ARPC_ETIMEDOUT, f.f.f_code);
-        assert_true(latch_wait(1, 10000)); /* it started: h_keep kept it */
+        assert_true(latch_wait(1, 10000)); /* it started: its handler kept it */
         return now_ms() - t0;
     }
-    fail_msg("t.keep never started within its %d ms in 100 attempts", CALL_DEADLINE_MS);
+    fail_msg("%s never started within its %d ms in 100 attempts", method, CALL_DEADLINE_MS);
     return -1;
+}
+
+static int64_t keep_until_started(struct raw_client *r, uint64_t *xid, uint64_t seq)
+{
+    return call_until_started(r, xid, seq, "t.keep");
 }
 
 /* Reads frames until the one for xid (at most max of them); checks it is a REPLY with body. */
@@ -301,6 +336,94 @@ static void test_retry_after_deadline_does_not_rerun(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* The server answers a long poll ARPC_ETIMEDOUT at its deadline: the handler's cancel
+ * callback runs then (the caller no longer waits), its reply is dropped as late, and the
+ * request is freed (the leak checker). Before, the callback never ran and the request was
+ * kept for ever. */
+static void test_deadline_cancels_a_waiting_handler(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    uint64_t xid = 1;
+    (void)call_until_started(&r, &xid, 0, "t.poll");
+    assert_true(latch_wait(2, 10000)); /* started, then cancelled */
+    assert_int_equal(1, atomic_load(&poll_cancel_runs));
+    assert_int_equal(ARPC_ETIMEDOUT, atomic_load(&poll_reply_rc));
+    assert_true(raw_request(&r, xid + 1, 0, 0, 0, "t.echo", "next", 4)); /* nothing more for xid */
+    expect_reply_among(&r, xid + 1, "next", 1);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A stop's answer (ARPC_EABANDONED) cancels a long poll too: its reply returns ARPC_ESHUTDOWN. */
+static void test_stop_cancels_a_waiting_handler(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1)); /* no deadline */
+    assert_true(latch_wait(1, 10000));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    read_error(&r, ARPC_EABANDONED);
+    assert_true(latch_wait(2, 10000));
+    assert_int_equal(1, atomic_load(&poll_cancel_runs));
+    assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&poll_reply_rc));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A callback set after the server answered (the handler returned, kept its request, and set
+ * it later from another thread) runs at once: the call was cancelled already. */
+static void test_cancel_callback_set_after_the_answer(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    uint64_t xid = 1;
+    (void)keep_until_started(&r, &xid, 0);
+    assert_true(arpc_request_cancelled(atomic_load(&kept)));
+    assert_int_equal(ARPC_OK, arpc_request_on_cancel(atomic_load(&kept), on_poll_cancel, NULL));
+    assert_int_equal(1, atomic_load(&poll_cancel_runs)); /* at once, here */
+    assert_int_equal(ARPC_ETIMEDOUT, atomic_load(&poll_reply_rc));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Two CANCEL frames for one call (a client's retry, or a hostile peer): the callback runs
+ * once. The handler then replies itself. */
+static void test_cancel_callback_runs_once(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    atomic_store(&poll_cancel_replies, false);
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1));
+    assert_true(latch_wait(1, 10000));
+    uint8_t cancel[2 * ARPC_FRAME_HEADER_SIZE];
+    size_t n = arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, 1, 0);
+    n += arpc_frame_encode_header(cancel + n, ARPC_FRAME_CANCEL, 1, 0);
+    assert_true(raw_send(&r, cancel, n));
+    /* An echo behind them on the same connection: once it is answered, both were read. */
+    assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 2, "next", 1);
+    assert_true(latch_wait(2, 10000));
+    assert_int_equal(1, atomic_load(&poll_cancel_runs));
+    assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "done", 4));
+    expect_reply_among(&r, 1, "done", 1);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +432,10 @@ int main(void)
         cmocka_unit_test_no_leak(test_reply_after_destroy_own_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_user_loop_destroyed),
         cmocka_unit_test(test_retry_after_deadline_does_not_rerun),
+        cmocka_unit_test(test_deadline_cancels_a_waiting_handler),
+        cmocka_unit_test_no_leak(test_stop_cancels_a_waiting_handler),
+        cmocka_unit_test(test_cancel_callback_set_after_the_answer),
+        cmocka_unit_test(test_cancel_callback_runs_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
