@@ -297,6 +297,11 @@ bool arpc_future_cancel(arpc_future *f)
 
 bool arpc_future_done(const arpc_future *f) { return (future_state(f) & ST_DONE) != 0; }
 
+bool arpc_future_settling(const arpc_future *f)
+{
+    return (future_state(f) & (ST_CLAIMED | ST_DONE)) == ST_CLAIMED;
+}
+
 void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
     if (!future_live(f, __func__))

@@ -79,6 +79,11 @@ bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t le
 /* True once f is complete (arpc_future_poll without the user's handle check). */
 bool arpc_future_done(const arpc_future *f);
 
+/* True while f is being completed on some thread (claimed, not yet published): a cancel runs
+ * its hook in that window, and whatever the hook wakes must not go back to sleep before the
+ * result is out (async/loop_wait.c). A snapshot; any thread. */
+bool arpc_future_settling(const arpc_future *f);
+
 /* A reference kept for a later taker (a completion queue's entry): keeps f wanted, like a
  * user's, but the user's count is apart. The caller holds a live USER reference (checked by
  * arpc_future_live). False when f has too many kept already (65,279). */

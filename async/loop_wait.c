@@ -11,21 +11,32 @@
  */
 #include "async/loop_impl.h"
 
+#include <sched.h>
+
 #include "arpc/error.h"
 #include "async/futex.h"
+#include "async/future_internal.h"
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/refcount.h"
 
 /* Something to wait for: done() polls it; sleep() blocks until it may be done or until
- * deadline_ns, whichever is first (it may return early). */
+ * deadline_ns, whichever is first (it may return early); settling() (may be NULL) says it is
+ * being finished on another thread right now, so a driver must not block in poll: that
+ * thread may have woken the loop already (a cancel's hook posts its job before the cancel is
+ * published) and will not wake it again. */
 struct loop_cond {
     bool (*c_done)(void *arg);
     void (*c_sleep)(void *arg, uint64_t deadline_ns);
+    bool (*c_settling)(void *arg);
     void *c_arg;
 };
 
+static bool cond_settling(const struct loop_cond *c) { return c->c_settling != NULL && c->c_settling(c->c_arg); }
+
 static bool future_done(void *f) { return arpc_future_poll(f) != ARPC_EPENDING; }
+
+static bool future_settling(void *f) { return arpc_future_settling(f); }
 
 static void future_sleep(void *f, uint64_t deadline_ns)
 {
@@ -46,7 +57,7 @@ static void drive_check_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     (void)revents;
     const struct loop_cond *c = w->data;
-    if (c->c_done(c->c_arg))
+    if (c->c_done(c->c_arg) || cond_settling(c))
         ev_break(ev, EVBREAK_ONE);
 }
 
@@ -137,6 +148,8 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
         if (loop->l_finished || c->c_done(c->c_arg))
             break;
         ev_run(loop->l_ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
+        if (cond_settling(c))
+            sched_yield(); /* its completer is between claim and publish: let it finish */
     } while (!nowait && (until_ns == ARPC_NEVER || arpc_now_ns() < until_ns));
     ev_prepare_stop(loop->l_ev, &check);
     ev_timer_stop(loop->l_ev, &timeout);
@@ -189,7 +202,7 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
         return ARPC_EINVAL;
     if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
-    struct loop_cond c = {future_done, future_sleep, f};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f};
     int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0, f);
     if (rc == ARPC_EBUSY || rc == ARPC_EPENDING || rc == ARPC_ESHUTDOWN)
         return rc;
@@ -200,7 +213,7 @@ static int loop_wait_future(arpc_loop *loop, arpc_future *f, uint64_t deadline_n
 {
     if (loop_inside(loop))
         return ARPC_EBUSY; /* the loop cannot wait for itself */
-    struct loop_cond c = {future_done, future_sleep, f};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f};
     if (loop_wait_cond(loop, &c, deadline_ns, foreign ? f : NULL) != ARPC_OK)
         return ARPC_EPENDING;
     return arpc_future_poll(f);
@@ -264,7 +277,7 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
     arpc_loop_job_init(&s.sj_job, sync_job_run);
     atomic_init(&s.sj_done, 0);
     if (arpc_loop_post(loop, &s.sj_job) == ARPC_OK) {
-        struct loop_cond c = {sync_done, sync_sleep, &s};
+        struct loop_cond c = {sync_done, sync_sleep, NULL, &s};
         loop_wait_cond(loop, &c, ARPC_NEVER, NULL); /* an accepted job runs, even if the loop stops */
         return ARPC_OK;
     }

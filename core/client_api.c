@@ -46,6 +46,10 @@ static void call_on_cancel(arpc_future *f, void *arg)
             return;
         client_release(c);
         arpc_free(cj);
+    } else {
+        /* No job to wake the loop: a thread driving it to wait for this call must still see
+         * the cancel (async/loop_wait.c: it spins until the cancel is published). */
+        arpc_loop_kick(c->cl_loop);
     }
     /* No job: the call ends by its reply, deadline or close; only let go of our share. */
     if (atomic_exchange(&call->cc_released, true))
