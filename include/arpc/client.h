@@ -81,7 +81,9 @@ enum arpc_call_semantics {
 };
 
 typedef struct arpc_client_options {
-    /* The loop that owns the connection. NULL: the client starts and owns a loop thread. */
+    /* The loop that owns the connection. NULL: the client starts and owns a loop thread. If
+     * this loop is stopped first, the client's calls end then as at arpc_client_close, and
+     * later ones ARPC_ESHUTDOWN; the client must still be closed. */
     arpc_loop *loop;
     int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
@@ -142,8 +144,9 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
 
 /* Closes the connection, completes every pending call, waits for the loop to let go of the
  * client, and frees it (and its loop, if the client owns one). A call never sent ends
- * ARPC_ESHUTDOWN (it did not run); one sent ends ARPC_ECANCELLED (the server may have run
- * it, or may still: as for a cancel, a started handler may finish).
+ * ARPC_ESHUTDOWN (it did not run), one waiting for a connection included; one sent ends
+ * ARPC_ECANCELLED (the server may have run it, or may still: as for a cancel, a started
+ * handler may finish), one waiting to be sent again after its connection broke included.
  * No call may be started on c once close has begun. Returns ARPC_OK; ARPC_EBUSY, doing
  * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
  * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API
