@@ -48,7 +48,9 @@ static void call_on_cancel(arpc_future *f, void *arg)
         arpc_free(cj);
     } else {
         /* No job to wake the loop: a thread driving it to wait for this call must still see
-         * the cancel (async/loop_wait.c: it spins until the cancel is published). */
+         * the cancel (async/loop_wait.c: it spins until the cancel is published). The fence
+         * orders our claim before the kick's look at a wake-up already on its way. */
+        atomic_thread_fence(memory_order_seq_cst);
         arpc_loop_kick(c->cl_loop);
     }
     /* No job: the call ends by its reply, deadline or close; only let go of our share. */
