@@ -60,6 +60,38 @@ static void call_on_cancel(arpc_future *f, void *arg)
 
 /* ---- starting calls ---- */
 
+/*
+ * A caller's way in: the client may be closed by another thread while this one is between
+ * its check and its hand-over to the loop. Each caller is counted in cl_live before it looks
+ * at the handle, and close kills the handle before it waits for cl_live to fall to 0 (both
+ * seq_cst, Dekker's pattern): so either the caller sees the handle dead (close began first:
+ * misuse, reported, and the call fails ARPC_EINVAL), or close waits for it. The count passes
+ * to the call object at the hand-over (call_free gives it back), or is given back by
+ * client_leave. From the hand-over on, the caller touches nothing of the client's. A count
+ * taken after close has finished touches freed memory: that is a call started after close,
+ * misuse the handle check catches only as base/handle.h says (ASan is asked first, as there).
+ * fn is the public name (the _v symbols are reached through macros, see arpc/common.h).
+ * Returns c, or NULL (the call then fails ARPC_EINVAL).
+ */
+static arpc_client *client_enter(arpc_client *c, const char *fn)
+{
+    if (c == NULL || ARPC_HANDLE_FREED(c))
+        return client_live(c, fn) ? c : NULL; /* NULL quietly; a freed block reported */
+    atomic_fetch_add(&c->cl_live, 1);
+    if (atomic_load(&c->cl_magic) == ARPC_MAGIC_CLIENT)
+        return c;
+    (void)client_live(c, fn); /* reports the misuse, before the count that keeps c goes */
+    atomic_fetch_sub(&c->cl_live, 1);
+    return NULL;
+}
+
+/* A caller that entered and hands nothing to the loop. Its last touch of c. */
+static void client_leave(arpc_client *c)
+{
+    if (c != NULL)
+        atomic_fetch_sub(&c->cl_live, 1);
+}
+
 /* The absolute deadline of a call (ARPC_NEVER: none). */
 static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
 {
@@ -92,9 +124,10 @@ static void request_encode(uint8_t *dst, uint8_t kind, const char *method, const
     arpc_frame_encode_request(dst, kind, 0, 0, 0, 0, method, (uint16_t)strlen(method), req, (uint32_t)req_len);
 }
 
-/* Starts a call. Before it is handed to the loop, attach (if not NULL) runs with the future,
- * so that e.g. a completion queue is attached before the call can complete; if attach fails
- * the call is not sent. Returns the future (NULL only without memory for it). */
+/* Starts a call on a client the caller entered (client_enter; NULL: the call fails
+ * ARPC_EINVAL), and leaves it. Before it is handed to the loop, attach (if not NULL) runs with
+ * the future, so that e.g. a completion queue is attached before the call can complete; if
+ * attach fails the call is not sent. Returns the future (NULL only without memory for it). */
 static arpc_future *call_start(arpc_client *c, const char *method, const void *req, size_t req_len,
                                const arpc_call_options *caller_o, size_t o_size,
                                int (*attach)(arpc_future *f, void *arg), void *attach_arg, int *attach_rc)
@@ -119,8 +152,10 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     arpc_future *f = NULL;
     if (call != NULL)
         f = call_future(call);
-    else if (arpc_future_create(&f) != ARPC_OK)
+    else if (arpc_future_create(&f) != ARPC_OK) {
+        client_leave(c);
         return NULL;
+    }
     int attached = attach != NULL ? attach(f, attach_arg) : ARPC_OK;
     if (attach_rc != NULL)
         *attach_rc = attached;
@@ -129,32 +164,29 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (rc != ARPC_OK) {
         if (call != NULL)
             call_discard(call); /* the future's share of the block remains the caller's */
+        client_leave(c);
         arpc_future_complete(f, rc, NULL, 0);
         return f;
     }
     request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
     arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
-    atomic_fetch_add(&c->cl_npending, 1);
-    atomic_fetch_add(&c->cl_live, 1);
+    atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
     if (!client_direct_try(c, call) && arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);
-        atomic_fetch_sub(&c->cl_live, 1);
         call_discard(call);
+        client_leave(c);
         arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
         arpc_future_drop(f); /* the call's hold */
     }
     return f;
 }
 
-/* A closed client, once reported, is treated as NULL: the call fails with ARPC_EINVAL. fn is
- * the public name (the _v symbols are reached through macros, see arpc/common.h). */
-static arpc_client *client_or_null(arpc_client *c, const char *fn) { return client_live(c, fn) ? c : NULL; }
 
 arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
                                     const arpc_call_options *o, size_t o_size)
 {
-    c = client_or_null(c, "arpc_call_async_opts");
+    c = client_enter(c, "arpc_call_async_opts");
     return call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
 }
 
@@ -162,15 +194,17 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
                              int64_t deadline_ms)
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
-    c = client_or_null(c, __func__);
+    c = client_enter(c, __func__);
     return call_start(c, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
-/* Waits for f: sleeps if the client's own loop thread delivers it, otherwise drives (or waits
- * for whoever drives) the loop (arpc_loop_wait). */
-static int client_wait(arpc_client *c, arpc_future *f)
+/* Waits for f: sleeps if the client's own loop thread delivers it (loop NULL), otherwise
+ * drives (or waits for whoever drives) the application's loop (arpc_loop_wait). Given what to
+ * wait with, not the client: once the call is handed over, another thread's arpc_client_close
+ * may end it and free the client (and its own loop) while this thread is still on its way. */
+static int client_wait(arpc_loop *loop, arpc_future *f)
 {
-    return c->cl_owns_loop ? arpc_future_wait(f) : arpc_loop_wait(c->cl_loop, f);
+    return loop == NULL ? arpc_future_wait(f) : arpc_loop_wait(loop, f);
 }
 
 int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
@@ -180,13 +214,16 @@ int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
-    c = client_or_null(c, "arpc_call_opts");
-    if (c != NULL && arpc_loop_on_thread(c->cl_loop))
+    c = client_enter(c, "arpc_call_opts");
+    if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
+        client_leave(c);
         return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
+    }
+    arpc_loop *drive = c != NULL && !c->cl_owns_loop ? c->cl_loop : NULL; /* before the hand-over */
     arpc_future *f = call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = c != NULL ? client_wait(c, f) : arpc_future_wait(f);
+    int status = client_wait(drive, f);
     if (reply != NULL) {
         size_t len = 0;
         *reply = arpc_future_take(f, &len);
@@ -220,7 +257,7 @@ int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t r
 {
     if (cq == NULL)
         return ARPC_EINVAL;
-    c = client_or_null(c, "arpc_go_opts");
+    c = client_enter(c, "arpc_go_opts");
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
@@ -256,25 +293,28 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
         arpc_conn_send(&c->cl_conn, m, m->om_frame, m->om_len); /* frees m once written */
     else
         arpc_free(m); /* at most once, never again: no connection now, no message */
+    client_leave(c); /* the notifier's count (client_enter), held by the message until here */
 }
 
 int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
 {
-    if (!client_live(c, __func__))
+    if ((c = client_enter(c, __func__)) == NULL)
         return ARPC_EINVAL;
     size_t total = 0;
     int rc = request_check(c, method, req, req_len, &total);
-    if (rc != ARPC_OK)
-        return rc;
-    struct oneway_msg *m = arpc_malloc(sizeof(*m) + total);
-    if (m == NULL)
-        return ARPC_ENOMEM;
+    struct oneway_msg *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
+    if (m == NULL) {
+        client_leave(c);
+        return rc != ARPC_OK ? rc : ARPC_ENOMEM;
+    }
     arpc_loop_job_init(&m->om_job, oneway_send);
     m->om_client = c;
     m->om_len = total;
     request_encode(m->om_frame, ARPC_FRAME_ONEWAY, method, req, req_len);
     rc = arpc_loop_post(c->cl_loop, &m->om_job);
-    if (rc != ARPC_OK)
+    if (rc != ARPC_OK) {
         arpc_free(m);
+        client_leave(c);
+    }
     return rc;
 }

@@ -321,11 +321,12 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
      * keeps its memory (cc_when is read, nothing written). */
     atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,
                           memory_order_release);
-    gate_leave(d);
     bool wake = st != DW_ALL; /* a rest to queue, a flush waiting, or the whole call to send */
     if (!wake && call->cc_when != ARPC_NEVER)
         wake = call->cc_when < atomic_load(&d->cd_sweep_at); /* after the push's fence */
     if (wake)
-        direct_wake(c);
+        direct_wake(c); /* never waits: a post to the loop's lane */
+    /* The last touch of the client: a close waits for the gate to empty before it frees it. */
+    gate_leave(d);
     return true;
 }

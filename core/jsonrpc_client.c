@@ -281,13 +281,15 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
         *result = NULL;
     if (result_len != NULL)
         *result_len = 0;
-    if (client_live(c, "arpc_jsonrpc_call") && arpc_loop_on_thread(c->jc_loop))
+    bool live = client_live(c, "arpc_jsonrpc_call");
+    if (live && arpc_loop_on_thread(c->jc_loop))
         return ARPC_EBUSY; /* blocking on the loop that must deliver the answer */
+    /* Read before the hand-over: from then on another thread's close may free the client. */
+    arpc_loop *drive = live && !c->jc_owns_loop ? c->jc_loop : NULL;
     arpc_future *f = arpc_jsonrpc_call_async(c, method, params_json, params_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = c != NULL && !c->jc_owns_loop && client_live(c, "arpc_jsonrpc_call") ? arpc_loop_wait(c->jc_loop, f)
-                                                                                       : arpc_future_wait(f);
+    int status = drive != NULL ? arpc_loop_wait(drive, f) : arpc_future_wait(f);
     size_t len = 0;
     char *data = arpc_future_take(f, &len);
     if (result != NULL) {
