@@ -75,7 +75,10 @@ int arpc_reply_log_open(struct arpc_reply_log **out, const struct arpc_reply_log
 {
     arpc_log_why(why, whylen, "%s", "");
     if (out == NULL || !options_valid(o, done)) {
-        arpc_log_why(why, whylen, "reply log: invalid options (a directory and a done callback are needed)");
+        /* The one option a user gives (the server's log_dir); the rest are the server's own. */
+        bool no_dir = o != NULL && (o->dir == NULL || o->dir[0] == '\0');
+        arpc_log_why(why, whylen, "%s", no_dir ? "reply log: log_dir is empty (give a directory, or NULL for no log)"
+                                               : "reply log: invalid options");
         return ARPC_EINVAL;
     }
     struct arpc_reply_log *log = log_new(o, done, done_ctx);

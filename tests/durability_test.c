@@ -160,6 +160,17 @@ static void test_corrupt_middle_refuses_to_start(void **state)
     server_proc_rmdir(dir);
 }
 
+/* An empty log_dir is refused with a line that names it (not the log's internals). */
+static void test_empty_log_dir_refused(void **state)
+{
+    (void)state;
+    char why[512] = "";
+    arpc_server_options so = {.log_dir = "", .errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+    assert_non_null(strstr(why, "log_dir is empty"));
+}
+
 static atomic_int counted_runs;
 
 static void h_count(arpc_request *req, void *ctx)
@@ -465,6 +476,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_kill_after_append, server_proc_teardown),
         cmocka_unit_test(test_corrupt_middle_refuses_to_start),
+        cmocka_unit_test(test_empty_log_dir_refused),
         cmocka_unit_test(test_goodbye_survives_restart),
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),

@@ -173,7 +173,10 @@ ARPC_API arpc_future *arpc_call_async(arpc_client *c, const char *method, const 
                                       size_t req_len, int64_t deadline_ms);
 
 /* Starts a call whose completed future is delivered to cq with tag. Returns ARPC_OK (the
- * outcome will reach cq, failures included) or ARPC_ENOMEM (nothing will reach cq). */
+ * outcome will reach cq, failures included) or ARPC_ENOMEM (nothing will reach cq). It hands
+ * out no future, so the call cannot be cancelled: for one you may cancel, start it with
+ * arpc_call_async, attach the future with arpc_cq_attach (arpc/cq.h), keep it, and cancel it
+ * with arpc_future_cancel (it then reaches cq as ARPC_ECANCELLED). */
 ARPC_API int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len,
                      int64_t deadline_ms, arpc_cq *cq, void *tag);
 

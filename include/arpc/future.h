@@ -49,7 +49,10 @@ typedef void (*arpc_future_cb)(arpc_future *f, void *arg);
 /* ARPC_EPENDING while pending, otherwise the final status. Never blocks. */
 ARPC_API int arpc_future_poll(const arpc_future *f);
 
-/* Blocks until complete and returns the final status. */
+/* Blocks until complete and returns the final status. It runs no loop: a call's future on a
+ * client whose loop the application runs (caller-driven, pollable or wrapped, arpc/loop.h)
+ * completes only while that loop runs, so waiting here on the thread that should run it
+ * never returns: use arpc_loop_run_until (or arpc_call, which drives such a loop). */
 ARPC_API int arpc_future_wait(arpc_future *f);
 
 /* Waits at most timeout_ms (ARPC_FOREVER: no limit). Returns the final status, or
