@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "core/stats.h"
 #include "core/conn_body.h"
+#include "core/conn_held.h"
 #include "core/conn_rbuf.h"
 
 #define CONN_RBUF_INITIAL (64 * 1024)
@@ -245,6 +246,8 @@ static void conn_restart_frame_clock(struct arpc_conn *conn)
 }
 
 static bool conn_release(struct arpc_conn *conn, unsigned reason);
+static bool conn_parse_buffered(struct arpc_conn *conn);
+static bool conn_held_reads(const struct arpc_conn *conn);
 
 /* Over the bytes bound? Not while nothing is owed or queued: then only a frame being read
  * counts, which max_body bounds, and holding it halfway would wait for ever. */
@@ -281,7 +284,11 @@ static bool conn_check_resume(struct arpc_conn *conn)
         done |= ARPC_CONN_HOLD_BACKLOG;
     if ((conn->c_hold & ARPC_CONN_HOLD_BYTES) && conn_bytes_fit(conn))
         done |= ARPC_CONN_HOLD_BYTES;
-    return done != 0 && conn_release(conn, done);
+    if (done != 0 && conn_release(conn, done))
+        return true;
+    /* Still held, and output under its bound again: control frames pass once more, those
+     * buffered meanwhile first. */
+    return conn->c_hold != 0 && !conn_watching_reads(conn) && conn_held_passes(conn) && conn_parse_buffered(conn);
 }
 
 /* Saturating: a bound near SIZE_MAX (in effect none) must not wrap round to a small total. */
@@ -467,18 +474,25 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
     conn->c_close_reason = reason;
 }
 
+/* Moves the unparsed bytes to the front of the read buffer. */
+static int conn_compact(struct arpc_conn *conn)
+{
+    /* Compaction writes over parsed bytes: lent ones stay, the rest move to a fresh buffer. */
+    if (conn_rbuf_unshare(conn) != ARPC_OK)
+        return ARPC_ENOMEM;
+    size_t unparsed = conn->c_rend - conn->c_rstart;
+    memmove(conn->c_rbuf, conn->c_rbuf + conn->c_rstart, unparsed);
+    conn->c_rstart = 0;
+    conn->c_rend = unparsed;
+    return ARPC_OK;
+}
+
 /* Makes room for at least `want` unparsed bytes plus some read space. */
 static int conn_reserve(struct arpc_conn *conn, size_t want)
 {
-    if (conn->c_rstart > 0 && (conn->c_rcap - conn->c_rend < 4096 || conn->c_rcap - conn->c_rstart < want)) {
-        /* Compaction writes over parsed bytes: lent ones stay, the rest move to a fresh buffer. */
-        if (conn_rbuf_unshare(conn) != ARPC_OK)
-            return ARPC_ENOMEM;
-        size_t unparsed = conn->c_rend - conn->c_rstart;
-        memmove(conn->c_rbuf, conn->c_rbuf + conn->c_rstart, unparsed);
-        conn->c_rstart = 0;
-        conn->c_rend = unparsed;
-    }
+    if (conn->c_rstart > 0 && (conn->c_rcap - conn->c_rend < 4096 || conn->c_rcap - conn->c_rstart < want) &&
+        conn_compact(conn) != ARPC_OK)
+        return ARPC_ENOMEM;
     if (want <= conn->c_rcap && conn->c_rcap - conn->c_rend > 0)
         return ARPC_OK;
     if (conn->c_rcap - conn->c_rend > 0 && conn->c_rend - conn->c_rstart < conn->c_rcap / 2)
@@ -531,11 +545,39 @@ double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
     return now - conn->c_frame_since;
 }
 
+/* Hands up what the buffer holds: frames in order while nothing holds input, then control
+ * frames past a hold (core/conn_held.c), which may end it (a cancel's reply): then in order
+ * again. Inside a dispatch only (c_dispatching). */
 static size_t conn_parse(struct arpc_conn *conn)
 {
     if (conn->c_rbuf == NULL)
         return ARPC_FRAME_HEADER_SIZE; /* nothing read (or a cold connection's, all parsed) */
-    return conn->c_ops->parse != NULL ? conn->c_ops->parse(conn) : arpc_conn_parse_frames(conn);
+    size_t need;
+    do
+        need = conn->c_ops->parse != NULL ? conn->c_ops->parse(conn) : arpc_conn_parse_frames(conn);
+    while (conn_held_passes(conn) && conn_held_pass(conn));
+    return need;
+}
+
+/* A held connection whose control frames pass reads on while its read buffer has room as it
+ * is (without growing it; moving its frames to the front if needed). */
+static bool conn_held_reads(const struct arpc_conn *conn)
+{
+    return conn_held_passes(conn) && !conn->c_eof &&
+           (conn->c_rbuf == NULL || conn->c_rend < conn->c_rcap || conn->c_rstart > 0);
+}
+
+/* Where a held connection's next read goes: the read buffer's free tail, never a larger
+ * buffer (only a cold connection's first read since it gave its buffer back makes one). */
+static int conn_held_room(struct arpc_conn *conn, uint8_t **dst, size_t *room)
+{
+    if (conn->c_rbuf == NULL && conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK)
+        return ARPC_ENOMEM;
+    if (conn->c_rend == conn->c_rcap && conn->c_rstart > 0 && conn_compact(conn) != ARPC_OK)
+        return ARPC_ENOMEM;
+    *dst = conn->c_rbuf + conn->c_rend;
+    *room = conn->c_rcap - conn->c_rend;
+    return ARPC_OK;
 }
 
 /* Where the next read goes: a large body's own buffer, or the read buffer's free tail. */
@@ -586,14 +628,16 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     conn->c_dispatching = true;
     /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
      * read waited for writability): not even the rest of a large body, which would go up. */
-    for (int round = 0; round < CONN_READS_PER_READY && conn_takes_input(conn) && !conn->c_eof; round++) {
+    for (int round = 0; round < CONN_READS_PER_READY && (conn_takes_input(conn) || conn_held_reads(conn)) && !conn->c_eof;
+         round++) {
+        bool held = conn->c_hold != 0; /* only control frames pass (core/conn_held.c) */
         if (conn->c_body != NULL)
             limit = CONN_BODY_READ_BUDGET;
         if (got >= limit)
             break; /* others' turn */
         uint8_t *dst;
         size_t room;
-        if (conn_read_room(conn, need, &dst, &room) != ARPC_OK) {
+        if ((held ? conn_held_room(conn, &dst, &room) : conn_read_room(conn, need, &dst, &room)) != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
                      conn->c_peer, conn->c_body != NULL ? ARPC_FRAME_HEADER_SIZE + (size_t)conn->c_body_len : need);
             arpc_conn_close(conn, ARPC_ENOMEM);
@@ -618,9 +662,15 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
         conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
-        conn->c_rx_ns = 0;
-        conn->c_rx_waited = false;
         conn->c_hb_sent = 0;
+        if (!held) {
+            conn->c_rx_ns = 0;
+            conn->c_rx_waited = false;
+        } else if (conn->c_rend == conn->c_rstart) {
+            /* The frames read while held share the time the first of them came (a frame
+             * already waiting keeps its own): they will have waited (c_rx_waited). */
+            conn->c_rx_ns = arpc_now_ns();
+        }
         size_t parsed_from = conn->c_rstart;
         bool body_done = false;
         if (conn->c_body != NULL) {
@@ -643,7 +693,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 (void)conn_rbuf_resize(conn, CONN_RBUF_INITIAL); /* a large frame passed: give the memory back */
         }
         got += (size_t)n;
-        if ((size_t)n < room || conn->c_hold != 0 || got >= limit)
+        if ((size_t)n < room || (conn->c_hold != 0 && !held) || got >= limit)
             break; /* the socket is drained for now, the owner holds input, or others' turn */
     }
     conn->c_dispatching = false;
@@ -651,6 +701,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
+    /* Held with its buffer full of frames that wait (or output piling up): the socket waits
+     * too, else its readiness would wake the loop for nothing. */
+    if (conn->c_open && conn->c_hold != 0 && !conn->c_eof && conn_watching_reads(conn) && !conn_held_reads(conn))
+        conn_unwatch_reads(conn);
     conn_rbuf_drop_if_cold(conn);
     if (conn->c_open && !conn->c_eof && conn_watching_reads(conn) && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
@@ -668,6 +722,8 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
 {
     if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
+    if (conn->c_hold == 0)
+        conn->c_held_scan = 0; /* the frames after c_rstart are yet to be looked through */
     conn->c_hold |= reason;
     /* The frames left unparsed arrived with the last read: stamped now if no frame of it
      * read the clock yet, not when the hold ends. */
@@ -677,8 +733,28 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     /* After the end of stream the watcher reads nothing: it waits for the hangup, which a
      * held connection (its client's calls running elsewhere) must still hear of, else a peer
      * gone for good is found only by the heartbeat. */
-    if (!conn->c_eof)
+    if (!conn->c_eof && !conn_held_reads(conn))
         conn_unwatch_reads(conn);
+}
+
+void arpc_conn_pass_control(struct arpc_conn *conn) { conn->c_pass_control = true; }
+
+/* Outside a read: hands up what the buffer holds (conn_parse), then reads again, unless held
+ * with nothing passing. True when that closed the connection (its memory may be gone). */
+static bool conn_parse_buffered(struct arpc_conn *conn)
+{
+    size_t parsed_from = conn->c_rstart;
+    conn->c_dispatching = true;
+    conn_parse(conn);
+    conn->c_dispatching = false;
+    if (conn->c_close_pending) {
+        conn_do_close(conn, conn->c_close_reason);
+        return true;
+    }
+    conn_track_partial(conn, conn->c_rstart != parsed_from);
+    if (!conn->c_close_after_flush && (conn->c_hold == 0 || conn_held_reads(conn)))
+        conn_start_reading(conn);
+    return false;
 }
 
 /* Lets go of reason; once nothing holds input, hands up the frames buffered meanwhile and
@@ -699,18 +775,7 @@ static bool conn_release(struct arpc_conn *conn, unsigned reason)
         return false;
     }
     /* Frames read before the hold go up first, in order; one of them may hold again. */
-    size_t parsed_from = conn->c_rstart;
-    conn->c_dispatching = true;
-    conn_parse(conn);
-    conn->c_dispatching = false;
-    if (conn->c_close_pending) {
-        conn_do_close(conn, conn->c_close_reason);
-        return true;
-    }
-    conn_track_partial(conn, conn->c_rstart != parsed_from);
-    if (conn->c_hold == 0 && !conn->c_close_after_flush)
-        conn_start_reading(conn);
-    return false;
+    return conn_parse_buffered(conn);
 }
 
 void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason) { conn_release(conn, reason); }

@@ -77,6 +77,11 @@ struct arpc_conn_ops {
      * the owner closes the connection when it has answered what it read, e.g. with
      * arpc_conn_close_after_flush. NULL, or part of a frame in: closed (ARPC_ECONNLOST). */
     void (*on_eof)(struct arpc_conn *conn);
+    /* Optional, with arpc_conn_pass_control: a complete frame found in the read buffer while
+     * input is held (PING and PONG pass by themselves and never come here). True: the owner
+     * took it, now, out of order (it is removed from the buffer); false: it stays, in order,
+     * until the hold ends. */
+    bool (*on_held_frame)(struct arpc_conn *conn, const struct arpc_frame *frame);
 };
 
 /* Bodies larger than this are never skipped: such a header is bad input (a peer announcing
@@ -118,6 +123,9 @@ struct arpc_conn {
     bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
+    bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */
+    size_t c_held_scan;   /* while held: bytes after c_rstart already looked through (frames
+                           * that stay), so each read looks at its new frames only */
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
     size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
@@ -269,10 +277,19 @@ size_t arpc_conn_bytes(const struct arpc_conn *conn);
  * already buffered wait, in order. Letting go of the last reason hands them up first
  * (on_frame may hold again), then reads again. While held with no output waiting the
  * heartbeat counts the peer as alive (it is waiting for us, not we for it).
+ * With arpc_conn_pass_control, control frames pass the hold (core/conn_held.c): the socket
+ * is still read, into the read buffer as it is (never grown, no large body begun), and PINGs,
+ * PONGs and what on_held_frame takes are handed up out of order; every other frame stays
+ * buffered, in order. Once the buffer is full of those, or more than ARPC_CONN_BACKLOG_HIGH
+ * bytes of output wait (answers to PINGs would pile up), the socket is not read.
  * Loop thread; either may be called from inside on_frame; idempotent per reason. Release may
  * close the connection (a buffered frame was bad): the caller must keep the conn's memory. */
 void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason);
 void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason);
+/* From now on control frames pass a hold (above): for an owner that speaks arpc frames, and
+ * whose holds may wait for what a control frame brings (a cancel ending a handler). Loop
+ * thread. */
+void arpc_conn_pass_control(struct arpc_conn *conn);
 
 /* Heartbeat: after idle_ms without input from the peer, send a PING; after `misses` PINGs
  * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a

@@ -159,6 +159,9 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
      * (core/reply_direct.c) on a plain socket. Before the HELLO is queued, which then leaves
      * first; before any request, whose post to its worker publishes the flag. */
     arpc_conn_allow_direct(&sc->sc_conn);
+    /* Its cancels and PINGs pass a hold (JSON-RPC has neither: its connections never get
+     * here): a hold waiting for a long poll's reply must not keep out the cancel that ends it. */
+    arpc_conn_pass_control(&sc->sc_conn);
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
     inflight_on_hello(sc);
@@ -202,6 +205,19 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         arpc_conn_close(conn, ARPC_EPROTO);
         return;
     }
+}
+
+/* While input is held, a CANCEL for a call already running passes (core/conn_held.c). One
+ * for a call still buffered stays behind that call, so that it cancels it once it is read
+ * (a cancel never overtakes its call); one for a call answered already stays too, and is
+ * dropped once read, as ever. Every other frame waits for the hold to end. */
+static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    struct server_conn *sc = conn->c_owner;
+    if (f->f_kind != ARPC_FRAME_CANCEL || arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL)
+        return false;
+    sconn_on_frame(conn, f);
+    return true;
 }
 
 static void sconn_on_close(struct arpc_conn *conn, int reason)
@@ -279,6 +295,7 @@ static const struct arpc_conn_ops server_conn_ops = {
     .parse = sconn_parse,
     .on_held = inflight_on_held,
     .on_eof = sconn_on_eof,
+    .on_held_frame = sconn_on_held_frame,
 };
 
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,

@@ -1,0 +1,69 @@
+/*
+ * Control frames pass a held connection (arpc_conn_hold_input, core/conn.h).
+ *
+ * A hold waits for replies, and a reply may wait for a control frame: a long poll ends only
+ * when its client cancels it. If a held connection read nothing, that cancel would wait in the
+ * socket behind the hold, which waits for it: a deadlock broken only by the client's heartbeat
+ * (whose PINGs wait there too) dropping the connection. So while held the connection still
+ * reads, but only into the read buffer it has, and looks through the complete frames there:
+ * PINGs are answered, PONGs dropped, and the owner may take others (a server: a CANCEL for a
+ * call it is running), out of order; every other frame stays where it is, in order, for when
+ * the hold ends. The frames taken leave gaps, closed by moving the frames that stay down over
+ * them, once per pass. Nothing here allocates: the memory a held connection has is the read
+ * buffer it had, plus the PONGs it queues, which stop passing at ARPC_CONN_BACKLOG_HIGH.
+ */
+#include "core/conn_held.h"
+
+#include <string.h>
+
+#include "arpc/error.h"
+#include "core/conn_body.h"
+
+bool conn_held_passes(const struct arpc_conn *conn)
+{
+    return conn->c_hold != 0 && conn->c_pass_control && conn->c_open && !conn->c_close_pending &&
+           !conn->c_close_after_flush && conn->c_body == NULL && conn->c_skip == 0 &&
+           conn->c_out.q_bytes <= ARPC_CONN_BACKLOG_HIGH;
+}
+
+/* Hands up f if it passes the hold; true when it did (it then leaves the buffer). */
+static bool conn_held_take(struct arpc_conn *conn, const struct arpc_frame *f)
+{
+    if (f->f_kind == ARPC_FRAME_PING || f->f_kind == ARPC_FRAME_PONG) {
+        conn_hand_up(conn, f);
+        return true;
+    }
+    return conn->c_ops->on_held_frame != NULL && conn->c_ops->on_held_frame(conn, f);
+}
+
+bool conn_held_pass(struct arpc_conn *conn)
+{
+    if (conn->c_rbuf == NULL)
+        return false; /* nothing buffered */
+    uint8_t *b = conn->c_rbuf;
+    size_t rd = conn->c_rstart + conn->c_held_scan, wr = rd;
+    while (conn_held_passes(conn)) {
+        struct arpc_frame f;
+        size_t used = 0, need = 0;
+        /* Incomplete, oversized or malformed: it waits, and so does all behind it (the parser
+         * judges it once the hold ends). */
+        if (arpc_frame_decode(b + rd, conn->c_rend - rd, conn->c_max_body, &f, &used, &need) != ARPC_OK)
+            break;
+        if (conn_held_take(conn, &f)) { /* (f lies at rd, above everything moved so far) */
+            rd += used;
+            if (!conn->c_open || conn->c_close_pending || conn->c_close_after_flush)
+                return false; /* the buffer goes with the connection */
+            continue;
+        }
+        if (wr != rd)
+            memmove(b + wr, b + rd, used);
+        wr += used;
+        rd += used;
+    }
+    if (wr != rd) {
+        memmove(b + wr, b + rd, conn->c_rend - rd);
+        conn->c_rend -= rd - wr;
+    }
+    conn->c_held_scan = wr - conn->c_rstart;
+    return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
+}

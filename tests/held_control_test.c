@@ -1,0 +1,250 @@
+/*
+ * Control frames pass a held connection (docs/ARCHITECTURE.md, "Holds"): with default
+ * options a method that has never replied is charged max_conn_bytes/16 per call, so 16 long
+ * polls hold their connection's input. Its client must still be able to cancel them (the
+ * only way those handlers end) and its heartbeat must still be answered, or the hold waits
+ * for replies that wait for cancels: a deadlock broken only by the heartbeat dropping the
+ * connection. And a held connection still reads no more than its read buffer holds.
+ *
+ * Waits are for events (semaphores, the server's counters), each bounded; the one sleep
+ * (the heartbeat test) lets time pass, which is what it is about.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define NPARK 32
+#define WATCHDOG_S 10
+
+/* ---- a long poll: its handler ends only when the call is cancelled ---- */
+
+static atomic_int park_started[NPARK]; /* by the index the payload carries */
+static atomic_int park_cancelled;
+static sem_t start_sem, cancel_sem;
+
+static void park_on_cancel(arpc_request *req, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&park_cancelled, 1);
+    arpc_reply_error(req, "cancelled");
+    sem_post(&cancel_sem);
+}
+
+static void park(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len = 0;
+    const unsigned char *p = arpc_request_data(req, &len);
+    if (len == 1 && p[0] < NPARK)
+        atomic_store(&park_started[p[0]], 1);
+    arpc_request_on_cancel(req, park_on_cancel, NULL);
+    sem_post(&start_sem);
+}
+
+static void echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len = 0;
+    const void *p = arpc_request_data(req, &len);
+    arpc_reply(req, p, len);
+}
+
+static arpc_server *start_server(char *addr, size_t cap)
+{
+    for (int i = 0; i < NPARK; i++)
+        atomic_store(&park_started[i], 0);
+    atomic_store(&park_cancelled, 0);
+    sem_init(&start_sem, 0, 0);
+    sem_init(&cancel_sem, 0, 0);
+    arpc_server *s = NULL;
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK); /* default options */
+    assert_int_equal(arpc_server_register(s, "park", park, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, cap), ARPC_OK);
+    return s;
+}
+
+static void stop_server(arpc_server *s)
+{
+    arpc_server_destroy(s);
+    sem_destroy(&start_sem);
+    sem_destroy(&cancel_sem);
+}
+
+static void start_parks(arpc_client *c, arpc_future **f)
+{
+    for (unsigned char i = 0; i < NPARK; i++) {
+        f[i] = arpc_call_async(c, "park", &i, 1, ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+}
+
+/* Each call is cancelled once its handler runs (so its on_cancel must run); the second half
+ * starts only once the first half's cancels were read through the held connection. */
+static void test_cancels_pass_a_held_connection(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(addr, sizeof(addr));
+    arpc_client *c = NULL;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    arpc_future *f[NPARK];
+    start_parks(c, f);
+    arpc_future *e = arpc_call_async(c, "echo", "x", 1, ARPC_FOREVER);
+    assert_non_null(e);
+    bool cancelled[NPARK] = {0};
+    int64_t until = now_ms() + WATCHDOG_S * 1000;
+    for (int done = 0; done < NPARK;) {
+        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* a handler started */
+        for (int i = 0; i < NPARK; i++)
+            if (!cancelled[i] && atomic_load(&park_started[i])) {
+                cancelled[i] = true;
+                done++;
+                assert_true(arpc_future_cancel(f[i]));
+            }
+        assert_true(now_ms() < until);
+    }
+    for (int i = 0; i < NPARK; i++)
+        assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S)); /* every on_cancel ran */
+    assert_int_equal(atomic_load(&park_cancelled), NPARK);
+    for (int i = 0; i < NPARK; i++) {
+        assert_int_equal(arpc_future_wait_for(f[i], 1000), ARPC_ECANCELLED);
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(arpc_future_wait_for(e, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_future_release(e);
+    arpc_client_close(c);
+    stop_server(s);
+}
+
+/* All 32 cancelled at once, as an application would: the cancels of calls still buffered
+ * behind the hold follow their calls (a cancel never overtakes its own call), so every
+ * handler that started is cancelled, and the echo behind them completes. */
+static void test_cancel_all_at_once(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(addr, sizeof(addr));
+    arpc_client *c = NULL;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    arpc_future *f[NPARK];
+    start_parks(c, f);
+    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* the server is taking them */
+    arpc_future *e = arpc_call_async(c, "echo", "x", 1, ARPC_FOREVER);
+    assert_non_null(e);
+    for (int i = 0; i < NPARK; i++) {
+        arpc_future_cancel(f[i]);
+        assert_int_equal(arpc_future_wait_for(f[i], 1000), ARPC_ECANCELLED);
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(arpc_future_wait_for(e, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_future_release(e);
+    /* Every handler that started had its on_cancel (none is left waiting): no call is in
+     * flight once the echo, behind them all, was answered. */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), 0, WATCHDOG_S * 1000));
+    int started = 0;
+    for (int i = 0; i < NPARK; i++)
+        started += atomic_load(&park_started[i]);
+    assert_int_equal(atomic_load(&park_cancelled), started);
+    arpc_client_close(c);
+    stop_server(s);
+}
+
+/* A client whose heartbeat gives up after ~300 ms of silence keeps its connection through a
+ * hold five times that long: its PINGs are answered. */
+static void test_heartbeat_passes_a_held_connection(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(addr, sizeof(addr));
+    arpc_client_options o = {.heartbeat_ms = 100, .heartbeat_misses = 2};
+    arpc_client *c = NULL;
+    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
+    arpc_future *f[NPARK];
+    start_parks(c, f);
+    for (int i = 0; i < NPARK / 2; i++)
+        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* 16 started: the server holds */
+    sleep_ms(1500); /* the hold outlasts the client's heartbeat window (its subject, not a sync) */
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(s, &st), ARPC_OK);
+    assert_int_equal(st.connections_accepted, 1);
+    assert_int_equal(st.connections_closed, 0);
+    arpc_client_stats cs;
+    assert_int_equal(arpc_client_stats(c, &cs), ARPC_OK);
+    assert_int_equal(cs.connections_closed, 0);
+    for (int i = 0; i < NPARK; i++) {
+        arpc_future_cancel(f[i]);
+        arpc_future_release(f[i]);
+    }
+    void *r = NULL;
+    size_t rl = 0;
+    assert_int_equal(arpc_call(c, "echo", "y", 1, &r, &rl, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_free(r);
+    arpc_client_close(c);
+    stop_server(s);
+}
+
+/* A peer streaming requests into a held connection: the server reads at most what fits its
+ * read buffer (64 KiB), however much the peer sends. */
+static void test_held_connection_reads_a_bounded_amount(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    for (unsigned char i = 0; i < NPARK / 2; i++)
+        assert_true(raw_request(&r, i + 1, 0, 0, 0, "park", &i, 1));
+    for (int i = 0; i < NPARK / 2; i++)
+        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* held now */
+    arpc_server_stats before;
+    assert_int_equal(arpc_server_stats(s, &before), ARPC_OK);
+    /* Echo requests (and a PING among them) until the socket takes nothing for 200 ms. */
+    static uint8_t frames[64 * 1024];
+    size_t fl = 0;
+    for (uint64_t xid = 100; fl + 256 < sizeof(frames); xid++) {
+        uint8_t payload[100] = {0};
+        fl += arpc_frame_encode_request(frames + fl, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "echo", 4, payload,
+                                        sizeof(payload));
+    }
+    size_t sent = 0;
+    for (;;) {
+        struct pollfd p = {.fd = r.rc_fd, .events = POLLOUT};
+        if (poll(&p, 1, 200) <= 0)
+            break; /* the server reads no more */
+        ssize_t n = send(r.rc_fd, frames, fl, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        assert_true(sent < ((size_t)1 << 30));
+    }
+    arpc_server_stats after;
+    assert_int_equal(arpc_server_stats(s, &after), ARPC_OK);
+    assert_true(sent > 256 * 1024); /* more than the buffer: the kernel's too */
+    print_message("held: sent %zu, read %llu\n", sent, (unsigned long long)(after.bytes_in - before.bytes_in));
+    assert_true(after.bytes_in - before.bytes_in <= 64 * 1024);
+    raw_close(&r);
+    stop_server(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cancels_pass_a_held_connection),
+        cmocka_unit_test(test_cancel_all_at_once),
+        cmocka_unit_test(test_heartbeat_passes_a_held_connection),
+        cmocka_unit_test(test_held_connection_reads_a_bounded_amount),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
