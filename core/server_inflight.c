@@ -101,7 +101,7 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
     unsigned long long quiet = (unsigned long long)(s->sv_holds - s->sv_holds_logged - 1);
     s->sv_holds_logged = s->sv_holds;
     s->sv_hold_log_at = now;
-    char why[128];
+    char why[320];
     switch (reason) {
     case ARPC_CONN_HOLD_CALLS:
         snprintf(why, sizeof(why), "%u calls in flight (max_calls_per_conn)", sc->sc_ncalls);
@@ -111,7 +111,11 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
                  (unsigned long long)sc->sc_client_id, sc->sc_client ? sc->sc_client->ic_calls : 0);
         break;
     case ARPC_CONN_HOLD_BYTES:
-        snprintf(why, sizeof(why), "%zu bytes read, queued and owed (max_conn_bytes)", arpc_conn_bytes(conn));
+        /* Mostly estimates, as a rule: say so, and how to make them closer. */
+        snprintf(why, sizeof(why),
+                 "%zu bytes read, queued and owed (max_conn_bytes), %zu of them estimated replies to %u calls in "
+                 "flight (a method not yet replied counts max_conn_bytes/16 per call unless it sets reply_bytes_hint)",
+                 arpc_conn_bytes(conn), sc->sc_owed_est, sc->sc_ncalls);
         break;
     default:
         snprintf(why, sizeof(why), "%zu bytes of output not read by the peer (output backlog)",
@@ -177,6 +181,7 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
         est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
     st->rs_counted = true;
     st->rs_charge = sizeof(*req) + sizeof(*st) + st->rs_len + est;
+    sc->sc_owed_est += est;
     if (++sc->sc_ncalls >= s->sv_max_calls)
         inflight_hold(sc, ARPC_CONN_HOLD_CALLS);
     struct inflight_client *c = sc->sc_client;
@@ -230,6 +235,7 @@ void inflight_end(arpc_request *req, size_t reply_len)
     st->rs_counted = false;
     struct server_conn *sc = st->rs_conn; /* the server's part holds it */
     arpc_server *s = sc->sc_server;
+    sc->sc_owed_est -= st->rs_charge - (sizeof(*req) + sizeof(*st) + st->rs_len); /* its est */
     int state = atomic_load(&s->sv_state);
     if (state == SV_STOPPED)
         return; /* every connection is closed; the entries go with the server */

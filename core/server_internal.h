@@ -83,6 +83,7 @@ struct server_conn {
      * and the client id's entry they count toward too (NULL for client id 0). */
     unsigned sc_ncalls;
     unsigned sc_attached; /* duplicates waiting for a running call's result (not calls in flight) */
+    size_t sc_owed_est;   /* of what its calls owe (arpc_conn_owe), the estimates of their replies */
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <poll.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,21 @@
 
 #define NPARK 32
 #define WATCHDOG_S 10
+
+/* ---- the hold's log line ---- */
+
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char hold_line[512];
+
+static void on_log(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&log_mtx);
+    if (hold_line[0] == 0 && strstr(line, "holding input") != NULL)
+        snprintf(hold_line, sizeof(hold_line), "%s", line);
+    pthread_mutex_unlock(&log_mtx);
+}
 
 /* ---- a long poll: its handler ends only when the call is cancelled ---- */
 
@@ -127,6 +143,12 @@ static void test_cancels_pass_a_held_connection(void **state)
     arpc_future_release(e);
     arpc_client_close(c);
     stop_server(s);
+    /* The hold's line says the bulk of it is estimated replies, and what sets them. */
+    pthread_mutex_lock(&log_mtx);
+    print_message("%s\n", hold_line);
+    bool said = strstr(hold_line, "estimated replies to 16 calls") != NULL && strstr(hold_line, "reply_bytes_hint") != NULL;
+    pthread_mutex_unlock(&log_mtx);
+    assert_true(said);
 }
 
 /* All 32 cancelled at once, as an application would: the cancels of calls still buffered
@@ -240,6 +262,7 @@ static void test_held_connection_reads_a_bounded_amount(void **state)
 
 int main(void)
 {
+    arpc_set_logger(on_log, NULL, ARPC_LOG_INFO);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancels_pass_a_held_connection),
         cmocka_unit_test(test_cancel_all_at_once),
