@@ -189,7 +189,11 @@ typedef struct arpc_method_options {
                                * that much until its reply is queued. 0: learnt from its replies,
                                * max_conn_bytes/16 before the first one (so at most 16 calls per
                                * connection until one is answered: give a hint for methods whose
-                               * calls wait long, e.g. long polls). Learnt from replies either way */
+                               * calls wait long, e.g. long polls). Learnt from replies either way.
+                               * Over the bound the connection is held: no further request is
+                               * read until replies go out, but its cancels and PINGs still are
+                               * (up to a read buffer, 64 KiB, of requests waiting behind the
+                               * hold), so a long poll held there can still be cancelled */
     /* Frees the registration's ctx: called once, with ctx, when the server is freed (at
      * arpc_server_destroy, or, when a handler was still running then, once the last of them
      * returned; listened or not), on that thread. Not called when the registration fails (ctx is still the
