@@ -280,8 +280,9 @@ size_t arpc_conn_bytes(const struct arpc_conn *conn);
  * With arpc_conn_pass_control, control frames pass the hold (core/conn_held.c): the socket
  * is still read, into the read buffer as it is (never grown, no large body begun), and PINGs,
  * PONGs and what on_held_frame takes are handed up out of order; every other frame stays
- * buffered, in order. Once the buffer is full of those, or more than ARPC_CONN_BACKLOG_HIGH
- * bytes of output wait (answers to PINGs would pile up), the socket is not read.
+ * buffered, in order. Once the buffer is full of those, or more output waits than
+ * ARPC_CONN_BACKLOG_HIGH or the bytes bound (answers to PINGs would pile up), the socket is
+ * not read.
  * Loop thread; either may be called from inside on_frame; idempotent per reason. Release may
  * close the connection (a buffered frame was bad): the caller must keep the conn's memory. */
 void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason);

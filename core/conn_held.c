@@ -10,7 +10,8 @@
  * call it is running), out of order; every other frame stays where it is, in order, for when
  * the hold ends. The frames taken leave gaps, closed by moving the frames that stay down over
  * them, once per pass. Nothing here allocates: the memory a held connection has is the read
- * buffer it had, plus the PONGs it queues, which stop passing at ARPC_CONN_BACKLOG_HIGH.
+ * buffer it had, plus the PONGs it queues, which stop passing at ARPC_CONN_BACKLOG_HIGH or
+ * max_conn_bytes of output waiting, whichever is less.
  */
 #include "core/conn_held.h"
 
@@ -19,11 +20,18 @@
 #include "arpc/error.h"
 #include "core/conn_body.h"
 
+/* PONGs queued for a peer that does not read stop at the connection's own bounds: the
+ * backlog's, and max_conn_bytes (which the hold may be for: it must not be overshot more). */
+static bool conn_held_output_fits(const struct arpc_conn *conn)
+{
+    size_t q = conn->c_out.q_bytes;
+    return q <= ARPC_CONN_BACKLOG_HIGH && (conn->c_max_bytes == 0 || q <= conn->c_max_bytes);
+}
+
 bool conn_held_passes(const struct arpc_conn *conn)
 {
     return conn->c_hold != 0 && conn->c_pass_control && conn->c_open && !conn->c_close_pending &&
-           !conn->c_close_after_flush && conn->c_body == NULL && conn->c_skip == 0 &&
-           conn->c_out.q_bytes <= ARPC_CONN_BACKLOG_HIGH;
+           !conn->c_close_after_flush && conn->c_body == NULL && conn->c_skip == 0 && conn_held_output_fits(conn);
 }
 
 /* Hands up f if it passes the hold; true when it did (it then leaves the buffer). */

@@ -47,6 +47,7 @@ static void on_log(void *ctx, enum arpc_log_level level, const char *line)
 /* ---- a long poll: its handler ends only when the call is cancelled ---- */
 
 static atomic_int park_started[NPARK]; /* by the index the payload carries */
+static arpc_request *park_kept[NPARK];  /* read by the test once their start was posted */
 static atomic_int park_cancelled;
 static sem_t start_sem, cancel_sem;
 
@@ -63,8 +64,10 @@ static void park(arpc_request *req, void *ctx)
     (void)ctx;
     size_t len = 0;
     const unsigned char *p = arpc_request_data(req, &len);
-    if (len == 1 && p[0] < NPARK)
+    if (len == 1 && p[0] < NPARK) {
+        park_kept[p[0]] = req;
         atomic_store(&park_started[p[0]], 1);
+    }
     arpc_request_on_cancel(req, park_on_cancel, NULL);
     sem_post(&start_sem);
 }
@@ -256,6 +259,48 @@ static void test_held_connection_reads_a_bounded_amount(void **state)
     assert_true(sent > 256 * 1024); /* more than the buffer: the kernel's too */
     print_message("held: sent %zu, read %llu\n", sent, (unsigned long long)(after.bytes_in - before.bytes_in));
     assert_true(after.bytes_in - before.bytes_in <= 64 * 1024);
+    for (int i = 0; i < NPARK / 2; i++) /* its cancels would wait behind a full buffer: answered here */
+        arpc_reply(park_kept[i], "done", 4);
+    raw_close(&r);
+    stop_server(s);
+}
+
+/* A peer that floods a held connection with PINGs and reads nothing: they are answered until
+ * the PONGs waiting reach the output backlog's bound (8 MiB; max_conn_bytes is 16 MiB here),
+ * then the socket is not read. */
+static void test_ping_flood_stops_at_the_backlog(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    int small = 4096; /* the peer reads nothing: its receive buffer is kept small */
+    assert_int_equal(setsockopt(r.rc_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    for (unsigned char i = 0; i < NPARK / 2; i++)
+        assert_true(raw_request(&r, i + 1, 0, 0, 0, "park", &i, 1));
+    for (int i = 0; i < NPARK / 2; i++)
+        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* held now */
+    static uint8_t ping[ARPC_FRAME_HEADER_SIZE + 48 * 1024];
+    arpc_frame_encode_header(ping, ARPC_FRAME_PING, 7, sizeof(ping) - ARPC_FRAME_HEADER_SIZE);
+    size_t sent = 0;
+    for (;;) {
+        struct pollfd p = {.fd = r.rc_fd, .events = POLLOUT};
+        if (poll(&p, 1, 200) <= 0)
+            break; /* the server reads no more */
+        ssize_t n = send(r.rc_fd, ping, sizeof(ping), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        assert_true(sent < ((size_t)1 << 30));
+    }
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(s, &st), ARPC_OK);
+    print_message("ping flood: sent %zu, read %llu, queued %llu\n", sent, (unsigned long long)st.bytes_in,
+                  (unsigned long long)st.queued_bytes);
+    assert_true(st.queued_bytes > 0);
+    assert_true(st.queued_bytes <= (8u << 20) + 4 * sizeof(ping)); /* a read's worth of PONGs past it */
+    for (int i = 0; i < NPARK / 2; i++)
+        arpc_reply(park_kept[i], "done", 4);
     raw_close(&r);
     stop_server(s);
 }
@@ -268,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_cancel_all_at_once),
         cmocka_unit_test(test_heartbeat_passes_a_held_connection),
         cmocka_unit_test(test_held_connection_reads_a_bounded_amount),
+        cmocka_unit_test(test_ping_flood_stops_at_the_backlog),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
