@@ -14,7 +14,8 @@
  * large frame has passed. Frames are parsed in place; the remainder is moved to the front only
  * when the buffer's tail is short. A large body (ARPC_CONN_BODY_MIN or more) leaves that path
  * once its header is in: it is read into a buffer of its own (core/conn_body.c), so the read
- * buffer neither grows for it nor copies it around.
+ * buffer neither grows for it nor copies it around. While input is held, reads go on only
+ * into the read buffer as it is, for control frames to pass (core/conn_held.c).
  */
 #include "core/conn.h"
 
@@ -626,8 +627,9 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     size_t need = ARPC_FRAME_HEADER_SIZE;
     size_t got = 0, limit = CONN_READ_BUDGET; /* bytes read this turn, and how many it may read */
     conn->c_dispatching = true;
-    /* Held input reads nothing, whoever calls (the write watcher calls in for a stream whose
-     * read waited for writability): not even the rest of a large body, which would go up. */
+    /* Held input reads only for control frames to pass (conn_held_reads), whoever calls (the
+     * write watcher calls in for a stream whose read waited for writability): never the rest
+     * of a large body, which would go up. */
     for (int round = 0; round < CONN_READS_PER_READY && (conn_takes_input(conn) || conn_held_reads(conn)) && !conn->c_eof;
          round++) {
         bool held = conn->c_hold != 0; /* only control frames pass (core/conn_held.c) */
