@@ -227,6 +227,8 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     } else if (name_len > ARPC_METHOD_MAX ||
                (m = arpc_registry_find(&s->sv_registry, name, name_len)) == NULL) {
         jsonrpc_no_method(sc, xid, name, name_len);
+    } else if (m->m_numbered_only) {
+        sconn_refuse_unnumbered(sc, m, xid, false); /* JSON-RPC calls are never numbered */
     } else {
         /* Go sends exactly one parameter; none (or null) is the handler's "null". */
         const json_t *arg = json_is_array(params) && json_array_size(params) > 0 ? json_array_get(params, 0) : json_null();

@@ -26,6 +26,7 @@ struct arpc_method {
     /* Loop thread, after listen too (unlike the rest): the size its replies are expected to
      * have, for the bytes a call owes (core/server_inflight.c); 0: none seen yet. */
     size_t m_reply_est;
+    bool m_numbered_only; /* refuse calls that are not at-most-once (arpc_method_options) */
 };
 
 struct arpc_registry {

@@ -70,6 +70,21 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
     arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
 }
 
+void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway)
+{
+    char name[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(name, sizeof(name), m->m_name, m->m_name_len);
+    if (oneway) {
+        arpc_log(ARPC_LOG_WARN, "one-way message from %s to %s dropped: the method takes at-most-once calls only",
+                 sc->sc_conn.c_peer, name);
+        return;
+    }
+    char msg[sizeof(name) + 96];
+    int n = snprintf(msg, sizeof(msg), "%s takes at-most-once calls only (numbered_only); this one was not numbered",
+                     name);
+    sconn_refuse_call(sc, xid, ARPC_EREJECTED, msg, (size_t)n);
+}
+
 static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
 {
     arpc_server *s = sc->sc_server;
@@ -84,6 +99,10 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     }
     const struct arpc_method *m = arpc_registry_find_near(&s->sv_registry, f->f_method, f->f_method_len,
                                                           &sc->sc_last_method);
+    if (m != NULL && m->m_numbered_only && (oneway || sc->sc_client_id == 0 || f->f_seq == 0)) {
+        sconn_refuse_unnumbered(sc, m, f->f_xid, oneway);
+        return;
+    }
     if (m != NULL) {
         request_dispatch(sc, m, f);
         if (!oneway && !m->m_inline)

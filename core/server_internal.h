@@ -227,6 +227,9 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
+/* A call to a numbered_only method that is not numbered: refused ARPC_EREJECTED (a one-way
+ * message: dropped, logged). */
+void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway);
 /* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
  * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);

@@ -82,6 +82,8 @@ static int setup(void **state)
     assert_int_equal(arpc_server_register(server, "T.Echo", echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Once", echo, NULL, &(arpc_method_options){.numbered_only = true}),
+                     ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Hold", hold, NULL, &(arpc_method_options){.actor = hold_actor}),
                      ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Release", release, NULL,
@@ -142,6 +144,9 @@ static void test_outcomes(void **state)
     expect_call(c, "T.Echo", "  17 ", ARPC_OK, "17");
     expect_call(c, "T.Fail", "{}", ARPC_EHANDLER, "it failed: \"quoted\"");
     expect_call(c, "T.NotJSON", "{}", ARPC_EHANDLER, "jsonrpc: the handler's reply is not valid JSON");
+    /* JSON-RPC calls are never numbered: a numbered_only method refuses them, unrun. */
+    expect_call(c, "T.Once", "{}", ARPC_EHANDLER,
+                "ARPC_EREJECTED: T.Once takes at-most-once calls only (numbered_only); this one was not numbered");
     expect_call(c, "T.Nope", "{}", ARPC_ENOMETHOD, "rpc: can't find method T.Nope");
     expect_call(c, "X.Echo", "{}", ARPC_ENOMETHOD, "rpc: can't find service X.Echo");
     expect_call(c, "nodot", "{}", ARPC_ENOMETHOD, "rpc: service/method request ill-formed: nodot");

@@ -214,6 +214,13 @@ typedef struct arpc_method_options {
      * once the server answered it. The queue must outlive the server. Not with actor, group,
      * key or inline_on_loop. */
     arpc_cq *queue;
+    /* Take at-most-once calls only: a call that is not numbered (the client's semantics
+     * ARPC_AT_LEAST_ONCE or ARPC_NO_RETRY, a client without an id, any JSON-RPC call) is
+     * refused ARPC_EREJECTED (it did not run) with a message naming the method, and such a
+     * one-way message is dropped (logged). For methods that must never run twice for one
+     * request, e.g. those that log their effect with arpc_reply_durable: the server's reply
+     * cache catches a numbered call's retries, nothing catches an unnumbered one's. */
+    bool numbered_only;
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
