@@ -267,10 +267,13 @@ int arpc_client_close(arpc_client *c)
      * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->cl_loop, step_close, c);
     /* Cancels still on their way to the loop hold their calls: let the lane run them (it is
-     * FIFO, so a no-op run after them means they ran). */
+     * FIFO, so a no-op run after them means they ran). On a stopped loop the final drain ran
+     * them: what is left is callers between their entry and their hand-over (client_enter,
+     * core/client_api.c), which the stopped loop refuses, so they leave at once. */
+    unsigned attempt = 0;
     while (atomic_load(&c->cl_live) != 0)
         if (arpc_loop_run_sync(c->cl_loop, step_nothing, NULL) != ARPC_OK)
-            break; /* a stopped loop: its final drain runs them */
+            arpc_backoff_spin(&attempt);
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop);
     client_release(c);

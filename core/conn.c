@@ -564,7 +564,7 @@ static size_t conn_parse(struct arpc_conn *conn)
  * is (without growing it; moving its frames to the front if needed). */
 static bool conn_held_reads(const struct arpc_conn *conn)
 {
-    return conn_held_passes(conn) && !conn->c_eof &&
+    return conn_held_passes(conn) && !conn->c_eof && !conn->c_held_eof &&
            (conn->c_rbuf == NULL || conn->c_rend < conn->c_rcap || conn->c_rstart > 0);
 }
 
@@ -648,6 +648,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (room > limit - got)
             room = limit - got;
         ssize_t n = conn->c_stream->s_ops->s_read(conn->c_stream, dst, room);
+        if (n == 0 && held && conn->c_rend != conn->c_rstart) {
+            conn->c_held_eof = true; /* judged once the frames waiting went up (conn_on_eof) */
+            break;
+        }
         if (n == 0) {
             conn_on_eof(conn);
             break;
@@ -668,9 +672,11 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (!held) {
             conn->c_rx_ns = 0;
             conn->c_rx_waited = false;
-        } else if (conn->c_rend == conn->c_rstart) {
-            /* The frames read while held share the time the first of them came (a frame
-             * already waiting keeps its own): they will have waited (c_rx_waited). */
+        } else {
+            /* The frames waiting share one arrival time (not one per frame): the latest
+             * read's, so that no call's budget is counted from before it arrived (a false
+             * ARPC_EEXPIRED); an earlier one's may be counted late, which only lets the server
+             * spend on a call its caller gave up on. They will have waited (c_rx_waited). */
             conn->c_rx_ns = arpc_now_ns();
         }
         size_t parsed_from = conn->c_rstart;
@@ -754,6 +760,8 @@ static bool conn_parse_buffered(struct arpc_conn *conn)
         return true;
     }
     conn_track_partial(conn, conn->c_rstart != parsed_from);
+    if (conn->c_hold == 0)
+        conn->c_held_eof = false; /* the next read meets the end of stream again, in order */
     if (!conn->c_close_after_flush && (conn->c_hold == 0 || conn_held_reads(conn)))
         conn_start_reading(conn);
     return false;

@@ -124,6 +124,9 @@ struct arpc_conn {
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */
+    bool c_held_eof;      /* the end of stream came while held with frames buffered: it is
+                           * read again once the hold ends and they went up (a half-closed
+                           * peer's calls are answered, not dropped with the connection) */
     size_t c_held_scan;   /* while held: bytes after c_rstart already looked through (frames
                            * that stay), so each read looks at its new frames only */
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */

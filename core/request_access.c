@@ -81,15 +81,10 @@ int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *a
     unsigned flags = atomic_load(&req->rq_flags);
     if (flags & RQ_CANCEL_CB)
         return ARPC_EBUSY; /* one callback per request */
-    if (flags & RQ_STATE_GONE) {
-        /* Answered by the server in the handler's place (a tombstone): that cancelled it. */
-        if (!(atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCEL_CB))
-            fn(req, arg);
-        return ARPC_OK;
-    }
-    struct request_state *st = req->rq_state;
-    st->rs_cancel_fn = fn;
-    st->rs_cancel_arg = arg;
+    /* In the handle, which outlives the server's part (a server's answer, which may free that
+     * part meanwhile, cancels the call: RQ_CANCELLED, below). */
+    req->rq_cancel_fn = fn;
+    req->rq_cancel_arg = arg;
     /* Release: the loop that sees RQ_CANCEL_CB sees fn and arg. */
     if (atomic_fetch_or(&req->rq_flags, RQ_CANCEL_CB) & RQ_CANCELLED)
         fn(req, arg); /* cancelled already: the loop did not see the callback, we call it */
@@ -100,7 +95,7 @@ void request_cancel_now(arpc_request *req)
 {
     unsigned was = atomic_fetch_or(&req->rq_flags, RQ_CANCELLED);
     if ((was & (RQ_CANCELLED | RQ_CANCEL_CB)) == RQ_CANCEL_CB) /* the first cancel, and a callback */
-        req->rq_state->rs_cancel_fn(req, req->rq_state->rs_cancel_arg);
+        req->rq_cancel_fn(req, req->rq_cancel_arg);
 }
 
 void request_cancel(struct server_conn *sc, uint64_t xid)

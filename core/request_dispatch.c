@@ -192,8 +192,8 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_late_code = ARPC_OK;
     req->rq_server = NULL; /* set only for a tombstone that needs it (core/request_tomb.c) */
     req->rq_listed = false;
-    st->rs_cancel_fn = NULL;
-    st->rs_cancel_arg = NULL;
+    req->rq_cancel_fn = NULL;
+    req->rq_cancel_arg = NULL;
     st->rs_awaiting = false;
     st->rs_counted = false;
     st->rs_charge = 0;

@@ -24,7 +24,7 @@ enum {
                               * server answered in the handler's place and booked the call */
     RQ_REPLIED = 1u << 2,    /* marker: a reply began (a second one is refused) */
     RQ_CANCELLED = 1u << 3,  /* a CANCEL frame arrived for it */
-    RQ_CANCEL_CB = 1u << 4,  /* rs_cancel_fn is set */
+    RQ_CANCEL_CB = 1u << 4,  /* rq_cancel_fn is set */
     RQ_STARTED = 1u << 5,    /* the handler was called */
     RQ_SERVER_ANSWERED = 1u << 6, /* the server answered the caller itself (rq_late_code) */
     RQ_STATE_GONE = 1u << 7, /* the server's part was freed: the handle is a tombstone */
@@ -53,6 +53,10 @@ struct arpc_request {
     uint64_t rq_ack;         /* the ack the request carried */
     bool rq_oneway;
     bool rq_listed;          /* in the server's sv_tombs (loop thread) */
+    /* arpc_request_on_cancel's callback: in the handle, not the server's part, because it may
+     * be set from any thread while the server answers the call and frees that part. */
+    arpc_request_cancel_fn rq_cancel_fn;
+    void *rq_cancel_arg;
     /* A numbered call answered at its deadline while the server runs: what its late reply
      * needs to finish the call in the reply cache without the server's part (set on the loop
      * before RQ_SERVER_ANSWERED publishes them). rq_server holds a reference on the server
@@ -78,8 +82,6 @@ struct request_state {
     size_t rs_charge;        /* the bytes it owes its connection until its reply is queued */
     struct arpc_deadline rs_deadline; /* the wire's deadline, armed on the loop */
     struct arpc_dlink rs_link;        /* sv_awaiting */
-    arpc_request_cancel_fn rs_cancel_fn;
-    void *rs_cancel_arg;
     uint64_t rs_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */
     uint8_t *rs_buf;         /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
     size_t rs_buf_cap;

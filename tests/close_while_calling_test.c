@@ -22,11 +22,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "arpc/alloc.h"
 #include "arpc/arpc.h"
+#include "async/loop_internal.h"
 #include "support/test_util.h"
 
 #define CALLERS 2
@@ -36,6 +38,7 @@
 
 static sem_t inside;
 static _Thread_local bool tell_next_alloc;
+static atomic_int linger_us; /* how long a caller lingers inside after saying so */
 
 static void *tell_malloc(size_t size, void *ctx)
 {
@@ -43,6 +46,8 @@ static void *tell_malloc(size_t size, void *ctx)
     if (tell_next_alloc) {
         tell_next_alloc = false;
         sem_post(&inside);
+        if (atomic_load(&linger_us) != 0) /* not a wait for anything: it widens the race */
+            usleep((useconds_t)atomic_load(&linger_us));
     }
     return malloc(size);
 }
@@ -147,6 +152,41 @@ static void test_own_loop_tcp(void **state) /* an idle loop: callers write their
     close_while_calling("tcp://127.0.0.1:0", false);
 }
 
+/* The application's loop is stopped before the close: the close runs its steps itself and
+ * must still wait for a caller between its entry and its hand-over (which the stopped loop
+ * refuses: the call ends ARPC_ESHUTDOWN). Before, close gave up waiting on a stopped loop and
+ * freed the client under the caller (ASan: use after free in its way out). */
+static void test_stopped_user_loop(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    atomic_store(&linger_us, 20000);
+    for (int round = 0; round < 5; round++) {
+        arpc_loop *loop;
+        assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+        assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+        arpc_client_options co = {.loop = loop};
+        arpc_client *c;
+        assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+        arpc_loop_stop(loop);
+        assert_true(arpc_loop_wait_not_running(loop)); /* its thread has finished it */
+        struct caller k = {.c = c, .rc = -1};
+        pthread_t th;
+        assert_int_equal(0, pthread_create(&th, NULL, caller_main, &k));
+        sem_wait(&inside);
+        assert_int_equal(ARPC_OK, arpc_client_close(c));
+        pthread_join(th, NULL);
+        assert_int_equal(ARPC_ESHUTDOWN, k.rc);
+        arpc_loop_destroy(loop);
+    }
+    atomic_store(&linger_us, 0);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void test_caller_driven_tcp(void **state)
 {
     (void)state;
@@ -159,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_own_loop_inproc),
         cmocka_unit_test(test_own_loop_tcp),
         cmocka_unit_test(test_caller_driven_tcp),
+        cmocka_unit_test(test_stopped_user_loop),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
