@@ -110,7 +110,8 @@ struct arpc_client {
     atomic_int cl_state;        /* enum client_state */
     atomic_int cl_lost_reason;  /* in CL_LOST: why calls end */
     atomic_size_t cl_npending;  /* calls started and not yet completed */
-    atomic_size_t cl_live;      /* call objects not yet freed: close waits for 0 */
+    atomic_size_t cl_live;      /* callers on their way in (client_enter), call objects not yet
+                                 * freed, one-way messages on the lane: close waits for 0 */
     atomic_uint cl_server_max;  /* the server's frame limit, from its HELLO */
     _Atomic uint64_t cl_connections;
     arpc_loop *cl_loop;
