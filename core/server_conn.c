@@ -55,6 +55,11 @@ uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns)
     return f->f_deadline_ms ? arpc_deadline_after(arrival_ns, f->f_deadline_ms) : ARPC_NEVER;
 }
 
+uint64_t sconn_call_seq(const struct server_conn *sc, const struct arpc_frame *f)
+{
+    return f->f_kind == ARPC_FRAME_ONEWAY || sc->sc_client_id == 0 ? 0 : f->f_seq;
+}
+
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
 {
     if (code >= 0 && code < ARPC_STATS_CODES)
@@ -99,7 +104,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     }
     const struct arpc_method *m = arpc_registry_find_near(&s->sv_registry, f->f_method, f->f_method_len,
                                                           &sc->sc_last_method);
-    if (m != NULL && m->m_numbered_only && (oneway || sc->sc_client_id == 0 || f->f_seq == 0)) {
+    if (m != NULL && m->m_numbered_only && sconn_call_seq(sc, f) == 0) {
         sconn_refuse_unnumbered(sc, m, f->f_xid, oneway);
         return;
     }

@@ -285,7 +285,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
 bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f)
 {
     arpc_server *s = sc->sc_server;
-    if (f->f_seq == 0 || sc->sc_client_id == 0 || !arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq))
+    if (sconn_call_seq(sc, f) == 0 || !arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq))
         return false;
     bool started = dedup_admit(sc, f, sconn_call_deadline(f, arpc_conn_arrival_ns(&sc->sc_conn))); /* never again */
     assert(!started);

@@ -233,6 +233,9 @@ void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m
 /* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
  * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);
+/* The seq an at-most-once call is numbered with on sc, or 0 for a call that is not numbered
+ * (a one-way message, a client without an id, seq 0 on the wire). */
+uint64_t sconn_call_seq(const struct server_conn *sc, const struct arpc_frame *f);
 /* The open connections, oldest first or as the limits' sweep last reordered them (loop thread). */
 static inline struct server_conn *sconn_first(const arpc_server *s)
 {
