@@ -134,7 +134,9 @@ uint64_t arpc_loop_wakeups(arpc_loop *loop);
 
 /* Waits for f on any thread but the loop's: blocks if a thread runs the loop, or runs the
  * loop here (arpc_loop_run_until) while nobody does. ARPC_EBUSY on the loop thread itself
- * (it would wait for itself). Otherwise f's status. */
+ * (it would wait for itself). Otherwise f's status. loop NULL: a loop thread of the caller's
+ * own (a client's) completes f, so this only sleeps (arpc_future_wait); a caller that must
+ * not touch its client once it handed the call over chooses the loop before. */
 int arpc_loop_wait(arpc_loop *loop, arpc_future *f);
 /* As arpc_loop_wait, giving up at deadline_ns (base/clock.h; ARPC_NEVER: never) with
  * ARPC_EPENDING. */

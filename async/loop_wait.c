@@ -229,7 +229,10 @@ int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadl
     return loop_wait_future(loop, f, deadline_ns, true);
 }
 
-int arpc_loop_wait(arpc_loop *loop, arpc_future *f) { return arpc_loop_wait_until(loop, f, ARPC_NEVER); }
+int arpc_loop_wait(arpc_loop *loop, arpc_future *f)
+{
+    return loop == NULL ? arpc_future_wait(f) : arpc_loop_wait_until(loop, f, ARPC_NEVER);
+}
 
 bool arpc_loop_wait_not_running(arpc_loop *loop)
 {

@@ -182,7 +182,6 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     return f;
 }
 
-
 arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
                                     const arpc_call_options *o, size_t o_size)
 {
@@ -198,15 +197,6 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
     return call_start(c, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
-/* Waits for f: sleeps if the client's own loop thread delivers it (loop NULL), otherwise
- * drives (or waits for whoever drives) the application's loop (arpc_loop_wait). Given what to
- * wait with, not the client: once the call is handed over, another thread's arpc_client_close
- * may end it and free the client (and its own loop) while this thread is still on its way. */
-static int client_wait(arpc_loop *loop, arpc_future *f)
-{
-    return loop == NULL ? arpc_future_wait(f) : arpc_loop_wait(loop, f);
-}
-
 int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
                      size_t *reply_len, const arpc_call_options *o, size_t o_size)
 {
@@ -219,11 +209,13 @@ int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t
         client_leave(c);
         return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
     }
-    arpc_loop *drive = c != NULL && !c->cl_owns_loop ? c->cl_loop : NULL; /* before the hand-over */
+    /* Chosen before the hand-over: from then on another thread's arpc_client_close may end
+     * the call and free the client (and its own loop) while this thread is on its way. */
+    arpc_loop *drive = c != NULL && !c->cl_owns_loop ? c->cl_loop : NULL;
     arpc_future *f = call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = client_wait(drive, f);
+    int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
     if (reply != NULL) {
         size_t len = 0;
         *reply = arpc_future_take(f, &len);

@@ -289,7 +289,7 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
     arpc_future *f = arpc_jsonrpc_call_async(c, method, params_json, params_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
-    int status = drive != NULL ? arpc_loop_wait(drive, f) : arpc_future_wait(f);
+    int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
     size_t len = 0;
     char *data = arpc_future_take(f, &len);
     if (result != NULL) {
