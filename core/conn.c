@@ -568,27 +568,20 @@ static bool conn_held_reads(const struct arpc_conn *conn)
            (conn->c_rbuf == NULL || conn->c_rend < conn->c_rcap || conn->c_rstart > 0);
 }
 
-/* Where a held connection's next read goes: the read buffer's free tail, never a larger
- * buffer (only a cold connection's first read since it gave its buffer back makes one). */
-static int conn_held_room(struct arpc_conn *conn, uint8_t **dst, size_t *room)
-{
-    if (conn->c_rbuf == NULL && conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK)
-        return ARPC_ENOMEM;
-    if (conn->c_rend == conn->c_rcap && conn->c_rstart > 0 && conn_compact(conn) != ARPC_OK)
-        return ARPC_ENOMEM;
-    *dst = conn->c_rbuf + conn->c_rend;
-    *room = conn->c_rcap - conn->c_rend;
-    return ARPC_OK;
-}
-
-/* Where the next read goes: a large body's own buffer, or the read buffer's free tail. */
-static int conn_read_room(struct arpc_conn *conn, size_t need, uint8_t **dst, size_t *room)
+/* Where the next read goes: a large body's own buffer, or the read buffer's free tail. Held
+ * (control frames passing, core/conn_held.c; never in a large body): that tail as the buffer
+ * is, never a larger buffer, its frames moved to the front once it is full. */
+static int conn_read_room(struct arpc_conn *conn, size_t need, bool held, uint8_t **dst, size_t *room)
 {
     if (conn->c_body != NULL)
         return conn_body_room(conn, dst, room);
     if (conn->c_rbuf == NULL && conn_rbuf_alloc(conn, CONN_RBUF_INITIAL) != ARPC_OK)
         return ARPC_ENOMEM; /* the first read, or the first since a cold connection gave it back */
-    int rc = conn_reserve(conn, need);
+    int rc = ARPC_OK;
+    if (!held)
+        rc = conn_reserve(conn, need);
+    else if (conn->c_rend == conn->c_rcap && conn->c_rstart > 0)
+        rc = conn_compact(conn);
     *dst = conn->c_rbuf + conn->c_rend;
     *room = conn->c_rcap - conn->c_rend;
     return rc;
@@ -639,7 +632,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break; /* others' turn */
         uint8_t *dst;
         size_t room;
-        if ((held ? conn_held_room(conn, &dst, &room) : conn_read_room(conn, need, &dst, &room)) != ARPC_OK) {
+        if (conn_read_room(conn, need, held, &dst, &room) != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
                      conn->c_peer, conn->c_body != NULL ? ARPC_FRAME_HEADER_SIZE + (size_t)conn->c_body_len : need);
             arpc_conn_close(conn, ARPC_ENOMEM);
