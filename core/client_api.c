@@ -67,16 +67,17 @@ static void call_on_cancel(arpc_future *f, void *arg)
  * seq_cst, Dekker's pattern): so either the caller sees the handle dead (close began first:
  * misuse, reported, and the call fails ARPC_EINVAL), or close waits for it. The count passes
  * to the call object at the hand-over (call_free gives it back), or is given back by
- * client_leave. From the hand-over on, the caller touches nothing of the client's. A count
- * taken after close has finished touches freed memory: that is a call started after close,
- * misuse the handle check catches only as base/handle.h says (ASan is asked first, as there).
+ * client_leave. From the hand-over on, the caller touches nothing of the client's. The
+ * handle is checked once before the count too, so that a call started after close (misuse)
+ * reads the dead handle and writes nothing; only a caller racing the close itself counts in
+ * a client close is about to free, and close waits for it.
  * fn is the public name (the _v symbols are reached through macros, see arpc/common.h).
  * Returns c, or NULL (the call then fails ARPC_EINVAL).
  */
 static arpc_client *client_enter(arpc_client *c, const char *fn)
 {
-    if (c == NULL || ARPC_HANDLE_FREED(c))
-        return client_live(c, fn) ? c : NULL; /* NULL quietly; a freed block reported */
+    if (!client_live(c, fn))
+        return NULL; /* NULL quietly; a closed or freed handle reported, nothing written */
     atomic_fetch_add(&c->cl_live, 1);
     if (atomic_load(&c->cl_magic) == ARPC_MAGIC_CLIENT)
         return c;
