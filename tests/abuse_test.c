@@ -741,14 +741,6 @@ static unsigned log_lines_with(const char *what)
     return n;
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static void test_method_name_log_injection(void **state)
 {
     (void)state;
@@ -758,7 +750,7 @@ static void test_method_name_log_injection(void **state)
     arpc_server *s;
     char addr[ARPC_ADDR_MAX];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "a.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "a.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *good;
     assert_int_equal(ARPC_OK, arpc_client_connect(&good, addr, NULL));

@@ -39,14 +39,6 @@ struct fixture {
     pid_t kv_pid;       /* a kv_server child still running (a failed test): killed by the teardown */
 };
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static void h_fail(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -69,7 +61,7 @@ static int setup(void **state)
     pthread_mutex_init(&fx->mu, NULL);
     arpc_server_options so = {.workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->server, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.fail", h_fail, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "t.hold", h_hold, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));

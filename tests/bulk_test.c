@@ -34,14 +34,6 @@
  * holds its fixed fields and method name. */
 #define NEAR_MAX_PAYLOAD (ARPC_DEFAULT_MAX_FRAME - 4096u)
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 struct bulk_fx {
     arpc_server *server;
     arpc_client *client;
@@ -59,8 +51,8 @@ static void fx_start(struct bulk_fx *fx, const char *scheme, enum arpc_call_sema
     arpc_server_options so = {.workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->server, &so));
     arpc_method_options inl = {.inline_on_loop = true};
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo", h_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo_inline", h_echo, NULL, &inl));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo_inline", test_echo, NULL, &inl));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, listen_addr, fx->addr, sizeof(fx->addr)));
     arpc_client_options co = {.semantics = semantics};
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, &co));

@@ -54,14 +54,6 @@ static const arpc_allocator counting_allocator = {count_malloc, count_realloc, c
 static sem_t held_sem;
 static arpc_request *held;
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static void h_hold(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -84,7 +76,7 @@ static int setup(void **state)
     static struct fixture fx;
     memset(&fx, 0, sizeof(fx));
     arpc_method_options in = {.inline_on_loop = true};
-    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", h_echo, NULL, &in) != ARPC_OK ||
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", test_echo, NULL, &in) != ARPC_OK ||
         arpc_server_register(fx.s, "t.hold", h_hold, NULL, &in) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK ||
         arpc_client_connect(&fx.c, fx.addr, NULL) != ARPC_OK)

@@ -42,14 +42,6 @@ static _Atomic(arpc_request *) held[HELD_MAX];
 static atomic_int nheld;
 #define CLOSED ((arpc_request *)&nheld)
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 /* Never answers until the teardown: for deadlines, cancels and the close. */
 static void h_hold(arpc_request *req, void *ctx)
 {
@@ -92,8 +84,8 @@ static int setup(void **state)
         atomic_store(&held[i], NULL);
     /* A held call's reply is expected small: the server keeps reading behind many of them. */
     arpc_method_options in = {.inline_on_loop = true}, hold = {.reply_bytes_hint = 1};
-    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", h_echo, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(fx.s, "t.inline", h_echo, NULL, &in) != ARPC_OK ||
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_server_register(fx.s, "t.echo", test_echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(fx.s, "t.inline", test_echo, NULL, &in) != ARPC_OK ||
         arpc_server_register(fx.s, "t.hold", h_hold, NULL, &hold) != ARPC_OK ||
         arpc_server_register(fx.s, "t.wait-cancel", h_wait_cancel, NULL, &hold) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
@@ -488,7 +480,7 @@ static atomic_bool forgot_client;
 static void h_count(arpc_request *req, void *ctx)
 {
     atomic_fetch_add(&count_runs, 1);
-    h_echo(req, ctx);
+    test_echo(req, ctx);
 }
 
 #define AGED_CLIENT_ID 0x5eed0001ull
@@ -559,7 +551,7 @@ static void test_tls_takes_the_loop_path(void **state)
     arpc_server *s;
     char addr[ARPC_ADDR_MAX];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client_options co = {.tls = &tls.tp_client};
     arpc_client *c;

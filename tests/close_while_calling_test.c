@@ -73,14 +73,6 @@ static int group_setup(void **state)
 
 /* ---- server and callers ---- */
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 struct caller {
     arpc_client *c;
     int rc;
@@ -103,7 +95,7 @@ static void close_while_calling(const char *listen, bool caller_driven)
     arpc_server *s;
     arpc_server_options so = {.workers = 1};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, sizeof(addr)));
     unsigned ok = 0, ended = 0;
@@ -161,7 +153,7 @@ static void test_stopped_user_loop(void **state)
     (void)state;
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     atomic_store(&linger_us, 20000);

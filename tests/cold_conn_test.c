@@ -219,14 +219,6 @@ static void test_wrapped_loop_runs_while_cold(void **state)
 #define CONN_N 32
 #define CONN_BUDGET 2u
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static unsigned fds_open(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -308,7 +300,7 @@ static void served_start(struct served *v)
     arpc_server_options so = {.loop = v->loop};
     assert_int_equal(ARPC_OK, arpc_server_create(&v->s, &so));
     arpc_method_options mo = {.inline_on_loop = true};
-    assert_int_equal(ARPC_OK, arpc_server_register(v->s, "t.echo", h_echo, NULL, &mo));
+    assert_int_equal(ARPC_OK, arpc_server_register(v->s, "t.echo", test_echo, NULL, &mo));
     snprintf(v->path, sizeof(v->path), "/tmp/arpc-cold-%d.sock", (int)getpid());
     char addr[128];
     snprintf(addr, sizeof(addr), "unix://%s", v->path);

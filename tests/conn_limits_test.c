@@ -78,14 +78,6 @@ static void expect_log(const char *limit, int fd)
 
 /* ---- a server and a well-behaved client ---- */
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 /* Echoes once the test posts held_sem (t.held). */
 static sem_t held_sem;
 static atomic_int held_started;
@@ -93,7 +85,7 @@ static void h_held(arpc_request *req, void *ctx)
 {
     atomic_fetch_add(&held_started, 1);
     (void)sem_wait_secs(&held_sem, 10);
-    h_echo(req, ctx);
+    test_echo(req, ctx);
 }
 
 struct fixture {
@@ -110,7 +102,7 @@ static void start(struct fixture *fx, arpc_server_options so)
     latch_reset();
     arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.held", h_held, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));

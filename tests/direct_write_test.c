@@ -322,14 +322,6 @@ static void h_blob(arpc_request *req, void *ctx)
     free(out);
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static arpc_server *server_new(char *addr, size_t addrlen)
 {
     arpc_server *s;
@@ -338,7 +330,7 @@ static arpc_server *server_new(char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.blob", h_blob, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.blob_loop", h_blob, NULL, &on_loop));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Echo", h_echo, NULL, NULL)); /* JSON-RPC's */
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Echo", test_echo, NULL, NULL)); /* JSON-RPC's */
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -550,7 +542,7 @@ static void test_tls_replies_take_the_loop_path(void **state)
     arpc_server *s;
     char addr[ARPC_ADDR_MAX];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client_options co = {.tls = &tls.tp_client};
     arpc_client *c;

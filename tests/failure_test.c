@@ -24,14 +24,6 @@
 #include <errno.h>
 #include <sys/socket.h>
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static arpc_request *_Atomic kept;
 static void h_keep(arpc_request *req, void *ctx)
 {
@@ -68,7 +60,7 @@ static arpc_server *make_server(unsigned workers, uint32_t max_frame, char *addr
     arpc_server *s;
     arpc_server_options o = {.workers = workers, .max_frame = max_frame};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.sleep", h_sleep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big_error", h_big_error, NULL, NULL));
@@ -434,7 +426,7 @@ static void test_create_and_connect_on_loop_thread(void **state)
     assert_true(now_ms() - t0 < 30000);
     /* The server made on the loop thread works. */
     char addr2[256];
-    assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(a.server, "tcp://127.0.0.1:0", addr2, sizeof(addr2)));
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr2, NULL));

@@ -33,14 +33,6 @@ static void h_gate(arpc_request *req, void *ctx)
     arpc_reply(req, "ok", 2);
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static arpc_server *make_server(char *addr, size_t addrlen)
 {
     sem_init(&gate, 0, 0);
@@ -48,7 +40,7 @@ static arpc_server *make_server(char *addr, size_t addrlen)
     arpc_server_options so = {.workers = 1, .max_calls_per_conn = 1};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gate", h_gate, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }

@@ -60,14 +60,6 @@ static const arpc_allocator bytes_allocator = {bytes_malloc, bytes_realloc, byte
 
 /* ---- the server and its calls ---- */
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 /* One call on r, answered with its own payload byte for byte. Its answer also proves the
  * server's loop is done with every read it made before this one. */
 static void call_echo(struct raw_client *r, uint64_t xid, size_t len)
@@ -92,7 +84,7 @@ static void test_idle_connections_hold_no_read_buffer(void **state)
     char addr[128];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     arpc_method_options inline_mo = {.inline_on_loop = true};
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, &inline_mo));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, &inline_mo));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     /* A connection that calls, first: what the server makes once (its cold set, pools) is
      * made before the count starts, and its calls see the loop through every read before. */

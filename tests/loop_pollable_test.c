@@ -20,14 +20,6 @@
 #include "arpc/arpc.h"
 #include "support/test_util.h"
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static arpc_request *_Atomic kept;
 static void h_keep(arpc_request *req, void *ctx)
 {
@@ -52,7 +44,7 @@ static void app_open(struct app *a, bool inline_echo)
     arpc_server_options so = {.loop = a->loop, .workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&a->server, &so));
     arpc_method_options mo = {.inline_on_loop = inline_echo};
-    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.echo", h_echo, NULL, &mo));
+    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.echo", test_echo, NULL, &mo));
     assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(a->server, "tcp://127.0.0.1:0", a->addr, sizeof(a->addr)));
     arpc_client_options co = {.loop = a->loop};
@@ -261,7 +253,7 @@ static void test_requests_through_a_queue_on_one_thread(void **state)
     arpc_method_options bad = {.queue = q.requests, .inline_on_loop = true};
     assert_int_equal(ARPC_EINVAL, arpc_server_register(a.server, "t.q", NULL, NULL, &bad));
     arpc_method_options mo = {.queue = q.requests};
-    assert_int_equal(ARPC_EINVAL, arpc_server_register(a.server, "t.q", h_echo, NULL, &mo)); /* no handler */
+    assert_int_equal(ARPC_EINVAL, arpc_server_register(a.server, "t.q", test_echo, NULL, &mo)); /* no handler */
     assert_int_equal(ARPC_OK, arpc_server_register(a.server, "t.q", NULL, NULL, &mo));
     assert_int_equal(ARPC_OK, arpc_server_listen(a.server, "tcp://127.0.0.1:0", a.addr, sizeof(a.addr)));
     arpc_client_options co = {.loop = a.loop};

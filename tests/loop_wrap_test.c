@@ -18,14 +18,6 @@
 #include "arpc/arpc.h"
 #include "support/test_util.h"
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 struct app {
     struct ev_loop *ev;
     arpc_loop *loop;
@@ -43,7 +35,7 @@ static void app_open(struct app *a, bool inline_echo)
     arpc_server_options so = {.loop = a->loop, .workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&a->server, &so));
     arpc_method_options mo = {.inline_on_loop = inline_echo};
-    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.echo", h_echo, NULL, &mo));
+    assert_int_equal(ARPC_OK, arpc_server_register(a->server, "t.echo", test_echo, NULL, &mo));
     assert_int_equal(ARPC_OK, arpc_server_listen(a->server, "tcp://127.0.0.1:0", a->addr, sizeof(a->addr)));
     arpc_client_options co = {.loop = a->loop};
     assert_int_equal(ARPC_OK, arpc_client_connect(&a->client, a->addr, &co));

@@ -99,14 +99,6 @@ static void h_destroy_own_server(arpc_request *req, void *ctx)
     arpc_reply(req, &rc, sizeof(rc));
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static void start_server(char *addr, size_t addrlen)
 {
     arpc_server_options so = {.workers = 2};
@@ -119,7 +111,7 @@ static void start_server(char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_register(g_server, "m.defer", h_defer, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(g_server, "m.destroy", h_destroy_own_server, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(g_server, "m.destroy_inline", h_destroy_own_server, NULL, &inl));
-    assert_int_equal(ARPC_OK, arpc_server_register(g_server, "m.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(g_server, "m.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(g_server, "tcp://127.0.0.1:0", addr, addrlen));
 }
 

@@ -27,14 +27,6 @@ static void h_count(arpc_request *req, void *ctx)
     arpc_reply(req, "ran", 3);
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static arpc_server *make_server(char *addr, size_t addrlen)
 {
     atomic_store(&runs, 0);
@@ -43,7 +35,7 @@ static arpc_server *make_server(char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     arpc_method_options mo = {.numbered_only = true};
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.once", h_count, NULL, &mo));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }

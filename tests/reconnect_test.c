@@ -236,14 +236,6 @@ static void test_restart_without_log_is_unknown(void **state)
 
 /* ---- reconnect back-off is bounded ---- */
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 /* After the server goes away for good, attempts keep coming at least every reconnect_max_ms
  * (with jitter: between half of it and all of it), not ever more rarely. */
 static void test_backoff_bounded(void **state)
@@ -252,7 +244,7 @@ static void test_backoff_bounded(void **state)
     enum { MAX_MS = 100 };
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;

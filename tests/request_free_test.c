@@ -40,14 +40,6 @@ static void h_keep(arpc_request *req, void *ctx)
     latch_add();
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 /* Lines the server logs about requests it could not free. */
 static atomic_int unfreed_lines;
 
@@ -85,7 +77,7 @@ static arpc_server *make_server(arpc_server_options *o, char *addr, size_t addrl
     arpc_method_options inline_opts = {.inline_on_loop = true};
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep_inline", h_keep, NULL, &inline_opts));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hand_off", h_hand_off, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.block", h_block, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.reply_kept", h_reply_kept, NULL, &inline_opts));

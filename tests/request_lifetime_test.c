@@ -64,14 +64,6 @@ static void h_poll(arpc_request *req, void *ctx)
         atomic_store(&poll_reply_rc, rc);
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
 {
     atomic_store(&kept, NULL);
@@ -86,7 +78,7 @@ static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.poll", h_poll, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -202,7 +194,7 @@ static void test_reply_racing_the_deadline(void **state)
     arpc_server_options o = {.workers = 2};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.race", h_reply_at_deadline, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));

@@ -60,14 +60,6 @@ struct fixture {
     atomic_int oneway_inside;
 };
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static void h_fail(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -184,17 +176,17 @@ static void start_server(struct fixture *fx, uint32_t max_frame)
     assert_int_equal(ARPC_OK, arpc_actor_create(&oneway_actor, NULL));
     arpc_method_options one = {.actor = oneway_actor};
     arpc_method_options inl = {.inline_on_loop = true};
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.echo", h_echo, fx, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.echo_inline", h_echo, fx, &inl));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.echo", test_echo, fx, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.echo_inline", test_echo, fx, &inl));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.fail", h_fail, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.hold", h_hold, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.late", h_late, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.shuffled", h_shuffled, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.count", h_oneway_count, fx, &one));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "test.get_count", h_get_count, fx, &one));
-    assert_int_equal(ARPC_EBUSY, arpc_server_register(fx->server, "test.echo", h_echo, fx, NULL));
+    assert_int_equal(ARPC_EBUSY, arpc_server_register(fx->server, "test.echo", test_echo, fx, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, listen_addr, fx->addr, sizeof(fx->addr)));
-    assert_int_equal(ARPC_EBUSY, arpc_server_register(fx->server, "test.late2", h_echo, fx, NULL));
+    assert_int_equal(ARPC_EBUSY, arpc_server_register(fx->server, "test.late2", test_echo, fx, NULL));
 }
 
 static void stop_server(struct fixture *fx)
@@ -630,7 +622,7 @@ static void test_server_process_killed(void **state)
         char bound[ARPC_ADDR_MAX] = {0};
         if (arpc_server_create(&s, NULL) != ARPC_OK ||
             arpc_server_register(s, "test.hold", h_hold, fx, NULL) != ARPC_OK ||
-            arpc_server_register(s, "test.echo", h_echo, fx, NULL) != ARPC_OK ||
+            arpc_server_register(s, "test.echo", test_echo, fx, NULL) != ARPC_OK ||
             arpc_server_listen(s, addr, bound, sizeof(bound)) != ARPC_OK)
             _exit(1);
         if (write(pipefd[1], bound, sizeof(bound)) != (ssize_t)sizeof(bound))

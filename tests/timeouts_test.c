@@ -220,14 +220,6 @@ static void h_block(arpc_request *req, void *ctx)
     arpc_reply(req, "blocked", 7);
 }
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static arpc_server *make_server(const arpc_server_options *o, const char *listen, char *addr, size_t addrlen)
 {
     arpc_server *s;
@@ -235,8 +227,8 @@ static arpc_server *make_server(const arpc_server_options *o, const char *listen
     arpc_method_options inl = {.inline_on_loop = true};
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.block", h_block, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", h_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.inline", h_echo, NULL, &inl));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.inline", test_echo, NULL, &inl));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, addrlen));
     return s;
 }

@@ -67,14 +67,6 @@ static void wait_log(void) { assert_true(sem_wait_secs(&log_seen, WAIT_MS / 1000
 
 /* ---- a server ---- */
 
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *d = arpc_request_data(req, &len);
-    arpc_reply(req, d, len);
-}
-
 static void h_subject(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -112,7 +104,7 @@ static arpc_server *start_server(const char *cert, const char *key, bool mtls, u
     int rc = arpc_server_create(&s, &so);
     if (rc != ARPC_OK)
         fail_msg("server: %s: %s", arpc_errname(rc), err);
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "subject", h_subject, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
     return s;
@@ -334,7 +326,7 @@ static void test_connection_limit_during_handshake(void **state)
     arpc_server_options so = {.workers = 1, .tls = &stls, .max_connections = 1};
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", test_echo, NULL, NULL));
     char addr[ARPC_ADDR_MAX];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
     arpc_tls_options tls = {.ca_file = P.ca};
@@ -431,7 +423,7 @@ static void test_revoked_certificates(void **state)
     int rc = arpc_server_create(&s, &so);
     if (rc != ARPC_OK)
         fail_msg("server: %s: %s", arpc_errname(rc), err);
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
     expect_log("certificate revoked");
     arpc_tls_options alice = {.ca_file = P.other_ca, .cert_file = P.client_pem, .key_file = P.client_key};

@@ -13,18 +13,11 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/test_util.h"
 
 #define SERVE_FLAG "--arpc-abuse-serve"
 
 /* ---- the child ---- */
-
-static void h_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
 
 static void h_big(arpc_request *req, void *ctx)
 {
@@ -68,7 +61,7 @@ static int serve(const struct abuse_server_limits *lim, int ready_fd)
     };
     arpc_server *s;
     char bound[256] = "";
-    if (arpc_server_create(&s, &so) != ARPC_OK || arpc_server_register(s, "a.echo", h_echo, NULL, NULL) != ARPC_OK ||
+    if (arpc_server_create(&s, &so) != ARPC_OK || arpc_server_register(s, "a.echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_register(s, "a.big", h_big, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(s, "tcp://127.0.0.1:0", bound, sizeof(bound)) != ARPC_OK)
         return 1;

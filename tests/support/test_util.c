@@ -33,6 +33,14 @@ uint64_t rng_next(uint64_t *s)
     return *s * UINT64_C(2685821657736338717);
 }
 
+void test_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const void *data = arpc_request_data(req, &len);
+    arpc_reply(req, data, len);
+}
+
 bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms)
 {
     for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */

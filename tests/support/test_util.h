@@ -33,6 +33,12 @@ int64_t now_ms(void);
 /* Sleeps ms milliseconds, resuming after signals. Only to pace or delay, never to synchronise. */
 void sleep_ms(long ms);
 
+/* ---- handlers ---- */
+
+struct arpc_request;
+/* A method handler (arpc_handler_fn) replying its request's bytes, on whatever thread runs it. */
+void test_echo(struct arpc_request *req, void *ctx);
+
 /* ---- a server's stats ---- */
 
 struct arpc_server;
