@@ -207,6 +207,15 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                               const struct arpc_rc_waiter *w);
 
+/*
+ * The waiter of the request that runs (client_id, seq): the entry's first waiter, while the
+ * call is RUNNING and that request still waits for its result. NULL otherwise: not running
+ * (finished, LOGGING, never begun), or its request was answered otherwise and left (the
+ * server answered it at its deadline). Changes nothing; the waiter stays in the cache. A
+ * duplicate's owner uses it to reach the call its duplicate waits for (a CANCEL).
+ */
+struct arpc_rc_waiter *arpc_reply_cache_runner(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
+
 /* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
  * (the server disarms their deadlines when it stops). fn must not call into the cache. */
 void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,
