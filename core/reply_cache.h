@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "async/deadline_heap.h"
+#include "base/dlist.h"
 #include "base/u64_map.h"
 #include "core/reply_cache_gone.h"
 
@@ -61,6 +62,9 @@ struct arpc_rc_waiter {
     /* The owner's, never touched here (unarmed when handed out): the server arms a
      * duplicate's own deadline on it, and disarms it before the waiter is given back. */
     struct arpc_deadline w_deadline;
+    /* The owner's too: the server lists a duplicate on its connection (sc_copies), so a
+     * CANCEL naming the duplicate's xid finds it; unlinked before the waiter is given back. */
+    struct arpc_dlink w_copy_link;
 };
 
 struct arpc_reply_cache_ops {
