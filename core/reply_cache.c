@@ -219,6 +219,14 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
     return e != NULL ? arpc_rc_entry_remove(rc, c, e) : NULL;
 }
 
+struct arpc_rc_waiter *arpc_reply_cache_runner(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq)
+{
+    struct arpc_rc_client *c;
+    struct arpc_rc_entry *e = find(rc, client_id, seq, ARPC_RC_RUNNING, &c);
+    /* The request that began the call is first until it leaves (leave with NULL). */
+    return e != NULL && e->e_waiters != NULL && !e->e_waiters->w_attached ? e->e_waiters : NULL;
+}
+
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                               const struct arpc_rc_waiter *which)
 {

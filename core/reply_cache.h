@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "async/deadline_heap.h"
+#include "base/dlist.h"
 #include "base/u64_map.h"
 #include "core/reply_cache_gone.h"
 
@@ -61,6 +62,9 @@ struct arpc_rc_waiter {
     /* The owner's, never touched here (unarmed when handed out): the server arms a
      * duplicate's own deadline on it, and disarms it before the waiter is given back. */
     struct arpc_deadline w_deadline;
+    /* The owner's too: the server lists a duplicate on its connection (sc_copies), so a
+     * CANCEL naming the duplicate's xid finds it; unlinked before the waiter is given back. */
+    struct arpc_dlink w_copy_link;
 };
 
 struct arpc_reply_cache_ops {
@@ -206,6 +210,15 @@ struct arpc_rc_waiter *arpc_reply_cache_abort(struct arpc_reply_cache *rc, uint6
  */
 struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq,
                                               const struct arpc_rc_waiter *w);
+
+/*
+ * The waiter of the request that runs (client_id, seq): the entry's first waiter, while the
+ * call is RUNNING and that request still waits for its result. NULL otherwise: not running
+ * (finished, LOGGING, never begun), or its request was answered otherwise and left (the
+ * server answered it at its deadline). Changes nothing; the waiter stays in the cache. A
+ * duplicate's owner uses it to reach the call its duplicate waits for (a CANCEL).
+ */
+struct arpc_rc_waiter *arpc_reply_cache_runner(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
 
 /* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
  * (the server disarms their deadlines when it stops). fn must not call into the cache. */

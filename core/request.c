@@ -167,7 +167,7 @@ void request_untrack(arpc_request *req)
 {
     struct request_state *st = req->rq_state;
     struct server_conn *sc = st->rs_conn;
-    if (st->rs_tracked && sc->sc_conn.c_open)
+    if (st->rs_tracked) /* closed or not: the table lives as long as sc */
         arpc_u64_map_take(&sc->sc_calls, req->rq_xid);
     st->rs_tracked = false;
 }

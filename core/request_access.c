@@ -15,6 +15,13 @@
  * call in the handler's place (its deadline, a stop) cancels it the same way: the caller no
  * longer waits, and a handler that finishes only from the callback (a long poll) must hear of
  * it, or its request would never be finished.
+ *
+ * A numbered call is one call of its client however many copies of it the client sent: a
+ * CANCEL naming a copy that waits for the running original (a re-send after a reconnect,
+ * core/server_dedup.c) cancels the original, found the same way -- by the original's xid in
+ * its own connection's table, which outlives that connection's close for this (it is freed
+ * with the connection, whose waiter in the reply cache keeps it alive meanwhile). So no
+ * pointer to a request is kept anywhere but in that table. docs/SEMANTICS.md says why.
  */
 #include "arpc/error.h"
 #include "base/clock.h"
@@ -101,6 +108,17 @@ void request_cancel_now(arpc_request *req)
 void request_cancel(struct server_conn *sc, uint64_t xid)
 {
     arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
-    if (req != NULL) /* else answered already, or never a call on this connection */
+    if (req != NULL)
         request_cancel_now(req); /* alive: its entry is still in the table */
+    else
+        dedup_cancel(sc, xid); /* a duplicate's; else answered already, or never a call here */
+}
+
+void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq)
+{
+    arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
+    /* The seq check: xid names that call on sc only while it runs (a later call may reuse
+     * the xid once it was answered). */
+    if (req != NULL && req->rq_seq == seq)
+        request_cancel_now(req);
 }

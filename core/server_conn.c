@@ -23,6 +23,7 @@ void sconn_release(struct server_conn *sc)
 {
     if (arpc_refcount_put(&sc->sc_refs)) {
         arpc_server *s = sc->sc_server;
+        arpc_u64_map_fini(&sc->sc_calls); /* empty: each request in it held a reference */
         arpc_free(sc->sc_peer_subject);
         arpc_free(sc);
         server_release(s); /* the connection's (sconn_open) */
@@ -231,14 +232,16 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
 }
 
-/* While input is held, a CANCEL for a call already running passes (core/conn_held.c). One
+/* While input is held, a CANCEL for a call already running passes (core/conn_held.c), and so
+ * does one for a duplicate attached to a running call (it cancels that call). One
  * for a call still buffered stays behind that call, so that it cancels it once it is read
  * (a cancel never overtakes its call); one for a call answered already stays too, and is
  * dropped once read, as ever. Every other frame waits for the hold to end. */
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
-    if (f->f_kind != ARPC_FRAME_CANCEL || arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL)
+    if (f->f_kind != ARPC_FRAME_CANCEL ||
+        (arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid)))
         return false;
     sconn_on_frame(conn, f);
     return true;
@@ -254,8 +257,9 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     inflight_on_close(sc);
     arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
-    /* Requests still in handlers keep sc alive; they no longer use its table (c_open). */
-    arpc_u64_map_fini(&sc->sc_calls);
+    /* Requests still in handlers keep sc alive, and their entries in sc_calls: a copy of a
+     * numbered call on another connection may still cancel one (request_cancel_call). The
+     * table goes with sc (sconn_release). */
     jsonrpc_sconn_close(sc);
     sconn_release(sc); /* the loop's reference */
 }

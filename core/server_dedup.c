@@ -22,6 +22,16 @@
  * it, a long or leaked call would pin every duplicate's connection for as long as it runs.
  * Every way out of the waiters (answered, left, dropped) passes dedup_unwait, which disarms
  * it; a stop disarms the rest (dedup_stop), so no deadline outlives the server's loop.
+ *
+ * Cancelling a copy: a duplicate is listed on its connection (sc_copies) while it waits, so a
+ * CANCEL naming its xid finds it, and through the cache entry the request that runs the call
+ * (arpc_reply_cache_runner: that request's connection and xid), which is then cancelled as a
+ * CANCEL on its own connection would (request_cancel_call, which finds it in that connection's
+ * table only while it runs: no pointer to it is kept here). The copies are the same client's
+ * call (same cache key and seq), so any of them may cancel it, whether the original's
+ * connection is still open or not, and every copy then gets what the handler replies
+ * (docs/SEMANTICS.md). The cancelled copy itself keeps waiting for that reply: a caller that
+ * cancelled has its answer already (its future), and one still waiting gets the result.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -54,10 +64,18 @@ static void dedup_on_forget(void *ctx, uint64_t client_id, uint64_t floor)
     journal_forget(ctx, client_id, floor); /* its goodbye: a restart forgets it too, keeping its floor */
 }
 
+/* A duplicate stops waiting: a CANCEL can no longer name it. */
+static void dedup_unlist_copy(struct arpc_rc_waiter *w)
+{
+    if (w->w_attached)
+        arpc_dlist_remove(&((struct server_conn *)w->w_conn)->sc_copies, &w->w_copy_link);
+}
+
 /* At teardown, after the stop disarmed every waiter's deadline (the loop may be gone). */
 static void dedup_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
 {
     (void)ctx;
+    dedup_unlist_copy(w);
     sconn_release(w->w_conn);
 }
 
@@ -199,6 +217,7 @@ static void dedup_unwait(struct arpc_rc_waiter *w)
 {
     struct server_conn *sc = w->w_conn;
     arpc_deadline_cancel(sc->sc_server->sv_loop, &w->w_deadline); /* unarmed: nothing done */
+    dedup_unlist_copy(w);
     if (w->w_attached)
         inflight_detach(w->w_conn);
     sconn_release(w->w_conn);
@@ -256,6 +275,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_retain(sc); /* the waiter's: the running call's result comes to us too */
         inflight_attach(sc); /* a half-close must not close it before that result */
         dedup_arm_waiter(s, attached, deadline_ns);
+        arpc_dlist_insert_after(&sc->sc_copies, sc->sc_copies.dl_tail, &attached->w_copy_link);
         return false;
     case ARPC_RC_REPLAY:
         dedup_send(sc, cached, f->f_xid);
@@ -354,6 +374,33 @@ void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *wh
         return;
     dedup_unwait(w); /* not the last: the caller holds sc */
     arpc_reply_cache_free_waiters(&s->sv_cache, w);
+}
+
+/* The duplicate waiting on sc under xid (the oldest, should a client send one xid twice),
+ * or NULL. A walk: a connection rarely has more than a copy or two waiting, and only a
+ * CANCEL that names no call of its own looks here. */
+static struct arpc_rc_waiter *dedup_copy_of(const struct server_conn *sc, uint64_t xid)
+{
+    for (struct arpc_dlink *l = sc->sc_copies.dl_head; l != NULL; l = l->dl_next) {
+        struct arpc_rc_waiter *w = ARPC_DLIST_ENTRY(l, struct arpc_rc_waiter, w_copy_link);
+        if (w->w_xid == xid)
+            return w;
+    }
+    return NULL;
+}
+
+bool dedup_copy_waits(const struct server_conn *sc, uint64_t xid) { return dedup_copy_of(sc, xid) != NULL; }
+
+void dedup_cancel(struct server_conn *sc, uint64_t xid)
+{
+    struct arpc_rc_waiter *copy = dedup_copy_of(sc, xid);
+    if (copy == NULL)
+        return;
+    /* Its entry is RUNNING or LOGGING (a waiter leaves the list when it is answered); the
+     * runner is there only while the handler's request waits (RUNNING). */
+    struct arpc_rc_waiter *runner = arpc_reply_cache_runner(&sc->sc_server->sv_cache, sc->sc_cache_key, copy->w_seq);
+    if (runner != NULL) /* its cancel callback may reply, at once: copy is not used after */
+        request_cancel_call(runner->w_conn, runner->w_xid, copy->w_seq);
 }
 
 /* The log is done with a numbered call's record: its waiters get the reply if it is durable,

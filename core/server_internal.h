@@ -64,7 +64,11 @@ struct server_conn {
     ev_tstamp sc_opened;    /* loop time of the accept (handshake timeout) */
     ev_tstamp sc_last_busy; /* loop time of the last frame, or of a sweep that saw a call in
                              * flight (idle timeout) */
-    struct arpc_u64_map sc_calls; /* xid -> request waiting for or in its handler (CANCEL) */
+    /* xid -> request waiting for or in its handler (CANCEL): kept until sc is freed, so that a
+     * duplicate on another connection can still cancel the call once this one closed. */
+    struct arpc_u64_map sc_calls;
+    struct arpc_dlist sc_copies;  /* its duplicates waiting for a running call (their
+                                   * waiters' w_copy_link: a CANCEL naming one; loop thread) */
     struct arpc_dlink sc_link;    /* sv_conns */
     /* Flow control (loop thread; core/request.c): a request its actor had no room for waits
      * here, with the connection's input held, until the actor makes room (sc_room, armed
@@ -349,6 +353,12 @@ bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f);
  * place: it stops waiting for the call's result (which its other waiters still get), and lets
  * go of sc. w: a duplicate's waiter; NULL: the request that runs the call. */
 void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *w);
+/* Whether xid names a duplicate waiting on sc for a running call (a CANCEL for it passes a
+ * held connection, as one for a call of sc's own does). */
+bool dedup_copy_waits(const struct server_conn *sc, uint64_t xid);
+/* A CANCEL on sc names xid, a duplicate waiting on sc: the call it waits for is cancelled, as
+ * a CANCEL on its own connection would (request_cancel_call); nothing if none runs. */
+void dedup_cancel(struct server_conn *sc, uint64_t xid);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* The log could not make it durable: its waiters are told the call may have run
@@ -403,8 +413,12 @@ void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
-/* A CANCEL frame for call xid arrived on sc (loop thread). */
+/* A CANCEL frame for call xid arrived on sc (loop thread): a call of sc's own, or one a
+ * duplicate on sc waits for (dedup_cancel). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
+/* Loop thread: cancels the numbered call seq that sc runs under xid, if it is still in sc's
+ * table (sc may be closed); nothing otherwise. */
+void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq);
 /* Loop thread: req is cancelled (a CANCEL frame, or the server answered in its handler's
  * place); its on_cancel callback runs if this is the first cancel. req's state is whole. */
 void request_cancel_now(arpc_request *req);

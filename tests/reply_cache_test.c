@@ -249,6 +249,38 @@ static void test_leave(void **state)
     assert_int_equal(1, hand_freed[100]);
 }
 
+/* The runner (the request that began a call, for a duplicate's CANCEL): there while the call
+ * is RUNNING and its request waits; gone once it left, and once the call finished or logs. */
+static void test_runner(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_null(arpc_reply_cache_runner(&rc, 7, 1)); /* no such client */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0));
+    struct arpc_rc_waiter *b40 = attach(&rc, 7, 1, B, 40);
+    struct arpc_rc_waiter *w = arpc_reply_cache_runner(&rc, 7, 1);
+    assert_non_null(w);
+    assert_ptr_equal(A, w->w_conn);
+    assert_int_equal(1, w->w_xid);
+    assert_false(w->w_attached);
+    assert_null(arpc_reply_cache_runner(&rc, 7, 2)); /* no such call */
+    assert_null(arpc_reply_cache_runner(&rc, 8, 1)); /* no such client */
+    expect_waiters(&rc, arpc_reply_cache_leave(&rc, 7, 1, NULL), 1, A, (uint64_t)1);
+    assert_null(arpc_reply_cache_runner(&rc, 7, 1)); /* answered otherwise: a duplicate is first now */
+    (void)b40;
+    expect_waiters(&rc, finish(&rc, 7, 1, 100, 10, 0), 1, B, (uint64_t)40);
+    assert_null(arpc_reply_cache_runner(&rc, 7, 1)); /* DONE */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 2, 0, A, 2, 0));
+    assert_non_null(arpc_reply_cache_runner(&rc, 7, 2));
+    finish_logged(&rc, 7, 2, 101, 10);
+    assert_null(arpc_reply_cache_runner(&rc, 7, 2)); /* LOGGING: its handler is done */
+    expect_waiters(&rc, durable(&rc, 7, 2, 101, true), 1, A, (uint64_t)2);
+    arpc_reply_cache_fini(&rc, NULL);
+    assert_int_equal(1, hand_freed[100]);
+    assert_int_equal(1, hand_freed[101]);
+}
+
 /* A client may send one xid twice on a connection (a bug, or a peer writing frames by hand):
  * each copy's waiter leaves by itself, and the request running the call keeps its own. Before,
  * leave matched (conn, xid): a duplicate's deadline took out the first waiter with that pair,
@@ -1360,6 +1392,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_new_attach_finish),
         cmocka_unit_test_no_leak(test_leave),
+        cmocka_unit_test_no_leak(test_runner),
         cmocka_unit_test_no_leak(test_leave_same_xid_twice),
         cmocka_unit_test_no_leak(test_replay),
         cmocka_unit_test_no_leak(test_stale),
