@@ -101,7 +101,11 @@ int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *a
 void request_cancel_now(arpc_request *req)
 {
     unsigned was = atomic_fetch_or(&req->rq_flags, RQ_CANCELLED);
-    if ((was & (RQ_CANCELLED | RQ_CANCEL_CB)) == RQ_CANCEL_CB) /* the first cancel, and a callback */
+    /* The first cancel, a callback, and no reply begun: a CANCEL read while the handler's
+     * reply is still on its way to the loop (the request is in the table until it lands)
+     * must not call back a handler that is done (server.h). Both are read-modify-writes of
+     * rq_flags, so a reply and a cancel racing each see whether the other came first. */
+    if ((was & (RQ_CANCELLED | RQ_CANCEL_CB | RQ_REPLIED)) == RQ_CANCEL_CB)
         req->rq_cancel_fn(req, req->rq_cancel_arg);
 }
 

@@ -48,14 +48,6 @@ static void park(arpc_request *req, void *ctx)
     sem_post(&start_sem);
 }
 
-static void echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len = 0;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 struct fixture {
     arpc_server *s;
     char addr[256];
@@ -70,7 +62,7 @@ static int setup(void **state)
     sem_init(&cancel_sem, 0, 0);
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK || /* default options */
         arpc_server_register(fx.s, "park", park, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(fx.s, "echo", echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
         return -1;
     *state = &fx;

@@ -64,6 +64,19 @@ static void h_poll(arpc_request *req, void *ctx)
         atomic_store(&poll_reply_rc, rc);
 }
 
+/* Inline on the loop: holds the loop thread until the test posts loop_go, so that what the
+ * test does meanwhile (a reply from another thread) waits for the loop behind the frames it
+ * read with this request. */
+static sem_t loop_go;
+
+static void h_hold_loop(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    (void)sem_wait_secs(&loop_go, 10); /* the test fails by its own waits if this runs out */
+    arpc_reply(req, "held", 4);
+}
+
 static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
 {
     atomic_store(&kept, NULL);
@@ -79,6 +92,8 @@ static arpc_server *make_server(arpc_loop *loop, char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.poll", h_poll, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    arpc_method_options on_loop = {.inline_on_loop = true};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold_loop", h_hold_loop, NULL, &on_loop));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -416,6 +431,40 @@ static void test_cancel_callback_runs_once(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A CANCEL read after the handler replied, while its reply is still on its way to the loop
+ * (the request is in the cancel table until the reply lands there), does not call back the
+ * handler that is done (server.h: "not called once the handler has replied"). The loop is
+ * held by an inline call read in the same bytes as the CANCEL, and the reply is made
+ * meanwhile, so the loop reads the CANCEL before the reply reaches it. */
+static void test_cancel_after_the_reply_calls_nothing(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(NULL, addr, sizeof(addr));
+    assert_int_equal(0, sem_init(&loop_go, 0, 0));
+    atomic_store(&poll_cancel_replies, false);
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1));
+    assert_true(latch_wait(1, 10000)); /* its callback is set */
+    /* One write: the loop reads both, runs the inline call and holds there. */
+    uint8_t bytes[256];
+    size_t n = arpc_frame_encode_request(bytes, ARPC_FRAME_REQUEST, 2, 0, 0, 0, "t.hold_loop", 11, "h", 1);
+    n += arpc_frame_encode_header(bytes + n, ARPC_FRAME_CANCEL, 1, 0);
+    assert_true(raw_send(&r, bytes, n));
+    assert_true(latch_wait(2, 10000)); /* the loop is in t.hold_loop */
+    assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "done", 4));
+    sem_post(&loop_go);
+    expect_reply_among(&r, 2, "held", 2);
+    /* An echo behind them: once it is answered, the CANCEL was read and the reply landed. */
+    assert_true(raw_request(&r, 3, 0, 0, 0, "t.echo", "next", 4));
+    expect_reply_among(&r, 3, "next", 2);
+    assert_int_equal(0, atomic_load(&poll_cancel_runs));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&loop_go);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +477,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_stop_cancels_a_waiting_handler),
         cmocka_unit_test(test_cancel_callback_set_after_the_answer),
         cmocka_unit_test(test_cancel_callback_runs_once),
+        cmocka_unit_test(test_cancel_after_the_reply_calls_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
