@@ -79,8 +79,10 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
     atomic_store(&c->cl_state, CL_READY);
-    if (n > 0)
+    if (n > 0) {
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);
+        client_set_error(c, ARPC_OK, ""); /* what was in the way is gone (arpc_client_last_error) */
+    }
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
     calls_on_connected(c);
     client_direct_resume(c);

@@ -159,6 +159,10 @@ static void kill_and_restart(const char *listen_addr, int mode)
         arpc_future_release(fs[i]);
     }
     assert_true(arpc_client_connections(c) >= 2);
+    /* The break was in the way until the reconnect, which cleared it. */
+    char why[256];
+    assert_int_equal(ARPC_OK, arpc_client_last_error(c, why, sizeof(why)));
+    assert_string_equal("", why);
     uint64_t applied, dups;
     assert_true(server_proc_stats(sp.sp_addr, &applied, &dups));
     assert_int_equal(N, applied);

@@ -98,7 +98,8 @@ typedef struct arpc_client_options {
     uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000. The delays start
                                   * over once a connection proved itself (a reply came on it,
                                   * or it lasted this long), not at its HELLO */
-    int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection; 0: 30000;
+    int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection, from when
+                                   * its own broke (or from its start, if none was up); 0: 30000;
                                    * ARPC_FOREVER: only its deadline bounds it */
     bool no_reconnect;           /* connection loss ends the client: every call ends ARPC_ECONNLOST */
     uint32_t heartbeat_ms;       /* PING after this long without input from the server; 0: 5000 */
@@ -209,9 +210,10 @@ ARPC_API size_t arpc_client_pending(const arpc_client *c);
 ARPC_API uint64_t arpc_client_id(const arpc_client *c);
 
 /* Why the client's latest connection attempt failed, or its connection broke: the arpc_error
- * code (ARPC_OK if nothing failed since the client connected), and, if buf is not NULL, one
- * line of text in buf. For a client that is reconnecting, this says what is in the way. Any
- * thread. */
+ * code, and, if buf is not NULL, one line of text in buf (empty with ARPC_OK). ARPC_OK once a
+ * connection is up: at connect, and again at each reconnect, which clears what was in the
+ * way. So for a client that is reconnecting this says what is in the way now, and ARPC_OK
+ * means its latest connection was made and has not broken since. Any thread. */
 ARPC_API int arpc_client_last_error(arpc_client *c, char *buf, size_t len);
 
 /* Connections made so far (1 after connect; each reconnect adds one). A snapshot. */
