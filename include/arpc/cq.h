@@ -15,6 +15,12 @@
  * arpc_cq_trynext() until it returns ARPC_EAGAIN. The fd may, rarely, be readable when a
  * racing consumer has just emptied the queue; arpc_cq_trynext() then returns ARPC_EAGAIN
  * and clears it, so a poll loop never spins. Never read or close the fd yourself.
+ * The fd is made readable when the queue goes from empty to not empty, not once per entry
+ * (a write per completion would cost the producer a system call each): level-triggered
+ * watches (poll, epoll without EPOLLET, libev) may take any number of entries per wake-up,
+ * e.g. a fair share, and are woken again while entries remain; with EPOLLET no new edge
+ * comes while the queue holds entries, so drain it until ARPC_EAGAIN at every wake-up: an
+ * entry left behind is not signalled again.
  *
  * Unbounded: completions are never dropped or delayed for lack of room (unlike a full Go
  * channel). Producers (usually a client's loop thread) never block or take a lock; they push
