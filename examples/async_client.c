@@ -5,11 +5,14 @@
  *   3. one-way notifications (no reply at all).
  * usage: async_client [ADDR]    (default: an embedded server on unix:///tmp/arpc-async-<pid>.sock)
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep, with -std=c11 */
 #include <inttypes.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -48,7 +51,7 @@ static int64_t result_of(arpc_future *f)
     return v;
 }
 
-static atomic_int then_done;
+static sem_t then_done; /* posted by each callback */
 
 /* Runs on the client's loop thread: must not block. */
 static void on_square(arpc_future *f, void *arg)
@@ -59,7 +62,7 @@ static void on_square(arpc_future *f, void *arg)
         printf("  then:  square(%" PRId64 ") = %" PRId64 "  (callback on the loop thread)\n", x, result_of(f));
     else
         printf("  then:  square(%" PRId64 ") failed: %s\n", x, arpc_errname(st));
-    atomic_fetch_add(&then_done, 1);
+    sem_post(&then_done);
 }
 
 int main(int argc, char **argv)
@@ -89,13 +92,14 @@ int main(int argc, char **argv)
     }
 
     printf("1. futures with then-callbacks:\n");
+    sem_init(&then_done, 0, 0);
     for (int64_t x = 1; x <= 3; x++) {
         arpc_future *f = arpc_call_async(c, "math.square", &x, sizeof(x), 2000);
         arpc_future_then(f, on_square, (void *)(intptr_t)x);
         arpc_future_release(f); /* the callback still runs: the call holds its own reference */
     }
-    while (atomic_load(&then_done) < 3)
-        usleep(1000);
+    for (int i = 0; i < 3; i++) /* each call ends by its reply or its 2 s deadline */
+        sem_wait(&then_done);
 
     printf("2. completion queue in a poll() loop:\n");
     arpc_cq *cq;
@@ -132,7 +136,7 @@ int main(int argc, char **argv)
         int64_t x = 2;
         arpc_call(c, "math.square", &x, sizeof(x), NULL, NULL, 2000);
         for (int i = 0; i < 100 && atomic_load(&events_logged) < 5; i++)
-            usleep(1000);
+            nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL); /* their worker may still run */
         printf("  server handled %d one-way messages\n", atomic_load(&events_logged));
     }
     arpc_client_close(c);
