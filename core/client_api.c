@@ -8,6 +8,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/options.h"
 #include "core/client_internal.h"
 #include "core/client_resend.h"
@@ -101,11 +102,19 @@ static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
     return arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
 }
 
-/* Checks a request and the client's state; ARPC_OK with the frame's total size. */
-static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *total)
+/* Checks a request and the client's state; ARPC_OK with the frame's total size. An argument
+ * refused ARPC_EINVAL is named in *why (the call's result, so the caller learns which). */
+static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *total,
+                         const char **why)
 {
+    _Static_assert(ARPC_METHOD_MAX == 255, "the message below names the bound");
     size_t mlen = method ? strlen(method) : 0;
-    if (mlen == 0 || mlen > ARPC_METHOD_MAX || (req == NULL && req_len != 0))
+    *why = method == NULL ? "the method name is NULL"
+           : mlen == 0    ? "the method name is empty"
+           : mlen > ARPC_METHOD_MAX ? "the method name is longer than 255 bytes"
+           : req == NULL && req_len != 0 ? "the request is NULL with a length other than 0"
+                                         : NULL;
+    if (*why != NULL)
         return ARPC_EINVAL;
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST)
@@ -139,13 +148,16 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (rc == ARPC_OK && c == NULL)
         rc = ARPC_EINVAL;
     size_t total = 0;
+    const char *why = NULL; /* an argument refused, for the result */
     if (rc == ARPC_OK)
-        rc = request_check(c, method, req, req_len, &total);
+        rc = request_check(c, method, req, req_len, &total, &why);
     struct client_call *call = NULL;
     if (rc == ARPC_OK) {
         enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
-        if ((unsigned)sem < ARPC_AT_MOST_ONCE || (unsigned)sem > ARPC_NO_RETRY)
-            rc = ARPC_EINVAL; /* not one of enum arpc_call_semantics */
+        if ((unsigned)sem < ARPC_AT_MOST_ONCE || (unsigned)sem > ARPC_NO_RETRY) {
+            rc = ARPC_EINVAL;
+            why = "the call's semantics is not one of enum arpc_call_semantics";
+        }
         else if ((call = call_new(c, total, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem)) == NULL)
             rc = ARPC_ENOMEM;
     }
@@ -166,7 +178,13 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         if (call != NULL)
             call_discard(call); /* the future's share of the block remains the caller's */
         client_leave(c);
-        arpc_future_complete(f, rc, NULL, 0);
+        /* Why, as a server's message comes (its length; a NUL after it); without memory the
+         * code alone. */
+        size_t why_len = why != NULL ? strlen(why) : 0;
+        char *text = why != NULL ? arpc_malloc(why_len + 1) : NULL;
+        if (text != NULL)
+            memcpy(text, why, why_len + 1);
+        arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }
     request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
@@ -294,7 +312,10 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
     if ((c = client_enter(c, __func__)) == NULL)
         return ARPC_EINVAL;
     size_t total = 0;
-    int rc = request_check(c, method, req, req_len, &total);
+    const char *why = NULL;
+    int rc = request_check(c, method, req, req_len, &total, &why);
+    if (why != NULL) /* no result to carry it: said once per call, as misuse is */
+        arpc_log(ARPC_LOG_WARN, "arpc_notify refused: %s", why);
     struct oneway_msg *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
     if (m == NULL) {
         client_leave(c);

@@ -281,6 +281,43 @@ static void test_client_close_inside_then(void **state)
     close_pair(ct.c);
 }
 
+/* Bad arguments to a call: each is refused ARPC_EINVAL, not sent, and the result names it
+ * (a user cannot tell an empty method name from a NULL request by the code alone). */
+static void expect_refused(arpc_future *f, const char *why)
+{
+    assert_int_equal(ARPC_EINVAL, arpc_future_wait_for(f, 10000));
+    size_t len = 0;
+    const char *text = arpc_future_data(f, &len);
+    assert_non_null(text);
+    assert_int_equal(strlen(why), len);
+    assert_string_equal(why, text); /* NUL-terminated as well */
+    arpc_future_release(f);
+}
+
+static void test_bad_call_arguments_named(void **state)
+{
+    (void)state;
+    arpc_client *c = open_pair();
+    char long_name[257]; /* 256 bytes: one over */
+    memset(long_name, 'm', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    expect_refused(arpc_call_async(c, NULL, "x", 1, 1000), "the method name is NULL");
+    expect_refused(arpc_call_async(c, "", "x", 1, 1000), "the method name is empty");
+    expect_refused(arpc_call_async(c, long_name, "x", 1, 1000),
+                   "the method name is longer than 255 bytes");
+    expect_refused(arpc_call_async(c, "m.echo", NULL, 5, 1000), "the request is NULL with a length other than 0");
+    arpc_call_options bad = {.semantics = (enum arpc_call_semantics)99};
+    expect_refused(arpc_call_async_opts(c, "m.echo", "x", 1, &bad),
+                   "the call's semantics is not one of enum arpc_call_semantics");
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_EINVAL, arpc_call(c, "", "x", 1, &reply, &len, 1000)); /* the sync call says the same */
+    assert_non_null(reply);
+    assert_string_equal("the method name is empty", reply);
+    arpc_free(reply);
+    close_pair(c);
+}
+
 /* Destroying a server waits for its loop and workers: from one of its handlers (on a worker,
  * or inline on the loop) it is refused (ARPC_EBUSY) and does nothing. */
 static void test_server_destroy_inside_handler(void **state)
@@ -312,6 +349,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_request),
         cmocka_unit_test_no_leak(test_client_close_inside_then),
         cmocka_unit_test_no_leak(test_server_destroy_inside_handler),
+        cmocka_unit_test_no_leak(test_bad_call_arguments_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

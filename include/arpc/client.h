@@ -54,6 +54,8 @@
  *                     credentials (did not run; a call sent on an earlier connection ends
  *                     ARPC_ECONNLOST instead); every later call ends so too
  *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
+ *   ARPC_EINVAL       an argument was refused (not sent); the result holds which and why
+ *                     ("the method name is empty", ...)
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms.
  */
@@ -161,7 +163,8 @@ ARPC_API int arpc_client_close(arpc_client *c);
 
 /* Blocking call. *reply and *reply_len are set (NULL / 0 unless data came back) on every
  * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
- * would wait for itself: use arpc_call_async there). On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD, which carry a message),
+ * would wait for itself: use arpc_call_async there). method: "Service.Method", 1 to 255
+ * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, which carry a message),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
  * may be NULL to discard it. Returns the call's outcome (see above). */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
