@@ -14,8 +14,15 @@
  * already complete.
  *
  * Lifetimes: a call is freed on the loop when it ends (answered, deadline, connection lost,
- * close). The client is freed by close, after a job on the loop (run_sync) closed the
- * connection: the lane is FIFO, so every call posted before close has been handled by then.
+ * close), or on its caller's thread when the loop refuses it (stopped). The client is freed by
+ * close once no one else touches it: jc_live counts the callers between their entry and their
+ * hand-over to the loop (client_enter) and the call records not yet freed (the count passes
+ * from the caller to its record). Close kills the handle, closes the connection in a job on
+ * the loop (run_sync; the lane is FIFO, so every call posted before has been handled by then,
+ * and the pending ones end), then waits for jc_live to reach 0: calls handed over after that
+ * job end in their own (the connection is gone: ARPC_ESHUTDOWN), and on a stopped loop the
+ * hand-over fails and the caller ends its call itself. A caller waiting for its future holds
+ * no count, so the wait always ends.
  */
 #include "arpc/jsonrpc.h"
 
@@ -28,6 +35,7 @@
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/alloc.h"
+#include "base/backoff.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/log.h"
@@ -41,7 +49,9 @@
 #define JSONRPC_CONNECT_TIMEOUT_MS 5000
 
 struct arpc_jsonrpc_client {
-    arpc_magic jc_magic; /* first: base/handle.h */
+    arpc_magic jc_magic; /* first: base/handle.h; dead from arpc_jsonrpc_close on */
+    atomic_size_t jc_live; /* callers on their way in (client_enter), call records not yet
+                            * freed: close frees the client once it is 0 */
     arpc_loop *jc_loop;
     bool jc_owns_loop;
     uint32_t jc_max_frame;
@@ -66,11 +76,21 @@ struct jsonrpc_call {
     size_t jq_len;
 };
 
+/* A caller that entered (client_enter) and hands nothing over: its last touch of c. */
+static void client_leave(arpc_jsonrpc_client *c)
+{
+    if (c != NULL)
+        atomic_fetch_sub(&c->jc_live, 1);
+}
+
+/* Any thread: the call is done with. Gives back the count its caller handed over. */
 static void call_end(struct jsonrpc_call *call, int code, void *data, size_t len)
 {
+    arpc_jsonrpc_client *c = call->jq_client;
     arpc_future_complete_drop(call->jq_future, code, data, len); /* the caller may be gone */
     arpc_free(call->jq_line);
     arpc_free(call);
+    client_leave(c); /* last: close may free the client from here on */
 }
 
 /* Loop thread: call left the map (answered, or its deadline, or the connection's end). */
@@ -236,42 +256,79 @@ static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
     return arpc_handle_check(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn);
 }
 
-arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
-                                     size_t params_len, int64_t deadline_ms)
+/*
+ * A caller's way in, as the arpc client's (core/client_api.c): another thread's close may free
+ * the client while this one is between its check and its hand-over to the loop. The handle is
+ * checked first, so that a call on a client whose close began long ago writes nothing into
+ * what may be freed memory (it is reported here). Then the caller counts itself in jc_live and
+ * looks again: close kills the handle before it waits for jc_live to fall to 0 (seq_cst both
+ * sides: Dekker's pattern), so either this second look sees the handle dead (close began in
+ * between: misuse, reported, the call fails ARPC_EINVAL) or close waits for this caller. The
+ * count passes to the call record at the hand-over (call_end gives it back) or goes back by
+ * client_leave. From the hand-over on the caller touches nothing of the client's.
+ * Returns c, or NULL (the call then fails ARPC_EINVAL).
+ */
+static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
+{
+    if (!client_live(c, fn))
+        return NULL; /* NULL quietly; dead or freed reported */
+    atomic_fetch_add(&c->jc_live, 1);
+    if (atomic_load(&c->jc_magic) == ARPC_MAGIC_JSONRPC)
+        return c;
+    (void)client_live(c, fn); /* reports the misuse, before the count that keeps c goes */
+    atomic_fetch_sub(&c->jc_live, 1);
+    return NULL;
+}
+
+/* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it.
+ * Returns the call's future (NULL only without memory for it). */
+static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                               size_t params_len, int64_t deadline_ms)
 {
     arpc_future *f;
-    if (arpc_future_create(&f) != ARPC_OK)
+    if (arpc_future_create(&f) != ARPC_OK) {
+        client_leave(c);
         return NULL;
-    if (!client_live(c, "arpc_jsonrpc_call_async") || !method_ok(method) || (params_json == NULL && params_len > 0) ||
-        !jsonrpc_valid(params_json != NULL ? params_json : "", params_len)) {
-        arpc_future_complete(f, ARPC_EINVAL, NULL, 0);
-        return f;
     }
-    struct jsonrpc_call *call = arpc_calloc(1, sizeof(*call));
-    if (call == NULL) {
-        arpc_future_complete(f, ARPC_ENOMEM, NULL, 0);
-        return f;
+    int rc = ARPC_OK;
+    struct jsonrpc_call *call = NULL;
+    if (c == NULL || !method_ok(method) || (params_json == NULL && params_len > 0) ||
+        !jsonrpc_valid(params_json != NULL ? params_json : "", params_len))
+        rc = ARPC_EINVAL;
+    else if ((call = arpc_calloc(1, sizeof(*call))) == NULL)
+        rc = ARPC_ENOMEM;
+    if (call != NULL) {
+        call->jq_id = atomic_fetch_add_explicit(&c->jc_next_id, 1, memory_order_relaxed);
+        call->jq_line = jsonrpc_encode_request(method, call->jq_id, params_json, params_len, &call->jq_len);
+        if (call->jq_line == NULL || call->jq_len > c->jc_max_frame) {
+            rc = call->jq_line == NULL ? ARPC_ENOMEM : ARPC_ETOOLARGE;
+            arpc_free(call->jq_line);
+            arpc_free(call);
+        }
     }
-    call->jq_id = atomic_fetch_add_explicit(&c->jc_next_id, 1, memory_order_relaxed);
-    call->jq_line = jsonrpc_encode_request(method, call->jq_id, params_json, params_len, &call->jq_len);
-    if (call->jq_line == NULL || call->jq_len > c->jc_max_frame) {
-        int rc = call->jq_line == NULL ? ARPC_ENOMEM : ARPC_ETOOLARGE;
-        arpc_free(call->jq_line);
-        arpc_free(call);
+    if (rc != ARPC_OK) {
+        client_leave(c);
         arpc_future_complete(f, rc, NULL, 0);
         return f;
     }
     if (deadline_ms == 0)
         deadline_ms = c->jc_default_deadline_ms;
     call->jq_deadline_ns = deadline_ms == 0 ? ARPC_NEVER : arpc_deadline_from_ms(deadline_ms);
-    call->jq_client = c;
+    call->jq_client = c; /* the caller's count in jc_live is the call's now: call_end gives it back */
     arpc_future_hold(f); /* the call's, dropped by call_end: not the caller's to release */
     call->jq_future = f;
     arpc_deadline_init(&call->jq_deadline, call_on_deadline, call);
     arpc_loop_job_init(&call->jq_job, call_send);
     if (arpc_loop_post(c->jc_loop, &call->jq_job) != ARPC_OK)
-        call_end(call, ARPC_ESHUTDOWN, NULL, 0);
+        call_end(call, ARPC_ESHUTDOWN, NULL, 0); /* a stopped loop: ends here */
     return f;
+}
+
+arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                     size_t params_len, int64_t deadline_ms)
+{
+    c = client_enter(c, __func__);
+    return call_start(c, method, params_json, params_len, deadline_ms);
 }
 
 int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json, size_t params_len,
@@ -281,12 +338,14 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
         *result = NULL;
     if (result_len != NULL)
         *result_len = 0;
-    bool live = client_live(c, "arpc_jsonrpc_call");
-    if (live && arpc_loop_on_thread(c->jc_loop))
+    c = client_enter(c, __func__);
+    if (c != NULL && arpc_loop_on_thread(c->jc_loop)) {
+        client_leave(c);
         return ARPC_EBUSY; /* blocking on the loop that must deliver the answer */
+    }
     /* Read before the hand-over: from then on another thread's close may free the client. */
-    arpc_loop *drive = live && !c->jc_owns_loop ? c->jc_loop : NULL;
-    arpc_future *f = arpc_jsonrpc_call_async(c, method, params_json, params_len, deadline_ms);
+    arpc_loop *drive = c != NULL && !c->jc_owns_loop ? c->jc_loop : NULL;
+    arpc_future *f = call_start(c, method, params_json, params_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
@@ -355,6 +414,7 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
     if (c == NULL)
         return ARPC_ENOMEM;
     atomic_init(&c->jc_magic, ARPC_MAGIC_JSONRPC);
+    atomic_init(&c->jc_live, 0);
     atomic_init(&c->jc_next_id, 1);
     c->jc_max_frame = o.max_frame ? o.max_frame : 16u << 20;
     c->jc_default_deadline_ms = o.default_deadline_ms;
@@ -391,7 +451,13 @@ static void client_close_on_loop(arpc_loop *loop, void *arg)
 {
     arpc_jsonrpc_client *c = arg;
     arpc_loop_off_stop(loop, client_on_loop_stop, c);
-    arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN);
+    arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN); /* ends every call in the map */
+}
+
+static void step_nothing(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
 }
 
 int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
@@ -400,9 +466,22 @@ int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(c->jc_loop))
         return ARPC_EBUSY;
+    /* From here the handle is dead: a second close, even a racing one, is caught. */
     if (!arpc_handle_kill(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", "arpc_jsonrpc_close"))
         return ARPC_EINVAL;
+    /* The kill (a relaxed CAS) before our looks at jc_live: Dekker's pair of client_enter. */
+    atomic_thread_fence(memory_order_seq_cst);
+    /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
+     * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->jc_loop, client_close_on_loop, c);
+    /* Calls handed over since then end in their own job (call_send: the connection is gone):
+     * a no-op run after them means they ran. On a stopped loop what is left is callers
+     * between their entry and their hand-over, which the loop refuses: they leave at once.
+     * A caller waiting for its call holds nothing here: its record holds the count. */
+    unsigned attempt = 0;
+    while (atomic_load(&c->jc_live) != 0)
+        if (arpc_loop_run_sync(c->jc_loop, step_nothing, NULL) != ARPC_OK)
+            arpc_backoff_spin(&attempt);
     client_free(c);
     return ARPC_OK;
 }
