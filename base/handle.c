@@ -22,9 +22,13 @@ bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
 {
     if (h == NULL)
         return false;
-    uint32_t live = want; /* a CAS, not an exchange: never write into what is not ours */
+    /* A CAS, not an exchange: never write into what is not ours. seq_cst: a close kills the
+     * handle, then loads its count of callers on their way in, and each caller counts itself,
+     * then loads the magic (core/client_api.c: client_enter): Dekker's pattern, which needs
+     * both stores ordered before both loads. */
+    uint32_t live = want;
     if (ARPC_HANDLE_FREED(h) ||
-        !atomic_compare_exchange_strong_explicit((arpc_magic *)h, &live, ARPC_MAGIC_DEAD, memory_order_relaxed,
+        !atomic_compare_exchange_strong_explicit((arpc_magic *)h, &live, ARPC_MAGIC_DEAD, memory_order_seq_cst,
                                                  memory_order_relaxed))
         return arpc_handle_misuse(h, kind, fn);
     return true;

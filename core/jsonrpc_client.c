@@ -469,8 +469,6 @@ int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
     /* From here the handle is dead: a second close, even a racing one, is caught. */
     if (!arpc_handle_kill(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", "arpc_jsonrpc_close"))
         return ARPC_EINVAL;
-    /* The kill (a relaxed CAS) before our looks at jc_live: Dekker's pair of client_enter. */
-    atomic_thread_fence(memory_order_seq_cst);
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->jc_loop, client_close_on_loop, c);
