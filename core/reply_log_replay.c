@@ -331,6 +331,9 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
         unmap_all(&r, false);
         return rc;
     }
+    size_t it = 0;
+    log->lg_had_clients = arpc_log_index_next_client(&log->lg_index, &it) != NULL ||
+                          arpc_rc_gone_count(&log->lg_index.ix_gone) > 0;
     if (ops != NULL)
         replay(&r, ops, ctx);
     struct mapped_segment *active = &r.r_segs[r.r_nsegs - 1];
