@@ -119,6 +119,8 @@ void arpc_reply_log_close(struct arpc_reply_log *log)
 
 uint64_t arpc_reply_log_epoch(const struct arpc_reply_log *log) { return log->lg_epoch; }
 
+bool arpc_reply_log_had_clients(const struct arpc_reply_log *log) { return log->lg_had_clients; }
+
 void arpc_reply_log_stats(const struct arpc_reply_log *log, struct arpc_reply_log_stats *out)
 {
     const struct arpc_reply_log *l = log;

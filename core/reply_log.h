@@ -29,6 +29,7 @@
 #define ARPC_CORE_REPLY_LOG_H
 
 #include <ck_stack.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -127,7 +128,9 @@ struct arpc_reply_log;
  *   ARPC_EADDRINUSE  another open log holds DIR (this process or another):
  *                    "reply log DIR is in use by another server (pid N)"
  *   ARPC_EPROTO      the log is damaged in a way a crash cannot explain (a bad record with
- *                    valid records after it, a bad segment header, an unknown record type):
+ *                    valid records after where it ends, or too many record-like bytes after
+ *                    it to tell: core/reply_log_tail.h; a bad segment header; an unknown
+ *                    record type):
  *                    "reply log DIR/FILE is corrupt at offset N: <what>; refusing to start
  *                    (move the directory away to start empty)". The segments are left as
  *                    they were.
@@ -143,6 +146,11 @@ int arpc_reply_log_open(struct arpc_reply_log **out, const struct arpc_reply_log
 /* A random non-zero id made when the directory's first segment was created, the same after
  * every restart on that directory (a client can tell a restarted server from a new one). */
 uint64_t arpc_reply_log_epoch(const struct arpc_reply_log *log);
+
+/* Whether open found any client in the log: a live reply or ack, or a goodbye's floor. These
+ * are what the log keeps by client key, so what a change of the keys would lose (a new
+ * directory: false). Any thread. */
+bool arpc_reply_log_had_clients(const struct arpc_reply_log *log);
 
 /* Any thread, between open and close; never blocks, never fails: every outcome comes back
  * through the done callback as lr_status. */

@@ -175,22 +175,40 @@ enum arpc_log_decode arpc_log_decode(const uint8_t *buf, size_t len, struct arpc
     return ARPC_LOG_DECODE_OK;
 }
 
-bool arpc_log_is_record(const uint8_t *buf, size_t len)
+enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *size)
 {
     if (len < ARPC_LOG_RECORD_HEAD)
-        return false;
+        return ARPC_LOG_HEAD_BAD;
+    uint8_t type = buf[REC_TYPE];
     uint32_t plen = le_ld32(buf + REC_LEN);
-    int64_t fixed = fixed_payload(buf[REC_TYPE]);
-    if (plen > ARPC_LOG_PAYLOAD_MAX || ARPC_LOG_RECORD_HEAD + (uint64_t)plen > len || fixed < 0 ||
-        buf[REC_TYPE] == ARPC_LOG_HEADER || plen < fixed)
+    int64_t fixed = fixed_payload(type);
+    if (plen > ARPC_LOG_PAYLOAD_MAX || fixed < 0 || type == ARPC_LOG_HEADER || plen < fixed)
+        return ARPC_LOG_HEAD_BAD;
+    *size = ARPC_LOG_RECORD_HEAD + (uint64_t)plen;
+    switch (type) {
+    case ARPC_LOG_STATE:
+        return ARPC_LOG_HEAD_UNCHECKED;
+    case ARPC_LOG_REPLY:
+        if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED)
+            return ARPC_LOG_HEAD_CHECKED;
+        const uint8_t *p = buf + ARPC_LOG_RECORD_HEAD;
+        return (uint64_t)le_ld32(p + REPLY_REPLY_LEN) + le_ld32(p + REPLY_EFFECT_LEN) == plen - ARPC_LOG_REPLY_FIXED
+                   ? ARPC_LOG_HEAD_CHECKED
+                   : ARPC_LOG_HEAD_BAD;
+    default: /* ACK, EXPIRE, GOODBYE: exactly their fixed size */
+        return plen == fixed ? ARPC_LOG_HEAD_CHECKED : ARPC_LOG_HEAD_BAD;
+    }
+}
+
+bool arpc_log_is_record(const uint8_t *buf, size_t len, uint64_t *checksummed)
+{
+    uint64_t size;
+    if (checksummed != NULL)
+        *checksummed = 0;
+    if (arpc_log_head_size(buf, len, &size) == ARPC_LOG_HEAD_BAD || size > len)
         return false;
-    const uint8_t *p = buf + ARPC_LOG_RECORD_HEAD;
-    if ((buf[REC_TYPE] == ARPC_LOG_ACK || buf[REC_TYPE] == ARPC_LOG_EXPIRE || buf[REC_TYPE] == ARPC_LOG_GOODBYE) &&
-        plen != fixed)
-        return false;
-    if (buf[REC_TYPE] == ARPC_LOG_REPLY &&
-        (uint64_t)le_ld32(p + REPLY_REPLY_LEN) + le_ld32(p + REPLY_EFFECT_LEN) != plen - ARPC_LOG_REPLY_FIXED)
-        return false;
+    if (checksummed != NULL)
+        *checksummed = size - REC_TYPE;
     struct arpc_log_view v;
     const char *what;
     return arpc_log_decode(buf, len, &v, &what) == ARPC_LOG_DECODE_OK;

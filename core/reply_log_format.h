@@ -37,7 +37,10 @@
  *
  * The checksum does not cover the length: a damaged length shows up as a checksum mismatch
  * (or a record running past the end of the file), which recovery then tells apart from a
- * torn tail by looking for valid records after it (core/reply_log_replay.c).
+ * torn tail by looking for valid records after it (core/reply_log_tail.c). What stands in
+ * for a check of the length is the head's redundancy: the fixed size of ACK, EXPIRE and
+ * GOODBYE, and REPLY's two lengths, which must add up to its own (arpc_log_head_size). STATE
+ * has none.
  */
 #ifndef ARPC_CORE_REPLY_LOG_FORMAT_H
 #define ARPC_CORE_REPLY_LOG_FORMAT_H
@@ -95,13 +98,33 @@ enum arpc_log_decode {
 enum arpc_log_decode arpc_log_decode(const uint8_t *buf, size_t len, struct arpc_log_view *out,
                                      const char **what);
 
+/* What a record's head alone (no checksum) says about the record's size. */
+enum arpc_log_head {
+    ARPC_LOG_HEAD_BAD,       /* not a head this version writes: fewer than ARPC_LOG_RECORD_HEAD
+                              * bytes, a length above the limit, an unknown type or a segment
+                              * header, a length its type or REPLY's two lengths contradict */
+    ARPC_LOG_HEAD_UNCHECKED, /* STATE: any length is possible, so nothing confirms it */
+    ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYE), or REPLY's
+                              * two lengths do; a REPLY cut before them is at least its fixed
+                              * size, which buf does not hold, and counts as CHECKED too */
+};
+
+/*
+ * Judges the head at buf[0..len) (len: the bytes up to the end of the file) and, unless BAD,
+ * sets *size to the record's size as its length says (head and payload; possibly beyond len).
+ * Reads only the head and REPLY's two lengths: O(1).
+ */
+enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *size);
+
 /*
  * Whether buf[0..len) starts an intact record other than a segment header, i.e. one that
  * arpc_log_decode accepts. Judges the type and the fixed lengths before the checksum, so
  * recovery can ask it at every offset of a damaged tail without checksumming the tail over
- * and over (random bytes rarely get past the type and length checks).
+ * and over (random bytes rarely get past the type and length checks; crafted bytes can, which
+ * is why core/reply_log_tail.c bounds what it checksums). *checksummed (may be NULL) gets
+ * the number of bytes checksummed: 0, or the record's size less its 8-byte len and crc.
  */
-bool arpc_log_is_record(const uint8_t *buf, size_t len);
+bool arpc_log_is_record(const uint8_t *buf, size_t len, uint64_t *checksummed);
 
 /*
  * The size of the record v describes (head, fixed fields, reply and data). v's lengths must

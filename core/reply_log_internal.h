@@ -46,6 +46,7 @@ struct arpc_reply_log {
     int lg_dirfd;
     int lg_lockfd;
     uint64_t lg_epoch;
+    bool lg_had_clients;    /* open found a client in the log (arpc_reply_log_had_clients) */
     enum arpc_log_fsync lg_policy;
     uint64_t lg_batch_ns;
     uint32_t lg_batch_records;

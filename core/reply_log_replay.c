@@ -11,10 +11,11 @@
  * - Torn or corrupt? A crash in the middle of a write can only damage the end of the last
  *   segment (we only ever append, and a new segment appears by rename, complete). So a
  *   damaged record (checksum mismatch, or running past the end of the file) is a torn tail
- *   when nothing valid follows it in the last segment: it is dropped and the file truncated
- *   to the record before it. Anywhere else, or with a valid record after it (found by trying
- *   every later offset), it is corruption, and so is an intact record we do not understand:
- *   open refuses to start rather than serve a log that lost data in the middle.
+ *   when no valid record follows where it ends (core/reply_log_tail.c: never one inside its
+ *   own extent, which is client bytes): it is dropped and the file truncated to the record
+ *   before it. Anywhere else, or with a valid record after it, it is corruption, and so is an
+ *   intact record we do not understand: open refuses to start rather than serve a log that
+ *   lost data in the middle.
  * - Nothing is changed on disk until the whole log has been read without a fatal problem:
  *   the truncation and the removal of superseded segments come after the scan.
  * - The callbacks are issued from the finished index, which is what makes the replay
@@ -23,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -33,6 +35,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/reply_log_internal.h"
+#include "core/reply_log_tail.h"
 
 struct mapped_segment {
     uint64_t m_segment;
@@ -157,16 +160,6 @@ static int map_live_segments(struct recovery *r, const uint64_t *segs, size_t n,
 
 /* ---- reading ---- */
 
-/* Whether any offset in [from, size) starts an intact record: the test that tells a damaged
- * record in the middle from a torn tail. */
-static bool valid_record_after(const struct mapped_segment *m, size_t from)
-{
-    for (size_t p = from; p + ARPC_LOG_RECORD_HEAD <= m->m_size; p++)
-        if (arpc_log_is_record(m->m_base + p, m->m_size - p))
-            return true;
-    return false;
-}
-
 static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
 {
     size_t off = ARPC_LOG_HEADER_SIZE;
@@ -187,8 +180,19 @@ static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
         default: /* SHORT or DAMAGED */
             if (!last)
                 return corrupt(r, m->m_segment, off, what, " (not in the last segment)");
-            if (valid_record_after(m, off + 1))
-                return corrupt(r, m->m_segment, off, what, ", with valid records after it");
+            struct arpc_log_tail t;
+            arpc_log_tail_judge(m->m_base, m->m_size, off, &t);
+            if (!t.t_torn) {
+                char more[160];
+                if (t.t_evidence != 0)
+                    snprintf(more, sizeof(more), ", with a valid record after it (at offset %zu)", t.t_evidence);
+                else
+                    snprintf(more, sizeof(more),
+                             ", followed by more record-like bytes than can be checked (%" PRIu64
+                             " bytes checksummed) to tell a torn tail from corruption",
+                             t.t_checksummed);
+                return corrupt(r, m->m_segment, off, what, more);
+            }
             m->m_good = off;
             r->r_torn_what = what;
             return ARPC_OK;
@@ -327,6 +331,9 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
         unmap_all(&r, false);
         return rc;
     }
+    size_t it = 0;
+    log->lg_had_clients = arpc_log_index_next_client(&log->lg_index, &it) != NULL ||
+                          arpc_rc_gone_count(&log->lg_index.ix_gone) > 0;
     if (ops != NULL)
         replay(&r, ops, ctx);
     struct mapped_segment *active = &r.r_segs[r.r_nsegs - 1];

@@ -20,6 +20,13 @@
  * the log's directory (NAMESPACE_FILE, written once through a temporary file and a rename,
  * so it is either whole or absent); without one, a fresh secret per server is enough. The
  * log's records keep the key as they kept the client id: their format does not change.
+ *
+ * A log that remembers calls is useless without its secret, and worse than useless with a
+ * new one: the epoch is unchanged, so clients re-send their unanswered calls, which are then
+ * looked up under keys nobody wrote and run again. So a fresh secret is made only for a log
+ * that remembers no client (a new directory; or one whose clients all expired, or whose
+ * first start crashed before the secret was written); a log that remembers clients and lost
+ * its secret refuses to start, saying so.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -94,6 +101,15 @@ int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen
         return fail(why, whylen, log_dir, "open", errno);
     /* The reply log's lock (taken by journal_open) keeps other servers out of the directory. */
     int rc = read_secret(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+    if (rc == ARPC_EAGAIN && arpc_reply_log_had_clients(s->sv_log)) {
+        snprintf(why, whylen,
+                 "namespace secret %s/%s is missing, but the reply log there remembers clients: a new "
+                 "secret would let calls made before run again; refusing to start (restore %s from a backup; or move "
+                 "the directory away to start empty; a log from arpc 0.2, which kept no secret, can take "
+                 "a new one: head -c 16 /dev/urandom >%s/%s)",
+                 log_dir, NAMESPACE_FILE, NAMESPACE_FILE, log_dir, NAMESPACE_FILE);
+        rc = ARPC_EPROTO;
+    }
     if (rc == ARPC_EAGAIN) {
         rc = fresh_secret(s->sv_ns_secret, why, whylen);
         if (rc == ARPC_OK)

@@ -514,13 +514,13 @@ static void test_codec_round_trip_and_prefixes(void **state)
         assert_int_equal(w->v_flags, v.v_flags);
         assert_int_equal(w->v_epoch, v.v_epoch);
         assert_int_equal(w->v_segment, v.v_segment);
-        assert_int_equal(w->v_type != ARPC_LOG_HEADER, arpc_log_is_record(buf, size));
+        assert_int_equal(w->v_type != ARPC_LOG_HEADER, arpc_log_is_record(buf, size, NULL));
         /* Every prefix is SHORT, never OK, and never read past its end. */
         for (uint32_t n = 0; n < size; n++) {
             uint8_t *prefix = malloc(n + 1);
             memcpy(prefix, buf, n);
             assert_int_equal(ARPC_LOG_DECODE_SHORT, arpc_log_decode(prefix, n, &v, &what));
-            assert_false(arpc_log_is_record(prefix, n));
+            assert_false(arpc_log_is_record(prefix, n, NULL));
             free(prefix);
         }
         free(buf);
@@ -549,7 +549,7 @@ static void test_codec_rejects(void **state)
         rec[8] = bad[i].type;
         le_st32(rec + 4, arpc_crc32c(0, rec + 8, 1 + bad[i].plen));
         assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, &v, &what));
-        assert_false(arpc_log_is_record(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen));
+        assert_false(arpc_log_is_record(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, NULL));
         rec[8] ^= 0x40; /* and damaged, the checksum speaks first */
         assert_int_equal(ARPC_LOG_DECODE_DAMAGED, arpc_log_decode(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, &v, &what));
     }

@@ -1,0 +1,52 @@
+/*
+ * Torn tail or corruption (core/reply_log_tail.h).
+ *
+ * Design notes
+ * - We only ever append, one record after the other, so a crash in the middle of a write
+ *   leaves the record being written as the last thing in the file, followed by nothing it did
+ *   not itself contain. Whatever lies inside its own extent is its payload: reply bytes a
+ *   client chose (an echo hands back what it was sent), which can hold perfectly intact
+ *   records. So an intact record counts as evidence of damage in the middle only if it lies
+ *   beyond where the damaged record ends.
+ * - Where it ends is its length, which the checksum does not cover (the format's choice).
+ *   The head has other witnesses: ACK, EXPIRE and GOODBYE have a fixed size, and REPLY's two
+ *   lengths must add up to its length (arpc_log_head_size). A bit flipped in a length breaks
+ *   that, so a head they confirm is believed, and the search starts at its end: for a torn
+ *   record that is past the end of the file, and nothing is searched (or checksummed) at all.
+ *   A head nothing confirms (STATE, or one they contradict: the length itself may be what is
+ *   damaged) tells nothing, and every later offset is searched, as before.
+ * - That search is bounded: the cheap head checks pass random bytes rarely, but crafted ones
+ *   (a checkpoint of client bytes) can pass at every offset, each claiming megabytes to
+ *   checksum. Past ARPC_LOG_TAIL_BUDGET the judgement gives up and says "not torn": refusing
+ *   to start is the side that loses nothing silently, and real damage in the middle is found
+ *   within the budget (the next real record is at most the rest of the file).
+ */
+#include "core/reply_log_tail.h"
+
+#include "core/reply_log_format.h"
+
+void arpc_log_tail_judge(const uint8_t *seg, size_t size, size_t off, struct arpc_log_tail *out)
+{
+    uint64_t claimed;
+    size_t from = off + 1;
+    if (arpc_log_head_size(seg + off, size - off, &claimed) == ARPC_LOG_HEAD_CHECKED)
+        from = claimed >= size - off ? size : off + (size_t)claimed;
+    *out = (struct arpc_log_tail){.t_torn = true, .t_from = from};
+    uint64_t budget = ARPC_LOG_TAIL_BUDGET(size - off);
+    for (size_t p = from; p + ARPC_LOG_RECORD_HEAD <= size; p++) {
+        uint64_t cost;
+        if (arpc_log_head_size(seg + p, size - p, &cost) == ARPC_LOG_HEAD_BAD || cost > size - p)
+            continue; /* no checksum needed to rule it out */
+        if (out->t_checksummed + cost > budget) {
+            out->t_torn = false; /* cannot tell: refuse rather than guess */
+            return;
+        }
+        bool intact = arpc_log_is_record(seg + p, size - p, &cost);
+        out->t_checksummed += cost;
+        if (intact) {
+            out->t_torn = false;
+            out->t_evidence = p;
+            return;
+        }
+    }
+}

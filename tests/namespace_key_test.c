@@ -1,0 +1,141 @@
+/*
+ * The namespace secret kept beside a reply log (core/server_namespace.c): a log that
+ * remembers clients and lost its namespace.key refuses to start, naming the file and what to
+ * do (a new secret, under the same epoch, would let calls made before run again); a new
+ * directory, or a log that remembers no client, gets a new one.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/server_proc.h"
+#include "support/test_util.h"
+
+#define KEY_SIZE 16
+
+static void key_path(const char *dir, char *out, size_t len) { snprintf(out, len, "%s/namespace.key", dir); }
+
+static bool read_key(const char *dir, uint8_t key[KEY_SIZE])
+{
+    char path[512];
+    key_path(dir, path, sizeof(path));
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, key, KEY_SIZE);
+    close(fd);
+    return n == KEY_SIZE;
+}
+
+static void write_key(const char *dir, const uint8_t key[KEY_SIZE])
+{
+    char path[512];
+    key_path(dir, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(KEY_SIZE, write(fd, key, KEY_SIZE));
+    close(fd);
+}
+
+static void remove_key(const char *dir)
+{
+    char path[512];
+    key_path(dir, path, sizeof(path));
+    assert_int_equal(0, unlink(path));
+}
+
+static int create(arpc_server **s, const char *dir, char *why, size_t whylen)
+{
+    arpc_server_options so = {.log_dir = dir, .errbuf = why, .errbuf_len = whylen};
+    why[0] = '\0';
+    return arpc_server_create(s, &so);
+}
+
+/* One at-most-once call, logged; the server stops while its client is still there (no
+ * goodbye): the log remembers the client. */
+static void serve_one_call(const char *dir)
+{
+    arpc_server *s;
+    char why[512];
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 10000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_client_close(c);
+}
+
+static void test_missing_key_beside_a_log_with_clients_refuses(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    serve_one_call(dir);
+    uint8_t key[KEY_SIZE];
+    assert_true(read_key(dir, key));
+    remove_key(dir);
+
+    arpc_server *s;
+    char why[1024], want[600];
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    snprintf(want, sizeof(want), "namespace secret %s/namespace.key is missing", dir);
+    if (strstr(why, want) == NULL)
+        print_message("want \"%s\" in \"%s\"\n", want, why);
+    assert_non_null(strstr(why, want));
+    assert_non_null(strstr(why, "refusing to start"));
+    assert_non_null(strstr(why, "restore namespace.key from a backup"));
+    assert_non_null(strstr(why, "move the directory away"));
+    uint8_t none[KEY_SIZE];
+    assert_false(read_key(dir, none)); /* no new secret was made */
+
+    /* The secret restored: the server starts. */
+    write_key(dir, key);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
+static void test_new_directory_and_log_without_clients_get_a_key(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    arpc_server *s;
+    char why[1024];
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    uint8_t first[KEY_SIZE], second[KEY_SIZE];
+    assert_true(read_key(dir, first));
+    /* Its log has segments but remembers no client (as after a first start that crashed
+     * before writing the secret): a new secret loses nothing. */
+    remove_key(dir);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_true(read_key(dir, second));
+    assert_memory_not_equal(first, second, KEY_SIZE);
+    server_proc_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    server_proc_main(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_missing_key_beside_a_log_with_clients_refuses),
+        cmocka_unit_test(test_new_directory_and_log_without_clients_get_a_key),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
