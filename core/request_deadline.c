@@ -40,8 +40,9 @@ void request_unlist(arpc_request *req)
 /* Loop thread: the server answers the caller in the handler's place with code; the handler's
  * late reply will return late_code. The call then stops counting and its server's part is
  * freed, at once if its handler returned already, else when it returns. keep_server: a
- * numbered call answered while the server runs, whose late reply finishes its cache entry. */
-static void request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why, bool keep_server)
+ * numbered call answered while the server runs, whose late reply finishes its cache entry.
+ * False when the handler's reply came first (it answers the caller). */
+static bool request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why, bool keep_server)
 {
     request_unlist(req);
     struct server_conn *sc = req->rq_state->rs_conn;
@@ -62,7 +63,7 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
                 req->rq_server = NULL;
                 server_release(s);
             }
-            return;
+            return false;
         }
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
@@ -83,6 +84,7 @@ static void request_answer_for_handler(arpc_request *req, int code, int late_cod
     /* The server holds the reply's place now: the handler's reply goes the tombstone's way. */
     if (!(atomic_fetch_or(&req->rq_flags, RQ_REPLY_DONE) & RQ_IN_HANDLER))
         request_abandon(s->sv_loop, req); /* the handler returned: else request_handler_done does it */
+    return true;
 }
 
 static void request_on_deadline(struct arpc_deadline *d, void *arg)
@@ -92,7 +94,7 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
     /* Not started yet: when an actor takes it, it is refused ARPC_EEXPIRED ("did not run",
      * and a numbered call's entry is dropped so a retry may run it). */
     if (atomic_load(&req->rq_flags) & RQ_STARTED)
-        request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
+        (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
                                    "the handler did not reply by the call's deadline", req->rq_seq != 0);
 }
 
@@ -110,17 +112,21 @@ void request_list(arpc_server *s, arpc_request *req)
 
 void request_answer_unreplied(arpc_server *s)
 {
-    static const char why[] = "the server stopped before the handler replied";
+    static const char why[] = SERVER_STOP_REPLY_MSG;
     unsigned n = 0, oneways = 0;
     while (s->sv_awaiting.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
         bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
         bool oneway = req->rq_oneway;
+        /* Read now: answering may free the request (its handler returned). */
+        uint64_t key = req->rq_state->rs_conn->sc_cache_key, seq = req->rq_seq, ack = req->rq_ack;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
          * any other call here has started: it may have run. Its late reply can finish nothing
          * any more: it needs no server. A one-way message not finished is let go of the same
-         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). */
-        request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false);
+         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). A numbered call's result
+         * is then this answer, for its copies and, logged, for a restart on the same log. */
+        if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false) && seq != 0 && !oneway)
+            dedup_stopped(s, key, seq, ack);
         n += unfinished && !oneway;
         oneways += unfinished && oneway;
     }

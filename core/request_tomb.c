@@ -25,8 +25,10 @@
  * the handler again): the handle keeps what that needs (server, cache key, seq, ack, xid,
  * the client's largest reply) and a reference on the server, and is listed in sv_tombs. A
  * stop detaches every listed handle (RQ_DETACHED, the server's reference let go): its late
- * reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop. The late reply
- * (RQ_REPLIED) and the detach meet on rq_flags: whichever comes first owns the reference.
+ * reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop, and the call's
+ * result is the stop's ARPC_EABANDONED (dedup_stopped: logged, so that a copy re-sent to this
+ * log's next server does not run it again); a late reply already on its way finishes the call
+ * as ever, logged too while the stop has not closed the log. The late reply (RQ_REPLIED) and the detach meet on rq_flags: whichever comes first owns the reference.
  */
 #include <string.h>
 
@@ -55,13 +57,17 @@ void request_tomb_detach_all(arpc_server *s)
     while (s->sv_tombs.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_tombs.dl_head, arpc_request, rq_tomb_link);
         tomb_unlist(s, req);
+        /* Read now: once detached, the late reply may free the handle at any time. */
+        uint64_t key = req->rq_cache_key, seq = req->rq_seq, ack = req->rq_ack;
         unsigned flags = atomic_load(&req->rq_flags);
         do {
             if (flags & RQ_REPLIED)
                 break; /* its late reply is on its way: it owns the reference */
         } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_DETACHED));
-        if (!(flags & RQ_REPLIED))
+        if (!(flags & RQ_REPLIED)) {
+            dedup_stopped(s, key, seq, ack);
             server_release(s); /* not the last: the stopping user holds one */
+        }
     }
 }
 
@@ -71,8 +77,9 @@ void request_late_done(arpc_request *req)
         arpc_free(req);
 }
 
-/* Loop thread (or the loop's final drain): the late result finishes the numbered call in the
- * reply cache, for its retries; nobody is left to wait once the server stopped. */
+/* Loop thread: the late result finishes the numbered call in the reply cache, for its
+ * retries; once the server stopped, only while its log is open (before the stop's last step),
+ * for a restart on that log: nobody else is left to wait. */
 static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
@@ -80,7 +87,7 @@ static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
-    if (atomic_load(&s->sv_state) != SV_STOPPED)
+    if (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL)
         dedup_complete(s, req->rq_cache_key, req->rq_seq, req->rq_ack, rm, true);
     else
         reply_msg_free(rm);
@@ -96,7 +103,7 @@ static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = (arpc_request *)((char *)job - offsetof(arpc_request, rq_tomb_job));
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
-    if (atomic_load(&s->sv_state) != SV_STOPPED)
+    if (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL)
         dedup_lost(s, req->rq_cache_key, req->rq_seq, req->rq_ack, true); /* a handler's late reply: it ran */
     request_late_done(req);
     server_release(s);

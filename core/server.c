@@ -4,8 +4,11 @@
  * Graceful stop: refuse new calls (ESHUTDOWN error replies: they did not run), close the
  * listeners, tell clients GOAWAY, wait up to the grace period for calls in flight, then stop
  * the pool discarding what is still queued (answered ESHUTDOWN: did not run; handlers already
- * running are waited for), flush the replies already handed over, close every connection, and
- * stop the loop if the server owns it. Each step that touches connections runs on the loop
+ * running are waited for), answer the calls whose handlers have not replied (EABANDONED: may
+ * have run; a numbered one's result is logged as that), wait for the replies whose log records
+ * are on their way (within what is left of the grace), flush the replies already handed over,
+ * close every connection, close the log and run its last records' jobs, and stop the loop if
+ * the server owns it. Each step that touches connections runs on the loop
  * (arpc_loop_run_sync); the grace period waits for a future the last finishing call
  * completes (sv_drained), as any wait on the loop does (arpc_loop_wait_foreign_until): asleep
  * while a thread runs the loop, running the loop itself when the caller owns it and nobody runs
@@ -57,6 +60,8 @@ static void server_free(arpc_server *s)
         arpc_future_release(s->sv_drained);
     if (s->sv_stopped != NULL)
         arpc_future_release(s->sv_stopped);
+    if (s->sv_logged != NULL)
+        arpc_future_release(s->sv_logged);
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
@@ -110,6 +115,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);
     atomic_init(&s->sv_replying, 0);
+    atomic_init(&s->sv_logging, 0);
+    atomic_init(&s->sv_logs_awaited, false);
     block_pool_init(&s->sv_requests);
     block_pool_init(&s->sv_replies);
     request_handles_init(s);
@@ -125,6 +132,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     int crc = arpc_future_create(&s->sv_drained);
     if (crc == ARPC_OK)
         crc = arpc_future_create(&s->sv_stopped);
+    if (crc == ARPC_OK)
+        crc = arpc_future_create(&s->sv_logged);
     if (crc == ARPC_OK)
         crc = auth_init(s, &o);
     if (crc == ARPC_OK)
@@ -239,7 +248,7 @@ static void step_goaway(arpc_loop *loop, void *s)
     sconn_goaway_all(s);
 }
 
-static void step_close_all(arpc_loop *loop, void *s)
+static void step_answer_unreplied(arpc_loop *loop, void *s)
 {
     (void)loop;
     /* Before the connections close, so their callers hear it rather than ARPC_ECONNLOST. A
@@ -247,14 +256,19 @@ static void step_close_all(arpc_loop *loop, void *s)
      * calls that may have run are answered ARPC_EABANDONED. */
     sconn_refuse_parked_all(s);
     request_answer_unreplied(s);
+}
+
+static void step_close_all(arpc_loop *loop, void *s)
+{
+    (void)loop;
     sconn_close_all(s);
     reply_direct_unwatch(s); /* no call is out any more */
     dedup_stop(s);
     limits_stop(s);
 }
 
-/* The stop's last step, after SV_STOPPED and the last replier's hand-over: every reply job
- * handed to the loop before the store runs before this (one lane, drained in push order, and
+/* The stop's last step but one (step_after_log follows), after SV_STOPPED and the last
+ * replier's hand-over: every reply job handed to the loop before the store runs before this (one lane, drained in push order, and
  * lazy jobs before a drain's lane jobs: async/loop_lanes.c), so once it ran no reply is left
  * to reach the reply cache or the log after arpc_server_destroy freed them. Without it, on an
  * application's threaded loop such a job could run during or after the teardown. */
@@ -265,12 +279,29 @@ static void step_last_replies(arpc_loop *loop, void *arg)
         journal_close(loop, s); /* after every reply handed over */
 }
 
+/* Behind the jobs of the log's last records (journal_close queued them): once it ran, none is
+ * left to touch the reply cache, which arpc_server_destroy frees, or the loop, which its owner
+ * may destroy. Their waiters' connections are closed: nothing is sent. */
+static void step_after_log(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+}
+
 /* Waits until no call is in flight or deadline_ns passes. SV_STOPPING is stored first, so
  * either the count is seen at 0 here or its last call completes sv_drained (core/request.c). */
 static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
 {
     if (atomic_load(&s->sv_inflight) != 0)
         (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_drained, deadline_ns); /* EPENDING: grace over */
+}
+
+/* Waits until every reply waiting for its log record has been answered, or deadline_ns passes
+ * (then their records, durable, answer a retry sent to this log's next server). */
+static void server_wait_logged(arpc_server *s, uint64_t deadline_ns)
+{
+    if (journal_await_all(s))
+        (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_logged, deadline_ns); /* EPENDING: grace over */
 }
 
 static bool server_is_own_thread(const arpc_server *s)
@@ -328,6 +359,10 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
      * ESHUTDOWN ("did not run") before the connections close. Handlers already running
      * finish; their replies are dropped. */
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
+    arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s);
+    /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
+     * connections stay open for them. */
+    server_wait_logged(s, grace_end);
     arpc_loop_run_sync(s->sv_loop, step_close_all, s);
     atomic_store(&s->sv_state, SV_STOPPED);
     /* Replies that checked the state before the store are still handing over: wait them out,
@@ -336,6 +371,8 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     while (atomic_load(&s->sv_replying) != 0)
         arpc_backoff_spin(&attempt);
     arpc_loop_run_sync(s->sv_loop, step_last_replies, s);
+    if (s->sv_has_log)
+        arpc_loop_run_sync(s->sv_loop, step_after_log, s);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     server_end_stop(s);

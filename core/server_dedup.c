@@ -91,6 +91,25 @@ static bool dedup_waiter_gone(void *ctx, struct arpc_rc_waiter *w)
     return true;
 }
 
+/* An ARPC_EABANDONED result made by the server. xid 0: each waiter gets a header of its own
+ * (dedup_send). */
+static struct reply_msg *dedup_error_reply(const char *why)
+{
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + 128];
+    size_t why_len = strlen(why);
+    assert(why_len <= 128);
+    size_t len = arpc_frame_encode_error(frame, ARPC_FRAME_ERROR, 0, ARPC_EABANDONED, why, why_len);
+    return reply_msg_from_frame(frame, len);
+}
+
+static void dedup_put_error_replies(arpc_server *s)
+{
+    reply_msg_put(s->sv_lost_reply); /* the last of its copies frees it */
+    reply_msg_put(s->sv_stop_reply);
+    s->sv_lost_reply = NULL;
+    s->sv_stop_reply = NULL;
+}
+
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
 {
     static const struct arpc_reply_cache_ops ops = {
@@ -99,32 +118,25 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
         .on_forget = dedup_on_forget,
         .waiter_gone = dedup_waiter_gone,
     };
-    static const char lost[] = SERVER_LOST_REPLY_MSG;
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {
         .max_bytes = max_bytes,
         .idle_expiry_ns = (uint64_t)s->sv_expiry_s * 1000000000ull,
     };
-    /* Made now: when it is needed, there is no memory to make it. xid 0: each waiter gets
-     * a header of its own (dedup_send). */
-    uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + sizeof(lost)];
-    size_t len = arpc_frame_encode_error(frame, ARPC_FRAME_ERROR, 0, ARPC_EABANDONED, lost, sizeof(lost) - 1);
-    s->sv_lost_reply = reply_msg_from_frame(frame, len);
-    if (s->sv_lost_reply == NULL)
-        return ARPC_ENOMEM;
-    int rc = arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
-    if (rc != ARPC_OK) {
-        reply_msg_put(s->sv_lost_reply);
-        s->sv_lost_reply = NULL;
-    }
+    /* Made now: when they are needed, there may be no memory to make them. */
+    s->sv_lost_reply = dedup_error_reply(SERVER_LOST_REPLY_MSG);
+    s->sv_stop_reply = dedup_error_reply(SERVER_STOP_REPLY_MSG);
+    int rc = s->sv_lost_reply == NULL || s->sv_stop_reply == NULL ? ARPC_ENOMEM
+                                                                   : arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
+    if (rc != ARPC_OK)
+        dedup_put_error_replies(s);
     return rc;
 }
 
 void dedup_fini(arpc_server *s)
 {
     arpc_reply_cache_fini(&s->sv_cache, dedup_drop_waiter);
-    reply_msg_put(s->sv_lost_reply); /* the last of its copies frees it */
-    s->sv_lost_reply = NULL;
+    dedup_put_error_replies(s);
 }
 
 /* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
@@ -364,6 +376,14 @@ void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, 
      * running (ran false) is forgotten: a later retry may run it. */
     s->sv_lost_reply->rm_refs++; /* the one dedup_complete takes */
     dedup_complete(s, client_id, seq, ack, s->sv_lost_reply, ran);
+}
+
+void dedup_stopped(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack)
+{
+    /* Left RUNNING, the entry would die with this server, and a restart on its log would run
+     * the call again for a copy re-sent to it (its client still waits: it got no answer). */
+    s->sv_stop_reply->rm_refs++; /* the one dedup_complete takes */
+    dedup_complete(s, client_id, seq, ack, s->sv_stop_reply, true);
 }
 
 void dedup_leave(struct server_conn *sc, uint64_t seq, struct arpc_rc_waiter *which)

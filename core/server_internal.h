@@ -111,6 +111,9 @@ struct arpc_server {
     arpc_future *sv_drained;        /* completed when a stop finds no call in flight any more: its
                                      * grace waits on it through the loop (arpc_loop_wait_foreign_until) */
     arpc_future *sv_stopped;        /* completed when the stop is done: a second stop waits on it */
+    atomic_uint sv_logging;         /* replies waiting for their log records (core/server_journal.c) */
+    atomic_bool sv_logs_awaited;    /* a stop waits for sv_logging to reach 0, on sv_logged */
+    arpc_future *sv_logged;
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;
@@ -126,6 +129,7 @@ struct arpc_server {
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
     struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
                                        * (ARPC_EABANDONED, SERVER_LOST_REPLY_MSG) */
+    struct reply_msg *sv_stop_reply;  /* ... or that a stop answered (SERVER_STOP_REPLY_MSG) */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
@@ -334,6 +338,9 @@ void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 /* What the caller of a call whose reply (or refusal) could not be made is told, with
  * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */
 #define SERVER_LOST_REPLY_MSG "the server had no memory for the call's answer; it may have run"
+/* What a stop answers a call whose handler had not replied, with ARPC_EABANDONED; for a
+ * numbered call it is also the call's result, logged (sv_stop_reply), for its retries. */
+#define SERVER_STOP_REPLY_MSG "the server stopped before the handler replied; it may have run"
 
 /* server_dedup.c (loop thread but for init/fini) */
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s);
@@ -373,6 +380,11 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
  * error made in advance; kept for its retries if the call ran, forgotten if it was refused
  * without running (a retry may run it). */
 void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, bool ran);
+/* A stop answered a numbered call that had started and whose handler had not replied: its
+ * result is the stop's ARPC_EABANDONED, kept and logged like any result, so that a copy
+ * attached to it, or re-sent to this log's next server, is told "may have run" and never
+ * runs it again. */
+void dedup_stopped(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack);
 
 /* server_builtin.c: the methods every server answers (arpc/server.h), named under this
  * prefix, which applications may not register. */
@@ -382,6 +394,9 @@ int builtin_register(arpc_server *s);
 /* server_journal.c */
 int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen);
 void journal_close(arpc_loop *loop, void *s); /* a stop step, on the loop */
+/* A stop from here on waits (on sv_logged) for the replies waiting for their records; false
+ * when none waits. */
+bool journal_await_all(arpc_server *s);
 bool journal_waits(const arpc_server *s);
 /* Appends a numbered call's reply; false when no record could be made (the log is then
  * failed, and waited_for waiters are the caller's to answer: dedup_log_failed). */

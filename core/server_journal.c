@@ -14,6 +14,12 @@
  * its writer thread; one that someone waits for comes back to the loop as a job (holding a
  * server reference), where its waiters are answered.
  *
+ * A reply waiting for its record is counted (sv_logging) until its waiters are answered: a
+ * stop waits for them (within its grace) before it closes the connections, so their callers
+ * get their replies. Once the log is closed, every record has come back and its job is on the
+ * lane: the stop runs one more step behind them, so none runs after arpc_server_stop returns
+ * (arpc_server_destroy then frees the reply cache those jobs use).
+ *
  * A record that could not be written stops the server's at-most-once service (fail-stop):
  * its calls are answered ARPC_EABANDONED (it may have run; never its reply, whose effect a
  * restart would forget), and new numbered calls, retries included, are refused ARPC_ESYSTEM.
@@ -84,6 +90,22 @@ static void journal_refuse_lost(struct server_conn *sc, struct reply_msg *rm)
     reply_msg_put(rm);
 }
 
+/* A reply that waited for its record is done with it (its waiters answered, or nobody left
+ * to answer): the last one a stop waits for lets the stop go on. */
+static void journal_settled(arpc_server *s)
+{
+    if (atomic_fetch_sub(&s->sv_logging, 1) == 1 && atomic_load(&s->sv_logs_awaited))
+        arpc_future_complete(s->sv_logged, ARPC_OK, NULL, 0);
+}
+
+bool journal_await_all(arpc_server *s)
+{
+    /* Stored before the count is read; the last settler reads the flag after its decrement
+     * (both seq_cst): either we see 0 or it completes sv_logged. */
+    atomic_store(&s->sv_logs_awaited, true);
+    return atomic_load(&s->sv_logging) != 0;
+}
+
 /* Loop thread: a record someone waits for is done. */
 static void journal_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
@@ -107,6 +129,7 @@ static void journal_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         sconn_release(r->jr_conn);
     }
     arpc_free(r);
+    journal_settled(s);
     server_release(s);
 }
 
@@ -131,6 +154,7 @@ static void journal_on_done(void *ctx, struct arpc_log_record *rec)
             sconn_release(r->jr_conn);
         }
         arpc_free(r);
+        journal_settled(s);
         server_release(s);
     }
 }
@@ -158,6 +182,8 @@ bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ac
     r->jr_rec.lr_seq = seq;
     r->jr_rec.lr_ack = ack;
     r->jr_then = waited_for ? JR_DURABLE : JR_NOTHING;
+    if (waited_for)
+        atomic_fetch_add(&s->sv_logging, 1);
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
     return true;
 }
@@ -181,6 +207,7 @@ bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_m
     r->jr_conn = sc;
     r->jr_rm = rm;
     sconn_retain(sc);
+    atomic_fetch_add(&s->sv_logging, 1);
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
     return true;
 }
@@ -357,7 +384,8 @@ int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t
 }
 
 /* On the loop (a stop step), after every reply handed over before the stop: nothing appends
- * after it. The records come back; those waited for queue jobs behind this one. */
+ * after it. The records come back before it returns; those waited for queue jobs behind this
+ * step, which the stop runs before it returns (see the notes). */
 void journal_close(arpc_loop *loop, void *arg)
 {
     (void)loop;

@@ -267,8 +267,12 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), answers calls whose handlers have not replied
- * ARPC_EABANDONED (they may have run), and closes every connection. The grace ends as soon as
- * no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
+ * ARPC_EABANDONED (they may have run; for an at-most-once call that is its result, which its
+ * retries get too, and with a reply log it is logged, so a server restarted on the log answers
+ * a re-sent copy with it and never runs the call again), and closes every connection. With a
+ * reply log, replies whose records are still being made durable keep their connections open
+ * for what is left of the grace; once stop returns, the log is closed and nothing of the
+ * server runs on its loop any more. The grace ends as soon as no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
  * by its callers), a stop from a thread that may run it (the owner of a wrapped or pollable
  * loop, outside a step; any thread for the others) runs the loop itself while it waits and
  * nobody else runs it, so replies and the GOAWAY go out; from any other thread it waits for
