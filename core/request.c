@@ -435,6 +435,8 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
         struct reply_msg *rm = reply_encode(sc, req->rq_xid, kind, code, data, len, ran, effect, effect_len);
         if (rm == NULL) {
             rc = ARPC_ENOMEM; /* the caller is answered ARPC_EABANDONED (request_drop_on_loop) */
+            if (effect != NULL) /* an effect the log will never have: fail-stop, as a failed record */
+                journal_fail_enomem(s);
             st->rs_lost_ran = ran;
             request_finish_on_loop(s, req, request_drop_on_loop); /* no reply: let go of its holder */
         } else {

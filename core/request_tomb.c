@@ -131,6 +131,8 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
         job = &rm->rm_job;
     } else {
         rc = ARPC_ENOMEM; /* the entry ends with the server's "lost" error (tomb_drop) */
+        if (effect != NULL) /* an effect the log will never have: fail-stop, as a failed record */
+            journal_fail_enomem(s);
         arpc_loop_job_init(&req->rq_tomb_job, tomb_drop);
         job = &req->rq_tomb_job;
     }

@@ -398,6 +398,9 @@ void journal_close(arpc_loop *loop, void *s); /* a stop step, on the loop */
  * when none waits. */
 bool journal_await_all(arpc_server *s);
 bool journal_waits(const arpc_server *s);
+/* No memory for a record, or for a reply whose effect it would carry: as a record that failed
+ * (fail-stop: no more at-most-once calls, logged once). Any thread. */
+void journal_fail_enomem(arpc_server *s);
 /* Appends a numbered call's reply; false when no record could be made (the log is then
  * failed, and waited_for waiters are the caller's to answer: dedup_log_failed). */
 bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, const struct reply_msg *rm,

@@ -75,7 +75,12 @@ static struct journal_rec *journal_rec_new(arpc_server *s, enum arpc_log_rtype t
 /* A record could not be made durable: stop taking numbered calls (see the notes). */
 static void journal_fail(arpc_server *s, const struct journal_rec *r)
 {
-    if (!atomic_exchange(&s->sv_log_failed, true))
+    if (atomic_exchange(&s->sv_log_failed, true))
+        return;
+    if (r->jr_rec.lr_status == ARPC_ENOMEM)
+        arpc_log(ARPC_LOG_ERROR, "no memory for a reply log record (or the reply carrying an effect): this "
+                                 "server answers no more at-most-once calls; restart it");
+    else
         arpc_log(ARPC_LOG_ERROR, "reply log record failed (%s): this server answers no more at-most-once "
                                  "calls; restart it once the disk is fixed",
                  arpc_errname(r->jr_rec.lr_status));
@@ -162,8 +167,7 @@ static void journal_on_done(void *ctx, struct arpc_log_record *rec)
 /* Loop thread: does a reply wait for its record? */
 bool journal_waits(const arpc_server *s) { return s->sv_log != NULL && s->sv_fsync != ARPC_FSYNC_OFF; }
 
-/* No memory for a record: as a record that failed (fail-stop). */
-static void journal_fail_enomem(arpc_server *s)
+void journal_fail_enomem(arpc_server *s)
 {
     struct journal_rec fake = {.jr_rec.lr_status = ARPC_ENOMEM};
     journal_fail(s, &fake);

@@ -369,7 +369,11 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * so its client's retry runs it. Call it from the thread that applies the effects to the
  * state (e.g. the state's single actor), so that log order is application order. Without a
  * log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
- * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. */
+ * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. ARPC_ENOMEM means the
+ * effect was not logged (its caller is answered ARPC_EABANDONED, it may have run): a state
+ * that applied it is now ahead of the log, so the server stops taking at-most-once calls, as
+ * after a record that failed (logged; ARPC_ESYSTEM to every numbered call) until it is
+ * restarted, when the state is rebuilt from the log without it. */
 ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data,
                                 size_t len);
 
