@@ -99,6 +99,7 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;
     c->cl_give_up_ms = o->reconnect_give_up_ms ? o->reconnect_give_up_ms : CLIENT_GIVE_UP_MS;
     c->cl_reconnect = !o->no_reconnect;
+    c->cl_background = o->connect_in_background;
     c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
     c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;
     arpc_backoff_init(&c->cl_connector.cn_backoff, o->reconnect_min_ms ? o->reconnect_min_ms : CLIENT_RECONNECT_MIN_MS,
@@ -223,7 +224,7 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         return rc;
     }
     rc = arpc_loop_run_sync(c->cl_loop, step_connect, c);
-    if (rc == ARPC_OK)
+    if (rc == ARPC_OK && !c->cl_background)
         rc = arpc_loop_wait(c->cl_loop, c->cl_first);
     else
         client_set_error(c, rc, "the client's loop is stopped");

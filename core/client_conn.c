@@ -79,10 +79,10 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
     atomic_store(&c->cl_state, CL_READY);
-    if (n > 0) {
+    if (n > 0)
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);
+    if (n > 0 || c->cl_background)
         client_set_error(c, ARPC_OK, ""); /* what was in the way is gone (arpc_client_last_error) */
-    }
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
     calls_on_connected(c);
     client_direct_resume(c);
@@ -109,7 +109,7 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
     snprintf(text, sizeof(text), "server %s refused the connection: %s", c->cl_target.t_addr, msg);
     client_set_error(c, why, text);
     atomic_store(&c->cl_lost_reason, why);
-    if (arpc_future_poll(c->cl_first) != ARPC_EPENDING) {
+    if (!client_first_awaited(c)) {
         atomic_store(&c->cl_state, CL_LOST);
         arpc_log(ARPC_LOG_WARN, "%s", text);
     }

@@ -9,7 +9,7 @@
  * once the client has been connected before, followed by another after a back-off:
  * exponential with jitter (base/backoff.h), from reconnect_min_ms up to reconnect_max_ms,
  * reset by a success. The very first attempt is arpc_client_connect's: its failure is
- * returned to the caller instead.
+ * returned to the caller instead, unless connect_in_background (then it is a reconnect's).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -139,9 +139,14 @@ void client_connect_failed(arpc_client *c, int code, const char *why)
 {
     client_connect_stop(c);
     client_set_error(c, code, why);
-    if (arpc_future_poll(c->cl_first) == ARPC_EPENDING) {
+    if (client_first_awaited(c)) {
         arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */
         return;
+    }
+    if (!c->cl_reconnect && atomic_load(&c->cl_state) == CL_CONNECTING) {
+        /* In the background, never connected, and no reconnect: no connection will come. */
+        atomic_store(&c->cl_lost_reason, ARPC_EUNREACHABLE);
+        atomic_store(&c->cl_state, CL_LOST);
     }
     int state = atomic_load(&c->cl_state);
     if (state == CL_LOST) /* refused by a GOAWAY: no connection will come for them */

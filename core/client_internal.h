@@ -125,6 +125,7 @@ struct arpc_client {
     int64_t cl_connect_timeout_ms;
     int64_t cl_give_up_ms;
     bool cl_reconnect;
+    bool cl_background;         /* connect_in_background: nobody waits for the first attempt */
     uint32_t cl_heartbeat_ms;
     unsigned cl_heartbeat_misses;
     uint8_t *cl_token;          /* auth_token, sent in every HELLO; NULL: none */
@@ -229,6 +230,13 @@ static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> 
 static inline bool client_live(const arpc_client *c, const char *fn)
 {
     return arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn);
+}
+
+/* Loop thread: arpc_client_connect is waiting for the first connection (its outcome goes to
+ * the caller, not to a reconnect). */
+static inline bool client_first_awaited(arpc_client *c)
+{
+    return !c->cl_background && arpc_future_poll(c->cl_first) == ARPC_EPENDING;
 }
 
 void client_retain(arpc_client *c);

@@ -119,6 +119,14 @@ typedef struct arpc_client_options {
     /* TLS for a tls:// address (arpc/tls.h): CAs, the name to check, a certificate for mutual
      * TLS. NULL: the system's CAs and the address's host name. Read during connect only. */
     const arpc_tls_options *tls;
+    /* true: arpc_client_connect returns once the address is resolved and the first attempt
+     * started, without waiting for it (an application whose own loop drives a pollable or
+     * caller-driven client loop is never blocked by a server that is slow to answer); a failed
+     * first attempt is retried as a reconnect is (back-off), and calls wait for the connection
+     * meanwhile, bounded by their deadlines and reconnect_give_up_ms (ARPC_EUNREACHABLE: not
+     * sent). arpc_client_last_error says what is in the way. With no_reconnect, a failed
+     * first attempt ends the client: its calls end ARPC_EUNREACHABLE. */
+    bool connect_in_background;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256
@@ -132,7 +140,8 @@ typedef struct arpc_call_options {
  * "inproc://name", blocking up to
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
  * limit). One attempt (every address a name resolves to, in turn): a server that is not there
- * now is reported now; once connected, the client reconnects by itself. Not from a task on
+ * now is reported now; once connected, the client reconnects by itself (or, with
+ * opts->connect_in_background, returns at once and keeps trying: see there). Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
  * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused

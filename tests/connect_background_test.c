@@ -1,0 +1,125 @@
+/*
+ * arpc_client_options.connect_in_background: arpc_client_connect returns once the first
+ * attempt has started; a server that is not there yet is retried as a reconnect is, and calls
+ * wait for it within their deadlines. For an application whose own loop drives the client's
+ * (a pollable loop), connect no longer blocks that loop while a server is slow to answer.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+static void unix_addr(char *addr, size_t len, const char *what)
+{
+    snprintf(addr, len, "unix:///tmp/arpc-bg-%s-%d.sock", what, (int)getpid());
+    unlink(addr + strlen("unix://"));
+}
+
+/* The server starts listening after the client "connected": a call made before it waits and
+ * succeeds on the connection made in the background. */
+static void test_server_that_comes_later(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "later");
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .reconnect_max_ms = 50};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    assert_int_equal(0, arpc_client_connections(c));
+    arpc_future *f = arpc_call_async(c, "t.echo", "hi", 2, 20000);
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, 20000));
+    size_t len;
+    const void *d = arpc_future_data(f, &len);
+    assert_int_equal(2, len);
+    assert_memory_equal("hi", d, 2);
+    arpc_future_release(f);
+    assert_int_equal(1, arpc_client_connections(c));
+    assert_int_equal(ARPC_OK, arpc_client_last_error(c, NULL, 0)); /* the first success cleared it */
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Nobody ever listens: a call with a deadline ends ARPC_EUNREACHABLE (never sent), and
+ * last_error names what is in the way. */
+static void test_server_never_there(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "never");
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .reconnect_max_ms = 20};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 300));
+    assert_int_not_equal(ARPC_OK, arpc_client_last_error(c, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+}
+
+/* With no_reconnect, the failed first attempt ends the client: calls end ARPC_EUNREACHABLE
+ * without waiting for their deadlines (an hour here: the ctest timeout would catch a wait). */
+static void test_no_reconnect_ends_the_client(void **state)
+{
+    (void)state;
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "norecon");
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .no_reconnect = true};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 3600 * 1000));
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 3600 * 1000));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+}
+
+/* A pollable loop the application drives: a peer that accepts (in its backlog) but never
+ * says HELLO would hold a waiting connect for connect_timeout_ms (an hour here); in the
+ * background connect returns at once, and the application's steps make the attempt. */
+static void test_pollable_loop_not_blocked(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/arpc-bg-silent-%d.sock", (int)getpid());
+    unlink(sa.sun_path);
+    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sa, sizeof(sa)));
+    assert_int_equal(0, listen(lfd, 4));
+    char addr[160];
+    snprintf(addr, sizeof(addr), "unix://%s", sa.sun_path);
+    arpc_loop *loop;
+    arpc_loop_options lo = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &lo));
+    arpc_client *c;
+    arpc_client_options co = {.loop = loop, .connect_in_background = true, .connect_timeout_ms = 3600 * 1000};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    int timeout_ms = 0;
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout_ms)); /* a step: the attempt goes on */
+    assert_int_equal(0, arpc_client_connections(c));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    arpc_loop_destroy(loop);
+    close(lfd);
+    unlink(sa.sun_path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_server_that_comes_later),
+        cmocka_unit_test(test_server_never_there),
+        cmocka_unit_test(test_no_reconnect_ends_the_client),
+        cmocka_unit_test(test_pollable_loop_not_blocked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
