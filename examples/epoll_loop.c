@@ -122,7 +122,8 @@ int main(int argc, char **argv)
     if (rc == ARPC_OK)
         rc = arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr));
     /* Blocking calls (connect, close, destroy) are fine from the owner thread between steps:
-     * they run the loop themselves until done. */
+     * they run the loop themselves until done. (For a remote server that may be slow or not up
+     * yet, set co.connect_in_background: connect then returns at once and our steps connect.) */
     if (rc == ARPC_OK)
         rc = arpc_client_connect(&a.client, addr, &co);
     if (rc != ARPC_OK) {
