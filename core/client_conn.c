@@ -165,8 +165,14 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
     return ARPC_ECONNREFUSED;
 }
 
-static const char *loss_cause(int reason)
+/* Why the connection went, in words: what the client knows of it (a GOAWAY said the server
+ * is stopping; its heartbeat went unanswered), else the reason's. */
+static const char *loss_cause(const struct arpc_conn *conn, int state, int reason)
 {
+    if (reason == ARPC_ECONNLOST && state == CL_DRAINING)
+        return "closed by the server, which said it is stopping (GOAWAY)";
+    if (reason == ARPC_ECONNLOST && conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses)
+        return "the server answered none of the heartbeat PINGs (it, or the network, is silent)";
     switch (reason) {
     case ARPC_ECONNLOST:
         return "closed by the server, or the network failed";
@@ -200,7 +206,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     struct client_connector *cn = &c->cl_connector;
     if (!cn->cn_proven && arpc_now_coarse_ns() - cn->cn_hello_ns >= (uint64_t)cn->cn_backoff.b_max_ms * 1000000u)
         arpc_backoff_reset(&cn->cn_backoff); /* it lasted: a server that restarts is retried at once */
-    snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(reason));
+    snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(conn, state, reason));
     client_set_error(c, ARPC_ECONNLOST, why);
     if (state == CL_LOST || !c->cl_reconnect) {
         if (state != CL_LOST)
