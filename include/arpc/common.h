@@ -3,7 +3,9 @@
  *
  * Conventions used by every arpc header:
  *  - Functions returning int return 0 (ARPC_OK) or a positive arpc_error code.
- *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1) waits without limit, 0 polls.
+ *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1), or any negative value, waits
+ *    without limit; 0 polls. Except a call's deadline_ms (arpc/client.h), where 0 means the
+ *    client's default_deadline_ms (itself none unless set).
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *
