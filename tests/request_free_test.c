@@ -99,18 +99,6 @@ static uint64_t handlers_in_flight(arpc_server *s)
     return st.handlers_in_flight;
 }
 
-/* Reads the next frame but a stop's GOAWAY: an ERROR for xid with code. */
-static void expect_error(struct raw_client *r, uint64_t xid, int code)
-{
-    struct raw_frame f;
-    do
-        assert_true(raw_read(r, &f, false));
-    while (f.f.f_kind == ARPC_FRAME_GOAWAY);
-    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
-    assert_int_equal(xid, f.f.f_xid);
-    assert_int_equal(code, f.f.f_code);
-}
-
 /* Reads frames until the one for xid (at most max of them): a REPLY with len bytes, the
  * first of them first. */
 static void expect_reply(struct raw_client *r, uint64_t xid, const void *body, size_t len, int max)
@@ -152,7 +140,7 @@ static void test_deadline_frees_the_request(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, SHORT_DEADLINE_MS, "t.keep_inline", "payload", 7));
-    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
     /* Freed as the deadline fired, before the answer was written. */
     assert_int_equal(0, handlers_in_flight(s));
     arpc_request *req = atomic_load(&kept);
@@ -268,7 +256,7 @@ static void test_numbered_late_result_outlives_the_connection(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0x5eed));
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
-    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
     raw_close(&r);
     assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(atomic_load(&kept), "first", 5));
     assert_true(raw_connect(&r, addr, 0x5eed));
@@ -294,7 +282,7 @@ static void goodbye_takes_effect_at_the_late_result(uint64_t incarnation)
     struct raw_client r;
     assert_true(raw_connect_with(&r, addr, 0x600d, NULL, incarnation));
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
-    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
     assert_true(raw_goodbye(&r));
     /* Frames of one connection are taken in order: the goodbye is heard first. */
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.reply_kept", "", 0));
@@ -303,7 +291,7 @@ static void goodbye_takes_effect_at_the_late_result(uint64_t incarnation)
     assert_true(raw_connect_with(&r, addr, 0x600d, NULL, incarnation));
     assert_true(raw_request(&r, 3, 1, 0, 0, "t.keep_inline", "x", 1));
     if (incarnation != 0) {
-        expect_error(&r, 3, ARPC_EREJECTED);
+        raw_expect_error(&r, 3, ARPC_EREJECTED);
         assert_int_equal(1, atomic_load(&keep_runs));
     } else {
         assert_true(latch_wait(2, RAW_WAIT_MS)); /* ran again: forgotten */
@@ -394,7 +382,7 @@ static void test_numbered_call_freed_and_run_once(void **state)
     assert_true(raw_connect(&r, addr, 0x5eed));
     assert_true((r.rc_hello.f_flags & ARPC_HELLO_DEDUP) != 0);
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
-    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
     assert_int_equal(0, handlers_in_flight(s));
     arpc_request *req = atomic_load(&kept);
     expect_tombstone(req);
@@ -422,7 +410,7 @@ static void test_numbered_tombstone_lets_go_of_its_server_at_stop(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0x5eed));
     assert_true(raw_request(&r, 1, 1, 0, SHORT_DEADLINE_MS, "t.keep_inline", "x", 1));
-    expect_error(&r, 1, ARPC_ETIMEDOUT);
+    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
     arpc_request *req = atomic_load(&kept);
     destroy_server(s);
     raw_close(&r);

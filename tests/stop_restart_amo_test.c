@@ -48,17 +48,6 @@ static arpc_server *server_on(const char *dir, char *addr, size_t addrlen)
     return s;
 }
 
-/* The next frame answering xid (a GOAWAY before it skipped) is an error with code. */
-static void expect_error(struct raw_client *r, uint64_t xid, int code)
-{
-    struct raw_frame f;
-    do
-        assert_true(raw_read(r, &f, false));
-    while (f.f.f_kind == ARPC_FRAME_GOAWAY);
-    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
-    assert_int_equal(xid, f.f.f_xid);
-    assert_int_equal(code, f.f.f_code);
-}
 
 static void test_unanswered_calls_not_run_again_after_restart(void **state)
 {
@@ -76,13 +65,13 @@ static void test_unanswered_calls_not_run_again_after_restart(void **state)
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.keep", "a", 1));
     assert_true(raw_request(&r1, 2, 2, 0, 50, "t.keep", "b", 1));
     assert_true(latch_wait(2, WAIT_MS));
-    expect_error(&r1, 2, ARPC_ETIMEDOUT);
+    raw_expect_error(&r1, 2, ARPC_ETIMEDOUT);
     /* The same client after a reconnect: its copy of seq 1 attaches to the running call. */
     assert_true(raw_connect(&r2, addr, CLIENT_ID));
     assert_true(raw_request(&r2, 11, 1, 0, 0, "t.keep", "a", 1));
 
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
-    expect_error(&r1, 1, ARPC_EABANDONED); /* the original: may have run */
+    raw_expect_error(&r1, 1, ARPC_EABANDONED); /* the original: may have run */
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept[0]), "late", 4)); /* dropped */
     assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept[1]), "late", 4));
@@ -94,9 +83,9 @@ static void test_unanswered_calls_not_run_again_after_restart(void **state)
     assert_true(raw_connect(&r3, addr, CLIENT_ID));
     assert_int_equal(epoch, r3.rc_hello.f_client_id); /* the client sends its calls again */
     assert_true(raw_request(&r3, 21, 1, 0, 0, "t.keep", "a", 1));
-    expect_error(&r3, 21, ARPC_EABANDONED); /* before: run again (and left unanswered here) */
+    raw_expect_error(&r3, 21, ARPC_EABANDONED); /* before: run again (and left unanswered here) */
     assert_true(raw_request(&r3, 22, 2, 0, 0, "t.keep", "b", 1));
-    expect_error(&r3, 22, ARPC_EABANDONED);
+    raw_expect_error(&r3, 22, ARPC_EABANDONED);
     assert_int_equal(2, atomic_load(&runs)); /* each ran once, before the stop */
     raw_close(&r3);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));

@@ -1,6 +1,11 @@
 /* A client that speaks the wire protocol by hand (support/raw_client.h). */
 #include "support/raw_client.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -123,6 +128,17 @@ bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code)
 {
     struct raw_frame f;
     return raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_ERROR && f.f.f_xid == xid && f.f.f_code == (uint32_t)code;
+}
+
+void raw_expect_error(struct raw_client *r, uint64_t xid, int code)
+{
+    struct raw_frame f;
+    do
+        assert_true(raw_read(r, &f, false));
+    while (f.f.f_kind == ARPC_FRAME_GOAWAY);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(code, f.f.f_code);
 }
 
 bool raw_wait_eof(struct raw_client *r, int *pings)

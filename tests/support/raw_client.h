@@ -46,6 +46,9 @@ bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings);
 bool raw_goodbye(struct raw_client *r);
 /* The next frame is an ERROR answering xid with code (false otherwise, or after RAW_WAIT_MS). */
 bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code);
+/* Asserts (cmocka: the test's thread only) that the next frame but a stop's GOAWAY is an
+ * ERROR answering xid with code, naming the field that differs. */
+void raw_expect_error(struct raw_client *r, uint64_t xid, int code);
 /* Reads frames until EOF; false if something else came or the wait ran out. *pings counts
  * the PINGs seen. */
 bool raw_wait_eof(struct raw_client *r, int *pings);
