@@ -14,7 +14,8 @@
  * exactly one side calls it, once, however many CANCEL frames come. The server answering the
  * call in the handler's place (its deadline, a stop) cancels it the same way: the caller no
  * longer waits, and a handler that finishes only from the callback (a long poll) must hear of
- * it, or its request would never be finished.
+ * it, or its request would never be finished. So does a caller that went away (its goodbye,
+ * or a closed connection that nobody can be answered on: core/server_departure.c).
  *
  * A numbered call is one call of its client however many copies of it the client sent: a
  * CANCEL naming a copy that waits for the running original (a re-send after a reconnect,

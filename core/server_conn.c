@@ -192,6 +192,15 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     inflight_on_hello(sc);
 }
 
+/* The client said goodbye (GOAWAY): it will re-send nothing and waits for no answer. Its
+ * calls running now are cancelled, and so is any started after (at the close). Loop
+ * thread; callbacks may reply inside. */
+static void sconn_on_goodbye(struct server_conn *sc)
+{
+    sc->sc_goodbye = true;
+    sconn_cancel_departed(sc);
+}
+
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
@@ -214,7 +223,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         request_cancel(sc, f->f_xid);
         return;
     case ARPC_FRAME_GOAWAY:
-        /* The client is closing for good: it will re-send nothing, so its replies can go. */
+        /* The client is closing for good: it will re-send nothing, so its replies can go,
+         * and its calls still running are cancelled. */
+        sconn_on_goodbye(sc);
         /* A call still running, or a reply its worker wrote and the loop has not booked yet,
          * keeps the client until it is (arpc_reply_cache_settle, server_dedup.c), whichever
          * connection or late reply books it. */
@@ -240,6 +251,11 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
+    if (f->f_kind == ARPC_FRAME_GOAWAY)
+        /* It stays, in order (its replies are forgotten once it is read), but the calls that
+         * hold the connection -- long polls -- wait for nobody now: cancelled, their replies
+         * may end the hold (else it lasts till the heartbeat drops the connection). */
+        sconn_on_goodbye(sc);
     if (f->f_kind != ARPC_FRAME_CANCEL ||
         (arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid)))
         return false;
@@ -257,6 +273,8 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     inflight_on_close(sc);
     arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
     request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
+    /* Before the JSON-RPC state goes: a cancel callback may reply at once. */
+    sconn_cancel_departed(sc);
     /* Requests still in handlers keep sc alive, and their entries in sc_calls: a copy of a
      * numbered call on another connection may still cancel one (request_cancel_call). The
      * table goes with sc (sconn_release). */

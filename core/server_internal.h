@@ -3,6 +3,7 @@
  *   core/server.c        life cycle: create, register, listen, stop, destroy
  *   core/listener.c      accepting connections: the accept loop, pausing on errors, peer names
  *   core/server_conn.c   one connection's protocol: HELLO, frames, dispatch to handlers
+ *   core/server_departure.c  a closed connection's calls nobody can get an answer to: cancelled
  *   core/request.c       the request object handlers see, and the reply that leaves it
  *   core/server_limits.c connection limits: handshake, frame and idle timeouts, max connections
  *
@@ -70,6 +71,8 @@ struct server_conn {
     struct arpc_dlist sc_copies;  /* its duplicates waiting for a running call (their
                                    * waiters' w_copy_link: a CANCEL naming one; loop thread) */
     struct arpc_dlink sc_link;    /* sv_conns */
+    bool sc_goodbye;              /* the client said goodbye (GOAWAY): it re-sends nothing, so
+                                   * every call of it dies with the connection (server_departure.c) */
     /* Flow control (loop thread; core/request.c): a request its actor had no room for waits
      * here, with the connection's input held, until the actor makes room (sc_room, armed
      * while sc_room_armed, holding a reference on sc and on the server), then is posted
@@ -277,6 +280,11 @@ static inline void sconn_move_to_tail(arpc_server *s, struct server_conn *sc)
 }
 
 void sconn_goaway_all(arpc_server *s);
+/* server_departure.c: sc closed (loop thread, from its on_close): cancels the calls whose
+ * answer nobody can get any more -- after the client's goodbye all of them and the originals
+ * its copies wait for, else its unnumbered ones (a numbered one may be re-sent and waited
+ * for). Callbacks run inside; sc must be held. */
+void sconn_cancel_departed(struct server_conn *sc);
 /* Stop (loop thread): every connection's parked request is refused ESHUTDOWN (did not run). */
 void sconn_refuse_parked_all(arpc_server *s);
 void sconn_close_all(arpc_server *s);

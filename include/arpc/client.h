@@ -158,14 +158,16 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * client, and frees it (and its loop, if the client owns one). A call never sent ends
  * ARPC_ESHUTDOWN (it did not run), one waiting for a connection included; one sent ends
  * ARPC_ECANCELLED (the server may have run it, or may still: as for a cancel, a started
- * handler may finish), one waiting to be sent again after its connection broke included.
+ * handler may finish, and the server cancels it when it reads the close's goodbye, below), one
+ * waiting to be sent again after its connection broke included.
  * No call may be started on c once close has begun; calls other threads are already inside
  * (arpc_call, arpc_go, arpc_notify, ...) are waited for and ended as above, and those threads
  * never touch the freed client. Returns ARPC_OK; ARPC_EBUSY, doing
  * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
  * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API
  * misuse"). Before closing, the client tells the server it will re-send
- * nothing, so the server can drop its cached replies at once. */
+ * nothing (a goodbye, when it has a connection), so the server can drop its cached replies at
+ * once and cancels the client's calls still running (their handlers' on_cancel runs). */
 ARPC_API int arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */

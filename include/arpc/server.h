@@ -323,18 +323,24 @@ ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
 
 /* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
- * that understands it), or the server answered it in the handler's place (its deadline passed,
- * or a stop's grace ended: the caller no longer waits). A call cancelled before its handler
- * started does not run. Any thread. */
+ * that understands it), or the caller went away (its goodbye: arpc_client_close; or, for a
+ * call that is not at-most-once, its connection closed: nobody can get the answer), or the
+ * server answered it in the handler's place (its deadline passed, or a stop's grace ended: the
+ * caller no longer waits). A call cancelled before its handler started does not run. An
+ * at-most-once call whose connection was lost without a goodbye is not cancelled: its client
+ * may send it again, and that copy waits for this run's result. A one-way message is never
+ * cancelled. docs/SEMANTICS.md, "The client goes away". Any thread. */
 ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 
-/* Calls fn(req, arg) once when the call is cancelled: by the caller (on the server's loop
- * thread when the first CANCEL arrives), or by the server answering it in the handler's place
- * (ARPC_ETIMEDOUT at its deadline, ARPC_EABANDONED at a stop's grace; on the loop thread
- * then), or at once on the calling thread if it was cancelled already. fn must not block; it
- * may reply, which is how a handler that waits for something (a long poll) finishes its
- * request when nobody waits any more (after the server's answer the reply is dropped and
- * returns ARPC_ETIMEDOUT or ARPC_ESHUTDOWN, as any late reply). Not called once the handler
+/* Calls fn(req, arg) once when the call is cancelled (arpc_request_cancelled): by the caller
+ * (on the server's loop thread when the first CANCEL arrives, or when the caller went away:
+ * its goodbye is read, or its connection closes), or by the server answering it in the
+ * handler's place (ARPC_ETIMEDOUT at its deadline, ARPC_EABANDONED at a stop's grace; on the
+ * loop thread then), or at once on the calling thread if it was cancelled already. fn must not
+ * block; it may reply, which is how a handler that waits for something (a long poll) finishes
+ * its request when nobody waits any more (to a caller gone, the reply is dropped and returns
+ * ARPC_OK; after the server's answer it is dropped and returns ARPC_ETIMEDOUT or
+ * ARPC_ESHUTDOWN, as any late reply). Not called once the handler
  * has replied. At most one callback per request (ARPC_EBUSY). Errors: ARPC_EINVAL (req or fn
  * NULL), ARPC_EBUSY. */
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
