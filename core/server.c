@@ -268,8 +268,9 @@ static void step_close_all(arpc_loop *loop, void *s)
 }
 
 /* The stop's last step but one (step_after_log follows), after SV_STOPPED and the last
- * replier's hand-over: every reply job handed to the loop before the store runs before this (one lane, drained in push order, and
- * lazy jobs before a drain's lane jobs: async/loop_lanes.c), so once it ran no reply is left
+ * replier's hand-over: every reply job handed to the loop before the store runs before this
+ * (one lane, drained in push order, and lazy jobs before a drain's lane jobs:
+ * async/loop_lanes.c), so once it ran no reply is left
  * to reach the reply cache or the log after arpc_server_destroy freed them. Without it, on an
  * application's threaded loop such a job could run during or after the teardown. */
 static void step_last_replies(arpc_loop *loop, void *arg)
