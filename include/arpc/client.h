@@ -230,7 +230,8 @@ ARPC_API uint64_t arpc_client_id(const arpc_client *c);
  * means its latest connection was made and has not broken since. Any thread. */
 ARPC_API int arpc_client_last_error(arpc_client *c, char *buf, size_t len);
 
-/* Connections made so far (1 after connect; each reconnect adds one). A snapshot. */
+/* Connections made so far (1 after connect, or 0 until the first is made with
+ * connect_in_background; each reconnect adds one). A snapshot. */
 ARPC_API uint64_t arpc_client_connections(const arpc_client *c);
 
 #ifdef __cplusplus
