@@ -72,14 +72,6 @@ static void park(arpc_request *req, void *ctx)
     sem_post(&start_sem);
 }
 
-static void echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len = 0;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static arpc_server *start_server(char *addr, size_t cap)
 {
     for (int i = 0; i < NPARK; i++)
@@ -90,7 +82,7 @@ static arpc_server *start_server(char *addr, size_t cap)
     arpc_server *s = NULL;
     assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK); /* default options */
     assert_int_equal(arpc_server_register(s, "park", park, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, cap), ARPC_OK);
     return s;
 }

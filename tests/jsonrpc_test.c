@@ -35,14 +35,6 @@ static arpc_actor *hold_actor;
 static char addr[128];
 static sem_t hold_sem;
 
-static void echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *p = arpc_request_data(req, &len);
-    arpc_reply(req, p, len);
-}
-
 static void fail_handler(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -79,10 +71,10 @@ static int setup(void **state)
     sem_init(&hold_sem, 0, 0);
     assert_int_equal(arpc_server_create(&server, NULL), ARPC_OK);
     assert_int_equal(arpc_actor_create(&hold_actor, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(server, "T.Echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(server, "T.Once", echo, NULL, &(arpc_method_options){.numbered_only = true}),
+    assert_int_equal(arpc_server_register(server, "T.Once", test_echo, NULL, &(arpc_method_options){.numbered_only = true}),
                      ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Hold", hold, NULL, &(arpc_method_options){.actor = hold_actor}),
                      ARPC_OK);
@@ -368,7 +360,7 @@ static void test_server_limits(void **state)
     char to[128];
     arpc_server_options so = {.max_frame = 256};
     assert_int_equal(arpc_server_create(&small, &so), ARPC_OK);
-    assert_int_equal(arpc_server_register(small, "T.Echo", echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(small, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(small, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
     /* Over the bound, whole or arriving in pieces: that call alone is answered ARPC_ETOOLARGE,
      * by its id, and the connection goes on (the next call on it is served). */
@@ -451,7 +443,7 @@ static atomic_int auth_echo_runs;
 static void counting_echo(arpc_request *req, void *ctx)
 {
     atomic_fetch_add(&auth_echo_runs, 1);
-    echo(req, ctx);
+    test_echo(req, ctx);
 }
 
 /* A server that checks tokens: a JSON-RPC peer, which cannot send one, is refused in JSON

@@ -103,14 +103,6 @@ static void test_newer_create_options(void **state)
     arpc_loop_destroy(loop);
 }
 
-static void echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *in = arpc_request_data(req, &len);
-    arpc_reply(req, in, len);
-}
-
 /* Method and call options from a newer program: refused when they ask for something unknown
  * (through the call's usual path: the return, the future, the completion queue), and served
  * when the appended field is zero. */
@@ -121,9 +113,9 @@ static void test_newer_method_and_call_options(void **state)
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     NEWER(arpc_method_options) mo = {.appended = 1};
-    assert_int_equal(ARPC_EINVAL, arpc_server_register_v(s, "echo", echo, NULL, &mo.o, sizeof(mo)));
+    assert_int_equal(ARPC_EINVAL, arpc_server_register_v(s, "echo", test_echo, NULL, &mo.o, sizeof(mo)));
     mo.appended = 0;
-    assert_int_equal(ARPC_OK, arpc_server_register_v(s, "echo", echo, NULL, &mo.o, sizeof(mo)));
+    assert_int_equal(ARPC_OK, arpc_server_register_v(s, "echo", test_echo, NULL, &mo.o, sizeof(mo)));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "inproc://options-abi", addr, sizeof(addr)));
 
     NEWER(arpc_client_options) co = {.o.connect_timeout_ms = 5000};

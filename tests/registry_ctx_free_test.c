@@ -22,14 +22,6 @@ struct counted_ctx {
 
 static void counted_free(void *ctx) { atomic_fetch_add(&((struct counted_ctx *)ctx)->freed, 1); }
 
-static void echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const void *data = arpc_request_data(req, &len);
-    arpc_reply(req, data, len);
-}
-
 static arpc_request *held_req;
 
 static void hold(arpc_request *req, void *ctx)
@@ -47,8 +39,8 @@ static void test_freed_once_without_listening(void **state)
     struct counted_ctx a = {0}, b = {0};
     arpc_server *s;
     assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.A", echo, &a, &counted), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.B", echo, &b, &counted), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.A", test_echo, &a, &counted), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.B", test_echo, &b, &counted), ARPC_OK);
     assert_int_equal(atomic_load(&a.freed), 0);
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
     assert_int_equal(atomic_load(&a.freed), 1);
@@ -61,7 +53,7 @@ static void test_freed_once_after_serving(void **state)
     struct counted_ctx a = {0};
     arpc_server *s;
     assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.A", echo, &a, &counted), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.A", test_echo, &a, &counted), ARPC_OK);
     assert_int_equal(arpc_server_listen(s, "inproc://ctx-free-serving", NULL, 0), ARPC_OK);
     arpc_client *c;
     assert_int_equal(arpc_client_connect(&c, "inproc://ctx-free-serving", NULL), ARPC_OK);
@@ -83,9 +75,9 @@ static void test_not_freed_when_registration_fails(void **state)
     struct counted_ctx first = {0}, dup = {0}, builtin = {0};
     arpc_server *s;
     assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.A", echo, &first, &counted), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.A", echo, &dup, &counted), ARPC_EBUSY);
-    assert_int_equal(arpc_server_register(s, "arpc.mine", echo, &builtin, &counted), ARPC_EINVAL);
+    assert_int_equal(arpc_server_register(s, "T.A", test_echo, &first, &counted), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.A", test_echo, &dup, &counted), ARPC_EBUSY);
+    assert_int_equal(arpc_server_register(s, "arpc.mine", test_echo, &builtin, &counted), ARPC_EINVAL);
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
     assert_int_equal(atomic_load(&first.freed), 1);
     assert_int_equal(atomic_load(&dup.freed), 0);
