@@ -224,10 +224,10 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         return rc;
     }
     rc = arpc_loop_run_sync(c->cl_loop, step_connect, c);
-    if (rc == ARPC_OK && !c->cl_background)
-        rc = arpc_loop_wait(c->cl_loop, c->cl_first);
-    else
+    if (rc != ARPC_OK)
         client_set_error(c, rc, "the client's loop is stopped");
+    else if (!c->cl_background)
+        rc = arpc_loop_wait(c->cl_loop, c->cl_first);
     if (rc != ARPC_OK) {
         arpc_client_last_error(c, why, sizeof(why));
         write_why(&o, why);
