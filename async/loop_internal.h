@@ -13,6 +13,7 @@
 
 #include <ck_stack.h>
 #include <ev.h>
+#include <stdatomic.h>
 
 #include "arpc/future.h"
 #include "arpc/loop.h"
@@ -68,6 +69,14 @@ bool arpc_loop_idle(arpc_loop *loop);
  * instead of ARPC_OK. Either way fn has run exactly once when it returns. The loop must not be
  * destroyed meanwhile. */
 int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg);
+/* An empty step on loop (arpc_loop_run_sync): once it returned ARPC_OK, every job posted to
+ * the lane before it has run (the lane is FIFO). ARPC_ESHUTDOWN: a stopped loop, whose final
+ * drain ran them. Not on the loop's thread. */
+int arpc_loop_fence(arpc_loop *loop);
+/* Fences loop until *count is 0: a close waiting for callers on their way in, whose jobs on
+ * the loop end them. On a stopped loop, which refuses their jobs so that they leave on their
+ * own threads at once, it spins instead. Not on the loop's thread. */
+void arpc_loop_fence_until_zero(arpc_loop *loop, atomic_size_t *count);
 
 /* Arms d to fire at when_ns (arpc_now_ns clock); re-arming an armed deadline moves it.
  * Returns ARPC_OK or ARPC_ENOMEM. When it fires, d is disarmed first, then d->fn(d, d->arg)

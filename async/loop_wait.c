@@ -17,6 +17,7 @@
 #include "async/futex.h"
 #include "async/future_internal.h"
 #include "base/alloc.h"
+#include "base/backoff.h"
 #include "base/clock.h"
 #include "base/refcount.h"
 
@@ -294,4 +295,20 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
     loop_tl_current = outer;
     pthread_mutex_unlock(&loop->l_sync_mtx);
     return ARPC_ESHUTDOWN;
+}
+
+static void step_nothing(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+}
+
+int arpc_loop_fence(arpc_loop *loop) { return arpc_loop_run_sync(loop, step_nothing, NULL); }
+
+void arpc_loop_fence_until_zero(arpc_loop *loop, atomic_size_t *count)
+{
+    unsigned attempt = 0;
+    while (atomic_load(count) != 0)
+        if (arpc_loop_fence(loop) != ARPC_OK)
+            arpc_backoff_spin(&attempt);
 }

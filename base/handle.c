@@ -24,7 +24,7 @@ bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
         return false;
     /* A CAS, not an exchange: never write into what is not ours. seq_cst: a close kills the
      * handle, then loads its count of callers on their way in, and each caller counts itself,
-     * then loads the magic (core/client_api.c: client_enter): Dekker's pattern, which needs
+     * then loads the magic (arpc_handle_enter, base/handle.h): Dekker's pattern, which needs
      * both stores ordered before both loads. */
     uint32_t live = want;
     if (ARPC_HANDLE_FREED(h) ||

@@ -53,6 +53,25 @@ static inline bool arpc_handle_check(const void *h, uint32_t want, const char *k
     return true;
 }
 
+/* A caller's way into a handle whose close frees it while other callers may be on their way
+ * in (the clients). The handle is checked first, so a call on one closed long ago (misuse,
+ * reported) writes nothing; then the caller counts itself in *live and looks again. Close
+ * kills the handle (seq_cst, arpc_handle_kill) before it waits for *live to reach 0, so
+ * either the second look sees it dead (misuse, reported, the count given back) or close
+ * waits for this caller: Dekker's pattern. True: in, counted; the caller gives the count back
+ * (or hands it on) after its last touch of the object. h not NULL. */
+static inline bool arpc_handle_enter(void *h, atomic_size_t *live, uint32_t want, const char *kind, const char *fn)
+{
+    if (!arpc_handle_check(h, want, kind, fn))
+        return false;
+    atomic_fetch_add(live, 1);
+    if (atomic_load((arpc_magic *)h) == want)
+        return true;
+    (void)arpc_handle_check(h, want, kind, fn); /* reports the misuse, before the count that keeps h goes */
+    atomic_fetch_sub(live, 1);
+    return false;
+}
+
 /* Marks a live handle dead (its close/destroy/last release begins). False, after reporting
  * misuse as arpc_handle_check does, when it was not live: a second close. */
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn);

@@ -238,12 +238,6 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     return ARPC_OK;
 }
 
-static void step_nothing(arpc_loop *loop, void *arg)
-{
-    (void)loop;
-    (void)arg;
-}
-
 static void step_close(arpc_loop *loop, void *arg)
 {
     arpc_client *c = arg;
@@ -271,10 +265,7 @@ int arpc_client_close(arpc_client *c)
      * FIFO, so a no-op run after them means they ran). On a stopped loop the final drain ran
      * them: what is left is callers between their entry and their hand-over (client_enter,
      * core/client_api.c), which the stopped loop refuses, so they leave at once. */
-    unsigned attempt = 0;
-    while (atomic_load(&c->cl_live) != 0)
-        if (arpc_loop_run_sync(c->cl_loop, step_nothing, NULL) != ARPC_OK)
-            arpc_backoff_spin(&attempt);
+    arpc_loop_fence_until_zero(c->cl_loop, &c->cl_live);
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop);
     client_release(c);

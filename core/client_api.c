@@ -63,28 +63,16 @@ static void call_on_cancel(arpc_future *f, void *arg)
 
 /*
  * A caller's way in: the client may be closed by another thread while this one is between
- * its check and its hand-over to the loop. Each caller is counted in cl_live before it looks
- * at the handle, and close kills the handle before it waits for cl_live to fall to 0 (both
- * seq_cst, Dekker's pattern): so either the caller sees the handle dead (close began first:
- * misuse, reported, and the call fails ARPC_EINVAL), or close waits for it. The count passes
- * to the call object at the hand-over (call_free gives it back), or is given back by
- * client_leave. From the hand-over on, the caller touches nothing of the client's. The
- * handle is checked once before the count too, so that a call started after close (misuse)
- * reads the dead handle and writes nothing; only a caller racing the close itself counts in
- * a client close is about to free, and close waits for it.
- * fn is the public name (the _v symbols are reached through macros, see arpc/common.h).
- * Returns c, or NULL (the call then fails ARPC_EINVAL).
+ * its check and its hand-over to the loop. Callers are counted in cl_live, which close waits
+ * for (base/handle.h: arpc_handle_enter). The count passes to the call object at the
+ * hand-over (call_free gives it back), or is given back by client_leave. From the hand-over
+ * on, the caller touches nothing of the client's. fn is the public name (the _v symbols are
+ * reached through macros, see arpc/common.h). Returns c, or NULL (the call then fails
+ * ARPC_EINVAL; a closed or freed handle reported).
  */
 static arpc_client *client_enter(arpc_client *c, const char *fn)
 {
-    if (!client_live(c, fn))
-        return NULL; /* NULL quietly; a closed or freed handle reported, nothing written */
-    atomic_fetch_add(&c->cl_live, 1);
-    if (atomic_load(&c->cl_magic) == ARPC_MAGIC_CLIENT)
-        return c;
-    (void)client_live(c, fn); /* reports the misuse, before the count that keeps c goes */
-    atomic_fetch_sub(&c->cl_live, 1);
-    return NULL;
+    return c != NULL && arpc_handle_enter(c, &c->cl_live, ARPC_MAGIC_CLIENT, "client", fn) ? c : NULL;
 }
 
 /* A caller that entered and hands nothing to the loop. Its last touch of c. */

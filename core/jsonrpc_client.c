@@ -35,7 +35,6 @@
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/alloc.h"
-#include "base/backoff.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/log.h"
@@ -256,28 +255,14 @@ static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
     return arpc_handle_check(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn);
 }
 
-/*
- * A caller's way in, as the arpc client's (core/client_api.c): another thread's close may free
- * the client while this one is between its check and its hand-over to the loop. The handle is
- * checked first, so that a call on a client whose close began long ago writes nothing into
- * what may be freed memory (it is reported here). Then the caller counts itself in jc_live and
- * looks again: close kills the handle before it waits for jc_live to fall to 0 (seq_cst both
- * sides: Dekker's pattern), so either this second look sees the handle dead (close began in
- * between: misuse, reported, the call fails ARPC_EINVAL) or close waits for this caller. The
- * count passes to the call record at the hand-over (call_end gives it back) or goes back by
- * client_leave. From the hand-over on the caller touches nothing of the client's.
- * Returns c, or NULL (the call then fails ARPC_EINVAL).
- */
+/* A caller's way in, as the arpc client's (core/client_api.c): callers are counted in
+ * jc_live, which close waits for (base/handle.h: arpc_handle_enter). The count passes to the
+ * call record at the hand-over (call_end gives it back) or goes back by client_leave. From the
+ * hand-over on the caller touches nothing of the client's. Returns c, or NULL (the call then
+ * fails ARPC_EINVAL). */
 static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
 {
-    if (!client_live(c, fn))
-        return NULL; /* NULL quietly; dead or freed reported */
-    atomic_fetch_add(&c->jc_live, 1);
-    if (atomic_load(&c->jc_magic) == ARPC_MAGIC_JSONRPC)
-        return c;
-    (void)client_live(c, fn); /* reports the misuse, before the count that keeps c goes */
-    atomic_fetch_sub(&c->jc_live, 1);
-    return NULL;
+    return c != NULL && arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn) ? c : NULL;
 }
 
 /* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it.
@@ -454,12 +439,6 @@ static void client_close_on_loop(arpc_loop *loop, void *arg)
     arpc_conn_close(&c->jc_conn, ARPC_ESHUTDOWN); /* ends every call in the map */
 }
 
-static void step_nothing(arpc_loop *loop, void *arg)
-{
-    (void)loop;
-    (void)arg;
-}
-
 int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
 {
     if (!client_live(c, "arpc_jsonrpc_close"))
@@ -476,10 +455,7 @@ int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
      * a no-op run after them means they ran. On a stopped loop what is left is callers
      * between their entry and their hand-over, which the loop refuses: they leave at once.
      * A caller waiting for its call holds nothing here: its record holds the count. */
-    unsigned attempt = 0;
-    while (atomic_load(&c->jc_live) != 0)
-        if (arpc_loop_run_sync(c->jc_loop, step_nothing, NULL) != ARPC_OK)
-            arpc_backoff_spin(&attempt);
+    arpc_loop_fence_until_zero(c->jc_loop, &c->jc_live);
     client_free(c);
     return ARPC_OK;
 }

@@ -267,7 +267,7 @@ static void step_close_all(arpc_loop *loop, void *s)
     limits_stop(s);
 }
 
-/* The stop's last step but one (step_after_log follows), after SV_STOPPED and the last
+/* The stop's last step but one (a fence follows, with a log), after SV_STOPPED and the last
  * replier's hand-over: every reply job handed to the loop before the store runs before this
  * (one lane, drained in push order, and lazy jobs before a drain's lane jobs:
  * async/loop_lanes.c), so once it ran no reply is left
@@ -278,15 +278,6 @@ static void step_last_replies(arpc_loop *loop, void *arg)
     arpc_server *s = arg;
     if (s->sv_has_log)
         journal_close(loop, s); /* after every reply handed over */
-}
-
-/* Behind the jobs of the log's last records (journal_close queued them): once it ran, none is
- * left to touch the reply cache, which arpc_server_destroy frees, or the loop, which its owner
- * may destroy. Their waiters' connections are closed: nothing is sent. */
-static void step_after_log(arpc_loop *loop, void *arg)
-{
-    (void)loop;
-    (void)arg;
 }
 
 /* Waits until no call is in flight or deadline_ns passes. SV_STOPPING is stored first, so
@@ -372,8 +363,11 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     while (atomic_load(&s->sv_replying) != 0)
         arpc_backoff_spin(&attempt);
     arpc_loop_run_sync(s->sv_loop, step_last_replies, s);
+    /* Behind the jobs of the log's last records (journal_close queued them): once the fence
+     * ran, none is left to touch the reply cache, which arpc_server_destroy frees, or the loop,
+     * which its owner may destroy. Their waiters' connections are closed: nothing is sent. */
     if (s->sv_has_log)
-        arpc_loop_run_sync(s->sv_loop, step_after_log, s);
+        (void)arpc_loop_fence(s->sv_loop);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     server_end_stop(s);
