@@ -95,7 +95,7 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
      * and a numbered call's entry is dropped so a retry may run it). */
     if (atomic_load(&req->rq_flags) & RQ_STARTED)
         (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
-                                   "the handler did not reply by the call's deadline", req->rq_seq != 0);
+                                         "the handler did not reply by the call's deadline", req->rq_seq != 0);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */

@@ -28,7 +28,8 @@
  * reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop, and the call's
  * result is the stop's ARPC_EABANDONED (dedup_stopped: logged, so that a copy re-sent to this
  * log's next server does not run it again); a late reply already on its way finishes the call
- * as ever, logged too while the stop has not closed the log. The late reply (RQ_REPLIED) and the detach meet on rq_flags: whichever comes first owns the reference.
+ * as ever, logged too while the stop has not closed the log. The late reply (RQ_REPLIED) and
+ * the detach meet on rq_flags: whichever comes first owns the reference.
  */
 #include <string.h>
 

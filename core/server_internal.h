@@ -280,7 +280,7 @@ static inline void sconn_move_to_tail(arpc_server *s, struct server_conn *sc)
 }
 
 void sconn_goaway_all(arpc_server *s);
-/* server_departure.c: sc closed (loop thread, from its on_close): cancels the calls whose
+/* server_departure.c: sc's client said goodbye, or sc closed (loop thread): cancels the calls whose
  * answer nobody can get any more -- after the client's goodbye all of them and the originals
  * its copies wait for, else its unnumbered ones (a numbered one may be re-sent and waited
  * for). Callbacks run inside; sc must be held. */
