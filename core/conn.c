@@ -236,6 +236,25 @@ static bool conn_flush(struct arpc_conn *conn)
     return false;
 }
 
+void arpc_conn_flush_batch(struct arpc_conn *conn)
+{
+    if (conn->c_out.q_count < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
+        return;
+    if (!conn->c_open || conn->c_close_pending || ev_is_active(&conn->c_wio) || conn->c_write_wants_read)
+        return; /* closing, the socket is full, or the stream must read first: their paths flush */
+    /* Whoever called goes on using the connection: a close this flush decides (a failed
+     * stream, the end of a close-after-flush) waits until the parse ends, or else until the
+     * prepare watcher (conn_on_prepare), which a queued frame started. */
+    bool outer = conn->c_dispatching;
+    conn->c_dispatching = true;
+    (void)conn_flush(conn);
+    conn->c_dispatching = outer;
+    if (conn->c_close_pending && !outer && !ev_is_active(&conn->c_flush)) {
+        ev_prepare_start(conn->c_ev, &conn->c_flush);
+        arpc_loop_prepare_due(conn->c_loop);
+    }
+}
+
 void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = true; }
 
 /* A frame half in while we did not read gets the whole frame timeout again from now: the
@@ -330,6 +349,10 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
+    if (conn->c_close_pending) { /* decided by an early flush outside a parse */
+        conn_do_close(conn, conn->c_close_reason);
+        return;
+    }
     if (conn->c_max_bytes != 0 && conn->c_out.q_bytes / ARPC_CONN_OUTPUT_HARD_FACTOR > conn->c_max_bytes) {
         arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
                  conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);

@@ -330,6 +330,19 @@ double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
 
 /* The frame parser: hands every complete buffered frame to on_frame (see parse above). */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn);
+
+/* A pipelined turn sends early: once the output queued holds a batch (ARPC_CONN_BATCH_FRAMES
+ * frames or ARPC_CONN_BATCH_BYTES), the frame parser, and the server's loop between the worker
+ * replies it drains, write it before going on, so the peer's loop works on the first part of a
+ * window while this one handles the rest, instead of the two taking turns (one loop busy, the
+ * other asleep; docs/PERFORMANCE.md, "Two loops at once"). Below the bounds nothing changes:
+ * output waits for the prepare watcher, one gathered write per turn. Loop thread; the caller
+ * may go on using the connection: a close the write decides is carried out at the end of the
+ * parse or by the prepare watcher. */
+#define ARPC_CONN_BATCH_FRAMES 128
+#define ARPC_CONN_BATCH_BYTES (64 * 1024)
+void arpc_conn_flush_batch(struct arpc_conn *conn);
+
 /* A parser begins skipping an oversized frame (len bytes still to drop; a codec that cannot
  * know its length yet says 1 until it ends) at c_rstart; parsed_from is where this parse
  * began: the frame-progress clock starts at this read when a frame ended before it. */

@@ -89,6 +89,7 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
         }
         conn->c_rstart += used;
         conn_hand_up(conn, &f);
+        arpc_conn_flush_batch(conn);
     }
     return 0;
 }

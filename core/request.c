@@ -188,6 +188,9 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     struct reply_msg *rm = (struct reply_msg *)job;
     arpc_request *req = rm->rm_req;
     struct server_conn *sc = req->rq_state->rs_conn;
+    /* Replies drained from the lane in a row make a batch: once it is large, it leaves before
+     * this one joins, so the client reads the first part while the loop queues the rest. */
+    arpc_conn_flush_batch(&sc->sc_conn);
     request_untrack(req);
     request_unlist(req);
     arpc_server *s = sc->sc_server;

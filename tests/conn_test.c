@@ -55,6 +55,8 @@ struct fx {
     size_t reply_size;        /* on_frame queues this many stream bytes */
     uint64_t hold_at_xid[2];  /* on_frame of these xids holds input (ARPC_CONN_HOLD_PARKED) */
     size_t owe_each;          /* on_frame owes this many bytes (arpc_conn_owe) */
+    uint64_t probe_at_xid;    /* on_frame of this xid notes what the peer can read so far */
+    size_t peer_unread_at_probe;
     /* The stream of bytes the conn sends (pattern_byte) and what the peer checked of it. */
     size_t sent, checked;
 };
@@ -97,6 +99,8 @@ static void on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         arpc_conn_owe(conn, fx->owe_each);
     if (f->f_xid == fx->hold_at_xid[0] || f->f_xid == fx->hold_at_xid[1])
         arpc_conn_hold_input(conn, ARPC_CONN_HOLD_PARKED);
+    if (f->f_xid == fx->probe_at_xid)
+        fx->peer_unread_at_probe = fd_unread(fx->fd[1]);
     fx->in_frame = false;
 }
 
@@ -642,6 +646,95 @@ static void test_flush_now(void **state)
     fx_fini(&fx);
 }
 
+/* A pipelined batch read in one turn, each frame answered at once (an inline handler): once
+ * ARPC_CONN_BATCH_FRAMES answers are queued they leave inside the parse, so the peer works on
+ * them while the rest is parsed; a batch below that leaves whole at the end of the turn. */
+static uint32_t tiny_len(uint64_t xid) { return (uint32_t)(xid % 8); }
+
+static void test_large_batch_leaves_early(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    fx.reply_size = 16;
+    enum { BELOW = ARPC_CONN_BATCH_FRAMES - 1, ABOVE = 2 * ARPC_CONN_BATCH_FRAMES + 10 };
+    size_t size;
+    uint8_t *buf = make_frames(1, BELOW, tiny_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    fx.probe_at_xid = BELOW;
+    pump(&fx);
+    assert_int_equal(BELOW, fx.frames);
+    assert_int_equal(0, fx.peer_unread_at_probe); /* nothing left during the parse */
+    assert_int_equal(0, fd_unread(fx.fd[1]));
+    pump(&fx); /* the next iteration's prepare watcher: all of it, in one write */
+    assert_int_equal(BELOW * 16, fd_unread(fx.fd[1]));
+    assert_int_equal(BELOW * 16, peer_read(&fx, SIZE_MAX));
+    buf = make_frames(BELOW + 1, ABOVE, tiny_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    fx.probe_at_xid = BELOW + ABOVE;
+    pump(&fx);
+    assert_int_equal(BELOW + ABOVE, fx.frames);
+    /* Two full batches left before the last frame was handed up; the rest at the prepare. */
+    assert_int_equal(2 * ARPC_CONN_BATCH_FRAMES * 16, fx.peer_unread_at_probe);
+    assert_int_equal(2 * ARPC_CONN_BATCH_FRAMES * 16, fd_unread(fx.fd[1]));
+    pump(&fx);
+    assert_int_equal(ABOVE * 16, fd_unread(fx.fd[1]));
+    assert_int_equal(ABOVE * 16, peer_read(&fx, SIZE_MAX));
+    assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
+/* The early write fails (the peer stopped reading for good): the connection closes once, after
+ * the parse (on_close never runs inside on_frame), and nothing after that frame is handed up. */
+static void test_early_write_failure_closes_after_the_parse(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    fx.reply_size = 16;
+    size_t size;
+    uint8_t *buf = make_frames(1, 2 * ARPC_CONN_BATCH_FRAMES, tiny_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    assert_int_equal(0, shutdown(fx.fd[1], SHUT_RD)); /* the conn's writes fail with EPIPE */
+    assert_true(pump_until(&fx, closed, 0));
+    assert_int_equal(ARPC_CONN_BATCH_FRAMES, fx.frames);
+    assert_int_equal(1, fx.closes);
+    assert_int_equal(ARPC_ECONNLOST, fx.close_reason);
+    fx_fini(&fx);
+}
+
+/* Outside a parse (the server's loop between worker replies it drains), a close the early
+ * write decides is carried out by the prepare watcher, not under its caller. */
+static void do_send_and_flush_batch(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    struct send_arg *a = p;
+    a->rc = ARPC_OK;
+    for (unsigned i = 0; i < a->count && a->rc == ARPC_OK; i++)
+        a->rc = send_stream(a->fx, a->each);
+    arpc_conn_flush_batch(&a->fx->conn);
+    CHECK(a->fx->closes == 0); /* the caller may still use the connection */
+}
+
+static void test_early_write_failure_outside_a_parse(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    assert_int_equal(0, shutdown(fx.fd[1], SHUT_RD));
+    struct send_arg a = {.fx = &fx, .count = ARPC_CONN_BATCH_FRAMES, .each = 16};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_send_and_flush_batch, &a));
+    assert_int_equal(ARPC_OK, a.rc);
+    assert_true(fx.conn.c_close_pending);
+    assert_true(pump_until(&fx, closed, 0));
+    assert_int_equal(1, fx.closes);
+    assert_int_equal(ARPC_ECONNLOST, fx.close_reason);
+    fx_fini(&fx);
+}
+
 static void do_limit_backlog(arpc_loop *loop, void *p)
 {
     (void)loop;
@@ -1096,6 +1189,9 @@ int main(void)
         cmocka_unit_test_no_leak(test_close_inside_on_frame),
         cmocka_unit_test_no_leak(test_one_batch_per_iteration),
         cmocka_unit_test_no_leak(test_flush_now),
+        cmocka_unit_test_no_leak(test_large_batch_leaves_early),
+        cmocka_unit_test_no_leak(test_early_write_failure_closes_after_the_parse),
+        cmocka_unit_test_no_leak(test_early_write_failure_outside_a_parse),
         cmocka_unit_test_no_leak(test_backlog_limit),
         cmocka_unit_test_no_leak(test_close_after_flush),
         cmocka_unit_test_no_leak(test_control_frames),
