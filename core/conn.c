@@ -4,7 +4,9 @@
  * Batching: sends never write directly. They queue and start the ev_prepare watcher, which
  * libev runs once per loop iteration just before it blocks; by then every job drained from
  * the loop's lanes in this iteration has queued its frame, so one sendmsg carries them all.
- * This costs no latency: prepare runs in the same iteration, before the poll.
+ * This costs no latency: prepare runs in the same iteration, before the poll. A batch that
+ * reaches ARPC_CONN_BATCH_FRAMES or _BYTES in the middle of a turn leaves at once
+ * (arpc_conn_flush_batch), so that two loops pipelining a window work at the same time.
  *
  * Reading: up to CONN_READS_PER_READY read()s and CONN_READ_BUDGET bytes per readiness (a
  * socket that keeps filling the buffer is read again, but not for ever: other connections get
