@@ -303,9 +303,11 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
     uint64_t now = 0; /* read by call_arrive for a call with a deadline: its budget's too */
     if (!call_arrive(call, false, &now))
         return;
-    if (atomic_load(&call->cc_client->cl_state) == CL_READY)
+    if (atomic_load(&call->cc_client->cl_state) == CL_READY) {
         call_send(call, now);
-    else
+        /* Calls drained from the lane in a row make a batch: once large, it leaves now. */
+        arpc_conn_flush_batch(&call->cc_client->cl_conn);
+    } else
         resend_wait(call->cc_client, call); /* sent once a connection is ready */
 }
 

@@ -332,8 +332,8 @@ double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
 size_t arpc_conn_parse_frames(struct arpc_conn *conn);
 
 /* A pipelined turn sends early: once the output queued holds a batch (ARPC_CONN_BATCH_FRAMES
- * frames or ARPC_CONN_BATCH_BYTES), the frame parser, and the server's loop between the worker
- * replies it drains, write it before going on, so the peer's loop works on the first part of a
+ * frames or ARPC_CONN_BATCH_BYTES), the frame parser, the server's loop between the worker
+ * replies it drains and the client's between the calls it drains, write it before going on, so the peer's loop works on the first part of a
  * window while this one handles the rest, instead of the two taking turns (one loop busy, the
  * other asleep; docs/PERFORMANCE.md, "Two loops at once"). Below the bounds nothing changes:
  * output waits for the prepare watcher, one gathered write per turn. Loop thread; the caller
