@@ -16,11 +16,18 @@
 #include "core/frame.h"
 #include "transport/tls.h"
 
-static void *copy_bytes(const void *src, size_t len)
+/* A reply's bytes, or an error's message followed by a NUL (not counted), so that the caller
+ * may print it as a string (client.h). */
+static void *copy_bytes(const void *src, size_t len, bool text)
 {
-    void *p = arpc_malloc(len ? len : 1);
-    if (p != NULL && len)
+    size_t size = len + (text ? 1 : 0);
+    char *p = arpc_malloc(size ? size : 1);
+    if (p == NULL)
+        return NULL;
+    if (len)
         memcpy(p, src, len);
+    if (text)
+        p[len] = '\0';
     return p;
 }
 
@@ -55,7 +62,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     size_t cap;
     void *data = ok ? arpc_conn_take_body(&c->cl_conn, &cap) : NULL;
     if (data == NULL)
-        data = copy_bytes(src, len);
+        data = copy_bytes(src, len, !ok);
     if (data == NULL)
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     else

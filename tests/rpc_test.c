@@ -277,6 +277,7 @@ static void test_handler_error(void **state)
     assert_int_equal(ARPC_EHANDLER, arpc_call(c, "test.fail", "x", 1, &reply, &len, 2000));
     assert_int_equal(strlen("it went wrong"), len);
     assert_memory_equal("it went wrong", reply, len);
+    assert_int_equal('\0', ((char *)reply)[len]); /* a string: printable with %s (client.h) */
     arpc_free(reply);
     arpc_client_close(c);
 }

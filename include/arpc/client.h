@@ -177,7 +177,8 @@ ARPC_API int arpc_client_close(arpc_client *c);
  * would wait for itself: use arpc_call_async there). method: "Service.Method", 1 to 255
  * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, which carry a message),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
- * may be NULL to discard it. Returns the call's outcome (see above). */
+ * may be NULL to discard it. A message is followed by a NUL byte not counted in *reply_len
+ * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above). */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
                        void **reply, size_t *reply_len, int64_t deadline_ms);
 
