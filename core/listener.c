@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -134,7 +136,17 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         *rc = ARPC_ENOMEM;
         return NULL;
     }
-    *rc = tr->t_listen(rest, &l->l_sock, why, sizeof(why));
+    *rc = tr == &arpc_transport_unix && (s->sv_unix_mode & ~0777u) != 0 ? ARPC_EINVAL
+          : tr->t_listen(rest, &l->l_sock, why, sizeof(why));
+    if (*rc == ARPC_EINVAL && tr == &arpc_transport_unix)
+        snprintf(why, sizeof(why), "unix_mode %#o has bits beyond 0777", (unsigned)s->sv_unix_mode);
+    if (*rc == ARPC_OK && tr == &arpc_transport_unix && s->sv_unix_mode != 0 &&
+        chmod(rest, (mode_t)s->sv_unix_mode) != 0) {
+        *rc = ARPC_ESYSTEM;
+        snprintf(why, sizeof(why), "chmod %#o on unix path %s: %s", (unsigned)s->sv_unix_mode, rest,
+                 strerror(errno));
+        tr->t_unlisten(l->l_sock);
+    }
     if (*rc != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "cannot listen: %s", why);
         arpc_free(l);

@@ -143,6 +143,7 @@ struct arpc_server {
     double sv_shed_idle_s;             /* out of descriptors: idle this long may be closed */
     double sv_write_s;                 /* output waiting this long unread closes */
     unsigned sv_max_conns;
+    uint32_t sv_unix_mode;            /* unix:// socket files' permissions; 0: the umask's */
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */

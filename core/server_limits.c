@@ -38,6 +38,7 @@ void limits_init(arpc_server *s, const arpc_server_options *o)
     s->sv_shed_idle_s = (o->shed_idle_ms ? o->shed_idle_ms : LIMITS_SHED_IDLE_MS) / 1000.0;
     s->sv_write_s = (o->write_timeout_ms ? o->write_timeout_ms : LIMITS_WRITE_MS) / 1000.0;
     s->sv_max_conns = o->max_connections ? o->max_connections : LIMITS_MAX_CONNS;
+    s->sv_unix_mode = o->unix_mode;
 }
 
 /* Closes sc with a log line naming the limit; true if it did. */

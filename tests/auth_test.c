@@ -347,6 +347,30 @@ static void test_unix_peer_not_on_allow_list(void **state)
     arpc_server_destroy(s);
 }
 
+/* unix_mode sets the socket file's permissions whatever the umask, so that other users can
+ * reach the allow-list at all (connecting needs write permission on the file); bits beyond
+ * 0777 are refused. */
+static void test_unix_mode_sets_the_socket_file(void **state)
+{
+    (void)state;
+    char addr[256];
+    unix_addr(addr, sizeof(addr), "mode");
+    mode_t old = umask(022);
+    arpc_server_options so = {.unix_mode = 0666};
+    arpc_server *s = start_server(&so, addr, NULL, 0);
+    struct stat st;
+    assert_int_equal(0, stat(addr + strlen("unix://"), &st));
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(0666, st.st_mode & 0777);
+    arpc_server_destroy(s);
+    arpc_server_options bad = {.unix_mode = 04777};
+    arpc_server *s2 = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s2, &bad));
+    assert_int_equal(ARPC_EINVAL, arpc_server_listen(s2, addr, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s2));
+    umask(old);
+}
+
 static void test_gid_allow_list_and_tcp_peer_without_creds(void **state)
 {
     (void)state;
@@ -519,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_token_at_cap_with_small_max_frame),
         cmocka_unit_test_setup_teardown(test_unix_peer_on_allow_list, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_unix_peer_not_on_allow_list, setup_tokens, teardown),
+        cmocka_unit_test_setup_teardown(test_unix_mode_sets_the_socket_file, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_gid_allow_list_and_tcp_peer_without_creds, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect_refused_ends_waiting_calls, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_same_client_id_other_identity_not_answered_from_cache, setup_tokens,

@@ -169,6 +169,12 @@ typedef struct arpc_server_options {
      * that never reads, or reads nothing more; logged). Also: queued output over 4 x
      * max_conn_bytes closes it at once. 0: 30000 */
     uint32_t write_timeout_ms;
+    /* unix:// listeners: the socket file's permission bits (e.g. 0660: the group may connect;
+     * 0666: anyone, leaving the choice to allow_uids / allow_gids), set right after bind.
+     * Connecting needs write permission on the file, so without this only what the process's
+     * umask leaves may connect (the owner alone under the usual 022). 0: the umask's. Bits
+     * beyond 0777 fail arpc_server_listen with ARPC_EINVAL. */
+    uint32_t unix_mode;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
