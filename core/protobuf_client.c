@@ -7,6 +7,7 @@
  * only drops the caller's: the last closure frees it.
  */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
@@ -35,27 +36,47 @@ static void service_release(struct pb_client_service *ps)
         arpc_free(ps);
 }
 
-/* A future already completed with rc, for a call that could not be started. */
-static arpc_future *failed_future(int rc)
+/* A future already completed with rc, for a call that could not be started; why (NULL: none)
+ * is its data, NUL-terminated, as a refused call's reason is (arpc/client.h). */
+static arpc_future *failed_future(int rc, const char *why)
 {
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK)
         return NULL;
-    arpc_future_complete(f, rc, NULL, 0);
+    size_t len = why != NULL ? strlen(why) : 0;
+    char *text = why != NULL ? arpc_malloc(len + 1) : NULL;
+    if (text != NULL)
+        memcpy(text, why, len + 1);
+    arpc_future_complete(f, rc, text, text != NULL ? len : 0);
     return f;
+}
+
+/* Why a typed call's arguments are refused, or NULL. */
+static const char *call_arguments_refused(const arpc_client *c, const ProtobufCServiceDescriptor *d,
+                                          unsigned method_index, const ProtobufCMessage *input)
+{
+    if (c == NULL || d == NULL || input == NULL)
+        return "the client, the service descriptor or the input is NULL";
+    if (method_index >= d->n_methods)
+        return "the method index is beyond the service's methods";
+    if (input->descriptor != d->methods[method_index].input)
+        return "the input is not the method's input message type";
+    return NULL;
 }
 
 arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d, unsigned method_index,
                                       const ProtobufCMessage *input, int64_t deadline_ms)
 {
     char name[ARPC_METHOD_MAX + 1];
-    if (c == NULL || d == NULL || input == NULL || method_index >= d->n_methods ||
-        input->descriptor != d->methods[method_index].input || !protobuf_method_name(d, method_index, name, sizeof(name)))
-        return failed_future(ARPC_EINVAL);
+    const char *why = call_arguments_refused(c, d, method_index, input);
+    if (why == NULL && !protobuf_method_name(d, method_index, name, sizeof(name)))
+        why = "the method's full name is longer than 255 bytes";
+    if (why != NULL)
+        return failed_future(ARPC_EINVAL, why);
     size_t len = protobuf_c_message_get_packed_size(input);
     uint8_t *buf = arpc_malloc(len > 0 ? len : 1);
     if (buf == NULL)
-        return failed_future(ARPC_ENOMEM);
+        return failed_future(ARPC_ENOMEM, NULL);
     protobuf_c_message_pack(input, buf);
     arpc_future *f = arpc_call_async(c, name, buf, len, deadline_ms); /* copies the bytes */
     arpc_free(buf);

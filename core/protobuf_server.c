@@ -46,15 +46,27 @@ static void pb_reply_message(arpc_request *req, const ProtobufCMessage *msg)
         arpc_free(buf);
 }
 
+/* The call's method name for an error's text. NULL when the closure runs after the method
+ * returned and the server answered the call (its deadline): the reply is then dropped, but
+ * the text is made first. */
+static const char *pb_method_name(const struct pb_call *call)
+{
+    const char *method = arpc_request_method(call->pc_req);
+    return method != NULL ? method : "(answered already)";
+}
+
+/* The closure's end: the input goes with the call. */
+static void pb_call_free(struct pb_call *call)
+{
+    protobuf_c_message_free_unpacked(call->pc_input, &protobuf_arpc_allocator);
+    arpc_free(call);
+}
+
 static void pb_closure(const ProtobufCMessage *output, void *closure_data)
 {
     struct pb_call *call = closure_data;
     char why[ARPC_METHOD_MAX + 128];
-    /* NULL when the closure runs after the method returned and the server answered the call
-     * (its deadline): the reply is then dropped, but the text is made first. */
-    const char *method = arpc_request_method(call->pc_req);
-    if (method == NULL)
-        method = "(answered already)";
+    const char *method = pb_method_name(call);
     if (output == NULL) {
         snprintf(why, sizeof(why), "%s: the method failed", method);
         arpc_reply_error(call->pc_req, why);
@@ -65,8 +77,24 @@ static void pb_closure(const ProtobufCMessage *output, void *closure_data)
     } else {
         pb_reply_message(call->pc_req, output);
     }
-    protobuf_c_message_free_unpacked(call->pc_input, &protobuf_arpc_allocator);
-    arpc_free(call);
+    pb_call_free(call);
+}
+
+arpc_request *arpc_protobuf_request(void *closure_data)
+{
+    return closure_data != NULL ? ((struct pb_call *)closure_data)->pc_req : NULL;
+}
+
+void arpc_protobuf_fail(void *closure_data, const char *msg)
+{
+    struct pb_call *call = closure_data;
+    if (call == NULL)
+        return;
+    /* As arpc_reply_error's text, cut to what one error frame carries with the name before. */
+    char why[ARPC_METHOD_MAX + 2 + 1024];
+    snprintf(why, sizeof(why), "%s: %s", pb_method_name(call), msg != NULL ? msg : "the method failed");
+    arpc_reply_error(call->pc_req, why);
+    pb_call_free(call);
 }
 
 static void pb_handler(arpc_request *req, void *ctx)

@@ -37,11 +37,25 @@ static const Kv__GetRequest *parked_input;
 static Kv__GetReply_Closure parked_closure;
 static void *parked_data;
 
+/* The peer of the call whose closure_data this is (arpc_protobuf_request). */
+static const arpc_peer_info *request_peer_of(void *data)
+{
+    arpc_request *req = arpc_protobuf_request(data);
+    return req != NULL ? arpc_request_peer(req) : NULL;
+}
+
 static void kv_put(Kv__KV_Service *svc, const Kv__PutRequest *in, Kv__PutReply_Closure closure, void *data)
 {
     (void)svc;
     if (strcmp(in->key, "fail") == 0) {
         closure(NULL, data);
+        return;
+    }
+    if (strcmp(in->key, "who") == 0) { /* the request's peer, as a handler sees it */
+        const arpc_peer_info *peer = request_peer_of(data);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "refused for %s", peer != NULL ? peer->transport : "(no peer)");
+        arpc_protobuf_fail(data, msg);
         return;
     }
     Kv__PutReply out = KV__PUT_REPLY__INIT;
@@ -232,9 +246,11 @@ static void test_futures_round_trip(void **state)
     f = arpc_protobuf_call_async(fx.client, &kv__kv__descriptor, 0, &greq.base, ARPC_FOREVER);
     assert_int_equal(arpc_protobuf_unpack_reply(f, &kv__put_reply__descriptor, &out), ARPC_EINVAL);
     assert_null(out);
+    assert_string_equal("the input is not the method's input message type", arpc_future_data(f, NULL));
     arpc_future_release(f);
     f = arpc_protobuf_call_async(fx.client, &kv__kv__descriptor, 2, &greq.base, ARPC_FOREVER);
     assert_int_equal(arpc_future_wait(f), ARPC_EINVAL);
+    assert_string_equal("the method index is beyond the service's methods", arpc_future_data(f, NULL));
     arpc_future_release(f);
     fx_stop(&fx);
 }
@@ -299,6 +315,23 @@ static void test_method_failure(void **state)
     assert_int_equal(arpc_future_wait(f), ARPC_EHANDLER);
     assert_non_null(strstr(arpc_future_data(f, NULL), "kv.KV.Put: the method failed"));
     arpc_future_release(f);
+    fx_stop(&fx);
+}
+
+/* A method names its failure (arpc_protobuf_fail) and sees its request's peer
+ * (arpc_protobuf_request): the caller gets the method's own words. */
+static void test_method_failure_with_its_reason(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fx_start(&fx, "inproc://pb-failure-why", true);
+    Kv__PutRequest preq = KV__PUT_REQUEST__INIT;
+    preq.key = "who";
+    arpc_future *f = arpc_protobuf_call_async(fx.client, &kv__kv__descriptor, 0, &preq.base, ARPC_FOREVER);
+    assert_int_equal(arpc_future_wait(f), ARPC_EHANDLER);
+    assert_string_equal("kv.KV.Put: refused for inproc", arpc_future_data(f, NULL));
+    arpc_future_release(f);
+    assert_null(arpc_protobuf_request(NULL));
     fx_stop(&fx);
 }
 
@@ -448,6 +481,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_unknown_method),
         cmocka_unit_test_no_leak(test_malformed_request),
         cmocka_unit_test_no_leak(test_method_failure),
+        cmocka_unit_test_no_leak(test_method_failure_with_its_reason),
         cmocka_unit_test_no_leak(test_reply_that_does_not_decode),
         cmocka_unit_test_no_leak(test_deferred_reply_from_another_thread),
         cmocka_unit_test_no_leak(test_closure_after_destroy),

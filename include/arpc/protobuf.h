@@ -36,9 +36,13 @@ extern "C" {
  * not a valid kv.PutRequest", and the method is not run); then service->invoke runs the
  * method with that input and a closure. The method calls the closure exactly once, before
  * returning or later from any thread, with its output message (borrowed: packed before the
- * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"). The
+ * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"; or
+ * arpc_protobuf_fail with the method's own reason, below). The
  * input stays valid until the closure is called and is freed by it. A method that never calls
- * its closure keeps its request, as a handler that never replies (arpc/server.h).
+ * its closure keeps its request, as a handler that never replies (arpc/server.h). Every
+ * method is one request and one reply: protobuf-c's descriptors do not mark `stream` methods,
+ * so such a method is served as a plain call (one reply), not as a stream; mopts applies to
+ * every method of the service (register a method alone with arpc_server_register for others).
  *
  * Before the first arpc_server_listen, as arpc_server_register. Errors: ARPC_EINVAL (NULL
  * arguments, a name over 255 bytes, mopts->ctx_free set, bad options), ARPC_EBUSY (a name
@@ -48,6 +52,18 @@ ARPC_API int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *s
                                              const arpc_method_options *mopts, size_t mopts_size);
 #define arpc_server_register_protobuf(s, service, mopts) \
     arpc_server_register_protobuf_v((s), (service), (mopts), sizeof(arpc_method_options))
+
+/* From a method of a registered service, with the closure_data it was given: the call's
+ * arpc_request, for what arpc/server.h offers about it (arpc_request_peer and its identity
+ * for per-method authorisation, arpc_request_budget_ms, arpc_request_on_cancel, ...). Valid
+ * until the closure (or arpc_protobuf_fail) is called; any thread. NULL for NULL. */
+ARPC_API arpc_request *arpc_protobuf_request(void *closure_data);
+
+/* Instead of the closure, once: the method failed, and msg (NULL: "the method failed") says
+ * why. The caller gets ARPC_EHANDLER with "package.Service.Method: msg" (its text cut at 1 KiB,
+ * as the error frame's limit may cut it further), where closure(NULL) gives "...: the method
+ * failed". Any thread; the input is freed, as by the closure. */
+ARPC_API void arpc_protobuf_fail(void *closure_data, const char *msg);
 
 /* ---- client: a generated service's functions over arpc ---- */
 
@@ -78,7 +94,8 @@ ARPC_API void arpc_protobuf_client_service_destroy(ProtobufCService *svc);
 /* Calls method method_index of d (d->methods[i]) with input, a message of that method's input
  * type; returns the call's future as arpc_call_async does (every outcome through it; NULL
  * only when memory for the future itself cannot be had). A bad argument (NULL, an index out
- * of range, input of another type) completes the future with ARPC_EINVAL. Any thread. */
+ * of range, input of another type) completes the future with ARPC_EINVAL, its data saying
+ * which (NUL-terminated). Any thread. */
 ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d,
                                                unsigned method_index, const ProtobufCMessage *input,
                                                int64_t deadline_ms);
@@ -86,8 +103,10 @@ ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCSe
 /* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
  * caller frees with arpc_protobuf_free. Returns ARPC_OK, the call's error (*out NULL; the
  * server's text, for ARPC_EHANDLER, is arpc_future_data), ARPC_EDECODE (the reply is not such
- * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL. Blocks while f is pending: not on the loop thread before f is done
- * (inside its then-callback it is done). */
+ * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL. Blocks while f is
+ * pending: not on the loop thread before f is done (inside its then-callback it is done).
+ * The reply carries no type on the wire: output must be the type the call's method returns
+ * (bytes of another message type may unpack as this one without an error). */
 ARPC_API int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor *output,
                                         ProtobufCMessage **out);
 
