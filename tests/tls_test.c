@@ -242,6 +242,20 @@ static void test_mtls_requires_client_certificate(void **state)
     stop_server(s);
 }
 
+/* A client certificate the server refuses (expired): the client is told that the server
+ * refused *its* certificate, not only OpenSSL's alert name. */
+static void test_mtls_refused_client_certificate_named(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, true, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca, .cert_file = P.expired_pem, .key_file = P.expired_key};
+    expect_log("TLS handshake failed");
+    expect_refused(addr, &tls, "the server refused this client's certificate");
+    wait_log();
+    stop_server(s);
+}
+
 static void test_mtls_subject_seen_by_handler(void **state)
 {
     (void)state;
@@ -547,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_good_certificate),
         cmocka_unit_test(test_wrong_ca),
         cmocka_unit_test(test_expired_certificate),
+        cmocka_unit_test(test_mtls_refused_client_certificate_named),
         cmocka_unit_test(test_host_name),
         cmocka_unit_test(test_mtls_requires_client_certificate),
         cmocka_unit_test(test_mtls_subject_seen_by_handler),

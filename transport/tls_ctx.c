@@ -27,6 +27,23 @@
 #include "base/alloc.h"
 #include "transport/tls_internal.h"
 
+/* An alert the peer sent about the certificate this side presented (OpenSSL's reason for a
+ * received alert is SSL_AD_REASON_OFFSET + its number). */
+static bool tls_alert_about_our_certificate(int reason)
+{
+    switch (reason - SSL_AD_REASON_OFFSET) {
+    case SSL_AD_BAD_CERTIFICATE:
+    case SSL_AD_UNSUPPORTED_CERTIFICATE:
+    case SSL_AD_CERTIFICATE_REVOKED:
+    case SSL_AD_CERTIFICATE_EXPIRED:
+    case SSL_AD_CERTIFICATE_UNKNOWN:
+    case SSL_AD_UNKNOWN_CA:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
 {
     /* The last error says what failed; a system error under it (a file that cannot be
@@ -45,6 +62,9 @@ void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
         } else if (r == SSL_R_WRONG_VERSION_NUMBER || r == SSL_R_PACKET_LENGTH_TOO_LONG ||
                    r == SSL_R_HTTP_REQUEST || r == SSL_R_RECORD_LENGTH_MISMATCH) {
             detail = " (the peer does not speak TLS: a tcp:// peer?)";
+        } else if (ssl != NULL && tls_alert_about_our_certificate(r)) {
+            detail = SSL_is_server(ssl) ? " (the client refused this server's certificate)"
+                                        : " (the server refused this client's certificate)";
         }
     }
     snprintf(out, len, "%s: %s%s%s", what, reason != NULL ? reason : "unknown TLS error", sep, detail);
