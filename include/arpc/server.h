@@ -314,7 +314,9 @@ ARPC_API uint64_t arpc_request_client_id(const arpc_request *req);
  * identity the server's checks gave it (arpc/auth.h). Valid until req is finished. */
 ARPC_API const arpc_peer_info *arpc_request_peer(const arpc_request *req);
 /* The subject of the client's certificate, verified by the server's CAs (tls:// with a client
- * certificate, see arpc/tls.h), as one line ("CN=alice,O=Example", RFC 2253); NULL for any
+ * certificate, see arpc/tls.h), as one line in RFC 2253's order, last name part first (a
+ * certificate made with `openssl req -subj "/O=Example/CN=alice"` gives "CN=alice,O=Example";
+ * "/CN=alice/O=Example" gives "O=Example,CN=alice"); NULL for any
  * other connection. Valid until the request is finished; any thread. */
 ARPC_API const char *arpc_request_peer_subject(const arpc_request *req);
 /* The call's at-most-once sequence number, 0 for a call that is not numbered. */
