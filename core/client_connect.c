@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -88,8 +89,12 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
         return;
     }
     char why[CLIENT_WHY_MAX];
+    bool tls = strncmp(c->cl_target.t_addr, "tls://", 6) == 0; /* its handshake comes first */
     snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
-             (long long)c->cl_connect_timeout_ms, c->cl_conn.c_open ? "the server did not say HELLO" : "no connection");
+             (long long)c->cl_connect_timeout_ms,
+             !c->cl_conn.c_open ? "no connection"
+             : tls              ? "the server did not finish the TLS handshake and say HELLO"
+                                : "the server did not say HELLO");
     connect_close_fd(cn, c->cl_loop);
     if (c->cl_conn.c_open) {
         /* Connected, but the server never said HELLO: closing it ends the attempt, and the

@@ -27,6 +27,8 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <fcntl.h>
 #include <openssl/ssl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -311,6 +313,32 @@ static void test_tls_client_to_plain_server(void **state)
     stop_server(s);
 }
 
+/* A peer that takes the connection and never answers the ClientHello (a listener nobody
+ * accepts from: the kernel completes TCP): the client's connect timeout says the TLS
+ * handshake did not finish, not only that no HELLO came. */
+static void test_silent_peer_named_at_connect_timeout(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sa, sizeof(sa)));
+    assert_int_equal(0, listen(lfd, 4));
+    assert_int_equal(0, getsockname(lfd, (struct sockaddr *)&sa, &sl));
+    char addr[ARPC_ADDR_MAX];
+    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    arpc_tls_options tls = {.ca_file = P.ca};
+    char err[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options co = {
+        .connect_timeout_ms = 200, .tls = &tls, .errbuf = err, .errbuf_len = sizeof(err), .no_reconnect = true};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &co));
+    if (strstr(err, "did not finish the TLS handshake") == NULL)
+        fail_msg("%s", err);
+    close(lfd);
+}
+
 /* Connected, but the handshake never ends: the server's handshake timeout closes it. */
 static void test_stalled_handshake_closed(void **state)
 {
@@ -562,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_wrong_ca),
         cmocka_unit_test(test_expired_certificate),
         cmocka_unit_test(test_mtls_refused_client_certificate_named),
+        cmocka_unit_test(test_silent_peer_named_at_connect_timeout),
         cmocka_unit_test(test_host_name),
         cmocka_unit_test(test_mtls_requires_client_certificate),
         cmocka_unit_test(test_mtls_subject_seen_by_handler),
