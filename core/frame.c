@@ -46,6 +46,7 @@ enum {
     ERR_CODE = 0,
     ERR_MSG_LEN = 4,
     ERR_RESERVED = 6,
+    CANCEL_SEQ = 0,
 };
 
 #define MAGIC0 0x61 /* 'a' */
@@ -179,7 +180,14 @@ static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame
     case ARPC_FRAME_ERROR:
     case ARPC_FRAME_GOAWAY:
         return decode_error(body, body_len, f);
-    default: /* REPLY, PING, PONG, CANCEL: check_header() let no other kind through */
+    case ARPC_FRAME_CANCEL:
+        /* A seq when the body has one (added within version 1); shorter bodies were always
+         * ignored, and still are: such a CANCEL names its xid. */
+        f->f_seq = body_len >= CANCEL_SEQ + ARPC_CANCEL_SEQ_SIZE ? le_ld64(body + CANCEL_SEQ) : 0;
+        f->f_payload = body;
+        f->f_payload_len = body_len;
+        return ARPC_OK;
+    default: /* REPLY, PING, PONG: check_header() let no other kind through */
         f->f_payload = body;
         f->f_payload_len = body_len;
         return ARPC_OK;
@@ -338,6 +346,13 @@ size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t 
     if (token_len > 0)
         memcpy(body + HELLO_TOKEN, token, token_len);
     return arpc_frame_hello_token_size(token_len);
+}
+
+size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq)
+{
+    arpc_frame_encode_header(dst, ARPC_FRAME_CANCEL, 0, ARPC_CANCEL_SEQ_SIZE);
+    le_st64(dst + ARPC_FRAME_HEADER_SIZE + CANCEL_SEQ, seq);
+    return ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE;
 }
 
 void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms)

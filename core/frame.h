@@ -20,8 +20,10 @@
  *   PING     payload echoed by PONG (xid echoed too)
  *   PONG     as PING
  *   GOAWAY   u32 code, u16 msg_len, u16 reserved, msg bytes
- *   CANCEL   empty: the client gave up on call xid (only to a server whose HELLO has
- *            ARPC_HELLO_CANCEL)
+ *   CANCEL   empty: the client gave up on call xid; or u64 seq (xid 0): it gave up on its
+ *            numbered call seq, wherever that runs (a call sent on an earlier connection).
+ *            Only to a server whose HELLO has ARPC_HELLO_CANCEL (and DEDUP, for a seq); bytes
+ *            after the seq, or a body under 8 bytes, are ignored
  */
 #ifndef ARPC_CORE_FRAME_H
 #define ARPC_CORE_FRAME_H
@@ -33,6 +35,7 @@
 #define ARPC_FRAME_HEADER_SIZE 16
 #define ARPC_REQUEST_FIXED_SIZE 24 /* seq + ack + deadline + method_len + flags */
 #define ARPC_ERROR_FIXED_SIZE 8
+#define ARPC_CANCEL_SEQ_SIZE 8 /* a CANCEL naming a numbered call by its seq */
 #define ARPC_HELLO_BODY_SIZE 16      /* the fixed fields every HELLO has */
 #define ARPC_HELLO_BODY_SIZE_EXT 24  /* what arpc sends: + expiry_s + reserved */
 #define ARPC_HELLO_TOKEN_FIXED 4     /* ARPC_HELLO_TOKEN: the token's length before it */
@@ -81,7 +84,7 @@ struct arpc_frame {
                              * 0 when the HELLO has no such field, or an older client's */
     const uint8_t *f_token; /* ARPC_HELLO_TOKEN: the credential (NULL otherwise) */
     uint32_t f_token_len;
-    /* REQUEST / ONEWAY */
+    /* REQUEST / ONEWAY; CANCEL: the seq it names (0: none, it names its xid) */
     uint64_t f_seq;
     uint64_t f_ack;
     uint32_t f_deadline_ms;
@@ -152,6 +155,8 @@ void arpc_frame_stamp_hello_incarnation(uint8_t *frame, uint64_t incarnation);
 size_t arpc_frame_hello_token_size(uint32_t token_len);
 size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                      const void *token, uint32_t token_len);
+/* CANCEL naming numbered call seq (xid 0): ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE bytes. */
+size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq);
 /* Stamps what changes at each send of an encoded request: its xid, seq, ack and budget. */
 void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms);
 /* An encoded frame's size (header + body), from its header. */

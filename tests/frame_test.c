@@ -218,6 +218,9 @@ static struct arpc_frame random_frame(uint64_t *s, uint8_t kind)
         f.f_xid = rng_next(s);
         f.f_payload_len = payload_len;
         f.f_payload = pool + rng_below(s, (uint32_t)sizeof pool - payload_len + 1);
+        if (f.f_kind == ARPC_FRAME_CANCEL && payload_len >= ARPC_CANCEL_SEQ_SIZE) /* its first 8 bytes: a seq */
+            for (int i = ARPC_CANCEL_SEQ_SIZE - 1; i >= 0; i--)
+                f.f_seq = f.f_seq << 8 | f.f_payload[i];
         break;
     }
     return f;
@@ -325,6 +328,10 @@ static const uint8_t doc_server_hello[] = {
 static const uint8_t doc_cancel[] = {
     0x61, 0x52, 0x01, 0x09, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 };
+static const uint8_t doc_cancel_seq[] = {
+    0x61, 0x52, 0x01, 0x09, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
 static const uint8_t doc_error[] = {
     0x61, 0x52, 0x01, 0x05, 0x0c, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x0d, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x65, 0x63, 0x68, 0x6f,
@@ -350,6 +357,9 @@ static void test_documented_bytes(void **state)
     n = arpc_frame_encode_header(buf, ARPC_FRAME_CANCEL, 7, 0);
     assert_int_equal(sizeof doc_cancel, n);
     assert_memory_equal(doc_cancel, buf, n);
+    n = arpc_frame_encode_cancel_seq(buf, 5);
+    assert_int_equal(sizeof doc_cancel_seq, n);
+    assert_memory_equal(doc_cancel_seq, buf, n);
     n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, "echo", 4);
     assert_int_equal(sizeof doc_error, n);
     assert_memory_equal(doc_error, buf, n);
@@ -685,6 +695,34 @@ static void test_hello_incarnation(void **state)
     assert_true(f.f_incarnation == 0);
 }
 
+/* A CANCEL names a numbered call by its seq when its body has 8 bytes or more (bytes after
+ * them ignored); a shorter body, as ever, is ignored, and the CANCEL names its xid (f_seq 0). */
+static void test_cancel_seq(void **state)
+{
+    (void)state;
+    uint8_t a[ARPC_FRAME_HEADER_SIZE + 16];
+    struct arpc_frame f;
+    size_t consumed;
+    size_t n = arpc_frame_encode_cancel_seq(a, 0x0123456789abcdefull);
+    assert_int_equal(ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE, n);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(ARPC_FRAME_CANCEL, f.f_kind);
+    assert_int_equal(0, f.f_xid);
+    assert_true(f.f_seq == 0x0123456789abcdefull);
+    arpc_frame_encode_header(a, ARPC_FRAME_CANCEL, 9, 12); /* a later revision's longer body */
+    memset(a + n, 0xee, 4);
+    assert_int_equal(ARPC_OK, decode_exact(a, n + 4, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(9, f.f_xid);
+    assert_true(f.f_seq == 0x0123456789abcdefull);
+    for (uint32_t len = 0; len < ARPC_CANCEL_SEQ_SIZE; len++) {
+        arpc_frame_encode_header(a, ARPC_FRAME_CANCEL, 7, len);
+        memset(a + ARPC_FRAME_HEADER_SIZE, 0xff, len);
+        assert_int_equal(ARPC_OK, decode_exact(a, ARPC_FRAME_HEADER_SIZE + len, UINT32_MAX, &f, &consumed, NULL));
+        assert_int_equal(7, f.f_xid);
+        assert_int_equal(0, f.f_seq);
+    }
+}
+
 /* A client keeps a call's seq and size in its encoded request only: reading them back, and
  * stamping the seq alone. */
 static void test_request_seq_and_size(void **state)
@@ -903,6 +941,7 @@ int main(void)
         cmocka_unit_test(test_documented_bytes),
         cmocka_unit_test(test_restamp_request),
         cmocka_unit_test(test_hello_incarnation),
+        cmocka_unit_test(test_cancel_seq),
         cmocka_unit_test(test_request_seq_and_size),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
