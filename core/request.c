@@ -200,8 +200,11 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     if (written)
         reply_direct_finish(sc, rm); /* its rest, if any, first */
     if (req->rq_seq != 0) {
-        /* Numbered: the result goes to every request waiting for it, and is kept. */
-        dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, rm->rm_ran);
+        /* Numbered: the result goes to every request waiting for it, and is kept; one that
+         * did not run is forgotten (a retry may run it), unless its client gave the seq up for
+         * good (a CANCEL naming it): then "cancelled" is its result. */
+        bool kept = rm->rm_ran || (rm->rm_code == ARPC_ECANCELLED && (atomic_load(&req->rq_flags) & RQ_CANCEL_KEPT));
+        dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, kept);
     } else if (written) {
         reply_msg_put(rm); /* the caller has it already */
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {

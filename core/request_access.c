@@ -23,6 +23,9 @@
  * its own connection's table, which outlives that connection's close for this (it is freed
  * with the connection, whose waiter in the reply cache keeps it alive meanwhile). So no
  * pointer to a request is kept anywhere but in that table. docs/SEMANTICS.md says why.
+ * A CANCEL naming the call by its seq (sent by a client that had no connection when its caller
+ * cancelled) finds the original the same way, and marks it RQ_CANCEL_KEPT: the client gave the
+ * seq up for good, so a "did not run" is the call's result, kept (core/request.c).
  */
 #include "arpc/error.h"
 #include "base/clock.h"
@@ -119,11 +122,15 @@ void request_cancel(struct server_conn *sc, uint64_t xid)
         dedup_cancel(sc, xid); /* a duplicate's; else answered already, or never a call here */
 }
 
-void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq)
+void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq, bool keep)
 {
     arpc_request *req = arpc_u64_map_get(&sc->sc_calls, xid);
     /* The seq check: xid names that call on sc only while it runs (a later call may reuse
      * the xid once it was answered). */
-    if (req != NULL && req->rq_seq == seq)
-        request_cancel_now(req);
+    if (req == NULL || req->rq_seq != seq)
+        return;
+    /* Before RQ_CANCELLED: a worker that sees the cancel (request_run) sees this too. */
+    if (keep)
+        atomic_fetch_or(&req->rq_flags, RQ_CANCEL_KEPT);
+    request_cancel_now(req);
 }

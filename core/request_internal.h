@@ -32,6 +32,8 @@ enum {
     RQ_DETACHED = 1u << 9,   /* a numbered tombstone let go of its server (stop): its late reply is dropped */
     RQ_QUEUED = 1u << 10,    /* delivered to a completion queue (core/request_queue.c): its
                               * "handler" is the application, which returns with its reply */
+    RQ_CANCEL_KEPT = 1u << 11, /* cancelled by a CANCEL naming its seq: its ARPC_ECANCELLED,
+                                * should it not start, is kept as the call's result (loop thread) */
 };
 
 /*

@@ -220,7 +220,10 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         sconn_on_request(sc, f);
         return;
     case ARPC_FRAME_CANCEL:
-        request_cancel(sc, f->f_xid);
+        if (f->f_seq != 0) /* it names a numbered call by its seq (its xid is 0) */
+            dedup_cancel_seq(sc, f->f_seq);
+        else
+            request_cancel(sc, f->f_xid);
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go,
@@ -244,7 +247,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 }
 
 /* While input is held, a CANCEL for a call already running passes (core/conn_held.c), and so
- * does one for a duplicate attached to a running call (it cancels that call). One
+ * do one for a duplicate attached to a running call (it cancels that call) and one naming a
+ * running numbered call of the client by its seq. One
  * for a call still buffered stays behind that call, so that it cancels it once it is read
  * (a cancel never overtakes its call); one for a call answered already stays too, and is
  * dropped once read, as ever. Every other frame waits for the hold to end. */
@@ -256,8 +260,10 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
          * hold the connection -- long polls -- wait for nobody now: cancelled, their replies
          * may end the hold (else it lasts till the heartbeat drops the connection). */
         sconn_on_goodbye(sc);
-    if (f->f_kind != ARPC_FRAME_CANCEL ||
-        (arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid)))
+    if (f->f_kind != ARPC_FRAME_CANCEL)
+        return false;
+    if (f->f_seq != 0 ? !dedup_seq_runs(sc, f->f_seq)
+                      : arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid))
         return false;
     sconn_on_frame(conn, f);
     return true;

@@ -32,6 +32,13 @@
  * connection is still open or not, and every copy then gets what the handler replies
  * (docs/SEMANTICS.md). The cancelled copy itself keeps waiting for that reply: a caller that
  * cancelled has its answer already (its future), and one still waiting gets the result.
+ *
+ * Cancelling by seq: a client whose caller cancelled a call while it had no connection names
+ * the call by its seq in a CANCEL on its next connection (docs/PROTOCOL.md, CANCEL). The same
+ * way in: the cache entry's runner, under this connection's own cache key (so a client reaches
+ * only its own calls), then request_cancel_call. The client will never send that seq again,
+ * so a call that had not started keeps its ARPC_ECANCELLED as its result (RQ_CANCEL_KEPT): a
+ * late copy from anywhere gets that, never a run.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -420,7 +427,25 @@ void dedup_cancel(struct server_conn *sc, uint64_t xid)
      * runner is there only while the handler's request waits (RUNNING). */
     struct arpc_rc_waiter *runner = arpc_reply_cache_runner(&sc->sc_server->sv_cache, sc->sc_cache_key, copy->w_seq);
     if (runner != NULL) /* its cancel callback may reply, at once: copy is not used after */
-        request_cancel_call(runner->w_conn, runner->w_xid, copy->w_seq);
+        request_cancel_call(runner->w_conn, runner->w_xid, copy->w_seq, false);
+}
+
+/* The waiter of the request that runs sc's client's call seq, or NULL. Keyed by sc's own
+ * client (its cache key), so a client reaches its own calls only. */
+static struct arpc_rc_waiter *dedup_runner_of_seq(struct server_conn *sc, uint64_t seq)
+{
+    if (sc->sc_client_id == 0 || seq == 0) /* a client that numbers nothing */
+        return NULL;
+    return arpc_reply_cache_runner(&sc->sc_server->sv_cache, sc->sc_cache_key, seq);
+}
+
+bool dedup_seq_runs(struct server_conn *sc, uint64_t seq) { return dedup_runner_of_seq(sc, seq) != NULL; }
+
+void dedup_cancel_seq(struct server_conn *sc, uint64_t seq)
+{
+    struct arpc_rc_waiter *runner = dedup_runner_of_seq(sc, seq);
+    if (runner != NULL) /* its cancel callback may reply, at once */
+        request_cancel_call(runner->w_conn, runner->w_xid, seq, true);
 }
 
 /* The log is done with a numbered call's record: its waiters get the reply if it is durable,

@@ -375,6 +375,14 @@ bool dedup_copy_waits(const struct server_conn *sc, uint64_t xid);
 /* A CANCEL on sc names xid, a duplicate waiting on sc: the call it waits for is cancelled, as
  * a CANCEL on its own connection would (request_cancel_call); nothing if none runs. */
 void dedup_cancel(struct server_conn *sc, uint64_t xid);
+/* A CANCEL on sc names seq, a numbered call of sc's client (docs/PROTOCOL.md, CANCEL): the
+ * request that runs it, on whichever connection, is cancelled as a CANCEL on its own connection
+ * would, and should it not have started, its ARPC_ECANCELLED is kept as the call's result
+ * (request_cancel_call with keep). Nothing for a seq that does not run, or a client that
+ * numbers nothing. */
+void dedup_cancel_seq(struct server_conn *sc, uint64_t seq);
+/* Whether seq names a running call of sc's client (a CANCEL for it passes a held connection). */
+bool dedup_seq_runs(struct server_conn *sc, uint64_t seq);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* The log could not make it durable: its waiters are told the call may have run
@@ -444,8 +452,11 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
  * duplicate on sc waits for (dedup_cancel). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
 /* Loop thread: cancels the numbered call seq that sc runs under xid, if it is still in sc's
- * table (sc may be closed); nothing otherwise. */
-void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq);
+ * table (sc may be closed); nothing otherwise. keep: its client gave the seq up for good (a
+ * CANCEL naming the seq), so should the call not start, its ARPC_ECANCELLED is kept as its
+ * result (a late copy gets that, never a run); else it is forgotten, as any call that did not
+ * run, and a retry may run it. */
+void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq, bool keep);
 /* Loop thread: req is cancelled (a CANCEL frame, or the server answered in its handler's
  * place); its on_cancel callback runs if this is the first cancel. req's state is whole. */
 void request_cancel_now(arpc_request *req);
