@@ -290,6 +290,7 @@ void client_cleanup(arpc_client *c)
     }
     pending_fini(&c->cl_pending);
     arpc_u64_map_fini(&c->cl_done);
+    cancel_seq_forget(c);
     arpc_future_complete(c->cl_first, ARPC_ESHUTDOWN, NULL, 0);
 }
 

@@ -4,6 +4,7 @@
  *   core/client_connect.c  getting a connection: non-blocking connect attempts, back-off
  *   core/client_conn.c     the connection: HELLO, frames from the server, GOAWAY, loss
  *   core/client_call.c     the call object: start, send, re-send, finish, deadline, cancel
+ *   core/client_cancel_seq.c calls cancelled between connections, named on the next one
  *   core/client_api.c      the call functions of arpc/client.h
  *   core/client_direct.c   requests written by their callers' threads
  *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
@@ -65,6 +66,15 @@ enum client_state {
 };
 
 struct client_call;
+
+/* Seqs of numbered calls cancelled while the client had no connection, named in CANCELs on the
+ * next one (core/client_cancel_seq.c; loop thread): a ring, allocated at the first seq and
+ * freed once told. */
+struct client_cancelled {
+    uint64_t *cs_seqs;
+    uint32_t cs_first, cs_count;
+    bool cs_warned; /* the oldest were dropped (said once until they are told) */
+};
 
 /* Calls whose callers write their requests themselves (core/client_direct.c). */
 struct client_direct {
@@ -141,6 +151,7 @@ struct arpc_client {
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
+    struct client_cancelled cl_cancelled; /* calls cancelled between connections */
     uint64_t cl_next_xid, cl_ack;
     _Atomic uint64_t cl_next_seq;   /* any thread: callers writing their calls number them too */
     uint32_t cl_next_order;
@@ -272,5 +283,15 @@ void calls_fail_all(arpc_client *c, int reason);
  * waiting for a connection end, with reason if never sent, else ARPC_ECONNLOST. */
 void calls_refused(arpc_client *c, int reason);
 void calls_cancel(struct client_call *call);    /* a cancel reached the loop */
+
+/* client_cancel_seq.c (loop thread) */
+/* A numbered call that may run on the server was cancelled while no connection could carry a
+ * CANCEL for it: its seq is named on the next connection (the oldest dropped past a bound). */
+void cancel_seq_remember(arpc_client *c, uint64_t seq);
+/* The server's HELLO came: a CANCEL naming each seq remembered goes out (to a server with the
+ * CANCEL and DEDUP flags), and they are forgotten. Before the re-sends. */
+void cancel_seq_tell(arpc_client *c);
+/* Forgets them all, unsaid (the client closes). */
+void cancel_seq_forget(arpc_client *c);
 
 #endif

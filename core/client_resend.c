@@ -96,6 +96,7 @@ static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
 
 void calls_on_connected(arpc_client *c)
 {
+    cancel_seq_tell(c); /* first: the re-sends' ack may cover their seqs */
     struct client_call *call;
     while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);

@@ -1,0 +1,78 @@
+/*
+ * Calls cancelled while the client had no connection, told to the server on the next one.
+ *
+ * A numbered call waiting to be sent again (its connection broke after it was sent) may still
+ * run on the server, where a lost connection cancels only unnumbered calls: the server keeps a
+ * numbered one for the re-send that would attach to it. When its caller cancels it, the call
+ * ends here at once (ARPC_ECANCELLED) and is never sent again, so no copy could carry a CANCEL
+ * by xid (the original's xid died with its connection). Its seq is remembered instead, and
+ * right after the next connection's HELLO, before the re-sends, one CANCEL naming each seq goes
+ * out (docs/PROTOCOL.md, CANCEL): the server cancels the call wherever it runs.
+ *
+ * Bounded: CANCEL_SEQ_MAX seqs (8 KiB, allocated at the first and freed once told); beyond,
+ * the oldest are dropped, said once in a WARN line (docs/SEMANTICS.md). Told only to a server
+ * with the CANCEL and DEDUP flags (an older one would take the CANCEL for a protocol error, or
+ * never kept the call); forgotten either way. Loop thread only.
+ *
+ * The ack: call_finish counts the seq as finished, so the ack may cover it before the server
+ * hears the CANCEL. That is safe: an ack frees only finished results (a running call's entry
+ * stays until its handler ends, and its CANCEL still finds it), and every request carrying
+ * that ack leaves after these CANCELs on the same connection.
+ */
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/client_internal.h"
+#include "core/frame.h"
+
+#define CANCEL_SEQ_MAX 1024u
+#define CANCEL_SEQ_FRAME (ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE)
+
+void cancel_seq_remember(arpc_client *c, uint64_t seq)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    if (cs->cs_seqs == NULL && (cs->cs_seqs = arpc_malloc(CANCEL_SEQ_MAX * sizeof(uint64_t))) == NULL) {
+        arpc_log(ARPC_LOG_WARN, "client: out of memory: the server will not hear that call %llu was cancelled",
+                 (unsigned long long)seq);
+        return;
+    }
+    if (cs->cs_count == CANCEL_SEQ_MAX) {
+        if (!cs->cs_warned)
+            arpc_log(ARPC_LOG_WARN,
+                     "client: over %u calls cancelled while disconnected from %s: the server will not hear of "
+                     "the oldest (they may run on there until they end)",
+                     CANCEL_SEQ_MAX, c->cl_target.t_addr);
+        cs->cs_warned = true;
+        cs->cs_first = (cs->cs_first + 1) % CANCEL_SEQ_MAX;
+        cs->cs_count--;
+    }
+    cs->cs_seqs[(cs->cs_first + cs->cs_count) % CANCEL_SEQ_MAX] = seq;
+    cs->cs_count++;
+}
+
+void cancel_seq_forget(arpc_client *c)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    arpc_free(cs->cs_seqs);
+    *cs = (struct client_cancelled){0};
+}
+
+void cancel_seq_tell(arpc_client *c)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    uint32_t need = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP;
+    if (cs->cs_count > 0 && (c->cl_server_flags & need) == need) {
+        /* One buffer for them all: queued as one piece, in order, before the re-sends. */
+        uint8_t *frames = arpc_malloc((size_t)cs->cs_count * CANCEL_SEQ_FRAME);
+        if (frames == NULL) {
+            arpc_log(ARPC_LOG_WARN, "client: out of memory: the server will not hear of %u calls cancelled "
+                     "while disconnected", cs->cs_count);
+        } else {
+            size_t len = 0;
+            for (uint32_t i = 0; i < cs->cs_count; i++)
+                len += arpc_frame_encode_cancel_seq(frames + len, cs->cs_seqs[(cs->cs_first + i) % CANCEL_SEQ_MAX]);
+            (void)arpc_conn_send(&c->cl_conn, frames, frames, len); /* best effort, as any CANCEL */
+        }
+    }
+    cancel_seq_forget(c);
+}
