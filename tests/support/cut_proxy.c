@@ -29,6 +29,7 @@ struct cut_proxy {
     atomic_int p_accepted;
     atomic_bool p_stop;
     atomic_bool p_swallow;    /* server-side bytes are dropped */
+    atomic_bool p_hold_new;   /* new connections wait in the backlog */
     int p_fds[PROXY_MAX_PAIRS][2]; /* client side, server side; -1 when unused */
 };
 
@@ -95,7 +96,8 @@ static void *proxy_main(void *arg)
         struct pollfd pf[2 + 2 * PROXY_MAX_PAIRS];
         int map[2 + 2 * PROXY_MAX_PAIRS];
         int n = 0;
-        pf[n++] = (struct pollfd){.fd = p->p_listener->l_fd, .events = POLLIN};
+        /* A negative fd is not polled: held, new connections wait in the backlog. */
+        pf[n++] = (struct pollfd){.fd = atomic_load(&p->p_hold_new) ? -1 : p->p_listener->l_fd, .events = POLLIN};
         pf[n++] = (struct pollfd){.fd = p->p_wake, .events = POLLIN};
         for (int i = 0; i < PROXY_MAX_PAIRS; i++) {
             for (int side = 0; side < 2 && p->p_fds[i][0] >= 0; side++) {
@@ -166,6 +168,14 @@ int cut_proxy_cut(struct cut_proxy *p)
 }
 
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on) { atomic_store(&p->p_swallow, on); }
+
+void cut_proxy_hold_new(struct cut_proxy *p, bool on)
+{
+    atomic_store(&p->p_hold_new, on);
+    uint64_t one = 1;
+    if (write(p->p_wake, &one, sizeof(one)) < 0) /* the proxy's poll takes the change at once */
+        return;
+}
 
 int cut_proxy_accepted(struct cut_proxy *p) { return atomic_load(&p->p_accepted); }
 

@@ -19,6 +19,11 @@ int cut_proxy_cut(struct cut_proxy *p);
 /* While on, what servers send is read and dropped, not forwarded (a path that loses one
  * direction: the client waits, its connection looks fine). */
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on);
+/* While on, new connections are not accepted: they wait in the listen backlog (a client's
+ * connect succeeds, its HELLO goes unanswered) until it is turned off, when they are accepted
+ * and forwarded as ever. With cut_proxy_cut, a client that stays disconnected for as long as
+ * the test needs. */
+void cut_proxy_hold_new(struct cut_proxy *p, bool on);
 /* Connections accepted so far. */
 int cut_proxy_accepted(struct cut_proxy *p);
 void cut_proxy_stop(struct cut_proxy *p);

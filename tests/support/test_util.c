@@ -56,6 +56,21 @@ bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, in
     }
 }
 
+bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms)
+{
+    for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */
+        arpc_client_stats st;
+        if (arpc_client_stats(c, &st) != ARPC_OK)
+            return false;
+        uint64_t v;
+        memcpy(&v, (const char *)&st + offset, sizeof(v));
+        if (v == want)
+            return true;
+        if (now_ms() >= until)
+            return false;
+    }
+}
+
 bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
                             struct arpc_method_stats *ms)
 {

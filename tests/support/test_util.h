@@ -54,6 +54,11 @@ bool server_stats_caught_up(struct arpc_server *s, const char *method, int code,
  * want, for at most ms. Returns whether it was. */
 bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms);
 
+/* The same for a client's stats (arpc_client_stats): the uint64_t field at offset reaches want
+ * within ms. */
+struct arpc_client;
+bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms);
+
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
 

@@ -1,0 +1,303 @@
+/*
+ * Cancelling an at-most-once call while the client has no connection (docs/SEMANTICS.md, "A
+ * call cancelled while disconnected"; docs/PROTOCOL.md, CANCEL). The call was sent, its
+ * connection broke, and its caller cancelled it before the client reconnected: the client
+ * never sends it again, and no xid can name it any more (the original's died with its
+ * connection). A lost connection does not cancel a numbered call on the server (a re-send
+ * would attach to it), so a long poll ran on until the server stopped. Now the client names
+ * the call by its seq in a CANCEL on its next connection, and the server cancels it wherever
+ * it runs: a running handler hears it, a call that has not started never runs, and a late
+ * copy of that seq gets the call's result, never a second run. Only the client's own calls:
+ * the seq is looked up under the connection's client.
+ *
+ * The handlers: "park", a long poll that ends only from its on_cancel callback (which replies
+ * an error); "block", on an actor of its own, which holds that actor until the test lets it
+ * go, so that a call behind it waits in the mailbox, not started. Every wait is for an event
+ * (a semaphore, a counter, a frame), bounded; a wait that runs out only fails the test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/cut_proxy.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define WATCHDOG_S 10
+#define CLIENT_ID 0x5eedULL
+#define INCARNATION 0x1ca7ULL
+#define NHOLD 16 /* long polls that hold a connection's input with default options */
+
+static atomic_int park_runs, park_cancelled, block_runs;
+static sem_t start_sem, cancel_sem, block_started, block_release;
+
+static void park_on_cancel(arpc_request *req, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&park_cancelled, 1);
+    arpc_reply_error(req, "cancelled");
+    sem_post(&cancel_sem);
+}
+
+/* A long poll: replies only when cancelled. */
+static void park(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&park_runs, 1);
+    arpc_request_on_cancel(req, park_on_cancel, NULL);
+    sem_post(&start_sem);
+}
+
+/* Holds its actor until released (bounded: a test that fails does not hang the stop). */
+static void block(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&block_runs, 1);
+    sem_post(&block_started);
+    (void)sem_wait_secs(&block_release, WATCHDOG_S);
+    arpc_reply(req, "b", 1);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_actor *actor;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    atomic_store(&park_runs, 0);
+    atomic_store(&park_cancelled, 0);
+    atomic_store(&block_runs, 0);
+    sem_init(&start_sem, 0, 0);
+    sem_init(&cancel_sem, 0, 0);
+    sem_init(&block_started, 0, 0);
+    sem_init(&block_release, 0, 0);
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
+        return -1;
+    arpc_method_options one = {.actor = fx.actor};
+    if (arpc_server_register(fx.s, "park", park, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(fx.s, "block", block, NULL, &one) != ARPC_OK ||
+        arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 4; i++)
+        sem_post(&block_release);
+    arpc_server_destroy(fx->s); /* a park left running is answered and cancelled by the stop */
+    arpc_actor_destroy(fx->actor);
+    sem_destroy(&start_sem);
+    sem_destroy(&cancel_sem);
+    sem_destroy(&block_started);
+    sem_destroy(&block_release);
+    return 0;
+}
+
+static bool send_cancel_seq(struct raw_client *r, uint64_t seq)
+{
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE];
+    size_t n = arpc_frame_encode_cancel_seq(frame, seq);
+    return raw_send(r, frame, n);
+}
+
+/* An echo on r, answered: the server has read (and acted on) everything r sent before it. */
+static void sync_raw(struct raw_client *r, uint64_t xid)
+{
+    assert_true(raw_request(r, xid, 0, 0, 0, "echo", "e", 1));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
+    assert_int_equal(f.f.f_xid, xid);
+}
+
+/* This client's connection a (which ran numbered calls) is dropped without a goodbye, and the
+ * server has seen it go; b is the same client's next connection. */
+static void reconnect_raw(struct fixture *fx, struct raw_client *a, struct raw_client *b)
+{
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    raw_close(a);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+    assert_true(raw_connect_with(b, fx->addr, CLIENT_ID, NULL, INCARNATION));
+}
+
+static void assert_no_handler_left(struct fixture *fx)
+{
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, WATCHDOG_S * 1000));
+}
+
+/* The defect as found, through the public client: a long poll runs, the network is cut, the
+ * caller cancels while the client cannot reconnect, then the client reconnects. The server's
+ * handler hears the cancel, and the call is never sent (nor run) again. */
+static void test_cancel_while_disconnected_reaches_the_handler(void **state)
+{
+    struct fixture *fx = *state;
+    char paddr[256];
+    struct cut_proxy *proxy = cut_proxy_start(fx->addr, paddr, sizeof(paddr));
+    assert_non_null(proxy);
+    arpc_client *c = NULL;
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
+    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
+    assert_non_null(f);
+    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* the long poll runs */
+
+    cut_proxy_hold_new(proxy, true); /* no connection comes back until the test says so */
+    assert_int_equal(cut_proxy_cut(proxy), 1);
+    /* The client saw the loss: its call waits to be sent again (it went back to waiting in the
+     * same turn of the client's loop, before the cancel's job below can run there). */
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, connections_closed), 1, WATCHDOG_S * 1000));
+    assert_true(arpc_future_cancel(f));
+    assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
+    arpc_future_release(f);
+    /* The cancel reached the client's loop (it ended the call there) while still disconnected. */
+    for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_pending(c) != 0 && now_ms() < until;)
+        sleep_ms(1); /* pacing a poll of the count */
+    assert_int_equal(arpc_client_pending(c), 0);
+    assert_int_equal(atomic_load(&park_cancelled), 0); /* nothing reached the server yet */
+
+    cut_proxy_hold_new(proxy, false); /* the client reconnects */
+    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S)); /* the handler heard the cancel */
+    void *out = NULL;
+    size_t outlen = 0;
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_free(out);
+    assert_true(arpc_client_connections(c) >= 2);
+    assert_int_equal(atomic_load(&park_runs), 1); /* never run again */
+    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_no_handler_left(fx); /* it stopped counting toward the client's limits */
+    arpc_client_close(c);
+    cut_proxy_stop(proxy);
+}
+
+/* The same on the wire: the running original's connection is gone, the CANCEL naming its seq
+ * comes on the client's next connection. The handler hears it, and a late copy of the seq
+ * gets the call's result (what the cancel callback replied), never a second run. */
+static void test_cancel_seq_reaches_a_running_call(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
+    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    reconnect_raw(fx, &a, &b);
+    assert_true(send_cancel_seq(&b, 1));
+    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_no_handler_left(fx);
+    assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1)); /* a late copy */
+    assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));     /* the call's result */
+    assert_int_equal(atomic_load(&park_runs), 1);
+    assert_int_equal(atomic_load(&park_cancelled), 1);
+    raw_close(&b);
+}
+
+/* A call that had not started (queued behind a busy actor) when the CANCEL naming its seq
+ * came never runs, and "cancelled" is kept as its result: a late copy gets ARPC_ECANCELLED. */
+static void test_cancel_seq_of_a_queued_call_keeps_it_from_running(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "block", "1", 1));
+    assert_true(sem_wait_secs(&block_started, WATCHDOG_S)); /* the actor is busy */
+    assert_true(raw_request(&a, 2, 2, 0, 0, "block", "2", 1)); /* queued behind it */
+    sync_raw(&a, 3);                                           /* it was read, and waits */
+    reconnect_raw(fx, &a, &b);
+    assert_true(send_cancel_seq(&b, 2));
+    sync_raw(&b, 4); /* the CANCEL was read */
+    sem_post(&block_release); /* the first call ends; the second comes out of the mailbox */
+    assert_no_handler_left(fx);
+    assert_int_equal(atomic_load(&block_runs), 1);
+    assert_true(raw_request(&b, 8, 2, 0, 0, "block", "2", 1)); /* a late copy */
+    assert_true(raw_next_is_error(&b, 8, ARPC_ECANCELLED));
+    assert_true(raw_request(&b, 9, 1, 0, 0, "block", "1", 1)); /* the first ran: its reply */
+    struct raw_frame f;
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
+    assert_int_equal(f.f.f_xid, 9);
+    assert_int_equal(atomic_load(&block_runs), 1);
+    raw_close(&b);
+}
+
+/* A CANCEL naming a seq reaches only its own client's calls: another client (another id, the
+ * same id in another process: another incarnation, a client that numbers nothing) naming the
+ * same seq, and the client itself naming a seq it never used, cancel nothing. Then the client's
+ * own CANCEL does. */
+static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, other_id, other_incarnation, unnumbered;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
+    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(raw_connect_with(&other_id, fx->addr, CLIENT_ID + 1, NULL, INCARNATION));
+    assert_true(raw_connect_with(&other_incarnation, fx->addr, CLIENT_ID, NULL, INCARNATION + 1));
+    assert_true(raw_connect(&unnumbered, fx->addr, 0));
+    struct raw_client *others[] = {&other_id, &other_incarnation, &unnumbered};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        assert_true(send_cancel_seq(others[i], 1));
+        sync_raw(others[i], 10 + i); /* read, and done with */
+    }
+    assert_true(send_cancel_seq(&a, 2)); /* a seq it never used */
+    sync_raw(&a, 20);
+    assert_int_equal(atomic_load(&park_cancelled), 0);
+    assert_true(send_cancel_seq(&a, 1)); /* its own: the call is cancelled */
+    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
+    assert_int_equal(atomic_load(&park_cancelled), 1);
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+        raw_close(others[i]);
+    raw_close(&a);
+}
+
+/* The next connection holds its input (NHOLD long polls of its own run there): the CANCEL
+ * naming the original's seq passes the hold, as a CANCEL for a running call does. */
+static void test_cancel_seq_passes_a_held_connection(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
+    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    reconnect_raw(fx, &a, &b);
+    for (uint64_t i = 0; i < NHOLD; i++)
+        assert_true(raw_request(&b, 200 + i, 2 + i, 0, 0, "park", "p", 1));
+    for (int i = 0; i < NHOLD; i++)
+        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* they run: b's input is held */
+    assert_true(send_cancel_seq(&b, 1));
+    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_int_equal(atomic_load(&park_cancelled), 1);
+    for (uint64_t i = 0; i < NHOLD; i++) /* the connection's own calls, by seq too */
+        assert_true(send_cancel_seq(&b, 2 + i));
+    for (int i = 0; i < NHOLD; i++)
+        assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_int_equal(atomic_load(&park_cancelled), NHOLD + 1);
+    assert_no_handler_left(fx);
+    raw_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cancel_while_disconnected_reaches_the_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_seq_reaches_a_running_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_seq_of_a_queued_call_keeps_it_from_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_seq_of_unknown_or_other_client_does_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_seq_passes_a_held_connection, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
