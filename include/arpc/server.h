@@ -331,13 +331,15 @@ ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
 ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
 
 /* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
- * that understands it), or the caller went away (its goodbye: arpc_client_close; or, for a
+ * that understands it: on the call's connection, or, for an at-most-once call whose connection
+ * broke, naming it by its seq on the client's next one), or the caller went away (its goodbye: arpc_client_close; or, for a
  * call that is not at-most-once, its connection closed: nobody can get the answer), or the
  * server answered it in the handler's place (its deadline passed, or a stop's grace ended: the
  * caller no longer waits). A call cancelled before its handler started does not run. An
  * at-most-once call whose connection was lost without a goodbye is not cancelled: its client
- * may send it again, and that copy waits for this run's result. A one-way message is never
- * cancelled. docs/SEMANTICS.md, "The client goes away". Any thread. */
+ * may send it again, and that copy waits for this run's result (or its caller's cancel comes
+ * on the client's next connection). A one-way message is never cancelled. docs/SEMANTICS.md,
+ * "The client goes away", "A call cancelled while disconnected". Any thread. */
 ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 
 /* Calls fn(req, arg) once when the call is cancelled (arpc_request_cancelled): by the caller
