@@ -125,6 +125,7 @@ static void server_stream(void)
     chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.later", NULL, 0), 255);
     chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.later", NULL, 0), 255);
     chunks(fr, header(ARPC_FRAME_CANCEL, 1, 0, NULL, 0), 255);
+    chunks(fr, arpc_frame_encode_cancel_seq(fr, 2), 255); /* by seq: no numbered call runs */
     chunks(fr, header(ARPC_FRAME_PING, 9, 3, "abc", 3), 255);
     write_seed(t, "later-cancel-ping");
 
@@ -267,6 +268,7 @@ static void frames(void)
     put(fr, header(ARPC_FRAME_REPLY, 1, 2, "ok", 2));
     put(fr, error(ARPC_FRAME_ERROR, 2, ARPC_EHANDLER, "no"));
     put(fr, header(ARPC_FRAME_CANCEL, 3, 0, NULL, 0));
+    put(fr, arpc_frame_encode_cancel_seq(fr, 5));
     write_seed(t, "every-kind");
     limit = 2;
     put(&limit, 1);
