@@ -6,47 +6,26 @@
  * original's handler, as a CANCEL on the original's own connection would, or a long poll runs
  * for ever and keeps counting toward its client's limits.
  *
- * The handler here is a long poll: it ends only from its on_cancel callback, which replies an
- * error. Every wait is for an event (a semaphore, the server's counters, a frame), bounded; a
- * wait that runs out only fails the test.
+ * The handler here is a long poll (support/long_poll.h): it ends only from its on_cancel
+ * callback, which replies an error. Every wait is for an event (a semaphore, the server's
+ * counters, a frame), bounded; a wait that runs out only fails the test.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <semaphore.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
 #include "support/cut_proxy.h"
+#include "support/long_poll.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
 #define WATCHDOG_S 10
 #define CLIENT_ID 0x5eedULL
 #define NHOLD 16 /* long polls that hold a connection's input with default options */
-
-static atomic_int park_runs, park_cancelled;
-static sem_t start_sem, cancel_sem;
-
-static void park_on_cancel(arpc_request *req, void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&park_cancelled, 1);
-    arpc_reply_error(req, "cancelled");
-    sem_post(&cancel_sem);
-}
-
-/* A long poll: replies only when cancelled. */
-static void park(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&park_runs, 1);
-    arpc_request_on_cancel(req, park_on_cancel, NULL);
-    sem_post(&start_sem);
-}
 
 struct fixture {
     arpc_server *s;
@@ -56,12 +35,9 @@ struct fixture {
 static int setup(void **state)
 {
     static struct fixture fx;
-    atomic_store(&park_runs, 0);
-    atomic_store(&park_cancelled, 0);
-    sem_init(&start_sem, 0, 0);
-    sem_init(&cancel_sem, 0, 0);
+    long_poll_reset();
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK || /* default options */
-        arpc_server_register(fx.s, "park", park, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(fx.s, "park", long_poll, NULL, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
         return -1;
@@ -73,8 +49,7 @@ static int teardown(void **state)
 {
     struct fixture *fx = *state;
     arpc_server_destroy(fx->s); /* a park left running is answered and cancelled by the stop */
-    sem_destroy(&start_sem);
-    sem_destroy(&cancel_sem);
+    long_poll_fini();
     return 0;
 }
 
@@ -108,17 +83,17 @@ static void test_cancel_copy_after_its_original_connection_dropped(void **state)
     struct raw_client a, b;
     assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* the original runs */
+    assert_true(long_poll_wait_started(WATCHDOG_S)); /* the original runs */
     raw_close(&a);
     /* The server saw the drop before the copy comes. */
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1)); /* the copy: same seq, new xid */
     assert_true(send_cancel(&b, 7));                         /* read after it: it is attached */
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));      /* the handler was cancelled */
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));      /* the handler was cancelled */
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));     /* and the copy got its reply */
-    assert_int_equal(atomic_load(&park_runs), 1);
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_int_equal(long_poll_runs(), 1);
+    assert_int_equal(long_poll_cancelled(), 1);
     assert_no_handler_left(fx);
     raw_close(&b);
 }
@@ -131,12 +106,12 @@ static void test_cancel_copy_while_its_original_connection_is_open(void **state)
     struct raw_client a, b;
     assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1));
     assert_true(raw_request(&b, 8, 1, 0, 0, "park", "p", 1)); /* a second copy waits too */
     assert_true(send_cancel(&b, 8));
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
     struct raw_frame f;
     for (uint64_t want = 7; want <= 8; want++) { /* in the order they attached */
@@ -145,7 +120,7 @@ static void test_cancel_copy_while_its_original_connection_is_open(void **state)
         assert_int_equal(f.f.f_xid, want);
         assert_int_equal(f.f.f_code, ARPC_EHANDLER);
     }
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_int_equal(long_poll_cancelled(), 1);
     assert_no_handler_left(fx);
     raw_close(&a);
     raw_close(&b);
@@ -159,20 +134,20 @@ static void test_cancel_copy_after_the_call_finished(void **state)
     struct raw_client a, b;
     assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1));
     assert_true(raw_request(&b, 8, 0, 0, 0, "echo", "e", 1));
     expect_reply(&b, 8); /* read after the copy: it is attached */
     assert_true(send_cancel(&a, 1));                           /* the original's own cancel */
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));
     assert_true(send_cancel(&b, 7)); /* too late: answered */
     assert_true(raw_request(&b, 9, 0, 0, 0, "echo", "e", 1));
     expect_reply(&b, 9); /* the cancel was read before it, and did nothing */
-    assert_int_equal(atomic_load(&park_cancelled), 1);
-    assert_int_equal(atomic_load(&park_runs), 1);
+    assert_int_equal(long_poll_cancelled(), 1);
+    assert_int_equal(long_poll_runs(), 1);
     raw_close(&a);
     raw_close(&b);
 }
@@ -185,7 +160,7 @@ static void test_cancel_copy_passes_a_held_connection(void **state)
     struct raw_client a, b;
     assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     raw_close(&a);
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
@@ -193,15 +168,15 @@ static void test_cancel_copy_passes_a_held_connection(void **state)
     for (uint64_t i = 0; i < NHOLD; i++)
         assert_true(raw_request(&b, 200 + i, 2 + i, 0, 0, "park", "p", 1));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* they run: b's input is held */
+        assert_true(long_poll_wait_started(WATCHDOG_S)); /* they run: b's input is held */
     assert_true(send_cancel(&b, 100));
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&b, 100, ARPC_EHANDLER));
     for (uint64_t i = 0; i < NHOLD; i++) /* the connection's own calls, cancelled as ever */
         assert_true(send_cancel(&b, 200 + i));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
-    assert_int_equal(atomic_load(&park_cancelled), NHOLD + 1);
+        assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_int_equal(long_poll_cancelled(), NHOLD + 1);
     assert_no_handler_left(fx);
     raw_close(&b);
 }
@@ -219,7 +194,7 @@ static void test_future_cancel_after_a_reconnect(void **state)
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once */
     assert_non_null(f);
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     assert_int_equal(cut_proxy_cut(proxy), 1);
     /* A call made after the cut leaves on the new connection after the re-sent one (the
      * client re-sends oldest first): its reply means the copy was read and attached. */
@@ -231,8 +206,8 @@ static void test_future_cancel_after_a_reconnect(void **state)
     assert_true(arpc_future_cancel(f));
     assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
     arpc_future_release(f);
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S)); /* the server's handler heard it */
-    assert_int_equal(atomic_load(&park_runs), 1);
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the server's handler heard it */
+    assert_int_equal(long_poll_runs(), 1);
     assert_no_handler_left(fx);
     arpc_client_close(c);
     cut_proxy_stop(proxy);

@@ -11,7 +11,7 @@
  * the seq is looked up under the connection's client.
  *
  * The handlers: "park", a long poll that ends only from its on_cancel callback (which replies
- * an error); "block", on an actor of its own, which holds that actor until the test lets it
+ * an error: support/long_poll.h); "block", on an actor of its own, which holds that actor until the test lets it
  * go, so that a call behind it waits in the mailbox, not started. Every wait is for an event
  * (a semaphore, a counter, a frame), bounded; a wait that runs out only fails the test.
  */
@@ -26,6 +26,7 @@
 
 #include "arpc/arpc.h"
 #include "support/cut_proxy.h"
+#include "support/long_poll.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
@@ -34,25 +35,8 @@
 #define INCARNATION 0x1ca7ULL
 #define NHOLD 16 /* long polls that hold a connection's input with default options */
 
-static atomic_int park_runs, park_cancelled, block_runs;
-static sem_t start_sem, cancel_sem, block_started, block_release;
-
-static void park_on_cancel(arpc_request *req, void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&park_cancelled, 1);
-    arpc_reply_error(req, "cancelled");
-    sem_post(&cancel_sem);
-}
-
-/* A long poll: replies only when cancelled. */
-static void park(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&park_runs, 1);
-    arpc_request_on_cancel(req, park_on_cancel, NULL);
-    sem_post(&start_sem);
-}
+static atomic_int block_runs;
+static sem_t block_started, block_release;
 
 /* Holds its actor until released (bounded: a test that fails does not hang the stop). */
 static void block(arpc_request *req, void *ctx)
@@ -73,17 +57,14 @@ struct fixture {
 static int setup(void **state)
 {
     static struct fixture fx;
-    atomic_store(&park_runs, 0);
-    atomic_store(&park_cancelled, 0);
+    long_poll_reset();
     atomic_store(&block_runs, 0);
-    sem_init(&start_sem, 0, 0);
-    sem_init(&cancel_sem, 0, 0);
     sem_init(&block_started, 0, 0);
     sem_init(&block_release, 0, 0);
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
         return -1;
     arpc_method_options one = {.actor = fx.actor};
-    if (arpc_server_register(fx.s, "park", park, NULL, NULL) != ARPC_OK ||
+    if (arpc_server_register(fx.s, "park", long_poll, NULL, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "block", block, NULL, &one) != ARPC_OK ||
         arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
@@ -99,8 +80,7 @@ static int teardown(void **state)
         sem_post(&block_release);
     arpc_server_destroy(fx->s); /* a park left running is answered and cancelled by the stop */
     arpc_actor_destroy(fx->actor);
-    sem_destroy(&start_sem);
-    sem_destroy(&cancel_sem);
+    long_poll_fini();
     sem_destroy(&block_started);
     sem_destroy(&block_release);
     return 0;
@@ -154,7 +134,7 @@ static void test_cancel_while_disconnected_reaches_the_handler(void **state)
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
     assert_non_null(f);
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* the long poll runs */
+    assert_true(long_poll_wait_started(WATCHDOG_S)); /* the long poll runs */
 
     cut_proxy_hold_new(proxy, true); /* no connection comes back until the test says so */
     assert_int_equal(cut_proxy_cut(proxy), 1);
@@ -168,17 +148,17 @@ static void test_cancel_while_disconnected_reaches_the_handler(void **state)
     for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_pending(c) != 0 && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count */
     assert_int_equal(arpc_client_pending(c), 0);
-    assert_int_equal(atomic_load(&park_cancelled), 0); /* nothing reached the server yet */
+    assert_int_equal(long_poll_cancelled(), 0); /* nothing reached the server yet */
 
     cut_proxy_hold_new(proxy, false); /* the client reconnects */
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S)); /* the handler heard the cancel */
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the handler heard the cancel */
     void *out = NULL;
     size_t outlen = 0;
     assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
     arpc_free(out);
     assert_true(arpc_client_connections(c) >= 2);
-    assert_int_equal(atomic_load(&park_runs), 1); /* never run again */
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_int_equal(long_poll_runs(), 1); /* never run again */
+    assert_int_equal(long_poll_cancelled(), 1);
     assert_no_handler_left(fx); /* it stopped counting toward the client's limits */
     arpc_client_close(c);
     cut_proxy_stop(proxy);
@@ -193,15 +173,15 @@ static void test_cancel_seq_reaches_a_running_call(void **state)
     struct raw_client a, b;
     assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     reconnect_raw(fx, &a, &b);
     assert_true(send_cancel_seq(&b, 1));
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_no_handler_left(fx);
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1)); /* a late copy */
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));     /* the call's result */
-    assert_int_equal(atomic_load(&park_runs), 1);
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_int_equal(long_poll_runs(), 1);
+    assert_int_equal(long_poll_cancelled(), 1);
     raw_close(&b);
 }
 
@@ -243,7 +223,7 @@ static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state
     struct raw_client a, other_id, other_incarnation, unnumbered;
     assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     assert_true(raw_connect_with(&other_id, fx->addr, CLIENT_ID + 1, NULL, INCARNATION));
     assert_true(raw_connect_with(&other_incarnation, fx->addr, CLIENT_ID, NULL, INCARNATION + 1));
     assert_true(raw_connect(&unnumbered, fx->addr, 0));
@@ -254,11 +234,11 @@ static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state
     }
     assert_true(send_cancel_seq(&a, 2)); /* a seq it never used */
     sync_raw(&a, 20);
-    assert_int_equal(atomic_load(&park_cancelled), 0);
+    assert_int_equal(long_poll_cancelled(), 0);
     assert_true(send_cancel_seq(&a, 1)); /* its own: the call is cancelled */
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_int_equal(long_poll_cancelled(), 1);
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
         raw_close(others[i]);
     raw_close(&a);
@@ -272,20 +252,20 @@ static void test_cancel_seq_passes_a_held_connection(void **state)
     struct raw_client a, b;
     assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(sem_wait_secs(&start_sem, WATCHDOG_S));
+    assert_true(long_poll_wait_started(WATCHDOG_S));
     reconnect_raw(fx, &a, &b);
     for (uint64_t i = 0; i < NHOLD; i++)
         assert_true(raw_request(&b, 200 + i, 2 + i, 0, 0, "park", "p", 1));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(sem_wait_secs(&start_sem, WATCHDOG_S)); /* they run: b's input is held */
+        assert_true(long_poll_wait_started(WATCHDOG_S)); /* they run: b's input is held */
     assert_true(send_cancel_seq(&b, 1));
-    assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
-    assert_int_equal(atomic_load(&park_cancelled), 1);
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_int_equal(long_poll_cancelled(), 1);
     for (uint64_t i = 0; i < NHOLD; i++) /* the connection's own calls, by seq too */
         assert_true(send_cancel_seq(&b, 2 + i));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(sem_wait_secs(&cancel_sem, WATCHDOG_S));
-    assert_int_equal(atomic_load(&park_cancelled), NHOLD + 1);
+        assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_int_equal(long_poll_cancelled(), NHOLD + 1);
     assert_no_handler_left(fx);
     raw_close(&b);
 }
