@@ -15,6 +15,7 @@
 
 #include "arpc/arpc.h"
 #include "call_args.h"
+#include "call_creds.h"
 #include "call_fail.h"
 #include "call_json.h"
 #include "call_log.h"
@@ -159,8 +160,15 @@ static int run(int argc, char **argv)
     }
     char why[512] = "";
     arpc_client_options o = {.no_reconnect = true, .errbuf = why, .errbuf_len = sizeof(why)};
+    struct call_creds creds;
+    status = call_creds_apply(&a, &creds, &o);
+    if (status >= 0) {
+        free(body);
+        return status;
+    }
     arpc_client *c = NULL;
     int rc = arpc_client_connect(&c, a.addr, &o);
+    call_creds_clear(&creds);
     if (rc != ARPC_OK) {
         free(body);
         return call_fail(a.addr, rc, why[0] ? why : NULL, strlen(why));
