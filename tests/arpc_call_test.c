@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/call_run.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
 
@@ -88,75 +89,15 @@ static int teardown(void **state)
 
 /* ---- running the program ---- */
 
-struct run {
-    int status; /* exit status; -1 if it did not exit normally */
-    char out[8192], err[8192];
-    size_t out_len, err_len;
-};
-
-static int temp_file(void)
-{
-    char path[] = "/tmp/arpc-call-test-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    return fd;
-}
-
-static size_t slurp(int fd, char *buf, size_t cap)
-{
-    lseek(fd, 0, SEEK_SET);
-    size_t n = 0;
-    ssize_t r;
-    while (n < cap - 1 && (r = read(fd, buf + n, cap - 1 - n)) > 0)
-        n += (size_t)r;
-    buf[n] = '\0';
-    close(fd);
-    return n;
-}
-
-/* Runs arpc-call with args (NULL-terminated), stdin from in[0..in_len) when in is not NULL. */
-static void run_with_input(struct run *r, const void *in, size_t in_len, const char *const *args)
-{
-    char *argv[16];
-    int argc = 0;
-    argv[argc++] = (char *)ARPC_CALL_BIN;
-    for (; args[argc - 1] != NULL; argc++) {
-        assert_true(argc < 15);
-        argv[argc] = (char *)args[argc - 1];
-    }
-    argv[argc] = NULL;
-    int out = temp_file(), err = temp_file(), input = temp_file();
-    if (in != NULL) {
-        assert_int_equal((ssize_t)in_len, write(input, in, in_len));
-        lseek(input, 0, SEEK_SET);
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, input, 0);
-    posix_spawn_file_actions_adddup2(&fa, out, 1);
-    posix_spawn_file_actions_adddup2(&fa, err, 2);
-    pid_t pid;
-    assert_int_equal(0, posix_spawn(&pid, ARPC_CALL_BIN, &fa, NULL, argv, environ));
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(pid, waitpid(pid, &ws, 0));
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    close(input);
-    r->out_len = slurp(out, r->out, sizeof(r->out));
-    r->err_len = slurp(err, r->err, sizeof(r->err));
-    if (r->err_len > 0)
-        print_message("arpc-call stderr: %s", r->err);
-}
-
-#define RUN(r, ...) run_with_input((r), NULL, 0, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN(r, ...) call_run((r), ARPC_CALL_BIN, NULL, 0, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_IN(r, in, len, ...) call_run((r), ARPC_CALL_BIN, (in), (len), (const char *const[]){__VA_ARGS__, NULL})
 
 /* ---- the cases ---- */
 
 static void test_call(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, fx->addr, "t.echo", "hello, server");
     assert_int_equal(0, r.status);
     assert_string_equal("hello, server", r.out);
@@ -170,7 +111,7 @@ static void test_call(void **state)
 static void test_hex(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--hex", fx->addr, "t.echo", "68 65 6C 6c 6f 00ff");
     assert_int_equal(0, r.status);
     assert_string_equal("68656c6c6f00ff\n", r.out);
@@ -190,7 +131,7 @@ static void test_file(void **state)
     assert_true(fd >= 0);
     assert_int_equal((ssize_t)sizeof(body), write(fd, body, sizeof(body)));
     close(fd);
-    struct run r;
+    struct call_run r;
     RUN(&r, "--file", path, fx->addr, "t.echo");
     assert_int_equal(0, r.status);
     assert_int_equal(sizeof(body), r.out_len);
@@ -209,7 +150,7 @@ static void test_file(void **state)
     unlink(hexpath);
     unlink(path);
     /* standard input */
-    run_with_input(&r, "from stdin", 10, (const char *const[]){"--file", "-", fx->addr, "t.echo", NULL});
+    RUN_IN(&r, "from stdin", 10, "--file", "-", fx->addr, "t.echo");
     assert_int_equal(0, r.status);
     assert_string_equal("from stdin", r.out);
     /* a file that is not there: a local failure */
@@ -224,7 +165,7 @@ static void test_file(void **state)
 static void test_list(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--list", fx->addr);
     assert_int_equal(0, r.status);
     assert_string_equal("arpc.methods\narpc.stats\nt.echo\nt.fail\nt.hold\n", r.out);
@@ -233,7 +174,7 @@ static void test_list(void **state)
 static void test_errors(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, fx->addr, "t.nope", "x");
     assert_int_equal(10 + ARPC_ENOMETHOD, r.status);
     assert_int_equal(0, r.out_len);
@@ -255,7 +196,7 @@ static void test_errors(void **state)
 static void test_deadline(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--deadline-ms", "200", fx->addr, "t.hold");
     assert_int_equal(10 + ARPC_ETIMEDOUT, r.status);
     assert_int_equal(0, r.out_len);
@@ -268,7 +209,7 @@ static void test_deadline(void **state)
 static void test_repeat(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--repeat", "500", fx->addr, "t.echo", "abc");
     assert_int_equal(0, r.status);
     assert_memory_equal("calls 500 ok 500 failed 0 p50_us ", r.out, 33);
@@ -287,7 +228,7 @@ static void test_repeat(void **state)
 static void test_usage(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--help");
     assert_int_equal(0, r.status);
     assert_non_null(strstr(r.out, "usage: arpc-call"));
@@ -357,7 +298,7 @@ static void test_json(void **state)
     kv_server_start(&kv);
     fx->kv_pid = kv.pid;
     const char *addr = kv.addr;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--json", addr, "KV.Put", "{\"key\":\"greeting\",\"value\":\"hi \\\"there\\\"\"}");
     assert_int_equal(0, r.status);
     assert_string_equal("true\n", r.out);
@@ -389,8 +330,7 @@ static void test_json(void **state)
     assert_int_equal(10 + ARPC_EINVAL, r.status);
     assert_string_equal("arpc-call: KV.Get: ARPC_EINVAL: DATA is not one JSON value\n", r.err);
     /* --file gives the params too */
-    run_with_input(&r, "{\"key\":\"greeting\"}\n", 19,
-                   (const char *const[]){"--json", "--file", "-", addr, "KV.Get", NULL});
+    RUN_IN(&r, "{\"key\":\"greeting\"}\n", 19, "--json", "--file", "-", addr, "KV.Get");
     assert_int_equal(0, r.status);
     assert_string_equal("\"hi \\\"there\\\"\"\n", r.out);
     /* options that mean nothing for JSON-RPC */
@@ -408,7 +348,7 @@ static void test_json(void **state)
 static void test_json(void **state)
 {
     struct fixture *fx = *state;
-    struct run r;
+    struct call_run r;
     RUN(&r, "--json", fx->addr, "t.echo", "{}");
     assert_int_equal(2, r.status);
     assert_int_equal(0, r.out_len);

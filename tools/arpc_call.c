@@ -5,7 +5,9 @@
  * The reply's bytes go to standard output as they are (hex with --hex; with --json, the
  * result's JSON and a line feed); every failure is one line on standard error,
  * "arpc-call: WHAT: ARPC_EXXX: text", where the text is the server's message when it sent one
- * (escaped: it is a peer's bytes) and arpc_strerror otherwise (tools/call_fail.c).
+ * (escaped: it is a peer's bytes) and arpc_strerror otherwise (tools/call_fail.c). The
+ * library's own log lines are held back (tools/call_log.c): folded into that line when they
+ * add to it, written as they were after a success, so a failure is still one line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +15,10 @@
 
 #include "arpc/arpc.h"
 #include "call_args.h"
+#include "call_creds.h"
 #include "call_fail.h"
 #include "call_json.h"
+#include "call_log.h"
 #include "call_repeat.h"
 #include "exit_codes.h"
 #include "hex.h"
@@ -132,7 +136,7 @@ static int call_repeated(arpc_client *c, const struct call_args *a, const char *
     return status;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     struct call_args a;
     switch (call_args_parse(argc, argv, &a)) {
@@ -156,8 +160,15 @@ int main(int argc, char **argv)
     }
     char why[512] = "";
     arpc_client_options o = {.no_reconnect = true, .errbuf = why, .errbuf_len = sizeof(why)};
+    struct call_creds creds;
+    status = call_creds_apply(&a, &creds, &o);
+    if (status >= 0) {
+        free(body);
+        return status;
+    }
     arpc_client *c = NULL;
     int rc = arpc_client_connect(&c, a.addr, &o);
+    call_creds_clear(&creds);
     if (rc != ARPC_OK) {
         free(body);
         return call_fail(a.addr, rc, why[0] ? why : NULL, strlen(why));
@@ -165,5 +176,13 @@ int main(int argc, char **argv)
     status = a.repeat > 0 ? call_repeated(c, &a, body, len) : call_once(c, &a, body, len);
     arpc_client_close(c);
     free(body);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    call_log_start();
+    int status = run(argc, argv);
+    call_log_end(status == ARPC_CALL_EXIT_OK);
     return status;
 }

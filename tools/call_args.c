@@ -73,6 +73,20 @@ static bool take_repeat(struct call_args *a, const char *v)
     return parse_u64(v, &a->repeat) && a->repeat > 0;
 }
 
+/* The TLS and token options: each a file or a name, not empty. */
+static bool take_string(const char **field, const char *v)
+{
+    *field = v;
+    return v[0] != '\0';
+}
+
+static bool take_ca(struct call_args *a, const char *v) { return take_string(&a->ca_file, v); }
+static bool take_cert(struct call_args *a, const char *v) { return take_string(&a->cert_file, v); }
+static bool take_key(struct call_args *a, const char *v) { return take_string(&a->key_file, v); }
+static bool take_server_name(struct call_args *a, const char *v) { return take_string(&a->server_name, v); }
+static bool take_token(struct call_args *a, const char *v) { return take_string(&a->token, v); }
+static bool take_token_file(struct call_args *a, const char *v) { return take_string(&a->token_file, v); }
+
 static const struct opt opts[] = {
     {"hex", false, take_hex, "DATA (or the file) is hex digits; the reply is printed as hex"},
     {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)"},
@@ -85,6 +99,16 @@ static const struct opt opts[] = {
      "call METHOD (e.g. KV.Get) as JSON-RPC 1.0, as Go's net/rpc/jsonrpc does: DATA is\n"
      "                 params[0] as JSON (default: null); the result's JSON is printed, and a\n"
      "                 server's error string fails with ARPC_EHANDLER"},
+    {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)"},
+    {"cert", true, take_cert, "FILE: our certificate (PEM) for mutual TLS, with --key"},
+    {"key", true, take_key, "FILE: --cert's private key (PEM)"},
+    {"server-name", true, take_server_name,
+     "NAME: the name the tls:// server's certificate must carry (default: ADDR's host)"},
+    {"token-file", true, take_token_file,
+     "FILE: the token sent to a server that checks one: FILE's contents, a trailing\n"
+     "                 line feed stripped"},
+    {"token", true, take_token, "TOKEN: the token itself (seen by ps and kept in shell history: prefer\n"
+                                "                 --token-file)"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -92,15 +116,16 @@ void call_args_usage(FILE *f)
 {
     fprintf(f, "usage: arpc-call [OPTIONS] ADDR METHOD [DATA]\n"
                "       arpc-call [OPTIONS] --list ADDR\n"
-               "Calls METHOD on the arpc server at ADDR (tcp://HOST:PORT, unix:///PATH) with DATA as the\n"
-               "request body (default: empty) and writes the reply's bytes to standard output.\n\n");
+               "Calls METHOD on the arpc server at ADDR (tcp://HOST:PORT, unix:///PATH, tls://HOST:PORT)\n"
+               "with DATA as the request body (default: empty) and writes the reply's bytes to standard\n"
+               "output.\n\n");
     for (size_t i = 0; i < NOPTS; i++)
         fprintf(f, "  --%-12s %s\n", opts[i].name, opts[i].help);
     fprintf(f, "  --%-12s %s\n", "help", "this text");
     fprintf(f, "\nOn failure standard error gets one line, 'arpc-call: METHOD: ARPC_EXXX: text', and the exit\n"
                "status says which:\n"
                "  0   the call succeeded (with --repeat: every call)\n"
-               "  1   a local failure (reading --file, writing the output)\n"
+               "  1   a local failure (reading --file or --token-file, writing the output)\n"
                "  2   a usage error\n"
                "  %d + the error code otherwise (connecting included; --repeat: the first failure's):\n",
             ARPC_CALL_EXIT_BASE);
@@ -186,5 +211,19 @@ enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a
         return usage_error("%s", "--json goes with --file and --deadline-ms only (not --hex, --list, --repeat)");
     if (a->data != NULL && a->file != NULL)
         return usage_error("%s", "DATA and --file both give the request body: choose one");
+    if ((a->cert_file == NULL) != (a->key_file == NULL))
+        return usage_error("%s", "--cert and --key go together (mutual TLS)");
+    if (a->token != NULL && a->token_file != NULL)
+        return usage_error("%s", "--token and --token-file both give the token: choose one");
+    if (a->json && (call_args_tls(a) || a->token != NULL || a->token_file != NULL))
+        return usage_error("%s", "--json takes no TLS or token options (JSON-RPC is tcp:// and unix:// only)");
+    static const char tls_scheme[] = "tls://";
+    if (call_args_tls(a) && strncmp(a->addr, tls_scheme, sizeof(tls_scheme) - 1) != 0)
+        return usage_error("%s", "--ca, --cert, --key and --server-name need a tls:// ADDR");
     return CALL_ARGS_OK;
+}
+
+bool call_args_tls(const struct call_args *a)
+{
+    return a->ca_file != NULL || a->cert_file != NULL || a->key_file != NULL || a->server_name != NULL;
 }

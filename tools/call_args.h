@@ -19,7 +19,18 @@ struct call_args {
     int64_t deadline_ms;  /* --deadline-ms; 0: none given (no deadline) */
     uint64_t repeat;      /* --repeat N; 0: one call, its reply printed */
     bool json;            /* --json: a JSON-RPC 1.0 call, DATA its params[0] (tools/call_json.h) */
+    /* tls:// (arpc_tls_options, tools/call_creds.h); NULL: not given */
+    const char *ca_file;     /* --ca FILE */
+    const char *cert_file;   /* --cert FILE, with --key FILE: mutual TLS */
+    const char *key_file;
+    const char *server_name; /* --server-name NAME */
+    /* the HELLO's token (arpc_client_options.auth_token); at most one of them */
+    const char *token;       /* --token TOKEN (visible in ps: --token-file is better) */
+    const char *token_file;  /* --token-file FILE: its contents, the trailing line feed stripped */
 };
+
+/* Whether any of --ca, --cert, --key, --server-name was given. */
+bool call_args_tls(const struct call_args *a);
 
 enum call_args_result {
     CALL_ARGS_OK,

@@ -1,32 +1,40 @@
 /*
- * arpc-call's failure line (tools/call_fail.h).
+ * arpc-call's failure line (tools/call_fail.h). It is built whole and written with one call,
+ * the library's log lines folded in (tools/call_log.h), so it stays one line.
  */
 #include "call_fail.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "arpc/error.h"
+#include "call_log.h"
 #include "exit_codes.h"
 
 #define MSG_SHOWN_MAX 512 /* longest server message shown, in bytes before escaping */
+#define LINE_MAX_BYTES 8192 /* the message escaped (4 x MSG_SHOWN_MAX) and room for log lines */
 
 int call_fail(const char *what, int code, const void *msg, size_t msg_len)
 {
-    fprintf(stderr, "arpc-call: %s: %s: ", what, arpc_errname(code));
+    char text[4 * MSG_SHOWN_MAX + 4];
     if (msg == NULL || msg_len == 0) {
-        fputs(arpc_strerror(code), stderr);
+        snprintf(text, sizeof(text), "%s", arpc_strerror(code));
     } else {
         const unsigned char *m = msg;
-        size_t n = msg_len < MSG_SHOWN_MAX ? msg_len : MSG_SHOWN_MAX;
+        size_t n = msg_len < MSG_SHOWN_MAX ? msg_len : MSG_SHOWN_MAX, t = 0;
         for (size_t i = 0; i < n; i++) {
             if (m[i] >= 0x20 && m[i] < 0x7f && m[i] != '\\')
-                fputc(m[i], stderr);
+                text[t++] = (char)m[i];
             else
-                fprintf(stderr, "\\x%02x", m[i]);
+                t += (size_t)snprintf(text + t, sizeof(text) - t, "\\x%02x", m[i]);
         }
-        if (n < msg_len)
-            fputs("...", stderr);
+        snprintf(text + t, sizeof(text) - t, "%s", n < msg_len ? "..." : "");
     }
-    fputc('\n', stderr);
+    char line[LINE_MAX_BYTES];
+    size_t room = sizeof(line) - 1; /* the "\n" always fits */
+    snprintf(line, room, "arpc-call: %s: %s: %s", what, arpc_errname(code), text);
+    call_log_fold(line, room, text);
+    strcat(line, "\n");
+    fputs(line, stderr);
     return ARPC_CALL_EXIT_BASE + code;
 }
