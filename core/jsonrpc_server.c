@@ -69,8 +69,13 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
     conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
+    /* Its first byte came through the TLS handshake, as a HELLO would: the same identity as
+     * an arpc client's on this listener (its certificate's subject), for the checks below and
+     * its handlers (arpc_request_peer_subject). */
+    sconn_learn_peer(sc);
     /* A peer without a HELLO has no token: a server that checks who may in lets it in only
-     * where its credentials alone pass (a unix peer on the allow-list). */
+     * where what the transport says of it alone passes (a unix peer on the allow-list, a
+     * callback admitting a verified certificate without a token). */
     char buf[128];
     const char *why = auth_judge_tokenless(sc, buf, sizeof(buf));
     if (why != NULL) {

@@ -159,6 +159,12 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
 
+void sconn_learn_peer(struct server_conn *sc)
+{
+    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
+    sc->sc_peer.cert_subject = sc->sc_peer_subject;
+}
+
 static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 {
     if (sc->sc_hello) {
@@ -168,8 +174,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     }
     /* The TLS handshake is over (HELLO came through it): the client's certificate, if any, is
      * known and may name it (core/server_auth.c). */
-    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
-    sc->sc_peer.cert_subject = sc->sc_peer_subject;
+    sconn_learn_peer(sc);
     if (!auth_admit(sc, f))
         return;
     arpc_server *s = sc->sc_server;

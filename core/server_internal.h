@@ -241,6 +241,11 @@ void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const cha
 /* A call to a numbered_only method that is not numbered: refused ARPC_EREJECTED (a one-way
  * message: dropped, logged). */
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway);
+/* The peer's identity the transport gives, before the checks judge it (arpc/auth.h): over
+ * TLS the verified client certificate's subject (sc_peer_subject, sc_peer.cert_subject).
+ * Loop thread, once per connection, once the handshake is over (its first bytes came
+ * through it): at HELLO, or at a JSON-RPC connection's first byte. */
+void sconn_learn_peer(struct server_conn *sc);
 /* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
  * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);

@@ -34,7 +34,10 @@
  * the connection goes on. So does a request object longer than the server's max_frame: it is
  * dropped as it arrives (never buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id. A
  * JSON-RPC connection has no HELLO and no heartbeat; the idle, frame and connection-count
- * limits apply to it as to any.
+ * limits apply to it as to any. On a tls:// listener its peer is known as an arpc client's
+ * is (arpc_request_peer_subject, arpc_request_peer): the server's checks (arpc/auth.h) run at
+ * its first byte with no token, so a server requiring a token refuses it (answered once with
+ * id null, then closed), and a callback may admit it by its certificate (docs/SECURITY.md).
  *
  * ---- Calling: arpc_jsonrpc_client ----
  * A client for a JSON-RPC 1.0 server such as Go's jsonrpc.ServeConn: one connection, calls
