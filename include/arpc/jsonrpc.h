@@ -27,9 +27,13 @@
  * Responses follow Go's rules: "error" is a string or null, never an object; "result" is null
  * on error; "id" is the request's id (any JSON value, written back compactly; a missing id
  * is null). They leave as soon as they are ready, in any order (Go matches them by id).
- * Limits and bad input: a stream that is not JSON objects, or an object that is not valid
- * JSON, is answered once with {"id":null,"result":null,"error":"jsonrpc: ..."} and the
- * connection is then closed (as Go's server closes on input it cannot decode); a valid object
+ * Limits and bad input: a stream that is not JSON objects, an object that is not valid JSON,
+ * or an end of stream inside an object, ends the input (nothing after it is read, as Go's
+ * ServeCodec stops at input it cannot decode): the calls read before it are answered, then it
+ * is answered once with {"id":null,"result":null,"error":"jsonrpc: ..."}, last, and the
+ * connection is then closed. A handler that never replies holds that close until the
+ * server's stop (JSON-RPC calls carry no deadline), or until the peer is found gone (its
+ * hangup, as after a half-close: docs/SECURITY.md); a valid object
  * that is a bad request (params not an array, an unknown method) gets an error with its id and
  * the connection goes on. So does a request object longer than the server's max_frame: it is
  * dropped as it arrives (never buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id. A
