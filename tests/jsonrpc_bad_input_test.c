@@ -141,6 +141,44 @@ static void test_stream_ends_inside_a_request(void **state)
     expect_answered_then(exchange("{\"method\":", true), "jsonrpc: the stream ended inside a request");
 }
 
+/* A handler that does not reply holds the close (JSON-RPC calls carry no deadline) until the
+ * server's stop, which answers its call ARPC_EABANDONED and closes the connection. */
+static void test_unanswered_call_bounded_by_stop(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    arpc_actor *a;
+    char to[128];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Fast", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Slow", slow, NULL, &(arpc_method_options){.actor = a}));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(0, fd_connect_loopback(fd, to));
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char out[256];
+    int len = snprintf(out, sizeof(out), "%s xx", calls);
+    assert_int_equal(len, write(fd, out, (size_t)len));
+    assert_true(sem_wait_secs(&bad_input_read, WAIT_MS / 1000));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 100)); /* the slow handler is still in */
+    static char got[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    got[have] = '\0';
+    close(fd);
+    sem_post(&slow_go); /* its late reply is dropped */
+    assert_int_equal(0, n);
+    if (strstr(got, "{\"id\":\"a\",\"result\":1,\"error\":null}") == NULL ||
+        strstr(got, "{\"id\":\"b\",\"result\":null,\"error\":\"ARPC_EABANDONED: ") == NULL)
+        fail_msg("expected a's answer and b abandoned at the stop; got:\n%s", got);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_actor_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_garbage_after_calls_half_closed),
         cmocka_unit_test(test_malformed_object_after_calls),
         cmocka_unit_test(test_stream_ends_inside_a_request),
+        cmocka_unit_test(test_unanswered_call_bounded_by_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
