@@ -613,12 +613,11 @@ static int conn_read_room(struct arpc_conn *conn, size_t need, bool held, uint8_
 }
 
 /* The end of the peer's stream. A peer that half-closed after its last request (a pipe into
- * nc, shutdown(SHUT_WR)) still reads: its owner may answer what arrived. Part of a frame left
- * in can never end: that is a lost connection. */
+ * nc, shutdown(SHUT_WR)) still reads: its owner may answer what arrived. With part of a frame
+ * left in, the owner decides (a lost connection, or bad input said after the answers). */
 static void conn_on_eof(struct arpc_conn *conn)
 {
-    bool whole = conn->c_rstart == conn->c_rend && conn->c_body == NULL && conn->c_skip == 0;
-    if (!whole || conn->c_ops->on_eof == NULL) {
+    if (conn->c_ops->on_eof == NULL) {
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;
     }

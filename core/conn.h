@@ -73,9 +73,10 @@ struct arpc_conn_ops {
      * parser (arpc_conn_parse_frames). on_frame is then called only by that parser. */
     size_t (*parse)(struct arpc_conn *conn);
     /* Optional: the peer finished sending (end of stream: a half-close, or a close that
-     * writing will find) with no part of a frame left in: nothing more is read (c_eof), and
-     * the owner closes the connection when it has answered what it read, e.g. with
-     * arpc_conn_close_after_flush. NULL, or part of a frame in: closed (ARPC_ECONNLOST). */
+     * writing will find): nothing more is read (c_eof), and the owner closes the connection
+     * when it has answered what it read, e.g. with arpc_conn_close_after_flush. Part of a
+     * frame may be left in (c_rstart < c_rend, c_body or c_skip): the owner closes at once or
+     * drops it. NULL: closed (ARPC_ECONNLOST). */
     void (*on_eof)(struct arpc_conn *conn);
     /* Optional, with arpc_conn_pass_control: a complete frame found in the read buffer while
      * input is held (PING and PONG pass by themselves and never come here). True: the owner

@@ -349,6 +349,25 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
 
 /* ---- life cycle ---- */
 
+/* Only sockets this client speaks on as they are: tcp://, unix:// and inproc://. A tls://
+ * socket is tcp's (transport/tls_transport.c): the arpc client puts TLS on it, this client
+ * has none, and sending in the clear where the caller asked for TLS would give away what it
+ * meant to protect. So would any scheme added later that this client was not taught. An
+ * unknown or malformed address is the transport's to refuse, with its own words. */
+static int client_scheme_check(const char *addr, char *why, size_t len)
+{
+    const struct arpc_transport_ops *t = arpc_transport_find(addr, NULL);
+    if (t == NULL || t == &arpc_transport_tcp || t == &arpc_transport_unix || t == &arpc_transport_inproc)
+        return ARPC_OK;
+    if (t == &arpc_transport_tls)
+        snprintf(why, len, "JSON-RPC over TLS is not supported by the client (it speaks tcp://, unix:// and "
+                 "inproc:// only): nothing was sent to %s", addr);
+    else
+        snprintf(why, len, "the JSON-RPC client speaks tcp://, unix:// and inproc:// only: nothing was sent to %s",
+                 addr);
+    return ARPC_EADDR;
+}
+
 struct client_setup {
     arpc_jsonrpc_client *cs_client;
     int cs_fd;
@@ -412,6 +431,8 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
         rc = arpc_loop_start(c->jc_loop);
     }
     int fd = -1;
+    if (rc == ARPC_OK)
+        rc = client_scheme_check(addr, why, sizeof(why));
     if (rc == ARPC_OK)
         rc = arpc_transport_connect(addr, o.connect_timeout_ms ? o.connect_timeout_ms : JSONRPC_CONNECT_TIMEOUT_MS,
                                     &fd, why, sizeof(why));

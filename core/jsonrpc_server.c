@@ -9,9 +9,12 @@
  * JSON-RPC response instead, with the call's id, which waits in js_ids (xid -> id text) until
  * then. Calls are never numbered (no client id): JSON-RPC has no retries to deduplicate.
  *
- * Malformed input: an object that is not JSON, or a stream that is not objects, is answered
- * with id null and the connection is closed once that is written (as Go's server closes on a
- * decoding error: nothing after it can be trusted). An object that is JSON but not a good
+ * Malformed input: an object that is not JSON, a stream that is not objects, or an end of
+ * stream inside an object ends the input (nothing after it can be trusted), as Go's server
+ * stops reading at a decoding error: the calls read before it are answered, then it is
+ * answered with id null, and the connection closes once that is written (jsonrpc_end; the
+ * close when the last answer is queued is a half-close's, core/server_inflight.c). An object
+ * that is JSON but not a good
  * request (no method, params not an array, unknown method) gets an error response with its
  * id, and the connection goes on. So does one larger than max_frame, as an oversized arpc
  * frame does: its bytes are dropped as they arrive, keeping only its id
@@ -36,6 +39,12 @@ struct jsonrpc_sconn {
     bool js_skimming;
     struct arpc_u64_map js_ids; /* xid -> the call's id as JSON text (arpc_malloc, NUL-terminated) */
     uint64_t js_next_xid;
+    /* Bad input (or a failed check) ended the input: nothing more is parsed, and this response
+     * (id null) goes out once the calls read before it are answered (jsonrpc_sconn_last_words). */
+    bool js_ended;
+    uint8_t *js_last_line; /* NULL once queued */
+    size_t js_last_len;
+    int js_last_code;
 };
 
 bool jsonrpc_sconn_is(const struct server_conn *sc) { return sc->sc_json != NULL; }
@@ -69,8 +78,13 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
     conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
+    /* Its first byte came through the TLS handshake, as a HELLO would: the same identity as
+     * an arpc client's on this listener (its certificate's subject), for the checks below and
+     * its handlers (arpc_request_peer_subject). */
+    sconn_learn_peer(sc);
     /* A peer without a HELLO has no token: a server that checks who may in lets it in only
-     * where its credentials alone pass (a unix peer on the allow-list). */
+     * where what the transport says of it alone passes (a unix peer on the allow-list, a
+     * callback admitting a verified certificate without a token). */
     char buf[128];
     const char *why = auth_judge_tokenless(sc, buf, sizeof(buf));
     if (why != NULL) {
@@ -93,23 +107,33 @@ void jsonrpc_sconn_close(struct server_conn *sc)
         return;
     arpc_u64_map_drain(&js->js_ids, jsonrpc_free_id, NULL);
     arpc_u64_map_fini(&js->js_ids);
+    arpc_free(js->js_last_line);
     arpc_free(js);
     sc->sc_json = NULL;
 }
 
-/* Queues a response line for id (taken: freed here). error: a plain message, or NULL for
- * result. */
+/* A response line for id (taken: freed here; NULL: no memory), *len its length. error: a
+ * plain message, or NULL for result. NULL without memory. */
+static uint8_t *jsonrpc_response_line(char *id, const void *result, size_t result_len, const char *error,
+                                      size_t error_len, size_t *len)
+{
+    size_t qlen = 0;
+    char *quoted = error != NULL ? jsonrpc_quote(error, error_len, &qlen) : NULL;
+    uint8_t *line = NULL;
+    if (id != NULL && (error == NULL || quoted != NULL))
+        line = jsonrpc_encode_response(id, strlen(id), result, result_len, quoted, qlen, len);
+    arpc_free(quoted);
+    arpc_free(id);
+    return line;
+}
+
+/* Queues a response line for id (taken), as jsonrpc_response_line makes it. */
 static void jsonrpc_respond(struct server_conn *sc, char *id, const void *result, size_t result_len,
                             const char *error, size_t error_len)
 {
     struct arpc_conn *conn = &sc->sc_conn;
-    size_t qlen = 0, len = 0;
-    char *quoted = error != NULL ? jsonrpc_quote(error, error_len, &qlen) : NULL;
-    uint8_t *line = NULL;
-    if (error == NULL || quoted != NULL)
-        line = jsonrpc_encode_response(id, strlen(id), result, result_len, quoted, qlen, &len);
-    arpc_free(quoted);
-    arpc_free(id);
+    size_t len = 0;
+    uint8_t *line = jsonrpc_response_line(id, result, result_len, error, error_len, &len);
     if (line == NULL || arpc_conn_send(conn, line, line, len) == ARPC_ENOMEM)
         arpc_conn_close(conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }
@@ -122,17 +146,59 @@ static char *jsonrpc_null_id(void)
     return id;
 }
 
-/* Said once with id null (as a GOAWAY would say it), then the connection closes once that is
- * written: bad input (ARPC_EPROTO) or a failed authentication (ARPC_EAUTH). */
-static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *why)
+/* Bad input (ARPC_EPROTO) or a failed authentication (ARPC_EAUTH) ends the input, as Go's
+ * ServeCodec stops reading at a request it cannot decode: nothing after it is parsed (what
+ * follows is dropped as it comes, until the end of stream or the close), the calls read
+ * before it are answered, and then it is said once with id null (as a GOAWAY would say it),
+ * last: a Go client fails every call still pending at a response it cannot match. The owner
+ * closes the connection once that is written (sconn_end_input). False: no memory (closed). */
+static bool jsonrpc_end(struct server_conn *sc, int code, const char *why)
 {
     struct arpc_conn *conn = &sc->sc_conn;
-    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s: %s%s", conn->c_peer,
+    struct jsonrpc_sconn *js = sc->sc_json;
+    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s%s: %s%s", conn->c_peer,
+             sconn_owes_answers(sc) ? " once its calls are answered" : "",
              code == ARPC_EAUTH ? "authentication failed: " : "", why);
-    char *id = jsonrpc_null_id();
-    if (id != NULL)
-        jsonrpc_respond(sc, id, NULL, 0, why, strlen(why));
-    arpc_conn_close_after_flush(conn, code);
+    js->js_last_line = jsonrpc_response_line(jsonrpc_null_id(), NULL, 0, why, strlen(why), &js->js_last_len);
+    if (js->js_last_line == NULL) {
+        jsonrpc_close_nomem(conn);
+        return false;
+    }
+    js->js_last_code = code;
+    js->js_ended = true;
+    js->js_skimming = false;
+    conn->c_skip = 0;
+    conn->c_rstart = conn->c_rend; /* after bad input nothing can be trusted */
+    conn->c_frame_since = 0;       /* no request is partly read any more: the frame timeout is off */
+    return true;
+}
+
+static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *why)
+{
+    if (jsonrpc_end(sc, code, why))
+        (void)sconn_end_input(sc);
+}
+
+bool jsonrpc_sconn_ended(const struct server_conn *sc) { return sc->sc_json != NULL && sc->sc_json->js_ended; }
+
+bool jsonrpc_sconn_cut_short(struct server_conn *sc)
+{
+    if (sc->sc_json == NULL)
+        return false;
+    if (!sc->sc_json->js_ended)
+        (void)jsonrpc_end(sc, ARPC_EPROTO, "jsonrpc: the stream ended inside a request");
+    return true;
+}
+
+int jsonrpc_sconn_last_words(struct server_conn *sc)
+{
+    struct jsonrpc_sconn *js = sc->sc_json;
+    if (js == NULL || js->js_last_line == NULL)
+        return 0;
+    uint8_t *line = js->js_last_line;
+    js->js_last_line = NULL;
+    (void)arpc_conn_send(&sc->sc_conn, line, line, js->js_last_len); /* without memory: the close says it */
+    return js->js_last_code;
 }
 
 static void jsonrpc_refuse(struct server_conn *sc, const char *why) { jsonrpc_refuse_code(sc, ARPC_EPROTO, why); }
@@ -306,7 +372,12 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
     size_t parsed_from = conn->c_rstart;
-    while (js != NULL && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush) {
+    if (js != NULL && js->js_ended) {
+        conn->c_rstart = conn->c_rend; /* after bad input: dropped as it comes (jsonrpc_end) */
+        return 0;
+    }
+    while (js != NULL && !js->js_ended && conn->c_open && conn->c_hold == 0 && !conn->c_close_pending &&
+           !conn->c_close_after_flush) {
         if (js->js_skimming && !jsonrpc_skim_oversized(sc))
             return js->js_skimming ? 1 : 0; /* more of it to drop, or closed for bad input */
         size_t len;

@@ -22,6 +22,16 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc);
 size_t jsonrpc_sconn_parse(struct server_conn *sc);
 /* The connection closed: its calls' ids are freed (replies still to come are dropped). */
 void jsonrpc_sconn_close(struct server_conn *sc);
+/* Bad input ended a JSON-RPC connection's input (nothing more is parsed): it closes once the
+ * calls read before it are answered, after its last words (jsonrpc_sconn_last_words). */
+bool jsonrpc_sconn_ended(const struct server_conn *sc);
+/* The end of stream came with part of a request in: on a JSON-RPC connection that is bad input
+ * (its input ended as above, the part dropped) and true is returned; false for arpc frames.
+ * May close the connection (no memory). */
+bool jsonrpc_sconn_cut_short(struct server_conn *sc);
+/* Queues the response saying why the input ended, once, and returns its code (ARPC_EPROTO,
+ * ARPC_EAUTH) for the close; 0 when there is none (not JSON-RPC, or its input did not end so). */
+int jsonrpc_sconn_last_words(struct server_conn *sc);
 /* The server's answers, written as JSON-RPC responses on a JSON-RPC connection: true when sc
  * is one (rm, an encoded REPLY or ERROR frame, is then taken); false: send the frame. */
 bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm);
@@ -37,6 +47,9 @@ void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8
 static inline bool jsonrpc_sconn_adopt(struct server_conn *sc) { (void)sc; return false; }
 static inline size_t jsonrpc_sconn_parse(struct server_conn *sc) { (void)sc; return 0; }
 static inline void jsonrpc_sconn_close(struct server_conn *sc) { (void)sc; }
+static inline bool jsonrpc_sconn_ended(const struct server_conn *sc) { (void)sc; return false; }
+static inline bool jsonrpc_sconn_cut_short(struct server_conn *sc) { (void)sc; return false; }
+static inline int jsonrpc_sconn_last_words(struct server_conn *sc) { (void)sc; return 0; }
 static inline bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm)
 {
     (void)sc;

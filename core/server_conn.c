@@ -159,6 +159,12 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
 
+void sconn_learn_peer(struct server_conn *sc)
+{
+    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
+    sc->sc_peer.cert_subject = sc->sc_peer_subject;
+}
+
 static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 {
     if (sc->sc_hello) {
@@ -168,8 +174,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     }
     /* The TLS handshake is over (HELLO came through it): the client's certificate, if any, is
      * known and may name it (core/server_auth.c). */
-    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
-    sc->sc_peer.cert_subject = sc->sc_peer_subject;
+    sconn_learn_peer(sc);
     if (!auth_admit(sc, f))
         return;
     arpc_server *s = sc->sc_server;
@@ -324,18 +329,43 @@ static void sconn_probe(struct server_conn *sc)
     (void)arpc_conn_send(conn, nl, nl, 1);
 }
 
-/* The client sent all it will (a half-close, e.g. a pipe into nc): the calls it sent are
- * answered, then the connection closes (core/server_inflight.c: inflight_end). With a reply
- * log some replies leave only once their records are durable, after their calls stopped
- * counting, so there it closes once what is queued is written, as it did for every end of
- * stream before: a numbered call's result stays in the reply cache for its retry. */
+void sconn_close_answered(struct server_conn *sc)
+{
+    int code = jsonrpc_sconn_last_words(sc); /* after every answer: queued last */
+    arpc_conn_close_after_flush(&sc->sc_conn, code != 0 ? code : ARPC_ECONNLOST);
+}
+
+bool sconn_input_ended(const struct server_conn *sc) { return sc->sc_conn.c_eof || jsonrpc_sconn_ended(sc); }
+
+/* The calls it sent are answered, then the connection closes (core/server_inflight.c:
+ * inflight_end). With a reply log some replies leave only once their records are durable,
+ * after their calls stopped counting, so there it closes once what is queued is written, as it
+ * did for every end of stream before: a numbered call's result stays in the reply cache for
+ * its retry. */
+bool sconn_end_input(struct server_conn *sc)
+{
+    if (sconn_owes_answers(sc) && sc->sc_server->sv_log == NULL)
+        return false;
+    sconn_close_answered(sc);
+    return true;
+}
+
+/* The client sent all it will (a half-close, e.g. a pipe into nc): what it sent is answered
+ * (sconn_end_input). Part of an arpc frame left in can never end: a lost connection; part of
+ * a JSON-RPC request is bad input, said after the answers (as Go's server answers the calls
+ * it read before an unexpected end of stream). */
 static void sconn_on_eof(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
+    bool whole = conn->c_rstart == conn->c_rend && conn->c_body == NULL && conn->c_skip == 0;
+    if (!whole && !jsonrpc_sconn_cut_short(sc)) {
+        arpc_conn_close(conn, ARPC_ECONNLOST);
+        return;
+    }
+    if (!conn->c_open || conn->c_close_pending)
+        return; /* no memory for its last words */
     arpc_stat_inc(&sc->sc_server->sv_stats.ss_half_closed);
-    if (!sconn_owes_answers(sc) || sc->sc_server->sv_log != NULL)
-        arpc_conn_close_after_flush(conn, ARPC_ECONNLOST);
-    else
+    if (!sconn_end_input(sc))
         sconn_probe(sc);
 }
 

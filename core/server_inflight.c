@@ -220,11 +220,12 @@ static void inflight_release_client(arpc_server *s, struct inflight_client *c)
     }
 }
 
-/* A client that sent all it will (a half-close) is closed once all it sent is answered. */
+/* A client that sent all it will (a half-close, or bad input on JSON-RPC) is closed once all
+ * it sent is answered. */
 static void inflight_close_if_answered(struct server_conn *sc)
 {
-    if (sc->sc_conn.c_eof && !sconn_owes_answers(sc))
-        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ECONNLOST);
+    if (sconn_input_ended(sc) && !sconn_owes_answers(sc))
+        sconn_close_answered(sc);
 }
 
 void inflight_end(arpc_request *req, size_t reply_len)

@@ -242,6 +242,20 @@ void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const cha
 /* A call to a numbered_only method that is not numbered: refused ARPC_EREJECTED (a one-way
  * message: dropped, logged). */
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway);
+/* The client's input is over: its end of stream (a half-close), or bad input on a JSON-RPC
+ * connection (nothing after it is parsed). */
+bool sconn_input_ended(const struct server_conn *sc);
+/* Input over (sconn_input_ended): closes once written if nothing is owed (or with a reply log),
+ * and returns true; false: it closes when the last answer is queued (core/server_inflight.c). */
+bool sconn_end_input(struct server_conn *sc);
+/* Input over and every answer queued: the JSON-RPC connection's last words (why its input
+ * ended) go last, then it closes once all is written. */
+void sconn_close_answered(struct server_conn *sc);
+/* The peer's identity the transport gives, before the checks judge it (arpc/auth.h): over
+ * TLS the verified client certificate's subject (sc_peer_subject, sc_peer.cert_subject).
+ * Loop thread, once per connection, once the handshake is over (its first bytes came
+ * through it): at HELLO, or at a JSON-RPC connection's first byte. */
+void sconn_learn_peer(struct server_conn *sc);
 /* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
  * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);

@@ -342,6 +342,23 @@ static void test_json(void **state)
     kv_server_stop(&kv);
 }
 
+/* --json to a tls:// address: refused before connecting (the JSON-RPC client has no TLS),
+ * never sent in the clear to the port named. */
+static void test_json_tls_refused(void **state)
+{
+    struct fixture *fx = *state;
+    char tls_addr[ARPC_ADDR_MAX];
+    snprintf(tls_addr, sizeof(tls_addr), "tls%s", fx->addr + strlen("tcp")); /* the same port */
+    struct run r;
+    RUN(&r, "--json", tls_addr, "t.echo", "\"secret\"");
+    assert_int_equal(10 + ARPC_EADDR, r.status);
+    assert_int_equal(0, r.out_len);
+    assert_non_null(strstr(r.err, "ARPC_EADDR: JSON-RPC over TLS is not supported by the client"));
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(fx->server, &st));
+    assert_int_equal(0, st.connections_accepted);
+}
+
 #else
 
 /* Built without jansson: --json is refused with a clear message, not sent as arpc. */
@@ -372,6 +389,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+#ifdef ARPC_WITH_JSONRPC
+        cmocka_unit_test_setup_teardown(test_json_tls_refused, setup, teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,7 +98,8 @@ static const struct opt opts[] = {
     {"json", false, take_json,
      "call METHOD (e.g. KV.Get) as JSON-RPC 1.0, as Go's net/rpc/jsonrpc does: DATA is\n"
      "                 params[0] as JSON (default: null); the result's JSON is printed, and a\n"
-     "                 server's error string fails with ARPC_EHANDLER"},
+     "                 server's error string fails with ARPC_EHANDLER; tcp:// and unix:// only\n"
+     "                 (a tls:// ADDR fails with ARPC_EADDR: nothing is sent without TLS)"},
     {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)"},
     {"cert", true, take_cert, "FILE: our certificate (PEM) for mutual TLS, with --key"},
     {"key", true, take_key, "FILE: --cert's private key (PEM)"},

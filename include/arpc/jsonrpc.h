@@ -27,14 +27,21 @@
  * Responses follow Go's rules: "error" is a string or null, never an object; "result" is null
  * on error; "id" is the request's id (any JSON value, written back compactly; a missing id
  * is null). They leave as soon as they are ready, in any order (Go matches them by id).
- * Limits and bad input: a stream that is not JSON objects, or an object that is not valid
- * JSON, is answered once with {"id":null,"result":null,"error":"jsonrpc: ..."} and the
- * connection is then closed (as Go's server closes on input it cannot decode); a valid object
+ * Limits and bad input: a stream that is not JSON objects, an object that is not valid JSON,
+ * or an end of stream inside an object, ends the input (nothing after it is read, as Go's
+ * ServeCodec stops at input it cannot decode): the calls read before it are answered, then it
+ * is answered once with {"id":null,"result":null,"error":"jsonrpc: ..."}, last, and the
+ * connection is then closed. A handler that never replies holds that close until the
+ * server's stop (JSON-RPC calls carry no deadline), or until the peer is found gone (its
+ * hangup, as after a half-close: docs/SECURITY.md); a valid object
  * that is a bad request (params not an array, an unknown method) gets an error with its id and
  * the connection goes on. So does a request object longer than the server's max_frame: it is
  * dropped as it arrives (never buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id. A
  * JSON-RPC connection has no HELLO and no heartbeat; the idle, frame and connection-count
- * limits apply to it as to any.
+ * limits apply to it as to any. On a tls:// listener its peer is known as an arpc client's
+ * is (arpc_request_peer_subject, arpc_request_peer): the server's checks (arpc/auth.h) run at
+ * its first byte with no token, so a server requiring a token refuses it (answered once with
+ * id null, then closed), and a callback may admit it by its certificate (docs/SECURITY.md).
  *
  * ---- Calling: arpc_jsonrpc_client ----
  * A client for a JSON-RPC 1.0 server such as Go's jsonrpc.ServeConn: one connection, calls
@@ -81,9 +88,12 @@ typedef struct arpc_jsonrpc_options {
     size_t errbuf_len;
 } arpc_jsonrpc_options;
 
-/* Connects to "tcp://host:port" or "unix:///path" (blocking up to connect_timeout_ms). opts
- * may be NULL. Errors: ARPC_EADDR, ARPC_ECONNREFUSED, ARPC_ETIMEDOUT, ARPC_ENOMEM,
- * ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words. */
+/* Connects to "tcp://host:port" or "unix:///path" ("inproc://name" in this process too;
+ * blocking up to connect_timeout_ms). opts may be NULL. The client has no TLS: a "tls://"
+ * address (or any other scheme) fails ARPC_EADDR before anything is sent, errbuf saying
+ * "JSON-RPC over TLS is not supported by the client" (never the request in clear text to a
+ * port the caller meant to reach through TLS). Errors: ARPC_EADDR, ARPC_ECONNREFUSED,
+ * ARPC_ETIMEDOUT, ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words. */
 ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const arpc_jsonrpc_options *opts,
                                     size_t opts_size);
 #define arpc_jsonrpc_connect(out, addr, opts) \

@@ -1,0 +1,235 @@
+/*
+ * A JSON-RPC peer on a tls:// listener is known as an arpc client there is
+ * (core/jsonrpc_server.c: jsonrpc_sconn_adopt): the subject of its verified client
+ * certificate reaches its handlers (arpc_request_peer_subject, arpc_request_peer's
+ * cert_subject and certificate identity) and the server's authenticate callback, which can
+ * then admit it by its certificate; a server that requires a token refuses it (it cannot send
+ * one: docs/SECURITY.md). The JSON-RPC client has no TLS, so the peer here is a bare OpenSSL
+ * client with certificates made at run time (support/tls_certs.c). Built without TLS, only
+ * that a plain JSON-RPC peer has no subject.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#define WAIT_MS 20000 /* bounds a hang, never a timing check */
+
+static atomic_int whoami_runs;
+
+/* Replies the peer's subject as a JSON string ("(none)" without one), once it checked that
+ * every view of the peer agrees on it. */
+static void h_whoami(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&whoami_runs, 1);
+    const char *subject = arpc_request_peer_subject(req);
+    const arpc_peer_info *peer = arpc_request_peer(req);
+    bool named = (peer->identity & ARPC_AUTH_CERT_IDENTITY) != 0;
+    if (named != (subject != NULL) || (peer->cert_subject == NULL) != (subject == NULL) ||
+        (subject != NULL && strcmp(peer->cert_subject, subject) != 0)) {
+        arpc_reply_error(req, "the peer's views disagree");
+        return;
+    }
+    char out[256];
+    int n = snprintf(out, sizeof(out), "\"%s\"", subject != NULL ? subject : "(none)");
+    arpc_reply(req, out, (size_t)n);
+}
+
+static const char call[] = "{\"method\":\"Who.Am\",\"params\":[1],\"id\":1}\n";
+
+#ifdef ARPC_TEST_WITH_TLS
+#include <fcntl.h>
+#include <openssl/ssl.h>
+
+#include "support/tls_certs.h"
+
+static struct tls_certs certs;
+static char ca[256], server_pem[256], server_key[256], client_pem[256], client_key[256];
+
+/* The subject the authenticate callback was shown, for the test to check. */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char seen_subject[256];
+
+/* Lets in a verified certificate without a token (and nobody else). */
+static int admit_certificates(const arpc_peer_info *peer, const void *token, size_t len, uint64_t *identity,
+                              void *ctx)
+{
+    (void)token, (void)len, (void)identity, (void)ctx;
+    pthread_mutex_lock(&seen_mu);
+    snprintf(seen_subject, sizeof(seen_subject), "%s", peer->cert_subject != NULL ? peer->cert_subject : "(none)");
+    pthread_mutex_unlock(&seen_mu);
+    return peer->cert_subject != NULL ? ARPC_OK : ARPC_EAUTH;
+}
+
+/* A server on tls://127.0.0.1:0 requiring client certificates from ca; addr gets its address. */
+static arpc_server *start_server(arpc_authenticate_fn authenticate, void *auth_ctx, char *addr)
+{
+    arpc_tls_options tls = {.cert_file = server_pem, .key_file = server_key, .ca_file = ca,
+                            .require_client_cert = true};
+    arpc_server_options so = {.workers = 1, .tls = &tls, .authenticate = authenticate, .authenticate_ctx = auth_ctx};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "Who.Am", h_whoami, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
+    return s;
+}
+
+/* Sends one JSON-RPC request over TLS with the client certificate and returns everything the
+ * server wrote until it closed (or WAIT_MS passed: the test then fails on what it lacks). */
+static const char *tls_json_call(const char *addr, const char *request)
+{
+    int fd;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
+    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
+    struct timeval hang = {.tv_sec = WAIT_MS / 1000};
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    assert_int_equal(1, SSL_CTX_load_verify_locations(ctx, ca, NULL));
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(1, SSL_CTX_use_certificate_file(ctx, client_pem, SSL_FILETYPE_PEM));
+    assert_int_equal(1, SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM));
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    assert_int_equal(1, SSL_connect(ssl));
+    assert_int_equal((int)strlen(request), SSL_write(ssl, request, (int)strlen(request)));
+    static char got[4096];
+    size_t have = 0;
+    int n;
+    /* One answer is all a request gets: read it, and the close that follows a refusal. */
+    while (have < sizeof(got) - 1 && (n = SSL_read(ssl, got + have, (int)(sizeof(got) - 1 - have))) > 0) {
+        have += (size_t)n;
+        if (got[have - 1] == '\n' && strstr(got, "\"id\":1,") != NULL)
+            break;
+    }
+    got[have] = '\0';
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    return got;
+}
+
+static void stop_server(arpc_server *s)
+{
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+#define ALICE_ANSWER "{\"id\":1,\"result\":\"" TLS_CERTS_CLIENT_SUBJECT "\",\"error\":null}\n"
+
+/* No checks configured: the handler sees the certificate's subject, as an arpc client's. */
+static void test_json_peer_subject(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(NULL, NULL, addr);
+    assert_string_equal(ALICE_ANSWER, tls_json_call(addr, call));
+    stop_server(s);
+}
+
+/* A callback admitting verified certificates is shown the subject and lets the peer in. */
+static void test_json_peer_admitted_by_certificate(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(admit_certificates, NULL, addr);
+    assert_string_equal(ALICE_ANSWER, tls_json_call(addr, call));
+    pthread_mutex_lock(&seen_mu);
+    assert_string_equal(TLS_CERTS_CLIENT_SUBJECT, seen_subject);
+    pthread_mutex_unlock(&seen_mu);
+    stop_server(s);
+}
+
+/* A server that requires a token refuses a JSON-RPC peer, certificate or not: it cannot send
+ * one. Said with id null, then closed; nothing runs. */
+static void test_json_peer_token_required(void **state)
+{
+    (void)state;
+    static const char token[] = "s3cret";
+    static const arpc_auth_token tokens[] = {{.token = token, .len = sizeof(token) - 1}, {.token = NULL}};
+    char addr[ARPC_ADDR_MAX];
+    int runs = atomic_load(&whoami_runs);
+    arpc_server *s = start_server(arpc_auth_fixed_tokens, (void *)tokens, addr);
+    const char *got = tls_json_call(addr, call);
+    assert_non_null(strstr(got, "{\"id\":null,\"result\":null,\"error\":\"the server requires a token"));
+    assert_int_equal(runs, atomic_load(&whoami_runs));
+    stop_server(s);
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    if (!tls_certs_make(&certs))
+        return -1;
+    snprintf(ca, sizeof(ca), "%s", tls_certs_path(&certs, "ca", "pem"));
+    snprintf(server_pem, sizeof(server_pem), "%s", tls_certs_path(&certs, "server", "pem"));
+    snprintf(server_key, sizeof(server_key), "%s", tls_certs_path(&certs, "server", "key"));
+    snprintf(client_pem, sizeof(client_pem), "%s", tls_certs_path(&certs, "client", "pem"));
+    snprintf(client_key, sizeof(client_key), "%s", tls_certs_path(&certs, "client", "key"));
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    tls_certs_remove(&certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_peer_subject),
+        cmocka_unit_test(test_json_peer_admitted_by_certificate),
+        cmocka_unit_test(test_json_peer_token_required),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else /* built without TLS */
+
+/* A plain JSON-RPC peer has no subject. */
+static void test_plain_json_peer_has_no_subject(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1};
+    arpc_server *s;
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "Who.Am", h_whoami, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(0, fd_connect_loopback(fd, addr));
+    assert_int_equal((ssize_t)strlen(call), write(fd, call, strlen(call)));
+    char got[256] = "";
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && strchr(got, '\n') == NULL && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    close(fd);
+    assert_string_equal("{\"id\":1,\"result\":\"(none)\",\"error\":null}\n", got);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1000));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+int main(void)
+{
+    printf("jsonrpc_tls_peer_test: built without TLS (ARPC_WITH_TLS off): only a plain peer's empty subject\n");
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_plain_json_peer_has_no_subject)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif
