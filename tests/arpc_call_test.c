@@ -349,7 +349,7 @@ static void test_json_tls_refused(void **state)
     struct fixture *fx = *state;
     char tls_addr[ARPC_ADDR_MAX];
     snprintf(tls_addr, sizeof(tls_addr), "tls%s", fx->addr + strlen("tcp")); /* the same port */
-    struct run r;
+    struct call_run r;
     RUN(&r, "--json", tls_addr, "t.echo", "\"secret\"");
     assert_int_equal(10 + ARPC_EADDR, r.status);
     assert_int_equal(0, r.out_len);
