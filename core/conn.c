@@ -242,16 +242,23 @@ void arpc_conn_flush_batch(struct arpc_conn *conn)
 {
     if (conn->c_out.q_count < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
         return;
-    if (!conn->c_open || conn->c_close_pending || ev_is_active(&conn->c_wio) || conn->c_write_wants_read)
+    if (!conn->c_open || conn->c_close_pending || conn->c_close_deferred || ev_is_active(&conn->c_wio) ||
+        conn->c_write_wants_read)
         return; /* closing, the socket is full, or the stream must read first: their paths flush */
     /* Whoever called goes on using the connection: a close this flush decides (a failed
      * stream, the end of a close-after-flush) waits until the parse ends, or else until the
-     * prepare watcher (conn_on_prepare), which a queued frame started. */
+     * prepare watcher (conn_on_prepare), which a queued frame started. Until then the frames
+     * already read still go up, as they did when this write waited for that watcher: a
+     * client's goodbye behind its pipelined calls is heard, not taken for a lost connection. */
     bool outer = conn->c_dispatching;
     conn->c_dispatching = true;
     (void)conn_flush(conn);
     conn->c_dispatching = outer;
-    if (conn->c_close_pending && !outer && !ev_is_active(&conn->c_flush)) {
+    if (!conn->c_close_pending)
+        return;
+    conn->c_close_pending = false; /* (it was not before the flush) */
+    conn->c_close_deferred = true;
+    if (!outer && !ev_is_active(&conn->c_flush)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
     }
@@ -351,7 +358,7 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     ev_prepare_stop(ev, w);
-    if (conn->c_close_pending) { /* decided by an early flush outside a parse */
+    if (conn->c_close_deferred) { /* decided by an early flush outside a parse */
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
@@ -722,7 +729,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             break; /* the socket is drained for now, the owner holds input, or others' turn */
     }
     conn->c_dispatching = false;
-    if (conn->c_close_pending) {
+    if (conn->c_close_pending || conn->c_close_deferred) {
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
@@ -772,7 +779,7 @@ static bool conn_parse_buffered(struct arpc_conn *conn)
     conn->c_dispatching = true;
     conn_parse(conn);
     conn->c_dispatching = false;
-    if (conn->c_close_pending) {
+    if (conn->c_close_pending || conn->c_close_deferred) {
         conn_do_close(conn, conn->c_close_reason);
         return true;
     }

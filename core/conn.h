@@ -121,6 +121,9 @@ struct arpc_conn {
     bool c_dispatching;   /* inside the read/parse loop */
     bool c_close_pending; /* close requested during dispatch */
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
+    bool c_close_deferred; /* an early write decided a close (arpc_conn_flush_batch): carried
+                            * out once the dispatch ends, or by the prepare watcher, without
+                            * stopping the frames already read from going up */
     bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
@@ -338,8 +341,9 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn);
  * window while this one handles the rest, instead of the two taking turns (one loop busy, the
  * other asleep; docs/PERFORMANCE.md, "Two loops at once"). Below the bounds nothing changes:
  * output waits for the prepare watcher, one gathered write per turn. Loop thread; the caller
- * may go on using the connection: a close the write decides is carried out at the end of the
- * parse or by the prepare watcher. */
+ * may go on using the connection: a close the write decides (c_close_deferred) is carried out
+ * at the end of the parse or by the prepare watcher, and the frames already read go up first,
+ * as they did when the write waited for that watcher. */
 #define ARPC_CONN_BATCH_FRAMES 128
 #define ARPC_CONN_BATCH_BYTES (64 * 1024)
 void arpc_conn_flush_batch(struct arpc_conn *conn);
