@@ -41,14 +41,33 @@ void test_echo(arpc_request *req, void *ctx)
     arpc_reply(req, data, len);
 }
 
-bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms)
+/* Reads the 64-bit count at offset of obj's stats into *v; false if the stats cannot be had. */
+typedef bool (*stat_read_fn)(void *obj, size_t offset, uint64_t *v);
+
+static bool server_stat_read(void *obj, size_t offset, uint64_t *v)
+{
+    arpc_server_stats st;
+    if (arpc_server_stats(obj, &st) != ARPC_OK)
+        return false;
+    memcpy(v, (const char *)&st + offset, sizeof(*v));
+    return true;
+}
+
+static bool client_stat_read(void *obj, size_t offset, uint64_t *v)
+{
+    arpc_client_stats st;
+    if (arpc_client_stats(obj, &st) != ARPC_OK)
+        return false;
+    memcpy(v, (const char *)&st + offset, sizeof(*v));
+    return true;
+}
+
+static bool stat_reaches(stat_read_fn read, void *obj, size_t offset, uint64_t want, int ms)
 {
     for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */
-        arpc_server_stats st;
-        if (arpc_server_stats(s, &st) != ARPC_OK)
-            return false;
         uint64_t v;
-        memcpy(&v, (const char *)&st + offset, sizeof(v));
+        if (!read(obj, offset, &v))
+            return false;
         if (v == want)
             return true;
         if (now_ms() >= until)
@@ -56,19 +75,14 @@ bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, in
     }
 }
 
+bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms)
+{
+    return stat_reaches(server_stat_read, s, offset, want, ms);
+}
+
 bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms)
 {
-    for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */
-        arpc_client_stats st;
-        if (arpc_client_stats(c, &st) != ARPC_OK)
-            return false;
-        uint64_t v;
-        memcpy(&v, (const char *)&st + offset, sizeof(v));
-        if (v == want)
-            return true;
-        if (now_ms() >= until)
-            return false;
-    }
+    return stat_reaches(client_stat_read, c, offset, want, ms);
 }
 
 bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
