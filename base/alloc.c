@@ -41,3 +41,14 @@ void arpc_free(void *ptr)
     if (ptr != NULL)
         current.free_fn(ptr, current.ctx);
 }
+
+char *arpc_text_copy(const char *text, size_t len)
+{
+    char *copy = arpc_malloc(len + 1);
+    if (copy != NULL) {
+        if (len > 0)
+            memcpy(copy, text, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}

@@ -169,9 +169,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         /* Why, as a server's message comes (its length; a NUL after it); without memory the
          * code alone. */
         size_t why_len = why != NULL ? strlen(why) : 0;
-        char *text = why != NULL ? arpc_malloc(why_len + 1) : NULL;
-        if (text != NULL)
-            memcpy(text, why, why_len + 1);
+        char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }

@@ -16,18 +16,11 @@
 #include "core/frame.h"
 #include "transport/tls.h"
 
-/* A reply's bytes, or an error's message followed by a NUL (not counted), so that the caller
- * may print it as a string (client.h). */
-static void *copy_bytes(const void *src, size_t len, bool text)
+static void *copy_bytes(const void *src, size_t len)
 {
-    size_t size = len + (text ? 1 : 0);
-    char *p = arpc_malloc(size ? size : 1);
-    if (p == NULL)
-        return NULL;
-    if (len)
+    void *p = arpc_malloc(len ? len : 1);
+    if (p != NULL && len)
         memcpy(p, src, len);
-    if (text)
-        p[len] = '\0';
     return p;
 }
 
@@ -62,7 +55,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     size_t cap;
     void *data = ok ? arpc_conn_take_body(&c->cl_conn, &cap) : NULL;
     if (data == NULL)
-        data = copy_bytes(src, len, !ok);
+        data = ok ? copy_bytes(src, len) : arpc_text_copy(src, len); /* a message: printable (client.h) */
     if (data == NULL)
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     else

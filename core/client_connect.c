@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -89,7 +88,7 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
         return;
     }
     char why[CLIENT_WHY_MAX];
-    bool tls = strncmp(c->cl_target.t_addr, "tls://", 6) == 0; /* its handshake comes first */
+    bool tls = c->cl_target.t_ops == &arpc_transport_tls; /* its handshake comes first */
     snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
              (long long)c->cl_connect_timeout_ms,
              !c->cl_conn.c_open ? "no connection"

@@ -542,7 +542,7 @@ static int conn_reserve(struct arpc_conn *conn, size_t want)
  * Only a timestamp: the owner's coarse sweep compares it (no timer per connection). */
 static void conn_track_partial(struct arpc_conn *conn, bool consumed)
 {
-    if (conn->c_rstart == conn->c_rend && conn->c_skip == 0 && conn->c_body == NULL)
+    if (!arpc_conn_partial_frame(conn))
         conn->c_frame_since = 0;
     else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
         conn->c_frame_since = ev_now(conn->c_ev);

@@ -332,6 +332,13 @@ double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
  * reached (their sizes were estimates) must not grow without end for a peer not reading. */
 #define ARPC_CONN_OUTPUT_HARD_FACTOR 4
 
+/* Part of a frame is in: bytes in the read buffer not handed up yet, a large body being read
+ * apart, or an oversized body being skipped. */
+static inline bool arpc_conn_partial_frame(const struct arpc_conn *conn)
+{
+    return conn->c_rstart != conn->c_rend || conn->c_skip != 0 || conn->c_body != NULL;
+}
+
 /* The frame parser: hands every complete buffered frame to on_frame (see parse above). */
 size_t arpc_conn_parse_frames(struct arpc_conn *conn);
 

@@ -133,17 +133,6 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         client_end_calls(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
 }
 
-/* A copy of text[0..len) with a NUL after it, for a future's data. */
-static char *text_copy(const char *text, size_t len)
-{
-    char *copy = arpc_malloc(len + 1);
-    if (copy != NULL) {
-        memcpy(copy, text, len);
-        copy[len] = '\0';
-    }
-    return copy;
-}
-
 static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
 /* One response object. False: it breaks the protocol (the connection is then closed). */
@@ -173,7 +162,7 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
             const char *msg = json_string_value(error);
             bool no_method = starts_with(msg, "rpc: can't find ") ||
                              starts_with(msg, "rpc: service/method request ill-formed");
-            char *copy = text_copy(msg, json_string_length(error));
+            char *copy = arpc_text_copy(msg, json_string_length(error));
             call_finish(call, copy == NULL ? ARPC_ENOMEM : no_method ? ARPC_ENOMETHOD : ARPC_EHANDLER, copy,
                         copy == NULL ? 0 : json_string_length(error));
         }

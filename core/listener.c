@@ -136,12 +136,14 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         *rc = ARPC_ENOMEM;
         return NULL;
     }
-    *rc = tr == &arpc_transport_unix && (s->sv_unix_mode & ~0777u) != 0 ? ARPC_EINVAL
-          : tr->t_listen(rest, &l->l_sock, why, sizeof(why));
-    if (*rc == ARPC_EINVAL && tr == &arpc_transport_unix)
+    bool unix_path = tr == &arpc_transport_unix;
+    if (unix_path && (s->sv_unix_mode & ~0777u) != 0) {
+        *rc = ARPC_EINVAL;
         snprintf(why, sizeof(why), "unix_mode %#o has bits beyond 0777", (unsigned)s->sv_unix_mode);
-    if (*rc == ARPC_OK && tr == &arpc_transport_unix && s->sv_unix_mode != 0 &&
-        chmod(rest, (mode_t)s->sv_unix_mode) != 0) {
+    } else {
+        *rc = tr->t_listen(rest, &l->l_sock, why, sizeof(why));
+    }
+    if (*rc == ARPC_OK && unix_path && s->sv_unix_mode != 0 && chmod(rest, (mode_t)s->sv_unix_mode) != 0) {
         *rc = ARPC_ESYSTEM;
         snprintf(why, sizeof(why), "chmod %#o on unix path %s: %s", (unsigned)s->sv_unix_mode, rest,
                  strerror(errno));

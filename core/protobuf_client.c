@@ -44,9 +44,7 @@ static arpc_future *failed_future(int rc, const char *why)
     if (arpc_future_create(&f) != ARPC_OK)
         return NULL;
     size_t len = why != NULL ? strlen(why) : 0;
-    char *text = why != NULL ? arpc_malloc(len + 1) : NULL;
-    if (text != NULL)
-        memcpy(text, why, len + 1);
+    char *text = why != NULL ? arpc_text_copy(why, len) : NULL;
     arpc_future_complete(f, rc, text, text != NULL ? len : 0);
     return f;
 }

@@ -357,8 +357,7 @@ bool sconn_end_input(struct server_conn *sc)
 static void sconn_on_eof(struct arpc_conn *conn)
 {
     struct server_conn *sc = conn->c_owner;
-    bool whole = conn->c_rstart == conn->c_rend && conn->c_body == NULL && conn->c_skip == 0;
-    if (!whole && !jsonrpc_sconn_cut_short(sc)) {
+    if (arpc_conn_partial_frame(conn) && !jsonrpc_sconn_cut_short(sc)) {
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;
     }
