@@ -10,6 +10,11 @@
  * spare. The client hears why at once, and the backlog drains. Before that, an open connection
  * worth less than the new one (silent, slow, or idle for a while: core/server_shed.c) gives
  * its descriptor up, at most one per readiness.
+ *
+ * Over max_accept_rate (core/accept_rate.c), the listener stops its watcher and arms l_retry
+ * for when a batch of tokens is due, instead of accepting and closing: the pending connections
+ * wait in the kernel's backlog, which costs the server nothing. The same l_retry serves both
+ * pauses (only one can be under way: the watcher is stopped during either).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +26,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/server_internal.h"
@@ -35,6 +41,8 @@ struct server_listener {
     struct arpc_listener *l_sock; /* the transport's */
     struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
+    bool l_rated;                 /* counts toward max_accept_rate (every transport but inproc) */
+    uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for the rate; 0: not stopped for it */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
@@ -43,7 +51,27 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct server_listener *l = arg;
+    if (l->l_rate_paused_at != 0) {
+        accept_rate_resumed(l->l_server, arpc_now_ns() - l->l_rate_paused_at);
+        l->l_rate_paused_at = 0;
+    }
     arpc_loop_io_start(l->l_server->sv_loop, &l->l_io);
+}
+
+/* No token for the connection waiting: stop polling the socket until a batch of them is due
+ * (one at a time would be a stop, a timer and a start per connection). False if the resume
+ * could not be armed (no memory): then the listener accepts on, unlimited, rather than stop
+ * for good. */
+static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
+{
+    arpc_server *s = l->l_server;
+    uint64_t wait = accept_rate_wait_ns(s, now, LISTENER_ACCEPT_BATCH);
+    if (arpc_deadline_arm(s->sv_loop, &l->l_retry, now + wait) != ARPC_OK)
+        return false;
+    arpc_loop_io_stop(s->sv_loop, &l->l_io);
+    l->l_rate_paused_at = now;
+    accept_rate_paused(s, l->l_sock->l_addr, now);
+    return true;
 }
 
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
@@ -94,7 +122,12 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct server_listener *l = w->data;
     bool made_room = false; /* once per readiness: if its descriptor did not free, shed the new one */
+    uint64_t now = l->l_rated ? arpc_now_ns() : 0; /* a batch takes microseconds: one reading */
     for (int i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
+        /* Out of tokens: pause only if a connection is known to wait (the readiness this
+         * callback is for); later in the batch, leave it to the next readiness. */
+        if (l->l_rated && accept_rate_wait_ns(l->l_server, now, 1) != 0 && (i > 0 || listener_pause_for_rate(l, now)))
+            return;
         int fd;
         char peer[ARPC_ADDR_MAX], why[ARPC_WHY_MAX];
         struct arpc_peer_creds creds;
@@ -108,8 +141,11 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 made_room = true;
                 continue; /* accepted with the descriptor an older, idle or slow connection gave up */
             }
-            if (listener_shed(l, err))
+            if (listener_shed(l, err)) {
+                if (l->l_rated)
+                    accept_rate_took(l->l_server, now); /* the shed connection cost as much */
                 continue;
+            }
         }
         if (rc != ARPC_OK) {
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
@@ -118,6 +154,8 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }
+        if (l->l_rated)
+            accept_rate_took(l->l_server, now);
         sconn_open(l->l_server, fd, peer, l->l_sock->l_ops->t_scheme, listener_peer_creds(l, fd, &creds), l->l_tls);
     }
 }
@@ -164,6 +202,7 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
+    l->l_rated = s->sv_accept_rate != 0 && tr != &arpc_transport_inproc;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);

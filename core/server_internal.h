@@ -33,6 +33,7 @@
 #include "base/u64_map.h"
 #include "base/dlist.h"
 #include "base/siphash.h"
+#include "base/token_bucket.h"
 #include "core/conn.h"
 #include "core/registry.h"
 #include "core/block_pool.h"
@@ -143,6 +144,13 @@ struct arpc_server {
     double sv_shed_idle_s;             /* out of descriptors: idle this long may be closed */
     double sv_write_s;                 /* output waiting this long unread closes */
     unsigned sv_max_conns;
+    /* The rate of new connections (core/accept_rate.c), loop thread */
+    uint32_t sv_accept_rate;          /* max_accept_rate; 0: unlimited */
+    uint32_t sv_accept_burst;
+    struct arpc_token_bucket sv_accept_bucket;
+    uint64_t sv_accept_pauses;        /* listener pauses for the rate, ever */
+    uint64_t sv_accept_pauses_logged; /* of which the log has told */
+    uint64_t sv_accept_log_at;        /* arpc_now_ns of the last such line */
     uint32_t sv_unix_mode;            /* unix:// socket files' permissions; 0: the umask's */
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
@@ -219,6 +227,17 @@ static inline bool server_live(const arpc_server *s, const char *fn)
 
 void server_retain(arpc_server *s);
 void server_release(arpc_server *s);
+
+/* accept_rate.c (loop thread): max_accept_rate, accept_burst */
+void accept_rate_init(arpc_server *s, const arpc_server_options *o);
+/* Nanoseconds until n connections may be accepted (0: now; always 0 without a limit). */
+uint64_t accept_rate_wait_ns(arpc_server *s, uint64_t now_ns, unsigned n);
+/* One connection accepted (or shed: it cost the same) at now_ns. */
+void accept_rate_took(arpc_server *s, uint64_t now_ns);
+/* A listener (addr) stopped accepting for the rate at now_ns: counted, logged (rate-limited). */
+void accept_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns);
+/* ... and accepts again, after paused_ns. */
+void accept_rate_resumed(arpc_server *s, uint64_t paused_ns);
 
 /* listener.c (loop thread) */
 struct server_listener *listener_new(arpc_server *s, const char *addr, char *bound, size_t boundlen,

@@ -64,6 +64,8 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.methods = r->r_count;
     st.connections_half_closed = arpc_stat_get(&ss->ss_half_closed);
     st.log_expiries_lost = arpc_stat_get(&ss->ss_expiries_unlogged);
+    st.accept_rate_pauses = arpc_stat_get(&ss->ss_accept_pauses);
+    st.accept_rate_paused_ns = arpc_stat_get(&ss->ss_accept_paused_ns);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

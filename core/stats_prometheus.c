@@ -142,6 +142,12 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_log_expiries_lost_total", "counter",
                   "Client expiries and goodbyes the reply log could not record (no memory).",
                   st.log_expiries_lost);
+    server_sample(&b, "arpc_server_accept_rate_pauses_total", "counter",
+                  "Times a listener stopped accepting because max_accept_rate was reached.",
+                  st.accept_rate_pauses);
+    family(&b, "arpc_server_accept_rate_paused_seconds_total", "counter",
+           "Time listeners stayed stopped for max_accept_rate, summed over listeners.");
+    text_buf_printf(&b, "arpc_server_accept_rate_paused_seconds_total %.6f\n", st.accept_rate_paused_ns / 1e9);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

@@ -175,6 +175,24 @@ typedef struct arpc_server_options {
      * umask leaves may connect (the owner alone under the usual 022). 0: the umask's. Bits
      * beyond 0777 fail arpc_server_listen with ARPC_EINVAL. */
     uint32_t unix_mode;
+    /* The rate of new connections (docs/SECURITY.md, "Connection rate"), as HAProxy's
+     * maxconnrate: a token bucket per server of accept_burst tokens, refilled at
+     * max_accept_rate a second, one taken per connection accepted. Empty, the server's tcp://,
+     * tls:// and unix:// listeners stop accepting (their sockets are not even polled) until a
+     * few tokens are due again: new connections wait in the kernel's backlog (1,024 on tcp),
+     * and once it is full the kernel drops their SYNs (a client's connect retries them, 1 s,
+     * 3 s, ... later); the server spends nothing on them and established connections go on.
+     * inproc:// is never limited (its peers are this process). Each pause is counted
+     * (arpc_server_stats: accept_rate_pauses, accept_rate_paused_ns) and logged, at most one
+     * line a second. 0: no limit, the default (as HAProxy and nginx, which have none by
+     * default): the rate a machine can take spans orders of magnitude with its cores, so no
+     * one figure fits; on the 2-core machine of docs/SECURITY.md ~20,000 connections a second
+     * saturate a core. Setting it, allow the reconnect storm after a restart within the burst
+     * and the client's connect_timeout_ms (5 s): 10,000 clients pass in about
+     * (10,000 - accept_burst) / max_accept_rate seconds. */
+    uint32_t max_accept_rate; /* connections accepted a second, on average; 0: unlimited */
+    uint32_t accept_burst;    /* at most this many at once (the bucket's size); 0: one second's
+                               * worth (max_accept_rate), as HAProxy counts over a second */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the

@@ -68,6 +68,10 @@ typedef struct arpc_server_stats {
                                          * goodbye) whose record the log could not take (no
                                          * memory); a restart then replays their replies as
                                          * alive until they expire again (docs/SEMANTICS.md) */
+    uint64_t accept_rate_pauses;        /* times a listener stopped accepting (polling its
+                                         * socket) because max_accept_rate was reached */
+    uint64_t accept_rate_paused_ns;     /* how long they stayed stopped, summed over listeners
+                                         * (a pause still going on counts once it ends) */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -109,7 +113,7 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "oneway": N, "bytes_in": N, "bytes_out": N, "connections_accepted": N,
  *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
  *               "handlers_in_flight": N, "connections_half_closed": N,
- *               "log_expiries_lost": N},
+ *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -132,7 +136,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_sent_bytes_total, arpc_server_connections_accepted_total,
  *   arpc_server_connections_closed_total, arpc_server_connections_open,
  *   arpc_server_queued_bytes, arpc_server_handlers_in_flight,
- *   arpc_server_connections_half_closed_total, arpc_server_log_expiries_lost_total
+ *   arpc_server_connections_half_closed_total, arpc_server_log_expiries_lost_total,
+ *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total
  * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
  * arpc_server_stats_json. */
 ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);
