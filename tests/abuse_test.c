@@ -193,9 +193,21 @@ struct fixture {
     size_t phase_from; /* the good client's first call of the attack's current phase */
 };
 
+/* ABUSE_ACCEPT_RATE=N (and ABUSE_ACCEPT_BURST=B): every attack's server with max_accept_rate
+ * N (accept_burst B), to compare runs with and without it (docs/SECURITY.md). */
+static uint32_t env_u32(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL ? (uint32_t)strtoul(v, NULL, 10) : 0;
+}
+
 static void fixture_start(struct fixture *fx, struct abuse_server_limits lim)
 {
     memset(fx, 0, sizeof(*fx));
+    lim.max_accept_rate = env_u32("ABUSE_ACCEPT_RATE");
+    lim.accept_burst = env_u32("ABUSE_ACCEPT_BURST");
+    if (lim.max_accept_rate != 0)
+        printf("abuse server: max_accept_rate %u, accept_burst %u\n", lim.max_accept_rate, lim.accept_burst);
     assert_true(abuse_server_start(&fx->srv, &lim));
     fx->cl.srv = &fx->srv;
     fx->cl.lat_us = calloc(LAT_MAX, sizeof(uint32_t));
@@ -656,8 +668,12 @@ static void flood_open(struct fixture *fx, int *fds, unsigned n, bool as_remote)
 {
     struct flood fl = {.addr = fx->srv.as_addr, .fds = fds, .n = n, .as_remote = as_remote};
     pthread_t th;
+    int64_t t0 = now_ms();
     assert_int_equal(0, pthread_create(&th, NULL, flood_main, &fl));
     assert_int_equal(0, pthread_join(th, NULL));
+    /* Also what a reconnect storm of n clients would take (max_accept_rate slows it). */
+    printf("abuse idle connections: %u opened and answered in %lld ms (%s)\n", n, (long long)(now_ms() - t0),
+           as_remote ? "b" : "a");
     fixture_phase(fx, as_remote ? "idle connections: opening (b)" : "idle connections: opening (a)");
 }
 

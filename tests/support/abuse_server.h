@@ -23,6 +23,7 @@ struct abuse_server_limits {
     uint32_t idle_timeout_ms;
     unsigned max_connections;
     unsigned nofile; /* the child's RLIMIT_NOFILE soft limit (0: raised to the hard limit) */
+    uint32_t max_accept_rate, accept_burst;
 };
 
 struct abuse_server {
