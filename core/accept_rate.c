@@ -37,7 +37,7 @@ uint64_t accept_rate_wait_ns(arpc_server *s, uint64_t now_ns, unsigned n)
 void accept_rate_took(arpc_server *s, uint64_t now_ns)
 {
     if (s->sv_accept_rate != 0)
-        (void)arpc_token_bucket_take(&s->sv_accept_bucket, now_ns); /* false only if nothing was checked */
+        (void)arpc_token_bucket_take(&s->sv_accept_bucket, now_ns); /* checked by the caller just before */
 }
 
 void accept_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns)
@@ -59,4 +59,7 @@ void accept_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns)
              addr, s->sv_accept_rate, s->sv_accept_burst, more);
 }
 
-void accept_rate_resumed(arpc_server *s, uint64_t paused_ns) { arpc_stat_add(&s->sv_stats.ss_accept_paused_ns, paused_ns); }
+void accept_rate_resumed(arpc_server *s, uint64_t paused_ns)
+{
+    arpc_stat_add(&s->sv_stats.ss_accept_paused_ns, paused_ns);
+}
