@@ -3,7 +3,8 @@
  * listeners take new connections at most at the rate, after a burst taken at once; they stop
  * polling their sockets meanwhile and start again by themselves; inproc:// is not limited;
  * stop and destroy with a listener paused (its resume timer armed) free everything; an
- * established client keeps calling while a flood waits in the backlog.
+ * established client keeps calling while a flood waits in the backlog; connections refused for
+ * max_connections take tokens too, and the listener goes on refusing them.
  *
  * Timing is checked one way only, so that a slow machine cannot fail it: the server accepts
  * the k-th connection no sooner than (k - burst) intervals after the bucket's first token,
@@ -200,6 +201,33 @@ static void test_stop_then_destroy_while_paused(void **state)
     paused_then(true);
 }
 
+/* At max_connections too: a connection refused for it (GOAWAY, close) took a token all the
+ * same (it cost the server an accept), and the listener, paused for the rate between the
+ * refusals, resumes and refuses every one; nothing wedges. */
+static void test_refused_for_max_connections_take_tokens(void **state)
+{
+    (void)state;
+    enum { N = 10 };
+    char addr[ARPC_ADDR_MAX];
+    arpc_server_options o = {.max_accept_rate = 20, .accept_burst = 4, .max_connections = 2, .workers = 1};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    int fds[N];
+    for (unsigned i = 0; i < N; i++)
+        fds[i] = raw_hello(addr);
+    /* The first two are let in (their HELLOs say nothing more); each later one is refused. */
+    for (unsigned i = 2; i < N; i++) {
+        assert_true(fd_wait_eof(fds[i], HANG_GUARD_MS));
+        close(fds[i]);
+    }
+    assert_int_equal(N, STAT(s, connections_accepted));
+    assert_true(STAT(s, accept_rate_pauses) >= 1); /* N over a burst of 4 */
+    close(fds[0]);
+    close(fds[1]);
+    arpc_server_destroy(s);
+}
+
 /* ---- an established client during a flood ---- */
 
 struct flood {
@@ -265,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_inproc_is_not_limited),
         cmocka_unit_test(test_destroy_while_paused),
         cmocka_unit_test(test_stop_then_destroy_while_paused),
+        cmocka_unit_test(test_refused_for_max_connections_take_tokens),
         cmocka_unit_test(test_established_client_calls_during_a_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
