@@ -192,7 +192,7 @@ typedef struct arpc_server_options {
      * saturate a core. Setting it, allow the reconnect storm after a restart within the burst
      * and the client's connect_timeout_ms (5 s): 10,000 clients pass in about
      * (10,000 - accept_burst) / max_accept_rate seconds, plus SYN retransmits. Measured there
-     * at 2,000 a second: a connect-and-close attacker's cost to the server fell to a third,
+     * at 2,000 a second: a connect-and-close attacker's cost to the server fell to a quarter,
      * a good client's p99 with it (not with the attacker SCHED_IDLE, nor for a flood of idle
      * connections), and 10,000 clients took 4-5.6 s to connect (1.6-3 s
      * without); a burst the storm's size spares it but lets each attack start at full speed. */
