@@ -12,7 +12,7 @@
  * its descriptor up, at most one per readiness.
  *
  * Over max_accept_rate (core/accept_rate.c), the listener stops its watcher and arms l_retry
- * for when a batch of tokens is due, instead of accepting and closing: the pending connections
+ * for when a few tokens are due, instead of accepting and closing: the pending connections
  * wait in the kernel's backlog, which costs the server nothing. The same l_retry serves both
  * pauses (only one can be under way: the watcher is stopped during either).
  */
@@ -58,14 +58,17 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
     arpc_loop_io_start(l->l_server->sv_loop, &l->l_io);
 }
 
-/* No token for the connection waiting: stop polling the socket until a batch of them is due
- * (one at a time would be a stop, a timer and a start per connection). False if the resume
- * could not be armed (no memory): then the listener accepts on, unlimited, rather than stop
- * for good. */
+/* No token for the connection waiting: stop polling the socket until the tokens of one
+ * millisecond are due, up to an accept batch (one at a time would be a stop, a timer and a
+ * start per connection at high rates; more than a millisecond's would keep a connection
+ * waiting past its token at low ones). False if the resume could not be armed (no memory):
+ * then the listener accepts on, unlimited, rather than stop for good. */
 static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
 {
     arpc_server *s = l->l_server;
-    uint64_t wait = accept_rate_wait_ns(s, now, LISTENER_ACCEPT_BATCH);
+    unsigned per_ms = s->sv_accept_rate / 1000;
+    unsigned n = per_ms < 1 ? 1 : per_ms > LISTENER_ACCEPT_BATCH ? LISTENER_ACCEPT_BATCH : per_ms;
+    uint64_t wait = accept_rate_wait_ns(s, now, n);
     if (arpc_deadline_arm(s->sv_loop, &l->l_retry, now + wait) != ARPC_OK)
         return false;
     arpc_loop_io_stop(s->sv_loop, &l->l_io);
