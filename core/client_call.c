@@ -326,6 +326,10 @@ void calls_cancel(struct client_call *call)
                 arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, call_xid(call), 0);
                 arpc_conn_send(&c->cl_conn, frame, frame, ARPC_FRAME_HEADER_SIZE);
             }
+            /* The connection may be broken already, unnoticed: until the server answers, the
+             * seq is kept for the next one (core/client_cancel_seq.c). */
+            if (call_seq(call) != 0)
+                cancel_seq_sent(c, call_xid(call), call_seq(call));
         } else if (call->cc_waiting && call->cc_sent && call_seq(call) != 0 && !c->cl_cleaned) {
             /* Sent on a connection since lost, it may run there: no xid names it any more, so
              * the next connection names its seq (core/client_cancel_seq.c). */

@@ -14,6 +14,17 @@
  * with the CANCEL and DEDUP flags (an older one would take the CANCEL for a protocol error, or
  * never kept the call); forgotten either way. Loop thread only.
  *
+ * A cancel made while connected goes as a CANCEL by xid on that connection, which may have
+ * broken already without the client knowing (a silent peer: no end of stream yet, the
+ * heartbeat not due). So the call's seq is kept, by its xid (cs_unanswered), until a frame
+ * answering that xid arrives (the server answers every call it heard cancelled: its handler's
+ * reply, or ARPC_ECANCELLED for one that had not started; a reply already on its way does as
+ * well, the call being over). If the connection is lost first, the seqs still kept join the
+ * ring and are named on the next connection like the others: a CANCEL by seq the server had
+ * already heard by xid does nothing more (the call ended, or is cancelled already). Bounded as
+ * the ring; past the bound a cancel is not kept (one WARN per connection), and a silent break
+ * then leaves that call running, as before.
+ *
  * The ack: call_finish counts the seq as finished, so the ack may cover it before the server
  * hears the CANCEL. That is safe: an ack frees only finished results (a running call's entry
  * stays until its handler ends, and its CANCEL still finds it), and every request carrying
@@ -22,6 +33,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/u64_map.h"
 #include "core/client_internal.h"
 #include "core/frame.h"
 
@@ -50,11 +62,59 @@ void cancel_seq_remember(arpc_client *c, uint64_t seq)
     cs->cs_count++;
 }
 
+/* The ring only (the calls cancelled on the current connection stay kept). */
+static void cancel_seq_ring_forget(struct client_cancelled *cs)
+{
+    arpc_free(cs->cs_seqs);
+    cs->cs_seqs = NULL;
+    cs->cs_first = cs->cs_count = 0;
+    cs->cs_warned = false;
+}
+
 void cancel_seq_forget(arpc_client *c)
 {
     struct client_cancelled *cs = &c->cl_cancelled;
-    arpc_free(cs->cs_seqs);
+    cancel_seq_ring_forget(cs);
+    if (cs->cs_unanswered.p_slots != NULL)
+        arpc_u64_map_fini(&cs->cs_unanswered);
     *cs = (struct client_cancelled){0};
+}
+
+void cancel_seq_sent(arpc_client *c, uint64_t xid, uint64_t seq)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    if (cs->cs_unanswered.p_slots == NULL && arpc_u64_map_init(&cs->cs_unanswered, 16) != ARPC_OK)
+        cs->cs_unanswered = (struct arpc_u64_map){0};
+    bool kept = cs->cs_unanswered.p_slots != NULL && arpc_u64_map_count(&cs->cs_unanswered) < CANCEL_SEQ_MAX &&
+                arpc_u64_map_put(&cs->cs_unanswered, xid, (void *)(uintptr_t)seq) == ARPC_OK;
+    if (!kept && !cs->cs_unanswered_warned) {
+        cs->cs_unanswered_warned = true;
+        arpc_log(ARPC_LOG_WARN, "client: over %u cancelled calls unanswered by %s (or out of memory): should the "
+                 "connection have broken, the server will not hear of call %llu", CANCEL_SEQ_MAX,
+                 c->cl_target.t_addr, (unsigned long long)seq);
+    }
+}
+
+void cancel_seq_answered(arpc_client *c, uint64_t xid)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    if (arpc_u64_map_count(&cs->cs_unanswered) != 0)
+        (void)arpc_u64_map_take(&cs->cs_unanswered, xid);
+}
+
+void cancel_seq_unanswered(arpc_client *c)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    cs->cs_unanswered_warned = false; /* a new connection, a new bound */
+    if (arpc_u64_map_count(&cs->cs_unanswered) == 0)
+        return;
+    size_t pos = 0;
+    uint64_t xid;
+    void *seq;
+    while (arpc_u64_map_next(&cs->cs_unanswered, &pos, &xid, &seq))
+        cancel_seq_remember(c, (uint64_t)(uintptr_t)seq);
+    arpc_u64_map_fini(&cs->cs_unanswered);
+    cs->cs_unanswered = (struct arpc_u64_map){0};
 }
 
 void cancel_seq_tell(arpc_client *c)
@@ -74,5 +134,5 @@ void cancel_seq_tell(arpc_client *c)
             (void)arpc_conn_send(&c->cl_conn, frames, frames, len); /* best effort, as any CANCEL */
         }
     }
-    cancel_seq_forget(c);
+    cancel_seq_ring_forget(cs);
 }

@@ -44,8 +44,10 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
         if (call != NULL)
             arpc_stat_inc(&c->cl_direct.cd_by_reply);
     }
-    if (call == NULL)
+    if (call == NULL) {
+        cancel_seq_answered(c, f->f_xid); /* a cancelled call's answer: the server heard of it */
         return; /* timed out or cancelled already: the late reply is dropped */
+    }
     call->cc_tracked = false; /* taken above */
     bool ok = f->f_kind == ARPC_FRAME_REPLY;
     const void *src = ok ? (const void *)f->f_payload : f->f_msg;

@@ -69,11 +69,14 @@ struct client_call;
 
 /* Seqs of numbered calls cancelled while the client had no connection, named in CANCELs on the
  * next one (core/client_cancel_seq.c; loop thread): a ring, allocated at the first seq and
- * freed once told. */
+ * freed once told. And the numbered calls cancelled by xid on the current connection whose
+ * answer has not come yet: should it break first, their seqs join the ring. */
 struct client_cancelled {
     uint64_t *cs_seqs;
     uint32_t cs_first, cs_count;
     bool cs_warned; /* the oldest were dropped (said once until they are told) */
+    bool cs_unanswered_warned; /* cs_unanswered was full (said once per connection) */
+    struct arpc_u64_map cs_unanswered; /* xid -> seq (cast); p_slots NULL until the first */
 };
 
 /* Calls whose callers write their requests themselves (core/client_direct.c). */
@@ -293,5 +296,14 @@ void cancel_seq_remember(arpc_client *c, uint64_t seq);
 void cancel_seq_tell(arpc_client *c);
 /* Forgets them all, unsaid (the client closes). */
 void cancel_seq_forget(arpc_client *c);
+/* A CANCEL by xid went out on the current connection for numbered call seq: until the server
+ * answers that xid, the connection may have broken unnoticed and carried nothing. */
+void cancel_seq_sent(arpc_client *c, uint64_t xid, uint64_t seq);
+/* A frame answered xid, for which no call waits any more: a cancelled call's answer, if it was
+ * one (the server heard its CANCEL, or the call had finished). */
+void cancel_seq_answered(arpc_client *c, uint64_t xid);
+/* The connection is lost: the calls cancelled on it and never answered are named by seq on the
+ * next one, as those cancelled while disconnected. */
+void cancel_seq_unanswered(arpc_client *c);
 
 #endif

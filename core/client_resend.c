@@ -117,6 +117,7 @@ static int by_order(const void *a, const void *b)
 
 void calls_on_conn_lost(arpc_client *c)
 {
+    cancel_seq_unanswered(c); /* cancelled on it and never answered: named by seq on the next */
     client_direct_catch_up(c); /* calls their callers wrote on it are among its calls */
     size_t n = pending_count(&c->cl_pending);
     if (n == 0)

@@ -30,25 +30,45 @@ struct cut_proxy {
     atomic_bool p_stop;
     atomic_bool p_swallow;    /* server-side bytes are dropped */
     atomic_bool p_hold_new;   /* new connections wait in the backlog */
+    atomic_bool p_cut_silent; /* the cut asked for closes the server sides only */
     int p_fds[PROXY_MAX_PAIRS][2]; /* client side, server side; -1 when unused */
 };
 
 static void proxy_close_pair(struct cut_proxy *p, int i)
 {
     close(p->p_fds[i][0]);
-    close(p->p_fds[i][1]);
+    if (p->p_fds[i][1] >= 0)
+        close(p->p_fds[i][1]);
     p->p_fds[i][0] = p->p_fds[i][1] = -1;
 }
 
-/* Moves what is readable from one side to the other (or drops it); false when the pair is
- * done. */
+/* Cuts every pair open now: both sides, or (silent) the server's only, after which what the
+ * client sends is read and dropped. Returns how many it cut. */
+static int proxy_cut_all(struct cut_proxy *p, bool silent)
+{
+    int closed = 0;
+    for (int i = 0; i < PROXY_MAX_PAIRS; i++) {
+        if (p->p_fds[i][0] < 0 || (silent && p->p_fds[i][1] < 0))
+            continue;
+        if (silent) {
+            close(p->p_fds[i][1]);
+            p->p_fds[i][1] = -1;
+        } else
+            proxy_close_pair(p, i);
+        closed++;
+    }
+    return closed;
+}
+
+/* Moves what is readable from one side to the other (or drops it: drop, or no other side);
+ * false when the pair is done. */
 static bool proxy_pump(int from, int to, bool drop)
 {
     char buf[65536];
     ssize_t n = read(from, buf, sizeof(buf));
     if (n <= 0)
         return false;
-    if (drop)
+    if (drop || to < 0)
         return true;
     for (ssize_t off = 0; off < n;) {
         /* Non-blocking, without SIGPIPE: a side that reads nothing (or is gone) cannot hold the
@@ -100,7 +120,7 @@ static void *proxy_main(void *arg)
         pf[n++] = (struct pollfd){.fd = atomic_load(&p->p_hold_new) ? -1 : p->p_listener->l_fd, .events = POLLIN};
         pf[n++] = (struct pollfd){.fd = p->p_wake, .events = POLLIN};
         for (int i = 0; i < PROXY_MAX_PAIRS; i++) {
-            for (int side = 0; side < 2 && p->p_fds[i][0] >= 0; side++) {
+            for (int side = 0; side < 2 && p->p_fds[i][0] >= 0 && p->p_fds[i][side] >= 0; side++) {
                 map[n] = i * 2 + side;
                 pf[n++] = (struct pollfd){.fd = p->p_fds[i][side], .events = POLLIN};
             }
@@ -113,13 +133,7 @@ static void *proxy_main(void *arg)
                 v = 0;
             int asked = atomic_load(&p->p_cut_asked);
             if (asked != atomic_load(&p->p_cut_done)) {
-                int closed = 0;
-                for (int i = 0; i < PROXY_MAX_PAIRS; i++)
-                    if (p->p_fds[i][0] >= 0) {
-                        proxy_close_pair(p, i);
-                        closed++;
-                    }
-                atomic_store(&p->p_cut_closed, closed);
+                atomic_store(&p->p_cut_closed, proxy_cut_all(p, atomic_exchange(&p->p_cut_silent, false)));
                 atomic_store(&p->p_cut_done, asked);
             }
             continue; /* the fd set changed */
@@ -165,6 +179,12 @@ int cut_proxy_cut(struct cut_proxy *p)
     while (atomic_load(&p->p_cut_done) != asked) /* the proxy thread does it at once */
         sched_yield();
     return atomic_load(&p->p_cut_closed);
+}
+
+int cut_proxy_cut_silently(struct cut_proxy *p)
+{
+    atomic_store(&p->p_cut_silent, true);
+    return cut_proxy_cut(p);
 }
 
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on) { atomic_store(&p->p_swallow, on); }

@@ -16,6 +16,11 @@ struct cut_proxy;
 struct cut_proxy *cut_proxy_start(const char *target, char *addr, size_t addrlen);
 /* Closes every connection open now (both ends), and returns how many. */
 int cut_proxy_cut(struct cut_proxy *p);
+/* Closes the server's side of every connection open now, and only that: the server sees its
+ * connection close, the client sees nothing (what it sends is read and dropped) until a later
+ * cut_proxy_cut closes its side too (a path that failed silently, before the client's
+ * heartbeat noticed). Returns how many. */
+int cut_proxy_cut_silently(struct cut_proxy *p);
 /* While on, what servers send is read and dropped, not forwarded (a path that loses one
  * direction: the client waits, its connection looks fine). */
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on);
