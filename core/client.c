@@ -38,6 +38,7 @@ void client_release(arpc_client *c)
     if (!arpc_refcount_put(&c->cl_refs))
         return;
     arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
+    calls_unwritten_forget(c); /* filled by a close that came after the cleanup's */
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
     block_pool_fini(&c->cl_blocks);
@@ -147,6 +148,7 @@ fail_pending:
     pending_fini(&c->cl_pending);
 fail_first:
     arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
+    calls_unwritten_forget(c); /* filled by a close that came after the cleanup's */
 fail:
     pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c->cl_token);

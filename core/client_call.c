@@ -243,6 +243,37 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
     return call_frame_release;
 }
 
+void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release)
+{
+    if (release != call_frame_release && release != call_bulk_release)
+        return; /* not a request (a HELLO, a CANCEL) */
+    struct arpc_u64_map *m = &((arpc_client *)conn->c_owner)->cl_unwritten;
+    if (m->p_slots == NULL && arpc_u64_map_init(m, 16) != ARPC_OK) {
+        *m = (struct arpc_u64_map){0};
+        return; /* counted as written: "may have run", the safe side */
+    }
+    (void)arpc_u64_map_put(m, (uint64_t)(uintptr_t)base, base); /* ENOMEM: the same */
+}
+
+/* Compared only with blocks of calls alive since before the close: a block the close freed
+ * cannot be one of theirs. */
+void call_settle_sent(struct client_call *call)
+{
+    struct arpc_u64_map *m = &call->cc_client->cl_unwritten;
+    void *holder = call->cc_bulk ? (void *)bulk_of(call) : (void *)call;
+    if (arpc_u64_map_count(m) != 0 && arpc_u64_map_get(m, (uint64_t)(uintptr_t)holder) != NULL)
+        call->cc_sent = call->cc_reached;
+    else
+        call->cc_reached = true;
+}
+
+void calls_unwritten_forget(arpc_client *c)
+{
+    if (c->cl_unwritten.p_slots != NULL)
+        arpc_u64_map_fini(&c->cl_unwritten);
+    c->cl_unwritten = (struct arpc_u64_map){0};
+}
+
 void call_send(struct client_call *call, uint64_t now_ns)
 {
     arpc_client *c = call->cc_client;

@@ -225,6 +225,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
 static const struct arpc_conn_ops client_conn_ops = {
     .on_frame = client_on_frame,
     .on_close = client_on_close,
+    .on_unwritten = call_on_unwritten,
 };
 
 /* HELLO, with the client's incarnation and its token when it has one (an older server

@@ -50,7 +50,8 @@
  * cd_calls before that connection's loss is handled (the push precedes the caller's claim of
  * the socket, which precedes the loop's CW_CLOSED): a call that arrives with its connection
  * open was written on the current one; one that arrives with it closed is counted as sent on
- * the lost one (sent again or ended, by its semantics, as the others). A call that arrives
+ * the lost one (sent again or ended, by its semantics, as the others), unless its caller wrote
+ * only part of it and its rest was never queued: never whole, it was not sent. A call that arrives
  * cancelled is not ended at its arrival, as one the loop never sent would be: it is on the
  * wire, and the cancel's own job, which follows, ends it and sends the server CANCEL.
  *
@@ -187,6 +188,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         c->cl_direct.cd_active = true;
         sweep_arm(c);
     }
+    bool rest_queued = false;
     if (conn->c_open) {
         uint8_t *bytes = call_frame_bytes(call);
         size_t len = arpc_frame_size(bytes), head = st == DW_PART ? word >> DW_STATE_BITS : st == DW_NONE ? 0 : len;
@@ -196,7 +198,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
             arpc_stat_inc(&c->cl_direct.cd_partial);
             void *holder;
             arpc_outq_release_fn release = call_hold_frame(call, &holder);
-            (void)arpc_conn_send_rest(conn, holder, bytes + head, len - head, release); /* ENOMEM closes */
+            rest_queued = arpc_conn_send_rest(conn, holder, bytes + head, len - head, release) == ARPC_OK; /* ENOMEM closes */
         }
         arpc_conn_direct_done(conn); /* the loop's own queue, if it waited for the caller */
     }
@@ -204,7 +206,10 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_job_start(c->cl_loop, &call->cc_job); /* as if posted */
         return;
     }
-    call->cc_sent = true; /* when: its caller stamped cc_sent_tick as it wrote */
+    /* When: its caller stamped cc_sent_tick as it wrote. A part whose rest was never queued
+     * (its connection closed first) never left whole: the server cannot have run it. One
+     * whose rest was queued is judged at the loss, as any queued frame (call_settle_sent). */
+    call->cc_sent = st != DW_PART || rest_queued;
     uint64_t now = 0;
     if (!call_arrive(call, true, &now))
         return;
@@ -213,11 +218,14 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         return;
     }
     /* Written on the connection whose loss is being handled (or that send_rest just closed). */
-    call_mark_sent(call);
-    if (!c->cl_reconnect || call->cc_semantics == ARPC_NO_RETRY)
-        call_finish(call, ARPC_ECONNLOST, NULL, 0);
+    if (call->cc_sent) {
+        call_mark_sent(call);
+        call->cc_reached = true; /* it left whole on that connection */
+    }
+    if (!c->cl_reconnect || (call->cc_semantics == ARPC_NO_RETRY && call->cc_sent))
+        call_finish(call, call_ended_code(call, ARPC_ECONNLOST), NULL, 0);
     else
-        resend_wait(c, call);
+        resend_wait(c, call); /* sent again, or, never whole, for the first time */
 }
 
 void client_direct_catch_up(arpc_client *c)

@@ -155,6 +155,8 @@ struct arpc_client {
     struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */
+    struct arpc_u64_map cl_unwritten; /* at a loss: request blocks its queue never wrote whole
+                                       * (client_call.c; p_slots NULL until the first) */
     uint64_t cl_next_xid, cl_ack;
     _Atomic uint64_t cl_next_seq;   /* any thread: callers writing their calls number them too */
     uint32_t cl_next_order;
@@ -219,7 +221,9 @@ struct client_call {
     /* Set before the loop sees the call, or by the loop; read elsewhere only after the
      * cc_released exchange. */
     unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
-    bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run) */
+    bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run);
+                                       * cleared at a loss that left its only send unwritten */
+    bool cc_reached : 1;              /* a send of it left whole on a connection since lost */
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
     bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
@@ -286,6 +290,7 @@ void calls_fail_all(arpc_client *c, int reason);
  * waiting for a connection end, with reason if never sent, else ARPC_ECONNLOST. */
 void calls_refused(arpc_client *c, int reason);
 void calls_cancel(struct client_call *call);    /* a cancel reached the loop */
+void calls_unwritten_forget(arpc_client *c);    /* cl_unwritten emptied (any thread once no loop runs) */
 
 /* client_cancel_seq.c (loop thread) */
 /* A numbered call that may run on the server was cancelled while no connection could carry a

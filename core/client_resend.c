@@ -120,8 +120,10 @@ void calls_on_conn_lost(arpc_client *c)
     cancel_seq_unanswered(c); /* cancelled on it and never answered: named by seq on the next */
     client_direct_catch_up(c); /* calls their callers wrote on it are among its calls */
     size_t n = pending_count(&c->cl_pending);
-    if (n == 0)
+    if (n == 0) {
+        calls_unwritten_forget(c);
         return;
+    }
     struct client_call **calls = arpc_malloc(n * sizeof(*calls));
     size_t k = 0;
     struct pending_iter it;
@@ -131,17 +133,21 @@ void calls_on_conn_lost(arpc_client *c)
     if (calls != NULL) {
         for (size_t i = 0; i < k; i++) {
             call_untrack(calls[i]); /* its xid died with the connection */
+            call_settle_sent(calls[i]); /* a frame that never left whole was not sent */
         }
+        calls_unwritten_forget(c);
         qsort(calls, k, sizeof(*calls), by_order);
         for (size_t i = 0; i < k; i++) {
-            if (!c->cl_reconnect || calls[i]->cc_semantics == ARPC_NO_RETRY)
-                call_finish(calls[i], ARPC_ECONNLOST, NULL, 0);
+            /* One never sent waits for the next connection, whatever its semantics. */
+            if (!c->cl_reconnect || (calls[i]->cc_semantics == ARPC_NO_RETRY && calls[i]->cc_sent))
+                call_finish(calls[i], call_ended_code(calls[i], ARPC_ECONNLOST), NULL, 0);
             else
                 resend_wait(c, calls[i]);
         }
         arpc_free(calls);
         return;
     }
+    calls_unwritten_forget(c);
     /* Out of memory to sort them: their outcome cannot be settled in order; end them. */
     calls_fail_all(c, ARPC_ECONNLOST);
 }

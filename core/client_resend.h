@@ -45,6 +45,13 @@ void call_mark_sent(struct client_call *call);
 /* A hold on the call's request bytes (for an output queue): *holder, released with the
  * returned function. Any thread, while the caller holds the call's memory. */
 arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder);
+/* The connection's op: a request block its output queue never wrote whole (at its close). */
+void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
+/* At the loss of the connection the call was last sent on (untracked): whether that send left
+ * whole. If it did not, the server never had the frame, so that send cannot have run: the call
+ * counts as sent only if an earlier send left whole (cc_reached). Then forget the blocks with
+ * calls_unwritten_forget, once every call of the connection was asked. */
+void call_settle_sent(struct client_call *call);
 /* ms left for the wire, at least 1; 0: none. now_ns: a clock read just made, or 0 to read one. */
 uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns);
 

@@ -131,6 +131,11 @@ void arpc_conn_warm(struct arpc_conn *conn)
         conn_watch_reads(conn);
 }
 
+static void conn_unwritten(void *base, arpc_outq_release_fn release, void *conn)
+{
+    ((struct arpc_conn *)conn)->c_ops->on_unwritten(conn, base, release);
+}
+
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
     if (!conn->c_open)
@@ -145,6 +150,8 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     conn->c_fd = -1;
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
         arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)conn->c_out.q_bytes);
+    if (conn->c_ops->on_unwritten != NULL)
+        arpc_outq_each(&conn->c_out, conn_unwritten, conn);
     arpc_outq_fini(&conn->c_out);
     conn_rbuf_fini(conn); /* before the cache closes: a buffer not lent goes into it, then is freed */
     conn_body_fini(conn);

@@ -54,6 +54,10 @@ struct arpc_conn_ops {
     /* reason: ARPC_ECONNLOST (peer closed or I/O error), ARPC_EPROTO, ARPC_ETOOLARGE, or the
      * reason given to arpc_conn_close. */
     void (*on_close)(struct arpc_conn *conn, int reason);
+    /* Optional: at the close, before on_close, each buffer of the output queue that was not
+     * wholly written (base and release as queued): bytes the peer never had all of. It must
+     * not touch the connection. */
+    void (*on_unwritten)(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
     /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
      * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
     void (*on_bad_input)(struct arpc_conn *conn, int reason);

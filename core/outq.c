@@ -33,6 +33,15 @@ void arpc_outq_fini(struct arpc_outq *q)
     arpc_outq_init(q);
 }
 
+void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
+                    void *arg)
+{
+    for (size_t i = 0; i < q->q_count; i++) {
+        const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
+        fn(b->b_base, b->b_release, arg);
+    }
+}
+
 static int outq_grow(struct arpc_outq *q)
 {
     size_t cap = q->q_cap ? q->q_cap * 2 : 64;

@@ -45,6 +45,10 @@ int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t
  * (core/conn_write.h), which must be the next bytes on the wire. */
 int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                                 arpc_outq_release_fn release);
+/* Calls fn(base, release, arg) for each buffer still queued (not wholly written), oldest
+ * first; the queue is left as it is. */
+void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
+                    void *arg);
 /* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
  * is full; more remains: call again once it is writable), ARPC_EPENDING (more remains, and
  * the stream must read first, e.g. a TLS handshake waiting for the peer: call again once the
