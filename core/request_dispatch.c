@@ -81,18 +81,36 @@ static void sconn_room_release(struct server_conn *sc)
 
 static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *actor);
 
+/* A closed connection's parked request is listed on the server, for a stop to refuse. */
+static void parked_closed_list(struct server_conn *sc, bool on)
+{
+    struct arpc_dlist *l = &sc->sc_server->sv_parked_closed;
+    if (on == sc->sc_parked_closed)
+        return;
+    sc->sc_parked_closed = on;
+    if (on)
+        arpc_dlist_insert_after(l, l->dl_tail, &sc->sc_parked_link);
+    else
+        arpc_dlist_remove(l, &sc->sc_parked_link);
+}
+
 /* Loop thread: the actor has room (or stopped): post the parked request again, and read on
- * unless it had to park once more. A connection closed meanwhile refused it already. */
+ * unless it had to park once more. A connection closed meanwhile refused it already, unless
+ * it outlives the connection (request_park_on_close): then it is posted all the same. */
 static void sconn_room_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct server_conn *sc = (struct server_conn *)((char *)job - offsetof(struct server_conn, sc_room_job));
     arpc_request *req = sc->sc_parked;
-    if (req != NULL && sc->sc_conn.c_open) {
+    if (req != NULL) {
+        bool open = sc->sc_conn.c_open;
         sc->sc_parked = NULL;
+        parked_closed_list(sc, false);
         request_post(sc, req, sc->sc_parked_on); /* the same actor: a key's order is kept */
-        if (sc->sc_parked == NULL)
+        if (sc->sc_parked == NULL && open)
             arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_PARKED);
+        else if (sc->sc_parked != NULL && !open)
+            parked_closed_list(sc, true); /* parked again */
     }
     sconn_room_release(sc); /* after the resume, which may close the connection */
 }
@@ -147,8 +165,25 @@ void request_refuse_parked(struct server_conn *sc)
     if (req == NULL)
         return;
     sc->sc_parked = NULL; /* the armed room waiter finds nothing to post */
+    parked_closed_list(sc, false);
     request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     request_handler_done(req, true);
+}
+
+void request_park_on_close(struct server_conn *sc)
+{
+    arpc_request *req = sc->sc_parked;
+    if (req == NULL)
+        return;
+    /* What a lost connection does not cancel (core/server_departure.c) does not die parked
+     * either: a one-way message runs whatever became of its connection, and a numbered call's
+     * re-send (or a copy attached already) waits for this very run, which a CANCEL naming its
+     * seq still reaches (it is in sc_calls). Refused, a copy attached to it got ESHUTDOWN
+     * from a server that was not stopping, and the one-way message was lost. */
+    if (req->rq_oneway || (req->rq_seq != 0 && !sc->sc_goodbye))
+        parked_closed_list(sc, true);
+    else
+        request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
 }
 
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f)

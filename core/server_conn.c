@@ -283,7 +283,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     arpc_stat_inc(&s->sv_stats.ss_closed);
     inflight_on_close(sc);
     arpc_dlist_remove(&s->sv_conns, &sc->sc_link);
-    request_refuse_parked(sc); /* its answer goes nowhere now, but it is let go */
+    request_park_on_close(sc); /* refused, or left for its actor's room */
     /* Before the JSON-RPC state goes: a cancel callback may reply at once. */
     sconn_cancel_departed(sc);
     /* Requests still in handlers keep sc alive, and their entries in sc_calls: a copy of a
@@ -444,6 +444,8 @@ void sconn_refuse_parked_all(arpc_server *s)
 {
     for (struct server_conn *sc = sconn_first(s); sc != NULL; sc = sconn_next(sc))
         request_refuse_parked(sc);
+    while (s->sv_parked_closed.dl_head != NULL) /* closed, their parked requests outliving them */
+        request_refuse_parked(ARPC_DLIST_ENTRY(s->sv_parked_closed.dl_head, struct server_conn, sc_parked_link));
 }
 
 void sconn_close_all(arpc_server *s)

@@ -80,6 +80,10 @@ struct server_conn {
      * again on the loop (sc_room_job). At most one: nothing is read behind it. */
     arpc_request *sc_parked;
     arpc_actor *sc_parked_on;
+    /* The connection closed with a request parked that outlives it (request_park_on_close):
+     * listed on sv_parked_closed until it is posted or refused. */
+    bool sc_parked_closed;
+    struct arpc_dlink sc_parked_link;
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
@@ -155,6 +159,7 @@ struct arpc_server {
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
     struct arpc_dlist sv_conns;        /* open connections (loop thread) */
+    struct arpc_dlist sv_parked_closed; /* closed ones whose parked request waits for room (loop thread) */
     struct arpc_dlist sv_awaiting;    /* calls dispatched and not yet replied to (core/request_deadline.c) */
     struct server_stats sv_stats;     /* written by the loop thread only (core/stats.h) */
     /* Authentication (core/server_auth.c), fixed at create */
@@ -496,6 +501,10 @@ void request_cancel_now(arpc_request *req);
 /* sc's parked request (if any) will never be posted (its connection closes, the server
  * stops): it is answered ESHUTDOWN ("did not run") and let go (loop thread). */
 void request_refuse_parked(struct server_conn *sc);
+/* sc closes: its parked request is refused, unless it outlives the connection (a one-way
+ * message; a numbered call of a client that said no goodbye): that one stays parked, to be
+ * posted when its actor has room, or refused by a stop (docs/SEMANTICS.md). */
+void request_park_on_close(struct server_conn *sc);
 /* Stop (loop thread), after the pool stopped: answers every call whose handler has not
  * replied ARPC_EABANDONED (their late replies are dropped), disarms their deadlines and
  * empties sv_awaiting; the tombstones of numbered calls answered at their deadlines let go

@@ -213,7 +213,10 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
     arpc_go_opts_v((c), (method), (req), (req_len), (o), sizeof(arpc_call_options), (cq), (tag))
 
 /* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
- * sending, not delivered (it is dropped if there is no connection when it reaches the loop).
+ * sending, not delivered (it is dropped if there is no connection when it reaches the loop,
+ * or if it is not yet written when the connection breaks or arpc_client_close closes it:
+ * close writes what the socket takes without waiting). Once the server has read it, it runs,
+ * whatever becomes of the connection (docs/SEMANTICS.md).
  * Errors: ARPC_ESHUTDOWN, ARPC_ECONNLOST (the client is down for good), ARPC_ETOOLARGE,
  * ARPC_ENOMEM, ARPC_EINVAL. */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);

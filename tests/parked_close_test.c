@@ -1,0 +1,191 @@
+/*
+ * A request parked on its connection (its actor's mailbox was full: docs/ARCHITECTURE.md,
+ * "Flow control on the server") when that connection is lost without a goodbye. What a lost
+ * connection does not cancel must not die parked either (docs/SEMANTICS.md, "The client goes
+ * away"): a one-way message runs whatever became of its connection, and a numbered call runs
+ * for the re-send that waits for it. Before, both were refused ARPC_ESHUTDOWN at the close: the
+ * one-way message was lost, and a copy of the numbered call already attached to it (the client
+ * reconnected before the server saw the old connection go) got ARPC_ESHUTDOWN from a server
+ * that was not stopping.
+ *
+ * The method "block" runs on an actor whose mailbox holds one job: the first call runs (held
+ * until the test lets it go), the second waits in the mailbox, the third is parked. A PING
+ * answered after the third proves it was read and parked (a PING passes the hold). The lost
+ * connection is a reset. Every wait is for an event, bounded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define WATCHDOG_S 10
+#define CLIENT_ID 0x9a4cULL
+#define INCARNATION 0x1ca7ULL
+
+static atomic_int block_runs;
+static sem_t block_started, block_release;
+
+static void block(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&block_runs, 1);
+    sem_post(&block_started);
+    (void)sem_wait_secs(&block_release, WATCHDOG_S); /* bounded: a failing test does not hang */
+    arpc_reply(req, "b", 1);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_actor *actor;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    atomic_store(&block_runs, 0);
+    sem_init(&block_started, 0, 0);
+    sem_init(&block_release, 0, 0);
+    arpc_actor_options ao = {.mailbox_size = 1};
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, &ao) != ARPC_OK)
+        return -1;
+    arpc_method_options one = {.actor = fx.actor};
+    if (arpc_server_register(fx.s, "block", block, NULL, &one) != ARPC_OK ||
+        arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 4; i++)
+        sem_post(&block_release);
+    arpc_server_destroy(fx->s);
+    arpc_actor_destroy(fx->actor);
+    sem_destroy(&block_started);
+    sem_destroy(&block_release);
+    return 0;
+}
+
+/* A PING on r answered: everything r sent before it was read (the PING passes a hold). */
+static void sync_ping(struct raw_client *r, uint64_t xid)
+{
+    uint8_t ping[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(ping, ARPC_FRAME_PING, xid, 0);
+    assert_true(raw_send(r, ping, sizeof(ping)));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, true));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_PONG);
+}
+
+/* seq 1 runs, seq 2 waits in the mailbox; what the caller sends next is parked. */
+static void fill_the_actor(struct raw_client *a)
+{
+    assert_true(raw_request(a, 1, 1, 0, 0, "block", "1", 1));
+    assert_true(sem_wait_secs(&block_started, WATCHDOG_S));
+    assert_true(raw_request(a, 2, 2, 0, 0, "block", "2", 1));
+}
+
+/* a is lost without a goodbye (a reset), and the server has seen it go. */
+static void reset(struct fixture *fx, struct raw_client *a)
+{
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    struct linger hard = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(a->rc_fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
+    raw_close(a);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+}
+
+static bool runs_reach(int want)
+{
+    for (int64_t until = now_ms() + WATCHDOG_S * 1000; atomic_load(&block_runs) < want && now_ms() < until;)
+        sleep_ms(1); /* pacing a poll of the count */
+    return atomic_load(&block_runs) == want;
+}
+
+/* A one-way message parked when its connection is lost still runs. */
+static void test_parked_one_way_runs_after_the_loss(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    fill_the_actor(&a);
+    uint8_t oneway[256];
+    size_t n = arpc_frame_encode_request(oneway, ARPC_FRAME_ONEWAY, 0, 0, 0, 0, "block", 5, "3", 1);
+    assert_true(raw_send(&a, oneway, n));
+    sync_ping(&a, 90);
+    reset(fx, &a);
+    for (int i = 0; i < 3; i++)
+        sem_post(&block_release);
+    assert_true(runs_reach(3)); /* 1, 2, and the one-way message */
+}
+
+/* A numbered call parked when its connection is lost, with a copy already attached on the
+ * client's next connection: the copy gets the call's result when it runs, once. */
+static void test_parked_numbered_call_answers_its_copy(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    fill_the_actor(&a);
+    assert_true(raw_request(&a, 3, 3, 0, 0, "block", "3", 1));
+    sync_ping(&a, 90);
+    assert_true(raw_connect_with(&b, fx->addr, CLIENT_ID, NULL, INCARNATION)); /* the client is back */
+    assert_true(raw_request(&b, 30, 3, 0, 0, "block", "3", 1)); /* its copy attaches */
+    assert_true(raw_request(&b, 31, 0, 0, 0, "echo", "e", 1));
+    struct raw_frame f;
+    assert_true(raw_read(&b, &f, false)); /* read after the copy: the copy was read */
+    assert_int_equal(f.f.f_xid, 31);
+    reset(fx, &a);
+    for (int i = 0; i < 3; i++)
+        sem_post(&block_release);
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(f.f.f_xid, 30);
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY); /* not ERROR ARPC_ESHUTDOWN */
+    assert_true(runs_reach(3));
+    raw_close(&b);
+}
+
+/* After a goodbye, a parked numbered call dies with its connection, as the running ones are
+ * cancelled: refused, it never runs (its client re-sends nothing). */
+static void test_parked_numbered_call_dies_with_a_goodbye(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a;
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    fill_the_actor(&a);
+    assert_true(raw_request(&a, 3, 3, 0, 0, "block", "3", 1));
+    sync_ping(&a, 90);
+    assert_true(raw_goodbye(&a)); /* acted on in the hold's look-through */
+    sync_ping(&a, 91);
+    reset(fx, &a); /* its end of stream would wait behind the hold */
+    for (int i = 0; i < 3; i++)
+        sem_post(&block_release);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, WATCHDOG_S * 1000));
+    assert_int_equal(atomic_load(&block_runs), 1); /* the one running; 2 and 3 never run */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parked_one_way_runs_after_the_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parked_numbered_call_answers_its_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parked_numbered_call_dies_with_a_goodbye, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
