@@ -631,6 +631,11 @@ static void test_run_sync_stopped_loop_one_at_a_time(void **state)
 
 /* ---- run_until and a completion before the poll ---- */
 
+/* Long enough that only a missed wake-up reaches it; half of it still tells "at once" from "at
+ * the timeout" (or from libev's longest poll, 59.743 s, which ends a missed wake-up's sleep by
+ * itself) on a loaded machine. */
+#define RUN_UNTIL_TIMEOUT_MS 60000
+
 /* Regression: a future completed in a prepare watcher (libev runs them before it polls; a
  * connection flushes there, and may close and fail its calls there) must end
  * arpc_loop_run_until at once, not after its timeout (or never, with ARPC_FOREVER). Fixed
@@ -657,8 +662,8 @@ static void test_run_until_sees_completion_in_prepare(void **state)
     /* Started in a job: it runs at the start of the next iteration, the one run_until makes. */
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, start_prepare, &w));
     int64_t t0 = now_ms();
-    assert_int_equal(ARPC_OK, arpc_loop_run_until(loop, f, 10000));
-    assert_true(now_ms() - t0 < 5000); /* at once, not at the 10 s timeout */
+    assert_int_equal(ARPC_OK, arpc_loop_run_until(loop, f, RUN_UNTIL_TIMEOUT_MS));
+    assert_true(now_ms() - t0 < RUN_UNTIL_TIMEOUT_MS / 2); /* at once, not at the timeout */
     arpc_loop_destroy(loop);
     arpc_future_release(f);
 }
@@ -677,7 +682,7 @@ static void *offloop_driver(void *p)
 {
     struct offloop *o = p;
     sem_post(&o->started);
-    o->rc = arpc_loop_run_until(o->loop, o->f, 10000);
+    o->rc = arpc_loop_run_until(o->loop, o->f, RUN_UNTIL_TIMEOUT_MS);
     return NULL;
 }
 
@@ -690,13 +695,13 @@ static void test_run_until_sees_completion_off_the_loop(void **state)
     assert_int_equal(ARPC_OK, arpc_future_create(&o.f));
     pthread_t th;
     assert_int_equal(0, pthread_create(&th, NULL, offloop_driver, &o));
-    assert_true(sem_wait_secs(&o.started, 10));
+    assert_true(sem_wait_secs(&o.started, 60));
     sleep_ms(30); /* only so that the driver is asleep in the poll: the right outcome needs none */
     int64_t t0 = now_ms();
     arpc_future_complete(o.f, ARPC_OK, NULL, 0);
     pthread_join(th, NULL);
     assert_int_equal(ARPC_OK, o.rc);
-    assert_true(now_ms() - t0 < 5000); /* at once, not at the 10 s timeout */
+    assert_true(now_ms() - t0 < RUN_UNTIL_TIMEOUT_MS / 2); /* at once, not at the timeout */
     arpc_loop_destroy(o.loop);
     arpc_future_release(o.f);
     sem_destroy(&o.started);
