@@ -38,6 +38,12 @@ static void *counted_realloc(void *p, size_t size, void *ctx) { return test_allo
 static void counted_free(void *p, void *ctx) { test_allocator.free_fn(p, ctx); }
 static const arpc_allocator failing_allocator = {failing_malloc, counted_realloc, counted_free, NULL};
 
+/* A watchdog, not a pace: only a lost wake-up (or a hang) reaches it, however loaded the
+ * machine (a 10 s one failed once under TSan at load 12, the waiter awake or asleep unknown).
+ * Under libev's longest poll (59.743 s, MAX_BLOCKTIME), which ends a lost wake-up's sleep by
+ * itself: a watchdog of 60 s passed with the no-memory kick taken out. */
+#define WATCHDOG_S 30
+
 static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
 static arpc_request *held[128]; /* never answered until teardown */
 static size_t nheld;
@@ -148,18 +154,23 @@ static void cancel_round(struct fixture *fx, unsigned round, bool fail_job)
     assert_non_null(w.f);
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, wait_driving, &w));
-    assert_true(latch_wait(round, 10000)); /* the request reached the server */
+    assert_true(latch_wait(round, WATCHDOG_S * 1000)); /* the request reached the server */
     /* The waiter sleeps in poll: from there only a wake-up brings it back. */
     int64_t t0 = now_ms();
-    while (!(atomic_load(&w.tid) != 0 && blocked_in_poll(atomic_load(&w.tid))) && now_ms() - t0 < 10000)
+    while (!(atomic_load(&w.tid) != 0 && blocked_in_poll(atomic_load(&w.tid))) && now_ms() - t0 < WATCHDOG_S * 1000)
         sched_yield();
     assert_true(blocked_in_poll(atomic_load(&w.tid)));
     fail_next_here = fail_job;
     assert_true(arpc_future_cancel(w.f));
     fail_next_here = false;
-    bool returned = sem_wait_secs(&w.done, 10); /* a watchdog, not a pace */
-    if (!returned)
+    bool returned = sem_wait_secs(&w.done, WATCHDOG_S);
+    if (!returned) {
+        /* Asleep in poll still: the wake-up was lost. Awake: a machine too slow for the
+         * watchdog (seen: 0.7 s at load 32 under TSan; once over 10 s). */
+        print_error("round %u: the waiter did not return in %d s; it is %s\n", round, WATCHDOG_S,
+                    blocked_in_poll(atomic_load(&w.tid)) ? "asleep in poll (a lost wake-up)" : "awake");
         arpc_loop_kick(fx->loop); /* let the stuck waiter go, so the test can end */
+    }
     assert_int_equal(0, pthread_join(t, NULL));
     assert_true(returned);
     assert_int_equal(ARPC_ECANCELLED, w.rc);
