@@ -183,7 +183,7 @@ static void test_equal_keys_same_actor(void **state)
         for (int rep = 0; rep < 5; rep++) {
             latch_reset();
             assert_int_equal(ARPC_OK, arpc_actor_group_post_key(g, keys[k], on_key, NULL));
-            assert_true(latch_wait(1, 10000));
+            assert_true(latch_wait(1, TEST_WAIT_MS));
             arpc_actor *seen = key_seen; /* latch_add's unlock, latch_wait's lock order it */
             if (first == NULL)
                 first = seen;
@@ -245,7 +245,7 @@ static void test_member_names_keep_index(void **state)
     for (uintptr_t i = 0; i < 3; i++)
         assert_int_equal(ARPC_OK, arpc_actor_post(arpc_actor_group_member(g, (unsigned)i),
                                                   on_name, (void *)i));
-    assert_true(latch_wait(3, 10000));
+    assert_true(latch_wait(3, TEST_WAIT_MS));
     arpc_actor_group_destroy(g);
     assert_string_equal("a-rather-long-0", names[0]);
     assert_string_equal("a-rather-long-1", names[1]);
@@ -318,7 +318,7 @@ static void run_group_stop(enum arpc_actor_stop_mode mode)
     assert_int_equal(ARPC_OK, arpc_actor_post(arpc_actor_group_member(g, 0), on_gate, NULL));
     for (int i = 0; i < 1000; i++)
         assert_int_equal(ARPC_OK, post_counted(g));
-    assert_true(latch_wait(1, 10000)); /* the gate runs: a DISCARD must not cancel it */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the gate runs: a DISCARD must not cancel it */
     struct stopper s = {g, mode, -1};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
@@ -368,7 +368,7 @@ static void test_stop_from_member_is_ebusy(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_group_create(&busy_group, 2, NULL));
     assert_int_equal(ARPC_OK,
                      arpc_actor_post(arpc_actor_group_member(busy_group, 1), on_stop_group, NULL));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_EBUSY, atomic_load(&busy_rc));
     /* Nothing was stopped: both members still take work. */
     assert_int_equal(ARPC_OK, arpc_actor_group_post(busy_group, on_rr, NULL));

@@ -207,7 +207,7 @@ static struct rec_job *fill_behind_gate(arpc_actor *a)
     struct rec_job *jobs = calloc(ROOM_BOUND + 1, sizeof(*jobs));
     assert_non_null(jobs);
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
-    assert_true(latch_wait(1, 10000)); /* it runs, alone in its take */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, alone in its take */
     int rc = ARPC_OK;
     unsigned n = 0;
     while (n <= ROOM_BOUND) {
@@ -370,7 +370,7 @@ static void test_own_posts_never_wait(void **state)
     arpc_actor_options o = {.mailbox_size = OWN_BOUND};
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_own_spawner, NULL));
-    assert_true(latch_wait(1, 10000)); /* 20 times the bound, neither refused nor waiting */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* 20 times the bound, neither refused nor waiting */
     arpc_actor_destroy(a);
     assert_int_equal(0, atomic_load(&own_refused));
     assert_int_equal(OWN_POSTS, atomic_load(&own_msgs));

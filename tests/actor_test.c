@@ -120,7 +120,7 @@ static void test_post_runs_on_actor_thread(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
     assert_false(arpc_actor_on_thread(a));
     assert_int_equal(ARPC_OK, post_msg(a));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(1, atomic_load(&n_ok));
     assert_int_equal(ARPC_OK, arpc_actor_stop(a, ARPC_ACTOR_DRAIN));
     assert_int_equal(1, arpc_actor_processed(a));
@@ -347,7 +347,7 @@ static void run_gated_stop(enum arpc_actor_stop_mode mode, unsigned queued)
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
     for (unsigned i = 0; i < queued; i++)
         assert_int_equal(ARPC_OK, post_msg(a));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     struct stopper s = {a, mode, -1};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
@@ -451,7 +451,7 @@ static void test_stop_reentered_from_cancellation(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_gate, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_reentrant_cancel, NULL));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     struct stopper s = {a, ARPC_ACTOR_DISCARD, -1};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stopper_main, &s));
@@ -486,13 +486,13 @@ static void test_stop_from_own_thread_is_ebusy(void **state)
     arpc_actor *a;
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_stop_self, NULL));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_EBUSY, atomic_load(&own_stop_rc));
     assert_true(atomic_load(&own_on_thread));
     /* Still running: it accepts and runs work. */
     counters_reset();
     assert_int_equal(ARPC_OK, post_msg(a));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     arpc_actor_destroy(a);
     assert_each_delivered_once();
 }
@@ -578,7 +578,7 @@ static void test_idle_actor_sleeps(void **state)
     arpc_actor *a;
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_get_clock, NULL));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(atomic_load(&clock_ok));
     sleep_ms(20); /* let it finish the message and go to sleep */
     int64_t before = cpu_ns(actor_clock);
@@ -588,7 +588,7 @@ static void test_idle_actor_sleeps(void **state)
     assert_true(used < 20 * 1000000);
     /* And it wakes up for new work after sleeping. */
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_get_clock, NULL));
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     arpc_actor_destroy(a);
 }
 
@@ -612,7 +612,7 @@ static void test_thread_name_truncated(void **state)
     arpc_actor_options o = {.name = "arpc-test-actor-with-a-long-name"};
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, &o));
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_get_name, NULL));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     arpc_actor_destroy(a);
     assert_string_equal("arpc-test-actor", seen_name);
 }
@@ -752,7 +752,7 @@ static void test_post_out_of_memory(void **state)
     /* From the actor's own thread. */
     latch_reset();
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_oom_spawner, NULL));
-    assert_true(latch_wait(1, 10000)); /* before the stop closes the mailbox */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* before the stop closes the mailbox */
     arpc_actor_destroy(a);
     arpc_set_allocator(NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live));
@@ -797,13 +797,13 @@ static void test_warm_pool_allocates_nothing(void **state)
         assert_int_equal(ARPC_OK, arpc_actor_post(a, on_warm, NULL));
     long live = atomic_load(&test_alloc_live);
     sem_post(&warm_gate);
-    assert_true(latch_wait(WARM, 10000));
+    assert_true(latch_wait(WARM, TEST_WAIT_MS));
     /* Every message ran: nodes come back (all but the last one's, perhaps, yet). */
     atomic_store(&test_alloc_budget, 0);
     for (int round = 0; round < 10; round++) {
         for (int i = 0; i < WARM; i++)
             assert_int_equal(ARPC_OK, arpc_actor_post(a, on_warm, NULL));
-        assert_true(latch_wait((unsigned)(WARM * (round + 2)), 10000));
+        assert_true(latch_wait((unsigned)(WARM * (round + 2)), TEST_WAIT_MS));
     }
     atomic_store(&test_alloc_budget, -1);
     assert_int_equal(live, atomic_load(&test_alloc_live));

@@ -127,11 +127,11 @@ static void test_duplicate_same_connection_while_running(void **state)
     assert_true(raw_connect(&r, fx->addr, 77));
     assert_true((r.rc_hello.f_flags & ARPC_HELLO_DEDUP) != 0);
     assert_true(raw_request(&r, 1, 1, 0, 0, "t.gate", "hold", 4));
-    assert_true(latch_wait(1, 10000)); /* it runs, and holds */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, and holds */
     assert_true(raw_request(&r, 2, 1, 0, 0, "t.gate", "hold", 4)); /* the same call again */
     /* A request behind it on the same connection proves the duplicate was seen first. */
     assert_true(raw_request(&r, 3, 2, 0, 0, "t.gate", "next", 4));
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     sem_post(&gate);
     struct answer ans[3] = {{.xid = 1}, {.xid = 2}, {.xid = 3}};
     expect_replies(&r, ans, 3);
@@ -150,10 +150,10 @@ static void test_duplicate_other_connection_while_running(void **state)
     assert_true(raw_connect(&r1, fx->addr, 78));
     assert_true(raw_connect(&r2, fx->addr, 78)); /* the same client, a second connection */
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(raw_request(&r2, 9, 1, 0, 0, "t.gate", "hold", 4));
     assert_true(raw_request(&r2, 10, 2, 0, 0, "t.gate", "next", 4));
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     sem_post(&gate);
     struct answer on1[1] = {{.xid = 1}}, on2[2] = {{.xid = 9}, {.xid = 10}};
     expect_replies(&r1, on1, 1);
@@ -213,7 +213,7 @@ static void test_not_run_is_not_remembered(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, fx->addr, 80));
     assert_true(raw_request(&r, 1, 1, 0, 0, "t.serial", "hold", 4)); /* occupies the actor */
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(raw_request(&r, 2, 2, 0, 1, "t.serial", "late", 4)); /* 1 ms budget */
     /* Its budget runs out while it waits behind the held call: let time pass (the subject
      * here is time itself, not an order between threads), then free the actor. */
@@ -272,7 +272,7 @@ static void test_retry_deadline_while_running(void **state)
     assert_true(raw_connect(&r1, fx->addr, 82));
     assert_true(raw_connect(&r2, fx->addr, 82));
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
-    assert_true(latch_wait(1, 10000)); /* it runs, and holds */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, and holds */
     assert_true(raw_request(&r2, 9, 1, 0, 50, "t.gate", "hold", 4)); /* a retry with 50 ms */
     assert_true(raw_next_is_error(&r2, 9, ARPC_ETIMEDOUT));
     assert_int_equal(1, atomic_load(&runs)); /* still the first run, still held */
@@ -291,7 +291,7 @@ static void test_retry_deadline_after_close(void **state)
     assert_true(raw_connect(&r2, fx->addr, 83));
     assert_true(raw_connect(&r3, fx->addr, 83));
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "hold", 4));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     send_retry_attached(&r2, "t.gate", 9, 300);
     raw_close(&r2);
     /* Armed after r2's with the same budget: r2's has fired once this one has. */
@@ -313,7 +313,7 @@ static void test_retry_deadline_at_stop(void **state)
     assert_true(raw_connect(&r1, fx->addr, 84));
     assert_true(raw_connect(&r2, fx->addr, 84));
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.serial", "hold", 4));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     send_retry_attached(&r2, "t.serial", 9, 60000);
     assert_int_equal(ARPC_OK, arpc_server_stop(fx->s, 0));
     sem_post(&gate); /* the handler's late reply is dropped */
@@ -352,7 +352,7 @@ static void test_copies_answered_while_stopping(void **state)
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.gate", "done", 4));
     expect_answer(&r1, 1, ARPC_FRAME_REPLY, body, &len);
     assert_true(raw_request(&r1, 2, 2, 0, 0, "t.gate", "hold", 4));
-    assert_true(latch_wait(2, 10000)); /* seq 2 runs, and holds */
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* seq 2 runs, and holds */
     assert_true(raw_connect(&r2, fx->addr, 85)); /* the same client, as after a reconnect */
     pthread_t stopper;
     assert_int_equal(0, pthread_create(&stopper, NULL, stop_forever, fx->s)); /* waits for seq 2 */

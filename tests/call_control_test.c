@@ -115,7 +115,7 @@ static void test_expired_in_queue_does_not_run(void **state)
 {
     struct fixture *fx = *state;
     arpc_future *held = arpc_call_async(fx->c, "t.serial", "hold", 4, 20000);
-    assert_true(latch_wait(1, 10000)); /* the actor is busy */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the actor is busy */
     /* Queued behind it with 50 ms: the caller times out; the server must not run it later. */
     assert_int_equal(ARPC_ETIMEDOUT, arpc_call(fx->c, "t.serial", "late", 4, NULL, NULL, 50));
     sync_connection(fx); /* it has arrived; its budget counts from then: let it pass for sure */
@@ -141,7 +141,7 @@ static void test_cancel_before_start_does_not_run(void **state)
 {
     struct fixture *fx = *state;
     arpc_future *held = arpc_call_async(fx->c, "t.serial", "hold", 4, 20000);
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     arpc_future *f = arpc_call_async(fx->c, "t.serial", "doomed", 6, 20000);
     sync_connection(fx); /* the server has it queued */
     assert_true(arpc_future_cancel(f));
@@ -159,7 +159,7 @@ static void test_cancel_reaches_running_handler(void **state)
 {
     struct fixture *fx = *state;
     arpc_future *f = arpc_call_async(fx->c, "t.serial", "wait-cancel", 11, 20000);
-    assert_true(latch_wait(1, 10000)); /* running */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* running */
     assert_true(arpc_future_cancel(f));
     arpc_future_release(f);
     /* The handler's callback fires when the CANCEL arrives, and the handler sees it. */
@@ -207,12 +207,12 @@ static void test_semantics_over_a_cut(void **state)
         arpc_call_options o = {.deadline_ms = 30000, .semantics = sem[i]};
         fs[i] = arpc_call_async_opts(c, "t.cut", &i, sizeof(i), &o);
     }
-    assert_true(latch_wait(3, 10000)); /* all three run, and hold */
+    assert_true(latch_wait(3, TEST_WAIT_MS)); /* all three run, and hold */
     cut_proxy_cut(proxy);
     /* The no-retry call's outcome is unknown at once; the others are sent again. */
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(fs[2], 10000));
     /* At-least-once runs a second time (not numbered); at-most-once attaches. */
-    assert_true(latch_wait(4, 10000));
+    assert_true(latch_wait(4, TEST_WAIT_MS));
     for (int i = 0; i < 8; i++)
         sem_post(&cut_gate);
     assert_int_equal(ARPC_OK, arpc_future_wait_for(fs[0], 10000));

@@ -23,7 +23,7 @@
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
-#define WATCHDOG_S 10
+#define WATCHDOG_S 30
 #define CLIENT_ID 0x5eedULL
 #define NHOLD 16 /* long polls that hold a connection's input with default options */
 

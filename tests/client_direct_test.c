@@ -305,7 +305,7 @@ static void test_cancel_reaches_server(void **state)
         wait_idle(fx->c);
         arpc_future *f = arpc_call_async(fx->c, "t.wait-cancel", "x", 1, 0);
         assert_non_null(f);
-        assert_true(latch_wait(i + 1, 10000)); /* running, with its cancel callback */
+        assert_true(latch_wait(i + 1, TEST_WAIT_MS)); /* running, with its cancel callback */
         assert_true(arpc_future_cancel(f));
         assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(f));
         arpc_future_release(f);

@@ -98,7 +98,7 @@ static void calls_waiting(struct fixture *fx, arpc_client *c, arpc_future *fs[NC
         arpc_call_options o = {.deadline_ms = ARPC_FOREVER, .semantics = sem[i]};
         assert_non_null(fs[i] = arpc_call_async_opts(c, "t.hold", "x", 1, &o));
     }
-    assert_true(latch_wait(3, 10000)); /* all three reached the server */
+    assert_true(latch_wait(3, TEST_WAIT_MS)); /* all three reached the server */
     cut_proxy_stop(fx->proxy);         /* cut, and no listener any more */
     fx->proxy = NULL;
     /* The break ends the no-retry call and puts the others back to waiting, in one loop turn. */
@@ -166,7 +166,7 @@ static void test_server_stop_with_retry_attached(void **state)
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, fx->paddr, &waiting_opts));
     arpc_future *f = arpc_call_async(c, "t.hold", "x", 1, ARPC_FOREVER); /* at-most-once */
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     cut_proxy_cut(fx->proxy);
     /* The client reconnects and sends the call again, before any newer call (oldest first):
      * once the newer one is answered, the server has attached the copy to the running call. */

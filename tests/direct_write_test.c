@@ -396,7 +396,7 @@ static void test_peer_closes_while_workers_write(void **state)
     assert_true(raw_connect(&r, addr, CLIENT_ID));
     for (unsigned i = 0; i < WINDOW; i++)
         send_call(&r, i);
-    assert_true(latch_wait(WINDOW / 4, 10000));
+    assert_true(latch_wait(WINDOW / 4, TEST_WAIT_MS));
     raw_close(&r); /* requests it sent and the server had not read yet never run */
     assert_int_equal(ARPC_OK, arpc_server_destroy(s)); /* waits out the handlers in flight */
 }
@@ -414,7 +414,7 @@ static void test_stop_while_workers_write(void **state)
     assert_true(raw_connect(&r, addr, CLIENT_ID));
     for (unsigned i = 0; i < WINDOW; i++)
         send_call(&r, i);
-    assert_true(latch_wait(WINDOW / 4, 10000));
+    assert_true(latch_wait(WINDOW / 4, TEST_WAIT_MS));
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
     struct raw_frame f;
     while (raw_read(&r, &f, false)) {
@@ -463,7 +463,7 @@ static void test_server_reply_cut_short(void **state)
         le_st64(body, xid);
         le_st32(body + 8, BIG - i);
         assert_true(raw_request(&r, xid, i == 0 ? 1 : 0, 0, 0, "t.blob", body, sizeof(body)));
-        assert_true(latch_wait(i + 1, 10000));
+        assert_true(latch_wait(i + 1, TEST_WAIT_MS));
         struct arpc_frame f;
         read_frame(r.rc_fd, buf, BIG + 64, &f);
         assert_int_equal(ARPC_FRAME_REPLY, f.f_kind);

@@ -28,7 +28,7 @@
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
-#define WATCHDOG_S 10
+#define WATCHDOG_S 30
 #define CLIENT_ID 0xea51ULL
 #define CALLS (2 * ARPC_CONN_BATCH_FRAMES + 44) /* two early writes' worth, and more */
 

@@ -80,12 +80,12 @@ static void test_effect_without_memory_stops_at_most_once(void **state)
     assert_true(raw_connect(&r, addr, 0x5eed));
     assert_true(raw_request(&r, 1, 1, 0, 0, "t.apply", "x", 1));
     assert_true(raw_next_is_error(&r, 1, ARPC_EABANDONED)); /* it may have run */
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_ENOMEM, atomic_load(&durable_rc));
     /* The next numbered call is refused: the log no longer holds what the state does. */
     assert_true(raw_request(&r, 2, 2, 0, 0, "t.apply", "y", 1));
     assert_true(raw_next_is_error(&r, 2, ARPC_ESYSTEM));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     raw_close(&r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 

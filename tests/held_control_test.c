@@ -27,7 +27,7 @@
 #include "support/test_util.h"
 
 #define NPARK 32
-#define WATCHDOG_S 10
+#define WATCHDOG_S 30
 
 /* ---- the hold's log line ---- */
 

@@ -52,7 +52,7 @@ static arpc_future *held_call(arpc_jsonrpc_client *c)
 {
     latch_reset();
     arpc_future *f = arpc_jsonrpc_call_async(c, "T.Hold", "[1]", 3, 0);
-    if (f != NULL && latch_wait(1, 10000) && arpc_future_poll(f) == ARPC_EPENDING)
+    if (f != NULL && latch_wait(1, TEST_WAIT_MS) && arpc_future_poll(f) == ARPC_EPENDING)
         return f;
     return NULL;
 }
@@ -97,7 +97,7 @@ static void test_pending_released_twice(void **state)
     if (twice)
         arpc_future_release(f);
     assert_int_equal(ARPC_OK, arpc_reply(g_held, "true", 4));
-    assert_true(latch_wait(2, 10000)); /* the hold, then the callback */
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* the hold, then the callback */
     assert_int_equal(ARPC_OK, arpc_jsonrpc_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);

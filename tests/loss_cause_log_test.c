@@ -69,7 +69,7 @@ static void test_server_stopping(void **state)
     assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 10000));
     expect_line("which said it is stopping (GOAWAY)");
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     arpc_set_logger(NULL, NULL, ARPC_LOG_WARN);
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));

@@ -199,7 +199,7 @@ static arpc_future *held_call(arpc_client *c)
 {
     latch_reset();
     arpc_future *f = arpc_call_async(c, "hold", "x", 1, 0);
-    if (f != NULL && latch_wait(1, 10000) && arpc_future_poll(f) == ARPC_EPENDING)
+    if (f != NULL && latch_wait(1, TEST_WAIT_MS) && arpc_future_poll(f) == ARPC_EPENDING)
         return f;
     return NULL;
 }
@@ -329,7 +329,7 @@ static void test_pending_released_twice(void **state)
     if (twice)
         arpc_future_release(f);
     assert_int_equal(ARPC_OK, arpc_reply(g_held, "y", 1));
-    assert_true(latch_wait(2, 10000)); /* the hold, then the callback */
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* the hold, then the callback */
 
     arpc_cq *cq;
     assert_int_equal(ARPC_OK, arpc_cq_create(&cq));

@@ -149,7 +149,7 @@ static void call_expect_first(arpc_client *c, const char *method, int status, co
     assert_int_equal(strlen(first), len);
     assert_memory_equal(first, reply, len);
     arpc_free(reply);
-    assert_true(latch_wait(1, 10000)); /* the handler has both results */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the handler has both results */
 }
 
 /* ---- a second reply ---- */
@@ -174,7 +174,7 @@ static void test_second_reply_refused(void **state)
     /* A one-way request: no reply is sent, but a second "reply" is refused all the same. */
     latch_reset();
     assert_int_equal(ARPC_OK, arpc_notify(c, "m.twice", "x", 1));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_OK, atomic_load(&rc_first));
     assert_int_equal(ARPC_EINVAL, atomic_load(&rc_second));
 
@@ -273,7 +273,7 @@ static void test_client_close_inside_then(void **state)
     latch_reset();
     assert_int_equal(ARPC_OK, arpc_future_then(f, close_from_then, &ct));
     assert_int_equal(ARPC_OK, arpc_reply(g_def.req, "ok", 2));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     sem_post(&g_def.handler_gate);
     assert_int_equal(ARPC_EBUSY, atomic_load(&ct.rc));
     assert_int_equal(ARPC_OK, arpc_future_wait_for(f, 10000));

@@ -71,7 +71,7 @@ static void test_cut_under_running_calls(void **state)
     arpc_future *fs[N];
     for (int i = 0; i < N; i++)
         fs[i] = arpc_call_async(c, "t.held", &i, sizeof(i), CALL_DEADLINE_MS);
-    assert_true(latch_wait(N, 10000)); /* every handler runs (and holds) */
+    assert_true(latch_wait(N, TEST_WAIT_MS)); /* every handler runs (and holds) */
     assert_true(cut_proxy_cut(proxy) >= 1);
     /* The client reconnects and sends the same calls again: they attach to the running ones.
      * Wait until it is back (a new connection through the proxy and its HELLO). */

@@ -891,10 +891,10 @@ static void test_random_against_model_with_compaction(void **state)
             model_apply(m, &rec->r, rec->reply_tag, rec->effect_tag);
             arpc_reply_log_append(log, &rec->r);
             if (i % PACE == PACE - 1) /* separate batches, so compaction gets its chances */
-                assert_true(latch_wait((unsigned)i + 1, 10000));
+                assert_true(latch_wait((unsigned)i + 1, TEST_WAIT_MS));
         }
         struct arpc_reply_log_stats st;
-        assert_true(latch_wait(PER_ROUND, 10000));
+        assert_true(latch_wait(PER_ROUND, TEST_WAIT_MS));
         arpc_reply_log_stats(log, &st);
         compactions += st.compactions;
         arpc_reply_log_close(log);
@@ -1237,7 +1237,7 @@ static void test_policies_sync_when_they_say(void **state)
     latch_reset();
     struct arpc_reply_log *log = open_policy(t, ARPC_LOG_FSYNC_ALWAYS, 0, 0, &s);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 2)->r);
-    assert_true(latch_wait(1, 5000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(1, stats_of(log).fsyncs);
     arpc_reply_log_close(log);
 
@@ -1246,7 +1246,7 @@ static void test_policies_sync_when_they_say(void **state)
     log = open_policy(t, ARPC_LOG_FSYNC_BATCH, 50, 1000000, &s);
     int64_t t0 = now_ms();
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 2, 0, 1, 2)->r);
-    assert_true(latch_wait(1, 5000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(1, stats_of(log).records);
     assert_true(wait_fsyncs(log, 1, 5000));
     assert_true(now_ms() - t0 >= 45);
@@ -1272,7 +1272,7 @@ static void test_policies_sync_when_they_say(void **state)
     log = open_policy(t, ARPC_LOG_FSYNC_OFF, 1, 1, &s);
     for (uint64_t i = 0; i < 10; i++)
         arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 20 + i, 0, 1, 2)->r);
-    assert_true(latch_wait(10, 5000));
+    assert_true(latch_wait(10, TEST_WAIT_MS));
     sleep_ms(30);
     assert_int_equal(0, stats_of(log).fsyncs);
     assert_int_equal(10, stats_of(log).records);
@@ -1304,7 +1304,7 @@ static void test_kill9_keeps_what_was_handed_back(void **state)
             struct arpc_reply_log *log = open_policy(&t, policies[k], 60000, 1000000, &s);
             for (uint64_t i = 1; i <= N; i++)
                 arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, i, 0, (uint32_t)i, 0)->r);
-            if (!latch_wait(N, 10000) || atomic_load(&s.not_ok) != 0)
+            if (!latch_wait(N, TEST_WAIT_MS) || atomic_load(&s.not_ok) != 0)
                 _exit(1);
             raise(SIGKILL); /* no close: what was handed back must already be in the file */
             _exit(2);
@@ -1349,7 +1349,7 @@ static void test_compaction_keeps_directory_bounded(void **state)
         }
         arpc_reply_log_append(log, &rec->r);
         if (i % PACE == 0) {
-            assert_true(latch_wait(i, 10000));
+            assert_true(latch_wait(i, TEST_WAIT_MS));
             int count;
             uint64_t bytes = segments_bytes(t, &count);
             uint64_t live = stats_of(log).live_bytes;
@@ -1442,7 +1442,7 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
     while (!m->exists[known])
         known++;
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, known, 0, 0, 0, 0)->r);
-    assert_true(latch_wait(1, 5000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
     while (stats_of(log).compactions == 0 && now_ms() < end)
         sleep_ms(1);
@@ -1508,7 +1508,7 @@ static void test_goodbyes_bounded_and_compacted(void **state)
     replayed_free(&r);
     /* A record that changes nothing starts the compaction. */
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, BACK, 0, 0, 0, 0)->r);
-    assert_true(latch_wait(ARPC_RC_GONE_MAX + EXTRA + DEAD + 3, 5000));
+    assert_true(latch_wait(ARPC_RC_GONE_MAX + EXTRA + DEAD + 3, TEST_WAIT_MS));
     int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
     while (stats_of(log).compactions == 0 && now_ms() < end)
         sleep_ms(1);
@@ -1596,7 +1596,7 @@ static void test_segments_after_the_snapshot(void **state)
     latch_reset();
     log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, NULL, &s);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 2, 0, 4, 0, 0)->r);
-    assert_true(latch_wait(1, 5000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     int64_t end = now_ms() + 5000;
     while (stats_of(log).compactions == 0 && now_ms() < end)
         sleep_ms(1);
@@ -1699,7 +1699,7 @@ static void test_out_of_memory(void **state)
     arpc_reply_log_append(log, &refused->r);
     arpc_reply_log_append(log, &refused_ack->r);
     arpc_reply_log_append(log, &fine->r);
-    assert_true(latch_wait(3, 5000));
+    assert_true(latch_wait(3, TEST_WAIT_MS));
     atomic_store(&test_alloc_budget, -1);
     struct trec *later = trec_new(ARPC_LOG_REPLY, 1000, 2, 0, 5, 0);
     arpc_reply_log_append(log, &later->r);
@@ -1741,7 +1741,7 @@ static void test_compaction_out_of_memory(void **state)
     log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, NULL, &s);
     atomic_store(&test_alloc_budget, 0); /* an ACK of a known client needs no memory itself */
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 1, 0, 0)->r);
-    assert_true(latch_wait(1, 5000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     int64_t end = now_ms() + 5000;
     while (captured(ARPC_LOG_ERROR, NULL) == 0 && now_ms() < end)
         sleep_ms(1);
@@ -1749,7 +1749,7 @@ static void test_compaction_out_of_memory(void **state)
     assert_int_equal(1, captured(ARPC_LOG_ERROR, "out of memory while compacting; compaction abandoned"));
     assert_int_equal(0, stats_of(log).compactions);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 1, 0, 0)->r);
-    assert_true(latch_wait(2, 5000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     while (stats_of(log).compactions == 0 && now_ms() < end)
         sleep_ms(1);
     assert_int_equal(1, stats_of(log).compactions);
@@ -1824,7 +1824,7 @@ static void test_write_failure_stops_the_log(void **state)
         before[i] = trec_new(ARPC_LOG_REPLY, 1, (uint64_t)i + 1, 0, 90, 91);
         arpc_reply_log_append(log, &before[i]->r);
     }
-    assert_true(latch_wait(3, 5000));
+    assert_true(latch_wait(3, TEST_WAIT_MS));
     char path[256];
     off_t size = file_size(seg_path(t, 1, path, sizeof(path)));
 
@@ -1841,7 +1841,7 @@ static void test_write_failure_stops_the_log(void **state)
         failing[i] = trec_new(ARPC_LOG_REPLY, 1, (uint64_t)i + 10, 0, 90, 91);
         arpc_reply_log_append(log, &failing[i]->r);
     }
-    assert_true(latch_wait(13, 5000));
+    assert_true(latch_wait(13, TEST_WAIT_MS));
     assert_int_equal(0, setrlimit(RLIMIT_FSIZE, &old_limit));
     sigaction(SIGXFSZ, &old_action, NULL);
 

@@ -130,7 +130,7 @@ static int64_t call_until_started(struct raw_client *r, uint64_t *xid, uint64_t 
         if (f.f.f_code == ARPC_EEXPIRED)
             continue;
         assert_int_equal(ARPC_ETIMEDOUT, f.f.f_code);
-        assert_true(latch_wait(1, 10000)); /* it started: its handler kept it */
+        assert_true(latch_wait(1, TEST_WAIT_MS)); /* it started: its handler kept it */
         return now_ms() - t0;
     }
     fail_msg("%s never started within its %d ms in 100 attempts", method, CALL_DEADLINE_MS);
@@ -241,7 +241,7 @@ static void test_reply_racing_the_deadline(void **state)
     unsigned ran = 0;
     for (int i = 1; i <= RACE_CALLS; i++)
         ran += got[i] != ARPC_EEXPIRED; /* expired in the queue: its handler never ran */
-    assert_true(latch_wait(ran, 10000)); /* every handler that ran has its arpc_reply's result */
+    assert_true(latch_wait(ran, TEST_WAIT_MS)); /* every handler that ran has its arpc_reply's result */
     for (int i = 1; i <= RACE_CALLS; i++)
         if (got[i] != ARPC_EEXPIRED)
             assert_int_equal(got[i], atomic_load(&race_rc[i]));
@@ -278,9 +278,9 @@ static void stop_then_reply_after_destroy(arpc_loop *loop)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.keep", "x", 1)); /* no deadline */
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.keep", "y", 1));
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
     /* Answered in one step, in no promised order. */
     uint64_t first = read_error(&r, ARPC_EABANDONED);
@@ -356,7 +356,7 @@ static void test_deadline_cancels_a_waiting_handler(void **state)
     assert_true(raw_connect(&r, addr, 0));
     uint64_t xid = 1;
     (void)call_until_started(&r, &xid, 0, "t.poll");
-    assert_true(latch_wait(2, 10000)); /* started, then cancelled */
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* started, then cancelled */
     assert_int_equal(1, atomic_load(&poll_cancel_runs));
     assert_int_equal(ARPC_ETIMEDOUT, atomic_load(&poll_reply_rc));
     assert_true(raw_request(&r, xid + 1, 0, 0, 0, "t.echo", "next", 4)); /* nothing more for xid */
@@ -375,10 +375,10 @@ static void test_stop_cancels_a_waiting_handler(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1)); /* no deadline */
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
     read_error(&r, ARPC_EABANDONED);
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     assert_int_equal(1, atomic_load(&poll_cancel_runs));
     assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&poll_reply_rc));
     raw_close(&r);
@@ -415,7 +415,7 @@ static void test_cancel_callback_runs_once(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1));
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     uint8_t cancel[2 * ARPC_FRAME_HEADER_SIZE];
     size_t n = arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, 1, 0);
     n += arpc_frame_encode_header(cancel + n, ARPC_FRAME_CANCEL, 1, 0);
@@ -423,7 +423,7 @@ static void test_cancel_callback_runs_once(void **state)
     /* An echo behind them on the same connection: once it is answered, both were read. */
     assert_true(raw_request(&r, 2, 0, 0, 0, "t.echo", "next", 4));
     expect_reply_among(&r, 2, "next", 1);
-    assert_true(latch_wait(2, 10000));
+    assert_true(latch_wait(2, TEST_WAIT_MS));
     assert_int_equal(1, atomic_load(&poll_cancel_runs));
     assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "done", 4));
     expect_reply_among(&r, 1, "done", 1);
@@ -446,13 +446,13 @@ static void test_cancel_after_the_reply_calls_nothing(void **state)
     struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     assert_true(raw_request(&r, 1, 0, 0, 0, "t.poll", "x", 1));
-    assert_true(latch_wait(1, 10000)); /* its callback is set */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* its callback is set */
     /* One write: the loop reads both, runs the inline call and holds there. */
     uint8_t bytes[256];
     size_t n = arpc_frame_encode_request(bytes, ARPC_FRAME_REQUEST, 2, 0, 0, 0, "t.hold_loop", 11, "h", 1);
     n += arpc_frame_encode_header(bytes + n, ARPC_FRAME_CANCEL, 1, 0);
     assert_true(raw_send(&r, bytes, n));
-    assert_true(latch_wait(2, 10000)); /* the loop is in t.hold_loop */
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* the loop is in t.hold_loop */
     assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "done", 4));
     sem_post(&loop_go);
     expect_reply_among(&r, 2, "held", 2);

@@ -236,7 +236,7 @@ static arpc_server *make_server(const arpc_server_options *o, const char *listen
 /* Waits until the kept request arrived, and takes it. */
 static arpc_request *take_kept(void)
 {
-    assert_true(latch_wait(1, 10000));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     return atomic_exchange(&kept, NULL);
 }
 
@@ -457,7 +457,7 @@ static void run_stop_case(int64_t grace, bool expire)
     sem_init(&block_gate, 0, 0);
     latch_reset();
     arpc_future *fa = arpc_call_async(c, "t.block", "a", 1, ARPC_FOREVER);
-    assert_true(latch_wait(1, 10000)); /* A runs, the only worker is taken */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* A runs, the only worker is taken */
     arpc_future *fb = arpc_call_async(c, "t.echo", "b", 1, ARPC_FOREVER);
     /* Frames of one connection are handled in order: once this inline call is answered, B
      * has been handed to the worker's queue. */

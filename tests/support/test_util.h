@@ -23,6 +23,12 @@ void latch_add(void);
 /* Waits until latch_add() was called target times since the reset; false after timeout_ms. */
 bool latch_wait(unsigned target, int timeout_ms);
 
+/* The bound of a wait for what should happen soon (a latch, a semaphore, a future): only a
+ * hang reaches it, however loaded the machine (parallel suites under sanitizers stretch a
+ * moment to seconds). Never a pace, never what a test checks. Under libev's longest poll
+ * (59.743 s), which ends a lost wake-up's sleep by itself and would hide it. */
+#define TEST_WAIT_MS 30000
+
 /* Waits on s for up to secs seconds (retrying EINTR); false on timeout. */
 bool sem_wait_secs(sem_t *s, int secs);
 
