@@ -12,8 +12,8 @@
 
 #include "transport/transport.h"
 
-#define WAIT_MS 5000    /* generous bound for events that should come at once */
-#define CONNECT_MS 5000 /* likewise for a connect that should succeed */
+#define WAIT_MS 30000 /* bounds a wait for an event that should come at once: only a hang reaches it */
+#define CONNECT_MS 30000 /* likewise for a connect that should succeed */
 
 /* ---- fresh addresses nobody uses ---- */
 
