@@ -33,8 +33,6 @@ static void h_keep(arpc_request *req, void *ctx)
     atomic_store(&kept, req);
 }
 
-#define WAIT_MS 60000 /* a bound for what should happen soon: only a hang reaches it */
-
 /* Counted by the latch as it starts. */
 static void h_sleep(arpc_request *req, void *ctx)
 {
@@ -91,7 +89,7 @@ static void test_reply_after_destroy(void **state)
     while (atomic_load(&kept) == NULL)
         sleep_ms(1);
     arpc_server_destroy(s);
-    assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(f, 2000));
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(f, TEST_WAIT_MS));
     arpc_future_release(f);
     assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept), "late", 4));
     arpc_client_close(c);
@@ -119,9 +117,9 @@ static void test_concurrent_stop_and_destroy(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
     latch_reset();
     arpc_future *f = arpc_call_async(c, "t.sleep", "x", 1, ARPC_FOREVER);
-    assert_true(latch_wait(1, WAIT_MS)); /* the call runs: the stop's grace is for it */
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the call runs: the stop's grace is for it */
     pthread_t t;
-    struct stop_arg a = {s, WAIT_MS};
+    struct stop_arg a = {s, TEST_WAIT_MS};
     pthread_create(&t, NULL, stopper, &a);
     /* The first stop has begun (its first store): destroy's is the second, and the stopper
      * never touches a server destroy freed. */
@@ -130,7 +128,7 @@ static void test_concurrent_stop_and_destroy(void **state)
     arpc_server_destroy(s); /* must not return before the first stop finished */
     pthread_join(t, NULL);
     /* The running call finished within its grace period. */
-    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, TEST_WAIT_MS));
     arpc_future_release(f);
     arpc_client_close(c);
 }
@@ -148,15 +146,15 @@ static void test_stop_grace_is_a_bound(void **state)
     for (int i = 0; i < 4; i++)
         fs[i] = arpc_call_async(c, "t.sleep", "x", 1, ARPC_FOREVER);
     /* The first is running, three wait in the single worker's mailbox. */
-    assert_true(latch_wait(1, WAIT_MS));
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), 4, WAIT_MS));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), 4, TEST_WAIT_MS));
     /* 100 ms grace + the running handler's rest (500 ms), far less than the 1.5 s the queue
      * would take: that the queued calls did not run is shown below (ARPC_ESHUTDOWN), counted
      * rather than timed, which a loaded machine stretches. */
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 100));
     int shutdown = 0;
     for (int i = 0; i < 4; i++) {
-        int st = arpc_future_wait_for(fs[i], WAIT_MS);
+        int st = arpc_future_wait_for(fs[i], TEST_WAIT_MS);
         assert_true(st == ARPC_ESHUTDOWN || st == ARPC_ECONNLOST || st == ARPC_OK);
         shutdown += st == ARPC_ESHUTDOWN;
         arpc_future_release(fs[i]);
@@ -231,8 +229,8 @@ static void test_limit_known_before_first_call(void **state)
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
     static char big[4096];
-    arpc_future *f1 = arpc_call_async(c, "t.echo", big, sizeof(big), 2000);
-    arpc_future *f2 = arpc_call_async(c, "t.echo", "ok", 2, 2000);
+    arpc_future *f1 = arpc_call_async(c, "t.echo", big, sizeof(big), TEST_WAIT_MS);
+    arpc_future *f2 = arpc_call_async(c, "t.echo", "ok", 2, TEST_WAIT_MS);
     assert_int_equal(ARPC_ETOOLARGE, arpc_future_wait(f1));
     assert_int_equal(ARPC_OK, arpc_future_wait(f2));
     arpc_future_release(f1);
@@ -252,10 +250,10 @@ static void test_error_message_capped(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
     void *msg = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_EHANDLER, arpc_call(c, "t.big_error", "x", 1, &msg, &len, 2000));
+    assert_int_equal(ARPC_EHANDLER, arpc_call(c, "t.big_error", "x", 1, &msg, &len, TEST_WAIT_MS));
     assert_true(len > 0 && len <= 120);
     arpc_free(msg);
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     arpc_server_destroy(s);
 }
@@ -292,7 +290,7 @@ static void test_shared_loop_clients_leave_nothing(void **state)
         for (int i = 0; i < 50; i++) {
             arpc_client *c;
             assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
-            assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+            assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
             arpc_client_close(c);
         }
         /* The first round may grow the loop's own tables; the second must be flat but for
@@ -330,7 +328,7 @@ static void test_self_wait_refused(void **state)
     /* The handler keeps the request until the callback is attached, so the callback runs on
      * the client's loop thread when the reply arrives, never inline on this thread. */
     atomic_store(&kept, NULL);
-    arpc_future *f = arpc_call_async(then_client, "t.keep", "x", 1, 5000);
+    arpc_future *f = arpc_call_async(then_client, "t.keep", "x", 1, TEST_WAIT_MS);
     assert_int_equal(ARPC_OK, arpc_future_then(f, call_from_loop, NULL));
     while (atomic_load(&kept) == NULL)
         sleep_ms(1);
@@ -343,7 +341,7 @@ static void test_self_wait_refused(void **state)
     /* A handler stopping its own server is refused too. */
     void *reply = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(then_client, "t.stop_self", "x", 1, &reply, &len, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(then_client, "t.stop_self", "x", 1, &reply, &len, TEST_WAIT_MS));
     assert_int_equal(sizeof(int), len);
     assert_int_equal(ARPC_EBUSY, *(int *)reply);
     arpc_free(reply);
@@ -359,7 +357,7 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
     char addr[256];
     arpc_server *s = make_server(1, 0, addr, sizeof(addr));
     int fd;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, 2000, &fd, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
     enum { PAYLOAD = 64 * 1024, FRAMES = 2000 }; /* 128 MiB of requests, and as much reply */
     size_t flen = arpc_frame_request_size(6, PAYLOAD);
     uint8_t *frame = calloc(1, flen);
@@ -392,7 +390,7 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
     /* Everyone else is still served (the one worker may first have a backlog to answer). */
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 20000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     close(fd);
     free(frame);
@@ -444,7 +442,7 @@ static void test_create_and_connect_on_loop_thread(void **state)
     assert_int_equal(ARPC_OK, arpc_server_listen(a.server, "tcp://127.0.0.1:0", addr2, sizeof(addr2)));
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr2, NULL));
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     arpc_server_destroy(a.server);
     arpc_loop_destroy(loop);
@@ -460,7 +458,7 @@ static void test_connect_timeout_forever(void **state)
     arpc_client *c;
     arpc_client_options o = {.connect_timeout_ms = ARPC_FOREVER};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     arpc_server_destroy(s);
 }
@@ -483,7 +481,7 @@ static void test_close_after_user_loop_stopped(void **state)
     assert_int_equal(ARPC_EPENDING, arpc_future_wait_for(f, 50));
     arpc_loop_stop(loop);
     arpc_client_close(c);
-    int st = arpc_future_wait_for(f, 2000);
+    int st = arpc_future_wait_for(f, TEST_WAIT_MS);
     assert_true(st == ARPC_ECANCELLED || st == ARPC_ESHUTDOWN);
     arpc_future_release(f);
     arpc_loop_destroy(loop);
