@@ -253,7 +253,7 @@ static void test_echo_call(void **state)
     for (int m = 0; m < 2; m++) {
         void *reply = NULL;
         size_t len = 0;
-        assert_int_equal(ARPC_OK, arpc_call(c, methods[m], "hello", 5, &reply, &len, 2000));
+        assert_int_equal(ARPC_OK, arpc_call(c, methods[m], "hello", 5, &reply, &len, TEST_WAIT_MS));
         assert_int_equal(5, len);
         assert_memory_equal("hello", reply, 5);
         arpc_free(reply);
@@ -261,7 +261,7 @@ static void test_echo_call(void **state)
     /* An empty request and an empty reply are fine. */
     void *reply = NULL;
     size_t len = 99;
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", NULL, 0, &reply, &len, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", NULL, 0, &reply, &len, TEST_WAIT_MS));
     assert_int_equal(0, len);
     arpc_free(reply);
     assert_int_equal(0, arpc_client_pending(c));
@@ -294,7 +294,7 @@ static void test_unknown_method(void **state)
     assert_non_null(strstr(msg, "nope.Nothing"));
     arpc_free(reply);
     /* The connection is still fine afterwards. */
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
 }
 
@@ -369,13 +369,13 @@ static void test_oneway(void **state)
     /* Same connection, same actor: the count is read after every message was handled. */
     void *reply = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.get_count", NULL, 0, &reply, &len, 5000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.get_count", NULL, 0, &reply, &len, TEST_WAIT_MS));
     assert_int_equal(sizeof(int), len);
     assert_int_equal(1000, *(int *)reply);
     arpc_free(reply);
     /* A one-way message to an unknown method is dropped without an answer. */
     assert_int_equal(ARPC_OK, arpc_notify(c, "nope.Nothing", "x", 1));
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "z", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "z", 1, NULL, NULL, TEST_WAIT_MS));
     assert_int_equal(0, arpc_client_pending(c));
     arpc_client_close(c);
 }
@@ -387,7 +387,7 @@ static void test_late_reply(void **state)
     int64_t t0 = now_ms();
     void *reply = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.late", "q", 1, &reply, &len, 5000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.late", "q", 1, &reply, &len, TEST_WAIT_MS));
     assert_true(now_ms() - t0 >= 50);
     assert_int_equal(4, len);
     assert_memory_equal("late", reply, 4);
@@ -430,7 +430,7 @@ static void test_close_fails_pending(void **state)
     arpc_client *c = connect_client(fx, NULL);
     arpc_future *f = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
     /* Make sure the call reached the server first. */
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(f, 1000)); /* sent: it may run */
     arpc_future_release(f);
@@ -529,7 +529,7 @@ static void test_garbage_then_good_client(void **state)
     garbage[0] = 'x'; /* never a valid magic */
     assert_true(raw_send_then_closed(fx, garbage, sizeof(garbage)));
     arpc_client *c = connect_client(fx, NULL);
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "ok", 2, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "ok", 2, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
 }
 
@@ -548,15 +548,15 @@ static void test_oversized_frame(void **state)
     assert_true(raw_send_then_closed(fx, bytes, n));
     /* A well-behaved client learns the limit and fails too-large calls locally. */
     arpc_client *c = connect_client(fx, NULL);
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "ok", 2, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "ok", 2, NULL, NULL, TEST_WAIT_MS));
     static char big[4096];
     assert_int_equal(ARPC_ETOOLARGE, arpc_call(c, "test.echo", big, sizeof(big), NULL, NULL, 2000));
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 512, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 512, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
     /* A client with a small limit gets ETOOLARGE for a reply it would not accept. */
     arpc_client_options o = {.max_frame = 600};
     c = connect_client(fx, &o);
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 500, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 500, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);
 }
 
@@ -572,7 +572,7 @@ static void server_killed_mid_call(struct fixture *fx, bool reconnect)
     arpc_future *fs[10];
     for (int i = 0; i < 10; i++)
         fs[i] = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, TEST_WAIT_MS));
     int64_t t0 = now_ms();
     arpc_server_stop(fx->server, 0); /* no grace: connections close with calls in flight */
     for (int i = 0; i < 10; i++) {
@@ -639,7 +639,7 @@ static void test_server_process_killed(void **state)
     arpc_client_options o = {.reconnect_give_up_ms = 300};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, bound, &o));
     arpc_future *f = arpc_call_async(c, "test.hold", "q", 1, ARPC_FOREVER);
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "y", 1, NULL, NULL, TEST_WAIT_MS));
     int64_t t0 = now_ms();
     kill(pid, SIGKILL);
     /* Sent, and the server never came back: the outcome is unknown. */
@@ -681,7 +681,7 @@ static void test_caller_driven_loop(void **state)
     arpc_client *c = connect_client(fx, &o);
     void *reply = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo_inline", "abc", 3, &reply, &len, 2000));
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo_inline", "abc", 3, &reply, &len, TEST_WAIT_MS));
     assert_int_equal(3, len);
     arpc_free(reply);
     /* An async call progresses only while someone runs the loop. */
