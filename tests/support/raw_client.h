@@ -12,7 +12,7 @@
 
 #include "core/frame.h"
 
-#define RAW_WAIT_MS 10000
+#define RAW_WAIT_MS 30000 /* as TEST_WAIT_MS: only a hang reaches it */
 
 struct raw_client {
     int rc_fd;
