@@ -62,12 +62,14 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include <ck_ec.h>
 
 #include "arpc/error.h"
+#include "async/awake.h"
 #include "async/futex.h"
 #include "base/alloc.h"
 #include "base/backoff.h"
@@ -82,6 +84,8 @@
 #define ACTOR_DEFAULT_MAILBOX 4096u
 #define ACTOR_GIVE_BACK 64u /* jobs started before their places go back at the latest */
 #define ACTOR_NAME_MAX 16   /* Linux thread names: 15 characters and the NUL */
+#define ACTOR_SPIN_NS 50000u  /* how long an idle actor polls its mailbox before it sleeps */
+#define ACTOR_SPIN_CROWDED 16u /* polls in a row that found every CPU taken: then it sleeps */
 
 CK_STACK_CONTAINER(struct arpc_actor_job, aj_link, job_of)
 CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
@@ -185,10 +189,34 @@ static unsigned actor_drain(arpc_actor *a)
     return n;
 }
 
+/* Before sleeping, an actor polls its event count for a while, yielding between polls, as
+ * long as arpc's running threads leave a CPU for it (async/awake.h): when the next job comes
+ * within a round trip (a server answering one call at a time), it then costs neither a futex
+ * wake for its poster nor a wake-up of this thread. When every CPU is taken (pipelined load:
+ * both loops running) it soon sleeps, so as not to take a CPU a loop needs; and it never
+ * polls longer than ACTOR_SPIN_NS, so an idle actor uses no CPU. True when a post came. */
+static bool actor_spin(arpc_actor *a, uint32_t seen)
+{
+    uint64_t until = arpc_now_ns() + ACTOR_SPIN_NS;
+    unsigned crowded = 0;
+    for (;;) {
+        if (ck_ec32_value(&a->a_ec) != seen)
+            return true;
+        if (arpc_awake_cpu_spare())
+            crowded = 0;
+        else if (++crowded == ACTOR_SPIN_CROWDED)
+            return false;
+        if (arpc_now_ns() >= until)
+            return false;
+        sched_yield();
+    }
+}
+
 static void *actor_main(void *arg)
 {
     arpc_actor *a = arg;
     actor_current = a;
+    arpc_awake_add(1);
     if (a->a_name[0] != '\0')
         pthread_setname_np(pthread_self(), a->a_name);
     for (;;) {
@@ -202,11 +230,18 @@ static void *actor_main(void *arg)
             continue;
         if (closed || atomic_load_explicit(&a->a_discard, memory_order_relaxed))
             break;
+        if (actor_spin(a, seen))
+            continue;
+        arpc_awake_add(-1);
         ck_ec32_wait(&a->a_ec, &arpc_ec_mode_mp, seen, NULL);
+        arpc_awake_add(1);
     }
+    arpc_awake_add(-1);
     actor_current = NULL;
     return NULL;
 }
+
+bool arpc_actor_asleep(const arpc_actor *a) { return ck_ec32_has_waiters(&a->a_ec); }
 
 /* ---- life cycle ---- */
 

@@ -68,6 +68,10 @@ static inline void arpc_actor_room_init(struct arpc_actor_room *room, arpc_actor
  * is stopping or stopped, the room is not armed. ARPC_EINVAL. */
 int arpc_actor_on_room(arpc_actor *actor, struct arpc_actor_room *room);
 
+/* Whether the actor's thread is asleep on its event count (not running, not polling before
+ * it sleeps). Any thread; a snapshot (tests). */
+bool arpc_actor_asleep(const arpc_actor *actor);
+
 /* ---- groups ---- */
 
 /* The member arpc_actor_group_post would post to next (round-robin), and the one

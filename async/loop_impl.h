@@ -70,6 +70,7 @@ struct arpc_loop {
     bool l_finished;          /* final drain and hooks done: ev_run may return for good */
     bool l_destroy_requested; /* destroy was called on the loop thread */
     bool l_prepare_due;       /* see arpc_loop_prepare_due */
+    bool l_counted_awake;     /* counted in async/awake.h: between a check and a prepare */
     struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
     struct loop_cold *l_cold;     /* cold fd watchers (loop_cold.c); NULL until the first */
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */

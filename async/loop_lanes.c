@@ -68,6 +68,7 @@
  * and the closed flag, and a stop does not wait for it: it sees the close and gives up). The
  * final drain then sees everything accepted.
  */
+#include "async/awake.h"
 #include "async/loop_impl.h"
 
 #include "arpc/error.h"
@@ -112,6 +113,10 @@ static void loop_wake_mark_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)revents;
     arpc_loop *loop = w->data;
     atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
+    if (!loop->l_counted_awake) {
+        loop->l_counted_awake = true;
+        arpc_awake_add(1);
+    }
 }
 
 static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
@@ -120,6 +125,10 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     arpc_loop *loop = w->data;
     atomic_store_explicit(&loop->l_asleep, true, memory_order_relaxed);
+    if (loop->l_counted_awake) {
+        loop->l_counted_awake = false;
+        arpc_awake_add(-1);
+    }
 }
 
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
@@ -162,6 +171,8 @@ void loop_lanes_fini(arpc_loop *loop)
         ev_check_stop(loop->l_ev, &loop->l_wake_mark);
         ev_prepare_stop(loop->l_ev, &loop->l_sleep_mark);
     }
+    if (loop->l_counted_awake) /* it stopped running between a check and a prepare */
+        arpc_awake_add(-1);
     arpc_node_pool_fini(&loop->l_tasks);
 }
 

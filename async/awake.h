@@ -1,0 +1,27 @@
+/*
+ * How many of arpc's threads are running rather than asleep, so that a thread about to sleep
+ * can tell whether spinning a little first would take a CPU from another of ours.
+ *
+ * A loop thread counts from the end of its poll to the start of the next (its check and
+ * prepare watchers); an actor from the end of its wait to the start of the next. Threads of
+ * the application are not counted, so the count errs towards CPUs looking free; the
+ * spinners using it spin briefly and yield (async/actor.c).
+ *
+ * Thread-safe; one atomic add per change, on a line of its own.
+ */
+#ifndef ARPC_ASYNC_AWAKE_H
+#define ARPC_ASYNC_AWAKE_H
+
+#include <stdbool.h>
+
+/* +1 when a thread of ours starts running, -1 when it goes to sleep. */
+void arpc_awake_add(int delta);
+
+/* For a thread that is counted as running: whether arpc's running threads, this one
+ * included, are no more than the CPUs the process may use. */
+bool arpc_awake_cpu_spare(void);
+
+/* The count itself (tests). */
+int arpc_awake_running(void);
+
+#endif
