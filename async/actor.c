@@ -85,7 +85,6 @@
 #define ACTOR_GIVE_BACK 64u /* jobs started before their places go back at the latest */
 #define ACTOR_NAME_MAX 16   /* Linux thread names: 15 characters and the NUL */
 #define ACTOR_SPIN_NS 50000u  /* how long an idle actor polls its mailbox before it sleeps */
-#define ACTOR_SPIN_CROWDED 16u /* polls in a row that found every CPU taken: then it sleeps */
 
 CK_STACK_CONTAINER(struct arpc_actor_job, aj_link, job_of)
 CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
@@ -193,20 +192,16 @@ static unsigned actor_drain(arpc_actor *a)
  * long as arpc's running threads leave a CPU for it (async/awake.h): when the next job comes
  * within a round trip (a server answering one call at a time), it then costs neither a futex
  * wake for its poster nor a wake-up of this thread. When every CPU is taken (pipelined load:
- * both loops running) it soon sleeps, so as not to take a CPU a loop needs; and it never
+ * both loops running, or other processes') it sleeps, so as not to take a CPU another
+ * thread needs nor wait a time slice for its own; and it never
  * polls longer than ACTOR_SPIN_NS, so an idle actor uses no CPU. True when a post came. */
 static bool actor_spin(arpc_actor *a, uint32_t seen)
 {
     uint64_t until = arpc_now_ns() + ACTOR_SPIN_NS;
-    unsigned crowded = 0;
     for (;;) {
         if (ck_ec32_value(&a->a_ec) != seen)
             return true;
-        if (arpc_awake_cpu_spare())
-            crowded = 0;
-        else if (++crowded == ACTOR_SPIN_CROWDED)
-            return false;
-        if (arpc_now_ns() >= until)
+        if (!arpc_awake_cpu_spare() || arpc_now_ns() >= until)
             return false;
         sched_yield();
     }
