@@ -44,7 +44,7 @@ static const char usage_text[] =
     "  --client-loop L     latency: 'caller' (default): the calling thread drives the client's\n"
     "                      loop inside arpc_call, no thread hop, like the raw client; 'thread':\n"
     "                      the client's loop runs on a thread of its own\n"
-    "  --workers N         server actor pool size (default: one per CPU)\n"
+    "  --workers N         server actor pool size (default: one per CPU but one, at least one)\n"
     "  --amo on|off        latency, throughput: calls at-most-once (on, the library's default:\n"
     "                      numbered, the server keeps a reply cache) or at-least-once (off:\n"
     "                      not numbered, no reply cache)\n"
