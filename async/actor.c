@@ -62,7 +62,6 @@
 
 #include <assert.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -188,23 +187,21 @@ static unsigned actor_drain(arpc_actor *a)
     return n;
 }
 
-/* Before sleeping, an actor polls its event count for a while, yielding between polls, as
- * long as arpc's running threads leave a CPU for it (async/awake.h): when the next job comes
- * within a round trip (a server answering one call at a time), it then costs neither a futex
- * wake for its poster nor a wake-up of this thread. When every CPU is taken (pipelined load:
- * both loops running, or other processes') it sleeps, so as not to take a CPU another
- * thread needs nor wait a time slice for its own; and it never
- * polls longer than ACTOR_SPIN_NS, so an idle actor uses no CPU. True when a post came. */
-static bool actor_spin(arpc_actor *a, uint32_t seen)
+/* Before sleeping, an actor polls its event count for a while (arpc_awake_poll, as long as
+ * a CPU is spare): when the next job comes within a round trip (a server answering one call
+ * at a time), it then costs neither a futex wake for its poster nor a wake-up of this
+ * thread. When every CPU is taken (pipelined load: both loops running, or other processes')
+ * it sleeps at once, so as not to take a CPU another thread needs nor wait a time slice for
+ * its own; and it never polls longer than ACTOR_SPIN_NS, so an idle actor uses no CPU. */
+struct actor_poll {
+    arpc_actor *p_actor;
+    uint32_t p_seen;
+};
+
+static bool actor_posted(const void *arg)
 {
-    uint64_t until = arpc_now_ns() + ACTOR_SPIN_NS;
-    for (;;) {
-        if (ck_ec32_value(&a->a_ec) != seen)
-            return true;
-        if (!arpc_awake_cpu_spare() || arpc_now_ns() >= until)
-            return false;
-        sched_yield();
-    }
+    const struct actor_poll *p = arg;
+    return ck_ec32_value(&p->p_actor->a_ec) != p->p_seen;
 }
 
 static void *actor_main(void *arg)
@@ -225,7 +222,7 @@ static void *actor_main(void *arg)
             continue;
         if (closed || atomic_load_explicit(&a->a_discard, memory_order_relaxed))
             break;
-        if (actor_spin(a, seen))
+        if (arpc_awake_poll(actor_posted, &(struct actor_poll){a, seen}, ACTOR_SPIN_NS))
             continue;
         arpc_awake_add(-1);
         ck_ec32_wait(&a->a_ec, &arpc_ec_mode_mp, seen, NULL);

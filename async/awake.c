@@ -97,4 +97,16 @@ bool arpc_awake_cpu_spare(void)
     return atomic_load_explicit(&awake.running, memory_order_relaxed) <= cpus && runnable_now() <= cpus;
 }
 
+bool arpc_awake_poll(bool (*done)(const void *arg), const void *arg, uint64_t budget_ns)
+{
+    uint64_t until = arpc_now_ns() + budget_ns;
+    for (;;) {
+        if (done(arg))
+            return true;
+        if (!arpc_awake_cpu_spare() || arpc_now_ns() >= until)
+            return false;
+        sched_yield();
+    }
+}
+
 int arpc_awake_running(void) { return atomic_load_explicit(&awake.running, memory_order_relaxed); }

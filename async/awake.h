@@ -13,6 +13,7 @@
 #define ARPC_ASYNC_AWAKE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* +1 when a thread of ours starts running, -1 when it goes to sleep. */
 void arpc_awake_add(int delta);
@@ -20,6 +21,12 @@ void arpc_awake_add(int delta);
 /* For a thread that is counted as running: whether arpc's running threads, this one
  * included, are no more than the CPUs the process may use. */
 bool arpc_awake_cpu_spare(void);
+
+/* Polls done(arg), yielding between polls, until it is true (returns true), budget_ns have
+ * passed or no CPU is spare (arpc_awake_cpu_spare; returns false). For a thread about to
+ * sleep until done: when it becomes true within the budget, the sleep, and its waker's wake-up
+ * call, are saved. */
+bool arpc_awake_poll(bool (*done)(const void *arg), const void *arg, uint64_t budget_ns);
 
 /* The count itself (tests). */
 int arpc_awake_running(void);
