@@ -14,6 +14,7 @@
 #include "async/awake.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -30,28 +31,27 @@ static struct {
     ARPC_CACHELINE_GAP(gap1);
 } awake;
 
-static atomic_int awake_cpus; /* 0 until first asked */
-
 #define RUNNABLE_EVERY_NS 1000000u
-static atomic_int runnable_fd = -2;          /* -2: not opened yet; -1: cannot be read */
+static pthread_once_t awake_once = PTHREAD_ONCE_INIT;
+static int awake_cpus;                        /* set once: the affinity mask's CPUs, 1 at least */
+static int loadavg_fd;                        /* set once: /proc/loadavg, -1 if it cannot be opened */
 static atomic_uint_fast64_t runnable_read_ns; /* when runnable_seen was read */
 static atomic_int runnable_seen;             /* threads runnable on the machine then */
+
+static void awake_init(void)
+{
+    cpu_set_t set;
+    awake_cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+    if (awake_cpus < 1)
+        awake_cpus = 1;
+    loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+}
 
 /* "0.20 0.18 0.12 3/80 11206": the number before the slash. -1 if unreadable. */
 static int runnable_read(void)
 {
-    int fd = atomic_load_explicit(&runnable_fd, memory_order_relaxed);
-    if (fd == -2) {
-        int opened = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-        if (opened < 0)
-            opened = -1;
-        int expected = -2;
-        if (!atomic_compare_exchange_strong(&runnable_fd, &expected, opened) && opened >= 0)
-            close(opened); /* another thread opened it first */
-        fd = atomic_load(&runnable_fd);
-    }
     char buf[64];
-    ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+    ssize_t n = loadavg_fd >= 0 ? pread(loadavg_fd, buf, sizeof(buf) - 1, 0) : -1;
     if (n <= 0)
         return -1;
     buf[n] = '\0';
@@ -73,19 +73,6 @@ static int runnable_now(void)
     return atomic_load_explicit(&runnable_seen, memory_order_relaxed);
 }
 
-static int awake_cpu_count(void)
-{
-    int n = atomic_load_explicit(&awake_cpus, memory_order_relaxed);
-    if (n > 0)
-        return n;
-    cpu_set_t set;
-    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-    if (n < 1)
-        n = 1;
-    atomic_store_explicit(&awake_cpus, n, memory_order_relaxed);
-    return n;
-}
-
 void arpc_awake_add(int delta)
 {
     atomic_fetch_add_explicit(&awake.running, delta, memory_order_relaxed);
@@ -93,7 +80,8 @@ void arpc_awake_add(int delta)
 
 bool arpc_awake_cpu_spare(void)
 {
-    int cpus = awake_cpu_count();
+    pthread_once(&awake_once, awake_init);
+    int cpus = awake_cpus;
     return atomic_load_explicit(&awake.running, memory_order_relaxed) <= cpus && runnable_now() <= cpus;
 }
 
