@@ -265,6 +265,7 @@ int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts,
     arpc_actor_options copy;
     int opts_rc = arpc_options_copy(&copy, sizeof(copy), caller_opts, opts_size);
     const arpc_actor_options *opts = caller_opts != NULL ? &copy : NULL;
+    arpc_awake_init(); /* before its thread can poll (async/awake.h) */
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;

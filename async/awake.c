@@ -1,14 +1,16 @@
 /*
  * The count of arpc's running threads (async/awake.h).
  *
- * The CPUs are the process's affinity mask when first asked (sched_getaffinity), 1 if that
- * fails: a process pinned to one CPU never spins.
+ * The CPUs are the process's affinity mask at the first actor's or loop's creation
+ * (sched_getaffinity), 1 if that fails: a process pinned to one CPU never spins.
  *
  * Other processes count too: a thread that polls with sched_yield on a machine whose CPUs
  * other processes want hands them its CPU at each yield and may wait a whole time slice to
  * be picked again, while its next job waits. So a CPU is spare only if the kernel's count of
- * runnable threads (/proc/loadavg's fourth field, read through a descriptor kept open, at
- * most once a millisecond for the whole process) is no more than the CPUs as well.
+ * runnable threads (/proc/loadavg's fourth field, read at most once a millisecond for the
+ * whole process) is no more than the CPUs as well. Its descriptor is opened with the first
+ * actor or loop, not when first read, and stays open: a program (or test) that counts its
+ * descriptors around its own work sees it appear at a known point.
  */
 #define _GNU_SOURCE
 #include "async/awake.h"
@@ -37,6 +39,7 @@ static int awake_cpus;                        /* set once: the affinity mask's C
 static int loadavg_fd;                        /* set once: /proc/loadavg, -1 if it cannot be opened */
 static atomic_uint_fast64_t runnable_read_ns; /* when runnable_seen was read */
 static atomic_int runnable_seen;             /* threads runnable on the machine then */
+static atomic_bool awake_ready;               /* awake_init has run: nothing spins before */
 
 static void awake_init(void)
 {
@@ -45,7 +48,10 @@ static void awake_init(void)
     if (awake_cpus < 1)
         awake_cpus = 1;
     loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    atomic_store_explicit(&awake_ready, true, memory_order_release);
 }
+
+void arpc_awake_init(void) { pthread_once(&awake_once, awake_init); }
 
 /* "0.20 0.18 0.12 3/80 11206": the number before the slash. -1 if unreadable. */
 static int runnable_read(void)
@@ -80,7 +86,8 @@ void arpc_awake_add(int delta)
 
 bool arpc_awake_cpu_spare(void)
 {
-    pthread_once(&awake_once, awake_init);
+    if (!atomic_load_explicit(&awake_ready, memory_order_acquire))
+        return false;
     int cpus = awake_cpus;
     return atomic_load_explicit(&awake.running, memory_order_relaxed) <= cpus && runnable_now() <= cpus;
 }

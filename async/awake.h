@@ -15,6 +15,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Once per process, from the creation of an actor or a loop (any thread; later calls do
+ * nothing): the CPU count, and /proc/loadavg opened. Until then no CPU is spare. */
+void arpc_awake_init(void);
+
 /* +1 when a thread of ours starts running, -1 when it goes to sleep. */
 void arpc_awake_add(int delta);
 

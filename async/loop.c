@@ -27,6 +27,7 @@
  * afterwards).
  */
 #define _GNU_SOURCE
+#include "async/awake.h"
 #include "async/loop_impl.h"
 
 #include <string.h>
@@ -140,6 +141,7 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     unsigned bound = LOOP_DEFAULT_SUBMIT_BOUND;
     if (opts != NULL && opts->submit_ring_size != 0)
         bound = opts->submit_ring_size;
+    arpc_awake_init(); /* its descriptor opens at a known point (async/awake.c) */
     arpc_loop *loop = arpc_calloc(1, sizeof(*loop));
     if (loop == NULL)
         return ARPC_ENOMEM;
