@@ -83,7 +83,7 @@
 #define ACTOR_DEFAULT_MAILBOX 4096u
 #define ACTOR_GIVE_BACK 64u /* jobs started before their places go back at the latest */
 #define ACTOR_NAME_MAX 16   /* Linux thread names: 15 characters and the NUL */
-#define ACTOR_SPIN_NS 50000u  /* how long an idle actor polls its mailbox before it sleeps */
+#define ACTOR_POLL_MAX_US 1000u /* arpc_actor_options.poll_us is capped here */
 
 CK_STACK_CONTAINER(struct arpc_actor_job, aj_link, job_of)
 CK_STACK_CONTAINER(struct arpc_actor_room, ar_link, room_of)
@@ -97,6 +97,7 @@ struct arpc_actor {
     atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
     struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
     unsigned a_bound;             /* mailbox_size */
+    uint64_t a_poll_ns;           /* poll_us: 0, sleep at once */
     unsigned a_low;               /* room is back when a_queued is below this */
     ck_stack_t a_rooms;           /* armed room waiters, newest first */
     struct arpc_node_pool a_msgs; /* arpc_actor_post's message nodes */
@@ -187,12 +188,13 @@ static unsigned actor_drain(arpc_actor *a)
     return n;
 }
 
-/* Before sleeping, an actor polls its event count for a while (arpc_awake_poll, as long as
- * a CPU is spare): when the next job comes within a round trip (a server answering one call
- * at a time), it then costs neither a futex wake for its poster nor a wake-up of this
- * thread. When every CPU is taken (pipelined load: both loops running, or other processes')
- * it sleeps at once, so as not to take a CPU another thread needs nor wait a time slice for
- * its own; and it never polls longer than ACTOR_SPIN_NS, so an idle actor uses no CPU. */
+/* With poll_us, before sleeping, an actor polls its event count for a while
+ * (arpc_awake_poll, as long as a CPU is spare): when the next job comes within a round trip
+ * (a server answering one call at a time), it then costs neither a futex wake for its poster
+ * nor a wake-up of this thread. When every CPU is taken (pipelined load: both loops running,
+ * or other processes') it sleeps at once, so as not to take a CPU another thread needs nor
+ * wait a time slice for its own; and it never polls longer than poll_us, so an idle actor
+ * uses no CPU. */
 struct actor_poll {
     arpc_actor *p_actor;
     uint32_t p_seen;
@@ -222,7 +224,7 @@ static void *actor_main(void *arg)
             continue;
         if (closed || atomic_load_explicit(&a->a_discard, memory_order_relaxed))
             break;
-        if (arpc_awake_poll(actor_posted, &(struct actor_poll){a, seen}, ACTOR_SPIN_NS))
+        if (a->a_poll_ns != 0 && arpc_awake_poll(actor_posted, &(struct actor_poll){a, seen}, a->a_poll_ns))
             continue;
         arpc_awake_add(-1);
         ck_ec32_wait(&a->a_ec, &arpc_ec_mode_mp, seen, NULL);
@@ -285,6 +287,8 @@ int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts,
     atomic_init(&a->a_room_wanted, false);
     ck_ec32_init(&a->a_ec, 0);
     a->a_bound = bound;
+    if (opts != NULL)
+        a->a_poll_ns = (uint64_t)(opts->poll_us < ACTOR_POLL_MAX_US ? opts->poll_us : ACTOR_POLL_MAX_US) * 1000u;
     a->a_low = bound / 2 + bound % 2; /* half, rounded up: at least 1 */
     ck_stack_init(&a->a_rooms);
     arpc_node_pool_init(&a->a_msgs, sizeof(struct actor_msg));

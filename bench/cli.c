@@ -17,7 +17,8 @@
 static const char usage_text[] =
     "usage: arpc-bench latency    [options]\n"
     "       arpc-bench throughput [options]\n"
-    "       arpc-bench serve --listen ADDR [--inline] [--workers N] [--log DIR [--fsync F]]\n"
+    "       arpc-bench serve --listen ADDR [--inline] [--workers N] [--worker-poll-us N]\n"
+    "                        [--log DIR [--fsync F]]\n"
     "\n"
     "Measures arpc calls to a server that echoes the request (\"bench.echo\"), and the same\n"
     "traffic over a raw socket on the same transport (the baseline), and reports both.\n"
@@ -45,6 +46,8 @@ static const char usage_text[] =
     "                      loop inside arpc_call, no thread hop, like the raw client; 'thread':\n"
     "                      the client's loop runs on a thread of its own\n"
     "  --workers N         server actor pool size (default: one per CPU but one, at least one)\n"
+    "  --worker-poll-us N  the pool's workers poll N us for the next request before sleeping,\n"
+    "                      while a CPU is spare (arpc_server_options.worker_poll_us; default 0)\n"
     "  --amo on|off        latency, throughput: calls at-most-once (on, the library's default:\n"
     "                      numbered, the server keeps a reply cache) or at-least-once (off:\n"
     "                      not numbered, no reply cache)\n"
@@ -108,7 +111,7 @@ static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 enum { O_CALLS = 256, O_WARMUP, O_PAYLOAD, O_TRANSPORT, O_WINDOW, O_CONNS, O_THREADS, O_API,
        O_NOMEM, O_INLINE, O_CLIENT_LOOP, O_WORKERS, O_CONNECT, O_LISTEN, O_PLOT, O_AMO, O_LOG,
        O_FSYNC, O_RATE, O_ARRIVALS, O_SWEEP, O_RATE_MIN, O_RATE_MAX, O_STEP_MS, O_TLS_CERT, O_TLS_KEY,
-       O_TLS_CA, O_DEADLINE, O_QUIET, O_HELP };
+       O_TLS_CA, O_DEADLINE, O_QUIET, O_WORKER_POLL, O_HELP };
 
 static const struct option long_opts[] = {
     {"calls", required_argument, NULL, O_CALLS},
@@ -123,6 +126,7 @@ static const struct option long_opts[] = {
     {"inline", no_argument, NULL, O_INLINE},
     {"client-loop", required_argument, NULL, O_CLIENT_LOOP},
     {"workers", required_argument, NULL, O_WORKERS},
+    {"worker-poll-us", required_argument, NULL, O_WORKER_POLL},
     {"connect", required_argument, NULL, O_CONNECT},
     {"listen", required_argument, NULL, O_LISTEN},
     {"plot", required_argument, NULL, O_PLOT},
@@ -158,6 +162,7 @@ static const struct numopt numopts[] = {
     {O_CONNS, "--connections", 1, 1024},
     {O_THREADS, "--threads", 1, 256},
     {O_WORKERS, "--workers", 1, 256},
+    {O_WORKER_POLL, "--worker-poll-us", 0, 1000},
     {O_RATE, "--rate", 1, 100000000},
     {O_RATE_MIN, "--rate-min", 1, 100000000},
     {O_RATE_MAX, "--rate-max", 1, 100000000},
@@ -373,6 +378,7 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;
     cfg->threads = g->has[O_THREADS] ? (unsigned)g->num[O_THREADS] : 1;
     cfg->workers = g->has[O_WORKERS] ? (unsigned)g->num[O_WORKERS] : 0;
+    cfg->worker_poll_us = g->has[O_WORKER_POLL] ? (unsigned)g->num[O_WORKER_POLL] : 0;
     /* Enough to warm caches and connections, and in throughput mode one full window. */
     uint64_t cap = tp ? (uint64_t)cfg->window * cfg->connections : 0;
     cap = cap > 1000 ? cap : 1000;

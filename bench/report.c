@@ -126,6 +126,7 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
     bench_json_str(j, "address", r->r_addr);
     bench_json_bool(j, "inline", c->inline_handler);
+    bench_json_uint(j, "worker_poll_us", c->worker_poll_us);
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
     bench_json_bool(j, "amo", c->amo);

@@ -131,7 +131,7 @@ static int server_create(struct bench_server *s, const struct bench_config *cfg)
     /* The memory probe holds a whole window (up to MAX_WINDOW calls) unanswered on one
      * connection on purpose: the server's flow limits would hold it back at 1,024 calls or
      * 16 MiB. Its request objects stay under PROBE_MAX_HELD (1 GiB). */
-    arpc_server_options sopts = {.workers = cfg->workers, .errbuf = why, .errbuf_len = sizeof(why),
+    arpc_server_options sopts = {.workers = cfg->workers, .worker_poll_us = cfg->worker_poll_us, .errbuf = why, .errbuf_len = sizeof(why),
                                  .tls = cfg->tls_cert != NULL ? &tls : NULL,
                                  .max_calls_per_conn = UINT_MAX, .max_calls_per_client = UINT_MAX,
                                  .max_conn_bytes = (size_t)2 << 30};

@@ -163,7 +163,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         server_free(s);
         return crc;
     }
-    arpc_actor_options ao = {.name = "arpc-worker"};
+    arpc_actor_options ao = {.name = "arpc-worker", .poll_us = o.worker_poll_us};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);
     if (rc != ARPC_OK) {
         s->sv_pool = NULL;

@@ -72,13 +72,15 @@ static bool ran_reaches(atomic_int *ran, int want)
     return true;
 }
 
-/* An actor polls after its jobs, then sleeps, uncounted; it wakes for the next post. */
+/* An actor with poll_us polls after its jobs, then sleeps, uncounted; it wakes for the next
+ * post. */
 static void test_idle_actor_sleeps_uncounted(void **state)
 {
     (void)state;
     assert_int_equal(0, arpc_awake_running());
     arpc_actor *a;
-    assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
+    const arpc_actor_options polling = {.poll_us = 50};
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, &polling));
     atomic_int ran = 0;
     for (int round = 1; round <= 50; round++) {
         assert_int_equal(ARPC_OK, arpc_actor_post(a, count_run, &ran));
@@ -119,7 +121,8 @@ static void test_busy_then_idle_balances(void **state)
     arpc_actor *actors[MANY];
     arpc_loop *loops[MANY];
     for (int i = 0; i < MANY; i++) {
-        assert_int_equal(ARPC_OK, arpc_actor_create(&actors[i], NULL));
+        const arpc_actor_options polling = {.poll_us = i % 2 ? 1000 : 0};
+        assert_int_equal(ARPC_OK, arpc_actor_create(&actors[i], &polling));
         assert_int_equal(ARPC_OK, arpc_loop_create(&loops[i], NULL));
         assert_int_equal(ARPC_OK, arpc_loop_start(loops[i]));
     }

@@ -199,6 +199,12 @@ typedef struct arpc_server_options {
     uint32_t max_accept_rate; /* connections accepted a second, on average; 0: unlimited */
     uint32_t accept_burst;    /* at most this many at once (the bucket's size); 0: one second's
                                * worth (max_accept_rate), as HAProxy counts over a second */
+    /* The pool's workers poll for their next request this long before sleeping, while a CPU
+     * is spare (arpc_actor_options.poll_us, which says what it costs). 0 (default): they sleep
+     * at once. For latency-bound servers answering a call at a time: on 2 vCPUs, 50 took the
+     * p50 of a pool call from 1.55x a raw socket round trip to 1.2x, and pipelined throughput
+     * down by 10-20% (docs/PERFORMANCE.md, "Workers that poll before they sleep"). */
+    uint32_t worker_poll_us;
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
