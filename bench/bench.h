@@ -32,7 +32,8 @@ struct bench_config {
     unsigned connections;     /* client connections (throughput) */
     unsigned threads;         /* client loop threads (then) or consumer threads (cq) */
     unsigned workers;         /* embedded server's actor pool; 0: one per CPU */
-    unsigned worker_poll_us;  /* its workers' poll before sleeping (arpc_server_options) */
+    int worker_poll_us;       /* its workers' poll before sleeping (arpc_server_options: 0 its
+                               * default, < 0 none) */
     enum bench_api api;
     bool inline_handler;      /* register bench.echo with inline_on_loop */
     bool caller_loop;         /* latency: the calling thread drives the client's loop */

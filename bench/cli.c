@@ -47,7 +47,8 @@ static const char usage_text[] =
     "                      the client's loop runs on a thread of its own\n"
     "  --workers N         server actor pool size (default: one per CPU but one, at least one)\n"
     "  --worker-poll-us N  the pool's workers poll N us for the next request before sleeping,\n"
-    "                      while a CPU is spare (arpc_server_options.worker_poll_us; default 0)\n"
+    "                      while a CPU is spare (arpc_server_options.worker_poll_us; default\n"
+    "                      50; 0: they sleep at once)\n"
     "  --amo on|off        latency, throughput: calls at-most-once (on, the library's default:\n"
     "                      numbered, the server keeps a reply cache) or at-least-once (off:\n"
     "                      not numbered, no reply cache)\n"
@@ -378,7 +379,8 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;
     cfg->threads = g->has[O_THREADS] ? (unsigned)g->num[O_THREADS] : 1;
     cfg->workers = g->has[O_WORKERS] ? (unsigned)g->num[O_WORKERS] : 0;
-    cfg->worker_poll_us = g->has[O_WORKER_POLL] ? (unsigned)g->num[O_WORKER_POLL] : 0;
+    /* 0 on the command line is no poll; not given is the server's default */
+    cfg->worker_poll_us = !g->has[O_WORKER_POLL] ? 0 : g->num[O_WORKER_POLL] == 0 ? -1 : (int)g->num[O_WORKER_POLL];
     /* Enough to warm caches and connections, and in throughput mode one full window. */
     uint64_t cap = tp ? (uint64_t)cfg->window * cfg->connections : 0;
     cap = cap > 1000 ? cap : 1000;

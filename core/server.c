@@ -92,6 +92,14 @@ static uint64_t server_new_epoch(void)
 }
 
 /* One per online CPU but one, which is left to the loop thread (at least 1). */
+/* arpc_server_options.worker_poll_us: 0 is the default, negative is none. */
+#define SERVER_WORKER_POLL_US 50u /* arpc_server_options.worker_poll_us's default */
+
+static unsigned server_worker_poll_us(int32_t us)
+{
+    return us == 0 ? SERVER_WORKER_POLL_US : us < 0 ? 0u : (unsigned)us;
+}
+
 static unsigned default_workers(void)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -163,7 +171,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         server_free(s);
         return crc;
     }
-    arpc_actor_options ao = {.name = "arpc-worker", .poll_us = o.worker_poll_us};
+    arpc_actor_options ao = {.name = "arpc-worker", .poll_us = server_worker_poll_us(o.worker_poll_us)};
     int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);
     if (rc != ARPC_OK) {
         s->sv_pool = NULL;
