@@ -24,12 +24,11 @@
 #include "async/awake.h"
 #include "support/test_util.h"
 
-#define GUARD_MS 30000
-
-static bool count_reaches(int want)
+/* Waits, yielding, until pred(arg) holds; false if it has not after TEST_WAIT_MS (a hang). */
+static bool holds_soon(bool (*pred)(const void *), const void *arg)
 {
-    int64_t until = now_ms() + GUARD_MS;
-    while (arpc_awake_running() != want)
+    int64_t until = now_ms() + TEST_WAIT_MS;
+    while (!pred(arg))
         if (now_ms() > until)
             return false;
         else
@@ -37,16 +36,24 @@ static bool count_reaches(int want)
     return true;
 }
 
-static bool actor_sleeps(arpc_actor *a)
+static bool count_is(const void *want) { return arpc_awake_running() == *(const int *)want; }
+static bool count_reaches(int want) { return holds_soon(count_is, &want); }
+
+static bool asleep(const void *a) { return arpc_actor_asleep(a); }
+static bool actor_sleeps(arpc_actor *a) { return holds_soon(asleep, a); }
+
+struct ran_count {
+    atomic_int *ran;
+    int want;
+};
+
+static bool ran_is(const void *arg)
 {
-    int64_t until = now_ms() + GUARD_MS;
-    while (!arpc_actor_asleep(a))
-        if (now_ms() > until)
-            return false;
-        else
-            sched_yield();
-    return true;
+    const struct ran_count *r = arg;
+    return atomic_load(r->ran) == r->want;
 }
+
+static bool ran_reaches(atomic_int *ran, int want) { return holds_soon(ran_is, &(struct ran_count){ran, want}); }
 
 static void count_run(arpc_actor *a, void *arg, int status)
 {
@@ -59,17 +66,6 @@ static void loop_count_run(arpc_loop *loop, void *arg)
 {
     (void)loop;
     atomic_fetch_add((atomic_int *)arg, 1);
-}
-
-static bool ran_reaches(atomic_int *ran, int want)
-{
-    int64_t until = now_ms() + GUARD_MS;
-    while (atomic_load(ran) != want)
-        if (now_ms() > until)
-            return false;
-        else
-            sched_yield();
-    return true;
 }
 
 /* An actor with poll_us polls after its jobs, then sleeps, uncounted; it wakes for the next
