@@ -126,8 +126,11 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
     bench_json_str(j, "address", r->r_addr);
     bench_json_bool(j, "inline", c->inline_handler);
-    /* the poll in effect: the server's default (50) when not given, 0 for none */
-    bench_json_uint(j, "worker_poll_us", c->worker_poll_us == 0 ? 50 : c->worker_poll_us < 0 ? 0 : (uint64_t)c->worker_poll_us);
+    /* the embedded server's poll in effect: its default (50) when not given, 0 for none; a
+     * remote server's is its own (absent here) */
+    if (r->r_embedded)
+        bench_json_uint(j, "worker_poll_us",
+                        c->worker_poll_us == 0 ? 50 : c->worker_poll_us < 0 ? 0 : (uint64_t)c->worker_poll_us);
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
     bench_json_bool(j, "amo", c->amo);
