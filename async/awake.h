@@ -3,7 +3,11 @@
  * can tell whether spinning a little first would take a CPU from another of ours.
  *
  * A loop thread counts from the end of its poll to the start of the next (its check and
- * prepare watchers); an actor from the end of its wait to the start of the next. Threads of
+ * prepare watchers), and not once a run of ev returns to whoever drove it (arpc_loop_run_until,
+ * arpc_loop_run_nowait, a loop's last run: loop_awake_leave), as its thread may sleep anywhere
+ * then; an actor from the end of its wait to the start of the next. An application stepping a
+ * wrapped loop with its own ev_run (EVRUN_ONCE, EVRUN_NOWAIT) leaves it counted between its
+ * steps, which errs towards no CPU spare. Threads of
  * the application are not counted, so the count errs towards CPUs looking free; the
  * spinners using it spin briefly and yield (async/actor.c).
  *

@@ -251,13 +251,18 @@ enum loop_state loop_state_wait(arpc_loop *loop)
 
 void loop_end_run(arpc_loop *loop)
 {
+    loop_awake_leave(loop);
     if (loop->l_destroy_requested)
         loop_free(loop); /* destroyed from one of its tasks: the caller lent us the thread */
     else
         loop_set_state(loop, LOOP_DONE); /* our last touch of the loop */
 }
 
-void loop_release(arpc_loop *loop) { loop_set_state(loop, LOOP_IDLE); }
+void loop_release(arpc_loop *loop)
+{
+    loop_awake_leave(loop);
+    loop_set_state(loop, LOOP_IDLE);
+}
 
 int loop_claim(arpc_loop *loop)
 {

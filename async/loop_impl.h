@@ -100,6 +100,10 @@ bool loop_inside(const arpc_loop *loop);
 /* loop_lanes.c */
 void loop_lanes_init(arpc_loop *loop, unsigned submit_bound);
 void loop_lanes_fini(arpc_loop *loop);           /* after the final drain */
+/* A run of ev ended (which it does after its check watcher, which counts the loop as running
+ * in async/awake.h): uncounted, since the thread may now sleep elsewhere (a caller-driven
+ * run's return, a loop's last run). Called by whoever ran it, as it gives the loop up. */
+void loop_awake_leave(arpc_loop *loop);
 void loop_wake(arpc_loop *loop);                 /* any thread: a drain starts after this */
 void loop_wake_cb(struct ev_loop *ev, ev_async *w, int revents);
 void loop_lanes_close(arpc_loop *loop);          /* any thread: refuse further posts, wait for those in flight */

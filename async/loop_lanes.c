@@ -125,6 +125,11 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)revents;
     arpc_loop *loop = w->data;
     atomic_store_explicit(&loop->l_asleep, true, memory_order_relaxed);
+    loop_awake_leave(loop);
+}
+
+void loop_awake_leave(arpc_loop *loop)
+{
     if (loop->l_counted_awake) {
         loop->l_counted_awake = false;
         arpc_awake_add(-1);
@@ -171,8 +176,7 @@ void loop_lanes_fini(arpc_loop *loop)
         ev_check_stop(loop->l_ev, &loop->l_wake_mark);
         ev_prepare_stop(loop->l_ev, &loop->l_sleep_mark);
     }
-    if (loop->l_counted_awake) /* it stopped running between a check and a prepare */
-        arpc_awake_add(-1);
+    loop_awake_leave(loop); /* it stopped running between a check and a prepare */
     arpc_node_pool_fini(&loop->l_tasks);
 }
 

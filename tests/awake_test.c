@@ -19,6 +19,7 @@
 
 #include "arpc/actor.h"
 #include "arpc/error.h"
+#include "arpc/future.h"
 #include "arpc/loop.h"
 #include "async/actor_internal.h"
 #include "async/awake.h"
@@ -139,12 +140,45 @@ static void test_busy_then_idle_balances(void **state)
     assert_int_equal(0, arpc_awake_running());
 }
 
+/* A loop the caller drives (arpc_loop_run_until on a loop never started, a pollable loop's
+ * arpc_loop_run_nowait) runs ev_run one iteration at a time, which ends after the check
+ * watcher that counts it: once the call returns, the caller's thread may sleep anywhere, so
+ * it must not be left counted (a count stuck at one per such loop keeps actors from polling). */
+static void test_driven_loop_uncounted_after_return(void **state)
+{
+    (void)state;
+    assert_int_equal(0, arpc_awake_running());
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    arpc_future *f;
+    assert_int_equal(ARPC_OK, arpc_future_create(&f));
+    atomic_int ran = 0;
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, loop_count_run, &ran));
+    (void)arpc_loop_run_until(loop, f, 5); /* not completed: it runs ev until its timeout */
+    assert_int_equal(1, atomic_load(&ran));
+    assert_int_equal(0, arpc_awake_running());
+    arpc_future_release(f);
+    arpc_loop_destroy(loop);
+    assert_int_equal(0, arpc_awake_running());
+
+    const arpc_loop_options pollable = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &pollable));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, loop_count_run, &ran));
+    int timeout_ms;
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout_ms));
+    assert_int_equal(2, atomic_load(&ran));
+    assert_int_equal(0, arpc_awake_running());
+    arpc_loop_destroy(loop);
+    assert_int_equal(0, arpc_awake_running());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_actor_sleeps_uncounted),
         cmocka_unit_test(test_idle_loop_uncounted),
         cmocka_unit_test(test_busy_then_idle_balances),
+        cmocka_unit_test(test_driven_loop_uncounted_after_return),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
