@@ -8,7 +8,8 @@
  * other processes want hands them its CPU at each yield and may wait a whole time slice to
  * be picked again, while its next job waits. So a CPU is spare only if the kernel's count of
  * runnable threads (/proc/loadavg's fourth field, read at most once a millisecond for the
- * whole process) is no more than the CPUs as well. Its descriptor is opened with the first
+ * whole process) is no more than the CPUs as well; where it cannot be read (no /proc), arpc's
+ * own count decides alone. Its descriptor is opened with the first
  * actor or loop, not when first read, and stays open: a program (or test) that counts its
  * descriptors around its own work sees it appear at a known point.
  */
@@ -89,7 +90,9 @@ bool arpc_awake_cpu_spare(void)
     if (!atomic_load_explicit(&awake_ready, memory_order_acquire))
         return false;
     int cpus = awake_cpus;
-    return atomic_load_explicit(&awake.running, memory_order_relaxed) <= cpus && runnable_now() <= cpus;
+    /* One CPU: the poller alone is all of it, and its spin would compete with the thread it
+     * waits for. */
+    return cpus > 1 && atomic_load_explicit(&awake.running, memory_order_relaxed) <= cpus && runnable_now() <= cpus;
 }
 
 bool arpc_awake_poll(bool (*done)(const void *arg), const void *arg, uint64_t budget_ns)

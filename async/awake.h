@@ -27,7 +27,8 @@ void arpc_awake_init(void);
 void arpc_awake_add(int delta);
 
 /* For a thread that is counted as running: whether arpc's running threads, this one
- * included, are no more than the CPUs the process may use. */
+ * included, and the machine's runnable threads are no more than the CPUs the process may use,
+ * and those are more than one. */
 bool arpc_awake_cpu_spare(void);
 
 /* Polls done(arg), yielding between polls, until it is true (returns true), budget_ns have
