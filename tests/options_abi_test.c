@@ -14,6 +14,7 @@
 
 #include "arpc/arpc.h"
 #include "base/options.h"
+#include "core/server_internal.h"
 #include "support/test_util.h"
 
 /* What a newer header would have: the same struct with one field appended. */
@@ -68,6 +69,27 @@ static void test_older_server_options_are_defaults(void **state)
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, 0));
     assert_non_null(s);
+    arpc_server_destroy(s);
+}
+
+/* A program built before max_accept_rate was appended passes sizeof its struct: unix_mode and
+ * the tail padding after it, which such a program never wrote (a struct filled field by field,
+ * or malloc'd). No option appended since may lie in that padding: a garbage rate limit would
+ * throttle its connections. */
+static void test_older_server_options_tail_padding_ignored(void **state)
+{
+    (void)state;
+    const size_t align = _Alignof(arpc_server_options);
+    size_t old_end = offsetof(arpc_server_options, unix_mode) + sizeof(uint32_t);
+    size_t old_size = (old_end + align - 1) / align * align;
+    arpc_server_options o;
+    memset(&o, 0, old_end);
+    memset((char *)&o + old_end, 0xFF, sizeof(o) - old_end); /* the padding's garbage, and beyond */
+    o.workers = 1;
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, old_size));
+    assert_non_null(s);
+    assert_int_equal(0, s->sv_accept_rate); /* no limit: the option was never given */
     arpc_server_destroy(s);
 }
 
@@ -159,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_copy_rules),
         cmocka_unit_test_no_leak(test_older_client_options_stop_at_their_size),
         cmocka_unit_test_no_leak(test_older_server_options_are_defaults),
+        cmocka_unit_test_no_leak(test_older_server_options_tail_padding_ignored),
         cmocka_unit_test_no_leak(test_newer_create_options),
         cmocka_unit_test_no_leak(test_newer_method_and_call_options),
     };

@@ -175,6 +175,9 @@ typedef struct arpc_server_options {
      * umask leaves may connect (the owner alone under the usual 022). 0: the umask's. Bits
      * beyond 0777 fail arpc_server_listen with ARPC_EINVAL. */
     uint32_t unix_mode;
+    /* Unused, and never read: the tail padding of the struct as it ended at unix_mode, which
+     * programs built then pass (in their sizeof) without ever writing it. */
+    uint32_t reserved_after_unix_mode;
     /* The rate of new connections (docs/SECURITY.md, "Connection rate"), as HAProxy's
      * maxconnrate: a token bucket per server of accept_burst tokens, refilled at
      * max_accept_rate a second, full at create, one taken per connection accepted (also one
@@ -206,6 +209,8 @@ typedef struct arpc_server_options {
      * driven client) and from 2.05x to 1.64x (the client's own loop thread); pipelined 16-byte
      * calls unchanged, pipelined 4 KiB bulk 0-15% slower. Set < 0 for a bulk server. */
     int32_t worker_poll_us;
+    /* A field appended here starts past the struct's tail padding (8-aligned: after a 4-byte
+     * unused field if need be), for the reason of reserved_after_unix_mode. */
 } arpc_server_options;
 
 /* A call's routing key, from its request bytes (see arpc_method_options.key). Runs on the
