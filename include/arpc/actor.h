@@ -44,11 +44,12 @@ typedef struct arpc_actor_options {
                             * yielding between looks, but only while the machine has a CPU
                             * spare: no more of arpc's threads running, and no more threads
                             * runnable on the machine (/proc/loadavg), than the CPUs the
-                            * process may use, and never with one CPU. A message posted meanwhile costs its poster no
-                            * futex wake and the actor no wake-up: for a server answering one
-                            * call at a time, a shorter round trip. Costs CPU while it polls,
-                            * and measured to cost pipelined throughput on 2 vCPUs
-                            * (docs/PERFORMANCE.md); an idle actor still uses no CPU. */
+                            * process may use, and never with one CPU. A message posted
+                            * meanwhile costs its poster no futex wake and the actor no
+                            * wake-up: for a server answering one call at a time, a shorter
+                            * round trip. Costs CPU while it polls, and measured to cost
+                            * pipelined throughput on 2 vCPUs (docs/PERFORMANCE.md); an idle
+                            * actor still uses no CPU. */
 } arpc_actor_options;
 
 enum arpc_actor_stop_mode {
