@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arpc/server.h"
 #include "json.h"
 
 /* a / b, or 0 when there is nothing to compare against. */
@@ -130,7 +131,9 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
      * remote server's is its own (absent here) */
     if (r->r_embedded)
         bench_json_uint(j, "worker_poll_us",
-                        c->worker_poll_us == 0 ? 50 : c->worker_poll_us < 0 ? 0 : (uint64_t)c->worker_poll_us);
+                        c->worker_poll_us == 0   ? ARPC_WORKER_POLL_US_DEFAULT
+                        : c->worker_poll_us < 0 ? 0
+                                                : (uint64_t)c->worker_poll_us);
     if (c->mode == BENCH_LATENCY)
         bench_json_str(j, "client_loop", c->caller_loop ? "caller" : "thread");
     bench_json_bool(j, "amo", c->amo);

@@ -91,12 +91,10 @@ static uint64_t server_new_epoch(void)
     return e;
 }
 
-#define SERVER_WORKER_POLL_US 50u /* arpc_server_options.worker_poll_us's default */
-
 /* arpc_server_options.worker_poll_us: 0 is the default, negative is none. */
 static unsigned server_worker_poll_us(int32_t us)
 {
-    return us == 0 ? SERVER_WORKER_POLL_US : us < 0 ? 0u : (unsigned)us;
+    return us == 0 ? ARPC_WORKER_POLL_US_DEFAULT : us < 0 ? 0u : (unsigned)us;
 }
 
 /* One per online CPU but one, which is left to the loop thread (at least 1). */

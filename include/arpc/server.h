@@ -79,6 +79,9 @@ enum arpc_recover_kind {
  * valid during the call only. */
 typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
 
+/* arpc_server_options.worker_poll_us when left 0. */
+#define ARPC_WORKER_POLL_US_DEFAULT 50
+
 typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
@@ -208,7 +211,7 @@ typedef struct arpc_server_options {
      * they sleep"): a pool call's p50 from 1.52x a raw socket round trip to 1.23x (caller-
      * driven client) and from 2.05x to 1.64x (the client's own loop thread); pipelined 16-byte
      * calls unchanged, pipelined 4 KiB bulk 0-15% slower. Set < 0 for a bulk server. */
-    int32_t worker_poll_us;
+    int32_t worker_poll_us; /* 0: ARPC_WORKER_POLL_US_DEFAULT */
     /* A field appended here starts past the struct's tail padding (8-aligned: after a 4-byte
      * unused field if need be), for the reason of reserved_after_unix_mode. */
 } arpc_server_options;
