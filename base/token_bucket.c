@@ -37,3 +37,11 @@ bool arpc_token_bucket_take(struct arpc_token_bucket *b, uint64_t now_ns)
     b->tb_full_at = (b->tb_full_at > now_ns ? b->tb_full_at : now_ns) + b->tb_interval;
     return true;
 }
+
+void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns)
+{
+    uint64_t full_at = (b->tb_full_at > now_ns ? b->tb_full_at : now_ns) + b->tb_interval;
+    /* Empty at full_at - now = D + T; a burst in debt beyond that is D + T more. */
+    uint64_t most = now_ns + 2 * (b->tb_depth + b->tb_interval);
+    b->tb_full_at = full_at < most ? full_at : most;
+}

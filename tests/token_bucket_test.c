@@ -31,6 +31,25 @@ static void test_burst_at_once_then_empty(void **state)
     assert_false(arpc_token_bucket_take(&b, T0 + 10 * MS));
 }
 
+/* Charges past an empty bucket are a debt the wait covers, up to one burst more. */
+static void test_charge_goes_into_debt_up_to_a_burst(void **state)
+{
+    (void)state;
+    struct arpc_token_bucket b;
+    arpc_token_bucket_init(&b, 100, 8); /* 10 ms a token */
+    for (int i = 0; i < 8; i++)
+        arpc_token_bucket_charge(&b, T0); /* as takes while there are tokens */
+    assert_false(arpc_token_bucket_take(&b, T0));
+    assert_int_equal(10 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
+    arpc_token_bucket_charge(&b, T0); /* one owed */
+    assert_int_equal(20 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
+    for (int i = 0; i < 100; i++)
+        arpc_token_bucket_charge(&b, T0); /* at most 8 more owed */
+    assert_int_equal(90 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
+    assert_false(arpc_token_bucket_take(&b, T0 + 90 * MS - 1));
+    assert_true(arpc_token_bucket_take(&b, T0 + 90 * MS));
+}
+
 /* Taking whenever a token is there, for 10 s of the fake clock in 1 ms steps: in every window
  * of W ms, at most burst + W / 10 tokens; and the rate is reached (the bucket never idles). */
 static void test_rate_holds_over_every_window(void **state)
@@ -89,6 +108,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_at_once_then_empty),
+        cmocka_unit_test(test_charge_goes_into_debt_up_to_a_burst),
         cmocka_unit_test(test_rate_holds_over_every_window),
         cmocka_unit_test(test_refill_stops_at_burst),
         cmocka_unit_test(test_edges),
