@@ -43,16 +43,13 @@ void accept_rate_took(arpc_server *s, uint64_t now_ns)
 void accept_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns)
 {
     arpc_stat_inc(&s->sv_stats.ss_accept_pauses);
-    s->sv_accept_pauses++;
     /* A flood pauses a listener hundreds of times a second: one line a second says it all. */
-    if (s->sv_accept_pauses_logged != 0 && now_ns - s->sv_accept_log_at < ACCEPT_RATE_LOG_EVERY_NS)
+    uint64_t quiet;
+    if (!arpc_log_throttle_due(&s->sv_accept_log, now_ns, ACCEPT_RATE_LOG_EVERY_NS, &quiet))
         return;
-    unsigned long long quiet = (unsigned long long)(s->sv_accept_pauses - s->sv_accept_pauses_logged - 1);
-    s->sv_accept_pauses_logged = s->sv_accept_pauses;
-    s->sv_accept_log_at = now_ns;
     char more[64] = "";
     if (quiet != 0)
-        snprintf(more, sizeof(more), " (%llu more pauses since the last such line)", quiet);
+        snprintf(more, sizeof(more), " (%llu more pauses since the last such line)", (unsigned long long)quiet);
     arpc_log(ARPC_LOG_WARN,
              "accept on %s: %u connections a second (max_accept_rate, burst %u) reached: not accepting until "
              "tokens are due, new connections wait in the kernel's backlog%s",

@@ -11,10 +11,11 @@
  * worth less than the new one (silent, slow, or idle for a while: core/server_shed.c) gives
  * its descriptor up, at most one per readiness.
  *
- * Over max_accept_rate (core/accept_rate.c), the listener stops its watcher and arms l_retry
- * for when a few tokens are due, instead of accepting and closing: the pending connections
- * wait in the kernel's backlog, which costs the server nothing. The same l_retry serves both
- * pauses (only one can be under way: the watcher is stopped during either).
+ * Over max_accept_rate (core/accept_rate.c), or owing for faulty connections over
+ * max_fault_rate (core/fault_rate.c), the listener stops its watcher and arms l_retry for when
+ * a few tokens are due, instead of accepting and closing: the pending connections wait in the
+ * kernel's backlog, which costs the server nothing. The same l_retry serves every pause (only
+ * one can be under way: the watcher is stopped during any).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,46 +43,73 @@ struct server_listener {
     struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     bool l_rated;                 /* counts toward max_accept_rate (every transport but inproc) */
-    uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for the rate; 0: not stopped for it */
+    uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for a rate; 0: not stopped for one */
+    bool l_paused_for_faults;     /* ... for max_fault_rate's debt (else max_accept_rate's tokens) */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
+
+/* A pause for a rate ends (its resume, or the listener's close): its time is counted. */
+static void listener_rate_pause_ends(struct server_listener *l)
+{
+    if (l->l_rate_paused_at == 0)
+        return;
+    uint64_t paused = arpc_now_ns() - l->l_rate_paused_at;
+    if (l->l_paused_for_faults)
+        fault_rate_resumed(l->l_server, paused);
+    else
+        accept_rate_resumed(l->l_server, paused);
+    l->l_rate_paused_at = 0;
+}
 
 static void listener_on_retry(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct server_listener *l = arg;
-    if (l->l_rate_paused_at != 0) {
-        accept_rate_resumed(l->l_server, arpc_now_ns() - l->l_rate_paused_at);
-        l->l_rate_paused_at = 0;
-    }
+    listener_rate_pause_ends(l);
     arpc_loop_io_start(l->l_server->sv_loop, &l->l_io);
 }
 
-/* No token for the connection waiting: stop polling the socket until the tokens of one
- * millisecond are due, up to an accept batch (one at a time would be a stop, a timer and a
- * start per connection at high rates; more than a millisecond's would keep a connection
- * waiting past its token at low ones). False if the resume could not be armed (no memory):
- * then the listener accepts on, unlimited, rather than stop for good. */
+/* Nanoseconds until n more connections may be accepted (0: now): the later of max_accept_rate's
+ * tokens and the end of max_fault_rate's debt; *faults says the debt is the later. */
+static uint64_t listener_gate_ns(arpc_server *s, uint64_t now, unsigned n, bool *faults)
+{
+    uint64_t tokens = accept_rate_wait_ns(s, now, n), debt = fault_rate_wait_ns(s, now);
+    *faults = debt > tokens;
+    return *faults ? debt : tokens;
+}
+
+/* No token for the connection waiting, or faults owed: stop polling the socket until the
+ * tokens of one millisecond are due, up to an accept batch (one at a time would be a stop, a
+ * timer and a start per connection at high rates; more than a millisecond's would keep a
+ * connection waiting past its token at low ones), and the debt is paid. False if the resume
+ * could not be armed (no memory): then the listener accepts on, unlimited, rather than stop
+ * for good. */
 static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
 {
     arpc_server *s = l->l_server;
     unsigned per_ms = s->sv_accept_rate / 1000;
     unsigned n = per_ms < 1 ? 1 : per_ms > LISTENER_ACCEPT_BATCH ? LISTENER_ACCEPT_BATCH : per_ms;
-    uint64_t wait = accept_rate_wait_ns(s, now, n);
+    bool faults;
+    uint64_t wait = listener_gate_ns(s, now, n, &faults);
     if (arpc_deadline_arm(s->sv_loop, &l->l_retry, now + wait) != ARPC_OK)
         return false;
     arpc_loop_io_stop(s->sv_loop, &l->l_io);
     l->l_rate_paused_at = now;
-    accept_rate_paused(s, l->l_sock->l_addr, now);
+    l->l_paused_for_faults = faults;
+    if (faults)
+        fault_rate_paused(s, l->l_sock->l_addr, now);
+    else
+        accept_rate_paused(s, l->l_sock->l_addr, now);
     return true;
 }
 
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 /* Out of descriptors: accepts one pending connection with the spare's, tells it why and
- * closes it. False when there was no spare (then the caller pauses). */
-static bool listener_shed(struct server_listener *l, int accept_errno)
+ * closes it (taking a max_accept_rate token: it cost as much as any), at now. False when
+ * there was no spare (then the caller pauses). */
+static bool listener_shed(struct server_listener *l, int accept_errno, uint64_t now)
 {
     if (l->l_spare < 0 && (l->l_spare = listener_open_spare()) < 0)
         return false;
@@ -99,6 +127,8 @@ static bool listener_shed(struct server_listener *l, int accept_errno)
         close(fd);
         arpc_log(ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
                  l->l_sock->l_addr, accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
+        if (l->l_rated)
+            accept_rate_took(l->l_server, now);
     }
     l->l_spare = listener_open_spare(); /* -1 if another thread took the descriptor: retried */
     return rc == ARPC_OK || rc == ARPC_EAGAIN;
@@ -127,9 +157,11 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     bool made_room = false; /* once per readiness: if its descriptor did not free, shed the new one */
     uint64_t now = l->l_rated ? arpc_now_ns() : 0; /* a batch takes microseconds: one reading */
     for (int i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
-        /* Out of tokens: pause only if a connection is known to wait (the readiness this
-         * callback is for); later in the batch, leave it to the next readiness. */
-        if (l->l_rated && accept_rate_wait_ns(l->l_server, now, 1) != 0 && (i > 0 || listener_pause_for_rate(l, now)))
+        /* Out of tokens, or faults owed: pause only if a connection is known to wait (the
+         * readiness this callback is for); later in the batch, leave it to the next readiness. */
+        bool faults;
+        if (l->l_rated && listener_gate_ns(l->l_server, now, 1, &faults) != 0 &&
+            (i > 0 || listener_pause_for_rate(l, now)))
             return;
         int fd;
         char peer[ARPC_ADDR_MAX], why[ARPC_WHY_MAX];
@@ -144,11 +176,8 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
                 made_room = true;
                 continue; /* accepted with the descriptor an older, idle or slow connection gave up */
             }
-            if (listener_shed(l, err)) {
-                if (l->l_rated)
-                    accept_rate_took(l->l_server, now); /* the shed connection cost as much */
+            if (listener_shed(l, err, now))
                 continue;
-            }
         }
         if (rc != ARPC_OK) {
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
@@ -205,7 +234,7 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
-    l->l_rated = s->sv_accept_rate != 0 && tr != &arpc_transport_inproc;
+    l->l_rated = (s->sv_accept_rate != 0 || s->sv_fault_rate != 0) && tr != &arpc_transport_inproc;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);
@@ -245,6 +274,7 @@ void listener_close_all(arpc_server *s)
         s->sv_listeners = l->l_next;
         arpc_loop_io_stop(s->sv_loop, &l->l_io);
         arpc_deadline_cancel(s->sv_loop, &l->l_retry);
+        listener_rate_pause_ends(l); /* a pause cut short by the stop counts too */
         listener_discard(l);
     }
 }

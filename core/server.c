@@ -136,6 +136,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
     limits_init(s, &o);
     accept_rate_init(s, &o);
+    fault_rate_init(s, &o);
     int crc = arpc_future_create(&s->sv_drained);
     if (crc == ARPC_OK)
         crc = arpc_future_create(&s->sv_stopped);

@@ -44,7 +44,7 @@
 #define INFLIGHT_MAX_CLIENT_CALLS 4096
 #define INFLIGHT_MAX_CONN_BYTES ((size_t)16 << 20)
 #define INFLIGHT_FIRST_REPLY_SHARE 16 /* a method's reply before its first: max_conn_bytes / this */
-#define INFLIGHT_LOG_EVERY_S 1.0
+#define INFLIGHT_LOG_EVERY_NS 1000000000ull
 
 struct inflight_client {
     uint64_t ic_id;
@@ -88,19 +88,15 @@ static void inflight_client_put(arpc_server *s, struct inflight_client *c)
     }
 }
 
-/* Counts a hold and logs it, at most one line per INFLIGHT_LOG_EVERY_S per server (a client
+/* Counts a hold and logs it, at most one line per INFLIGHT_LOG_EVERY_NS per server (a client
  * at its limit is held again after every reply: one line each would flood the log). */
 static void inflight_note_hold(struct server_conn *sc, unsigned reason)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
-    s->sv_holds++;
-    ev_tstamp now = ev_now(conn->c_ev);
-    if (s->sv_holds_logged != 0 && now - s->sv_hold_log_at < INFLIGHT_LOG_EVERY_S)
+    uint64_t now_ns = (uint64_t)(ev_now(conn->c_ev) * 1e9), quiet;
+    if (!arpc_log_throttle_due(&s->sv_hold_log, now_ns, INFLIGHT_LOG_EVERY_NS, &quiet))
         return;
-    unsigned long long quiet = (unsigned long long)(s->sv_holds - s->sv_holds_logged - 1);
-    s->sv_holds_logged = s->sv_holds;
-    s->sv_hold_log_at = now;
     char why[320];
     switch (reason) {
     case ARPC_CONN_HOLD_CALLS:
@@ -123,7 +119,7 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
         break;
     }
     arpc_log(ARPC_LOG_INFO, "holding input from %s: %s; %llu more holds since the last such line", conn->c_peer,
-             why, quiet);
+             why, (unsigned long long)quiet);
 }
 
 static void inflight_hold(struct server_conn *sc, unsigned reason)

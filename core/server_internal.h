@@ -29,6 +29,7 @@
 #include "async/loop_internal.h"
 #include "base/cacheline.h"
 #include "base/handle.h"
+#include "base/log_throttle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "base/dlist.h"
@@ -152,9 +153,12 @@ struct arpc_server {
     uint32_t sv_accept_rate;          /* max_accept_rate; 0: unlimited */
     uint32_t sv_accept_burst;
     struct arpc_token_bucket sv_accept_bucket;
-    uint64_t sv_accept_pauses;        /* listener pauses for the rate, ever */
-    uint64_t sv_accept_pauses_logged; /* of which the log has told */
-    uint64_t sv_accept_log_at;        /* arpc_now_ns of the last such line */
+    struct arpc_log_throttle sv_accept_log; /* its pauses' log lines, on arpc_now_ns */
+    /* Faulty connections (core/fault_rate.c), loop thread */
+    uint32_t sv_fault_rate; /* max_fault_rate; 0: unlimited */
+    uint32_t sv_fault_burst;
+    struct arpc_token_bucket sv_fault_bucket;
+    struct arpc_log_throttle sv_fault_log;
     uint32_t sv_unix_mode;            /* unix:// socket files' permissions; 0: the umask's */
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
@@ -174,9 +178,7 @@ struct arpc_server {
     size_t sv_max_conn_bytes;
     struct arpc_u64_map sv_clients;   /* client id -> struct inflight_client */
     bool sv_clients_ready;
-    uint64_t sv_holds;                /* connections held for a flow limit, ever */
-    uint64_t sv_holds_logged;         /* of which the log has told */
-    ev_tstamp sv_hold_log_at;         /* loop time of the last such line */
+    struct arpc_log_throttle sv_hold_log; /* holds for a flow limit, logged (on loop time, in ns) */
     struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
     struct block_pool sv_replies;     /* reply messages for reuse, but for large ones (core/request.c) */
     /* Replies written by their workers (core/reply_direct.c), loop thread */
@@ -232,6 +234,20 @@ static inline bool server_live(const arpc_server *s, const char *fn)
 
 void server_retain(arpc_server *s);
 void server_release(arpc_server *s);
+
+/* fault_rate.c (loop thread): max_fault_rate, fault_burst */
+void fault_rate_init(arpc_server *s, const arpc_server_options *o);
+/* Whether a connection closed for reason was closed for its peer's fault (besides the
+ * timeouts server_limits.c charges itself). */
+bool fault_is_peers(int reason);
+/* A connection closed for its peer's fault: counted, charged (into debt if need be). */
+void fault_rate_charge(arpc_server *s);
+/* Nanoseconds until the faults charged are paid for (0: now; always 0 without a limit). */
+uint64_t fault_rate_wait_ns(arpc_server *s, uint64_t now_ns);
+/* A listener (addr) stopped accepting for the faults at now_ns: counted, logged (rate-limited). */
+void fault_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns);
+/* ... and accepts again, after paused_ns. */
+void fault_rate_resumed(arpc_server *s, uint64_t paused_ns);
 
 /* accept_rate.c (loop thread): max_accept_rate, accept_burst */
 void accept_rate_init(arpc_server *s, const arpc_server_options *o);

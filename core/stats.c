@@ -66,6 +66,9 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.log_expiries_lost = arpc_stat_get(&ss->ss_expiries_unlogged);
     st.accept_rate_pauses = arpc_stat_get(&ss->ss_accept_pauses);
     st.accept_rate_paused_ns = arpc_stat_get(&ss->ss_accept_paused_ns);
+    st.connections_faulted = arpc_stat_get(&ss->ss_faulted);
+    st.fault_rate_pauses = arpc_stat_get(&ss->ss_fault_pauses);
+    st.fault_rate_paused_ns = arpc_stat_get(&ss->ss_fault_paused_ns);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

@@ -48,6 +48,9 @@ struct server_stats {
     arpc_stat ss_half_closed; /* ends of stream read between frames (sconn_on_eof) */
     arpc_stat ss_accept_pauses;    /* listeners stopped for max_accept_rate (core/accept_rate.c) */
     arpc_stat ss_accept_paused_ns; /* the time they stayed stopped, summed over listeners */
+    arpc_stat ss_faulted;          /* connections closed for their peer's fault (core/fault_rate.c) */
+    arpc_stat ss_fault_pauses;     /* listeners stopped for max_fault_rate */
+    arpc_stat ss_fault_paused_ns;
     arpc_stat ss_expiries_unlogged; /* expiries and goodbyes the reply log lost (journal_forget) */
     arpc_stat ss_refused[ARPC_STATS_CODES]; /* answered before reaching a method */
 };

@@ -148,6 +148,15 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     family(&b, "arpc_server_accept_rate_paused_seconds_total", "counter",
            "Time listeners stayed stopped for max_accept_rate, summed over listeners.");
     text_buf_printf(&b, "arpc_server_accept_rate_paused_seconds_total %.6f\n", st.accept_rate_paused_ns / 1e9);
+    server_sample(&b, "arpc_server_connections_faulted_total", "counter",
+                  "Connections closed for their peer's fault (malformed frames, refused auth, TLS failures, timeouts).",
+                  st.connections_faulted);
+    server_sample(&b, "arpc_server_fault_rate_pauses_total", "counter",
+                  "Times a listener stopped accepting because faulty connections were over max_fault_rate.",
+                  st.fault_rate_pauses);
+    family(&b, "arpc_server_fault_rate_paused_seconds_total", "counter",
+           "Time listeners stayed stopped for max_fault_rate, summed over listeners.");
+    text_buf_printf(&b, "arpc_server_fault_rate_paused_seconds_total %.6f\n", st.fault_rate_paused_ns / 1e9);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

@@ -10,7 +10,8 @@
 # bound and the good client's p50/p99 during the attack and unloaded (figures, not timed
 # assertions). A few minutes; RelWithDebInfo build in $BUILD (default build-abuse).
 # ABUSE_ONLY=test_half_sent_frames (a cmocka pattern) runs one attack. ABUSE_ACCEPT_RATE=N (and
-# ABUSE_ACCEPT_BURST=B) give every attack's server max_accept_rate N (accept_burst B).
+# ABUSE_ACCEPT_BURST=B) give every attack's server max_accept_rate N (accept_burst B);
+# ABUSE_FAULT_RATE=N its max_fault_rate (-1: none; unset: arpc's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

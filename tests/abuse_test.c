@@ -194,7 +194,8 @@ struct fixture {
 };
 
 /* ABUSE_ACCEPT_RATE=N (and ABUSE_ACCEPT_BURST=B): every attack's server with max_accept_rate
- * N (accept_burst B), to compare runs with and without it (docs/SECURITY.md). */
+ * N (accept_burst B); ABUSE_FAULT_RATE=N: with max_fault_rate N (-1: none), to compare runs
+ * with and without them (docs/SECURITY.md). */
 static uint32_t env_u32(const char *name)
 {
     const char *v = getenv(name);
@@ -208,6 +209,11 @@ static void fixture_start(struct fixture *fx, struct abuse_server_limits lim)
     lim.accept_burst = env_u32("ABUSE_ACCEPT_BURST");
     if (lim.max_accept_rate != 0)
         printf("abuse server: max_accept_rate %u, accept_burst %u\n", lim.max_accept_rate, lim.accept_burst);
+    const char *fault_rate = getenv("ABUSE_FAULT_RATE");
+    if (fault_rate != NULL) {
+        lim.max_fault_rate = (int32_t)strtol(fault_rate, NULL, 10);
+        printf("abuse server: max_fault_rate %d\n", (int)lim.max_fault_rate);
+    }
     assert_true(abuse_server_start(&fx->srv, &lim));
     fx->cl.srv = &fx->srv;
     fx->cl.lat_us = calloc(LAT_MAX, sizeof(uint32_t));

@@ -93,6 +93,28 @@ static void test_older_server_options_tail_padding_ignored(void **state)
     arpc_server_destroy(s);
 }
 
+/* The same for a program built before max_fault_rate was appended: worker_poll_us ended its
+ * struct, then 4 bytes of padding it never wrote; a garbage fault rate would pause its
+ * listeners for faults it did not ask to limit that way. */
+static void test_older_server_options_padding_after_worker_poll_ignored(void **state)
+{
+    (void)state;
+    const size_t align = _Alignof(arpc_server_options);
+    size_t old_end = offsetof(arpc_server_options, worker_poll_us) + sizeof(int32_t);
+    size_t old_size = (old_end + align - 1) / align * align;
+    assert_true(old_size > old_end); /* there is padding to test */
+    arpc_server_options o;
+    memset(&o, 0, old_end);
+    memset((char *)&o + old_end, 0xFF, sizeof(o) - old_end);
+    o.workers = 1;
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, old_size));
+    assert_non_null(s);
+    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_rate); /* the default: never given */
+    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_burst);
+    arpc_server_destroy(s);
+}
+
 static void test_newer_create_options(void **state)
 {
     (void)state;
@@ -182,6 +204,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_older_client_options_stop_at_their_size),
         cmocka_unit_test_no_leak(test_older_server_options_are_defaults),
         cmocka_unit_test_no_leak(test_older_server_options_tail_padding_ignored),
+        cmocka_unit_test_no_leak(test_older_server_options_padding_after_worker_poll_ignored),
         cmocka_unit_test_no_leak(test_newer_create_options),
         cmocka_unit_test_no_leak(test_newer_method_and_call_options),
     };

@@ -81,6 +81,8 @@ typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const vo
 
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
+/* arpc_server_options.max_fault_rate when left 0. */
+#define ARPC_FAULT_RATE_DEFAULT 1000
 
 typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
@@ -212,6 +214,24 @@ typedef struct arpc_server_options {
      * driven client) and from 2.05x to 1.64x (the client's own loop thread); pipelined 16-byte
      * calls unchanged, pipelined 4 KiB bulk 0-15% slower. Set < 0 for a bulk server. */
     int32_t worker_poll_us; /* 0: ARPC_WORKER_POLL_US_DEFAULT */
+    /* Unused, and never read: the tail padding of the struct as it ended at worker_poll_us. */
+    uint32_t reserved_after_worker_poll_us;
+    /* Faulty connections (docs/SECURITY.md, "Faulty connections"). A connection the server
+     * closes for its peer's fault (a malformed frame, a frame header past max_frame that
+     * cannot be skipped, a second HELLO, a refused token or credentials, a failed TLS
+     * handshake or record, no HELLO within handshake_timeout_ms, a frame not whole within
+     * frame_timeout_ms) is counted (arpc_server_stats.connections_faulted) and charged to a
+     * token bucket of fault_burst, refilled at max_fault_rate a second; while the bucket owes
+     * (faults are charged even when it is empty), the tcp://, tls:// and unix:// listeners stop
+     * accepting, as for max_accept_rate, and new connections wait in the kernel's backlog,
+     * good ones too. A well-behaved client never faults, so a reconnect storm of good clients
+     * is never slowed; a peer that opens connections only to have them closed (each costs the
+     * server ~40 us of a core on the 2 vCPUs of docs/SECURITY.md) gets max_fault_rate of them
+     * a second. Each pause is counted (fault_rate_pauses, fault_rate_paused_ns) and logged, at
+     * most one line a second. inproc:// is never paused. */
+    int32_t max_fault_rate; /* faulty connections a second, on average; 0: ARPC_FAULT_RATE_DEFAULT;
+                             * < 0: no limit (still counted) */
+    uint32_t fault_burst;   /* at most this many at once; 0: one second's worth (max_fault_rate) */
     /* A field appended here starts past the struct's tail padding (8-aligned: after a 4-byte
      * unused field if need be), for the reason of reserved_after_unix_mode. */
 } arpc_server_options;

@@ -72,6 +72,11 @@ typedef struct arpc_server_stats {
                                          * socket) because max_accept_rate was reached */
     uint64_t accept_rate_paused_ns;     /* how long they stayed stopped, summed over listeners
                                          * (a pause still going on counts once it ends) */
+    uint64_t connections_faulted;       /* connections closed for their peer's fault (see
+                                         * arpc_server_options.max_fault_rate) */
+    uint64_t fault_rate_pauses;         /* times a listener stopped accepting while the faults
+                                         * were over max_fault_rate */
+    uint64_t fault_rate_paused_ns;      /* how long, as accept_rate_paused_ns */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -113,7 +118,8 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "oneway": N, "bytes_in": N, "bytes_out": N, "connections_accepted": N,
  *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
  *               "handlers_in_flight": N, "connections_half_closed": N,
- *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N},
+ *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N,
+ *               "connections_faulted": N, "fault_rate_pauses": N, "fault_rate_paused_ns": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -137,7 +143,9 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_connections_closed_total, arpc_server_connections_open,
  *   arpc_server_queued_bytes, arpc_server_handlers_in_flight,
  *   arpc_server_connections_half_closed_total, arpc_server_log_expiries_lost_total,
- *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total
+ *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total,
+ *   arpc_server_connections_faulted_total, arpc_server_fault_rate_pauses_total,
+ *   arpc_server_fault_rate_paused_seconds_total
  * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
  * arpc_server_stats_json. */
 ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);

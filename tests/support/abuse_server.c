@@ -60,6 +60,7 @@ static int serve(const struct abuse_server_limits *lim, int ready_fd)
         .max_connections = lim->max_connections,
         .max_accept_rate = lim->max_accept_rate,
         .accept_burst = lim->accept_burst,
+        .max_fault_rate = lim->max_fault_rate,
     };
     arpc_server *s;
     char bound[256] = "";
@@ -77,7 +78,7 @@ static int serve(const struct abuse_server_limits *lim, int ready_fd)
 
 void abuse_server_main(int argc, char **argv)
 {
-    if (argc != 10 || strcmp(argv[1], SERVE_FLAG) != 0)
+    if (argc != 11 || strcmp(argv[1], SERVE_FLAG) != 0)
         return;
     struct abuse_server_limits lim = {
         .handshake_timeout_ms = (uint32_t)strtoul(argv[2], NULL, 10),
@@ -87,8 +88,9 @@ void abuse_server_main(int argc, char **argv)
         .nofile = (unsigned)strtoul(argv[6], NULL, 10),
         .max_accept_rate = (uint32_t)strtoul(argv[7], NULL, 10),
         .accept_burst = (uint32_t)strtoul(argv[8], NULL, 10),
+        .max_fault_rate = (int32_t)strtol(argv[9], NULL, 10),
     };
-    exit(serve(&lim, atoi(argv[9])));
+    exit(serve(&lim, atoi(argv[10])));
 }
 
 /* ---- the parent ---- */
@@ -98,7 +100,7 @@ bool abuse_server_start(struct abuse_server *as, const struct abuse_server_limit
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return false;
-    char exe[4096], a[7][16], fd_s[16];
+    char exe[4096], a[8][16], fd_s[16];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n <= 0)
         return false;
@@ -110,6 +112,7 @@ bool abuse_server_start(struct abuse_server *as, const struct abuse_server_limit
     snprintf(a[4], sizeof(a[4]), "%u", lim->nofile);
     snprintf(a[5], sizeof(a[5]), "%u", lim->max_accept_rate);
     snprintf(a[6], sizeof(a[6]), "%u", lim->accept_burst);
+    snprintf(a[7], sizeof(a[7]), "%d", (int)lim->max_fault_rate);
     pid_t pid = fork();
     if (pid < 0)
         return false;
@@ -119,7 +122,7 @@ bool abuse_server_start(struct abuse_server *as, const struct abuse_server_limit
         int devnull = open("/dev/null", O_WRONLY); /* a server left behind holds no test pipe */
         if (devnull >= 0)
             dup2(devnull, STDOUT_FILENO);
-        execl(exe, exe, SERVE_FLAG, a[0], a[1], a[2], a[3], a[4], a[5], a[6], fd_s, (char *)NULL);
+        execl(exe, exe, SERVE_FLAG, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], fd_s, (char *)NULL);
         _exit(127);
     }
     close(pipefd[1]);

@@ -24,6 +24,7 @@ struct abuse_server_limits {
     unsigned max_connections;
     unsigned nofile; /* the child's RLIMIT_NOFILE soft limit (0: raised to the hard limit) */
     uint32_t max_accept_rate, accept_burst;
+    int32_t max_fault_rate; /* 0: arpc's default; < 0: none */
 };
 
 struct abuse_server {

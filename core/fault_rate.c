@@ -1,0 +1,80 @@
+/*
+ * Faulty connections (max_fault_rate, fault_burst; docs/SECURITY.md, "Faulty connections"), on
+ * the loop thread: a connection the server closes for its peer's fault is counted, and charged
+ * to one token bucket per server (base/token_bucket.h); while the bucket owes, the listeners
+ * stop accepting (core/listener.c), as for max_accept_rate.
+ *
+ * Why. A peer that opens connections only to have them closed at once (a 4 GiB length header,
+ * a wrong token, garbage on a TLS port) holds none for long, so max_connections never sees it,
+ * yet each costs the server ~40 us of a core (accept4, the epoll_ctls, the read, the GOAWAY,
+ * the close), and a good client's calls wait for a CPU behind that work: measured on 2 vCPUs
+ * (docs/SECURITY.md), its p99 went to 6-8x unloaded. Charging faults, not connections, leaves
+ * well-behaved clients alone: a reconnect storm of good clients is never slowed (what keeps
+ * max_accept_rate off by default), while a faulting peer gets max_fault_rate connections a
+ * second. A fault is charged even when the bucket is empty (the accepts of one batch all fault
+ * after it emptied), so the listener's pause covers them.
+ *
+ * Clock: arpc_now_ns, the listener's.
+ */
+#include <stdio.h>
+
+#include "arpc/error.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "core/server_internal.h"
+
+#define FAULT_RATE_LOG_EVERY_NS 1000000000ull /* one line a second at most, per server */
+
+void fault_rate_init(arpc_server *s, const arpc_server_options *o)
+{
+    s->sv_fault_rate = o->max_fault_rate < 0 ? 0 : o->max_fault_rate == 0 ? ARPC_FAULT_RATE_DEFAULT
+                                                                         : (uint32_t)o->max_fault_rate;
+    s->sv_fault_burst = o->fault_burst ? o->fault_burst : s->sv_fault_rate;
+    if (s->sv_fault_rate != 0)
+        arpc_token_bucket_init(&s->sv_fault_bucket, s->sv_fault_rate, s->sv_fault_burst);
+}
+
+bool fault_is_peers(int reason)
+{
+    switch (reason) {
+    case ARPC_EPROTO:    /* a malformed frame, a second HELLO, ... (core/server_conn.c) */
+    case ARPC_ETOOLARGE: /* a frame header past what may be skipped */
+    case ARPC_EAUTH:     /* a refused token or credentials (core/server_auth.c) */
+    case ARPC_ETLS:      /* a failed handshake, a broken record */
+        return true;
+    default:
+        return false;
+    }
+}
+
+void fault_rate_charge(arpc_server *s)
+{
+    arpc_stat_inc(&s->sv_stats.ss_faulted);
+    if (s->sv_fault_rate != 0)
+        arpc_token_bucket_charge(&s->sv_fault_bucket, arpc_now_ns());
+}
+
+uint64_t fault_rate_wait_ns(arpc_server *s, uint64_t now_ns)
+{
+    return s->sv_fault_rate != 0 ? arpc_token_bucket_wait_ns(&s->sv_fault_bucket, now_ns, 1) : 0;
+}
+
+void fault_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns)
+{
+    arpc_stat_inc(&s->sv_stats.ss_fault_pauses);
+    uint64_t quiet;
+    if (!arpc_log_throttle_due(&s->sv_fault_log, now_ns, FAULT_RATE_LOG_EVERY_NS, &quiet))
+        return;
+    char more[64] = "";
+    if (quiet != 0)
+        snprintf(more, sizeof(more), " (%llu more pauses since the last such line)", (unsigned long long)quiet);
+    arpc_log(ARPC_LOG_WARN,
+             "accept on %s: connections closed for their peers' faults are over max_fault_rate (%u a second, burst "
+             "%u): not accepting until they are paid for, new connections wait in the kernel's backlog%s",
+             addr, s->sv_fault_rate, s->sv_fault_burst, more);
+}
+
+void fault_rate_resumed(arpc_server *s, uint64_t paused_ns)
+{
+    arpc_stat_add(&s->sv_stats.ss_fault_paused_ns, paused_ns);
+}
