@@ -220,10 +220,11 @@ static void test_frame_arriving_is_not_idle(void **state)
     struct fixture fx;
     start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS, .frame_timeout_ms = 20 * SHORT_MS});
     struct raw_client r;
-    assert_true(raw_connect(&r, fx.addr, 10));
     uint8_t frame[256];
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
-    assert_true(raw_send(&r, frame, n / 2));
+    /* The frame's first half goes with the HELLO: a stall of this thread after the HELLO
+     * must not let the connection be idle before the frame begins. */
+    assert_true(raw_connect_then(&r, fx.addr, 10, frame, n / 2));
     sleep_ms(3 * SHORT_MS); /* pacing: the pause is the input under test */
     assert_true(raw_send(&r, frame + n / 2, n - n / 2));
     struct raw_frame f;
@@ -261,8 +262,7 @@ static void test_idle_is_closed_with_goaway(void **state)
     struct fixture fx;
     start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS});
     struct raw_client r;
-    assert_true(raw_connect(&r, fx.addr, 9));
-    assert_true(raw_request(&r, 1, 0, 0, 0, "t.echo", "x", 1));
+    assert_true(raw_connect_then_request(&r, fx.addr, 9, 1, 0, "t.echo", "x", 1)); /* no idle gap before it */
     struct raw_frame f;
     assert_true(raw_read(&r, &f, false));
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
@@ -288,13 +288,13 @@ static void test_attached_retry_is_not_idle(void **state)
     struct fixture fx;
     start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS});
     struct raw_client a, b;
-    assert_true(raw_connect(&a, fx.addr, 94));
-    assert_true(raw_request(&a, 1, 1, 0, 0, "t.held", "x", 1));
+    /* Each request goes with its HELLO: a stall of this thread in between must not let the
+     * connection be idle (and closed) before its call. */
+    assert_true(raw_connect_then_request(&a, fx.addr, 94, 1, 1, "t.held", "x", 1));
     for (int64_t until = now_ms() + 5000; atomic_load(&held_started) == 0 && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count */
     assert_int_equal(1, atomic_load(&held_started));
-    assert_true(raw_connect(&b, fx.addr, 94));
-    assert_true(raw_request(&b, 7, 1, 0, 0, "t.held", "x", 1)); /* the same call: attached */
+    assert_true(raw_connect_then_request(&b, fx.addr, 94, 7, 1, "t.held", "x", 1)); /* the same call: attached */
     sleep_ms(3 * SHORT_MS); /* pacing: longer than the idle timeout is the input */
     sem_post(&held_sem);
     struct raw_frame f;

@@ -73,24 +73,50 @@ bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id)
     return raw_connect_with(r, addr, client_id, NULL, 0);
 }
 
-bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
-                      uint64_t incarnation)
+/* Connects and sends HELLO with `first` right behind it, in one write; reads the server's HELLO. */
+static bool raw_connect_sending(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
+                                uint64_t incarnation, const void *first, size_t first_len)
 {
     memset(r, 0, sizeof(*r));
     if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
         return false;
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + 256];
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + 256 + 1024];
     size_t tlen = token != NULL ? strlen(token) : 0;
-    if (arpc_frame_hello_token_size((uint32_t)tlen) > sizeof(hello))
+    if (arpc_frame_hello_token_size((uint32_t)tlen) + first_len > sizeof(hello))
         return false;
     size_t n = token != NULL ? arpc_frame_encode_hello_token(hello, client_id, 0, 0, token, (uint32_t)tlen)
                              : arpc_frame_encode_hello(hello, client_id, 0, 0, 0);
     arpc_frame_stamp_hello_incarnation(hello, incarnation);
+    if (first_len > 0)
+        memcpy(hello + n, first, first_len);
     struct raw_frame f;
-    if (!raw_send(r, hello, n) || !raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_HELLO)
+    if (!raw_send(r, hello, n + first_len) || !raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_HELLO)
         return false;
     r->rc_hello = f.f;
     return true;
+}
+
+bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
+                      uint64_t incarnation)
+{
+    return raw_connect_sending(r, addr, client_id, token, incarnation, NULL, 0);
+}
+
+bool raw_connect_then(struct raw_client *r, const char *addr, uint64_t client_id, const void *first, size_t len)
+{
+    return raw_connect_sending(r, addr, client_id, NULL, 0, first, len);
+}
+
+bool raw_connect_then_request(struct raw_client *r, const char *addr, uint64_t client_id, uint64_t xid,
+                              uint64_t seq, const char *method, const void *payload, size_t len)
+{
+    uint8_t frame[1024];
+    size_t mlen = strlen(method);
+    if (arpc_frame_request_size(mlen, len) > sizeof(frame))
+        return false;
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, xid, seq, 0, 0, method, (uint16_t)mlen, payload,
+                                         (uint32_t)len);
+    return raw_connect_then(r, addr, client_id, frame, n);
 }
 
 void raw_close(struct raw_client *r)

@@ -35,6 +35,13 @@ bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id);
  * incarnation (0: none, as an older client). */
 bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
                       uint64_t incarnation);
+/* raw_connect, with `first` (up to 1 KiB: e.g. the start of a frame) sent in the HELLO's own
+ * write: no moment when the connection has said HELLO and nothing else, which an idle
+ * timeout shorter than a stall of the test's thread would close. */
+bool raw_connect_then(struct raw_client *r, const char *addr, uint64_t client_id, const void *first, size_t len);
+/* raw_connect_then with a whole request (ack and deadline 0; small). */
+bool raw_connect_then_request(struct raw_client *r, const char *addr, uint64_t client_id, uint64_t xid,
+                              uint64_t seq, const char *method, const void *payload, size_t len);
 void raw_close(struct raw_client *r);
 bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
                  const char *method, const void *payload, size_t len);
