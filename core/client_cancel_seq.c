@@ -9,10 +9,18 @@
  * right after the next connection's HELLO, before the re-sends, one CANCEL naming each seq goes
  * out (docs/PROTOCOL.md, CANCEL): the server cancels the call wherever it runs.
  *
- * Bounded: CANCEL_SEQ_MAX seqs (8 KiB, allocated at the first and freed once told); beyond,
+ * Told is not heard: the next connection may break as silently as the last, before the server
+ * read them. So they are kept until the server answers anything sent on that connection after
+ * them (a reply or an error to a call: it reads a connection's frames in order, and a CANCEL
+ * passes even a held connection's queue, never falls behind it); lost first, the connection's
+ * next successor names them again. A CANCEL by seq the server has already heard, or for a seq
+ * it has forgotten, does nothing, so naming one twice is harmless. A seq cancelled while the
+ * told ones wait (a call waiting for its re-send) is told at once and joins them.
+ *
+ * Bounded: CANCEL_SEQ_MAX seqs (8 KiB, allocated at the first and freed once heard); beyond,
  * the oldest are dropped, said once in a WARN line (docs/SEMANTICS.md). Told only to a server
  * with the CANCEL and DEDUP flags (an older one would take the CANCEL for a protocol error, or
- * never kept the call); forgotten either way. Loop thread only.
+ * never kept the call); forgotten otherwise. Loop thread only.
  *
  * A cancel made while connected goes as a CANCEL by xid on that connection, which may have
  * broken already without the client knowing (a silent peer: no end of stream yet, the
@@ -40,6 +48,20 @@
 #define CANCEL_SEQ_MAX 1024u
 #define CANCEL_SEQ_FRAME (ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE)
 
+/* Sends CANCELs naming n seqs of the ring from its i-th on, in one piece; false if no memory. */
+static bool cancel_seq_send(arpc_client *c, uint32_t i, uint32_t n)
+{
+    struct client_cancelled *cs = &c->cl_cancelled;
+    uint8_t *frames = arpc_malloc((size_t)n * CANCEL_SEQ_FRAME);
+    if (frames == NULL)
+        return false;
+    size_t len = 0;
+    for (uint32_t k = i; k < i + n; k++)
+        len += arpc_frame_encode_cancel_seq(frames + len, cs->cs_seqs[(cs->cs_first + k) % CANCEL_SEQ_MAX]);
+    (void)arpc_conn_send(&c->cl_conn, frames, frames, len); /* best effort, as any CANCEL */
+    return true;
+}
+
 void cancel_seq_remember(arpc_client *c, uint64_t seq)
 {
     struct client_cancelled *cs = &c->cl_cancelled;
@@ -60,6 +82,8 @@ void cancel_seq_remember(arpc_client *c, uint64_t seq)
     }
     cs->cs_seqs[(cs->cs_first + cs->cs_count) % CANCEL_SEQ_MAX] = seq;
     cs->cs_count++;
+    if (cs->cs_told && !cancel_seq_send(c, cs->cs_count - 1, 1))
+        cs->cs_told = false; /* not all told: kept for the next connection as they are */
 }
 
 /* The ring only (the calls cancelled on the current connection stay kept). */
@@ -69,6 +93,7 @@ static void cancel_seq_ring_forget(struct client_cancelled *cs)
     cs->cs_seqs = NULL;
     cs->cs_first = cs->cs_count = 0;
     cs->cs_warned = false;
+    cs->cs_told = false;
 }
 
 void cancel_seq_forget(arpc_client *c)
@@ -105,6 +130,7 @@ void cancel_seq_answered(arpc_client *c, uint64_t xid)
 void cancel_seq_unanswered(arpc_client *c)
 {
     struct client_cancelled *cs = &c->cl_cancelled;
+    cs->cs_told = false; /* told on a connection now lost, perhaps unread: named on the next */
     cs->cs_unanswered_warned = false; /* a new connection, a new bound */
     if (arpc_u64_map_count(&cs->cs_unanswered) == 0)
         return;
@@ -121,18 +147,17 @@ void cancel_seq_tell(arpc_client *c)
 {
     struct client_cancelled *cs = &c->cl_cancelled;
     uint32_t need = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP;
-    if (cs->cs_count > 0 && (c->cl_server_flags & need) == need) {
-        /* One buffer for them all: queued as one piece, in order, before the re-sends. */
-        uint8_t *frames = arpc_malloc((size_t)cs->cs_count * CANCEL_SEQ_FRAME);
-        if (frames == NULL) {
-            arpc_log(ARPC_LOG_WARN, "client: out of memory: the server will not hear of %u calls cancelled "
-                     "while disconnected", cs->cs_count);
-        } else {
-            size_t len = 0;
-            for (uint32_t i = 0; i < cs->cs_count; i++)
-                len += arpc_frame_encode_cancel_seq(frames + len, cs->cs_seqs[(cs->cs_first + i) % CANCEL_SEQ_MAX]);
-            (void)arpc_conn_send(&c->cl_conn, frames, frames, len); /* best effort, as any CANCEL */
-        }
+    if (cs->cs_count == 0)
+        return;
+    if ((c->cl_server_flags & need) != need) {
+        cancel_seq_ring_forget(cs); /* a server that cannot hear them */
+        return;
     }
-    cancel_seq_ring_forget(cs);
+    /* One buffer for them all: queued as one piece, in order, before the re-sends. */
+    cs->cs_told = cancel_seq_send(c, 0, cs->cs_count);
+    if (!cs->cs_told)
+        arpc_log(ARPC_LOG_WARN, "client: out of memory: %u calls cancelled while disconnected are named on the "
+                 "next connection, not this one", cs->cs_count);
 }
+
+void cancel_seq_confirmed(arpc_client *c) { cancel_seq_ring_forget(&c->cl_cancelled); }

@@ -33,6 +33,8 @@ static int error_code_from_wire(uint32_t code)
 
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
+    if (c->cl_cancelled.cs_told && f->f_xid != 0)
+        cancel_seq_confirmed(c); /* an answer on this connection: it read the CANCELs told first */
     if (!c->cl_connector.cn_proven && f->f_kind == ARPC_FRAME_REPLY) { /* the first answer */
         c->cl_connector.cn_proven = true;
         arpc_backoff_reset(&c->cl_connector.cn_backoff);

@@ -69,12 +69,13 @@ struct client_call;
 
 /* Seqs of numbered calls cancelled while the client had no connection, named in CANCELs on the
  * next one (core/client_cancel_seq.c; loop thread): a ring, allocated at the first seq and
- * freed once told. And the numbered calls cancelled by xid on the current connection whose
- * answer has not come yet: should it break first, their seqs join the ring. */
+ * freed once the server has read them. And the numbered calls cancelled by xid on the current
+ * connection whose answer has not come yet: should it break first, their seqs join the ring. */
 struct client_cancelled {
     uint64_t *cs_seqs;
     uint32_t cs_first, cs_count;
     bool cs_warned; /* the oldest were dropped (said once until they are told) */
+    bool cs_told;   /* the ring went out on the current connection; no answer since proves it read */
     bool cs_unanswered_warned; /* cs_unanswered was full (said once per connection) */
     struct arpc_u64_map cs_unanswered; /* xid -> seq (cast); p_slots NULL until the first */
 };
@@ -297,8 +298,11 @@ void calls_unwritten_forget(arpc_client *c);    /* cl_unwritten emptied (any thr
  * CANCEL for it: its seq is named on the next connection (the oldest dropped past a bound). */
 void cancel_seq_remember(arpc_client *c, uint64_t seq);
 /* The server's HELLO came: a CANCEL naming each seq remembered goes out (to a server with the
- * CANCEL and DEDUP flags), and they are forgotten. Before the re-sends. */
+ * CANCEL and DEDUP flags; an older one's are forgotten). Before the re-sends. */
 void cancel_seq_tell(arpc_client *c);
+/* The server answered a frame sent on the current connection (after the CANCELs told on it,
+ * cs_told): it has read them, and they are forgotten. */
+void cancel_seq_confirmed(arpc_client *c);
 /* Forgets them all, unsaid (the client closes). */
 void cancel_seq_forget(arpc_client *c);
 /* A CANCEL by xid went out on the current connection for numbered call seq: until the server

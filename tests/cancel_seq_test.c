@@ -228,6 +228,62 @@ static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
     cut_proxy_stop(proxy);
 }
 
+/* Told is not heard: the call cancelled after a silent break is named by seq on the next
+ * connection, and that one dies too before the server reads it (its path carries the HELLO
+ * and nothing more). The connection after names the seq again, and the handler hears it.
+ * Found in review: the seqs were forgotten once told, and the long poll ran on. */
+static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **state)
+{
+    struct fixture *fx = *state;
+    char paddr[256];
+    struct cut_proxy *proxy = cut_proxy_start(fx->addr, paddr, sizeof(paddr));
+    assert_non_null(proxy);
+    arpc_client *c = NULL;
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
+    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
+    assert_non_null(f);
+    assert_true(long_poll_wait_started(WATCHDOG_S));
+    void *out = NULL;
+    size_t outlen = 0;
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_free(out);
+
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    cut_proxy_hold_new(proxy, true);
+    assert_int_equal(cut_proxy_cut_silently(proxy), 1);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+    assert_true(arpc_future_cancel(f)); /* its CANCEL by xid goes nowhere */
+    assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
+    arpc_future_release(f);
+    wait_no_pending(c);
+
+    /* The next connection carries the client's HELLO only: the CANCEL by seq told right after
+     * it never reaches the server. */
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    cut_proxy_forward_first(proxy, (long)arpc_frame_encode_hello(hello, 0, 0, 0, 0));
+    cut_proxy_hold_new(proxy, false);
+    assert_int_equal(cut_proxy_cut(proxy), 1); /* the client notices, and reconnects */
+    for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_connections(c) < 2 && now_ms() < until;)
+        sleep_ms(1); /* pacing a poll of the count (its HELLO, then at once the tell) */
+    assert_int_equal(arpc_client_connections(c), 2);
+    assert_int_equal(long_poll_cancelled(), 0);
+
+    cut_proxy_forward_first(proxy, 0);
+    assert_int_equal(cut_proxy_cut(proxy), 1); /* that one dies: the one after says it again */
+    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the handler heard the cancel */
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    arpc_free(out);
+    assert_int_equal(arpc_client_connections(c), 3);
+    assert_int_equal(long_poll_runs(), 1); /* never run again */
+    assert_int_equal(long_poll_cancelled(), 1);
+    assert_no_handler_left(fx);
+    arpc_client_close(c);
+    cut_proxy_stop(proxy);
+}
+
 /* The same on the wire: the running original's connection is gone, the CANCEL naming its seq
  * comes on the client's next connection. The handler hears it, and a late copy of the seq
  * gets the call's result (what the cancel callback replied), never a second run. */
@@ -339,6 +395,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cancel_while_disconnected_reaches_the_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_a_silent_break_reaches_the_handler, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_seq_told_on_a_dying_connection_is_told_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_reaches_a_running_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_of_a_queued_call_keeps_it_from_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_of_unknown_or_other_client_does_nothing, setup, teardown),

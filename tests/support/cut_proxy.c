@@ -31,7 +31,9 @@ struct cut_proxy {
     atomic_bool p_swallow;    /* server-side bytes are dropped */
     atomic_bool p_hold_new;   /* new connections wait in the backlog */
     atomic_bool p_cut_silent; /* the cut asked for closes the server sides only */
+    atomic_long p_first_only; /* > 0: a new pair forwards this many client bytes, drops the rest */
     int p_fds[PROXY_MAX_PAIRS][2]; /* client side, server side; -1 when unused */
+    long p_client_left[PROXY_MAX_PAIRS]; /* client bytes the pair still forwards; < 0: all */
 };
 
 static void proxy_close_pair(struct cut_proxy *p, int i)
@@ -60,9 +62,9 @@ static int proxy_cut_all(struct cut_proxy *p, bool silent)
     return closed;
 }
 
-/* Moves what is readable from one side to the other (or drops it: drop, or no other side);
- * false when the pair is done. */
-static bool proxy_pump(int from, int to, bool drop)
+/* Moves what is readable from one side to the other (or drops it: drop, or no other side;
+ * past *left bytes if *left >= 0, counted down); false when the pair is done. */
+static bool proxy_pump(int from, int to, bool drop, long *left)
 {
     char buf[65536];
     ssize_t n = read(from, buf, sizeof(buf));
@@ -70,6 +72,11 @@ static bool proxy_pump(int from, int to, bool drop)
         return false;
     if (drop || to < 0)
         return true;
+    if (*left >= 0) {
+        if (n > *left)
+            n = (ssize_t)*left;
+        *left -= n;
+    }
     for (ssize_t off = 0; off < n;) {
         /* Non-blocking, without SIGPIPE: a side that reads nothing (or is gone) cannot hold the
          * proxy's thread, and with it cut_proxy_cut, for ever. */
@@ -101,6 +108,8 @@ static void proxy_accept(struct cut_proxy *p)
         if (p->p_fds[i][0] < 0) {
             p->p_fds[i][0] = cfd;
             p->p_fds[i][1] = sfd;
+            long first = atomic_load(&p->p_first_only);
+            p->p_client_left[i] = first > 0 ? first : -1;
             atomic_fetch_add(&p->p_accepted, 1);
             return;
         }
@@ -142,7 +151,9 @@ static void *proxy_main(void *arg)
             if (!pf[k].revents)
                 continue;
             int i = map[k] / 2, side = map[k] % 2;
-            if (p->p_fds[i][0] >= 0 && !proxy_pump(p->p_fds[i][side], p->p_fds[i][!side], side == 1 && atomic_load(&p->p_swallow)))
+            long all = -1;
+            if (p->p_fds[i][0] >= 0 && !proxy_pump(p->p_fds[i][side], p->p_fds[i][!side], side == 1 && atomic_load(&p->p_swallow),
+                                                   side == 0 ? &p->p_client_left[i] : &all))
                 proxy_close_pair(p, i);
         }
         if (pf[0].revents)
@@ -188,6 +199,8 @@ int cut_proxy_cut_silently(struct cut_proxy *p)
 }
 
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on) { atomic_store(&p->p_swallow, on); }
+
+void cut_proxy_forward_first(struct cut_proxy *p, long bytes) { atomic_store(&p->p_first_only, bytes); }
 
 void cut_proxy_hold_new(struct cut_proxy *p, bool on)
 {

@@ -24,6 +24,9 @@ int cut_proxy_cut_silently(struct cut_proxy *p);
 /* While on, what servers send is read and dropped, not forwarded (a path that loses one
  * direction: the client waits, its connection looks fine). */
 void cut_proxy_swallow_replies(struct cut_proxy *p, bool on);
+/* Connections accepted from now on forward only the first `bytes` their clients send (e.g. a
+ * HELLO) and drop the rest, as a path that dies after the handshake; 0: all, as before. */
+void cut_proxy_forward_first(struct cut_proxy *p, long bytes);
 /* While on, new connections are not accepted: they wait in the listen backlog (a client's
  * connect succeeds, its HELLO goes unanswered) until it is turned off, when they are accepted
  * and forwarded as ever. With cut_proxy_cut, a client that stays disconnected for as long as
