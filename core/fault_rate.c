@@ -17,11 +17,13 @@
  * Clock: arpc_now_ns, the listener's.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "arpc/error.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/server_internal.h"
+#include "transport/transport.h"
 
 #define FAULT_RATE_LOG_EVERY_NS 1000000000ull /* one line a second at most, per server */
 
@@ -47,10 +49,13 @@ bool fault_is_peers(int reason)
     }
 }
 
-void fault_rate_charge(arpc_server *s)
+void fault_rate_charge(struct server_conn *sc)
 {
+    arpc_server *s = sc->sc_server;
     arpc_stat_inc(&s->sv_stats.ss_faulted);
-    if (s->sv_fault_rate != 0)
+    /* An inproc:// peer is this process: its faults are its own bugs, and must not pause the
+     * listeners strangers use (inproc's is never paused either). */
+    if (s->sv_fault_rate != 0 && strcmp(sc->sc_peer.transport, arpc_transport_inproc.t_scheme) != 0)
         arpc_token_bucket_charge(&s->sv_fault_bucket, arpc_now_ns());
 }
 

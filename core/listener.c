@@ -42,7 +42,7 @@ struct server_listener {
     struct arpc_listener *l_sock; /* the transport's */
     struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
-    bool l_rated;                 /* counts toward max_accept_rate (every transport but inproc) */
+    bool l_rated;                 /* gated by max_accept_rate, max_fault_rate (every transport but inproc) */
     uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for a rate; 0: not stopped for one */
     bool l_paused_for_faults;     /* ... for max_fault_rate's debt (else max_accept_rate's tokens) */
     arpc_server *l_server;

@@ -279,7 +279,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
     if (fault_is_peers(reason))
-        fault_rate_charge(s); /* may pause the listeners: core/fault_rate.c */
+        fault_rate_charge(sc); /* may pause the listeners: core/fault_rate.c */
     limits_on_close(sc);
     arpc_stat_inc(&s->sv_stats.ss_closed);
     inflight_on_close(sc);

@@ -240,8 +240,9 @@ void fault_rate_init(arpc_server *s, const arpc_server_options *o);
 /* Whether a connection closed for reason was closed for its peer's fault (besides the
  * timeouts server_limits.c charges itself). */
 bool fault_is_peers(int reason);
-/* A connection closed for its peer's fault: counted, charged (into debt if need be). */
-void fault_rate_charge(arpc_server *s);
+/* sc is closed for its peer's fault: counted, charged (into debt if need be; not for an
+ * inproc:// peer). */
+void fault_rate_charge(struct server_conn *sc);
 /* Nanoseconds until the faults charged are paid for (0: now; always 0 without a limit). */
 uint64_t fault_rate_wait_ns(arpc_server *s, uint64_t now_ns);
 /* A listener (addr) stopped accepting for the faults at now_ns: counted, logged (rate-limited). */

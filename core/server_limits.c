@@ -59,14 +59,14 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
                  conn->c_peer, s->sv_handshake_s * 1000);
-        fault_rate_charge(s);
+        fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }
     if (arpc_conn_frame_age(conn, now) >= s->sv_frame_s) {
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)",
                  conn->c_peer, s->sv_frame_s * 1000);
-        fault_rate_charge(s);
+        fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }

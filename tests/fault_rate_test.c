@@ -223,6 +223,24 @@ static void test_each_fault_counted_and_nothing_else(void **state)
     arpc_server_destroy(s);
 }
 
+/* inproc:// peers are this process: their faults are counted but charge nothing, so they never
+ * pause the listeners strangers use. */
+static void test_inproc_faults_pause_nothing(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX], iaddr[ARPC_ADDR_MAX];
+    arpc_server *s = server_with((arpc_server_options){.max_fault_rate = 1, .fault_burst = 1}, addr, sizeof(addr));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "inproc://fault-rate", iaddr, sizeof(iaddr)));
+    for (unsigned i = 0; i < 3; i++)
+        bad_magic_conn(iaddr);
+    assert_true(faulted_reaches(s, 3));
+    /* No debt: a tcp:// connection is taken at once, and its fault is the bucket's first. */
+    bad_magic_conn(addr);
+    assert_true(faulted_reaches(s, 4));
+    assert_int_equal(0, STAT(s, fault_rate_pauses));
+    arpc_server_destroy(s);
+}
+
 /* The default: max_fault_rate 0 is ARPC_FAULT_RATE_DEFAULT a second with a burst as large, so
  * a few faults pause nothing (and the limit is on: the faults are counted). */
 static void test_default_allows_a_burst(void **state)
@@ -278,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_faults_pause_the_listener_until_paid),
         cmocka_unit_test(test_good_clients_are_never_charged),
         cmocka_unit_test(test_each_fault_counted_and_nothing_else),
+        cmocka_unit_test(test_inproc_faults_pause_nothing),
         cmocka_unit_test(test_default_allows_a_burst),
         cmocka_unit_test(test_destroy_while_paused),
         cmocka_unit_test(test_stop_then_destroy_while_paused),
