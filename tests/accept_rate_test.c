@@ -56,16 +56,7 @@ static int raw_hello(const char *addr)
     return fd;
 }
 
-static uint64_t server_stat(arpc_server *s, size_t offset)
-{
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    uint64_t v;
-    memcpy(&v, (const char *)&st + offset, sizeof(v));
-    return v;
-}
-
-#define STAT(s, field) server_stat((s), offsetof(arpc_server_stats, field))
+#define STAT(s, field) SERVER_STAT(s, field)
 
 static int cmp_u64(const void *a, const void *b)
 {

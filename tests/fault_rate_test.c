@@ -39,16 +39,7 @@ static arpc_server *server_with(arpc_server_options o, char *addr, size_t len)
     return s;
 }
 
-static uint64_t server_stat(arpc_server *s, size_t offset)
-{
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    uint64_t v;
-    memcpy(&v, (const char *)&st + offset, sizeof(v));
-    return v;
-}
-
-#define STAT(s, field) server_stat((s), offsetof(arpc_server_stats, field))
+#define STAT(s, field) SERVER_STAT(s, field)
 
 /* The peer sees the end of stream before the loop has counted the close: wait for the count.
  * (A close is charged before connections_closed counts it.) */
@@ -87,6 +78,19 @@ static void bad_magic_conn(const char *addr)
     await_close(fd);
 }
 
+/* A good client connects, calls once and leaves. */
+static void good_client_calls(const char *addr)
+{
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "hi", 2, &reply, &len, HANG_GUARD_MS));
+    assert_int_equal(2, len);
+    arpc_free(reply);
+    arpc_client_close(c);
+}
+
 /* Faulty connections one after another (each closed before the next connects, so no accept
  * batch takes two): the burst goes at once, then the rate holds, and the listener resumes by
  * itself each time. */
@@ -114,14 +118,7 @@ static void test_faults_pause_the_listener_until_paid(void **state)
     if (next_started < t0 + interval)
         assert_true(STAT(s, fault_rate_pauses) >= 1);
     assert_int_equal(0, STAT(s, accept_rate_pauses));
-    /* A good client is let in once the debt is paid, and calls. */
-    arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    void *reply = NULL;
-    size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ok", 2, &reply, &len, HANG_GUARD_MS));
-    arpc_free(reply);
-    arpc_client_close(c);
+    good_client_calls(addr); /* let in once the debt is paid */
     arpc_server_destroy(s);
 }
 
@@ -133,13 +130,7 @@ static void test_good_clients_are_never_charged(void **state)
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = server_with((arpc_server_options){.max_fault_rate = 1, .fault_burst = 1}, addr, sizeof(addr));
     for (unsigned i = 0; i < 40; i++) {
-        arpc_client *c = NULL;
-        assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-        void *reply = NULL;
-        size_t len = 0;
-        assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "hi", 2, &reply, &len, HANG_GUARD_MS));
-        arpc_free(reply);
-        arpc_client_close(c);
+        good_client_calls(addr);
         /* And a peer that says HELLO and goes at once, with a reset. */
         int fd = raw_connect(addr);
         uint8_t hello[64];

@@ -75,6 +75,12 @@ static bool stat_reaches(stat_read_fn read, void *obj, size_t offset, uint64_t w
     }
 }
 
+uint64_t server_stat_now(struct arpc_server *s, size_t offset)
+{
+    uint64_t v;
+    return server_stat_read(s, offset, &v) ? v : UINT64_MAX;
+}
+
 bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms)
 {
     return stat_reaches(server_stat_read, s, offset, want, ms);

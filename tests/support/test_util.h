@@ -59,6 +59,10 @@ bool server_stats_caught_up(struct arpc_server *s, const char *method, int code,
 /* Reads s's stats until the uint64_t field at offset (offsetof(arpc_server_stats, ...)) is
  * want, for at most ms. Returns whether it was. */
 bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms);
+/* The uint64_t field at offset of the server's stats now (UINT64_MAX if they could not be
+ * read); SERVER_STAT(s, field) names it. */
+uint64_t server_stat_now(struct arpc_server *s, size_t offset);
+#define SERVER_STAT(s, field) server_stat_now((s), offsetof(arpc_server_stats, field))
 
 /* The same for a client's stats (arpc_client_stats): the uint64_t field at offset reaches want
  * within ms. */
