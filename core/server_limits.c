@@ -5,8 +5,9 @@
  * One coarse sweep timer per server checks every open connection's timestamps, instead of a
  * timer per connection: the per-frame path only stores the loop's cached time (ev_now), and a
  * timeout fires at most one sweep period late, which is fine for limits counted in seconds. A
- * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn. It also sends
- * connections idle for LIMITS_COOL_AFTER_S back to the cold set.
+ * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn, and a slice ends
+ * early once it has closed SERVER_LIMITS_CLOSES_PER_TURN. It also sends connections idle for
+ * LIMITS_COOL_AFTER_S back to the cold set.
  */
 #include <stdio.h>
 
@@ -97,14 +98,14 @@ static void limits_on_sweep(struct arpc_deadline *d, void *arg)
      * there too), so slices need no cursor that a close could invalidate. A close unlinks (and
      * may free) sc, and may let other connections' input go, whose frames may close them too
      * (core/server_inflight.c): the head is read afresh each time, sc is held while checked. */
-    unsigned slice = LIMITS_SWEEP_SLICE;
+    unsigned slice = LIMITS_SWEEP_SLICE, closes = SERVER_LIMITS_CLOSES_PER_TURN;
     struct server_conn *sc;
-    while (s->sv_limits_left > 0 && slice > 0 && (sc = sconn_first(s)) != NULL) {
+    while (s->sv_limits_left > 0 && slice > 0 && closes > 0 && (sc = sconn_first(s)) != NULL) {
         s->sv_limits_left--;
         slice--;
         sconn_retain(sc);
-        if (sc->sc_conn.c_open)
-            limits_check(sc, now);
+        if (sc->sc_conn.c_open && limits_check(sc, now))
+            closes--;
         if (sconn_first(s) == sc) /* still open and first: to the back of the line */
             sconn_move_to_tail(s, sc);
         sconn_release(sc);
