@@ -181,6 +181,8 @@ static void jsonrpc_refuse_code(struct server_conn *sc, int code, const char *wh
 
 bool jsonrpc_sconn_ended(const struct server_conn *sc) { return sc->sc_json != NULL && sc->sc_json->js_ended; }
 
+int jsonrpc_sconn_end_code(const struct server_conn *sc) { return jsonrpc_sconn_ended(sc) ? sc->sc_json->js_last_code : 0; }
+
 bool jsonrpc_sconn_cut_short(struct server_conn *sc)
 {
     if (sc->sc_json == NULL)

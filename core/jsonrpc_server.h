@@ -32,6 +32,9 @@ bool jsonrpc_sconn_cut_short(struct server_conn *sc);
 /* Queues the response saying why the input ended, once, and returns its code (ARPC_EPROTO,
  * ARPC_EAUTH) for the close; 0 when there is none (not JSON-RPC, or its input did not end so). */
 int jsonrpc_sconn_last_words(struct server_conn *sc);
+/* The code the input ended with (ARPC_EPROTO, ARPC_EAUTH), said or not yet; 0 when it did not
+ * end so (or sc is not JSON-RPC). */
+int jsonrpc_sconn_end_code(const struct server_conn *sc);
 /* The server's answers, written as JSON-RPC responses on a JSON-RPC connection: true when sc
  * is one (rm, an encoded REPLY or ERROR frame, is then taken); false: send the frame. */
 bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm);
@@ -50,6 +53,7 @@ static inline void jsonrpc_sconn_close(struct server_conn *sc) { (void)sc; }
 static inline bool jsonrpc_sconn_ended(const struct server_conn *sc) { (void)sc; return false; }
 static inline bool jsonrpc_sconn_cut_short(struct server_conn *sc) { (void)sc; return false; }
 static inline int jsonrpc_sconn_last_words(struct server_conn *sc) { (void)sc; return 0; }
+static inline int jsonrpc_sconn_end_code(const struct server_conn *sc) { (void)sc; return 0; }
 static inline bool jsonrpc_sconn_send_reply(struct server_conn *sc, struct reply_msg *rm)
 {
     (void)sc;

@@ -274,11 +274,24 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
     return true;
 }
 
+/* Why the server closed the connection: the reason it decided (bad input or a refusal, said
+ * in a GOAWAY or a JSON-RPC error), even when the stream broke before those last words left
+ * (the peer reset it, the write timeout) and the close came with that reason instead; else a
+ * peer that resets at once would never be charged for its faults. */
+static int sconn_close_cause(const struct server_conn *sc, int reason)
+{
+    const struct arpc_conn *conn = &sc->sc_conn;
+    if (conn->c_close_after_flush)
+        return conn->c_close_reason;
+    int ended = jsonrpc_sconn_end_code(sc); /* its last words wait for the answers before them */
+    return ended != 0 ? ended : reason;
+}
+
 static void sconn_on_close(struct arpc_conn *conn, int reason)
 {
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
-    if (fault_is_peers(reason))
+    if (fault_is_peers(sconn_close_cause(sc, reason)))
         fault_rate_charge(sc); /* may pause the listeners: core/fault_rate.c */
     limits_on_close(sc);
     arpc_stat_inc(&s->sv_stats.ss_closed);
