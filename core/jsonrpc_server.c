@@ -146,12 +146,13 @@ static char *jsonrpc_null_id(void)
     return id;
 }
 
-/* Bad input (ARPC_EPROTO) or a failed authentication (ARPC_EAUTH) ends the input, as Go's
- * ServeCodec stops reading at a request it cannot decode: nothing after it is parsed (what
- * follows is dropped as it comes, until the end of stream or the close), the calls read
- * before it are answered, and then it is said once with id null (as a GOAWAY would say it),
- * last: a Go client fails every call still pending at a response it cannot match. The owner
- * closes the connection once that is written (sconn_end_input). False: no memory (closed). */
+/* Bad input (ARPC_EPROTO; ARPC_ECONNLOST for a request cut by the end of stream) or a
+ * failed authentication (ARPC_EAUTH) ends the input, as Go's ServeCodec stops reading at a
+ * request it cannot decode: nothing after it is parsed (what follows is dropped as it comes,
+ * until the end of stream or the close), the calls read before it are answered, and then it
+ * is said once with id null (as a GOAWAY would say it), last: a Go client fails every call
+ * still pending at a response it cannot match. The owner closes the connection once that is
+ * written (sconn_end_input). False: no memory (closed). */
 static bool jsonrpc_end(struct server_conn *sc, int code, const char *why)
 {
     struct arpc_conn *conn = &sc->sc_conn;
@@ -187,8 +188,11 @@ bool jsonrpc_sconn_cut_short(struct server_conn *sc)
 {
     if (sc->sc_json == NULL)
         return false;
+    /* Said as bad input, but closed as a lost connection (ARPC_ECONNLOST): a client killed
+     * while writing a request is no fault of its peer's (an arpc frame cut so is not either;
+     * core/fault_rate.c). */
     if (!sc->sc_json->js_ended)
-        (void)jsonrpc_end(sc, ARPC_EPROTO, "jsonrpc: the stream ended inside a request");
+        (void)jsonrpc_end(sc, ARPC_ECONNLOST, "jsonrpc: the stream ended inside a request");
     return true;
 }
 

@@ -30,9 +30,9 @@ bool jsonrpc_sconn_ended(const struct server_conn *sc);
  * May close the connection (no memory). */
 bool jsonrpc_sconn_cut_short(struct server_conn *sc);
 /* Queues the response saying why the input ended, once, and returns its code (ARPC_EPROTO,
- * ARPC_EAUTH) for the close; 0 when there is none (not JSON-RPC, or its input did not end so). */
+ * ARPC_EAUTH; ARPC_ECONNLOST for a request cut by the end of stream) for the close; 0 when there is none (not JSON-RPC, or its input did not end so). */
 int jsonrpc_sconn_last_words(struct server_conn *sc);
-/* The code the input ended with (ARPC_EPROTO, ARPC_EAUTH), said or not yet; 0 when it did not
+/* The code the input ended with (as jsonrpc_sconn_last_words), said or not yet; 0 when it did not
  * end so (or sc is not JSON-RPC). */
 int jsonrpc_sconn_end_code(const struct server_conn *sc);
 /* The server's answers, written as JSON-RPC responses on a JSON-RPC connection: true when sc
