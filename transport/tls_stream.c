@@ -9,7 +9,8 @@
  * SSL_read / SSL_write; SSL_ERROR_WANT_READ / WANT_WRITE become the stream's WANT results, so
  * the connection's own watchers wait for the socket. A handshake that stalls is the server's
  * handshake timeout's business (no HELLO arrives before it completes). Any failure before the
- * handshake ends, a close included, is ARPC_ETLS; after it, a peer that goes away is
+ * handshake ends, a close included, is ARPC_ETLS (but a server's peer that closes before
+ * sending a byte: ARPC_ECONNLOST, as on a plain socket); after it, a peer that goes away is
  * ARPC_ECONNLOST like on any socket, a TLS alert (e.g. TLS 1.3's "certificate required",
  * which a client hears only after its side of the handshake is done) ARPC_ETLS.
  *
@@ -89,6 +90,17 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         ERR_clear_error();
         ts->ts_base.s_error = ARPC_ECONNLOST;
         snprintf(ts->ts_why, sizeof(ts->ts_why), "the connection broke");
+        return ARPC_STREAM_FAILED;
+    }
+    if (!shaken && (eof || err == SSL_ERROR_SYSCALL) && SSL_is_server(ts->ts_ssl) &&
+        BIO_number_read(SSL_get_rbio(ts->ts_ssl)) == 0) {
+        /* A peer that connected and went without a byte (a TCP health check, a probe): as
+         * on a plain socket, a lost connection, not a TLS failure (nor a fault of its:
+         * core/fault_rate.c). A client keeps ARPC_ETLS: a server that closes before its
+         * handshake refused it (max_connections on tls://). */
+        ERR_clear_error();
+        ts->ts_base.s_error = ARPC_ECONNLOST;
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "the peer closed the connection before its TLS handshake");
         return ARPC_STREAM_FAILED;
     }
     ts->ts_base.s_error = ARPC_ETLS;
