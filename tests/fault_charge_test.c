@@ -1,7 +1,9 @@
 /*
  * Which closes are charged to max_fault_rate (core/fault_rate.c, sconn_on_close), beyond
  * fault_rate_test's list: a fault the server decided is charged even when the connection then
- * breaks before its last words leave (the peer reset it at once).
+ * breaks before its last words leave (the peer reset it at once); and the refusals
+ * fault_rate_test does not make (a frame a client never sends, a first frame not HELLO, a
+ * unix:// peer off the allow-list, in arpc and in JSON-RPC), each once.
  *
  * The server's loop is held (support/loop_hold.h) while the peer sends its bytes and resets,
  * so the server meets both in one readiness, whatever the machine's speed.
@@ -12,11 +14,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/loop_hold.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -86,10 +90,63 @@ static void test_fault_then_reset_is_charged(void **state)
     arpc_server_destroy(s);
 }
 
+/* A frame sent on a new connection; the server closes it (a fault). */
+static void send_and_await_close(const char *addr, const void *bytes, size_t len)
+{
+    int fd = plain_connect(addr);
+    send_all(fd, bytes, len);
+    assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
+    close(fd);
+}
+
+static void test_protocol_refusals_charged_once_each(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = server_counting((arpc_server_options){0}, addr, sizeof(addr));
+    uint8_t buf[128];
+    size_t n = arpc_frame_encode_header(buf, ARPC_FRAME_PING, 1, 0); /* passes: answered */
+    n += arpc_frame_encode_header(buf + n, ARPC_FRAME_CANCEL, 1, 0); /* not HELLO */
+    send_and_await_close(addr, buf, n);
+    assert_true(REACHES(s, connections_faulted, 1));
+    n = arpc_frame_encode_hello(buf, 0xfa17, 0, 0, 0);
+    n += arpc_frame_encode_header(buf + n, ARPC_FRAME_REPLY, 1, 0); /* a server's frame */
+    send_and_await_close(addr, buf, n);
+    assert_true(REACHES(s, connections_closed, 2));
+    assert_int_equal(2, STAT(s, connections_faulted));
+    arpc_server_destroy(s);
+}
+
+/* unix:// with an allow-list this process is not on: its arpc client and a JSON-RPC peer are
+ * refused (ARPC_EAUTH), each charged once. */
+static void test_allow_list_refusals_charged(void **state)
+{
+    (void)state;
+    char path[ARPC_ADDR_MAX], bound[ARPC_ADDR_MAX];
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-fault-charge-%d.sock", (int)getpid());
+    uint32_t other = (uint32_t)getuid() + 1;
+    arpc_server_options o = {.workers = 1, .max_fault_rate = -1, .allow_uids = &other, .allow_uids_count = 1};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, path, bound, sizeof(bound)));
+    arpc_client *c = NULL;
+    arpc_client_options co = {.no_reconnect = true};
+    assert_int_equal(ARPC_EAUTH, arpc_client_connect(&c, bound, &co));
+    assert_true(REACHES(s, connections_faulted, 1));
+    uint64_t closed = STAT(s, connections_closed);
+    static const char call[] = "{\"method\": \"t.hold\", \"params\": [\"\"], \"id\": 1}\n";
+    send_and_await_close(bound, call, sizeof(call) - 1);
+    assert_true(REACHES(s, connections_closed, closed + 1));
+    assert_int_equal(2, STAT(s, connections_faulted));
+    arpc_server_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fault_then_reset_is_charged),
+        cmocka_unit_test(test_protocol_refusals_charged_once_each),
+        cmocka_unit_test(test_allow_list_refusals_charged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
