@@ -37,16 +37,6 @@ static arpc_server *server_counting(arpc_server_options o, char *addr, size_t le
     return s;
 }
 
-static uint64_t stat_of(arpc_server *s, size_t offset)
-{
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    uint64_t v;
-    memcpy(&v, (const char *)&st + offset, sizeof(v));
-    return v;
-}
-
-#define STAT(s, field) stat_of((s), offsetof(arpc_server_stats, field))
 #define REACHES(s, field, n) server_stat_reaches((s), offsetof(arpc_server_stats, field), (n), TEST_WAIT_MS)
 
 static int plain_connect(const char *addr)
@@ -85,7 +75,7 @@ static void test_fault_then_reset_is_charged(void **state)
     close_with_reset(fd);
     loop_hold_end(holder);
     assert_true(REACHES(s, connections_closed, 2)); /* it, and the holder */
-    assert_int_equal(1, STAT(s, connections_faulted));
+    assert_int_equal(1, SERVER_STAT(s, connections_faulted));
     assert_int_equal(0, atomic_load(&bad_line));
     arpc_server_destroy(s);
 }
@@ -113,7 +103,7 @@ static void test_protocol_refusals_charged_once_each(void **state)
     n += arpc_frame_encode_header(buf + n, ARPC_FRAME_REPLY, 1, 0); /* a server's frame */
     send_and_await_close(addr, buf, n);
     assert_true(REACHES(s, connections_closed, 2));
-    assert_int_equal(2, STAT(s, connections_faulted));
+    assert_int_equal(2, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 
@@ -133,11 +123,11 @@ static void test_allow_list_refusals_charged(void **state)
     arpc_client_options co = {.no_reconnect = true};
     assert_int_equal(ARPC_EAUTH, arpc_client_connect(&c, bound, &co));
     assert_true(REACHES(s, connections_faulted, 1));
-    uint64_t closed = STAT(s, connections_closed);
+    uint64_t closed = SERVER_STAT(s, connections_closed);
     static const char call[] = "{\"method\": \"t.hold\", \"params\": [\"\"], \"id\": 1}\n";
     send_and_await_close(bound, call, sizeof(call) - 1);
     assert_true(REACHES(s, connections_closed, closed + 1));
-    assert_int_equal(2, STAT(s, connections_faulted));
+    assert_int_equal(2, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 

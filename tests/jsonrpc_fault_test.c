@@ -29,13 +29,6 @@ static arpc_server *server_counting(char *addr, size_t len)
     return s;
 }
 
-static uint64_t faulted(arpc_server *s)
-{
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    return st.connections_faulted;
-}
-
 /* Sends bytes on a new connection, half-closes, and reads until the server closes it; then
  * waits for the server to count the close (the closes-th). */
 static void send_and_end(arpc_server *s, const char *addr, const char *bytes, uint64_t closes)
@@ -56,10 +49,10 @@ static void test_cut_inside_a_request_is_not_charged(void **state)
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = server_counting(addr, sizeof(addr));
     send_and_end(s, addr, "{\"method\": \"t.echo\", \"params\": [\"a long", 1);
-    assert_int_equal(0, faulted(s));
+    assert_int_equal(0, SERVER_STAT(s, connections_faulted));
     /* A whole call, then a cut one: the first is answered, nothing is charged. */
     send_and_end(s, addr, "{\"method\": \"t.echo\", \"params\": [\"aGk=\"], \"id\": 1}\n{\"method\": \"t.e", 2);
-    assert_int_equal(0, faulted(s));
+    assert_int_equal(0, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 
@@ -69,7 +62,7 @@ static void test_bad_input_is_charged(void **state)
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = server_counting(addr, sizeof(addr));
     send_and_end(s, addr, "{\"method\": \"t.echo\", \"params\": [1,]}", 1); /* not JSON */
-    assert_int_equal(1, faulted(s));
+    assert_int_equal(1, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 

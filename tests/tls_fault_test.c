@@ -51,13 +51,6 @@ static arpc_server *tls_server(char *addr)
     return s;
 }
 
-static uint64_t faulted(arpc_server *s)
-{
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    return st.connections_faulted;
-}
-
 #define CLOSED_REACHES(s, n) \
     server_stat_reaches((s), offsetof(arpc_server_stats, connections_closed), (n), TEST_WAIT_MS)
 
@@ -87,7 +80,7 @@ static void test_good_clients_not_charged(void **state)
         arpc_client_close(c);
     }
     assert_true(CLOSED_REACHES(s, 5));
-    assert_int_equal(0, faulted(s));
+    assert_int_equal(0, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 
@@ -104,7 +97,7 @@ static void test_closed_before_a_byte_not_charged(void **state)
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
     close(fd);
     assert_true(CLOSED_REACHES(s, 2));
-    assert_int_equal(0, faulted(s));
+    assert_int_equal(0, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 
@@ -120,7 +113,7 @@ static void test_not_tls_is_charged(void **state)
     assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
     close(fd);
     assert_true(CLOSED_REACHES(s, 1));
-    assert_int_equal(1, faulted(s));
+    assert_int_equal(1, SERVER_STAT(s, connections_faulted));
     arpc_server_destroy(s);
 }
 
