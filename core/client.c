@@ -30,6 +30,7 @@
 #define CLIENT_GIVE_UP_MS 30000
 #define CLIENT_HEARTBEAT_MS 5000
 #define CLIENT_HEARTBEAT_MISSES 3
+#define CLIENT_CLOSE_LINGER_MS 1000
 
 void client_retain(arpc_client *c) { arpc_refcount_get(&c->cl_refs); }
 
@@ -38,6 +39,8 @@ void client_release(arpc_client *c)
     if (!arpc_refcount_put(&c->cl_refs))
         return;
     arpc_future_release(c->cl_first); /* the client's USER reference, its only one */
+    if (c->cl_lingered != NULL)
+        arpc_future_release(c->cl_lingered);
     calls_unwritten_forget(c); /* filled by a close that came after the cleanup's */
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
@@ -103,6 +106,7 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_background = o->connect_in_background;
     c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
     c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;
+    c->cl_linger_ms = o->close_linger_ms ? o->close_linger_ms : CLIENT_CLOSE_LINGER_MS;
     arpc_backoff_init(&c->cl_connector.cn_backoff, o->reconnect_min_ms ? o->reconnect_min_ms : CLIENT_RECONNECT_MIN_MS,
                       o->reconnect_max_ms ? o->reconnect_max_ms : CLIENT_RECONNECT_MAX_MS, c->cl_id);
 }
@@ -245,7 +249,8 @@ static void step_close(arpc_loop *loop, void *arg)
     arpc_client *c = arg;
     atomic_store(&c->cl_state, CL_CLOSED);
     client_cleanup(c);
-    if (c->cl_hook && arpc_loop_off_stop(loop, client_on_loop_stop, c)) {
+    /* A lingering connection keeps the stop hook: a loop stopping meanwhile ends the linger. */
+    if (c->cl_hook && !c->cl_lingering && arpc_loop_off_stop(loop, client_on_loop_stop, c)) {
         c->cl_hook = false;
         client_release(c); /* the hook's reference (the user's is still held by close) */
     }
@@ -263,6 +268,13 @@ int arpc_client_close(arpc_client *c)
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */
     arpc_loop_run_sync(c->cl_loop, step_close, c);
+    /* The connection's last words leave as the server reads them, for close_linger_ms at most
+     * (core/client_linger.c): waited for here, not on the loop, which serves others meanwhile. */
+    if (c->cl_lingering) {
+        (void)arpc_loop_wait(c->cl_loop, c->cl_lingered);
+        /* It completes inside the connection's close: the loop is out of it after a fence. */
+        (void)arpc_loop_fence(c->cl_loop);
+    }
     /* Cancels still on their way to the loop hold their calls: let the lane run them (it is
      * FIFO, so a no-op run after them means they ran). On a stopped loop the final drain ran
      * them: what is left is callers between their entry and their hand-over (client_enter,

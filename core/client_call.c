@@ -245,6 +245,7 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
 
 void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release)
 {
+    client_linger_unwritten(conn->c_owner, release); /* counted if the close drops it */
     if (release != call_frame_release && release != call_bulk_release)
         return; /* not a request (a HELLO, a CANCEL) */
     struct arpc_u64_map *m = &((arpc_client *)conn->c_owner)->cl_unwritten;

@@ -122,6 +122,8 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
 static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     arpc_client *c = conn->c_owner;
+    if (atomic_load(&c->cl_state) == CL_CLOSED)
+        return; /* a lingering close (client_linger.c): every call has ended */
     switch (f->f_kind) {
     case ARPC_FRAME_REPLY:
     case ARPC_FRAME_ERROR:
@@ -198,8 +200,10 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     if (!c->cl_connector.cn_attempting) /* a connection that was opened (HELLO) */
         arpc_stat_inc(&c->cl_stats.cst_closed);
     int state = atomic_load(&c->cl_state);
-    if (state == CL_CLOSED)
-        return; /* closing: client_cleanup ends every call itself */
+    if (state == CL_CLOSED) {
+        client_linger_done(c); /* closing: client_cleanup ended every call itself */
+        return;
+    }
     calls_on_conn_lost(c);
     char why[CLIENT_WHY_MAX];
     if (c->cl_connector.cn_attempting) {
@@ -272,20 +276,13 @@ void client_cleanup(arpc_client *c)
     if (c->cl_cleaned)
         return;
     c->cl_cleaned = true;
+    bool hello_done = c->cl_conn.c_open && !c->cl_connector.cn_attempting;
     client_direct_stop(c);
     client_connect_stop(c);
     calls_fail_all(c, ARPC_ESHUTDOWN); /* a call the server may be running: ECANCELLED */
     client_deadlines_stop(c);
-    if (c->cl_conn.c_open) {
-        if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
-            /* Goodbye: we re-send nothing from now on, so the server may drop our replies
-             * now rather than keep them until we would have expired. */
-            static const char bye[] = "client closing";
-            arpc_conn_send_error(&c->cl_conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, bye, sizeof(bye) - 1);
-            arpc_conn_flush_now(&c->cl_conn);
-        }
-        arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN);
-    }
+    if (c->cl_conn.c_open)
+        client_linger_start(c, hello_done); /* the goodbye, then what is queued leaves */
     pending_fini(&c->cl_pending);
     arpc_u64_map_fini(&c->cl_done);
     cancel_seq_forget(c);
@@ -303,6 +300,8 @@ void client_on_loop_stop(arpc_loop *loop, void *arg)
         atomic_store(&c->cl_state, CL_LOST);
     }
     client_cleanup(c);
+    if (c->cl_lingering)
+        arpc_conn_close(&c->cl_conn, ARPC_ESHUTDOWN); /* no loop to linger on: ends the closer's wait */
     c->cl_hook = false;
     client_release(c);
 }

@@ -8,6 +8,7 @@
  *   core/client_api.c      the call functions of arpc/client.h
  *   core/client_direct.c   requests written by their callers' threads
  *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
+ *   core/client_linger.c   the close's last words: the goodbye, and what is queued, leave
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
@@ -183,6 +184,14 @@ struct arpc_client {
     struct arpc_wheel cl_wheel;
     struct arpc_deadline cl_wheel_timer;
     bool cl_wheel_stopped;
+    /* The close's linger (core/client_linger.c; loop thread, but cl_lingering, which the
+     * closer reads after the close step returned). */
+    int64_t cl_linger_ms;           /* the option, resolved: <= 0 none */
+    struct arpc_deadline cl_linger_timer;
+    arpc_future *cl_lingered;       /* completed once the lingering connection closed */
+    bool cl_lingering;              /* the close step left the connection lingering */
+    uint64_t cl_unsent_oneway;      /* one-way messages the close dropped unwritten */
+    uint64_t cl_unsent_frames;      /* frames of any kind (the goodbye: queued last) */
 };
 
 /*
@@ -263,6 +272,19 @@ void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
 /* Records why the latest connection attempt failed or the connection broke. Any thread. */
 void client_set_error(arpc_client *c, int code, const char *why);
+
+/* client_linger.c (loop thread) */
+/* The close's last words: the goodbye (to a server that understands it), then the connection
+ * lingers until the server read what was queued, for cl_linger_ms at most (without a linger,
+ * or without memory for its future: what the socket takes now, then closed). */
+void client_linger_start(arpc_client *c, bool hello_done);
+/* The connection closed (client_on_close, in CL_CLOSED): the linger is over; says what it
+ * could not send. */
+void client_linger_done(arpc_client *c);
+/* A buffer the closing connection never wrote whole (conn_ops.on_unwritten). */
+void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release);
+/* Frees a one-way message queued on the connection (its release: how the close tells them). */
+void client_oneway_release(void *msg);
 
 /* client_deadlines.c */
 void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */

@@ -23,6 +23,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "arpc/error.h"
 #include "async/loop_internal.h"
@@ -200,6 +201,18 @@ static void conn_stream_failed(struct arpc_conn *conn)
     arpc_conn_close(conn, s->s_error);
 }
 
+/* A lingering close's queue is written (arpc_conn_linger): a plain stream ends its sending and
+ * waits for the peer's end; TLS closes now. True when closed. */
+static bool conn_linger_drained(struct arpc_conn *conn)
+{
+    if (conn->c_stream == &conn->c_plain && shutdown(conn->c_fd, SHUT_WR) == 0) {
+        conn->c_wr_shut = true;
+        return false;
+    }
+    arpc_conn_close(conn, conn->c_close_reason);
+    return true;
+}
+
 /* Writes what the socket takes. Returns true when the connection was closed (its memory may
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
@@ -242,6 +255,8 @@ static bool conn_flush(struct arpc_conn *conn)
         arpc_conn_close(conn, conn->c_close_reason);
         return true;
     }
+    if (conn->c_linger && !conn->c_wr_shut)
+        return conn_linger_drained(conn);
     return false;
 }
 
@@ -412,7 +427,7 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
 static int conn_queue(struct arpc_conn *conn, void *base, uint8_t *data, size_t len, arpc_outq_release_fn release,
                       bool front)
 {
-    int rc = !conn->c_open ? ARPC_ECONNLOST
+    int rc = !conn->c_open || conn->c_wr_shut ? ARPC_ECONNLOST /* (nothing follows a half-close) */
              : front       ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
                            : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
     if (rc != ARPC_OK) {
@@ -512,6 +527,20 @@ void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
     }
     conn->c_close_after_flush = true;
     conn->c_close_reason = reason;
+}
+
+void arpc_conn_linger(struct arpc_conn *conn, int reason)
+{
+    if (!conn->c_open || conn->c_linger)
+        return;
+    conn->c_linger = true;
+    conn->c_close_reason = reason;
+    /* Its owner bounds the wait; a PING now might meet a write side already shut. */
+    arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
+    if (arpc_outq_empty(&conn->c_out))
+        (void)conn_linger_drained(conn);
+    else
+        arpc_conn_flush_now(conn); /* the rest when the socket takes it (c_wio) */
 }
 
 /* Moves the unparsed bytes to the front of the read buffer. */

@@ -125,6 +125,8 @@ struct arpc_conn {
     bool c_dispatching;   /* inside the read/parse loop */
     bool c_close_pending; /* close requested during dispatch */
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
+    bool c_linger;        /* closing once the queue drains and the peer's stream ends (arpc_conn_linger) */
+    bool c_wr_shut;       /* lingering: the queue drained and the stream's write side is shut */
     bool c_close_deferred; /* an early write decided a close (arpc_conn_flush_batch): carried
                             * out once the dispatch ends, or by the prepare watcher, without
                             * stopping the frames already read from going up */
@@ -384,5 +386,18 @@ void arpc_conn_close(struct arpc_conn *conn, int reason);
 /* Stops reading, and closes once every queued frame has been written (or at once if none is
  * queued). */
 void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason);
+
+/* A close whose last frames must reach a peer that may be slow to read (a client's one-way
+ * messages and goodbye): writes every queued frame as the socket takes it; then a plain
+ * stream half-closes (its end of stream follows the bytes) and the connection waits for the
+ * peer to end its stream too, reading on meanwhile: a socket closed with input unread, or
+ * that input reaches after its close, makes the kernel answer with a reset and throw away
+ * bytes not yet delivered. An arpc server, once it has read up to that end, closes or probes
+ * with a PING: either ends the wait (a PING then is not answered; nothing is queued after the
+ * half-close). A TLS stream closes once the queue drained (its close says close_notify). No
+ * heartbeat any more: the owner bounds the wait, closing with arpc_conn_close (on_unwritten
+ * then names the buffers not written whole). Frames read meanwhile still go to on_frame.
+ * Loop thread, not inside a dispatch; may close at once (on_close runs inside). Idempotent. */
+void arpc_conn_linger(struct arpc_conn *conn, int reason);
 
 #endif

@@ -56,7 +56,11 @@ void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
      * here, PONGs only count as input; the owner sees every other frame. */
-    if (f->f_kind == ARPC_FRAME_PING)
+    if (f->f_kind == ARPC_FRAME_PING && conn->c_wr_shut)
+        /* A lingering close (arpc_conn_linger) half-closed, and the peer asks whether we are
+         * still there (an arpc server's probe once it read up to our end): we are not. */
+        arpc_conn_close(conn, conn->c_close_reason);
+    else if (f->f_kind == ARPC_FRAME_PING)
         arpc_conn_answer_ping(conn, f);
     else if (f->f_kind != ARPC_FRAME_PONG)
         conn->c_ops->on_frame(conn, f);

@@ -127,6 +127,11 @@ typedef struct arpc_client_options {
      * sent). arpc_client_last_error says what is in the way. With no_reconnect, a failed
      * first attempt ends the client: its calls end ARPC_EUNREACHABLE. */
     bool connect_in_background;
+    /* How long arpc_client_close may wait for the server to read what is queued for it
+     * (one-way messages, requests, the goodbye) when its socket is full. 0: 1000; negative:
+     * no wait (what the socket takes at once is written, the rest dropped).
+     * There is no wait for ever: close is bounded by this. See arpc_client_close. */
+    int64_t close_linger_ms;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256
@@ -167,7 +172,17 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API
  * misuse"). Before closing, the client tells the server it will re-send
  * nothing (a goodbye, when it has a connection), so the server can drop its cached replies at
- * once and cancels the client's calls still running (their handlers' on_cancel runs). */
+ * once and cancels the client's calls still running (their handlers' on_cancel runs).
+ * Last words: what is queued for the server when close begins -- one-way messages arpc_notify
+ * accepted, requests of calls that have just ended ARPC_ECANCELLED, the goodbye last -- leaves
+ * as the server reads it. Close waits, on the calling thread (the loop goes on serving
+ * whatever else it serves), until the server has read all of it and closed its end (a server
+ * that reads promptly costs one round trip), for opts->close_linger_ms at most (1 s by
+ * default); then the connection is closed, and what never left whole is dropped and named in
+ * one WARN log line, with the count of one-way messages among it. So close never hangs, and a
+ * one-way message accepted is either read by the server or counted there. Over TLS the wait
+ * ends once the bytes are written to the socket. A loop stopping meanwhile (opts->loop) ends
+ * the wait at once, as does a negative close_linger_ms (the socket takes what it takes). */
 ARPC_API int arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
@@ -214,9 +229,10 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
 
 /* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
  * sending, not delivered (it is dropped if there is no connection when it reaches the loop,
- * or if it is not yet written when the connection breaks or arpc_client_close closes it:
- * close writes what the socket takes without waiting). Once the server has read it, it runs,
- * whatever becomes of the connection (docs/SEMANTICS.md).
+ * or if it is not yet written when the connection breaks). arpc_client_close writes it as
+ * the server reads it, within close_linger_ms, and names in a WARN line the messages the
+ * server did not read by then. Once the server has read it, it runs, whatever becomes of the
+ * connection (docs/SEMANTICS.md).
  * Errors: ARPC_ESHUTDOWN, ARPC_ECONNLOST (the client is down for good), ARPC_ETOOLARGE,
  * ARPC_ENOMEM, ARPC_EINVAL. */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);

@@ -28,6 +28,8 @@ bool latch_wait(unsigned target, int timeout_ms);
  * moment to seconds). Never a pace, never what a test checks. Under libev's longest poll
  * (59.743 s), which ends a lost wake-up's sleep by itself and would hide it. */
 #define TEST_WAIT_MS 30000
+/* The same bound for waits counted in seconds (sem_wait_secs, the long poll's waits). */
+#define TEST_WAIT_S (TEST_WAIT_MS / 1000)
 
 /* Waits on s for up to secs seconds (retrying EINTR); false on timeout. */
 bool sem_wait_secs(sem_t *s, int secs);

@@ -1,0 +1,163 @@
+/*
+ * arpc_client_close on a full socket (docs/SEMANTICS.md, "The client closes"): what is queued
+ * for a server that is slow to read -- one-way messages arpc_notify accepted, the goodbye --
+ * leaves as the server reads it, for close_linger_ms at most; what the linger could not send
+ * is said in a WARN line with its count. Before, close wrote what the socket took and closed:
+ * the rest vanished without a trace.
+ *
+ * The server's "sink" runs on an actor whose mailbox holds one job: the first message blocks
+ * it until the test lets it go, the second waits in the mailbox, the third is parked and the
+ * server stops reading; the client's socket fills and the rest of the messages stay in its
+ * queue. The test lets the server go once the close is lingering (its DEBUG line says so) or
+ * has returned (a close that does not linger). Every wait is for an event, bounded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+#define MESSAGES 96
+#define MESSAGE_BYTES (256u * 1024u) /* 24 MiB in all: more than loopback's buffers hold */
+
+static atomic_int sink_runs;
+static sem_t sink_started, sink_release;
+static sem_t close_under_way; /* the close lingers, or returned */
+static atomic_long unsent_reported = -1; /* from the close's WARN line */
+
+static void sink(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (atomic_fetch_add(&sink_runs, 1) == 0) {
+        sem_post(&sink_started);
+        (void)sem_wait_secs(&sink_release, TEST_WAIT_S); /* bounded: a failing test ends */
+    }
+    latch_add();
+    arpc_reply(req, NULL, 0); /* finishes a one-way request */
+}
+
+static void logger(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    long n;
+    if (strstr(line, "waiting up to") != NULL)
+        sem_post(&close_under_way);
+    else if (sscanf(line, "closing the client of %*s %ld one-way message", &n) == 1)
+        atomic_store(&unsent_reported, n);
+}
+
+struct fixture {
+    arpc_server *s;
+    arpc_actor *actor;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    atomic_store(&sink_runs, 0);
+    atomic_store(&unsent_reported, -1);
+    latch_reset();
+    sem_init(&sink_started, 0, 0);
+    sem_init(&sink_release, 0, 0);
+    sem_init(&close_under_way, 0, 0);
+    arpc_set_logger(logger, NULL, ARPC_LOG_DEBUG);
+    arpc_actor_options ao = {.mailbox_size = 1};
+    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, &ao) != ARPC_OK)
+        return -1;
+    arpc_method_options one = {.actor = fx.actor};
+    if (arpc_server_register(fx.s, "sink", sink, NULL, &one) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    sem_post(&sink_release);
+    arpc_server_destroy(fx->s);
+    arpc_actor_destroy(fx->actor);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&sink_started);
+    sem_destroy(&sink_release);
+    sem_destroy(&close_under_way);
+    return 0;
+}
+
+static void *closer(void *arg)
+{
+    assert_int_equal(arpc_client_close(arg), ARPC_OK);
+    sem_post(&close_under_way);
+    return NULL;
+}
+
+/* The server's actor blocked, then every message accepted (the socket fills behind them). */
+static void fill(arpc_client *c)
+{
+    static uint8_t payload[MESSAGE_BYTES];
+    assert_int_equal(arpc_notify(c, "sink", payload, sizeof(payload)), ARPC_OK);
+    assert_true(sem_wait_secs(&sink_started, TEST_WAIT_S));
+    for (int i = 1; i < MESSAGES; i++)
+        assert_int_equal(arpc_notify(c, "sink", payload, sizeof(payload)), ARPC_OK);
+}
+
+/* Closed while the server reads nothing, then the server goes on: every message arrives. */
+static void test_close_waits_for_a_slow_server(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, fx->addr, NULL), ARPC_OK);
+    fill(c);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
+    assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S));
+    sem_post(&sink_release);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(latch_wait(MESSAGES, TEST_WAIT_MS));
+    assert_int_equal(atomic_load(&sink_runs), MESSAGES);
+    assert_int_equal(atomic_load(&unsent_reported), -1); /* nothing was dropped */
+}
+
+/* A server that reads nothing within the linger: close returns after it, and the messages it
+ * could not send are counted; every other one arrives once the server goes on. */
+static void test_close_reports_what_the_linger_could_not_send(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_client *c;
+    arpc_client_options o = {.close_linger_ms = 50};
+    assert_int_equal(arpc_client_connect(&c, fx->addr, &o), ARPC_OK);
+    fill(c);
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    long unsent = atomic_load(&unsent_reported);
+    assert_true(unsent > 0 && unsent < MESSAGES);
+    sem_post(&sink_release);
+    /* The server reads what was written, then the end of stream (a frame cut short is dropped),
+     * and runs what it read. */
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
+                                    TEST_WAIT_MS));
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
+    assert_int_equal(atomic_load(&sink_runs) + unsent, MESSAGES);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_close_waits_for_a_slow_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_reports_what_the_linger_could_not_send, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
