@@ -20,69 +20,34 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <semaphore.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/block_server.h"
 #include "support/cut_proxy.h"
 #include "support/long_poll.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
-#define WATCHDOG_S 30
 #define CLIENT_ID 0x5eedULL
 #define INCARNATION 0x1ca7ULL
 #define NHOLD 16 /* long polls that hold a connection's input with default options */
 
-static atomic_int block_runs;
-static sem_t block_started, block_release;
-
-/* Holds its actor until released (bounded: a test that fails does not hang the stop). */
-static void block(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&block_runs, 1);
-    sem_post(&block_started);
-    (void)sem_wait_secs(&block_release, WATCHDOG_S);
-    arpc_reply(req, "b", 1);
-}
-
-struct fixture {
-    arpc_server *s;
-    arpc_actor *actor;
-    char addr[256];
-};
-
 static int setup(void **state)
 {
-    static struct fixture fx;
+    static struct block_server bs;
     long_poll_reset();
-    atomic_store(&block_runs, 0);
-    sem_init(&block_started, 0, 0);
-    sem_init(&block_release, 0, 0);
-    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
+    if (block_server_setup(&bs, 0) != 0 ||
+        arpc_server_register(bs.bs_server, "park", long_poll, NULL, NULL) != ARPC_OK || block_server_listen(&bs) != 0)
         return -1;
-    arpc_method_options one = {.actor = fx.actor};
-    if (arpc_server_register(fx.s, "park", long_poll, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(fx.s, "block", block, NULL, &one) != ARPC_OK ||
-        arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
-        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
-        return -1;
-    *state = &fx;
+    *state = &bs;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *fx = *state;
-    for (int i = 0; i < 4; i++)
-        sem_post(&block_release);
-    arpc_server_destroy(fx->s); /* a park left running is answered and cancelled by the stop */
-    arpc_actor_destroy(fx->actor);
+    block_server_teardown(*state); /* a park left running is answered and cancelled by the stop */
     long_poll_fini();
-    sem_destroy(&block_started);
-    sem_destroy(&block_release);
     return 0;
 }
 
@@ -105,19 +70,19 @@ static void sync_raw(struct raw_client *r, uint64_t xid)
 
 /* This client's connection a (which ran numbered calls) is dropped without a goodbye, and the
  * server has seen it go; b is the same client's next connection. */
-static void reconnect_raw(struct fixture *fx, struct raw_client *a, struct raw_client *b)
+static void reconnect_raw(struct block_server *fx, struct raw_client *a, struct raw_client *b)
 {
     arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
     raw_close(a);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, WATCHDOG_S * 1000));
-    assert_true(raw_connect_with(b, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, TEST_WAIT_MS));
+    assert_true(raw_connect_with(b, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
 }
 
-static void assert_no_handler_left(struct fixture *fx)
+static void assert_no_handler_left(struct block_server *fx)
 {
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, WATCHDOG_S * 1000));
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
 }
 
 /* The defect as found, through the public client: a long poll runs, the network is cut, the
@@ -125,36 +90,36 @@ static void assert_no_handler_left(struct fixture *fx)
  * handler hears the cancel, and the call is never sent (nor run) again. */
 static void test_cancel_while_disconnected_reaches_the_handler(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->addr, paddr, sizeof(paddr));
+    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
     assert_non_null(proxy);
     arpc_client *c = NULL;
     arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
     assert_non_null(f);
-    assert_true(long_poll_wait_started(WATCHDOG_S)); /* the long poll runs */
+    assert_true(long_poll_wait_started(TEST_WAIT_S)); /* the long poll runs */
 
     cut_proxy_hold_new(proxy, true); /* no connection comes back until the test says so */
     assert_int_equal(cut_proxy_cut(proxy), 1);
     /* The client saw the loss: its call waits to be sent again (it went back to waiting in the
      * same turn of the client's loop, before the cancel's job below can run there). */
-    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, connections_closed), 1, WATCHDOG_S * 1000));
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, connections_closed), 1, TEST_WAIT_MS));
     assert_true(arpc_future_cancel(f));
-    assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
+    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
     arpc_future_release(f);
     /* The cancel reached the client's loop (it ended the call there) while still disconnected. */
-    for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_pending(c) != 0 && now_ms() < until;)
+    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_pending(c) != 0 && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count */
     assert_int_equal(arpc_client_pending(c), 0);
     assert_int_equal(long_poll_cancelled(), 0); /* nothing reached the server yet */
 
     cut_proxy_hold_new(proxy, false); /* the client reconnects */
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the handler heard the cancel */
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S)); /* the handler heard the cancel */
     void *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK);
     arpc_free(out);
     assert_true(arpc_client_connections(c) >= 2);
     assert_int_equal(long_poll_runs(), 1); /* never run again */
@@ -167,7 +132,7 @@ static void test_cancel_while_disconnected_reaches_the_handler(void **state)
 /* Waits until the client's loop has ended every call (a cancel's job ran there). */
 static void wait_no_pending(arpc_client *c)
 {
-    for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_pending(c) != 0 && now_ms() < until;)
+    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_pending(c) != 0 && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count */
     assert_int_equal(arpc_client_pending(c), 0);
 }
@@ -180,34 +145,34 @@ static void wait_no_pending(arpc_client *c)
  * answered there, so a later break names nothing (the handler hears one cancel). */
 static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->addr, paddr, sizeof(paddr));
+    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
     assert_non_null(proxy);
     arpc_client *c = NULL;
     arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
     arpc_future *answered = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER);
-    assert_true(long_poll_wait_started(WATCHDOG_S));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
     assert_true(arpc_future_cancel(answered)); /* on a working connection: its handler hears it */
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     arpc_future_release(answered);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
     assert_non_null(f);
-    assert_true(long_poll_wait_started(WATCHDOG_S));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
     void *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK); /* the first answer is in */
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK); /* the first answer is in */
     arpc_free(out);
 
     arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
     cut_proxy_hold_new(proxy, true);
     assert_int_equal(cut_proxy_cut_silently(proxy), 1);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, TEST_WAIT_MS));
     assert_true(arpc_future_cancel(f)); /* its CANCEL by xid goes nowhere */
-    assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
+    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
     arpc_future_release(f);
     wait_no_pending(c);
     arpc_client_stats cs;
@@ -217,8 +182,8 @@ static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
 
     cut_proxy_hold_new(proxy, false);
     assert_int_equal(cut_proxy_cut(proxy), 1); /* now it notices, and reconnects */
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the handler heard the cancel */
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S)); /* the handler heard the cancel */
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK);
     arpc_free(out);
     assert_int_equal(arpc_client_connections(c), 2);
     assert_int_equal(long_poll_runs(), 2); /* never run again */
@@ -234,29 +199,29 @@ static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
  * Found in review: the seqs were forgotten once told, and the long poll ran on. */
 static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->addr, paddr, sizeof(paddr));
+    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
     assert_non_null(proxy);
     arpc_client *c = NULL;
     arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
     assert_non_null(f);
-    assert_true(long_poll_wait_started(WATCHDOG_S));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
     void *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK);
     arpc_free(out);
 
     arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
     cut_proxy_hold_new(proxy, true);
     assert_int_equal(cut_proxy_cut_silently(proxy), 1);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, TEST_WAIT_MS));
     assert_true(arpc_future_cancel(f)); /* its CANCEL by xid goes nowhere */
-    assert_int_equal(arpc_future_wait_for(f, WATCHDOG_S * 1000), ARPC_ECANCELLED);
+    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
     arpc_future_release(f);
     wait_no_pending(c);
 
@@ -266,15 +231,15 @@ static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **stat
     cut_proxy_forward_first(proxy, (long)arpc_frame_encode_hello(hello, 0, 0, 0, 0));
     cut_proxy_hold_new(proxy, false);
     assert_int_equal(cut_proxy_cut(proxy), 1); /* the client notices, and reconnects */
-    for (int64_t until = now_ms() + WATCHDOG_S * 1000; arpc_client_connections(c) < 2 && now_ms() < until;)
+    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_connections(c) < 2 && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count (its HELLO, then at once the tell) */
     assert_int_equal(arpc_client_connections(c), 2);
     assert_int_equal(long_poll_cancelled(), 0);
 
     cut_proxy_forward_first(proxy, 0);
     assert_int_equal(cut_proxy_cut(proxy), 1); /* that one dies: the one after says it again */
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S)); /* the handler heard the cancel */
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, WATCHDOG_S * 1000), ARPC_OK);
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S)); /* the handler heard the cancel */
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK);
     arpc_free(out);
     assert_int_equal(arpc_client_connections(c), 3);
     assert_int_equal(long_poll_runs(), 1); /* never run again */
@@ -289,14 +254,14 @@ static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **stat
  * gets the call's result (what the cancel callback replied), never a second run. */
 static void test_cancel_seq_reaches_a_running_call(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a, b;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(long_poll_wait_started(WATCHDOG_S));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
     reconnect_raw(fx, &a, &b);
     assert_true(send_cancel_seq(&b, 1));
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     assert_no_handler_left(fx);
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1)); /* a late copy */
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));     /* the call's result */
@@ -309,19 +274,19 @@ static void test_cancel_seq_reaches_a_running_call(void **state)
  * came never runs, and "cancelled" is kept as its result: a late copy gets ARPC_ECANCELLED. */
 static void test_cancel_seq_of_a_queued_call_keeps_it_from_running(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a, b;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "block", "1", 1));
-    assert_true(sem_wait_secs(&block_started, WATCHDOG_S)); /* the actor is busy */
+    assert_true(block_wait_started()); /* the actor is busy */
     assert_true(raw_request(&a, 2, 2, 0, 0, "block", "2", 1)); /* queued behind it */
     sync_raw(&a, 3);                                           /* it was read, and waits */
     reconnect_raw(fx, &a, &b);
     assert_true(send_cancel_seq(&b, 2));
     sync_raw(&b, 4); /* the CANCEL was read */
-    sem_post(&block_release); /* the first call ends; the second comes out of the mailbox */
+    block_release(1); /* the first call ends; the second comes out of the mailbox */
     assert_no_handler_left(fx);
-    assert_int_equal(atomic_load(&block_runs), 1);
+    assert_int_equal(block_runs(), 1);
     assert_true(raw_request(&b, 8, 2, 0, 0, "block", "2", 1)); /* a late copy */
     assert_true(raw_next_is_error(&b, 8, ARPC_ECANCELLED));
     assert_true(raw_request(&b, 9, 1, 0, 0, "block", "1", 1)); /* the first ran: its reply */
@@ -329,7 +294,7 @@ static void test_cancel_seq_of_a_queued_call_keeps_it_from_running(void **state)
     assert_true(raw_read(&b, &f, false));
     assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
     assert_int_equal(f.f.f_xid, 9);
-    assert_int_equal(atomic_load(&block_runs), 1);
+    assert_int_equal(block_runs(), 1);
     raw_close(&b);
 }
 
@@ -339,14 +304,14 @@ static void test_cancel_seq_of_a_queued_call_keeps_it_from_running(void **state)
  * own CANCEL does. */
 static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a, other_id, other_incarnation, unnumbered;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(long_poll_wait_started(WATCHDOG_S));
-    assert_true(raw_connect_with(&other_id, fx->addr, CLIENT_ID + 1, NULL, INCARNATION));
-    assert_true(raw_connect_with(&other_incarnation, fx->addr, CLIENT_ID, NULL, INCARNATION + 1));
-    assert_true(raw_connect(&unnumbered, fx->addr, 0));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
+    assert_true(raw_connect_with(&other_id, fx->bs_addr, CLIENT_ID + 1, NULL, INCARNATION));
+    assert_true(raw_connect_with(&other_incarnation, fx->bs_addr, CLIENT_ID, NULL, INCARNATION + 1));
+    assert_true(raw_connect(&unnumbered, fx->bs_addr, 0));
     struct raw_client *others[] = {&other_id, &other_incarnation, &unnumbered};
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         assert_true(send_cancel_seq(others[i], 1));
@@ -356,7 +321,7 @@ static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state
     sync_raw(&a, 20);
     assert_int_equal(long_poll_cancelled(), 0);
     assert_true(send_cancel_seq(&a, 1)); /* its own: the call is cancelled */
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
     assert_int_equal(long_poll_cancelled(), 1);
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
@@ -368,23 +333,23 @@ static void test_cancel_seq_of_unknown_or_other_client_does_nothing(void **state
  * naming the original's seq passes the hold, as a CANCEL for a running call does. */
 static void test_cancel_seq_passes_a_held_connection(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a, b;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "p", 1));
-    assert_true(long_poll_wait_started(WATCHDOG_S));
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
     reconnect_raw(fx, &a, &b);
     for (uint64_t i = 0; i < NHOLD; i++)
         assert_true(raw_request(&b, 200 + i, 2 + i, 0, 0, "park", "p", 1));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(long_poll_wait_started(WATCHDOG_S)); /* they run: b's input is held */
+        assert_true(long_poll_wait_started(TEST_WAIT_S)); /* they run: b's input is held */
     assert_true(send_cancel_seq(&b, 1));
-    assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     assert_int_equal(long_poll_cancelled(), 1);
     for (uint64_t i = 0; i < NHOLD; i++) /* the connection's own calls, by seq too */
         assert_true(send_cancel_seq(&b, 2 + i));
     for (int i = 0; i < NHOLD; i++)
-        assert_true(long_poll_wait_cancelled(WATCHDOG_S));
+        assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     assert_int_equal(long_poll_cancelled(), NHOLD + 1);
     assert_no_handler_left(fx);
     raw_close(&b);

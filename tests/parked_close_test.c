@@ -18,65 +18,30 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <semaphore.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/block_server.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 
-#define WATCHDOG_S 10
 #define CLIENT_ID 0x9a4cULL
 #define INCARNATION 0x1ca7ULL
 
-static atomic_int block_runs;
-static sem_t block_started, block_release;
-
-static void block(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_fetch_add(&block_runs, 1);
-    sem_post(&block_started);
-    (void)sem_wait_secs(&block_release, WATCHDOG_S); /* bounded: a failing test does not hang */
-    arpc_reply(req, "b", 1);
-}
-
-struct fixture {
-    arpc_server *s;
-    arpc_actor *actor;
-    char addr[256];
-};
-
 static int setup(void **state)
 {
-    static struct fixture fx;
-    atomic_store(&block_runs, 0);
-    sem_init(&block_started, 0, 0);
-    sem_init(&block_release, 0, 0);
-    arpc_actor_options ao = {.mailbox_size = 1};
-    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, &ao) != ARPC_OK)
+    static struct block_server bs;
+    if (block_server_setup(&bs, 1) != 0 || block_server_listen(&bs) != 0)
         return -1;
-    arpc_method_options one = {.actor = fx.actor};
-    if (arpc_server_register(fx.s, "block", block, NULL, &one) != ARPC_OK ||
-        arpc_server_register(fx.s, "echo", test_echo, NULL, NULL) != ARPC_OK ||
-        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
-        return -1;
-    *state = &fx;
+    *state = &bs;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *fx = *state;
-    for (int i = 0; i < 4; i++)
-        sem_post(&block_release);
-    arpc_server_destroy(fx->s);
-    arpc_actor_destroy(fx->actor);
-    sem_destroy(&block_started);
-    sem_destroy(&block_release);
+    block_server_teardown(*state);
     return 0;
 }
 
@@ -95,43 +60,42 @@ static void sync_ping(struct raw_client *r, uint64_t xid)
 static void fill_the_actor(struct raw_client *a)
 {
     assert_true(raw_request(a, 1, 1, 0, 0, "block", "1", 1));
-    assert_true(sem_wait_secs(&block_started, WATCHDOG_S));
+    assert_true(block_wait_started());
     assert_true(raw_request(a, 2, 2, 0, 0, "block", "2", 1));
 }
 
 /* a is lost without a goodbye (a reset), and the server has seen it go. */
-static void reset(struct fixture *fx, struct raw_client *a)
+static void reset(struct block_server *fx, struct raw_client *a)
 {
     arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->s, &st), ARPC_OK);
+    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
     struct linger hard = {.l_onoff = 1, .l_linger = 0};
     assert_int_equal(setsockopt(a->rc_fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard)), 0);
     raw_close(a);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, WATCHDOG_S * 1000));
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, TEST_WAIT_MS));
 }
 
 static bool runs_reach(int want)
 {
-    for (int64_t until = now_ms() + WATCHDOG_S * 1000; atomic_load(&block_runs) < want && now_ms() < until;)
+    for (int64_t until = now_ms() + TEST_WAIT_MS; block_runs() < want && now_ms() < until;)
         sleep_ms(1); /* pacing a poll of the count */
-    return atomic_load(&block_runs) == want;
+    return block_runs() == want;
 }
 
 /* A one-way message parked when its connection is lost still runs. */
 static void test_parked_one_way_runs_after_the_loss(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     fill_the_actor(&a);
     uint8_t oneway[256];
     size_t n = arpc_frame_encode_request(oneway, ARPC_FRAME_ONEWAY, 0, 0, 0, 0, "block", 5, "3", 1);
     assert_true(raw_send(&a, oneway, n));
     sync_ping(&a, 90);
     reset(fx, &a);
-    for (int i = 0; i < 3; i++)
-        sem_post(&block_release);
+    block_release(3);
     assert_true(runs_reach(3)); /* 1, 2, and the one-way message */
 }
 
@@ -139,21 +103,20 @@ static void test_parked_one_way_runs_after_the_loss(void **state)
  * client's next connection: the copy gets the call's result when it runs, once. */
 static void test_parked_numbered_call_answers_its_copy(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a, b;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     fill_the_actor(&a);
     assert_true(raw_request(&a, 3, 3, 0, 0, "block", "3", 1));
     sync_ping(&a, 90);
-    assert_true(raw_connect_with(&b, fx->addr, CLIENT_ID, NULL, INCARNATION)); /* the client is back */
+    assert_true(raw_connect_with(&b, fx->bs_addr, CLIENT_ID, NULL, INCARNATION)); /* the client is back */
     assert_true(raw_request(&b, 30, 3, 0, 0, "block", "3", 1)); /* its copy attaches */
     assert_true(raw_request(&b, 31, 0, 0, 0, "echo", "e", 1));
     struct raw_frame f;
     assert_true(raw_read(&b, &f, false)); /* read after the copy: the copy was read */
     assert_int_equal(f.f.f_xid, 31);
     reset(fx, &a);
-    for (int i = 0; i < 3; i++)
-        sem_post(&block_release);
+    block_release(3);
     assert_true(raw_read(&b, &f, false));
     assert_int_equal(f.f.f_xid, 30);
     assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY); /* not ERROR ARPC_ESHUTDOWN */
@@ -165,19 +128,18 @@ static void test_parked_numbered_call_answers_its_copy(void **state)
  * cancelled: refused, it never runs (its client re-sends nothing). */
 static void test_parked_numbered_call_dies_with_a_goodbye(void **state)
 {
-    struct fixture *fx = *state;
+    struct block_server *fx = *state;
     struct raw_client a;
-    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
     fill_the_actor(&a);
     assert_true(raw_request(&a, 3, 3, 0, 0, "block", "3", 1));
     sync_ping(&a, 90);
     assert_true(raw_goodbye(&a)); /* acted on in the hold's look-through */
     sync_ping(&a, 91);
     reset(fx, &a); /* its end of stream would wait behind the hold */
-    for (int i = 0; i < 3; i++)
-        sem_post(&block_release);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, WATCHDOG_S * 1000));
-    assert_int_equal(atomic_load(&block_runs), 1); /* the one running; 2 and 3 never run */
+    block_release(3);
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
+    assert_int_equal(block_runs(), 1); /* the one running; 2 and 3 never run */
 }
 
 int main(void)
