@@ -12,6 +12,14 @@
  * own count decides alone. Its descriptor is opened with the first
  * actor or loop, not when first read, and stays open: a program (or test) that counts its
  * descriptors around its own work sees it appear at a known point.
+ *
+ * fork(): the child has one thread, the one that forked, but a copy of the count, which
+ * holds every thread of the parent then running (a busy loop, an actor inside a job): a count
+ * the child's threads could never bring down, so its actors would never poll. Each thread
+ * keeps its own share of the count (every change is made by the thread it counts: an actor's,
+ * a loop's between its check and prepare watchers, a caller's while it drives a loop), and the
+ * child's count starts from the forking thread's share (pthread_atfork). The descriptor stays:
+ * the child shares its open file, which pread reads at its own offset.
  */
 #define _GNU_SOURCE
 #include "async/awake.h"
@@ -41,6 +49,13 @@ static int loadavg_fd;                        /* set once: /proc/loadavg, -1 if 
 static atomic_uint_fast64_t runnable_read_ns; /* when runnable_seen was read */
 static atomic_int runnable_seen;             /* threads runnable on the machine then */
 static atomic_bool awake_ready;               /* awake_init has run: nothing spins before */
+static _Thread_local int awake_mine;          /* this thread's share of awake.running */
+
+/* The child of a fork: only the forking thread runs, and counts what it counted. */
+static void awake_after_fork(void)
+{
+    atomic_store_explicit(&awake.running, awake_mine > 0 ? awake_mine : 0, memory_order_relaxed);
+}
 
 static void awake_init(void)
 {
@@ -49,6 +64,8 @@ static void awake_init(void)
     if (awake_cpus < 1)
         awake_cpus = 1;
     loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    /* Once per process. (ENOMEM: a child of a fork starts from its parent's count.) */
+    (void)pthread_atfork(NULL, NULL, awake_after_fork);
     atomic_store_explicit(&awake_ready, true, memory_order_release);
 }
 
@@ -82,6 +99,7 @@ static int runnable_now(void)
 
 void arpc_awake_add(int delta)
 {
+    awake_mine += delta;
     atomic_fetch_add_explicit(&awake.running, delta, memory_order_relaxed);
 }
 

@@ -23,7 +23,8 @@
  * nothing): the CPU count, and /proc/loadavg opened. Until then no CPU is spare. */
 void arpc_awake_init(void);
 
-/* +1 when a thread of ours starts running, -1 when it goes to sleep. */
+/* +1 when a thread of ours starts running, -1 when it goes to sleep; called by that thread
+ * (after a fork the child's count is the forking thread's own: async/awake.c). */
 void arpc_awake_add(int delta);
 
 /* For a thread that is counted as running: whether arpc's running threads, this one
