@@ -137,6 +137,30 @@ static void wait_no_pending(arpc_client *c)
     assert_int_equal(arpc_client_pending(c), 0);
 }
 
+/* Through proxy: c's long poll runs, then its connection breaks silently (the server sees it go;
+ * the client does not notice: no end of stream, the heartbeat not due), new connections are
+ * held at the proxy, and the poll is cancelled: its CANCEL by xid goes nowhere. */
+static void park_then_cancel_after_a_silent_break(struct block_server *fx, struct cut_proxy *proxy, arpc_client *c)
+{
+    arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
+    assert_non_null(f);
+    assert_true(long_poll_wait_started(TEST_WAIT_S));
+    void *out = NULL;
+    size_t outlen = 0;
+    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK); /* the first answer is in */
+    arpc_free(out);
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
+    cut_proxy_hold_new(proxy, true);
+    assert_int_equal(cut_proxy_cut_silently(proxy), 1);
+    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
+                                    st.connections_closed + 1, TEST_WAIT_MS));
+    assert_true(arpc_future_cancel(f));
+    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
+    arpc_future_release(f);
+    wait_no_pending(c);
+}
+
 /* The connection broke silently (the server saw it go; the client has not noticed yet: no end
  * of stream, its heartbeat not due) when the caller cancelled: the client sent a CANCEL by xid
  * on a connection that carried nothing any more. Once it noticed and reconnected, it must name
@@ -157,24 +181,9 @@ static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
     assert_true(arpc_future_cancel(answered)); /* on a working connection: its handler hears it */
     assert_true(long_poll_wait_cancelled(TEST_WAIT_S));
     arpc_future_release(answered);
-    arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
-    assert_non_null(f);
-    assert_true(long_poll_wait_started(TEST_WAIT_S));
+    park_then_cancel_after_a_silent_break(fx, proxy, c);
     void *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK); /* the first answer is in */
-    arpc_free(out);
-
-    arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
-    cut_proxy_hold_new(proxy, true);
-    assert_int_equal(cut_proxy_cut_silently(proxy), 1);
-    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, TEST_WAIT_MS));
-    assert_true(arpc_future_cancel(f)); /* its CANCEL by xid goes nowhere */
-    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
-    arpc_future_release(f);
-    wait_no_pending(c);
     arpc_client_stats cs;
     assert_int_equal(arpc_client_stats(c, &cs), ARPC_OK);
     assert_int_equal(cs.connections_closed, 0); /* the client has not noticed the break */
@@ -206,24 +215,9 @@ static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **stat
     arpc_client *c = NULL;
     arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
     assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
-    arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
-    assert_non_null(f);
-    assert_true(long_poll_wait_started(TEST_WAIT_S));
+    park_then_cancel_after_a_silent_break(fx, proxy, c);
     void *out = NULL;
     size_t outlen = 0;
-    assert_int_equal(arpc_call(c, "echo", "e", 1, &out, &outlen, TEST_WAIT_MS), ARPC_OK);
-    arpc_free(out);
-
-    arpc_server_stats st;
-    assert_int_equal(arpc_server_stats(fx->bs_server, &st), ARPC_OK);
-    cut_proxy_hold_new(proxy, true);
-    assert_int_equal(cut_proxy_cut_silently(proxy), 1);
-    assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, connections_closed),
-                                    st.connections_closed + 1, TEST_WAIT_MS));
-    assert_true(arpc_future_cancel(f)); /* its CANCEL by xid goes nowhere */
-    assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
-    arpc_future_release(f);
-    wait_no_pending(c);
 
     /* The next connection carries the client's HELLO only: the CANCEL by seq told right after
      * it never reaches the server. */
