@@ -60,7 +60,11 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
         arpc_log(ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
                  conn->c_peer, s->sv_handshake_s * 1000);
-        fault_rate_charge(sc);
+        /* A HELLO begun and not finished is a slow peer's fault; a peer that sent nothing may
+         * be a client that connects early and calls later (Go's jsonrpc.Dial), as a tls://
+         * peer that closes before its first byte is no fault. */
+        if (arpc_conn_frame_age(conn, now) > 0)
+            fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }
