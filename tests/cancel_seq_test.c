@@ -85,18 +85,26 @@ static void assert_no_handler_left(struct block_server *fx)
     assert_true(server_stat_reaches(fx->bs_server, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
 }
 
+/* A client of fx's server through a cut proxy of its own, reconnecting at once. */
+static arpc_client *client_through_proxy(struct block_server *fx, struct cut_proxy **proxy)
+{
+    char paddr[256];
+    *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
+    assert_non_null(*proxy);
+    arpc_client *c = NULL;
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
+    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    return c;
+}
+
 /* The defect as found, through the public client: a long poll runs, the network is cut, the
  * caller cancels while the client cannot reconnect, then the client reconnects. The server's
  * handler hears the cancel, and the call is never sent (nor run) again. */
 static void test_cancel_while_disconnected_reaches_the_handler(void **state)
 {
     struct block_server *fx = *state;
-    char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
-    assert_non_null(proxy);
-    arpc_client *c = NULL;
-    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
-    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    struct cut_proxy *proxy = NULL;
+    arpc_client *c = client_through_proxy(fx, &proxy);
     arpc_future *f = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER); /* at-most-once, no deadline */
     assert_non_null(f);
     assert_true(long_poll_wait_started(TEST_WAIT_S)); /* the long poll runs */
@@ -170,12 +178,8 @@ static void park_then_cancel_after_a_silent_break(struct block_server *fx, struc
 static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
 {
     struct block_server *fx = *state;
-    char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
-    assert_non_null(proxy);
-    arpc_client *c = NULL;
-    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
-    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    struct cut_proxy *proxy = NULL;
+    arpc_client *c = client_through_proxy(fx, &proxy);
     arpc_future *answered = arpc_call_async(c, "park", "p", 1, ARPC_FOREVER);
     assert_true(long_poll_wait_started(TEST_WAIT_S));
     assert_true(arpc_future_cancel(answered)); /* on a working connection: its handler hears it */
@@ -209,12 +213,8 @@ static void test_cancel_after_a_silent_break_reaches_the_handler(void **state)
 static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **state)
 {
     struct block_server *fx = *state;
-    char paddr[256];
-    struct cut_proxy *proxy = cut_proxy_start(fx->bs_addr, paddr, sizeof(paddr));
-    assert_non_null(proxy);
-    arpc_client *c = NULL;
-    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
-    assert_int_equal(arpc_client_connect(&c, paddr, &co), ARPC_OK);
+    struct cut_proxy *proxy = NULL;
+    arpc_client *c = client_through_proxy(fx, &proxy);
     park_then_cancel_after_a_silent_break(fx, proxy, c);
     void *out = NULL;
     size_t outlen = 0;
