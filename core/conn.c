@@ -45,6 +45,12 @@
  * 64 KiB calls switch threads more often). */
 #define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
 #define CONN_BODY_READ_BUDGET (64 * 1024)
+/* A cold connection (one that has not called yet: arpc_conn_cool) reads less: the cold set
+ * serves four of them a turn, and 20 peers each sending a 16 MiB first frame made turns of
+ * 0.5-1 ms at 64 KiB each (pages faulted into fresh body buffers), which nearly every call of
+ * the connections with calls waited behind; at 16 KiB a turn about a tenth of them did
+ * (docs/SECURITY.md). A good client's large first call is read a little slower, once. */
+#define CONN_COLD_READ_BUDGET (16 * 1024)
 
 static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
 
@@ -685,7 +691,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     size_t need = ARPC_FRAME_HEADER_SIZE;
-    size_t got = 0, limit = CONN_READ_BUDGET; /* bytes read this turn, and how many it may read */
+    /* bytes read this turn, and how many it may read */
+    size_t got = 0, limit = conn->c_cold ? CONN_COLD_READ_BUDGET : CONN_READ_BUDGET;
     conn->c_dispatching = true;
     /* Held input reads only for control frames to pass (conn_held_reads), whoever calls (the
      * write watcher calls in for a stream whose read waited for writability): never the rest
@@ -693,7 +700,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     for (int round = 0; round < CONN_READS_PER_READY && (conn_takes_input(conn) || conn_held_reads(conn)) && !conn->c_eof;
          round++) {
         bool held = conn->c_hold != 0; /* only control frames pass (core/conn_held.c) */
-        if (conn->c_body != NULL)
+        if (conn->c_body != NULL && !conn->c_cold)
             limit = CONN_BODY_READ_BUDGET;
         if (got >= limit)
             break; /* others' turn */
@@ -748,7 +755,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             conn->c_rend += (size_t)n;
         }
         need = conn_parse(conn);
-        if (conn->c_body != NULL || body_done)
+        if ((conn->c_body != NULL || body_done) && !conn->c_cold)
             limit = CONN_BODY_READ_BUDGET; /* a turn that met a large body: 64 KiB in all */
         /* (A large body moved out of the read buffer counts as consumed: its clock restarts
          * once its header is in.) */
