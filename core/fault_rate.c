@@ -21,19 +21,20 @@
 
 #include "arpc/error.h"
 #include "base/clock.h"
-#include "base/log.h"
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
-#define FAULT_RATE_LOG_EVERY_NS 1000000000ull /* one line a second at most, per server */
-
 void fault_rate_init(arpc_server *s, const arpc_server_options *o)
 {
-    s->sv_fault_rate = o->max_fault_rate < 0 ? 0 : o->max_fault_rate == 0 ? ARPC_FAULT_RATE_DEFAULT
-                                                                         : (uint32_t)o->max_fault_rate;
-    s->sv_fault_burst = o->fault_burst ? o->fault_burst : s->sv_fault_rate;
-    if (s->sv_fault_rate != 0)
-        arpc_token_bucket_init(&s->sv_fault_bucket, s->sv_fault_rate, s->sv_fault_burst);
+    uint32_t rate = o->max_fault_rate < 0    ? 0
+                    : o->max_fault_rate == 0 ? ARPC_FAULT_RATE_DEFAULT
+                                             : (uint32_t)o->max_fault_rate;
+    uint32_t burst = o->fault_burst ? o->fault_burst : rate;
+    char why[LISTENER_GATE_WHY_MAX];
+    snprintf(why, sizeof(why), "connections closed for their peers' faults are over max_fault_rate (%u a second, "
+             "burst %u): not accepting until they are paid for", rate, burst);
+    listener_gate_init(&s->sv_fault_gate, rate, burst, &s->sv_stats.ss_fault_pauses, &s->sv_stats.ss_fault_paused_ns,
+                       why);
 }
 
 bool fault_is_peers(int reason)
@@ -55,31 +56,6 @@ void fault_rate_charge(struct server_conn *sc)
     arpc_stat_inc(&s->sv_stats.ss_faulted);
     /* An inproc:// peer is this process: its faults are its own bugs, and must not pause the
      * listeners strangers use (inproc's is never paused either). */
-    if (s->sv_fault_rate != 0 && strcmp(sc->sc_peer.transport, arpc_transport_inproc.t_scheme) != 0)
-        arpc_token_bucket_charge(&s->sv_fault_bucket, arpc_now_ns());
-}
-
-uint64_t fault_rate_wait_ns(arpc_server *s, uint64_t now_ns)
-{
-    return s->sv_fault_rate != 0 ? arpc_token_bucket_wait_ns(&s->sv_fault_bucket, now_ns, 1) : 0;
-}
-
-void fault_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns)
-{
-    arpc_stat_inc(&s->sv_stats.ss_fault_pauses);
-    uint64_t quiet;
-    if (!arpc_log_throttle_due(&s->sv_fault_log, now_ns, FAULT_RATE_LOG_EVERY_NS, &quiet))
-        return;
-    char more[64] = "";
-    if (quiet != 0)
-        snprintf(more, sizeof(more), " (%llu more pauses since the last such line)", (unsigned long long)quiet);
-    arpc_log(ARPC_LOG_WARN,
-             "accept on %s: connections closed for their peers' faults are over max_fault_rate (%u a second, burst "
-             "%u): not accepting until they are paid for, new connections wait in the kernel's backlog%s",
-             addr, s->sv_fault_rate, s->sv_fault_burst, more);
-}
-
-void fault_rate_resumed(arpc_server *s, uint64_t paused_ns)
-{
-    arpc_stat_add(&s->sv_stats.ss_fault_paused_ns, paused_ns);
+    if (s->sv_fault_gate.lg_rate != 0 && strcmp(sc->sc_peer.transport, arpc_transport_inproc.t_scheme) != 0)
+        arpc_token_bucket_charge(&s->sv_fault_gate.lg_bucket, arpc_now_ns());
 }

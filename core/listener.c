@@ -44,7 +44,7 @@ struct server_listener {
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
     bool l_rated;                 /* gated by max_accept_rate, max_fault_rate (every transport but inproc) */
     uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for a rate; 0: not stopped for one */
-    bool l_paused_for_faults;     /* ... for max_fault_rate's debt (else max_accept_rate's tokens) */
+    struct listener_gate *l_paused_by; /* ... for this gate's wait (the server's accept or fault gate) */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
@@ -54,11 +54,7 @@ static void listener_rate_pause_ends(struct server_listener *l)
 {
     if (l->l_rate_paused_at == 0)
         return;
-    uint64_t paused = arpc_now_ns() - l->l_rate_paused_at;
-    if (l->l_paused_for_faults)
-        fault_rate_resumed(l->l_server, paused);
-    else
-        accept_rate_resumed(l->l_server, paused);
+    listener_gate_resumed(l->l_paused_by, arpc_now_ns() - l->l_rate_paused_at);
     l->l_rate_paused_at = 0;
 }
 
@@ -71,12 +67,13 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
 }
 
 /* Nanoseconds until n more connections may be accepted (0: now): the later of max_accept_rate's
- * tokens and the end of max_fault_rate's debt; *faults says the debt is the later. */
-static uint64_t listener_gate_ns(arpc_server *s, uint64_t now, unsigned n, bool *faults)
+ * tokens and the end of max_fault_rate's debt; *by is the gate that waits longer. */
+static uint64_t listener_wait_ns(arpc_server *s, uint64_t now, unsigned n, struct listener_gate **by)
 {
-    uint64_t tokens = accept_rate_wait_ns(s, now, n), debt = fault_rate_wait_ns(s, now);
-    *faults = debt > tokens;
-    return *faults ? debt : tokens;
+    uint64_t tokens = listener_gate_wait_ns(&s->sv_accept_gate, now, n);
+    uint64_t debt = listener_gate_wait_ns(&s->sv_fault_gate, now, 1);
+    *by = debt > tokens ? &s->sv_fault_gate : &s->sv_accept_gate;
+    return debt > tokens ? debt : tokens;
 }
 
 /* No token for the connection waiting, or faults owed: stop polling the socket until the
@@ -88,19 +85,16 @@ static uint64_t listener_gate_ns(arpc_server *s, uint64_t now, unsigned n, bool 
 static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
 {
     arpc_server *s = l->l_server;
-    unsigned per_ms = s->sv_accept_rate / 1000;
+    unsigned per_ms = s->sv_accept_gate.lg_rate / 1000;
     unsigned n = per_ms < 1 ? 1 : per_ms > LISTENER_ACCEPT_BATCH ? LISTENER_ACCEPT_BATCH : per_ms;
-    bool faults;
-    uint64_t wait = listener_gate_ns(s, now, n, &faults);
+    struct listener_gate *by;
+    uint64_t wait = listener_wait_ns(s, now, n, &by);
     if (arpc_deadline_arm(s->sv_loop, &l->l_retry, now + wait) != ARPC_OK)
         return false;
     arpc_loop_io_stop(s->sv_loop, &l->l_io);
     l->l_rate_paused_at = now;
-    l->l_paused_for_faults = faults;
-    if (faults)
-        fault_rate_paused(s, l->l_sock->l_addr, now);
-    else
-        accept_rate_paused(s, l->l_sock->l_addr, now);
+    l->l_paused_by = by;
+    listener_gate_paused(by, l->l_sock->l_addr, now);
     return true;
 }
 
@@ -159,8 +153,8 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     for (int i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
         /* Out of tokens, or faults owed: pause only if a connection is known to wait (the
          * readiness this callback is for); later in the batch, leave it to the next readiness. */
-        bool faults;
-        if (l->l_rated && listener_gate_ns(l->l_server, now, 1, &faults) != 0 &&
+        struct listener_gate *by;
+        if (l->l_rated && listener_wait_ns(l->l_server, now, 1, &by) != 0 &&
             (i > 0 || listener_pause_for_rate(l, now)))
             return;
         int fd;
@@ -234,7 +228,7 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
-    l->l_rated = (s->sv_accept_rate != 0 || s->sv_fault_rate != 0) && tr != &arpc_transport_inproc;
+    l->l_rated = (s->sv_accept_gate.lg_rate != 0 || s->sv_fault_gate.lg_rate != 0) && tr != &arpc_transport_inproc;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);

@@ -36,6 +36,7 @@
 #include "base/siphash.h"
 #include "base/token_bucket.h"
 #include "core/conn.h"
+#include "core/listener_gate.h"
 #include "core/registry.h"
 #include "core/block_pool.h"
 #include "core/reply_cache.h"
@@ -149,16 +150,9 @@ struct arpc_server {
     double sv_shed_idle_s;             /* out of descriptors: idle this long may be closed */
     double sv_write_s;                 /* output waiting this long unread closes */
     unsigned sv_max_conns;
-    /* The rate of new connections (core/accept_rate.c), loop thread */
-    uint32_t sv_accept_rate;          /* max_accept_rate; 0: unlimited */
-    uint32_t sv_accept_burst;
-    struct arpc_token_bucket sv_accept_bucket;
-    struct arpc_log_throttle sv_accept_log; /* its pauses' log lines, on arpc_now_ns */
-    /* Faulty connections (core/fault_rate.c), loop thread */
-    uint32_t sv_fault_rate; /* max_fault_rate; 0: unlimited */
-    uint32_t sv_fault_burst;
-    struct arpc_token_bucket sv_fault_bucket;
-    struct arpc_log_throttle sv_fault_log;
+    /* Gates on the listeners (core/listener_gate.h), loop thread: */
+    struct listener_gate sv_accept_gate; /* the rate of new connections (core/accept_rate.c) */
+    struct listener_gate sv_fault_gate;  /* faulty connections' (core/fault_rate.c) */
     uint32_t sv_unix_mode;            /* unix:// socket files' permissions; 0: the umask's */
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
@@ -248,23 +242,11 @@ bool fault_is_peers(int reason);
 /* sc is closed for its peer's fault: counted, charged (into debt if need be; not for an
  * inproc:// peer). */
 void fault_rate_charge(struct server_conn *sc);
-/* Nanoseconds until the faults charged are paid for (0: now; always 0 without a limit). */
-uint64_t fault_rate_wait_ns(arpc_server *s, uint64_t now_ns);
-/* A listener (addr) stopped accepting for the faults at now_ns: counted, logged (rate-limited). */
-void fault_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns);
-/* ... and accepts again, after paused_ns. */
-void fault_rate_resumed(arpc_server *s, uint64_t paused_ns);
 
 /* accept_rate.c (loop thread): max_accept_rate, accept_burst */
 void accept_rate_init(arpc_server *s, const arpc_server_options *o);
-/* Nanoseconds until n connections may be accepted (0: now; always 0 without a limit). */
-uint64_t accept_rate_wait_ns(arpc_server *s, uint64_t now_ns, unsigned n);
 /* One connection accepted (or shed: it cost the same) at now_ns. */
 void accept_rate_took(arpc_server *s, uint64_t now_ns);
-/* A listener (addr) stopped accepting for the rate at now_ns: counted, logged (rate-limited). */
-void accept_rate_paused(arpc_server *s, const char *addr, uint64_t now_ns);
-/* ... and accepts again, after paused_ns. */
-void accept_rate_resumed(arpc_server *s, uint64_t paused_ns);
 
 /* listener.c (loop thread) */
 struct server_listener *listener_new(arpc_server *s, const char *addr, char *bound, size_t boundlen,
