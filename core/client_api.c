@@ -288,11 +288,15 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     (void)loop;
     struct oneway_msg *m = (struct oneway_msg *)job;
     arpc_client *c = m->om_client;
-    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open)
-        /* Freed once written; its release tells a close's linger that it was one-way. */
+    arpc_stat_inc(&c->cl_stats.cst_oneways);
+    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
+        /* Freed once written; its release tells on_unwritten (client_linger_unwritten) that
+         * it was one-way. */
         arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release);
-    else
+    } else {
+        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
         arpc_free(m); /* at most once, never again: no connection now, no message */
+    }
     client_leave(c); /* the notifier's count (client_enter), held by the message until here */
 }
 

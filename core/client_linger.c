@@ -60,10 +60,13 @@ void client_linger_start(arpc_client *c, bool hello_done)
 
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release)
 {
+    bool oneway = release == client_oneway_release;
+    if (oneway)
+        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
     if (atomic_load(&c->cl_state) != CL_CLOSED)
         return; /* a loss: a one-way message is gone, as documented (client.h, arpc_notify) */
     c->cl_unsent_frames++;
-    if (release == client_oneway_release)
+    if (oneway)
         c->cl_unsent_oneway++;
 }
 

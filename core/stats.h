@@ -59,6 +59,7 @@ struct client_stats {
     struct io_stats cst_io;
     struct call_stats cst_calls;
     arpc_stat cst_closed; /* connections closed (opened: cl_connections) */
+    arpc_stat cst_oneways, cst_oneways_dropped; /* loop thread (core/client_api.c, client_linger.c) */
 };
 
 static inline void stats_call_started(struct call_stats *cs) { arpc_stat_inc(&cs->cs_started); }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/cut_proxy.h"
 #include "support/test_util.h"
 
 #define MESSAGES 96
@@ -153,11 +154,56 @@ static void test_close_reports_what_the_linger_could_not_send(void **state)
     assert_int_equal(atomic_load(&sink_runs) + unsent, MESSAGES);
 }
 
+static uint64_t oneway_stat(arpc_client *c, bool dropped)
+{
+    arpc_client_stats cs;
+    assert_int_equal(arpc_client_stats(c, &cs), ARPC_OK);
+    return dropped ? cs.oneways_dropped : cs.oneways;
+}
+
+/* The connection breaks (a network path fails) while one-way messages wait in the client's
+ * queue: they are gone, as documented, and counted in oneways_dropped; the client stays open.
+ * Then, with no connection (the proxy holds the reconnect), a message is dropped at once and
+ * counted. (Before, both were silent while the client stayed open.) */
+static void test_one_ways_dropped_at_a_broken_connection_are_counted(void **state)
+{
+    enum { MORE = 64, SENT = MESSAGES + MORE };
+    struct fixture *fx = *state;
+    char via[128];
+    struct cut_proxy *px = cut_proxy_start(fx->addr, via, sizeof(via));
+    assert_non_null(px);
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, via, NULL), ARPC_OK);
+    fill(c);
+    static uint8_t payload[MESSAGE_BYTES];
+    for (int i = 0; i < MORE; i++) /* the proxy's two sockets hold as much as the server's */
+        assert_int_equal(arpc_notify(c, "sink", payload, sizeof(payload)), ARPC_OK);
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways), SENT, TEST_WAIT_MS));
+    cut_proxy_hold_new(px, true);
+    (void)cut_proxy_cut(px); /* (or the proxy gave up on the server after a second without progress) */
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, connections_closed), 1, TEST_WAIT_MS));
+    uint64_t dropped; /* (counted before the close: a poll only for another thread's view) */
+    for (int64_t until = now_ms() + TEST_WAIT_MS; (dropped = oneway_stat(c, true)) == 0 && now_ms() < until;)
+        sleep_ms(1); /* pacing a poll */
+    assert_true(dropped >= 1); /* 40 MiB sent, ~20 MiB in the sockets: the rest was queued */
+    assert_true(dropped <= SENT);
+    sem_post(&sink_release);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
+    assert_true(atomic_load(&sink_runs) + dropped <= SENT); /* the rest ran, or died in the sockets */
+
+    assert_int_equal(arpc_notify(c, "sink", "x", 1), ARPC_OK); /* no connection: dropped at the loop */
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways), SENT + 1, TEST_WAIT_MS));
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways_dropped), dropped + 1, TEST_WAIT_MS));
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    cut_proxy_stop(px);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_close_waits_for_a_slow_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reports_what_the_linger_could_not_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_ways_dropped_at_a_broken_connection_are_counted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,7 +229,8 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
 
 /* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
  * sending, not delivered (it is dropped if there is no connection when it reaches the loop,
- * or if it is not yet written when the connection breaks). arpc_client_close writes it as
+ * or if it is not yet written when the connection breaks; arpc_client_stats counts both:
+ * oneways_dropped). arpc_client_close writes it as
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
  * connection (docs/SEMANTICS.md).

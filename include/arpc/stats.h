@@ -95,6 +95,12 @@ typedef struct arpc_client_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t connections_opened, connections_closed; /* opened: HELLO exchanged */
     uint64_t queued_bytes;          /* gauge: requests waiting for the socket */
+    /* One-way messages (arpc_notify) that reached the client's loop, and of them those dropped
+     * unwritten: no connection when they reached it, or the connection broke (or
+     * arpc_client_close's linger ended) before they were written whole. A message written
+     * whole but lost with its connection (in the sockets' buffers) is not counted: nothing
+     * tells the client. The server's method stats count those that ran. (Appended after 0.2.0.) */
+    uint64_t oneways, oneways_dropped;
 } arpc_client_stats;
 
 /* The server's counters. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h). */
