@@ -21,7 +21,9 @@
  * sooner of the call's own deadline and, while it waits for a connection, its give-up time
  * (call_on_deadline tells which it was).
  */
+#include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -170,18 +172,43 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 /* ---- deadlines ---- */
 
+/* A call never sent ends ARPC_EUNREACHABLE. While the client has no connection its result says
+ * why the last attempt failed, as arpc_client_last_error would (a refused connect, a server
+ * certificate not trusted, ...): the code alone cannot tell a server down from a configuration
+ * to mend. Without memory for the words, the code alone. */
+static void call_finish_unreachable(struct client_call *call)
+{
+    arpc_client *c = call->cc_client;
+    char why[CLIENT_WHY_MAX + 32];
+    int n = 0;
+    if (atomic_load(&c->cl_state) != CL_READY) {
+        pthread_mutex_lock(&c->cl_err_mtx); /* a failure's path, off the per-call one */
+        if (c->cl_err_code != ARPC_OK && c->cl_err_text[0] != '\0')
+            n = snprintf(why, sizeof(why), "no connection to the server: %s", c->cl_err_text);
+        pthread_mutex_unlock(&c->cl_err_mtx);
+    }
+    char *text = n > 0 ? arpc_text_copy(why, (size_t)n) : NULL;
+    call_finish(call, ARPC_EUNREACHABLE, text, text != NULL ? (size_t)n : 0);
+}
+
 void call_on_deadline(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
         /* Its give-up time: no connection came back for it (it is waiting). */
-        call_finish(call, sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
+        if (sent)
+            call_finish(call, ARPC_ECONNLOST, NULL, 0);
+        else
+            call_finish_unreachable(call);
         return;
     }
     /* Its deadline. Never sent and no connection: it could not reach the server. */
     bool connected = atomic_load(&c->cl_state) == CL_READY;
-    call_finish(call, sent || (connected && !call->cc_waiting) ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+    if (sent || (connected && !call->cc_waiting))
+        call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
+    else
+        call_finish_unreachable(call);
 }
 
 /* ---- sending ---- */
@@ -318,7 +345,10 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     }
     if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
         /* Never sent (connected or not): it did not reach the server before its deadline. */
-        call_finish(call, call->cc_sent ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+        if (call->cc_sent)
+            call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
+        else
+            call_finish_unreachable(call);
         return false;
     }
     call->cc_order = c->cl_next_order++;

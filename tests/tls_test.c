@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/cut_proxy.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
 
@@ -445,6 +446,49 @@ static void test_certificate_reload(void **state)
     stop_server(plain);
 }
 
+/* A reconnect refused by TLS (the server's certificate rotated to one the client does not
+ * trust, its connection then cut): a call that cannot be sent ends ARPC_EUNREACHABLE with the
+ * handshake's failure in its result. (Before, the code alone; the words were only in
+ * arpc_client_last_error.) */
+static void test_reconnect_refused_by_tls_named_in_the_result(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX], target[ARPC_ADDR_MAX + 8], via[ARPC_ADDR_MAX], tls_via[ARPC_ADDR_MAX + 8];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    snprintf(target, sizeof(target), "tcp://%s", addr + strlen("tls://"));
+    struct cut_proxy *px = cut_proxy_start(target, via, sizeof(via)); /* TLS passes through it */
+    assert_non_null(px);
+    snprintf(tls_via, sizeof(tls_via), "tls://%s", via + strlen("tcp://"));
+    arpc_tls_options ca = {.ca_file = P.ca};
+    arpc_client_options co = {.connect_timeout_ms = WAIT_MS, .tls = &ca};
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, tls_via, &co));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "echo", "x", 1, &reply, &len, WAIT_MS));
+    arpc_free(reply);
+    arpc_tls_options next = {.cert_file = P.other_server_pem, .key_file = P.other_server_key};
+    char err[ARPC_ERRBUF_SIZE] = "";
+    assert_int_equal(ARPC_OK, arpc_server_tls_reload(s, &next, err, sizeof(err)));
+    assert_true(cut_proxy_cut(px) >= 1);
+    for (int64_t until = now_ms() + WAIT_MS;; sleep_ms(1)) { /* pacing a poll: a reconnect tried */
+        (void)arpc_client_last_error(c, err, sizeof(err)); /* the code: ECONNLOST, then ETLS */
+        if (strstr(err, "certificate verify failed") != NULL)
+            break;
+        assert_true(now_ms() < until);
+    }
+    reply = NULL;
+    int rc = arpc_call(c, "echo", "x", 1, &reply, &len, 100);
+    if (rc != ARPC_EUNREACHABLE || reply == NULL || strstr(reply, "certificate verify failed") == NULL)
+        fail_msg("expected ARPC_EUNREACHABLE naming the certificate, got %s: %s", arpc_errname(rc),
+                 reply != NULL ? (const char *)reply : "(no result)");
+    assert_int_equal(strlen(reply), len);
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    cut_proxy_stop(px);
+    stop_server(s);
+}
+
 /* Revocation: a CRL in ca_file turns the check on. A client trusting ca with its CRL refuses
  * the server certificate it revokes; a server with it refuses the client certificate it
  * revokes, and logs why. (A ca_file without CRLs checks none: every other test.) */
@@ -600,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),
         cmocka_unit_test(test_certificate_reload),
+        cmocka_unit_test(test_reconnect_refused_by_tls_named_in_the_result),
         cmocka_unit_test(test_revoked_certificates),
         cmocka_unit_test(test_tls12_aead_ciphers_only),
     };

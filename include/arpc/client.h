@@ -35,7 +35,10 @@
  *                     once, for an at-most-once call)
  *   ARPC_EUNREACHABLE the call was never sent: no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
- *                     passed before the client's loop took it up: it did not run
+ *                     passed before the client's loop took it up: it did not run. Without a
+ *                     connection the result holds why the last attempt failed ("no connection
+ *                     to the server: " and arpc_client_last_error's words: a refused
+ *                     connect, a server certificate not trusted, ...)
  *   ARPC_ECONNLOST    the outcome is unknown: the call was sent, the connection broke, and it
  *                     could not be settled: it was ARPC_NO_RETRY; or the server came back
  *                     without its memory of the call (a restart with no reply log, or after
@@ -190,7 +193,8 @@ ARPC_API int arpc_client_close(arpc_client *c);
 /* Blocking call. *reply and *reply_len are set (NULL / 0 unless data came back) on every
  * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
  * would wait for itself: use arpc_call_async there). method: "Service.Method", 1 to 255
- * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, which carry a message),
+ * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, and ARPC_EUNREACHABLE
+ * without a connection, which carry a message),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
  * may be NULL to discard it. A message is followed by a NUL byte not counted in *reply_len
  * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above). */
