@@ -103,7 +103,7 @@ uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *par
 bool jsonrpc_valid(const void *buf, size_t len)
 {
     json_error_t err;
-    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &err);
+    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     bool valid = v != NULL;
     json_decref(v);
     return valid;

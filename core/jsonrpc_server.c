@@ -259,12 +259,62 @@ static uint64_t jsonrpc_track(struct server_conn *sc, char *id)
     return 0;
 }
 
+static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len);
+
+/* The id a skim kept (core/jsonrpc_skim.h), as JSON text to answer by (arpc_malloc'd), or id
+ * null: checked by jansson first, so the peer's bytes are echoed only as JSON. An integer
+ * outside int64 (jansson's limit) is echoed as it was sent, once it parses as a number. */
+static char *jsonrpc_skimmed_id(const struct jsonrpc_skim *sk)
+{
+    char *id = NULL;
+    size_t id_len;
+    if (sk->sk_id_state == JSONRPC_SKIM_ID_KEPT) {
+        json_t *v = json_loadb(sk->sk_id, sk->sk_id_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (v != NULL) {
+            if (jsonrpc_dump(v, &id, &id_len) != ARPC_OK)
+                id = NULL;
+        } else if ((v = json_loadb(sk->sk_id, sk->sk_id_len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL)) !=
+                       NULL &&
+                   json_is_number(v)) {
+            id = arpc_text_copy(sk->sk_id, sk->sk_id_len);
+        }
+        json_decref(v);
+    }
+    return id != NULL ? id : jsonrpc_null_id();
+}
+
+/* A request that is JSON but that jansson cannot hold (an integer outside int64, a key with
+ * \u0000): the stream is still in step (jsonrpc_scan delimited the object), so it is
+ * answered with an error by its id, and the connection goes on. */
+static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, size_t len, const char *what)
+{
+    struct jsonrpc_skim sk;
+    jsonrpc_skim_reset(&sk);
+    size_t used;
+    char *id = jsonrpc_skim(&sk, p, len, &used) == ARPC_OK ? jsonrpc_skimmed_id(&sk) : jsonrpc_null_id();
+    uint64_t xid = jsonrpc_track(sc, id);
+    if (xid == 0)
+        return;
+    char msg[128];
+    int n = snprintf(msg, sizeof(msg), "jsonrpc: request not taken: %s", what);
+    jsonrpc_fail(sc, xid, msg, (size_t)n);
+}
+
 /* One whole request object, p[0..len). */
 static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len)
 {
     sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
     json_error_t jerr;
-    json_t *req = json_loadb((const char *)p, len, 0, &jerr);
+    /* \u0000 is a JSON string's character like any other: kept (json_string_length). */
+    json_t *req = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
+    if (req == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
+        jsonrpc_unrepresentable(sc, p, len, "an integer outside int64 (the server's JSON library holds no larger)");
+        return;
+    }
+    if (req == NULL && json_error_code(&jerr) == json_error_null_byte_in_key) {
+        jsonrpc_unrepresentable(sc, p, len, "a key holds \\u0000");
+        return;
+    }
     if (req == NULL) {
         /* jansson quotes the bytes near the error: the peer's, so escaped (found by fuzzing). */
         char text[ARPC_LOG_FIELD_MAX], why[ARPC_LOG_FIELD_MAX + 64];
@@ -325,25 +375,13 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     json_decref(req);
 }
 
-static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len);
-
-/* The oversized request skimmed whole: answered ARPC_ETOOLARGE by the id it carried, checked
- * by jansson first (the peer's bytes are echoed only as JSON it accepts), else by id null. */
+/* The oversized request skimmed whole: answered ARPC_ETOOLARGE by the id it carried
+ * (jsonrpc_skimmed_id). */
 static void jsonrpc_answer_too_large(struct server_conn *sc)
 {
     const struct jsonrpc_skim *sk = &sc->sc_json->js_skim;
     sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
-    char *id = NULL;
-    size_t id_len;
-    if (sk->sk_id_state == JSONRPC_SKIM_ID_KEPT) {
-        json_t *v = json_loadb(sk->sk_id, sk->sk_id_len, JSON_DECODE_ANY, NULL);
-        if (v != NULL && jsonrpc_dump(v, &id, &id_len) != ARPC_OK)
-            id = NULL;
-        json_decref(v);
-    }
-    if (id == NULL)
-        id = jsonrpc_null_id();
-    uint64_t xid = jsonrpc_track(sc, id);
+    uint64_t xid = jsonrpc_track(sc, jsonrpc_skimmed_id(sk));
     if (xid == 0)
         return;
     char msg[96];

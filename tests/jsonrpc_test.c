@@ -409,6 +409,34 @@ static void test_server_limits(void **state)
 /* The first byte chooses the codec, once: a connection that began with an arpc PING (answered
  * before any HELLO) and then sends '{' is not turned into a JSON-RPC one; the server answers
  * in arpc frames only (PONG, then GOAWAY for the bytes that are no frame) and closes. */
+/* JSON that jansson cannot hold (an integer outside int64, a key with \u0000) is answered with
+ * an error by its id (as sent, a large integer too), and the connection goes on; a string
+ * with \u0000 is taken. (Before, each closed the connection as malformed.) */
+static void test_unrepresentable_json_answered(void **state)
+{
+    (void)state;
+    static const char reqs[] =
+        "{\"method\":\"T.Echo\",\"params\":[123456789012345678901234567890],\"id\":1}\n"
+        "{\"method\":\"T.Echo\",\"params\":[\"a\\u0000b\"],\"id\":2}\n"
+        "{\"method\":\"T.Echo\",\"params\":[1],\"id\":18446744073709551615}\n"
+        "{\"method\":\"T.Echo\",\"params\":[{\"k\\u0000\":1}],\"id\":4}\n"
+        "{\"method\":\"T.Echo\",\"params\":[5],\"id\":5}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, reqs, sizeof(reqs) - 1), (ssize_t)(sizeof(reqs) - 1));
+    const char *got = read_lines(fd, 5);
+    static const char *const want[] = {
+        "{\"id\":1,\"result\":null,\"error\":\"jsonrpc: request not taken: an integer outside int64",
+        "{\"id\":2,\"result\":\"a\\u0000b\",\"error\":null}\n",
+        "{\"id\":18446744073709551615,\"result\":null,\"error\":\"jsonrpc: request not taken: an integer outside int64",
+        "{\"id\":4,\"result\":null,\"error\":\"jsonrpc: request not taken: a key holds \\\\u0000\"}\n",
+        "{\"id\":5,\"result\":5,\"error\":null}\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (strstr(got, want[i]) == NULL)
+            fail_msg("expected %s in:\n%s", want[i], got);
+    close(fd);
+}
+
 static void test_codec_chosen_by_first_byte(void **state)
 {
     (void)state;
@@ -568,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),
+        cmocka_unit_test(test_unrepresentable_json_answered),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };
