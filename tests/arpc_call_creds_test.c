@@ -149,6 +149,10 @@ static void test_usage(void **state)
 }
 
 #ifdef ARPC_TEST_WITH_TLS
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
 #include "support/tls_certs.h"
 
 static struct tls_certs certs;
@@ -211,6 +215,40 @@ static void test_tls_trust(void **state)
     stop(s);
 }
 
+/* --ca-dir: a directory of CAs found by their subject hash (as c_rehash names them): the test
+ * CA there is trusted; an empty directory trusts nobody. */
+static void test_tls_trust_ca_dir(void **state)
+{
+    (void)state;
+    char dir[300], hashed[340], empty[300];
+    snprintf(dir, sizeof(dir), "%s/cadir", certs.tc_dir);
+    snprintf(empty, sizeof(empty), "%s/emptydir", certs.tc_dir);
+    assert_int_equal(0, mkdir(dir, 0700));
+    assert_int_equal(0, mkdir(empty, 0700));
+    FILE *f = fopen(P.ca, "r");
+    assert_non_null(f);
+    X509 *ca = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(ca);
+    snprintf(hashed, sizeof(hashed), "%s/%08lx.0", dir, X509_NAME_hash_ex(X509_get_subject_name(ca), NULL, NULL, NULL));
+    f = fopen(hashed, "w");
+    assert_non_null(f);
+    assert_int_equal(1, PEM_write_X509(f, ca));
+    fclose(f);
+    X509_free(ca);
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_tls(false, addr);
+    struct call_run r;
+    RUN(&r, "--ca-dir", dir, addr, "echo", "via a directory");
+    expect_reply(&r, "via a directory");
+    RUN(&r, "--ca-dir", empty, addr, "echo", "via a directory");
+    expect_failure(&r, ARPC_ETLS, addr, "certificate verify failed");
+    stop(s);
+    assert_int_equal(0, unlink(hashed));
+    assert_int_equal(0, rmdir(dir));
+    assert_int_equal(0, rmdir(empty));
+}
+
 static void test_tls_mutual(void **state)
 {
     (void)state;
@@ -251,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_tls_trust),
+        cmocka_unit_test(test_tls_trust_ca_dir),
         cmocka_unit_test(test_tls_mutual),
         cmocka_unit_test(test_tls_and_token),
     };

@@ -81,6 +81,7 @@ static bool take_string(const char **field, const char *v)
 }
 
 static bool take_ca(struct call_args *a, const char *v) { return take_string(&a->ca_file, v); }
+static bool take_ca_dir(struct call_args *a, const char *v) { return take_string(&a->ca_dir, v); }
 static bool take_cert(struct call_args *a, const char *v) { return take_string(&a->cert_file, v); }
 static bool take_key(struct call_args *a, const char *v) { return take_string(&a->key_file, v); }
 static bool take_server_name(struct call_args *a, const char *v) { return take_string(&a->server_name, v); }
@@ -101,6 +102,9 @@ static const struct opt opts[] = {
      "                 server's error string fails with ARPC_EHANDLER; tcp:// and unix:// only\n"
      "                 (a tls:// ADDR fails with ARPC_EADDR: nothing is sent without TLS)"},
     {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)"},
+    {"ca-dir", true, take_ca_dir,
+     "DIR: a directory of CAs (PEM, named by their subject hash as c_rehash makes\n"
+     "                 them), with --ca or alone"},
     {"cert", true, take_cert, "FILE: our certificate (PEM) for mutual TLS, with --key"},
     {"key", true, take_key, "FILE: --cert's private key (PEM)"},
     {"server-name", true, take_server_name,
@@ -220,11 +224,12 @@ enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a
         return usage_error("%s", "--json takes no TLS or token options (JSON-RPC is tcp:// and unix:// only)");
     static const char tls_scheme[] = "tls://";
     if (call_args_tls(a) && strncmp(a->addr, tls_scheme, sizeof(tls_scheme) - 1) != 0)
-        return usage_error("%s", "--ca, --cert, --key and --server-name need a tls:// ADDR");
+        return usage_error("%s", "--ca, --ca-dir, --cert, --key and --server-name need a tls:// ADDR");
     return CALL_ARGS_OK;
 }
 
 bool call_args_tls(const struct call_args *a)
 {
-    return a->ca_file != NULL || a->cert_file != NULL || a->key_file != NULL || a->server_name != NULL;
+    return a->ca_file != NULL || a->ca_dir != NULL || a->cert_file != NULL || a->key_file != NULL ||
+           a->server_name != NULL;
 }

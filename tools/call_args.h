@@ -21,6 +21,7 @@ struct call_args {
     bool json;            /* --json: a JSON-RPC 1.0 call, DATA its params[0] (tools/call_json.h) */
     /* tls:// (arpc_tls_options, tools/call_creds.h); NULL: not given */
     const char *ca_file;     /* --ca FILE */
+    const char *ca_dir;      /* --ca-dir DIR */
     const char *cert_file;   /* --cert FILE, with --key FILE: mutual TLS */
     const char *key_file;
     const char *server_name; /* --server-name NAME */

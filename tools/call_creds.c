@@ -18,6 +18,7 @@ static int tls_apply(const struct call_args *a, struct call_creds *cr, arpc_clie
     if (!call_args_tls(a))
         return -1;
     cr->tls.ca_file = a->ca_file;
+    cr->tls.ca_dir = a->ca_dir;
     cr->tls.cert_file = a->cert_file;
     cr->tls.key_file = a->key_file;
     cr->tls.server_name = a->server_name;
@@ -35,6 +36,7 @@ static int tls_apply(const struct call_args *a, struct call_creds *cr, arpc_clie
     if (!call_args_tls(a))
         return -1;
     const char *flag = a->ca_file != NULL     ? "--ca"
+                       : a->ca_dir != NULL    ? "--ca-dir"
                        : a->cert_file != NULL ? "--cert"
                        : a->key_file != NULL  ? "--key"
                                               : "--server-name";

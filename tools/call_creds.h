@@ -1,5 +1,5 @@
 /*
- * tools/call_creds.h: arpc-call's credentials: --ca, --cert, --key and --server-name as
+ * tools/call_creds.h: arpc-call's credentials: --ca, --ca-dir, --cert, --key and --server-name as
  * arpc_tls_options, --token or --token-file as the HELLO's token (arpc/auth.h).
  */
 #ifndef ARPC_TOOLS_CALL_CREDS_H
