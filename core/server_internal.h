@@ -229,9 +229,10 @@ static inline bool server_live(const arpc_server *s, const char *fn)
 void server_retain(arpc_server *s);
 void server_release(arpc_server *s);
 
-/* server_limits.c: connections a sweep closes per loop turn at most. A close costs ~20-40 us
- * (the GOAWAY, the epoll_ctl, the close): 1,000 slowloris connections timing out together
- * made one turn of 8-16 ms, which a good client's call waited behind; 16 take ~0.5 ms. */
+/* server_limits.c: connections a sweep closes per loop turn at most (fewer when they hold
+ * input or output: each MiB counts as one more). A close costs ~20-40 us (the GOAWAY, the
+ * epoll_ctl, the close): 1,000 slowloris connections timing out together made one turn of
+ * 8-16 ms, which a good client's call waited behind; 16 take ~0.5 ms. */
 #define SERVER_LIMITS_CLOSES_PER_TURN 16
 
 /* fault_rate.c (loop thread): max_fault_rate, fault_burst */
