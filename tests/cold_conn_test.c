@@ -316,6 +316,15 @@ static void served_start_with(struct served *v, arpc_server_options so)
 
 static void served_start(struct served *v) { served_start_with(v, (arpc_server_options){0}); }
 
+/* The good client's socket closed, the server destroyed, the loop and the socket file gone. */
+static void served_stop(struct served *v)
+{
+    close(v->good);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(v->s));
+    arpc_loop_destroy(v->loop);
+    unlink(v->path);
+}
+
 /* 32 connections closed at once while the good client calls: its answer comes before the
  * last of them is let go; then all are, and every descriptor with them. */
 static void test_mass_close_good_call_first(void **state)
@@ -345,10 +354,7 @@ static void test_mass_close_good_call_first(void **state)
     }
     assert_int_equal(0, arpc_loop_cold_count(v.loop));
     assert_int_equal(fds_before, fds_open());
-    close(v.good);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
-    arpc_loop_destroy(v.loop);
-    unlink(v.path);
+    served_stop(&v);
 }
 
 /* A client socket that connects and says nothing. */
@@ -430,10 +436,7 @@ static void test_mass_timeout_closes_bounded_per_turn(void **state)
     assert_true(sent && answered);
     for (int i = 0; i < N; i++)
         close(fds[i]);
-    close(v.good);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
-    arpc_loop_destroy(v.loop);
-    unlink(v.path);
+    served_stop(&v);
 }
 
 /* A connection's first frame, large and still arriving, is read CONN_COLD_READ_BUDGET
@@ -470,10 +473,7 @@ static void test_cold_large_frame_read_a_slice_per_turn(void **state)
     assert_int_equal(1, arpc_loop_cold_count(v.loop)); /* still cold: no request yet */
     assert_int_equal(2, conns_open(v.s));
     close(fd);
-    close(v.good);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
-    arpc_loop_destroy(v.loop);
-    unlink(v.path);
+    served_stop(&v);
 }
 
 /* Connections that time out together while holding large frames' bytes cost the sweep's turn
@@ -531,10 +531,7 @@ static void test_mass_timeout_weighs_what_closes_free(void **state)
     good_call(&v, 3);          /* the good client's connection stayed */
     for (int i = 0; i < N; i++)
         close(fds[i]);
-    close(v.good);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
-    arpc_loop_destroy(v.loop);
-    unlink(v.path);
+    served_stop(&v);
 }
 
 /* Drives the loop, sleeping in poll on its fd as an application would, until the cold set
@@ -581,10 +578,7 @@ static void test_idle_connections_cool_again(void **state)
         assert_true(turns++ < CONN_N);
         (void)step(v.loop);
     }
-    close(v.good);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(v.s));
-    arpc_loop_destroy(v.loop);
-    unlink(v.path);
+    served_stop(&v);
 }
 
 /* Stop and destroy while cold connections wait: some idle, some closed by their peers and not
