@@ -161,6 +161,15 @@ static void server_stream(void)
     chunks((const uint8_t *)big, (size_t)n_big, 255);
     chunks((const uint8_t *)call, sizeof(call) - 1, 7);
     write_seed(t, "jsonrpc-call-oversized-call");
+
+    /* JSON-RPC that jansson cannot hold (an integer outside int64, a key with \u0000),
+     * answered by its id, then a call after it. */
+    static const char unheld[] = "{\"method\":\"f.echo\",\"params\":[123456789012345678901234567890],\"id\":1}\n"
+                                 "{\"method\":\"f.echo\",\"params\":[1],\"id\":18446744073709551615}\n"
+                                 "{\"method\":\"f.echo\",\"params\":[{\"k\\u0000\":\"a\\u0000b\"}],\"id\":3}\n";
+    chunks((const uint8_t *)unheld, sizeof(unheld) - 1, 255);
+    chunks((const uint8_t *)call, sizeof(call) - 1, 255);
+    write_seed(t, "jsonrpc-unrepresentable-then-call");
 }
 
 /* ---- the client stream target: what a server (or an impostor) sends after its HELLO ---- */
