@@ -80,6 +80,13 @@ static void server_sample(struct text_buf *b, const char *name, const char *type
     text_buf_printf(b, "%s %" PRIu64 "\n", name, v);
 }
 
+/* A counter of nanoseconds, shown in seconds (Prometheus' unit). */
+static void server_seconds(struct text_buf *b, const char *name, const char *help, uint64_t ns)
+{
+    family(b, name, "counter", help);
+    text_buf_printf(b, "%s %.6f\n", name, ns / 1e9);
+}
+
 int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
 {
     arpc_server_stats st;
@@ -145,18 +152,17 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_accept_rate_pauses_total", "counter",
                   "Times a listener stopped accepting because max_accept_rate was reached.",
                   st.accept_rate_pauses);
-    family(&b, "arpc_server_accept_rate_paused_seconds_total", "counter",
-           "Time listeners stayed stopped for max_accept_rate, summed over listeners.");
-    text_buf_printf(&b, "arpc_server_accept_rate_paused_seconds_total %.6f\n", st.accept_rate_paused_ns / 1e9);
+    server_seconds(&b, "arpc_server_accept_rate_paused_seconds_total",
+                   "Time listeners stayed stopped for max_accept_rate, summed over listeners.",
+                   st.accept_rate_paused_ns);
     server_sample(&b, "arpc_server_connections_faulted_total", "counter",
                   "Connections closed for their peer's fault (malformed frames, refused auth, TLS failures, timeouts).",
                   st.connections_faulted);
     server_sample(&b, "arpc_server_fault_rate_pauses_total", "counter",
                   "Times a listener stopped accepting because faulty connections were over max_fault_rate.",
                   st.fault_rate_pauses);
-    family(&b, "arpc_server_fault_rate_paused_seconds_total", "counter",
-           "Time listeners stayed stopped for max_fault_rate, summed over listeners.");
-    text_buf_printf(&b, "arpc_server_fault_rate_paused_seconds_total %.6f\n", st.fault_rate_paused_ns / 1e9);
+    server_seconds(&b, "arpc_server_fault_rate_paused_seconds_total",
+                   "Time listeners stayed stopped for max_fault_rate, summed over listeners.", st.fault_rate_paused_ns);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);
