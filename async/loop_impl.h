@@ -5,6 +5,7 @@
  *   async/loop_timers.c  the deadline heap under one ev_timer
  *   async/loop_wait.c    waiting on a loop: run_until, wait, run_sync
  *   async/loop_cold.c    cold fd watchers, a bounded slice of them per turn
+ *   async/loop_bulk.c    bytes of large bodies read per turn, across connections
  * The reasoning for each part is in the design notes at the top of its file.
  */
 #ifndef ARPC_ASYNC_LOOP_IMPL_H
@@ -73,6 +74,8 @@ struct arpc_loop {
     bool l_counted_awake;     /* counted in async/awake.h: between a check and a prepare */
     struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
     struct loop_cold *l_cold;     /* cold fd watchers (loop_cold.c); NULL until the first */
+    unsigned l_bulk_turn;     /* ev_iteration of the turn l_bulk_left is for (loop_bulk.c) */
+    size_t l_bulk_left;       /* bytes of bulk reads that turn may still spend */
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */
     bool l_owned;             /* wrapped or pollable: only l_owner runs it, never a thread of its own */
     pthread_t l_owner;        /* the thread that created (or wrapped) it */

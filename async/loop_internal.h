@@ -120,6 +120,15 @@ int arpc_loop_cold_budget(arpc_loop *loop, unsigned per_turn);
 /* Cold watchers started and not stopped. */
 size_t arpc_loop_cold_count(arpc_loop *loop);
 
+/* ---- bulk reads per turn (async/loop_bulk.c) ----
+ * Bytes of large frames' bodies one loop turn reads across all its connections: a connection
+ * already reads at most 64 KiB of a body per readiness (core/conn.c), but every ready one does,
+ * so 20 peers streaming large frames made turns of milliseconds that the other connections'
+ * calls waited behind. Loop thread. spent: this turn's budget is used up (the caller leaves
+ * its bytes in the socket for a later turn: the fd stays ready); spend: n bytes were read. */
+bool arpc_loop_bulk_spent(arpc_loop *loop);
+void arpc_loop_bulk_spend(arpc_loop *loop, size_t n);
+
 /* Loop thread: a prepare watcher was started with work for the next iteration (a connection's
  * flush), so a loop driven one non-blocking step at a time (arpc_loop_run_nowait) must iterate
  * again before its driver may sleep. */

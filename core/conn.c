@@ -690,6 +690,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)ev;
     (void)revents;
     struct arpc_conn *conn = w->data;
+    /* In a large body and the loop's turn has read its bulk: next turn (the socket stays
+     * ready). Not with bytes the stream holds, which no readiness would bring back. */
+    if (conn->c_body != NULL && arpc_loop_bulk_spent(conn->c_loop) && !conn_stream_buffered(conn))
+        return;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     /* bytes read this turn, and how many it may read */
     size_t got = 0, limit = conn->c_cold ? CONN_COLD_READ_BUDGET : CONN_READ_BUDGET;
@@ -749,6 +753,7 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         size_t parsed_from = conn->c_rstart;
         bool body_done = false;
         if (conn->c_body != NULL) {
+            arpc_loop_bulk_spend(conn->c_loop, (size_t)n);
             conn_body_advance(conn, (size_t)n); /* hands its frame up once whole */
             body_done = conn->c_body == NULL;
         } else {

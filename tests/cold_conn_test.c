@@ -15,6 +15,8 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -534,6 +536,51 @@ static void test_mass_timeout_weighs_what_closes_free(void **state)
     served_stop(&v);
 }
 
+/* Warm connections (each made a call) streaming large frames at once: a loop turn reads
+ * 128 KiB of their bodies in all (and the read that crosses it), not 64 KiB from each ready
+ * one (six made turns of 384 KiB; 20 peers streaming 16 MiB frames, turns of milliseconds). */
+static void test_bulk_read_per_turn_across_connections(void **state)
+{
+    (void)state;
+    enum { N = 6, BODY = 8 << 20, CHUNK = 256 << 10, TURN = 128 << 10, READ = 64 << 10, STEPS = 40 };
+    struct served v;
+    served_start(&v);
+    static uint8_t head[128], zeros[CHUNK];
+    size_t head_len = arpc_frame_encode_request_head(head, ARPC_FRAME_REQUEST, 2, 0, 0, 0, "t.echo", 6,
+                                                     BODY - ARPC_REQUEST_FIXED_SIZE - 6);
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = hello_client(v.loop, v.path);
+        send_call(fds[i], 1); /* warm: served in the loop proper */
+        (void)step_until_readable(v.loop, fds[i]);
+        drop_input(fds[i]);
+        assert_int_equal((ssize_t)head_len, write(fds[i], head, head_len));
+    }
+    assert_int_equal(0, arpc_loop_cold_count(v.loop));
+    unsigned full_turns = 0;
+    for (int step_i = 0; step_i < STEPS; step_i++) {
+        bool all_full = true; /* every socket holds more than a readiness reads */
+        for (int i = 0; i < N; i++) {
+            ssize_t n;
+            while ((n = write(fds[i], zeros, sizeof(zeros))) > 0)
+                ;
+            int queued = 0;
+            assert_int_equal(0, ioctl(fds[i], SIOCOUTQ, &queued));
+            all_full &= queued > READ;
+        }
+        uint64_t before = SERVER_STAT(v.s, bytes_in);
+        (void)step(v.loop);
+        uint64_t read = SERVER_STAT(v.s, bytes_in) - before;
+        assert_true(read <= TURN + READ);
+        full_turns += all_full && read > 0;
+    }
+    assert_true(full_turns > 0); /* turns that could have read 6 x 64 KiB did happen */
+    good_call(&v, 3); /* the good client is answered meanwhile */
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    served_stop(&v);
+}
+
 /* Drives the loop, sleeping in poll on its fd as an application would, until the cold set
  * holds n (or the deadline passes: a failure). */
 static void run_until_cold(arpc_loop *loop, unsigned n, int deadline_ms)
@@ -620,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_destroy_with_cold_pending),
         cmocka_unit_test(test_cold_large_frame_read_a_slice_per_turn),
         cmocka_unit_test(test_mass_timeout_weighs_what_closes_free),
+        cmocka_unit_test(test_bulk_read_per_turn_across_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
