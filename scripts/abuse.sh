@@ -12,6 +12,7 @@
 # ABUSE_ONLY=test_half_sent_frames (a cmocka pattern) runs one attack. ABUSE_ACCEPT_RATE=N (and
 # ABUSE_ACCEPT_BURST=B) give every attack's server max_accept_rate N (accept_burst B);
 # ABUSE_FAULT_RATE=N its max_fault_rate (-1: none; unset: arpc's default).
+# ABUSE_HALF_WARM=1: the half-sent frames' connections each make one call first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
