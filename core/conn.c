@@ -181,11 +181,13 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
 
 /* Bytes the stream already holds (a TLS record partly returned): they make no readiness of
  * their own. */
-static bool conn_stream_buffered(const struct arpc_conn *conn)
+static size_t conn_stream_held(const struct arpc_conn *conn)
 {
     const struct arpc_stream *s = conn->c_stream;
-    return s->s_ops->s_buffered != NULL && s->s_ops->s_buffered(s) > 0;
+    return s->s_ops->s_buffered != NULL ? s->s_ops->s_buffered(s) : 0;
 }
+
+static bool conn_stream_buffered(const struct arpc_conn *conn) { return conn_stream_held(conn) > 0; }
 
 /* (Re)starts the read watcher, feeding it one readiness for bytes the stream holds, so they
  * are not left waiting for the peer's next bytes. */
@@ -691,8 +693,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     (void)revents;
     struct arpc_conn *conn = w->data;
     /* In a large body and the loop's turn has read its bulk: next turn (the socket stays
-     * ready). Not with bytes the stream holds, which no readiness would bring back. */
-    if (conn->c_body != NULL && arpc_loop_bulk_spent(conn->c_loop) && !conn_stream_buffered(conn))
+     * ready), but for bytes the stream holds (a TLS record), which no readiness would bring
+     * back: those alone. */
+    size_t bulk_cap = SIZE_MAX;
+    if (conn->c_body != NULL && arpc_loop_bulk_spent(conn->c_loop) && (bulk_cap = conn_stream_held(conn)) == 0)
         return;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     /* bytes read this turn, and how many it may read */
@@ -706,6 +710,8 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         bool held = conn->c_hold != 0; /* only control frames pass (core/conn_held.c) */
         if (conn->c_body != NULL && !conn->c_cold)
             limit = CONN_BODY_READ_BUDGET;
+        if (limit > bulk_cap)
+            limit = bulk_cap;
         if (got >= limit)
             break; /* others' turn */
         uint8_t *dst;

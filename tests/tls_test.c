@@ -446,6 +446,46 @@ static void test_certificate_reload(void **state)
     stop_server(plain);
 }
 
+/* Three TLS clients streaming 1 MiB calls at once: the server's loop turns spend their bulk
+ * budget (async/loop_bulk.c) and a connection then reads only the bytes its TLS stream holds,
+ * coming back for the rest on the socket's next readiness. Every call is answered whole (a
+ * stream left holding bytes that no readiness brings back would hang them). */
+static void test_concurrent_bulk_calls(void **state)
+{
+    (void)state;
+    enum { CLIENTS = 3, CALLS = 16, BIG = 1 << 20 };
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    arpc_tls_options tls = {.ca_file = P.ca};
+    arpc_client *c[CLIENTS];
+    char err[ARPC_ERRBUF_SIZE] = "";
+    for (int k = 0; k < CLIENTS; k++) {
+        int rc = try_connect(addr, &tls, &c[k], err, sizeof(err));
+        if (rc != ARPC_OK)
+            fail_msg("connect: %s: %s", arpc_errname(rc), err);
+    }
+    uint8_t *src = malloc(BIG);
+    assert_non_null(src);
+    fill_pattern(src, 0, BIG);
+    arpc_future *fs[CLIENTS][CALLS];
+    for (int i = 0; i < CALLS; i++)
+        for (int k = 0; k < CLIENTS; k++)
+            fs[k][i] = arpc_call_async(c[k], "echo", src + i, BIG - 64, WAIT_MS * 3);
+    for (int k = 0; k < CLIENTS; k++)
+        for (int i = 0; i < CALLS; i++) {
+            assert_int_equal(ARPC_OK, arpc_future_wait(fs[k][i]));
+            size_t got;
+            const void *d = arpc_future_data(fs[k][i], &got);
+            assert_int_equal(BIG - 64, got);
+            assert_memory_equal(src + i, d, got);
+            arpc_future_release(fs[k][i]);
+        }
+    free(src);
+    for (int k = 0; k < CLIENTS; k++)
+        assert_int_equal(ARPC_OK, arpc_client_close(c[k]));
+    stop_server(s);
+}
+
 /* A reconnect refused by TLS (the server's certificate rotated to one the client does not
  * trust, its connection then cut): a call that cannot be sent ends ARPC_EUNREACHABLE with the
  * handshake's failure in its result. (Before, the code alone; the words were only in
@@ -645,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_options_checked),
         cmocka_unit_test(test_certificate_reload),
         cmocka_unit_test(test_reconnect_refused_by_tls_named_in_the_result),
+        cmocka_unit_test(test_concurrent_bulk_calls),
         cmocka_unit_test(test_revoked_certificates),
         cmocka_unit_test(test_tls12_aead_ciphers_only),
     };
