@@ -139,7 +139,8 @@ static bool starts_with(const char *s, const char *prefix) { return strncmp(s, p
 static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t len)
 {
     json_error_t jerr;
-    json_t *resp = json_loadb((const char *)p, len, 0, &jerr);
+    /* \u0000 in a string is JSON (our server answers with it: jsonrpc_server.c) */
+    json_t *resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
     const json_t *id = json_object_get(resp, "id");
     if (resp == NULL || !json_is_integer(id)) {
         char text[ARPC_LOG_FIELD_MAX]; /* jansson quotes the server's bytes near the error */

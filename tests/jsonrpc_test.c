@@ -437,6 +437,20 @@ static void test_unrepresentable_json_answered(void **state)
     close(fd);
 }
 
+/* The server takes and answers strings holding \u0000 (test_unrepresentable_json_answered):
+ * arpc's own client takes such an answer too, and its connection goes on.
+ * (Before, its parser refused \u0000 and closed the connection: every call pending on it
+ * failed.) */
+static void test_client_takes_nul_in_strings(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    expect_call(c, "T.Echo", "\"a\\u0000b\"", ARPC_OK, "\"a\\u0000b\"");
+    expect_call(c, "T.Echo", "{\"k\":[\"\\u0000\"]}", ARPC_OK, "{\"k\":[\"\\u0000\"]}");
+    expect_call(c, "T.Echo", "[true]", ARPC_OK, "[true]");
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
 static void test_codec_chosen_by_first_byte(void **state)
 {
     (void)state;
@@ -597,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),
         cmocka_unit_test(test_unrepresentable_json_answered),
+        cmocka_unit_test(test_client_takes_nul_in_strings),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };
