@@ -65,6 +65,23 @@ void client_set_error(arpc_client *c, int code, const char *why)
     pthread_mutex_unlock(&c->cl_err_mtx);
 }
 
+char *client_unreachable_why(arpc_client *c, size_t *len)
+{
+    char why[CLIENT_WHY_MAX + 32];
+    int n = 0;
+    *len = 0;
+    if (atomic_load(&c->cl_state) == CL_READY)
+        return NULL;
+    pthread_mutex_lock(&c->cl_err_mtx); /* a failure's path, off the per-call one */
+    if (c->cl_err_code != ARPC_OK && c->cl_err_text[0] != '\0')
+        n = snprintf(why, sizeof(why), "no connection to the server: %s", c->cl_err_text);
+    pthread_mutex_unlock(&c->cl_err_mtx);
+    char *text = n > 0 ? arpc_text_copy(why, (size_t)n) : NULL;
+    if (text != NULL)
+        *len = (size_t)n;
+    return text;
+}
+
 int arpc_client_last_error(arpc_client *c, char *buf, size_t len)
 {
     if (!client_live(c, __func__))

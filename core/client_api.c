@@ -165,11 +165,13 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     if (rc != ARPC_OK) {
         if (call != NULL)
             call_discard(call); /* the future's share of the block remains the caller's */
-        client_leave(c);
         /* Why, as a server's message comes (its length; a NUL after it); without memory the
          * code alone. */
         size_t why_len = why != NULL ? strlen(why) : 0;
         char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
+        if (rc == ARPC_EUNREACHABLE && text == NULL) /* a client lost at its first attempt */
+            text = client_unreachable_why(c, &why_len); /* (before the leave: c may go then) */
+        client_leave(c);
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }

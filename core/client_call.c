@@ -21,9 +21,7 @@
  * sooner of the call's own deadline and, while it waits for a connection, its give-up time
  * (call_on_deadline tells which it was).
  */
-#include <pthread.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -151,6 +149,11 @@ static void call_release_shared(struct client_call *call)
 void call_finish(struct client_call *call, int status, void *data, size_t len)
 {
     arpc_client *c = call->cc_client;
+    /* Never sent: without a connection, its result says why (client_unreachable_why), on
+     * every path that ends it so (its deadline, its give-up time, a client lost at its first
+     * attempt): the code alone cannot tell a server down from a configuration to mend. */
+    if (status == ARPC_EUNREACHABLE && data == NULL)
+        data = client_unreachable_why(c, &len);
     call->cc_finished = true;
     call_disarm(call);
     if (call->cc_waiting)
@@ -172,25 +175,6 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 /* ---- deadlines ---- */
 
-/* A call never sent ends ARPC_EUNREACHABLE. While the client has no connection its result says
- * why the last attempt failed, as arpc_client_last_error would (a refused connect, a server
- * certificate not trusted, ...): the code alone cannot tell a server down from a configuration
- * to mend. Without memory for the words, the code alone. */
-static void call_finish_unreachable(struct client_call *call)
-{
-    arpc_client *c = call->cc_client;
-    char why[CLIENT_WHY_MAX + 32];
-    int n = 0;
-    if (atomic_load(&c->cl_state) != CL_READY) {
-        pthread_mutex_lock(&c->cl_err_mtx); /* a failure's path, off the per-call one */
-        if (c->cl_err_code != ARPC_OK && c->cl_err_text[0] != '\0')
-            n = snprintf(why, sizeof(why), "no connection to the server: %s", c->cl_err_text);
-        pthread_mutex_unlock(&c->cl_err_mtx);
-    }
-    char *text = n > 0 ? arpc_text_copy(why, (size_t)n) : NULL;
-    call_finish(call, ARPC_EUNREACHABLE, text, text != NULL ? (size_t)n : 0);
-}
-
 void call_on_deadline(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
@@ -200,7 +184,7 @@ void call_on_deadline(struct client_call *call)
         if (sent)
             call_finish(call, ARPC_ECONNLOST, NULL, 0);
         else
-            call_finish_unreachable(call);
+            call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
         return;
     }
     /* Its deadline. Never sent and no connection: it could not reach the server. */
@@ -208,7 +192,7 @@ void call_on_deadline(struct client_call *call)
     if (sent || (connected && !call->cc_waiting))
         call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
     else
-        call_finish_unreachable(call);
+        call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
 }
 
 /* ---- sending ---- */
@@ -348,7 +332,7 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
         if (call->cc_sent)
             call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
         else
-            call_finish_unreachable(call);
+            call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
         return false;
     }
     call->cc_order = c->cl_next_order++;

@@ -272,6 +272,10 @@ void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
 /* Records why the latest connection attempt failed or the connection broke. Any thread. */
 void client_set_error(arpc_client *c, int code, const char *why);
+/* A call ending ARPC_EUNREACHABLE: while there is no connection, "no connection to the
+ * server: " and the last attempt's failure, as the call's result (arpc_malloc'd, NUL after
+ * *len); NULL with a connection, nothing recorded, or no memory (the code alone). Any thread. */
+char *client_unreachable_why(arpc_client *c, size_t *len);
 
 /* client_linger.c (loop thread) */
 /* The close's last words: the goodbye (to a server that understands it), then the connection

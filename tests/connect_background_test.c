@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/cut_proxy.h"
 #include "support/test_util.h"
 
 static void unix_addr(char *addr, size_t len, const char *what)
@@ -87,6 +89,57 @@ static void test_no_reconnect_ends_the_client(void **state)
     assert_int_equal(ARPC_OK, arpc_client_close(c));
 }
 
+/* Checks a call that ended ARPC_EUNREACHABLE without a connection: its result says why the
+ * last attempt failed (client.h), as arpc_client_last_error does. */
+static void expect_unreachable_saying_why(arpc_client *c, int rc, const char *reply, size_t len)
+{
+    char why[ARPC_ERRBUF_SIZE];
+    assert_int_not_equal(ARPC_OK, arpc_client_last_error(c, why, sizeof(why)));
+    if (rc != ARPC_EUNREACHABLE || reply == NULL || strncmp(reply, "no connection to the server: ", 29) != 0 ||
+        strstr(reply, why) == NULL)
+        fail_msg("expected ARPC_EUNREACHABLE saying \"%s\", got %s: %s", why, arpc_errname(rc),
+                 reply != NULL ? reply : "(no result)");
+    assert_int_equal(strlen(reply), len);
+}
+
+/* With no_reconnect, the calls a failed first attempt ends carry why, as any call ending
+ * ARPC_EUNREACHABLE without a connection does: one waiting when the attempt failed (a proxy
+ * holds the connection until the call is in, then finds no server behind it), and one made
+ * after. (Before, only calls ended by their deadline or give-up time did; these had the code
+ * alone.) */
+static void test_no_reconnect_calls_say_why(void **state)
+{
+    (void)state;
+    int probe = socket(AF_INET, SOCK_STREAM, 0); /* a port nobody listens on: the proxy's target */
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof(sin);
+    assert_int_equal(0, bind(probe, (struct sockaddr *)&sin, sizeof(sin)));
+    assert_int_equal(0, getsockname(probe, (struct sockaddr *)&sin, &slen));
+    char target[64], via[128];
+    snprintf(target, sizeof(target), "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    struct cut_proxy *px = cut_proxy_start(target, via, sizeof(via));
+    assert_non_null(px);
+    cut_proxy_hold_new(px, true); /* the client's connect completes in the backlog; no HELLO */
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .no_reconnect = true};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, via, &co));
+    arpc_future *f = arpc_call_async(c, "t.echo", "x", 1, 3600 * 1000);
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, calls.started), 1, 30000)); /* it waits */
+    cut_proxy_hold_new(px, false); /* accepted, no server behind: the attempt fails */
+    int rc = arpc_future_wait_for(f, 30000);
+    size_t len = 0;
+    const char *reply = arpc_future_data(f, &len);
+    expect_unreachable_saying_why(c, rc, reply, len);
+    arpc_future_release(f);
+    void *again = NULL;
+    rc = arpc_call(c, "t.echo", "x", 1, &again, &len, 3600 * 1000); /* the client is lost by now */
+    expect_unreachable_saying_why(c, rc, again, len);
+    arpc_free(again);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    cut_proxy_stop(px);
+    close(probe);
+}
+
 /* A pollable loop the application drives: a peer that accepts (in its backlog) but never
  * says HELLO would hold a waiting connect for connect_timeout_ms (an hour here); in the
  * background connect returns at once, and the application's steps make the attempt. */
@@ -123,6 +176,7 @@ int main(void)
         cmocka_unit_test(test_server_that_comes_later),
         cmocka_unit_test(test_server_never_there),
         cmocka_unit_test(test_no_reconnect_ends_the_client),
+        cmocka_unit_test(test_no_reconnect_calls_say_why),
         cmocka_unit_test(test_pollable_loop_not_blocked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
