@@ -45,11 +45,13 @@
  * 64 KiB calls switch threads more often). */
 #define CONN_READ_BUDGET (4 * CONN_RBUF_INITIAL)
 #define CONN_BODY_READ_BUDGET (64 * 1024)
-/* A cold connection (one that has not called yet: arpc_conn_cool) reads less: the cold set
+/* A cold connection (no call yet, or none for a second: arpc_conn_cool) reads less: the cold set
  * serves four of them a turn, and 20 peers each sending a 16 MiB first frame made turns of
  * 0.5-1 ms at 64 KiB each (pages faulted into fresh body buffers), which nearly every call of
  * the connections with calls waited behind; at 16 KiB a turn about a tenth of them did
- * (docs/SECURITY.md). A good client's large first call is read a little slower, once. */
+ * (docs/SECURITY.md). A good client's large call made while cold (its first, or the first
+ * after a second without one) is read a little slower: a peer cannot warm up with a small
+ * call and then send large frames at 64 KiB once idle. */
 #define CONN_COLD_READ_BUDGET (16 * 1024)
 
 static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
