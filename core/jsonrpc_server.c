@@ -308,8 +308,20 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     /* \u0000 is a JSON string's character like any other: kept (json_string_length). */
     json_t *req = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
     if (req == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
-        jsonrpc_unrepresentable(sc, p, len, "an integer outside int64 (the server's JSON library holds no larger)");
-        return;
+        /* jansson stopped at the number: whether the rest is JSON is known only by parsing
+         * it again, integers as reals (then only a real beyond double's range stops it). */
+        json_error_t again;
+        json_t *v = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &again);
+        bool held = v != NULL;
+        json_decref(v);
+        if (held || json_error_code(&again) == json_error_numeric_overflow ||
+            json_error_code(&again) == json_error_null_byte_in_key) {
+            jsonrpc_unrepresentable(sc, p, len,
+                                    held ? "an integer outside int64 (the server's JSON library holds no larger)"
+                                         : "a number outside the range the server's JSON library holds");
+            return;
+        }
+        jerr = again; /* not JSON: malformed, below */
     }
     if (req == NULL && json_error_code(&jerr) == json_error_null_byte_in_key) {
         jsonrpc_unrepresentable(sc, p, len, "a key holds \\u0000");

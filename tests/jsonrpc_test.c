@@ -451,6 +451,32 @@ static void test_client_takes_nul_in_strings(void **state)
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 }
 
+/* Not JSON after an integer outside int64: malformed, as it is without the integer (the
+ * connection ends, nothing after it is parsed), not "valid JSON jansson cannot hold" because
+ * jansson stopped at the integer before it saw the rest. A real beyond double's range is
+ * not said to be an integer. */
+static void test_big_integer_does_not_excuse_bad_json(void **state)
+{
+    (void)state;
+    static const char reqs[] = "{\"method\":\"T.Echo\",\"params\":[1e400],\"id\":1}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[123456789012345678901234567890 x],\"id\":2}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[5],\"id\":3}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, reqs, sizeof(reqs) - 1), (ssize_t)(sizeof(reqs) - 1));
+    assert_int_equal(0, shutdown(fd, SHUT_WR)); /* answered, then closed, either way */
+    static char got[4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+        have += (size_t)n;
+    got[have] = '\0';
+    close(fd);
+    if (strstr(got, "{\"id\":1,\"result\":null,\"error\":\"jsonrpc: request not taken: a number outside") == NULL ||
+        strstr(got, "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: malformed request") == NULL ||
+        strstr(got, "\"id\":2") != NULL || strstr(got, "\"id\":3") != NULL)
+        fail_msg("expected id 1 not taken (a number), then malformed, in:\n%s", got);
+}
+
 static void test_codec_chosen_by_first_byte(void **state)
 {
     (void)state;
@@ -612,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_codec_chosen_by_first_byte),
         cmocka_unit_test(test_unrepresentable_json_answered),
         cmocka_unit_test(test_client_takes_nul_in_strings),
+        cmocka_unit_test(test_big_integer_does_not_excuse_bad_json),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };

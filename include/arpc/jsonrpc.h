@@ -14,9 +14,9 @@
  *     parameter), compact, as jansson writes it again (numbers keep their value, strings their
  *     characters; the bytes may differ from what was sent); "null" when params is missing,
  *     null or empty; a string may hold \u0000. jansson holds integers in int64: a request
- *     with an integer outside it (e.g. a uint64 above 2^63-1), or a key holding \u0000, is
- *     answered with an error by its id (an integer id as it was sent) and the connection goes
- *     on. arpc_request_client_id() is 0 (a JSON-RPC peer has no client id, so its
+ *     with an integer outside it (e.g. a uint64 above 2^63-1), a number beyond double's
+ *     range, or a key holding \u0000, is answered with an error by its id (an integer id as
+ *     it was sent) and the connection goes on; if the rest of it is not JSON, it is malformed. arpc_request_client_id() is 0 (a JSON-RPC peer has no client id, so its
  *     calls are not numbered: no at-most-once, and JSON-RPC has no retries to deduplicate);
  *   - the bytes given to arpc_reply() must be one JSON value: they become "result" as they
  *     are. Anything else (empty, not JSON) is answered with an error instead (and logged);
