@@ -293,8 +293,9 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_stat_inc(&c->cl_stats.cst_oneways);
     if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
         /* Freed once written; its release tells on_unwritten (client_linger_unwritten) that
-         * it was one-way. */
-        arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release);
+         * it was one-way. Refused (no memory for the queue), it was freed at once: dropped. */
+        if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
+            arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
     } else {
         arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
         arpc_free(m); /* at most once, never again: no connection now, no message */

@@ -17,6 +17,7 @@ void listener_gate_init(struct listener_gate *g, uint32_t rate, uint32_t burst, 
     g->lg_burst = burst;
     if (rate != 0)
         arpc_token_bucket_init(&g->lg_bucket, rate, burst);
+    g->lg_log = (struct arpc_log_throttle){0};
     g->lg_pauses = pauses;
     g->lg_paused_ns = paused_ns;
     snprintf(g->lg_why, sizeof(g->lg_why), "%s", why);

@@ -406,9 +406,6 @@ static void test_server_limits(void **state)
     close(fd);
 }
 
-/* The first byte chooses the codec, once: a connection that began with an arpc PING (answered
- * before any HELLO) and then sends '{' is not turned into a JSON-RPC one; the server answers
- * in arpc frames only (PONG, then GOAWAY for the bytes that are no frame) and closes. */
 /* JSON that jansson cannot hold (an integer outside int64, a key with \u0000) is answered with
  * an error by its id (as sent, a large integer too), and the connection goes on; a string
  * with \u0000 is taken. (Before, each closed the connection as malformed.) */
@@ -477,6 +474,9 @@ static void test_big_integer_does_not_excuse_bad_json(void **state)
         fail_msg("expected id 1 not taken (a number), then malformed, in:\n%s", got);
 }
 
+/* The first byte chooses the codec, once: a connection that began with an arpc PING (answered
+ * before any HELLO) and then sends '{' is not turned into a JSON-RPC one; the server answers
+ * in arpc frames only (PONG, then GOAWAY for the bytes that are no frame) and closes. */
 static void test_codec_chosen_by_first_byte(void **state)
 {
     (void)state;
