@@ -42,6 +42,7 @@
 #include "base/u64_map.h"
 #include "core/conn.h"
 #include "core/jsonrpc_codec.h"
+#include "core/jsonrpc_member.h"
 #include "core/jsonrpc_scan.h"
 #include "transport/transport.h"
 
@@ -141,8 +142,22 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     json_error_t jerr;
     /* \u0000 in a string is JSON (our server answers with it: jsonrpc_server.c) */
     json_t *resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
+    /* An integer outside int64 (a Go server's uint64 above 2^63-1) is JSON that jansson holds
+     * only as a real: read so, for the id and the error, while the result is handed over as
+     * the server wrote it (below). */
+    bool big = false;
+    if (resp == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
+        big = (resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr)) != NULL;
     const json_t *id = json_object_get(resp, "id");
-    if (resp == NULL || !json_is_integer(id)) {
+    uint64_t id_value = 0;
+    if (json_is_integer(id))
+        id_value = (uint64_t)json_integer_value(id);
+    else if (big && json_is_real(id) && json_real_value(id) >= 0 && json_real_value(id) < 0x1p53 &&
+             json_real_value(id) == (double)(uint64_t)json_real_value(id))
+        id_value = (uint64_t)json_real_value(id); /* ours are small: exact as a real */
+    else
+        id = NULL;
+    if (resp == NULL || id == NULL) {
         char text[ARPC_LOG_FIELD_MAX]; /* jansson quotes the server's bytes near the error */
         arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", c->jc_conn.c_peer,
                  resp == NULL ? arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text))
@@ -150,7 +165,7 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
         json_decref(resp);
         return false;
     }
-    struct jsonrpc_call *call = arpc_u64_map_take(&c->jc_calls, (uint64_t)json_integer_value(id));
+    struct jsonrpc_call *call = arpc_u64_map_take(&c->jc_calls, id_value);
     if (call == NULL) { /* ended already (its deadline), or never ours: Go's client skips it too */
         json_decref(resp);
         return true;
@@ -169,9 +184,13 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
         }
     } else {
         char *text = NULL;
-        size_t tlen = 0;
-        int rc = jsonrpc_dump(result != NULL ? result : json_null(), &text, &tlen);
-        call_finish(call, rc, text, tlen);
+        size_t tlen = 0, at;
+        int rc = ARPC_OK;
+        if (big && result != NULL && jsonrpc_member_text(p, len, "result", &at, &tlen))
+            rc = (text = arpc_text_copy((const char *)p + at, tlen)) != NULL ? ARPC_OK : ARPC_ENOMEM;
+        else
+            rc = jsonrpc_dump(result != NULL ? result : json_null(), &text, &tlen);
+        call_finish(call, rc, text, rc == ARPC_OK ? tlen : 0);
     }
     json_decref(resp);
     return true;

@@ -283,13 +283,13 @@ static void fake_start(struct fake *f, const char *answer, char *to, size_t tole
     assert_int_equal(pthread_create(&f->f_thread, NULL, fake_main, f), 0);
 }
 
-static void fake_call(const char *answer, int want_rc)
+static void fake_call(const char *answer, int want_rc, const char *want_text)
 {
     struct fake f;
     char to[64];
     fake_start(&f, answer, to, sizeof(to));
     arpc_jsonrpc_client *c = connect_client(to);
-    expect_call(c, "F.M", "1", want_rc, NULL);
+    expect_call(c, "F.M", "1", want_rc, want_text);
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
     pthread_join(f.f_thread, NULL);
     close(f.f_listen);
@@ -299,10 +299,23 @@ static void fake_call(const char *answer, int want_rc)
 static void test_server_breaking_rules(void **state)
 {
     (void)state;
-    fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO); /* error an object */
-    fake_call("this is not json\n", ARPC_ECONNLOST);
-    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST); /* not our kind of id */
-    fake_call("", ARPC_ECONNLOST);                                           /* closed without answering */
+    fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO, NULL); /* error an object */
+    fake_call("this is not json\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, NULL); /* not our kind of id */
+    fake_call("", ARPC_ECONNLOST, NULL);                                           /* closed without answering */
+}
+
+/* A Go server's uint64 above 2^63-1 (jansson holds integers in int64): the result is handed
+ * over as the server wrote it, digit for digit, and an error beside one is still read.
+ * (Before, the answer broke the protocol: the connection closed, every call ECONNLOST.) */
+static void test_client_takes_integers_beyond_int64(void **state)
+{
+    (void)state;
+    fake_call("{\"id\":1,\"result\":{\"n\":18446744073709551615,\"s\":\"}\\\"\"},\"error\":null}\n", ARPC_OK,
+              "{\"n\":18446744073709551615,\"s\":\"}\\\"\"}");
+    fake_call("{\"id\": 1, \"result\" : [1, 99999999999999999999] ,\"error\":null}\n", ARPC_OK,
+              "[1, 99999999999999999999]");
+    fake_call("{\"error\":\"failed\",\"result\":99999999999999999999,\"id\":1}\n", ARPC_EHANDLER, "failed");
 }
 
 /* ---- the server's limits, over a raw socket ---- */
@@ -632,7 +645,7 @@ int main(void)
         cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
-        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_server_limits),
+        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),

@@ -50,7 +50,9 @@
  * pipelined on it (many outstanding, matched by id on the client's loop thread), each ending
  * through an arpc_future (arpc/future.h). Outcomes (the future's status):
  *   ARPC_OK         the result's JSON text is the future's data (NUL-terminated; the length
- *                   does not count the NUL)
+ *                   does not count the NUL), written compactly by jansson; a result holding
+ *                   an integer outside int64 (a Go uint64 above 2^63-1) comes as the server
+ *                   wrote it, digit for digit
  *   ARPC_EHANDLER   the server answered an error: its text is the data (NUL-terminated)
  *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
  *                   service/method request ill-formed: ...": the text is the data
