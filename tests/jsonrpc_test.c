@@ -471,16 +471,7 @@ static void test_big_integer_does_not_excuse_bad_json(void **state)
     static const char reqs[] = "{\"method\":\"T.Echo\",\"params\":[1e400],\"id\":1}\n"
                                "{\"method\":\"T.Echo\",\"params\":[123456789012345678901234567890 x],\"id\":2}\n"
                                "{\"method\":\"T.Echo\",\"params\":[5],\"id\":3}\n";
-    int fd = raw_connect(addr);
-    assert_int_equal(write(fd, reqs, sizeof(reqs) - 1), (ssize_t)(sizeof(reqs) - 1));
-    assert_int_equal(0, shutdown(fd, SHUT_WR)); /* answered, then closed, either way */
-    static char got[4096];
-    size_t have = 0;
-    ssize_t n;
-    while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
-        have += (size_t)n;
-    got[have] = '\0';
-    close(fd);
+    const char *got = send_until_closed(addr, reqs, sizeof(reqs) - 1); /* malformed: answered, closed */
     if (strstr(got, "{\"id\":1,\"result\":null,\"error\":\"jsonrpc: request not taken: a number outside") == NULL ||
         strstr(got, "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: malformed request") == NULL ||
         strstr(got, "\"id\":2") != NULL || strstr(got, "\"id\":3") != NULL)
