@@ -181,18 +181,12 @@ void call_on_deadline(struct client_call *call)
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
         /* Its give-up time: no connection came back for it (it is waiting). */
-        if (sent)
-            call_finish(call, ARPC_ECONNLOST, NULL, 0);
-        else
-            call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
+        call_finish(call, sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
         return;
     }
     /* Its deadline. Never sent and no connection: it could not reach the server. */
     bool connected = atomic_load(&c->cl_state) == CL_READY;
-    if (sent || (connected && !call->cc_waiting))
-        call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
-    else
-        call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
+    call_finish(call, sent || (connected && !call->cc_waiting) ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
 }
 
 /* ---- sending ---- */
@@ -329,10 +323,7 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     }
     if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
         /* Never sent (connected or not): it did not reach the server before its deadline. */
-        if (call->cc_sent)
-            call_finish(call, ARPC_ETIMEDOUT, NULL, 0);
-        else
-            call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
+        call_finish(call, call->cc_sent ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
         return false;
     }
     call->cc_order = c->cl_next_order++;
