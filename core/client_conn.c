@@ -31,6 +31,28 @@ static int error_code_from_wire(uint32_t code)
     return (int)code;
 }
 
+/* The server's "did not run" (docs/SEMANTICS.md, "Outcomes") speaks for the send it answers.
+ * An unnumbered call sent again after a loss may have run at an earlier send, left whole on the
+ * connection since lost: its caller must hear "may have run" (ARPC_ECONNLOST), with the
+ * server's words. A numbered (at-most-once) call's answer already covers its earlier sends:
+ * the server looked its seq up first. NULL: not such a case (or no memory for the words). */
+static char *resend_refused_why(const struct client_call *call, int code, const struct arpc_frame *f, size_t *len)
+{
+    bool did_not_run = code == ARPC_ESHUTDOWN || code == ARPC_EREJECTED || code == ARPC_EOVERLOADED ||
+                       code == ARPC_EEXPIRED || code == ARPC_ENOMETHOD || code == ARPC_ETOOLARGE ||
+                       code == ARPC_ECANCELLED;
+    if (!did_not_run || !call->cc_reached || call->cc_semantics == ARPC_AT_MOST_ONCE)
+        return NULL;
+    enum { WORDS_MAX = 200 }; /* of the server's: its refusals are short */
+    char why[WORDS_MAX + 128];
+    int n = snprintf(why, sizeof(why), "%s (%.*s) for this send; an earlier send, on a connection since lost, may have run",
+                     arpc_errname(code), f->f_msg_len < WORDS_MAX ? (int)f->f_msg_len : WORDS_MAX, f->f_msg);
+    char *text = arpc_text_copy(why, n < (int)sizeof(why) ? (size_t)n : sizeof(why) - 1);
+    if (text != NULL)
+        *len = strlen(text);
+    return text;
+}
+
 static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
 {
     if (c->cl_cancelled.cs_told && f->f_xid != 0)
@@ -58,12 +80,15 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
      * caller's as it is: no copy. */
     size_t cap;
     void *data = ok ? arpc_conn_take_body(&c->cl_conn, &cap) : NULL;
+    int code = ok ? ARPC_OK : error_code_from_wire(f->f_code);
+    if (!ok && (data = resend_refused_why(call, code, f, &len)) != NULL)
+        code = ARPC_ECONNLOST;
     if (data == NULL)
         data = ok ? copy_bytes(src, len) : arpc_text_copy(src, len); /* a message: printable (client.h) */
     if (data == NULL)
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     else
-        call_finish(call, ok ? ARPC_OK : error_code_from_wire(f->f_code), data, len);
+        call_finish(call, code, data, len);
 }
 
 static void client_on_hello(arpc_client *c, const struct arpc_frame *f)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -228,6 +229,56 @@ static void test_semantics_over_a_cut(void **state)
     sem_destroy(&cut_gate);
 }
 
+/* An at-least-once call that ran, whose reply was lost with its connection, is sent again;
+ * the server now there (a new version, without the method) refuses the copy without running
+ * it (ARPC_ENOMETHOD, "did not run"). That holds for the copy only: the first send ran, so the
+ * caller must hear "may have run". */
+static atomic_int resend_runs;
+
+static void h_count(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&resend_runs, 1);
+    arpc_reply(req, "ran", 3);
+}
+
+static void test_refused_resend_after_a_run_may_have_run(void **state)
+{
+    (void)state;
+    atomic_store(&resend_runs, 0);
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
+    char saddr[256], paddr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", saddr, sizeof(saddr)));
+    struct cut_proxy *proxy = cut_proxy_start(saddr, paddr, sizeof(paddr));
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_max_ms = 50};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
+    cut_proxy_swallow_replies(proxy, true); /* its reply will not arrive */
+    arpc_call_options o = {.deadline_ms = 30000, .semantics = ARPC_AT_LEAST_ONCE};
+    arpc_future *f = arpc_call_async_opts(c, "t.count", "x", 1, &o);
+    /* It ran and was answered (into the proxy's drain). */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, calls.finished), 1, TEST_WAIT_MS));
+    cut_proxy_hold_new(proxy, true); /* the client stays away while the server changes */
+    cut_proxy_cut(proxy);
+    arpc_server_destroy(s);
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL)); /* the next version: no t.count */
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, saddr, NULL, 0));
+    cut_proxy_swallow_replies(proxy, false);
+    cut_proxy_hold_new(proxy, false);
+    int st = arpc_future_wait_for(f, TEST_WAIT_MS);
+    assert_int_equal(1, atomic_load(&resend_runs));
+    assert_int_equal(ARPC_ECONNLOST, st); /* it ran once: not "did not run" */
+    const char *why = arpc_future_data(f, NULL);
+    assert_non_null(strstr(why, "ARPC_ENOMETHOD"));
+    assert_non_null(strstr(why, "may have run"));
+    arpc_future_release(f);
+    arpc_client_close(c);
+    cut_proxy_stop(proxy);
+    arpc_server_destroy(s);
+}
+
 /* ---- calls routed by key ---- */
 
 enum { KEYS = 8, PER_KEY = 200 };
@@ -306,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_before_start_does_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_reaches_running_handler, setup, teardown),
         cmocka_unit_test(test_semantics_over_a_cut),
+        cmocka_unit_test(test_refused_resend_after_a_run_may_have_run),
         cmocka_unit_test(test_calls_routed_by_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
