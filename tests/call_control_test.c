@@ -169,6 +169,35 @@ static void test_cancel_reaches_running_handler(void **state)
     assert_int_equal(1, atomic_load(&seen_cancelled));
 }
 
+/* ---- a server with one method, a cut proxy before it, a client through the proxy ---- */
+
+struct proxied {
+    arpc_server *s;
+    struct cut_proxy *proxy;
+    arpc_client *c;
+    char saddr[256];
+};
+
+static void proxied_start(struct proxied *px, unsigned workers, const char *method, arpc_handler_fn fn)
+{
+    arpc_server_options so = {.workers = workers};
+    assert_int_equal(ARPC_OK, arpc_server_create(&px->s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(px->s, method, fn, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(px->s, "tcp://127.0.0.1:0", px->saddr, sizeof(px->saddr)));
+    char paddr[256];
+    px->proxy = cut_proxy_start(px->saddr, paddr, sizeof(paddr));
+    assert_non_null(px->proxy);
+    arpc_client_options co = {.reconnect_max_ms = 50};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&px->c, paddr, &co));
+}
+
+static void proxied_stop(struct proxied *px)
+{
+    arpc_client_close(px->c);
+    cut_proxy_stop(px->proxy);
+    arpc_server_destroy(px->s);
+}
+
 /* ---- semantics over a cut ---- */
 
 static atomic_int cut_runs[3];
@@ -192,16 +221,9 @@ static void test_semantics_over_a_cut(void **state)
     sem_init(&cut_gate, 0, 0);
     for (int i = 0; i < 3; i++)
         atomic_store(&cut_runs[i], 0);
-    arpc_server *s;
-    arpc_server_options so = {.workers = 4};
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.cut", h_cut, NULL, NULL));
-    char saddr[256], paddr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", saddr, sizeof(saddr)));
-    struct cut_proxy *proxy = cut_proxy_start(saddr, paddr, sizeof(paddr));
-    arpc_client *c;
-    arpc_client_options co = {.reconnect_max_ms = 50};
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
+    struct proxied px;
+    proxied_start(&px, 4, "t.cut", h_cut);
+    arpc_client *c = px.c;
     static const enum arpc_call_semantics sem[3] = {ARPC_AT_MOST_ONCE, ARPC_AT_LEAST_ONCE, ARPC_NO_RETRY};
     arpc_future *fs[3];
     for (int i = 0; i < 3; i++) {
@@ -209,7 +231,7 @@ static void test_semantics_over_a_cut(void **state)
         fs[i] = arpc_call_async_opts(c, "t.cut", &i, sizeof(i), &o);
     }
     assert_true(latch_wait(3, TEST_WAIT_MS)); /* all three run, and hold */
-    cut_proxy_cut(proxy);
+    cut_proxy_cut(px.proxy);
     /* The no-retry call's outcome is unknown at once; the others are sent again. */
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(fs[2], 10000));
     /* At-least-once runs a second time (not numbered); at-most-once attaches. */
@@ -223,9 +245,7 @@ static void test_semantics_over_a_cut(void **state)
     assert_int_equal(1, atomic_load(&cut_runs[2]));
     for (int i = 0; i < 3; i++)
         arpc_future_release(fs[i]);
-    arpc_client_close(c);
-    cut_proxy_stop(proxy);
-    arpc_server_destroy(s);
+    proxied_stop(&px);
     sem_destroy(&cut_gate);
 }
 
@@ -246,27 +266,20 @@ static void test_refused_resend_after_a_run_may_have_run(void **state)
 {
     (void)state;
     atomic_store(&resend_runs, 0);
-    arpc_server *s;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
-    char saddr[256], paddr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", saddr, sizeof(saddr)));
-    struct cut_proxy *proxy = cut_proxy_start(saddr, paddr, sizeof(paddr));
-    arpc_client *c;
-    arpc_client_options co = {.reconnect_max_ms = 50};
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
-    cut_proxy_swallow_replies(proxy, true); /* its reply will not arrive */
+    struct proxied px;
+    proxied_start(&px, 0, "t.count", h_count);
+    cut_proxy_swallow_replies(px.proxy, true); /* its reply will not arrive */
     arpc_call_options o = {.deadline_ms = 30000, .semantics = ARPC_AT_LEAST_ONCE};
-    arpc_future *f = arpc_call_async_opts(c, "t.count", "x", 1, &o);
+    arpc_future *f = arpc_call_async_opts(px.c, "t.count", "x", 1, &o);
     /* It ran and was answered (into the proxy's drain). */
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, calls.finished), 1, TEST_WAIT_MS));
-    cut_proxy_hold_new(proxy, true); /* the client stays away while the server changes */
-    cut_proxy_cut(proxy);
-    arpc_server_destroy(s);
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL)); /* the next version: no t.count */
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, saddr, NULL, 0));
-    cut_proxy_swallow_replies(proxy, false);
-    cut_proxy_hold_new(proxy, false);
+    assert_true(server_stat_reaches(px.s, offsetof(arpc_server_stats, calls.finished), 1, TEST_WAIT_MS));
+    cut_proxy_hold_new(px.proxy, true); /* the client stays away while the server changes */
+    cut_proxy_cut(px.proxy);
+    arpc_server_destroy(px.s);
+    assert_int_equal(ARPC_OK, arpc_server_create(&px.s, NULL)); /* the next version: no t.count */
+    assert_int_equal(ARPC_OK, arpc_server_listen(px.s, px.saddr, NULL, 0));
+    cut_proxy_swallow_replies(px.proxy, false);
+    cut_proxy_hold_new(px.proxy, false);
     int st = arpc_future_wait_for(f, TEST_WAIT_MS);
     assert_int_equal(1, atomic_load(&resend_runs));
     assert_int_equal(ARPC_ECONNLOST, st); /* it ran once: not "did not run" */
@@ -274,9 +287,7 @@ static void test_refused_resend_after_a_run_may_have_run(void **state)
     assert_non_null(strstr(why, "ARPC_ENOMETHOD"));
     assert_non_null(strstr(why, "may have run"));
     arpc_future_release(f);
-    arpc_client_close(c);
-    cut_proxy_stop(proxy);
-    arpc_server_destroy(s);
+    proxied_stop(&px);
 }
 
 /* ---- calls routed by key ---- */

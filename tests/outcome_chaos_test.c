@@ -167,7 +167,7 @@ static void *chaos_main(void *arg)
 /* ---- the calls ---- */
 
 struct call_slot {
-    arpc_future *f;
+    arpc_future *f; /* NULL: a one-way message */
     enum arpc_call_semantics sem;
     bool cancelled; /* the test cancelled it */
 };
@@ -205,8 +205,14 @@ static const char *sem_name(enum arpc_call_semantics s)
 static bool outcome_agrees(int i, unsigned seed)
 {
     struct call_slot *s = &slots[i];
-    int st = arpc_future_poll(s->f);
     int ran = atomic_load(&runs[i]);
+    if (s->f == NULL) { /* a one-way message */
+        if (ran <= 1)
+            return true;
+        fprintf(stderr, "seed %u: one-way message %d ran %d times\n", seed, i, ran);
+        return false;
+    }
+    int st = arpc_future_poll(s->f);
     const char *why = NULL;
     if (st == ARPC_EPENDING)
         why = "never ended";
@@ -243,10 +249,76 @@ static void with_scheme(char *out, size_t len, const char *scheme, const char *a
     snprintf(out, len, "%s%s", scheme, strstr(addr, "://") + 3);
 }
 
+/* ---- the callers: one or two threads issuing calls on one client ---- */
+
+static atomic_int issued; /* indexes taken */
+
+struct caller {
+    arpc_client *c;
+    int calls;
+    int window; /* calls out, all callers together, at most this (times the callers) */
+    unsigned seed;
+    pthread_t thread;
+    bool ok;
+};
+
+static void *caller_main(void *arg)
+{
+    struct caller *cl = arg;
+    static const enum arpc_call_semantics sems[] = {ARPC_AT_MOST_ONCE, ARPC_AT_MOST_ONCE, ARPC_AT_MOST_ONCE,
+                                                    ARPC_AT_LEAST_ONCE, ARPC_NO_RETRY};
+    static const int64_t deadlines[] = {ARPC_FOREVER, 20000, 20000, 200, 20, 1000};
+    uint8_t *big = malloc(BIG);
+    int mine[8], n_mine = 0; /* this caller's last calls, which it may cancel */
+    int window = cl->window;
+    cl->ok = big != NULL;
+    for (int i; cl->ok && (i = atomic_fetch_add(&issued, 1)) < cl->calls;) {
+        /* Now a full window, now a few calls at a time: then the caller's thread writes its
+         * request itself (core/client_direct.c), which a break can also cut short. */
+        if (i % 100 < 2)
+            window = rand_r(&cl->seed) % 2 ? cl->window : 1 + rand_r(&cl->seed) % 4;
+        while (cl->ok && i - atomic_load(&done_count) >= window)
+            cl->ok = latch_wait((unsigned)(atomic_load(&done_count) + 1), TEST_WAIT_MS); /* a hang fails */
+        struct call_req r = {.index = (uint32_t)i,
+                             .hold_us = rand_r(&cl->seed) % 4 == 0 ? (uint32_t)(rand_r(&cl->seed) % 3000) : 0};
+        const void *body = &r;
+        size_t body_len = sizeof(r);
+        if (rand_r(&cl->seed) % 24 == 0) {
+            memcpy(big, &r, sizeof(r));
+            body = big;
+            body_len = BIG;
+        }
+        const char *method = methods[rand_r(&cl->seed) % 3];
+        slots[i].sem = sems[rand_r(&cl->seed) % (sizeof(sems) / sizeof(sems[0]))];
+        arpc_call_options o = {.deadline_ms = deadlines[rand_r(&cl->seed) % (sizeof(deadlines) / sizeof(deadlines[0]))],
+                               .semantics = slots[i].sem};
+        if (rand_r(&cl->seed) % 20 == 0) {
+            /* A one-way message: dropped, or read by the server and run, never run twice. */
+            int rc = arpc_notify(cl->c, method, body, body_len);
+            if (rc != ARPC_OK)
+                fprintf(stderr, "one-way message %d: %s\n", i, arpc_errname(rc));
+            cl->ok = rc == ARPC_OK; /* queued: whatever becomes of it is counted, not refused */
+            on_done(NULL, NULL);
+            continue;
+        }
+        slots[i].f = arpc_call_async_opts(cl->c, method, body, body_len, &o);
+        cl->ok = slots[i].f != NULL && arpc_future_then(slots[i].f, on_done, NULL) == ARPC_OK;
+        /* Now and then a call already out is cancelled: sent, running, or waiting to be sent. */
+        if (n_mine == 8 && rand_r(&cl->seed) % 16 == 0) {
+            int j = mine[rand_r(&cl->seed) % 8];
+            slots[j].cancelled = arpc_future_cancel(slots[j].f);
+        }
+        mine[n_mine < 8 ? n_mine++ : rand_r(&cl->seed) % 8] = i;
+    }
+    free(big);
+    return NULL;
+}
+
 struct variant {
     const char *log_dir;                          /* the server's reply log; NULL: none */
     const arpc_tls_options *server_tls, *client_tls; /* NULL: tcp:// */
     bool close_midway; /* the client closes with calls out, at a random point of the run */
+    bool two_callers;  /* two threads call at once */
 };
 
 static void outcomes_agree_under_random_breaks(const struct variant *v)
@@ -263,6 +335,7 @@ static void outcomes_agree_under_random_breaks(const struct variant *v)
     atomic_store(&chaos_stop, false);
     for (int i = 0; i < CALLS; i++)
         atomic_store(&runs[i], 0);
+    memset(slots, 0, sizeof(slots)); /* an earlier run's futures are released */
 
     arpc_actor_options ao = {.mailbox_size = 4};
     assert_int_equal(ARPC_OK, arpc_actor_create(&one_actor, &ao));
@@ -287,40 +360,21 @@ static void outcomes_agree_under_random_breaks(const struct variant *v)
         atomic_store(&breaks[i], 0);
     assert_int_equal(0, pthread_create(&chaos, NULL, chaos_main, &ch));
 
-    static const enum arpc_call_semantics sems[] = {ARPC_AT_MOST_ONCE, ARPC_AT_MOST_ONCE, ARPC_AT_MOST_ONCE,
-                                                    ARPC_AT_LEAST_ONCE, ARPC_NO_RETRY};
-    static const int64_t deadlines[] = {ARPC_FOREVER, 20000, 20000, 200, 20, 1000};
-    static uint8_t big[BIG];
-    int window = WINDOW_MAX;
     int calls = v->close_midway ? CALLS / 2 + rand() % (CALLS / 2) : CALLS;
-    for (int i = 0; i < calls; i++) {
-        /* Now a full window, now a few calls at a time: then the caller's thread writes its
-         * request itself (core/client_direct.c), which a break can also cut short. */
-        if (i % 100 == 0)
-            window = rand() % 2 ? WINDOW_MAX : 1 + rand() % 4;
-        while (i - atomic_load(&done_count) >= window)
-            assert_true(latch_wait((unsigned)(i - window + 1), TEST_WAIT_MS)); /* a hang fails here */
-        struct call_req r = {.index = (uint32_t)i, .hold_us = rand() % 4 == 0 ? (uint32_t)(rand() % 3000) : 0};
-        const void *body = &r;
-        size_t body_len = sizeof(r);
-        if (rand() % 24 == 0) {
-            memcpy(big, &r, sizeof(r));
-            body = big;
-            body_len = BIG;
-        }
-        const char *method = methods[rand() % 3];
-        slots[i].sem = sems[rand() % (int)(sizeof(sems) / sizeof(sems[0]))];
-        arpc_call_options o = {.deadline_ms = deadlines[rand() % (int)(sizeof(deadlines) / sizeof(deadlines[0]))],
-                               .semantics = slots[i].sem};
-        slots[i].f = arpc_call_async_opts(c, method, body, body_len, &o);
-        assert_non_null(slots[i].f);
-        assert_int_equal(ARPC_OK, arpc_future_then(slots[i].f, on_done, NULL));
-        /* Now and then a call already out is cancelled: sent, running, or waiting to be sent. */
-        if (i >= 8 && rand() % 16 == 0) {
-            int j = i - 1 - rand() % 8;
-            slots[j].cancelled = arpc_future_cancel(slots[j].f);
-        }
+    struct caller callers[2];
+    int n_callers = v->two_callers ? 2 : 1;
+    atomic_store(&issued, 0);
+    for (int t = 0; t < n_callers; t++) {
+        callers[t] = (struct caller){.c = c, .calls = calls, .window = WINDOW_MAX / n_callers,
+                                     .seed = (unsigned)rand()};
+        assert_int_equal(0, pthread_create(&callers[t].thread, NULL, caller_main, &callers[t]));
     }
+    bool callers_ok = true;
+    for (int t = 0; t < n_callers; t++) {
+        pthread_join(callers[t].thread, NULL);
+        callers_ok = callers_ok && callers[t].ok;
+    }
+    assert_true(callers_ok); /* a hang (no call ended for TEST_WAIT_MS) or a refused call */
     /* Closing ends every call at once (ESHUTDOWN: never sent; ECANCELLED: sent, it may run). */
     bool all_ended = v->close_midway || latch_wait(CALLS, 60000);
     if (v->close_midway)
@@ -334,21 +388,25 @@ static void outcomes_agree_under_random_breaks(const struct variant *v)
     arpc_server_destroy(cs.s);
     arpc_actor_destroy(one_actor);
 
-    int bad = 0, counts[4] = {0};
+    int bad = 0, counts[4] = {0}, oneways = 0;
     for (int i = 0; i < calls; i++) {
         if (!outcome_agrees(i, seed))
             bad++;
+        if (slots[i].f == NULL) {
+            oneways++;
+            continue;
+        }
         int st = arpc_future_poll(slots[i].f);
         counts[ran_ok(st) ? 0 : did_not_run(st) ? 1 : may_have_run(st) ? 2 : 3]++;
         arpc_future_release(slots[i].f);
     }
     fprintf(stderr,
-            "outcome_chaos_test: %d calls: %d ran, %d did not run, %d may have run; breaks: %d cuts, %d silent, "
-            "%d swallowed replies, %d held reconnects, %d server restarts (%s%s%s)\n",
-            calls, counts[0], counts[1], counts[2], atomic_load(&breaks[0]), atomic_load(&breaks[1]),
+            "outcome_chaos_test: %d calls: %d ran, %d did not run, %d may have run, %d one-way; breaks: %d cuts, %d silent, "
+            "%d swallowed replies, %d held reconnects, %d server restarts (%s%s%s%s)\n",
+            calls, counts[0], counts[1], counts[2], oneways, atomic_load(&breaks[0]), atomic_load(&breaks[1]),
             atomic_load(&breaks[2]), atomic_load(&breaks[3]), atomic_load(&breaks[4]),
             log_dir != NULL ? "with a reply log" : "without a log", server_tls != NULL ? ", tls://" : "",
-            v->close_midway ? ", the client closed with calls out" : "");
+            v->close_midway ? ", the client closed with calls out" : "", v->two_callers ? ", two callers" : "");
     assert_true(all_ended);
     assert_int_equal(0, bad);
     assert_true(counts[0] > 0); /* the run did make calls, not only fail them */
@@ -366,7 +424,7 @@ static void test_outcomes_agree_with_a_reply_log(void **state)
     char dir[256];
     server_proc_mkdir(dir, sizeof(dir));
     assert_true(dir[0] != '\0');
-    outcomes_agree_under_random_breaks(&(struct variant){.log_dir = dir});
+    outcomes_agree_under_random_breaks(&(struct variant){.log_dir = dir, .two_callers = true});
     server_proc_rmdir(dir);
 }
 
