@@ -94,7 +94,8 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
 /* What closing sc would cost a loop turn, in plain closes: one, and one per MiB of input and
  * output it holds, which the close frees (a 16 MiB frame's body took ~0.5 ms to give back
  * here, as long as ~16 plain closes: 16 such connections timing out together made a turn of
- * 10-14 ms; docs/SECURITY.md). */
+ * 10-14 ms; docs/SECURITY.md). Bytes held, not arpc_conn_bytes (what max_conn_bytes bounds):
+ * buffer capacity not filled and replies still owed cost a close nothing to free. */
 static unsigned limits_close_cost(const struct server_conn *sc)
 {
     const struct arpc_conn *conn = &sc->sc_conn;
