@@ -205,7 +205,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         if (st != NULL)
             block_pool_put(&s->sv_requests, st, pool_class);
         arpc_conn_unpin(pin);
-        if (!oneway)
+        /* A copy of a call the cache knows needs no request: it is answered from there
+         * (never "not run", which would invite its caller to make the call again). */
+        if (!oneway && !dedup_answer_copy(sc, f))
             sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }

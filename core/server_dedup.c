@@ -315,6 +315,14 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_call(sc, f->f_xid, ARPC_EABANDONED, msg, strlen(msg));
         return false;
     default:
+        /* A copy of a call that runs found no room to wait for it: that call may have run,
+         * and "not run" would invite its caller to make it again. */
+        if (arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq)) {
+            snprintf(msg, sizeof(msg), "server out of memory to wait for running call %llu: it may have run",
+                     (unsigned long long)f->f_seq);
+            sconn_refuse_call(sc, f->f_xid, ARPC_EABANDONED, msg, strlen(msg));
+            return false;
+        }
         snprintf(msg, sizeof(msg), "server out of memory: call not run");
         sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;

@@ -1,0 +1,199 @@
+/*
+ * A copy of an at-most-once call the server knows (it runs, or ran) is never answered "did not
+ * run": a caller told so may make the call again as a new one, and run it twice.
+ *
+ * - The server has no memory for the copy's request, or for the copy's place among the running
+ *   call's waiters: before, the copy was refused ARPC_EREJECTED ("server out of memory: call
+ *   not run") while the call ran. Now a copy that finds its call's result gets it, one that
+ *   finds room to wait gets the result when it comes, and one that cannot wait is answered
+ *   ARPC_EABANDONED ("may have run").
+ *
+ * The allocations made to fail are picked by their size (one the test names, once), while the
+ * server is otherwise quiet: the one call it runs is held on a semaphore.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "core/block_pool.h"
+#include "core/reply_cache.h"
+#include "core/request_internal.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define BIG_PAYLOAD 600 /* a request of its own block class: nothing else here is that size */
+
+static atomic_size_t fail_size; /* the next allocation of this size fails (0: none) */
+static atomic_int failed;       /* allocations failed so */
+
+static void *failing_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    size_t want = atomic_load(&fail_size);
+    if (want != 0 && n == want && atomic_compare_exchange_strong(&fail_size, &want, 0)) {
+        atomic_fetch_add(&failed, 1);
+        return NULL;
+    }
+    return malloc(n);
+}
+static void *plain_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    return realloc(p, n);
+}
+static void plain_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static atomic_int runs;
+static sem_t gate;
+
+/* Replies "<first byte> #<run>"; holds first while the payload starts with 'h'. */
+static void h_run(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    int n = atomic_fetch_add(&runs, 1) + 1;
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    latch_add();
+    if (len > 0 && p[0] == 'h')
+        sem_wait_secs(&gate, TEST_WAIT_S);
+    char out[32];
+    int m = snprintf(out, sizeof(out), "%c #%d", len > 0 ? p[0] : '-', n);
+    arpc_reply(req, out, (size_t)m);
+}
+
+struct fixture {
+    arpc_server *s;
+    char addr[256];
+};
+
+static int setup(void **state)
+{
+    static struct fixture fx;
+    static const arpc_allocator alloc = {failing_malloc, plain_realloc, plain_free, NULL};
+    arpc_set_allocator(&alloc);
+    atomic_store(&runs, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_size, 0);
+    latch_reset();
+    sem_init(&gate, 0, 0);
+    arpc_server_options so = {.workers = 2};
+    if (arpc_server_create(&fx.s, &so) != ARPC_OK || arpc_server_register(fx.s, "t.run", h_run, NULL, NULL) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        return -1;
+    *state = &fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    atomic_store(&fail_size, 0);
+    for (int i = 0; i < 4; i++)
+        sem_post(&gate); /* nothing may stay held */
+    arpc_server_destroy(fx->s);
+    sem_destroy(&gate);
+    return 0;
+}
+
+/* Reads one REPLY for xid and checks its body. */
+static void expect_reply(struct raw_client *r, uint64_t xid, const char *body)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(xid, f.f.f_xid);
+    if (f.f.f_kind == ARPC_FRAME_ERROR)
+        fail_msg("call %llu answered error %u: %.*s", (unsigned long long)xid, f.f.f_code, (int)f.body_len,
+                 (const char *)f.body);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(strlen(body), f.body_len);
+    assert_memory_equal(body, f.body, f.body_len);
+}
+
+/* The copy has no room to wait among the running call's waiters: it may have run. */
+static void test_copy_without_memory_to_wait(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 0xa1));
+    assert_true(raw_connect(&r2, fx->addr, 0xa1)); /* the same client after a reconnect */
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.run", "h", 1));
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, and holds */
+    atomic_store(&fail_size, sizeof(struct arpc_rc_waiter)); /* the copy's waiter */
+    assert_true(raw_request(&r2, 9, 1, 0, 0, "t.run", "h", 1));
+    assert_true(raw_next_is_error(&r2, 9, ARPC_EABANDONED)); /* not ARPC_EREJECTED */
+    assert_int_equal(1, atomic_load(&failed));
+    sem_post(&gate);
+    expect_reply(&r1, 1, "h #1");
+    assert_true(raw_request(&r2, 10, 1, 0, 0, "t.run", "h", 1)); /* a later copy: replayed */
+    expect_reply(&r2, 10, "h #1");
+    assert_int_equal(1, atomic_load(&runs));
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
+/* The size of the block a request with BIG_PAYLOAD bytes is read into. */
+static size_t big_request_block(void)
+{
+    int k = block_pool_class_of(sizeof(struct request_state) + BIG_PAYLOAD);
+    assert_true(k != BLOCK_POOL_NONE);
+    return block_pool_block(k);
+}
+
+/* The copy finds no memory for its request: it is answered from the cache all the same (it
+ * needs no request to wait or to be replayed). */
+static void test_copy_without_memory_for_its_request(void **state)
+{
+    struct fixture *fx = *state;
+    static char big[BIG_PAYLOAD];
+    memset(big, 'h', sizeof(big));
+    struct raw_client r1, r2;
+    assert_true(raw_connect(&r1, fx->addr, 0xa2));
+    assert_true(raw_connect(&r2, fx->addr, 0xa2));
+    assert_true(raw_request(&r1, 1, 1, 0, 0, "t.run", big, sizeof(big)));
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, holding its request's block */
+    atomic_store(&fail_size, big_request_block()); /* the copy's */
+    assert_true(raw_request(&r2, 9, 1, 0, 0, "t.run", big, sizeof(big)));
+    /* A call behind it on r2 is answered after it was dealt with: then let the first go. */
+    assert_true(raw_request(&r2, 10, 2, 0, 0, "t.run", "n", 1));
+    expect_reply(&r2, 10, "n #2");
+    assert_int_equal(1, atomic_load(&failed));
+    sem_post(&gate);
+    expect_reply(&r1, 1, "h #1");
+    expect_reply(&r2, 9, "h #1"); /* it waited for the running call: not ARPC_EREJECTED */
+    /* The same once the call is finished: its block went back to the pool (the server's
+     * part of a request is freed before it stops counting), seq 3 takes it, and the copy's
+     * request needs another. */
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
+    assert_true(raw_request(&r1, 2, 3, 0, 0, "t.run", big, sizeof(big)));
+    assert_true(latch_wait(3, TEST_WAIT_MS)); /* seq 3 holds the pool's block */
+    atomic_store(&fail_size, big_request_block());
+    assert_true(raw_request(&r2, 11, 1, 0, 0, "t.run", big, sizeof(big)));
+    expect_reply(&r2, 11, "h #1"); /* replayed */
+    assert_int_equal(2, atomic_load(&failed));
+    sem_post(&gate);
+    expect_reply(&r1, 2, "h #3");
+    assert_int_equal(3, atomic_load(&runs)); /* seq 1 once, 2 once, 3 once */
+    raw_close(&r1);
+    raw_close(&r2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_copy_without_memory_to_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_without_memory_for_its_request, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
