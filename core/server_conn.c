@@ -115,6 +115,10 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
             reply_direct_watch(s); /* its reply's job may come lazily (core/reply_direct.c) */
         return;
     }
+    /* A copy of a call that ran under a method this server lacks (restarted on its log
+     * without it) gets the call's result: "no such method" would say it did not run. */
+    if (!oneway && dedup_answer_copy(sc, f))
+        return;
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
     if (oneway) {

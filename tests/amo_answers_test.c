@@ -7,10 +7,14 @@
  *   not run") while the call ran. Now a copy that finds its call's result gets it, one that
  *   finds room to wait gets the result when it comes, and one that cannot wait is answered
  *   ARPC_EABANDONED ("may have run").
+ * - The server restarted on its reply log without the method the call named (an upgrade that
+ *   renamed or dropped it): before, the copy was refused ARPC_ENOMETHOD ("did not run") though
+ *   the log holds its result. Now the result is replayed, as for any copy.
  *
  * The allocations made to fail are picked by their size (one the test names, once), while the
  * server is otherwise quiet: the one call it runs is held on a semaphore.
  */
+#define _GNU_SOURCE /* mkdtemp */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -189,11 +193,55 @@ static void test_copy_without_memory_for_its_request(void **state)
     raw_close(&r2);
 }
 
+static void h_other(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&runs, 1);
+    arpc_reply(req, "other", 5);
+}
+
+/* A server restarted on its log without the method a re-sent call names replays the call's
+ * result: the call ran (the log says so), whatever the server serves now. */
+static void test_copy_of_a_method_gone_after_restart(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/arpc-amo-answers-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .log_dir = dir};
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.old", h_run, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect_with(&r, addr, 0xa3, NULL, 0x1ca4));
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.old", "x", 1));
+    expect_reply(&r, 1, "x #1");
+    raw_close(&r); /* lost before the client read it, say */
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.new", h_other, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    assert_true(raw_connect_with(&r, addr, 0xa3, NULL, 0x1ca4));
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.old", "x", 1)); /* the copy */
+    expect_reply(&r, 2, "x #1"); /* not ARPC_ENOMETHOD: it ran */
+    assert_true(raw_request(&r, 3, 2, 1, 0, "t.old", "y", 1)); /* a new call to it: no such method */
+    assert_true(raw_next_is_error(&r, 3, ARPC_ENOMETHOD));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(1, atomic_load(&runs));
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(0, system(cmd));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_copy_without_memory_to_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_without_memory_for_its_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_of_a_method_gone_after_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
