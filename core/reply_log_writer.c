@@ -17,7 +17,10 @@
  *   never waits for the disk. OFF never syncs until close.
  * - The index is updated before a record's bytes are buffered, all or nothing: a record the
  *   index cannot hold (ENOMEM) is refused and never written, so the index always describes
- *   exactly what is on disk, which is what compaction relies on.
+ *   exactly what is on disk, which is what compaction relies on. It also fails the log, as a
+ *   failed write does: the records are a sequence (each effect was made on the state the ones
+ *   before it left), so none after a missing one may be written (a restart would rebuild a
+ *   state with a hole in it, and their callers would have been told they were done).
  * - Fail-stop: after a failed write or fdatasync nothing more is written. Linux may drop the
  *   dirty pages of a failed write and report success on a later fdatasync, so retrying would
  *   claim durability it does not have. Every record of the failing batch, and every later
@@ -156,8 +159,14 @@ static int write_record(struct arpc_reply_log *log, const struct arpc_log_record
     struct arpc_log_view v = view_of(rec);
     uint32_t size = arpc_log_record_size(&v);
     struct arpc_log_pos pos = {log->lg_segment, log->lg_out.o_size, size};
-    if (arpc_log_index_apply(&log->lg_index, &v, pos) != ARPC_OK)
+    if (arpc_log_index_apply(&log->lg_index, &v, pos) != ARPC_OK) {
+        /* Refused, and nothing after it may be written either: a later record (a later
+         * effect, made on a state that held this one) must not be durable without it. */
+        char why[ARPC_LOG_WHY_MAX];
+        snprintf(why, sizeof(why), "reply log %s: out of memory indexing a record", log->lg_dir);
+        arpc_log_fail(log, why);
         return ARPC_ENOMEM;
+    }
     uint8_t head[ARPC_LOG_HEAD_MAX];
     struct iovec parts[3] = {
         {head, arpc_log_encode_head(head, &v)},

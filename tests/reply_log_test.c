@@ -1690,7 +1690,8 @@ static void test_out_of_memory(void **state)
     }
     assert_true(failures >= 5);
 
-    /* Appends the index cannot hold come back ARPC_ENOMEM, unwritten; the log goes on. */
+    /* An append the index cannot hold comes back ARPC_ENOMEM, unwritten, and stops the log:
+     * every later record comes back ARPC_ESYSTEM (test_refused_record_stops_the_log). */
     latch_reset();
     atomic_store(&test_alloc_budget, 0);
     struct trec *refused = trec_new(ARPC_LOG_REPLY, 1000, 1, 0, 3, 4); /* a new client */
@@ -1705,9 +1706,9 @@ static void test_out_of_memory(void **state)
     arpc_reply_log_append(log, &later->r);
     arpc_reply_log_close(log);
     assert_int_equal(ARPC_ENOMEM, refused->r.lr_status);
-    assert_int_equal(ARPC_ENOMEM, refused_ack->r.lr_status);
-    assert_int_equal(ARPC_OK, fine->r.lr_status);
-    assert_int_equal(ARPC_OK, later->r.lr_status);
+    assert_int_equal(ARPC_ESYSTEM, refused_ack->r.lr_status);
+    assert_int_equal(ARPC_ESYSTEM, fine->r.lr_status);
+    assert_int_equal(ARPC_ESYSTEM, later->r.lr_status);
     free(refused);
     free(refused_ack);
     free(fine);
@@ -1716,11 +1717,51 @@ static void test_out_of_memory(void **state)
     struct replayed r = {0};
     replay_dir(t->log, &r);
     assert_null(find_reply(&r, 1000, 1));
-    assert_non_null(find_reply(&r, 1000, 2));
+    assert_null(find_reply(&r, 1000, 2));
     assert_int_equal(-1, find_ack(&r, 1001));
-    assert_int_equal(-1, find_ack(&r, 1));
+    assert_int_not_equal(-1, find_ack(&r, 1)); /* its EXPIRE came after the refusal: not written */
     replayed_free(&r);
     free(m);
+}
+
+/* A record the index cannot hold (ENOMEM) stops the log, as a failed write does: a record after
+ * it must not become durable without it. Its caller's effect was applied in memory (the server
+ * fail-stops when it hears), and a later call ran on that state: were the later record written,
+ * a restart would rebuild a state holding the later effect but not the one it depended on, and
+ * that later call's client would have been told it was done. Before, the log went on. */
+static void test_refused_record_stops_the_log(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_ALWAYS, 0, NULL, &s);
+    latch_reset();
+    struct trec *first = trec_new(ARPC_LOG_REPLY, 7, 1, 0, 3, 11); /* makes client 7, the effect list */
+    arpc_reply_log_append(log, &first->r);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, first->r.lr_status);
+
+    atomic_store(&test_alloc_budget, 0);
+    struct trec *refused = trec_new(ARPC_LOG_REPLY, 8, 1, 0, 4, 12); /* a new client: no memory */
+    arpc_reply_log_append(log, &refused->r);
+    assert_true(latch_wait(2, TEST_WAIT_MS));
+    /* Needs no memory (client 7 and the effect list have room): only the rule refuses it. */
+    struct trec *after = trec_new(ARPC_LOG_REPLY, 7, 2, 0, 5, 13);
+    arpc_reply_log_append(log, &after->r);
+    assert_true(latch_wait(3, TEST_WAIT_MS));
+    atomic_store(&test_alloc_budget, -1);
+    arpc_reply_log_close(log);
+    assert_int_equal(ARPC_ENOMEM, refused->r.lr_status);
+    assert_int_equal(ARPC_ESYSTEM, after->r.lr_status); /* was ARPC_OK */
+
+    struct replayed r = {0};
+    replay_dir(t->log, &r);
+    assert_int_equal(1, r.neffects); /* the first call's only: a prefix of what was appended */
+    assert_non_null(find_reply(&r, 7, 1));
+    assert_null(find_reply(&r, 7, 2));
+    replayed_free(&r);
+    free(first);
+    free(refused);
+    free(after);
 }
 
 /* A compaction that runs out of memory is abandoned: the log goes on in its segment, and the
@@ -1896,6 +1937,7 @@ int main(void)
         dir_test(test_segments_after_the_snapshot),
         dir_test(test_bad_options_and_records),
         dir_test(test_out_of_memory),
+        dir_test(test_refused_record_stops_the_log),
         dir_test(test_compaction_out_of_memory),
         dir_test(test_random_damage_never_crashes),
         dir_test(test_write_failure_stops_the_log),
