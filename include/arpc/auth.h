@@ -71,7 +71,10 @@ typedef int (*arpc_authenticate_fn)(const arpc_peer_info *peer, const void *toke
  * Any thread. */
 ARPC_API bool arpc_auth_token_equal(const void *a, size_t alen, const void *b, size_t blen);
 
-/* One accepted token and the identity it gives (0: its position in the array + 1). */
+/* One accepted token and the identity it gives (0: its position in the array + 1). The
+ * identity keys the client's at-most-once calls, in the reply log too: a list whose entries
+ * move between two runs on one log renames clients, whose re-sent calls then run again
+ * (docs/SECURITY.md). Give each entry an identity where the list may change. */
 typedef struct arpc_auth_token {
     const void *token; /* NULL ends an array of them */
     size_t len;
