@@ -349,6 +349,16 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
 {
     bool kept = false, unlogged = false;
     struct arpc_rc_waiter *waiters;
+    if (ran && s->sv_log != NULL && rm != s->sv_lost_reply && rm != s->sv_stop_reply &&
+        atomic_load(&s->sv_log_failed)) {
+        /* The log lost a record before this one (fail-stop): this call ran on a state that held
+         * what the log lost, so its result (and effect) must not be logged behind the hole, nor
+         * leave as done. It ends as one whose reply could not be made, "may have run", which
+         * is logged if the log still takes records (a retry after a restart gets it too). */
+        reply_msg_put(rm);
+        s->sv_lost_reply->rm_refs++; /* the one this call takes */
+        rm = s->sv_lost_reply;
+    }
     if (!ran) {
         waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
     } else {

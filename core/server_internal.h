@@ -435,7 +435,8 @@ void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
- * replier wrote it already, rm_direct); rm is kept or freed. */
+ * replier wrote it already, rm_direct); rm is kept or freed. Once the log failed, a call that
+ * ran ends with the lost reply (ARPC_EABANDONED) instead: rm is freed, its effect not logged. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
 /* A numbered call's reply could not be made (no memory): its waiters get an ARPC_EABANDONED
  * error made in advance; kept for its retries if the call ran, forgotten if it was refused

@@ -194,6 +194,12 @@ bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ac
 
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm)
 {
+    /* The log lost a record before this one (fail-stop): this effect was made on a state that
+     * held what the log lost; logged behind the hole it would rebuild a state that never was. */
+    if (atomic_load(&s->sv_log_failed)) {
+        journal_refuse_lost(sc, rm);
+        return true;
+    }
     /* An unnumbered call's effect: a record with no client (nothing to deduplicate). */
     struct journal_rec *r = journal_rec_new(s, ARPC_LOG_REPLY, NULL, 0, rm->rm_effect, rm->rm_effect_len);
     if (r == NULL) {
