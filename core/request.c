@@ -265,6 +265,14 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
 static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 {
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
+    struct request_state *st = req->rq_state;
+    if (st->rs_effect != NULL) { /* its effect, where its reply would be in the log's order */
+        if (loop != NULL)
+            journal_effect_append(st->rs_conn->sc_server, st->rs_effect);
+        else
+            journal_effect_free(st->rs_effect); /* no loop runs: the log is closed */
+        st->rs_effect = NULL;
+    }
     if (loop != NULL) {
         request_unlist(req); /* NULL: a stop emptied the list */
         inflight_end(req, 0);
@@ -432,6 +440,11 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
     server_retain(s); /* the request may be freed before we return: finish with s first */
     int rc = ARPC_OK;
     if (req->rq_oneway) {
+        /* Nothing to reply, but an effect to log all the same: its state holds it. */
+        if (effect != NULL && (st->rs_effect = journal_effect_new(s, effect, effect_len)) == NULL) {
+            rc = ARPC_ENOMEM;
+            journal_fail_enomem(s); /* an effect the log will never have: fail-stop */
+        }
         request_finish_on_loop(s, req, request_oneway_done_on_loop);
     } else {
         rc = reply_fit_client(sc->sc_client_max, &kind, &code, &data, &len);

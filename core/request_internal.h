@@ -88,6 +88,8 @@ struct request_state {
     uint8_t *rs_buf;         /* a large frame's body buffer, kept as it was read (core/conn.h); NULL: none */
     size_t rs_buf_cap;
     struct conn_rbuf_head *rs_pin; /* the connection's read buffer, lent for the payload (arpc_conn_pin); NULL: none */
+    struct journal_rec *rs_effect; /* a one-way handler's arpc_reply_durable effect, as a log record:
+                                    * appended on the loop in lane order (journal_effect_append); NULL: none */
     /* What the handler's thread reads, next to a small payload: the lines a call brings to
      * its worker are as few as they can be (docs/PERFORMANCE.md, the pool's hand-offs). */
     arpc_request *rs_req;        /* its handle */

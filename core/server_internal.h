@@ -470,6 +470,14 @@ bool journal_reply(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ac
 /* An unnumbered durable reply: true when rm is taken (its sending waits for the record, or
  * the call was refused because no record could be made). */
 bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_msg *rm);
+/* A one-way message's durable effect (nobody waits for it): a record made on the handler's
+ * thread (NULL: no memory; the caller fails the log, journal_fail_enomem), appended on the loop
+ * where its reply would have been (lane order: the handler's order), or let go of when no loop
+ * runs any more. Once the log failed it is dropped: it must not follow a record the log lost. */
+struct journal_rec;
+struct journal_rec *journal_effect_new(arpc_server *s, const void *effect, size_t len);
+void journal_effect_append(arpc_server *s, struct journal_rec *r);
+void journal_effect_free(struct journal_rec *r);
 /* The cache forgot a client (its expiry, or its goodbye: floor 0, or its highest seq, which
  * a restart keeps refusing): a record, so a restart forgets it too. */
 void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor);

@@ -222,6 +222,25 @@ bool journal_send_durable(arpc_server *s, struct server_conn *sc, struct reply_m
     return true;
 }
 
+struct journal_rec *journal_effect_new(arpc_server *s, const void *effect, size_t len)
+{
+    struct journal_rec *r = journal_rec_new(s, ARPC_LOG_REPLY, NULL, 0, effect, len); /* no client */
+    if (r != NULL)
+        r->jr_then = JR_NOTHING; /* a one-way message: nobody waits (a failed record fails the log) */
+    return r;
+}
+
+void journal_effect_append(arpc_server *s, struct journal_rec *r)
+{
+    if (s->sv_log == NULL || atomic_load(&s->sv_log_failed)) {
+        arpc_free(r);
+        return;
+    }
+    arpc_reply_log_append(s->sv_log, &r->jr_rec);
+}
+
+void journal_effect_free(struct journal_rec *r) { arpc_free(r); }
+
 /* Without the record the log still holds the client's replies as alive (compaction keeps
  * them too): a restart replays them, and they stay until the client's idle expiry passes
  * again. Never a second run of a call; only memory, so it is counted and told, not fatal. */

@@ -443,8 +443,9 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * state once, and rebuilds its state from them, reflects every call exactly once across
  * crashes -- a call whose record did not make it to disk has no effect and was never answered,
  * so its client's retry runs it. Call it from the thread that applies the effects to the
- * state (e.g. the state's single actor), so that log order is application order. Without a
- * log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
+ * state (e.g. the state's single actor), so that log order is application order. For a
+ * one-way request the effect is logged all the same (in that order; nothing waits for it).
+ * Without a log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
  * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. ARPC_ENOMEM means the
  * effect was not logged (its caller is answered ARPC_EABANDONED, it may have run): a state
  * that applied it is now ahead of the log, so the server stops taking at-most-once calls, as
