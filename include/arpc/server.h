@@ -455,8 +455,12 @@ ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t ef
                                 size_t len);
 
 /* Logs the application's state as a checkpoint: it must reflect every effect passed to
- * arpc_reply_durable before this call, from the same thread. At the next start, recover gets
- * this state and then only the effects logged after it, and the log can drop older ones.
+ * arpc_reply_durable before this call, from the same thread, and no other: an effect already
+ * in the state but passed after this call (or on another thread, whose order against this
+ * call the log does not know) is recovered on top of a state that holds it, or not at all.
+ * So call it from the thread that applies the effects, between two of them. At the next
+ * start, recover gets this state and then only the effects logged after it, and the log can
+ * drop older ones.
  * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ESHUTDOWN, ARPC_ENOMEM. */
 ARPC_API int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len);
 
