@@ -349,7 +349,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
 {
     bool kept = false, unlogged = false;
     struct arpc_rc_waiter *waiters;
-    if (ran && s->sv_log != NULL && rm != s->sv_lost_reply && rm != s->sv_stop_reply &&
+    if (ran && rm->rm_ran && s->sv_log != NULL && rm != s->sv_lost_reply && rm != s->sv_stop_reply &&
         atomic_load(&s->sv_log_failed)) {
         /* The log lost a record before this one (fail-stop): this call ran on a state that held
          * what the log lost, so its result (and effect) must not be logged behind the hole, nor
