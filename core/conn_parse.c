@@ -21,19 +21,19 @@ static bool conn_skip_body(struct arpc_conn *conn)
 }
 
 /* arpc_frame_decode said ARPC_ETOOLARGE: lets the owner answer that frame alone and skip its
- * body. Returns ARPC_OK (skipping), ARPC_EAGAIN (the header's xid has not arrived yet), or
+ * body. Returns ARPC_OK (skipping), ARPC_EAGAIN (the header, or a request's fixed fields, have
+ * not all arrived yet), or
  * ARPC_ETOOLARGE (bad input). */
 static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 {
-    uint8_t kind;
-    uint64_t xid;
+    struct arpc_frame f;
     uint32_t body_len;
     if (conn->c_ops->on_oversized == NULL)
         return ARPC_ETOOLARGE;
-    if (arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
-                               &body_len) != ARPC_OK)
+    if (arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &f, &body_len) !=
+        ARPC_OK)
         return ARPC_EAGAIN;
-    if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, kind, xid, body_len))
+    if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, &f, body_len))
         return ARPC_ETOOLARGE;
     arpc_conn_begin_skip(conn, body_len, parsed_from);
     conn->c_rstart += ARPC_FRAME_HEADER_SIZE;

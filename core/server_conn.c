@@ -139,18 +139,23 @@ static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
 }
 
 /* A request over max_frame: that call alone is answered ARPC_ETOOLARGE (it did not run) and
- * its body is skipped; the connection goes on. Anything else that large is bad input. */
-static bool sconn_on_oversized(struct arpc_conn *conn, uint8_t kind, uint64_t xid, uint32_t body_len)
+ * its body is skipped; the connection goes on. A copy of a numbered call that ran (or runs)
+ * gets that call's result instead (a server restarted on its log with a smaller max_frame): it
+ * must not be told "did not run". Anything else that large is bad input. */
+static bool sconn_on_oversized(struct arpc_conn *conn, const struct arpc_frame *f, uint32_t body_len)
 {
     struct server_conn *sc = conn->c_owner;
+    uint8_t kind = f->f_kind;
     if (!sc->sc_hello || (kind != ARPC_FRAME_REQUEST && kind != ARPC_FRAME_ONEWAY))
         return false;
     sc->sc_last_busy = ev_now(conn->c_ev);
+    if (kind == ARPC_FRAME_REQUEST && dedup_answer_copy(sc, f))
+        return true;
     char msg[96];
     int n = snprintf(msg, sizeof(msg), "request body of %u bytes is over the server's max_frame (%u)", body_len,
                      conn->c_max_body);
     if (kind == ARPC_FRAME_REQUEST)
-        sconn_refuse_call(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
+        sconn_refuse_call(sc, f->f_xid, ARPC_ETOOLARGE, msg, (size_t)n);
     else
         arpc_log(ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
     return true;

@@ -404,10 +404,10 @@ void dedup_stop(arpc_server *s);
  * deadline_ns (ARPC_NEVER: none), then answered ARPC_ETIMEDOUT. */
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns);
 /* A numbered request the server will not start (it is stopping, has no memory for the
- * request, or lacks its method): true when it is a copy of a call the server has seen,
+ * request, lacks its method, or the request is over max_frame): true when it is a copy of a call the server has seen,
  * answered as any copy is (its result replayed, or attached to the running call, or refused as
  * acknowledged), never "did not run" for a call that ran; false for a call the server never
- * saw (the caller refuses it: ARPC_ESHUTDOWN, ARPC_EREJECTED, ARPC_ENOMETHOD). */
+ * saw (the caller refuses it: ARPC_ESHUTDOWN, ARPC_EREJECTED, ARPC_ENOMETHOD, ARPC_ETOOLARGE). */
 bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f);
 /* A request on sc waiting for numbered call seq was answered by the server in its handler's
  * place: it stops waiting for the call's result (which its other waiters still get), and lets

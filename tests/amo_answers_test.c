@@ -236,12 +236,54 @@ static void test_copy_of_a_method_gone_after_restart(void **state)
     assert_int_equal(0, system(cmd));
 }
 
+/* A server restarted on its log with a smaller max_frame: a copy of a call that ran there with a
+ * request now over the limit gets its result, not ARPC_ETOOLARGE ("did not run"). */
+static void test_oversized_copy_after_restart(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/arpc-amo-answers-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static char big[4000];
+    memset(big, 'b', sizeof(big));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .log_dir = dir};
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_run, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect_with(&r, addr, 0xa4, NULL, 0x1ca5));
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.big", big, sizeof(big)));
+    expect_reply(&r, 1, "b #1");
+    raw_close(&r); /* lost before the client read it, say */
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+
+    so.max_frame = 1024;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_run, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    assert_true(raw_connect_with(&r, addr, 0xa4, NULL, 0x1ca5));
+    assert_true(raw_request(&r, 2, 1, 0, 0, "t.big", big, sizeof(big))); /* the copy */
+    expect_reply(&r, 2, "b #1"); /* not ARPC_ETOOLARGE: it ran */
+    assert_true(raw_request(&r, 3, 2, 1, 0, "t.big", big, sizeof(big))); /* a new one: too large */
+    assert_true(raw_next_is_error(&r, 3, ARPC_ETOOLARGE));
+    assert_true(raw_request(&r, 4, 3, 1, 0, "t.big", "s", 1)); /* and the connection goes on */
+    expect_reply(&r, 4, "s #2");
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_int_equal(2, atomic_load(&runs));
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(0, system(cmd));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_copy_without_memory_to_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_without_memory_for_its_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_of_a_method_gone_after_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_copy_after_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
