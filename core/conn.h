@@ -65,8 +65,8 @@ struct arpc_conn_ops {
      * (ARPC_CONN_HOLD_BACKLOG or ARPC_CONN_HOLD_BYTES), e.g. to count or log it. */
     void (*on_held)(struct arpc_conn *conn, unsigned reason);
     /* Optional: a well-formed header announces a body over max_body but not over
-     * ARPC_CONN_SKIP_MAX. f holds what arpc_frame_peek_header reads (kind, xid; a request's
-     * seq, ack and deadline). Return true to answer that frame alone (e.g. ERROR ARPC_ETOOLARGE
+     * ARPC_CONN_SKIP_MAX. f holds the header's kind and xid and, for a request, the fixed
+     * fields of its body (seq, ack, deadline: arpc_frame_peek_request_fields), the rest zero. Return true to answer that frame alone (e.g. ERROR ARPC_ETOOLARGE
      * for its xid): its body is then dropped as it streams in, never buffered, and the
      * connection goes on. False: bad input, as above. */
     bool (*on_oversized)(struct arpc_conn *conn, const struct arpc_frame *f, uint32_t body_len);

@@ -26,14 +26,20 @@ static bool conn_skip_body(struct arpc_conn *conn)
  * ARPC_ETOOLARGE (bad input). */
 static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 {
-    struct arpc_frame f;
+    struct arpc_frame f = {0};
     uint32_t body_len;
+    const uint8_t *at = conn->c_rbuf + conn->c_rstart;
+    size_t have = conn->c_rend - conn->c_rstart;
     if (conn->c_ops->on_oversized == NULL)
         return ARPC_ETOOLARGE;
-    if (arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &f, &body_len) !=
-        ARPC_OK)
+    if (arpc_frame_peek_header(at, have, &f.f_kind, &f.f_xid, &body_len) != ARPC_OK)
         return ARPC_EAGAIN;
-    if (body_len > ARPC_CONN_SKIP_MAX || !conn->c_ops->on_oversized(conn, &f, body_len))
+    if (body_len > ARPC_CONN_SKIP_MAX)
+        return ARPC_ETOOLARGE; /* decided from the header alone */
+    bool request = f.f_kind == ARPC_FRAME_REQUEST || f.f_kind == ARPC_FRAME_ONEWAY;
+    if (request && body_len >= ARPC_REQUEST_FIXED_SIZE && arpc_frame_peek_request_fields(at, have, &f) != ARPC_OK)
+        return ARPC_EAGAIN;
+    if (!conn->c_ops->on_oversized(conn, &f, body_len))
         return ARPC_ETOOLARGE;
     arpc_conn_begin_skip(conn, body_len, parsed_from);
     conn->c_rstart += ARPC_FRAME_HEADER_SIZE;

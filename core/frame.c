@@ -106,24 +106,25 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint6
     return ARPC_OK;
 }
 
-int arpc_frame_peek_header(const uint8_t *buf, size_t len, struct arpc_frame *f, uint32_t *body_len)
+int arpc_frame_peek_header(const uint8_t *buf, size_t len, uint8_t *kind, uint64_t *xid, uint32_t *body_len)
 {
     if (len < ARPC_FRAME_HEADER_SIZE)
         return ARPC_EAGAIN;
-    uint8_t kind = buf[HDR_KIND];
-    uint32_t blen = le_ld32(buf + HDR_BODY_LEN);
-    bool request = kind == ARPC_FRAME_REQUEST || kind == ARPC_FRAME_ONEWAY;
-    if (request && blen >= ARPC_REQUEST_FIXED_SIZE && len < ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE)
+    *kind = buf[HDR_KIND];
+    *xid = le_ld64(buf + HDR_XID);
+    *body_len = le_ld32(buf + HDR_BODY_LEN);
+    return ARPC_OK;
+}
+
+int arpc_frame_peek_request_fields(const uint8_t *buf, size_t len, struct arpc_frame *f)
+{
+    if (len < ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE)
         return ARPC_EAGAIN;
-    *f = (struct arpc_frame){.f_kind = kind, .f_xid = le_ld64(buf + HDR_XID)};
-    *body_len = blen;
-    if (request && blen >= ARPC_REQUEST_FIXED_SIZE) {
-        const uint8_t *body = buf + ARPC_FRAME_HEADER_SIZE;
-        f->f_seq = le_ld64(body + REQ_SEQ);
-        f->f_ack = le_ld64(body + REQ_ACK);
-        f->f_deadline_ms = le_ld32(body + REQ_DEADLINE);
-        f->f_flags = le_ld16(body + REQ_FLAGS);
-    }
+    const uint8_t *body = buf + ARPC_FRAME_HEADER_SIZE;
+    f->f_seq = le_ld64(body + REQ_SEQ);
+    f->f_ack = le_ld64(body + REQ_ACK);
+    f->f_deadline_ms = le_ld32(body + REQ_DEADLINE);
+    f->f_flags = le_ld16(body + REQ_FLAGS);
     return ARPC_OK;
 }
 

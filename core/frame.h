@@ -117,13 +117,15 @@ int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct 
  * *out is untouched on error. */
 int arpc_frame_decode_split(const uint8_t *header, const uint8_t *body, uint32_t max_body, struct arpc_frame *out);
 
-/* For a frame arpc_frame_decode refused with ARPC_ETOOLARGE (its magic, version and kind were
- * checked), whose body the receiver skips: the header's kind and xid (into f, the rest of f
- * zeroed) and body length, unjudged; for a REQUEST or ONEWAY also the fixed fields at the start
- * of its body (f_seq, f_ack, f_deadline_ms, f_flags), so that a copy of a numbered call can be
- * looked up before it is refused (a body shorter than those leaves them 0). ARPC_EAGAIN while
- * buf holds less than that, else ARPC_OK. */
-int arpc_frame_peek_header(const uint8_t *buf, size_t len, struct arpc_frame *f, uint32_t *body_len);
+/* The header's kind, xid and body length, unjudged: for a frame arpc_frame_decode refused
+ * with ARPC_ETOOLARGE (its magic, version and kind were checked), whose body the receiver
+ * skips. ARPC_EAGAIN while buf holds less than a header, else ARPC_OK. */
+int arpc_frame_peek_header(const uint8_t *buf, size_t len, uint8_t *kind, uint64_t *xid, uint32_t *body_len);
+/* For such a REQUEST or ONEWAY frame (buf at its header), the fixed fields at the start of its
+ * body, unjudged, into f (f_seq, f_ack, f_deadline_ms, f_flags; the rest untouched), so that a
+ * copy of a numbered call can be looked up before it is refused. ARPC_EAGAIN while buf holds
+ * less than the header and those fields, else ARPC_OK. */
+int arpc_frame_peek_request_fields(const uint8_t *buf, size_t len, struct arpc_frame *f);
 
 /* The whole size (header + body) of a frame this side encoded, from its header. */
 size_t arpc_frame_total_size(const uint8_t *header);
