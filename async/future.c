@@ -15,9 +15,10 @@
  *
  * Callbacks: a lock-free LIFO of nodes (f_cbs). then() pushes with a CAS; completion, after
  * publishing DONE, swaps the head for the CLOSED sentinel and runs the nodes it took, in
- * registration order. A then() that finds CLOSED runs its callback itself. A node is either
- * in the list before the swap (run by the completer) or sees CLOSED (run by then()): exactly
- * once in every interleaving. The first then() uses the callback slot embedded in the future
+ * registration order. A then() that finds DONE or CLOSED runs its callback itself (DONE comes
+ * first, and a waiter woken by it may register before the swap: the callback must still run
+ * before then() returns, arpc/future.h). A node is either in the list before the swap (run by
+ * the completer) or saw DONE or CLOSED (run by then()): exactly once in every interleaving. The first then() uses the callback slot embedded in the future
  * (f_first_fn/arg), so the common single-callback case (a cq, a wait_any) does not allocate.
  * The slot has no link of its own (8 bytes less per call): it goes in only onto an empty
  * list, so it is always the tail, and the list holds it as the shared marker cb_first. A then()
@@ -360,6 +361,14 @@ int arpc_future_then(arpc_future *f, arpc_future_cb cb, void *arg)
 {
     if (!future_live(f, __func__) || cb == NULL)
         return ARPC_EINVAL;
+    /* Complete already (a waiter woken by the completer, which has yet to take the list):
+     * run here and now, as promised, not later on the completer's thread. The list taken
+     * then never holds this one, so it still runs exactly once. Acquire pairs with DONE's
+     * release: the result is visible to cb. */
+    if (future_state(f) & ST_DONE) {
+        cb(f, arg);
+        return ARPC_OK;
+    }
     struct future_cb *head = atomic_load_explicit(&f->f_cbs, memory_order_acquire);
     if (head == NULL && future_then_first(f, &head, cb, arg))
         return ARPC_OK;
