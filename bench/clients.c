@@ -53,12 +53,17 @@ int bench_clients_open(struct bench_clients *bc, const char *addr, unsigned ncli
         if (start_loop(&bc->bc_loops[bc->bc_nloops], caller_driven) != 0)
             goto fail;
     for (; bc->bc_nclients < nclients; bc->bc_nclients++) {
+        char why[ARPC_ERRBUF_SIZE] = "";
         arpc_client_options opts = {.loop = bc->bc_loops[bc->bc_nclients % nloops],
                                     .semantics = bench_semantics(cfg), .tls = &tls,
-                                    .default_deadline_ms = cfg->deadline_ms};
+                                    .default_deadline_ms = cfg->deadline_ms,
+                                    .errbuf = why, .errbuf_len = sizeof(why)};
         int rv = arpc_client_connect(&bc->bc_clients[bc->bc_nclients], addr, &opts);
         if (rv != ARPC_OK) {
-            fprintf(stderr, "arpc-bench: connect to %s: %s\n", addr, arpc_strerror(rv));
+            /* The library's words say what is in the way (no such socket, refused, not an
+             * arpc server, a certificate not trusted); the code's text alone does not. */
+            fprintf(stderr, "arpc-bench: connect to %s: %s: %s\n", addr, arpc_errname(rv),
+                    why[0] != '\0' ? why : arpc_strerror(rv));
             goto fail;
         }
     }

@@ -1,0 +1,56 @@
+/*
+ * arpc-bench --connect to a server that is not there (bench/clients.c): the one line on
+ * stderr names the error and says what is in the way, in the library's words (errbuf), not
+ * only the code's generic text ("could not connect to the server"), which leaves a user
+ * guessing whether the path, the port or the host is wrong.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "support/call_run.h"
+
+#ifndef ARPC_BENCH_BIN
+#error "tests/CMakeLists.txt defines ARPC_BENCH_BIN, the arpc-bench program's path"
+#endif
+
+#define BENCH(r, addr) \
+    call_run((r), ARPC_BENCH_BIN, NULL, 0, \
+             (const char *const[]){"throughput", "--connect", (addr), "--calls", "10", "--no-memory", "--quiet", NULL})
+
+static void test_missing_unix_socket_says_why(void **state)
+{
+    (void)state;
+    char addr[128];
+    snprintf(addr, sizeof(addr), "unix:///tmp/arpc-bench-connect-%d-nowhere/bench.sock", (int)getpid());
+    struct call_run r;
+    BENCH(&r, addr);
+    assert_int_not_equal(0, r.status);
+    assert_non_null(strstr(r.err, "ARPC_ECONNREFUSED"));
+    assert_non_null(strstr(r.err, "no such directory for unix path"));
+}
+
+static void test_refused_tcp_port_says_why(void **state)
+{
+    (void)state;
+    struct call_run r;
+    BENCH(&r, "tcp://127.0.0.1:1"); /* a privileged port nothing listens on */
+    assert_int_not_equal(0, r.status);
+    assert_non_null(strstr(r.err, "ARPC_ECONNREFUSED"));
+    assert_non_null(strstr(r.err, "connection refused by 127.0.0.1:1"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_missing_unix_socket_says_why),
+        cmocka_unit_test(test_refused_tcp_port_says_why),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
