@@ -8,7 +8,8 @@
 
 #include "arpc/arpc.h"
 
-/* Runs on a server worker actor. Integers travel as 8 little-endian bytes. */
+/* Runs on a server worker actor. Integers travel as 8 bytes in the host's order (client and
+ * server are one process here; across machines, pick a byte order). */
 static void proc22(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -49,7 +50,16 @@ int main(void)
     size_t len = 0;
     rc = arpc_call(client, "22", &x, sizeof(x), &reply, &len, 2000);
     if (rc != ARPC_OK || len != sizeof(z)) {
-        fprintf(stderr, "toy: call failed: %s\n", arpc_strerror(rc));
+        /* A failure's reply, when it has one, is the reason in words (NUL-terminated): the
+         * handler's message for ARPC_EHANDLER, the method's name for ARPC_ENOMETHOD, ... */
+        if (rc != ARPC_OK)
+            fprintf(stderr, "toy: call failed: %s: %s\n", arpc_errname(rc),
+                    reply != NULL ? (const char *)reply : arpc_strerror(rc));
+        else
+            fprintf(stderr, "toy: the reply has %zu bytes, not %zu\n", len, sizeof(z));
+        arpc_free(reply);
+        arpc_client_close(client);
+        arpc_server_destroy(server);
         return 1;
     }
     memcpy(&z, reply, sizeof(z));
