@@ -82,24 +82,38 @@ ARPC_API bool arpc_actor_on_thread(const arpc_actor *actor);
 /* Messages processed so far (a snapshot; for tests and statistics). */
 ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
 
-/* Creates a group of n actors (n == 0: one per online CPU). opts applies to each actor. */
+/* Creates a group of n actors (n == 0: one per online CPU) and starts them. opts (may be NULL)
+ * applies to each actor; its name, if any, is given to each with "-INDEX" appended. Errors:
+ * ARPC_EINVAL (out NULL, bad options), ARPC_ENOMEM, ARPC_ESYSTEM (the actors made so far are
+ * stopped and freed; *out is NULL). */
 ARPC_API int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts,
                                        size_t opts_size);
 #define arpc_actor_group_create(out, n, opts) \
     arpc_actor_group_create_v((out), (n), (opts), sizeof(arpc_actor_options))
 
-/* Round-robin post. Thread-safe. Errors as arpc_actor_post. */
+/* Round-robin post. Thread-safe. Errors as arpc_actor_post (ARPC_EINVAL for a NULL group). */
 ARPC_API int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg);
 
-/* Posts to the actor chosen by key: equal keys always reach the same actor. */
+/* Posts to the actor chosen by key: equal keys always reach the same actor. Thread-safe.
+ * Errors as arpc_actor_group_post. */
 ARPC_API int arpc_actor_group_post_key(arpc_actor_group *g, uint64_t key, arpc_actor_fn fn,
                                        void *arg);
 
+/* The number of actors (0 for NULL). Any thread. */
 ARPC_API unsigned arpc_actor_group_size(const arpc_actor_group *g);
+/* Actor i of the group (NULL for NULL or i out of range), lent: the group owns it and frees
+ * it at arpc_actor_group_destroy. Post to it, stop it or ask arpc_actor_on_thread, but never
+ * arpc_actor_destroy it. Any thread. */
 ARPC_API arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i);
 
 /* Stops every actor of the group (same contract as arpc_actor_stop) and waits for them. */
+/* Returns ARPC_OK; ARPC_EINVAL (NULL, or a mode not in the enum); ARPC_EBUSY, stopping none,
+ * from one of its actors' own threads. */
 ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode);
+/* Stops the group with ARPC_ACTOR_DRAIN if still running, waits for its actors, and frees
+ * them and the group. NULL does nothing. Not from one of its actors' threads (a caller bug:
+ * it aborts in debug builds; with NDEBUG it leaks the group rather than free a running actor).
+ * A group given to a server (arpc_method_options.group) must outlive it. */
 ARPC_API void arpc_actor_group_destroy(arpc_actor_group *g);
 
 #ifdef __cplusplus

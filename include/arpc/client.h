@@ -194,9 +194,12 @@ ARPC_API int arpc_client_close(arpc_client *c);
  * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
  * would wait for itself: use arpc_call_async there). method: "Service.Method", 1 to 255
  * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, and ARPC_EUNREACHABLE
- * without a connection, which carry a message),
+ * without a connection, which carry a message; other errors may carry one too, e.g.
+ * ARPC_ETOOLARGE or a server's ARPC_EREJECTED),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
- * may be NULL to discard it. A message is followed by a NUL byte not counted in *reply_len
+ * may be NULL to discard it. So free *reply whenever it is not NULL, whatever the outcome
+ * (arpc_free(NULL) does nothing); an empty ARPC_OK reply may still be a buffer, with
+ * *reply_len 0. A message is followed by a NUL byte not counted in *reply_len
  * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above). */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
                        void **reply, size_t *reply_len, int64_t deadline_ms);

@@ -53,7 +53,8 @@ extern "C" {
 /* Monotonic time in nanoseconds (CLOCK_MONOTONIC), the clock of every arpc deadline. */
 ARPC_API uint64_t arpc_now_ns(void);
 
-/* Memory returned to the caller by arpc (e.g. arpc_future_take) is freed with arpc_free. */
+/* Memory returned to the caller by arpc (e.g. arpc_future_take) is freed with arpc_free.
+ * NULL does nothing. Any thread. */
 ARPC_API void arpc_free(void *ptr);
 
 #ifdef __cplusplus
