@@ -192,7 +192,9 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     char why[ARPC_WHY_MAX];
     const struct arpc_transport_ops *tr = arpc_transport_find(addr, &rest);
     if (tr == NULL) {
-        *rc = ARPC_EADDR;
+        /* Said, as every other listen failure is: "127.0.0.1:7000" alone is an easy slip. */
+        *rc = arpc_transport_find_failed(addr, why, sizeof(why));
+        arpc_log(ARPC_LOG_WARN, "cannot listen: %s", why);
         return NULL;
     }
     struct server_listener *l = arpc_calloc(1, sizeof(*l));

@@ -56,8 +56,7 @@ const struct arpc_transport_ops *arpc_transport_find(const char *addr, const cha
     return NULL;
 }
 
-/* Why arpc_transport_find rejected addr. */
-static int find_failed(const char *addr, char *why, size_t whylen)
+int arpc_transport_find_failed(const char *addr, char *why, size_t whylen)
 {
     if (addr == NULL)
         return arpc_sock_why(why, whylen, ARPC_EADDR, "no address given");
@@ -80,7 +79,7 @@ int arpc_transport_resolve(const char *addr, struct arpc_target *target, char *w
     const char *rest;
     const struct arpc_transport_ops *ops = arpc_transport_find(addr, &rest);
     if (ops == NULL)
-        return find_failed(addr, why, whylen);
+        return arpc_transport_find_failed(addr, why, whylen);
     return ops->t_resolve(rest, target, why, whylen);
 }
 

@@ -112,6 +112,10 @@ extern const struct arpc_transport_ops arpc_transport_tls;
  * unknown scheme or a malformed or too long (>= ARPC_ADDR_MAX bytes) address. */
 const struct arpc_transport_ops *arpc_transport_find(const char *addr, const char **rest);
 
+/* Why arpc_transport_find rejected addr, in why: "unknown scheme in ..." (naming the schemes
+ * there are), "address too long ...", "no address given". Returns ARPC_EADDR. */
+int arpc_transport_find_failed(const char *addr, char *why, size_t whylen);
+
 /* find + t_resolve; blocks as t_resolve does. ARPC_EADDR (why: "unknown scheme in ...")
  * for an address find rejects. */
 int arpc_transport_resolve(const char *addr, struct arpc_target *target, char *why,
