@@ -45,11 +45,18 @@ endif()
 install(TARGETS arpc EXPORT arpcTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(TARGETS arpc_static EXPORT arpcStaticTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-if(ARPC_WITH_PROTOBUF)
-  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-else() # arpc/protobuf.h declares functions this build does not have
-  install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN protobuf.h EXCLUDE)
+# The headers of optional parts this build lacks are left out: they declare functions the
+# library does not have, so a program would compile and then fail to link. Their own
+# component, so tests/install_headers.cmake can install them without building the library.
+set(ARPC_HEADERS_LEFT_OUT "")
+if(NOT ARPC_WITH_PROTOBUF)
+  list(APPEND ARPC_HEADERS_LEFT_OUT PATTERN protobuf.h EXCLUDE)
 endif()
+if(NOT ARPC_WITH_JSONRPC)
+  list(APPEND ARPC_HEADERS_LEFT_OUT PATTERN jsonrpc.h EXCLUDE)
+endif()
+install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT arpc_headers
+  ${ARPC_HEADERS_LEFT_OUT})
 
 set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})

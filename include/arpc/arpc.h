@@ -1,4 +1,6 @@
-/* arpc: asynchronous RPC in C. Include this for the whole public API. */
+/* arpc: asynchronous RPC in C. Include this for the whole public API but its optional parts,
+ * which have headers of their own, installed only by a library built with them:
+ * arpc/jsonrpc.h (ARPC_WITH_JSONRPC, jansson) and arpc/protobuf.h (ARPC_WITH_PROTOBUF). */
 #ifndef ARPC_ARPC_H
 #define ARPC_ARPC_H
 

@@ -2,7 +2,7 @@
  * arpc/jsonrpc.h: JSON-RPC 1.0 as Go's net/rpc/jsonrpc speaks it, both ways. Built when arpc
  * is built with jansson (CMake option ARPC_WITH_JSONRPC, on when libjansson-dev is found;
  * the arpc_internal target then defines ARPC_WITH_JSONRPC); without it these functions do not
- * exist and a server speaks arpc frames only. The wire is in docs/PROTOCOL.md ("JSON-RPC").
+ * exist, this header is not installed, and a server speaks arpc frames only. The wire is in docs/PROTOCOL.md ("JSON-RPC").
  *
  * ---- Serving: nothing to set up ----
  * Every arpc server listener also answers JSON-RPC: a connection whose first byte is '{' (or
