@@ -194,35 +194,6 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     return ARPC_OK;
 }
 
-int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
-                           const arpc_method_options *caller_mopts, size_t mopts_size)
-{
-    arpc_method_options copy;
-    if (arpc_options_copy(&copy, sizeof(copy), caller_mopts, mopts_size) != ARPC_OK)
-        return ARPC_EINVAL;
-    const arpc_method_options *mopts = caller_mopts != NULL ? &copy : NULL;
-    if (mopts != NULL && mopts->queue != NULL) {
-        /* Requests go to the queue from the loop, no handler (core/request_queue.c). */
-        if (fn != NULL || ctx != NULL || mopts->actor != NULL || mopts->group != NULL || mopts->key != NULL ||
-            mopts->inline_on_loop || mopts->ctx_free != NULL)
-            return ARPC_EINVAL;
-        copy.inline_on_loop = true;
-        fn = request_to_queue;
-        ctx = mopts->queue;
-    }
-    if (!server_live(s, "arpc_server_register") || name == NULL || fn == NULL || name[0] == '\0' || strlen(name) > ARPC_METHOD_MAX)
-        return ARPC_EINVAL;
-    if (strncmp(name, ARPC_BUILTIN_PREFIX, strlen(ARPC_BUILTIN_PREFIX)) == 0)
-        return ARPC_EINVAL; /* the library's (core/server_builtin.c) */
-    if (mopts != NULL && (!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
-        return ARPC_EINVAL;
-    if (mopts != NULL && mopts->key != NULL && (mopts->actor != NULL || mopts->inline_on_loop))
-        return ARPC_EINVAL; /* a key chooses among a group's actors */
-    if (atomic_load(&s->sv_state) != SV_IDLE)
-        return ARPC_EBUSY;
-    return arpc_registry_add(&s->sv_registry, name, fn, ctx, mopts);
-}
-
 static void step_start_listener(arpc_loop *loop, void *l)
 {
     (void)loop;

@@ -305,8 +305,9 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  *                 each followed by a line feed ("arpc.methods\narpc.stats\nkv.Get\n");
  *   arpc.stats    arpc_server_stats_json (arpc/stats.h);
  * both inline on the loop, the request body ignored.
- * Errors: ARPC_EINVAL (bad name, a name under "arpc.", or bad options), ARPC_EBUSY (name
- * taken, or already listening), ARPC_ENOMEM. */
+ * Errors: ARPC_EINVAL (bad name, a name under "arpc.", no fn, or bad options), ARPC_EBUSY (name
+ * taken, or already listening), ARPC_ENOMEM. There is no errbuf: each refusal is logged, one
+ * WARN line "cannot register method "NAME": <the rule broken>" (arpc/log.h). */
 ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
                                     const arpc_method_options *mopts, size_t mopts_size);
 #define arpc_server_register(s, name, fn, ctx, mopts) \
