@@ -1,6 +1,7 @@
 /*
  * The same kind of call made the three asynchronous ways, against an embedded server:
- *   1. a future with a `then` callback (runs on the client's loop thread),
+ *   1. a future with a `then` callback (runs on the client's loop thread, or at once if the
+ *      reply is already in),
  *   2. a completion queue whose fd sits in the application's own poll() loop (Go's Client.Go),
  *   3. one-way notifications (no reply at all).
  * usage: async_client [ADDR]    (default: an embedded server on unix:///tmp/arpc-async-<pid>.sock)
@@ -53,13 +54,14 @@ static int64_t result_of(arpc_future *f)
 
 static sem_t then_done; /* posted by each callback */
 
-/* Runs on the client's loop thread: must not block. */
+/* Runs on the client's loop thread (or on main, inside arpc_future_then, when the reply was
+ * in before the callback was registered): must not block. */
 static void on_square(arpc_future *f, void *arg)
 {
     int64_t x = (int64_t)(intptr_t)arg;
     int st = arpc_future_poll(f);
     if (st == ARPC_OK)
-        printf("  then:  square(%" PRId64 ") = %" PRId64 "  (callback on the loop thread)\n", x, result_of(f));
+        printf("  then:  square(%" PRId64 ") = %" PRId64 "\n", x, result_of(f));
     else
         printf("  then:  square(%" PRId64 ") failed: %s\n", x, arpc_errname(st));
     sem_post(&then_done);
