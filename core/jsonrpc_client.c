@@ -274,6 +274,24 @@ static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
     return c != NULL && arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn) ? c : NULL;
 }
 
+/* Why a call's arguments are refused (ARPC_EINVAL), in words for its result as the arpc
+ * client gives them (core/client_api.c), so the caller learns which; NULL if they are fine. */
+static const char *call_refusal(const arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                size_t params_len)
+{
+    if (c == NULL)
+        return "no JSON-RPC client (NULL, or closed)";
+    if (method == NULL)
+        return "the method name is NULL";
+    if (!method_ok(method))
+        return "the method name is not UTF-8";
+    if (params_json == NULL && params_len > 0)
+        return "params_json is NULL with a length other than 0";
+    if (!jsonrpc_valid(params_json != NULL ? params_json : "", params_len))
+        return "params_json is not one JSON value";
+    return NULL;
+}
+
 /* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it.
  * Returns the call's future (NULL only without memory for it). */
 static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const char *params_json,
@@ -286,8 +304,8 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     }
     int rc = ARPC_OK;
     struct jsonrpc_call *call = NULL;
-    if (c == NULL || !method_ok(method) || (params_json == NULL && params_len > 0) ||
-        !jsonrpc_valid(params_json != NULL ? params_json : "", params_len))
+    const char *why = call_refusal(c, method, params_json, params_len);
+    if (why != NULL)
         rc = ARPC_EINVAL;
     else if ((call = arpc_calloc(1, sizeof(*call))) == NULL)
         rc = ARPC_ENOMEM;
@@ -302,7 +320,9 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     }
     if (rc != ARPC_OK) {
         client_leave(c);
-        arpc_future_complete(f, rc, NULL, 0);
+        size_t why_len = why != NULL ? strlen(why) : 0;
+        char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
+        arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }
     if (deadline_ms == 0)

@@ -142,11 +142,14 @@ static void test_outcomes(void **state)
     expect_call(c, "T.Nope", "{}", ARPC_ENOMETHOD, "rpc: can't find method T.Nope");
     expect_call(c, "X.Echo", "{}", ARPC_ENOMETHOD, "rpc: can't find service X.Echo");
     expect_call(c, "nodot", "{}", ARPC_ENOMETHOD, "rpc: service/method request ill-formed: nodot");
-    /* Refused before sending: not one JSON value, no method. */
-    expect_call(c, "T.Echo", "{", ARPC_EINVAL, NULL);
-    expect_call(c, "T.Echo", "1 2", ARPC_EINVAL, NULL);
-    expect_call(c, "T.Echo", NULL, ARPC_EINVAL, NULL);
-    expect_call(c, NULL, "1", ARPC_EINVAL, NULL);
+    /* Refused before sending: not one JSON value, no method; the result says which, as an
+     * arpc call's does (a bare ARPC_EINVAL left the caller guessing). */
+    expect_call(c, "T.Echo", "{", ARPC_EINVAL, "params_json is not one JSON value");
+    expect_call(c, "T.Echo", "1 2", ARPC_EINVAL, "params_json is not one JSON value");
+    expect_call(c, "T.Echo", NULL, ARPC_EINVAL, "params_json is not one JSON value");
+    expect_call(c, NULL, "1", ARPC_EINVAL, "the method name is NULL");
+    expect_call(c, "T.\xff", "1", ARPC_EINVAL, "the method name is not UTF-8");
+    expect_call(NULL, "T.Echo", "1", ARPC_EINVAL, "no JSON-RPC client (NULL, or closed)");
     /* The connection still serves after all that. */
     expect_call(c, "T.Echo", "[true]", ARPC_OK, "[true]");
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);

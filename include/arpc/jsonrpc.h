@@ -62,7 +62,8 @@
  *                   end ARPC_ECONNLOST at once; connect a new client
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
  *                   null)
- *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8
+ *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8: the
+ *                   data says which (NUL-terminated), e.g. "params_json is not one JSON value"
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
  *   ARPC_ESHUTDOWN  the client was closed before the request was sent
  *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way), or the
@@ -112,8 +113,9 @@ ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char
                                               size_t params_len, int64_t deadline_ms);
 
 /* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
- * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER and ARPC_ENOMETHOD
- * (NUL-terminated; free it with arpc_free), else NULL; *result_len its length. */
+ * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER, ARPC_ENOMETHOD and
+ * ARPC_EINVAL (NUL-terminated; free it with arpc_free whenever it is not NULL), else NULL;
+ * *result_len its length. */
 ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
 
