@@ -313,12 +313,21 @@ static void server_end_stop(arpc_server *s)
     arpc_future_release(stopped);
 }
 
+/* A stop waits for the loop and the pool: not from inside them. Refused, and said: a refused
+ * destroy leaves the server serving, and its return is easily dropped (a "quit" method). */
+static int server_refuse_own_thread(const char *fn)
+{
+    arpc_log(ARPC_LOG_WARN, "%s refused: called on the server's own loop thread or pool worker, it "
+             "would wait for itself (call it from another thread)", fn);
+    return ARPC_EBUSY;
+}
+
 int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
 {
     if (!server_live(s, __func__))
         return ARPC_EINVAL;
     if (server_is_own_thread(s))
-        return ARPC_EBUSY; /* a stop waits for the loop and the pool: not from inside them */
+        return server_refuse_own_thread(__func__);
     uint64_t grace_end = arpc_deadline_from_ms(timeout_ms); /* ARPC_FOREVER: every call finishes */
     if (!server_begin_stop(s)) {
         server_wait_stopped(s);
@@ -357,9 +366,11 @@ int arpc_server_destroy(arpc_server *s)
 {
     if (!server_live(s, __func__))
         return ARPC_EINVAL;
+    if (server_is_own_thread(s))
+        return server_refuse_own_thread(__func__);
     int rc = arpc_server_stop(s, 1000);
     if (rc != ARPC_OK)
-        return rc; /* ARPC_EBUSY: from the server's own loop or worker, it would wait for itself */
+        return rc;
     /* From here the handle is dead: a second destroy, even a racing one, is caught. */
     if (!arpc_handle_kill(s, ARPC_MAGIC_SERVER, "server", __func__))
         return ARPC_EINVAL;

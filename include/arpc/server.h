@@ -350,8 +350,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * loop, outside a step; any thread for the others) runs the loop itself while it waits and
  * nobody else runs it, so replies and the GOAWAY go out; from any other thread it waits for
  * the owner's steps. Blocks; idempotent (a concurrent second stop waits for the first, running
- * the loop meanwhile in the same way); ARPC_EBUSY from the server's loop thread (inside a step
- * or callback of its loop) or a pool handler.
+ * the loop meanwhile in the same way); ARPC_EBUSY, doing nothing, from the server's loop thread
+ * (inside a step or callback of its loop) or a pool handler (logged, one WARN line: a handler
+ * that should end the server hands the stop to another thread).
  * Replies given after this are dropped. Returns ARPC_OK, ARPC_EBUSY, ARPC_EINVAL. */
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
@@ -362,7 +363,7 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
  * count is logged). A one-way message not finished by then is let go of as an unanswered call
  * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN. Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
- * for itself); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
+ * for itself; logged, as for arpc_server_stop); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
  * "API misuse"). */
 ARPC_API int arpc_server_destroy(arpc_server *s);
 
