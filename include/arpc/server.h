@@ -363,8 +363,8 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
  * count is logged). A one-way message not finished by then is let go of as an unanswered call
  * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN. Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
- * for itself; logged, as for arpc_server_stop); ARPC_EINVAL for NULL; a second destroy aborts in debug builds (arpc/common.h,
- * "API misuse"). */
+ * for itself; logged, as for arpc_server_stop); ARPC_EINVAL for NULL; a second destroy aborts
+ * in debug builds (arpc/common.h, "API misuse"). */
 ARPC_API int arpc_server_destroy(arpc_server *s);
 
 /* ---- inside a handler ---- */
