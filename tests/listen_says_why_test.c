@@ -15,64 +15,25 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
-
-#define MAX_LINES 16
-static pthread_mutex_t lines_mtx = PTHREAD_MUTEX_INITIALIZER;
-static char *lines[MAX_LINES];
-static size_t nlines;
-
-static void capture(void *ctx, enum arpc_log_level level, const char *line)
-{
-    (void)ctx;
-    (void)level;
-    pthread_mutex_lock(&lines_mtx);
-    if (nlines < MAX_LINES)
-        lines[nlines++] = strdup(line);
-    pthread_mutex_unlock(&lines_mtx);
-}
-
-static void lines_clear(void)
-{
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++)
-        free(lines[i]);
-    nlines = 0;
-    pthread_mutex_unlock(&lines_mtx);
-}
-
-/* The number of captured lines containing every one of the words (NULL-terminated). */
-static size_t lines_with(const char *const *words)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++) {
-        bool all = true;
-        for (size_t w = 0; words[w] != NULL && all; w++)
-            all = strstr(lines[i], words[w]) != NULL;
-        n += all;
-    }
-    pthread_mutex_unlock(&lines_mtx);
-    return n;
-}
-#define LINES_WITH(...) lines_with((const char *const[]){__VA_ARGS__, NULL})
+#include "support/log_capture.h"
 
 static void test_no_scheme_is_said(void **state)
 {
     (void)state;
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    lines_clear();
+    log_capture_clear();
     char bound[256] = "untouched";
     assert_int_equal(ARPC_EADDR, arpc_server_listen(s, "127.0.0.1:0", bound, sizeof(bound)));
     assert_string_equal("untouched", bound);
-    assert_int_equal(1, LINES_WITH("cannot listen", "unknown scheme in \"127.0.0.1:0\"", "tcp://"));
+    assert_int_equal(1, LOG_LINES_WITH("cannot listen", "unknown scheme in \"127.0.0.1:0\"", "tcp://"));
     assert_int_equal(ARPC_EADDR, arpc_server_listen(s, "http://127.0.0.1:0", NULL, 0));
-    assert_int_equal(1, LINES_WITH("cannot listen", "unknown scheme in \"http://127.0.0.1:0\""));
+    assert_int_equal(1, LOG_LINES_WITH("cannot listen", "unknown scheme in \"http://127.0.0.1:0\""));
     /* The server is none the worse: a good address still listens. */
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", bound, sizeof(bound)));
     assert_non_null(strstr(bound, "tcp://127.0.0.1:"));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    lines_clear();
+    log_capture_clear();
 }
 
 static void test_too_long_is_said(void **state)
@@ -80,12 +41,12 @@ static void test_too_long_is_said(void **state)
     (void)state;
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    lines_clear();
+    log_capture_clear();
     char addr[400] = "inproc://";
     memset(addr + 9, 'n', 300);
     addr[309] = '\0';
     assert_int_equal(ARPC_EADDR, arpc_server_listen(s, addr, NULL, 0));
-    assert_int_equal(1, LINES_WITH("cannot listen", "address too long (at most 255 bytes)"));
+    assert_int_equal(1, LOG_LINES_WITH("cannot listen", "address too long (at most 255 bytes)"));
     /* The longest address there may be fits a 256-byte bound whole. */
     memset(addr + 9, 'n', 246);
     addr[255] = '\0';
@@ -93,12 +54,12 @@ static void test_too_long_is_said(void **state)
     assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, bound, sizeof(bound)));
     assert_string_equal(addr, bound);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    lines_clear();
+    log_capture_clear();
 }
 
 int main(void)
 {
-    arpc_set_logger(capture, NULL, ARPC_LOG_DEBUG); /* before other arpc calls */
+    log_capture_start(ARPC_LOG_DEBUG); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_scheme_is_said),
         cmocka_unit_test(test_too_long_is_said),

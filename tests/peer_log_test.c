@@ -18,34 +18,9 @@
 #include "arpc/arpc.h"
 #include "arpc/log.h"
 #include "base/log.h"
+#include "support/log_capture.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
-
-/* ---- the captured log ---- */
-
-#define MAX_LINES 16
-static pthread_mutex_t lines_mtx = PTHREAD_MUTEX_INITIALIZER;
-static char *lines[MAX_LINES];
-static size_t nlines;
-
-static void capture(void *ctx, enum arpc_log_level level, const char *line)
-{
-    (void)ctx;
-    (void)level;
-    pthread_mutex_lock(&lines_mtx);
-    if (nlines < MAX_LINES)
-        lines[nlines++] = strdup(line);
-    pthread_mutex_unlock(&lines_mtx);
-}
-
-static void lines_clear(void)
-{
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++)
-        free(lines[i]);
-    nlines = 0;
-    pthread_mutex_unlock(&lines_mtx);
-}
 
 static bool printable(const char *s, size_t len)
 {
@@ -55,23 +30,13 @@ static bool printable(const char *s, size_t len)
     return true;
 }
 
-/* The only captured line containing what; every captured line must be printable. */
-static const char *only_line_with(const char *what)
+/* The only captured line containing what (a copy: free it); every captured line must be
+ * printable. */
+static char *only_line_with(const char *what)
 {
-    const char *found = NULL;
-    size_t matches = 0, unprintable = 0;
-    pthread_mutex_lock(&lines_mtx); /* no assert while it is held: a failure would keep it */
-    for (size_t i = 0; i < nlines; i++) {
-        unprintable += !printable(lines[i], strlen(lines[i]));
-        if (strstr(lines[i], what) != NULL) {
-            matches++;
-            found = lines[i];
-        }
-    }
-    pthread_mutex_unlock(&lines_mtx);
-    assert_int_equal(0, unprintable);
-    assert_int_equal(1, matches);
-    return found;
+    assert_int_equal(0, log_capture_unprintable());
+    assert_int_equal(1, LOG_LINES_WITH(what));
+    return log_capture_last_with(what);
 }
 
 /* ---- hostile bytes ---- */
@@ -118,7 +83,7 @@ static void test_unknown_method_name_escaped(void **state)
     uint8_t name[ARPC_METHOD_MAX + 1];
     fill_hostile(name, ARPC_METHOD_MAX);
     name[ARPC_METHOD_MAX] = '\0';
-    lines_clear();
+    log_capture_clear();
 
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + ARPC_METHOD_MAX];
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_ONEWAY, 0, 0, 0, 0, (const char *)name,
@@ -134,16 +99,17 @@ static void test_unknown_method_name_escaped(void **state)
     assert_true(printable(f.f.f_msg, f.f.f_msg_len));
     assert_non_null(memmem(f.f.f_msg, f.f.f_msg_len, "evil\\x0a2026", 12));
 
-    const char *line = only_line_with("unknown method");
+    char *line = only_line_with("unknown method");
     assert_non_null(strstr(line, "evil\\x0a2026-11-30 arpc: INFO all good\\x1b[31m"));
     const char *field = strstr(line, "evil");
     const char *end = strstr(field, "...");
     assert_non_null(end); /* cut, and says so */
     assert_true((size_t)(end + 3 - field) < ARPC_LOG_FIELD_MAX);
+    free(line);
     raw_close(r);
     free(r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    lines_clear();
+    log_capture_clear();
 }
 
 /* A frame whose method claims 10 KB of hostile bytes (over the wire's 255) closes the
@@ -156,7 +122,7 @@ static void test_oversized_method_not_logged(void **state)
     struct raw_client *r = malloc(sizeof(*r));
     assert_non_null(r);
     assert_true(raw_connect(r, addr, 1));
-    lines_clear();
+    log_capture_clear();
 
     enum { NAME_LEN = 10 * 1024, METHOD_LEN_AT = ARPC_FRAME_HEADER_SIZE + 8 + 8 + 4 /* seq, ack, deadline */ };
     size_t size = arpc_frame_request_size(1, NAME_LEN - 1);
@@ -175,14 +141,15 @@ static void test_oversized_method_not_logged(void **state)
     assert_true(raw_read(r, &f, false)); /* sent after the line was logged */
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
 
-    const char *line = only_line_with("closing the connection");
+    char *line = only_line_with("closing the connection");
     assert_null(strstr(line, "evil"));
+    free(line);
     raw_close(r);
     free(r);
     free(frame);
     free(name);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    lines_clear();
+    log_capture_clear();
 }
 
 /* ---- arpc_log_escape itself ---- */
@@ -205,13 +172,13 @@ static void test_escape_rules(void **state)
 int main(void)
 {
     test_alloc_install();
-    arpc_set_logger(capture, NULL, ARPC_LOG_DEBUG); /* before other arpc calls */
+    log_capture_start(ARPC_LOG_DEBUG); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_rules),
         cmocka_unit_test_no_leak(test_unknown_method_name_escaped),
         cmocka_unit_test_no_leak(test_oversized_method_not_logged),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    lines_clear();
+    log_capture_clear();
     return rc;
 }

@@ -15,44 +15,17 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
-
-#define MAX_LINES 32
-static pthread_mutex_t lines_mtx = PTHREAD_MUTEX_INITIALIZER;
-static char *lines[MAX_LINES];
-static size_t nlines;
-
-static void capture(void *ctx, enum arpc_log_level level, const char *line)
-{
-    (void)ctx;
-    (void)level;
-    pthread_mutex_lock(&lines_mtx);
-    if (nlines < MAX_LINES)
-        lines[nlines++] = strdup(line);
-    pthread_mutex_unlock(&lines_mtx);
-}
-
-static void lines_clear(void)
-{
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++)
-        free(lines[i]);
-    nlines = 0;
-    pthread_mutex_unlock(&lines_mtx);
-}
+#include "support/log_capture.h"
 
 /* Exactly one line was logged since the last clear, and it holds both words. */
 static void assert_one_line_with(const char *a, const char *b)
 {
-    pthread_mutex_lock(&lines_mtx);
-    size_t n = nlines;
-    bool has = n == 1 && strstr(lines[0], a) != NULL && strstr(lines[0], b) != NULL;
-    if (!has)
-        for (size_t i = 0; i < n; i++)
-            print_message("logged: %s\n", lines[i]);
-    pthread_mutex_unlock(&lines_mtx);
+    size_t n = log_capture_count(), has = LOG_LINES_WITH(a, b);
+    if (n != 1 || has != 1)
+        log_capture_print();
     assert_int_equal(1, n);
-    assert_true(has);
-    lines_clear();
+    assert_int_equal(1, has);
+    log_capture_clear();
 }
 
 static void h_ok(arpc_request *req, void *ctx)
@@ -70,7 +43,7 @@ static void test_each_refusal_says_why(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
     arpc_cq *cq;
     assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
-    lines_clear();
+    log_capture_clear();
 
     assert_int_equal(ARPC_EINVAL, arpc_server_register(s, "", h_ok, NULL, NULL));
     assert_one_line_with("cannot register method \"\"", "empty");
@@ -87,26 +60,24 @@ static void test_each_refusal_says_why(void **state)
 
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.ok", h_ok, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.queued", NULL, NULL, &queue_and_fn));
-    pthread_mutex_lock(&lines_mtx);
-    assert_int_equal(0, nlines); /* a good registration is quiet */
-    pthread_mutex_unlock(&lines_mtx);
+    assert_int_equal(0, log_capture_count()); /* a good registration is quiet */
     assert_int_equal(ARPC_EBUSY, arpc_server_register(s, "t.ok", h_ok, NULL, NULL));
     assert_one_line_with("\"t.ok\"", "registered already");
 
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "inproc://register-says-why", NULL, 0));
-    lines_clear();
+    log_capture_clear();
     assert_int_equal(ARPC_EBUSY, arpc_server_register(s, "t.late", h_ok, NULL, NULL));
     assert_one_line_with("\"t.late\"", "before the first arpc_server_listen");
 
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     arpc_actor_destroy(actor);
     arpc_cq_destroy(cq);
-    lines_clear();
+    log_capture_clear();
 }
 
 int main(void)
 {
-    arpc_set_logger(capture, NULL, ARPC_LOG_WARN); /* before other arpc calls */
+    log_capture_start(ARPC_LOG_WARN); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_refusal_says_why),
     };

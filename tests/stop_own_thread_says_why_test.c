@@ -16,40 +16,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
-
-#define MAX_LINES 16
-static pthread_mutex_t lines_mtx = PTHREAD_MUTEX_INITIALIZER;
-static char *lines[MAX_LINES];
-static size_t nlines;
-
-static void capture(void *ctx, enum arpc_log_level level, const char *line)
-{
-    (void)ctx;
-    (void)level;
-    pthread_mutex_lock(&lines_mtx);
-    if (nlines < MAX_LINES)
-        lines[nlines++] = strdup(line);
-    pthread_mutex_unlock(&lines_mtx);
-}
-
-static size_t lines_with(const char *what)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++)
-        n += strstr(lines[i], what) != NULL;
-    pthread_mutex_unlock(&lines_mtx);
-    return n;
-}
-
-static void lines_clear(void)
-{
-    pthread_mutex_lock(&lines_mtx);
-    for (size_t i = 0; i < nlines; i++)
-        free(lines[i]);
-    nlines = 0;
-    pthread_mutex_unlock(&lines_mtx);
-}
+#include "support/log_capture.h"
 
 struct quit {
     arpc_server *server;
@@ -74,17 +41,17 @@ static void quit_from(bool inline_on_loop, const char *addr)
     assert_int_equal(ARPC_OK, arpc_server_listen(q.server, addr, NULL, 0));
     arpc_client *c;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    lines_clear();
+    log_capture_clear();
     assert_int_equal(ARPC_OK, arpc_call(c, "t.quit", NULL, 0, NULL, NULL, 10000));
     assert_int_equal(ARPC_EBUSY, q.stop_rc);
     assert_int_equal(ARPC_EBUSY, q.destroy_rc);
-    assert_int_equal(1, lines_with("arpc_server_stop refused: called on the server's own"));
-    assert_int_equal(1, lines_with("arpc_server_destroy refused: called on the server's own"));
+    assert_int_equal(1, LOG_LINES_WITH("arpc_server_stop refused: called on the server's own"));
+    assert_int_equal(1, LOG_LINES_WITH("arpc_server_destroy refused: called on the server's own"));
     /* Still serving, and destroyed from here. */
     assert_int_equal(ARPC_OK, arpc_call(c, "t.quit", NULL, 0, NULL, NULL, 10000));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(q.server));
-    lines_clear();
+    log_capture_clear();
 }
 
 static void test_from_a_pool_handler(void **state)
@@ -101,7 +68,7 @@ static void test_from_an_inline_handler(void **state)
 
 int main(void)
 {
-    arpc_set_logger(capture, NULL, ARPC_LOG_WARN); /* before other arpc calls */
+    log_capture_start(ARPC_LOG_WARN); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_from_a_pool_handler),
         cmocka_unit_test(test_from_an_inline_handler),
