@@ -17,6 +17,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/options.h"
 #include "core/client_internal.h"
 #include "core/client_resend.h"
@@ -277,8 +278,13 @@ int arpc_client_close(arpc_client *c)
 {
     if (!client_live(c, __func__))
         return ARPC_EINVAL;
-    if (arpc_loop_on_thread(c->cl_loop))
-        return ARPC_EBUSY; /* closing waits for the loop: on the loop itself it never returns */
+    if (arpc_loop_on_thread(c->cl_loop)) {
+        /* Closing waits for the loop: on the loop itself it never returns. Said, since a close
+         * refused inside a callback would otherwise leak the client without a word. */
+        arpc_log(ARPC_LOG_WARN, "arpc_client_close refused: called on the client's own loop thread (a "
+                 "callback or task of its loop), it would wait for itself (close from another thread)");
+        return ARPC_EBUSY;
+    }
     /* From here the handle is dead: a second close, even a racing one, is caught. */
     if (!arpc_handle_kill(c, ARPC_MAGIC_CLIENT, "client", __func__))
         return ARPC_EINVAL;

@@ -214,7 +214,10 @@ int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t
     c = client_enter(c, "arpc_call_opts");
     if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
         client_leave(c);
-        return ARPC_EBUSY; /* blocking on the loop that must deliver the reply */
+        /* Blocking on the loop that must deliver the reply. */
+        arpc_log(ARPC_LOG_WARN, "arpc_call refused: called on the client's own loop thread, it would wait "
+                 "for itself (use arpc_call_async with a callback there)");
+        return ARPC_EBUSY;
     }
     /* Chosen before the hand-over: from then on another thread's arpc_client_close may end
      * the call and free the client (and its own loop) while this thread is on its way. */
