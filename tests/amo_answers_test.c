@@ -35,30 +35,6 @@
 
 #define BIG_PAYLOAD 600 /* a request of its own block class: nothing else here is that size */
 
-static atomic_size_t fail_size; /* the next allocation of this size fails (0: none) */
-static atomic_int failed;       /* allocations failed so */
-
-static void *failing_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    size_t want = atomic_load(&fail_size);
-    if (want != 0 && n == want && atomic_compare_exchange_strong(&fail_size, &want, 0)) {
-        atomic_fetch_add(&failed, 1);
-        return NULL;
-    }
-    return malloc(n);
-}
-static void *plain_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    return realloc(p, n);
-}
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 static atomic_int runs;
 static sem_t gate;
 
@@ -85,11 +61,8 @@ struct fixture {
 static int setup(void **state)
 {
     static struct fixture fx;
-    static const arpc_allocator alloc = {failing_malloc, plain_realloc, plain_free, NULL};
-    arpc_set_allocator(&alloc);
+    test_alloc_sized_install();
     atomic_store(&runs, 0);
-    atomic_store(&failed, 0);
-    atomic_store(&fail_size, 0);
     latch_reset();
     sem_init(&gate, 0, 0);
     arpc_server_options so = {.workers = 2};
@@ -103,7 +76,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    atomic_store(&fail_size, 0);
+    test_alloc_fail_next(0, 0);
     for (int i = 0; i < 4; i++)
         sem_post(&gate); /* nothing may stay held */
     arpc_server_destroy(fx->s);
@@ -134,10 +107,10 @@ static void test_copy_without_memory_to_wait(void **state)
     assert_true(raw_connect(&r2, fx->addr, 0xa1)); /* the same client after a reconnect */
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.run", "h", 1));
     assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, and holds */
-    atomic_store(&fail_size, sizeof(struct arpc_rc_waiter)); /* the copy's waiter */
+    test_alloc_fail_next(sizeof(struct arpc_rc_waiter), sizeof(struct arpc_rc_waiter) + 1); /* the copy's waiter */
     assert_true(raw_request(&r2, 9, 1, 0, 0, "t.run", "h", 1));
     assert_true(raw_next_is_error(&r2, 9, ARPC_EABANDONED)); /* not ARPC_EREJECTED */
-    assert_int_equal(1, atomic_load(&failed));
+    assert_int_equal(1, test_alloc_sized_failed());
     sem_post(&gate);
     expect_reply(&r1, 1, "h #1");
     assert_true(raw_request(&r2, 10, 1, 0, 0, "t.run", "h", 1)); /* a later copy: replayed */
@@ -167,12 +140,12 @@ static void test_copy_without_memory_for_its_request(void **state)
     assert_true(raw_connect(&r2, fx->addr, 0xa2));
     assert_true(raw_request(&r1, 1, 1, 0, 0, "t.run", big, sizeof(big)));
     assert_true(latch_wait(1, TEST_WAIT_MS)); /* it runs, holding its request's block */
-    atomic_store(&fail_size, big_request_block()); /* the copy's */
+    test_alloc_fail_next(big_request_block(), big_request_block() + 1); /* the copy's */
     assert_true(raw_request(&r2, 9, 1, 0, 0, "t.run", big, sizeof(big)));
     /* A call behind it on r2 is answered after it was dealt with: then let the first go. */
     assert_true(raw_request(&r2, 10, 2, 0, 0, "t.run", "n", 1));
     expect_reply(&r2, 10, "n #2");
-    assert_int_equal(1, atomic_load(&failed));
+    assert_int_equal(1, test_alloc_sized_failed());
     sem_post(&gate);
     expect_reply(&r1, 1, "h #1");
     expect_reply(&r2, 9, "h #1"); /* it waited for the running call: not ARPC_EREJECTED */
@@ -182,10 +155,10 @@ static void test_copy_without_memory_for_its_request(void **state)
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
     assert_true(raw_request(&r1, 2, 3, 0, 0, "t.run", big, sizeof(big)));
     assert_true(latch_wait(3, TEST_WAIT_MS)); /* seq 3 holds the pool's block */
-    atomic_store(&fail_size, big_request_block());
+    test_alloc_fail_next(big_request_block(), big_request_block() + 1);
     assert_true(raw_request(&r2, 11, 1, 0, 0, "t.run", big, sizeof(big)));
     expect_reply(&r2, 11, "h #1"); /* replayed */
-    assert_int_equal(2, atomic_load(&failed));
+    assert_int_equal(2, test_alloc_sized_failed());
     sem_post(&gate);
     expect_reply(&r1, 2, "h #3");
     assert_int_equal(3, atomic_load(&runs)); /* seq 1 once, 2 once, 3 once */

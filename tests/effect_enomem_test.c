@@ -26,26 +26,6 @@
 
 #define EFFECT_BYTES (1u << 20)
 
-static atomic_bool fail_next_effect; /* fail the next allocation of about EFFECT_BYTES */
-
-static void *failing_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    if (n >= EFFECT_BYTES && n < EFFECT_BYTES + 65536 && atomic_exchange(&fail_next_effect, false))
-        return NULL;
-    return malloc(n);
-}
-static void *plain_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    return realloc(p, n);
-}
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 static uint8_t *effect;
 static atomic_int durable_rc, runs;
 
@@ -54,17 +34,16 @@ static void h_apply(arpc_request *req, void *ctx)
 {
     (void)ctx;
     atomic_fetch_add(&runs, 1);
-    atomic_store(&fail_next_effect, true);
+    test_alloc_fail_next(EFFECT_BYTES, EFFECT_BYTES + 65536); /* the effect's record, about its size */
     atomic_store(&durable_rc, arpc_reply_durable(req, effect, EFFECT_BYTES, "ok", 2));
-    atomic_store(&fail_next_effect, false);
+    test_alloc_fail_next(0, 0);
     latch_add();
 }
 
 static void test_effect_without_memory_stops_at_most_once(void **state)
 {
     (void)state;
-    static const arpc_allocator alloc = {failing_malloc, plain_realloc, plain_free, NULL};
-    arpc_set_allocator(&alloc);
+    test_alloc_sized_install();
     effect = calloc(1, EFFECT_BYTES);
     assert_non_null(effect);
     latch_reset();
@@ -144,8 +123,7 @@ static void count_effects(void *ctx, enum arpc_recover_kind kind, const void *da
 static void test_effect_after_a_lost_one_is_not_logged(void **state)
 {
     (void)state;
-    static const arpc_allocator alloc = {failing_malloc, plain_realloc, plain_free, NULL};
-    arpc_set_allocator(&alloc);
+    test_alloc_sized_install();
     effect = calloc(1, EFFECT_BYTES);
     assert_non_null(effect);
     atomic_store(&runs, 0);

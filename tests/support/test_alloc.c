@@ -65,3 +65,50 @@ int test_alloc_check_no_leak(void **state)
     assert_int_equal(0, atomic_load(&test_alloc_live));
     return 0;
 }
+
+/* ---- the allocator that fails one allocation picked by its size ---- */
+
+static atomic_size_t fail_lo, fail_hi;
+static atomic_bool fail_armed;
+static atomic_int fail_count;
+
+static void *sized_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    if (atomic_load(&fail_armed) && n >= atomic_load(&fail_lo) && n < atomic_load(&fail_hi) &&
+        atomic_exchange(&fail_armed, false)) {
+        atomic_fetch_add(&fail_count, 1);
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void *plain_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    return realloc(p, n);
+}
+
+static void plain_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+void test_alloc_sized_install(void)
+{
+    static const arpc_allocator sized = {sized_malloc, plain_realloc, plain_free, NULL};
+    test_alloc_fail_next(0, 0);
+    atomic_store(&fail_count, 0);
+    arpc_set_allocator(&sized);
+}
+
+void test_alloc_fail_next(size_t lo, size_t hi)
+{
+    atomic_store(&fail_armed, false);
+    atomic_store(&fail_lo, lo);
+    atomic_store(&fail_hi, hi);
+    atomic_store(&fail_armed, lo < hi); /* after the bounds: a malloc seeing it armed sees them */
+}
+
+int test_alloc_sized_failed(void) { return atomic_load(&fail_count); }

@@ -124,4 +124,15 @@ int test_alloc_check_no_leak(void **state);
 /* A cmocka test that must end with no block live (with test_allocator installed). */
 #define cmocka_unit_test_no_leak(f) cmocka_unit_test_teardown(f, test_alloc_check_no_leak)
 
+/* ---- an allocator that fails one allocation picked by its size ----
+ * For an ENOMEM path whose allocation is told apart from the others by its size (plain
+ * malloc otherwise). */
+
+/* Installs it, nothing armed, the failed count zeroed. */
+void test_alloc_sized_install(void);
+/* The next allocation of lo to hi-1 bytes fails, once; lo = hi = 0 disarms. */
+void test_alloc_fail_next(size_t lo, size_t hi);
+/* Allocations it failed since the install. */
+int test_alloc_sized_failed(void);
+
 #endif
