@@ -81,9 +81,10 @@ struct arpc_log_record {
                             * ARPC_OK, or ARPC_ESYSTEM (a write or sync failed, or the log
                             * stopped after one), ARPC_ETOOLARGE (payload above
                             * ARPC_LOG_PAYLOAD_MAX), ARPC_EINVAL (bad type, client id 0 on
-                            * ACK/EXPIRE/GOODBYE), ARPC_ENOMEM (the live index could not grow:
-                            * the log stops, as after a failed write, so every later record
-                            * comes back ARPC_ESYSTEM),
+                            * ACK/EXPIRE/GOODBYE), ARPC_ENOMEM (the live index could not grow).
+                            * After any of these three the log stops, as after a failed
+                            * write: every later record comes back ARPC_ESYSTEM (a record
+                            * after a missing one must not be durable without it);
                             * ARPC_ESHUTDOWN (appended after close began). Only ARPC_OK means
                             * the record is in the log. */
     void *lr_owner;        /* the caller's */

@@ -18,7 +18,7 @@
  * - The index is updated before a record's bytes are buffered, all or nothing: a record the
  *   index cannot hold (ENOMEM) is refused and never written, so the index always describes
  *   exactly what is on disk, which is what compaction relies on. It also fails the log, as a
- *   failed write does: the records are a sequence (each effect was made on the state the ones
+ *   failed write does, and so does any record refused (too large, bad type): the records are a sequence (each effect was made on the state the ones
  *   before it left), so none after a missing one may be written (a restart would rebuild a
  *   state with a hole in it, and their callers would have been told they were done).
  * - Fail-stop: after a failed write or fdatasync nothing more is written. Linux may drop the
@@ -154,8 +154,16 @@ static int write_record(struct arpc_reply_log *log, const struct arpc_log_record
     if (log->lg_failed)
         return ARPC_ESYSTEM;
     int rc = check_record(rec);
-    if (rc != ARPC_OK)
+    if (rc != ARPC_OK) {
+        /* Refused, and so is everything after it, as for ENOMEM below: its caller's effect
+         * (or checkpoint) is in memory but not in the log, and later records were made on
+         * a state that holds it. */
+        char why[ARPC_LOG_WHY_MAX];
+        snprintf(why, sizeof(why), "reply log %s: a record refused (%s: %s)", log->lg_dir, arpc_errname(rc),
+                 rc == ARPC_ETOOLARGE ? "its payload is over 1 GiB" : "bad type or client id 0");
+        arpc_log_fail(log, why);
         return rc;
+    }
     struct arpc_log_view v = view_of(rec);
     uint32_t size = arpc_log_record_size(&v);
     struct arpc_log_pos pos = {log->lg_segment, log->lg_out.o_size, size};

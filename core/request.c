@@ -487,6 +487,10 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
         return ARPC_EINVAL;
     if (data == NULL && len != 0)
         len = 0;
+    /* Judged before anything is done: a record the log refused would stop it (and with it the
+     * server's at-most-once calls), where this way only the handler hears. */
+    if (effect_len > ARPC_DURABLE_MAX || len > ARPC_DURABLE_MAX - effect_len)
+        return ARPC_ETOOLARGE;
     /* An empty effect is still an effect: the call changed nothing, but it was made. */
     return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, effect != NULL ? effect : "", effect_len);
 }

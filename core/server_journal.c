@@ -35,6 +35,10 @@
 #include "core/frame.h"
 #include "core/server_internal.h"
 
+/* What arpc_reply_durable and arpc_server_checkpoint accept always fits one log record: the
+ * rest of the room is the reply frame's header and the record's fixed fields. */
+_Static_assert(ARPC_DURABLE_MAX + 4096 <= ARPC_LOG_PAYLOAD_MAX, "a durable reply must fit a log record");
+
 enum journal_then {
     JR_NOTHING,  /* nobody waits: free it */
     JR_DURABLE,  /* a numbered call's waiters wait for it (the reply cache) */
@@ -293,6 +297,8 @@ int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len)
 {
     if (!server_live(s, __func__) || (state == NULL && len != 0) || !s->sv_has_log)
         return ARPC_EINVAL;
+    if (len > ARPC_DURABLE_MAX)
+        return ARPC_ETOOLARGE; /* the log would refuse it, and stop (core/reply_log_writer.c) */
     if (atomic_load(&s->sv_state) == SV_STOPPED)
         return ARPC_ESHUTDOWN;
     struct journal_rec *r = journal_rec_new(s, ARPC_LOG_STATE, NULL, 0, state, len);

@@ -1629,31 +1629,37 @@ static void test_bad_options_and_records(void **state)
     assert_int_equal(ARPC_ESYSTEM, try_open(&log, missing, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
     assert_non_null(strstr(why, "mkdir"));
 
-    /* Records the log cannot take come back with their reason; the log goes on. */
-    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    /* A record the log cannot take comes back with its reason, and stops the log: the record
+     * after it comes back ARPC_ESYSTEM and is not written (test_refused_record_stops_the_log
+     * says why). Before, the log went on. */
     struct trec *huge = trec_new(ARPC_LOG_REPLY, 1, 1, 0, 0, 0);
     huge->r.lr_reply_len = ARPC_LOG_PAYLOAD_MAX; /* never read: refused from its length */
+    struct trec *huge_state = trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 0);
+    huge_state->r.lr_effect_len = ARPC_LOG_PAYLOAD_MAX + 1;
     struct trec *bad_type = trec_new(ARPC_LOG_REPLY, 1, 2, 0, 0, 0);
     bad_type->r.lr_type = (enum arpc_log_rtype)9;
     struct trec *ack0 = trec_new(ARPC_LOG_ACK, 0, 0, 3, 0, 0);
     struct trec *expire0 = trec_new(ARPC_LOG_EXPIRE, 0, 0, 0, 0, 0);
-    struct trec *good = trec_new(ARPC_LOG_REPLY, 1, 3, 0, 5, 6);
-    struct trec *all[] = {huge, bad_type, ack0, expire0, good};
-    for (size_t i = 0; i < 5; i++)
-        arpc_reply_log_append(log, &all[i]->r);
-    arpc_reply_log_close(log);
-    assert_int_equal(ARPC_ETOOLARGE, huge->r.lr_status);
-    assert_int_equal(ARPC_EINVAL, bad_type->r.lr_status);
-    assert_int_equal(ARPC_EINVAL, ack0->r.lr_status);
-    assert_int_equal(ARPC_EINVAL, expire0->r.lr_status);
-    assert_int_equal(ARPC_OK, good->r.lr_status);
-    for (size_t i = 0; i < 5; i++)
-        free(all[i]);
-    struct replayed r = {0};
-    replay_dir(t->log, &r);
-    assert_int_equal(1, r.nreplies);
-    assert_int_equal(1, r.nacks);
-    replayed_free(&r);
+    struct {
+        struct trec *bad;
+        int status;
+    } cases[] = {{huge, ARPC_ETOOLARGE}, {huge_state, ARPC_ETOOLARGE}, {bad_type, ARPC_EINVAL},
+                 {ack0, ARPC_EINVAL}, {expire0, ARPC_EINVAL}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+        struct trec *good = trec_new(ARPC_LOG_REPLY, 1, 3, 0, 5, 6);
+        arpc_reply_log_append(log, &cases[i].bad->r);
+        arpc_reply_log_append(log, &good->r);
+        arpc_reply_log_close(log);
+        assert_int_equal(cases[i].status, cases[i].bad->r.lr_status);
+        assert_int_equal(ARPC_ESYSTEM, good->r.lr_status); /* was ARPC_OK */
+        free(good);
+        free(cases[i].bad);
+        struct replayed r = {0};
+        replay_dir(t->log, &r);
+        assert_int_equal(0, r.nreplies);
+        replayed_free(&r);
+    }
 }
 
 static void test_out_of_memory(void **state)

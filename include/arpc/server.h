@@ -458,7 +458,10 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * effect was not logged (its caller is answered ARPC_EABANDONED, it may have run): a state
  * that applied it is now ahead of the log, so the server stops taking at-most-once calls, as
  * after a record that failed (logged; ARPC_ESYSTEM to every numbered call) until it is
- * restarted, when the state is rebuilt from the log without it. */
+ * restarted, when the state is rebuilt from the log without it.
+ * ARPC_ETOOLARGE when effect_len + len is over ARPC_DURABLE_MAX (one log record holds both):
+ * nothing is done, req is still the handler's to answer another way. */
+#define ARPC_DURABLE_MAX ((size_t)(1u << 30) - 65536u) /* effect + reply; a checkpoint's state */
 ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data,
                                 size_t len);
 
@@ -469,7 +472,8 @@ ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t ef
  * So call it from the thread that applies the effects, between two of them. At the next
  * start, recover gets this state and then only the effects logged after it, and the log can
  * drop older ones.
- * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ESHUTDOWN, ARPC_ENOMEM. */
+ * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ETOOLARGE (len over
+ * ARPC_DURABLE_MAX: nothing logged), ARPC_ESHUTDOWN, ARPC_ENOMEM. */
 ARPC_API int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len);
 
 #ifdef __cplusplus
