@@ -2,8 +2,8 @@
 # A distribution's view of arpc: configure for /usr with the machine's multiarch libdir
 # (lib/x86_64-linux-gnu), stage `cmake --install` under DESTDIR, then build tests/downstream
 # against the staged tree with find_package(arpc 0.2) and with pkg-config, each with the shared
-# and the static library, and run the four programs (five with protobuf-c: typed stubs through the
-# installed arpc_protobuf_generate). Prints "downstream: N programs ok".
+# and the static library, and run the four programs (with protobuf-c, typed stubs through the installed
+# arpc_protobuf_generate; with jansson, the JSON-RPC client, shared and static). Prints "downstream: N programs ok".
 # BUILD (default build-downstream) holds both builds; the staged tree is a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,13 @@ if [ -e "$BUILD/downstream/downstream_proto" ]; then
     LD_LIBRARY_PATH=$usr/$libdir "$BUILD/downstream/downstream_proto" >/dev/null || fail "downstream_proto failed"
     n=$((n + 1))
 fi
+# The JSON-RPC client, when arpc was built with jansson (arpc_WITH_JSONRPC), shared and static.
+for prog in downstream_jsonrpc downstream_jsonrpc_static; do
+    if [ -e "$BUILD/downstream/$prog" ]; then
+        LD_LIBRARY_PATH=$usr/$libdir "$BUILD/downstream/$prog" >/dev/null || fail "$prog failed"
+        n=$((n + 1))
+    fi
+done
 # arpc-call is installed with the library and carries it (linked with its objects): it runs as staged.
 "$usr/bin/arpc-call" --help >/dev/null || fail "the staged arpc-call does not run"
 echo "downstream: $n programs ok (find_package and pkg-config, shared and static, /usr/$libdir staged)"
