@@ -49,6 +49,11 @@ int main(int argc, char **argv)
     if (put) {
         size_t vlen = strlen(argv[5]);
         unsigned char *req = malloc(2 + klen + vlen);
+        if (req == NULL) {
+            fprintf(stderr, "kv_client: out of memory\n");
+            arpc_client_close(c);
+            return 1;
+        }
         req[0] = (unsigned char)(klen & 0xff);
         req[1] = (unsigned char)(klen >> 8);
         memcpy(req + 2, key, klen);

@@ -16,6 +16,7 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,13 +80,24 @@ static struct entry *lookup(struct entry **table, const char *k, size_t n)
     return NULL;
 }
 
-static void store_put(const char *k, size_t klen, const char *v, size_t vlen)
+/* false, and the store as it was, when memory ran out. */
+static bool store_put(const char *k, size_t klen, const char *v, size_t vlen)
 {
+    char *value = malloc(vlen ? vlen : 1);
+    if (value == NULL)
+        return false;
     struct entry **table = my_shard();
     struct entry *e = lookup(table, k, klen);
     if (e == NULL) {
         e = calloc(1, sizeof(*e));
-        e->key = malloc(klen ? klen : 1);
+        char *key = malloc(klen ? klen : 1);
+        if (e == NULL || key == NULL) {
+            free(e);
+            free(key);
+            free(value);
+            return false;
+        }
+        e->key = key;
         memcpy(e->key, k, klen);
         e->klen = klen;
         size_t s = key_hash(k, klen) % SLOTS;
@@ -93,9 +105,10 @@ static void store_put(const char *k, size_t klen, const char *v, size_t vlen)
         table[s] = e;
     }
     free(e->value);
-    e->value = malloc(vlen ? vlen : 1);
+    e->value = value;
     memcpy(e->value, v, vlen);
     e->vlen = vlen;
+    return true;
 }
 
 static void kv_put(arpc_request *req, void *ctx)
@@ -108,8 +121,10 @@ static void kv_put(arpc_request *req, void *ctx)
         return;
     }
     size_t klen = (size_t)(p[0] | p[1] << 8);
-    store_put((const char *)p + 2, klen, (const char *)p + 2 + klen, len - 2 - klen);
-    arpc_reply(req, "OK", 2);
+    if (store_put((const char *)p + 2, klen, (const char *)p + 2 + klen, len - 2 - klen))
+        arpc_reply(req, "OK", 2);
+    else
+        arpc_reply_error(req, "out of memory"); /* the key keeps its old value */
 }
 
 static void kv_get(arpc_request *req, void *ctx)
@@ -164,9 +179,12 @@ static void json_put(arpc_request *req, void *ctx)
         arpc_reply_error(req, "params must be [{\"key\":string,\"value\":string}]");
         return;
     }
-    store_put(k, klen, json_string_value(value), json_string_length(value));
+    bool stored = store_put(k, klen, json_string_value(value), json_string_length(value));
     json_decref(o);
-    arpc_reply(req, "true", 4);
+    if (stored)
+        arpc_reply(req, "true", 4);
+    else
+        arpc_reply_error(req, "out of memory");
 }
 
 static void json_get(arpc_request *req, void *ctx)
