@@ -104,6 +104,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
         c->cl_epoch_gen++; /* another server instance: calls sent before it are not its */
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     client_connect_stop(c);
+    c->cl_conn.c_owner_tells = false; /* from now on nobody waits to be told */
     cn->cn_proven = false;
     cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
@@ -291,6 +292,7 @@ void client_conn_adopt(arpc_client *c, int fd)
         return;
     }
     c->cl_conn.c_stats = &c->cl_stats.cst_io;
+    c->cl_conn.c_owner_tells = client_first_awaited(c); /* until its HELLO: the caller's errbuf */
     arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     if (client_send_hello(c) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);

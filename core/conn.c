@@ -207,7 +207,8 @@ static void conn_stream_failed(struct arpc_conn *conn)
     const struct arpc_stream *s = conn->c_stream;
     snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
     if (s->s_error != ARPC_ECONNLOST)
-        arpc_log(ARPC_LOG_WARN, "closing the connection with %s: %s", conn->c_peer, conn->c_why);
+        arpc_log(conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN, "closing the connection with %s: %s",
+                 conn->c_peer, conn->c_why);
     arpc_conn_close(conn, s->s_error);
 }
 

@@ -132,6 +132,9 @@ struct arpc_conn {
                             * out once the dispatch ends, or by the prepare watcher, without
                             * stopping the frames already read from going up */
     bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
+    bool c_owner_tells;   /* the owner tells someone waiting why the connection ended (a first
+                           * connect's errbuf): bad input and stream failures are logged at
+                           * DEBUG, not WARN, so the user does not read it twice, worded apart */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */

@@ -1,0 +1,109 @@
+/*
+ * A first connect that fails because the peer is not an arpc server is told once, in the
+ * caller's errbuf and return code: the library does not also log a WARN in other words
+ * ("closing the connection with ...: protocol error: malformed or unexpected frame"), which a
+ * new user read as a second, different failure. Where nobody waits to be told (a connect in
+ * the background), the WARN is the only report and stays.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/log_capture.h"
+#include "support/test_util.h"
+
+/* A peer that speaks something else: it answers one connection with an HTTP error. */
+struct http_peer {
+    int lfd;
+    char addr[64];
+    pthread_t thread;
+};
+
+static void *http_serve(void *arg)
+{
+    struct http_peer *p = arg;
+    int fd = accept(p->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    if (write(fd, answer, sizeof(answer) - 1) < 0) {
+    }
+    char buf[512];
+    while (read(fd, buf, sizeof(buf)) > 0) { /* until the client closes */
+    }
+    close(fd);
+    return NULL;
+}
+
+static void http_peer_start(struct http_peer *p)
+{
+    p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(p->lfd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(0, bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)));
+    assert_int_equal(0, listen(p->lfd, 4));
+    socklen_t len = sizeof(sa);
+    assert_int_equal(0, getsockname(p->lfd, (struct sockaddr *)&sa, &len));
+    snprintf(p->addr, sizeof(p->addr), "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    assert_int_equal(0, pthread_create(&p->thread, NULL, http_serve, p));
+}
+
+static void http_peer_stop(struct http_peer *p)
+{
+    shutdown(p->lfd, SHUT_RDWR); /* wakes an accept still waiting */
+    assert_int_equal(0, pthread_join(p->thread, NULL));
+    close(p->lfd);
+}
+
+static void test_first_connect_told_once(void **state)
+{
+    (void)state;
+    struct http_peer p;
+    http_peer_start(&p);
+    log_capture_clear();
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_EPROTO, arpc_client_connect(&c, p.addr, &o));
+    assert_non_null(strstr(why, "is not an arpc server"));
+    http_peer_stop(&p);
+    if (log_capture_count() != 0)
+        log_capture_print();
+    assert_int_equal(0, log_capture_count()); /* was 1: "closing the connection with ...: protocol error" */
+}
+
+static void test_background_connect_still_warns(void **state)
+{
+    (void)state;
+    struct http_peer p;
+    http_peer_start(&p);
+    log_capture_clear();
+    arpc_client_options o = {.connect_in_background = true, .no_reconnect = true};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, p.addr, &o));
+    /* Ends once the attempt failed, which logs before it ends the calls waiting for it. */
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.any", "", 0, NULL, NULL, TEST_WAIT_MS));
+    assert_int_equal(1, LOG_LINES_WITH("closing the connection with", p.addr + 6, "protocol error"));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    http_peer_stop(&p);
+}
+
+int main(void)
+{
+    log_capture_start(ARPC_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_connect_told_once),
+        cmocka_unit_test(test_background_connect_still_warns),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
