@@ -194,6 +194,11 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;
+    /* With a reply log every numbered reply is logged, and one record holds ARPC_DURABLE_MAX:
+     * a larger reply is answered ARPC_ETOOLARGE (it ran), as one the client could not take,
+     * where the log would refuse its record and stop. */
+    if (s->sv_has_log && sc->sc_client_max > ARPC_DURABLE_MAX)
+        sc->sc_client_max = (uint32_t)ARPC_DURABLE_MAX;
     /* Speaking arpc frames (not JSON-RPC): workers may write their replies themselves
      * (core/reply_direct.c) on a plain socket. Before the HELLO is queued, which then leaves
      * first; before any request, whose post to its worker publishes the flag. */

@@ -3,7 +3,8 @@
  * refused to the handler, ARPC_ETOOLARGE, before anything is done: the request is still the
  * handler's to answer, and the server goes on taking at-most-once calls. Before, it was
  * copied (twice), refused by the log, and that refusal stopped the server's at-most-once
- * calls for good, the caller answered ARPC_EABANDONED.
+ * calls for good, the caller answered ARPC_EABANDONED. So is a plain reply larger than a record
+ * holds: it is answered ARPC_ETOOLARGE, as a reply larger than the client accepts.
  */
 #define _GNU_SOURCE /* mkdtemp */
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,14 @@ static void h_big(arpc_request *req, void *ctx)
     arpc_reply_durable(req, "s", 1, "ok", 2);
 }
 
+/* A plain reply over what one log record holds. */
+static atomic_int huge_rc = -1;
+static void h_huge(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_store(&huge_rc, arpc_reply(req, huge, huge_len));
+}
+
 static char recovered[8];
 static size_t nrecovered;
 
@@ -58,10 +68,12 @@ static void test_too_large_is_refused_to_the_handler(void **state)
     arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = recover};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_big, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.huge", h_huge, NULL, NULL));
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_client_options co = {.max_frame = UINT32_MAX}; /* would take a 4 GiB reply */
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
 
     void *reply;
     size_t len;
@@ -71,6 +83,12 @@ static void test_too_large_is_refused_to_the_handler(void **state)
     assert_int_equal(ARPC_ETOOLARGE, atomic_load(&big_rc));
     assert_int_equal(ARPC_ETOOLARGE, atomic_load(&split_rc));
     assert_int_equal(ARPC_ETOOLARGE, arpc_server_checkpoint(s, huge, huge_len));
+    /* A plain numbered reply over what a record holds: answered as one the client cannot take
+     * (it ran), its error logged; before, it was copied, refused by the log, and the server
+     * stopped its at-most-once calls (the caller answered ARPC_EABANDONED). */
+    assert_int_equal(ARPC_ETOOLARGE, arpc_call(c, "t.huge", "", 0, &reply, &len, TEST_WAIT_MS));
+    arpc_free(reply);
+    assert_int_equal(ARPC_ETOOLARGE, atomic_load(&huge_rc));
     /* The server still takes at-most-once calls. */
     assert_int_equal(ARPC_OK, arpc_call(c, "t.big", "", 0, &reply, &len, TEST_WAIT_MS));
     arpc_free(reply);
