@@ -18,6 +18,7 @@
 #include "async/loop_internal.h"
 #include "base/cacheline.h"
 #include "base/entry.h"
+#include "base/log_throttle.h"
 #include "base/node_pool.h"
 
 #define LOOP_DRAIN_BATCH 1024u /* jobs (tasks included) per wake-up before the loop polls again */
@@ -74,6 +75,7 @@ struct arpc_loop {
     bool l_counted_awake;     /* counted in async/awake.h: between a check and a prepare */
     struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
     struct loop_cold *l_cold;     /* cold fd watchers (loop_cold.c); NULL until the first */
+    struct arpc_log_throttle l_peer_log; /* lines about what peers did (core/peer_log.c) */
     unsigned l_bulk_turn;     /* ev_iteration of the turn l_bulk_left is for (loop_bulk.c) */
     size_t l_bulk_left;       /* bytes of bulk reads that turn may still spend */
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */

@@ -61,6 +61,9 @@ void arpc_loop_kick(arpc_loop *loop);
  * itself only when the loop would otherwise be woken for it alone, core/reply_direct.c). */
 bool arpc_loop_idle(arpc_loop *loop);
 
+/* The loop's throttle for log lines about what peers did (core/peer_log.h). Loop thread. */
+struct arpc_log_throttle *arpc_loop_peer_log(arpc_loop *loop);
+
 /* Runs fn(loop, arg) on the loop thread and waits for it to return: the one "do this on the
  * loop and wait" of arpc (stop steps, close). On the loop thread it runs fn at once. If
  * nobody runs the loop the caller drives it (arpc_loop_run_until) while it waits. If the loop

@@ -277,6 +277,8 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 
 void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
 
+struct arpc_log_throttle *arpc_loop_peer_log(arpc_loop *loop) { return &loop->l_peer_log; }
+
 bool arpc_loop_idle(arpc_loop *loop)
 {
     return atomic_load_explicit(&loop->l_asleep, memory_order_relaxed) &&

@@ -14,6 +14,7 @@
 #include "core/client_internal.h"
 #include "core/client_resend.h"
 #include "core/frame.h"
+#include "core/peer_log.h"
 #include "transport/tls.h"
 
 static void *copy_bytes(const void *src, size_t len)
@@ -162,7 +163,7 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         client_on_goaway(c, f);
         return;
     default:
-        arpc_log(ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u", c->cl_target.t_addr,
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u", c->cl_target.t_addr,
                  f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/peer_log.h"
 
 int arpc_conn_send_ping(struct arpc_conn *conn, uint64_t xid)
 {
@@ -51,7 +52,7 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {
         wait = conn->c_hb_idle - idle_for; /* input arrived meanwhile: sleep for the rest */
     } else if (conn->c_hb_sent >= conn->c_hb_misses) {
-        arpc_log(ARPC_LOG_WARN, "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s",
                  conn->c_peer, conn->c_hb_sent, idle_for);
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;

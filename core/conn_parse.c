@@ -9,6 +9,7 @@
 #include "arpc/error.h"
 #include "base/log.h"
 #include "core/conn_body.h"
+#include "core/peer_log.h"
 
 /* Drops what has arrived of an oversized body being skipped. True while more is to come. */
 static bool conn_skip_body(struct arpc_conn *conn)
@@ -48,7 +49,7 @@ static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 
 void conn_bad_input(struct arpc_conn *conn, int rc)
 {
-    arpc_log(conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN, "closing the connection with %s: %s (%s)",
+    peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN, "closing the connection with %s: %s (%s)",
              conn->c_peer, arpc_strerror(rc), arpc_errname(rc));
     if (conn->c_ops->on_bad_input != NULL) {
         conn->c_ops->on_bad_input(conn, rc);

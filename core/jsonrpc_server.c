@@ -31,6 +31,7 @@
 #include "core/jsonrpc_codec.h"
 #include "core/jsonrpc_scan.h"
 #include "core/jsonrpc_skim.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
 
 struct jsonrpc_sconn {
@@ -157,7 +158,7 @@ static bool jsonrpc_end(struct server_conn *sc, int code, const char *why)
 {
     struct arpc_conn *conn = &sc->sc_conn;
     struct jsonrpc_sconn *js = sc->sc_json;
-    arpc_log(ARPC_LOG_WARN, "closing the JSON-RPC connection from %s%s: %s%s", conn->c_peer,
+    peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the JSON-RPC connection from %s%s: %s%s", conn->c_peer,
              sconn_owes_answers(sc) ? " once its calls are answered" : "",
              code == ARPC_EAUTH ? "authentication failed: " : "", why);
     js->js_last_line = jsonrpc_response_line(jsonrpc_null_id(), NULL, 0, why, strlen(why), &js->js_last_len);

@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
 #include "transport/transport.h"
 
@@ -119,7 +120,7 @@ static bool listener_shed(struct server_listener *l, int accept_errno, uint64_t 
         if (l->l_tls == NULL) /* a TLS client would take clear bytes for a broken handshake */
             (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
         close(fd);
-        arpc_log(ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
+        peer_log(l->l_server->sv_loop, ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
                  l->l_sock->l_addr, accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
         if (l->l_rated)
             accept_rate_took(l->l_server, now);

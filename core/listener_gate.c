@@ -33,7 +33,7 @@ void listener_gate_paused(struct listener_gate *g, const char *addr, uint64_t no
     arpc_stat_inc(g->lg_pauses);
     /* A flood pauses a listener hundreds of times a second: one line a second says it all. */
     uint64_t quiet;
-    if (!arpc_log_throttle_due(&g->lg_log, now_ns, LISTENER_GATE_LOG_EVERY_NS, &quiet))
+    if (!arpc_log_throttle_due(&g->lg_log, now_ns, LISTENER_GATE_LOG_EVERY_NS, 1, &quiet))
         return;
     char more[64] = "";
     if (quiet != 0)

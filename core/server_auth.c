@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
 
 static uint32_t *copy_ids(const uint32_t *ids, size_t n, int *rc)
@@ -125,7 +126,7 @@ bool auth_admit(struct server_conn *sc, const struct arpc_frame *f)
     char who[64] = "";
     if (p->has_creds) /* a unix peer's address is the listener's: say which process it was */
         snprintf(who, sizeof(who), " (pid %d, uid %u)", (int)p->pid, p->uid);
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s", sc->sc_conn.c_peer, who, why);
+    peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s", sc->sc_conn.c_peer, who, why);
     sconn_send_goaway(&sc->sc_conn, ARPC_EAUTH, why);
     arpc_conn_close_after_flush(&sc->sc_conn, ARPC_EAUTH);
     return false;

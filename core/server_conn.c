@@ -13,9 +13,10 @@
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/jsonrpc_server.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
-#include "transport/transport.h"
 #include "transport/tls.h"
+#include "transport/transport.h"
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
@@ -81,7 +82,7 @@ void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), m->m_name, m->m_name_len);
     if (oneway) {
-        arpc_log(ARPC_LOG_WARN, "one-way message from %s to %s dropped: the method takes at-most-once calls only",
+        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to %s dropped: the method takes at-most-once calls only",
                  sc->sc_conn.c_peer, name);
         return;
     }
@@ -122,7 +123,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
     if (oneway) {
-        arpc_log(ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped", sc->sc_conn.c_peer, name);
+        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped", sc->sc_conn.c_peer, name);
         return;
     }
     /* The client gets its own bytes back (escaped too: they may reach its log). */
@@ -157,13 +158,13 @@ static bool sconn_on_oversized(struct arpc_conn *conn, const struct arpc_frame *
     if (kind == ARPC_FRAME_REQUEST)
         sconn_refuse_call(sc, f->f_xid, ARPC_ETOOLARGE, msg, (size_t)n);
     else
-        arpc_log(ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "one-way message from %s dropped: %s", conn->c_peer, msg);
     return true;
 }
 
 static void sconn_refuse(struct arpc_conn *conn, const char *why)
 {
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s", conn->c_peer, why);
+    peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: %s", conn->c_peer, why);
     sconn_send_goaway(conn, ARPC_EPROTO, why);
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
@@ -258,7 +259,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
             arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key, sc->sc_incarnation != 0);
         return;
     default:
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
                  conn->c_peer, f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;

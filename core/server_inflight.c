@@ -95,7 +95,7 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
     uint64_t now_ns = (uint64_t)(ev_now(conn->c_ev) * 1e9), quiet;
-    if (!arpc_log_throttle_due(&s->sv_hold_log, now_ns, INFLIGHT_LOG_EVERY_NS, &quiet))
+    if (!arpc_log_throttle_due(&s->sv_hold_log, now_ns, INFLIGHT_LOG_EVERY_NS, 1, &quiet))
         return;
     char why[320];
     switch (reason) {

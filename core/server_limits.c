@@ -14,6 +14,7 @@
 
 #include "arpc/error.h"
 #include "base/log.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
 
 #define LIMITS_HANDSHAKE_MS 10000
@@ -51,7 +52,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     /* First, and for connections closing after their last words too: a peer that reads
      * nothing keeps them (and what they queued) otherwise. */
     if (arpc_conn_write_age(conn, now) >= s->sv_write_s) {
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
                  conn->c_peer, conn->c_out.q_bytes, s->sv_write_s * 1000);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
@@ -59,7 +60,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     if (conn->c_close_after_flush)
         return false;
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
                  conn->c_peer, s->sv_handshake_s * 1000);
         /* A HELLO begun and not finished is a slow peer's fault; a peer that sent nothing may
          * be a client that connects early and calls later (Go's jsonrpc.Dial), as a tls://
@@ -70,7 +71,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         return true;
     }
     if (arpc_conn_frame_age(conn, now) >= s->sv_frame_s) {
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)",
                  conn->c_peer, s->sv_frame_s * 1000);
         fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
@@ -81,7 +82,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     else if (sc->sc_hello && now - sc->sc_last_busy >= LIMITS_COOL_AFTER_S)
         arpc_conn_cool(conn);
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
-        arpc_log(ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
+        peer_log(conn->c_loop, ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
                  s->sv_idle_s * 1000);
         /* ESHUTDOWN: the client's word for "reconnect when next needed" (it has no call here). */
         sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed");
@@ -172,7 +173,7 @@ bool limits_admit(struct server_conn *sc)
         (void)shed_for_room(s, why); /* a silent, slow or idle one gives its place up */
     }
     if (s->sv_nconns >= s->sv_max_conns) {
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %u connections open (max_connections)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: %u connections open (max_connections)",
                  conn->c_peer, s->sv_nconns);
         sconn_send_goaway(conn, ARPC_EOVERLOADED, "too many connections");
         arpc_conn_close_after_flush(conn, ARPC_EOVERLOADED);

@@ -17,6 +17,7 @@
  */
 #include "arpc/error.h"
 #include "base/log.h"
+#include "core/peer_log.h"
 #include "core/server_internal.h"
 
 #define SHED_SLOW_S 1.0
@@ -71,7 +72,7 @@ bool shed_for_room(arpc_server *s, const char *why)
         [SHED_SLOW_FRAME] = "a frame arriving for",
         [SHED_NO_HELLO] = "no HELLO for",
     };
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s to make room: %s; %s %.0f ms",
+    peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s to make room: %s; %s %.0f ms",
              conn->c_peer, why, what[best], best_age * 1000);
     sconn_retain(victim); /* a failed flush closes (and may free) it */
     if (best == SHED_IDLE) {
