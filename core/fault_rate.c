@@ -33,8 +33,17 @@ void fault_rate_init(arpc_server *s, const arpc_server_options *o)
     char why[LISTENER_GATE_WHY_MAX];
     snprintf(why, sizeof(why), "connections closed for their peers' faults are over max_fault_rate (%u a second, "
              "burst %u): not accepting until they are paid for", rate, burst);
-    listener_gate_init(&s->sv_fault_gate, rate, burst, &s->sv_stats.ss_fault_pauses, &s->sv_stats.ss_fault_paused_ns,
-                       why);
+    for (int i = FAULT_NETWORK; i <= FAULT_LOCAL; i++)
+        listener_gate_init(&s->sv_fault_gates[i], rate, burst, &s->sv_stats.ss_fault_pauses,
+                           &s->sv_stats.ss_fault_paused_ns, why);
+}
+
+struct listener_gate *fault_gate(arpc_server *s, const char *scheme)
+{
+    if (strcmp(scheme, arpc_transport_inproc.t_scheme) == 0)
+        return NULL;
+    bool local = strcmp(scheme, arpc_transport_unix.t_scheme) == 0;
+    return &s->sv_fault_gates[local ? FAULT_LOCAL : FAULT_NETWORK];
 }
 
 bool fault_is_peers(int reason)
@@ -56,6 +65,7 @@ void fault_rate_charge(struct server_conn *sc)
     arpc_stat_inc(&s->sv_stats.ss_faulted);
     /* An inproc:// peer is this process: its faults are its own bugs, and must not pause the
      * listeners strangers use (inproc's is never paused either). */
-    if (s->sv_fault_gate.lg_rate != 0 && strcmp(sc->sc_peer.transport, arpc_transport_inproc.t_scheme) != 0)
-        arpc_token_bucket_charge(&s->sv_fault_gate.lg_bucket, arpc_now_ns());
+    struct listener_gate *g = fault_gate(s, sc->sc_peer.transport);
+    if (g != NULL && g->lg_rate != 0)
+        arpc_token_bucket_charge(&g->lg_bucket, arpc_now_ns());
 }

@@ -46,6 +46,7 @@ struct server_listener {
     bool l_rated;                 /* gated by max_accept_rate, max_fault_rate (every transport but inproc) */
     uint64_t l_rate_paused_at;    /* arpc_now_ns when it stopped for a rate; 0: not stopped for one */
     struct listener_gate *l_paused_by; /* ... for this gate's wait (the server's accept or fault gate) */
+    struct listener_gate *l_fault_gate; /* its connections' (core/fault_rate.c); NULL: inproc */
     arpc_server *l_server;
     struct server_listener *l_next;
 };
@@ -69,11 +70,12 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
 
 /* Nanoseconds until n more connections may be accepted (0: now): the later of max_accept_rate's
  * tokens and the end of max_fault_rate's debt; *by is the gate that waits longer. */
-static uint64_t listener_wait_ns(arpc_server *s, uint64_t now, unsigned n, struct listener_gate **by)
+static uint64_t listener_wait_ns(struct server_listener *l, uint64_t now, unsigned n, struct listener_gate **by)
 {
+    arpc_server *s = l->l_server;
     uint64_t tokens = listener_gate_wait_ns(&s->sv_accept_gate, now, n);
-    uint64_t debt = listener_gate_wait_ns(&s->sv_fault_gate, now, 1);
-    *by = debt > tokens ? &s->sv_fault_gate : &s->sv_accept_gate;
+    uint64_t debt = l->l_fault_gate != NULL ? listener_gate_wait_ns(l->l_fault_gate, now, 1) : 0;
+    *by = debt > tokens ? l->l_fault_gate : &s->sv_accept_gate;
     return debt > tokens ? debt : tokens;
 }
 
@@ -89,7 +91,7 @@ static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
     unsigned per_ms = s->sv_accept_gate.lg_rate / 1000;
     unsigned n = per_ms < 1 ? 1 : per_ms > LISTENER_ACCEPT_BATCH ? LISTENER_ACCEPT_BATCH : per_ms;
     struct listener_gate *by;
-    uint64_t wait = listener_wait_ns(s, now, n, &by);
+    uint64_t wait = listener_wait_ns(l, now, n, &by);
     if (arpc_deadline_arm(s->sv_loop, &l->l_retry, now + wait) != ARPC_OK)
         return false;
     arpc_loop_io_stop(s->sv_loop, &l->l_io);
@@ -155,7 +157,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         /* Out of tokens, or faults owed: pause only if a connection is known to wait (the
          * readiness this callback is for); later in the batch, leave it to the next readiness. */
         struct listener_gate *by;
-        if (l->l_rated && listener_wait_ns(l->l_server, now, 1, &by) != 0 &&
+        if (l->l_rated && listener_wait_ns(l, now, 1, &by) != 0 &&
             (i > 0 || listener_pause_for_rate(l, now)))
             return;
         int fd;
@@ -231,7 +233,9 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
-    l->l_rated = (s->sv_accept_gate.lg_rate != 0 || s->sv_fault_gate.lg_rate != 0) && tr != &arpc_transport_inproc;
+    l->l_fault_gate = fault_gate(s, tr->t_scheme);
+    l->l_rated = (s->sv_accept_gate.lg_rate != 0 || s->sv_fault_gates[FAULT_NETWORK].lg_rate != 0) &&
+                 tr != &arpc_transport_inproc;
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);

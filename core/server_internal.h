@@ -152,7 +152,9 @@ struct arpc_server {
     unsigned sv_max_conns;
     /* Gates on the listeners (core/listener_gate.h), loop thread: */
     struct listener_gate sv_accept_gate; /* the rate of new connections (core/accept_rate.c) */
-    struct listener_gate sv_fault_gate;  /* faulty connections' (core/fault_rate.c) */
+    /* Faulty connections' (core/fault_rate.c), by where their peers are: [FAULT_NETWORK] tcp
+     * and tls, [FAULT_LOCAL] unix (a stranger's faults never pause the local socket). */
+    struct listener_gate sv_fault_gates[2];
     uint32_t sv_unix_mode;            /* unix:// socket files' permissions; 0: the umask's */
     unsigned sv_nconns;               /* open connections that count toward sv_max_conns */
     struct server_listener *sv_listeners;
@@ -236,7 +238,11 @@ void server_release(arpc_server *s);
 #define SERVER_LIMITS_CLOSES_PER_TURN 16
 
 /* fault_rate.c (loop thread): max_fault_rate, fault_burst */
+enum { FAULT_NETWORK = 0, FAULT_LOCAL = 1 };
 void fault_rate_init(arpc_server *s, const arpc_server_options *o);
+/* The fault gate of a transport's connections (scheme: "tcp", ...); NULL for inproc://, whose
+ * peer is this process (its faults are its own bugs). */
+struct listener_gate *fault_gate(arpc_server *s, const char *scheme);
 /* Whether a connection closed for reason was closed for its peer's fault (besides the
  * timeouts server_limits.c charges itself). */
 bool fault_is_peers(int reason);

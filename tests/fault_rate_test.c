@@ -242,6 +242,30 @@ static void test_inproc_faults_pause_nothing(void **state)
     arpc_server_destroy(s);
 }
 
+/* A stranger's faults over tcp:// put the tcp listener in debt, never the local socket: a unix://
+ * client connecting while the tcp listener waits is let in at once. Before, one bucket per
+ * server paused every listener, so a remote peer faulting on purpose locked out local tools. */
+static void test_network_faults_never_pause_the_local_socket(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX], uaddr[ARPC_ADDR_MAX], path[128];
+    arpc_server *s = server_with((arpc_server_options){.max_fault_rate = 1, .fault_burst = 1}, addr, sizeof(addr));
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-fault-rate-%d.sock", (int)getpid());
+    unlink(path + strlen("unix://"));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, path, uaddr, sizeof(uaddr)));
+    bad_magic_conn(addr); /* the burst */
+    bad_magic_conn(addr); /* waits for a token, then owes one more: the tcp listener pauses (~1 s) */
+    assert_true(faulted_reaches(s, 2));
+    uint64_t pauses = STAT(s, fault_rate_pauses);
+    assert_true(pauses >= 1);
+    good_client_calls(uaddr);
+    /* Were the unix listener behind the same debt, this call's connection would have paused it
+     * (a machine so slow the debt was paid meanwhile cannot fail this, only miss the check). */
+    assert_int_equal(pauses, STAT(s, fault_rate_pauses));
+    arpc_server_destroy(s);
+    unlink(path + strlen("unix://"));
+}
+
 /* The default: max_fault_rate 0 is ARPC_FAULT_RATE_DEFAULT a second with a burst as large, so
  * a few faults pause nothing (and the limit is on: the faults are counted). */
 static void test_default_allows_a_burst(void **state)
@@ -298,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_good_clients_are_never_charged),
         cmocka_unit_test(test_each_fault_counted_and_nothing_else),
         cmocka_unit_test(test_inproc_faults_pause_nothing),
+        cmocka_unit_test(test_network_faults_never_pause_the_local_socket),
         cmocka_unit_test(test_default_allows_a_burst),
         cmocka_unit_test(test_destroy_while_paused),
         cmocka_unit_test(test_stop_then_destroy_while_paused),

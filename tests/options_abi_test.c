@@ -110,8 +110,8 @@ static void test_older_server_options_padding_after_worker_poll_ignored(void **s
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, old_size));
     assert_non_null(s);
-    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_gate.lg_rate); /* the default: never given */
-    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_gate.lg_burst);
+    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_gates[FAULT_LOCAL].lg_rate); /* the default: never given */
+    assert_int_equal(ARPC_FAULT_RATE_DEFAULT, s->sv_fault_gates[FAULT_NETWORK].lg_burst);
     arpc_server_destroy(s);
 }
 

@@ -222,9 +222,10 @@ typedef struct arpc_server_options {
      * handshake or record, a HELLO begun but not whole within handshake_timeout_ms (a peer
      * that sent nothing is closed, not charged: it may connect early to call later), a frame
      * not whole within frame_timeout_ms) is counted (arpc_server_stats.connections_faulted) and charged to a
-     * token bucket of fault_burst, refilled at max_fault_rate a second; while the bucket owes
-     * (faults are charged even when it is empty), the tcp://, tls:// and unix:// listeners stop
-     * accepting, as for max_accept_rate, and new connections wait in the kernel's backlog,
+     * token bucket of fault_burst, refilled at max_fault_rate a second, one bucket for network
+     * peers (tcp://, tls://) and one for local ones (unix://); while a bucket owes (faults are
+     * charged even when it is empty), its listeners stop accepting (a stranger's faults never
+     * pause the unix:// socket), as for max_accept_rate, and new connections wait in the kernel's backlog,
      * good ones too. A well-behaved client never faults, so a reconnect storm of good clients
      * is never slowed; a peer that opens connections only to have them closed (each costs the
      * server ~40 us of a core on the 2 vCPUs of docs/SECURITY.md) gets max_fault_rate of them
