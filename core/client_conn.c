@@ -163,8 +163,8 @@ static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         client_on_goaway(c, f);
         return;
     default:
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u", c->cl_target.t_addr,
-                 f->f_kind);
+        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection to %s: unexpected frame kind %u",
+                 c->cl_target.t_addr, f->f_kind);
         arpc_conn_close(conn, ARPC_EPROTO);
         return;
     }

@@ -208,8 +208,8 @@ static void conn_stream_failed(struct arpc_conn *conn)
     const struct arpc_stream *s = conn->c_stream;
     snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
     if (s->s_error != ARPC_ECONNLOST)
-        peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN, "closing the connection with %s: %s",
-                 conn->c_peer, conn->c_why);
+        peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN,
+                 "closing the connection with %s: %s", conn->c_peer, conn->c_why);
     arpc_conn_close(conn, s->s_error);
 }
 
@@ -397,7 +397,8 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
         return;
     }
     if (conn->c_max_bytes != 0 && conn->c_out.q_bytes / ARPC_CONN_OUTPUT_HARD_FACTOR > conn->c_max_bytes) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN,
+                 "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
                  conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);
         arpc_conn_close(conn, ARPC_EOVERLOADED);
         return;

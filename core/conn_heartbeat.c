@@ -52,8 +52,9 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {
         wait = conn->c_hb_idle - idle_for; /* input arrived meanwhile: sleep for the rest */
     } else if (conn->c_hb_sent >= conn->c_hb_misses) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s",
-                 conn->c_peer, conn->c_hb_sent, idle_for);
+        peer_log(conn->c_loop, ARPC_LOG_WARN,
+                 "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s", conn->c_peer,
+                 conn->c_hb_sent, idle_for);
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;
     } else if (arpc_conn_send_ping(conn, conn->c_hb_sent + 1) == ARPC_OK) { /* xid: the PINGs of this silence */

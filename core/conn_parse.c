@@ -49,8 +49,8 @@ static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 
 void conn_bad_input(struct arpc_conn *conn, int rc)
 {
-    peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN, "closing the connection with %s: %s (%s)",
-             conn->c_peer, arpc_strerror(rc), arpc_errname(rc));
+    peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN,
+             "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc), arpc_errname(rc));
     if (conn->c_ops->on_bad_input != NULL) {
         conn->c_ops->on_bad_input(conn, rc);
         arpc_conn_close_after_flush(conn, rc);

@@ -122,8 +122,9 @@ static bool listener_shed(struct server_listener *l, int accept_errno, uint64_t 
         if (l->l_tls == NULL) /* a TLS client would take clear bytes for a broken handshake */
             (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
         close(fd);
-        peer_log(l->l_server->sv_loop, ARPC_LOG_WARN, "accept on %s: out of file descriptors (%s): connection from %s shed",
-                 l->l_sock->l_addr, accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
+        peer_log(l->l_server->sv_loop, ARPC_LOG_WARN,
+                 "accept on %s: out of file descriptors (%s): connection from %s shed", l->l_sock->l_addr,
+                 accept_errno == ENFILE ? "ENFILE" : "EMFILE", peer);
         if (l->l_rated)
             accept_rate_took(l->l_server, now);
     }
@@ -157,8 +158,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         /* Out of tokens, or faults owed: pause only if a connection is known to wait (the
          * readiness this callback is for); later in the batch, leave it to the next readiness. */
         struct listener_gate *by;
-        if (l->l_rated && listener_wait_ns(l, now, 1, &by) != 0 &&
-            (i > 0 || listener_pause_for_rate(l, now)))
+        if (l->l_rated && listener_wait_ns(l, now, 1, &by) != 0 && (i > 0 || listener_pause_for_rate(l, now)))
             return;
         int fd;
         char peer[ARPC_ADDR_MAX], why[ARPC_WHY_MAX];

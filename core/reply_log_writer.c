@@ -18,9 +18,10 @@
  * - The index is updated before a record's bytes are buffered, all or nothing: a record the
  *   index cannot hold (ENOMEM) is refused and never written, so the index always describes
  *   exactly what is on disk, which is what compaction relies on. It also fails the log, as a
- *   failed write does, and so does any record refused (too large, bad type): the records are a sequence (each effect was made on the state the ones
- *   before it left), so none after a missing one may be written (a restart would rebuild a
- *   state with a hole in it, and their callers would have been told they were done).
+ *   failed write does, and so does any record refused (too large, bad type): the records
+ *   are a sequence (each effect was made on the state the ones before it left), so none
+ *   after a missing one may be written (a restart would rebuild a state with a hole in it,
+ *   and their callers would have been told they were done).
  * - Fail-stop: after a failed write or fdatasync nothing more is written. Linux may drop the
  *   dirty pages of a failed write and report success on a later fdatasync, so retrying would
  *   claim durability it does not have. Every record of the failing batch, and every later

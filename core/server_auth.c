@@ -126,7 +126,8 @@ bool auth_admit(struct server_conn *sc, const struct arpc_frame *f)
     char who[64] = "";
     if (p->has_creds) /* a unix peer's address is the listener's: say which process it was */
         snprintf(who, sizeof(who), " (pid %d, uid %u)", (int)p->pid, p->uid);
-    peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s", sc->sc_conn.c_peer, who, why);
+    peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "closing the connection from %s%s: authentication failed: %s",
+             sc->sc_conn.c_peer, who, why);
     sconn_send_goaway(&sc->sc_conn, ARPC_EAUTH, why);
     arpc_conn_close_after_flush(&sc->sc_conn, ARPC_EAUTH);
     return false;

@@ -82,8 +82,9 @@ void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), m->m_name, m->m_name_len);
     if (oneway) {
-        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to %s dropped: the method takes at-most-once calls only",
-                 sc->sc_conn.c_peer, name);
+        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN,
+                 "one-way message from %s to %s dropped: the method takes at-most-once calls only", sc->sc_conn.c_peer,
+                 name);
         return;
     }
     char msg[sizeof(name) + 96];
@@ -123,7 +124,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
     if (oneway) {
-        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped", sc->sc_conn.c_peer, name);
+        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped",
+                 sc->sc_conn.c_peer, name);
         return;
     }
     /* The client gets its own bytes back (escaped too: they may reach its log). */

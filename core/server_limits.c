@@ -52,7 +52,8 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     /* First, and for connections closing after their last words too: a peer that reads
      * nothing keeps them (and what they queued) otherwise. */
     if (arpc_conn_write_age(conn, now) >= s->sv_write_s) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
+        peer_log(conn->c_loop, ARPC_LOG_WARN,
+                 "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
                  conn->c_peer, conn->c_out.q_bytes, s->sv_write_s * 1000);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
@@ -60,8 +61,9 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     if (conn->c_close_after_flush)
         return false;
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)",
-                 conn->c_peer, s->sv_handshake_s * 1000);
+        peer_log(conn->c_loop, ARPC_LOG_WARN,
+                 "closing the connection from %s: no HELLO within %.0f ms (handshake_timeout_ms)", conn->c_peer,
+                 s->sv_handshake_s * 1000);
         /* A HELLO begun and not finished is a slow peer's fault; a peer that sent nothing may
          * be a client that connects early and calls later (Go's jsonrpc.Dial), as a tls://
          * peer that closes before its first byte is no fault. */
@@ -71,8 +73,9 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         return true;
     }
     if (arpc_conn_frame_age(conn, now) >= s->sv_frame_s) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)",
-                 conn->c_peer, s->sv_frame_s * 1000);
+        peer_log(conn->c_loop, ARPC_LOG_WARN,
+                 "closing the connection from %s: a frame not whole within %.0f ms (frame_timeout_ms)", conn->c_peer,
+                 s->sv_frame_s * 1000);
         fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
@@ -82,8 +85,8 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     else if (sc->sc_hello && now - sc->sc_last_busy >= LIMITS_COOL_AFTER_S)
         arpc_conn_cool(conn);
     if (s->sv_idle_s > 0 && sc->sc_hello && now - sc->sc_last_busy >= s->sv_idle_s) {
-        peer_log(conn->c_loop, ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)", conn->c_peer,
-                 s->sv_idle_s * 1000);
+        peer_log(conn->c_loop, ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)",
+                 conn->c_peer, s->sv_idle_s * 1000);
         /* ESHUTDOWN: the client's word for "reconnect when next needed" (it has no call here). */
         sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed");
         arpc_conn_close_after_flush(conn, ARPC_ETIMEDOUT);

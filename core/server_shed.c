@@ -72,8 +72,8 @@ bool shed_for_room(arpc_server *s, const char *why)
         [SHED_SLOW_FRAME] = "a frame arriving for",
         [SHED_NO_HELLO] = "no HELLO for",
     };
-    peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s to make room: %s; %s %.0f ms",
-             conn->c_peer, why, what[best], best_age * 1000);
+    peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s to make room: %s; %s %.0f ms", conn->c_peer,
+             why, what[best], best_age * 1000);
     sconn_retain(victim); /* a failed flush closes (and may free) it */
     if (best == SHED_IDLE) {
         sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed to make room for a new one");

@@ -432,9 +432,9 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * caller at its deadline (dropped, even if the server has stopped since; for an at-most-once
  * call the result is still kept for the caller's retries, and ARPC_ESHUTDOWN once the server
  * has stopped, when nothing can be kept), ARPC_ETOOLARGE (larger than the client accepts, or
- * than ARPC_DURABLE_MAX with a reply log: the caller gets ARPC_ETOOLARGE instead), ARPC_ENOMEM (the reply could not be encoded: the
- * caller is answered ARPC_EABANDONED, and so are an at-most-once call's retries). In every
- * case req is finished.
+ * than ARPC_DURABLE_MAX with a reply log: the caller gets ARPC_ETOOLARGE instead),
+ * ARPC_ENOMEM (the reply could not be encoded: the caller is answered ARPC_EABANDONED, and so
+ * are an at-most-once call's retries). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
  * gone and must not be used, as after free(). For a one-way request it only finishes req
