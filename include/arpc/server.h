@@ -445,6 +445,9 @@ ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
 ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
 
+/* The most one reply log record holds: an effect and its reply together, or a checkpoint. */
+#define ARPC_DURABLE_MAX ((size_t)(1u << 30) - 65536u)
+
 /* Exactly-once: replies with data, and logs effect (what the call changed, in the
  * application's own encoding) in the same record as the reply. The reply leaves only once the
  * record is durable (per the fsync policy), and after a restart the server's recover callback
@@ -462,7 +465,6 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * restarted, when the state is rebuilt from the log without it.
  * ARPC_ETOOLARGE when effect_len + len is over ARPC_DURABLE_MAX (one log record holds both):
  * nothing is done, req is still the handler's to answer another way. */
-#define ARPC_DURABLE_MAX ((size_t)(1u << 30) - 65536u) /* effect + reply; a checkpoint's state */
 ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data,
                                 size_t len);
 
