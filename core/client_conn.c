@@ -34,16 +34,21 @@ static int error_code_from_wire(uint32_t code)
 
 /* The server's "did not run" (docs/SEMANTICS.md, "Outcomes") speaks for the send it answers.
  * An unnumbered call sent again after a loss may have run at an earlier send, left whole on the
- * connection since lost: its caller must hear "may have run" (ARPC_ECONNLOST), with the
- * server's words. A numbered (at-most-once) call's answer already covers its earlier sends:
- * the server looked its seq up first. NULL: not such a case (or no memory for the words). */
-static char *resend_refused_why(const struct client_call *call, int code, const struct arpc_frame *f, size_t *len)
+ * connection since lost: its caller must hear "may have run" (ARPC_ECONNLOST). A numbered
+ * (at-most-once) call's answer already covers its earlier sends: the server looked its seq up
+ * first. */
+static bool resend_refused(const struct client_call *call, int code)
 {
     bool did_not_run = code == ARPC_ESHUTDOWN || code == ARPC_EREJECTED || code == ARPC_EOVERLOADED ||
                        code == ARPC_EEXPIRED || code == ARPC_ENOMETHOD || code == ARPC_ETOOLARGE ||
                        code == ARPC_ECANCELLED;
-    if (!did_not_run || !call->cc_reached || call->cc_semantics == ARPC_AT_MOST_ONCE)
-        return NULL;
+    return did_not_run && call->cc_reached && call->cc_semantics != ARPC_AT_MOST_ONCE;
+}
+
+/* A resend_refused call's result: the server's words and what they mean for it. NULL without
+ * memory (the caller still hears ARPC_ECONNLOST, without words). */
+static char *resend_refused_why(int code, const struct arpc_frame *f, size_t *len)
+{
     enum { WORDS_MAX = 200 }; /* of the server's: its refusals are short */
     char why[WORDS_MAX + 128];
     int n = snprintf(why, sizeof(why), "%s (%.*s) for this send; an earlier send, on a connection since lost, may have run",
@@ -75,21 +80,28 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     }
     call->cc_tracked = false; /* taken above */
     bool ok = f->f_kind == ARPC_FRAME_REPLY;
-    const void *src = ok ? (const void *)f->f_payload : f->f_msg;
-    size_t len = ok ? f->f_payload_len : f->f_msg_len;
-    /* A large REPLY read into a buffer of its own (which starts at the payload) becomes the
-     * caller's as it is: no copy. */
-    size_t cap;
-    void *data = ok ? arpc_conn_take_body(&c->cl_conn, &cap) : NULL;
     int code = ok ? ARPC_OK : error_code_from_wire(f->f_code);
-    if (!ok && (data = resend_refused_why(call, code, f, &len)) != NULL)
+    size_t len = 0;
+    void *data;
+    if (!ok && resend_refused(call, code)) {
+        data = resend_refused_why(code, f, &len);
         code = ARPC_ECONNLOST;
-    if (data == NULL)
-        data = ok ? copy_bytes(src, len) : arpc_text_copy(src, len); /* a message: printable (client.h) */
-    if (data == NULL)
-        call_finish(call, ARPC_ENOMEM, NULL, 0);
-    else
-        call_finish(call, code, data, len);
+    } else if (ok) {
+        /* A large REPLY read into a buffer of its own (which starts at the payload) becomes
+         * the caller's as it is: no copy. */
+        size_t cap;
+        len = f->f_payload_len;
+        if ((data = arpc_conn_take_body(&c->cl_conn, &cap)) == NULL)
+            data = copy_bytes(f->f_payload, len);
+        /* It ran, and its result is lost here: what can be said is "may have run" (never
+         * ARPC_ENOMEM, which a call that could not start ends with). */
+        if (data == NULL)
+            code = ARPC_EABANDONED;
+    } else {
+        len = f->f_msg_len;
+        data = arpc_text_copy(f->f_msg, len); /* a message: printable (client.h); NULL: the code alone */
+    }
+    call_finish(call, code, data, data != NULL ? len : 0);
 }
 
 static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
