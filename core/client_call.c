@@ -203,8 +203,10 @@ uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns)
 bool call_track(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
+    /* Without memory: ARPC_ENOMEM ("did not run") only if no send of it may have reached a
+     * server (a re-send's earlier one, or its caller's own write: call_ended_code). */
     if (pending_put(&c->cl_pending, call) != ARPC_OK) {
-        call_finish(call, ARPC_ENOMEM, NULL, 0);
+        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
         return false;
     }
     call->cc_tracked = true;
@@ -212,7 +214,7 @@ bool call_track(struct client_call *call)
     bool arm = call->cc_when != ARPC_NEVER || arpc_wheel_node_armed(&call->cc_timer);
     if (arm && call_arm(call, call->cc_when) != ARPC_OK) {
         call_untrack(call);
-        call_finish(call, ARPC_ENOMEM, NULL, 0);
+        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
         return false;
     }
     call_mark_sent(call);
@@ -284,6 +286,7 @@ void call_send(struct client_call *call, uint64_t now_ns)
 {
     arpc_client *c = call->cc_client;
     uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
+    bool sent_before = call->cc_sent; /* an earlier send may have reached a server */
     /* Stamped first: the xid in the frame is the pending table's key. Nothing else reads the
      * frame now (an earlier send of it went with its connection). */
     arpc_frame_restamp_request(bytes, c->cl_next_xid++, arpc_frame_request_seq(bytes), c->cl_ack,
@@ -295,8 +298,11 @@ void call_send(struct client_call *call, uint64_t now_ns)
     arpc_outq_release_fn release = call_hold_frame(call, &holder);
     int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
     if (rc == ARPC_ENOMEM) {
+        /* Not sent this time: say so rather than wait. "Did not run" (ARPC_ENOMEM) only for a
+         * call never sent before: a re-send's earlier send may have run (ARPC_ECONNLOST). */
         call_untrack(call);
-        call_finish(call, ARPC_ENOMEM, NULL, 0); /* never sent: say so rather than wait */
+        call->cc_sent = sent_before;
+        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
     }
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
