@@ -55,6 +55,9 @@
 #include "core/stats.h"
 #include "transport/transport.h"
 
+/* Finished seqs kept without memory (cl_done_spill). */
+#define CLIENT_DONE_SPILL 64
+
 /* Room for a line naming an address and a cause. */
 #define CLIENT_WHY_MAX (ARPC_ADDR_MAX + ARPC_WHY_MAX)
 
@@ -156,6 +159,12 @@ struct arpc_client {
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
+    /* Finished seqs above cl_ack that cl_done had no memory for (client_resend.c): a seq noted
+     * nowhere would stop the ack below it for good, and the server would keep every later
+     * reply. Past CLIENT_DONE_SPILL, said once, the ack stops there as it would have. */
+    uint64_t cl_done_spill[CLIENT_DONE_SPILL];
+    uint32_t cl_done_nspill;
+    bool cl_done_spill_warned;
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */
     struct arpc_u64_map cl_unwritten; /* at a loss: request blocks its queue never wrote whole
                                        * (client_call.c; p_slots NULL until the first) */

@@ -18,13 +18,15 @@
  *
  * The ack: the highest seq such that every numbered call up to it has finished (answered, or
  * given up for good): the server may drop those replies and refuses those seqs from then on.
- * Finished seqs above it wait in cl_done until the gap below them closes.
+ * Finished seqs above it wait in cl_done until the gap below them closes (without memory for
+ * cl_done, in a small spill of the client's own: a seq noted nowhere would stop the ack).
  */
 #include <stdlib.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "core/client_resend.h"
 
 #define EXPIRY_MARGIN_NUM 9 /* re-send only within 9/10 of the server's idle expiry */
@@ -60,15 +62,38 @@ void resend_wait(arpc_client *c, struct client_call *call)
 
 /* ---- the ack ---- */
 
+/* Takes seq out of the spill (cl_done_spill): whether it was there. */
+static bool done_spill_take(arpc_client *c, uint64_t seq)
+{
+    for (uint32_t i = 0; i < c->cl_done_nspill; i++) {
+        if (c->cl_done_spill[i] == seq) {
+            c->cl_done_spill[i] = c->cl_done_spill[--c->cl_done_nspill];
+            return true;
+        }
+    }
+    return false;
+}
+
 void resend_seq_done(arpc_client *c, uint64_t seq)
 {
     if (seq != c->cl_ack + 1) {
-        /* Out of memory: the ack stalls there (the server keeps replies longer): no harm. */
-        (void)arpc_u64_map_put(&c->cl_done, seq, (void *)1);
+        if (arpc_u64_map_put(&c->cl_done, seq, (void *)1) == ARPC_OK)
+            return;
+        /* No memory to note it: the spill keeps it, or the ack stops below it for good (the
+         * server then keeps every later reply of this client, until its cache is full). */
+        if (c->cl_done_nspill < CLIENT_DONE_SPILL)
+            c->cl_done_spill[c->cl_done_nspill++] = seq;
+        else if (!c->cl_done_spill_warned) {
+            c->cl_done_spill_warned = true;
+            arpc_log(ARPC_LOG_WARN, "client: out of memory noting call %llu finished: the client's "
+                     "acknowledgement stops below it, and the server keeps every later reply of this client",
+                     (unsigned long long)seq);
+        }
         return;
     }
     c->cl_ack = seq;
-    while (arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL)
+    while (arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL ||
+           (c->cl_done_nspill != 0 && done_spill_take(c, c->cl_ack + 1)))
         c->cl_ack++;
     atomic_store_explicit(&c->cl_direct.cd_ack, c->cl_ack, memory_order_relaxed); /* callers' frames */
 }
