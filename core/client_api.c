@@ -54,7 +54,8 @@ static void call_on_cancel(arpc_future *f, void *arg)
         atomic_thread_fence(memory_order_seq_cst);
         arpc_loop_kick(c->cl_loop);
     }
-    /* No job: the call ends by its reply, deadline or close; only let go of our share. */
+    /* No job: the call ends by its reply, deadline or close, or, waiting for a connection, when
+     * the next one comes (never sent then: client_resend.c); only let go of our share. */
     if (atomic_exchange(&call->cc_released, true))
         call_free(call);
 }

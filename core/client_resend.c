@@ -28,6 +28,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/client_resend.h"
+#include "core/frame.h"
 
 #define EXPIRY_MARGIN_NUM 9 /* re-send only within 9/10 of the server's idle expiry */
 #define EXPIRY_MARGIN_DEN 10
@@ -119,8 +120,27 @@ static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
     return true;
 }
 
+/* Calls cancelled while they waited whose cancel's job has not reached the loop (none could be
+ * had: core/client_api.c; or it is on its way): ended as calls_cancel would, never sent (a
+ * call that had not started does not run), one sent before named by its seq. The job, if
+ * any, finds them finished. */
+static void calls_drop_cancelled(arpc_client *c)
+{
+    for (struct arpc_dlink *pos = c->cl_waiting.dl_head, *next; pos != NULL; pos = next) {
+        next = pos->dl_next;
+        struct client_call *call = waiting_call(pos);
+        if (!arpc_future_done(call_future(call)))
+            continue;
+        uint64_t seq = arpc_frame_request_seq(call_frame_bytes(call));
+        if (call->cc_sent && seq != 0)
+            cancel_seq_remember(c, seq);
+        call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is cancelled already */
+    }
+}
+
 void calls_on_connected(arpc_client *c)
 {
+    calls_drop_cancelled(c); /* before the CANCELs by seq are told */
     cancel_seq_tell(c); /* first: the re-sends' ack may cover their seqs */
     struct client_call *call;
     while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
