@@ -118,6 +118,7 @@ static bool write_revocations(struct tls_certs *tc, X509 *ca, EVP_PKEY *ca_key, 
 
 bool tls_certs_make(struct tls_certs *tc)
 {
+    tc->tc_nextra = 0;
     snprintf(tc->tc_dir, sizeof(tc->tc_dir), "/tmp/arpc-tls-XXXXXX");
     if (mkdtemp(tc->tc_dir) == NULL) {
         perror("mkdtemp");
@@ -151,8 +152,61 @@ bool tls_certs_make(struct tls_certs *tc)
     return ok;
 }
 
+static X509 *read_cert(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *cert = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL)
+        fclose(f);
+    return cert;
+}
+
+static EVP_PKEY *read_key(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f != NULL)
+        fclose(f);
+    return key;
+}
+
+bool tls_certs_add_client(struct tls_certs *tc, const char *name, const void *cn, size_t len)
+{
+    if (tc->tc_nextra >= TLS_CERTS_EXTRA_MAX || strlen(name) >= sizeof(tc->tc_extra[0]))
+        return false;
+    X509 *ca = read_cert(tls_certs_path(tc, "ca", "pem"));
+    EVP_PKEY *ca_key = read_key(tls_certs_path(tc, "ca", "key"));
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    /* make_cert's CN, made first and replaced: X509_NAME_add_entry_by_txt would hold it to
+     * 64 printable characters, which is what this certificate is for going past. */
+    X509 *cert = ca != NULL && ca_key != NULL && key != NULL
+                     ? make_cert(key, "placeholder", NULL, -DAY_S, DAY_S, ca, ca_key, false, NULL)
+                     : NULL;
+    X509_NAME *subject = X509_NAME_new();
+    bool ok = cert != NULL && subject != NULL &&
+              X509_NAME_add_entry_by_NID(subject, NID_commonName, V_ASN1_UTF8STRING, (const unsigned char *)cn,
+                                         (int)len, -1, 0) == 1 &&
+              X509_set_subject_name(cert, subject) == 1 && X509_sign(cert, ca_key, EVP_sha256()) > 0 &&
+              write_pair(tc, name, cert, key);
+    if (ok)
+        snprintf(tc->tc_extra[tc->tc_nextra++], sizeof(tc->tc_extra[0]), "%s", name);
+    else
+        fprintf(stderr, "tls_certs_add_client: could not make %s in %s\n", name, tc->tc_dir);
+    X509_NAME_free(subject);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+    X509_free(ca);
+    return ok;
+}
+
 void tls_certs_remove(struct tls_certs *tc)
 {
+    for (unsigned i = 0; i < tc->tc_nextra; i++) {
+        unlink(tls_certs_path(tc, tc->tc_extra[i], "pem"));
+        unlink(tls_certs_path(tc, tc->tc_extra[i], "key"));
+    }
+    tc->tc_nextra = 0;
     for (size_t i = 0; i < sizeof(cert_names) / sizeof(cert_names[0]); i++) {
         unlink(tls_certs_path(tc, cert_names[i], "pem"));
         unlink(tls_certs_path(tc, cert_names[i], "key"));

@@ -22,9 +22,13 @@
 
 #define TLS_CERTS_CLIENT_SUBJECT "CN=alice,O=arpc tests"
 
+#define TLS_CERTS_EXTRA_MAX 4
+
 struct tls_certs {
     char tc_dir[64];
     char tc_path[256]; /* the last tls_certs_path answer */
+    char tc_extra[TLS_CERTS_EXTRA_MAX][32]; /* names tls_certs_add_client made */
+    unsigned tc_nextra;
 };
 
 /* Makes the directory and every file; false (with a message on stderr) on failure. */
@@ -39,6 +43,11 @@ struct tls_certs_pair {
     arpc_tls_options tp_server, tp_client;
 };
 void tls_certs_pair(struct tls_certs *tc, struct tls_certs_pair *p);
+/* One more client certificate signed by ca, NAME.pem and NAME.key, whose subject is a single
+ * CN of the len bytes cn as a UTF8String taken as they are: no length limit (CN's 64 is not
+ * applied), no check that they are UTF-8, control bytes kept. Up to TLS_CERTS_EXTRA_MAX of
+ * them; false (with a message on stderr) on failure. */
+bool tls_certs_add_client(struct tls_certs *tc, const char *name, const void *cn, size_t len);
 /* Removes the files and the directory. */
 void tls_certs_remove(struct tls_certs *tc);
 
