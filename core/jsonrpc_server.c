@@ -81,8 +81,10 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
     /* Its first byte came through the TLS handshake, as a HELLO would: the same identity as
      * an arpc client's on this listener (its certificate's subject), for the checks below and
-     * its handlers (arpc_request_peer_subject). */
-    sconn_learn_peer(sc);
+     * its handlers (arpc_request_peer_subject). Without its subject it is refused (closed,
+     * logged: JSON-RPC has no GOAWAY). */
+    if (!sconn_learn_peer(sc))
+        return true;
     /* A peer without a HELLO has no token: a server that checks who may in lets it in only
      * where what the transport says of it alone passes (a unix peer on the allow-list, a
      * callback admitting a verified certificate without a token). */

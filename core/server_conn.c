@@ -171,10 +171,26 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
 
-void sconn_learn_peer(struct server_conn *sc)
+bool sconn_learn_peer(struct server_conn *sc)
 {
-    sc->sc_peer_subject = arpc_tls_peer_subject(sc->sc_conn.c_stream);
-    sc->sc_peer.cert_subject = sc->sc_peer_subject;
+    char *subject = NULL;
+    int rc = arpc_tls_peer_subject(sc->sc_conn.c_stream, &subject);
+    if (rc == ARPC_OK) {
+        sc->sc_peer_subject = subject;
+        sc->sc_peer.cert_subject = subject;
+        return true;
+    }
+    /* Out of memory for a verified client's subject. Let in without it, the client would
+     * pass for nobody in particular: its at-most-once replies keyed by its bare client id,
+     * the authenticate callback and its handlers seeing no certificate. It is refused
+     * instead, as overloaded (the server's trouble, not the peer's fault: it may retry). */
+    static const char why[] = "the server is out of memory for the client certificate's subject";
+    sc->sc_refused = true;
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (a verified client is not let in without it)",
+             sc->sc_conn.c_peer, why);
+    sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, why);
+    arpc_conn_close_after_flush(&sc->sc_conn, rc);
+    return false;
 }
 
 static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
@@ -186,8 +202,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     }
     /* The TLS handshake is over (HELLO came through it): the client's certificate, if any, is
      * known and may name it (core/server_auth.c). */
-    sconn_learn_peer(sc);
-    if (!auth_admit(sc, f))
+    if (!sconn_learn_peer(sc) || !auth_admit(sc, f))
         return;
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;

@@ -289,8 +289,10 @@ void sconn_close_answered(struct server_conn *sc);
 /* The peer's identity the transport gives, before the checks judge it (arpc/auth.h): over
  * TLS the verified client certificate's subject (sc_peer_subject, sc_peer.cert_subject).
  * Loop thread, once per connection, once the handshake is over (its first bytes came
- * through it): at HELLO, or at a JSON-RPC connection's first byte. */
-void sconn_learn_peer(struct server_conn *sc);
+ * through it): at HELLO, or at a JSON-RPC connection's first byte. False: no memory for a
+ * verified certificate's subject; the connection is refused (logged, GOAWAY
+ * ARPC_EOVERLOADED to an arpc client, closed) and must run nothing. */
+bool sconn_learn_peer(struct server_conn *sc);
 /* A call's deadline: its frame's wire budget (f_deadline_ms; 0: none) counted from the frame's
  * arrival (arpc_conn_arrival_ns), as for every call the server answers. */
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns);

@@ -5,7 +5,8 @@
  * cert_subject and certificate identity) and the server's authenticate callback, which can
  * then admit it by its certificate; a server that requires a token refuses it (it cannot send
  * one: docs/SECURITY.md). The JSON-RPC client has no TLS, so the peer here is a bare OpenSSL
- * client with certificates made at run time (support/tls_certs.c). Built without TLS, only
+ * client with certificates made at run time (support/tls_certs.c). A verified peer whose
+ * subject the server has no memory for is refused, not let in anonymous. Built without TLS, only
  * that a plain JSON-RPC peer has no subject.
  */
 #include <setjmp.h>
@@ -43,7 +44,7 @@ static void h_whoami(arpc_request *req, void *ctx)
         arpc_reply_error(req, "the peer's views disagree");
         return;
     }
-    char out[256];
+    char out[512];
     int n = snprintf(out, sizeof(out), "\"%s\"", subject != NULL ? subject : "(none)");
     arpc_reply(req, out, (size_t)n);
 }
@@ -57,7 +58,13 @@ static const char call[] = "{\"method\":\"Who.Am\",\"params\":[1],\"id\":1}\n";
 #include "support/tls_certs.h"
 
 static struct tls_certs certs;
-static char ca[256], server_pem[256], server_key[256], client_pem[256], client_key[256];
+static char ca[256], server_pem[256], server_key[256], client_pem[256], client_key[256], long_pem[256],
+    long_key[256];
+
+/* A client certificate whose subject, "CN=" and LONG_CN bytes, is allocated with a size nothing
+ * else allocates while a peer connects: the sized test allocator can fail that one. */
+#define LONG_CN 229
+#define SUBJECT_ALLOC (3 + LONG_CN + 1)
 
 /* The subject the authenticate callback was shown, for the test to check. */
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -87,9 +94,10 @@ static arpc_server *start_server(arpc_authenticate_fn authenticate, void *auth_c
     return s;
 }
 
-/* Sends one JSON-RPC request over TLS with the client certificate and returns everything the
- * server wrote until it closed (or WAIT_MS passed: the test then fails on what it lacks). */
-static const char *tls_json_call(const char *addr, const char *request)
+/* Sends one JSON-RPC request over TLS with the client certificate pem (and its key) and
+ * returns everything the server wrote until it closed (or WAIT_MS passed: the test then fails
+ * on what it lacks). */
+static const char *tls_json_call_as(const char *addr, const char *request, const char *pem, const char *key)
 {
     int fd;
     assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
@@ -100,8 +108,8 @@ static const char *tls_json_call(const char *addr, const char *request)
     assert_non_null(ctx);
     assert_int_equal(1, SSL_CTX_load_verify_locations(ctx, ca, NULL));
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    assert_int_equal(1, SSL_CTX_use_certificate_file(ctx, client_pem, SSL_FILETYPE_PEM));
-    assert_int_equal(1, SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM));
+    assert_int_equal(1, SSL_CTX_use_certificate_file(ctx, pem, SSL_FILETYPE_PEM));
+    assert_int_equal(1, SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM));
     SSL *ssl = SSL_new(ctx);
     assert_non_null(ssl);
     assert_int_equal(1, SSL_set_fd(ssl, fd));
@@ -121,6 +129,11 @@ static const char *tls_json_call(const char *addr, const char *request)
     SSL_CTX_free(ctx);
     close(fd);
     return got;
+}
+
+static const char *tls_json_call(const char *addr, const char *request)
+{
+    return tls_json_call_as(addr, request, client_pem, client_key);
 }
 
 static void stop_server(arpc_server *s)
@@ -170,11 +183,35 @@ static void test_json_peer_token_required(void **state)
     stop_server(s);
 }
 
+/* The server has no memory for the verified peer's subject: the peer is closed without an
+ * answer (and logged), its call never runs; it is not let in anonymous. */
+static void test_json_peer_subject_without_memory_refused(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    int runs = atomic_load(&whoami_runs);
+    arpc_server *s = start_server(NULL, NULL, addr);
+    test_alloc_fail_next(SUBJECT_ALLOC, SUBJECT_ALLOC + 1);
+    const char *got = tls_json_call_as(addr, call, long_pem, long_key);
+    test_alloc_fail_next(0, 0);
+    assert_int_equal(1, test_alloc_sized_failed());
+    assert_string_equal("", got);
+    assert_int_equal(runs, atomic_load(&whoami_runs));
+    got = tls_json_call_as(addr, call, long_pem, long_key); /* with memory: named */
+    assert_non_null(strstr(got, "\"result\":\"CN=llll"));
+    stop_server(s);
+}
+
 static int setup_all(void **state)
 {
     (void)state;
-    if (!tls_certs_make(&certs))
+    test_alloc_sized_install();
+    char cn[LONG_CN];
+    memset(cn, 'l', sizeof(cn));
+    if (!tls_certs_make(&certs) || !tls_certs_add_client(&certs, "long_client", cn, sizeof(cn)))
         return -1;
+    snprintf(long_pem, sizeof(long_pem), "%s", tls_certs_path(&certs, "long_client", "pem"));
+    snprintf(long_key, sizeof(long_key), "%s", tls_certs_path(&certs, "long_client", "key"));
     snprintf(ca, sizeof(ca), "%s", tls_certs_path(&certs, "ca", "pem"));
     snprintf(server_pem, sizeof(server_pem), "%s", tls_certs_path(&certs, "server", "pem"));
     snprintf(server_key, sizeof(server_key), "%s", tls_certs_path(&certs, "server", "key"));
@@ -196,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_json_peer_subject),
         cmocka_unit_test(test_json_peer_admitted_by_certificate),
         cmocka_unit_test(test_json_peer_token_required),
+        cmocka_unit_test(test_json_peer_subject_without_memory_refused),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

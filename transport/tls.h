@@ -47,8 +47,11 @@ void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b);
  * (closed on failure too). ARPC_OK or ARPC_ENOMEM. */
 int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out);
 
-/* The verified peer certificate's subject as one RFC 2253 line, allocated (arpc_free); NULL
- * for a stream that is not TLS, a peer without a certificate, or no memory. Loop thread. */
-char *arpc_tls_peer_subject(const struct arpc_stream *s);
+/* The verified peer certificate's subject as one RFC 2253 line (control and non-ASCII bytes
+ * escaped as \XX), allocated into *out (arpc_free). ARPC_OK with *out NULL: a stream that is
+ * not TLS, or a peer without a verified certificate. A verified certificate whose subject
+ * cannot be had is an error, never "no subject" (the peer would pass for anonymous):
+ * ARPC_ENOMEM, *out NULL. Loop thread. */
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out);
 
 #endif

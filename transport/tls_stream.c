@@ -262,25 +262,30 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     return ARPC_OK;
 }
 
-char *arpc_tls_peer_subject(const struct arpc_stream *s)
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out)
 {
+    *out = NULL;
     if (s == NULL || s->s_ops != &tls_stream_ops)
-        return NULL;
+        return ARPC_OK;
     const struct tls_stream *ts = (const struct tls_stream *)s;
     X509 *cert = SSL_get0_peer_certificate(ts->ts_ssl);
     if (cert == NULL || SSL_get_verify_result(ts->ts_ssl) != X509_V_OK)
-        return NULL;
+        return ARPC_OK;
+    /* From here on the peer is a verified holder: no subject is a failure, never "nobody".
+     * Printing fails only without memory: a name it could not print (a UTF8String that is not
+     * UTF-8, say) is refused when the certificate is parsed (OpenSSL canonicalises names). */
     BIO *bio = BIO_new(BIO_s_mem());
-    char *out = NULL;
+    int rc = ARPC_ENOMEM;
     if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
         char *text;
         long n = BIO_get_mem_data(bio, &text);
-        if (n >= 0 && (out = arpc_malloc((size_t)n + 1)) != NULL) {
-            memcpy(out, text, (size_t)n);
-            out[n] = '\0';
+        if (n >= 0 && (*out = arpc_malloc((size_t)n + 1)) != NULL) {
+            memcpy(*out, text, (size_t)n);
+            (*out)[n] = '\0';
+            rc = ARPC_OK;
         }
     }
     BIO_free(bio);
     ERR_clear_error();
-    return out;
+    return rc;
 }

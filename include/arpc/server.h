@@ -385,8 +385,10 @@ ARPC_API const arpc_peer_info *arpc_request_peer(const arpc_request *req);
 /* The subject of the client's certificate, verified by the server's CAs (tls:// with a client
  * certificate, see arpc/tls.h), as one line in RFC 2253's order, last name part first (a
  * certificate made with `openssl req -subj "/O=Example/CN=alice"` gives "CN=alice,O=Example";
- * "/CN=alice/O=Example" gives "O=Example,CN=alice"); NULL for any
- * other connection. Valid until the request is finished; any thread. */
+ * "/CN=alice/O=Example" gives "O=Example,CN=alice"), control and non-ASCII bytes escaped as
+ * \XX (a newline is "\0A"), so it is one line of printable ASCII; NULL for any other
+ * connection (a verified client whose subject the server could not copy is refused, never
+ * served without it). Valid until the request is finished; any thread. */
 ARPC_API const char *arpc_request_peer_subject(const arpc_request *req);
 /* The call's at-most-once sequence number, 0 for a call that is not numbered. */
 ARPC_API uint64_t arpc_request_seq(const arpc_request *req);

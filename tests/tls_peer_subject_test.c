@@ -1,0 +1,199 @@
+/*
+ * The verified client certificate's subject on a tls:// server (transport/tls_stream.c,
+ * core/server_conn.c: sconn_learn_peer). A client whose certificate the server verified is
+ * never let in as nobody in particular: when its subject cannot be had (the server is out of
+ * memory for it) the connection is refused, logged, and the
+ * client told why; else its identity, at-most-once namespace included, would fall back to
+ * its bare client id. And a subject's control bytes reach handlers escaped, never raw.
+ *
+ * The certificates are made at run time (support/tls_certs.c), with subjects no CA tool would
+ * let through: a CN of LONG_CN bytes, so that the subject's allocation has a size nothing
+ * else allocates while a client connects (the sized test allocator picks it by that size),
+ * and one with a newline and an escape sequence in it. (A CN that is not UTF-8 cannot be
+ * made: OpenSSL 3 refuses to encode, and to parse, a name it cannot canonicalise.)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/log_capture.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+
+/* "CN=" and the CN: an RFC 2253 line of 3 + LONG_CN bytes, allocated with its NUL. */
+#define LONG_CN 229
+#define SUBJECT_ALLOC (3 + LONG_CN + 1)
+
+static struct tls_certs certs;
+static struct tls_certs_pair pair;
+static char long_pem[256], long_key[256], ctrl_pem[256], ctrl_key[256];
+static char long_subject[3 + LONG_CN + 1];
+
+/* Replies "<identity in hex> <subject, or (none)>". */
+static void h_who(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    const arpc_peer_info *peer = arpc_request_peer(req);
+    const char *subject = arpc_request_peer_subject(req);
+    char out[1024];
+    int n = snprintf(out, sizeof(out), "%" PRIx64 " %s", peer->identity, subject != NULL ? subject : "(none)");
+    arpc_reply(req, out, (size_t)n);
+}
+
+/* Client certificates from ca are asked for and verified, not required (a client without one
+ * is anonymous: what a verified one must not become). */
+static arpc_server *start_server(char *addr)
+{
+    arpc_tls_options tls = pair.tp_server;
+    tls.ca_file = pair.tp_ca;
+    arpc_server_options so = {.workers = 1, .tls = &tls};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "who", h_who, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
+    return s;
+}
+
+static int connect_as(const char *addr, const char *pem, const char *key, arpc_client **c, char *err, size_t len)
+{
+    arpc_tls_options tls = {.ca_file = pair.tp_ca, .cert_file = pem, .key_file = key};
+    arpc_client_options co = {.tls = &tls, .connect_timeout_ms = TEST_WAIT_MS, .no_reconnect = true,
+                              .errbuf = err, .errbuf_len = len};
+    *c = NULL;
+    return arpc_client_connect(c, addr, &co);
+}
+
+/* What "who" says of the client connected with pem (an arpc_free'd string). */
+static char *who(const char *addr, const char *pem, const char *key)
+{
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = connect_as(addr, pem, key, &c, err, sizeof(err));
+    if (rc != ARPC_OK)
+        fail_msg("connect: %s: %s", arpc_errname(rc), err);
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "who", NULL, 0, &reply, &len, TEST_WAIT_MS));
+    char *text = calloc(1, len + 1);
+    assert_non_null(text);
+    memcpy(text, reply, len);
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    return text;
+}
+
+/* The server cannot allocate the subject of a client it verified: the client is refused
+ * (ARPC_EOVERLOADED, the server's words), the server logs why, and nothing of the client
+ * ran. Its next connection, with memory, is named by its certificate. */
+static void test_subject_without_memory_refuses_verified_client(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(addr);
+    log_capture_clear();
+    test_alloc_fail_next(SUBJECT_ALLOC, SUBJECT_ALLOC + 1);
+    arpc_client *c;
+    char err[ARPC_ERRBUF_SIZE] = "";
+    int rc = connect_as(addr, long_pem, long_key, &c, err, sizeof(err));
+    test_alloc_fail_next(0, 0);
+    assert_int_equal(1, test_alloc_sized_failed());
+    if (rc == ARPC_OK) {
+        void *reply = NULL;
+        size_t len = 0;
+        (void)arpc_call(c, "who", NULL, 0, &reply, &len, TEST_WAIT_MS);
+        fail_msg("a verified client whose subject could not be allocated was let in as: %.*s", (int)len,
+                 reply != NULL ? (const char *)reply : "(no reply)");
+    }
+    assert_null(c);
+    assert_int_equal(ARPC_EOVERLOADED, rc);
+    if (strstr(err, "out of memory for the client certificate's subject") == NULL)
+        fail_msg("%s", err);
+    if (LOG_LINES_WITH("closing the connection from", "out of memory for the client certificate's subject") != 1) {
+        log_capture_print();
+        fail_msg("the refusal was not logged once");
+    }
+
+    char *named = who(addr, long_pem, long_key);
+    char want[sizeof(long_subject) + 32];
+    uint64_t id = strtoull(named, NULL, 16);
+    snprintf(want, sizeof(want), "%" PRIx64 " %s", id, long_subject);
+    assert_string_equal(want, named);
+    assert_true((id & ARPC_AUTH_CERT_IDENTITY) != 0);
+    free(named);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A CN with a newline and a terminal escape: the handler sees them as \0A and \1B (RFC 2253
+ * escaping), so a handler that logs its peer's subject logs one line of printable text. */
+static void test_control_bytes_in_subject_escaped(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(addr);
+    char *named = who(addr, ctrl_pem, ctrl_key);
+    const char *subject = strchr(named, ' ');
+    assert_non_null(subject);
+    assert_string_equal(" CN=mallory\\0A[WARN] forged\\1B[31m", subject);
+    free(named);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    test_alloc_sized_install();
+    log_capture_start(ARPC_LOG_WARN);
+    if (!tls_certs_make(&certs))
+        return -1;
+    tls_certs_pair(&certs, &pair);
+    char cn[LONG_CN];
+    memset(cn, 'l', sizeof(cn));
+    snprintf(long_subject, sizeof(long_subject), "CN=%.*s", LONG_CN, cn);
+    static const char ctrl[] = "mallory\n[WARN] forged\x1b[31m";
+    if (!tls_certs_add_client(&certs, "long_client", cn, sizeof(cn)) ||
+        !tls_certs_add_client(&certs, "ctrl_client", ctrl, sizeof(ctrl) - 1))
+        return -1;
+    snprintf(long_pem, sizeof(long_pem), "%s", tls_certs_path(&certs, "long_client", "pem"));
+    snprintf(long_key, sizeof(long_key), "%s", tls_certs_path(&certs, "long_client", "key"));
+    snprintf(ctrl_pem, sizeof(ctrl_pem), "%s", tls_certs_path(&certs, "ctrl_client", "pem"));
+    snprintf(ctrl_key, sizeof(ctrl_key), "%s", tls_certs_path(&certs, "ctrl_client", "key"));
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    tls_certs_remove(&certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_subject_without_memory_refuses_verified_client),
+        cmocka_unit_test(test_control_bytes_in_subject_escaped),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else
+
+int main(void)
+{
+    printf("tls_peer_subject_test: built without TLS (ARPC_WITH_TLS off): nothing to test\n");
+    return 0;
+}
+#endif
