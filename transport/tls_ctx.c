@@ -10,8 +10,11 @@
  * signatures). TLS 1.2 is held to Mozilla's "intermediate" ciphers without DHE (TLS12_CIPHERS:
  * ECDHE key exchange for forward secrecy, AEAD only: no CBC with its padding-oracle history, no
  * SHA-1 MACs, no static RSA); TLS 1.3's suites are OpenSSL's defaults, all of them AEAD. The
- * server issues no TLS 1.3 session tickets: an arpc client
- * keeps its connection and does not resume sessions, so tickets would be bytes for nothing.
+ * server resumes no session: no tickets (TLS 1.2 or 1.3), no session cache. An arpc client
+ * keeps its connection and does not resume sessions, so tickets would be bytes for nothing;
+ * and a cache would hold a session (a client's certificate chain with it) for every stranger
+ * that completed a handshake, up to OpenSSL's 20,480, outside every limit the server counts,
+ * and let a client back in on an old handshake's verification.
  *
  * Client certificates: with CAs, a server asks for one and verifies what it gets; with
  * require_client_cert it refuses a client without one. The client checks the server's
@@ -92,8 +95,11 @@ static SSL_CTX *tls_ctx_base(bool client)
     /* A write that must wait is retried with the same bytes, perhaps from another buffer
      * (transport/tls_stream.c gathers frames into its own). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (!client)
-        SSL_CTX_set_num_tickets(ctx, 0);
+    if (!client) {
+        SSL_CTX_set_num_tickets(ctx, 0);            /* TLS 1.3 */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET); /* TLS 1.2 */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
     return ctx;
 }
 
