@@ -94,7 +94,10 @@ static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f
             snprintf(buf, len, "token of %u bytes is over the limit of %u", f->f_token_len, ARPC_AUTH_TOKEN_MAX_BYTES);
             return buf;
         }
-        if (s->sv_authenticate(peer, f->f_token, f->f_token_len, &identity, s->sv_authenticate_ctx) != ARPC_OK)
+        /* An empty token is none (arpc/auth.h): a callback comparing the bytes it was given
+         * must not be handed a pointer to zero of them. */
+        const void *token = f->f_token_len > 0 ? f->f_token : NULL;
+        if (s->sv_authenticate(peer, token, f->f_token_len, &identity, s->sv_authenticate_ctx) != ARPC_OK)
             return f->f_token == NULL ? "the server requires a token and the client sent none"
                                       : "the server refused the client's token";
     } else if (allow_list && !peer->has_creds) {
@@ -151,7 +154,9 @@ int arpc_auth_fixed_tokens(const arpc_peer_info *peer, const void *token, size_t
 {
     (void)peer;
     const arpc_auth_token *list = ctx;
-    if (list == NULL || token == NULL)
+    /* An empty token is no secret: it matches nothing, an empty entry included (an arpc
+     * client never sends one, so such an entry would let in hand-made HELLOs only). */
+    if (list == NULL || token == NULL || len == 0)
         return ARPC_EAUTH;
     uint64_t found = 0;
     /* Every entry is compared, so the time says nothing about which one (if any) matched. */

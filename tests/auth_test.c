@@ -143,6 +143,63 @@ static void test_token_equal(void **state)
     assert_true(id == 0);
 }
 
+/* An empty token is no secret: a list holding an empty entry (a token read from an unset
+ * variable, say) lets in nobody by it, neither through the function nor over the wire, where
+ * only a hand-made HELLO can carry one (an arpc client sends none for auth_token_len 0). */
+static const arpc_auth_token with_empty[] = {
+    {.token = "", .len = 0, .identity = 0x33},
+    {.token = token_a, .len = sizeof(token_a) - 1, .identity = 0x11},
+    {.token = NULL},
+};
+
+static void test_empty_token_matches_nothing(void **state)
+{
+    (void)state;
+    uint64_t id = 0;
+    assert_int_equal(ARPC_EAUTH, arpc_auth_fixed_tokens(NULL, "", 0, &id, (void *)with_empty));
+    assert_int_equal(ARPC_EAUTH, arpc_auth_fixed_tokens(NULL, token_a, 0, &id, (void *)with_empty));
+    assert_true(id == 0);
+    assert_int_equal(ARPC_OK, arpc_auth_fixed_tokens(NULL, token_a, strlen(token_a), &id, (void *)with_empty));
+    assert_true(id == 0x11);
+}
+
+static void raw_refused(const char *addr, size_t len, int code, const char *why);
+
+static void test_empty_token_refused_over_the_wire(void **state)
+{
+    (void)state;
+    atomic_store(&runs, 0);
+    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)with_empty};
+    char addr[256];
+    arpc_server *s = start_server(&so, "tcp://127.0.0.1:0", addr, sizeof(addr));
+    raw_refused(addr, 0, ARPC_EAUTH, "refused the client's token");
+    assert_int_equal(0, atomic_load(&runs));
+    arpc_server_destroy(s);
+}
+
+/* A callback is handed an empty token as none (NULL): one comparing the len bytes it is given
+ * (memcmp(token, secret, len)) would otherwise let an empty token in. */
+static atomic_int empty_seen_as_null = -1;
+
+static int auth_note_empty(const arpc_peer_info *peer, const void *token, size_t len, uint64_t *identity, void *ctx)
+{
+    (void)peer, (void)identity, (void)ctx;
+    if (len == 0)
+        atomic_store(&empty_seen_as_null, token == NULL);
+    return ARPC_EAUTH;
+}
+
+static void test_empty_token_given_to_callback_as_none(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.authenticate = auth_note_empty};
+    char addr[256];
+    arpc_server *s = start_server(&so, "tcp://127.0.0.1:0", addr, sizeof(addr));
+    raw_refused(addr, 0, ARPC_EAUTH, "refused the client's token");
+    assert_int_equal(1, atomic_load(&empty_seen_as_null));
+    arpc_server_destroy(s);
+}
+
 static void test_hello_token_codec(void **state)
 {
     (void)state;
@@ -533,6 +590,9 @@ int main(void)
         cmocka_unit_test(test_siphash_reference_vectors),
         cmocka_unit_test(test_token_equal),
         cmocka_unit_test(test_hello_token_codec),
+        cmocka_unit_test(test_empty_token_matches_nothing),
+        cmocka_unit_test(test_empty_token_refused_over_the_wire),
+        cmocka_unit_test(test_empty_token_given_to_callback_as_none),
         cmocka_unit_test_setup_teardown(test_right_token_connects, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_token_refused, setup_tokens, teardown),
         cmocka_unit_test_setup_teardown(test_missing_token_refused, setup_tokens, teardown),

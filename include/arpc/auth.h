@@ -58,10 +58,11 @@ typedef struct arpc_peer_info {
 /*
  * Judges a client's token. Runs on the server's loop thread, once per connection, before any
  * call of that connection runs: it must be quick and must not block (every connection waits
- * for it). token is NULL (len 0) when the client sent none. Returns ARPC_OK to let the client
- * in, with *identity (0 on entry) optionally set to name it; anything else refuses it with
- * ARPC_EAUTH. ctx is the options' authenticate_ctx. Compare secrets with
- * arpc_auth_token_equal, which takes the same time whatever bytes differ.
+ * for it). token is NULL (len 0) when the client sent none, or an empty one (an empty token
+ * is none). Returns ARPC_OK to let the client in, with *identity (0 on entry) optionally set
+ * to name it; anything else refuses it with ARPC_EAUTH. ctx is the options'
+ * authenticate_ctx. Compare secrets with arpc_auth_token_equal, which takes the same time
+ * whatever bytes differ.
  */
 typedef int (*arpc_authenticate_fn)(const arpc_peer_info *peer, const void *token, size_t len,
                                     uint64_t *identity, void *ctx);
@@ -84,7 +85,7 @@ typedef struct arpc_auth_token {
 /* A ready-made arpc_authenticate_fn: ctx is an array of arpc_auth_token ending with one whose
  * token is NULL (it must outlive the server). Lets in a client whose token equals one of them,
  * compared in constant time against every entry, and names it with that entry's identity;
- * refuses a missing or unknown token. */
+ * refuses a missing, empty or unknown token (an entry of len 0 matches nothing). */
 ARPC_API int arpc_auth_fixed_tokens(const arpc_peer_info *peer, const void *token, size_t len,
                                     uint64_t *identity, void *ctx);
 
