@@ -56,7 +56,8 @@ typedef struct arpc_tls_options {
     const char *server_name;
     /* Server: every client must present a certificate that ca_file/ca_dir verify (mutual TLS).
      * Without it, a client certificate is still asked for and verified when ca_file/ca_dir
-     * are given, but not required. */
+     * are given, but not required. A client's chain (its certificate and the intermediates it
+     * sends) is at most 16 KiB: a longer one fails the handshake ("excessive message size"). */
     bool require_client_cert;
 } arpc_tls_options;
 

@@ -1,0 +1,150 @@
+/*
+ * A tls:// server that asks for client certificates takes a chain of at most 16 KiB
+ * (TLS_PEER_CHAIN_MAX, transport/tls_ctx.c). OpenSSL parses every certificate of a chain on the
+ * loop thread before it verifies any, about 0.15 ms each: at OpenSSL's default of 100 KiB a
+ * stranger's chain of small certificates held the loop ~58 ms per handshake. A larger chain is
+ * now refused by its length ("excessive message size"), before a certificate of it is parsed;
+ * a smaller one is parsed and judged as before. The stranger is a bare OpenSSL client whose
+ * self-signed certificate is repeated as its chain.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/log_capture.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#ifdef ARPC_TEST_WITH_TLS
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "support/tls_certs.h"
+
+static struct tls_certs certs;
+static struct tls_certs_pair pair;
+static EVP_PKEY *junk_key;
+static X509 *junk; /* self-signed, ~265 bytes */
+
+/* Handshakes with junk and `extra` copies of it as its chain, then waits for the server's
+ * close (after which its log line is written). */
+static void present_chain(const char *addr, int version, int extra)
+{
+    int fd;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
+    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
+    struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test, not the run */
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));
+    assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, version));
+    assert_int_equal(1, SSL_CTX_use_certificate(ctx, junk));
+    assert_int_equal(1, SSL_CTX_use_PrivateKey(ctx, junk_key));
+    for (int i = 0; i < extra; i++) {
+        X509_up_ref(junk);
+        assert_int_equal(1, SSL_CTX_add_extra_chain_cert(ctx, junk));
+    }
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    if (SSL_connect(ssl) == 1) { /* TLS 1.3: the server judges the chain after our side is done */
+        char b;
+        assert_true(SSL_read(ssl, &b, 1) <= 0);
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    char b[256];
+    while (recv(fd, b, sizeof(b), 0) > 0) {
+    }
+    close(fd);
+}
+
+static void expect_server_says(const char *addr, int version, int extra, const char *why)
+{
+    log_capture_clear();
+    present_chain(addr, version, extra);
+    if (LOG_LINES_WITH("closing the connection with", "TLS handshake failed", why) != 1) {
+        log_capture_print();
+        fail_msg("a chain of %d certificates (TLS %s): the server did not say \"%s\"", extra + 1,
+                 version == TLS1_3_VERSION ? "1.3" : "1.2", why);
+    }
+}
+
+static void test_client_chain_over_16k_refused_unparsed(void **state)
+{
+    (void)state;
+    arpc_tls_options tls = pair.tp_server;
+    tls.ca_file = pair.tp_ca;
+    tls.require_client_cert = true;
+    arpc_server_options so = {.workers = 1, .tls = &tls, .max_fault_rate = -1};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    int one = i2d_X509(junk, NULL);
+    int over = 16 * 1024 / one + 8, under = 8 * 1024 / one; /* certificates beside the leaf */
+    expect_server_says(addr, TLS1_3_VERSION, over, "excessive message size");
+    expect_server_says(addr, TLS1_2_VERSION, over, "excessive message size");
+    /* Under the bound: parsed, verified, refused for what it is. */
+    expect_server_says(addr, TLS1_3_VERSION, under, "certificate verify failed: self-signed certificate");
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN); /* the bare client writes with write(2) to a server that closed */
+    log_capture_start(ARPC_LOG_WARN);
+    if (!tls_certs_make(&certs))
+        return -1;
+    tls_certs_pair(&certs, &pair);
+    junk_key = EVP_EC_gen("P-256");
+    junk = X509_new();
+    if (junk_key == NULL || junk == NULL)
+        return -1;
+    X509_set_version(junk, 2);
+    X509_gmtime_adj(X509_getm_notBefore(junk), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(junk), 3600);
+    X509_set_pubkey(junk, junk_key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(junk), "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
+    X509_set_issuer_name(junk, X509_get_subject_name(junk));
+    return X509_sign(junk, junk_key, EVP_sha256()) > 0 ? 0 : -1;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    X509_free(junk);
+    EVP_PKEY_free(junk_key);
+    tls_certs_remove(&certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_client_chain_over_16k_refused_unparsed),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else
+
+int main(void)
+{
+    printf("tls_chain_limit_test: built without TLS (ARPC_WITH_TLS off): nothing to test\n");
+    return 0;
+}
+#endif
