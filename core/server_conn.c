@@ -181,8 +181,9 @@ bool sconn_learn_peer(struct server_conn *sc)
         return true;
     }
     /* Out of memory for a verified client's subject. Let in without it, the client would
-     * pass for nobody in particular: its at-most-once replies keyed by its bare client id,
-     * the authenticate callback and its handlers seeing no certificate. It is refused
+     * pass for nobody in particular: its at-most-once replies kept under an anonymous key
+     * (core/server_namespace.c), the authenticate callback and its handlers seeing no
+     * certificate. It is refused
      * instead, as overloaded (the server's trouble, not the peer's fault: it may retry). */
     static const char why[] = "the server is out of memory for the client certificate's subject";
     sc->sc_refused = true;
