@@ -143,7 +143,8 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
         return;
     }
-    /* Anything else means this server will not take us: no point reconnecting. */
+    /* Anything else means this server will not take us: no point reconnecting (but see
+     * ARPC_EOVERLOADED below). */
     int why = f->f_code == ARPC_EPROTO || f->f_code == ARPC_ETOOLARGE || f->f_code == ARPC_EREJECTED ||
                       f->f_code == ARPC_EOVERLOADED /* too many connections */ || f->f_code == ARPC_EAUTH
                   ? (int)f->f_code
@@ -152,10 +153,17 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
     snprintf(text, sizeof(text), "server %s refused the connection: %s", c->cl_target.t_addr, msg);
     client_set_error(c, why, text);
     atomic_store(&c->cl_lost_reason, why);
-    if (!client_first_awaited(c)) {
-        atomic_store(&c->cl_state, CL_LOST);
-        arpc_log(ARPC_LOG_WARN, "%s", text);
-    }
+    if (client_first_awaited(c))
+        return; /* arpc_client_connect tells its caller */
+    /* A server with no room now (max_connections, out of descriptors or memory) may have room
+     * later: a client that reconnects tries again after its back-off, as after any loss, its
+     * calls waiting within their deadlines and reconnect_give_up_ms (arpc_client_last_error
+     * says what is in the way). Ending it for good would let one busy moment of the server
+     * (a restart's herd of reconnects) end its long-lived clients. */
+    if (why == ARPC_EOVERLOADED && c->cl_reconnect)
+        return;
+    atomic_store(&c->cl_state, CL_LOST);
+    arpc_log(ARPC_LOG_WARN, "%s", text);
 }
 
 static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)

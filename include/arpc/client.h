@@ -154,7 +154,9 @@ typedef struct arpc_call_options {
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
  * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused
  * the client's credentials: its token, or its uid), ARPC_EOVERLOADED (the server has
- * max_connections open, arpc/server.h), ARPC_ETLS (tls://: the handshake failed,
+ * max_connections open, arpc/server.h, or no descriptor or memory for the connection; once
+ * connected, a client refused so at a reconnect tries again after its back-off, its calls
+ * waiting), ARPC_ETLS (tls://: the handshake failed,
  * e.g. a certificate not trusted; or a certificate or key that does not load), ARPC_ENOMEM,
  * ARPC_ESYSTEM;
  * opts->errbuf says why in words. */
