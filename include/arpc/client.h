@@ -244,8 +244,10 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
  * connection (docs/SEMANTICS.md).
- * Errors: ARPC_ESHUTDOWN, ARPC_ECONNLOST (the client is down for good), ARPC_ETOOLARGE,
- * ARPC_ENOMEM, ARPC_EINVAL. */
+ * Errors: ARPC_ESHUTDOWN (closing), ARPC_ETOOLARGE, ARPC_ENOMEM, ARPC_EINVAL; on a client down
+ * for good, why it is: ARPC_ECONNLOST (no_reconnect), ARPC_EUNREACHABLE (never connected), or
+ * the server's refusal (ARPC_EAUTH, ARPC_EPROTO, ARPC_EREJECTED, ...; arpc_client_last_error
+ * has its words). */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);
 
 /* Calls currently waiting for a reply (a snapshot). */
