@@ -183,8 +183,8 @@ bool sconn_learn_peer(struct server_conn *sc)
     /* Out of memory for a verified client's subject. Let in without it, the client would
      * pass for nobody in particular: its at-most-once replies kept under an anonymous key
      * (core/server_namespace.c), the authenticate callback and its handlers seeing no
-     * certificate. It is refused
-     * instead, as overloaded (the server's trouble, not the peer's fault: it may retry). */
+     * certificate. It is refused instead, as overloaded (the server's trouble, not the
+     * peer's fault: it may retry, and a client that was connected does). */
     static const char why[] = "the server is out of memory for the client certificate's subject";
     sc->sc_refused = true;
     arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (a verified client is not let in without it)",
