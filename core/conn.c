@@ -208,7 +208,7 @@ static void conn_stream_failed(struct arpc_conn *conn)
     const struct arpc_stream *s = conn->c_stream;
     snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
     if (s->s_error != ARPC_ECONNLOST)
-        peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN,
+        peer_log(conn->c_loop, conn_fault_log_level(conn),
                  "closing the connection with %s: %s", conn->c_peer, conn->c_why);
     arpc_conn_close(conn, s->s_error);
 }

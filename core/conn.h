@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arpc/log.h"
 #include "arpc/loop.h"
 #include "async/loop_internal.h"
 #include "base/buf_cache.h"
@@ -133,8 +134,7 @@ struct arpc_conn {
                             * stopping the frames already read from going up */
     bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
     bool c_owner_tells;   /* the owner tells someone waiting why the connection ended (a first
-                           * connect's errbuf): bad input and stream failures are logged at
-                           * DEBUG, not WARN, so the user does not read it twice, worded apart */
+                           * connect's errbuf): see conn_fault_log_level */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */
@@ -324,6 +324,14 @@ uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn);
 
 /* Whether the frame being handed up waited in the buffer for a hold to end since it arrived
  * (so time may have passed since arpc_conn_arrival_ns). */
+/* The level of the line saying the connection closes for its peer's bytes or stream: DEBUG
+ * while the owner tells someone waiting (c_owner_tells: the user should not read it twice,
+ * worded apart), else WARN. */
+static inline enum arpc_log_level conn_fault_log_level(const struct arpc_conn *conn)
+{
+    return conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN;
+}
+
 static inline bool arpc_conn_input_waited(const struct arpc_conn *conn) { return conn->c_rx_waited; }
 /* The frames after the current one will have waited (an inline handler runs first). */
 static inline void arpc_conn_input_ages(struct arpc_conn *conn) { conn->c_rx_waited = true; }

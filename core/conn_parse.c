@@ -49,7 +49,7 @@ static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
 
 void conn_bad_input(struct arpc_conn *conn, int rc)
 {
-    peer_log(conn->c_loop, conn->c_owner_tells ? ARPC_LOG_DEBUG : ARPC_LOG_WARN,
+    peer_log(conn->c_loop, conn_fault_log_level(conn),
              "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc), arpc_errname(rc));
     if (conn->c_ops->on_bad_input != NULL) {
         conn->c_ops->on_bad_input(conn, rc);

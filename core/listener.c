@@ -69,12 +69,13 @@ static void listener_on_retry(struct arpc_deadline *d, void *arg)
 }
 
 /* Nanoseconds until n more connections may be accepted (0: now): the later of max_accept_rate's
- * tokens and the end of max_fault_rate's debt; *by is the gate that waits longer. */
+ * tokens and the end of max_fault_rate's debt; *by is the gate that waits longer. For a rated
+ * listener only (it has a fault gate). */
 static uint64_t listener_wait_ns(struct server_listener *l, uint64_t now, unsigned n, struct listener_gate **by)
 {
     arpc_server *s = l->l_server;
     uint64_t tokens = listener_gate_wait_ns(&s->sv_accept_gate, now, n);
-    uint64_t debt = l->l_fault_gate != NULL ? listener_gate_wait_ns(l->l_fault_gate, now, 1) : 0;
+    uint64_t debt = listener_gate_wait_ns(l->l_fault_gate, now, 1);
     *by = debt > tokens ? l->l_fault_gate : &s->sv_accept_gate;
     return debt > tokens ? debt : tokens;
 }
@@ -233,9 +234,8 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;
     l->l_server = s;
-    l->l_fault_gate = fault_gate(s, tr->t_scheme);
-    l->l_rated = (s->sv_accept_gate.lg_rate != 0 || s->sv_fault_gates[FAULT_NETWORK].lg_rate != 0) &&
-                 tr != &arpc_transport_inproc;
+    l->l_fault_gate = fault_gate(s, tr->t_scheme); /* NULL for inproc, which no gate limits */
+    l->l_rated = l->l_fault_gate != NULL && (s->sv_accept_gate.lg_rate != 0 || l->l_fault_gate->lg_rate != 0);
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
     if (bound != NULL && boundlen > 0)
         snprintf(bound, boundlen, "%s", l->l_sock->l_addr);
