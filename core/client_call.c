@@ -309,8 +309,8 @@ void call_send(struct client_call *call, uint64_t now_ns)
 
 int call_ended_code(const struct client_call *call, int reason)
 {
-    if (!call->cc_sent)
-        return reason; /* it never reached a server: it did not run */
+    if (!call->cc_sent) /* it never reached a server: it did not run */
+        return reason == ARPC_ECONNLOST ? ARPC_EUNREACHABLE : reason;
     return reason == ARPC_ESHUTDOWN ? ARPC_ECANCELLED : ARPC_ECONNLOST;
 }
 

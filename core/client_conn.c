@@ -251,9 +251,9 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         client_linger_done(c); /* closing: client_cleanup ended every call itself */
         return;
     }
-    calls_on_conn_lost(c);
     char why[CLIENT_WHY_MAX];
     if (c->cl_connector.cn_attempting) {
+        calls_on_conn_lost(c);
         int code = client_hello_failure(c, reason, why, sizeof(why));
         client_connect_failed(c, code, why);
         return;
@@ -263,10 +263,16 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         arpc_backoff_reset(&cn->cn_backoff); /* it lasted: a server that restarts is retried at once */
     snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(conn, state, reason));
     client_set_error(c, ARPC_ECONNLOST, why);
-    if (state == CL_LOST || !c->cl_reconnect) {
+    bool for_good = state == CL_LOST || !c->cl_reconnect;
+    if (for_good) {
+        /* No connection will come: calls not sent whole, and later ones, did not run
+         * (call_ended_code); set first, so that their results say why. */
         if (state != CL_LOST)
-            atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST);
+            atomic_store(&c->cl_lost_reason, ARPC_EUNREACHABLE);
         atomic_store(&c->cl_state, CL_LOST);
+    }
+    calls_on_conn_lost(c);
+    if (for_good) {
         calls_fail_all(c, ARPC_ECONNLOST);
         return;
     }

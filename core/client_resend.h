@@ -22,8 +22,9 @@ void call_discard(struct client_call *call);
 void call_free(struct client_call *call);
 /* The call's deadline or give-up time came (client_deadlines.c calls it). */
 void call_on_deadline(struct client_call *call);
-/* The code a call ends with when the client cannot carry it on for reason: reason itself if
- * it never reached a server (it did not run); else one that says it may have run:
+/* The code a call ends with when the client cannot carry it on for reason. If it never
+ * reached a server (it did not run): reason itself, but ARPC_EUNREACHABLE for a lost
+ * connection (ARPC_ECONNLOST says "may have run"). Else one that says it may have run:
  * ARPC_ECANCELLED for the client's close (ARPC_ESHUTDOWN), ARPC_ECONNLOST otherwise. */
 int call_ended_code(const struct client_call *call, int reason);
 /* Sends the call on the current connection; now_ns: a clock read just made (its budget is

@@ -35,7 +35,9 @@
  *                     once, for an at-most-once call)
  *   ARPC_EUNREACHABLE the call was never sent: no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
- *                     passed before the client's loop took it up: it did not run. Without a
+ *                     passed before the client's loop took it up, or the client is down for
+ *                     good (no_reconnect, its connection lost before the call left whole,
+ *                     or before it was made): it did not run. Without a
  *                     connection the result holds why the last attempt failed ("no connection
  *                     to the server: " and arpc_client_last_error's words: a refused
  *                     connect, a server certificate not trusted, ...)
@@ -43,7 +45,8 @@
  *                     could not be settled: it was ARPC_NO_RETRY; or the server came back
  *                     without its memory of the call (a restart with no reply log, or after
  *                     forgetting this client for being idle); or no connection came back
- *                     within reconnect_give_up_ms; or reconnecting is turned off
+ *                     within reconnect_give_up_ms; or reconnecting is turned off (a call
+ *                     not yet sent whole then ends ARPC_EUNREACHABLE)
  *   ARPC_EEXPIRED     the server got it after its budget ran out and did not run it
  *   ARPC_EOVERLOADED  the server had no room (its reply cache is full): did not run
  *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
@@ -106,7 +109,9 @@ typedef struct arpc_client_options {
     int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection, from when
                                    * its own broke (or from its start, if none was up); 0: 30000;
                                    * ARPC_FOREVER: only its deadline bounds it */
-    bool no_reconnect;           /* connection loss ends the client: every call ends ARPC_ECONNLOST */
+    bool no_reconnect;           /* connection loss ends the client: a call sent on it ends
+                                  * ARPC_ECONNLOST (may have run), one not yet sent whole, and
+                                  * every later call, ARPC_EUNREACHABLE (did not run) */
     uint32_t heartbeat_ms;       /* PING after this long without input from the server; 0: 5000 */
     unsigned heartbeat_misses;   /* the connection is dead after this many unanswered; 0: 3 */
     /* If not NULL, a failed arpc_client_connect writes why into errbuf (one line a user can act
@@ -245,9 +250,9 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
  * connection (docs/SEMANTICS.md).
  * Errors: ARPC_ESHUTDOWN (closing), ARPC_ETOOLARGE, ARPC_ENOMEM, ARPC_EINVAL; on a client down
- * for good, why it is: ARPC_ECONNLOST (no_reconnect), ARPC_EUNREACHABLE (never connected), or
- * the server's refusal (ARPC_EAUTH, ARPC_EPROTO, ARPC_EREJECTED, ...; arpc_client_last_error
- * has its words). */
+ * for good, why it is: ARPC_EUNREACHABLE (no_reconnect, its connection lost; or never
+ * connected), or the server's refusal (ARPC_EAUTH, ARPC_EPROTO, ARPC_EREJECTED, ...;
+ * arpc_client_last_error has its words). */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);
 
 /* Calls currently waiting for a reply (a snapshot). */
