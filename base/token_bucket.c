@@ -38,10 +38,12 @@ bool arpc_token_bucket_take(struct arpc_token_bucket *b, uint64_t now_ns)
     return true;
 }
 
-void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns)
+void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns, uint32_t n)
 {
-    uint64_t full_at = (b->tb_full_at > now_ns ? b->tb_full_at : now_ns) + b->tb_interval;
     /* Empty at full_at - now = D + T; a burst in debt beyond that is D + T more. */
     uint64_t most = now_ns + 2 * (b->tb_depth + b->tb_interval);
+    uint64_t burst = b->tb_depth / b->tb_interval + 1;
+    uint64_t tokens = n < 2 * burst ? n : 2 * burst; /* more would be capped anyway: no overflow */
+    uint64_t full_at = (b->tb_full_at > now_ns ? b->tb_full_at : now_ns) + tokens * b->tb_interval;
     b->tb_full_at = full_at < most ? full_at : most;
 }

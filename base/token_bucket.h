@@ -27,9 +27,10 @@ uint64_t arpc_token_bucket_wait_ns(const struct arpc_token_bucket *b, uint64_t n
 /* Takes a token if there is one at now_ns; false (nothing changed) otherwise. */
 bool arpc_token_bucket_take(struct arpc_token_bucket *b, uint64_t now_ns);
 
-/* Takes a token whether there is one or not, for an event that has already happened: an empty
- * bucket goes into debt, so the wait for the next token covers it too. The debt is capped at
- * one burst (later charges are not counted), so a long flood owes at most burst / per_s. */
-void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns);
+/* Takes n tokens whether they are there or not, for an event that has already happened (n > 1:
+ * one that cost as much as n): an empty bucket goes into debt, so the wait for the next token
+ * covers it too. The debt is capped at one burst (what is charged beyond is not counted), so a
+ * long flood owes at most burst / per_s. */
+void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns, uint32_t n);
 
 #endif

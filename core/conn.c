@@ -156,6 +156,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     arpc_conn_writer_close(conn); /* a thread inside its send leaves before the fd closes */
+    conn->c_handshake_ns = conn->c_stream->s_handshake_ns; /* for a fault's charge */
     conn->c_stream->s_ops->s_close(conn->c_stream);
     conn->c_fd = -1;
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */

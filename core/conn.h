@@ -146,6 +146,7 @@ struct arpc_conn {
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
     size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
+    uint64_t c_handshake_ns; /* once closed: its stream's s_handshake_ns (the stream is gone) */
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
     struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
     /* The byte stream (transport/stream.h): c_plain over c_fd, or a TLS stream. */
@@ -190,6 +191,12 @@ int arpc_conn_init_stream(struct arpc_conn *conn, arpc_loop *loop, struct arpc_s
 static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
 {
     return conn->c_stream->s_thread_safe;
+}
+/* Loop thread: the CPU time the connection's TLS handshake took so far (0 for plain streams),
+ * open or closed. */
+static inline uint64_t arpc_conn_handshake_ns(const struct arpc_conn *conn)
+{
+    return conn->c_open ? conn->c_stream->s_handshake_ns : conn->c_handshake_ns;
 }
 /* Large frames: a body of ARPC_CONN_BODY_MIN bytes or more is read into a buffer of its own
  * rather than through the read buffer (no copy out of it, no compaction, no growth of the

@@ -14,6 +14,12 @@
  * second. A fault is charged even when the bucket is empty (the accepts of one batch all fault
  * after it emptied), so the listener's pause covers them.
  *
+ * A fault is charged by its cost: one token, and one more for every FAULT_PLAIN_NS of CPU the
+ * loop spent on the connection's TLS handshake (transport/tls_stream.c counts it). A peer that
+ * makes the server do its key exchange and signature (~70 us with a P-256 key, ~330 us with
+ * RSA-2048) or parse a client chain (up to ~10 ms for 16 KiB of small certificates) before
+ * faulting would otherwise cost up to hundreds of plain faults for the price of one.
+ *
  * Clock: arpc_now_ns, the listener's.
  */
 #include <stdio.h>
@@ -59,6 +65,10 @@ bool fault_is_peers(int reason)
     }
 }
 
+/* What a plain fault costs the loop (accept4, the epoll_ctls, the read, the GOAWAY, the close):
+ * measured on the 2-vCPU machine of docs/SECURITY.md. */
+#define FAULT_PLAIN_NS 40000u
+
 void fault_rate_charge(struct server_conn *sc)
 {
     arpc_server *s = sc->sc_server;
@@ -66,6 +76,8 @@ void fault_rate_charge(struct server_conn *sc)
     /* An inproc:// peer is this process: its faults are its own bugs, and must not pause the
      * listeners strangers use (inproc's is never paused either). */
     struct listener_gate *g = fault_gate(s, sc->sc_peer.transport);
-    if (g != NULL && g->lg_rate != 0)
-        arpc_token_bucket_charge(&g->lg_bucket, arpc_now_ns());
+    if (g == NULL || g->lg_rate == 0)
+        return;
+    uint64_t extra = arpc_conn_handshake_ns(&sc->sc_conn) / FAULT_PLAIN_NS;
+    arpc_token_bucket_charge(&g->lg_bucket, arpc_now_ns(), extra < UINT32_MAX ? 1 + (uint32_t)extra : UINT32_MAX);
 }

@@ -246,8 +246,8 @@ struct listener_gate *fault_gate(arpc_server *s, const char *scheme);
 /* Whether a connection closed for reason was closed for its peer's fault (besides the
  * timeouts server_limits.c charges itself). */
 bool fault_is_peers(int reason);
-/* sc is closed for its peer's fault: counted, charged (into debt if need be; not for an
- * inproc:// peer). */
+/* sc is closed for its peer's fault: counted, charged by its cost (into debt if need be; not
+ * for an inproc:// peer). */
 void fault_rate_charge(struct server_conn *sc);
 
 /* accept_rate.c (loop thread): max_accept_rate, accept_burst */

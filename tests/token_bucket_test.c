@@ -38,16 +38,34 @@ static void test_charge_goes_into_debt_up_to_a_burst(void **state)
     struct arpc_token_bucket b;
     arpc_token_bucket_init(&b, 100, 8); /* 10 ms a token */
     for (int i = 0; i < 8; i++)
-        arpc_token_bucket_charge(&b, T0); /* as takes while there are tokens */
+        arpc_token_bucket_charge(&b, T0, 1); /* as takes while there are tokens */
     assert_false(arpc_token_bucket_take(&b, T0));
     assert_int_equal(10 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
-    arpc_token_bucket_charge(&b, T0); /* one owed */
+    arpc_token_bucket_charge(&b, T0, 1); /* one owed */
     assert_int_equal(20 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
     for (int i = 0; i < 100; i++)
-        arpc_token_bucket_charge(&b, T0); /* at most 8 more owed */
+        arpc_token_bucket_charge(&b, T0, 1); /* at most 8 more owed */
     assert_int_equal(90 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
     assert_false(arpc_token_bucket_take(&b, T0 + 90 * MS - 1));
     assert_true(arpc_token_bucket_take(&b, T0 + 90 * MS));
+}
+
+/* A charge of n is n charges of one, and is capped the same way (however large n is). */
+static void test_charge_of_n_tokens(void **state)
+{
+    (void)state;
+    struct arpc_token_bucket b;
+    arpc_token_bucket_init(&b, 100, 8); /* 10 ms a token */
+    arpc_token_bucket_charge(&b, T0, 5);
+    assert_int_equal(0, arpc_token_bucket_wait_ns(&b, T0, 3));
+    assert_int_equal(10 * MS, arpc_token_bucket_wait_ns(&b, T0, 4));
+    arpc_token_bucket_charge(&b, T0, 4); /* one owed */
+    assert_int_equal(20 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
+    arpc_token_bucket_charge(&b, T0, UINT32_MAX); /* at most 8 more owed */
+    assert_int_equal(90 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
+    arpc_token_bucket_init(&b, 1, 1); /* 1 s a token: UINT32_MAX of them must not wrap */
+    arpc_token_bucket_charge(&b, T0, UINT32_MAX);
+    assert_int_equal(2000 * MS, arpc_token_bucket_wait_ns(&b, T0, 1));
 }
 
 /* Taking whenever a token is there, for 10 s of the fake clock in 1 ms steps: in every window
@@ -109,6 +127,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_at_once_then_empty),
         cmocka_unit_test(test_charge_goes_into_debt_up_to_a_burst),
+        cmocka_unit_test(test_charge_of_n_tokens),
         cmocka_unit_test(test_rate_holds_over_every_window),
         cmocka_unit_test(test_refill_stops_at_burst),
         cmocka_unit_test(test_edges),

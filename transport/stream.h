@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -56,6 +57,9 @@ struct arpc_stream {
                          * broke it), or ARPC_ETLS (handshake, certificate or record refused) */
     const char *s_why;  /* after ARPC_STREAM_FAILED: one line saying why ("" for none), valid
                          * until s_close */
+    uint64_t s_handshake_ns; /* CPU time its reads and writes spent on a handshake so far (TLS;
+                              * 0 for plain): what a peer that then faults cost the server
+                              * beyond a plain fault (core/fault_rate.c) */
 };
 
 /* Makes s the plain stream over fd (a non-blocking stream socket): reads with read(2),

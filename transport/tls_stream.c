@@ -14,6 +14,11 @@
  * ARPC_ECONNLOST like on any socket, a TLS alert (e.g. TLS 1.3's "certificate required",
  * which a client hears only after its side of the handshake is done) ARPC_ETLS.
  *
+ * The handshake's cost: the thread CPU time of the reads and writes that run it is counted
+ * (s_handshake_ns; two clock reads per call until it ends, none after), so that a peer that
+ * faults after making the server do its key exchange, its signature or a chain's parsing is
+ * charged for them (core/fault_rate.c), not as one plain fault.
+ *
  * Reading fills the caller's buffer record after record until the socket has nothing more,
  * so a short read means the socket is drained; a record larger than the room left stays
  * partly in OpenSSL (s_buffered tells the connection, which comes back for it).
@@ -32,6 +37,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -117,9 +123,15 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
     return ARPC_STREAM_FAILED;
 }
 
-static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
+static uint64_t thread_cpu_ns(void)
 {
-    struct tls_stream *ts = (struct tls_stream *)s;
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
+{
     if (ts->ts_failed)
         return ARPC_STREAM_FAILED; /* as it was: OpenSSL would not say it the same way twice */
     size_t got = 0;
@@ -137,6 +149,17 @@ static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
         return got > 0 ? (ssize_t)got : r;
     }
     return (ssize_t)got;
+}
+
+static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (SSL_is_init_finished(ts->ts_ssl))
+        return tls_read_records(ts, buf, len);
+    uint64_t t0 = thread_cpu_ns();
+    ssize_t r = tls_read_records(ts, buf, len);
+    s->s_handshake_ns += thread_cpu_ns() - t0;
+    return r;
 }
 
 /* Offers what to write: iov[0] alone when it fills a record, else the iovecs gathered. */
@@ -158,9 +181,8 @@ static const void *tls_offer(struct tls_stream *ts, const struct iovec *iov, int
     return ts->ts_gathered ? (const void *)ts->ts_wbuf : iov[0].iov_base;
 }
 
-static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int iovcnt)
+static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, int iovcnt)
 {
-    struct tls_stream *ts = (struct tls_stream *)s;
     if (ts->ts_failed)
         return ARPC_STREAM_FAILED;
     if (ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
@@ -178,6 +200,17 @@ static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int io
         return tls_result(ts, ret, false); /* a WANT keeps ts_offered: the same bytes next time */
     ts->ts_offered = 0;
     return (ssize_t)n;
+}
+
+static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int iovcnt)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (SSL_is_init_finished(ts->ts_ssl))
+        return tls_write_record(ts, iov, iovcnt);
+    uint64_t t0 = thread_cpu_ns();
+    ssize_t r = tls_write_record(ts, iov, iovcnt);
+    s->s_handshake_ns += thread_cpu_ns() - t0;
+    return r;
 }
 
 static size_t tls_buffered(const struct arpc_stream *s)

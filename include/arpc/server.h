@@ -229,8 +229,10 @@ typedef struct arpc_server_options {
      * good ones too. A well-behaved client never faults, so a reconnect storm of good clients
      * is never slowed; a peer that opens connections only to have them closed (each costs the
      * server ~40 us of a core on the 2 vCPUs of docs/SECURITY.md) gets max_fault_rate of them
-     * a second. Each pause is counted (fault_rate_pauses, fault_rate_paused_ns) and logged, at
-     * most one line a second. inproc:// is never paused. */
+     * a second. A fault after a TLS handshake is charged its cost: one more fault for every
+     * 40 us of CPU the handshake took the server (its key exchange and signature, a client
+     * chain's parsing: up to ~10 ms). Each pause is counted (fault_rate_pauses,
+     * fault_rate_paused_ns) and logged, at most one line a second. inproc:// is never paused. */
     int32_t max_fault_rate; /* faulty connections a second, on average; 0: ARPC_FAULT_RATE_DEFAULT;
                              * < 0: no limit (still counted) */
     uint32_t fault_burst;   /* at most this many at once; 0: one second's worth (max_fault_rate) */

@@ -1,0 +1,191 @@
+/*
+ * max_fault_rate charges a fault by its cost (core/fault_rate.c): one token, and one more for
+ * every 40 us of CPU the server's loop spent on the connection's TLS handshake. A peer that
+ * sends garbage to a tls:// port costs the server about what a plain fault does and is charged
+ * one or two; a peer that first makes the server parse a client chain of ~50 certificates
+ * (2-8 ms of the loop here, before the chain is refused) is charged for that time, and pauses
+ * a listener whose burst is 16 at once. Before, every fault was charged one, so a TLS stranger got
+ * hundreds of plain faults' worth of the server's CPU for the price of one.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#ifdef ARPC_TEST_WITH_TLS
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "support/tls_certs.h"
+
+static struct tls_certs certs;
+static struct tls_certs_pair pair;
+static EVP_PKEY *junk_key;
+static X509 *junk; /* self-signed: a chain of it fails verification */
+
+static int raw_connect(const char *addr)
+{
+    int fd = -1;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
+    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
+    struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test, not the run */
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
+    return fd;
+}
+
+static void wait_close(int fd)
+{
+    char b[256];
+    while (recv(fd, b, sizeof(b), 0) > 0) {
+    }
+    close(fd);
+}
+
+/* Bytes no TLS client would send: refused at the first record. */
+static void garbage_fault(const char *addr)
+{
+    int fd = raw_connect(addr);
+    static const char junk_bytes[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal((ssize_t)sizeof(junk_bytes), send(fd, junk_bytes, sizeof(junk_bytes), MSG_NOSIGNAL));
+    wait_close(fd);
+}
+
+/* A handshake presenting junk and `extra` copies of it as the client chain (TLS 1.3). */
+static void chain_fault(const char *addr, int extra)
+{
+    int fd = raw_connect(addr);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION));
+    assert_int_equal(1, SSL_CTX_use_certificate(ctx, junk));
+    assert_int_equal(1, SSL_CTX_use_PrivateKey(ctx, junk_key));
+    for (int i = 0; i < extra; i++) {
+        X509_up_ref(junk);
+        assert_int_equal(1, SSL_CTX_add_extra_chain_cert(ctx, junk));
+    }
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    if (SSL_connect(ssl) == 1) { /* TLS 1.3: the server judges the chain after our side is done */
+        char b;
+        assert_true(SSL_read(ssl, &b, 1) <= 0);
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    wait_close(fd);
+}
+
+static bool stat_reaches(arpc_server *s, size_t offset, uint64_t n)
+{
+    return server_stat_reaches(s, offset, n, TEST_WAIT_MS);
+}
+#define REACHES(s, field, n) stat_reaches((s), offsetof(arpc_server_stats, field), (n))
+
+/* A connection that the listener must take up (accept, or pause first): it is let go. */
+static void knock(arpc_server *s, const char *addr, uint64_t accepted)
+{
+    int fd = raw_connect(addr);
+    assert_true(REACHES(s, connections_accepted, accepted));
+    close(fd);
+}
+
+static arpc_server *tls_server(char *addr, size_t len)
+{
+    arpc_tls_options tls = pair.tp_server;
+    tls.ca_file = pair.tp_ca;
+    tls.require_client_cert = true;
+    arpc_server_options so = {.workers = 1, .tls = &tls, .max_fault_rate = 100, .fault_burst = 16};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, len));
+    return s;
+}
+
+/* ~14 KiB of certificates to parse before the refusal (~50 of them, 2-8 ms here): far more
+ * than the burst of 16 plain faults. Before: charged one, no pause. */
+static void test_a_chain_parsed_is_charged(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = tls_server(addr, sizeof(addr));
+    chain_fault(addr, 14 * 1024 / i2d_X509(junk, NULL));
+    assert_true(REACHES(s, connections_faulted, 1));
+    knock(s, addr, 2);
+    assert_true(SERVER_STAT(s, fault_rate_pauses) >= 1);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Garbage costs about what a plain fault does (one or two tokens each, once OpenSSL's error
+ * strings are loaded: the case above ran first): two of them leave most of the burst. */
+static void test_garbage_is_charged_little(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = tls_server(addr, sizeof(addr));
+    garbage_fault(addr);
+    garbage_fault(addr);
+    assert_true(REACHES(s, connections_faulted, 2));
+    knock(s, addr, 3);
+    assert_int_equal(0, SERVER_STAT(s, fault_rate_pauses));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    if (!tls_certs_make(&certs))
+        return -1;
+    tls_certs_pair(&certs, &pair);
+    junk_key = EVP_EC_gen("P-256");
+    junk = X509_new();
+    if (junk_key == NULL || junk == NULL)
+        return -1;
+    X509_set_version(junk, 2);
+    X509_gmtime_adj(X509_getm_notBefore(junk), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(junk), 3600);
+    X509_set_pubkey(junk, junk_key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(junk), "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
+    X509_set_issuer_name(junk, X509_get_subject_name(junk));
+    return X509_sign(junk, junk_key, EVP_sha256()) > 0 ? 0 : -1;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    X509_free(junk);
+    EVP_PKEY_free(junk_key);
+    tls_certs_remove(&certs);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_chain_parsed_is_charged),
+        cmocka_unit_test(test_garbage_is_charged_little),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
+
+#else
+
+int main(void)
+{
+    printf("tls_fault_charge_test: built without TLS (ARPC_WITH_TLS off): nothing to test\n");
+    return 0;
+}
+#endif
