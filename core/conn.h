@@ -192,6 +192,13 @@ static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
 {
     return conn->c_stream->s_thread_safe;
 }
+/* Loop thread: whether the connection is open in the middle of a handshake its peer began
+ * (TLS; never for plain streams). */
+static inline bool arpc_conn_handshaking(const struct arpc_conn *conn)
+{
+    return conn->c_open && conn->c_stream->s_ops->s_handshaking != NULL &&
+           conn->c_stream->s_ops->s_handshaking(conn->c_stream);
+}
 /* Loop thread: the CPU time the connection's TLS handshake took so far (0 for plain streams),
  * open or closed. */
 static inline uint64_t arpc_conn_handshake_ns(const struct arpc_conn *conn)

@@ -146,6 +146,58 @@ static void test_garbage_is_charged_little(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A client that begins its handshake (its ClientHello, made into memory so that nothing of the
+ * server's answer is ever read) and then says nothing more. */
+static int stalled_handshake(const char *addr, SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+    assert_true(in != NULL && out != NULL);
+    SSL_set_bio(ssl, in, out); /* the SSL owns them now */
+    int ret = SSL_connect(ssl);
+    assert_int_equal(SSL_ERROR_WANT_READ, SSL_get_error(ssl, ret));
+    char *hello = NULL;
+    long len = BIO_get_mem_data(out, &hello);
+    assert_true(len > 0);
+    int fd = raw_connect(addr);
+    assert_int_equal(len, send(fd, hello, (size_t)len, MSG_NOSIGNAL));
+    SSL_free(ssl);
+    return fd;
+}
+
+/* handshake_timeout_ms: a TLS handshake begun and not finished is a fault (it cost the server
+ * its key exchange and signature, and is charged them); a peer that finished its handshake
+ * and said nothing after, or sent nothing at all, is not (a client that connects early to
+ * call later). Before: none of them was a fault. Within the second, a stall of this thread
+ * cannot turn the first into a silent connection. */
+static void test_a_handshake_stalled_is_a_fault(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .max_fault_rate = -1, .handshake_timeout_ms = 1000};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
+    assert_non_null(ctx);
+    SSL *shaken_ssl = NULL;
+    int stalled = stalled_handshake(addr, ctx);
+    int shaken = raw_connect(addr);
+    assert_non_null(shaken_ssl = SSL_new(ctx));
+    assert_int_equal(1, SSL_set_fd(shaken_ssl, shaken));
+    assert_int_equal(1, SSL_connect(shaken_ssl));
+    int silent = raw_connect(addr);
+    wait_close(stalled);
+    wait_close(shaken);
+    wait_close(silent);
+    assert_true(REACHES(s, connections_closed, 3));
+    assert_int_equal(1, SERVER_STAT(s, connections_faulted));
+    SSL_free(shaken_ssl);
+    SSL_CTX_free(ctx);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static int setup_all(void **state)
 {
     (void)state;
@@ -180,6 +232,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_chain_parsed_is_charged),
         cmocka_unit_test(test_garbage_is_charged_little),
+        cmocka_unit_test(test_a_handshake_stalled_is_a_fault),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -44,6 +44,9 @@ struct arpc_stream_ops {
      * yet (TLS: the rest of a decrypted record). The fd's readiness does not announce them,
      * so a reader that stops while some remain must come back by itself. */
     size_t (*s_buffered)(const struct arpc_stream *s);
+    /* Optional (NULL: never): a handshake the peer began (bytes of it came) has not ended; a
+     * peer silent then stalled in the middle of it. */
+    bool (*s_handshaking)(const struct arpc_stream *s);
     /* Closes the fd and releases the stream (for an allocated stream, its memory). */
     void (*s_close)(struct arpc_stream *s);
 };

@@ -244,10 +244,17 @@ static void tls_close(struct arpc_stream *s)
     arpc_free(ts);
 }
 
+static bool tls_handshaking(const struct arpc_stream *s)
+{
+    const struct tls_stream *ts = (const struct tls_stream *)s;
+    return !ts->ts_failed && !SSL_is_init_finished(ts->ts_ssl) && BIO_number_read(SSL_get_rbio(ts->ts_ssl)) > 0;
+}
+
 static const struct arpc_stream_ops tls_stream_ops = {
     .s_read = tls_read,
     .s_writev = tls_writev,
     .s_buffered = tls_buffered,
+    .s_handshaking = tls_handshaking,
     .s_close = tls_close,
 };
 
