@@ -55,7 +55,7 @@ struct tls_stream {
     bool ts_read_any;   /* application bytes came from the peer */
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
     size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
-    uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes, allocated at the first gathered write */
+    uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes while a write is under way, else NULL */
     char ts_why[ARPC_WHY_MAX];
 };
 
@@ -185,20 +185,28 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
 {
     if (ts->ts_failed)
         return ARPC_STREAM_FAILED;
-    if (ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
+    bool gathering = ts->ts_offered == 0 && iov[0].iov_len < TLS_RECORD_MAX; /* tls_offer's choice */
+    if (gathering && ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
         ts->ts_failed = true;
         ts->ts_base.s_error = ARPC_ECONNLOST;
         ts->ts_base.s_why = "out of memory for a TLS write buffer";
         return ARPC_STREAM_FAILED;
     }
     const void *data = tls_offer(ts, iov, iovcnt);
-    if (ts->ts_offered == 0)
+    if (ts->ts_offered == 0) {
+        arpc_free(ts->ts_wbuf);
+        ts->ts_wbuf = NULL;
         return 0; /* empty buffers only: nothing for a record */
+    }
     size_t n;
     int ret = SSL_write_ex(ts->ts_ssl, data, ts->ts_offered, &n);
     if (ret != 1)
         return tls_result(ts, ret, false); /* a WANT keeps ts_offered: the same bytes next time */
     ts->ts_offered = 0;
+    /* Given back as OpenSSL gives back its own (SSL_MODE_RELEASE_BUFFERS): an idle connection
+     * holds none of them. */
+    arpc_free(ts->ts_wbuf);
+    ts->ts_wbuf = NULL;
     return (ssize_t)n;
 }
 
