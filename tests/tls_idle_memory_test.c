@@ -125,13 +125,20 @@ static void test_an_idle_tls_connection_holds_no_buffers(void **state)
     assert_int_equal(1, read(up[0], &ok, 1));
     assert_int_equal(1, ok);
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), CONNS, TEST_WAIT_MS));
-    /* Every buffer given back once each connection's turn is over: wait for it, bounded. */
+    /* Every buffer given back once each connection's turn is over: wait for it, bounded.
+     * (Under a sanitizer, whose allocator glibc's mallinfo2 does not see, the connections
+     * still run the paths that give buffers back; only the figure is missing.) */
+    bool measured = before != 0;
     uint64_t give_up = arpc_now_ns() + (uint64_t)TEST_WAIT_MS * 1000000u;
-    size_t per_conn;
-    while ((per_conn = (heap_bytes() - before) / CONNS) > IDLE_TLS_CONN_MAX_BYTES && arpc_now_ns() < give_up)
+    size_t per_conn = 0;
+    while (measured && (per_conn = (heap_bytes() - before) / CONNS) > IDLE_TLS_CONN_MAX_BYTES &&
+           arpc_now_ns() < give_up)
         (void)poll(NULL, 0, 10);
-    printf("an idle tls:// connection holds %zu bytes of the server's heap\n", per_conn);
-    assert_in_range(per_conn, 0, IDLE_TLS_CONN_MAX_BYTES);
+    if (measured) {
+        printf("an idle tls:// connection holds %zu bytes of the server's heap\n", per_conn);
+        assert_in_range(per_conn, 0, IDLE_TLS_CONN_MAX_BYTES);
+    } else
+        printf("not measured: mallinfo2 sees no heap (a sanitizer's allocator)\n");
     char b = 0;
     assert_int_equal(1, write(down[1], &b, 1));
     int status = 0;
