@@ -30,6 +30,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
 static struct tls_certs certs;
@@ -37,44 +38,10 @@ static struct tls_certs_pair pair;
 static EVP_PKEY *junk_key;
 static X509 *junk; /* self-signed, ~265 bytes */
 
-/* Handshakes with junk and `extra` copies of it as its chain, then waits for the server's
- * close (after which its log line is written). */
-static void present_chain(const char *addr, int version, int extra)
-{
-    int fd;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
-    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
-    struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test, not the run */
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    assert_non_null(ctx);
-    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));
-    assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, version));
-    assert_int_equal(1, SSL_CTX_use_certificate(ctx, junk));
-    assert_int_equal(1, SSL_CTX_use_PrivateKey(ctx, junk_key));
-    for (int i = 0; i < extra; i++) {
-        X509_up_ref(junk);
-        assert_int_equal(1, SSL_CTX_add_extra_chain_cert(ctx, junk));
-    }
-    SSL *ssl = SSL_new(ctx);
-    assert_non_null(ssl);
-    assert_int_equal(1, SSL_set_fd(ssl, fd));
-    if (SSL_connect(ssl) == 1) { /* TLS 1.3: the server judges the chain after our side is done */
-        char b;
-        assert_true(SSL_read(ssl, &b, 1) <= 0);
-    }
-    SSL_free(ssl);
-    SSL_CTX_free(ctx);
-    char b[256];
-    while (recv(fd, b, sizeof(b), 0) > 0) {
-    }
-    close(fd);
-}
-
 static void expect_server_says(const char *addr, int version, int extra, const char *why)
 {
     log_capture_clear();
-    present_chain(addr, version, extra);
+    tls_bare_present_chain(addr, version, junk, junk_key, extra);
     if (LOG_LINES_WITH("closing the connection with", "TLS handshake failed", why) != 1) {
         log_capture_print();
         fail_msg("a chain of %d certificates (TLS %s): the server did not say \"%s\"", extra + 1,
@@ -110,17 +77,7 @@ static int setup_all(void **state)
     if (!tls_certs_make(&certs))
         return -1;
     tls_certs_pair(&certs, &pair);
-    junk_key = EVP_EC_gen("P-256");
-    junk = X509_new();
-    if (junk_key == NULL || junk == NULL)
-        return -1;
-    X509_set_version(junk, 2);
-    X509_gmtime_adj(X509_getm_notBefore(junk), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(junk), 3600);
-    X509_set_pubkey(junk, junk_key);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(junk), "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
-    X509_set_issuer_name(junk, X509_get_subject_name(junk));
-    return X509_sign(junk, junk_key, EVP_sha256()) > 0 ? 0 : -1;
+    return tls_bare_self_signed(&junk, &junk_key) ? 0 : -1;
 }
 
 static int teardown_all(void **state)

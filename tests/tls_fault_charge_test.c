@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
 static struct tls_certs certs;
@@ -60,31 +61,6 @@ static void garbage_fault(const char *addr)
     int fd = raw_connect(addr);
     static const char junk_bytes[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_int_equal((ssize_t)sizeof(junk_bytes), send(fd, junk_bytes, sizeof(junk_bytes), MSG_NOSIGNAL));
-    wait_close(fd);
-}
-
-/* A handshake presenting junk and `extra` copies of it as the client chain (TLS 1.3). */
-static void chain_fault(const char *addr, int extra)
-{
-    int fd = raw_connect(addr);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    assert_non_null(ctx);
-    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION));
-    assert_int_equal(1, SSL_CTX_use_certificate(ctx, junk));
-    assert_int_equal(1, SSL_CTX_use_PrivateKey(ctx, junk_key));
-    for (int i = 0; i < extra; i++) {
-        X509_up_ref(junk);
-        assert_int_equal(1, SSL_CTX_add_extra_chain_cert(ctx, junk));
-    }
-    SSL *ssl = SSL_new(ctx);
-    assert_non_null(ssl);
-    assert_int_equal(1, SSL_set_fd(ssl, fd));
-    if (SSL_connect(ssl) == 1) { /* TLS 1.3: the server judges the chain after our side is done */
-        char b;
-        assert_true(SSL_read(ssl, &b, 1) <= 0);
-    }
-    SSL_free(ssl);
-    SSL_CTX_free(ctx);
     wait_close(fd);
 }
 
@@ -123,7 +99,7 @@ static void test_a_chain_parsed_is_charged(void **state)
     (void)state;
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = tls_server(100, 8, addr, sizeof(addr));
-    chain_fault(addr, 14 * 1024 / i2d_X509(junk, NULL));
+    tls_bare_present_chain(addr, TLS1_3_VERSION, junk, junk_key, 14 * 1024 / i2d_X509(junk, NULL));
     assert_true(REACHES(s, connections_faulted, 1));
     knock(s, addr, 2);
     assert_true(SERVER_STAT(s, fault_rate_pauses) >= 1);
@@ -205,17 +181,7 @@ static int setup_all(void **state)
     if (!tls_certs_make(&certs))
         return -1;
     tls_certs_pair(&certs, &pair);
-    junk_key = EVP_EC_gen("P-256");
-    junk = X509_new();
-    if (junk_key == NULL || junk == NULL)
-        return -1;
-    X509_set_version(junk, 2);
-    X509_gmtime_adj(X509_getm_notBefore(junk), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(junk), 3600);
-    X509_set_pubkey(junk, junk_key);
-    X509_NAME_add_entry_by_txt(X509_get_subject_name(junk), "CN", MBSTRING_ASC, (const unsigned char *)"x", -1, -1, 0);
-    X509_set_issuer_name(junk, X509_get_subject_name(junk));
-    return X509_sign(junk, junk_key, EVP_sha256()) > 0 ? 0 : -1;
+    return tls_bare_self_signed(&junk, &junk_key) ? 0 : -1;
 }
 
 static int teardown_all(void **state)

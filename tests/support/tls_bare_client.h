@@ -1,0 +1,23 @@
+/*
+ * A bare OpenSSL client for the TLS tests' strangers: a self-signed certificate nobody trusts
+ * (CN=x, P-256, valid from an hour ago to an hour from now), and a handshake that presents it
+ * with copies of itself as its chain. Only in builds with TLS (ARPC_TEST_WITH_TLS).
+ */
+#ifndef ARPC_TEST_TLS_BARE_CLIENT_H
+#define ARPC_TEST_TLS_BARE_CLIENT_H
+
+#include <stdbool.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+/* A fresh self-signed certificate and its key (the caller frees both); false on failure. */
+bool tls_bare_self_signed(X509 **cert, EVP_PKEY **key);
+
+/* Connects to addr (tls://...), handshakes at TLS version `version` (TLS1_2_VERSION,
+ * TLS1_3_VERSION) presenting cert with `extra` copies of it as its chain, then waits for the
+ * server's close (TLS 1.3 judges the chain after the client's side is done). Asserts with
+ * cmocka on a local failure; a silent server fails the test after TEST_WAIT_S. */
+void tls_bare_present_chain(const char *addr, int version, X509 *cert, EVP_PKEY *key, int extra);
+
+#endif
