@@ -12,8 +12,8 @@
  * node pool (base/node_pool.h: lock-free, no allocation once warm).
  *
  * The bound. A poster on another thread takes a place in a_queued before it pushes
- * (fetch_add; past the bound it gives the place back and, if it may wait, waits with
- * arpc_backoff_spin; else ARPC_EAGAIN). The actor gives places back as it starts jobs, in
+ * (fetch_add, inside a_entry; past the bound it gives the place back and, if it may wait,
+ * leaves the entry and waits with arpc_backoff_spin, then tries again; else ARPC_EAGAIN). The actor gives places back as it starts jobs, in
  * batches: every ACTOR_GIVE_BACK jobs and whenever it starts the last job of a take (so with
  * a small bound, room comes back at least once per take). Only failed takers push the count
  * past the bound, and only until they undo, so the jobs posted and not yet started never
@@ -43,8 +43,10 @@
  *
  * Stopping: the stopper closes a_entry (base/entry.h): posts and armings fail with
  * ARPC_ESHUTDOWN from then on, and the close waits until no post is between its check and
- * its last touch, its wake-up (waiting for room happens before entering, and gives up when
- * it sees the close). Then it sets a_closed: from there the mailbox only shrinks. An actor
+ * its last touch, its wake-up (waiting for room happens outside, and gives up when it sees
+ * the close; such a waiter is counted in a_room_waiters from before it leaves the entry, and
+ * destroy waits for that count before it frees: a destroy used to free the actor under a
+ * poster's next look at a_queued). Then it sets a_closed: from there the mailbox only shrinks. An actor
  * that read a_closed == true before a drain that found nothing has run every accepted job
  * and may exit (DRAIN). For DISCARD the stopper sets a_discard first, so the actor stops as
  * early as possible; the actor checks it between jobs (the job in progress always finishes). Whatever is left after the thread has been
@@ -94,6 +96,7 @@ struct arpc_actor {
     ck_stack_t a_mailbox;         /* posted jobs, newest first */
     atomic_uint a_queued;         /* jobs posted and not yet given back (the bound's count) */
     struct arpc_entry a_entry;    /* posts and armings between their check and last touch */
+    atomic_uint a_room_waiters;   /* posts waiting for room outside a_entry: destroy waits */
     atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
     struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
     unsigned a_bound;             /* mailbox_size */
@@ -284,6 +287,7 @@ int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts,
     ck_stack_init(&a->a_mailbox);
     atomic_init(&a->a_queued, 0);
     arpc_entry_init(&a->a_entry);
+    atomic_init(&a->a_room_waiters, 0);
     atomic_init(&a->a_room_wanted, false);
     ck_ec32_init(&a->a_ec, 0);
     a->a_bound = bound;
@@ -319,27 +323,22 @@ fail:
 
 /* ---- posting ---- */
 
-/* Takes a place in the bound (see the notes). On the actor's thread, always. */
-static int actor_reserve(arpc_actor *a, bool may_wait)
+/* A poster on another thread, outside a_entry, waits until the bound looks open or the
+ * actor is stopping (see the notes). */
+static int actor_wait_room(arpc_actor *a)
 {
-    if (actor_current == a) {
-        atomic_fetch_add(&a->a_queued, 1);
-        return ARPC_OK;
-    }
     unsigned attempt = 0;
-    while (!arpc_bound_take(&a->a_queued, a->a_bound)) {
+    /* Whoever filled the mailbox woke the actor, which is making room. */
+    while (atomic_load_explicit(&a->a_queued, memory_order_relaxed) >= a->a_bound) {
         if (arpc_entry_closed(&a->a_entry))
             return ARPC_ESHUTDOWN;
-        if (!may_wait)
-            return ARPC_EAGAIN;
-        /* Whoever filled the mailbox woke the actor, which is making room. */
         arpc_backoff_spin(&attempt);
     }
     return ARPC_OK;
 }
 
-/* Gives back a place taken for a post that did not happen. It may take the count below the
- * low-water mark: the actor's part of the Dekker pair, done by the poster. */
+/* Gives back a place taken for a post that did not happen, inside a_entry. It may take the
+ * count below the low-water mark: the actor's part of the Dekker pair, done by the poster. */
 static void actor_unreserve(arpc_actor *a)
 {
     atomic_fetch_sub(&a->a_queued, 1);
@@ -357,15 +356,40 @@ static void actor_push_leave(arpc_actor *a, struct arpc_actor_job *job)
     arpc_entry_leave(&a->a_entry);
 }
 
-/* A post's way in: a place in the bound, then into a_entry. On ARPC_OK the caller holds both
- * and ends with actor_push_leave (or arpc_entry_leave and actor_unreserve). */
+/* A post's way in: into a_entry, then a place in the bound (on the actor's thread, always).
+ * On ARPC_OK the caller holds both and ends with actor_push_leave (or actor_unreserve and
+ * arpc_entry_leave). A wait for room happens outside the entry, counted in a_room_waiters
+ * from before the leave (the stopper's close waits for the leave, so the destroyer's free
+ * sees the count) until the poster is back inside or gone. */
 static int actor_post_begin(arpc_actor *a, bool may_wait)
 {
-    int rc = actor_reserve(a, may_wait);
-    if (rc == ARPC_OK && !arpc_entry_enter(&a->a_entry)) {
-        actor_unreserve(a);
-        rc = ARPC_ESHUTDOWN;
+    bool waiting = false;
+    int rc = ARPC_OK;
+    for (;;) {
+        if (!arpc_entry_enter(&a->a_entry)) {
+            rc = ARPC_ESHUTDOWN;
+            break;
+        }
+        if (actor_current == a) {
+            atomic_fetch_add(&a->a_queued, 1);
+            break;
+        }
+        if (arpc_bound_take(&a->a_queued, a->a_bound))
+            break;
+        if (!may_wait) {
+            arpc_entry_leave(&a->a_entry);
+            rc = ARPC_EAGAIN;
+            break;
+        }
+        if (!waiting)
+            atomic_fetch_add(&a->a_room_waiters, 1);
+        waiting = true;
+        arpc_entry_leave(&a->a_entry);
+        if ((rc = actor_wait_room(a)) != ARPC_OK)
+            break;
     }
+    if (waiting)
+        atomic_fetch_sub(&a->a_room_waiters, 1); /* inside the entry now, or our last touch */
     return rc;
 }
 
@@ -399,8 +423,8 @@ int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
         return rc;
     struct actor_msg *m = arpc_node_pool_get(&a->a_msgs);
     if (m == NULL) {
+        actor_unreserve(a); /* inside the entry: a destroy cannot free a under it */
         arpc_entry_leave(&a->a_entry);
-        actor_unreserve(a);
         return ARPC_ENOMEM;
     }
     arpc_actor_job_init(&m->m_job, actor_msg_run);
@@ -477,6 +501,10 @@ void arpc_actor_destroy(arpc_actor *a)
     /* From here the handle is dead: a second destroy, even a racing one, is caught. */
     if (!arpc_handle_kill(a, ARPC_MAGIC_ACTOR, "actor", __func__))
         return;
+    /* Posters that waited for room when it stopped see the close and leave (actor_post_begin). */
+    unsigned attempt = 0;
+    while (atomic_load(&a->a_room_waiters) != 0)
+        arpc_backoff_spin(&attempt);
     pthread_mutex_destroy(&a->a_stop_lock);
     arpc_node_pool_fini(&a->a_msgs);
     arpc_free(a);

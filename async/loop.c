@@ -16,10 +16,11 @@
  * thread for that time, so accepted work still runs exactly once.
  *
  * Destroy. From another thread: stop, then join the thread (arpc_loop_start) or wait for
- * arpc_loop_run to return (loop_state_wait), or do the final drain here (never ran); then free. Two
- * kinds of caller may still be touching the loop then, each counted: posters in their
- * wake-up (l_entry, which the close waited out) and the first stopper in its
- * ev_async_send (l_stopping is 1 until it is done, and the free waits for 2). No lock: a
+ * arpc_loop_run to return (loop_state_wait), or do the final drain here (never ran); then free.
+ * Three kinds of caller may still be touching the loop then, each counted: posters in their
+ * wake-up (l_entry, which the close waited out), submitters waiting for room (l_room_waiters,
+ * async/loop_lanes.c) and the first stopper in its ev_async_send (l_stopping is 1 until it is
+ * done, and the free waits for 2). No lock: a
  * stopper never waits for a poster's lock, nor a poster for anyone. From the loop thread
  * (inside a task, job, callback or hook): mark l_destroy_requested and stop; whoever ran the
  * loop frees it once ev_run has returned: the started thread detaches itself first,
@@ -198,6 +199,9 @@ static void loop_free(arpc_loop *loop)
     /* The first stopper may still be in its ev_async_send: let it finish with the loop. */
     unsigned attempt = 0;
     while (atomic_load(&loop->l_stopping) != 2)
+        arpc_backoff_spin(&attempt);
+    /* Submitters waiting for room when the lane closed: they see it and leave (loop_lanes.c). */
+    while (atomic_load(&loop->l_room_waiters) != 0)
         arpc_backoff_spin(&attempt);
     if (loop->l_wrapped) {
         ev_ref(loop->l_ev); /* give back the references loop_init_ev took off */

@@ -49,6 +49,7 @@ struct arpc_loop {
     atomic_int l_stopping;         /* 0; 1: a stop is under way; 2: its wake-up is sent */
     atomic_uint l_queued;          /* submitted tasks not yet started (the bound's count) */
     unsigned l_submit_bound;       /* other threads' submits wait while l_queued is there */
+    atomic_uint l_room_waiters;    /* submits waiting for room outside l_entry: the free waits */
     struct arpc_node_pool l_tasks; /* the submitted tasks' nodes */
     _Atomic uint64_t l_wakeups;    /* wake_cb runs, for tests; written by the loop thread only */
 

@@ -15,13 +15,13 @@
  * Tasks (arpc_loop_submit, the public API) travel on the same lane, each in a small node
  * (struct loop_task) from the loop's node pool (base/node_pool.h: lock-free, no allocation
  * once warm). They are bounded: l_queued counts the tasks submitted and not yet given back,
- * and a submitter on another thread takes a place in it before it pushes (fetch_add; if that
- * went past the bound, it gives the place back and waits with arpc_backoff_spin for the loop
- * to make room: whoever queued the tasks that fill it woke the loop). The loop gives places
- * back, with the tasks' nodes, as it starts the tasks, in batches (every LOOP_GIVE_BACK
- * tasks, when it starts the last task of a take, and at the end of each round): one atomic
- * subtraction and one CAS per batch instead of per task. The loop thread's own submits count
- * too but never wait (it cannot wait for itself). Only failed takers push the count past the
+ * and a submitter on another thread takes a place in it before it pushes (fetch_add, inside the
+ * lane's entry; if that went past the bound, it gives the place back, leaves the entry and
+ * waits with arpc_backoff_spin for the loop to make room: whoever queued the tasks that fill
+ * it woke the loop). The loop gives places back, with the tasks' nodes, as it starts the
+ * tasks, in batches (every LOOP_GIVE_BACK tasks, when it starts the last task of a take, and
+ * at the end of each round): one atomic subtraction and one CAS per batch instead of per
+ * task. The loop thread's own submits count too but never wait (it cannot wait for itself). Only failed takers push the count past the
  * bound, and only until they undo, so the tasks submitted and not yet started never exceed
  * the bound unless the loop itself submitted them.
  *
@@ -161,6 +161,7 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     arpc_entry_init(&loop->l_entry);
     atomic_init(&loop->l_wake_pending, 0);
     atomic_init(&loop->l_queued, 0);
+    atomic_init(&loop->l_room_waiters, 0);
     loop->l_submit_bound = submit_bound;
     arpc_node_pool_init(&loop->l_tasks, sizeof(struct loop_task));
 }
@@ -309,12 +310,12 @@ static void loop_task_run(arpc_loop *loop, struct arpc_loop_job *job)
     fn(loop, arg);
 }
 
-/* Another thread's submit takes a place in the bound, waiting for room while there is none
- * (see the notes). */
-static int loop_reserve(arpc_loop *loop)
+/* Another thread's submit, outside the lane's entry, waits until the bound looks open or the
+ * lane is closed (see the notes). */
+static int loop_wait_room(arpc_loop *loop)
 {
     unsigned attempt = 0;
-    while (!arpc_bound_take(&loop->l_queued, loop->l_submit_bound)) {
+    while (atomic_load_explicit(&loop->l_queued, memory_order_relaxed) >= loop->l_submit_bound) {
         if (arpc_entry_closed(&loop->l_entry))
             return ARPC_ESHUTDOWN;
         arpc_backoff_spin(&attempt);
@@ -326,28 +327,43 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
 {
     if (loop == NULL || fn == NULL)
         return ARPC_EINVAL;
-    if (loop_tl_current == loop || loop_owned_here(loop)) {
-        /* The loop thread (or a wrapped loop's owner, which alone runs it) cannot wait for
-         * itself: its tasks count, but never wait. */
-        atomic_fetch_add(&loop->l_queued, 1);
-    } else {
-        int rc = loop_reserve(loop);
-        if (rc != ARPC_OK)
-            return rc;
-    }
-    int rc = ARPC_ESHUTDOWN;
-    if (arpc_entry_enter(&loop->l_entry)) {
-        struct loop_task *t = arpc_node_pool_get(&loop->l_tasks);
-        if (t != NULL) {
-            arpc_loop_job_init(&t->t_job, loop_task_run);
-            t->t_fn = fn;
-            t->t_arg = arg;
-            lane_push_leave(loop, &t->t_job);
-            return ARPC_OK;
+    /* The loop thread (or a wrapped loop's owner, which alone runs it) cannot wait for
+     * itself: its tasks count, but never wait. */
+    bool local = loop_tl_current == loop || loop_owned_here(loop);
+    bool waiting = false; /* counted in l_room_waiters */
+    int rc = ARPC_OK;
+    for (;;) {
+        if (!arpc_entry_enter(&loop->l_entry)) {
+            rc = ARPC_ESHUTDOWN;
+            break;
         }
+        if (local) {
+            atomic_fetch_add(&loop->l_queued, 1);
+            break;
+        }
+        if (arpc_bound_take(&loop->l_queued, loop->l_submit_bound))
+            break;
+        /* Counted before leaving: the close waits for the leave, so the free sees the count. */
+        if (!waiting)
+            atomic_fetch_add(&loop->l_room_waiters, 1);
+        waiting = true;
         arpc_entry_leave(&loop->l_entry);
-        rc = ARPC_ENOMEM;
+        if ((rc = loop_wait_room(loop)) != ARPC_OK)
+            break;
     }
-    atomic_fetch_sub(&loop->l_queued, 1); /* the place is free again */
-    return rc;
+    if (waiting)
+        atomic_fetch_sub(&loop->l_room_waiters, 1); /* inside the entry now, or our last touch */
+    if (rc != ARPC_OK)
+        return rc;
+    struct loop_task *t = arpc_node_pool_get(&loop->l_tasks);
+    if (t == NULL) {
+        atomic_fetch_sub(&loop->l_queued, 1); /* the place is free again */
+        arpc_entry_leave(&loop->l_entry);
+        return ARPC_ENOMEM;
+    }
+    arpc_loop_job_init(&t->t_job, loop_task_run);
+    t->t_fn = fn;
+    t->t_arg = arg;
+    lane_push_leave(loop, &t->t_job);
+    return ARPC_OK;
 }

@@ -71,7 +71,9 @@ ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
  * called from the actor's own thread (returns ARPC_EBUSY there). */
 ARPC_API int arpc_actor_stop(arpc_actor *actor, enum arpc_actor_stop_mode mode);
 
-/* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread.
+/* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread. A
+ * post already waiting for room on another thread returns ARPC_ESHUTDOWN, and the free waits
+ * for it to be out.
  * NULL does nothing; a second destroy, or any call after it, aborts in debug builds
  * (arpc/common.h, "API misuse"). Not for a member of a group (the group destroys it). */
 ARPC_API void arpc_actor_destroy(arpc_actor *actor);
