@@ -21,7 +21,10 @@
  * it woke the loop). The loop gives places back, with the tasks' nodes, as it starts the
  * tasks, in batches (every LOOP_GIVE_BACK tasks, when it starts the last task of a take, and
  * at the end of each round): one atomic subtraction and one CAS per batch instead of per
- * task. The loop thread's own submits count too but never wait (it cannot wait for itself). Only failed takers push the count past the
+ * task. The loop thread's own submits count too but never wait (it cannot wait for itself).
+ * Nor can the caller of a caller-driven loop that nobody runs (it would run it next, and a
+ * single-threaded program waited there for ever): a waiter finding such a loop idle claims it
+ * and runs a non-blocking step itself (loop_step_for_room). Only failed takers push the count past the
  * bound, and only until they undo, so the tasks submitted and not yet started never exceed
  * the bound unless the loop itself submitted them.
  *
@@ -310,14 +313,44 @@ static void loop_task_run(arpc_loop *loop, struct arpc_loop_job *job)
     fn(loop, arg);
 }
 
-/* Another thread's submit, outside the lane's entry, waits until the bound looks open or the
- * lane is closed (see the notes). */
-static int loop_wait_room(arpc_loop *loop)
+/* A submitter at the bound of a caller-driven loop (never started, not the application's)
+ * that nobody runs: nobody else would make room, so it runs one non-blocking step of the
+ * loop here, as the loop thread, the way a wait for one of the loop's futures would. False
+ * when the loop finished during the step: the waiter is uncounted from l_room_waiters and
+ * must not touch the loop again (a task destroyed it: as its runner, we may just have freed
+ * it). */
+static bool loop_step_for_room(arpc_loop *loop)
+{
+    if (loop->l_owned || atomic_load_explicit(&loop->l_started, memory_order_acquire))
+        return true; /* its thread, or its owner's steps, make room */
+    if (loop_claim(loop) != ARPC_OK)
+        return true; /* someone runs it (or it finished: the caller sees the close) */
+    arpc_loop *outer = loop_tl_current;
+    loop_tl_current = loop;
+    ev_run(loop->l_ev, EVRUN_NOWAIT); /* the wake-up of the tasks that fill it is pending */
+    loop_tl_current = outer;
+    if (!loop->l_finished) {
+        loop_release(loop);
+        return true;
+    }
+    atomic_fetch_sub(&loop->l_room_waiters, 1); /* before the free it may lead to */
+    loop_end_run(loop);
+    return false;
+}
+
+/* Another thread's submit, outside the lane's entry and counted in l_room_waiters, waits
+ * until the bound looks open (ARPC_OK) or the lane is closed (ARPC_ESHUTDOWN; *gone: the loop
+ * finished in a step of ours, and we are uncounted already). See the notes. */
+static int loop_wait_room(arpc_loop *loop, bool *gone)
 {
     unsigned attempt = 0;
     while (atomic_load_explicit(&loop->l_queued, memory_order_relaxed) >= loop->l_submit_bound) {
         if (arpc_entry_closed(&loop->l_entry))
             return ARPC_ESHUTDOWN;
+        if (!loop_step_for_room(loop)) {
+            *gone = true;
+            return ARPC_ESHUTDOWN;
+        }
         arpc_backoff_spin(&attempt);
     }
     return ARPC_OK;
@@ -331,6 +364,7 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
      * itself: its tasks count, but never wait. */
     bool local = loop_tl_current == loop || loop_owned_here(loop);
     bool waiting = false; /* counted in l_room_waiters */
+    bool gone = false;    /* the loop finished in a step this submit ran: touch nothing */
     int rc = ARPC_OK;
     for (;;) {
         if (!arpc_entry_enter(&loop->l_entry)) {
@@ -348,9 +382,11 @@ int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
             atomic_fetch_add(&loop->l_room_waiters, 1);
         waiting = true;
         arpc_entry_leave(&loop->l_entry);
-        if ((rc = loop_wait_room(loop)) != ARPC_OK)
+        if ((rc = loop_wait_room(loop, &gone)) != ARPC_OK)
             break;
     }
+    if (gone)
+        return rc;
     if (waiting)
         atomic_fetch_sub(&loop->l_room_waiters, 1); /* inside the entry now, or our last touch */
     if (rc != ARPC_OK)

@@ -13,7 +13,10 @@
  * queue is bounded: when submit_ring_size tasks are queued and not yet started, a submitter
  * on another thread waits (spinning briefly, then yielding) for the loop to make room: that
  * is the loop's back-pressure. A submitter on the loop thread itself never waits; its tasks
- * count towards the bound but are always accepted.
+ * count towards the bound but are always accepted. On a caller-driven loop (never started,
+ * arpc_loop_run_until) that nobody runs, nobody else would make room: a submitter at the
+ * bound runs the loop itself meanwhile, one non-blocking step at a time, as a wait for one of
+ * its futures would (tasks and callbacks then run on its thread, the loop thread meanwhile).
  *
  * Completion contract: a task that arpc_loop_submit() accepted (returned ARPC_OK) runs
  * exactly once, on the loop thread, even if the loop is stopped meanwhile: stopping runs

@@ -1,0 +1,134 @@
+/*
+ * A caller-driven loop (created, never started: whoever waits runs it) that nobody runs makes
+ * no room in its submit bound by itself. A submit at the bound from a thread other than the
+ * loop's used to wait for room for ever: in a single-threaded program, the thread that would
+ * have run the loop next. It now runs a non-blocking step of the loop itself, as a wait for
+ * one of the loop's futures does (arpc_loop_run_until), and goes on.
+ *
+ * The submits run on a thread of their own, so that the old hang shows as a failed wait here
+ * instead of the test's timeout.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "arpc/error.h"
+#include "arpc/loop.h"
+#include "support/test_util.h"
+
+#define BOUND 4
+#define TASKS (BOUND * 8 + 1)
+
+struct driven {
+    arpc_loop *loop;
+    int ran;            /* loop thread: tasks run */
+    int ran_off_thread; /* loop thread: tasks that did not see themselves on the loop thread */
+    int rc[TASKS];
+    int ran_before_destroy;
+    sem_t done;
+};
+
+static void count_task(arpc_loop *loop, void *arg)
+{
+    struct driven *d = arg;
+    d->ran_off_thread += !arpc_loop_on_thread(loop);
+    d->ran++;
+}
+
+/* A task that stops the loop it runs on: the submitter driving the step must not touch the
+ * loop afterwards, and gets ARPC_ESHUTDOWN. */
+static void destroy_task(arpc_loop *loop, void *arg)
+{
+    (void)arg;
+    arpc_loop_destroy(loop); /* on the loop thread: the runner (our submitter) frees it */
+}
+
+static void *submit_past_bound(void *arg)
+{
+    struct driven *d = arg;
+    for (int i = 0; i < TASKS; i++)
+        d->rc[i] = arpc_loop_submit(d->loop, count_task, d);
+    d->ran_before_destroy = d->ran;
+    arpc_loop_destroy(d->loop); /* its final drain runs what is left */
+    sem_post(&d->done);
+    return NULL;
+}
+
+static void test_submit_at_bound_drives_idle_loop(void **state)
+{
+    (void)state;
+    arpc_loop_options opts = {.submit_ring_size = BOUND};
+    struct driven d = {0};
+    sem_init(&d.done, 0, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&d.loop, &opts));
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, submit_past_bound, &d));
+    assert_true(sem_wait_secs(&d.done, TEST_WAIT_S)); /* the old code waited here for ever */
+    pthread_join(th, NULL);
+    for (int i = 0; i < TASKS; i++)
+        assert_int_equal(ARPC_OK, d.rc[i]);
+    assert_int_equal(TASKS, d.ran);
+    assert_true(d.ran_before_destroy >= TASKS - BOUND); /* the submits made their room */
+    assert_int_equal(0, d.ran_off_thread);
+    sem_destroy(&d.done);
+}
+
+/* The step a submitter runs may end the loop: a task destroys it from the loop thread, so the
+ * runner (the submitter) frees it, and the submit says ARPC_ESHUTDOWN without touching it. */
+struct ender {
+    arpc_loop *loop;
+    int ran;
+    int rc_last;
+    sem_t done;
+};
+
+static void end_count_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    ((struct ender *)arg)->ran++;
+}
+
+static void *submit_into_destroy(void *arg)
+{
+    struct ender *e = arg;
+    CHECK(arpc_loop_submit(e->loop, destroy_task, NULL) == ARPC_OK);
+    for (int i = 1; i < BOUND; i++)
+        CHECK(arpc_loop_submit(e->loop, end_count_task, e) == ARPC_OK);
+    e->rc_last = arpc_loop_submit(e->loop, end_count_task, e); /* at the bound: the step */
+    sem_post(&e->done);
+    return NULL;
+}
+
+static void test_step_that_destroys_the_loop(void **state)
+{
+    (void)state;
+    arpc_loop_options opts = {.submit_ring_size = BOUND};
+    struct ender e = {0};
+    sem_init(&e.done, 0, 0);
+    atomic_store(&bad_line, 0);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&e.loop, &opts));
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, submit_into_destroy, &e));
+    assert_true(sem_wait_secs(&e.done, TEST_WAIT_S));
+    pthread_join(th, NULL);
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_ESHUTDOWN, e.rc_last);
+    assert_int_equal(BOUND - 1, e.ran); /* the final drain ran the accepted ones */
+    sem_destroy(&e.done);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_submit_at_bound_drives_idle_loop),
+        cmocka_unit_test(test_step_that_destroys_the_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
