@@ -76,8 +76,9 @@ static void hold_reset(void *object)
 
 struct submitter {
     arpc_loop *loop;
-    int ran; /* the loop thread's (here: the destroyer's final drain) */
-    int first_rc, waited_rc;
+    sem_t in_first, go_first;
+    int ran; /* the loop thread's */
+    int rc[3];
 };
 
 static void count_task(arpc_loop *loop, void *arg)
@@ -86,12 +87,23 @@ static void count_task(arpc_loop *loop, void *arg)
     ((struct submitter *)arg)->ran++;
 }
 
-static void *submit_twice(void *arg)
+static void blocking_task(arpc_loop *loop, void *arg)
 {
     struct submitter *s = arg;
-    s->first_rc = arpc_loop_submit(s->loop, count_task, s); /* fills the bound: nobody runs the loop */
+    sem_post(&s->in_first);
+    while (sem_wait(&s->go_first) != 0)
+        ;
+    count_task(loop, arg);
+}
+
+static void *submit_three(void *arg)
+{
+    struct submitter *s = arg;
+    s->rc[0] = arpc_loop_submit(s->loop, blocking_task, s);
+    CHECK(sem_wait_secs(&s->in_first, TEST_WAIT_S)); /* started: its place is back */
+    s->rc[1] = arpc_loop_submit(s->loop, count_task, s); /* fills the bound of 1 */
     hold_next_yield = true;
-    s->waited_rc = arpc_loop_submit(s->loop, count_task, s);
+    s->rc[2] = arpc_loop_submit(s->loop, count_task, s);
     return NULL;
 }
 
@@ -100,19 +112,28 @@ static void test_loop_destroy_while_submitter_waits_for_room(void **state)
     (void)state;
     arpc_loop_options opts = {.submit_ring_size = 1};
     struct submitter s = {0};
+    sem_init(&s.in_first, 0, 0);
+    sem_init(&s.go_first, 0, 0);
+    atomic_store(&bad_line, 0);
     assert_int_equal(ARPC_OK, arpc_loop_create(&s.loop, &opts));
+    assert_int_equal(ARPC_OK, arpc_loop_start(s.loop));
     hold_reset(s.loop);
     pthread_t th;
-    assert_int_equal(0, pthread_create(&th, NULL, submit_twice, &s));
+    assert_int_equal(0, pthread_create(&th, NULL, submit_three, &s));
     assert_true(sem_wait_secs(&held, TEST_WAIT_S));
     atomic_store(&destroying, true);
-    arpc_loop_destroy(s.loop); /* never ran: its final drain runs the first task here */
+    sem_post(&s.go_first);
+    arpc_loop_destroy(s.loop); /* its final drain runs the second task, then it frees */
     atomic_store(&destroying, false);
     release_waiter(); /* in case nothing did (the test then fails below) */
     pthread_join(th, NULL);
-    assert_int_equal(ARPC_OK, s.first_rc);
-    assert_int_equal(ARPC_ESHUTDOWN, s.waited_rc);
-    assert_int_equal(1, s.ran);
+    assert_int_equal(0, atomic_load(&bad_line));
+    assert_int_equal(ARPC_OK, s.rc[0]);
+    assert_int_equal(ARPC_OK, s.rc[1]);
+    assert_int_equal(ARPC_ESHUTDOWN, s.rc[2]);
+    assert_int_equal(2, s.ran);
+    sem_destroy(&s.in_first);
+    sem_destroy(&s.go_first);
 }
 
 /* ---- an actor's poster at the bound ---- */
