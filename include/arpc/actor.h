@@ -10,7 +10,12 @@
  *
  * Back-pressure: when mailbox_size messages are posted and not yet started, a poster on
  * another thread waits (spinning briefly, then yielding) until the actor makes room. A
- * message an actor posts to itself never waits: it is accepted past the bound.
+ * message an actor posts to itself never waits: it is accepted past the bound. The actor
+ * makes room in batches, not per message: when it starts the last message of what it took
+ * from the mailbox at once, and every 64 messages. Until then the messages it started still
+ * count, so a poster may wait while up to 64 fewer are not yet started; and a message that
+ * waits for another thread's post to its own actor may wait for ever (that post waits for
+ * room the message holds).
  *
  * Completion contract: every message that arpc_actor_post accepted (ARPC_OK) is delivered
  * exactly once: fn(actor, arg, ARPC_OK) on the actor's thread, or, when the actor is stopped
@@ -37,7 +42,8 @@ typedef void (*arpc_actor_fn)(arpc_actor *actor, void *arg, int status);
 
 typedef struct arpc_actor_options {
     unsigned mailbox_size; /* messages posted and not yet started before other threads' posts
-                            * wait (exact; the actor's own posts may go past it); 0 = 4096 */
+                            * wait (never exceeded; the actor's own posts may go past it; room
+                            * comes back in batches, see Back-pressure); 0 = 4096 */
     const char *name;      /* thread name for debuggers (at most 15 chars are kept); may be NULL */
     unsigned poll_us;      /* 0 (default): an idle actor sleeps at once. Else, before sleeping,
                             * it polls its mailbox for up to this long (capped at 1,000),
