@@ -50,6 +50,7 @@ struct arpc_loop {
     atomic_uint l_queued;          /* submitted tasks not yet started (the bound's count) */
     unsigned l_submit_bound;       /* other threads' submits wait while l_queued is there */
     atomic_uint l_room_waiters;    /* submits waiting for room outside l_entry: the free waits */
+    atomic_uint l_room_steps;      /* of those, the ones claiming the loop for a step: a driver waits */
     struct arpc_node_pool l_tasks; /* the submitted tasks' nodes */
     _Atomic uint64_t l_wakeups;    /* wake_cb runs, for tests; written by the loop thread only */
 
@@ -130,6 +131,9 @@ void loop_cold_fini(arpc_loop *loop); /* before the ev loop goes: its watcher an
 /* loop.c */
 void loop_finish(arpc_loop *loop);               /* loop thread: final drain and hooks; once */
 int loop_claim(arpc_loop *loop);                 /* IDLE -> RUNNING, or ARPC_EBUSY / ARPC_ESHUTDOWN */
+/* After a loop_claim that said ARPC_EBUSY: true when the claim may succeed in a moment, as the
+ * holder is only a submitter's step (loop_lanes.c) or the loop is free again. */
+bool loop_busy_briefly(arpc_loop *loop);
 void loop_end_run(arpc_loop *loop);              /* after a run that saw l_finished: free or mark DONE */
 void loop_release(arpc_loop *loop);              /* a caller-driven run gives the loop back (IDLE) */
 /* Not on the loop thread: sleeps until nobody runs the loop; returns IDLE or DONE. */

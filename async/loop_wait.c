@@ -184,6 +184,10 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             c->c_sleep(c->c_arg, until_ns); /* its thread, or whoever stopped it, finishes c */
             continue;
         }
+        if (driven && loop_busy_briefly(loop)) {
+            sched_yield(); /* a submitter's step (async/loop_lanes.c): over in a moment */
+            continue;
+        }
         if (driven) {
             /* A waiter drives it and may give it back any moment: look again soon. */
             uint64_t slice = arpc_deadline_after(now, 1);
@@ -204,7 +208,12 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
     struct loop_cond c = {future_done, future_sleep, future_settling, f};
-    int rc = loop_drive(loop, &c, arpc_deadline_from_ms(timeout_ms), timeout_ms == 0, f);
+    uint64_t until = arpc_deadline_from_ms(timeout_ms);
+    int rc;
+    unsigned attempt = 0;
+    /* A submitter's step (async/loop_lanes.c) holds the loop for a moment: wait it out. */
+    while ((rc = loop_drive(loop, &c, until, timeout_ms == 0, f)) == ARPC_EBUSY && loop_busy_briefly(loop))
+        arpc_backoff_spin(&attempt);
     if (rc == ARPC_EBUSY || rc == ARPC_EPENDING || rc == ARPC_ESHUTDOWN)
         return rc;
     return arpc_future_poll(f);

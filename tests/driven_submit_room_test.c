@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "arpc/error.h"
+#include "arpc/future.h"
 #include "arpc/loop.h"
 #include "support/test_util.h"
 
@@ -124,11 +125,66 @@ static void test_step_that_destroys_the_loop(void **state)
     sem_destroy(&e.done);
 }
 
+/* A submitter's step holds the loop for a moment: a driver's arpc_loop_run_until meanwhile
+ * waits it out instead of saying ARPC_EBUSY ("another thread runs the loop"), which before
+ * the steps no submitter ever caused. */
+#define RACE_TASKS 20000
+
+struct racer {
+    arpc_loop *loop;
+    atomic_bool done;
+    int ran; /* the loop thread's: whichever thread runs it, one at a time */
+    int submit_failed;
+};
+
+static void race_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    ((struct racer *)arg)->ran++;
+}
+
+static void *submit_many(void *arg)
+{
+    struct racer *r = arg;
+    for (int i = 0; i < RACE_TASKS; i++)
+        r->submit_failed += arpc_loop_submit(r->loop, race_task, r) != ARPC_OK;
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+static void test_driver_never_busy_because_of_a_step(void **state)
+{
+    (void)state;
+    arpc_loop_options opts = {.submit_ring_size = BOUND};
+    struct racer r = {0};
+    atomic_init(&r.done, false);
+    assert_int_equal(ARPC_OK, arpc_loop_create(&r.loop, &opts));
+    arpc_future *f;
+    assert_int_equal(ARPC_OK, arpc_future_create(&f)); /* never completes: each run is one step */
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, submit_many, &r));
+    long busy = 0, runs = 0;
+    while (!atomic_load(&r.done)) {
+        int rc = arpc_loop_run_until(r.loop, f, 0);
+        busy += rc == ARPC_EBUSY;
+        runs++;
+        CHECK(rc == ARPC_EPENDING || rc == ARPC_EBUSY);
+    }
+    pthread_join(th, NULL);
+    print_message("%ld runs, %ld busy\n", runs, busy);
+    assert_int_equal(0, busy);
+    assert_int_equal(0, r.submit_failed);
+    arpc_loop_destroy(r.loop); /* its final drain runs what is left */
+    assert_int_equal(RACE_TASKS, r.ran);
+    arpc_future_release(f); /* pending, never handed to anyone: cancelled */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_at_bound_drives_idle_loop),
         cmocka_unit_test(test_step_that_destroys_the_loop),
+        cmocka_unit_test(test_driver_never_busy_because_of_a_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
