@@ -13,12 +13,12 @@
  *
  * The bound. A poster on another thread takes a place in a_queued before it pushes
  * (fetch_add, inside a_entry; past the bound it gives the place back and, if it may wait,
- * leaves the entry and waits with arpc_backoff_spin, then tries again; else ARPC_EAGAIN). The actor gives places back as it starts jobs, in
- * batches: every ACTOR_GIVE_BACK jobs and whenever it starts the last job of a take (so with
- * a small bound, room comes back at least once per take). Only failed takers push the count
- * past the bound, and only until they undo, so the jobs posted and not yet started never
- * exceed the bound unless the actor posted them to itself: its own posts count but never
- * wait (it cannot wait for itself to make room).
+ * leaves the entry and waits with arpc_backoff_spin, then tries again; else ARPC_EAGAIN).
+ * The actor gives places back as it starts jobs, in batches: every ACTOR_GIVE_BACK jobs and
+ * whenever it starts the last job of a take (so with a small bound, room comes back at least
+ * once per take). Only failed takers push the count past the bound, and only until they undo,
+ * so the jobs posted and not yet started never exceed the bound unless the actor posted them
+ * to itself: its own posts count but never wait (it cannot wait for itself to make room).
  *
  * Room waiters (arpc_actor_on_room) are a second CAS stack, a_rooms, and a flag,
  * a_room_wanted. An arming pushes its waiter, sets the flag, then reads a_queued; the actor
@@ -46,8 +46,8 @@
  * its last touch, its wake-up (waiting for room happens outside, and gives up when it sees
  * the close; such a waiter is counted in a_room_waiters from before it leaves the entry, and
  * destroy waits for that count before it frees: a destroy used to free the actor under a
- * poster's next look at a_queued). Then it sets a_closed: from there the mailbox only shrinks. An actor
- * that read a_closed == true before a drain that found nothing has run every accepted job
+ * poster's next look at a_queued). Then it sets a_closed: from there the mailbox only
+ * shrinks. An actor that read a_closed == true before a drain that found nothing has run every accepted job
  * and may exit (DRAIN). For DISCARD the stopper sets a_discard first, so the actor stops as
  * early as possible; the actor checks it between jobs (the job in progress always finishes). Whatever is left after the thread has been
  * joined (the rest of its take, then the mailbox) is cancelled by the stopper, which is the
