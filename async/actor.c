@@ -47,10 +47,11 @@
  * the close; such a waiter is counted in a_room_waiters from before it leaves the entry, and
  * destroy waits for that count before it frees: a destroy used to free the actor under a
  * poster's next look at a_queued). Then it sets a_closed: from there the mailbox only
- * shrinks. An actor that read a_closed == true before a drain that found nothing has run every accepted job
- * and may exit (DRAIN). For DISCARD the stopper sets a_discard first, so the actor stops as
- * early as possible; the actor checks it between jobs (the job in progress always finishes). Whatever is left after the thread has been
- * joined (the rest of its take, then the mailbox) is cancelled by the stopper, which is the
+ * shrinks. An actor that read a_closed == true before a drain that found nothing has run
+ * every accepted job and may exit (DRAIN). For DISCARD the stopper sets a_discard first, so
+ * the actor stops as early as possible; the actor checks it between jobs (the job in
+ * progress always finishes). Whatever is left after the thread has been joined (the rest of
+ * its take, then the mailbox) is cancelled by the stopper, which is the
  * mailbox's only consumer once pthread_join has returned (join is the happens-before edge),
  * and so are the room waiters still armed (ARPC_ESHUTDOWN).
  *
