@@ -277,6 +277,17 @@ int loop_claim(arpc_loop *loop)
     return s == LOOP_DONE ? ARPC_ESHUTDOWN : ARPC_EBUSY;
 }
 
+/* loop_claim for a run that keeps the loop (start, run): a submitter's step holding it for
+ * a moment (loop_lanes.c) is waited out, not reported as ARPC_EBUSY. */
+static int loop_claim_run(arpc_loop *loop)
+{
+    int rc;
+    unsigned attempt = 0;
+    while ((rc = loop_claim(loop)) == ARPC_EBUSY && loop_busy_briefly(loop))
+        arpc_backoff_spin(&attempt);
+    return rc;
+}
+
 static void *loop_thread_main(void *arg)
 {
     arpc_loop *loop = arg;
@@ -300,7 +311,7 @@ int arpc_loop_start(arpc_loop *loop)
     if (loop == NULL || loop->l_owned)
         return ARPC_EINVAL; /* the application runs a wrapped or pollable loop */
     pthread_mutex_lock(&loop->l_mtx);
-    int rc = loop_claim(loop);
+    int rc = loop_claim_run(loop);
     if (rc == ARPC_OK) {
         pthread_t thread;
         if (arpc_thread_create(&thread, loop_thread_main, loop) != 0) { /* takes no signals */
@@ -319,7 +330,7 @@ int arpc_loop_run(arpc_loop *loop)
 {
     if (loop == NULL || loop->l_owned)
         return ARPC_EINVAL;
-    int rc = loop_claim(loop);
+    int rc = loop_claim_run(loop);
     if (rc != ARPC_OK)
         return rc;
     loop_body(loop);

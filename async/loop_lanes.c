@@ -25,8 +25,8 @@
  * Nor can the caller of a caller-driven loop that nobody runs (it would run it next, and a
  * single-threaded program waited there for ever): a waiter finding such a loop idle claims it
  * and runs a non-blocking step itself (loop_step_for_room), counted in l_room_steps from
- * before the claim, so that a driver finding the loop claimed by such a step waits for it
- * instead of reporting ARPC_EBUSY (loop_busy_briefly). Only failed takers push the count past the
+ * before the claim, so that a driver, start or run finding the loop claimed by such a step
+ * waits for it instead of reporting ARPC_EBUSY (loop_busy_briefly). Only failed takers push the count past the
  * bound, and only until they undo, so the tasks submitted and not yet started never exceed
  * the bound unless the loop itself submitted them.
  *

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -179,12 +180,61 @@ static void test_driver_never_busy_because_of_a_step(void **state)
     arpc_future_release(f); /* pending, never handed to anyone: cancelled */
 }
 
+/* Nor do arpc_loop_start and arpc_loop_run say ARPC_EBUSY ("already running") because a
+ * submitter is in the middle of a step: the loop's thread, or its lender, takes over. */
+struct taker {
+    arpc_loop *loop;
+    atomic_int ran;
+    int submit_failed;
+    bool stop_after;
+};
+
+static void take_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    atomic_fetch_add(&((struct taker *)arg)->ran, 1);
+}
+
+static void *submit_then_stop(void *arg)
+{
+    struct taker *t = arg;
+    for (int i = 0; i < RACE_TASKS; i++)
+        t->submit_failed += arpc_loop_submit(t->loop, take_task, t) != ARPC_OK;
+    if (t->stop_after)
+        arpc_loop_stop(t->loop);
+    return NULL;
+}
+
+static void test_start_and_run_while_a_submitter_steps(void **state)
+{
+    (void)state;
+    for (int run = 0; run < 2; run++) {
+        arpc_loop_options opts = {.submit_ring_size = BOUND};
+        struct taker t = {.stop_after = run};
+        atomic_init(&t.ran, 0);
+        assert_int_equal(ARPC_OK, arpc_loop_create(&t.loop, &opts));
+        pthread_t th;
+        assert_int_equal(0, pthread_create(&th, NULL, submit_then_stop, &t));
+        while (atomic_load(&t.ran) < 100) /* the submitter steps the loop by now */
+            sched_yield();
+        if (run)
+            assert_int_equal(ARPC_OK, arpc_loop_run(t.loop)); /* until the submitter stops it */
+        else
+            assert_int_equal(ARPC_OK, arpc_loop_start(t.loop));
+        pthread_join(th, NULL);
+        arpc_loop_destroy(t.loop);
+        assert_int_equal(0, t.submit_failed);
+        assert_int_equal(RACE_TASKS, atomic_load(&t.ran));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_at_bound_drives_idle_loop),
         cmocka_unit_test(test_step_that_destroys_the_loop),
         cmocka_unit_test(test_driver_never_busy_because_of_a_step),
+        cmocka_unit_test(test_start_and_run_while_a_submitter_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

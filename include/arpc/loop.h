@@ -17,8 +17,8 @@
  * arpc_loop_run_until) that nobody runs, nobody else would make room: a submitter at the
  * bound runs the loop itself meanwhile, one non-blocking step at a time, as a wait for one of
  * its futures would (tasks and callbacks then run on its thread, the loop thread meanwhile;
- * a wait or arpc_loop_run_until on another thread waits for such a step to end rather than
- * report ARPC_EBUSY).
+ * a wait, arpc_loop_run_until, arpc_loop_run or arpc_loop_start on another thread waits for
+ * such a step to end rather than report ARPC_EBUSY).
  *
  * Completion contract: a task that arpc_loop_submit() accepted (returned ARPC_OK) runs
  * exactly once, on the loop thread, even if the loop is stopped meanwhile: stopping runs
