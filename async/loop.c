@@ -244,12 +244,15 @@ enum loop_state loop_state_wait(arpc_loop *loop)
 {
     for (;;) {
         uint32_t s = atomic_load_explicit(&loop->l_state, memory_order_acquire);
-        if ((s & ~(uint32_t)LOOP_WAITED) != LOOP_RUNNING)
-            return (enum loop_state)s;
-        if (!(s & LOOP_WAITED) && !atomic_compare_exchange_weak_explicit(&loop->l_state, &s, s | LOOP_WAITED,
-                                                                          memory_order_acq_rel, memory_order_acquire))
-            continue; /* the run ended, or another waiter marked it: look again */
-        arpc_futex_wait((const uint32_t *)&loop->l_state, LOOP_RUNNING | LOOP_WAITED, ARPC_NEVER);
+        if ((s & ~LOOP_FLAGS) != LOOP_RUNNING)
+            return (enum loop_state)s; /* IDLE or DONE: no flags */
+        if (!(s & LOOP_WAITED)) {
+            if (!atomic_compare_exchange_weak_explicit(&loop->l_state, &s, s | LOOP_WAITED, memory_order_acq_rel,
+                                                       memory_order_acquire))
+                continue; /* the run ended, or another waiter marked it: look again */
+            s |= LOOP_WAITED;
+        }
+        arpc_futex_wait((const uint32_t *)&loop->l_state, s, ARPC_NEVER);
     }
 }
 

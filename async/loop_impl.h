@@ -26,8 +26,11 @@
 #define LOOP_FIRE_BATCH 1024u  /* deadlines per timer callback, for the same reason */
 
 /* Who runs a loop (l_state). LOOP_WAITED is or'ed into LOOP_RUNNING by a thread that sleeps
- * on the word until the run ends, so that ending a run costs a futex wake only then. */
-enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE, LOOP_WAITED = 4 };
+ * on the word until the run ends, so that ending a run costs a futex wake only then.
+ * LOOP_STEP is or'ed into it by a submitter's step (loop_lanes.c), so that a claim failing on
+ * it knows to wait a moment instead of reporting ARPC_EBUSY. */
+enum loop_state { LOOP_IDLE, LOOP_RUNNING, LOOP_DONE, LOOP_WAITED = 4, LOOP_STEP = 8 };
+#define LOOP_FLAGS ((uint32_t)(LOOP_WAITED | LOOP_STEP)) /* only ever with LOOP_RUNNING */
 
 struct loop_hook {
     void (*fn)(arpc_loop *loop, void *arg);
@@ -50,7 +53,6 @@ struct arpc_loop {
     atomic_uint l_queued;          /* submitted tasks not yet started (the bound's count) */
     unsigned l_submit_bound;       /* other threads' submits wait while l_queued is there */
     atomic_uint l_room_waiters;    /* submits waiting for room outside l_entry: the free waits */
-    atomic_uint l_room_steps;      /* of those, the ones claiming the loop for a step: a driver waits */
     struct arpc_node_pool l_tasks; /* the submitted tasks' nodes */
     _Atomic uint64_t l_wakeups;    /* wake_cb runs, for tests; written by the loop thread only */
 

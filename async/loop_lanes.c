@@ -24,9 +24,9 @@
  * task. The loop thread's own submits count too but never wait (it cannot wait for itself).
  * Nor can the caller of a caller-driven loop that nobody runs (it would run it next, and a
  * single-threaded program waited there for ever): a waiter finding such a loop idle claims it
- * and runs a non-blocking step itself (loop_step_for_room), counted in l_room_steps from
- * before the claim, so that a driver, start or run finding the loop claimed by such a step
- * waits for it instead of reporting ARPC_EBUSY (loop_busy_briefly). Only failed takers push the count past the
+ * and runs a non-blocking step itself (loop_step_for_room), its claim marked LOOP_STEP, so
+ * that a driver, start or run finding the loop claimed by such a step waits for it instead of
+ * reporting ARPC_EBUSY (loop_busy_briefly). Only failed takers push the count past the
  * bound, and only until they undo, so the tasks submitted and not yet started never exceed
  * the bound unless the loop itself submitted them.
  *
@@ -167,7 +167,6 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     atomic_init(&loop->l_wake_pending, 0);
     atomic_init(&loop->l_queued, 0);
     atomic_init(&loop->l_room_waiters, 0);
-    atomic_init(&loop->l_room_steps, 0);
     loop->l_submit_bound = submit_bound;
     arpc_node_pool_init(&loop->l_tasks, sizeof(struct loop_task));
 }
@@ -326,23 +325,20 @@ static bool loop_step_for_room(arpc_loop *loop)
 {
     if (loop->l_owned || atomic_load_explicit(&loop->l_started, memory_order_acquire))
         return true; /* its thread, or its owner's steps, make room */
-    /* Counted before the claim, so a driver that finds the loop claimed knows to wait for us
-     * instead of saying ARPC_EBUSY (loop_busy_briefly). */
-    atomic_fetch_add(&loop->l_room_steps, 1);
-    if (loop_claim(loop) != ARPC_OK) {
-        atomic_fetch_sub(&loop->l_room_steps, 1);
+    /* Claimed as a step, so a driver that finds the loop claimed knows to wait for us instead
+     * of saying ARPC_EBUSY (loop_busy_briefly). */
+    uint32_t idle = LOOP_IDLE;
+    if (!atomic_compare_exchange_strong_explicit(&loop->l_state, &idle, LOOP_RUNNING | LOOP_STEP,
+                                                 memory_order_acquire, memory_order_relaxed))
         return true; /* someone runs it (or it finished: the caller sees the close) */
-    }
     arpc_loop *outer = loop_tl_current;
     loop_tl_current = loop;
     ev_run(loop->l_ev, EVRUN_NOWAIT); /* the wake-up of the tasks that fill it is pending */
     loop_tl_current = outer;
     if (!loop->l_finished) {
         loop_release(loop);
-        atomic_fetch_sub(&loop->l_room_steps, 1);
         return true;
     }
-    atomic_fetch_sub(&loop->l_room_steps, 1);
     atomic_fetch_sub(&loop->l_room_waiters, 1); /* before the free it may lead to */
     loop_end_run(loop);
     return false;
@@ -352,8 +348,10 @@ bool loop_busy_briefly(arpc_loop *loop)
 {
     if (loop->l_owned)
         return false; /* only its owner runs it, never a submitter */
-    uint32_t s = atomic_load_explicit(&loop->l_state, memory_order_acquire) & ~(uint32_t)LOOP_WAITED;
-    return s == LOOP_IDLE || (s == LOOP_RUNNING && atomic_load(&loop->l_room_steps) != 0);
+    /* One word: a claim that failed on a step (or on a run that has ended since) tries again;
+     * one that failed on a real run says ARPC_EBUSY. */
+    uint32_t s = atomic_load_explicit(&loop->l_state, memory_order_acquire);
+    return s == LOOP_IDLE || (s & LOOP_STEP);
 }
 
 /* Another thread's submit, outside the lane's entry and counted in l_room_waiters, waits

@@ -175,7 +175,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
         uint64_t now = arpc_now_ns();
         if (until_ns != ARPC_NEVER && now >= until_ns)
             return ARPC_EPENDING;
-        uint32_t state = atomic_load_explicit(&loop->l_state, memory_order_acquire) & ~(uint32_t)LOOP_WAITED;
+        uint32_t state = atomic_load_explicit(&loop->l_state, memory_order_acquire) & ~LOOP_FLAGS;
         bool driven = state == LOOP_RUNNING;
         bool own_thread = atomic_load_explicit(&loop->l_started, memory_order_acquire) ||
                           (loop->l_owned && !loop_owned_here(loop));
