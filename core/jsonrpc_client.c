@@ -140,14 +140,17 @@ static bool starts_with(const char *s, const char *prefix) { return strncmp(s, p
 static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t len)
 {
     json_error_t jerr;
-    /* \u0000 in a string is JSON (our server answers with it: jsonrpc_server.c) */
-    json_t *resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
+    /* \u0000 in a string is JSON (our server answers with it: jsonrpc_server.c). A key twice
+     * in one object breaks the protocol: which "id", "error" or "result" counts is the
+     * parser's guess (jansson's the last, others' the first), so no call is ended by it. */
+    json_t *resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     /* An integer outside int64 (a Go server's uint64 above 2^63-1) is JSON that jansson holds
      * only as a real: read so, for the id and the error, while the result is handed over as
      * the server wrote it (below). */
     bool big = false;
     if (resp == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
-        big = (resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr)) != NULL;
+        big = (resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+                                 &jerr)) != NULL;
     const json_t *id = json_object_get(resp, "id");
     uint64_t id_value = 0;
     if (json_is_integer(id))

@@ -287,8 +287,9 @@ static char *jsonrpc_skimmed_id(const struct jsonrpc_skim *sk)
 }
 
 /* A request that is JSON but that jansson cannot hold (an integer outside int64, a key with
- * \u0000): the stream is still in step (jsonrpc_scan delimited the object), so it is
- * answered with an error by its id, and the connection goes on. */
+ * \u0000) or that is refused (a key twice): the stream is still in step (jsonrpc_scan
+ * delimited the object), so it is answered with an error by its id (id null when "id" is the
+ * key twice: which one was meant is the question), and the connection goes on. */
 static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, size_t len, const char *what)
 {
     struct jsonrpc_skim sk;
@@ -298,9 +299,25 @@ static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, si
     uint64_t xid = jsonrpc_track(sc, id);
     if (xid == 0)
         return;
-    char msg[128];
-    int n = snprintf(msg, sizeof(msg), "jsonrpc: request not taken: %s", what);
-    jsonrpc_fail(sc, xid, msg, (size_t)n);
+    char msg[ARPC_LOG_FIELD_MAX + 128];
+    snprintf(msg, sizeof(msg), "jsonrpc: request not taken: %s", what);
+    jsonrpc_fail(sc, xid, msg, strlen(msg));
+}
+
+/* How requests are read. \u0000 is a JSON string's character like any other: kept
+ * (json_string_length). A key twice in one object, at any depth, is refused: parsers disagree
+ * on which of the two counts (jansson and Go keep the last, others the first), so a proxy or
+ * filter in front of the server could check one method, id or parameter while the handler
+ * runs with the other (RFC 8259 leaves it to the parser; I-JSON, RFC 7493, forbids it). */
+#define JSONRPC_REQUEST_FLAGS (JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES)
+
+/* What jansson says of a key twice, for the answer: its text quotes the peer's bytes (the
+ * key), so they are escaped. */
+static void jsonrpc_why_duplicate(const json_error_t *jerr, char *why, size_t size)
+{
+    char text[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(text, sizeof(text), jerr->text, strlen(jerr->text));
+    snprintf(why, size, "a key twice in one object (%s)", text);
 }
 
 /* One whole request object, p[0..len). */
@@ -308,20 +325,26 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
 {
     sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
     json_error_t jerr;
-    /* \u0000 is a JSON string's character like any other: kept (json_string_length). */
-    json_t *req = json_loadb((const char *)p, len, JSON_ALLOW_NUL, &jerr);
-    if (req == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
-        /* jansson stopped at the number: whether the rest is JSON is known only by parsing
-         * it again, integers as reals (then only a real beyond double's range stops it). */
+    json_t *req = json_loadb((const char *)p, len, JSONRPC_REQUEST_FLAGS, &jerr);
+    if (req == NULL && (json_error_code(&jerr) == json_error_numeric_overflow ||
+                        json_error_code(&jerr) == json_error_duplicate_key)) {
+        /* jansson stopped at the number or the key: whether the rest is JSON is known only by
+         * parsing it again, integers as reals and keys as they come (then only a real beyond
+         * double's range stops it). */
         json_error_t again;
         json_t *v = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &again);
         bool held = v != NULL;
         json_decref(v);
         if (held || json_error_code(&again) == json_error_numeric_overflow ||
             json_error_code(&again) == json_error_null_byte_in_key) {
-            jsonrpc_unrepresentable(sc, p, len,
-                                    held ? "an integer outside int64 (the server's JSON library holds no larger)"
-                                         : "a number outside the range the server's JSON library holds");
+            char why[ARPC_LOG_FIELD_MAX + 64];
+            if (json_error_code(&jerr) == json_error_duplicate_key)
+                jsonrpc_why_duplicate(&jerr, why, sizeof(why));
+            else
+                snprintf(why, sizeof(why), "%s",
+                         held ? "an integer outside int64 (the server's JSON library holds no larger)"
+                              : "a number outside the range the server's JSON library holds");
+            jsonrpc_unrepresentable(sc, p, len, why);
             return;
         }
         jerr = again; /* not JSON: malformed, below */

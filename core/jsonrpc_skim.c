@@ -41,21 +41,21 @@ static void skim_space(struct jsonrpc_skim *sk)
         sk->sk_id_spaces++;
 }
 
-/* A value begins: for "id", the last one counts (as a JSON parser keeps the last). */
+/* A value begins. A second "id" leaves no id to answer by: parsers disagree on which of two
+ * counts (jansson and Go keep the last, others the first), so neither is trusted. */
 static void skim_value_begins(struct jsonrpc_skim *sk, uint8_t b)
 {
     sk->sk_where = W_IN_VALUE;
-    if (sk->sk_key_is_id) {
-        sk->sk_id_len = 0;
-        sk->sk_id_spaces = 0;
-        sk->sk_id_state = JSONRPC_SKIM_ID_NONE;
-    }
+    if (sk->sk_key_is_id && sk->sk_id_state != JSONRPC_SKIM_ID_NONE)
+        sk->sk_id_state = JSONRPC_SKIM_ID_TWICE;
+    if (sk->sk_id_state == JSONRPC_SKIM_ID_TWICE)
+        sk->sk_key_is_id = false; /* nothing more is kept */
     skim_keep(sk, b);
 }
 
 static void skim_value_ends(struct jsonrpc_skim *sk)
 {
-    if (sk->sk_key_is_id && sk->sk_id_state != JSONRPC_SKIM_ID_TOO_LONG)
+    if (sk->sk_key_is_id && sk->sk_id_state == JSONRPC_SKIM_ID_NONE)
         sk->sk_id_state = JSONRPC_SKIM_ID_KEPT; /* the spaces before the ',' or '}' never kept */
     sk->sk_key_is_id = false;
     sk->sk_where = W_KEY;

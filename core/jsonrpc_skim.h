@@ -19,6 +19,7 @@ enum jsonrpc_skim_id {
     JSONRPC_SKIM_ID_NONE,   /* no "id" key (yet) */
     JSONRPC_SKIM_ID_KEPT,   /* sk_id[0..sk_id_len) is its value's text, as sent */
     JSONRPC_SKIM_ID_TOO_LONG,
+    JSONRPC_SKIM_ID_TWICE,  /* "id" is a key more than once: no id to answer by (ambiguous) */
 };
 
 struct jsonrpc_skim {

@@ -481,6 +481,68 @@ static void test_big_integer_does_not_excuse_bad_json(void **state)
         fail_msg("expected id 1 not taken (a number), then malformed, in:\n%s", got);
 }
 
+/* A key twice in one object (the id, the method, params, or nested in them) is a request not
+ * taken, answered by its id (null when "id" is the key twice, spelled with escapes or not),
+ * and the connection goes on; bad JSON after the key is still malformed. (Before, jansson
+ * kept the last of each: {"method":"T.Safe","method":"T.Echo"} ran T.Echo, which a proxy
+ * that reads the first would have let through as T.Safe; and the oversized path answered by
+ * the last "id".) */
+static void test_duplicate_keys_refused(void **state)
+{
+    (void)state;
+    static const char reqs[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":1,\"id\":2}\n"
+                               "{\"method\":\"T.Fail\",\"method\":\"T.Echo\",\"params\":[2],\"id\":3}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[3],\"params\":[4],\"id\":4}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[{\"k\":1,\"k\":2}],\"id\":5}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[1e999],\"id\":6,\"id\":7}\n"
+                               "{\"\\u0069d\":8,\"method\":\"T.Echo\",\"params\":[1],\"id\":9}\n"
+                               "{\"method\":\"T.Echo\",\"params\":[5],\"id\":10}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, reqs, sizeof(reqs) - 1), (ssize_t)(sizeof(reqs) - 1));
+    const char *got = read_lines(fd, 7);
+    static const char *const want[] = {
+        "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: request not taken: a key twice in one object "
+        "(duplicate object key near '\\\"id\\\"')\"}\n",
+        "{\"id\":3,\"result\":null,\"error\":\"jsonrpc: request not taken: a key twice in one object "
+        "(duplicate object key near '\\\"method\\\"')\"}\n",
+        "{\"id\":4,\"result\":null,\"error\":\"jsonrpc: request not taken: a key twice in one object "
+        "(duplicate object key near '\\\"params\\\"')\"}\n",
+        "{\"id\":5,\"result\":null,\"error\":\"jsonrpc: request not taken: a key twice in one object "
+        "(duplicate object key near '\\\"k\\\"')\"}\n",
+        "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: request not taken: a number outside",
+        "{\"id\":10,\"result\":5,\"error\":null}\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (strstr(got, want[i]) == NULL)
+            fail_msg("expected %s in:\n%s", want[i], got);
+    const char *first_null = strstr(got, "{\"id\":null,");
+    const char *escaped = first_null != NULL ? strstr(first_null + 1, "{\"id\":null,") : NULL;
+    if (escaped == NULL || strstr(escaped + 1, "{\"id\":null,") == NULL || strstr(got, "\"result\":1,") != NULL ||
+        strstr(got, "\"result\":2,") != NULL || strstr(got, "\"result\":4,") != NULL)
+        fail_msg("expected three answers by id null, none run, in:\n%s", got);
+    close(fd);
+    /* Not JSON past the key: malformed, as without it (answered, then closed). */
+    static const char bad[] = "{\"id\":1,\"id\":2,]}\n{\"method\":\"T.Echo\",\"params\":[5],\"id\":3}\n";
+    got = send_until_closed(addr, bad, sizeof(bad) - 1);
+    if (strstr(got, "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: malformed request") != got ||
+        strstr(got, "\"id\":3") != NULL)
+        fail_msg("expected only malformed, in:\n%s", got);
+}
+
+/* A response with a key twice breaks the protocol (which id, error or result counts is the
+ * parser's guess): the client closes, and no call ends by it. (Before, jansson kept the last
+ * "result", or the first where an integer outside int64 made the client copy the text, and
+ * the last "id": a call ended with a result a proxy reading the first never saw.) */
+static void test_client_refuses_duplicate_keys(void **state)
+{
+    (void)state;
+    fake_call("{\"id\":1,\"result\":1,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":1,\"result\":99999999999999999999,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":7,\"id\":1,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"failed\",\"error\":null}\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":1,\"result\":{\"a\":1,\"a\":2},\"error\":null}\n", ARPC_ECONNLOST, NULL);
+}
+
 /* The first byte chooses the codec, once: a connection that began with an arpc PING (answered
  * before any HELLO) and then sends '{' is not turned into a JSON-RPC one; the server answers
  * in arpc frames only (PONG, then GOAWAY for the bytes that are no frame) and closes. */
@@ -646,6 +708,8 @@ int main(void)
         cmocka_unit_test(test_unrepresentable_json_answered),
         cmocka_unit_test(test_client_takes_nul_in_strings),
         cmocka_unit_test(test_big_integer_does_not_excuse_bad_json),
+        cmocka_unit_test(test_duplicate_keys_refused),
+        cmocka_unit_test(test_client_refuses_duplicate_keys),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };
