@@ -16,7 +16,10 @@
  *     null or empty; a string may hold \u0000. jansson holds integers in int64: a request
  *     with an integer outside it (e.g. a uint64 above 2^63-1), a number beyond double's
  *     range, or a key holding \u0000, is answered with an error by its id (an integer id as
- *     it was sent) and the connection goes on; if the rest of it is not JSON, it is malformed. arpc_request_client_id() is 0 (a JSON-RPC peer has no client id, so its
+ *     it was sent) and the connection goes on; if the rest of it is not JSON, it is malformed.
+ *     So is a request with a key twice in one object, at any depth (parsers disagree on which
+ *     counts): answered "jsonrpc: request not taken: a key twice in one object (...)" by its
+ *     id (null when "id" is the key twice), and nothing runs. arpc_request_client_id() is 0 (a JSON-RPC peer has no client id, so its
  *     calls are not numbered: no at-most-once, and JSON-RPC has no retries to deduplicate);
  *   - the bytes given to arpc_reply() must be one JSON value: they become "result" as they
  *     are. Anything else (empty, not JSON) is answered with an error instead (and logged);
@@ -57,7 +60,8 @@
  *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
  *                   service/method request ill-formed: ...": the text is the data
  *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run)
- *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol: logged) before
+ *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
+ *                   without a numeric id or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls
  *                   end ARPC_ECONNLOST at once; connect a new client
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
