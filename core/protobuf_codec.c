@@ -40,6 +40,10 @@ static void *pb_alloc_noting(void *data, size_t size)
 
 ProtobufCMessage *protobuf_unpack(const ProtobufCMessageDescriptor *desc, const void *data, size_t len, int *rc)
 {
+    if (!protobuf_depth_ok(desc, data, len, ARPC_PROTOBUF_MAX_DEPTH)) {
+        *rc = ARPC_ETOOLARGE; /* protobuf-c would recurse once per level, without a limit */
+        return NULL;
+    }
     struct noting_allocator na = {.na_base = {.alloc = pb_alloc_noting, .free = pb_free}};
     na.na_base.allocator_data = &na;
     /* An empty body is a message with every field at its default (proto3 packs it so). */
@@ -73,7 +77,7 @@ int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor 
     size_t len = 0;
     const void *data = arpc_future_data(f, &len);
     *out = protobuf_unpack(output, data, len, &rc);
-    return rc;
+    return rc == ARPC_ETOOLARGE ? ARPC_EDECODE : rc; /* too deep: not unpacked, as bad bytes are not */
 }
 
 void arpc_protobuf_free(ProtobufCMessage *msg)

@@ -15,8 +15,14 @@
 extern ProtobufCAllocator protobuf_arpc_allocator;
 
 /* Unpacks data as a desc message through arpc's allocator. NULL with *rc ARPC_ENOMEM (an
- * allocation failed) or ARPC_EDECODE (not such a message). Free it with arpc_protobuf_free. */
+ * allocation failed), ARPC_ETOOLARGE (messages nested deeper than ARPC_PROTOBUF_MAX_DEPTH:
+ * not unpacked) or ARPC_EDECODE (not such a message). Free it with arpc_protobuf_free. */
 ProtobufCMessage *protobuf_unpack(const ProtobufCMessageDescriptor *desc, const void *data, size_t len, int *rc);
+
+/* False when the desc message packed in p[0..len) holds messages nested more than depth_left
+ * levels deep, the message itself counting one (core/protobuf_depth.c). Malformed bytes are
+ * not refused here. Pure; its own recursion is at most depth_left deep. */
+bool protobuf_depth_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len, unsigned depth_left);
 
 /* "package.Service.Method" for method i of d into buf; false if it does not fit in size. */
 bool protobuf_method_name(const ProtobufCServiceDescriptor *d, unsigned i, char *buf, size_t size);

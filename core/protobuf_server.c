@@ -115,6 +115,9 @@ static void pb_handler(arpc_request *req, void *ctx)
         arpc_free(call);
         if (rc == ARPC_ENOMEM)
             snprintf(why, sizeof(why), "%s: out of memory unpacking the request", arpc_request_method(req));
+        else if (rc == ARPC_ETOOLARGE)
+            snprintf(why, sizeof(why), "%s: the request nests messages more than %d deep", arpc_request_method(req),
+                     ARPC_PROTOBUF_MAX_DEPTH);
         else
             snprintf(why, sizeof(why), "%s: the request is not a valid %s", arpc_request_method(req), md->input->name);
         arpc_reply_error(req, why);

@@ -24,6 +24,13 @@
 extern "C" {
 #endif
 
+/* The deepest nesting of messages arpc unpacks, the outer message counting one (protobuf's
+ * C++ default). protobuf-c unpacks a message field by recursion, without a limit of its own:
+ * a recursive type nested a few million deep overflows the unpacking thread's stack, so
+ * deeper bytes are refused before protobuf-c sees them (a request: the error below; a reply:
+ * ARPC_EDECODE). */
+#define ARPC_PROTOBUF_MAX_DEPTH 100
+
 /* ---- server ---- */
 
 /* Registers every method of service (a generated service, e.g. KV__KV__INIT(prefix_)) under
@@ -33,7 +40,8 @@ extern "C" {
  *
  * Each call: the request is unpacked as the method's input message (a request that does not
  * unpack is answered with an error, ARPC_EHANDLER at the caller, "kv.KV.Put: the request is
- * not a valid kv.PutRequest", and the method is not run); then service->invoke runs the
+ * not a valid kv.PutRequest", or "kv.KV.Put: the request nests messages more than 100 deep"
+ * past ARPC_PROTOBUF_MAX_DEPTH, and the method is not run); then service->invoke runs the
  * method with that input and a closure. The method calls the closure exactly once, before
  * returning or later from any thread, with its output message (borrowed: packed before the
  * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"; or
