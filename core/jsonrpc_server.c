@@ -485,22 +485,27 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
     return 0;
 }
 
+static const char jsonrpc_not_json[] = "jsonrpc: the handler's reply is not valid JSON";
+
 void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
                                const void **data, size_t *len)
 {
-    static const char not_json[] = "jsonrpc: the handler's reply is not valid JSON";
+    (void)xid;
     if (!sc->sc_speaks_json || *kind != ARPC_FRAME_REPLY || jsonrpc_valid(*data, *len))
         return;
-    arpc_log(ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid, sc->sc_conn.c_peer,
-             not_json);
-    *kind = ARPC_FRAME_ERROR;
+    *kind = ARPC_FRAME_ERROR; /* logged on the loop (jsonrpc_answer), within the peer's budget */
     *code = ARPC_EHANDLER;
-    *data = not_json;
-    *len = sizeof(not_json) - 1;
+    *data = jsonrpc_not_json;
+    *len = sizeof(jsonrpc_not_json) - 1;
 }
 
 static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len)
 {
+    /* Any method whose replies are not JSON (every binary one, arpc.methods) says so here at
+     * a JSON-RPC peer's call: the peer chooses how often, so the line is a peer's (peer_log). */
+    if (code == ARPC_EHANDLER && len == sizeof(jsonrpc_not_json) - 1 && memcmp(data, jsonrpc_not_json, len) == 0)
+        peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid,
+                 sc->sc_conn.c_peer, jsonrpc_not_json);
     if (code == ARPC_OK) { /* valid JSON: its handler's thread checked (jsonrpc_sconn_check_reply) */
         char *id = arpc_u64_map_take(&sc->sc_json->js_ids, xid);
         if (id != NULL)

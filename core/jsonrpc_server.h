@@ -43,7 +43,8 @@ bool jsonrpc_sconn_send_error(struct server_conn *sc, uint64_t xid, int code, co
 bool jsonrpc_sconn_is(const struct server_conn *sc);
 /* The replying thread, before it encodes a handler's reply for sc: on a JSON-RPC connection a
  * REPLY that is not valid JSON becomes an ARPC_EHANDLER error saying so (checked here, not on
- * the loop, which would parse every reply again while all its connections wait). */
+ * the loop, which would parse every reply again while all its connections wait; logged on
+ * the loop, as a peer's line, when it is answered). */
 void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
                                const void **data, size_t *len);
 #else

@@ -25,7 +25,9 @@
 
 #include "arpc/arpc.h"
 #include "arpc/jsonrpc.h"
+#include "base/clock.h"
 #include "core/frame.h"
+#include "core/peer_log.h"
 #include "support/test_util.h"
 
 #define WAIT_MS 30000 /* a loaded CI machine: bounds a hang, never a timing check */
@@ -576,6 +578,57 @@ static void test_codec_chosen_by_first_byte(void **state)
     assert_int_equal(2, frames);
 }
 
+/* A method whose replies are not JSON (any binary one; arpc.methods), called by a JSON-RPC
+ * peer as often as it likes: each call is answered with the error, but the server's log gets
+ * a peer's budget of lines (core/peer_log.h), not one per call. (Before, every call logged a
+ * WARN from the replying thread: 100 calls, 100 lines.) */
+#define NOT_JSON_CALLS 100
+static atomic_uint not_json_lines;
+
+static void count_not_json(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    if (strstr(line, "not valid JSON") != NULL)
+        atomic_fetch_add(&not_json_lines, 1);
+}
+
+static void test_not_json_replies_logged_within_budget(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    char to[128];
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK); /* its own loop: its own budget */
+    assert_int_equal(arpc_server_register(s, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    atomic_store(&not_json_lines, 0);
+    arpc_set_logger(count_not_json, NULL, ARPC_LOG_WARN);
+    static const char call[] = "{\"method\":\"T.NotJSON\",\"params\":[],\"id\":1}\n";
+    static char calls[NOT_JSON_CALLS * sizeof(call)];
+    size_t n = 0;
+    for (int i = 0; i < NOT_JSON_CALLS; i++, n += sizeof(call) - 1)
+        memcpy(calls + n, call, sizeof(call) - 1);
+    uint64_t t0 = arpc_now_ns();
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, calls, n), (ssize_t)n);
+    int answers = 0;
+    char buf[4096];
+    ssize_t r;
+    while (answers < NOT_JSON_CALLS && (r = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < r; i++)
+            answers += buf[i] == '\n';
+    double elapsed_s = (double)(arpc_now_ns() - t0) / 1e9;
+    close(fd);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_WARN);
+    assert_int_equal(answers, NOT_JSON_CALLS); /* every call answered */
+    /* Each interval of a second starts at its first line: over elapsed_s at most elapsed_s + 1. */
+    unsigned lines = atomic_load(&not_json_lines), bound = PEER_LOG_BURST * (unsigned)(elapsed_s + 2);
+    print_message("%d calls in %.2f s: %u lines (at most %u)\n", NOT_JSON_CALLS, elapsed_s, lines, bound);
+    assert_true(lines >= 1);
+    assert_true(lines <= bound);
+}
+
 static atomic_int auth_echo_runs;
 static void counting_echo(arpc_request *req, void *ctx)
 {
@@ -710,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_big_integer_does_not_excuse_bad_json),
         cmocka_unit_test(test_duplicate_keys_refused),
         cmocka_unit_test(test_client_refuses_duplicate_keys),
+        cmocka_unit_test(test_not_json_replies_logged_within_budget),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };
