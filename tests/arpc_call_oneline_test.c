@@ -100,6 +100,20 @@ static void test_line_that_says_the_same_is_dropped(void **state)
                         capture_end(&c));
 }
 
+/* WHAT (METHOD or ADDR, from the command line) holding a line feed or a terminal's escape is
+ * escaped as a server's message is: still one line. (Before, it was written raw: two lines,
+ * and the escape reached the terminal.) */
+static void test_what_escaped(void **state)
+{
+    (void)state;
+    call_log_start();
+    struct captured c;
+    capture_begin(&c);
+    assert_int_equal(10 + ARPC_ENOMETHOD, call_fail("a\nb\x1b[31m\\", ARPC_ENOMETHOD, "m", 1));
+    call_log_end(false);
+    assert_string_equal("arpc-call: a\\x0ab\\x1b[31m\\x5c: ARPC_ENOMETHOD: m\n", capture_end(&c));
+}
+
 static void test_many_long_lines_stay_one(void **state)
 {
     (void)state;
@@ -205,6 +219,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_line_that_adds_is_folded),
         cmocka_unit_test(test_line_that_says_the_same_is_dropped),
+        cmocka_unit_test(test_what_escaped),
         cmocka_unit_test(test_many_long_lines_stay_one),
         cmocka_unit_test(test_success_writes_the_lines),
 #ifdef ARPC_WITH_JSONRPC

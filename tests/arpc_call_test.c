@@ -329,6 +329,11 @@ static void test_json(void **state)
     RUN(&r, "--json", addr, "KV.Get", "{\"key\":");
     assert_int_equal(10 + ARPC_EINVAL, r.status);
     assert_string_equal("arpc-call: KV.Get: ARPC_EINVAL: DATA is not one JSON value\n", r.err);
+    /* a METHOD that is not UTF-8 is said so, escaped (before: "DATA is not one JSON value",
+     * the byte raw) */
+    RUN(&r, "--json", addr, "K\xff", "{}");
+    assert_int_equal(10 + ARPC_EINVAL, r.status);
+    assert_string_equal("arpc-call: K\\xff: ARPC_EINVAL: the method name is not UTF-8\n", r.err);
     /* --file gives the params too */
     RUN_IN(&r, "{\"key\":\"greeting\"}\n", 19, "--json", "--file", "-", addr, "KV.Get");
     assert_int_equal(0, r.status);

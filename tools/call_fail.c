@@ -14,25 +14,33 @@
 #define MSG_SHOWN_MAX 512 /* longest server message shown, in bytes before escaping */
 #define LINE_MAX_BYTES 8192 /* the message escaped (4 x MSG_SHOWN_MAX) and room for log lines */
 
+/* m[0..len) as printable ASCII, at most MSG_SHOWN_MAX of its bytes ("..." if cut), into text
+ * (4 * MSG_SHOWN_MAX + 4 bytes). */
+static void escape(char *text, size_t size, const unsigned char *m, size_t len)
+{
+    size_t n = len < MSG_SHOWN_MAX ? len : MSG_SHOWN_MAX, t = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i] >= 0x20 && m[i] < 0x7f && m[i] != '\\')
+            text[t++] = (char)m[i];
+        else
+            t += (size_t)snprintf(text + t, size - t, "\\x%02x", m[i]);
+    }
+    snprintf(text + t, size - t, "%s", n < len ? "..." : "");
+}
+
 int call_fail(const char *what, int code, const void *msg, size_t msg_len)
 {
-    char text[4 * MSG_SHOWN_MAX + 4];
-    if (msg == NULL || msg_len == 0) {
+    char text[4 * MSG_SHOWN_MAX + 4], what_text[4 * MSG_SHOWN_MAX + 4];
+    if (msg == NULL || msg_len == 0)
         snprintf(text, sizeof(text), "%s", arpc_strerror(code));
-    } else {
-        const unsigned char *m = msg;
-        size_t n = msg_len < MSG_SHOWN_MAX ? msg_len : MSG_SHOWN_MAX, t = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (m[i] >= 0x20 && m[i] < 0x7f && m[i] != '\\')
-                text[t++] = (char)m[i];
-            else
-                t += (size_t)snprintf(text + t, sizeof(text) - t, "\\x%02x", m[i]);
-        }
-        snprintf(text + t, sizeof(text) - t, "%s", n < msg_len ? "..." : "");
-    }
+    else
+        escape(text, sizeof(text), msg, msg_len);
+    /* WHAT is ours (ADDR or METHOD from the command line) but may hold any byte, a line feed
+     * or a terminal's escape: escaped too, so the line stays one line. */
+    escape(what_text, sizeof(what_text), (const unsigned char *)what, strlen(what));
     char line[LINE_MAX_BYTES];
     size_t room = sizeof(line) - 1; /* the "\n" always fits */
-    snprintf(line, room, "arpc-call: %s: %s: %s", what, arpc_errname(code), text);
+    snprintf(line, room, "arpc-call: %s: %s: %s", what_text, arpc_errname(code), text);
     call_log_fold(line, room, text);
     strcat(line, "\n");
     fputs(line, stderr);

@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 /* Writes "arpc-call: WHAT: ARPC_EXXX: text" on stderr, where text is msg (a peer's bytes, may
- * be NULL: arpc_strerror(code) then), escaped and cut to a readable length, and the library's
+ * be NULL: arpc_strerror(code) then), escaped and cut to a readable length (WHAT too: a
+ * command line's METHOD may hold a line feed), and the library's
  * log lines that add to it (tools/call_log.h). Returns the exit status for code
  * (tools/exit_codes.h). */
 int call_fail(const char *what, int code, const void *msg, size_t msg_len);

@@ -35,10 +35,10 @@ int call_json(const struct call_args *a, const char *params, size_t len)
         status = fflush(stdout) != 0 || bad ? ARPC_CALL_EXIT_LOCAL : ARPC_CALL_EXIT_OK;
         if (status != ARPC_CALL_EXIT_OK)
             fprintf(stderr, "arpc-call: writing the reply: %m\n");
-    } else if (rc == ARPC_EINVAL) { /* the client checked params (or method) before sending */
-        static const char bad_params[] = "DATA is not one JSON value";
+    } else if (rc == ARPC_EINVAL && out != NULL && strcmp(out, "params_json is not one JSON value") == 0) {
+        static const char bad_params[] = "DATA is not one JSON value"; /* the client checked params */
         status = call_fail(a->method, rc, bad_params, strlen(bad_params));
-    } else {
+    } else { /* EINVAL for the method too ("the method name is not UTF-8"): the client's words */
         status = call_fail(a->method, rc, out, out_len);
     }
     arpc_free(out);
