@@ -225,6 +225,24 @@ static void test_repeat(void **state)
     assert_string_equal("arpc-call: t.fail: ARPC_EHANDLER: it went\\x0awrong\n", r.err);
 }
 
+/* Output that cannot be written is a local failure (exit 1, said on stderr), as the help text
+ * promises, for every output: the reply, --repeat's summary, --help. (Before, the summary and
+ * the help were lost with exit 0.) */
+static void test_output_unwritable(void **state)
+{
+    struct fixture *fx = *state;
+    struct call_run r;
+    call_run_stdout(&r, ARPC_CALL_BIN, "/dev/full", (const char *const[]){fx->addr, "t.echo", "abc", NULL});
+    assert_int_equal(1, r.status);
+    assert_string_equal("arpc-call: writing the reply: No space left on device\n", r.err);
+    call_run_stdout(&r, ARPC_CALL_BIN, "/dev/full", (const char *const[]){"--repeat", "5", fx->addr, "t.echo", NULL});
+    assert_int_equal(1, r.status);
+    assert_string_equal("arpc-call: writing the summary: No space left on device\n", r.err);
+    call_run_stdout(&r, ARPC_CALL_BIN, "/dev/full", (const char *const[]){"--help", NULL});
+    assert_int_equal(1, r.status);
+    assert_string_equal("arpc-call: writing the help: No space left on device\n", r.err);
+}
+
 static void test_usage(void **state)
 {
     struct fixture *fx = *state;
@@ -392,6 +410,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_unwritable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
 #ifdef ARPC_WITH_JSONRPC

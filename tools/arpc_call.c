@@ -124,12 +124,16 @@ static int call_repeated(arpc_client *c, const struct call_args *a, const char *
     int rc = call_repeat(c, a->method, body, len, a->deadline_ms, a->repeat, REPEAT_WINDOW, &s);
     if (rc != ARPC_OK)
         return call_fail(a->method, rc, NULL, 0);
-    printf("calls %llu ok %llu failed %llu p50_us %.1f p99_us %.1f max_us %.1f elapsed_s %.3f calls_per_s %.0f\n",
-           (unsigned long long)s.calls, (unsigned long long)s.ok, (unsigned long long)(s.calls - s.ok),
-           (double)s.p50_ns / 1e3, (double)s.p99_ns / 1e3, (double)s.max_ns / 1e3, s.elapsed_s,
-           s.elapsed_s > 0 ? (double)s.calls / s.elapsed_s : 0.0);
-    fflush(stdout);
+    bool bad = printf("calls %llu ok %llu failed %llu p50_us %.1f p99_us %.1f max_us %.1f elapsed_s %.3f "
+                      "calls_per_s %.0f\n",
+                      (unsigned long long)s.calls, (unsigned long long)s.ok, (unsigned long long)(s.calls - s.ok),
+                      (double)s.p50_ns / 1e3, (double)s.p99_ns / 1e3, (double)s.max_ns / 1e3, s.elapsed_s,
+                      s.elapsed_s > 0 ? (double)s.calls / s.elapsed_s : 0.0) < 0;
     int status = ARPC_CALL_EXIT_OK;
+    if (fflush(stdout) != 0 || bad) {
+        fprintf(stderr, "arpc-call: writing the summary: %m\n");
+        status = ARPC_CALL_EXIT_LOCAL; /* a call's failure below says more: its status wins */
+    }
     if (s.first_error != ARPC_OK)
         status = call_fail(a->method, s.first_error, s.first_error_msg, s.first_error_len);
     arpc_free(s.first_error_msg);
@@ -141,6 +145,10 @@ static int run(int argc, char **argv)
     struct call_args a;
     switch (call_args_parse(argc, argv, &a)) {
     case CALL_ARGS_HELP:
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            fprintf(stderr, "arpc-call: writing the help: %m\n");
+            return ARPC_CALL_EXIT_LOCAL;
+        }
         return ARPC_CALL_EXIT_OK;
     case CALL_ARGS_USAGE:
         return ARPC_CALL_EXIT_USAGE;

@@ -39,7 +39,11 @@ static size_t slurp(int fd, char *buf, size_t cap)
     return n;
 }
 
-void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len, const char *const *args)
+#include <fcntl.h>
+
+/* call_run, its standard output out_path when not NULL. */
+static void run(struct call_run *r, const char *bin, const void *in, size_t in_len, const char *out_path,
+                const char *const *args)
 {
     char *argv[CALL_RUN_ARGS_MAX + 2];
     int argc = 0;
@@ -49,7 +53,8 @@ void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len
         argv[argc] = (char *)args[argc - 1];
     }
     argv[argc] = NULL;
-    int out = temp_file(), err = temp_file(), input = temp_file();
+    int out = out_path != NULL ? open(out_path, O_WRONLY) : temp_file(), err = temp_file(), input = temp_file();
+    assert_true(out >= 0);
     if (in != NULL) {
         assert_int_equal((ssize_t)in_len, write(input, in, in_len));
         lseek(input, 0, SEEK_SET);
@@ -66,10 +71,26 @@ void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len
     assert_int_equal(pid, waitpid(pid, &ws, 0));
     r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
     close(input);
-    r->out_len = slurp(out, r->out, sizeof(r->out));
+    if (out_path != NULL) {
+        close(out);
+        r->out[0] = '\0';
+        r->out_len = 0;
+    } else {
+        r->out_len = slurp(out, r->out, sizeof(r->out));
+    }
     r->err_len = slurp(err, r->err, sizeof(r->err));
     if (r->err_len > 0)
         print_message("arpc-call stderr: %s", r->err);
+}
+
+void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len, const char *const *args)
+{
+    run(r, bin, in, in_len, NULL, args);
+}
+
+void call_run_stdout(struct call_run *r, const char *bin, const char *out_path, const char *const *args)
+{
+    run(r, bin, NULL, 0, out_path, args);
 }
 
 size_t call_run_lines(const char *text)

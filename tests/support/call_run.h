@@ -18,6 +18,10 @@ struct call_run {
  * NUL-terminated; a non-empty stderr is printed as a test message. */
 void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len, const char *const *args);
 
+/* As call_run with no input, its standard output the file at out_path instead (e.g.
+ * "/dev/full", where every write fails): r->out is then empty. */
+void call_run_stdout(struct call_run *r, const char *bin, const char *out_path, const char *const *args);
+
 /* The number of lines (line feeds) in text. */
 size_t call_run_lines(const char *text);
 
