@@ -209,7 +209,10 @@ static size_t client_parse(struct arpc_conn *conn)
             return len + 1;
         if (rc != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", conn->c_peer,
-                     rc == ARPC_EPROTO ? "sent something that is not a JSON object" : "response over max_frame");
+                     rc == ARPC_EPROTO      ? "sent something that is not a JSON object"
+                     : c->jc_scan.js_costly ? "a response that would take too much memory to parse (too many values "
+                                              "for its size; core/jsonrpc_scan.h)"
+                                            : "response over max_frame");
             arpc_conn_close(conn, ARPC_EPROTO);
             return 0;
         }

@@ -27,9 +27,13 @@ int jsonrpc_scan(struct jsonrpc_scan *st, const uint8_t *buf, size_t len, size_t
         }
         if (b == '"') {
             st->js_in_string = true;
+            st->js_cost += JSONRPC_SCAN_COST_STRING;
         } else if (b == '{' || b == '[') {
             if (++st->js_depth > JSONRPC_SCAN_MAX_DEPTH)
                 return ARPC_EPROTO;
+            st->js_cost += b == '{' ? JSONRPC_SCAN_COST_OBJECT : JSONRPC_SCAN_COST_ARRAY;
+        } else if (b == ',') {
+            st->js_cost += JSONRPC_SCAN_COST_VALUE;
         } else if (b == '}' || b == ']') {
             if (st->js_depth == 0)
                 return ARPC_EPROTO;
@@ -38,6 +42,10 @@ int jsonrpc_scan(struct jsonrpc_scan *st, const uint8_t *buf, size_t len, size_t
                 jsonrpc_scan_reset(st);
                 return ARPC_OK;
             }
+        }
+        if (st->js_cost_max != 0 && st->js_cost > st->js_cost_max) {
+            st->js_costly = true;
+            return ARPC_ETOOLARGE;
         }
     }
     st->js_pos = len;
@@ -53,8 +61,9 @@ int jsonrpc_next(struct jsonrpc_scan *st, const uint8_t *buf, size_t *start, siz
     *obj_len = 0;
     if (have == 0)
         return ARPC_EAGAIN;
+    st->js_cost_max = (uint64_t)max * JSONRPC_SCAN_COST_PER_BYTE + JSONRPC_SCAN_COST_BASE;
     int rc = jsonrpc_scan(st, buf + *start, have, obj_len);
-    if (rc == ARPC_EPROTO)
+    if (rc == ARPC_EPROTO || rc == ARPC_ETOOLARGE)
         return rc;
     if ((rc == ARPC_EAGAIN ? have : *obj_len) > max)
         return ARPC_ETOOLARGE;

@@ -38,6 +38,7 @@ struct jsonrpc_sconn {
     struct jsonrpc_scan js_scan;
     struct jsonrpc_skim js_skim; /* an oversized request being dropped (js_skimming) */
     bool js_skimming;
+    bool js_skim_costly; /* it is dropped for what parsing it would cost, not its length */
     struct arpc_u64_map js_ids; /* xid -> the call's id as JSON text (arpc_malloc, NUL-terminated) */
     uint64_t js_next_xid;
     /* Bad input (or a failed check) ended the input: nothing more is parsed, and this response
@@ -422,9 +423,14 @@ static void jsonrpc_answer_too_large(struct server_conn *sc)
     uint64_t xid = jsonrpc_track(sc, jsonrpc_skimmed_id(sk));
     if (xid == 0)
         return;
-    char msg[96];
-    int n = snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's max_frame (%u)",
-                     (unsigned long long)sk->sk_skipped, sc->sc_conn.c_max_body);
+    char msg[160];
+    int n = sc->sc_json->js_skim_costly
+                ? snprintf(msg, sizeof(msg),
+                           "request of %llu bytes holds too many values for its size: parsing it would take "
+                           "more than %u x the server's max_frame (%u) of memory",
+                           (unsigned long long)sk->sk_skipped, JSONRPC_SCAN_COST_PER_BYTE, sc->sc_conn.c_max_body)
+                : snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's max_frame (%u)",
+                           (unsigned long long)sk->sk_skipped, sc->sc_conn.c_max_body);
     jsonrpc_answer(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
 }
 
@@ -468,6 +474,7 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
             return len + 1;
         if (rc == ARPC_ETOOLARGE) {
             /* From its first byte again: the scan so far found no end, the skim finds the id. */
+            js->js_skim_costly = js->js_scan.js_costly;
             jsonrpc_scan_reset(&js->js_scan);
             jsonrpc_skim_reset(&js->js_skim);
             js->js_skimming = true;

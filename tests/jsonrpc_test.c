@@ -424,6 +424,56 @@ static void test_server_limits(void **state)
     close(fd);
 }
 
+/* A request whose values would cost jansson far more memory than its bytes (empty objects:
+ * 75 bytes per byte) is answered ARPC_ETOOLARGE by its id before it is parsed, and the
+ * connection goes on; an array of 3-digit numbers as long as max_frame allows is served.
+ * (Before, one request of 14 MB of "0," took a server to 594 MB, "{}," over a GB.) */
+static void test_server_bounds_parse_memory(void **state)
+{
+    (void)state;
+    arpc_server *small;
+    char to[128];
+    arpc_server_options so = {.max_frame = 4096};
+    assert_int_equal(arpc_server_create(&small, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(small, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(small, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    static char req[3 * 4096];
+    /* 1,200 empty objects (3.6 KB): about 300 KB of jansson's memory */
+    int n = snprintf(req, sizeof(req), "{\"method\":\"T.Echo\",\"id\":\"objs\",\"params\":[[{}");
+    for (int i = 1; i < 1200; i++)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, ",{}");
+    n += snprintf(req + n, sizeof(req) - (size_t)n, "]]}\n");
+    assert_true(n < 4096);
+    int fd = raw_connect(to);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    /* numbers filling max_frame: served */
+    int m = snprintf(req, sizeof(req), "{\"method\":\"T.Echo\",\"id\":\"nums\",\"params\":[[100");
+    while (m < 4096 - 8)
+        m += snprintf(req + m, sizeof(req) - (size_t)m, ",100");
+    m += snprintf(req + m, sizeof(req) - (size_t)m, "]]}\n");
+    assert_true(m <= 4096);
+    assert_int_equal(write(fd, req, (size_t)m), m);
+    static char got[3 * 4096]; /* both answers: read_lines' buffer is too small for the echo */
+    size_t have = 0;
+    for (int lines = 0; lines < 2 && have < sizeof(got) - 1;) {
+        ssize_t r = read(fd, got + have, sizeof(got) - 1 - have);
+        assert_true(r > 0);
+        for (ssize_t i = 0; i < r; i++)
+            lines += got[have + (size_t)i] == '\n';
+        have += (size_t)r;
+    }
+    got[have] = '\0';
+    close(fd);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "{\"id\":\"objs\",\"result\":null,\"error\":\"%s: request of %d bytes holds too many values for its size: "
+             "parsing it would take more than 8 x the server's max_frame (4096) of memory\"}\n",
+             arpc_errname(ARPC_ETOOLARGE), n - 1);
+    if (strstr(got, want) == NULL || strstr(got, "{\"id\":\"nums\",\"result\":[100,100,") == NULL)
+        fail_msg("expected objs refused and nums served, in:\n%s", got);
+    assert_int_equal(arpc_server_destroy(small), ARPC_OK);
+}
+
 /* JSON that jansson cannot hold (an integer outside int64, a key with \u0000) is answered with
  * an error by its id (as sent, a large integer too), and the connection goes on; a string
  * with \u0000 is taken. (Before, each closed the connection as malformed.) */
@@ -764,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys_refused),
         cmocka_unit_test(test_client_refuses_duplicate_keys),
         cmocka_unit_test(test_not_json_replies_logged_within_budget),
+        cmocka_unit_test(test_server_bounds_parse_memory),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
     };
