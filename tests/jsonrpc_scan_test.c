@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,38 @@ static void test_every_split(void **state)
     }
 }
 
+/* The memory bound (jsonrpc_next): an object cheap in bytes but costly to parse (empty
+ * objects) is refused as too large, costly, whether it comes whole or a byte at a time; the
+ * same bytes of numbers are taken. */
+static void test_costly_refused(void **state)
+{
+    (void)state;
+    char text[512];
+    size_t n = (size_t)snprintf(text, sizeof(text), "{\"p\":[{}");
+    while (n < 300)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, ",{}");
+    n += (size_t)snprintf(text + n, sizeof(text) - n, "]}");
+    /* max 512: the bound is 8 x 512 + 4096 = 8192; 100 objects cost about 25,600 */
+    for (size_t step = 1; step <= n; step += n - 1) {
+        struct jsonrpc_scan st;
+        jsonrpc_scan_reset(&st);
+        size_t start = 0, len = 0, end = 0;
+        int rc = ARPC_EAGAIN;
+        while (rc == ARPC_EAGAIN && end < n) {
+            end = end + step < n ? end + step : n;
+            rc = jsonrpc_next(&st, (const uint8_t *)text, &start, end, 512, &len);
+        }
+        assert_int_equal(rc, ARPC_ETOOLARGE);
+        assert_true(st.js_costly);
+    }
+    memset(text + 6, '0', n - 8); /* {"p":[000...0]}: one number, same length */
+    struct jsonrpc_scan st;
+    jsonrpc_scan_reset(&st);
+    size_t start = 0, len = 0;
+    assert_int_equal(jsonrpc_next(&st, (const uint8_t *)text, &start, n, 512, &len), ARPC_OK);
+    assert_int_equal(len, n);
+}
+
 static void test_skip_space(void **state)
 {
     (void)state;
@@ -128,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_whole_objects), cmocka_unit_test(test_first_of_several),
         cmocka_unit_test(test_incomplete),    cmocka_unit_test(test_refused),
         cmocka_unit_test(test_every_split),   cmocka_unit_test(test_skip_space),
+        cmocka_unit_test(test_costly_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
