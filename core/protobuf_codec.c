@@ -40,8 +40,9 @@ static void *pb_alloc_noting(void *data, size_t size)
 
 ProtobufCMessage *protobuf_unpack(const ProtobufCMessageDescriptor *desc, const void *data, size_t len, int *rc)
 {
-    if (!protobuf_depth_ok(desc, data, len, ARPC_PROTOBUF_MAX_DEPTH)) {
-        *rc = ARPC_ETOOLARGE; /* protobuf-c would recurse once per level, without a limit */
+    enum protobuf_walk w = protobuf_walk(desc, data, len, ARPC_PROTOBUF_MAX_DEPTH);
+    if (w != PB_OK) { /* protobuf-c would recurse once per level, without a limit, or swell */
+        *rc = w == PB_TOO_DEEP ? ARPC_ETOOLARGE : ARPC_EOVERLOADED;
         return NULL;
     }
     struct noting_allocator na = {.na_base = {.alloc = pb_alloc_noting, .free = pb_free}};
@@ -77,7 +78,8 @@ int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor 
     size_t len = 0;
     const void *data = arpc_future_data(f, &len);
     *out = protobuf_unpack(output, data, len, &rc);
-    return rc == ARPC_ETOOLARGE ? ARPC_EDECODE : rc; /* too deep: not unpacked, as bad bytes are not */
+    /* too deep or too costly: not unpacked, as bad bytes are not */
+    return rc == ARPC_ETOOLARGE || rc == ARPC_EOVERLOADED ? ARPC_EDECODE : rc;
 }
 
 void arpc_protobuf_free(ProtobufCMessage *msg)

@@ -118,6 +118,9 @@ static void pb_handler(arpc_request *req, void *ctx)
         else if (rc == ARPC_ETOOLARGE)
             snprintf(why, sizeof(why), "%s: the request nests messages more than %d deep", arpc_request_method(req),
                      ARPC_PROTOBUF_MAX_DEPTH);
+        else if (rc == ARPC_EOVERLOADED)
+            snprintf(why, sizeof(why), "%s: the request would take more than %u x its size of memory to unpack",
+                     arpc_request_method(req), PROTOBUF_COST_PER_BYTE);
         else
             snprintf(why, sizeof(why), "%s: the request is not a valid %s", arpc_request_method(req), md->input->name);
         arpc_reply_error(req, why);
