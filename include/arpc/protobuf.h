@@ -41,7 +41,9 @@ extern "C" {
  * Each call: the request is unpacked as the method's input message (a request that does not
  * unpack is answered with an error, ARPC_EHANDLER at the caller, "kv.KV.Put: the request is
  * not a valid kv.PutRequest", or "kv.KV.Put: the request nests messages more than 100 deep"
- * past ARPC_PROTOBUF_MAX_DEPTH, and the method is not run); then service->invoke runs the
+ * past ARPC_PROTOBUF_MAX_DEPTH, or "...: the request would take more than 16 x its size of
+ * memory to unpack" (e.g. a repeated field of empty messages: protobuf-c allocates a block per
+ * element, 28 bytes per byte), and the method is not run; a reply so is ARPC_EDECODE); then service->invoke runs the
  * method with that input and a closure. The method calls the closure exactly once, before
  * returning or later from any thread, with its output message (borrowed: packed before the
  * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"; or
