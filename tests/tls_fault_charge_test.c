@@ -14,11 +14,9 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -37,28 +35,17 @@ static struct tls_certs_pair pair;
 static EVP_PKEY *junk_key;
 static X509 *junk; /* self-signed: a chain of it fails verification */
 
-static int raw_connect(const char *addr)
-{
-    int fd = -1;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
-    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
-    struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test, not the run */
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
-    return fd;
-}
-
+/* The server closes fd within the hang guard; then it is closed. */
 static void wait_close(int fd)
 {
-    char b[256];
-    while (recv(fd, b, sizeof(b), 0) > 0) {
-    }
+    assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
     close(fd);
 }
 
 /* Bytes no TLS client would send: refused at the first record. */
 static void garbage_fault(const char *addr)
 {
-    int fd = raw_connect(addr);
+    int fd = tls_bare_connect(addr);
     static const char junk_bytes[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_int_equal((ssize_t)sizeof(junk_bytes), send(fd, junk_bytes, sizeof(junk_bytes), MSG_NOSIGNAL));
     wait_close(fd);
@@ -73,7 +60,7 @@ static bool stat_reaches(arpc_server *s, size_t offset, uint64_t n)
 /* A connection that the listener must take up (accept, or pause first): it is let go. */
 static void knock(arpc_server *s, const char *addr, uint64_t accepted)
 {
-    int fd = raw_connect(addr);
+    int fd = tls_bare_connect(addr);
     assert_true(REACHES(s, connections_accepted, accepted));
     close(fd);
 }
@@ -136,7 +123,7 @@ static int stalled_handshake(const char *addr, SSL_CTX *ctx)
     char *hello = NULL;
     long len = BIO_get_mem_data(out, &hello);
     assert_true(len > 0);
-    int fd = raw_connect(addr);
+    int fd = tls_bare_connect(addr);
     assert_int_equal(len, send(fd, hello, (size_t)len, MSG_NOSIGNAL));
     SSL_free(ssl);
     return fd;
@@ -159,11 +146,11 @@ static void test_a_handshake_stalled_is_a_fault(void **state)
     assert_non_null(ctx);
     SSL *shaken_ssl = NULL;
     int stalled = stalled_handshake(addr, ctx);
-    int shaken = raw_connect(addr);
+    int shaken = tls_bare_connect(addr);
     assert_non_null(shaken_ssl = SSL_new(ctx));
     assert_int_equal(1, SSL_set_fd(shaken_ssl, shaken));
     assert_int_equal(1, SSL_connect(shaken_ssl));
-    int silent = raw_connect(addr);
+    int silent = tls_bare_connect(addr);
     wait_close(stalled);
     wait_close(shaken);
     wait_close(silent);

@@ -13,10 +13,8 @@
 #include <stdio.h>
 #include <cmocka.h>
 
-#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -27,6 +25,7 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <openssl/ssl.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
 static struct tls_certs certs;
@@ -37,11 +36,7 @@ static struct tls_certs_pair pair;
  * the session (SSL_SESSION_free it), and in *reused whether it resumed `resume`. */
 static SSL_SESSION *handshake(const char *addr, int version, SSL_SESSION *resume, bool no_ticket, bool *reused)
 {
-    int fd;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, TEST_WAIT_MS, &fd, NULL, 0));
-    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
-    struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test, not the run */
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
+    int fd = tls_bare_connect(addr);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     assert_non_null(ctx);
     assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));

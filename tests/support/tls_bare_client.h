@@ -14,6 +14,10 @@
 /* A fresh self-signed certificate and its key (the caller frees both); false on failure. */
 bool tls_bare_self_signed(X509 **cert, EVP_PKEY **key);
 
+/* A blocking socket connected to addr (tls://...) whose reads time out after TEST_WAIT_S: a
+ * silent server fails the test, not the run. Asserts with cmocka on failure. */
+int tls_bare_connect(const char *addr);
+
 /* Connects to addr (tls://...), handshakes at TLS version `version` (TLS1_2_VERSION,
  * TLS1_3_VERSION) presenting cert with `extra` copies of it as its chain, then waits for the
  * server's close (TLS 1.3 judges the chain after the client's side is done). Asserts with
