@@ -16,9 +16,11 @@ void arpc_token_bucket_init(struct arpc_token_bucket *b, uint32_t per_s, uint32_
     b->tb_full_at = 0; /* full from the start */
 }
 
+static uint64_t bucket_burst(const struct arpc_token_bucket *b) { return b->tb_depth / b->tb_interval + 1; }
+
 uint64_t arpc_token_bucket_wait_ns(const struct arpc_token_bucket *b, uint64_t now_ns, uint32_t n)
 {
-    uint64_t burst = b->tb_depth / b->tb_interval + 1;
+    uint64_t burst = bucket_burst(b);
     if (n > burst)
         n = (uint32_t)burst;
     if (n == 0)
@@ -42,8 +44,7 @@ void arpc_token_bucket_charge(struct arpc_token_bucket *b, uint64_t now_ns, uint
 {
     /* Empty at full_at - now = D + T; a burst in debt beyond that is D + T more. */
     uint64_t most = now_ns + 2 * (b->tb_depth + b->tb_interval);
-    uint64_t burst = b->tb_depth / b->tb_interval + 1;
-    uint64_t tokens = n < 2 * burst ? n : 2 * burst; /* more would be capped anyway: no overflow */
+    uint64_t tokens = n < 2 * bucket_burst(b) ? n : 2 * bucket_burst(b); /* more is capped anyway: no overflow */
     uint64_t full_at = (b->tb_full_at > now_ns ? b->tb_full_at : now_ns) + tokens * b->tb_interval;
     b->tb_full_at = full_at < most ? full_at : most;
 }

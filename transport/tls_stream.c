@@ -61,6 +61,9 @@ struct tls_stream {
 
 static const struct arpc_stream_ops tls_stream_ops;
 
+/* Whether any byte came from the peer (the handshake's first included). */
+static bool peer_sent_any(const struct tls_stream *ts) { return BIO_number_read(SSL_get_rbio(ts->ts_ssl)) > 0; }
+
 /* A failed SSL call: its WANT result, 0 for a clean close, or ARPC_STREAM_FAILED with why. */
 static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
 {
@@ -98,8 +101,7 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         snprintf(ts->ts_why, sizeof(ts->ts_why), "the connection broke");
         return ARPC_STREAM_FAILED;
     }
-    if (!shaken && (eof || err == SSL_ERROR_SYSCALL) && SSL_is_server(ts->ts_ssl) &&
-        BIO_number_read(SSL_get_rbio(ts->ts_ssl)) == 0) {
+    if (!shaken && (eof || err == SSL_ERROR_SYSCALL) && SSL_is_server(ts->ts_ssl) && !peer_sent_any(ts)) {
         /* A peer that connected and went without a byte (a TCP health check, a probe): as
          * on a plain socket, a lost connection, not a TLS failure (nor a fault of its:
          * core/fault_rate.c). A client keeps ARPC_ETLS: a server that closes before its
@@ -130,6 +132,20 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* A read's or write's start on the handshake's clock: the thread's CPU time while the
+ * handshake lasts, 0 (no clock read) once it is done. */
+static uint64_t handshake_clock(const struct tls_stream *ts)
+{
+    return SSL_is_init_finished(ts->ts_ssl) ? 0 : thread_cpu_ns();
+}
+
+/* Counts what the read or write that started at t0 (handshake_clock) spent on the handshake. */
+static void handshake_count(struct tls_stream *ts, uint64_t t0)
+{
+    if (t0 != 0)
+        ts->ts_base.s_handshake_ns += thread_cpu_ns() - t0;
+}
+
 static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
 {
     if (ts->ts_failed)
@@ -154,11 +170,9 @@ static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
 static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
-    if (SSL_is_init_finished(ts->ts_ssl))
-        return tls_read_records(ts, buf, len);
-    uint64_t t0 = thread_cpu_ns();
+    uint64_t t0 = handshake_clock(ts);
     ssize_t r = tls_read_records(ts, buf, len);
-    s->s_handshake_ns += thread_cpu_ns() - t0;
+    handshake_count(ts, t0);
     return r;
 }
 
@@ -193,16 +207,13 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
         return ARPC_STREAM_FAILED;
     }
     const void *data = tls_offer(ts, iov, iovcnt);
-    if (ts->ts_offered == 0) {
-        arpc_free(ts->ts_wbuf);
-        ts->ts_wbuf = NULL;
-        return 0; /* empty buffers only: nothing for a record */
+    size_t n = 0;
+    if (ts->ts_offered != 0) { /* (else empty buffers only: nothing for a record) */
+        int ret = SSL_write_ex(ts->ts_ssl, data, ts->ts_offered, &n);
+        if (ret != 1) /* a WANT keeps ts_offered and ts_wbuf: the same bytes next time */
+            return tls_result(ts, ret, false);
+        ts->ts_offered = 0;
     }
-    size_t n;
-    int ret = SSL_write_ex(ts->ts_ssl, data, ts->ts_offered, &n);
-    if (ret != 1)
-        return tls_result(ts, ret, false); /* a WANT keeps ts_offered: the same bytes next time */
-    ts->ts_offered = 0;
     /* Given back as OpenSSL gives back its own (SSL_MODE_RELEASE_BUFFERS): an idle connection
      * holds none of them. */
     arpc_free(ts->ts_wbuf);
@@ -213,11 +224,9 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
 static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int iovcnt)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
-    if (SSL_is_init_finished(ts->ts_ssl))
-        return tls_write_record(ts, iov, iovcnt);
-    uint64_t t0 = thread_cpu_ns();
+    uint64_t t0 = handshake_clock(ts);
     ssize_t r = tls_write_record(ts, iov, iovcnt);
-    s->s_handshake_ns += thread_cpu_ns() - t0;
+    handshake_count(ts, t0);
     return r;
 }
 
@@ -255,7 +264,7 @@ static void tls_close(struct arpc_stream *s)
 static bool tls_handshaking(const struct arpc_stream *s)
 {
     const struct tls_stream *ts = (const struct tls_stream *)s;
-    return !ts->ts_failed && !SSL_is_init_finished(ts->ts_ssl) && BIO_number_read(SSL_get_rbio(ts->ts_ssl)) > 0;
+    return !ts->ts_failed && !SSL_is_init_finished(ts->ts_ssl) && peer_sent_any(ts);
 }
 
 static const struct arpc_stream_ops tls_stream_ops = {
