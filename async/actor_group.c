@@ -21,9 +21,11 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/handle.h"
 #include "base/options.h"
 
 struct arpc_actor_group {
+    arpc_magic g_magic; /* first (base/handle.h) */
     atomic_uint g_next; /* round-robin cursor, any thread */
     unsigned g_n;
     arpc_actor *g_members[]; /* g_n actors, fixed for the group's life */
@@ -60,6 +62,7 @@ int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_act
     arpc_actor_group *g = arpc_calloc(1, sizeof(*g) + (size_t)n * sizeof(g->g_members[0]));
     if (g == NULL)
         return ARPC_ENOMEM;
+    atomic_init(&g->g_magic, ARPC_MAGIC_GROUP);
     atomic_init(&g->g_next, 0);
     g->g_n = n;
 
@@ -89,9 +92,14 @@ arpc_actor *arpc_actor_group_pick(arpc_actor_group *g)
     return g->g_members[i];
 }
 
+static bool group_live(const arpc_actor_group *g, const char *fn)
+{
+    return arpc_handle_check(g, ARPC_MAGIC_GROUP, "actor group", fn);
+}
+
 int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg)
 {
-    if (g == NULL)
+    if (!group_live(g, __func__))
         return ARPC_EINVAL;
     return arpc_actor_post(arpc_actor_group_pick(g), fn, arg);
 }
@@ -116,21 +124,21 @@ arpc_actor *arpc_actor_group_pick_key(arpc_actor_group *g, uint64_t key)
 
 int arpc_actor_group_post_key(arpc_actor_group *g, uint64_t key, arpc_actor_fn fn, void *arg)
 {
-    if (g == NULL)
+    if (!group_live(g, __func__))
         return ARPC_EINVAL;
     return arpc_actor_post(arpc_actor_group_pick_key(g, key), fn, arg);
 }
 
-unsigned arpc_actor_group_size(const arpc_actor_group *g) { return g != NULL ? g->g_n : 0; }
+unsigned arpc_actor_group_size(const arpc_actor_group *g) { return group_live(g, __func__) ? g->g_n : 0; }
 
 arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i)
 {
-    return g != NULL && i < g->g_n ? g->g_members[i] : NULL;
+    return group_live(g, __func__) && i < g->g_n ? g->g_members[i] : NULL;
 }
 
 int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode)
 {
-    if (g == NULL || (mode != ARPC_ACTOR_DRAIN && mode != ARPC_ACTOR_DISCARD))
+    if (!group_live(g, __func__) || (mode != ARPC_ACTOR_DRAIN && mode != ARPC_ACTOR_DISCARD))
         return ARPC_EINVAL;
     /* Refuse before stopping anyone: a half-stopped group helps nobody. */
     for (unsigned i = 0; i < g->g_n; i++) {
@@ -144,13 +152,17 @@ int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode)
 
 void arpc_actor_group_destroy(arpc_actor_group *g)
 {
-    if (g == NULL)
+    if (!group_live(g, __func__))
         return;
     if (arpc_actor_group_stop(g, ARPC_ACTOR_DRAIN) != ARPC_OK) {
         /* From a member's own thread: a caller bug; leak rather than free a running actor. */
         assert(!"arpc_actor_group_destroy called from a member actor's thread");
         return;
     }
+    /* Its members have drained (their messages may post to the group until then): from here
+     * the handle is dead, and a second destroy, even a racing one, is caught. */
+    if (!arpc_handle_kill(g, ARPC_MAGIC_GROUP, "actor group", __func__))
+        return;
     for (unsigned i = 0; i < g->g_n; i++)
         arpc_actor_destroy(g->g_members[i]);
     arpc_free(g);

@@ -57,7 +57,7 @@ bool loop_inside(const arpc_loop *loop)
     return loop_tl_current == loop || (loop_owned_here(loop) && ev_depth(loop->l_ev) > 0);
 }
 
-bool arpc_loop_on_thread(const arpc_loop *loop) { return loop != NULL && loop_inside(loop); }
+bool arpc_loop_on_thread(const arpc_loop *loop) { return loop_live(loop, __func__) && loop_inside(loop); }
 
 struct ev_loop *arpc_loop_ev(arpc_loop *loop) { return loop->l_ev; }
 
@@ -146,6 +146,8 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     arpc_loop *loop = arpc_calloc(1, sizeof(*loop));
     if (loop == NULL)
         return ARPC_ENOMEM;
+    atomic_init(&loop->l_magic, ARPC_MAGIC_LOOP);
+    atomic_init(&loop->l_destroying, false);
     if (pthread_mutex_init(&loop->l_mtx, NULL) != 0)
         goto fail;
     if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0)
@@ -217,6 +219,7 @@ static void loop_free(arpc_loop *loop)
     arpc_free(loop->l_hooks);
     pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
+    arpc_handle_poison(loop);
     arpc_free(loop);
 }
 
@@ -311,7 +314,7 @@ static void *loop_thread_main(void *arg)
 
 int arpc_loop_start(arpc_loop *loop)
 {
-    if (loop == NULL || loop->l_owned)
+    if (!loop_live(loop, __func__) || loop->l_owned)
         return ARPC_EINVAL; /* the application runs a wrapped or pollable loop */
     pthread_mutex_lock(&loop->l_mtx);
     int rc = loop_claim_run(loop);
@@ -331,7 +334,7 @@ int arpc_loop_start(arpc_loop *loop)
 
 int arpc_loop_run(arpc_loop *loop)
 {
-    if (loop == NULL || loop->l_owned)
+    if (!loop_live(loop, __func__) || loop->l_owned)
         return ARPC_EINVAL;
     int rc = loop_claim_run(loop);
     if (rc != ARPC_OK)
@@ -343,7 +346,7 @@ int arpc_loop_run(arpc_loop *loop)
 
 void arpc_loop_stop(arpc_loop *loop)
 {
-    if (loop == NULL)
+    if (!loop_live(loop, __func__))
         return;
     loop_lanes_close(loop); /* every stopper: once it returns, nothing is accepted any more */
     int running = 0;
@@ -378,13 +381,19 @@ static void loop_retire(arpc_loop *loop)
 
 void arpc_loop_destroy(arpc_loop *loop)
 {
-    if (loop == NULL)
+    if (!loop_live(loop, __func__))
         return;
     if (loop->l_owned && (!loop_owned_here(loop) || loop_inside(loop))) {
         /* Only the owner, outside its ev_run or steps, may finish it: anyone else would race
          * the owner running it, and nobody could free it after a callback returns. */
         arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: a wrapped or pollable loop is destroyed by the thread that "
                                  "created it, outside ev_run or arpc_loop_run_nowait; the loop is left as it is");
+        return;
+    }
+    /* A second destroy while the first is under way (its final drain, or from one of the
+     * loop's own tasks, where the free waits for ev_run to return): the magic is still live. */
+    if (atomic_exchange(&loop->l_destroying, true)) {
+        (void)arpc_handle_misuse(loop, "loop", __func__);
         return;
     }
     if (loop_tl_current == loop) {

@@ -18,6 +18,7 @@
 #include "async/loop_internal.h"
 #include "base/cacheline.h"
 #include "base/entry.h"
+#include "base/handle.h"
 #include "base/log_throttle.h"
 #include "base/node_pool.h"
 
@@ -38,6 +39,8 @@ struct loop_hook {
 };
 
 struct arpc_loop {
+    arpc_magic l_magic;            /* first (base/handle.h): live until loop_free */
+    _Atomic bool l_destroying;     /* arpc_loop_destroy was called: a second call is misuse */
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */
@@ -95,6 +98,12 @@ struct arpc_loop {
     pthread_mutex_t l_mtx;    /* arpc_loop_start against its thread's self-free (loop.c) */
     pthread_t l_thread;
 };
+
+/* Entry points' handle check (base/handle.h): false for NULL, misuse reported otherwise. */
+static inline bool loop_live(const arpc_loop *loop, const char *fn)
+{
+    return arpc_handle_check(loop, ARPC_MAGIC_LOOP, "loop", fn);
+}
 
 /* The loop the calling thread is running, if any (loop.c). */
 extern _Thread_local arpc_loop *loop_tl_current;

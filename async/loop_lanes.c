@@ -374,7 +374,7 @@ static int loop_wait_room(arpc_loop *loop, bool *gone)
 
 int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg)
 {
-    if (loop == NULL || fn == NULL)
+    if (!loop_live(loop, __func__) || fn == NULL)
         return ARPC_EINVAL;
     /* The loop thread (or a wrapped loop's owner, which alone runs it) cannot wait for
      * itself: its tasks count, but never wait. */

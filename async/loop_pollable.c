@@ -168,7 +168,7 @@ void arpc_loop_prepare_due(arpc_loop *loop) { loop->l_prepare_due = true; }
 
 int arpc_loop_fd(arpc_loop *loop)
 {
-    if (loop == NULL || loop->l_poll == NULL)
+    if (!loop_live(loop, __func__) || loop->l_poll == NULL)
         return -1;
     return loop->l_poll->ps_epoll;
 }
@@ -196,7 +196,7 @@ int arpc_loop_run_nowait(arpc_loop *loop, int *timeout_ms)
 {
     if (timeout_ms != NULL)
         *timeout_ms = 0;
-    if (loop == NULL || loop->l_poll == NULL)
+    if (!loop_live(loop, __func__) || loop->l_poll == NULL)
         return ARPC_EINVAL;
     if (loop_inside(loop) || !loop_owned_here(loop))
         return ARPC_EBUSY; /* inside one of its callbacks, or not the thread that runs it */

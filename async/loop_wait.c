@@ -203,7 +203,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
 
 int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
 {
-    if (loop == NULL || f == NULL)
+    if (!loop_live(loop, __func__) || f == NULL)
         return ARPC_EINVAL;
     if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */

@@ -129,6 +129,39 @@ static void test_null_actor(void **state)
     arpc_actor_destroy(NULL);
 }
 
+static void nothing_task(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+}
+
+static void test_null_loop_and_group(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_EINVAL, arpc_loop_create(NULL, NULL));
+    assert_int_equal(-1, arpc_loop_fd(NULL));
+    int timeout = 7;
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run_nowait(NULL, &timeout));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_start(NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run(NULL));
+    arpc_future *f;
+    assert_int_equal(ARPC_OK, arpc_future_create(&f));
+    assert_int_equal(ARPC_EINVAL, arpc_loop_run_until(NULL, f, 0));
+    arpc_future_release(f);
+    assert_int_equal(ARPC_EINVAL, arpc_loop_submit(NULL, nothing_task, NULL));
+    assert_false(arpc_loop_on_thread(NULL));
+    arpc_loop_stop(NULL);
+    arpc_loop_destroy(NULL);
+
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_create(NULL, 1, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_post(NULL, nothing, NULL));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_post_key(NULL, 1, nothing, NULL));
+    assert_int_equal(0, arpc_actor_group_size(NULL));
+    assert_null(arpc_actor_group_member(NULL, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_stop(NULL, ARPC_ACTOR_DRAIN));
+    arpc_actor_group_destroy(NULL);
+}
+
 /* ---- use after close, double close, wrong kind: in a child ---- */
 
 /* A server with "echo" and "hold" and a client connected to it (in the child, or in-process). */
@@ -264,6 +297,63 @@ static void actor_posted_after_destroy(void *arg)
     arpc_actor_post(a, nothing, NULL);
 }
 
+static void loop_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_loop *loop;
+    if (arpc_loop_create(&loop, NULL) != ARPC_OK || arpc_loop_start(loop) != ARPC_OK)
+        return;
+    arpc_loop_destroy(loop);
+    arpc_loop_destroy(loop);
+}
+
+static void loop_submitted_after_destroy(void *arg)
+{
+    (void)arg;
+    arpc_loop *loop;
+    if (arpc_loop_create(&loop, NULL) != ARPC_OK)
+        return;
+    arpc_loop_destroy(loop);
+    arpc_loop_submit(loop, nothing_task, NULL);
+}
+
+/* A task of the loop's final drain destroys it again: the first destroy is still under way,
+ * so the loop's memory is alive and the second must be caught, not free it twice. */
+static void destroy_again(arpc_loop *loop, void *arg)
+{
+    (void)arg;
+    arpc_loop_destroy(loop);
+}
+
+static void loop_destroyed_again_while_draining(void *arg)
+{
+    (void)arg;
+    arpc_loop *loop;
+    if (arpc_loop_create(&loop, NULL) != ARPC_OK || arpc_loop_submit(loop, destroy_again, NULL) != ARPC_OK)
+        return;
+    arpc_loop_destroy(loop); /* never ran: the drain runs here, and so does the task */
+}
+
+static void group_destroyed_twice(void *arg)
+{
+    (void)arg;
+    arpc_actor_group *g;
+    if (arpc_actor_group_create(&g, 2, NULL) != ARPC_OK)
+        return;
+    arpc_actor_group_destroy(g);
+    arpc_actor_group_destroy(g);
+}
+
+static void group_posted_after_destroy(void *arg)
+{
+    (void)arg;
+    arpc_actor_group *g;
+    if (arpc_actor_group_create(&g, 2, NULL) != ARPC_OK)
+        return;
+    arpc_actor_group_destroy(g);
+    arpc_actor_group_post_key(g, 7, nothing, NULL);
+}
+
 static void cq_destroyed_twice(void *arg)
 {
     (void)arg;
@@ -293,6 +383,43 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(cq_destroyed_twice, NULL, "arpc_cq_destroy on 0x"));
     assert_true(dies_with_abort(actor_destroyed_twice, NULL, "arpc_actor_destroy on 0x"));
     assert_true(dies_with_abort(actor_posted_after_destroy, NULL, "arpc_actor_post on 0x"));
+    assert_true(dies_with_abort(loop_destroyed_twice, NULL, "arpc_loop_destroy on 0x"));
+    assert_true(dies_with_abort(loop_submitted_after_destroy, NULL, "arpc_loop_submit on 0x"));
+    assert_true(dies_with_abort(group_destroyed_twice, NULL, "arpc_actor_group_destroy on 0x"));
+    assert_true(dies_with_abort(group_posted_after_destroy, NULL, "arpc_actor_group_post_key on 0x"));
+}
+
+/* What a task may still do while its loop's destroy drains it: ask where it runs, and submit
+ * (refused, the lane is closed), in every build. A second destroy from there is caught while
+ * the loop's memory is alive, so in every build too: an abort in debug builds; with NDEBUG a
+ * report, and the first destroy goes on to free the loop once (no_leak checks). */
+static _Atomic int g_drain_submit_rc = -1;
+static atomic_bool g_drain_on_thread;
+
+static void drain_probe(arpc_loop *loop, void *arg)
+{
+    (void)arg;
+    atomic_store(&g_drain_on_thread, arpc_loop_on_thread(loop));
+    atomic_store(&g_drain_submit_rc, arpc_loop_submit(loop, nothing_task, NULL));
+}
+
+static void test_loop_destroy_drain(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, drain_probe, NULL));
+    arpc_loop_destroy(loop);
+    assert_true(atomic_load(&g_drain_on_thread));
+    assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&g_drain_submit_rc));
+
+    if (aborts_on_misuse) {
+        assert_true(dies_with_abort(loop_destroyed_again_while_draining, NULL, "arpc_loop_destroy on 0x"));
+    } else {
+        arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
+        loop_destroyed_again_while_draining(NULL);
+        arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    }
 }
 
 static void count_done(arpc_future *f, void *arg)
@@ -365,6 +492,18 @@ static void cq_polled_as_future(void *arg)
     arpc_future_poll((arpc_future *)g_cq);
 }
 
+static void cq_posted_as_group(void *arg)
+{
+    (void)arg;
+    arpc_actor_group_post((arpc_actor_group *)g_cq, nothing, NULL);
+}
+
+static void cq_submitted_as_loop(void *arg)
+{
+    (void)arg;
+    arpc_loop_submit((arpc_loop *)g_cq, nothing_task, NULL);
+}
+
 static void test_wrong_kind(void **state)
 {
     (void)state;
@@ -372,11 +511,16 @@ static void test_wrong_kind(void **state)
     if (aborts_on_misuse) {
         assert_true(dies_with_abort(cq_polled_as_future, NULL, "arpc_future_poll on 0x"));
         assert_true(dies_with_abort(cq_polled_as_future, NULL, "not a live future"));
+        assert_true(dies_with_abort(cq_posted_as_group, NULL, "not a live actor group"));
+        assert_true(dies_with_abort(cq_submitted_as_loop, NULL, "not a live loop"));
     } else {
         arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
         assert_int_equal(ARPC_EINVAL, arpc_future_poll((arpc_future *)g_cq));
         assert_int_equal(ARPC_EINVAL, arpc_client_close((arpc_client *)g_cq));
         arpc_future_release((arpc_future *)g_cq); /* does nothing */
+        assert_int_equal(ARPC_EINVAL, arpc_actor_group_post((arpc_actor_group *)g_cq, nothing, NULL));
+        assert_int_equal(ARPC_EINVAL, arpc_loop_submit((arpc_loop *)g_cq, nothing_task, NULL));
+        arpc_loop_destroy((arpc_loop *)g_cq); /* does nothing */
         arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
     }
     assert_int_equal(0, arpc_cq_size(g_cq)); /* still a queue */
@@ -391,8 +535,10 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_future_and_cq),
         cmocka_unit_test_no_leak(test_null_server),
         cmocka_unit_test_no_leak(test_null_actor),
+        cmocka_unit_test_no_leak(test_null_loop_and_group),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
         cmocka_unit_test_no_leak(test_pending_released_twice),
+        cmocka_unit_test_no_leak(test_loop_destroy_drain),
         cmocka_unit_test_no_leak(test_wrong_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

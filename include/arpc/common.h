@@ -23,8 +23,10 @@
  *    kind cannot be told apart: that remains undefined behaviour. A future's references are
  *    counted apart from those arpc holds for itself (a call, a queue), so a future released
  *    once too often is caught too while arpc still holds it (arpc/future.h).
- *  - Not covered yet: arpc_loop, arpc_actor_group and arpc_request handles (NULL checks only
- *    where their headers say so).
+ *    Loops and actor groups are checked the same way; a loop's magic stays live through its
+ *    destroy's final drain (tasks still running then may submit, and get ARPC_ESHUTDOWN), and
+ *    a second destroy during it is caught by a flag of its own.
+ *  - Not covered: arpc_request handles (NULL checks only where arpc/server.h says so).
  *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the
  *    default; fields are only ever appended. A function taking one is a macro passing
  *    sizeof(the struct) as the caller's headers have it to its _v symbol (docs/ABI.md): an

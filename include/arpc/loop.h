@@ -161,7 +161,9 @@ ARPC_API void arpc_loop_stop(arpc_loop *loop);
 /* Stops the loop, waits for its thread (when started with arpc_loop_start) and frees it.
  * Callable from any thread. Called from the loop thread (inside a task), the free is deferred
  * until the loop has returned. A submit already waiting for room on another thread returns
- * ARPC_ESHUTDOWN, and the free waits for it to be out. Do not use the loop after this call. */
+ * ARPC_ESHUTDOWN, and the free waits for it to be out. Do not use the loop after this call:
+ * a second destroy (even one from a task while the first drains), or any call on the loop
+ * after it, aborts in debug builds (arpc/common.h, "API misuse"). NULL does nothing. */
 ARPC_API void arpc_loop_destroy(arpc_loop *loop);
 
 /* True when called on the thread currently running the loop. */
