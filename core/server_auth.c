@@ -67,12 +67,13 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
     return false;
 }
 
-/* A verified certificate names its holder: the same subject, the same identity, on every
- * server (a fixed key: this separates subjects, it hides nothing). */
-static uint64_t cert_identity(const char *subject)
+/* A verified certificate names its holder: the same subject from the same issuer, the same
+ * identity, on every server. The issuer's digest is the hash's key: a server trusting two
+ * authorities must not take the "CN=alice" one vouched for for the other's (this separates
+ * holders, it hides nothing). */
+static uint64_t cert_identity(const char *subject, const uint8_t issuer[ARPC_SIPHASH_KEY_SIZE])
 {
-    static const uint8_t key[ARPC_SIPHASH_KEY_SIZE] = {0};
-    uint64_t h = arpc_siphash24(key, subject, strlen(subject));
+    uint64_t h = arpc_siphash24(issuer, subject, strlen(subject));
     return ARPC_AUTH_CERT_IDENTITY | (h & (ARPC_AUTH_CERT_IDENTITY - 1));
 }
 
@@ -105,7 +106,7 @@ static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f
         return buf;
     }
     if (identity == 0 && peer->cert_subject != NULL)
-        identity = cert_identity(peer->cert_subject);
+        identity = cert_identity(peer->cert_subject, sc->sc_peer_issuer);
     else if (identity == 0 && peer->has_creds)
         identity = ARPC_AUTH_UID_IDENTITY(peer->uid);
     peer->identity = identity;

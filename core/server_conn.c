@@ -174,7 +174,8 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
 bool sconn_learn_peer(struct server_conn *sc)
 {
     char *subject = NULL;
-    int rc = arpc_tls_peer_subject(sc->sc_conn.c_stream, &subject);
+    _Static_assert(sizeof(sc->sc_peer_issuer) == ARPC_TLS_ISSUER_DIGEST, "the issuer's digest fits");
+    int rc = arpc_tls_peer_subject(sc->sc_conn.c_stream, &subject, sc->sc_peer_issuer);
     if (rc == ARPC_OK) {
         sc->sc_peer_subject = subject;
         sc->sc_peer.cert_subject = subject;

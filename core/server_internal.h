@@ -93,6 +93,7 @@ struct server_conn {
                                     * cleared (a handler's thread reads it; sc_json goes at close) */
     char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
                              * request, so workers read it without a lock); NULL: none */
+    uint8_t sc_peer_issuer[16]; /* with sc_peer_subject: its issuer's digest (transport/tls.h) */
     /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
      * and the client id's entry they count toward too (NULL for client id 0). */
     unsigned sc_ncalls;

@@ -51,12 +51,12 @@ static void h_who(arpc_request *req, void *ctx)
     arpc_reply(req, out, (size_t)n);
 }
 
-/* Client certificates from ca are asked for and verified, not required (a client without one
- * is anonymous: what a verified one must not become). */
-static arpc_server *start_server(char *addr)
+/* Client certificates from the CAs in ca_file are asked for and verified, not required (a
+ * client without one is anonymous: what a verified one must not become). */
+static arpc_server *start_server_trusting(char *addr, const char *ca_file)
 {
     arpc_tls_options tls = pair.tp_server;
-    tls.ca_file = pair.tp_ca;
+    tls.ca_file = ca_file;
     arpc_server_options so = {.workers = 1, .tls = &tls};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
@@ -64,6 +64,8 @@ static arpc_server *start_server(char *addr)
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
     return s;
 }
+
+static arpc_server *start_server(char *addr) { return start_server_trusting(addr, pair.tp_ca); }
 
 static int connect_as(const char *addr, const char *pem, const char *key, arpc_client **c, char *err, size_t len)
 {
@@ -151,6 +153,38 @@ static void test_control_bytes_in_subject_escaped(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A server trusting two authorities, each of which vouches for a "CN=alice,O=arpc tests":
+ * two holders, so two identities (and two at-most-once namespaces), though handlers see the
+ * same subject. One identity for both would let either be answered from, or fill, the
+ * other's reply cache by sending its client id. */
+static void test_same_subject_from_two_issuers_two_identities(void **state)
+{
+    (void)state;
+    char both[256], other_pem[256], other_key[256], addr[ARPC_ADDR_MAX];
+    snprintf(both, sizeof(both), "%s", tls_certs_path(&certs, "both_ca", "pem"));
+    snprintf(other_pem, sizeof(other_pem), "%s", tls_certs_path(&certs, "other_client", "pem"));
+    snprintf(other_key, sizeof(other_key), "%s", tls_certs_path(&certs, "other_client", "key"));
+    char client_pem[256], client_key[256];
+    snprintf(client_pem, sizeof(client_pem), "%s", tls_certs_path(&certs, "client", "pem"));
+    snprintf(client_key, sizeof(client_key), "%s", tls_certs_path(&certs, "client", "key"));
+    arpc_server *s = start_server_trusting(addr, both);
+
+    char *first = who(addr, client_pem, client_key), *second = who(addr, other_pem, other_key);
+    char *again = who(addr, client_pem, client_key);
+    uint64_t id1 = strtoull(first, NULL, 16), id2 = strtoull(second, NULL, 16);
+    assert_string_equal(" " TLS_CERTS_CLIENT_SUBJECT, strchr(first, ' '));
+    assert_string_equal(" " TLS_CERTS_CLIENT_SUBJECT, strchr(second, ' '));
+    assert_true((id1 & ARPC_AUTH_CERT_IDENTITY) != 0 && (id2 & ARPC_AUTH_CERT_IDENTITY) != 0);
+    if (id1 == id2)
+        fail_msg("two issuers' \"%s\" share the identity %" PRIx64, TLS_CERTS_CLIENT_SUBJECT, id1);
+    assert_string_equal(first, again); /* the same holder is the same identity every time */
+    free(first);
+    free(second);
+    free(again);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static int setup_all(void **state)
 {
     (void)state;
@@ -185,6 +219,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_subject_without_memory_refuses_verified_client),
         cmocka_unit_test(test_control_bytes_in_subject_escaped),
+        cmocka_unit_test(test_same_subject_from_two_issuers_two_identities),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

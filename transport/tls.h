@@ -13,6 +13,7 @@
 #define ARPC_TRANSPORT_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "arpc/tls.h"
 #include "transport/stream.h"
@@ -47,11 +48,15 @@ void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b);
  * (closed on failure too). ARPC_OK or ARPC_ENOMEM. */
 int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out);
 
+#define ARPC_TLS_ISSUER_DIGEST 16
+
 /* The verified peer certificate's subject as one RFC 2253 line (control and non-ASCII bytes
- * escaped as \XX), allocated into *out (arpc_free). ARPC_OK with *out NULL: a stream that is
- * not TLS, or a peer without a verified certificate. A verified certificate whose subject
- * cannot be had is an error, never "no subject" (the peer would pass for anonymous):
- * ARPC_ENOMEM, *out NULL. Loop thread. */
-int arpc_tls_peer_subject(const struct arpc_stream *s, char **out);
+ * escaped as \XX), allocated into *out (arpc_free), and the first ARPC_TLS_ISSUER_DIGEST
+ * bytes of the SHA-256 of its issuer's name (DER) into issuer: the same subject from two
+ * authorities is two holders. ARPC_OK with *out NULL: a stream that is not TLS, or a peer
+ * without a verified certificate. A verified certificate whose subject cannot be had is an
+ * error, never "no subject" (the peer would pass for anonymous): ARPC_ENOMEM, *out NULL.
+ * Loop thread. */
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issuer[ARPC_TLS_ISSUER_DIGEST]);
 
 #endif

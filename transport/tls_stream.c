@@ -319,7 +319,7 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     return ARPC_OK;
 }
 
-int arpc_tls_peer_subject(const struct arpc_stream *s, char **out)
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issuer[ARPC_TLS_ISSUER_DIGEST])
 {
     *out = NULL;
     if (s == NULL || s->s_ops != &tls_stream_ops)
@@ -331,9 +331,14 @@ int arpc_tls_peer_subject(const struct arpc_stream *s, char **out)
     /* From here on the peer is a verified holder: no subject is a failure, never "nobody".
      * Printing fails only without memory: a name it could not print (a UTF8String that is not
      * UTF-8, say) is refused when the certificate is parsed (OpenSSL canonicalises names). */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
     BIO *bio = BIO_new(BIO_s_mem());
     int rc = ARPC_ENOMEM;
-    if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+    if (bio != NULL && X509_NAME_digest(X509_get_issuer_name(cert), EVP_sha256(), md, &md_len) == 1 &&
+        md_len >= ARPC_TLS_ISSUER_DIGEST &&
+        X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        memcpy(issuer, md, ARPC_TLS_ISSUER_DIGEST);
         char *text;
         long n = BIO_get_mem_data(bio, &text);
         if (n >= 0 && (*out = arpc_malloc((size_t)n + 1)) != NULL) {

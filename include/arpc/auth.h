@@ -14,8 +14,10 @@
  * arpc_client_last_error. The token travels in clear text unless the transport encrypts it.
  *
  * Identity: the callback may name the client (a non-zero 64-bit identity); without one, a
- * tls:// client with a verified certificate is named by its subject (ARPC_AUTH_CERT_IDENTITY
- * bit set, the rest a hash of the subject) and a peer with known credentials is
+ * tls:// client with a verified certificate is named by its subject and its issuer
+ * (ARPC_AUTH_CERT_IDENTITY bit set, the rest a hash of the subject keyed by a digest of the
+ * issuer's name: a server trusting several CAs keeps apart the "CN=alice" each vouches for,
+ * though handlers see the same arpc_request_peer_subject) and a peer with known credentials is
  * ARPC_AUTH_UID_IDENTITY(uid). At-most-once replies are kept
  * per (identity, client id), so a client cannot be answered from, nor fill, the reply cache of
  * a client with another identity by sending its client id.
@@ -36,7 +38,7 @@ extern "C" {
 /* The identity of a peer known only by its uid (the top bit keeps it apart from small
  * identities a callback chooses). */
 #define ARPC_AUTH_UID_IDENTITY(uid) ((UINT64_C(1) << 63) | (uint64_t)(uint32_t)(uid))
-/* Set in the identity of a client named by its certificate's subject (and clear in uid ones). */
+/* Set in the identity of a client named by its certificate (and clear in uid ones). */
 #define ARPC_AUTH_CERT_IDENTITY (UINT64_C(1) << 62)
 
 /* What the server knows about the other end of a connection. Owned by the server: valid

@@ -13,7 +13,7 @@
 
 #define DAY_S (24L * 3600)
 
-static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client", "other_server"};
+static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client", "other_server", "other_client"};
 #define NCERTS (sizeof(cert_names) / sizeof(cert_names[0]))
 
 const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind)
@@ -89,6 +89,16 @@ static bool write_pair(struct tls_certs *tc, const char *name, X509 *cert, EVP_P
     return ok;
 }
 
+/* NAME.pem: the two certificates a and b, one file (a CA bundle). */
+static bool write_bundle(struct tls_certs *tc, const char *name, X509 *a, X509 *b)
+{
+    FILE *f = fopen(tls_certs_path(tc, name, "pem"), "w");
+    bool ok = f != NULL && PEM_write_X509(f, a) == 1 && PEM_write_X509(f, b) == 1;
+    if (f != NULL)
+        fclose(f);
+    return ok;
+}
+
 /* "revoked_ca.pem": ca's certificate followed by its CRL revoking server's and client's. */
 static bool write_revocations(struct tls_certs *tc, X509 *ca, EVP_PKEY *ca_key, X509 *const revoke[], size_t n)
 {
@@ -140,8 +150,11 @@ bool tls_certs_make(struct tls_certs *tc)
                                      NULL)) != NULL;
     ok = ok && (certs[5] = make_cert(keys[5], "localhost", NULL, -DAY_S, DAY_S, certs[1], keys[1], false,
                                      server_san)) != NULL;
+    ok = ok && (certs[6] = make_cert(keys[6], "alice", "arpc tests", -DAY_S, DAY_S, certs[1], keys[1], false,
+                                     NULL)) != NULL;
     for (size_t i = 0; i < NCERTS && ok; i++)
         ok = write_pair(tc, cert_names[i], certs[i], keys[i]);
+    ok = ok && write_bundle(tc, "both_ca", certs[0], certs[1]);
     ok = ok && write_revocations(tc, certs[0], keys[0], (X509 *const[]){certs[2], certs[4]}, 2);
     for (size_t i = 0; i < NCERTS; i++) {
         X509_free(certs[i]);
@@ -212,6 +225,7 @@ void tls_certs_remove(struct tls_certs *tc)
         unlink(tls_certs_path(tc, cert_names[i], "key"));
     }
     unlink(tls_certs_path(tc, "revoked_ca", "pem"));
+    unlink(tls_certs_path(tc, "both_ca", "pem"));
     rmdir(tc->tc_dir);
 }
 #endif

@@ -10,7 +10,10 @@
  *   expired    as server, but valid only from two days ago to one day ago
  *   client     "CN=alice,O=arpc tests", signed by ca (mutual TLS)
  *   other_server  as server, but signed by other_ca (certificate rotation)
- * and revoked_ca.pem: ca's certificate and its CRL, which revokes server and client.
+ *   other_client  "CN=alice,O=arpc tests" as client, but signed by other_ca (another holder
+ *                 of the same name, vouched for by another authority)
+ * and revoked_ca.pem: ca's certificate and its CRL, which revokes server and client;
+ * both_ca.pem: ca's and other_ca's certificates (a bundle trusting both).
  */
 #ifndef ARPC_TEST_TLS_CERTS_H
 #define ARPC_TEST_TLS_CERTS_H
