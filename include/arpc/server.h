@@ -430,7 +430,8 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
 ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
 
-/* Sends data (copied) as the reply and finishes req. Callable from any thread, exactly once per
+/* Sends data (copied) as the reply and finishes req (a NULL data is an empty reply, whatever
+ * len says; so for arpc_reply_durable). Callable from any thread, exactly once per
  * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
  * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
