@@ -1,5 +1,5 @@
 /*
- * Control frames pass a held connection (docs/ARCHITECTURE.md, "Holds"): with default
+ * Control frames pass a held connection (docs/ARCHITECTURE.md, "Control frames pass a hold"): with default
  * options a method that has never replied is charged max_conn_bytes/16 per call, so 16 long
  * polls hold their connection's input. Its client must still be able to cancel them (the
  * only way those handlers end) and its heartbeat must still be answered, or the hold waits

@@ -1,8 +1,10 @@
 /*
  * arpc/alloc.h: the allocator hook.
  *
- * All memory arpc allocates goes through these hooks, so a test can make any allocation fail
- * and check that the failure reaches the caller as ARPC_ENOMEM with nothing leaked.
+ * All memory arpc allocates goes through these hooks (protobuf-c's unpacking too), so a test
+ * can make any allocation fail and check that the failure reaches the caller as ARPC_ENOMEM
+ * with nothing leaked. The libraries arpc uses allocate with their own (malloc): libev's loop
+ * and watchers' tables, jansson's parsed JSON, OpenSSL's contexts and connections.
  * arpc_set_allocator() must be called before any other arpc function (it is not synchronised
  * with allocations already under way); passing NULL restores malloc/realloc/free. Blocks must
  * be aligned as malloc's are (alignof(max_align_t)): some hold 16-byte atomic words.

@@ -44,9 +44,9 @@ extern "C" {
 /* What the server knows about the other end of a connection. Owned by the server: valid
  * while the request (or the authenticate call) it came from is. */
 typedef struct arpc_peer_info {
-    const char *transport; /* "tcp", "unix" or "inproc" */
-    const char *address;   /* tcp: the peer's "tcp://10.1.2.3:5555"; unix and inproc peers
-                            * have no address of their own: the listener's */
+    const char *transport; /* "tcp", "tls", "unix" or "inproc" */
+    const char *address;   /* tcp and tls: the peer's "tcp://10.1.2.3:5555" ("tls://..."); unix
+                            * and inproc peers have no address of their own: the listener's */
     bool has_creds;        /* uid, gid and pid are known (unix:// and inproc://: SO_PEERCRED,
                             * taken when the connection was accepted) */
     uint32_t uid, gid;     /* the peer process's effective uid and gid at connect time */

@@ -163,7 +163,9 @@ typedef struct arpc_call_options {
  * connected, a client refused so at a reconnect tries again after its back-off, its calls
  * waiting), ARPC_ETLS (tls://: the handshake failed,
  * e.g. a certificate not trusted; or a certificate or key that does not load), ARPC_ENOMEM,
- * ARPC_ESYSTEM;
+ * ARPC_ESYSTEM, ARPC_EINVAL (out or addr NULL, an options field this library lacks set, an
+ * auth_token over ARPC_AUTH_TOKEN_MAX_BYTES), ARPC_EBUSY (from a task on opts->loop),
+ * ARPC_ESHUTDOWN (opts->loop was stopped);
  * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);

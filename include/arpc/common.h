@@ -11,7 +11,8 @@
  *
  * API misuse (clients, servers, futures, completion queues, actors):
  *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
- *    error code). A future-returning call gets a future completed with ARPC_EINVAL.
+ *    error code), and so is a NULL out pointer of a create, wrap or connect function. A
+ *    future-returning call gets a future completed with ARPC_EINVAL.
  *  - A handle used after its close/destroy/last release (a second close included, even one
  *    racing the first), or a pointer to another kind of object, is a programming error: arpc
  *    logs "<function> on <address>: not a live <kind> ..." at ARPC_LOG_ERROR and calls

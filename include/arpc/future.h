@@ -78,7 +78,8 @@ ARPC_API void *arpc_future_take(arpc_future *f, size_t *len);
 ARPC_API void arpc_future_retain(arpc_future *f);
 ARPC_API void arpc_future_release(arpc_future *f);
 
-/* Waits until every future is complete. Returns ARPC_OK, or ARPC_EPENDING on timeout. */
+/* Waits until every future is complete. Returns ARPC_OK, ARPC_EPENDING on timeout, or
+ * ARPC_EINVAL (fs NULL with n > 0, or a NULL future among them). */
 ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms);
 
 /* Waits until at least one future is complete and stores its position in *index (the lowest

@@ -159,7 +159,9 @@ ARPC_API int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg);
 ARPC_API void arpc_loop_stop(arpc_loop *loop);
 
 /* Stops the loop, waits for its thread (when started with arpc_loop_start) and frees it.
- * Callable from any thread. Called from the loop thread (inside a task), the free is deferred
+ * Callable from any thread, but a wrapped or pollable loop only from the thread that created
+ * it, outside ev_run or a step (anywhere else it logs an error and does nothing; see above).
+ * Called from the loop thread (inside a task), the free is deferred
  * until the loop has returned. A submit already waiting for room on another thread returns
  * ARPC_ESHUTDOWN, and the free waits for it to be out. Do not use the loop after this call:
  * a second destroy (even one from a task while the first drains), or any call on the loop

@@ -3,7 +3,7 @@
  *
  * A server owns a loop thread (or uses one given to it) that accepts connections, reads and
  * splits frames, and writes replies, and runs handlers on worker actors (arpc/actor.h):
- * by default on the server's pool (an actor group, one actor per core), or on an actor or
+ * by default on the server's pool (an actor group, one actor per core but one: see workers), or on an actor or
  * group of the method's own (a single actor runs its calls one at a time, so the handler's
  * state needs no lock), or, opted in for trivial non-blocking handlers, inline on the loop.
  *
@@ -282,7 +282,7 @@ typedef struct arpc_method_options {
      * the server's shell). Until then it also counts as a call in flight on its connection,
      * as a slow handler's does (max_calls_per_conn, the bytes it owes, a stop's grace), even
      * once the server answered it. The queue must outlive the server. Not with actor, group,
-     * key or inline_on_loop. */
+     * key, inline_on_loop or ctx_free (ARPC_EINVAL). */
     arpc_cq *queue;
     /* Take at-most-once calls only: a call that is not numbered (the client's semantics
      * ARPC_AT_LEAST_ONCE or ARPC_NO_RETRY, a client without an id, any JSON-RPC call) is
@@ -324,7 +324,7 @@ ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handl
  * unknown scheme, a malformed or too long address, a host not of this machine), ARPC_EADDRINUSE
  * (the port is taken; a unix path that exists and is not a stale socket), ARPC_EINVAL (NULL, a
  * tls:// address on a server without arpc_server_options.tls, unix_mode beyond 0777),
- * ARPC_ESHUTDOWN, ARPC_ESYSTEM. There is no errbuf: each failure's reason is logged, one WARN
+ * ARPC_ESHUTDOWN, ARPC_ESYSTEM, ARPC_ENOMEM. There is no errbuf: each failure's reason is logged, one WARN
  * line "cannot listen: ..." (arpc/log.h). */
 ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
 
@@ -430,7 +430,8 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
 ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
 
-/* Sends data (copied) as the reply and finishes req. Callable from any thread, exactly once per
+/* Sends data (copied) as the reply and finishes req (a NULL data is an empty reply, whatever
+ * len says; so for arpc_reply_durable). Callable from any thread, exactly once per
  * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
  * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
