@@ -32,6 +32,7 @@
 #include "core/frame.h"
 #include "core/peer_log.h"
 #include "core/server_internal.h"
+#include "transport/tls.h"
 #include "transport/transport.h"
 
 #define LISTENER_ACCEPT_BATCH 4 /* per readiness: a loop turn with new connections stays short */
@@ -207,7 +208,12 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
         return NULL;
     }
     bool unix_path = tr == &arpc_transport_unix;
-    if (unix_path && (s->sv_unix_mode & ~0777u) != 0) {
+    if (tr == &arpc_transport_tls && s->sv_tls == NULL && arpc_tls_built()) {
+        /* Before the bind: refused, the port was never ours (nor its errors: EADDRINUSE).
+         * A build without TLS lets t_listen say so instead. */
+        *rc = ARPC_EINVAL;
+        snprintf(why, sizeof(why), "%s: the server has no TLS certificate (arpc_server_options.tls)", addr);
+    } else if (unix_path && (s->sv_unix_mode & ~0777u) != 0) {
         *rc = ARPC_EINVAL;
         snprintf(why, sizeof(why), "unix_mode %#o has bits beyond 0777", (unsigned)s->sv_unix_mode);
     } else {
@@ -222,14 +228,6 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     if (*rc != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "cannot listen: %s", why);
         arpc_free(l);
-        return NULL;
-    }
-    if (tr == &arpc_transport_tls && s->sv_tls == NULL) {
-        arpc_log(ARPC_LOG_WARN, "cannot listen on %s: the server has no TLS certificate (arpc_server_options.tls)",
-                 addr);
-        tr->t_unlisten(l->l_sock);
-        arpc_free(l);
-        *rc = ARPC_EINVAL;
         return NULL;
     }
     l->l_tls = tr == &arpc_transport_tls ? s->sv_tls : NULL;

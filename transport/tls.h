@@ -12,6 +12,7 @@
 #ifndef ARPC_TRANSPORT_TLS_H
 #define ARPC_TRANSPORT_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,9 @@ void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b);
  * first reads and writes make it, asking for readiness as they need. Owns fd from here on
  * (closed on failure too). ARPC_OK or ARPC_ENOMEM. */
 int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out);
+
+/* Whether this build has TLS: false where tls:// is only refused (tls_absent.c). */
+bool arpc_tls_built(void);
 
 #define ARPC_TLS_ISSUER_DIGEST 16
 

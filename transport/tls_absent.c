@@ -78,6 +78,8 @@ int arpc_tls_client_new(struct arpc_tls **out, const struct arpc_target *target,
 
 void arpc_tls_free(struct arpc_tls *tls) { (void)tls; }
 
+bool arpc_tls_built(void) { return false; }
+
 void arpc_tls_swap(struct arpc_tls *a, struct arpc_tls *b) /* no context is ever made */
 {
     (void)a;

@@ -208,6 +208,8 @@ static int tls_new(struct arpc_tls **out, bool client, const arpc_tls_options *o
     return ARPC_OK;
 }
 
+bool arpc_tls_built(void) { return true; }
+
 int arpc_tls_server_new(struct arpc_tls **out, const arpc_tls_options *o, char *why, size_t whylen)
 {
     if (o == NULL || o->cert_file == NULL || o->key_file == NULL) {
