@@ -5,7 +5,7 @@
 
 #include "arpc/error.h"
 
-int arpc_options_copy(void *copy, size_t lib_size, const void *opts, size_t caller_size)
+int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_t caller_size)
 {
     memset(copy, 0, lib_size);
     if (opts == NULL)

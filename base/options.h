@@ -10,10 +10,24 @@
 #define ARPC_BASE_OPTIONS_H
 
 #include <stddef.h>
+#include <string.h>
+
+#include "arpc/error.h"
+
+int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_t caller_size);
 
 /* Zeroes copy (lib_size bytes), then copies min(caller_size, lib_size) bytes of opts into it.
- * opts may be NULL (copy stays zero). Returns ARPC_OK, or ARPC_EINVAL if a byte of opts past
- * lib_size is non-zero (copy is still zeroed and filled). */
-int arpc_options_copy(void *copy, size_t lib_size, const void *opts, size_t caller_size);
+ * opts may be NULL (copy stays zero). Returns ARPC_OK, or ARPC_EINVAL if a byte of opts
+ * past lib_size is non-zero (copy is still zeroed and filled). Inline for the common case,
+ * a caller built with this library's headers: a plain copy of a size the compiler knows,
+ * where a call per arpc_call_async cost ~45 instructions. */
+static inline int arpc_options_copy(void *copy, size_t lib_size, const void *opts, size_t caller_size)
+{
+    if (opts != NULL && caller_size == lib_size) {
+        memcpy(copy, opts, lib_size);
+        return ARPC_OK;
+    }
+    return arpc_options_copy_sized(copy, lib_size, opts, caller_size);
+}
 
 #endif

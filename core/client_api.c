@@ -91,10 +91,11 @@ static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
     return arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
 }
 
-/* Checks a request and the client's state; ARPC_OK with the frame's total size. An argument
- * refused ARPC_EINVAL is named in *why (the call's result, so the caller learns which). */
-static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *total,
-                         const char **why)
+/* Checks a request and the client's state; ARPC_OK with the method name's length and the
+ * frame's total size. An argument refused ARPC_EINVAL is named in *why (the call's result, so
+ * the caller learns which). */
+static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *method_len,
+                         size_t *total, const char **why)
 {
     _Static_assert(ARPC_METHOD_MAX == 255, "the message below names the bound");
     size_t mlen = method ? strlen(method) : 0;
@@ -113,14 +114,17 @@ static int request_check(arpc_client *c, const char *method, const void *req, si
         limit = c->cl_max_frame;
     if (req_len > limit) /* checked first: req_len + header must not wrap */
         return ARPC_ETOOLARGE;
+    *method_len = mlen;
     *total = arpc_frame_request_size(mlen, req_len);
     return *total - ARPC_FRAME_HEADER_SIZE > limit ? ARPC_ETOOLARGE : ARPC_OK;
 }
 
-static void request_encode(uint8_t *dst, uint8_t kind, const char *method, const void *req, size_t req_len)
+/* method_len as request_check() found it. */
+static void request_encode(uint8_t *dst, uint8_t kind, const char *method, size_t method_len, const void *req,
+                           size_t req_len)
 {
     /* xid, seq, ack and budget are stamped on the loop, at each send. */
-    arpc_frame_encode_request(dst, kind, 0, 0, 0, 0, method, (uint16_t)strlen(method), req, (uint32_t)req_len);
+    arpc_frame_encode_request(dst, kind, 0, 0, 0, 0, method, (uint16_t)method_len, req, (uint32_t)req_len);
 }
 
 /* Starts a call on a client the caller entered (client_enter; NULL: the call fails
@@ -136,10 +140,10 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
     const arpc_call_options *o = caller_o != NULL ? &copy : NULL;
     if (rc == ARPC_OK && c == NULL)
         rc = ARPC_EINVAL;
-    size_t total = 0;
+    size_t method_len = 0, total = 0;
     const char *why = NULL; /* an argument refused, for the result */
     if (rc == ARPC_OK)
-        rc = request_check(c, method, req, req_len, &total, &why);
+        rc = request_check(c, method, req, req_len, &method_len, &total, &why);
     struct client_call *call = NULL;
     if (rc == ARPC_OK) {
         enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
@@ -176,7 +180,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }
-    request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, req, req_len);
+    request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, method_len, req, req_len);
     arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
@@ -311,9 +315,9 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
 {
     if ((c = client_enter(c, __func__)) == NULL)
         return ARPC_EINVAL;
-    size_t total = 0;
+    size_t method_len = 0, total = 0;
     const char *why = NULL;
-    int rc = request_check(c, method, req, req_len, &total, &why);
+    int rc = request_check(c, method, req, req_len, &method_len, &total, &why);
     if (why != NULL) /* no result to carry it: said once per call, as misuse is */
         arpc_log(ARPC_LOG_WARN, "arpc_notify refused: %s", why);
     struct oneway_msg *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
@@ -324,7 +328,7 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
     arpc_loop_job_init(&m->om_job, oneway_send);
     m->om_client = c;
     m->om_len = total;
-    request_encode(m->om_frame, ARPC_FRAME_ONEWAY, method, req, req_len);
+    request_encode(m->om_frame, ARPC_FRAME_ONEWAY, method, method_len, req, req_len);
     rc = arpc_loop_post(c->cl_loop, &m->om_job);
     if (rc != ARPC_OK) {
         arpc_free(m);

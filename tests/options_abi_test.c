@@ -32,6 +32,10 @@ static void test_copy_rules(void **state)
     const unsigned char older[8] = {1, 2, 3, 0, 0, 0, 0, 0};
     assert_memory_equal(older, copy, sizeof(copy));
 
+    memset(copy, 0xAA, sizeof(copy)); /* this library's headers (the inline path): all of it */
+    assert_int_equal(ARPC_OK, arpc_options_copy(copy, sizeof(copy), caller, sizeof(copy)));
+    assert_memory_equal(caller, copy, sizeof(copy));
+
     memset(copy, 0xAA, sizeof(copy)); /* NULL: all zero */
     assert_int_equal(ARPC_OK, arpc_options_copy(copy, sizeof(copy), NULL, sizeof(caller)));
     const unsigned char zero[8] = {0};
