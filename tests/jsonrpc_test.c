@@ -628,7 +628,47 @@ static void test_codec_chosen_by_first_byte(void **state)
     assert_int_equal(2, frames);
 }
 
-/* A method whose replies are not JSON (any binary one; arpc.methods), called by a JSON-RPC
+/* The built-in arpc.methods, called by a JSON-RPC peer: its names as a JSON array of strings
+ * (escaped as JSON escapes them; UTF-8 as it is, so a peer can call a name it read; a name
+ * that is not UTF-8, which no JSON-RPC request can spell, as the log escapes it), while an
+ * arpc client still gets them one per line. (Before, the JSON-RPC peer was answered "the
+ * handler's reply is not valid JSON".) */
+static void test_methods_listed_in_json(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    expect_call(c, "arpc.methods", "null", ARPC_OK,
+                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Once\",\"T.Hold\","
+                "\"T.Release\"]");
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+
+    static const char odd[] = "T.odd\"name\\with\nbreak", utf8[] = "T.Caf\xc3\xa9", not_utf8[] = "T.\xff";
+    arpc_server *s;
+    char to[128];
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, odd, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, utf8, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, not_utf8, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    c = connect_client(to);
+    expect_call(c, "arpc.methods", "null", ARPC_OK,
+                "[\"arpc.methods\",\"arpc.stats\",\"T.odd\\\"name\\\\with\\nbreak\",\"T.Caf\xc3\xa9\",\"T.\\\\xff\"]");
+    expect_call(c, utf8, "7", ARPC_OK, "7"); /* the name as listed calls the method */
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    arpc_client *ac;
+    assert_int_equal(arpc_client_connect(&ac, to, NULL), ARPC_OK);
+    void *lines = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_call(ac, "arpc.methods", NULL, 0, &lines, &len, WAIT_MS), ARPC_OK);
+    static const char want[] = "arpc.methods\narpc.stats\nT.odd\"name\\with\nbreak\nT.Caf\xc3\xa9\nT.\xff\n";
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(lines, want, len);
+    arpc_free(lines);
+    assert_int_equal(arpc_client_close(ac), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+/* A method whose replies are not JSON (any binary one), called by a JSON-RPC
  * peer as often as it likes: each call is answered with the error, but the server's log gets
  * a peer's budget of lines (core/peer_log.h), not one per call. (Before, every call logged a
  * WARN from the replying thread: 100 calls, 100 lines.) */
@@ -814,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys_refused),
         cmocka_unit_test(test_client_refuses_duplicate_keys),
         cmocka_unit_test(test_not_json_replies_logged_within_budget),
+        cmocka_unit_test(test_methods_listed_in_json),
         cmocka_unit_test(test_server_bounds_parse_memory),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),
