@@ -11,8 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -276,14 +274,10 @@ static void *fake_main(void *arg)
 
 static void fake_start(struct fake *f, const char *answer, char *to, size_t tolen)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    f->f_listen = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port;
+    f->f_listen = fd_listen_loopback(0, 1, 0, &port);
     assert_true(f->f_listen >= 0);
-    assert_int_equal(bind(f->f_listen, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(f->f_listen, 1), 0);
-    assert_int_equal(getsockname(f->f_listen, (struct sockaddr *)&sa, &sl), 0);
-    snprintf(to, tolen, "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(to, tolen, "tcp://127.0.0.1:%u", port);
     f->f_answer = answer;
     assert_int_equal(pthread_create(&f->f_thread, NULL, fake_main, f), 0);
 }
