@@ -57,6 +57,8 @@ void text_buf_printf(struct text_buf *b, const char *fmt, ...)
     b->tb_len += (size_t)n;
 }
 
+void text_buf_fail(struct text_buf *b) { b->tb_failed = true; }
+
 int text_buf_finish(struct text_buf *b, char **out, size_t *len)
 {
     if (text_buf_reserve(b, 0)) /* an empty text still gets its NUL */

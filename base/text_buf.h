@@ -19,6 +19,9 @@ void text_buf_init(struct text_buf *b);
 void text_buf_append(struct text_buf *b, const char *data, size_t len);
 void text_buf_puts(struct text_buf *b, const char *s);
 void text_buf_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A part of the text made elsewhere could not be had (no memory): the text fails, as it does
+ * when an append finds no memory. */
+void text_buf_fail(struct text_buf *b);
 /* Hands the text to the caller (*out, freed with arpc_free; *len may be NULL): ARPC_OK, or
  * ARPC_ENOMEM (nothing to free). */
 int text_buf_finish(struct text_buf *b, char **out, size_t *len);

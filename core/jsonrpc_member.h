@@ -11,9 +11,10 @@
 #include <stdint.h>
 
 /* obj[0..len) is one JSON object that jansson accepted (valid JSON: not checked again). The
- * value of its top-level member named key (compared as written: a key spelled with escapes
- * does not match; the first of duplicate keys, which the JSON-RPC code refuses before it asks) is obj[*at .. *at + *value_len). False when
- * there is no such member. */
+ * value of its top-level member named key (UTF-8) is obj[*at .. *at + *value_len): a key is
+ * compared as a parser reads it, its escapes decoded ("res\u0075lt" is "result", as it is to
+ * jansson); of duplicate keys the first, but the JSON-RPC code refuses those before it asks.
+ * False when there is no such member. */
 bool jsonrpc_member_text(const uint8_t *obj, size_t len, const char *key, size_t *at, size_t *value_len);
 
 #endif

@@ -47,6 +47,12 @@ static inline void jsonrpc_scan_reset(struct jsonrpc_scan *st) { *st = (struct j
 /* JSON's whitespace (RFC 8259): what may separate objects in the stream. */
 static inline bool jsonrpc_is_space(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
 
+/* A hex digit's value (a \uXXXX escape's), or -1. */
+static inline int jsonrpc_hex_digit(uint8_t b)
+{
+    return b >= '0' && b <= '9' ? b - '0' : b >= 'a' && b <= 'f' ? b - 'a' + 10 : b >= 'A' && b <= 'F' ? b - 'A' + 10 : -1;
+}
+
 /* The number of whitespace bytes at the start of buf[0..len). */
 size_t jsonrpc_skip_space(const uint8_t *buf, size_t len);
 

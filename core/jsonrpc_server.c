@@ -28,6 +28,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/text_buf.h"
 #include "core/jsonrpc_codec.h"
 #include "core/jsonrpc_scan.h"
 #include "core/jsonrpc_skim.h"
@@ -506,9 +507,20 @@ void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8
     *len = sizeof(jsonrpc_not_json) - 1;
 }
 
+void jsonrpc_text_quoted(struct text_buf *b, const char *text, size_t len)
+{
+    size_t qlen = 0;
+    char *quoted = jsonrpc_quote(text, len, &qlen);
+    if (quoted != NULL)
+        text_buf_append(b, quoted, qlen);
+    else
+        text_buf_fail(b);
+    arpc_free(quoted);
+}
+
 static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len)
 {
-    /* Any method whose replies are not JSON (every binary one, arpc.methods) says so here at
+    /* Any method whose replies are not JSON (every binary one) says so here at
      * a JSON-RPC peer's call: the peer chooses how often, so the line is a peer's (peer_log). */
     if (code == ARPC_EHANDLER && len == sizeof(jsonrpc_not_json) - 1 && memcmp(data, jsonrpc_not_json, len) == 0)
         peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "JSON-RPC call %llu from %s: %s", (unsigned long long)xid,

@@ -12,6 +12,7 @@
 
 struct server_conn;
 struct reply_msg;
+struct text_buf;
 
 #ifdef ARPC_WITH_JSONRPC
 /* A connection that has not sent HELLO yet: if its first byte is '{', '[' or JSON whitespace (an
@@ -47,6 +48,10 @@ bool jsonrpc_sconn_is(const struct server_conn *sc);
  * the loop, as a peer's line, when it is answered). */
 void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint64_t xid, uint8_t *kind, int *code,
                                const void **data, size_t *len);
+/* Appends text[0..len) to b as a JSON string, quoted as the server quotes its words to a
+ * JSON-RPC peer (jsonrpc_quote: bytes that are not UTF-8 as the log escapes them), for a
+ * built-in's JSON answer (core/server_builtin.c). Any thread. No memory: b fails. */
+void jsonrpc_text_quoted(struct text_buf *b, const char *text, size_t len);
 #else
 static inline bool jsonrpc_sconn_adopt(struct server_conn *sc) { (void)sc; return false; }
 static inline size_t jsonrpc_sconn_parse(struct server_conn *sc) { (void)sc; return 0; }
@@ -72,6 +77,11 @@ static inline void jsonrpc_sconn_check_reply(const struct server_conn *sc, uint6
                                              const void **data, size_t *len)
 {
     (void)sc, (void)xid, (void)kind, (void)code, (void)data, (void)len;
+}
+/* Without JSON-RPC no request comes from a JSON-RPC peer: never called. */
+static inline void jsonrpc_text_quoted(struct text_buf *b, const char *text, size_t len)
+{
+    (void)b, (void)text, (void)len;
 }
 #endif
 

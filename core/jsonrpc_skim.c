@@ -68,17 +68,12 @@ static void skim_key_char(struct jsonrpc_skim *sk, unsigned c)
         sk->sk_key_pos = sk->sk_key_pos < 2 && c == (uint8_t)"id"[sk->sk_key_pos] ? (uint8_t)(sk->sk_key_pos + 1) : 0xff;
 }
 
-static int hex_digit(uint8_t b)
-{
-    return b >= '0' && b <= '9' ? b - '0' : b >= 'a' && b <= 'f' ? b - 'a' + 10 : b >= 'A' && b <= 'F' ? b - 'A' + 10 : -1;
-}
-
 /* A key's byte after "\\u": a hex digit of its code unit; true when it was one. Anything else
  * ends the escape as no match and is read as the byte it is (the framing stays jsonrpc_scan's,
  * which reads no escape past its first byte; jansson refuses such an object later). */
 static bool skim_key_hex(struct jsonrpc_skim *sk, uint8_t b)
 {
-    int v = hex_digit(b);
+    int v = jsonrpc_hex_digit(b);
     if (v < 0) {
         sk->sk_key_hex = 0;
         sk->sk_key_pos = 0xff;

@@ -72,6 +72,11 @@ const char *arpc_request_peer_subject(const arpc_request *req)
     const struct request_state *st = request_state_of(req);
     return st != NULL ? st->rs_conn->sc_peer_subject : NULL;
 }
+bool request_from_jsonrpc(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req);
+    return st != NULL && st->rs_conn->sc_speaks_json; /* fixed before its first request */
+}
 uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
 
 int64_t arpc_request_budget_ms(const arpc_request *req)

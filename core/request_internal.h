@@ -119,6 +119,9 @@ void request_handles_init(arpc_server *s);
 void request_handles_fini(arpc_server *s);
 /* The request leaves its connection's table: a CANCEL can no longer find it. */
 void request_untrack(arpc_request *req);
+/* The request came from a JSON-RPC peer (its reply must be JSON: core/jsonrpc_server.h). Any
+ * thread while its handler runs; false once the server let go of its part. */
+bool request_from_jsonrpc(const arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */
 void request_refuse(arpc_request *req, int code, const char *why);
 

@@ -6,6 +6,8 @@
 #include "arpc/stats.h"
 #include "base/alloc.h"
 #include "base/text_buf.h"
+#include "core/jsonrpc_server.h"
+#include "core/request_internal.h"
 #include "core/server_internal.h"
 
 /* Answers with text, or ARPC_ENOMEM's wording when it could not be built. */
@@ -18,16 +20,28 @@ static void reply_text(arpc_request *req, int rc, char *text, size_t len)
     arpc_free(text);
 }
 
+/* The names, each followed by a line feed; to a JSON-RPC peer, whose reply must be JSON, a
+ * JSON array of them (a name that is not UTF-8, which no JSON-RPC request can spell, as
+ * jsonrpc_quote writes it). */
 static void builtin_methods(arpc_request *req, void *ctx)
 {
     const arpc_server *s = ctx;
     const struct arpc_registry *r = &s->sv_registry;
+    bool json = request_from_jsonrpc(req);
     struct text_buf b;
     text_buf_init(&b);
+    text_buf_puts(&b, json ? "[" : "");
     for (size_t i = 0; i < r->r_count; i++) {
-        text_buf_append(&b, r->r_methods[i]->m_name, r->r_methods[i]->m_name_len);
-        text_buf_puts(&b, "\n");
+        const struct arpc_method *m = r->r_methods[i];
+        if (json) {
+            text_buf_puts(&b, i > 0 ? "," : "");
+            jsonrpc_text_quoted(&b, m->m_name, m->m_name_len);
+        } else {
+            text_buf_append(&b, m->m_name, m->m_name_len);
+            text_buf_puts(&b, "\n");
+        }
     }
+    text_buf_puts(&b, json ? "]" : "");
     char *text = NULL;
     size_t len = 0;
     int rc = text_buf_finish(&b, &text, &len);

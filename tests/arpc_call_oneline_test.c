@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "call_fail.h"
 #include "call_log.h"
 #include "support/call_run.h"
+#include "support/test_util.h"
 
 #ifndef ARPC_CALL_BIN
 #error "tests/CMakeLists.txt defines ARPC_CALL_BIN, the arpc-call program's path"
@@ -187,14 +187,10 @@ static void test_json_garbage_one_line(void **state)
 {
     (void)state;
     struct garbage_server g;
-    g.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint16_t port;
+    g.lfd = fd_listen_loopback(0, 4, 0, &port); /* ready: connects queue from here on */
     assert_true(g.lfd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(0, bind(g.lfd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(g.lfd, 4)); /* ready: connects queue from here on */
-    socklen_t len = sizeof(sa);
-    assert_int_equal(0, getsockname(g.lfd, (struct sockaddr *)&sa, &len));
-    snprintf(g.addr, sizeof(g.addr), "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(g.addr, sizeof(g.addr), "tcp://127.0.0.1:%u", port);
     assert_int_equal(0, pthread_create(&g.thread, NULL, garbage_serve, &g));
 
     struct call_run r;

@@ -7,8 +7,6 @@
  * calls without a deadline) at once with ARPC_ESHUTDOWN; a call's deadline still ends it when
  * the call before it left the loop's deadlines without room and memory (out of memory).
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
@@ -61,14 +59,10 @@ static void *silent_main(void *p)
 static void silent_start(struct silent_server *s)
 {
     atomic_init(&s->ss_conn, -1);
-    s->ss_listen = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port;
+    s->ss_listen = fd_listen_loopback(0, 4, 0, &port);
     assert_true(s->ss_listen >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(0, bind(s->ss_listen, (struct sockaddr *)&a, sizeof(a)));
-    assert_int_equal(0, listen(s->ss_listen, 4));
-    assert_int_equal(0, getsockname(s->ss_listen, (struct sockaddr *)&a, &alen));
-    snprintf(s->ss_addr, sizeof(s->ss_addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    snprintf(s->ss_addr, sizeof(s->ss_addr), "tcp://127.0.0.1:%u", port);
     assert_int_equal(0, pthread_create(&s->ss_thread, NULL, silent_main, s));
 }
 

@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,14 +45,10 @@ static void *http_serve(void *arg)
 
 static void http_peer_start(struct http_peer *p)
 {
-    p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint16_t port;
+    p->lfd = fd_listen_loopback(0, 4, 0, &port);
     assert_true(p->lfd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(0, bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(p->lfd, 4));
-    socklen_t len = sizeof(sa);
-    assert_int_equal(0, getsockname(p->lfd, (struct sockaddr *)&sa, &len));
-    snprintf(p->addr, sizeof(p->addr), "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(p->addr, sizeof(p->addr), "tcp://127.0.0.1:%u", port);
     assert_int_equal(0, pthread_create(&p->thread, NULL, http_serve, p));
 }
 

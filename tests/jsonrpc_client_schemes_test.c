@@ -9,9 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,21 +17,7 @@
 
 #include "arpc/arpc.h"
 #include "arpc/jsonrpc.h"
-
-/* A plain TCP listener on 127.0.0.1, non-blocking (accept says EAGAIN while none came);
- * port gets its port. */
-static int plain_listener(unsigned *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(0, bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(fd, 8));
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(0, getsockname(fd, (struct sockaddr *)&sa, &sl));
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
+#include "support/test_util.h"
 
 /* No connection waits on the listener: nobody connected (a blocking connect that returned
  * has its connection in the backlog by then). */
@@ -49,8 +33,9 @@ static void assert_nobody_came(int lfd)
 static void test_tls_address_refused(void **state)
 {
     (void)state;
-    unsigned port;
-    int lfd = plain_listener(&port);
+    uint16_t port;
+    int lfd = fd_listen_loopback(SOCK_NONBLOCK, 8, 0, &port); /* accept says EAGAIN while none came */
+    assert_true(lfd >= 0);
     char addr[64], why[ARPC_ERRBUF_SIZE] = "";
     snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", port);
     arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};

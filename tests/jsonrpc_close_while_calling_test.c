@@ -19,8 +19,6 @@
  * server holds unanswered at the close ends ARPC_ECANCELLED.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -129,14 +127,10 @@ static char addr[64];
 
 static void listen_start(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint16_t port;
+    listen_fd = fd_listen_loopback(0, 4, 0, &port);
     assert_true(listen_fd >= 0);
-    assert_int_equal(0, bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(listen_fd, 4));
-    assert_int_equal(0, getsockname(listen_fd, (struct sockaddr *)&sa, &sl));
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
 }
 
 /* Reads until a whole request line has arrived (the call is sent). */

@@ -11,8 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -276,14 +274,10 @@ static void *fake_main(void *arg)
 
 static void fake_start(struct fake *f, const char *answer, char *to, size_t tolen)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    f->f_listen = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port;
+    f->f_listen = fd_listen_loopback(0, 1, 0, &port);
     assert_true(f->f_listen >= 0);
-    assert_int_equal(bind(f->f_listen, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(f->f_listen, 1), 0);
-    assert_int_equal(getsockname(f->f_listen, (struct sockaddr *)&sa, &sl), 0);
-    snprintf(to, tolen, "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(to, tolen, "tcp://127.0.0.1:%u", port);
     f->f_answer = answer;
     assert_int_equal(pthread_create(&f->f_thread, NULL, fake_main, f), 0);
 }
@@ -321,6 +315,10 @@ static void test_client_takes_integers_beyond_int64(void **state)
     fake_call("{\"id\": 1, \"result\" : [1, 99999999999999999999] ,\"error\":null}\n", ARPC_OK,
               "[1, 99999999999999999999]");
     fake_call("{\"error\":\"failed\",\"result\":99999999999999999999,\"id\":1}\n", ARPC_EHANDLER, "failed");
+    /* "res\u0075lt" is "result" (jansson reads it so): its big integer still comes digit for
+     * digit. (Before, the raw-text lookup compared keys as written, missed it, and the result
+     * came as jansson's real: 1e20.) */
+    fake_call("{\"id\":1,\"res\\u0075lt\":99999999999999999999,\"error\":null}\n", ARPC_OK, "99999999999999999999");
 }
 
 /* ---- the server's limits, over a raw socket ---- */
@@ -502,6 +500,28 @@ static void test_unrepresentable_json_answered(void **state)
     close(fd);
 }
 
+/* Keys spelled with escapes are the keys they spell, to the server as to jansson: method,
+ * params and id of a request it parses, and the id it finds by its own walk in one jansson
+ * cannot hold (core/jsonrpc_skim.c). */
+static void test_escaped_keys_read_as_spelled(void **state)
+{
+    (void)state;
+    static const char reqs[] =
+        "{\"\\u006dethod\":\"T.Echo\",\"p\\u0061rams\":[5],\"\\u0069d\":1}\n"
+        "{\"method\":\"T.Echo\",\"params\":[123456789012345678901234567890],\"i\\u0064\":2}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, reqs, sizeof(reqs) - 1), (ssize_t)(sizeof(reqs) - 1));
+    const char *got = read_lines(fd, 2);
+    static const char *const want[] = {
+        "{\"id\":1,\"result\":5,\"error\":null}\n",
+        "{\"id\":2,\"result\":null,\"error\":\"jsonrpc: request not taken: an integer outside int64",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (strstr(got, want[i]) == NULL)
+            fail_msg("expected %s in:\n%s", want[i], got);
+    close(fd);
+}
+
 /* The server takes and answers strings holding \u0000 (test_unrepresentable_json_answered):
  * arpc's own client takes such an answer too, and its connection goes on.
  * (Before, its parser refused \u0000 and closed the connection: every call pending on it
@@ -628,7 +648,47 @@ static void test_codec_chosen_by_first_byte(void **state)
     assert_int_equal(2, frames);
 }
 
-/* A method whose replies are not JSON (any binary one; arpc.methods), called by a JSON-RPC
+/* The built-in arpc.methods, called by a JSON-RPC peer: its names as a JSON array of strings
+ * (escaped as JSON escapes them; UTF-8 as it is, so a peer can call a name it read; a name
+ * that is not UTF-8, which no JSON-RPC request can spell, as the log escapes it), while an
+ * arpc client still gets them one per line. (Before, the JSON-RPC peer was answered "the
+ * handler's reply is not valid JSON".) */
+static void test_methods_listed_in_json(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    expect_call(c, "arpc.methods", "null", ARPC_OK,
+                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Once\",\"T.Hold\","
+                "\"T.Release\"]");
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+
+    static const char odd[] = "T.odd\"name\\with\nbreak", utf8[] = "T.Caf\xc3\xa9", not_utf8[] = "T.\xff";
+    arpc_server *s;
+    char to[128];
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, odd, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, utf8, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, not_utf8, test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
+    c = connect_client(to);
+    expect_call(c, "arpc.methods", "null", ARPC_OK,
+                "[\"arpc.methods\",\"arpc.stats\",\"T.odd\\\"name\\\\with\\nbreak\",\"T.Caf\xc3\xa9\",\"T.\\\\xff\"]");
+    expect_call(c, utf8, "7", ARPC_OK, "7"); /* the name as listed calls the method */
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    arpc_client *ac;
+    assert_int_equal(arpc_client_connect(&ac, to, NULL), ARPC_OK);
+    void *lines = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_call(ac, "arpc.methods", NULL, 0, &lines, &len, WAIT_MS), ARPC_OK);
+    static const char want[] = "arpc.methods\narpc.stats\nT.odd\"name\\with\nbreak\nT.Caf\xc3\xa9\nT.\xff\n";
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(lines, want, len);
+    arpc_free(lines);
+    assert_int_equal(arpc_client_close(ac), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+/* A method whose replies are not JSON (any binary one), called by a JSON-RPC
  * peer as often as it likes: each call is answered with the error, but the server's log gets
  * a peer's budget of lines (core/peer_log.h), not one per call. (Before, every call logged a
  * WARN from the replying thread: 100 calls, 100 lines.) */
@@ -809,11 +869,13 @@ int main(void)
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),
         cmocka_unit_test(test_unrepresentable_json_answered),
+        cmocka_unit_test(test_escaped_keys_read_as_spelled),
         cmocka_unit_test(test_client_takes_nul_in_strings),
         cmocka_unit_test(test_big_integer_does_not_excuse_bad_json),
         cmocka_unit_test(test_duplicate_keys_refused),
         cmocka_unit_test(test_client_refuses_duplicate_keys),
         cmocka_unit_test(test_not_json_replies_logged_within_budget),
+        cmocka_unit_test(test_methods_listed_in_json),
         cmocka_unit_test(test_server_bounds_parse_memory),
         cmocka_unit_test(test_half_closed_request_answered),
         cmocka_unit_test(test_closed_peer_found_at_once),

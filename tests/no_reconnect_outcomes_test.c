@@ -9,8 +9,6 @@
  * The server here says HELLO, reads the first call whole, then reads nothing more, so the
  * calls behind it stay in the client's queue; it then resets the connection.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
@@ -71,16 +69,10 @@ static void stalling_start(struct stalling_server *s)
     s->ss_conn = -1;
     s->ss_read_first = ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + arpc_frame_request_size(strlen(METHOD), PAYLOAD);
     assert_int_equal(0, sem_init(&s->ss_read, 0, 0));
-    s->ss_listen = socket(AF_INET, SOCK_STREAM, 0);
+    uint16_t port; /* a small receive buffer, inherited by the accepted socket: no autotuning */
+    s->ss_listen = fd_listen_loopback(0, 4, 64 * 1024, &port);
     assert_true(s->ss_listen >= 0);
-    int small = 64 * 1024; /* inherited by the accepted socket: no receive buffer autotuning */
-    assert_int_equal(0, setsockopt(s->ss_listen, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(0, bind(s->ss_listen, (struct sockaddr *)&a, sizeof(a)));
-    assert_int_equal(0, listen(s->ss_listen, 4));
-    assert_int_equal(0, getsockname(s->ss_listen, (struct sockaddr *)&a, &alen));
-    snprintf(s->ss_addr, sizeof(s->ss_addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    snprintf(s->ss_addr, sizeof(s->ss_addr), "tcp://127.0.0.1:%u", port);
     assert_int_equal(0, pthread_create(&s->ss_thread, NULL, stalling_main, s));
 }
 

@@ -28,8 +28,6 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <fcntl.h>
 #include <openssl/ssl.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -320,15 +318,11 @@ static void test_tls_client_to_plain_server(void **state)
 static void test_silent_peer_named_at_connect_timeout(void **state)
 {
     (void)state;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    uint16_t port;
+    int lfd = fd_listen_loopback(0, 4, 0, &port);
     assert_true(lfd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(lfd, 4));
-    assert_int_equal(0, getsockname(lfd, (struct sockaddr *)&sa, &sl));
     char addr[ARPC_ADDR_MAX];
-    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", port);
     arpc_tls_options tls = {.ca_file = P.ca};
     char err[ARPC_ERRBUF_SIZE] = "";
     arpc_client_options co = {

@@ -217,15 +217,12 @@ static void s_tcp_ipv6(void **state)
 static void s_tcp_connect_timeout(void **state)
 {
     (void)state;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sin, len));
-    assert_int_equal(0, listen(lfd, 0));
-    assert_int_equal(0, getsockname(lfd, (struct sockaddr *)&sin, &len));
+    uint16_t port;
+    int lfd = fd_listen_loopback(0, 0, 0, &port);
+    assert_true(lfd >= 0);
     char addr[64], want[64];
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
-    snprintf(want, sizeof(want), "connecting to 127.0.0.1:%u timed out after 100 ms", ntohs(sin.sin_port));
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
+    snprintf(want, sizeof(want), "connecting to 127.0.0.1:%u timed out after 100 ms", port);
     int fds[8], n = 0, rv = ARPC_OK;
     char why[ARPC_WHY_MAX] = "";
     while (n < 8 && rv == ARPC_OK) {

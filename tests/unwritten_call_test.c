@@ -18,8 +18,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,15 +36,10 @@
 /* A listening socket on 127.0.0.1 whose connections take little at a time. */
 static int fake_listen(char *addr, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int small = 4096;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0)
-        return -1;
-    snprintf(addr, len, "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+    uint16_t port;
+    int fd = fd_listen_loopback(0, 4, 4096, &port);
+    if (fd >= 0)
+        snprintf(addr, len, "tcp://127.0.0.1:%u", port);
     return fd;
 }
 

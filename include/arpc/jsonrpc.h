@@ -24,6 +24,9 @@
  *   - the bytes given to arpc_reply() must be one JSON value: they become "result" as they
  *     are. Anything else (empty, not JSON) is answered with an error instead (and logged);
  *   - arpc_reply_error(req, msg) becomes {"id":ID,"result":null,"error":"msg"};
+ *   - the built-in arpc.methods (arpc/server.h) answers a JSON array of the names (a name that
+ *     is not UTF-8, which no JSON-RPC request can spell, as the log escapes it: "T.\\xff"),
+ *     and arpc.stats its JSON object;
  *   - the server's own answers (e.g. at stop, at a deadline) are errors naming the code:
  *     "ARPC_ESHUTDOWN: server shutting down";
  *   - a name no method has gets Go's own texts (net/rpc/server.go): "rpc: can't find service

@@ -2,7 +2,8 @@
 //
 //	interop client ADDR   Go's jsonrpc client calls an arpc server (examples/kv_server):
 //	                      1,000 pipelined KV.Put/KV.Get through client.Go, an error reply and
-//	                      missing names, each as Go's client reports them.
+//	                      missing names, each as Go's client reports them, and the built-in
+//	                      arpc.methods as a []string.
 //	interop server        Go's jsonrpc.ServeConn serves Arith on 127.0.0.1 (a free port,
 //	                      printed as "listening tcp://127.0.0.1:PORT") until stdin closes.
 package main
@@ -93,6 +94,16 @@ func runClient(addr string) {
 		fail("KV.Get after errors: %v %q", err, v)
 	}
 	fmt.Println("ok - Go client: the connection still serves after the errors")
+
+	// The built-in arpc.methods answers a JSON-RPC peer with a JSON array of the names.
+	var names []string
+	if err := client.Call("arpc.methods", nil, &names); err != nil {
+		fail("arpc.methods: %v", err)
+	}
+	if got := strings.Join(names, " "); got != "arpc.methods arpc.stats kv.put kv.get KV.Put KV.Get" {
+		fail("arpc.methods = %q", names)
+	}
+	fmt.Printf("ok - Go client: arpc.methods -> %q\n", names)
 }
 
 // Arith is what the arpc client calls on Go's server.

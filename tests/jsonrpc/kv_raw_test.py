@@ -94,6 +94,14 @@ def test_unknown_names(port):
     c.close()
 
 
+def test_builtin_methods(port):
+    c = Conn(port)
+    r = c.call("arpc.methods", [None], 1)
+    want = ["arpc.methods", "arpc.stats", "kv.put", "kv.get", "KV.Put", "KV.Get"]
+    check(r == {"id": 1, "result": want, "error": None}, f"arpc.methods: the names as a JSON array: {r}")
+    c.close()
+
+
 def test_ids(port):
     c = Conn(port)
     for id_ in ["a string", 0, 18446744073709551615 // 2, -5, 2.5, None, [1, "x"], {"n": 1}, ""]:
@@ -205,6 +213,7 @@ def main():
         test_put_get(port)
         test_missing_key(port)
         test_unknown_names(port)
+        test_builtin_methods(port)
         test_ids(port)
         test_pipelined(port)
         test_stream_framing(port)

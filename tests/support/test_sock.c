@@ -1,5 +1,5 @@
-/* Socket helpers: a non-blocking socketpair, what is waiting to be read, and the pattern
- * stream written and checked through them. */
+/* Socket helpers: a non-blocking socketpair, a loopback listener and connect, what is waiting
+ * to be read, and the pattern stream written and checked through them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,6 +40,25 @@ int fd_connect_loopback(int fd, const char *addr)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     sa.sin_port = htons((uint16_t)atoi(port + 1));
     return connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+}
+
+int fd_listen_loopback(int flags, int backlog, int rcvbuf, uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if ((rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
 }
 
 bool fd_wait_eof(int fd, int ms)

@@ -86,6 +86,11 @@ bool fd_wait_eof(int fd, int ms);
 /* Connects a TCP socket the caller made (e.g. before the process ran out of descriptors) to
  * 127.0.0.1 at the port of addr ("tcp://127.0.0.1:PORT"); connect()'s result. */
 int fd_connect_loopback(int fd, const char *addr);
+/* A TCP socket listening on 127.0.0.1 at a port the kernel chose (*port), close-on-exec, with
+ * backlog. flags: socket()'s type flags to add (SOCK_NONBLOCK, or 0); rcvbuf: SO_RCVBUF set
+ * before listen(), so the connections it accepts inherit it (0: the system's default). The
+ * fd, or -1 (errno says why; nothing is left open). */
+int fd_listen_loopback(int flags, int backlog, int rcvbuf, uint16_t *port);
 /* Byte pos of a fixed test stream, so a reader checks order and content byte by byte. */
 static inline uint8_t pattern_byte(uint64_t pos)
 {
