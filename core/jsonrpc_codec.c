@@ -43,6 +43,13 @@ static void put(uint8_t **w, const void *p, size_t n)
     *w += n;
 }
 
+/* Each c in p[0..n) becomes a space (memchr: replies may be megabytes). */
+static void blank_byte(uint8_t *p, size_t n, int c)
+{
+    for (uint8_t *end = p + n; (p = memchr(p, c, (size_t)(end - p))) != NULL;)
+        *p++ = ' ';
+}
+
 uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *result, size_t result_len,
                                  const char *error_json, size_t error_len, size_t *out_len)
 {
@@ -65,6 +72,11 @@ uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *resu
     put(&w, id, id_len);
     put(&w, p_result, sizeof(p_result) - 1);
     put(&w, result, result_len);
+    /* One response, one line, whatever the handler's layout (arpc.stats is indented): in
+     * valid JSON a line break can only be whitespace between tokens (strings escape theirs),
+     * so a space stands in for it, and a peer reading a line per response gets all of it. */
+    blank_byte(w - result_len, result_len, '\n');
+    blank_byte(w - result_len, result_len, '\r');
     put(&w, p_error, sizeof(p_error) - 1);
     put(&w, error_json, error_len);
     put(&w, end, sizeof(end) - 1);

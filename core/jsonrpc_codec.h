@@ -25,7 +25,8 @@ int jsonrpc_dump(const json_t *v, char **out, size_t *len);
  * are not UTF-8 are escaped as the log escapes them (base/log.h). NULL without memory. */
 char *jsonrpc_quote(const char *msg, size_t len, size_t *out_len);
 
-/* A response line. id and result are JSON texts (result valid JSON: the caller checked);
+/* A response line. id and result are JSON texts (result valid JSON: the caller checked; its
+ * line breaks, whitespace then, become spaces);
  * error_json, if not NULL, a quoted string from jsonrpc_quote, and result is then ignored
  * (null). NULL without memory. */
 uint8_t *jsonrpc_encode_response(const char *id, size_t id_len, const void *result, size_t result_len,

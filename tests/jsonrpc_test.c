@@ -47,6 +47,14 @@ static void not_json(arpc_request *req, void *ctx)
     arpc_reply(req, "{oops", 5);
 }
 
+/* Valid JSON laid out on lines, a string's escaped line break included. */
+static void lines(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    static const char text[] = "{\"a\":\r\n [1,\n  \"x\\ny\"]\n}";
+    arpc_reply(req, text, sizeof(text) - 1);
+}
+
 /* On its own actor: answers only once the test posts hold_sem. */
 static atomic_uint hold_starts;
 
@@ -74,6 +82,7 @@ static int setup(void **state)
     assert_int_equal(arpc_server_register(server, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Lines", lines, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Once", test_echo, NULL, &(arpc_method_options){.numbered_only = true}),
                      ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Hold", hold, NULL, &(arpc_method_options){.actor = hold_actor}),
@@ -500,6 +509,38 @@ static void test_unrepresentable_json_answered(void **state)
     close(fd);
 }
 
+/* A response is one line whatever the layout of its result (a handler's own, or arpc.stats'
+ * indented object): a peer that reads a line per response gets the whole of each. */
+static void test_response_on_one_line(void **state)
+{
+    (void)state;
+    static const char lines_req[] = "{\"method\":\"T.Lines\",\"params\":[null],\"id\":7}\n";
+    int fd = raw_connect(addr);
+    assert_int_equal(write(fd, lines_req, sizeof(lines_req) - 1), (ssize_t)(sizeof(lines_req) - 1));
+    assert_string_equal("{\"id\":7,\"result\":{\"a\":   [1,   \"x\\ny\"] },\"error\":null}\n", read_lines(fd, 1));
+    close(fd);
+
+    static const char stats_req[] = "{\"method\":\"arpc.stats\",\"params\":[null],\"id\":8}\n";
+    fd = raw_connect(addr);
+    assert_int_equal(write(fd, stats_req, sizeof(stats_req) - 1), (ssize_t)(sizeof(stats_req) - 1));
+    static char line[1 << 16]; /* the stats of every method: more than read_lines holds */
+    size_t have = 0;
+    while (have == 0 || line[have - 1] != '\n') { /* the first line break ends it, if one is whole */
+        assert_true(have < sizeof(line) - 1);
+        ssize_t n = read(fd, line + have, sizeof(line) - 1 - have);
+        assert_true(n > 0);
+        line[have + (size_t)n] = '\0';
+        char *nl = memchr(line + have, '\n', (size_t)n);
+        have = nl != NULL ? (size_t)(nl + 1 - line) : have + (size_t)n;
+    }
+    line[have] = '\0';
+    static const char tail[] = ",\"error\":null}\n";
+    if (strncmp(line, "{\"id\":8,\"result\":{", 18) != 0 || have < sizeof(tail) ||
+        strcmp(line + have - (sizeof(tail) - 1), tail) != 0)
+        fail_msg("arpc.stats' response is not one line; its first:\n%s", line);
+    close(fd);
+}
+
 /* Keys spelled with escapes are the keys they spell, to the server as to jansson: method,
  * params and id of a request it parses, and the id it finds by its own walk in one jansson
  * cannot hold (core/jsonrpc_skim.c). */
@@ -658,7 +699,7 @@ static void test_methods_listed_in_json(void **state)
     (void)state;
     arpc_jsonrpc_client *c = connect_client(addr);
     expect_call(c, "arpc.methods", "null", ARPC_OK,
-                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Once\",\"T.Hold\","
+                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Lines\",\"T.Once\",\"T.Hold\","
                 "\"T.Release\"]");
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 
@@ -869,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_malformed_request_logged_escaped),
         cmocka_unit_test(test_codec_chosen_by_first_byte),
         cmocka_unit_test(test_unrepresentable_json_answered),
+        cmocka_unit_test(test_response_on_one_line),
         cmocka_unit_test(test_escaped_keys_read_as_spelled),
         cmocka_unit_test(test_client_takes_nul_in_strings),
         cmocka_unit_test(test_big_integer_does_not_excuse_bad_json),
