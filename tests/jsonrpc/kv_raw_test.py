@@ -99,6 +99,10 @@ def test_builtin_methods(port):
     r = c.call("arpc.methods", [None], 1)
     want = ["arpc.methods", "arpc.stats", "kv.put", "kv.get", "KV.Put", "KV.Get"]
     check(r == {"id": 1, "result": want, "error": None}, f"arpc.methods: the names as a JSON array: {r}")
+    # arpc.stats is laid out on lines by its writer: its response is still one line.
+    r = c.call("arpc.stats", [None], 2)
+    check(r["id"] == 2 and r["error"] is None and "kv.put" in r["result"]["methods"],
+          f"arpc.stats: its object, on the response's one line: {r}")
     c.close()
 
 
