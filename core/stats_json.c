@@ -7,15 +7,21 @@
 
 #include "arpc/stats.h"
 #include "base/text_buf.h"
+#include "base/utf8.h"
 #include "core/server_internal.h"
 
-/* A JSON string: quote, backslash and every byte outside printable ASCII escaped (method
- * names are the application's bytes, not necessarily UTF-8). */
+/* A JSON string: quote and backslash escaped, UTF-8 characters as they are, and every other
+ * byte outside printable ASCII as \u00XX (method names are the application's bytes, not
+ * necessarily UTF-8: such a byte reads back as the Latin-1 character of its value). */
 static void json_string(struct text_buf *b, const char *s)
 {
     text_buf_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
+        size_t n = *p >= 0x80 ? arpc_utf8_multibyte_len(p) : 0;
+        if (n != 0) {
+            text_buf_append(b, (const char *)p, n);
+            p += n - 1;
+        } else if (*p == '"' || *p == '\\')
             text_buf_printf(b, "\\%c", *p);
         else if (*p < 0x20 || *p > 0x7e)
             text_buf_printf(b, "\\u%04x", *p);

@@ -28,6 +28,8 @@
 
 /* A method name the Prometheus and JSON writers must escape. */
 static const char odd_name[] = "t.odd\"name\\with\nbreak";
+/* A UTF-8 name (as it is in JSON) and one that is not UTF-8 (a byte, then an overlong '/'). */
+static const char utf8_name[] = "t.caf\xc3\xa9", latin_name[] = "t.\xff\xc0\xaf";
 
 struct fixture {
     char addr[ARPC_ADDR_MAX];
@@ -209,6 +211,25 @@ static bool python_json_ok(const char *text)
         return false;
     fputs(text, p);
     return pclose(p) == 0;
+}
+
+/* A UTF-8 name is written as it is (a reader gets "t.café", not "t.cafÃ©"); bytes that are
+ * not UTF-8 each as \u00XX. */
+static void test_json_names_utf8(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, utf8_name, h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, latin_name, h_echo, NULL, NULL));
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_server_stats_json(s, &json, &len));
+    assert_non_null(strstr(json, "\"t.caf\xc3\xa9\": {"));
+    assert_non_null(strstr(json, "\"t.\\u00ff\\u00c0\\u00af\": {"));
+    assert_true(python_json_ok(json));
+    arpc_free(json);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
 static void test_json(void **state)
@@ -514,6 +535,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counts_match_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+        cmocka_unit_test(test_json_names_utf8),
         cmocka_unit_test_setup_teardown(test_builtin_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_builtins_off, setup_no_builtins, teardown),
         cmocka_unit_test_setup_teardown(test_prometheus, setup, teardown),

@@ -130,7 +130,8 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
  * Outcome objects list the codes counted at least once, by arpc_errname. Method names are
- * escaped as JSON strings (bytes outside printable ASCII as \u00XX). *out is NUL-terminated,
+ * escaped as JSON strings (UTF-8 characters as they are; other bytes outside printable ASCII
+ * each as \u00XX, e.g. "\xff" as \u00ff). *out is NUL-terminated,
  * allocated (free it with arpc_free); *len (may be NULL) its length without the NUL.
  * Errors: ARPC_EINVAL, ARPC_ENOMEM. */
 ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *len);
