@@ -10,6 +10,7 @@
 #include "arpc/stats.h"
 #include "base/alloc.h"
 #include "base/text_buf.h"
+#include "base/utf8.h"
 #include "core/server_internal.h"
 
 /* The latency buckets' upper bounds, in ns: the usual 1-2.5-5 series from 50 us to 10 s. */
@@ -24,12 +25,20 @@ static void family(struct text_buf *b, const char *name, const char *type, const
     text_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A label value: backslash, double quote and line feed escaped, as the format requires. */
+/* A label value: backslash, double quote and line feed escaped, as the format requires, and a
+ * byte that is not UTF-8 as the text \xHH (the format is UTF-8: one such byte would fail the
+ * whole scrape; the log and arpc.methods write such a name so too). */
 static void label_value(struct text_buf *b, const char *v)
 {
     text_buf_puts(b, "\"");
     for (const char *p = v; *p != '\0'; p++) {
-        if (*p == '\\')
+        size_t n = (unsigned char)*p >= 0x80 ? arpc_utf8_multibyte_len((const unsigned char *)p) : 0;
+        if (n != 0) {
+            text_buf_append(b, p, n);
+            p += n - 1;
+        } else if ((unsigned char)*p >= 0x80)
+            text_buf_printf(b, "\\\\x%02x", (unsigned char)*p);
+        else if (*p == '\\')
             text_buf_puts(b, "\\\\");
         else if (*p == '"')
             text_buf_puts(b, "\\\"");

@@ -232,6 +232,26 @@ static void test_json_names_utf8(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* The exposition format is UTF-8: a UTF-8 name as it is, a byte that is not as the text \xHH
+ * (one raw 0xff fails a Prometheus scrape whole). */
+static void test_prometheus_names_utf8(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, utf8_name, h_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, latin_name, h_echo, NULL, NULL));
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_server_stats_prometheus(s, &text, &len));
+    assert_non_null(strstr(text, "{method=\"t.caf\xc3\xa9\"}"));
+    assert_non_null(strstr(text, "{method=\"t.\\\\xff\\\\xc0\\\\xaf\"}"));
+    assert_null(memchr(text, 0xff, len));
+    assert_null(memchr(text, 0xc0, len));
+    arpc_free(text);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void test_json(void **state)
 {
     struct fixture *fx = *state;
@@ -536,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
         cmocka_unit_test(test_json_names_utf8),
+        cmocka_unit_test(test_prometheus_names_utf8),
         cmocka_unit_test_setup_teardown(test_builtin_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_builtins_off, setup_no_builtins, teardown),
         cmocka_unit_test_setup_teardown(test_prometheus, setup, teardown),

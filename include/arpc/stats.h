@@ -153,7 +153,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total,
  *   arpc_server_connections_faulted_total, arpc_server_fault_rate_pauses_total,
  *   arpc_server_fault_rate_paused_seconds_total
- * Label values are escaped as the format asks (\\, \", \n). Memory and errors as
+ * Label values are escaped as the format asks (\\, \", \n); a byte of a method name that is
+ * not UTF-8 is written as the text \xHH (the format is UTF-8). Memory and errors as
  * arpc_server_stats_json. */
 ARPC_API int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len);
 
