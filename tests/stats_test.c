@@ -213,36 +213,23 @@ static bool python_json_ok(const char *text)
     return pclose(p) == 0;
 }
 
-/* A UTF-8 name is written as it is (a reader gets "t.café", not "t.cafÃ©"); bytes that are
- * not UTF-8 each as \u00XX. */
-static void test_json_names_utf8(void **state)
+/* Method names in both views. JSON: a UTF-8 name as it is (a reader gets "t.café", not
+ * "t.cafÃ©"), a byte that is not UTF-8 as \u00XX. Prometheus, whose format is UTF-8: the same
+ * UTF-8 name as it is, a byte that is not as the text \xHH (one raw 0xff fails a scrape whole). */
+static void test_names_utf8(void **state)
 {
     (void)state;
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, utf8_name, h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, latin_name, h_echo, NULL, NULL));
-    char *json = NULL;
+    char *json = NULL, *text = NULL;
     size_t len = 0;
     assert_int_equal(ARPC_OK, arpc_server_stats_json(s, &json, &len));
     assert_non_null(strstr(json, "\"t.caf\xc3\xa9\": {"));
     assert_non_null(strstr(json, "\"t.\\u00ff\\u00c0\\u00af\": {"));
     assert_true(python_json_ok(json));
     arpc_free(json);
-    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-}
-
-/* The exposition format is UTF-8: a UTF-8 name as it is, a byte that is not as the text \xHH
- * (one raw 0xff fails a Prometheus scrape whole). */
-static void test_prometheus_names_utf8(void **state)
-{
-    (void)state;
-    arpc_server *s;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, utf8_name, h_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, latin_name, h_echo, NULL, NULL));
-    char *text = NULL;
-    size_t len = 0;
     assert_int_equal(ARPC_OK, arpc_server_stats_prometheus(s, &text, &len));
     assert_non_null(strstr(text, "{method=\"t.caf\xc3\xa9\"}"));
     assert_non_null(strstr(text, "{method=\"t.\\\\xff\\\\xc0\\\\xaf\"}"));
@@ -555,8 +542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counts_match_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
-        cmocka_unit_test(test_json_names_utf8),
-        cmocka_unit_test(test_prometheus_names_utf8),
+        cmocka_unit_test(test_names_utf8),
         cmocka_unit_test_setup_teardown(test_builtin_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_builtins_off, setup_no_builtins, teardown),
         cmocka_unit_test_setup_teardown(test_prometheus, setup, teardown),
