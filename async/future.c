@@ -62,6 +62,7 @@
 #include "arpc/error.h"
 #include "async/futex.h"
 #include "async/future_internal.h"
+#include "async/loop_internal.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -75,6 +76,8 @@ enum {
                             * sees the word change wakes and looks again (harmless) */
     ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
                             * before f is shared */
+    ST_HOME = 1u << 5,     /* the slot names the loop that completes f (arpc_future_set_home),
+                            * with ST_FIRST_CB so no then() takes it; set once, before f is shared */
     ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
 };
 #define ST_STATUS_MAX 0xffffffu
@@ -460,11 +463,41 @@ static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
     }
 }
 
+void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop)
+{
+    f->f_first_fn = NULL;
+    f->f_first_arg = loop;
+    atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB | ST_HOME, memory_order_relaxed);
+}
+
+/* The loop a wait on f must drive, or NULL: f is done, or some thread of arpc's completes it. */
+static arpc_loop *future_home(const arpc_future *f)
+{
+    uint32_t s = future_state(f);
+    return (s & (ST_HOME | ST_DONE)) == ST_HOME ? f->f_first_arg : NULL;
+}
+
+int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
+{
+    return future_wait_until(f, deadline_ns, true);
+}
+
+/* Waits for f until deadline_ns: drives its home loop if it has one. ARPC_EBUSY inside that
+ * loop, where the wait could never end (unless f is done by then: a cancel from elsewhere). */
+static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
+{
+    arpc_loop *home = future_home(f);
+    if (home == NULL)
+        return future_wait_until(f, deadline_ns, spin);
+    int rc = arpc_loop_wait_until(home, f, deadline_ns);
+    return rc == ARPC_EBUSY && arpc_future_done(f) ? arpc_future_poll(f) : rc;
+}
+
 int arpc_future_wait(arpc_future *f)
 {
     if (!future_live(f, __func__))
         return ARPC_EINVAL;
-    return future_wait_until(f, ARPC_NEVER, true);
+    return future_wait_for_home(f, ARPC_NEVER, true);
 }
 
 int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
@@ -473,7 +506,7 @@ int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms)
         return ARPC_EINVAL;
     if (timeout_ms == 0)
         return arpc_future_poll(f);
-    return future_wait_until(f, arpc_deadline_from_ms(timeout_ms), true);
+    return future_wait_for_home(f, arpc_deadline_from_ms(timeout_ms), true);
 }
 
 int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms)
@@ -485,8 +518,9 @@ int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms)
             return ARPC_EINVAL;
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (size_t i = 0; i < n; i++) {
-        if (future_wait_until(fs[i], deadline, timeout_ms != 0) == ARPC_EPENDING)
-            return ARPC_EPENDING;
+        int rc = timeout_ms == 0 ? arpc_future_poll(fs[i]) : future_wait_for_home(fs[i], deadline, true);
+        if (!arpc_future_done(fs[i]))
+            return rc; /* ARPC_EPENDING, or ARPC_EBUSY inside its home loop */
     }
     return ARPC_OK;
 }
@@ -569,6 +603,38 @@ static int any_waiter_sleep(struct any_waiter *w, arpc_future *const *fs, size_t
     }
 }
 
+/* wait_any's condition for a wait that may drive a loop (arpc_loop_wait_cond_until). */
+struct any_wait {
+    struct any_waiter *aw_waiter;
+    arpc_future *const *aw_fs;
+    size_t aw_n;
+    size_t *aw_index;
+};
+
+static bool any_wait_done(void *arg)
+{
+    struct any_wait *a = arg;
+    return any_done(a->aw_fs, a->aw_n, a->aw_index);
+}
+
+static void any_wait_sleep(void *arg, uint64_t deadline_ns)
+{
+    struct any_wait *a = arg;
+    (void)any_waiter_sleep(a->aw_waiter, a->aw_fs, a->aw_n, deadline_ns, a->aw_index);
+}
+
+/* The first home loop among fs (see future_home), or NULL. One loop is driven: futures whose
+ * homes are other loops complete while their own drivers run them. */
+static arpc_loop *any_home(arpc_future *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        arpc_loop *home = future_home(fs[i]);
+        if (home != NULL)
+            return home;
+    }
+    return NULL;
+}
+
 int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, size_t *index)
 {
     if (n == 0 || fs == NULL || index == NULL)
@@ -588,8 +654,15 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
     atomic_init(&w->w_word, 0);
     arpc_refcount_init(&w->w_refs, (unsigned)(n + 1));
     int rc = any_waiter_register(w, fs, n);
-    if (rc == ARPC_OK)
+    arpc_loop *home = rc == ARPC_OK ? any_home(fs, n) : NULL;
+    if (home != NULL) {
+        struct any_wait a = {w, fs, n, index};
+        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline);
+        if (rc == ARPC_EBUSY && any_done(fs, n, index))
+            rc = ARPC_OK;
+    } else if (rc == ARPC_OK) {
         rc = any_waiter_sleep(w, fs, n, deadline, index);
+    }
     any_waiter_unref(w, 1);
     return rc;
 }

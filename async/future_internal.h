@@ -22,6 +22,8 @@
 #include "base/handle.h"
 #include "base/refcount.h"
 
+struct arpc_loop;
+
 struct future_cb {
     struct future_cb *next; /* written before the publishing CAS, read after the swap */
     arpc_future_cb fn;
@@ -58,6 +60,20 @@ struct arpc_future {
  * NULL for its argument (arpc_future_on_cancel's arg is not stored: its room holds free_fn).
  */
 void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
+
+/*
+ * Names the loop that completes f when no thread of arpc's runs that loop (a client's call on
+ * a caller-driven loop: created and never started, or lent with arpc_loop_run), so that a
+ * wait on f drives the loop as arpc_call does instead of sleeping for ever, and refuses with
+ * ARPC_EBUSY inside it (async/loop_wait.c). Call it before f is handed out. The name takes
+ * f's embedded callback slot (no field of its own: a call's block keeps its size), so every
+ * then() on f takes a node.
+ */
+void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop);
+
+/* Sleeps until f is done or deadline_ns passes (ARPC_NEVER: never), whatever its home: for
+ * the loop's own wait, which drives the loop itself. f's status or ARPC_EPENDING. */
+int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns);
 
 /* The public entry check: NULL is false; a released future (no USER reference left) or a
  * pointer that is not a future is misuse (base/handle.h). fn: the public name to report. */

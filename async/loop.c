@@ -57,6 +57,8 @@ bool loop_inside(const arpc_loop *loop)
     return loop_tl_current == loop || (loop_owned_here(loop) && ev_depth(loop->l_ev) > 0);
 }
 
+bool arpc_loop_app_polled(const arpc_loop *loop) { return loop->l_owned; }
+
 bool arpc_loop_on_thread(const arpc_loop *loop) { return loop_live(loop, __func__) && loop_inside(loop); }
 
 struct ev_loop *arpc_loop_ev(arpc_loop *loop) { return loop->l_ev; }

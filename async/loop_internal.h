@@ -167,6 +167,17 @@ int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns);
  * is (costs a then-callback and a small block per wait that runs the loop). */
 int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns);
 
+/* As arpc_loop_wait_until, for any condition: done(arg) polls it; sleep(arg, deadline_ns)
+ * blocks until it may be done or deadline_ns passes, whichever is first (it may return early),
+ * and is used while another thread runs the loop. What makes it done must run on the loop or
+ * wake the loop (a call's completion, cancel or deadline does). ARPC_OK, ARPC_EPENDING, or
+ * ARPC_EBUSY on the loop thread. */
+int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
+                              void *arg, uint64_t deadline_ns);
+
+/* True for a wrapped or pollable loop: the application's own event loop runs it. */
+bool arpc_loop_app_polled(const arpc_loop *loop);
+
 /* Waits until no thread runs the loop (it finished, or a caller-driven run gave it back).
  * Not from the loop thread. Returns true when the loop has finished for good: its final
  * drain and stop hooks have run, and no loop thread touches anything any more. */

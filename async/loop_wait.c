@@ -41,7 +41,7 @@ static bool future_settling(void *f) { return arpc_future_settling(f); }
 
 static void future_sleep(void *f, uint64_t deadline_ns)
 {
-    arpc_future_wait_for(f, arpc_ms_left(deadline_ns));
+    (void)arpc_future_sleep_until(f, deadline_ns); /* not arpc_future_wait_for: that would drive */
 }
 
 static void run_until_timeout_cb(struct ev_loop *ev, ev_timer *w, int revents)
@@ -227,6 +227,15 @@ static int loop_wait_future(arpc_loop *loop, arpc_future *f, uint64_t deadline_n
     if (loop_wait_cond(loop, &c, deadline_ns, foreign ? f : NULL) != ARPC_OK)
         return ARPC_EPENDING;
     return arpc_future_poll(f);
+}
+
+int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
+                              void *arg, uint64_t deadline_ns)
+{
+    if (loop_inside(loop))
+        return ARPC_EBUSY;
+    struct loop_cond c = {done, sleep, NULL, arg};
+    return loop_wait_cond(loop, &c, deadline_ns, NULL);
 }
 
 int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)

@@ -183,6 +183,9 @@ static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
 {
     if (user_loop != NULL) {
         c->cl_loop = user_loop;
+        /* A wrapped or pollable loop is run by the application's own event loop: its calls'
+         * futures keep their callback slot (a then() there allocates nothing). */
+        c->cl_call_home = arpc_loop_app_polled(user_loop) ? NULL : user_loop;
         return ARPC_OK;
     }
     int rc = arpc_loop_create(&c->cl_loop, NULL);

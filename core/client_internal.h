@@ -133,6 +133,8 @@ struct arpc_client {
     atomic_uint cl_server_max;  /* the server's frame limit, from its HELLO */
     _Atomic uint64_t cl_connections;
     arpc_loop *cl_loop;
+    arpc_loop *cl_call_home;    /* cl_loop when only waiters run it (caller-driven or lent): a
+                                 * wait on a call's future drives it (arpc_future_set_home) */
     bool cl_owns_loop;
     uint64_t cl_id;
     uint64_t cl_incarnation;          /* sent in HELLO with a chosen id (client.c); 0: none */

@@ -49,14 +49,19 @@ typedef void (*arpc_future_cb)(arpc_future *f, void *arg);
 /* ARPC_EPENDING while pending, otherwise the final status. Never blocks. */
 ARPC_API int arpc_future_poll(const arpc_future *f);
 
-/* Blocks until complete and returns the final status. It runs no loop: a call's future on a
- * client whose loop the application runs (caller-driven, pollable or wrapped, arpc/loop.h)
- * completes only while that loop runs, so waiting here on the thread that should run it
- * never returns: use arpc_loop_run_until (or arpc_call, which drives such a loop). */
+/* Blocks until complete and returns the final status. A call's future on a client whose loop
+ * only waiters run (caller-driven: created and never started, or lent with arpc_loop_run;
+ * arpc/loop.h) is waited for as arpc_call waits: the waiting thread runs that loop while
+ * nobody else does, so its reply and its deadline come in. Inside that loop (a callback it
+ * runs) such a wait could never end: it returns ARPC_EBUSY at once, the future still pending.
+ * A wrapped or pollable loop is not run here (the application's event loop runs it): waiting
+ * on its owner thread, which should be running it, never returns; nor does a wait inside a
+ * callback on a client's own loop thread for another call of that client (neither is seen). */
 ARPC_API int arpc_future_wait(arpc_future *f);
 
-/* Waits at most timeout_ms (ARPC_FOREVER: no limit). Returns the final status, or
- * ARPC_EPENDING if the wait timed out and the future is still pending. */
+/* Waits at most timeout_ms (ARPC_FOREVER: no limit), as arpc_future_wait. Returns the final
+ * status, ARPC_EPENDING if the wait timed out and the future is still pending, or ARPC_EBUSY
+ * (still pending) inside the loop that must complete it. */
 ARPC_API int arpc_future_wait_for(arpc_future *f, int64_t timeout_ms);
 
 /* Registers cb(f, arg). Any number of callbacks may be registered; each runs exactly once.
@@ -78,13 +83,16 @@ ARPC_API void *arpc_future_take(arpc_future *f, size_t *len);
 ARPC_API void arpc_future_retain(arpc_future *f);
 ARPC_API void arpc_future_release(arpc_future *f);
 
-/* Waits until every future is complete. Returns ARPC_OK, ARPC_EPENDING on timeout, or
- * ARPC_EINVAL (fs NULL with n > 0, or a NULL future among them). */
+/* Waits until every future is complete, driving their loops as arpc_future_wait does. Returns
+ * ARPC_OK, ARPC_EPENDING on timeout, ARPC_EBUSY inside a loop that must complete one of them,
+ * or ARPC_EINVAL (fs NULL with n > 0, or a NULL future among them). */
 ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t timeout_ms);
 
 /* Waits until at least one future is complete and stores its position in *index (the lowest
- * position among those complete). Returns ARPC_OK, ARPC_EPENDING on timeout, ARPC_EINVAL for
- * n == 0, ARPC_ENOMEM. */
+ * position among those complete). Drives the loop of the first among them that only waiters
+ * run (see arpc_future_wait; the others complete as their own loops run). Returns ARPC_OK,
+ * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop, ARPC_EINVAL for n == 0,
+ * ARPC_ENOMEM. */
 ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms,
                                   size_t *index);
 
