@@ -255,6 +255,60 @@ static void test_futures_round_trip(void **state)
     fx_stop(&fx);
 }
 
+/* A client on a caller-driven loop (created, never started): unpack_reply waits for the call,
+ * and that wait runs the loop (it used to sleep for ever, nobody reading the reply). The wait
+ * runs on a thread of its own, so the old hang shows as a failed wait, not the test's timeout. */
+struct driven_unpack {
+    arpc_future *f;
+    int rc;
+    ProtobufCMessage *out;
+    sem_t done;
+};
+
+static void *driven_unpack_run(void *arg)
+{
+    struct driven_unpack *d = arg;
+    d->rc = arpc_protobuf_unpack_reply(d->f, &kv__put_reply__descriptor, &d->out);
+    sem_post(&d->done);
+    return NULL;
+}
+
+static void test_unpack_drives_caller_loop(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register_protobuf(s, &kv_service.base, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "inproc://pb-driven", NULL, 0), ARPC_OK);
+    arpc_loop *loop;
+    assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
+    arpc_client_options co = {.loop = loop};
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, "inproc://pb-driven", &co), ARPC_OK);
+    Kv__PutRequest preq = KV__PUT_REQUEST__INIT;
+    preq.key = "d";
+    preq.value.data = (uint8_t *)"1";
+    preq.value.len = 1;
+    struct driven_unpack d = {.rc = -1};
+    d.f = arpc_protobuf_call_async(c, &kv__kv__descriptor, 0, &preq.base, ARPC_FOREVER);
+    assert_non_null(d.f);
+    sem_init(&d.done, 0, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, driven_unpack_run, &d), 0);
+    bool ended = sem_wait_secs(&d.done, TEST_WAIT_S);
+    if (!ended)
+        pthread_detach(th);
+    assert_true(ended);
+    pthread_join(th, NULL);
+    assert_int_equal(d.rc, ARPC_OK);
+    assert_non_null(d.out);
+    arpc_protobuf_free(d.out);
+    arpc_future_release(d.f);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    arpc_loop_destroy(loop);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
 static void test_unknown_method(void **state)
 {
     (void)state;
@@ -478,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_stubs_round_trip),
         cmocka_unit_test_no_leak(test_futures_round_trip),
+        cmocka_unit_test_no_leak(test_unpack_drives_caller_loop),
         cmocka_unit_test_no_leak(test_unknown_method),
         cmocka_unit_test_no_leak(test_malformed_request),
         cmocka_unit_test_no_leak(test_method_failure),
