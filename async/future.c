@@ -489,7 +489,10 @@ static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
     arpc_loop *home = future_home(f);
     if (home == NULL)
         return future_wait_until(f, deadline_ns, spin);
-    int rc = arpc_loop_wait_until(home, f, deadline_ns);
+    /* A call's cancel reaches its loop (the hook posts a job); another producer's future may
+     * be completed on another thread without waking the loop: its completion wakes a driver. */
+    int rc = future_embedded(f) ? arpc_loop_wait_until(home, f, deadline_ns)
+                                : arpc_loop_wait_foreign_until(home, f, deadline_ns);
     return rc == ARPC_EBUSY && arpc_future_done(f) ? arpc_future_poll(f) : rc;
 }
 

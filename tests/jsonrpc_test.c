@@ -186,6 +186,49 @@ static void test_large(void **state)
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 }
 
+/* A client on a caller-driven loop (created, never started): a wait on an async call's future
+ * runs the loop, as arpc_jsonrpc_call does (it used to sleep until its bound, nobody reading
+ * the answer); a cancel from another thread ends such a wait too. */
+static unsigned hold_starts_before;
+
+/* Cancels once the held call runs on the server: the call went out, so the waiter is driving
+ * the loop (nobody else runs it) and only the cancel's wake-up can end its wait early. */
+static void *cancel_when_held(void *f)
+{
+    for (int ms = 0; atomic_load(&hold_starts) == hold_starts_before && ms < WAIT_MS; ms++)
+        sleep_ms(1);
+    arpc_future_cancel(f);
+    return NULL;
+}
+
+static void test_wait_drives_caller_loop(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
+    arpc_jsonrpc_client *c = NULL;
+    arpc_jsonrpc_options o = {.loop = loop};
+    assert_int_equal(arpc_jsonrpc_connect(&c, addr, &o), ARPC_OK);
+    arpc_future *f = arpc_jsonrpc_call_async(c, "T.Echo", "7", 1, WAIT_MS);
+    assert_non_null(f);
+    assert_int_equal(arpc_future_wait_for(f, WAIT_MS), ARPC_OK); /* the old code: ARPC_EPENDING */
+    assert_string_equal("7", arpc_future_data(f, NULL));
+    arpc_future_release(f);
+
+    hold_starts_before = atomic_load(&hold_starts);
+    f = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, WAIT_MS);
+    assert_non_null(f);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_when_held, f), 0);
+    assert_int_equal(arpc_future_wait(f), ARPC_ECANCELLED);
+    pthread_join(th, NULL);
+    arpc_future_release(f);
+    assert_int_not_equal(hold_starts_before, atomic_load(&hold_starts));
+    sem_post(&hold_sem); /* the held call answers; the client drops the answer */
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    arpc_loop_destroy(loop);
+}
+
 static void test_pipelined(void **state)
 {
     (void)state;
@@ -903,6 +946,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
+        cmocka_unit_test(test_wait_drives_caller_loop),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
