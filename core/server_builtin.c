@@ -21,8 +21,8 @@ static void reply_text(arpc_request *req, int rc, char *text, size_t len)
 }
 
 /* The names, each followed by a line feed; to a JSON-RPC peer, whose reply must be JSON, a
- * JSON array of them (a name that is not UTF-8, which no JSON-RPC request can spell, as
- * jsonrpc_quote writes it). */
+ * JSON array of those it can call (not the numbered_only ones; a name that is not UTF-8, which
+ * no JSON-RPC request can spell, as jsonrpc_quote writes it). */
 static void builtin_methods(arpc_request *req, void *ctx)
 {
     const arpc_server *s = ctx;
@@ -31,15 +31,19 @@ static void builtin_methods(arpc_request *req, void *ctx)
     struct text_buf b;
     text_buf_init(&b);
     text_buf_puts(&b, json ? "[" : "");
+    bool first = true;
     for (size_t i = 0; i < r->r_count; i++) {
         const struct arpc_method *m = r->r_methods[i];
+        if (json && m->m_numbered_only)
+            continue; /* a JSON-RPC call is never numbered: the method refuses every one */
         if (json) {
-            text_buf_puts(&b, i > 0 ? "," : "");
+            text_buf_puts(&b, first ? "" : ",");
             jsonrpc_text_quoted(&b, m->m_name, m->m_name_len);
         } else {
             text_buf_append(&b, m->m_name, m->m_name_len);
             text_buf_puts(&b, "\n");
         }
+        first = false;
     }
     text_buf_puts(&b, json ? "]" : "");
     char *text = NULL;

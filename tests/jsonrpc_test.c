@@ -742,8 +742,8 @@ static void test_methods_listed_in_json(void **state)
     (void)state;
     arpc_jsonrpc_client *c = connect_client(addr);
     expect_call(c, "arpc.methods", "null", ARPC_OK,
-                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Lines\",\"T.Once\",\"T.Hold\","
-                "\"T.Release\"]");
+                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Lines\",\"T.Hold\","
+                "\"T.Release\"]"); /* not T.Once: numbered_only, which no JSON-RPC call is */
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 
     static const char odd[] = "T.odd\"name\\with\nbreak", utf8[] = "T.Caf\xc3\xa9", not_utf8[] = "T.\xff";

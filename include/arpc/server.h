@@ -307,8 +307,8 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  * Names beginning "arpc." are the library's: every server (unless no_builtin_methods) answers
  *   arpc.methods  the registered method names, built-ins included, in registration order,
  *                 each followed by a line feed ("arpc.methods\narpc.stats\nkv.Get\n"); to a
- *                 JSON-RPC peer (arpc/jsonrpc.h), a JSON array of them
- *                 (["arpc.methods","arpc.stats","kv.Get"]);
+ *                 JSON-RPC peer (arpc/jsonrpc.h), a JSON array of those it can call
+ *                 (["arpc.methods","arpc.stats","kv.Get"]: not the numbered_only ones);
  *   arpc.stats    arpc_server_stats_json (arpc/stats.h);
  * both inline on the loop, the request body ignored.
  * Errors: ARPC_EINVAL (bad name, a name under "arpc.", no fn, or bad options), ARPC_EBUSY (name
