@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "base/utf8.h"
 #include "core/jsonrpc_scan.h"
 
 static size_t skip_space(const uint8_t *p, size_t i, size_t n)
@@ -38,31 +39,6 @@ static bool hex4(const uint8_t *p, size_t i, size_t end, uint32_t *unit)
         *unit = *unit << 4 | (uint32_t)v;
     }
     return true;
-}
-
-/* Code point cp as UTF-8 in out: its length. */
-static size_t utf8_put(uint32_t cp, uint8_t out[4])
-{
-    if (cp < 0x80) {
-        out[0] = (uint8_t)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (uint8_t)(0xc0 | cp >> 6);
-        out[1] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (uint8_t)(0xe0 | cp >> 12);
-        out[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
-        out[2] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (uint8_t)(0xf0 | cp >> 18);
-    out[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3f));
-    out[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
-    out[3] = (uint8_t)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* The next character of a key's text p[*i..end) (end: its closing quote) as a parser reads it,
@@ -99,7 +75,7 @@ static size_t key_char(const uint8_t *p, size_t *i, size_t end, uint8_t out[4])
         *i += 6;
         cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
     }
-    return utf8_put(cp, out);
+    return arpc_utf8_put(cp, out);
 }
 
 /* Whether the key whose text (between its quotes) is p[from..end) is key[0..klen) as a parser

@@ -1,6 +1,7 @@
 /*
  * base/utf8.h against a decoder written from the definition (code point from the bits, then
- * the ranges RFC 3629 allows), over every sequence of up to three bytes and a sweep of four.
+ * the ranges RFC 3629 allows), over every sequence of up to three bytes and a sweep of four;
+ * and the encoder, every code point read back by that decoder.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,12 +69,36 @@ static void test_named_cases(void **state)
     assert_int_equal(0, arpc_utf8_multibyte_len((const unsigned char *)"\xff"));
 }
 
+/* Every code point written out is read back by the reference decoder as that code point, at
+ * the length its range takes (the shortest form). */
+static void test_put_every_code_point(void **state)
+{
+    (void)state;
+    for (uint32_t cp = 0; cp <= 0x10ffff; cp++) {
+        if (cp >= 0xd800 && cp <= 0xdfff)
+            continue;
+        unsigned char s[5] = {0};
+        size_t n = arpc_utf8_put(cp, s);
+        size_t want = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+        if (n != want)
+            fail_msg("U+%04X: %zu bytes, not %zu", (unsigned)cp, n, want);
+        if (n == 1)
+            continue;
+        uint32_t back = s[0] & (0x7f >> n);
+        for (size_t i = 1; i < n; i++)
+            back = back << 6 | (s[i] & 0x3f);
+        if (reference_len(s) != n || back != cp)
+            fail_msg("U+%04X written as %02x %02x %02x %02x", (unsigned)cp, s[0], s[1], s[2], s[3]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_three_bytes),
         cmocka_unit_test(test_four_bytes),
         cmocka_unit_test(test_named_cases),
+        cmocka_unit_test(test_put_every_code_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
