@@ -25,6 +25,13 @@
  * Only consumers decrement and they are serialised, so during one consumer's clear-and-
  * re-check the count can only grow.
  *
+ * Driving: a call of a caller-driven client completes only while some thread runs its loop
+ * (arpc_future_set_home). While entries of such calls are attached and not yet pushed
+ * (cq_homed), a waiting consumer runs that loop, as a wait on the future would; with none
+ * left it only polls the eventfd, and never touches the loop (which may be gone by then).
+ * One loop per queue: the first attached future's names it; futures of other such loops are
+ * not driven (their own waiters run them).
+ *
  * Lifetime: cq_refs is the user's handle plus one per attached entry not yet pushed (each
  * callback holds one until after its push, so the cq outlives the push and the eventfd
  * write). Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
@@ -45,6 +52,7 @@
 #include "arpc/error.h"
 #include "async/futex.h"
 #include "async/future_internal.h"
+#include "async/loop_internal.h"
 #include "base/clock.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -56,6 +64,7 @@ struct cq_entry {
     arpc_future *e_future; /* one kept reference (async/future_internal.h), handed to the consumer */
     void *e_tag;
     arpc_cq *e_cq;
+    bool e_homed; /* counted in cq_homed until pushed */
 };
 
 CK_STACK_CONTAINER(struct cq_entry, e_link, cq_entry_of)
@@ -69,6 +78,8 @@ struct arpc_cq {
     int cq_efd;
     pthread_mutex_t cq_lock;   /* consumers only */
     ck_stack_entry_t *cq_fifo; /* under cq_lock: taken from cq_done, oldest first */
+    _Atomic(struct arpc_loop *) cq_home; /* the loop a consumer drives (design notes) */
+    _Atomic long cq_homed;     /* attached entries of cq_home's calls, not yet pushed */
 };
 
 /* ---- eventfd ---- */
@@ -140,6 +151,7 @@ static void cq_on_complete(arpc_future *f, void *arg)
 {
     struct cq_entry *e = arg;
     arpc_cq *cq = e->e_cq;
+    bool homed = e->e_homed; /* e may be taken and freed once pushed */
     if (atomic_load_explicit(&cq->cq_closed, memory_order_acquire)) {
         /* Nobody will take it; the completer's reference keeps f alive meanwhile. */
         arpc_future_unkeep(f);
@@ -147,6 +159,8 @@ static void cq_on_complete(arpc_future *f, void *arg)
     } else {
         cq_push(cq, e);
     }
+    if (homed)
+        atomic_fetch_sub(&cq->cq_homed, 1); /* after the push: a driver sees the entry first */
     cq_unref(cq);
 }
 
@@ -178,6 +192,8 @@ int arpc_cq_create(arpc_cq **out)
     arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
     cq->cq_fifo = NULL;
+    atomic_init(&cq->cq_home, NULL);
+    atomic_init(&cq->cq_homed, 0);
     *out = cq;
     return ARPC_OK;
 }
@@ -203,15 +219,23 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_future = f;
     e->e_tag = tag;
     e->e_cq = cq;
+    struct arpc_loop *home = arpc_future_home(f), *none = NULL;
+    e->e_homed = home != NULL && (atomic_compare_exchange_strong(&cq->cq_home, &none, home) || none == home);
+    if (e->e_homed)
+        atomic_fetch_add(&cq->cq_homed, 1); /* before the then(), which may push at once */
     /* Kept, not a USER reference: the caller's second release is caught instead of dropping
      * the queue's. */
     if (!arpc_future_keep(f)) {
+        if (e->e_homed)
+            atomic_fetch_sub(&cq->cq_homed, 1);
         arpc_free(e);
         return ARPC_EBUSY;
     }
     arpc_refcount_get(&cq->cq_refs); /* from the caller's */
     int rc = arpc_future_then(f, cq_on_complete, e); /* may run cq_on_complete at once */
     if (rc != ARPC_OK) {
+        if (e->e_homed)
+            atomic_fetch_sub(&cq->cq_homed, 1);
         arpc_future_unkeep(f); /* the caller still holds one: no cancel */
         cq_unref(cq);
         arpc_free(e);
@@ -240,6 +264,22 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
     return ARPC_OK;
 }
 
+/* A driving consumer's condition (arpc_loop_wait_cond_until): an entry to take, or no call
+ * left that the loop would deliver. */
+static bool cq_ready(void *arg)
+{
+    arpc_cq *cq = arg;
+    return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0;
+}
+
+static void cq_sleep(void *arg, uint64_t deadline_ns)
+{
+    arpc_cq *cq = arg;
+    /* Readable means "probably not empty": the caller looks again (EINTR: the same). */
+    struct pollfd p = {.fd = cq->cq_efd, .events = POLLIN};
+    (void)poll(&p, 1, arpc_ms_left_int(deadline_ns));
+}
+
 int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
 {
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
@@ -247,12 +287,13 @@ int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **ta
         int rc = arpc_cq_trynext(cq, f, tag);
         if (rc != ARPC_EAGAIN)
             return rc;
-        int ms = arpc_ms_left_int(deadline);
-        if (ms == 0)
+        if (arpc_ms_left_int(deadline) == 0)
             return ARPC_EAGAIN;
-        /* Readable means "probably not empty": trynext settles it (EINTR: just retry). */
-        struct pollfd p = {.fd = cq->cq_efd, .events = POLLIN};
-        (void)poll(&p, 1, ms);
+        struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
+        if (home == NULL)
+            cq_sleep(cq, deadline);
+        else if (arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline) == ARPC_EBUSY)
+            return ARPC_EBUSY; /* inside the loop that must deliver: it would wait for itself */
     }
 }
 

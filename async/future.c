@@ -470,8 +470,7 @@ void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop)
     atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB | ST_HOME, memory_order_relaxed);
 }
 
-/* The loop a wait on f must drive, or NULL: f is done, or some thread of arpc's completes it. */
-static arpc_loop *future_home(const arpc_future *f)
+arpc_loop *arpc_future_home(const arpc_future *f)
 {
     uint32_t s = future_state(f);
     return (s & (ST_HOME | ST_DONE)) == ST_HOME ? f->f_first_arg : NULL;
@@ -486,7 +485,7 @@ int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
  * loop, where the wait could never end (unless f is done by then: a cancel from elsewhere). */
 static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
-    arpc_loop *home = future_home(f);
+    arpc_loop *home = arpc_future_home(f);
     if (home == NULL)
         return future_wait_until(f, deadline_ns, spin);
     /* A call's cancel reaches its loop (the hook posts a job); another producer's future may
@@ -626,12 +625,12 @@ static void any_wait_sleep(void *arg, uint64_t deadline_ns)
     (void)any_waiter_sleep(a->aw_waiter, a->aw_fs, a->aw_n, deadline_ns, a->aw_index);
 }
 
-/* The first home loop among fs (see future_home), or NULL. One loop is driven: futures whose
+/* The first home loop among fs (see arpc_future_home), or NULL. One loop is driven: futures whose
  * homes are other loops complete while their own drivers run them. */
 static arpc_loop *any_home(arpc_future *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        arpc_loop *home = future_home(fs[i]);
+        arpc_loop *home = arpc_future_home(fs[i]);
         if (home != NULL)
             return home;
     }

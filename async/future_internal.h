@@ -71,6 +71,10 @@ void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
  */
 void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop);
 
+/* The loop a wait on f must drive (arpc_future_set_home), or NULL: f is done, or a thread of
+ * arpc's completes it. */
+struct arpc_loop *arpc_future_home(const arpc_future *f);
+
 /* Sleeps until f is done or deadline_ns passes (ARPC_NEVER: never), whatever its home: for
  * the loop's own wait, which drives the loop itself. f's status or ARPC_EPENDING. */
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns);

@@ -7,6 +7,8 @@
  * loop as arpc_call does, and refuse (ARPC_EBUSY) on the loop's own thread, inside a callback
  * of the loop, where the wait could never end.
  *
+ * A completion queue's consumer (arpc_cq_next) waiting for such calls runs the loop the same way.
+ *
  * Every wait runs on a thread of its own, so that the old hang shows as a failed wait here
  * instead of the test's timeout.
  */
@@ -297,6 +299,68 @@ static void test_two_waiters_share_the_loop(void **state)
     fixture_close(&x);
 }
 
+/* A completion queue's consumer runs the loop too, while calls of that loop are attached. */
+struct cq_waiter {
+    arpc_cq *cq;
+    int rc[2];
+    void *tag[2];
+    sem_t done;
+};
+
+static void *cq_next_twice(void *arg)
+{
+    struct cq_waiter *w = arg;
+    for (int i = 0; i < 2; i++) {
+        arpc_future *f = NULL;
+        w->rc[i] = arpc_cq_next(w->cq, &f, &w->tag[i]);
+        if (f != NULL) {
+            if (arpc_future_poll(f) != ARPC_OK)
+                w->rc[i] = arpc_future_poll(f);
+            arpc_future_release(f);
+        }
+    }
+    sem_post(&w->done);
+    return NULL;
+}
+
+static void test_cq_next_drives_the_loop(void **state)
+{
+    (void)state;
+    struct fixture x;
+    fixture_open(&x);
+    struct cq_waiter w = {0};
+    assert_int_equal(ARPC_OK, arpc_cq_create(&w.cq));
+    int tags[2];
+    assert_int_equal(ARPC_OK, arpc_go(x.c, "t.echo", "a", 1, ARPC_FOREVER, w.cq, &tags[0]));
+    assert_int_equal(ARPC_OK, arpc_go(x.c, "t.echo", "b", 1, ARPC_FOREVER, w.cq, &tags[1]));
+    sem_init(&w.done, 0, 0);
+    pthread_t th;
+    assert_int_equal(0, pthread_create(&th, NULL, cq_next_twice, &w));
+    bool ended = sem_wait_secs(&w.done, TEST_WAIT_S); /* the old code slept here for ever */
+    if (!ended)
+        pthread_detach(th);
+    assert_true(ended);
+    pthread_join(th, NULL);
+    assert_int_equal(ARPC_OK, w.rc[0]);
+    assert_int_equal(ARPC_OK, w.rc[1]);
+    assert_true(w.tag[0] != w.tag[1]);
+
+    /* Nothing attached is pending: a bounded wait only polls, and runs out. */
+    arpc_future *f = NULL;
+    assert_int_equal(ARPC_EAGAIN, arpc_cq_next_for(w.cq, 10, &f, NULL));
+    /* A held call: the wait drives the loop until its bound, then gives it back. */
+    assert_int_equal(ARPC_OK, arpc_go(x.c, "t.hold", "x", 1, ARPC_FOREVER, w.cq, NULL));
+    assert_int_equal(ARPC_EAGAIN, arpc_cq_next_for(w.cq, 20, &f, NULL));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(x.c, "t.echo", "c", 1, &reply, &len, ARPC_FOREVER));
+    arpc_free(reply);
+    fixture_close(&x); /* answers the held call: the queue gets it */
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(w.cq, TEST_WAIT_MS, &f, NULL));
+    arpc_future_release(f);
+    arpc_cq_destroy(w.cq);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_wait_all_and_any_drive_the_loop),
         cmocka_unit_test(test_wait_inside_the_loop_is_refused),
         cmocka_unit_test(test_two_waiters_share_the_loop),
+        cmocka_unit_test(test_cq_next_drives_the_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

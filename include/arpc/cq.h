@@ -58,7 +58,10 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
 /* Takes the oldest completed entry. On ARPC_OK, *f holds one reference the caller must
  * release, and *tag (if tag is not NULL) the attach tag.
  * trynext: ARPC_EAGAIN when empty. next_for: ARPC_EAGAIN when still empty after timeout_ms.
- * next: blocks until an entry arrives. */
+ * next: blocks until an entry arrives. While calls of a client on a caller-driven loop (created
+ * and never started, or lent with arpc_loop_run; arpc/future.h) are attached and pending,
+ * next and next_for run that loop while nobody else does, so their replies come in (one such
+ * loop per queue: the first attached call's); inside that loop they return ARPC_EBUSY. */
 ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);
