@@ -25,10 +25,12 @@ static inline void arpc_refcount_set(arpc_refcount *r, unsigned n)
     atomic_store_explicit(&r->rc_count, n, memory_order_relaxed);
 }
 
-static inline void arpc_refcount_get(arpc_refcount *r)
+static inline void arpc_refcount_get_n(arpc_refcount *r, unsigned n)
 {
-    atomic_fetch_add_explicit(&r->rc_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->rc_count, n, memory_order_relaxed);
 }
+
+static inline void arpc_refcount_get(arpc_refcount *r) { arpc_refcount_get_n(r, 1); }
 
 /* Drops n references; true when they were the last (the caller frees the object). */
 static inline bool arpc_refcount_put_n(arpc_refcount *r, unsigned n)

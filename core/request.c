@@ -123,7 +123,10 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
     if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_future_complete(s->sv_drained, ARPC_OK, NULL, 0); /* a stop waits out its grace on it */
-    sconn_release(sc);
+    if (on_loop)
+        sconn_release_loop(sc); /* back to the loop's stash while sc is open */
+    else
+        sconn_release(sc);
 }
 
 void request_abandon(arpc_loop *loop, arpc_request *req)

@@ -20,9 +20,9 @@
 
 void sconn_retain(struct server_conn *sc) { arpc_refcount_get(&sc->sc_refs); }
 
-void sconn_release(struct server_conn *sc)
+static void sconn_release_n(struct server_conn *sc, unsigned n)
 {
-    if (arpc_refcount_put(&sc->sc_refs)) {
+    if (arpc_refcount_put_n(&sc->sc_refs, n)) {
         arpc_server *s = sc->sc_server;
         arpc_u64_map_fini(&sc->sc_calls); /* empty: each request in it held a reference */
         arpc_free(sc->sc_peer_subject);
@@ -30,6 +30,8 @@ void sconn_release(struct server_conn *sc)
         server_release(s); /* the connection's (sconn_open) */
     }
 }
+
+void sconn_release(struct server_conn *sc) { sconn_release_n(sc, 1); }
 
 /* The longest error message the client accepts (it announced its frame limit in HELLO). */
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen) { return error_msg_cap(sc->sc_client_max, mlen); }
@@ -338,7 +340,11 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
      * numbered call on another connection may still cancel one (request_cancel_call). The
      * table goes with sc (sconn_release). */
     jsonrpc_sconn_close(sc);
-    sconn_release(sc); /* the loop's reference */
+    /* The loop's reference and its stash: from here on each request lets go of its own. */
+    unsigned ahead = sc->sc_refs_ahead;
+    sc->sc_refs_ahead = 0;
+    sc->sc_refs_loop = false;
+    sconn_release_n(sc, 1 + ahead); /* the loop's reference, with its stash */
 }
 
 /* The connection's first byte chooses the codec, once: an arpc frame starts with its magic,
@@ -437,6 +443,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
         return;
     }
     arpc_refcount_init(&sc->sc_refs, 1);
+    sc->sc_refs_loop = true;
     sc->sc_server = s;
     sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
     if (arpc_u64_map_init(&sc->sc_calls, 16) != ARPC_OK) {
