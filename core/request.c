@@ -141,7 +141,7 @@ static void request_abandon_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     request_abandon(loop, ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req);
 }
 
-static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn);
+static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn, bool *stopped);
 
 /* The handler returned: free the request if its reply is already done. When the server
  * answered the call, the loop ends its count first. */
@@ -151,7 +151,7 @@ void request_handler_done(arpc_request *req, bool on_loop)
     if (!(flags & RQ_REPLY_DONE))
         return;
     if (flags & RQ_SERVER_ANSWERED)
-        request_finish_on_loop(req->rq_state->rs_conn->sc_server, req, request_abandon_on_loop);
+        request_finish_on_loop(req->rq_state->rs_conn->sc_server, req, request_abandon_on_loop, NULL);
     else
         request_free(req, false, on_loop);
 }
@@ -241,25 +241,34 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     request_reply_done(req, loop != NULL);
 }
 
-int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct)
+int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped)
 {
     atomic_fetch_add(&s->sv_replying, 1);
-    int rc = ARPC_ESHUTDOWN;
-    bool here = false;
-    if (atomic_load(&s->sv_state) != SV_STOPPED) {
-        here = arpc_loop_on_thread(s->sv_loop);
-        /* Written here first only when the loop is idle (core/reply_direct.c): before the
-         * post, so that the job knows what left. */
-        bool lazy = !here && direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
-        rc = here ? ARPC_OK : lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
+    if (atomic_load(&s->sv_state) == SV_STOPPED) {
+        atomic_fetch_sub(&s->sv_replying, 1);
+        if (stopped != NULL)
+            *stopped = true;
+        return ARPC_ESHUTDOWN;
+    }
+    if (arpc_loop_on_thread(s->sv_loop)) {
+        atomic_fetch_sub(&s->sv_replying, 1);
+        job->j_fn(s->sv_loop, job); /* on the loop's thread, the loop outlives the call */
+        return ARPC_OK;
+    }
+    /* Written here first only when the loop is idle (core/reply_direct.c): before the post, so
+     * that the job knows what left. */
+    bool lazy = direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
+    int rc = lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
+    if (rc == ARPC_OK && (lazy || stopped != NULL)) {
+        int state = atomic_load(&s->sv_state);
         /* A stop waits for this request to be let go: looked at after the push, so that either
          * the stop's first step drains it or we see the stop and wake the loop. */
-        if (lazy && rc == ARPC_OK && atomic_load(&s->sv_state) != SV_RUNNING)
+        if (lazy && state != SV_RUNNING)
             arpc_loop_kick(s->sv_loop);
+        if (stopped != NULL && state == SV_STOPPED)
+            *stopped = true;
     }
     atomic_fetch_sub(&s->sv_replying, 1);
-    if (here)
-        job->j_fn(s->sv_loop, job); /* on the loop's thread, the loop outlives the call */
     return rc;
 }
 
@@ -284,22 +293,22 @@ static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *j
 }
 
 /* Runs fn for req on the loop (rs_job), or here with a NULL loop when no loop runs any more
- * (a stop emptied its lists; nothing counts any more). */
-static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn)
+ * (a stop emptied its lists; nothing counts any more). stopped: as server_loop_hand's. */
+static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_job_fn fn, bool *stopped)
 {
     struct arpc_loop_job *job = &req->rq_state->rs_job;
     arpc_loop_job_init(job, fn);
-    if (server_loop_hand(s, job, NULL) != ARPC_OK)
+    if (server_loop_hand(s, job, NULL, stopped) != ARPC_OK)
         fn(NULL, job);
 }
 
 /* Hands an encoded reply to the loop without ever waiting, written first by this thread when
  * may_write and it can. ARPC_ESHUTDOWN: dropped (the reply's holder is let go here; a frame
  * half written then stays so: the loop that could finish it is gone). */
-static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write)
+static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write, bool *stopped)
 {
     arpc_loop_job_init(&rm->rm_job, reply_deliver);
-    int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL);
+    int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);
@@ -440,7 +449,9 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
     arpc_server *s = sc->sc_server;
     if (effect != NULL && !reply_effect_kept(s))
         effect = NULL, effect_len = 0;
-    server_retain(s); /* the request may be freed before we return: finish with s first */
+    /* The hand-over may free the request, and with it the last pin on s: s is not touched
+     * after it (server_loop_hand says whether the server was stopped). */
+    bool stopped = false;
     int rc = ARPC_OK;
     if (req->rq_oneway) {
         /* Nothing to reply, but an effect to log all the same: its state holds it. */
@@ -448,7 +459,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
             rc = ARPC_ENOMEM;
             journal_fail_enomem(s); /* an effect the log will never have: fail-stop */
         }
-        request_finish_on_loop(s, req, request_oneway_done_on_loop);
+        request_finish_on_loop(s, req, request_oneway_done_on_loop, &stopped);
     } else {
         rc = reply_fit_client(sc->sc_client_max, &kind, &code, &data, &len);
         jsonrpc_sconn_check_reply(sc, req->rq_xid, &kind, &code, &data, &len);
@@ -460,21 +471,19 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
             if (effect != NULL) /* an effect the log will never have: fail-stop, as a failed record */
                 journal_fail_enomem(s);
             st->rs_lost_ran = ran;
-            request_finish_on_loop(s, req, request_drop_on_loop); /* no reply: let go of its holder */
+            request_finish_on_loop(s, req, request_drop_on_loop, &stopped); /* no reply: let go of its holder */
         } else {
             rm->rm_req = req;
             /* Written by this thread only where nothing else decides when or how it may leave
              * (core/reply_direct.c): the call ran on an actor, no reply log; the connection
              * says whether its stream and codec allow it. */
             bool may_write = ran && !st->rs_method->m_inline && !s->sv_has_log;
-            int hrc = reply_hand_over(s, rm, may_write);
+            int hrc = reply_hand_over(s, rm, may_write, &stopped);
             if (hrc != ARPC_OK)
                 rc = hrc;
         }
     }
-    int state = atomic_load(&s->sv_state);
-    server_release(s);
-    return rc == ARPC_OK && state == SV_STOPPED ? ARPC_ESHUTDOWN : rc;
+    return rc == ARPC_OK && stopped ? ARPC_ESHUTDOWN : rc;
 }
 
 int arpc_reply(arpc_request *req, const void *data, size_t len)

@@ -137,7 +137,7 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
         arpc_loop_job_init(&req->rq_tomb_job, tomb_drop);
         job = &req->rq_tomb_job;
     }
-    if (server_loop_hand(s, job, NULL) != ARPC_OK) { /* stopped: the job did not run */
+    if (server_loop_hand(s, job, NULL, NULL) != ARPC_OK) { /* stopped: the job did not run */
         if (rm != NULL)
             reply_msg_free(rm);
         request_late_done(req); /* a stop unlisted it */
