@@ -201,17 +201,18 @@ static void inflight_learn(const struct arpc_method *cm, size_t len)
  * limit (each one let go may read a call and hold them all again). */
 static void inflight_release_client(arpc_server *s, struct inflight_client *c)
 {
+    /* Per call, on the loop: references from the loop's stash (no locked add). */
     struct arpc_dlink *l = c->ic_list.dl_head;
     if (l != NULL)
-        sconn_retain(ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link));
+        sconn_retain_loop(ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link));
     while (l != NULL) {
         struct server_conn *sc = ARPC_DLIST_ENTRY(l, struct server_conn, sc_client_link);
         struct arpc_dlink *next = c->ic_calls < s->sv_max_client_calls ? l->dl_next : NULL;
         if (next != NULL)
-            sconn_retain(ARPC_DLIST_ENTRY(next, struct server_conn, sc_client_link));
+            sconn_retain_loop(ARPC_DLIST_ENTRY(next, struct server_conn, sc_client_link));
         if (c->ic_calls < s->sv_max_client_calls)
             arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CLIENT_CALLS); /* may close sc */
-        sconn_release(sc);
+        sconn_release_loop(sc);
         l = next; /* a connection closed meanwhile was unlinked: its dl_next is NULL, the walk ends */
     }
 }
