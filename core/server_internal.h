@@ -52,8 +52,9 @@ struct arpc_tls; /* transport/tls.h */
 
 struct server_conn {
     struct arpc_conn sc_conn;
-    /* Taken by the loop per call, let go by whichever thread finishes the request last: a line
-     * of its own (sc_conn ends with a gap). */
+    /* Taken by the loop for its requests (64 at a time, sc_refs_ahead), let go by whichever
+     * thread finishes a request last (on the loop: back to the stash): a line of its own
+     * (sc_conn ends with a gap). */
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
     ARPC_CACHELINE_GAP(sc_gap_refs);
     arpc_server *sc_server;
