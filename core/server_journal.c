@@ -33,6 +33,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/request_internal.h" /* server_loop_hand */
 #include "core/server_internal.h"
 
 /* What arpc_reply_durable and arpc_server_checkpoint accept always fits one log record: the
@@ -284,7 +285,8 @@ static void checkpoint_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     (void)loop;
     struct checkpoint_job *cj = (struct checkpoint_job *)job;
     arpc_server *s = cj->cj_rec->jr_server;
-    /* Appended from the loop, so it follows every reply the same thread handed over before. */
+    /* Appended on the loop, so it follows every reply the same thread handed over before, and
+     * precedes every one it hands over after. */
     if (s->sv_log != NULL)
         arpc_reply_log_append(s->sv_log, &cj->cj_rec->jr_rec);
     else
@@ -312,7 +314,10 @@ int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len)
     cj->cj_rec = r;
     arpc_loop_job_init(&cj->cj_job, checkpoint_on_loop);
     server_retain(s);
-    if (arpc_loop_post(s->sv_loop, &cj->cj_job) != ARPC_OK) {
+    /* The way a reply goes (server_loop_hand): on the loop's thread (an inline handler) it is
+     * appended here and now, as a reply made there is; posted, it would follow the effects
+     * that thread logs before the lane is drained, which this state does not hold. */
+    if (server_loop_hand(s, &cj->cj_job, NULL, NULL) != ARPC_OK) {
         server_release(s);
         arpc_free(r);
         arpc_free(cj);

@@ -480,7 +480,9 @@ ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t ef
  * arpc_reply_durable before this call, from the same thread, and no other: an effect already
  * in the state but passed after this call (or on another thread, whose order against this
  * call the log does not know) is recovered on top of a state that holds it, or not at all.
- * So call it from the thread that applies the effects, between two of them. At the next
+ * So call it from the thread that applies the effects, between two of them (the loop's own
+ * thread, for an inline handler, included: there it takes its place in the log at once, as a
+ * reply made there does). At the next
  * start, recover gets this state and then only the effects logged after it, and the log can
  * drop older ones.
  * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ETOOLARGE (len over
