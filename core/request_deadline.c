@@ -40,7 +40,8 @@ void request_unlist(arpc_request *req)
 /* Loop thread: the server answers the caller in the handler's place with code; the handler's
  * late reply will return late_code. The call then stops counting and its server's part is
  * freed, at once if its handler returned already, else when it returns. keep_server: a
- * numbered call answered while the server runs, whose late reply finishes its cache entry.
+ * call answered while the server runs whose late reply still has work: a numbered call's
+ * finishes its cache entry; any call's effect (arpc_reply_durable) goes to the reply log.
  * False when the handler's reply came first (it answers the caller). */
 static bool request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why, bool keep_server)
 {
@@ -95,7 +96,8 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
      * and a numbered call's entry is dropped so a retry may run it). */
     if (atomic_load(&req->rq_flags) & RQ_STARTED)
         (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
-                                         "the handler did not reply by the call's deadline", req->rq_seq != 0);
+                                         "the handler did not reply by the call's deadline",
+                                         req->rq_seq != 0 || req->rq_state->rs_conn->sc_server->sv_has_log);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */

@@ -23,13 +23,17 @@
  * (stop). For a numbered (at-most-once) call answered at its deadline it also finishes the
  * call in the reply cache, whose entry stayed "running" (so a retry waited instead of running
  * the handler again): the handle keeps what that needs (server, cache key, seq, ack, xid,
- * the client's largest reply) and a reference on the server, and is listed in sv_tombs. A
- * stop detaches every listed handle (RQ_DETACHED, the server's reference let go): its late
- * reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop, and the call's
- * result is the stop's ARPC_EABANDONED (dedup_stopped: logged, so that a copy re-sent to this
- * log's next server does not run it again); a late reply already on its way finishes the call
- * as ever, logged too while the stop has not closed the log. The late reply (RQ_REPLIED) and
- * the detach meet on rq_flags: whichever comes first owns the reference.
+ * the client's largest reply) and a reference on the server, and is listed in sv_tombs. So
+ * is any call answered at its deadline by a server with a reply log: its handler's late
+ * arpc_reply_durable has applied an effect that later effects build on, so the effect goes
+ * to the log, in lane order as a reply's would (a call that is not numbered keeps nothing
+ * else of it). A stop detaches every listed handle (RQ_DETACHED, the server's reference let
+ * go): its late reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop,
+ * and a numbered call's result is the stop's ARPC_EABANDONED (dedup_stopped: logged, so that
+ * a copy re-sent to this log's next server does not run it again); a late reply already on
+ * its way finishes the call as ever, logged too while the stop has not closed the log. The
+ * late reply (RQ_REPLIED) and the detach meet on rq_flags: whichever comes first owns the
+ * reference.
  */
 #include <string.h>
 
@@ -66,7 +70,8 @@ void request_tomb_detach_all(arpc_server *s)
                 break; /* its late reply is on its way: it owns the reference */
         } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_DETACHED));
         if (!(flags & RQ_REPLIED)) {
-            dedup_stopped(s, key, seq, ack);
+            if (seq != 0)
+                dedup_stopped(s, key, seq, ack);
             server_release(s); /* not the last: the stopping user holds one */
         }
     }
@@ -88,10 +93,14 @@ static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
-    if (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL)
-        dedup_complete(s, req->rq_cache_key, req->rq_seq, req->rq_ack, rm, true);
-    else
+    if (req->rq_seq == 0) {
+        journal_late_effect(s, rm->rm_effect, rm->rm_effect_len); /* all there is to keep */
         reply_msg_free(rm);
+    } else if (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL) {
+        dedup_complete(s, req->rq_cache_key, req->rq_seq, req->rq_ack, rm, true);
+    } else {
+        reply_msg_free(rm);
+    }
     request_late_done(req);
     server_release(s);
 }
@@ -104,7 +113,7 @@ static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = (arpc_request *)((char *)job - offsetof(arpc_request, rq_tomb_job));
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
-    if (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL)
+    if (req->rq_seq != 0 && (atomic_load(&s->sv_state) != SV_STOPPED || s->sv_log != NULL))
         dedup_lost(s, req->rq_cache_key, req->rq_seq, req->rq_ack, true); /* a handler's late reply: it ran */
     request_late_done(req);
     server_release(s);
@@ -116,11 +125,14 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
     int late = req->rq_late_code;
     arpc_server *s = req->rq_server;
     if (s == NULL || (flags & RQ_DETACHED)) {
-        request_late_done(req); /* unnumbered, or answered at stop, or detached by one */
+        request_late_done(req); /* nothing to keep (no log, unnumbered), or answered at stop, or detached by one */
         return s == NULL ? late : ARPC_ESHUTDOWN;
     }
-    int rc = reply_fit_client(req->rq_client_max, &kind, &code, &data, &len) == ARPC_ETOOLARGE ? ARPC_ETOOLARGE
-                                                                                               : late;
+    int rc = late;
+    if (req->rq_seq == 0) /* kept for its effect alone: the reply goes nowhere */
+        data = NULL, len = 0;
+    else if (reply_fit_client(req->rq_client_max, &kind, &code, &data, &len) == ARPC_ETOOLARGE)
+        rc = ARPC_ETOOLARGE;
     if (effect != NULL && !reply_effect_kept(s))
         effect = NULL, effect_len = 0;
     /* A plain allocation: no connection to lend its cache, and this path is rare. */

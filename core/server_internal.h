@@ -520,6 +520,10 @@ struct journal_rec;
 struct journal_rec *journal_effect_new(arpc_server *s, const void *effect, size_t len);
 void journal_effect_append(arpc_server *s, struct journal_rec *r);
 void journal_effect_free(struct journal_rec *r);
+/* Loop thread: the effect of a late reply to an unnumbered call the server answered at its
+ * deadline (core/request_tomb.c), logged where its reply would have been (effect NULL:
+ * nothing). Its state holds it: without memory for the record the log fails (fail-stop). */
+void journal_late_effect(arpc_server *s, const void *effect, size_t len);
 /* The cache forgot a client (its expiry, or its goodbye: floor 0, or its highest seq, which
  * a restart keeps refusing): a record, so a restart forgets it too. */
 void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor);

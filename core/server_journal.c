@@ -246,6 +246,17 @@ void journal_effect_append(arpc_server *s, struct journal_rec *r)
 
 void journal_effect_free(struct journal_rec *r) { arpc_free(r); }
 
+void journal_late_effect(arpc_server *s, const void *effect, size_t len)
+{
+    if (effect == NULL || s->sv_log == NULL)
+        return; /* none, or the stop closed the log: a restart rebuilds the state without it */
+    struct journal_rec *r = journal_effect_new(s, effect, len);
+    if (r == NULL)
+        journal_fail_enomem(s); /* an effect the log will never have: fail-stop */
+    else
+        journal_effect_append(s, r);
+}
+
 /* Without the record the log still holds the client's replies as alive (compaction keeps
  * them too): a restart replays them, and they stay until the client's idle expiry passes
  * again. Never a second run of a call; only memory, so it is counted and told, not fatal. */

@@ -464,7 +464,9 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * crashes -- a call whose record did not make it to disk has no effect and was never answered,
  * so its client's retry runs it. Call it from the thread that applies the effects to the
  * state (e.g. the state's single actor), so that log order is application order. For a
- * one-way request the effect is logged all the same (in that order; nothing waits for it).
+ * one-way request the effect is logged all the same (in that order; nothing waits for it),
+ * and so it is for a call the server already answered at its deadline (ARPC_ETIMEDOUT, the
+ * reply dropped), numbered or not: the state holds the effect, so the log must too.
  * Without a log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
  * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. ARPC_ENOMEM means the
  * effect was not logged (its caller is answered ARPC_EABANDONED, it may have run): a state
