@@ -132,8 +132,9 @@ struct arpc_reply_log;
  *                    "reply log DIR is in use by another server (pid N)"
  *   ARPC_EPROTO      the log is damaged in a way a crash cannot explain (a bad record with
  *                    valid records after where it ends, or too many record-like bytes after
- *                    it to tell: core/reply_log_tail.h; a bad segment header; an unknown
- *                    record type):
+ *                    it to tell: core/reply_log_tail.h; a bad segment header; a segment
+ *                    whose epoch is not the newest one's, superseded or not: a file of
+ *                    another log's directory; an unknown record type):
  *                    "reply log DIR/FILE is corrupt at offset N: <what>; refusing to start
  *                    (move the directory away to start empty)". The segments are left as
  *                    they were.

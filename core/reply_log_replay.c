@@ -218,6 +218,34 @@ static int drop_torn_tail(struct recovery *r)
     return ARPC_OK;
 }
 
+/* A superseded segment is removed only if it is this log's: one whose header names another
+ * epoch means the newest snapshot, or it, came from another log's directory, and which is
+ * this server's memory of its calls cannot be told. A header that does not decode is left to
+ * the removal, as before (a superseded segment is never read). */
+static int check_superseded(struct recovery *r, const uint64_t *segs, size_t first)
+{
+    struct arpc_reply_log *log = r->r_log;
+    for (size_t i = 0; i < first; i++) {
+        int fd;
+        int rc = arpc_log_segment_open(log->lg_dirfd, log->lg_dir, segs[i], &fd, r->r_why, r->r_whylen);
+        if (rc != ARPC_OK)
+            return rc;
+        uint8_t head[ARPC_LOG_HEADER_SIZE];
+        char ignored[8];
+        struct arpc_log_view v;
+        const char *what;
+        bool other = arpc_log_read_at(fd, log->lg_dir, segs[i], head, sizeof(head), 0, ignored, sizeof(ignored)) ==
+                         ARPC_OK &&
+                     arpc_log_decode(head, sizeof(head), &v, &what) == ARPC_LOG_DECODE_OK &&
+                     v.v_type == ARPC_LOG_HEADER && v.v_epoch != log->lg_epoch;
+        close(fd);
+        if (other)
+            return corrupt(r, segs[i], 0, "the header's epoch differs from the newer segments'",
+                           " (a segment of another log's directory?)");
+    }
+    return ARPC_OK;
+}
+
 static int remove_superseded(struct recovery *r, const uint64_t *segs, size_t first)
 {
     struct arpc_reply_log *log = r->r_log;
@@ -314,6 +342,8 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
     rc = map_live_segments(&r, segs, n, &first);
     for (size_t i = 0; rc == ARPC_OK && i < r.r_nsegs; i++)
         rc = scan_segment(&r, &r.r_segs[i], i + 1 == r.r_nsegs);
+    if (rc == ARPC_OK)
+        rc = check_superseded(&r, segs, first);
     if (rc == ARPC_OK)
         rc = drop_torn_tail(&r);
     if (rc == ARPC_OK)

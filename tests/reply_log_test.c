@@ -1610,6 +1610,42 @@ static void test_segments_after_the_snapshot(void **state)
     replayed_free(&before);
 }
 
+/* A newest snapshot of another log (another epoch: a file copied in from another server's
+ * directory) is refused, naming this log's segment, and nothing is removed. Before, it was
+ * taken as the newest state: this log's own segments were deleted as superseded and the
+ * server went on under the other log's epoch, with the other log's memory of calls. */
+static void test_snapshot_of_another_log(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {.free_records = true};
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    uint64_t epoch = arpc_reply_log_epoch(log);
+    struct trec *recs[] = {trec_new(ARPC_LOG_REPLY, 1, 1, 0, 1, 2)};
+    s.free_records = false;
+    append_all_and_close(log, recs, 1);
+    s.free_records = true;
+
+    struct arpc_log_view h = {
+        .v_type = ARPC_LOG_HEADER, .v_flags = ARPC_LOG_FLAG_SNAPSHOT, .v_epoch = epoch + 1, .v_segment = 2};
+    uint8_t head[ARPC_LOG_HEADER_SIZE];
+    char path2[256];
+    write_file(seg_path(t, 2, path2, sizeof(path2)), head, arpc_log_encode(head, &h));
+    char why[512];
+    struct arpc_reply_log *none = NULL;
+    assert_int_equal(ARPC_EPROTO, try_open(&none, t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_non_null(strstr(why, "0000000000000001.arpclog is corrupt at offset 0: the header's epoch differs"));
+    char path1[256];
+    assert_int_equal(0, access(seg_path(t, 1, path1, sizeof(path1)), F_OK)); /* was removed */
+
+    /* The stray file gone, the log is what it was. */
+    unlink(path2);
+    struct replayed r = {0};
+    replay_dir(t->log, &r);
+    assert_int_equal(1, r.nreplies);
+    assert_non_null(find_reply(&r, 1, 1));
+    replayed_free(&r);
+}
+
 /* ---- failures ---- */
 
 static void test_bad_options_and_records(void **state)
@@ -1941,6 +1977,7 @@ int main(void)
         dir_test(test_compaction_same_state_and_superseded_segments),
         dir_test(test_goodbyes_bounded_and_compacted),
         dir_test(test_segments_after_the_snapshot),
+        dir_test(test_snapshot_of_another_log),
         dir_test(test_bad_options_and_records),
         dir_test(test_out_of_memory),
         dir_test(test_refused_record_stops_the_log),
