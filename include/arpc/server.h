@@ -438,8 +438,9 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
  * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
  * caller at its deadline (dropped, even if the server has stopped since; for an at-most-once
- * call the result is still kept for the caller's retries, and ARPC_ESHUTDOWN once the server
- * has stopped, when nothing can be kept), ARPC_ETOOLARGE (larger than the client accepts, or
+ * call the result is still kept for the caller's retries, and an arpc_reply_durable effect,
+ * any call's, is still logged; ARPC_ESHUTDOWN once the server has stopped, when nothing can
+ * be kept: an at-most-once call's, or any call's on a server with a log_dir), ARPC_ETOOLARGE (larger than the client accepts, or
  * than ARPC_DURABLE_MAX with a reply log: the caller gets ARPC_ETOOLARGE instead),
  * ARPC_ENOMEM (the reply could not be encoded: the caller is answered ARPC_EABANDONED, and so
  * are an at-most-once call's retries). In every case req is finished.
