@@ -75,7 +75,8 @@ static void late_effect_is_logged(enum arpc_call_semantics semantics)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
     void *reply;
     size_t len;
-    arpc_call_options slow = {.deadline_ms = 100};
+    /* Long enough for the handler to start under any load (else EEXPIRED: it never runs). */
+    arpc_call_options slow = {.deadline_ms = 1000};
     int rc = arpc_call_opts(c, "t.apply", "s", 1, &reply, &len, &slow);
     assert_int_equal(ARPC_ETIMEDOUT, rc);
     /* The next call runs on the same worker, after the slow one's late reply. */
