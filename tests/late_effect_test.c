@@ -76,7 +76,7 @@ static void late_effect_is_logged(enum arpc_call_semantics semantics)
     void *reply;
     size_t len;
     /* Long enough for the handler to start under any load (else EEXPIRED: it never runs). */
-    arpc_call_options slow = {.deadline_ms = 1000};
+    arpc_call_options slow = {.deadline_ms = 2000};
     int rc = arpc_call_opts(c, "t.apply", "s", 1, &reply, &len, &slow);
     assert_int_equal(ARPC_ETIMEDOUT, rc);
     /* The next call runs on the same worker, after the slow one's late reply. */
