@@ -255,7 +255,7 @@ static bool fixture_finish(struct fixture *fx, const char *attack, long bound_mi
     /* However short the attack was, the good client made some calls since it began (each
      * call is bounded by its deadline, so this wait is too). */
     while (atomic_load(&fx->cl.n) < fx->phase_from + MIN_GOOD_CALLS)
-        sleep_ms(CALL_GAP_MS); /* pacing the count's reads, not a bound */
+        sleep_ms(CALL_GAP_MS); /* the phase lasts some good calls (each bounded by its deadline) */
     atomic_store(&fx->cl.stop, true);
     pthread_join(fx->cl.th, NULL);
     long rss = abuse_server_rss_kib(&fx->srv);

@@ -453,7 +453,7 @@ static void test_duplicates_of_lost_connections_make_room(void **state)
         struct linger rst = {.l_onoff = 1, .l_linger = 0};
         assert_int_equal(0, setsockopt(dup.rc_fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst)));
         raw_close(&dup); /* a reset: the server closes it at once */
-        assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), closed + i + 1, 10000));
+        assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), closed + i + 1, TEST_WAIT_MS));
     }
     assert_true(raw_connect(&live, fx.addr, 64));
     assert_true(raw_request(&live, 300, seq, 0, 0, "t.gate", &seq, sizeof(seq)));

@@ -921,7 +921,7 @@ static void test_closed_peer_found_at_once(void **state)
     assert_int_equal(write(fd, call, sizeof(call) - 1), (ssize_t)(sizeof(call) - 1));
     assert_true(server_stat_reaches(server, STAT(handlers_in_flight), 1, WAIT_MS));
     close(fd);
-    assert_true(server_stat_reaches(server, STAT(connections_open), 0, 5000)); /* the handler still holds it */
+    assert_true(server_stat_reaches(server, STAT(connections_open), 0, WAIT_MS)); /* the handler still holds it */
     assert_true(server_stat_reaches(server, STAT(connections_half_closed), ends + 1, WAIT_MS));
     sem_post(&hold_sem);
     assert_true(server_stat_reaches(server, STAT(handlers_in_flight), 0, WAIT_MS));
