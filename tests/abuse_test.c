@@ -156,7 +156,7 @@ static void *caller_main(void *arg)
     struct caller *cl = arg;
     while (!atomic_load(&cl->stop)) {
         caller_once(cl);
-        sleep_ms(CALL_GAP_MS);
+        sleep_ms(CALL_GAP_MS); /* pacing the good client: not a wait */
     }
     return NULL;
 }
@@ -222,7 +222,7 @@ static void fixture_start(struct fixture *fx, struct abuse_server_limits lim)
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->cl.c, fx->srv.as_addr, &co));
     for (unsigned i = 0; i < sc->unloaded_calls; i++) {
         assert_true(caller_once(&fx->cl));
-        sleep_ms(CALL_GAP_MS);
+        sleep_ms(CALL_GAP_MS); /* pacing the unloaded calls: not a wait */
     }
     caller_percentiles(&fx->cl, 0, &fx->unloaded_p50, &fx->unloaded_p99);
     fx->base_rss_kib = abuse_server_rss_kib(&fx->srv);
@@ -237,7 +237,7 @@ static void fixture_start(struct fixture *fx, struct abuse_server_limits lim)
 static void fixture_phase(struct fixture *fx, const char *phase)
 {
     while (atomic_load(&fx->cl.n) < fx->phase_from + MIN_GOOD_CALLS)
-        sleep_ms(CALL_GAP_MS);
+        sleep_ms(CALL_GAP_MS); /* the phase lasts some good calls (each bounded by its deadline) */
     uint32_t p50, p99;
     size_t calls = caller_percentiles(&fx->cl, fx->phase_from, &p50, &p99);
     printf("abuse %-28s good client: %zu calls, %u failed so far, p50 %u us p99 %u us (unloaded p50 %u us p99 "
@@ -255,7 +255,7 @@ static bool fixture_finish(struct fixture *fx, const char *attack, long bound_mi
     /* However short the attack was, the good client made some calls since it began (each
      * call is bounded by its deadline, so this wait is too). */
     while (atomic_load(&fx->cl.n) < fx->phase_from + MIN_GOOD_CALLS)
-        sleep_ms(CALL_GAP_MS);
+        sleep_ms(CALL_GAP_MS); /* the phase lasts some good calls (each bounded by its deadline) */
     atomic_store(&fx->cl.stop, true);
     pthread_join(fx->cl.th, NULL);
     long rss = abuse_server_rss_kib(&fx->srv);
@@ -668,8 +668,7 @@ static void flood_close(struct fixture *fx, int *fds, unsigned n, bool as_remote
     arpc_client *probe = NULL;
     arpc_client_options co = {.connect_timeout_ms = 10000};
     assert_int_equal(ARPC_OK, arpc_client_connect(&probe, fx->srv.as_addr, &co));
-    while (connections_open(probe) > 2) /* the probe's and the good client's */
-        sleep_ms(10); /* pacing a poll of the server's own count */
+    assert_true(WAIT_UNTIL(connections_open(probe) <= 2)); /* the probe's and the good client's */
     arpc_client_close(probe);
     fixture_phase(fx, as_remote ? "idle connections: closing (b)" : "idle connections: closing (a)");
 }

@@ -287,10 +287,7 @@ static void on_gate(arpc_actor *actor, void *arg, int status)
     (void)arg;
     CHECK(status == ARPC_OK);
     latch_add();
-    while (arpc_actor_post(actor, on_nothing, NULL) == ARPC_OK) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
+    CHECK(WAIT_UNTIL(arpc_actor_post(actor, on_nothing, NULL) != ARPC_OK));
 }
 
 struct stopper {

@@ -320,8 +320,7 @@ static void on_gate(arpc_actor *actor, void *arg, int status)
     CHECK(status == ARPC_OK);
     latch_add(); /* nothing else can run before the gate returns */
     int rc;
-    while ((rc = post_msg(actor)) == ARPC_OK)
-        sleep_ms(1);
+    CHECK(WAIT_UNTIL((rc = post_msg(actor)) != ARPC_OK));
     CHECK(rc == ARPC_ESHUTDOWN);
 }
 
@@ -580,9 +579,9 @@ static void test_idle_actor_sleeps(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_get_clock, NULL));
     assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(atomic_load(&clock_ok));
-    sleep_ms(20); /* let it finish the message and go to sleep */
+    assert_true(WAIT_UNTIL(arpc_actor_processed(a) == 1)); /* it finished the message */
     int64_t before = cpu_ns(actor_clock);
-    sleep_ms(200);
+    sleep_ms(200); /* the window watched: the subject, not a wait */
     int64_t used = cpu_ns(actor_clock) - before;
     /* A spinning actor would burn ~200 ms; a sleeping one a few wake-ups' worth. */
     assert_true(used < 20 * 1000000);

@@ -215,8 +215,11 @@ static void test_not_run_is_not_remembered(void **state)
     assert_true(raw_request(&r, 1, 1, 0, 0, "t.serial", "hold", 4)); /* occupies the actor */
     assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(raw_request(&r, 2, 2, 0, 1, "t.serial", "late", 4)); /* 1 ms budget */
-    /* Its budget runs out while it waits behind the held call: let time pass (the subject
-     * here is time itself, not an order between threads), then free the actor. */
+    /* The server has it queued behind the held call (its budget counts from its read; a call
+     * read after the actor is free could run within 1 ms). */
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 2, TEST_WAIT_MS));
+    /* Its budget runs out while it waits: let time pass (the subject, not a wait), then free
+     * the actor. */
     sleep_ms(20);
     sem_post(&gate);
     struct raw_frame f;

@@ -32,7 +32,16 @@ struct script {
     pthread_t thread;
     sem_t read_done; /* the test has read the back-off: the last connection may go */
     int accepted;
+    arpc_client *_Atomic client; /* set by the test once its connect returned */
 };
+
+/* The client's connections opened (HELLO read) so far; 0 before the test has the client. */
+static uint64_t opened(struct script *sc)
+{
+    arpc_client *c = atomic_load(&sc->client);
+    arpc_client_stats cs;
+    return c != NULL && arpc_client_stats(c, &cs) == ARPC_OK ? cs.connections_opened : 0;
+}
 
 /* The next connection within 30 s, or -1. */
 static int accept_one(struct script *sc)
@@ -72,11 +81,16 @@ static void *script_main(void *arg)
         CHECK(say_hello(fd));
         close(fd);
     }
-    /* A connection that lasts: longer than reconnect_max_ms (pacing, not a wait for anyone). */
+    /* A connection that lasts: longer than reconnect_max_ms as the client counts it, from its
+     * read of the HELLO (a loaded client could read it late, and the close soon after). The
+     * earlier HELLOs were all read: the client reconnected after each. */
     if ((fd = accept_one(sc)) < 0)
         return NULL;
+    CHECK(WAIT_UNTIL(atomic_load(&sc->client) != NULL));
+    uint64_t before = opened(sc);
     CHECK(say_hello(fd));
-    sleep_ms(MAX_MS + 200);
+    CHECK(WAIT_UNTIL(opened(sc) == before + 1));
+    sleep_ms(MAX_MS + 200); /* the connection's age is the subject, not a wait */
     close(fd);
     /* The attempt that follows: held without a HELLO while the test looks. */
     if ((fd = accept_one(sc)) < 0)
@@ -113,7 +127,8 @@ static void test_backoff_reset_after_lasting_connection(void **state)
      * while the test looks (that would count a step). */
     arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = MAX_MS, .connect_timeout_ms = 60000};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, sc.l->l_addr, &co));
-    assert_true(latch_wait(1, 30000)); /* the attempt after the lasting connection came */
+    atomic_store(&sc.client, c);
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the attempt after the lasting connection came */
     struct peek p = {.c = c};
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(c->cl_loop, peek_backoff, &p));
     sem_post(&sc.read_done);

@@ -120,7 +120,7 @@ static void test_expired_in_queue_does_not_run(void **state)
     /* Queued behind it with 50 ms: the caller times out; the server must not run it later. */
     assert_int_equal(ARPC_ETIMEDOUT, arpc_call(fx->c, "t.serial", "late", 4, NULL, NULL, 50));
     sync_connection(fx); /* it has arrived; its budget counts from then: let it pass for sure */
-    sleep_ms(60);
+    sleep_ms(60); /* the budget running out is the subject, not a wait */
     sem_post(&gate);
     assert_int_equal(ARPC_OK, arpc_future_wait_for(held, 10000));
     arpc_future_release(held);

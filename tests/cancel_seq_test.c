@@ -118,9 +118,7 @@ static void test_cancel_while_disconnected_reaches_the_handler(void **state)
     assert_int_equal(arpc_future_wait_for(f, TEST_WAIT_MS), ARPC_ECANCELLED);
     arpc_future_release(f);
     /* The cancel reached the client's loop (it ended the call there) while still disconnected. */
-    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_pending(c) != 0 && now_ms() < until;)
-        sleep_ms(1); /* pacing a poll of the count */
-    assert_int_equal(arpc_client_pending(c), 0);
+    assert_true(WAIT_UNTIL(arpc_client_pending(c) == 0));
     assert_int_equal(long_poll_cancelled(), 0); /* nothing reached the server yet */
 
     cut_proxy_hold_new(proxy, false); /* the client reconnects */
@@ -140,9 +138,7 @@ static void test_cancel_while_disconnected_reaches_the_handler(void **state)
 /* Waits until the client's loop has ended every call (a cancel's job ran there). */
 static void wait_no_pending(arpc_client *c)
 {
-    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_pending(c) != 0 && now_ms() < until;)
-        sleep_ms(1); /* pacing a poll of the count */
-    assert_int_equal(arpc_client_pending(c), 0);
+    assert_true(WAIT_UNTIL(arpc_client_pending(c) == 0));
 }
 
 /* Through proxy: c's long poll runs, then its connection breaks silently (the server sees it go;
@@ -225,8 +221,7 @@ static void test_cancel_seq_told_on_a_dying_connection_is_told_again(void **stat
     cut_proxy_forward_first(proxy, (long)arpc_frame_encode_hello(hello, 0, 0, 0, 0));
     cut_proxy_hold_new(proxy, false);
     assert_int_equal(cut_proxy_cut(proxy), 1); /* the client notices, and reconnects */
-    for (int64_t until = now_ms() + TEST_WAIT_MS; arpc_client_connections(c) < 2 && now_ms() < until;)
-        sleep_ms(1); /* pacing a poll of the count (its HELLO, then at once the tell) */
+    assert_true(WAIT_UNTIL(arpc_client_connections(c) >= 2)); /* its HELLO, then at once the tell */
     assert_int_equal(arpc_client_connections(c), 2);
     assert_int_equal(long_poll_cancelled(), 0);
 

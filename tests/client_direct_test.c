@@ -521,9 +521,7 @@ static void test_written_call_ages_from_its_write(void **state)
     cut_proxy_swallow_replies(p, true);
     arpc_future *f = arpc_call_async(c, "t.count", "x", 1, 0);
     assert_non_null(f);
-    int64_t end = now_ms() + 10000;
-    while ((atomic_load(&count_runs) == 0 || !atomic_load(&forgot_client)) && now_ms() < end)
-        sleep_ms(5); /* polls two conditions, each bounded */
+    assert_true(WAIT_UNTIL(atomic_load(&count_runs) != 0 && atomic_load(&forgot_client)));
     assert_int_equal(1, atomic_load(&count_runs));
     assert_true(atomic_load(&forgot_client));
     cut_proxy_swallow_replies(p, false);

@@ -70,7 +70,7 @@ static int log_matches(const char *limit, int fd)
 /* Waits (bounded) for exactly one line naming limit and fd's peer address. */
 static void expect_log(const char *limit, int fd)
 {
-    int64_t until = now_ms() + 5000;
+    int64_t until = now_ms() + TEST_WAIT_MS;
     for (unsigned seen = 0; log_matches(limit, fd) == 0 && now_ms() < until; seen++)
         latch_wait(seen + 1, 100); /* the next line, whatever it says */
     assert_int_equal(1, log_matches(limit, fd));
@@ -84,7 +84,7 @@ static atomic_int held_started;
 static void h_held(arpc_request *req, void *ctx)
 {
     atomic_fetch_add(&held_started, 1);
-    (void)sem_wait_secs(&held_sem, 10);
+    (void)sem_wait_secs(&held_sem, TEST_WAIT_S);
     test_echo(req, ctx);
 }
 
@@ -218,7 +218,8 @@ static void test_frame_arriving_is_not_idle(void **state)
 {
     (void)state;
     struct fixture fx;
-    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS, .frame_timeout_ms = 20 * SHORT_MS});
+    /* The frame timeout far from the pause: only a hang of this thread may reach it. */
+    start(&fx, (arpc_server_options){.idle_timeout_ms = SHORT_MS, .frame_timeout_ms = 100 * SHORT_MS});
     struct raw_client r;
     uint8_t frame[256];
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, "abcdefgh", 8);
@@ -291,8 +292,7 @@ static void test_attached_retry_is_not_idle(void **state)
     /* Each request goes with its HELLO: a stall of this thread in between must not let the
      * connection be idle (and closed) before its call. */
     assert_true(raw_connect_then_request(&a, fx.addr, 94, 1, 1, "t.held", "x", 1));
-    for (int64_t until = now_ms() + 5000; atomic_load(&held_started) == 0 && now_ms() < until;)
-        sleep_ms(1); /* pacing a poll of the count */
+    assert_true(WAIT_UNTIL(atomic_load(&held_started) != 0));
     assert_int_equal(1, atomic_load(&held_started));
     assert_true(raw_connect_then_request(&b, fx.addr, 94, 7, 1, "t.held", "x", 1)); /* the same call: attached */
     sleep_ms(3 * SHORT_MS); /* pacing: longer than the idle timeout is the input */

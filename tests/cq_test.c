@@ -191,7 +191,7 @@ static void test_next_for_timeout(void **state)
     struct completer c = {.f = f, .delay_ms = 10}; /* takes our reference */
     assert_int_equal(0, pthread_create(&c.thread, NULL, completer_main, &c));
     void *tag = NULL;
-    assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, 10000, &got, &tag));
+    assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, TEST_WAIT_MS, &got, &tag));
     assert_ptr_equal(f, got);
     assert_int_equal(5, index_of(tag));
     pthread_join(c.thread, NULL);

@@ -26,11 +26,13 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+/* Keeps the request for the test; counted by the latch. */
 static arpc_request *_Atomic kept;
 static void h_keep(arpc_request *req, void *ctx)
 {
     (void)ctx;
     atomic_store(&kept, req);
+    latch_add();
 }
 
 /* Counted by the latch as it starts. */
@@ -85,9 +87,9 @@ static void test_reply_after_destroy(void **state)
     arpc_client_options o = {.no_reconnect = true}; /* the server is gone for good */
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
     atomic_store(&kept, NULL);
+    latch_reset();
     arpc_future *f = arpc_call_async(c, "t.keep", "x", 1, ARPC_FOREVER);
-    while (atomic_load(&kept) == NULL)
-        sleep_ms(1);
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the handler has it */
     arpc_server_destroy(s);
     assert_int_equal(ARPC_EABANDONED, arpc_future_wait_for(f, TEST_WAIT_MS));
     arpc_future_release(f);
@@ -300,9 +302,7 @@ static void test_shared_loop_clients_leave_nothing(void **state)
          * it sees the close: wait for that (bounded), then for what it still held to be let
          * go (a condition polled). */
         assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_open), 0, 60000));
-        for (int i = 0; round == 1 && i < 2000 && atomic_load(&test_alloc_live) - before > LEAVE_SLACK; i++)
-            sleep_ms(5);
-        if (round == 1 && atomic_load(&test_alloc_live) - before > LEAVE_SLACK)
+        if (round == 1 && !WAIT_UNTIL(atomic_load(&test_alloc_live) - before <= LEAVE_SLACK))
             fail_msg("%ld blocks more after 50 clients came and went", atomic_load(&test_alloc_live) - before);
     }
     arpc_loop_destroy(loop);
@@ -316,6 +316,7 @@ static void call_from_loop(arpc_future *f, void *arg)
     (void)f;
     (void)arg;
     atomic_store(&then_rc, arpc_call(then_client, "t.echo", "x", 1, NULL, NULL, 1000));
+    latch_add(); /* after the handler's */
 }
 
 /* Calls that would wait for themselves are refused instead of hanging. */
@@ -328,14 +329,13 @@ static void test_self_wait_refused(void **state)
     /* The handler keeps the request until the callback is attached, so the callback runs on
      * the client's loop thread when the reply arrives, never inline on this thread. */
     atomic_store(&kept, NULL);
+    latch_reset();
     arpc_future *f = arpc_call_async(then_client, "t.keep", "x", 1, TEST_WAIT_MS);
     assert_int_equal(ARPC_OK, arpc_future_then(f, call_from_loop, NULL));
-    while (atomic_load(&kept) == NULL)
-        sleep_ms(1);
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the handler has it */
     assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept), "x", 1));
     assert_int_equal(ARPC_OK, arpc_future_wait(f));
-    while (atomic_load(&then_rc) == -1)
-        sleep_ms(1);
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* the callback made its call */
     assert_int_equal(ARPC_EBUSY, atomic_load(&then_rc));
     arpc_future_release(f);
     /* A handler stopping its own server is refused too. */
@@ -377,7 +377,7 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
                 off += (size_t)n;
                 accepted += (size_t)n;
             } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                sleep_ms(1);
+                sleep_ms(1); /* pacing the peer's sends: not a wait */
             } else {
                 break;
             }
@@ -402,8 +402,7 @@ static void test_backlog_bounded_for_non_reading_peer(void **state)
 struct on_loop_arg {
     const char *addr;
     arpc_server *server;
-    int server_rc, connect_rc;
-    atomic_int done;
+    int server_rc, connect_rc; /* read after the latch counts */
 };
 
 static void create_on_loop(arpc_loop *loop, void *p)
@@ -414,7 +413,7 @@ static void create_on_loop(arpc_loop *loop, void *p)
     arpc_client *c = NULL;
     arpc_client_options co = {.loop = loop, .connect_timeout_ms = 60000};
     a->connect_rc = arpc_client_connect(&c, a->addr, &co);
-    atomic_store(&a->done, 1);
+    latch_add();
 }
 
 static void test_create_and_connect_on_loop_thread(void **state)
@@ -426,11 +425,10 @@ static void test_create_and_connect_on_loop_thread(void **state)
     assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
     struct on_loop_arg a = {.addr = addr};
-    atomic_init(&a.done, 0);
+    latch_reset();
     assert_int_equal(ARPC_OK, arpc_loop_submit(loop, create_on_loop, &a));
     int64_t t0 = now_ms();
-    while (!atomic_load(&a.done))
-        sleep_ms(1);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(ARPC_OK, a.server_rc);
     assert_int_equal(ARPC_EBUSY, a.connect_rc);
     /* Refused at once (ARPC_EBUSY above), not after the connect timeout (60 s): half of it is

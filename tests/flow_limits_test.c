@@ -204,7 +204,7 @@ static void good_call(arpc_client *c)
 static void wait_started(unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        assert_true(sem_wait_secs(&gate_sem, 10));
+        assert_true(sem_wait_secs(&gate_sem, TEST_WAIT_S));
 }
 
 /* Sends calls first..first+n-1 to t.gate, each carrying its xid. */
@@ -283,7 +283,7 @@ static void held_call_keeps_its_arrival_time(const char *method)
     wait_started(1);
     int64_t due = now_ms() + BUDGET_MS + 2;
     while (now_ms() < due)
-        sleep_ms(1);
+        sleep_ms(1); /* the budget running out is the subject, not a wait */
     gate_release();
     struct raw_frame f;
     assert_true(raw_read(&r, &f, false));
@@ -453,7 +453,7 @@ static void test_duplicates_of_lost_connections_make_room(void **state)
         struct linger rst = {.l_onoff = 1, .l_linger = 0};
         assert_int_equal(0, setsockopt(dup.rc_fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst)));
         raw_close(&dup); /* a reset: the server closes it at once */
-        assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), closed + i + 1, 10000));
+        assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), closed + i + 1, TEST_WAIT_MS));
     }
     assert_true(raw_connect(&live, fx.addr, 64));
     assert_true(raw_request(&live, 300, seq, 0, 0, "t.gate", &seq, sizeof(seq)));

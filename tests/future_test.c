@@ -208,7 +208,8 @@ static void test_eight_waiters(void **state)
         assert_int_equal(0, pthread_create(&w[i].thread, NULL, waiter_main, &w[i]));
     }
     pthread_barrier_wait(&ready);
-    /* Not for correctness: gives the waiters time to get past spinning into the futex. */
+    /* Not for correctness: gives the waiters time to get past spinning into the futex (the
+     * right outcome needs none). */
     sleep_ms(20);
     struct completer c;
     completer_start(&c, f, ARPC_EHANDLER, 0, "shared");
@@ -234,7 +235,7 @@ static void test_timed_wait(void **state)
 
     struct completer c;
     completer_start(&c, f, ARPC_ENOMETHOD, 10, NULL);
-    assert_int_equal(ARPC_ENOMETHOD, arpc_future_wait_for(f, 10000));
+    assert_int_equal(ARPC_ENOMETHOD, arpc_future_wait_for(f, TEST_WAIT_MS));
     assert_int_equal(ARPC_ENOMETHOD, arpc_future_poll(f));
     assert_int_equal(ARPC_ENOMETHOD, arpc_future_wait_for(f, ARPC_FOREVER));
     pthread_join(c.thread, NULL);
@@ -640,7 +641,7 @@ static void test_wait_any(void **state)
     /* Completed by another thread while we sleep. */
     struct completer c;
     completer_start(&c, fs[2], ARPC_OK, 10, NULL);
-    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, N, 10000, &index));
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, N, TEST_WAIT_MS, &index));
     assert_int_equal(2, index);
     pthread_join(c.thread, NULL);
 

@@ -426,7 +426,7 @@ static void *reply_then_return(void *arg)
     struct first_caller *fc = arg;
     sem_post(&gate);
     CHECK(arpc_future_wait_for(fc->call, WAIT_MS) == ARPC_OK);
-    /* A delay, not a wait for anything: past the lazy replies' deadline's last turn of the loop
+    /* A delay, not a wait for anything (the right outcome needs none): past the lazy replies' deadline's last turn of the loop
      * (at most 64 ms after the delivery, core/reply_direct.c), so that only the call's end
      * can wake it. */
     sleep_ms(300);

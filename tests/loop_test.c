@@ -47,12 +47,7 @@ static int thread_count(void)
 /* A detached thread's exit and free signal nothing we can wait on: poll, with a limit. */
 static bool wait_for_teardown(int threads, long allocations)
 {
-    for (int i = 0; i < 10000; i++) {
-        if (thread_count() == threads && atomic_load(&test_alloc_live) == allocations)
-            return true;
-        usleep(1000);
-    }
-    return false;
+    return WAIT_UNTIL(thread_count() == threads && atomic_load(&test_alloc_live) == allocations);
 }
 
 /* ---- many submitters ---- */
@@ -226,12 +221,10 @@ static void hold_leaf(arpc_loop *loop, void *arg)
 static void hold_job(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct hold_ctx *c = (struct hold_ctx *)job;
-    int64_t give_up = now_ms() + 20000;
-    while (atomic_load(&c->accepted) < BOUND && now_ms() < give_up)
-        sleep_ms(1);
-    c->timed_out = atomic_load(&c->accepted) < BOUND;
+    c->timed_out = !WAIT_UNTIL(atomic_load(&c->accepted) >= BOUND);
     c->seen_full = atomic_load(&c->accepted);
-    sleep_ms(50); /* the submitter is waiting for room, not accepted */
+    sleep_ms(50); /* the submitter is waiting for room, not accepted: only lets a wrong
+                   * acceptance show, the right outcome needs none */
     c->seen_after_wait = atomic_load(&c->accepted);
     for (int i = 0; i < 4; i++)
         c->local_rc[i] = arpc_loop_submit(loop, hold_leaf, c);

@@ -78,8 +78,7 @@ static void reset(struct block_server *fx, struct raw_client *a)
 
 static bool runs_reach(int want)
 {
-    for (int64_t until = now_ms() + TEST_WAIT_MS; block_runs() < want && now_ms() < until;)
-        sleep_ms(1); /* pacing a poll of the count */
+    (void)WAIT_UNTIL(block_runs() >= want);
     return block_runs() == want;
 }
 

@@ -1197,15 +1197,9 @@ static struct arpc_reply_log_stats stats_of(struct arpc_reply_log *log)
     return st;
 }
 
-static bool wait_fsyncs(struct arpc_reply_log *log, uint64_t n, int timeout_ms)
+static bool wait_fsyncs(struct arpc_reply_log *log, uint64_t n)
 {
-    int64_t end = now_ms() + timeout_ms;
-    while (stats_of(log).fsyncs < n) {
-        if (now_ms() > end)
-            return false;
-        sleep_ms(1);
-    }
-    return true;
+    return WAIT_UNTIL(stats_of(log).fsyncs >= n);
 }
 
 /* CPU time the writer thread has used, in microseconds. */
@@ -1248,11 +1242,11 @@ static void test_policies_sync_when_they_say(void **state)
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 2, 0, 1, 2)->r);
     assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_int_equal(1, stats_of(log).records);
-    assert_true(wait_fsyncs(log, 1, 5000));
+    assert_true(wait_fsyncs(log, 1));
     assert_true(now_ms() - t0 >= 45);
     /* Once synced, an idle writer sleeps: no CPU to speak of. */
     int64_t cpu0 = writer_cpu_us(log);
-    sleep_ms(300);
+    sleep_ms(300); /* the window watched: the subject, not a wait */
     int64_t idle_us = writer_cpu_us(log) - cpu0;
     print_message("idle writer: %lld us of CPU in 300 ms\n", (long long)idle_us);
     assert_true(idle_us < 5000);
@@ -1264,7 +1258,7 @@ static void test_policies_sync_when_they_say(void **state)
     log = open_policy(t, ARPC_LOG_FSYNC_BATCH, 60000, 8, &s);
     for (uint64_t i = 0; i < 8; i++)
         arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 3 + i, 0, 1, 2)->r);
-    assert_true(wait_fsyncs(log, 1, 5000));
+    assert_true(wait_fsyncs(log, 1));
     arpc_reply_log_close(log);
 
     /* OFF: never synced while open. */
@@ -1273,7 +1267,7 @@ static void test_policies_sync_when_they_say(void **state)
     for (uint64_t i = 0; i < 10; i++)
         arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 20 + i, 0, 1, 2)->r);
     assert_true(latch_wait(10, TEST_WAIT_MS));
-    sleep_ms(30);
+    sleep_ms(30); /* only lets a wrong sync show: the right outcome needs none */
     assert_int_equal(0, stats_of(log).fsyncs);
     assert_int_equal(10, stats_of(log).records);
     arpc_reply_log_close(log);
@@ -1443,9 +1437,7 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
         known++;
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, known, 0, 0, 0, 0)->r);
     assert_true(latch_wait(1, TEST_WAIT_MS));
-    int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
-    while (stats_of(log).compactions == 0 && now_ms() < end)
-        sleep_ms(1);
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0)); /* it runs after the record is handed back */
     struct arpc_reply_log_stats st = stats_of(log);
     assert_int_equal(1, st.compactions);
     assert_true(st.segment_bytes < (uint64_t)old_len);
@@ -1509,9 +1501,7 @@ static void test_goodbyes_bounded_and_compacted(void **state)
     /* A record that changes nothing starts the compaction. */
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, BACK, 0, 0, 0, 0)->r);
     assert_true(latch_wait(ARPC_RC_GONE_MAX + EXTRA + DEAD + 3, TEST_WAIT_MS));
-    int64_t end = now_ms() + 5000; /* it runs after the record is handed back */
-    while (stats_of(log).compactions == 0 && now_ms() < end)
-        sleep_ms(1);
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0)); /* it runs after the record is handed back */
     assert_int_equal(1, stats_of(log).compactions);
     arpc_reply_log_close(log);
     int count;
@@ -1597,9 +1587,7 @@ static void test_segments_after_the_snapshot(void **state)
     log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, NULL, &s);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 2, 0, 4, 0, 0)->r);
     assert_true(latch_wait(1, TEST_WAIT_MS));
-    int64_t end = now_ms() + 5000;
-    while (stats_of(log).compactions == 0 && now_ms() < end)
-        sleep_ms(1);
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
     assert_int_equal(1, stats_of(log).compactions);
     arpc_reply_log_close(log);
     int count;
@@ -1825,16 +1813,14 @@ static void test_compaction_out_of_memory(void **state)
     atomic_store(&test_alloc_budget, 0); /* an ACK of a known client needs no memory itself */
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 1, 0, 0)->r);
     assert_true(latch_wait(1, TEST_WAIT_MS));
-    int64_t end = now_ms() + 5000;
-    while (captured(ARPC_LOG_ERROR, NULL) == 0 && now_ms() < end)
-        sleep_ms(1);
+    bool said = WAIT_UNTIL(captured(ARPC_LOG_ERROR, NULL) != 0);
     atomic_store(&test_alloc_budget, -1);
+    assert_true(said);
     assert_int_equal(1, captured(ARPC_LOG_ERROR, "out of memory while compacting; compaction abandoned"));
     assert_int_equal(0, stats_of(log).compactions);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 1, 0, 0)->r);
     assert_true(latch_wait(2, TEST_WAIT_MS));
-    while (stats_of(log).compactions == 0 && now_ms() < end)
-        sleep_ms(1);
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
     assert_int_equal(1, stats_of(log).compactions);
     arpc_reply_log_close(log);
     capture_stop();

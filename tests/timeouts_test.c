@@ -77,14 +77,14 @@ static void waiter_spawn(struct waiter *w)
 static void waiter_start(struct waiter *w)
 {
     waiter_spawn(w);
-    assert_true(sem_wait_secs(&w->started, 10));
+    assert_true(sem_wait_secs(&w->started, TEST_WAIT_S));
     sleep_ms(PAUSE_MS);
     assert_false(atomic_load(&w->returned)); /* an "unlimited" wait that gave up at once */
 }
 
 static int waiter_join(struct waiter *w)
 {
-    assert_true(sem_wait_secs(&w->done, 20));
+    assert_true(sem_wait_secs(&w->done, TEST_WAIT_S));
     pthread_join(w->th, NULL);
     sem_destroy(&w->started);
     sem_destroy(&w->done);
@@ -293,10 +293,10 @@ static int finish_call(struct call_waiter *cw, arpc_cq *cq, arpc_future *f)
     }
     if (cw->kind == BY_GO) {
         void *tag = NULL;
-        assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, 10000, &f, &tag));
+        assert_int_equal(ARPC_OK, arpc_cq_next_for(cq, TEST_WAIT_MS, &f, &tag));
         assert_ptr_equal(cw, tag);
     }
-    rc = arpc_future_wait_for(f, 10000);
+    rc = arpc_future_wait_for(f, TEST_WAIT_MS);
     arpc_future_release(f);
     return rc;
 }
@@ -477,23 +477,21 @@ static void run_stop_case(int64_t grace, bool expire)
     if (rc != ARPC_ESHUTDOWN && rc != ARPC_EUNREACHABLE)
         fail_msg("a call made while the server stops ended %s", arpc_errname(rc));
     if (expire) {
-        for (int i = 0; i < 10000 && !pool_closed(s); i++)
-            sleep_ms(1); /* polls the grace's end, a state that stays once reached */
-        assert_true(pool_closed(s));
+        assert_true(WAIT_UNTIL(pool_closed(s))); /* the grace's end, a state that stays once reached */
         assert_false(atomic_load(&stopper.returned)); /* A still runs: stop waits for it */
         sem_post(&block_gate);
-        assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(fb, 10000)); /* did not run */
+        assert_int_equal(ARPC_ESHUTDOWN, arpc_future_wait_for(fb, TEST_WAIT_MS)); /* did not run */
     } else {
         sleep_ms(PAUSE_MS);
         assert_false(atomic_load(&stopper.returned)); /* not while calls are in flight */
         assert_false(pool_closed(s));                /* the grace goes on */
         assert_int_equal(ARPC_EPENDING, arpc_future_poll(fb));
         sem_post(&block_gate);
-        assert_int_equal(ARPC_OK, arpc_future_wait_for(fa, 10000));
-        assert_int_equal(ARPC_OK, arpc_future_wait_for(fb, 10000)); /* ran within the grace */
+        assert_int_equal(ARPC_OK, arpc_future_wait_for(fa, TEST_WAIT_MS));
+        assert_int_equal(ARPC_OK, arpc_future_wait_for(fb, TEST_WAIT_MS)); /* ran within the grace */
     }
     assert_int_equal(ARPC_OK, waiter_join(&stopper)); /* returned once the calls were done */
-    arpc_future_wait_for(fa, 10000);
+    arpc_future_wait_for(fa, TEST_WAIT_MS);
     arpc_future_release(fa);
     arpc_future_release(fb);
     assert_int_equal(ARPC_OK, arpc_client_close(c));

@@ -66,7 +66,7 @@ static void h_apply(arpc_request *req, void *ctx)
         uint32_t ms;
         memcpy(&ms, p + sizeof(token), sizeof(ms));
         struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL); /* a call in flight when the server is killed */
+        nanosleep(&ts, NULL); /* a call in flight when the server is killed: the subject */
     }
     uint64_t r = apply_token(token);
     arpc_reply_durable(req, &token, sizeof(token), &r, sizeof(r));

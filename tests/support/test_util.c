@@ -25,6 +25,14 @@ void sleep_ms(long ms)
         ;
 }
 
+bool poll_again(int64_t until)
+{
+    if (now_ms() >= until)
+        return false;
+    sleep_ms(1); /* pacing a poll (WAIT_UNTIL): the one place a test polls */
+    return true;
+}
+
 uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s >> 12;
@@ -64,15 +72,15 @@ static bool client_stat_read(void *obj, size_t offset, uint64_t *v)
 
 static bool stat_reaches(stat_read_fn read, void *obj, size_t offset, uint64_t want, int ms)
 {
-    for (int64_t until = now_ms() + ms;; sleep_ms(1)) { /* pacing a poll of the counts */
+    int64_t until = now_ms() + ms;
+    do {
         uint64_t v;
         if (!read(obj, offset, &v))
             return false;
         if (v == want)
             return true;
-        if (now_ms() >= until)
-            return false;
-    }
+    } while (poll_again(until));
+    return false;
 }
 
 uint64_t server_stat_now(struct arpc_server *s, size_t offset)
@@ -94,12 +102,12 @@ bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, in
 bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
                             struct arpc_method_stats *ms)
 {
-    for (int64_t until = now_ms() + 10000;; sleep_ms(1)) { /* pacing a poll of the counts */
+    int64_t until = now_ms() + TEST_WAIT_MS;
+    do {
         if (arpc_server_method_stats(s, method, ms) != ARPC_OK)
             return false;
         if (ms->calls.by_outcome[code] >= answered && ms->latency_count >= answered)
             return true;
-        if (now_ms() >= until)
-            return false;
-    }
+    } while (poll_again(until));
+    return false;
 }

@@ -41,6 +41,25 @@ int64_t now_ms(void);
 /* Sleeps ms milliseconds, resuming after signals. Only to pace or delay, never to synchronise. */
 void sleep_ms(long ms);
 
+/* ---- a bounded poll: for a state nothing announces ---- */
+
+/* The pace of every poll: false once now_ms() reached until; else sleeps a millisecond and
+ * returns true (look again). */
+bool poll_again(int64_t until);
+/* Evaluates cond again each millisecond until it holds or TEST_WAIT_MS pass; the whole is
+ * cond's last value, so `assert_true(WAIT_UNTIL(n == 0))` fails only on a hang. Only for a
+ * state that stays once reached and that nothing can announce (another thread's count, a
+ * server's stats, a log line): where a latch, future or semaphore can tell, wait on it. Any
+ * thread (off the test's, check the result with CHECK). */
+#define WAIT_UNTIL(cond)                                                                     \
+    __extension__({                                                                          \
+        int64_t wait_until_end_ = now_ms() + TEST_WAIT_MS;                                   \
+        bool wait_until_ok_;                                                                 \
+        while (!(wait_until_ok_ = (cond)) && poll_again(wait_until_end_))                    \
+            ;                                                                                \
+        wait_until_ok_;                                                                      \
+    })
+
 /* ---- handlers ---- */
 
 struct arpc_request;
@@ -54,7 +73,7 @@ struct arpc_method_stats;
 /* Reads method's stats of s into *ms until at least `answered` calls are booked with outcome
  * code (ARPC_OK, or e.g. ARPC_ETIMEDOUT for the server's own answer) and as many latencies (a
  * reply its worker wrote itself can reach the client before the loop books it, at its next
- * turn: core/reply_direct.c), for at most 10 s. Returns whether they were; *ms holds the last
+ * turn: core/reply_direct.c), for at most TEST_WAIT_MS. Returns whether they were; *ms holds the last
  * read either way. */
 bool server_stats_caught_up(struct arpc_server *s, const char *method, int code, uint64_t answered,
                             struct arpc_method_stats *ms);
