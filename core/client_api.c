@@ -209,19 +209,20 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
     return call_start(c, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
-int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
-                     size_t *reply_len, const arpc_call_options *o, size_t o_size)
+/* arpc_call and arpc_call_opts; fn: the public name the application called, for its log lines. */
+static int call_blocking(arpc_client *c, const char *fn, const char *method, const void *req, size_t req_len,
+                         void **reply, size_t *reply_len, const arpc_call_options *o, size_t o_size)
 {
     if (reply != NULL)
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
-    c = client_enter(c, "arpc_call_opts");
+    c = client_enter(c, fn);
     if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
         client_leave(c);
         /* Blocking on the loop that must deliver the reply. */
-        arpc_log(ARPC_LOG_WARN, "arpc_call refused: called on the client's own loop thread, it would wait "
-                 "for itself (use arpc_call_async with a callback there)");
+        arpc_log(ARPC_LOG_WARN, "%s refused: called on the client's own loop thread, it would wait "
+                 "for itself (use arpc_call_async with a callback there)", fn);
         return ARPC_EBUSY;
     }
     /* Chosen before the hand-over: from then on another thread's arpc_client_close may end
@@ -241,11 +242,17 @@ int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t
     return status;
 }
 
+int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+                     size_t *reply_len, const arpc_call_options *o, size_t o_size)
+{
+    return call_blocking(c, "arpc_call_opts", method, req, req_len, reply, reply_len, o, o_size);
+}
+
 int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
               size_t *reply_len, int64_t deadline_ms)
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
-    return arpc_call_opts(c, method, req, req_len, reply, reply_len, &o);
+    return call_blocking(c, __func__, method, req, req_len, reply, reply_len, &o, sizeof(o));
 }
 
 struct go_attach {
@@ -259,12 +266,13 @@ static int go_attach(arpc_future *f, void *arg)
     return arpc_cq_attach(ga->ga_cq, f, ga->ga_tag);
 }
 
-int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, const arpc_call_options *o,
-                   size_t o_size, arpc_cq *cq, void *tag)
+/* arpc_go and arpc_go_opts; fn as for call_blocking. */
+static int go_start(arpc_client *c, const char *fn, const char *method, const void *req, size_t req_len,
+                    const arpc_call_options *o, size_t o_size, arpc_cq *cq, void *tag)
 {
     if (cq == NULL)
         return ARPC_EINVAL;
-    c = client_enter(c, "arpc_go_opts");
+    c = client_enter(c, fn);
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
@@ -275,11 +283,17 @@ int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t r
     return attach_rc;
 }
 
+int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len, const arpc_call_options *o,
+                   size_t o_size, arpc_cq *cq, void *tag)
+{
+    return go_start(c, "arpc_go_opts", method, req, req_len, o, o_size, cq, tag);
+}
+
 int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len, int64_t deadline_ms,
             arpc_cq *cq, void *tag)
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
-    return arpc_go_opts(c, method, req, req_len, &o, cq, tag);
+    return go_start(c, __func__, method, req, req_len, &o, sizeof(o), cq, tag);
 }
 
 /* ---- one-way ---- */

@@ -116,6 +116,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     if (f->f_client_id != c->cl_epoch)
         c->cl_epoch_gen++; /* another server instance: calls sent before it are not its */
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
+    c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);
     c->cl_conn.c_owner_tells = false; /* from now on nobody waits to be told */
     cn->cn_proven = false;
@@ -307,12 +308,16 @@ static int client_send_hello(arpc_client *c)
 void client_conn_adopt(arpc_client *c, int fd)
 {
     atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
+    /* The server's HELLO (or the GOAWAY in its place) is read whatever max_frame says, as the
+     * server reads ours: a max_frame under a HELLO's size must not pass for "not an arpc
+     * server". client_on_hello sets max_frame as the bound. */
+    uint32_t first = c->cl_max_frame > ARPC_HELLO_BODY_MAX ? c->cl_max_frame : ARPC_HELLO_BODY_MAX;
     struct arpc_stream *tls = NULL;
-    int rc = c->cl_tls == NULL ? arpc_conn_init(&c->cl_conn, c->cl_loop, fd, c->cl_max_frame, &client_conn_ops, c,
+    int rc = c->cl_tls == NULL ? arpc_conn_init(&c->cl_conn, c->cl_loop, fd, first, &client_conn_ops, c,
                                                 c->cl_target.t_addr)
              : arpc_tls_stream_new(c->cl_tls, fd, &tls) != ARPC_OK
                  ? ARPC_ENOMEM
-                 : arpc_conn_init_stream(&c->cl_conn, c->cl_loop, tls, c->cl_max_frame, &client_conn_ops, c,
+                 : arpc_conn_init_stream(&c->cl_conn, c->cl_loop, tls, first, &client_conn_ops, c,
                                          c->cl_target.t_addr);
     if (rc != ARPC_OK) {
         client_connect_failed(c, ARPC_ENOMEM, "out of memory for a connection");

@@ -70,6 +70,7 @@ if grep -q '^ARPC_WITH_TLS:BOOL=ON' "$BUILD/CMakeCache.txt" && command -v openss
     { set +x; } 2>/dev/null
     for _ in $(seq 50); do grep -q reloaded "$TLS_DIR/out" && break; sleep 0.1; done
     grep reloaded "$TLS_DIR/out"
+    echo "-- the old certificate's CA is now refused (this one fails on purpose), the new one's is taken"
     set -x
     "$BUILD"/examples/kv_client --tls-ca "$TLS_DIR/first/cert.pem" --connect "$ADDR" get greeting || true
     "$BUILD"/examples/kv_client --tls-ca "$TLS_DIR/second/cert.pem" --connect "$ADDR" get greeting

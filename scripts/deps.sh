@@ -41,6 +41,8 @@ arpc_install_deps() {
 arpc_build_release() {
     arpc_install_deps
     BUILD=${BUILD:-build}
+    # The build's own output is hidden: say what the silence is (a first build takes minutes).
+    echo "== building arpc (Release, tests off) in $BUILD/" >&2
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
     cmake --build "$BUILD" -j"$(nproc)" "$@" >/dev/null
 }

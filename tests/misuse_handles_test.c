@@ -197,6 +197,17 @@ static void client_called_after_close(void *arg)
     arpc_call(c, "echo", "x", 1, NULL, NULL, 10000);
 }
 
+static void client_went_after_close(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_cq *cq;
+    arpc_client *c = child_pair(&s);
+    if (c == NULL || arpc_cq_create(&cq) != ARPC_OK || arpc_client_close(c) != ARPC_OK)
+        return;
+    arpc_go(c, "echo", "x", 1, 10000, cq, NULL);
+}
+
 static void server_destroyed_twice(void *arg)
 {
     (void)arg;
@@ -376,7 +387,10 @@ static void test_use_after_close_aborts(void **state)
     skip();
 #endif
     assert_true(dies_with_abort(client_closed_twice, NULL, "arpc_client_close on 0x"));
-    assert_true(dies_with_abort(client_called_after_close, NULL, "arpc_call_opts on 0x"));
+    /* Named as the application called it (arpc_call was reported as arpc_call_opts, arpc_go as
+     * arpc_go_opts: the functions they went through). */
+    assert_true(dies_with_abort(client_called_after_close, NULL, "arpc_call on 0x"));
+    assert_true(dies_with_abort(client_went_after_close, NULL, "arpc_go on 0x"));
     assert_true(dies_with_abort(server_destroyed_twice, NULL, "arpc_server_destroy on 0x"));
     assert_true(dies_with_abort(future_released_twice, NULL, "arpc_future_release on 0x"));
     assert_true(dies_with_abort(pending_future_polled_after_release, NULL, "arpc_future_poll on 0x"));

@@ -44,7 +44,8 @@ static void s_tcp_bad_addresses(void **state)
     const char *bad[] = {"127.0.0.1",   "127.0.0.1:",     "127.0.0.1:70000", "127.0.0.1:65536",
                          "127.0.0.1:-1", "127.0.0.1:12a", "127.0.0.1:123456", ":80",
                          "::1:80",       "[::1",          "[::1]80",         "[::1]:",
-                         "[]:80",        "[127.0.0.1]:80", "[::1]:8x",       "1.2.3.4:0000001"};
+                         "[]:80",        "[127.0.0.1]:80", "[::1]:8x",       "1.2.3.4:0000001",
+                         "*:80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct arpc_listener *l = NULL;
         struct arpc_target t;
@@ -60,6 +61,13 @@ static void s_tcp_bad_addresses(void **state)
     char why[ARPC_WHY_MAX] = "";
     assert_int_equal(ARPC_EADDR, arpc_transport_tcp.t_resolve("127.0.0.1:0", &t, why, sizeof(why)));
     assert_why(why, "port 0", "127.0.0.1:0");
+    /* "*" (every interface, to ZeroMQ) is no host: it went to the resolver, which refused it or,
+     * behind some DNS servers, answered loopback, so a listener meant for every interface took
+     * loopback only without a word. */
+    struct arpc_listener *l = NULL;
+    why[0] = '\0';
+    assert_int_equal(ARPC_EADDR, arpc_transport_tcp.t_listen("*:7000", &l, why, sizeof(why)));
+    assert_why(why, "0.0.0.0 or [::] for every interface");
 }
 
 static void s_tcp_resolve_numeric(void **state)

@@ -75,6 +75,9 @@ static const char *tcp_split(const char *rest, char *host, size_t hostcap, unsig
     }
     if (hlen == 0)
         return "no host (say 0.0.0.0 or [::] for every interface)";
+    /* ZeroMQ's "every interface": no host name, so never handed to a resolver (some answer it). */
+    if (hlen == 1 && h[0] == '*')
+        return "\"*\" is no host (say 0.0.0.0 or [::] for every interface)";
     if (hlen >= hostcap)
         return "host name too long";
     memcpy(host, h, hlen);

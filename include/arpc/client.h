@@ -95,7 +95,10 @@ typedef struct arpc_client_options {
     arpc_loop *loop;
     int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
-    uint32_t max_frame;          /* largest request/reply body; 0: ARPC_DEFAULT_MAX_FRAME (16 MiB) */
+    uint32_t max_frame;          /* largest frame body sent or taken: a request's counts its
+                                  * bytes + its method name + 24, a reply's its bytes alone
+                                  * (docs/PROTOCOL.md); 0: ARPC_DEFAULT_MAX_FRAME (16 MiB). The
+                                  * server's HELLO is read whatever it says */
     uint64_t client_id;          /* 0: random. At-most-once holds across the client's reconnects
                                   * either way; a chosen id used again by another client object
                                   * (the next process) names a new client to the server (the

@@ -8,7 +8,9 @@
  * A server can deliver a method's requests to a queue too (arpc_method_options.queue in
  * arpc/server.h): each arrives as an entry whose future is already complete (release it) and
  * whose tag is the arpc_request *, to be answered with arpc_reply / arpc_reply_error (always:
- * the reply frees it). One queue may carry both calls' completions and requests.
+ * the reply frees it). One queue may carry both calls' completions and requests; nothing in
+ * the entry tells them apart (a request's future is ARPC_OK with no data, as an empty reply
+ * may be) but the tag, so give calls tags a request cannot be, or give each kind a queue.
  *
  * Integration with a foreign event loop: arpc_cq_fd() is an eventfd that is readable while
  * the queue holds entries. Watch it for readability (poll, epoll, libev, ...) and call

@@ -139,7 +139,8 @@ ARPC_API int arpc_loop_run(arpc_loop *loop);
  * This is how a single-threaded program drives a client without a loop thread of its own:
  * create the loop, pass it in arpc_client_options, never start it; arpc_call then runs it on
  * the calling thread until the reply arrives (no thread hop on the client side). While nobody
- * runs such a loop nothing progresses: wait for its futures with this function. Output a
+ * runs such a loop nothing progresses: wait for its futures with this function, or with
+ * arpc_future_wait* or arpc_cq_next*, which run it the same way. Output a
  * run queued just before it ended (a one-way message, a request started while nobody ran the
  * loop) leaves when the loop next runs: every wait does so first, before it can sleep.
  * Returns f's status, ARPC_EPENDING on timeout, ARPC_EBUSY if another thread is running the

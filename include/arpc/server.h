@@ -89,8 +89,9 @@ typedef struct arpc_server_options {
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
                                * 2 workers + the loop halve pipelined throughput vs 1 worker) */
-    uint32_t max_frame;       /* largest request body accepted; 0: 16 MiB. A larger call is
-                               * answered ARPC_ETOOLARGE alone */
+    uint32_t max_frame;       /* largest request body accepted: the request's bytes + its
+                               * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB. A larger call
+                               * is answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
     size_t reply_cache_bytes; /* bound on remembered replies; 0: 64 MiB. When full, new numbered
@@ -380,6 +381,8 @@ ARPC_API int arpc_server_destroy(arpc_server *s);
  * arpc_request_seq, _is_oneway and _cancelled for a request the server answered in its
  * handler's place after the handler returned (see the top): what they return is lent until
  * then, so copy it before returning from a handler that replies later. */
+/* The request's bytes and their count in *len (len may be NULL). Check *len before reading:
+ * the bytes are whatever the caller sent. */
 ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
