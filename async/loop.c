@@ -57,7 +57,10 @@ bool loop_inside(const arpc_loop *loop)
     return loop_tl_current == loop || (loop_owned_here(loop) && ev_depth(loop->l_ev) > 0);
 }
 
-bool arpc_loop_app_polled(const arpc_loop *loop) { return loop->l_owned; }
+bool arpc_loop_waiters_run(const arpc_loop *loop)
+{
+    return !loop->l_owned && !atomic_load_explicit(&loop->l_started, memory_order_acquire);
+}
 
 bool arpc_loop_on_thread(const arpc_loop *loop) { return loop_live(loop, __func__) && loop_inside(loop); }
 

@@ -175,8 +175,10 @@ int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadl
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
                               void *arg, uint64_t deadline_ns);
 
-/* True for a wrapped or pollable loop: the application's own event loop runs it. */
-bool arpc_loop_app_polled(const arpc_loop *loop);
+/* True for a loop that only its waiters run, or a thread lent with arpc_loop_run (caller-
+ * driven): not wrapped, not pollable (the application's event loop runs those), not started on
+ * a thread of its own. A snapshot: a loop may be started later. */
+bool arpc_loop_waiters_run(const arpc_loop *loop);
 
 /* Waits until no thread runs the loop (it finished, or a caller-driven run gave it back).
  * Not from the loop thread. Returns true when the loop has finished for good: its final

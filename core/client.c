@@ -183,9 +183,10 @@ static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
 {
     if (user_loop != NULL) {
         c->cl_loop = user_loop;
-        /* A wrapped or pollable loop is run by the application's own event loop: its calls'
-         * futures keep their callback slot (a then() there allocates nothing). */
-        c->cl_call_home = arpc_loop_app_polled(user_loop) ? NULL : user_loop;
+        /* Only for a loop its waiters run: a started, wrapped or pollable one has a thread or
+         * the application's event loop for it, and its calls' futures keep their callback slot
+         * (a then() there allocates nothing). */
+        c->cl_call_home = arpc_loop_waiters_run(user_loop) ? user_loop : NULL;
         return ARPC_OK;
     }
     int rc = arpc_loop_create(&c->cl_loop, NULL);

@@ -308,7 +308,7 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
         client_leave(c);
         return NULL;
     }
-    if (c != NULL && !c->jc_owns_loop && !arpc_loop_app_polled(c->jc_loop))
+    if (c != NULL && !c->jc_owns_loop && arpc_loop_waiters_run(c->jc_loop))
         arpc_future_set_home(f, c->jc_loop); /* a wait on it drives the loop, as arpc_jsonrpc_call */
     int rc = ARPC_OK;
     struct jsonrpc_call *call = NULL;

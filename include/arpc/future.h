@@ -56,7 +56,9 @@ ARPC_API int arpc_future_poll(const arpc_future *f);
  * runs) such a wait could never end: it returns ARPC_EBUSY at once, the future still pending.
  * A wrapped or pollable loop is not run here (the application's event loop runs it): waiting
  * on its owner thread, which should be running it, never returns; nor does a wait inside a
- * callback on a client's own loop thread for another call of that client (neither is seen). */
+ * callback on a loop thread of the client's own, or on a loop started with arpc_loop_start
+ * before the client was made, for another call of that client (neither is seen: such calls'
+ * futures keep their callback slot for then(), which allocates nothing there). */
 ARPC_API int arpc_future_wait(arpc_future *f);
 
 /* Waits at most timeout_ms (ARPC_FOREVER: no limit), as arpc_future_wait. Returns the final
