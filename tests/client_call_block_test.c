@@ -162,6 +162,44 @@ static void test_one_allocation_per_call(void **state)
     fx->c = NULL;
 }
 
+/* A then() on a call takes the future's embedded callback slot, no allocation, on a client's
+ * own loop and on a shared loop started before the client was made (on a caller-driven loop
+ * the slot names the loop for waiters, and a then() takes a node: arpc/future.h). */
+static void noop_cb(arpc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+}
+
+static long allocs_for_then(arpc_client *c)
+{
+    arpc_future *f = arpc_call_async(c, "t.echo", "x", 1, ARPC_FOREVER);
+    assert_non_null(f);
+    atomic_store(&counted, 0);
+    counting = true;
+    assert_int_equal(ARPC_OK, arpc_future_then(f, noop_cb, NULL));
+    counting = false;
+    long n = atomic_load(&counted);
+    assert_int_equal(ARPC_OK, arpc_future_wait(f));
+    arpc_future_release(f);
+    return n;
+}
+
+static void test_then_allocates_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    assert_int_equal(0, allocs_for_then(fx->c));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_client_options co = {.loop = loop};
+    arpc_client *shared;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&shared, fx->addr, &co));
+    assert_int_equal(0, allocs_for_then(shared)); /* a node (+32 B a call) when it named its loop */
+    assert_int_equal(ARPC_OK, arpc_client_close(shared));
+    arpc_loop_destroy(loop);
+}
+
 static void test_futures_outlive_client(void **state)
 {
     struct fixture *fx = *state;
@@ -224,6 +262,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_allocation_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_then_allocates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_futures_outlive_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_released_before_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_semantics_outside_the_enum, setup, teardown),
