@@ -26,7 +26,7 @@
 #include "support/test_util.h"
 #include "transport/transport.h"
 
-#define WAIT_MS 20000 /* bounds a hang, never a timing check */
+#define WAIT_MS TEST_WAIT_MS /* bounds a hang, never a timing check */
 
 static atomic_int whoami_runs;
 

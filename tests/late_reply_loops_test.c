@@ -35,7 +35,7 @@
 #include "core/server_internal.h"
 #include "support/test_util.h"
 
-#define WAIT_MS 20000 /* a bound for waits that should end soon: only a hang reaches it */
+#define WAIT_MS TEST_WAIT_MS /* a bound for waits that should end soon: only a hang reaches it */
 
 static arpc_request *_Atomic kept_first, *_Atomic kept_last;
 static atomic_int keep_runs;

@@ -30,7 +30,7 @@
 #include "support/server_proc.h"
 #include "support/test_util.h"
 
-#define WAIT_MS 20000 /* a bound for waits that should end soon: only a hang reaches it */
+#define WAIT_MS TEST_WAIT_MS /* a bound for waits that should end soon: only a hang reaches it */
 
 enum hold_until { HOLD_NONE, HOLD_UNTIL_LOG_CLOSES, HOLD_UNTIL_STOPPING };
 

@@ -33,7 +33,7 @@
 
 #include "support/tls_certs.h"
 
-#define WAIT_MS 20000 /* a bound for waits that should end at once: only a hang reaches it */
+#define WAIT_MS TEST_WAIT_MS /* a bound for waits that should end at once: only a hang reaches it */
 
 static struct tls_certs certs;
 
