@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 
 #include "arpc/arpc.h"
+#include "support/effect_letters.h"
 #include "support/test_util.h"
 
 /* ARPC_DURABLE_MAX + 1 readable bytes that cost nothing (zero pages, never written). */
@@ -46,15 +47,7 @@ static void h_huge(arpc_request *req, void *ctx)
     atomic_store(&huge_rc, arpc_reply(req, huge, huge_len));
 }
 
-static char recovered[8];
-static size_t nrecovered;
-
-static void recover(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len)
-{
-    (void)ctx;
-    if (kind == ARPC_RECOVER_EFFECT && len == 1 && nrecovered < sizeof(recovered))
-        recovered[nrecovered++] = *(const char *)data;
-}
+static struct effect_letters recovered; /* what a restart hands back */
 
 static void test_too_large_is_refused_to_the_handler(void **state)
 {
@@ -65,7 +58,7 @@ static void test_too_large_is_refused_to_the_handler(void **state)
     char dir[] = "/tmp/arpc-durable-large-XXXXXX";
     assert_non_null(mkdtemp(dir));
     arpc_server *s;
-    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = recover};
+    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = effect_letters_recover, .recover_ctx = &recovered};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_big, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.huge", h_huge, NULL, NULL));
@@ -95,11 +88,11 @@ static void test_too_large_is_refused_to_the_handler(void **state)
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 
-    nrecovered = 0;
+    recovered.el_count = 0;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    assert_int_equal(2, nrecovered); /* the two small effects, nothing else */
-    assert_memory_equal("ss", recovered, 2);
+    assert_int_equal(2, recovered.el_count); /* the two small effects, nothing else */
+    assert_memory_equal("ss", recovered.el_letters, 2);
     munmap(map, huge_len);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

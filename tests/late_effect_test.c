@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/effect_letters.h"
 #include "support/test_util.h"
 
 static sem_t answered;         /* the server answered the slow call in its handler's place */
@@ -48,15 +49,7 @@ static void h_apply(arpc_request *req, void *ctx)
     arpc_reply_durable(req, p, len, NULL, 0);
 }
 
-static char recovered[8];
-static size_t nrecovered;
-
-static void recover(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len)
-{
-    (void)ctx;
-    if (kind == ARPC_RECOVER_EFFECT && len == 1 && nrecovered < sizeof(recovered))
-        recovered[nrecovered++] = *(const char *)data;
-}
+static struct effect_letters recovered; /* what a restart hands back */
 
 static void late_effect_is_logged(enum arpc_call_semantics semantics)
 {
@@ -65,7 +58,7 @@ static void late_effect_is_logged(enum arpc_call_semantics semantics)
     char dir[] = "/tmp/arpc-late-effect-XXXXXX";
     assert_non_null(mkdtemp(dir));
     arpc_server *s;
-    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = recover};
+    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = effect_letters_recover, .recover_ctx = &recovered};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.apply", h_apply, NULL, NULL));
     char addr[256];
@@ -86,11 +79,11 @@ static void late_effect_is_logged(enum arpc_call_semantics semantics)
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 
-    nrecovered = 0;
+    recovered.el_count = 0;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    assert_int_equal(2, nrecovered); /* was 1 ("b") for a call that is not numbered */
-    assert_memory_equal("sb", recovered, 2);
+    assert_int_equal(2, recovered.el_count); /* was 1 ("b") for a call that is not numbered */
+    assert_memory_equal("sb", recovered.el_letters, 2);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(0, system(cmd));

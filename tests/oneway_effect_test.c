@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/effect_letters.h"
 #include "support/test_util.h"
 
 static atomic_int durable_rc = -1;
@@ -31,16 +32,7 @@ static void h_note(arpc_request *req, void *ctx)
     latch_add();
 }
 
-static char recovered[64];
-static size_t nrecovered;
-
-/* The effects, in order, one byte each. */
-static void recover(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len)
-{
-    (void)ctx;
-    if (kind == ARPC_RECOVER_EFFECT && len == 1 && nrecovered < sizeof(recovered))
-        recovered[nrecovered++] = *(const char *)data;
-}
+static struct effect_letters recovered; /* what a restart hands back */
 
 static void test_oneway_effect_is_logged(void **state)
 {
@@ -49,7 +41,7 @@ static void test_oneway_effect_is_logged(void **state)
     char dir[] = "/tmp/arpc-oneway-effect-XXXXXX";
     assert_non_null(mkdtemp(dir));
     arpc_server *s;
-    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = recover};
+    arpc_server_options so = {.workers = 1, .log_dir = dir, .recover = effect_letters_recover, .recover_ctx = &recovered};
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
     char addr[256];
@@ -69,11 +61,11 @@ static void test_oneway_effect_is_logged(void **state)
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 
-    nrecovered = 0;
+    recovered.el_count = 0;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
-    assert_int_equal(3, nrecovered); /* was 2: "ac" */
-    assert_memory_equal("abc", recovered, 3);
+    assert_int_equal(3, recovered.el_count); /* was 2: "ac" */
+    assert_memory_equal("abc", recovered.el_letters, 3);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(0, system(cmd));
