@@ -75,10 +75,10 @@ struct waiter {
     size_t n;
     int rc;
     size_t index;
-    sem_t done;
+    sem_t done; /* for a waiter beside another (test_two_waiters_share_the_loop) */
 };
 
-static void *wait_thread(void *arg)
+static void wait_run(void *arg)
 {
     struct waiter *w = arg;
     switch (w->kind) {
@@ -95,25 +95,17 @@ static void *wait_thread(void *arg)
         w->rc = arpc_future_wait_any(w->fs, w->n, ARPC_FOREVER, &w->index);
         break;
     }
-    sem_post(&w->done);
+}
+
+static void *wait_thread(void *arg)
+{
+    wait_run(arg);
+    sem_post(&((struct waiter *)arg)->done);
     return NULL;
 }
 
-/* Runs the wait on another thread; false if it did not end within the test's bound (the
- * thread is left blocked: the test fails anyway). */
-static bool wait_elsewhere(struct waiter *w)
-{
-    sem_init(&w->done, 0, 0);
-    pthread_t th;
-    assert_int_equal(0, pthread_create(&th, NULL, wait_thread, w));
-    if (!sem_wait_secs(&w->done, TEST_WAIT_S)) {
-        pthread_detach(th);
-        return false;
-    }
-    pthread_join(th, NULL);
-    sem_destroy(&w->done);
-    return true;
-}
+/* Runs the wait on another thread; false if it did not end within the test's bound. */
+static bool wait_elsewhere(struct waiter *w) { return thread_ends_within(wait_run, w, TEST_WAIT_S); }
 
 static void assert_echoed(arpc_future *f, const char *text)
 {
@@ -228,15 +220,12 @@ struct inside_run {
     struct fixture *x;
     arpc_future *first;
     int rc;
-    sem_t done;
 };
 
-static void *run_inside(void *arg)
+static void run_inside(void *arg)
 {
     struct inside_run *r = arg;
     r->rc = arpc_loop_run_until(r->x->loop, r->first, ARPC_FOREVER);
-    sem_post(&r->done);
-    return NULL;
 }
 
 static void test_wait_inside_the_loop_is_refused(void **state)
@@ -251,14 +240,7 @@ static void test_wait_inside_the_loop_is_refused(void **state)
     r.first = arpc_call_async(x.c, "t.echo", "first", 5, ARPC_FOREVER);
     assert_non_null(r.first);
     assert_int_equal(ARPC_OK, arpc_future_then(r.first, wait_inside_cb, &in));
-    sem_init(&r.done, 0, 0);
-    pthread_t th;
-    assert_int_equal(0, pthread_create(&th, NULL, run_inside, &r));
-    bool ended = sem_wait_secs(&r.done, TEST_WAIT_S); /* the old code hung in the callback */
-    if (!ended)
-        pthread_detach(th);
-    assert_true(ended);
-    pthread_join(th, NULL);
+    assert_true(thread_ends_within(run_inside, &r, TEST_WAIT_S)); /* the old code hung in the callback */
     assert_int_equal(ARPC_OK, r.rc);
     assert_int_equal(ARPC_EBUSY, in.rc_wait);
     assert_int_equal(ARPC_EBUSY, in.rc_wait_for);
@@ -304,10 +286,9 @@ struct cq_waiter {
     arpc_cq *cq;
     int rc[2];
     void *tag[2];
-    sem_t done;
 };
 
-static void *cq_next_twice(void *arg)
+static void cq_next_twice(void *arg)
 {
     struct cq_waiter *w = arg;
     for (int i = 0; i < 2; i++) {
@@ -319,8 +300,6 @@ static void *cq_next_twice(void *arg)
             arpc_future_release(f);
         }
     }
-    sem_post(&w->done);
-    return NULL;
 }
 
 static void test_cq_next_drives_the_loop(void **state)
@@ -333,14 +312,7 @@ static void test_cq_next_drives_the_loop(void **state)
     int tags[2];
     assert_int_equal(ARPC_OK, arpc_go(x.c, "t.echo", "a", 1, ARPC_FOREVER, w.cq, &tags[0]));
     assert_int_equal(ARPC_OK, arpc_go(x.c, "t.echo", "b", 1, ARPC_FOREVER, w.cq, &tags[1]));
-    sem_init(&w.done, 0, 0);
-    pthread_t th;
-    assert_int_equal(0, pthread_create(&th, NULL, cq_next_twice, &w));
-    bool ended = sem_wait_secs(&w.done, TEST_WAIT_S); /* the old code slept here for ever */
-    if (!ended)
-        pthread_detach(th);
-    assert_true(ended);
-    pthread_join(th, NULL);
+    assert_true(thread_ends_within(cq_next_twice, &w, TEST_WAIT_S)); /* the old code slept here for ever */
     assert_int_equal(ARPC_OK, w.rc[0]);
     assert_int_equal(ARPC_OK, w.rc[1]);
     assert_true(w.tag[0] != w.tag[1]);

@@ -262,15 +262,12 @@ struct driven_unpack {
     arpc_future *f;
     int rc;
     ProtobufCMessage *out;
-    sem_t done;
 };
 
-static void *driven_unpack_run(void *arg)
+static void driven_unpack_run(void *arg)
 {
     struct driven_unpack *d = arg;
     d->rc = arpc_protobuf_unpack_reply(d->f, &kv__put_reply__descriptor, &d->out);
-    sem_post(&d->done);
-    return NULL;
 }
 
 static void test_unpack_drives_caller_loop(void **state)
@@ -292,14 +289,7 @@ static void test_unpack_drives_caller_loop(void **state)
     struct driven_unpack d = {.rc = -1};
     d.f = arpc_protobuf_call_async(c, &kv__kv__descriptor, 0, &preq.base, ARPC_FOREVER);
     assert_non_null(d.f);
-    sem_init(&d.done, 0, 0);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, driven_unpack_run, &d), 0);
-    bool ended = sem_wait_secs(&d.done, TEST_WAIT_S);
-    if (!ended)
-        pthread_detach(th);
-    assert_true(ended);
-    pthread_join(th, NULL);
+    assert_true(thread_ends_within(driven_unpack_run, &d, TEST_WAIT_S));
     assert_int_equal(d.rc, ARPC_OK);
     assert_non_null(d.out);
     arpc_protobuf_free(d.out);

@@ -1,6 +1,8 @@
 /* The counting latch: a mutex and condition variable, so waiters sleep rather than spin. */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "support/test_util.h"
@@ -42,6 +44,45 @@ bool latch_wait(unsigned target, int timeout_ms)
     bool ok = latch_count >= target;
     pthread_mutex_unlock(&latch_mu);
     return ok;
+}
+
+struct thread_run {
+    void (*tr_fn)(void *arg);
+    void *tr_arg;
+    sem_t tr_done;
+};
+
+static void *thread_run_main(void *arg)
+{
+    struct thread_run *r = arg;
+    r->tr_fn(r->tr_arg);
+    sem_post(&r->tr_done);
+    return NULL;
+}
+
+bool thread_ends_within(void (*fn)(void *arg), void *arg, int secs)
+{
+    /* On the heap: a thread left running must not outlive what it points to. */
+    struct thread_run *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return false;
+    r->tr_fn = fn;
+    r->tr_arg = arg;
+    sem_init(&r->tr_done, 0, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, thread_run_main, r) != 0) {
+        sem_destroy(&r->tr_done);
+        free(r);
+        return false;
+    }
+    if (!sem_wait_secs(&r->tr_done, secs)) {
+        pthread_detach(th); /* r stays: the thread may still use it */
+        return false;
+    }
+    pthread_join(th, NULL);
+    sem_destroy(&r->tr_done);
+    free(r);
+    return true;
 }
 
 bool sem_wait_secs(sem_t *s, int secs)

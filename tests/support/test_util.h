@@ -34,6 +34,11 @@ bool latch_wait(unsigned target, int timeout_ms);
 /* Waits on s for up to secs seconds (retrying EINTR); false on timeout. */
 bool sem_wait_secs(sem_t *s, int secs);
 
+/* Runs fn(arg) on a thread of its own and waits up to secs seconds for it to return: true
+ * (the thread joined), or false, the thread left running (detached), for a test that fails
+ * there: a wait that used to hang shows as a failed assert, not the test's timeout. */
+bool thread_ends_within(void (*fn)(void *arg), void *arg, int secs);
+
 /* ---- time ---- */
 
 /* Milliseconds on CLOCK_MONOTONIC (the clock arpc_now_ns reads). */
