@@ -476,6 +476,20 @@ arpc_loop *arpc_future_home(const arpc_future *f)
     return (s & (ST_HOME | ST_DONE)) == ST_HOME ? f->f_first_arg : NULL;
 }
 
+void arpc_future_set_completer(arpc_future *f, struct arpc_loop *loop)
+{
+    atomic_store_explicit(&f->f_data, (void *)loop, memory_order_relaxed);
+}
+
+/* True when f can only be completed by the loop the calling thread is inside (its completer),
+ * where a wait could never end. A result's buffer never equals a loop that is running, so a
+ * match is the completer's name: f was pending when its field was read. */
+static bool future_stuck_here(const arpc_future *f)
+{
+    arpc_loop *here = arpc_loop_current();
+    return here != NULL && atomic_load_explicit(&f->f_data, memory_order_relaxed) == (void *)here;
+}
+
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
 {
     return future_wait_until(f, deadline_ns, true);
@@ -486,12 +500,18 @@ int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
 static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
     arpc_loop *home = arpc_future_home(f);
-    if (home == NULL)
-        return future_wait_until(f, deadline_ns, spin);
-    /* A call's cancel reaches its loop (the hook posts a job); another producer's future may
-     * be completed on another thread without waking the loop: its completion wakes a driver. */
-    int rc = future_embedded(f) ? arpc_loop_wait_until(home, f, deadline_ns)
+    int rc;
+    if (home != NULL) {
+        /* A call's cancel reaches its loop (the hook posts a job); another producer's future
+         * may be completed on another thread without waking the loop: its completion wakes a
+         * driver. */
+        rc = future_embedded(f) ? arpc_loop_wait_until(home, f, deadline_ns)
                                 : arpc_loop_wait_foreign_until(home, f, deadline_ns);
+    } else if (future_stuck_here(f)) {
+        rc = ARPC_EBUSY;
+    } else {
+        return future_wait_until(f, deadline_ns, spin);
+    }
     return rc == ARPC_EBUSY && arpc_future_done(f) ? arpc_future_poll(f) : rc;
 }
 
@@ -625,6 +645,16 @@ static void any_wait_sleep(void *arg, uint64_t deadline_ns)
     (void)any_waiter_sleep(a->aw_waiter, a->aw_fs, a->aw_n, deadline_ns, a->aw_index);
 }
 
+/* True when the calling thread is inside the loop that alone completes each of fs (see
+ * future_stuck_here): a wait for any of them could never end. */
+static bool all_stuck_here(arpc_future *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!future_stuck_here(fs[i]))
+            return false;
+    return true;
+}
+
 /* The first home loop among fs (see arpc_future_home), or NULL. One loop is driven: futures whose
  * homes are other loops complete while their own drivers run them. */
 static arpc_loop *any_home(arpc_future *const *fs, size_t n)
@@ -662,6 +692,8 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
         rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline);
         if (rc == ARPC_EBUSY && any_done(fs, n, index))
             rc = ARPC_OK;
+    } else if (rc == ARPC_OK && all_stuck_here(fs, n)) {
+        rc = any_done(fs, n, index) ? ARPC_OK : ARPC_EBUSY;
     } else if (rc == ARPC_OK) {
         rc = any_waiter_sleep(w, fs, n, deadline, index);
     }

@@ -75,6 +75,17 @@ void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop);
  * arpc's completes it. */
 struct arpc_loop *arpc_future_home(const arpc_future *f);
 
+/*
+ * Names the loop whose thread completes f when arpc's own thread or the application's event
+ * loop runs that loop (a client's call on its own loop, or on one started with
+ * arpc_loop_start), so that a wait on f inside that loop (a callback it runs), which could
+ * never end, returns ARPC_EBUSY. Call it before f is handed out. The name sits in the
+ * result's field while f is pending (completion overwrites it) and is only ever compared with
+ * the loop the waiting thread is in, never followed: no room taken, and a loop gone since is
+ * never touched.
+ */
+void arpc_future_set_completer(arpc_future *f, struct arpc_loop *loop);
+
 /* Sleeps until f is done or deadline_ns passes (ARPC_NEVER: never), whatever its home: for
  * the loop's own wait, which drives the loop itself. f's status or ARPC_EPENDING. */
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns);

@@ -57,6 +57,8 @@ bool loop_inside(const arpc_loop *loop)
     return loop_tl_current == loop || (loop_owned_here(loop) && ev_depth(loop->l_ev) > 0);
 }
 
+arpc_loop *arpc_loop_current(void) { return loop_tl_current; }
+
 bool arpc_loop_waiters_run(const arpc_loop *loop)
 {
     return !loop->l_owned && !atomic_load_explicit(&loop->l_started, memory_order_acquire);

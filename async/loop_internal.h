@@ -175,6 +175,10 @@ int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadl
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
                               void *arg, uint64_t deadline_ns);
 
+/* The loop whose callback the calling thread runs (its own thread, a waiter driving it, a
+ * pollable step, a final drain), or NULL. */
+struct arpc_loop *arpc_loop_current(void);
+
 /* True for a loop that only its waiters run, or a thread lent with arpc_loop_run (caller-
  * driven): not wrapped, not pollable (the application's event loop runs those), not started on
  * a thread of its own. A snapshot: a loop may be started later. */

@@ -103,6 +103,8 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
     arpc_future_init_embedded(&call->cc_future, call_future_gone);
     if (c->cl_call_home != NULL)
         arpc_future_set_home(&call->cc_future, c->cl_call_home);
+    else
+        arpc_future_set_completer(&call->cc_future, c->cl_loop);
     arpc_refcount_init(&call->cc_refs, 2); /* the future's and the call's */
     arpc_loop_job_init(&call->cc_job, call_job_start);
     atomic_init(&call->cc_released, false);

@@ -310,6 +310,8 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     }
     if (c != NULL && !c->jc_owns_loop && arpc_loop_waiters_run(c->jc_loop))
         arpc_future_set_home(f, c->jc_loop); /* a wait on it drives the loop, as arpc_jsonrpc_call */
+    else if (c != NULL)
+        arpc_future_set_completer(f, c->jc_loop); /* a wait inside that loop is refused */
     int rc = ARPC_OK;
     struct jsonrpc_call *call = NULL;
     const char *why = call_refusal(c, method, params_json, params_len);

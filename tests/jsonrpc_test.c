@@ -228,6 +228,55 @@ static void test_wait_drives_caller_loop(void **state)
     arpc_loop_destroy(loop);
 }
 
+/* A then() callback on the client's own loop thread waits for a held call of that client:
+ * only that thread reads its reply, so the wait is refused (ARPC_EBUSY) instead of hanging
+ * (the old code; the test thread's cancel from outside would end it with ARPC_ECANCELLED). */
+struct wait_in_loop {
+    arpc_future *held;
+    int wait, wait_any;
+    sem_t done;
+};
+
+static void wait_in_loop_cb(arpc_future *f, void *arg)
+{
+    (void)f;
+    struct wait_in_loop *w = arg;
+    size_t index;
+    w->wait = arpc_future_wait(w->held);
+    w->wait_any = arpc_future_wait_any(&w->held, 1, ARPC_FOREVER, &index);
+    sem_post(&w->done);
+}
+
+static void test_wait_on_own_loop_thread_refused(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    struct wait_in_loop w = {0};
+    sem_init(&w.done, 0, 0);
+    hold_starts_before = atomic_load(&hold_starts);
+    w.held = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, WAIT_MS);
+    assert_non_null(w.held);
+    arpc_future *trigger = arpc_jsonrpc_call_async(c, "T.Release", "1", 1, WAIT_MS);
+    assert_non_null(trigger);
+    assert_int_equal(arpc_future_then(trigger, wait_in_loop_cb, &w), ARPC_OK);
+    if (!sem_wait_secs(&w.done, WAIT_MS / 1000)) {
+        arpc_future_cancel(w.held); /* the old code: ends the hung wait, to fail below */
+        assert_true(sem_wait_secs(&w.done, WAIT_MS / 1000));
+    }
+    assert_int_equal(w.wait, ARPC_EBUSY);
+    assert_int_equal(w.wait_any, ARPC_EBUSY);
+    assert_int_equal(arpc_future_poll(w.held), ARPC_EPENDING);
+    assert_true(WAIT_UNTIL(atomic_load(&hold_starts) != hold_starts_before));
+    sem_post(&hold_sem);
+    assert_int_equal(arpc_future_wait_for(w.held, WAIT_MS), ARPC_OK);
+    assert_string_equal("\"held\"", arpc_future_data(w.held, NULL));
+    assert_int_equal(arpc_future_wait_for(trigger, WAIT_MS), ARPC_OK);
+    arpc_future_release(w.held);
+    arpc_future_release(trigger);
+    sem_destroy(&w.done);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
 static void test_pipelined(void **state)
 {
     (void)state;
@@ -944,6 +993,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
         cmocka_unit_test(test_wait_drives_caller_loop),
+        cmocka_unit_test(test_wait_on_own_loop_thread_refused),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),

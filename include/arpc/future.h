@@ -54,11 +54,12 @@ ARPC_API int arpc_future_poll(const arpc_future *f);
  * arpc/loop.h) is waited for as arpc_call waits: the waiting thread runs that loop while
  * nobody else does, so its reply and its deadline come in. Inside that loop (a callback it
  * runs) such a wait could never end: it returns ARPC_EBUSY at once, the future still pending.
- * A wrapped or pollable loop is not run here (the application's event loop runs it): waiting
- * on its owner thread, which should be running it, never returns; nor does a wait inside a
- * callback on a loop thread of the client's own, or on a loop started with arpc_loop_start
- * before the client was made, for another call of that client (neither is seen: such calls'
- * futures keep their callback slot for then(), which allocates nothing there). */
+ * So does a wait inside a callback that the loop completing the call runs on its own thread
+ * (the client's own loop, or one started with arpc_loop_start), or inside a step of a
+ * pollable loop that completes it: only that thread could complete it (a cancel from another
+ * thread aside). A wrapped or pollable loop is not run here (the application's event loop
+ * runs it): waiting on its owner thread outside the loop, which should be running it, never
+ * returns. */
 ARPC_API int arpc_future_wait(arpc_future *f);
 
 /* Waits at most timeout_ms (ARPC_FOREVER: no limit), as arpc_future_wait. Returns the final
@@ -93,8 +94,8 @@ ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t time
 /* Waits until at least one future is complete and stores its position in *index (the lowest
  * position among those complete). Drives the loop of the first among them that only waiters
  * run (see arpc_future_wait; the others complete as their own loops run). Returns ARPC_OK,
- * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop, ARPC_EINVAL for n == 0,
- * ARPC_ENOMEM. */
+ * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop (or inside the loop that alone
+ * completes every one of them: see arpc_future_wait), ARPC_EINVAL for n == 0, ARPC_ENOMEM. */
 ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms,
                                   size_t *index);
 
