@@ -113,8 +113,9 @@ ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCSe
 /* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
  * caller frees with arpc_protobuf_free. Returns ARPC_OK, the call's error (*out NULL; the
  * server's text, for ARPC_EHANDLER, is arpc_future_data), ARPC_EDECODE (the reply is not such
- * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL. Blocks while f is
- * pending: not on the loop thread before f is done (inside its then-callback it is done).
+ * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL, ARPC_EBUSY (f still
+ * pending, on the loop thread that must complete it: arpc_future_wait). Blocks while f is
+ * pending (inside its own then-callback it is done).
  * The reply carries no type on the wire: output must be the type the call's method returns
  * (bytes of another message type may unpack as this one without an error). */
 ARPC_API int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor *output,
