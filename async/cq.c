@@ -292,7 +292,7 @@ int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **ta
         struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
         if (home == NULL)
             cq_sleep(cq, deadline);
-        else if (arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline) == ARPC_EBUSY)
+        else if (arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY)
             return ARPC_EBUSY; /* inside the loop that must deliver: it would wait for itself */
     }
 }

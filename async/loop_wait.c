@@ -31,6 +31,8 @@ struct loop_cond {
     void (*c_sleep)(void *arg, uint64_t deadline_ns);
     bool (*c_settling)(void *arg);
     void *c_arg;
+    arpc_future *const *c_foreign; /* futures other threads may complete (see loop_drive) */
+    size_t c_nforeign;
 };
 
 static bool cond_settling(const struct loop_cond *c) { return c->c_settling != NULL && c->c_settling(c->c_arg); }
@@ -62,8 +64,8 @@ static void drive_check_cb(struct ev_loop *ev, ev_prepare *w, int revents)
         ev_break(ev, EVBREAK_ONE);
 }
 
-/* A wait for a future that another thread may complete: nothing on the loop would wake it,
- * so the future's callback does (loop_wake). The callback may run after the wait is over, so
+/* A wait for futures that another thread may complete: nothing on the loop would wake it,
+ * so each future's callback does (loop_wake). A callback may run after the wait is over, so
  * it reaches the loop through this small object, which the wait disconnects when it ends. */
 struct drive_waker {
     arpc_refcount dw_refs;
@@ -90,19 +92,25 @@ static void drive_waker_fire(arpc_future *f, void *arg)
     drive_waker_put(w);
 }
 
-/* NULL when f is done already or no memory (then the wait looks again every ms). */
-static struct drive_waker *drive_waker_new(arpc_loop *loop, arpc_future *f)
+static void drive_waker_end(struct drive_waker *w);
+
+/* A waker on each of fs[0..n) (one done already wakes the loop once, harmlessly). NULL
+ * without memory (then the wait looks again every ms). */
+static struct drive_waker *drive_waker_new(arpc_loop *loop, arpc_future *const *fs, size_t n)
 {
     struct drive_waker *w = arpc_malloc(sizeof(*w));
     if (w == NULL)
         return NULL;
-    arpc_refcount_init(&w->dw_refs, 2); /* the wait's and the callback's */
+    arpc_refcount_init(&w->dw_refs, 1); /* the wait's; one more per callback */
     pthread_mutex_init(&w->dw_mtx, NULL);
     w->dw_loop = loop;
-    if (arpc_future_then(f, drive_waker_fire, w) != ARPC_OK) {
-        pthread_mutex_destroy(&w->dw_mtx);
-        arpc_free(w);
-        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        arpc_refcount_get(&w->dw_refs);
+        if (arpc_future_then(fs[i], drive_waker_fire, w) != ARPC_OK) {
+            arpc_refcount_put(&w->dw_refs); /* not the last: the wait's is held */
+            drive_waker_end(w);
+            return NULL;
+        }
     }
     return w;
 }
@@ -118,10 +126,11 @@ static void drive_waker_end(struct drive_waker *w)
 }
 
 /* Claims the loop and runs it on this thread until c is done, until_ns passes (nowait: one
- * non-blocking iteration), or the loop finishes; then gives it back. foreign: the future may
- * be completed by another thread (arpc's own complete on the loop). ARPC_OK (done),
- * ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished), ARPC_EBUSY (someone else runs it). */
-static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait, arpc_future *foreign)
+ * non-blocking iteration), or the loop finishes; then gives it back. c's foreign futures may
+ * be completed by another thread (arpc's own complete on the loop): their completion wakes
+ * the loop. ARPC_OK (done), ARPC_EPENDING (time is up), ARPC_ESHUTDOWN (finished),
+ * ARPC_EBUSY (someone else runs it). */
+static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, bool nowait)
 {
     if (loop->l_owned && !loop_owned_here(loop))
         return ARPC_EBUSY; /* the application's thread runs it */
@@ -130,10 +139,11 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
         return rc;
     arpc_loop *outer = loop_tl_current;
     loop_tl_current = loop;
-    struct drive_waker *waker = foreign != NULL && !nowait ? drive_waker_new(loop, foreign) : NULL;
+    bool foreign = c->c_nforeign > 0 && !nowait;
+    struct drive_waker *waker = foreign ? drive_waker_new(loop, c->c_foreign, c->c_nforeign) : NULL;
     ev_timer timeout;
     ev_timer_init(&timeout, run_until_timeout_cb, 0., 0.);
-    uint64_t tick = foreign != NULL && waker == NULL ? 1 : 0; /* no waker: look every ms */
+    uint64_t tick = foreign && waker == NULL ? 1 : 0; /* no waker: look every ms */
     if (!nowait && (until_ns != ARPC_NEVER || tick)) {
         ev_now_update(loop->l_ev);
         double left = until_ns == ARPC_NEVER ? 1e9 : (double)arpc_ms_left(until_ns) / 1e3;
@@ -165,9 +175,8 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
     return done ? ARPC_OK : ARPC_EPENDING;
 }
 
-/* Waits (not on the loop thread) until c is done or until_ns: ARPC_OK or ARPC_EPENDING.
- * foreign: c is that future, which another thread may complete (see loop_drive). */
-static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns, arpc_future *foreign)
+/* Waits (not on the loop thread) until c is done or until_ns: ARPC_OK or ARPC_EPENDING. */
+static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t until_ns)
 {
     for (;;) {
         if (c->c_done(c->c_arg))
@@ -194,7 +203,7 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
             c->c_sleep(c->c_arg, slice < until_ns ? slice : until_ns);
             continue;
         }
-        int rc = loop_drive(loop, c, until_ns, false, foreign);
+        int rc = loop_drive(loop, c, until_ns, false);
         if (rc == ARPC_OK || rc == ARPC_EPENDING)
             return rc;
         /* EBUSY (someone grabbed it first) or ESHUTDOWN (it finished): look again. */
@@ -207,12 +216,13 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
         return ARPC_EINVAL;
     if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
-    struct loop_cond c = {future_done, future_sleep, future_settling, f};
+    arpc_future *one[1] = {f};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, 1};
     uint64_t until = arpc_deadline_from_ms(timeout_ms);
     int rc;
     unsigned attempt = 0;
     /* A submitter's step (async/loop_lanes.c) holds the loop for a moment: wait it out. */
-    while ((rc = loop_drive(loop, &c, until, timeout_ms == 0, f)) == ARPC_EBUSY && loop_busy_briefly(loop))
+    while ((rc = loop_drive(loop, &c, until, timeout_ms == 0)) == ARPC_EBUSY && loop_busy_briefly(loop))
         arpc_backoff_spin(&attempt);
     if (rc == ARPC_EBUSY || rc == ARPC_EPENDING || rc == ARPC_ESHUTDOWN)
         return rc;
@@ -223,19 +233,20 @@ static int loop_wait_future(arpc_loop *loop, arpc_future *f, uint64_t deadline_n
 {
     if (loop_inside(loop))
         return ARPC_EBUSY; /* the loop cannot wait for itself */
-    struct loop_cond c = {future_done, future_sleep, future_settling, f};
-    if (loop_wait_cond(loop, &c, deadline_ns, foreign ? f : NULL) != ARPC_OK)
+    arpc_future *one[1] = {f};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, foreign ? 1 : 0};
+    if (loop_wait_cond(loop, &c, deadline_ns) != ARPC_OK)
         return ARPC_EPENDING;
     return arpc_future_poll(f);
 }
 
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
-                              void *arg, uint64_t deadline_ns)
+                              void *arg, uint64_t deadline_ns, arpc_future *const *foreign, size_t nforeign)
 {
     if (loop_inside(loop))
         return ARPC_EBUSY;
-    struct loop_cond c = {done, sleep, NULL, arg};
-    return loop_wait_cond(loop, &c, deadline_ns, NULL);
+    struct loop_cond c = {done, sleep, NULL, arg, foreign, nforeign};
+    return loop_wait_cond(loop, &c, deadline_ns);
 }
 
 int arpc_loop_wait_until(arpc_loop *loop, arpc_future *f, uint64_t deadline_ns)
@@ -299,8 +310,8 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
     arpc_loop_job_init(&s.sj_job, sync_job_run);
     atomic_init(&s.sj_done, 0);
     if (arpc_loop_post(loop, &s.sj_job) == ARPC_OK) {
-        struct loop_cond c = {sync_done, sync_sleep, NULL, &s};
-        loop_wait_cond(loop, &c, ARPC_NEVER, NULL); /* an accepted job runs, even if the loop stops */
+        struct loop_cond c = {sync_done, sync_sleep, NULL, &s, NULL, 0};
+        loop_wait_cond(loop, &c, ARPC_NEVER); /* an accepted job runs, even if the loop stops */
         return ARPC_OK;
     }
     /* The loop is stopping or stopped: once no thread runs it, nothing else touches what fn

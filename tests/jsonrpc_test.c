@@ -228,6 +228,36 @@ static void test_wait_drives_caller_loop(void **state)
     arpc_loop_destroy(loop);
 }
 
+/* wait_any, on a caller-driven loop, for a call another thread cancels: the cancel wakes the
+ * driving wait. It used to run on until the loop's next event (here: the wait's own bound, as
+ * the call has no deadline and the server holds it), so the wait took WAIT_MS. */
+static void test_wait_any_woken_by_foreign_cancel(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
+    arpc_jsonrpc_client *c = NULL;
+    arpc_jsonrpc_options o = {.loop = loop};
+    assert_int_equal(arpc_jsonrpc_connect(&c, addr, &o), ARPC_OK);
+    hold_starts_before = atomic_load(&hold_starts);
+    arpc_future *f = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, 0 /* no deadline */);
+    assert_non_null(f);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_when_held, f), 0);
+    size_t index = 99;
+    int64_t start = now_ms();
+    assert_int_equal(arpc_future_wait_any(&f, 1, WAIT_MS, &index), ARPC_OK);
+    /* Not a timing check: only a wait that ran to its bound takes half of it. */
+    assert_true(now_ms() - start < WAIT_MS / 2);
+    assert_int_equal(index, 0);
+    assert_int_equal(arpc_future_poll(f), ARPC_ECANCELLED);
+    pthread_join(th, NULL);
+    arpc_future_release(f);
+    sem_post(&hold_sem); /* the held call answers; the client drops the answer */
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    arpc_loop_destroy(loop);
+}
+
 /* A then() callback on the client's own loop thread waits for a held call of that client:
  * only that thread reads its reply, so the wait is refused (ARPC_EBUSY) instead of hanging
  * (the old code; the test thread's cancel from outside would end it with ARPC_ECANCELLED). */
@@ -994,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_outcomes),          cmocka_unit_test(test_large),
         cmocka_unit_test(test_wait_drives_caller_loop),
         cmocka_unit_test(test_wait_on_own_loop_thread_refused),
+        cmocka_unit_test(test_wait_any_woken_by_foreign_cancel),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
