@@ -291,6 +291,7 @@ bool arpc_future_cancel(arpc_future *f)
 {
     if (!future_live(f, __func__) || !future_claim(f))
         return false;
+    atomic_store_explicit(&f->f_data, NULL, memory_order_relaxed); /* no result; not the completer's name */
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
     if (f->f_on_cancel != NULL)
