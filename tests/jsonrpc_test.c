@@ -66,6 +66,18 @@ static void hold(arpc_request *req, void *ctx)
     arpc_reply(req, "\"held\"", 6);
 }
 
+/* On its own actor: answers once the test posts gate_sem (a call still pending when a then()
+ * is attached to it, so the callback runs on the client's loop thread). */
+static sem_t gate_sem;
+static arpc_actor *gate_actor;
+
+static void gate(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sem_wait_secs(&gate_sem, WAIT_MS / 1000);
+    arpc_reply(req, "\"gate\"", 6);
+}
+
 /* Inline: answers at once. */
 static void release(arpc_request *req, void *ctx)
 {
@@ -77,8 +89,10 @@ static int setup(void **state)
 {
     (void)state;
     sem_init(&hold_sem, 0, 0);
+    sem_init(&gate_sem, 0, 0);
     assert_int_equal(arpc_server_create(&server, NULL), ARPC_OK);
     assert_int_equal(arpc_actor_create(&hold_actor, NULL), ARPC_OK);
+    assert_int_equal(arpc_actor_create(&gate_actor, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
@@ -90,6 +104,8 @@ static int setup(void **state)
     assert_int_equal(arpc_server_register(server, "T.Release", release, NULL,
                                           &(arpc_method_options){.inline_on_loop = true}),
                      ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.Gate", gate, NULL, &(arpc_method_options){.actor = gate_actor}),
+                     ARPC_OK);
     assert_int_equal(arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
     return 0;
 }
@@ -99,7 +115,9 @@ static int teardown(void **state)
     (void)state;
     assert_int_equal(arpc_server_destroy(server), ARPC_OK);
     arpc_actor_destroy(hold_actor);
+    arpc_actor_destroy(gate_actor);
     sem_destroy(&hold_sem);
+    sem_destroy(&gate_sem);
     return 0;
 }
 
@@ -286,9 +304,10 @@ static void test_wait_on_own_loop_thread_refused(void **state)
     hold_starts_before = atomic_load(&hold_starts);
     w.held = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, WAIT_MS);
     assert_non_null(w.held);
-    arpc_future *trigger = arpc_jsonrpc_call_async(c, "T.Release", "1", 1, WAIT_MS);
+    arpc_future *trigger = arpc_jsonrpc_call_async(c, "T.Gate", "1", 1, WAIT_MS);
     assert_non_null(trigger);
     assert_int_equal(arpc_future_then(trigger, wait_in_loop_cb, &w), ARPC_OK);
+    sem_post(&gate_sem); /* now it may complete: on the loop's thread */
     if (!sem_wait_secs(&w.done, WAIT_MS / 1000)) {
         arpc_future_cancel(w.held); /* the old code: ends the hung wait, to fail below */
         assert_true(sem_wait_secs(&w.done, WAIT_MS / 1000));
@@ -819,7 +838,7 @@ static void test_methods_listed_in_json(void **state)
     arpc_jsonrpc_client *c = connect_client(addr);
     expect_call(c, "arpc.methods", "null", ARPC_OK,
                 "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Lines\",\"T.Hold\","
-                "\"T.Release\"]"); /* not T.Once: numbered_only, which no JSON-RPC call is */
+                "\"T.Release\",\"T.Gate\"]"); /* not T.Once: numbered_only, which no JSON-RPC call is */
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 
     static const char odd[] = "T.odd\"name\\with\nbreak", utf8[] = "T.Caf\xc3\xa9", not_utf8[] = "T.\xff";

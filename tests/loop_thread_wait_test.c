@@ -35,6 +35,17 @@ static void h_hold(arpc_request *req, void *ctx)
     sem_post(&held_sem);
 }
 
+/* Answers once the test posts gate_sem: the call whose then() waits must still be pending when
+ * the then() is attached, or the callback would run on the test's thread, not the loop's. */
+static sem_t gate_sem;
+
+static void h_gate(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sem_wait_secs(&gate_sem, TEST_WAIT_S);
+    arpc_reply(req, "g", 1);
+}
+
 static arpc_server *server;
 static char addr[256];
 
@@ -42,9 +53,11 @@ static int setup(void **state)
 {
     (void)state;
     sem_init(&held_sem, 0, 0);
+    sem_init(&gate_sem, 0, 0);
     if (arpc_server_create(&server, NULL) != ARPC_OK ||
         arpc_server_register(server, "t.echo", test_echo, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.hold", h_hold, NULL, NULL) != ARPC_OK)
+        arpc_server_register(server, "t.hold", h_hold, NULL, NULL) != ARPC_OK ||
+        arpc_server_register(server, "t.gate", h_gate, NULL, NULL) != ARPC_OK)
         return -1;
     return arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr)) == ARPC_OK ? 0 : -1;
 }
@@ -54,6 +67,7 @@ static int teardown(void **state)
     (void)state;
     arpc_server_destroy(server);
     sem_destroy(&held_sem);
+    sem_destroy(&gate_sem);
     return 0;
 }
 
@@ -104,9 +118,10 @@ static void start_calls(arpc_client *c, struct inside *in, arpc_future **trigger
     sem_init(&in->done, 0, 0);
     in->held_call = arpc_call_async(c, "t.hold", "h", 1, TEST_WAIT_MS);
     assert_non_null(in->held_call);
-    *trigger = arpc_call_async(c, "t.echo", "e", 1, TEST_WAIT_MS);
+    *trigger = arpc_call_async(c, "t.gate", "e", 1, TEST_WAIT_MS);
     assert_non_null(*trigger);
     assert_int_equal(arpc_future_then(*trigger, wait_inside, in), ARPC_OK);
+    sem_post(&gate_sem); /* now it may complete: on the loop's thread */
 }
 
 static void finish_calls(struct inside *in, arpc_future *trigger)
