@@ -190,6 +190,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
             return rc;
         }
     }
+    s->sv_loop_id = s->sv_loop; /* never written again: replies compare it while a destroy runs */
     *out = s;
     return ARPC_OK;
 }

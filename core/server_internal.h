@@ -126,6 +126,8 @@ struct arpc_server {
                                      * one during a stop completes sv_drained) */
     ARPC_CACHELINE_GAP(sv_gap_rest);
     arpc_loop *sv_loop;
+    const arpc_loop *sv_loop_id;    /* sv_loop as created, never written after (the teardown clears
+                                     * sv_loop): identity only, for a replier (server_loop_hand) */
     arpc_future *sv_drained;        /* completed when a stop finds no call in flight any more: its
                                      * grace waits on it through the loop (arpc_loop_wait_foreign_until) */
     arpc_future *sv_stopped;        /* completed when the stop is done: a second stop waits on it */
