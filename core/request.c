@@ -121,7 +121,8 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
         arpc_free(req); /* answered by the server: it left the pool (core/request_tomb.c) */
     /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
-    if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
+    if (!(on_loop && server_inflight_put_loop(s)) && atomic_fetch_sub(&s->sv_inflight, 1) == 1 &&
+        atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_future_complete(s->sv_drained, ARPC_OK, NULL, 0); /* a stop waits out its grace on it */
     if (on_loop)
         sconn_release_loop(sc); /* back to the loop's stash while sc is open */
