@@ -61,6 +61,13 @@ void arpc_loop_kick(arpc_loop *loop);
  * itself only when the loop would otherwise be woken for it alone, core/reply_direct.c). */
 bool arpc_loop_idle(arpc_loop *loop);
 
+/* Any thread, even once loop may have been freed: whether the calling thread is the one running
+ * loop now (its own thread, a caller driving it, its final drain). By identity alone, loop is
+ * never read. False inside an application's own ev_run on a wrapped loop, where
+ * arpc_loop_on_thread says true. */
+extern _Thread_local arpc_loop *loop_tl_current; /* async/loop.c; read only here in core */
+static inline bool arpc_loop_running_here(const arpc_loop *loop) { return loop_tl_current == loop; }
+
 /* The loop's throttle for log lines about what peers did (core/peer_log.h). Loop thread. */
 struct arpc_log_throttle *arpc_loop_peer_log(arpc_loop *loop);
 

@@ -121,7 +121,8 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
         arpc_free(req); /* answered by the server: it left the pool (core/request_tomb.c) */
     /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
-    if (atomic_fetch_sub(&s->sv_inflight, 1) == 1 && atomic_load(&s->sv_state) == SV_STOPPING)
+    if (!(on_loop && server_inflight_put_loop(s)) && atomic_fetch_sub(&s->sv_inflight, 1) == 1 &&
+        atomic_load(&s->sv_state) == SV_STOPPING)
         arpc_future_complete(s->sv_drained, ARPC_OK, NULL, 0); /* a stop waits out its grace on it */
     if (on_loop)
         sconn_release_loop(sc); /* back to the loop's stash while sc is open */
@@ -243,6 +244,19 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
 
 int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped)
 {
+    if (arpc_loop_running_here(s->sv_loop_id)) { /* not sv_loop: a destroy may be clearing it */
+        /* On the thread that runs the loop (an inline handler's reply): the loop is alive while
+         * we run in it, and a stop's steps after its SV_STOPPED store run on this thread, after
+         * this job; so the state alone decides, with no sv_replying count (two locked
+         * operations per inline call). */
+        if (atomic_load(&s->sv_state) == SV_STOPPED) {
+            if (stopped != NULL)
+                *stopped = true;
+            return ARPC_ESHUTDOWN;
+        }
+        job->j_fn(s->sv_loop, job);
+        return ARPC_OK;
+    }
     atomic_fetch_add(&s->sv_replying, 1);
     if (atomic_load(&s->sv_state) == SV_STOPPED) {
         atomic_fetch_sub(&s->sv_replying, 1);
@@ -250,7 +264,7 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
             *stopped = true;
         return ARPC_ESHUTDOWN;
     }
-    if (arpc_loop_on_thread(s->sv_loop)) {
+    if (arpc_loop_on_thread(s->sv_loop)) { /* inside the application's ev_run on a wrapped loop */
         atomic_fetch_sub(&s->sv_replying, 1);
         job->j_fn(s->sv_loop, job); /* on the loop's thread, the loop outlives the call */
         return ARPC_OK;

@@ -259,7 +259,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
     st->rs_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
     sconn_retain_loop(sc); /* which pins the server too */
-    atomic_fetch_add(&s->sv_inflight, 1);
+    server_inflight_take(s);
     request_list(s, req); /* before an inline handler can reply; a one-way too, for a stop */
     /* A one-way message counts too, for its payload, until its handler is done with it: a
      * flood of them to a slow method would otherwise pin their bytes without bound. */

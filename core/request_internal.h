@@ -145,7 +145,8 @@ void request_late_done(arpc_request *req);
  * ARPC_ESHUTDOWN (job not run): the server is stopped -- its loop may be destroyed by now
  * (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the loop
  * refused it. The state check and every use of the loop are counted in sv_replying, which a
- * stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst). Any thread. stopped
+ * stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst); not on the thread
+ * running the loop, where the stop's later steps wait for the job anyway. Any thread. stopped
  * (may be NULL): set to true (never cleared) when the server was seen stopped, before the
  * hand-over or once the job is posted, still inside sv_replying: the caller learns it without
  * touching s again (the hand-over may let go of what pins s, and a stopped server may then

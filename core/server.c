@@ -120,6 +120,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     arpc_refcount_init(&s->sv_refs, 1);
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);
+    atomic_init(&s->sv_inflight_ahead, 0);
+    s->sv_inflight_stash = true;
     atomic_init(&s->sv_replying, 0);
     atomic_init(&s->sv_logging, 0);
     atomic_init(&s->sv_logs_awaited, false);
@@ -190,6 +192,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
             return rc;
         }
     }
+    s->sv_loop_id = s->sv_loop; /* never written again: replies compare it while a destroy runs */
     *out = s;
     return ARPC_OK;
 }
@@ -220,9 +223,20 @@ int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t bou
 
 /* Stop steps, run on the loop (arpc_loop_run_sync). */
 
+void server_inflight_stash_close(arpc_server *s)
+{
+    uint32_t ahead = atomic_load_explicit(&s->sv_inflight_ahead, memory_order_relaxed);
+    s->sv_inflight_stash = false;
+    atomic_store_explicit(&s->sv_inflight_ahead, 0, memory_order_relaxed);
+    /* SV_STOPPING is stored: were these the last, no request will complete sv_drained. */
+    if (ahead != 0 && atomic_fetch_sub(&s->sv_inflight, ahead) == ahead && atomic_load(&s->sv_state) == SV_STOPPING)
+        arpc_future_complete(s->sv_drained, ARPC_OK, NULL, 0);
+}
+
 static void step_goaway(arpc_loop *loop, void *s)
 {
     (void)loop;
+    server_inflight_stash_close(s); /* first: the wait for calls in flight reads sv_inflight next */
     listener_close_all(s);
     sconn_goaway_all(s);
 }

@@ -15,6 +15,9 @@
  *
  * A waiter holds a reference to its connection, so a connection that closed while its
  * duplicate waited is still safe to look at when the result comes out (it is then skipped).
+ * Waiters come and go on the loop's thread, so the reference comes from and goes back to the
+ * loop's stash (sconn_retain_loop), as a request's does: no locked operation per call. The
+ * teardown's drop (dedup_drop_waiter) lets go with sconn_release: the stash is closed then.
  *
  * A duplicate waits no longer than its own deadline (the wire's budget, counted from its
  * arrival, like any request's): one armed on its waiter (w_deadline) answers it ARPC_ETIMEDOUT
@@ -239,7 +242,7 @@ static void dedup_unwait(struct arpc_rc_waiter *w)
     dedup_unlist_copy(w);
     if (w->w_attached)
         inflight_detach(w->w_conn);
-    sconn_release(w->w_conn);
+    sconn_release_loop(w->w_conn); /* back to the stash while sc is open */
 }
 
 static void dedup_answer(arpc_server *s, struct arpc_rc_waiter *waiters, struct reply_msg *rm)
@@ -288,10 +291,10 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
     char msg[96];
     switch (v) {
     case ARPC_RC_NEW:
-        sconn_retain(sc); /* the waiter's */
+        sconn_retain_loop(sc); /* the waiter's, from the loop's stash: no locked operation */
         return true;
     case ARPC_RC_ATTACHED:
-        sconn_retain(sc); /* the waiter's: the running call's result comes to us too */
+        sconn_retain_loop(sc); /* the waiter's: the running call's result comes to us too */
         inflight_attach(sc); /* a half-close must not close it before that result */
         dedup_arm_waiter(s, attached, deadline_ns);
         arpc_dlist_insert_after(&sc->sc_copies, sc->sc_copies.dl_tail, &attached->w_copy_link);

@@ -122,10 +122,13 @@ struct arpc_server {
     arpc_refcount sv_refs;          /* the user's handle + one per connection (which requests pin) and per reply being made */
     atomic_uint sv_replying;        /* replies between their state check and their hand-over */
     ARPC_CACHELINE_GAP(sv_gap_inflight);
-    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished (the last
-                                     * one during a stop completes sv_drained) */
+    _Atomic uint32_t sv_inflight;   /* requests handed to handlers and not yet finished, plus the
+                                     * loop's stash (sv_inflight_ahead) until a stop gives it back
+                                     * (the last one during a stop completes sv_drained) */
     ARPC_CACHELINE_GAP(sv_gap_rest);
     arpc_loop *sv_loop;
+    const arpc_loop *sv_loop_id;    /* sv_loop as created, never written after (the teardown clears
+                                     * sv_loop): identity only, for a replier (server_loop_hand) */
     arpc_future *sv_drained;        /* completed when a stop finds no call in flight any more: its
                                      * grace waits on it through the loop (arpc_loop_wait_foreign_until) */
     arpc_future *sv_stopped;        /* completed when the stop is done: a second stop waits on it */
@@ -143,6 +146,13 @@ struct arpc_server {
     uint32_t sv_expiry_s;           /* idle clients' replies are forgotten after this */
     uint32_t sv_heartbeat_ms;       /* PING a client silent this long; 0: never */
     unsigned sv_heartbeat_misses;
+    /* sv_inflight counts the loop took ahead, SERVER_INFLIGHT_AHEAD in one add, for the requests
+     * it dispatches and back from those it lets go of on its own thread (server_inflight_take,
+     * server_inflight_put_loop): a call costs no locked operation on sv_inflight. Written by the
+     * loop only (a relaxed store, for the stats' gauge); the stop's first step gives the stash
+     * back (server_inflight_stash_close), so its wait sees the exact count. */
+    _Atomic uint32_t sv_inflight_ahead;
+    bool sv_inflight_stash;           /* loop thread: the stash is in use (until the stop) */
     /* loop thread only */
     struct arpc_reply_cache sv_cache; /* at-most-once: (client id, seq) -> the call's state */
     struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
@@ -303,6 +313,40 @@ static inline void sconn_release_loop(struct server_conn *sc)
     else
         sconn_release(sc);
 }
+/* The server's in-flight count (sv_inflight) for one request, on the loop's thread: from the
+ * stash while it is open, else one add. */
+#define SERVER_INFLIGHT_AHEAD 64u
+
+static inline void server_inflight_take(arpc_server *s)
+{
+    uint32_t ahead = atomic_load_explicit(&s->sv_inflight_ahead, memory_order_relaxed);
+    if (!s->sv_inflight_stash) {
+        atomic_fetch_add(&s->sv_inflight, 1); /* stopping: the count is exact */
+        return;
+    }
+    if (ahead == 0) {
+        atomic_fetch_add(&s->sv_inflight, SERVER_INFLIGHT_AHEAD);
+        ahead = SERVER_INFLIGHT_AHEAD;
+    }
+    atomic_store_explicit(&s->sv_inflight_ahead, ahead - 1, memory_order_relaxed);
+}
+
+/* A request let go of on the loop's thread (or in a job of its final drain): its count goes
+ * back to the stash (true) while it is open; false: the caller subtracts it from sv_inflight.
+ * Never the last count while the stash is open: the stash's own are in sv_inflight. */
+static inline bool server_inflight_put_loop(arpc_server *s)
+{
+    if (!s->sv_inflight_stash)
+        return false;
+    uint32_t ahead = atomic_load_explicit(&s->sv_inflight_ahead, memory_order_relaxed);
+    atomic_store_explicit(&s->sv_inflight_ahead, ahead + 1, memory_order_relaxed);
+    return true;
+}
+
+/* The stop's first step, on the loop's thread, after SV_STOPPING was stored: gives the stash
+ * back, so sv_inflight is exact from now on (server.c). */
+void server_inflight_stash_close(arpc_server *s);
+
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,

@@ -10,12 +10,16 @@
  * takes references more than once; some are let go of on the loop (their reply delivered
  * after their handler returned), some on the worker (their reply delivered first), some after
  * the connection closed (its stash given back by then), some after a stop.
+ *
+ * The server's count of calls in flight is taken ahead by the loop the same way
+ * (SERVER_INFLIGHT_AHEAD): the stats leave the stash out, and a stop gives it back first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -160,12 +164,53 @@ static void test_stop_with_calls_out(void **state)
         assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept[i]), "late", 4));
 }
 
+/* The server's count of calls in flight comes from a stash the loop takes ahead too
+ * (SERVER_INFLIGHT_AHEAD, 64): the stats' gauge leaves the stash out, and a stop's first step
+ * gives it back, so a stop with no bound on its grace ends once the last call is answered,
+ * whether that call was let go of before the stop (into the stash) or during it. */
+static void *reply_rest(void *arg)
+{
+    (void)arg;
+    for (unsigned i = CALLS / 2 + 1; i <= CALLS; i++)
+        assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept[i]), "r", 1));
+    return NULL;
+}
+
+static void stop_forever(void *arg) { assert_int_equal(ARPC_OK, arpc_server_stop(arg, ARPC_FOREVER)); }
+
+static void test_stop_waits_for_calls_out(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    send_calls(&r, "t.echo", 1000, CALLS); /* let go of on the loop: the stash fills */
+    read_replies(&r, CALLS);
+    send_calls(&r, "t.keep", 1, CALLS);
+    assert_true(latch_wait(CALLS, TEST_WAIT_MS));
+    arpc_server_stats st;
+    arpc_server_stats(s, &st);
+    assert_int_equal(CALLS, st.handlers_in_flight); /* the stash is not counted */
+    for (unsigned i = 1; i <= CALLS / 2; i++)
+        assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept[i]), "r", 1));
+    read_replies(&r, CALLS / 2);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), CALLS / 2, TEST_WAIT_MS));
+    pthread_t t; /* the rest answered while the stop begins, before or after its first step */
+    assert_int_equal(0, pthread_create(&t, NULL, reply_rest, NULL));
+    assert_true(thread_ends_within(stop_forever, s, TEST_WAIT_S));
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    raw_close(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_close_with_calls_out),
         cmocka_unit_test_no_leak(test_let_go_on_either_thread),
         cmocka_unit_test_no_leak(test_stop_with_calls_out),
+        cmocka_unit_test_no_leak(test_stop_waits_for_calls_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
