@@ -79,6 +79,13 @@ enum arpc_recover_kind {
  * valid during the call only. */
 typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
 
+/* The most arpc_server_options.workers may ask for; more fails arpc_server_create with
+ * ARPC_EINVAL (said in errbuf). The pool runs handlers that should not block, so threads past
+ * the cores only take turns on them, while each costs a stack (8 MiB of address space by
+ * default) and a start-up (3,000 took 0.9 s): 1,024 is more cores than a machine has, well
+ * below the kernel's thread limits. Handlers that block belong on a group of their own
+ * (arpc_method_options.group). */
+#define ARPC_SERVER_WORKERS_MAX 1024u
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
@@ -88,7 +95,9 @@ typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
-                               * 2 workers + the loop halve pipelined throughput vs 1 worker) */
+                               * 2 workers + the loop halve pipelined throughput vs 1 worker);
+                               * at most ARPC_SERVER_WORKERS_MAX. A worker thread that cannot be
+                               * started fails create with ARPC_ESYSTEM (said in errbuf) */
     uint32_t max_frame;       /* largest request body accepted: the request's bytes + its
                                * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB. A larger call
                                * is answered ARPC_ETOOLARGE alone */
