@@ -306,6 +306,7 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
     if (f->f_seq != 0 ? !dedup_seq_runs(sc, f->f_seq)
                       : arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid))
         return false;
+    inflight_hold_passed(sc); /* calls given up on while held: a hold worth a line */
     sconn_on_frame(conn, f);
     return true;
 }

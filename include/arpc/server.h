@@ -163,7 +163,10 @@ typedef struct arpc_server_options {
     /* Flow limits (docs/SECURITY.md): at a limit the server stops reading from the
      * connection (its calls wait in the socket, none is refused, the loop never waits) and
      * reads again once replies have gone out. Each hold is counted and logged (at most one
-     * line per second). */
+     * line per second), but for one of max_conn_bytes that only the guesses of methods not yet
+     * replied make (below): a fresh server's first burst of pipelined calls makes one, which
+     * its first replies end; it is logged once those replies show the guessed calls keep it,
+     * or once no reply ends it (a CANCEL passes it, or it lasts a second: long polls). */
     unsigned max_calls_per_conn;   /* calls and one-way messages read from one connection and
                                     * not yet answered; replies from the at-most-once cache do
                                     * not count; 0: 1024 */
