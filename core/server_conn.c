@@ -132,6 +132,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     }
     /* The client gets its own bytes back (escaped too: they may reach its log). */
     char msg[sizeof(name) + 32];
+    /* Fits any max_frame (ARPC_MAX_FRAME_MIN), the longest name too. */
+    _Static_assert(4 + sizeof("no such method: ") + ARPC_METHOD_MAX <= ARPC_MAX_FRAME_MIN, "ARPC_MAX_FRAME_MIN");
     int n = snprintf(msg, sizeof(msg), "no such method: %s", name);
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }

@@ -99,7 +99,8 @@ typedef struct arpc_server_options {
                                * at most ARPC_SERVER_WORKERS_MAX. A worker thread that cannot be
                                * started fails create with ARPC_ESYSTEM (said in errbuf) */
     uint32_t max_frame;       /* largest request body accepted: the request's bytes + its
-                               * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB. A larger call
+                               * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB; at least
+                               * ARPC_MAX_FRAME_MIN (1 KiB: arpc/common.h). A larger call
                                * is answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
