@@ -27,7 +27,7 @@
 enum { WINDOW = 256, PAYLOAD = 16, NPARK = 32 };
 
 /* t.park: a long poll, kept unanswered until the test answers it. */
-static arpc_request *parked[NPARK];
+static _Atomic(arpc_request *) parked[NPARK]; /* set after nparked counts it */
 static atomic_int nparked;
 
 static void h_park(arpc_request *req, void *ctx)
@@ -35,7 +35,7 @@ static void h_park(arpc_request *req, void *ctx)
     (void)ctx;
     int i = atomic_fetch_add(&nparked, 1);
     if (i < NPARK)
-        parked[i] = req;
+        atomic_store(&parked[i], req);
     else
         arpc_reply(req, NULL, 0);
 }
@@ -128,8 +128,10 @@ static void test_lasting_hold_is_said(void **state)
     assert_true(WAIT_UNTIL(LOG_LINES_WITH("holding input", "estimated replies to 16 calls") == 1));
     int n = atomic_load(&nparked);
     assert_true(n >= 1 && n <= 16); /* held: the others wait in the socket */
-    for (int i = 0; i < n; i++)
-        arpc_reply(parked[i], NULL, 0);
+    for (int i = 0; i < n; i++) {
+        assert_true(WAIT_UNTIL(atomic_load(&parked[i]) != NULL));
+        arpc_reply(atomic_exchange(&parked[i], NULL), NULL, 0);
+    }
     assert_true(WAIT_UNTIL(atomic_load(&nparked) == NPARK)); /* let go: the rest came in */
     raw_close(&r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
