@@ -6,6 +6,7 @@
 #define ARPC_CORE_CLIENT_RESEND_H
 
 #include "core/client_internal.h"
+#include "core/frame.h"
 
 /* client_call.c */
 /* A call of c (its future, with the caller's reference, and the call's state before it reaches
@@ -72,7 +73,7 @@ void client_direct_pause(arpc_client *c);
 /* Loop thread, at close: paused for good, every call taken, the sweep disarmed. */
 void client_direct_stop(arpc_client *c);
 /* Whether a reply's xid is one a caller chose (then client_direct_catch_up may find it). */
-#define CD_XID_BIT (1ull << 63)
+#define CD_XID_BIT ARPC_XID_CALLER_BIT /* core/frame.h */
 
 /* client_deadlines.c */
 /* Arms the call's wheel node at when (ns; ARPC_NEVER: disarms it). ARPC_OK, or ARPC_ENOMEM

@@ -39,6 +39,7 @@
  * mailbox, core/request_dispatch.c.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -440,9 +441,12 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     if (flags & RQ_REPLIED) {
         /* Only reachable while the handler still runs or a late reply is on its way
          * (otherwise req is gone): refuse. The server's part may be gone already. */
-        arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (call %llu) was refused",
-                 flags & RQ_STATE_GONE ? "a method" : req->rq_state->rs_method->m_name,
-                 (unsigned long long)req->rq_xid);
+        char seq[32] = ""; /* a numbered call: its seq, as arpc_request_seq gives it */
+        if (req->rq_seq != 0)
+            snprintf(seq, sizeof(seq), ", seq %llu", (unsigned long long)req->rq_seq);
+        arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (xid %llu%s) was refused",
+                 flags & RQ_STATE_GONE ? "a method" : req->rq_state->rs_method->m_name, arpc_xid_shown(req->rq_xid),
+                 seq);
         return ARPC_EINVAL;
     }
     /* The server answered the caller already: the server's part may be gone; the reply goes

@@ -79,6 +79,7 @@ struct request_state {
     bool rs_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rs_awaiting;        /* in the server's sv_awaiting list (loop thread) */
     bool rs_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
+    bool rs_guessed;         /* counted, its reply at the first-reply guess (its method had none yet) */
     bool rs_lost_ran;        /* its reply could not be made: did the call run? (request_drop_on_loop) */
     signed char rs_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */
     size_t rs_charge;        /* the bytes it owes its connection until its reply is queued */

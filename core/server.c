@@ -104,6 +104,28 @@ static unsigned default_workers(void)
     return ncpu > 2 ? (unsigned)ncpu - 1 : 1;
 }
 
+/* Why the options cannot make a server (written into why), or ARPC_OK. */
+static int server_options_refusal(const arpc_server_options *o, char *why, size_t whylen)
+{
+    if (o->max_frame != 0 && o->max_frame < ARPC_MAX_FRAME_MIN) {
+        snprintf(why, whylen, "max_frame %u: at least %u (ARPC_MAX_FRAME_MIN), or 0 for the default", o->max_frame,
+                 ARPC_MAX_FRAME_MIN);
+        return ARPC_EINVAL;
+    }
+    if (o->workers > ARPC_SERVER_WORKERS_MAX) {
+        snprintf(why, whylen, "workers %u: at most %u (ARPC_SERVER_WORKERS_MAX)", o->workers,
+                 ARPC_SERVER_WORKERS_MAX);
+        return ARPC_EINVAL;
+    }
+    return ARPC_OK;
+}
+
+static void server_say_why(const arpc_server_options *o, const char *why)
+{
+    if (o->errbuf != NULL && o->errbuf_len > 0)
+        snprintf(o->errbuf, o->errbuf_len, "%s", why);
+}
+
 int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, size_t opts_size)
 {
     arpc_server_options o;
@@ -113,6 +135,11 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     *out = NULL;
     if (opts_rc != ARPC_OK)
         return opts_rc;
+    char why[512] = "";
+    if ((opts_rc = server_options_refusal(&o, why, sizeof(why))) != ARPC_OK) {
+        server_say_why(&o, why);
+        return opts_rc;
+    }
     arpc_server *s = arpc_calloc(1, sizeof(*s));
     if (s == NULL)
         return ARPC_ENOMEM;
@@ -159,7 +186,6 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         server_free(s);
         return crc;
     }
-    char why[512] = "";
     if (o.tls != NULL)
         crc = arpc_tls_server_new(&s->sv_tls, o.tls, why, sizeof(why));
     if (crc == ARPC_OK && o.log_dir != NULL)
@@ -167,14 +193,16 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     if (crc == ARPC_OK) /* with a log, under its lock */
         crc = namespace_init(s, o.log_dir, why, sizeof(why));
     if (crc != ARPC_OK) {
-        if (o.errbuf != NULL && o.errbuf_len > 0)
-            snprintf(o.errbuf, o.errbuf_len, "%s", why);
+        server_say_why(&o, why);
         server_free(s);
         return crc;
     }
     arpc_actor_options ao = {.name = "arpc-worker", .poll_us = server_worker_poll_us(o.worker_poll_us)};
-    int rc = arpc_actor_group_create(&s->sv_pool, o.workers ? o.workers : default_workers(), &ao);
+    unsigned workers = o.workers ? o.workers : default_workers();
+    int rc = arpc_actor_group_create(&s->sv_pool, workers, &ao);
     if (rc != ARPC_OK) {
+        snprintf(why, sizeof(why), "cannot start the pool's %u worker threads: %s", workers, arpc_strerror(rc));
+        server_say_why(&o, why);
         s->sv_pool = NULL;
         server_free(s);
         return rc;
@@ -188,6 +216,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
             rc = arpc_loop_start(s->sv_loop);
         }
         if (rc != ARPC_OK) {
+            snprintf(why, sizeof(why), "cannot start the server's loop thread: %s", arpc_strerror(rc));
+            server_say_why(&o, why);
             server_free(s);
             return rc;
         }

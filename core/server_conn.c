@@ -132,6 +132,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     }
     /* The client gets its own bytes back (escaped too: they may reach its log). */
     char msg[sizeof(name) + 32];
+    /* Fits any max_frame (ARPC_MAX_FRAME_MIN), the longest name too. */
+    _Static_assert(4 + sizeof("no such method: ") + ARPC_METHOD_MAX <= ARPC_MAX_FRAME_MIN, "ARPC_MAX_FRAME_MIN");
     int n = snprintf(msg, sizeof(msg), "no such method: %s", name);
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
@@ -306,6 +308,7 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
     if (f->f_seq != 0 ? !dedup_seq_runs(sc, f->f_seq)
                       : arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid))
         return false;
+    inflight_hold_passed(sc); /* calls given up on while held: a hold worth a line */
     sconn_on_frame(conn, f);
     return true;
 }

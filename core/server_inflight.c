@@ -24,7 +24,9 @@
  * before the first is seen, and afterwards only as many as fit the bound. A reply larger than
  * its estimate is still queued whole (never dropped; no worker waits): the bound is overshot by
  * the difference, for calls accepted before the estimate rose. Once queued the reply counts as
- * output (core/conn.c) until written.
+ * output (core/conn.c) until written. A hold that only the guesses make (a fresh server's
+ * first burst of pipelined calls: the 17th call) is not logged unless the first replies show
+ * the guessed calls keep it (inflight_note_hold).
  *
  * Client ids: one entry per id with a connection open or a call in flight, freed when neither
  * is left, listing its open connections. At its limit every one of them is held; as calls
@@ -45,6 +47,7 @@
 #define INFLIGHT_MAX_CONN_BYTES ((size_t)16 << 20)
 #define INFLIGHT_FIRST_REPLY_SHARE 16 /* a method's reply before its first: max_conn_bytes / this */
 #define INFLIGHT_LOG_EVERY_NS 1000000000ull
+#define INFLIGHT_UNSAID_MAX_S 1.0 /* a hold the guesses made, not said while shorter */
 
 struct inflight_client {
     uint64_t ic_id;
@@ -88,9 +91,25 @@ static void inflight_client_put(arpc_server *s, struct inflight_client *c)
     }
 }
 
-/* Counts a hold and logs it, at most one line per INFLIGHT_LOG_EVERY_NS per server (a client
- * at its limit is held again after every reply: one line each would flood the log). */
-static void inflight_note_hold(struct server_conn *sc, unsigned reason)
+/* Whether bytes (of sc's) keep a hold for bytes: over 3/4 of the bound, where one is let go
+ * (core/conn.c). */
+static bool inflight_bytes_keep_hold(const struct server_conn *sc, size_t bytes)
+{
+    size_t max = sc->sc_server->sv_max_conn_bytes;
+    return bytes > max - max / 4;
+}
+
+/* sc's bytes with its first-reply guesses counted at est each instead. */
+static size_t inflight_bytes_reguessed(const struct server_conn *sc, size_t est)
+{
+    size_t bytes = arpc_conn_bytes(&sc->sc_conn);
+    bytes = bytes > sc->sc_guess_est ? bytes - sc->sc_guess_est : 0;
+    return bytes + (size_t)sc->sc_guess_calls * est;
+}
+
+/* Logs a hold, at most one line per INFLIGHT_LOG_EVERY_NS per server (a client at its limit
+ * is held again after every reply: one line each would flood the log). */
+static void inflight_say_hold(struct server_conn *sc, unsigned reason)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
@@ -122,6 +141,26 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
              why, (unsigned long long)quiet);
 }
 
+/* A hold was taken. One for bytes that only first-reply guesses make (the bytes without them
+ * would not keep it) is not said yet: every fresh server's first burst of pipelined calls
+ * makes one (16 calls at max_conn_bytes/16), which its first replies end within a moment and
+ * which means nothing. It is said if the guessed calls, counted at what their method's replies
+ * turned out to be, keep it (inflight_end: a peer asking for large replies and not reading
+ * them), or if no reply ends it: a CANCEL passes it (long polls given up on), or it lasts
+ * INFLIGHT_UNSAID_MAX_S (the limits' sweep: long polls). */
+static void inflight_note_hold(struct server_conn *sc, unsigned reason)
+{
+    if (reason == ARPC_CONN_HOLD_BYTES && sc->sc_guess_calls > 0 &&
+        !inflight_bytes_keep_hold(sc, inflight_bytes_reguessed(sc, 0))) {
+        sc->sc_hold_unsaid = true;
+        sc->sc_hold_unsaid_at = ev_now(sc->sc_conn.c_ev);
+        return;
+    }
+    if (reason == ARPC_CONN_HOLD_BYTES)
+        sc->sc_hold_unsaid = false;
+    inflight_say_hold(sc, reason);
+}
+
 static void inflight_hold(struct server_conn *sc, unsigned reason)
 {
     if (!sc->sc_conn.c_open || (sc->sc_conn.c_hold & reason))
@@ -131,6 +170,27 @@ static void inflight_hold(struct server_conn *sc, unsigned reason)
 }
 
 void inflight_on_held(struct arpc_conn *conn, unsigned reason) { inflight_note_hold(conn->c_owner, reason); }
+
+/* Said now, if still unsaid and held. */
+static void inflight_say_unsaid(struct server_conn *sc)
+{
+    bool held = sc->sc_conn.c_open && (sc->sc_conn.c_hold & ARPC_CONN_HOLD_BYTES);
+    sc->sc_hold_unsaid = false;
+    if (held)
+        inflight_say_hold(sc, ARPC_CONN_HOLD_BYTES);
+}
+
+void inflight_hold_passed(struct server_conn *sc)
+{
+    if (sc->sc_hold_unsaid)
+        inflight_say_unsaid(sc);
+}
+
+void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now)
+{
+    if (sc->sc_hold_unsaid && now - sc->sc_hold_unsaid_at >= INFLIGHT_UNSAID_MAX_S)
+        inflight_say_unsaid(sc);
+}
 
 void inflight_on_hello(struct server_conn *sc)
 {
@@ -171,13 +231,18 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
     arpc_server *s = sc->sc_server;
     struct request_state *st = req->rq_state;
     size_t est = st->rs_method->m_reply_est;
+    st->rs_guessed = !req->rq_oneway && est == 0;
     if (req->rq_oneway)
         est = 0; /* no reply: only what it holds */
-    else if (est == 0)
+    else if (st->rs_guessed)
         est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
     st->rs_counted = true;
     st->rs_charge = sizeof(*req) + sizeof(*st) + st->rs_len + est;
     sc->sc_owed_est += est;
+    if (st->rs_guessed) {
+        sc->sc_guess_est += est;
+        sc->sc_guess_calls++;
+    }
     if (++sc->sc_ncalls >= s->sv_max_calls)
         inflight_hold(sc, ARPC_CONN_HOLD_CALLS);
     struct inflight_client *c = sc->sc_client;
@@ -225,6 +290,17 @@ static void inflight_close_if_answered(struct server_conn *sc)
         sconn_close_answered(sc);
 }
 
+/* sc is held for bytes, unsaid (inflight_note_hold), and a call of it ended: the hold is said
+ * once the bytes keep it with the guessed calls counted at est, the ended call's method's
+ * estimate now (the best word on what the guesses are worth); forgotten once let go. */
+static void inflight_judge_unsaid(struct server_conn *sc, size_t est)
+{
+    if (!sc->sc_conn.c_open || !(sc->sc_conn.c_hold & ARPC_CONN_HOLD_BYTES))
+        sc->sc_hold_unsaid = false;
+    else if (inflight_bytes_keep_hold(sc, inflight_bytes_reguessed(sc, est)))
+        inflight_say_unsaid(sc);
+}
+
 void inflight_end(arpc_request *req, size_t reply_len)
 {
     struct request_state *st = req->rq_state;
@@ -233,7 +309,12 @@ void inflight_end(arpc_request *req, size_t reply_len)
     st->rs_counted = false;
     struct server_conn *sc = st->rs_conn; /* the server's part holds it */
     arpc_server *s = sc->sc_server;
-    sc->sc_owed_est -= st->rs_charge - (sizeof(*req) + sizeof(*st) + st->rs_len); /* its est */
+    size_t est = st->rs_charge - (sizeof(*req) + sizeof(*st) + st->rs_len);
+    sc->sc_owed_est -= est;
+    if (st->rs_guessed) {
+        sc->sc_guess_est -= est;
+        sc->sc_guess_calls--;
+    }
     int state = atomic_load(&s->sv_state);
     if (state == SV_STOPPED)
         return; /* every connection is closed; the entries go with the server */
@@ -254,6 +335,8 @@ void inflight_end(arpc_request *req, size_t reply_len)
     if (c != NULL)
         c->ic_pins++; /* each release below may hand up frames, which may close connections */
     arpc_conn_paid(&sc->sc_conn, st->rs_charge);
+    if (sc->sc_hold_unsaid) /* a hold the guesses made: do the replies now known keep it? */
+        inflight_judge_unsaid(sc, st->rs_method->m_reply_est);
     if (sc->sc_ncalls < s->sv_max_calls)
         arpc_conn_release_input(&sc->sc_conn, ARPC_CONN_HOLD_CALLS);
     if (c != NULL) {

@@ -106,6 +106,10 @@ struct server_conn {
     unsigned sc_ncalls;
     unsigned sc_attached; /* duplicates waiting for a running call's result (not calls in flight) */
     size_t sc_owed_est;   /* of what its calls owe (arpc_conn_owe), the estimates of their replies */
+    size_t sc_guess_est;  /* of those, the first-reply guesses (methods never answered before) */
+    unsigned sc_guess_calls; /* the calls counted at a guess */
+    bool sc_hold_unsaid;  /* held for bytes that guesses made, not logged (core/server_inflight.c) */
+    ev_tstamp sc_hold_unsaid_at; /* since then */
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
@@ -472,6 +476,10 @@ void inflight_attach(struct server_conn *sc);
 void inflight_detach(struct server_conn *sc);
 /* ops.on_held: the connection held its own input (backlog, bytes). */
 void inflight_on_held(struct arpc_conn *conn, unsigned reason);
+/* A hold not logged yet (first-reply guesses) is logged now if it still holds: a CANCEL or
+ * goodbye passed it (its calls are given up on: long polls) / it has lasted a second (sweep). */
+void inflight_hold_passed(struct server_conn *sc);
+void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now);
 
 /* What the caller of a call whose reply (or refusal) could not be made is told, with
  * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */

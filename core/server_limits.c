@@ -82,6 +82,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;
     }
+    inflight_hold_sweep(sc, now); /* a hold not said yet that lasts */
     if (sconn_has_work(sc) || arpc_conn_frame_age(conn, now) > 0)
         sc->sc_last_busy = now; /* not idle */
     else if (sc->sc_hello && now - sc->sc_last_busy >= LIMITS_COOL_AFTER_S)

@@ -47,9 +47,9 @@ static void h_sleep(arpc_request *req, void *ctx)
 static void h_big_error(arpc_request *req, void *ctx)
 {
     (void)ctx;
-    char msg[201];
-    memset(msg, 'e', 200);
-    msg[200] = '\0';
+    char msg[2001];
+    memset(msg, 'e', 2000);
+    msg[2000] = '\0';
     arpc_reply_error(req, msg);
 }
 
@@ -248,12 +248,12 @@ static void test_error_message_capped(void **state)
     char addr[256];
     arpc_server *s = make_server(1, 0, addr, sizeof(addr));
     arpc_client *c;
-    arpc_client_options o = {.max_frame = 128};
+    arpc_client_options o = {.max_frame = ARPC_MAX_FRAME_MIN};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
     void *msg = NULL;
     size_t len = 0;
     assert_int_equal(ARPC_EHANDLER, arpc_call(c, "t.big_error", "x", 1, &msg, &len, TEST_WAIT_MS));
-    assert_true(len > 0 && len <= 120);
+    assert_true(len > 0 && len <= ARPC_MAX_FRAME_MIN - 8);
     arpc_free(msg);
     assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     arpc_client_close(c);

@@ -521,23 +521,23 @@ static void test_server_limits(void **state)
     (void)state;
     arpc_server *small;
     char to[128];
-    arpc_server_options so = {.max_frame = 256};
+    arpc_server_options so = {.max_frame = ARPC_MAX_FRAME_MIN};
     assert_int_equal(arpc_server_create(&small, &so), ARPC_OK);
     assert_int_equal(arpc_server_register(small, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(small, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
     /* Over the bound, whole or arriving in pieces: that call alone is answered ARPC_ETOOLARGE,
      * by its id, and the connection goes on (the next call on it is served). */
-    char big[400];
-    int n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0300d\"],\"id\":1}\n", 0);
+    char big[1200];
+    int n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%01100d\"],\"id\":1}\n", 0);
     static const char next[] = "{\"method\":\"T.Echo\",\"params\":[7],\"id\":\"n\"}\n";
     char want_big[160];
     snprintf(want_big, sizeof(want_big),
-             "{\"id\":1,\"result\":null,\"error\":\"%s: request of %d bytes is over the server's max_frame (256)\"}\n"
+             "{\"id\":1,\"result\":null,\"error\":\"%s: request of %d bytes is over the server's max_frame (1024)\"}\n"
              "{\"id\":\"n\",\"result\":7,\"error\":null}\n",
              arpc_errname(ARPC_ETOOLARGE), n - 1);
     int fd = raw_connect(to);
-    assert_int_equal(write(fd, big, 280), 280); /* past the bound, its end not yet sent */
-    assert_int_equal(write(fd, big + 280, (size_t)n - 280), n - 280);
+    assert_int_equal(write(fd, big, 1080), 1080); /* past the bound, its end not yet sent */
+    assert_int_equal(write(fd, big + 1080, (size_t)n - 1080), n - 1080);
     assert_int_equal(write(fd, next, sizeof(next) - 1), (ssize_t)sizeof(next) - 1);
     assert_string_equal(read_lines(fd, 2), want_big);
     close(fd);
@@ -548,10 +548,11 @@ static void test_server_limits(void **state)
     deep[0] = '{';
     assert_string_equal(send_until_closed(to, deep, sizeof(deep)), refused);
     /* Just under the bound is served, in both codecs' worlds: the same port. */
-    n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0200d\"],\"id\":2}\n", 0);
+    n = snprintf(big, sizeof(big), "{\"method\":\"T.Echo\",\"params\":[\"%0900d\"],\"id\":2}\n", 0);
+    assert_true(n < (int)ARPC_MAX_FRAME_MIN);
     fd = raw_connect(to);
     assert_int_equal(write(fd, big, (size_t)n), n);
-    char line[512];
+    char line[2048];
     ssize_t got = read(fd, line, sizeof(line) - 1);
     assert_true(got > 0);
     line[got] = '\0';

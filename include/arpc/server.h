@@ -79,6 +79,13 @@ enum arpc_recover_kind {
  * valid during the call only. */
 typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
 
+/* The most arpc_server_options.workers may ask for; more fails arpc_server_create with
+ * ARPC_EINVAL (said in errbuf). The pool runs handlers that should not block, so threads past
+ * the cores only take turns on them, while each costs a stack (8 MiB of address space by
+ * default) and a start-up (3,000 took 0.9 s): 1,024 is more cores than a machine has, well
+ * below the kernel's thread limits. Handlers that block belong on a group of their own
+ * (arpc_method_options.group). */
+#define ARPC_SERVER_WORKERS_MAX 1024u
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
@@ -88,9 +95,12 @@ typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
-                               * 2 workers + the loop halve pipelined throughput vs 1 worker) */
+                               * 2 workers + the loop halve pipelined throughput vs 1 worker);
+                               * at most ARPC_SERVER_WORKERS_MAX. A worker thread that cannot be
+                               * started fails create with ARPC_ESYSTEM (said in errbuf) */
     uint32_t max_frame;       /* largest request body accepted: the request's bytes + its
-                               * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB. A larger call
+                               * method name + 24 (docs/PROTOCOL.md); 0: 16 MiB; at least
+                               * ARPC_MAX_FRAME_MIN (1 KiB: arpc/common.h). A larger call
                                * is answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
@@ -154,7 +164,10 @@ typedef struct arpc_server_options {
     /* Flow limits (docs/SECURITY.md): at a limit the server stops reading from the
      * connection (its calls wait in the socket, none is refused, the loop never waits) and
      * reads again once replies have gone out. Each hold is counted and logged (at most one
-     * line per second). */
+     * line per second), but for one of max_conn_bytes that only the guesses of methods not yet
+     * replied make (below): a fresh server's first burst of pipelined calls makes one, which
+     * its first replies end; it is logged once those replies show the guessed calls keep it,
+     * or once no reply ends it (a CANCEL passes it, or it lasts a second: long polls). */
     unsigned max_calls_per_conn;   /* calls and one-way messages read from one connection and
                                     * not yet answered; replies from the at-most-once cache do
                                     * not count; 0: 1024 */

@@ -1,0 +1,133 @@
+/*
+ * max_frame has a floor, ARPC_MAX_FRAME_MIN (1 KiB, arpc/common.h), on the server and the
+ * client: each end sends frames of its own that the other must take, whatever its max_frame
+ * (a client's goodbye, an error naming an unknown method of up to 255 bytes, the server's
+ * refusals). Below it a server refused every client's goodbye (at 1) and a client read "no
+ * such method" as ARPC_ETOOLARGE (at 32); now such a max_frame fails create / connect with
+ * ARPC_EINVAL, said in errbuf. At the floor: those frames pass; a client's HELLO exchange is
+ * bounded by the largest HELLO, not max_frame, and after it max_frame bounds calls (a request
+ * whose body, 24 + method + bytes, is over it ends ARPC_ETOOLARGE unsent, the connection
+ * goes on).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/log_capture.h"
+#include "support/test_util.h"
+
+static arpc_server *start_server(uint32_t max_frame, char *addr, size_t len)
+{
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_frame = max_frame};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "e", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, len), ARPC_OK);
+    return s;
+}
+
+static void test_server_under_the_floor_refused(void **state)
+{
+    (void)state;
+    static const uint32_t bad[] = {1, 32, ARPC_MAX_FRAME_MIN - 1};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[256] = "";
+        arpc_server *s = NULL;
+        arpc_server_options so = {.max_frame = bad[i], .errbuf = why, .errbuf_len = sizeof(why)};
+        assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+        assert_null(s);
+        assert_non_null(strstr(why, "ARPC_MAX_FRAME_MIN"));
+    }
+}
+
+static void test_client_under_the_floor_refused(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(0, addr, sizeof(addr));
+    static const uint32_t bad[] = {1, 32, ARPC_MAX_FRAME_MIN - 1};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[ARPC_ERRBUF_SIZE] = "";
+        arpc_client_options co = {.max_frame = bad[i], .errbuf = why, .errbuf_len = sizeof(why)};
+        arpc_client *c = NULL;
+        assert_int_equal(ARPC_EINVAL, arpc_client_connect(&c, addr, &co));
+        assert_null(c);
+        assert_non_null(strstr(why, "ARPC_MAX_FRAME_MIN"));
+    }
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+/* Both ends at the floor: the client's goodbye is taken (no fault, no warning), and an
+ * unknown method with the longest name is answered ARPC_ENOMETHOD. */
+static void test_control_frames_pass_at_the_floor(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(ARPC_MAX_FRAME_MIN, addr, sizeof(addr));
+    arpc_client_options co = {.max_frame = ARPC_MAX_FRAME_MIN};
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    char name[256];
+    memset(name, 'm', 255);
+    name[255] = '\0';
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_call(c, name, "x", 1, &reply, &len, TEST_WAIT_MS), ARPC_ENOMETHOD);
+    arpc_free(reply);
+    log_capture_clear();
+    assert_int_equal(arpc_client_close(c), ARPC_OK); /* its goodbye is read before the stop */
+    assert_int_equal(arpc_server_stop(s, TEST_WAIT_MS), ARPC_OK);
+    arpc_server_stats st;
+    assert_int_equal(arpc_server_stats(s, &st), ARPC_OK);
+    assert_int_equal(st.connections_faulted, 0);
+    if (log_capture_count() != 0)
+        log_capture_print();
+    assert_int_equal(log_capture_count(), 0);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+/* After the HELLO the bound is max_frame: a body of exactly ARPC_MAX_FRAME_MIN (24 + "e" +
+ * 999 bytes) passes and its reply comes back; one byte more ends ARPC_ETOOLARGE, unsent, and
+ * the connection goes on. */
+static void test_bound_after_hello_is_max_frame(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(0, addr, sizeof(addr));
+    arpc_client_options co = {.max_frame = ARPC_MAX_FRAME_MIN};
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    static char req[ARPC_MAX_FRAME_MIN];
+    memset(req, 'x', sizeof(req));
+    size_t fits = ARPC_MAX_FRAME_MIN - 24 - 1;
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_call(c, "e", req, fits, &reply, &len, TEST_WAIT_MS), ARPC_OK);
+    assert_int_equal(len, fits);
+    assert_memory_equal(reply, req, fits);
+    arpc_free(reply);
+    reply = NULL;
+    assert_int_equal(arpc_call(c, "e", req, fits + 1, &reply, &len, TEST_WAIT_MS), ARPC_ETOOLARGE);
+    arpc_free(reply);
+    assert_int_equal(arpc_client_connections(c), 1);
+    assert_int_equal(arpc_call(c, "e", "y", 1, NULL, NULL, TEST_WAIT_MS), ARPC_OK);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
+int main(void)
+{
+    log_capture_start(ARPC_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_server_under_the_floor_refused),
+        cmocka_unit_test(test_client_under_the_floor_refused),
+        cmocka_unit_test(test_control_frames_pass_at_the_floor),
+        cmocka_unit_test(test_bound_after_hello_is_max_frame),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
