@@ -275,7 +275,7 @@ static bool conn_flush(struct arpc_conn *conn)
 
 void arpc_conn_flush_batch(struct arpc_conn *conn)
 {
-    if (conn->c_out.q_count < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
+    if (arpc_outq_frames(&conn->c_out) < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
         return;
     if (!conn->c_open || conn->c_close_pending || conn->c_close_deferred || ev_is_active(&conn->c_wio) ||
         conn->c_write_wants_read)
@@ -443,7 +443,9 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
                       size_t len, arpc_outq_release_fn release, bool front)
 {
     int rc = !conn->c_open || conn->c_wr_shut ? ARPC_ECONNLOST /* (nothing follows a half-close) */
-             : arpc_outq_push_headed(&conn->c_out, head, head_len, base, data, len, release, front);
+             : head_len != 0 ? arpc_outq_push_headed(&conn->c_out, head, head_len, base, data, len, release, front)
+             : front         ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
+                             : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
     if (rc != ARPC_OK) {
         if (release != NULL)
             release(base);

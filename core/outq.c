@@ -18,6 +18,7 @@ void arpc_outq_init(struct arpc_outq *q)
     q->q_heads = NULL;
     q->q_head = q->q_count = q->q_cap = 0;
     q->q_bytes = 0;
+    q->q_nheads = 0;
 }
 
 /* A head's entry: its bytes are the queue's (q_heads, at the entry's slot); nothing to release. */
@@ -131,10 +132,14 @@ int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_
         bslot = (hslot + 1) & mask;
     }
     uint8_t *h = outq_head_slot(q, hslot);
-    memcpy(h, head, head_len);
+    if (head_len == ARPC_OUTQ_HEAD_MAX)
+        memcpy(h, head, ARPC_OUTQ_HEAD_MAX); /* a whole request's head: a few moves, no call */
+    else
+        memcpy(h, head, head_len);
     q->q_bufs[hslot] = (struct arpc_outq_buf){NULL, h, head_len, outq_head_done};
     q->q_bufs[bslot] = (struct arpc_outq_buf){base, data, len, release};
     q->q_count += 2;
+    q->q_nheads++;
     q->q_bytes += head_len + len;
     return ARPC_OK;
 }
@@ -156,7 +161,10 @@ static void outq_consume(struct arpc_outq *q, size_t written)
             return;
         }
         written -= b->b_len;
-        outq_release(b);
+        if (outq_is_head(b))
+            q->q_nheads--; /* (nothing to release) */
+        else
+            outq_release(b);
         q->q_head = (q->q_head + 1) & (q->q_cap - 1);
         q->q_count--;
     }

@@ -41,6 +41,7 @@ struct arpc_outq {
                                    * (a head is a buffer of its own in q_bufs); NULL until the first */
     size_t q_head, q_count, q_cap; /* q_cap is a power of two */
     size_t q_bytes;                /* bytes still to write */
+    size_t q_nheads;               /* of the q_count buffers, heads (not frames of their own) */
 };
 
 void arpc_outq_init(struct arpc_outq *q);
@@ -71,5 +72,7 @@ void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_
  * fd is readable), or the stream's s_error (ARPC_ECONNLOST, ARPC_ETLS: broken for good). */
 int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s);
 static inline bool arpc_outq_empty(const struct arpc_outq *q) { return q->q_count == 0; }
+/* Frames (or their rests) queued: the buffers, a head and its buffer counted once. */
+static inline size_t arpc_outq_frames(const struct arpc_outq *q) { return q->q_count - q->q_nheads; }
 
 #endif

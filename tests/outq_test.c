@@ -475,6 +475,7 @@ static void test_heads_cut_at_every_byte(void **state)
         size_t bodies = 0;
         arpc_outq_each(&q, count_each, &bodies);
         assert_int_equal(25, bodies);
+        assert_int_equal(25, arpc_outq_frames(&q)); /* a head and its buffer: one frame */
         assert_int_equal(s.pushed - s.checked, q.q_bytes);
         flush_all_trickle(&q, &s, max);
         arpc_outq_fini(&q);
