@@ -151,7 +151,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
             rc = ARPC_EINVAL;
             why = "the call's semantics is not one of enum arpc_call_semantics";
         }
-        else if ((call = call_new(c, total, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem)) == NULL)
+        else if ((call = call_new(c, method_len, req_len, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem)) == NULL)
             rc = ARPC_ENOMEM;
     }
     /* Every outcome arrives through a future: a call that cannot start gets one of its own. */
@@ -180,7 +180,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
         return f;
     }
-    request_encode(call_frame_bytes(call), ARPC_FRAME_REQUEST, method, method_len, req, req_len);
+    call_set_request(call, method, method_len, req, req_len);
     arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */

@@ -2,8 +2,9 @@
  * The call object on the loop: arrival, sending, finishing, deadline, cancel.
  *
  * Each call is one allocation (client_internal.h): the caller's future, the struct client_call
- * (the loop's until the call finishes) and its encoded request, kept until
- * the call is freed so it can be sent again over a new connection. A request larger than
+ * (the loop's until the call finishes) and its request's method and payload, kept until the
+ * call is freed so it can be sent again over a new connection; each send makes the frame's
+ * header and fixed fields (call_head) and gathers them with those bytes. A request larger than
  * CALL_INLINE_MAX lives in a block of its own instead (from the client's pool of size classes,
  * cl_blocks, or from ARPC_CONN_BODY_MIN on its cache, cl_bufs), with a count of its own, so that it goes when the call is done
  * rather than when the caller lets go of the future. The block goes when
@@ -54,6 +55,13 @@ struct client_call *call_of_future(arpc_future *f)
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
 }
 
+/* The request the call keeps: the body's length (u32, host order: method and payload), the
+ * method's length (u8), then the body. The rest of the frame is made at each send. */
+enum { REQ_BODY_LEN = 0, REQ_METHOD_LEN = 4, REQ_BODY = 5 };
+_Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE,
+               "a request's head is what the output queue carries before its body");
+_Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
+
 /* One holder of the block lets go; the last frees it. Any thread. */
 static void call_put(struct client_call *call)
 {
@@ -76,19 +84,23 @@ static void call_bulk_put(struct call_bulk *b)
 static void call_frame_release(void *base) { call_put(base); }
 static void call_bulk_release(void *base) { call_bulk_put(base); }
 
-struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics)
+struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_len, uint64_t when,
+                             enum arpc_call_semantics semantics)
 {
+    size_t frame_len = arpc_frame_request_size(method_len, payload_len), req_len = REQ_BODY + method_len + payload_len;
     bool bulk = frame_len > CALL_INLINE_MAX;
-    struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : frame_len));
+    struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : req_len));
     if (call == NULL)
         return NULL;
     if (bulk) {
         /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
-         * per-thread cache), large ones fault fresh pages in. */
-        size_t total = sizeof(struct call_bulk) + frame_len, cap = 0;
+         * per-thread cache), large ones fault fresh pages in. (Which of the two: by the
+         * frame's size, as when the call kept its whole frame.) */
+        size_t total = sizeof(struct call_bulk) + req_len, cap = 0;
         int cls = BLOCK_POOL_NONE;
-        struct call_bulk *b = total >= ARPC_CONN_BODY_MIN ? arpc_buf_get(&c->cl_bufs, total, &cap)
-                                                          : block_pool_get(&c->cl_blocks, total, &cls);
+        struct call_bulk *b = sizeof(struct call_bulk) + frame_len >= ARPC_CONN_BODY_MIN
+                                  ? arpc_buf_get(&c->cl_bufs, total, &cap)
+                                  : block_pool_get(&c->cl_blocks, total, &cls);
         if (b == NULL) {
             arpc_free(call);
             return NULL;
@@ -117,13 +129,51 @@ struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, en
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
-uint8_t *call_frame_bytes(struct client_call *call)
+static uint8_t *call_req(struct client_call *call)
 {
     return call->cc_bulk ? bulk_of(call)->b_bytes : after_record(call);
 }
 
-static uint64_t call_seq(struct client_call *call) { return arpc_frame_request_seq(call_frame_bytes(call)); }
-uint64_t call_xid(struct client_call *call) { return arpc_frame_xid(call_frame_bytes(call)); }
+static uint32_t req_body_len(const uint8_t *req)
+{
+    uint32_t len;
+    memcpy(&len, req + REQ_BODY_LEN, sizeof(len));
+    return len;
+}
+
+void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,
+                      size_t payload_len)
+{
+    uint8_t *req = call_req(call);
+    uint32_t body_len = (uint32_t)(method_len + payload_len); /* request_check bounds them */
+    memcpy(req + REQ_BODY_LEN, &body_len, sizeof(body_len));
+    req[REQ_METHOD_LEN] = (uint8_t)method_len;
+    memcpy(req + REQ_BODY, method, method_len);
+    if (payload_len > 0) /* payload may be NULL when empty */
+        memcpy(req + REQ_BODY + method_len, payload, payload_len);
+}
+
+uint8_t *call_body(struct client_call *call, size_t *len)
+{
+    uint8_t *req = call_req(call);
+    *len = req_body_len(req);
+    return req + REQ_BODY;
+}
+
+size_t call_frame_size(struct client_call *call)
+{
+    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + (size_t)req_body_len(call_req(call));
+}
+
+size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t budget_ms)
+{
+    const uint8_t *req = call_req(call);
+    uint8_t method_len = req[REQ_METHOD_LEN];
+    return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call->cc_seq, ack, budget_ms,
+                                           method_len, req_body_len(req) - method_len);
+}
+
+static uint64_t call_seq(const struct client_call *call) { return call->cc_seq; }
 
 /* The call's share of the block and of a large request (cc_client is set). */
 static void call_memory_put(struct client_call *call)
@@ -289,18 +339,19 @@ void calls_unwritten_forget(arpc_client *c)
 void call_send(struct client_call *call, uint64_t now_ns)
 {
     arpc_client *c = call->cc_client;
-    uint8_t *bytes = call_frame_bytes(call); /* kept until the call is freed, for re-sends */
     bool sent_before = call->cc_sent; /* an earlier send may have reached a server */
-    /* Stamped first: the xid in the frame is the pending table's key. Nothing else reads the
-     * frame now (an earlier send of it went with its connection). */
-    arpc_frame_restamp_request(bytes, c->cl_next_xid++, arpc_frame_request_seq(bytes), c->cl_ack,
-                               call_budget_ms(call, now_ns));
+    /* A new xid first: it is the pending table's key. The head is made for this send (the
+     * current ack and what is left of the budget); the body is the call's, kept for re-sends. */
+    call->cc_xid = c->cl_next_xid++;
+    uint8_t head[ARPC_OUTQ_HEAD_MAX];
+    size_t head_len = call_head(call, head, c->cl_ack, call_budget_ms(call, now_ns)), body_len;
+    uint8_t *body = call_body(call, &body_len);
     if (!call_track(call))
         return;
     /* The output queue holds the request until written. */
     void *holder;
     arpc_outq_release_fn release = call_hold_frame(call, &holder);
-    int rc = arpc_conn_send_shared(&c->cl_conn, holder, bytes, arpc_frame_size(bytes), release);
+    int rc = arpc_conn_send_headed(&c->cl_conn, head, head_len, holder, body, body_len, release);
     if (rc == ARPC_ENOMEM) {
         /* Not sent this time: say so rather than wait. "Did not run" (ARPC_ENOMEM) only for a
          * call never sent before: a re-send's earlier send may have run (ARPC_ECONNLOST). */
@@ -338,8 +389,8 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     }
     call->cc_order = c->cl_next_order++;
     /* (A call its caller wrote was numbered by its caller.) */
-    if (call->cc_semantics == ARPC_AT_MOST_ONCE && call_seq(call) == 0)
-        arpc_frame_stamp_request_seq(call_frame_bytes(call), atomic_fetch_add(&c->cl_next_seq, 1));
+    if (call->cc_semantics == ARPC_AT_MOST_ONCE && call->cc_seq == 0)
+        call->cc_seq = atomic_fetch_add(&c->cl_next_seq, 1);
     return true;
 }
 

@@ -71,11 +71,12 @@
  *
  * Order: frames never interleave: the caller writes only while it owns the socket
  * (conn_write.h); a partial write (DW_PART) leaves the socket to nobody until the loop has
- * queued the rest at the front (arpc_conn_send_rest), which the caller's wake-up brings
+ * queued the rest at the front (arpc_conn_send_rest_headed), which the caller's wake-up brings
  * about at once; a frame the loop queued or half wrote is finished before a caller may write
  * (the loop owns the socket until its queue is empty).
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "arpc/error.h"
 #include "base/backoff.h"
@@ -190,15 +191,21 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     }
     bool rest_queued = false;
     if (conn->c_open) {
-        uint8_t *bytes = call_frame_bytes(call);
-        size_t len = arpc_frame_size(bytes), head = st == DW_PART ? word >> DW_STATE_BITS : st == DW_NONE ? 0 : len;
+        size_t body_len, head_len = ARPC_OUTQ_HEAD_MAX;
+        uint8_t *body = call_body(call, &body_len);
+        size_t len = head_len + body_len, done = st == DW_PART ? word >> DW_STATE_BITS : st == DW_NONE ? 0 : len;
         if (conn->c_stats != NULL)
-            arpc_stat_add(&conn->c_stats->io_bytes_out, head); /* the rest counts as it is written */
-        if (head < len && head > 0) {
+            arpc_stat_add(&conn->c_stats->io_bytes_out, done); /* the rest counts as it is written */
+        if (done < len && done > 0) {
             arpc_stat_inc(&c->cl_direct.cd_partial);
             void *holder;
             arpc_outq_release_fn release = call_hold_frame(call, &holder);
-            rest_queued = arpc_conn_send_rest(conn, holder, bytes + head, len - head, release) == ARPC_OK; /* ENOMEM closes */
+            /* The rest of the head as its caller made it (cd_head: the same ack and budget),
+             * or of the body. ENOMEM closes. */
+            int rc = done < head_len ? arpc_conn_send_rest_headed(conn, c->cl_direct.cd_head + done, head_len - done,
+                                                                  holder, body, body_len, release)
+                                     : arpc_conn_send_rest(conn, holder, body + (done - head_len), len - done, release);
+            rest_queued = rc == ARPC_OK;
         }
         arpc_conn_direct_done(conn); /* the loop's own queue, if it waited for the caller */
     }
@@ -302,7 +309,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     if (!(atomic_load_explicit(&d->cd_gate, memory_order_relaxed) & CD_GATE_OPEN) ||
         atomic_load_explicit(&c->cl_npending, memory_order_relaxed) > CD_OUTSTANDING_MAX ||
         arpc_loop_on_thread(c->cl_loop) || !arpc_loop_idle(c->cl_loop) ||
-        arpc_frame_size(call_frame_bytes(call)) >= DW_FRAME_MAX)
+        call_frame_size(call) >= DW_FRAME_MAX)
         return false;
     if (!gate_enter(d))
         return false;
@@ -311,11 +318,12 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
         gate_leave(d);
         return false;
     }
-    uint8_t *bytes = call_frame_bytes(call);
-    uint64_t xid = CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
-    uint64_t seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
-    arpc_frame_restamp_request(bytes, xid, seq, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
-                               call_budget_ms(call, 0));
+    call->cc_xid = CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
+    call->cc_seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
+    uint8_t head[ARPC_OUTQ_HEAD_MAX];
+    size_t body_len, head_len = call_head(call, head, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
+                                          call_budget_ms(call, 0));
+    uint8_t *body = call_body(call, &body_len);
     /* Stamped now, not as the loop takes the call up, which may be much later (at the
      * connection's loss): a re-send's safety is judged by the age of the first send. */
     call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
@@ -323,8 +331,11 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */
     atomic_thread_fence(memory_order_seq_cst); /* the push before the looks below (notes) */
     size_t written = 0;
-    enum arpc_direct how = arpc_conn_write_direct(conn, bytes, arpc_frame_size(bytes), &written);
+    struct iovec iov[2] = {{.iov_base = head, .iov_len = head_len}, {.iov_base = body, .iov_len = body_len}};
+    enum arpc_direct how = arpc_conn_writev_direct(conn, iov, 2, head_len + body_len, &written);
     uint32_t st = direct_state_of(how);
+    if (st == DW_PART && written < head_len)
+        memcpy(d->cd_head, head, head_len); /* the loop queues its rest (before the release below) */
     /* From here the loop may finish the call: the future the caller has not returned yet
      * keeps its memory (cc_when is read, nothing written). */
     atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,

@@ -102,6 +102,11 @@ struct client_direct {
     arpc_stat cd_partial;          /* of those, the ones whose rest the loop queued */
     arpc_stat cd_waited;           /* arrivals that met their caller still writing */
     arpc_stat cd_by_reply;         /* calls a reply's lookup found on cd_calls (it overtook them) */
+    /* The header and fixed fields of a request whose caller's write ended inside them, for the
+     * loop to queue the rest of: written by that caller before it publishes the outcome
+     * (cc_direct), read by the loop as the call arrives. One at a time: after a partial write
+     * nobody writes the socket until the loop has queued the rest (core/conn_write.h). */
+    uint8_t cd_head[ARPC_OUTQ_HEAD_MAX];
 };
 
 
@@ -206,11 +211,12 @@ struct arpc_client {
 };
 
 /*
- * One allocation per call (client_call.c): the caller's future, this record, then its encoded
- * request (one over 1 KiB lives in a block of its own, whose address follows instead).
- * The request frame is the only copy of what it holds: its size, the call's at-most-once seq
- * (0: not numbered, call_seq) and the xid it was last sent with (call_xid: the pending
- * table's key while cc_tracked) are read from it.
+ * One allocation per call (client_call.c): the caller's future, this record, then what the
+ * call keeps of its request for a re-send: the method and the payload (the frame's body after
+ * its fixed fields) and their lengths (one over 1 KiB lives in a block of its own, whose
+ * address follows instead). The frame's header and fixed fields are made at each send and
+ * gathered with them (core/outq.h's heads; a caller's own write: core/client_direct.c): they
+ * hold nothing a send cannot make again but the xid and the seq, kept here.
  * The block is shared by the future (until its last reference), the call (until call_free)
  * and the output queue (while a small request waits to be written): cc_refs counts them.
  *
@@ -226,6 +232,9 @@ struct client_call {
     arpc_client *cc_client;
     struct arpc_wheel_node cc_timer;  /* in cl_wheel at the sooner of its deadline and its give-up */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
+    uint64_t cc_xid;                  /* the xid it was last sent with: the pending table's key
+                                       * while cc_tracked (stamped by its caller for a call it wrote) */
+    uint64_t cc_seq;                  /* at-most-once: its number, kept across sends (0: none) */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
      * there how the write went (enum direct_state) and how much of it was written; the loop
      * reads both as the call arrives, before it sets the arrival order. */
@@ -248,12 +257,12 @@ struct client_call {
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
     bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
-    bool cc_tracked : 1;              /* in cl_pending, under its request's xid (call_xid) */
+    bool cc_tracked : 1;              /* in cl_pending, under its xid (call_xid) */
 };
 
-/* The xid the call's request was last stamped with (client_call.c). Loop thread, or a thread
- * that owns the call before the loop sees it. */
-uint64_t call_xid(struct client_call *call);
+/* The xid the call was last sent with. Loop thread, or a thread that owns the call before the
+ * loop sees it. */
+static inline uint64_t call_xid(const struct client_call *call) { return call->cc_xid; }
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }

@@ -131,7 +131,7 @@ static void calls_drop_cancelled(arpc_client *c)
         struct client_call *call = waiting_call(pos);
         if (!arpc_future_done(call_future(call)))
             continue;
-        uint64_t seq = arpc_frame_request_seq(call_frame_bytes(call));
+        uint64_t seq = call->cc_seq;
         if (call->cc_sent && seq != 0)
             cancel_seq_remember(c, seq);
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is cancelled already */

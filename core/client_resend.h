@@ -10,13 +10,26 @@
 
 /* client_call.c */
 /* A call of c (its future, with the caller's reference, and the call's state before it reaches
- * the loop) with room for a frame_len-byte request (call_frame_bytes). A request over 1 KiB is
- * a second block (from c->cl_blocks, or c->cl_bufs from ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
+ * the loop) with room for a request of method_len + payload_len bytes (call_set_request). A
+ * request whose frame is over 1 KiB is a second block (from c->cl_blocks, or c->cl_bufs from
+ * ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
  * (or, never handed to the loop, by call_discard: the future stays the caller's). Any thread. */
-struct client_call *call_new(arpc_client *c, size_t frame_len, uint64_t when, enum arpc_call_semantics semantics);
+struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_len, uint64_t when,
+                             enum arpc_call_semantics semantics);
 arpc_future *call_future(struct client_call *call);
 struct client_call *call_of_future(arpc_future *f); /* the inverse */
-uint8_t *call_frame_bytes(struct client_call *call);
+/* Copies the method and payload into the call (the lengths call_new was given). Any thread
+ * that owns the call before the loop sees it. */
+void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,
+                      size_t payload_len);
+/* What the call keeps of its request: the frame's body after its fixed fields (method, then
+ * payload), *len bytes. */
+uint8_t *call_body(struct client_call *call, size_t *len);
+/* The whole frame's size: the head (call_head) and the body. */
+size_t call_frame_size(struct client_call *call);
+/* The frame's header and fixed fields (ARPC_OUTQ_HEAD_MAX bytes into head) for a send with the
+ * call's xid and seq (cc_xid, cc_seq), ack and budget; returns the bytes written. */
+size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t budget_ms);
 void call_discard(struct client_call *call);
 /* The call is done with (any thread; once): cl_live drops, and its memory goes once the
  * output queue has let go of its request too. */

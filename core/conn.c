@@ -275,7 +275,7 @@ static bool conn_flush(struct arpc_conn *conn)
 
 void arpc_conn_flush_batch(struct arpc_conn *conn)
 {
-    if (conn->c_out.q_count < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
+    if (arpc_outq_frames(&conn->c_out) < ARPC_CONN_BATCH_FRAMES && conn->c_out.q_bytes < ARPC_CONN_BATCH_BYTES)
         return;
     if (!conn->c_open || conn->c_close_pending || conn->c_close_deferred || ev_is_active(&conn->c_wio) ||
         conn->c_write_wants_read)
@@ -437,13 +437,15 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
         (void)conn_check_resume(conn);
 }
 
-/* Queues a frame at the back (or, for the rest of one another thread began, at the front). */
-static int conn_queue(struct arpc_conn *conn, void *base, uint8_t *data, size_t len, arpc_outq_release_fn release,
-                      bool front)
+/* Queues a frame at the back (or, for the rest of one another thread began, at the front),
+ * with head[0..head_len) before it (copied; 0: none). */
+static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
+                      size_t len, arpc_outq_release_fn release, bool front)
 {
     int rc = !conn->c_open || conn->c_wr_shut ? ARPC_ECONNLOST /* (nothing follows a half-close) */
-             : front       ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
-                           : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
+             : head_len != 0 ? arpc_outq_push_headed(&conn->c_out, head, head_len, base, data, len, release, front)
+             : front         ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
+                             : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
     if (rc != ARPC_OK) {
         if (release != NULL)
             release(base);
@@ -451,6 +453,7 @@ static int conn_queue(struct arpc_conn *conn, void *base, uint8_t *data, size_t 
             arpc_free(base);
         return rc;
     }
+    len += head_len;
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, len);
     if (conn->c_out.q_bytes == len) /* it was empty: the write timeout's clock starts */
@@ -474,14 +477,20 @@ static int conn_queue(struct arpc_conn *conn, void *base, uint8_t *data, size_t 
 int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release)
 {
-    return conn_queue(conn, base, data, len, release, false);
+    return conn_queue(conn, NULL, 0, base, data, len, release, false);
 }
 
-int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
-                        arpc_outq_release_fn release)
+int arpc_conn_send_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
+                          size_t len, arpc_outq_release_fn release)
+{
+    return conn_queue(conn, head, head_len, base, data, len, release, false);
+}
+
+int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base,
+                               uint8_t *data, size_t len, arpc_outq_release_fn release)
 {
     bool open = conn->c_open;
-    int rc = conn_queue(conn, base, data, len, release, true);
+    int rc = conn_queue(conn, head, head_len, base, data, len, release, true);
     if (rc == ARPC_ENOMEM && open)
         arpc_conn_close(conn, ARPC_ENOMEM); /* the peer would wait for the frame's end for ever */
     else if (rc == ARPC_OK)
@@ -489,6 +498,12 @@ int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_
          * is not closed (c_open): the loop owns the socket until its queue is empty. */
         atomic_store(&conn->c_writer.w_state, CW_LOOP);
     return rc;
+}
+
+int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
+                        arpc_outq_release_fn release)
+{
+    return arpc_conn_send_rest_headed(conn, NULL, 0, base, data, len, release);
 }
 
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)

@@ -271,6 +271,14 @@ int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, siz
  * frame). */
 int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
                         arpc_outq_release_fn release);
+/* As arpc_conn_send_shared and arpc_conn_send_rest, with head[0..head_len) written just before
+ * data (copied into the queue's own ring, head_len <= ARPC_OUTQ_HEAD_MAX; core/outq.h): a
+ * request whose header and fixed fields are made at each send, gathered with the method and
+ * payload its call keeps. The frame is head and data together. */
+int arpc_conn_send_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
+                          size_t len, arpc_outq_release_fn release);
+int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base,
+                               uint8_t *data, size_t len, arpc_outq_release_fn release);
 
 /* Why a connection's input is held. Each reason is set and let go on its own; input resumes
  * only once no reason holds it. The first two are the connection's own (below); the others

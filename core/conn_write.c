@@ -107,16 +107,18 @@ static bool writer_leave(struct arpc_conn_writer *w, uint32_t handoff)
     return (st & CW_WANTED) != 0;
 }
 
-enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *data, size_t len, size_t *written)
+enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
+                                         size_t *written)
 {
     struct arpc_conn_writer *w = &conn->c_writer;
     *written = 0;
     uint32_t idle = 0;
     if (!w->w_direct || !atomic_compare_exchange_strong(&w->w_state, &idle, CW_WRITER))
         return ARPC_DIRECT_NONE;
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n;
     do /* MSG_NOSIGNAL: a peer gone is EPIPE, not SIGPIPE; MSG_DONTWAIT: never wait for room */
-        n = send(w->w_fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = sendmsg(w->w_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n <= 0 || (size_t)n == len) {
         bool wanted = writer_leave(w, 0);
@@ -129,6 +131,12 @@ enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *d
     writer_leave(w, CW_HANDOFF);
     *written = (size_t)n;
     return ARPC_DIRECT_PART;
+}
+
+enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *data, size_t len, size_t *written)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return arpc_conn_writev_direct(conn, &iov, 1, len, written);
 }
 
 void arpc_conn_direct_done(struct arpc_conn *conn)

@@ -41,6 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "core/outq.h"
 
 enum {
@@ -94,6 +96,10 @@ enum arpc_direct {
  * loop adds *written to the connection's io_bytes_out when the writer's job reaches it (its
  * counters have one writer, core/stats.h). */
 enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *data, size_t len, size_t *written);
+/* As arpc_conn_write_direct for a frame in pieces: iov[0..iovcnt), len bytes in all, gathered
+ * in one non-blocking sendmsg (a request's header made at the send, then what its call keeps). */
+enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
+                                         size_t *written);
 
 /* Loop thread: a thread wrote this connection inline and has left; frames the loop queued
  * meanwhile (it could not take the socket) are flushed now. */

@@ -270,9 +270,8 @@ size_t arpc_frame_request_size(size_t method_len, size_t payload_len)
     return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + method_len + payload_len;
 }
 
-size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq,
-                                      uint64_t ack, uint32_t deadline_ms, const char *method,
-                                      uint16_t method_len, uint32_t payload_len)
+size_t arpc_frame_encode_request_fixed(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack,
+                                       uint32_t deadline_ms, uint16_t method_len, uint32_t payload_len)
 {
     /* Preconditions the caller checks (the decoder would reject the frame otherwise). */
     assert(kind == ARPC_FRAME_REQUEST || kind == ARPC_FRAME_ONEWAY);
@@ -286,8 +285,16 @@ size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, 
     le_st32(body + REQ_DEADLINE, deadline_ms);
     le_st16(body + REQ_METHOD_LEN, method_len);
     le_st16(body + REQ_FLAGS, 0);
-    memcpy(body + ARPC_REQUEST_FIXED_SIZE, method, method_len);
-    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + method_len;
+    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE;
+}
+
+size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq,
+                                      uint64_t ack, uint32_t deadline_ms, const char *method,
+                                      uint16_t method_len, uint32_t payload_len)
+{
+    size_t n = arpc_frame_encode_request_fixed(dst, kind, xid, seq, ack, deadline_ms, method_len, payload_len);
+    memcpy(dst + n, method, method_len);
+    return n + method_len;
 }
 
 size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack,

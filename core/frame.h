@@ -152,6 +152,11 @@ size_t arpc_frame_encode_request(uint8_t *dst, uint8_t kind /* REQUEST or ONEWAY
 size_t arpc_frame_encode_request_head(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq,
                                       uint64_t ack, uint32_t deadline_ms, const char *method,
                                       uint16_t method_len, uint32_t payload_len);
+/* Writes only the header and the fixed fields of a request (ARPC_FRAME_HEADER_SIZE +
+ * ARPC_REQUEST_FIXED_SIZE bytes): method and payload follow separately (a client keeps them,
+ * and makes this part at each send). Returns bytes written. */
+size_t arpc_frame_encode_request_fixed(uint8_t *dst, uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack,
+                                       uint32_t deadline_ms, uint16_t method_len, uint32_t payload_len);
 /* Header only for REPLY / PING / PONG whose payload follows (body_len = payload length). */
 size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t body_len);
 size_t arpc_frame_error_size(size_t msg_len);

@@ -1,6 +1,8 @@
 #include "core/outq.h"
 
+#include <assert.h>
 #include <limits.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #include "arpc/error.h"
@@ -13,8 +15,22 @@
 void arpc_outq_init(struct arpc_outq *q)
 {
     q->q_bufs = NULL;
+    q->q_heads = NULL;
     q->q_head = q->q_count = q->q_cap = 0;
     q->q_bytes = 0;
+    q->q_nheads = 0;
+}
+
+/* A head's entry: its bytes are the queue's (q_heads, at the entry's slot); nothing to release. */
+static void outq_head_done(void *base) { (void)base; }
+static bool outq_is_head(const struct arpc_outq_buf *b) { return b->b_release == outq_head_done; }
+static uint8_t *outq_head_slot(const struct arpc_outq *q, size_t slot) { return q->q_heads + slot * ARPC_OUTQ_HEAD_MAX; }
+
+static void outq_free_rings(struct arpc_outq *q)
+{
+    arpc_free(q->q_bufs);
+    arpc_free(q->q_heads);
+    arpc_outq_init(q);
 }
 
 static void outq_release(const struct arpc_outq_buf *b)
@@ -29,8 +45,7 @@ void arpc_outq_fini(struct arpc_outq *q)
 {
     for (size_t i = 0; i < q->q_count; i++)
         outq_release(&q->q_bufs[(q->q_head + i) & (q->q_cap - 1)]);
-    arpc_free(q->q_bufs);
-    arpc_outq_init(q);
+    outq_free_rings(q);
 }
 
 void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
@@ -38,21 +53,36 @@ void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_
 {
     for (size_t i = 0; i < q->q_count; i++) {
         const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
-        fn(b->b_base, b->b_release, arg);
+        if (!outq_is_head(b))
+            fn(b->b_base, b->b_release, arg);
     }
 }
 
-static int outq_grow(struct arpc_outq *q)
+/* Doubles the ring (and the heads' ring, which heads asks for if there is none yet). */
+static int outq_grow(struct arpc_outq *q, bool heads)
 {
     size_t cap = q->q_cap ? q->q_cap * 2 : 64;
     struct arpc_outq_buf *bufs = arpc_malloc(cap * sizeof(*bufs));
+    uint8_t *hb = NULL;
+    if (bufs != NULL && (heads || q->q_heads != NULL) && (hb = arpc_malloc(cap * ARPC_OUTQ_HEAD_MAX)) == NULL) {
+        arpc_free(bufs);
+        bufs = NULL;
+    }
     if (bufs == NULL)
         return ARPC_ENOMEM;
-    /* Unwrap the ring into the new array, oldest first. */
-    for (size_t i = 0; i < q->q_count; i++)
+    /* Unwrap the ring into the new array, oldest first; a head's bytes (what is left of them)
+     * move with it to its new slot. */
+    for (size_t i = 0; i < q->q_count; i++) {
         bufs[i] = q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
+        if (outq_is_head(&bufs[i])) {
+            memcpy(hb + i * ARPC_OUTQ_HEAD_MAX, bufs[i].b_data, bufs[i].b_len);
+            bufs[i].b_data = hb + i * ARPC_OUTQ_HEAD_MAX;
+        }
+    }
     arpc_free(q->q_bufs);
+    arpc_free(q->q_heads);
     q->q_bufs = bufs;
+    q->q_heads = hb;
     q->q_head = 0;
     q->q_cap = cap;
     return ARPC_OK;
@@ -61,7 +91,7 @@ static int outq_grow(struct arpc_outq *q)
 int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                           arpc_outq_release_fn release)
 {
-    if (q->q_count == q->q_cap && outq_grow(q) != ARPC_OK)
+    if (q->q_count == q->q_cap && outq_grow(q, false) != ARPC_OK)
         return ARPC_ENOMEM;
     q->q_bufs[(q->q_head + q->q_count) & (q->q_cap - 1)] = (struct arpc_outq_buf){base, data, len, release};
     q->q_count++;
@@ -72,12 +102,45 @@ int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t
 int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                                 arpc_outq_release_fn release)
 {
-    if (q->q_count == q->q_cap && outq_grow(q) != ARPC_OK)
+    if (q->q_count == q->q_cap && outq_grow(q, false) != ARPC_OK)
         return ARPC_ENOMEM;
     q->q_head = (q->q_head - 1) & (q->q_cap - 1);
     q->q_bufs[q->q_head] = (struct arpc_outq_buf){base, data, len, release};
     q->q_count++;
     q->q_bytes += len;
+    return ARPC_OK;
+}
+
+int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
+                          size_t len, arpc_outq_release_fn release, bool front)
+{
+    assert(head_len <= ARPC_OUTQ_HEAD_MAX);
+    if (head_len == 0)
+        return front ? arpc_outq_push_front_shared(q, base, data, len, release)
+                     : arpc_outq_push_shared(q, base, data, len, release);
+    if (q->q_count + 2 > q->q_cap && outq_grow(q, true) != ARPC_OK)
+        return ARPC_ENOMEM; /* (doubled from 64 at least: room for two) */
+    if (q->q_heads == NULL && (q->q_heads = arpc_malloc(q->q_cap * ARPC_OUTQ_HEAD_MAX)) == NULL)
+        return ARPC_ENOMEM;
+    size_t mask = q->q_cap - 1, hslot, bslot;
+    if (front) {
+        q->q_head = (q->q_head - 2) & mask;
+        hslot = q->q_head;
+        bslot = (q->q_head + 1) & mask;
+    } else {
+        hslot = (q->q_head + q->q_count) & mask;
+        bslot = (hslot + 1) & mask;
+    }
+    uint8_t *h = outq_head_slot(q, hslot);
+    if (head_len == ARPC_OUTQ_HEAD_MAX)
+        memcpy(h, head, ARPC_OUTQ_HEAD_MAX); /* a whole request's head: a few moves, no call */
+    else
+        memcpy(h, head, head_len);
+    q->q_bufs[hslot] = (struct arpc_outq_buf){NULL, h, head_len, outq_head_done};
+    q->q_bufs[bslot] = (struct arpc_outq_buf){base, data, len, release};
+    q->q_count += 2;
+    q->q_nheads++;
+    q->q_bytes += head_len + len;
     return ARPC_OK;
 }
 
@@ -98,7 +161,10 @@ static void outq_consume(struct arpc_outq *q, size_t written)
             return;
         }
         written -= b->b_len;
-        outq_release(b);
+        if (outq_is_head(b))
+            q->q_nheads--; /* (nothing to release) */
+        else
+            outq_release(b);
         q->q_head = (q->q_head + 1) & (q->q_cap - 1);
         q->q_count--;
     }
@@ -110,10 +176,8 @@ static void outq_consume(struct arpc_outq *q, size_t written)
     }
     /* A burst grew the ring: give the memory back once it has drained, so an idle
      * connection costs little (a pipelined client's memory per call is a target). */
-    if (q->q_count == 0 && q->q_cap > 1024) {
-        arpc_free(q->q_bufs);
-        arpc_outq_init(q);
-    }
+    if (q->q_count == 0 && q->q_cap > 1024)
+        outq_free_rings(q);
 }
 
 int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s)

@@ -6,7 +6,13 @@
  * Each queued buffer is owned by the queue and released once fully written (or when the
  * queue is destroyed), so producers hand over a buffer and forget it. Released means
  * arpc_free, or the buffer's own release function for a buffer the producer shares (a call
- * keeps its request frame for re-sends: a reference count of its own).
+ * keeps its request's method and payload for re-sends: a reference count of its own).
+ *
+ * A buffer may be pushed with a head: up to ARPC_OUTQ_HEAD_MAX bytes the queue copies and
+ * writes just before it, in the same gathered write (a client's request: the frame header and
+ * fixed fields, made at each send, before the method and payload the call keeps). The heads
+ * live in a ring of the queue's own, parallel to the buffers (allocated at the first head), so
+ * a buffer queued without one costs nothing more.
  */
 #ifndef ARPC_CORE_OUTQ_H
 #define ARPC_CORE_OUTQ_H
@@ -19,6 +25,9 @@
 
 typedef void (*arpc_outq_release_fn)(void *base);
 
+/* The largest head (arpc_outq_push_headed): a request's header and fixed fields. */
+#define ARPC_OUTQ_HEAD_MAX 40
+
 struct arpc_outq_buf {
     void *b_base;  /* start of the allocation, released when written */
     uint8_t *b_data;
@@ -28,8 +37,11 @@ struct arpc_outq_buf {
 
 struct arpc_outq {
     struct arpc_outq_buf *q_bufs; /* ring of buffers */
+    uint8_t *q_heads;             /* ARPC_OUTQ_HEAD_MAX bytes per slot of q_bufs: the heads' bytes
+                                   * (a head is a buffer of its own in q_bufs); NULL until the first */
     size_t q_head, q_count, q_cap; /* q_cap is a power of two */
     size_t q_bytes;                /* bytes still to write */
+    size_t q_nheads;               /* of the q_count buffers, heads (not frames of their own) */
 };
 
 void arpc_outq_init(struct arpc_outq *q);
@@ -45,8 +57,13 @@ int arpc_outq_push_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t
  * (core/conn_write.h), which must be the next bytes on the wire. */
 int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, size_t len,
                                 arpc_outq_release_fn release);
+/* As arpc_outq_push_shared (front: as arpc_outq_push_front_shared), with head[0..head_len)
+ * (copied; head_len <= ARPC_OUTQ_HEAD_MAX, 0: none) written just before data[0..len). Both or
+ * neither: on ARPC_ENOMEM nothing is queued and the caller still owns base. */
+int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
+                          size_t len, arpc_outq_release_fn release, bool front);
 /* Calls fn(base, release, arg) for each buffer still queued (not wholly written), oldest
- * first; the queue is left as it is. */
+ * first (heads are not buffers of anyone's: skipped); the queue is left as it is. */
 void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
                     void *arg);
 /* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
@@ -55,5 +72,7 @@ void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_
  * fd is readable), or the stream's s_error (ARPC_ECONNLOST, ARPC_ETLS: broken for good). */
 int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s);
 static inline bool arpc_outq_empty(const struct arpc_outq *q) { return q->q_count == 0; }
+/* Frames (or their rests) queued: the buffers, a head and its buffer counted once. */
+static inline size_t arpc_outq_frames(const struct arpc_outq *q) { return q->q_count - q->q_nheads; }
 
 #endif

@@ -4,8 +4,8 @@
  *
  * Concurrency Kit's ck_rhs (Robin Hood hashing with backward-shift deletion: no tombstones,
  * so xids that only grow do not lengthen probes the way they did with ck_ht). The table
- * holds the calls themselves; a call's key is the xid in its request frame (call_xid: the
- * frame is the only copy), so no entry is allocated per call and the record keeps no xid.
+ * holds the calls themselves; a call's key is the xid it was last sent with (call_xid, in its
+ * record), so no entry is allocated per call.
  */
 #ifndef ARPC_CORE_PENDING_CALLS_H
 #define ARPC_CORE_PENDING_CALLS_H

@@ -3,7 +3,11 @@
  * peer reads is exactly the buffers pushed, in order, whatever the sizes (zero included) and
  * however the socket cuts the writes; a full socket says ARPC_EAGAIN and resumes inside the
  * buffer where it stopped; more buffers than one sendmsg takes; a closed peer; the ring's
- * growth, its return after a burst, and ENOMEM on growth; fini frees what is queued.
+ * growth, its return after a burst, and ENOMEM on growth; fini frees what is queued. Heads
+ * (arpc_outq_push_headed: bytes the queue copies and writes before a buffer): at the back and
+ * at the front, cut at every byte by a stream that takes a few bytes a write, moved with the
+ * ring as it grows while one is half written, all or nothing on ENOMEM, never shown to
+ * arpc_outq_each.
  *
  * Every buffer comes from arpc_malloc with the counting allocator installed, so the
  * no-leak teardown checks the queue freed each one exactly once (ASan: not twice).
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -372,6 +377,186 @@ static void test_random_against_stream(void **state)
     stream_close(&s);
 }
 
+/* ---- heads ---- */
+
+/* Pushes a head of head_len stream bytes (from the stack: the queue must copy them) and a
+ * body of len stream bytes behind it, at the back or the front; as push_bytes otherwise. At
+ * the front, the caller accounts for the order (these tests push at the front only into an
+ * empty queue or the rest of the frame at its front). */
+static int push_headed(struct arpc_outq *q, struct stream *s, size_t head_len, size_t len, bool front)
+{
+    uint8_t head[ARPC_OUTQ_HEAD_MAX];
+    fill_pattern(head, s->pushed, head_len);
+    uint8_t *base = arpc_malloc(len + 1);
+    assert_non_null(base);
+    fill_pattern(base + 1, s->pushed + head_len, len);
+    int rc = arpc_outq_push_headed(q, head, head_len, base, base + 1, len, NULL, front);
+    memset(head, 0xee, sizeof(head)); /* what the queue wrote must be its copy */
+    if (rc == ARPC_OK)
+        s->pushed += head_len + len;
+    else
+        arpc_free(base);
+    return rc;
+}
+
+/* A stream that takes at most t_max bytes a write, and t_budget in all (then it is "full"). */
+struct trickle {
+    struct arpc_stream t_s;
+    size_t t_max, t_budget;
+};
+
+static ssize_t trickle_writev(struct arpc_stream *st, const struct iovec *iov, int iovcnt)
+{
+    struct trickle *t = (struct trickle *)st;
+    struct iovec cut[4];
+    size_t left = t->t_max < t->t_budget ? t->t_max : t->t_budget;
+    if (left == 0)
+        return ARPC_STREAM_WANT_WRITE;
+    int n = 0;
+    for (int i = 0; i < iovcnt && n < 4 && left > 0; i++, n++) {
+        cut[n] = iov[i];
+        if (cut[n].iov_len > left)
+            cut[n].iov_len = left;
+        left -= cut[n].iov_len;
+    }
+    ssize_t w = writev(st->s_fd, cut, n);
+    if (w < 0)
+        return ARPC_STREAM_WANT_WRITE;
+    t->t_budget -= (size_t)w;
+    return w;
+}
+
+static const struct arpc_stream_ops trickle_ops = {.s_writev = trickle_writev};
+
+/* A flush whose writes take at most max bytes each, budget in all. */
+static int flush_trickle(struct arpc_outq *q, int fd, size_t max, size_t budget)
+{
+    struct trickle t = {.t_s = {.s_ops = &trickle_ops, .s_fd = fd}, .t_max = max, .t_budget = budget};
+    return arpc_outq_flush(q, &t.t_s);
+}
+
+/* Flushes max bytes a write and reads until everything pushed has arrived (tiny writes fill
+ * a socketpair's buffer long before their bytes do). */
+static void flush_all_trickle(struct arpc_outq *q, struct stream *s, size_t max)
+{
+    for (;;) {
+        int rc = flush_trickle(q, s->fd[0], max, SIZE_MAX);
+        assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
+        peer_read(s, SIZE_MAX);
+        if (rc == ARPC_OK)
+            break;
+    }
+    assert_true(arpc_outq_empty(q));
+    assert_int_equal(s->pushed, s->checked);
+}
+
+static void count_each(void *base, arpc_outq_release_fn release, void *arg)
+{
+    (void)release;
+    assert_non_null(base); /* a body's base, never a head's */
+    (*(size_t *)arg)++;
+}
+
+/* Headed frames at the back, written a few bytes a write (every cut, inside heads and bodies
+ * and across them): the stream arrives whole; each() sees the bodies only. */
+static void test_heads_cut_at_every_byte(void **state)
+{
+    (void)state;
+    for (size_t max = 1; max <= 45; max += (max < 12 ? 1 : 11)) {
+        struct stream s;
+        stream_open(&s);
+        struct arpc_outq q;
+        arpc_outq_init(&q);
+        for (size_t i = 0; i < 20; i++) {
+            assert_int_equal(ARPC_OK, push_headed(&q, &s, ARPC_OUTQ_HEAD_MAX - i % 3, 1 + i * 7 % 50, false));
+            if (i % 4 == 0)
+                assert_int_equal(ARPC_OK, push_bytes(&q, &s, 1 + i)); /* a frame without a head between */
+        }
+        size_t bodies = 0;
+        arpc_outq_each(&q, count_each, &bodies);
+        assert_int_equal(25, bodies);
+        assert_int_equal(25, arpc_outq_frames(&q)); /* a head and its buffer: one frame */
+        assert_int_equal(s.pushed - s.checked, q.q_bytes);
+        flush_all_trickle(&q, &s, max);
+        arpc_outq_fini(&q);
+        assert_null(q.q_heads);
+        stream_close(&s);
+    }
+}
+
+/* The rest of a frame pushed at the front (as a caller's cut write leaves it): the rest of its
+ * head and its body go before what was queued already. */
+static void test_head_rest_at_front(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    /* The stream: [rest of head 23][body 30][a queued headed frame]. Push the queued one first,
+     * then the rest at the front: swap the stream's order by pushing in two steps. */
+    struct stream later = s;
+    later.pushed = 23 + 30; /* the queued frame's bytes come after the rest */
+    assert_int_equal(ARPC_OK, push_headed(&q, &later, ARPC_OUTQ_HEAD_MAX, 100, false));
+    assert_int_equal(ARPC_OK, push_headed(&q, &s, 23, 30, true));
+    s.pushed = later.pushed;
+    flush_all_trickle(&q, &s, 9);
+    arpc_outq_fini(&q);
+    stream_close(&s);
+}
+
+/* The ring grows while a head at its front is half written (and while wrapped): the rest of
+ * that head moves with it. */
+static void test_ring_grows_under_a_cut_head(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    for (int round = 0; round < 4; round++) {
+        while (q.q_count + 2 <= q.q_cap || q.q_cap == 0) {
+            assert_int_equal(ARPC_OK, push_headed(&q, &s, ARPC_OUTQ_HEAD_MAX, 5, false));
+            if (q.q_count == 2) /* the first frame's head written in part: a cut head at the front */
+                assert_int_equal(ARPC_EAGAIN, flush_trickle(&q, s.fd[0], 17, 17));
+        }
+        size_t cap = q.q_cap;
+        assert_int_equal(ARPC_OK, push_headed(&q, &s, ARPC_OUTQ_HEAD_MAX, 5, false)); /* grows */
+        assert_int_equal(2 * cap, q.q_cap);
+        flush_all_trickle(&q, &s, 4096);
+    }
+    arpc_outq_fini(&q);
+    stream_close(&s);
+}
+
+/* ENOMEM for the heads' ring, or for the doubling of both: nothing queued, the body is still
+ * the caller's (freed by push_headed), and the queue carries on. */
+static void test_heads_enomem(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    assert_int_equal(ARPC_OK, push_bytes(&q, &s, 5)); /* the ring, without heads */
+    atomic_store(&test_alloc_budget, 1); /* the body succeeds, the heads' ring fails */
+    assert_int_equal(ARPC_ENOMEM, push_headed(&q, &s, 10, 10, false));
+    atomic_store(&test_alloc_budget, -1);
+    assert_int_equal(1, q.q_count);
+    assert_null(q.q_heads);
+    while (q.q_count + 2 <= q.q_cap)
+        assert_int_equal(ARPC_OK, push_headed(&q, &s, 10, 1, false));
+    size_t count = q.q_count, bytes = q.q_bytes;
+    atomic_store(&test_alloc_budget, 2); /* the body and the new ring; its heads fail */
+    assert_int_equal(ARPC_ENOMEM, push_headed(&q, &s, 10, 10, true));
+    atomic_store(&test_alloc_budget, -1);
+    assert_int_equal(count, q.q_count);
+    assert_int_equal(bytes, q.q_bytes);
+    flush_all(&q, &s);
+    arpc_outq_fini(&q);
+    stream_close(&s);
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -386,6 +571,10 @@ int main(void)
         cmocka_unit_test_no_leak(test_enomem_on_growth),
         cmocka_unit_test_no_leak(test_fini_frees_queued),
         cmocka_unit_test_no_leak(test_random_against_stream),
+        cmocka_unit_test_no_leak(test_heads_cut_at_every_byte),
+        cmocka_unit_test_no_leak(test_head_rest_at_front),
+        cmocka_unit_test_no_leak(test_ring_grows_under_a_cut_head),
+        cmocka_unit_test_no_leak(test_heads_enomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,16 +18,14 @@
 #include "core/pending_calls.h"
 #include "support/test_util.h"
 
-/* A call record and, right after it, its request's header: where its key, the xid, lies
- * (call_xid). */
+/* A call record: its key, the xid, is its cc_xid (call_xid). */
 struct test_call {
     struct client_call tc_call;
-    uint8_t tc_header[ARPC_FRAME_HEADER_SIZE];
 };
 
 static struct test_call *calls_new(size_t n) { return calloc(n, sizeof(struct test_call)); }
 
-static void set_xid(struct test_call *t, uint64_t xid) { arpc_frame_set_xid(t->tc_header, xid); }
+static void set_xid(struct test_call *t, uint64_t xid) { t->tc_call.cc_xid = xid; }
 
 static void put_xid(struct pending_calls *p, struct test_call *t, uint64_t xid)
 {
