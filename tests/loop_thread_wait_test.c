@@ -133,6 +133,20 @@ static void finish_calls(struct inside *in, arpc_future *trigger)
     sem_destroy(&in->done);
 }
 
+/* A client on loop (run by a thread of its own): the callback's waits are refused. */
+static void refused_on_loop(arpc_loop *loop)
+{
+    arpc_client_options co = {.loop = loop};
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    struct inside in = {0};
+    arpc_future *trigger;
+    start_calls(c, &in, &trigger);
+    check_refused_then_answer(&in);
+    finish_calls(&in, trigger);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+}
+
 /* The default client: a loop thread of its own. The callback also waits for a call of another
  * client (its own loop thread completes it): that wait is not refused. */
 static void test_own_loop_thread(void **state)
@@ -160,15 +174,7 @@ static void test_shared_started_loop(void **state)
     arpc_loop *loop;
     assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
     assert_int_equal(arpc_loop_start(loop), ARPC_OK);
-    arpc_client_options co = {.loop = loop};
-    arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
-    struct inside in = {0};
-    arpc_future *trigger;
-    start_calls(c, &in, &trigger);
-    check_refused_then_answer(&in);
-    finish_calls(&in, trigger);
-    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    refused_on_loop(loop);
     arpc_loop_destroy(loop);
 }
 
@@ -207,15 +213,7 @@ static void test_pollable_loop_step(void **state)
     assert_int_equal(pthread_create(&th, NULL, step_loop, &st), 0);
     assert_true(sem_wait_secs(&st.made, TEST_WAIT_S));
     assert_non_null(st.loop);
-    arpc_client_options co = {.loop = st.loop};
-    arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
-    struct inside in = {0};
-    arpc_future *trigger;
-    start_calls(c, &in, &trigger);
-    check_refused_then_answer(&in);
-    finish_calls(&in, trigger);
-    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    refused_on_loop(st.loop);
     atomic_store(&st.stop, true);
     pthread_join(th, NULL);
     sem_destroy(&st.made);
