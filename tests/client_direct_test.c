@@ -120,12 +120,7 @@ static arpc_client *connect_to(const char *addr, enum arpc_call_semantics sem)
 
 /* Until the client's loop sleeps with nothing to do (bounded: a loop that never does fails
  * the counts checked afterwards, not the wait). */
-static void wait_idle(arpc_client *c)
-{
-    int64_t end = now_ms() + 10000;
-    while (!arpc_loop_idle(c->cl_loop) && now_ms() < end)
-        sched_yield();
-}
+static void wait_idle(arpc_client *c) { (void)loop_idle_within(c->cl_loop, 10000); }
 
 /* Until every call has ended on the loop too (a cancelled future completes at once; its call
  * ends when the cancel reaches the loop). */

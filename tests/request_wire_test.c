@@ -180,13 +180,7 @@ static int teardown(void **state)
 }
 
 /* Until the client's loop sleeps with nothing to do: a caller may then write. */
-static void wait_idle(arpc_client *c)
-{
-    int64_t end = now_ms() + WAIT_MS;
-    while (!arpc_loop_idle(c->cl_loop) && now_ms() < end)
-        sched_yield();
-    assert_true(arpc_loop_idle(c->cl_loop));
-}
+static void wait_idle(arpc_client *c) { assert_true(loop_idle_within(c->cl_loop, WAIT_MS)); }
 
 static const char METHOD[] = "t.wire";
 static const char PAYLOAD[] = "0123456789abcdef";

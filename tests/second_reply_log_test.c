@@ -37,12 +37,7 @@ static void h_reply_twice(arpc_request *req, void *ctx)
 
 /* Until the client's loop sleeps with nothing to do, so the next call is written by its
  * caller (bounded: a loop that never sleeps fails the count checked after). */
-static void wait_idle(arpc_client *c)
-{
-    int64_t end = now_ms() + TEST_WAIT_MS;
-    while (!arpc_loop_idle(c->cl_loop) && now_ms() < end)
-        sched_yield();
-}
+static void wait_idle(arpc_client *c) { (void)loop_idle_within(c->cl_loop, TEST_WAIT_MS); }
 
 /* Calls t.twice until one call was written by its caller (the path that set the bit), and
  * checks each call's refusal line. */

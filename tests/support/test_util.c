@@ -1,11 +1,13 @@
 /* Clocks, sleeps, the PRNG and the off-thread check line. */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
 #include "support/test_util.h"
 
 #include "arpc/error.h"
+#include "async/loop_internal.h"
 #include "arpc/server.h"
 #include "arpc/stats.h"
 
@@ -23,6 +25,14 @@ void sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+bool loop_idle_within(struct arpc_loop *loop, int ms)
+{
+    int64_t end = now_ms() + ms;
+    while (!arpc_loop_idle(loop) && now_ms() < end)
+        sched_yield();
+    return arpc_loop_idle(loop);
 }
 
 bool poll_again(int64_t until)

@@ -48,6 +48,11 @@ void sleep_ms(long ms);
 
 /* ---- a bounded poll: for a state nothing announces ---- */
 
+struct arpc_loop;
+/* Yields until loop sleeps in its poll with nothing to do (arpc_loop_idle: a caller's write
+ * then goes out directly) or ms pass; true once idle. */
+bool loop_idle_within(struct arpc_loop *loop, int ms);
+
 /* The pace of every poll: false once now_ms() reached until; else sleeps a millisecond and
  * returns true (look again). */
 bool poll_again(int64_t until);
