@@ -32,6 +32,16 @@
  * One loop per queue: the first attached future's names it; futures of other such loops are
  * not driven (their own waiters run them).
  *
+ * Refusing: a call of a client whose loop a thread runs (its own, or one started and shared)
+ * names that loop its completer (arpc_future_set_completer). A consumer inside that loop (a
+ * callback on its thread) waiting for an empty queue whose every attached, pending entry is
+ * such a call would wait for itself: it gets ARPC_EBUSY. cq_untaken counts the attached
+ * entries not yet taken (consumers take them under cq_lock), cq_completing those not yet
+ * pushed whose completer is cq_completer (the first attached future's completer, one per
+ * queue like the home), uncounted just before their push: a consumer under cq_lock that finds
+ * the queue empty and the two equal knows every entry it could take is a call of that loop
+ * still pending. The name is only compared with the consumer's loop, never followed.
+ *
  * Lifetime: cq_refs is the user's handle plus one per attached entry not yet pushed (each
  * callback holds one until after its push, so the cq outlives the push and the eventfd
  * write). Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
@@ -64,7 +74,8 @@ struct cq_entry {
     arpc_future *e_future; /* one kept reference (async/future_internal.h), handed to the consumer */
     void *e_tag;
     arpc_cq *e_cq;
-    bool e_homed; /* counted in cq_homed until pushed */
+    bool e_homed;      /* counted in cq_homed until pushed */
+    bool e_completing; /* counted in cq_completing until just before its push */
 };
 
 CK_STACK_CONTAINER(struct cq_entry, e_link, cq_entry_of)
@@ -80,6 +91,9 @@ struct arpc_cq {
     ck_stack_entry_t *cq_fifo; /* under cq_lock: taken from cq_done, oldest first */
     _Atomic(struct arpc_loop *) cq_home; /* the loop a consumer drives (design notes) */
     _Atomic long cq_homed;     /* attached entries of cq_home's calls, not yet pushed */
+    _Atomic(struct arpc_loop *) cq_completer; /* see "Refusing" in the design notes */
+    _Atomic long cq_completing; /* attached entries cq_completer completes, not yet pushed */
+    _Atomic long cq_untaken;    /* attached entries not yet taken */
 };
 
 /* ---- eventfd ---- */
@@ -146,12 +160,31 @@ static void cq_unref(arpc_cq *cq)
     arpc_free(cq);
 }
 
+/* An attached entry is counted before its then(), which may push at once ("Refusing" in the
+ * design notes). */
+static void cq_count_attached(arpc_cq *cq, bool completing)
+{
+    atomic_fetch_add(&cq->cq_untaken, 1);
+    if (completing)
+        atomic_fetch_add(&cq->cq_completing, 1); /* after: never more than untaken */
+}
+
+/* An attach that failed. */
+static void cq_uncount(arpc_cq *cq, bool completing)
+{
+    if (completing)
+        atomic_fetch_sub(&cq->cq_completing, 1);
+    atomic_fetch_sub(&cq->cq_untaken, 1);
+}
+
 /* The then-callback of an attached future, on the completing thread. */
 static void cq_on_complete(arpc_future *f, void *arg)
 {
     struct cq_entry *e = arg;
     arpc_cq *cq = e->e_cq;
     bool homed = e->e_homed; /* e may be taken and freed once pushed */
+    if (e->e_completing)
+        atomic_fetch_sub(&cq->cq_completing, 1); /* before the push: see "Refusing" */
     if (atomic_load_explicit(&cq->cq_closed, memory_order_acquire)) {
         /* Nobody will take it; the completer's reference keeps f alive meanwhile. */
         arpc_future_unkeep(f);
@@ -194,6 +227,9 @@ int arpc_cq_create(arpc_cq **out)
     cq->cq_fifo = NULL;
     atomic_init(&cq->cq_home, NULL);
     atomic_init(&cq->cq_homed, 0);
+    atomic_init(&cq->cq_completer, NULL);
+    atomic_init(&cq->cq_completing, 0);
+    atomic_init(&cq->cq_untaken, 0);
     *out = cq;
     return ARPC_OK;
 }
@@ -221,13 +257,19 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_cq = cq;
     struct arpc_loop *home = arpc_future_home(f), *none = NULL;
     e->e_homed = home != NULL && (atomic_compare_exchange_strong(&cq->cq_home, &none, home) || none == home);
+    struct arpc_loop *completer = arpc_future_completer(f);
+    none = NULL;
+    e->e_completing = completer != NULL && (atomic_compare_exchange_strong(&cq->cq_completer, &none, completer) ||
+                                            none == completer);
     if (e->e_homed)
         atomic_fetch_add(&cq->cq_homed, 1); /* before the then(), which may push at once */
+    cq_count_attached(cq, e->e_completing);
     /* Kept, not a USER reference: the caller's second release is caught instead of dropping
      * the queue's. */
     if (!arpc_future_keep(f)) {
         if (e->e_homed)
             atomic_fetch_sub(&cq->cq_homed, 1);
+        cq_uncount(cq, e->e_completing);
         arpc_free(e);
         return ARPC_EBUSY;
     }
@@ -236,6 +278,7 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     if (rc != ARPC_OK) {
         if (e->e_homed)
             atomic_fetch_sub(&cq->cq_homed, 1);
+        cq_uncount(cq, e->e_completing);
         arpc_future_unkeep(f); /* the caller still holds one: no cancel */
         cq_unref(cq);
         arpc_free(e);
@@ -243,18 +286,35 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     return rc;
 }
 
-int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
+/* Under cq_lock, after a take found the queue empty: true when the calling thread is inside
+ * the loop that alone completes every entry it could take, so a wait could only end at its
+ * timeout ("Refusing" in the design notes). */
+static bool cq_stuck_here_locked(arpc_cq *cq)
 {
-    if (!cq_live(cq, __func__) || f == NULL)
-        return ARPC_EINVAL;
+    struct arpc_loop *here = arpc_loop_current();
+    if (here == NULL || atomic_load(&cq->cq_completer) != here)
+        return false;
+    long completing = atomic_load(&cq->cq_completing);
+    return completing > 0 && completing == atomic_load(&cq->cq_untaken) && atomic_load(&cq->cq_count) <= 0;
+}
+
+/* trynext; when empty, ARPC_EBUSY instead of ARPC_EAGAIN if refuse_stuck and a wait here
+ * would wait for itself. */
+static int cq_take(arpc_cq *cq, arpc_future **f, void **tag, bool refuse_stuck)
+{
+    bool stuck = false;
     pthread_mutex_lock(&cq->cq_lock);
     struct cq_entry *e = cq_take_locked(cq);
     if (e == NULL || atomic_fetch_sub(&cq->cq_count, 1) == 1)
         cq_clear(cq); /* emptied it, or found it empty (a stale signal) */
+    if (e != NULL)
+        atomic_fetch_sub(&cq->cq_untaken, 1);
+    else if (refuse_stuck)
+        stuck = cq_stuck_here_locked(cq);
     pthread_mutex_unlock(&cq->cq_lock);
     if (e == NULL) {
         *f = NULL;
-        return ARPC_EAGAIN;
+        return stuck ? ARPC_EBUSY : ARPC_EAGAIN;
     }
     *f = e->e_future;
     arpc_future_hand_over(*f); /* the queue's kept reference becomes the caller's */
@@ -262,6 +322,13 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
         *tag = e->e_tag;
     arpc_free(e);
     return ARPC_OK;
+}
+
+int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
+{
+    if (!cq_live(cq, __func__) || f == NULL)
+        return ARPC_EINVAL;
+    return cq_take(cq, f, tag, false);
 }
 
 /* A driving consumer's condition (arpc_loop_wait_cond_until): an entry to take, or no call
@@ -282,11 +349,14 @@ static void cq_sleep(void *arg, uint64_t deadline_ns)
 
 int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
 {
+    if (!cq_live(cq, __func__) || f == NULL)
+        return ARPC_EINVAL;
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (;;) {
-        int rc = arpc_cq_trynext(cq, f, tag);
+        /* A zero timeout only looks: no wait to refuse. */
+        int rc = cq_take(cq, f, tag, timeout_ms != 0);
         if (rc != ARPC_EAGAIN)
-            return rc;
+            return rc; /* ARPC_EBUSY: inside the loop that must deliver, it would wait for itself */
         if (arpc_ms_left_int(deadline) == 0)
             return ARPC_EAGAIN;
         struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;

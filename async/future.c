@@ -255,7 +255,9 @@ static bool future_settle(arpc_future *f, void *data, size_t len)
         return false;
     }
     f->f_len = data != NULL ? len : 0;
-    atomic_store_explicit(&f->f_data, data, memory_order_relaxed);
+    /* Release: whoever reads this result for a completer's name sees the claim too
+     * (arpc_future_completer); a plain store on x86. */
+    atomic_store_explicit(&f->f_data, data, memory_order_release);
     return true;
 }
 
@@ -480,6 +482,14 @@ arpc_loop *arpc_future_home(const arpc_future *f)
 void arpc_future_set_completer(arpc_future *f, struct arpc_loop *loop)
 {
     atomic_store_explicit(&f->f_data, (void *)loop, memory_order_relaxed);
+}
+
+struct arpc_loop *arpc_future_completer(const arpc_future *f)
+{
+    /* The name is read before the state, acquiring: a result read here comes with its claim
+     * (future_settle's release), so the state says claimed and no result is taken for a name. */
+    void *name = atomic_load_explicit(&f->f_data, memory_order_acquire);
+    return (future_state(f) & (ST_CLAIMED | ST_HOME)) == 0 ? name : NULL;
 }
 
 /* True when f can only be completed by the loop the calling thread is inside (its completer),

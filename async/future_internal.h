@@ -86,6 +86,11 @@ struct arpc_loop *arpc_future_home(const arpc_future *f);
  */
 void arpc_future_set_completer(arpc_future *f, struct arpc_loop *loop);
 
+/* The loop named by arpc_future_set_completer while f is pending, or NULL (none named, or f
+ * is complete or being completed). Only to compare with arpc_loop_current(), never to follow:
+ * the loop may be gone. */
+struct arpc_loop *arpc_future_completer(const arpc_future *f);
+
 /* Sleeps until f is done or deadline_ns passes (ARPC_NEVER: never), whatever its home: for
  * the loop's own wait, which drives the loop itself. f's status or ARPC_EPENDING. */
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns);

@@ -5,7 +5,9 @@
  * now returns ARPC_EBUSY at once, the future still pending, and the call completes as usual
  * once the callback has returned. Checked for the client's own loop thread (the default), a
  * loop started with arpc_loop_start and shared, and a pollable loop's step; a wait there for
- * a call another loop completes still waits and succeeds.
+ * a call another loop completes still waits and succeeds. The same for a completion queue's
+ * consumer (arpc_cq_next, _next_for) whose pending entries are all such calls; one with an
+ * entry another loop completes waits for it and takes it.
  *
  * On the old code the callback's wait hung: the test thread, after its bound, cancels the call
  * from outside, which ends the wait with ARPC_ECANCELLED, and the assertions fail.
@@ -75,9 +77,24 @@ static int teardown(void **state)
 struct inside {
     arpc_future *held_call;  /* pending: its reply needs this loop */
     arpc_future *other_call; /* NULL, or a call another loop completes */
+    arpc_cq *cq;             /* held_call attached (tag &held), and other_call (tag &other) */
     int wait, wait_for, wait_all, wait_any, poll_after, other;
+    int cq_other, cq_next, cq_next_for; /* cq_other: ARPC_OK when other_call came out of cq */
     sem_t done;
 };
+
+/* Takes cq's next entry: ARPC_OK when it is want with tag (the reference released), else the
+ * error, or ARPC_EPROTO for another entry. */
+static int cq_take(arpc_cq *cq, arpc_future *want, void *tag, int64_t timeout_ms)
+{
+    arpc_future *f = NULL;
+    void *got = NULL;
+    int rc = arpc_cq_next_for(cq, timeout_ms, &f, &got);
+    if (rc != ARPC_OK)
+        return rc;
+    arpc_future_release(f);
+    return f == want && got == tag ? ARPC_OK : ARPC_EPROTO;
+}
 
 static void wait_inside(arpc_future *f, void *arg)
 {
@@ -91,6 +108,19 @@ static void wait_inside(arpc_future *f, void *arg)
     in->wait_any = arpc_future_wait_any(one, 1, ARPC_FOREVER, &index);
     in->poll_after = arpc_future_poll(in->held_call);
     in->other = in->other_call != NULL ? arpc_future_wait(in->other_call) : ARPC_OK;
+    in->cq_other = ARPC_OK;
+    if (in->other_call != NULL)
+        in->cq_other = cq_take(in->cq, in->other_call, &in->other, ARPC_FOREVER);
+    arpc_future *taken = NULL;
+    in->cq_next = arpc_cq_next(in->cq, &taken, NULL);
+    if (taken != NULL)
+        arpc_future_release(taken);
+    taken = NULL;
+    /* Bounded for the old code, where the test's cancel let the first take the held call and
+     * this one waited for nothing; refused at once now. */
+    in->cq_next_for = arpc_cq_next_for(in->cq, 1000, &taken, NULL);
+    if (taken != NULL)
+        arpc_future_release(taken);
     sem_post(&in->done);
 }
 
@@ -108,8 +138,13 @@ static void check_refused_then_answer(struct inside *in)
     assert_int_equal(in->wait_any, ARPC_EBUSY);
     assert_int_equal(in->poll_after, ARPC_EPENDING);
     assert_int_equal(in->other, ARPC_OK);
+    assert_int_equal(in->cq_other, ARPC_OK);
+    assert_int_equal(in->cq_next, ARPC_EBUSY);
+    assert_int_equal(in->cq_next_for, ARPC_EBUSY);
     assert_true(sem_wait_secs(&held_sem, TEST_WAIT_S));
     assert_int_equal(arpc_reply(atomic_exchange(&held, NULL), "ok", 2), ARPC_OK);
+    /* Its entry was kept, and comes out once the loop has delivered it. */
+    assert_int_equal(cq_take(in->cq, in->held_call, &held, TEST_WAIT_MS), ARPC_OK);
 }
 
 /* Makes the held call and, on the same client, a call whose then() waits for it. */
@@ -118,6 +153,10 @@ static void start_calls(arpc_client *c, struct inside *in, arpc_future **trigger
     sem_init(&in->done, 0, 0);
     in->held_call = arpc_call_async(c, "t.hold", "h", 1, TEST_WAIT_MS);
     assert_non_null(in->held_call);
+    assert_int_equal(arpc_cq_create(&in->cq), ARPC_OK);
+    assert_int_equal(arpc_cq_attach(in->cq, in->held_call, &held), ARPC_OK);
+    if (in->other_call != NULL)
+        assert_int_equal(arpc_cq_attach(in->cq, in->other_call, &in->other), ARPC_OK);
     *trigger = arpc_call_async(c, "t.gate", "e", 1, TEST_WAIT_MS);
     assert_non_null(*trigger);
     assert_int_equal(arpc_future_then(*trigger, wait_inside, in), ARPC_OK);
@@ -130,6 +169,7 @@ static void finish_calls(struct inside *in, arpc_future *trigger)
     assert_int_equal(arpc_future_wait_for(trigger, TEST_WAIT_MS), ARPC_OK);
     arpc_future_release(in->held_call);
     arpc_future_release(trigger);
+    arpc_cq_destroy(in->cq);
     sem_destroy(&in->done);
 }
 

@@ -63,7 +63,12 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
  * next: blocks until an entry arrives. While calls of a client on a caller-driven loop (created
  * and never started, or lent with arpc_loop_run; arpc/future.h) are attached and pending,
  * next and next_for run that loop while nobody else does, so their replies come in (one such
- * loop per queue: the first attached call's); inside that loop they return ARPC_EBUSY. */
+ * loop per queue: the first attached call's); inside that loop they return ARPC_EBUSY.
+ * Likewise, inside the loop a thread runs for a client (its own loop thread, or a loop
+ * started with arpc_loop_start or stepped as pollable: a callback there), next and next_for
+ * on an empty queue return ARPC_EBUSY at once when every attached, pending future is a call
+ * that loop completes (one such loop per queue: the first attached call's): the loop cannot
+ * read their replies while its callback waits. */
 ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);
