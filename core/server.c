@@ -97,11 +97,12 @@ static unsigned server_worker_poll_us(int32_t us)
     return us == 0 ? ARPC_WORKER_POLL_US_DEFAULT : us < 0 ? 0u : (unsigned)us;
 }
 
-/* One per online CPU but one, which is left to the loop thread (at least 1). */
+/* One per online CPU but one, which is left to the loop thread (at least 1, at most
+ * ARPC_SERVER_WORKERS_MAX). */
 static unsigned default_workers(void)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    return ncpu > 2 ? (unsigned)ncpu - 1 : 1;
+    return ncpu <= 2 ? 1 : ncpu - 1 > ARPC_SERVER_WORKERS_MAX ? ARPC_SERVER_WORKERS_MAX : (unsigned)ncpu - 1;
 }
 
 /* Why the options cannot make a server (written into why), or ARPC_OK. */

@@ -80,12 +80,10 @@ enum arpc_recover_kind {
 typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
 
 /* The most arpc_server_options.workers may ask for; more fails arpc_server_create with
- * ARPC_EINVAL (said in errbuf). The pool runs handlers that should not block, so threads past
- * the cores only take turns on them, while each costs a stack (8 MiB of address space by
- * default) and a start-up (3,000 took 0.9 s): 1,024 is more cores than a machine has, well
- * below the kernel's thread limits. Handlers that block belong on a group of their own
+ * ARPC_EINVAL (said in errbuf). The pool is an actor group, bounded as any is (1,024: why in
+ * arpc/actor.h). Handlers that block belong on a group of their own
  * (arpc_method_options.group). */
-#define ARPC_SERVER_WORKERS_MAX 1024u
+#define ARPC_SERVER_WORKERS_MAX ARPC_ACTOR_GROUP_MAX
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
