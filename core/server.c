@@ -108,11 +108,8 @@ static unsigned default_workers(void)
 /* Why the options cannot make a server (written into why), or ARPC_OK. */
 static int server_options_refusal(const arpc_server_options *o, char *why, size_t whylen)
 {
-    if (o->max_frame != 0 && o->max_frame < ARPC_MAX_FRAME_MIN) {
-        snprintf(why, whylen, "max_frame %u: at least %u (ARPC_MAX_FRAME_MIN), or 0 for the default", o->max_frame,
-                 ARPC_MAX_FRAME_MIN);
+    if (arpc_options_max_frame_check(o->max_frame, why, whylen) != ARPC_OK)
         return ARPC_EINVAL;
-    }
     if (o->workers > ARPC_SERVER_WORKERS_MAX) {
         snprintf(why, whylen, "workers %u: at most %u (ARPC_SERVER_WORKERS_MAX)", o->workers,
                  ARPC_SERVER_WORKERS_MAX);

@@ -54,8 +54,8 @@ extern "C" {
 #define ARPC_FOREVER ((int64_t)-1)
 
 /* The smallest max_frame a server or client takes (arpc_server_options.max_frame,
- * arpc_client_options.max_frame; a smaller one but 0 fails create/connect with ARPC_EINVAL,
- * said in errbuf). Both ends send frames of their own that the other must take whatever its
+ * arpc_client_options.max_frame, arpc_jsonrpc_options.max_frame; a smaller one but 0 fails
+ * create/connect with ARPC_EINVAL, said in errbuf). Both ends send frames of their own that the other must take whatever its
  * max_frame: a client's goodbye, an error reply naming an unknown method of up to 255 bytes
  * (~280 bytes of body), the server's refusals; under 1 KiB they could be refused (a server at 1
  * refused every goodbye; a client at 32 read "no such method" as ARPC_ETOOLARGE). */
