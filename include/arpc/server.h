@@ -360,7 +360,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * later from another thread is fine), answers calls whose handlers have not replied
  * ARPC_EABANDONED (they may have run; for an at-most-once call that is its result, which its
  * retries get too, and with a reply log it is logged, so a server restarted on the log answers
- * a re-sent copy with it and never runs the call again), and closes every connection. With a
+ * a re-sent copy with it and never runs the call again), and closes every connection, telling
+ * the client of one that is owed nothing that calls it has not had answered were not read
+ * (they did not run: docs/SEMANTICS.md). With a
  * reply log, replies whose records are still being made durable keep their connections open
  * for what is left of the grace; once stop returns, the log is closed and nothing of the
  * server runs on its loop any more. The grace ends as soon as no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
