@@ -9,7 +9,7 @@
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *
- * API misuse (clients, servers, futures, completion queues, actors):
+ * API misuse (clients, servers, futures, completion queues, actors, requests):
  *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
  *    error code), and so is a NULL out pointer of a create, wrap or connect function. A
  *    future-returning call gets a future completed with ARPC_EINVAL.
@@ -21,7 +21,8 @@
  *    destroy or last release begins. That catches a dead handle while its memory is still
  *    arpc's or freed and not yet reused (under AddressSanitizer: always, as ASan is asked
  *    instead of the memory being read). Memory already reused for a new object of the same
- *    kind cannot be told apart: that remains undefined behaviour. A future's references are
+ *    kind cannot be told apart: that remains undefined behaviour (a request's handle, which
+ *    the server reuses for its next request, most of all: arpc/server.h, arpc_reply). A future's references are
  *    counted apart from those arpc holds for itself (a call, a queue), so a future released
  *    once too often is caught too while arpc still holds it (arpc/future.h).
  *    Loops and actor groups are checked the same way; a loop's magic stays live through its

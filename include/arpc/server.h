@@ -462,7 +462,10 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * are an at-most-once call's retries). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
- * gone and must not be used, as after free(). For a one-way request it only finishes req
+ * gone and must not be used, as after free(): until a new request takes its handle (the
+ * server reuses handles) such a use of any arpc_request_* function or reply is reported as
+ * misuse (arpc/common.h: an abort in debug builds, else ARPC_EINVAL / NULL / 0); once one
+ * has, it acts on that request. For a one-way request it only finishes req
  * (ARPC_ESHUTDOWN once a stop let go of it: see arpc_server_destroy).
  * ARPC_EINVAL for a NULL req (nothing done). */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
