@@ -22,8 +22,9 @@
  *    arpc's or freed and not yet reused (under AddressSanitizer: always, as ASan is asked
  *    instead of the memory being read). Memory already reused for a new object of the same
  *    kind cannot be told apart: that remains undefined behaviour (a request's handle, which
- *    the server reuses for its next request, most of all: arpc/server.h, arpc_reply). A future's references are
- *    counted apart from those arpc holds for itself (a call, a queue), so a future released
+ *    the server reuses for its next request, most of all: arpc/server.h, arpc_reply). A
+ *    future's references are counted apart from those arpc holds for itself (a call, a
+ *    queue), so a future released
  *    once too often is caught too while arpc still holds it (arpc/future.h).
  *    Loops and actor groups are checked the same way; a loop's magic stays live through its
  *    destroy's final drain (tasks still running then may submit, and get ARPC_ESHUTDOWN), and
