@@ -22,6 +22,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/handle.h"
+#include "base/log.h"
 #include "base/options.h"
 
 struct arpc_actor_group {
@@ -34,7 +35,7 @@ struct arpc_actor_group {
 static unsigned group_default_size(void)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    return cpus > 0 ? (unsigned)cpus : 1;
+    return cpus <= 0 ? 1 : cpus > ARPC_ACTOR_GROUP_MAX ? ARPC_ACTOR_GROUP_MAX : (unsigned)cpus;
 }
 
 /* "name-3": the member index survives truncation to the 15 characters Linux keeps. */
@@ -57,6 +58,12 @@ int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_act
     *out = NULL;
     if (opts_rc != ARPC_OK)
         return opts_rc;
+    if (n > ARPC_ACTOR_GROUP_MAX) {
+        /* Before any allocation or thread: n threads would start, or fail after many did. */
+        arpc_log(ARPC_LOG_WARN, "cannot create an actor group of %u actors: at most %u (ARPC_ACTOR_GROUP_MAX)", n,
+                 ARPC_ACTOR_GROUP_MAX);
+        return ARPC_EINVAL;
+    }
     if (n == 0)
         n = group_default_size();
     arpc_actor_group *g = arpc_calloc(1, sizeof(*g) + (size_t)n * sizeof(g->g_members[0]));

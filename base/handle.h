@@ -27,6 +27,7 @@
 #define ARPC_MAGIC_JSONRPC 0x614a736eu /* "aJsn": arpc_jsonrpc_client */
 #define ARPC_MAGIC_LOOP 0x614c6f70u    /* "aLop" */
 #define ARPC_MAGIC_GROUP 0x61477270u   /* "aGrp": arpc_actor_group */
+#define ARPC_MAGIC_REQUEST 0x61526571u /* "aReq": arpc_request */
 #define ARPC_MAGIC_DEAD 0xdeadc105u
 
 typedef _Atomic uint32_t arpc_magic;

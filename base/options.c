@@ -1,8 +1,10 @@
 /* Copying a caller's options struct whatever size its headers gave it (base/options.h). */
 #include "base/options.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "arpc/common.h"
 #include "arpc/error.h"
 
 int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_t caller_size)
@@ -16,4 +18,13 @@ int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_
         if (((const unsigned char *)opts)[i] != 0)
             return ARPC_EINVAL;
     return ARPC_OK;
+}
+
+int arpc_options_max_frame_check(uint32_t max_frame, char *why, size_t whylen)
+{
+    if (max_frame == 0 || max_frame >= ARPC_MAX_FRAME_MIN)
+        return ARPC_OK;
+    snprintf(why, whylen, "max_frame %u: at least %u (ARPC_MAX_FRAME_MIN), or 0 for the default", max_frame,
+             ARPC_MAX_FRAME_MIN);
+    return ARPC_EINVAL;
 }

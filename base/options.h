@@ -10,6 +10,7 @@
 #define ARPC_BASE_OPTIONS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -29,5 +30,11 @@ static inline int arpc_options_copy(void *copy, size_t lib_size, const void *opt
     }
     return arpc_options_copy_sized(copy, lib_size, opts, caller_size);
 }
+
+/* The one rule for every max_frame option (arpc_server_options, arpc_client_options,
+ * arpc_jsonrpc_options): 0 (the default) or at least ARPC_MAX_FRAME_MIN (arpc/common.h).
+ * ARPC_OK, or ARPC_EINVAL with why written into why[0..whylen) ("max_frame 32: at least 1024
+ * (ARPC_MAX_FRAME_MIN), or 0 for the default"). */
+int arpc_options_max_frame_check(uint32_t max_frame, char *why, size_t whylen);
 
 #endif

@@ -228,11 +228,9 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         return opts_rc;
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
-    if (o.max_frame != 0 && o.max_frame < ARPC_MAX_FRAME_MIN) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "max_frame %u: at least %u (ARPC_MAX_FRAME_MIN), or 0 for the default",
-                 o.max_frame, ARPC_MAX_FRAME_MIN);
-        write_why(&o, msg);
+    char refusal[96];
+    if (arpc_options_max_frame_check(o.max_frame, refusal, sizeof(refusal)) != ARPC_OK) {
+        write_why(&o, refusal);
         return ARPC_EINVAL;
     }
     if (o.auth_token_len > ARPC_AUTH_TOKEN_MAX_BYTES || (o.auth_token == NULL && o.auth_token_len > 0)) {

@@ -323,7 +323,8 @@ void call_settle_sent(struct client_call *call)
 {
     struct arpc_u64_map *m = &call->cc_client->cl_unwritten;
     void *holder = call->cc_bulk ? (void *)bulk_of(call) : (void *)call;
-    if (arpc_u64_map_count(m) != 0 && arpc_u64_map_get(m, (uint64_t)(uintptr_t)holder) != NULL)
+    if (call->cc_client->cl_unread ||
+        (arpc_u64_map_count(m) != 0 && arpc_u64_map_get(m, (uint64_t)(uintptr_t)holder) != NULL))
         call->cc_sent = call->cc_reached;
     else
         call->cc_reached = true;

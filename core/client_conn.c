@@ -138,7 +138,10 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
     char msg[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(msg, sizeof(msg), f->f_msg, f->f_msg_len);
     if (f->f_code == ARPC_ESHUTDOWN) {
-        /* A stopping (perhaps restarting) server: new calls wait for the next connection. */
+        /* A stopping (perhaps restarting) server: new calls wait for the next connection. Its
+         * last word says that it read none of the calls still pending: they did not run. */
+        if (f->f_err_flags & ARPC_GOAWAY_LAST)
+            c->cl_unread = true;
         client_direct_pause(c); /* callers' calls too wait */
         int expected = CL_READY;
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
@@ -308,6 +311,7 @@ static int client_send_hello(arpc_client *c)
 void client_conn_adopt(arpc_client *c, int fd)
 {
     atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
+    c->cl_unread = false;
     /* The server's HELLO (or the GOAWAY in its place) is read whatever max_frame says, as the
      * server reads ours: a max_frame under a HELLO's size must not pass for "not an arpc
      * server". client_on_hello sets max_frame as the bound. */

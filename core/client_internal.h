@@ -175,6 +175,9 @@ struct arpc_client {
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */
     struct arpc_u64_map cl_unwritten; /* at a loss: request blocks its queue never wrote whole
                                        * (client_call.c; p_slots NULL until the first) */
+    bool cl_unread;                   /* loop thread: the current connection's server said its
+                                       * last word (ARPC_GOAWAY_LAST): a call it has not answered
+                                       * was never read (call_settle_sent); cleared at adopt */
     uint64_t cl_next_xid, cl_ack;
     _Atomic uint64_t cl_next_seq;   /* any thread: callers writing their calls number them too */
     uint32_t cl_next_order;

@@ -63,8 +63,9 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder);
 /* The connection's op: a request block its output queue never wrote whole (at its close). */
 void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
 /* At the loss of the connection the call was last sent on (untracked): whether that send left
- * whole. If it did not, the server never had the frame, so that send cannot have run: the call
- * counts as sent only if an earlier send left whole (cc_reached). Then forget the blocks with
+ * whole, and was read. If it did not, or the server's last word said it read no call it had not
+ * answered (cl_unread), that send cannot have run: the call counts as sent only if an earlier
+ * send left whole (cc_reached). Then forget the blocks with
  * calls_unwritten_forget, once every call of the connection was asked. */
 void call_settle_sent(struct client_call *call);
 /* ms left for the wire, at least 1; 0: none. now_ns: a clock read just made, or 0 to read one. */

@@ -77,6 +77,16 @@ enum arpc_hello_flag {
                                    * server ignores both the bit and the bytes) */
 };
 
+/* GOAWAY flags, in the ERROR/GOAWAY body's u16 at 6 (reserved before: an older peer ignores
+ * them, and an older server sends none). */
+enum arpc_goaway_flag {
+    /* The server's last frame on the connection, at its stop: it answered every request it
+     * read on it ahead of this frame and reads nothing more, so a call still unanswered when
+     * the connection closes was never read (it did not run). Sent only when no answer is still
+     * owed there (docs/PROTOCOL.md, GOAWAY). */
+    ARPC_GOAWAY_LAST = 1u << 0,
+};
+
 /* A decoded frame: pointers are views into the decoder's input buffer. */
 struct arpc_frame {
     uint8_t f_kind;
@@ -102,6 +112,7 @@ struct arpc_frame {
     uint32_t f_code;
     const char *f_msg; /* not NUL-terminated */
     uint16_t f_msg_len;
+    uint16_t f_err_flags; /* GOAWAY: enum arpc_goaway_flag (ERROR: 0, ignored) */
     /* REQUEST / ONEWAY / REPLY / PING / PONG */
     const uint8_t *f_payload;
     uint32_t f_payload_len;
@@ -162,6 +173,8 @@ size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32
 size_t arpc_frame_error_size(size_t msg_len);
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
                                uint32_t code, const char *msg, uint16_t msg_len);
+/* A GOAWAY (xid 0) with flags (enum arpc_goaway_flag); arpc_frame_error_size(msg_len) bytes. */
+size_t arpc_frame_encode_goaway(uint8_t *dst, uint32_t code, uint16_t flags, const char *msg, uint16_t msg_len);
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);

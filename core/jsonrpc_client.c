@@ -453,13 +453,18 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
         return ARPC_EINVAL;
     *out = NULL;
     char why[ARPC_ERRBUF_SIZE] = "";
+    if (arpc_options_max_frame_check(o.max_frame, why, sizeof(why)) != ARPC_OK) {
+        if (o.errbuf != NULL && o.errbuf_len > 0)
+            snprintf(o.errbuf, o.errbuf_len, "%s", why);
+        return ARPC_EINVAL;
+    }
     arpc_jsonrpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return ARPC_ENOMEM;
     atomic_init(&c->jc_magic, ARPC_MAGIC_JSONRPC);
     atomic_init(&c->jc_live, 0);
     atomic_init(&c->jc_next_id, 1);
-    c->jc_max_frame = o.max_frame ? o.max_frame : 16u << 20;
+    c->jc_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     c->jc_default_deadline_ms = o.default_deadline_ms;
     c->jc_end_code = ARPC_ECONNLOST;
     int rc = arpc_u64_map_init(&c->jc_calls, 64);

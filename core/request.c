@@ -72,13 +72,17 @@ arpc_request *request_handle_take(arpc_server *s)
 {
     arpc_request *req = s->sv_handles_free;
     if (req == NULL)
-        return arpc_node_pool_get(&s->sv_handles);
-    s->sv_handles_free = (arpc_request *)req->rq_state; /* a free handle's rq_state links the next */
+        req = arpc_node_pool_get(&s->sv_handles);
+    else
+        s->sv_handles_free = (arpc_request *)req->rq_state; /* a free handle's rq_state links the next */
+    if (req != NULL)
+        atomic_store_explicit(&req->rq_magic, ARPC_MAGIC_REQUEST, memory_order_relaxed);
     return req;
 }
 
 void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
 {
+    arpc_handle_poison(req); /* a free node's first word is the pool's link: dead either way */
     if (!on_loop) {
         arpc_node_pool_put(&s->sv_handles, req);
         return;
@@ -120,7 +124,10 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     if (!answered)
         request_handle_put(s, req, on_loop);
     else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
+    {
+        arpc_handle_poison(req);
         arpc_free(req); /* answered by the server: it left the pool (core/request_tomb.c) */
+    }
     /* (Else the late reply may free the tombstone at once: req is not looked at again.) */
     if (!(on_loop && server_inflight_put_loop(s)) && atomic_fetch_sub(&s->sv_inflight, 1) == 1 &&
         atomic_load(&s->sv_state) == SV_STOPPING)
@@ -506,14 +513,16 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
 
 int arpc_reply(arpc_request *req, const void *data, size_t len)
 {
-    if (req != NULL && data == NULL && len != 0)
+    if (!request_live(req, __func__))
+        return ARPC_EINVAL;
+    if (data == NULL && len != 0)
         len = 0;
     return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, NULL, 0);
 }
 
 int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data, size_t len)
 {
-    if (req == NULL || (effect == NULL && effect_len != 0))
+    if (!request_live(req, __func__) || (effect == NULL && effect_len != 0))
         return ARPC_EINVAL;
     if (data == NULL && len != 0)
         len = 0;
@@ -527,6 +536,8 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
 
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
+    if (!request_live(req, __func__))
+        return ARPC_EINVAL;
     return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true, NULL, 0);
 }
 

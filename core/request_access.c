@@ -33,16 +33,16 @@
 
 /* The server's part, or NULL once the server answered the call and freed it (a tombstone:
  * the accessors then answer as for a request that has nothing). */
-static const struct request_state *request_state_of(const arpc_request *req)
+static const struct request_state *request_state_of(const arpc_request *req, const char *fn)
 {
-    if (req == NULL || (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_STATE_GONE))
+    if (!request_live(req, fn) || (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_STATE_GONE))
         return NULL;
     return req->rq_state;
 }
 
 const void *arpc_request_data(const arpc_request *req, size_t *len)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     if (len != NULL)
         *len = st != NULL ? st->rs_len : 0;
     return st != NULL ? st->rs_data : NULL;
@@ -52,47 +52,47 @@ const void *arpc_request_data(const arpc_request *req, size_t *len)
  * as for a request that has nothing: NULL, false, 0. */
 const char *arpc_request_method(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL ? st->rs_method->m_name : NULL;
 }
-bool arpc_request_is_oneway(const arpc_request *req) { return req != NULL && req->rq_oneway; }
+bool arpc_request_is_oneway(const arpc_request *req) { return request_live(req, __func__) && req->rq_oneway; }
 uint64_t arpc_request_client_id(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL ? st->rs_conn->sc_client_id : 0;
 }
 const arpc_peer_info *arpc_request_peer(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL ? &st->rs_conn->sc_peer : NULL;
 }
 
 const char *arpc_request_peer_subject(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL ? st->rs_conn->sc_peer_subject : NULL;
 }
 bool request_from_jsonrpc(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL && st->rs_conn->sc_speaks_json; /* fixed before its first request */
 }
-uint64_t arpc_request_seq(const arpc_request *req) { return req != NULL ? req->rq_seq : 0; }
+uint64_t arpc_request_seq(const arpc_request *req) { return request_live(req, __func__) ? req->rq_seq : 0; }
 
 int64_t arpc_request_budget_ms(const arpc_request *req)
 {
-    const struct request_state *st = request_state_of(req);
+    const struct request_state *st = request_state_of(req, __func__);
     return st != NULL ? arpc_ms_left(st->rs_deadline_ns) : 0;
 }
 
 bool arpc_request_cancelled(const arpc_request *req)
 {
-    return req != NULL && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
+    return request_live(req, __func__) && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;
 }
 
 int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg)
 {
-    if (req == NULL || fn == NULL)
+    if (!request_live(req, __func__) || fn == NULL)
         return ARPC_EINVAL;
     unsigned flags = atomic_load(&req->rq_flags);
     if (flags & RQ_CANCEL_CB)

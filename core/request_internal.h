@@ -47,6 +47,10 @@ enum {
  * the next free one.
  */
 struct arpc_request {
+    /* First (base/handle.h): live from request_handle_take until the handle is let go of (back
+     * to the server's pool, or a tombstone freed), so a handle used after its request was
+     * finished is reported, not acted on, while no new request has it. */
+    arpc_magic rq_magic;
     atomic_uint rq_flags;
     int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
     struct request_state *rq_state; /* the server's part; freed once RQ_STATE_GONE */
@@ -104,6 +108,14 @@ struct request_state {
 };
 
 #define SHUTTING_DOWN "server shutting down"
+
+/* The entry points' handle check: false for NULL (ARPC_EINVAL, without a word) and, after
+ * reporting misuse (base/handle.h: an abort in debug builds), for a handle let go of. A
+ * handle a new request has taken since cannot be told apart (docs/SEMANTICS.md). */
+static inline bool request_live(const arpc_request *req, const char *fn)
+{
+    return arpc_handle_check(req, ARPC_MAGIC_REQUEST, "request", fn);
+}
 
 /* The handler returned / the reply was handed over: whichever comes last frees the server's
  * part, and the handle with it unless the server answered the call (any thread; on_loop: on

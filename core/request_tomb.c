@@ -79,8 +79,10 @@ void request_tomb_detach_all(arpc_server *s)
 
 void request_late_done(arpc_request *req)
 {
-    if (atomic_fetch_or(&req->rq_flags, RQ_LATE_DONE) & RQ_STATE_GONE)
+    if (atomic_fetch_or(&req->rq_flags, RQ_LATE_DONE) & RQ_STATE_GONE) {
+        arpc_handle_poison(req);
         arpc_free(req);
+    }
 }
 
 /* Loop thread: the late result finishes the numbered call in the reply cache, for its

@@ -97,21 +97,19 @@ static unsigned server_worker_poll_us(int32_t us)
     return us == 0 ? ARPC_WORKER_POLL_US_DEFAULT : us < 0 ? 0u : (unsigned)us;
 }
 
-/* One per online CPU but one, which is left to the loop thread (at least 1). */
+/* One per online CPU but one, which is left to the loop thread (at least 1, at most
+ * ARPC_SERVER_WORKERS_MAX). */
 static unsigned default_workers(void)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    return ncpu > 2 ? (unsigned)ncpu - 1 : 1;
+    return ncpu <= 2 ? 1 : ncpu - 1 > ARPC_SERVER_WORKERS_MAX ? ARPC_SERVER_WORKERS_MAX : (unsigned)ncpu - 1;
 }
 
 /* Why the options cannot make a server (written into why), or ARPC_OK. */
 static int server_options_refusal(const arpc_server_options *o, char *why, size_t whylen)
 {
-    if (o->max_frame != 0 && o->max_frame < ARPC_MAX_FRAME_MIN) {
-        snprintf(why, whylen, "max_frame %u: at least %u (ARPC_MAX_FRAME_MIN), or 0 for the default", o->max_frame,
-                 ARPC_MAX_FRAME_MIN);
+    if (arpc_options_max_frame_check(o->max_frame, why, whylen) != ARPC_OK)
         return ARPC_EINVAL;
-    }
     if (o->workers > ARPC_SERVER_WORKERS_MAX) {
         snprintf(why, whylen, "workers %u: at most %u (ARPC_SERVER_WORKERS_MAX)", o->workers,
                  ARPC_SERVER_WORKERS_MAX);

@@ -506,13 +506,32 @@ void sconn_refuse_parked_all(arpc_server *s)
         request_refuse_parked(ARPC_DLIST_ENTRY(s->sv_parked_closed.dl_head, struct server_conn, sc_parked_link));
 }
 
+/* The stop's last frame on an arpc connection that is owed nothing: every request read on it
+ * was answered ahead of it, and nothing more is read (docs/PROTOCOL.md, GOAWAY). With a reply
+ * log, answers waiting for their records count as owed (they left sc_ncalls already). Without
+ * memory for it the client is told nothing more: its calls stay "may have run". */
+static void sconn_send_last_word(struct server_conn *sc)
+{
+    static const char msg[] = "server stopped: a call not answered was not read";
+    arpc_server *s = sc->sc_server;
+    if (jsonrpc_sconn_is(sc) || sconn_owes_answers(sc) || (s->sv_has_log && atomic_load(&s->sv_logging) != 0))
+        return;
+    size_t len = arpc_frame_error_size(sizeof(msg) - 1);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return;
+    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
+    arpc_conn_send(&sc->sc_conn, buf, buf, len);
+}
+
 void sconn_close_all(arpc_server *s)
 {
     /* Replies already handed over went out before this ran (the job lane is FIFO), and so did
-     * the stop's refusals of parked calls (sconn_refuse_parked_all, called first); write what
-     * the sockets take without waiting, then close. */
+     * the stop's refusals of parked calls (sconn_refuse_parked_all, called first); the last
+     * word goes behind them; write what the sockets take without waiting, then close. */
     for (struct server_conn *sc = sconn_first(s), *next; sc != NULL; sc = next) {
         next = sconn_next(sc); /* a failed flush closes (and may free) sc */
+        sconn_send_last_word(sc);
         arpc_conn_flush_now(&sc->sc_conn);
     }
     while (sconn_first(s) != NULL)

@@ -421,6 +421,9 @@ void sconn_goaway_all(arpc_server *s);
 void sconn_cancel_departed(struct server_conn *sc);
 /* Stop (loop thread): every connection's parked request is refused ESHUTDOWN (did not run). */
 void sconn_refuse_parked_all(arpc_server *s);
+/* Stop (loop thread), last: each connection's last words (ARPC_GOAWAY_LAST where nothing is
+ * owed: its client then knows that a call still unanswered was not read), what the sockets
+ * take without waiting, then the close. */
 void sconn_close_all(arpc_server *s);
 size_t sconn_error_msg_cap(const struct server_conn *sc, size_t mlen);
 /* The most of an error's message a client taking replies of up to client_max bytes gets. */

@@ -637,6 +637,23 @@ static void test_forward_compatible_bytes(void **state)
     assert_int_equal(3, f.f_msg_len);
     assert_memory_equal("bye", f.f_msg, 3);
 
+    /* A GOAWAY's u16 at 6 is its flags (ARPC_GOAWAY_LAST); an ERROR's stays reserved. */
+    n = arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, "bye", 3);
+    assert_int_equal(arpc_frame_error_size(3), n);
+    assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f_kind);
+    assert_int_equal(0, f.f_xid);
+    assert_int_equal(ARPC_ESHUTDOWN, f.f_code);
+    assert_int_equal(ARPC_GOAWAY_LAST, f.f_err_flags);
+    assert_memory_equal("bye", f.f_msg, 3);
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(0, f.f_err_flags);
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 5, ARPC_ESHUTDOWN, "bye", 3);
+    buf[ARPC_FRAME_HEADER_SIZE + 6] = ARPC_GOAWAY_LAST;
+    assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(0, f.f_err_flags);
+
     n = valid_request(buf);
     buf[ARPC_FRAME_HEADER_SIZE + 22] = 0x34;
     buf[ARPC_FRAME_HEADER_SIZE + 23] = 0x12;

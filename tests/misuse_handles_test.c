@@ -375,6 +375,34 @@ static void cq_destroyed_twice(void *arg)
     arpc_cq_destroy(cq);
 }
 
+/* A request answered (an asynchronous handler's reply, from another thread), then replied to
+ * again once the server let go of its handle, before a new request took it: reported, not
+ * acted on. It hung in arpc_reply, or answered a call the handle no longer held. */
+static void request_replied_after_it_was_let_go(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_client *c = child_pair(&s);
+    arpc_future *f = c != NULL ? held_call(c) : NULL;
+    if (f == NULL || arpc_reply(g_held, "1", 1) != ARPC_OK || arpc_future_wait(f) != ARPC_OK)
+        return;
+    /* Freed: the gauge falls after the handle went back to the server's pool (core/request.c). */
+    if (!WAIT_UNTIL(SERVER_STAT(s, handlers_in_flight) == 0))
+        return;
+    arpc_reply(g_held, "2", 1);
+}
+
+static void test_request_used_after_it_was_let_go(void **state)
+{
+    (void)state;
+    if (!aborts_on_misuse)
+        skip(); /* with NDEBUG it returns ARPC_EINVAL: nothing to see from the outside */
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* the check reads the handle the pool relinked (as test_use_after_close_aborts) */
+#endif
+    assert_true(dies_with_abort(request_replied_after_it_was_let_go, NULL, "arpc_reply on 0x"));
+}
+
 static void test_use_after_close_aborts(void **state)
 {
     (void)state;
@@ -551,6 +579,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_actor),
         cmocka_unit_test_no_leak(test_null_loop_and_group),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
+        cmocka_unit_test_no_leak(test_request_used_after_it_was_let_go),
         cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_loop_destroy_drain),
         cmocka_unit_test_no_leak(test_wrong_kind),

@@ -1,6 +1,8 @@
 /*
  * arpc_server_options.workers: bounded by ARPC_SERVER_WORKERS_MAX (a larger pool is refused
- * ARPC_EINVAL, said in errbuf, before any thread starts), and a worker or loop thread that
+ * ARPC_EINVAL, said in errbuf, before any thread starts); so is any actor group by the same
+ * bound, ARPC_ACTOR_GROUP_MAX (refused ARPC_EINVAL before any thread starts, said in a WARN
+ * line: arpc_actor_group_create has no errbuf); and a worker or loop thread that
  * cannot start fails arpc_server_create with ARPC_ESYSTEM, said in errbuf, with nothing left
  * behind: the threads already started are stopped and joined, no block is leaked.
  *
@@ -15,11 +17,13 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/log_capture.h"
 #include "support/test_util.h"
 
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
@@ -60,6 +64,34 @@ static void test_workers_past_the_maximum_refused(void **state)
     assert_non_null(strstr(why, "workers 100000"));
 }
 
+/* One bound for a server's pool and any group: the pool is a group. */
+static void test_group_past_the_maximum_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(ARPC_ACTOR_GROUP_MAX, ARPC_SERVER_WORKERS_MAX);
+    atomic_store(&creates_failed, 0);
+    log_capture_clear();
+    arpc_actor_group *g = NULL;
+    atomic_store(&creates_left, 0); /* not a thread may start: the refusal comes first */
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_create(&g, ARPC_ACTOR_GROUP_MAX + 1, NULL));
+    assert_null(g);
+    assert_int_equal(ARPC_EINVAL, arpc_actor_group_create(&g, UINT_MAX, NULL));
+    assert_null(g);
+    atomic_store(&creates_left, -1);
+    assert_int_equal(0, atomic_exchange(&creates_failed, 0));
+    if (log_capture_count() != 2)
+        log_capture_print();
+    assert_int_equal(2, log_capture_count());
+    assert_int_equal(1, LOG_LINES_WITH("cannot create an actor group of 1025 actors: at most 1024"));
+    assert_int_equal(1, LOG_LINES_WITH("actor group of 4294967295 actors", "ARPC_ACTOR_GROUP_MAX"));
+
+    /* A group at the bound is still made (1,024 threads: about 0.3 s). */
+    assert_int_equal(ARPC_OK, arpc_actor_group_create(&g, ARPC_ACTOR_GROUP_MAX, NULL));
+    assert_int_equal(ARPC_ACTOR_GROUP_MAX, arpc_actor_group_size(g));
+    arpc_actor_group_destroy(g);
+    log_capture_clear();
+}
+
 /* Each of the 3 workers' threads and the loop's in turn fails to start. */
 static void test_thread_start_failure_midway(void **state)
 {
@@ -87,9 +119,11 @@ static void test_thread_start_failure_midway(void **state)
 
 int main(void)
 {
+    log_capture_start(ARPC_LOG_WARN);
     test_alloc_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_workers_past_the_maximum_refused),
+        cmocka_unit_test_no_leak(test_group_past_the_maximum_refused),
         cmocka_unit_test_no_leak(test_thread_start_failure_midway),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

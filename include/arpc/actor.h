@@ -90,10 +90,19 @@ ARPC_API bool arpc_actor_on_thread(const arpc_actor *actor);
 /* Messages processed so far (a snapshot; for tests and statistics). */
 ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
 
-/* Creates a group of n actors (n == 0: one per online CPU) and starts them. opts (may be NULL)
- * applies to each actor; its name, if any, is given to each with "-INDEX" appended. Errors:
- * ARPC_EINVAL (out NULL, bad options), ARPC_ENOMEM, ARPC_ESYSTEM (the actors made so far are
- * stopped and freed; *out is NULL). */
+/* The most actors a group may have (arpc_actor_group_create's n; the server's pool is a group
+ * too: ARPC_SERVER_WORKERS_MAX is this). Actors run messages that should not block, so threads
+ * past the cores only take turns on them, while each costs a stack (8 MiB of address space by
+ * default) and a start-up (3,000 took 0.9 s): 1,024 is more cores than a machine has, well
+ * below the kernel's thread limits. Work that blocks belongs on a group of its own. */
+#define ARPC_ACTOR_GROUP_MAX 1024u
+
+/* Creates a group of n actors (n == 0: one per online CPU, at most ARPC_ACTOR_GROUP_MAX) and
+ * starts them. opts (may be NULL) applies to each actor; its name, if any, is given to each
+ * with "-INDEX" appended. Errors: ARPC_EINVAL (out NULL, bad options, or n over
+ * ARPC_ACTOR_GROUP_MAX: refused before any thread starts, logged, one WARN line "cannot create
+ * an actor group of N actors: at most 1024 (ARPC_ACTOR_GROUP_MAX)"), ARPC_ENOMEM, ARPC_ESYSTEM
+ * (the actors made so far are stopped and freed; *out is NULL). */
 ARPC_API int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts,
                                        size_t opts_size);
 #define arpc_actor_group_create(out, n, opts) \

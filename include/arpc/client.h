@@ -33,7 +33,8 @@
  *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
  *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
  *                     once, for an at-most-once call)
- *   ARPC_EUNREACHABLE the call was never sent: no connection to the server could be made
+ *   ARPC_EUNREACHABLE the call was never sent (or, sent, never read by a server that stopped
+ *                     and said so, docs/SEMANTICS.md): no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
  *                     passed before the client's loop took it up, or the client is down for
  *                     good (no_reconnect, its connection lost before the call left whole,

@@ -9,7 +9,7 @@
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *
- * API misuse (clients, servers, futures, completion queues, actors):
+ * API misuse (clients, servers, futures, completion queues, actors, requests):
  *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
  *    error code), and so is a NULL out pointer of a create, wrap or connect function. A
  *    future-returning call gets a future completed with ARPC_EINVAL.
@@ -21,8 +21,10 @@
  *    destroy or last release begins. That catches a dead handle while its memory is still
  *    arpc's or freed and not yet reused (under AddressSanitizer: always, as ASan is asked
  *    instead of the memory being read). Memory already reused for a new object of the same
- *    kind cannot be told apart: that remains undefined behaviour. A future's references are
- *    counted apart from those arpc holds for itself (a call, a queue), so a future released
+ *    kind cannot be told apart: that remains undefined behaviour (a request's handle, which
+ *    the server reuses for its next request, most of all: arpc/server.h, arpc_reply). A
+ *    future's references are counted apart from those arpc holds for itself (a call, a
+ *    queue), so a future released
  *    once too often is caught too while arpc still holds it (arpc/future.h).
  *    Loops and actor groups are checked the same way; a loop's magic stays live through its
  *    destroy's final drain (tasks still running then may submit, and get ARPC_ESHUTDOWN), and
@@ -54,8 +56,8 @@ extern "C" {
 #define ARPC_FOREVER ((int64_t)-1)
 
 /* The smallest max_frame a server or client takes (arpc_server_options.max_frame,
- * arpc_client_options.max_frame; a smaller one but 0 fails create/connect with ARPC_EINVAL,
- * said in errbuf). Both ends send frames of their own that the other must take whatever its
+ * arpc_client_options.max_frame, arpc_jsonrpc_options.max_frame; a smaller one but 0 fails
+ * create/connect with ARPC_EINVAL, said in errbuf). Both ends send frames of their own that the other must take whatever its
  * max_frame: a client's goodbye, an error reply naming an unknown method of up to 255 bytes
  * (~280 bytes of body), the server's refusals; under 1 KiB they could be refused (a server at 1
  * refused every goodbye; a client at 32 read "no such method" as ARPC_ETOOLARGE). */

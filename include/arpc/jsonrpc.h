@@ -97,7 +97,10 @@ typedef struct arpc_jsonrpc_options {
     arpc_loop *loop;             /* NULL: the client starts and owns a loop thread */
     int64_t connect_timeout_ms;  /* 0: 5000; ARPC_FOREVER: no limit */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
-    uint32_t max_frame;          /* largest request or response object; 0: 16 MiB */
+    uint32_t max_frame;          /* largest request or response object; 0: 16 MiB; at least
+                                  * ARPC_MAX_FRAME_MIN (1 KiB: arpc/common.h), as for arpc's
+                                  * own client: a smaller one but 0 fails connect ARPC_EINVAL,
+                                  * said in errbuf, before anything connects */
     char *errbuf;                /* if not NULL, a failed connect says why here (ARPC_ERRBUF_SIZE) */
     size_t errbuf_len;
 } arpc_jsonrpc_options;

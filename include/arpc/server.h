@@ -80,12 +80,10 @@ enum arpc_recover_kind {
 typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const void *data, size_t len);
 
 /* The most arpc_server_options.workers may ask for; more fails arpc_server_create with
- * ARPC_EINVAL (said in errbuf). The pool runs handlers that should not block, so threads past
- * the cores only take turns on them, while each costs a stack (8 MiB of address space by
- * default) and a start-up (3,000 took 0.9 s): 1,024 is more cores than a machine has, well
- * below the kernel's thread limits. Handlers that block belong on a group of their own
+ * ARPC_EINVAL (said in errbuf). The pool is an actor group, bounded as any is (1,024: why in
+ * arpc/actor.h). Handlers that block belong on a group of their own
  * (arpc_method_options.group). */
-#define ARPC_SERVER_WORKERS_MAX 1024u
+#define ARPC_SERVER_WORKERS_MAX ARPC_ACTOR_GROUP_MAX
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
@@ -362,7 +360,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * later from another thread is fine), answers calls whose handlers have not replied
  * ARPC_EABANDONED (they may have run; for an at-most-once call that is its result, which its
  * retries get too, and with a reply log it is logged, so a server restarted on the log answers
- * a re-sent copy with it and never runs the call again), and closes every connection. With a
+ * a re-sent copy with it and never runs the call again), and closes every connection, telling
+ * the client of one that is owed nothing that calls it has not had answered were not read
+ * (they did not run: docs/SEMANTICS.md). With a
  * reply log, replies whose records are still being made durable keep their connections open
  * for what is left of the grace; once stop returns, the log is closed and nothing of the
  * server runs on its loop any more. The grace ends as soon as no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
@@ -462,7 +462,10 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * are an at-most-once call's retries). In every case req is finished.
  * A second reply for the same request while its handler is still running is refused with
  * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
- * gone and must not be used, as after free(). For a one-way request it only finishes req
+ * gone and must not be used, as after free(): until a new request takes its handle (the
+ * server reuses handles) such a use of any arpc_request_* function or reply is reported as
+ * misuse (arpc/common.h: an abort in debug builds, else ARPC_EINVAL / NULL / 0); once one
+ * has, it acts on that request. For a one-way request it only finishes req
  * (ARPC_ESHUTDOWN once a stop let go of it: see arpc_server_destroy).
  * ARPC_EINVAL for a NULL req (nothing done). */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
