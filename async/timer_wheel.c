@@ -11,8 +11,11 @@
  * while the cursor is less than 256 blocks before b, and the slot was emptied when the cursor
  * last entered a block of the same index. A far node is at least 256 blocks ahead when placed,
  * and a round starts within 256 blocks of any time, so the far list is sorted out before any of
- * its nodes is due. Each node therefore moves at most twice, and firing a millisecond costs its
- * own nodes only.
+ * its nodes is due. Each node therefore moves once at each round start it waits through and
+ * once more (from mid to near), and firing a millisecond costs its own nodes only.
+ *
+ * Nodes keep no time: placing one again (pouring a mid slot, sorting out the far list) asks
+ * the owner's time function, the only place the wheel needs a time it was not just given.
  *
  * The cursor does not tick: arpc_wheel_next names the next time anything must happen (a
  * millisecond with nodes, a block to pour, a round with far nodes), the owner's one loop
@@ -63,8 +66,10 @@ static struct arpc_wheel_node *node_of(struct arpc_wheel_link *l)
     return (struct arpc_wheel_node *)((char *)l - offsetof(struct arpc_wheel_node, wn_link));
 }
 
-void arpc_wheel_init(struct arpc_wheel *w, uint64_t now_ms)
+void arpc_wheel_init(struct arpc_wheel *w, uint64_t now_ms, arpc_wheel_time_fn time_fn, void *time_arg)
 {
+    w->w_time = time_fn;
+    w->w_time_arg = time_arg;
     w->w_now = now_ms;
     w->w_count = 0;
     for (unsigned i = 0; i < ARPC_WHEEL_SLOTS; i++) {
@@ -93,10 +98,11 @@ void arpc_wheel_fini(struct arpc_wheel *w)
 /* The first round start after t. */
 static uint64_t next_round(uint64_t t) { return (t | ROUND_MASK) + 1; }
 
-/* Puts n in its level's slot from the cursor; returns when the cursor must reach it there. */
-static uint64_t place(struct arpc_wheel *w, struct arpc_wheel_node *n)
+/* Puts n, due at when, in its level's slot from the cursor; returns when the cursor must
+ * reach it there. */
+static uint64_t place(struct arpc_wheel *w, struct arpc_wheel_node *n, uint64_t when)
 {
-    uint64_t t = n->wn_when > w->w_now ? n->wn_when : w->w_now; /* a past time: the next expire */
+    uint64_t t = when > w->w_now ? when : w->w_now; /* a past time: the next expire */
     uint64_t block = t >> BLOCK_SHIFT, cursor_block = w->w_now >> BLOCK_SHIFT;
     if (block == cursor_block) {
         list_append(&w->w_near[t & SLOT_MASK], &n->wn_link);
@@ -113,9 +119,8 @@ static uint64_t place(struct arpc_wheel *w, struct arpc_wheel_node *n)
 uint64_t arpc_wheel_add(struct arpc_wheel *w, struct arpc_wheel_node *n, uint64_t when_ms)
 {
     assert(!arpc_wheel_node_armed(n));
-    n->wn_when = when_ms;
     w->w_count++;
-    return place(w, n);
+    return place(w, n, when_ms);
 }
 
 void arpc_wheel_remove(struct arpc_wheel *w, struct arpc_wheel_node *n)
@@ -133,8 +138,10 @@ static void replace_all(struct arpc_wheel *w, struct arpc_wheel_link *from)
     list_take(&moving, from);
     while (!list_empty(&moving)) {
         struct arpc_wheel_link *l = moving.wl_next;
+        struct arpc_wheel_node *n = node_of(l);
+        uint64_t when = w->w_time(n, w->w_time_arg); /* asked while n is still armed */
         list_unlink(l);
-        (void)place(w, node_of(l));
+        (void)place(w, n, when);
     }
 }
 

@@ -61,6 +61,8 @@ enum { REQ_BODY_LEN = 0, REQ_METHOD_LEN = 4, REQ_BODY = 5 };
 _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE,
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
+/* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
+_Static_assert(sizeof(struct client_call) <= 152, "the call record grew: count its bytes again");
 
 /* One holder of the block lets go; the last frees it. Any thread. */
 static void call_put(struct client_call *call)
@@ -266,7 +268,7 @@ bool call_track(struct client_call *call)
     call->cc_tracked = true;
     /* Most calls have no deadline and no give-up armed: no call to make for them. */
     bool arm = call->cc_when != ARPC_NEVER || arpc_wheel_node_armed(&call->cc_timer);
-    if (arm && call_arm(call, call->cc_when) != ARPC_OK) {
+    if (arm && call_arm(call) != ARPC_OK) {
         call_untrack(call);
         call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
         return false;

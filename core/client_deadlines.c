@@ -2,8 +2,11 @@
  * The client's call deadlines: a timing wheel (async/timer_wheel.h) under one loop deadline.
  *
  * A call's deadline was a loop heap entry of 40 bytes in every call record, used or not; a
- * wheel node is 24, and the wheel itself (8 KiB) is the client's. Times are whole
- * milliseconds, rounded up, so a call never ends before its time; the loop deadline
+ * wheel node is 16 (two links), and the wheel itself (8 KiB) is the client's. The node keeps
+ * no time: the wheel asks call_due_ms, which derives it from what the call keeps anyway (its
+ * deadline, and while it waits its give-up time, kept where its dead xid was), so every
+ * change to those re-arms the node (call_arm) or disarms it first (resend_unlink). Times are
+ * whole milliseconds, rounded up, so a call never ends before its time; the loop deadline
  * (cl_wheel_timer) waits for the wheel's next time and fires through the loop as any other,
  * whichever kind of loop it is. Loop thread only.
  */
@@ -15,9 +18,26 @@
 
 static uint64_t ms_now(void) { return arpc_now_ns() / NS_PER_MS; }
 
-static struct client_call *call_of_node(struct arpc_wheel_node *n)
+static struct client_call *call_of_node(const struct arpc_wheel_node *n)
 {
     return (struct client_call *)((char *)n - offsetof(struct client_call, cc_timer));
+}
+
+/* When the call's node is due (ms, rounded up), or ARPC_WHEEL_NONE: its deadline, or while
+ * it waits the sooner of that and its give-up time. */
+static uint64_t call_due_ms(const struct client_call *call)
+{
+    uint64_t when = call->cc_when;
+    if (call->cc_waiting && call->cc_give_up < when)
+        when = call->cc_give_up;
+    return when == ARPC_NEVER ? ARPC_WHEEL_NONE : when / NS_PER_MS + (when % NS_PER_MS != 0);
+}
+
+/* The wheel's time function: a call's node is due when the call says. */
+static uint64_t node_due_ms(const struct arpc_wheel_node *n, void *arg)
+{
+    (void)arg;
+    return call_due_ms(call_of_node(n));
 }
 
 /* Waits for the wheel's time need_ms, unless the loop deadline comes sooner already. */
@@ -59,7 +79,7 @@ static void on_wheel_timer(struct arpc_deadline *d, void *arg)
 
 void client_deadlines_init(arpc_client *c)
 {
-    arpc_wheel_init(&c->cl_wheel, ms_now());
+    arpc_wheel_init(&c->cl_wheel, ms_now(), node_due_ms, NULL);
     arpc_deadline_init(&c->cl_wheel_timer, on_wheel_timer, c);
     c->cl_wheel_stopped = false;
 }
@@ -71,13 +91,14 @@ void client_deadlines_stop(arpc_client *c)
     arpc_deadline_cancel(c->cl_loop, &c->cl_wheel_timer);
 }
 
-int call_arm(struct client_call *call, uint64_t when)
+int call_arm(struct client_call *call)
 {
     arpc_client *c = call->cc_client;
     arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
-    if (when == ARPC_NEVER)
+    uint64_t due = call_due_ms(call);
+    if (due == ARPC_WHEEL_NONE)
         return ARPC_OK;
-    uint64_t need = arpc_wheel_add(&c->cl_wheel, &call->cc_timer, when / NS_PER_MS + (when % NS_PER_MS != 0));
+    uint64_t need = arpc_wheel_add(&c->cl_wheel, &call->cc_timer, due);
     if (wheel_wait_for(c, need) != ARPC_OK) {
         arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
         return ARPC_ENOMEM;

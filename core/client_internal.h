@@ -233,10 +233,17 @@ struct client_call {
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
     arpc_client *cc_client;
-    struct arpc_wheel_node cc_timer;  /* in cl_wheel at the sooner of its deadline and its give-up */
+    struct arpc_wheel_node cc_timer;  /* in cl_wheel at its deadline, or while it waits at the
+                                       * sooner of that and its give-up (client_deadlines.c) */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
-    uint64_t cc_xid;                  /* the xid it was last sent with: the pending table's key
-                                       * while cc_tracked (stamped by its caller for a call it wrote) */
+    union {
+        uint64_t cc_xid;              /* the xid it was last sent with: the pending table's key
+                                       * while cc_tracked (stamped by its caller for a call it
+                                       * wrote); meaningless while cc_waiting */
+        uint64_t cc_give_up;          /* while cc_waiting: when it stops waiting (ns; ARPC_NEVER:
+                                       * never). Its xid died with its connection: a re-send
+                                       * takes a new one */
+    };
     uint64_t cc_seq;                  /* at-most-once: its number, kept across sends (0: none) */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
      * there how the write went (enum direct_state) and how much of it was written; the loop

@@ -43,6 +43,7 @@ static struct client_call *waiting_call(struct arpc_dlink *link)
 void resend_unlink(arpc_client *c, struct client_call *call)
 {
     arpc_dlist_remove(&c->cl_waiting, &call->cc_link);
+    call_disarm(call); /* armed at a give-up time this call no longer keeps (client_deadlines.c) */
     call->cc_waiting = false;
 }
 
@@ -54,8 +55,8 @@ void resend_wait(arpc_client *c, struct client_call *call)
         pos = pos->dl_prev;
     arpc_dlist_insert_after(&c->cl_waiting, pos, &call->cc_link);
     call->cc_waiting = true;
-    uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
-    if (call_arm(call, give_up < call->cc_when ? give_up : call->cc_when) != ARPC_OK) {
+    call->cc_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* over its dead xid */
+    if (call_arm(call) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
         call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0);
     }

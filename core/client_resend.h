@@ -90,9 +90,10 @@ void client_direct_stop(arpc_client *c);
 #define CD_XID_BIT ARPC_XID_CALLER_BIT /* core/frame.h */
 
 /* client_deadlines.c */
-/* Arms the call's wheel node at when (ns; ARPC_NEVER: disarms it). ARPC_OK, or ARPC_ENOMEM
- * (then not armed). */
-int call_arm(struct client_call *call, uint64_t when);
+/* Arms the call's wheel node at its deadline, or while it waits (cc_waiting, cc_give_up set)
+ * at the sooner of that and its give-up; disarms it when that is ARPC_NEVER. ARPC_OK, or
+ * ARPC_ENOMEM (then not armed). */
+int call_arm(struct client_call *call);
 void call_disarm(struct client_call *call);
 
 /* client_resend.c */

@@ -3,7 +3,9 @@
  * once, never before their time, all of them by the expire that reaches it, earlier
  * milliseconds first; across near slots, block and round boundaries (mid and far levels),
  * cursor jumps, removals, and callbacks that add and remove; arpc_wheel_next never later than
- * the earliest node.
+ * the earliest node. Nodes keep no time: the wheel asks the owner's (ent_time), for an armed
+ * node only, once each time the node moves: once at each round start it waits through (the
+ * far list sorted out) and once more (a mid slot poured into near).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +24,8 @@ struct ent {
     bool armed;
     bool past; /* its time had passed when added: it fires at the cursor, before later ones */
     unsigned fired;
+    unsigned moves; /* times the wheel asked for its time since it was added */
+    uint64_t added; /* the cursor when it was added */
     uint64_t due;  /* when it may fire: its time, or for a past one the cursor's */
 };
 
@@ -36,6 +40,27 @@ struct run {
 };
 
 static struct ent *ent_of(struct arpc_wheel_node *n) { return (struct ent *)((char *)n - offsetof(struct ent, n)); }
+
+/* The wheel's time function: the owner's record of the node's time. */
+static uint64_t ent_time(const struct arpc_wheel_node *n, void *arg)
+{
+    (void)arg;
+    struct ent *x = ent_of((struct arpc_wheel_node *)n);
+    assert_true(x->armed);
+    assert_true(arpc_wheel_node_armed(n));
+    /* Once a round start it waits through, once from mid to near. */
+    assert_true(++x->moves <= 1 + (x->when >> 16) - (x->added >> 16));
+    return x->when;
+}
+
+/* Adds x at its time (x->when). */
+static uint64_t ent_add(struct arpc_wheel *w, struct ent *x)
+{
+    x->moves = 0;
+    x->added = w->w_now;
+    x->armed = true;
+    return arpc_wheel_add(w, &x->n, x->when);
+}
 
 static void on_fire(struct arpc_wheel_node *n, void *arg)
 {
@@ -62,8 +87,7 @@ static void on_fire(struct arpc_wheel_node *n, void *arg)
             y->past = false;
             y->due = y->when;
             y->fired = 0;
-            (void)arpc_wheel_add(r->w, &y->n, y->when);
-            y->armed = true;
+            (void)ent_add(r->w, y);
         }
     }
 }
@@ -114,7 +138,7 @@ static void random_run(uint64_t start, uint64_t spread, bool from_callbacks)
     assert_non_null(w);
     uint64_t seed = 0x2545f4914f6cdd1dull ^ spread, now = start;
     struct run r = {.e = e, .count = N, .w = w, .seed = from_callbacks ? &seed : NULL};
-    arpc_wheel_init(w, now);
+    arpc_wheel_init(w, now, ent_time, NULL);
     for (int round = 0; round < 200; round++) {
         for (int k = 0; k < 60; k++) {
             struct ent *x = &e[rng_next(&seed) % N];
@@ -129,9 +153,8 @@ static void random_run(uint64_t start, uint64_t spread, bool from_callbacks)
                 x->past = x->when < w->w_now;
                 x->fired = 0;
                 x->due = x->past ? w->w_now : x->when;
-                uint64_t need = arpc_wheel_add(w, &x->n, x->when);
+                uint64_t need = ent_add(w, x);
                 assert_true(need <= (x->when > now ? x->when : now + 1));
-                x->armed = true;
             }
         }
         /* Small steps, one at the exact next time, and long jumps over blocks and rounds. */
@@ -197,12 +220,11 @@ static void test_every_millisecond_in_order(void **state)
     assert_non_null(e);
     assert_non_null(w);
     uint64_t start = 65536 - 300; /* a block, then a round, are crossed early */
-    arpc_wheel_init(w, start);
+    arpc_wheel_init(w, start, ent_time, NULL);
     for (size_t i = 0; i < N; i++) { /* in reverse: the order of arming does not matter */
         struct ent *x = &e[N - 1 - i];
         x->when = x->due = start + (N - 1 - i);
-        (void)arpc_wheel_add(w, &x->n, x->when);
-        x->armed = true;
+        (void)ent_add(w, x);
     }
     struct run r = {.e = e, .count = N, .w = w};
     for (uint64_t now = start; now < start + N; now++) {
@@ -223,7 +245,7 @@ static void test_remove_fini_and_past(void **state)
     (void)state;
     struct arpc_wheel w;
     struct ent a = {0}, b = {0}, c = {0};
-    arpc_wheel_init(&w, 100000);
+    arpc_wheel_init(&w, 100000, ent_time, NULL);
     a.when = 100010;
     b.when = 200000; /* far */
     c.when = 5;      /* long past */
@@ -231,10 +253,9 @@ static void test_remove_fini_and_past(void **state)
     a.due = a.when;
     b.due = b.when;
     c.due = 100000;
-    (void)arpc_wheel_add(&w, &a.n, a.when);
-    (void)arpc_wheel_add(&w, &b.n, b.when);
-    assert_int_equal(100000, arpc_wheel_add(&w, &c.n, c.when));
-    a.armed = b.armed = c.armed = true;
+    (void)ent_add(&w, &a);
+    (void)ent_add(&w, &b);
+    assert_int_equal(100000, ent_add(&w, &c));
     arpc_wheel_remove(&w, &a.n);
     a.armed = false;
     struct run r = {.e = &c, .count = 1, .now = 150000, .w = &w};
