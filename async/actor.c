@@ -111,8 +111,6 @@ struct arpc_actor {
     ck_stack_entry_t *a_taken;                /* taken from the mailbox, not yet run (FIFO) */
     unsigned a_started;                       /* jobs started since the last give-back */
     struct arpc_node_chain a_spent;           /* message nodes to give back to a_msgs */
-    arpc_actor_take_end_fn a_take_end;        /* arpc_actor_set_take_end: set before any post */
-    void *a_take_end_arg;
     atomic_uint_fast64_t a_processed;         /* written by the actor thread only */
 
     /* The stopper's. */
@@ -189,11 +187,7 @@ static unsigned actor_drain(arpc_actor *a)
         uint_fast64_t done = atomic_load_explicit(&a->a_processed, memory_order_relaxed);
         atomic_store_explicit(&a->a_processed, done + 1, memory_order_relaxed);
         n++;
-        if (a->a_taken == NULL && a->a_take_end != NULL)
-            a->a_take_end(a->a_take_end_arg); /* the take's last job ran */
     }
-    if (n > 0 && a->a_take_end != NULL)
-        a->a_take_end(a->a_take_end_arg); /* a take a discard cut short: nothing stays owed */
     actor_give_back(a); /* the nodes spent since the last give-back, before going idle */
     return n;
 }
@@ -246,18 +240,6 @@ static void *actor_main(void *arg)
 }
 
 bool arpc_actor_asleep(const arpc_actor *a) { return ck_ec32_has_waiters(&a->a_ec); }
-
-void arpc_actor_set_take_end(arpc_actor *a, arpc_actor_take_end_fn fn, void *arg)
-{
-    a->a_take_end = fn;
-    a->a_take_end_arg = arg;
-}
-
-void *arpc_actor_take_more(void)
-{
-    const arpc_actor *a = actor_current;
-    return a != NULL && a->a_taken != NULL ? a->a_take_end_arg : NULL;
-}
 
 /* ---- life cycle ---- */
 

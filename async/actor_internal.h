@@ -72,22 +72,6 @@ int arpc_actor_on_room(arpc_actor *actor, struct arpc_actor_room *room);
  * it sleeps). Any thread; a snapshot (tests). */
 bool arpc_actor_asleep(const arpc_actor *actor);
 
-/* ---- takes ----
- *
- * An actor takes its whole mailbox at once and runs it (a take). A thread that hands work on
- * from inside a job (a worker's reply to its loop) may wait for the end of the take to wake
- * the receiver once for all of it, as the loop batches what one read brought in. */
-
-typedef void (*arpc_actor_take_end_fn)(void *arg);
-/* Before anything is posted to a (its thread reads them after a take: the post's edge):
- * fn(arg) runs on the actor's thread after the last job of every take (and once more when a
- * discard cuts a take short), before the actor takes again or sleeps. It must not post to the
- * actor nor wait. */
-void arpc_actor_set_take_end(arpc_actor *a, arpc_actor_take_end_fn fn, void *arg);
-/* On an actor's thread, inside a job that is not the last of its take: that actor's take-end
- * argument (NULL when it has none). Elsewhere, or in the take's last job: NULL. */
-void *arpc_actor_take_more(void);
-
 /* ---- groups ---- */
 
 /* The member arpc_actor_group_post would post to next (round-robin), and the one

@@ -44,13 +44,6 @@ static inline void arpc_loop_job_init(struct arpc_loop_job *job, arpc_loop_job_f
  * stopping or stopped; the job will not run and still belongs to the caller. */
 int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job);
 
-/* As arpc_loop_post, from a thread other than the loop's, but the wake-up it would owe (its
- * push found the lane empty) is left to the caller: *owed is set (never cleared), and the
- * caller must call arpc_loop_kick soon, while the loop cannot be destroyed (the job waits on
- * the lane until some wake-up: later jobs of the same caller need none of their own). For a
- * worker that hands on the replies of one take together (core/reply_batch.c). */
-int arpc_loop_post_quiet(arpc_loop *loop, struct arpc_loop_job *job, bool *owed);
-
 /* As arpc_loop_post, but wakes nobody: the job runs when the loop next wakes for any other
  * reason (I/O, a deadline, another post: after that iteration's I/O callbacks, or first in a
  * drain of the lane), or at its final drain. For work that may wait that long and must not cost a

@@ -272,16 +272,6 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
     return ARPC_OK;
 }
 
-int arpc_loop_post_quiet(arpc_loop *loop, struct arpc_loop_job *job, bool *owed)
-{
-    if (!arpc_entry_enter(&loop->l_entry))
-        return ARPC_ESHUTDOWN;
-    if (arpc_stack_push_first(&loop->l_lane, &job->j_link))
-        *owed = true;
-    arpc_entry_leave(&loop->l_entry);
-    return ARPC_OK;
-}
-
 int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 {
     if (!arpc_entry_enter(&loop->l_entry))

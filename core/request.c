@@ -270,12 +270,10 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
         job->j_fn(s->sv_loop, job); /* on the loop's thread, the loop outlives the call */
         return ARPC_OK;
     }
-    /* A pool worker with more of its take to run wakes the loop once, after it
-     * (core/reply_batch.c). Else written here first only when the loop is idle
-     * (core/reply_direct.c): before the post, so that the job knows what left. */
-    bool held = reply_batch_may_hold(s);
-    bool lazy = !held && direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
-    int rc = held ? reply_batch_post(s, job) : lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
+    /* Written here first only when the loop is idle (core/reply_direct.c): before the post, so
+     * that the job knows what left. */
+    bool lazy = direct != NULL && arpc_loop_idle(s->sv_loop) && reply_direct_write(direct);
+    int rc = lazy ? arpc_loop_post_lazy(s->sv_loop, job) : arpc_loop_post(s->sv_loop, job);
     if (rc == ARPC_OK && (lazy || stopped != NULL)) {
         int state = atomic_load(&s->sv_state);
         /* A stop waits for this request to be let go: looked at after the push, so that either

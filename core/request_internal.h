@@ -154,17 +154,6 @@ void request_late_done(arpc_request *req);
  * be destroyed). */
 int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped);
 
-/* reply_batch.c: a pool worker's replies handed to the loop with one wake-up per take. Once,
- * after the pool is made, before anything is posted to it: */
-void reply_batch_install(arpc_server *s);
-/* Whether this thread is one of s's pool workers in a job that is not its take's last: its
- * hand-over may then wait for the take's end to wake the loop (reply_batch_post). */
-bool reply_batch_may_hold(const arpc_server *s);
-/* Inside sv_replying, when reply_batch_may_hold: posts job to s's loop; the wake-up is paid
- * at the take's end, at REPLY_BATCH_MAX held, or now when s is not running. As
- * arpc_loop_post's result. */
-int reply_batch_post(arpc_server *s, struct arpc_loop_job *job);
-
 /* A reply frame for call xid in one allocation (home: the connection whose caches may lend
  * it, or NULL: a plain allocation); rm_req is left NULL. NULL without memory. Any thread. */
 struct reply_msg *reply_encode(struct server_conn *home, uint64_t xid, uint8_t kind, int code, const void *data,

@@ -207,7 +207,6 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         server_free(s);
         return rc;
     }
-    reply_batch_install(s); /* before any request reaches the pool */
     if (o.loop != NULL) {
         s->sv_loop = o.loop;
     } else {
