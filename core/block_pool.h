@@ -1,6 +1,7 @@
 /*
  * Blocks kept for reuse by the server's per-call objects (requests, and the replies that
  * leave them), so that a call in steady state allocates neither.
+ * (A client's request frames of 1 to 32 KiB use a pool of their own, core/client_call.c.)
  *
  * Why: a request is allocated on the loop thread and, with handlers on workers, mostly freed
  * on a worker; its reply is allocated on the worker and freed on the loop. The allocator then
