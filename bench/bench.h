@@ -60,6 +60,9 @@ struct bench_config {
     const char *tls_cert, *tls_key, *tls_ca;
 };
 
+/* The roles of a process's threads (bench_threads_read, below). */
+enum bench_role { BENCH_ROLE_SERVER_LOOP, BENCH_ROLE_WORKERS, BENCH_ROLE_CLIENT_LOOPS, BENCH_ROLE_OTHER, BENCH_ROLES };
+
 /* One measured run of either side. */
 struct bench_run {
     arpc_hist *hist;   /* latency of every measured call (owned; free()) */
@@ -72,6 +75,9 @@ struct bench_run {
     double cpu_us_per_call; /* CPU time of the whole process (user + system, every thread) per
                              * measured call: unlike calls/s, it does not move with the share
                              * of the cores other processes take. 0: not measured */
+    bool roles_valid;       /* the split below was measured (throughput; /proc readable) */
+    double role_cpu_us[BENCH_ROLES]; /* cpu_us_per_call's share of each role (bench_threads) */
+    double role_ctx[BENCH_ROLES];    /* ctx_per_call's share of each role */
 };
 
 /* Client memory per outstanding call (throughput mode). */
@@ -96,6 +102,21 @@ static inline uint64_t bench_now_ns(void)
 uint64_t bench_ctx_switches(void);
 /* CPU time so far of every thread of this process, user + system, in nanoseconds (getrusage). */
 uint64_t bench_cpu_ns(void);
+
+/* Where a run's CPU time and context switches went, by the role of the thread (read from
+ * /proc/self/task: each thread's time on a CPU from schedstat, its voluntary and involuntary
+ * switches from status). The roles come from the threads' names: the server's loop
+ * ("arpc-loop", the library's name for a loop thread), its pool's workers ("arpc-worker-N"),
+ * the client's loops (named "arpc-cloop" by the bench as it starts them), the rest (the
+ * bench's own threads). valid: /proc could be read. */
+struct bench_threads {
+    bool valid;
+    uint64_t cpu_ns[BENCH_ROLES];
+    uint64_t ctx[BENCH_ROLES];
+};
+void bench_threads_read(struct bench_threads *t);
+/* The name the bench gives its client loop threads (clients.c). */
+#define BENCH_CLIENT_LOOP_NAME "arpc-cloop"
 
 /* Allocates an empty histogram (NULL on failure). */
 arpc_hist *bench_hist_new(void);

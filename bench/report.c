@@ -81,6 +81,15 @@ void bench_report_table(const struct bench_report *r)
                 r->r_embedded ? ", the embedded server's too" : ": the server's is not counted");
     fprintf(stderr, "context switches per call: %.2f (every thread of the process%s; voluntary + involuntary)\n",
             r->r_arpc->ctx_per_call, r->r_embedded ? ", the embedded server's too" : "");
+    if (r->r_arpc->roles_valid) {
+        const struct bench_run *a = r->r_arpc;
+        fprintf(stderr, "by thread, per call (CPU us / context switches): server loop %.2f / %.3f, workers %.2f / %.3f, "
+                "client loops %.2f / %.3f, other %.2f / %.3f\n",
+                a->role_cpu_us[BENCH_ROLE_SERVER_LOOP], a->role_ctx[BENCH_ROLE_SERVER_LOOP],
+                a->role_cpu_us[BENCH_ROLE_WORKERS], a->role_ctx[BENCH_ROLE_WORKERS],
+                a->role_cpu_us[BENCH_ROLE_CLIENT_LOOPS], a->role_ctx[BENCH_ROLE_CLIENT_LOOPS],
+                a->role_cpu_us[BENCH_ROLE_OTHER], a->role_ctx[BENCH_ROLE_OTHER]);
+    }
     const struct bench_mem *m = r->r_mem;
     if (m != NULL && m->valid) {
         fprintf(stderr, "memory: %.1f B of client heap per outstanding call at window %u (", m->client_bytes,
@@ -168,6 +177,16 @@ void bench_report_json(const struct bench_report *r)
         bench_json_num(&j, "baseline_cpu_us_per_call", b->cpu_us_per_call);
     }
     bench_json_num(&j, "baseline_mb_per_s", mb_per_s(r->r_cfg, b));
+    if (a->roles_valid) { /* the split of cpu_us_per_call and ctx_switches_per_call by thread */
+        static const char *const names[BENCH_ROLES] = {"server_loop", "workers", "client_loops", "other"};
+        char key[64];
+        for (int i = 0; i < BENCH_ROLES; i++) {
+            snprintf(key, sizeof(key), "%s_cpu_us_per_call", names[i]);
+            bench_json_num(&j, key, a->role_cpu_us[i]);
+            snprintf(key, sizeof(key), "%s_ctx_per_call", names[i]);
+            bench_json_num(&j, key, a->role_ctx[i]);
+        }
+    }
     if (r->r_mem != NULL) { /* -1: not measured (--no-memory, or the probe failed) */
         const struct bench_mem *m = r->r_mem;
         bench_json_num(&j, "bytes_per_outstanding_call", m->valid ? m->client_bytes : -1.0);

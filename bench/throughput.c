@@ -418,13 +418,21 @@ int bench_arpc_throughput(const struct bench_config *cfg, const char *addr, stru
     if (!atomic_load(&r.r_failed)) {
         struct bench_progress prog;
         bench_progress_start(&prog, "arpc throughput", cfg->calls, !cfg->quiet);
+        struct bench_threads th0, th1;
+        bench_threads_read(&th0);
         uint64_t ctx0 = bench_ctx_switches(), cpu0 = bench_cpu_ns();
         uint64_t elapsed = run_phase(&r, t.t_ks, t.t_nks, cfg->calls, &prog);
         uint64_t ctx = bench_ctx_switches() - ctx0, cpu = bench_cpu_ns() - cpu0;
+        bench_threads_read(&th1);
         bench_progress_end(&prog);
         collect(&r, elapsed, out);
         out->ctx_per_call = (double)ctx / (double)cfg->calls;
         out->cpu_us_per_call = (double)cpu / 1e3 / (double)cfg->calls;
+        out->roles_valid = th0.valid && th1.valid;
+        for (int i = 0; i < BENCH_ROLES && out->roles_valid; i++) {
+            out->role_cpu_us[i] = (double)(th1.cpu_ns[i] - th0.cpu_ns[i]) / 1e3 / (double)cfg->calls;
+            out->role_ctx[i] = (double)(th1.ctx[i] - th0.ctx[i]) / (double)cfg->calls;
+        }
     } else {
         collect(&r, 0, out);
         out->errors += out->errors == 0; /* the warm-up failed: the run is not valid */

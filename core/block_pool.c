@@ -11,7 +11,13 @@ int block_pool_class_of(size_t size)
     return BLOCK_POOL_NONE;
 }
 
-static unsigned class_max(int k) { return k == 0 ? BLOCK_POOL_SMALL_MAX : BLOCK_POOL_LARGE_MAX; }
+unsigned block_pool_class_max(int k)
+{
+    if (k == 0)
+        return BLOCK_POOL_SMALL_MAX;
+    unsigned by_bytes = (unsigned)(BLOCK_POOL_CLASS_BYTES / block_pool_block(k));
+    return by_bytes > BLOCK_POOL_LARGE_MAX ? by_bytes : BLOCK_POOL_LARGE_MAX;
+}
 
 static void *class_pop(struct block_pool_class *c) { return arpc_node_pool_take(&c->pc_free); }
 
@@ -30,7 +36,7 @@ void *block_pool_get(struct block_pool *p, size_t size, int *cls)
         return b;
     }
     /* A place among the class's blocks is taken before the block is made. */
-    if (atomic_fetch_add_explicit(&c->pc_made, 1, memory_order_relaxed) >= class_max(k)) {
+    if (atomic_fetch_add_explicit(&c->pc_made, 1, memory_order_relaxed) >= block_pool_class_max(k)) {
         atomic_fetch_sub_explicit(&c->pc_made, 1, memory_order_relaxed);
         return arpc_malloc(size); /* a burst: freed when it is given back */
     }

@@ -1,6 +1,7 @@
 /*
  * Blocks kept for reuse by the server's per-call objects (requests, and the replies that
  * leave them), so that a call in steady state allocates neither.
+ * (A client's request frames of 1 to 32 KiB use a pool of their own, core/client_call.c.)
  *
  * Why: a request is allocated on the loop thread and, with handlers on workers, mostly freed
  * on a worker; its reply is allocated on the worker and freed on the loop. The allocator then
@@ -22,11 +23,16 @@
  * class's free list is a base/node_pool (without a double-width CAS it keeps nothing, and
  * every block is an ordinary allocation).
  *
- * Bound: a class makes at most BLOCK_POOL_SMALL_MAX blocks (class 0) or BLOCK_POOL_LARGE_MAX
- * (the others), counted when made. A block taken beyond that (more alive at once: a burst) is
- * an ordinary allocation, freed when given back; so whatever the burst, a pool never holds
- * more than its bound (256 KiB + 64 of each larger class: 4.3 MiB in all). Every block goes
- * through the allocator hook.
+ * Bound: a class makes at most BLOCK_POOL_SMALL_MAX blocks (class 0), or as many of a larger
+ * class as BLOCK_POOL_CLASS_BYTES (2 MiB) holds but never fewer than BLOCK_POOL_LARGE_MAX
+ * (block_pool_class_max: 481 of class 4, whose blocks carry a 4 KiB payload, so that a pipelined
+ * window of 256 such calls, whose replies the reply cache keeps until they are acknowledged,
+ * fits), counted when made. A block taken beyond that (more alive at once: a burst) is an
+ * ordinary allocation, freed when given back: made on a worker and freed on the loop, such
+ * blocks made glibc grow and trim its arenas per call (page faults, madvise) when the bound was
+ * 64 of each larger class (docs/PERFORMANCE.md). So whatever the burst, a pool never holds more
+ * than its bound (256 KiB + about 2 MiB of each larger class: 14.3 MiB in all). Every block
+ * goes through the allocator hook.
  *
  * block_pool_init makes a pool empty and ready. block_pool_fini frees every block given back;
  * it is for when none is out any more (the server's last reference).
@@ -43,6 +49,7 @@
 #define BLOCK_POOL_CLASSES 8
 #define BLOCK_POOL_SMALL_MAX 512u
 #define BLOCK_POOL_LARGE_MAX 64u
+#define BLOCK_POOL_CLASS_BYTES ((size_t)2 << 20) /* a larger class's bound, in bytes of blocks */
 #define BLOCK_POOL_NONE (-1) /* a block that is not the pool's */
 
 /* The size of class k's blocks. */
@@ -74,6 +81,9 @@ unsigned block_pool_held(struct block_pool *p, int k);
 
 /* The smallest class whose blocks hold size bytes, or BLOCK_POOL_NONE. */
 int block_pool_class_of(size_t size);
+
+/* The most blocks class k makes (see the bound above). */
+unsigned block_pool_class_max(int k);
 
 /* Blocks made for class k (for tests; a snapshot). */
 unsigned block_pool_made(struct block_pool *p, int k);
