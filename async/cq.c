@@ -160,21 +160,33 @@ static void cq_unref(arpc_cq *cq)
     arpc_free(cq);
 }
 
+/* True when loop names the loop slot designates: the first non-NULL loop offered claims the
+ * slot for good, later ones match it or not (one home, one completer per queue). */
+static bool cq_designates(_Atomic(struct arpc_loop *) *slot, struct arpc_loop *loop)
+{
+    struct arpc_loop *first = NULL;
+    return loop != NULL && (atomic_compare_exchange_strong(slot, &first, loop) || first == loop);
+}
+
 /* An attached entry is counted before its then(), which may push at once ("Refusing" in the
  * design notes). */
-static void cq_count_attached(arpc_cq *cq, bool completing)
+static void cq_count_attached(arpc_cq *cq, const struct cq_entry *e)
 {
+    if (e->e_homed)
+        atomic_fetch_add(&cq->cq_homed, 1);
     atomic_fetch_add(&cq->cq_untaken, 1);
-    if (completing)
+    if (e->e_completing)
         atomic_fetch_add(&cq->cq_completing, 1); /* after: never more than untaken */
 }
 
-/* An attach that failed. */
-static void cq_uncount(arpc_cq *cq, bool completing)
+/* An attach that failed: the counts as before it. */
+static void cq_uncount(arpc_cq *cq, const struct cq_entry *e)
 {
-    if (completing)
+    if (e->e_completing)
         atomic_fetch_sub(&cq->cq_completing, 1);
     atomic_fetch_sub(&cq->cq_untaken, 1);
+    if (e->e_homed)
+        atomic_fetch_sub(&cq->cq_homed, 1);
 }
 
 /* The then-callback of an attached future, on the completing thread. */
@@ -255,30 +267,20 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_future = f;
     e->e_tag = tag;
     e->e_cq = cq;
-    struct arpc_loop *home = arpc_future_home(f), *none = NULL;
-    e->e_homed = home != NULL && (atomic_compare_exchange_strong(&cq->cq_home, &none, home) || none == home);
-    struct arpc_loop *completer = arpc_future_completer(f);
-    none = NULL;
-    e->e_completing = completer != NULL && (atomic_compare_exchange_strong(&cq->cq_completer, &none, completer) ||
-                                            none == completer);
-    if (e->e_homed)
-        atomic_fetch_add(&cq->cq_homed, 1); /* before the then(), which may push at once */
-    cq_count_attached(cq, e->e_completing);
+    e->e_homed = cq_designates(&cq->cq_home, arpc_future_home(f));
+    e->e_completing = cq_designates(&cq->cq_completer, arpc_future_completer(f));
+    cq_count_attached(cq, e);
     /* Kept, not a USER reference: the caller's second release is caught instead of dropping
      * the queue's. */
     if (!arpc_future_keep(f)) {
-        if (e->e_homed)
-            atomic_fetch_sub(&cq->cq_homed, 1);
-        cq_uncount(cq, e->e_completing);
+        cq_uncount(cq, e);
         arpc_free(e);
         return ARPC_EBUSY;
     }
     arpc_refcount_get(&cq->cq_refs); /* from the caller's */
     int rc = arpc_future_then(f, cq_on_complete, e); /* may run cq_on_complete at once */
     if (rc != ARPC_OK) {
-        if (e->e_homed)
-            atomic_fetch_sub(&cq->cq_homed, 1);
-        cq_uncount(cq, e->e_completing);
+        cq_uncount(cq, e);
         arpc_future_unkeep(f); /* the caller still holds one: no cancel */
         cq_unref(cq);
         arpc_free(e);
