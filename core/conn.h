@@ -164,6 +164,7 @@ struct arpc_conn {
     bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
     bool c_cold;    /* reads served from the loop's cold set (arpc_conn_cool) */
     bool c_cold_on; /* c_rio is in that set now */
+    bool c_held_hup; /* ... for its hangup only, while held input is not read (conn_watch_held_hangup) */
     /* The read buffer's bytes lent out (arpc_conn_pin, core/conn_rbuf.c). */
     unsigned c_rbuf_pins;         /* pins of the current read buffer since it was last reused */
     /* Written by other threads than the loop (workers writing replies, giving buffers back):
