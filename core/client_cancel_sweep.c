@@ -14,8 +14,8 @@
  * taken completed its future before the sweep's look (the exchanges order them), and is seen.
  * The sweep settles every call the loop holds whose future is complete, or being completed,
  * while the call is not finished: only a cancel completes a call's future before the loop
- * finishes it. A cancel's
- * own job that comes later finds its call finished and only lets go of its share.
+ * finishes it. A cancel's own job that comes later finds its call finished and only lets go
+ * of its share.
  *
  * Cost: a pass over the pending table and the waiting list per sweep, restarted after each call
  * it settles (settling changes the table); sweeps happen only when an allocation failed.
@@ -53,7 +53,7 @@ static struct client_call *sweep_find(arpc_client *c)
 static void sweep_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
-    arpc_client *c = ARPC_DLIST_ENTRY(job, arpc_client, cl_cancel_sweep);
+    arpc_client *c = ARPC_DLIST_ENTRY(job, arpc_client, cl_cancel_sweep); /* (a container_of) */
     /* Acquire: the futures that cancels completed before they found the flag taken. */
     (void)atomic_exchange(&c->cl_sweep_posted, false);
     if (!c->cl_cleaned) { /* (closed: every call was ended, and the table is gone) */
