@@ -54,8 +54,11 @@ static void call_on_cancel(arpc_future *f, void *arg)
         atomic_thread_fence(memory_order_seq_cst);
         arpc_loop_kick(c->cl_loop);
     }
-    /* No job: the call ends by its reply, deadline or close, or, waiting for a connection, when
-     * the next one comes (never sent then: client_resend.c); only let go of our share. */
+    /* No job of its own: the client's sweep settles the call on the loop (it holds its share
+     * there until then), or, waiting for a connection, the next one does (never sent then:
+     * client_resend.c); only let go of our share. The sweep is posted first: our share may be
+     * the call's last, and the client outlives only its calls (cl_live). */
+    cancel_sweep_post(c);
     if (atomic_exchange(&call->cc_released, true))
         call_free(call);
 }

@@ -416,6 +416,12 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 
 void calls_cancel(struct client_call *call)
 {
+    calls_cancel_settle(call);
+    call_release_shared(call);
+}
+
+void calls_cancel_settle(struct client_call *call)
+{
     arpc_client *c = call->cc_client;
     client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
@@ -438,5 +444,4 @@ void calls_cancel(struct client_call *call)
         }
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is cancelled already */
     }
-    call_release_shared(call);
 }

@@ -211,6 +211,10 @@ struct arpc_client {
     bool cl_lingering;              /* the close step left the connection lingering */
     uint64_t cl_unsent_oneway;      /* one-way messages the close dropped unwritten */
     uint64_t cl_unsent_frames;      /* frames of any kind (the goodbye: queued last) */
+    /* Cancels that found no memory for their job (core/client_cancel_sweep.c): one job of the
+     * client's, on the lane while cl_sweep_posted (any thread). */
+    struct arpc_loop_job cl_cancel_sweep;
+    atomic_bool cl_sweep_posted;
 };
 
 /*
@@ -347,7 +351,14 @@ void calls_fail_all(arpc_client *c, int reason);
  * waiting for a connection end, with reason if never sent, else ARPC_ECONNLOST. */
 void calls_refused(arpc_client *c, int reason);
 void calls_cancel(struct client_call *call);    /* a cancel reached the loop */
+/* calls_cancel without letting go of the cancel's share: a cancelled call not yet finished
+ * is told to the server and finished (ECANCELLED); nothing for a finished one. */
+void calls_cancel_settle(struct client_call *call);
 void calls_unwritten_forget(arpc_client *c);    /* cl_unwritten emptied (any thread once no loop runs) */
+
+/* client_cancel_sweep.c: a cancel that had no memory for its job (any thread) has the loop
+ * settle every cancelled call not yet finished, through the client's one sweep job. */
+void cancel_sweep_post(arpc_client *c);
 
 /* client_cancel_seq.c (loop thread) */
 /* A numbered call that may run on the server was cancelled while no connection could carry a

@@ -56,6 +56,8 @@
 #define CONN_COLD_READ_BUDGET (16 * 1024)
 
 static void conn_on_hangup(struct ev_loop *ev, ev_io *w, int revents);
+static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents);
+static void conn_unwatch_reads(struct arpc_conn *conn);
 
 /* Open and not closing: after the end of stream, the socket's hangup is watched while this
  * holds (conn_watch_reads), held input or not -- a hold stops reads, and none are left. */
@@ -78,6 +80,8 @@ static bool conn_takes_input(const struct arpc_conn *conn)
  * only a failing write finds it. */
 static void conn_watch_reads(struct arpc_conn *conn)
 {
+    if (conn->c_held_hup)
+        conn_unwatch_reads(conn); /* reading again: not the hangup only */
     if (conn->c_cold_on)
         return;
     if (conn->c_eof) {
@@ -99,12 +103,34 @@ static void conn_unwatch_reads(struct arpc_conn *conn)
         arpc_loop_cold_stop(conn->c_loop, &conn->c_rio);
         conn->c_cold_on = false;
     }
+    if (conn->c_held_hup) {
+        conn->c_held_hup = false;
+        ev_set_cb(&conn->c_rio, conn_on_readable);
+    }
     arpc_loop_io_stop(conn->c_loop, &conn->c_rio);
 }
 
+/* Held input that is not read any more (its buffer full of frames that wait, or output over
+ * its bound): the socket's hangup is still watched, as after the end of stream, so that a peer
+ * gone both ways (a reset) is closed at once, its calls cancelled and their memory freed,
+ * rather than when the hold ends. Only where control frames pass a hold (an arpc server's
+ * connection): there this happens once a hold has 64 KiB of frames waiting, not at every
+ * hold. Without room in the set, as before: found when the hold ends. */
+static void conn_watch_held_hangup(struct arpc_conn *conn)
+{
+    if (!conn->c_pass_control || conn->c_eof || conn->c_cold_on || ev_is_active(&conn->c_rio) ||
+        !conn_watches_hangup(conn))
+        return;
+    ev_set_cb(&conn->c_rio, conn_on_hangup);
+    conn->c_held_hup = conn->c_cold_on = arpc_loop_cold_start_hangup(conn->c_loop, &conn->c_rio) == ARPC_OK;
+    if (!conn->c_held_hup)
+        ev_set_cb(&conn->c_rio, conn_on_readable);
+}
+
+/* Reads are watched (the hangup alone while held: not reading). */
 static bool conn_watching_reads(const struct arpc_conn *conn)
 {
-    return conn->c_cold_on || ev_is_active(&conn->c_rio);
+    return (conn->c_cold_on && !conn->c_held_hup) || ev_is_active(&conn->c_rio);
 }
 
 /* A cold connection (no call yet, or none for a second) holds no read buffer between
@@ -134,6 +160,10 @@ void arpc_conn_warm(struct arpc_conn *conn)
 {
     if (!conn->c_cold)
         return;
+    if (conn->c_held_hup) { /* held, not read: its hangup stays in the set, warm or not */
+        conn->c_cold = false;
+        return;
+    }
     bool watching = conn->c_cold_on;
     conn_unwatch_reads(conn);
     conn->c_cold = false;
@@ -810,8 +840,10 @@ static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     }
     /* Held with its buffer full of frames that wait (or output piling up): the socket waits
      * too, else its readiness would wake the loop for nothing. */
-    if (conn->c_open && conn->c_hold != 0 && !conn->c_eof && conn_watching_reads(conn) && !conn_held_reads(conn))
+    if (conn->c_open && conn->c_hold != 0 && !conn->c_eof && conn_watching_reads(conn) && !conn_held_reads(conn)) {
         conn_unwatch_reads(conn);
+        conn_watch_held_hangup(conn);
+    }
     conn_rbuf_drop_if_cold(conn);
     if (conn->c_open && !conn->c_eof && conn_watching_reads(conn) && conn_stream_buffered(conn))
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ); /* the read budget ran out first */
@@ -840,8 +872,10 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     /* After the end of stream the watcher reads nothing: it waits for the hangup, which a
      * held connection (its client's calls running elsewhere) must still hear of, else a peer
      * gone for good is found only by the heartbeat. */
-    if (!conn->c_eof && !conn_held_reads(conn))
+    if (!conn->c_eof && !conn_held_reads(conn)) {
         conn_unwatch_reads(conn);
+        conn_watch_held_hangup(conn);
+    }
 }
 
 void arpc_conn_pass_control(struct arpc_conn *conn) { conn->c_pass_control = true; }

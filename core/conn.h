@@ -164,6 +164,7 @@ struct arpc_conn {
     bool c_body_offered;          /* on_frame sees c_body's frame: arpc_conn_take_body may take it */
     bool c_cold;    /* reads served from the loop's cold set (arpc_conn_cool) */
     bool c_cold_on; /* c_rio is in that set now */
+    bool c_held_hup; /* ... for its hangup only, while held input is not read (conn_watch_held_hangup) */
     /* The read buffer's bytes lent out (arpc_conn_pin, core/conn_rbuf.c). */
     unsigned c_rbuf_pins;         /* pins of the current read buffer since it was last reused */
     /* Written by other threads than the loop (workers writing replies, giving buffers back):
@@ -192,12 +193,12 @@ static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
 {
     return conn->c_stream->s_thread_safe;
 }
-/* Loop thread: whether the connection is open in the middle of a handshake its peer began
- * (TLS; never for plain streams). */
-static inline bool arpc_conn_handshaking(const struct arpc_conn *conn)
+/* Loop thread: how far the peer of an open connection took its handshake (TLS; plain
+ * streams and closed connections: ARPC_STREAM_NO_HANDSHAKE). */
+static inline enum arpc_stream_handshake arpc_conn_handshake(const struct arpc_conn *conn)
 {
-    return conn->c_open && conn->c_stream->s_ops->s_handshaking != NULL &&
-           conn->c_stream->s_ops->s_handshaking(conn->c_stream);
+    return conn->c_open && conn->c_stream->s_ops->s_handshake != NULL ? conn->c_stream->s_ops->s_handshake(conn->c_stream)
+                                                                       : ARPC_STREAM_NO_HANDSHAKE;
 }
 /* Loop thread: the CPU time the connection's TLS handshake took so far (0 for plain streams),
  * open or closed. */

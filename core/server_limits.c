@@ -61,15 +61,20 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
     if (conn->c_close_after_flush)
         return false;
     if (!sc->sc_hello && now - sc->sc_opened >= s->sv_handshake_s) {
-        bool tls_stalled = arpc_conn_handshaking(conn);
+        enum arpc_stream_handshake tls = arpc_conn_handshake(conn);
         peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: %s within %.0f ms (handshake_timeout_ms)",
-                 conn->c_peer, tls_stalled ? "its TLS handshake not finished" : "no HELLO", s->sv_handshake_s * 1000);
-        /* A HELLO begun and not finished is a slow peer's fault, as a TLS handshake begun and
-         * not finished (it cost the server its key exchange and signature, charged); a peer
-         * that sent nothing, or nothing after its TLS handshake, may be a client that connects
-         * early and calls later (Go's jsonrpc.Dial), as a tls:// peer that closes before its
-         * first byte is no fault. */
-        if (arpc_conn_frame_age(conn, now) > 0 || tls_stalled)
+                 conn->c_peer,
+                 tls == ARPC_STREAM_HANDSHAKE_BEGUN  ? "its TLS handshake not finished"
+                 : tls == ARPC_STREAM_HANDSHAKE_DONE ? "no HELLO after its TLS handshake"
+                                                     : "no HELLO",
+                 s->sv_handshake_s * 1000);
+        /* A HELLO begun and not finished is a slow peer's fault. So is a TLS handshake, finished
+         * or not, with nothing after it: it cost the server its key exchange and signature
+         * (charged), and an arpc client says HELLO in its first record, so only a peer that
+         * means to hold the place (or a JSON-RPC client that connects early and calls late,
+         * closed here anyway) stays silent past it. A peer that sent nothing is no fault: a
+         * client connecting early, like a tls:// peer that closes before its first byte. */
+        if (arpc_conn_frame_age(conn, now) > 0 || tls != ARPC_STREAM_NO_HANDSHAKE)
             fault_rate_charge(sc);
         arpc_conn_close(conn, ARPC_ETIMEDOUT);
         return true;

@@ -79,10 +79,58 @@ static void test_cancelled_waiting_call_is_not_sent(void **state)
     arpc_loop_destroy(loop);
 }
 
+static void on_hold_cancelled(arpc_request *req, void *arg)
+{
+    (void)arg;
+    latch_add();
+    arpc_reply(req, NULL, 0); /* frees it: nobody waits */
+}
+
+/* Keeps the call until its client cancels it. */
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (arpc_request_on_cancel(req, on_hold_cancelled, NULL) != ARPC_OK)
+        arpc_reply(req, NULL, 0);
+    latch_add();
+}
+
+/* A call already sent, cancelled when there is no memory for the cancel's job, is settled on
+ * the loop at once all the same: its slot freed (the client counts it finished, ECANCELLED)
+ * and the server told (its handler's cancel callback runs). Before, it kept its slot and its
+ * run on the server until its reply or deadline: here, none and none, for ever. */
+static void test_cancelled_sent_call_is_settled(void **state)
+{
+    (void)state;
+    test_alloc_sized_install();
+    latch_reset();
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_future *f = arpc_call_async(c, "t.hold", "f", 1, ARPC_FOREVER);
+    assert_non_null(f);
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* sent, and in its handler */
+    test_alloc_fail_next(CANCEL_JOB_BYTES, CANCEL_JOB_BYTES + 1);
+    assert_true(arpc_future_cancel(f));
+    test_alloc_fail_next(0, 0);
+    assert_int_equal(1, test_alloc_sized_failed()); /* no job of its own */
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, calls.by_outcome[ARPC_ECANCELLED]), 1,
+                                    TEST_WAIT_MS));
+    assert_true(latch_wait(2, TEST_WAIT_MS)); /* the server heard the CANCEL */
+    arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancelled_waiting_call_is_not_sent),
+        cmocka_unit_test(test_cancelled_sent_call_is_settled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  *   "Half-closed peer"): the end of stream read while frames wait is acted on after them;
  * - a call's budget counts from no earlier than the read that brought it: one sent long after
  *   the hold began is not refused ARPC_EEXPIRED for the time the frames before it waited.
+ * - a peer that resets a held connection that reads no more is closed at once.
  * Frames go by hand (support/raw_client.h). A PING's PONG proves the server has read
  * everything sent before it (PINGs pass a hold).
  */
@@ -120,11 +121,52 @@ static void test_budget_counts_from_its_own_read(void **state)
     sem_destroy(&gate);
 }
 
+/* A held connection whose read buffer is full of frames that wait reads no more; its peer
+ * then resets the connection (gone both ways). The server closes it at once, not when the
+ * hold ends: here the hold lasts until the test lets t.gate go, after the check. Before, the
+ * reset was seen only once the hold ended (or by the heartbeat, 45 s). */
+static void test_reset_while_held_full(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    uint64_t before = SERVER_STAT(s, bytes_in);
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.gate", "x", 1)); /* holds the connection */
+    /* 96 KiB of requests behind it: more than the held read buffer (64 KiB) takes. */
+    static uint8_t frames[96 * 1024];
+    size_t fl = 0;
+    for (uint64_t xid = 2; fl + 256 < sizeof(frames); xid++) {
+        uint8_t payload[100] = {0};
+        fl += arpc_frame_encode_request(frames + fl, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "t.echo", 6, payload,
+                                        sizeof(payload));
+    }
+    size_t sent = 0;
+    while (sent < fl) {
+        struct pollfd p = {.fd = r.rc_fd, .events = POLLOUT};
+        assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS)); /* the kernel's buffers take the rest */
+        ssize_t n = send(r.rc_fd, frames + sent, fl - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+    }
+    /* The server read its buffer full: it stops reading. */
+    assert_true(WAIT_UNTIL(SERVER_STAT(s, bytes_in) - before >= 64 * 1024));
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(0, setsockopt(r.rc_fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)));
+    raw_close(&r); /* a reset: unread bytes on our side too */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_closed), 1, TEST_WAIT_MS));
+    sem_post(&gate);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&gate);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_half_close_while_held),
         cmocka_unit_test(test_budget_counts_from_its_own_read),
+        cmocka_unit_test(test_reset_while_held_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/log_capture.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
 
@@ -130,10 +131,10 @@ static int stalled_handshake(const char *addr, SSL_CTX *ctx)
 }
 
 /* handshake_timeout_ms: a TLS handshake begun and not finished is a fault (it cost the server
- * its key exchange and signature, and is charged them); a peer that finished its handshake
- * and said nothing after, or sent nothing at all, is not (a client that connects early to
- * call later). Before: none of them was a fault. Within the second, a stall of this thread
- * cannot turn the first into a silent connection. */
+ * its key exchange and signature, and is charged them), and so is one finished with nothing
+ * after it (test_a_handshake_done_then_silent_is_charged); a peer that sent nothing at all is
+ * not (a client that connects early to call later). Within the second, a stall of this
+ * thread cannot turn the first into a silent connection. */
 static void test_a_handshake_stalled_is_a_fault(void **state)
 {
     (void)state;
@@ -155,8 +156,42 @@ static void test_a_handshake_stalled_is_a_fault(void **state)
     wait_close(shaken);
     wait_close(silent);
     assert_true(REACHES(s, connections_closed, 3));
-    assert_int_equal(1, SERVER_STAT(s, connections_faulted));
+    assert_int_equal(2, SERVER_STAT(s, connections_faulted));
     SSL_free(shaken_ssl);
+    SSL_CTX_free(ctx);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* A peer that finishes its TLS handshake (the server's key exchange and signature done) and
+ * then never says HELLO is closed at handshake_timeout_ms, counted a fault and charged its
+ * handshake: with a burst of one, the next connection waits for the bucket. Before: closed,
+ * but no fault, free, however many a peer opened one after another. */
+static void test_a_handshake_done_then_silent_is_charged(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1,
+                              .tls = &pair.tp_server,
+                              .max_fault_rate = 1,
+                              .fault_burst = 1,
+                              .handshake_timeout_ms = 200};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    log_capture_clear();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
+    assert_non_null(ctx);
+    int fd = tls_bare_connect(addr);
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    assert_int_equal(1, SSL_connect(ssl));
+    wait_close(fd);
+    assert_true(REACHES(s, connections_faulted, 1));
+    assert_int_equal(1, LOG_LINES_WITH("no HELLO after its TLS handshake within 200 ms"));
+    knock(s, addr, 2);
+    assert_true(SERVER_STAT(s, fault_rate_pauses) >= 1);
+    SSL_free(ssl);
     SSL_CTX_free(ctx);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
@@ -165,6 +200,7 @@ static int setup_all(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN);
+    log_capture_start(ARPC_LOG_WARN);
     if (!tls_certs_make(&certs))
         return -1;
     tls_certs_pair(&certs, &pair);
@@ -186,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_a_chain_parsed_is_charged),
         cmocka_unit_test(test_garbage_is_charged_little),
         cmocka_unit_test(test_a_handshake_stalled_is_a_fault),
+        cmocka_unit_test(test_a_handshake_done_then_silent_is_charged),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -33,6 +33,13 @@ enum {
 
 struct arpc_stream;
 
+/* s_handshake: what the peer did of the stream's handshake. */
+enum arpc_stream_handshake {
+    ARPC_STREAM_NO_HANDSHAKE = 0, /* none to do (plain), or the peer sent no byte of it yet */
+    ARPC_STREAM_HANDSHAKE_BEGUN,  /* bytes of it came, and it has not ended (stalled there) */
+    ARPC_STREAM_HANDSHAKE_DONE,   /* it ended: whatever follows is the application's */
+};
+
 struct arpc_stream_ops {
     /* Reads up to len (> 0) bytes into buf: the count (> 0), 0 when the peer closed the
      * stream, or a result above. Never blocks. */
@@ -44,9 +51,9 @@ struct arpc_stream_ops {
      * yet (TLS: the rest of a decrypted record). The fd's readiness does not announce them,
      * so a reader that stops while some remain must come back by itself. */
     size_t (*s_buffered)(const struct arpc_stream *s);
-    /* Optional (NULL: never): a handshake the peer began (bytes of it came) has not ended; a
-     * peer silent then stalled in the middle of it. */
-    bool (*s_handshaking)(const struct arpc_stream *s);
+    /* Optional (NULL: always ARPC_STREAM_NO_HANDSHAKE): how far the peer took the stream's
+     * handshake (TLS). */
+    enum arpc_stream_handshake (*s_handshake)(const struct arpc_stream *s);
     /* Closes the fd and releases the stream (for an allocated stream, its memory). */
     void (*s_close)(struct arpc_stream *s);
 };

@@ -261,17 +261,19 @@ static void tls_close(struct arpc_stream *s)
     arpc_free(ts);
 }
 
-static bool tls_handshaking(const struct arpc_stream *s)
+static enum arpc_stream_handshake tls_handshake(const struct arpc_stream *s)
 {
     const struct tls_stream *ts = (const struct tls_stream *)s;
-    return !ts->ts_failed && !SSL_is_init_finished(ts->ts_ssl) && peer_sent_any(ts);
+    if (SSL_is_init_finished(ts->ts_ssl))
+        return ARPC_STREAM_HANDSHAKE_DONE;
+    return !ts->ts_failed && peer_sent_any(ts) ? ARPC_STREAM_HANDSHAKE_BEGUN : ARPC_STREAM_NO_HANDSHAKE;
 }
 
 static const struct arpc_stream_ops tls_stream_ops = {
     .s_read = tls_read,
     .s_writev = tls_writev,
     .s_buffered = tls_buffered,
-    .s_handshaking = tls_handshaking,
+    .s_handshake = tls_handshake,
     .s_close = tls_close,
 };
 
