@@ -209,6 +209,16 @@ struct arpc_server {
     struct arpc_node_pool sv_handles;
     arpc_request *sv_handles_free;    /* handles let go of on the loop, for it to take first
                                        * (loop thread; core/request.c) */
+    /* The requests of one parse bound for one actor, posted together (core/request_dispatch.c,
+     * "Runs of posts"); loop thread */
+    struct post_batch {
+        unsigned pb_depth;                /* parses under way (nested: a release hands up frames) */
+        arpc_actor *pb_actor;             /* the actor whose places are reserved; NULL: none */
+        arpc_actor_group *pb_group;       /* the group it was picked from round-robin, or NULL */
+        struct arpc_actor_job *pb_newest; /* the jobs, linked newest first; NULL: none yet */
+        struct arpc_actor_job *pb_oldest;
+        unsigned pb_credit;               /* places reserved and not used yet */
+    } sv_batch;
     struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late
                                        * replies may still finish them (loop thread) */
 };
@@ -602,6 +612,12 @@ void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
+/* Loop thread: the requests dispatched between open and close go to their actors in runs
+ * (one reservation of places and one push per run, docs/PERFORMANCE.md); flush posts the run
+ * so far, before anything that must see it posted. Nestable; close flushes. */
+void request_batch_open(arpc_server *s);
+void request_batch_close(arpc_server *s);
+void request_batch_flush(arpc_server *s);
 /* A CANCEL frame for call xid arrived on sc (loop thread): a call of sc's own, or one a
  * duplicate on sc waits for (dedup_cancel). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
