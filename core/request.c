@@ -91,6 +91,41 @@ void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
     s->sv_handles_free = req;
 }
 
+/* Loop thread only: a request's block. As with handles, the blocks of the smallest class let
+ * go of on the loop (most: a reply is delivered there after its handler returned) go to a
+ * list of the loop's own and come back from it without an atomic; the pool's stack costs a
+ * double-width CAS per take and a CAS per give-back, on a line the workers' give-backs write
+ * too (docs/PERFORMANCE.md, "The server loop's hand-off"). The list's blocks are the pool's,
+ * counted in its bound, and go back to it at the end (request_states_fini). */
+struct request_state *request_state_take(arpc_server *s, size_t size, int *cls)
+{
+    void *b = s->sv_states_free;
+    if (b == NULL || size > block_pool_block(0))
+        return block_pool_get(&s->sv_requests, size, cls);
+    s->sv_states_free = *(void **)b;
+    *cls = 0;
+    return b;
+}
+
+void request_state_put(arpc_server *s, struct request_state *st, int cls, bool on_loop)
+{
+    if (!on_loop || cls != 0) {
+        block_pool_put(&s->sv_requests, st, cls);
+        return;
+    }
+    *(void **)st = s->sv_states_free;
+    s->sv_states_free = st;
+}
+
+void request_states_fini(arpc_server *s)
+{
+    while (s->sv_states_free != NULL) {
+        void *b = s->sv_states_free;
+        s->sv_states_free = *(void **)b;
+        block_pool_put(&s->sv_requests, b, 0);
+    }
+}
+
 int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void **data, size_t *len)
 {
     int rc = ARPC_OK;
@@ -120,7 +155,7 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, st->rs_buf, st->rs_buf_cap); /* for the connection's next large frame */
     arpc_conn_unpin(st->rs_pin);
-    block_pool_put(&s->sv_requests, st, st->rs_pool_class);
+    request_state_put(s, st, st->rs_pool_class, on_loop);
     if (!answered)
         request_handle_put(s, req, on_loop);
     else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
@@ -373,11 +408,31 @@ static struct reply_msg *reply_msg_new(struct server_conn *home, size_t flen, co
     return rm;
 }
 
+/* Replies of the smallest class freed on the loop's thread go back to the pool SPENT_RUN at a
+ * time, with one CAS (the workers take them, so each give-back is a CAS on a line a worker
+ * wrote last); SPENT_RUN blocks out of 512 wait meanwhile. */
+#define SPENT_RUN 32u
+
+static void reply_spent_put(arpc_server *s, struct reply_msg *rm)
+{
+    arpc_node_chain_add(&s->sv_replies_spent, rm);
+    if (s->sv_replies_spent.nc_n >= SPENT_RUN)
+        arpc_node_pool_put_chain(&s->sv_replies.bp_class[0].pc_free, &s->sv_replies_spent);
+}
+
+void reply_spent_fini(arpc_server *s)
+{
+    arpc_node_pool_put_chain(&s->sv_replies.bp_class[0].pc_free, &s->sv_replies_spent);
+}
+
 void reply_msg_free(struct reply_msg *rm)
 {
     struct server_conn *home = rm->rm_home;
     if (home == NULL) {
-        if (rm->rm_pool != NULL)
+        arpc_server *s = rm->rm_pool != NULL ? (arpc_server *)((char *)rm->rm_pool - offsetof(arpc_server, sv_replies)) : NULL;
+        if (s != NULL && rm->rm_pool_class == 0 && arpc_loop_running_here(s->sv_loop_id))
+            reply_spent_put(s, rm);
+        else if (rm->rm_pool != NULL)
             block_pool_put(rm->rm_pool, rm, rm->rm_pool_class); /* its server outlives its replies */
         else
             arpc_free(rm);

@@ -288,11 +288,11 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
                                      : arpc_conn_pin(&sc->sc_conn, f->f_payload, f->f_payload_len);
     in_place = in_place || pin != NULL;
     int pool_class;
-    struct request_state *st = block_pool_get(&s->sv_requests, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
+    struct request_state *st = request_state_take(s, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
     arpc_request *req = st != NULL ? request_handle_take(s) : NULL;
     if (req == NULL) {
         if (st != NULL)
-            block_pool_put(&s->sv_requests, st, pool_class);
+            request_state_put(s, st, pool_class, true);
         arpc_conn_unpin(pin);
         /* A copy of a call the cache knows needs no request: it is answered from there
          * (never "not run", which would invite its caller to make the call again). */
@@ -328,7 +328,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     if (req->rq_seq != 0 && !dedup_admit(sc, f, st->rs_deadline_ns)) {
         /* a duplicate: answered from the cache, or waiting for the original */
         request_handle_put(s, req, true);
-        block_pool_put(&s->sv_requests, st, pool_class);
+        request_state_put(s, st, pool_class, true);
         arpc_conn_unpin(pin);
         return;
     }

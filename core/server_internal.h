@@ -198,7 +198,11 @@ struct arpc_server {
     bool sv_clients_ready;
     struct arpc_log_throttle sv_hold_log; /* holds for a flow limit, logged (on loop time, in ns) */
     struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
+    void *sv_states_free;             /* ... of its smallest class, let go of on the loop, for it
+                                       * to take first (loop thread; core/request.c) */
     struct block_pool sv_replies;     /* reply messages for reuse, but for large ones (core/request.c) */
+    struct arpc_node_chain sv_replies_spent; /* ... of the smallest class, freed on the loop's
+                                       * thread, given back in runs (loop thread; core/request.c) */
     /* Replies written by their workers (core/reply_direct.c), loop thread */
     struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
     double sv_lazy_s;                 /* its current interval */
@@ -616,6 +620,12 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
  * (one reservation of places and one push per run, docs/PERFORMANCE.md); flush posts the run
  * so far, before anything that must see it posted. Nestable; close flushes. */
 void request_batch_open(arpc_server *s);
+/* A request's block (request_state_take: loop thread; *cls for request_state_put, any thread,
+ * on_loop when on the loop's). */
+struct request_state *request_state_take(arpc_server *s, size_t size, int *cls);
+void request_state_put(arpc_server *s, struct request_state *st, int cls, bool on_loop);
+void request_states_fini(arpc_server *s);
+void reply_spent_fini(arpc_server *s);
 void request_batch_close(arpc_server *s);
 void request_batch_flush(arpc_server *s);
 /* A CANCEL frame for call xid arrived on sc (loop thread): a call of sc's own, or one a
