@@ -219,12 +219,12 @@ void request_untrack(arpc_request *req)
     st->rs_tracked = false;
 }
 
-void request_count_answer(arpc_request *req, int code)
+void request_count_answer(arpc_request *req, int code, uint64_t done_ns)
 {
     struct request_state *st = req->rq_state;
     struct method_stats *ms = st->rs_method->m_stats;
     stats_call_finished(&ms->ms_calls, code);
-    arpc_hist_record(&ms->ms_latency, arpc_now_ns() - st->rs_dispatched_ns);
+    arpc_hist_record(&ms->ms_latency, done_ns - st->rs_dispatched_ns);
 }
 
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
@@ -241,7 +241,7 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     request_untrack(req);
     request_unlist(req);
     arpc_server *s = sc->sc_server;
-    request_count_answer(req, rm->rm_code);
+    request_count_answer(req, rm->rm_code, rm->rm_made_ns);
     size_t ran_len = rm->rm_ran ? rm->rm_len : 0; /* rm may be gone once queued */
     bool written = rm->rm_direct != 0; /* its replier wrote it (all, or its start) */
     if (written)
@@ -274,7 +274,7 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     request_untrack(req);
     request_unlist(req);
-    request_count_answer(req, ARPC_EABANDONED); /* what its caller sees */
+    request_count_answer(req, ARPC_EABANDONED, arpc_now_ns()); /* what its caller sees */
     struct server_conn *sc = req->rq_state->rs_conn;
     if (loop != NULL && req->rq_seq != 0)
         dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack, req->rq_state->rs_lost_ran);
@@ -554,6 +554,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
             request_finish_on_loop(s, req, request_drop_on_loop, &stopped); /* no reply: let go of its holder */
         } else {
             rm->rm_req = req;
+            rm->rm_made_ns = arpc_now_ns(); /* here, not on the loop: docs/PERFORMANCE.md */
             /* Written by this thread only where nothing else decides when or how it may leave
              * (core/reply_direct.c): the call ran on an actor, no reply log; the connection
              * says whether its stream and codec allow it. */

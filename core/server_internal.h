@@ -238,6 +238,8 @@ struct reply_msg {
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
     size_t rm_effect_len;
     int rm_code;           /* the outcome it tells the caller: ARPC_OK for a REPLY (stats) */
+    uint64_t rm_made_ns;   /* when its replier made it (arpc_now_ns): the method's latency ends
+                            * there, read on the replier's thread, not the loop's */
     struct server_conn *rm_home; /* a large reply: the connection whose buffer cache the
                                   * allocation came from and goes back to (a reference); else NULL */
     size_t rm_cap;               /* with rm_home: the allocation's capacity */

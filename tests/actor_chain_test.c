@@ -107,8 +107,9 @@ static void *mix_producer(void *arg)
         link_run(jobs, i, i + n);
         struct arpc_actor_job *newest = n > 0 ? &jobs[i + n - 1].rj_job : NULL;
         struct arpc_actor_job *oldest = n > 0 ? &jobs[i].rj_job : NULL;
+        /* Uncounted before they go back: another producer may take them at once. */
+        atomic_fetch_sub(&mix_reserved, got - n);
         CHECK(arpc_actor_post_chain(pr->a, newest, oldest, got - n) == ARPC_OK);
-        atomic_fetch_sub(&mix_reserved, got - n); /* after: they were held until given back */
         i += n;
     }
     return NULL;
