@@ -20,6 +20,15 @@
  * so the jobs posted and not yet started never exceed the bound unless the actor posted them
  * to itself: its own posts count but never wait (it cannot wait for itself to make room).
  *
+ * Runs (arpc_actor_reserve, arpc_actor_post_chain: the server loop's posts of one read). A
+ * poster takes several places at once with one fetch_add, inside a_entry (past the bound the
+ * excess goes back at once, as a failed single taker's does), and later pushes the jobs, already
+ * linked newest first, with one CAS, giving back the places it did not use. A chain's push is
+ * an ordinary push of its newest item whose oldest links to the old head, so the take sees the
+ * jobs in order, behind everything pushed before; the wake-up rule is a single post's. Places
+ * given back may bring the count under the low-water mark: the poster then plays the actor's
+ * part of the Dekker pair, as actor_unreserve does.
+ *
  * Room waiters (arpc_actor_on_room) are a second CAS stack, a_rooms, and a flag,
  * a_room_wanted. An arming pushes its waiter, sets the flag, then reads a_queued; the actor
  * subtracts from a_queued (a give-back), then reads the flag. All four are sequentially
