@@ -101,6 +101,8 @@ arpc_actor *arpc_actor_group_pick(arpc_actor_group *g)
     return g->g_members[i];
 }
 
+arpc_actor *arpc_actor_group_only(const arpc_actor_group *g) { return g->g_n == 1 ? g->g_members[0] : NULL; }
+
 static bool group_live(const arpc_actor_group *g, const char *fn)
 {
     return arpc_handle_check(g, ARPC_MAGIC_GROUP, "actor group", fn);

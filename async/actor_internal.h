@@ -98,6 +98,8 @@ bool arpc_actor_asleep(const arpc_actor *actor);
 /* The member arpc_actor_group_post would post to next (round-robin), and the one
  * arpc_actor_group_post_key would post to for key: for posting jobs to a group. */
 arpc_actor *arpc_actor_group_pick(arpc_actor_group *g);
+/* The group's only member when it has one, else NULL: every post to it goes to that actor. */
+arpc_actor *arpc_actor_group_only(const arpc_actor_group *g);
 arpc_actor *arpc_actor_group_pick_key(arpc_actor_group *g, uint64_t key);
 
 #endif

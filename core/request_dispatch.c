@@ -59,18 +59,23 @@ static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int s
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
- * for the call's key, or the next one round-robin -- but the run's actor while a run from the
- * same group has places left, so that a read's calls go in runs (round-robin by run). */
-static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, const arpc_request *req)
+ * for the call's key, or the next one round-robin. *only: it is the only actor the method's
+ * calls can go to (its own, or a group of one), so they may go in runs. */
+static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, const arpc_request *req, bool *only)
 {
+    *only = true;
     if (m->m_actor != NULL)
         return m->m_actor;
     arpc_actor_group *g = m->m_group ? m->m_group : s->sv_pool;
+    arpc_actor *a = arpc_actor_group_only(g);
+    if (a != NULL) {
+        if (m->m_key != NULL) /* the key function runs all the same: it is the application's */
+            (void)m->m_key(req->rq_state->rs_data, req->rq_state->rs_len, m->m_ctx);
+        return a;
+    }
+    *only = false;
     if (m->m_key != NULL)
         return arpc_actor_group_pick_key(g, m->m_key(req->rq_state->rs_data, req->rq_state->rs_len, m->m_ctx));
-    const struct post_batch *b = &s->sv_batch;
-    if (b->pb_group == g && b->pb_credit != 0)
-        return b->pb_actor;
     return arpc_actor_group_pick(g);
 }
 
@@ -174,6 +179,10 @@ static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *
  * worker starts on a run's first calls while the loop parses the next run, and sleeps and
  * wakes per run, not per call.
  *
+ * Only for a method whose calls all go to one actor: its own, or a group of one (the default
+ * pool on two cores). A method spread over several actors posts each call to the next as
+ * before: a run on one of them would serialise calls that may block while the others idle.
+ *
  * What does not change: each request still holds a place in its actor's bound from its
  * dispatch until its job starts (the bound holds); at the bound a request parks as before
  * (request_post), after the run before it was pushed, so per-connection order is kept; a
@@ -218,13 +227,14 @@ void request_batch_close(arpc_server *s)
     s->sv_batch.pb_depth--;
 }
 
-/* Joins req to the run for actor, or posts it alone outside a parse and at the bound (where
- * it parks, after the run before it). */
-static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_actor *actor, arpc_actor_group *g)
+/* Joins req to the run for actor, or posts it alone: outside a parse, to a method whose calls
+ * are spread over several actors (each call to the next, as ever: a run on one of them would
+ * serialise calls that may block), and at the bound (where it parks, after the run before it). */
+static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_actor *actor, bool only)
 {
     arpc_server *s = sc->sc_server;
     struct post_batch *b = &s->sv_batch;
-    if (b->pb_depth == 0) {
+    if (b->pb_depth == 0 || !only) {
         request_post(sc, req, actor);
         return;
     }
@@ -236,7 +246,6 @@ static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_acto
             return;
         }
         b->pb_actor = actor;
-        b->pb_group = g;
         b->pb_credit = got;
     }
     struct arpc_actor_job *job = &req->rq_state->rs_actor_job;
@@ -361,6 +370,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
         return;
     }
     arpc_actor_job_init(&st->rs_actor_job, request_run_job);
-    request_enqueue(sc, req, request_actor(s, m, req),
-                    m->m_actor == NULL && m->m_key == NULL ? (m->m_group ? m->m_group : s->sv_pool) : NULL);
+    bool only;
+    arpc_actor *actor = request_actor(s, m, req, &only);
+    request_enqueue(sc, req, actor, only);
 }

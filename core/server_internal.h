@@ -218,7 +218,6 @@ struct arpc_server {
     struct post_batch {
         unsigned pb_depth;                /* parses under way (nested: a release hands up frames) */
         arpc_actor *pb_actor;             /* the actor whose places are reserved; NULL: none */
-        arpc_actor_group *pb_group;       /* the group it was picked from round-robin, or NULL */
         struct arpc_actor_job *pb_newest; /* the jobs, linked newest first; NULL: none yet */
         struct arpc_actor_job *pb_oldest;
         unsigned pb_credit;               /* places reserved and not used yet */
