@@ -235,6 +235,8 @@ static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_acto
     arpc_server *s = sc->sc_server;
     struct post_batch *b = &s->sv_batch;
     if (b->pb_depth == 0 || !only) {
+        if (b->pb_actor == actor) /* an actor in a group and a method's own too: keep its order */
+            request_batch_flush(s);
         request_post(sc, req, actor);
         return;
     }
