@@ -20,6 +20,15 @@
  * so the jobs posted and not yet started never exceed the bound unless the actor posted them
  * to itself: its own posts count but never wait (it cannot wait for itself to make room).
  *
+ * Runs (arpc_actor_reserve, arpc_actor_post_chain: the server loop's posts of one read). A
+ * poster takes several places at once with one fetch_add, inside a_entry (past the bound the
+ * excess goes back at once, as a failed single taker's does), and later pushes the jobs, already
+ * linked newest first, with one CAS, giving back the places it did not use. A chain's push is
+ * an ordinary push of its newest item whose oldest links to the old head, so the take sees the
+ * jobs in order, behind everything pushed before; the wake-up rule is a single post's. Places
+ * given back may bring the count under the low-water mark: the poster then plays the actor's
+ * part of the Dekker pair, as actor_unreserve does.
+ *
  * Room waiters (arpc_actor_on_room) are a second CAS stack, a_rooms, and a flag,
  * a_room_wanted. An arming pushes its waiter, sets the flag, then reads a_queued; the actor
  * subtracts from a_queued (a give-back), then reads the flag. All four are sequentially
@@ -340,9 +349,9 @@ static int actor_wait_room(arpc_actor *a)
 
 /* Gives back a place taken for a post that did not happen, inside a_entry. It may take the
  * count below the low-water mark: the actor's part of the Dekker pair, done by the poster. */
-static void actor_unreserve(arpc_actor *a)
+static void actor_unreserve(arpc_actor *a, unsigned n)
 {
-    atomic_fetch_sub(&a->a_queued, 1);
+    atomic_fetch_sub(&a->a_queued, n);
     if (atomic_load(&a->a_room_wanted))
         ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp);
 }
@@ -424,7 +433,7 @@ int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
         return rc;
     struct actor_msg *m = arpc_node_pool_get(&a->a_msgs);
     if (m == NULL) {
-        actor_unreserve(a); /* inside the entry: a destroy cannot free a under it */
+        actor_unreserve(a, 1); /* inside the entry: a destroy cannot free a under it */
         arpc_entry_leave(&a->a_entry);
         return ARPC_ENOMEM;
     }
@@ -432,6 +441,41 @@ int arpc_actor_post(arpc_actor *a, arpc_actor_fn fn, void *arg)
     m->m_fn = fn;
     m->m_arg = arg;
     actor_push_leave(a, &m->m_job);
+    return ARPC_OK;
+}
+
+unsigned arpc_actor_reserve(arpc_actor *a, unsigned want)
+{
+    if (want == 0 || !arpc_entry_enter(&a->a_entry))
+        return 0;
+    unsigned got = 0;
+    unsigned queued = atomic_load_explicit(&a->a_queued, memory_order_relaxed);
+    if (queued < a->a_bound) {
+        got = a->a_bound - queued < want ? a->a_bound - queued : want;
+        /* As arpc_bound_take, for several: past the bound (other posters raced us) the
+         * excess goes back at once, so the places held never exceed the bound. */
+        unsigned before = atomic_fetch_add(&a->a_queued, got);
+        unsigned over = before + got > a->a_bound ? before + got - a->a_bound : 0;
+        if (over > got)
+            over = got;
+        if (over != 0)
+            actor_unreserve(a, over);
+        got -= over;
+    }
+    arpc_entry_leave(&a->a_entry);
+    return got;
+}
+
+int arpc_actor_post_chain(arpc_actor *a, struct arpc_actor_job *newest, struct arpc_actor_job *oldest,
+                          unsigned unused)
+{
+    if (!arpc_entry_enter(&a->a_entry))
+        return ARPC_ESHUTDOWN;
+    if (unused != 0)
+        actor_unreserve(a, unused); /* the Dekker pair's actor part, as a poster's give-back */
+    if (newest != NULL && arpc_stack_push_chain_first(&a->a_mailbox, &newest->aj_link, &oldest->aj_link))
+        ck_ec32_inc(&a->a_ec, &arpc_ec_mode_mp); /* after the publish: see the notes */
+    arpc_entry_leave(&a->a_entry);
     return ARPC_OK;
 }
 

@@ -95,9 +95,13 @@ int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_act
 
 arpc_actor *arpc_actor_group_pick(arpc_actor_group *g)
 {
+    if (g->g_n == 1)
+        return g->g_members[0]; /* a locked add per call saved (one worker on two cores) */
     unsigned i = atomic_fetch_add_explicit(&g->g_next, 1, memory_order_relaxed) % g->g_n;
     return g->g_members[i];
 }
+
+arpc_actor *arpc_actor_group_only(const arpc_actor_group *g) { return g->g_n == 1 ? g->g_members[0] : NULL; }
 
 static bool group_live(const arpc_actor_group *g, const char *fn)
 {

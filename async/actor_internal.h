@@ -42,6 +42,27 @@ static inline void arpc_actor_job_init(struct arpc_actor_job *job, arpc_actor_jo
  * or stopped), ARPC_EINVAL. */
 int arpc_actor_post_job(arpc_actor *actor, struct arpc_actor_job *job, bool may_wait);
 
+/* ---- runs of posts from one thread ---- */
+
+/* A poster that posts many jobs in a row (the server's loop, the requests of one read) takes
+ * their places in the bound ahead, several at once, then pushes the jobs as one chain: a few
+ * atomic operations per run instead of per job, and one wake-up. Places reserved count as
+ * jobs posted: the bound holds. Not on the actor's own thread.
+ *
+ * arpc_actor_reserve: any thread; takes up to want places, fewer near the bound; returns how
+ * many (0: at the bound, or the actor is stopping: post one job with arpc_actor_post_job to
+ * learn which). The places are the caller's until it gives them to arpc_actor_post_chain.
+ *
+ * arpc_actor_post_chain: pushes the jobs linked newest first through aj_link.next, from newest
+ * down to oldest (whose link it overwrites), each on a place reserved, and gives back unused
+ * places reserved and not used (newest may be NULL: only give back). They run oldest first,
+ * after every job posted before, as arpc_actor_post_job's would. ARPC_ESHUTDOWN: the actor is
+ * stopping; nothing was pushed (the jobs are still the caller's) and the places are forgotten
+ * with the actor. */
+unsigned arpc_actor_reserve(arpc_actor *actor, unsigned want);
+int arpc_actor_post_chain(arpc_actor *actor, struct arpc_actor_job *newest, struct arpc_actor_job *oldest,
+                          unsigned unused);
+
 /* ---- room ---- */
 
 /* A one-shot waiter for room in a mailbox, embedded in its owner's object. */
@@ -77,6 +98,8 @@ bool arpc_actor_asleep(const arpc_actor *actor);
 /* The member arpc_actor_group_post would post to next (round-robin), and the one
  * arpc_actor_group_post_key would post to for key: for posting jobs to a group. */
 arpc_actor *arpc_actor_group_pick(arpc_actor_group *g);
+/* The group's only member when it has one, else NULL: every post to it goes to that actor. */
+arpc_actor *arpc_actor_group_only(const arpc_actor_group *g);
 arpc_actor *arpc_actor_group_pick_key(arpc_actor_group *g, uint64_t key);
 
 #endif

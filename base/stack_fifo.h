@@ -42,6 +42,23 @@ static inline bool arpc_stack_push_first(ck_stack_t *s, ck_stack_entry_t *item)
     return head == NULL;
 }
 
+/* As arpc_stack_push_first for a chain of items already linked newest first through ->next,
+ * from newest down to oldest (whose ->next is overwritten): one CAS publishes them all, and
+ * the consumer takes them oldest first, as if pushed one by one. True when the stack was
+ * empty. */
+static inline bool arpc_stack_push_chain_first(ck_stack_t *s, ck_stack_entry_t *newest, ck_stack_entry_t *oldest)
+{
+    ARPC_TSAN_RELEASE(s);
+    ARPC_TSAN_IGNORE_WRITES_BEGIN();
+    ck_stack_entry_t *head = ck_pr_load_ptr(&s->head);
+    do {
+        oldest->next = head;
+        ck_pr_fence_store(); /* the links before the CAS that publishes the chain */
+    } while (!ck_pr_cas_ptr_value(&s->head, head, newest, &head));
+    ARPC_TSAN_IGNORE_WRITES_END();
+    return head == NULL;
+}
+
 /* The consumer: takes every item pushed so far, oldest first (a NULL-terminated list through
  * ->next), or NULL when there is none. */
 static inline ck_stack_entry_t *arpc_stack_take_fifo(ck_stack_t *s)

@@ -91,6 +91,41 @@ void request_handle_put(arpc_server *s, arpc_request *req, bool on_loop)
     s->sv_handles_free = req;
 }
 
+/* Loop thread only: a request's block. As with handles, the blocks of the smallest class let
+ * go of on the loop (most: a reply is delivered there after its handler returned) go to a
+ * list of the loop's own and come back from it without an atomic; the pool's stack costs a
+ * double-width CAS per take and a CAS per give-back, on a line the workers' give-backs write
+ * too (docs/PERFORMANCE.md, "The server loop's hand-off"). The list's blocks are the pool's,
+ * counted in its bound, and go back to it at the end (request_states_fini). */
+struct request_state *request_state_take(arpc_server *s, size_t size, int *cls)
+{
+    void *b = s->sv_states_free;
+    if (b == NULL || size > block_pool_block(0))
+        return block_pool_get(&s->sv_requests, size, cls);
+    s->sv_states_free = *(void **)b;
+    *cls = 0;
+    return b;
+}
+
+void request_state_put(arpc_server *s, struct request_state *st, int cls, bool on_loop)
+{
+    if (!on_loop || cls != 0) {
+        block_pool_put(&s->sv_requests, st, cls);
+        return;
+    }
+    *(void **)st = s->sv_states_free;
+    s->sv_states_free = st;
+}
+
+void request_states_fini(arpc_server *s)
+{
+    while (s->sv_states_free != NULL) {
+        void *b = s->sv_states_free;
+        s->sv_states_free = *(void **)b;
+        block_pool_put(&s->sv_requests, b, 0);
+    }
+}
+
 int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void **data, size_t *len)
 {
     int rc = ARPC_OK;
@@ -120,7 +155,7 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
     arpc_server *s = sc->sc_server;
     arpc_conn_buf_put(&sc->sc_conn, st->rs_buf, st->rs_buf_cap); /* for the connection's next large frame */
     arpc_conn_unpin(st->rs_pin);
-    block_pool_put(&s->sv_requests, st, st->rs_pool_class);
+    request_state_put(s, st, st->rs_pool_class, on_loop);
     if (!answered)
         request_handle_put(s, req, on_loop);
     else if (atomic_fetch_or(&req->rq_flags, RQ_STATE_GONE) & RQ_LATE_DONE)
@@ -184,12 +219,12 @@ void request_untrack(arpc_request *req)
     st->rs_tracked = false;
 }
 
-void request_count_answer(arpc_request *req, int code)
+void request_count_answer(arpc_request *req, int code, uint64_t done_ns)
 {
     struct request_state *st = req->rq_state;
     struct method_stats *ms = st->rs_method->m_stats;
     stats_call_finished(&ms->ms_calls, code);
-    arpc_hist_record(&ms->ms_latency, arpc_now_ns() - st->rs_dispatched_ns);
+    arpc_hist_record(&ms->ms_latency, done_ns - st->rs_dispatched_ns);
 }
 
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
@@ -206,7 +241,7 @@ static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     request_untrack(req);
     request_unlist(req);
     arpc_server *s = sc->sc_server;
-    request_count_answer(req, rm->rm_code);
+    request_count_answer(req, rm->rm_code, rm->rm_made_ns);
     size_t ran_len = rm->rm_ran ? rm->rm_len : 0; /* rm may be gone once queued */
     bool written = rm->rm_direct != 0; /* its replier wrote it (all, or its start) */
     if (written)
@@ -239,7 +274,7 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     request_untrack(req);
     request_unlist(req);
-    request_count_answer(req, ARPC_EABANDONED); /* what its caller sees */
+    request_count_answer(req, ARPC_EABANDONED, arpc_now_ns()); /* what its caller sees */
     struct server_conn *sc = req->rq_state->rs_conn;
     if (loop != NULL && req->rq_seq != 0)
         dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack, req->rq_state->rs_lost_ran);
@@ -373,11 +408,31 @@ static struct reply_msg *reply_msg_new(struct server_conn *home, size_t flen, co
     return rm;
 }
 
+/* Replies of the smallest class freed on the loop's thread go back to the pool SPENT_RUN at a
+ * time, with one CAS (the workers take them, so each give-back is a CAS on a line a worker
+ * wrote last); SPENT_RUN blocks out of 512 wait meanwhile. */
+#define SPENT_RUN 32u
+
+static void reply_spent_put(arpc_server *s, struct reply_msg *rm)
+{
+    arpc_node_chain_add(&s->sv_replies_spent, rm);
+    if (s->sv_replies_spent.nc_n >= SPENT_RUN)
+        arpc_node_pool_put_chain(&s->sv_replies.bp_class[0].pc_free, &s->sv_replies_spent);
+}
+
+void reply_spent_fini(arpc_server *s)
+{
+    arpc_node_pool_put_chain(&s->sv_replies.bp_class[0].pc_free, &s->sv_replies_spent);
+}
+
 void reply_msg_free(struct reply_msg *rm)
 {
     struct server_conn *home = rm->rm_home;
     if (home == NULL) {
-        if (rm->rm_pool != NULL)
+        arpc_server *s = rm->rm_pool != NULL ? (arpc_server *)((char *)rm->rm_pool - offsetof(arpc_server, sv_replies)) : NULL;
+        if (s != NULL && rm->rm_pool_class == 0 && arpc_loop_running_here(s->sv_loop_id))
+            reply_spent_put(s, rm);
+        else if (rm->rm_pool != NULL)
             block_pool_put(rm->rm_pool, rm, rm->rm_pool_class); /* its server outlives its replies */
         else
             arpc_free(rm);
@@ -499,6 +554,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
             request_finish_on_loop(s, req, request_drop_on_loop, &stopped); /* no reply: let go of its holder */
         } else {
             rm->rm_req = req;
+            rm->rm_made_ns = arpc_now_ns(); /* here, not on the loop: docs/PERFORMANCE.md */
             /* Written by this thread only where nothing else decides when or how it may leave
              * (core/reply_direct.c): the call ran on an actor, no reply log; the connection
              * says whether its stream and codec allow it. */

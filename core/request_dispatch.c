@@ -59,12 +59,21 @@ static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int s
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
- * for the call's key, or the next one round-robin. */
-static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, const arpc_request *req)
+ * for the call's key, or the next one round-robin. *only: it is the only actor the method's
+ * calls can go to (its own, or a group of one), so they may go in runs. */
+static arpc_actor *request_actor(arpc_server *s, const struct arpc_method *m, const arpc_request *req, bool *only)
 {
+    *only = true;
     if (m->m_actor != NULL)
         return m->m_actor;
     arpc_actor_group *g = m->m_group ? m->m_group : s->sv_pool;
+    arpc_actor *a = arpc_actor_group_only(g);
+    if (a != NULL) {
+        if (m->m_key != NULL) /* the key function runs all the same: it is the application's */
+            (void)m->m_key(req->rq_state->rs_data, req->rq_state->rs_len, m->m_ctx);
+        return a;
+    }
+    *only = false;
     if (m->m_key != NULL)
         return arpc_actor_group_pick_key(g, m->m_key(req->rq_state->rs_data, req->rq_state->rs_len, m->m_ctx));
     return arpc_actor_group_pick(g);
@@ -159,6 +168,97 @@ static void request_post(struct server_conn *sc, arpc_request *req, arpc_actor *
     }
 }
 
+/* ---- runs of posts (loop thread) ----
+ *
+ * Posting a request costs the loop four locked operations on the actor's lines, which its
+ * worker writes too (the way in, a place in the bound, the push, the way out), and a futex
+ * wake when the worker sleeps. The requests of one parse bound for one actor go as a run
+ * instead: up to REQUEST_RUN places reserved at once (arpc_actor_reserve), the requests linked
+ * as they are dispatched, and one push of the chain (arpc_actor_post_chain) when the places
+ * are used up, the actor changes, or the parse ends; places left over go back then. So the
+ * worker starts on a run's first calls while the loop parses the next run, and sleeps and
+ * wakes per run, not per call.
+ *
+ * Only for a method whose calls all go to one actor: its own, or a group of one (the default
+ * pool on two cores). A method spread over several actors posts each call to the next as
+ * before: a run on one of them would serialise calls that may block while the others idle.
+ *
+ * What does not change: each request still holds a place in its actor's bound from its
+ * dispatch until its job starts (the bound holds); at the bound a request parks as before
+ * (request_post), after the run before it was pushed, so per-connection order is kept; a
+ * stopped actor refuses the run's requests as it would have refused each. The run is flushed
+ * before an inline handler runs (it may stop the server, or wait for those calls) and before
+ * any other frame is acted on (a CANCEL, a GOAWAY), and never outlives the parse: nothing
+ * outside the loop's current callback ever sees a request dispatched and not posted. */
+#define REQUEST_RUN 16u
+
+void request_batch_flush(arpc_server *s)
+{
+    struct post_batch *b = &s->sv_batch;
+    if (b->pb_actor == NULL)
+        return;
+    arpc_actor *actor = b->pb_actor;
+    struct arpc_actor_job *newest = b->pb_newest, *oldest = b->pb_oldest;
+    unsigned unused = b->pb_credit;
+    *b = (struct post_batch){.pb_depth = b->pb_depth};
+    if (arpc_actor_post_chain(actor, newest, oldest, unused) == ARPC_OK)
+        return;
+    /* The actor stopped since the places were reserved: each request is refused as a post
+     * would have been, oldest first. */
+    struct arpc_actor_job *fifo = NULL;
+    for (struct arpc_actor_job *j = newest, *next; j != NULL; j = next) {
+        next = j == oldest ? NULL : (struct arpc_actor_job *)j->aj_link.next;
+        j->aj_link.next = fifo != NULL ? &fifo->aj_link : NULL;
+        fifo = j;
+    }
+    for (struct arpc_actor_job *j = fifo, *next; j != NULL; j = next) {
+        next = (struct arpc_actor_job *)j->aj_link.next;
+        arpc_request *req = ((struct request_state *)((char *)j - offsetof(struct request_state, rs_actor_job)))->rs_req;
+        request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
+        request_handler_done(req, true);
+    }
+}
+
+void request_batch_open(arpc_server *s) { s->sv_batch.pb_depth++; }
+
+void request_batch_close(arpc_server *s)
+{
+    request_batch_flush(s);
+    s->sv_batch.pb_depth--;
+}
+
+/* Joins req to the run for actor, or posts it alone: outside a parse, to a method whose calls
+ * are spread over several actors (each call to the next, as ever: a run on one of them would
+ * serialise calls that may block), and at the bound (where it parks, after the run before it). */
+static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_actor *actor, bool only)
+{
+    arpc_server *s = sc->sc_server;
+    struct post_batch *b = &s->sv_batch;
+    if (b->pb_depth == 0 || !only) {
+        if (b->pb_actor == actor) /* an actor in a group and a method's own too: keep its order */
+            request_batch_flush(s);
+        request_post(sc, req, actor);
+        return;
+    }
+    if (b->pb_actor != actor || b->pb_credit == 0) {
+        request_batch_flush(s);
+        unsigned got = arpc_actor_reserve(actor, REQUEST_RUN);
+        if (got == 0) {
+            request_post(sc, req, actor); /* at the bound (parks) or stopped (refused) */
+            return;
+        }
+        b->pb_actor = actor;
+        b->pb_credit = got;
+    }
+    struct arpc_actor_job *job = &req->rq_state->rs_actor_job;
+    job->aj_link.next = b->pb_newest != NULL ? &b->pb_newest->aj_link : NULL;
+    if (b->pb_oldest == NULL)
+        b->pb_oldest = job;
+    b->pb_newest = job;
+    if (--b->pb_credit == 0)
+        request_batch_flush(s); /* its worker starts on it while the loop parses on */
+}
+
 void request_refuse_parked(struct server_conn *sc)
 {
     arpc_request *req = sc->sc_parked;
@@ -199,11 +299,11 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
                                      : arpc_conn_pin(&sc->sc_conn, f->f_payload, f->f_payload_len);
     in_place = in_place || pin != NULL;
     int pool_class;
-    struct request_state *st = block_pool_get(&s->sv_requests, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
+    struct request_state *st = request_state_take(s, sizeof(*st) + (in_place ? 0 : f->f_payload_len), &pool_class);
     arpc_request *req = st != NULL ? request_handle_take(s) : NULL;
     if (req == NULL) {
         if (st != NULL)
-            block_pool_put(&s->sv_requests, st, pool_class);
+            request_state_put(s, st, pool_class, true);
         arpc_conn_unpin(pin);
         /* A copy of a call the cache knows needs no request: it is answered from there
          * (never "not run", which would invite its caller to make the call again). */
@@ -239,7 +339,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     if (req->rq_seq != 0 && !dedup_admit(sc, f, st->rs_deadline_ns)) {
         /* a duplicate: answered from the cache, or waiting for the original */
         request_handle_put(s, req, true);
-        block_pool_put(&s->sv_requests, st, pool_class);
+        request_state_put(s, st, pool_class, true);
         arpc_conn_unpin(pin);
         return;
     }
@@ -265,11 +365,14 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
      * flood of them to a slow method would otherwise pin their bytes without bound. */
     inflight_begin(sc, req); /* may hold the connection's input: nothing more is read */
     if (m->m_inline) {
+        request_batch_flush(s); /* the handler may stop the server, or wait for those calls */
         bool waited = arpc_conn_input_waited(&sc->sc_conn);
         arpc_conn_input_ages(&sc->sc_conn); /* the frames behind it wait for its handler */
         request_run(req, ARPC_OK, false, waited);
         return;
     }
     arpc_actor_job_init(&st->rs_actor_job, request_run_job);
-    request_post(sc, req, request_actor(s, m, req));
+    bool only;
+    arpc_actor *actor = request_actor(s, m, req, &only);
+    request_enqueue(sc, req, actor, only);
 }

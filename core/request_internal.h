@@ -140,7 +140,7 @@ void request_refuse(arpc_request *req, int code, const char *why);
 
 /* The call was answered with code (the handler's reply, or the server's in its place):
  * counted once in its method's stats with its latency (loop thread). */
-void request_count_answer(arpc_request *req, int code);
+void request_count_answer(arpc_request *req, int code, uint64_t done_ns);
 
 /* Lists the call as waiting for a reply and arms its deadline / the reverse (request_deadline.c). */
 void request_list(arpc_server *s, arpc_request *req);

@@ -67,6 +67,8 @@ static void server_free(arpc_server *s)
     arpc_tls_free(s->sv_tls);
     /* Nothing of theirs is out: a request pins the server, and so does a reply (through its
      * request or connection; the reply cache and log let go of theirs at teardown). */
+    request_states_fini(s);
+    reply_spent_fini(s);
     block_pool_fini(&s->sv_requests);
     block_pool_fini(&s->sv_replies);
     request_handles_fini(s); /* handles still out are tombstones, freed by their late replies */

@@ -254,6 +254,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         sconn_refuse(conn, "the first frame must be HELLO");
         return;
     }
+    if (f->f_kind != ARPC_FRAME_REQUEST && f->f_kind != ARPC_FRAME_ONEWAY)
+        request_batch_flush(sc->sc_server); /* what it does sees the calls before it posted */
     switch (f->f_kind) {
     case ARPC_FRAME_HELLO:
         sconn_on_hello(sc, f);
@@ -354,9 +356,9 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
  * JSON-RPC with '{'. Not again later: a PING answered before HELLO, then '{', must not turn
  * a connection that spoke arpc into a JSON-RPC one (the fuzzer's find: two codecs on one
  * stream). */
-static size_t sconn_parse(struct arpc_conn *conn)
+static size_t sconn_parse_codec(struct server_conn *sc)
 {
-    struct server_conn *sc = conn->c_owner;
+    struct arpc_conn *conn = &sc->sc_conn;
     if (jsonrpc_sconn_is(sc))
         return jsonrpc_sconn_parse(sc);
     if (!sc->sc_codec_chosen && conn->c_rend > conn->c_rstart) {
@@ -365,6 +367,17 @@ static size_t sconn_parse(struct arpc_conn *conn)
             return jsonrpc_sconn_parse(sc);
     }
     return arpc_conn_parse_frames(conn);
+}
+
+/* The requests a parse dispatches go to their workers in runs (core/request_dispatch.c). */
+static size_t sconn_parse(struct arpc_conn *conn)
+{
+    struct server_conn *sc = conn->c_owner;
+    arpc_server *s = sc->sc_server;
+    request_batch_open(s);
+    size_t need = sconn_parse_codec(sc);
+    request_batch_close(s);
+    return need;
 }
 
 /* The end of stream cannot tell a half-close from a close for good: something harmless is

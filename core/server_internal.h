@@ -198,7 +198,11 @@ struct arpc_server {
     bool sv_clients_ready;
     struct arpc_log_throttle sv_hold_log; /* holds for a flow limit, logged (on loop time, in ns) */
     struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
+    void *sv_states_free;             /* ... of its smallest class, let go of on the loop, for it
+                                       * to take first (loop thread; core/request.c) */
     struct block_pool sv_replies;     /* reply messages for reuse, but for large ones (core/request.c) */
+    struct arpc_node_chain sv_replies_spent; /* ... of the smallest class, freed on the loop's
+                                       * thread, given back in runs (loop thread; core/request.c) */
     /* Replies written by their workers (core/reply_direct.c), loop thread */
     struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
     double sv_lazy_s;                 /* its current interval */
@@ -209,6 +213,15 @@ struct arpc_server {
     struct arpc_node_pool sv_handles;
     arpc_request *sv_handles_free;    /* handles let go of on the loop, for it to take first
                                        * (loop thread; core/request.c) */
+    /* The requests of one parse bound for one actor, posted together (core/request_dispatch.c,
+     * "Runs of posts"); loop thread */
+    struct post_batch {
+        unsigned pb_depth;                /* parses under way (nested: a release hands up frames) */
+        arpc_actor *pb_actor;             /* the actor whose places are reserved; NULL: none */
+        struct arpc_actor_job *pb_newest; /* the jobs, linked newest first; NULL: none yet */
+        struct arpc_actor_job *pb_oldest;
+        unsigned pb_credit;               /* places reserved and not used yet */
+    } sv_batch;
     struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late
                                        * replies may still finish them (loop thread) */
 };
@@ -224,6 +237,8 @@ struct reply_msg {
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
     size_t rm_effect_len;
     int rm_code;           /* the outcome it tells the caller: ARPC_OK for a REPLY (stats) */
+    uint64_t rm_made_ns;   /* when its replier made it (arpc_now_ns): the method's latency ends
+                            * there, read on the replier's thread, not the loop's */
     struct server_conn *rm_home; /* a large reply: the connection whose buffer cache the
                                   * allocation came from and goes back to (a reference); else NULL */
     size_t rm_cap;               /* with rm_home: the allocation's capacity */
@@ -602,6 +617,18 @@ void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
 void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const struct arpc_frame *f);
+/* Loop thread: the requests dispatched between open and close go to their actors in runs
+ * (one reservation of places and one push per run, docs/PERFORMANCE.md); flush posts the run
+ * so far, before anything that must see it posted. Nestable; close flushes. */
+void request_batch_open(arpc_server *s);
+/* A request's block (request_state_take: loop thread; *cls for request_state_put, any thread,
+ * on_loop when on the loop's). */
+struct request_state *request_state_take(arpc_server *s, size_t size, int *cls);
+void request_state_put(arpc_server *s, struct request_state *st, int cls, bool on_loop);
+void request_states_fini(arpc_server *s);
+void reply_spent_fini(arpc_server *s);
+void request_batch_close(arpc_server *s);
+void request_batch_flush(arpc_server *s);
 /* A CANCEL frame for call xid arrived on sc (loop thread): a call of sc's own, or one a
  * duplicate on sc waits for (dedup_cancel). */
 void request_cancel(struct server_conn *sc, uint64_t xid);

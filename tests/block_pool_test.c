@@ -283,6 +283,9 @@ static void count_on_loop(arpc_loop *loop, void *arg)
     (void)loop;
     struct pool_count *pc = arg;
     pc->held = block_pool_held(&pc->s->sv_requests, pc->k);
+    if (pc->k == 0) /* and those the loop keeps for itself (core/request.c) */
+        for (void *b = pc->s->sv_states_free; b != NULL; b = *(void **)b)
+            pc->held++;
     pc->made = block_pool_made(&pc->s->sv_requests, pc->k);
 }
 
