@@ -158,7 +158,7 @@ static void test_actor_stopped_while_runs_stream_in(void **state)
         ok += rc == ARPC_OK;
     }
     print_message("%d of %d calls ran before the stop\n", ok, CALLS);
-    assert_true(ok > STOP_AT && ok < CALLS + 1);
+    assert_true(ok > STOP_AT); /* those before the stop ran; how many after did is timing */
     fixture_end(&fx);
 }
 
