@@ -245,10 +245,11 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
             text = client_unreachable_why(c, &why_len); /* (before the leave: c may go then) */
         client_leave(c);
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
+        if (call != NULL)
+            arpc_future_drop(f); /* the call's hold (call_new), after the caller's share is safe */
         return f;
     }
     call_set_request(call, method, method_len, req, req_len);
-    arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
     if (!client_direct_try(c, call) && client_post(c, &call->cc_job) != ARPC_OK) {
