@@ -234,6 +234,12 @@ static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
 
 void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn) { future_init(f, free_fn); }
 
+void arpc_future_init_embedded_held(arpc_future *f, arpc_future_free_fn free_fn)
+{
+    future_init(f, free_fn);
+    atomic_init(&f->f_refs, REF_USER + REF_HOLD);
+}
+
 int arpc_future_create(arpc_future **out)
 {
     if (out == NULL)

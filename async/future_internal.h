@@ -61,6 +61,10 @@ struct arpc_future {
  */
 void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
 
+/* arpc_future_init_embedded with a producer's hold as well (arpc_future_hold): no atomic
+ * operation, for a future not yet shared with any other thread. */
+void arpc_future_init_embedded_held(arpc_future *f, arpc_future_free_fn free_fn);
+
 /*
  * Names the loop that completes f when no thread of arpc's runs that loop (a client's call on
  * a caller-driven loop: created and never started, or lent with arpc_loop_run), so that a

@@ -153,6 +153,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     c->cl_next_xid = 1;
     atomic_init(&c->cl_next_seq, 1);
     client_direct_init(c);
+    client_local_init(c);
     client_deadlines_init(c);
     c->cl_connector.cn_fd = -1;
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);

@@ -3,6 +3,7 @@
  * once (its xid, seq, ack and budget are stamped on the loop at each send), and hand the call
  * to the loop. Every outcome, immediate failures included, arrives through the future.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -13,6 +14,69 @@
 #include "core/client_internal.h"
 #include "core/client_resend.h"
 #include "core/frame.h"
+
+/* ---- the loop thread's own posts ---- */
+
+static struct arpc_loop_job *job_of_link(ck_stack_entry_t *link)
+{
+    return (struct arpc_loop_job *)((char *)link - offsetof(struct arpc_loop_job, j_link));
+}
+
+/* Runs the jobs queued by client_post on the loop thread, in order, those queued meanwhile
+ * (a call that ends at once and whose callback starts another) included. The reference taken
+ * with the post keeps c while they run: a job may let go of the last call (close may free c
+ * from then on but for that reference) or of a cancel's reference. */
+static void local_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    arpc_client *c = (arpc_client *)((char *)job - offsetof(arpc_client, cl_local_job));
+    ck_stack_entry_t *link;
+    while ((link = c->cl_local_head) != NULL) {
+        c->cl_local_head = link->next;
+        if (c->cl_local_head == NULL)
+            c->cl_local_tail = &c->cl_local_head;
+        link->next = NULL;
+        struct arpc_loop_job *next = job_of_link(link);
+        next->j_fn(loop, next);
+    }
+    c->cl_local_posted = false;
+    client_release(c);
+}
+
+void client_local_init(arpc_client *c)
+{
+    c->cl_local_head = NULL;
+    c->cl_local_tail = &c->cl_local_head;
+    c->cl_local_posted = false;
+    arpc_loop_job_init(&c->cl_local_job, local_run);
+}
+
+/*
+ * On the loop's own thread (a reply's callback starting the next call), the job joins the
+ * client's queue, which one lane job runs: posted when the queue starts, it runs every job
+ * queued before it ends, in order, so the thread's jobs keep their order among themselves as
+ * on the lane. When the lane refuses (the loop is stopping) the queue does not start and the
+ * job is refused as a post is; a job that joins a queue already posted runs with it, in the
+ * loop's final drain at the latest, as a post accepted just before the stop would (the
+ * client's stop hook has made it end then: client_on_loop_stop).
+ */
+int client_post(arpc_client *c, struct arpc_loop_job *job)
+{
+    if (!arpc_loop_running_here(c->cl_loop))
+        return arpc_loop_post(c->cl_loop, job);
+    if (!c->cl_local_posted) {
+        client_retain(c); /* local_run's */
+        int rc = arpc_loop_post(c->cl_loop, &c->cl_local_job);
+        if (rc != ARPC_OK) {
+            client_release(c);
+            return rc;
+        }
+        c->cl_local_posted = true;
+    }
+    job->j_link.next = NULL;
+    *c->cl_local_tail = &job->j_link;
+    c->cl_local_tail = &job->j_link.next;
+    return ARPC_OK;
+}
 
 /* ---- cancel ---- */
 
@@ -43,7 +107,7 @@ static void call_on_cancel(arpc_future *f, void *arg)
         arpc_loop_job_init(&cj->cj_job, cancel_run);
         cj->cj_call = call;
         client_retain(c);
-        if (arpc_loop_post(c->cl_loop, &cj->cj_job) == ARPC_OK)
+        if (client_post(c, &cj->cj_job) == ARPC_OK)
             return;
         client_release(c);
         arpc_free(cj);
@@ -181,13 +245,14 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
             text = client_unreachable_why(c, &why_len); /* (before the leave: c may go then) */
         client_leave(c);
         arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
+        if (call != NULL)
+            arpc_future_drop(f); /* the call's hold (call_new), after the caller's share is safe */
         return f;
     }
     call_set_request(call, method, method_len, req, req_len);
-    arpc_future_hold(f); /* the call's hold, dropped by call_finish: not the caller's to release */
     arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
-    if (!client_direct_try(c, call) && arpc_loop_post(c->cl_loop, &call->cc_job) != ARPC_OK) {
+    if (!client_direct_try(c, call) && client_post(c, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);
         call_discard(call);
         client_leave(c);
@@ -346,7 +411,7 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
     m->om_client = c;
     m->om_len = total;
     request_encode(m->om_frame, ARPC_FRAME_ONEWAY, method, method_len, req, req_len);
-    rc = arpc_loop_post(c->cl_loop, &m->om_job);
+    rc = client_post(c, &m->om_job);
     if (rc != ARPC_OK) {
         arpc_free(m);
         client_leave(c);

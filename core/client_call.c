@@ -114,7 +114,9 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
         *(struct call_bulk **)after_record(call) = b;
     }
     memset(call, 0, sizeof(*call));
-    arpc_future_init_embedded(&call->cc_future, call_future_gone);
+    /* The caller's reference and the call's hold (dropped by call_finish, or by call_start
+     * when the call does not start): not the caller's to release. */
+    arpc_future_init_embedded_held(&call->cc_future, call_future_gone);
     if (c->cl_call_home != NULL)
         arpc_future_set_home(&call->cc_future, c->cl_call_home);
     else

@@ -198,6 +198,13 @@ struct arpc_client {
      * classes (core/block_pool.h; any thread; freed with the client). */
     struct block_pool cl_blocks;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
+    /* Jobs the loop thread posts for this client (calls, cancels, one-way messages started in
+     * its callbacks, core/client_api.c: client_post): queued here in order, one lane job
+     * (cl_local_job) runs them all, so a pipelined call started from a reply's callback costs
+     * no post (three locked operations) of its own. Loop thread only. */
+    ck_stack_entry_t *cl_local_head, **cl_local_tail; /* j_link of the jobs */
+    bool cl_local_posted;             /* cl_local_job is posted and has not finished */
+    struct arpc_loop_job cl_local_job;
     /* Calls' deadlines (core/client_deadlines.c; loop thread): one wheel node per call, one
      * loop deadline for the wheel. */
     struct arpc_wheel cl_wheel;
@@ -310,6 +317,12 @@ void client_set_error(arpc_client *c, int code, const char *why);
  * server: " and the last attempt's failure, as the call's result (arpc_malloc'd, NUL after
  * *len); NULL with a connection, nothing recorded, or no memory (the code alone). Any thread. */
 char *client_unreachable_why(arpc_client *c, size_t *len);
+
+/* client_api.c */
+/* Hands job to the client's loop as arpc_loop_post does (the same outcome and errors), in
+ * order with the client's other jobs from the same thread. Any thread. */
+int client_post(arpc_client *c, struct arpc_loop_job *job);
+void client_local_init(arpc_client *c); /* before the loop sees c */
 
 /* client_linger.c (loop thread) */
 /* The close's last words: the goodbye (to a server that understands it), then the connection

@@ -94,7 +94,8 @@ void resend_seq_done(arpc_client *c, uint64_t seq)
         return;
     }
     c->cl_ack = seq;
-    while (arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL ||
+    /* Calls answered in order leave nothing above the ack: no lookup for them. */
+    while ((arpc_u64_map_count(&c->cl_done) != 0 && arpc_u64_map_take(&c->cl_done, c->cl_ack + 1) != NULL) ||
            (c->cl_done_nspill != 0 && done_spill_take(c, c->cl_ack + 1)))
         c->cl_ack++;
     atomic_store_explicit(&c->cl_direct.cd_ack, c->cl_ack, memory_order_relaxed); /* callers' frames */

@@ -9,11 +9,12 @@
 #include "core/frame.h"
 
 /* client_call.c */
-/* A call of c (its future, with the caller's reference, and the call's state before it reaches
- * the loop) with room for a request of method_len + payload_len bytes (call_set_request). A
+/* A call of c (its future, with the caller's reference and the call's hold, and the call's
+ * state before it reaches the loop) with room for a request of method_len + payload_len bytes (call_set_request). A
  * request whose frame is over 1 KiB is a second block (from c->cl_blocks, or c->cl_bufs from
  * ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
- * (or, never handed to the loop, by call_discard: the future stays the caller's). Any thread. */
+ * (or, never handed to the loop, by call_discard, and the hold dropped: the future stays the
+ * caller's). Any thread. */
 struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_len, uint64_t when,
                              enum arpc_call_semantics semantics);
 arpc_future *call_future(struct client_call *call);

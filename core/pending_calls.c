@@ -53,11 +53,25 @@ static struct ck_malloc table_allocator = {.malloc = table_malloc, .free = table
  * evenly: the table of a full window is half as large as at 50%. */
 #define PENDING_LOAD_PERCENT 80
 
+_Static_assert((PENDING_RING_SLOTS & (PENDING_RING_SLOTS - 1)) == 0, "the ring is indexed by a mask");
+
+static struct client_call **ring_slot(struct pending_calls *p, uint64_t xid)
+{
+    return &p->pc_ring[xid & (PENDING_RING_SLOTS - 1)];
+}
+
 int pending_init(struct pending_calls *p, size_t initial)
 {
-    if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
-                     initial, 0))
+    p->pc_ring = arpc_calloc(PENDING_RING_SLOTS, sizeof(*p->pc_ring));
+    if (p->pc_ring == NULL)
         return ARPC_ENOMEM;
+    p->pc_ring_count = 0;
+    if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
+                     initial, 0)) {
+        arpc_free(p->pc_ring);
+        p->pc_ring = NULL;
+        return ARPC_ENOMEM;
+    }
     p->pc_live = true;
     ck_rhs_set_load_factor(&p->pc_table, PENDING_LOAD_PERCENT); /* on an empty table: cannot fail */
     return ARPC_OK;
@@ -65,28 +79,55 @@ int pending_init(struct pending_calls *p, size_t initial)
 
 void pending_fini(struct pending_calls *p)
 {
-    if (p->pc_live)
+    if (p->pc_live) {
         ck_rhs_destroy(&p->pc_table);
+        arpc_free(p->pc_ring);
+        p->pc_ring = NULL;
+        p->pc_ring_count = 0;
+    }
     p->pc_live = false;
 }
 
 int pending_put(struct pending_calls *p, struct client_call *call)
 {
+    struct client_call **slot = ring_slot(p, call_xid(call));
+    if (*slot == NULL) {
+        *slot = call;
+        p->pc_ring_count++;
+        return ARPC_OK;
+    }
     return ck_rhs_put_unique(&p->pc_table, pending_hash(call_xid(call)), call) ? ARPC_OK : ARPC_ENOMEM;
 }
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 {
-    return ck_rhs_get(&p->pc_table, pending_hash(xid), xid_key(&xid));
+    struct client_call *in_ring = *ring_slot(p, xid);
+    if (in_ring != NULL && call_xid(in_ring) == xid)
+        return in_ring;
+    return ck_rhs_count(&p->pc_table) != 0 ? ck_rhs_get(&p->pc_table, pending_hash(xid), xid_key(&xid)) : NULL;
 }
 
 struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 {
-    return ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid));
+    struct client_call **slot = ring_slot(p, xid), *in_ring = *slot;
+    if (in_ring != NULL && call_xid(in_ring) == xid) {
+        *slot = NULL;
+        p->pc_ring_count--;
+        return in_ring;
+    }
+    return ck_rhs_count(&p->pc_table) != 0 ? ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid)) : NULL;
 }
 
 void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
 {
+    for (size_t i = 0; i < PENDING_RING_SLOTS && p->pc_ring_count > 0; i++) {
+        struct client_call *call = p->pc_ring[i];
+        if (call != NULL) {
+            p->pc_ring[i] = NULL;
+            p->pc_ring_count--;
+            fn(call, arg);
+        }
+    }
     /* Each call is taken out before fn sees it. A removal shifts the entries after it back by
      * a slot, so one pass can step over some: walk again until empty (a few passes, no
      * allocation, unlike a reset). */
@@ -101,12 +142,23 @@ void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call,
     }
 }
 
-size_t pending_count(struct pending_calls *p) { return ck_rhs_count(&p->pc_table); }
+size_t pending_count(struct pending_calls *p) { return p->pc_ring_count + ck_rhs_count(&p->pc_table); }
 
-void pending_iter_init(struct pending_iter *it) { ck_rhs_iterator_init(&it->pi_it); }
+void pending_iter_init(struct pending_iter *it)
+{
+    it->pi_slot = 0;
+    ck_rhs_iterator_init(&it->pi_it);
+}
 
 bool pending_next(struct pending_calls *p, struct pending_iter *it, struct client_call **call)
 {
+    while (it->pi_slot < PENDING_RING_SLOTS) {
+        struct client_call *in_ring = p->pc_ring[it->pi_slot++];
+        if (in_ring != NULL) {
+            *call = in_ring;
+            return true;
+        }
+    }
     void *found;
     if (!ck_rhs_next(&p->pc_table, &it->pi_it, &found))
         return false;

@@ -9,7 +9,8 @@
  *    a pending one ends ARPC_ESHUTDOWN, and each may be read, taken from and released after
  *    arpc_client_close; nothing leaks (ASan: nothing is read after it was freed);
  *  - a call whose future the caller released before the reply still ends cleanly;
- *  - semantics outside the enum are refused (the record keeps them in two bits).
+ *  - semantics outside the enum are refused (the record keeps them in two bits);
+ *  - a call whose completion queue cannot take it does not start and leaves nothing behind.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -258,6 +259,24 @@ static void test_semantics_outside_the_enum(void **state)
     fx->c = NULL;
 }
 
+/* A call that cannot start because its completion queue has no memory for its entry: the
+ * call's block goes with the caller's future (the call's hold on it was dropped), nothing
+ * leaks and nothing reaches the server. */
+static void test_attach_without_memory(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_cq *cq;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
+    atomic_store(&test_alloc_budget, 1); /* the call's block; not the queue's entry */
+    int rc = arpc_go(fx->c, "t.echo", "x", 1, ARPC_FOREVER, cq, NULL);
+    atomic_store(&test_alloc_budget, -1);
+    assert_int_equal(ARPC_ENOMEM, rc);
+    assert_int_equal(0, atomic_load(&fx->c->cl_npending));
+    arpc_cq_destroy(cq);
+    arpc_client_close(fx->c); /* teardown: the call's block is not live */
+    fx->c = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_futures_outlive_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_released_before_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_semantics_outside_the_enum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attach_without_memory, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

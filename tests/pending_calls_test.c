@@ -2,7 +2,7 @@
  * The client's pending table (core/pending_calls.c) against a reference model: the client's
  * pattern (a sliding window of consecutive xids with stragglers), random keys that collide,
  * misses, growth under a burst, drain and
- * iteration, and a growth that fails for want of memory.
+ * iteration, a growth that fails for want of memory, and the ring in front of ck_rhs.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -183,6 +183,51 @@ static void test_drain(void **state)
     free(calls);
 }
 
+/* The two levels (core/pending_calls.h): xids a ring's size apart share a ring slot, so the
+ * later one goes to ck_rhs; each is found, taken, iterated and drained from where it is, and
+ * a slot freed in the ring does not hide the call that overflowed from it. */
+static void test_ring_and_table(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 4));
+    struct test_call *calls = calls_new(4);
+    const uint64_t base = 5, apart = PENDING_RING_SLOTS;
+    put_xid(&p, &calls[0], base);             /* the ring */
+    put_xid(&p, &calls[1], base + apart);     /* its slot is taken: ck_rhs */
+    assert_int_equal(2, pending_count(&p));
+    assert_ptr_equal(&calls[1].tc_call, pending_get(&p, base + apart));
+    assert_null(pending_get(&p, base + 2 * apart)); /* the slot's call has another xid */
+    assert_ptr_equal(&calls[0].tc_call, pending_take(&p, base));
+    assert_null(pending_take(&p, base));
+    assert_ptr_equal(&calls[1].tc_call, pending_get(&p, base + apart)); /* still in ck_rhs */
+    put_xid(&p, &calls[2], base + 2 * apart); /* the freed slot */
+    put_xid(&p, &calls[3], base + 1);
+    size_t seen = 0;
+    bool found[4] = {false};
+    struct pending_iter it;
+    struct client_call *call;
+    pending_iter_init(&it);
+    while (pending_next(&p, &it, &call)) {
+        size_t i = (size_t)((struct test_call *)call - calls);
+        assert_true(i >= 1 && i < 4 && !found[i]);
+        found[i] = true;
+        seen++;
+    }
+    assert_int_equal(3, seen);
+    assert_ptr_equal(&calls[1].tc_call, pending_take(&p, base + apart));
+    assert_null(pending_take(&p, base + apart));
+    size_t drained = 0;
+    pending_drain(&p, count_drained, &drained);
+    assert_int_equal(2, drained);
+    assert_int_equal(0, pending_count(&p));
+    assert_null(pending_get(&p, base + 2 * apart));
+    pending_fini(&p);
+    assert_int_equal(0, atomic_load(&test_alloc_live));
+    free(calls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +236,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_burst),
         cmocka_unit_test_no_leak(test_growth_without_memory),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test_no_leak(test_ring_and_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
