@@ -25,7 +25,13 @@ static struct arpc_loop_job *job_of_link(ck_stack_entry_t *link)
 /* Runs the jobs queued by client_post on the loop thread, in order, those queued meanwhile
  * (a call that ends at once and whose callback starts another) included. The reference taken
  * with the post keeps c while they run: a job may let go of the last call (close may free c
- * from then on but for that reference) or of a cancel's reference. */
+ * from then on but for that reference) or of a cancel's reference.
+ * Unbounded, unlike the lane's drain (LOOP_DRAIN_BATCH): a run cut short would post the rest
+ * behind what other threads posted after those jobs were queued (a call made once a callback
+ * said it had sent its messages would overtake them: client_loop_post_test). A run that never
+ * ends needs callbacks that keep starting calls that end before they are sent, for ever; a
+ * client that fails calls at once (closed, or down for good) fails them in call_start,
+ * without a job. */
 static void local_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
     arpc_client *c = (arpc_client *)((char *)job - offsetof(arpc_client, cl_local_job));
