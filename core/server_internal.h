@@ -621,14 +621,14 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
  * (one reservation of places and one push per run, docs/PERFORMANCE.md); flush posts the run
  * so far, before anything that must see it posted. Nestable; close flushes. */
 void request_batch_open(arpc_server *s);
+void request_batch_close(arpc_server *s);
+void request_batch_flush(arpc_server *s);
 /* A request's block (request_state_take: loop thread; *cls for request_state_put, any thread,
- * on_loop when on the loop's). */
+ * on_loop when on the loop's). The fini functions give back what the loop kept (server_free). */
 struct request_state *request_state_take(arpc_server *s, size_t size, int *cls);
 void request_state_put(arpc_server *s, struct request_state *st, int cls, bool on_loop);
 void request_states_fini(arpc_server *s);
 void reply_spent_fini(arpc_server *s);
-void request_batch_close(arpc_server *s);
-void request_batch_flush(arpc_server *s);
 /* A CANCEL frame for call xid arrived on sc (loop thread): a call of sc's own, or one a
  * duplicate on sc waits for (dedup_cancel). */
 void request_cancel(struct server_conn *sc, uint64_t xid);
