@@ -92,6 +92,20 @@ static int teardown(void **state)
 
 /* ---- order ---- */
 
+/* A last call carrying index last, made after everything before it: when it is answered the
+ * server has read them all, and must have seen indexes 0 to last, each once, in order. */
+static void check_all_read_in_order(arpc_client *c, uint32_t last)
+{
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.rec", &last, sizeof(last), NULL, NULL, ARPC_FOREVER));
+    pthread_mutex_lock(&seen_mtx);
+    unsigned n = nseen, out_of_order = 0;
+    for (unsigned i = 0; i < n; i++)
+        out_of_order += seen[i] != i;
+    pthread_mutex_unlock(&seen_mtx); /* (before asserting: the server's handler takes it) */
+    assert_int_equal(last + 1, n);
+    assert_int_equal(0, out_of_order);
+}
+
 enum { ROUNDS = 3, PER_ROUND = 200 };
 static arpc_client *order_client;
 static uint32_t next_idx;
@@ -134,16 +148,7 @@ static void test_loop_thread_posts_keep_order(void **state)
     /* Calls: the first, then per round PER_ROUND / 2 (the even i) and the last. */
     unsigned calls = 1 + ROUNDS * (PER_ROUND / 2 + 1);
     assert_true(latch_wait(calls, TEST_WAIT_MS));
-    /* A last call after the one-way messages: when it is answered, they have been read. */
-    uint32_t idx = next_idx;
-    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.rec", &idx, sizeof(idx), NULL, NULL, ARPC_FOREVER));
-    pthread_mutex_lock(&seen_mtx);
-    unsigned n = nseen, out_of_order = 0;
-    for (unsigned i = 0; i < n; i++)
-        out_of_order += seen[i] != i;
-    pthread_mutex_unlock(&seen_mtx); /* (before asserting: the server's handler takes it) */
-    assert_int_equal(next_idx + 1, n);
-    assert_int_equal(0, out_of_order);
+    check_all_read_in_order(fx->c, next_idx);
 }
 
 /* ---- cancel and release in the callback ---- */
@@ -294,15 +299,7 @@ static void test_flood_then_call_from_another_thread_in_order(void **state)
     assert_int_equal(ARPC_OK, arpc_future_then(f, flood_in_callback, NULL));
     arpc_future_release(f);
     assert_true(latch_wait(1, TEST_WAIT_MS));
-    uint32_t last = FLOOD + 1;
-    assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.rec", &last, sizeof(last), NULL, NULL, ARPC_FOREVER));
-    pthread_mutex_lock(&seen_mtx);
-    unsigned n = nseen, out_of_order = 0;
-    for (unsigned i = 0; i < n; i++)
-        out_of_order += seen[i] != i;
-    pthread_mutex_unlock(&seen_mtx); /* (before asserting: the server's handler takes it) */
-    assert_int_equal(FLOOD + 2, n);
-    assert_int_equal(0, out_of_order);
+    check_all_read_in_order(fx->c, FLOOD + 1);
 }
 
 int main(void)
