@@ -35,12 +35,23 @@
  * Refusing: a call of a client whose loop a thread runs (its own, or one started and shared)
  * names that loop its completer (arpc_future_set_completer). A consumer inside that loop (a
  * callback on its thread) waiting for an empty queue whose every attached, pending entry is
- * such a call would wait for itself: it gets ARPC_EBUSY. cq_untaken counts the attached
- * entries not yet taken (consumers take them under cq_lock), cq_completing those not yet
- * pushed whose completer is cq_completer (the first attached future's completer, one per
- * queue like the home), uncounted just before their push: a consumer under cq_lock that finds
- * the queue empty and the two equal knows every entry it could take is a call of that loop
- * still pending. The name is only compared with the consumer's loop, never followed.
+ * such a call would wait for itself: it gets ARPC_EBUSY. cq_tally counts the attached
+ * entries not yet taken (untaken; consumers take them under cq_lock) and those not yet
+ * pushed whose completer is cq_completer (completing; the first attached future's completer,
+ * one per queue like the home), uncounted just before their push. The two share one word so
+ * a reader never sees an attach half counted: a consumer under cq_lock that finds the queue
+ * empty and the two equal knows every entry it could take is a call of that loop still
+ * pending. The name is only compared with the consumer's loop, never followed.
+ *
+ * Waking the refused: a consumer inside that loop may have gone to sleep while another
+ * entry was still to come, and then another consumer took that entry and cleared the
+ * eventfd: nothing would wake it, and it would wait for itself after all. Such consumers are
+ * counted while they look and sleep (cq_inside); whoever leaves the tally at "only calls of
+ * the completer left" with one counted signals the eventfd (a take, a failed attach, an
+ * attach of such a call), and a clear leaves the signal standing in that state, so a
+ * consumer inside looks again and is refused. The count is kept only by consumers on a loop
+ * thread that is the completer or while none is named, so a stale signal wakes nobody else
+ * more than once.
  *
  * Lifetime: cq_refs is the user's handle plus one per attached entry not yet pushed (each
  * callback holds one until after its push, so the cq outlives the push and the eventfd
@@ -92,9 +103,25 @@ struct arpc_cq {
     _Atomic(struct arpc_loop *) cq_home; /* the loop a consumer drives (design notes) */
     _Atomic long cq_homed;     /* attached entries of cq_home's calls, not yet pushed */
     _Atomic(struct arpc_loop *) cq_completer; /* see "Refusing" in the design notes */
-    _Atomic long cq_completing; /* attached entries cq_completer completes, not yet pushed */
-    _Atomic long cq_untaken;    /* attached entries not yet taken */
+    _Atomic uint64_t cq_tally; /* untaken (low half), completing (high): the design notes */
+    _Atomic int cq_inside;     /* consumers waiting inside cq_completer ("Waking the refused") */
 };
+
+/* ---- the tally ("Refusing" in the design notes) ---- */
+
+#define TALLY_UNTAKEN ((uint64_t)1)
+#define TALLY_COMPLETING ((uint64_t)1 << 32)
+
+static uint64_t tally_of(bool completing) { return TALLY_UNTAKEN + (completing ? TALLY_COMPLETING : 0); }
+
+/* True when the queue is empty and every entry still to take is a pending call of
+ * cq_completer. */
+static bool cq_only_completing_left(arpc_cq *cq)
+{
+    uint64_t t = atomic_load(&cq->cq_tally);
+    uint64_t completing = t >> 32;
+    return completing > 0 && completing == (uint32_t)t && atomic_load(&cq->cq_count) <= 0;
+}
 
 /* ---- eventfd ---- */
 
@@ -112,8 +139,16 @@ static void cq_clear(arpc_cq *cq)
     uint64_t v;
     ssize_t n = read(cq->cq_efd, &v, sizeof(v)); /* EAGAIN when already clear */
     (void)n;
-    /* Seq-cst: ordered after the read, like the producer's count++ before its write. */
-    if (atomic_load(&cq->cq_count) > 0)
+    /* Seq-cst: ordered after the read, like the producer's count++ before its write. A
+     * consumer inside the completer must see its refusal ("Waking the refused"). */
+    if (atomic_load(&cq->cq_count) > 0 || (atomic_load(&cq->cq_inside) > 0 && cq_only_completing_left(cq)))
+        cq_signal(cq);
+}
+
+/* After a change of the tally: see "Waking the refused" in the design notes. */
+static void cq_wake_inside(arpc_cq *cq)
+{
+    if (atomic_load(&cq->cq_inside) > 0 && cq_only_completing_left(cq))
         cq_signal(cq);
 }
 
@@ -174,19 +209,18 @@ static void cq_count_attached(arpc_cq *cq, const struct cq_entry *e)
 {
     if (e->e_homed)
         atomic_fetch_add(&cq->cq_homed, 1);
-    atomic_fetch_add(&cq->cq_untaken, 1);
+    atomic_fetch_add(&cq->cq_tally, tally_of(e->e_completing));
     if (e->e_completing)
-        atomic_fetch_add(&cq->cq_completing, 1); /* after: never more than untaken */
+        cq_wake_inside(cq);
 }
 
 /* An attach that failed: the counts as before it. */
 static void cq_uncount(arpc_cq *cq, const struct cq_entry *e)
 {
-    if (e->e_completing)
-        atomic_fetch_sub(&cq->cq_completing, 1);
-    atomic_fetch_sub(&cq->cq_untaken, 1);
+    atomic_fetch_sub(&cq->cq_tally, tally_of(e->e_completing));
     if (e->e_homed)
         atomic_fetch_sub(&cq->cq_homed, 1);
+    cq_wake_inside(cq);
 }
 
 /* The then-callback of an attached future, on the completing thread. */
@@ -196,7 +230,7 @@ static void cq_on_complete(arpc_future *f, void *arg)
     arpc_cq *cq = e->e_cq;
     bool homed = e->e_homed; /* e may be taken and freed once pushed */
     if (e->e_completing)
-        atomic_fetch_sub(&cq->cq_completing, 1); /* before the push: see "Refusing" */
+        atomic_fetch_sub(&cq->cq_tally, TALLY_COMPLETING); /* before the push: "Refusing" */
     if (atomic_load_explicit(&cq->cq_closed, memory_order_acquire)) {
         /* Nobody will take it; the completer's reference keeps f alive meanwhile. */
         arpc_future_unkeep(f);
@@ -240,8 +274,8 @@ int arpc_cq_create(arpc_cq **out)
     atomic_init(&cq->cq_home, NULL);
     atomic_init(&cq->cq_homed, 0);
     atomic_init(&cq->cq_completer, NULL);
-    atomic_init(&cq->cq_completing, 0);
-    atomic_init(&cq->cq_untaken, 0);
+    atomic_init(&cq->cq_tally, 0);
+    atomic_init(&cq->cq_inside, 0);
     *out = cq;
     return ARPC_OK;
 }
@@ -294,10 +328,7 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
 static bool cq_stuck_here_locked(arpc_cq *cq)
 {
     struct arpc_loop *here = arpc_loop_current();
-    if (here == NULL || atomic_load(&cq->cq_completer) != here)
-        return false;
-    long completing = atomic_load(&cq->cq_completing);
-    return completing > 0 && completing == atomic_load(&cq->cq_untaken) && atomic_load(&cq->cq_count) <= 0;
+    return here != NULL && atomic_load(&cq->cq_completer) == here && cq_only_completing_left(cq);
 }
 
 /* trynext; when empty, ARPC_EBUSY instead of ARPC_EAGAIN if refuse_stuck and a wait here
@@ -309,9 +340,10 @@ static int cq_take(arpc_cq *cq, arpc_future **f, void **tag, bool refuse_stuck)
     struct cq_entry *e = cq_take_locked(cq);
     if (e == NULL || atomic_fetch_sub(&cq->cq_count, 1) == 1)
         cq_clear(cq); /* emptied it, or found it empty (a stale signal) */
-    if (e != NULL)
-        atomic_fetch_sub(&cq->cq_untaken, 1);
-    else if (refuse_stuck)
+    if (e != NULL) {
+        atomic_fetch_sub(&cq->cq_tally, TALLY_UNTAKEN);
+        cq_wake_inside(cq);
+    } else if (refuse_stuck)
         stuck = cq_stuck_here_locked(cq);
     pthread_mutex_unlock(&cq->cq_lock);
     if (e == NULL) {
@@ -349,23 +381,47 @@ static void cq_sleep(void *arg, uint64_t deadline_ns)
     (void)poll(&p, 1, arpc_ms_left_int(deadline_ns));
 }
 
+/* Sleeps until the queue may have changed, or runs its home loop meanwhile (the design
+ * notes): ARPC_EAGAIN to look again, ARPC_EBUSY when that loop is the caller's own. */
+static int cq_sleep_or_drive(arpc_cq *cq, uint64_t deadline)
+{
+    struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
+    if (home == NULL) {
+        cq_sleep(cq, deadline);
+        return ARPC_EAGAIN;
+    }
+    return arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY ? ARPC_EBUSY
+                                                                                                    : ARPC_EAGAIN;
+}
+
+/* Whether a consumer is counted in cq_inside: on a loop thread that is the completer, or
+ * while none is named (one may be named while it sleeps). */
+static bool cq_may_wait_inside(arpc_cq *cq)
+{
+    struct arpc_loop *here = arpc_loop_current();
+    struct arpc_loop *completer = atomic_load(&cq->cq_completer);
+    return here != NULL && (completer == NULL || completer == here);
+}
+
 int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
 {
     if (!cq_live(cq, __func__) || f == NULL)
         return ARPC_EINVAL;
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (;;) {
-        /* A zero timeout only looks: no wait to refuse. */
-        int rc = cq_take(cq, f, tag, timeout_ms != 0);
-        if (rc != ARPC_EAGAIN)
-            return rc; /* ARPC_EBUSY: inside the loop that must deliver, it would wait for itself */
-        if (arpc_ms_left_int(deadline) == 0)
-            return ARPC_EAGAIN;
-        struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
-        if (home == NULL)
-            cq_sleep(cq, deadline);
-        else if (arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY)
-            return ARPC_EBUSY; /* inside the loop that must deliver: it would wait for itself */
+        /* A zero timeout only looks: no wait to refuse. Counted before it looks, so a change
+         * after the look signals ("Waking the refused"). */
+        bool inside = timeout_ms != 0 && cq_may_wait_inside(cq);
+        if (inside)
+            atomic_fetch_add(&cq->cq_inside, 1);
+        int rc = cq_take(cq, f, tag, timeout_ms != 0); /* ARPC_EBUSY: it would wait for itself */
+        bool wait = rc == ARPC_EAGAIN && arpc_ms_left_int(deadline) != 0;
+        if (wait)
+            rc = cq_sleep_or_drive(cq, deadline);
+        if (inside)
+            atomic_fetch_sub(&cq->cq_inside, 1);
+        if (!wait || rc == ARPC_EBUSY)
+            return rc;
     }
 }
 
