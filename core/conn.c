@@ -113,13 +113,15 @@ static void conn_unwatch_reads(struct arpc_conn *conn)
 /* Held input that is not read any more (its buffer full of frames that wait, or output over
  * its bound): the socket's hangup is still watched, as after the end of stream, so that a peer
  * gone both ways (a reset) is closed at once, its calls cancelled and their memory freed,
- * rather than when the hold ends. Only where control frames pass a hold (an arpc server's
- * connection): there this happens once a hold has 64 KiB of frames waiting, not at every
- * hold. Without room in the set, as before: found when the hold ends. */
+ * rather than when the hold ends. Where control frames pass a hold (an arpc server's
+ * connection) this happens once a hold has 64 KiB of frames waiting, not at every hold; where
+ * the owner asked (arpc_conn_hangup_when_held: a JSON-RPC server's connection, whose holds
+ * stop reading at once) at every hold. Without room in the set, as before: found when the
+ * hold ends. */
 static void conn_watch_held_hangup(struct arpc_conn *conn)
 {
-    if (!conn->c_pass_control || conn->c_eof || conn->c_cold_on || ev_is_active(&conn->c_rio) ||
-        !conn_watches_hangup(conn))
+    if (!(conn->c_pass_control || conn->c_hup_when_held) || conn->c_eof || conn->c_cold_on ||
+        ev_is_active(&conn->c_rio) || !conn_watches_hangup(conn))
         return;
     ev_set_cb(&conn->c_rio, conn_on_hangup);
     conn->c_held_hup = conn->c_cold_on = arpc_loop_cold_start_hangup(conn->c_loop, &conn->c_rio) == ARPC_OK;
@@ -879,6 +881,8 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
 }
 
 void arpc_conn_pass_control(struct arpc_conn *conn) { conn->c_pass_control = true; }
+
+void arpc_conn_hangup_when_held(struct arpc_conn *conn) { conn->c_hup_when_held = true; }
 
 /* Outside a read: hands up what the buffer holds (conn_parse), then reads again, unless held
  * with nothing passing. True when that closed the connection (its memory may be gone). */

@@ -138,6 +138,7 @@ struct arpc_conn {
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */
+    bool c_hup_when_held; /* the hangup is watched from a hold's start (arpc_conn_hangup_when_held) */
     bool c_held_eof;      /* the end of stream came while held with frames buffered: it is
                            * read again once the hold ends and they went up (a half-closed
                            * peer's calls are answered, not dropped with the connection) */
@@ -331,6 +332,13 @@ void arpc_conn_release_input(struct arpc_conn *conn, unsigned reason);
  * whose holds may wait for what a control frame brings (a cancel ending a handler). Loop
  * thread. */
 void arpc_conn_pass_control(struct arpc_conn *conn);
+/* From now on a hold that stops reading still watches the socket's hangup from its start, so
+ * a peer that resets a held connection is closed at once (its calls cancelled, its memory
+ * freed), not when the hold ends: for an owner whose holds stop reading at once (no control
+ * frames pass them: a JSON-RPC server connection). Costs two epoll_ctl calls per hold. With
+ * arpc_conn_pass_control the hangup is watched anyway once the held buffer is full. Loop
+ * thread. */
+void arpc_conn_hangup_when_held(struct arpc_conn *conn);
 
 /* Heartbeat: after idle_ms without input from the peer, send a PING; after `misses` PINGs
  * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a

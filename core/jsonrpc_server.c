@@ -81,6 +81,9 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
     conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
+    /* Nor can anything pass its holds, which stop reading at once: a reset would be heard of
+     * only when a hold ends, its calls running meanwhile. */
+    arpc_conn_hangup_when_held(conn);
     /* Its first byte came through the TLS handshake, as a HELLO would: the same identity as
      * an arpc client's on this listener (its certificate's subject), for the checks below and
      * its handlers (arpc_request_peer_subject). Without its subject it is refused (closed,
