@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -189,28 +190,31 @@ static int outq_gather(const struct arpc_outq *q, struct iovec *iov, size_t iov_
                        size_t stage_cap)
 {
     size_t n = 0, staged = 0;
-    bool run = false; /* iov[n - 1] is the stage's run, which the next small buffer extends */
+    size_t run = SIZE_MAX; /* where in stage the run iov[n - 1] began; SIZE_MAX: no run open */
     for (size_t i = 0; i < q->q_count; i++) {
         const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
         if (b->b_len <= ARPC_OUTQ_COPY_MAX) {
             if (staged + b->b_len > stage_cap)
                 break;
-            if (!run) {
+            if (run == SIZE_MAX) {
                 if (n == iov_max)
                     break;
-                iov[n++] = (struct iovec){.iov_base = stage + staged, .iov_len = 0};
-                run = true;
+                iov[n++].iov_base = stage + staged;
+                run = staged;
             }
             memcpy(stage + staged, b->b_data, b->b_len);
             staged += b->b_len;
-            iov[n - 1].iov_len += b->b_len;
             continue;
         }
         if (n == iov_max)
             break;
+        if (run != SIZE_MAX)
+            iov[n - 1].iov_len = staged - run; /* (its length once, not at each copy) */
+        run = SIZE_MAX;
         iov[n++] = (struct iovec){.iov_base = b->b_data, .iov_len = b->b_len};
-        run = false;
     }
+    if (run != SIZE_MAX)
+        iov[n - 1].iov_len = staged - run;
     return (int)n;
 }
 
