@@ -1,6 +1,6 @@
 /*
  * arpc_outq: a connection's queue of encoded frames waiting to be written, flushed with one
- * gathered write (the stream's s_writev with an iovec array) per batch (up to IOV_MAX buffers).
+ * gathered write (the stream's s_writev with an iovec array) per batch (up to 256 iovecs).
  * Loop thread only.
  *
  * Each queued buffer is owned by the queue and released once fully written (or when the
@@ -12,7 +12,7 @@
  * stack and written from there, a run of them as one iovec: the kernel's sendmsg costs ~16 ns
  * per iovec on loopback TCP (256 iovecs of 33 B: 5.2 us; the same bytes copied and written as
  * one: 1.6 us), so a pipelined batch of small frames is cheaper copied once more than gathered
- * (docs/PERFORMANCE.md, "Small frames written from one stage").
+ * (docs/PERFORMANCE.md, "Small frames written from one stage, and a batch of 64 frames").
  *
  * A buffer may be pushed with a head: up to ARPC_OUTQ_HEAD_MAX bytes the queue copies and
  * writes just before it, in the same gathered write (a client's request: the frame header and

@@ -158,7 +158,8 @@ static void test_full_socket_resumes_inside_a_buffer(void **state)
     stream_close(&s);
 }
 
-/* More buffers than one sendmsg takes (1024): one flush writes them in several batches. */
+/* More buffers than one sendmsg takes: small ones past the stage (12 KiB), then large ones
+ * past the iovecs a write gathers (256). One flush writes them in several writes, in order. */
 static void test_more_buffers_than_iov_max(void **state)
 {
     (void)state;
@@ -174,6 +175,9 @@ static void test_more_buffers_than_iov_max(void **state)
     assert_true(arpc_outq_empty(&q));
     peer_read(&s, SIZE_MAX);
     assert_int_equal(s.pushed, s.checked);
+    for (size_t i = 0; i < 600; i++)
+        assert_int_equal(ARPC_OK, push_bytes(&q, &s, ARPC_OUTQ_COPY_MAX + 1 + i % 7));
+    flush_all(&q, &s);
     arpc_outq_fini(&q);
     stream_close(&s);
 }
