@@ -272,6 +272,16 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
     return ARPC_OK;
 }
 
+int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    /* Lazy jobs run before the lane's (every drain runs them first): one would overtake a job
+     * already waiting there, so only an empty lane (none taken and left either) takes this path.
+     * A job pushed on the lane after this look comes after ours, as it should. */
+    if (loop->l_taken != NULL || !arpc_stack_is_empty(&loop->l_lane))
+        return arpc_loop_post(loop, job);
+    return arpc_loop_post_lazy(loop, job);
+}
+
 int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 {
     if (!arpc_entry_enter(&loop->l_entry))
