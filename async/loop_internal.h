@@ -56,8 +56,11 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job);
  * on the lane, it runs as a lazy job does, after this iteration's I/O callbacks, with no
  * wake-up and no poll before it (a client's calls started in its replies' callbacks go out in
  * the same turn as the replies: docs/PERFORMANCE.md, "Small frames written from one stage, and
- * a batch of 64 frames"); else it joins the lane behind what waits there. Either way it runs
- * after every job posted before it and before any posted after it on this thread. */
+ * a batch of 64 frames"), if posted from a callback of that iteration's (I/O, a timer, a lane
+ * job); else (nothing left of the iteration to run it, e.g. from a prepare watcher, or earlier
+ * posts waiting) it joins the lane behind what waits there, waking the loop as a post does.
+ * Either way it runs after every job posted before it and before any posted after it on this
+ * thread. */
 int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job);
 /* Any thread, while the loop cannot be destroyed: wakes the loop (one wake-up per batch, as a
  * post does), so its lazy jobs run. */

@@ -847,6 +847,57 @@ static void test_post_local_keeps_behind_the_lane(void **state)
     assert_int_equal(2, lp.lp_order[1]);
 }
 
+/* Posted from a prepare watcher, after the iteration's last check watcher and just before the
+ * poll: nothing else is due, so a lazy job would wait in the poll until the timeout; it must
+ * wake the loop as a post does, and run at once. */
+struct local_in_prepare {
+    ev_prepare lip_prepare;
+    arpc_loop *lip_loop;
+    struct arpc_loop_job lip_job;
+    arpc_future *lip_done;
+};
+
+static void local_in_prepare_job(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct local_in_prepare *l =
+        (struct local_in_prepare *)((char *)job - offsetof(struct local_in_prepare, lip_job));
+    arpc_future_complete(l->lip_done, ARPC_OK, NULL, 0);
+}
+
+static void local_in_prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct local_in_prepare *l = w->data;
+    ev_prepare_stop(ev, w);
+    CHECK(arpc_loop_post_local(l->lip_loop, &l->lip_job) == ARPC_OK);
+}
+
+static void local_in_prepare_start(arpc_loop *loop, void *arg)
+{
+    ev_prepare_start(arpc_loop_ev(loop), &((struct local_in_prepare *)arg)->lip_prepare);
+}
+
+static void test_post_local_from_a_prepare_watcher_wakes(void **state)
+{
+    (void)state;
+    struct local_in_prepare l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ARPC_OK, arpc_loop_create(&l.lip_loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(l.lip_loop));
+    assert_int_equal(ARPC_OK, arpc_future_create(&l.lip_done));
+    ev_prepare_init(&l.lip_prepare, local_in_prepare_cb);
+    l.lip_prepare.data = &l;
+    arpc_loop_job_init(&l.lip_job, local_in_prepare_job);
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(l.lip_loop, local_in_prepare_start, &l));
+    /* Nothing else happens on this loop (its thread sleeps in its poll once the prepare
+     * watcher has run): only the job's own wake-up ends the wait. */
+    /* (Without its wake-up the job ran when libev's poll gave up on its own, after 59.7 s.) */
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(l.lip_done, RUN_UNTIL_TIMEOUT_MS / 2));
+    arpc_loop_destroy(l.lip_loop);
+    arpc_future_release(l.lip_done);
+}
+
 /* ---- a lazy job posted before a run_sync runs before its fn ---- */
 
 /* arpc_server_stop's last step (step_last_replies) relies on it: a reply a worker posted
@@ -940,6 +991,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_run_sync_after_lazy_posted_during_drain),
         cmocka_unit_test_no_leak(test_post_local_runs_before_the_next_poll),
         cmocka_unit_test_no_leak(test_post_local_keeps_behind_the_lane),
+        cmocka_unit_test_no_leak(test_post_local_from_a_prepare_watcher_wakes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
