@@ -80,6 +80,9 @@ struct arpc_loop {
     bool l_destroy_requested; /* destroy was called on the loop thread */
     bool l_prepare_due;       /* see arpc_loop_prepare_due */
     bool l_counted_awake;     /* counted in async/awake.h: between a check and a prepare */
+    bool l_in_turn;           /* between the wake-up mark (the first check watcher) and the lazy
+                               * jobs' watcher (the last) of one iteration: a lazy job posted now
+                               * runs before the next poll (arpc_loop_post_local) */
     struct loop_poll_set *l_poll; /* pollable loops: the mirror of the fd watchers (loop_pollable.c) */
     struct loop_cold *l_cold;     /* cold fd watchers (loop_cold.c); NULL until the first */
     struct arpc_log_throttle l_peer_log; /* lines about what peers did (core/peer_log.c) */

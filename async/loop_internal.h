@@ -51,6 +51,17 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job);
  * sure something wakes the loop in time (a deadline), or calls arpc_loop_kick. Lazy jobs
  * posted before a drain run before that drain's lane jobs. */
 int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job);
+/* The loop's own thread (or its caller's, driving it): as arpc_loop_post, for a job this
+ * thread hands itself to run once what it is doing returns. When nothing posted earlier waits
+ * on the lane, it runs as a lazy job does, after this iteration's I/O callbacks, with no
+ * wake-up and no poll before it (a client's calls started in its replies' callbacks go out in
+ * the same turn as the replies: docs/PERFORMANCE.md, "Small frames written from one stage, and
+ * a batch of 64 frames"), if posted from a callback of that iteration's (I/O, a timer, a lane
+ * job); else (nothing left of the iteration to run it, e.g. from a prepare watcher, or earlier
+ * posts waiting) it joins the lane behind what waits there, waking the loop as a post does.
+ * Either way it runs after every job posted before it and before any posted after it on this
+ * thread. */
+int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job);
 /* Any thread, while the loop cannot be destroyed: wakes the loop (one wake-up per batch, as a
  * post does), so its lazy jobs run. */
 void arpc_loop_kick(arpc_loop *loop);

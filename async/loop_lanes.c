@@ -108,6 +108,7 @@ static void loop_lazy_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
+    loop->l_in_turn = false; /* (lazy jobs posted from here on wait for a wake-up) */
     if (!loop->l_finishing) /* the final drain runs them */
         loop_run_lazy(loop);
 }
@@ -117,6 +118,7 @@ static void loop_wake_mark_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
+    loop->l_in_turn = true;
     atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
     if (!loop->l_counted_awake) {
         loop->l_counted_awake = true;
@@ -270,6 +272,20 @@ int arpc_loop_post(arpc_loop *loop, struct arpc_loop_job *job)
         return ARPC_ESHUTDOWN;
     lane_push_leave(loop, job);
     return ARPC_OK;
+}
+
+int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    /* A lazy job runs at this iteration's last check watcher only if posted between its
+     * first and that one (l_in_turn: the I/O, timer and lane callbacks); posted anywhere else
+     * (a prepare watcher, a driver's own step) it would wait through the poll for something
+     * else to wake the loop. And lazy jobs run before the lane's (every drain runs them
+     * first): one would overtake a job already waiting there, so only an empty lane (none
+     * taken and left either) takes this path. A job pushed on the lane after this look comes
+     * after ours, as it should. */
+    if (!loop->l_in_turn || loop->l_taken != NULL || !arpc_stack_is_empty(&loop->l_lane))
+        return arpc_loop_post(loop, job);
+    return arpc_loop_post_lazy(loop, job);
 }
 
 int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)

@@ -58,9 +58,10 @@ void client_local_init(arpc_client *c)
 
 /*
  * On the loop's own thread (a reply's callback starting the next call), the job joins the
- * client's queue, which one lane job runs: posted when the queue starts, it runs every job
- * queued before it ends, in order, so the thread's jobs keep their order among themselves as
- * on the lane. When the lane refuses (the loop is stopping) the queue does not start and the
+ * client's queue, which one job runs: posted when the queue starts (arpc_loop_post_local: after
+ * this iteration's reads, without another poll first, unless earlier posts wait on the lane),
+ * it runs every job queued before it ends, in order, so the thread's jobs keep their order
+ * among themselves as on the lane. When the lane refuses (the loop is stopping) the queue does not start and the
  * job is refused as a post is; a job that joins a queue already posted runs with it, in the
  * loop's final drain at the latest, as a post accepted just before the stop would (the
  * client's stop hook has made it end then: client_on_loop_stop).
@@ -71,7 +72,7 @@ int client_post(arpc_client *c, struct arpc_loop_job *job)
         return arpc_loop_post(c->cl_loop, job);
     if (!c->cl_local_posted) {
         client_retain(c); /* local_run's */
-        int rc = arpc_loop_post(c->cl_loop, &c->cl_local_job);
+        int rc = arpc_loop_post_local(c->cl_loop, &c->cl_local_job);
         if (rc != ARPC_OK) {
             client_release(c);
             return rc;

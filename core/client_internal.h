@@ -199,7 +199,7 @@ struct arpc_client {
     struct block_pool cl_blocks;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
     /* Jobs the loop thread posts for this client (calls, cancels, one-way messages started in
-     * its callbacks, core/client_api.c: client_post): queued here in order, one lane job
+     * its callbacks, core/client_api.c: client_post): queued here in order, one job
      * (cl_local_job) runs them all, so a pipelined call started from a reply's callback costs
      * no post (three locked operations) of its own. Loop thread only. */
     ck_stack_entry_t *cl_local_head, **cl_local_tail; /* j_link of the jobs */

@@ -400,7 +400,12 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn);
  * may go on using the connection: a close the write decides (c_close_deferred) is carried out
  * at the end of the parse or by the prepare watcher, and the frames already read go up first,
  * as they did when the write waited for that watcher. */
-#define ARPC_CONN_BATCH_FRAMES 128
+/* 64: a window of 256 small calls is four parts in flight, not two, so that a loop which
+ * finished one part finds the next already there more often instead of sleeping (a sleep
+ * and its wake-up cost ~25 us on a VM); measured with small frames copied into one iovec
+ * (core/outq.h), which made the extra sends cheap (docs/PERFORMANCE.md, "Small frames
+ * written from one stage, and a batch of 64 frames"). */
+#define ARPC_CONN_BATCH_FRAMES 64
 /* 128 KiB: inline pipelined calls of 1-4 KiB went 14-17% faster than at 64 KiB (fewer, larger
  * sends; docs/PERFORMANCE.md, "A batch of 128 KiB"). */
 #define ARPC_CONN_BATCH_BYTES (128 * 1024)

@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -180,24 +181,60 @@ static void outq_consume(struct arpc_outq *q, size_t written)
         outq_free_rings(q);
 }
 
+/* Fills iov for one write from the buffers at the front: each buffer of ARPC_OUTQ_COPY_MAX
+ * bytes or fewer is copied into stage, after the small buffers just before it, so that a run
+ * of small frames (a pipelined batch: 64 requests are 128 buffers with their heads) is one
+ * iovec; a larger buffer is an iovec of its own. Stops at iov_max iovecs, or at a small buffer
+ * the stage has no room left for (the next write takes it). Returns the iovecs filled. */
+static int outq_gather(const struct arpc_outq *q, struct iovec *iov, size_t iov_max, uint8_t *stage,
+                       size_t stage_cap)
+{
+    size_t n = 0, staged = 0;
+    size_t run = SIZE_MAX; /* where in stage the run iov[n - 1] began; SIZE_MAX: no run open */
+    for (size_t i = 0; i < q->q_count; i++) {
+        const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
+        if (b->b_len <= ARPC_OUTQ_COPY_MAX) {
+            if (staged + b->b_len > stage_cap)
+                break;
+            if (run == SIZE_MAX) {
+                if (n == iov_max)
+                    break;
+                iov[n++].iov_base = stage + staged;
+                run = staged;
+            }
+            memcpy(stage + staged, b->b_data, b->b_len);
+            staged += b->b_len;
+            continue;
+        }
+        if (n == iov_max)
+            break;
+        if (run != SIZE_MAX)
+            iov[n - 1].iov_len = staged - run; /* (its length once, not at each copy) */
+        run = SIZE_MAX;
+        iov[n++] = (struct iovec){.iov_base = b->b_data, .iov_len = b->b_len};
+    }
+    if (run != SIZE_MAX)
+        iov[n - 1].iov_len = staged - run;
+    return (int)n;
+}
+
 int arpc_outq_flush(struct arpc_outq *q, struct arpc_stream *s)
 {
-    struct iovec iov[IOV_MAX < 1024 ? IOV_MAX : 1024];
-    const size_t iov_max = sizeof(iov) / sizeof(iov[0]);
+    /* 16 KiB of stack in all, as the 1,024 iovecs this took before the stage. */
+    struct iovec iov[256];
+    uint8_t stage[ARPC_OUTQ_STAGE];
+    const size_t iov_max = sizeof(iov) / sizeof(iov[0]) < IOV_MAX ? sizeof(iov) / sizeof(iov[0]) : IOV_MAX;
     while (q->q_count > 0) {
-        size_t n = 0;
-        for (; n < q->q_count && n < iov_max; n++) {
-            struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + n) & (q->q_cap - 1)];
-            iov[n].iov_base = b->b_data;
-            iov[n].iov_len = b->b_len;
-        }
-        ssize_t w = s->s_ops->s_writev(s, iov, (int)n);
+        int n = outq_gather(q, iov, iov_max, stage, sizeof(stage));
+        ssize_t w = s->s_ops->s_writev(s, iov, n);
         if (w == ARPC_STREAM_WANT_WRITE)
             return ARPC_EAGAIN;
         if (w == ARPC_STREAM_WANT_READ)
             return ARPC_EPENDING;
         if (w < 0)
             return s->s_error;
+        /* The stage's bytes are the buffers' own, in order: w counts through them as through
+         * the buffers (a write cut inside the run resumes inside the buffer it cut). */
         outq_consume(q, (size_t)w);
     }
     return ARPC_OK;

@@ -686,6 +686,31 @@ static void test_large_batch_leaves_early(void **state)
     fx_fini(&fx);
 }
 
+/* A pipelined window of 256 small calls, read in one turn and answered inline, leaves in four
+ * parts of 64 answers, the first before the 65th request is handed up: the peer starts on the
+ * window's first quarter while this loop answers the rest (with parts of 128 the window was two
+ * halves, and each loop slept while the other worked on its half). */
+static void test_window_of_256_leaves_in_four_parts(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    fx.reply_size = 16;
+    size_t size;
+    uint8_t *buf = make_frames(1, 256, tiny_len, &size);
+    assert_true(peer_write(&fx, buf, size));
+    free(buf);
+    fx.probe_at_xid = 65;
+    pump(&fx);
+    assert_int_equal(256, fx.frames);
+    assert_int_equal(64 * 16, fx.peer_unread_at_probe);
+    assert_int_equal(256 * 16, fd_unread(fx.fd[1])); /* the last part left inside the parse too */
+    assert_true(arpc_outq_empty(&fx.conn.c_out));
+    assert_int_equal(256 * 16, peer_read(&fx, SIZE_MAX));
+    assert_int_equal(0, fx.closes);
+    fx_fini(&fx);
+}
+
 /* The early write fails (the peer stopped reading for good): the connection closes once, after
  * the parse (on_close never runs inside on_frame), and the frames read after that write still
  * go up first, as they did when the write waited for the prepare watcher (a client's goodbye
@@ -1192,6 +1217,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_one_batch_per_iteration),
         cmocka_unit_test_no_leak(test_flush_now),
         cmocka_unit_test_no_leak(test_large_batch_leaves_early),
+        cmocka_unit_test_no_leak(test_window_of_256_leaves_in_four_parts),
         cmocka_unit_test_no_leak(test_early_write_failure_closes_after_the_parse),
         cmocka_unit_test_no_leak(test_early_write_failure_outside_a_parse),
         cmocka_unit_test_no_leak(test_backlog_limit),

@@ -708,6 +708,196 @@ static void test_run_until_sees_completion_off_the_loop(void **state)
 }
 
 
+/* ---- a job the loop's thread posts itself from a read (arpc_loop_post_local) ---- */
+
+/* A byte arrives on a pipe; its read callback (on the loop, outside any drain, as a client's
+ * reply is read) posts jobs, and each job notes how many polls the loop had begun (prepare
+ * watchers run just before each) and its place in the order. */
+struct local_post {
+    ev_io lp_io;
+    ev_prepare lp_prepare;
+    int lp_fd[2];
+    unsigned lp_polls;           /* prepare watcher runs so far */
+    unsigned lp_polls_at_read;
+    bool lp_lane_first;          /* the read posts a lane job before the local one */
+    struct arpc_loop_job lp_lane, lp_local, lp_after;
+    unsigned lp_order[2], lp_ran; /* 1: lane job, 2: local job, 3: the lane job posted after */
+    unsigned lp_polls_at_local;
+    arpc_future *lp_done;
+    arpc_loop *lp_loop;
+};
+
+static struct local_post *local_post_of(struct arpc_loop_job *job, size_t offset)
+{
+    return (struct local_post *)((char *)job - offset);
+}
+
+static void local_post_note(struct local_post *lp, unsigned which)
+{
+    CHECK(lp->lp_ran < 2);
+    lp->lp_order[lp->lp_ran++] = which;
+    if (lp->lp_ran == 2) /* each case posts two jobs */
+        arpc_future_complete(lp->lp_done, ARPC_OK, NULL, 0);
+}
+
+static void local_post_lane(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    local_post_note(local_post_of(job, offsetof(struct local_post, lp_lane)), 1);
+}
+
+static void local_post_local(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct local_post *lp = local_post_of(job, offsetof(struct local_post, lp_local));
+    lp->lp_polls_at_local = lp->lp_polls;
+    local_post_note(lp, 2);
+}
+
+static void local_post_after(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    local_post_note(local_post_of(job, offsetof(struct local_post, lp_after)), 3);
+}
+
+static void local_post_count_poll(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)ev;
+    (void)revents;
+    ((struct local_post *)w->data)->lp_polls++;
+}
+
+static void local_post_read(struct ev_loop *ev, ev_io *w, int revents)
+{
+    (void)revents;
+    struct local_post *lp = w->data;
+    arpc_loop *loop = lp->lp_loop;
+    char byte;
+    CHECK(read(lp->lp_fd[0], &byte, 1) == 1);
+    ev_io_stop(ev, w);
+    lp->lp_polls_at_read = lp->lp_polls;
+    if (lp->lp_lane_first)
+        CHECK(arpc_loop_post(loop, &lp->lp_lane) == ARPC_OK);
+    CHECK(arpc_loop_post_local(loop, &lp->lp_local) == ARPC_OK);
+    if (!lp->lp_lane_first)
+        CHECK(arpc_loop_post(loop, &lp->lp_after) == ARPC_OK);
+}
+
+static void local_post_watch(arpc_loop *loop, void *arg)
+{
+    struct local_post *lp = arg;
+    ev_io_start(arpc_loop_ev(loop), &lp->lp_io);
+    ev_prepare_start(arpc_loop_ev(loop), &lp->lp_prepare);
+}
+
+static void local_post_unwatch(arpc_loop *loop, void *arg)
+{
+    ev_prepare_stop(arpc_loop_ev(loop), &((struct local_post *)arg)->lp_prepare);
+}
+
+static void local_post_run(bool lane_first, struct local_post *lp)
+{
+    memset(lp, 0, sizeof(*lp));
+    lp->lp_lane_first = lane_first;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    lp->lp_loop = loop;
+    assert_int_equal(ARPC_OK, arpc_future_create(&lp->lp_done));
+    assert_int_equal(0, pipe(lp->lp_fd));
+    ev_io_init(&lp->lp_io, local_post_read, lp->lp_fd[0], EV_READ);
+    lp->lp_io.data = lp;
+    ev_prepare_init(&lp->lp_prepare, local_post_count_poll);
+    lp->lp_prepare.data = lp;
+    arpc_loop_job_init(&lp->lp_lane, local_post_lane);
+    arpc_loop_job_init(&lp->lp_local, local_post_local);
+    arpc_loop_job_init(&lp->lp_after, local_post_after);
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, local_post_watch, lp));
+    assert_int_equal(1, write(lp->lp_fd[1], "x", 1));
+    assert_int_equal(ARPC_OK, arpc_loop_run_until(loop, lp->lp_done, RUN_UNTIL_TIMEOUT_MS));
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, local_post_unwatch, lp));
+    arpc_loop_destroy(loop);
+    arpc_future_release(lp->lp_done);
+    close(lp->lp_fd[0]);
+    close(lp->lp_fd[1]);
+}
+
+/* Nothing waits on the lane: the job runs in the read's own iteration, no poll before it (a
+ * post there woke the loop and ran it only after one more poll), and before a lane job the
+ * read posted after it. */
+static void test_post_local_runs_before_the_next_poll(void **state)
+{
+    (void)state;
+    struct local_post lp;
+    local_post_run(false, &lp);
+    assert_int_equal(lp.lp_polls_at_read, lp.lp_polls_at_local);
+    assert_int_equal(2, lp.lp_ran);
+    assert_int_equal(2, lp.lp_order[0]);
+    assert_int_equal(3, lp.lp_order[1]);
+}
+
+/* A job waits on the lane already: the local one runs after it, not before (a lazy job would
+ * have overtaken it). */
+static void test_post_local_keeps_behind_the_lane(void **state)
+{
+    (void)state;
+    struct local_post lp;
+    local_post_run(true, &lp);
+    assert_int_equal(2, lp.lp_ran);
+    assert_int_equal(1, lp.lp_order[0]);
+    assert_int_equal(2, lp.lp_order[1]);
+}
+
+/* Posted from a prepare watcher, after the iteration's last check watcher and just before the
+ * poll: nothing else is due, so a lazy job would wait in the poll until the timeout; it must
+ * wake the loop as a post does, and run at once. */
+struct local_in_prepare {
+    ev_prepare lip_prepare;
+    arpc_loop *lip_loop;
+    struct arpc_loop_job lip_job;
+    arpc_future *lip_done;
+};
+
+static void local_in_prepare_job(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct local_in_prepare *l =
+        (struct local_in_prepare *)((char *)job - offsetof(struct local_in_prepare, lip_job));
+    arpc_future_complete(l->lip_done, ARPC_OK, NULL, 0);
+}
+
+static void local_in_prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct local_in_prepare *l = w->data;
+    ev_prepare_stop(ev, w);
+    CHECK(arpc_loop_post_local(l->lip_loop, &l->lip_job) == ARPC_OK);
+}
+
+static void local_in_prepare_start(arpc_loop *loop, void *arg)
+{
+    ev_prepare_start(arpc_loop_ev(loop), &((struct local_in_prepare *)arg)->lip_prepare);
+}
+
+static void test_post_local_from_a_prepare_watcher_wakes(void **state)
+{
+    (void)state;
+    struct local_in_prepare l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(ARPC_OK, arpc_loop_create(&l.lip_loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(l.lip_loop));
+    assert_int_equal(ARPC_OK, arpc_future_create(&l.lip_done));
+    ev_prepare_init(&l.lip_prepare, local_in_prepare_cb);
+    l.lip_prepare.data = &l;
+    arpc_loop_job_init(&l.lip_job, local_in_prepare_job);
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(l.lip_loop, local_in_prepare_start, &l));
+    /* Nothing else happens on this loop (its thread sleeps in its poll once the prepare
+     * watcher has run): only the job's own wake-up ends the wait. */
+    /* (Without its wake-up the job ran when libev's poll gave up on its own, after 59.7 s.) */
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(l.lip_done, RUN_UNTIL_TIMEOUT_MS / 2));
+    arpc_loop_destroy(l.lip_loop);
+    arpc_future_release(l.lip_done);
+}
+
 /* ---- a lazy job posted before a run_sync runs before its fn ---- */
 
 /* arpc_server_stop's last step (step_last_replies) relies on it: a reply a worker posted
@@ -799,6 +989,9 @@ int main(void)
         cmocka_unit_test_no_leak(test_run_until_sees_completion_in_prepare),
         cmocka_unit_test_no_leak(test_run_until_sees_completion_off_the_loop),
         cmocka_unit_test_no_leak(test_run_sync_after_lazy_posted_during_drain),
+        cmocka_unit_test_no_leak(test_post_local_runs_before_the_next_poll),
+        cmocka_unit_test_no_leak(test_post_local_keeps_behind_the_lane),
+        cmocka_unit_test_no_leak(test_post_local_from_a_prepare_watcher_wakes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,7 @@
  * (arpc_outq_push_headed: bytes the queue copies and writes before a buffer): at the back and
  * at the front, cut at every byte by a stream that takes a few bytes a write, moved with the
  * ring as it grows while one is half written, all or nothing on ENOMEM, never shown to
- * arpc_outq_each.
+ * arpc_outq_each. Small buffers leave copied into the flush's stage, a run of them one iovec.
  *
  * Every buffer comes from arpc_malloc with the counting allocator installed, so the
  * no-leak teardown checks the queue freed each one exactly once (ASan: not twice).
@@ -158,7 +158,8 @@ static void test_full_socket_resumes_inside_a_buffer(void **state)
     stream_close(&s);
 }
 
-/* More buffers than one sendmsg takes (1024): one flush writes them in several batches. */
+/* More buffers than one sendmsg takes: small ones past the stage (12 KiB), then large ones
+ * past the iovecs a write gathers (256). One flush writes them in several writes, in order. */
 static void test_more_buffers_than_iov_max(void **state)
 {
     (void)state;
@@ -174,6 +175,9 @@ static void test_more_buffers_than_iov_max(void **state)
     assert_true(arpc_outq_empty(&q));
     peer_read(&s, SIZE_MAX);
     assert_int_equal(s.pushed, s.checked);
+    for (size_t i = 0; i < 600; i++)
+        assert_int_equal(ARPC_OK, push_bytes(&q, &s, ARPC_OUTQ_COPY_MAX + 1 + i % 7));
+    flush_all(&q, &s);
     arpc_outq_fini(&q);
     stream_close(&s);
 }
@@ -450,6 +454,81 @@ static void flush_all_trickle(struct arpc_outq *q, struct stream *s, size_t max)
     assert_int_equal(s->pushed, s->checked);
 }
 
+/* A stream that writes what it is given and records each write's iovec count. */
+struct counting {
+    struct arpc_stream c_s;
+    int c_iovcnt[64];
+    size_t c_writes;
+};
+
+static ssize_t counting_writev(struct arpc_stream *st, const struct iovec *iov, int iovcnt)
+{
+    struct counting *c = (struct counting *)st;
+    if (c->c_writes < sizeof(c->c_iovcnt) / sizeof(c->c_iovcnt[0]))
+        c->c_iovcnt[c->c_writes] = iovcnt;
+    c->c_writes++;
+    ssize_t w = writev(st->s_fd, iov, iovcnt);
+    return w < 0 ? ARPC_STREAM_WANT_WRITE : w;
+}
+
+static const struct arpc_stream_ops counting_ops = {.s_writev = counting_writev};
+
+/* A pipelined batch of small frames (a request is a head and a body: two buffers) leaves in
+ * one iovec, copied into the flush's stage; a large buffer between small ones is an iovec of
+ * its own, the small ones on either side a run each; the bytes arrive whole and in order. */
+static void test_small_buffers_one_iovec(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    for (size_t i = 0; i < 64; i++)
+        assert_int_equal(ARPC_OK, push_headed(&q, &s, ARPC_OUTQ_HEAD_MAX, 26 + i % 5, false));
+    assert_int_equal(128, q.q_count);
+    struct counting c = {.c_s = {.s_ops = &counting_ops, .s_fd = s.fd[0]}};
+    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, &c.c_s));
+    assert_int_equal(1, c.c_writes);
+    assert_int_equal(1, c.c_iovcnt[0]);
+    peer_read(&s, SIZE_MAX);
+    assert_int_equal(s.pushed, s.checked);
+
+    static const size_t sizes[] = {16, 1, ARPC_OUTQ_COPY_MAX, ARPC_OUTQ_COPY_MAX + 1, 7, 0, 32};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        assert_int_equal(ARPC_OK, push_bytes(&q, &s, sizes[i]));
+    c.c_writes = 0;
+    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, &c.c_s));
+    assert_int_equal(1, c.c_writes);
+    assert_int_equal(3, c.c_iovcnt[0]); /* 16+1+256 | 257 | 7+0+32 */
+    peer_read(&s, SIZE_MAX);
+    assert_int_equal(s.pushed, s.checked);
+    arpc_outq_fini(&q);
+    stream_close(&s);
+}
+
+/* More small bytes than the stage holds: each write carries a stageful as one iovec, and
+ * the next write goes on from the first buffer the stage had no room for. */
+static void test_small_buffers_past_the_stage(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    enum { LEN = 100, N = 3 * ARPC_OUTQ_STAGE / LEN + 7 };
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(ARPC_OK, push_bytes(&q, &s, LEN));
+    struct counting c = {.c_s = {.s_ops = &counting_ops, .s_fd = s.fd[0]}};
+    assert_int_equal(ARPC_OK, arpc_outq_flush(&q, &c.c_s));
+    assert_int_equal(4, c.c_writes);
+    for (size_t i = 0; i < c.c_writes; i++)
+        assert_int_equal(1, c.c_iovcnt[i]);
+    peer_read(&s, SIZE_MAX);
+    assert_int_equal(s.pushed, s.checked);
+    arpc_outq_fini(&q);
+    stream_close(&s);
+}
+
 static void count_each(void *base, arpc_outq_release_fn release, void *arg)
 {
     (void)release;
@@ -575,6 +654,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_head_rest_at_front),
         cmocka_unit_test_no_leak(test_ring_grows_under_a_cut_head),
         cmocka_unit_test_no_leak(test_heads_enomem),
+        cmocka_unit_test_no_leak(test_small_buffers_one_iovec),
+        cmocka_unit_test_no_leak(test_small_buffers_past_the_stage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
