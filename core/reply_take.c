@@ -250,7 +250,9 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm)
 {
     struct reply_take *t = &take;
     struct server_conn *sc = rm->rm_req->rq_state->rs_conn;
-    bool small = rm->rm_len < ARPC_CONN_BODY_MIN;
+    /* Not for a connection its workers may not write (TLS, JSON-RPC: fixed before its first
+     * request was read), nor for a large reply. */
+    bool small = rm->rm_len < ARPC_CONN_BODY_MIN && sc->sc_conn.c_writer.w_direct;
     if (t->t_batch != NULL && (t->t_conn != sc || t->t_n == TAKE_MAX || t->t_bytes + rm->rm_len > TAKE_BYTES || !small))
         reply_take_flush(t);
     if (!small)
