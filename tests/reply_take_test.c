@@ -16,7 +16,9 @@
 
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "core/frame.h"
@@ -51,6 +53,20 @@ static void h_reply_then_wait(arpc_request *req, void *ctx)
         atomic_fetch_add(&waits_in_vain, 1);
 }
 
+#define BIG 30000 /* under 32 KiB: held; four fill a batch's 128 KiB */
+
+/* A reply of BIG bytes of the call's own pattern (its xid is its payload's one byte). */
+static void h_big(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const uint8_t *data = arpc_request_data(req, &len);
+    static _Thread_local uint8_t out[BIG];
+    fill_pattern(out, len == 1 ? data[0] : 0, BIG);
+    (void)arpc_reply(req, out, BIG);
+    latch_add();
+}
+
 static arpc_server *make_server(char *addr, size_t addrlen)
 {
     latch_reset();
@@ -65,6 +81,8 @@ static arpc_server *make_server(char *addr, size_t addrlen)
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.gate", h_gate, NULL, &mo));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, &mo));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.reply_wait", h_reply_then_wait, NULL, &mo));
+    arpc_method_options big = {.reply_bytes_hint = BIG};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_big, NULL, &big));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen));
     return s;
 }
@@ -153,6 +171,50 @@ static void test_a_reply_never_waits_on_its_handler(void **state)
     destroy_server(s);
 }
 
+/* A take's replies larger than the socket takes while the client reads nothing: the worker's
+ * gathered send is cut (its rest, and the replies after it, go the loop's way, in order), and
+ * the next batches find the socket full or the loop writing (theirs go the loop's way too); the
+ * client gets each reply once and whole. */
+static void test_a_take_cut_short(void **state)
+{
+    (void)state;
+    uint64_t hold = reply_take_hold_ns;
+    reply_take_hold_ns = UINT64_MAX / 2; /* every batch leaves from its worker first */
+    char addr[256], unix_addr[256], path[108];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    /* A Unix socket: its buffers take a few hundred KB, where loopback TCP's grow to take it all. */
+    snprintf(path, sizeof(path), "unix:///tmp/arpc-reply-take-%d.sock", (int)getpid());
+    unlink(path + strlen("unix://"));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, path, unix_addr, sizeof(unix_addr)));
+    static struct raw_client r;
+    assert_true(raw_connect(&r, unix_addr, 0));
+    enum { M = 48 }; /* 1.4 MB: twelve batches */
+    pile_up(s, &r, "t.big", M);
+    assert_int_equal(0, sem_post(&gate_open));
+    assert_true(latch_wait(1 + M, TEST_WAIT_MS)); /* every reply made before anything is read */
+    bool seen[M + 2] = {0};
+    for (unsigned i = 0; i < M + 1; i++) {
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_true(f.f.f_xid >= 1 && f.f.f_xid <= M + 1);
+        assert_false(seen[f.f.f_xid]);
+        seen[f.f.f_xid] = true;
+        if (f.f.f_xid == 1) /* the gate's echo */
+            continue;
+        assert_int_equal(BIG, f.body_len);
+        for (size_t j = 0; j < BIG; j++)
+            if (f.body[j] != pattern_byte(f.f.f_xid + j))
+                fail_msg("reply %u: byte %zu is not its own", (unsigned)f.f.f_xid, j);
+    }
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 10000));
+    assert_true(arpc_stat_get(&s->sv_direct_replies) > 0);
+    raw_close(&r);
+    destroy_server(s);
+    unlink(path + strlen("unix://"));
+    reply_take_hold_ns = hold;
+}
+
 /* The client goes away while the worker holds and writes its take's replies: each is dropped
  * or written, exactly once, and nothing leaks (the counting allocator, ASan). */
 static void test_peer_leaves_during_a_take(void **state)
@@ -174,6 +236,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_a_take_leaves_from_its_worker),
         cmocka_unit_test_no_leak(test_a_reply_never_waits_on_its_handler),
+        cmocka_unit_test_no_leak(test_a_take_cut_short),
         cmocka_unit_test_no_leak(test_peer_leaves_during_a_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
