@@ -14,8 +14,9 @@
  * A held reply must never wait on its handler or a later one: a handler may reply and then
  * wait for its client to have read that reply (tests/conn_refs_test.c). So the take's first
  * held reply, the *anchor*, goes to the loop at once, lazily, and the later ones hang from it
- * (rm_take: a stack pushed with one CAS by the worker, newest first). Whoever marks the anchor
- * first owns the batch:
+ * (struct take_batch, allocated per take and freed by the last of the worker and the anchor's
+ * job to let go: a stack pushed with one CAS by the worker, newest first). Whoever marks the
+ * batch first owns it:
  *   - the worker, at the take's end (the actor's take-end hook; a discard at a stop runs it
  *     too), or once the batch has TAKE_MAX replies or TAKE_BYTES, or a reply for another
  *     connection comes: TAKE_FLUSHING while it writes, TAKE_FLUSHED once the anchor is the
@@ -37,8 +38,10 @@
  * Producers never wait: the word and the batch are CASes, the send is non-blocking.
  *
  * What a reply may wait: the other requests of its take, at most reply_take_hold_ns and a turn of
- * the loop. A reply of ARPC_CONN_BODY_MIN or more is never held (worth a send of its own). A
- * reply held when the server stops is dropped as any reply handed over after the stop is.
+ * the loop. A reply of ARPC_CONN_BODY_MIN or more is never held (worth a send of its own), nor
+ * one for a connection its workers may not write (TLS, JSON-RPC). A reply held when the server
+ * stops is dropped as any reply handed over after the stop is, though its handler was told
+ * ARPC_OK (it counted as queued).
  */
 #include "arpc/error.h"
 #include "async/actor_internal.h"
