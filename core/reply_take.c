@@ -48,6 +48,7 @@
 #include "async/loop_internal.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/refcount.h"
 #include "core/conn_write.h"
 #include "core/request_internal.h"
 #include "core/server_internal.h"
@@ -65,7 +66,7 @@
  * (the worker may look at it after the loop stole it and let the anchor go). */
 struct take_batch {
     _Atomic(struct reply_msg *) b_top; /* the replies after the anchor, newest first; or a mark */
-    atomic_uint b_refs;
+    arpc_refcount b_refs;
     struct reply_msg *b_anchor;
 };
 
@@ -91,7 +92,7 @@ static void reply_take_drop(struct reply_msg *rm)
 
 static void take_batch_put(struct take_batch *b)
 {
-    if (atomic_fetch_sub(&b->b_refs, 1) == 1)
+    if (arpc_refcount_put(&b->b_refs))
         arpc_free(b);
 }
 
@@ -225,7 +226,7 @@ static bool take_open(struct reply_take *t, arpc_server *s, struct server_conn *
     if (b == NULL)
         return false;
     atomic_init(&b->b_top, NULL);
-    atomic_init(&b->b_refs, 2); /* the worker's and the anchor job's */
+    arpc_refcount_init(&b->b_refs, 2); /* the worker's and the anchor job's */
     b->b_anchor = rm;
     rm->rm_batch = b;
     arpc_loop_job_init(&rm->rm_job, take_anchor_job);
