@@ -121,6 +121,8 @@ struct arpc_actor {
     unsigned a_started;                       /* jobs started since the last give-back */
     struct arpc_node_chain a_spent;           /* message nodes to give back to a_msgs */
     atomic_uint_fast64_t a_processed;         /* written by the actor thread only */
+    void (*a_take_end)(void *);               /* arpc_actor_at_take_end's, until it runs */
+    void *a_take_end_arg;
 
     /* The stopper's. */
     atomic_bool a_discard;       /* set before closing a_entry (DISCARD) */
@@ -178,6 +180,16 @@ static void actor_give_back(arpc_actor *a)
     actor_room_check(a, atomic_fetch_sub(&a->a_queued, n) - n);
 }
 
+/* The hook armed for the end of the take that just ended, if any (it may arm another). */
+static void actor_take_end(arpc_actor *a)
+{
+    void (*fn)(void *) = a->a_take_end;
+    if (fn != NULL) {
+        a->a_take_end = NULL;
+        fn(a->a_take_end_arg);
+    }
+}
+
 /* Runs queued jobs until the mailbox is empty or a discard is requested. */
 static unsigned actor_drain(arpc_actor *a)
 {
@@ -196,9 +208,24 @@ static unsigned actor_drain(arpc_actor *a)
         uint_fast64_t done = atomic_load_explicit(&a->a_processed, memory_order_relaxed);
         atomic_store_explicit(&a->a_processed, done + 1, memory_order_relaxed);
         n++;
+        if (a->a_taken == NULL)
+            actor_take_end(a);
     }
+    actor_take_end(a); /* a discard ended the take early */
     actor_give_back(a); /* the nodes spent since the last give-back, before going idle */
     return n;
+}
+
+bool arpc_actor_take_continues(void) { return actor_current != NULL && actor_current->a_taken != NULL; }
+
+bool arpc_actor_at_take_end(void (*fn)(void *arg), void *arg)
+{
+    arpc_actor *a = actor_current;
+    if (a == NULL)
+        return false;
+    a->a_take_end = fn;
+    a->a_take_end_arg = arg;
+    return true;
 }
 
 /* With poll_us, before sleeping, an actor polls its event count for a while
@@ -307,6 +334,7 @@ int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts,
     ck_stack_init(&a->a_rooms);
     arpc_node_pool_init(&a->a_msgs, sizeof(struct actor_msg));
     a->a_taken = NULL;
+    a->a_take_end = NULL;
     a->a_spent = (struct arpc_node_chain){0};
     a->a_started = 0;
     atomic_init(&a->a_processed, 0);

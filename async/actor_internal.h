@@ -89,6 +89,16 @@ static inline void arpc_actor_room_init(struct arpc_actor_room *room, arpc_actor
  * is stopping or stopped, the room is not armed. ARPC_EINVAL. */
 int arpc_actor_on_room(arpc_actor *actor, struct arpc_actor_room *room);
 
+/* On an actor's thread, inside a job: whether jobs this actor took with this one wait to run
+ * after it (the rest of its take). False on any other thread. */
+bool arpc_actor_take_continues(void);
+
+/* On an actor's thread, inside a job: fn(arg) runs on this thread once the job that runs
+ * last of the current take returns (or once a discard ends the take early), before the actor
+ * takes again or sleeps. One at a time: a second arming before it ran replaces the first.
+ * False (nothing armed) on any other thread. */
+bool arpc_actor_at_take_end(void (*fn)(void *arg), void *arg);
+
 /* Whether the actor's thread is asleep on its event count (not running, not polling before
  * it sleeps). Any thread; a snapshot (tests). */
 bool arpc_actor_asleep(const arpc_actor *actor);

@@ -90,7 +90,11 @@ void reply_direct_watch(arpc_server *s)
     (void)arpc_deadline_arm_after_s(s->sv_loop, &s->sv_lazy, LAZY_FIRST_S);
 }
 
-void reply_direct_unwatch(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_lazy); }
+void reply_direct_unwatch(arpc_server *s)
+{
+    arpc_deadline_cancel(s->sv_loop, &s->sv_lazy);
+    arpc_deadline_cancel(s->sv_loop, &s->sv_take_turn);
+}
 
 static void reply_msg_release(void *rm) { reply_msg_put(rm); }
 

@@ -229,7 +229,7 @@ void request_count_answer(arpc_request *req, int code, uint64_t done_ns)
 
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
  * to a call the server answered goes another way (core/request_tomb.c). */
-static void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
+void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct reply_msg *rm = (struct reply_msg *)job;
@@ -365,6 +365,8 @@ static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_
 static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write, bool *stopped)
 {
     arpc_loop_job_init(&rm->rm_job, reply_deliver);
+    if (may_write && reply_take_hold(s, rm))
+        return ARPC_OK; /* leaves with the rest of its take (core/reply_take.c) */
     int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;

@@ -158,6 +158,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     arpc_deadline_init(&s->sv_sweep, NULL, NULL); /* unarmed; the sweeps set their callbacks when they start */
     arpc_deadline_init(&s->sv_limits, NULL, NULL);
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */
+    arpc_deadline_init(&s->sv_take_turn, NULL, NULL); /* core/reply_take.c */
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
     arpc_registry_init(&s->sv_registry);
     s->sv_epoch = server_new_epoch();

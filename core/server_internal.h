@@ -205,6 +205,7 @@ struct arpc_server {
                                        * thread, given back in runs (loop thread; core/request.c) */
     /* Replies written by their workers (core/reply_direct.c), loop thread */
     struct arpc_deadline sv_lazy;     /* turns the loop while calls are out at workers */
+    struct arpc_deadline sv_take_turn; /* turns the loop soon while a worker holds replies (core/reply_take.c) */
     double sv_lazy_s;                 /* its current interval */
     arpc_stat sv_direct_replies;      /* replies their workers wrote, whole or in part (tests) */
     /* Requests' handles (struct arpc_request, core/request_internal.h): taken on the loop
@@ -247,6 +248,9 @@ struct reply_msg {
     size_t rm_direct;      /* bytes of the frame its replier wrote to the socket itself, to its
                             * request's connection (core/reply_direct.c); 0: none */
     struct server_conn *rm_direct_to; /* with rm_direct: that connection */
+    struct take_batch *rm_batch;      /* the first held reply of a worker's take: its batch
+                                       * (core/reply_take.c) */
+    struct reply_msg *rm_take_next;   /* a later one: the one held before it */
     uint8_t rm_frame[];
 };
 
@@ -613,6 +617,19 @@ void reply_direct_unwatch(arpc_server *s);
 /* Loop thread, delivering rm (rm->rm_direct != 0): counts the bytes written, queues what its
  * replier could not write first, and restarts the flush of frames queued meanwhile. */
 void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm);
+
+/* reply_take.c: a pool worker's replies of one take, written together */
+/* Replier's thread, rm encoded for a request that may be written by its replier
+ * (reply_direct.c's conditions) and its job initialised: true when rm is held, to leave with
+ * the replies of the rest of this actor's take (its hand-over, and a drop if the server stopped,
+ * then happen there); false: hand it over now, as before. */
+bool reply_take_hold(arpc_server *s, struct reply_msg *rm);
+/* How long a held batch may wait before the loop takes it over (the anchor's age, ns); tests
+ * raise it to make a take's batch certain to leave from its worker. Set before any server runs. */
+extern uint64_t reply_take_hold_ns;
+
+/* Loop thread (or any thread once no loop runs): rm's job, its delivery (request.c). */
+void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job);
 
 /* request.c */
 /* Runs or queues the handler for a request frame (loop thread): the frame's bytes are copied. */
