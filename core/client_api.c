@@ -133,6 +133,8 @@ static void call_on_cancel(arpc_future *f, void *arg)
         call_free(call);
 }
 
+const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_cancel, .fo_free = call_future_gone};
+
 /* ---- starting calls ---- */
 
 /*

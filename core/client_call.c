@@ -62,7 +62,7 @@ _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(sizeof(struct client_call) <= 152, "the call record grew: count its bytes again");
+_Static_assert(sizeof(struct client_call) <= 144, "the call record grew: count its bytes again");
 
 /* One holder of the block lets go; the last frees it. Any thread. */
 static void call_put(struct client_call *call)
@@ -71,7 +71,7 @@ static void call_put(struct client_call *call)
         arpc_free(call);
 }
 
-static void call_future_gone(arpc_future *f) { call_put(call_of_future(f)); }
+void call_future_gone(arpc_future *f) { call_put(call_of_future(f)); }
 
 static void call_bulk_put(struct call_bulk *b)
 {
@@ -116,7 +116,7 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     memset(call, 0, sizeof(*call));
     /* The caller's reference and the call's hold (dropped by call_finish, or by call_start
      * when the call does not start): not the caller's to release. */
-    arpc_future_init_embedded_held(&call->cc_future, call_future_gone);
+    arpc_future_init_embedded_held(&call->cc_future, &call_future_owner);
     if (c->cl_call_home != NULL)
         arpc_future_set_home(&call->cc_future, c->cl_call_home);
     else

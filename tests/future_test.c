@@ -894,6 +894,59 @@ static void test_user_release_races_producer(void **state)
     assert_int_equal(0, atomic_load(&bad_line));
 }
 
+/* ---- an embedded future (a producer's block) ---- */
+
+/* A block holding a future and what its owner's hooks count. */
+struct owned_block {
+    arpc_future ob_future;
+    int ob_cancels; /* the owner's cancel hook: calls */
+    int ob_frees;   /* the owner's free function: calls */
+};
+
+static struct owned_block *block_of(arpc_future *f)
+{
+    return (struct owned_block *)((char *)f - offsetof(struct owned_block, ob_future));
+}
+
+static void owned_cancel(arpc_future *f, void *arg)
+{
+    assert_null(arg); /* the owner finds itself from f */
+    block_of(f)->ob_cancels++;
+}
+
+static void owned_free(arpc_future *f) { block_of(f)->ob_frees++; }
+
+static const struct arpc_future_owner test_owner = {.fo_on_cancel = owned_cancel, .fo_free = owned_free};
+
+/* The owner's cancel hook runs only while armed (arpc_future_on_cancel with it, NULL with
+ * nothing), once, with NULL for its argument; the last reference gives the block back through
+ * the owner, never arpc_free (the block is on the stack here: ASan would catch a free). */
+static void test_embedded_owner_hooks(void **state)
+{
+    (void)state;
+    struct owned_block b = {0};
+    arpc_future_init_embedded(&b.ob_future, &test_owner);
+    assert_true(arpc_future_cancel(&b.ob_future)); /* not armed */
+    assert_int_equal(0, b.ob_cancels);
+    arpc_future_release(&b.ob_future);
+    assert_int_equal(1, b.ob_frees);
+
+    struct owned_block c = {0};
+    arpc_future_init_embedded_held(&c.ob_future, &test_owner);
+    arpc_future_on_cancel(&c.ob_future, owned_cancel, NULL);
+    arpc_future_on_cancel(&c.ob_future, NULL, NULL); /* disarmed */
+    arpc_future_on_cancel(&c.ob_future, owned_cancel, NULL); /* armed again */
+    assert_true(arpc_future_cancel(&c.ob_future));
+    assert_false(arpc_future_cancel(&c.ob_future));
+    assert_int_equal(1, c.ob_cancels);
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(&c.ob_future));
+    arpc_future_release(&c.ob_future);
+    assert_int_equal(0, c.ob_frees); /* the producer's hold */
+    arpc_future_drop(&c.ob_future);
+    assert_int_equal(1, c.ob_frees);
+    assert_int_equal(1, c.ob_cancels);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,6 +974,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_queue_keeps_and_hands_over),
         cmocka_unit_test_no_leak(test_user_release_races_producer),
         cmocka_unit_test_no_leak(test_keep_bound),
+        cmocka_unit_test_no_leak(test_embedded_owner_hooks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
