@@ -80,6 +80,9 @@ enum {
     ST_HOME = 1u << 5,     /* the slot names the loop that completes f (arpc_future_set_home),
                             * with ST_FIRST_CB so no then() takes it; set once, before f is shared */
     ST_OWNER_HOOK = 1u << 6, /* embedded: the owner's cancel hook is armed (arpc_future_on_cancel) */
+    ST_OWNER_LATCH = 1u << 7, /* the owner's (arpc_future_owner_latch): a bit of the word rather
+                               * than a byte of its block; a waiter sees the word change, wakes
+                               * and looks again (harmless) */
     ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
 };
 #define ST_STATUS_MAX 0xffffffu
@@ -245,10 +248,10 @@ static void future_init(arpc_future *f, const struct arpc_future_owner *owner)
 
 void arpc_future_init_embedded(arpc_future *f, const struct arpc_future_owner *owner) { future_init(f, owner); }
 
-void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner)
+void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner, unsigned holds)
 {
     future_init(f, owner);
-    atomic_init(&f->f_refs, REF_USER + REF_HOLD);
+    atomic_init(&f->f_refs, REF_USER + holds * REF_HOLD);
 }
 
 int arpc_future_create(arpc_future **out)
@@ -328,6 +331,11 @@ bool arpc_future_cancel(arpc_future *f)
 }
 
 bool arpc_future_done(const arpc_future *f) { return (future_state(f) & ST_DONE) != 0; }
+
+bool arpc_future_owner_latch(arpc_future *f)
+{
+    return (atomic_fetch_or_explicit(&f->f_state, ST_OWNER_LATCH, memory_order_seq_cst) & ST_OWNER_LATCH) != 0;
+}
 
 bool arpc_future_settling(const arpc_future *f)
 {

@@ -69,9 +69,9 @@ struct arpc_future {
  */
 void arpc_future_init_embedded(arpc_future *f, const struct arpc_future_owner *owner);
 
-/* arpc_future_init_embedded with a producer's hold as well (arpc_future_hold): no atomic
- * operation, for a future not yet shared with any other thread. */
-void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner);
+/* arpc_future_init_embedded with holds producer's holds as well (arpc_future_hold; 1 or 2): no
+ * atomic operation, for a future not yet shared with any other thread. */
+void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner, unsigned holds);
 
 /*
  * Names the loop that completes f when no thread of arpc's runs that loop (a client's call on
@@ -123,6 +123,12 @@ void arpc_future_drop(arpc_future *f);
  * whose user may be gone. The callbacks borrow a USER reference meanwhile. Returns true when
  * this call completed f (false: it was complete already, data is freed). */
 bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len);
+
+/* Sets the latch kept for f's owner in f's state word and says whether it was set already
+ * (an atomic exchange, sequentially consistent): of two parties that each call it once, the
+ * second knows it is second (a client's call: its loop and a cancelling thread, whichever
+ * lets go second frees). Any thread; f's block must be alive. */
+bool arpc_future_owner_latch(arpc_future *f);
 
 /* True once f is complete (arpc_future_poll without the user's handle check). */
 bool arpc_future_done(const arpc_future *f);

@@ -129,7 +129,7 @@ static void call_on_cancel(arpc_future *f, void *arg)
      * client_resend.c); only let go of our share. The sweep is posted first: our share may be
      * the call's last, and the client outlives only its calls (cl_live). */
     cancel_sweep_post(c);
-    if (atomic_exchange(&call->cc_released, true))
+    if (arpc_future_owner_latch(&call->cc_future))
         call_free(call);
 }
 

@@ -21,7 +21,7 @@ arpc_future *call_future(struct client_call *call);
 struct client_call *call_of_future(arpc_future *f); /* the inverse */
 /* The hooks of every call's future (client_api.c; its cancel hook armed once the call starts). */
 extern const struct arpc_future_owner call_future_owner;
-void call_future_gone(arpc_future *f); /* its owner's free function: the future's share of the block */
+void call_future_gone(arpc_future *f); /* its owner's free function: frees the block */
 /* Copies the method and payload into the call (the lengths call_new was given). Any thread
  * that owns the call before the loop sees it. */
 void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,

@@ -932,7 +932,7 @@ static void test_embedded_owner_hooks(void **state)
     assert_int_equal(1, b.ob_frees);
 
     struct owned_block c = {0};
-    arpc_future_init_embedded_held(&c.ob_future, &test_owner);
+    arpc_future_init_embedded_held(&c.ob_future, &test_owner, 1);
     arpc_future_on_cancel(&c.ob_future, owned_cancel, NULL);
     arpc_future_on_cancel(&c.ob_future, NULL, NULL); /* disarmed */
     arpc_future_on_cancel(&c.ob_future, owned_cancel, NULL); /* armed again */
@@ -945,6 +945,57 @@ static void test_embedded_owner_hooks(void **state)
     arpc_future_drop(&c.ob_future);
     assert_int_equal(1, c.ob_frees);
     assert_int_equal(1, c.ob_cancels);
+}
+
+/* The owner's latch (arpc_future_owner_latch): of two threads that each set it once, exactly
+ * one is told it was set already, round after round; it is a bit of the state word, so it
+ * neither completes the future nor changes its status, and a waiter still gets the result. */
+struct latch_racer {
+    arpc_future *f;
+    pthread_barrier_t *go;
+    bool second;
+};
+
+static void *latch_race(void *arg)
+{
+    struct latch_racer *r = arg;
+    pthread_barrier_wait(r->go);
+    r->second = arpc_future_owner_latch(r->f);
+    return NULL;
+}
+
+static void *wait_result(void *arg)
+{
+    intptr_t rc = arpc_future_wait(arg);
+    return (void *)rc;
+}
+
+static void test_owner_latch(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 2000 };
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < ROUNDS; i++) {
+        struct owned_block b = {0};
+        arpc_future_init_embedded_held(&b.ob_future, &test_owner, 1);
+        pthread_t waiter, other;
+        assert_int_equal(0, pthread_create(&waiter, NULL, wait_result, &b.ob_future));
+        struct latch_racer mine = {.f = &b.ob_future, .go = &go}, theirs = mine;
+        assert_int_equal(0, pthread_create(&other, NULL, latch_race, &theirs));
+        latch_race(&mine);
+        pthread_join(other, NULL);
+        assert_true(mine.second != theirs.second);
+        assert_true(arpc_future_owner_latch(&b.ob_future)); /* stays set */
+        assert_int_equal(ARPC_EPENDING, arpc_future_poll(&b.ob_future));
+        assert_true(arpc_future_complete_drop(&b.ob_future, ARPC_EDECODE, NULL, 0));
+        void *rc;
+        pthread_join(waiter, &rc);
+        assert_int_equal(ARPC_EDECODE, (intptr_t)rc);
+        arpc_future_release(&b.ob_future);
+        assert_int_equal(1, b.ob_frees);
+    }
+    pthread_barrier_destroy(&go);
 }
 
 int main(void)
@@ -975,6 +1026,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_user_release_races_producer),
         cmocka_unit_test_no_leak(test_keep_bound),
         cmocka_unit_test_no_leak(test_embedded_owner_hooks),
+        cmocka_unit_test_no_leak(test_owner_latch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
