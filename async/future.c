@@ -79,7 +79,6 @@ enum {
                             * before f is shared */
     ST_HOME = 1u << 5,     /* the slot names the loop that completes f (arpc_future_set_home),
                             * with ST_FIRST_CB so no then() takes it; set once, before f is shared */
-    ST_OWNER_HOOK = 1u << 6, /* embedded: the owner's cancel hook is armed (arpc_future_on_cancel) */
     ST_OWNER_LATCH = 1u << 7, /* the owner's (arpc_future_owner_latch): a bit of the word rather
                                * than a byte of its block; a waiter sees the word change, wakes
                                * and looks again (harmless) */
@@ -323,7 +322,7 @@ bool arpc_future_cancel(arpc_future *f)
         struct future_alone *a = future_alone(f);
         if (a->fa_on_cancel != NULL)
             a->fa_on_cancel(f, a->fa_arg);
-    } else if (s & ST_OWNER_HOOK) {
+    } else {
         f->f_owner->fo_on_cancel(f, NULL);
     }
     future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */
@@ -349,12 +348,9 @@ void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
     if (!future_embedded(f)) {
         future_alone(f)->fa_on_cancel = fn;
         future_alone(f)->fa_arg = arg;
-    } else if (fn == NULL) {
-        atomic_fetch_and_explicit(&f->f_state, ~(uint32_t)ST_OWNER_HOOK, memory_order_relaxed);
-    } else if (fn == f->f_owner->fo_on_cancel && arg == NULL) {
-        atomic_fetch_or_explicit(&f->f_state, ST_OWNER_HOOK, memory_order_relaxed);
     } else {
-        /* Not the producer: it would have broken the call. No room to keep it: said, ignored. */
+        /* Its owner's hook is fixed (arpc_future_init_embedded): another would have broken the
+         * call, and there is no room to keep one. Said, ignored. */
         arpc_log(ARPC_LOG_ERROR, "arpc_future_on_cancel on %p: a future arpc made keeps its own hook", (void *)f);
     }
 }
@@ -458,7 +454,13 @@ void arpc_future_release(arpc_future *f)
 
 void arpc_future_hold(arpc_future *f) { atomic_fetch_add_explicit(&f->f_refs, REF_HOLD, memory_order_relaxed); }
 
-void arpc_future_drop(arpc_future *f) { future_put(f, REF_HOLD, __func__); }
+void arpc_future_drop(arpc_future *f)
+{
+    /* future_put without its check of the USER field, which a HOLD unit never touches: a call's
+     * block drops two or more holds per call (docs/PERFORMANCE.md). */
+    if (atomic_fetch_sub_explicit(&f->f_refs, REF_HOLD, memory_order_acq_rel) == REF_HOLD)
+        future_last(f);
+}
 
 bool arpc_future_keep(arpc_future *f)
 {

@@ -36,8 +36,7 @@ typedef void (*arpc_future_free_fn)(arpc_future *f);
 /* An embedded future's owner: one constant per kind of owner, so that a future keeps one
  * pointer for both hooks (8 bytes a call less than a hook and a free function of its own). */
 struct arpc_future_owner {
-    arpc_future_cancel_fn fo_on_cancel; /* run (with NULL for its argument) once armed by
-                                         * arpc_future_on_cancel(f, fo_on_cancel, NULL) */
+    arpc_future_cancel_fn fo_on_cancel; /* the cancel hook, with NULL for its argument */
     arpc_future_free_fn fo_free;        /* see arpc_future_init_embedded */
 };
 
@@ -63,9 +62,9 @@ struct arpc_future {
  * and owner->fo_free(f) is called instead of arpc_free(f): the owner frees the block once its
  * other parts are done with too. Any thread may drop the last reference, so fo_free must be
  * thread-safe. The owner finds itself from f (it knows where f lies in its block), so its
- * cancel hook gets NULL for its argument. The hook runs only once armed:
- * arpc_future_on_cancel(f, owner->fo_on_cancel, NULL) arms it, (f, NULL, NULL) disarms it,
- * and any other hook is misuse (logged, ignored: an embedded future has no room for it).
+ * cancel hook (fo_on_cancel, from the start: a cancel can only come once f is handed out)
+ * gets NULL for its argument. arpc_future_on_cancel on f is misuse (logged, ignored: an
+ * embedded future has no room for another hook).
  */
 void arpc_future_init_embedded(arpc_future *f, const struct arpc_future_owner *owner);
 

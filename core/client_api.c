@@ -258,7 +258,6 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         return f;
     }
     call_set_request(call, method, method_len, req, req_len);
-    arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
     if (!client_direct_try(c, call) && client_post(c, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);

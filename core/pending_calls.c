@@ -135,10 +135,11 @@ static bool table_put(struct pending_calls *p, struct client_call *call)
     return ck_rhs_put_unique(&p->pc_table, pending_hash(call_xid(call)), call);
 }
 
-int pending_put(struct pending_calls *p, struct client_call *call)
+/* pending_put when the xid's slot is taken. */
+static __attribute__((noinline)) int put_collided(struct pending_calls *p, struct pending_ring *r,
+                                                  struct client_call *call)
 {
     uint64_t xid = call_xid(call);
-    struct pending_ring *r = ring_of(p, xid);
     for (;;) {
         struct client_call **slot = ring_slot(r, xid), *held = *slot;
         if (held == NULL) {
@@ -159,6 +160,18 @@ int pending_put(struct pending_calls *p, struct client_call *call)
         *slot = call;
         return ARPC_OK;
     }
+}
+
+int pending_put(struct pending_calls *p, struct client_call *call)
+{
+    uint64_t xid = call_xid(call);
+    struct pending_ring *r = ring_of(p, xid);
+    struct client_call **slot = ring_slot(r, xid);
+    if (*slot != NULL)
+        return put_collided(p, r, call);
+    *slot = call;
+    r->pr_count++;
+    return ARPC_OK;
 }
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
