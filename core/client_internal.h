@@ -231,8 +231,9 @@ struct arpc_client {
  * address follows instead). The frame's header and fixed fields are made at each send and
  * gathered with them (core/outq.h's heads; a caller's own write: core/client_direct.c): they
  * hold nothing a send cannot make again but the xid and the seq, kept here.
- * The block is shared by the future (until its last reference), the call (until call_free)
- * and the output queue (while a small request waits to be written): cc_refs counts them.
+ * The block is shared by the future's user, the call (until call_free) and the output queue
+ * (while a small request waits to be written): all counted as the future's references (the
+ * call's and the queue's are holds), so the block goes with the future's last one.
  *
  * Fields are sized for a window of 65,536 calls (docs/PERFORMANCE.md): what can be 32 bits
  * is. Loop-thread fields unless said otherwise.
