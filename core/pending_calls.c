@@ -102,6 +102,18 @@ static int ring_grow(struct pending_ring *r)
     return ARPC_OK;
 }
 
+/* An empty ring grown past its first size goes back to it: a burst's memory is given back once
+ * its last call is answered. Without memory for the small one, the large one stays. */
+static __attribute__((noinline)) void ring_shrink(struct pending_ring *r)
+{
+    struct client_call **slots = arpc_calloc(PENDING_RING_SLOTS, sizeof(*slots));
+    if (slots == NULL)
+        return;
+    arpc_free(r->pr_slots);
+    r->pr_slots = slots;
+    r->pr_mask = PENDING_RING_SLOTS - 1;
+}
+
 int pending_init(struct pending_calls *p, size_t initial)
 {
     if (ring_init(&p->pc_rings[0]) != ARPC_OK)
@@ -188,7 +200,8 @@ struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
     struct client_call **slot = ring_slot(r, xid), *in_ring = *slot;
     if (in_ring != NULL && call_xid(in_ring) == xid) {
         *slot = NULL;
-        r->pr_count--;
+        if (--r->pr_count == 0 && r->pr_mask >= PENDING_RING_SLOTS)
+            ring_shrink(r);
         return in_ring;
     }
     return ck_rhs_count(&p->pc_table) != 0 ? ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid)) : NULL;

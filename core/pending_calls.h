@@ -20,8 +20,8 @@
  *     ring's span) moves to ck_rhs, so one slow call never makes a ring grow; also every call
  *     a ring could not take for want of memory to grow.
  * A lookup tries the call in the xid's ring slot first (its xid must match), then ck_rhs.
- * Rings do not shrink: a burst's ring stays until the client closes (8 B a slot, as ck_rhs
- * kept its grown array before).
+ * A grown ring goes back to its first size when its last call is taken (a burst's memory
+ * given back; a steady window keeps its ring: 8 B a slot).
  */
 #ifndef ARPC_CORE_PENDING_CALLS_H
 #define ARPC_CORE_PENDING_CALLS_H

@@ -276,6 +276,20 @@ static void test_ring_grows_with_window(void **state)
     check_ring(&p.pc_rings[0], WINDOW, WINDOW);
     assert_int_equal(0, ck_rhs_count(&p.pc_table));
     assert_null(pending_get(&p, base + 4 * WINDOW - 1)); /* answered */
+    /* Answered all: the ring goes back to its first size (one block: the ring's), and grows
+     * again with the next window. */
+    for (size_t i = 0; i < WINDOW; i++) {
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, call_xid(&calls[i].tc_call)));
+        if (i + 1 < WINDOW)
+            check_ring(&p.pc_rings[0], WINDOW, WINDOW - 1 - i);
+    }
+    check_ring(&p.pc_rings[0], PENDING_RING_SLOTS, 0);
+    assert_int_equal(3, atomic_load(&test_alloc_live)); /* the two rings, ck_rhs's empty array */
+    for (size_t i = 0; i < 2 * PENDING_RING_SLOTS; i++)
+        put_xid(&p, &calls[i], base + 5 * WINDOW + i);
+    check_ring(&p.pc_rings[0], 2 * PENDING_RING_SLOTS, 2 * PENDING_RING_SLOTS);
+    for (size_t i = 0; i < 2 * PENDING_RING_SLOTS; i++)
+        assert_ptr_equal(&calls[i].tc_call, pending_get(&p, base + 5 * WINDOW + i));
     pending_fini(&p);
     free(calls);
 }
