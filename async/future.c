@@ -65,6 +65,7 @@
 #include "async/loop_internal.h"
 #include "base/clock.h"
 #include "base/handle.h"
+#include "base/log.h"
 #include "base/refcount.h"
 #include "base/alloc.h"
 
@@ -74,16 +75,32 @@ enum {
     ST_WAITERS = 1u << 2,
     ST_FIRST_CB = 1u << 3, /* the embedded callback slot elected by a then(); a waiter that
                             * sees the word change wakes and looks again (harmless) */
-    ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_free, not f_on_cancel_arg; set once,
+    ST_EMBEDDED = 1u << 4, /* arpc_future_init_embedded: f_owner's hooks, not future_alone's; set once,
                             * before f is shared */
     ST_HOME = 1u << 5,     /* the slot names the loop that completes f (arpc_future_set_home),
                             * with ST_FIRST_CB so no then() takes it; set once, before f is shared */
+    ST_OWNER_LATCH = 1u << 7, /* the owner's (arpc_future_owner_latch): a bit of the word rather
+                               * than a byte of its block; a waiter sees the word change, wakes
+                               * and looks again (harmless) */
     ST_STATUS_SHIFT = 8,   /* the final status, set with DONE */
 };
 #define ST_STATUS_MAX 0xffffffu
 
 /* One per outstanding call, inside the call's block (core/client_call.c): its size counts. */
-_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 72, "a future grew past 72 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct arpc_future) <= 64, "a future grew past 64 bytes");
+
+/* A future of its own (arpc_future_create): its cancel hook after it. An embedded one has a
+ * constant owner's instead (f_owner), so a call's block does not carry a hook's argument. */
+struct future_alone {
+    arpc_future fa_future;
+    arpc_future_cancel_fn fa_on_cancel;
+    void *fa_arg;
+};
+
+static struct future_alone *future_alone(arpc_future *f)
+{
+    return (struct future_alone *)((char *)f - offsetof(struct future_alone, fa_future));
+}
 
 static int state_status(uint32_t s) { return (int)(s >> ST_STATUS_SHIFT); }
 
@@ -196,9 +213,9 @@ static void future_last(arpc_future *f)
     arpc_handle_poison(f); /* a later call is caught while the memory is not reused */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
     if (future_embedded(f))
-        f->f_free(f); /* its owner's block */
+        f->f_owner->fo_free(f); /* its owner's block */
     else
-        arpc_free(f);
+        arpc_free(future_alone(f));
 }
 
 /* Drops n (units of the fields, see the design notes); the last frees. fn names the public
@@ -217,38 +234,36 @@ static void future_put(arpc_future *f, uint64_t n, const char *fn)
 }
 
 /* A future on its own (free_fn NULL) or embedded in its producer's block. */
-static void future_init(arpc_future *f, arpc_future_free_fn free_fn)
+static void future_init(arpc_future *f, const struct arpc_future_owner *owner)
 {
     atomic_init(&f->f_magic, ARPC_MAGIC_FUTURE);
-    atomic_init(&f->f_state, free_fn != NULL ? ST_EMBEDDED : 0);
+    atomic_init(&f->f_state, owner != NULL ? ST_EMBEDDED : 0);
     atomic_init(&f->f_refs, REF_USER); /* the caller's */
     atomic_init(&f->f_cbs, NULL);
     f->f_len = 0;
     atomic_init(&f->f_data, NULL);
-    f->f_on_cancel = NULL;
-    if (free_fn != NULL)
-        f->f_free = free_fn;
-    else
-        f->f_on_cancel_arg = NULL;
+    f->f_owner = owner;
 }
 
-void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn) { future_init(f, free_fn); }
+void arpc_future_init_embedded(arpc_future *f, const struct arpc_future_owner *owner) { future_init(f, owner); }
 
-void arpc_future_init_embedded_held(arpc_future *f, arpc_future_free_fn free_fn)
+void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner, unsigned holds)
 {
-    future_init(f, free_fn);
-    atomic_init(&f->f_refs, REF_USER + REF_HOLD);
+    future_init(f, owner);
+    atomic_init(&f->f_refs, REF_USER + holds * REF_HOLD);
 }
 
 int arpc_future_create(arpc_future **out)
 {
     if (out == NULL)
         return ARPC_EINVAL;
-    arpc_future *f = arpc_malloc(sizeof(*f));
-    if (f == NULL)
+    struct future_alone *a = arpc_malloc(sizeof(*a));
+    if (a == NULL)
         return ARPC_ENOMEM;
-    future_init(f, NULL);
-    *out = f;
+    future_init(&a->fa_future, NULL);
+    a->fa_on_cancel = NULL;
+    a->fa_arg = NULL;
+    *out = &a->fa_future;
     return ARPC_OK;
 }
 
@@ -302,13 +317,24 @@ bool arpc_future_cancel(arpc_future *f)
     atomic_store_explicit(&f->f_data, NULL, memory_order_relaxed); /* no result; not the completer's name */
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
-    if (f->f_on_cancel != NULL)
-        f->f_on_cancel(f, future_embedded(f) ? NULL : f->f_on_cancel_arg);
+    uint32_t s = atomic_load_explicit(&f->f_state, memory_order_relaxed);
+    if (!(s & ST_EMBEDDED)) {
+        struct future_alone *a = future_alone(f);
+        if (a->fa_on_cancel != NULL)
+            a->fa_on_cancel(f, a->fa_arg);
+    } else {
+        f->f_owner->fo_on_cancel(f, NULL);
+    }
     future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */
     return true;
 }
 
 bool arpc_future_done(const arpc_future *f) { return (future_state(f) & ST_DONE) != 0; }
+
+bool arpc_future_owner_latch(arpc_future *f)
+{
+    return (atomic_fetch_or_explicit(&f->f_state, ST_OWNER_LATCH, memory_order_seq_cst) & ST_OWNER_LATCH) != 0;
+}
 
 bool arpc_future_settling(const arpc_future *f)
 {
@@ -319,9 +345,14 @@ void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
     if (!future_live(f, __func__))
         return;
-    f->f_on_cancel = fn;
-    if (!future_embedded(f))
-        f->f_on_cancel_arg = arg;
+    if (!future_embedded(f)) {
+        future_alone(f)->fa_on_cancel = fn;
+        future_alone(f)->fa_arg = arg;
+    } else {
+        /* Its owner's hook is fixed (arpc_future_init_embedded): another would have broken the
+         * call, and there is no room to keep one. Said, ignored. */
+        arpc_log(ARPC_LOG_ERROR, "arpc_future_on_cancel on %p: a future arpc made keeps its own hook", (void *)f);
+    }
 }
 
 int arpc_future_poll(const arpc_future *f)
@@ -423,7 +454,13 @@ void arpc_future_release(arpc_future *f)
 
 void arpc_future_hold(arpc_future *f) { atomic_fetch_add_explicit(&f->f_refs, REF_HOLD, memory_order_relaxed); }
 
-void arpc_future_drop(arpc_future *f) { future_put(f, REF_HOLD, __func__); }
+void arpc_future_drop(arpc_future *f)
+{
+    /* future_put without its check of the USER field, which a HOLD unit never touches: a call's
+     * block drops two or more holds per call (docs/PERFORMANCE.md). */
+    if (atomic_fetch_sub_explicit(&f->f_refs, REF_HOLD, memory_order_acq_rel) == REF_HOLD)
+        future_last(f);
+}
 
 bool arpc_future_keep(arpc_future *f)
 {

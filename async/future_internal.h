@@ -33,7 +33,14 @@ struct future_cb {
 /* Gives an embedded future's memory back to its owner (see arpc_future_init_embedded). */
 typedef void (*arpc_future_free_fn)(arpc_future *f);
 
-/* Field order packs the 4-byte fields together: one of these per outstanding call (72 bytes). */
+/* An embedded future's owner: one constant per kind of owner, so that a future keeps one
+ * pointer for both hooks (8 bytes a call less than a hook and a free function of its own). */
+struct arpc_future_owner {
+    arpc_future_cancel_fn fo_on_cancel; /* the cancel hook, with NULL for its argument */
+    arpc_future_free_fn fo_free;        /* see arpc_future_init_embedded */
+};
+
+/* Field order packs the 4-byte fields together: one of these per outstanding call (64 bytes). */
 struct arpc_future {
     arpc_magic f_magic; /* first: base/handle.h */
     _Atomic uint32_t f_state;     /* ST_* and the final status, in future.c; the futex word */
@@ -43,27 +50,27 @@ struct arpc_future {
     void *f_first_arg;
     size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
     _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
-    arpc_future_cancel_fn f_on_cancel; /* set by the producer before handing f out */
-    union {                       /* which: the state's ST_EMBEDDED bit (future.c) */
-        void *f_on_cancel_arg;    /* a future of its own (arpc_free'd) */
-        arpc_future_free_fn f_free; /* an embedded one: its owner's (f_on_cancel gets NULL) */
-    };
+    /* An embedded future's owner (the state's ST_EMBEDDED bit); NULL for a future of its own,
+     * whose cancel hook and argument follow it in its allocation (future.c). */
+    const struct arpc_future_owner *f_owner;
 };
 
 /*
  * Initialises f, which lives inside a block its producer owns, as arpc_future_create does
- * (pending, one reference). When its last reference goes, the result it still holds is
- * freed, f is marked dead for the handle checks, and free_fn(f) is called instead of
- * arpc_free(f): the owner frees the block once its other parts are done with too. Any
- * thread may drop the last reference, so free_fn must be thread-safe. The owner finds itself
- * from f (it knows where f lies in its block), so the cancel hook of an embedded future gets
- * NULL for its argument (arpc_future_on_cancel's arg is not stored: its room holds free_fn).
+ * (pending, one reference). owner (never NULL) must outlive f: a constant. When f's last
+ * reference goes, the result it still holds is freed, f is marked dead for the handle checks,
+ * and owner->fo_free(f) is called instead of arpc_free(f): the owner frees the block once its
+ * other parts are done with too. Any thread may drop the last reference, so fo_free must be
+ * thread-safe. The owner finds itself from f (it knows where f lies in its block), so its
+ * cancel hook (fo_on_cancel, from the start: a cancel can only come once f is handed out)
+ * gets NULL for its argument. arpc_future_on_cancel on f is misuse (logged, ignored: an
+ * embedded future has no room for another hook).
  */
-void arpc_future_init_embedded(arpc_future *f, arpc_future_free_fn free_fn);
+void arpc_future_init_embedded(arpc_future *f, const struct arpc_future_owner *owner);
 
-/* arpc_future_init_embedded with a producer's hold as well (arpc_future_hold): no atomic
- * operation, for a future not yet shared with any other thread. */
-void arpc_future_init_embedded_held(arpc_future *f, arpc_future_free_fn free_fn);
+/* arpc_future_init_embedded with holds producer's holds as well (arpc_future_hold; 1 or 2): no
+ * atomic operation, for a future not yet shared with any other thread. */
+void arpc_future_init_embedded_held(arpc_future *f, const struct arpc_future_owner *owner, unsigned holds);
 
 /*
  * Names the loop that completes f when no thread of arpc's runs that loop (a client's call on
@@ -115,6 +122,12 @@ void arpc_future_drop(arpc_future *f);
  * whose user may be gone. The callbacks borrow a USER reference meanwhile. Returns true when
  * this call completed f (false: it was complete already, data is freed). */
 bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len);
+
+/* Sets the latch kept for f's owner in f's state word and says whether it was set already
+ * (an atomic exchange, sequentially consistent): of two parties that each call it once, the
+ * second knows it is second (a client's call: its loop and a cancelling thread, whichever
+ * lets go second frees). Any thread; f's block must be alive. */
+bool arpc_future_owner_latch(arpc_future *f);
 
 /* True once f is complete (arpc_future_poll without the user's handle check). */
 bool arpc_future_done(const arpc_future *f);

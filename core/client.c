@@ -25,7 +25,7 @@
 #include "core/frame.h"
 
 #define CLIENT_CONNECT_TIMEOUT_MS 5000
-#define CLIENT_PENDING_INITIAL 1024
+#define CLIENT_PENDING_INITIAL 64 /* ck_rhs: only the calls that do not fit a ring (core/pending_calls.h) */
 #define CLIENT_RECONNECT_MIN_MS 10
 #define CLIENT_RECONNECT_MAX_MS 1000
 #define CLIENT_GIVE_UP_MS 30000

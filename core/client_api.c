@@ -130,9 +130,11 @@ static void call_on_cancel(arpc_future *f, void *arg)
      * client_resend.c); only let go of our share. The sweep is posted first: our share may be
      * the call's last, and the client outlives only its calls (cl_live). */
     cancel_sweep_post(c);
-    if (atomic_exchange(&call->cc_released, true))
+    if (arpc_future_owner_latch(&call->cc_future))
         call_free(call);
 }
+
+const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_cancel, .fo_free = call_future_gone};
 
 /* ---- starting calls ---- */
 
@@ -257,7 +259,6 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         return f;
     }
     call_set_request(call, method, method_len, req, req_len);
-    arpc_future_on_cancel(f, call_on_cancel, NULL);
     atomic_fetch_add(&c->cl_npending, 1); /* the caller's count in cl_live is the call's now */
     if (!client_direct_try(c, call) && client_post(c, &call->cc_job) != ARPC_OK) {
         atomic_fetch_sub(&c->cl_npending, 1);

@@ -8,10 +8,10 @@
  * CALL_INLINE_MAX lives in a block of its own instead (from the client's pool of size classes,
  * cl_blocks, or from ARPC_CONN_BODY_MIN on its cache, cl_bufs), with a count of its own, so that it goes when the call is done
  * rather than when the caller lets go of the future. The block goes when
- * its three kinds of holders have let go (cc_refs): the future's last reference (the caller may
- * keep it long after the call, and the client, are gone), the call (call_free), and the output
- * queue for each send of a small request (a call may end while its request still waits to be
- * written).
+ * its three kinds of holders have let go, all counted as the future's references (no count of
+ * its own): the caller's (who may keep it long after the call, and the client, are gone), the
+ * call's (call_free), and the output queue's for each send of a small request (a call may end
+ * while its request still waits to be written).
  *
  * A call whose future was cancelled is referenced by two parties at once: the loop, which
  * finishes it, and the cancelling thread, whose job (calls_cancel) travels to the loop. Whichever
@@ -43,35 +43,44 @@ struct call_bulk {
     arpc_refcount b_refs;
     uint32_t b_cap;        /* from cl_bufs, of this capacity; 0: from cl_blocks, of class b_class */
     int b_class;
+    uint32_t b_body_len;   /* method and payload */
     arpc_client *b_client;
-    uint8_t b_bytes[];
+    uint8_t b_bytes[];     /* the method's length (u8), then the body */
 };
 
-/* Right after the record (8-aligned): the request's bytes, or a large request's block. */
-static void *after_record(struct client_call *call) { return call + 1; }
-static struct call_bulk *bulk_of(struct client_call *call) { return *(struct call_bulk **)after_record(call); }
+/* The record's cc_req holds a large request's block: a pointer, unaligned (memcpy). */
+static struct call_bulk *bulk_of(struct client_call *call)
+{
+    struct call_bulk *b;
+    memcpy(&b, call->cc_req, sizeof(b));
+    return b;
+}
 struct client_call *call_of_future(arpc_future *f)
 {
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
 }
 
-/* The request the call keeps: the body's length (u32, host order: method and payload), the
- * method's length (u8), then the body. The rest of the frame is made at each send. */
-enum { REQ_BODY_LEN = 0, REQ_METHOD_LEN = 4, REQ_BODY = 5 };
+/* The request the call keeps (call_req): the method's length (u8), then the body (method and
+ * payload), in cc_req after the body's length (u16, host order: a frame of CALL_INLINE_MAX at
+ * most), or in a large request's block (b_bytes; its length in b_body_len). The rest of the
+ * frame is made at each send. */
+enum { REQ_METHOD_LEN = 0, REQ_BODY = 1, INLINE_LEN_SIZE = 2 };
+_Static_assert(CALL_INLINE_MAX <= UINT16_MAX, "an inline request's length is kept in 16 bits");
 _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE,
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(sizeof(struct client_call) <= 152, "the call record grew: count its bytes again");
+_Static_assert(offsetof(struct client_call, cc_req) <= 139, "the call record grew: count its bytes again");
+
+/* The block's holders are the future's own references: the caller's (USER), the call's two
+ * holds (one dropped as the call finishes, one by call_free) and one for each send of a small
+ * request (call_hold_frame), so the block needs no count of its own; its future's last
+ * reference of any kind frees it. */
 
 /* One holder of the block lets go; the last frees it. Any thread. */
-static void call_put(struct client_call *call)
-{
-    if (arpc_refcount_put(&call->cc_refs))
-        arpc_free(call);
-}
+static void call_put(struct client_call *call) { arpc_future_drop(&call->cc_future); }
 
-static void call_future_gone(arpc_future *f) { call_put(call_of_future(f)); }
+void call_future_gone(arpc_future *f) { arpc_free(call_of_future(f)); }
 
 static void call_bulk_put(struct call_bulk *b)
 {
@@ -91,9 +100,11 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
 {
     size_t frame_len = arpc_frame_request_size(method_len, payload_len), req_len = REQ_BODY + method_len + payload_len;
     bool bulk = frame_len > CALL_INLINE_MAX;
-    struct client_call *call = arpc_malloc(sizeof(*call) + (bulk ? sizeof(struct call_bulk *) : req_len));
+    size_t size = offsetof(struct client_call, cc_req) + (bulk ? sizeof(struct call_bulk *) : INLINE_LEN_SIZE + req_len);
+    struct client_call *call = arpc_malloc(size > sizeof(*call) ? size : sizeof(*call));
     if (call == NULL)
         return NULL;
+    memset(call, 0, offsetof(struct client_call, cc_req));
     if (bulk) {
         /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
          * per-thread cache), large ones fault fresh pages in. (Which of the two: by the
@@ -111,19 +122,17 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
         b->b_cap = (uint32_t)cap;
         b->b_class = cls;
         b->b_client = c;
-        *(struct call_bulk **)after_record(call) = b;
+        memcpy(call->cc_req, &b, sizeof(b));
     }
-    memset(call, 0, sizeof(*call));
-    /* The caller's reference and the call's hold (dropped by call_finish, or by call_start
-     * when the call does not start): not the caller's to release. */
-    arpc_future_init_embedded_held(&call->cc_future, call_future_gone);
+    /* The caller's reference and the call's two holds: one dropped by call_finish (or by
+     * call_start when the call does not start), the other by call_free or call_discard (the
+     * call's share of the block). Not the caller's to release. */
+    arpc_future_init_embedded_held(&call->cc_future, &call_future_owner, 2);
     if (c->cl_call_home != NULL)
         arpc_future_set_home(&call->cc_future, c->cl_call_home);
     else
         arpc_future_set_completer(&call->cc_future, c->cl_loop);
-    arpc_refcount_init(&call->cc_refs, 2); /* the future's and the call's */
     arpc_loop_job_init(&call->cc_job, call_job_start);
-    atomic_init(&call->cc_released, false);
     call->cc_client = c;
     call->cc_when = when;
     call->cc_semantics = (unsigned)semantics & 3u;
@@ -135,13 +144,15 @@ arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
 static uint8_t *call_req(struct client_call *call)
 {
-    return call->cc_bulk ? bulk_of(call)->b_bytes : after_record(call);
+    return call->cc_bulk ? bulk_of(call)->b_bytes : call->cc_req + INLINE_LEN_SIZE;
 }
 
-static uint32_t req_body_len(const uint8_t *req)
+static uint32_t call_body_len(struct client_call *call)
 {
-    uint32_t len;
-    memcpy(&len, req + REQ_BODY_LEN, sizeof(len));
+    if (call->cc_bulk)
+        return bulk_of(call)->b_body_len;
+    uint16_t len;
+    memcpy(&len, call->cc_req, sizeof(len));
     return len;
 }
 
@@ -150,7 +161,12 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
 {
     uint8_t *req = call_req(call);
     uint32_t body_len = (uint32_t)(method_len + payload_len); /* request_check bounds them */
-    memcpy(req + REQ_BODY_LEN, &body_len, sizeof(body_len));
+    if (call->cc_bulk) {
+        bulk_of(call)->b_body_len = body_len;
+    } else {
+        uint16_t len = (uint16_t)body_len; /* the frame is CALL_INLINE_MAX at most */
+        memcpy(call->cc_req, &len, sizeof(len));
+    }
     req[REQ_METHOD_LEN] = (uint8_t)method_len;
     memcpy(req + REQ_BODY, method, method_len);
     if (payload_len > 0) /* payload may be NULL when empty */
@@ -159,22 +175,20 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
 
 uint8_t *call_body(struct client_call *call, size_t *len)
 {
-    uint8_t *req = call_req(call);
-    *len = req_body_len(req);
-    return req + REQ_BODY;
+    *len = call_body_len(call);
+    return call_req(call) + REQ_BODY;
 }
 
 size_t call_frame_size(struct client_call *call)
 {
-    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + (size_t)req_body_len(call_req(call));
+    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + (size_t)call_body_len(call);
 }
 
 size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t budget_ms)
 {
-    const uint8_t *req = call_req(call);
-    uint8_t method_len = req[REQ_METHOD_LEN];
+    uint8_t method_len = call_req(call)[REQ_METHOD_LEN];
     return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call->cc_seq, ack, budget_ms,
-                                           method_len, req_body_len(req) - method_len);
+                                           method_len, call_body_len(call) - method_len);
 }
 
 static uint64_t call_seq(const struct client_call *call) { return call->cc_seq; }
@@ -200,7 +214,7 @@ void call_free(struct client_call *call)
 
 static void call_release_shared(struct client_call *call)
 {
-    if (atomic_exchange(&call->cc_released, true))
+    if (arpc_future_owner_latch(&call->cc_future))
         call_free(call);
 }
 
@@ -304,7 +318,7 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
         return call_bulk_release;
     }
     *holder = call;
-    arpc_refcount_get(&call->cc_refs);
+    arpc_future_hold(&call->cc_future);
     return call_frame_release;
 }
 

@@ -231,8 +231,9 @@ struct arpc_client {
  * address follows instead). The frame's header and fixed fields are made at each send and
  * gathered with them (core/outq.h's heads; a caller's own write: core/client_direct.c): they
  * hold nothing a send cannot make again but the xid and the seq, kept here.
- * The block is shared by the future (until its last reference), the call (until call_free)
- * and the output queue (while a small request waits to be written): cc_refs counts them.
+ * The block is shared by the future's user, the call (until call_free) and the output queue
+ * (while a small request waits to be written): all counted as the future's references (the
+ * call's and the queue's are holds), so the block goes with the future's last one.
  *
  * Fields are sized for a window of 65,536 calls (docs/PERFORMANCE.md): what can be 32 bits
  * is. Loop-thread fields unless said otherwise.
@@ -265,12 +266,11 @@ struct client_call {
     };
     uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick); stamped by
                                        * its caller for a call it wrote (before the loop sees it) */
-    arpc_refcount cc_refs;            /* holders of the block (any thread) */
     uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
                                        * instances: far more than one call waits through) */
-    atomic_bool cc_released;          /* see call_release_shared */
-    /* Set before the loop sees the call, or by the loop; read elsewhere only after the
-     * cc_released exchange. */
+    /* (The latch of call_release_shared is a bit of the future's state word:
+     * arpc_future_owner_latch.) Set before the loop sees the call, or by the loop; read
+     * elsewhere only after that latch's exchange. */
     unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
     bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run);
                                        * cleared at a loss that left its only send unwritten */
@@ -279,6 +279,9 @@ struct client_call {
     bool cc_finished : 1;
     bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
     bool cc_tracked : 1;              /* in cl_pending, under its xid (call_xid) */
+    /* The request kept for a re-send, right after the fields (in what would be the record's
+     * tail padding): its bytes, or a large request's block (client_call.c). */
+    uint8_t cc_req[];
 };
 
 /* The xid the call was last sent with. Loop thread, or a thread that owns the call before the

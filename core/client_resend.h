@@ -19,6 +19,10 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
                              enum arpc_call_semantics semantics);
 arpc_future *call_future(struct client_call *call);
 struct client_call *call_of_future(arpc_future *f); /* the inverse */
+/* The hooks of every call's future (client_api.c): the cancel hook (nobody can cancel before
+ * call_start returns the future) and the block's free function. */
+extern const struct arpc_future_owner call_future_owner;
+void call_future_gone(arpc_future *f); /* its owner's free function: frees the block */
 /* Copies the method and payload into the call (the lengths call_new was given). Any thread
  * that owns the call before the loop sees it. */
 void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,

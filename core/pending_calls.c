@@ -6,6 +6,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "core/client_internal.h"
+#include "core/frame.h"
 
 /* Fibonacci hashing: xids are consecutive, and their low bits must spread. */
 static unsigned long pending_hash(uint64_t xid) { return (unsigned long)(xid * UINT64_C(0x9E3779B97F4A7C15) >> 8); }
@@ -53,55 +54,141 @@ static struct ck_malloc table_allocator = {.malloc = table_malloc, .free = table
  * evenly: the table of a full window is half as large as at 50%. */
 #define PENDING_LOAD_PERCENT 80
 
-_Static_assert((PENDING_RING_SLOTS & (PENDING_RING_SLOTS - 1)) == 0, "the ring is indexed by a mask");
+_Static_assert((PENDING_RING_SLOTS & (PENDING_RING_SLOTS - 1)) == 0, "a ring is indexed by a mask");
 
-static struct client_call **ring_slot(struct pending_calls *p, uint64_t xid)
+static struct pending_ring *ring_of(struct pending_calls *p, uint64_t xid)
 {
-    return &p->pc_ring[xid & (PENDING_RING_SLOTS - 1)];
+    return &p->pc_rings[(xid & ARPC_XID_CALLER_BIT) != 0];
+}
+
+static struct client_call **ring_slot(struct pending_ring *r, uint64_t xid) { return &r->pr_slots[xid & r->pr_mask]; }
+
+static int ring_init(struct pending_ring *r)
+{
+    r->pr_slots = arpc_calloc(PENDING_RING_SLOTS, sizeof(*r->pr_slots));
+    r->pr_mask = PENDING_RING_SLOTS - 1;
+    r->pr_count = 0;
+    return r->pr_slots != NULL ? ARPC_OK : ARPC_ENOMEM;
+}
+
+static void ring_fini(struct pending_ring *r)
+{
+    arpc_free(r->pr_slots);
+    r->pr_slots = NULL;
+    r->pr_count = 0;
+}
+
+/* Doubles the ring. The call in slot i has xid = i (mod size), so it goes to slot i or
+ * i + size of the new ring: no two meet, and nothing moves to ck_rhs. */
+static int ring_grow(struct pending_ring *r)
+{
+    size_t size = r->pr_mask + 1;
+    if (size > SIZE_MAX / 2 / sizeof(*r->pr_slots))
+        return ARPC_ENOMEM;
+    struct client_call **slots = arpc_calloc(size * 2, sizeof(*slots));
+    if (slots == NULL)
+        return ARPC_ENOMEM;
+    size_t mask = size * 2 - 1;
+    for (size_t i = 0, left = r->pr_count; left > 0; i++) {
+        struct client_call *call = r->pr_slots[i];
+        if (call != NULL) {
+            slots[call_xid(call) & mask] = call;
+            left--;
+        }
+    }
+    arpc_free(r->pr_slots);
+    r->pr_slots = slots;
+    r->pr_mask = mask;
+    return ARPC_OK;
+}
+
+/* An empty ring grown past its first size goes back to it: a burst's memory is given back once
+ * its last call is answered. Without memory for the small one, the large one stays. */
+static __attribute__((noinline)) void ring_shrink(struct pending_ring *r)
+{
+    struct client_call **slots = arpc_calloc(PENDING_RING_SLOTS, sizeof(*slots));
+    if (slots == NULL)
+        return;
+    arpc_free(r->pr_slots);
+    r->pr_slots = slots;
+    r->pr_mask = PENDING_RING_SLOTS - 1;
 }
 
 int pending_init(struct pending_calls *p, size_t initial)
 {
-    p->pc_ring = arpc_calloc(PENDING_RING_SLOTS, sizeof(*p->pc_ring));
-    if (p->pc_ring == NULL)
+    if (ring_init(&p->pc_rings[0]) != ARPC_OK)
         return ARPC_ENOMEM;
-    p->pc_ring_count = 0;
+    if (ring_init(&p->pc_rings[1]) != ARPC_OK)
+        goto fail;
     if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
-                     initial, 0)) {
-        arpc_free(p->pc_ring);
-        p->pc_ring = NULL;
-        return ARPC_ENOMEM;
-    }
+                     initial, 0))
+        goto fail;
     p->pc_live = true;
     ck_rhs_set_load_factor(&p->pc_table, PENDING_LOAD_PERCENT); /* on an empty table: cannot fail */
     return ARPC_OK;
+fail:
+    ring_fini(&p->pc_rings[0]);
+    ring_fini(&p->pc_rings[1]);
+    return ARPC_ENOMEM;
 }
 
 void pending_fini(struct pending_calls *p)
 {
     if (p->pc_live) {
         ck_rhs_destroy(&p->pc_table);
-        arpc_free(p->pc_ring);
-        p->pc_ring = NULL;
-        p->pc_ring_count = 0;
+        ring_fini(&p->pc_rings[0]);
+        ring_fini(&p->pc_rings[1]);
     }
     p->pc_live = false;
 }
 
-int pending_put(struct pending_calls *p, struct client_call *call)
+static bool table_put(struct pending_calls *p, struct client_call *call)
 {
-    struct client_call **slot = ring_slot(p, call_xid(call));
-    if (*slot == NULL) {
+    return ck_rhs_put_unique(&p->pc_table, pending_hash(call_xid(call)), call);
+}
+
+/* pending_put when the xid's slot is taken. */
+static __attribute__((noinline)) int put_collided(struct pending_calls *p, struct pending_ring *r,
+                                                  struct client_call *call)
+{
+    uint64_t xid = call_xid(call);
+    for (;;) {
+        struct client_call **slot = ring_slot(r, xid), *held = *slot;
+        if (held == NULL) {
+            *slot = call;
+            r->pr_count++;
+            return ARPC_OK;
+        }
+        /* held's xid is a multiple of the ring's size away. A ring at least half full: the
+         * window outgrew it. */
+        if (r->pr_count > r->pr_mask / 2 && ring_grow(r) == ARPC_OK)
+            continue;
+        /* Otherwise one of the two pins a span wider than the window (or there is no memory to
+         * grow): the older goes to ck_rhs, the other keeps the slot. */
+        if (call_xid(held) > xid)
+            return table_put(p, call) ? ARPC_OK : ARPC_ENOMEM;
+        if (!table_put(p, held))
+            return ARPC_ENOMEM;
         *slot = call;
-        p->pc_ring_count++;
         return ARPC_OK;
     }
-    return ck_rhs_put_unique(&p->pc_table, pending_hash(call_xid(call)), call) ? ARPC_OK : ARPC_ENOMEM;
+}
+
+int pending_put(struct pending_calls *p, struct client_call *call)
+{
+    uint64_t xid = call_xid(call);
+    struct pending_ring *r = ring_of(p, xid);
+    struct client_call **slot = ring_slot(r, xid);
+    if (*slot != NULL)
+        return put_collided(p, r, call);
+    *slot = call;
+    r->pr_count++;
+    return ARPC_OK;
 }
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 {
-    struct client_call *in_ring = *ring_slot(p, xid);
+    struct client_call *in_ring = *ring_slot(ring_of(p, xid), xid);
     if (in_ring != NULL && call_xid(in_ring) == xid)
         return in_ring;
     return ck_rhs_count(&p->pc_table) != 0 ? ck_rhs_get(&p->pc_table, pending_hash(xid), xid_key(&xid)) : NULL;
@@ -109,10 +196,12 @@ struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 
 struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 {
-    struct client_call **slot = ring_slot(p, xid), *in_ring = *slot;
+    struct pending_ring *r = ring_of(p, xid);
+    struct client_call **slot = ring_slot(r, xid), *in_ring = *slot;
     if (in_ring != NULL && call_xid(in_ring) == xid) {
         *slot = NULL;
-        p->pc_ring_count--;
+        if (--r->pr_count == 0 && r->pr_mask >= PENDING_RING_SLOTS)
+            ring_shrink(r);
         return in_ring;
     }
     return ck_rhs_count(&p->pc_table) != 0 ? ck_rhs_remove(&p->pc_table, pending_hash(xid), xid_key(&xid)) : NULL;
@@ -120,12 +209,15 @@ struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 
 void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
 {
-    for (size_t i = 0; i < PENDING_RING_SLOTS && p->pc_ring_count > 0; i++) {
-        struct client_call *call = p->pc_ring[i];
-        if (call != NULL) {
-            p->pc_ring[i] = NULL;
-            p->pc_ring_count--;
-            fn(call, arg);
+    for (unsigned k = 0; k < 2; k++) {
+        struct pending_ring *r = &p->pc_rings[k];
+        for (size_t i = 0; r->pr_count > 0; i++) {
+            struct client_call *call = r->pr_slots[i];
+            if (call != NULL) {
+                r->pr_slots[i] = NULL;
+                r->pr_count--;
+                fn(call, arg);
+            }
         }
     }
     /* Each call is taken out before fn sees it. A removal shifts the entries after it back by
@@ -142,21 +234,28 @@ void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call,
     }
 }
 
-size_t pending_count(struct pending_calls *p) { return p->pc_ring_count + ck_rhs_count(&p->pc_table); }
+size_t pending_count(struct pending_calls *p)
+{
+    return p->pc_rings[0].pr_count + p->pc_rings[1].pr_count + ck_rhs_count(&p->pc_table);
+}
 
 void pending_iter_init(struct pending_iter *it)
 {
+    it->pi_ring = 0;
     it->pi_slot = 0;
     ck_rhs_iterator_init(&it->pi_it);
 }
 
 bool pending_next(struct pending_calls *p, struct pending_iter *it, struct client_call **call)
 {
-    while (it->pi_slot < PENDING_RING_SLOTS) {
-        struct client_call *in_ring = p->pc_ring[it->pi_slot++];
-        if (in_ring != NULL) {
-            *call = in_ring;
-            return true;
+    for (; it->pi_ring < 2; it->pi_ring++, it->pi_slot = 0) {
+        struct pending_ring *r = &p->pc_rings[it->pi_ring];
+        while (it->pi_slot <= r->pr_mask) {
+            struct client_call *in_ring = r->pr_slots[it->pi_slot++];
+            if (in_ring != NULL) {
+                *call = in_ring;
+                return true;
+            }
         }
     }
     void *found;

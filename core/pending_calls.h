@@ -4,15 +4,24 @@
  *
  * Two levels, both holding the calls themselves (a call's key is the xid it was last sent with,
  * call_xid, in its record, so no entry is allocated per call):
- *   - a ring of PENDING_RING_SLOTS call pointers indexed by the xid's low bits. xids are
- *     consecutive, so a window of calls up to the ring's size, answered about in order, sits
- *     there one to a slot: a put, a lookup and a removal are one load and one store, where
- *     ck_rhs's probes and callbacks cost ~350 instructions a call (docs/PERFORMANCE.md);
+ *   - two rings of call pointers, one for the loop's xids and one for the callers' (xids with
+ *     ARPC_XID_CALLER_BIT, core/client_direct.c: a sequence of their own), each indexed by the
+ *     xid's low bits. Each sequence is consecutive, so a window of calls answered about in
+ *     order sits in its ring one to a slot: a put, a lookup and a removal are one load and one
+ *     store, where ck_rhs's probes and callbacks cost ~350 instructions a call
+ *     (docs/PERFORMANCE.md). A ring starts at PENDING_RING_SLOTS and doubles when a put finds
+ *     its slot taken while the ring is at least half full (the window outgrew it): re-indexing
+ *     moves each call from slot i to i or i + size, so it never collides. A ring grows with
+ *     the window, 8 B a slot, ~8 B a call at a full power of two;
  *   - Concurrency Kit's ck_rhs (Robin Hood hashing with backward-shift deletion: no
  *     tombstones, so xids that only grow do not lengthen probes the way they did with ck_ht)
- *     for every call whose ring slot was taken: a larger window, a straggler still holding
- *     its slot, a caller's xid (core/client_direct.c) meeting a loop's.
+ *     for the calls that do not fit their ring: when a put finds its slot taken in a ring less
+ *     than half full, the older of the two calls (the smaller xid: a straggler pinning the
+ *     ring's span) moves to ck_rhs, so one slow call never makes a ring grow; also every call
+ *     a ring could not take for want of memory to grow.
  * A lookup tries the call in the xid's ring slot first (its xid must match), then ck_rhs.
+ * A grown ring goes back to its first size when its last call is taken (a burst's memory
+ * given back; a steady window keeps its ring: 8 B a slot).
  */
 #ifndef ARPC_CORE_PENDING_CALLS_H
 #define ARPC_CORE_PENDING_CALLS_H
@@ -25,27 +34,35 @@
 
 struct client_call;
 
-/* A power of 2: 8 KiB of pointers per client, whatever its window. */
-#define PENDING_RING_SLOTS 1024u
+/* A ring's first size, a power of 2: 4 KiB of pointers. */
+#define PENDING_RING_SLOTS 512u
+
+struct pending_ring {
+    struct client_call **pr_slots; /* pr_mask + 1 of them, a power of 2; NULL: empty slot */
+    size_t pr_mask;
+    size_t pr_count;               /* slots in use */
+};
 
 struct pending_calls {
-    struct client_call **pc_ring; /* PENDING_RING_SLOTS; NULL: empty slot */
-    size_t pc_ring_count;
-    ck_rhs_t pc_table;            /* the calls whose ring slot was taken */
+    struct pending_ring pc_rings[2]; /* [0] the loop's xids, [1] the callers' */
+    ck_rhs_t pc_table;               /* the calls that did not fit their ring */
     bool pc_live; /* initialised and not finished: pending_fini may be called twice */
 };
 
 struct pending_iter {
-    size_t pi_slot;               /* the ring's next slot; past its end: ck_rhs */
+    unsigned pi_ring;             /* the ring being walked; 2: ck_rhs */
+    size_t pi_slot;               /* that ring's next slot */
     ck_rhs_iterator_t pi_it;
 };
 
-/* initial: ck_rhs's initial size. ARPC_OK or ARPC_ENOMEM. */
+/* initial: ck_rhs's initial size (it holds only the calls that do not fit a ring). ARPC_OK or
+ * ARPC_ENOMEM. */
 int pending_init(struct pending_calls *p, size_t initial);
 void pending_fini(struct pending_calls *p);
 /* call_xid(call) is its key: non-zero, not in the table (xids are never reused, so this is
- * not checked: one probe, not two), and unchanged while the call is in. ARPC_OK or
- * ARPC_ENOMEM. */
+ * not checked: one probe, not two), and unchanged while the call is in. May grow a ring or
+ * move another call to ck_rhs (lookups find it all the same). ARPC_OK or ARPC_ENOMEM (the
+ * call is not in; the others are intact). */
 int pending_put(struct pending_calls *p, struct client_call *call);
 /* The call sent with xid, or NULL. */
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid);

@@ -99,7 +99,10 @@ static int teardown(void **state)
 /* The number of arpc allocations this thread makes to start n calls of size bytes. */
 static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future **fs)
 {
-    char *req = calloc(1, size);
+    uint8_t *req = malloc(size + 1);
+    for (size_t i = 0; i < size; i++)
+        req[i] = pattern_byte(size + i); /* echoed: the kept request's lengths and bytes, inline
+                                          * up to 978 B and apart above, checked in the reply */
     atomic_store(&counted, 0);
     counting = true;
     for (size_t i = 0; i < n; i++)
@@ -114,8 +117,10 @@ static void wait_calls(arpc_client *c, size_t n, size_t size, arpc_future **fs)
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(ARPC_OK, arpc_future_wait(fs[i]));
         size_t len;
-        arpc_future_data(fs[i], &len);
+        const uint8_t *data = arpc_future_data(fs[i], &len);
         assert_int_equal(size, len);
+        for (size_t k = 0; k < len; k++)
+            assert_int_equal(pattern_byte(size + k), data[k]);
         arpc_future_release(fs[i]);
     }
     /* The loop frees a call (and gives its request's block back) just after its future

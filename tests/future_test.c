@@ -894,6 +894,112 @@ static void test_user_release_races_producer(void **state)
     assert_int_equal(0, atomic_load(&bad_line));
 }
 
+/* ---- an embedded future (a producer's block) ---- */
+
+/* A block holding a future and what its owner's hooks count. */
+struct owned_block {
+    arpc_future ob_future;
+    int ob_cancels; /* the owner's cancel hook: calls */
+    int ob_frees;   /* the owner's free function: calls */
+};
+
+static struct owned_block *block_of(arpc_future *f)
+{
+    return (struct owned_block *)((char *)f - offsetof(struct owned_block, ob_future));
+}
+
+static void owned_cancel(arpc_future *f, void *arg)
+{
+    assert_null(arg); /* the owner finds itself from f */
+    block_of(f)->ob_cancels++;
+}
+
+static void owned_free(arpc_future *f) { block_of(f)->ob_frees++; }
+
+static const struct arpc_future_owner test_owner = {.fo_on_cancel = owned_cancel, .fo_free = owned_free};
+
+/* An embedded future's cancel hook is its owner's, from the start, run once with NULL for its
+ * argument; arpc_future_on_cancel cannot replace it (logged, ignored). The last reference gives
+ * the block back through the owner, never arpc_free (the blocks are on the stack here: ASan
+ * would catch a free). */
+static void test_embedded_owner_hooks(void **state)
+{
+    (void)state;
+    struct owned_block b = {0};
+    arpc_future_init_embedded(&b.ob_future, &test_owner);
+    atomic_int other = 0;
+    arpc_future_on_cancel(&b.ob_future, count_hook, &other); /* not the owner's: ignored */
+    assert_true(arpc_future_cancel(&b.ob_future));
+    assert_false(arpc_future_cancel(&b.ob_future));
+    assert_int_equal(1, b.ob_cancels);
+    assert_int_equal(0, atomic_load(&other));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(&b.ob_future));
+    arpc_future_release(&b.ob_future);
+    assert_int_equal(1, b.ob_frees);
+
+    struct owned_block c = {0};
+    arpc_future_init_embedded_held(&c.ob_future, &test_owner, 2);
+    assert_true(arpc_future_complete(&c.ob_future, ARPC_OK, NULL, 0));
+    assert_false(arpc_future_cancel(&c.ob_future)); /* complete: no hook */
+    assert_int_equal(0, c.ob_cancels);
+    arpc_future_release(&c.ob_future);
+    arpc_future_drop(&c.ob_future);
+    assert_int_equal(0, c.ob_frees); /* a producer's hold is left */
+    arpc_future_drop(&c.ob_future);
+    assert_int_equal(1, c.ob_frees);
+}
+
+/* The owner's latch (arpc_future_owner_latch): of two threads that each set it once, exactly
+ * one is told it was set already, round after round; it is a bit of the state word, so it
+ * neither completes the future nor changes its status, and a waiter still gets the result. */
+struct latch_racer {
+    arpc_future *f;
+    pthread_barrier_t *go;
+    bool second;
+};
+
+static void *latch_race(void *arg)
+{
+    struct latch_racer *r = arg;
+    pthread_barrier_wait(r->go);
+    r->second = arpc_future_owner_latch(r->f);
+    return NULL;
+}
+
+static void *wait_result(void *arg)
+{
+    intptr_t rc = arpc_future_wait(arg);
+    return (void *)rc;
+}
+
+static void test_owner_latch(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 2000 };
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < ROUNDS; i++) {
+        struct owned_block b = {0};
+        arpc_future_init_embedded_held(&b.ob_future, &test_owner, 1);
+        pthread_t waiter, other;
+        assert_int_equal(0, pthread_create(&waiter, NULL, wait_result, &b.ob_future));
+        struct latch_racer mine = {.f = &b.ob_future, .go = &go}, theirs = mine;
+        assert_int_equal(0, pthread_create(&other, NULL, latch_race, &theirs));
+        latch_race(&mine);
+        pthread_join(other, NULL);
+        assert_true(mine.second != theirs.second);
+        assert_true(arpc_future_owner_latch(&b.ob_future)); /* stays set */
+        assert_int_equal(ARPC_EPENDING, arpc_future_poll(&b.ob_future));
+        assert_true(arpc_future_complete_drop(&b.ob_future, ARPC_EDECODE, NULL, 0));
+        void *rc;
+        pthread_join(waiter, &rc);
+        assert_int_equal(ARPC_EDECODE, (intptr_t)rc);
+        arpc_future_release(&b.ob_future);
+        assert_int_equal(1, b.ob_frees);
+    }
+    pthread_barrier_destroy(&go);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,6 +1027,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_queue_keeps_and_hands_over),
         cmocka_unit_test_no_leak(test_user_release_races_producer),
         cmocka_unit_test_no_leak(test_keep_bound),
+        cmocka_unit_test_no_leak(test_embedded_owner_hooks),
+        cmocka_unit_test_no_leak(test_owner_latch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

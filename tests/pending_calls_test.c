@@ -183,9 +183,9 @@ static void test_drain(void **state)
     free(calls);
 }
 
-/* The two levels (core/pending_calls.h): xids a ring's size apart share a ring slot, so the
- * later one goes to ck_rhs; each is found, taken, iterated and drained from where it is, and
- * a slot freed in the ring does not hide the call that overflowed from it. */
+/* The two levels (core/pending_calls.h): xids a ring's size apart share a ring slot, and in a
+ * ring far from half full the older goes to ck_rhs; each is found, taken, iterated and drained
+ * from where it is, and a slot freed in the ring does not hide a call that is in ck_rhs. */
 static void test_ring_and_table(void **state)
 {
     (void)state;
@@ -195,14 +195,16 @@ static void test_ring_and_table(void **state)
     struct test_call *calls = calls_new(4);
     const uint64_t base = 5, apart = PENDING_RING_SLOTS;
     put_xid(&p, &calls[0], base);             /* the ring */
-    put_xid(&p, &calls[1], base + apart);     /* its slot is taken: ck_rhs */
+    put_xid(&p, &calls[1], base + apart);     /* its slot is taken: calls[0] moves to ck_rhs */
+    assert_int_equal(1, ck_rhs_count(&p.pc_table));
+    assert_ptr_equal(&calls[1].tc_call, p.pc_rings[0].pr_slots[base & p.pc_rings[0].pr_mask]);
     assert_int_equal(2, pending_count(&p));
     assert_ptr_equal(&calls[1].tc_call, pending_get(&p, base + apart));
     assert_null(pending_get(&p, base + 2 * apart)); /* the slot's call has another xid */
     assert_ptr_equal(&calls[0].tc_call, pending_take(&p, base));
     assert_null(pending_take(&p, base));
-    assert_ptr_equal(&calls[1].tc_call, pending_get(&p, base + apart)); /* still in ck_rhs */
-    put_xid(&p, &calls[2], base + 2 * apart); /* the freed slot */
+    assert_ptr_equal(&calls[1].tc_call, pending_get(&p, base + apart)); /* still in the ring */
+    put_xid(&p, &calls[2], base + 2 * apart); /* calls[1] moves to ck_rhs */
     put_xid(&p, &calls[3], base + 1);
     size_t seen = 0;
     bool found[4] = {false};
@@ -228,6 +230,160 @@ static void test_ring_and_table(void **state)
     free(calls);
 }
 
+/* The slots of a ring: its size, and each call in the slot its xid names. */
+static void check_ring(const struct pending_ring *r, size_t size, size_t count)
+{
+    assert_int_equal(size - 1, r->pr_mask);
+    assert_int_equal(count, r->pr_count);
+    size_t seen = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (r->pr_slots[i] != NULL) {
+            assert_int_equal(i, call_xid(r->pr_slots[i]) & r->pr_mask);
+            seen++;
+        }
+    }
+    assert_int_equal(count, seen);
+}
+
+/* A window of consecutive xids larger than the ring: the ring doubles as it fills, to the
+ * window's power of 2 and no further (8 B a slot, one call a slot), nothing goes to ck_rhs,
+ * and every call is found after each growth. */
+static void test_ring_grows_with_window(void **state)
+{
+    (void)state;
+    enum { WINDOW = 16384 };
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 4));
+    struct test_call *calls = calls_new(WINDOW);
+    const uint64_t base = 3;
+    for (size_t i = 0; i < WINDOW; i++) {
+        put_xid(&p, &calls[i], base + i);
+        if (((i + 1) & i) == 0 && i + 1 >= PENDING_RING_SLOTS) { /* just filled a power of 2 */
+            check_ring(&p.pc_rings[0], i + 1, i + 1);
+            for (size_t j = 0; j <= i; j++)
+                assert_ptr_equal(&calls[j].tc_call, pending_get(&p, base + j));
+        }
+    }
+    check_ring(&p.pc_rings[0], WINDOW, WINDOW);
+    assert_int_equal(0, ck_rhs_count(&p.pc_table));
+    /* Slides on, answered in order: the ring stays at the window's size. */
+    for (size_t k = 0; k < 4 * WINDOW; k++) {
+        size_t i = k % WINDOW;
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, call_xid(&calls[i].tc_call)));
+        put_xid(&p, &calls[i], base + WINDOW + k);
+    }
+    check_ring(&p.pc_rings[0], WINDOW, WINDOW);
+    assert_int_equal(0, ck_rhs_count(&p.pc_table));
+    assert_null(pending_get(&p, base + 4 * WINDOW - 1)); /* answered */
+    /* Answered all: the ring goes back to its first size (one block: the ring's), and grows
+     * again with the next window. */
+    for (size_t i = 0; i < WINDOW; i++) {
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, call_xid(&calls[i].tc_call)));
+        if (i + 1 < WINDOW)
+            check_ring(&p.pc_rings[0], WINDOW, WINDOW - 1 - i);
+    }
+    check_ring(&p.pc_rings[0], PENDING_RING_SLOTS, 0);
+    assert_int_equal(3, atomic_load(&test_alloc_live)); /* the two rings, ck_rhs's empty array */
+    for (size_t i = 0; i < 2 * PENDING_RING_SLOTS; i++)
+        put_xid(&p, &calls[i], base + 5 * WINDOW + i);
+    check_ring(&p.pc_rings[0], 2 * PENDING_RING_SLOTS, 2 * PENDING_RING_SLOTS);
+    for (size_t i = 0; i < 2 * PENDING_RING_SLOTS; i++)
+        assert_ptr_equal(&calls[i].tc_call, pending_get(&p, base + 5 * WINDOW + i));
+    pending_fini(&p);
+    free(calls);
+}
+
+/* One call never answered while a window of 1,000 slides past it for 100,000 xids: the ring
+ * grows once (it was half full when the straggler's slot came round), then the straggler
+ * moves to ck_rhs instead of doubling the ring again; it is found, and taken, all along. */
+static void test_ring_straggler(void **state)
+{
+    (void)state;
+    enum { WINDOW = 1000, TOTAL = 100000 };
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 4));
+    struct test_call *calls = calls_new(WINDOW), straggler;
+    put_xid(&p, &straggler, 1);
+    for (size_t i = 0; i < WINDOW; i++)
+        put_xid(&p, &calls[i], 2 + i);
+    for (size_t k = 0; k < TOTAL; k++) {
+        size_t i = k % WINDOW;
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, call_xid(&calls[i].tc_call)));
+        put_xid(&p, &calls[i], 2 + WINDOW + k);
+        assert_ptr_equal(&straggler.tc_call, pending_get(&p, 1));
+    }
+    check_ring(&p.pc_rings[0], 2048, WINDOW);
+    assert_int_equal(1, ck_rhs_count(&p.pc_table));
+    assert_ptr_not_equal(&straggler.tc_call, p.pc_rings[0].pr_slots[1 & p.pc_rings[0].pr_mask]); /* the one moved */
+    assert_int_equal(WINDOW + 1, pending_count(&p));
+    assert_ptr_equal(&straggler.tc_call, pending_take(&p, 1));
+    assert_null(pending_get(&p, 1));
+    for (size_t i = 0; i < WINDOW; i++)
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, call_xid(&calls[i].tc_call)));
+    assert_int_equal(0, pending_count(&p));
+    pending_fini(&p);
+    free(calls);
+}
+
+/* The loop's xids and the callers' (ARPC_XID_CALLER_BIT) are two sequences with the same low
+ * bits: each has a ring of its own, so interleaved windows of both stay out of ck_rhs. */
+static void test_ring_per_sequence(void **state)
+{
+    (void)state;
+    enum { WINDOW = 4096 };
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 4));
+    struct test_call *loop = calls_new(WINDOW), *caller = calls_new(WINDOW);
+    for (size_t i = 0; i < WINDOW; i++) {
+        put_xid(&p, &loop[i], 1 + i);
+        put_xid(&p, &caller[i], ARPC_XID_CALLER_BIT | (1 + i));
+    }
+    assert_int_equal(0, ck_rhs_count(&p.pc_table));
+    check_ring(&p.pc_rings[0], WINDOW, WINDOW);
+    check_ring(&p.pc_rings[1], WINDOW, WINDOW);
+    for (size_t i = 0; i < WINDOW; i++) {
+        assert_ptr_equal(&caller[i].tc_call, pending_take(&p, ARPC_XID_CALLER_BIT | (1 + i)));
+        assert_ptr_equal(&loop[i].tc_call, pending_get(&p, 1 + i));
+    }
+    assert_int_equal(WINDOW, pending_count(&p));
+    size_t drained = 0;
+    pending_drain(&p, count_drained, &drained);
+    assert_int_equal(WINDOW, drained);
+    pending_fini(&p);
+    free(loop);
+    free(caller);
+}
+
+/* A ring that cannot grow for want of memory: the older call of a shared slot goes to ck_rhs;
+ * when that fails too, the put fails and nothing has moved. */
+static void test_ring_growth_without_memory(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 1024));
+    struct test_call *calls = calls_new(PENDING_RING_SLOTS + 2);
+    for (size_t i = 0; i < PENDING_RING_SLOTS; i++)
+        put_xid(&p, &calls[i], 1 + i);
+    atomic_store(&test_alloc_budget, 0);
+    put_xid(&p, &calls[PENDING_RING_SLOTS], 1 + PENDING_RING_SLOTS); /* xid 1 to ck_rhs */
+    check_ring(&p.pc_rings[0], PENDING_RING_SLOTS, PENDING_RING_SLOTS);
+    assert_int_equal(1, ck_rhs_count(&p.pc_table));
+    for (size_t i = 0; i <= PENDING_RING_SLOTS; i++)
+        assert_ptr_equal(&calls[i].tc_call, pending_get(&p, 1 + i));
+    atomic_store(&test_alloc_budget, -1);
+    put_xid(&p, &calls[PENDING_RING_SLOTS + 1], 2 + PENDING_RING_SLOTS); /* grows now */
+    check_ring(&p.pc_rings[0], 2 * PENDING_RING_SLOTS, PENDING_RING_SLOTS + 1);
+    for (size_t i = 0; i <= PENDING_RING_SLOTS + 1; i++)
+        assert_ptr_equal(&calls[i].tc_call, pending_take(&p, 1 + i));
+    assert_int_equal(0, pending_count(&p));
+    pending_fini(&p);
+    free(calls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +393,10 @@ int main(void)
         cmocka_unit_test_no_leak(test_growth_without_memory),
         cmocka_unit_test(test_drain),
         cmocka_unit_test_no_leak(test_ring_and_table),
+        cmocka_unit_test_no_leak(test_ring_grows_with_window),
+        cmocka_unit_test_no_leak(test_ring_straggler),
+        cmocka_unit_test_no_leak(test_ring_per_sequence),
+        cmocka_unit_test_no_leak(test_ring_growth_without_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,7 +113,9 @@ ARPC_API int arpc_future_create(arpc_future **out);
 ARPC_API bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len);
 
 /* Called when a consumer cancels f (at most once, on the cancelling thread, before
- * arpc_future_cancel returns), so the producer can drop the work. Set it before handing f out. */
+ * arpc_future_cancel returns), so the producer can drop the work. Set it before handing f out.
+ * For the producer of f only: on a future arpc made (a call's), another hook is misuse
+ * (logged, ignored). */
 typedef void (*arpc_future_cancel_fn)(arpc_future *f, void *arg);
 ARPC_API void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg);
 
