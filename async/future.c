@@ -58,6 +58,7 @@
 
 #include <ck_pr.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 #include "arpc/error.h"
 #include "async/futex.h"
@@ -282,16 +283,32 @@ static bool future_settle(arpc_future *f, void *data, size_t len)
     return true;
 }
 
+bool arpc_future_complete_owned(arpc_future *f, int status, void *data, size_t len)
+{
+    if (!future_settle(f, data, len))
+        return false;
+    future_run_callbacks(f, future_publish(f, status)); /* they borrow the caller's USER reference */
+    return true;
+}
+
 bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
 {
     if (!future_live(f, __func__)) {
         arpc_free(data);
         return false;
     }
-    if (!future_settle(f, data, len))
+    if (future_embedded(f)) {
+        /* A call's: its client completes it, and would find it done by someone else with its
+         * slot and its share of the client still held (a close then waited for ever). */
+        arpc_log(ARPC_LOG_ERROR, "%s on %p: a future arpc made (a call's) is completed by arpc alone", __func__,
+                 (void *)f);
+#ifndef NDEBUG
+        abort();
+#endif
+        arpc_free(data);
         return false;
-    future_run_callbacks(f, future_publish(f, status)); /* they borrow the caller's USER reference */
-    return true;
+    }
+    return arpc_future_complete_owned(f, status, data, len);
 }
 
 bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t len)

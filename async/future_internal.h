@@ -118,6 +118,10 @@ void arpc_future_hold(arpc_future *f);
 /* Drops a hold; the last reference of any kind frees f (cancelling it first if pending). */
 void arpc_future_drop(arpc_future *f);
 
+/* Completes f as arpc_future_complete does, for its producer, whoever made it: the public
+ * entry refuses a future arpc made (a call's, embedded), which its client completes here. */
+bool arpc_future_complete_owned(arpc_future *f, int status, void *data, size_t len);
+
 /* Completes f as arpc_future_complete does, then drops the caller's hold: for a producer
  * whose user may be gone. The callbacks borrow a USER reference meanwhile. Returns true when
  * this call completed f (false: it was complete already, data is freed). */

@@ -253,7 +253,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         if (rc == ARPC_EUNREACHABLE && text == NULL) /* a client lost at its first attempt */
             text = client_unreachable_why(c, &why_len); /* (before the leave: c may go then) */
         client_leave(c);
-        arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
+        arpc_future_complete_owned(f, rc, text, text != NULL ? why_len : 0);
         if (call != NULL)
             arpc_future_drop(f); /* the call's hold (call_new), after the caller's share is safe */
         return f;
@@ -264,7 +264,7 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         atomic_fetch_sub(&c->cl_npending, 1);
         call_discard(call);
         client_leave(c);
-        arpc_future_complete(f, ARPC_ESHUTDOWN, NULL, 0);
+        arpc_future_complete_owned(f, ARPC_ESHUTDOWN, NULL, 0);
         arpc_future_drop(f); /* the call's hold */
     }
     return f;

@@ -109,7 +109,9 @@ ARPC_API int arpc_future_create(arpc_future **out);
  * through arpc's allocator, may be NULL). Returns true when this call completed f; false when f was already complete,
  * in which case data is freed. Callbacks run on the calling thread before this returns.
  * The caller must hold a reference to f for the duration of the call (a woken waiter may
- * release its own at once). */
+ * release its own at once). For futures made with arpc_future_create only: on a future arpc
+ * made (a call's) it is misuse, reported (an ERROR line, then abort() in builds without
+ * NDEBUG; with NDEBUG, false, data freed and f untouched). */
 ARPC_API bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len);
 
 /* Called when a consumer cancels f (at most once, on the cancelling thread, before
