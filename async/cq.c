@@ -430,7 +430,7 @@ int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag)
     return arpc_cq_next_for(cq, ARPC_FOREVER, f, tag);
 }
 
-int arpc_cq_fd(const arpc_cq *cq) { return cq_live(cq, __func__) ? cq->cq_efd : ARPC_EINVAL; }
+int arpc_cq_fd(const arpc_cq *cq) { return cq_live(cq, __func__) ? cq->cq_efd : -1; /* never a code: 2 is stderr */ }
 
 size_t arpc_cq_size(const arpc_cq *cq)
 {

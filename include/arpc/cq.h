@@ -73,7 +73,8 @@ ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);
 
-/* The eventfd described above; valid until arpc_cq_destroy. */
+/* The eventfd described above; valid until arpc_cq_destroy. -1 for a NULL queue (and, with
+ * NDEBUG, a destroyed one: misuse, reported as arpc/common.h says). */
 ARPC_API int arpc_cq_fd(const arpc_cq *cq);
 
 /* Entries waiting to be taken (a snapshot). */
