@@ -55,7 +55,13 @@
  *
  * Lifetime: cq_refs is the user's handle plus one per attached entry not yet pushed (each
  * callback holds one until after its push, so the cq outlives the push and the eventfd
- * write). Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
+ * write), plus one per consumer inside trynext / next / next_for. A consumer takes its
+ * reference the way a client's callers come in (base/handle.h, arpc_handle_enter: counted in
+ * cq_entering, then the handle looked at again), and destroy() waits for cq_entering to
+ * reach 0 after killing the handle: a few instructions, never a wait of the consumer's. So a
+ * destroy while consumers wait is not misuse: it sets cq_closed and signals, the consumers
+ * return ARPC_ESHUTDOWN, and the last reference frees. Once closed, a clear leaves the
+ * signal standing, so every sleeper sees it. Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
  * and the final unref drains whatever callbacks pushed after that. The eventfd is closed only
  * on the final unref, so a late producer never writes to a recycled descriptor.
  */
@@ -64,6 +70,7 @@
 #include <ck_stack.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
@@ -105,6 +112,7 @@ struct arpc_cq {
     _Atomic(struct arpc_loop *) cq_completer; /* see "Refusing" in the design notes */
     _Atomic uint64_t cq_tally; /* untaken (low half), completing (high): the design notes */
     _Atomic int cq_inside;     /* consumers waiting inside cq_completer ("Waking the refused") */
+    atomic_size_t cq_entering; /* consumers between their look at the handle and their reference */
 };
 
 /* ---- the tally ("Refusing" in the design notes) ---- */
@@ -136,6 +144,8 @@ static void cq_signal(arpc_cq *cq)
 /* Consumers only, under cq_lock. */
 static void cq_clear(arpc_cq *cq)
 {
+    if (atomic_load(&cq->cq_closed))
+        return; /* destroyed: every sleeper must see it (the design notes, "Lifetime") */
     uint64_t v;
     ssize_t n = read(cq->cq_efd, &v, sizeof(v)); /* EAGAIN when already clear */
     (void)n;
@@ -276,6 +286,7 @@ int arpc_cq_create(arpc_cq **out)
     atomic_init(&cq->cq_completer, NULL);
     atomic_init(&cq->cq_tally, 0);
     atomic_init(&cq->cq_inside, 0);
+    atomic_init(&cq->cq_entering, 0);
     *out = cq;
     return ARPC_OK;
 }
@@ -284,10 +295,15 @@ void arpc_cq_destroy(arpc_cq *cq)
 {
     if (!cq_live(cq, __func__) || !arpc_handle_kill(cq, ARPC_MAGIC_CQ, "cq", __func__))
         return;
-    atomic_store_explicit(&cq->cq_closed, true, memory_order_release);
+    /* A consumer that looked at the handle before the kill has its reference in a few
+     * instructions (cq_enter); one after sees it dead. */
+    while (atomic_load(&cq->cq_entering) != 0)
+        sched_yield();
+    atomic_store(&cq->cq_closed, true);
     pthread_mutex_lock(&cq->cq_lock);
     cq_drain_locked(cq);
     pthread_mutex_unlock(&cq->cq_lock);
+    cq_signal(cq); /* consumers waiting return ARPC_ESHUTDOWN */
     cq_unref(cq);
 }
 
@@ -358,11 +374,24 @@ static int cq_take(arpc_cq *cq, arpc_future **f, void **tag, bool refuse_stuck)
     return ARPC_OK;
 }
 
+/* A consumer's way in: false (misuse reported) on a dead handle; else a reference it gives
+ * back with cq_unref ("Lifetime" in the design notes). */
+static bool cq_enter(arpc_cq *cq, const char *fn)
+{
+    if (cq == NULL || !arpc_handle_enter(cq, &cq->cq_entering, ARPC_MAGIC_CQ, "cq", fn))
+        return false;
+    arpc_refcount_get(&cq->cq_refs);
+    atomic_fetch_sub(&cq->cq_entering, 1);
+    return true;
+}
+
 int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
 {
-    if (!cq_live(cq, __func__) || f == NULL)
+    if (f == NULL || !cq_enter(cq, __func__))
         return ARPC_EINVAL;
-    return cq_take(cq, f, tag, false);
+    int rc = cq_take(cq, f, tag, false);
+    cq_unref(cq);
+    return rc;
 }
 
 /* A driving consumer's condition (arpc_loop_wait_cond_until): an entry to take, or no call
@@ -370,7 +399,7 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
 static bool cq_ready(void *arg)
 {
     arpc_cq *cq = arg;
-    return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0;
+    return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0 || atomic_load(&cq->cq_closed);
 }
 
 static void cq_sleep(void *arg, uint64_t deadline_ns)
@@ -403,12 +432,15 @@ static bool cq_may_wait_inside(arpc_cq *cq)
     return here != NULL && (completer == NULL || completer == here);
 }
 
-int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
+/* next_for's body, inside the consumer's reference. */
+static int cq_next_in(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
 {
-    if (!cq_live(cq, __func__) || f == NULL)
-        return ARPC_EINVAL;
     uint64_t deadline = arpc_deadline_from_ms(timeout_ms);
     for (;;) {
+        if (atomic_load(&cq->cq_closed)) {
+            *f = NULL;
+            return ARPC_ESHUTDOWN; /* destroyed while this waited */
+        }
         /* A zero timeout only looks: no wait to refuse. Counted before it looks, so a change
          * after the look signals ("Waking the refused"). */
         bool inside = timeout_ms != 0 && cq_may_wait_inside(cq);
@@ -423,6 +455,15 @@ int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **ta
         if (!wait || rc == ARPC_EBUSY)
             return rc;
     }
+}
+
+int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag)
+{
+    if (f == NULL || !cq_enter(cq, __func__))
+        return ARPC_EINVAL;
+    int rc = cq_next_in(cq, timeout_ms, f, tag);
+    cq_unref(cq);
+    return rc;
 }
 
 int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag)

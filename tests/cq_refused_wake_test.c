@@ -19,10 +19,6 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -74,7 +70,7 @@ static int teardown(void **state)
 /* The consumer inside the loop, and what its wait returned. */
 struct sleeper {
     arpc_cq *cq;
-    _Atomic pid_t tid; /* its thread, once it is about to wait */
+    _Atomic int tid; /* its thread, once it is about to wait */
     int rc;
     void *tag;
     sem_t done;
@@ -84,28 +80,12 @@ static void wait_inside(arpc_future *f, void *arg)
 {
     (void)f;
     struct sleeper *s = arg;
-    atomic_store(&s->tid, (pid_t)syscall(SYS_gettid));
+    atomic_store(&s->tid, thread_id());
     arpc_future *got = NULL;
     s->rc = arpc_cq_next_for(s->cq, TEST_WAIT_MS, &got, &s->tag);
     if (got != NULL)
         arpc_future_release(got);
     sem_post(&s->done);
-}
-
-/* True while thread tid is blocked in poll(2): the consumer asleep on the queue's eventfd
- * (the loop itself sleeps in epoll_wait, not poll). */
-static bool in_poll(pid_t tid)
-{
-    char path[64], buf[64] = {0};
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *fp = fopen(path, "r");
-    if (fp == NULL)
-        return false;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-    fclose(fp);
-    char want[16];
-    snprintf(want, sizeof(want), "%d ", SYS_poll);
-    return n > 0 && strncmp(buf, want, strlen(want)) == 0;
 }
 
 /* One round: true when the test's thread took the other entry and the sleeper was refused,
@@ -128,7 +108,7 @@ static bool round_refused(arpc_client *c)
     sem_post(&gate_sem); /* the then() runs on the loop's thread */
 
     /* The sleeper is in its poll: other is still to come, so it was not refused. */
-    assert_true(WAIT_UNTIL(atomic_load(&s.tid) != 0 && in_poll(atomic_load(&s.tid))));
+    assert_true(WAIT_UNTIL(atomic_load(&s.tid) != 0 && thread_in_poll(atomic_load(&s.tid))));
     assert_true(arpc_future_complete(other, ARPC_OK, NULL, 0));
     arpc_future *got = NULL;
     void *tag = NULL;

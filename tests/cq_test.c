@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arpc/alloc.h"
 #include "arpc/cq.h"
@@ -472,6 +473,51 @@ static void test_out_of_memory(void **state)
     arpc_set_allocator(NULL);
 }
 
+/* ---- destroy while consumers wait ---- */
+
+struct waiter {
+    pthread_t thread;
+    arpc_cq *cq;
+    _Atomic int tid;
+    int rc;
+    arpc_future *got;
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter *w = arg;
+    atomic_store(&w->tid, thread_id());
+    w->rc = arpc_cq_next(w->cq, &w->got, NULL);
+    return NULL;
+}
+
+/* Two consumers asleep in arpc_cq_next, a future still attached: destroy wakes both with
+ * ARPC_ESHUTDOWN and the queue's memory outlives them (ASan). On the old code the waiters
+ * went on using the freed queue (ASan: heap-use-after-free) or slept for ever. */
+static void test_destroy_while_waiting(void **state)
+{
+    (void)state;
+    arpc_cq *cq = new_cq();
+    arpc_future *f = new_future();
+    assert_int_equal(ARPC_OK, arpc_cq_attach(cq, f, tag_of(1)));
+    struct waiter w[2] = {{.cq = cq}, {.cq = cq}};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(0, pthread_create(&w[i].thread, NULL, waiter_main, &w[i]));
+    for (int i = 0; i < 2; i++) /* each inside, asleep: a consumer after the destroy would be misuse */
+        assert_true(WAIT_UNTIL(atomic_load(&w[i].tid) != 0 && thread_in_poll(atomic_load(&w[i].tid))));
+    arpc_cq_destroy(cq);
+    for (int i = 0; i < 2; i++) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += TEST_WAIT_S;
+        assert_int_equal(0, pthread_timedjoin_np(w[i].thread, NULL, &until)); /* old code: asleep for ever */
+        assert_int_equal(ARPC_ESHUTDOWN, w[i].rc);
+        assert_null(w[i].got);
+    }
+    assert_true(arpc_future_complete(f, ARPC_OK, NULL, 0)); /* its entry is released, not queued */
+    arpc_future_release(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_stress_poll_loop_paced),
         cmocka_unit_test(test_stress_two_consumers),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_destroy_while_waiting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,8 +47,10 @@ typedef struct arpc_cq arpc_cq;
 ARPC_API int arpc_cq_create(arpc_cq **out);
 
 /* Releases the caller's handle. Futures still queued are released; futures still pending are
- * released when they complete. Not to be called concurrently with arpc_cq_next*. NULL does
- * nothing; a second destroy aborts in debug builds (arpc/common.h, "API misuse"). */
+ * released when they complete. Consumers waiting in arpc_cq_next / _next_for at the time
+ * return ARPC_ESHUTDOWN (a way to end a consumer thread); a call on the queue after destroy
+ * is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds).
+ * NULL does nothing. */
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 
 /* Delivers f to cq with tag when f completes (at once if it already has). The queue takes its
@@ -68,7 +70,8 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
  * started with arpc_loop_start or stepped as pollable: a callback there), next and next_for
  * on an empty queue return ARPC_EBUSY at once when every attached, pending future is a call
  * that loop completes (one such loop per queue: the first attached call's): the loop cannot
- * read their replies while its callback waits. */
+ * read their replies while its callback waits. next and next_for return ARPC_ESHUTDOWN when
+ * the queue is destroyed while they wait. */
 ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);

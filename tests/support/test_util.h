@@ -70,6 +70,15 @@ bool poll_again(int64_t until);
         wait_until_ok_;                                                                      \
     })
 
+/* ---- other threads of the test ---- */
+
+/* The calling thread's id (gettid). */
+int thread_id(void);
+/* True while thread tid is blocked in poll(2) (/proc/self/task/TID/syscall): e.g. a
+ * completion queue's consumer asleep on its eventfd (a loop sleeps in epoll_wait instead).
+ * For WAIT_UNTIL: the consumer's sleep is a state nothing announces. */
+bool thread_in_poll(int tid);
+
 /* ---- handlers ---- */
 
 struct arpc_request;
