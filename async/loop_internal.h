@@ -65,6 +65,12 @@ int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job);
 /* Any thread, while the loop cannot be destroyed: wakes the loop (one wake-up per batch, as a
  * post does), so its lazy jobs run. */
 void arpc_loop_kick(arpc_loop *loop);
+/* Any thread, after arpc_loop_post_lazy: the lazy jobs posted so far must not wait for some
+ * other event to wake the loop (work that frees a flow limit's hold, whose connection is not
+ * read meanwhile). A loop at work runs them at this iteration's end, as ever, with no wake-up;
+ * one asleep, or on its way to its poll, is woken (a flag and l_asleep, Dekker's pattern with
+ * the loop's last prepare watcher). */
+void arpc_loop_lazy_soon(arpc_loop *loop);
 /* Any thread, while the loop cannot be destroyed: true when the loop sleeps in its poll (or is
  * about to) with no job posted, lazy or not, and no wake-up on its way, i.e. work handed to it
  * now would wake it for that alone. False while it runs callbacks (reads, a drain) and, for a

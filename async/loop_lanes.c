@@ -94,6 +94,9 @@ static void loop_give_back(arpc_loop *loop);
 
 static void loop_run_lazy(arpc_loop *loop)
 {
+    /* Before the take: a job pushed after it comes with a flag of its own (arpc_loop_lazy_soon). */
+    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed))
+        atomic_store(&loop->l_lazy_soon, false);
     if (arpc_stack_is_empty(&loop->l_lazy))
         return;
     for (ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lazy), *next; e != NULL; e = next) {
@@ -131,7 +134,11 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
-    atomic_store_explicit(&loop->l_asleep, true, memory_order_relaxed);
+    /* Seq-cst, then the flag: a poster of lazy jobs that must not wait (arpc_loop_lazy_soon)
+     * either sees l_asleep and wakes the loop, or is seen here (Dekker's pattern). */
+    atomic_store(&loop->l_asleep, true);
+    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_seq_cst) && atomic_exchange(&loop->l_lazy_soon, false))
+        loop_wake(loop);
     loop_awake_leave(loop);
 }
 
@@ -148,6 +155,7 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lane);
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
+    atomic_init(&loop->l_lazy_soon, false);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
     ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
     loop->l_lazy_check.data = loop;
@@ -298,6 +306,16 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 }
 
 void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
+
+void arpc_loop_lazy_soon(arpc_loop *loop)
+{
+    if (!arpc_entry_enter(&loop->l_entry))
+        return; /* closing: its final drain runs them */
+    atomic_store(&loop->l_lazy_soon, true);
+    if (atomic_load(&loop->l_asleep))
+        loop_wake(loop);
+    arpc_entry_leave(&loop->l_entry);
+}
 
 struct arpc_log_throttle *arpc_loop_peer_log(arpc_loop *loop) { return &loop->l_peer_log; }
 

@@ -213,6 +213,8 @@ static void reply_take_flush(struct reply_take *t)
      * after the pushes, so that either its first step drains them or we wake the loop. */
     if (how != ARPC_DIRECT_ALL || atomic_load(&s->sv_state) != SV_RUNNING)
         arpc_loop_kick(s->sv_loop);
+    else /* the bookkeeping frees calls a flow limit may be holding input for: not for ever */
+        arpc_loop_lazy_soon(s->sv_loop);
     atomic_fetch_sub(&s->sv_replying, 1);
 }
 

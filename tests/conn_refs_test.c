@@ -189,9 +189,9 @@ static void test_stop_waits_for_calls_out(void **state)
     read_replies(&r, CALLS);
     send_calls(&r, "t.keep", 1, CALLS);
     assert_true(latch_wait(CALLS, TEST_WAIT_MS));
-    arpc_server_stats st;
-    arpc_server_stats(s, &st);
-    assert_int_equal(CALLS, st.handlers_in_flight); /* the stash is not counted */
+    /* The stash is not counted. (A reply its worker wrote, read above, is counted off by the
+     * loop up to a turn later: include/arpc/stats.h.) */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), CALLS, TEST_WAIT_MS));
     for (unsigned i = 1; i <= CALLS / 2; i++)
         assert_int_equal(ARPC_OK, arpc_reply(atomic_load(&kept[i]), "r", 1));
     read_replies(&r, CALLS / 2);

@@ -57,7 +57,9 @@ typedef struct arpc_server_stats {
     uint64_t connections_accepted, connections_closed;
     uint64_t connections_open;          /* gauge */
     uint64_t queued_bytes;              /* gauge: replies and other frames waiting for their sockets */
-    uint64_t handlers_in_flight;        /* gauge: requests queued for or running in handlers */
+    uint64_t handlers_in_flight;        /* gauge: requests queued for or running in handlers; a
+                                         * reply its worker wrote itself is counted off by the
+                                         * server's loop, up to a turn of it later */
     uint64_t methods;                   /* registered methods, built-ins included */
     uint64_t connections_half_closed;   /* connections whose client ended its sending (a
                                          * half-close, shutdown(SHUT_WR), or a close: the end of

@@ -1,0 +1,79 @@
+/*
+ * arpc_loop_lazy_soon (async/loop_internal.h): lazy jobs posted from another thread, then
+ * flagged as not to wait, run although nothing else wakes the loop. The server's workers
+ * rely on it for the bookkeeping of the replies they wrote themselves (core/reply_take.c): it
+ * frees calls that a flow limit may be holding a connection's input for, and that connection
+ * is not read meanwhile, so no other event would come.
+ * - An idle loop (asleep in its poll): the job runs. Without the flag it would wait for the
+ *   next event, which this loop never gets (the bounded wait fails).
+ * - Posted while the loop goes to its poll, 20,000 times (the flag against the loop's last
+ *   prepare watcher, Dekker's pattern): every job runs. A loop that could miss the flag would
+ *   sleep through one of them for good.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+
+#include "arpc/error.h"
+#include "arpc/loop.h"
+#include "async/loop_internal.h"
+#include "support/test_util.h"
+
+struct counted_job {
+    struct arpc_loop_job job;
+    sem_t ran;
+};
+
+static void count_run(struct arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    sem_post(&((struct counted_job *)job)->ran);
+}
+
+static void test_idle_loop_runs_it(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_true(loop_idle_within(loop, TEST_WAIT_MS));
+    struct counted_job cj;
+    sem_init(&cj.ran, 0, 0);
+    arpc_loop_job_init(&cj.job, count_run);
+    assert_int_equal(ARPC_OK, arpc_loop_post_lazy(loop, &cj.job));
+    arpc_loop_lazy_soon(loop);
+    assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S));
+    arpc_loop_destroy(loop);
+    sem_destroy(&cj.ran);
+}
+
+static void test_posted_as_the_loop_sleeps(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    struct counted_job cj;
+    sem_init(&cj.ran, 0, 0);
+    for (int i = 0; i < 20000; i++) {
+        arpc_loop_job_init(&cj.job, count_run);
+        assert_int_equal(ARPC_OK, arpc_loop_post_lazy(loop, &cj.job));
+        arpc_loop_lazy_soon(loop);
+        assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S)); /* then the loop heads for its poll */
+    }
+    arpc_loop_destroy(loop);
+    sem_destroy(&cj.ran);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_idle_loop_runs_it),
+        cmocka_unit_test(test_posted_as_the_loop_sleeps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
