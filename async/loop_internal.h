@@ -66,11 +66,17 @@ int arpc_loop_post_local(arpc_loop *loop, struct arpc_loop_job *job);
  * post does), so its lazy jobs run. */
 void arpc_loop_kick(arpc_loop *loop);
 /* Any thread, after arpc_loop_post_lazy: the lazy jobs posted so far must not wait for some
- * other event to wake the loop (work that frees a flow limit's hold, whose connection is not
- * read meanwhile). A loop at work runs them at this iteration's end, as ever, with no wake-up;
- * one asleep, or on its way to its poll, is woken (a flag and l_asleep, Dekker's pattern with
- * the loop's last prepare watcher). */
+ * other event to wake the loop while an owner says it needs them (arpc_loop_lazy_urgent: work
+ * that frees a flow limit's hold, whose connection is not read meanwhile, so no other event
+ * may come). A loop at work runs them at this iteration's end, as ever, with no wake-up; one
+ * asleep, or on its way to its poll, is woken (a flag and l_asleep, Dekker's pattern with the
+ * loop's last prepare watcher). While no owner needs it, nothing more than a lazy post: a
+ * wake-up per batch would cost the pipelined pool a sixth of its calls. */
 void arpc_loop_lazy_soon(arpc_loop *loop);
+/* Loop thread: delta (+1 / -1) owners that need arpc_loop_lazy_soon to wake the loop (a
+ * connection whose input is held). Read by posters relaxed: one counted on the loop thread
+ * before its sleep is seen by its own last prepare watcher, which wakes it for a flagged job. */
+void arpc_loop_lazy_urgent(arpc_loop *loop, int delta);
 /* Any thread, while the loop cannot be destroyed: true when the loop sleeps in its poll (or is
  * about to) with no job posted, lazy or not, and no wake-up on its way, i.e. work handed to it
  * now would wake it for that alone. False while it runs callbacks (reads, a drain) and, for a

@@ -137,7 +137,8 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     /* Seq-cst, then the flag: a poster of lazy jobs that must not wait (arpc_loop_lazy_soon)
      * either sees l_asleep and wakes the loop, or is seen here (Dekker's pattern). */
     atomic_store(&loop->l_asleep, true);
-    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_seq_cst) && atomic_exchange(&loop->l_lazy_soon, false))
+    if (atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0 &&
+        atomic_load_explicit(&loop->l_lazy_soon, memory_order_seq_cst) && atomic_exchange(&loop->l_lazy_soon, false))
         loop_wake(loop);
     loop_awake_leave(loop);
 }
@@ -156,6 +157,7 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
     atomic_init(&loop->l_lazy_soon, false);
+    atomic_init(&loop->l_lazy_urgent, 0);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
     ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
     loop->l_lazy_check.data = loop;
@@ -307,12 +309,14 @@ int arpc_loop_post_lazy(arpc_loop *loop, struct arpc_loop_job *job)
 
 void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
 
+void arpc_loop_lazy_urgent(arpc_loop *loop, int delta) { atomic_fetch_add_explicit(&loop->l_lazy_urgent, delta, memory_order_relaxed); }
+
 void arpc_loop_lazy_soon(arpc_loop *loop)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return; /* closing: its final drain runs them */
     atomic_store(&loop->l_lazy_soon, true);
-    if (atomic_load(&loop->l_asleep))
+    if (atomic_load(&loop->l_asleep) && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0)
         loop_wake(loop);
     arpc_entry_leave(&loop->l_entry);
 }

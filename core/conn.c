@@ -178,11 +178,21 @@ static void conn_unwritten(void *base, arpc_outq_release_fn release, void *conn)
     ((struct arpc_conn *)conn)->c_ops->on_unwritten(conn, base, release);
 }
 
+/* The hold is over (released, or the connection closed): see arpc_conn_hold_input. */
+static void conn_lazy_urgent_done(struct arpc_conn *conn)
+{
+    if (conn->c_lazy_urgent) {
+        conn->c_lazy_urgent = false;
+        arpc_loop_lazy_urgent(conn->c_loop, -1);
+    }
+}
+
 static void conn_do_close(struct arpc_conn *conn, int reason)
 {
     if (!conn->c_open)
         return;
     conn->c_open = false;
+    conn_lazy_urgent_done(conn);
     conn_unwatch_reads(conn);
     arpc_loop_io_stop(conn->c_loop, &conn->c_wio);
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
@@ -866,6 +876,12 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
     if (conn->c_hold == 0)
         conn->c_held_scan = 0; /* the frames after c_rstart are yet to be looked through */
     conn->c_hold |= reason;
+    if (!conn->c_lazy_urgent) {
+        /* What frees a hold may be a worker's lazy bookkeeping (core/reply_take.c), and a held
+         * connection is not read: no other event might wake the loop for it. */
+        conn->c_lazy_urgent = true;
+        arpc_loop_lazy_urgent(conn->c_loop, 1);
+    }
     /* The frames left unparsed arrived with the last read: stamped now if no frame of it
      * read the clock yet, not when the hold ends. */
     if (conn->c_rx_ns == 0 && conn->c_rend > conn->c_rstart)
@@ -913,6 +929,7 @@ static bool conn_release(struct arpc_conn *conn, unsigned reason)
     conn->c_hold &= ~reason;
     if (conn->c_hold != 0)
         return false;
+    conn_lazy_urgent_done(conn);
     conn_restart_frame_clock(conn);
     if (conn->c_close_after_flush)
         return false;

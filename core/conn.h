@@ -139,6 +139,7 @@ struct arpc_conn {
     unsigned c_hold;      /* why input is held: ARPC_CONN_HOLD_* bits; 0: reading */
     bool c_pass_control;  /* control frames pass a hold (arpc_conn_pass_control) */
     bool c_hup_when_held; /* the hangup is watched from a hold's start (arpc_conn_hangup_when_held) */
+    bool c_lazy_urgent;   /* counted in its loop's arpc_loop_lazy_urgent while input is held */
     bool c_held_eof;      /* the end of stream came while held with frames buffered: it is
                            * read again once the hold ends and they went up (a half-closed
                            * peer's calls are answered, not dropped with the connection) */

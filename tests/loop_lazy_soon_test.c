@@ -1,6 +1,7 @@
 /*
  * arpc_loop_lazy_soon (async/loop_internal.h): lazy jobs posted from another thread, then
- * flagged as not to wait, run although nothing else wakes the loop. The server's workers
+ * flagged as not to wait while an owner says it needs that (arpc_loop_lazy_urgent, counted on
+ * the loop's thread), run although nothing else wakes the loop. The server's workers
  * rely on it for the bookkeeping of the replies they wrote themselves (core/reply_take.c): it
  * frees calls that a flow limit may be holding a connection's input for, and that connection
  * is not read meanwhile, so no other event would come.
@@ -34,12 +35,26 @@ static void count_run(struct arpc_loop *loop, struct arpc_loop_job *job)
     sem_post(&((struct counted_job *)job)->ran);
 }
 
-static void test_idle_loop_runs_it(void **state)
+static void urgent(arpc_loop *loop, void *arg)
 {
-    (void)state;
+    (void)arg;
+    arpc_loop_lazy_urgent(loop, 1);
+}
+
+/* A started loop with an owner that needs its flagged lazy jobs run. */
+static arpc_loop *urgent_loop(void)
+{
     arpc_loop *loop;
     assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, urgent, NULL));
+    return loop;
+}
+
+static void test_idle_loop_runs_it(void **state)
+{
+    (void)state;
+    arpc_loop *loop = urgent_loop();
     assert_true(loop_idle_within(loop, TEST_WAIT_MS));
     struct counted_job cj;
     sem_init(&cj.ran, 0, 0);
@@ -54,9 +69,7 @@ static void test_idle_loop_runs_it(void **state)
 static void test_posted_as_the_loop_sleeps(void **state)
 {
     (void)state;
-    arpc_loop *loop;
-    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_loop *loop = urgent_loop();
     struct counted_job cj;
     sem_init(&cj.ran, 0, 0);
     for (int i = 0; i < 20000; i++) {
