@@ -129,7 +129,9 @@ typedef struct arpc_server_options {
     size_t errbuf_len;
     /* Connection limits (docs/SECURITY.md). Each is checked by one sweep per server loop
      * (every second, or a quarter of the shortest timeout if that is sooner), so a timeout
-     * fires up to that much late. Each close is logged with the limit's name and the peer. */
+     * fires up to that much late. Each close is logged with the limit's name and the peer,
+     * within the loop's rate for lines about what peers did (docs/SECURITY.md: beyond it, the
+     * next such line says how many were not logged). */
     uint32_t handshake_timeout_ms; /* a connection that has sent no HELLO this long is closed;
                                     * 0: 10000 */
     uint32_t frame_timeout_ms;     /* a frame whose first byte arrived must be whole within this,
