@@ -939,7 +939,7 @@ static void test_embedded_owner_hooks(void **state)
 
     struct owned_block c = {0};
     arpc_future_init_embedded_held(&c.ob_future, &test_owner, 2);
-    assert_true(arpc_future_complete(&c.ob_future, ARPC_OK, NULL, 0));
+    assert_true(arpc_future_complete_owned(&c.ob_future, ARPC_OK, NULL, 0));
     assert_false(arpc_future_cancel(&c.ob_future)); /* complete: no hook */
     assert_int_equal(0, c.ob_cancels);
     arpc_future_release(&c.ob_future);
