@@ -155,6 +155,7 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
         return ARPC_ENOMEM;
     atomic_init(&loop->l_magic, ARPC_MAGIC_LOOP);
     atomic_init(&loop->l_destroying, false);
+    atomic_init(&loop->l_users, 0);
     if (pthread_mutex_init(&loop->l_mtx, NULL) != 0)
         goto fail;
     if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0)
@@ -386,6 +387,8 @@ static void loop_retire(arpc_loop *loop)
     }
 }
 
+void arpc_loop_users_add(arpc_loop *loop, int delta) { atomic_fetch_add(&loop->l_users, delta); }
+
 void arpc_loop_destroy(arpc_loop *loop)
 {
     if (!loop_live(loop, __func__))
@@ -395,6 +398,14 @@ void arpc_loop_destroy(arpc_loop *loop)
          * the owner running it, and nobody could free it after a callback returns. */
         arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: a wrapped or pollable loop is destroyed by the thread that "
                                  "created it, outside ev_run or arpc_loop_run_nowait; the loop is left as it is");
+        return;
+    }
+    int users = atomic_load(&loop->l_users);
+    if (users > 0) {
+        /* Freeing it would leave them a loop to use after free (the next call, close or
+         * destroy): the loop is leaked instead, and said. */
+        arpc_log(ARPC_LOG_ERROR, "arpc_loop_destroy: %d server(s) or client(s) still use this loop: destroy and close "
+                 "them first; the loop is left as it is", users);
         return;
     }
     /* A second destroy while the first is under way (its final drain, or from one of the

@@ -41,6 +41,7 @@ struct loop_hook {
 struct arpc_loop {
     arpc_magic l_magic;            /* first (base/handle.h): live until loop_free */
     _Atomic bool l_destroying;     /* arpc_loop_destroy was called: a second call is misuse */
+    atomic_int l_users;            /* servers and clients on it that the user made (arpc_loop_users_add) */
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */

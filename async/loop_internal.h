@@ -167,6 +167,10 @@ void arpc_loop_bulk_spend(arpc_loop *loop, size_t n);
  * again before its driver may sleep. */
 void arpc_loop_prepare_due(arpc_loop *loop);
 
+/* A server or client the user put on loop (its options' loop) comes (+1) or has let go of it
+ * for good (-1): arpc_loop_destroy refuses, with an ERROR line, while any is left. Any thread. */
+void arpc_loop_users_add(arpc_loop *loop, int delta);
+
 /* Deadlines currently armed on the loop. */
 size_t arpc_loop_deadline_count(arpc_loop *loop);
 

@@ -184,6 +184,7 @@ static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
 {
     if (user_loop != NULL) {
         c->cl_loop = user_loop;
+        arpc_loop_users_add(user_loop, 1); /* until arpc_client_close */
         /* Only for a loop its waiters run: a started, wrapped or pollable one has a thread or
          * the application's event loop for it, and its calls' futures keep their callback slot
          * (a then() there allocates nothing). */
@@ -315,6 +316,8 @@ int arpc_client_close(arpc_client *c)
     arpc_loop_fence_until_zero(c->cl_loop, &c->cl_live);
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop);
+    else
+        arpc_loop_users_add(c->cl_loop, -1); /* the user's loop may go now */
     client_release(c);
     return ARPC_OK;
 }

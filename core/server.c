@@ -45,6 +45,8 @@ static void server_teardown(arpc_server *s)
     s->sv_cache_ready = false;
     if (s->sv_owns_loop && s->sv_loop != NULL)
         arpc_loop_destroy(s->sv_loop);
+    else if (s->sv_loop != NULL)
+        arpc_loop_users_add(s->sv_loop, -1); /* the user's loop: nothing of ours on it any more */
     s->sv_loop = NULL;
     inflight_fini(s); /* after the loop's last jobs (a reply delivered late still counts down) */
     if (s->sv_pool != NULL)
@@ -210,6 +212,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     }
     if (o.loop != NULL) {
         s->sv_loop = o.loop;
+        arpc_loop_users_add(o.loop, 1); /* until server_teardown */
     } else {
         rc = arpc_loop_create(&s->sv_loop, NULL);
         if (rc == ARPC_OK) {
