@@ -438,6 +438,11 @@ static void jsonrpc_answer_too_large(struct server_conn *sc)
     jsonrpc_answer(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
 }
 
+/* What a request nested deeper than the scan follows is refused with (the scan stops there,
+ * and so would jansson). */
+#define JSONRPC_TOO_DEEP "jsonrpc: request nested deeper than 2048 levels"
+_Static_assert(JSONRPC_SCAN_MAX_DEPTH == 2048, "JSONRPC_TOO_DEEP says 2048");
+
 /* Drops what has arrived of an oversized request. True once it ended (and was answered). */
 static bool jsonrpc_skim_oversized(struct server_conn *sc)
 {
@@ -451,8 +456,9 @@ static bool jsonrpc_skim_oversized(struct server_conn *sc)
     js->js_skimming = false;
     conn->c_skip = 0;
     if (rc != ARPC_OK) {
-        jsonrpc_refuse(sc, rc == ARPC_EPROTO ? "jsonrpc: expected a JSON object"
-                                             : "jsonrpc: request larger than 1 GiB");
+        jsonrpc_refuse(sc, rc != ARPC_EPROTO                                  ? "jsonrpc: request larger than 1 GiB"
+                           : js->js_skim.sk_depth > JSONRPC_SCAN_MAX_DEPTH ? JSONRPC_TOO_DEEP
+                                                                            : "jsonrpc: expected a JSON object");
         return false;
     }
     jsonrpc_answer_too_large(sc);
@@ -486,7 +492,8 @@ size_t jsonrpc_sconn_parse(struct server_conn *sc)
             continue;
         }
         if (rc != ARPC_OK) {
-            jsonrpc_refuse(sc, "jsonrpc: expected a JSON object");
+            jsonrpc_refuse(sc, js->js_scan.js_depth > JSONRPC_SCAN_MAX_DEPTH ? JSONRPC_TOO_DEEP
+                                                                             : "jsonrpc: expected a JSON object");
             return 0;
         }
         const uint8_t *p = conn->c_rbuf + conn->c_rstart;

@@ -85,8 +85,9 @@ static const char *exchange(const char *tail, bool half_close)
     assert_int_equal(0, fd_connect_loopback(fd, addr));
     struct timeval tv = {.tv_sec = WAIT_MS / 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char out[256];
+    static char out[8192];
     int len = snprintf(out, sizeof(out), "%s%s", calls, tail);
+    assert_true(len < (int)sizeof(out));
     assert_int_equal(len, write(fd, out, (size_t)len));
     if (half_close)
         assert_int_equal(0, shutdown(fd, SHUT_WR));
@@ -133,6 +134,16 @@ static void test_malformed_object_after_calls(void **state)
 {
     (void)state;
     expect_answered_then(exchange("{\"method\":]}", false), "jsonrpc: malformed request");
+}
+
+/* Said as what it is, not as "expected a JSON object". */
+static void test_nested_too_deep_after_calls(void **state)
+{
+    (void)state;
+    static char deep[2200];
+    int n = snprintf(deep, sizeof(deep), "{\"params\":");
+    memset(deep + n, '[', sizeof(deep) - 1 - (size_t)n);
+    expect_answered_then(exchange(deep, false), "jsonrpc: request nested deeper than 2048 levels");
 }
 
 static void test_stream_ends_inside_a_request(void **state)
@@ -185,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_garbage_after_calls),
         cmocka_unit_test(test_garbage_after_calls_half_closed),
         cmocka_unit_test(test_malformed_object_after_calls),
+        cmocka_unit_test(test_nested_too_deep_after_calls),
         cmocka_unit_test(test_stream_ends_inside_a_request),
         cmocka_unit_test(test_unanswered_call_bounded_by_stop),
     };
