@@ -542,7 +542,7 @@ static void test_server_limits(void **state)
     assert_string_equal(read_lines(fd, 2), want_big);
     close(fd);
     /* Bad input past the bound (nested deeper than jansson parses) still closes, as before it. */
-    static const char refused[] = "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: expected a JSON object\"}\n";
+    static const char refused[] = "{\"id\":null,\"result\":null,\"error\":\"jsonrpc: request nested deeper than 2048 levels\"}\n";
     static char deep[JSONRPC_DEEP];
     memset(deep, '[', sizeof(deep));
     deep[0] = '{';
