@@ -107,8 +107,21 @@ static bool writer_leave(struct arpc_conn_writer *w, uint32_t handoff)
     return (st & CW_WANTED) != 0;
 }
 
-enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
-                                         size_t *written)
+/* True when the first n bytes of iov end exactly where one iovec ends. */
+static bool ends_between(const struct iovec *iov, int iovcnt, size_t n)
+{
+    for (int i = 0; i < iovcnt && n >= iov[i].iov_len; i++) {
+        n -= iov[i].iov_len;
+        if (n == 0)
+            return true;
+    }
+    return false;
+}
+
+/* whole_frames: each iovec is a frame of its own, so a send that stops between two has cut
+ * none and leaves no rest to hand over. */
+static enum arpc_direct writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
+                                      size_t *written, bool whole_frames)
 {
     struct arpc_conn_writer *w = &conn->c_writer;
     *written = 0;
@@ -128,9 +141,23 @@ enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct io
         *written = len;
         return wanted ? ARPC_DIRECT_ALL_WAKE : ARPC_DIRECT_ALL;
     }
-    writer_leave(w, CW_HANDOFF);
+    /* Cut between two frames: nothing is owed to finish, so the word is let go as after a
+     * whole send (a rest handed over would never come, and CW_HANDOFF would stay for good). */
+    writer_leave(w, whole_frames && ends_between(iov, iovcnt, (size_t)n) ? 0 : CW_HANDOFF);
     *written = (size_t)n;
     return ARPC_DIRECT_PART;
+}
+
+enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
+                                         size_t *written)
+{
+    return writev_direct(conn, iov, iovcnt, len, written, false);
+}
+
+enum arpc_direct arpc_conn_writev_frames_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt,
+                                                size_t len, size_t *written)
+{
+    return writev_direct(conn, iov, iovcnt, len, written, true);
 }
 
 enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *data, size_t len, size_t *written)

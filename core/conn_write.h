@@ -100,6 +100,12 @@ enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *d
  * in one non-blocking sendmsg (a request's header made at the send, then what its call keeps). */
 enum arpc_direct arpc_conn_writev_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt, size_t len,
                                          size_t *written);
+/* As arpc_conn_writev_direct for whole frames, one per iovec (a worker's replies of one take,
+ * core/reply_take.c): a PART that stops exactly between two frames cut none, so it leaves no
+ * rest (nothing to pass to arpc_conn_send_rest) and lets the socket go; the frames not written
+ * go to the loop's queue whole. */
+enum arpc_direct arpc_conn_writev_frames_direct(struct arpc_conn *conn, const struct iovec *iov, int iovcnt,
+                                                size_t len, size_t *written);
 
 /* Loop thread: a thread wrote this connection inline and has left; frames the loop queued
  * meanwhile (it could not take the socket) are flushed now. */

@@ -131,15 +131,22 @@ static void take_anchor_job(arpc_loop *loop, struct arpc_loop_job *job)
                      (loop != NULL && atomic_load(&s->sv_state) == SV_RUNNING && arpc_now_ns() - rm0->rm_made_ns < reply_take_hold_ns);
         if (young) {
             if (loop != NULL && arpc_loop_post_lazy(loop, job) == ARPC_OK) {
-                if (!arpc_deadline_is_armed(&s->sv_take_turn)) {
+                /* Only while running: after the stop's last step nothing would cancel it, and
+                 * the server may be freed on a loop of the user's. */
+                if (atomic_load(&s->sv_state) == SV_RUNNING && !arpc_deadline_is_armed(&s->sv_take_turn)) {
                     arpc_deadline_init(&s->sv_take_turn, take_turn_noop, s);
                     (void)arpc_deadline_arm_after_s(loop, &s->sv_take_turn, (double)reply_take_hold_ns * 1e-9); /* ENOMEM: sv_lazy turns it */
                 }
                 return;
             }
-            /* No loop to come back on: only a write under way can keep us, for one send. */
+            /* No loop to come back on: only a write under way can keep us, for one send (not
+             * the batch's age: that would spin until it passed). */
             while ((top = atomic_load(&b->b_top)) == TAKE_FLUSHING)
                 ;
+            if (top == TAKE_FLUSHED)
+                continue;
+            if (atomic_compare_exchange_weak(&b->b_top, &top, TAKE_STOLEN))
+                break;
             continue;
         }
         if (atomic_compare_exchange_weak(&b->b_top, &top, TAKE_STOLEN))
@@ -190,7 +197,7 @@ static void reply_take_flush(struct reply_take *t)
         len += rms[i]->rm_len;
     }
     size_t left = 0;
-    enum arpc_direct how = arpc_conn_writev_direct(&sc->sc_conn, iov, (int)n, len, &left);
+    enum arpc_direct how = arpc_conn_writev_frames_direct(&sc->sc_conn, iov, (int)n, len, &left);
     for (unsigned i = 0; i < n; i++) {
         size_t mine = left < rms[i]->rm_len ? left : rms[i]->rm_len;
         left -= mine;
@@ -233,8 +240,11 @@ static bool take_open(struct reply_take *t, arpc_server *s, struct server_conn *
     rm->rm_batch = b;
     arpc_loop_job_init(&rm->rm_job, take_anchor_job);
     atomic_fetch_add(&s->sv_replying, 1);
+    /* Lazily while the loop works (it takes the job at this iteration's end); a loop going to
+     * sleep is woken, else the anchor's first look, which arms the steal's deadline, would wait
+     * for its next event (a slow handler later in the take would hold this reply meanwhile). */
     bool ok = atomic_load(&s->sv_state) != SV_STOPPED && !arpc_loop_on_thread(s->sv_loop) &&
-              arpc_loop_post_lazy(s->sv_loop, &rm->rm_job) == ARPC_OK;
+              arpc_loop_post_lazy_awake(s->sv_loop, &rm->rm_job) == ARPC_OK;
     if (ok && atomic_load(&s->sv_state) != SV_RUNNING)
         arpc_loop_kick(s->sv_loop); /* a stop waits for this request: see server_loop_hand */
     atomic_fetch_sub(&s->sv_replying, 1);
