@@ -339,7 +339,7 @@ bool arpc_future_cancel(arpc_future *f)
         struct future_alone *a = future_alone(f);
         if (a->fa_on_cancel != NULL)
             a->fa_on_cancel(f, a->fa_arg);
-    } else {
+    } else if (f->f_owner->fo_on_cancel != NULL) {
         f->f_owner->fo_on_cancel(f, NULL);
     }
     future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */

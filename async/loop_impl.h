@@ -50,7 +50,7 @@ struct arpc_loop {
      * slows the posters' CAS on l_lane. */
     ARPC_CACHELINE_GAP(l_asleep_gap0);
     atomic_bool l_asleep;
-    atomic_bool l_lazy_soon;       /* lazy jobs must not wait for another event: arpc_loop_lazy_soon */
+    atomic_uint l_lazy_soon;       /* LAZY_SOON_*: lazy jobs must not wait for another event */
     atomic_int l_lazy_urgent;      /* owners that need that now (arpc_loop_lazy_urgent) */
     ARPC_CACHELINE_GAP(l_asleep_gap1);
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */

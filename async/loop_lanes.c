@@ -92,11 +92,16 @@ struct loop_task {
 
 static void loop_give_back(arpc_loop *loop);
 
+/* l_lazy_soon's bits: a lazy job was posted that must not wait through a poll while an owner
+ * needs that (arpc_loop_lazy_soon), or at all (arpc_loop_post_lazy_awake). */
+#define LAZY_SOON_IF_URGENT 1u
+#define LAZY_SOON_ALWAYS 2u
+
 static void loop_run_lazy(arpc_loop *loop)
 {
     /* Before the take: a job pushed after it comes with a flag of its own (arpc_loop_lazy_soon). */
-    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed))
-        atomic_store(&loop->l_lazy_soon, false);
+    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed) != 0)
+        atomic_store(&loop->l_lazy_soon, 0);
     if (arpc_stack_is_empty(&loop->l_lazy))
         return;
     for (ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lazy), *next; e != NULL; e = next) {
@@ -134,11 +139,14 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
-    /* Seq-cst, then the flag: a poster of lazy jobs that must not wait (arpc_loop_lazy_soon)
-     * either sees l_asleep and wakes the loop, or is seen here (Dekker's pattern). */
+    /* Seq-cst, then the flag: a poster of lazy jobs that must not wait (arpc_loop_lazy_soon,
+     * arpc_loop_post_lazy_awake) either sees l_asleep and wakes the loop, or is seen here
+     * (Dekker's pattern). */
     atomic_store(&loop->l_asleep, true);
-    if (atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0 &&
-        atomic_load_explicit(&loop->l_lazy_soon, memory_order_seq_cst) && atomic_exchange(&loop->l_lazy_soon, false))
+    unsigned soon = atomic_load(&loop->l_lazy_soon);
+    if (((soon & LAZY_SOON_ALWAYS) ||
+         ((soon & LAZY_SOON_IF_URGENT) && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0)) &&
+        atomic_exchange(&loop->l_lazy_soon, 0) != 0)
         loop_wake(loop);
     loop_awake_leave(loop);
 }
@@ -156,7 +164,7 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lane);
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
-    atomic_init(&loop->l_lazy_soon, false);
+    atomic_init(&loop->l_lazy_soon, 0);
     atomic_init(&loop->l_lazy_urgent, 0);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
     ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
@@ -315,10 +323,25 @@ void arpc_loop_lazy_soon(arpc_loop *loop)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return; /* closing: its final drain runs them */
-    atomic_store(&loop->l_lazy_soon, true);
-    if (atomic_load(&loop->l_asleep) && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0)
+    atomic_fetch_or(&loop->l_lazy_soon, LAZY_SOON_IF_URGENT);
+    /* A pollable loop is never marked asleep between its steps (the application polls its fd
+     * outside them): woken whenever an owner needs it. */
+    if (atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0 &&
+        (atomic_load(&loop->l_asleep) || loop->l_poll != NULL))
         loop_wake(loop);
     arpc_entry_leave(&loop->l_entry);
+}
+
+int arpc_loop_post_lazy_awake(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    if (!arpc_entry_enter(&loop->l_entry))
+        return ARPC_ESHUTDOWN;
+    arpc_stack_push(&loop->l_lazy, &job->j_link);
+    atomic_fetch_or(&loop->l_lazy_soon, LAZY_SOON_ALWAYS);
+    if (atomic_load(&loop->l_asleep) || loop->l_poll != NULL)
+        loop_wake(loop);
+    arpc_entry_leave(&loop->l_entry);
+    return ARPC_OK;
 }
 
 struct arpc_log_throttle *arpc_loop_peer_log(arpc_loop *loop) { return &loop->l_peer_log; }

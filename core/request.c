@@ -322,6 +322,8 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
          * the stop's first step drains it or we see the stop and wake the loop. */
         if (lazy && state != SV_RUNNING)
             arpc_loop_kick(s->sv_loop);
+        else if (lazy) /* it may free a held connection's input: not for ever */
+            arpc_loop_lazy_soon(s->sv_loop);
         if (stopped != NULL && state == SV_STOPPED)
             *stopped = true;
     }

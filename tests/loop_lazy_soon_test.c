@@ -10,6 +10,11 @@
  * - Posted while the loop goes to its poll, 20,000 times (the flag against the loop's last
  *   prepare watcher, Dekker's pattern): every job runs. A loop that could miss the flag would
  *   sleep through one of them for good.
+ * - A pollable loop, which is never marked asleep between the application's steps: its fd
+ *   becomes readable for the job (the first fix looked at l_asleep alone: the poll below timed
+ *   out).
+ * - arpc_loop_post_lazy_awake: the same without any owner's need (a take's first reply waiting
+ *   for the loop's first look, core/reply_take.c), idle and as the loop goes to its poll.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +22,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <semaphore.h>
 
 #include "arpc/error.h"
@@ -82,11 +88,59 @@ static void test_posted_as_the_loop_sleeps(void **state)
     sem_destroy(&cj.ran);
 }
 
+static void test_pollable_loop_woken(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    arpc_loop_options o = {.pollable = true};
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, &o));
+    int timeout = 0;
+    assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout));
+    arpc_loop_lazy_urgent(loop, 1); /* the owner's thread: a step's own */
+    struct counted_job cj;
+    sem_init(&cj.ran, 0, 0);
+    arpc_loop_job_init(&cj.job, count_run);
+    assert_int_equal(ARPC_OK, arpc_loop_post_lazy(loop, &cj.job));
+    arpc_loop_lazy_soon(loop);
+    struct pollfd p = {.fd = arpc_loop_fd(loop), .events = POLLIN};
+    assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS)); /* woken, not left for its next event */
+    for (;;) {
+        assert_int_equal(ARPC_OK, arpc_loop_run_nowait(loop, &timeout));
+        if (sem_trywait(&cj.ran) == 0)
+            break;
+        if (timeout != 0)
+            assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS));
+    }
+    arpc_loop_lazy_urgent(loop, -1);
+    arpc_loop_destroy(loop);
+    sem_destroy(&cj.ran);
+}
+
+static void test_post_lazy_awake(void **state)
+{
+    (void)state;
+    arpc_loop *loop; /* no owner needs anything: only the job's own flag wakes it */
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_true(loop_idle_within(loop, TEST_WAIT_MS));
+    struct counted_job cj;
+    sem_init(&cj.ran, 0, 0);
+    for (int i = 0; i < 20000; i++) {
+        arpc_loop_job_init(&cj.job, count_run);
+        assert_int_equal(ARPC_OK, arpc_loop_post_lazy_awake(loop, &cj.job));
+        assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S));
+    }
+    arpc_loop_destroy(loop);
+    sem_destroy(&cj.ran);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_loop_runs_it),
         cmocka_unit_test(test_posted_as_the_loop_sleeps),
+        cmocka_unit_test(test_pollable_loop_woken),
+        cmocka_unit_test(test_post_lazy_awake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
