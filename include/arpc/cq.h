@@ -17,6 +17,11 @@
  * arpc_cq_trynext() until it returns ARPC_EAGAIN. The fd may, rarely, be readable when a
  * racing consumer has just emptied the queue; arpc_cq_trynext() then returns ARPC_EAGAIN
  * and clears it, so a poll loop never spins. Never read or close the fd yourself.
+ * The fd says when calls complete, not what makes them complete: a call of a client on a
+ * caller-driven loop (created and never started, arpc/loop.h) completes only while some
+ * thread runs that loop, so polling this fd alone waits for nothing. Start the client's loop,
+ * use the default client (a loop thread of its own), make the loop pollable and poll its fd
+ * too (arpc_loop_fd, arpc_loop_run_nowait), or let arpc_cq_next drive it.
  * The fd is made readable when the queue goes from empty to not empty, not once per entry
  * (a write per completion would cost the producer a system call each): level-triggered
  * watches (poll, epoll without EPOLLET, libev) may take any number of entries per wake-up,
