@@ -239,6 +239,7 @@ static bool take_open(struct reply_take *t, arpc_server *s, struct server_conn *
     b->b_anchor = rm;
     rm->rm_batch = b;
     arpc_loop_job_init(&rm->rm_job, take_anchor_job);
+    size_t len = rm->rm_len; /* once posted, the loop may steal, deliver and free rm at once */
     atomic_fetch_add(&s->sv_replying, 1);
     /* Lazily while the loop works (it takes the job at this iteration's end); a loop going to
      * sleep is woken, else the anchor's first look, which arms the steal's deadline, would wait
@@ -257,7 +258,7 @@ static bool take_open(struct reply_take *t, arpc_server *s, struct server_conn *
     t->t_conn = sc;
     t->t_batch = b;
     t->t_n = 1;
-    t->t_bytes = rm->rm_len;
+    t->t_bytes = len;
     arpc_actor_at_take_end(reply_take_end, t);
     return true;
 }
@@ -277,6 +278,7 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm)
     if (t->t_batch == NULL)
         return more && take_open(t, s, sc, rm); /* alone in its take: the one reply's way */
     struct take_batch *b = t->t_batch;
+    size_t len = rm->rm_len; /* once pushed, the loop may steal the batch and free rm */
     struct reply_msg *top = atomic_load(&b->b_top);
     do {
         if (top == TAKE_STOLEN) { /* the loop took the batch: this one goes the ordinary way */
@@ -287,7 +289,7 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm)
         rm->rm_take_next = top;
     } while (!atomic_compare_exchange_weak(&b->b_top, &top, rm));
     t->t_n++;
-    t->t_bytes += rm->rm_len;
+    t->t_bytes += len;
     if (!more)
         reply_take_flush(t);
     return true;
