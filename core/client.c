@@ -66,21 +66,38 @@ void client_set_error(arpc_client *c, int code, const char *why)
     pthread_mutex_unlock(&c->cl_err_mtx);
 }
 
-char *client_unreachable_why(arpc_client *c, size_t *len)
+/* "lead: the last error" (fmt's two %s), copied for a call's result; NULL with nothing
+ * recorded (unless always) or no memory. */
+static char *client_why(arpc_client *c, const char *fmt, const char *lead, bool always, size_t *len)
 {
-    char why[CLIENT_WHY_MAX + 32];
+    char why[CLIENT_WHY_MAX + 320];
     int n = 0;
     *len = 0;
-    if (atomic_load(&c->cl_state) == CL_READY)
-        return NULL;
     pthread_mutex_lock(&c->cl_err_mtx); /* a failure's path, off the per-call one */
     if (c->cl_err_code != ARPC_OK && c->cl_err_text[0] != '\0')
-        n = snprintf(why, sizeof(why), "no connection to the server: %s", c->cl_err_text);
+        n = snprintf(why, sizeof(why), fmt, lead, c->cl_err_text);
+    else if (always)
+        n = snprintf(why, sizeof(why), "%s", lead);
     pthread_mutex_unlock(&c->cl_err_mtx);
+    if (n >= (int)sizeof(why))
+        n = (int)sizeof(why) - 1;
     char *text = n > 0 ? arpc_text_copy(why, (size_t)n) : NULL;
     if (text != NULL)
         *len = (size_t)n;
     return text;
+}
+
+char *client_unreachable_why(arpc_client *c, size_t *len)
+{
+    *len = 0;
+    if (atomic_load(&c->cl_state) == CL_READY)
+        return NULL;
+    return client_why(c, "%s: %s", "no connection to the server", false, len);
+}
+
+char *client_lost_why(arpc_client *c, const char *why, size_t *len)
+{
+    return client_why(c, "%s (%s)", why, true, len);
 }
 
 int arpc_client_last_error(arpc_client *c, char *buf, size_t len)

@@ -226,6 +226,8 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
      * attempt): the code alone cannot tell a server down from a configuration to mend. */
     if (status == ARPC_EUNREACHABLE && data == NULL)
         data = client_unreachable_why(c, &len);
+    else if (status == ARPC_ECONNLOST && data == NULL) /* the loss, at least (call_finish_lost) */
+        data = client_lost_why(c, CALL_LOST, &len);
     call->cc_finished = true;
     call_disarm(call);
     if (call->cc_waiting)
@@ -253,7 +255,7 @@ void call_on_deadline(struct client_call *call)
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
         /* Its give-up time: no connection came back for it (it is waiting). */
-        call_finish(call, sent ? ARPC_ECONNLOST : ARPC_EUNREACHABLE, NULL, 0);
+        call_finish_lost(call, CALL_LOST_GAVE_UP); /* never sent: ARPC_EUNREACHABLE */
         return;
     }
     /* Its deadline. Never sent and no connection: it could not reach the server. */
@@ -386,6 +388,21 @@ int call_ended_code(const struct client_call *call, int reason)
     if (!call->cc_sent) /* it never reached a server: it did not run */
         return reason == ARPC_ECONNLOST ? ARPC_EUNREACHABLE : reason;
     return reason == ARPC_ESHUTDOWN ? ARPC_ECANCELLED : ARPC_ECONNLOST;
+}
+
+const char *call_not_resent_why(const arpc_client *c, const struct client_call *call)
+{
+    if (!c->cl_reconnect)
+        return CALL_LOST_NO_RECONNECT;
+    return call->cc_semantics == ARPC_NO_RETRY && call->cc_sent ? CALL_LOST_NO_RETRY : NULL;
+}
+
+void call_finish_lost(struct client_call *call, const char *why)
+{
+    int code = call_ended_code(call, ARPC_ECONNLOST);
+    size_t len = 0;
+    void *data = code == ARPC_ECONNLOST ? client_lost_why(call->cc_client, why, &len) : NULL;
+    call_finish(call, code, data, len);
 }
 
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)

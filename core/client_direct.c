@@ -229,8 +229,9 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_mark_sent(call);
         call->cc_reached = true; /* it left whole on that connection */
     }
-    if (!c->cl_reconnect || (call->cc_semantics == ARPC_NO_RETRY && call->cc_sent))
-        call_finish(call, call_ended_code(call, ARPC_ECONNLOST), NULL, 0);
+    const char *why = call_not_resent_why(c, call);
+    if (why != NULL)
+        call_finish_lost(call, why);
     else
         resend_wait(c, call); /* sent again, or, never whole, for the first time */
 }

@@ -320,6 +320,10 @@ void client_set_error(arpc_client *c, int code, const char *why);
  * server: " and the last attempt's failure, as the call's result (arpc_malloc'd, NUL after
  * *len); NULL with a connection, nothing recorded, or no memory (the code alone). Any thread. */
 char *client_unreachable_why(arpc_client *c, size_t *len);
+/* A call ending ARPC_ECONNLOST: why its outcome could not be settled (why: which of the
+ * causes client.h lists), then the connection's loss as recorded, in parentheses; as
+ * client_unreachable_why's (NULL without memory). Any thread. */
+char *client_lost_why(arpc_client *c, const char *why, size_t *len);
 
 /* client_api.c */
 /* Hands job to the client's loop as arpc_loop_post does (the same outcome and errors), in

@@ -103,23 +103,24 @@ void resend_seq_done(arpc_client *c, uint64_t seq)
 
 /* ---- connected ---- */
 
-/* May this call, sent before, be sent to the server we are now connected to? */
-static bool resend_is_safe(const arpc_client *c, const struct client_call *call)
+/* May this call, sent before, be sent to the server we are now connected to? NULL if so, else
+ * why not (CALL_LOST_...). */
+static const char *resend_unsafe_why(const arpc_client *c, const struct client_call *call)
 {
     if (!call->cc_sent || call->cc_semantics == ARPC_AT_LEAST_ONCE)
-        return true; /* never reached a server, or may run twice by contract */
+        return NULL; /* never reached a server, or may run twice by contract */
     if (call->cc_semantics != ARPC_AT_MOST_ONCE)
-        return false;
+        return CALL_LOST_NO_RETRY;
     if (!(c->cl_server_flags & ARPC_HELLO_DEDUP) || c->cl_epoch == 0 || call->cc_epoch_gen != c->cl_epoch_gen)
-        return false; /* this server does not remember the call */
+        return CALL_LOST_FORGOTTEN; /* this server does not remember the call */
     if (c->cl_server_expiry_s != 0) {
         uint64_t keep_ns = (uint64_t)c->cl_server_expiry_s * 1000000000ull / EXPIRY_MARGIN_DEN * EXPIRY_MARGIN_NUM;
         /* Ticks truncate: the age is counted one tick long, to err on the safe side. */
         uint64_t ticks = (uint32_t)(call_tick(arpc_now_ns()) - call->cc_sent_tick) + 1ull;
         if (ticks << CALL_TICK_SHIFT >= keep_ns)
-            return false; /* it may have forgotten us meanwhile */
+            return CALL_LOST_EXPIRED; /* it may have forgotten us meanwhile */
     }
-    return true;
+    return NULL;
 }
 
 /* Calls cancelled while they waited whose cancel's job has not reached the loop (none could be
@@ -147,10 +148,11 @@ void calls_on_connected(arpc_client *c)
     struct client_call *call;
     while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
-        if (resend_is_safe(c, call))
+        const char *why = resend_unsafe_why(c, call);
+        if (why == NULL)
             call_send(call, 0);
         else
-            call_finish(call, ARPC_ECONNLOST, NULL, 0);
+            call_finish_lost(call, why);
     }
 }
 
@@ -186,8 +188,9 @@ void calls_on_conn_lost(arpc_client *c)
         qsort(calls, k, sizeof(*calls), by_order);
         for (size_t i = 0; i < k; i++) {
             /* One never sent waits for the next connection, whatever its semantics. */
-            if (!c->cl_reconnect || (calls[i]->cc_semantics == ARPC_NO_RETRY && calls[i]->cc_sent))
-                call_finish(calls[i], call_ended_code(calls[i], ARPC_ECONNLOST), NULL, 0);
+            const char *why = call_not_resent_why(c, calls[i]);
+            if (why != NULL)
+                call_finish_lost(calls[i], why);
             else
                 resend_wait(c, calls[i]);
         }

@@ -46,6 +46,27 @@ void call_on_deadline(struct client_call *call);
  * connection (ARPC_ECONNLOST says "may have run"). Else one that says it may have run:
  * ARPC_ECANCELLED for the client's close (ARPC_ESHUTDOWN), ARPC_ECONNLOST otherwise. */
 int call_ended_code(const struct client_call *call, int reason);
+
+/* Why a call sent on a connection since lost ends ARPC_ECONNLOST rather than being sent
+ * again: the first words of its result (client_lost_why adds the loss itself). */
+#define CALL_LOST_NO_RETRY "sent, then its connection was lost; ARPC_NO_RETRY: not sent again, so it may or may not have run"
+#define CALL_LOST_NO_RECONNECT                                                                                   \
+    "sent, then its connection was lost, and the client does not reconnect (no_reconnect): it may or may not have run"
+#define CALL_LOST_GAVE_UP                                                                                        \
+    "sent, then its connection was lost, and none came back within reconnect_give_up_ms: it may or may not have run"
+#define CALL_LOST_FORGOTTEN                                                                                      \
+    "sent, then its connection was lost, and the server reached again does not remember the call (it restarted " \
+    "without a reply log, or keeps no at-most-once replies): it may or may not have run"
+#define CALL_LOST_EXPIRED                                                                                        \
+    "sent, then its connection was lost for longer than the server keeps an idle client's replies: it may or " \
+    "may not have run"
+#define CALL_LOST "sent, then its connection was lost: it may or may not have run"
+/* A call whose connection was lost: why it cannot wait to be sent again (no reconnecting, or
+ * sent and ARPC_NO_RETRY), or NULL when it waits for the next connection. */
+const char *call_not_resent_why(const arpc_client *c, const struct client_call *call);
+/* Ends the call as call_ended_code(call, ARPC_ECONNLOST) says, with why (CALL_LOST_...) and
+ * the connection's loss as its result when that is ARPC_ECONNLOST. */
+void call_finish_lost(struct client_call *call, const char *why);
 /* Sends the call on the current connection; now_ns: a clock read just made (its budget is
  * counted from it), or 0 to read one. */
 void call_send(struct client_call *call, uint64_t now_ns);

@@ -234,6 +234,9 @@ static void test_semantics_over_a_cut(void **state)
     cut_proxy_cut(px.proxy);
     /* The no-retry call's outcome is unknown at once; the others are sent again. */
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(fs[2], 10000));
+    const char *why = arpc_future_data(fs[2], NULL);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "ARPC_NO_RETRY"));
     /* At-least-once runs a second time (not numbered); at-most-once attaches. */
     assert_true(latch_wait(4, TEST_WAIT_MS));
     for (int i = 0; i < 8; i++)

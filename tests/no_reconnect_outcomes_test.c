@@ -109,6 +109,10 @@ static void test_unsent_calls_did_not_run(void **state)
         int st = arpc_future_wait_for(f[i], TEST_WAIT_MS);
         if (st == ARPC_ECONNLOST) {
             assert_int_equal(0, unsent); /* none sent after one that was not */
+            const char *why = (const char *)arpc_future_data(f[i], NULL);
+            assert_non_null(why); /* which cause, and the loss */
+            assert_non_null(strstr(why, "does not reconnect (no_reconnect)"));
+            assert_non_null(strstr(why, "(connection to "));
             lost++;
         }
         else {

@@ -231,6 +231,9 @@ static void test_restart_without_log_is_unknown(void **state)
     server_proc_kill(&sp);
     assert_true(server_proc_start(&sp, addr, "-", SERVER_PROC_POOL));
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 20000));
+    const char *why = arpc_future_data(f, NULL);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "does not remember the call"));
     arpc_future_release(f);
     token = 9;
     assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 20000));

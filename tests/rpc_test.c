@@ -644,6 +644,9 @@ static void test_server_process_killed(void **state)
     /* Sent, and the server never came back: the outcome is unknown. */
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 10000));
     assert_true(now_ms() - t0 < 10000);
+    const char *why = arpc_future_data(f, NULL);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "reconnect_give_up_ms"));
     arpc_future_release(f);
     waitpid(pid, NULL, 0);
     arpc_client_close(c);
