@@ -59,9 +59,10 @@ struct arpc_conn_ops {
      * wholly written (base and release as queued): bytes the peer never had all of. It must
      * not touch the connection. */
     void (*on_unwritten)(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
-    /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE). The owner may queue a last
-     * frame (e.g. GOAWAY); the connection then stops reading and closes once it is written. */
-    void (*on_bad_input)(struct arpc_conn *conn, int reason);
+    /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE); why: what was wrong, in
+     * words safe for a log (core/frame_fault.c). The owner may queue a last frame (e.g.
+     * GOAWAY); the connection then stops reading and closes once it is written. */
+    void (*on_bad_input)(struct arpc_conn *conn, int reason, const char *why);
     /* Optional: the connection held its own input for a reason of its own
      * (ARPC_CONN_HOLD_BACKLOG or ARPC_CONN_HOLD_BYTES), e.g. to count or log it. */
     void (*on_held)(struct arpc_conn *conn, unsigned reason);

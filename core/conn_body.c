@@ -75,7 +75,7 @@ void conn_body_advance(struct arpc_conn *conn, size_t n)
     int rc = arpc_frame_decode_split(conn->c_body_head, conn->c_body, conn->c_max_body, &f);
     if (rc != ARPC_OK) {
         conn_body_done(conn);
-        conn_bad_input(conn, rc);
+        conn_bad_input(conn, rc, conn->c_body_head, sizeof(conn->c_body_head));
         return;
     }
     conn->c_body_offered = true;

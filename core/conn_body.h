@@ -30,7 +30,8 @@ void conn_body_fini(struct arpc_conn *conn);
 /* A decoded frame goes up: PINGs are answered, PONGs only count as input, the owner sees the
  * rest. */
 void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f);
-/* Bad input (ARPC_EPROTO or ARPC_ETOOLARGE): logged, the owner told, the connection closed. */
-void conn_bad_input(struct arpc_conn *conn, int rc);
+/* Bad input (ARPC_EPROTO or ARPC_ETOOLARGE) in the frame whose first len bytes are at frame:
+ * logged with what was wrong, the owner told, the connection closed. */
+void conn_bad_input(struct arpc_conn *conn, int rc, const uint8_t *frame, size_t len);
 
 #endif

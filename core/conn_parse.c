@@ -6,6 +6,8 @@
  */
 #include "core/conn.h"
 
+#include <stdio.h>
+
 #include "arpc/error.h"
 #include "base/log.h"
 #include "core/conn_body.h"
@@ -47,12 +49,17 @@ static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
     return ARPC_OK;
 }
 
-void conn_bad_input(struct arpc_conn *conn, int rc)
+void conn_bad_input(struct arpc_conn *conn, int rc, const uint8_t *frame, size_t len)
 {
-    peer_log(conn->c_loop, conn_fault_log_level(conn),
-             "closing the connection with %s: %s (%s)", conn->c_peer, arpc_strerror(rc), arpc_errname(rc));
+    char why[160];
+    if (rc == ARPC_ETOOLARGE)
+        snprintf(why, sizeof(why), "frame larger than this side accepts (%u bytes)", conn->c_max_body);
+    else
+        arpc_frame_fault_text(frame, len, why, sizeof(why));
+    peer_log(conn->c_loop, conn_fault_log_level(conn), "closing the connection with %s: %s (%s): %s", conn->c_peer,
+             arpc_strerror(rc), arpc_errname(rc), why);
     if (conn->c_ops->on_bad_input != NULL) {
-        conn->c_ops->on_bad_input(conn, rc);
+        conn->c_ops->on_bad_input(conn, rc, why);
         arpc_conn_close_after_flush(conn, rc);
     } else {
         arpc_conn_close(conn, rc);
@@ -95,7 +102,7 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
         if (rc == ARPC_EAGAIN)
             return conn_body_begin(conn, need) ? ARPC_FRAME_HEADER_SIZE : need;
         if (rc != ARPC_OK) {
-            conn_bad_input(conn, rc);
+            conn_bad_input(conn, rc, conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart);
             return 0;
         }
         conn->c_rstart += used;

@@ -76,26 +76,43 @@ static int64_t kind_min_body(unsigned kind)
     }
 }
 
-/* Judges the header bytes present in buf[0..len) (len may be below the header size).
- * Returns ARPC_OK when nothing seen so far is wrong; sets *total once the length is known. */
+/* Judges the header bytes present in buf[0..len) (len may be below the header size): the first
+ * fault seen, or ARPC_FAULT_NONE when nothing seen so far is wrong. */
+static enum arpc_frame_fault header_fault(const uint8_t *buf, size_t len, uint32_t max_body)
+{
+    if ((len > HDR_MAGIC0 && buf[HDR_MAGIC0] != MAGIC0) || (len > HDR_MAGIC1 && buf[HDR_MAGIC1] != MAGIC1))
+        return ARPC_FAULT_MAGIC;
+    if (len > HDR_VERSION && buf[HDR_VERSION] != ARPC_PROTO_VERSION)
+        return ARPC_FAULT_VERSION;
+    if (len > HDR_KIND && kind_min_body(buf[HDR_KIND]) < 0)
+        return ARPC_FAULT_KIND;
+    if (len < HDR_XID)
+        return ARPC_FAULT_NONE;
+    uint32_t body_len = le_ld32(buf + HDR_BODY_LEN);
+    /* A body too short for its kind's fixed fields is malformed whatever the limit. */
+    if ((int64_t)body_len < kind_min_body(buf[HDR_KIND]))
+        return ARPC_FAULT_SHORT;
+    return body_len > max_body ? ARPC_FAULT_TOO_LARGE : ARPC_FAULT_NONE;
+}
+
+enum arpc_frame_fault arpc_frame_header_fault(const uint8_t *buf, size_t len)
+{
+    return header_fault(buf, len, UINT32_MAX);
+}
+
+int64_t arpc_frame_kind_min_body(uint8_t kind) { return kind_min_body(kind); }
+
+/* header_fault as a result code; sets *total once the length is known and sound. */
 static int check_header(const uint8_t *buf, size_t len, uint32_t max_body, uint64_t *total)
 {
-    if (len > HDR_MAGIC0 && buf[HDR_MAGIC0] != MAGIC0)
-        return ARPC_EPROTO;
-    if (len > HDR_MAGIC1 && buf[HDR_MAGIC1] != MAGIC1)
-        return ARPC_EPROTO;
-    if (len > HDR_VERSION && buf[HDR_VERSION] != ARPC_PROTO_VERSION)
-        return ARPC_EPROTO;
-    if (len > HDR_KIND && kind_min_body(buf[HDR_KIND]) < 0)
+    enum arpc_frame_fault fault = header_fault(buf, len, max_body);
+    if (fault == ARPC_FAULT_TOO_LARGE)
+        return ARPC_ETOOLARGE;
+    if (fault != ARPC_FAULT_NONE)
         return ARPC_EPROTO;
     if (len < HDR_XID)
         return ARPC_OK;
     uint32_t body_len = le_ld32(buf + HDR_BODY_LEN);
-    /* A body too short for its kind's fixed fields is malformed whatever the limit. */
-    if ((int64_t)body_len < kind_min_body(buf[HDR_KIND]))
-        return ARPC_EPROTO;
-    if (body_len > max_body)
-        return ARPC_ETOOLARGE;
     uint64_t t = ARPC_FRAME_HEADER_SIZE + (uint64_t)body_len;
 #if SIZE_MAX < UINT64_MAX
     /* Where size_t is 32 bits, such a frame could never be buffered. */

@@ -136,6 +136,27 @@ int arpc_frame_decode(const uint8_t *buf, size_t len, uint32_t max_body, struct 
  * *out is untouched on error. */
 int arpc_frame_decode_split(const uint8_t *header, const uint8_t *body, uint32_t max_body, struct arpc_frame *out);
 
+/* What is wrong with a frame's header, first fault first (the order arpc_frame_decode judges
+ * in); a frame whose header is sound and which was still refused ARPC_EPROTO has a body that
+ * contradicts its own fixed fields (core/frame_fault.c says which, by kind). */
+enum arpc_frame_fault {
+    ARPC_FAULT_NONE,      /* nothing wrong in the bytes present */
+    ARPC_FAULT_MAGIC,     /* not an arpc frame */
+    ARPC_FAULT_VERSION,   /* another protocol version */
+    ARPC_FAULT_KIND,      /* no such frame kind */
+    ARPC_FAULT_SHORT,     /* a body shorter than its kind's fixed fields */
+    ARPC_FAULT_TOO_LARGE, /* over a limit (arpc_frame_header_fault never says so: no limit) */
+};
+enum arpc_frame_fault arpc_frame_header_fault(const uint8_t *buf, size_t len);
+/* The fixed fields' size a kind's body starts with, or -1 for an unknown kind. */
+int64_t arpc_frame_kind_min_body(uint8_t kind);
+/* A frame arpc_frame_decode refused ARPC_EPROTO, in words for a log line or a GOAWAY (peer
+ * bytes appear only as numbers): buf holds its first len bytes. Writes at most cap bytes, NUL
+ * included; returns out. core/frame_fault.c. */
+char *arpc_frame_fault_text(const uint8_t *buf, size_t len, char *out, size_t cap);
+/* The name of a frame kind ("REQUEST", ...), or "unknown". */
+const char *arpc_frame_kind_name(uint8_t kind);
+
 /* The header's kind, xid and body length, unjudged: for a frame arpc_frame_decode refused
  * with ARPC_ETOOLARGE (its magic, version and kind were checked), whose body the receiver
  * skips. ARPC_EAGAIN while buf holds less than a header, else ARPC_OK. */

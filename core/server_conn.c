@@ -138,11 +138,9 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
 
-static void sconn_on_bad_input(struct arpc_conn *conn, int reason)
+static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
-    sconn_send_goaway(conn, reason,
-                      reason == ARPC_ETOOLARGE ? "frame larger than the server accepts"
-                                               : "malformed frame or unsupported protocol version");
+    sconn_send_goaway(conn, reason, why);
 }
 
 /* A request over max_frame: that call alone is answered ARPC_ETOOLARGE (it did not run) and
@@ -283,11 +281,12 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
              * in its next process, numbering from 1: it must then start afresh. */
             arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key, sc->sc_incarnation != 0);
         return;
-    default:
-        peer_log(conn->c_loop, ARPC_LOG_WARN, "closing the connection from %s: unexpected frame kind %u from a client",
-                 conn->c_peer, f->f_kind);
-        arpc_conn_close(conn, ARPC_EPROTO);
+    default: { /* REPLY, ERROR: a server's frames */
+        char why[64];
+        snprintf(why, sizeof(why), "a client sent a %s frame (a server's)", arpc_frame_kind_name(f->f_kind));
+        sconn_refuse(conn, why); /* said, not just an EOF */
         return;
+    }
     }
 }
 

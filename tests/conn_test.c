@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -49,6 +50,7 @@ struct fx {
     size_t max_rcap;          /* largest read buffer seen during on_frame */
     const uint8_t *last_big_payload; /* where the last frame read apart (core/conn_body.c) lay */
     int closes, close_reason, bad_inputs, bad_reason;
+    char bad_why[160];        /* on_bad_input's words */
     bool in_frame;
     uint64_t close_at_xid;    /* on_frame of this xid closes with ARPC_ECANCELLED */
     bool goaway_on_bad_input; /* on_bad_input queues a GOAWAY */
@@ -113,11 +115,12 @@ static void on_close(struct arpc_conn *conn, int reason)
     fx->close_reason = reason;
 }
 
-static void on_bad_input(struct arpc_conn *conn, int reason)
+static void on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
     struct fx *fx = conn->c_owner;
     fx->bad_inputs++;
     fx->bad_reason = reason;
+    snprintf(fx->bad_why, sizeof(fx->bad_why), "%s", why);
     if (fx->goaway_on_bad_input)
         CHECK(arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, reason, "bye", 3) == ARPC_OK);
 }
@@ -490,6 +493,7 @@ static void test_malformed_header_with_bad_input_hook(void **state)
     assert_int_equal(1, fx.frames);
     assert_int_equal(1, fx.bad_inputs);
     assert_int_equal(ARPC_EPROTO, fx.bad_reason);
+    assert_string_equal("not an arpc frame (not arpc's magic)", fx.bad_why);
     assert_int_equal(ARPC_EPROTO, fx.close_reason);
     /* The peer gets the GOAWAY, then EOF. */
     uint8_t in[256];
@@ -541,8 +545,10 @@ static void test_oversized_body(void **state)
         assert_int_equal(1, fx.frames);
         assert_int_equal(ARPC_ETOOLARGE, fx.close_reason);
         assert_int_equal(hook, fx.bad_inputs);
-        if (hook)
+        if (hook) {
             assert_int_equal(ARPC_ETOOLARGE, fx.bad_reason);
+            assert_string_equal("frame larger than this side accepts (1024 bytes)", fx.bad_why);
+        }
         fx_fini(&fx);
     }
 }

@@ -601,6 +601,52 @@ static void test_malformed_bodies(void **state)
     expect_body_rc(ARPC_FRAME_HELLO, ARPC_HELLO_BODY_SIZE_EXT + ARPC_HELLO_TOKEN_FIXED, 8, ARPC_HELLO_TOKEN, ARPC_OK);
 }
 
+/* What a refused frame is called in the log and the GOAWAY: the decoder's verdict named, a
+ * stranger on an arpc port recognised; never more than the room given. */
+static void expect_fault(const uint8_t *buf, size_t len, const char *words)
+{
+    struct arpc_frame f;
+    size_t used;
+    assert_int_equal(ARPC_EPROTO, arpc_frame_decode(buf, len, UINT32_MAX, &f, &used, NULL));
+    char text[160];
+    arpc_frame_fault_text(buf, len, text, sizeof(text));
+    if (strstr(text, words) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", text, words);
+}
+
+static void test_fault_text(void **state)
+{
+    (void)state;
+    uint8_t buf[1024];
+    size_t n = valid_request(buf);
+    buf[0] = 0x16, buf[1] = 0x03; /* a TLS ClientHello's record header */
+    expect_fault(buf, n, "TLS handshake");
+    expect_fault((const uint8_t *)"GET / HTTP/1.1\r\n", 16, "an HTTP request");
+    expect_fault((const uint8_t *)"{\"jsonrpc\":\"2.0\"}", 17, "JSON");
+    n = valid_request(buf);
+    buf[1] = 'X';
+    expect_fault(buf, n, "not an arpc frame (not arpc's magic)");
+    n = valid_request(buf);
+    buf[2] = 2;
+    expect_fault(buf, n, "protocol version 2; this side speaks 1");
+    n = valid_request(buf);
+    buf[3] = 10;
+    expect_fault(buf, n, "unknown frame kind 10");
+    expect_fault(buf, frame_with(buf, ARPC_FRAME_REQUEST, 5, 20, 1), "REQUEST frame's body of 5 bytes is shorter than its fixed fields");
+    expect_fault(buf, frame_with(buf, ARPC_FRAME_ONEWAY, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0), "ONEWAY frame's method name length");
+    expect_fault(buf, frame_with(buf, ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1), "GOAWAY frame's message runs past its body");
+    expect_fault(buf, frame_with(buf, ARPC_FRAME_HELLO, ARPC_HELLO_BODY_SIZE, 8, ARPC_HELLO_TOKEN), "HELLO frame promises a token");
+    /* Cut to the room given, NUL included. */
+    n = valid_request(buf);
+    buf[3] = 10;
+    char small[8];
+    arpc_frame_fault_text(buf, n, small, sizeof(small));
+    assert_string_equal("unknown", small);
+    assert_string_equal("REPLY", arpc_frame_kind_name(ARPC_FRAME_REPLY));
+    assert_string_equal("unknown", arpc_frame_kind_name(0));
+    assert_string_equal("unknown", arpc_frame_kind_name(200));
+}
+
 /* Extra bytes after the fixed fields of HELLO, and after the message of ERROR / GOAWAY, are
  * ignored; reserved fields are ignored; request flags are reported. */
 static void test_forward_compatible_bytes(void **state)
@@ -982,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_stream_random_chunks),
         cmocka_unit_test(test_malformed_header),
         cmocka_unit_test(test_malformed_bodies),
+        cmocka_unit_test(test_fault_text),
         cmocka_unit_test(test_forward_compatible_bytes),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_peek_header),

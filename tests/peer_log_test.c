@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "arpc/log.h"
@@ -140,14 +142,68 @@ static void test_oversized_method_not_logged(void **state)
     struct raw_frame f;
     assert_true(raw_read(r, &f, false)); /* sent after the line was logged */
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
+    assert_int_equal(ARPC_EPROTO, f.f.f_code);
+    static const char said[] = "REQUEST frame's method name length is 0, over 255, or past its body";
+    assert_int_equal(sizeof(said) - 1, f.f.f_msg_len);
+    assert_memory_equal(said, f.f.f_msg, sizeof(said) - 1);
 
     char *line = only_line_with("closing the connection");
     assert_null(strstr(line, "evil"));
+    assert_non_null(strstr(line, said)); /* the log says what the client was told */
     free(line);
     raw_close(r);
     free(r);
     free(frame);
     free(name);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    log_capture_clear();
+}
+
+/* A server's frame from a client (a REPLY) is refused with words, as bad input is: a GOAWAY
+ * naming it, then EOF; and bytes that are not arpc at all (an HTTP request on the port) are
+ * logged as such. */
+static void test_wrong_frames_named(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = server_up(addr, sizeof(addr));
+    struct raw_client *r = malloc(sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect(r, addr, 1));
+    log_capture_clear();
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + 2];
+    size_t n = arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, 5, 2);
+    memcpy(frame + n, "hi", 2);
+    assert_true(raw_send(r, frame, sizeof(frame)));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
+    assert_int_equal(ARPC_EPROTO, f.f.f_code);
+    static const char said[] = "a client sent a REPLY frame (a server's)";
+    assert_int_equal(sizeof(said) - 1, f.f.f_msg_len);
+    assert_memory_equal(said, f.f.f_msg, sizeof(said) - 1);
+    int pings;
+    assert_true(raw_wait_eof(r, &pings));
+    char *line = only_line_with("closing the connection");
+    assert_non_null(strstr(line, said));
+    free(line);
+    raw_close(r);
+
+    /* Not arpc: an HTTP client on the port, its request in the HELLO's place. */
+    log_capture_clear();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(0, fd_connect_loopback(fd, addr));
+    static const char get[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(sizeof(get) - 1, write(fd, get, sizeof(get) - 1));
+    char sink[256];
+    while (read(fd, sink, sizeof(sink)) > 0) /* the server's HELLO and GOAWAY, then EOF */
+        ;
+    close(fd);
+    line = only_line_with("closing the connection");
+    assert_non_null(strstr(line, "not an arpc frame (an HTTP request)"));
+    free(line);
+    free(r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     log_capture_clear();
 }
@@ -177,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_escape_rules),
         cmocka_unit_test_no_leak(test_unknown_method_name_escaped),
         cmocka_unit_test_no_leak(test_oversized_method_not_logged),
+        cmocka_unit_test_no_leak(test_wrong_frames_named),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     log_capture_clear();
