@@ -104,6 +104,12 @@ static int decode_checked(const uint8_t *buf, size_t len, uint32_t max_body, siz
         check_views(&f, buf, *consumed);
         check_reencode(&f);
     }
+    if (rc == ARPC_EPROTO) { /* its words: within their room, printable (they go to logs) */
+        char why[160];
+        arpc_frame_fault_text(buf, len, why, sizeof(why));
+        for (const char *p = why; *p != '\0'; p++)
+            CHECK(*p >= 0x20 && *p <= 0x7e);
+    }
     return rc;
 }
 
