@@ -227,7 +227,7 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
     if (status == ARPC_EUNREACHABLE && data == NULL)
         data = client_unreachable_why(c, &len);
     else if (status == ARPC_ECONNLOST && data == NULL) /* the loss, at least (call_finish_lost) */
-        data = client_lost_why(c, CALL_LOST, &len);
+        data = client_lost_why(c, c->cl_reconnect ? CALL_LOST : CALL_LOST_NO_RECONNECT, &len);
     call->cc_finished = true;
     call_disarm(call);
     if (call->cc_waiting)
