@@ -54,6 +54,7 @@ struct arpc_jsonrpc_client {
                             * freed: close frees the client once it is 0 */
     arpc_loop *jc_loop;
     bool jc_owns_loop;
+    bool jc_on_user_loop; /* counted in the user's loop (arpc_loop_users_add) until freed */
     uint32_t jc_max_frame;
     int64_t jc_default_deadline_ms;
     _Atomic uint64_t jc_next_id;
@@ -441,6 +442,8 @@ static void client_free(arpc_jsonrpc_client *c)
     arpc_u64_map_fini(&c->jc_calls);
     if (c->jc_owns_loop)
         arpc_loop_destroy(c->jc_loop);
+    else if (c->jc_on_user_loop)
+        arpc_loop_users_add(c->jc_loop, -1); /* the user's loop may go now */
     arpc_handle_poison(c);
     arpc_free(c);
 }
@@ -470,6 +473,8 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
     int rc = arpc_u64_map_init(&c->jc_calls, 64);
     if (rc == ARPC_OK && o.loop != NULL) {
         c->jc_loop = o.loop;
+        c->jc_on_user_loop = true;
+        arpc_loop_users_add(o.loop, 1); /* until client_free: arpc_loop_destroy refuses meanwhile */
     } else if (rc == ARPC_OK && (rc = arpc_loop_create(&c->jc_loop, NULL)) == ARPC_OK) {
         c->jc_owns_loop = true;
         rc = arpc_loop_start(c->jc_loop);

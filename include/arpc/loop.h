@@ -160,8 +160,8 @@ ARPC_API int arpc_loop_submit(arpc_loop *loop, arpc_task_fn fn, void *arg);
 ARPC_API void arpc_loop_stop(arpc_loop *loop);
 
 /* Stops the loop, waits for its thread (when started with arpc_loop_start) and frees it.
- * While servers or clients made on it (their options' loop) are not yet destroyed and
- * closed, it logs an error and does nothing (the loop is left, not freed under them).
+ * While servers or clients made on it (their options' loop; JSON-RPC clients too) are not yet
+ * destroyed and closed, it logs an error and does nothing (the loop is left, not freed under them).
  * Callable from any thread, but a wrapped or pollable loop only from the thread that created
  * it, outside ev_run or a step (anywhere else it logs an error and does nothing; see above).
  * Called from the loop thread (inside a task), the free is deferred
