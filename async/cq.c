@@ -131,6 +131,10 @@ static bool cq_only_completing_left(arpc_cq *cq)
     return completing > 0 && completing == (uint32_t)t && atomic_load(&cq->cq_count) <= 0;
 }
 
+/* A consumer waits inside the completer while only the completer's calls are left: it must be
+ * woken to be refused ("Waking the refused"). */
+static bool cq_refused_inside(arpc_cq *cq) { return atomic_load(&cq->cq_inside) > 0 && cq_only_completing_left(cq); }
+
 /* ---- eventfd ---- */
 
 static void cq_signal(arpc_cq *cq)
@@ -151,14 +155,14 @@ static void cq_clear(arpc_cq *cq)
     (void)n;
     /* Seq-cst: ordered after the read, like the producer's count++ before its write. A
      * consumer inside the completer must see its refusal ("Waking the refused"). */
-    if (atomic_load(&cq->cq_count) > 0 || (atomic_load(&cq->cq_inside) > 0 && cq_only_completing_left(cq)))
+    if (atomic_load(&cq->cq_count) > 0 || cq_refused_inside(cq))
         cq_signal(cq);
 }
 
 /* After a change of the tally: see "Waking the refused" in the design notes. */
 static void cq_wake_inside(arpc_cq *cq)
 {
-    if (atomic_load(&cq->cq_inside) > 0 && cq_only_completing_left(cq))
+    if (cq_refused_inside(cq))
         cq_signal(cq);
 }
 

@@ -319,16 +319,25 @@ void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
 
 void arpc_loop_lazy_urgent(arpc_loop *loop, int delta) { atomic_fetch_add_explicit(&loop->l_lazy_urgent, delta, memory_order_relaxed); }
 
+/* Inside the loop's entry: the lazy jobs must not wait for the loop's next event (bit:
+ * LAZY_SOON_*, seen by the loop before it sleeps), and a loop asleep is woken, unless the bit
+ * asks that only while an owner counts the wait as urgent (read after the flag is set). */
+static void lazy_soon_mark(arpc_loop *loop, unsigned bit)
+{
+    atomic_fetch_or(&loop->l_lazy_soon, bit);
+    if (bit == LAZY_SOON_IF_URGENT && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) <= 0)
+        return;
+    /* A pollable loop is never marked asleep between its steps (the application polls its fd
+     * outside them): woken whenever an owner needs it. */
+    if (atomic_load(&loop->l_asleep) || loop->l_poll != NULL)
+        loop_wake(loop);
+}
+
 void arpc_loop_lazy_soon(arpc_loop *loop)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return; /* closing: its final drain runs them */
-    atomic_fetch_or(&loop->l_lazy_soon, LAZY_SOON_IF_URGENT);
-    /* A pollable loop is never marked asleep between its steps (the application polls its fd
-     * outside them): woken whenever an owner needs it. */
-    if (atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0 &&
-        (atomic_load(&loop->l_asleep) || loop->l_poll != NULL))
-        loop_wake(loop);
+    lazy_soon_mark(loop, LAZY_SOON_IF_URGENT);
     arpc_entry_leave(&loop->l_entry);
 }
 
@@ -337,9 +346,7 @@ int arpc_loop_post_lazy_awake(arpc_loop *loop, struct arpc_loop_job *job)
     if (!arpc_entry_enter(&loop->l_entry))
         return ARPC_ESHUTDOWN;
     arpc_stack_push(&loop->l_lazy, &job->j_link);
-    atomic_fetch_or(&loop->l_lazy_soon, LAZY_SOON_ALWAYS);
-    if (atomic_load(&loop->l_asleep) || loop->l_poll != NULL)
-        loop_wake(loop);
+    lazy_soon_mark(loop, LAZY_SOON_ALWAYS);
     arpc_entry_leave(&loop->l_entry);
     return ARPC_OK;
 }
