@@ -71,6 +71,33 @@ static arpc_server *server_up(char *addr, size_t addrlen)
     return s;
 }
 
+/* A raw client connected to addr (its HELLO exchanged), the log cleared: free it after
+ * raw_close. */
+static struct raw_client *raw_up(const char *addr)
+{
+    struct raw_client *r = malloc(sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect(r, addr, 1));
+    log_capture_clear();
+    return r;
+}
+
+/* The next frame is a GOAWAY ARPC_EPROTO saying said, and the server logged the close with the
+ * same words. */
+static void expect_refused_saying(struct raw_client *r, const char *said)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false)); /* sent after the line was logged */
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
+    assert_int_equal(ARPC_EPROTO, f.f.f_code);
+    assert_int_equal(strlen(said), f.f.f_msg_len);
+    assert_memory_equal(said, f.f.f_msg, strlen(said));
+    char *line = only_line_with("closing the connection");
+    assert_null(strstr(line, "evil")); /* none of the peer's bytes */
+    assert_non_null(strstr(line, said));
+    free(line);
+}
+
 /* A one-way message to a method named with 255 hostile bytes is logged as dropped: one line,
  * printable, the name escaped and cut with "...". A request to it gets an error whose message
  * (which may reach the client's log) is escaped the same way. */
@@ -79,13 +106,10 @@ static void test_unknown_method_name_escaped(void **state)
     (void)state;
     char addr[256];
     arpc_server *s = server_up(addr, sizeof(addr));
-    struct raw_client *r = malloc(sizeof(*r));
-    assert_non_null(r);
-    assert_true(raw_connect(r, addr, 1));
+    struct raw_client *r = raw_up(addr);
     uint8_t name[ARPC_METHOD_MAX + 1];
     fill_hostile(name, ARPC_METHOD_MAX);
     name[ARPC_METHOD_MAX] = '\0';
-    log_capture_clear();
 
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + ARPC_METHOD_MAX];
     size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_ONEWAY, 0, 0, 0, 0, (const char *)name,
@@ -121,10 +145,7 @@ static void test_oversized_method_not_logged(void **state)
     (void)state;
     char addr[256];
     arpc_server *s = server_up(addr, sizeof(addr));
-    struct raw_client *r = malloc(sizeof(*r));
-    assert_non_null(r);
-    assert_true(raw_connect(r, addr, 1));
-    log_capture_clear();
+    struct raw_client *r = raw_up(addr);
 
     enum { NAME_LEN = 10 * 1024, METHOD_LEN_AT = ARPC_FRAME_HEADER_SIZE + 8 + 8 + 4 /* seq, ack, deadline */ };
     size_t size = arpc_frame_request_size(1, NAME_LEN - 1);
@@ -139,18 +160,7 @@ static void test_oversized_method_not_logged(void **state)
     frame[METHOD_LEN_AT] = NAME_LEN & 0xff;
     frame[METHOD_LEN_AT + 1] = NAME_LEN >> 8;
     assert_true(raw_send(r, frame, n));
-    struct raw_frame f;
-    assert_true(raw_read(r, &f, false)); /* sent after the line was logged */
-    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
-    assert_int_equal(ARPC_EPROTO, f.f.f_code);
-    static const char said[] = "REQUEST frame's method name length is 0, over 255, or past its body";
-    assert_int_equal(sizeof(said) - 1, f.f.f_msg_len);
-    assert_memory_equal(said, f.f.f_msg, sizeof(said) - 1);
-
-    char *line = only_line_with("closing the connection");
-    assert_null(strstr(line, "evil"));
-    assert_non_null(strstr(line, said)); /* the log says what the client was told */
-    free(line);
+    expect_refused_saying(r, "REQUEST frame's method name length is 0, over 255, or past its body");
     raw_close(r);
     free(r);
     free(frame);
@@ -167,26 +177,14 @@ static void test_wrong_frames_named(void **state)
     (void)state;
     char addr[256];
     arpc_server *s = server_up(addr, sizeof(addr));
-    struct raw_client *r = malloc(sizeof(*r));
-    assert_non_null(r);
-    assert_true(raw_connect(r, addr, 1));
-    log_capture_clear();
+    struct raw_client *r = raw_up(addr);
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + 2];
     size_t n = arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, 5, 2);
     memcpy(frame + n, "hi", 2);
     assert_true(raw_send(r, frame, sizeof(frame)));
-    struct raw_frame f;
-    assert_true(raw_read(r, &f, false));
-    assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
-    assert_int_equal(ARPC_EPROTO, f.f.f_code);
-    static const char said[] = "a client sent a REPLY frame (a server's)";
-    assert_int_equal(sizeof(said) - 1, f.f.f_msg_len);
-    assert_memory_equal(said, f.f.f_msg, sizeof(said) - 1);
+    expect_refused_saying(r, "a client sent a REPLY frame (a server's)");
     int pings;
     assert_true(raw_wait_eof(r, &pings));
-    char *line = only_line_with("closing the connection");
-    assert_non_null(strstr(line, said));
-    free(line);
     raw_close(r);
 
     /* Not arpc: an HTTP client on the port, its request in the HELLO's place. */
@@ -200,7 +198,7 @@ static void test_wrong_frames_named(void **state)
     while (read(fd, sink, sizeof(sink)) > 0) /* the server's HELLO and GOAWAY, then EOF */
         ;
     close(fd);
-    line = only_line_with("closing the connection");
+    char *line = only_line_with("closing the connection");
     assert_non_null(strstr(line, "not an arpc frame (an HTTP request)"));
     free(line);
     free(r);
