@@ -23,49 +23,8 @@
 #include <cmocka.h>
 
 #include "arpc/arpc.h"
+#include "support/hold_gate.h"
 #include "support/test_util.h"
-
-static arpc_request *_Atomic held;
-static sem_t held_sem; /* posted as t.hold's request arrives */
-static sem_t gate_sem; /* lets t.gate answer: its then() must be attached while it is pending */
-
-static void h_hold(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_store(&held, req);
-    sem_post(&held_sem);
-}
-
-static void h_gate(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    sem_wait_secs(&gate_sem, TEST_WAIT_S);
-    arpc_reply(req, "g", 1);
-}
-
-static arpc_server *server;
-static char addr[256];
-
-static int setup(void **state)
-{
-    (void)state;
-    sem_init(&held_sem, 0, 0);
-    sem_init(&gate_sem, 0, 0);
-    if (arpc_server_create(&server, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.hold", h_hold, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.gate", h_gate, NULL, NULL) != ARPC_OK)
-        return -1;
-    return arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr)) == ARPC_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    arpc_server_destroy(server);
-    sem_destroy(&held_sem);
-    sem_destroy(&gate_sem);
-    return 0;
-}
 
 /* The consumer inside the loop, and what its wait returned. */
 struct sleeper {
@@ -105,7 +64,7 @@ static bool round_refused(arpc_client *c)
     arpc_future *trigger = arpc_call_async(c, "t.gate", "e", 1, TEST_WAIT_MS);
     assert_non_null(trigger);
     assert_int_equal(arpc_future_then(trigger, wait_inside, &s), ARPC_OK);
-    sem_post(&gate_sem); /* the then() runs on the loop's thread */
+    hold_gate_open(); /* the then() runs on the loop's thread */
 
     /* The sleeper is in its poll: other is still to come, so it was not refused. */
     assert_true(WAIT_UNTIL(atomic_load(&s.tid) != 0 && thread_in_poll(atomic_load(&s.tid))));
@@ -128,8 +87,7 @@ static bool round_refused(arpc_client *c)
     arpc_future_release(other);
 
     /* The held call is answered and its entry comes out as usual. */
-    assert_true(sem_wait_secs(&held_sem, TEST_WAIT_S));
-    assert_int_equal(arpc_reply(atomic_exchange(&held, NULL), "ok", 2), ARPC_OK);
+    assert_int_equal(arpc_reply(hold_gate_held(), "ok", 2), ARPC_OK);
     assert_int_equal(arpc_cq_next_for(s.cq, TEST_WAIT_MS, &got, &tag), ARPC_OK);
     assert_ptr_equal(got, held_call);
     assert_ptr_equal(tag, &tag_held);
@@ -146,7 +104,7 @@ static void test_sleeper_refused_after_other_taken(void **state)
 {
     (void)state;
     arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    assert_int_equal(arpc_client_connect(&c, hold_gate_addr, NULL), ARPC_OK);
     int refused = 0;
     for (int round = 0; round < 50 && refused < 3; round++)
         refused += round_refused(c);
@@ -159,5 +117,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sleeper_refused_after_other_taken),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, hold_gate_setup, hold_gate_teardown);
 }

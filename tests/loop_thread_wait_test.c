@@ -25,59 +25,14 @@
 #include <cmocka.h>
 
 #include "arpc/arpc.h"
+#include "support/hold_gate.h"
 #include "support/test_util.h"
-
-static arpc_request *_Atomic held;
-static sem_t held_sem; /* posted as t.hold's request arrives */
-
-static void h_hold(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    atomic_store(&held, req);
-    sem_post(&held_sem);
-}
-
-/* Answers once the test posts gate_sem: the call whose then() waits must still be pending when
- * the then() is attached, or the callback would run on the test's thread, not the loop's. */
-static sem_t gate_sem;
-
-static void h_gate(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    sem_wait_secs(&gate_sem, TEST_WAIT_S);
-    arpc_reply(req, "g", 1);
-}
-
-static arpc_server *server;
-static char addr[256];
-
-static int setup(void **state)
-{
-    (void)state;
-    sem_init(&held_sem, 0, 0);
-    sem_init(&gate_sem, 0, 0);
-    if (arpc_server_create(&server, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.echo", test_echo, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.hold", h_hold, NULL, NULL) != ARPC_OK ||
-        arpc_server_register(server, "t.gate", h_gate, NULL, NULL) != ARPC_OK)
-        return -1;
-    return arpc_server_listen(server, "tcp://127.0.0.1:0", addr, sizeof(addr)) == ARPC_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    arpc_server_destroy(server);
-    sem_destroy(&held_sem);
-    sem_destroy(&gate_sem);
-    return 0;
-}
 
 /* What the callback saw, waiting for the held call from the loop thread. */
 struct inside {
     arpc_future *held_call;  /* pending: its reply needs this loop */
     arpc_future *other_call; /* NULL, or a call another loop completes */
-    arpc_cq *cq;             /* held_call attached (tag &held), and other_call (tag &other) */
+    arpc_cq *cq;             /* held_call attached (tag &held_call), and other_call (tag &other) */
     int wait, wait_for, wait_all, wait_any, poll_after, other;
     int cq_other, cq_next, cq_next_for; /* cq_other: ARPC_OK when other_call came out of cq */
     sem_t done;
@@ -141,10 +96,9 @@ static void check_refused_then_answer(struct inside *in)
     assert_int_equal(in->cq_other, ARPC_OK);
     assert_int_equal(in->cq_next, ARPC_EBUSY);
     assert_int_equal(in->cq_next_for, ARPC_EBUSY);
-    assert_true(sem_wait_secs(&held_sem, TEST_WAIT_S));
-    assert_int_equal(arpc_reply(atomic_exchange(&held, NULL), "ok", 2), ARPC_OK);
+    assert_int_equal(arpc_reply(hold_gate_held(), "ok", 2), ARPC_OK);
     /* Its entry was kept, and comes out once the loop has delivered it. */
-    assert_int_equal(cq_take(in->cq, in->held_call, &held, TEST_WAIT_MS), ARPC_OK);
+    assert_int_equal(cq_take(in->cq, in->held_call, &in->held_call, TEST_WAIT_MS), ARPC_OK);
 }
 
 /* Makes the held call and, on the same client, a call whose then() waits for it. */
@@ -154,13 +108,13 @@ static void start_calls(arpc_client *c, struct inside *in, arpc_future **trigger
     in->held_call = arpc_call_async(c, "t.hold", "h", 1, TEST_WAIT_MS);
     assert_non_null(in->held_call);
     assert_int_equal(arpc_cq_create(&in->cq), ARPC_OK);
-    assert_int_equal(arpc_cq_attach(in->cq, in->held_call, &held), ARPC_OK);
+    assert_int_equal(arpc_cq_attach(in->cq, in->held_call, &in->held_call), ARPC_OK);
     if (in->other_call != NULL)
         assert_int_equal(arpc_cq_attach(in->cq, in->other_call, &in->other), ARPC_OK);
     *trigger = arpc_call_async(c, "t.gate", "e", 1, TEST_WAIT_MS);
     assert_non_null(*trigger);
     assert_int_equal(arpc_future_then(*trigger, wait_inside, in), ARPC_OK);
-    sem_post(&gate_sem); /* now it may complete: on the loop's thread */
+    hold_gate_open(); /* now it may complete: on the loop's thread */
 }
 
 static void finish_calls(struct inside *in, arpc_future *trigger)
@@ -178,7 +132,7 @@ static void refused_on_loop(arpc_loop *loop)
 {
     arpc_client_options co = {.loop = loop};
     arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    assert_int_equal(arpc_client_connect(&c, hold_gate_addr, &co), ARPC_OK);
     struct inside in = {0};
     arpc_future *trigger;
     start_calls(c, &in, &trigger);
@@ -193,8 +147,8 @@ static void test_own_loop_thread(void **state)
 {
     (void)state;
     arpc_client *c, *other;
-    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
-    assert_int_equal(arpc_client_connect(&other, addr, NULL), ARPC_OK);
+    assert_int_equal(arpc_client_connect(&c, hold_gate_addr, NULL), ARPC_OK);
+    assert_int_equal(arpc_client_connect(&other, hold_gate_addr, NULL), ARPC_OK);
     struct inside in = {0};
     in.other_call = arpc_call_async(other, "t.echo", "o", 1, TEST_WAIT_MS);
     assert_non_null(in.other_call);
@@ -266,5 +220,5 @@ int main(void)
         cmocka_unit_test(test_shared_started_loop),
         cmocka_unit_test(test_pollable_loop_step),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, hold_gate_setup, hold_gate_teardown);
 }
