@@ -8,7 +8,11 @@
  * requests sent meanwhile pile up in the worker's mailbox (a pool of one), and the worker
  * takes them all at once when the first handler returns. The server's handlers_in_flight says
  * when all of them were dispatched.
+ *
+ * sendmsg is interposed for one case (cut_once): the first gathered send of more than one
+ * iovec is given only its first, as a socket with room for exactly one reply would take it.
  */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +22,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -27,6 +33,17 @@
 #include "support/test_util.h"
 
 #define N 32 /* requests in the take: under TAKE_MAX */
+
+static atomic_int cut_once = 0;
+ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (m->msg_iovlen > 1 && atomic_exchange(&cut_once, 0)) {
+        struct msghdr m2 = *m;
+        m2.msg_iovlen = 1; /* the socket "took" exactly the first reply */
+        return syscall(SYS_sendmsg, fd, &m2, flags);
+    }
+    return syscall(SYS_sendmsg, fd, m, flags);
+}
 
 static sem_t gate_open, read_one;
 static atomic_uint waits_in_vain; /* h_reply_then_wait's waits that ran out */
@@ -215,6 +232,33 @@ static void test_a_take_cut_short(void **state)
     reply_take_hold_ns = hold;
 }
 
+/* A take's gathered send that the socket takes exactly up to a reply's end: no frame was cut,
+ * so there is no rest to hand to the loop, and the socket must be let go
+ * (arpc_conn_writev_frames_direct). On the old code the send counted as a cut: the word kept
+ * CW_HANDOFF for a rest that never came, nothing wrote the connection again, and the replies
+ * after the cut never arrived (2 of 9 read). */
+static void test_a_take_cut_at_a_reply_boundary(void **state)
+{
+    (void)state;
+    uint64_t hold = reply_take_hold_ns;
+    reply_take_hold_ns = UINT64_MAX / 2; /* the batch leaves from its worker */
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    static struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    enum { M = 8 };
+    pile_up(s, &r, "t.echo", M);
+    atomic_store(&cut_once, 1);
+    assert_int_equal(0, sem_post(&gate_open));
+    bool seen[M + 2] = {0};
+    for (unsigned i = 0; i < M + 1; i++)
+        read_reply(&r, seen, M + 1);
+    assert_int_equal(0, atomic_load(&cut_once)); /* the cut happened */
+    raw_close(&r);
+    destroy_server(s);
+    reply_take_hold_ns = hold;
+}
+
 /* The client goes away while the worker holds and writes its take's replies: each is dropped
  * or written, exactly once, and nothing leaks (the counting allocator, ASan). */
 static void test_peer_leaves_during_a_take(void **state)
@@ -237,6 +281,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_a_take_leaves_from_its_worker),
         cmocka_unit_test_no_leak(test_a_reply_never_waits_on_its_handler),
         cmocka_unit_test_no_leak(test_a_take_cut_short),
+        cmocka_unit_test_no_leak(test_a_take_cut_at_a_reply_boundary),
         cmocka_unit_test_no_leak(test_peer_leaves_during_a_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
