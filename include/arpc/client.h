@@ -217,7 +217,12 @@ ARPC_API int arpc_client_close(arpc_client *c);
  * may be NULL to discard it. So free *reply whenever it is not NULL, whatever the outcome
  * (arpc_free(NULL) does nothing); an empty ARPC_OK reply may still be a buffer, with
  * *reply_len 0. A message is followed by a NUL byte not counted in *reply_len
- * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above). */
+ * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above).
+ * From a handler, it blocks the handler's thread: a call back to the handler's own server
+ * needs another thread there to run it, so from an inline_on_loop handler (the loop cannot
+ * read the request), or one whose pool has one worker or whose method runs on one actor
+ * (nothing else can run it), it waits until its deadline (for ever without one). There, use
+ * arpc_call_async with arpc_future_then and reply from the callback. */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
                        void **reply, size_t *reply_len, int64_t deadline_ms);
 

@@ -263,7 +263,9 @@ typedef uint64_t (*arpc_key_fn)(const void *data, size_t len, void *ctx);
 typedef struct arpc_method_options {
     arpc_actor *actor;        /* run every call of the method on this actor, one at a time */
     arpc_actor_group *group;  /* or spread them over this group (default: the server's pool) */
-    bool inline_on_loop;      /* or run them on the loop thread: only for handlers that never block */
+    bool inline_on_loop;      /* or run them on the loop thread: only for handlers that never block
+                               * (a blocking arpc_call from one stalls every connection of the
+                               * loop, and one to this server waits until its deadline) */
     arpc_key_fn key;          /* with a group (or the pool): calls with equal keys run on the same
                                * actor, in arrival order (arpc_actor_group_post_key), so per-key
                                * state needs no lock; other keys run in parallel. Not with actor
