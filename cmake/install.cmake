@@ -62,13 +62,17 @@ set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})
 install(EXPORT arpcStaticTargets NAMESPACE arpc:: FILE arpcStaticTargets.cmake
   DESTINATION ${ARPC_CMAKE_DIR})
-configure_package_config_file(cmake/arpcConfig.cmake.in ${CMAKE_BINARY_DIR}/arpcConfig.cmake
+# The files made for the install go to a directory of their own: in the build tree's top they
+# looked usable from there (PKG_CONFIG_PATH=build, arpc_DIR=build) and were not (their paths
+# are the installed ones). arpc-uninstalled.pc (below) is the build tree's.
+set(ARPC_FOR_INSTALL ${CMAKE_BINARY_DIR}/for-install)
+configure_package_config_file(cmake/arpcConfig.cmake.in ${ARPC_FOR_INSTALL}/arpcConfig.cmake
   INSTALL_DESTINATION ${ARPC_CMAKE_DIR})
 # SameMinorVersion while the major is 0: 0.2.x serves find_package(arpc 0.2), but 0.3 may have
 # broken the ABI (docs/ABI.md), so it must not. From 1.0 on this becomes SameMajorVersion.
-write_basic_package_version_file(${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
+write_basic_package_version_file(${ARPC_FOR_INSTALL}/arpcConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
-install(FILES ${CMAKE_BINARY_DIR}/arpcConfig.cmake ${CMAKE_BINARY_DIR}/arpcConfigVersion.cmake
+install(FILES ${ARPC_FOR_INSTALL}/arpcConfig.cmake ${ARPC_FOR_INSTALL}/arpcConfigVersion.cmake
   DESTINATION ${ARPC_CMAKE_DIR})
 
 # arpc.pc: the prefix found from the .pc file's own place (${pcfiledir}, as many levels up as the
@@ -90,5 +94,11 @@ foreach(kind LIBDIR INCLUDEDIR)
     set(ARPC_PC_${kind} "\${prefix}/${rel}")
   endif()
 endforeach()
-configure_file(arpc.pc.in arpc.pc @ONLY)
-install(FILES ${CMAKE_BINARY_DIR}/arpc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+configure_file(arpc.pc.in ${ARPC_FOR_INSTALL}/arpc.pc @ONLY)
+install(FILES ${ARPC_FOR_INSTALL}/arpc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# arpc-uninstalled.pc: arpc from this build tree, before any install. pkg-config takes
+# NAME-uninstalled.pc before NAME.pc from the same path, so PKG_CONFIG_PATH=<build dir> builds a
+# program against these headers and this libarpc.so (with an rpath to it).
+configure_file(arpc-uninstalled.pc.in ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in @ONLY)
+file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc INPUT ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in)
