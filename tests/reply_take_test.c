@@ -259,6 +259,32 @@ static void test_a_take_cut_at_a_reply_boundary(void **state)
     reply_take_hold_ns = hold;
 }
 
+/* No memory for a take's batch (24 bytes: its stack, its count, its anchor): the reply that
+ * would have opened it goes the ordinary way (the loop's lane), the next one opens the batch,
+ * and every reply arrives once. */
+static void test_a_take_without_memory_for_its_batch(void **state)
+{
+    (void)state;
+    uint64_t hold = reply_take_hold_ns;
+    reply_take_hold_ns = UINT64_MAX / 2;
+    char addr[256];
+    arpc_server *s = make_server(addr, sizeof(addr));
+    test_alloc_sized_install(); /* both allocators are malloc's: blocks may cross */
+    static struct raw_client r;
+    assert_true(raw_connect(&r, addr, 0));
+    pile_up(s, &r, "t.echo", N);
+    test_alloc_fail_next(24, 25); /* the take's first reply, the gate's, opens its batch */
+    assert_int_equal(0, sem_post(&gate_open));
+    bool seen[N + 2] = {0};
+    for (unsigned i = 0; i < N + 1; i++)
+        read_reply(&r, seen, N + 1);
+    assert_int_equal(1, test_alloc_sized_failed());
+    raw_close(&r);
+    destroy_server(s);
+    test_alloc_install();
+    reply_take_hold_ns = hold;
+}
+
 /* The client goes away while the worker holds and writes its take's replies: each is dropped
  * or written, exactly once, and nothing leaks (the counting allocator, ASan). */
 static void test_peer_leaves_during_a_take(void **state)
@@ -283,6 +309,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_a_take_cut_short),
         cmocka_unit_test_no_leak(test_a_take_cut_at_a_reply_boundary),
         cmocka_unit_test_no_leak(test_peer_leaves_during_a_take),
+        cmocka_unit_test(test_a_take_without_memory_for_its_batch), /* last: it swaps allocators */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
