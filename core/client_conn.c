@@ -213,8 +213,9 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
      * a tcp:// client is told that it may be one. */
     const char *tls_hint = strncmp(c->cl_target.t_addr, "tcp://", 6) == 0 ? "; a tls:// server?" : "";
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
-        snprintf(why, len, "peer at %s is not an arpc server (its first bytes are not an arpc HELLO%s)",
-                 c->cl_target.t_addr, tls_hint);
+        /* The bytes' own words (core/frame_fault.c: TLS, HTTP, another version, ...). */
+        snprintf(why, len, "peer at %.250s is not an arpc server (its first bytes are not an arpc HELLO: %.250s%s)",
+                 c->cl_target.t_addr, c->cl_conn.c_why, strstr(c->cl_conn.c_why, "TLS") != NULL ? "" : tls_hint);
         return ARPC_EPROTO;
     }
     snprintf(why, len, "%s closed the connection before its HELLO (is it an arpc server%s?)", c->cl_target.t_addr,

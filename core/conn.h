@@ -157,7 +157,8 @@ struct arpc_conn {
     struct arpc_stream c_plain;
     bool c_read_wants_write; /* the stream must write before it can read: c_wio is armed for it */
     bool c_write_wants_read; /* the stream must read before it can write: the next read flushes */
-    char c_why[ARPC_WHY_MAX]; /* why the stream failed (in on_close with its s_error), else "" */
+    char c_why[ARPC_WHY_MAX]; /* why the stream failed (in on_close with its s_error), or what
+                               * was wrong with bad input (ARPC_EPROTO, ARPC_ETOOLARGE), else "" */
     /* A large frame's body, read into a buffer of its own (core/conn_body.c). */
     struct arpc_buf_cache c_bufs; /* large buffers kept for reuse (bodies, and what owners give back) */
     uint8_t c_body_head[ARPC_FRAME_HEADER_SIZE]; /* that frame's header */

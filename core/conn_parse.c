@@ -56,6 +56,7 @@ void conn_bad_input(struct arpc_conn *conn, int rc, const uint8_t *frame, size_t
         snprintf(why, sizeof(why), "frame larger than this side accepts (%u bytes)", conn->c_max_body);
     else
         arpc_frame_fault_text(frame, len, why, sizeof(why));
+    snprintf(conn->c_why, sizeof(conn->c_why), "%s", why); /* for the owner's on_close */
     peer_log(conn->c_loop, conn_fault_log_level(conn), "closing the connection with %s: %s (%s): %s", conn->c_peer,
              arpc_strerror(rc), arpc_errname(rc), why);
     if (conn->c_ops->on_bad_input != NULL) {

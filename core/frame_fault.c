@@ -27,8 +27,12 @@ const char *arpc_frame_kind_name(uint8_t kind)
 /* Who sends such first bytes to an arpc port, when it is not arpc. */
 static const char *stranger(const uint8_t *buf, size_t len)
 {
-    if (len >= 2 && buf[0] == 0x16 && buf[1] == 0x03)
-        return "a TLS handshake: this side speaks arpc in clear (tcp://, unix://), the peer tls://";
+    /* A TLS record: a handshake (a client's hello, a server's) or an alert (a server refusing
+     * clear text). */
+    if (len >= 2 && (buf[0] == 0x16 || buf[0] == 0x15) && buf[1] == 0x03)
+        return "TLS: this side speaks arpc in clear (tcp://, unix://), the peer TLS (tls://)";
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0)
+        return "an HTTP response";
     static const char *const http[] = {"GET ", "POST", "PUT ", "HEAD", "PRI ", "OPTI", "DELE", "PATC", "CONN"};
     for (size_t i = 0; len >= 4 && i < sizeof(http) / sizeof(http[0]); i++)
         if (memcmp(buf, http[i], 4) == 0)

@@ -70,6 +70,7 @@ static void test_first_connect_told_once(void **state)
     arpc_client *c = NULL;
     assert_int_equal(ARPC_EPROTO, arpc_client_connect(&c, p.addr, &o));
     assert_non_null(strstr(why, "is not an arpc server"));
+    assert_non_null(strstr(why, "not an arpc frame (an HTTP response)")); /* what it is */
     http_peer_stop(&p);
     if (log_capture_count() != 0)
         log_capture_print();
@@ -87,7 +88,7 @@ static void test_background_connect_still_warns(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, p.addr, &o));
     /* Ends once the attempt failed, which logs before it ends the calls waiting for it. */
     assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.any", "", 0, NULL, NULL, TEST_WAIT_MS));
-    assert_int_equal(1, LOG_LINES_WITH("closing the connection with", p.addr + 6, "protocol error"));
+    assert_int_equal(1, LOG_LINES_WITH("closing the connection with", p.addr + 6, "protocol error", "an HTTP response"));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     http_peer_stop(&p);
 }

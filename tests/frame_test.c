@@ -620,8 +620,11 @@ static void test_fault_text(void **state)
     uint8_t buf[1024];
     size_t n = valid_request(buf);
     buf[0] = 0x16, buf[1] = 0x03; /* a TLS ClientHello's record header */
-    expect_fault(buf, n, "TLS handshake");
+    expect_fault(buf, n, "the peer TLS (tls://)");
+    buf[0] = 0x15; /* a TLS alert */
+    expect_fault(buf, n, "the peer TLS (tls://)");
     expect_fault((const uint8_t *)"GET / HTTP/1.1\r\n", 16, "an HTTP request");
+    expect_fault((const uint8_t *)"HTTP/1.1 400 Bad Request\r\n", 26, "an HTTP response");
     expect_fault((const uint8_t *)"{\"jsonrpc\":\"2.0\"}", 17, "JSON");
     n = valid_request(buf);
     buf[1] = 'X';
