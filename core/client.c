@@ -66,17 +66,27 @@ void client_set_error(arpc_client *c, int code, const char *why)
     pthread_mutex_unlock(&c->cl_err_mtx);
 }
 
-/* "lead: the last error" (fmt's two %s), copied for a call's result; NULL with nothing
- * recorded (unless always) or no memory. */
-static char *client_why(arpc_client *c, const char *fmt, const char *lead, bool always, size_t *len)
+void client_set_loss(arpc_client *c, const char *why)
+{
+    pthread_mutex_lock(&c->cl_err_mtx);
+    c->cl_err_code = ARPC_ECONNLOST;
+    snprintf(c->cl_err_text, sizeof(c->cl_err_text), "%s", why);
+    snprintf(c->cl_loss_text, sizeof(c->cl_loss_text), "%s", why);
+    pthread_mutex_unlock(&c->cl_err_mtx);
+}
+
+/* "lead: the last error" (fmt's two %s; the loss's words instead with loss), copied for a
+ * call's result; NULL with nothing recorded (unless always) or no memory. */
+static char *client_why(arpc_client *c, const char *fmt, const char *lead, bool loss, size_t *len)
 {
     char why[CLIENT_WHY_MAX + 320];
     int n = 0;
     *len = 0;
     pthread_mutex_lock(&c->cl_err_mtx); /* a failure's path, off the per-call one */
-    if (c->cl_err_code != ARPC_OK && c->cl_err_text[0] != '\0')
-        n = snprintf(why, sizeof(why), fmt, lead, c->cl_err_text);
-    else if (always)
+    const char *words = loss ? c->cl_loss_text : c->cl_err_code != ARPC_OK ? c->cl_err_text : "";
+    if (words[0] != '\0')
+        n = snprintf(why, sizeof(why), fmt, lead, words);
+    else if (loss)
         n = snprintf(why, sizeof(why), "%s", lead);
     pthread_mutex_unlock(&c->cl_err_mtx);
     if (n >= (int)sizeof(why))

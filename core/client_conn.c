@@ -214,8 +214,9 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
     const char *tls_hint = strncmp(c->cl_target.t_addr, "tcp://", 6) == 0 ? "; a tls:// server?" : "";
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
         /* The bytes' own words (core/frame_fault.c: TLS, HTTP, another version, ...). */
-        snprintf(why, len, "peer at %.250s is not an arpc server (its first bytes are not an arpc HELLO: %.250s%s)",
-                 c->cl_target.t_addr, c->cl_conn.c_why, strstr(c->cl_conn.c_why, "TLS") != NULL ? "" : tls_hint);
+        const char *said = c->cl_conn.c_why; /* empty: a frame of the wrong kind */
+        snprintf(why, len, "peer at %.250s is not an arpc server (its first bytes are not an arpc HELLO%s%.160s%s)",
+                 c->cl_target.t_addr, said[0] != '\0' ? ": " : "", said, strstr(said, "TLS") != NULL ? "" : tls_hint);
         return ARPC_EPROTO;
     }
     snprintf(why, len, "%s closed the connection before its HELLO (is it an arpc server%s?)", c->cl_target.t_addr,
@@ -267,7 +268,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     if (!cn->cn_proven && arpc_now_coarse_ns() - cn->cn_hello_ns >= (uint64_t)cn->cn_backoff.b_max_ms * 1000000u)
         arpc_backoff_reset(&cn->cn_backoff); /* it lasted: a server that restarts is retried at once */
     snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(conn, state, reason));
-    client_set_error(c, ARPC_ECONNLOST, why);
+    client_set_loss(c, why);
     bool for_good = state == CL_LOST || !c->cl_reconnect;
     if (for_good) {
         /* No connection will come: calls not sent whole, and later ones, did not run

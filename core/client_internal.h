@@ -160,6 +160,8 @@ struct arpc_client {
     pthread_mutex_t cl_err_mtx;
     int cl_err_code;
     char cl_err_text[CLIENT_WHY_MAX];
+    char cl_loss_text[CLIENT_WHY_MAX]; /* how the last connection was lost: kept across the
+                                        * reconnect, which clears cl_err_text (client_lost_why) */
     /* loop thread only */
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
@@ -316,13 +318,15 @@ void client_release(arpc_client *c);
 int client_unavailable_reason(arpc_client *c);
 /* Records why the latest connection attempt failed or the connection broke. Any thread. */
 void client_set_error(arpc_client *c, int code, const char *why);
+/* The connection was lost (why): the last error, and the loss that client_lost_why names. */
+void client_set_loss(arpc_client *c, const char *why);
 /* A call ending ARPC_EUNREACHABLE: while there is no connection, "no connection to the
  * server: " and the last attempt's failure, as the call's result (arpc_malloc'd, NUL after
  * *len); NULL with a connection, nothing recorded, or no memory (the code alone). Any thread. */
 char *client_unreachable_why(arpc_client *c, size_t *len);
 /* A call ending ARPC_ECONNLOST: why its outcome could not be settled (why: which of the
- * causes client.h lists), then the connection's loss as recorded, in parentheses; as
- * client_unreachable_why's (NULL without memory). Any thread. */
+ * causes client.h lists), then how the connection was lost (client_set_loss), in parentheses;
+ * as client_unreachable_why's (NULL without memory). Any thread. */
 char *client_lost_why(arpc_client *c, const char *why, size_t *len);
 
 /* client_api.c */

@@ -56,10 +56,10 @@ int call_ended_code(const struct client_call *call, int reason);
     "sent, then its connection was lost, and none came back within reconnect_give_up_ms: it may or may not have run"
 #define CALL_LOST_FORGOTTEN                                                                                      \
     "sent, then its connection was lost, and the server reached again does not remember the call (it restarted " \
-    "without a reply log, or keeps no at-most-once replies): it may or may not have run"
+    "without a reply log, keeps no at-most-once replies, or is another server): it may or may not have run"
 #define CALL_LOST_EXPIRED                                                                                        \
-    "sent, then its connection was lost for longer than the server keeps an idle client's replies: it may or " \
-    "may not have run"
+    "sent, then its connection was lost, and it was first sent longer ago than the server surely keeps an idle " \
+    "client's replies (9/10 of its expiry): it may or may not have run"
 #define CALL_LOST "sent, then its connection was lost: it may or may not have run"
 /* A call whose connection was lost: why it cannot wait to be sent again (no reconnecting, or
  * sent and ARPC_NO_RETRY), or NULL when it waits for the next connection. */

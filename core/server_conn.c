@@ -140,9 +140,11 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
 
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
-    char large[64];
+    char large[80];
     if (reason == ARPC_ETOOLARGE) { /* the client's side of it: the server's limit */
-        snprintf(large, sizeof(large), "frame larger than the server accepts (%u bytes)", conn->c_max_body);
+        const struct server_conn *sc = conn->c_owner;
+        snprintf(large, sizeof(large), "frame larger than the server accepts%s (%u bytes)",
+                 sc->sc_hello ? "" : " before a HELLO", conn->c_max_body);
         why = large;
     }
     sconn_send_goaway(conn, reason, why);

@@ -237,6 +237,7 @@ static void test_semantics_over_a_cut(void **state)
     const char *why = arpc_future_data(fs[2], NULL);
     assert_non_null(why);
     assert_non_null(strstr(why, "ARPC_NO_RETRY"));
+    assert_non_null(strstr(why, "(connection to "));
     /* At-least-once runs a second time (not numbered); at-most-once attaches. */
     assert_true(latch_wait(4, TEST_WAIT_MS));
     for (int i = 0; i < 8; i++)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -194,9 +195,13 @@ static void test_wrong_frames_named(void **state)
     assert_int_equal(0, fd_connect_loopback(fd, addr));
     static const char get[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_int_equal(sizeof(get) - 1, write(fd, get, sizeof(get) - 1));
+    struct timeval bound = {.tv_sec = TEST_WAIT_S};
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound)));
     char sink[256];
-    while (read(fd, sink, sizeof(sink)) > 0) /* the server's HELLO and GOAWAY, then EOF */
+    ssize_t got;
+    while ((got = read(fd, sink, sizeof(sink))) > 0) /* the server's GOAWAY, then EOF */
         ;
+    assert_int_equal(0, got); /* EOF, not the bound */
     close(fd);
     char *line = only_line_with("closing the connection");
     assert_non_null(strstr(line, "not an arpc frame (an HTTP request)"));

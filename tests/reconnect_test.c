@@ -234,6 +234,7 @@ static void test_restart_without_log_is_unknown(void **state)
     const char *why = arpc_future_data(f, NULL);
     assert_non_null(why);
     assert_non_null(strstr(why, "does not remember the call"));
+    assert_non_null(strstr(why, "(connection to ")); /* how it was lost, across the reconnect */
     arpc_future_release(f);
     token = 9;
     assert_int_equal(ARPC_OK, arpc_call(c, "t.apply", &token, sizeof(token), NULL, NULL, 20000));

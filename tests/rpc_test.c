@@ -647,6 +647,7 @@ static void test_server_process_killed(void **state)
     const char *why = arpc_future_data(f, NULL);
     assert_non_null(why);
     assert_non_null(strstr(why, "reconnect_give_up_ms"));
+    assert_non_null(strstr(why, "(connection to ")); /* how it was lost */
     arpc_future_release(f);
     waitpid(pid, NULL, 0);
     arpc_client_close(c);
