@@ -404,17 +404,3 @@ size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq)
     return ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE;
 }
 
-void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms)
-{
-    uint8_t *body = frame + ARPC_FRAME_HEADER_SIZE;
-    le_st64(frame + HDR_XID, xid);
-    le_st64(body + REQ_SEQ, seq);
-    le_st64(body + REQ_ACK, ack);
-    le_st32(body + REQ_DEADLINE, deadline_ms);
-}
-
-size_t arpc_frame_size(const uint8_t *frame) { return ARPC_FRAME_HEADER_SIZE + (size_t)le_ld32(frame + HDR_BODY_LEN); }
-
-uint64_t arpc_frame_request_seq(const uint8_t *frame) { return le_ld64(frame + ARPC_FRAME_HEADER_SIZE + REQ_SEQ); }
-
-void arpc_frame_stamp_request_seq(uint8_t *frame, uint64_t seq) { le_st64(frame + ARPC_FRAME_HEADER_SIZE + REQ_SEQ, seq); }

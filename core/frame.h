@@ -209,13 +209,5 @@ size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t 
                                      const void *token, uint32_t token_len);
 /* CANCEL naming numbered call seq (xid 0): ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE bytes. */
 size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq);
-/* Stamps what changes at each send of an encoded request: its xid, seq, ack and budget. */
-void arpc_frame_restamp_request(uint8_t *frame, uint64_t xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms);
-/* An encoded frame's size (header + body), from its header. */
-size_t arpc_frame_size(const uint8_t *frame);
-/* An encoded request's seq, and stamping it alone (a client numbers a call once, then keeps
- * the number in the frame rather than beside it). */
-uint64_t arpc_frame_request_seq(const uint8_t *frame);
-void arpc_frame_stamp_request_seq(uint8_t *frame, uint64_t seq);
 
 #endif

@@ -710,31 +710,6 @@ static void test_forward_compatible_bytes(void **state)
     assert_int_equal(0x1234, f.f_flags);
 }
 
-/* A request sent again keeps its bytes but for xid, ack and budget. */
-static void test_restamp_request(void **state)
-{
-    (void)state;
-    uint8_t a[64], b[64];
-    size_t n = arpc_frame_encode_request(a, ARPC_FRAME_REQUEST, 1, 5, 4, 1000, "echo", 4, "hi", 2);
-    memcpy(b, a, n);
-    arpc_frame_restamp_request(b, 99, 6, 7, 250);
-    struct arpc_frame f;
-    size_t consumed;
-    assert_int_equal(ARPC_OK, decode_exact(b, n, UINT32_MAX, &f, &consumed, NULL));
-    assert_int_equal(99, f.f_xid);
-    assert_int_equal(6, f.f_seq);
-    assert_int_equal(7, f.f_ack);
-    assert_int_equal(250, f.f_deadline_ms);
-    assert_int_equal(2, f.f_payload_len);
-    assert_memory_equal("hi", f.f_payload, 2);
-    /* Only the header's xid and the seq, ack and deadline fields changed. */
-    for (size_t i = 0; i < n; i++) {
-        bool stamped = (i >= 8 && i < 16) || (i >= 16 && i < 36);
-        if (!stamped)
-            assert_int_equal(a[i], b[i]);
-    }
-}
-
 /* A client's incarnation: 8 bytes at body offset 16 of its HELLO (a token's HELLO too), read
  * back as f_incarnation; a 16-byte HELLO (an older peer's) has none. */
 static void test_hello_incarnation(void **state)
@@ -787,27 +762,6 @@ static void test_cancel_seq(void **state)
         assert_int_equal(7, f.f_xid);
         assert_int_equal(0, f.f_seq);
     }
-}
-
-/* A client keeps a call's seq and size in its encoded request only: reading them back, and
- * stamping the seq alone. */
-static void test_request_seq_and_size(void **state)
-{
-    (void)state;
-    uint8_t a[64], b[64];
-    size_t n = arpc_frame_encode_request(a, ARPC_FRAME_REQUEST, 1, 0, 4, 1000, "echo", 4, "hi", 2);
-    assert_int_equal(n, arpc_frame_size(a));
-    assert_int_equal(0, arpc_frame_request_seq(a));
-    memcpy(b, a, n);
-    arpc_frame_stamp_request_seq(b, 0x0102030405060708ull);
-    assert_int_equal(0x0102030405060708ull, arpc_frame_request_seq(b));
-    struct arpc_frame f;
-    size_t consumed;
-    assert_int_equal(ARPC_OK, decode_exact(b, n, UINT32_MAX, &f, &consumed, NULL));
-    assert_int_equal(0x0102030405060708ull, f.f_seq);
-    for (size_t i = 0; i < n; i++) /* only the seq field changed */
-        if (i < 16 || i >= 24)
-            assert_int_equal(a[i], b[i]);
 }
 
 /* ---- the size limit ---- */
@@ -1022,10 +976,8 @@ int main(void)
         cmocka_unit_test(test_roundtrip_every_kind),
         cmocka_unit_test(test_request_head_matches_whole),
         cmocka_unit_test(test_documented_bytes),
-        cmocka_unit_test(test_restamp_request),
         cmocka_unit_test(test_hello_incarnation),
         cmocka_unit_test(test_cancel_seq),
-        cmocka_unit_test(test_request_seq_and_size),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
         cmocka_unit_test(test_stream_random_chunks),

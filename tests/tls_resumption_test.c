@@ -62,7 +62,7 @@ static SSL_SESSION *handshake(const char *addr, int version, SSL_SESSION *resume
         assert_true(got > 0);
         have += (size_t)got;
         if (have == ARPC_FRAME_HEADER_SIZE) {
-            want = arpc_frame_size(frame);
+            want = arpc_frame_total_size(frame);
             assert_true(want <= sizeof(frame));
         }
     }
