@@ -138,6 +138,15 @@ static void read_reply(struct raw_client *r, bool *seen, unsigned max)
     assert_int_equal((uint8_t)f.f.f_xid, f.body[0]);
 }
 
+/* Reads the replies to xids 1..n+1 (the gate's and n more; n <= N), each once. */
+static void read_replies(struct raw_client *r, unsigned n)
+{
+    bool seen[N + 2] = {0};
+    assert_true(n <= N);
+    for (unsigned i = 0; i < n + 1; i++)
+        read_reply(r, seen, n + 1);
+}
+
 /* The take's N replies leave from the worker (counted as direct replies), each once. Before
  * reply_take.c, only a reply that found the loop asleep with nothing posted left from its
  * worker: one of the take's at most (its bookkeeping's lazy job then counts as posted). The
@@ -153,9 +162,7 @@ static void test_a_take_leaves_from_its_worker(void **state)
     assert_true(raw_connect(&r, addr, 0));
     pile_up(s, &r, "t.echo", N);
     assert_int_equal(0, sem_post(&gate_open));
-    bool seen[N + 2] = {0};
-    for (unsigned i = 0; i < N + 1; i++)
-        read_reply(&r, seen, N + 1);
+    read_replies(&r, N);
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 10000)); /* every reply's job has run */
     assert_true(arpc_stat_get(&s->sv_direct_replies) >= N);
     raw_close(&r);
@@ -250,9 +257,7 @@ static void test_a_take_cut_at_a_reply_boundary(void **state)
     pile_up(s, &r, "t.echo", M);
     atomic_store(&cut_once, 1);
     assert_int_equal(0, sem_post(&gate_open));
-    bool seen[M + 2] = {0};
-    for (unsigned i = 0; i < M + 1; i++)
-        read_reply(&r, seen, M + 1);
+    read_replies(&r, M);
     assert_int_equal(0, atomic_load(&cut_once)); /* the cut happened */
     raw_close(&r);
     destroy_server(s);
@@ -275,9 +280,7 @@ static void test_a_take_without_memory_for_its_batch(void **state)
     pile_up(s, &r, "t.echo", N);
     test_alloc_fail_next(24, 25); /* the take's first reply, the gate's, opens its batch */
     assert_int_equal(0, sem_post(&gate_open));
-    bool seen[N + 2] = {0};
-    for (unsigned i = 0; i < N + 1; i++)
-        read_reply(&r, seen, N + 1);
+    read_replies(&r, N);
     assert_int_equal(1, test_alloc_sized_failed());
     raw_close(&r);
     destroy_server(s);
