@@ -51,6 +51,8 @@ struct arpc_loop {
     ARPC_CACHELINE_GAP(l_asleep_gap0);
     atomic_bool l_asleep;
     atomic_uint l_lazy_soon;       /* LAZY_SOON_*: lazy jobs must not wait for another event */
+    _Atomic uint64_t l_lazy_by_ns; /* LAZY_SOON_ALWAYS's: when they must have run (the earliest asked) */
+    _Atomic uint64_t l_sleep_until; /* asleep: its first deadline's time (ARPC_NEVER: none), set first */
     atomic_int l_lazy_urgent;      /* owners that need that now (arpc_loop_lazy_urgent) */
     ARPC_CACHELINE_GAP(l_asleep_gap1);
     struct arpc_entry l_entry;     /* posters between their closed check and their wake-up */
@@ -136,6 +138,9 @@ void loop_drain_all(arpc_loop *loop);            /* loop thread: every task and 
 /* loop_timers.c */
 void loop_timers_init(arpc_loop *loop);
 void loop_timers_fini(arpc_loop *loop);
+/* Loop thread: when its first deadline will have woken it at the latest (the poll's
+ * granularity added: libev's epoll rounds a timeout up to 1 ms), or ARPC_NEVER. */
+uint64_t loop_next_deadline_ns(arpc_loop *loop);
 
 /* loop_pollable.c */
 int loop_poll_init(arpc_loop *loop);   /* a pollable loop's set: ARPC_OK or ARPC_ESYSTEM/ENOMEM */

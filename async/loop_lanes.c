@@ -79,6 +79,7 @@
 #include "arpc/error.h"
 #include "base/backoff.h"
 #include "base/bound.h"
+#include "base/clock.h"
 #include "base/stack_fifo.h"
 
 CK_STACK_CONTAINER(struct arpc_loop_job, j_link, job_of)
@@ -93,15 +94,17 @@ struct loop_task {
 static void loop_give_back(arpc_loop *loop);
 
 /* l_lazy_soon's bits: a lazy job was posted that must not wait through a poll while an owner
- * needs that (arpc_loop_lazy_soon), or at all (arpc_loop_post_lazy_awake). */
+ * needs that (arpc_loop_lazy_soon), or by a time (arpc_loop_post_lazy_within). */
 #define LAZY_SOON_IF_URGENT 1u
 #define LAZY_SOON_ALWAYS 2u
 
 static void loop_run_lazy(arpc_loop *loop)
 {
     /* Before the take: a job pushed after it comes with a flag of its own (arpc_loop_lazy_soon). */
-    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed) != 0)
+    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed) != 0) {
+        atomic_store_explicit(&loop->l_lazy_by_ns, ARPC_NEVER, memory_order_relaxed);
         atomic_store(&loop->l_lazy_soon, 0);
+    }
     if (arpc_stack_is_empty(&loop->l_lazy))
         return;
     for (ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lazy), *next; e != NULL; e = next) {
@@ -139,12 +142,18 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
+    /* Its first deadline, before l_asleep: a poster that sees it asleep sees when it wakes
+     * anyway. (Arming and firing deadlines is the loop's own business: while it sleeps the
+     * time stays right.) */
+    uint64_t until = loop_next_deadline_ns(loop);
+    atomic_store_explicit(&loop->l_sleep_until, until, memory_order_relaxed);
     /* Seq-cst, then the flag: a poster of lazy jobs that must not wait (arpc_loop_lazy_soon,
-     * arpc_loop_post_lazy_awake) either sees l_asleep and wakes the loop, or is seen here
+     * arpc_loop_post_lazy_within) either sees l_asleep and wakes the loop, or is seen here
      * (Dekker's pattern). */
     atomic_store(&loop->l_asleep, true);
     unsigned soon = atomic_load(&loop->l_lazy_soon);
-    if (((soon & LAZY_SOON_ALWAYS) ||
+    bool always = (soon & LAZY_SOON_ALWAYS) && until > atomic_load_explicit(&loop->l_lazy_by_ns, memory_order_relaxed);
+    if ((always ||
          ((soon & LAZY_SOON_IF_URGENT) && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0)) &&
         atomic_exchange(&loop->l_lazy_soon, 0) != 0)
         loop_wake(loop);
@@ -165,6 +174,8 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
     atomic_init(&loop->l_lazy_soon, 0);
+    atomic_init(&loop->l_lazy_by_ns, ARPC_NEVER);
+    atomic_init(&loop->l_sleep_until, ARPC_NEVER);
     atomic_init(&loop->l_lazy_urgent, 0);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
     ev_set_priority(&loop->l_lazy_check, EV_MINPRI);
@@ -321,12 +332,22 @@ void arpc_loop_lazy_urgent(arpc_loop *loop, int delta) { atomic_fetch_add_explic
 
 /* Inside the loop's entry: the lazy jobs must not wait for the loop's next event (bit:
  * LAZY_SOON_*, seen by the loop before it sleeps), and a loop asleep is woken, unless the bit
- * asks that only while an owner counts the wait as urgent (read after the flag is set). */
-static void lazy_soon_mark(arpc_loop *loop, unsigned bit)
+ * asks that only while an owner counts the wait as urgent (read after the flag is set), or
+ * only if the loop would not wake by by_ns anyway (LAZY_SOON_ALWAYS). */
+static void lazy_soon_mark(arpc_loop *loop, unsigned bit, uint64_t by_ns)
 {
+    if (bit == LAZY_SOON_ALWAYS) { /* the earliest asked, before the flag that publishes it */
+        uint64_t by = atomic_load_explicit(&loop->l_lazy_by_ns, memory_order_relaxed);
+        while (by_ns < by && !atomic_compare_exchange_weak_explicit(&loop->l_lazy_by_ns, &by, by_ns,
+                                                                    memory_order_relaxed, memory_order_relaxed))
+            ;
+    }
     atomic_fetch_or(&loop->l_lazy_soon, bit);
     if (bit == LAZY_SOON_IF_URGENT && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) <= 0)
         return;
+    if (bit == LAZY_SOON_ALWAYS && loop->l_poll == NULL && atomic_load(&loop->l_asleep) &&
+        atomic_load_explicit(&loop->l_sleep_until, memory_order_relaxed) <= by_ns)
+        return; /* its own deadline turns it in time */
     /* A pollable loop is never marked asleep between its steps (the application polls its fd
      * outside them): woken whenever an owner needs it. */
     if (atomic_load(&loop->l_asleep) || loop->l_poll != NULL)
@@ -337,16 +358,17 @@ void arpc_loop_lazy_soon(arpc_loop *loop)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return; /* closing: its final drain runs them */
-    lazy_soon_mark(loop, LAZY_SOON_IF_URGENT);
+    lazy_soon_mark(loop, LAZY_SOON_IF_URGENT, 0);
     arpc_entry_leave(&loop->l_entry);
 }
 
-int arpc_loop_post_lazy_awake(arpc_loop *loop, struct arpc_loop_job *job)
+int arpc_loop_post_lazy_within(arpc_loop *loop, struct arpc_loop_job *job, uint64_t within_ns)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return ARPC_ESHUTDOWN;
+    uint64_t by_ns = within_ns == 0 ? 0 : arpc_now_ns() + within_ns;
     arpc_stack_push(&loop->l_lazy, &job->j_link);
-    lazy_soon_mark(loop, LAZY_SOON_ALWAYS);
+    lazy_soon_mark(loop, LAZY_SOON_ALWAYS, by_ns);
     arpc_entry_leave(&loop->l_entry);
     return ARPC_OK;
 }

@@ -60,6 +60,16 @@ static void loop_timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
     }
 }
 
+#define LOOP_POLL_SLACK_NS 1000000u /* epoll_wait counts in milliseconds */
+
+uint64_t loop_next_deadline_ns(arpc_loop *loop)
+{
+    const struct arpc_deadline *top = arpc_deadline_heap_top(&loop->l_deadlines);
+    if (top == NULL || top->d_when_ns >= ARPC_NEVER - LOOP_POLL_SLACK_NS)
+        return ARPC_NEVER;
+    return top->d_when_ns + LOOP_POLL_SLACK_NS;
+}
+
 int arpc_deadline_arm(arpc_loop *loop, struct arpc_deadline *d, uint64_t when_ns)
 {
     return arpc_deadline_heap_push(&loop->l_deadlines, d, when_ns);

@@ -81,6 +81,10 @@ static void lazy_on_deadline(struct arpc_deadline *d, void *arg)
 
 void reply_direct_watch(arpc_server *s)
 {
+    /* Another call is out too: a worker may take them together and hold their replies, whose
+     * batch the loop must look at soon (core/reply_take.c); a deadline saves a wake-up per take. */
+    if (s->sv_awaiting.dl_head != NULL && s->sv_awaiting.dl_head->dl_next != NULL)
+        reply_take_turn_soon(s);
     if (arpc_deadline_is_armed(&s->sv_lazy))
         return;
     s->sv_lazy_s = LAZY_FIRST_S;

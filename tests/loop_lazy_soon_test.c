@@ -13,8 +13,11 @@
  * - A pollable loop, which is never marked asleep between the application's steps: its fd
  *   becomes readable for the job (the first fix looked at l_asleep alone: the poll below timed
  *   out).
- * - arpc_loop_post_lazy_awake: the same without any owner's need (a take's first reply waiting
+ * - arpc_loop_post_lazy_within (0): the same without any owner's need (a take's first reply waiting
  *   for the loop's first look, core/reply_take.c), idle and as the loop goes to its poll.
+ * - arpc_loop_post_lazy_within with room: a loop asleep until a deadline of its own that comes
+ *   in time is not woken (no wake-up sent: the job waits for that turn); one with no deadline,
+ *   or a later one, is.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,7 +30,9 @@
 
 #include "arpc/error.h"
 #include "arpc/loop.h"
+#include "async/loop_impl.h"
 #include "async/loop_internal.h"
+#include "base/clock.h"
 #include "support/test_util.h"
 
 struct counted_job {
@@ -116,7 +121,7 @@ static void test_pollable_loop_woken(void **state)
     sem_destroy(&cj.ran);
 }
 
-static void test_post_lazy_awake(void **state)
+static void test_post_lazy_within_zero(void **state)
 {
     (void)state;
     arpc_loop *loop; /* no owner needs anything: only the job's own flag wakes it */
@@ -127,11 +132,68 @@ static void test_post_lazy_awake(void **state)
     sem_init(&cj.ran, 0, 0);
     for (int i = 0; i < 20000; i++) {
         arpc_loop_job_init(&cj.job, count_run);
-        assert_int_equal(ARPC_OK, arpc_loop_post_lazy_awake(loop, &cj.job));
+        assert_int_equal(ARPC_OK, arpc_loop_post_lazy_within(loop, &cj.job, 0));
         assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S));
     }
     arpc_loop_destroy(loop);
     sem_destroy(&cj.ran);
+}
+
+static struct arpc_deadline far_turn;
+
+static void noop_deadline(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+}
+
+static void arm_far_turn(arpc_loop *loop, void *arg)
+{
+    arpc_deadline_init(&far_turn, noop_deadline, NULL);
+    assert_int_equal(ARPC_OK, arpc_deadline_arm(loop, &far_turn, arpc_now_ns() + *(uint64_t *)arg));
+}
+
+static void cancel_far_turn(arpc_loop *loop, void *arg)
+{
+    (void)arg;
+    arpc_deadline_cancel(loop, &far_turn);
+}
+
+/* Posts a job with room within_ns to a loop asleep until its deadline in turn_ns (far off:
+ * nothing else comes before it). Woken (expected): the job runs now. Not woken: no wake-up was
+ * sent (none is pending: the loop's own prepare had run already) and the job waits; a job of
+ * the lane's then cancels the deadline, and its wake-up runs the job. */
+static void post_to_sleeping(uint64_t turn_ns, uint64_t within_ns, bool woken)
+{
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, arm_far_turn, &turn_ns));
+    assert_true(loop_idle_within(loop, TEST_WAIT_MS));
+    struct counted_job cj;
+    sem_init(&cj.ran, 0, 0);
+    arpc_loop_job_init(&cj.job, count_run);
+    assert_int_equal(ARPC_OK, arpc_loop_post_lazy_within(loop, &cj.job, within_ns));
+    if (woken) {
+        assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S));
+    } else {
+        assert_int_equal(0, atomic_load(&loop->l_wake_pending));
+        assert_int_equal(-1, sem_trywait(&cj.ran));
+    }
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, cancel_far_turn, NULL));
+    if (!woken)
+        assert_true(sem_wait_secs(&cj.ran, TEST_WAIT_S));
+    arpc_loop_destroy(loop);
+    sem_destroy(&cj.ran);
+}
+
+static void test_post_lazy_within_a_turn_to_come(void **state)
+{
+    (void)state;
+    const uint64_t s = 1000000000u;
+    post_to_sleeping(600 * s, 3600 * s, false); /* its deadline turns it in time */
+    post_to_sleeping(3600 * s, 600 * s, true);  /* too late */
+    post_to_sleeping(600 * s, 0, true);         /* 0: whenever it sleeps */
 }
 
 int main(void)
@@ -140,7 +202,8 @@ int main(void)
         cmocka_unit_test(test_idle_loop_runs_it),
         cmocka_unit_test(test_posted_as_the_loop_sleeps),
         cmocka_unit_test(test_pollable_loop_woken),
-        cmocka_unit_test(test_post_lazy_awake),
+        cmocka_unit_test(test_post_lazy_within_zero),
+        cmocka_unit_test(test_post_lazy_within_a_turn_to_come),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
