@@ -50,8 +50,8 @@ struct arpc_loop {
      * slows the posters' CAS on l_lane. */
     ARPC_CACHELINE_GAP(l_asleep_gap0);
     atomic_bool l_asleep;
-    atomic_uint l_lazy_soon;       /* LAZY_SOON_*: lazy jobs must not wait for another event */
-    _Atomic uint64_t l_lazy_by_ns; /* LAZY_SOON_ALWAYS's: when they must have run (the earliest asked) */
+    atomic_uint l_lazy_soon;       /* 1: lazy jobs must not wait while an owner needs it (loop_lanes.c) */
+    _Atomic uint64_t l_lazy_by_ns; /* non-zero: when lazy jobs must have run, the earliest asked */
     _Atomic uint64_t l_sleep_until; /* asleep: its first deadline's time (ARPC_NEVER: none), set first */
     atomic_int l_lazy_urgent;      /* owners that need that now (arpc_loop_lazy_urgent) */
     ARPC_CACHELINE_GAP(l_asleep_gap1);

@@ -93,18 +93,17 @@ struct loop_task {
 
 static void loop_give_back(arpc_loop *loop);
 
-/* l_lazy_soon's bits: a lazy job was posted that must not wait through a poll while an owner
- * needs that (arpc_loop_lazy_soon), or by a time (arpc_loop_post_lazy_within). */
-#define LAZY_SOON_IF_URGENT 1u
-#define LAZY_SOON_ALWAYS 2u
-
+/* Lazy jobs that must not wait through a poll: l_lazy_soon (non-zero) while an owner needs
+ * that (arpc_loop_lazy_soon), l_lazy_by_ns (non-zero: the earliest time asked) unless the
+ * loop's own deadline wakes it by then (arpc_loop_post_lazy_within). Each is set after its
+ * job's push and cleared before the take that runs it: one set after the clear stays for the
+ * next sleep, whose prepare (loop_sleep_mark_cb) sees it. */
 static void loop_run_lazy(arpc_loop *loop)
 {
-    /* Before the take: a job pushed after it comes with a flag of its own (arpc_loop_lazy_soon). */
-    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed) != 0) {
-        atomic_store_explicit(&loop->l_lazy_by_ns, ARPC_NEVER, memory_order_relaxed);
+    if (atomic_load_explicit(&loop->l_lazy_soon, memory_order_relaxed) != 0)
         atomic_store(&loop->l_lazy_soon, 0);
-    }
+    if (atomic_load_explicit(&loop->l_lazy_by_ns, memory_order_relaxed) != 0)
+        atomic_store(&loop->l_lazy_by_ns, 0);
     if (arpc_stack_is_empty(&loop->l_lazy))
         return;
     for (ck_stack_entry_t *e = arpc_stack_take_fifo(&loop->l_lazy), *next; e != NULL; e = next) {
@@ -151,11 +150,12 @@ static void loop_sleep_mark_cb(struct ev_loop *ev, ev_prepare *w, int revents)
      * arpc_loop_post_lazy_within) either sees l_asleep and wakes the loop, or is seen here
      * (Dekker's pattern). */
     atomic_store(&loop->l_asleep, true);
-    unsigned soon = atomic_load(&loop->l_lazy_soon);
-    bool always = (soon & LAZY_SOON_ALWAYS) && until > atomic_load_explicit(&loop->l_lazy_by_ns, memory_order_relaxed);
-    if ((always ||
-         ((soon & LAZY_SOON_IF_URGENT) && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0)) &&
-        atomic_exchange(&loop->l_lazy_soon, 0) != 0)
+    uint64_t by = atomic_load(&loop->l_lazy_by_ns);
+    if (by != 0 && until > by && atomic_exchange(&loop->l_lazy_by_ns, 0) != 0)
+        loop_wake(loop);
+    else if (atomic_load(&loop->l_lazy_soon) != 0 &&
+             atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0 &&
+             atomic_exchange(&loop->l_lazy_soon, 0) != 0)
         loop_wake(loop);
     loop_awake_leave(loop);
 }
@@ -174,7 +174,7 @@ void loop_lanes_init(arpc_loop *loop, unsigned submit_bound)
     ck_stack_init(&loop->l_lazy);
     atomic_init(&loop->l_asleep, false);
     atomic_init(&loop->l_lazy_soon, 0);
-    atomic_init(&loop->l_lazy_by_ns, ARPC_NEVER);
+    atomic_init(&loop->l_lazy_by_ns, 0);
     atomic_init(&loop->l_sleep_until, ARPC_NEVER);
     atomic_init(&loop->l_lazy_urgent, 0);
     ev_check_init(&loop->l_lazy_check, loop_lazy_cb);
@@ -330,27 +330,12 @@ void arpc_loop_kick(arpc_loop *loop) { loop_wake(loop); }
 
 void arpc_loop_lazy_urgent(arpc_loop *loop, int delta) { atomic_fetch_add_explicit(&loop->l_lazy_urgent, delta, memory_order_relaxed); }
 
-/* Inside the loop's entry: the lazy jobs must not wait for the loop's next event (bit:
- * LAZY_SOON_*, seen by the loop before it sleeps), and a loop asleep is woken, unless the bit
- * asks that only while an owner counts the wait as urgent (read after the flag is set), or
- * only if the loop would not wake by by_ns anyway (LAZY_SOON_ALWAYS). */
-static void lazy_soon_mark(arpc_loop *loop, unsigned bit, uint64_t by_ns)
+/* Inside the loop's entry, after the lazy job's push: a loop asleep (or pollable: it is never
+ * marked asleep between the application's steps, which poll its fd outside them) is woken,
+ * unless wake (read after the mark, as the loop's prepare reads it after l_asleep) says no. */
+static void lazy_soon_wake(arpc_loop *loop, bool wake)
 {
-    if (bit == LAZY_SOON_ALWAYS) { /* the earliest asked, before the flag that publishes it */
-        uint64_t by = atomic_load_explicit(&loop->l_lazy_by_ns, memory_order_relaxed);
-        while (by_ns < by && !atomic_compare_exchange_weak_explicit(&loop->l_lazy_by_ns, &by, by_ns,
-                                                                    memory_order_relaxed, memory_order_relaxed))
-            ;
-    }
-    atomic_fetch_or(&loop->l_lazy_soon, bit);
-    if (bit == LAZY_SOON_IF_URGENT && atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) <= 0)
-        return;
-    if (bit == LAZY_SOON_ALWAYS && loop->l_poll == NULL && atomic_load(&loop->l_asleep) &&
-        atomic_load_explicit(&loop->l_sleep_until, memory_order_relaxed) <= by_ns)
-        return; /* its own deadline turns it in time */
-    /* A pollable loop is never marked asleep between its steps (the application polls its fd
-     * outside them): woken whenever an owner needs it. */
-    if (atomic_load(&loop->l_asleep) || loop->l_poll != NULL)
+    if (wake && (atomic_load(&loop->l_asleep) || loop->l_poll != NULL))
         loop_wake(loop);
 }
 
@@ -358,7 +343,8 @@ void arpc_loop_lazy_soon(arpc_loop *loop)
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return; /* closing: its final drain runs them */
-    lazy_soon_mark(loop, LAZY_SOON_IF_URGENT, 0);
+    atomic_store(&loop->l_lazy_soon, 1);
+    lazy_soon_wake(loop, atomic_load_explicit(&loop->l_lazy_urgent, memory_order_relaxed) > 0);
     arpc_entry_leave(&loop->l_entry);
 }
 
@@ -366,9 +352,14 @@ int arpc_loop_post_lazy_within(arpc_loop *loop, struct arpc_loop_job *job, uint6
 {
     if (!arpc_entry_enter(&loop->l_entry))
         return ARPC_ESHUTDOWN;
-    uint64_t by_ns = within_ns == 0 ? 0 : arpc_now_ns() + within_ns;
+    uint64_t by_ns = within_ns == 0 ? 1 : arpc_now_ns() + within_ns; /* 0 means none asked */
     arpc_stack_push(&loop->l_lazy, &job->j_link);
-    lazy_soon_mark(loop, LAZY_SOON_ALWAYS, by_ns);
+    uint64_t by = atomic_load(&loop->l_lazy_by_ns); /* the earliest asked since the last run */
+    while ((by == 0 || by_ns < by) && !atomic_compare_exchange_weak(&loop->l_lazy_by_ns, &by, by_ns))
+        ;
+    /* Asleep until a deadline of its own that comes by then (set before l_asleep): no need. */
+    lazy_soon_wake(loop, loop->l_poll != NULL || !atomic_load(&loop->l_asleep) ||
+                             atomic_load_explicit(&loop->l_sleep_until, memory_order_relaxed) > by_ns);
     arpc_entry_leave(&loop->l_entry);
     return ARPC_OK;
 }
