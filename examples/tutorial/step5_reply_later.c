@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,16 @@ static void send_mail(arpc_request *req, void *ctx)
     memcpy(j->text, text, len);
     j->text[len] = '\0';
     pthread_mutex_lock(&mu);
-    jobs[njobs++] = j; /* the client sends MAILS of them: the example needs no bound check */
-    pthread_cond_signal(&arrived);
+    bool room = njobs < MAILS;
+    if (room) {
+        jobs[njobs++] = j;
+        pthread_cond_signal(&arrived);
+    }
     pthread_mutex_unlock(&mu);
+    if (!room) {
+        free(j);
+        arpc_reply_error(req, "the mailer takes no more");
+    }
 }
 
 /* The application's thread: arpc_reply may be called from any thread, once per request. */

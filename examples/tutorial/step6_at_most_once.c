@@ -112,7 +112,8 @@ int main(int argc, char **argv)
 
     /* A new server on the same log and address; the client reconnects and sends the call
      * again, with the same sequence number: the log has its result. */
-    server = bank_server(dir, addr, addr, sizeof addr);
+    char again[256];
+    server = bank_server(dir, addr, again, sizeof again);
     if (server == NULL)
         return 1;
     relay_cut(net);
