@@ -46,7 +46,8 @@ static bool pass(int from, int to)
     if (n <= 0)
         return n < 0 && (errno == EINTR || errno == EAGAIN);
     for (ssize_t off = 0; to >= 0 && off < n;) {
-        ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL); /* a closed peer: EPIPE, not SIGPIPE */
+        /* MSG_NOSIGNAL: a peer that closed first is EPIPE, not a SIGPIPE that ends the program */
+        ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
