@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct relay {
@@ -21,7 +22,12 @@ struct relay {
     int cmd[2];               /* a pipe: 'c' cut, 'q' quit */
     int done[2];              /* the relay thread writes one byte per command done */
     atomic_bool drop;
-    struct sockaddr_in upstream;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_un un;
+    } upstream;
+    socklen_t upstream_len;
     pthread_t thread;
 };
 
@@ -63,8 +69,8 @@ static void take_client(relay *r)
     if (fd < 0)
         return;
     close_pair(r);
-    int up = socket(AF_INET, SOCK_STREAM, 0);
-    if (up < 0 || connect(up, (struct sockaddr *)&r->upstream, sizeof r->upstream) != 0) {
+    int up = socket(r->upstream.sa.sa_family, SOCK_STREAM, 0);
+    if (up < 0 || connect(up, &r->upstream.sa, r->upstream_len) != 0) {
         if (up >= 0)
             close(up);
         close(fd); /* no server: the client sees a refused connection and tries again */
@@ -115,18 +121,26 @@ static void *relay_main(void *arg)
 
 int relay_start(relay **out, const char *upstream, char *addr, size_t addrlen)
 {
-    unsigned port;
-    if (sscanf(upstream, "tcp://127.0.0.1:%u", &port) != 1 || port > 65535) {
-        errno = EINVAL;
-        return -1;
-    }
     relay *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -1;
     r->client_fd = r->server_fd = -1;
-    r->upstream.sin_family = AF_INET;
-    r->upstream.sin_port = htons((uint16_t)port);
-    r->upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    unsigned port;
+    const char *path = strncmp(upstream, "unix://", 7) == 0 ? upstream + 7 : NULL;
+    if (path != NULL && strlen(path) < sizeof r->upstream.un.sun_path) {
+        r->upstream.un.sun_family = AF_UNIX;
+        memcpy(r->upstream.un.sun_path, path, strlen(path) + 1);
+        r->upstream_len = sizeof r->upstream.un;
+    } else if (path == NULL && sscanf(upstream, "tcp://127.0.0.1:%u", &port) == 1 && port <= 65535) {
+        r->upstream.in.sin_family = AF_INET;
+        r->upstream.in.sin_port = htons((uint16_t)port);
+        r->upstream.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        r->upstream_len = sizeof r->upstream.in;
+    } else {
+        free(r);
+        errno = EINVAL;
+        return -1;
+    }
     struct sockaddr_in me = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t melen = sizeof me;
     r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);

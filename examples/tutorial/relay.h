@@ -13,7 +13,7 @@
 typedef struct relay relay;
 
 /* Listens on 127.0.0.1 (a free port) and relays each connection to upstream, a
- * "tcp://127.0.0.1:PORT" address. addr receives "tcp://127.0.0.1:PORT" to give the client.
+ * "tcp://127.0.0.1:PORT" or "unix:///PATH" address. addr receives "tcp://127.0.0.1:PORT" to give the client.
  * Returns 0, or -1 with errno set. */
 int relay_start(relay **out, const char *upstream, char *addr, size_t addrlen);
 

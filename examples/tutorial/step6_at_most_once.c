@@ -94,9 +94,11 @@ int main(int argc, char **argv)
     if (dir == NULL && !no_log)
         return 1;
     sem_init(&ran, 0, 0);
-    char addr[256], via[256];
+    char where[128], addr[256], via[256];
     relay *net;
-    arpc_server *server = bank_server(dir, "tcp://127.0.0.1:0", addr, sizeof addr);
+    /* A unix socket: unlike a tcp port, its path cannot be taken by someone else meanwhile. */
+    snprintf(where, sizeof where, "unix:///tmp/arpc-tutorial-%d.sock", (int)getpid());
+    arpc_server *server = bank_server(dir, where, addr, sizeof addr);
     arpc_client *client;
     if (server == NULL || relay_start(&net, addr, via, sizeof via) != 0 ||
         arpc_client_connect(&client, via, NULL) != ARPC_OK)
