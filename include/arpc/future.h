@@ -27,7 +27,10 @@
  * Threads: all functions are thread-safe. Callbacks registered with arpc_future_then() run
  * on the thread that completes the future (for RPC calls: the client's loop thread, so
  * they must not block) or, if the future is already complete at registration, immediately
- * on the registering thread before arpc_future_then() returns.
+ * on the registering thread before arpc_future_then() returns. Waiters (arpc_future_wait and
+ * its kin) are woken as the status is published, before the callbacks run: a wait may return
+ * while a callback still runs, so what a callback writes needs synchronisation of its own
+ * (e.g. a semaphore it posts last).
  */
 #ifndef ARPC_FUTURE_H
 #define ARPC_FUTURE_H
