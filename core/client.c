@@ -181,6 +181,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     atomic_init(&c->cl_next_seq, 1);
     client_direct_init(c);
     client_local_init(c);
+    c->cl_call_owner = call_future_owner; /* its calls' futures' owner (call_client) */
     client_deadlines_init(c);
     c->cl_connector.cn_fd = -1;
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);

@@ -96,7 +96,7 @@ static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct cancel_job *cj = (struct cancel_job *)job;
-    arpc_client *c = cj->cj_call->cc_client;
+    arpc_client *c = call_client(cj->cj_call);
     calls_cancel(cj->cj_call); /* lets go of the call (the cancel's share) */
     client_release(c);
     arpc_free(cj);
@@ -108,7 +108,7 @@ static void call_on_cancel(arpc_future *f, void *arg)
 {
     (void)arg; /* NULL: an embedded future's hook finds its call from f */
     struct client_call *call = call_of_future(f);
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     struct cancel_job *cj = arpc_malloc(sizeof(*cj));
     if (cj != NULL) {
         arpc_loop_job_init(&cj->cj_job, cancel_run);

@@ -70,7 +70,7 @@ _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(offsetof(struct client_call, cc_req) <= 139, "the call record grew: count its bytes again");
+_Static_assert(offsetof(struct client_call, cc_req) <= 131, "the call record grew: count its bytes again");
 
 /* The block's holders are the future's own references: the caller's (USER), the call's two
  * holds (one dropped as the call finishes, one by call_free) and one for each send of a small
@@ -127,13 +127,12 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     /* The caller's reference and the call's two holds: one dropped by call_finish (or by
      * call_start when the call does not start), the other by call_free or call_discard (the
      * call's share of the block). Not the caller's to release. */
-    arpc_future_init_embedded_held(&call->cc_future, &call_future_owner, 2);
+    arpc_future_init_embedded_held(&call->cc_future, &c->cl_call_owner, 2);
     if (c->cl_call_home != NULL)
         arpc_future_set_home(&call->cc_future, c->cl_call_home);
     else
         arpc_future_set_completer(&call->cc_future, c->cl_loop);
     arpc_loop_job_init(&call->cc_job, call_job_start);
-    call->cc_client = c;
     call->cc_when = when;
     call->cc_semantics = (unsigned)semantics & 3u;
     call->cc_bulk = bulk;
@@ -193,11 +192,20 @@ size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t
 
 static uint64_t call_seq(const struct client_call *call) { return call->cc_seq; }
 
-/* The call's share of the block and of a large request (cc_client is set). */
+/* The owner of a call's future once the call is done with: the block's free function, no
+ * cancel hook (nothing left to tell), and no client (it may be gone). */
+static const struct arpc_future_owner call_done_owner = {.fo_on_cancel = NULL, .fo_free = call_future_gone};
+
+/* The call's share of the block and of a large request. The client's owner (call_client) is
+ * read for the last time here: the future, which may outlive the client, gets the constant
+ * one. Plain store: whoever reads f_owner later (the last reference's free, a cancel that
+ * cannot win the claim of a completed future) comes after our drop below (acquire-release),
+ * and a cancel's hook came before the latch that let us here (call_release_shared). */
 static void call_memory_put(struct client_call *call)
 {
     if (call->cc_bulk)
         call_bulk_put(bulk_of(call));
+    call->cc_future.f_owner = &call_done_owner;
     call_put(call);
 }
 
@@ -207,7 +215,7 @@ void call_discard(struct client_call *call) { call_memory_put(call); }
 
 void call_free(struct client_call *call)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     call_memory_put(call);
     atomic_fetch_sub(&c->cl_live, 1); /* last: close may free the client from here on */
 }
@@ -220,7 +228,7 @@ static void call_release_shared(struct client_call *call)
 
 void call_finish(struct client_call *call, int status, void *data, size_t len)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     /* Never sent: without a connection, its result says why (client_unreachable_why), on
      * every path that ends it so (its deadline, its give-up time, a client lost at its first
      * attempt): the code alone cannot tell a server down from a configuration to mend. */
@@ -251,7 +259,7 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 void call_on_deadline(struct client_call *call)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     bool sent = call->cc_sent;
     if (arpc_now_ns() < call->cc_when) {
         /* Its give-up time: no connection came back for it (it is waiting). */
@@ -276,7 +284,7 @@ uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns)
 
 bool call_track(struct client_call *call)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     /* Without memory: ARPC_ENOMEM ("did not run") only if no send of it may have reached a
      * server (a re-send's earlier one, or its caller's own write: call_ended_code). */
     if (pending_put(&c->cl_pending, call) != ARPC_OK) {
@@ -297,7 +305,7 @@ bool call_track(struct client_call *call)
 
 void call_untrack(struct client_call *call)
 {
-    pending_take(&call->cc_client->cl_pending, call_xid(call));
+    pending_take(&call_client(call)->cl_pending, call_xid(call));
     call->cc_tracked = false;
 }
 
@@ -309,7 +317,7 @@ void call_mark_sent(struct client_call *call)
          * out a little long, which only makes a re-send give up sooner (client_resend.c). */
         call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
     }
-    call->cc_epoch_gen = call->cc_client->cl_epoch_gen;
+    call->cc_epoch_gen = call_client(call)->cl_epoch_gen;
 }
 
 arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
@@ -341,9 +349,9 @@ void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn 
  * cannot be one of theirs. */
 void call_settle_sent(struct client_call *call)
 {
-    struct arpc_u64_map *m = &call->cc_client->cl_unwritten;
+    struct arpc_u64_map *m = &call_client(call)->cl_unwritten;
     void *holder = call->cc_bulk ? (void *)bulk_of(call) : (void *)call;
-    if (call->cc_client->cl_unread ||
+    if (call_client(call)->cl_unread ||
         (arpc_u64_map_count(m) != 0 && arpc_u64_map_get(m, (uint64_t)(uintptr_t)holder) != NULL))
         call->cc_sent = call->cc_reached;
     else
@@ -359,7 +367,7 @@ void calls_unwritten_forget(arpc_client *c)
 
 void call_send(struct client_call *call, uint64_t now_ns)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     bool sent_before = call->cc_sent; /* an earlier send may have reached a server */
     /* A new xid first: it is the pending table's key. The head is made for this send (the
      * current ack and what is left of the budget); the body is the call's, kept for re-sends. */
@@ -401,13 +409,13 @@ void call_finish_lost(struct client_call *call, const char *why)
 {
     int code = call_ended_code(call, ARPC_ECONNLOST);
     size_t len = 0;
-    void *data = code == ARPC_ECONNLOST ? client_lost_why(call->cc_client, why, &len) : NULL;
+    void *data = code == ARPC_ECONNLOST ? client_lost_why(call_client(call), why, &len) : NULL;
     call_finish(call, code, data, len);
 }
 
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
@@ -437,12 +445,12 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
     uint64_t now = 0; /* read by call_arrive for a call with a deadline: its budget's too */
     if (!call_arrive(call, false, &now))
         return;
-    if (atomic_load(&call->cc_client->cl_state) == CL_READY) {
+    if (atomic_load(&call_client(call)->cl_state) == CL_READY) {
         call_send(call, now);
         /* Calls drained from the lane in a row make a batch: once large, it leaves now. */
-        arpc_conn_flush_batch(&call->cc_client->cl_conn);
+        arpc_conn_flush_batch(&call_client(call)->cl_conn);
     } else
-        resend_wait(call->cc_client, call); /* sent once a connection is ready */
+        resend_wait(call_client(call), call); /* sent once a connection is ready */
 }
 
 /* ---- cancel ---- */
@@ -455,7 +463,7 @@ void calls_cancel(struct client_call *call)
 
 void calls_cancel_settle(struct client_call *call)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
         if (!call->cc_waiting && call->cc_tracked && c->cl_conn.c_open &&

@@ -93,7 +93,7 @@ void client_deadlines_stop(arpc_client *c)
 
 int call_arm(struct client_call *call)
 {
-    arpc_client *c = call->cc_client;
+    arpc_client *c = call_client(call);
     arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
     uint64_t due = call_due_ms(call);
     if (due == ARPC_WHEEL_NONE)
@@ -106,4 +106,4 @@ int call_arm(struct client_call *call)
     return ARPC_OK;
 }
 
-void call_disarm(struct client_call *call) { arpc_wheel_remove(&call->cc_client->cl_wheel, &call->cc_timer); }
+void call_disarm(struct client_call *call) { arpc_wheel_remove(&call_client(call)->cl_wheel, &call->cc_timer); }

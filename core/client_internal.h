@@ -224,6 +224,10 @@ struct arpc_client {
      * client's, on the lane while cl_sweep_posted (any thread). */
     struct arpc_loop_job cl_cancel_sweep;
     atomic_bool cl_sweep_posted;
+    /* The owner of every call's future while the call is alive (client_call.c): the hooks of
+     * call_future_owner, at the client's own address, so a call finds its client from its
+     * future (call_client) and keeps no pointer of its own. */
+    struct arpc_future_owner cl_call_owner;
 };
 
 /*
@@ -246,7 +250,6 @@ struct client_call {
         struct arpc_loop_job cc_job;  /* how the call reaches the loop (until it has) */
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
-    arpc_client *cc_client;
     struct arpc_wheel_node cc_timer;  /* in cl_wheel at its deadline, or while it waits at the
                                        * sooner of that and its give-up (client_deadlines.c) */
     uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
@@ -285,6 +288,14 @@ struct client_call {
      * tail padding): its bytes, or a large request's block (client_call.c). */
     uint8_t cc_req[];
 };
+
+/* The call's client: its future's owner is the client's until the call is done with (then a
+ * constant's: the future may outlive the client). Any thread holding the call (before
+ * call_free or call_discard). */
+static inline arpc_client *call_client(const struct client_call *call)
+{
+    return (arpc_client *)(void *)((char *)call->cc_future.f_owner - offsetof(arpc_client, cl_call_owner));
+}
 
 /* The xid the call was last sent with. Loop thread, or a thread that owns the call before the
  * loop sees it. */
