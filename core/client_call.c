@@ -48,11 +48,17 @@ struct call_bulk {
     uint8_t b_bytes[];     /* the method's length (u8), then the body */
 };
 
-/* The record's cc_req holds a large request's block: a pointer, unaligned (memcpy). */
+/* Where the call keeps its request (cc_req, or after its deadline part). */
+static uint8_t *call_req_room(struct client_call *call)
+{
+    return call->cc_timed ? (uint8_t *)call + CALL_TIMED_OFFSET + sizeof(struct call_timed) : call->cc_req;
+}
+
+/* The record's request room holds a large request's block: a pointer, unaligned (memcpy). */
 static struct call_bulk *bulk_of(struct client_call *call)
 {
     struct call_bulk *b;
-    memcpy(&b, call->cc_req, sizeof(b));
+    memcpy(&b, call_req_room(call), sizeof(b));
     return b;
 }
 struct client_call *call_of_future(arpc_future *f)
@@ -61,16 +67,17 @@ struct client_call *call_of_future(arpc_future *f)
 }
 
 /* The request the call keeps (call_req): the method's length (u8), then the body (method and
- * payload), in cc_req after the body's length (u16, host order: a frame of CALL_INLINE_MAX at
- * most), or in a large request's block (b_bytes; its length in b_body_len). The rest of the
- * frame is made at each send. */
-enum { REQ_METHOD_LEN = 0, REQ_BODY = 1, INLINE_LEN_SIZE = 2 };
-_Static_assert(CALL_INLINE_MAX <= UINT16_MAX, "an inline request's length is kept in 16 bits");
+ * payload), in the record's request room (call_req_room; the body's length in cc_inline_len:
+ * a frame of CALL_INLINE_MAX at most), or in a large request's block (b_bytes; its length in
+ * b_body_len). The rest of the frame is made at each send. */
+enum { REQ_METHOD_LEN = 0, REQ_BODY = 1, INLINE_BODY_MAX = CALL_INLINE_MAX - ARPC_OUTQ_HEAD_MAX };
+_Static_assert(INLINE_BODY_MAX < (1u << 11), "an inline request's body length is kept in 11 bits (cc_inline_len)");
 _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE,
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(offsetof(struct client_call, cc_req) <= 131, "the call record grew: count its bytes again");
+_Static_assert(offsetof(struct client_call, cc_req) <= 109, "the call record grew: count its bytes again");
+_Static_assert(CALL_TIMED_OFFSET + sizeof(struct call_timed) <= 136, "a call with a deadline grew: count its bytes again");
 
 /* The block's holders are the future's own references: the caller's (USER), the call's two
  * holds (one dropped as the call finishes, one by call_free) and one for each send of a small
@@ -100,11 +107,18 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
 {
     size_t frame_len = arpc_frame_request_size(method_len, payload_len), req_len = REQ_BODY + method_len + payload_len;
     bool bulk = frame_len > CALL_INLINE_MAX;
-    size_t size = offsetof(struct client_call, cc_req) + (bulk ? sizeof(struct call_bulk *) : INLINE_LEN_SIZE + req_len);
+    bool timed = when != ARPC_NEVER;
+    size_t size = (timed ? CALL_TIMED_OFFSET + sizeof(struct call_timed) : offsetof(struct client_call, cc_req)) +
+                  (bulk ? sizeof(struct call_bulk *) : req_len);
     struct client_call *call = arpc_malloc(size > sizeof(*call) ? size : sizeof(*call));
     if (call == NULL)
         return NULL;
     memset(call, 0, offsetof(struct client_call, cc_req));
+    call->cc_timed = timed;
+    if (timed) {
+        call_timed(call)->ct_when = when;
+        arpc_wheel_node_init(&call_timed(call)->ct_node); /* not armed */
+    }
     if (bulk) {
         /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
          * per-thread cache), large ones fault fresh pages in. (Which of the two: by the
@@ -122,7 +136,7 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
         b->b_cap = (uint32_t)cap;
         b->b_class = cls;
         b->b_client = c;
-        memcpy(call->cc_req, &b, sizeof(b));
+        memcpy(call_req_room(call), &b, sizeof(b));
     }
     /* The caller's reference and the call's two holds: one dropped by call_finish (or by
      * call_start when the call does not start), the other by call_free or call_discard (the
@@ -133,26 +147,23 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     else
         arpc_future_set_completer(&call->cc_future, c->cl_loop);
     arpc_loop_job_init(&call->cc_job, call_job_start);
-    call->cc_when = when;
-    call->cc_semantics = (unsigned)semantics & 3u;
+    call->cc_semantics = (uint16_t)((unsigned)semantics & 3u);
     call->cc_bulk = bulk;
-    return call; /* cc_timer: zeroed, not armed */
+    return call;
 }
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
 static uint8_t *call_req(struct client_call *call)
 {
-    return call->cc_bulk ? bulk_of(call)->b_bytes : call->cc_req + INLINE_LEN_SIZE;
+    return call->cc_bulk ? bulk_of(call)->b_bytes : call_req_room(call);
 }
 
 static uint32_t call_body_len(struct client_call *call)
 {
     if (call->cc_bulk)
         return bulk_of(call)->b_body_len;
-    uint16_t len;
-    memcpy(&len, call->cc_req, sizeof(len));
-    return len;
+    return call->cc_inline_len;
 }
 
 void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,
@@ -163,8 +174,7 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
     if (call->cc_bulk) {
         bulk_of(call)->b_body_len = body_len;
     } else {
-        uint16_t len = (uint16_t)body_len; /* the frame is CALL_INLINE_MAX at most */
-        memcpy(call->cc_req, &len, sizeof(len));
+        call->cc_inline_len = (uint16_t)body_len & 0x7ffu; /* INLINE_BODY_MAX at most */
     }
     req[REQ_METHOD_LEN] = (uint8_t)method_len;
     memcpy(req + REQ_BODY, method, method_len);
@@ -259,16 +269,11 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
 
 void call_on_deadline(struct client_call *call)
 {
+    /* (Its give-up time, while it waits, is client_give_up.c's.) Never sent and no connection:
+     * it could not reach the server. */
     arpc_client *c = call_client(call);
-    bool sent = call->cc_sent;
-    if (arpc_now_ns() < call->cc_when) {
-        /* Its give-up time: no connection came back for it (it is waiting). */
-        call_finish_lost(call, CALL_LOST_GAVE_UP); /* never sent: ARPC_EUNREACHABLE */
-        return;
-    }
-    /* Its deadline. Never sent and no connection: it could not reach the server. */
     bool connected = atomic_load(&c->cl_state) == CL_READY;
-    call_finish(call, sent || (connected && !call->cc_waiting) ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+    call_finish(call, call->cc_sent || (connected && !call->cc_waiting) ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
 }
 
 /* ---- sending ---- */
@@ -276,9 +281,9 @@ void call_on_deadline(struct client_call *call)
 /* The budget to put on the wire: ms left, at least 1; 0 for none. */
 uint32_t call_budget_ms(const struct client_call *call, uint64_t now_ns)
 {
-    if (call->cc_when == ARPC_NEVER)
+    if (!call->cc_timed)
         return 0;
-    int64_t left = arpc_ms_left_after(now_ns != 0 ? now_ns : arpc_now_ns(), call->cc_when);
+    int64_t left = arpc_ms_left_after(now_ns != 0 ? now_ns : arpc_now_ns(), call_timed(call)->ct_when);
     return left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 }
 
@@ -292,8 +297,8 @@ bool call_track(struct client_call *call)
         return false;
     }
     call->cc_tracked = true;
-    /* Most calls have no deadline and no give-up armed: no call to make for them. */
-    bool arm = call->cc_when != ARPC_NEVER || arpc_wheel_node_armed(&call->cc_timer);
+    /* Most calls have no deadline: no call to make for them; a re-sent one is armed already. */
+    bool arm = call->cc_timed && !arpc_wheel_node_armed(&call_timed(call)->ct_node);
     if (arm && call_arm(call) != ARPC_OK) {
         call_untrack(call);
         call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
@@ -426,7 +431,7 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* cancelled before it reached the loop */
         return false;
     }
-    if (call->cc_when != ARPC_NEVER && (*now_ns = arpc_now_ns()) >= call->cc_when) {
+    if (call->cc_timed && (*now_ns = arpc_now_ns()) >= call_timed(call)->ct_when) {
         /* Never sent (connected or not): it did not reach the server before its deadline. */
         call_finish(call, call->cc_sent ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
         return false;

@@ -2,10 +2,11 @@
  * The client's call deadlines: a timing wheel (async/timer_wheel.h) under one loop deadline.
  *
  * A call's deadline was a loop heap entry of 40 bytes in every call record, used or not; a
- * wheel node is 16 (two links), and the wheel itself (8 KiB) is the client's. The node keeps
- * no time: the wheel asks call_due_ms, which derives it from what the call keeps anyway (its
- * deadline, and while it waits its give-up time, kept where its dead xid was), so every
- * change to those re-arms the node (call_arm) or disarms it first (resend_unlink). Times are
+ * wheel node is 16 (two links), in the block of a call that has a deadline only (struct
+ * call_timed, with the deadline), and the wheel itself (8 KiB) is the client's. The node keeps
+ * no time: the wheel asks call_due_ms, which reads the call's deadline; it never changes, so a
+ * node stays armed from the call's first send or wait to its end (a waiting call's give-up
+ * time is client_give_up.c's). Times are
  * whole milliseconds, rounded up, so a call never ends before its time; the loop deadline
  * (cl_wheel_timer) waits for the wheel's next time and fires through the loop as any other,
  * whichever kind of loop it is. Loop thread only.
@@ -20,17 +21,14 @@ static uint64_t ms_now(void) { return arpc_now_ns() / NS_PER_MS; }
 
 static struct client_call *call_of_node(const struct arpc_wheel_node *n)
 {
-    return (struct client_call *)((char *)n - offsetof(struct client_call, cc_timer));
+    return (struct client_call *)(void *)((char *)n - offsetof(struct call_timed, ct_node) - CALL_TIMED_OFFSET);
 }
 
-/* When the call's node is due (ms, rounded up), or ARPC_WHEEL_NONE: its deadline, or while
- * it waits the sooner of that and its give-up time. */
+/* When the call's node is due (ms, rounded up): its deadline (it has one). */
 static uint64_t call_due_ms(const struct client_call *call)
 {
-    uint64_t when = call->cc_when;
-    if (call->cc_waiting && call->cc_give_up < when)
-        when = call->cc_give_up;
-    return when == ARPC_NEVER ? ARPC_WHEEL_NONE : when / NS_PER_MS + (when % NS_PER_MS != 0);
+    uint64_t when = call_timed(call)->ct_when;
+    return when / NS_PER_MS + (when % NS_PER_MS != 0);
 }
 
 /* The wheel's time function: a call's node is due when the call says. */
@@ -82,6 +80,7 @@ void client_deadlines_init(arpc_client *c)
     arpc_wheel_init(&c->cl_wheel, ms_now(), node_due_ms, NULL);
     arpc_deadline_init(&c->cl_wheel_timer, on_wheel_timer, c);
     c->cl_wheel_stopped = false;
+    give_up_init(c);
 }
 
 void client_deadlines_stop(arpc_client *c)
@@ -89,21 +88,26 @@ void client_deadlines_stop(arpc_client *c)
     /* Calls still in the wheel leave it as they finish (call_finish). */
     c->cl_wheel_stopped = true;
     arpc_deadline_cancel(c->cl_loop, &c->cl_wheel_timer);
+    give_up_stop(c);
 }
 
 int call_arm(struct client_call *call)
 {
-    arpc_client *c = call_client(call);
-    arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
-    uint64_t due = call_due_ms(call);
-    if (due == ARPC_WHEEL_NONE)
+    if (!call->cc_timed)
         return ARPC_OK;
-    uint64_t need = arpc_wheel_add(&c->cl_wheel, &call->cc_timer, due);
+    arpc_client *c = call_client(call);
+    struct arpc_wheel_node *n = &call_timed(call)->ct_node;
+    arpc_wheel_remove(&c->cl_wheel, n);
+    uint64_t need = arpc_wheel_add(&c->cl_wheel, n, call_due_ms(call));
     if (wheel_wait_for(c, need) != ARPC_OK) {
-        arpc_wheel_remove(&c->cl_wheel, &call->cc_timer);
+        arpc_wheel_remove(&c->cl_wheel, n);
         return ARPC_ENOMEM;
     }
     return ARPC_OK;
 }
 
-void call_disarm(struct client_call *call) { arpc_wheel_remove(&call_client(call)->cl_wheel, &call->cc_timer); }
+void call_disarm(struct client_call *call)
+{
+    if (call->cc_timed)
+        arpc_wheel_remove(&call_client(call)->cl_wheel, &call_timed(call)->ct_node);
+}

@@ -185,7 +185,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     if (st != DW_NONE)
         arpc_stat_inc(&c->cl_direct.cd_written);
     struct arpc_conn *conn = &c->cl_conn;
-    if (call->cc_when != ARPC_NEVER) { /* only a deadline needs the sweep */
+    if (call->cc_timed) { /* only a deadline needs the sweep */
         c->cl_direct.cd_active = true;
         sweep_arm(c);
     }
@@ -338,12 +338,12 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     if (st == DW_PART && written < head_len)
         memcpy(d->cd_head, head, head_len); /* the loop queues its rest (before the release below) */
     /* From here the loop may finish the call: the future the caller has not returned yet
-     * keeps its memory (cc_when is read, nothing written). */
+     * keeps its memory (its deadline is read, nothing written). */
     atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,
                           memory_order_release);
     bool wake = st != DW_ALL; /* a rest to queue, a flush waiting, or the whole call to send */
-    if (!wake && call->cc_when != ARPC_NEVER)
-        wake = call->cc_when < atomic_load(&d->cd_sweep_at); /* after the push's fence */
+    if (!wake && call->cc_timed)
+        wake = call_timed(call)->ct_when < atomic_load(&d->cd_sweep_at); /* after the push's fence */
     if (wake)
         direct_wake(c); /* never waits: a post to the loop's lane */
     /* The last touch of the client: a close waits for the gate to empty before it frees it. */

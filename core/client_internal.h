@@ -45,6 +45,7 @@
 #include "async/timer_wheel.h"
 #include "base/backoff.h"
 #include "base/buf_cache.h"
+#include "base/clock.h"
 #include "base/dlist.h"
 #include "base/handle.h"
 #include "base/refcount.h"
@@ -166,7 +167,9 @@ struct arpc_client {
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
-    struct arpc_dlist cl_waiting;   /* calls waiting for a connection, oldest first */
+    struct arpc_dlist cl_waiting;   /* calls waiting for a connection, in the order they began
+                                     * to (so of their give-up times: client_give_up.c) */
+    struct arpc_deadline cl_give_up_timer; /* at the first waiting call's give-up time, or before */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     /* Finished seqs above cl_ack that cl_done had no memory for (client_resend.c): a seq noted
      * nowhere would stop the ack below it for good, and the server would keep every later
@@ -250,16 +253,13 @@ struct client_call {
         struct arpc_loop_job cc_job;  /* how the call reaches the loop (until it has) */
         struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
     };
-    struct arpc_wheel_node cc_timer;  /* in cl_wheel at its deadline, or while it waits at the
-                                       * sooner of that and its give-up (client_deadlines.c) */
-    uint64_t cc_when;                 /* its own deadline (ARPC_NEVER: none) */
     union {
         uint64_t cc_xid;              /* the xid it was last sent with: the pending table's key
                                        * while cc_tracked (stamped by its caller for a call it
                                        * wrote); meaningless while cc_waiting */
         uint64_t cc_give_up;          /* while cc_waiting: when it stops waiting (ns; ARPC_NEVER:
-                                       * never). Its xid died with its connection: a re-send
-                                       * takes a new one */
+                                       * never; client_give_up.c). Its xid died with its
+                                       * connection: a re-send takes a new one */
     };
     uint64_t cc_seq;                  /* at-most-once: its number, kept across sends (0: none) */
     /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
@@ -276,18 +276,45 @@ struct client_call {
     /* (The latch of call_release_shared is a bit of the future's state word:
      * arpc_future_owner_latch.) Set before the loop sees the call, or by the loop; read
      * elsewhere only after that latch's exchange. */
-    unsigned cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
+    /* 16 bits: */
+    uint16_t cc_inline_len : 11;      /* an inline request's body length (a frame of
+                                       * CALL_INLINE_MAX at most; a large request's block keeps
+                                       * its own) */
+    uint16_t cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
+    uint16_t cc_timed : 1;            /* it has a deadline: a struct call_timed follows */
+    uint16_t cc_bulk : 1;             /* its request is in a block of its own (client_call.c) */
+    uint16_t cc_tracked : 1;          /* in cl_pending, under its xid (call_xid) */
     bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run);
                                        * cleared at a loss that left its only send unwritten */
     bool cc_reached : 1;              /* a send of it left whole on a connection since lost */
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
-    bool cc_bulk : 1;                 /* its request is in a block of its own (client_call.c) */
-    bool cc_tracked : 1;              /* in cl_pending, under its xid (call_xid) */
-    /* The request kept for a re-send, right after the fields (in what would be the record's
-     * tail padding): its bytes, or a large request's block (client_call.c). */
+    /* Then, only for a call with a deadline, its struct call_timed (at CALL_TIMED_OFFSET); then
+     * the request kept for a re-send (right after the fields when there is no deadline: in
+     * what would be the record's tail padding): its bytes, or a large request's block
+     * (client_call.c). */
     uint8_t cc_req[];
 };
+
+/* A call's deadline and its node in the client's timing wheel (client_deadlines.c): in the
+ * block of a call that has a deadline only (24 bytes a call less for the others). */
+struct call_timed {
+    uint64_t ct_when;                 /* its deadline (ns) */
+    struct arpc_wheel_node ct_node;   /* in cl_wheel at its deadline */
+};
+#define CALL_TIMED_OFFSET ((offsetof(struct client_call, cc_req) + 7u) & ~(size_t)7u)
+
+/* The call's deadline part (it has one: cc_timed). */
+static inline struct call_timed *call_timed(const struct client_call *call)
+{
+    return (struct call_timed *)(void *)((char *)call + CALL_TIMED_OFFSET);
+}
+
+/* The call's deadline (ns), ARPC_NEVER when it has none. Any thread that may read the call. */
+static inline uint64_t call_when(const struct client_call *call)
+{
+    return call->cc_timed ? call_timed(call)->ct_when : ARPC_NEVER;
+}
 
 /* The call's client: its future's owner is the client's until the call is done with (then a
  * constant's: the future may outlive the client). Any thread holding the call (before

@@ -2,8 +2,9 @@
  * Calls between connections, and the acknowledgement.
  *
  * Waiting: calls that cannot be sent now (no connection yet, the connection broke, the server
- * said GOAWAY) wait on cl_waiting in arrival order, each armed at the sooner of its deadline
- * and its give-up time (reconnect_give_up_ms from when it began waiting).
+ * said GOAWAY) wait on cl_waiting in the order they began to, until their deadline (its wheel
+ * node, armed while they wait) or their give-up time (reconnect_give_up_ms from when they began
+ * waiting: client_give_up.c, which needs that order) comes.
  *
  * When the server's HELLO makes the client ready, every waiting call is sent again, oldest
  * first, with a new xid, the current ack and what is left of its budget -- unless sending it
@@ -42,24 +43,42 @@ static struct client_call *waiting_call(struct arpc_dlink *link)
 
 void resend_unlink(arpc_client *c, struct client_call *call)
 {
+    /* (Its deadline's node stays armed: the deadline holds wherever the call goes.) */
     arpc_dlist_remove(&c->cl_waiting, &call->cc_link);
-    call_disarm(call); /* armed at a give-up time this call no longer keeps (client_deadlines.c) */
     call->cc_waiting = false;
 }
 
 void resend_wait(arpc_client *c, struct client_call *call)
 {
-    /* In arrival order: usually the newest, so walk from the tail. */
-    struct arpc_dlink *pos = c->cl_waiting.dl_tail;
-    while (pos != NULL && call_order_before(call->cc_order, waiting_call(pos)->cc_order))
-        pos = pos->dl_prev;
-    arpc_dlist_insert_after(&c->cl_waiting, pos, &call->cc_link);
+    /* At the tail: the latest give-up time (client_give_up.c). */
+    arpc_dlist_insert_after(&c->cl_waiting, c->cl_waiting.dl_tail, &call->cc_link);
     call->cc_waiting = true;
     call->cc_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* over its dead xid */
-    if (call_arm(call) != ARPC_OK) {
+    bool armed = !call->cc_timed || arpc_wheel_node_armed(&call_timed(call)->ct_node);
+    if ((!armed && call_arm(call) != ARPC_OK) || give_up_arm(c, call->cc_give_up) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
         call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0);
     }
+}
+
+static bool order_before(const struct arpc_dlink *a, const struct arpc_dlink *b)
+{
+    return call_order_before(waiting_call((struct arpc_dlink *)a)->cc_order, waiting_call((struct arpc_dlink *)b)->cc_order);
+}
+
+static bool give_up_before(const struct arpc_dlink *a, const struct arpc_dlink *b)
+{
+    return waiting_call((struct arpc_dlink *)a)->cc_give_up < waiting_call((struct arpc_dlink *)b)->cc_give_up;
+}
+
+/* Whether the waiting calls are in arrival order already (they are, unless a connection broke
+ * while calls that came after its own waited: a GOAWAY's drain). */
+static bool waiting_in_order(arpc_client *c)
+{
+    for (struct arpc_dlink *pos = c->cl_waiting.dl_head; pos != NULL && pos->dl_next != NULL; pos = pos->dl_next)
+        if (order_before(pos->dl_next, pos))
+            return false;
+    return true;
 }
 
 /* ---- the ack ---- */
@@ -145,6 +164,9 @@ void calls_on_connected(arpc_client *c)
 {
     calls_drop_cancelled(c); /* before the CANCELs by seq are told */
     cancel_seq_tell(c); /* first: the re-sends' ack may cover their seqs */
+    bool sorted = !waiting_in_order(c);
+    if (sorted)
+        arpc_dlist_sort(&c->cl_waiting, order_before); /* re-sent in arrival order */
     struct client_call *call;
     while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
@@ -154,6 +176,10 @@ void calls_on_connected(arpc_client *c)
         else
             call_finish_lost(call, why);
     }
+    /* Not all sent (the connection went meanwhile): the rest back in give-up order, for
+     * client_give_up.c (the calls the loss added came last, with the latest times). */
+    if (sorted && c->cl_waiting.dl_head != NULL)
+        arpc_dlist_sort(&c->cl_waiting, give_up_before);
 }
 
 /* ---- connection lost ---- */

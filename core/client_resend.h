@@ -116,11 +116,17 @@ void client_direct_stop(arpc_client *c);
 #define CD_XID_BIT ARPC_XID_CALLER_BIT /* core/frame.h */
 
 /* client_deadlines.c */
-/* Arms the call's wheel node at its deadline, or while it waits (cc_waiting, cc_give_up set)
- * at the sooner of that and its give-up; disarms it when that is ARPC_NEVER. ARPC_OK, or
+/* Arms the call's wheel node at its deadline (nothing for a call without one). ARPC_OK, or
  * ARPC_ENOMEM (then not armed). */
 int call_arm(struct client_call *call);
 void call_disarm(struct client_call *call);
+
+/* client_give_up.c (loop thread, but give_up_init) */
+void give_up_init(arpc_client *c);  /* any thread, before the loop sees c */
+void give_up_stop(arpc_client *c);  /* at close (client_deadlines_stop) */
+/* A call began to wait, giving up at when (ns; ARPC_NEVER: never): the deadline waits for it
+ * if nothing sooner is waited for. ARPC_OK, or ARPC_ENOMEM (the loop's heap). */
+int give_up_arm(arpc_client *c, uint64_t when);
 
 /* client_resend.c */
 void resend_wait(arpc_client *c, struct client_call *call);    /* waits for a connection */

@@ -179,11 +179,9 @@ static void test_deadline_before_sent_did_not_run(void **state)
     sem_destroy(&loop_go_on);
 }
 
-/* A call in flight goes back to waiting when its connection breaks: its wheel node moves to
- * its give-up time, which ends it (it was sent: ARPC_ECONNLOST), well before its deadline.
- * The give-up is over 256 ms away, in a later block of the wheel: the node keeps no time, and
- * when its block comes the wheel asks the call again, which must still say its give-up (kept
- * where its dead xid was), not its deadline an hour away. */
+/* A call in flight goes back to waiting when its connection breaks: its give-up time
+ * (core/client_give_up.c) ends it (it was sent: ARPC_ECONNLOST), well before its deadline,
+ * whose wheel node stays armed an hour away; and a call without a deadline the same way. */
 static void test_give_up_rearms(void **state)
 {
     (void)state;
@@ -305,12 +303,59 @@ static void test_deadline_kept_when_heap_cannot_grow(void **state)
     silent_stop(&s);
 }
 
+/* Calls that begin to wait at different times give up each at its own time, never before:
+ * one deadline for the waiting list must wait again for the next call's time, not end the
+ * list; and when the first waiting call leaves early (cancelled), the deadline, armed for it,
+ * still comes and waits on for the others. No server at all: never sent, ARPC_EUNREACHABLE. */
+static void test_give_up_each_in_turn(void **state)
+{
+    (void)state;
+    enum { GIVE_UP_MS = 300, GAP_MS = 150, N = 4 };
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client_options o = {.reconnect_give_up_ms = GIVE_UP_MS, .reconnect_min_ms = 10, .reconnect_max_ms = 20};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, &o));
+    silent_cut(&s);
+    /* Wait for the client to find the connection broken: a call made before that would be
+     * sent, and end ARPC_ECONNLOST. A call with a deadline that ends it ARPC_EUNREACHABLE is
+     * the sign (calls leave in order). */
+    int rc;
+    while ((rc = arpc_call(c, "t.silent", "q", 1, NULL, NULL, 20)) != ARPC_EUNREACHABLE)
+        assert_int_equal(ARPC_ETIMEDOUT, rc);
+    arpc_future *fs[N];
+    struct ended e[N] = {{0}};
+    uint64_t start[N];
+    latch_reset();
+    for (int i = 0; i < N; i++) {
+        if (i == 2) /* the last two begin to wait later: their times come later */
+            nanosleep(&(struct timespec){0, GAP_MS * 1000000L}, NULL); /* spacing, not a wait for an event */
+        start[i] = mono_ns();
+        fs[i] = arpc_call_async(c, "t.silent", "q", 1, i == 1 ? 3600 * 1000 : ARPC_FOREVER);
+        assert_non_null(fs[i]);
+        assert_int_equal(ARPC_OK, arpc_future_then(fs[i], on_end, &e[i]));
+    }
+    assert_true(arpc_future_cancel(fs[0])); /* the first waiting call leaves */
+    assert_true(latch_wait(N, 60000));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(fs[0]));
+    for (int i = 1; i < N; i++) {
+        assert_int_equal(ARPC_EUNREACHABLE, arpc_future_poll(fs[i]));
+        assert_true(e[i].at_ns >= start[i] + GIVE_UP_MS * 1000000ull); /* never early */
+    }
+    for (int i = 0; i < N; i++)
+        arpc_future_release(fs[i]);
+    assert_int_equal(0, arpc_client_pending(c));
+    arpc_client_close(c);
+    silent_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadlines_never_early),
         cmocka_unit_test(test_deadline_before_sent_did_not_run),
         cmocka_unit_test(test_give_up_rearms),
+        cmocka_unit_test(test_give_up_each_in_turn),
         cmocka_unit_test(test_close_with_calls_in_every_level),
         cmocka_unit_test(test_deadline_kept_when_heap_cannot_grow),
     };

@@ -1,0 +1,58 @@
+/*
+ * The waiting calls' give-up times (reconnect_give_up_ms): one loop deadline for them all.
+ *
+ * A call that begins to wait for a connection gives up at now + cl_give_up_ms, the same span
+ * for every call of the client, and joins cl_waiting at its tail (client_resend.c): the list
+ * is in the order calls began to wait, so in the order of their give-up times, and the first
+ * waiting call's is the soonest. One loop deadline waits for it (cl_give_up_timer, armed no
+ * later than that); when it fires, the calls at the head whose time has come end, and it
+ * waits again for the new head's. A call leaving the list early (sent, finished) is not told
+ * to the deadline: it fires at the old time and waits again. (This was a wheel node per call,
+ * 16 bytes in every call's block; the wheel is now for deadlines only, in the blocks of calls
+ * that have one: client_deadlines.c.)
+ *
+ * Only calls_on_connected changes the list's order (its re-sends go in arrival order); it
+ * puts what it did not send back into give-up order. Loop thread only.
+ */
+#include "arpc/error.h"
+#include "base/clock.h"
+#include "core/client_resend.h"
+
+#define NS_PER_MS 1000000u
+
+static struct client_call *first_waiting(arpc_client *c)
+{
+    return ARPC_DLIST_ENTRY(c->cl_waiting.dl_head, struct client_call, cc_link);
+}
+
+static void on_give_up(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    arpc_client *c = arg;
+    uint64_t now = arpc_now_ns();
+    /* Armed again first, while the loop's heap still has the room this deadline just left
+     * (as client_deadlines.c's wheel deadline): the calls' callbacks below may arm others. */
+    (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + NS_PER_MS);
+    struct client_call *call;
+    while ((call = first_waiting(c)) != NULL && call->cc_give_up <= now)
+        call_finish_lost(call, CALL_LOST_GAVE_UP); /* leaves the list (never sent: ARPC_EUNREACHABLE) */
+    if (call == NULL || call->cc_give_up == ARPC_NEVER || c->cl_wheel_stopped)
+        arpc_deadline_cancel(c->cl_loop, &c->cl_give_up_timer);
+    else if (arpc_deadline_is_armed(&c->cl_give_up_timer))
+        (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, call->cc_give_up); /* a move */
+    else
+        (void)give_up_arm(c, call->cc_give_up); /* out of memory even before the callbacks: the
+                                                 * next call to wait tries again */
+}
+
+void give_up_init(arpc_client *c) { arpc_deadline_init(&c->cl_give_up_timer, on_give_up, c); }
+
+void give_up_stop(arpc_client *c) { arpc_deadline_cancel(c->cl_loop, &c->cl_give_up_timer); }
+
+int give_up_arm(arpc_client *c, uint64_t when)
+{
+    struct arpc_deadline *t = &c->cl_give_up_timer;
+    if (when == ARPC_NEVER || c->cl_wheel_stopped || (arpc_deadline_is_armed(t) && t->d_when_ns <= when))
+        return ARPC_OK;
+    return arpc_deadline_arm(c->cl_loop, t, when);
+}
