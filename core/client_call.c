@@ -48,17 +48,11 @@ struct call_bulk {
     uint8_t b_bytes[];     /* the method's length (u8), then the body */
 };
 
-/* Where the call keeps its request (cc_req, or after its deadline part). */
-static uint8_t *call_req_room(struct client_call *call)
-{
-    return call->cc_timed ? (uint8_t *)call + CALL_TIMED_OFFSET + sizeof(struct call_timed) : call->cc_req;
-}
-
 /* The record's request room holds a large request's block: a pointer, unaligned (memcpy). */
 static struct call_bulk *bulk_of(struct client_call *call)
 {
     struct call_bulk *b;
-    memcpy(&b, call_req_room(call), sizeof(b));
+    memcpy(&b, call->cc_req, sizeof(b));
     return b;
 }
 struct client_call *call_of_future(arpc_future *f)
@@ -67,7 +61,7 @@ struct client_call *call_of_future(arpc_future *f)
 }
 
 /* The request the call keeps (call_req): the method's length (u8), then the body (method and
- * payload), in the record's request room (call_req_room; the body's length in cc_inline_len:
+ * payload), in the record's request room (cc_req; the body's length in cc_inline_len:
  * a frame of CALL_INLINE_MAX at most), or in a large request's block (b_bytes; its length in
  * b_body_len). The rest of the frame is made at each send. */
 enum { REQ_METHOD_LEN = 0, REQ_BODY = 1, INLINE_BODY_MAX = CALL_INLINE_MAX - ARPC_OUTQ_HEAD_MAX };
@@ -77,7 +71,7 @@ _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
 _Static_assert(offsetof(struct client_call, cc_req) <= 109, "the call record grew: count its bytes again");
-_Static_assert(CALL_TIMED_OFFSET + sizeof(struct call_timed) <= 136, "a call with a deadline grew: count its bytes again");
+_Static_assert(sizeof(struct call_timed) == 24, "a call with a deadline grew: count its bytes again");
 
 /* The block's holders are the future's own references: the caller's (USER), the call's two
  * holds (one dropped as the call finishes, one by call_free) and one for each send of a small
@@ -87,7 +81,13 @@ _Static_assert(CALL_TIMED_OFFSET + sizeof(struct call_timed) <= 136, "a call wit
 /* One holder of the block lets go; the last frees it. Any thread. */
 static void call_put(struct client_call *call) { arpc_future_drop(&call->cc_future); }
 
-void call_future_gone(arpc_future *f) { arpc_free(call_of_future(f)); }
+/* Where the call's block begins: its deadline part, if any, comes first. */
+static void *call_block(struct client_call *call)
+{
+    return call->cc_timed ? (void *)call_timed(call) : (void *)call;
+}
+
+void call_future_gone(arpc_future *f) { arpc_free(call_block(call_of_future(f))); }
 
 static void call_bulk_put(struct call_bulk *b)
 {
@@ -108,13 +108,21 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     size_t frame_len = arpc_frame_request_size(method_len, payload_len), req_len = REQ_BODY + method_len + payload_len;
     bool bulk = frame_len > CALL_INLINE_MAX;
     bool timed = when != ARPC_NEVER;
-    size_t size = (timed ? CALL_TIMED_OFFSET + sizeof(struct call_timed) : offsetof(struct client_call, cc_req)) +
-                  (bulk ? sizeof(struct call_bulk *) : req_len);
-    struct client_call *call = arpc_malloc(size > sizeof(*call) ? size : sizeof(*call));
-    if (call == NULL)
+    size_t size = offsetof(struct client_call, cc_req) + (bulk ? sizeof(struct call_bulk *) : req_len);
+    if (size < sizeof(struct client_call))
+        size = sizeof(struct client_call);
+    size_t head = timed ? sizeof(struct call_timed) : 0; /* the deadline part first */
+    char *block = arpc_malloc(head + size);
+    if (block == NULL)
         return NULL;
-    memset(call, 0, offsetof(struct client_call, cc_req));
-    call->cc_timed = timed;
+    struct client_call *call = (struct client_call *)(void *)(block + head);
+    /* The record zeroed and its flag word made in one go (no read-modify-write per field). */
+    *call = (struct client_call){
+        .cc_inline_len = bulk ? 0 : (uint16_t)((method_len + payload_len) & 0x7ffu), /* INLINE_BODY_MAX at most */
+        .cc_semantics = (uint16_t)((unsigned)semantics & 3u),
+        .cc_timed = timed,
+        .cc_bulk = bulk,
+    };
     if (timed) {
         call_timed(call)->ct_when = when;
         arpc_wheel_node_init(&call_timed(call)->ct_node); /* not armed */
@@ -129,14 +137,14 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
                                   ? arpc_buf_get(&c->cl_bufs, total, &cap)
                                   : block_pool_get(&c->cl_blocks, total, &cls);
         if (b == NULL) {
-            arpc_free(call);
+            arpc_free(block);
             return NULL;
         }
         arpc_refcount_init(&b->b_refs, 1); /* the call's */
         b->b_cap = (uint32_t)cap;
         b->b_class = cls;
         b->b_client = c;
-        memcpy(call_req_room(call), &b, sizeof(b));
+        memcpy(call->cc_req, &b, sizeof(b));
     }
     /* The caller's reference and the call's two holds: one dropped by call_finish (or by
      * call_start when the call does not start), the other by call_free or call_discard (the
@@ -147,34 +155,42 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     else
         arpc_future_set_completer(&call->cc_future, c->cl_loop);
     arpc_loop_job_init(&call->cc_job, call_job_start);
-    call->cc_semantics = (uint16_t)((unsigned)semantics & 3u);
-    call->cc_bulk = bulk;
     return call;
 }
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
-static uint8_t *call_req(struct client_call *call)
+/* The request's bytes (the method's length, then the body) and the body's length: one look at
+ * where they are. */
+static uint8_t *call_req(struct client_call *call, uint32_t *body_len)
 {
-    return call->cc_bulk ? bulk_of(call)->b_bytes : call_req_room(call);
+    if (call->cc_bulk) {
+        struct call_bulk *b = bulk_of(call);
+        *body_len = b->b_body_len;
+        return b->b_bytes;
+    }
+    *body_len = call->cc_inline_len;
+    return call->cc_req;
 }
 
 static uint32_t call_body_len(struct client_call *call)
 {
-    if (call->cc_bulk)
-        return bulk_of(call)->b_body_len;
-    return call->cc_inline_len;
+    uint32_t len;
+    (void)call_req(call, &len);
+    return len;
 }
 
 void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,
                       size_t payload_len)
 {
-    uint8_t *req = call_req(call);
-    uint32_t body_len = (uint32_t)(method_len + payload_len); /* request_check bounds them */
+    uint8_t *req;
     if (call->cc_bulk) {
-        bulk_of(call)->b_body_len = body_len;
+        struct call_bulk *b = bulk_of(call);
+        b->b_body_len = (uint32_t)(method_len + payload_len); /* request_check bounds them; an inline
+                                                              * request's length: call_new */
+        req = b->b_bytes;
     } else {
-        call->cc_inline_len = (uint16_t)body_len & 0x7ffu; /* INLINE_BODY_MAX at most */
+        req = call->cc_req;
     }
     req[REQ_METHOD_LEN] = (uint8_t)method_len;
     memcpy(req + REQ_BODY, method, method_len);
@@ -184,8 +200,10 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
 
 uint8_t *call_body(struct client_call *call, size_t *len)
 {
-    *len = call_body_len(call);
-    return call_req(call) + REQ_BODY;
+    uint32_t body_len;
+    uint8_t *req = call_req(call, &body_len);
+    *len = body_len;
+    return req + REQ_BODY;
 }
 
 size_t call_frame_size(struct client_call *call)
@@ -193,11 +211,12 @@ size_t call_frame_size(struct client_call *call)
     return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + (size_t)call_body_len(call);
 }
 
-size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t budget_ms)
+size_t call_head(const struct client_call *call, const uint8_t *body, size_t body_len, uint8_t *head, uint64_t ack,
+                 uint32_t budget_ms)
 {
-    uint8_t method_len = call_req(call)[REQ_METHOD_LEN];
+    uint8_t method_len = body[REQ_METHOD_LEN - REQ_BODY];
     return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call->cc_seq, ack, budget_ms,
-                                           method_len, call_body_len(call) - method_len);
+                                           method_len, (uint32_t)body_len - method_len);
 }
 
 static uint64_t call_seq(const struct client_call *call) { return call->cc_seq; }
@@ -378,8 +397,9 @@ void call_send(struct client_call *call, uint64_t now_ns)
      * current ack and what is left of the budget); the body is the call's, kept for re-sends. */
     call->cc_xid = c->cl_next_xid++;
     uint8_t head[ARPC_OUTQ_HEAD_MAX];
-    size_t head_len = call_head(call, head, c->cl_ack, call_budget_ms(call, now_ns)), body_len;
+    size_t body_len;
     uint8_t *body = call_body(call, &body_len);
+    size_t head_len = call_head(call, body, body_len, head, c->cl_ack, call_budget_ms(call, now_ns));
     if (!call_track(call))
         return;
     /* The output queue holds the request until written. */

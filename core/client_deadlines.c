@@ -21,7 +21,7 @@ static uint64_t ms_now(void) { return arpc_now_ns() / NS_PER_MS; }
 
 static struct client_call *call_of_node(const struct arpc_wheel_node *n)
 {
-    return (struct client_call *)(void *)((char *)n - offsetof(struct call_timed, ct_node) - CALL_TIMED_OFFSET);
+    return (struct client_call *)(void *)((char *)n - offsetof(struct call_timed, ct_node) + sizeof(struct call_timed));
 }
 
 /* When the call's node is due (ms, rounded up): its deadline (it has one). */

@@ -322,9 +322,10 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     call->cc_xid = CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
     call->cc_seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
     uint8_t head[ARPC_OUTQ_HEAD_MAX];
-    size_t body_len, head_len = call_head(call, head, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
-                                          call_budget_ms(call, 0));
+    size_t body_len;
     uint8_t *body = call_body(call, &body_len);
+    size_t head_len = call_head(call, body, body_len, head, atomic_load_explicit(&d->cd_ack, memory_order_relaxed),
+                                call_budget_ms(call, 0));
     /* Stamped now, not as the loop takes the call up, which may be much later (at the
      * connection's loss): a re-send's safety is judged by the age of the first send. */
     call->cc_sent_tick = call_tick(arpc_now_coarse_ns());

@@ -289,25 +289,23 @@ struct client_call {
     bool cc_reached : 1;              /* a send of it left whole on a connection since lost */
     bool cc_waiting : 1;              /* on cl_waiting */
     bool cc_finished : 1;
-    /* Then, only for a call with a deadline, its struct call_timed (at CALL_TIMED_OFFSET); then
-     * the request kept for a re-send (right after the fields when there is no deadline: in
-     * what would be the record's tail padding): its bytes, or a large request's block
-     * (client_call.c). */
+    /* The request kept for a re-send, right after the fields (in what would be the record's
+     * tail padding): its bytes, or a large request's block (client_call.c). */
     uint8_t cc_req[];
 };
 
 /* A call's deadline and its node in the client's timing wheel (client_deadlines.c): in the
- * block of a call that has a deadline only (24 bytes a call less for the others). */
+ * block of a call that has a deadline only (24 bytes a call less for the others), just before
+ * its struct client_call, so that every part of every call is at a constant offset from it. */
 struct call_timed {
     uint64_t ct_when;                 /* its deadline (ns) */
     struct arpc_wheel_node ct_node;   /* in cl_wheel at its deadline */
 };
-#define CALL_TIMED_OFFSET ((offsetof(struct client_call, cc_req) + 7u) & ~(size_t)7u)
 
 /* The call's deadline part (it has one: cc_timed). */
 static inline struct call_timed *call_timed(const struct client_call *call)
 {
-    return (struct call_timed *)(void *)((char *)call + CALL_TIMED_OFFSET);
+    return (struct call_timed *)(void *)((char *)call - sizeof(struct call_timed));
 }
 
 /* The call's deadline (ns), ARPC_NEVER when it has none. Any thread that may read the call. */

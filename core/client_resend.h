@@ -33,8 +33,10 @@ uint8_t *call_body(struct client_call *call, size_t *len);
 /* The whole frame's size: the head (call_head) and the body. */
 size_t call_frame_size(struct client_call *call);
 /* The frame's header and fixed fields (ARPC_OUTQ_HEAD_MAX bytes into head) for a send with the
- * call's xid and seq (cc_xid, cc_seq), ack and budget; returns the bytes written. */
-size_t call_head(struct client_call *call, uint8_t *head, uint64_t ack, uint32_t budget_ms);
+ * call's xid and seq (cc_xid, cc_seq), ack and budget; body and body_len: call_body's. Returns
+ * the bytes written. */
+size_t call_head(const struct client_call *call, const uint8_t *body, size_t body_len, uint8_t *head, uint64_t ack,
+                 uint32_t budget_ms);
 void call_discard(struct client_call *call);
 /* The call is done with (any thread; once): cl_live drops, and its memory goes once the
  * output queue has let go of its request too. */
