@@ -93,11 +93,8 @@ void client_deadlines_stop(arpc_client *c)
 
 int call_arm(struct client_call *call)
 {
-    if (!call->cc_timed)
-        return ARPC_OK;
     arpc_client *c = call_client(call);
     struct arpc_wheel_node *n = &call_timed(call)->ct_node;
-    arpc_wheel_remove(&c->cl_wheel, n);
     uint64_t need = arpc_wheel_add(&c->cl_wheel, n, call_due_ms(call));
     if (wheel_wait_for(c, need) != ARPC_OK) {
         arpc_wheel_remove(&c->cl_wheel, n);

@@ -118,8 +118,9 @@ void client_direct_stop(arpc_client *c);
 #define CD_XID_BIT ARPC_XID_CALLER_BIT /* core/frame.h */
 
 /* client_deadlines.c */
-/* Arms the call's wheel node at its deadline (nothing for a call without one). ARPC_OK, or
- * ARPC_ENOMEM (then not armed). */
+/* Arms the call's wheel node at its deadline: the call has one (cc_timed), and its node is not
+ * armed yet (a deadline never changes: armed once, at the call's first send or wait, it stays
+ * so until the call finishes). ARPC_OK, or ARPC_ENOMEM (then not armed). */
 int call_arm(struct client_call *call);
 void call_disarm(struct client_call *call);
 
