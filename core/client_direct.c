@@ -329,6 +329,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     /* Stamped now, not as the loop takes the call up, which may be much later (at the
      * connection's loss): a re-send's safety is judged by the age of the first send. */
     call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
+    uint64_t when = call_when(call); /* before the loop can see the call (below) */
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */
     atomic_thread_fence(memory_order_seq_cst); /* the push before the looks below (notes) */
@@ -339,12 +340,13 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     if (st == DW_PART && written < head_len)
         memcpy(d->cd_head, head, head_len); /* the loop queues its rest (before the release below) */
     /* From here the loop may finish the call: the future the caller has not returned yet
-     * keeps its memory (its deadline is read, nothing written). */
+     * keeps its memory (its deadline, read before, is all we use: the loop writes the
+     * record's flag word, where cc_timed is). */
     atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,
                           memory_order_release);
     bool wake = st != DW_ALL; /* a rest to queue, a flush waiting, or the whole call to send */
-    if (!wake && call->cc_timed)
-        wake = call_timed(call)->ct_when < atomic_load(&d->cd_sweep_at); /* after the push's fence */
+    if (!wake && when != ARPC_NEVER)
+        wake = when < atomic_load(&d->cd_sweep_at); /* after the push's fence */
     if (wake)
         direct_wake(c); /* never waits: a post to the loop's lane */
     /* The last touch of the client: a close waits for the gate to empty before it frees it. */
