@@ -111,11 +111,16 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     size_t size = offsetof(struct client_call, cc_req) + (bulk ? sizeof(struct call_bulk *) : req_len);
     if (size < sizeof(struct client_call))
         size = sizeof(struct client_call);
-    size_t head = timed ? sizeof(struct call_timed) : 0; /* the deadline part first */
-    char *block = arpc_malloc(head + size);
+    char *block = arpc_malloc(timed ? sizeof(struct call_timed) + size : size);
     if (block == NULL)
         return NULL;
-    struct client_call *call = (struct client_call *)(void *)(block + head);
+    struct client_call *call = (struct client_call *)(void *)block;
+    if (timed) { /* the deadline part first */
+        struct call_timed *t = (struct call_timed *)(void *)block;
+        t->ct_when = when;
+        arpc_wheel_node_init(&t->ct_node); /* not armed */
+        call = (struct client_call *)(void *)(t + 1);
+    }
     /* The record zeroed and its flag word made in one go (no read-modify-write per field). */
     *call = (struct client_call){
         .cc_inline_len = bulk ? 0 : (uint16_t)((method_len + payload_len) & 0x7ffu), /* INLINE_BODY_MAX at most */
@@ -123,10 +128,6 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
         .cc_timed = timed,
         .cc_bulk = bulk,
     };
-    if (timed) {
-        call_timed(call)->ct_when = when;
-        arpc_wheel_node_init(&call_timed(call)->ct_node); /* not armed */
-    }
     if (bulk) {
         /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
          * per-thread cache), large ones fault fresh pages in. (Which of the two: by the
