@@ -96,8 +96,9 @@ static int teardown(void **state)
     return test_alloc_check_no_leak(state);
 }
 
-/* The number of arpc allocations this thread makes to start n calls of size bytes. */
-static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future **fs)
+/* The number of arpc allocations this thread makes to start n calls of size bytes, with
+ * deadline_ms (ARPC_FOREVER: none; a call with one keeps it in its block too). */
+static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future **fs, int64_t deadline_ms)
 {
     uint8_t *req = malloc(size + 1);
     for (size_t i = 0; i < size; i++)
@@ -106,7 +107,7 @@ static long allocs_to_start(arpc_client *c, size_t n, size_t size, arpc_future *
     atomic_store(&counted, 0);
     counting = true;
     for (size_t i = 0; i < n; i++)
-        fs[i] = arpc_call_async(c, "t.echo", req, size, ARPC_FOREVER);
+        fs[i] = arpc_call_async(c, "t.echo", req, size, deadline_ms);
     counting = false;
     free(req);
     return atomic_load(&counted);
@@ -131,9 +132,8 @@ static void wait_calls(arpc_client *c, size_t n, size_t size, arpc_future **fs)
     assert_int_equal(0, atomic_load(&c->cl_live));
 }
 
-static void test_one_allocation_per_call(void **state)
+static void one_allocation_per_call(struct fixture *fx, int64_t deadline_ms)
 {
-    struct fixture *fx = *state;
     enum { N = 64 };
     arpc_future *fs[N];
     /* The frame adds 46 B for "t.echo", a request apart 24 B of its block's own: 978 B is the
@@ -143,14 +143,14 @@ static void test_one_allocation_per_call(void **state)
     size_t sizes[] = {0, 16, 900, 978, 979, 2000, 4096, 30000, 32697, 32698, 1u << 20};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         bool apart = sizes[k] > 978, pooled = apart && sizes[k] <= 32697;
-        long first = allocs_to_start(fx->c, N, sizes[k], fs);
+        long first = allocs_to_start(fx->c, N, sizes[k], fs, deadline_ms);
         wait_calls(fx->c, N, sizes[k], fs);
         /* Again: a pooled request's block comes from those the first calls gave back (calls
          * end while others start, so the first ones may have shared theirs, and an earlier
          * size may have left some: classes are powers of two). */
         int cls = pooled ? block_pool_class_of(sizes[k] + 46 + 24) : BLOCK_POOL_NONE;
         unsigned kept = cls != BLOCK_POOL_NONE ? block_pool_held(&fx->c->cl_blocks, cls) : 0;
-        long again = allocs_to_start(fx->c, N, sizes[k], fs);
+        long again = allocs_to_start(fx->c, N, sizes[k], fs, deadline_ms);
         wait_calls(fx->c, N, sizes[k], fs);
         if (!apart) {
             assert_int_equal(N, first);
@@ -167,6 +167,12 @@ static void test_one_allocation_per_call(void **state)
     arpc_client_close(fx->c);
     fx->c = NULL;
 }
+
+static void test_one_allocation_per_call(void **state) { one_allocation_per_call(*state, ARPC_FOREVER); }
+
+/* A call with a deadline keeps it (and its timing-wheel node) in front of its record, in the
+ * same block: still one allocation, the request's bytes intact at every size. */
+static void test_one_allocation_per_call_with_deadline(void **state) { one_allocation_per_call(*state, 60000); }
 
 /* A then() on a call takes the future's embedded callback slot, no allocation, on a client's
  * own loop and on a shared loop started before the client was made (on a caller-driven loop
@@ -214,9 +220,11 @@ static void test_futures_outlive_client(void **state)
     big[99999] = 'z';
     arpc_future *large = arpc_call_async(fx->c, "t.echo", big, 100000, ARPC_FOREVER);
     arpc_future *pending = arpc_call_async(fx->c, "t.hold", "h", 1, ARPC_FOREVER);
+    arpc_future *timed = arpc_call_async(fx->c, "t.echo", "timed", 5, 60000); /* a deadline's block */
     assert_true(sem_wait_secs(&held_sem, 30));
     assert_int_equal(ARPC_OK, arpc_future_wait(small));
     assert_int_equal(ARPC_OK, arpc_future_wait(large));
+    assert_int_equal(ARPC_OK, arpc_future_wait(timed));
     arpc_client_close(fx->c);
     fx->c = NULL;
     /* The client is gone; its futures are not. (The held call was sent: cancelled.) */
@@ -233,6 +241,8 @@ static void test_futures_outlive_client(void **state)
     arpc_future_release(small);
     arpc_future_release(large);
     arpc_future_release(pending);
+    assert_memory_equal("timed", arpc_future_data(timed, &len), 5);
+    arpc_future_release(timed);
     arpc_reply(held, "late", 4); /* to a client that left: dropped */
     free(big);
 }
@@ -286,6 +296,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_allocation_per_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_allocation_per_call_with_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_then_allocates_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_futures_outlive_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_released_before_reply, setup, teardown),
