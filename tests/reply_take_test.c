@@ -84,8 +84,15 @@ static void h_big(arpc_request *req, void *ctx)
     latch_add();
 }
 
-static arpc_server *make_server(char *addr, size_t addrlen)
+static uint64_t hold_before; /* reply_take_hold_ns, put back by destroy_server */
+
+/* The test's server; worker_flushes: a batch is given all the time it needs (the loop never
+ * takes one over), so every batch leaves from its worker. */
+static arpc_server *make_server(char *addr, size_t addrlen, bool worker_flushes)
 {
+    hold_before = reply_take_hold_ns;
+    if (worker_flushes)
+        reply_take_hold_ns = UINT64_MAX / 2;
     latch_reset();
     atomic_store(&waits_in_vain, 0);
     test_alloc_install();
@@ -109,6 +116,7 @@ static void destroy_server(arpc_server *s)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     sem_destroy(&gate_open);
     sem_destroy(&read_one);
+    reply_take_hold_ns = hold_before;
 }
 
 /* The gate's call (xid 1), then n calls of method (xids 2..n+1, payload: the xid), all
@@ -154,10 +162,8 @@ static void read_replies(struct raw_client *r, unsigned n)
 static void test_a_take_leaves_from_its_worker(void **state)
 {
     (void)state;
-    uint64_t hold = reply_take_hold_ns;
-    reply_take_hold_ns = UINT64_MAX / 2;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), true);
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     pile_up(s, &r, "t.echo", N);
@@ -167,7 +173,6 @@ static void test_a_take_leaves_from_its_worker(void **state)
     assert_true(arpc_stat_get(&s->sv_direct_replies) >= N);
     raw_close(&r);
     destroy_server(s);
-    reply_take_hold_ns = hold;
 }
 
 /* Each handler of the take replies and then waits for the test to read that reply: the reply
@@ -177,7 +182,7 @@ static void test_a_reply_never_waits_on_its_handler(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), false);
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     enum { K = 4 };
@@ -202,10 +207,8 @@ static void test_a_reply_never_waits_on_its_handler(void **state)
 static void test_a_take_cut_short(void **state)
 {
     (void)state;
-    uint64_t hold = reply_take_hold_ns;
-    reply_take_hold_ns = UINT64_MAX / 2; /* every batch leaves from its worker first */
     char addr[256], unix_addr[256], path[108];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), true);
     /* A Unix socket: its buffers take a few hundred KB, where loopback TCP's grow to take it all. */
     snprintf(path, sizeof(path), "unix:///tmp/arpc-reply-take-%d.sock", (int)getpid());
     unlink(path + strlen("unix://"));
@@ -236,7 +239,6 @@ static void test_a_take_cut_short(void **state)
     raw_close(&r);
     destroy_server(s);
     unlink(path + strlen("unix://"));
-    reply_take_hold_ns = hold;
 }
 
 /* A take's gathered send that the socket takes exactly up to a reply's end: no frame was cut,
@@ -247,10 +249,8 @@ static void test_a_take_cut_short(void **state)
 static void test_a_take_cut_at_a_reply_boundary(void **state)
 {
     (void)state;
-    uint64_t hold = reply_take_hold_ns;
-    reply_take_hold_ns = UINT64_MAX / 2; /* the batch leaves from its worker */
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), true);
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     enum { M = 8 };
@@ -261,7 +261,6 @@ static void test_a_take_cut_at_a_reply_boundary(void **state)
     assert_int_equal(0, atomic_load(&cut_once)); /* the cut happened */
     raw_close(&r);
     destroy_server(s);
-    reply_take_hold_ns = hold;
 }
 
 /* No memory for a take's batch (24 bytes: its stack, its count, its anchor): the reply that
@@ -270,10 +269,8 @@ static void test_a_take_cut_at_a_reply_boundary(void **state)
 static void test_a_take_without_memory_for_its_batch(void **state)
 {
     (void)state;
-    uint64_t hold = reply_take_hold_ns;
-    reply_take_hold_ns = UINT64_MAX / 2;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), true);
     test_alloc_sized_install(); /* both allocators are malloc's: blocks may cross */
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
@@ -285,7 +282,6 @@ static void test_a_take_without_memory_for_its_batch(void **state)
     raw_close(&r);
     destroy_server(s);
     test_alloc_install();
-    reply_take_hold_ns = hold;
 }
 
 /* The client goes away while the worker holds and writes its take's replies: each is dropped
@@ -294,7 +290,7 @@ static void test_peer_leaves_during_a_take(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s = make_server(addr, sizeof(addr));
+    arpc_server *s = make_server(addr, sizeof(addr), false);
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 0));
     pile_up(s, &r, "t.echo", N);
