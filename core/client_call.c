@@ -313,7 +313,7 @@ bool call_track(struct client_call *call)
     /* Without memory: ARPC_ENOMEM ("did not run") only if no send of it may have reached a
      * server (a re-send's earlier one, or its caller's own write: call_ended_code). */
     if (pending_put(&c->cl_pending, call) != ARPC_OK) {
-        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
+        call_finish_no_memory(call);
         return false;
     }
     call->cc_tracked = true;
@@ -321,7 +321,7 @@ bool call_track(struct client_call *call)
     bool arm = call->cc_timed && !arpc_wheel_node_armed(&call_timed(call)->ct_node);
     if (arm && call_arm(call) != ARPC_OK) {
         call_untrack(call);
-        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
+        call_finish_no_memory(call);
         return false;
     }
     call_mark_sent(call);
@@ -412,7 +412,7 @@ void call_send(struct client_call *call, uint64_t now_ns)
          * call never sent before: a re-send's earlier send may have run (ARPC_ECONNLOST). */
         call_untrack(call);
         call->cc_sent = sent_before;
-        call_finish(call, call_ended_code(call, ARPC_ENOMEM), NULL, 0);
+        call_finish_no_memory(call);
     }
     /* Any other failure is a closed connection: its loss handling takes the call over. */
 }
@@ -437,6 +437,14 @@ void call_finish_lost(struct client_call *call, const char *why)
     size_t len = 0;
     void *data = code == ARPC_ECONNLOST ? client_lost_why(call_client(call), why, &len) : NULL;
     call_finish(call, code, data, len);
+}
+
+void call_finish_no_memory(struct client_call *call)
+{
+    static const char why[] = CALL_LOST_NO_MEMORY;
+    int code = call_ended_code(call, ARPC_ENOMEM);
+    void *data = code == ARPC_ECONNLOST ? arpc_text_copy(why, sizeof(why) - 1) : NULL;
+    call_finish(call, code, data, data != NULL ? sizeof(why) - 1 : 0);
 }
 
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)

@@ -63,12 +63,19 @@ int call_ended_code(const struct client_call *call, int reason);
     "sent, then its connection was lost, and it was first sent longer ago than the server surely keeps an idle " \
     "client's replies (9/10 of its expiry): it may or may not have run"
 #define CALL_LOST "sent, then its connection was lost: it may or may not have run"
+/* A call sent before (on a connection since lost, or by its caller) that the client had no
+ * memory to carry on: the whole of its result, no loss added (there may have been none). */
+#define CALL_LOST_NO_MEMORY                                                                                   \
+    "sent, then the client had no memory to await its reply or send it again: it may or may not have run"
 /* A call whose connection was lost: why it cannot wait to be sent again (no reconnecting, or
  * sent and ARPC_NO_RETRY), or NULL when it waits for the next connection. */
 const char *call_not_resent_why(const arpc_client *c, const struct client_call *call);
 /* Ends the call as call_ended_code(call, ARPC_ECONNLOST) says, with why (CALL_LOST_...) and
  * the connection's loss as its result when that is ARPC_ECONNLOST. */
 void call_finish_lost(struct client_call *call, const char *why);
+/* Ends the call the client has no memory to carry on: ARPC_ENOMEM if no send of it may have
+ * reached a server, else ARPC_ECONNLOST with CALL_LOST_NO_MEMORY as its result. */
+void call_finish_no_memory(struct client_call *call);
 /* Sends the call on the current connection; now_ns: a clock read just made (its budget is
  * counted from it), or 0 to read one. */
 void call_send(struct client_call *call, uint64_t now_ns);

@@ -2,7 +2,8 @@
  * A call sent again after its connection broke, whose re-send finds no memory on the client,
  * ends "may have run" (ARPC_ECONNLOST): its earlier send may have run, and here it did. Before,
  * it ended ARPC_ENOMEM, what a call that could not start ends with (docs/SEMANTICS.md,
- * "Outcomes").
+ * "Outcomes"). Its result says it found no memory (CALL_LOST_NO_MEMORY), not the generic "its
+ * connection was lost".
  *
  * The allocation made to fail is picked by its size (support/test_alloc.c): the new
  * connection's output queue growing past its first 64 frames, as the client re-sends the
@@ -14,8 +15,10 @@
 #include <cmocka.h>
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include "arpc/arpc.h"
+#include "core/client_resend.h"
 #include "core/outq.h"
 #include "support/cut_proxy.h"
 #include "support/test_util.h"
@@ -61,7 +64,14 @@ static void test_resend_without_memory_may_have_run(void **state)
     for (int i = 0; i < CALLS; i++) {
         int st = arpc_future_wait_for(fs[i], TEST_WAIT_MS);
         ok += st == ARPC_OK;
-        lost += st == ARPC_ECONNLOST;
+        if (st == ARPC_ECONNLOST) { /* its words say why it was not sent again, not "was lost" alone */
+            lost++;
+            size_t len = 0;
+            const char *why = arpc_future_data(fs[i], &len);
+            assert_non_null(why);
+            assert_int_equal(strlen(CALL_LOST_NO_MEMORY), len);
+            assert_memory_equal(CALL_LOST_NO_MEMORY, why, len);
+        }
         assert_int_not_equal(ARPC_ENOMEM, st); /* each ran: never "could not start" */
         arpc_future_release(fs[i]);
     }

@@ -49,7 +49,9 @@
  *                     within reconnect_give_up_ms; or reconnecting is turned off (a call
  *                     not yet sent whole then ends ARPC_EUNREACHABLE). The result says which
  *                     ("sent, then its connection was lost, and ...") and, in parentheses,
- *                     how the connection was lost
+ *                     how the connection was lost. Also a call sent before that the client
+ *                     had no memory to send again or await ("sent, then the client had no
+ *                     memory ..."; ARPC_ENOMEM if no send of it may have reached a server)
  *   ARPC_EEXPIRED     the server got it after its budget ran out and did not run it
  *   ARPC_EOVERLOADED  the server had no room (its reply cache is full): did not run
  *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
