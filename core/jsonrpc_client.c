@@ -62,6 +62,10 @@ struct arpc_jsonrpc_client {
     struct arpc_conn jc_conn;
     bool jc_open;                /* the connection is up: calls may be sent */
     int jc_end_code;             /* why calls end once it is not (ECONNLOST, ESHUTDOWN) */
+    char jc_broke[ARPC_LOG_FIELD_MAX + 96]; /* how the server broke the protocol, or "" */
+    char jc_loss[sizeof(((struct arpc_conn *)0)->c_peer) + ARPC_LOG_FIELD_MAX + ARPC_WHY_MAX];
+                                 /* how the connection was lost ("" while it was not): the
+                                  * words of the calls that end ARPC_ECONNLOST */
     struct jsonrpc_scan jc_scan;
     struct arpc_u64_map jc_calls; /* id -> struct jsonrpc_call */
 };
@@ -109,9 +113,35 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
     call_end(call, ARPC_ETIMEDOUT, NULL, 0);
 }
 
+/* The words of a call ending ARPC_ECONNLOST: whether it was sent, and how the connection
+ * was lost (a copy for its future; NULL without memory: the code alone). */
+static char *call_lost_words(const arpc_jsonrpc_client *c, bool sent, size_t *len)
+{
+    char text[sizeof(c->jc_loss) + 96];
+    int n = snprintf(text, sizeof(text), "%s (%s)",
+                     sent ? "sent, then the connection was lost: it may or may not have run"
+                          : "not sent: the connection was lost before (no reconnect: connect a new client)",
+                     c->jc_loss);
+    n = n < 0 ? 0 : n >= (int)sizeof(text) ? (int)sizeof(text) - 1 : n;
+    char *copy = arpc_text_copy(text, (size_t)n);
+    *len = copy != NULL ? (size_t)n : 0;
+    return copy;
+}
+
 static void call_fail_pending(void *val, void *arg)
 {
-    call_finish(val, *(const int *)arg, NULL, 0);
+    struct jsonrpc_call *call = val;
+    int code = *(const int *)arg;
+    size_t len = 0;
+    char *words = code == ARPC_ECONNLOST ? call_lost_words(call->jq_client, true, &len) : NULL;
+    call_finish(call, code, words, len);
+}
+
+/* Loop thread: the server broke the protocol (what: its words, escaped). The connection is
+ * then closed with ARPC_EPROTO: the loss's log line and the calls' words say what. */
+static void client_broke(arpc_jsonrpc_client *c, const char *what)
+{
+    snprintf(c->jc_broke, sizeof(c->jc_broke), "%s", what);
 }
 
 /* Loop thread: no more calls go out (those that would end with code); every pending one,
@@ -126,8 +156,14 @@ static void client_end_calls(arpc_jsonrpc_client *c, int code, int sent_code)
 static void client_on_close(struct arpc_conn *conn, int reason)
 {
     arpc_jsonrpc_client *c = conn->c_owner;
-    if (reason != ARPC_ESHUTDOWN)
-        arpc_log(ARPC_LOG_WARN, "JSON-RPC connection to %s closed: %s", conn->c_peer, arpc_strerror(reason));
+    if (reason != ARPC_ESHUTDOWN) {
+        const char *cause = c->jc_broke[0] != '\0'    ? c->jc_broke
+                            : conn->c_why[0] != '\0'  ? conn->c_why
+                            : reason == ARPC_ECONNLOST ? "closed by the server, or the network failed"
+                                                       : arpc_strerror(reason);
+        snprintf(c->jc_loss, sizeof(c->jc_loss), "connection to %s lost: %s", conn->c_peer, cause);
+        arpc_log(ARPC_LOG_WARN, "JSON-RPC %s", c->jc_loss);
+    }
     /* A call the server may be running is cancelled by a close, not "did not run". */
     if (reason == ARPC_ESHUTDOWN)
         client_end_calls(c, ARPC_ESHUTDOWN, ARPC_ECANCELLED);
@@ -163,9 +199,8 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
         id = NULL;
     if (resp == NULL || id == NULL) {
         char text[ARPC_LOG_FIELD_MAX]; /* jansson quotes the server's bytes near the error */
-        arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", c->jc_conn.c_peer,
-                 resp == NULL ? arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text))
-                              : "a response without a numeric id");
+        client_broke(c, resp == NULL ? arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text))
+                                     : "a response without a numeric id");
         json_decref(resp);
         return false;
     }
@@ -209,11 +244,10 @@ static size_t client_parse(struct arpc_conn *conn)
         if (rc == ARPC_EAGAIN)
             return len + 1;
         if (rc != ARPC_OK) {
-            arpc_log(ARPC_LOG_WARN, "JSON-RPC server %s: %s", conn->c_peer,
-                     rc == ARPC_EPROTO      ? "sent something that is not a JSON object"
-                     : c->jc_scan.js_costly ? "a response that would take too much memory to parse (too many values "
-                                              "for its size; core/jsonrpc_scan.h)"
-                                            : "response over max_frame");
+            client_broke(c, rc == ARPC_EPROTO      ? "sent something that is not a JSON object"
+                            : c->jc_scan.js_costly ? "a response that would take too much memory to parse (too many "
+                                                     "values for its size; core/jsonrpc_scan.h)"
+                                                   : "response over max_frame");
             arpc_conn_close(conn, ARPC_EPROTO);
             return 0;
         }
@@ -238,7 +272,9 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
     struct jsonrpc_call *call = (struct jsonrpc_call *)job;
     arpc_jsonrpc_client *c = call->jq_client;
     if (!c->jc_open) {
-        call_end(call, c->jc_end_code, NULL, 0);
+        size_t len = 0;
+        char *words = c->jc_end_code == ARPC_ECONNLOST && c->jc_loss[0] != '\0' ? call_lost_words(c, false, &len) : NULL;
+        call_end(call, c->jc_end_code, words, len);
         return;
     }
     if (arpc_u64_map_put(&c->jc_calls, call->jq_id, call) != ARPC_OK) {

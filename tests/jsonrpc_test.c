@@ -143,7 +143,16 @@ static void expect_call(arpc_jsonrpc_client *c, const char *method, const char *
     if (rc != want_rc)
         print_error("%s(%s): %s, %s\n", method, params, arpc_errname(rc), out ? out : "");
     assert_int_equal(rc, want_rc);
-    if (want_text != NULL) {
+    if (want_rc == ARPC_ECONNLOST) { /* want_text: how the connection was lost */
+        static const char head[] = "sent, then the connection was lost: it may or may not have run (connection to ";
+        char cause[256];
+        snprintf(cause, sizeof(cause), " lost: %s", want_text);
+        assert_non_null(out);
+        assert_int_equal(len, strlen(out));
+        assert_memory_equal(head, out, sizeof(head) - 1);
+        if (strstr(out, cause) == NULL)
+            fail_msg("\"%s\" does not say \"%s\"", out, cause);
+    } else if (want_text != NULL) {
         assert_non_null(out);
         assert_string_equal(out, want_text);
         assert_int_equal(len, strlen(want_text));
@@ -436,6 +445,17 @@ static void fake_call(const char *answer, int want_rc, const char *want_text)
     fake_start(&f, answer, to, sizeof(to));
     arpc_jsonrpc_client *c = connect_client(to);
     expect_call(c, "F.M", "1", want_rc, want_text);
+    if (want_rc == ARPC_ECONNLOST) { /* a later call is not sent, and its words say so and why */
+        static const char head[] = "not sent: the connection was lost before (no reconnect: connect a new client) "
+                                   "(connection to ";
+        char *out = NULL;
+        size_t len = 0;
+        assert_int_equal(ARPC_ECONNLOST, arpc_jsonrpc_call(c, "F.M", "2", 1, &out, &len, WAIT_MS));
+        assert_non_null(out);
+        assert_memory_equal(head, out, sizeof(head) - 1);
+        assert_non_null(strstr(out, want_text));
+        arpc_free(out);
+    }
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
     pthread_join(f.f_thread, NULL);
     close(f.f_listen);
@@ -446,9 +466,11 @@ static void test_server_breaking_rules(void **state)
 {
     (void)state;
     fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO, NULL); /* error an object */
-    fake_call("this is not json\n", ARPC_ECONNLOST, NULL);
-    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, NULL); /* not our kind of id */
-    fake_call("", ARPC_ECONNLOST, NULL);                                           /* closed without answering */
+    fake_call("this is not json\n", ARPC_ECONNLOST, "sent something that is not a JSON object");
+    /* not our kind of id */
+    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response without a numeric id");
+    /* closed without answering */
+    fake_call("", ARPC_ECONNLOST, "closed by the server, or the network failed");
 }
 
 /* A Go server's uint64 above 2^63-1 (jansson holds integers in int64): the result is handed
@@ -788,11 +810,11 @@ static void test_duplicate_keys_refused(void **state)
 static void test_client_refuses_duplicate_keys(void **state)
 {
     (void)state;
-    fake_call("{\"id\":1,\"result\":1,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, NULL);
-    fake_call("{\"id\":1,\"result\":99999999999999999999,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, NULL);
-    fake_call("{\"id\":7,\"id\":1,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, NULL);
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"failed\",\"error\":null}\n", ARPC_ECONNLOST, NULL);
-    fake_call("{\"id\":1,\"result\":{\"a\":1,\"a\":2},\"error\":null}\n", ARPC_ECONNLOST, NULL);
+    fake_call("{\"id\":1,\"result\":1,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, "duplicate object key near ");
+    fake_call("{\"id\":1,\"result\":99999999999999999999,\"result\":2,\"error\":null}\n", ARPC_ECONNLOST, "duplicate object key near ");
+    fake_call("{\"id\":7,\"id\":1,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "duplicate object key near ");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"failed\",\"error\":null}\n", ARPC_ECONNLOST, "duplicate object key near ");
+    fake_call("{\"id\":1,\"result\":{\"a\":1,\"a\":2},\"error\":null}\n", ARPC_ECONNLOST, "duplicate object key near ");
 }
 
 /* The first byte chooses the codec, once: a connection that began with an arpc PING (answered

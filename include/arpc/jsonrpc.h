@@ -68,7 +68,9 @@
  *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
  *                   without a numeric id or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls
- *                   end ARPC_ECONNLOST at once; connect a new client
+ *                   end ARPC_ECONNLOST at once, unsent; connect a new client. The data
+ *                   (NUL-terminated) says which ("sent, then the connection was lost: ..."
+ *                   or "not sent: ...") and how the connection was lost
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
  *                   null)
  *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8: the
@@ -125,8 +127,9 @@ ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char
                                               size_t params_len, int64_t deadline_ms);
 
 /* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
- * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER, ARPC_ENOMETHOD and
- * ARPC_EINVAL (NUL-terminated; free it with arpc_free whenever it is not NULL), else NULL;
+ * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER, ARPC_ENOMETHOD,
+ * ARPC_EINVAL and ARPC_ECONNLOST (NUL-terminated; free it with arpc_free whenever it is not
+ * NULL; without memory for the words ARPC_ECONNLOST comes alone), else NULL;
  * *result_len its length. */
 ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
