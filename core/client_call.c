@@ -266,6 +266,8 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         data = client_unreachable_why(c, &len);
     else if (status == ARPC_ECONNLOST && data == NULL) /* the loss, at least (call_finish_lost) */
         data = client_lost_why(c, c->cl_reconnect ? CALL_LOST : CALL_LOST_NO_RECONNECT, &len);
+    else if (status == ARPC_ETIMEDOUT && data == NULL && (data = arpc_text_copy(CALL_TIMED_OUT, strlen(CALL_TIMED_OUT))))
+        len = strlen(CALL_TIMED_OUT);
     call->cc_finished = true;
     call_disarm(call);
     if (call->cc_waiting)

@@ -63,6 +63,9 @@ int call_ended_code(const struct client_call *call, int reason);
     "sent, then its connection was lost, and it was first sent longer ago than the server surely keeps an idle " \
     "client's replies (9/10 of its expiry): it may or may not have run"
 #define CALL_LOST "sent, then its connection was lost: it may or may not have run"
+/* A call whose deadline the client's own timer found passed, sent or queued on a live
+ * connection (a server that answers first, at the deadline it was sent, gives its own words). */
+#define CALL_TIMED_OUT "no answer came by the call's deadline (the client's timer): it may or may not have run"
 /* A call sent before (on a connection since lost, or by its caller) that the client had no
  * memory to carry on: the whole of its result, no loss added (there may have been none). */
 #define CALL_LOST_NO_MEMORY                                                                                   \

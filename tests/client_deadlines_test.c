@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "arpc/future.h"
 #include "async/loop_impl.h"
 #include "core/client_internal.h"
+#include "core/client_resend.h"
 #include "core/frame.h"
 #include "support/test_util.h"
 
@@ -206,6 +208,26 @@ static void test_give_up_rearms(void **state)
     silent_stop(&s);
 }
 
+/* A call whose deadline the client's own timer ends (the server never answers) says so in
+ * its result, as the server's answer at the deadline does: before, it came without words. */
+static void test_own_deadline_says_why(void **state)
+{
+    (void)state;
+    struct silent_server s;
+    silent_start(&s);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "t.silent", "q", 1, &reply, &len, 30));
+    assert_non_null(reply);
+    assert_int_equal(strlen(CALL_TIMED_OUT), len);
+    assert_memory_equal(CALL_TIMED_OUT, reply, len);
+    arpc_free(reply);
+    arpc_client_close(c);
+    silent_stop(&s);
+}
+
 /* Close ends the calls wherever they are in the wheel: near, mid, far, and not in it. */
 static void test_close_with_calls_in_every_level(void **state)
 {
@@ -357,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_give_up_rearms),
         cmocka_unit_test(test_give_up_each_in_turn),
         cmocka_unit_test(test_close_with_calls_in_every_level),
+        cmocka_unit_test(test_own_deadline_says_why),
         cmocka_unit_test(test_deadline_kept_when_heap_cannot_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,7 +32,8 @@
  *   ARPC_EHANDLER     the handler ran and failed; the result holds its message
  *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
  *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
- *                     once, for an at-most-once call)
+ *                     once, for an at-most-once call). The result says whose clock ended it:
+ *                     the server's answer at the deadline, or the client's own timer
  *   ARPC_EUNREACHABLE the call was never sent (or, sent, never read by a server that stopped
  *                     and said so, docs/SEMANTICS.md): no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
