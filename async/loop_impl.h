@@ -138,9 +138,17 @@ void loop_drain_all(arpc_loop *loop);            /* loop thread: every task and 
 /* loop_timers.c */
 void loop_timers_init(arpc_loop *loop);
 void loop_timers_fini(arpc_loop *loop);
-/* Loop thread: when its first deadline will have woken it at the latest (the poll's
- * granularity added: libev's epoll rounds a timeout up to 1 ms), or ARPC_NEVER. */
+/* Loop thread: when its first deadline will have woken it at the latest (loop_poll_slack_ns
+ * added), or ARPC_NEVER. */
 uint64_t loop_next_deadline_ns(arpc_loop *loop);
+/* How late a poll with a timeout of timeout_ns may wake: libev's epoll rounds a timeout up to
+ * 1 ms, and the kernel adds its timer slack, timeout / 1000 (timeout / 200 for a niced thread:
+ * the larger is assumed), at least 50 us (a thread's default timer_slack_ns; an application
+ * that raises its own with prctl widens it), at most 100 ms (fs/select.c). */
+#define LOOP_KERNEL_SLACK_DIV 200u
+#define LOOP_KERNEL_SLACK_MIN_NS 50000u
+#define LOOP_KERNEL_SLACK_MAX_NS 100000000u
+uint64_t loop_poll_slack_ns(uint64_t timeout_ns);
 
 /* loop_pollable.c */
 int loop_poll_init(arpc_loop *loop);   /* a pollable loop's set: ARPC_OK or ARPC_ESYSTEM/ENOMEM */

@@ -80,7 +80,8 @@ void arpc_loop_lazy_urgent(arpc_loop *loop, int delta);
 /* As arpc_loop_post_lazy, for a job that must run within within_ns: a loop at work runs it at
  * this iteration's end with no wake-up; one asleep or on its way to its poll is woken, by the
  * same Dekker pair as arpc_loop_lazy_soon, unless a deadline of its own turns it by then (the
- * wake-up would buy nothing). 0: woken whenever it sleeps. A pollable loop is always woken. */
+ * wake-up would buy nothing), counting the poll's rounding and the kernel's timer slack
+ * (loop_poll_slack_ns). 0: woken whenever it sleeps. A pollable loop is always woken. */
 int arpc_loop_post_lazy_within(arpc_loop *loop, struct arpc_loop_job *job, uint64_t within_ns);
 /* Any thread, while the loop cannot be destroyed: true when the loop sleeps in its poll (or is
  * about to) with no job posted, lazy or not, and no wake-up on its way, i.e. work handed to it

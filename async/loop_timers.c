@@ -62,12 +62,20 @@ static void loop_timer_cb(struct ev_loop *ev, ev_timer *w, int revents)
 
 #define LOOP_POLL_SLACK_NS 1000000u /* epoll_wait counts in milliseconds */
 
+uint64_t loop_poll_slack_ns(uint64_t timeout_ns)
+{
+    uint64_t slack = timeout_ns / LOOP_KERNEL_SLACK_DIV;
+    slack = slack > LOOP_KERNEL_SLACK_MAX_NS ? LOOP_KERNEL_SLACK_MAX_NS : slack;
+    return LOOP_POLL_SLACK_NS + (slack < LOOP_KERNEL_SLACK_MIN_NS ? LOOP_KERNEL_SLACK_MIN_NS : slack);
+}
+
 uint64_t loop_next_deadline_ns(arpc_loop *loop)
 {
     const struct arpc_deadline *top = arpc_deadline_heap_top(&loop->l_deadlines);
-    if (top == NULL || top->d_when_ns >= ARPC_NEVER - LOOP_POLL_SLACK_NS)
+    if (top == NULL || top->d_when_ns >= ARPC_NEVER - LOOP_POLL_SLACK_NS - LOOP_KERNEL_SLACK_MAX_NS)
         return ARPC_NEVER;
-    return top->d_when_ns + LOOP_POLL_SLACK_NS;
+    uint64_t now = arpc_now_ns();
+    return top->d_when_ns + loop_poll_slack_ns(top->d_when_ns > now ? top->d_when_ns - now : 0);
 }
 
 int arpc_deadline_arm(arpc_loop *loop, struct arpc_deadline *d, uint64_t when_ns)

@@ -187,6 +187,40 @@ static void post_to_sleeping(uint64_t turn_ns, uint64_t within_ns, bool woken)
     sem_destroy(&cj.ran);
 }
 
+/* The time a sleeping loop publishes counts what the kernel adds to its poll's timeout, not
+ * only libev's 1 ms: 4 s ahead, a poll may wake 20 ms late (a niced thread's slack is 1/200
+ * of the timeout), so a poster asking for 4 s + 2 ms must still wake it (before, the loop
+ * published its deadline + 1 ms and that poster sent no wake-up). At most 100 ms is added, at
+ * least 50 us. */
+static void next_deadline_check(arpc_loop *loop, void *arg)
+{
+    uint64_t ahead = *(uint64_t *)arg;
+    uint64_t now = arpc_now_ns();
+    arpc_deadline_init(&far_turn, noop_deadline, NULL);
+    assert_int_equal(ARPC_OK, arpc_deadline_arm(loop, &far_turn, now + ahead));
+    uint64_t until = loop_next_deadline_ns(loop);
+    uint64_t later = arpc_now_ns() - now; /* the slack shrinks by 1/200 of what passed meanwhile */
+    assert_true(until >= now + ahead + loop_poll_slack_ns(ahead) - later / 200 - 1);
+    assert_true(until <= now + ahead + loop_poll_slack_ns(ahead));
+    arpc_deadline_cancel(loop, &far_turn);
+}
+
+static void test_sleep_until_counts_the_kernels_slack(void **state)
+{
+    (void)state;
+    const uint64_t ms = 1000000u;
+    assert_int_equal(1 * ms + 20 * ms, loop_poll_slack_ns(4000 * ms));
+    assert_int_equal(1 * ms + 100 * ms, loop_poll_slack_ns(3600000 * ms)); /* at most 100 ms */
+    assert_int_equal(1 * ms + 50000u, loop_poll_slack_ns(1 * ms));        /* at least 50 us */
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    const uint64_t aheads[] = {1 * ms, 4000 * ms, 3600000 * ms};
+    for (size_t i = 0; i < sizeof(aheads) / sizeof(aheads[0]); i++)
+        assert_int_equal(ARPC_OK, arpc_loop_run_sync(loop, next_deadline_check, (void *)&aheads[i]));
+    arpc_loop_destroy(loop);
+}
+
 static void test_post_lazy_within_a_turn_to_come(void **state)
 {
     (void)state;
@@ -204,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_pollable_loop_woken),
         cmocka_unit_test(test_post_lazy_within_zero),
         cmocka_unit_test(test_post_lazy_within_a_turn_to_come),
+        cmocka_unit_test(test_sleep_until_counts_the_kernels_slack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
