@@ -9,6 +9,7 @@
  *   core/client_direct.c   requests written by their callers' threads
  *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
  *   core/client_linger.c   the close's last words: the goodbye, and what is queued, leave
+ *   core/waiting_calls.c   the calls waiting for a connection, with their give-up times
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
