@@ -23,7 +23,8 @@
  *   arrives -> numbered (at-most-once: seq) -> connected? sent (pending[xid]) : waiting
  *   connection lost -> pending calls that may be sent again go back to waiting (in order);
  *                      others end (ARPC_ECONNLOST)
- *   connected (server's HELLO) -> every waiting call is sent, with a new xid, the current ack
+ *   connected (server's HELLO) -> every waiting call is sent, with a new xid (a numbered one
+ *                      keeps its own: its seq with ARPC_XID_SEQ_BIT), the current ack
  *                      and what is left of its budget (or ended, when the server lost its memory
  *                      of it: another epoch, or it forgot the client)
  *   reply / deadline / give-up / cancel / close -> finished, exactly once; its seq counts

@@ -7,8 +7,9 @@
  * waiting: client_give_up.c, which needs that order) comes.
  *
  * When the server's HELLO makes the client ready, every waiting call is sent again, oldest
- * first, with a new xid, the current ack and what is left of its budget -- unless sending it
- * again could run it twice: an at-most-once call already sent to a server is re-sent only to a
+ * first, with a new xid (a numbered call keeps its own: its seq), the current ack and what is
+ * left of its budget -- unless sending it again could run it twice: an at-most-once call
+ * already sent to a server is re-sent only to a
  * server that deduplicates, is the same instance (its epoch: a server without a reply log that
  * restarted has forgotten the call), and cannot have forgotten this client for being idle
  * (the call was first sent less than ~90% of the server's expiry ago). Otherwise the outcome is
