@@ -50,7 +50,7 @@ void resend_wait(arpc_client *c, struct client_call *call)
     uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
     bool armed = !call->cc_timed || arpc_wheel_node_armed(&call_timed(call)->ct_node);
     if (waiting_push(&c->cl_waiting, call, give_up) != ARPC_OK) {
-        call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0); /* (not waiting) */
+        call_finish_no_memory(call); /* no room to wait in (it is not waiting) */
         return;
     }
     call->cc_waiting = true;
