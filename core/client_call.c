@@ -70,7 +70,7 @@ _Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED
                "a request's head is what the output queue carries before its body");
 _Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(offsetof(struct client_call, cc_req) <= 109, "the call record grew: count its bytes again");
+_Static_assert(offsetof(struct client_call, cc_req) <= 90, "the call record grew: count its bytes again");
 _Static_assert(sizeof(struct call_timed) == 24, "a call with a deadline grew: count its bytes again");
 
 /* The block's holders are the future's own references: the caller's (USER), the call's two
@@ -216,11 +216,9 @@ size_t call_head(const struct client_call *call, const uint8_t *body, size_t bod
                  uint32_t budget_ms)
 {
     uint8_t method_len = body[REQ_METHOD_LEN - REQ_BODY];
-    return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call->cc_seq, ack, budget_ms,
+    return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call_seq(call), ack, budget_ms,
                                            method_len, (uint32_t)body_len - method_len);
 }
-
-static uint64_t call_seq(const struct client_call *call) { return call->cc_seq; }
 
 /* The owner of a call's future once the call is done with: the block's free function, no
  * cancel hook (nothing left to tell), and no client (it may be gone). */
@@ -396,9 +394,11 @@ void call_send(struct client_call *call, uint64_t now_ns)
 {
     arpc_client *c = call_client(call);
     bool sent_before = call->cc_sent; /* an earlier send may have reached a server */
-    /* A new xid first: it is the pending table's key. The head is made for this send (the
-     * current ack and what is left of the budget); the body is the call's, kept for re-sends. */
-    call->cc_xid = c->cl_next_xid++;
+    /* A new xid first (a numbered call keeps its own): it is the pending table's key. The head
+     * is made for this send (the current ack and what is left of the budget); the body is the
+     * call's, kept for re-sends. */
+    if (!(call->cc_xid & ARPC_XID_SEQ_BIT))
+        call->cc_xid = c->cl_next_xid++;
     uint8_t head[ARPC_OUTQ_HEAD_MAX];
     size_t body_len;
     uint8_t *body = call_body(call, &body_len);
@@ -469,8 +469,8 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     }
     call->cc_order = c->cl_next_order++;
     /* (A call its caller wrote was numbered by its caller.) */
-    if (call->cc_semantics == ARPC_AT_MOST_ONCE && call->cc_seq == 0)
-        call->cc_seq = atomic_fetch_add(&c->cl_next_seq, 1);
+    if (call->cc_semantics == ARPC_AT_MOST_ONCE && call->cc_xid == 0)
+        call->cc_xid = ARPC_XID_SEQ_BIT | atomic_fetch_add(&c->cl_next_seq, 1);
     return true;
 }
 
@@ -478,6 +478,12 @@ void call_job_start(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct client_call *call = (struct client_call *)((char *)job - offsetof(struct client_call, cc_job));
+    call_land(call, false);
+    call_loop_start(call);
+}
+
+void call_loop_start(struct client_call *call)
+{
     uint64_t now = 0; /* read by call_arrive for a call with a deadline: its budget's too */
     if (!call_arrive(call, false, &now))
         return;

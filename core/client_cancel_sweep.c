@@ -42,11 +42,9 @@ static struct client_call *sweep_find(arpc_client *c)
     while (pending_next(&c->cl_pending, &it, &call))
         if (sweep_cancelled(call))
             return call;
-    for (struct arpc_dlink *pos = c->cl_waiting.dl_head; pos != NULL; pos = pos->dl_next) {
-        call = ARPC_DLIST_ENTRY(pos, struct client_call, cc_link);
+    for (uint32_t pos = c->cl_waiting.wc_head; (call = waiting_at(&c->cl_waiting, &pos)) != NULL; pos++)
         if (sweep_cancelled(call))
             return call;
-    }
     return NULL;
 }
 

@@ -68,7 +68,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
         arpc_backoff_reset(&c->cl_connector.cn_backoff);
     }
     struct client_call *call = pending_take(&c->cl_pending, f->f_xid);
-    if (call == NULL && (f->f_xid & CD_XID_BIT)) {
+    if (call == NULL && (f->f_xid & (CD_XID_BIT | ARPC_XID_SEQ_BIT))) {
         client_direct_catch_up(c); /* its caller wrote it; the loop may not have seen it yet */
         call = pending_take(&c->cl_pending, f->f_xid);
         if (call != NULL)
@@ -349,6 +349,7 @@ void client_cleanup(arpc_client *c)
     if (c->cl_conn.c_open)
         client_linger_start(c, hello_done); /* the goodbye, then what is queued leaves */
     pending_fini(&c->cl_pending);
+    waiting_fini(&c->cl_waiting); /* (empty: calls_fail_all) */
     arpc_u64_map_fini(&c->cl_done);
     cancel_seq_forget(c);
     arpc_future_complete(c->cl_first, ARPC_ESHUTDOWN, NULL, 0);

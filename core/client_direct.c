@@ -18,9 +18,10 @@
  * per call 0.06 -> 0.56, before this rule). A caller that loses the race for the socket
  * (another caller, or the loop, took it) hands the call over with a wake-up, as before.
  *
- * The pending table and the deadline wheel stay the loop's alone (no lock): the caller picks
- * the call's xid from a range of its own (CD_XID_BIT set: never one the loop gives), numbers
- * an at-most-once call itself (cl_next_seq is atomic), stamps the latest ack it can see (one
+ * The pending table and the deadline wheel stay the loop's alone (no lock): the caller numbers
+ * an at-most-once call itself (cl_next_seq is atomic; its xid is its seq with
+ * ARPC_XID_SEQ_BIT), picks another call's xid from a range of its own (CD_XID_BIT set: never
+ * one the loop gives), stamps the latest ack it can see (one
  * published by the loop: an older one only makes the server keep replies a little longer),
  * and hands the call record to the loop on a stack of its own (cd_calls) without waking it:
  * the loop takes the stack when something needs the calls (below). Only a caller whose call
@@ -30,7 +31,7 @@
  *
  * The reply can come before the loop has seen the call: the caller pushes the call *before*
  * it writes (state DW_WRITING), so by the time any reply to it can be read, the call is on
- * cd_calls. A reply whose xid is a caller's and is not in the pending table makes the loop
+ * cd_calls. A reply whose xid may be a caller's (either bit) and is not in the pending table makes the loop
  * take cd_calls first (client_direct_catch_up) and look again: not found then, it is late
  * (the call ended) and dropped, as before. The price of pushing first: the loop may meet a
  * call still DW_WRITING (it woke between the push and the outcome); it then waits for the
@@ -180,6 +181,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     while ((word = atomic_load_explicit(&call->cc_direct, memory_order_acquire)) == DW_WRITING)
         arpc_backoff_spin(&attempt); /* its caller is inside one non-blocking send (notes) */
     uint32_t st = word & DW_STATE_MASK;
+    call_land(call, true); /* (its link was read: catch_up) the xid its caller stamped stays */
     if (attempt != 0)
         arpc_stat_inc(&c->cl_direct.cd_waited);
     if (st != DW_NONE)
@@ -210,7 +212,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         arpc_conn_direct_done(conn); /* the loop's own queue, if it waited for the caller */
     }
     if (st == DW_NONE) {
-        call_job_start(c->cl_loop, &call->cc_job); /* as if posted */
+        call_loop_start(call); /* as if posted, but numbered already */
         return;
     }
     /* When: its caller stamped cc_sent_tick as it wrote. A part whose rest was never queued
@@ -239,7 +241,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
 void client_direct_catch_up(arpc_client *c)
 {
     for (ck_stack_entry_t *e = arpc_stack_take_fifo(&c->cl_direct.cd_calls), *next; e != NULL; e = next) {
-        next = e->next; /* before: the link is the call's waiting-list link from its arrival */
+        next = e->next; /* before: the loop's fields overlay the link from the call's arrival */
         direct_arrive(c, call_of_link(e));
     }
 }
@@ -319,8 +321,10 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
         gate_leave(d);
         return false;
     }
-    call->cc_xid = CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
-    call->cc_seq = call->cc_semantics == ARPC_AT_MOST_ONCE ? atomic_fetch_add(&c->cl_next_seq, 1) : 0;
+    /* A numbered call's xid is its seq (ARPC_XID_SEQ_BIT); another's from the callers' range. */
+    call->cc_xid = call->cc_semantics == ARPC_AT_MOST_ONCE
+                       ? ARPC_XID_SEQ_BIT | atomic_fetch_add(&c->cl_next_seq, 1)
+                       : CD_XID_BIT | atomic_fetch_add_explicit(&d->cd_next_xid, 1, memory_order_relaxed);
     uint8_t head[ARPC_OUTQ_HEAD_MAX];
     size_t body_len;
     uint8_t *body = call_body(call, &body_len);

@@ -20,11 +20,6 @@
 
 #define NS_PER_MS 1000000u
 
-static struct client_call *first_waiting(arpc_client *c)
-{
-    return ARPC_DLIST_ENTRY(c->cl_waiting.dl_head, struct client_call, cc_link);
-}
-
 static void on_give_up(struct arpc_deadline *d, void *arg)
 {
     (void)d;
@@ -34,15 +29,16 @@ static void on_give_up(struct arpc_deadline *d, void *arg)
      * (as client_deadlines.c's wheel deadline): the calls' callbacks below may arm others. */
     (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + NS_PER_MS);
     struct client_call *call;
-    while ((call = first_waiting(c)) != NULL && call->cc_give_up <= now)
+    uint64_t give_up = 0;
+    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now)
         call_finish_lost(call, CALL_LOST_GAVE_UP); /* leaves the list (never sent: ARPC_EUNREACHABLE) */
-    if (call == NULL || call->cc_give_up == ARPC_NEVER || c->cl_wheel_stopped)
+    if (call == NULL || give_up == ARPC_NEVER || c->cl_wheel_stopped)
         arpc_deadline_cancel(c->cl_loop, &c->cl_give_up_timer);
     else if (arpc_deadline_is_armed(&c->cl_give_up_timer))
-        (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, call->cc_give_up); /* a move */
+        (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, give_up); /* a move */
     else
-        (void)give_up_arm(c, call->cc_give_up); /* out of memory even before the callbacks: the
-                                                 * next call to wait tries again */
+        (void)give_up_arm(c, give_up); /* out of memory even before the callbacks: the next call
+                                        * to wait tries again */
 }
 
 void give_up_init(arpc_client *c) { arpc_deadline_init(&c->cl_give_up_timer, on_give_up, c); }

@@ -9,6 +9,7 @@
  *   core/client_direct.c   requests written by their callers' threads
  *   core/client_deadlines.c the calls' deadlines: a timing wheel under one loop deadline
  *   core/client_linger.c   the close's last words: the goodbye, and what is queued, leave
+ *   core/waiting_calls.c   the calls waiting for a connection, with their give-up times
  *
  * Threads: callers encode a request on their own thread and hand the call to the loop on the
  * loop's job lane (a job embedded in the call: no allocation, no lock, no waiting), or, while
@@ -22,7 +23,8 @@
  *   arrives -> numbered (at-most-once: seq) -> connected? sent (pending[xid]) : waiting
  *   connection lost -> pending calls that may be sent again go back to waiting (in order);
  *                      others end (ARPC_ECONNLOST)
- *   connected (server's HELLO) -> every waiting call is sent, with a new xid, the current ack
+ *   connected (server's HELLO) -> every waiting call is sent, with a new xid (a numbered one
+ *                      keeps its own: its seq with ARPC_XID_SEQ_BIT), the current ack
  *                      and what is left of its budget (or ended, when the server lost its memory
  *                      of it: another epoch, or it forgot the client)
  *   reply / deadline / give-up / cancel / close -> finished, exactly once; its seq counts
@@ -38,6 +40,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
 
 #include "arpc/client.h"
 #include "async/future_internal.h"
@@ -52,7 +56,9 @@
 #include "base/u64_map.h"
 #include "core/block_pool.h"
 #include "core/conn.h"
+#include "core/frame.h"
 #include "core/pending_calls.h"
+#include "core/waiting_calls.h"
 #include "core/stats.h"
 #include "transport/transport.h"
 
@@ -167,8 +173,8 @@ struct arpc_client {
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
-    struct arpc_dlist cl_waiting;   /* calls waiting for a connection, in the order they began
-                                     * to (so of their give-up times: client_give_up.c) */
+    struct waiting_calls cl_waiting; /* calls waiting for a connection, in the order they began
+                                      * to (so of their give-up times: client_give_up.c) */
     struct arpc_deadline cl_give_up_timer; /* at the first waiting call's give-up time, or before */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     /* Finished seqs above cl_ack that cl_done had no memory for (client_resend.c): a seq noted
@@ -250,49 +256,65 @@ struct arpc_client {
 struct client_call {
     arpc_future cc_future;            /* the caller's (async/future_internal.h) */
     union {
-        struct arpc_loop_job cc_job;  /* how the call reaches the loop (until it has) */
-        struct arpc_dlink cc_link;    /* then: cl_waiting, while cc_waiting */
+        /* Until the call reaches the loop: how. A call posted to the loop is a job on its lane
+         * (or the client's local queue, client_post); a call its caller wrote is on cd_calls
+         * through j_link, its xid stamped over j_fn (core/client_direct.c). */
+        struct arpc_loop_job cc_job;
+        struct {
+            /* From its arrival on the loop (call_land: the job's link is done with by then;
+             * the loop's fields, but cc_xid, stamped before by a caller that wrote the call): */
+            uint32_t cc_order;        /* arrival order on the loop, wrapping (call_order_before) */
+            uint16_t cc_epoch_gen;    /* cl_epoch_gen when last sent (wraps after 65,536 server
+                                       * instances: far more than one call waits through) */
+            bool cc_sent : 1;         /* handed to a connection once (else it cannot have run);
+                                       * cleared at a loss that left its only send unwritten */
+            bool cc_reached : 1;      /* a send of it left whole on a connection since lost */
+            bool cc_waiting : 1;      /* in cl_waiting, at cc_wait_pos */
+            bool cc_finished : 1;
+            bool cc_tracked : 1;      /* in cl_pending, under its xid (call_xid) */
+            /* The xid it was last sent with, the pending table's key while cc_tracked (0: not
+             * numbered or sent yet). A numbered (at-most-once) call's is its seq with
+             * ARPC_XID_SEQ_BIT, the same on every send (call_seq; one field for both); any
+             * other call takes a new one at each send. Over j_fn (a call that has reached the
+             * loop, or that its caller wrote, has no use for it). */
+            uint64_t cc_xid;
+        };
     };
     union {
-        uint64_t cc_xid;              /* the xid it was last sent with: the pending table's key
-                                       * while cc_tracked (stamped by its caller for a call it
-                                       * wrote); meaningless while cc_waiting */
-        uint64_t cc_give_up;          /* while cc_waiting: when it stops waiting (ns; ARPC_NEVER:
-                                       * never; client_give_up.c). Its xid died with its
-                                       * connection: a re-send takes a new one */
-    };
-    uint64_t cc_seq;                  /* at-most-once: its number, kept across sends (0: none) */
-    /* Before the call reaches the loop, a call its caller writes (core/client_direct.c) keeps
-     * there how the write went (enum direct_state) and how much of it was written; the loop
-     * reads both as the call arrives, before it sets the arrival order. */
-    union {
-        uint32_t cc_order;            /* arrival order on the loop, wrapping (call_order_before) */
-        _Atomic uint32_t cc_direct;   /* until then: written by its caller (client_direct.c) */
+        _Atomic uint32_t cc_direct;   /* until the call reaches the loop: how its caller's write
+                                       * went (client_direct.c), read by the loop as it arrives */
+        uint32_t cc_wait_pos;         /* then, while cc_waiting: its slot (core/waiting_calls.h) */
     };
     uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick); stamped by
                                        * its caller for a call it wrote (before the loop sees it) */
-    uint16_t cc_epoch_gen;            /* cl_epoch_gen when last sent (wraps after 65,536 server
-                                       * instances: far more than one call waits through) */
     /* (The latch of call_release_shared is a bit of the future's state word:
-     * arpc_future_owner_latch.) Set before the loop sees the call, or by the loop; read
-     * elsewhere only after that latch's exchange. */
-    /* 16 bits: */
+     * arpc_future_owner_latch.) Set by call_new, never changed: read by any thread. */
     uint16_t cc_inline_len : 11;      /* an inline request's body length (a frame of
                                        * CALL_INLINE_MAX at most; a large request's block keeps
                                        * its own) */
     uint16_t cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
     uint16_t cc_timed : 1;            /* it has a deadline: a struct call_timed follows */
     uint16_t cc_bulk : 1;             /* its request is in a block of its own (client_call.c) */
-    uint16_t cc_tracked : 1;          /* in cl_pending, under its xid (call_xid) */
-    bool cc_sent : 1;                 /* handed to a connection once (else it cannot have run);
-                                       * cleared at a loss that left its only send unwritten */
-    bool cc_reached : 1;              /* a send of it left whole on a connection since lost */
-    bool cc_waiting : 1;              /* on cl_waiting */
-    bool cc_finished : 1;
     /* The request kept for a re-send, right after the fields (in what would be the record's
      * tail padding): its bytes, or a large request's block (client_call.c). */
     uint8_t cc_req[];
 };
+
+_Static_assert(offsetof(struct client_call, cc_order) == offsetof(struct client_call, cc_job),
+               "the loop's fields begin where the job does");
+_Static_assert(offsetof(struct client_call, cc_xid) == offsetof(struct client_call, cc_job.j_fn),
+               "the loop's fields overlay the job's link only: the xid a caller stamps is kept");
+_Static_assert(offsetof(struct client_call, cc_xid) - offsetof(struct client_call, cc_order) == sizeof(ck_stack_entry_t),
+               "call_land clears the job's link, the loop's fields");
+
+/* The call reaches the loop (loop thread; the job's link is read already): the loop's fields
+ * cleared in one store, and the xid too for a call posted to the loop (its j_fn was there;
+ * 0: not numbered yet). A call its caller wrote keeps the xid it was stamped with. */
+static inline void call_land(struct client_call *call, bool stamped)
+{
+    memset(&call->cc_order, 0, stamped ? offsetof(struct client_call, cc_xid) - offsetof(struct client_call, cc_order)
+                                       : sizeof(call->cc_job));
+}
 
 /* A call's deadline and its node in the client's timing wheel (client_deadlines.c): in the
  * block of a call that has a deadline only (24 bytes a call less for the others), just before
@@ -325,6 +347,13 @@ static inline arpc_client *call_client(const struct client_call *call)
 /* The xid the call was last sent with. Loop thread, or a thread that owns the call before the
  * loop sees it. */
 static inline uint64_t call_xid(const struct client_call *call) { return call->cc_xid; }
+
+/* A numbered call's seq (its xid without ARPC_XID_SEQ_BIT), 0 for any other call or one not
+ * numbered yet. As call_xid. */
+static inline uint64_t call_seq(const struct client_call *call)
+{
+    return call->cc_xid & ARPC_XID_SEQ_BIT ? call->cc_xid & ~ARPC_XID_SEQ_BIT : 0;
+}
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }

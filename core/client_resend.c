@@ -7,8 +7,9 @@
  * waiting: client_give_up.c, which needs that order) comes.
  *
  * When the server's HELLO makes the client ready, every waiting call is sent again, oldest
- * first, with a new xid, the current ack and what is left of its budget -- unless sending it
- * again could run it twice: an at-most-once call already sent to a server is re-sent only to a
+ * first, with a new xid (a numbered call keeps its own: its seq), the current ack and what is
+ * left of its budget -- unless sending it again could run it twice: an at-most-once call
+ * already sent to a server is re-sent only to a
  * server that deduplicates, is the same instance (its epoch: a server without a reply log that
  * restarted has forgotten the call), and cannot have forgotten this client for being idle
  * (the call was first sent less than ~90% of the server's expiry ago). Otherwise the outcome is
@@ -36,47 +37,47 @@
 
 /* ---- the waiting list ---- */
 
-static struct client_call *waiting_call(struct arpc_dlink *link)
-{
-    return ARPC_DLIST_ENTRY(link, struct client_call, cc_link);
-}
-
 void resend_unlink(arpc_client *c, struct client_call *call)
 {
     /* (Its deadline's node stays armed: the deadline holds wherever the call goes.) */
-    arpc_dlist_remove(&c->cl_waiting, &call->cc_link);
+    waiting_remove(&c->cl_waiting, call);
     call->cc_waiting = false;
 }
 
 void resend_wait(arpc_client *c, struct client_call *call)
 {
     /* At the tail: the latest give-up time (client_give_up.c). */
-    arpc_dlist_insert_after(&c->cl_waiting, c->cl_waiting.dl_tail, &call->cc_link);
-    call->cc_waiting = true;
-    call->cc_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* over its dead xid */
+    uint64_t give_up = arpc_deadline_from_ms(c->cl_give_up_ms);
     bool armed = !call->cc_timed || arpc_wheel_node_armed(&call_timed(call)->ct_node);
-    if ((!armed && call_arm(call) != ARPC_OK) || give_up_arm(c, call->cc_give_up) != ARPC_OK) {
+    if (waiting_push(&c->cl_waiting, call, give_up) != ARPC_OK) {
+        call_finish_no_memory(call); /* no room to wait in (it is not waiting) */
+        return;
+    }
+    call->cc_waiting = true;
+    if ((!armed && call_arm(call) != ARPC_OK) || give_up_arm(c, give_up) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
         call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0);
     }
 }
 
-static bool order_before(const struct arpc_dlink *a, const struct arpc_dlink *b)
+static bool order_before(const struct waiting_slot *a, const struct waiting_slot *b)
 {
-    return call_order_before(waiting_call((struct arpc_dlink *)a)->cc_order, waiting_call((struct arpc_dlink *)b)->cc_order);
+    return call_order_before(a->ws_call->cc_order, b->ws_call->cc_order);
 }
 
-static bool give_up_before(const struct arpc_dlink *a, const struct arpc_dlink *b)
+static bool give_up_before(const struct waiting_slot *a, const struct waiting_slot *b)
 {
-    return waiting_call((struct arpc_dlink *)a)->cc_give_up < waiting_call((struct arpc_dlink *)b)->cc_give_up;
+    return a->ws_give_up < b->ws_give_up;
 }
 
 /* Whether the waiting calls are in arrival order already (they are, unless a connection broke
  * while calls that came after its own waited: a GOAWAY's drain). */
 static bool waiting_in_order(arpc_client *c)
 {
-    for (struct arpc_dlink *pos = c->cl_waiting.dl_head; pos != NULL && pos->dl_next != NULL; pos = pos->dl_next)
-        if (order_before(pos->dl_next, pos))
+    struct waiting_calls *w = &c->cl_waiting;
+    struct client_call *prev = NULL, *call;
+    for (uint32_t pos = w->wc_head; (call = waiting_at(w, &pos)) != NULL; pos++, prev = call)
+        if (prev != NULL && call_order_before(call->cc_order, prev->cc_order))
             return false;
     return true;
 }
@@ -148,12 +149,12 @@ static const char *resend_unsafe_why(const arpc_client *c, const struct client_c
  * any, finds them finished. */
 static void calls_drop_cancelled(arpc_client *c)
 {
-    for (struct arpc_dlink *pos = c->cl_waiting.dl_head, *next; pos != NULL; pos = next) {
-        next = pos->dl_next;
-        struct client_call *call = waiting_call(pos);
+    struct waiting_calls *w = &c->cl_waiting;
+    struct client_call *call;
+    for (uint32_t pos = w->wc_head; (call = waiting_at(w, &pos)) != NULL; pos++) { /* (ending calls moves none) */
         if (!arpc_future_done(call_future(call)))
             continue;
-        uint64_t seq = call->cc_seq;
+        uint64_t seq = call_seq(call);
         if (call->cc_sent && seq != 0)
             cancel_seq_remember(c, seq);
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* the future is cancelled already */
@@ -166,9 +167,10 @@ void calls_on_connected(arpc_client *c)
     cancel_seq_tell(c); /* first: the re-sends' ack may cover their seqs */
     bool sorted = !waiting_in_order(c);
     if (sorted)
-        arpc_dlist_sort(&c->cl_waiting, order_before); /* re-sent in arrival order */
+        waiting_sort(&c->cl_waiting, order_before); /* re-sent in arrival order */
     struct client_call *call;
-    while ((call = waiting_call(c->cl_waiting.dl_head)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
+    uint64_t give_up;
+    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
         const char *why = resend_unsafe_why(c, call);
         if (why == NULL)
@@ -178,8 +180,8 @@ void calls_on_connected(arpc_client *c)
     }
     /* Not all sent (the connection went meanwhile): the rest back in give-up order, for
      * client_give_up.c (the calls the loss added came last, with the latest times). */
-    if (sorted && c->cl_waiting.dl_head != NULL)
-        arpc_dlist_sort(&c->cl_waiting, give_up_before);
+    if (sorted && waiting_count(&c->cl_waiting) != 0)
+        waiting_sort(&c->cl_waiting, give_up_before);
 }
 
 /* ---- connection lost ---- */
@@ -238,18 +240,18 @@ void calls_fail_all(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
     pending_drain(&c->cl_pending, call_fail, &reason);
-    while (c->cl_waiting.dl_head != NULL) {
-        struct client_call *call = waiting_call(c->cl_waiting.dl_head);
+    struct client_call *call;
+    uint64_t give_up;
+    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL)
         call_finish(call, call_ended_code(call, reason), NULL, 0);
-    }
 }
 
 void calls_refused(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
-    while (c->cl_waiting.dl_head != NULL) {
-        struct client_call *call = waiting_call(c->cl_waiting.dl_head);
+    struct client_call *call;
+    uint64_t give_up;
+    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL)
         call_finish(call, call_ended_code(call, reason), NULL, 0);
-    }
 }

@@ -33,7 +33,7 @@ uint8_t *call_body(struct client_call *call, size_t *len);
 /* The whole frame's size: the head (call_head) and the body. */
 size_t call_frame_size(struct client_call *call);
 /* The frame's header and fixed fields (ARPC_OUTQ_HEAD_MAX bytes into head) for a send with the
- * call's xid and seq (cc_xid, cc_seq), ack and budget; body and body_len: call_body's. Returns
+ * call's xid and seq (cc_xid, call_seq), ack and budget; body and body_len: call_body's. Returns
  * the bytes written. */
 size_t call_head(const struct client_call *call, const uint8_t *body, size_t body_len, uint8_t *head, uint64_t ack,
                  uint32_t budget_ms);
@@ -82,6 +82,10 @@ void call_finish_no_memory(struct client_call *call);
 /* Sends the call on the current connection; now_ns: a clock read just made (its budget is
  * counted from it), or 0 to read one. */
 void call_send(struct client_call *call, uint64_t now_ns);
+/* A call that reached the loop (call_land) is started there: sent, or waiting for a
+ * connection (or ended: call_arrive). call_job_start, the job of a call posted to the loop, is
+ * call_land and this. */
+void call_loop_start(struct client_call *call);
 /* A call reaches the loop: counted, numbered (at-most-once, unless its caller numbered it) and
  * ordered; false when it ended there (client closed or lost, cancelled, past its deadline).
  * A call its caller wrote already (written) is not ended for a cancel: the cancel's own job,

@@ -45,12 +45,15 @@
 #define ARPC_HELLO_BODY_MAX 8192u
 #define ARPC_METHOD_MAX 255
 /* arpc's client sets this bit on the xids its callers' threads pick (core/client_direct.c), a
- * range apart from its loop's. To the server an xid is opaque; its log lines show one without
- * the bit (arpc_xid_shown), the call's number as the client counted it. */
+ * range apart from its loop's; and ARPC_XID_SEQ_BIT on a numbered call's, which is its seq
+ * with that bit (the same on every send: core/client_internal.h). To the server an xid is
+ * opaque; its log lines show one without the bits (arpc_xid_shown), the call's number as the
+ * client counted it. */
 #define ARPC_XID_CALLER_BIT (1ull << 63)
+#define ARPC_XID_SEQ_BIT (1ull << 62)
 static inline unsigned long long arpc_xid_shown(uint64_t xid)
 {
-    return (unsigned long long)(xid & ~ARPC_XID_CALLER_BIT);
+    return (unsigned long long)(xid & ~(ARPC_XID_CALLER_BIT | ARPC_XID_SEQ_BIT));
 }
 /* Default largest body accepted; configurable per client/server. */
 #define ARPC_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)

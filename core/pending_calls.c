@@ -56,10 +56,10 @@ static struct ck_malloc table_allocator = {.malloc = table_malloc, .free = table
 
 _Static_assert((PENDING_RING_SLOTS & (PENDING_RING_SLOTS - 1)) == 0, "a ring is indexed by a mask");
 
-static struct pending_ring *ring_of(struct pending_calls *p, uint64_t xid)
-{
-    return &p->pc_rings[(xid & ARPC_XID_CALLER_BIT) != 0];
-}
+_Static_assert(ARPC_XID_SEQ_BIT >> 62 == 1 && ARPC_XID_CALLER_BIT >> 62 == 2 && PENDING_RINGS == 3,
+               "an xid's top two bits pick its ring (never both set)");
+
+static struct pending_ring *ring_of(struct pending_calls *p, uint64_t xid) { return &p->pc_rings[xid >> 62]; }
 
 static struct client_call **ring_slot(struct pending_ring *r, uint64_t xid) { return &r->pr_slots[xid & r->pr_mask]; }
 
@@ -116,10 +116,11 @@ static __attribute__((noinline)) void ring_shrink(struct pending_ring *r)
 
 int pending_init(struct pending_calls *p, size_t initial)
 {
-    if (ring_init(&p->pc_rings[0]) != ARPC_OK)
-        return ARPC_ENOMEM;
-    if (ring_init(&p->pc_rings[1]) != ARPC_OK)
-        goto fail;
+    for (unsigned k = 0; k < PENDING_RINGS; k++)
+        p->pc_rings[k] = (struct pending_ring){0};
+    for (unsigned k = 0; k < PENDING_RINGS; k++)
+        if (ring_init(&p->pc_rings[k]) != ARPC_OK)
+            goto fail;
     if (!ck_rhs_init(&p->pc_table, CK_RHS_MODE_OBJECT | CK_RHS_MODE_SPMC, hash_cb, same_xid, &table_allocator,
                      initial, 0))
         goto fail;
@@ -127,8 +128,8 @@ int pending_init(struct pending_calls *p, size_t initial)
     ck_rhs_set_load_factor(&p->pc_table, PENDING_LOAD_PERCENT); /* on an empty table: cannot fail */
     return ARPC_OK;
 fail:
-    ring_fini(&p->pc_rings[0]);
-    ring_fini(&p->pc_rings[1]);
+    for (unsigned k = 0; k < PENDING_RINGS; k++)
+        ring_fini(&p->pc_rings[k]); /* (NULL for those not made) */
     return ARPC_ENOMEM;
 }
 
@@ -136,8 +137,8 @@ void pending_fini(struct pending_calls *p)
 {
     if (p->pc_live) {
         ck_rhs_destroy(&p->pc_table);
-        ring_fini(&p->pc_rings[0]);
-        ring_fini(&p->pc_rings[1]);
+        for (unsigned k = 0; k < PENDING_RINGS; k++)
+            ring_fini(&p->pc_rings[k]);
     }
     p->pc_live = false;
 }
@@ -209,7 +210,7 @@ struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 
 void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call, void *arg), void *arg)
 {
-    for (unsigned k = 0; k < 2; k++) {
+    for (unsigned k = 0; k < PENDING_RINGS; k++) {
         struct pending_ring *r = &p->pc_rings[k];
         for (size_t i = 0; r->pr_count > 0; i++) {
             struct client_call *call = r->pr_slots[i];
@@ -236,7 +237,10 @@ void pending_drain(struct pending_calls *p, void (*fn)(struct client_call *call,
 
 size_t pending_count(struct pending_calls *p)
 {
-    return p->pc_rings[0].pr_count + p->pc_rings[1].pr_count + ck_rhs_count(&p->pc_table);
+    size_t n = ck_rhs_count(&p->pc_table);
+    for (unsigned k = 0; k < PENDING_RINGS; k++)
+        n += p->pc_rings[k].pr_count;
+    return n;
 }
 
 void pending_iter_init(struct pending_iter *it)
@@ -248,7 +252,7 @@ void pending_iter_init(struct pending_iter *it)
 
 bool pending_next(struct pending_calls *p, struct pending_iter *it, struct client_call **call)
 {
-    for (; it->pi_ring < 2; it->pi_ring++, it->pi_slot = 0) {
+    for (; it->pi_ring < PENDING_RINGS; it->pi_ring++, it->pi_slot = 0) {
         struct pending_ring *r = &p->pc_rings[it->pi_ring];
         while (it->pi_slot <= r->pr_mask) {
             struct client_call *in_ring = r->pr_slots[it->pi_slot++];

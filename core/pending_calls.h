@@ -4,9 +4,10 @@
  *
  * Two levels, both holding the calls themselves (a call's key is the xid it was last sent with,
  * call_xid, in its record, so no entry is allocated per call):
- *   - two rings of call pointers, one for the loop's xids and one for the callers' (xids with
- *     ARPC_XID_CALLER_BIT, core/client_direct.c: a sequence of their own), each indexed by the
- *     xid's low bits. Each sequence is consecutive, so a window of calls answered about in
+ *   - three rings of call pointers, one for each sequence of xids: the loop's, the numbered
+ *     calls' (their seqs, with ARPC_XID_SEQ_BIT, whoever wrote them: core/client_internal.h)
+ *     and the callers' (ARPC_XID_CALLER_BIT, core/client_direct.c), each indexed by the xid's
+ *     low bits. Each sequence is consecutive, so a window of calls answered about in
  *     order sits in its ring one to a slot: a put, a lookup and a removal are one load and one
  *     store, where ck_rhs's probes and callbacks cost ~350 instructions a call
  *     (docs/PERFORMANCE.md). A ring starts at PENDING_RING_SLOTS and doubles when a put finds
@@ -43,14 +44,17 @@ struct pending_ring {
     size_t pr_count;               /* slots in use */
 };
 
+/* Rings by the xid's top two bits (pending_calls.c: ring_of). */
+#define PENDING_RINGS 3
+
 struct pending_calls {
-    struct pending_ring pc_rings[2]; /* [0] the loop's xids, [1] the callers' */
+    struct pending_ring pc_rings[PENDING_RINGS]; /* [0] the loop's xids, [1] the numbered calls', [2] the callers' */
     ck_rhs_t pc_table;               /* the calls that did not fit their ring */
     bool pc_live; /* initialised and not finished: pending_fini may be called twice */
 };
 
 struct pending_iter {
-    unsigned pi_ring;             /* the ring being walked; 2: ck_rhs */
+    unsigned pi_ring;             /* the ring being walked; PENDING_RINGS: ck_rhs */
     size_t pi_slot;               /* that ring's next slot */
     ck_rhs_iterator_t pi_it;
 };

@@ -284,7 +284,7 @@ static void test_ring_grows_with_window(void **state)
             check_ring(&p.pc_rings[0], WINDOW, WINDOW - 1 - i);
     }
     check_ring(&p.pc_rings[0], PENDING_RING_SLOTS, 0);
-    assert_int_equal(3, atomic_load(&test_alloc_live)); /* the two rings, ck_rhs's empty array */
+    assert_int_equal(PENDING_RINGS + 1, atomic_load(&test_alloc_live)); /* the rings, ck_rhs's empty array */
     for (size_t i = 0; i < 2 * PENDING_RING_SLOTS; i++)
         put_xid(&p, &calls[i], base + 5 * WINDOW + i);
     check_ring(&p.pc_rings[0], 2 * PENDING_RING_SLOTS, 2 * PENDING_RING_SLOTS);
@@ -327,8 +327,9 @@ static void test_ring_straggler(void **state)
     free(calls);
 }
 
-/* The loop's xids and the callers' (ARPC_XID_CALLER_BIT) are two sequences with the same low
- * bits: each has a ring of its own, so interleaved windows of both stay out of ck_rhs. */
+/* The loop's xids, the numbered calls' (their seqs, ARPC_XID_SEQ_BIT) and the callers'
+ * (ARPC_XID_CALLER_BIT) are three sequences with the same low bits: each has a ring of its
+ * own, so interleaved windows of all three stay out of ck_rhs. */
 static void test_ring_per_sequence(void **state)
 {
     (void)state;
@@ -336,24 +337,28 @@ static void test_ring_per_sequence(void **state)
     test_alloc_install();
     struct pending_calls p;
     assert_int_equal(ARPC_OK, pending_init(&p, 4));
-    struct test_call *loop = calls_new(WINDOW), *caller = calls_new(WINDOW);
+    struct test_call *loop = calls_new(WINDOW), *seq = calls_new(WINDOW), *caller = calls_new(WINDOW);
     for (size_t i = 0; i < WINDOW; i++) {
         put_xid(&p, &loop[i], 1 + i);
+        put_xid(&p, &seq[i], ARPC_XID_SEQ_BIT | (1 + i));
         put_xid(&p, &caller[i], ARPC_XID_CALLER_BIT | (1 + i));
     }
     assert_int_equal(0, ck_rhs_count(&p.pc_table));
     check_ring(&p.pc_rings[0], WINDOW, WINDOW);
     check_ring(&p.pc_rings[1], WINDOW, WINDOW);
+    check_ring(&p.pc_rings[2], WINDOW, WINDOW);
     for (size_t i = 0; i < WINDOW; i++) {
         assert_ptr_equal(&caller[i].tc_call, pending_take(&p, ARPC_XID_CALLER_BIT | (1 + i)));
         assert_ptr_equal(&loop[i].tc_call, pending_get(&p, 1 + i));
+        assert_ptr_equal(&seq[i].tc_call, pending_get(&p, ARPC_XID_SEQ_BIT | (1 + i)));
     }
-    assert_int_equal(WINDOW, pending_count(&p));
+    assert_int_equal(2 * WINDOW, pending_count(&p));
     size_t drained = 0;
     pending_drain(&p, count_drained, &drained);
-    assert_int_equal(WINDOW, drained);
+    assert_int_equal(2 * WINDOW, drained);
     pending_fini(&p);
     free(loop);
+    free(seq);
     free(caller);
 }
 
