@@ -50,9 +50,4 @@ static inline void arpc_dlist_remove(struct arpc_dlist *l, struct arpc_dlink *n)
     n->dl_prev = n->dl_next = NULL;
 }
 
-/* Orders l by before(a, b) ("a goes ahead of b"), keeping the order of elements neither goes
- * ahead of (stable). A merge sort of the links: O(n log n), no memory, no recursion deeper
- * than the bits of a pointer (base/dlist.c). */
-void arpc_dlist_sort(struct arpc_dlist *l, bool (*before)(const struct arpc_dlink *a, const struct arpc_dlink *b));
-
 #endif
