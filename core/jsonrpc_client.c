@@ -109,8 +109,10 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct jsonrpc_call *call = arg;
+    static const char why[] = "no answer came by the call's deadline: it may or may not have run";
     arpc_u64_map_take(&call->jq_client->jc_calls, call->jq_id);
-    call_end(call, ARPC_ETIMEDOUT, NULL, 0);
+    char *words = arpc_text_copy(why, sizeof(why) - 1);
+    call_end(call, ARPC_ETIMEDOUT, words, words != NULL ? sizeof(why) - 1 : 0);
 }
 
 /* The words of a call ending ARPC_ECONNLOST: whether it was sent, and how the connection

@@ -390,6 +390,11 @@ static void test_deadline_and_close(void **state)
     /* Held past its deadline: ETIMEDOUT; the late answer is then skipped. */
     arpc_future *late = arpc_jsonrpc_call_async(c, "T.Hold", "1", 1, 50);
     assert_int_equal(arpc_future_wait(late), ARPC_ETIMEDOUT);
+    size_t len = 0;
+    const char *why = arpc_future_data(late, &len); /* words, as arpc's own client gives */
+    assert_non_null(why);
+    assert_string_equal("no answer came by the call's deadline: it may or may not have run", why);
+    assert_int_equal(strlen(why), len);
     arpc_future_release(late);
     sem_post(&hold_sem);
     expect_call(c, "T.Echo", "2", ARPC_OK, "2"); /* after the late answer, or before: either way */

@@ -64,7 +64,7 @@
  *   ARPC_EHANDLER   the server answered an error: its text is the data (NUL-terminated)
  *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
  *                   service/method request ill-formed: ...": the text is the data
- *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run)
+ *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run); the data says so
  *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
  *                   without a numeric id or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls
@@ -128,8 +128,8 @@ ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char
 
 /* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
  * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER, ARPC_ENOMETHOD,
- * ARPC_EINVAL and ARPC_ECONNLOST (NUL-terminated; free it with arpc_free whenever it is not
- * NULL; without memory for the words ARPC_ECONNLOST comes alone), else NULL;
+ * ARPC_EINVAL, ARPC_ECONNLOST and ARPC_ETIMEDOUT (NUL-terminated; free it with arpc_free
+ * whenever it is not NULL; without memory for the words the last two come alone), else NULL;
  * *result_len its length. */
 ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
