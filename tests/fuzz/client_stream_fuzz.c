@@ -4,9 +4,10 @@
  * bytes, cut where the input says.
  *
  * Input: one byte of set-up (bits 0-2: the HELLO's flags: CANCEL, DEDUP, DURABLE), then
- * chunks (fuzz_io.h). Before the chunks the client has four calls out, xids 1-4 (a fresh
- * client numbers its calls from 1, so an input can answer them): at-most-once, at-least-once,
- * no-retry, and at-most-once again, cancelled after the chunks; and one one-way message.
+ * chunks (fuzz_io.h). Before the chunks the client has four calls out, each with an xid an
+ * input can answer (a fresh client numbers from 1): at-most-once (its seq with
+ * ARPC_XID_SEQ_BIT: 0x4000000000000001), at-least-once (1), no-retry (2), and at-most-once
+ * again (0x4000000000000002), cancelled after the chunks; and one one-way message.
  *
  * Checked on every input: no crash, no sanitizer report, no leak; what the client writes is a
  * well-formed frame stream of the kinds a client sends; its log lines are printable ASCII;

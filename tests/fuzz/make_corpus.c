@@ -179,26 +179,29 @@ static void client_stream(void)
     const char *t = "client_stream_fuzz";
     uint8_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP;
     put(&flags, 1);
-    chunks(fr, header(ARPC_FRAME_REPLY, 1, 2, "ok", 2), 255);
-    chunks(fr, error(ARPC_FRAME_ERROR, 2, ARPC_EHANDLER, "failed"), 255);
-    chunks(fr, error(ARPC_FRAME_ERROR, 3, ARPC_ENOMETHOD, "no such method"), 255);
-    chunks(fr, header(ARPC_FRAME_REPLY, 4, 3, "yes", 3), 255);
+    /* The calls' xids (client_stream_fuzz.c): the at-most-once ones are their seqs with
+     * ARPC_XID_SEQ_BIT (1 and 2), the others the loop's own (1 and 2). */
+    const uint64_t amo1 = ARPC_XID_SEQ_BIT | 1, alo = 1, noretry = 2, amo2 = ARPC_XID_SEQ_BIT | 2;
+    chunks(fr, header(ARPC_FRAME_REPLY, amo1, 2, "ok", 2), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, alo, ARPC_EHANDLER, "failed"), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, noretry, ARPC_ENOMETHOD, "no such method"), 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, amo2, 3, "yes", 3), 255);
     write_seed(t, "all-answered");
 
     put(&flags, 1);
-    chunks(fr, header(ARPC_FRAME_REPLY, 2, 2, "ok", 2), 1);
-    chunks(fr, header(ARPC_FRAME_REPLY, 2, 2, "ok", 2), 255); /* twice */
+    chunks(fr, header(ARPC_FRAME_REPLY, alo, 2, "ok", 2), 1);
+    chunks(fr, header(ARPC_FRAME_REPLY, alo, 2, "ok", 2), 255); /* twice */
     chunks(fr, header(ARPC_FRAME_REPLY, 77, 2, "ok", 2), 255); /* no such call */
     chunks(fr, header(ARPC_FRAME_PING, 5, 1, "p", 1), 255);
-    chunks(fr, error(ARPC_FRAME_ERROR, 1, 12345, "\x1b]0;title\x07"), 255); /* unknown code */
+    chunks(fr, error(ARPC_FRAME_ERROR, amo1, 12345, "\x1b]0;title\x07"), 255); /* unknown code */
     write_seed(t, "duplicate-unknown-ping-badcode");
 
     put(&flags, 1);
-    chunks(fr, header(ARPC_FRAME_REPLY, 1, 5000, NULL, 0), 255); /* over the client's 4096 */
+    chunks(fr, header(ARPC_FRAME_REPLY, amo1, 5000, NULL, 0), 255); /* over the client's 4096 */
     static const uint8_t zero[255];
     for (int i = 0; i < 20; i++)
         chunks(zero, 250, 255);
-    chunks(fr, header(ARPC_FRAME_REPLY, 3, 1, "z", 1), 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, noretry, 1, "z", 1), 255);
     write_seed(t, "oversized-reply");
 
     put(&flags, 1);
