@@ -59,7 +59,12 @@ _Static_assert((PENDING_RING_SLOTS & (PENDING_RING_SLOTS - 1)) == 0, "a ring is 
 _Static_assert(ARPC_XID_SEQ_BIT >> 62 == 1 && ARPC_XID_CALLER_BIT >> 62 == 2 && PENDING_RINGS == 3,
                "an xid's top two bits pick its ring (never both set)");
 
+/* Only for an xid of ours (a put's): a peer's may have both top bits set (not_ours). */
 static struct pending_ring *ring_of(struct pending_calls *p, uint64_t xid) { return &p->pc_rings[xid >> 62]; }
+
+/* An xid no call of ours has: both top bits set. A reply's xid is the peer's to choose, so
+ * lookups by it check first (a ring index of 3 would be past pc_rings). */
+static bool not_ours(uint64_t xid) { return (xid >> 62) == 3; }
 
 static struct client_call **ring_slot(struct pending_ring *r, uint64_t xid) { return &r->pr_slots[xid & r->pr_mask]; }
 
@@ -189,6 +194,8 @@ int pending_put(struct pending_calls *p, struct client_call *call)
 
 struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 {
+    if (not_ours(xid))
+        return NULL;
     struct client_call *in_ring = *ring_slot(ring_of(p, xid), xid);
     if (in_ring != NULL && call_xid(in_ring) == xid)
         return in_ring;
@@ -197,6 +204,8 @@ struct client_call *pending_get(struct pending_calls *p, uint64_t xid)
 
 struct client_call *pending_take(struct pending_calls *p, uint64_t xid)
 {
+    if (not_ours(xid))
+        return NULL;
     struct pending_ring *r = ring_of(p, xid);
     struct client_call **slot = ring_slot(r, xid), *in_ring = *slot;
     if (in_ring != NULL && call_xid(in_ring) == xid) {

@@ -362,6 +362,32 @@ static void test_ring_per_sequence(void **state)
     free(caller);
 }
 
+/* A reply's xid is the peer's: one with both top bits set (no call of ours has it) is simply
+ * not found, in an empty table and in a full one. Before, its ring index (3) read past the
+ * three rings (client_stream_fuzz found it: an ASan SEGV in pending_take). */
+static void test_peer_xid_with_both_bits(void **state)
+{
+    (void)state;
+    struct pending_calls p;
+    assert_int_equal(ARPC_OK, pending_init(&p, 4));
+    const uint64_t both = ARPC_XID_SEQ_BIT | ARPC_XID_CALLER_BIT;
+    assert_null(pending_get(&p, both | 1));
+    assert_null(pending_take(&p, both | 1));
+    struct test_call *t = calls_new(3);
+    put_xid(&p, &t[0], 1);
+    put_xid(&p, &t[1], ARPC_XID_SEQ_BIT | 1);
+    put_xid(&p, &t[2], ARPC_XID_CALLER_BIT | 1);
+    assert_null(pending_get(&p, both | 1));
+    assert_null(pending_take(&p, both | 1));
+    assert_null(pending_take(&p, UINT64_MAX));
+    assert_int_equal(3, pending_count(&p));
+    assert_ptr_equal(&t[1].tc_call, pending_take(&p, ARPC_XID_SEQ_BIT | 1));
+    assert_ptr_equal(&t[2].tc_call, pending_take(&p, ARPC_XID_CALLER_BIT | 1));
+    assert_ptr_equal(&t[0].tc_call, pending_take(&p, 1));
+    pending_fini(&p);
+    free(t);
+}
+
 /* A ring that cannot grow for want of memory: the older call of a shared slot goes to ck_rhs;
  * when that fails too, the put fails and nothing has moved. */
 static void test_ring_growth_without_memory(void **state)
@@ -402,6 +428,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_ring_straggler),
         cmocka_unit_test_no_leak(test_ring_per_sequence),
         cmocka_unit_test_no_leak(test_ring_growth_without_memory),
+        cmocka_unit_test(test_peer_xid_with_both_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
