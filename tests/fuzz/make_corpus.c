@@ -204,6 +204,12 @@ static void client_stream(void)
     chunks(fr, header(ARPC_FRAME_REPLY, noretry, 1, "z", 1), 255);
     write_seed(t, "oversized-reply");
 
+    put(&flags, 1); /* xids no call has: both top bits, and all bits (a crash once) */
+    chunks(fr, header(ARPC_FRAME_REPLY, ARPC_XID_SEQ_BIT | ARPC_XID_CALLER_BIT | 1, 2, "ok", 2), 255);
+    chunks(fr, error(ARPC_FRAME_ERROR, UINT64_MAX, ARPC_EHANDLER, "failed"), 255);
+    chunks(fr, header(ARPC_FRAME_REPLY, 0xff00000000000001ull, 2, "ok", 2), 255);
+    write_seed(t, "xid-both-top-bits");
+
     put(&flags, 1);
     chunks(fr, error(ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "server shutting down"), 255);
     write_seed(t, "goaway-shutdown");
