@@ -344,8 +344,8 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
     if (st == DW_PART && written < head_len)
         memcpy(d->cd_head, head, head_len); /* the loop queues its rest (before the release below) */
     /* From here the loop may finish the call: the future the caller has not returned yet
-     * keeps its memory (its deadline, read before, is all we use: the loop writes the
-     * record's flag word, where cc_timed is). */
+     * keeps its memory, and the caller touches none of the record after this store (its
+     * deadline was read before). */
     atomic_store_explicit(&call->cc_direct, st == DW_PART ? st | (uint32_t)written << DW_STATE_BITS : st,
                           memory_order_release);
     bool wake = st != DW_ALL; /* a rest to queue, a flush waiting, or the whole call to send */

@@ -63,8 +63,9 @@ struct pending_iter {
  * ARPC_ENOMEM. */
 int pending_init(struct pending_calls *p, size_t initial);
 void pending_fini(struct pending_calls *p);
-/* call_xid(call) is its key: non-zero, not in the table (xids are never reused, so this is
- * not checked: one probe, not two), and unchanged while the call is in. May grow a ring or
+/* call_xid(call) is its key: non-zero, not in the table (not checked: one probe, not two; a
+ * numbered call is put again under the same xid only at a re-send, after its connection's
+ * loss took it out), and unchanged while the call is in. May grow a ring or
  * move another call to ck_rhs (lookups find it all the same). ARPC_OK or ARPC_ENOMEM (the
  * call is not in; the others are intact). */
 int pending_put(struct pending_calls *p, struct client_call *call);

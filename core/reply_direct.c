@@ -79,13 +79,13 @@ static void lazy_on_deadline(struct arpc_deadline *d, void *arg)
     (void)arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_lazy_s); /* ENOMEM: see reply_direct_watch */
 }
 
-void reply_direct_watch(arpc_server *s, bool may_hold)
+void reply_direct_watch(arpc_server *s)
 {
     /* Another call is out too: a worker may take them together and hold their replies, whose
      * batch the loop must look at soon (core/reply_take.c); a deadline saves a wake-up per take.
-     * Not for a connection whose replies are never held (TLS, JSON-RPC): it would only turn
-     * the loop for nothing. */
-    if (may_hold && s->sv_awaiting.dl_head != NULL && s->sv_awaiting.dl_head->dl_next != NULL)
+     * (Whether a reply may be held is its own connection's matter, and the calls out may be on
+     * several: armed for all, a server of TLS or JSON-RPC connections only turns for nothing.) */
+    if (s->sv_awaiting.dl_head != NULL && s->sv_awaiting.dl_head->dl_next != NULL)
         reply_take_turn_soon(s);
     if (arpc_deadline_is_armed(&s->sv_lazy))
         return;

@@ -116,7 +116,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     if (m != NULL) {
         request_dispatch(sc, m, f);
         if (!oneway && !m->m_inline)
-            reply_direct_watch(s, sc->sc_conn.c_writer.w_direct); /* its reply's job may come lazily (core/reply_direct.c) */
+            reply_direct_watch(s); /* its reply's job may come lazily (core/reply_direct.c) */
         return;
     }
     /* A copy of a call that ran under a method this server lacks (restarted on its log

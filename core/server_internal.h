@@ -611,10 +611,8 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);
  * True when all of it left and the loop need not be woken for its job (a lazy post). */
 bool reply_direct_write(struct reply_msg *rm);
 /* Loop thread: a call went to a worker, whose reply's job may be posted lazily: the loop
- * turns at least every few ms until no call is out (or the server stops: unwatch). may_hold:
- * its connection's workers may hold its reply in a take (core/reply_take.c: a plain arpc
- * connection), so a turn soon is armed for the take's batch while other calls are out. */
-void reply_direct_watch(arpc_server *s, bool may_hold);
+ * turns at least every few ms until no call is out (or the server stops: unwatch). */
+void reply_direct_watch(arpc_server *s);
 void reply_direct_unwatch(arpc_server *s);
 /* Loop thread, delivering rm (rm->rm_direct != 0): counts the bytes written, queues what its
  * replier could not write first, and restarts the flush of frames queued meanwhile. */
