@@ -6,12 +6,10 @@
  * the first connection, which is then closed unanswered; the client reconnects and sends all
  * three again, which are answered there by the xids they came with.
  */
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,6 +22,7 @@
 #include "arpc/future.h"
 #include "core/frame.h"
 #include "support/raw_client.h"
+#include "support/raw_server.h"
 #include "support/test_util.h"
 
 #define CALLS 3 /* 'A' and 'B' numbered, 'L' at-least-once */
@@ -33,23 +32,17 @@ struct seen {
 };
 
 struct script {
-    int sc_listen;
-    pthread_t sc_thread;
     struct seen sc_seen[2][CALLS]; /* by connection, by the payload's letter (A, B, L) */
-    bool sc_ok;
 };
 
 static int letter_index(char c) { return c == 'A' ? 0 : c == 'B' ? 1 : c == 'L' ? 2 : -1; }
 
 /* Accepts a connection and says HELLO as the same deduplicating server instance each time. */
-static bool accept_hello(struct script *s, struct raw_client *r)
+static bool accept_hello(struct raw_server *s, struct raw_client *r)
 {
     uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
     size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
-    struct raw_frame f;
-    memset(r, 0, sizeof(*r));
-    r->rc_fd = accept(s->sc_listen, NULL, NULL);
-    return r->rc_fd >= 0 && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_HELLO && raw_send(r, hello, n);
+    return raw_server_accept(s, r, hello, n);
 }
 
 /* Reads the three requests of connection k, noting each one's xid and seq. */
@@ -67,52 +60,41 @@ static bool read_three(struct raw_client *r, struct seen *seen)
     return true;
 }
 
-static bool script_run(struct script *s)
+static bool script_run(struct raw_server *srv, void *arg)
 {
+    struct script *s = arg;
     struct raw_client *r = malloc(sizeof(*r));
     if (r == NULL)
         return false;
-    bool ok = accept_hello(s, r) && read_three(r, s->sc_seen[0]);
+    bool ok = accept_hello(srv, r) && read_three(r, s->sc_seen[0]);
     if (r->rc_fd >= 0) {
         shutdown(r->rc_fd, SHUT_RDWR); /* unanswered: every call waits for the next connection */
         close(r->rc_fd);
     }
-    ok = ok && accept_hello(s, r) && read_three(r, s->sc_seen[1]);
+    ok = ok && accept_hello(srv, r) && read_three(r, s->sc_seen[1]);
     for (int i = 0; ok && i < CALLS; i++) {
         uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];
         arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, s->sc_seen[1][i].sn_xid, 1);
         frame[ARPC_FRAME_HEADER_SIZE] = 'r';
         ok = raw_send(r, frame, sizeof(frame));
     }
-    struct raw_frame f;
-    while (ok && raw_read(r, &f, false)) /* until the client closes */
-        ;
+    if (ok)
+        raw_server_read_to_end(r);
     if (r->rc_fd >= 0)
         close(r->rc_fd);
     free(r);
     return ok;
 }
 
-static void *script_main(void *p)
-{
-    struct script *s = p;
-    s->sc_ok = script_run(s);
-    return NULL;
-}
-
 static void test_numbered_call_keeps_its_xid(void **state)
 {
     (void)state;
     struct script s = {0};
-    uint16_t port;
-    s.sc_listen = fd_listen_loopback(0, 4, 0, &port);
-    assert_true(s.sc_listen >= 0);
-    char addr[64];
-    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
-    assert_int_equal(0, pthread_create(&s.sc_thread, NULL, script_main, &s));
+    struct raw_server srv;
+    raw_server_start(&srv, script_run, &s);
     arpc_client_options o = {.reconnect_min_ms = 10, .reconnect_max_ms = 20}; /* at-most-once */
     arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &o));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, srv.rs_addr, &o));
     arpc_call_options alo = {.semantics = ARPC_AT_LEAST_ONCE, .deadline_ms = ARPC_FOREVER};
     arpc_future *fs[CALLS] = {
         arpc_call_async(c, "t.m", "A", 1, ARPC_FOREVER),
@@ -124,9 +106,7 @@ static void test_numbered_call_keeps_its_xid(void **state)
         arpc_future_release(fs[i]);
     }
     arpc_client_close(c);
-    pthread_join(s.sc_thread, NULL);
-    close(s.sc_listen);
-    assert_true(s.sc_ok);
+    assert_true(raw_server_join(&srv));
     for (int k = 0; k < 2; k++) { /* the numbered calls: the same xid on both connections, their seq's */
         const struct seen *first = &s.sc_seen[0][k], *again = &s.sc_seen[1][k];
         assert_true(first->sn_seq != 0);

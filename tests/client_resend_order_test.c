@@ -27,24 +27,20 @@
 #include "core/client_internal.h"
 #include "core/frame.h"
 #include "support/raw_client.h"
+#include "support/raw_server.h"
 #include "support/test_util.h"
 
 struct script {
-    int sc_listen;
-    char sc_addr[64];
-    pthread_t sc_thread;
     sem_t sc_close_now;   /* the test: C and D wait on the client's loop */
     char sc_order[8];     /* the first payload byte of each request on the second connection */
     int sc_norder;
-    bool sc_ok;
 };
 
-static bool send_hello(struct raw_client *r)
+static bool accept_hello(struct raw_server *srv, struct raw_client *r)
 {
     uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
     size_t n = arpc_frame_encode_hello(hello, 7, 0, ARPC_DEFAULT_MAX_FRAME, 0);
-    struct raw_frame f;
-    return raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_HELLO && raw_send(r, hello, n);
+    return raw_server_accept(srv, r, hello, n);
 }
 
 static bool send_reply(struct raw_client *r, uint64_t xid)
@@ -65,8 +61,9 @@ static bool read_request(struct raw_client *r, uint64_t *xid, char *first)
     return true;
 }
 
-static bool script_run(struct script *s)
+static bool script_run(struct raw_server *srv, void *arg)
 {
+    struct script *s = arg;
     struct raw_client *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return false;
@@ -75,8 +72,7 @@ static bool script_run(struct script *s)
     char first;
     /* The first connection: A, B and X; GOAWAY, then X's reply (the test knows the client read
      * the GOAWAY when X completes). */
-    r->rc_fd = accept(s->sc_listen, NULL, NULL);
-    if (r->rc_fd < 0 || !send_hello(r))
+    if (!accept_hello(srv, r))
         goto out;
     for (int i = 0; i < 3; i++) {
         if (!read_request(r, &xid, &first))
@@ -92,9 +88,7 @@ static bool script_run(struct script *s)
     shutdown(r->rc_fd, SHUT_RDWR);
     close(r->rc_fd);
     /* The second: every waiting call, in the order it comes. */
-    memset(r, 0, sizeof(*r));
-    r->rc_fd = accept(s->sc_listen, NULL, NULL);
-    if (r->rc_fd < 0 || !send_hello(r))
+    if (!accept_hello(srv, r))
         goto out;
     uint64_t xids[4];
     for (int i = 0; i < 4; i++) {
@@ -104,22 +98,13 @@ static bool script_run(struct script *s)
     for (int i = 0; i < 4; i++)
         if (!send_reply(r, xids[i]))
             goto out;
-    struct raw_frame f;
-    while (raw_read(r, &f, false)) /* until the client closes */
-        ;
+    raw_server_read_to_end(r);
     ok = true;
 out:
     if (r->rc_fd >= 0)
         close(r->rc_fd);
     free(r);
     return ok;
-}
-
-static void *script_main(void *p)
-{
-    struct script *s = p;
-    s->sc_ok = script_run(s);
-    return NULL;
 }
 
 /* A job on the client's loop: posted after C and D from the same thread, it runs after them. */
@@ -138,16 +123,13 @@ static void test_resent_in_start_order(void **state)
 {
     (void)state;
     struct script s = {0};
-    uint16_t port;
-    s.sc_listen = fd_listen_loopback(0, 4, 0, &port);
-    assert_true(s.sc_listen >= 0);
-    snprintf(s.sc_addr, sizeof(s.sc_addr), "tcp://127.0.0.1:%u", port);
     sem_init(&s.sc_close_now, 0, 0);
-    assert_int_equal(0, pthread_create(&s.sc_thread, NULL, script_main, &s));
+    struct raw_server srv;
+    raw_server_start(&srv, script_run, &s);
     arpc_client_options o = {.semantics = ARPC_AT_LEAST_ONCE, /* sent again whatever the server */
                              .reconnect_min_ms = 10, .reconnect_max_ms = 20};
     arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.sc_addr, &o));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, srv.rs_addr, &o));
     arpc_future *a = arpc_call_async(c, "t.m", "A", 1, ARPC_FOREVER);
     arpc_future *b = arpc_call_async(c, "t.m", "B", 1, ARPC_FOREVER);
     assert_int_equal(ARPC_OK, arpc_call(c, "t.m", "X", 1, NULL, NULL, 60000)); /* after the GOAWAY */
@@ -165,9 +147,7 @@ static void test_resent_in_start_order(void **state)
         arpc_future_release(fs[i]);
     }
     arpc_client_close(c);
-    pthread_join(s.sc_thread, NULL);
-    close(s.sc_listen);
-    assert_true(s.sc_ok);
+    assert_true(raw_server_join(&srv));
     assert_int_equal(4, s.sc_norder);
     assert_memory_equal("ABCD", s.sc_order, 4);
     sem_destroy(&s.sc_close_now);

@@ -1,0 +1,40 @@
+/*
+ * A scripted arpc server for client tests: a loopback listener and a thread that runs the
+ * test's script, which accepts connections and speaks raw frames on them
+ * (support/raw_client.h: raw_read, raw_send), so a test controls exactly what its client
+ * gets: a stray reply, a GOAWAY between two reads, a connection closed unanswered.
+ */
+#ifndef ARPC_TEST_RAW_SERVER_H
+#define ARPC_TEST_RAW_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "support/raw_client.h"
+
+struct raw_server;
+/* The script, on the server's thread: true when everything went as the test expects. */
+typedef bool (*raw_script_fn)(struct raw_server *s, void *arg);
+
+struct raw_server {
+    int rs_listen;
+    char rs_addr[64]; /* "tcp://127.0.0.1:PORT" */
+    pthread_t rs_thread;
+    raw_script_fn rs_script;
+    void *rs_arg;
+    bool rs_ok;
+};
+
+/* Listens on a free loopback port (connects queue from here on) and runs script(s, arg) on a
+ * thread of its own. Fails the test if it cannot. */
+void raw_server_start(struct raw_server *s, raw_script_fn script, void *arg);
+/* On the script's thread: accepts the next connection into r (zeroed first), reads the
+ * client's HELLO and answers with the HELLO encoded in hello[0..len). False on any failure. */
+bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *hello, size_t len);
+/* On the script's thread: reads frames until the client closes (or RAW_WAIT_MS passes). */
+void raw_server_read_to_end(struct raw_client *r);
+/* Waits for the script and closes the listener: the script's result. */
+bool raw_server_join(struct raw_server *s);
+
+#endif
