@@ -136,6 +136,17 @@ static void server_side(const uint8_t *body, size_t len)
 static bool request_seen(void *arg) { return (out.fo_seen & 1u << ARPC_FRAME_REQUEST) != 0 || arpc_future_poll(arg) != ARPC_EPENDING; }
 static bool future_done(void *arg) { return arpc_future_poll(arg) != ARPC_EPENDING; }
 
+/* The xid the client sent its call under (a numbered call's is its seq with
+ * ARPC_XID_SEQ_BIT: the reply must echo what came, whatever the numbering). */
+static uint64_t request_xid;
+
+static void client_on_frame(struct fuzz_out *o, const struct arpc_frame *f)
+{
+    (void)o;
+    if (f->f_kind == ARPC_FRAME_REQUEST)
+        request_xid = f->f_xid;
+}
+
 static void client_side(const uint8_t *body, size_t len)
 {
     fuzz_peer_set_greeting(hello, hello_frame(body, len));
@@ -152,6 +163,8 @@ static void client_side(const uint8_t *body, size_t len)
     FUZZ_CHECK(fd >= 0);
     fuzz_out_reset(&out, 1u << ARPC_FRAME_HELLO | 1u << ARPC_FRAME_REQUEST | 1u << ARPC_FRAME_PING |
                              1u << ARPC_FRAME_GOAWAY);
+    out.fo_on_frame = client_on_frame;
+    request_xid = 0;
     arpc_call_options o = {.deadline_ms = ARPC_FOREVER, .semantics = ARPC_AT_MOST_ONCE};
     arpc_future *f = arpc_call_async_opts(c, "f.m", "x", 1, &o);
     FUZZ_CHECK(f != NULL);
@@ -160,7 +173,8 @@ static void client_side(const uint8_t *body, size_t len)
         FUZZ_CHECK(arpc_future_poll(f) == ARPC_ETOOLARGE); /* the server's max_frame is below it */
     } else {
         uint8_t reply[ARPC_FRAME_HEADER_SIZE + 2];
-        size_t n = arpc_frame_encode_header(reply, ARPC_FRAME_REPLY, 1, 2);
+        FUZZ_CHECK(request_xid != 0);
+        size_t n = arpc_frame_encode_header(reply, ARPC_FRAME_REPLY, request_xid, 2);
         memcpy(reply + n, "ok", 2);
         fuzz_feed(fd, reply, n + 2, &out);
         FUZZ_CHECK(fuzz_turn_until(fd, &out, future_done, f, 1000));
