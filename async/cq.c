@@ -78,6 +78,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "async/cq_internal.h"
 #include "async/futex.h"
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
@@ -406,9 +407,13 @@ static bool cq_ready(void *arg)
     return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0 || atomic_load(&cq->cq_closed);
 }
 
+void (*cq_before_sleep)(arpc_cq *cq);
+
 static void cq_sleep(void *arg, uint64_t deadline_ns)
 {
     arpc_cq *cq = arg;
+    if (cq_before_sleep != NULL)
+        cq_before_sleep(cq);
     /* Readable means "probably not empty": the caller looks again (EINTR: the same). */
     struct pollfd p = {.fd = cq->cq_efd, .events = POLLIN};
     (void)poll(&p, 1, arpc_ms_left_int(deadline_ns));

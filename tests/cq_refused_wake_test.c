@@ -7,9 +7,13 @@
  * queue's signal: only the completer's calls are left, and the sleeper must be woken to be
  * refused.
  *
- * On the old code nothing woke it: its wait ran to its timeout (30 s) and returned
- * ARPC_EAGAIN, and the assertion below fails. A round where the sleeper wins the race and
- * takes the entry itself is fine either way, and is played again.
+ * On the old code nothing woke it: its wait ran on to its timeout, longer than the test waits
+ * for it, and the assertion below fails.
+ *
+ * The race is made to come out that way every time: the sleeper is held just before its
+ * poll (async/cq_internal.h: cq_before_sleep) while the entry completes and the test's thread
+ * takes it. (It was played by chance before, 50 rounds for 3 such outcomes; on a loaded CI
+ * machine under TSan the sleeper won 49 of 50, the woken thread running first.)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -23,33 +27,45 @@
 #include <cmocka.h>
 
 #include "arpc/arpc.h"
+#include "async/cq_internal.h"
 #include "support/hold_gate.h"
 #include "support/test_util.h"
 
 /* The consumer inside the loop, and what its wait returned. */
 struct sleeper {
     arpc_cq *cq;
-    _Atomic int tid; /* its thread, once it is about to wait */
     int rc;
     void *tag;
     sem_t done;
 };
 
+/* The sleeper's first sleep waits here until the test's thread took the other entry. */
+static _Atomic int hold_next_sleep;
+static sem_t about_to_sleep, may_sleep;
+
+static void hold_before_sleep(arpc_cq *cq)
+{
+    (void)cq;
+    if (atomic_exchange(&hold_next_sleep, 0)) {
+        sem_post(&about_to_sleep);
+        sem_wait(&may_sleep);
+    }
+}
+
 static void wait_inside(arpc_future *f, void *arg)
 {
     (void)f;
     struct sleeper *s = arg;
-    atomic_store(&s->tid, thread_id());
     arpc_future *got = NULL;
-    s->rc = arpc_cq_next_for(s->cq, TEST_WAIT_MS, &got, &s->tag);
+    s->rc = arpc_cq_next_for(s->cq, 2 * TEST_WAIT_MS, &got, &s->tag); /* longer than the test waits */
     if (got != NULL)
         arpc_future_release(got);
     sem_post(&s->done);
 }
 
-/* One round: true when the test's thread took the other entry and the sleeper was refused,
- * false when the sleeper took it itself (a valid outcome, but not the case under test). */
-static bool round_refused(arpc_client *c)
+/* One round: the sleeper, held before its poll, must be refused once the test's thread has
+ * taken the other entry. */
+static void round_refused(arpc_client *c)
 {
     int tag_held, tag_other;
     struct sleeper s = {.rc = -1};
@@ -63,27 +79,24 @@ static bool round_refused(arpc_client *c)
     assert_int_equal(arpc_cq_attach(s.cq, other, &tag_other), ARPC_OK);
     arpc_future *trigger = arpc_call_async(c, "t.gate", "e", 1, TEST_WAIT_MS);
     assert_non_null(trigger);
+    atomic_store(&hold_next_sleep, 1);
     assert_int_equal(arpc_future_then(trigger, wait_inside, &s), ARPC_OK);
     hold_gate_open(); /* the then() runs on the loop's thread */
 
-    /* The sleeper is in its poll: other is still to come, so it was not refused. */
-    assert_true(WAIT_UNTIL(atomic_load(&s.tid) != 0 && thread_in_poll(atomic_load(&s.tid))));
+    /* The sleeper is about to sleep: other is still to come, so it was not refused. Other
+     * completes and the test's thread takes it (the queue's signal with it) before the
+     * sleeper polls. */
+    assert_true(sem_wait_secs(&about_to_sleep, TEST_WAIT_S));
     assert_true(arpc_future_complete(other, ARPC_OK, NULL, 0));
     arpc_future *got = NULL;
     void *tag = NULL;
-    bool took = arpc_cq_trynext(s.cq, &got, &tag) == ARPC_OK;
-    if (took) {
-        assert_ptr_equal(got, other);
-        assert_ptr_equal(tag, &tag_other);
-        arpc_future_release(got);
-    }
-    assert_true(sem_wait_secs(&s.done, TEST_WAIT_S + 10));
-    if (took) {
-        assert_int_equal(s.rc, ARPC_EBUSY); /* the old code: ARPC_EAGAIN, after 30 s */
-    } else {
-        assert_int_equal(s.rc, ARPC_OK);
-        assert_ptr_equal(s.tag, &tag_other);
-    }
+    assert_int_equal(arpc_cq_trynext(s.cq, &got, &tag), ARPC_OK);
+    assert_ptr_equal(got, other);
+    assert_ptr_equal(tag, &tag_other);
+    arpc_future_release(got);
+    sem_post(&may_sleep);
+    assert_true(sem_wait_secs(&s.done, TEST_WAIT_S)); /* the old code: not woken, it sleeps on */
+    assert_int_equal(s.rc, ARPC_EBUSY);
     arpc_future_release(other);
 
     /* The held call is answered and its entry comes out as usual. */
@@ -97,7 +110,6 @@ static bool round_refused(arpc_client *c)
     arpc_future_release(trigger);
     arpc_cq_destroy(s.cq);
     sem_destroy(&s.done);
-    return took;
 }
 
 static void test_sleeper_refused_after_other_taken(void **state)
@@ -105,10 +117,14 @@ static void test_sleeper_refused_after_other_taken(void **state)
     (void)state;
     arpc_client *c;
     assert_int_equal(arpc_client_connect(&c, hold_gate_addr, NULL), ARPC_OK);
-    int refused = 0;
-    for (int round = 0; round < 50 && refused < 3; round++)
-        refused += round_refused(c);
-    assert_int_equal(refused, 3); /* the sleeper cannot win 48 races of 50 */
+    sem_init(&about_to_sleep, 0, 0);
+    sem_init(&may_sleep, 0, 0);
+    cq_before_sleep = hold_before_sleep;
+    for (int round = 0; round < 3; round++)
+        round_refused(c);
+    cq_before_sleep = NULL;
+    sem_destroy(&about_to_sleep);
+    sem_destroy(&may_sleep);
     assert_int_equal(arpc_client_close(c), ARPC_OK);
 }
 
