@@ -264,8 +264,6 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         data = client_unreachable_why(c, &len);
     else if (status == ARPC_ECONNLOST && data == NULL) /* the loss, at least (call_finish_lost) */
         data = client_lost_why(c, c->cl_reconnect ? CALL_LOST : CALL_LOST_NO_RECONNECT, &len);
-    else if (status == ARPC_ETIMEDOUT && data == NULL && (data = arpc_text_copy(CALL_TIMED_OUT, strlen(CALL_TIMED_OUT))))
-        len = strlen(CALL_TIMED_OUT);
     call->cc_finished = true;
     call_disarm(call);
     if (call->cc_waiting)
@@ -285,15 +283,35 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
         call_release_shared(call); /* cancelled: its hook ran or is running */
 }
 
+/* Ends the call with code and a copy of words as its result (NULL: none; without memory for
+ * the copy, the code alone). */
+static void call_finish_saying(struct client_call *call, int code, const char *words)
+{
+    size_t len = words != NULL ? strlen(words) : 0;
+    char *data = words != NULL ? arpc_text_copy(words, len) : NULL;
+    call_finish(call, code, data, data != NULL ? len : 0);
+}
+
 /* ---- deadlines ---- */
+
+/* The client's own clock found the call's deadline passed. Sent (or queued on a live
+ * connection): ARPC_ETIMEDOUT, saying whose clock it was (a server's answer at the deadline
+ * brings its own words). Else it could not reach the server: ARPC_EUNREACHABLE (call_finish
+ * says why). */
+static void call_finish_past_deadline(struct client_call *call, bool sent)
+{
+    if (sent)
+        call_finish_saying(call, ARPC_ETIMEDOUT, CALL_TIMED_OUT);
+    else
+        call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
+}
 
 void call_on_deadline(struct client_call *call)
 {
-    /* (Its give-up time, while it waits, is client_give_up.c's.) Never sent and no connection:
-     * it could not reach the server. */
+    /* (Its give-up time, while it waits, is client_give_up.c's.) */
     arpc_client *c = call_client(call);
     bool connected = atomic_load(&c->cl_state) == CL_READY;
-    call_finish(call, call->cc_sent || (connected && !call->cc_waiting) ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+    call_finish_past_deadline(call, call->cc_sent || (connected && !call->cc_waiting));
 }
 
 /* ---- sending ---- */
@@ -443,10 +461,8 @@ void call_finish_lost(struct client_call *call, const char *why)
 
 void call_finish_no_memory(struct client_call *call)
 {
-    static const char why[] = CALL_LOST_NO_MEMORY;
     int code = call_ended_code(call, ARPC_ENOMEM);
-    void *data = code == ARPC_ECONNLOST ? arpc_text_copy(why, sizeof(why) - 1) : NULL;
-    call_finish(call, code, data, data != NULL ? sizeof(why) - 1 : 0);
+    call_finish_saying(call, code, code == ARPC_ECONNLOST ? CALL_LOST_NO_MEMORY : NULL);
 }
 
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
@@ -464,7 +480,7 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     }
     if (call->cc_timed && (*now_ns = arpc_now_ns()) >= call_timed(call)->ct_when) {
         /* Never sent (connected or not): it did not reach the server before its deadline. */
-        call_finish(call, call->cc_sent ? ARPC_ETIMEDOUT : ARPC_EUNREACHABLE, NULL, 0);
+        call_finish_past_deadline(call, call->cc_sent);
         return false;
     }
     call->cc_order = c->cl_next_order++;
