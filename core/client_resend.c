@@ -169,8 +169,7 @@ void calls_on_connected(arpc_client *c)
     if (sorted)
         waiting_sort(&c->cl_waiting, order_before); /* re-sent in arrival order */
     struct client_call *call;
-    uint64_t give_up;
-    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
+    while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
         resend_unlink(c, call);
         const char *why = resend_unsafe_why(c, call);
         if (why == NULL)
@@ -236,22 +235,24 @@ static void call_fail(struct client_call *call, void *reason)
     call_finish(call, call_ended_code(call, *(int *)reason), NULL, 0);
 }
 
+/* Ends every waiting call for reason (call_ended_code). */
+static void waiting_fail_all(arpc_client *c, int reason)
+{
+    struct client_call *call;
+    while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL)
+        call_finish(call, call_ended_code(call, reason), NULL, 0);
+}
+
 void calls_fail_all(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
     pending_drain(&c->cl_pending, call_fail, &reason);
-    struct client_call *call;
-    uint64_t give_up;
-    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL)
-        call_finish(call, call_ended_code(call, reason), NULL, 0);
+    waiting_fail_all(c, reason);
 }
 
 void calls_refused(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
-    struct client_call *call;
-    uint64_t give_up;
-    while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL)
-        call_finish(call, call_ended_code(call, reason), NULL, 0);
+    waiting_fail_all(c, reason);
 }

@@ -68,7 +68,8 @@ struct client_call *waiting_first(const struct waiting_calls *w, uint64_t *give_
 {
     if (w->wc_count == 0)
         return NULL;
-    *give_up = w->wc_slots[w->wc_head].ws_give_up;
+    if (give_up != NULL)
+        *give_up = w->wc_slots[w->wc_head].ws_give_up;
     return w->wc_slots[w->wc_head].ws_call;
 }
 

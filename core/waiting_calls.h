@@ -41,7 +41,7 @@ void waiting_fini(struct waiting_calls *w);
 int waiting_push(struct waiting_calls *w, struct client_call *call, uint64_t give_up);
 /* call (in) leaves. The last to leave frees the array. */
 void waiting_remove(struct waiting_calls *w, struct client_call *call);
-/* The first call and its give-up time, or NULL when none waits. */
+/* The first call and (give_up not NULL) its give-up time, or NULL when none waits. */
 struct client_call *waiting_first(const struct waiting_calls *w, uint64_t *give_up);
 /* The call in slot *pos or after it (*pos set to its slot), or NULL past the tail: a walk
  * from wc_head, *pos + 1 each step. */
