@@ -6,7 +6,6 @@
 #ifndef ARPC_BASE_DLIST_H
 #define ARPC_BASE_DLIST_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 struct arpc_dlink {
