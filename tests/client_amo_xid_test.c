@@ -72,12 +72,8 @@ static bool script_run(struct raw_server *srv, void *arg)
         close(r->rc_fd);
     }
     ok = ok && accept_hello(srv, r) && read_three(r, s->sc_seen[1]);
-    for (int i = 0; ok && i < CALLS; i++) {
-        uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];
-        arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, s->sc_seen[1][i].sn_xid, 1);
-        frame[ARPC_FRAME_HEADER_SIZE] = 'r';
-        ok = raw_send(r, frame, sizeof(frame));
-    }
+    for (int i = 0; ok && i < CALLS; i++)
+        ok = raw_server_reply_byte(r, s->sc_seen[1][i].sn_xid, 'r');
     if (ok)
         raw_server_read_to_end(r);
     if (r->rc_fd >= 0)

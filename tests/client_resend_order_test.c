@@ -43,14 +43,6 @@ static bool accept_hello(struct raw_server *srv, struct raw_client *r)
     return raw_server_accept(srv, r, hello, n);
 }
 
-static bool send_reply(struct raw_client *r, uint64_t xid)
-{
-    uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];
-    arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, xid, 1);
-    frame[ARPC_FRAME_HEADER_SIZE] = 'r';
-    return raw_send(r, frame, sizeof(frame));
-}
-
 static bool read_request(struct raw_client *r, uint64_t *xid, char *first)
 {
     struct raw_frame f;
@@ -82,7 +74,7 @@ static bool script_run(struct raw_server *srv, void *arg)
     }
     uint8_t goaway[256];
     size_t n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, 0, "stopping", 8);
-    if (x_xid == 0 || !raw_send(r, goaway, n) || !send_reply(r, x_xid))
+    if (x_xid == 0 || !raw_send(r, goaway, n) || !raw_server_reply_byte(r, x_xid, 'r'))
         goto out;
     sem_wait(&s->sc_close_now);
     shutdown(r->rc_fd, SHUT_RDWR);
@@ -96,7 +88,7 @@ static bool script_run(struct raw_server *srv, void *arg)
             goto out;
     }
     for (int i = 0; i < 4; i++)
-        if (!send_reply(r, xids[i]))
+        if (!raw_server_reply_byte(r, xids[i], 'r'))
             goto out;
     raw_server_read_to_end(r);
     ok = true;

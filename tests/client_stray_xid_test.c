@@ -35,14 +35,8 @@ static bool stray_then_reply(struct raw_server *s, void *arg)
     struct raw_frame f;
     bool ok = raw_server_accept(s, r, hello, n) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
     uint64_t xid = f.f.f_xid;
-    uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];
-    /* The stray one: both of the top bits. */
-    arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, 0xC000000000000001ull | (xid & 0xffff), 1);
-    frame[ARPC_FRAME_HEADER_SIZE] = 'x';
-    ok = ok && raw_send(r, frame, sizeof(frame));
-    arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, xid, 1);
-    frame[ARPC_FRAME_HEADER_SIZE] = 'r';
-    ok = ok && raw_send(r, frame, sizeof(frame));
+    ok = ok && raw_server_reply_byte(r, 0xC000000000000001ull | (xid & 0xffff), 'x'); /* the stray one: both top bits */
+    ok = ok && raw_server_reply_byte(r, xid, 'r');
     if (ok)
         raw_server_read_to_end(r);
     if (r->rc_fd >= 0)

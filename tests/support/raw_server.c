@@ -40,6 +40,14 @@ bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *h
     return r->rc_fd >= 0 && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_HELLO && raw_send(r, hello, len);
 }
 
+bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte)
+{
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];
+    arpc_frame_encode_header(frame, ARPC_FRAME_REPLY, xid, 1);
+    frame[ARPC_FRAME_HEADER_SIZE] = byte;
+    return raw_send(r, frame, sizeof(frame));
+}
+
 void raw_server_read_to_end(struct raw_client *r)
 {
     struct raw_frame f;

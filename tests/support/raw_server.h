@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "support/raw_client.h"
 
@@ -32,6 +33,8 @@ void raw_server_start(struct raw_server *s, raw_script_fn script, void *arg);
 /* On the script's thread: accepts the next connection into r (zeroed first), reads the
  * client's HELLO and answers with the HELLO encoded in hello[0..len). False on any failure. */
 bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *hello, size_t len);
+/* On the script's thread: sends a REPLY under xid whose payload is the one byte given. */
+bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte);
 /* On the script's thread: reads frames until the client closes (or RAW_WAIT_MS passes). */
 void raw_server_read_to_end(struct raw_client *r);
 /* Waits for the script and closes the listener: the script's result. */
