@@ -51,7 +51,8 @@
  * cd_calls before that connection's loss is handled (the push precedes the caller's claim of
  * the socket, which precedes the loop's CW_CLOSED): a call that arrives with its connection
  * open was written on the current one; one that arrives with it closed is counted as sent on
- * the lost one (sent again or ended, by its semantics, as the others), unless its caller wrote
+ * the lost one and settled as the others (sent again or ended, by its semantics; not sent if
+ * that server's last word said it read none it left unanswered), unless its caller wrote
  * only part of it and its rest was never queued: never whole, it was not sent. A call that arrives
  * cancelled is not ended at its arrival, as one the loop never sent would be: it is on the
  * wire, and the cancel's own job, which follows, ends it and sends the server CANCEL.
@@ -226,10 +227,12 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         (void)call_track(call); /* under the xid its caller stamped */
         return;
     }
-    /* Written on the connection whose loss is being handled (or that send_rest just closed). */
+    /* Written on the connection whose loss is being handled (or that send_rest just closed):
+     * settled as the calls pending there, by what its server said (call_settle_sent: a call
+     * its last GOAWAY left unanswered was not read). */
     if (call->cc_sent) {
         call_mark_sent(call);
-        call->cc_reached = true; /* it left whole on that connection */
+        call_settle_sent(call);
     }
     const char *why = call_not_resent_why(c, call);
     if (why != NULL)
