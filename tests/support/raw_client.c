@@ -156,6 +156,22 @@ bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code)
     return raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_ERROR && f.f.f_xid == xid && f.f.f_code == (uint32_t)code;
 }
 
+int raw_call_taken_in_time(struct raw_client *r, uint64_t *xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
+                           const char *method, const void *payload, size_t len)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (attempt > 0)
+            (*xid)++;
+        struct raw_frame f;
+        if (!raw_request(r, *xid, seq, ack, deadline_ms, method, payload, len) || !raw_read(r, &f, false) ||
+            f.f.f_kind != ARPC_FRAME_ERROR || f.f.f_xid != *xid)
+            return -1;
+        if (f.f.f_code != ARPC_EEXPIRED)
+            return (int)f.f.f_code;
+    }
+    return -1;
+}
+
 void raw_expect_error(struct raw_client *r, uint64_t xid, int code)
 {
     struct raw_frame f;

@@ -53,6 +53,14 @@ bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings);
 bool raw_goodbye(struct raw_client *r);
 /* The next frame is an ERROR answering xid with code (false otherwise, or after RAW_WAIT_MS). */
 bool raw_next_is_error(struct raw_client *r, uint64_t xid, int code);
+/* Sends a call with a budget (deadline_ms) under *xid (seq 0: unnumbered) and reads its answer,
+ * which must be an ERROR: sent again under the next xid while that is ARPC_EEXPIRED (a worker
+ * that took it up only after its budget refused it without running it, a loaded machine; a
+ * numbered call's entry goes with it, so the seq is sent again), at most 100 times. Returns
+ * the other answer's code, -1 if none came or it was no ERROR for the call; *xid is then the
+ * call's that got it. */
+int raw_call_taken_in_time(struct raw_client *r, uint64_t *xid, uint64_t seq, uint64_t ack, uint32_t deadline_ms,
+                           const char *method, const void *payload, size_t len);
 /* Asserts (cmocka: the test's thread only) that the next frame but a stop's GOAWAY is an
  * ERROR answering xid with code, naming the field that differs. */
 void raw_expect_error(struct raw_client *r, uint64_t xid, int code);
