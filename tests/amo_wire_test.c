@@ -52,13 +52,16 @@ struct fixture {
     char addr[256];
 };
 
-static int setup(void **state)
+/* The server's heartbeat: the default (5 s) but for the test of it. A raw client answers a
+ * PING only while it reads, and these tests keep one silent while they wait for another's
+ * calls: a 100 ms heartbeat closed it on a loaded machine, its replies lost. */
+static int setup_heartbeat(void **state, uint32_t heartbeat_ms, unsigned misses)
 {
     static struct fixture fx;
     atomic_store(&runs, 0);
     latch_reset();
     sem_init(&gate, 0, 0);
-    arpc_server_options so = {.workers = 4, .heartbeat_ms = 100, .heartbeat_misses = 2};
+    arpc_server_options so = {.workers = 4, .heartbeat_ms = heartbeat_ms, .heartbeat_misses = misses};
     if (arpc_server_create(&fx.s, &so) != ARPC_OK || arpc_actor_create(&fx.actor, NULL) != ARPC_OK)
         return -1;
     arpc_method_options one = {.actor = fx.actor};
@@ -69,6 +72,10 @@ static int setup(void **state)
     *state = &fx;
     return 0;
 }
+
+static int setup(void **state) { return setup_heartbeat(state, 0, 0); }
+
+static int setup_fast_heartbeat(void **state) { return setup_heartbeat(state, 100, 2); }
 
 static int teardown(void **state)
 {
@@ -251,8 +258,8 @@ static void send_retry_attached(struct raw_client *r, const char *method, uint64
 }
 
 /* Lets the held original finish; a third copy of seq 1 on r (no deadline: it attaches if the
- * original's reply is not made yet, else it is replayed) gets its result. r1, silent
- * meanwhile, may have been closed by the heartbeat: the original's reply is not read there. */
+ * original's reply is not made yet, else it is replayed) gets its result. The original's
+ * reply is not read on r1. */
 static void expect_third_copy(struct raw_client *r, uint64_t xid, int runs_before)
 {
     sem_post(&gate);
@@ -453,7 +460,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copies_answered_while_stopping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_server_heartbeat_closes_silent_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_heartbeat_closes_silent_client, setup_fast_heartbeat, teardown),
         cmocka_unit_test_teardown(test_reply_survives_kill, server_proc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
