@@ -37,14 +37,6 @@ struct script {
 
 static int letter_index(char c) { return c == 'A' ? 0 : c == 'B' ? 1 : c == 'L' ? 2 : -1; }
 
-/* Accepts a connection and says HELLO as the same deduplicating server instance each time. */
-static bool accept_hello(struct raw_server *s, struct raw_client *r)
-{
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
-    size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
-    return raw_server_accept(s, r, hello, n);
-}
-
 /* Reads the three requests of connection k, noting each one's xid and seq. */
 static bool read_three(struct raw_client *r, struct seen *seen)
 {
@@ -66,12 +58,12 @@ static bool script_run(struct raw_server *srv, void *arg)
     struct raw_client *r = malloc(sizeof(*r));
     if (r == NULL)
         return false;
-    bool ok = accept_hello(srv, r) && read_three(r, s->sc_seen[0]);
+    bool ok = raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[0]);
     if (r->rc_fd >= 0) {
         shutdown(r->rc_fd, SHUT_RDWR); /* unanswered: every call waits for the next connection */
         close(r->rc_fd);
     }
-    ok = ok && accept_hello(srv, r) && read_three(r, s->sc_seen[1]);
+    ok = ok && raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[1]);
     for (int i = 0; ok && i < CALLS; i++)
         ok = raw_server_reply_byte(r, s->sc_seen[1][i].sn_xid, 'r');
     if (ok)

@@ -35,15 +35,13 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     struct raw_client *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return false;
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
-    size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
     struct raw_frame f;
-    bool ok = raw_server_accept(s, r, hello, n) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
+    bool ok = raw_server_accept_dedup(s, r) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
     close(s->rs_listen); /* the client's reconnects are refused */
     s->rs_listen = -1;
     static const char msg[] = "server stopped: a call not answered was not read";
     uint8_t goaway[ARPC_FRAME_HEADER_SIZE + 64];
-    n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
+    size_t n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
     ok = ok && raw_send(r, goaway, n);
     if (r->rc_fd >= 0)
         close(r->rc_fd);

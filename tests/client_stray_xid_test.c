@@ -30,10 +30,8 @@ static bool stray_then_reply(struct raw_server *s, void *arg)
     struct raw_client *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return false;
-    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
-    size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
     struct raw_frame f;
-    bool ok = raw_server_accept(s, r, hello, n) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
+    bool ok = raw_server_accept_dedup(s, r) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
     uint64_t xid = f.f.f_xid;
     ok = ok && raw_server_reply_byte(r, 0xC000000000000001ull | (xid & 0xffff), 'x'); /* the stray one: both top bits */
     ok = ok && raw_server_reply_byte(r, xid, 'r');

@@ -40,6 +40,13 @@ bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *h
     return r->rc_fd >= 0 && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_HELLO && raw_send(r, hello, len);
 }
 
+bool raw_server_accept_dedup(struct raw_server *s, struct raw_client *r)
+{
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
+    return raw_server_accept(s, r, hello, n);
+}
+
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte)
 {
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];

@@ -33,6 +33,9 @@ void raw_server_start(struct raw_server *s, raw_script_fn script, void *arg);
 /* On the script's thread: accepts the next connection into r (zeroed first), reads the
  * client's HELLO and answers with the HELLO encoded in hello[0..len). False on any failure. */
 bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *hello, size_t len);
+/* raw_server_accept with the HELLO of a deduplicating server (ARPC_HELLO_CANCEL and
+ * ARPC_HELLO_DEDUP, the same instance each time, client expiry 600 s). */
+bool raw_server_accept_dedup(struct raw_server *s, struct raw_client *r);
 /* On the script's thread: sends a REPLY under xid whose payload is the one byte given. */
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte);
 /* On the script's thread: reads frames until the client closes (or RAW_WAIT_MS passes). */
