@@ -220,19 +220,21 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
      * (its connection closed first) never left whole: the server cannot have run it. One
      * whose rest was queued is judged at the loss, as any queued frame (call_settle_sent). */
     call->cc_sent = st != DW_PART || rest_queued;
+    /* Closed: written on the connection whose loss is being handled (or that send_rest just
+     * closed). Settled first as the calls pending there, by what its server said
+     * (call_settle_sent: a call its last GOAWAY left unanswered was not read), so that an end
+     * at its arrival (a client down for good, its deadline passed) says so too. */
+    bool lost = !conn->c_open;
+    if (lost && call->cc_sent) {
+        call_mark_sent(call);
+        call_settle_sent(call);
+    }
     uint64_t now = 0;
     if (!call_arrive(call, true, &now))
         return;
-    if (conn->c_open) {
+    if (!lost) {
         (void)call_track(call); /* under the xid its caller stamped */
         return;
-    }
-    /* Written on the connection whose loss is being handled (or that send_rest just closed):
-     * settled as the calls pending there, by what its server said (call_settle_sent: a call
-     * its last GOAWAY left unanswered was not read). */
-    if (call->cc_sent) {
-        call_mark_sent(call);
-        call_settle_sent(call);
     }
     const char *why = call_not_resent_why(c, call);
     if (why != NULL)

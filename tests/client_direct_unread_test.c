@@ -4,8 +4,9 @@
  * any call pending there: the client sends it again, or ends it ARPC_EUNREACHABLE. Such a
  * call without a deadline reaches the client's loop only when something needs it, here the
  * connection's loss, and that late arrival counted it as reached, whatever the server said:
- * "may have run" (ARPC_ECONNLOST once the client gave up reconnecting). stop_unread_call_test
- * met it by chance (a call with a deadline that reached the loop late on a loaded machine).
+ * "may have run" (ARPC_ECONNLOST once the client gave up reconnecting; at once with
+ * no_reconnect, where the call is ended as it arrives). stop_unread_call_test met it by chance
+ * (a call with a deadline that reached the loop late on a loaded machine).
  *
  * A scripted server says HELLO, reads the call whole, closes its listener (no reconnect
  * succeeds), sends the last GOAWAY and closes.
@@ -49,41 +50,68 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     return ok;
 }
 
-/* One round: true if the call was written by its caller (the path under test). */
-static bool unread_call_round(void)
+static uint64_t bytes_out(arpc_client *c)
+{
+    arpc_client_stats st;
+    assert_int_equal(ARPC_OK, arpc_client_stats(c, &st));
+    return st.bytes_out;
+}
+
+/* One round: true if the call took the path under test: written by its caller, and taken up
+ * by the loop only at the loss (a caller's call counts its bytes when the loop takes it up
+ * with its connection open; the reconnects after are refused and send nothing). */
+static bool unread_call_round(const arpc_client_options *co)
 {
     struct raw_server s;
     raw_server_start(&s, read_call_then_last_goaway, NULL);
-    arpc_client_options co = {.reconnect_give_up_ms = 200};
     arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, &co));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, co));
     (void)loop_idle_within(c->cl_loop, TEST_WAIT_MS); /* asleep: its caller writes the call */
+    uint64_t before = bytes_out(c);
     arpc_future *f = arpc_call_async(c, "t.m", "A", 1, ARPC_FOREVER);
     assert_non_null(f);
     int rc = arpc_future_wait_for(f, TEST_WAIT_MS);
     if (rc != ARPC_EUNREACHABLE)
         print_message("unread call: %s\n", arpc_errname(rc));
     assert_int_equal(ARPC_EUNREACHABLE, rc);
-    bool by_caller = arpc_stat_get(&c->cl_direct.cd_written) != 0;
+    bool at_loss = arpc_stat_get(&c->cl_direct.cd_written) != 0 && bytes_out(c) == before;
     arpc_future_release(f);
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_true(raw_server_join(&s));
-    return by_caller;
+    return at_loss;
 }
 
+static void rounds_until_at_loss(const arpc_client_options *co)
+{
+    bool at_loss = false;
+    for (int i = 0; i < 20 && !at_loss; i++)
+        at_loss = unread_call_round(co);
+    assert_true(at_loss);
+}
+
+/* The client reconnects: the call waits to be sent again, and ends when the client gives up
+ * (a sent call would end ARPC_ECONNLOST then). */
 static void test_written_call_unread_did_not_run(void **state)
 {
     (void)state;
-    bool by_caller = false;
-    for (int i = 0; i < 20 && !by_caller; i++)
-        by_caller = unread_call_round();
-    assert_true(by_caller);
+    arpc_client_options co = {.reconnect_give_up_ms = 200};
+    rounds_until_at_loss(&co);
+}
+
+/* The client is down for good with the loss: the call ends as it arrives. It ended
+ * ARPC_ECONNLOST there even once the pending calls were settled by the last word. */
+static void test_written_call_unread_no_reconnect(void **state)
+{
+    (void)state;
+    arpc_client_options co = {.no_reconnect = true};
+    rounds_until_at_loss(&co);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_written_call_unread_did_not_run),
+        cmocka_unit_test(test_written_call_unread_no_reconnect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
