@@ -52,7 +52,7 @@ struct fixture {
     char addr[256];
 };
 
-/* The server's heartbeat: the default (5 s) but for the test of it. A raw client answers a
+/* The server's heartbeat: the default (15 s) but for the test of it. A raw client answers a
  * PING only while it reads, and these tests keep one silent while they wait for another's
  * calls: a 100 ms heartbeat closed it on a loaded machine, its replies lost. */
 static int setup_heartbeat(void **state, uint32_t heartbeat_ms, unsigned misses)

@@ -365,6 +365,9 @@ static void test_give_up_each_in_turn(void **state)
     struct ended e[N] = {{0}};
     uint64_t start[N];
     latch_reset();
+    arpc_client_stats st;
+    assert_int_equal(ARPC_OK, arpc_client_stats(c, &st));
+    uint64_t arrived = st.calls.started; /* counted as each call reaches the loop */
     for (int i = 0; i < N; i++) {
         if (i == 2) /* the last two begin to wait later: their times come later */
             nanosleep(&(struct timespec){0, GAP_MS * 1000000L}, NULL); /* spacing, not a wait for an event */
@@ -372,10 +375,13 @@ static void test_give_up_each_in_turn(void **state)
         fs[i] = arpc_call_async(c, "t.silent", "q", 1, i == 1 ? 3600 * 1000 : ARPC_FOREVER);
         assert_non_null(fs[i]);
         assert_int_equal(ARPC_OK, arpc_future_then(fs[i], on_end, &e[i]));
-        /* The first waiting call leaves, long before its give-up time (the cancel's job
-         * follows the two calls on the loop: they wait by then, the deadline armed for it). */
-        if (i == 1)
+        /* The first waiting call leaves, long before its give-up time, once both wait (a
+         * call cancelled before it reached the loop would never wait: no deadline would be
+         * armed for it). */
+        if (i == 1) {
+            assert_true(WAIT_UNTIL(arpc_client_stats(c, &st) == ARPC_OK && st.calls.started >= arrived + 2));
             assert_true(arpc_future_cancel(fs[0]));
+        }
     }
     assert_true(latch_wait(N, 60000));
     assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(fs[0]));
