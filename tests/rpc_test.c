@@ -395,30 +395,78 @@ static void test_late_reply(void **state)
     arpc_client_close(c);
 }
 
+#define NEVER_ANSWERED_ATTEMPTS 20 /* a bound on calls load ended otherwise: only a hang reaches it */
+
+/* Whether st says a call's deadline ended it: the client's timer or the server's answer at
+ * the deadline (ETIMEDOUT); the server's EEXPIRED for a call no worker took up in time, which
+ * may arrive first (the server counts the same budget from the call's arrival) and says more:
+ * it did not run; or EUNREACHABLE, the deadline passed before the client's loop took it up (a
+ * loaded machine): it was never sent. */
+static bool ended_by_deadline(int st)
+{
+    return st == ARPC_ETIMEDOUT || st == ARPC_EEXPIRED || st == ARPC_EUNREACHABLE;
+}
+
+/* Calls of test.hold the server has dispatched (read and handed to the method) so far. */
+static uint64_t holds_dispatched(struct fixture *fx)
+{
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "test.hold", &ms));
+    return ms.calls.started;
+}
+
+/* Once this call is answered, the server has read every call c sent before it (one
+ * connection is read in order). */
+static void sync_client(arpc_client *c)
+{
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "s", 1, NULL, NULL, TEST_WAIT_MS));
+}
+
 static void test_deadline_never_answered(void **state)
 {
     struct fixture *fx = *state;
     arpc_client *c = connect_client(fx, NULL);
-    int64_t t0 = now_ms();
-    assert_int_equal(ARPC_ETIMEDOUT, arpc_call(c, "test.hold", "q", 1, NULL, NULL, 100));
-    int64_t took = now_ms() - t0;
+    /* Sent and never answered: ETIMEDOUT. A call that load ended another way by its deadline
+     * (ended_by_deadline: not sent in time, or not taken up by a worker) is made again; one
+     * said never sent must not have reached the server. */
+    int st = ARPC_EUNREACHABLE;
+    int64_t took = 0;
+    for (int attempt = 0; attempt < NEVER_ANSWERED_ATTEMPTS && (st == ARPC_EUNREACHABLE || st == ARPC_EEXPIRED);
+         attempt++) {
+        uint64_t dispatched = holds_dispatched(fx);
+        int64_t t0 = now_ms();
+        st = arpc_call(c, "test.hold", "q", 1, NULL, NULL, 100);
+        took = now_ms() - t0;
+        if (st == ARPC_EUNREACHABLE) {
+            sync_client(c);
+            assert_int_equal(dispatched, holds_dispatched(fx));
+        }
+    }
+    assert_int_equal(ARPC_ETIMEDOUT, st);
     assert_true(took >= 100);
     assert_true(took < 10000); /* ended by its deadline (nothing else would end it): a loaded machine's ceiling */
-    /* The client default deadline applies when a call passes 0. */
+    /* The client default deadline applies when a call passes 0: each ends by it (and only a
+     * hang reaches the wait's bound), none before it: EUNREACHABLE at once would also be what
+     * a deadline of 0 gives; load only makes them end later. */
     arpc_client_options o = {.default_deadline_ms = 80};
     arpc_client *c2 = connect_client(fx, &o);
     arpc_future *fs[50];
+    uint64_t dispatched = holds_dispatched(fx);
+    int64_t t0 = now_ms();
     for (int i = 0; i < 50; i++)
         fs[i] = arpc_call_async(c2, "test.hold", "q", 1, 0);
-    assert_int_equal(ARPC_OK, arpc_future_wait_all(fs, 50, 5000));
+    assert_int_equal(ARPC_OK, arpc_future_wait_all(fs, 50, TEST_WAIT_MS));
+    assert_true(now_ms() - t0 >= 80);
+    uint64_t unsent = 0;
     for (int i = 0; i < 50; i++) {
-        /* Its deadline ended it: the client's timer, or (at the same moment, the server
-         * counting the same budget from the call's arrival) the server's EEXPIRED for a call
-         * no worker took up in time, which may arrive first and says more: it did not run. */
-        int st = arpc_future_poll(fs[i]);
-        assert_true(st == ARPC_ETIMEDOUT || st == ARPC_EEXPIRED);
+        st = arpc_future_poll(fs[i]);
+        if (!ended_by_deadline(st))
+            fail_msg("call %d ended %s, not by its deadline", i, arpc_errname(st));
+        unsent += st == ARPC_EUNREACHABLE;
         arpc_future_release(fs[i]);
     }
+    sync_client(c2); /* the calls said never sent did not reach the server */
+    assert_true(holds_dispatched(fx) - dispatched <= 50 - unsent);
     assert_int_equal(0, arpc_client_pending(c2));
     arpc_client_close(c2);
     arpc_client_close(c);
