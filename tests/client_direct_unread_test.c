@@ -50,13 +50,6 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     return ok;
 }
 
-static uint64_t bytes_out(arpc_client *c)
-{
-    arpc_client_stats st;
-    assert_int_equal(ARPC_OK, arpc_client_stats(c, &st));
-    return st.bytes_out;
-}
-
 /* One round: true if the call took the path under test: written by its caller, and taken up
  * by the loop only at the loss (a caller's call counts its bytes when the loop takes it up
  * with its connection open; the reconnects after are refused and send nothing). */
@@ -67,14 +60,14 @@ static bool unread_call_round(const arpc_client_options *co)
     arpc_client *c = NULL;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, co));
     (void)loop_idle_within(c->cl_loop, TEST_WAIT_MS); /* asleep: its caller writes the call */
-    uint64_t before = bytes_out(c);
+    uint64_t before = CLIENT_STAT(c, bytes_out);
     arpc_future *f = arpc_call_async(c, "t.m", "A", 1, ARPC_FOREVER);
     assert_non_null(f);
     int rc = arpc_future_wait_for(f, TEST_WAIT_MS);
     if (rc != ARPC_EUNREACHABLE)
         print_message("unread call: %s\n", arpc_errname(rc));
     assert_int_equal(ARPC_EUNREACHABLE, rc);
-    bool at_loss = arpc_stat_get(&c->cl_direct.cd_written) != 0 && bytes_out(c) == before;
+    bool at_loss = arpc_stat_get(&c->cl_direct.cd_written) != 0 && CLIENT_STAT(c, bytes_out) == before;
     arpc_future_release(f);
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_true(raw_server_join(&s));

@@ -51,12 +51,6 @@ static arpc_server *start_server(const char *at, char *addr, size_t len)
     return s;
 }
 
-static uint64_t bytes_out(arpc_client *c)
-{
-    arpc_client_stats st;
-    return arpc_client_stats(c, &st) == ARPC_OK ? st.bytes_out : 0;
-}
-
 /* Whether a TCP connect to addr is refused: the server's listeners are closed. */
 static bool connect_refused(const char *addr)
 {
@@ -82,14 +76,14 @@ static void stop_owing_one(arpc_server *s, const char *addr, arpc_client *c, int
     latch_reset();
     /* Counted from before t.slow: a call its caller wrote counts its bytes only once the loop
      * takes it up (core/client_direct.c), which may be after the next call was made. */
-    uint64_t before = bytes_out(c);
+    uint64_t before = CLIENT_STAT(c, bytes_out);
     arpc_future *slow = arpc_call_async(c, "t.slow", "s", 1, TEST_WAIT_MS);
     assert_non_null(slow);
     assert_true(latch_wait(1, TEST_WAIT_MS));
     *unread = arpc_call_async(c, "t.echo", "e", 1, deadline_ms);
     assert_non_null(*unread);
     /* Both frames left whole: 16 (header) + 24 (fixed fields) + 6 (the method) + 1 each. */
-    assert_true(WAIT_UNTIL(bytes_out(c) >= before + 2 * 47));
+    assert_true(WAIT_UNTIL(CLIENT_STAT(c, bytes_out) >= before + 2 * 47));
     pthread_t stopper;
     assert_int_equal(pthread_create(&stopper, NULL, stopper_main, s), 0);
     assert_true(WAIT_UNTIL(connect_refused(addr)));

@@ -46,12 +46,6 @@ static arpc_server *start_server(const char *at, char *addr, size_t len)
     return s;
 }
 
-static uint64_t bytes_out(arpc_client *c)
-{
-    arpc_client_stats st;
-    return arpc_client_stats(c, &st) == ARPC_OK ? st.bytes_out : 0;
-}
-
 /* t.keep is in its handler (the connection's one call), and t.echo, of deadline_ms, is
  * written to the server, unread: *unread. Then the server stops without grace. */
 static void stop_with_one_unread(arpc_server *s, arpc_client *c, int64_t deadline_ms, arpc_future **first,
@@ -60,7 +54,7 @@ static void stop_with_one_unread(arpc_server *s, arpc_client *c, int64_t deadlin
     latch_reset();
     /* Counted from before t.keep: a call its caller wrote counts its bytes only once the loop
      * takes it up (core/client_direct.c), which may be after the next call was made. */
-    uint64_t before = bytes_out(c);
+    uint64_t before = CLIENT_STAT(c, bytes_out);
     *first = arpc_call_async(c, "t.keep", "k", 1, TEST_WAIT_MS);
     assert_non_null(*first);
     assert_true(latch_wait(1, TEST_WAIT_MS));
@@ -69,7 +63,7 @@ static void stop_with_one_unread(arpc_server *s, arpc_client *c, int64_t deadlin
     /* Both frames left whole: 16 (header) + 24 (fixed fields) + 6 (the method) + 1 each. Its
      * deadline brings t.echo to the loop soon (the callers' sweep) with its connection open;
      * client_direct_unread_test has one that comes only with the loss. */
-    assert_true(WAIT_UNTIL(bytes_out(c) >= before + 2 * 47));
+    assert_true(WAIT_UNTIL(CLIENT_STAT(c, bytes_out) >= before + 2 * 47));
     assert_int_equal(arpc_server_stop(s, 0), ARPC_OK);
     assert_int_equal(arpc_future_wait(*first), ARPC_EABANDONED); /* it may have run */
     assert_int_equal(arpc_reply(atomic_exchange(&kept, NULL), NULL, 0), ARPC_ESHUTDOWN); /* frees it */

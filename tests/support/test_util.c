@@ -104,6 +104,12 @@ bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, in
     return stat_reaches(server_stat_read, s, offset, want, ms);
 }
 
+uint64_t client_stat_now(struct arpc_client *c, size_t offset)
+{
+    uint64_t v;
+    return client_stat_read(c, offset, &v) ? v : UINT64_MAX;
+}
+
 bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms)
 {
     return stat_reaches(client_stat_read, c, offset, want, ms);

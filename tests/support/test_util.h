@@ -108,6 +108,10 @@ uint64_t server_stat_now(struct arpc_server *s, size_t offset);
  * within ms. */
 struct arpc_client;
 bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms);
+/* The uint64_t field at offset of the client's stats now (UINT64_MAX if they could not be
+ * read); CLIENT_STAT(c, field) names it. */
+uint64_t client_stat_now(struct arpc_client *c, size_t offset);
+#define CLIENT_STAT(c, field) client_stat_now((c), offsetof(arpc_client_stats, field))
 
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
