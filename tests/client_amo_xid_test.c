@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -61,15 +60,14 @@ static bool script_run(struct raw_server *srv, void *arg)
     bool ok = raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[0]);
     if (r->rc_fd >= 0) {
         shutdown(r->rc_fd, SHUT_RDWR); /* unanswered: every call waits for the next connection */
-        close(r->rc_fd);
+        raw_close(r);
     }
     ok = ok && raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[1]);
     for (int i = 0; ok && i < CALLS; i++)
         ok = raw_server_reply_byte(r, s->sc_seen[1][i].sn_xid, 'r');
     if (ok)
         raw_server_read_to_end(r);
-    if (r->rc_fd >= 0)
-        close(r->rc_fd);
+    raw_close(r);
     free(r);
     return ok;
 }

@@ -44,8 +44,7 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     uint8_t goaway[ARPC_FRAME_HEADER_SIZE + 64];
     size_t n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
     ok = ok && raw_send(r, goaway, n);
-    if (r->rc_fd >= 0)
-        close(r->rc_fd);
+    raw_close(r);
     free(r);
     return ok;
 }

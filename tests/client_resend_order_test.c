@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -78,7 +77,7 @@ static bool script_run(struct raw_server *srv, void *arg)
         goto out;
     sem_wait(&s->sc_close_now);
     shutdown(r->rc_fd, SHUT_RDWR);
-    close(r->rc_fd);
+    raw_close(r);
     /* The second: every waiting call, in the order it comes. */
     if (!accept_hello(srv, r))
         goto out;
@@ -93,8 +92,7 @@ static bool script_run(struct raw_server *srv, void *arg)
     raw_server_read_to_end(r);
     ok = true;
 out:
-    if (r->rc_fd >= 0)
-        close(r->rc_fd);
+    raw_close(r);
     free(r);
     return ok;
 }

@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -37,8 +36,7 @@ static bool stray_then_reply(struct raw_server *s, void *arg)
     ok = ok && raw_server_reply_byte(r, xid, 'r');
     if (ok)
         raw_server_read_to_end(r);
-    if (r->rc_fd >= 0)
-        close(r->rc_fd);
+    raw_close(r);
     free(r);
     return ok;
 }
