@@ -89,18 +89,6 @@ static void silent_stop(struct silent_server *s)
         close(atomic_load(&s->ss_conn));
 }
 
-/* A call to the silent server with a short deadline, made again while it ends
- * ARPC_EUNREACHABLE: the client's loop took it up after its deadline (a loaded machine), so it
- * was never sent. The first that is sent ends ARPC_ETIMEDOUT (the client's timer), after every
- * call made before it was written (calls leave in order). */
-static int silent_call_sent(arpc_client *c, int64_t deadline_ms, void **reply, size_t *len)
-{
-    int rc = ARPC_EUNREACHABLE;
-    for (int i = 0; i < 100 && rc == ARPC_EUNREACHABLE; i++)
-        rc = arpc_call(c, "t.silent", "q", 1, reply, len, deadline_ms);
-    return rc;
-}
-
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
@@ -211,7 +199,7 @@ static void test_give_up_rearms(void **state)
     arpc_future *g = arpc_call_async(c, "t.silent", "q", 1, ARPC_FOREVER);
     /* Both were sent: a call made after them is answered by nobody either, but its deadline
      * ends it once they are on the wire (calls leave in order). */
-    assert_int_equal(ARPC_ETIMEDOUT, silent_call_sent(c, 50, NULL, NULL));
+    assert_int_equal(ARPC_ETIMEDOUT, call_until_sent(c, "t.silent", "q", 1, NULL, NULL, 50));
     uint64_t cut = mono_ns();
     silent_cut(&s);
     assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, 60000));
@@ -234,7 +222,7 @@ static void test_own_deadline_says_why(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.ss_addr, NULL));
     void *reply = NULL;
     size_t len = 0;
-    assert_int_equal(ARPC_ETIMEDOUT, silent_call_sent(c, 30, &reply, &len));
+    assert_int_equal(ARPC_ETIMEDOUT, call_until_sent(c, "t.silent", "q", 1, &reply, &len, 30));
     assert_non_null(reply);
     assert_int_equal(strlen(CALL_TIMED_OUT), len);
     assert_memory_equal(CALL_TIMED_OUT, reply, len);
@@ -256,7 +244,7 @@ static void test_close_with_calls_in_every_level(void **state)
     arpc_future *fs[K];
     for (int i = 0; i < K; i++)
         assert_non_null(fs[i] = arpc_call_async(c, "t.silent", "q", 1, deadlines[i]));
-    assert_int_equal(ARPC_ETIMEDOUT, silent_call_sent(c, 20, NULL, NULL)); /* near */
+    assert_int_equal(ARPC_ETIMEDOUT, call_until_sent(c, "t.silent", "q", 1, NULL, NULL, 20)); /* near */
     arpc_client_close(c);
     for (int i = 0; i < K; i++) {
         assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(fs[i], 60000)); /* sent: may run */

@@ -136,14 +136,6 @@ static void test_wait_drives_the_loop(void **state)
 
 #define DEADLINE_ATTEMPTS 20 /* a bound on calls the loop took up too late: only a hang reaches it */
 
-/* Calls of t.hold the server has dispatched (read and handed to the method) so far. */
-static uint64_t holds_dispatched(struct fixture *x)
-{
-    arpc_method_stats ms;
-    assert_int_equal(ARPC_OK, arpc_server_method_stats(x->s, "t.hold", &ms));
-    return ms.calls.started;
-}
-
 /* The call's deadline is a timer of the loop: it fires only while someone runs the loop. The
  * call reaches the loop only when the waiter starts running it: if that thread starts after
  * the 50 ms (a loaded machine), the call ends ARPC_EUNREACHABLE there, never sent, its timer
@@ -161,13 +153,13 @@ static void test_deadline_fires_while_waiting(void **state)
          attempt++) {
         if (w.fs[0] != NULL)
             arpc_future_release(w.fs[0]);
-        uint64_t dispatched = holds_dispatched(&x);
+        uint64_t dispatched = METHOD_STAT(x.s, "t.hold", calls.started);
         w.fs[0] = arpc_call_async(x.c, "t.hold", "x", 1, 50);
         assert_non_null(w.fs[0]);
         assert_true(wait_elsewhere(&w));
         if (w.rc == ARPC_EUNREACHABLE) {
             assert_int_equal(ARPC_OK, arpc_call(x.c, "t.echo", "s", 1, NULL, NULL, TEST_WAIT_MS));
-            assert_int_equal(dispatched, holds_dispatched(&x));
+            assert_int_equal(dispatched, METHOD_STAT(x.s, "t.hold", calls.started));
         }
     }
     assert_int_equal(ARPC_ETIMEDOUT, w.rc);

@@ -525,10 +525,8 @@ static void start_queued(arpc_cq **q, arpc_server **s, arpc_client **c)
 static void queued_call_held(arpc_cq *q, arpc_server *s, arpc_client *c, const char *req, int64_t deadline_ms,
                              arpc_future **call, void **held)
 {
-    arpc_method_stats ms;
     for (int attempt = 0; attempt < QUEUED_ATTEMPTS; attempt++) {
-        assert_int_equal(ARPC_OK, arpc_server_method_stats(s, "t.q", &ms));
-        uint64_t expired = ms.calls.by_outcome[ARPC_EEXPIRED];
+        uint64_t expired = METHOD_STAT(s, "t.q", calls.by_outcome[ARPC_EEXPIRED]);
         arpc_future *f = arpc_call_async(c, "t.q", req, strlen(req), deadline_ms);
         assert_non_null(f);
         int64_t until = now_ms() + WAIT_MS;
@@ -541,8 +539,7 @@ static void queued_call_held(arpc_cq *q, arpc_server *s, arpc_client *c, const c
             }
             if (arpc_future_poll(f) == ARPC_EUNREACHABLE)
                 break;
-            assert_int_equal(ARPC_OK, arpc_server_method_stats(s, "t.q", &ms));
-            if (ms.calls.by_outcome[ARPC_EEXPIRED] != expired)
+            if (METHOD_STAT(s, "t.q", calls.by_outcome[ARPC_EEXPIRED]) != expired)
                 break;
             assert_true(poll_again(until));
         }

@@ -407,14 +407,6 @@ static bool ended_by_deadline(int st)
     return st == ARPC_ETIMEDOUT || st == ARPC_EEXPIRED || st == ARPC_EUNREACHABLE;
 }
 
-/* Calls of test.hold the server has dispatched (read and handed to the method) so far. */
-static uint64_t holds_dispatched(struct fixture *fx)
-{
-    arpc_method_stats ms;
-    assert_int_equal(ARPC_OK, arpc_server_method_stats(fx->server, "test.hold", &ms));
-    return ms.calls.started;
-}
-
 /* Once this call is answered, the server has read every call c sent before it (one
  * connection is read in order). */
 static void sync_client(arpc_client *c)
@@ -433,13 +425,13 @@ static void test_deadline_never_answered(void **state)
     int64_t took = 0;
     for (int attempt = 0; attempt < NEVER_ANSWERED_ATTEMPTS && (st == ARPC_EUNREACHABLE || st == ARPC_EEXPIRED);
          attempt++) {
-        uint64_t dispatched = holds_dispatched(fx);
+        uint64_t dispatched = METHOD_STAT(fx->server, "test.hold", calls.started);
         int64_t t0 = now_ms();
         st = arpc_call(c, "test.hold", "q", 1, NULL, NULL, 100);
         took = now_ms() - t0;
         if (st == ARPC_EUNREACHABLE) {
             sync_client(c);
-            assert_int_equal(dispatched, holds_dispatched(fx));
+            assert_int_equal(dispatched, METHOD_STAT(fx->server, "test.hold", calls.started));
         }
     }
     assert_int_equal(ARPC_ETIMEDOUT, st);
@@ -451,7 +443,7 @@ static void test_deadline_never_answered(void **state)
     arpc_client_options o = {.default_deadline_ms = 80};
     arpc_client *c2 = connect_client(fx, &o);
     arpc_future *fs[50];
-    uint64_t dispatched = holds_dispatched(fx);
+    uint64_t dispatched = METHOD_STAT(fx->server, "test.hold", calls.started);
     int64_t t0 = now_ms();
     for (int i = 0; i < 50; i++)
         fs[i] = arpc_call_async(c2, "test.hold", "q", 1, 0);
@@ -466,7 +458,7 @@ static void test_deadline_never_answered(void **state)
         arpc_future_release(fs[i]);
     }
     sync_client(c2); /* the calls said never sent did not reach the server */
-    assert_true(holds_dispatched(fx) - dispatched <= 50 - unsent);
+    assert_true(METHOD_STAT(fx->server, "test.hold", calls.started) - dispatched <= 50 - unsent);
     assert_int_equal(0, arpc_client_pending(c2));
     arpc_client_close(c2);
     arpc_client_close(c);

@@ -1,11 +1,18 @@
 /* Clocks, sleeps, the PRNG and the off-thread check line. */
 #include <errno.h>
 #include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
+#include <cmocka.h>
+
 #include "support/test_util.h"
 
+#include "arpc/client.h"
 #include "arpc/error.h"
 #include "async/loop_internal.h"
 #include "arpc/server.h"
@@ -108,6 +115,24 @@ uint64_t client_stat_now(struct arpc_client *c, size_t offset)
 {
     uint64_t v;
     return client_stat_read(c, offset, &v) ? v : UINT64_MAX;
+}
+
+uint64_t method_stat_now(struct arpc_server *s, const char *method, size_t offset)
+{
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(s, method, &ms));
+    uint64_t v;
+    memcpy(&v, (const char *)&ms + offset, sizeof(v));
+    return v;
+}
+
+int call_until_sent(struct arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+                    size_t *reply_len, int64_t deadline_ms)
+{
+    int rc = ARPC_EUNREACHABLE;
+    for (int i = 0; i < CALL_UNSENT_ATTEMPTS && rc == ARPC_EUNREACHABLE; i++)
+        rc = arpc_call(c, method, req, req_len, reply, reply_len, deadline_ms);
+    return rc;
 }
 
 bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, int ms)

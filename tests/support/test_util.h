@@ -112,6 +112,19 @@ bool client_stat_reaches(struct arpc_client *c, size_t offset, uint64_t want, in
  * read); CLIENT_STAT(c, field) names it. */
 uint64_t client_stat_now(struct arpc_client *c, size_t offset);
 #define CLIENT_STAT(c, field) client_stat_now((c), offsetof(arpc_client_stats, field))
+/* The uint64_t field at offset of method's stats on s now (the test fails if they cannot be
+ * read: the test's thread only); METHOD_STAT(s, method, field) names it. */
+uint64_t method_stat_now(struct arpc_server *s, const char *method, size_t offset);
+#define METHOD_STAT(s, method, field) method_stat_now((s), (method), offsetof(arpc_method_stats, field))
+
+/* ---- calls with short deadlines ---- */
+
+/* arpc_call with a short deadline, made again while it ends ARPC_EUNREACHABLE: the client's
+ * loop took it up only after its deadline (a loaded machine), so it was never sent. At most
+ * CALL_UNSENT_ATTEMPTS times (only a hang reaches it); returns the last outcome. */
+#define CALL_UNSENT_ATTEMPTS 20
+int call_until_sent(struct arpc_client *c, const char *method, const void *req, size_t req_len, void **reply,
+                    size_t *reply_len, int64_t deadline_ms);
 
 /* xorshift64*: a small seeded generator, so a failing input can be replayed. */
 uint64_t rng_next(uint64_t *s);
