@@ -37,7 +37,7 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     if (r == NULL)
         return false;
     struct raw_frame f;
-    bool ok = raw_server_accept_dedup(s, r) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
+    bool ok = raw_server_accept_call(s, r, &f);
     close(s->rs_listen); /* the client's reconnects are refused */
     s->rs_listen = -1;
     static const char msg[] = "server stopped: a call not answered was not read";

@@ -30,7 +30,7 @@ static bool stray_then_reply(struct raw_server *s, void *arg)
     if (r == NULL)
         return false;
     struct raw_frame f;
-    bool ok = raw_server_accept_dedup(s, r) && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
+    bool ok = raw_server_accept_call(s, r, &f);
     uint64_t xid = f.f.f_xid;
     ok = ok && raw_server_reply_byte(r, 0xC000000000000001ull | (xid & 0xffff), 'x'); /* the stray one: both top bits */
     ok = ok && raw_server_reply_byte(r, xid, 'r');

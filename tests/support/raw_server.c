@@ -47,6 +47,11 @@ bool raw_server_accept_dedup(struct raw_server *s, struct raw_client *r)
     return raw_server_accept(s, r, hello, n);
 }
 
+bool raw_server_accept_call(struct raw_server *s, struct raw_client *r, struct raw_frame *f)
+{
+    return raw_server_accept_dedup(s, r) && raw_read(r, f, false) && f->f.f_kind == ARPC_FRAME_REQUEST;
+}
+
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte)
 {
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];

@@ -36,6 +36,8 @@ bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *h
 /* raw_server_accept with the HELLO of a deduplicating server (ARPC_HELLO_CANCEL and
  * ARPC_HELLO_DEDUP, the same instance each time, client expiry 600 s). */
 bool raw_server_accept_dedup(struct raw_server *s, struct raw_client *r);
+/* raw_server_accept_dedup, then the client's first frame into *f: false unless a REQUEST. */
+bool raw_server_accept_call(struct raw_server *s, struct raw_client *r, struct raw_frame *f);
 /* On the script's thread: sends a REPLY under xid whose payload is the one byte given. */
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte);
 /* On the script's thread: reads frames until the client closes (or RAW_WAIT_MS passes). */
