@@ -4,17 +4,8 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/name_hash.h"
 #include "core/stats.h"
-
-static uint64_t name_hash(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 void arpc_registry_init(struct arpc_registry *r) { memset(r, 0, sizeof(*r)); }
 
@@ -37,7 +28,7 @@ const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, cons
     if (r->r_index_cap == 0)
         return NULL;
     size_t mask = r->r_index_cap - 1;
-    for (size_t i = name_hash(name, len) & mask;; i = (i + 1) & mask) {
+    for (size_t i = arpc_name_hash(name, len) & mask;; i = (i + 1) & mask) {
         size_t slot = r->r_index[i];
         if (slot == 0)
             return NULL;
@@ -70,7 +61,7 @@ static int registry_reindex(struct arpc_registry *r)
         return ARPC_ENOMEM;
     for (size_t k = 0; k < r->r_count; k++) {
         const struct arpc_method *m = r->r_methods[k];
-        size_t i = name_hash(m->m_name, m->m_name_len) & (cap - 1);
+        size_t i = arpc_name_hash(m->m_name, m->m_name_len) & (cap - 1);
         while (index[i] != 0)
             i = (i + 1) & (cap - 1);
         index[i] = k + 1;
