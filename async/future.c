@@ -97,6 +97,7 @@ struct future_alone {
     arpc_future fa_future;
     arpc_future_cancel_fn fa_on_cancel;
     void *fa_arg;
+    size_t fa_len; /* its result's length (an embedded future's: f_len) */
 };
 
 static struct future_alone *future_alone(arpc_future *f)
@@ -123,6 +124,15 @@ static uint32_t refs_kept(uint64_t refs) { return (uint32_t)(refs >> 16) & REF_F
 static bool future_embedded(const arpc_future *f)
 {
     return (atomic_load_explicit(&f->f_state, memory_order_relaxed) & ST_EMBEDDED) != 0;
+}
+
+/* The result's length (f completed with data: its claim is seen). */
+static size_t future_len(const arpc_future *f)
+{
+    if (future_embedded(f))
+        return f->f_len;
+    return ((const struct future_alone *)(const void *)((const char *)f - offsetof(struct future_alone, fa_future)))
+        ->fa_len;
 }
 
 /* Spins before sleeping: RPC replies often land within microseconds, and a futex sleep plus
@@ -243,6 +253,7 @@ static void future_init(arpc_future *f, const struct arpc_future_owner *owner)
     atomic_init(&f->f_refs, REF_USER); /* the caller's */
     atomic_init(&f->f_cbs, NULL);
     f->f_len = 0;
+    f->f_owner_word = 0;
     atomic_init(&f->f_data, NULL);
     f->f_owner = owner;
 }
@@ -265,6 +276,7 @@ int arpc_future_create(arpc_future **out)
     future_init(&a->fa_future, NULL);
     a->fa_on_cancel = NULL;
     a->fa_arg = NULL;
+    a->fa_len = 0;
     *out = &a->fa_future;
     return ARPC_OK;
 }
@@ -277,7 +289,12 @@ static bool future_settle(arpc_future *f, void *data, size_t len)
         arpc_free(data);
         return false;
     }
-    f->f_len = data != NULL ? len : 0;
+    if (future_embedded(f)) {
+        assert(len <= UINT32_MAX); /* a frame's body (f_len) */
+        f->f_len = data != NULL ? (uint32_t)len : 0;
+    } else {
+        future_alone(f)->fa_len = data != NULL ? len : 0;
+    }
     /* Release: whoever reads this result for a completer's name sees the claim too
      * (arpc_future_completer); a plain store on x86. */
     atomic_store_explicit(&f->f_data, data, memory_order_release);
@@ -387,7 +404,7 @@ const void *arpc_future_data(const arpc_future *f, size_t *len)
     if (future_live(f, __func__) && (future_state(f) & ST_DONE))
         data = atomic_load_explicit(&f->f_data, memory_order_relaxed);
     if (len != NULL)
-        *len = data != NULL ? f->f_len : 0;
+        *len = data != NULL ? future_len(f) : 0;
     return data;
 }
 
@@ -398,7 +415,7 @@ void *arpc_future_take(arpc_future *f, size_t *len)
     if (future_live(f, __func__) && (future_state(f) & ST_DONE))
         data = atomic_exchange_explicit(&f->f_data, NULL, memory_order_relaxed);
     if (len != NULL)
-        *len = data != NULL ? f->f_len : 0;
+        *len = data != NULL ? future_len(f) : 0;
     return data;
 }
 

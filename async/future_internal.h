@@ -48,8 +48,14 @@ struct arpc_future {
     _Atomic(struct future_cb *) f_cbs; /* pending callbacks, or &cb_closed once completed */
     arpc_future_cb f_first_fn;    /* the first then()'s, when it found no other (future.c) */
     void *f_first_arg;
-    size_t f_len;                 /* written by the claim winner before DONE; never changes afterwards */
-    _Atomic(void *) f_data;       /* idem; take() swaps it for NULL */
+    /* An embedded future's result length: written by the claim winner before DONE, never
+     * changed afterwards. 32 bits: arpc completes embedded futures only, with frame bodies
+     * (under 4 GiB); a future of its own keeps a size_t in its allocation (future.c). */
+    uint32_t f_len;
+    /* Four bytes of the embedding owner's (a client's call: core/client_internal.h), beside
+     * f_len so that neither leaves a hole; future.c never touches them. */
+    uint32_t f_owner_word;
+    _Atomic(void *) f_data;       /* as f_len; take() swaps it for NULL */
     /* An embedded future's owner (the state's ST_EMBEDDED bit); NULL for a future of its own,
      * whose cancel hook and argument follow it in its allocation (future.c). */
     const struct arpc_future_owner *f_owner;

@@ -46,6 +46,7 @@ void client_release(arpc_client *c)
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
     block_pool_fini(&c->cl_blocks);
+    method_names_fini(&c->cl_names);
     pthread_mutex_destroy(&c->cl_err_mtx);
     arpc_free(c->cl_token);
     arpc_free(c);

@@ -60,17 +60,25 @@ struct client_call *call_of_future(arpc_future *f)
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
 }
 
-/* The request the call keeps (call_req): the method's length (u8), then the body (method and
- * payload), in the record's request room (cc_req; the body's length in cc_inline_len:
- * a frame of CALL_INLINE_MAX at most), or in a large request's block (b_bytes; its length in
- * b_body_len). The rest of the frame is made at each send. */
-enum { REQ_METHOD_LEN = 0, REQ_BODY = 1, INLINE_BODY_MAX = CALL_INLINE_MAX - ARPC_OUTQ_HEAD_MAX };
+/* The request the call keeps (call_req): a byte, then the body, in the record's request room
+ * (cc_req; the body's length in cc_inline_len: a frame of CALL_INLINE_MAX at most), or in a
+ * large request's block (b_bytes; its length in b_body_len). The byte is the method's index
+ * in cl_names for a call whose method is kept there (cc_named: an inline request only), and
+ * the body its payload; else the byte is the method's length, and the body the method and
+ * the payload. The rest of the frame (and a kept method's name) is made at each send. */
+enum {
+    REQ_METHOD = 0,
+    REQ_BODY = 1,
+    REQ_HEAD = ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE, /* what a send makes before the body */
+    INLINE_BODY_MAX = CALL_INLINE_MAX - REQ_HEAD,
+};
 _Static_assert(INLINE_BODY_MAX < (1u << 11), "an inline request's body length is kept in 11 bits (cc_inline_len)");
-_Static_assert(ARPC_OUTQ_HEAD_MAX == ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE,
-               "a request's head is what the output queue carries before its body");
-_Static_assert(ARPC_METHOD_MAX <= UINT8_MAX, "the method's length is kept in a byte");
+_Static_assert(ARPC_OUTQ_HEAD_MAX >= REQ_HEAD + METHOD_NAME_SHORT,
+               "a send's head (fixed fields and a kept method's name) fits the output queue's head room");
+_Static_assert(ARPC_METHOD_MAX <= UINT8_MAX && METHOD_NAMES_SLOTS <= UINT8_MAX + 1,
+               "the method's length or index is kept in a byte");
 /* Every byte here is paid per outstanding call (docs/PERFORMANCE.md, "Client memory per call"). */
-_Static_assert(offsetof(struct client_call, cc_req) <= 90, "the call record grew: count its bytes again");
+_Static_assert(offsetof(struct client_call, cc_req) <= 86, "the call record grew: count its bytes again");
 _Static_assert(sizeof(struct call_timed) == 24, "a call with a deadline grew: count its bytes again");
 
 /* The block's holders are the future's own references: the caller's (USER), the call's two
@@ -102,11 +110,14 @@ static void call_bulk_put(struct call_bulk *b)
 static void call_frame_release(void *base) { call_put(base); }
 static void call_bulk_release(void *base) { call_bulk_put(base); }
 
-struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_len, uint64_t when,
+struct client_call *call_new(arpc_client *c, const char *method, size_t method_len, size_t payload_len, uint64_t when,
                              enum arpc_call_semantics semantics)
 {
-    size_t frame_len = arpc_frame_request_size(method_len, payload_len), req_len = REQ_BODY + method_len + payload_len;
+    size_t frame_len = arpc_frame_request_size(method_len, payload_len);
     bool bulk = frame_len > CALL_INLINE_MAX;
+    /* A large request keeps its name: a byte saved in its block is nothing. */
+    int name = bulk ? -1 : method_names_index(&c->cl_names, method, method_len);
+    size_t body_len = name >= 0 ? payload_len : method_len + payload_len, req_len = REQ_BODY + body_len;
     bool timed = when != ARPC_NEVER;
     size_t size = offsetof(struct client_call, cc_req) + (bulk ? sizeof(struct call_bulk *) : req_len);
     if (size < sizeof(struct client_call))
@@ -123,11 +134,14 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
     }
     /* The record zeroed and its flag word made in one go (no read-modify-write per field). */
     *call = (struct client_call){
-        .cc_inline_len = bulk ? 0 : (uint16_t)((method_len + payload_len) & 0x7ffu), /* INLINE_BODY_MAX at most */
+        .cc_inline_len = bulk ? 0 : (uint16_t)(body_len & 0x7ffu), /* INLINE_BODY_MAX at most */
         .cc_semantics = (uint16_t)((unsigned)semantics & 3u),
         .cc_timed = timed,
         .cc_bulk = bulk,
+        .cc_named = name >= 0,
     };
+    if (name >= 0)
+        call->cc_req[REQ_METHOD] = (uint8_t)name;
     if (bulk) {
         /* They reuse memory: blocks of a few KiB are slow for the allocator (past its
          * per-thread cache), large ones fault fresh pages in. (Which of the two: by the
@@ -161,7 +175,7 @@ struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_l
 
 arpc_future *call_future(struct client_call *call) { return &call->cc_future; }
 
-/* The request's bytes (the method's length, then the body) and the body's length: one look at
+/* The request's bytes (the method's byte, then the body) and the body's length: one look at
  * where they are. */
 static uint8_t *call_req(struct client_call *call, uint32_t *body_len)
 {
@@ -185,6 +199,11 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
                       size_t payload_len)
 {
     uint8_t *req;
+    if (call->cc_named) { /* call_new kept the method's index */
+        if (payload_len > 0) /* payload may be NULL when empty */
+            memcpy(call->cc_req + REQ_BODY, payload, payload_len);
+        return;
+    }
     if (call->cc_bulk) {
         struct call_bulk *b = bulk_of(call);
         b->b_body_len = (uint32_t)(method_len + payload_len); /* request_check bounds them; an inline
@@ -193,7 +212,7 @@ void call_set_request(struct client_call *call, const char *method, size_t metho
     } else {
         req = call->cc_req;
     }
-    req[REQ_METHOD_LEN] = (uint8_t)method_len;
+    req[REQ_METHOD] = (uint8_t)method_len;
     memcpy(req + REQ_BODY, method, method_len);
     if (payload_len > 0) /* payload may be NULL when empty */
         memcpy(req + REQ_BODY + method_len, payload, payload_len);
@@ -207,15 +226,30 @@ uint8_t *call_body(struct client_call *call, size_t *len)
     return req + REQ_BODY;
 }
 
-size_t call_frame_size(struct client_call *call)
+/* The method kept in cl_names for a call whose request keeps its index (cc_named). */
+static const struct method_name *call_name(const struct client_call *call)
 {
-    return ARPC_FRAME_HEADER_SIZE + ARPC_REQUEST_FIXED_SIZE + (size_t)call_body_len(call);
+    return method_names_at(&call_client(call)->cl_names, call->cc_req[REQ_METHOD]);
 }
+
+size_t call_head_len(const struct client_call *call)
+{
+    return REQ_HEAD + (call->cc_named ? call_name(call)->mn_len : 0);
+}
+
+size_t call_frame_size(struct client_call *call) { return call_head_len(call) + (size_t)call_body_len(call); }
 
 size_t call_head(const struct client_call *call, const uint8_t *body, size_t body_len, uint8_t *head, uint64_t ack,
                  uint32_t budget_ms)
 {
-    uint8_t method_len = body[REQ_METHOD_LEN - REQ_BODY];
+    if (call->cc_named) {
+        const struct method_name *name = call_name(call);
+        size_t len = arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call_seq(call), ack,
+                                                     budget_ms, name->mn_len, (uint32_t)body_len);
+        memcpy(head + len, name->mn_bytes, METHOD_NAME_SHORT); /* the room's all: a constant copy */
+        return len + name->mn_len;
+    }
+    uint8_t method_len = body[REQ_METHOD - REQ_BODY];
     return arpc_frame_encode_request_fixed(head, ARPC_FRAME_REQUEST, call->cc_xid, call_seq(call), ack, budget_ms,
                                            method_len, (uint32_t)body_len - method_len);
 }
@@ -358,7 +392,7 @@ void call_mark_sent(struct client_call *call)
         call->cc_sent = true;
         /* The coarse clock lags by at most a kernel tick, far under a call tick: the age comes
          * out a little long, which only makes a re-send give up sooner (client_resend.c). */
-        call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
+        call_stamp_sent(call, call_tick(arpc_now_coarse_ns()));
     }
     call->cc_epoch_gen = call_client(call)->cl_epoch_gen;
 }

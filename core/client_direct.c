@@ -194,7 +194,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
     }
     bool rest_queued = false;
     if (conn->c_open) {
-        size_t body_len, head_len = ARPC_OUTQ_HEAD_MAX;
+        size_t body_len, head_len = call_head_len(call);
         uint8_t *body = call_body(call, &body_len);
         size_t len = head_len + body_len, done = st == DW_PART ? word >> DW_STATE_BITS : st == DW_NONE ? 0 : len;
         if (conn->c_stats != NULL)
@@ -216,7 +216,7 @@ static void direct_arrive(arpc_client *c, struct client_call *call)
         call_loop_start(call); /* as if posted, but numbered already */
         return;
     }
-    /* When: its caller stamped cc_sent_tick as it wrote. A part whose rest was never queued
+    /* When: its caller stamped its first-send tick as it wrote. A part whose rest was never queued
      * (its connection closed first) never left whole: the server cannot have run it. One
      * whose rest was queued is judged at the loss, as any queued frame (call_settle_sent). */
     call->cc_sent = st != DW_PART || rest_queued;
@@ -337,7 +337,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
                                 call_budget_ms(call, 0));
     /* Stamped now, not as the loop takes the call up, which may be much later (at the
      * connection's loss): a re-send's safety is judged by the age of the first send. */
-    call->cc_sent_tick = call_tick(arpc_now_coarse_ns());
+    call_stamp_sent(call, call_tick(arpc_now_coarse_ns()));
     uint64_t when = call_when(call); /* before the loop can see the call (below) */
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */

@@ -57,6 +57,7 @@
 #include "core/block_pool.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/method_names.h"
 #include "core/pending_calls.h"
 #include "core/waiting_calls.h"
 #include "core/stats.h"
@@ -209,6 +210,7 @@ struct arpc_client {
      * classes (core/block_pool.h; any thread; freed with the client). */
     struct block_pool cl_blocks;
     struct client_direct cl_direct; /* calls written by their callers (core/client_direct.c) */
+    struct method_names cl_names;   /* the methods called, kept once (any thread; freed with the client) */
     /* Jobs the loop thread posts for this client (calls, cancels, one-way messages started in
      * its callbacks, core/client_api.c: client_post): queued here in order, one job
      * (cl_local_job) runs them all, so a pipelined call started from a reply's callback costs
@@ -285,8 +287,6 @@ struct client_call {
                                        * went (client_direct.c), read by the loop as it arrives */
         uint32_t cc_wait_pos;         /* then, while cc_waiting: its slot (core/waiting_calls.h) */
     };
-    uint32_t cc_sent_tick;            /* with cc_sent: when first sent (call_tick); stamped by
-                                       * its caller for a call it wrote (before the loop sees it) */
     /* (The latch of call_release_shared is a bit of the future's state word:
      * arpc_future_owner_latch.) Set by call_new, never changed: read by any thread. */
     uint16_t cc_inline_len : 11;      /* an inline request's body length (a frame of
@@ -295,6 +295,8 @@ struct client_call {
     uint16_t cc_semantics : 2;        /* enum arpc_call_semantics, resolved (call_start checks it) */
     uint16_t cc_timed : 1;            /* it has a deadline: a struct call_timed follows */
     uint16_t cc_bulk : 1;             /* its request is in a block of its own (client_call.c) */
+    uint16_t cc_named : 1;            /* its method is in cl_names: the request keeps its index
+                                       * instead of the name (client_call.c) */
     /* The request kept for a re-send, right after the fields (in what would be the record's
      * tail padding): its bytes, or a large request's block (client_call.c). */
     uint8_t cc_req[];
@@ -354,6 +356,12 @@ static inline uint64_t call_seq(const struct client_call *call)
 {
     return call->cc_xid & ARPC_XID_SEQ_BIT ? call->cc_xid & ~ARPC_XID_SEQ_BIT : 0;
 }
+
+/* When the call was first sent (call_tick), with cc_sent: in its future's owner word, 4 bytes
+ * the record does not pay for. Stamped by its caller for a call it wrote (before the loop sees
+ * it), else by the loop. As call_xid. */
+static inline uint32_t call_sent_tick(const struct client_call *call) { return call->cc_future.f_owner_word; }
+static inline void call_stamp_sent(struct client_call *call, uint32_t tick) { call->cc_future.f_owner_word = tick; }
 
 /* Arrival order of two calls whose orders are less than 2^31 apart (the calls alive at once). */
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }

@@ -10,12 +10,14 @@
 
 /* client_call.c */
 /* A call of c (its future, with the caller's reference and the call's hold, and the call's
- * state before it reaches the loop) with room for a request of method_len + payload_len bytes (call_set_request). A
+ * state before it reaches the loop) with room for a request of method[0..method_len) and
+ * payload_len bytes (call_set_request). The method is looked up in c->cl_names (added if new):
+ * a method kept there costs the call a byte, not its name (core/method_names.h). A
  * request whose frame is over 1 KiB is a second block (from c->cl_blocks, or c->cl_bufs from
  * ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
  * (or, never handed to the loop, by call_discard, and the hold dropped: the future stays the
  * caller's). Any thread. */
-struct client_call *call_new(arpc_client *c, size_t method_len, size_t payload_len, uint64_t when,
+struct client_call *call_new(arpc_client *c, const char *method, size_t method_len, size_t payload_len, uint64_t when,
                              enum arpc_call_semantics semantics);
 arpc_future *call_future(struct client_call *call);
 struct client_call *call_of_future(arpc_future *f); /* the inverse */
@@ -23,18 +25,22 @@ struct client_call *call_of_future(arpc_future *f); /* the inverse */
  * call_start returns the future) and the block's free function. */
 extern const struct arpc_future_owner call_future_owner;
 void call_future_gone(arpc_future *f); /* its owner's free function: frees the block */
-/* Copies the method and payload into the call (the lengths call_new was given). Any thread
- * that owns the call before the loop sees it. */
+/* Copies the method (unless call_new kept its index) and the payload into the call (what
+ * call_new was given). Any thread that owns the call before the loop sees it. */
 void call_set_request(struct client_call *call, const char *method, size_t method_len, const void *payload,
                       size_t payload_len);
-/* What the call keeps of its request: the frame's body after its fixed fields (method, then
- * payload), *len bytes. */
+/* What the call keeps of its request, *len bytes: the frame's bytes after its head (call_head):
+ * the payload when the method's name is kept in cl_names (the head carries it), else the
+ * method and the payload. Any thread that may read the call. */
 uint8_t *call_body(struct client_call *call, size_t *len);
-/* The whole frame's size: the head (call_head) and the body. */
+/* The length of the call's head (call_head), and of its whole frame: the head and the body. */
+size_t call_head_len(const struct client_call *call);
 size_t call_frame_size(struct client_call *call);
-/* The frame's header and fixed fields (ARPC_OUTQ_HEAD_MAX bytes into head) for a send with the
- * call's xid and seq (cc_xid, call_seq), ack and budget; body and body_len: call_body's. Returns
- * the bytes written. */
+/* The frame's header and fixed fields, and the method's name when the call keeps only its
+ * index (call_head_len bytes into head, which has room for ARPC_OUTQ_HEAD_MAX: the bytes
+ * after the head's may be written too), for a send with the
+ * call's xid and seq (cc_xid, call_seq), ack and budget; body and body_len: call_body's.
+ * Returns the bytes written. */
 size_t call_head(const struct client_call *call, const uint8_t *body, size_t body_len, uint8_t *head, uint64_t ack,
                  uint32_t budget_ms);
 void call_discard(struct client_call *call);

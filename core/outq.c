@@ -133,10 +133,7 @@ int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_
         bslot = (hslot + 1) & mask;
     }
     uint8_t *h = outq_head_slot(q, hslot);
-    if (head_len == ARPC_OUTQ_HEAD_MAX)
-        memcpy(h, head, ARPC_OUTQ_HEAD_MAX); /* a whole request's head: a few moves, no call */
-    else
-        memcpy(h, head, head_len);
+    memcpy(h, head, head_len);
     q->q_bufs[hslot] = (struct arpc_outq_buf){NULL, h, head_len, outq_head_done};
     q->q_bufs[bslot] = (struct arpc_outq_buf){base, data, len, release};
     q->q_count += 2;

@@ -16,7 +16,8 @@
  *
  * A buffer may be pushed with a head: up to ARPC_OUTQ_HEAD_MAX bytes the queue copies and
  * writes just before it, in the same gathered write (a client's request: the frame header and
- * fixed fields, made at each send, before the method and payload the call keeps). The heads
+ * fixed fields, and the method's name when the client keeps it once, made at each send, before
+ * the payload (or method and payload) the call keeps). The heads
  * live in a ring of the queue's own, parallel to the buffers (allocated at the first head), so
  * a buffer queued without one costs nothing more.
  */
@@ -36,8 +37,9 @@ typedef void (*arpc_outq_release_fn)(void *base);
 #define ARPC_OUTQ_COPY_MAX 256
 #define ARPC_OUTQ_STAGE (12 * 1024)
 
-/* The largest head (arpc_outq_push_headed): a request's header and fixed fields. */
-#define ARPC_OUTQ_HEAD_MAX 40
+/* The largest head (arpc_outq_push_headed): a request's header and fixed fields (40 bytes)
+ * and a method name of up to 24 bytes (a client keeps short names once: core/method_names.h). */
+#define ARPC_OUTQ_HEAD_MAX 64
 
 struct arpc_outq_buf {
     void *b_base;  /* start of the allocation, released when written */

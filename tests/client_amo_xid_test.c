@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -36,9 +35,10 @@ struct script {
 
 static int letter_index(char c) { return c == 'A' ? 0 : c == 'B' ? 1 : c == 'L' ? 2 : -1; }
 
-/* Reads the three requests of connection k, noting each one's xid and seq. */
-static bool read_three(struct raw_client *r, struct seen *seen)
+/* Reads the three requests of connection conn, noting each one's xid and seq. */
+static bool read_three(struct raw_client *r, void *arg, int conn)
 {
+    struct seen *seen = ((struct script *)arg)->sc_seen[conn];
     for (int i = 0; i < CALLS; i++) {
         struct raw_frame f;
         if (!raw_read(r, &f, false) || f.f.f_kind != ARPC_FRAME_REQUEST || f.f.f_payload_len != 1)
@@ -57,12 +57,7 @@ static bool script_run(struct raw_server *srv, void *arg)
     struct raw_client *r = malloc(sizeof(*r));
     if (r == NULL)
         return false;
-    bool ok = raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[0]);
-    if (r->rc_fd >= 0) {
-        shutdown(r->rc_fd, SHUT_RDWR); /* unanswered: every call waits for the next connection */
-        raw_close(r);
-    }
-    ok = ok && raw_server_accept_dedup(srv, r) && read_three(r, s->sc_seen[1]);
+    bool ok = raw_server_read_twice(srv, r, read_three, s);
     for (int i = 0; ok && i < CALLS; i++)
         ok = raw_server_reply_byte(r, s->sc_seen[1][i].sn_xid, 'r');
     if (ok)

@@ -2,7 +2,7 @@
  * A client call is one allocation (core/client_call.c): the caller's future, the call record
  * and its request share a block that goes when the last of them lets go. Here:
  *  - starting a call allocates exactly one block on the caller's thread for a request of up
- *    to 1 KiB, two for a larger one (its request apart, so a completed future the caller keeps
+ *    to 1 KiB (and the first call of a method one more, its name kept), two for a larger one (its request apart, so a completed future the caller keeps
  *    does not pin it); once the calls are done their requests' blocks are reused, so the
  *    next calls of that size allocate one block each;
  *  - futures outlive their client as arpc/future.h promises: a completed one keeps its reply,
@@ -141,6 +141,10 @@ static void one_allocation_per_call(struct fixture *fx, int64_t deadline_ms)
      * from the client's pool (core/block_pool.h), 32,698 B the smallest from its cache of
      * large buffers (ARPC_CONN_BODY_MIN), which keeps only a few. */
     size_t sizes[] = {0, 16, 900, 978, 979, 2000, 4096, 30000, 32697, 32698, 1u << 20};
+    /* The first call of a method keeps its name in the client (core/method_names.h), once:
+     * a block more for that call only. */
+    assert_int_equal(2, allocs_to_start(fx->c, 1, 16, fs, deadline_ms));
+    wait_calls(fx->c, 1, 16, fs);
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         bool apart = sizes[k] > 978, pooled = apart && sizes[k] <= 32697;
         long first = allocs_to_start(fx->c, N, sizes[k], fs, deadline_ms);

@@ -52,6 +52,16 @@ bool raw_server_accept_call(struct raw_server *s, struct raw_client *r, struct r
     return raw_server_accept_dedup(s, r) && raw_read(r, f, false) && f->f.f_kind == ARPC_FRAME_REQUEST;
 }
 
+bool raw_server_read_twice(struct raw_server *s, struct raw_client *r, raw_read_calls_fn read, void *arg)
+{
+    bool ok = raw_server_accept_dedup(s, r) && read(r, arg, 0);
+    if (r->rc_fd >= 0) {
+        shutdown(r->rc_fd, SHUT_RDWR); /* unanswered: every call waits for the next connection */
+        raw_close(r);
+    }
+    return ok && raw_server_accept_dedup(s, r) && read(r, arg, 1);
+}
+
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte)
 {
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + 1];

@@ -38,6 +38,12 @@ bool raw_server_accept(struct raw_server *s, struct raw_client *r, const void *h
 bool raw_server_accept_dedup(struct raw_server *s, struct raw_client *r);
 /* raw_server_accept_dedup, then the client's first frame into *f: false unless a REQUEST. */
 bool raw_server_accept_call(struct raw_server *s, struct raw_client *r, struct raw_frame *f);
+/* On the script's thread: a deduplicating server's connection whose calls read(r, arg, 0)
+ * reads, closed unanswered (so they wait for the next), then the client's next connection,
+ * read(r, arg, 1), left open in r for the script's answers. False on any failure (the script
+ * closes r, raw_close, either way). */
+typedef bool (*raw_read_calls_fn)(struct raw_client *r, void *arg, int conn);
+bool raw_server_read_twice(struct raw_server *s, struct raw_client *r, raw_read_calls_fn read, void *arg);
 /* On the script's thread: sends a REPLY under xid whose payload is the one byte given. */
 bool raw_server_reply_byte(struct raw_client *r, uint64_t xid, uint8_t byte);
 /* On the script's thread: reads frames until the client closes (or RAW_WAIT_MS passes). */
