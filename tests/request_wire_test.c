@@ -1,6 +1,7 @@
 /*
- * A call's request on the wire, now that the call keeps only its method and payload and each
- * send makes the frame's header and fixed fields again (core/client_call.c, core/outq.h's
+ * A call's request on the wire, now that the call keeps only its method (or its index in the
+ * client's names) and payload and each send makes the frame's header, fixed fields and
+ * method name again (core/client_call.c, core/outq.h's
  * heads): the bytes a server reads are the same whether the caller wrote the request itself
  * (core/client_direct.c) or the loop queued it, whole or cut anywhere (inside the head, at its
  * end, inside the body), and a re-send after a reconnect carries the same seq, xid (its seq's)
@@ -209,9 +210,11 @@ struct way {
     long loop;   /* cut_loop: the loop's writes' size (0: as they come) */
 };
 
+/* The head a send makes is the header and fixed fields (40 bytes) and the method's name (6:
+ * the client keeps METHOD once, core/method_names.h), so 46 bytes: cuts around both ends. */
 static const struct way ways[] = {
-    {-1, 0}, {1, 0}, {16, 0}, {17, 5}, {39, 0}, {40, 0}, {41, 0}, {50, 3}, /* the caller writes */
-    {0, 0},  {0, 1}, {0, 7},  {0, 39}, {0, 41},                              /* the loop writes */
+    {-1, 0}, {1, 0}, {16, 0}, {17, 5}, {39, 0}, {40, 0}, {41, 0}, {45, 0}, {46, 0}, {47, 0}, {50, 3}, /* the caller writes */
+    {0, 0},  {0, 1}, {0, 7},  {0, 39}, {0, 41}, {0, 45}, {0, 47},                                     /* the loop writes */
 };
 
 /* Starts an idle-loop call its caller writes (or tries to) the given way. */
