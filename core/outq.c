@@ -25,7 +25,11 @@ void arpc_outq_init(struct arpc_outq *q)
 /* A head's entry: its bytes are the queue's (q_heads, at the entry's slot); nothing to release. */
 static void outq_head_done(void *base) { (void)base; }
 static bool outq_is_head(const struct arpc_outq_buf *b) { return b->b_release == outq_head_done; }
-static uint8_t *outq_head_slot(const struct arpc_outq *q, size_t slot) { return q->q_heads + slot * ARPC_OUTQ_HEAD_MAX; }
+/* A head's room: one for each two slots. A head's slot is always followed by its buffer's (both
+ * pushed, and a grow moves them, together), so two heads never share slot / 2, and half a
+ * room a slot is enough: a queued request pays 64 bytes of head room, not 128. */
+static size_t outq_heads_size(size_t cap) { return cap / 2 * ARPC_OUTQ_HEAD_MAX; }
+static uint8_t *outq_head_room(uint8_t *heads, size_t slot) { return heads + slot / 2 * ARPC_OUTQ_HEAD_MAX; }
 
 static void outq_free_rings(struct arpc_outq *q)
 {
@@ -65,7 +69,7 @@ static int outq_grow(struct arpc_outq *q, bool heads)
     size_t cap = q->q_cap ? q->q_cap * 2 : 64;
     struct arpc_outq_buf *bufs = arpc_malloc(cap * sizeof(*bufs));
     uint8_t *hb = NULL;
-    if (bufs != NULL && (heads || q->q_heads != NULL) && (hb = arpc_malloc(cap * ARPC_OUTQ_HEAD_MAX)) == NULL) {
+    if (bufs != NULL && (heads || q->q_heads != NULL) && (hb = arpc_malloc(outq_heads_size(cap))) == NULL) {
         arpc_free(bufs);
         bufs = NULL;
     }
@@ -76,8 +80,8 @@ static int outq_grow(struct arpc_outq *q, bool heads)
     for (size_t i = 0; i < q->q_count; i++) {
         bufs[i] = q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
         if (outq_is_head(&bufs[i])) {
-            memcpy(hb + i * ARPC_OUTQ_HEAD_MAX, bufs[i].b_data, bufs[i].b_len);
-            bufs[i].b_data = hb + i * ARPC_OUTQ_HEAD_MAX;
+            memcpy(outq_head_room(hb, i), bufs[i].b_data, bufs[i].b_len);
+            bufs[i].b_data = outq_head_room(hb, i);
         }
     }
     arpc_free(q->q_bufs);
@@ -121,7 +125,7 @@ int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_
                      : arpc_outq_push_shared(q, base, data, len, release);
     if (q->q_count + 2 > q->q_cap && outq_grow(q, true) != ARPC_OK)
         return ARPC_ENOMEM; /* (doubled from 64 at least: room for two) */
-    if (q->q_heads == NULL && (q->q_heads = arpc_malloc(q->q_cap * ARPC_OUTQ_HEAD_MAX)) == NULL)
+    if (q->q_heads == NULL && (q->q_heads = arpc_malloc(outq_heads_size(q->q_cap))) == NULL)
         return ARPC_ENOMEM;
     size_t mask = q->q_cap - 1, hslot, bslot;
     if (front) {
@@ -132,7 +136,7 @@ int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_
         hslot = (q->q_head + q->q_count) & mask;
         bslot = (hslot + 1) & mask;
     }
-    uint8_t *h = outq_head_slot(q, hslot);
+    uint8_t *h = outq_head_room(q->q_heads, hslot);
     memcpy(h, head, head_len);
     q->q_bufs[hslot] = (struct arpc_outq_buf){NULL, h, head_len, outq_head_done};
     q->q_bufs[bslot] = (struct arpc_outq_buf){base, data, len, release};

@@ -50,8 +50,9 @@ struct arpc_outq_buf {
 
 struct arpc_outq {
     struct arpc_outq_buf *q_bufs; /* ring of buffers */
-    uint8_t *q_heads;             /* ARPC_OUTQ_HEAD_MAX bytes per slot of q_bufs: the heads' bytes
-                                   * (a head is a buffer of its own in q_bufs); NULL until the first */
+    uint8_t *q_heads;             /* the heads' bytes, ARPC_OUTQ_HEAD_MAX a head, one head's room
+                                   * for each two slots of q_bufs (a head is a buffer of its own
+                                   * there, followed by its buffer's); NULL until the first */
     size_t q_head, q_count, q_cap; /* q_cap is a power of two */
     size_t q_bytes;                /* bytes still to write */
     size_t q_nheads;               /* of the q_count buffers, heads (not frames of their own) */

@@ -342,8 +342,11 @@ static void test_fini_frees_queued(void **state)
     stream_close(&s);
 }
 
-/* Random pushes (sizes 0 to 64 KiB, bursts past the ring's size), flushes and partial peer
- * reads against the stream model: the ring wraps, grows while wrapped, and shrinks. */
+static int push_headed(struct arpc_outq *q, struct stream *s, size_t head_len, size_t len, bool front);
+
+/* Random pushes (sizes 0 to 64 KiB, bursts past the ring's size, heads among them), flushes
+ * and partial peer reads against the stream model: the ring wraps, grows while wrapped, and
+ * shrinks, and no head's room is another's. */
 static void test_random_against_stream(void **state)
 {
     (void)state;
@@ -355,10 +358,16 @@ static void test_random_against_stream(void **state)
     for (int op = 0; op < 1500; op++) {
         uint64_t r = rng_next(&seed);
         switch (r % 4) {
-        case 0: { /* a burst of small buffers */
+        case 0: { /* a burst of small buffers, some with heads (of every length: a head and its
+                   * buffer land at either parity of the ring's slots) */
             unsigned n = (unsigned)(rng_next(&seed) % 300);
-            for (unsigned i = 0; i < n; i++)
-                assert_int_equal(ARPC_OK, push_bytes(&q, &s, rng_next(&seed) % 64));
+            for (unsigned i = 0; i < n; i++) {
+                uint64_t k = rng_next(&seed);
+                if (k & 1)
+                    assert_int_equal(ARPC_OK, push_bytes(&q, &s, (k >> 1) % 64));
+                else
+                    assert_int_equal(ARPC_OK, push_headed(&q, &s, 1 + (k >> 1) % ARPC_OUTQ_HEAD_MAX, (k >> 8) % 64, false));
+            }
             break;
         }
         case 1:
