@@ -290,7 +290,9 @@ static bool future_settle(arpc_future *f, void *data, size_t len)
         return false;
     }
     if (future_embedded(f)) {
-        assert(len <= UINT32_MAX); /* a frame's body (f_len) */
+        /* A frame's body, under a client's max_frame (32 bits), or a short text: never more
+         * (f_len). Users cannot complete an embedded future (arpc_future_complete). */
+        assert(len <= UINT32_MAX);
         f->f_len = data != NULL ? (uint32_t)len : 0;
     } else {
         future_alone(f)->fa_len = data != NULL ? len : 0;

@@ -53,7 +53,7 @@ struct arpc_future {
      * (under 4 GiB); a future of its own keeps a size_t in its allocation (future.c). */
     uint32_t f_len;
     /* Four bytes of the embedding owner's (a client's call: core/client_internal.h), beside
-     * f_len so that neither leaves a hole; future.c never touches them. */
+     * f_len so that neither leaves a hole; future.c only zeroes them at init. */
     uint32_t f_owner_word;
     _Atomic(void *) f_data;       /* as f_len; take() swaps it for NULL */
     /* An embedded future's owner (the state's ST_EMBEDDED bit); NULL for a future of its own,

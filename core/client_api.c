@@ -227,7 +227,8 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
             rc = ARPC_EINVAL;
             why = "the call's semantics is not one of enum arpc_call_semantics";
         }
-        else if ((call = call_new(c, method, method_len, req_len, call_deadline(c, o != NULL ? o->deadline_ms : 0), sem)) == NULL)
+        else if ((call = call_new(c, method, method_len, req_len, call_deadline(c, o != NULL ? o->deadline_ms : 0),
+                                  sem)) == NULL)
             rc = ARPC_ENOMEM;
     }
     /* Every outcome arrives through a future: a call that cannot start gets one of its own. */

@@ -11,8 +11,9 @@
 /* client_call.c */
 /* A call of c (its future, with the caller's reference and the call's hold, and the call's
  * state before it reaches the loop) with room for a request of method[0..method_len) and
- * payload_len bytes (call_set_request). The method is looked up in c->cl_names (added if new):
- * a method kept there costs the call a byte, not its name (core/method_names.h). A
+ * payload_len bytes (call_set_request). The method of a request up to 1 KiB is looked up in
+ * c->cl_names (added if new): a method kept there costs the call a byte, not its name
+ * (core/method_names.h: not one too long, or that finds no room or memory). A
  * request whose frame is over 1 KiB is a second block (from c->cl_blocks, or c->cl_bufs from
  * ARPC_CONN_BODY_MIN on, and back there). NULL without memory. Freed by call_free once started
  * (or, never handed to the loop, by call_discard, and the hold dropped: the future stays the

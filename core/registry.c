@@ -33,7 +33,7 @@ const struct arpc_method *arpc_registry_find(const struct arpc_registry *r, cons
         if (slot == 0)
             return NULL;
         const struct arpc_method *m = r->r_methods[slot - 1];
-        if (m->m_name_len == len && memcmp(m->m_name, name, len) == 0)
+        if (m->m_name_len == len && arpc_name_equal(m->m_name, name, len))
             return m;
     }
 }
@@ -42,7 +42,7 @@ const struct arpc_method *arpc_registry_find_near(const struct arpc_registry *r,
                                                   const struct arpc_method **last)
 {
     const struct arpc_method *m = *last;
-    if (m != NULL && m->m_name_len == len && memcmp(m->m_name, name, len) == 0)
+    if (m != NULL && m->m_name_len == len && arpc_name_equal(m->m_name, name, len))
         return m;
     m = arpc_registry_find(r, name, len);
     if (m != NULL)

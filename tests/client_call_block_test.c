@@ -2,8 +2,8 @@
  * A client call is one allocation (core/client_call.c): the caller's future, the call record
  * and its request share a block that goes when the last of them lets go. Here:
  *  - starting a call allocates exactly one block on the caller's thread for a request of up
- *    to 1 KiB (and the first call of a method one more, its name kept), two for a larger one (its request apart, so a completed future the caller keeps
- *    does not pin it); once the calls are done their requests' blocks are reused, so the
+ *    to 1 KiB (and the first call of a method one more, its name kept), two for a larger one
+ *    (its request apart, so a completed future the caller keeps does not pin it); once the calls are done their requests' blocks are reused, so the
  *    next calls of that size allocate one block each;
  *  - futures outlive their client as arpc/future.h promises: a completed one keeps its reply,
  *    a pending one ends ARPC_ESHUTDOWN, and each may be read, taken from and released after
