@@ -131,8 +131,7 @@ static size_t future_len(const arpc_future *f)
 {
     if (future_embedded(f))
         return f->f_len;
-    return ((const struct future_alone *)(const void *)((const char *)f - offsetof(struct future_alone, fa_future)))
-        ->fa_len;
+    return future_alone((arpc_future *)f)->fa_len; /* (read only) */
 }
 
 /* Spins before sleeping: RPC replies often land within microseconds, and a futex sleep plus
