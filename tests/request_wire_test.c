@@ -12,6 +12,7 @@
  * into this executable, so its calls come here): the next caller's write (MSG_DONTWAIT) takes at
  * most N bytes, or none (EAGAIN: the call goes to the loop); the loop's writes take at most M
  * bytes each. Waits are on conditions (the loop asleep, a client counter, a readable socket).
+ * And a cut call whose rest finds no memory is sent again whole (it never left whole).
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -289,12 +290,53 @@ static void test_resend_after_reconnect_same_seq_and_bytes(void **state)
     atomic_store(&cut_loop, 0);
 }
 
+/* A call its caller wrote only part of, whose rest then finds no memory on the loop (the
+ * output queue's first head room): the connection is closed, for the server would wait for
+ * the frame's end for ever. The call never left whole, so it did not run: an ARPC_NO_RETRY
+ * call, which is not sent again once sent, is sent again on the next connection and succeeds
+ * (ended "may have run", its caller would be told something false it must act on). */
+static void test_rest_without_memory_is_sent_again(void **state)
+{
+    struct fixture *fx = *state;
+    wait_idle(fx->c);
+    /* The rest's push is the queue's first head: its room (32 heads of 64 bytes) fails. */
+    test_alloc_fail_next(2048, 2049);
+    arpc_future *f = start_call(fx, (struct way){10, 0}, ARPC_NO_RETRY);
+    /* The old connection got the call's first 10 bytes and no more, then its end. */
+    uint8_t first[64];
+    size_t n = 0;
+    for (;;) {
+        assert_true(wait_fd(fx->fd, POLLIN));
+        ssize_t r = read(fx->fd, first + n, sizeof(first) - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    assert_int_equal(n, 10);
+    assert_int_equal(test_alloc_sized_failed(), 1);
+    /* Sent again, whole, on the next connection. */
+    close(fx->fd);
+    fx->fd = fake_accept(fx->lfd);
+    if (!wait_fd(fx->fd, POLLIN))
+        fail_msg("not sent again: the call ended %d", arpc_future_wait_for(f, 0));
+    uint8_t got[256], want[256];
+    size_t len = read_request(fx->fd, got, sizeof(got));
+    uint64_t xid = arpc_frame_xid(got);
+    assert_int_equal(len, expected_frame(want, xid, 0, 0));
+    assert_memory_equal(got, want, len);
+    assert_memory_equal(first, want, 8); /* the same frame's start (its xid may be a new one) */
+    reply_ok(fx->fd, xid);
+    expect_ok(f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    test_alloc_sized_install(); /* before any arpc call (arpc/alloc.h); plain malloc until armed */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_caller_and_loop_write_the_same_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_after_reconnect_same_seq_and_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rest_without_memory_is_sent_again, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
