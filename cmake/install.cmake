@@ -100,5 +100,13 @@ install(FILES ${ARPC_FOR_INSTALL}/arpc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pk
 # arpc-uninstalled.pc: arpc from this build tree, before any install. pkg-config takes
 # NAME-uninstalled.pc before NAME.pc from the same path, so PKG_CONFIG_PATH=<build dir> builds a
 # program against these headers and this libarpc.so (with an rpath to it).
+# A multi-config generator (Ninja Multi-Config, Xcode, Visual Studio) builds the library once
+# per configuration, each in a directory of its own: one file each, in <build dir>/<config>.
 configure_file(arpc-uninstalled.pc.in ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in @ONLY)
-file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc INPUT ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in)
+get_property(ARPC_MULTI_CONFIG GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
+if(ARPC_MULTI_CONFIG)
+  set(ARPC_UNINSTALLED_PC ${CMAKE_BINARY_DIR}/$<CONFIG>/arpc-uninstalled.pc)
+else()
+  set(ARPC_UNINSTALLED_PC ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc)
+endif()
+file(GENERATE OUTPUT ${ARPC_UNINSTALLED_PC} INPUT ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in)
