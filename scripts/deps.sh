@@ -10,6 +10,7 @@ ARPC_PACKAGES+=(libssl-dev openssl libjansson-dev golang-go)
 # The fuzz targets (scripts/fuzz.sh): clang, and libFuzzer's runtime (libclang_rt.fuzzer).
 ARPC_PACKAGES+=(clang libclang-rt-dev)
 ARPC_PACKAGES+=(libprotobuf-c-dev protobuf-c-compiler) # typed stubs from protobuf-c (ARPC_WITH_PROTOBUF)
+ARPC_PACKAGES+=(ninja-build) # test.sh generates once with a multi-config generator (Ninja Multi-Config)
 
 arpc_missing_packages() {
     local missing=()

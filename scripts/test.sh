@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the cmocka tests under a normal -Werror build, under ASan+UBSan (with
 # the leak checker), and under TSan; then a smoke run of the benchmark whose JSON must parse,
-# a downstream project built against a staged install (scripts/downstream.sh), and every fuzz
-# target for 60 s under ASan+UBSan (scripts/fuzz.sh).
+# a downstream project built against a staged install (scripts/downstream.sh), a generation with
+# a multi-config generator, and every fuzz target for 60 s under ASan+UBSan (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -63,6 +63,16 @@ out=$(build-test-release/bench/arpc-bench throughput --calls 200 --window 16 --p
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["mb_per_s"] > 0 and d["baseline_mb_per_s"] > 0 and d["cpu_us_per_call"] > 0 and d["baseline_cpu_us_per_call"] > 0, d; print("bench throughput 1 MiB ok:", round(d["mb_per_s"]), "MB/s, raw", round(d["baseline_mb_per_s"]), "MB/s, CPU per call", round(d["cpu_us_per_call"]), "us")'
 PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
+# A multi-config generator (one build tree, a directory per configuration) generates: only the
+# configure step, a few seconds; each configuration gets its own arpc-uninstalled.pc.
+rm -rf build-test-multiconfig
+cmake -S . -B build-test-multiconfig -G "Ninja Multi-Config" -DARPC_BUILD_TESTS=OFF >/dev/null
+for c in Debug Release; do
+    grep -q "^libdir=.*/build-test-multiconfig/$c\$" "build-test-multiconfig/$c/arpc-uninstalled.pc" ||
+        { echo "multi-config: no $c/arpc-uninstalled.pc naming its own directory" >&2; exit 1; }
+done
+echo "multi-config generation ok" >&2
+PASSED=$((PASSED + 1))
 BUILD=build-test-fuzz JOBS=$JOBS scripts/fuzz.sh 60; PASSED=$((PASSED + 1)) # each libFuzzer target 60 s, ASan+UBSan
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"
