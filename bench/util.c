@@ -40,7 +40,9 @@ static enum bench_role role_of(const char *name)
 static bool task_read(const char *tid, const char *what, char *buf, size_t len)
 {
     char path[64];
-    snprintf(path, sizeof(path), "/proc/self/task/%s/%s", tid, what);
+    int plen = snprintf(path, sizeof(path), "/proc/self/task/%s/%s", tid, what);
+    if (plen < 0 || (size_t)plen >= sizeof(path)) /* never (a tid is digits); checked, or -O3 warns */
+        return false;
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return false;
