@@ -261,6 +261,25 @@ static void test_usage(void **state)
     assert_int_equal(2, r.status);
 }
 
+/* A refused option value is named, with what the option takes, so the user can fix it. */
+static void test_bad_value_says_what_is_wanted(void **state)
+{
+    struct fixture *fx = *state;
+    struct call_run r;
+    RUN(&r, "--deadline-ms", "0", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+    assert_string_equal("arpc-call: bad value '0' for --deadline-ms: it takes a whole number of milliseconds, 1 or more\n"
+                        "(arpc-call --help for usage)\n",
+                        r.err);
+    RUN(&r, "--repeat=ten", fx->addr, "t.echo");
+    assert_int_equal(2, r.status);
+    assert_non_null(strstr(r.err, "bad value 'ten' for --repeat: it takes a whole number, 1 or more\n"));
+    RUN(&r, "--ca", "", "tls://127.0.0.1:1", "t.echo");
+    assert_int_equal(2, r.status);
+    assert_non_null(strstr(r.err, "bad value '' for --ca: it takes a file name, not empty\n"));
+    assert_int_equal(2, call_run_lines(r.err));
+}
+
 /* ---- --json: JSON-RPC 1.0 ---- */
 
 #ifdef ARPC_WITH_JSONRPC
@@ -412,6 +431,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_unwritable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_value_says_what_is_wanted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
 #ifdef ARPC_WITH_JSONRPC
         cmocka_unit_test_setup_teardown(test_json_tls_refused, setup, teardown),

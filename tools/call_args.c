@@ -17,6 +17,7 @@ struct opt {
     bool takes_value;
     bool (*take)(struct call_args *a, const char *value); /* false: bad value */
     const char *help;
+    const char *wants; /* what a value must be, said when take refuses one (NULL: takes none) */
 };
 
 static bool parse_u64(const char *s, uint64_t *out)
@@ -89,31 +90,39 @@ static bool take_token(struct call_args *a, const char *v) { return take_string(
 static bool take_token_file(struct call_args *a, const char *v) { return take_string(&a->token_file, v); }
 
 static const struct opt opts[] = {
-    {"hex", false, take_hex, "DATA (or the file) is hex digits; the reply is printed as hex"},
-    {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)"},
-    {"deadline-ms", true, take_deadline, "N: the call's deadline in ms (default: none)"},
+    {"hex", false, take_hex, "DATA (or the file) is hex digits; the reply is printed as hex", NULL},
+    {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)",
+     "a path, not empty"},
+    {"deadline-ms", true, take_deadline, "N: the call's deadline in ms (default: none)",
+     "a whole number of milliseconds, 1 or more"},
     {"repeat", true, take_repeat,
      "N: make the call N times, pipelined, and print a summary line instead of the\n"
-     "                 reply (calls, failures, p50/p99/max in us, rate)"},
-    {"list", false, take_list, "call the server's built-in arpc.methods: its method names, one per line"},
+     "                 reply (calls, failures, p50/p99/max in us, rate)",
+     "a whole number, 1 or more"},
+    {"list", false, take_list, "call the server's built-in arpc.methods: its method names, one per line", NULL},
     {"json", false, take_json,
      "call METHOD (e.g. KV.Get) as JSON-RPC 1.0, as Go's net/rpc/jsonrpc does: DATA is\n"
      "                 params[0] as JSON (default: null); the result's JSON is printed, and a\n"
      "                 server's error string fails with ARPC_EHANDLER; tcp:// and unix:// only\n"
-     "                 (a tls:// ADDR fails with ARPC_EADDR: nothing is sent without TLS)"},
-    {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)"},
+     "                 (a tls:// ADDR fails with ARPC_EADDR: nothing is sent without TLS)",
+     NULL},
+    {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)",
+     "a file name, not empty"},
     {"ca-dir", true, take_ca_dir,
      "DIR: a directory of CAs (PEM, named by their subject hash as c_rehash makes\n"
-     "                 them), with --ca or alone"},
-    {"cert", true, take_cert, "FILE: our certificate (PEM) for mutual TLS, with --key"},
-    {"key", true, take_key, "FILE: --cert's private key (PEM)"},
+     "                 them), with --ca or alone",
+     "a directory name, not empty"},
+    {"cert", true, take_cert, "FILE: our certificate (PEM) for mutual TLS, with --key", "a file name, not empty"},
+    {"key", true, take_key, "FILE: --cert's private key (PEM)", "a file name, not empty"},
     {"server-name", true, take_server_name,
-     "NAME: the name the tls:// server's certificate must carry (default: ADDR's host)"},
+     "NAME: the name the tls:// server's certificate must carry (default: ADDR's host)", "a name, not empty"},
     {"token-file", true, take_token_file,
      "FILE: the token sent to a server that checks one: FILE's contents, a trailing\n"
-     "                 line feed stripped"},
+     "                 line feed stripped",
+     "a file name, not empty"},
     {"token", true, take_token, "TOKEN: the token itself (seen by ps and kept in shell history: prefer\n"
-                                "                 --token-file)"},
+                                "                 --token-file)",
+     "a token, not empty"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -158,6 +167,14 @@ static enum call_args_result usage_error(const char *fmt, const char *what)
     return CALL_ARGS_USAGE;
 }
 
+/* "bad value '0' for --deadline-ms: it takes a whole number of milliseconds, 1 or more" */
+static enum call_args_result bad_value(const struct opt *o, const char *value)
+{
+    fprintf(stderr, "arpc-call: bad value '%s' for --%s: it takes %s\n(arpc-call --help for usage)\n", value, o->name,
+            o->wants);
+    return CALL_ARGS_USAGE;
+}
+
 enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a)
 {
     memset(a, 0, sizeof(*a));
@@ -198,7 +215,7 @@ enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a
             return usage_error("option '%s' takes no value", arg);
         }
         if (!o->take(a, value))
-            return usage_error("bad value for '%s'", arg);
+            return bad_value(o, value);
     }
     int need = a->list ? 1 : 2;
     if (npos < need)
