@@ -103,7 +103,7 @@ typedef struct arpc_client_options {
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest frame body sent or taken: a request's counts its
                                   * bytes + its method name + 24, a reply's its bytes alone
-                                  * (docs/PROTOCOL.md); 0: ARPC_DEFAULT_MAX_FRAME (16 MiB); at
+                                  * (docs/PROTOCOL.md); 0: 16 MiB (as the server's); at
                                   * least ARPC_MAX_FRAME_MIN (1 KiB: arpc/common.h). The
                                   * server's HELLO is read whatever it says */
     uint64_t client_id;          /* 0: random. At-most-once holds across the client's reconnects
