@@ -11,6 +11,7 @@
 
 #include <spawn.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ static void run(struct call_run *r, const char *bin, const void *in, size_t in_l
     }
     r->err_len = slurp(err, r->err, sizeof(r->err));
     if (r->err_len > 0)
-        print_message("arpc-call stderr: %s", r->err);
+        print_message("%s stderr: %s", strrchr(bin, '/') != NULL ? strrchr(bin, '/') + 1 : bin, r->err);
 }
 
 void call_run(struct call_run *r, const char *bin, const void *in, size_t in_len, const char *const *args)

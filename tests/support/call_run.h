@@ -1,6 +1,7 @@
 /*
- * tests/support/call_run.h: runs the arpc-call program (tools/) as a child process and keeps
- * its exit status, standard output and standard error, for the tests of the tool.
+ * tests/support/call_run.h: runs the arpc-call program (tools/), or another (bash for
+ * deps_script_test), as a child process and keeps its exit status, standard output and
+ * standard error, for the tests of the tool.
  */
 #ifndef ARPC_TEST_CALL_RUN_H
 #define ARPC_TEST_CALL_RUN_H
