@@ -206,6 +206,23 @@ static void test_deadline(void **state)
     assert_int_equal(2, r.status);
 }
 
+/* --deadline-ms bounds connecting too: a server that accepts and never says HELLO (a listening
+ * socket nobody accepts from) fails the command at the deadline, not at the 5 s connect timeout. */
+static void test_deadline_bounds_connecting(void **state)
+{
+    (void)state;
+    uint16_t port;
+    int lfd = fd_listen_loopback(0, 16, 0, &port);
+    assert_true(lfd >= 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
+    struct call_run r;
+    RUN(&r, "--deadline-ms", "200", addr, "t.echo");
+    close(lfd);
+    assert_int_equal(10 + ARPC_ETIMEDOUT, r.status);
+    assert_non_null(strstr(r.err, "timed out after 200 ms"));
+}
+
 static void test_repeat(void **state)
 {
     struct fixture *fx = *state;
@@ -268,7 +285,8 @@ static void test_bad_value_says_what_is_wanted(void **state)
     struct call_run r;
     RUN(&r, "--deadline-ms", "0", fx->addr, "t.echo");
     assert_int_equal(2, r.status);
-    assert_string_equal("arpc-call: bad value '0' for --deadline-ms: it takes a whole number of milliseconds, 1 or more\n"
+    assert_string_equal("arpc-call: bad value '0' for --deadline-ms: "
+                        "it takes a whole number of milliseconds, 1 or more\n"
                         "(arpc-call --help for usage)\n",
                         r.err);
     RUN(&r, "--repeat=ten", fx->addr, "t.echo");
@@ -428,6 +446,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_bounds_connecting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_unwritable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage, setup, teardown),

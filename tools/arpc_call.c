@@ -167,7 +167,10 @@ static int run(int argc, char **argv)
         return status;
     }
     char why[512] = "";
-    arpc_client_options o = {.no_reconnect = true, .errbuf = why, .errbuf_len = sizeof(why)};
+    /* --deadline-ms bounds connecting too: a server that never answers fails in N ms, not in
+     * the library's 5 s connect timeout. */
+    arpc_client_options o = {.no_reconnect = true, .connect_timeout_ms = a.deadline_ms, .errbuf = why,
+                             .errbuf_len = sizeof(why)};
     struct call_creds creds;
     status = call_creds_apply(&a, &creds, &o);
     if (status >= 0) {

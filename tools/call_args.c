@@ -93,7 +93,9 @@ static const struct opt opts[] = {
     {"hex", false, take_hex, "DATA (or the file) is hex digits; the reply is printed as hex", NULL},
     {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)",
      "a path, not empty"},
-    {"deadline-ms", true, take_deadline, "N: the call's deadline in ms (default: none)",
+    {"deadline-ms", true, take_deadline,
+     "N: the call's deadline in ms, which bounds connecting too (default: none, and\n"
+     "                 5000 ms to connect)",
      "a whole number of milliseconds, 1 or more"},
     {"repeat", true, take_repeat,
      "N: make the call N times, pipelined, and print a summary line instead of the\n"

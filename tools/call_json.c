@@ -21,7 +21,8 @@ int call_json(const struct call_args *a, const char *params, size_t len)
         len = strlen(params);
     }
     char why[512] = "";
-    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    /* --deadline-ms bounds connecting too, as in arpc_call.c */
+    arpc_jsonrpc_options o = {.connect_timeout_ms = a->deadline_ms, .errbuf = why, .errbuf_len = sizeof(why)};
     arpc_jsonrpc_client *c = NULL;
     int rc = arpc_jsonrpc_connect(&c, a->addr, &o);
     if (rc != ARPC_OK)
