@@ -29,7 +29,8 @@
  *    Loops and actor groups are checked the same way; a loop's magic stays live through its
  *    destroy's final drain (tasks still running then may submit, and get ARPC_ESHUTDOWN), and
  *    a second destroy during it is caught by a flag of its own.
- *  - Not covered: arpc_request handles (NULL checks only where arpc/server.h says so).
+ *  - arpc_request handles are checked the same way, but only until the server reuses the
+ *    handle for its next request, which it does soon (arpc/server.h, arpc_reply).
  *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the
  *    default; fields are only ever appended. A function taking one is a macro passing
  *    sizeof(the struct) as the caller's headers have it to its _v symbol (docs/ABI.md): an
