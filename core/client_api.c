@@ -4,6 +4,8 @@
  * to the loop. Every outcome, immediate failures included, arrives through the future.
  */
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -167,11 +169,16 @@ static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
     return arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
 }
 
+/* The text of a request refused ARPC_ETOOLARGE: its size and whose limit (the server's, from
+ * its HELLO, or this client's max_frame) it is over. */
+#define TOO_LARGE_WHY_MAX 192
+
 /* Checks a request and the client's state; ARPC_OK with the method name's length and the
- * frame's total size. An argument refused ARPC_EINVAL is named in *why (the call's result, so
- * the caller learns which). */
+ * frame's total size. An argument refused ARPC_EINVAL, or a request ARPC_ETOOLARGE, is said
+ * in *why (the call's result, so the caller learns which; the latter written into too_large,
+ * TOO_LARGE_WHY_MAX bytes). */
 static int request_check(arpc_client *c, const char *method, const void *req, size_t req_len, size_t *method_len,
-                         size_t *total, const char **why)
+                         size_t *total, const char **why, char *too_large)
 {
     _Static_assert(ARPC_METHOD_MAX == 255, "the message below names the bound");
     size_t mlen = method ? strlen(method) : 0;
@@ -185,14 +192,19 @@ static int request_check(arpc_client *c, const char *method, const void *req, si
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST)
         return client_unavailable_reason(c);
-    uint32_t limit = atomic_load(&c->cl_server_max);
-    if (c->cl_max_frame < limit)
-        limit = c->cl_max_frame;
-    if (req_len > limit) /* checked first: req_len + header must not wrap */
+    uint32_t server_max = atomic_load(&c->cl_server_max);
+    uint32_t limit = c->cl_max_frame < server_max ? c->cl_max_frame : server_max;
+    size_t fields = arpc_frame_request_size(mlen, 0) - ARPC_FRAME_HEADER_SIZE;
+    size_t body = req_len <= SIZE_MAX - ARPC_FRAME_HEADER_SIZE - fields ? req_len + fields : SIZE_MAX; /* no wrap */
+    if (body > limit) {
+        snprintf(too_large, TOO_LARGE_WHY_MAX, "a request of %zu bytes (%zu with its method name and call fields) is over %s (%u bytes)",
+                 req_len, body, limit == c->cl_max_frame ? "this client's max_frame" : "the server's frame limit", limit);
+        *why = too_large;
         return ARPC_ETOOLARGE;
+    }
     *method_len = mlen;
-    *total = arpc_frame_request_size(mlen, req_len);
-    return *total - ARPC_FRAME_HEADER_SIZE > limit ? ARPC_ETOOLARGE : ARPC_OK;
+    *total = body + ARPC_FRAME_HEADER_SIZE;
+    return ARPC_OK;
 }
 
 /* method_len as request_check() found it. */
@@ -218,8 +230,9 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         rc = ARPC_EINVAL;
     size_t method_len = 0, total = 0;
     const char *why = NULL; /* an argument refused, for the result */
+    char too_large[TOO_LARGE_WHY_MAX];
     if (rc == ARPC_OK)
-        rc = request_check(c, method, req, req_len, &method_len, &total, &why);
+        rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
     struct client_call *call = NULL;
     if (rc == ARPC_OK) {
         enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
@@ -408,8 +421,9 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
         return ARPC_EINVAL;
     size_t method_len = 0, total = 0;
     const char *why = NULL;
-    int rc = request_check(c, method, req, req_len, &method_len, &total, &why);
-    if (why != NULL) /* no result to carry it: said once per call, as misuse is */
+    char too_large[TOO_LARGE_WHY_MAX];
+    int rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
+    if (rc == ARPC_EINVAL && why != NULL) /* no result to carry it: said once per call, as misuse is */
         arpc_log(ARPC_LOG_WARN, "arpc_notify refused: %s", why);
     struct oneway_msg *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
     if (m == NULL) {

@@ -154,20 +154,25 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
                   ? (int)f->f_code
                   : ARPC_EPROTO;
     char text[CLIENT_WHY_MAX];
-    snprintf(text, sizeof(text), "server %s refused the connection: %s", c->cl_target.t_addr, msg);
+    /* Before its HELLO the server refuses the connection; after it, it ends one in use. */
+    snprintf(text, sizeof(text), "server %s %s the connection: %s", c->cl_target.t_addr,
+             c->cl_connector.cn_attempting ? "refused" : "ended", msg);
     client_set_error(c, why, text);
     atomic_store(&c->cl_lost_reason, why);
-    if (client_first_awaited(c))
-        return; /* arpc_client_connect tells its caller */
-    /* A server with no room now (max_connections, out of descriptors or memory) may have room
-     * later: a client that reconnects tries again after its back-off, as after any loss, its
-     * calls waiting within their deadlines and reconnect_give_up_ms (arpc_client_last_error
-     * says what is in the way). Ending it for good would let one busy moment of the server
-     * (a restart's herd of reconnects) end its long-lived clients. */
-    if (why == ARPC_EOVERLOADED && c->cl_reconnect)
-        return;
-    atomic_store(&c->cl_state, CL_LOST);
-    arpc_log(ARPC_LOG_WARN, "%s", text);
+    /* arpc_client_connect tells its caller. A server with no room now (max_connections, out
+     * of descriptors or memory) may have room later: a client that reconnects tries again
+     * after its back-off, as after any loss, its calls waiting within their deadlines and
+     * reconnect_give_up_ms (arpc_client_last_error says what is in the way). Ending it for
+     * good would let one busy moment of the server (a restart's herd of reconnects) end its
+     * long-lived clients. */
+    if (!client_first_awaited(c) && !(why == ARPC_EOVERLOADED && c->cl_reconnect)) {
+        atomic_store(&c->cl_state, CL_LOST);
+        arpc_log(ARPC_LOG_WARN, "%s", text);
+    }
+    /* Refused before its HELLO, nothing more can come on this connection: it ends now, not
+     * when (or if) the server closes it (the close reports the GOAWAY's words). */
+    if (c->cl_connector.cn_attempting)
+        arpc_conn_close(&c->cl_conn, why);
 }
 
 static void client_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -257,7 +262,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         client_linger_done(c); /* closing: client_cleanup ended every call itself */
         return;
     }
-    char why[CLIENT_WHY_MAX];
+    char why[2 * CLIENT_WHY_MAX]; /* room for the address and a GOAWAY's words (kept: CLIENT_WHY_MAX) */
     if (c->cl_connector.cn_attempting) {
         calls_on_conn_lost(c);
         int code = client_hello_failure(c, reason, why, sizeof(why));
@@ -267,7 +272,18 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     struct client_connector *cn = &c->cl_connector;
     if (!cn->cn_proven && arpc_now_coarse_ns() - cn->cn_hello_ns >= (uint64_t)cn->cn_backoff.b_max_ms * 1000000u)
         arpc_backoff_reset(&cn->cn_backoff); /* it lasted: a server that restarts is retried at once */
-    snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, loss_cause(conn, state, reason));
+    /* A server that ended the connection with a GOAWAY (not a stop) said why: its words, not
+     * "closed by the server, or the network failed". */
+    int said = atomic_load(&c->cl_lost_reason);
+    char goaway[CLIENT_WHY_MAX] = "";
+    if (state == CL_LOST && reason == ARPC_ECONNLOST && said != ARPC_ECONNLOST && said != ARPC_EUNREACHABLE &&
+        said != ARPC_ESHUTDOWN) {
+        pthread_mutex_lock(&c->cl_err_mtx);
+        snprintf(goaway, sizeof(goaway), "%s", c->cl_err_text);
+        pthread_mutex_unlock(&c->cl_err_mtx);
+    }
+    const char *cause = goaway[0] != '\0' ? goaway : loss_cause(conn, state, reason);
+    snprintf(why, sizeof(why), "connection to %s lost: %s", c->cl_target.t_addr, cause);
     client_set_loss(c, why);
     bool for_good = state == CL_LOST || !c->cl_reconnect;
     if (for_good) {

@@ -571,6 +571,22 @@ static void test_garbage_then_good_client(void **state)
     arpc_client_close(c);
 }
 
+/* A call of len bytes is refused ARPC_ETOOLARGE before it leaves, with a message ending in
+ * tail (the request's size, and its frame body's, named before it). */
+static void expect_too_large(arpc_client *c, const void *req, size_t len, const char *tail)
+{
+    arpc_future *f = arpc_call_async(c, "test.echo", req, len, TEST_WAIT_MS);
+    assert_int_equal(ARPC_ETOOLARGE, arpc_future_wait(f));
+    size_t n;
+    const char *why = arpc_future_data(f, &n);
+    assert_non_null(why);
+    char want[160];
+    snprintf(want, sizeof(want), "a request of %zu bytes (%zu with its method name and call fields) %s", len,
+             len + strlen("test.echo") + ARPC_REQUEST_FIXED_SIZE, tail);
+    assert_string_equal(want, why);
+    arpc_future_release(f);
+}
+
 static void test_oversized_frame(void **state)
 {
     struct fixture *fx = *state;
@@ -590,11 +606,20 @@ static void test_oversized_frame(void **state)
     static char big[4096];
     assert_int_equal(ARPC_ETOOLARGE, arpc_call(c, "test.echo", big, sizeof(big), NULL, NULL, 2000));
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 512, NULL, NULL, TEST_WAIT_MS));
+    /* The refusal says the size and whose limit: the server's, learnt from its HELLO. */
+    expect_too_large(c, big, sizeof(big), "is over the server's frame limit (1024 bytes)");
     arpc_client_close(c);
     /* A client with a small limit gets ETOOLARGE for a reply it would not accept. */
     arpc_client_options o = {.max_frame = ARPC_MAX_FRAME_MIN};
     c = connect_client(fx, &o);
     assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", big, 900, NULL, NULL, TEST_WAIT_MS));
+    arpc_client_close(c);
+    /* Its own limit under the server's: the refusal names the client's. */
+    stop_server(fx);
+    start_server(fx, 0);
+    c = connect_client(fx, &o);
+    assert_int_equal(ARPC_OK, arpc_call(c, "test.echo", "ok", 2, NULL, NULL, TEST_WAIT_MS));
+    expect_too_large(c, big, 2000, "is over this client's max_frame (1024 bytes)");
     arpc_client_close(c);
 }
 
