@@ -154,6 +154,24 @@ static char *jsonrpc_null_id(void)
     return id;
 }
 
+/* How requests are read. \u0000 is a JSON string's character like any other: kept
+ * (json_string_length). A key twice in one object, at any depth, is refused: parsers disagree
+ * on which of the two counts (jansson and Go keep the last, others the first), so a proxy or
+ * filter in front of the server could check one method, id or parameter while the handler
+ * runs with the other (RFC 8259 leaves it to the parser; I-JSON, RFC 7493, forbids it). */
+#define JSONRPC_REQUEST_FLAGS (JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES)
+
+#define JSONRPC_MALFORMED_MAX (ARPC_LOG_FIELD_MAX + 64)
+
+/* "jsonrpc: malformed request at byte N: jansson's words" into why (JSONRPC_MALFORMED_MAX). */
+static void jsonrpc_why_malformed(const json_error_t *jerr, char *why)
+{
+    /* jansson quotes the bytes near the error: the peer's, so escaped (found by fuzzing). */
+    char text[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(text, sizeof(text), jerr->text, strlen(jerr->text));
+    snprintf(why, JSONRPC_MALFORMED_MAX, "jsonrpc: malformed request at byte %d: %s", jerr->position, text);
+}
+
 /* Bad input (ARPC_EPROTO; ARPC_ECONNLOST for a request cut by the end of stream) or a
  * failed authentication (ARPC_EAUTH) ends the input, as Go's ServeCodec stops reading at a
  * request it cannot decode: nothing after it is parsed (what follows is dropped as it comes,
@@ -196,11 +214,31 @@ bool jsonrpc_sconn_cut_short(struct server_conn *sc)
 {
     if (sc->sc_json == NULL)
         return false;
+    struct jsonrpc_sconn *js = sc->sc_json;
+    if (js->js_ended)
+        return true;
+    /* The part read may be malformed already: jansson tells that from an early end, and it is
+     * said as such (the part is in the read buffer from its first byte, unless it is an
+     * oversized one being dropped). */
+    struct arpc_conn *conn = &sc->sc_conn;
+    json_error_t jerr;
+    json_t *v = js->js_skimming ? NULL
+                                : json_loadb((const char *)conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
+                                             JSONRPC_REQUEST_FLAGS, &jerr);
+    json_decref(v);
+    size_t held = conn->c_rend - conn->c_rstart;
+    /* An error at the end of the part may be a token cut short ("tr" of true): not told. */
+    if (!js->js_skimming && v == NULL && json_error_code(&jerr) == json_error_invalid_syntax &&
+        jerr.position >= 0 && (size_t)jerr.position < held) {
+        char why[JSONRPC_MALFORMED_MAX];
+        jsonrpc_why_malformed(&jerr, why);
+        (void)jsonrpc_end(sc, ARPC_EPROTO, why);
+        return true;
+    }
     /* Said as bad input, but closed as a lost connection (ARPC_ECONNLOST): a client killed
      * while writing a request is no fault of its peer's (an arpc frame cut so is not either;
      * core/fault_rate.c). */
-    if (!sc->sc_json->js_ended)
-        (void)jsonrpc_end(sc, ARPC_ECONNLOST, "jsonrpc: the stream ended inside a request");
+    (void)jsonrpc_end(sc, ARPC_ECONNLOST, "jsonrpc: the stream ended inside a request");
     return true;
 }
 
@@ -309,12 +347,6 @@ static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, si
     jsonrpc_fail(sc, xid, msg, strlen(msg));
 }
 
-/* How requests are read. \u0000 is a JSON string's character like any other: kept
- * (json_string_length). A key twice in one object, at any depth, is refused: parsers disagree
- * on which of the two counts (jansson and Go keep the last, others the first), so a proxy or
- * filter in front of the server could check one method, id or parameter while the handler
- * runs with the other (RFC 8259 leaves it to the parser; I-JSON, RFC 7493, forbids it). */
-#define JSONRPC_REQUEST_FLAGS (JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES)
 
 /* What jansson says of a key twice, for the answer: its text quotes the peer's bytes (the
  * key), so they are escaped. */
@@ -359,10 +391,8 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
         return;
     }
     if (req == NULL) {
-        /* jansson quotes the bytes near the error: the peer's, so escaped (found by fuzzing). */
-        char text[ARPC_LOG_FIELD_MAX], why[ARPC_LOG_FIELD_MAX + 64];
-        arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text));
-        snprintf(why, sizeof(why), "jsonrpc: malformed request at byte %d: %s", jerr.position, text);
+        char why[JSONRPC_MALFORMED_MAX];
+        jsonrpc_why_malformed(&jerr, why);
         jsonrpc_refuse(sc, why);
         return;
     }

@@ -150,6 +150,16 @@ static void test_stream_ends_inside_a_request(void **state)
 {
     (void)state;
     expect_answered_then(exchange("{\"method\":", true), "jsonrpc: the stream ended inside a request");
+    /* A token cut at the end ("tr" of true) may be whole JSON's start: not called malformed. */
+    expect_answered_then(exchange("{\"method\":tr", true), "jsonrpc: the stream ended inside a request");
+}
+
+/* The part of a request before the end of stream is malformed already: said as malformed (with
+ * jansson's words), not as cut short. */
+static void test_stream_ends_inside_a_malformed_request(void **state)
+{
+    (void)state;
+    expect_answered_then(exchange("{garbage\n", true), "jsonrpc: malformed request at byte 8: ");
 }
 
 /* A handler that does not reply holds the close (JSON-RPC calls carry no deadline) until the
@@ -198,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_malformed_object_after_calls),
         cmocka_unit_test(test_nested_too_deep_after_calls),
         cmocka_unit_test(test_stream_ends_inside_a_request),
+        cmocka_unit_test(test_stream_ends_inside_a_malformed_request),
         cmocka_unit_test(test_unanswered_call_bounded_by_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
