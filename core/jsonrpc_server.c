@@ -220,20 +220,20 @@ bool jsonrpc_sconn_cut_short(struct server_conn *sc)
     /* The part read may be malformed already: jansson tells that from an early end, and it is
      * said as such (the part is in the read buffer from its first byte, unless it is an
      * oversized one being dropped). */
-    struct arpc_conn *conn = &sc->sc_conn;
-    json_error_t jerr;
-    json_t *v = js->js_skimming ? NULL
-                                : json_loadb((const char *)conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart,
-                                             JSONRPC_REQUEST_FLAGS, &jerr);
-    json_decref(v);
-    size_t held = conn->c_rend - conn->c_rstart;
-    /* An error at the end of the part may be a token cut short ("tr" of true): not told. */
-    if (!js->js_skimming && v == NULL && json_error_code(&jerr) == json_error_invalid_syntax &&
-        jerr.position >= 0 && (size_t)jerr.position < held) {
-        char why[JSONRPC_MALFORMED_MAX];
-        jsonrpc_why_malformed(&jerr, why);
-        (void)jsonrpc_end(sc, ARPC_EPROTO, why);
-        return true;
+    if (!js->js_skimming) {
+        struct arpc_conn *conn = &sc->sc_conn;
+        size_t held = conn->c_rend - conn->c_rstart;
+        json_error_t jerr;
+        json_t *v = json_loadb((const char *)conn->c_rbuf + conn->c_rstart, held, JSONRPC_REQUEST_FLAGS, &jerr);
+        json_decref(v);
+        /* An error at the end of the part may be a token cut short ("tr" of true): not told. */
+        if (v == NULL && json_error_code(&jerr) == json_error_invalid_syntax && jerr.position >= 0 &&
+            (size_t)jerr.position < held) {
+            char why[JSONRPC_MALFORMED_MAX];
+            jsonrpc_why_malformed(&jerr, why);
+            (void)jsonrpc_end(sc, ARPC_EPROTO, why);
+            return true;
+        }
     }
     /* Said as bad input, but closed as a lost connection (ARPC_ECONNLOST): a client killed
      * while writing a request is no fault of its peer's (an arpc frame cut so is not either;
@@ -346,7 +346,6 @@ static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, si
     snprintf(msg, sizeof(msg), "jsonrpc: request not taken: %s", what);
     jsonrpc_fail(sc, xid, msg, strlen(msg));
 }
-
 
 /* What jansson says of a key twice, for the answer: its text quotes the peer's bytes (the
  * key), so they are escaped. */
