@@ -452,6 +452,16 @@ void reply_msg_put(struct reply_msg *rm)
         reply_msg_free(rm);
 }
 
+void reply_msg_put_near(struct reply_msg *rm, struct server_conn *near)
+{
+    if (rm == NULL || --rm->rm_refs > 0)
+        return;
+    if (rm->rm_home == NULL && rm->rm_cap != 0 && near != NULL)
+        arpc_conn_buf_put(&near->sc_conn, rm, rm->rm_cap); /* for near's next large frame */
+    else
+        reply_msg_free(rm);
+}
+
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len)
 {
     struct reply_msg *rm = reply_msg_new(NULL, len, NULL, 0);

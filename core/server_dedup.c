@@ -57,10 +57,14 @@
 
 #define DEDUP_DEFAULT_EXPIRY_S 600
 
+/* A reply the cache lets go of. While a call is admitted, its ack discards the replies the
+ * client has read; a large one's block then serves that connection's next large frame (a
+ * request's body, a reply), so steady bulk traffic does not hand the allocator a block per
+ * call to trim and fault in again (docs/PERFORMANCE.md). */
 static void dedup_free_reply(void *ctx, void *reply)
 {
-    (void)ctx;
-    reply_msg_put(reply);
+    arpc_server *s = ctx;
+    reply_msg_put_near(reply, s->sv_admitting);
 }
 
 static void dedup_on_expire(void *ctx, uint64_t client_id)
@@ -286,8 +290,10 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_call(sc, f->f_xid, ARPC_ESYSTEM, failed, sizeof(failed) - 1);
         return false;
     }
+    s->sv_admitting = sc;
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
                                                     f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
+    s->sv_admitting = NULL;
     char msg[96];
     switch (v) {
     case ARPC_RC_NEW:
@@ -386,7 +392,9 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     dedup_answer(s, waiters, rm);
     if (kept && rm->rm_home != NULL) {
         /* Kept for the client's idle expiry (minutes): it must not keep its connection's record
-         * (and buffer cache) alive that long; it becomes a block of its own (arpc_free). */
+         * (and buffer cache) alive that long; it becomes a block of its own, which the ack that
+         * discards it gives to the acking connection's cache (dedup_free_reply) and anything
+         * else frees (arpc_free). */
         sconn_release(rm->rm_home);
         rm->rm_home = NULL;
     }

@@ -162,6 +162,9 @@ struct arpc_server {
     struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
                                        * (ARPC_EABANDONED, SERVER_LOST_REPLY_MSG) */
     struct reply_msg *sv_stop_reply;  /* ... or that a stop answered (SERVER_STOP_REPLY_MSG) */
+    struct server_conn *sv_admitting; /* the connection whose call the cache is admitting: large
+                                       * replies its ack discards go to its buffer cache
+                                       * (core/server_dedup.c); else NULL */
     struct arpc_reply_log *sv_log;    /* durability; NULL once closed (at stop) */
     bool sv_cache_ready;
     struct arpc_deadline sv_sweep;    /* idle-client expiry */
@@ -242,7 +245,8 @@ struct reply_msg {
                             * there, read on the replier's thread, not the loop's */
     struct server_conn *rm_home; /* a large reply: the connection whose buffer cache the
                                   * allocation came from and goes back to (a reference); else NULL */
-    size_t rm_cap;               /* with rm_home: the allocation's capacity */
+    size_t rm_cap;               /* a large reply's allocation's capacity (kept when the reply
+                                  * cache lets go of rm_home); else 0 */
     struct block_pool *rm_pool;  /* else: the server's reply pool it came from (and its class); NULL: arpc_malloc */
     signed char rm_pool_class;
     size_t rm_direct;      /* bytes of the frame its replier wrote to the socket itself, to its
@@ -258,6 +262,10 @@ struct reply_msg {
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 /* Loop thread: lets go of one hold on rm (the last frees it). */
 void reply_msg_put(struct reply_msg *rm);
+/* Loop thread: as reply_msg_put, but the last hold on a large reply that no longer has a
+ * connection (one the reply cache kept) gives its block to near's buffer cache (near may be
+ * NULL: freed). */
+void reply_msg_put_near(struct reply_msg *rm, struct server_conn *near);
 /* Frees rm whatever its holds (a large one goes back to its connection's cache). Any thread. */
 void reply_msg_free(struct reply_msg *rm);
 

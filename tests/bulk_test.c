@@ -152,6 +152,39 @@ static void test_near_max_pool_tcp(void **state)
     pipelined_echo("tcp", "bulk.echo", NEAR_MAX_PAYLOAD, 6 / SCALE + 2, 2);
 }
 
+/* Steady bulk traffic reuses its server's blocks: a request's body goes back to its
+ * connection's buffer cache when the call is done, and so does its reply once the client's
+ * ack lets the reply cache discard it, for the next call's body and reply. (A reply the cache
+ * kept used to be freed instead, so the server allocated a fresh block for every call, which
+ * the allocator trimmed and faulted in again: docs/PERFORMANCE.md.) The client still
+ * allocates one block a call, the reply it hands to its caller: at most that is allowed. */
+static void test_steady_calls_reuse_server_blocks(void **state)
+{
+    (void)state;
+    enum { LEN = 64 * 1024, WARMUP = 16, CALLS = 200 };
+    struct bulk_fx fx = {0};
+    fx_start(&fx, "tcp", ARPC_AT_MOST_ONCE);
+    uint8_t *sent = malloc(LEN);
+    assert_non_null(sent);
+    long large_before = 0;
+    for (unsigned i = 0; i < WARMUP + CALLS; i++) {
+        if (i == WARMUP)
+            large_before = atomic_load(&test_alloc_large);
+        fill_pattern(sent, call_pos(i), LEN);
+        void *reply = NULL;
+        size_t reply_len = 0;
+        assert_int_equal(ARPC_OK, arpc_call(fx.client, "bulk.echo", sent, LEN, &reply, &reply_len, 60000));
+        assert_int_equal(LEN, reply_len);
+        assert_memory_equal(sent, reply, LEN);
+        arpc_free(reply);
+    }
+    long large = atomic_load(&test_alloc_large) - large_before;
+    print_message("large allocations in %d calls: %ld\n", CALLS, large);
+    assert_true(large <= CALLS + CALLS / 10);
+    free(sent);
+    fx_stop(&fx);
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -161,6 +194,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_sizes_around_threshold),
         cmocka_unit_test_no_leak(test_1mib_at_least_once),
         cmocka_unit_test_no_leak(test_near_max_pool_tcp),
+        cmocka_unit_test_no_leak(test_steady_calls_reuse_server_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 atomic_long test_alloc_live;
 atomic_long test_alloc_budget = -1;
+atomic_long test_alloc_large;
 
 /* Takes one from the budget unless it is unlimited; an exhausted budget stays at 0. */
 static bool alloc_allowed(void)
@@ -30,6 +31,8 @@ static void *counted_malloc(size_t size, void *ctx)
     void *p = alloc_allowed() ? malloc(size) : NULL;
     if (p != NULL)
         atomic_fetch_add(&test_alloc_live, 1);
+    if (p != NULL && size >= TEST_ALLOC_LARGE)
+        atomic_fetch_add(&test_alloc_large, 1);
     return p;
 }
 
@@ -39,6 +42,8 @@ static void *counted_realloc(void *ptr, size_t size, void *ctx)
     void *p = alloc_allowed() ? realloc(ptr, size) : NULL;
     if (p != NULL && ptr == NULL) /* a resize keeps the count; a fresh block adds one */
         atomic_fetch_add(&test_alloc_live, 1);
+    if (p != NULL && size >= TEST_ALLOC_LARGE)
+        atomic_fetch_add(&test_alloc_large, 1);
     return p;
 }
 

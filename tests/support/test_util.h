@@ -176,6 +176,8 @@ extern atomic_int bad_line;
 extern const arpc_allocator test_allocator;
 extern atomic_long test_alloc_live;   /* blocks handed out and not yet freed */
 extern atomic_long test_alloc_budget; /* < 0: unlimited; n >= 0: n more succeed, then all fail */
+#define TEST_ALLOC_LARGE (32u * 1024u)
+extern atomic_long test_alloc_large; /* allocations of TEST_ALLOC_LARGE bytes or more made */
 
 /* Zeroes the live count, makes the budget unlimited and installs test_allocator. */
 void test_alloc_install(void);
