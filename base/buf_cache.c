@@ -55,6 +55,8 @@ void arpc_buf_put(struct arpc_buf_cache *c, void *block, size_t cap)
     *(size_t *)block = cap;
     for (unsigned i = 0; i < ARPC_BUF_CACHE_SLOTS; i++) {
         void *expected = NULL;
+        if (atomic_load_explicit(&c->bc_slots[i], memory_order_relaxed) != NULL)
+            continue; /* a cheap look first: a full slot's CAS is a locked operation for nothing */
         if (atomic_compare_exchange_strong(&c->bc_slots[i], &expected, block)) {
             if (atomic_load(&c->bc_closed)) {
                 void *back = atomic_exchange(&c->bc_slots[i], NULL);

@@ -22,7 +22,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ARPC_BUF_CACHE_SLOTS 8
+/* A pipelined window of large calls frees its bodies and replies in bursts: with 8 slots a
+ * window of 64 calls of 64 KiB overflowed them, freed a third of its blocks and allocated
+ * them again (glibc trimming and faulting the pages in: docs/PERFORMANCE.md). */
+#define ARPC_BUF_CACHE_SLOTS 32
 /* Blocks smaller than this are never kept (the allocator serves them well). */
 #define ARPC_BUF_CACHE_MIN (16u * 1024u)
 /* Fresh blocks for the cache are rounded up to this, so buffers for the same payload in
