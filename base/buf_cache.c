@@ -98,6 +98,17 @@ void *arpc_buf_get(struct arpc_buf_cache *c, size_t size, size_t *cap)
     return block;
 }
 
+void arpc_buf_cache_trim(struct arpc_buf_cache *c)
+{
+    for (unsigned i = 0; i < ARPC_BUF_CACHE_SLOTS; i++) {
+        if (atomic_load_explicit(&c->bc_slots[i], memory_order_relaxed) == NULL)
+            continue;
+        void *block = atomic_exchange(&c->bc_slots[i], NULL);
+        if (block != NULL)
+            drop_held(c, block);
+    }
+}
+
 void arpc_buf_cache_close(struct arpc_buf_cache *c)
 {
     atomic_store(&c->bc_closed, true);

@@ -55,6 +55,11 @@ void arpc_buf_put(struct arpc_buf_cache *c, void *block, size_t cap);
 /* Frees every held block; later puts free theirs. Idempotent. The owner's thread. */
 void arpc_buf_cache_close(struct arpc_buf_cache *c);
 
+/* Frees every block held now; the cache stays open (later puts are kept again). For an owner
+ * gone quiet, so that it holds nothing while idle. Any thread, lock-free (an exchange per
+ * slot, as a get's). */
+void arpc_buf_cache_trim(struct arpc_buf_cache *c);
+
 /* Blocks held right now (for tests and statistics; a snapshot). */
 unsigned arpc_buf_cache_held(struct arpc_buf_cache *c);
 

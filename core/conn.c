@@ -156,6 +156,7 @@ void arpc_conn_cool(struct arpc_conn *conn)
     }
     if (!conn->c_dispatching) /* (a frame being handled may still be in the buffer) */
         conn_rbuf_drop_if_cold(conn); /* a connection gone quiet gives its buffer back too */
+    arpc_buf_cache_trim(&conn->c_bufs); /* and the large blocks its calls left for the next */
 }
 
 void arpc_conn_warm(struct arpc_conn *conn)

@@ -1,7 +1,8 @@
 /*
  * base/buf_cache: a block given back is handed out again before anything is allocated (if it
  * fits: at least the size asked, at most twice it); fresh blocks are rounded to the granule; the cache never holds more than its slots
- * and its byte bound (the rest is freed); close frees everything held and every later put;
+ * and its byte bound (the rest is freed); close frees everything held and every later put,
+ * trim what is held now only;
  * every block goes through the allocator hook (a failing allocator gives NULL); and under
  * threads getting and putting while another closes, no block is out to two threads at once
  * and none leaks (checked by an owner word in each block and the counting allocator).
@@ -114,6 +115,30 @@ static void test_close_frees_now_and_later(void **state)
     arpc_buf_put(&c, out, cap); /* given back after the close: freed */
     assert_int_equal(0, arpc_buf_cache_held(&c));
     arpc_buf_cache_close(&c); /* idempotent */
+}
+
+/* Trim frees what is held now and leaves the cache open: the next give-back is kept. */
+static void test_trim_frees_held_and_stays_open(void **state)
+{
+    (void)state;
+    struct arpc_buf_cache c;
+    arpc_buf_cache_init(&c, 1u << 20);
+    size_t cap;
+    void *held[3];
+    for (unsigned i = 0; i < 3; i++)
+        assert_non_null(held[i] = arpc_buf_get(&c, 32 * KIB, &cap));
+    for (unsigned i = 0; i < 3; i++)
+        arpc_buf_put(&c, held[i], cap);
+    assert_int_equal(3, arpc_buf_cache_held(&c));
+    arpc_buf_cache_trim(&c);
+    assert_int_equal(0, arpc_buf_cache_held(&c));
+    assert_int_equal(0, atomic_load(&test_alloc_live));
+    assert_int_equal(0, atomic_load(&c.bc_bytes));
+    void *again = arpc_buf_get(&c, 32 * KIB, &cap);
+    assert_non_null(again);
+    arpc_buf_put(&c, again, cap);
+    assert_int_equal(1, arpc_buf_cache_held(&c)); /* still open: kept */
+    arpc_buf_cache_close(&c);
 }
 
 /* Fresh blocks are rounded up to the granule (so a request's body and its reply's frame fit
@@ -229,6 +254,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_reuse_before_allocating),
         cmocka_unit_test_no_leak(test_bounds),
         cmocka_unit_test_no_leak(test_close_frees_now_and_later),
+        cmocka_unit_test_no_leak(test_trim_frees_held_and_stays_open),
         cmocka_unit_test_no_leak(test_fresh_blocks_rounded),
         cmocka_unit_test_no_leak(test_failing_allocator),
         cmocka_unit_test_no_leak(test_threads_and_close),

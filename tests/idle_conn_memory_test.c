@@ -4,7 +4,8 @@
  * its own records. Measured as the bytes the server holds through the allocator hook per
  * such connection; then each of them calls, with a payload the read buffer lends (1 KiB or
  * more), and is answered byte for byte: the buffer comes back when input does; once they
- * are quiet again for a second, they go cold and give it back.
+ * are quiet again for a second, they go cold and give it back, and the large blocks a large
+ * call left in their buffer caches too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 /* Its records (server_conn, output queue, cold set entry: a few KiB) fit; a read buffer does not. */
 #define IDLE_CONN_MAX_BYTES (16 * 1024)
 #define CALL_BYTES 2048
+#define LARGE_CALL_BYTES (64 * 1024) /* over ARPC_CONN_BODY_MIN: read apart, replied apart */
 
 /* ---- bytes held through the allocator hook ---- */
 
@@ -100,11 +102,16 @@ static void test_idle_connections_hold_no_read_buffer(void **state)
     long per_conn = (atomic_load(&live_bytes) - before) / IDLE_N;
     print_message("idle connection: %ld bytes held by the server each\n", per_conn);
     assert_true(per_conn < IDLE_CONN_MAX_BYTES);
-    /* Idle ones still call: a read buffer again, its payload lent, the reply intact. */
-    for (unsigned i = 0; i < IDLE_N; i++)
+    /* Idle ones still call: a read buffer again, its payload lent, the reply intact; then a
+     * large call, whose request body and reply are blocks of their own, left in the
+     * connection's buffer cache for its next large frame. */
+    for (unsigned i = 0; i < IDLE_N; i++) {
         call_echo(&idle[i], 10 + i, CALL_BYTES);
-    /* Having called, they hold a read buffer each; quiet for a second, they go back to the
-     * cold set (the limits' sweep) and give it back (the sweep's timer: a few seconds). */
+        call_echo(&idle[i], 1000 + i, LARGE_CALL_BYTES);
+    }
+    /* Having called, they hold a read buffer and those blocks each; quiet for a second, they go
+     * back to the cold set (the limits' sweep) and give them all back (the sweep's timer: a
+     * few seconds). */
     assert_true((atomic_load(&live_bytes) - before) / IDLE_N >= IDLE_CONN_MAX_BYTES);
     assert_true(WAIT_UNTIL((atomic_load(&live_bytes) - before) / IDLE_N < IDLE_CONN_MAX_BYTES));
     call_echo(probe, 3, CALL_BYTES); /* the server still answers: a warm connection calls */
