@@ -98,11 +98,11 @@ void *arpc_buf_get(struct arpc_buf_cache *c, size_t size, size_t *cap)
     return block;
 }
 
+/* Every slot is exchanged, none skipped on a plain look: close relies on these exchanges
+ * being ordered after its store of bc_closed (the Dekker pair above). */
 void arpc_buf_cache_trim(struct arpc_buf_cache *c)
 {
     for (unsigned i = 0; i < ARPC_BUF_CACHE_SLOTS; i++) {
-        if (atomic_load_explicit(&c->bc_slots[i], memory_order_relaxed) == NULL)
-            continue;
         void *block = atomic_exchange(&c->bc_slots[i], NULL);
         if (block != NULL)
             drop_held(c, block);
@@ -112,11 +112,7 @@ void arpc_buf_cache_trim(struct arpc_buf_cache *c)
 void arpc_buf_cache_close(struct arpc_buf_cache *c)
 {
     atomic_store(&c->bc_closed, true);
-    for (unsigned i = 0; i < ARPC_BUF_CACHE_SLOTS; i++) {
-        void *block = atomic_exchange(&c->bc_slots[i], NULL);
-        if (block != NULL)
-            drop_held(c, block);
-    }
+    arpc_buf_cache_trim(c);
 }
 
 unsigned arpc_buf_cache_held(struct arpc_buf_cache *c)

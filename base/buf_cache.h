@@ -57,7 +57,7 @@ void arpc_buf_cache_close(struct arpc_buf_cache *c);
 
 /* Frees every block held now; the cache stays open (later puts are kept again). For an owner
  * gone quiet, so that it holds nothing while idle. Any thread, lock-free (an exchange per
- * slot, as a get's). */
+ * slot). */
 void arpc_buf_cache_trim(struct arpc_buf_cache *c);
 
 /* Blocks held right now (for tests and statistics; a snapshot). */

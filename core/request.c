@@ -446,11 +446,7 @@ void reply_msg_free(struct reply_msg *rm)
     sconn_release(home);
 }
 
-void reply_msg_put(struct reply_msg *rm)
-{
-    if (rm != NULL && --rm->rm_refs == 0)
-        reply_msg_free(rm);
-}
+void reply_msg_put(struct reply_msg *rm) { reply_msg_put_near(rm, NULL); }
 
 void reply_msg_put_near(struct reply_msg *rm, struct server_conn *near)
 {
