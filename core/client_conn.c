@@ -303,10 +303,21 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     client_connect_later(c);
 }
 
+/* A heartbeat interval without a reply: the blocks kept for large requests (up to
+ * ARPC_BUF_CACHE_SLOTS of them, ARPC_CONN_BUF_CACHE_BYTES at most) are freed, so that an idle
+ * client does not hold its last burst's. Callers' threads keep putting and getting meanwhile:
+ * the trim is lock-free, and the cache stays open. */
+static void client_on_quiet(struct arpc_conn *conn)
+{
+    arpc_client *c = conn->c_owner;
+    arpc_buf_cache_trim(&c->cl_bufs);
+}
+
 static const struct arpc_conn_ops client_conn_ops = {
     .on_frame = client_on_frame,
     .on_close = client_on_close,
     .on_unwritten = call_on_unwritten,
+    .on_quiet = client_on_quiet,
 };
 
 /* HELLO, with the client's incarnation and its token when it has one (an older server

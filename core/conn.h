@@ -90,6 +90,11 @@ struct arpc_conn_ops {
      * took it, now, out of order (it is removed from the buffer); false: it stays, in order,
      * until the hold ends. */
     bool (*on_held_frame)(struct arpc_conn *conn, const struct arpc_frame *frame);
+    /* Optional: the connection went a heartbeat interval without input (called as the first
+     * PING of that silence goes out), so the owner may let go of what it keeps for busy
+     * times (the client: its cache of large request blocks). Its blocks held for the
+     * connection's own reads (c_bufs) are freed just before. */
+    void (*on_quiet)(struct arpc_conn *conn);
 };
 
 /* Bodies larger than this are never skipped: such a header is bad input (a peer announcing

@@ -28,6 +28,16 @@ int arpc_conn_send_ping(struct arpc_conn *conn, uint64_t xid)
     return arpc_conn_send(conn, buf, buf, ARPC_FRAME_HEADER_SIZE);
 }
 
+/* A silence began: nothing is coming in, so the large blocks kept for the next reads and
+ * sends are only memory held (a connection that made a burst of 64 KiB calls kept up to 32
+ * of them until it closed). Freed now; the next burst allocates them again. */
+static void conn_went_quiet(struct arpc_conn *conn)
+{
+    arpc_buf_cache_trim(&conn->c_bufs);
+    if (conn->c_ops->on_quiet != NULL)
+        conn->c_ops->on_quiet(conn);
+}
+
 static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
 {
     struct arpc_conn *conn = arg;
@@ -57,8 +67,11 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
                  conn->c_hb_sent, idle_for);
         arpc_conn_close(conn, ARPC_ECONNLOST);
         return;
-    } else if (arpc_conn_send_ping(conn, conn->c_hb_sent + 1) == ARPC_OK) { /* xid: the PINGs of this silence */
-        conn->c_hb_sent++;
+    } else {
+        if (conn->c_hb_sent == 0)
+            conn_went_quiet(conn);
+        if (arpc_conn_send_ping(conn, conn->c_hb_sent + 1) == ARPC_OK) /* xid: the PINGs of this silence */
+            conn->c_hb_sent++;
     }
     arpc_deadline_arm_after_s(conn->c_loop, d, wait); /* just taken out of the heap: cannot fail */
 }

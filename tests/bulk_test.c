@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/client_internal.h"
 #include "core/frame.h"
 #include "transport/transport.h"
 #include "support/test_util.h"
@@ -188,6 +189,47 @@ static void test_steady_calls_reuse_server_blocks(void **state)
     fx_stop(&fx);
 }
 
+/* A client that goes quiet lets go of the blocks it kept for large requests. A burst of
+ * pipelined 64 KiB calls leaves up to a window of them in the client's buffer cache, for the
+ * next burst; they used to stay there until the client closed. Now the first heartbeat PING
+ * of a silence frees them (core/conn_heartbeat.c), and the cache keeps blocks again for the
+ * next burst. The heartbeat's interval is long enough that the burst's blocks are seen held
+ * first (a look a few microseconds after the burst, against a second of silence). */
+static void test_quiet_client_frees_its_large_blocks(void **state)
+{
+    (void)state;
+    enum { LEN = 64 * 1024, WINDOW = 8 };
+    char listen_addr[ARPC_ADDR_MAX];
+    snprintf(listen_addr, sizeof(listen_addr), "tcp://127.0.0.1:0");
+    struct bulk_fx fx = {0};
+    arpc_server_options so = {.workers = 2};
+    assert_int_equal(ARPC_OK, arpc_server_create(&fx.server, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx.server, "bulk.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(fx.server, listen_addr, fx.addr, sizeof(fx.addr)));
+    arpc_client_options co = {.heartbeat_ms = 1000};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fx.client, fx.addr, &co));
+    struct arpc_buf_cache *bufs = &fx.client->cl_bufs;
+    uint8_t *sent = malloc(LEN);
+    assert_non_null(sent);
+    for (int round = 0; round < 2; round++) {
+        arpc_future *f[WINDOW];
+        for (unsigned i = 0; i < WINDOW; i++) {
+            fill_pattern(sent, call_pos(i), LEN);
+            assert_non_null(f[i] = arpc_call_async(fx.client, "bulk.echo", sent, LEN, 60000));
+        }
+        for (unsigned i = 0; i < WINDOW; i++) {
+            assert_int_equal(ARPC_OK, arpc_future_wait(f[i]));
+            arpc_future_release(f[i]);
+        }
+        /* The requests' blocks are back in the cache as their calls end... */
+        assert_true(WAIT_UNTIL(arpc_buf_cache_held(bufs) >= 1));
+        /* ...and leave it once the connection has been quiet for a heartbeat interval. */
+        assert_true(WAIT_UNTIL(arpc_buf_cache_held(bufs) == 0));
+    }
+    free(sent);
+    fx_stop(&fx);
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -198,6 +240,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_1mib_at_least_once),
         cmocka_unit_test_no_leak(test_near_max_pool_tcp),
         cmocka_unit_test_no_leak(test_steady_calls_reuse_server_blocks),
+        cmocka_unit_test_no_leak(test_quiet_client_frees_its_large_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -122,7 +122,8 @@ typedef struct arpc_client_options {
     bool no_reconnect;           /* connection loss ends the client: a call sent on it ends
                                   * ARPC_ECONNLOST (may have run), one not yet sent whole, and
                                   * every later call, ARPC_EUNREACHABLE (did not run) */
-    uint32_t heartbeat_ms;       /* PING after this long without input from the server; 0: 5000 */
+    uint32_t heartbeat_ms;       /* PING after this long without input from the server (and free the
+                                  * blocks kept for large requests); 0: 5000 */
     unsigned heartbeat_misses;   /* the connection is dead after this many unanswered; 0: 3 */
     /* If not NULL, a failed arpc_client_connect writes why into errbuf (one line a user can act
      * on: "connection refused by 127.0.0.1:7000", "name resolution failed for db.example: ...",
