@@ -92,12 +92,23 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     arpc_request *req = arg;
-    /* Not started yet: when an actor takes it, it is refused ARPC_EEXPIRED ("did not run",
-     * and a numbered call's entry is dropped so a retry may run it). */
-    if (atomic_load(&req->rq_flags) & RQ_STARTED)
-        (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT,
-                                         "the handler did not reply by the call's deadline",
-                                         req->rq_seq != 0 || req->rq_state->rs_conn->sc_server->sv_has_log);
+    /* Parked on its connection (its actor's mailbox full): refused ARPC_EEXPIRED when it is
+     * posted and its actor takes it, as before (the connection's paths refuse a parked
+     * request themselves). */
+    if (req->rq_state->rs_conn->sc_parked == req)
+        return;
+    /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
+     * against request_run's) and refuses it ARPC_EEXPIRED now ("did not run", and a numbered
+     * call's entry is dropped so a retry may run it), rather than when a busy actor comes to
+     * it, which may be long after its caller gave up not knowing whether it ran. The actor
+     * that takes its job later only lets go of it. */
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
+    if (!(flags & RQ_STARTED)) {
+        request_refuse_unstarted(req, flags);
+        return;
+    }
+    (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT, "the handler did not reply by the call's deadline",
+                                     req->rq_seq != 0 || req->rq_state->rs_conn->sc_server->sv_has_log);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */

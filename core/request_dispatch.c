@@ -27,6 +27,14 @@ _Static_assert(sizeof(struct reply_msg) + ARPC_FRAME_HEADER_SIZE <= BLOCK_POOL_H
 /* ---- running handlers ---- */
 
 
+void request_refuse_unstarted(arpc_request *req, unsigned flags)
+{
+    if (flags & RQ_CANCELLED)
+        request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
+    else
+        request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
+}
+
 /* queued: the call ran on an actor (else inline on the loop). waited: it waited, in a
  * mailbox, in its connection's buffer while input was held, or behind an inline handler of
  * the same read, so its budget may have run out meanwhile (a clock read, for a call with a
@@ -37,12 +45,12 @@ static void request_run(arpc_request *req, int status, bool queued, bool waited)
 {
     struct request_state *st = req->rq_state;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
-    if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
+    if (flags & RQ_STARTED) /* its deadline came first, and the loop refused it then */
+        ;
+    else if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
-    else if (flags & RQ_CANCELLED)
-        request_refuse(req, ARPC_ECANCELLED, "cancelled by the client before it started");
-    else if (waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns)
-        request_refuse(req, ARPC_EEXPIRED, "the call's budget ran out before its handler started");
+    else if ((flags & RQ_CANCELLED) || (waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns))
+        request_refuse_unstarted(req, flags);
     else if (st->rs_method->m_fn == request_to_queue) {
         request_to_queue(req, st->rs_method->m_ctx); /* it "returns" with its reply: req may be gone */
         return;

@@ -137,6 +137,10 @@ void request_untrack(arpc_request *req);
 bool request_from_jsonrpc(const arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */
 void request_refuse(arpc_request *req, int code, const char *why);
+/* Refuses a call whose handler never started (flags: its rq_flags as the start was taken):
+ * ARPC_ECANCELLED if a CANCEL came for it, else ARPC_EEXPIRED. Its actor's run (request_run) or
+ * the loop at its deadline (core/request_deadline.c), whichever set RQ_STARTED. */
+void request_refuse_unstarted(arpc_request *req, unsigned flags);
 
 /* The call was answered with code (the handler's reply, or the server's in its place):
  * counted once in its method's stats with its latency (loop thread). */

@@ -20,7 +20,9 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/cut_proxy.h"
+#include "support/raw_client.h"
 #include "support/test_util.h"
 
 static atomic_int runs;
@@ -128,6 +130,38 @@ static void test_expired_in_queue_does_not_run(void **state)
     arpc_future_release(held);
     assert_int_equal(ARPC_OK, arpc_call(fx->c, "t.serial", "after", 5, NULL, NULL, 10000)); /* FIFO */
     assert_int_equal(2, atomic_load(&runs)); /* "hold" and "after"; never "late" */
+}
+
+/* A call whose budget runs out while it waits in its actor's mailbox, behind a handler that
+ * holds the actor, is refused ARPC_EEXPIRED at its deadline, while that handler still runs:
+ * not when the actor comes to it, long after its caller gave up not knowing whether it ran.
+ * And it never runs. A raw client: no timer of its own ends its wait, so what it reads is the
+ * server's answer and when it came. */
+static void test_expired_in_queue_is_answered_at_its_deadline(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client r;
+    struct raw_frame f;
+    assert_true(raw_connect(&r, fx->addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.serial", "hold", 4));
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the actor is busy */
+    assert_true(raw_request(&r, 2, 0, 0, 50, "t.serial", "late", 4));
+    assert_true(raw_read(&r, &f, false)); /* before: nothing until the gate opened */
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(2, f.f.f_xid);
+    assert_int_equal(ARPC_EEXPIRED, f.f.f_code);
+    assert_int_equal(1, atomic_load(&runs)); /* "hold" still runs */
+    sem_post(&gate);
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(1, f.f.f_xid);
+    /* The actor came to "late" after "hold" and let it go unrun; "after" runs. */
+    assert_true(raw_request(&r, 3, 0, 0, 0, "t.serial", "after", 5));
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(3, f.f.f_xid);
+    assert_int_equal(2, atomic_load(&runs));
+    raw_close(&r);
 }
 
 static void test_budget_reaches_handler(void **state)
@@ -371,6 +405,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_budget_reaches_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_in_queue_does_not_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_in_queue_is_answered_at_its_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_before_start_does_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_reaches_running_handler, setup, teardown),
         cmocka_unit_test(test_semantics_over_a_cut),
