@@ -139,6 +139,9 @@ struct arpc_conn {
                             * out once the dispatch ends, or by the prepare watcher, without
                             * stopping the frames already read from going up */
     bool c_eof;           /* the peer finished sending (on_eof): nothing more is read */
+    bool c_stranger;      /* the peer has not passed the owner's handshake yet: every frame goes
+                           * to on_frame, PING and PONG too, so nothing is answered before it
+                           * (a PONG is output a peer that never reads could make us hold) */
     bool c_owner_tells;   /* the owner tells someone waiting why the connection ended (a first
                            * connect's errbuf): see conn_fault_log_level */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */

@@ -70,8 +70,11 @@ void conn_bad_input(struct arpc_conn *conn, int rc, const uint8_t *frame, size_t
 void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     /* Liveness is the connection's business (core/conn_heartbeat.c): PINGs are answered
-     * here, PONGs only count as input; the owner sees every other frame. */
-    if (f->f_kind == ARPC_FRAME_PING && conn->c_wr_shut)
+     * here, PONGs only count as input; the owner sees every other frame, and every frame of a
+     * peer it has not let in yet (c_stranger). */
+    if (conn->c_stranger)
+        conn->c_ops->on_frame(conn, f);
+    else if (f->f_kind == ARPC_FRAME_PING && conn->c_wr_shut)
         /* A lingering close (arpc_conn_linger) half-closed, and the peer asks whether we are
          * still there (an arpc server's probe once it read up to our end): we are not. */
         arpc_conn_close(conn, conn->c_close_reason);

@@ -217,6 +217,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         return;
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
+    sc->sc_conn.c_stranger = false; /* its PINGs are answered from now on */
     sc->sc_client_id = f->f_client_id;
     sc->sc_incarnation = f->f_incarnation;
     sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id, f->f_incarnation);
@@ -491,6 +492,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     /* A connection pins its server, so whatever pins the connection (a request, a waiting
      * duplicate, a reply on its way) may use the server without a reference of its own. */
     server_retain(s);
+    sc->sc_conn.c_stranger = true; /* nothing answered, PINGs included, before its HELLO is let in */
     sc->sc_conn.c_stats = &s->sv_stats.ss_io;
     arpc_stat_inc(&s->sv_stats.ss_accepted);
     sc->sc_peer = (arpc_peer_info){.transport = scheme, .address = sc->sc_conn.c_peer};

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -156,6 +158,42 @@ static void test_no_hello_is_closed(void **state)
     assert_true(now_ms() - t0 < 100 * SHORT_MS);
     expect_log("handshake_timeout_ms", fd);
     good_call(fx.good); /* the well-behaved client was not touched */
+    close(fd);
+    stop(&fx);
+}
+
+/* A stranger's PING before its HELLO is refused as any frame but HELLO (GOAWAY ARPC_EPROTO,
+ * then the close), never answered: its PONGs were output the server held for a peer that
+ * never reads, up to the 8 MiB backlog per connection, before any credential was checked
+ * (SECURITY.md, "Handshake size"). Every byte the server sends is read: one frame, the GOAWAY. */
+static void test_ping_before_hello_is_refused(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){0});
+    int fd = raw_socket(fx.addr);
+    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)); /* read to the end */
+    struct timeval bound = {.tv_sec = TEST_WAIT_S};
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound)));
+    uint8_t ping[ARPC_FRAME_HEADER_SIZE + 8];
+    size_t n = arpc_frame_encode_header(ping, ARPC_FRAME_PING, 1, 8);
+    memcpy(ping + n, "are-you?", 8);
+    n += 8;
+    assert_int_equal((ssize_t)n, write(fd, ping, n));
+    static uint8_t got[4096];
+    size_t have = 0;
+    ssize_t r;
+    while (have < sizeof(got) && (r = read(fd, got + have, sizeof(got) - have)) > 0)
+        have += (size_t)r;
+    assert_int_equal(0, r); /* closed by the server */
+    struct arpc_frame f;
+    size_t used = 0;
+    assert_int_equal(ARPC_OK, arpc_frame_decode(got, have, UINT32_MAX, &f, &used, NULL));
+    assert_int_equal(ARPC_FRAME_GOAWAY, f.f_kind);
+    assert_int_equal(ARPC_EPROTO, f.f_code);
+    assert_int_equal(have, used); /* and nothing else: no PONG */
+    expect_log("the first frame must be HELLO", fd);
+    good_call(fx.good);
     close(fd);
     stop(&fx);
 }
@@ -600,6 +638,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_hello_is_closed),
+        cmocka_unit_test(test_ping_before_hello_is_refused),
         cmocka_unit_test(test_many_silent_sockets_are_all_closed),
         cmocka_unit_test(test_half_frame_is_closed),
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
