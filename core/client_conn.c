@@ -27,7 +27,9 @@ static void *copy_bytes(const void *src, size_t len)
 
 static int error_code_from_wire(uint32_t code)
 {
-    if (code == ARPC_OK || code >= ARPC_ERROR_COUNT_)
+    /* ARPC_EPENDING is a future's "not yet", never an outcome (the future would refuse it and
+     * the caller see ARPC_EINVAL, "not sent"). */
+    if (code == ARPC_OK || code == ARPC_EPENDING || code >= ARPC_ERROR_COUNT_)
         return ARPC_EPROTO;
     return (int)code;
 }

@@ -19,6 +19,7 @@
 #include <assert.h>
 #include <string.h>
 
+#include "arpc/common.h"
 #include "arpc/error.h"
 #include "base/le.h"
 
@@ -32,7 +33,7 @@ enum {
     HDR_XID = 8,
     HELLO_CLIENT_ID = 0,
     HELLO_FLAGS = 8,
-    HELLO_MAX_FRAME = 12,
+    HELLO_MAX_FRAME = ARPC_HELLO_MAX_FRAME_AT,
     HELLO_EXPIRY = 16,
     HELLO_RESERVED = 20,
     HELLO_INCARNATION = 16, /* a client's: the 8 bytes of a server's expiry and reserved */
@@ -154,6 +155,10 @@ static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_fram
     f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
     f->f_expiry_s = body_len >= HELLO_EXPIRY + 4 ? le_ld32(body + HELLO_EXPIRY) : 0;
     f->f_incarnation = body_len >= HELLO_INCARNATION + 8 ? le_ld64(body + HELLO_INCARNATION) : 0;
+    /* No arpc peer takes a limit under 1 KiB (arpc/common.h): one announcing it could take no
+     * call or goodbye of ours, so it is not spoken to. */
+    if (f->f_max_frame != 0 && f->f_max_frame < ARPC_MAX_FRAME_MIN)
+        return ARPC_EPROTO;
     if (!(f->f_flags & ARPC_HELLO_TOKEN))
         return ARPC_OK;
     /* The flag promises the extension: a HELLO too short for it, or whose token runs past

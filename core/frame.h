@@ -37,6 +37,7 @@
 #define ARPC_ERROR_FIXED_SIZE 8
 #define ARPC_CANCEL_SEQ_SIZE 8 /* a CANCEL naming a numbered call by its seq */
 #define ARPC_HELLO_BODY_SIZE 16      /* the fixed fields every HELLO has */
+#define ARPC_HELLO_MAX_FRAME_AT 12   /* max_frame's place in a HELLO's body */
 #define ARPC_HELLO_BODY_SIZE_EXT 24  /* what arpc sends: + expiry_s + reserved */
 #define ARPC_HELLO_TOKEN_FIXED 4     /* ARPC_HELLO_TOKEN: the token's length before it */
 /* The largest HELLO body a server buffers before the handshake: a token at its cap

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "arpc/common.h"
 #include "base/le.h"
 #include "core/frame.h"
 
@@ -68,9 +69,15 @@ char *arpc_frame_fault_text(const uint8_t *buf, size_t len, char *out, size_t ca
             snprintf(out, cap, "%s frame's method name length is 0, over 255, or past its body",
                      arpc_frame_kind_name(kind));
             break;
-        case ARPC_FRAME_HELLO:
-            snprintf(out, cap, "HELLO frame promises a token its body does not hold");
+        case ARPC_FRAME_HELLO: {
+            uint32_t max_frame = le_ld32(buf + ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT);
+            if (max_frame != 0 && max_frame < ARPC_MAX_FRAME_MIN)
+                snprintf(out, cap, "HELLO frame announces a frame limit of %u bytes, under the %u every arpc peer takes",
+                         max_frame, ARPC_MAX_FRAME_MIN);
+            else
+                snprintf(out, cap, "HELLO frame promises a token its body does not hold");
             break;
+        }
         case ARPC_FRAME_ERROR:
         case ARPC_FRAME_GOAWAY:
             snprintf(out, cap, "%s frame's message runs past its body", arpc_frame_kind_name(kind));

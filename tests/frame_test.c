@@ -639,6 +639,16 @@ static void test_fault_text(void **state)
     expect_fault(buf, frame_with(buf, ARPC_FRAME_ONEWAY, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0), "ONEWAY frame's method name length");
     expect_fault(buf, frame_with(buf, ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1), "GOAWAY frame's message runs past its body");
     expect_fault(buf, frame_with(buf, ARPC_FRAME_HELLO, ARPC_HELLO_BODY_SIZE, 8, ARPC_HELLO_TOKEN), "HELLO frame promises a token");
+    /* A HELLO announcing a frame limit under ARPC_MAX_FRAME_MIN (a peer that could take no call
+     * or goodbye; a client used to accept it and fail every call ETOOLARGE); 0 (not announced)
+     * and the minimum itself are fine. */
+    expect_fault(buf, arpc_frame_encode_hello(buf, 1, 0, 1, 0), "HELLO frame announces a frame limit of 1 bytes, under the 1024");
+    expect_fault(buf, arpc_frame_encode_hello(buf, 1, 0, ARPC_MAX_FRAME_MIN - 1, 0), "a frame limit of 1023 bytes");
+    struct arpc_frame hello;
+    size_t used;
+    assert_int_equal(ARPC_OK, arpc_frame_decode(buf, arpc_frame_encode_hello(buf, 1, 0, ARPC_MAX_FRAME_MIN, 0), UINT32_MAX, &hello, &used, NULL));
+    assert_int_equal(ARPC_MAX_FRAME_MIN, hello.f_max_frame);
+    assert_int_equal(ARPC_OK, arpc_frame_decode(buf, arpc_frame_encode_hello(buf, 1, 0, 0, 0), UINT32_MAX, &hello, &used, NULL));
     /* Cut to the room given, NUL included. */
     n = valid_request(buf);
     buf[3] = 10;
@@ -658,22 +668,22 @@ static void test_forward_compatible_bytes(void **state)
     uint8_t buf[256];
     struct arpc_frame f;
     size_t consumed;
-    size_t n = arpc_frame_encode_hello(buf, 11, 22, 33, 44);
+    size_t n = arpc_frame_encode_hello(buf, 11, 22, 3333, 44);
     buf[4] = ARPC_HELLO_BODY_SIZE_EXT + 20; /* body_len */
     memset(buf + n, 0xee, 20);
     assert_int_equal(ARPC_OK, decode_exact(buf, n + 20, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(n + 20, consumed);
     assert_int_equal(11, f.f_client_id);
     assert_int_equal(22, f.f_flags);
-    assert_int_equal(33, f.f_max_frame);
+    assert_int_equal(3333, f.f_max_frame);
     assert_int_equal(44, f.f_expiry_s);
     assert_int_equal(0, f.f_payload_len);
     /* A HELLO of the first revision (16 bytes, no expiry field) still decodes: expiry 0. */
-    n = arpc_frame_encode_hello(buf, 11, 22, 33, 44);
+    n = arpc_frame_encode_hello(buf, 11, 22, 3333, 44);
     buf[4] = ARPC_HELLO_BODY_SIZE;
     assert_int_equal(ARPC_OK, decode_exact(buf, ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE, UINT32_MAX, &f,
                                            &consumed, NULL));
-    assert_int_equal(33, f.f_max_frame);
+    assert_int_equal(3333, f.f_max_frame);
     assert_int_equal(0, f.f_expiry_s);
 
     n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
