@@ -274,7 +274,10 @@ static void test_deadline_without_reply(void **state)
     uint64_t before = written(fx->c);
     for (unsigned i = 0; i < n; i++) {
         wait_idle(fx->c);
-        assert_int_equal(ARPC_ETIMEDOUT, arpc_call(fx->c, "t.hold", "x", 1, NULL, NULL, deadlines[i]));
+        /* ARPC_EEXPIRED when the pool's worker was later than the deadline to take the call (a
+         * loaded machine): the server refuses it then, which may reach the client first. */
+        int rc = arpc_call(fx->c, "t.hold", "x", 1, NULL, NULL, deadlines[i]);
+        assert_true(rc == ARPC_ETIMEDOUT || rc == ARPC_EEXPIRED);
     }
     assert_true(written(fx->c) - before >= n / 2);
     assert_int_equal(0, arpc_client_pending(fx->c));

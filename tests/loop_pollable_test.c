@@ -156,7 +156,10 @@ static void test_calls_carried_by_application_epoll(void **state)
 static void on_timed_out(arpc_future *f, void *arg)
 {
     bool *done = arg;
-    assert_int_equal(ARPC_ETIMEDOUT, arpc_future_poll(f));
+    /* ARPC_EEXPIRED: a worker later than the deadline to take the call (a loaded machine);
+     * the server's refusal then may come before the client's timer. */
+    int rc = arpc_future_poll(f);
+    assert_true(rc == ARPC_ETIMEDOUT || rc == ARPC_EEXPIRED);
     *done = true;
 }
 
