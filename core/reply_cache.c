@@ -30,6 +30,8 @@ static enum arpc_rc_verdict refuse(struct arpc_reply_cache *rc, enum arpc_rc_ver
         rc->rc_stats.stale++;
     else if (v == ARPC_RC_CROWDED)
         rc->rc_stats.crowded++;
+    else if (v == ARPC_RC_CLIENT_FULL)
+        rc->rc_stats.client_full++;
     else
         rc->rc_stats.full++;
     return v;
@@ -121,6 +123,8 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     struct arpc_rc_entry *e = arpc_rc_entry_get(c, seq);
     if (e == NULL && is_full(rc))
         return refuse(rc, ARPC_RC_FULL);
+    if (e == NULL && c->c_bytes >= rc->rc_max_client_bytes)
+        return refuse(rc, ARPC_RC_CLIENT_FULL);
     if (e == NULL) {
         rc->rc_goodbyes -= c->c_goodbye; /* it calls again: its goodbye spoke for the calls before only */
         c->c_goodbye = false;
@@ -188,7 +192,7 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
     if (seq <= c->c_ack)
         return arpc_rc_entry_remove(rc, c, e); /* acked meanwhile: nobody will ask again */
     *kept = true;
-    arpc_rc_entry_hold(rc, e, reply, reply_bytes);
+    arpc_rc_entry_hold(rc, c, e, reply, reply_bytes);
     arpc_rc_entry_move(rc, c, e, logged ? ARPC_RC_LOGGING : ARPC_RC_DONE);
     return logged ? NULL : arpc_rc_take_waiters(e);
 }

@@ -30,7 +30,10 @@
  * entries beyond its first slots (a window of calls wider than them, until it is forgotten).
  * A NEW call is refused (FULL) while
  * bytes >= max_bytes, and nothing is evicted to make room: a reply its client has not acked
- * is never silently forgotten. Only acks, aborts and idle expiry free room.
+ * is never silently forgotten. Only acks, aborts and idle expiry free room. One client's
+ * share of those bytes is bounded too (CLIENT_FULL while its own bytes >= max_client_bytes,
+ * half of max_bytes by default), so that a client that never acks (or sent a window of large
+ * calls and vanished) cannot leave every other client refused until it expires.
  *
  * Waiters: finish, durable and abort hand out the waiters to answer as a list in arrival
  * order (the first is the request that began the call), owned by the caller until it gives
@@ -84,15 +87,16 @@ struct arpc_reply_cache_ops {
 };
 
 struct arpc_reply_cache_options {
-    size_t max_bytes;        /* 0: 64 MiB */
+    size_t max_bytes;        /* 0: 128 MiB */
     uint64_t idle_expiry_ns; /* 0: 10 minutes */
+    size_t max_client_bytes; /* one client's share of max_bytes; 0: half of it */
 };
 
 struct arpc_reply_cache_stats {
     size_t clients, entries;
     size_t running, logging; /* entries in those states; the rest are DONE */
     size_t bytes;            /* as counted against max_bytes */
-    uint64_t hits_attached, hits_replayed, stale, full, crowded; /* verdicts of begin, since init */
+    uint64_t hits_attached, hits_replayed, stale, full, client_full, crowded; /* verdicts of begin, since init */
 };
 
 struct arpc_rc_client; /* private: core/reply_cache_store.h */
@@ -110,7 +114,7 @@ struct arpc_reply_cache {
     struct arpc_rc_client *rc_last;               /* the last one looked up (or NULL) */
     struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
     struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
-    size_t rc_max_bytes;
+    size_t rc_max_bytes, rc_max_client_bytes;
     uint64_t rc_idle_ns;
     struct arpc_reply_cache_ops rc_ops;
     void *rc_ctx;
@@ -134,6 +138,7 @@ enum arpc_rc_verdict {
     ARPC_RC_REPLAY,   /* send *reply_out (kept by the cache) under xid; nothing runs */
     ARPC_RC_STALE,    /* seq <= the client's ack: answer ARPC_EREJECTED; never run */
     ARPC_RC_FULL,     /* a NEW call with bytes >= max_bytes: answer ARPC_EOVERLOADED */
+    ARPC_RC_CLIENT_FULL, /* a NEW call from a client holding max_client_bytes: the same */
     ARPC_RC_NOMEM,    /* out of memory: refuse the call; it did not run */
     ARPC_RC_CROWDED,  /* ARPC_RC_MAX_WAITERS duplicates already wait for the running call:
                        * answer ARPC_EOVERLOADED (nothing runs; a retry later finds the reply) */

@@ -30,7 +30,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 
-#define DEFAULT_MAX_BYTES ((size_t)64 << 20)
+#define DEFAULT_MAX_BYTES ((size_t)128 << 20)
 #define DEFAULT_IDLE_NS (10ull * 60 * 1000000000)
 #define CLIENT_TABLE_SLOTS 64 /* a new client's seq table: u64_map's smallest */
 #define RING_SLOTS 64         /* a new client's ring */
@@ -82,7 +82,7 @@ static int ring_grow(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
     arpc_free(c->c_ring);
     c->c_ring = ring;
     c->c_ring_mask = 2 * n - 1;
-    rc->rc_stats.bytes += n * sizeof(*ring);
+    arpc_rc_books_add(rc, c, n * sizeof(*ring));
     return ARPC_OK;
 }
 
@@ -113,7 +113,7 @@ int arpc_rc_entry_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
         return ARPC_ENOMEM;
     arpc_rc_count_state(rc, c, e->e_state, true);
     rc->rc_stats.entries++;
-    rc->rc_stats.bytes += ENTRY_COST + e->e_reply_bytes;
+    arpc_rc_books_add(rc, c, ENTRY_COST + e->e_reply_bytes);
     return ARPC_OK;
 }
 
@@ -123,7 +123,7 @@ static void entry_release(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     arpc_rc_count_state(rc, c, e->e_state, false);
     rc->rc_stats.entries--;
-    rc->rc_stats.bytes -= ENTRY_COST + e->e_reply_bytes;
+    arpc_rc_books_sub(rc, c, ENTRY_COST + e->e_reply_bytes);
     arpc_rc_entry_recycle(rc, e);
 }
 
@@ -182,7 +182,7 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
     }
     c->c_nring -= gone;
     rc->rc_stats.entries -= gone;
-    rc->rc_stats.bytes -= gone_bytes;
+    arpc_rc_books_sub(rc, c, gone_bytes);
     size_t count = arpc_u64_map_count(&c->c_entries);
     if (count == 0)
         return;
@@ -236,7 +236,7 @@ struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t 
     }
     arpc_rc_list_push_newest(rc, c);
     rc->rc_stats.clients++;
-    rc->rc_stats.bytes += CLIENT_COST;
+    arpc_rc_books_add(rc, c, CLIENT_COST);
     return c;
 }
 
@@ -274,7 +274,7 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
         rc->rc_last = NULL;
     arpc_rc_list_unlink(rc, c);
     rc->rc_stats.clients--;
-    rc->rc_stats.bytes -= CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring);
+    arpc_rc_books_sub(rc, c, CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring));
     rc->rc_goodbyes -= c->c_goodbye;
     arpc_free(c);
 }
@@ -311,6 +311,7 @@ int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_c
     if (ops != NULL)
         rc->rc_ops = *ops;
     rc->rc_max_bytes = o != NULL && o->max_bytes != 0 ? o->max_bytes : DEFAULT_MAX_BYTES;
+    rc->rc_max_client_bytes = o != NULL && o->max_client_bytes != 0 ? o->max_client_bytes : rc->rc_max_bytes / 2;
     rc->rc_idle_ns = o != NULL && o->idle_expiry_ns != 0 ? o->idle_expiry_ns : DEFAULT_IDLE_NS;
     return arpc_u64_map_init(&rc->rc_clients, 64);
 }

@@ -29,6 +29,7 @@ struct arpc_rc_client {
     uint64_t c_last_ns;                       /* the last request, or expiry's look at it */
     struct arpc_rc_client *c_older, *c_newer; /* the activity list */
     size_t c_busy;                            /* RUNNING + LOGGING entries */
+    size_t c_bytes;                           /* its share of the cache's bytes (arpc_rc_books_add) */
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
     bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
     struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
@@ -158,12 +159,26 @@ static inline void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_r
 }
 
 /* A RUNNING entry in the books now holds reply. */
-static inline void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_entry *e,
-                                      void *reply, size_t reply_bytes)
+/* The books: every byte counted against max_bytes is some client's, counted against its
+ * share too. */
+static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
+{
+    rc->rc_stats.bytes += n;
+    c->c_bytes += n;
+}
+
+static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
+{
+    rc->rc_stats.bytes -= n;
+    c->c_bytes -= n;
+}
+
+static inline void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
+                                      struct arpc_rc_entry *e, void *reply, size_t reply_bytes)
 {
     e->e_reply = reply;
     e->e_reply_bytes = reply_bytes;
-    rc->rc_stats.bytes += reply_bytes;
+    arpc_rc_books_add(rc, c, reply_bytes);
 }
 
 static inline struct arpc_rc_waiter *arpc_rc_take_waiters(struct arpc_rc_entry *e)

@@ -294,7 +294,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
     enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
                                                     f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
     s->sv_admitting = NULL;
-    char msg[96];
+    char msg[192];
     switch (v) {
     case ARPC_RC_NEW:
         sconn_retain_loop(sc); /* the waiter's, from the loop's stash: no locked operation */
@@ -315,6 +315,14 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         return false;
     case ARPC_RC_FULL:
         snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
+        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        return false;
+    case ARPC_RC_CLIENT_FULL:
+        /* Its own replies, not acknowledged yet, fill its share: others still get in. */
+        snprintf(msg, sizeof(msg),
+                 "this client's replies not yet acknowledged fill its share of the server's reply cache "
+                 "(%zu bytes, half of reply_cache_bytes): call not run",
+                 s->sv_cache.rc_max_client_bytes);
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     case ARPC_RC_CROWDED:

@@ -7,6 +7,7 @@
  * stopped meanwhile); the server's heartbeat closes a silent client; and after kill -9 the reply
  * log still answers a retried call without running it (the server's epoch survives too).
  */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -240,6 +241,52 @@ static void test_not_run_is_not_remembered(void **state)
 }
 
 
+/* One client's replies, never acknowledged, fill at most its share of the reply cache (half
+ * of reply_cache_bytes): its next new call is refused ARPC_EOVERLOADED, saying so, while
+ * another client's still runs; its own ack makes room for it again. Before, the first client
+ * filled the whole cache, and every other client's numbered calls were refused until it
+ * expired (client_expiry_s, ten minutes by default). */
+static void test_one_client_cannot_fill_the_cache(void **state)
+{
+    (void)state;
+    enum { PAYLOAD = 4096, MAX_CALLS = 64 };
+    arpc_server *s;
+    arpc_server_options so = {.reply_cache_bytes = 64 * 1024};
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    static struct raw_client a, b;
+    assert_true(raw_connect(&a, addr, 71));
+    assert_true(raw_connect(&b, addr, 72));
+    static uint8_t payload[PAYLOAD];
+    memset(payload, 'p', sizeof(payload));
+    struct raw_frame f;
+    uint64_t seq;
+    for (seq = 1; seq <= MAX_CALLS; seq++) { /* ack 0: nothing is ever acknowledged */
+        assert_true(raw_request(&a, seq, seq, 0, 0, "t.echo", payload, sizeof(payload)));
+        assert_true(raw_read(&a, &f, false));
+        assert_int_equal(seq, f.f.f_xid);
+        if (f.f.f_kind != ARPC_FRAME_REPLY)
+            break;
+    }
+    assert_true(seq > 4 && seq < 16); /* it had its half: 32 KiB, about 8 replies */
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
+    if (memmem(f.f.f_msg, f.f.f_msg_len, "share", 5) == NULL)
+        fail_msg("the refusal does not say why: %.*s", (int)f.f.f_msg_len, f.f.f_msg);
+    assert_true(raw_request(&b, 1, 1, 0, 0, "t.echo", payload, sizeof(payload))); /* another client */
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_true(raw_request(&a, 1000, seq, seq - 1, 0, "t.echo", payload, 16)); /* acks all it had */
+    assert_true(raw_read(&a, &f, false));
+    assert_int_equal(1000, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    raw_close(&a);
+    raw_close(&b);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* r sends seq 1 of its client again with a deadline (ms), and a new call (seq 2) behind it,
  * whose reply proves the retry was admitted (attached) before it. */
 static void send_retry_attached(struct raw_client *r, const char *method, uint64_t xid, uint32_t deadline_ms)
@@ -451,6 +498,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_duplicate_other_connection_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_run_is_not_remembered, setup, teardown),
+        cmocka_unit_test(test_one_client_cannot_fill_the_cache),
         cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),

@@ -82,13 +82,20 @@ static const struct arpc_reply_cache_ops OPS = {
 #define B R(0xB)
 #define NOT_KEPT 4095 /* a reply the cache must not keep, nor free */
 
-static void cache_init(struct arpc_reply_cache *rc, size_t max_bytes, uint64_t idle_ns)
+/* A cache whose clients may each take client_share of max_bytes (0: the default, half). */
+static void cache_init_shared(struct arpc_reply_cache *rc, size_t max_bytes, size_t client_share, uint64_t idle_ns)
 {
     test_alloc_install();
     probe_reset(hand_freed);
     memset(hand_freed, 0, sizeof(hand_freed));
-    struct arpc_reply_cache_options o = {max_bytes, idle_ns};
+    struct arpc_reply_cache_options o = {.max_bytes = max_bytes, .idle_expiry_ns = idle_ns, .max_client_bytes = client_share};
     assert_int_equal(ARPC_OK, arpc_reply_cache_init(rc, &o, &OPS, &P));
+}
+
+/* A cache one client may fill alone. */
+static void cache_init(struct arpc_reply_cache *rc, size_t max_bytes, uint64_t idle_ns)
+{
+    cache_init_shared(rc, max_bytes, max_bytes, idle_ns);
 }
 
 static struct arpc_reply_cache_stats stats_of(const struct arpc_reply_cache *rc)
@@ -479,6 +486,34 @@ static void test_full(void **state)
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 6, 3, A, 10, 0)); /* its own ack makes room */
     assert_int_equal(1, hand_freed[3]);
     expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 6), 1, A, (uint64_t)10);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
+/* One client's share: by default half the bound. A client that holds it (replies it never
+ * acks) is refused its NEW calls, while another still gets in; its ack makes room for it
+ * again. Without the share, one client that sent a window of large calls and vanished left
+ * every other client refused until it expired (minutes). */
+static void test_client_share(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
+    size_t share = client + 4 * (entry + 100);
+    cache_init_shared(&rc, 2 * share, 0, 0);
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        done(&rc, 7, seq, seq, 100, 0);
+    assert_int_equal(share, stats_of(&rc).bytes);
+    assert_int_equal(ARPC_RC_CLIENT_FULL, begin(&rc, 7, 5, 0, A, 5, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 8, 1, 0, B, 6, 0)); /* another client gets in */
+    expect_waiters(&rc, finish(&rc, 8, 1, 5, 100, 0), 1, B, (uint64_t)6);
+    for (uint64_t seq = 1; seq <= 4; seq++) /* nothing of 7's evicted */
+        expect_replay(&rc, 7, seq, seq, 0);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(1, s.client_full);
+    assert_int_equal(0, s.full);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 5, 1, A, 7, 0)); /* its own ack makes room */
+    assert_int_equal(1, hand_freed[1]);
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 5), 1, A, (uint64_t)7);
     arpc_reply_cache_fini(&rc, NULL);
 }
 
@@ -896,8 +931,8 @@ struct m_client {
 struct model {
     struct m_client c[M_CLIENTS];
     uint64_t order;
-    size_t max_bytes;
-    uint64_t attached, replayed, stale, full, crowded;
+    size_t max_bytes, max_client_bytes;
+    uint64_t attached, replayed, stale, full, client_full, crowded;
     size_t freed_by_cache; /* replies the cache should have given to free_reply */
     uint64_t expired[64];
     size_t n_expired;
@@ -973,6 +1008,14 @@ static size_t m_bytes(const struct model *m)
     return b;
 }
 
+static size_t m_client_bytes(const struct m_client *c)
+{
+    size_t b = arpc_reply_cache_client_cost();
+    for (size_t j = 0; j < c->n; j++)
+        b += arpc_reply_cache_entry_cost() + c->e[j].bytes;
+    return b;
+}
+
 static struct m_entry *m_new_entry(struct m_client *c, uint64_t seq, int state)
 {
     M_CHECK(c->n < M_MAXE);
@@ -1005,6 +1048,8 @@ static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint6
     if (e == NULL) {
         if (m_bytes(m) >= m->max_bytes)
             return m->full++, ARPC_RC_FULL;
+        if (m_client_bytes(c) >= m->max_client_bytes)
+            return m->client_full++, ARPC_RC_CLIENT_FULL;
         m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
         return ARPC_RC_NEW;
     }
@@ -1093,7 +1138,7 @@ static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
     M_CHECK(s.running == running && s.logging == logging);
     M_CHECK(s.bytes == m_bytes(m));
     M_CHECK(s.hits_attached == m->attached && s.hits_replayed == m->replayed);
-    M_CHECK(s.stale == m->stale && s.full == m->full && s.crowded == m->crowded);
+    M_CHECK(s.stale == m->stale && s.full == m->full && s.client_full == m->client_full && s.crowded == m->crowded);
     M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
     M_CHECK(P.n_expired == m->n_expired);
     for (size_t i = 0; i < m->n_expired; i++)
@@ -1134,14 +1179,16 @@ static void test_against_model(void **state)
     probe_reset(freed);
     size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
     m->max_bytes = 4 * client + 40 * (entry + 150);
+    m->max_client_bytes = client + 9 * (entry + 150); /* a window of 12 reaches it now and then */
     for (int i = 0; i < M_CLIENTS; i++)
         m->c[i].base = 1;
     struct arpc_reply_cache rc;
-    struct arpc_reply_cache_options o = {m->max_bytes, M_IDLE};
+    struct arpc_reply_cache_options o = {.max_bytes = m->max_bytes, .idle_expiry_ns = M_IDLE,
+                                         .max_client_bytes = m->max_client_bytes};
     assert_int_equal(ARPC_OK, arpc_reply_cache_init(&rc, &o, &OPS, &P));
     uint64_t now = 0, xid = 0;
     uintptr_t next_reply = 1;
-    size_t seen[ARPC_RC_NOMEM + 1] = {0};
+    size_t seen[ARPC_RC_CROWDED + 1] = {0}; /* by verdict: the last of the enum */
     size_t expiries = 0, kept_false = 0;
     for (m_op = 0; m_op < M_OPS; m_op++) {
         now += rng_next(&rng) % 6;
@@ -1283,6 +1330,8 @@ static void test_against_model(void **state)
     /* Every outcome happened often enough for the run to mean something. */
     for (int v = ARPC_RC_NEW; v <= ARPC_RC_FULL; v++)
         assert_true(seen[v] > 500);
+    print_message("client shares full: %zu\n", seen[ARPC_RC_CLIENT_FULL]);
+    assert_true(seen[ARPC_RC_CLIENT_FULL] > 100);
     assert_true(expiries > 100);
     assert_true(kept_false > 100);
     /* fini: the waiters of unfinished calls are dropped, every reply ends freed once */
@@ -1401,6 +1450,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_logging_then_durable),
         cmocka_unit_test_no_leak(test_abort),
         cmocka_unit_test_no_leak(test_full),
+        cmocka_unit_test_no_leak(test_client_share),
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
         cmocka_unit_test_no_leak(test_knows),

@@ -102,9 +102,11 @@ typedef struct arpc_server_options {
                                * is answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
-    size_t reply_cache_bytes; /* bound on remembered replies; 0: 64 MiB. When full, new numbered
+    size_t reply_cache_bytes; /* bound on remembered replies; 0: 128 MiB. When full, new numbered
                                * calls are refused (ARPC_EOVERLOADED); nothing unacknowledged is
-                               * ever dropped to make room */
+                               * ever dropped to make room. One client may hold half of it: over
+                               * that its new numbered calls are refused (ARPC_EOVERLOADED) until
+                               * it acknowledges replies, while other clients still get in */
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
