@@ -88,27 +88,46 @@ static bool request_answer_for_handler(arpc_request *req, int code, int late_cod
     return true;
 }
 
+/* A call still waiting for its actor this close to its deadline (an eighth of its budget, at
+ * most REQUEST_START_LEAD_MAX_NS) is refused ARPC_EEXPIRED then: a handler started so late
+ * could not finish for a caller about to give up, and the refusal, sent a little before the
+ * deadline, reaches the caller before its own timer ends the call "may have run"
+ * (ARPC_ETIMEDOUT). The caller's deadline is at most the server's: the server counts the
+ * budget from the call's arrival, after its send, and the budget is sent rounded up to the ms. */
+#define REQUEST_START_LEAD_MAX_NS (5 * ARPC_NS_PER_MS)
+
+static uint64_t request_start_by(const struct request_state *st)
+{
+    uint64_t lead = (st->rs_deadline_ns - st->rs_dispatched_ns) / 8;
+    return st->rs_deadline_ns - (lead < REQUEST_START_LEAD_MAX_NS ? lead : REQUEST_START_LEAD_MAX_NS);
+}
+
+/* Armed first for the call's start-by time, then, for a call that started, for its deadline. */
 static void request_on_deadline(struct arpc_deadline *d, void *arg)
 {
-    (void)d;
     arpc_request *req = arg;
-    /* Parked on its connection (its actor's mailbox full): refused ARPC_EEXPIRED when it is
-     * posted and its actor takes it, as before (the connection's paths refuse a parked
-     * request themselves). */
-    if (req->rq_state->rs_conn->sc_parked == req)
-        return;
-    /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
-     * against request_run's) and refuses it ARPC_EEXPIRED now ("did not run", and a numbered
-     * call's entry is dropped so a retry may run it), rather than when a busy actor comes to
-     * it, which may be long after its caller gave up not knowing whether it ran. The actor
-     * that takes its job later only lets go of it. */
-    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
-    if (!(flags & RQ_STARTED)) {
-        request_refuse_unstarted(req, flags);
-        return;
+    struct request_state *st = req->rq_state;
+    arpc_server *s = st->rs_conn->sc_server;
+    /* Not parked on its connection (its actor's mailbox full): the connection's paths refuse a
+     * parked request themselves, and its actor refuses it ARPC_EEXPIRED once posted. */
+    if (st->rs_conn->sc_parked != req) {
+        /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
+         * against request_run's) and refuses it now ("did not run", and a numbered call's
+         * entry is dropped so a retry may run it), rather than when a busy actor comes to it,
+         * long after its caller gave up not knowing whether it ran. The actor that takes its
+         * job later only lets go of it. */
+        unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
+        if (!(flags & RQ_STARTED)) {
+            request_refuse_unstarted(req, flags);
+            return;
+        }
     }
-    (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT, "the handler did not reply by the call's deadline",
-                                     req->rq_seq != 0 || req->rq_state->rs_conn->sc_server->sv_has_log);
+    /* Started (or parked): its handler has until the deadline itself. */
+    if (arpc_now_ns() < st->rs_deadline_ns && arpc_deadline_arm(s->sv_loop, d, st->rs_deadline_ns) == ARPC_OK)
+        return;
+    if (st->rs_conn->sc_parked != req)
+        (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT, "the handler did not reply by the call's deadline",
+                                         req->rq_seq != 0 || s->sv_has_log);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */
@@ -119,7 +138,7 @@ void request_list(arpc_server *s, arpc_request *req)
     st->rs_awaiting = true;
     arpc_deadline_init(&st->rs_deadline, request_on_deadline, req);
     if (st->rs_deadline_ns != ARPC_NEVER && !req->rq_oneway) /* nobody waits for a one-way */
-        (void)arpc_deadline_arm(s->sv_loop, &st->rs_deadline, st->rs_deadline_ns); /* ENOMEM: the
+        (void)arpc_deadline_arm(s->sv_loop, &st->rs_deadline, request_start_by(st)); /* ENOMEM: the
                                                        * caller's own deadline still ends its wait */
 }
 

@@ -55,9 +55,10 @@
  *                     memory ..."; ARPC_ENOMEM if no send of it may have reached a server)
  *   ARPC_EEXPIRED     its budget ran out on the server before a handler started it (it
  *                     arrived late, or waited for a busy actor): did not run. The server
- *                     answers at the budget's end, counted from the call's arrival, so this
- *                     client's own timer, counted from the send, usually ends it first
- *                     (ARPC_ETIMEDOUT)
+ *                     refuses it a little before the deadline (an eighth of the budget, at
+ *                     most 5 ms), so the refusal normally arrives before this client's own
+ *                     timer; if it does not (a slow network, a late server), the call ends
+ *                     ARPC_ETIMEDOUT
  *   ARPC_EOVERLOADED  the server had no room (its reply cache is full): did not run
  *   ARPC_ETOOLARGE    request larger than the server's or the client's frame limit (not sent),
  *                     or the reply larger than the client's limit (the handler ran; the

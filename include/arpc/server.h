@@ -425,9 +425,10 @@ ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
  * ARPC_FOREVER when the caller set none; 0 once it has passed. A handler with slow work can
  * give up early: the caller stops waiting at that point anyway, and the server answers it
  * ARPC_ETIMEDOUT then if the handler has not replied. (A call whose budget ran out before its
- * handler started is not run: the server refuses it ARPC_EEXPIRED at its deadline, even while
- * it still waits for a busy actor. arpc's client counts the same budget from before its send,
- * so its own timer usually ends the call first, ARPC_ETIMEDOUT.) */
+ * handler started is not run: the server refuses it ARPC_EEXPIRED, even while it still waits
+ * for a busy actor, and does so an eighth of the budget (at most 5 ms) before the deadline, so
+ * that the refusal reaches the caller before its own timer ends the call ARPC_ETIMEDOUT. A
+ * handler that started has the whole budget.) */
 ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
 
 /* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
