@@ -70,9 +70,12 @@ char *arpc_frame_fault_text(const uint8_t *buf, size_t len, char *out, size_t ca
                      arpc_frame_kind_name(kind));
             break;
         case ARPC_FRAME_HELLO: {
-            uint32_t max_frame = le_ld32(buf + ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT);
+            /* (A large body read apart leaves only the header here: len says what is.) */
+            uint32_t max_frame = len >= ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT + 4
+                                     ? le_ld32(buf + ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT)
+                                     : 0;
             if (max_frame != 0 && max_frame < ARPC_MAX_FRAME_MIN)
-                snprintf(out, cap, "HELLO frame announces a frame limit of %u bytes, under the %u every arpc peer takes",
+                snprintf(out, cap, "HELLO frame announces a frame limit of %u bytes, under the %u an arpc peer may announce",
                          max_frame, ARPC_MAX_FRAME_MIN);
             else
                 snprintf(out, cap, "HELLO frame promises a token its body does not hold");

@@ -79,6 +79,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     sc->sc_json = js;
     sc->sc_speaks_json = true;
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
+    conn->c_stranger = false;        /* (its bytes never reach the frame parser anyway) */
     conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
     /* Nor can anything pass its holds, which stop reading at once: a reset would be heard of

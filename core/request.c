@@ -257,8 +257,27 @@ void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
-    inflight_end(req, ran_len); /* after the reply counts as queued output */
+    /* After the reply counts as queued output; a call refused while it waited in its actor's
+     * mailbox counts until the actor lets it go (its payload is still there: request_let_go). */
+    if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
+        inflight_end(req, ran_len);
     request_reply_done(req, true);
+}
+
+/* Loop thread (or a final drain, loop NULL): a call the loop refused while it waited in its
+ * actor's mailbox, which its actor has now let go of, stops counting, and is freed. */
+static void request_let_go_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
+    if (loop != NULL)
+        inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
+    request_handler_done(req, loop != NULL);
+}
+
+void request_let_go(arpc_request *req)
+{
+    /* Its refusal was delivered on the loop as it was made (rs_job is free again). */
+    request_finish_on_loop(req->rq_state->rs_conn->sc_server, req, request_let_go_on_loop, NULL);
 }
 
 /* No reply will be delivered (none could be encoded): let go of the reply's holder on the
@@ -280,7 +299,7 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack, req->rq_state->rs_lost_ran);
     else if (loop != NULL)
         sconn_send_error(sc, req->rq_xid, ARPC_EABANDONED, lost, sizeof(lost) - 1);
-    if (loop != NULL)
+    if (loop != NULL && !(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED)) /* else: request_let_go */
         inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
     request_reply_done(req, loop != NULL);
 }

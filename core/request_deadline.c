@@ -116,7 +116,10 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
          * entry is dropped so a retry may run it), rather than when a busy actor comes to it,
          * long after its caller gave up not knowing whether it ran. The actor that takes its
          * job later only lets go of it. */
-        unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
+        unsigned flags = atomic_load(&req->rq_flags);
+        while (!(flags & RQ_STARTED) &&
+               !atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_STARTED | RQ_REFUSED_QUEUED))
+            ;
         if (!(flags & RQ_STARTED)) {
             request_refuse_unstarted(req, flags);
             return;

@@ -45,9 +45,11 @@ static void request_run(arpc_request *req, int status, bool queued, bool waited)
 {
     struct request_state *st = req->rq_state;
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
-    if (flags & RQ_STARTED) /* its deadline came first, and the loop refused it then */
-        ;
-    else if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
+    if (flags & RQ_STARTED) { /* the loop refused it at its start-by time (request_deadline.c) */
+        request_let_go(req);
+        return;
+    }
+    if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     else if ((flags & RQ_CANCELLED) || (waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns))
         request_refuse_unstarted(req, flags);

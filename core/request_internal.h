@@ -34,6 +34,9 @@ enum {
                               * "handler" is the application, which returns with its reply */
     RQ_CANCEL_KEPT = 1u << 11, /* cancelled by a CANCEL naming its seq: its ARPC_ECANCELLED,
                                 * should it not start, is kept as the call's result (loop thread) */
+    RQ_REFUSED_QUEUED = 1u << 12, /* the loop refused it while it waited in its actor's mailbox
+                                   * (core/request_deadline.c): it keeps counting (calls in flight,
+                                   * the connection's bytes) until its actor lets it go */
 };
 
 /*
@@ -141,6 +144,9 @@ void request_refuse(arpc_request *req, int code, const char *why);
  * ARPC_ECANCELLED if a CANCEL came for it, else ARPC_EEXPIRED. Its actor's run (request_run) or
  * the loop at its deadline (core/request_deadline.c), whichever set RQ_STARTED. */
 void request_refuse_unstarted(arpc_request *req, unsigned flags);
+/* Its actor's thread: lets go of a call the loop refused while it waited in the actor's
+ * mailbox (RQ_REFUSED_QUEUED): it stops counting on the loop, and is freed. */
+void request_let_go(arpc_request *req);
 
 /* The call was answered with code (the handler's reply, or the server's in its place):
  * counted once in its method's stats with its latency (loop thread). */

@@ -255,7 +255,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     struct server_conn *sc = conn->c_owner;
     if (sc->sc_refused)
         return; /* nothing from a client that failed the checks runs */
-    sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG never get here */
+    sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG get here only before HELLO (refused) */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
         return;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -165,6 +166,59 @@ static void test_expired_in_queue_is_answered_at_its_deadline(void **state)
     assert_int_equal(3, f.f.f_xid);
     assert_int_equal(2, atomic_load(&runs));
     raw_close(&r);
+}
+
+/* Calls the loop refuses while they wait in their actor's mailbox keep counting against their
+ * connection's limits until the actor lets them go: their payloads are still in the mailbox. A
+ * connection limited to LIMIT calls in flight, whose first call holds the pool's one worker,
+ * sends CALLS more with a short budget: the LIMIT - 1 that fit are refused ARPC_EEXPIRED at
+ * their start-by time, and no other is read (so none is refused) while the worker is held.
+ * (With each refusal the connection used to read one call more: a review's program had 709
+ * payloads in a mailbox behind a limit of 16.) Then the worker is let go and every call is
+ * answered once. */
+static void test_refused_in_queue_still_counts(void **state)
+{
+    (void)state;
+    enum { LIMIT = 4, CALLS = 40, BUDGET_MS = 100 };
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = LIMIT};
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.serial", h_serial, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    struct raw_frame f;
+    assert_true(raw_connect(&r, addr, 0));
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.serial", "hold", 4));
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* the worker is held */
+    for (uint64_t xid = 2; xid <= CALLS + 1; xid++)
+        assert_true(raw_request(&r, xid, 0, 0, BUDGET_MS, "t.serial", "x", 1));
+    bool answered[CALLS + 2] = {0};
+    for (int i = 0; i < LIMIT - 1; i++) {
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+        assert_int_equal(ARPC_EEXPIRED, f.f.f_code);
+        assert_true(f.f.f_xid >= 2 && f.f.f_xid <= LIMIT);
+        answered[f.f.f_xid] = true;
+    }
+    /* Nothing more while the worker is held: no call was read after those. What is tested is
+     * that nothing happens, so this waits three budgets, in which a call read after the
+     * refusals would have been refused too. */
+    assert_int_equal(r.rc_consumed, r.rc_len);
+    struct pollfd pfd = {.fd = r.rc_fd, .events = POLLIN};
+    assert_int_equal(0, poll(&pfd, 1, 3 * BUDGET_MS));
+    assert_int_equal(1, atomic_load(&runs)); /* "hold" only */
+    sem_post(&gate);
+    for (int i = 0; i < CALLS + 1 - (LIMIT - 1); i++) { /* "hold", then every call read since */
+        assert_true(raw_read(&r, &f, false));
+        assert_true(f.f.f_xid >= 1 && f.f.f_xid <= CALLS + 1);
+        assert_false(answered[f.f.f_xid]);
+        answered[f.f.f_xid] = true;
+        /* A reply, or on a loaded machine a refusal of its own budget's */
+        assert_true(f.f.f_kind == ARPC_FRAME_REPLY || (f.f.f_kind == ARPC_FRAME_ERROR && f.f.f_code == ARPC_EEXPIRED));
+    }
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
 static void test_budget_reaches_handler(void **state)
@@ -409,6 +463,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_budget_reaches_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_in_queue_does_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_in_queue_is_answered_at_its_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_in_queue_still_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_before_start_does_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_reaches_running_handler, setup, teardown),
         cmocka_unit_test(test_semantics_over_a_cut),

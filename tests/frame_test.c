@@ -642,7 +642,7 @@ static void test_fault_text(void **state)
     /* A HELLO announcing a frame limit under ARPC_MAX_FRAME_MIN (a peer that could take no call
      * or goodbye; a client used to accept it and fail every call ETOOLARGE); 0 (not announced)
      * and the minimum itself are fine. */
-    expect_fault(buf, arpc_frame_encode_hello(buf, 1, 0, 1, 0), "HELLO frame announces a frame limit of 1 bytes, under the 1024");
+    expect_fault(buf, arpc_frame_encode_hello(buf, 1, 0, 1, 0), "HELLO frame announces a frame limit of 1 bytes, under the 1024 an arpc peer may announce");
     expect_fault(buf, arpc_frame_encode_hello(buf, 1, 0, ARPC_MAX_FRAME_MIN - 1, 0), "a frame limit of 1023 bytes");
     struct arpc_frame hello;
     size_t used;

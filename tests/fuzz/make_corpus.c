@@ -113,7 +113,7 @@ static void server_stream(void)
     chunks(fr, error(ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye"), 255);
     write_seed(t, "numbered-duplicate-ack-goaway");
 
-    chunks(fr, hello(3, 0, 64, 0), 255); /* the client takes 64-byte bodies at most */
+    chunks(fr, hello(3, 0, 1024, 0), 255); /* the client takes 1 KiB bodies at most (the least a HELLO may say) */
     uint8_t n = 3;
     chunks(fr, request(ARPC_FRAME_REQUEST, 1, 0, 0, "f.big", &n, 1), 255);
     chunks(fr, request(ARPC_FRAME_REQUEST, 2, 0, 0, "f.fail", NULL, 0), 255);
