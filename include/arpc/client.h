@@ -223,7 +223,7 @@ ARPC_API int arpc_client_close(arpc_client *c);
  * without a connection, which carry a message; other errors may carry one too, e.g.
  * ARPC_ETOOLARGE or a server's ARPC_EREJECTED),
  * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
- * may be NULL to discard it. So free *reply whenever it is not NULL, whatever the outcome
+ * may be NULL to discard it, and reply_len NULL when the size is not wanted. So free *reply whenever it is not NULL, whatever the outcome
  * (arpc_free(NULL) does nothing); an empty ARPC_OK reply may still be a buffer, with
  * *reply_len 0. A message is followed by a NUL byte not counted in *reply_len
  * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above).
