@@ -146,6 +146,10 @@ int arpc_frame_peek_request_fields(const uint8_t *buf, size_t len, struct arpc_f
     return ARPC_OK;
 }
 
+/* No arpc peer takes a limit under 1 KiB (arpc/common.h): one announcing it could take no
+ * call or goodbye of ours, so it is not spoken to. */
+bool arpc_frame_hello_limit_bad(uint32_t max_frame) { return max_frame != 0 && max_frame < ARPC_MAX_FRAME_MIN; }
+
 static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
     /* Fields appended after the fixed ones are read when present (a peer of an earlier
@@ -155,9 +159,7 @@ static int decode_hello(const uint8_t *body, uint32_t body_len, struct arpc_fram
     f->f_max_frame = le_ld32(body + HELLO_MAX_FRAME);
     f->f_expiry_s = body_len >= HELLO_EXPIRY + 4 ? le_ld32(body + HELLO_EXPIRY) : 0;
     f->f_incarnation = body_len >= HELLO_INCARNATION + 8 ? le_ld64(body + HELLO_INCARNATION) : 0;
-    /* No arpc peer takes a limit under 1 KiB (arpc/common.h): one announcing it could take no
-     * call or goodbye of ours, so it is not spoken to. */
-    if (f->f_max_frame != 0 && f->f_max_frame < ARPC_MAX_FRAME_MIN)
+    if (arpc_frame_hello_limit_bad(f->f_max_frame))
         return ARPC_EPROTO;
     if (!(f->f_flags & ARPC_HELLO_TOKEN))
         return ARPC_OK;

@@ -28,6 +28,7 @@
 #ifndef ARPC_CORE_FRAME_H
 #define ARPC_CORE_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -154,6 +155,9 @@ enum arpc_frame_fault {
 enum arpc_frame_fault arpc_frame_header_fault(const uint8_t *buf, size_t len);
 /* The fixed fields' size a kind's body starts with, or -1 for an unknown kind. */
 int64_t arpc_frame_kind_min_body(uint8_t kind);
+/* Whether a HELLO's max_frame is one no arpc peer may announce: 1 to ARPC_MAX_FRAME_MIN - 1
+ * (0 is "not announced"). Such a HELLO is malformed (arpc_frame_decode: ARPC_EPROTO). */
+bool arpc_frame_hello_limit_bad(uint32_t max_frame);
 /* A frame arpc_frame_decode refused ARPC_EPROTO, in words for a log line or a GOAWAY (peer
  * bytes appear only as numbers): buf holds its first len bytes. Writes at most cap bytes, NUL
  * included; returns out. core/frame_fault.c. */

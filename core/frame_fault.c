@@ -74,7 +74,7 @@ char *arpc_frame_fault_text(const uint8_t *buf, size_t len, char *out, size_t ca
             uint32_t max_frame = len >= ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT + 4
                                      ? le_ld32(buf + ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_MAX_FRAME_AT)
                                      : 0;
-            if (max_frame != 0 && max_frame < ARPC_MAX_FRAME_MIN)
+            if (arpc_frame_hello_limit_bad(max_frame))
                 snprintf(out, cap, "HELLO frame announces a frame limit of %u bytes, under the %u an arpc peer may announce",
                          max_frame, ARPC_MAX_FRAME_MIN);
             else

@@ -158,7 +158,6 @@ static inline void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_r
     arpc_rc_count_state(rc, c, e->e_state, true);
 }
 
-/* A RUNNING entry in the books now holds reply. */
 /* The books: every byte counted against max_bytes is some client's, counted against its
  * share too. */
 static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
@@ -173,6 +172,7 @@ static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc
     c->c_bytes -= n;
 }
 
+/* A RUNNING entry in the books now holds reply. */
 static inline void arpc_rc_entry_hold(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                                       struct arpc_rc_entry *e, void *reply, size_t reply_bytes)
 {

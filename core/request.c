@@ -229,6 +229,15 @@ void request_count_answer(arpc_request *req, int code, uint64_t done_ns)
 
 /* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
  * to a call the server answered goes another way (core/request_tomb.c). */
+/* Loop thread: the call's answer is out, so it stops counting (calls in flight, its
+ * connection's bytes) -- unless the loop refused it while it waited in its actor's mailbox:
+ * its payload is still there, and it counts until the actor lets it go (request_let_go). */
+static void reply_stops_counting(arpc_request *req, size_t ran_len)
+{
+    if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
+        inflight_end(req, ran_len);
+}
+
 void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
@@ -257,10 +266,7 @@ void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     } else if (rm->rm_effect == NULL || s->sv_log == NULL || !journal_send_durable(s, sc, rm)) {
         sconn_send_frame(sc, rm);
     }
-    /* After the reply counts as queued output; a call refused while it waited in its actor's
-     * mailbox counts until the actor lets it go (its payload is still there: request_let_go). */
-    if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
-        inflight_end(req, ran_len);
+    reply_stops_counting(req, ran_len); /* after the reply counts as queued output */
     request_reply_done(req, true);
 }
 
@@ -299,8 +305,8 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         dedup_lost(sc->sc_server, sc->sc_cache_key, req->rq_seq, req->rq_ack, req->rq_state->rs_lost_ran);
     else if (loop != NULL)
         sconn_send_error(sc, req->rq_xid, ARPC_EABANDONED, lost, sizeof(lost) - 1);
-    if (loop != NULL && !(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED)) /* else: request_let_go */
-        inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
+    if (loop != NULL) /* NULL: no loop runs (stopped), nothing counts any more */
+        reply_stops_counting(req, 0);
     request_reply_done(req, loop != NULL);
 }
 

@@ -108,9 +108,10 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
     arpc_request *req = arg;
     struct request_state *st = req->rq_state;
     arpc_server *s = st->rs_conn->sc_server;
-    /* Not parked on its connection (its actor's mailbox full): the connection's paths refuse a
+    /* Parked on its connection (its actor's mailbox full): the connection's paths refuse a
      * parked request themselves, and its actor refuses it ARPC_EEXPIRED once posted. */
-    if (st->rs_conn->sc_parked != req) {
+    bool parked = st->rs_conn->sc_parked == req;
+    if (!parked) {
         /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
          * against request_run's) and refuses it now ("did not run", and a numbered call's
          * entry is dropped so a retry may run it), rather than when a busy actor comes to it,
@@ -128,7 +129,7 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
     /* Started (or parked): its handler has until the deadline itself. */
     if (arpc_now_ns() < st->rs_deadline_ns && arpc_deadline_arm(s->sv_loop, d, st->rs_deadline_ns) == ARPC_OK)
         return;
-    if (st->rs_conn->sc_parked != req)
+    if (!parked)
         (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT, "the handler did not reply by the call's deadline",
                                          req->rq_seq != 0 || s->sv_has_log);
 }
