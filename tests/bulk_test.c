@@ -41,7 +41,8 @@ struct bulk_fx {
     char addr[ARPC_ADDR_MAX];
 };
 
-static void fx_start(struct bulk_fx *fx, const char *scheme, enum arpc_call_semantics semantics)
+/* The server (both echo methods) and a client with options co. */
+static void fx_start_with(struct bulk_fx *fx, const char *scheme, const arpc_client_options *co)
 {
     static int counter;
     char listen_addr[ARPC_ADDR_MAX];
@@ -55,8 +56,13 @@ static void fx_start(struct bulk_fx *fx, const char *scheme, enum arpc_call_sema
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->server, "bulk.echo_inline", test_echo, NULL, &inl));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->server, listen_addr, fx->addr, sizeof(fx->addr)));
+    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, co));
+}
+
+static void fx_start(struct bulk_fx *fx, const char *scheme, enum arpc_call_semantics semantics)
+{
     arpc_client_options co = {.semantics = semantics};
-    assert_int_equal(ARPC_OK, arpc_client_connect(&fx->client, fx->addr, &co));
+    fx_start_with(fx, scheme, &co);
 }
 
 static void fx_stop(struct bulk_fx *fx)
@@ -200,15 +206,9 @@ static void test_quiet_client_frees_its_large_blocks(void **state)
 {
     (void)state;
     enum { LEN = 64 * 1024, WINDOW = 8 };
-    char listen_addr[ARPC_ADDR_MAX];
-    snprintf(listen_addr, sizeof(listen_addr), "tcp://127.0.0.1:0");
     struct bulk_fx fx = {0};
-    arpc_server_options so = {.workers = 2};
-    assert_int_equal(ARPC_OK, arpc_server_create(&fx.server, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(fx.server, "bulk.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(fx.server, listen_addr, fx.addr, sizeof(fx.addr)));
     arpc_client_options co = {.heartbeat_ms = 2000};
-    assert_int_equal(ARPC_OK, arpc_client_connect(&fx.client, fx.addr, &co));
+    fx_start_with(&fx, "tcp", &co);
     struct arpc_buf_cache *bufs = &fx.client->cl_bufs;
     uint8_t *sent = malloc(LEN);
     assert_non_null(sent);
