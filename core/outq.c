@@ -151,6 +151,59 @@ int arpc_outq_push(struct arpc_outq *q, void *base, uint8_t *data, size_t len)
     return arpc_outq_push_shared(q, base, data, len, NULL);
 }
 
+/* Moves the first n entries d slots towards the back (into the room of d entries taken out
+ * just behind them), last first, so no entry is written over before it has moved. A head's
+ * bytes move to its new slot's room: that room was its own (same pair of slots) or belonged
+ * to an entry moved or taken out already (a head's slot is followed by its buffer's). */
+static void outq_shift_front(struct arpc_outq *q, size_t n, size_t d)
+{
+    size_t mask = q->q_cap - 1;
+    for (size_t j = n; j-- > 0;) {
+        size_t from = (q->q_head + j) & mask, to = (q->q_head + j + d) & mask;
+        struct arpc_outq_buf b = q->q_bufs[from];
+        if (outq_is_head(&b)) { /* (the front one may be half written: its offset is kept) */
+            uint8_t *moved = outq_head_room(q->q_heads, to) + (b.b_data - outq_head_room(q->q_heads, from));
+            memmove(moved, b.b_data, b.b_len);
+            b.b_data = moved;
+        }
+        q->q_bufs[to] = b;
+    }
+    q->q_head = (q->q_head + d) & mask;
+}
+
+size_t arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look)
+{
+    size_t mask = q->q_cap - 1, bytes = 0, head_at = 0, frames = 0, looked = 0;
+    bool headed = false; /* the entry before is a head: the frame began there */
+    for (size_t i = 0; i < q->q_count; i++) {
+        const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & mask];
+        if (outq_is_head(b)) {
+            headed = true;
+            head_at = bytes;
+            bytes += b->b_len;
+            continue;
+        }
+        size_t starts_at = headed ? head_at : bytes, first = i - headed;
+        bytes += b->b_len;
+        bool untouched = ++frames > 1 && starts_at >= owed;
+        if (b->b_base == base) {
+            if (!untouched)
+                return 0; /* it may have begun to leave */
+            size_t taken = bytes - starts_at, d = i - first + 1;
+            outq_release(b);
+            outq_shift_front(q, first, d);
+            q->q_count -= d;
+            q->q_nheads -= headed;
+            q->q_bytes -= taken;
+            return taken;
+        }
+        headed = false;
+        if (untouched && ++looked >= look)
+            return 0;
+    }
+    return 0;
+}
+
 /* Drops fully written buffers from the front and advances into a partly written one. */
 static void outq_consume(struct arpc_outq *q, size_t written)
 {

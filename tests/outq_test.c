@@ -8,6 +8,9 @@
  * at the front, cut at every byte by a stream that takes a few bytes a write, moved with the
  * ring as it grows while one is half written, all or nothing on ENOMEM, never shown to
  * arpc_outq_each. Small buffers leave copied into the flush's stage, a run of them one iovec.
+ * Withdrawals (arpc_outq_withdraw): never the first frame nor bytes the stream owes, looking so
+ * far only, checked against a model under random pushes, cut flushes and reads; the peer reads
+ * exactly the frames not taken out.
  *
  * Every buffer comes from arpc_malloc with the counting allocator installed, so the
  * no-leak teardown checks the queue freed each one exactly once (ASan: not twice).
@@ -645,6 +648,245 @@ static void test_heads_enomem(void **state)
     stream_close(&s);
 }
 
+/* ---- taking a frame back out (arpc_outq_withdraw) ---- */
+
+/* The model of a queue for withdrawals: every frame pushed, with its bytes (head, then body),
+ * in order; the peer must read exactly the frames not taken out, in that order. */
+#define WD_FRAMES 4096
+struct wd_model {
+    uint8_t *bytes[WD_FRAMES]; /* the frame's bytes, as pushed (the queue has its own copy) */
+    size_t len[WD_FRAMES];
+    void *base[WD_FRAMES];     /* the buffer's base: the key for a withdrawal */
+    bool out[WD_FRAMES];       /* taken out */
+    size_t n;                  /* frames pushed */
+    size_t sent_frame, sent_at; /* the peer has read up to byte sent_at of frame sent_frame */
+    size_t written;            /* bytes the queue has written (the flushes' sum) */
+};
+
+/* A withdrawal test's buffer is released by counting it in its first byte (before the body),
+ * not freed: every base stays unique, so a withdrawal of a frame written long ago cannot hit a
+ * later frame given the same memory; wd_free checks each was released once and frees them. */
+static void wd_release(void *base) { ((uint8_t *)base)[0]++; }
+
+/* Pushes a frame of head_len head bytes (0: none) and body_len body bytes, all random. */
+static void wd_push(struct arpc_outq *q, struct wd_model *m, size_t head_len, size_t body_len, uint64_t *seed)
+{
+    assert_true(m->n < WD_FRAMES);
+    size_t len = head_len + body_len;
+    uint8_t *bytes = malloc(len + 1);
+    assert_non_null(bytes);
+    for (size_t i = 0; i < len; i++)
+        bytes[i] = (uint8_t)rng_next(seed);
+    uint8_t *base = arpc_malloc(body_len + 1);
+    assert_non_null(base);
+    base[0] = 0;
+    memcpy(base + 1, bytes + head_len, body_len);
+    assert_int_equal(ARPC_OK, head_len != 0
+                                  ? arpc_outq_push_headed(q, bytes, head_len, base, base + 1, body_len, wd_release, false)
+                                  : arpc_outq_push_shared(q, base, base + 1, body_len, wd_release));
+    m->bytes[m->n] = bytes;
+    m->len[m->n] = len;
+    m->base[m->n] = base;
+    m->out[m->n] = false;
+    m->n++;
+}
+
+/* Reads what the peer has and checks it against the frames not taken out, in order. */
+static void wd_peer_read(int fd, struct wd_model *m)
+{
+    uint8_t buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < r; i++) {
+            while (m->sent_frame < m->n && (m->out[m->sent_frame] || m->sent_at == m->len[m->sent_frame])) {
+                m->sent_frame++;
+                m->sent_at = 0;
+            }
+            assert_true(m->sent_frame < m->n); /* no byte beyond the frames pushed */
+            assert_int_equal(m->bytes[m->sent_frame][m->sent_at], buf[i]);
+            m->sent_at++;
+        }
+    }
+}
+
+/* What arpc_outq_withdraw must answer for frame k, from the model: the bytes taken out, or 0.
+ * Frames still queued are those not taken out from the one the queue's written bytes reach. */
+static size_t wd_expect(const struct wd_model *m, size_t k, size_t owed, size_t look)
+{
+    size_t at = 0, skip = m->written, frames = 0, looked = 0;
+    for (size_t j = 0; j < m->n; j++) {
+        if (m->out[j])
+            continue;
+        if (skip >= m->len[j]) { /* wholly written */
+            skip -= m->len[j];
+            if (j == k)
+                return 0;
+            continue;
+        }
+        size_t left = m->len[j] - skip;
+        skip = 0;
+        bool untouched = ++frames > 1 && at >= owed;
+        if (j == k)
+            return untouched ? left : 0;
+        if (untouched && ++looked >= look)
+            return 0;
+        at += left;
+    }
+    return 0;
+}
+
+/* The first frame not wholly written (m->n: none). */
+static size_t wd_first_queued(const struct wd_model *m)
+{
+    size_t skip = m->written, j = 0;
+    for (; j < m->n; j++) {
+        if (m->out[j])
+            continue;
+        if (skip < m->len[j])
+            break;
+        skip -= m->len[j];
+    }
+    return j;
+}
+
+/* After the queue's fini: each buffer was released once. */
+static void wd_free(struct wd_model *m)
+{
+    for (size_t j = 0; j < m->n; j++) {
+        assert_int_equal(1, ((uint8_t *)m->base[j])[0]);
+        arpc_free(m->base[j]);
+        free(m->bytes[j]);
+    }
+}
+
+/* Flushes through a stream taking at most max bytes a write, budget in all. */
+static int wd_flush(struct arpc_outq *q, struct wd_model *m, int fd, size_t max, size_t budget)
+{
+    size_t before = q->q_bytes;
+    int rc = flush_trickle(q, fd, max, budget);
+    m->written += before - q->q_bytes;
+    return rc;
+}
+
+/* The first frame stays (it may be half written); a frame behind it is taken out with its head,
+ * and its buffer released once (wd_free counts); the peer then reads every other
+ * frame whole and in order. A base not queued, or one written already, is left alone. */
+static void test_withdraw_behind_the_first(void **state)
+{
+    (void)state;
+    struct stream s;
+    stream_open(&s);
+    struct arpc_outq q;
+    arpc_outq_init(&q);
+    static struct wd_model m;
+    memset(&m, 0, sizeof(m));
+    uint64_t seed = 0xd1e;
+    for (int i = 0; i < 6; i++)
+        wd_push(&q, &m, i % 2 == 0 ? 40 : 0, 30 + (size_t)i, &seed);
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[0], 0, 64)); /* the first: never */
+    size_t bytes = q.q_bytes;
+    assert_int_equal(m.len[2], arpc_outq_withdraw(&q, m.base[2], 0, 64)); /* headed */
+    m.out[2] = true;
+    assert_int_equal(m.len[3], arpc_outq_withdraw(&q, m.base[3], 0, 64)); /* headless */
+    m.out[3] = true;
+    assert_int_equal(bytes - m.len[2] - m.len[3], q.q_bytes);
+    assert_int_equal(4, arpc_outq_frames(&q));
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[2], 0, 64)); /* gone already */
+    int here;
+    assert_int_equal(0, arpc_outq_withdraw(&q, &here, 0, 64)); /* never queued */
+    /* Half of the first frame written: the second may not be taken while the stream owes its
+     * first bytes again, and may once past them. */
+    assert_int_equal(ARPC_EAGAIN, wd_flush(&q, &m, s.fd[0], 20, 20));
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[1], q.q_bytes, 64));
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[4], m.len[0] - 20 + m.len[1] + 1, 64));
+    assert_int_equal(m.len[4], arpc_outq_withdraw(&q, m.base[4], m.len[0] - 20 + m.len[1], 64));
+    m.out[4] = true;
+    /* Looking only so far: frame 5 is the second frame looked at past the first. */
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[5], 0, 1));
+    assert_int_equal(ARPC_OK, wd_flush(&q, &m, s.fd[0], 4096, SIZE_MAX));
+    wd_peer_read(s.fd[1], &m);
+    assert_int_equal(5, m.sent_frame);
+    assert_int_equal(m.len[5], m.sent_at);
+    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[5], 0, 64)); /* written */
+    arpc_outq_fini(&q);
+    wd_free(&m);
+    stream_close(&s);
+}
+
+/* Random pushes (headed or not, small and large, heads of every length so they land at either
+ * parity of the ring's slots), flushes cut anywhere (inside a head too), reads, and
+ * withdrawals of any frame with any owed count and look: each answers what the model says, the
+ * ring grows and wraps meanwhile, and the peer reads exactly the frames not taken out. */
+static void test_withdraw_random_against_model(void **state)
+{
+    (void)state;
+    static struct wd_model m;
+    for (uint64_t round = 0; round < 8; round++) {
+        struct stream s;
+        stream_open(&s);
+        struct arpc_outq q;
+        arpc_outq_init(&q);
+        memset(&m, 0, sizeof(m));
+        uint64_t seed = 0xa11ce + round;
+        for (int op = 0; op < 1500 && m.n + 40 < WD_FRAMES; op++) {
+            uint64_t r = rng_next(&seed);
+            switch (r % 5) {
+            case 0:
+            case 1: {
+                unsigned n = 1 + (unsigned)(rng_next(&seed) % 8);
+                for (unsigned i = 0; i < n; i++) {
+                    uint64_t k = rng_next(&seed);
+                    size_t body = k % 8 == 0 ? 257 + (k >> 3) % 2000 : 1 + (k >> 3) % 200; /* (a frame is never empty) */
+                    wd_push(&q, &m, k & (1u << 20) ? 0 : 1 + (k >> 21) % ARPC_OUTQ_HEAD_MAX, body, &seed);
+                }
+                break;
+            }
+            case 2: {
+                int rc = wd_flush(&q, &m, s.fd[0], 1 + rng_next(&seed) % 300, rng_next(&seed) % 700);
+                assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
+                break;
+            }
+            case 3: {
+                if (m.n == 0)
+                    break;
+                /* Mostly among the first frames queued, now and then any. */
+                uint64_t pick = rng_next(&seed);
+                size_t k = pick % 4 == 0 ? (size_t)(pick >> 2) % m.n : wd_first_queued(&m) + (size_t)(pick >> 2) % 48;
+                if (k >= m.n)
+                    k = m.n - 1;
+                size_t owed = rng_next(&seed) % 3 == 0 ? (size_t)(rng_next(&seed) % (q.q_bytes + 1)) : 0;
+                size_t look = 1 + (size_t)(rng_next(&seed) % 80);
+                size_t want = m.out[k] ? 0 : wd_expect(&m, k, owed, look);
+                size_t bytes = q.q_bytes;
+                assert_int_equal(want, arpc_outq_withdraw(&q, m.base[k], owed, look));
+                assert_int_equal(bytes - want, q.q_bytes);
+                if (want != 0)
+                    m.out[k] = true;
+                break;
+            }
+            default:
+                wd_peer_read(s.fd[1], &m);
+                break;
+            }
+        }
+        for (;;) {
+            int rc = wd_flush(&q, &m, s.fd[0], 4096, SIZE_MAX);
+            assert_true(rc == ARPC_OK || rc == ARPC_EAGAIN);
+            wd_peer_read(s.fd[1], &m);
+            if (rc == ARPC_OK)
+                break;
+        }
+        wd_peer_read(s.fd[1], &m);
+        size_t last = m.n;
+        while (last > 0 && m.out[last - 1])
+            last--;
+        assert_true(last == 0 || (m.sent_frame == last - 1 && m.sent_at == m.len[last - 1]));
+        arpc_outq_fini(&q);
+        wd_free(&m);
+        stream_close(&s);
+    }
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -665,6 +907,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_heads_enomem),
         cmocka_unit_test_no_leak(test_small_buffers_one_iovec),
         cmocka_unit_test_no_leak(test_small_buffers_past_the_stage),
+        cmocka_unit_test_no_leak(test_withdraw_behind_the_first),
+        cmocka_unit_test_no_leak(test_withdraw_random_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,10 @@ struct arpc_stream_ops {
      * yet (TLS: the rest of a decrypted record). The fd's readiness does not announce them,
      * so a reader that stops while some remain must come back by itself. */
     size_t (*s_buffered)(const struct arpc_stream *s);
+    /* Optional (NULL: none): after s_writev answered a WANT, how many of the first bytes it was
+     * given the next call must offer again as they are (TLS: the record begun; a socket takes
+     * what it takes and holds nothing back). Bytes past them may still be changed. */
+    size_t (*s_write_owed)(const struct arpc_stream *s);
     /* Optional (NULL: always ARPC_STREAM_NO_HANDSHAKE): how far the peer took the stream's
      * handshake (TLS). */
     enum arpc_stream_handshake (*s_handshake)(const struct arpc_stream *s);

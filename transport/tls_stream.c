@@ -230,6 +230,11 @@ static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int io
     return r;
 }
 
+static size_t tls_write_owed(const struct arpc_stream *s)
+{
+    return ((const struct tls_stream *)s)->ts_offered;
+}
+
 static size_t tls_buffered(const struct arpc_stream *s)
 {
     const struct tls_stream *ts = (const struct tls_stream *)s;
@@ -273,6 +278,7 @@ static const struct arpc_stream_ops tls_stream_ops = {
     .s_read = tls_read,
     .s_writev = tls_writev,
     .s_buffered = tls_buffered,
+    .s_write_owed = tls_write_owed,
     .s_handshake = tls_handshake,
     .s_close = tls_close,
 };
