@@ -340,11 +340,27 @@ static void call_finish_past_deadline(struct client_call *call, bool sent)
         call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
 }
 
+/* The call's request still waits in the output queue, wholly unwritten, behind a server that
+ * does not read: take it back out, so that it is never sent (and never run, late, by a
+ * server that catches up with budgets it still believes). Only if no earlier send may have
+ * reached a server (cc_reached): then the call did not run. */
+static bool call_withdraw(struct client_call *call)
+{
+    arpc_client *c = call_client(call);
+    if (!call->cc_sent || call->cc_reached || call->cc_waiting)
+        return false;
+    return arpc_conn_withdraw(&c->cl_conn, call->cc_bulk ? (const void *)bulk_of(call) : (const void *)call);
+}
+
 void call_on_deadline(struct client_call *call)
 {
     /* (Its give-up time, while it waits, is client_give_up.c's.) */
     arpc_client *c = call_client(call);
     bool connected = atomic_load(&c->cl_state) == CL_READY;
+    if (connected && call_withdraw(call)) {
+        call_finish_saying(call, ARPC_EUNREACHABLE, CALL_NOT_WRITTEN);
+        return;
+    }
     call_finish_past_deadline(call, call->cc_sent || (connected && !call->cc_waiting));
 }
 

@@ -549,6 +549,18 @@ int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_
     return arpc_conn_send_rest_headed(conn, NULL, 0, base, data, len, release);
 }
 
+bool arpc_conn_withdraw(struct arpc_conn *conn, const void *base)
+{
+    if (!conn->c_open || arpc_outq_frames(&conn->c_out) < 2)
+        return false; /* (the first frame is never taken out) */
+    const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
+    size_t owed = ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0;
+    size_t taken = arpc_outq_withdraw(&conn->c_out, base, owed, ARPC_CONN_WITHDRAW_LOOK);
+    if (taken != 0 && conn->c_stats != NULL)
+        arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)taken);
+    return taken != 0;
+}
+
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
 {
     return arpc_conn_send_shared(conn, base, data, len, NULL);

@@ -293,6 +293,14 @@ int arpc_conn_send_headed(struct arpc_conn *conn, const uint8_t *head, size_t he
 int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base,
                                uint8_t *data, size_t len, arpc_outq_release_fn release);
 
+/* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
+ * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a
+ * retry), looking ARPC_CONN_WITHDRAW_LOOK frames past those at most; its buffer is released.
+ * True if taken out: the peer will never see it. A client's call whose deadline came while
+ * its request still waited behind a peer that does not read (client_call.c). */
+#define ARPC_CONN_WITHDRAW_LOOK 64
+bool arpc_conn_withdraw(struct arpc_conn *conn, const void *base);
+
 /* Why a connection's input is held. Each reason is set and let go on its own; input resumes
  * only once no reason holds it. The first two are the connection's own (below); the others
  * are its owner's. */

@@ -37,7 +37,9 @@
  *   ARPC_EUNREACHABLE the call was never sent (or, sent, never read by a server that stopped
  *                     and said so, docs/SEMANTICS.md): no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
- *                     passed before the client's loop took it up, or the client is down for
+ *                     passed before the client's loop took it up, or while its request
+ *                     still waited unwritten behind a server that was not reading (taken
+ *                     back out: never sent), or the client is down for
  *                     good (no_reconnect, its connection lost before the call left whole,
  *                     or before it was made): it did not run. Without a
  *                     connection the result holds why the last attempt failed ("no connection
