@@ -257,11 +257,14 @@ static void conn_stream_failed(struct arpc_conn *conn)
     arpc_conn_close(conn, s->s_error);
 }
 
-/* A lingering close's queue is written (arpc_conn_linger): a plain stream ends its sending and
- * waits for the peer's end; TLS closes now. True when closed. */
+/* A lingering close's queue is written (arpc_conn_linger): the stream ends its sending (TLS:
+ * close_notify) and the connection waits for the peer's end, reading and dropping what comes;
+ * closing now, with the peer's answers unread, would send a reset that can discard what the
+ * peer had not read yet. A stream that cannot closes now. True when closed. */
 static bool conn_linger_drained(struct arpc_conn *conn)
 {
-    if (conn->c_stream == &conn->c_plain && shutdown(conn->c_fd, SHUT_WR) == 0) {
+    bool (*shut)(struct arpc_stream *) = conn->c_stream->s_ops->s_shut_write;
+    if (shut != NULL && shut(conn->c_stream)) {
         conn->c_wr_shut = true;
         return false;
     }

@@ -457,13 +457,14 @@ void arpc_conn_close(struct arpc_conn *conn, int reason);
 void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason);
 
 /* A close whose last frames must reach a peer that may be slow to read (a client's one-way
- * messages and goodbye): writes every queued frame as the socket takes it; then a plain
- * stream half-closes (its end of stream follows the bytes) and the connection waits for the
+ * messages and goodbye): writes every queued frame as the socket takes it; then the stream
+ * half-closes (s_shut_write: its end of stream follows the bytes; TLS says close_notify
+ * first) and the connection waits for the
  * peer to end its stream too, reading on meanwhile: a socket closed with input unread, or
  * that input reaches after its close, makes the kernel answer with a reset and throw away
  * bytes not yet delivered. An arpc server, once it has read up to that end, closes or probes
  * with a PING: either ends the wait (a PING then is not answered; nothing is queued after the
- * half-close). A TLS stream closes once the queue drained (its close says close_notify). No
+ * half-close). A stream that cannot half-close closes once the queue drained. No
  * heartbeat any more: the owner bounds the wait, closing with arpc_conn_close (on_unwritten
  * then names the buffers not written whole). Frames read meanwhile still go to on_frame.
  * Loop thread, not inside a dispatch; may close at once (on_close runs inside). Idempotent. */

@@ -9,7 +9,9 @@
  * it until the test lets it go, the second waits in the mailbox, the third is parked and the
  * server stops reading; the client's socket fills and the rest of the messages stay in its
  * queue. The test lets the server go once the close is lingering (its DEBUG line says so) or
- * has returned (a close that does not linger). Every wait is for an event, bounded.
+ * has returned (a close that does not linger). Every wait is for an event, bounded. Over TLS,
+ * with replies coming back, the close must half-close and read to the server's end, or a reset
+ * loses what the server had not read.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +28,9 @@
 #include "arpc/arpc.h"
 #include "support/cut_proxy.h"
 #include "support/test_util.h"
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+#endif
 
 #define MESSAGES 96
 #define MESSAGE_BYTES (256u * 1024u) /* 24 MiB in all: more than loopback's buffers hold */
@@ -63,7 +68,7 @@ struct fixture {
     char addr[256];
 };
 
-static int setup(void **state)
+static int setup_on(void **state, const char *listen, const arpc_server_options *so)
 {
     static struct fixture fx;
     atomic_store(&sink_runs, 0);
@@ -74,15 +79,17 @@ static int setup(void **state)
     sem_init(&close_under_way, 0, 0);
     arpc_set_logger(logger, NULL, ARPC_LOG_DEBUG);
     arpc_actor_options ao = {.mailbox_size = 1};
-    if (arpc_server_create(&fx.s, NULL) != ARPC_OK || arpc_actor_create(&fx.actor, &ao) != ARPC_OK)
+    if (arpc_server_create(&fx.s, so) != ARPC_OK || arpc_actor_create(&fx.actor, &ao) != ARPC_OK)
         return -1;
     arpc_method_options one = {.actor = fx.actor};
     if (arpc_server_register(fx.s, "sink", sink, NULL, &one) != ARPC_OK ||
-        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", fx.addr, sizeof(fx.addr)) != ARPC_OK)
+        arpc_server_listen(fx.s, listen, fx.addr, sizeof(fx.addr)) != ARPC_OK)
         return -1;
     *state = &fx;
     return 0;
 }
+
+static int setup(void **state) { return setup_on(state, "tcp://127.0.0.1:0", NULL); }
 
 static int teardown(void **state)
 {
@@ -199,12 +206,68 @@ static void test_one_ways_dropped_at_a_broken_connection_are_counted(void **stat
     cut_proxy_stop(px);
 }
 
+#ifdef ARPC_TEST_WITH_TLS
+static struct tls_certs certs;
+static struct tls_certs_pair pair;
+
+static int setup_tls(void **state)
+{
+    if (!tls_certs_make(&certs))
+        return -1;
+    tls_certs_pair(&certs, &pair);
+    arpc_server_options so = {.tls = &pair.tp_server};
+    return setup_on(state, "tls://127.0.0.1:0", &so);
+}
+
+static int teardown_tls(void **state)
+{
+    int rc = teardown(state);
+    tls_certs_remove(&certs);
+    return rc;
+}
+
+/* Over TLS, calls whose replies come back while the close lingers: once its queue is written
+ * the close half-closes (close_notify, then the socket's FIN) and reads to the server's end,
+ * so every request reaches the server. Before, a TLS close closed the socket as soon as its
+ * queue was written; the replies then arriving at a closed socket made the kernel answer with
+ * a reset, which threw away the requests the server had not read yet (their calls had ended
+ * ARPC_ECANCELLED, "may run": they never did). */
+static void test_tls_close_loses_nothing_to_a_reset(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_client *c;
+    arpc_client_options o = {.tls = &pair.tp_client, .close_linger_ms = TEST_WAIT_MS};
+    assert_int_equal(arpc_client_connect(&c, fx->addr, &o), ARPC_OK);
+    static arpc_future *f[MESSAGES];
+    static uint8_t payload[MESSAGE_BYTES];
+    f[0] = arpc_call_async(c, "sink", payload, sizeof(payload), ARPC_FOREVER);
+    assert_non_null(f[0]);
+    assert_true(sem_wait_secs(&sink_started, TEST_WAIT_S));
+    for (int i = 1; i < MESSAGES; i++) {
+        f[i] = arpc_call_async(c, "sink", payload, sizeof(payload), ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
+    assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S));
+    sem_post(&sink_release);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(latch_wait(MESSAGES, TEST_WAIT_MS));
+    assert_int_equal(atomic_load(&sink_runs), MESSAGES);
+    for (int i = 0; i < MESSAGES; i++)
+        arpc_future_release(f[i]);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_close_waits_for_a_slow_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reports_what_the_linger_could_not_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_ways_dropped_at_a_broken_connection_are_counted, setup, teardown),
+#ifdef ARPC_TEST_WITH_TLS
+        cmocka_unit_test_setup_teardown(test_tls_close_loses_nothing_to_a_reset, setup_tls, teardown_tls),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

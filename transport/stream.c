@@ -56,9 +56,12 @@ static void plain_close(struct arpc_stream *s)
     s->s_fd = -1;
 }
 
+static bool plain_shut_write(struct arpc_stream *s) { return shutdown(s->s_fd, SHUT_WR) == 0; }
+
 static const struct arpc_stream_ops plain_ops = {
     .s_read = plain_read,
     .s_writev = plain_writev,
+    .s_shut_write = plain_shut_write,
     .s_close = plain_close,
 };
 

@@ -55,6 +55,12 @@ struct arpc_stream_ops {
      * given the next call must offer again as they are (TLS: the record begun; a socket takes
      * what it takes and holds nothing back). Bytes past them may still be changed. */
     size_t (*s_write_owed)(const struct arpc_stream *s);
+    /* Optional (NULL: cannot): ends the sending side for good, telling the peer (a socket's
+     * FIN; TLS: its close_notify first), while this side may still read to the peer's end.
+     * False if it could not (then close): a lingering close waits for the peer's end only
+     * after this, so that bytes the peer has not read yet are not lost to the reset a close
+     * with unread input sends. */
+    bool (*s_shut_write)(struct arpc_stream *s);
     /* Optional (NULL: always ARPC_STREAM_NO_HANDSHAKE): how far the peer took the stream's
      * handshake (TLS). */
     enum arpc_stream_handshake (*s_handshake)(const struct arpc_stream *s);

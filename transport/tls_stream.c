@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -230,6 +231,22 @@ static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int io
     return r;
 }
 
+/* close_notify, then the socket's FIN; reading goes on (TLS 1.3 and OpenSSL allow a half-close):
+ * the peer reads what came before to its end. Not while a record waits to be retried, nor
+ * when the alert cannot leave at once (a full socket): the caller then closes. */
+static bool tls_shut_write(struct arpc_stream *s)
+{
+    struct tls_stream *ts = (struct tls_stream *)s;
+    if (ts->ts_failed || ts->ts_offered != 0 || !SSL_is_init_finished(ts->ts_ssl))
+        return false;
+    int ret = SSL_shutdown(ts->ts_ssl);
+    if (ret < 0) {
+        ERR_clear_error();
+        return false;
+    }
+    return shutdown(s->s_fd, SHUT_WR) == 0;
+}
+
 static size_t tls_write_owed(const struct arpc_stream *s)
 {
     return ((const struct tls_stream *)s)->ts_offered;
@@ -279,6 +296,7 @@ static const struct arpc_stream_ops tls_stream_ops = {
     .s_writev = tls_writev,
     .s_buffered = tls_buffered,
     .s_write_owed = tls_write_owed,
+    .s_shut_write = tls_shut_write,
     .s_handshake = tls_handshake,
     .s_close = tls_close,
 };
