@@ -23,14 +23,21 @@
 
 #include <cmocka.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 
 #include "arpc/client.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
+#include "arpc/server.h"
+#include "arpc/stats.h"
+#include "transport/transport.h"
 #include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/raw_server.h"
 #include "support/test_util.h"
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+#endif
 
 #define LARGE_CALLS 320u  /* 20 MiB: more than loopback's socket buffers take */
 #define LARGE_SIZE (64u * 1024u)
@@ -119,10 +126,108 @@ static void test_unwritten_request_is_taken_back(void **state)
     sem_destroy(&ss.ss_go);
 }
 
+/* ---- an arpc server that stops reading: its one worker is held, its flow limit reached ---- */
+
+static sem_t gate;          /* the held handler goes on */
+static atomic_bool held;    /* the first call holds the worker */
+
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (!atomic_exchange(&held, true))
+        (void)sem_wait_secs(&gate, TEST_WAIT_S);
+    arpc_reply(req, "", 0);
+}
+
+/* Requests the server read, whatever it did with them: run, or refused unrun (their budget
+ * ran out in its buffer or its worker's mailbox). */
+static uint64_t server_requests_seen(arpc_server *s)
+{
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    uint64_t seen = st.calls.started;
+    for (unsigned i = 0; i < ARPC_STATS_CODES; i++)
+        seen += st.refused[i];
+    return seen;
+}
+
+/* The same over a real server (tcp://, then tls://, where the stream owes its retry the record
+ * it began): one worker held by the first call, two calls in flight a connection at most, so
+ * the server stops reading and the socket fills. Every call ends ETIMEDOUT, EEXPIRED (refused
+ * unrun by the server before the client's timer) or EUNREACHABLE, some EUNREACHABLE; once the
+ * worker goes on and the client has closed, the server has read exactly the requests of the
+ * calls that did not end EUNREACHABLE. */
+static void unwritten_against_a_server(const char *listen, const arpc_tls_options *server_tls,
+                                       const arpc_tls_options *client_tls)
+{
+    atomic_store(&held, false);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2, .tls = server_tls};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, sizeof(addr)));
+    /* The close waits for the server to read the rest, however long a loaded machine takes. */
+    arpc_client_options co = {.tls = client_tls, .close_linger_ms = TEST_WAIT_MS};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    static arpc_future *f[CALLS];
+    static uint8_t payload[LARGE_SIZE];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        f[i] = arpc_call_async(c, "t.hold", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, DEADLINE_MS);
+        assert_non_null(f[i]);
+    }
+    unsigned unreachable = 0, other = 0;
+    for (uint32_t i = 0; i < CALLS; i++) {
+        int code = arpc_future_wait_for(f[i], TEST_WAIT_MS);
+        if (code == ARPC_EUNREACHABLE)
+            unreachable++;
+        else if (code == ARPC_ETIMEDOUT || code == ARPC_EEXPIRED)
+            other++;
+        else
+            fail_msg("call %u ended %s", i, arpc_errname(code));
+        arpc_future_release(f[i]);
+    }
+    print_message("%s: %u taken back, %u timed out or expired\n", listen, unreachable, other);
+    assert_true(unreachable > 0);
+    assert_int_equal(0, sem_post(&gate));
+    arpc_client_close(c);
+    /* The close wrote what was left and said goodbye: once the server has closed the
+     * connection it has read every request that was ever sent. */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_closed), 1, TEST_WAIT_MS));
+    assert_int_equal(CALLS - unreachable, server_requests_seen(s));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&gate);
+}
+
+static void test_unwritten_request_to_a_server_tcp(void **state)
+{
+    (void)state;
+    unwritten_against_a_server("tcp://127.0.0.1:0", NULL, NULL);
+}
+
+#ifdef ARPC_TEST_WITH_TLS
+static void test_unwritten_request_to_a_server_tls(void **state)
+{
+    (void)state;
+    static struct tls_certs certs;
+    assert_true(tls_certs_make(&certs));
+    static struct tls_certs_pair pair;
+    tls_certs_pair(&certs, &pair);
+    unwritten_against_a_server("tls://127.0.0.1:0", &pair.tp_server, &pair.tp_client);
+    tls_certs_remove(&certs);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unwritten_request_is_taken_back),
+        cmocka_unit_test(test_unwritten_request_to_a_server_tcp),
+#ifdef ARPC_TEST_WITH_TLS
+        cmocka_unit_test(test_unwritten_request_to_a_server_tls),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
