@@ -12,6 +12,12 @@
  * record) queue behind them: both kinds of request are taken out. Checked: each call ends
  * ARPC_ETIMEDOUT or ARPC_EUNREACHABLE, some of each kind end EUNREACHABLE, and no request of
  * a call that ended EUNREACHABLE reaches the server.
+ *
+ * Then against an arpc server that stops reading (its one worker held, two calls in flight a
+ * connection at most), over tcp:// and over tls://, where the stream owes its retry the record
+ * it began (s_write_owed): once the worker goes on and the client has closed, the server has
+ * read exactly the requests of the calls that did not end EUNREACHABLE. (Over TLS this also
+ * needs the close's half-close: close_linger_test.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
