@@ -121,13 +121,10 @@ static void fill(arpc_client *c)
         assert_int_equal(arpc_notify(c, "sink", payload, sizeof(payload)), ARPC_OK);
 }
 
-/* Closed while the server reads nothing, then the server goes on: every message arrives. */
-static void test_close_waits_for_a_slow_server(void **state)
+/* Closes c on a thread of its own; once the close lingers, lets the server's sink go on, and
+ * waits for the close to return and for every message to have run. */
+static void close_then_let_the_server_go(arpc_client *c)
 {
-    struct fixture *fx = *state;
-    arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, fx->addr, NULL), ARPC_OK);
-    fill(c);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
     assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S));
@@ -135,6 +132,16 @@ static void test_close_waits_for_a_slow_server(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_true(latch_wait(MESSAGES, TEST_WAIT_MS));
     assert_int_equal(atomic_load(&sink_runs), MESSAGES);
+}
+
+/* Closed while the server reads nothing, then the server goes on: every message arrives. */
+static void test_close_waits_for_a_slow_server(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, fx->addr, NULL), ARPC_OK);
+    fill(c);
+    close_then_let_the_server_go(c);
     assert_int_equal(atomic_load(&unsent_reported), -1); /* nothing was dropped */
 }
 
@@ -247,13 +254,7 @@ static void test_tls_close_loses_nothing_to_a_reset(void **state)
         f[i] = arpc_call_async(c, "sink", payload, sizeof(payload), ARPC_FOREVER);
         assert_non_null(f[i]);
     }
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
-    assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S));
-    sem_post(&sink_release);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_true(latch_wait(MESSAGES, TEST_WAIT_MS));
-    assert_int_equal(atomic_load(&sink_runs), MESSAGES);
+    close_then_let_the_server_go(c);
     for (int i = 0; i < MESSAGES; i++)
         arpc_future_release(f[i]);
 }
