@@ -79,8 +79,11 @@ int main(void)
     char addr[256], via[256];
     relay *net;
     int rc = arpc_server_create(&server, NULL);
+    /* forever returns at once: it may run on the server's loop, so the call is never left
+     * waiting for a busy worker (that would end it ARPC_EEXPIRED, "did not run"). */
+    arpc_method_options on_loop = {.inline_on_loop = true};
     if (rc == ARPC_OK)
-        rc = arpc_server_register(server, "slow.Forever", forever, NULL, NULL);
+        rc = arpc_server_register(server, "slow.Forever", forever, NULL, &on_loop);
     if (rc == ARPC_OK)
         rc = arpc_server_register(server, "slow.Hold", hold, NULL, NULL);
     if (rc == ARPC_OK)
