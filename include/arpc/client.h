@@ -167,8 +167,8 @@ typedef struct arpc_call_options {
     enum arpc_call_semantics semantics; /* 0: the client's; another value: the call ends ARPC_EINVAL */
 } arpc_call_options;
 
-/* Connects to "tcp://host:port", "tls://host:port" (arpc/tls.h: opts->tls), "unix:///path" or
- * "inproc://name", blocking up to
+/* Connects to "tcp://host:port", "tls://host:port" (arpc/tls.h: opts->tls), "unix:///path"
+ * ("unix://rel/path": from the working directory) or "inproc://name", blocking up to
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
  * limit). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now; once connected, the client reconnects by itself (or, with
