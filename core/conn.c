@@ -263,9 +263,14 @@ static void conn_stream_failed(struct arpc_conn *conn)
  * peer had not read yet. A stream that cannot closes now. True when closed. */
 static bool conn_linger_drained(struct arpc_conn *conn)
 {
-    bool (*shut)(struct arpc_stream *) = conn->c_stream->s_ops->s_shut_write;
-    if (shut != NULL && shut(conn->c_stream)) {
+    int (*shut)(struct arpc_stream *) = conn->c_stream->s_ops->s_shut_write;
+    int rc = shut != NULL ? shut(conn->c_stream) : ARPC_ECONNLOST;
+    if (rc == ARPC_OK) {
         conn->c_wr_shut = true;
+        return false;
+    }
+    if (rc == ARPC_EAGAIN) { /* the writable socket's flush, its queue empty, comes back here */
+        arpc_loop_io_start(conn->c_loop, &conn->c_wio);
         return false;
     }
     arpc_conn_close(conn, conn->c_close_reason);
@@ -558,10 +563,12 @@ bool arpc_conn_withdraw(struct arpc_conn *conn, const void *base)
         return false; /* (the first frame is never taken out) */
     const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
     size_t owed = ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0;
-    size_t taken = arpc_outq_withdraw(&conn->c_out, base, owed, ARPC_CONN_WITHDRAW_LOOK);
-    if (taken != 0 && conn->c_stats != NULL)
+    size_t taken;
+    if (!arpc_outq_withdraw(&conn->c_out, base, owed, ARPC_CONN_WITHDRAW_LOOK, &taken))
+        return false;
+    if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)taken);
-    return taken != 0;
+    return true;
 }
 
 int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)

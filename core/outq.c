@@ -171,7 +171,7 @@ static void outq_shift_front(struct arpc_outq *q, size_t n, size_t d)
     q->q_head = (q->q_head + d) & mask;
 }
 
-size_t arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look)
+bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *taken)
 {
     size_t mask = q->q_cap - 1, bytes = 0, head_at = 0, frames = 0, looked = 0;
     bool headed = false; /* the entry before is a head: the frame began there */
@@ -188,20 +188,21 @@ size_t arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, si
         bool untouched = ++frames > 1 && starts_at >= owed;
         if (b->b_base == base) {
             if (!untouched)
-                return 0; /* it may have begun to leave */
-            size_t taken = bytes - starts_at, d = i - first + 1;
+                return false; /* it may have begun to leave */
+            size_t d = i - first + 1;
+            *taken = bytes - starts_at;
             outq_release(b);
             outq_shift_front(q, first, d);
             q->q_count -= d;
             q->q_nheads -= headed;
-            q->q_bytes -= taken;
-            return taken;
+            q->q_bytes -= *taken;
+            return true;
         }
         headed = false;
         if (untouched && ++looked >= look)
-            return 0;
+            return false;
     }
-    return 0;
+    return false;
 }
 
 /* Drops fully written buffers from the front and advances into a partly written one. */

@@ -84,10 +84,11 @@ void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_
  * the first frame (it may be half written), nor one that begins within the first owed bytes
  * (a stream that must be offered them again as they are: transport/stream.h's s_write_owed).
  * Looks no further than look frames past those, so a caller pays little for a frame not
- * there (written already, or far back). Releases the buffer (the head is the queue's) and
- * returns the bytes taken out, its head's included; 0 when not taken. The frames before it
- * keep their order; the ones after it do not move (the front ones shift back instead). */
-size_t arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look);
+ * there (written already, or far back). True if taken out: the buffer is released (the head
+ * is the queue's) and *bytes says how many bytes left the queue, its head's included. The
+ * frames before it keep their order; the ones after it do not move (the front ones shift back
+ * instead). */
+bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *bytes);
 /* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
  * is full; more remains: call again once it is writable), ARPC_EPENDING (more remains, and
  * the stream must read first, e.g. a TLS handshake waiting for the peer: call again once the

@@ -709,6 +709,17 @@ static void wd_peer_read(int fd, struct wd_model *m)
     }
 }
 
+/* arpc_outq_withdraw's bytes taken out, 0 when it took nothing (the frames these tests take
+ * are never empty; test_withdraw_behind_the_first takes an empty one itself). */
+static size_t withdrawn(struct arpc_outq *q, const void *base, size_t owed, size_t look)
+{
+    size_t bytes = SIZE_MAX;
+    if (!arpc_outq_withdraw(q, base, owed, look, &bytes))
+        return 0;
+    assert_true(bytes != 0 && bytes != SIZE_MAX);
+    return bytes;
+}
+
 /* What arpc_outq_withdraw must answer for frame k, from the model: the bytes taken out, or 0.
  * Frames still queued are those not taken out from the one the queue's written bytes reach. */
 static size_t wd_expect(const struct wd_model *m, size_t k, size_t owed, size_t look)
@@ -783,31 +794,41 @@ static void test_withdraw_behind_the_first(void **state)
     uint64_t seed = 0xd1e;
     for (int i = 0; i < 6; i++)
         wd_push(&q, &m, i % 2 == 0 ? 40 : 0, 30 + (size_t)i, &seed);
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[0], 0, 64)); /* the first: never */
+    assert_int_equal(0, withdrawn(&q, m.base[0], 0, 64)); /* the first: never */
     size_t bytes = q.q_bytes;
-    assert_int_equal(m.len[2], arpc_outq_withdraw(&q, m.base[2], 0, 64)); /* headed */
+    assert_int_equal(m.len[2], withdrawn(&q, m.base[2], 0, 64)); /* headed */
     m.out[2] = true;
-    assert_int_equal(m.len[3], arpc_outq_withdraw(&q, m.base[3], 0, 64)); /* headless */
+    assert_int_equal(m.len[3], withdrawn(&q, m.base[3], 0, 64)); /* headless */
     m.out[3] = true;
     assert_int_equal(bytes - m.len[2] - m.len[3], q.q_bytes);
     assert_int_equal(4, arpc_outq_frames(&q));
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[2], 0, 64)); /* gone already */
+    assert_int_equal(0, withdrawn(&q, m.base[2], 0, 64)); /* gone already */
     int here;
-    assert_int_equal(0, arpc_outq_withdraw(&q, &here, 0, 64)); /* never queued */
+    assert_int_equal(0, withdrawn(&q, &here, 0, 64)); /* never queued */
     /* Half of the first frame written: the second may not be taken while the stream owes its
      * first bytes again, and may once past them. */
     assert_int_equal(ARPC_EAGAIN, wd_flush(&q, &m, s.fd[0], 20, 20));
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[1], q.q_bytes, 64));
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[4], m.len[0] - 20 + m.len[1] + 1, 64));
-    assert_int_equal(m.len[4], arpc_outq_withdraw(&q, m.base[4], m.len[0] - 20 + m.len[1], 64));
+    assert_int_equal(0, withdrawn(&q, m.base[1], q.q_bytes, 64));
+    assert_int_equal(0, withdrawn(&q, m.base[4], m.len[0] - 20 + m.len[1] + 1, 64));
+    assert_int_equal(m.len[4], withdrawn(&q, m.base[4], m.len[0] - 20 + m.len[1], 64));
     m.out[4] = true;
+    /* An empty frame (no arpc frame is, but the queue takes any buffer) is taken out too. */
+    uint8_t *empty = arpc_malloc(1);
+    assert_non_null(empty);
+    empty[0] = 0;
+    assert_int_equal(ARPC_OK, arpc_outq_push_shared(&q, empty, empty + 1, 0, wd_release));
+    size_t none = SIZE_MAX;
+    assert_true(arpc_outq_withdraw(&q, empty, 0, 64, &none));
+    assert_int_equal(0, none);
+    assert_int_equal(1, empty[0]);
+    arpc_free(empty);
     /* Looking only so far: frame 5 is the second frame looked at past the first. */
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[5], 0, 1));
+    assert_int_equal(0, withdrawn(&q, m.base[5], 0, 1));
     assert_int_equal(ARPC_OK, wd_flush(&q, &m, s.fd[0], 4096, SIZE_MAX));
     wd_peer_read(s.fd[1], &m);
     assert_int_equal(5, m.sent_frame);
     assert_int_equal(m.len[5], m.sent_at);
-    assert_int_equal(0, arpc_outq_withdraw(&q, m.base[5], 0, 64)); /* written */
+    assert_int_equal(0, withdrawn(&q, m.base[5], 0, 64)); /* written */
     arpc_outq_fini(&q);
     wd_free(&m);
     stream_close(&s);
@@ -858,7 +879,7 @@ static void test_withdraw_random_against_model(void **state)
                 size_t look = 1 + (size_t)(rng_next(&seed) % 80);
                 size_t want = m.out[k] ? 0 : wd_expect(&m, k, owed, look);
                 size_t bytes = q.q_bytes;
-                assert_int_equal(want, arpc_outq_withdraw(&q, m.base[k], owed, look));
+                assert_int_equal(want, withdrawn(&q, m.base[k], owed, look));
                 assert_int_equal(bytes - want, q.q_bytes);
                 if (want != 0)
                     m.out[k] = true;

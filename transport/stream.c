@@ -56,7 +56,10 @@ static void plain_close(struct arpc_stream *s)
     s->s_fd = -1;
 }
 
-static bool plain_shut_write(struct arpc_stream *s) { return shutdown(s->s_fd, SHUT_WR) == 0; }
+static int plain_shut_write(struct arpc_stream *s)
+{
+    return shutdown(s->s_fd, SHUT_WR) == 0 ? ARPC_OK : ARPC_ECONNLOST;
+}
 
 static const struct arpc_stream_ops plain_ops = {
     .s_read = plain_read,

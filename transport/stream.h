@@ -57,10 +57,11 @@ struct arpc_stream_ops {
     size_t (*s_write_owed)(const struct arpc_stream *s);
     /* Optional (NULL: cannot): ends the sending side for good, telling the peer (a socket's
      * FIN; TLS: its close_notify first), while this side may still read to the peer's end.
-     * False if it could not (then close): a lingering close waits for the peer's end only
+     * ARPC_OK; ARPC_EAGAIN: call again once the fd is writable (TLS: the alert did not fit);
+     * anything else: it cannot (then close). A lingering close waits for the peer's end only
      * after this, so that bytes the peer has not read yet are not lost to the reset a close
      * with unread input sends. */
-    bool (*s_shut_write)(struct arpc_stream *s);
+    int (*s_shut_write)(struct arpc_stream *s);
     /* Optional (NULL: always ARPC_STREAM_NO_HANDSHAKE): how far the peer took the stream's
      * handshake (TLS). */
     enum arpc_stream_handshake (*s_handshake)(const struct arpc_stream *s);

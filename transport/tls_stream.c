@@ -232,19 +232,21 @@ static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int io
 }
 
 /* close_notify, then the socket's FIN; reading goes on (TLS 1.3 and OpenSSL allow a half-close):
- * the peer reads what came before to its end. Not while a record waits to be retried, nor
- * when the alert cannot leave at once (a full socket): the caller then closes. */
-static bool tls_shut_write(struct arpc_stream *s)
+ * the peer reads what came before to its end. An alert the full socket did not take is sent
+ * again when it is writable (OpenSSL's rule: the same call again). Not while a record waits to
+ * be retried, nor before the handshake ended: the caller then closes. */
+static int tls_shut_write(struct arpc_stream *s)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
     if (ts->ts_failed || ts->ts_offered != 0 || !SSL_is_init_finished(ts->ts_ssl))
-        return false;
+        return ARPC_ECONNLOST;
     int ret = SSL_shutdown(ts->ts_ssl);
     if (ret < 0) {
+        int err = SSL_get_error(ts->ts_ssl, ret);
         ERR_clear_error();
-        return false;
+        return err == SSL_ERROR_WANT_WRITE ? ARPC_EAGAIN : ARPC_ECONNLOST;
     }
-    return shutdown(s->s_fd, SHUT_WR) == 0;
+    return shutdown(s->s_fd, SHUT_WR) == 0 ? ARPC_OK : ARPC_ECONNLOST;
 }
 
 static size_t tls_write_owed(const struct arpc_stream *s)

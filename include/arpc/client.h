@@ -211,8 +211,8 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * that reads promptly costs one round trip), for opts->close_linger_ms at most (1 s by
  * default); then the connection is closed, and what never left whole is dropped and named in
  * one WARN log line, with the count of one-way messages among it. So close never hangs, and a
- * one-way message accepted is either read by the server or counted there. Over TLS the wait
- * ends once the bytes are written to the socket. A loop stopping meanwhile (opts->loop) ends
+ * one-way message accepted is either read by the server or counted there (over TLS too: its
+ * close says close_notify and waits the same). A loop stopping meanwhile (opts->loop) ends
  * the wait at once, as does a negative close_linger_ms (the socket takes what it takes). */
 ARPC_API int arpc_client_close(arpc_client *c);
 

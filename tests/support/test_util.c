@@ -111,6 +111,16 @@ bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, in
     return stat_reaches(server_stat_read, s, offset, want, ms);
 }
 
+uint64_t server_requests_read(struct arpc_server *s)
+{
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    uint64_t read = st.calls.started;
+    for (unsigned i = 0; i < ARPC_STATS_CODES; i++)
+        read += st.refused[i];
+    return read;
+}
+
 uint64_t client_stat_now(struct arpc_client *c, size_t offset)
 {
     uint64_t v;

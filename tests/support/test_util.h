@@ -99,6 +99,10 @@ bool server_stats_caught_up(struct arpc_server *s, const char *method, int code,
 /* Reads s's stats until the uint64_t field at offset (offsetof(arpc_server_stats, ...)) is
  * want, for at most ms. Returns whether it was. */
 bool server_stat_reaches(struct arpc_server *s, size_t offset, uint64_t want, int ms);
+/* Requests the server has read, whatever it did with them: dispatched to a method (run,
+ * or cancelled before they ran) or refused before (arpc_server_stats: calls.started plus
+ * every refused[] count). */
+uint64_t server_requests_read(struct arpc_server *s);
 /* The uint64_t field at offset of the server's stats now (UINT64_MAX if they could not be
  * read); SERVER_STAT(s, field) names it. */
 uint64_t server_stat_now(struct arpc_server *s, size_t offset);
