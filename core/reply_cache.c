@@ -84,7 +84,7 @@ static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
 }
 
 /* begin for a client not known yet. */
-static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id,
+static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t owner,
                                         uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
                                         uint64_t now_ns)
 {
@@ -98,7 +98,9 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
     struct arpc_rc_client *c = arpc_rc_client_new(rc, client_id, ack, now_ns);
     if (c == NULL)
         return ARPC_RC_NOMEM;
-    enum arpc_rc_verdict v = start_call(rc, c, seq, conn, xid);
+    enum arpc_rc_verdict v = arpc_rc_client_own(rc, c, owner) != ARPC_OK ? ARPC_RC_NOMEM
+                             : arpc_rc_over_share(rc, c)                  ? refuse(rc, ARPC_RC_CLIENT_FULL)
+                                                                         : start_call(rc, c, seq, conn, xid);
     if (v != ARPC_RC_NEW)
         arpc_rc_client_free(rc, c, NULL);
     else if (floor != 0)
@@ -106,7 +108,7 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
     return v;
 }
 
-enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
+enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t owner,
                                             uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
                                             uint64_t now_ns, void **reply_out,
                                             struct arpc_rc_waiter **waiter_out)
@@ -115,7 +117,9 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
         return refuse(rc, ARPC_RC_STALE);
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
-        return begin_first(rc, client_id, seq, ack, conn, xid, now_ns);
+        return begin_first(rc, client_id, owner, seq, ack, conn, xid, now_ns);
+    if (c->c_owner == NULL && owner != 0 && arpc_rc_client_own(rc, c, owner) != ARPC_OK)
+        return ARPC_RC_NOMEM; /* (a client the reply log brought back meets its identity) */
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
     if (seq <= c->c_ack)
@@ -123,7 +127,7 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     struct arpc_rc_entry *e = arpc_rc_entry_get(c, seq);
     if (e == NULL && is_full(rc))
         return refuse(rc, ARPC_RC_FULL);
-    if (e == NULL && c->c_bytes >= rc->rc_max_client_bytes)
+    if (e == NULL && arpc_rc_over_share(rc, c))
         return refuse(rc, ARPC_RC_CLIENT_FULL);
     if (e == NULL) {
         rc->rc_goodbyes -= c->c_goodbye; /* it calls again: its goodbye spoke for the calls before only */

@@ -33,7 +33,10 @@
  * is never silently forgotten. Only acks, aborts and idle expiry free room. One client's
  * share of those bytes is bounded too (CLIENT_FULL while its own bytes >= max_client_bytes,
  * half of max_bytes by default), so that a client that never acks (or sent a window of large
- * calls and vanished) cannot leave every other client refused until it expires.
+ * calls and vanished) cannot leave every other client refused until it expires. The clients
+ * of one identity (begin's owner: who the server's checks found the client to be) share one
+ * such share, so an identity cannot fill the cache by making up client ids either; clients
+ * without an identity are bounded one by one only.
  *
  * Waiters: finish, durable and abort hand out the waiters to answer as a list in arrival
  * order (the first is the request that began the call), owned by the caller until it gives
@@ -111,6 +114,7 @@ struct arpc_rc_spare {
 /* Embedded by its owner; the fields are private. */
 struct arpc_reply_cache {
     struct arpc_u64_map rc_clients;               /* client_id -> client */
+    struct arpc_u64_map rc_owners;                /* identity -> struct arpc_rc_owner */
     struct arpc_rc_client *rc_last;               /* the last one looked up (or NULL) */
     struct arpc_rc_client *rc_oldest, *rc_newest; /* by last activity, for expiry */
     struct arpc_rc_spare rc_spare_entries, rc_spare_waiters;
@@ -138,7 +142,8 @@ enum arpc_rc_verdict {
     ARPC_RC_REPLAY,   /* send *reply_out (kept by the cache) under xid; nothing runs */
     ARPC_RC_STALE,    /* seq <= the client's ack: answer ARPC_EREJECTED; never run */
     ARPC_RC_FULL,     /* a NEW call with bytes >= max_bytes: answer ARPC_EOVERLOADED */
-    ARPC_RC_CLIENT_FULL, /* a NEW call from a client holding max_client_bytes: the same */
+    ARPC_RC_CLIENT_FULL, /* a NEW call from a client (or its identity's clients) holding
+                          * max_client_bytes: the same */
     ARPC_RC_NOMEM,    /* out of memory: refuse the call; it did not run */
     ARPC_RC_CROWDED,  /* ARPC_RC_MAX_WAITERS duplicates already wait for the running call:
                        * answer ARPC_EOVERLOADED (nothing runs; a retry later finds the reply) */
@@ -150,7 +155,8 @@ enum arpc_rc_verdict {
 #define ARPC_RC_MAX_WAITERS 8
 
 /*
- * A numbered request arrived: (client_id, seq) from connection conn with its xid. A known
+ * A numbered request arrived: (client_id, seq) from connection conn with its xid, from a
+ * client of identity owner (0: none; the client's share is then its own alone). A known
  * client is first counted active at now_ns and its ack raised to ack, whatever the verdict;
  * a client not yet known is recorded on NEW only (seq <= ack is STALE for it too).
  * client_id 0 or seq 0 cannot be deduplicated: STALE. *reply_out is written on REPLAY only;
@@ -158,7 +164,7 @@ enum arpc_rc_verdict {
  * NULL) is written on ATTACHED only: the duplicate's waiter, for its owner's w_deadline; it
  * stays in the cache until handed out by finish, durable, abort or leave.
  */
-enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id,
+enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t owner,
                                             uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
                                             uint64_t now_ns, void **reply_out,
                                             struct arpc_rc_waiter **waiter_out);

@@ -240,6 +240,41 @@ struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t 
     return c;
 }
 
+int arpc_rc_client_own(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t owner)
+{
+    if (owner == 0 || c->c_owner != NULL)
+        return ARPC_OK;
+    struct arpc_rc_owner *o = arpc_u64_map_get(&rc->rc_owners, owner);
+    if (o == NULL) {
+        o = arpc_malloc(sizeof(*o));
+        if (o == NULL)
+            return ARPC_ENOMEM;
+        *o = (struct arpc_rc_owner){.o_id = owner};
+        if (arpc_u64_map_put(&rc->rc_owners, owner, o) != ARPC_OK) {
+            arpc_free(o);
+            return ARPC_ENOMEM;
+        }
+    }
+    o->o_clients++;
+    o->o_bytes += c->c_bytes;
+    c->c_owner = o;
+    return ARPC_OK;
+}
+
+/* c no longer counts toward its owner's share; the owner goes with its last client. */
+static void client_disown(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
+{
+    struct arpc_rc_owner *o = c->c_owner;
+    if (o == NULL)
+        return;
+    o->o_bytes -= c->c_bytes;
+    c->c_owner = NULL;
+    if (--o->o_clients == 0) {
+        arpc_u64_map_take(&rc->rc_owners, o->o_id);
+        arpc_free(o);
+    }
+}
+
 struct drain_ctx {
     struct arpc_reply_cache *rc;
     struct arpc_rc_client *c;
@@ -275,6 +310,7 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     arpc_rc_list_unlink(rc, c);
     rc->rc_stats.clients--;
     arpc_rc_books_sub(rc, c, CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring));
+    client_disown(rc, c);
     rc->rc_goodbyes -= c->c_goodbye;
     arpc_free(c);
 }
@@ -313,7 +349,13 @@ int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_c
     rc->rc_max_bytes = o != NULL && o->max_bytes != 0 ? o->max_bytes : DEFAULT_MAX_BYTES;
     rc->rc_max_client_bytes = o != NULL && o->max_client_bytes != 0 ? o->max_client_bytes : rc->rc_max_bytes / 2;
     rc->rc_idle_ns = o != NULL && o->idle_expiry_ns != 0 ? o->idle_expiry_ns : DEFAULT_IDLE_NS;
-    return arpc_u64_map_init(&rc->rc_clients, 64);
+    if (arpc_u64_map_init(&rc->rc_owners, 16) != ARPC_OK)
+        return ARPC_ENOMEM;
+    if (arpc_u64_map_init(&rc->rc_clients, 64) != ARPC_OK) {
+        arpc_u64_map_fini(&rc->rc_owners);
+        return ARPC_ENOMEM;
+    }
+    return ARPC_OK;
 }
 
 void arpc_reply_cache_fini(struct arpc_reply_cache *rc,
@@ -322,6 +364,7 @@ void arpc_reply_cache_fini(struct arpc_reply_cache *rc,
     while (rc->rc_oldest != NULL)
         arpc_rc_client_free(rc, rc->rc_oldest, drop_waiter);
     arpc_u64_map_fini(&rc->rc_clients);
+    arpc_u64_map_fini(&rc->rc_owners); /* (empty: each went with its last client) */
     arpc_rc_gone_fini(&rc->rc_gone);
     spare_fini(&rc->rc_spare_entries);
     spare_fini(&rc->rc_spare_waiters);

@@ -23,6 +23,15 @@ struct arpc_rc_entry {
     uint32_t e_nwaiters; /* on e_waiters: at most ARPC_RC_MAX_WAITERS */
 };
 
+/* The clients of one identity (arpc/auth.h: a token's, a certificate's, a unix peer's uid):
+ * their bytes together are held to one client's share, so an identity cannot fill the cache
+ * by making up client ids. A client without an identity has none (c_owner NULL). */
+struct arpc_rc_owner {
+    uint64_t o_id;     /* the identity, never 0 */
+    size_t o_bytes;    /* its clients' c_bytes, summed (arpc_rc_books_add) */
+    size_t o_clients;  /* clients that point here; the owner goes with the last */
+};
+
 struct arpc_rc_client {
     uint64_t c_id;
     uint64_t c_ack;
@@ -30,6 +39,7 @@ struct arpc_rc_client {
     struct arpc_rc_client *c_older, *c_newer; /* the activity list */
     size_t c_busy;                            /* RUNNING + LOGGING entries */
     size_t c_bytes;                           /* its share of the cache's bytes (arpc_rc_books_add) */
+    struct arpc_rc_owner *c_owner;            /* its identity's clients, or NULL (none) */
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
     bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
     struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
@@ -164,12 +174,23 @@ static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc
 {
     rc->rc_stats.bytes += n;
     c->c_bytes += n;
+    if (c->c_owner != NULL)
+        c->c_owner->o_bytes += n;
 }
 
 static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
 {
     rc->rc_stats.bytes -= n;
     c->c_bytes -= n;
+    if (c->c_owner != NULL)
+        c->c_owner->o_bytes -= n;
+}
+
+/* c, or its identity's clients together, hold a client's share of the cache. */
+static inline bool arpc_rc_over_share(const struct arpc_reply_cache *rc, const struct arpc_rc_client *c)
+{
+    return c->c_bytes >= rc->rc_max_client_bytes ||
+           (c->c_owner != NULL && c->c_owner->o_bytes >= rc->rc_max_client_bytes);
 }
 
 /* A RUNNING entry in the books now holds reply. */
@@ -194,6 +215,10 @@ static inline struct arpc_rc_waiter *arpc_rc_take_waiters(struct arpc_rc_entry *
  * memory. */
 struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t client_id,
                                           uint64_t ack, uint64_t now_ns);
+/* c counts toward identity owner's share from now on (0: none; a client owned already keeps
+ * its owner: its key was made from that identity). ARPC_ENOMEM without memory for a new
+ * owner (c is left without one). */
+int arpc_rc_client_own(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t owner);
 /* Forgets c with all it holds: replies to free_reply, waiters to drop_waiter (may be NULL). */
 void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                          void (*drop_waiter)(void *ctx, struct arpc_rc_waiter *w));

@@ -291,8 +291,8 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         return false;
     }
     s->sv_admitting = sc;
-    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, f->f_seq, f->f_ack, sc,
-                                                    f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, sc->sc_peer.identity, f->f_seq,
+                                                    f->f_ack, sc, f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
     s->sv_admitting = NULL;
     char msg[192];
     switch (v) {
@@ -318,10 +318,11 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     case ARPC_RC_CLIENT_FULL:
-        /* Its own replies, not acknowledged yet, fill its share: others still get in. */
+        /* Its own replies (or its identity's), not acknowledged yet, fill its share: others
+         * still get in. */
         snprintf(msg, sizeof(msg),
-                 "this client's replies not yet acknowledged fill its share of the server's reply cache "
-                 "(%zu bytes, half of reply_cache_bytes): call not run",
+                 "this client's (or its identity's) replies not yet acknowledged fill its share of the server's "
+                 "reply cache (%zu bytes, half of reply_cache_bytes): call not run",
                  s->sv_cache.rc_max_client_bytes);
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;

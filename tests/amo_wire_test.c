@@ -287,6 +287,55 @@ static void test_one_client_cannot_fill_the_cache(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* Nor can one identity by making up client ids: the clients of one token share one share.
+ * Clients 81 and 82 (token "alpha") fill it together, each with half; then 81 and a new id of
+ * "alpha" are refused, while a client of "beta" gets in. */
+static void test_one_identity_cannot_fill_the_cache(void **state)
+{
+    (void)state;
+    enum { PAYLOAD = 4096 };
+    static const arpc_auth_token tokens[] = {{"alpha", 5, 0}, {"beta", 4, 0}, {NULL, 0, 0}};
+    arpc_server *s;
+    arpc_server_options so = {.reply_cache_bytes = 64 * 1024, .authenticate = arpc_auth_fixed_tokens,
+                              .authenticate_ctx = (void *)tokens};
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    static struct raw_client a1, a2, a3, b;
+    assert_true(raw_connect_with(&a1, addr, 81, "alpha", 0));
+    assert_true(raw_connect_with(&a2, addr, 82, "alpha", 0));
+    static uint8_t payload[PAYLOAD];
+    memset(payload, 'p', sizeof(payload));
+    struct raw_frame f;
+    uint64_t seq;
+    for (seq = 1; seq <= 64; seq++) { /* in turns, ack 0: nothing is ever acknowledged */
+        struct raw_client *r = seq % 2 != 0 ? &a1 : &a2;
+        assert_true(raw_request(r, seq, (seq + 1) / 2, 0, 0, "t.echo", payload, sizeof(payload)));
+        assert_true(raw_read(r, &f, false));
+        assert_int_equal(seq, f.f.f_xid);
+        if (f.f.f_kind != ARPC_FRAME_REPLY)
+            break;
+    }
+    assert_true(seq > 4 && seq < 16); /* the two had one share between them, about 8 replies */
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
+    if (memmem(f.f.f_msg, f.f.f_msg_len, "identity", 8) == NULL)
+        fail_msg("the refusal does not say why: %.*s", (int)f.f.f_msg_len, f.f.f_msg);
+    assert_true(raw_connect_with(&a3, addr, 83, "alpha", 0)); /* a new id of it: the same share */
+    assert_true(raw_request(&a3, 1, 1, 0, 0, "t.echo", payload, sizeof(payload)));
+    assert_true(raw_next_is_error(&a3, 1, ARPC_EOVERLOADED));
+    assert_true(raw_connect_with(&b, addr, 81, "beta", 0)); /* another identity, even as id 81 */
+    assert_true(raw_request(&b, 1, 1, 0, 0, "t.echo", payload, sizeof(payload)));
+    assert_true(raw_read(&b, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    raw_close(&a1);
+    raw_close(&a2);
+    raw_close(&a3);
+    raw_close(&b);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* r sends seq 1 of its client again with a deadline (ms), and a new call (seq 2) behind it,
  * whose reply proves the retry was admitted (attached) before it. */
 static void send_retry_attached(struct raw_client *r, const char *method, uint64_t xid, uint32_t deadline_ms)
@@ -499,6 +548,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_run_is_not_remembered, setup, teardown),
         cmocka_unit_test(test_one_client_cannot_fill_the_cache),
+        cmocka_unit_test(test_one_identity_cannot_fill_the_cache),
         cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),

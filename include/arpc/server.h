@@ -106,7 +106,8 @@ typedef struct arpc_server_options {
                                * calls are refused (ARPC_EOVERLOADED); nothing unacknowledged is
                                * ever dropped to make room. One client may hold half of it: over
                                * that its new numbered calls are refused (ARPC_EOVERLOADED) until
-                               * it acknowledges replies, while other clients still get in */
+                               * it acknowledges replies, while other clients still get in. The
+                               * clients of one identity (arpc/auth.h) share one such half */
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
