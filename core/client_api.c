@@ -388,19 +388,12 @@ int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len,
 
 /* ---- one-way ---- */
 
-struct oneway_msg {
-    struct arpc_loop_job om_job;
-    arpc_client *om_client;
-    size_t om_len;
-    uint8_t om_frame[];
-};
-
 void client_oneway_release(void *msg) { arpc_free(msg); }
 
 static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
-    struct oneway_msg *m = (struct oneway_msg *)job;
+    struct client_oneway *m = (struct client_oneway *)job;
     arpc_client *c = m->om_client;
     arpc_stat_inc(&c->cl_stats.cst_oneways);
     if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
@@ -408,7 +401,7 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
          * it was one-way. Refused (no memory for the queue), it was freed at once: dropped. */
         if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
             arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
-    } else {
+    } else if (!client_hold_oneway(c, m)) {
         arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
         arpc_free(m); /* at most once, never again: no connection now, no message */
     }
@@ -425,7 +418,7 @@ int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_
     int rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
     if (rc == ARPC_EINVAL && why != NULL) /* no result to carry it: said once per call, as misuse is */
         arpc_log(ARPC_LOG_WARN, "arpc_notify refused: %s", why);
-    struct oneway_msg *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
+    struct client_oneway *m = rc == ARPC_OK ? arpc_malloc(sizeof(*m) + total) : NULL;
     if (m == NULL) {
         client_leave(c);
         return rc != ARPC_OK ? rc : ARPC_ENOMEM;

@@ -130,6 +130,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     if (n > 0 || c->cl_background)
         client_set_error(c, ARPC_OK, ""); /* what was in the way is gone (arpc_client_last_error) */
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
+    client_send_held_oneways(c); /* (one-way messages that came while parked) */
     calls_on_connected(c);
     client_direct_resume(c);
 }
@@ -144,6 +145,8 @@ static void client_on_goaway(arpc_client *c, const struct arpc_frame *f)
          * last word says that it read none of the calls still pending: they did not run. */
         if (f->f_err_flags & ARPC_GOAWAY_LAST)
             c->cl_unread = true;
+        if (f->f_err_flags & ARPC_GOAWAY_IDLE)
+            c->cl_idle_goaway = true; /* reconnect when next needed (client_park.c) */
         client_direct_pause(c); /* callers' calls too wait */
         int expected = CL_READY;
         atomic_compare_exchange_strong(&c->cl_state, &expected, CL_DRAINING);
@@ -301,6 +304,8 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         return;
     }
     atomic_store(&c->cl_state, CL_CONNECTING);
+    if (client_park(c))
+        return;
     arpc_log(ARPC_LOG_INFO, "%s; reconnecting", why);
     client_connect_later(c);
 }
@@ -343,6 +348,7 @@ void client_conn_adopt(arpc_client *c, int fd)
 {
     atomic_store(&c->cl_lost_reason, ARPC_ECONNLOST); /* no GOAWAY heard on this connection yet */
     c->cl_unread = false;
+    c->cl_idle_goaway = false;
     /* The server's HELLO (or the GOAWAY in its place) is read whatever max_frame says, as the
      * server reads ours: a max_frame under a HELLO's size must not pass for "not an arpc
      * server". client_on_hello sets max_frame as the bound. */
@@ -373,6 +379,7 @@ void client_cleanup(arpc_client *c)
     bool hello_done = c->cl_conn.c_open && !c->cl_connector.cn_attempting;
     client_direct_stop(c);
     client_connect_stop(c);
+    client_drop_held_oneways(c);
     calls_fail_all(c, ARPC_ESHUTDOWN); /* a call the server may be running: ECANCELLED */
     client_deadlines_stop(c);
     if (c->cl_conn.c_open)

@@ -137,11 +137,13 @@ void client_connect_stop(arpc_client *c)
     connect_close_fd(cn, c->cl_loop);
     cn->cn_waiting = false;
     cn->cn_attempting = false;
+    cn->cn_parked = false;
 }
 
 void client_connect_failed(arpc_client *c, int code, const char *why)
 {
     client_connect_stop(c);
+    client_drop_held_oneways(c); /* the connection they waited for did not come */
     client_set_error(c, code, why);
     if (client_first_awaited(c)) {
         arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */

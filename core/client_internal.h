@@ -133,6 +133,9 @@ struct client_connector {
      * ever more slowly, not a hundred times a second with every call re-sent each time. */
     bool cn_proven;
     uint64_t cn_hello_ns; /* arpc_now_coarse_ns of the current connection's HELLO */
+    /* The server closed the last connection for being idle (ARPC_GOAWAY_IDLE) and nothing
+     * waited: no attempt until a call or a one-way message needs one (client_connect_unpark). */
+    bool cn_parked;
 };
 
 struct arpc_client {
@@ -187,6 +190,13 @@ struct arpc_client {
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */
     struct arpc_u64_map cl_unwritten; /* at a loss: request blocks its queue never wrote whole
                                        * (client_call.c; p_slots NULL until the first) */
+    bool cl_idle_goaway;              /* loop thread: the current connection's server closes it
+                                       * for being idle (ARPC_GOAWAY_IDLE); cleared at adopt */
+    /* One-way messages that came while parked (loop thread): sent at the next HELLO, in order;
+     * dropped (and counted) if that connection does not come. At most CLIENT_HELD_ONEWAYS. */
+    struct client_oneway *cl_held_first, *cl_held_last;
+    size_t cl_nheld;
+    bool cl_hold_oneways;             /* from a park until the next HELLO or failed attempt */
     bool cl_unread;                   /* loop thread: the current connection's server said its
                                        * last word (ARPC_GOAWAY_LAST): a call it has not answered
                                        * was never read (call_settle_sent); cleared at adopt */
@@ -420,6 +430,31 @@ void client_linger_done(arpc_client *c);
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release);
 /* Frees a one-way message queued on the connection (its release: how the close tells them). */
 void client_oneway_release(void *msg);
+
+/* A one-way message: its job to the loop (client_api.c), then queued on the connection, or
+ * held while the client is parked (client_park.c). */
+struct client_oneway {
+    struct arpc_loop_job om_job;
+    arpc_client *om_client;
+    struct client_oneway *om_next; /* in cl_held_first's list */
+    size_t om_len;
+    uint8_t om_frame[];
+};
+
+/* client_park.c (loop thread): a connection the server closed for being idle is opened again
+ * when next needed, not at once. */
+#define CLIENT_HELD_ONEWAYS 1024
+/* The connection is lost: true if the client parks (the server said idle, nothing waits). */
+bool client_park(arpc_client *c);
+/* A call or a one-way message needs a connection: a parked client starts its attempt. */
+void client_connect_unpark(arpc_client *c);
+/* A one-way message while parked or reconnecting from a park: held (true), or not (false:
+ * the caller drops it as without a connection). */
+bool client_hold_oneway(arpc_client *c, struct client_oneway *m);
+/* The connection is up: the held messages are queued on it, in order. */
+void client_send_held_oneways(arpc_client *c);
+/* No connection came (or the client closes): the held messages are dropped and counted. */
+void client_drop_held_oneways(arpc_client *c);
 
 /* client_deadlines.c */
 void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */

@@ -57,7 +57,9 @@ void resend_wait(arpc_client *c, struct client_call *call)
     if ((!armed && call_arm(call) != ARPC_OK) || give_up_arm(c, give_up) != ARPC_OK) {
         /* Without a heap entry it could wait for ever: end it now. */
         call_finish(call, call_ended_code(call, ARPC_EUNREACHABLE), NULL, 0);
+        return;
     }
+    client_connect_unpark(c); /* last: a parked client connects now (it may end the call) */
 }
 
 static bool order_before(const struct waiting_slot *a, const struct waiting_slot *b)

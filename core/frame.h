@@ -90,6 +90,11 @@ enum arpc_goaway_flag {
      * the connection closes was never read (it did not run). Sent only when no answer is still
      * owed there (docs/PROTOCOL.md, GOAWAY). */
     ARPC_GOAWAY_LAST = 1u << 0,
+    /* With ARPC_ESHUTDOWN: the connection was idle (idle_timeout_ms), or idle and shed to make
+     * room (shed_idle_ms); the server runs on. A client reconnects when it next needs to, not
+     * at once: otherwise an idle client takes its connection (and, under descriptor pressure,
+     * its descriptor) right back. */
+    ARPC_GOAWAY_IDLE = 1u << 1,
 };
 
 /* A decoded frame: pointers are views into the decoder's input buffer. */

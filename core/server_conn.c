@@ -79,6 +79,18 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
     arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
 }
 
+void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg)
+{
+    if (jsonrpc_sconn_is(conn->c_owner))
+        return;
+    size_t mlen = strlen(msg), len = arpc_frame_error_size(mlen);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return; /* the close says it: the client reconnects at once, as after a stop */
+    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE, msg, mlen);
+    arpc_conn_send(conn, buf, buf, len);
+}
+
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway)
 {
     char name[ARPC_LOG_FIELD_MAX];

@@ -96,7 +96,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         peer_log(conn->c_loop, ARPC_LOG_INFO, "closing the connection from %s: idle for %.0f ms (idle_timeout_ms)",
                  conn->c_peer, s->sv_idle_s * 1000);
         /* ESHUTDOWN: the client's word for "reconnect when next needed" (it has no call here). */
-        sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed");
+        sconn_send_idle_goaway(conn, "idle connection closed");
         arpc_conn_close_after_flush(conn, ARPC_ETIMEDOUT);
         return true;
     }

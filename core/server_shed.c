@@ -76,7 +76,7 @@ bool shed_for_room(arpc_server *s, const char *why)
              why, what[best], best_age * 1000);
     sconn_retain(victim); /* a failed flush closes (and may free) it */
     if (best == SHED_IDLE) {
-        sconn_send_goaway(conn, ARPC_ESHUTDOWN, "idle connection closed to make room for a new one");
+        sconn_send_idle_goaway(conn, "idle connection closed to make room for a new one");
         arpc_conn_flush_now(conn); /* an idle socket's buffer has room for it */
     }
     /* Closed now, not after a flush: its descriptor is what the listener is waiting for. */

@@ -25,7 +25,8 @@
  *                      ends with ARPC_ECONNLOST.
  * Calls started while there is no connection wait for one (bounded by their deadline and by
  * reconnect_give_up_ms); they are not failed at once. A one-way message is sent at most once
- * and never again: if there is no connection when it reaches the loop, it is dropped.
+ * and never again: if there is no connection when it reaches the loop, it is dropped (but
+ * after the server closed an idle connection, it waits for the connection it starts).
  *
  * Outcomes of a call (the future's status), and what the caller can conclude:
  *   ARPC_OK           the handler's reply bytes are the result (it ran exactly once)
@@ -269,7 +270,9 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
 
 /* Sends a one-way message: no reply, no completion, never re-sent. ARPC_OK means queued for
  * sending, not delivered (it is dropped if there is no connection when it reaches the loop,
- * or if it is not yet written when the connection breaks; arpc_client_stats counts both:
+ * unless the server had closed an idle one: it then waits for the next connection, and is
+ * dropped only if that one does not come; or if it is not yet written when the connection
+ * breaks; arpc_client_stats counts both:
  * oneways_dropped). arpc_client_close writes it as
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the

@@ -140,9 +140,9 @@ typedef struct arpc_server_options {
     uint32_t frame_timeout_ms;     /* a frame whose first byte arrived must be whole within this,
                                     * else the connection is closed (slowloris); 0: 30000 */
     uint32_t idle_timeout_ms;      /* a connection with no call in flight and no frame but
-                                    * PING/PONG this long is sent GOAWAY(ARPC_ESHUTDOWN) and closed
-                                    * (an arpc client reconnects at once, as after a server's
-                                    * stop, not only when next called); 0: never (the
+                                    * PING/PONG this long is sent GOAWAY(ARPC_ESHUTDOWN, marked
+                                    * idle) and closed (its client reconnects when a call or a
+                                    * one-way message next needs it); 0: never (the
                                     * heartbeat already finds dead peers; an idle connection costs
                                     * a few KiB, and closing it costs the next call a reconnect) */
     unsigned max_connections;      /* a connection accepted while this many are open is sent
@@ -184,8 +184,8 @@ typedef struct arpc_server_options {
     /* Out of file descriptors (EMFILE/ENFILE on accept), an open connection worth less than
      * the new one is closed to make room before the new one is turned away: one that has not
      * said HELLO, or whose frame has been arriving, for 1 s; else one idle this long (no call in
-     * flight, nothing queued), sent GOAWAY(ARPC_ESHUTDOWN) (an arpc client reconnects at once,
-     * after its back-off). A connection with calls in flight or replies queued is never chosen. Logged with
+     * flight, nothing queued), sent GOAWAY(ARPC_ESHUTDOWN, marked idle) so its client reconnects
+     * when next needed. A connection with calls in flight or replies queued is never chosen. Logged with
      * the errno's name. 0: 5000 */
     uint32_t shed_idle_ms;
     /* Output waiting this long without a byte taken by the peer closes the connection (a peer

@@ -1,0 +1,82 @@
+/*
+ * A connection the server closed for being idle is opened again when next needed.
+ *
+ * A server with idle_timeout_ms (or one short of descriptors, shedding its idlest connection)
+ * closes a connection nobody uses with a GOAWAY marked ARPC_GOAWAY_IDLE. Reconnecting at once,
+ * as after a server's stop, would take the connection (and the server's descriptor) right
+ * back, every idle period: the client parks instead, with no attempt under way, until a call
+ * waits for a connection (resend_wait) or a one-way message comes (held meanwhile: a message
+ * sent to a client with no connection is dropped, and a parked client has none only by
+ * choice). Then it connects as after any loss; the calls wait within their deadlines and
+ * reconnect_give_up_ms, counted from when they began to wait. A call already waiting when the
+ * connection closes (it raced the server's idle verdict) keeps the reconnect immediate.
+ * Loop thread only.
+ */
+#include "arpc/error.h"
+#include "base/alloc.h"
+#include "base/log.h"
+#include "core/client_internal.h"
+#include "core/waiting_calls.h"
+
+bool client_park(arpc_client *c)
+{
+    if (!c->cl_idle_goaway || waiting_count(&c->cl_waiting) != 0)
+        return false;
+    c->cl_connector.cn_parked = true;
+    c->cl_hold_oneways = true;
+    arpc_log(ARPC_LOG_INFO, "the server at %s closed the idle connection; reconnecting at the next call",
+             c->cl_target.t_addr);
+    return true;
+}
+
+void client_connect_unpark(arpc_client *c)
+{
+    if (!c->cl_connector.cn_parked)
+        return;
+    c->cl_connector.cn_parked = false;
+    client_connect_start(c);
+}
+
+bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
+{
+    if (!c->cl_hold_oneways || atomic_load(&c->cl_state) != CL_CONNECTING || c->cl_nheld >= CLIENT_HELD_ONEWAYS)
+        return false;
+    m->om_next = NULL;
+    if (c->cl_held_last != NULL)
+        c->cl_held_last->om_next = m;
+    else
+        c->cl_held_first = m;
+    c->cl_held_last = m;
+    c->cl_nheld++;
+    client_connect_unpark(c);
+    return true;
+}
+
+/* Takes the held list out of the client. */
+static struct client_oneway *held_take(arpc_client *c)
+{
+    struct client_oneway *m = c->cl_held_first;
+    c->cl_held_first = c->cl_held_last = NULL;
+    c->cl_nheld = 0;
+    c->cl_hold_oneways = false;
+    return m;
+}
+
+void client_send_held_oneways(arpc_client *c)
+{
+    for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
+        next = m->om_next;
+        /* Refused (no memory for the queue), it was freed at once: dropped. */
+        if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
+            arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+    }
+}
+
+void client_drop_held_oneways(arpc_client *c)
+{
+    for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
+        next = m->om_next;
+        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+        arpc_free(m);
+    }
+}

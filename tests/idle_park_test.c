@@ -1,0 +1,90 @@
+/*
+ * A client whose connection the server closed for being idle (idle_timeout_ms: a GOAWAY
+ * marked ARPC_GOAWAY_IDLE) does not reconnect at once: it parks until a call or a one-way
+ * message needs a connection (core/client_park.c). Before, it reconnected as after a server's
+ * stop, and took its connection (and, under descriptor pressure, the descriptor the server
+ * had shed it for) right back, every idle period.
+ *
+ * Each park is seen in the client's log line; with no attempt under way there, the counts of
+ * connections opened are exact. A one-way message sent while parked is held, starts the
+ * attempt and reaches the server; a call does the same and succeeds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "support/test_util.h"
+
+#define IDLE_MS 150
+
+static sem_t parked; /* one post per "reconnecting at the next call" line */
+
+static void logger(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    if (strstr(line, "reconnecting at the next call") != NULL)
+        sem_post(&parked);
+}
+
+static void h_note(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    arpc_reply(req, NULL, 0); /* finishes a one-way request */
+}
+
+static uint64_t opened(arpc_client *c) { return client_stat_now(c, offsetof(arpc_client_stats, connections_opened)); }
+
+static void test_idle_client_reconnects_when_next_needed(void **state)
+{
+    (void)state;
+    latch_reset();
+    assert_int_equal(0, sem_init(&parked, 0, 0));
+    arpc_set_logger(logger, NULL, ARPC_LOG_INFO);
+    arpc_server_options so = {.idle_timeout_ms = IDLE_MS};
+    arpc_server *s;
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, call_until_sent(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
+    /* Idle: closed by the server, parked by the client; no attempt, so the count is exact. */
+    assert_true(sem_wait_secs(&parked, TEST_WAIT_S));
+    assert_int_equal(1, opened(c));
+    /* A one-way message is held, starts the attempt, and reaches the server. */
+    assert_int_equal(ARPC_OK, arpc_notify(c, "t.note", "n", 1));
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    assert_int_equal(2, opened(c));
+    assert_int_equal(0, client_stat_now(c, offsetof(arpc_client_stats, oneways_dropped)));
+    /* Idle again; then a call. */
+    assert_true(sem_wait_secs(&parked, TEST_WAIT_S));
+    assert_int_equal(2, opened(c));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "y", 1, &reply, &len, TEST_WAIT_MS));
+    assert_int_equal(1, len);
+    arpc_free(reply);
+    assert_int_equal(3, opened(c));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&parked);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_idle_client_reconnects_when_next_needed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
