@@ -95,10 +95,9 @@ static arpc_server *start_server(arpc_authenticate_fn authenticate, void *auth_c
     return s;
 }
 
-/* Sends one JSON-RPC request over TLS with the client certificate pem (and its key) and
- * returns everything the server wrote until it closed (or WAIT_MS passed: the test then fails
- * on what it lacks). */
-static const char *tls_json_call_as(const char *addr, const char *request, const char *pem, const char *key)
+/* A bare TLS peer connected to addr with the client certificate pem (and its key), verifying
+ * the server; blocking reads that give up after WAIT_MS. Its socket is SSL_get_fd's. */
+static SSL *tls_peer_connect(const char *addr, const char *pem, const char *key, SSL_CTX **ctx_out)
 {
     int fd;
     assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
@@ -115,6 +114,18 @@ static const char *tls_json_call_as(const char *addr, const char *request, const
     assert_non_null(ssl);
     assert_int_equal(1, SSL_set_fd(ssl, fd));
     assert_int_equal(1, SSL_connect(ssl));
+    *ctx_out = ctx;
+    return ssl;
+}
+
+/* Sends one JSON-RPC request over TLS with the client certificate pem (and its key) and
+ * returns everything the server wrote until it closed (or WAIT_MS passed: the test then fails
+ * on what it lacks). */
+static const char *tls_json_call_as(const char *addr, const char *request, const char *pem, const char *key)
+{
+    SSL_CTX *ctx;
+    SSL *ssl = tls_peer_connect(addr, pem, key, &ctx);
+    int fd = SSL_get_fd(ssl);
     assert_int_equal((int)strlen(request), SSL_write(ssl, request, (int)strlen(request)));
     static char got[4096];
     size_t have = 0;
@@ -156,20 +167,9 @@ static void test_json_peer_half_close_in_one_segment(void **state)
     (void)state;
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = start_server(NULL, NULL, addr);
-    int fd;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
-    assert_int_equal(0, fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK));
-    struct timeval hang = {.tv_sec = WAIT_MS / 1000};
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    assert_non_null(ctx);
-    assert_int_equal(1, SSL_CTX_load_verify_locations(ctx, ca, NULL));
-    assert_int_equal(1, SSL_CTX_use_certificate_file(ctx, client_pem, SSL_FILETYPE_PEM));
-    assert_int_equal(1, SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM));
-    SSL *ssl = SSL_new(ctx);
-    assert_non_null(ssl);
-    assert_int_equal(1, SSL_set_fd(ssl, fd));
-    assert_int_equal(1, SSL_connect(ssl));
+    SSL_CTX *ctx;
+    SSL *ssl = tls_peer_connect(addr, client_pem, client_key, &ctx);
+    int fd = SSL_get_fd(ssl);
     BIO *out = BIO_new(BIO_s_mem()); /* the request's record and the close_notify, kept */
     assert_non_null(out);
     SSL_set0_wbio(ssl, out);
