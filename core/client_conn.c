@@ -379,7 +379,7 @@ void client_cleanup(arpc_client *c)
     bool hello_done = c->cl_conn.c_open && !c->cl_connector.cn_attempting;
     client_direct_stop(c);
     client_connect_stop(c);
-    client_drop_held_oneways(c);
+    client_drop_held_oneways(c, "the client closed before the connection they waited for came");
     calls_fail_all(c, ARPC_ESHUTDOWN); /* a call the server may be running: ECANCELLED */
     client_deadlines_stop(c);
     if (c->cl_conn.c_open)

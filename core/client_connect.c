@@ -143,7 +143,7 @@ void client_connect_stop(arpc_client *c)
 void client_connect_failed(arpc_client *c, int code, const char *why)
 {
     client_connect_stop(c);
-    client_drop_held_oneways(c); /* the connection they waited for did not come */
+    client_drop_held_oneways(c, why); /* the connection they waited for did not come */
     client_set_error(c, code, why);
     if (client_first_awaited(c)) {
         arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */

@@ -453,8 +453,9 @@ void client_connect_unpark(arpc_client *c);
 bool client_hold_oneway(arpc_client *c, struct client_oneway *m);
 /* The connection is up: the held messages are queued on it, in order. */
 void client_send_held_oneways(arpc_client *c);
-/* No connection came (or the client closes): the held messages are dropped and counted. */
-void client_drop_held_oneways(arpc_client *c);
+/* No connection came (or the client closes): the held messages are dropped, counted, and
+ * named in a WARN line saying why. */
+void client_drop_held_oneways(arpc_client *c, const char *why);
 
 /* client_deadlines.c */
 void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */

@@ -20,10 +20,12 @@
 
 bool client_park(arpc_client *c)
 {
-    if (!c->cl_idle_goaway || waiting_count(&c->cl_waiting) != 0)
+    if (!c->cl_idle_goaway)
         return false;
+    c->cl_hold_oneways = true; /* (from the GOAWAY on: messages held meanwhile go at the HELLO) */
+    if (waiting_count(&c->cl_waiting) != 0 || c->cl_nheld != 0)
+        return false; /* needed now: the usual reconnect */
     c->cl_connector.cn_parked = true;
-    c->cl_hold_oneways = true;
     arpc_log(ARPC_LOG_INFO, "the server at %s closed the idle connection; reconnecting at the next call",
              c->cl_target.t_addr);
     return true;
@@ -39,7 +41,10 @@ void client_connect_unpark(arpc_client *c)
 
 bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
 {
-    if (!c->cl_hold_oneways || atomic_load(&c->cl_state) != CL_CONNECTING || c->cl_nheld >= CLIENT_HELD_ONEWAYS)
+    /* From the idle GOAWAY (the connection drains, then closes) until the next HELLO. */
+    int state = atomic_load(&c->cl_state);
+    bool holding = (state == CL_DRAINING && c->cl_idle_goaway) || (state == CL_CONNECTING && c->cl_hold_oneways);
+    if (!holding || c->cl_nheld >= CLIENT_HELD_ONEWAYS)
         return false;
     m->om_next = NULL;
     if (c->cl_held_last != NULL)
@@ -72,11 +77,15 @@ void client_send_held_oneways(arpc_client *c)
     }
 }
 
-void client_drop_held_oneways(arpc_client *c)
+void client_drop_held_oneways(arpc_client *c, const char *why)
 {
+    size_t n = c->cl_nheld;
     for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
         next = m->om_next;
         arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
         arpc_free(m);
     }
+    if (n != 0) /* as the close's linger names what it could not send */
+        arpc_log(ARPC_LOG_WARN, "client of %s: %zu one-way message%s dropped unsent: %s", c->cl_target.t_addr, n,
+                 n == 1 ? "" : "s", why);
 }

@@ -87,7 +87,9 @@ void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg)
     uint8_t *buf = arpc_malloc(len);
     if (buf == NULL)
         return; /* the close says it: the client reconnects at once, as after a stop */
-    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE, msg, mlen);
+    /* LAST too: idle means no call in flight and no frame begun, and the server reads nothing
+     * more, so a request the client wrote meanwhile was never read (it is sent again). */
+    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST, msg, mlen);
     arpc_conn_send(conn, buf, buf, len);
 }
 

@@ -380,8 +380,9 @@ void server_inflight_stash_close(arpc_server *s);
 
 void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
-/* As sconn_send_goaway(conn, ARPC_ESHUTDOWN, msg), marked ARPC_GOAWAY_IDLE: closed for being
- * idle, the server runs on. */
+/* As sconn_send_goaway(conn, ARPC_ESHUTDOWN, msg), marked ARPC_GOAWAY_IDLE (closed for being
+ * idle, the server runs on) and ARPC_GOAWAY_LAST (nothing more is read: the connection has no
+ * call in flight, and the caller closes it). */
 void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */

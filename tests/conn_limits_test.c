@@ -135,14 +135,18 @@ static int raw_socket(const char *addr)
 }
 
 /* The next frame is a GOAWAY with code, then the connection ends. */
-static void expect_goaway_eof(struct raw_client *r, int code)
+/* The GOAWAY is code with the flags (enum arpc_goaway_flag) flags, then the end of stream. */
+static void expect_goaway_flags_eof(struct raw_client *r, int code, unsigned flags)
 {
     struct raw_frame f;
     assert_true(raw_read(r, &f, false));
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);
     assert_int_equal(code, f.f.f_code);
+    assert_int_equal(flags, f.f.f_err_flags);
     assert_true(fd_wait_eof(r->rc_fd, 100 * SHORT_MS));
 }
+
+static void expect_goaway_eof(struct raw_client *r, int code) { expect_goaway_flags_eof(r, code, 0); }
 
 /* ---- the limits ---- */
 
@@ -308,7 +312,9 @@ static void test_idle_is_closed_with_goaway(void **state)
     struct raw_frame f;
     assert_true(raw_read(&r, &f, false));
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
-    expect_goaway_eof(&r, ARPC_ESHUTDOWN);
+    /* Marked idle (its client reconnects when next needed) and last (nothing more is read: a
+     * request written meanwhile did not run, and is sent again). */
+    expect_goaway_flags_eof(&r, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST);
     assert_true(now_ms() - t0 >= SHORT_MS / 2); /* not long before the limit */
     expect_log("idle_timeout_ms", r.rc_fd);
     raw_close(&r);
@@ -552,7 +558,7 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     connect_hello(&r1, s1, fx.addr, 22); /* room made by the silent socket */
     assert_true(fd_wait_eof(silent, 100 * SHORT_MS));
     connect_hello(&r2, s2, fx.addr, 23); /* room made by the idle connection */
-    expect_goaway_eof(&idle, ARPC_ESHUTDOWN);
+    expect_goaway_flags_eof(&idle, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST); /* reconnects when next needed */
     assert_true(raw_request(&r2, 1, 0, 0, 0, "t.echo", "y", 1));
     assert_true(raw_read(&r2, &f, false));
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);

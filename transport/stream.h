@@ -49,7 +49,8 @@ struct arpc_stream_ops {
     ssize_t (*s_writev)(struct arpc_stream *s, const struct iovec *iov, int iovcnt);
     /* Optional (NULL: never any): bytes already taken from the fd that s_read has not returned
      * yet (TLS: the rest of a decrypted record), or 1 when the next s_read has no byte but an
-     * end to return (TLS: a close_notify or a failure read with the last bytes). The fd's
+     * end to return (TLS: a close_notify or a failure already read, which every read from then
+     * on returns). The fd's
      * readiness does not announce them, so a reader that stops while some remain must come
      * back by itself. */
     size_t (*s_buffered)(const struct arpc_stream *s);

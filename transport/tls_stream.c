@@ -55,8 +55,6 @@ struct tls_stream {
     bool ts_gathered;   /* the offered bytes are in ts_wbuf (else they are iov[0]'s own) */
     bool ts_read_any;   /* application bytes came from the peer */
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
-    bool ts_end_held;   /* a read met the peer's end (close_notify) or a failure after bytes it
-                         * returned: the next read says it, and s_buffered asks for that read */
     size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
     uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes while a write is under way, else NULL */
     char ts_why[ARPC_WHY_MAX];
@@ -151,7 +149,6 @@ static void handshake_count(struct tls_stream *ts, uint64_t t0)
 
 static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
 {
-    ts->ts_end_held = false; /* (this read says it) */
     if (ts->ts_failed)
         return ARPC_STREAM_FAILED; /* as it was: OpenSSL would not say it the same way twice */
     size_t got = 0;
@@ -165,12 +162,7 @@ static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
         }
         ssize_t r = tls_result(ts, ret, true);
         /* What was read goes up first; a failure or close is seen again on the next call
-         * (OpenSSL keeps it), a WANT on the next readiness. The next call must come without
-         * a readiness: a close_notify with no FIN after it (a TLS half-close, as Go's
-         * CloseWrite) leaves the socket silent, and the peer waiting for its answers and our
-         * end for ever. */
-        if (got > 0 && r != ARPC_STREAM_WANT_READ && r != ARPC_STREAM_WANT_WRITE)
-            ts->ts_end_held = true;
+         * (OpenSSL keeps it: tls_buffered asks for that call), a WANT on the next readiness. */
         return got > 0 ? (ssize_t)got : r;
     }
     return (ssize_t)got;
@@ -265,9 +257,13 @@ static size_t tls_write_owed(const struct arpc_stream *s)
 static size_t tls_buffered(const struct arpc_stream *s)
 {
     const struct tls_stream *ts = (const struct tls_stream *)s;
-    if (ts->ts_end_held)
-        return 1; /* no byte, but a read to make: it returns the end */
-    return ts->ts_failed ? 0 : (size_t)SSL_pending(ts->ts_ssl);
+    /* An end (close_notify, or a failure) makes no readiness of its own once read: a close_notify
+     * with no FIN after it (a TLS half-close, as Go's CloseWrite) leaves the socket silent, and
+     * its peer waiting for its answers and our end for ever. Every read from here on returns
+     * it, so it counts as one byte held until the reader has met it. */
+    if (ts->ts_failed || (SSL_get_shutdown(ts->ts_ssl) & SSL_RECEIVED_SHUTDOWN) != 0)
+        return 1;
+    return (size_t)SSL_pending(ts->ts_ssl);
 }
 
 /* A refused peer may have sent more (a client's first frame right after its side of the
