@@ -105,7 +105,9 @@ enum arpc_call_semantics {
 typedef struct arpc_client_options {
     /* The loop that owns the connection. NULL: the client starts and owns a loop thread. If
      * this loop is stopped first, the client's calls end then as at arpc_client_close, and
-     * later ones ARPC_ESHUTDOWN; the client must still be closed. */
+     * later ones ARPC_ESHUTDOWN; the client must still be closed. While the server has closed
+     * an idle connection and nothing needs a new one, the client keeps no watcher active: a
+     * wrapped libev loop run until it has nothing to do (ev_run(ev, 0)) may return then. */
     arpc_loop *loop;
     int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
