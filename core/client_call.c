@@ -55,6 +55,12 @@ static struct call_bulk *bulk_of(struct client_call *call)
     memcpy(&b, call->cc_req, sizeof(b));
     return b;
 }
+
+/* What the output queue holds of the call's request, and names it by: its block, or the call. */
+static void *call_holder(struct client_call *call)
+{
+    return call->cc_bulk ? (void *)bulk_of(call) : (void *)call;
+}
 struct client_call *call_of_future(arpc_future *f)
 {
     return (struct client_call *)((char *)f - offsetof(struct client_call, cc_future));
@@ -349,7 +355,7 @@ static bool call_withdraw(struct client_call *call)
     arpc_client *c = call_client(call);
     if (!call->cc_sent || call->cc_reached || call->cc_waiting)
         return false;
-    return arpc_conn_withdraw(&c->cl_conn, call->cc_bulk ? (const void *)bulk_of(call) : (const void *)call);
+    return arpc_conn_withdraw(&c->cl_conn, call_holder(call));
 }
 
 void call_on_deadline(struct client_call *call)
@@ -415,12 +421,11 @@ void call_mark_sent(struct client_call *call)
 
 arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
 {
+    *holder = call_holder(call);
     if (call->cc_bulk) {
-        *holder = bulk_of(call);
         arpc_refcount_get(&bulk_of(call)->b_refs);
         return call_bulk_release;
     }
-    *holder = call;
     arpc_future_hold(&call->cc_future);
     return call_frame_release;
 }
@@ -443,7 +448,7 @@ void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn 
 void call_settle_sent(struct client_call *call)
 {
     struct arpc_u64_map *m = &call_client(call)->cl_unwritten;
-    void *holder = call->cc_bulk ? (void *)bulk_of(call) : (void *)call;
+    void *holder = call_holder(call);
     if (call_client(call)->cl_unread ||
         (arpc_u64_map_count(m) != 0 && arpc_u64_map_get(m, (uint64_t)(uintptr_t)holder) != NULL))
         call->cc_sent = call->cc_reached;
