@@ -390,21 +390,30 @@ int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len,
 
 void client_oneway_release(void *msg) { arpc_free(msg); }
 
+void client_oneway_queue(arpc_client *c, struct client_oneway *m)
+{
+    /* Freed once written; its release tells on_unwritten (client_linger_unwritten) that it
+     * was one-way. Refused (no memory for the queue), it was freed at once: dropped. */
+    if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
+        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+}
+
+void client_oneway_drop(arpc_client *c, struct client_oneway *m)
+{
+    arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+    arpc_free(m); /* at most once, never again */
+}
+
 static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
     struct client_oneway *m = (struct client_oneway *)job;
     arpc_client *c = m->om_client;
     arpc_stat_inc(&c->cl_stats.cst_oneways);
-    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
-        /* Freed once written; its release tells on_unwritten (client_linger_unwritten) that
-         * it was one-way. Refused (no memory for the queue), it was freed at once: dropped. */
-        if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
-            arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
-    } else if (!client_hold_oneway(c, m)) {
-        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
-        arpc_free(m); /* at most once, never again: no connection now, no message */
-    }
+    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open)
+        client_oneway_queue(c, m);
+    else if (!client_hold_oneway(c, m))
+        client_oneway_drop(c, m); /* no connection now, no message */
     client_leave(c); /* the notifier's count (client_enter), held by the message until here */
 }
 

@@ -441,6 +441,12 @@ struct client_oneway {
     uint8_t om_frame[];
 };
 
+/* Loop thread: m is queued on the connection (it must be open), or dropped and counted if the
+ * queue has no memory for it. */
+void client_oneway_queue(arpc_client *c, struct client_oneway *m);
+/* Loop thread: m is dropped unsent, and counted (oneways_dropped). */
+void client_oneway_drop(arpc_client *c, struct client_oneway *m);
+
 /* client_park.c (loop thread): a connection the server closed for being idle is opened again
  * when next needed, not at once. */
 #define CLIENT_HELD_ONEWAYS 1024

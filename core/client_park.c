@@ -13,7 +13,6 @@
  * Loop thread only.
  */
 #include "arpc/error.h"
-#include "base/alloc.h"
 #include "base/log.h"
 #include "core/client_internal.h"
 #include "core/waiting_calls.h"
@@ -71,9 +70,7 @@ void client_send_held_oneways(arpc_client *c)
 {
     for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
         next = m->om_next;
-        /* Refused (no memory for the queue), it was freed at once: dropped. */
-        if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
-            arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+        client_oneway_queue(c, m);
     }
 }
 
@@ -82,8 +79,7 @@ void client_drop_held_oneways(arpc_client *c, const char *why)
     size_t n = c->cl_nheld;
     for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
         next = m->om_next;
-        arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
-        arpc_free(m);
+        client_oneway_drop(c, m);
     }
     if (n != 0) /* as the close's linger names what it could not send */
         arpc_log(ARPC_LOG_WARN, "client of %s: %zu one-way message%s dropped unsent: %s", c->cl_target.t_addr, n,
