@@ -79,18 +79,26 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
     arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
 }
 
+/* A GOAWAY ARPC_ESHUTDOWN with flags (enum arpc_goaway_flag); without memory for it, nothing
+ * (the close says the rest). An arpc connection's. */
+static void send_flagged_goaway(struct arpc_conn *conn, uint16_t flags, const char *msg, size_t mlen)
+{
+    size_t len = arpc_frame_error_size(mlen);
+    uint8_t *buf = arpc_malloc(len);
+    if (buf == NULL)
+        return;
+    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, flags, msg, (uint16_t)mlen);
+    arpc_conn_send(conn, buf, buf, len);
+}
+
 void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg)
 {
     if (jsonrpc_sconn_is(conn->c_owner))
         return;
-    size_t mlen = strlen(msg), len = arpc_frame_error_size(mlen);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return; /* the close says it: the client reconnects at once, as after a stop */
     /* LAST too: idle means no call in flight and no frame begun, and the server reads nothing
-     * more, so a request the client wrote meanwhile was never read (it is sent again). */
-    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST, msg, mlen);
-    arpc_conn_send(conn, buf, buf, len);
+     * more, so a request the client wrote meanwhile was never read (it is sent again). Without
+     * memory for it the client reconnects at once, as after a stop. */
+    send_flagged_goaway(conn, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST, msg, strlen(msg));
 }
 
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway)
@@ -551,12 +559,7 @@ static void sconn_send_last_word(struct server_conn *sc)
     arpc_server *s = sc->sc_server;
     if (jsonrpc_sconn_is(sc) || sconn_owes_answers(sc) || (s->sv_has_log && atomic_load(&s->sv_logging) != 0))
         return;
-    size_t len = arpc_frame_error_size(sizeof(msg) - 1);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return;
-    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
-    arpc_conn_send(&sc->sc_conn, buf, buf, len);
+    send_flagged_goaway(&sc->sc_conn, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
 }
 
 void sconn_close_all(arpc_server *s)
