@@ -21,8 +21,10 @@
  */
 #include "core/conn.h"
 
+#include <linux/sockios.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "arpc/error.h"
@@ -688,9 +690,20 @@ void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_fr
     conn->c_skip = len;
 }
 
-double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now)
+double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
 {
-    return conn->c_open && !arpc_outq_empty(&conn->c_out) ? now - conn->c_last_tx : 0;
+    if (!conn->c_open || arpc_outq_empty(&conn->c_out))
+        return 0;
+    /* Bytes sent but not yet acknowledged (tcp), or not yet read (unix): shorter than at the
+     * last look means the peer took some. A peer that never reads stops its kernel's
+     * acknowledgements once its receive buffer is full, so it cannot keep this moving. */
+    int unsent;
+    if (ioctl(conn->c_fd, SIOCOUTQ, &unsent) == 0 && unsent >= 0) {
+        if ((unsigned)unsent < conn->c_kernel_unsent)
+            conn->c_last_tx = now;
+        conn->c_kernel_unsent = (unsigned)unsent;
+    }
+    return now - conn->c_last_tx;
 }
 
 uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn)

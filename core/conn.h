@@ -113,8 +113,10 @@ struct arpc_conn {
                                * use (0: not yet): see arpc_conn_arrival_ns */
     bool c_rx_waited;         /* input was held since that read: the frames still buffered from
                                * it waited, and their budgets may have run out meanwhile */
-    ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, or the first
-                               * frame queued on an empty queue (the write timeout's clock) */
+    ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, the kernel's
+                               * send queue seen shorter, or the first frame queued on an empty
+                               * queue (the write timeout's clock) */
+    unsigned c_kernel_unsent; /* the kernel's send queue at the write timeout's last look */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
@@ -391,9 +393,13 @@ static inline void arpc_conn_input_ages(struct arpc_conn *conn) { conn->c_rx_wai
  * peer's). */
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 
-/* Seconds output has been waiting without a byte written, at loop time now; 0 when nothing
- * is queued (the write timeout: a peer that never reads). */
-double arpc_conn_write_age(const struct arpc_conn *conn, ev_tstamp now);
+/* Seconds output has been waiting without a byte taken by the peer, at loop time now; 0 when
+ * nothing is queued (the write timeout: a peer that never reads). Bytes the kernel handed on
+ * since the last call count as taken: a socket is reported writable only once much of its
+ * send buffer is free (a third, or three quarters for unix), which a peer reading slowly
+ * through a buffer of megabytes takes seconds to free. One look per check: each call
+ * compares with the one before. */
+double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now);
 
 /* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a
  * connection is closed rather than held: replies owed to calls accepted before the bound was

@@ -30,9 +30,17 @@
 #include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
+#include "support/transport_fixture.h"
 #include "transport/transport.h"
 
 #define SHORT_MS 200 /* every timeout under test */
+/* A reader taking 8 KiB every 10 ms (under 800 KB/s) leaves the server's socket unwritable
+ * for over a second at a time once its 4 MiB send buffer (tcp_wmem's usual maximum) is full:
+ * closed at write_timeout_ms 1000 before the kernel's send queue counted. */
+#define SLOW_READER_TIMEOUT_MS 1000
+#define SLOW_READER_BYTES (4u << 20)
+#define SLOW_READER_CHUNK 8192
+#define SLOW_READER_PAUSE_MS 10
 
 /* ---- log lines: kept, so a test can look for one logged before it asked ---- */
 
@@ -605,6 +613,43 @@ static void test_unread_output_is_closed(void **state)
     stop(&fx);
 }
 
+/* A peer that reads its 4 MiB reply slowly, but reads: the kernel's send buffer drains
+ * while the socket is not yet writable again (Linux reports it writable only once a large
+ * part of the buffer is free), so the queue does not move for longer than write_timeout_ms.
+ * What the kernel hands on counts as output taken: the reply arrives whole, nothing closed. */
+static void test_slow_reader_is_not_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.write_timeout_ms = SLOW_READER_TIMEOUT_MS});
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct raw_client r;
+    connect_hello(&r, fd, fx.addr, 32);
+    uint32_t len = SLOW_READER_BYTES;
+    uint8_t *payload = calloc(1, len), *frame = malloc(arpc_frame_request_size(6, len));
+    assert_true(payload != NULL && frame != NULL);
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, len);
+    assert_true(raw_send(&r, frame, n));
+    free(frame);
+    free(payload);
+    uint8_t header[ARPC_FRAME_HEADER_SIZE];
+    recv_all(fd, header, sizeof(header));
+    size_t left = arpc_frame_total_size(header) - sizeof(header);
+    assert_true(left >= len);
+    uint8_t chunk[SLOW_READER_CHUNK];
+    while (left > 0) {
+        size_t want = left < sizeof(chunk) ? left : sizeof(chunk);
+        recv_all(fd, chunk, want);
+        left -= want;
+        sleep_ms(SLOW_READER_PAUSE_MS); /* the slowness under test, not a wait for an event */
+    }
+    good_call(fx.good);
+    assert_int_equal(0, log_matches("write_timeout_ms", fd));
+    raw_close(&r);
+    stop(&fx);
+}
+
 /* At max_connections, silent sockets give their places up to new clients (each silent for
  * over a second): two new clients get in, each making room, and the next one, with nothing
  * left worth less than it, is refused as before. */
@@ -656,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_emfile_sheds_and_recovers),
         cmocka_unit_test(test_emfile_sheds_silent_then_idle_first),
         cmocka_unit_test(test_unread_output_is_closed),
+        cmocka_unit_test(test_slow_reader_is_not_closed),
         cmocka_unit_test(test_oversized_call_alone_fails),
         cmocka_unit_test(test_dribbled_oversized_body_is_closed),
     };
