@@ -579,8 +579,11 @@ void calls_cancel_settle(struct client_call *call)
     arpc_client *c = call_client(call);
     client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
-        if (!call->cc_waiting && call->cc_tracked && c->cl_conn.c_open &&
-            (c->cl_server_flags & ARPC_HELLO_CANCEL)) {
+        if (!call->cc_waiting && call->cc_tracked && call_withdraw(call)) {
+            /* Its request was still queued, whole: taken back, the server never hears of it,
+             * and has nothing to read, run or answer (no CANCEL either). */
+        } else if (!call->cc_waiting && call->cc_tracked && c->cl_conn.c_open &&
+                   (c->cl_server_flags & ARPC_HELLO_CANCEL)) {
             /* Tell the server: a call that has not started will not run. Best effort. */
             uint8_t *frame = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
             if (frame != NULL) {

@@ -13,6 +13,9 @@
  * ARPC_ETIMEDOUT or ARPC_EUNREACHABLE, some of each kind end EUNREACHABLE, and no request of
  * a call that ended EUNREACHABLE reaches the server.
  *
+ * A call cancelled while its request waits so is taken back the same way: the server reads
+ * neither the request nor a CANCEL for it.
+ *
  * Then against an arpc server that stops reading (its one worker held, two calls in flight a
  * connection at most), over tcp:// and over tls://, where the stream owes its retry the record
  * it began (s_write_owed): once the worker goes on and the client has closed, the server has
@@ -34,6 +37,7 @@
 #include "arpc/client.h"
 #include "arpc/error.h"
 #include "arpc/future.h"
+#include "arpc/loop.h"
 #include "arpc/server.h"
 #include "arpc/stats.h"
 #include "transport/transport.h"
@@ -55,7 +59,10 @@
 struct silent_server {
     sem_t ss_go;            /* the test has every outcome: read now */
     bool ss_seen[CALLS];    /* a request with this number reached the server */
+    uint64_t ss_xid[CALLS]; /* and its xid */
     unsigned ss_requests;
+    uint64_t ss_cancelled[CALLS]; /* the xids CANCELs named, in order */
+    unsigned ss_cancels;
 };
 
 /* Says HELLO, reads nothing until told, then reads every frame to the client's close. */
@@ -68,6 +75,8 @@ static bool read_late(struct raw_server *s, void *arg)
     bool ok = raw_server_accept_dedup(s, r) && sem_wait_secs(&ss->ss_go, TEST_WAIT_S);
     struct raw_frame f;
     while (ok && raw_read(r, &f, false)) {
+        if (f.f.f_kind == ARPC_FRAME_CANCEL && ss->ss_cancels < CALLS)
+            ss->ss_cancelled[ss->ss_cancels++] = f.f.f_xid;
         if (f.f.f_kind != ARPC_FRAME_REQUEST)
             continue;
         uint32_t n;
@@ -77,6 +86,7 @@ static bool read_late(struct raw_server *s, void *arg)
         if (n >= CALLS)
             return false;
         ss->ss_seen[n] = true;
+        ss->ss_xid[n] = f.f.f_xid;
         ss->ss_requests++;
     }
     raw_close(r);
@@ -129,6 +139,73 @@ static void test_unwritten_request_is_taken_back(void **state)
         if (code[i] == ARPC_EUNREACHABLE && ss.ss_seen[i])
             fail_msg("call %u ended EUNREACHABLE, but the server read its request", i);
     assert_true(ss.ss_requests > 0);
+    sem_destroy(&ss.ss_go);
+}
+
+/* Posts the semaphore: run on the client's loop, after every job posted before it. */
+static void loop_reached(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)sem_post(arg);
+}
+
+/* A call cancelled while its request still waits, whole, in the output queue: the request is
+ * taken back, so the server reads neither it nor a CANCEL for it. Every call is cancelled once
+ * the client's loop has taken all of them up (a task submitted after them has run: its lane
+ * is FIFO); the server then reads the lot. Each request it read (the ones the socket had
+ * taken, and one the queue had begun to write) is followed by a CANCEL naming its xid, and no
+ * CANCEL names anything else. Before, every request was written, each with its CANCEL after
+ * it. */
+static void test_cancelled_unwritten_request_is_taken_back(void **state)
+{
+    (void)state;
+    static struct silent_server ss;
+    memset(&ss, 0, sizeof(ss));
+    assert_int_equal(0, sem_init(&ss.ss_go, 0, 0));
+    struct raw_server s;
+    raw_server_start(&s, read_late, &ss);
+    arpc_loop *loop = NULL;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    /* The close waits for the server to read the rest, however long a loaded machine takes. */
+    arpc_client_options co = {.loop = loop, .close_linger_ms = TEST_WAIT_MS};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, &co));
+    static arpc_future *f[CALLS];
+    static uint8_t payload[LARGE_SIZE];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        memcpy(payload, &i, sizeof(i));
+        f[i] = arpc_call_async(c, "t.m", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, 0);
+        assert_non_null(f[i]);
+    }
+    sem_t reached;
+    assert_int_equal(0, sem_init(&reached, 0, 0));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, loop_reached, &reached));
+    assert_true(sem_wait_secs(&reached, TEST_WAIT_S));
+    sem_destroy(&reached);
+    for (uint32_t i = 0; i < CALLS; i++)
+        assert_true(arpc_future_cancel(f[i]));
+    for (uint32_t i = 0; i < CALLS; i++) {
+        assert_int_equal(ARPC_ECANCELLED, arpc_future_wait_for(f[i], TEST_WAIT_MS));
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(0, sem_post(&ss.ss_go));
+    arpc_client_close(c);
+    assert_true(raw_server_join(&s));
+    arpc_loop_stop(loop);
+    arpc_loop_destroy(loop);
+    print_message("the server read %u of %u requests and %u CANCELs\n", ss.ss_requests, CALLS, ss.ss_cancels);
+    assert_true(ss.ss_requests > 0);     /* what the socket took */
+    assert_true(ss.ss_requests < CALLS); /* the rest never left */
+    assert_int_equal(ss.ss_requests, ss.ss_cancels);
+    for (unsigned k = 0; k < ss.ss_cancels; k++) {
+        uint32_t i = 0;
+        while (i < CALLS && !(ss.ss_seen[i] && ss.ss_xid[i] == ss.ss_cancelled[k]))
+            i++;
+        if (i == CALLS)
+            fail_msg("a CANCEL named xid %llu, whose request the server never read",
+                     (unsigned long long)ss.ss_cancelled[k]);
+    }
     sem_destroy(&ss.ss_go);
 }
 
@@ -218,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unwritten_request_is_taken_back),
+        cmocka_unit_test(test_cancelled_unwritten_request_is_taken_back),
         cmocka_unit_test(test_unwritten_request_to_a_server_tcp),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test(test_unwritten_request_to_a_server_tls),
