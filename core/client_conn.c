@@ -130,8 +130,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     if (n > 0 || c->cl_background)
         client_set_error(c, ARPC_OK, ""); /* what was in the way is gone (arpc_client_last_error) */
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
-    client_send_held_oneways(c); /* (one-way messages that came while parked) */
-    calls_on_connected(c);
+    calls_on_connected(c); /* (with the one-way messages that came while parked) */
     client_direct_resume(c);
 }
 

@@ -437,6 +437,7 @@ struct client_oneway {
     struct arpc_loop_job om_job;
     arpc_client *om_client;
     struct client_oneway *om_next; /* in cl_held_first's list */
+    uint32_t om_order;             /* held: arrival order among the calls (cc_order) */
     size_t om_len;
     uint8_t om_frame[];
 };
@@ -457,8 +458,10 @@ void client_connect_unpark(arpc_client *c);
 /* A one-way message while parked or reconnecting from a park: held (true), or not (false:
  * the caller drops it as without a connection). */
 bool client_hold_oneway(arpc_client *c, struct client_oneway *m);
-/* The connection is up: the held messages are queued on it, in order. */
-void client_send_held_oneways(arpc_client *c);
+/* The connection is up: the held messages that came before call `next` (every one: NULL)
+ * are queued on it, in order; calls_on_connected interleaves them with the calls that
+ * waited, so both reach the server in the order they came. */
+void client_send_held_oneways(arpc_client *c, const struct client_call *next);
 /* No connection came (or the client closes): the held messages are dropped, counted, and
  * named in a WARN line saying why. */
 void client_drop_held_oneways(arpc_client *c, const char *why);

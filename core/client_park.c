@@ -9,8 +9,10 @@
  * sent to a client with no connection is dropped, and a parked client has none only by
  * choice). Then it connects as after any loss; the calls wait within their deadlines and
  * reconnect_give_up_ms, counted from when they began to wait. A call already waiting when the
- * connection closes (it raced the server's idle verdict) keeps the reconnect immediate.
- * Loop thread only.
+ * connection closes (it raced the server's idle verdict) keeps the reconnect immediate. At
+ * the HELLO the held messages go out among the calls that waited with them, in the order both
+ * came (om_order and cc_order count on one clock), as they would on an open connection; a
+ * failed attempt drops them, as any message without a connection. Loop thread only.
  */
 #include "arpc/error.h"
 #include "base/log.h"
@@ -46,6 +48,7 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
     if (!holding || c->cl_nheld >= CLIENT_HELD_ONEWAYS)
         return false;
     m->om_next = NULL;
+    m->om_order = c->cl_next_order++; /* its place among the calls that wait with it */
     if (c->cl_held_last != NULL)
         c->cl_held_last->om_next = m;
     else
@@ -66,10 +69,16 @@ static struct client_oneway *held_take(arpc_client *c)
     return m;
 }
 
-void client_send_held_oneways(arpc_client *c)
+void client_send_held_oneways(arpc_client *c, const struct client_call *next)
 {
-    for (struct client_oneway *m = held_take(c), *next; m != NULL; m = next) {
-        next = m->om_next;
+    c->cl_hold_oneways = false; /* connected: nothing more is held */
+    struct client_oneway *m;
+    while ((m = c->cl_held_first) != NULL && (next == NULL || call_order_before(m->om_order, next->cc_order)) &&
+           atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
+        c->cl_held_first = m->om_next;
+        if (c->cl_held_first == NULL)
+            c->cl_held_last = NULL;
+        c->cl_nheld--;
         client_oneway_queue(c, m);
     }
 }

@@ -172,6 +172,9 @@ void calls_on_connected(arpc_client *c)
         waiting_sort(&c->cl_waiting, order_before); /* re-sent in arrival order */
     struct client_call *call;
     while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL && atomic_load(&c->cl_state) == CL_READY) {
+        client_send_held_oneways(c, call); /* one-way messages held while parked, that came first */
+        if (atomic_load(&c->cl_state) != CL_READY)
+            break;
         resend_unlink(c, call);
         const char *why = resend_unsafe_why(c, call);
         if (why == NULL)
@@ -179,6 +182,10 @@ void calls_on_connected(arpc_client *c)
         else
             call_finish_lost(call, why);
     }
+    if (atomic_load(&c->cl_state) == CL_READY)
+        client_send_held_oneways(c, NULL);
+    else /* as the messages queued on the connection that went */
+        client_drop_held_oneways(c, "the connection closed before they were written");
     /* Not all sent (the connection went meanwhile): the rest back in give-up order, for
      * client_give_up.c (the calls the loss added came last, with the latest times). */
     if (sorted && waiting_count(&c->cl_waiting) != 0)

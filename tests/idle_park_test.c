@@ -9,6 +9,7 @@
  * connections opened are exact. A one-way message sent while parked is held, starts the
  * attempt and reaches the server; a call does the same and succeeds. A message sent just
  * before the close reaches the server or is named dropped in a WARN line, never lost unsaid.
+ * Calls and messages made while parked reach the server in the order they were made.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -97,10 +98,72 @@ static void test_idle_client_reconnects_when_next_needed(void **state)
     sem_destroy(&parked);
 }
 
+/* The order handlers ran in: one worker, so the order the server read the requests in. */
+#define ORDER_N 8
+static char order_seen[ORDER_N + 1];
+static atomic_int order_n;
+
+static void h_record(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len = 0;
+    const char *p = arpc_request_data(req, &len);
+    int i = atomic_fetch_add(&order_n, 1);
+    if (len == 1 && i < ORDER_N)
+        order_seen[i] = p[0];
+    latch_add();
+    arpc_reply(req, NULL, 0); /* a reply, or the end of a one-way request */
+}
+
+/* Calls and one-way messages made while parked reach the server in the order they were made:
+ * the held messages go out among the calls that waited with them, not all before. */
+static void test_parked_calls_and_messages_keep_their_order(void **state)
+{
+    (void)state;
+    latch_reset();
+    atomic_store(&order_n, 0);
+    memset(order_seen, 0, sizeof(order_seen));
+    assert_int_equal(0, sem_init(&parked, 0, 0));
+    arpc_set_logger(logger, NULL, ARPC_LOG_INFO);
+    arpc_server_options so = {.idle_timeout_ms = IDLE_MS, .workers = 1};
+    arpc_server *s;
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.rec", h_record, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, call_until_sent(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
+    assert_true(sem_wait_secs(&parked, TEST_WAIT_S));
+    /* Parked: a call, a message, a call, ... (the first call starts the attempt). */
+    arpc_future *f[ORDER_N];
+    char want[ORDER_N + 1] = {0};
+    for (int i = 0; i < ORDER_N; i++) {
+        want[i] = (char)('a' + i);
+        f[i] = NULL;
+        if (i % 2 == 0)
+            assert_non_null(f[i] = arpc_call_async(c, "t.rec", &want[i], 1, TEST_WAIT_MS));
+        else
+            assert_int_equal(ARPC_OK, arpc_notify(c, "t.rec", &want[i], 1));
+    }
+    for (int i = 0; i < ORDER_N; i += 2) {
+        assert_int_equal(ARPC_OK, arpc_future_wait_for(f[i], TEST_WAIT_MS));
+        arpc_future_release(f[i]);
+    }
+    assert_true(latch_wait(ORDER_N, TEST_WAIT_MS));
+    assert_string_equal(want, order_seen);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&parked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_client_reconnects_when_next_needed),
+        cmocka_unit_test(test_parked_calls_and_messages_keep_their_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,8 @@
  * Calls started while there is no connection wait for one (bounded by their deadline and by
  * reconnect_give_up_ms); they are not failed at once. A one-way message is sent at most once
  * and never again: if there is no connection when it reaches the loop, it is dropped (but
- * after the server closed an idle connection, it waits for the connection it starts).
+ * after the server closed an idle connection, it waits for the connection it starts, and
+ * reaches the server in its place among the calls made meanwhile).
  *
  * Outcomes of a call (the future's status), and what the caller can conclude:
  *   ARPC_OK           the handler's reply bytes are the result (it ran exactly once)
