@@ -6,7 +6,9 @@
  * queued on an arpc_conn (batched writes, the framer of core/jsonrpc_scan.h on reads through
  * the conn's parse hook); the loop keeps calls by id in a single-owner map (base/u64_map.h)
  * and their deadlines on the loop's deadline heap; the caller holds a future. Ids are
- * numbers from 1, as Go's client sends them.
+ * numbers from 1, as Go's client sends them. A request still queued whole at its call's
+ * deadline is taken back out of the queue (arpc_conn_withdraw, by the call's address: the
+ * record stays until the queue lets its line go, so the address names no other call's line).
  *
  * What it leaves out, against the arpc client: no reconnect (JSON-RPC has no way to say
  * whether a call ran, so the caller decides), no at-most-once, no heartbeat. A cancelled
@@ -77,8 +79,12 @@ struct jsonrpc_call {
     arpc_future *jq_future; /* the call's hold (async/future_internal.h) */
     uint64_t jq_id;
     uint64_t jq_deadline_ns;
-    uint8_t *jq_line;       /* the request, until it is queued */
+    uint8_t *jq_line;       /* the request, until written (or dropped unwritten) */
     size_t jq_len;
+    bool jq_queued;         /* the line is in the connection's queue, under the call's address:
+                             * the record outlives its end until the queue lets the line go,
+                             * so that address names no other call's line meanwhile */
+    bool jq_ended;          /* ended while queued: the queue's release frees the record */
 };
 
 /* A caller that entered (client_enter) and hands nothing over: its last touch of c. */
@@ -93,9 +99,25 @@ static void call_end(struct jsonrpc_call *call, int code, void *data, size_t len
 {
     arpc_jsonrpc_client *c = call->jq_client;
     arpc_future_complete_drop(call->jq_future, code, data, len); /* the caller may be gone */
-    arpc_free(call->jq_line);
-    arpc_free(call);
+    if (call->jq_queued) {
+        call->jq_ended = true; /* the connection frees it with its line (before c is freed:
+                                * a close lets its queue go first) */
+    } else {
+        arpc_free(call->jq_line);
+        arpc_free(call);
+    }
     client_leave(c); /* last: close may free the client from here on */
+}
+
+/* Loop thread: the queue lets the call's line go (written, taken back, or dropped). */
+static void call_line_released(void *base)
+{
+    struct jsonrpc_call *call = base;
+    arpc_free(call->jq_line);
+    call->jq_line = NULL;
+    call->jq_queued = false;
+    if (call->jq_ended)
+        arpc_free(call);
 }
 
 /* Loop thread: call left the map (answered, or its deadline, or the connection's end). */
@@ -109,10 +131,18 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
 {
     (void)d;
     struct jsonrpc_call *call = arg;
-    static const char why[] = "no answer came by the call's deadline: it may or may not have run";
-    arpc_u64_map_take(&call->jq_client->jc_calls, call->jq_id);
-    char *words = arpc_text_copy(why, sizeof(why) - 1);
-    call_end(call, ARPC_ETIMEDOUT, words, words != NULL ? sizeof(why) - 1 : 0);
+    arpc_jsonrpc_client *c = call->jq_client;
+    static const char timed_out[] = "no answer came by the call's deadline: it may or may not have run";
+    static const char unwritten[] = "its request was still waiting to be written at the call's deadline (the "
+                                    "server was not reading): it was not sent, so it did not run";
+    arpc_u64_map_take(&c->jc_calls, call->jq_id);
+    /* Still queued whole (a server that stopped reading): taken back, so a server that catches
+     * up later does not run a call whose caller gave up (as the arpc client does). */
+    bool taken = call->jq_queued && arpc_conn_withdraw(&c->jc_conn, call);
+    const char *why = taken ? unwritten : timed_out;
+    size_t why_len = taken ? sizeof(unwritten) - 1 : sizeof(timed_out) - 1;
+    char *words = arpc_text_copy(why, why_len);
+    call_end(call, taken ? ARPC_EUNREACHABLE : ARPC_ETIMEDOUT, words, words != NULL ? why_len : 0);
 }
 
 /* The words of a call ending ARPC_ECONNLOST: whether it was sent, and how the connection
@@ -288,9 +318,9 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
         call_end(call, ARPC_ENOMEM, NULL, 0);
         return;
     }
-    uint8_t *line = call->jq_line;
-    call->jq_line = NULL; /* the connection's now, whatever happens */
-    if (arpc_conn_send(&c->jc_conn, line, line, call->jq_len) != ARPC_OK) {
+    /* The line is the connection's now, whatever happens (refused, it was released). */
+    call->jq_queued = true;
+    if (arpc_conn_send_shared(&c->jc_conn, call, call->jq_line, call->jq_len, call_line_released) != ARPC_OK) {
         arpc_u64_map_take(&c->jc_calls, call->jq_id);
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     }

@@ -1,0 +1,114 @@
+/*
+ * The JSON-RPC client takes back a request still waiting, unwritten, in its output queue when
+ * its call's deadline comes (the server stopped reading): the call ends ARPC_EUNREACHABLE,
+ * "did not run", and the server never reads it, however late it catches up. Before, such a
+ * call ended ARPC_ETIMEDOUT ("may have run") and its request was written once the server read
+ * again, so a server that had fallen behind ran calls whose callers had long given up. (The
+ * arpc client does the same: client_unwritten_deadline_test.)
+ *
+ * The server stops reading: its one worker is held by the first call, and two calls in flight
+ * a connection at most hold its input, so the socket fills with large requests, and small ones
+ * queue behind them. Every call ends ETIMEDOUT or EUNREACHABLE, some of each; once the worker
+ * goes on, the server reads exactly the requests of the calls that did not end EUNREACHABLE,
+ * and nothing more before the client has closed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "arpc/jsonrpc.h"
+#include "support/test_util.h"
+
+#define LARGE_CALLS 320u /* 20 MiB: more than loopback's socket buffers take */
+#define LARGE_SIZE (64u * 1024u)
+#define SMALL_CALLS 200u
+#define CALLS (LARGE_CALLS + SMALL_CALLS)
+#define DEADLINE_MS 1500
+
+static sem_t gate;       /* the held handler goes on */
+static atomic_bool held; /* the first call holds the worker */
+
+static void h_hold(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (!atomic_exchange(&held, true))
+        (void)sem_wait_secs(&gate, TEST_WAIT_S);
+    arpc_reply(req, "0", 1);
+}
+
+static void test_unwritten_json_request_is_taken_back(void **state)
+{
+    (void)state;
+    atomic_store(&held, false);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Hold", h_hold, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_jsonrpc_client *c = NULL;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(&c, addr, &o));
+    /* ["xxx...x"]: a large request is a 64 KiB string. */
+    char *large = malloc(LARGE_SIZE + 5);
+    assert_non_null(large);
+    memset(large, 'x', LARGE_SIZE + 4);
+    memcpy(large, "[\"", 2);
+    memcpy(large + LARGE_SIZE + 2, "\"]", 2);
+    large[LARGE_SIZE + 4] = '\0';
+    static arpc_future *f[CALLS];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        const char *params = i < LARGE_CALLS ? large : "[1]";
+        f[i] = arpc_jsonrpc_call_async(c, "T.Hold", params, strlen(params), DEADLINE_MS);
+        assert_non_null(f[i]);
+    }
+    free(large);
+    unsigned unreachable = 0, timed_out = 0;
+    for (uint32_t i = 0; i < CALLS; i++) {
+        int code = arpc_future_wait_for(f[i], TEST_WAIT_MS);
+        if (code == ARPC_EUNREACHABLE) {
+            unreachable++;
+            size_t len = 0;
+            const char *words = arpc_future_data(f[i], &len);
+            if (words == NULL || strstr(words, "not sent") == NULL)
+                fail_msg("call %u: EUNREACHABLE without saying its request was not sent", i);
+        } else if (code == ARPC_ETIMEDOUT) {
+            timed_out++;
+        } else {
+            fail_msg("call %u ended %s", i, arpc_errname(code));
+        }
+        arpc_future_release(f[i]);
+    }
+    print_message("%u taken back, %u timed out\n", unreachable, timed_out);
+    assert_true(unreachable > 0);
+    assert_true(timed_out > 0); /* what the socket took, at least */
+    /* The worker goes on: the server reads what the client wrote, which is all it will. */
+    assert_int_equal(0, sem_post(&gate));
+    uint64_t want = CALLS - unreachable;
+    assert_true(WAIT_UNTIL(server_requests_read(s) >= want));
+    assert_int_equal(want, server_requests_read(s));
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_close(c));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_closed), 1, TEST_WAIT_MS));
+    assert_int_equal(want, server_requests_read(s));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&gate);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unwritten_json_request_is_taken_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
