@@ -94,23 +94,35 @@ static bool read_late(struct raw_server *s, void *arg)
     return ok;
 }
 
+static void silent_server_start(struct silent_server *ss, struct raw_server *s)
+{
+    memset(ss, 0, sizeof(*ss));
+    assert_int_equal(0, sem_init(&ss->ss_go, 0, 0));
+    raw_server_start(s, read_late, ss);
+}
+
+/* The large calls, then the small ones, to t.m, each numbered by its payload's first four
+ * bytes. */
+static void start_numbered_calls(arpc_client *c, arpc_future **f, int64_t deadline_ms)
+{
+    static uint8_t payload[LARGE_SIZE];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        memcpy(payload, &i, sizeof(i));
+        f[i] = arpc_call_async(c, "t.m", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, deadline_ms);
+        assert_non_null(f[i]);
+    }
+}
+
 static void test_unwritten_request_is_taken_back(void **state)
 {
     (void)state;
     static struct silent_server ss;
-    memset(&ss, 0, sizeof(ss));
-    assert_int_equal(0, sem_init(&ss.ss_go, 0, 0));
     struct raw_server s;
-    raw_server_start(&s, read_late, &ss);
+    silent_server_start(&ss, &s);
     arpc_client *c = NULL;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, NULL));
     static arpc_future *f[CALLS];
-    static uint8_t payload[LARGE_SIZE];
-    for (uint32_t i = 0; i < CALLS; i++) {
-        memcpy(payload, &i, sizeof(i));
-        f[i] = arpc_call_async(c, "t.m", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, DEADLINE_MS);
-        assert_non_null(f[i]);
-    }
+    start_numbered_calls(c, f, DEADLINE_MS);
     unsigned unreachable[2] = {0, 0}, timed_out = 0;
     static int code[CALLS];
     for (uint32_t i = 0; i < CALLS; i++) {
@@ -160,10 +172,8 @@ static void test_cancelled_unwritten_request_is_taken_back(void **state)
 {
     (void)state;
     static struct silent_server ss;
-    memset(&ss, 0, sizeof(ss));
-    assert_int_equal(0, sem_init(&ss.ss_go, 0, 0));
     struct raw_server s;
-    raw_server_start(&s, read_late, &ss);
+    silent_server_start(&ss, &s);
     arpc_loop *loop = NULL;
     assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
@@ -172,12 +182,7 @@ static void test_cancelled_unwritten_request_is_taken_back(void **state)
     arpc_client *c = NULL;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, &co));
     static arpc_future *f[CALLS];
-    static uint8_t payload[LARGE_SIZE];
-    for (uint32_t i = 0; i < CALLS; i++) {
-        memcpy(payload, &i, sizeof(i));
-        f[i] = arpc_call_async(c, "t.m", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, 0);
-        assert_non_null(f[i]);
-    }
+    start_numbered_calls(c, f, 0);
     sem_t reached;
     assert_int_equal(0, sem_init(&reached, 0, 0));
     assert_int_equal(ARPC_OK, arpc_loop_submit(loop, loop_reached, &reached));

@@ -586,6 +586,17 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     stop(&fx);
 }
 
+/* Sends a t.echo request (xid 1) of len zero bytes. */
+static void send_echo_request(struct raw_client *r, uint32_t len)
+{
+    uint8_t *payload = calloc(1, len), *frame = malloc(arpc_frame_request_size(6, len));
+    assert_true(payload != NULL && frame != NULL);
+    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, len);
+    assert_true(raw_send(r, frame, n));
+    free(frame);
+    free(payload);
+}
+
 /* A peer that stops reading: its reply waits unwritten, and after write_timeout_ms without a
  * byte taken the connection is closed (logged), the good client untouched. */
 static void test_unread_output_is_closed(void **state)
@@ -599,13 +610,7 @@ static void test_unread_output_is_closed(void **state)
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
     struct raw_client r;
     connect_hello(&r, fd, fx.addr, 31);
-    uint32_t len = 8u << 20; /* an 8 MiB request: its echo, 8 MiB, comes back */
-    uint8_t *payload = calloc(1, len), *frame = malloc(arpc_frame_request_size(6, len));
-    assert_true(payload != NULL && frame != NULL);
-    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, len);
-    assert_true(raw_send(&r, frame, n));
-    free(frame);
-    free(payload);
+    send_echo_request(&r, 8u << 20); /* its echo, 8 MiB, comes back */
     expect_log("write_timeout_ms", fd);
     good_call(fx.good);
     assert_true(fd_wait_eof(fd, 100 * SHORT_MS));
@@ -626,17 +631,11 @@ static void test_slow_reader_is_not_closed(void **state)
     assert_true(fd >= 0);
     struct raw_client r;
     connect_hello(&r, fd, fx.addr, 32);
-    uint32_t len = SLOW_READER_BYTES;
-    uint8_t *payload = calloc(1, len), *frame = malloc(arpc_frame_request_size(6, len));
-    assert_true(payload != NULL && frame != NULL);
-    size_t n = arpc_frame_encode_request(frame, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "t.echo", 6, payload, len);
-    assert_true(raw_send(&r, frame, n));
-    free(frame);
-    free(payload);
+    send_echo_request(&r, SLOW_READER_BYTES);
     uint8_t header[ARPC_FRAME_HEADER_SIZE];
     recv_all(fd, header, sizeof(header));
     size_t left = arpc_frame_total_size(header) - sizeof(header);
-    assert_true(left >= len);
+    assert_true(left >= SLOW_READER_BYTES);
     uint8_t chunk[SLOW_READER_CHUNK];
     while (left > 0) {
         size_t want = left < sizeof(chunk) ? left : sizeof(chunk);

@@ -50,24 +50,31 @@ static void h_note(arpc_request *req, void *ctx)
 
 static uint64_t opened(arpc_client *c) { return client_stat_now(c, offsetof(arpc_client_stats, connections_opened)); }
 
-static void test_idle_client_reconnects_when_next_needed(void **state)
+/* A server with idle_timeout_ms IDLE_MS, t.echo and `method` (handled by h), and a client
+ * of it that made one call and was then parked. */
+static void start_parked(arpc_server **s, arpc_client **c, unsigned workers, const char *method, arpc_handler_fn h)
 {
-    (void)state;
     latch_reset();
     assert_int_equal(0, sem_init(&parked, 0, 0));
     arpc_set_logger(logger, NULL, ARPC_LOG_INFO);
-    arpc_server_options so = {.idle_timeout_ms = IDLE_MS};
-    arpc_server *s;
+    arpc_server_options so = {.idle_timeout_ms = IDLE_MS, .workers = workers};
     char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    assert_int_equal(ARPC_OK, call_until_sent(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_create(s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(*s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(*s, method, h, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    assert_int_equal(ARPC_OK, arpc_client_connect(c, addr, NULL));
+    assert_int_equal(ARPC_OK, call_until_sent(*c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
     /* Idle: closed by the server, parked by the client; no attempt, so the count is exact. */
     assert_true(sem_wait_secs(&parked, TEST_WAIT_S));
+}
+
+static void test_idle_client_reconnects_when_next_needed(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    arpc_client *c;
+    start_parked(&s, &c, 0, "t.note", h_note);
     assert_int_equal(1, opened(c));
     /* A one-way message is held, starts the attempt, and reaches the server. */
     assert_int_equal(ARPC_OK, arpc_notify(c, "t.note", "n", 1));
@@ -120,22 +127,11 @@ static void h_record(arpc_request *req, void *ctx)
 static void test_parked_calls_and_messages_keep_their_order(void **state)
 {
     (void)state;
-    latch_reset();
     atomic_store(&order_n, 0);
     memset(order_seen, 0, sizeof(order_seen));
-    assert_int_equal(0, sem_init(&parked, 0, 0));
-    arpc_set_logger(logger, NULL, ARPC_LOG_INFO);
-    arpc_server_options so = {.idle_timeout_ms = IDLE_MS, .workers = 1};
     arpc_server *s;
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.rec", h_record, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    assert_int_equal(ARPC_OK, call_until_sent(c, "t.echo", "x", 1, NULL, NULL, TEST_WAIT_MS));
-    assert_true(sem_wait_secs(&parked, TEST_WAIT_S));
+    start_parked(&s, &c, 1, "t.rec", h_record); /* one worker: handlers run in the order read */
     /* Parked: a call, a message, a call, ... (the first call starts the attempt). */
     arpc_future *f[ORDER_N];
     char want[ORDER_N + 1] = {0};
