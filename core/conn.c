@@ -228,6 +228,16 @@ void arpc_conn_close(struct arpc_conn *conn, int reason)
     conn_do_close(conn, reason);
 }
 
+void arpc_conn_close_reset(struct arpc_conn *conn, int reason)
+{
+    /* A linger of 0: close() drops what the kernel holds and sends a reset (tcp; unix has no
+     * such thing, and the peer's queue keeps what it was sent). */
+    struct linger now = {.l_onoff = 1, .l_linger = 0};
+    if (conn->c_open)
+        (void)setsockopt(conn->c_fd, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+    arpc_conn_close(conn, reason);
+}
+
 /* Bytes the stream already holds (a TLS record partly returned): they make no readiness of
  * their own. */
 static size_t conn_stream_held(const struct arpc_conn *conn)
@@ -279,6 +289,13 @@ static bool conn_linger_drained(struct arpc_conn *conn)
     return true;
 }
 
+/* The write timeout's clock starts again (arpc_conn_write_age). */
+static void conn_output_moved(struct arpc_conn *conn, ev_tstamp now)
+{
+    conn->c_last_tx = now;
+    conn->c_kernel_drained = 0;
+}
+
 /* Writes what the socket takes. Returns true when the connection was closed (its memory may
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
@@ -288,7 +305,7 @@ static bool conn_flush(struct arpc_conn *conn)
     size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
     if (conn->c_out.q_bytes != queued)
-        conn->c_last_tx = ev_now(conn->c_ev);
+        conn_output_moved(conn, ev_now(conn->c_ev));
     if (conn->c_stats != NULL) {
         uint64_t written = queued - conn->c_out.q_bytes;
         arpc_stat_add(&conn->c_stats->io_bytes_out, written);
@@ -454,7 +471,7 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
         peer_log(conn->c_loop, ARPC_LOG_WARN,
                  "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
                  conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);
-        arpc_conn_close(conn, ARPC_EOVERLOADED);
+        arpc_conn_close_reset(conn, ARPC_EOVERLOADED);
         return;
     }
     /* If the write watcher is active the socket is full: it will flush when writable; if the
@@ -510,7 +527,7 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, len);
     if (conn->c_out.q_bytes == len) /* it was empty: the write timeout's clock starts */
-        conn->c_last_tx = ev_now(conn->c_ev);
+        conn_output_moved(conn, ev_now(conn->c_ev));
     /* The loop owns the socket from its first queued frame until its queue is empty, so a
      * frame it queued (a HELLO, an answer) goes out before any another thread writes later
      * (core/conn_write.h). Taken, it gets it back from the writer's job. */
@@ -694,14 +711,20 @@ double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
 {
     if (!conn->c_open || arpc_outq_empty(&conn->c_out))
         return 0;
-    /* Bytes sent but not yet acknowledged (tcp), or not yet read (unix): shorter than at the
-     * last look means the peer took some. A peer that never reads stops its kernel's
-     * acknowledgements once its receive buffer is full, so it cannot keep this moving. */
-    int unsent;
-    if (ioctl(conn->c_fd, SIOCOUTQ, &unsent) == 0 && unsent >= 0) {
-        if ((unsigned)unsent < conn->c_kernel_unsent)
-            conn->c_last_tx = now;
-        conn->c_kernel_unsent = (unsigned)unsent;
+    /* The kernel's send queue: bytes not yet sent or not yet acknowledged (tcp), or buffers
+     * not yet read whole, with their overhead (unix). Shorter than at the last look means the
+     * peer took some. A peer that never reads stops its kernel's acknowledgements once its
+     * receive buffer is full; one that reads a trickle must still take
+     * ARPC_CONN_WRITE_PROGRESS_MIN a write timeout (a window update's worth would otherwise
+     * hold up to 4 x max_conn_bytes of replies for ever, for a few bytes a second). */
+    int queued;
+    if (ioctl(conn->c_fd, SIOCOUTQ, &queued) == 0 && queued >= 0) {
+        if ((unsigned)queued < conn->c_kernel_queued) {
+            conn->c_kernel_drained += conn->c_kernel_queued - (unsigned)queued;
+            if (conn->c_kernel_drained >= ARPC_CONN_WRITE_PROGRESS_MIN || queued == 0)
+                conn_output_moved(conn, now);
+        }
+        conn->c_kernel_queued = (unsigned)queued;
     }
     return now - conn->c_last_tx;
 }

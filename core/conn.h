@@ -114,9 +114,10 @@ struct arpc_conn {
     bool c_rx_waited;         /* input was held since that read: the frames still buffered from
                                * it waited, and their budgets may have run out meanwhile */
     ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, the kernel's
-                               * send queue seen shorter, or the first frame queued on an empty
-                               * queue (the write timeout's clock) */
-    unsigned c_kernel_unsent; /* the kernel's send queue at the write timeout's last look */
+                               * send queue seen ARPC_CONN_WRITE_PROGRESS_MIN shorter, or the
+                               * first frame queued on an empty queue (the write timeout's clock) */
+    unsigned c_kernel_queued; /* the kernel's send queue at the write timeout's last look */
+    size_t c_kernel_drained;  /* how much it shrank by since c_last_tx, in all */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
@@ -393,12 +394,16 @@ static inline void arpc_conn_input_ages(struct arpc_conn *conn) { conn->c_rx_wai
  * peer's). */
 double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 
-/* Seconds output has been waiting without a byte taken by the peer, at loop time now; 0 when
- * nothing is queued (the write timeout: a peer that never reads). Bytes the kernel handed on
- * since the last call count as taken: a socket is reported writable only once much of its
- * send buffer is free (a third, or three quarters for unix), which a peer reading slowly
- * through a buffer of megabytes takes seconds to free. One look per check: each call
- * compares with the one before. */
+/* What the kernel must hand on to the peer, or all it held, for output to count as moving. */
+#define ARPC_CONN_WRITE_PROGRESS_MIN (64u * 1024u)
+
+/* Seconds output has been waiting without moving, at loop time now; 0 when nothing is queued
+ * (the write timeout: a peer that never reads, or reads a trickle). Moving: bytes written to
+ * the socket, or ARPC_CONN_WRITE_PROGRESS_MIN bytes (or all it held) handed on by the kernel,
+ * seen by these calls: a socket is reported writable only once much of its send buffer is
+ * free (a third, or three quarters for unix), which a peer reading slowly through a buffer of
+ * megabytes takes seconds to free. One look per check: each call compares with the one
+ * before. */
 double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now);
 
 /* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a
@@ -457,6 +462,10 @@ void arpc_conn_flush_now(struct arpc_conn *conn);
 
 /* Closes now, or after the current dispatch. Idempotent. */
 void arpc_conn_close(struct arpc_conn *conn, int reason);
+/* arpc_conn_close, dropping what the kernel still holds for the peer (a tcp reset), for a
+ * peer that reads too little: closed gracefully, the kernel would go on sending it megabytes
+ * for as long as it takes to read them (as nginx's reset_timedout_connection). */
+void arpc_conn_close_reset(struct arpc_conn *conn, int reason);
 
 /* Stops reading, and closes once every queued frame has been written (or at once if none is
  * queued). */

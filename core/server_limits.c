@@ -55,7 +55,7 @@ static bool limits_check(struct server_conn *sc, ev_tstamp now)
         peer_log(conn->c_loop, ARPC_LOG_WARN,
                  "closing the connection from %s: %zu bytes of output not read within %.0f ms (write_timeout_ms)",
                  conn->c_peer, conn->c_out.q_bytes, s->sv_write_s * 1000);
-        arpc_conn_close(conn, ARPC_ETIMEDOUT);
+        arpc_conn_close_reset(conn, ARPC_ETIMEDOUT);
         return true;
     }
     if (conn->c_close_after_flush)

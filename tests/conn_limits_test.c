@@ -629,6 +629,10 @@ static void test_slow_reader_is_not_closed(void **state)
     start(&fx, (arpc_server_options){.write_timeout_ms = SLOW_READER_TIMEOUT_MS});
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
+    /* So that its kernel does not take most of the reply at once (tcp_rmem may go to 32 MiB):
+     * the server's send buffer fills. */
+    int rcvbuf = 64 * 1024;
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)));
     struct raw_client r;
     connect_hello(&r, fd, fx.addr, 32);
     send_echo_request(&r, SLOW_READER_BYTES);
@@ -645,6 +649,34 @@ static void test_slow_reader_is_not_closed(void **state)
     }
     good_call(fx.good);
     assert_int_equal(0, log_matches("write_timeout_ms", fd));
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* A peer that reads a trickle (1 KiB every 100 ms, about 10 KB/s, against the 64 KiB a write
+ * timeout that output must move by) is closed as one that reads nothing: otherwise a few
+ * bytes a second would hold its queued replies for ever. With a reset: the kernel drops
+ * what it still held for the peer (megabytes here), so the reader's next reads end. */
+static void test_trickle_reader_is_closed(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.write_timeout_ms = SLOW_READER_TIMEOUT_MS});
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int small = 4096;
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    struct raw_client r;
+    connect_hello(&r, fd, fx.addr, 33);
+    send_echo_request(&r, 8u << 20);
+    int64_t until = now_ms() + TEST_WAIT_MS;
+    uint8_t chunk[1024];
+    ssize_t n;
+    while ((n = recv(fd, chunk, sizeof(chunk), 0)) > 0 && now_ms() < until)
+        sleep_ms(100); /* the trickle under test, not a wait for an event */
+    assert_true(n <= 0); /* closed and reset, not the wait run out */
+    expect_log("write_timeout_ms", fd);
+    good_call(fx.good);
     raw_close(&r);
     stop(&fx);
 }
@@ -701,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_emfile_sheds_silent_then_idle_first),
         cmocka_unit_test(test_unread_output_is_closed),
         cmocka_unit_test(test_slow_reader_is_not_closed),
+        cmocka_unit_test(test_trickle_reader_is_closed),
         cmocka_unit_test(test_oversized_call_alone_fails),
         cmocka_unit_test(test_dribbled_oversized_body_is_closed),
     };
