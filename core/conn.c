@@ -289,13 +289,6 @@ static bool conn_linger_drained(struct arpc_conn *conn)
     return true;
 }
 
-/* The write timeout's clock starts again (arpc_conn_write_age). */
-static void conn_output_moved(struct arpc_conn *conn, ev_tstamp now)
-{
-    conn->c_last_tx = now;
-    conn->c_kernel_drained = 0;
-}
-
 /* Writes what the socket takes. Returns true when the connection was closed (its memory may
  * be gone: the owner's on_close ran), so the caller must not touch it. */
 static bool conn_flush(struct arpc_conn *conn)
@@ -304,8 +297,7 @@ static bool conn_flush(struct arpc_conn *conn)
         return false; /* another thread is inside its send: its job restarts this flush */
     size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
-    if (conn->c_out.q_bytes != queued)
-        conn_output_moved(conn, ev_now(conn->c_ev));
+    conn->c_tx_bytes += queued - conn->c_out.q_bytes;
     if (conn->c_stats != NULL) {
         uint64_t written = queued - conn->c_out.q_bytes;
         arpc_stat_add(&conn->c_stats->io_bytes_out, written);
@@ -471,7 +463,7 @@ static void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
         peer_log(conn->c_loop, ARPC_LOG_WARN,
                  "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
                  conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);
-        arpc_conn_close_reset(conn, ARPC_EOVERLOADED);
+        arpc_conn_close(conn, ARPC_EOVERLOADED); /* (the peer may be reading: what the kernel holds still goes) */
         return;
     }
     /* If the write watcher is active the socket is full: it will flush when writable; if the
@@ -526,8 +518,10 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
     len += head_len;
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, len);
-    if (conn->c_out.q_bytes == len) /* it was empty: the write timeout's clock starts */
-        conn_output_moved(conn, ev_now(conn->c_ev));
+    if (conn->c_out.q_bytes == len) { /* it was empty: the write timeout's clock starts */
+        conn->c_last_tx = ev_now(conn->c_ev);
+        conn->c_tx_mark_unset = true; /* (no look at the kernel's queue on this path) */
+    }
     /* The loop owns the socket from its first queued frame until its queue is empty, so a
      * frame it queued (a HELLO, an answer) goes out before any another thread writes later
      * (core/conn_write.h). Taken, it gets it back from the writer's job. */
@@ -712,19 +706,22 @@ double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
     if (!conn->c_open || arpc_outq_empty(&conn->c_out))
         return 0;
     /* The kernel's send queue: bytes not yet sent or not yet acknowledged (tcp), or buffers
-     * not yet read whole, with their overhead (unix). Shorter than at the last look means the
-     * peer took some. A peer that never reads stops its kernel's acknowledgements once its
-     * receive buffer is full; one that reads a trickle must still take
-     * ARPC_CONN_WRITE_PROGRESS_MIN a write timeout (a window update's worth would otherwise
+     * not yet read whole, with their overhead (unix). What the queue gave the socket less
+     * that is what the peer took (about: a TLS record's overhead, or a caller's direct write
+     * not counted, only ever lowers it). A peer that never reads stops its kernel's
+     * acknowledgements once its receive buffer is full; one that reads a trickle must still
+     * take ARPC_CONN_WRITE_PROGRESS_MIN a timeout (a window update's worth would otherwise
      * hold up to 4 x max_conn_bytes of replies for ever, for a few bytes a second). */
-    int queued;
-    if (ioctl(conn->c_fd, SIOCOUTQ, &queued) == 0 && queued >= 0) {
-        if ((unsigned)queued < conn->c_kernel_queued) {
-            conn->c_kernel_drained += conn->c_kernel_queued - (unsigned)queued;
-            if (conn->c_kernel_drained >= ARPC_CONN_WRITE_PROGRESS_MIN || queued == 0)
-                conn_output_moved(conn, now);
-        }
-        conn->c_kernel_queued = (unsigned)queued;
+    int kernel = 0;
+    bool known = ioctl(conn->c_fd, SIOCOUTQ, &kernel) == 0 && kernel >= 0;
+    int64_t taken = (int64_t)conn->c_tx_bytes - (known ? kernel : 0);
+    if (conn->c_tx_mark_unset) {
+        conn->c_tx_mark = taken;
+        conn->c_tx_mark_unset = false;
+    } else if (taken - conn->c_tx_mark >= (int64_t)ARPC_CONN_WRITE_PROGRESS_MIN ||
+               (known && kernel == 0 && taken > conn->c_tx_mark)) {
+        conn->c_last_tx = now; /* moved: the clock starts again */
+        conn->c_tx_mark = taken;
     }
     return now - conn->c_last_tx;
 }

@@ -113,11 +113,13 @@ struct arpc_conn {
                                * use (0: not yet): see arpc_conn_arrival_ns */
     bool c_rx_waited;         /* input was held since that read: the frames still buffered from
                                * it waited, and their budgets may have run out meanwhile */
-    ev_tstamp c_last_tx;      /* libev time output last moved: bytes written, the kernel's
-                               * send queue seen ARPC_CONN_WRITE_PROGRESS_MIN shorter, or the
-                               * first frame queued on an empty queue (the write timeout's clock) */
-    unsigned c_kernel_queued; /* the kernel's send queue at the write timeout's last look */
-    size_t c_kernel_drained;  /* how much it shrank by since c_last_tx, in all */
+    ev_tstamp c_last_tx;      /* libev time output last moved (the write timeout's clock): the
+                               * first frame queued on an empty queue, or
+                               * ARPC_CONN_WRITE_PROGRESS_MIN bytes handed on to the peer */
+    uint64_t c_tx_bytes;      /* bytes the queue gave the socket, in all */
+    int64_t c_tx_mark;        /* of them, those the kernel had handed on when the clock last
+                               * started (arpc_conn_write_age) */
+    bool c_tx_mark_unset;     /* the clock started since the last look: mark at the next */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
@@ -398,12 +400,12 @@ double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 #define ARPC_CONN_WRITE_PROGRESS_MIN (64u * 1024u)
 
 /* Seconds output has been waiting without moving, at loop time now; 0 when nothing is queued
- * (the write timeout: a peer that never reads, or reads a trickle). Moving: bytes written to
- * the socket, or ARPC_CONN_WRITE_PROGRESS_MIN bytes (or all it held) handed on by the kernel,
- * seen by these calls: a socket is reported writable only once much of its send buffer is
- * free (a third, or three quarters for unix), which a peer reading slowly through a buffer of
- * megabytes takes seconds to free. One look per check: each call compares with the one
- * before. */
+ * (the write timeout: a peer that never reads, or reads a trickle). Moving: the kernel handed
+ * ARPC_CONN_WRITE_PROGRESS_MIN bytes on to the peer (or all it held), seen by these calls
+ * (bytes given the socket less its send queue). Not bytes written: a socket is reported
+ * writable once a third of its send buffer is free (three quarters for unix), which takes a
+ * peer reading through a buffer of megabytes seconds, and one with a small buffer a trickle.
+ * Each call compares with the one that marked the clock's start. */
 double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now);
 
 /* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a

@@ -67,7 +67,9 @@
  *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run); the data says so
  *   ARPC_EUNREACHABLE the deadline passed while the request still waited whole in the
  *                   client's output queue (the server was not reading): it was taken back,
- *                   never sent, so it did not run; the data says so
+ *                   never sent, so it did not run; the data says so. (Only among the 64
+ *                   requests queued after the one being written: one further back ends
+ *                   ARPC_ETIMEDOUT, and is written later.)
  *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
  *                   without a numeric id or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls

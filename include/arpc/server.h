@@ -189,9 +189,9 @@ typedef struct arpc_server_options {
      * the errno's name. 0: 5000 */
     uint32_t shed_idle_ms;
     /* Output waiting this long without a byte taken by the peer closes the connection, with a
-     * reset (a peer that never reads, or reads nothing more; logged). Taken: written to the
-     * socket, or 64 KiB handed on by the kernel (so a slow reader is not cut while its
-     * socket's buffer drains, and one reading a trickle is: docs/SECURITY.md). Also: queued output over 4 x
+     * reset (a peer that never reads, or reads nothing more; logged). Taken: 64 KiB handed
+     * on by the kernel (so a slow reader is not cut while its socket's buffer drains, and one
+     * reading a trickle is: docs/SECURITY.md). Also: queued output over 4 x
      * max_conn_bytes closes it at once. 0: 30000 */
     uint32_t write_timeout_ms;
     /* unix:// listeners: the socket file's permission bits (e.g. 0660: the group may connect;
