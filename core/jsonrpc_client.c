@@ -85,6 +85,8 @@ struct jsonrpc_call {
                              * the record outlives its end until the queue lets the line go,
                              * so that address names no other call's line meanwhile */
     bool jq_ended;          /* ended while queued: the queue's release frees the record */
+    bool jq_unsent;         /* its line was not wholly written when the connection closed: no
+                             * server can have run it (half a JSON object is no request) */
 };
 
 /* A caller that entered (client_enter) and hands nothing over: its last touch of c. */
@@ -163,9 +165,10 @@ static char *call_lost_words(const arpc_jsonrpc_client *c, bool sent, size_t *le
 static void call_fail_pending(void *val, void *arg)
 {
     struct jsonrpc_call *call = val;
-    int code = *(const int *)arg;
+    arpc_jsonrpc_client *c = call->jq_client;
+    int code = call->jq_unsent ? c->jc_end_code : *(const int *)arg;
     size_t len = 0;
-    char *words = code == ARPC_ECONNLOST ? call_lost_words(call->jq_client, true, &len) : NULL;
+    char *words = code == ARPC_ECONNLOST ? call_lost_words(c, !call->jq_unsent, &len) : NULL;
     call_finish(call, code, words, len);
 }
 
@@ -293,8 +296,18 @@ static size_t client_parse(struct arpc_conn *conn)
     return 0;
 }
 
+/* At the close, before client_on_close: a line not wholly written (the call's record is
+ * alive: its line is queued). */
+static void client_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release)
+{
+    (void)conn;
+    if (release == call_line_released)
+        ((struct jsonrpc_call *)base)->jq_unsent = true;
+}
+
 static const struct arpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
+    .on_unwritten = client_on_unwritten,
     .parse = client_parse,
 };
 

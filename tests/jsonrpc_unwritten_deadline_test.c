@@ -11,6 +11,9 @@
  * queue behind them. Every call ends ETIMEDOUT or EUNREACHABLE, some of each; once the worker
  * goes on, the server reads exactly the requests of the calls that did not end EUNREACHABLE,
  * and nothing more before the client has closed.
+ *
+ * And closed with requests still queued, the client tells the calls whose requests were
+ * written (ARPC_ECANCELLED: may run) from those not wholly written (ARPC_ESHUTDOWN: did not).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -105,10 +108,87 @@ static void test_unwritten_json_request_is_taken_back(void **state)
     sem_destroy(&gate);
 }
 
+/* ---- the client's close ---- */
+
+static atomic_bool seen[CALLS]; /* a request with this number ran */
+
+/* Holds the worker as h_hold; notes the request's number, the start of its string. */
+static void h_note(arpc_request *req, void *ctx)
+{
+    size_t len = 0;
+    const char *p = arpc_request_data(req, &len); /* "\"N:...\"" */
+    unsigned n = len > 1 ? (unsigned)strtoul(p + 1, NULL, 10) : CALLS;
+    if (n < CALLS)
+        atomic_store(&seen[n], true);
+    h_hold(req, ctx);
+}
+
+/* Closed with requests still queued, whole or in part: each call ends ARPC_ECANCELLED (its
+ * request was written: the server may run it) or ARPC_ESHUTDOWN (not wholly written: none
+ * can run it, half a JSON object being no request), some of each, and no call that ended
+ * ESHUTDOWN runs. Before, every call pending at the close ended ECANCELLED. */
+static void test_close_tells_unwritten_from_written(void **state)
+{
+    (void)state;
+    atomic_store(&held, false);
+    for (unsigned i = 0; i < CALLS; i++)
+        atomic_store(&seen[i], false);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Note", h_note, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_jsonrpc_client *c = NULL;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(&c, addr, &o));
+    char *params = malloc(LARGE_SIZE + 16);
+    assert_non_null(params);
+    static arpc_future *f[CALLS];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        int n = snprintf(params, 16, "[\"%u:", i);
+        size_t pad = i < LARGE_CALLS ? LARGE_SIZE : 1;
+        memset(params + n, 'x', pad);
+        memcpy(params + n + pad, "\"]", 3);
+        f[i] = arpc_jsonrpc_call_async(c, "T.Note", params, strlen(params), ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+    free(params);
+    /* The server has read the first (the close's job follows every call on the loop's FIFO
+     * lane anyway): some requests are written by the close. */
+    assert_true(WAIT_UNTIL(atomic_load(&held)));
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_close(c));
+    unsigned cancelled = 0, unsent = 0;
+    static int code[CALLS];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        code[i] = arpc_future_wait_for(f[i], TEST_WAIT_MS);
+        if (code[i] == ARPC_ECANCELLED)
+            cancelled++;
+        else if (code[i] == ARPC_ESHUTDOWN)
+            unsent++;
+        else
+            fail_msg("call %u ended %s", i, arpc_errname(code[i]));
+        arpc_future_release(f[i]);
+    }
+    print_message("%u written, %u not at the close\n", cancelled, unsent);
+    assert_true(cancelled > 0);
+    assert_true(unsent > 0);
+    assert_int_equal(0, sem_post(&gate));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_closed), 1, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s)); /* every handler has run */
+    for (uint32_t i = 0; i < CALLS; i++)
+        if (code[i] == ARPC_ESHUTDOWN && atomic_load(&seen[i]))
+            fail_msg("call %u ended ESHUTDOWN, but it ran", i);
+    sem_destroy(&gate);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unwritten_json_request_is_taken_back),
+        cmocka_unit_test(test_close_tells_unwritten_from_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

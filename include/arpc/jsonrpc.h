@@ -75,15 +75,16 @@
  *                   the answer: the call may have run. There is no reconnect: later calls
  *                   end ARPC_ECONNLOST at once, unsent; connect a new client. The data
  *                   (NUL-terminated) says which ("sent, then the connection was lost: ..."
- *                   or "not sent: ...") and how the connection was lost
+ *                   or "not sent: ...", also for a request the connection lost before it
+ *                   was written whole: it did not run) and how the connection was lost
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
  *                   null)
  *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8: the
  *                   data says which (NUL-terminated), e.g. "params_json is not one JSON value"
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
- *   ARPC_ESHUTDOWN  the client was closed before the request was sent
+ *   ARPC_ESHUTDOWN  the client was closed before the request was sent (or written whole)
  *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way), or the
- *                   client was closed after it was sent (the server may run it)
+ *                   client was closed after it was written (the server may run it)
  * Threads: every function may be called from any thread, except that close and the blocking
  * call return ARPC_EBUSY on the client's loop thread (they would wait for themselves).
  */
