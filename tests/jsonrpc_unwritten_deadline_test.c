@@ -48,21 +48,28 @@ static void h_hold(arpc_request *req, void *ctx)
     arpc_reply(req, "0", 1);
 }
 
-static void test_unwritten_json_request_is_taken_back(void **state)
+/* A server whose first call of `method` (handled by h, which holds as h_hold) will hold its
+ * one worker, and two calls in flight a connection at most; and a JSON-RPC client of it. */
+static void start_held(arpc_server **s, arpc_jsonrpc_client **c, const char *method, arpc_handler_fn h)
 {
-    (void)state;
     atomic_store(&held, false);
     assert_int_equal(0, sem_init(&gate, 0, 0));
     arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2};
-    arpc_server *s = NULL;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Hold", h_hold, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_create(s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(*s, method, h, NULL, NULL));
     char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
-    arpc_jsonrpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     char why[ARPC_ERRBUF_SIZE] = "";
     arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
-    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(&c, addr, &o));
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(c, addr, &o));
+}
+
+static void test_unwritten_json_request_is_taken_back(void **state)
+{
+    (void)state;
+    arpc_server *s = NULL;
+    arpc_jsonrpc_client *c = NULL;
+    start_held(&s, &c, "T.Hold", h_hold);
     /* ["xxx...x"]: a large request is a 64 KiB string. */
     char *large = malloc(LARGE_SIZE + 5);
     assert_non_null(large);
@@ -130,20 +137,11 @@ static void h_note(arpc_request *req, void *ctx)
 static void test_close_tells_unwritten_from_written(void **state)
 {
     (void)state;
-    atomic_store(&held, false);
     for (unsigned i = 0; i < CALLS; i++)
         atomic_store(&seen[i], false);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2};
     arpc_server *s = NULL;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "T.Note", h_note, NULL, NULL));
-    char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_jsonrpc_client *c = NULL;
-    char why[ARPC_ERRBUF_SIZE] = "";
-    arpc_jsonrpc_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
-    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(&c, addr, &o));
+    start_held(&s, &c, "T.Note", h_note);
     char *params = malloc(LARGE_SIZE + 16);
     assert_non_null(params);
     static arpc_future *f[CALLS];
