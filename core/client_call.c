@@ -430,11 +430,14 @@ arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder)
     return call_frame_release;
 }
 
-void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release)
+void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release, size_t left, bool offered)
 {
+    (void)left; /* a frame not written whole is not whole at the server, however little is left */
     client_linger_unwritten(conn->c_owner, release); /* counted if the close drops it */
     if (release != call_frame_release && release != call_bulk_release)
         return; /* not a request (a HELLO, a CANCEL) */
+    if (offered)
+        return; /* its records may all have left: "may have run", the safe side */
     struct arpc_u64_map *m = &((arpc_client *)conn->c_owner)->cl_unwritten;
     if (m->p_slots == NULL && arpc_u64_map_init(m, 16) != ARPC_OK) {
         *m = (struct arpc_u64_map){0};

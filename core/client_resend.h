@@ -115,7 +115,7 @@ void call_mark_sent(struct client_call *call);
  * returned function. Any thread, while the caller holds the call's memory. */
 arpc_outq_release_fn call_hold_frame(struct client_call *call, void **holder);
 /* The connection's op: a request block its output queue never wrote whole (at its close). */
-void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
+void call_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release, size_t left, bool offered);
 /* At the loss of the connection the call was last sent on (untracked): whether that send left
  * whole, and was read. If it did not, or the server's last word said it read no call it had not
  * answered (cl_unread), that send cannot have run: the call counts as sent only if an earlier

@@ -176,9 +176,15 @@ void arpc_conn_warm(struct arpc_conn *conn)
         conn_watch_reads(conn);
 }
 
-static void conn_unwritten(void *base, arpc_outq_release_fn release, void *conn)
+struct conn_unwritten_pass {
+    struct arpc_conn *u_conn;
+    size_t u_owed; /* the queue's first bytes the stream was handed (s_write_owed) */
+};
+
+static void conn_unwritten(void *base, arpc_outq_release_fn release, size_t left, size_t ahead, void *arg)
 {
-    ((struct arpc_conn *)conn)->c_ops->on_unwritten(conn, base, release);
+    struct conn_unwritten_pass *u = arg;
+    u->u_conn->c_ops->on_unwritten(u->u_conn, base, release, left, ahead < u->u_owed);
 }
 
 /* The hold is over (released, or the connection closed): see arpc_conn_hold_input. */
@@ -202,12 +208,14 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     arpc_conn_writer_close(conn); /* a thread inside its send leaves before the fd closes */
     conn->c_handshake_ns = conn->c_stream->s_handshake_ns; /* for a fault's charge */
-    conn->c_stream->s_ops->s_close(conn->c_stream);
+    const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
+    struct conn_unwritten_pass unwritten = {conn, ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0};
+    ops->s_close(conn->c_stream);
     conn->c_fd = -1;
     if (conn->c_stats != NULL) /* what was never written leaves the queue gauge */
         arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)conn->c_out.q_bytes);
     if (conn->c_ops->on_unwritten != NULL)
-        arpc_outq_each(&conn->c_out, conn_unwritten, conn);
+        arpc_outq_each(&conn->c_out, conn_unwritten, &unwritten);
     arpc_outq_fini(&conn->c_out);
     conn_rbuf_fini(conn); /* before the cache closes: a buffer not lent goes into it, then is freed */
     conn_body_fini(conn);
@@ -297,7 +305,6 @@ static bool conn_flush(struct arpc_conn *conn)
         return false; /* another thread is inside its send: its job restarts this flush */
     size_t queued = conn->c_out.q_bytes;
     int rc = arpc_outq_flush(&conn->c_out, conn->c_stream);
-    conn->c_tx_bytes += queued - conn->c_out.q_bytes;
     if (conn->c_stats != NULL) {
         uint64_t written = queued - conn->c_out.q_bytes;
         arpc_stat_add(&conn->c_stats->io_bytes_out, written);
@@ -706,15 +713,15 @@ double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
     if (!conn->c_open || arpc_outq_empty(&conn->c_out))
         return 0;
     /* The kernel's send queue: bytes not yet sent or not yet acknowledged (tcp), or buffers
-     * not yet read whole, with their overhead (unix). What the queue gave the socket less
-     * that is what the peer took (about: a TLS record's overhead, or a caller's direct write
-     * not counted, only ever lowers it). A peer that never reads stops its kernel's
-     * acknowledgements once its receive buffer is full; one that reads a trickle must still
-     * take ARPC_CONN_WRITE_PROGRESS_MIN a timeout (a window update's worth would otherwise
+     * not yet read whole, with their overhead (unix). What the stream sent (every writer's
+     * bytes, a TLS stream's records) less that is what the peer took. A peer that never
+     * reads stops its kernel's acknowledgements once its receive buffer is full; one that
+     * reads a trickle must still take ARPC_CONN_WRITE_PROGRESS_MIN a timeout (a window update's worth would otherwise
      * hold up to 4 x max_conn_bytes of replies for ever, for a few bytes a second). */
     int kernel = 0;
     bool known = ioctl(conn->c_fd, SIOCOUTQ, &kernel) == 0 && kernel >= 0;
-    int64_t taken = (int64_t)conn->c_tx_bytes - (known ? kernel : 0);
+    int64_t sent = (int64_t)atomic_load_explicit(&conn->c_stream->s_sent, memory_order_relaxed);
+    int64_t taken = sent - (known ? kernel : 0);
     if (conn->c_tx_mark_unset) {
         conn->c_tx_mark = taken;
         conn->c_tx_mark_unset = false;

@@ -56,9 +56,12 @@ struct arpc_conn_ops {
      * reason given to arpc_conn_close. */
     void (*on_close)(struct arpc_conn *conn, int reason);
     /* Optional: at the close, before on_close, each buffer of the output queue that was not
-     * wholly written (base and release as queued): bytes the peer never had all of. It must
-     * not touch the connection. */
-    void (*on_unwritten)(struct arpc_conn *conn, void *base, arpc_outq_release_fn release);
+     * wholly written (base and release as queued; left: its bytes not written): bytes the
+     * peer never had all of, unless offered: the stream was handed some of its frame's bytes
+     * and may have sent them all (a TLS write to retry: records already sent may hold whole
+     * frames that the queue still holds). It must not touch the connection. */
+    void (*on_unwritten)(struct arpc_conn *conn, void *base, arpc_outq_release_fn release, size_t left,
+                         bool offered);
     /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE); why: what was wrong, in
      * words safe for a log (core/frame_fault.c). The owner may queue a last frame (e.g.
      * GOAWAY); the connection then stops reading and closes once it is written. */
@@ -116,9 +119,9 @@ struct arpc_conn {
     ev_tstamp c_last_tx;      /* libev time output last moved (the write timeout's clock): the
                                * first frame queued on an empty queue, or
                                * ARPC_CONN_WRITE_PROGRESS_MIN bytes handed on to the peer */
-    uint64_t c_tx_bytes;      /* bytes the queue gave the socket, in all */
-    int64_t c_tx_mark;        /* of them, those the kernel had handed on when the clock last
-                               * started (arpc_conn_write_age) */
+    int64_t c_tx_mark;        /* bytes the kernel had handed on to the peer (the stream's
+                               * s_sent less its send queue) when the clock last started
+                               * (arpc_conn_write_age) */
     bool c_tx_mark_unset;     /* the clock started since the last look: mark at the next */
     ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
@@ -402,7 +405,7 @@ double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
 /* Seconds output has been waiting without moving, at loop time now; 0 when nothing is queued
  * (the write timeout: a peer that never reads, or reads a trickle). Moving: the kernel handed
  * ARPC_CONN_WRITE_PROGRESS_MIN bytes on to the peer (or all it held), seen by these calls
- * (bytes given the socket less its send queue). Not bytes written: a socket is reported
+ * (bytes the stream sent less the socket's send queue). Not bytes written: a socket is reported
  * writable once a third of its send buffer is free (three quarters for unix), which takes a
  * peer reading through a buffer of megabytes seconds, and one with a small buffer a trickle.
  * Each call compares with the one that marked the clock's start. */

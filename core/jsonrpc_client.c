@@ -298,11 +298,15 @@ static size_t client_parse(struct arpc_conn *conn)
 
 /* At the close, before client_on_close: a line not wholly written (the call's record is
  * alive: its line is queued). */
-static void client_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release)
+static void client_on_unwritten(struct arpc_conn *conn, void *base, arpc_outq_release_fn release, size_t left,
+                                bool offered)
 {
     (void)conn;
-    if (release == call_line_released)
-        ((struct jsonrpc_call *)base)->jq_unsent = true;
+    struct jsonrpc_call *call = base;
+    /* Not a byte of it written: a line cut after its '}' (before its newline) is a whole
+     * request; nor offered to a TLS stream, whose records already sent may hold it all. */
+    if (release == call_line_released && left == call->jq_len && !offered)
+        call->jq_unsent = true;
 }
 
 static const struct arpc_conn_ops client_conn_ops = {

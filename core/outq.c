@@ -53,13 +53,20 @@ void arpc_outq_fini(struct arpc_outq *q)
     outq_free_rings(q);
 }
 
-void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
-                    void *arg)
+void arpc_outq_each(const struct arpc_outq *q, arpc_outq_each_fn fn, void *arg)
 {
+    size_t ahead = 0, frame = 0; /* frame: where the head just passed began */
+    bool headed = false;
     for (size_t i = 0; i < q->q_count; i++) {
         const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & (q->q_cap - 1)];
-        if (!outq_is_head(b))
-            fn(b->b_base, b->b_release, arg);
+        if (outq_is_head(b)) {
+            frame = ahead;
+            headed = true;
+        } else {
+            fn(b->b_base, b->b_release, b->b_len, headed ? frame : ahead, arg);
+            headed = false;
+        }
+        ahead += b->b_len;
     }
 }
 

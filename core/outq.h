@@ -76,10 +76,12 @@ int arpc_outq_push_front_shared(struct arpc_outq *q, void *base, uint8_t *data, 
  * neither: on ARPC_ENOMEM nothing is queued and the caller still owns base. */
 int arpc_outq_push_headed(struct arpc_outq *q, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
                           size_t len, arpc_outq_release_fn release, bool front);
-/* Calls fn(base, release, arg) for each buffer still queued (not wholly written), oldest
- * first (heads are not buffers of anyone's: skipped); the queue is left as it is. */
-void arpc_outq_each(const struct arpc_outq *q, void (*fn)(void *base, arpc_outq_release_fn release, void *arg),
-                    void *arg);
+/* Calls fn(base, release, left, ahead, arg) for each buffer still queued (not wholly
+ * written), oldest first (heads are not buffers of anyone's: skipped): left, its bytes not yet
+ * written; ahead, the bytes queued before its frame (before its head, if it has one). The
+ * queue is left as it is. */
+typedef void (*arpc_outq_each_fn)(void *base, arpc_outq_release_fn release, size_t left, size_t ahead, void *arg);
+void arpc_outq_each(const struct arpc_outq *q, arpc_outq_each_fn fn, void *arg);
 /* Takes out of the queue the frame whose buffer is base, if no byte of it can have left: not
  * the first frame (it may be half written), nor one that begins within the first owed bytes
  * (a stream that must be offered them again as they are: transport/stream.h's s_write_owed).

@@ -541,11 +541,28 @@ static void test_small_buffers_past_the_stage(void **state)
     stream_close(&s);
 }
 
-static void count_each(void *base, arpc_outq_release_fn release, void *arg)
+struct each_seen {
+    size_t n;          /* bodies seen */
+    size_t next_ahead; /* at most where the next frame begins: the last body seen's frame's
+                        * start and its bytes (its head's not counted) */
+    size_t lefts;      /* their bytes not written */
+};
+
+/* Each body once, in order: its frame begins at 0 (the first) or after the last body, and its
+ * head (if any) fits between. */
+static void count_each(void *base, arpc_outq_release_fn release, size_t left, size_t ahead, void *arg)
 {
     (void)release;
+    struct each_seen *e = arg;
     assert_non_null(base); /* a body's base, never a head's */
-    (*(size_t *)arg)++;
+    if (e->n == 0)
+        assert_int_equal(0, ahead);
+    else
+        assert_true(ahead >= e->next_ahead && ahead - e->next_ahead <= ARPC_OUTQ_HEAD_MAX);
+    assert_true(left > 0);
+    e->n++;
+    e->lefts += left;
+    e->next_ahead = ahead + left;
 }
 
 /* Headed frames at the back, written a few bytes a write (every cut, inside heads and bodies
@@ -563,9 +580,11 @@ static void test_heads_cut_at_every_byte(void **state)
             if (i % 4 == 0)
                 assert_int_equal(ARPC_OK, push_bytes(&q, &s, 1 + i)); /* a frame without a head between */
         }
-        size_t bodies = 0;
+        struct each_seen bodies = {0};
         arpc_outq_each(&q, count_each, &bodies);
-        assert_int_equal(25, bodies);
+        assert_int_equal(25, bodies.n);
+        assert_true(bodies.lefts < q.q_bytes); /* the heads' bytes are not theirs */
+        assert_true(q.q_bytes - bodies.next_ahead <= ARPC_OUTQ_HEAD_MAX); /* but its head, the last frame ends it */
         assert_int_equal(25, arpc_outq_frames(&q)); /* a head and its buffer: one frame */
         assert_int_equal(s.pushed - s.checked, q.q_bytes);
         flush_all_trickle(&q, &s, max);

@@ -39,8 +39,10 @@ static ssize_t plain_writev(struct arpc_stream *s, const struct iovec *iov, int 
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     for (;;) {
         ssize_t w = sendmsg(s->s_fd, &msg, MSG_NOSIGNAL);
-        if (w >= 0)
+        if (w >= 0) {
+            arpc_stream_sent(s, (size_t)w);
             return w;
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)

@@ -16,6 +16,7 @@
 #ifndef ARPC_TRANSPORT_STREAM_H
 #define ARPC_TRANSPORT_STREAM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,7 +85,19 @@ struct arpc_stream {
     uint64_t s_handshake_ns; /* CPU time its reads and writes spent on a handshake so far (TLS;
                               * 0 for plain): what a peer that then faults cost the server
                               * beyond a plain fault (core/fault_rate.c) */
+    _Atomic uint64_t s_sent; /* bytes written to s_fd, in all (TLS: records, handshakes and
+                              * alerts): against the kernel's send queue, what the peer took
+                              * (core/conn.c, the write timeout). Written by the one thread
+                              * writing at a time (arpc_stream_sent), read by any */
 };
+
+/* The writer's: n more bytes went to the fd. One writer at a time (the connection's writer
+ * word, core/conn_write.h), so a relaxed load and store, no read-modify-write. */
+static inline void arpc_stream_sent(struct arpc_stream *s, size_t n)
+{
+    atomic_store_explicit(&s->s_sent, atomic_load_explicit(&s->s_sent, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
 
 /* Makes s the plain stream over fd (a non-blocking stream socket): reads with read(2),
  * writes with sendmsg(2) and MSG_NOSIGNAL. Nothing to allocate; s_close closes fd. */

@@ -2,7 +2,8 @@
  * The socket under a TLS stream, as an OpenSSL BIO that writes with send(MSG_NOSIGNAL).
  * OpenSSL's own socket BIO writes with write(2): a peer that went away would raise SIGPIPE,
  * which kills a program that did not ignore it; a library must not ask that of its users.
- * Reads are plain recv(2). The fd is not the BIO's: the stream closes it.
+ * Reads are plain recv(2). The fd is not the BIO's: the stream closes it. Its data is the
+ * stream (its fd, and the count of bytes sent, s_sent).
  */
 #include <errno.h>
 #include <openssl/bio.h>
@@ -15,15 +16,16 @@
 static BIO_METHOD *bio_method; /* made once, never changed after: shared by every stream */
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
-static int bio_fd(BIO *b) { return (int)(intptr_t)BIO_get_data(b); }
+static struct arpc_stream *bio_stream(BIO *b) { return BIO_get_data(b); }
 
 static bool bio_again(void) { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
 
 static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
 {
     BIO_clear_retry_flags(b);
-    ssize_t n = send(bio_fd(b), buf, len, MSG_NOSIGNAL);
+    ssize_t n = send(bio_stream(b)->s_fd, buf, len, MSG_NOSIGNAL);
     if (n >= 0) {
+        arpc_stream_sent(bio_stream(b), (size_t)n);
         *written = (size_t)n;
         return 1;
     }
@@ -35,7 +37,7 @@ static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
 static int bio_read(BIO *b, char *buf, size_t len, size_t *readbytes)
 {
     BIO_clear_retry_flags(b);
-    ssize_t n = recv(bio_fd(b), buf, len, 0);
+    ssize_t n = recv(bio_stream(b)->s_fd, buf, len, 0);
     if (n > 0) {
         *readbytes = (size_t)n;
         return 1;
@@ -53,8 +55,8 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
         return 1; /* nothing is buffered here */
     case BIO_C_GET_FD:
         if (ptr != NULL)
-            *(int *)ptr = bio_fd(b);
-        return bio_fd(b);
+            *(int *)ptr = bio_stream(b)->s_fd;
+        return bio_stream(b)->s_fd;
     default:
         return 0;
     }
@@ -71,12 +73,12 @@ static void bio_method_make(void)
     bio_method = m;
 }
 
-BIO *tls_bio_socket(int fd)
+BIO *tls_bio_socket(struct arpc_stream *s)
 {
     pthread_once(&bio_once, bio_method_make);
     BIO *b = bio_method != NULL ? BIO_new(bio_method) : NULL;
     if (b != NULL) {
-        BIO_set_data(b, (void *)(intptr_t)fd);
+        BIO_set_data(b, s);
         BIO_set_init(b, 1);
     }
     return b;

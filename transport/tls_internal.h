@@ -16,9 +16,10 @@ struct arpc_tls {
     char t_host[ARPC_ADDR_MAX];  /* client: the name the server's certificate must carry */
 };
 
-/* A BIO over the socket fd that never raises SIGPIPE (tls_bio.c); the fd stays the caller's.
- * NULL without memory. */
-BIO *tls_bio_socket(int fd);
+/* A BIO over the stream's socket (s->s_fd, read at each call) that never raises SIGPIPE and
+ * counts what it sends in s->s_sent (tls_bio.c); the fd stays the stream's. NULL without
+ * memory. */
+BIO *tls_bio_socket(struct arpc_stream *s);
 
 /* A client context's SSL_CTX_set_client_cert_cb: the server asked for a certificate and the
  * client has none configured; noted in the stream, to explain a refusal that may follow. */

@@ -332,7 +332,7 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
 {
     struct tls_stream *ts = arpc_calloc(1, sizeof(*ts));
     SSL *ssl = ts != NULL ? SSL_new(tls->t_ctx) : NULL;
-    BIO *bio = ssl != NULL ? tls_bio_socket(fd) : NULL;
+    BIO *bio = ssl != NULL ? tls_bio_socket(&ts->ts_base) : NULL; /* (its fd is set below) */
     bool ok = bio != NULL && SSL_set_app_data(ssl, ts) == 1;
     if (bio != NULL)
         SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */
