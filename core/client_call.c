@@ -364,7 +364,7 @@ void call_on_deadline(struct client_call *call)
     arpc_client *c = call_client(call);
     bool connected = atomic_load(&c->cl_state) == CL_READY;
     if (connected && call_withdraw(call)) {
-        call_finish_saying(call, ARPC_EUNREACHABLE, CALL_NOT_WRITTEN);
+        call_finish_saying(call, ARPC_EUNREACHABLE, ARPC_CONN_WITHDRAWN_WHY);
         return;
     }
     call_finish_past_deadline(call, call->cc_sent || (connected && !call->cc_waiting));

@@ -73,11 +73,6 @@ int call_ended_code(const struct client_call *call, int reason);
 /* A call whose deadline the client's own timer found passed, sent or queued on a live
  * connection (a server that answers first, at the deadline it was sent, gives its own words). */
 #define CALL_TIMED_OUT "no answer came by the call's deadline (the client's timer): it may or may not have run"
-/* A call whose deadline came while its request still waited, unwritten, in the connection's
- * output queue (the server read nothing more): taken back out, never sent (client_call.c). */
-#define CALL_NOT_WRITTEN                                                                                         \
-    "its request was still waiting to be written at the call's deadline (the server was not reading): it was " \
-    "not sent, so it did not run"
 /* A call sent before (on a connection since lost, or by its caller) that the client had no
  * memory to carry on: the whole of its result, no loss added (there may have been none). */
 #define CALL_LOST_NO_MEMORY                                                                                   \

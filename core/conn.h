@@ -308,6 +308,11 @@ int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size
  * its request still waited behind a peer that does not read (client_call.c). */
 #define ARPC_CONN_WITHDRAW_LOOK 64
 bool arpc_conn_withdraw(struct arpc_conn *conn, const void *base);
+/* The words of a call whose request was so taken back at its deadline (the arpc and JSON-RPC
+ * clients alike). */
+#define ARPC_CONN_WITHDRAWN_WHY                                                                                  \
+    "its request was still waiting to be written at the call's deadline (the server was not reading): it was " \
+    "not sent, so it did not run"
 
 /* Why a connection's input is held. Each reason is set and let go on its own; input resumes
  * only once no reason holds it. The first two are the connection's own (below); the others

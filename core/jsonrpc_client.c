@@ -135,8 +135,7 @@ static void call_on_deadline(struct arpc_deadline *d, void *arg)
     struct jsonrpc_call *call = arg;
     arpc_jsonrpc_client *c = call->jq_client;
     static const char timed_out[] = "no answer came by the call's deadline: it may or may not have run";
-    static const char unwritten[] = "its request was still waiting to be written at the call's deadline (the "
-                                    "server was not reading): it was not sent, so it did not run";
+    static const char unwritten[] = ARPC_CONN_WITHDRAWN_WHY;
     arpc_u64_map_take(&c->jc_calls, call->jq_id);
     /* Still queued whole (a server that stopped reading): taken back, so a server that catches
      * up later does not run a call whose caller gave up (as the arpc client does). */
