@@ -577,26 +577,31 @@ void calls_cancel(struct client_call *call)
     call_release_shared(call);
 }
 
+/* Tells the server the call is cancelled (a CANCEL by its xid): a call that has not started
+ * will not run. Best effort. */
+static void cancel_tell_server(arpc_client *c, struct client_call *call)
+{
+    uint8_t *frame = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
+    if (frame != NULL) {
+        arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, call_xid(call), 0);
+        arpc_conn_send(&c->cl_conn, frame, frame, ARPC_FRAME_HEADER_SIZE);
+    }
+    /* The connection may be broken already, unnoticed: until the server answers, the seq is
+     * kept for the next one (core/client_cancel_seq.c). */
+    if (call_seq(call) != 0)
+        cancel_seq_sent(c, call_xid(call), call_seq(call));
+}
+
 void calls_cancel_settle(struct client_call *call)
 {
     arpc_client *c = call_client(call);
     client_direct_catch_up(c); /* a call its caller wrote reaches the loop first */
     if (!call->cc_finished) {
-        if (!call->cc_waiting && call->cc_tracked && call_withdraw(call)) {
-            /* Its request was still queued, whole: taken back, the server never hears of it,
-             * and has nothing to read, run or answer (no CANCEL either). */
-        } else if (!call->cc_waiting && call->cc_tracked && c->cl_conn.c_open &&
-                   (c->cl_server_flags & ARPC_HELLO_CANCEL)) {
-            /* Tell the server: a call that has not started will not run. Best effort. */
-            uint8_t *frame = arpc_malloc(ARPC_FRAME_HEADER_SIZE);
-            if (frame != NULL) {
-                arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, call_xid(call), 0);
-                arpc_conn_send(&c->cl_conn, frame, frame, ARPC_FRAME_HEADER_SIZE);
-            }
-            /* The connection may be broken already, unnoticed: until the server answers, the
-             * seq is kept for the next one (core/client_cancel_seq.c). */
-            if (call_seq(call) != 0)
-                cancel_seq_sent(c, call_xid(call), call_seq(call));
+        if (!call->cc_waiting && call->cc_tracked) {
+            /* Its request still queued whole is taken back: the server never hears of it, and
+             * has nothing to read, run or answer (no CANCEL either). */
+            if (!call_withdraw(call) && c->cl_conn.c_open && (c->cl_server_flags & ARPC_HELLO_CANCEL))
+                cancel_tell_server(c, call);
         } else if (call->cc_waiting && call->cc_sent && call_seq(call) != 0 && !c->cl_cleaned) {
             /* Sent on a connection since lost, it may run there: no xid names it any more, so
              * the next connection names its seq (core/client_cancel_seq.c). */
