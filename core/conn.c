@@ -716,8 +716,9 @@ double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
      * not yet read whole, with their overhead (unix). What the stream sent (every writer's
      * bytes, a TLS stream's records) less that is what the peer took. A peer that never
      * reads stops its kernel's acknowledgements once its receive buffer is full; one that
-     * reads a trickle must still take ARPC_CONN_WRITE_PROGRESS_MIN a timeout (a window update's worth would otherwise
-     * hold up to 4 x max_conn_bytes of replies for ever, for a few bytes a second). */
+     * reads a trickle must still take ARPC_CONN_WRITE_PROGRESS_MIN a timeout (a window
+     * update's worth would otherwise hold up to 4 x max_conn_bytes of replies for ever, for a
+     * few bytes a second). */
     int kernel = 0;
     bool known = ioctl(conn->c_fd, SIOCOUTQ, &kernel) == 0 && kernel >= 0;
     int64_t sent = (int64_t)atomic_load_explicit(&conn->c_stream->s_sent, memory_order_relaxed);
