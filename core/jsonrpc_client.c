@@ -11,15 +11,20 @@
  * record stays until the queue lets its line go, so the address names no other call's line).
  *
  * What it leaves out, against the arpc client: no reconnect (JSON-RPC has no way to say
- * whether a call ran, so the caller decides), no at-most-once, no heartbeat. A cancelled
- * call's record stays until its answer, deadline or the close, which then find the future
- * already complete.
+ * whether a call ran, so the caller decides), no at-most-once, no heartbeat. A cancel reaches
+ * the loop in a job of its own (call_on_cancel): a request not yet sent, or still queued
+ * whole, is never sent (JSON-RPC has no way to cancel one that was); otherwise the call's
+ * record stays until its answer, deadline or the close, which then find the future already
+ * complete.
  *
- * Lifetimes: a call is freed on the loop when it ends (answered, deadline, connection lost,
- * close), or on its caller's thread when the loop refuses it (stopped). The client is freed by
- * close once no one else touches it: jc_live counts the callers between their entry and their
- * hand-over to the loop (client_enter) and the call records not yet freed (the count passes
- * from the caller to its record). Close kills the handle, closes the connection in a job on
+ * Lifetimes: a call's record is shared (jq_refs) by the loop until the call ends (answered,
+ * deadline, connection lost, close; or on its caller's thread when the loop refuses it,
+ * stopped), by the connection's queue while its line is queued, and by its cancel hook until
+ * the cancel has been heard on the loop (a call that ends first can no longer be cancelled:
+ * its end lets go of the hook's share too). The client is freed by close once no one else
+ * touches it: jc_live counts the callers between their entry and their hand-over to the loop
+ * (client_enter) and the call records not yet freed (the count passes from the caller to its
+ * record, whose last share gives it back). Close kills the handle, closes the connection in a job on
  * the loop (run_sync; the lane is FIFO, so every call posted before has been handled by then,
  * and the pending ones end), then waits for jc_live to reach 0: calls handed over after that
  * job end in their own (the connection is gone: ARPC_ESHUTDOWN), and on a stopped loop the
@@ -29,6 +34,7 @@
 #include "arpc/jsonrpc.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,7 +79,9 @@ struct arpc_jsonrpc_client {
 };
 
 struct jsonrpc_call {
-    struct arpc_loop_job jq_job;
+    struct arpc_loop_job jq_job;    /* its hand-over to the loop (call_send) */
+    struct arpc_loop_job jq_cancel; /* its cancel's (call_cancel_run) */
+    _Atomic uint32_t jq_refs;       /* shares of the record: see "Lifetimes" above */
     struct arpc_deadline jq_deadline;
     arpc_jsonrpc_client *jq_client;
     arpc_future *jq_future; /* the call's hold (async/future_internal.h) */
@@ -82,9 +90,9 @@ struct jsonrpc_call {
     uint8_t *jq_line;       /* the request, until written (or dropped unwritten) */
     size_t jq_len;
     bool jq_queued;         /* the line is in the connection's queue, under the call's address:
-                             * the record outlives its end until the queue lets the line go,
+                             * the queue's share keeps the record until it lets the line go,
                              * so that address names no other call's line meanwhile */
-    bool jq_ended;          /* ended while queued: the queue's release frees the record */
+    bool jq_over;           /* ended (call_end): a cancel heard later has nothing to do */
     bool jq_unsent;         /* its line was not wholly written when the connection closed: no
                              * server can have run it (half a JSON object is no request) */
 };
@@ -96,19 +104,26 @@ static void client_leave(arpc_jsonrpc_client *c)
         atomic_fetch_sub(&c->jc_live, 1);
 }
 
-/* Any thread: the call is done with. Gives back the count its caller handed over. */
+/* Any thread: lets go of n shares of the record; the last frees it and gives back the count
+ * its caller handed over. */
+static void call_put(struct jsonrpc_call *call, uint32_t n)
+{
+    if (atomic_fetch_sub_explicit(&call->jq_refs, n, memory_order_acq_rel) != n)
+        return;
+    arpc_jsonrpc_client *c = call->jq_client;
+    arpc_free(call->jq_line);
+    arpc_free(call);
+    client_leave(c); /* last: close may free the client from here on */
+}
+
+/* Any thread: the call is done with. */
 static void call_end(struct jsonrpc_call *call, int code, void *data, size_t len)
 {
-    arpc_jsonrpc_client *c = call->jq_client;
-    arpc_future_complete_drop(call->jq_future, code, data, len); /* the caller may be gone */
-    if (call->jq_queued) {
-        call->jq_ended = true; /* the connection frees it with its line (before c is freed:
-                                * a close lets its queue go first) */
-    } else {
-        arpc_free(call->jq_line);
-        arpc_free(call);
-    }
-    client_leave(c); /* last: close may free the client from here on */
+    call->jq_over = true;
+    /* Completed here, it can no longer be cancelled: the hook's share goes with the loop's.
+     * Lost to a cancel, the hook has run or is about to: its job lets go of its share. */
+    bool completed = arpc_future_complete_drop(call->jq_future, code, data, len); /* the caller may be gone */
+    call_put(call, completed ? 2 : 1);
 }
 
 /* Loop thread: the queue lets the call's line go (written, taken back, or dropped). */
@@ -118,8 +133,7 @@ static void call_line_released(void *base)
     arpc_free(call->jq_line);
     call->jq_line = NULL;
     call->jq_queued = false;
-    if (call->jq_ended)
-        arpc_free(call);
+    call_put(call, 1);
 }
 
 /* Loop thread: call left the map (answered, or its deadline, or the connection's end). */
@@ -319,6 +333,10 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct jsonrpc_call *call = (struct jsonrpc_call *)job;
     arpc_jsonrpc_client *c = call->jq_client;
+    if (arpc_future_done(call->jq_future)) { /* cancelled on its way here: never sent */
+        call_end(call, ARPC_ECANCELLED, NULL, 0);
+        return;
+    }
     if (!c->jc_open) {
         size_t len = 0;
         char *words = c->jc_end_code == ARPC_ECONNLOST && c->jc_loss[0] != '\0' ? call_lost_words(c, false, &len) : NULL;
@@ -336,10 +354,38 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
     }
     /* The line is the connection's now, whatever happens (refused, it was released). */
     call->jq_queued = true;
+    atomic_fetch_add_explicit(&call->jq_refs, 1, memory_order_relaxed); /* the queue's share */
     if (arpc_conn_send_shared(&c->jc_conn, call, call->jq_line, call->jq_len, call_line_released) != ARPC_OK) {
         arpc_u64_map_take(&c->jc_calls, call->jq_id);
         call_finish(call, ARPC_ENOMEM, NULL, 0);
     }
+}
+
+/* Loop thread: a cancel is heard. A request still queued whole is taken back, so the server
+ * never reads it (as the arpc client does, core/client_call.c); one on its way to the loop
+ * was not sent (call_send); one written stays in the map until its answer, deadline or the
+ * close. Then lets go of the hook's share. */
+static void call_cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    struct jsonrpc_call *call = (struct jsonrpc_call *)((char *)job - offsetof(struct jsonrpc_call, jq_cancel));
+    arpc_jsonrpc_client *c = call->jq_client;
+    if (!call->jq_over && call->jq_queued && arpc_conn_withdraw(&c->jc_conn, call)) {
+        arpc_u64_map_take(&c->jc_calls, call->jq_id);
+        call_finish(call, ARPC_ECANCELLED, NULL, 0); /* its future is cancelled already */
+    }
+    call_put(call, 1);
+}
+
+/* The cancelling thread, once it won the future (arpc_future_on_cancel): the record is alive
+ * by the hook's share, wherever the call is (on the lane, queued, written, ending). */
+static void call_on_cancel(arpc_future *f, void *arg)
+{
+    (void)f;
+    struct jsonrpc_call *call = arg;
+    arpc_loop_job_init(&call->jq_cancel, call_cancel_run);
+    if (arpc_loop_post(call->jq_client->jc_loop, &call->jq_cancel) != ARPC_OK)
+        call_put(call, 1); /* a stopped loop: its stop ended, or ends, the call */
 }
 
 /* A method name jansson can write: UTF-8 (json_string checks it). */
@@ -423,9 +469,11 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     if (deadline_ms == 0)
         deadline_ms = c->jc_default_deadline_ms;
     call->jq_deadline_ns = deadline_ms == 0 ? ARPC_NEVER : arpc_deadline_from_ms(deadline_ms);
-    call->jq_client = c; /* the caller's count in jc_live is the call's now: call_end gives it back */
+    call->jq_client = c; /* the caller's count in jc_live is the call's now: call_put gives it back */
+    atomic_init(&call->jq_refs, 2); /* the loop's and the cancel hook's */
     arpc_future_hold(f); /* the call's, dropped by call_end: not the caller's to release */
     call->jq_future = f;
+    arpc_future_on_cancel(f, call_on_cancel, call);
     arpc_deadline_init(&call->jq_deadline, call_on_deadline, call);
     arpc_loop_job_init(&call->jq_job, call_send);
     if (arpc_loop_post(c->jc_loop, &call->jq_job) != ARPC_OK)

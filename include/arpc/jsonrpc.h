@@ -83,8 +83,11 @@
  *                   data says which (NUL-terminated), e.g. "params_json is not one JSON value"
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
  *   ARPC_ESHUTDOWN  the client was closed before the request was sent (or written whole)
- *   ARPC_ECANCELLED arpc_future_cancel (the request may already be on its way), or the
- *                   client was closed after it was written (the server may run it)
+ *   ARPC_ECANCELLED arpc_future_cancel: the request may already be on its way, unless the
+ *                   cancel reached the client's loop before it was written (still on its way
+ *                   to the loop, or waiting whole among the 64 queued after the one being
+ *                   written: it is then taken back and never sent); or the client was closed
+ *                   after it was written (the server may run it)
  * Threads: every function may be called from any thread, except that close and the blocking
  * call return ARPC_EBUSY on the client's loop thread (they would wait for themselves).
  */
