@@ -20,7 +20,8 @@
  * connection at most), over tcp:// and over tls://, where the stream owes its retry the record
  * it began (s_write_owed): once the worker goes on and the client has closed, the server has
  * read exactly the requests of the calls that did not end EUNREACHABLE. (Over TLS this also
- * needs the close's half-close: close_linger_test.)
+ * needs the close's half-close: close_linger_test.) And cancelled there, over both, requests
+ * still queued whole never reach the server.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -277,6 +278,57 @@ static void unwritten_against_a_server(const char *listen, const arpc_tls_option
     sem_destroy(&gate);
 }
 
+/* The cancel's variant (tcp://, then tls://): once the client's loop has taken every call up,
+ * all but the first (which holds the worker) are cancelled. The server then reads the requests
+ * the socket took, and no more: fewer than the calls. Before, every request was written. */
+static void cancelled_against_a_server(const char *listen, const arpc_tls_options *server_tls,
+                                       const arpc_tls_options *client_tls)
+{
+    atomic_store(&held, false);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2, .tls = server_tls};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, sizeof(addr)));
+    arpc_loop *loop = NULL;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_client_options co = {.loop = loop, .tls = client_tls, .close_linger_ms = TEST_WAIT_MS};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    static arpc_future *f[CALLS];
+    static uint8_t payload[LARGE_SIZE];
+    for (uint32_t i = 0; i < CALLS; i++) {
+        f[i] = arpc_call_async(c, "t.hold", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE, ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+    sem_t reached;
+    assert_int_equal(0, sem_init(&reached, 0, 0));
+    assert_int_equal(ARPC_OK, arpc_loop_submit(loop, loop_reached, &reached));
+    assert_true(sem_wait_secs(&reached, TEST_WAIT_S));
+    sem_destroy(&reached);
+    assert_true(WAIT_UNTIL(atomic_load(&held)));
+    for (uint32_t i = 1; i < CALLS; i++)
+        assert_true(arpc_future_cancel(f[i]));
+    assert_int_equal(0, sem_post(&gate));
+    for (uint32_t i = 0; i < CALLS; i++) {
+        assert_int_equal(i == 0 ? ARPC_OK : ARPC_ECANCELLED, arpc_future_wait_for(f[i], TEST_WAIT_MS));
+        arpc_future_release(f[i]);
+    }
+    arpc_client_close(c);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, connections_closed), 1, TEST_WAIT_MS));
+    uint64_t read = server_requests_read(s);
+    print_message("%s: the server read %llu of %u requests\n", listen, (unsigned long long)read, CALLS);
+    assert_true(read > 0);
+    assert_true(read < CALLS);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_loop_stop(loop);
+    arpc_loop_destroy(loop);
+    sem_destroy(&gate);
+}
+
 static void test_unwritten_request_to_a_server_tcp(void **state)
 {
     (void)state;
@@ -296,6 +348,25 @@ static void test_unwritten_request_to_a_server_tls(void **state)
 }
 #endif
 
+static void test_cancelled_request_to_a_server_tcp(void **state)
+{
+    (void)state;
+    cancelled_against_a_server("tcp://127.0.0.1:0", NULL, NULL);
+}
+
+#ifdef ARPC_TEST_WITH_TLS
+static void test_cancelled_request_to_a_server_tls(void **state)
+{
+    (void)state;
+    static struct tls_certs certs;
+    assert_true(tls_certs_make(&certs));
+    static struct tls_certs_pair pair;
+    tls_certs_pair(&certs, &pair);
+    cancelled_against_a_server("tls://127.0.0.1:0", &pair.tp_server, &pair.tp_client);
+    tls_certs_remove(&certs);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +375,10 @@ int main(void)
         cmocka_unit_test(test_unwritten_request_to_a_server_tcp),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test(test_unwritten_request_to_a_server_tls),
+#endif
+        cmocka_unit_test(test_cancelled_request_to_a_server_tcp),
+#ifdef ARPC_TEST_WITH_TLS
+        cmocka_unit_test(test_cancelled_request_to_a_server_tls),
 #endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
