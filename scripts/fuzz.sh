@@ -6,7 +6,8 @@
 #
 #   scripts/fuzz.sh SECONDS          (CI: scripts/test.sh runs it with 60)
 #   scripts/fuzz.sh --corpus         rewrites tests/fuzz/corpus from the frame encoders
-# Environment: BUILD (default build-fuzz), JOBS (build parallelism), FUZZ_TARGETS (a subset).
+# Environment: BUILD (default build-fuzz), JOBS (build parallelism, and targets run at once),
+# FUZZ_TARGETS (a subset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,21 +43,25 @@ fi
 secs=$1
 mkdir -p "$BUILD/crashes"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for t in $TARGETS; do
-    work=$BUILD/corpus/$t # what this run finds; the committed seeds are read, never written
+
+# One target for secs seconds, its output in $BUILD/TARGET.log; libFuzzer's status.
+fuzz_run() {
+    local t=$1 work=$BUILD/corpus/$1 max_len=4096 # work: what this run finds; the seeds are read, never written
     mkdir -p "$work"
-    log=$BUILD/$t.log
-    echo "== fuzz $t for ${secs}s" >&2
-    # hello_fuzz: side byte + a HELLO body up to ARPC_HELLO_BODY_MAX + 1 (a token over its limit)
-    max_len=4096
     [ "$t" = hello_fuzz ] && max_len=8194
-    if ! "$bin/$t" -max_total_time="$secs" -max_len="$max_len" -timeout=30 -print_final_stats=1 \
-        -artifact_prefix="$BUILD/crashes/$t-" "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
+    "$bin/$t" -max_total_time="$secs" -max_len="$max_len" -timeout=30 -print_final_stats=1 \
+        -artifact_prefix="$BUILD/crashes/$t-" "$work" "tests/fuzz/corpus/$t" >"$BUILD/$t.log" 2>&1
+}
+
+# Says how target $1 ended (status $2); fails on a failure.
+fuzz_report() {
+    local t=$1 log=$BUILD/$1.log
+    if [ "$2" -ne 0 ]; then
         tail -n 60 "$log" >&2
         echo "fuzz: $t FAILED; the input is in $BUILD/crashes/ (replay: $bin/$t FILE)" >&2
-        exit 1
+        return 1
     fi
-    # The last status line and libFuzzer's final stats: executions, speed, coverage.
+    local done_line execs rate cov ft corp
     done_line=$(grep -E "^#[0-9]+.*DONE" "$log" | tail -n 1)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
@@ -64,4 +69,24 @@ for t in $TARGETS; do
     ft=$(echo "$done_line" | sed -n 's/.*ft: \([0-9]*\).*/\1/p')
     corp=$(echo "$done_line" | sed -n 's/.*corp: \([0-9]*\).*/\1/p')
     echo "fuzz $t ok: $execs inputs, $rate/s, cov $cov, ft $ft, corpus $corp"
+}
+
+# JOBS targets at a time (libFuzzer runs on one thread: each gets a core of its own for its
+# seconds), reported in order once each batch ends.
+read -r -a targets <<<"$TARGETS"
+for ((i = 0; i < ${#targets[@]}; i += JOBS)); do
+    batch=("${targets[@]:i:JOBS}")
+    pids=()
+    for t in "${batch[@]}"; do
+        echo "== fuzz $t for ${secs}s" >&2
+        fuzz_run "$t" &
+        pids+=($!)
+    done
+    failed=0
+    for k in "${!batch[@]}"; do
+        status=0
+        wait "${pids[$k]}" || status=$?
+        fuzz_report "${batch[$k]}" "$status" || failed=1
+    done
+    [ "$failed" -eq 0 ] || exit 1
 done
