@@ -303,7 +303,8 @@ int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size
 
 /* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
  * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a
- * retry), looking ARPC_CONN_WITHDRAW_LOOK frames past those at most; its buffer is released.
+ * retry), looking at the ARPC_CONN_WITHDRAW_LOOK frames past those and as many newest, no
+ * further; its buffer is released.
  * True if taken out: the peer will never see it. A client's call whose deadline came while
  * its request still waited behind a peer that does not read (client_call.c). */
 #define ARPC_CONN_WITHDRAW_LOOK 64

@@ -178,7 +178,47 @@ static void outq_shift_front(struct arpc_outq *q, size_t n, size_t d)
     q->q_head = (q->q_head + d) & mask;
 }
 
-bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *taken)
+/* Moves the n entries from index `from` on d slots towards the front, first first, into the
+ * room a withdrawal left (the entries before it stay). A head's bytes move to its new slot's
+ * room: that room was free, or its own (a head's slot is followed by its buffer's, so the slot
+ * paired with its new one holds no other head: it is in the room left, or was vacated). */
+static void outq_shift_back(struct arpc_outq *q, size_t from, size_t n, size_t d)
+{
+    size_t mask = q->q_cap - 1;
+    for (size_t j = from; j < from + n; j++) {
+        size_t src = (q->q_head + j) & mask, to = (q->q_head + j - d) & mask;
+        struct arpc_outq_buf b = q->q_bufs[src];
+        if (outq_is_head(&b)) {
+            uint8_t *moved = outq_head_room(q->q_heads, to) + (b.b_data - outq_head_room(q->q_heads, src));
+            memmove(moved, b.b_data, b.b_len);
+            b.b_data = moved;
+        }
+        q->q_bufs[to] = b;
+    }
+}
+
+enum withdraw_look { WITHDRAW_TAKEN, WITHDRAW_REFUSED, WITHDRAW_NOT_SEEN };
+
+/* Takes out the frame at entries [first, last] (a head and its buffer, or a buffer),
+ * frame_bytes long, closing the gap from whichever side moves fewer entries. */
+static void outq_take_out(struct arpc_outq *q, size_t first, size_t last, size_t frame_bytes, size_t *taken)
+{
+    const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + last) & (q->q_cap - 1)];
+    size_t d = last - first + 1, behind = q->q_count - last - 1;
+    *taken = frame_bytes;
+    q->q_nheads -= d - 1;
+    outq_release(b);
+    if (first <= behind)
+        outq_shift_front(q, first, d);
+    else
+        outq_shift_back(q, last + 1, behind, d);
+    q->q_count -= d;
+    q->q_bytes -= frame_bytes;
+}
+
+/* The look frames after the first, oldest first. */
+static enum withdraw_look outq_withdraw_front(struct arpc_outq *q, const void *base, size_t owed, size_t look,
+                                              size_t *taken)
 {
     size_t mask = q->q_cap - 1, bytes = 0, head_at = 0, frames = 0, looked = 0;
     bool headed = false; /* the entry before is a head: the frame began there */
@@ -195,21 +235,43 @@ bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size
         bool untouched = ++frames > 1 && starts_at >= owed;
         if (b->b_base == base) {
             if (!untouched)
-                return false; /* it may have begun to leave */
-            size_t d = i - first + 1;
-            *taken = bytes - starts_at;
-            outq_release(b);
-            outq_shift_front(q, first, d);
-            q->q_count -= d;
-            q->q_nheads -= headed;
-            q->q_bytes -= *taken;
-            return true;
+                return WITHDRAW_REFUSED; /* it may have begun to leave */
+            outq_take_out(q, first, i, bytes - starts_at, taken);
+            return WITHDRAW_TAKEN;
         }
         headed = false;
         if (untouched && ++looked >= look)
-            return false;
+            return WITHDRAW_NOT_SEEN;
+    }
+    return WITHDRAW_REFUSED; /* every frame looked at: not queued */
+}
+
+/* The look newest frames, newest first; none that may have begun to leave (those before
+ * such a one may have too). */
+static bool outq_withdraw_back(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *taken)
+{
+    size_t mask = q->q_cap - 1, after = 0; /* the bytes of the frames looked at */
+    for (size_t i = q->q_count, looked = 0; i-- > 0 && looked < look; looked++) {
+        const struct arpc_outq_buf *b = &q->q_bufs[(q->q_head + i) & mask];
+        const struct arpc_outq_buf *h = i > 0 ? &q->q_bufs[(q->q_head + i - 1) & mask] : NULL;
+        bool headed = h != NULL && outq_is_head(h);
+        size_t first = i - headed, frame_bytes = b->b_len + (headed ? h->b_len : 0);
+        if (first == 0 || q->q_bytes - after - frame_bytes < owed)
+            return false; /* the first frame, or one the stream owes */
+        if (b->b_base == base) {
+            outq_take_out(q, first, i, frame_bytes, taken);
+            return true;
+        }
+        after += frame_bytes;
+        i = first;
     }
     return false;
+}
+
+bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *taken)
+{
+    enum withdraw_look r = outq_withdraw_front(q, base, owed, look, taken);
+    return r == WITHDRAW_TAKEN || (r == WITHDRAW_NOT_SEEN && outq_withdraw_back(q, base, owed, look, taken));
 }
 
 /* Drops fully written buffers from the front and advances into a partly written one. */

@@ -85,11 +85,12 @@ void arpc_outq_each(const struct arpc_outq *q, arpc_outq_each_fn fn, void *arg);
 /* Takes out of the queue the frame whose buffer is base, if no byte of it can have left: not
  * the first frame (it may be half written), nor one that begins within the first owed bytes
  * (a stream that must be offered them again as they are: transport/stream.h's s_write_owed).
- * Looks no further than look frames past those, so a caller pays little for a frame not
- * there (written already, or far back). True if taken out: the buffer is released (the head
- * is the queue's) and *bytes says how many bytes left the queue, its head's included. The
- * frames before it keep their order; the ones after it do not move (the front ones shift back
- * instead). */
+ * Looks at the look frames past those and the look newest, no further, so a caller pays
+ * little for a frame not there (written already) and finds both a frame whose deadline comes
+ * in the order the frames were queued and one just queued; a frame further in from both ends
+ * stays. True if taken out: the buffer is released (the head is the queue's) and *bytes says
+ * how many bytes left the queue, its head's included. The other frames keep their order (the
+ * side with fewer entries moves into the gap). */
 bool arpc_outq_withdraw(struct arpc_outq *q, const void *base, size_t owed, size_t look, size_t *bytes);
 /* Writes as much as the stream takes. Returns ARPC_OK (all written), ARPC_EAGAIN (the socket
  * is full; more remains: call again once it is writable), ARPC_EPENDING (more remains, and

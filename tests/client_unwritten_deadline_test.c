@@ -215,6 +215,49 @@ static void test_cancelled_unwritten_request_is_taken_back(void **state)
     sem_destroy(&ss.ss_go);
 }
 
+/* The newest requests, far behind the first: a call with a short deadline queued after calls
+ * without one, and a call cancelled just before it, are taken back (the queue is looked
+ * through from its newest end too), and the server reads every request but theirs. Before,
+ * only the 64 frames behind the one being written were looked at: both were written once the
+ * server read again, the short call ending ARPC_ETIMEDOUT ("may have run"). */
+static void test_newest_requests_are_taken_back(void **state)
+{
+    (void)state;
+    static struct silent_server ss;
+    struct raw_server s;
+    silent_server_start(&ss, &s);
+    arpc_client_options co = {.close_linger_ms = TEST_WAIT_MS};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, s.rs_addr, &co));
+    static arpc_future *f[CALLS];
+    static uint8_t payload[LARGE_SIZE];
+    const uint32_t cancelled = CALLS - 2, short_lived = CALLS - 1;
+    for (uint32_t i = 0; i < CALLS; i++) {
+        memcpy(payload, &i, sizeof(i));
+        f[i] = arpc_call_async(c, "t.m", payload, i < LARGE_CALLS ? LARGE_SIZE : SMALL_SIZE,
+                               i == short_lived ? 300 : ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+    int code = arpc_future_wait_for(f[short_lived], TEST_WAIT_MS);
+    if (code != ARPC_EUNREACHABLE)
+        fail_msg("the short call ended %s, not EUNREACHABLE (taken back)", arpc_errname(code));
+    /* Its request was queued whole when its deadline came, so the one before it was too, and
+     * is still: the cancel takes it back (before its loop hears of it, the future says
+     * ECANCELLED either way; the server's reads below tell). */
+    assert_true(arpc_future_cancel(f[cancelled]));
+    assert_int_equal(0, sem_post(&ss.ss_go));
+    arpc_client_close(c); /* writes the rest, then says goodbye */
+    assert_true(raw_server_join(&s));
+    for (uint32_t i = 0; i < CALLS; i++)
+        arpc_future_release(f[i]);
+    print_message("the server read %u of %u requests\n", ss.ss_requests, CALLS);
+    assert_false(ss.ss_seen[short_lived]);
+    assert_false(ss.ss_seen[cancelled]);
+    assert_int_equal(CALLS - 2, ss.ss_requests);
+    assert_int_equal(0, ss.ss_cancels); /* nothing to cancel: the server never heard of it */
+    sem_destroy(&ss.ss_go);
+}
+
 /* ---- an arpc server that stops reading: its one worker is held, its flow limit reached ---- */
 
 static sem_t gate;          /* the held handler goes on */
@@ -372,6 +415,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unwritten_request_is_taken_back),
         cmocka_unit_test(test_cancelled_unwritten_request_is_taken_back),
+        cmocka_unit_test(test_newest_requests_are_taken_back),
         cmocka_unit_test(test_unwritten_request_to_a_server_tcp),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test(test_unwritten_request_to_a_server_tls),

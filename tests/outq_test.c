@@ -9,8 +9,8 @@
  * ring as it grows while one is half written, all or nothing on ENOMEM, never shown to
  * arpc_outq_each. Small buffers leave copied into the flush's stage, a run of them one iovec.
  * Withdrawals (arpc_outq_withdraw): never the first frame nor bytes the stream owes, looking so
- * far only, checked against a model under random pushes, cut flushes and reads; the peer reads
- * exactly the frames not taken out.
+ * far from the front and from the back only, checked against a model under random pushes, cut
+ * flushes and reads; the peer reads exactly the frames not taken out.
  *
  * Every buffer comes from arpc_malloc with the counting allocator installed, so the
  * no-leak teardown checks the queue freed each one exactly once (ASan: not twice).
@@ -740,29 +740,37 @@ static size_t withdrawn(struct arpc_outq *q, const void *base, size_t owed, size
 }
 
 /* What arpc_outq_withdraw must answer for frame k, from the model: the bytes taken out, or 0.
- * Frames still queued are those not taken out from the one the queue's written bytes reach. */
+ * Frames still queued are those not taken out from the one the queue's written bytes reach.
+ * Taken out: k is untouched (not the first frame queued, beginning at or past owed) and among
+ * the look first untouched frames or the look last frames queued. */
 static size_t wd_expect(const struct wd_model *m, size_t k, size_t owed, size_t look)
 {
-    size_t at = 0, skip = m->written, frames = 0, looked = 0;
+    size_t at = 0, skip = m->written, frames = 0, untouched_before = 0, left_k = 0, after_k = 0;
+    bool seen = false, untouched_k = false;
     for (size_t j = 0; j < m->n; j++) {
         if (m->out[j])
             continue;
         if (skip >= m->len[j]) { /* wholly written */
             skip -= m->len[j];
-            if (j == k)
-                return 0;
             continue;
         }
         size_t left = m->len[j] - skip;
         skip = 0;
         bool untouched = ++frames > 1 && at >= owed;
-        if (j == k)
-            return untouched ? left : 0;
-        if (untouched && ++looked >= look)
-            return 0;
+        if (j == k) {
+            seen = true;
+            untouched_k = untouched;
+            left_k = left;
+        } else if (seen) {
+            after_k++;
+        } else {
+            untouched_before += untouched;
+        }
         at += left;
     }
-    return 0;
+    if (!seen || !untouched_k)
+        return 0;
+    return untouched_before < look || after_k < look ? left_k : 0;
 }
 
 /* The first frame not wholly written (m->n: none). */
@@ -841,8 +849,16 @@ static void test_withdraw_behind_the_first(void **state)
     assert_int_equal(0, none);
     assert_int_equal(1, empty[0]);
     arpc_free(empty);
-    /* Looking only so far: frame 5 is the second frame looked at past the first. */
-    assert_int_equal(0, withdrawn(&q, m.base[5], 0, 1));
+    /* Looking only so far: with look 1, frame 1 is the one looked at from the front and the
+     * newest the one from the back; frame 6, with one untouched in front and one behind,
+     * stays until the one behind is gone. */
+    wd_push(&q, &m, 0, 33, &seed);
+    wd_push(&q, &m, 40, 34, &seed);
+    assert_int_equal(0, withdrawn(&q, m.base[6], 0, 1));
+    assert_int_equal(m.len[7], withdrawn(&q, m.base[7], 0, 1));
+    m.out[7] = true;
+    assert_int_equal(m.len[6], withdrawn(&q, m.base[6], 0, 1)); /* the newest now */
+    m.out[6] = true;
     assert_int_equal(ARPC_OK, wd_flush(&q, &m, s.fd[0], 4096, SIZE_MAX));
     wd_peer_read(s.fd[1], &m);
     assert_int_equal(5, m.sent_frame);
@@ -889,9 +905,12 @@ static void test_withdraw_random_against_model(void **state)
             case 3: {
                 if (m.n == 0)
                     break;
-                /* Mostly among the first frames queued, now and then any. */
+                /* Among the first frames queued, or the newest, now and then any. */
                 uint64_t pick = rng_next(&seed);
-                size_t k = pick % 4 == 0 ? (size_t)(pick >> 2) % m.n : wd_first_queued(&m) + (size_t)(pick >> 2) % 48;
+                size_t near = (size_t)(pick >> 2) % 48;
+                size_t k = pick % 4 == 0   ? (size_t)(pick >> 2) % m.n
+                           : pick % 4 == 1 ? (near < m.n ? m.n - 1 - near : 0)
+                                           : wd_first_queued(&m) + near;
                 if (k >= m.n)
                     k = m.n - 1;
                 size_t owed = rng_next(&seed) % 3 == 0 ? (size_t)(rng_next(&seed) % (q.q_bytes + 1)) : 0;
