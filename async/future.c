@@ -81,6 +81,8 @@ enum {
                             * before f is shared */
     ST_HOME = 1u << 5,     /* the slot names the loop that completes f (arpc_future_set_home),
                             * with ST_FIRST_CB so no then() takes it; set once, before f is shared */
+    ST_ARPCS = 1u << 6,    /* arpc_future_make_arpcs: a future of its own that arpc alone
+                            * completes and hooks, as an embedded one; set once, before f is shared */
     ST_OWNER_LATCH = 1u << 7, /* the owner's (arpc_future_owner_latch): a bit of the word rather
                                * than a byte of its block; a waiter sees the word change, wakes
                                * and looks again (harmless) */
@@ -124,6 +126,12 @@ static uint32_t refs_kept(uint64_t refs) { return (uint32_t)(refs >> 16) & REF_F
 static bool future_embedded(const arpc_future *f)
 {
     return (atomic_load_explicit(&f->f_state, memory_order_relaxed) & ST_EMBEDDED) != 0;
+}
+
+/* Completed and hooked by arpc alone: embedded, or made so (arpc_future_make_arpcs). */
+static bool future_arpcs(const arpc_future *f)
+{
+    return (atomic_load_explicit(&f->f_state, memory_order_relaxed) & (ST_EMBEDDED | ST_ARPCS)) != 0;
 }
 
 /* The result's length (f completed with data: its claim is seen). */
@@ -316,7 +324,7 @@ bool arpc_future_complete(arpc_future *f, int status, void *data, size_t len)
         arpc_free(data);
         return false;
     }
-    if (future_embedded(f)) {
+    if (future_arpcs(f)) {
         /* A call's: its client completes it, and would find it done by someone else with its
          * slot and its share of the client still held (a close then waited for ever). */
         arpc_log(ARPC_LOG_ERROR, "%s on %p: a future arpc made (a call's) is completed by arpc alone", __func__,
@@ -381,14 +389,21 @@ void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
     if (!future_live(f, __func__))
         return;
-    if (!future_embedded(f)) {
+    if (!future_arpcs(f)) {
         future_alone(f)->fa_on_cancel = fn;
         future_alone(f)->fa_arg = arg;
     } else {
-        /* Its owner's hook is fixed (arpc_future_init_embedded): another would have broken the
-         * call, and there is no room to keep one. Said, ignored. */
+        /* Its owner's hook is fixed (arpc_future_init_embedded, _make_arpcs): another would
+         * have broken the call (and an embedded one has no room for it). Said, ignored. */
         arpc_log(ARPC_LOG_ERROR, "arpc_future_on_cancel on %p: a future arpc made keeps its own hook", (void *)f);
     }
+}
+
+void arpc_future_make_arpcs(arpc_future *f, arpc_future_cancel_fn on_cancel, void *arg)
+{
+    future_alone(f)->fa_on_cancel = on_cancel;
+    future_alone(f)->fa_arg = arg;
+    atomic_fetch_or_explicit(&f->f_state, ST_ARPCS, memory_order_relaxed); /* not yet shared */
 }
 
 int arpc_future_poll(const arpc_future *f)

@@ -103,6 +103,13 @@ struct arpc_loop *arpc_future_home(const arpc_future *f);
  */
 void arpc_future_set_completer(arpc_future *f, struct arpc_loop *loop);
 
+/* Makes f (arpc_future_create's, not yet handed out) a future arpc made, as an embedded one
+ * is: on_cancel(f, arg) is its cancel hook, and arpc_future_complete and arpc_future_on_cancel
+ * on it are misuse, refused (a producer that counts on its hook running whenever its own
+ * completion loses, as the JSON-RPC client does, would wait for ever). The producer completes
+ * it with arpc_future_complete_owned or _drop. */
+void arpc_future_make_arpcs(arpc_future *f, arpc_future_cancel_fn on_cancel, void *arg);
+
 /* The loop named by arpc_future_set_completer while f is pending, or NULL (none named, or f
  * is complete or being completed). Only to compare with arpc_loop_current(), never to follow:
  * the loop may be gone. */

@@ -96,9 +96,17 @@ struct cancel_job {
 
 static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    (void)loop;
     struct cancel_job *cj = (struct cancel_job *)job;
     arpc_client *c = call_client(cj->cj_call);
+    /* The canceller posted this before it publishes ARPC_ECANCELLED (the hook runs in
+     * between): the loop turns again until it has, so that an application driving it
+     * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the
+     * turn that heard the cancel, instead of sleeping on a pending one. */
+    if (arpc_future_settling(&cj->cj_call->cc_future)) {
+        arpc_loop_job_init(&cj->cj_job, cancel_run);
+        if (arpc_loop_post(loop, &cj->cj_job) == ARPC_OK)
+            return;
+    }
     calls_cancel(cj->cj_call); /* lets go of the call (the cancel's share) */
     client_release(c);
     arpc_free(cj);

@@ -12,10 +12,11 @@
  *
  * What it leaves out, against the arpc client: no reconnect (JSON-RPC has no way to say
  * whether a call ran, so the caller decides), no at-most-once, no heartbeat. A cancel reaches
- * the loop in a job of its own (call_on_cancel): a request not yet sent, or still queued
- * whole, is never sent (JSON-RPC has no way to cancel one that was); otherwise the call's
- * record stays until its answer, deadline or the close, which then find the future already
- * complete.
+ * the loop in a job of its own (call_on_cancel): a request still on its way to the loop is
+ * dropped, and one queued whole is taken back where a deadline's would be (arpc_conn_withdraw:
+ * not the first in the queue, and near one of its ends); JSON-RPC has no way to cancel one
+ * written. The call's record then stays until its answer, deadline or the close, which find
+ * the future already complete.
  *
  * Lifetimes: a call's record is shared (jq_refs) by the loop until the call ends (answered,
  * deadline, connection lost, close; or on its caller's thread when the loop refuses it,
@@ -367,9 +368,17 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
  * close. Then lets go of the hook's share. */
 static void call_cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
-    (void)loop;
     struct jsonrpc_call *call = (struct jsonrpc_call *)((char *)job - offsetof(struct jsonrpc_call, jq_cancel));
     arpc_jsonrpc_client *c = call->jq_client;
+    /* The canceller posted this before it publishes ARPC_ECANCELLED (arpc_future_cancel runs
+     * the hook in between): the loop turns again until it has, so that an application driving
+     * it (arpc_loop_run_nowait, then a look at the future, then poll) finds the future done
+     * after the turn that heard the cancel, instead of sleeping on a pending one. */
+    if (arpc_future_settling(call->jq_future)) {
+        arpc_loop_job_init(&call->jq_cancel, call_cancel_run);
+        if (arpc_loop_post(loop, &call->jq_cancel) == ARPC_OK)
+            return;
+    }
     if (!call->jq_over && call->jq_queued && arpc_conn_withdraw(&c->jc_conn, call)) {
         arpc_u64_map_take(&c->jc_calls, call->jq_id);
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* its future is cancelled already */
@@ -403,9 +412,9 @@ static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
 
 /* A caller's way in, as the arpc client's (core/client_api.c): callers are counted in
  * jc_live, which close waits for (base/handle.h: arpc_handle_enter). The count passes to the
- * call record at the hand-over (call_end gives it back) or goes back by client_leave. From the
- * hand-over on the caller touches nothing of the client's. Returns c, or NULL (the call then
- * fails ARPC_EINVAL). */
+ * call record at the hand-over (its last share gives it back: call_put) or goes back by
+ * client_leave. From the hand-over on the caller touches nothing of the client's. Returns c,
+ * or NULL (the call then fails ARPC_EINVAL). */
 static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
 {
     return c != NULL && arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn) ? c : NULL;
@@ -473,7 +482,7 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     atomic_init(&call->jq_refs, 2); /* the loop's and the cancel hook's */
     arpc_future_hold(f); /* the call's, dropped by call_end: not the caller's to release */
     call->jq_future = f;
-    arpc_future_on_cancel(f, call_on_cancel, call);
+    arpc_future_make_arpcs(f, call_on_cancel, call); /* call_end counts on the hook: the user may not complete f */
     arpc_deadline_init(&call->jq_deadline, call_on_deadline, call);
     arpc_loop_job_init(&call->jq_job, call_send);
     if (arpc_loop_post(c->jc_loop, &call->jq_job) != ARPC_OK)

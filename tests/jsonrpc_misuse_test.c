@@ -17,6 +17,7 @@
 #include "arpc/arpc.h"
 #include "arpc/jsonrpc.h"
 #include "arpc/log.h"
+#include "base/alloc.h"
 #include "support/death.h"
 #include "support/test_util.h"
 
@@ -131,12 +132,85 @@ static void test_called_after_close(void **state)
     assert_true(dies_with_abort(called_after_close, "async", "arpc_jsonrpc_call_async on 0x"));
 }
 
+/* The producer's side of a future on a call's future: the client alone completes it and
+ * hears of its cancel (as misuse_call_future_test checks for the arpc client). A call's
+ * record counts on its cancel hook running whenever its own completion loses; a completion by
+ * hand, or another hook, left the record and the close waiting for ever. */
+static void complete_call_future(void *arg)
+{
+    (void)arg;
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    arpc_future *f = c != NULL ? held_call(c) : NULL;
+    if (f == NULL)
+        return; /* not the misuse under test: the child exits 0 and the test fails */
+    arpc_future_complete(f, ARPC_OK, NULL, 0);
+}
+
+static void close_jsonrpc(void *arg) { CHECK(arpc_jsonrpc_close(arg) == ARPC_OK); }
+
+static void test_complete_by_hand(void **state)
+{
+    (void)state;
+    if (aborts_on_misuse) {
+        assert_true(dies_with_abort(complete_call_future, NULL, "arpc_future_complete on 0x"));
+        return;
+    }
+    arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    assert_non_null(c);
+    arpc_future *f = held_call(c);
+    assert_non_null(f);
+    char *data = arpc_malloc(4);
+    assert_non_null(data);
+    assert_false(arpc_future_complete(f, ARPC_EHANDLER, data, 4)); /* refused, data freed */
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "true", 4));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, TEST_WAIT_MS)); /* the server's answer */
+    arpc_future_release(f);
+    assert_true(thread_ends_within(close_jsonrpc, c, TEST_WAIT_S));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_int_equal(0, atomic_load(&bad_line));
+}
+
+static int hooked;
+
+static void foreign_hook(arpc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    hooked++;
+}
+
+/* Another cancel hook is logged and ignored: the client's still runs, so the close ends. */
+static void test_foreign_cancel_hook(void **state)
+{
+    (void)state;
+    arpc_set_logger(NULL, NULL, ARPC_LOG_NONE); /* the report is expected */
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    assert_non_null(c);
+    arpc_future *f = held_call(c);
+    assert_non_null(f);
+    arpc_future_on_cancel(f, foreign_hook, NULL);
+    assert_true(arpc_future_cancel(f));
+    assert_int_equal(0, hooked);
+    arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "true", 4)); /* its answer finds it cancelled */
+    assert_true(thread_ends_within(close_jsonrpc, c, TEST_WAIT_S));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+}
+
 int main(void)
 {
     test_alloc_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_called_after_close),
+        cmocka_unit_test_no_leak(test_complete_by_hand),
+        cmocka_unit_test_no_leak(test_foreign_cancel_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,8 +68,8 @@
  *   ARPC_EUNREACHABLE the deadline passed while the request still waited whole in the
  *                   client's output queue (the server was not reading): it was taken back,
  *                   never sent, so it did not run; the data says so. (Only among the 64
- *                   requests queued after the one being written: one further back ends
- *                   ARPC_ETIMEDOUT, and is written later.)
+ *                   requests queued after the one being written and the 64 newest: one in
+ *                   between ends ARPC_ETIMEDOUT, and is written later.)
  *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
  *                   without a numeric id or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls
@@ -85,8 +85,8 @@
  *   ARPC_ESHUTDOWN  the client was closed before the request was sent (or written whole)
  *   ARPC_ECANCELLED arpc_future_cancel: the request may already be on its way, unless the
  *                   cancel reached the client's loop before it was written (still on its way
- *                   to the loop, or waiting whole among the 64 queued after the one being
- *                   written: it is then taken back and never sent); or the client was closed
+ *                   to the loop, or waiting whole where a deadline would take it back, as
+ *                   above: it is then never sent); or the client was closed
  *                   after it was written (the server may run it)
  * Threads: every function may be called from any thread, except that close and the blocking
  * call return ARPC_EBUSY on the client's loop thread (they would wait for themselves).
