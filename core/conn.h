@@ -160,6 +160,9 @@ struct arpc_conn {
     bool c_held_eof;      /* the end of stream came while held with frames buffered: it is
                            * read again once the hold ends and they went up (a half-closed
                            * peer's calls are answered, not dropped with the connection) */
+    uint16_t c_cancels_behind; /* CANCELs the hold's look-through left in the buffer behind
+                                * their calls (core/conn_held.c), less those read since: while
+                                * any, a call read looks for its own (arpc_conn_cancel_behind) */
     size_t c_held_scan;   /* while held: bytes after c_rstart already looked through (frames
                            * that stay), so each read looks at its new frames only */
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
@@ -300,6 +303,14 @@ int arpc_conn_send_headed(struct arpc_conn *conn, const uint8_t *head, size_t he
                           size_t len, arpc_outq_release_fn release);
 int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base,
                                uint8_t *data, size_t len, arpc_outq_release_fn release);
+
+/* Inside a dispatch (a frame just handed up): whether a CANCEL naming xid (by its xid, not a
+ * seq) waits in the read buffer, among the ARPC_CONN_CANCEL_LOOK complete frames after the one
+ * handed up. Looked for only while a hold's look-through left CANCELs behind their calls
+ * (c_cancels_behind): a call read once its hold ended may have been cancelled while it waited
+ * in the buffer, and its worker must not start it before the loop reads that CANCEL. */
+#define ARPC_CONN_CANCEL_LOOK 64
+bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid);
 
 /* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
  * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a

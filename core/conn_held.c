@@ -63,6 +63,8 @@ bool conn_held_pass(struct arpc_conn *conn)
                 return false; /* the buffer goes with the connection */
             continue;
         }
+        if (f.f_kind == ARPC_FRAME_CANCEL && conn->c_cancels_behind < UINT16_MAX)
+            conn->c_cancels_behind++; /* its call is behind the hold too */
         if (wr != rd)
             memmove(b + wr, b + rd, used);
         wr += used;
@@ -74,4 +76,21 @@ bool conn_held_pass(struct arpc_conn *conn)
     }
     conn->c_held_scan = wr - conn->c_rstart;
     return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
+}
+
+bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid)
+{
+    if (conn->c_cancels_behind == 0 || conn->c_rbuf == NULL)
+        return false;
+    size_t at = conn->c_rstart;
+    for (unsigned n = 0; n < ARPC_CONN_CANCEL_LOOK; n++) {
+        struct arpc_frame f;
+        size_t used = 0, need = 0;
+        if (arpc_frame_decode(conn->c_rbuf + at, conn->c_rend - at, conn->c_max_body, &f, &used, &need) != ARPC_OK)
+            return false; /* the end of what is complete */
+        if (f.f_kind == ARPC_FRAME_CANCEL && f.f_seq == 0 && f.f_xid == xid)
+            return true;
+        at += used;
+    }
+    return false;
 }

@@ -110,6 +110,8 @@ size_t arpc_conn_parse_frames(struct arpc_conn *conn)
             return 0;
         }
         conn->c_rstart += used;
+        if (f.f_kind == ARPC_FRAME_CANCEL && conn->c_cancels_behind > 0)
+            conn->c_cancels_behind--;
         conn_hand_up(conn, &f);
         arpc_conn_flush_batch(conn);
     }

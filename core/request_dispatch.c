@@ -368,6 +368,10 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     }
     /* A call may be cancelled by its xid; a duplicate xid (a client bug) is simply not. */
     st->rs_tracked = !oneway && arpc_u64_map_put(&sc->sc_calls, f->f_xid, req) == ARPC_OK;
+    /* Cancelled while it waited behind a hold, its CANCEL read already (it stayed behind it):
+     * cancelled before its worker can see it, so it does not start. */
+    if (st->rs_tracked && arpc_conn_cancel_behind(&sc->sc_conn, f->f_xid))
+        request_cancel_now(req);
     sconn_retain_loop(sc); /* which pins the server too */
     server_inflight_take(s);
     request_list(s, req); /* before an inline handler can reply; a one-way too, for a stop */

@@ -324,8 +324,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
  * do one for a duplicate attached to a running call (it cancels that call) and one naming a
  * running numbered call of the client by its seq. One
  * for a call still buffered stays behind that call, so that it cancels it once it is read
- * (a cancel never overtakes its call); one for a call answered already stays too, and is
- * dropped once read, as ever. Every other frame waits for the hold to end. */
+ * (a cancel never overtakes its call: request_dispatch looks for it as it reads the call,
+ * arpc_conn_cancel_behind); one for a call answered already stays too, and is dropped once
+ * read, as ever. Every other frame waits for the hold to end. */
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
