@@ -387,7 +387,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
 ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
 
 /* Stops (with a 1 s grace) if needed, frees the server's loop (its own), pool and reply
- * cache, and releases the caller's handle. A request the stop answered for its handler keeps
+ * cache, and releases the caller's handle. As the stop does, it waits for every handler
+ * running on the server's worker pool to return: one that never returns (blocked on something
+ * only the caller would release after destroy) blocks it for ever. A request the stop answered for its handler keeps
  * only its handle (freed by its late reply, see the top); what a handler still running then
  * (on the application's actors) refers to is freed when that handler is done with it (their
  * count is logged). A one-way message not finished by then is let go of as an unanswered call
