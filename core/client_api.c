@@ -94,22 +94,30 @@ struct cancel_job {
     struct client_call *cj_call;
 };
 
-static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
+/* The cancel has been heard: lets go of the call and the client once the canceller has
+ * published ARPC_ECANCELLED. It posted the cancel's job before it does (arpc_future_cancel runs
+ * the hook in between): until then the loop turns again, so that an application driving it
+ * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the
+ * turn that heard the cancel, instead of sleeping on a pending one. */
+static void cancel_heard(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct cancel_job *cj = (struct cancel_job *)job;
-    arpc_client *c = call_client(cj->cj_call);
-    /* The canceller posted this before it publishes ARPC_ECANCELLED (the hook runs in
-     * between): the loop turns again until it has, so that an application driving it
-     * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the
-     * turn that heard the cancel, instead of sleeping on a pending one. */
     if (arpc_future_settling(&cj->cj_call->cc_future)) {
-        arpc_loop_job_init(&cj->cj_job, cancel_run);
+        arpc_loop_job_init(&cj->cj_job, cancel_heard);
         if (arpc_loop_post(loop, &cj->cj_job) == ARPC_OK)
             return;
     }
-    calls_cancel(cj->cj_call); /* lets go of the call (the cancel's share) */
+    arpc_client *c = call_client(cj->cj_call);
+    calls_cancel(cj->cj_call); /* (settled already) lets go of the call: the cancel's share */
     client_release(c);
     arpc_free(cj);
+}
+
+static void cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct cancel_job *cj = (struct cancel_job *)job;
+    calls_cancel_settle(cj->cj_call); /* now, in the lane's order: before a close posted after it */
+    cancel_heard(loop, job);
 }
 
 /* Runs on the cancelling thread while the call may be anywhere: on the lane, waiting, sent, or

@@ -334,7 +334,7 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct jsonrpc_call *call = (struct jsonrpc_call *)job;
     arpc_jsonrpc_client *c = call->jq_client;
-    if (arpc_future_done(call->jq_future)) { /* cancelled on its way here: never sent */
+    if (arpc_future_done(call->jq_future) || arpc_future_settling(call->jq_future)) { /* cancelled on its way here */
         call_end(call, ARPC_ECANCELLED, NULL, 0);
         return;
     }
@@ -362,28 +362,35 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
     }
 }
 
-/* Loop thread: a cancel is heard. A request still queued whole is taken back, so the server
- * never reads it (as the arpc client does, core/client_call.c); one on its way to the loop
- * was not sent (call_send); one written stays in the map until its answer, deadline or the
- * close. Then lets go of the hook's share. */
+/* Loop thread: the cancel's job lets go of its share once the canceller has published
+ * ARPC_ECANCELLED. It posted the job before it does (arpc_future_cancel runs the hook in
+ * between): until then the loop turns again, so that an application driving it
+ * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the turn
+ * that heard the cancel, instead of sleeping on a pending one. */
+static void call_cancel_heard(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    struct jsonrpc_call *call = (struct jsonrpc_call *)((char *)job - offsetof(struct jsonrpc_call, jq_cancel));
+    if (arpc_future_settling(call->jq_future)) {
+        arpc_loop_job_init(&call->jq_cancel, call_cancel_heard);
+        if (arpc_loop_post(loop, &call->jq_cancel) == ARPC_OK)
+            return;
+    }
+    call_put(call, 1);
+}
+
+/* Loop thread: a cancel is heard, in the lane's order (before a close posted after it). A
+ * request still queued whole is taken back, so the server never reads it (as the arpc client
+ * does, core/client_call.c); one on its way to the loop was not sent (call_send); one written
+ * stays in the map until its answer, deadline or the close. */
 static void call_cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct jsonrpc_call *call = (struct jsonrpc_call *)((char *)job - offsetof(struct jsonrpc_call, jq_cancel));
     arpc_jsonrpc_client *c = call->jq_client;
-    /* The canceller posted this before it publishes ARPC_ECANCELLED (arpc_future_cancel runs
-     * the hook in between): the loop turns again until it has, so that an application driving
-     * it (arpc_loop_run_nowait, then a look at the future, then poll) finds the future done
-     * after the turn that heard the cancel, instead of sleeping on a pending one. */
-    if (arpc_future_settling(call->jq_future)) {
-        arpc_loop_job_init(&call->jq_cancel, call_cancel_run);
-        if (arpc_loop_post(loop, &call->jq_cancel) == ARPC_OK)
-            return;
-    }
     if (!call->jq_over && call->jq_queued && arpc_conn_withdraw(&c->jc_conn, call)) {
         arpc_u64_map_take(&c->jc_calls, call->jq_id);
         call_finish(call, ARPC_ECANCELLED, NULL, 0); /* its future is cancelled already */
     }
-    call_put(call, 1);
+    call_cancel_heard(loop, job);
 }
 
 /* The cancelling thread, once it won the future (arpc_future_on_cancel): the record is alive
