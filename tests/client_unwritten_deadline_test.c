@@ -271,6 +271,20 @@ static void h_hold(arpc_request *req, void *ctx)
     arpc_reply(req, "", 0);
 }
 
+/* A server on listen whose first t.hold call holds its one worker (until gate is posted), and
+ * two calls in flight a connection at most; its address in addr (ARPC_ADDR_MAX). */
+static arpc_server *held_server_start(const char *listen, const arpc_tls_options *server_tls, char *addr)
+{
+    atomic_store(&held, false);
+    assert_int_equal(0, sem_init(&gate, 0, 0));
+    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2, .tls = server_tls};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, ARPC_ADDR_MAX));
+    return s;
+}
+
 /* The same over a real server (tcp://, then tls://, where the stream owes its retry the record
  * it began): one worker held by the first call, two calls in flight a connection at most, so
  * the server stops reading and the socket fills. Every call ends ETIMEDOUT, EEXPIRED (refused
@@ -280,14 +294,8 @@ static void h_hold(arpc_request *req, void *ctx)
 static void unwritten_against_a_server(const char *listen, const arpc_tls_options *server_tls,
                                        const arpc_tls_options *client_tls)
 {
-    atomic_store(&held, false);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2, .tls = server_tls};
-    arpc_server *s = NULL;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
     char addr[ARPC_ADDR_MAX];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, sizeof(addr)));
+    arpc_server *s = held_server_start(listen, server_tls, addr);
     /* The close waits for the server to read the rest, however long a loaded machine takes. */
     arpc_client_options co = {.tls = client_tls, .close_linger_ms = TEST_WAIT_MS};
     arpc_client *c = NULL;
@@ -327,14 +335,8 @@ static void unwritten_against_a_server(const char *listen, const arpc_tls_option
 static void cancelled_against_a_server(const char *listen, const arpc_tls_options *server_tls,
                                        const arpc_tls_options *client_tls)
 {
-    atomic_store(&held, false);
-    assert_int_equal(0, sem_init(&gate, 0, 0));
-    arpc_server_options so = {.workers = 1, .max_calls_per_conn = 2, .tls = server_tls};
-    arpc_server *s = NULL;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.hold", h_hold, NULL, NULL));
     char addr[ARPC_ADDR_MAX];
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, sizeof(addr)));
+    arpc_server *s = held_server_start(listen, server_tls, addr);
     arpc_loop *loop = NULL;
     assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
@@ -379,15 +381,22 @@ static void test_unwritten_request_to_a_server_tcp(void **state)
 }
 
 #ifdef ARPC_TEST_WITH_TLS
-static void test_unwritten_request_to_a_server_tls(void **state)
+/* run over tls://, with certificates made for it. */
+static void over_tls(void (*run)(const char *listen, const arpc_tls_options *server_tls,
+                                 const arpc_tls_options *client_tls))
 {
-    (void)state;
     static struct tls_certs certs;
     assert_true(tls_certs_make(&certs));
     static struct tls_certs_pair pair;
     tls_certs_pair(&certs, &pair);
-    unwritten_against_a_server("tls://127.0.0.1:0", &pair.tp_server, &pair.tp_client);
+    run("tls://127.0.0.1:0", &pair.tp_server, &pair.tp_client);
     tls_certs_remove(&certs);
+}
+
+static void test_unwritten_request_to_a_server_tls(void **state)
+{
+    (void)state;
+    over_tls(unwritten_against_a_server);
 }
 #endif
 
@@ -401,12 +410,7 @@ static void test_cancelled_request_to_a_server_tcp(void **state)
 static void test_cancelled_request_to_a_server_tls(void **state)
 {
     (void)state;
-    static struct tls_certs certs;
-    assert_true(tls_certs_make(&certs));
-    static struct tls_certs_pair pair;
-    tls_certs_pair(&certs, &pair);
-    cancelled_against_a_server("tls://127.0.0.1:0", &pair.tp_server, &pair.tp_client);
-    tls_certs_remove(&certs);
+    over_tls(cancelled_against_a_server);
 }
 #endif
 

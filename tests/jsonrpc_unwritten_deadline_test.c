@@ -150,6 +150,23 @@ static void notes_clear(void)
     atomic_store(&misread, 0);
 }
 
+/* The large calls, then the small ones, to T.Note, without a deadline: each params[0] (the
+ * handler's data) a string beginning with the call's number. */
+static void start_noted_calls(arpc_jsonrpc_client *c, arpc_future **f)
+{
+    char *params = malloc(LARGE_SIZE + 16);
+    assert_non_null(params);
+    for (uint32_t i = 0; i < CALLS; i++) {
+        int n = snprintf(params, 16, "\"%u:", i);
+        size_t pad = i < LARGE_CALLS ? LARGE_SIZE : 1;
+        memset(params + n, 'x', pad);
+        memcpy(params + n + pad, "\"", 2);
+        f[i] = arpc_jsonrpc_call_async(c, "T.Note", params, strlen(params), ARPC_FOREVER);
+        assert_non_null(f[i]);
+    }
+    free(params);
+}
+
 /* Closed with requests still queued, whole or in part: each call ends ARPC_ECANCELLED (its
  * request was written: the server may run it) or ARPC_ESHUTDOWN (not wholly written: none
  * can run it, half a JSON object being no request), some of each, and no call that ended
@@ -161,18 +178,8 @@ static void test_close_tells_unwritten_from_written(void **state)
     arpc_server *s = NULL;
     arpc_jsonrpc_client *c = NULL;
     start_held(&s, &c, "T.Note", h_note);
-    char *params = malloc(LARGE_SIZE + 16);
-    assert_non_null(params);
     static arpc_future *f[CALLS];
-    for (uint32_t i = 0; i < CALLS; i++) {
-        int n = snprintf(params, 16, "\"%u:", i); /* params[0], the handler's data */
-        size_t pad = i < LARGE_CALLS ? LARGE_SIZE : 1;
-        memset(params + n, 'x', pad);
-        memcpy(params + n + pad, "\"", 2);
-        f[i] = arpc_jsonrpc_call_async(c, "T.Note", params, strlen(params), ARPC_FOREVER);
-        assert_non_null(f[i]);
-    }
-    free(params);
+    start_noted_calls(c, f);
     /* The server has read the first (the close's job follows every call on the loop's FIFO
      * lane anyway): some requests are written by the close. */
     assert_true(WAIT_UNTIL(atomic_load(&held)));
@@ -219,18 +226,8 @@ static void test_cancelled_unwritten_json_request_is_taken_back(void **state)
     arpc_server *s = NULL;
     arpc_jsonrpc_client *c = NULL;
     start_held(&s, &c, "T.Note", h_note);
-    char *params = malloc(LARGE_SIZE + 16);
-    assert_non_null(params);
     static arpc_future *f[CALLS];
-    for (uint32_t i = 0; i < CALLS; i++) {
-        int n = snprintf(params, 16, "\"%u:", i); /* params[0], the handler's data */
-        size_t pad = i < LARGE_CALLS ? LARGE_SIZE : 1;
-        memset(params + n, 'x', pad);
-        memcpy(params + n + pad, "\"", 2);
-        f[i] = arpc_jsonrpc_call_async(c, "T.Note", params, strlen(params), ARPC_FOREVER);
-        assert_non_null(f[i]);
-    }
-    free(params);
+    start_noted_calls(c, f);
     assert_true(WAIT_UNTIL(atomic_load(&held)));
     /* Every call but the one holding the worker: the socket holds a few MiB of the 20 queued. */
     for (uint32_t i = 1; i < CALLS; i++) {
