@@ -937,10 +937,8 @@ void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)
 {
     if (!conn->c_open || (conn->c_hold & reason) == reason)
         return;
-    if (conn->c_hold == 0) {
+    if (conn->c_hold == 0)
         conn->c_held_scan = 0; /* the frames after c_rstart are yet to be looked through */
-        conn->c_cancels_behind = 0; /* (the look-through counts them again) */
-    }
     conn->c_hold |= reason;
     if (!conn->c_lazy_urgent) {
         /* What frees a hold may be a worker's lazy bookkeeping (core/reply_take.c), and a held

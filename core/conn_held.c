@@ -48,6 +48,9 @@ bool conn_held_pass(struct arpc_conn *conn)
 {
     if (conn->c_rbuf == NULL)
         return false; /* nothing buffered */
+    if (conn->c_held_scan == 0)
+        conn->c_cancels_behind = 0; /* a look-through from c_rstart counts them again (kept
+                                     * while none runs: a count too high costs looks only) */
     uint8_t *b = conn->c_rbuf;
     size_t rd = conn->c_rstart + conn->c_held_scan, wr = rd;
     while (conn_held_passes(conn)) {
