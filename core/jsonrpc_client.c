@@ -375,6 +375,7 @@ static void call_cancel_heard(arpc_loop *loop, struct arpc_loop_job *job)
         if (arpc_loop_post(loop, &call->jq_cancel) == ARPC_OK)
             return;
     }
+    arpc_future_drop(call->jq_future); /* the hook's hold: the call's may be gone (call_end) */
     call_put(call, 1);
 }
 
@@ -397,11 +398,15 @@ static void call_cancel_run(arpc_loop *loop, struct arpc_loop_job *job)
  * by the hook's share, wherever the call is (on the lane, queued, written, ending). */
 static void call_on_cancel(arpc_future *f, void *arg)
 {
-    (void)f;
     struct jsonrpc_call *call = arg;
+    /* The job looks at f after the call may have ended, its hold dropped and every user gone:
+     * a hold of its own keeps f until then. */
+    arpc_future_hold(f);
     arpc_loop_job_init(&call->jq_cancel, call_cancel_run);
-    if (arpc_loop_post(call->jq_client->jc_loop, &call->jq_cancel) != ARPC_OK)
+    if (arpc_loop_post(call->jq_client->jc_loop, &call->jq_cancel) != ARPC_OK) {
+        arpc_future_drop(f);
         call_put(call, 1); /* a stopped loop: its stop ended, or ends, the call */
+    }
 }
 
 /* A method name jansson can write: UTF-8 (json_string checks it). */
