@@ -385,6 +385,15 @@ bool arpc_future_settling(const arpc_future *f)
     return (future_state(f) & (ST_CLAIMED | ST_DONE)) == ST_CLAIMED;
 }
 
+bool arpc_future_repost_while_settling(const arpc_future *f, struct arpc_loop *loop, struct arpc_loop_job *job,
+                                       arpc_loop_job_fn fn)
+{
+    if (!arpc_future_settling(f))
+        return false;
+    arpc_loop_job_init(job, fn);
+    return arpc_loop_post(loop, job) == ARPC_OK;
+}
+
 void arpc_future_on_cancel(arpc_future *f, arpc_future_cancel_fn fn, void *arg)
 {
     if (!future_live(f, __func__))

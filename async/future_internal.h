@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "arpc/future.h"
+#include "async/loop_internal.h"
 #include "base/handle.h"
 #include "base/refcount.h"
 
@@ -153,6 +154,15 @@ bool arpc_future_done(const arpc_future *f);
  * its hook in that window, and whatever the hook wakes must not go back to sleep before the
  * result is out (async/loop_wait.c). A snapshot; any thread. */
 bool arpc_future_settling(const arpc_future *f);
+
+/* Loop thread, from a job a cancel's hook posted (job, running fn): while f is settling, posts
+ * job again to run fn, and returns true. The hook runs before the cancel publishes
+ * ARPC_ECANCELLED, so the loop turns again until it has: an application driving the loop
+ * (arpc_loop_run_nowait, a look at f, then poll) finds f done after the turn that heard the
+ * cancel, instead of sleeping on a pending one. False once f is published (or the loop
+ * refuses the post: stopping): the job may let go. */
+bool arpc_future_repost_while_settling(const arpc_future *f, struct arpc_loop *loop, struct arpc_loop_job *job,
+                                       arpc_loop_job_fn fn);
 
 /* A reference kept for a later taker (a completion queue's entry): keeps f wanted, like a
  * user's, but the user's count is apart. The caller holds a live USER reference (checked by

@@ -95,18 +95,12 @@ struct cancel_job {
 };
 
 /* The cancel has been heard: lets go of the call and the client once the canceller has
- * published ARPC_ECANCELLED. It posted the cancel's job before it does (arpc_future_cancel runs
- * the hook in between): until then the loop turns again, so that an application driving it
- * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the
- * turn that heard the cancel, instead of sleeping on a pending one. */
+ * published ARPC_ECANCELLED (the loop turns until then: arpc_future_repost_while_settling). */
 static void cancel_heard(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct cancel_job *cj = (struct cancel_job *)job;
-    if (arpc_future_settling(&cj->cj_call->cc_future)) {
-        arpc_loop_job_init(&cj->cj_job, cancel_heard);
-        if (arpc_loop_post(loop, &cj->cj_job) == ARPC_OK)
-            return;
-    }
+    if (arpc_future_repost_while_settling(&cj->cj_call->cc_future, loop, job, cancel_heard))
+        return;
     arpc_client *c = call_client(cj->cj_call);
     calls_cancel(cj->cj_call); /* (settled already) lets go of the call: the cancel's share */
     client_release(c);

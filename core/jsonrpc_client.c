@@ -363,18 +363,12 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
 }
 
 /* Loop thread: the cancel's job lets go of its share once the canceller has published
- * ARPC_ECANCELLED. It posted the job before it does (arpc_future_cancel runs the hook in
- * between): until then the loop turns again, so that an application driving it
- * (arpc_loop_run_nowait, a look at the future, then poll) finds the future done after the turn
- * that heard the cancel, instead of sleeping on a pending one. */
+ * ARPC_ECANCELLED (the loop turns until then: arpc_future_repost_while_settling). */
 static void call_cancel_heard(arpc_loop *loop, struct arpc_loop_job *job)
 {
     struct jsonrpc_call *call = (struct jsonrpc_call *)((char *)job - offsetof(struct jsonrpc_call, jq_cancel));
-    if (arpc_future_settling(call->jq_future)) {
-        arpc_loop_job_init(&call->jq_cancel, call_cancel_heard);
-        if (arpc_loop_post(loop, &call->jq_cancel) == ARPC_OK)
-            return;
-    }
+    if (arpc_future_repost_while_settling(call->jq_future, loop, job, call_cancel_heard))
+        return;
     arpc_future_drop(call->jq_future); /* the hook's hold: the call's may be gone (call_end) */
     call_put(call, 1);
 }
