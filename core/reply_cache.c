@@ -193,8 +193,10 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
     struct arpc_rc_entry *e = find_replying(rc, client_id, seq, ARPC_RC_RUNNING, now_ns, &c);
     if (e == NULL)
         return NULL;
-    if (seq <= c->c_ack)
-        return arpc_rc_entry_remove(rc, c, e); /* acked meanwhile: nobody will ask again */
+    /* Acked meanwhile: nobody will ask again. With a log, its waiters still wait for the record
+     * (a reply never leaves before it is durable), and durable drops the entry. */
+    if (seq <= c->c_ack && !logged)
+        return arpc_rc_entry_remove(rc, c, e);
     *kept = true;
     arpc_rc_entry_hold(rc, c, e, reply, reply_bytes);
     arpc_rc_entry_move(rc, c, e, logged ? ARPC_RC_LOGGING : ARPC_RC_DONE);

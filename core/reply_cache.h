@@ -181,11 +181,13 @@ bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uin
  * The handler of a RUNNING call returned reply (reply_bytes are counted against max_bytes),
  * at now_ns: the client's activity.
  * logged = false: the entry is DONE; returns its waiters, to be sent reply. logged = true:
- * the entry is LOGGING; returns NULL (the waiters come out of arpc_reply_cache_durable).
+ * the entry is LOGGING; returns NULL (the waiters come out of arpc_reply_cache_durable), even
+ * when the call was acked meanwhile: its waiters must not be answered before the record is
+ * durable, and durable then drops it.
  * *kept = true: the cache owns reply now (it stays valid until the next call into the
- * cache). *kept = false: the call was acked meanwhile, so the entry is gone (its waiters are
- * still returned, and the record need not be logged) and the caller still owns reply; also
- * for a (client_id, seq) that is not RUNNING, which returns NULL.
+ * cache). *kept = false (logged = false only): the call was acked meanwhile, so the entry is
+ * gone (its waiters are still returned) and the caller still owns reply; also for a
+ * (client_id, seq) that is not RUNNING, which returns NULL.
  */
 struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
                                                uint64_t seq, void *reply, size_t reply_bytes,
