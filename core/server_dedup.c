@@ -120,8 +120,10 @@ static void dedup_put_error_replies(arpc_server *s)
 {
     reply_msg_put(s->sv_lost_reply); /* the last of its copies frees it */
     reply_msg_put(s->sv_stop_reply);
+    reply_msg_put(s->sv_log_lost_reply);
     s->sv_lost_reply = NULL;
     s->sv_stop_reply = NULL;
+    s->sv_log_lost_reply = NULL;
 }
 
 int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
@@ -140,8 +142,10 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
     /* Made now: when they are needed, there may be no memory to make them. */
     s->sv_lost_reply = dedup_error_reply(SERVER_LOST_REPLY_MSG);
     s->sv_stop_reply = dedup_error_reply(SERVER_STOP_REPLY_MSG);
-    int rc = s->sv_lost_reply == NULL || s->sv_stop_reply == NULL ? ARPC_ENOMEM
-                                                                   : arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
+    s->sv_log_lost_reply = dedup_error_reply(SERVER_LOG_LOST_MSG);
+    int rc = s->sv_lost_reply == NULL || s->sv_stop_reply == NULL || s->sv_log_lost_reply == NULL
+                 ? ARPC_ENOMEM
+                 : arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
     if (rc != ARPC_OK)
         dedup_put_error_replies(s);
     return rc;
@@ -368,14 +372,14 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     bool kept = false, unlogged = false;
     struct arpc_rc_waiter *waiters;
     if (ran && rm->rm_ran && s->sv_log != NULL && rm != s->sv_lost_reply && rm != s->sv_stop_reply &&
-        atomic_load(&s->sv_log_failed)) {
+        rm != s->sv_log_lost_reply && atomic_load(&s->sv_log_failed)) {
         /* The log lost a record before this one (fail-stop): this call ran on a state that held
          * what the log lost, so its result (and effect) must not be logged behind the hole, nor
          * leave as done. It ends as one whose reply could not be made, "may have run", which
          * is logged if the log still takes records (a retry after a restart gets it too). */
         reply_msg_put(rm);
-        s->sv_lost_reply->rm_refs++; /* the one this call takes */
-        rm = s->sv_lost_reply;
+        s->sv_log_lost_reply->rm_refs++; /* the one this call takes */
+        rm = s->sv_log_lost_reply;
     }
     if (!ran) {
         waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
@@ -495,7 +499,7 @@ static void dedup_logged(arpc_server *s, uint64_t client_id, uint64_t seq, bool 
     void *reply = NULL;
     struct arpc_rc_waiter *waiters = arpc_reply_cache_durable(&s->sv_cache, client_id, seq, arpc_now_coarse_ns(), &reply, &kept);
     if (reply != NULL)
-        dedup_answer(s, waiters, durable ? reply : s->sv_lost_reply);
+        dedup_answer(s, waiters, durable ? reply : s->sv_log_lost_reply);
     if (!kept)
         reply_msg_put(reply);
     arpc_reply_cache_settle(&s->sv_cache, client_id);

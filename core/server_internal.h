@@ -162,6 +162,8 @@ struct arpc_server {
     struct reply_msg *sv_lost_reply;  /* the result of a call whose reply could not be made
                                        * (ARPC_EABANDONED, SERVER_LOST_REPLY_MSG) */
     struct reply_msg *sv_stop_reply;  /* ... or that a stop answered (SERVER_STOP_REPLY_MSG) */
+    struct reply_msg *sv_log_lost_reply; /* ... or whose record the reply log could not take
+                                          * (SERVER_LOG_LOST_MSG) */
     struct server_conn *sv_admitting; /* the connection whose call the cache is admitting: large
                                        * replies its ack discards go to its buffer cache
                                        * (core/server_dedup.c); else NULL */
@@ -518,6 +520,9 @@ void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now);
 /* What the caller of a call whose reply (or refusal) could not be made is told, with
  * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */
 #define SERVER_LOST_REPLY_MSG "the server had no memory for the call's answer; it may have run"
+/* What the caller of a call is told, with ARPC_EABANDONED, when the reply log could not make
+ * its record durable (a write or sync failed, or one before it did: fail-stop). */
+#define SERVER_LOG_LOST_MSG "the server's reply log failed: the call may have run"
 /* What a stop answers a call whose handler had not replied, with ARPC_EABANDONED; for a
  * numbered call it is also the call's result, logged (sv_stop_reply), for its retries. */
 #define SERVER_STOP_REPLY_MSG "the server stopped before the handler replied; it may have run"

@@ -95,7 +95,7 @@ static void journal_fail(arpc_server *s, const struct journal_rec *r)
  * may have run (ARPC_EABANDONED) instead of waiting for its deadline; rm is let go of. */
 static void journal_refuse_lost(struct server_conn *sc, struct reply_msg *rm)
 {
-    static const char lost[] = "the server's reply log failed: the call may have run";
+    static const char lost[] = SERVER_LOG_LOST_MSG;
     sconn_refuse_call(sc, arpc_frame_xid(rm->rm_frame), ARPC_EABANDONED, lost, sizeof(lost) - 1);
     reply_msg_put(rm);
 }
