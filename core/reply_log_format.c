@@ -42,6 +42,7 @@ enum {
     EXPIRE_CLIENT = 0,
     GOODBYE_CLIENT = 0,
     GOODBYE_FLOOR = 8,
+    STATE_LEN = 0,
 };
 
 static const uint8_t log_magic[8] = {'a', 'r', 'p', 'c', 'l', 'o', 'g', 1};
@@ -50,7 +51,11 @@ static const uint8_t log_magic[8] = {'a', 'r', 'p', 'c', 'l', 'o', 'g', 1};
 #define TMP_SUFFIX ".tmp"
 #define NAME_DIGITS 16
 
-/* The fixed part of a type's payload, or -1 for a type this version does not know. */
+/* The type byte a record of this view type is written with: a STATE is written sized (its
+ * length twice); the other types are their own byte. */
+static uint8_t disk_type(uint8_t type) { return type == ARPC_LOG_STATE ? ARPC_LOG_STATE_SIZED : type; }
+
+/* The fixed part of a payload of this type byte, or -1 for a type this version does not know. */
 static int64_t fixed_payload(unsigned type)
 {
     switch (type) {
@@ -64,8 +69,10 @@ static int64_t fixed_payload(unsigned type)
         return ARPC_LOG_EXPIRE_PAYLOAD;
     case ARPC_LOG_GOODBYE:
         return ARPC_LOG_GOODBYE_PAYLOAD;
-    case ARPC_LOG_STATE:
+    case ARPC_LOG_STATE: /* as written before ARPC_LOG_STATE_SIZED: read, never written */
         return 0;
+    case ARPC_LOG_STATE_SIZED:
+        return ARPC_LOG_STATE_FIXED;
     default:
         return -1;
     }
@@ -137,6 +144,13 @@ static const char *decode_payload(const uint8_t *p, uint32_t plen, struct arpc_l
         v->v_data = p;
         v->v_data_len = plen;
         return NULL;
+    case ARPC_LOG_STATE_SIZED:
+        if (plen < ARPC_LOG_STATE_FIXED || le_ld32(p + STATE_LEN) != plen - ARPC_LOG_STATE_FIXED)
+            return "STATE record whose state length does not match its size";
+        v->v_type = ARPC_LOG_STATE; /* one kind of record to its readers, however written */
+        v->v_data = p + ARPC_LOG_STATE_FIXED;
+        v->v_data_len = plen - ARPC_LOG_STATE_FIXED;
+        return NULL;
     default:
         return "unknown record type";
     }
@@ -188,6 +202,11 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
     switch (type) {
     case ARPC_LOG_STATE:
         return ARPC_LOG_HEAD_UNCHECKED;
+    case ARPC_LOG_STATE_SIZED: /* cut before its length: as REPLY cut before its lengths */
+        if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_STATE_FIXED)
+            return ARPC_LOG_HEAD_CHECKED;
+        return le_ld32(buf + ARPC_LOG_RECORD_HEAD + STATE_LEN) == plen - ARPC_LOG_STATE_FIXED ? ARPC_LOG_HEAD_CHECKED
+                                                                                             : ARPC_LOG_HEAD_BAD;
     case ARPC_LOG_REPLY:
         if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED)
             return ARPC_LOG_HEAD_CHECKED;
@@ -218,7 +237,7 @@ bool arpc_log_is_record(const uint8_t *buf, size_t len, uint64_t *checksummed)
 
 bool arpc_log_payload_fits(uint8_t type, size_t reply_len, size_t data_len)
 {
-    int64_t fixed = fixed_payload(type);
+    int64_t fixed = fixed_payload(disk_type(type));
     if (fixed < 0 || reply_len > ARPC_LOG_PAYLOAD_MAX || data_len > ARPC_LOG_PAYLOAD_MAX)
         return false;
     return (uint64_t)fixed + reply_len + data_len <= ARPC_LOG_PAYLOAD_MAX;
@@ -227,15 +246,16 @@ bool arpc_log_payload_fits(uint8_t type, size_t reply_len, size_t data_len)
 uint32_t arpc_log_record_size(const struct arpc_log_view *v)
 {
     assert(arpc_log_payload_fits(v->v_type, v->v_reply_len, v->v_data_len));
-    return ARPC_LOG_RECORD_HEAD + (uint32_t)fixed_payload(v->v_type) + v->v_reply_len + v->v_data_len;
+    return ARPC_LOG_RECORD_HEAD + (uint32_t)fixed_payload(disk_type(v->v_type)) + v->v_reply_len + v->v_data_len;
 }
 
 size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
 {
-    uint32_t fixed = (uint32_t)fixed_payload(v->v_type);
+    uint8_t type = disk_type(v->v_type);
+    uint32_t fixed = (uint32_t)fixed_payload(type);
     uint8_t *p = dst + ARPC_LOG_RECORD_HEAD;
     le_st32(dst + REC_LEN, arpc_log_record_size(v) - ARPC_LOG_RECORD_HEAD);
-    dst[REC_TYPE] = v->v_type;
+    dst[REC_TYPE] = type;
     switch (v->v_type) {
     case ARPC_LOG_HEADER:
         memcpy(p + HDR_MAGIC, log_magic, sizeof(log_magic));
@@ -262,7 +282,8 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
         le_st64(p + GOODBYE_CLIENT, v->v_client_id);
         le_st64(p + GOODBYE_FLOOR, v->v_seq);
         break;
-    default: /* STATE: no fixed fields */
+    default: /* STATE, sized: its state's length */
+        le_st32(p + STATE_LEN, v->v_data_len);
         break;
     }
     /* The checksum chains over the parts the caller writes after the head. */

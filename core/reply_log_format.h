@@ -27,7 +27,12 @@
  *     32  reply bytes, then effect bytes
  *   ACK 2; 16 bytes:    0 u64 client id (non-zero), 8 u64 ack
  *   EXPIRE 3; 8 bytes:  0 u64 client id (non-zero)
- *   STATE 4; any length: the application's checkpoint
+ *   STATE 6 ("sized"); 4 + state_len bytes: the application's checkpoint
+ *      0  u32   state_len: the payload's length less 4, a witness of the record's length
+ *      4  state bytes
+ *      Written since 2026-12-05, with no version change (as GOODBYE below). Before, a STATE
+ *      was type 4, the state alone (any length): still read, never written. A server that
+ *      predates type 6 refuses a log that holds one (an unknown record type).
  *   GOODBYE 5; 16 bytes: 0 u64 client id (non-zero), 8 u64 floor: the highest seq it used
  *      (forgets the client as EXPIRE does, and keeps the floor: its calls at or below it are
  *      refused; the newest ARPC_RC_GONE_MAX floors are kept). Added after the format's first
@@ -39,8 +44,10 @@
  * (or a record running past the end of the file), which recovery then tells apart from a
  * torn tail by looking for valid records after it (core/reply_log_tail.c). What stands in
  * for a check of the length is the head's redundancy: the fixed size of ACK, EXPIRE and
- * GOODBYE, and REPLY's two lengths, which must add up to its own (arpc_log_head_size). STATE
- * has none.
+ * GOODBYE, REPLY's two lengths, which must add up to its own, and a sized STATE's state_len
+ * (arpc_log_head_size). Only a STATE of type 4 has none: a torn one, whose state (the
+ * application's bytes, maybe a client's) can hold well-formed records, made recovery search
+ * inside it and refuse to start (why type 6 exists).
  */
 #ifndef ARPC_CORE_REPLY_LOG_FORMAT_H
 #define ARPC_CORE_REPLY_LOG_FORMAT_H
@@ -60,6 +67,8 @@
 #define ARPC_LOG_ACK_PAYLOAD 16
 #define ARPC_LOG_EXPIRE_PAYLOAD 8
 #define ARPC_LOG_GOODBYE_PAYLOAD 16
+#define ARPC_LOG_STATE_SIZED 6        /* the type byte a STATE record is written with */
+#define ARPC_LOG_STATE_FIXED 4        /* its state's length, before the state */
 #define ARPC_LOG_HEAD_MAX (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD) /* largest fixed part */
 #define ARPC_LOG_HEADER_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD)
 
@@ -103,10 +112,11 @@ enum arpc_log_head {
     ARPC_LOG_HEAD_BAD,       /* not a head this version writes: fewer than ARPC_LOG_RECORD_HEAD
                               * bytes, a length above the limit, an unknown type or a segment
                               * header, a length its type or REPLY's two lengths contradict */
-    ARPC_LOG_HEAD_UNCHECKED, /* STATE: any length is possible, so nothing confirms it */
+    ARPC_LOG_HEAD_UNCHECKED, /* STATE of type 4: any length is possible, so nothing confirms it */
     ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYE), or REPLY's
-                              * two lengths do; a REPLY cut before them is at least its fixed
-                              * size, which buf does not hold, and counts as CHECKED too */
+                              * two lengths do, or a sized STATE's state_len; one cut before
+                              * them is at least its fixed size, which buf does not hold, and
+                              * counts as CHECKED too */
 };
 
 /*

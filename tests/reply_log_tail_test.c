@@ -78,6 +78,26 @@ static size_t add_state(struct seg *s, const void *state, size_t len)
     return seg_add(s, &v);
 }
 
+/* A STATE as written before STATE records were sized (type 4: the state alone, its length
+ * confirmed by nothing), as older logs hold them. */
+static size_t add_state_v0(struct seg *s, const void *state, size_t len)
+{
+    size_t need = ARPC_LOG_RECORD_HEAD + len;
+    if (s->len + need > s->cap) {
+        s->cap = (s->len + need) * 2;
+        s->b = realloc(s->b, s->cap);
+        assert_non_null(s->b);
+    }
+    uint8_t *p = s->b + s->len;
+    le_st32(p, (uint32_t)len);
+    p[8] = ARPC_LOG_STATE;
+    memcpy(p + ARPC_LOG_RECORD_HEAD, state, len);
+    le_st32(p + 4, arpc_crc32c(0, p + 8, 1 + len));
+    size_t at = s->len;
+    s->len += need;
+    return at;
+}
+
 /* What a client could send to an echo: intact records of every kind a log holds (an EXPIRE
  * and a REPLY for client 1, an ACK), between filler bytes. */
 static size_t forged_payload(uint8_t *out)
@@ -320,10 +340,44 @@ static void test_torn_reply_full_of_heads_checksums_nothing(void **state)
     free(s.b);
 }
 
-/* A head nothing confirms (a torn STATE: an application may checkpoint client bytes) is
- * searched at every later offset, but checksums at most ARPC_LOG_TAIL_BUDGET: full of such
- * heads, it gives up (refusing: the side that loses nothing silently); with one real record
- * after a damaged STATE length, it finds it at the cost of that record. */
+/* A torn checkpoint whose state holds intact records and record heads (an application may
+ * checkpoint client bytes): its state_len confirms its length, so it is judged torn from its
+ * own head, nothing searched or checksummed, and recovery drops it and opens. Before STATE
+ * records were sized, the search inside it found the forged ACK and refused to start. */
+static void test_torn_state_full_of_records(void **state)
+{
+    struct tdir *t = *state;
+    size_t plen = 4u << 20;
+    uint8_t *payload = fake_heads(plen);
+    uint8_t forged[256];
+    size_t forged_len = forged_payload(forged);
+    for (size_t at = 0; at + forged_len <= plen; at += plen / 3)
+        memcpy(payload + at, forged, forged_len);
+    struct seg s;
+    seg_start(&s);
+    add_reply(&s, 1, 1, "one", 3);
+    size_t last = add_state(&s, payload, plen);
+    for (size_t cut = s.len - 1; cut > last; cut -= (s.len - last) / 7) {
+        struct arpc_log_tail j;
+        arpc_log_tail_judge(s.b, cut, last, &j);
+        assert_true(j.t_torn);
+        assert_int_equal(cut, j.t_from);
+        assert_int_equal(0, j.t_checksummed);
+    }
+    write_file(t->path, s.b, last + (s.len - last) / 2);
+    struct seen seen;
+    char why[512] = "";
+    assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
+    assert_int_equal(1, seen.replies);
+    assert_int_equal((off_t)last, file_size(t->path));
+    free(payload);
+    free(s.b);
+}
+
+/* A head nothing confirms (a torn STATE of type 4, as older logs hold them) is searched at
+ * every later offset, but checksums at most ARPC_LOG_TAIL_BUDGET: full of such heads, it
+ * gives up (refusing: the side that loses nothing silently); with one real record after a
+ * damaged STATE length, it finds it at the cost of that record. */
 static void test_unconfirmed_head_search_is_bounded(void **state)
 {
     (void)state;
@@ -331,7 +385,7 @@ static void test_unconfirmed_head_search_is_bounded(void **state)
     uint8_t *payload = fake_heads(plen);
     struct seg s;
     seg_start(&s);
-    size_t last = add_state(&s, payload, plen);
+    size_t last = add_state_v0(&s, payload, plen);
     struct arpc_log_tail j;
     arpc_log_tail_judge(s.b, s.len - 1, last, &j);
     assert_false(j.t_torn);
@@ -343,7 +397,7 @@ static void test_unconfirmed_head_search_is_bounded(void **state)
     /* Plain bytes in the STATE, its length damaged, a record after it. */
     memset(payload, 0x5a, plen);
     seg_start(&s);
-    last = add_state(&s, payload, 1000);
+    last = add_state_v0(&s, payload, 1000);
     size_t after = add_expire(&s, 7);
     s.b[last + 3] ^= 0x01;
     arpc_log_tail_judge(s.b, s.len, last, &j);
@@ -383,6 +437,7 @@ int main(void)
         dir_test(test_forged_records_inside_a_torn_reply),
         dir_test(test_damage_in_the_middle_still_refuses),
         dir_test(test_torn_reply_full_of_heads_checksums_nothing),
+        dir_test(test_torn_state_full_of_records),
         cmocka_unit_test_no_leak(test_unconfirmed_head_search_is_bounded),
         cmocka_unit_test_no_leak(test_small_and_zero_tails),
     };

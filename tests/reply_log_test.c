@@ -489,7 +489,7 @@ static void test_codec_round_trip_and_prefixes(void **state)
         {.v_type = ARPC_LOG_ACK, .v_client_id = 3, .v_ack = UINT64_MAX},
         {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 4},
         {.v_type = ARPC_LOG_GOODBYE, .v_client_id = 5, .v_seq = UINT64_MAX - 1},
-        {.v_type = ARPC_LOG_STATE, .v_data = effect, .v_data_len = 6},
+        {.v_type = ARPC_LOG_STATE, .v_data = effect, .v_data_len = 6}, /* written sized */
         {.v_type = ARPC_LOG_STATE},
     };
     for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
@@ -562,9 +562,32 @@ static void test_codec_rejects(void **state)
     le_st32(reply + 4, arpc_crc32c(0, reply + 8, 1 + ARPC_LOG_REPLY_FIXED + 4));
     assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(reply, sizeof(reply), &v, &what));
 
+    /* A sized STATE whose state_len does not match its size (and one too short to hold it). */
+    uint8_t st[ARPC_LOG_RECORD_HEAD + ARPC_LOG_STATE_FIXED + 3] = {0};
+    for (uint32_t plen = 0; plen <= ARPC_LOG_STATE_FIXED + 3; plen += ARPC_LOG_STATE_FIXED + 3) {
+        le_st32(st, plen);
+        st[8] = ARPC_LOG_STATE_SIZED;
+        if (plen > 0)
+            le_st32(st + ARPC_LOG_RECORD_HEAD, 2);
+        le_st32(st + 4, arpc_crc32c(0, st + 8, 1 + plen));
+        assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(st, ARPC_LOG_RECORD_HEAD + plen, &v, &what));
+        uint64_t size;
+        assert_int_equal(ARPC_LOG_HEAD_BAD, arpc_log_head_size(st, ARPC_LOG_RECORD_HEAD + plen, &size));
+    }
+    /* A STATE as written before it was sized (type 4, the state alone) still reads. */
+    uint8_t old[ARPC_LOG_RECORD_HEAD + 5] = {0};
+    le_st32(old, 5);
+    old[8] = ARPC_LOG_STATE;
+    memcpy(old + ARPC_LOG_RECORD_HEAD, "state", 5);
+    le_st32(old + 4, arpc_crc32c(0, old + 8, 1 + 5));
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(old, sizeof(old), &v, &what));
+    assert_int_equal(ARPC_LOG_STATE, v.v_type);
+    assert_int_equal(5, v.v_data_len);
+    assert_memory_equal("state", v.v_data, 5);
+
     assert_false(arpc_log_payload_fits(ARPC_LOG_REPLY, ARPC_LOG_PAYLOAD_MAX, 0));
-    assert_false(arpc_log_payload_fits(ARPC_LOG_STATE, 0, (size_t)ARPC_LOG_PAYLOAD_MAX + 1));
-    assert_true(arpc_log_payload_fits(ARPC_LOG_STATE, 0, ARPC_LOG_PAYLOAD_MAX));
+    assert_false(arpc_log_payload_fits(ARPC_LOG_STATE, 0, (size_t)ARPC_LOG_PAYLOAD_MAX - ARPC_LOG_STATE_FIXED + 1));
+    assert_true(arpc_log_payload_fits(ARPC_LOG_STATE, 0, ARPC_LOG_PAYLOAD_MAX - ARPC_LOG_STATE_FIXED));
     assert_false(arpc_log_payload_fits(9, 0, 0));
 }
 
