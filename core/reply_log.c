@@ -61,6 +61,7 @@ static struct arpc_reply_log *log_new(const struct arpc_reply_log_options *o, ar
     ck_ec32_init(&log->lg_wake, 0);
     atomic_init(&log->lg_closing, false);
     log->lg_policy = o->fsync;
+    log->lg_expected_why = o->expected_why;
     log->lg_batch_ns = (uint64_t)(o->batch_ms ? o->batch_ms : DEFAULT_BATCH_MS) * ARPC_NS_PER_MS;
     log->lg_batch_records = o->batch_records ? o->batch_records : DEFAULT_BATCH_RECORDS;
     log->lg_compact_bytes = o->compact_bytes ? o->compact_bytes : DEFAULT_COMPACT_BYTES;

@@ -49,6 +49,9 @@ struct arpc_reply_log_options {
     uint32_t batch_records;   /* BATCH: or once this many records are unsynced; 0: 1024 */
     uint64_t compact_bytes;   /* compact once the active segment passes this (and twice the
                                * size of the last snapshot); 0: 64 MiB */
+    const char *expected_why; /* non-NULL: a log must be there already (why, for the error):
+                               * a directory without a segment is refused ARPC_EPROTO, not
+                               * started empty */
 };
 
 /* The largest record payload: the fixed fields plus reply and effect (or the state). */

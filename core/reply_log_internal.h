@@ -47,6 +47,7 @@ struct arpc_reply_log {
     int lg_lockfd;
     uint64_t lg_epoch;
     bool lg_had_clients;    /* open found a client in the log (arpc_reply_log_had_clients) */
+    const char *lg_expected_why; /* the option expected_why, during open only */
     enum arpc_log_fsync lg_policy;
     uint64_t lg_batch_ns;
     uint32_t lg_batch_records;

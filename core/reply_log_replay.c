@@ -334,6 +334,14 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
     int rc = arpc_log_dir_segments(log->lg_dirfd, log->lg_dir, &segs, &n, why, whylen);
     if (rc != ARPC_OK)
         return rc;
+    if (n == 0 && log->lg_expected_why != NULL) {
+        arpc_log_why(why, whylen,
+                     "reply log %s holds no segment (*.arpclog), but %s: its segments were removed, and starting "
+                     "empty would run again the calls they remembered; refusing to start (restore them from a "
+                     "backup; or move the directory away to start empty)",
+                     log->lg_dir, log->lg_expected_why);
+        return ARPC_EPROTO;
+    }
     if (n == 0)
         return create_first_segment(log, why, whylen);
 

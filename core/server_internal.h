@@ -493,6 +493,9 @@ const char *auth_judge_tokenless(struct server_conn *sc, char *buf, size_t len);
 /* server_namespace.c: the reply cache's key for a client */
 /* The server's secret: from log_dir (made there the first time), or fresh without one. */
 int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen);
+/* Whether log_dir holds a namespace secret, so a reply log must be there too: the secret is
+ * written after the log's first segment, and no crash removes every segment. */
+bool namespace_expected(const char *log_dir);
 /* client_id itself without an identity; else a keyed hash of both. Any thread. */
 uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id, uint64_t incarnation);
 /* server_inflight.c: calls in flight per connection and per client id, bytes per connection

@@ -411,6 +411,8 @@ int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t
         .batch_ms = o->fsync_batch_ms,
         .batch_records = o->fsync_batch_records,
         .compact_bytes = o->log_compact_bytes,
+        .expected_why = namespace_expected(o->log_dir) ? "its namespace.key, written after the first one, is there"
+                                                       : NULL,
     };
     static const struct arpc_log_replay_ops ops = {
         .on_state = replay_state,

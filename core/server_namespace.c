@@ -27,12 +27,22 @@
  * that remembers no client (a new directory; or one whose clients all expired, or whose
  * first start crashed before the secret was written); a log that remembers clients and lost
  * its secret refuses to start, saying so.
+ *
+ * A secret that is there but is not the log's (a key restored from the wrong backup, or one
+ * made by hand for a log that had one) is the same danger, silently. So beside the key a
+ * check is kept (CHECK_FILE: SipHash of CHECK_MSG under the secret, written after the key the
+ * same way): a key the check does not match, beside a log that remembers clients, refuses to
+ * start. A missing check (a log older than the check, or a crash between the two files) is
+ * written from the key there. And since the key is written after the log's first segment, a
+ * key with no segment beside it means the segments were removed: core/server_journal.c
+ * refuses that too (namespace_expected).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "arpc/error.h"
@@ -42,6 +52,10 @@
 
 #define NAMESPACE_FILE "namespace.key"
 #define NAMESPACE_TMP "namespace.key.tmp"
+#define CHECK_FILE "namespace.check"
+#define CHECK_TMP "namespace.check.tmp"
+#define CHECK_MSG "arpc namespace.key check"
+#define CHECK_SIZE 8
 
 static int fail(char *why, size_t whylen, const char *dir, const char *what, int err)
 {
@@ -56,40 +70,76 @@ static int fresh_secret(uint8_t *key, char *why, size_t whylen)
     return fail(why, whylen, "memory", "getrandom", errno);
 }
 
-/* Reads DIR/NAMESPACE_FILE; ARPC_EAGAIN when it does not exist. */
-static int read_secret(int dirfd, const char *dir, uint8_t *key, char *why, size_t whylen)
+/* Reads the size bytes of DIR/name; ARPC_EAGAIN when it does not exist. */
+static int read_small(int dirfd, const char *dir, const char *name, uint8_t *out, size_t size, char *why,
+                      size_t whylen)
 {
-    int fd = openat(dirfd, NAMESPACE_FILE, O_RDONLY | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? ARPC_EAGAIN : fail(why, whylen, dir, "open", errno);
-    ssize_t n = read(fd, key, ARPC_SIPHASH_KEY_SIZE);
+    ssize_t n = read(fd, out, size);
     int err = errno;
     close(fd);
-    if (n == ARPC_SIPHASH_KEY_SIZE)
+    if (n == (ssize_t)size)
         return ARPC_OK;
     if (n < 0)
         return fail(why, whylen, dir, "read", err);
     /* Never written short (see the top): someone else's file. Refuse rather than guess. */
-    snprintf(why, whylen, "namespace secret %s/%s holds %zd bytes, not %d", dir, NAMESPACE_FILE, n,
-             ARPC_SIPHASH_KEY_SIZE);
+    snprintf(why, whylen, "namespace secret: %s/%s holds %zd bytes, not %zu", dir, name, n, size);
     return ARPC_EPROTO;
 }
 
-static int write_secret(int dirfd, const char *dir, const uint8_t *key, char *why, size_t whylen)
+/* Writes DIR/name whole or not at all: a temporary file, synced, renamed, the directory synced. */
+static int write_small(int dirfd, const char *dir, const char *name, const char *tmp, const uint8_t *bytes,
+                       size_t size, char *why, size_t whylen)
 {
-    int fd = openat(dirfd, NAMESPACE_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return fail(why, whylen, dir, "create", errno);
-    bool ok = write(fd, key, ARPC_SIPHASH_KEY_SIZE) == ARPC_SIPHASH_KEY_SIZE && fsync(fd) == 0;
+    bool ok = write(fd, bytes, size) == (ssize_t)size && fsync(fd) == 0;
     int err = errno;
     close(fd);
     if (!ok)
         return fail(why, whylen, dir, "write", err);
-    if (renameat(dirfd, NAMESPACE_TMP, dirfd, NAMESPACE_FILE) != 0)
+    if (renameat(dirfd, tmp, dirfd, name) != 0)
         return fail(why, whylen, dir, "rename", errno);
     if (fsync(dirfd) != 0)
         return fail(why, whylen, dir, "fsync", errno);
     return ARPC_OK;
+}
+
+static void check_of(const uint8_t *key, uint8_t out[CHECK_SIZE])
+{
+    le_st64(out, arpc_siphash24(key, CHECK_MSG, sizeof(CHECK_MSG) - 1));
+}
+
+static int write_check(int dirfd, const char *dir, const uint8_t *key, char *why, size_t whylen)
+{
+    uint8_t check[CHECK_SIZE];
+    check_of(key, check);
+    return write_small(dirfd, dir, CHECK_FILE, CHECK_TMP, check, sizeof(check), why, whylen);
+}
+
+/* The key read from the directory, beside a log: is it the log's? (see the top) */
+static int verify_secret(arpc_server *s, int dirfd, const char *dir, char *why, size_t whylen)
+{
+    uint8_t check[CHECK_SIZE], want[CHECK_SIZE];
+    int rc = read_small(dirfd, dir, CHECK_FILE, check, sizeof(check), why, whylen);
+    if (rc == ARPC_EAGAIN)
+        return write_check(dirfd, dir, s->sv_ns_secret, why, whylen);
+    if (rc != ARPC_OK)
+        return rc;
+    check_of(s->sv_ns_secret, want);
+    if (memcmp(check, want, sizeof(check)) == 0)
+        return ARPC_OK;
+    if (!arpc_reply_log_had_clients(s->sv_log))
+        return write_check(dirfd, dir, s->sv_ns_secret, why, whylen); /* nothing to lose */
+    snprintf(why, whylen,
+             "namespace secret %s/%s is not the one the reply log there was written with (%s does not match it): "
+             "the calls the log remembers would run again; refusing to start (restore the log's own %s from a "
+             "backup; or move the directory away to start empty)",
+             dir, NAMESPACE_FILE, CHECK_FILE, NAMESPACE_FILE);
+    return ARPC_EPROTO;
 }
 
 int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen)
@@ -100,23 +150,36 @@ int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen
     if (dirfd < 0)
         return fail(why, whylen, log_dir, "open", errno);
     /* The reply log's lock (taken by journal_open) keeps other servers out of the directory. */
-    int rc = read_secret(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+    int rc = read_small(dirfd, log_dir, NAMESPACE_FILE, s->sv_ns_secret, ARPC_SIPHASH_KEY_SIZE, why, whylen);
+    if (rc == ARPC_OK)
+        rc = verify_secret(s, dirfd, log_dir, why, whylen);
     if (rc == ARPC_EAGAIN && arpc_reply_log_had_clients(s->sv_log)) {
         snprintf(why, whylen,
                  "namespace secret %s/%s is missing, but the reply log there remembers clients: a new "
                  "secret would let calls made before run again; refusing to start (restore %s from a backup; or move "
-                 "the directory away to start empty; a log from arpc 0.2, which kept no secret, can take "
-                 "a new one: head -c 16 /dev/urandom >%s/%s)",
-                 log_dir, NAMESPACE_FILE, NAMESPACE_FILE, log_dir, NAMESPACE_FILE);
+                 "the directory away to start empty; a log from arpc 0.2, which kept no secret and has no %s "
+                 "either, can take a new one: head -c 16 /dev/urandom >%s/%s)",
+                 log_dir, NAMESPACE_FILE, NAMESPACE_FILE, CHECK_FILE, log_dir, NAMESPACE_FILE);
         rc = ARPC_EPROTO;
     }
     if (rc == ARPC_EAGAIN) {
         rc = fresh_secret(s->sv_ns_secret, why, whylen);
         if (rc == ARPC_OK)
-            rc = write_secret(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+            rc = write_small(dirfd, log_dir, NAMESPACE_FILE, NAMESPACE_TMP, s->sv_ns_secret, ARPC_SIPHASH_KEY_SIZE,
+                             why, whylen);
+        if (rc == ARPC_OK)
+            rc = write_check(dirfd, log_dir, s->sv_ns_secret, why, whylen);
     }
     close(dirfd);
     return rc;
+}
+
+bool namespace_expected(const char *log_dir)
+{
+    char path[4096];
+    struct stat st;
+    int n = snprintf(path, sizeof(path), "%s/%s", log_dir, NAMESPACE_FILE);
+    return n > 0 && (size_t)n < sizeof(path) && lstat(path, &st) == 0;
 }
 
 uint64_t namespace_key(const arpc_server *s, uint64_t identity, uint64_t client_id, uint64_t incarnation)

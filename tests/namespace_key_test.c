@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,6 +53,48 @@ static void remove_key(const char *dir)
     char path[512];
     key_path(dir, path, sizeof(path));
     assert_int_equal(0, unlink(path));
+}
+
+static bool check_exists(const char *dir)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/namespace.check", dir);
+    return stat(path, &st) == 0;
+}
+
+static void remove_check(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/namespace.check", dir);
+    assert_int_equal(0, unlink(path));
+}
+
+/* Removes the log's segments (*.arpclog); returns how many. */
+static int remove_segments(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len > 8 && strcmp(e->d_name + len - 8, ".arpclog") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            assert_int_equal(0, unlink(path));
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static void expect_words(const char *why, const char *want)
+{
+    if (strstr(why, want) == NULL)
+        print_message("want \"%s\" in \"%s\"\n", want, why);
+    assert_non_null(strstr(why, want));
 }
 
 static int create(arpc_server **s, const char *dir, char *why, size_t whylen)
@@ -126,6 +169,88 @@ static void test_new_directory_and_log_without_clients_get_a_key(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     assert_true(read_key(dir, second));
     assert_memory_not_equal(first, second, KEY_SIZE);
+    /* A key its check does not match, beside a log that remembers no client: nothing to lose,
+     * it is taken and the check made anew. */
+    write_key(dir, first);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    write_key(dir, first);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
+/* A key that is not the log's (a wrong backup, or one made by hand for a log that had one):
+ * before, the server started with it and the calls the log remembered ran again. */
+static void test_wrong_key_beside_a_log_with_clients_refuses(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    serve_one_call(dir);
+    uint8_t key[KEY_SIZE], other[KEY_SIZE];
+    assert_true(read_key(dir, key));
+    assert_true(check_exists(dir));
+    memcpy(other, key, KEY_SIZE);
+    other[0] ^= 0x01;
+    write_key(dir, other);
+
+    arpc_server *s;
+    char why[1024], want[600];
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    snprintf(want, sizeof(want), "namespace secret %s/namespace.key is not the one the reply log there was written with",
+             dir);
+    expect_words(why, want);
+    expect_words(why, "refusing to start");
+    expect_words(why, "move the directory away");
+
+    /* The log's own key back: the server starts. */
+    write_key(dir, key);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
+/* A log written before the check existed (or a crash between the key and its check) gets a
+ * check from the key there, which then guards it. */
+static void test_key_without_a_check_gets_one(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    serve_one_call(dir);
+    remove_check(dir);
+    arpc_server *s;
+    char why[1024];
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_true(check_exists(dir));
+    uint8_t other[KEY_SIZE] = {1, 2, 3};
+    write_key(dir, other);
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    expect_words(why, "is not the one the reply log there was written with");
+    server_proc_rmdir(dir);
+}
+
+/* The key is written after the log's first segment, so a key without segments means they were
+ * removed: before, the server started empty under a new epoch, its state gone, in silence. */
+static void test_removed_segments_refuse(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    serve_one_call(dir);
+    assert_true(remove_segments(dir) > 0);
+    arpc_server *s;
+    char why[1024], want[600];
+    for (int i = 0; i < 2; i++) { /* and it stays refused: nothing was created */
+        assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+        snprintf(want, sizeof(want), "reply log %s holds no segment", dir);
+        expect_words(why, want);
+        expect_words(why, "namespace.key");
+        expect_words(why, "refusing to start");
+        assert_int_equal(0, remove_segments(dir));
+    }
     server_proc_rmdir(dir);
 }
 
@@ -136,6 +261,9 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_key_beside_a_log_with_clients_refuses),
         cmocka_unit_test(test_new_directory_and_log_without_clients_get_a_key),
+        cmocka_unit_test(test_wrong_key_beside_a_log_with_clients_refuses),
+        cmocka_unit_test(test_key_without_a_check_gets_one),
+        cmocka_unit_test(test_removed_segments_refuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -318,8 +318,9 @@ typedef struct arpc_method_options {
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
  * ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; with a log: ARPC_EADDRINUSE (another server holds
  * the directory), ARPC_EPROTO (the log is damaged in a way a crash cannot explain, or it
- * remembers clients but its namespace.key is missing: the server refuses to start rather than
- * forget calls; opts->errbuf says where and what the operator can do). */
+ * remembers clients but its namespace.key is missing or is not the log's own (namespace.check),
+ * or namespace.key is there but the log's segments are not: the server refuses to start
+ * rather than forget calls; opts->errbuf says where and what the operator can do). */
 ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, size_t opts_size);
 #define arpc_server_create(out, opts) arpc_server_create_v((out), (opts), sizeof(arpc_server_options))
 
