@@ -327,8 +327,9 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     st->rs_conn = sc;
     st->rs_method = m;
     req->rq_xid = f->f_xid;
-    /* Numbered (at-most-once) only with both a seq and a client to key it by. */
-    req->rq_seq = sconn_call_seq(sc, f);
+    /* Numbered (at-most-once) only with both a seq and a client to key it by; and not for a
+     * read-only built-in (core/server_builtin.c). */
+    req->rq_seq = m->m_read_only ? 0 : sconn_call_seq(sc, f);
     req->rq_ack = f->f_ack;
     /* The wire's budget counts from the frame's arrival, and so does the latency histogram
      * (rs_dispatched_ns): one precise clock read per read, shared by the frames it brought. */

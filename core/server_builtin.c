@@ -60,11 +60,23 @@ static void builtin_stats(arpc_request *req, void *ctx)
     reply_text(req, rc, text, len);
 }
 
-int builtin_register(arpc_server *s)
+/* Read-only, so answered outside the reply cache even when numbered (a client numbers every
+ * call): running one twice changes nothing, its reply (the stats: kilobytes) is not kept until
+ * acknowledged, and a server whose reply log failed, which refuses every numbered call, still
+ * answers the monitoring that must see it (arpc.stats: log_failed). */
+static int builtin_add(arpc_server *s, const char *name, arpc_handler_fn fn)
 {
     static const arpc_method_options on_loop = {.inline_on_loop = true};
-    int rc = arpc_registry_add(&s->sv_registry, ARPC_BUILTIN_PREFIX "methods", builtin_methods, s, &on_loop);
+    int rc = arpc_registry_add(&s->sv_registry, name, fn, s, &on_loop);
     if (rc == ARPC_OK)
-        rc = arpc_registry_add(&s->sv_registry, ARPC_BUILTIN_PREFIX "stats", builtin_stats, s, &on_loop);
+        ((struct arpc_method *)arpc_registry_find(&s->sv_registry, name, strlen(name)))->m_read_only = true;
+    return rc;
+}
+
+int builtin_register(arpc_server *s)
+{
+    int rc = builtin_add(s, ARPC_BUILTIN_PREFIX "methods", builtin_methods);
+    if (rc == ARPC_OK)
+        rc = builtin_add(s, ARPC_BUILTIN_PREFIX "stats", builtin_stats);
     return rc;
 }

@@ -149,6 +149,8 @@ static void journal_on_done(void *ctx, struct arpc_log_record *rec)
     (void)ctx;
     struct journal_rec *r = rec->lr_owner;
     arpc_server *s = r->jr_server;
+    if (rec->lr_status == ARPC_OK)
+        arpc_stat_inc(&s->sv_stats.ss_log_records);
     if (r->jr_then == JR_NOTHING) {
         if (rec->lr_status != ARPC_OK && rec->lr_status != ARPC_ESHUTDOWN)
             journal_fail(s, r);

@@ -72,6 +72,8 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.connections_faulted = arpc_stat_get(&ss->ss_faulted);
     st.fault_rate_pauses = arpc_stat_get(&ss->ss_fault_pauses);
     st.fault_rate_paused_ns = arpc_stat_get(&ss->ss_fault_paused_ns);
+    st.log_records = arpc_stat_get(&ss->ss_log_records);
+    st.log_failed = atomic_load(&((arpc_server *)s)->sv_log_failed);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

@@ -52,6 +52,8 @@ struct server_stats {
     arpc_stat ss_fault_pauses;     /* listeners stopped for max_fault_rate */
     arpc_stat ss_fault_paused_ns;
     arpc_stat ss_expiries_unlogged; /* expiries and goodbyes the reply log lost (journal_forget) */
+    arpc_stat ss_log_records;       /* records the reply log took (journal_on_done: its writer
+                                     * thread, or the closing one after the writer ended) */
     arpc_stat ss_refused[ARPC_STATS_CODES]; /* answered before reaching a method */
 };
 

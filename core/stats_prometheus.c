@@ -172,6 +172,10 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
                   st.fault_rate_pauses);
     server_seconds(&b, "arpc_server_fault_rate_paused_seconds_total",
                    "Time listeners stayed stopped for max_fault_rate, summed over listeners.", st.fault_rate_paused_ns);
+    server_sample(&b, "arpc_server_log_records_total", "counter", "Records the reply log wrote.", st.log_records);
+    server_sample(&b, "arpc_server_log_failed", "gauge",
+                  "1 once a reply log record could not be made durable: no at-most-once call runs until a restart.",
+                  st.log_failed);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

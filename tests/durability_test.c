@@ -329,6 +329,16 @@ static void test_log_write_failure_hangs_nothing(void **state)
     assert_true(ok > 0);
     assert_true(abandoned >= 1);
     assert_int_equal(1, refused);
+    /* Monitoring sees it: arpc.stats says the log failed, and counts the records it took. */
+    void *json = NULL;
+    size_t json_len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "arpc.stats", NULL, 0, &json, &json_len, 10000));
+    char *text = strndup(json, json_len);
+    arpc_free(json);
+    const char *records = strstr(text, "\"log_records\": ");
+    if (strstr(text, "\"log_failed\": 1") == NULL || records == NULL || strtoull(records + 15, NULL, 10) < ok)
+        fail_msg("arpc.stats after the log failed (%u calls ok): %s", ok, text);
+    free(text);
     arpc_client_close(c);
     server_proc_kill(&sp);
     server_proc_rmdir(dir);

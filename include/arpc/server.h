@@ -333,7 +333,9 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  *                 JSON-RPC peer (arpc/jsonrpc.h), a JSON array of those it can call
  *                 (["arpc.methods","arpc.stats","kv.Get"]: not the numbered_only ones);
  *   arpc.stats    arpc_server_stats_json (arpc/stats.h);
- * both inline on the loop, the request body ignored.
+ * both inline on the loop, the request body ignored; read-only, so a numbered (at-most-once)
+ * call to either is answered as an unnumbered one: not kept in the reply cache, and answered
+ * by a server whose reply log failed too (which refuses every numbered call).
  * Errors: ARPC_EINVAL (bad name, a name under "arpc.", no fn, or bad options), ARPC_EBUSY (name
  * taken, or already listening), ARPC_ENOMEM. There is no errbuf: each refusal is logged, one
  * WARN line "cannot register method "NAME": <the rule broken>" (arpc/log.h). */

@@ -79,6 +79,14 @@ typedef struct arpc_server_stats {
     uint64_t fault_rate_pauses;         /* times a listener stopped accepting while the faults
                                          * were over max_fault_rate */
     uint64_t fault_rate_paused_ns;      /* how long, as accept_rate_paused_ns */
+    /* With a reply log (appended after 0.2.0): */
+    uint64_t log_records;               /* records the log wrote (and synced, per the fsync
+                                         * policy): finished at-most-once calls, effects,
+                                         * checkpoints, acks, expiries, goodbyes */
+    uint64_t log_failed;                /* gauge, 0 or 1: a record could not be made durable
+                                         * (a full disk, an I/O error, no memory): the server
+                                         * runs no at-most-once call until it is restarted
+                                         * (fail-stop; docs/SEMANTICS.md) */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -129,7 +137,8 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "connections_closed": N, "connections_open": N, "queued_bytes": N,
  *               "handlers_in_flight": N, "connections_half_closed": N,
  *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N,
- *               "connections_faulted": N, "fault_rate_pauses": N, "fault_rate_paused_ns": N},
+ *               "connections_faulted": N, "fault_rate_pauses": N, "fault_rate_paused_ns": N,
+ *               "log_records": N, "log_failed": 0 or 1},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -156,7 +165,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_connections_half_closed_total, arpc_server_log_expiries_lost_total,
  *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total,
  *   arpc_server_connections_faulted_total, arpc_server_fault_rate_pauses_total,
- *   arpc_server_fault_rate_paused_seconds_total
+ *   arpc_server_fault_rate_paused_seconds_total, arpc_server_log_records_total,
+ *   arpc_server_log_failed (gauge, 0 or 1)
  * Label values are escaped as the format asks (\\, \", \n); a byte of a method name that is
  * not UTF-8 is written as the text \xHH (the format is UTF-8). Memory and errors as
  * arpc_server_stats_json. */
