@@ -125,6 +125,7 @@ struct arpc_actor {
     void *a_take_end_arg;
 
     /* The stopper's. */
+    atomic_uint a_users;         /* servers' methods routed here (arpc_actor_users_add) */
     atomic_bool a_discard;       /* set before closing a_entry (DISCARD) */
     atomic_bool a_closed;        /* set once no post is in flight */
     pthread_mutex_t a_stop_lock; /* recursive; guards a_joined and the stop sequence */
@@ -561,9 +562,16 @@ int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
     return ARPC_OK;
 }
 
+void arpc_actor_users_add(arpc_actor *a, int n) { atomic_fetch_add(&a->a_users, (unsigned)n); }
+
+bool arpc_actor_in_use(const arpc_actor *a, const char *fn)
+{
+    return arpc_handle_in_use(a, atomic_load(&((arpc_actor *)a)->a_users), "arpc_method_options.actor", fn);
+}
+
 void arpc_actor_destroy(arpc_actor *a)
 {
-    if (!actor_live(a, __func__))
+    if (!actor_live(a, __func__) || arpc_actor_in_use(a, __func__))
         return;
     if (arpc_actor_stop(a, ARPC_ACTOR_DRAIN) != ARPC_OK) {
         /* Destroyed from its own thread: a caller bug. Freeing would pull the actor out

@@ -29,6 +29,7 @@ struct arpc_actor_group {
     arpc_magic g_magic; /* first (base/handle.h) */
     atomic_uint g_next; /* round-robin cursor, any thread */
     unsigned g_n;
+    atomic_uint g_users; /* servers' methods routed here (arpc_actor_group_users_add) */
     arpc_actor *g_members[]; /* g_n actors, fixed for the group's life */
 };
 
@@ -161,10 +162,18 @@ int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode)
     return ARPC_OK;
 }
 
+void arpc_actor_group_users_add(arpc_actor_group *g, int n) { atomic_fetch_add(&g->g_users, (unsigned)n); }
+
 void arpc_actor_group_destroy(arpc_actor_group *g)
 {
     if (!group_live(g, __func__))
         return;
+    /* Its own users, and its members' (a method may name one member: arpc_actor_group_member). */
+    if (arpc_handle_in_use(g, atomic_load(&g->g_users), "arpc_method_options.group", __func__))
+        return;
+    for (unsigned i = 0; i < g->g_n; i++)
+        if (arpc_actor_in_use(g->g_members[i], __func__))
+            return;
     if (arpc_actor_group_stop(g, ARPC_ACTOR_DRAIN) != ARPC_OK) {
         /* From a member's own thread: a caller bug; leak rather than free a running actor. */
         assert(!"arpc_actor_group_destroy called from a member actor's thread");

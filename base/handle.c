@@ -18,6 +18,18 @@ bool arpc_handle_misuse(const void *h, const char *kind, const char *fn)
     return false;
 }
 
+bool arpc_handle_in_use(const void *h, unsigned users, const char *route, const char *fn)
+{
+    if (users == 0)
+        return false;
+    arpc_log(ARPC_LOG_ERROR, "%s on %p: it still runs the methods of %u server(s) (%s): destroy the server first; not destroyed",
+             fn, h, users, route);
+#ifndef NDEBUG
+    abort();
+#endif
+    return true;
+}
+
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
 {
     if (h == NULL)

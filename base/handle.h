@@ -45,6 +45,11 @@ typedef _Atomic uint32_t arpc_magic;
 
 /* Reports misuse of h (not NULL) and aborts, or, with NDEBUG, returns false. */
 bool arpc_handle_misuse(const void *h, const char *kind, const char *fn);
+/* A destroy of h while users (servers' methods routed to it) still count on it: false when
+ * there are none; else reports the misuse (an ERROR line naming fn and route, the option that
+ * named h) and aborts, or, with NDEBUG, returns true: the caller destroys nothing (a leak is
+ * the lesser harm: the next request would be posted into freed memory). */
+bool arpc_handle_in_use(const void *h, unsigned users, const char *route, const char *fn);
 
 /* Inline: it runs on every entry point, several times per call (a load and a compare). */
 static inline bool arpc_handle_check(const void *h, uint32_t want, const char *kind, const char *fn)

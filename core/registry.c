@@ -3,11 +3,28 @@
 #include <string.h>
 
 #include "arpc/error.h"
+#include "async/actor_internal.h"
 #include "base/alloc.h"
 #include "base/name_hash.h"
 #include "core/stats.h"
 
 void arpc_registry_init(struct arpc_registry *r) { memset(r, 0, sizeof(*r)); }
+
+/* The actor or group a method is routed to is used from its registration until the server's
+ * stop is over (arpc_registry_routes_done): a destroy meanwhile is refused (async/actor.c). */
+static void registry_route_users(const struct arpc_method *m, int n)
+{
+    if (m->m_actor != NULL)
+        arpc_actor_users_add(m->m_actor, n);
+    if (m->m_group != NULL)
+        arpc_actor_group_users_add(m->m_group, n);
+}
+
+void arpc_registry_routes_done(struct arpc_registry *r)
+{
+    for (size_t i = 0; i < r->r_count; i++)
+        registry_route_users(r->r_methods[i], -1);
+}
 
 void arpc_registry_fini(struct arpc_registry *r)
 {
@@ -113,5 +130,6 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
         arpc_free(m);
         return ARPC_ENOMEM;
     }
+    registry_route_users(m, 1);
     return ARPC_OK;
 }

@@ -406,6 +406,7 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
         (void)arpc_loop_fence(s->sv_loop);
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
+    arpc_registry_routes_done(&s->sv_registry); /* no request is dispatched after the stop */
     server_end_stop(s);
     return ARPC_OK;
 }

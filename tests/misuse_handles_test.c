@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -431,6 +432,96 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(group_posted_after_destroy, NULL, "arpc_actor_group_post_key on 0x"));
 }
 
+/* An actor or group a server's method is routed to, destroyed before the server: its next
+ * request would be posted into freed memory (a new user's trial: ASan saw the write). Now
+ * the destroy is refused: an abort in debug builds; with NDEBUG an ERROR line, nothing
+ * destroyed, the method still served, and a destroy after the server's goes through. */
+enum route { ROUTE_ACTOR, ROUTE_GROUP, ROUTE_MEMBER };
+
+/* Registers "routed" on the route's actor or group and calls it once; NULL on failure. */
+static arpc_client *routed_pair(arpc_server **s, enum route route, arpc_actor **a, arpc_actor_group **g)
+{
+    *a = NULL;
+    *g = NULL;
+    arpc_method_options mo = {0};
+    if (route == ROUTE_ACTOR) {
+        if (arpc_actor_create(a, NULL) != ARPC_OK)
+            return NULL;
+        mo.actor = *a;
+    } else {
+        if (arpc_actor_group_create(g, 2, NULL) != ARPC_OK)
+            return NULL;
+        if (route == ROUTE_GROUP)
+            mo.group = *g;
+        else
+            mo.actor = arpc_actor_group_member(*g, 1);
+    }
+    char addr[256];
+    arpc_client *c = NULL;
+    if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "routed", test_echo, NULL, &mo) != ARPC_OK ||
+        arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK ||
+        arpc_client_connect(&c, addr, NULL) != ARPC_OK || arpc_call(c, "routed", "x", 1, NULL, NULL, 10000) != ARPC_OK)
+        return NULL;
+    return c;
+}
+
+static void destroy_route(enum route route, arpc_actor *a, arpc_actor_group *g)
+{
+    if (route == ROUTE_ACTOR)
+        arpc_actor_destroy(a);
+    else
+        arpc_actor_group_destroy(g);
+}
+
+static void route_destroyed_first(void *arg)
+{
+    enum route route = (enum route)(intptr_t)arg;
+    arpc_server *s;
+    arpc_actor *a;
+    arpc_actor_group *g;
+    if (routed_pair(&s, route, &a, &g) == NULL)
+        return;
+    destroy_route(route, a, g);
+}
+
+static char g_refusal[512];
+
+static void keep_refusal(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    if (level == ARPC_LOG_ERROR)
+        snprintf(g_refusal, sizeof(g_refusal), "%s", line);
+}
+
+static void test_route_destroyed_before_its_server(void **state)
+{
+    (void)state;
+    static const char *const fn[] = {"arpc_actor_destroy on 0x", "arpc_actor_group_destroy on 0x",
+                                     "arpc_actor_group_destroy on 0x"};
+    for (enum route route = ROUTE_ACTOR; route <= ROUTE_MEMBER; route++) {
+        if (aborts_on_misuse) {
+            assert_true(dies_with_abort(route_destroyed_first, (void *)(intptr_t)route, fn[route]));
+            assert_true(dies_with_abort(route_destroyed_first, (void *)(intptr_t)route, "destroy the server first"));
+            continue;
+        }
+        arpc_server *s;
+        arpc_actor *a;
+        arpc_actor_group *g;
+        arpc_client *c = routed_pair(&s, route, &a, &g);
+        assert_non_null(c);
+        g_refusal[0] = '\0';
+        arpc_set_logger(keep_refusal, NULL, ARPC_LOG_ERROR);
+        destroy_route(route, a, g); /* refused: nothing destroyed */
+        arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+        assert_non_null(strstr(g_refusal, fn[route]));
+        assert_non_null(strstr(g_refusal, "destroy the server first"));
+        assert_int_equal(ARPC_OK, arpc_call(c, "routed", "y", 1, NULL, NULL, 10000));
+        assert_int_equal(ARPC_OK, arpc_client_close(c));
+        assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+        destroy_route(route, a, g); /* the server is gone: this one frees it (no_leak checks) */
+    }
+}
+
 /* What a task may still do while its loop's destroy drains it: ask where it runs, and submit
  * (refused, the lane is closed), in every build. A second destroy from there is caught while
  * the loop's memory is alive, so in every build too: an abort in debug builds; with NDEBUG a
@@ -580,6 +671,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_loop_and_group),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
         cmocka_unit_test_no_leak(test_request_used_after_it_was_let_go),
+        cmocka_unit_test_no_leak(test_route_destroyed_before_its_server),
         cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_loop_destroy_drain),
         cmocka_unit_test_no_leak(test_wrong_kind),

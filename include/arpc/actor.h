@@ -130,7 +130,10 @@ ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mod
 /* Stops the group with ARPC_ACTOR_DRAIN if still running, waits for its actors, and frees
  * them and the group. NULL does nothing. Not from one of its actors' threads (a caller bug:
  * it aborts in debug builds; with NDEBUG it leaks the group rather than free a running actor).
- * A group given to a server (arpc_method_options.group) must outlive it. A second destroy, or
+ * A group given to a server (arpc_method_options.group, or one of its members as .actor) must
+ * outlive the server's stop: destroyed sooner, the destroy is refused (an ERROR line "...
+ * destroy the server first", abort in debug builds; with NDEBUG nothing is destroyed, and the
+ * server goes on posting to it). arpc_actor_destroy likewise for .actor. A second destroy, or
  * any call on the group after it, aborts in debug builds (arpc/common.h, "API misuse"). */
 ARPC_API void arpc_actor_group_destroy(arpc_actor_group *g);
 

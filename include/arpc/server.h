@@ -325,7 +325,8 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
 #define arpc_server_create(out, opts) arpc_server_create_v((out), (opts), sizeof(arpc_server_options))
 
 /* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
- * groups named in mopts must outlive the server. All methods are registered before the first
+ * groups named in mopts must outlive the server's stop (arpc_server_stop, or the destroy's):
+ * a destroy of one before is refused (arpc/actor.h). All methods are registered before the first
  * arpc_server_listen (the registry is read without locks afterwards).
  * Names beginning "arpc." are the library's: every server (unless no_builtin_methods) answers
  *   arpc.methods  the registered method names, built-ins included, in registration order,
