@@ -419,17 +419,36 @@ static void cq_sleep(void *arg, uint64_t deadline_ns)
     (void)poll(&p, 1, arpc_ms_left_int(deadline_ns));
 }
 
+/* A consumer driving the completer (cq_sleep_or_drive): an entry to take, or none of its
+ * calls left to complete. */
+static bool cq_ready_completing(void *arg)
+{
+    arpc_cq *cq = arg;
+    return atomic_load(&cq->cq_count) > 0 || (atomic_load(&cq->cq_tally) >> 32) == 0 || atomic_load(&cq->cq_closed);
+}
+
 /* Sleeps until the queue may have changed, or runs its home loop meanwhile (the design
- * notes): ARPC_EAGAIN to look again, ARPC_EBUSY when that loop is the caller's own. */
+ * notes): ARPC_EAGAIN to look again, ARPC_EBUSY when that loop is the caller's own. On the
+ * thread that owns the completer (a wrapped or pollable loop: nobody else runs it), outside
+ * its steps, that loop is run the same way while calls of its are attached, as arpc_call and
+ * arpc_future_wait run it there (the completer's name is followed only once this thread's own
+ * loops matched it: arpc_loop_owned_named). */
 static int cq_sleep_or_drive(arpc_cq *cq, uint64_t deadline)
 {
     struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
+    bool (*ready)(void *) = cq_ready;
+    if (home == NULL && (atomic_load(&cq->cq_tally) >> 32) > 0) {
+        home = arpc_loop_owned_named(atomic_load(&cq->cq_completer));
+        ready = cq_ready_completing;
+        if (home != NULL && arpc_loop_current() == home)
+            home = NULL; /* inside its step: the refusal's case (cq_take) */
+    }
     if (home == NULL) {
         cq_sleep(cq, deadline);
         return ARPC_EAGAIN;
     }
-    return arpc_loop_wait_cond_until(home, cq_ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY ? ARPC_EBUSY
-                                                                                                    : ARPC_EAGAIN;
+    return arpc_loop_wait_cond_until(home, ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY ? ARPC_EBUSY
+                                                                                                  : ARPC_EAGAIN;
 }
 
 /* Whether a consumer is counted in cq_inside: on a loop thread that is the completer, or

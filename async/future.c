@@ -611,6 +611,18 @@ static bool future_stuck_here(const arpc_future *f)
     return here != NULL && atomic_load_explicit(&f->f_data, memory_order_relaxed) == (void *)here;
 }
 
+/* The loop a wait on f runs: its home (a caller-driven loop), or, on the thread that owns the
+ * wrapped or pollable loop completing it, that loop, outside its steps (inside, the wait is
+ * stuck: future_stuck_here): nobody else would run it meanwhile, and arpc_call runs it there
+ * too. NULL: the wait sleeps. */
+static arpc_loop *future_loop_to_run(const arpc_future *f)
+{
+    arpc_loop *home = arpc_future_home(f);
+    if (home != NULL)
+        return home;
+    return arpc_loop_owned_named(atomic_load_explicit(&f->f_data, memory_order_relaxed));
+}
+
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
 {
     return future_wait_until(f, deadline_ns, true);
@@ -620,7 +632,7 @@ int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
  * loop, where the wait could never end (unless f is done by then: a cancel from elsewhere). */
 static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
-    arpc_loop *home = arpc_future_home(f);
+    arpc_loop *home = future_stuck_here(f) ? NULL : future_loop_to_run(f);
     int rc;
     if (home != NULL) {
         /* A call's cancel reaches its loop (the hook posts a job); another producer's future
@@ -781,7 +793,7 @@ static bool all_stuck_here(arpc_future *const *fs, size_t n)
 static arpc_loop *any_home(arpc_future *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        arpc_loop *home = arpc_future_home(fs[i]);
+        arpc_loop *home = future_stuck_here(fs[i]) ? NULL : future_loop_to_run(fs[i]);
         if (home != NULL)
             return home;
     }

@@ -59,6 +59,27 @@ bool loop_inside(const arpc_loop *loop)
 
 arpc_loop *arpc_loop_current(void) { return loop_tl_current; }
 
+/* This thread's wrapped and pollable loops, from creation to destroy (both on this thread:
+ * arpc_loop_destroy refuses an owned loop anywhere else), so the list needs no lock. */
+static _Thread_local arpc_loop *loop_tl_owned;
+
+arpc_loop *arpc_loop_owned_named(const void *name)
+{
+    for (arpc_loop *l = loop_tl_owned; l != NULL; l = l->l_owned_next)
+        if (l == name)
+            return l;
+    return NULL;
+}
+
+static void loop_owned_forget(arpc_loop *loop)
+{
+    for (arpc_loop **p = &loop_tl_owned; *p != NULL; p = &(*p)->l_owned_next)
+        if (*p == loop) {
+            *p = loop->l_owned_next;
+            return;
+        }
+}
+
 bool arpc_loop_waiters_run(const arpc_loop *loop)
 {
     return !loop->l_owned && !atomic_load_explicit(&loop->l_started, memory_order_acquire);
@@ -172,6 +193,10 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     atomic_init(&loop->l_wakeups, 0);
     atomic_init(&loop->l_state, LOOP_IDLE);
     atomic_init(&loop->l_started, false);
+    if (loop->l_owned) {
+        loop->l_owned_next = loop_tl_owned;
+        loop_tl_owned = loop;
+    }
     *out = loop;
     return ARPC_OK;
 
@@ -422,5 +447,7 @@ void arpc_loop_destroy(arpc_loop *loop)
     }
     arpc_loop_stop(loop);
     loop_retire(loop);
+    if (loop->l_owned)
+        loop_owned_forget(loop); /* on its owner's thread (checked above) */
     loop_free(loop);
 }

@@ -96,6 +96,7 @@ struct arpc_loop {
     bool l_wrapped;           /* l_ev is the application's (arpc_loop_wrap): never ours to run or free */
     bool l_owned;             /* wrapped or pollable: only l_owner runs it, never a thread of its own */
     pthread_t l_owner;        /* the thread that created (or wrapped) it */
+    arpc_loop *l_owned_next;  /* owned: the next of its owner's owned loops (loop_tl_owned) */
 
     pthread_mutex_t l_sync_mtx; /* run_sync on a stopped loop: one caller at a time acts as its thread */
 

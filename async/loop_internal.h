@@ -220,6 +220,10 @@ int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*s
 /* The loop whose callback the calling thread runs (its own thread, a waiter driving it, a
  * pollable step, a final drain), or NULL. */
 struct arpc_loop *arpc_loop_current(void);
+/* The wrapped or pollable loop this thread owns (created or wrapped, not yet destroyed) whose
+ * address is name, or NULL: a safe look at a name that may be stale (a future's completer read
+ * as the future completes: a result's buffer never equals a live loop). */
+struct arpc_loop *arpc_loop_owned_named(const void *name);
 
 /* True for a loop that only its waiters run, or a thread lent with arpc_loop_run (caller-
  * driven): not wrapped, not pollable (the application's event loop runs those), not started on

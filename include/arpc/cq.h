@@ -70,7 +70,9 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
  * next: blocks until an entry arrives. While calls of a client on a caller-driven loop (created
  * and never started, or lent with arpc_loop_run; arpc/future.h) are attached and pending,
  * next and next_for run that loop while nobody else does, so their replies come in (one such
- * loop per queue: the first attached call's); inside that loop they return ARPC_EBUSY.
+ * loop per queue: the first attached call's); inside that loop they return ARPC_EBUSY. The
+ * same on the thread that owns a wrapped or pollable loop, outside its steps, while calls
+ * that loop completes are attached (the first attached call's loop).
  * Likewise, inside the loop a thread runs for a client (its own loop thread, or a loop
  * started with arpc_loop_start or stepped as pollable: a callback there), next and next_for
  * on an empty queue return ARPC_EBUSY at once when every attached, pending future is a call

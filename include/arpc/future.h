@@ -60,9 +60,10 @@ ARPC_API int arpc_future_poll(const arpc_future *f);
  * So does a wait inside a callback that the loop completing the call runs on its own thread
  * (the client's own loop, or one started with arpc_loop_start), or inside a step of a
  * pollable loop that completes it: only that thread could complete it (a cancel from another
- * thread aside). A wrapped or pollable loop is not run here (the application's event loop
- * runs it): waiting on its owner thread outside the loop, which should be running it, never
- * returns. */
+ * thread aside). A wrapped or pollable loop is the application's event loop's to run: a wait
+ * on another thread sleeps until the owner's steps complete the call; a wait on its owner
+ * thread, outside ev_run or arpc_loop_run_nowait, runs it until done, as arpc_call does there
+ * (before, nothing ran it and such a wait never returned). */
 ARPC_API int arpc_future_wait(arpc_future *f);
 
 /* Waits at most timeout_ms (ARPC_FOREVER: no limit), as arpc_future_wait. Returns the final

@@ -106,7 +106,8 @@ ARPC_API int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_lo
  * which is the loop thread while they run. Calls you start from your thread between steps are
  * picked up by the next step (their wake-up makes the fd readable). As with a wrapped loop,
  * the thread that created it owns it: only it runs steps; blocking calls (arpc_call, connect,
- * close, arpc_server_stop/destroy, destroy) work from it outside a step (they run the loop
+ * close, arpc_server_stop/destroy, destroy, and the waits of arpc/future.h and arpc/cq.h for
+ * calls this loop completes) work from it outside a step (they run the loop
  * themselves until done: a server's stop, through its grace too); any
  * other thread may use the loop's clients and servers, and a call that waits then waits for
  * your steps. arpc_loop_start and arpc_loop_run refuse a pollable loop (ARPC_EINVAL); destroy
