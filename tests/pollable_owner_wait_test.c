@@ -36,15 +36,15 @@ static int setup(void **state)
 {
     static struct fixture fx;
     char addr[256];
-    arpc_loop_options lo = {.pollable = true};
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "t.echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "t.never", h_never, NULL, NULL) != ARPC_OK ||
         arpc_server_listen(fx.s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK ||
-        arpc_loop_create(&fx.loop, &lo) != ARPC_OK)
+        arpc_loop_create(&fx.loop, &(arpc_loop_options){.pollable = true, .submit_ring_size = 0}) != ARPC_OK)
         return -1;
-    arpc_client_options co = {.loop = fx.loop};
-    if (arpc_client_connect(&fx.c, addr, &co) != ARPC_OK) /* runs the loop: we own it */
+    /* Options as compound literals of several fields: the macros take them whole. */
+    if (arpc_client_connect(&fx.c, addr, &(arpc_client_options){.loop = fx.loop, .connect_timeout_ms = BOUND_MS}) !=
+        ARPC_OK) /* runs the loop: we own it */
         return -1;
     *state = &fx;
     return 0;

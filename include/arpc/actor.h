@@ -65,7 +65,7 @@ enum arpc_actor_stop_mode {
 
 /* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *opts, size_t opts_size);
-#define arpc_actor_create(out, opts) arpc_actor_create_v((out), (opts), sizeof(arpc_actor_options))
+#define arpc_actor_create(out, ...) arpc_actor_create_v((out), (__VA_ARGS__), sizeof(arpc_actor_options))
 
 /* Posts fn(actor, arg, status). Thread-safe. A message takes a small node from the actor's
  * pool (allocated only while the pool grows to the most messages ever queued at once).
@@ -105,8 +105,8 @@ ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
  * (the actors made so far are stopped and freed; *out is NULL). */
 ARPC_API int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_actor_options *opts,
                                        size_t opts_size);
-#define arpc_actor_group_create(out, n, opts) \
-    arpc_actor_group_create_v((out), (n), (opts), sizeof(arpc_actor_options))
+#define arpc_actor_group_create(out, n, ...) \
+    arpc_actor_group_create_v((out), (n), (__VA_ARGS__), sizeof(arpc_actor_options))
 
 /* Round-robin post. Thread-safe. Errors as arpc_actor_post (ARPC_EINVAL for a NULL group). */
 ARPC_API int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg);

@@ -191,8 +191,8 @@ typedef struct arpc_call_options {
  * opts->errbuf says why in words. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);
-#define arpc_client_connect(out, addr, opts) \
-    arpc_client_connect_v((out), (addr), (opts), sizeof(arpc_client_options))
+#define arpc_client_connect(out, addr, ...) \
+    arpc_client_connect_v((out), (addr), (__VA_ARGS__), sizeof(arpc_client_options))
 
 /* Closes the connection, completes every pending call, waits for the loop to let go of the
  * client, and frees it (and its loop, if the client owns one). A call never sent ends
@@ -264,10 +264,10 @@ ARPC_API arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method,
                                              size_t req_len, const arpc_call_options *o, size_t o_size);
 ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
                             const arpc_call_options *o, size_t o_size, arpc_cq *cq, void *tag);
-#define arpc_call_opts(c, method, req, req_len, reply, reply_len, o) \
-    arpc_call_opts_v((c), (method), (req), (req_len), (reply), (reply_len), (o), sizeof(arpc_call_options))
-#define arpc_call_async_opts(c, method, req, req_len, o) \
-    arpc_call_async_opts_v((c), (method), (req), (req_len), (o), sizeof(arpc_call_options))
+#define arpc_call_opts(c, method, req, req_len, reply, reply_len, ...) \
+    arpc_call_opts_v((c), (method), (req), (req_len), (reply), (reply_len), (__VA_ARGS__), sizeof(arpc_call_options))
+#define arpc_call_async_opts(c, method, req, req_len, ...) \
+    arpc_call_async_opts_v((c), (method), (req), (req_len), (__VA_ARGS__), sizeof(arpc_call_options))
 #define arpc_go_opts(c, method, req, req_len, o, cq, tag) \
     arpc_go_opts_v((c), (method), (req), (req_len), (o), sizeof(arpc_call_options), (cq), (tag))
 

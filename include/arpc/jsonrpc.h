@@ -124,8 +124,8 @@ typedef struct arpc_jsonrpc_options {
  * ARPC_ETIMEDOUT, ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words. */
 ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const arpc_jsonrpc_options *opts,
                                     size_t opts_size);
-#define arpc_jsonrpc_connect(out, addr, opts) \
-    arpc_jsonrpc_connect_v((out), (addr), (opts), sizeof(arpc_jsonrpc_options))
+#define arpc_jsonrpc_connect(out, addr, ...) \
+    arpc_jsonrpc_connect_v((out), (addr), (__VA_ARGS__), sizeof(arpc_jsonrpc_options))
 
 /* Starts method(params) where params_json[0..params_len) is one JSON value, sent as the one
  * element of "params" (copied before returning). deadline_ms: 0 = the client's default,

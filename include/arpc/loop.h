@@ -52,7 +52,7 @@ typedef struct arpc_loop_options {
 
 /* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size);
-#define arpc_loop_create(out, opts) arpc_loop_create_v((out), (opts), sizeof(arpc_loop_options))
+#define arpc_loop_create(out, ...) arpc_loop_create_v((out), (__VA_ARGS__), sizeof(arpc_loop_options))
 
 /*
  * Your loop, not ours: arpc on a libev loop the application owns and runs.
@@ -83,7 +83,7 @@ ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, 
 struct ev_loop;
 ARPC_API int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_loop_options *opts,
                               size_t opts_size);
-#define arpc_loop_wrap(out, ev, opts) arpc_loop_wrap_v((out), (ev), (opts), sizeof(arpc_loop_options))
+#define arpc_loop_wrap(out, ev, ...) arpc_loop_wrap_v((out), (ev), (__VA_ARGS__), sizeof(arpc_loop_options))
 
 /*
  * Or any other event loop (epoll, poll, glib, ...), still with no arpc thread: create the loop

@@ -60,8 +60,8 @@ extern "C" {
  * ARPC_ENOMEM (the methods registered before it stay registered and are served). */
 ARPC_API int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *service,
                                              const arpc_method_options *mopts, size_t mopts_size);
-#define arpc_server_register_protobuf(s, service, mopts) \
-    arpc_server_register_protobuf_v((s), (service), (mopts), sizeof(arpc_method_options))
+#define arpc_server_register_protobuf(s, service, ...) \
+    arpc_server_register_protobuf_v((s), (service), (__VA_ARGS__), sizeof(arpc_method_options))
 
 /* From a method of a registered service, with the closure_data it was given: the call's
  * arpc_request, for what arpc/server.h offers about it (arpc_request_peer and its identity

@@ -280,8 +280,11 @@ typedef struct arpc_method_options {
                                * (arpc_server_options.max_conn_bytes): each call in flight counts
                                * that much until its reply is queued. 0: learnt from its replies,
                                * max_conn_bytes/16 before the first one (so at most 16 calls per
-                               * connection until one is answered: give a hint for methods whose
-                               * calls wait long, e.g. long polls). Learnt from replies either way.
+                               * connection before one is answered, and reading resumes once the
+                               * bytes fall under 3/4 of the bound: 4 or 5 answered; give a hint
+                               * for methods whose calls wait long, e.g. long polls, or their
+                               * connection's other calls wait with them). Learnt from replies
+                               * either way.
                                * Over the bound the connection is held: no further request is
                                * read until replies go out, but its cancels and PINGs still are
                                * (up to a read buffer, 64 KiB, of requests waiting behind the
@@ -322,7 +325,7 @@ typedef struct arpc_method_options {
  * or namespace.key is there but the log's segments are not: the server refuses to start
  * rather than forget calls; opts->errbuf says where and what the operator can do). */
 ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, size_t opts_size);
-#define arpc_server_create(out, opts) arpc_server_create_v((out), (opts), sizeof(arpc_server_options))
+#define arpc_server_create(out, ...) arpc_server_create_v((out), (__VA_ARGS__), sizeof(arpc_server_options))
 
 /* Registers name ("Service.Method", at most 255 bytes) -> fn. mopts may be NULL. Actors and
  * groups named in mopts must outlive the server's stop (arpc_server_stop, or the destroy's):
@@ -342,8 +345,8 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  * WARN line "cannot register method "NAME": <the rule broken>" (arpc/log.h). */
 ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
                                     const arpc_method_options *mopts, size_t mopts_size);
-#define arpc_server_register(s, name, fn, ctx, mopts) \
-    arpc_server_register_v((s), (name), (fn), (ctx), (mopts), sizeof(arpc_method_options))
+#define arpc_server_register(s, name, fn, ctx, ...) \
+    arpc_server_register_v((s), (name), (fn), (ctx), (__VA_ARGS__), sizeof(arpc_method_options))
 
 /* Starts listening on addr (see arpc/client.h for the forms); may be called for several
  * addresses. bound (may be NULL) receives the address actually bound, e.g. with the port chosen
@@ -411,7 +414,8 @@ ARPC_API int arpc_server_destroy(arpc_server *s);
  * handler's place after the handler returned (see the top): what they return is lent until
  * then, so copy it before returning from a handler that replies later. */
 /* The request's bytes and their count in *len (len may be NULL). Check *len before reading:
- * the bytes are whatever the caller sent. */
+ * the bytes are whatever the caller sent. No alignment is promised (they may sit anywhere in
+ * a read buffer): memcpy a multi-byte field out rather than cast the pointer. */
 ARPC_API const void *arpc_request_data(const arpc_request *req, size_t *len);
 ARPC_API const char *arpc_request_method(const arpc_request *req); /* NUL-terminated */
 ARPC_API bool arpc_request_is_oneway(const arpc_request *req);
