@@ -537,13 +537,16 @@ static int reply_with(arpc_request *req, uint8_t kind, int code, const void *dat
     unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_REPLIED);
     if (flags & RQ_REPLIED) {
         /* Only reachable while the handler still runs or a late reply is on its way
-         * (otherwise req is gone): refuse. The server's part may be gone already. */
+         * (otherwise req is gone): refuse. The server's part may be gone already, and once the
+         * handler returned the first reply may free the whole request at any moment (a second
+         * reply racing it is a use after free this check cannot always catch): the method's
+         * name is read only while the handler holds the request. */
         char seq[32] = ""; /* a numbered call: its seq, as arpc_request_seq gives it */
         if (req->rq_seq != 0)
             snprintf(seq, sizeof(seq), ", seq %llu", (unsigned long long)req->rq_seq);
+        bool held = (flags & (RQ_IN_HANDLER | RQ_STATE_GONE)) == RQ_IN_HANDLER;
         arpc_log(ARPC_LOG_ERROR, "a second reply for one request of %s (xid %llu%s) was refused",
-                 flags & RQ_STATE_GONE ? "a method" : req->rq_state->rs_method->m_name, arpc_xid_shown(req->rq_xid),
-                 seq);
+                 held ? req->rq_state->rs_method->m_name : "a method", arpc_xid_shown(req->rq_xid), seq);
         return ARPC_EINVAL;
     }
     /* The server answered the caller already: the server's part may be gone; the reply goes
