@@ -20,10 +20,16 @@
 
 #define BOUND_MS 10000 /* a wait that does not run the loop ends here, EPENDING */
 
+static void give_up(arpc_request *req, void *arg)
+{
+    (void)arg;
+    arpc_reply_error(req, "given up"); /* frees the request (a handle left unanswered stays) */
+}
+
 static void h_never(arpc_request *req, void *ctx)
 {
-    (void)req;
-    (void)ctx; /* never replies: the call's deadline ends it */
+    (void)ctx; /* replies only once nobody waits: the call's deadline, a cancel or the stop */
+    arpc_request_on_cancel(req, give_up, NULL);
 }
 
 struct fixture {
