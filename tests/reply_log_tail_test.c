@@ -312,6 +312,26 @@ static uint8_t *fake_heads(size_t len)
     return p;
 }
 
+/* The last record of s, at last, cut anywhere: torn, judged from its own head (the search
+ * starts past the cut), nothing checksummed. Then through recovery, the file cut at file_len:
+ * it opens, with the one reply before, and drops only the torn record. */
+static void expect_torn_by_its_head(const struct tdir *t, const struct seg *s, size_t last, size_t file_len)
+{
+    for (size_t cut = s->len - 1; cut > last; cut -= (s->len - last) / 7) {
+        struct arpc_log_tail j;
+        arpc_log_tail_judge(s->b, cut, last, &j);
+        assert_true(j.t_torn);
+        assert_int_equal(cut, j.t_from);
+        assert_int_equal(0, j.t_checksummed);
+    }
+    write_file(t->path, s->b, file_len);
+    struct seen seen;
+    char why[512] = "";
+    assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
+    assert_int_equal(1, seen.replies);
+    assert_int_equal((off_t)last, file_size(t->path));
+}
+
 /* A torn reply full of such heads: judged from its own head alone, nothing checksummed. */
 static void test_torn_reply_full_of_heads_checksums_nothing(void **state)
 {
@@ -322,20 +342,7 @@ static void test_torn_reply_full_of_heads_checksums_nothing(void **state)
     seg_start(&s);
     add_reply(&s, 1, 1, "one", 3);
     size_t last = add_reply(&s, 2, 1, payload, plen);
-    for (size_t cut = s.len - 1; cut > last; cut -= (s.len - last) / 7) {
-        struct arpc_log_tail j;
-        arpc_log_tail_judge(s.b, cut, last, &j);
-        assert_true(j.t_torn);
-        assert_int_equal(cut, j.t_from);
-        assert_int_equal(0, j.t_checksummed);
-    }
-    /* And through recovery: opens, drops only the torn record. */
-    write_file(t->path, s.b, s.len - 1);
-    struct seen seen;
-    char why[512] = "";
-    assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
-    assert_int_equal(1, seen.replies);
-    assert_int_equal((off_t)last, file_size(t->path));
+    expect_torn_by_its_head(t, &s, last, s.len - 1);
     free(payload);
     free(s.b);
 }
@@ -357,19 +364,7 @@ static void test_torn_state_full_of_records(void **state)
     seg_start(&s);
     add_reply(&s, 1, 1, "one", 3);
     size_t last = add_state(&s, payload, plen);
-    for (size_t cut = s.len - 1; cut > last; cut -= (s.len - last) / 7) {
-        struct arpc_log_tail j;
-        arpc_log_tail_judge(s.b, cut, last, &j);
-        assert_true(j.t_torn);
-        assert_int_equal(cut, j.t_from);
-        assert_int_equal(0, j.t_checksummed);
-    }
-    write_file(t->path, s.b, last + (s.len - last) / 2);
-    struct seen seen;
-    char why[512] = "";
-    assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
-    assert_int_equal(1, seen.replies);
-    assert_int_equal((off_t)last, file_size(t->path));
+    expect_torn_by_its_head(t, &s, last, last + (s.len - last) / 2);
     free(payload);
     free(s.b);
 }
