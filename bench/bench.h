@@ -17,7 +17,7 @@
 #include "arpc/server.h"
 #include "base/histogram.h"
 
-enum bench_mode { BENCH_LATENCY, BENCH_THROUGHPUT, BENCH_SERVE };
+enum bench_mode { BENCH_LATENCY, BENCH_THROUGHPUT, BENCH_SERVE, BENCH_HANDOFF };
 
 /* How throughput mode keeps the window full (see throughput.c for why `then` is the default). */
 enum bench_api { BENCH_API_THEN, BENCH_API_CQ };

@@ -19,6 +19,7 @@ static const char usage_text[] =
     "       arpc-bench throughput [options]\n"
     "       arpc-bench serve --listen ADDR [--inline] [--workers N] [--worker-poll-us N]\n"
     "                        [--log DIR [--fsync F]]\n"
+    "       arpc-bench handoff [--threads P] [--calls N]\n"
     "\n"
     "Measures arpc calls to a server that echoes the request (\"bench.echo\"), and the same\n"
     "traffic over a raw socket on the same transport (the baseline), and reports both.\n"
@@ -27,6 +28,10 @@ static const char usage_text[] =
     "  throughput   --window calls outstanding per connection; baseline: raw pipelined echo;\n"
     "               also measures client memory per outstanding call at the window\n"
     "  serve        serve the bench methods on ADDR until SIGINT or SIGTERM\n"
+    "  handoff      P producer threads (--threads, default 4) post N jobs each (--calls,\n"
+    "               default 1000000) into one actor (arpc_actor_post), then into one started\n"
+    "               loop (arpc_loop_submit): seconds to the consumer's last job, jobs/s,\n"
+    "               context switches per job\n"
     "\n"
     "options:\n"
     "  --calls N           measured calls (latency: 20000, throughput: 200000)\n"
@@ -323,9 +328,20 @@ static int check_rate(const struct bench_config *cfg, const struct given *g)
     return -1;
 }
 
+/* handoff takes --threads and --calls only. */
+static int check_handoff(const struct given *g)
+{
+    for (int id = O_CALLS; id < O_HELP; id++)
+        if (g->has[id] && id != O_CALLS && id != O_THREADS && id != O_QUIET)
+            return bad("%s", "handoff takes --threads P and --calls N only");
+    return -1;
+}
+
 /* Options that only one mode understands. */
 static int check_mode_options(struct bench_config *cfg, const struct given *g)
 {
+    if (cfg->mode == BENCH_HANDOFF)
+        return check_handoff(g);
     int rv = check_amo_log(cfg, g);
     if (rv >= 0 || (rv = check_rate(cfg, g)) >= 0)
         return rv;
@@ -377,7 +393,9 @@ static void defaults(struct bench_config *cfg, const struct given *g)
     cfg->payload = g->has[O_PAYLOAD] ? (size_t)g->num[O_PAYLOAD] : 64;
     cfg->window = g->has[O_WINDOW] ? (unsigned)g->num[O_WINDOW] : 64;
     cfg->connections = g->has[O_CONNS] ? (unsigned)g->num[O_CONNS] : 1;
-    cfg->threads = g->has[O_THREADS] ? (unsigned)g->num[O_THREADS] : 1;
+    cfg->threads = g->has[O_THREADS] ? (unsigned)g->num[O_THREADS] : cfg->mode == BENCH_HANDOFF ? 4 : 1;
+    if (cfg->mode == BENCH_HANDOFF && !g->has[O_CALLS])
+        cfg->calls = 1000000;
     cfg->workers = g->has[O_WORKERS] ? (unsigned)g->num[O_WORKERS] : 0;
     /* 0 on the command line is no poll; not given is the server's default */
     cfg->worker_poll_us = !g->has[O_WORKER_POLL] ? 0 : g->num[O_WORKER_POLL] == 0 ? -1 : (int)g->num[O_WORKER_POLL];
@@ -395,10 +413,12 @@ static int parse_mode(struct bench_config *cfg, const char *word)
         cfg->mode = BENCH_THROUGHPUT;
     else if (strcmp(word, "serve") == 0)
         cfg->mode = BENCH_SERVE;
+    else if (strcmp(word, "handoff") == 0)
+        cfg->mode = BENCH_HANDOFF;
     else if (strcmp(word, "--help") == 0 || strcmp(word, "-h") == 0)
         return usage(stdout), 0;
     else
-        return bad("unknown mode '%s' (latency, throughput or serve)", word);
+        return bad("unknown mode '%s' (latency, throughput, serve or handoff)", word);
     return -1;
 }
 

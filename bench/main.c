@@ -12,6 +12,7 @@
 #include "arpc_side.h"
 #include "baseline.h"
 #include "cli.h"
+#include "handoff.h"
 #include "memacct.h"
 #include "plot.h"
 #include "report.h"
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error to report, not a death */
     if (cfg.mode == BENCH_SERVE)
         return bench_serve_main(&cfg);
+    if (cfg.mode == BENCH_HANDOFF)
+        return bench_handoff_main(&cfg);
     if (cfg.mode == BENCH_THROUGHPUT && cfg.memory) {
         bench_memacct_install(); /* before any other arpc call, as the hook requires */
         bench_memacct_tag_client();

@@ -62,6 +62,9 @@ PASSED=$((PASSED + 1))
 out=$(build-test-release/bench/arpc-bench throughput --calls 200 --window 16 --payload 1048576 --transport tcp --no-memory --quiet)
 echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["calls"] > 0 and d["errors"] == 0 and d["mb_per_s"] > 0 and d["baseline_mb_per_s"] > 0 and d["cpu_us_per_call"] > 0 and d["baseline_cpu_us_per_call"] > 0, d; print("bench throughput 1 MiB ok:", round(d["mb_per_s"]), "MB/s, raw", round(d["baseline_mb_per_s"]), "MB/s, CPU per call", round(d["cpu_us_per_call"]), "us")'
 PASSED=$((PASSED + 1))
+out=$(build-test-release/bench/arpc-bench handoff --threads 4 --calls 20000 --quiet) # every job counted
+echo "$out" | tail -n 1 | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert d["ok"] is True and d["producers"] == 4 and d["actor_posts_s"] > 0 and d["loop_submits_s"] > 0, d; print("bench handoff ok: 4 x 20000 actor posts", d["actor_posts_s"], "s, loop submits", d["loop_submits_s"], "s")'
+PASSED=$((PASSED + 1))
 BUILD=build-test-downstream JOBS=$JOBS scripts/downstream.sh; PASSED=$((PASSED + 1)) # staged /usr install, used by another project
 # A multi-config generator (one build tree, a directory per configuration) generates: only the
 # configure step, a few seconds; each configuration gets its own arpc-uninstalled.pc.
