@@ -790,12 +790,19 @@ static bool all_stuck_here(arpc_future *const *fs, size_t n)
 
 /* The first home loop among fs (see arpc_future_home), or NULL. One loop is driven: futures whose
  * homes are other loops complete while their own drivers run them. */
+/* A caller-driven home first, whichever future names it (nobody else runs it); else an owned
+ * loop of this thread one of them is completed by (future_loop_to_run). */
 static arpc_loop *any_home(arpc_future *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        arpc_loop *home = future_stuck_here(fs[i]) ? NULL : future_loop_to_run(fs[i]);
+        arpc_loop *home = arpc_future_home(fs[i]);
         if (home != NULL)
             return home;
+    }
+    for (size_t i = 0; i < n; i++) {
+        arpc_loop *owned = future_stuck_here(fs[i]) ? NULL : future_loop_to_run(fs[i]);
+        if (owned != NULL)
+            return owned;
     }
     return NULL;
 }

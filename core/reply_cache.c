@@ -10,9 +10,11 @@
  *   it STALE and free the room that saves it from FULL.
  * - A client not known yet is created on NEW only: a refused call would otherwise cost a
  *   client's worth of memory for nothing, and FULL must not grow the cache.
- * - finish and durable drop an entry that was acked while it ran (kept = false): its client
- *   will never ask again, and a DONE entry at or below the ack could never be freed by a
- *   later ack. So every DONE entry lies above its client's ack.
+ * - durable, and finish without a log, drop an entry that was acked while it ran (kept =
+ *   false): its client will never ask again, and a DONE entry at or below the ack could never
+ *   be freed by a later ack. So every DONE entry lies above its client's ack. finish with a
+ *   log keeps such an entry LOGGING: its waiters are answered once its record is durable,
+ *   never before, and durable drops it then.
  * - Expiry pops the oldest client on the activity list. One with a call RUNNING or LOGGING is
  *   kept and touched instead (its call counts as activity), which keeps the list in order and
  *   bounds the work by the clients examined. finish and durable touch the client too: a

@@ -34,6 +34,7 @@ static void h_never(arpc_request *req, void *ctx)
 
 struct fixture {
     arpc_server *s;
+    char addr[256];
     arpc_loop *loop; /* pollable, owned by the test's thread */
     arpc_client *c;
 };
@@ -41,11 +42,11 @@ struct fixture {
 static int setup(void **state)
 {
     static struct fixture fx;
-    char addr[256];
+    char *addr = fx.addr;
     if (arpc_server_create(&fx.s, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "t.echo", test_echo, NULL, NULL) != ARPC_OK ||
         arpc_server_register(fx.s, "t.never", h_never, NULL, NULL) != ARPC_OK ||
-        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK ||
+        arpc_server_listen(fx.s, "tcp://127.0.0.1:0", addr, sizeof(fx.addr)) != ARPC_OK ||
         arpc_loop_create(&fx.loop, &(arpc_loop_options){.pollable = true, .submit_ring_size = 0}) != ARPC_OK)
         return -1;
     /* Options as compound literals of several fields: the macros take them whole. */
@@ -124,6 +125,31 @@ static void test_wait_all_and_any(void **state)
     arpc_future_release(fs[1]);
 }
 
+/* A caller-driven loop's call beside the pollable loop's: the caller-driven one is run (nobody
+ * else would run it), whichever place its future has in the array (a review found the first
+ * version running the pollable loop when its future came first). */
+static void test_wait_any_runs_a_caller_driven_home_first(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_loop *driven;
+    arpc_client *c2;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&driven, NULL)); /* never started: caller-driven */
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c2, fx->addr, &(arpc_client_options){.loop = driven}));
+    arpc_future *fs[2] = {arpc_call_async(fx->c, "t.never", "", 0, BOUND_MS * 2),
+                          arpc_call_async(c2, "t.echo", "d", 1, BOUND_MS)};
+    assert_non_null(fs[0]);
+    assert_non_null(fs[1]);
+    size_t index = 9;
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, 2, BOUND_MS, &index));
+    assert_int_equal(1, index);
+    expect_echo(fs[1], "d");
+    assert_true(arpc_future_cancel(fs[0]));
+    arpc_future_release(fs[0]);
+    arpc_future_release(fs[1]);
+    assert_int_equal(ARPC_OK, arpc_client_close(c2));
+    arpc_loop_destroy(driven);
+}
+
 static void test_cq_next_runs_the_loop(void **state)
 {
     struct fixture *fx = *state;
@@ -158,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_deadline_ends_the_wait),
         cmocka_unit_test(test_wait_all_and_any),
         cmocka_unit_test(test_cq_next_runs_the_loop),
+        cmocka_unit_test(test_wait_any_runs_a_caller_driven_home_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
