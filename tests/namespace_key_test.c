@@ -63,6 +63,19 @@ static bool check_exists(const char *dir)
     return stat(path, &st) == 0;
 }
 
+/* The check's 8 bytes into out; false if it cannot be read. */
+static bool read_check(const char *dir, uint8_t out[8])
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/namespace.check", dir);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, out, 8);
+    close(fd);
+    return n == 8;
+}
+
 static void remove_check(const char *dir)
 {
     char path[512];
@@ -170,10 +183,18 @@ static void test_new_directory_and_log_without_clients_get_a_key(void **state)
     assert_true(read_key(dir, second));
     assert_memory_not_equal(first, second, KEY_SIZE);
     /* A key its check does not match, beside a log that remembers no client: nothing to lose,
-     * it is taken and the check made anew. */
+     * it is taken and the check made anew for it. */
+    uint8_t check_second[8], check_first[8];
+    assert_true(read_check(dir, check_second));
     write_key(dir, first);
     assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_true(read_check(dir, check_first));
+    assert_memory_not_equal(check_second, check_first, 8);
+    /* Which then guards it: once the log remembers a client, the other key is refused. */
+    serve_one_call(dir);
+    write_key(dir, second);
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
     write_key(dir, first);
     assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
