@@ -105,6 +105,7 @@ struct arpc_cq {
     _Atomic long cq_count;     /* pushed minus taken; see the design notes */
     arpc_refcount cq_refs;
     atomic_bool cq_closed;     /* destroy() called: completions release at once */
+    atomic_uint cq_users;      /* servers' methods delivering here (arpc_cq_users_add) */
     int cq_efd;
     pthread_mutex_t cq_lock;   /* consumers only */
     ck_stack_entry_t *cq_fifo; /* under cq_lock: taken from cq_done, oldest first */
@@ -285,6 +286,7 @@ int arpc_cq_create(arpc_cq **out)
     atomic_init(&cq->cq_magic, ARPC_MAGIC_CQ);
     arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
+    atomic_init(&cq->cq_users, 0);
     cq->cq_fifo = NULL;
     atomic_init(&cq->cq_home, NULL);
     atomic_init(&cq->cq_homed, 0);
@@ -296,9 +298,13 @@ int arpc_cq_create(arpc_cq **out)
     return ARPC_OK;
 }
 
+void arpc_cq_users_add(arpc_cq *cq, int n) { atomic_fetch_add(&cq->cq_users, (unsigned)n); }
+
 void arpc_cq_destroy(arpc_cq *cq)
 {
-    if (!cq_live(cq, __func__) || !arpc_handle_kill(cq, ARPC_MAGIC_CQ, "cq", __func__))
+    if (!cq_live(cq, __func__) ||
+        arpc_handle_in_use(cq, atomic_load(&cq->cq_users), "arpc_method_options.queue", __func__) ||
+        !arpc_handle_kill(cq, ARPC_MAGIC_CQ, "cq", __func__))
         return;
     /* A consumer that looked at the handle before the kill has its reference in a few
      * instructions (cq_enter); one after sees it dead. */

@@ -4,13 +4,14 @@
 
 #include "arpc/error.h"
 #include "async/actor_internal.h"
+#include "async/cq_internal.h"
 #include "base/alloc.h"
 #include "base/name_hash.h"
 #include "core/stats.h"
 
 void arpc_registry_init(struct arpc_registry *r) { memset(r, 0, sizeof(*r)); }
 
-/* The actor or group a method is routed to is used from its registration until the server's
+/* The actor, group or queue a method is routed to is used from its registration until the server's
  * stop is over (arpc_registry_routes_done): a destroy meanwhile is refused (async/actor.c). */
 static void registry_route_users(const struct arpc_method *m, int n)
 {
@@ -18,6 +19,8 @@ static void registry_route_users(const struct arpc_method *m, int n)
         arpc_actor_users_add(m->m_actor, n);
     if (m->m_group != NULL)
         arpc_actor_group_users_add(m->m_group, n);
+    if (m->m_queue != NULL)
+        arpc_cq_users_add(m->m_queue, n);
 }
 
 void arpc_registry_routes_done(struct arpc_registry *r)
@@ -116,6 +119,7 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
     if (mopts != NULL) {
         m->m_actor = mopts->actor;
         m->m_group = mopts->group;
+        m->m_queue = mopts->queue;
         m->m_inline = mopts->inline_on_loop;
         m->m_key = mopts->key;
         m->m_reply_est = mopts->reply_bytes_hint;

@@ -19,6 +19,7 @@ struct arpc_method {
     void *m_ctx;
     arpc_actor *m_actor;       /* one of these three routes, or the server's pool */
     arpc_actor_group *m_group;
+    arpc_cq *m_queue;          /* requests delivered to this queue (then m_fn is the server's) */
     int m_inline;
     arpc_key_fn m_key;         /* post by key to m_group (or the pool) */
     void (*m_ctx_free)(void *ctx); /* run on m_ctx at arpc_registry_fini */

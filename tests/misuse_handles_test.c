@@ -432,19 +432,29 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(group_posted_after_destroy, NULL, "arpc_actor_group_post_key on 0x"));
 }
 
-/* An actor or group a server's method is routed to, destroyed before the server: its next
- * request would be posted into freed memory (a new user's trial: ASan saw the write). Now
- * the destroy is refused: an abort in debug builds; with NDEBUG an ERROR line, nothing
- * destroyed, the method still served, and a destroy after the server's goes through. */
-enum route { ROUTE_ACTOR, ROUTE_GROUP, ROUTE_MEMBER };
+/* An actor, group or completion queue a server's method is routed to, destroyed before the
+ * server: its next request would be posted into freed memory (a new user's trial: ASan saw
+ * the write; a review found the queue's case). Now the destroy is refused: an abort in debug
+ * builds; with NDEBUG an ERROR line, nothing destroyed, the method still served, and a
+ * destroy after the server's goes through. */
+enum route { ROUTE_ACTOR, ROUTE_GROUP, ROUTE_MEMBER, ROUTE_QUEUE };
 
-/* Registers "routed" on the route's actor or group and calls it once; NULL on failure. */
+static arpc_cq *g_route_cq;
+
+/* Registers "routed" on the route's actor, group or queue and, but for the queue (nobody
+ * serves it), calls it once; NULL on failure. */
 static arpc_client *routed_pair(arpc_server **s, enum route route, arpc_actor **a, arpc_actor_group **g)
 {
     *a = NULL;
     *g = NULL;
     arpc_method_options mo = {0};
-    if (route == ROUTE_ACTOR) {
+    arpc_handler_fn fn = test_echo;
+    if (route == ROUTE_QUEUE) {
+        if (arpc_cq_create(&g_route_cq) != ARPC_OK)
+            return NULL;
+        mo.queue = g_route_cq;
+        fn = NULL;
+    } else if (route == ROUTE_ACTOR) {
         if (arpc_actor_create(a, NULL) != ARPC_OK)
             return NULL;
         mo.actor = *a;
@@ -458,9 +468,10 @@ static arpc_client *routed_pair(arpc_server **s, enum route route, arpc_actor **
     }
     char addr[256];
     arpc_client *c = NULL;
-    if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "routed", test_echo, NULL, &mo) != ARPC_OK ||
+    if (arpc_server_create(s, NULL) != ARPC_OK || arpc_server_register(*s, "routed", fn, NULL, &mo) != ARPC_OK ||
         arpc_server_listen(*s, "tcp://127.0.0.1:0", addr, sizeof(addr)) != ARPC_OK ||
-        arpc_client_connect(&c, addr, NULL) != ARPC_OK || arpc_call(c, "routed", "x", 1, NULL, NULL, 10000) != ARPC_OK)
+        arpc_client_connect(&c, addr, NULL) != ARPC_OK ||
+        (route != ROUTE_QUEUE && arpc_call(c, "routed", "x", 1, NULL, NULL, 10000) != ARPC_OK))
         return NULL;
     return c;
 }
@@ -469,6 +480,8 @@ static void destroy_route(enum route route, arpc_actor *a, arpc_actor_group *g)
 {
     if (route == ROUTE_ACTOR)
         arpc_actor_destroy(a);
+    else if (route == ROUTE_QUEUE)
+        arpc_cq_destroy(g_route_cq);
     else
         arpc_actor_group_destroy(g);
 }
@@ -497,8 +510,8 @@ static void test_route_destroyed_before_its_server(void **state)
 {
     (void)state;
     static const char *const fn[] = {"arpc_actor_destroy on 0x", "arpc_actor_group_destroy on 0x",
-                                     "arpc_actor_group_destroy on 0x"};
-    for (enum route route = ROUTE_ACTOR; route <= ROUTE_MEMBER; route++) {
+                                     "arpc_actor_group_destroy on 0x", "arpc_cq_destroy on 0x"};
+    for (enum route route = ROUTE_ACTOR; route <= ROUTE_QUEUE; route++) {
         if (aborts_on_misuse) {
             assert_true(dies_with_abort(route_destroyed_first, (void *)(intptr_t)route, fn[route]));
             assert_true(dies_with_abort(route_destroyed_first, (void *)(intptr_t)route, "destroy the server first"));
@@ -515,7 +528,8 @@ static void test_route_destroyed_before_its_server(void **state)
         arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
         assert_non_null(strstr(g_refusal, fn[route]));
         assert_non_null(strstr(g_refusal, "destroy the server first"));
-        assert_int_equal(ARPC_OK, arpc_call(c, "routed", "y", 1, NULL, NULL, 10000));
+        if (route != ROUTE_QUEUE)
+            assert_int_equal(ARPC_OK, arpc_call(c, "routed", "y", 1, NULL, NULL, 10000));
         assert_int_equal(ARPC_OK, arpc_client_close(c));
         assert_int_equal(ARPC_OK, arpc_server_destroy(s));
         destroy_route(route, a, g); /* the server is gone: this one frees it (no_leak checks) */

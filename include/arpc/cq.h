@@ -54,7 +54,10 @@ ARPC_API int arpc_cq_create(arpc_cq **out);
 /* Releases the caller's handle. Futures still queued are released; futures still pending are
  * released when they complete. Consumers waiting in arpc_cq_next / _next_for at the time
  * return ARPC_ESHUTDOWN (a way to end a consumer thread); a call on the queue after destroy
- * is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds).
+ * is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds),
+ * and a destroy while a server's method delivers requests to the queue (arpc_method_options.
+ * queue), before that server's stop is over: refused, with an ERROR line "... destroy the
+ * server first" (an abort in debug builds; with NDEBUG the queue stays as it is).
  * NULL does nothing. */
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 

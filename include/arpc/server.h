@@ -306,7 +306,8 @@ typedef struct arpc_method_options {
      * reply to every request taken, to free it (a request never replied to keeps its data and
      * the server's shell). Until then it also counts as a call in flight on its connection,
      * as a slow handler's does (max_calls_per_conn, the bytes it owes, a stop's grace), even
-     * once the server answered it. The queue must outlive the server. Not with actor, group,
+     * once the server answered it. The queue must outlive the server's stop (a destroy before
+     * is refused: arpc/cq.h). Not with actor, group,
      * key, inline_on_loop or ctx_free (ARPC_EINVAL). */
     arpc_cq *queue;
     /* Take at-most-once calls only: a call that is not numbered (the client's semantics
