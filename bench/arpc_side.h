@@ -41,6 +41,8 @@ struct bench_rate_result {
     double offered_per_s;
     struct bench_run run; /* latency from each call's intended start; calls_per_s achieved */
     arpc_hist *send_lag; /* how late the sender started each call (owned) */
+    int first_error;     /* the outcome of the first call that failed (ARPC_EPROTO: a reply of
+                          * the wrong size), or ARPC_OK */
 };
 
 /* cfg->warmup + cfg->calls calls started at `rate` per second (cfg->poisson: Poisson

@@ -43,8 +43,15 @@ struct rate_run {
     size_t r_len;
     _Atomic uint64_t r_done;
     _Atomic uint64_t r_last_ns; /* the latest completion */
+    _Atomic int r_first_error;  /* the first failure's outcome (ARPC_OK: none yet) */
     sem_t r_all_done;
 };
+
+static void note_failure(struct rate_run *r, int status)
+{
+    int none = ARPC_OK;
+    atomic_compare_exchange_strong(&r->r_first_error, &none, status);
+}
 
 static void on_reply(arpc_future *f, void *arg)
 {
@@ -52,8 +59,11 @@ static void on_reply(arpc_future *f, void *arg)
     struct rate_run *r = c->rc_run;
     uint64_t now = bench_now_ns();
     size_t len = 0;
-    bool ok = arpc_future_poll(f) == ARPC_OK && (arpc_future_data(f, &len), len == r->r_len);
+    int status = arpc_future_poll(f);
+    bool ok = status == ARPC_OK && (arpc_future_data(f, &len), len == r->r_len);
     r->r_latency_ns[c - r->r_calls] = ok ? now - c->rc_intended_ns : RATE_FAILED;
+    if (!ok)
+        note_failure(r, status != ARPC_OK ? status : ARPC_EPROTO);
     arpc_future_release(f);
     uint64_t last = atomic_load_explicit(&r->r_last_ns, memory_order_relaxed);
     while (now > last && !atomic_compare_exchange_weak(&r->r_last_ns, &last, now))
@@ -102,6 +112,7 @@ static uint64_t send_all(const struct bench_config *cfg, arpc_client *client, co
         arpc_future *f = arpc_call_async(client, BENCH_METHOD_ECHO, tx, r->r_len, 0);
         if (f == NULL || arpc_future_then(f, on_reply, c) != ARPC_OK) { /* counted as failed */
             r->r_latency_ns[i] = RATE_FAILED;
+            note_failure(r, ARPC_ENOMEM); /* neither the call nor its callback could be made */
             if (f != NULL)
                 arpc_future_release(f);
             if (atomic_fetch_add(&r->r_done, 1) + 1 == r->r_total)
@@ -127,6 +138,7 @@ static void collect(const struct bench_config *cfg, struct rate_run *r, uint64_t
     uint64_t last = atomic_load(&r->r_last_ns);
     out->run.elapsed_s = last > t_first ? (double)(last - t_first) / 1e9 : 0;
     out->run.calls_per_s = out->run.elapsed_s > 0 ? (double)out->run.calls / out->run.elapsed_s : 0;
+    out->first_error = atomic_load(&r->r_first_error);
 }
 
 int bench_arpc_rate(const struct bench_config *cfg, const char *addr, double rate,

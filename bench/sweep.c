@@ -48,6 +48,8 @@ static void table_row(const struct bench_rate_result *r)
             r->run.calls_per_s, bench_hist_us(h, 50), bench_hist_us(h, 99), bench_hist_us(h, 99.9),
             bench_hist_us(h, 100), (unsigned long long)r->run.errors, bench_hist_us(r->send_lag, 99),
             r->run.ctx_per_call, saturated(r) ? "  saturated" : "");
+    if (r->first_error != ARPC_OK)
+        fprintf(stderr, "  %12s the first failed call ended %s\n", "", arpc_errname(r->first_error));
 }
 
 static void json_point(struct bench_json *j, const struct bench_rate_result *r)
@@ -56,6 +58,7 @@ static void json_point(struct bench_json *j, const struct bench_rate_result *r)
     bench_json_num(j, "calls_per_s", r->run.calls_per_s);
     bench_json_uint(j, "calls", r->run.calls);
     bench_json_uint(j, "errors", r->run.errors);
+    bench_json_str_or_null(j, "first_error", r->first_error != ARPC_OK ? arpc_errname(r->first_error) : NULL);
     bench_json_num(j, "p50_us", bench_hist_us(r->run.hist, 50));
     bench_json_num(j, "p90_us", bench_hist_us(r->run.hist, 90));
     bench_json_num(j, "p99_us", bench_hist_us(r->run.hist, 99));
