@@ -124,6 +124,9 @@ struct arpc_cq {
 
 static uint64_t tally_of(bool completing) { return TALLY_UNTAKEN + (completing ? TALLY_COMPLETING : 0); }
 
+/* Attached entries not yet pushed whose completer is cq_completer: the tally's high half. */
+static uint64_t cq_completing(arpc_cq *cq) { return atomic_load(&cq->cq_tally) >> 32; }
+
 /* True when the queue is empty and every entry still to take is a pending call of
  * cq_completer. */
 static bool cq_only_completing_left(arpc_cq *cq)
@@ -430,7 +433,7 @@ static void cq_sleep(void *arg, uint64_t deadline_ns)
 static bool cq_ready_completing(void *arg)
 {
     arpc_cq *cq = arg;
-    return atomic_load(&cq->cq_count) > 0 || (atomic_load(&cq->cq_tally) >> 32) == 0 || atomic_load(&cq->cq_closed);
+    return atomic_load(&cq->cq_count) > 0 || cq_completing(cq) == 0 || atomic_load(&cq->cq_closed);
 }
 
 /* Sleeps until the queue may have changed, or runs its home loop meanwhile (the design
@@ -443,7 +446,7 @@ static int cq_sleep_or_drive(arpc_cq *cq, uint64_t deadline)
 {
     struct arpc_loop *home = atomic_load(&cq->cq_homed) > 0 ? atomic_load(&cq->cq_home) : NULL;
     bool (*ready)(void *) = cq_ready;
-    if (home == NULL && (atomic_load(&cq->cq_tally) >> 32) > 0) {
+    if (home == NULL && cq_completing(cq) > 0) {
         home = arpc_loop_owned_named(atomic_load(&cq->cq_completer));
         ready = cq_ready_completing;
         if (home != NULL && arpc_loop_current() == home)

@@ -613,12 +613,12 @@ static bool future_stuck_here(const arpc_future *f)
 
 /* The loop a wait on f runs: its home (a caller-driven loop), or, on the thread that owns the
  * wrapped or pollable loop completing it, that loop, outside its steps (inside, the wait is
- * stuck: future_stuck_here): nobody else would run it meanwhile, and arpc_call runs it there
- * too. NULL: the wait sleeps. */
+ * stuck: future_stuck_here, NULL): nobody else would run it meanwhile, and arpc_call runs it
+ * there too. NULL: the wait sleeps (or, stuck, is refused). */
 static arpc_loop *future_loop_to_run(const arpc_future *f)
 {
     arpc_loop *home = arpc_future_home(f);
-    if (home != NULL)
+    if (home != NULL || future_stuck_here(f))
         return home;
     return arpc_loop_owned_named(atomic_load_explicit(&f->f_data, memory_order_relaxed));
 }
@@ -632,7 +632,7 @@ int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns)
  * loop, where the wait could never end (unless f is done by then: a cancel from elsewhere). */
 static int future_wait_for_home(arpc_future *f, uint64_t deadline_ns, bool spin)
 {
-    arpc_loop *home = future_stuck_here(f) ? NULL : future_loop_to_run(f);
+    arpc_loop *home = future_loop_to_run(f);
     int rc;
     if (home != NULL) {
         /* A call's cancel reaches its loop (the hook posts a job); another producer's future
@@ -788,10 +788,10 @@ static bool all_stuck_here(arpc_future *const *fs, size_t n)
     return true;
 }
 
-/* The first home loop among fs (see arpc_future_home), or NULL. One loop is driven: futures whose
- * homes are other loops complete while their own drivers run them. */
-/* A caller-driven home first, whichever future names it (nobody else runs it); else an owned
- * loop of this thread one of them is completed by (future_loop_to_run). */
+/* The one loop a wait for any of fs drives, or NULL: a caller-driven home first, whichever
+ * future names it (nobody else runs it; see arpc_future_home), else an owned loop of this
+ * thread that completes one of them (future_loop_to_run). Futures of other loops complete
+ * while their own drivers run them. */
 static arpc_loop *any_home(arpc_future *const *fs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -800,7 +800,7 @@ static arpc_loop *any_home(arpc_future *const *fs, size_t n)
             return home;
     }
     for (size_t i = 0; i < n; i++) {
-        arpc_loop *owned = future_stuck_here(fs[i]) ? NULL : future_loop_to_run(fs[i]);
+        arpc_loop *owned = future_loop_to_run(fs[i]); /* no home among fs: an owned loop or NULL */
         if (owned != NULL)
             return owned;
     }
