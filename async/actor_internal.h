@@ -103,17 +103,19 @@ bool arpc_actor_at_take_end(void (*fn)(void *arg), void *arg);
  * it sleeps). Any thread; a snapshot (tests). */
 bool arpc_actor_asleep(const arpc_actor *actor);
 
+/* A server's method routed to the actor (or a group) counts as a user from its registration
+ * to the end of the server's stop (n = 1, -1): destroying it meanwhile is reported
+ * (arpc_actor_in_use, through base/handle.h's arpc_handle_in_use: an ERROR line naming fn,
+ * abort in debug builds; true, and the caller destroys nothing). */
+void arpc_actor_users_add(arpc_actor *actor, int n);
+bool arpc_actor_in_use(const arpc_actor *actor, const char *fn);
+
 /* ---- groups ---- */
+
+void arpc_actor_group_users_add(arpc_actor_group *g, int n); /* as arpc_actor_users_add */
 
 /* The member arpc_actor_group_post would post to next (round-robin), and the one
  * arpc_actor_group_post_key would post to for key: for posting jobs to a group. */
-/* A server's method routed to the actor (or a group) counts as a user from its registration
- * to the server's free (n = 1, -1): destroying it meanwhile is reported (arpc_actor_in_use:
- * an ERROR line naming fn, abort in debug builds; true, and the caller destroys nothing). */
-void arpc_actor_users_add(arpc_actor *actor, int n);
-bool arpc_actor_in_use(const arpc_actor *actor, const char *fn);
-void arpc_actor_group_users_add(arpc_actor_group *g, int n);
-
 arpc_actor *arpc_actor_group_pick(arpc_actor_group *g);
 /* The group's only member when it has one, else NULL: every post to it goes to that actor. */
 arpc_actor *arpc_actor_group_only(const arpc_actor_group *g);

@@ -41,8 +41,8 @@ struct arpc_registry {
 
 void arpc_registry_init(struct arpc_registry *r);
 void arpc_registry_fini(struct arpc_registry *r);
-/* The server's stop is over: nothing is posted to the methods' actors and groups any more,
- * which may then be destroyed. Once, after the last registration. */
+/* The server's stop is over: nothing is posted to the methods' actors, groups and queues any
+ * more, which may then be destroyed. Once, after the last registration. */
 void arpc_registry_routes_done(struct arpc_registry *r);
 /* ARPC_OK, ARPC_EBUSY (name taken), ARPC_ENOMEM. */
 int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn fn, void *ctx,

@@ -282,7 +282,7 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
         le_st64(p + GOODBYE_CLIENT, v->v_client_id);
         le_st64(p + GOODBYE_FLOOR, v->v_seq);
         break;
-    default: /* STATE, sized: its state's length */
+    case ARPC_LOG_STATE: /* written sized: its state's length */
         le_st32(p + STATE_LEN, v->v_data_len);
         break;
     }
