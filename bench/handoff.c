@@ -16,6 +16,7 @@
  */
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,7 +34,7 @@ struct handoff {
     uint64_t h_count;     /* the consumer's thread only */
     pthread_barrier_t h_start;
     sem_t h_done;
-    int h_failed;         /* a post that failed (its code), or 0 */
+    _Atomic int h_failed; /* a post that failed (its code), or ARPC_OK */
     uint64_t h_seen;      /* the count when the end job ran */
 };
 
@@ -85,7 +86,7 @@ static void *producer(void *arg)
     for (uint64_t i = 0; i < h->h_per; i++) {
         int rc = post_one(h, false);
         if (rc != ARPC_OK) {
-            __atomic_store_n(&h->h_failed, rc, __ATOMIC_RELAXED);
+            atomic_store_explicit(&h->h_failed, rc, memory_order_relaxed);
             break;
         }
     }
@@ -128,10 +129,11 @@ static struct handoff_result handoff_run(struct handoff *h, unsigned producers)
     uint64_t jobs = (uint64_t)producers * h->h_per;
     r.seconds = (double)(t1 - t0) / 1e9;
     r.ctx_per_job = jobs ? (double)(ctx1 - ctx0) / (double)jobs : 0;
-    r.ok = posted && __atomic_load_n(&h->h_failed, __ATOMIC_RELAXED) == 0 && h->h_seen == jobs;
+    int failed = atomic_load_explicit(&h->h_failed, memory_order_relaxed);
+    r.ok = posted && failed == ARPC_OK && h->h_seen == jobs;
     if (!r.ok)
         fprintf(stderr, "arpc-bench handoff: %llu of %llu jobs ran (post error %s)\n", (unsigned long long)h->h_seen,
-                (unsigned long long)jobs, arpc_errname(h->h_failed));
+                (unsigned long long)jobs, arpc_errname(failed));
     sem_destroy(&h->h_done);
     pthread_barrier_destroy(&h->h_start);
     free(threads);
