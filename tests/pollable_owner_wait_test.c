@@ -74,6 +74,22 @@ static void expect_echo(arpc_future *f, const char *want)
     assert_memory_equal(want, got, len);
 }
 
+/* Waits for any of (never, echo): it must be the echo, index 1, answered want; then cancels
+ * the other and releases both. */
+static void expect_any_is_the_echo(arpc_future *never, arpc_future *echo, const char *want)
+{
+    assert_non_null(never);
+    assert_non_null(echo);
+    arpc_future *fs[2] = {never, echo};
+    size_t index = 9;
+    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, 2, BOUND_MS, &index));
+    assert_int_equal(1, index);
+    expect_echo(echo, want);
+    assert_true(arpc_future_cancel(never));
+    arpc_future_release(never);
+    arpc_future_release(echo);
+}
+
 static void test_wait_runs_the_loop(void **state)
 {
     struct fixture *fx = *state;
@@ -112,17 +128,8 @@ static void test_wait_all_and_any(void **state)
     arpc_future_release(fs[1]);
 
     /* One that never ends, one that does: any returns the second. */
-    fs[0] = arpc_call_async(fx->c, "t.never", "", 0, BOUND_MS * 2);
-    fs[1] = arpc_call_async(fx->c, "t.echo", "c", 1, BOUND_MS);
-    assert_non_null(fs[0]);
-    assert_non_null(fs[1]);
-    size_t index = 9;
-    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, 2, BOUND_MS, &index));
-    assert_int_equal(1, index);
-    expect_echo(fs[1], "c");
-    assert_true(arpc_future_cancel(fs[0]));
-    arpc_future_release(fs[0]);
-    arpc_future_release(fs[1]);
+    expect_any_is_the_echo(arpc_call_async(fx->c, "t.never", "", 0, BOUND_MS * 2),
+                           arpc_call_async(fx->c, "t.echo", "c", 1, BOUND_MS), "c");
 }
 
 /* A caller-driven loop's call beside the pollable loop's: the caller-driven one is run (nobody
@@ -135,17 +142,8 @@ static void test_wait_any_runs_a_caller_driven_home_first(void **state)
     arpc_client *c2;
     assert_int_equal(ARPC_OK, arpc_loop_create(&driven, NULL)); /* never started: caller-driven */
     assert_int_equal(ARPC_OK, arpc_client_connect(&c2, fx->addr, &(arpc_client_options){.loop = driven}));
-    arpc_future *fs[2] = {arpc_call_async(fx->c, "t.never", "", 0, BOUND_MS * 2),
-                          arpc_call_async(c2, "t.echo", "d", 1, BOUND_MS)};
-    assert_non_null(fs[0]);
-    assert_non_null(fs[1]);
-    size_t index = 9;
-    assert_int_equal(ARPC_OK, arpc_future_wait_any(fs, 2, BOUND_MS, &index));
-    assert_int_equal(1, index);
-    expect_echo(fs[1], "d");
-    assert_true(arpc_future_cancel(fs[0]));
-    arpc_future_release(fs[0]);
-    arpc_future_release(fs[1]);
+    expect_any_is_the_echo(arpc_call_async(fx->c, "t.never", "", 0, BOUND_MS * 2),
+                           arpc_call_async(c2, "t.echo", "d", 1, BOUND_MS), "d");
     assert_int_equal(ARPC_OK, arpc_client_close(c2));
     arpc_loop_destroy(driven);
 }
