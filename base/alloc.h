@@ -6,12 +6,11 @@
 
 #include "arpc/alloc.h"
 
-void *arpc_malloc(size_t size);
 void *arpc_calloc(size_t n, size_t size);
 void *arpc_realloc(void *ptr, size_t size);
 /* A copy of text[0..len) with a NUL after it (not counted in len), for a message a caller may
  * print with %s: a future's data after an error. NULL without memory. */
 char *arpc_text_copy(const char *text, size_t len);
-/* arpc_free() is public: declared in arpc/common.h. */
+/* arpc_malloc() and arpc_free() are public: declared in arpc/alloc.h and arpc/common.h. */
 
 #endif

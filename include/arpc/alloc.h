@@ -27,6 +27,12 @@ typedef struct arpc_allocator {
 
 ARPC_API void arpc_set_allocator(const arpc_allocator *allocator);
 
+/* A block of size bytes from arpc's allocator (the hook's malloc_fn, or malloc without one),
+ * for memory handed to arpc to own: the data of arpc_future_complete. Free a block arpc
+ * handed you, or one of these not handed over, with arpc_free (arpc/common.h). NULL without
+ * memory (size 0 is taken as 1). Any thread. */
+ARPC_API void *arpc_malloc(size_t size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -109,8 +109,8 @@ ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t time
 ARPC_API int arpc_future_create(arpc_future **out);
 
 /* Completes f with status (ARPC_OK or an arpc_error code; ARPC_EPENDING, a negative status or
- * one above 16,777,215 completes it with ARPC_EINVAL) and takes ownership of data (malloc'ed
- * through arpc's allocator, may be NULL). Returns true when this call completed f; false when f was already complete,
+ * one above 16,777,215 completes it with ARPC_EINVAL) and takes ownership of data (from arpc_malloc,
+ * arpc/alloc.h; may be NULL). Returns true when this call completed f; false when f was already complete,
  * in which case data is freed. Callbacks run on the calling thread before this returns.
  * The caller must hold a reference to f for the duration of the call (a woken waiter may
  * release its own at once). For futures made with arpc_future_create only: on a future arpc

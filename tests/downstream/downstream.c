@@ -1,6 +1,7 @@
 /*
  * A downstream program: checks that the headers and the library it was linked against are one
- * version, then makes one call over inproc:// (a server and a client in this process).
+ * version, then makes one call over inproc:// (a server and a client in this process), and
+ * completes a future of its own with a block from arpc_malloc.
  * Exits 0 and prints "downstream ok" only if both hold.
  */
 #include <stdio.h>
@@ -51,6 +52,28 @@ int main(void)
     arpc_free(reply);
     arpc_client_close(client);
     arpc_server_destroy(server);
+    /* A future of its own, completed with a block from arpc's allocator (exported for it). */
+    arpc_future *f = NULL;
+    char *data = arpc_malloc(3);
+    if (ok && (data == NULL || arpc_future_create(&f) != ARPC_OK)) {
+        fprintf(stderr, "downstream: arpc_malloc or arpc_future_create failed\n");
+        ok = 0;
+    }
+    if (ok) {
+        memcpy(data, "hi", 3);
+        arpc_future_complete(f, ARPC_OK, data, 3);
+        data = NULL; /* the future's now */
+        size_t got = 0;
+        char *taken = arpc_future_take(f, &got);
+        if (taken == NULL || got != 3 || strcmp(taken, "hi") != 0) {
+            fprintf(stderr, "downstream: the future's data came back wrong\n");
+            ok = 0;
+        }
+        arpc_free(taken);
+    }
+    arpc_free(data);
+    if (f != NULL)
+        arpc_future_release(f);
     if (ok)
         printf("downstream ok: arpc %s\n", arpc_version_string());
     return ok ? 0 : 1;
