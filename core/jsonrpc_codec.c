@@ -116,6 +116,10 @@ bool jsonrpc_valid(const void *buf, size_t len)
 {
     json_error_t err;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    /* An integer outside int64 (a uint64 above 2^63-1, which a Go peer takes) is JSON that
+     * jansson holds only as a real: the bytes are sent as they are, so it is valid here. */
+    if (v == NULL && json_error_code(&err) == json_error_numeric_overflow)
+        v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err);
     bool valid = v != NULL;
     json_decref(v);
     return valid;

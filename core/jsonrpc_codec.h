@@ -38,7 +38,8 @@ uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *par
                                 size_t *out_len);
 
 /* True when buf[0..len) is exactly one JSON value (any kind), optionally surrounded by
- * whitespace. */
+ * whitespace; integers of any size (jansson holds int64 only: larger ones are checked as
+ * reals). */
 bool jsonrpc_valid(const void *buf, size_t len);
 
 #endif
