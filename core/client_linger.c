@@ -75,10 +75,10 @@ void client_linger_done(arpc_client *c)
     if (c->cl_unsent_frames > 0)
         arpc_log(ARPC_LOG_WARN,
                  "closing the client of %s: %" PRIu64 " one-way message(s) and %" PRIu64
-                 " other frame(s) (requests, the goodbye) dropped unwritten: the server did not read them within "
-                 "close_linger_ms (%" PRId64 " ms)",
+                 " other frame(s) (requests, the goodbye) dropped unwritten: %s close_linger_ms (%" PRId64 " ms)",
                  c->cl_target.t_addr, c->cl_unsent_oneway, c->cl_unsent_frames - c->cl_unsent_oneway,
-                 c->cl_linger_ms > 0 ? c->cl_linger_ms : 0);
+                 c->cl_linger_ms > 0 ? "the server did not read them within" : "no wait for the server asked by",
+                 c->cl_linger_ms);
     if (!c->cl_lingering)
         return;
     arpc_deadline_cancel(c->cl_loop, &c->cl_linger_timer);

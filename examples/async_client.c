@@ -77,6 +77,11 @@ static void on_square(arpc_future *f, void *arg)
 int main(int argc, char **argv)
 {
     char addr[256], want[256];
+    if (argc > 2 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
+        fprintf(argc > 2 ? stderr : stdout, "usage: async_client [ADDR]   (where the embedded server listens; "
+                "default unix:///tmp/arpc-async-PID.sock; e.g. tcp://127.0.0.1:0)\n");
+        return argc > 2 ? 2 : 0;
+    }
     if (argc > 1)
         snprintf(want, sizeof(want), "%s", argv[1]);
     else

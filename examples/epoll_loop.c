@@ -97,7 +97,16 @@ int main(int argc, char **argv)
     bool edge = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ticks") == 0 && i + 1 < argc) {
-            a.ticks_left = (unsigned)strtoul(argv[++i], NULL, 10);
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*argv[i] == '\0' || *end != '\0' || n < 0 || n > 1000000) {
+                fprintf(stderr, "epoll_loop: --ticks takes a number from 0 to 1000000, not \"%s\"\n", argv[i]);
+                return 2;
+            }
+            a.ticks_left = (unsigned)n;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: epoll_loop [--ticks N] [--edge-triggered]\n");
+            return 0;
         } else if (strcmp(argv[i], "--edge-triggered") == 0) {
             edge = true;
         } else {

@@ -73,6 +73,11 @@ static void put_done(const Kv__PutReply *reply, void *data)
 
 int main(int argc, char **argv)
 {
+    if (argc > 2 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
+        fprintf(argc > 2 ? stderr : stdout, "usage: kv_proto [ADDR]   (where the embedded server listens; default "
+                "tcp://127.0.0.1:0: a free port)\n");
+        return argc > 2 ? 2 : 0;
+    }
     const char *listen_addr = argc > 1 ? argv[1] : "tcp://127.0.0.1:0";
     arpc_server *server;
     char addr[256];

@@ -151,7 +151,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
 
 /* The same in the Prometheus text exposition format (version 0.0.4), for an application to
  * serve from its own HTTP endpoint (Content-Type: text/plain; version=0.0.4):
- *   arpc_server_calls_total{method="M",outcome="ARPC_OK"}   counter, codes counted at least once
+ *   arpc_server_calls_total{method="M",outcome="ARPC_OK"}   counter: ARPC_OK always (0 before
+ *                                                           the first), other codes once counted
  *   arpc_server_calls_started_total{method="M"}             counter
  *   arpc_server_calls_in_flight{method="M"}                 gauge
  *   arpc_server_oneway_total{method="M"}                    counter
