@@ -256,10 +256,14 @@ void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     if (written)
         reply_direct_finish(sc, rm); /* its rest, if any, first */
     if (req->rq_seq != 0) {
-        /* Numbered: the result goes to every request waiting for it, and is kept; one that
-         * did not run is forgotten (a retry may run it), unless its client gave the seq up for
-         * good (a CANCEL naming it): then "cancelled" is its result. */
-        bool kept = rm->rm_ran || (rm->rm_code == ARPC_ECANCELLED && (atomic_load(&req->rq_flags) & RQ_CANCEL_KEPT));
+        /* Numbered: the result goes to every request waiting for it, and is kept. So is a
+         * refusal (it did not run: expired, its actor stopped, no room in its queue, a
+         * stop): its client never sends a seq again once answered, so another copy is an
+         * earlier send arriving late (a half-open connection's, a proxy's replay), which must
+         * get the same "did not run", never a run (docs/SEMANTICS.md; before, it ran). A call
+         * cancelled on its own connection is forgotten ("cancelled" says it may run), unless
+         * its client gave the seq up for good (a CANCEL naming it). */
+        bool kept = rm->rm_ran || rm->rm_code != ARPC_ECANCELLED || (atomic_load(&req->rq_flags) & RQ_CANCEL_KEPT);
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, kept);
     } else if (written) {
         reply_msg_put(rm); /* the caller has it already */

@@ -113,8 +113,8 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
     bool parked = st->rs_conn->sc_parked == req;
     if (!parked) {
         /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
-         * against request_run's) and refuses it now ("did not run", and a numbered call's
-         * entry is dropped so a retry may run it), rather than when a busy actor comes to it,
+         * against request_run's) and refuses it now ("did not run", which a numbered call's
+         * entry keeps as its result: core/request.c), rather than when a busy actor comes to it,
          * long after its caller gave up not knowing whether it ran. The actor that takes its
          * job later only lets go of it. */
         unsigned flags = atomic_load(&req->rq_flags);

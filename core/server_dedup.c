@@ -382,7 +382,7 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
         rm = s->sv_log_lost_reply;
     }
     if (!ran) {
-        waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* a retry may run it */
+        waiters = arpc_reply_cache_abort(&s->sv_cache, client_id, seq); /* "may have run": a copy may run it */
     } else {
         /* With a log, the waiters are answered once the record is durable (journal). */
         bool wait = journal_waits(s);

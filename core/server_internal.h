@@ -238,7 +238,7 @@ struct reply_msg {
     struct arpc_loop_job rm_job;
     arpc_request *rm_req;
     uint32_t rm_refs;      /* once on the loop: the reply cache's and the output queues' holds */
-    bool rm_ran;           /* false: the call was refused without running (a retry may run it) */
+    bool rm_ran;           /* false: the call was refused without running */
     size_t rm_len;
     const uint8_t *rm_effect; /* arpc_reply_durable's effect, after the frame; NULL: none */
     size_t rm_effect_len;
@@ -571,12 +571,14 @@ void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
- * replier wrote it already, rm_direct); rm is kept or freed. Once the log failed, a call that
+ * replier wrote it already, rm_direct); rm is kept (ran: the call's result, a refusal's
+ * included) or freed and the call forgotten. Once the log failed, a call that
  * ran ends with the lost reply (ARPC_EABANDONED) instead: rm is freed, its effect not logged. */
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran);
 /* A numbered call's reply could not be made (no memory): its waiters get an ARPC_EABANDONED
- * error made in advance; kept for its retries if the call ran, forgotten if it was refused
- * without running (a retry may run it). */
+ * error made in advance ("may have run"); kept for its retries if the call ran, forgotten if
+ * it was refused without running (a later copy may then run it: the caller was told it may
+ * have run). */
 void dedup_lost(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, bool ran);
 /* A stop answered a numbered call that had started and whose handler had not replied: its
  * result is the stop's ARPC_EABANDONED, kept and logged like any result, so that a copy
@@ -675,8 +677,8 @@ void request_cancel(struct server_conn *sc, uint64_t xid);
 /* Loop thread: cancels the numbered call seq that sc runs under xid, if it is still in sc's
  * table (sc may be closed); nothing otherwise. keep: its client gave the seq up for good (a
  * CANCEL naming the seq), so should the call not start, its ARPC_ECANCELLED is kept as its
- * result (a late copy gets that, never a run); else it is forgotten, as any call that did not
- * run, and a retry may run it. */
+ * result (a late copy gets that, never a run); else it is forgotten ("cancelled" says it may
+ * run), and a late copy may run it. */
 void request_cancel_call(struct server_conn *sc, uint64_t xid, uint64_t seq, bool keep);
 /* Loop thread: req is cancelled (a CANCEL frame, or the server answered in its handler's
  * place); its on_cancel callback runs if this is the first cancel. req's state is whole. */
