@@ -101,9 +101,12 @@ static char *client_why(arpc_client *c, const char *fmt, const char *lead, bool 
 char *client_unreachable_why(arpc_client *c, size_t *len)
 {
     *len = 0;
-    if (atomic_load(&c->cl_state) == CL_READY)
+    int state = atomic_load(&c->cl_state);
+    if (state == CL_READY)
         return NULL;
-    return client_why(c, "%s: %s", "no connection to the server", false, len);
+    return client_why(c, "%s: %s",
+                      state == CL_LOST ? "this client will not connect again" : "no connection to the server", false,
+                      len);
 }
 
 char *client_lost_why(arpc_client *c, const char *why, size_t *len)

@@ -274,8 +274,10 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
          * code alone. */
         size_t why_len = why != NULL ? strlen(why) : 0;
         char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
-        if (rc == ARPC_EUNREACHABLE && text == NULL) /* a client lost at its first attempt */
-            text = client_unreachable_why(c, &why_len); /* (before the leave: c may go then) */
+        /* A client lost at its first attempt, or for good (a GOAWAY refused it): what was in
+         * the way (before the leave: c may go then). */
+        if (text == NULL && c != NULL && (rc == ARPC_EUNREACHABLE || atomic_load(&c->cl_state) == CL_LOST))
+            text = client_unreachable_why(c, &why_len);
         client_leave(c);
         arpc_future_complete_owned(f, rc, text, text != NULL ? why_len : 0);
         if (call != NULL)

@@ -529,7 +529,10 @@ bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
-        call_finish(call, call_ended_code(call, client_unavailable_reason(c)), NULL, 0); /* its caller may have written it */
+        int code = call_ended_code(call, client_unavailable_reason(c)); /* its caller may have written it */
+        size_t len = 0;
+        char *why = code != ARPC_ECONNLOST && state == CL_LOST ? client_unreachable_why(c, &len) : NULL;
+        call_finish(call, code, why, len);
         return false;
     }
     if (!written && arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */

@@ -403,9 +403,11 @@ int client_unavailable_reason(arpc_client *c);
 void client_set_error(arpc_client *c, int code, const char *why);
 /* The connection was lost (why): the last error, and the loss that client_lost_why names. */
 void client_set_loss(arpc_client *c, const char *why);
-/* A call ending ARPC_EUNREACHABLE: while there is no connection, "no connection to the
- * server: " and the last attempt's failure, as the call's result (arpc_malloc'd, NUL after
- * *len); NULL with a connection, nothing recorded, or no memory (the code alone). Any thread. */
+/* A call ending ARPC_EUNREACHABLE, or refused by a client that stopped for good (a GOAWAY
+ * refusing it: CL_LOST): while there is no connection, "no connection to the server: " (or
+ * "this client will not connect again: ") and the last failure, as the call's result
+ * (arpc_malloc'd, NUL after *len); NULL with a connection, nothing recorded, or no memory
+ * (the code alone). Any thread. */
 char *client_unreachable_why(arpc_client *c, size_t *len);
 /* A call ending ARPC_ECONNLOST: why its outcome could not be settled (why: which of the
  * causes client.h lists), then how the connection was lost (client_set_loss), in parentheses;

@@ -262,6 +262,13 @@ void calls_fail_all(arpc_client *c, int reason)
 void calls_refused(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
-    /* A call sent on an earlier connection may have run there: its outcome stays unknown. */
-    waiting_fail_all(c, reason);
+    /* A call sent on an earlier connection may have run there: its outcome stays unknown. One
+     * never sent says why (the server's refusal), in its result. */
+    struct client_call *call;
+    while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL) {
+        int code = call_ended_code(call, reason);
+        size_t len = 0;
+        char *why = code != ARPC_ECONNLOST ? client_unreachable_why(c, &len) : NULL;
+        call_finish(call, code, why, len);
+    }
 }
