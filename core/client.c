@@ -104,9 +104,10 @@ char *client_unreachable_why(arpc_client *c, size_t *len)
     int state = atomic_load(&c->cl_state);
     if (state == CL_READY)
         return NULL;
-    return client_why(c, "%s: %s",
-                      state == CL_LOST ? "this client will not connect again" : "no connection to the server", false,
-                      len);
+    /* Refused for good (a GOAWAY): not a connection that failed, a server that will not take us. */
+    bool refused = state == CL_LOST && atomic_load(&c->cl_lost_reason) != ARPC_EUNREACHABLE;
+    return client_why(c, "%s: %s", refused ? "this client will not connect again" : "no connection to the server",
+                      false, len);
 }
 
 char *client_lost_why(arpc_client *c, const char *why, size_t *len)
