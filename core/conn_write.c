@@ -17,10 +17,16 @@
  * Why the loop's queue drains before a writer may write again: replies have no order between
  * them, but a frame the loop has half written must be finished first. CW_LOOP is held from the
  * loop's take until its queue is empty (across EAGAIN and the write watcher), so while the loop
- * is behind, writers queue behind it too: under pipelined load the loop keeps batching.
+ * is behind, writers queue behind it too: under pipelined load the loop keeps batching. For the
+ * same reason a writer that leaves while the loop wanted the socket (CW_WANTED: the loop queued
+ * frames while the writer wrote) leaves it to the loop, not to nobody: a third thread's CAS
+ * from 0 in the gap before the loop's job ran would put its frame ahead of those. A client's
+ * requests have an order (one thread's calls reach the server as it made them; per-key order
+ * on the server rests on it): a stress trial under TSan saw a thread's second call pass its
+ * first, which the loop had queued while another caller wrote.
  *
- * A connection that never allowed direct writes never touches the word (client connections,
- * TLS, JSON-RPC): its flushes cost no atomic.
+ * A connection that never allowed direct writes never touches the word (TLS, JSON-RPC): its
+ * flushes cost no atomic.
  */
 #include "core/conn_write.h"
 
@@ -97,12 +103,13 @@ void arpc_conn_writer_close(struct arpc_conn *conn)
 }
 
 /* A writer leaves; with CW_HANDOFF it leaves a rest behind for the loop (which takes CW_WANTED
- * over with it). Returns whether the loop wanted the socket meanwhile. */
+ * over with it). A loop that wanted the socket meanwhile gets it, not the next writer: its
+ * queue holds frames made before that writer's (a client's calls of one thread: one went to
+ * the loop while this writer wrote, the next must not pass it). Returns whether it did. */
 static bool writer_leave(struct arpc_conn_writer *w, uint32_t handoff)
 {
     uint32_t st = atomic_load(&w->w_state);
-    uint32_t keep = handoff ? ~(uint32_t)CW_WRITER : ~(uint32_t)(CW_WRITER | CW_WANTED);
-    while (!atomic_compare_exchange_weak(&w->w_state, &st, (st & keep) | handoff))
+    while (!atomic_compare_exchange_weak(&w->w_state, &st, arpc_conn_writer_left(st, handoff)))
         ;
     return (st & CW_WANTED) != 0;
 }
@@ -168,8 +175,16 @@ enum arpc_direct arpc_conn_write_direct(struct arpc_conn *conn, const uint8_t *d
 
 void arpc_conn_direct_done(struct arpc_conn *conn)
 {
-    if (conn->c_open && !arpc_outq_empty(&conn->c_out) && !ev_is_active(&conn->c_flush) &&
-        !ev_is_active(&conn->c_wio)) {
+    if (!conn->c_open)
+        return;
+    if (arpc_outq_empty(&conn->c_out)) {
+        /* The frames the loop wanted the socket for left meanwhile (a request taken back at
+         * its deadline): the socket a writer left the loop (CW_LOOP) is nobody's again. */
+        if (!ev_is_active(&conn->c_wio))
+            arpc_conn_writer_leave(conn);
+        return;
+    }
+    if (!ev_is_active(&conn->c_flush) && !ev_is_active(&conn->c_wio)) {
         ev_prepare_start(conn->c_ev, &conn->c_flush);
         arpc_loop_prepare_due(conn->c_loop);
     }

@@ -14,7 +14,9 @@
  *               the wire, so nobody writes until the loop has put that rest at the front of its
  *               queue (arpc_conn_send_rest), which makes the word CW_LOOP
  *   CW_WANTED   (with CW_WRITER or CW_HANDOFF) the loop wanted to flush its queue and could not:
- *               the writer must bring it a job with a wake-up as it leaves (ARPC_DIRECT_ALL_WAKE)
+ *               the writer leaves the socket to the loop (CW_LOOP: the frames the loop queued
+ *               came first, and go first, so that no later frame passes them: a client's calls
+ *               keep their order) and brings it a job with a wake-up (ARPC_DIRECT_ALL_WAKE)
  *   CW_CLOSED   the loop closed the connection: nobody writes again. The loop closes the fd
  *               itself, once a writer still inside its send has left (so the fd number is never
  *               reused while a send on it is under way, and libev's own uses of the fd and the
@@ -108,7 +110,20 @@ enum arpc_direct arpc_conn_writev_frames_direct(struct arpc_conn *conn, const st
                                                 size_t len, size_t *written);
 
 /* Loop thread: a thread wrote this connection inline and has left; frames the loop queued
- * meanwhile (it could not take the socket) are flushed now. */
+ * meanwhile (it could not take the socket) are flushed now (or, should none be left, the
+ * socket the writer left to the loop is let go). */
 void arpc_conn_direct_done(struct arpc_conn *conn);
+
+/* The word a writer leaves behind (st: the word as it leaves; handoff: CW_HANDOFF for a rest
+ * it left the loop, else 0). Its own bit goes; a rest keeps CW_WANTED for the loop's take of
+ * the rest; a loop that wanted the socket gets it (CW_LOOP). */
+static inline uint32_t arpc_conn_writer_left(uint32_t st, uint32_t handoff)
+{
+    if (handoff)
+        return (st & ~(uint32_t)CW_WRITER) | handoff;
+    if (st & CW_WANTED)
+        return (st & ~(uint32_t)(CW_WRITER | CW_WANTED)) | CW_LOOP;
+    return st & ~(uint32_t)CW_WRITER;
+}
 
 #endif
