@@ -456,8 +456,11 @@ static int cq_sleep_or_drive(arpc_cq *cq, uint64_t deadline)
         cq_sleep(cq, deadline);
         return ARPC_EAGAIN;
     }
-    return arpc_loop_wait_cond_until(home, ready, cq_sleep, cq, deadline, NULL, 0) == ARPC_EBUSY ? ARPC_EBUSY
-                                                                                                  : ARPC_EAGAIN;
+    /* The queue's eventfd wakes the drive: an entry pushed by another thread (a call of
+     * another client, a cancel from elsewhere), or a destroy, which nothing on home would see. */
+    return arpc_loop_wait_cond_until(home, ready, cq_sleep, cq, deadline, NULL, 0, cq->cq_efd) == ARPC_EBUSY
+               ? ARPC_EBUSY
+               : ARPC_EAGAIN;
 }
 
 /* Whether a consumer is counted in cq_inside: on a loop thread that is the completer, or

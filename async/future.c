@@ -829,12 +829,13 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
     arpc_loop *home = rc == ARPC_OK ? any_home(fs, n) : NULL;
     if (home != NULL) {
         struct any_wait a = {w, fs, n, index};
-        /* Futures of other producers (JSON-RPC) may be completed on other threads (a cancel)
-         * without waking the loop: each wakes the driver. */
+        /* Futures of other producers (JSON-RPC), and calls of other clients (completed by their
+         * own loops), may be completed on other threads without waking this loop: each wakes
+         * the driver. */
         bool foreign = false;
         for (size_t i = 0; i < n && !foreign; i++)
-            foreign = !future_embedded(fs[i]);
-        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, fs, foreign ? n : 0);
+            foreign = !future_embedded(fs[i]) || arpc_future_home(fs[i]) != home;
+        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, fs, foreign ? n : 0, -1);
         if (rc == ARPC_EBUSY && any_done(fs, n, index))
             rc = ARPC_OK;
     } else if (rc == ARPC_OK && all_stuck_here(fs, n)) {

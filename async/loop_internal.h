@@ -212,10 +212,13 @@ int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadl
  * and is used while another thread runs the loop. What makes it done must run on the loop or
  * wake the loop (a call's completion, cancel or deadline does), or be the completion of one
  * of foreign[0..nforeign) (futures other threads may complete: a wait that runs the loop is
- * woken by each, as arpc_loop_wait_foreign_until's). ARPC_OK, ARPC_EPENDING, or ARPC_EBUSY
- * on the loop thread. */
+ * woken by each, as arpc_loop_wait_foreign_until's), or make wake_fd readable (-1: none; a
+ * wait that runs the loop watches it: a completion queue's eventfd, which pushes from other
+ * threads and its destroy signal; readable must mean done, or done soon: the wait would spin).
+ * ARPC_OK, ARPC_EPENDING, or ARPC_EBUSY on the loop thread. */
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
-                              void *arg, uint64_t deadline_ns, arpc_future *const *foreign, size_t nforeign);
+                              void *arg, uint64_t deadline_ns, arpc_future *const *foreign, size_t nforeign,
+                              int wake_fd);
 
 /* The loop whose callback the calling thread runs (its own thread, a waiter driving it, a
  * pollable step, a final drain), or NULL. */

@@ -15,7 +15,6 @@
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -104,27 +103,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Whether thread tid of this process is blocked in a poll system call now (Linux: the call it
- * sleeps in, /proc/.../syscall). The one way to know the driver sleeps where only a wake-up
- * reaches it, without a sleep in the test. */
-static bool blocked_in_poll(long tid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/self/task/%ld/syscall", tid);
-    FILE *fp = fopen(path, "r");
-    long nr = -1;
-    if (fp != NULL) {
-        if (fscanf(fp, "%ld", &nr) != 1)
-            nr = -1;
-        fclose(fp);
-    }
-    return nr == SYS_epoll_wait || nr == SYS_epoll_pwait || nr == SYS_ppoll
-#ifdef SYS_poll
-           || nr == SYS_poll
-#endif
-        ;
-}
-
 struct waiter {
     arpc_loop *loop;
     arpc_future *f;
@@ -137,7 +115,7 @@ struct waiter {
 static void *wait_driving(void *p)
 {
     struct waiter *w = p;
-    atomic_store(&w->tid, (long)syscall(SYS_gettid));
+    atomic_store(&w->tid, (long)thread_id());
     /* Either drives the loop: nobody else runs it. */
     w->rc = w->run_until ? arpc_loop_run_until(w->loop, w->f, ARPC_FOREVER) : arpc_loop_wait(w->loop, w->f);
     sem_post(&w->done);
@@ -157,9 +135,9 @@ static void cancel_round(struct fixture *fx, unsigned round, bool fail_job)
     assert_true(latch_wait(round, WATCHDOG_S * 1000)); /* the request reached the server */
     /* The waiter sleeps in poll: from there only a wake-up brings it back. */
     int64_t t0 = now_ms();
-    while (!(atomic_load(&w.tid) != 0 && blocked_in_poll(atomic_load(&w.tid))) && now_ms() - t0 < WATCHDOG_S * 1000)
+    while (!(atomic_load(&w.tid) != 0 && thread_in_any_poll((int)atomic_load(&w.tid))) && now_ms() - t0 < WATCHDOG_S * 1000)
         sched_yield();
-    assert_true(blocked_in_poll(atomic_load(&w.tid)));
+    assert_true(thread_in_any_poll((int)atomic_load(&w.tid)));
     fail_next_here = fail_job;
     assert_true(arpc_future_cancel(w.f));
     fail_next_here = false;
@@ -168,7 +146,7 @@ static void cancel_round(struct fixture *fx, unsigned round, bool fail_job)
         /* Asleep in poll still: the wake-up was lost. Awake: a machine too slow for the
          * watchdog (seen: 0.7 s at load 32 under TSan; once over 10 s). */
         print_error("round %u: the waiter did not return in %d s; it is %s\n", round, WATCHDOG_S,
-                    blocked_in_poll(atomic_load(&w.tid)) ? "asleep in poll (a lost wake-up)" : "awake");
+                    thread_in_any_poll((int)atomic_load(&w.tid)) ? "asleep in poll (a lost wake-up)" : "awake");
         arpc_loop_kick(fx->loop); /* let the stuck waiter go, so the test can end */
     }
     assert_int_equal(0, pthread_join(t, NULL));

@@ -78,6 +78,9 @@ int thread_id(void);
  * completion queue's consumer asleep on its eventfd (a loop sleeps in epoll_wait instead).
  * For WAIT_UNTIL: the consumer's sleep is a state nothing announces. */
 bool thread_in_poll(int tid);
+/* True while thread tid is blocked in poll, ppoll, epoll_wait or epoll_pwait: e.g. a thread
+ * driving a loop, asleep in its poll, where only a wake-up reaches it. */
+bool thread_in_any_poll(int tid);
 
 /* ---- handlers ---- */
 

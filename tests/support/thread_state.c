@@ -9,16 +9,25 @@
 
 int thread_id(void) { return (int)syscall(SYS_gettid); }
 
-bool thread_in_poll(int tid)
+/* The system call thread tid is blocked in, or -1. */
+static long thread_syscall(int tid)
 {
-    char path[64], buf[64] = {0};
+    char path[64];
     snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
     FILE *fp = fopen(path, "r");
-    if (fp == NULL)
-        return false;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-    fclose(fp);
-    char want[16];
-    snprintf(want, sizeof(want), "%d ", SYS_poll);
-    return n > 0 && strncmp(buf, want, strlen(want)) == 0;
+    long nr = -1;
+    if (fp != NULL) {
+        if (fscanf(fp, "%ld", &nr) != 1)
+            nr = -1;
+        fclose(fp);
+    }
+    return nr;
+}
+
+bool thread_in_poll(int tid) { return thread_syscall(tid) == SYS_poll; }
+
+bool thread_in_any_poll(int tid)
+{
+    long nr = thread_syscall(tid);
+    return nr == SYS_poll || nr == SYS_ppoll || nr == SYS_epoll_wait || nr == SYS_epoll_pwait;
 }
