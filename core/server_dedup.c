@@ -284,6 +284,28 @@ static void dedup_arm_waiter(arpc_server *s, struct arpc_rc_waiter *w, uint64_t 
         (void)arpc_deadline_arm(s->sv_loop, &w->w_deadline, deadline_ns);
 }
 
+/* Every numbered call is refused while the cache is full, and the operator must hear it (a
+ * soak trial: clients killed before acknowledging 1 MiB replies filled it, and the server
+ * refused every client's calls for the 10 minutes of their expiry without a word): a WARN line,
+ * at most one per DEDUP_FULL_LOG_EVERY_NS, saying what fills it and what would help. */
+#define DEDUP_FULL_LOG_EVERY_NS (10 * 1000000000ull)
+
+static void dedup_say_full(arpc_server *s)
+{
+    uint64_t quiet;
+    if (!arpc_log_throttle_due(&s->sv_full_log, arpc_now_coarse_ns(), DEDUP_FULL_LOG_EVERY_NS, 1, &quiet))
+        return;
+    struct arpc_reply_cache_stats rs;
+    arpc_reply_cache_stats(&s->sv_cache, &rs);
+    arpc_log(ARPC_LOG_WARN,
+             "the reply cache is full (%zu bytes of reply_cache_bytes %zu, %zu clients, %zu kept replies): "
+             "at-most-once calls are refused ARPC_EOVERLOADED (%llu more since the last line) until clients "
+             "acknowledge their replies or expire (client_expiry_s %u); clients that vanish without a goodbye "
+             "keep theirs that long",
+             rs.bytes, s->sv_cache.rc_max_bytes, rs.clients, rs.entries, (unsigned long long)quiet,
+             (unsigned)(s->sv_cache.rc_idle_ns / 1000000000ull));
+}
+
 bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t deadline_ns)
 {
     arpc_server *s = sc->sc_server;
@@ -320,6 +342,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
     case ARPC_RC_FULL:
         snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
         sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        dedup_say_full(s);
         return false;
     case ARPC_RC_CLIENT_FULL:
         /* Its own replies (or its identity's), not acknowledged yet, fill its share: others

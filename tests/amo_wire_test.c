@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/log_capture.h"
 #include "support/raw_client.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
@@ -296,6 +297,61 @@ static void test_one_client_cannot_fill_the_cache(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* Connects r as client id and calls with 4 KiB replies, never acknowledged, until a call is
+ * refused: code and words are the refusal's. */
+static void fill_share(const char *addr, struct raw_client *r, uint64_t id, int *code, char *words, size_t len)
+{
+    static uint8_t payload[4096];
+    memset(payload, 'p', sizeof(payload));
+    assert_true(raw_connect(r, addr, id));
+    struct raw_frame f;
+    for (uint64_t seq = 1; seq <= 64; seq++) {
+        assert_true(raw_request(r, seq, seq, 0, 0, "t.echo", payload, sizeof(payload)));
+        assert_true(raw_read(r, &f, false));
+        if (f.f.f_kind != ARPC_FRAME_REPLY) {
+            *code = (int)f.f.f_code;
+            snprintf(words, len, "%.*s", (int)f.f.f_msg_len, f.f.f_msg);
+            return;
+        }
+    }
+    fail_msg("client %llu was never refused", (unsigned long long)id);
+}
+
+/* Clients that never acknowledge (killed ones, a soak trial's) fill the whole cache: every
+ * numbered call is then refused, and the server says so in a WARN line, once per 10 s, with
+ * what fills it (before, it refused every client for the ten minutes of their expiry in
+ * silence). */
+static void test_full_cache_is_logged(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    arpc_server_options so = {.reply_cache_bytes = 64 * 1024};
+    char addr[256], words[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    log_capture_start(ARPC_LOG_WARN);
+    log_capture_clear();
+    static struct raw_client r[4];
+    int code = 0;
+    fill_share(addr, &r[0], 91, &code, words, sizeof(words)); /* its share: half */
+    assert_int_equal(ARPC_EOVERLOADED, code);
+    assert_int_equal(0, LOG_LINES_WITH("reply cache is full"));
+    fill_share(addr, &r[1], 92, &code, words, sizeof(words)); /* the other half, and more */
+    fill_share(addr, &r[2], 93, &code, words, sizeof(words));
+    fill_share(addr, &r[3], 94, &code, words, sizeof(words));
+    assert_int_equal(ARPC_EOVERLOADED, code);
+    assert_non_null(strstr(words, "reply cache is full"));
+    if (LOG_LINES_WITH("the reply cache is full", "reply_cache_bytes 65536", "client_expiry_s 600") != 1) {
+        log_capture_print();
+        fail_msg("expected one WARN line for the full cache");
+    }
+    for (int i = 0; i < 4; i++)
+        raw_close(&r[i]);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* Nor can one identity by making up client ids: the clients of one token share one share.
  * Clients 81 and 82 (token "alpha") fill it together, each with half; then 81 and a new id of
  * "alpha" are refused, while a client of "beta" gets in. */
@@ -556,6 +612,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_duplicate_other_connection_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_run_is_remembered, setup, teardown),
+        cmocka_unit_test(test_full_cache_is_logged),
         cmocka_unit_test(test_one_client_cannot_fill_the_cache),
         cmocka_unit_test(test_one_identity_cannot_fill_the_cache),
         cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
