@@ -56,6 +56,7 @@
 
 #include "async/deadline_heap.h"
 #include "base/dlist.h"
+#include "base/stat.h"
 #include "base/u64_map.h"
 #include "core/reply_cache_gone.h"
 
@@ -102,6 +103,12 @@ struct arpc_reply_cache_stats {
     uint64_t hits_attached, hits_replayed, stale, full, client_full, crowded; /* verdicts of begin, since init */
 };
 
+/* clients, entries and bytes of the stats above, readable from any thread (arpc_server_stats):
+ * the cache's thread writes them as it writes those. */
+struct arpc_reply_cache_gauges {
+    arpc_stat g_clients, g_entries, g_bytes;
+};
+
 struct arpc_rc_client; /* private: core/reply_cache_store.h */
 struct arpc_rc_block;
 
@@ -123,6 +130,7 @@ struct arpc_reply_cache {
     struct arpc_reply_cache_ops rc_ops;
     void *rc_ctx;
     struct arpc_reply_cache_stats rc_stats;
+    struct arpc_reply_cache_gauges rc_gauges;
     size_t rc_goodbyes; /* clients that said goodbye while busy: settle looks only then */
     struct arpc_rc_gone rc_gone; /* clients forgotten at their goodbye, by highest seq */
 };

@@ -113,6 +113,7 @@ int arpc_rc_entry_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
         return ARPC_ENOMEM;
     arpc_rc_count_state(rc, c, e->e_state, true);
     rc->rc_stats.entries++;
+    arpc_stat_inc(&rc->rc_gauges.g_entries);
     arpc_rc_books_add(rc, c, ENTRY_COST + e->e_reply_bytes);
     return ARPC_OK;
 }
@@ -123,6 +124,7 @@ static void entry_release(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     arpc_rc_count_state(rc, c, e->e_state, false);
     rc->rc_stats.entries--;
+    arpc_stat_add(&rc->rc_gauges.g_entries, (uint64_t)-1);
     arpc_rc_books_sub(rc, c, ENTRY_COST + e->e_reply_bytes);
     arpc_rc_entry_recycle(rc, e);
 }
@@ -182,6 +184,7 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
     }
     c->c_nring -= gone;
     rc->rc_stats.entries -= gone;
+    arpc_stat_add(&rc->rc_gauges.g_entries, -(uint64_t)gone);
     arpc_rc_books_sub(rc, c, gone_bytes);
     size_t count = arpc_u64_map_count(&c->c_entries);
     if (count == 0)
@@ -236,6 +239,7 @@ struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t 
     }
     arpc_rc_list_push_newest(rc, c);
     rc->rc_stats.clients++;
+    arpc_stat_inc(&rc->rc_gauges.g_clients);
     arpc_rc_books_add(rc, c, CLIENT_COST);
     return c;
 }
@@ -309,6 +313,7 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
         rc->rc_last = NULL;
     arpc_rc_list_unlink(rc, c);
     rc->rc_stats.clients--;
+    arpc_stat_add(&rc->rc_gauges.g_clients, (uint64_t)-1);
     arpc_rc_books_sub(rc, c, CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring));
     client_disown(rc, c);
     rc->rc_goodbyes -= c->c_goodbye;

@@ -74,6 +74,10 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.fault_rate_paused_ns = arpc_stat_get(&ss->ss_fault_paused_ns);
     st.log_records = arpc_stat_get(&ss->ss_log_records);
     st.log_failed = atomic_load(&((arpc_server *)s)->sv_log_failed);
+    const struct arpc_reply_cache_gauges *rg = &s->sv_cache.rc_gauges;
+    st.reply_cache_bytes = arpc_stat_get(&rg->g_bytes);
+    st.reply_cache_clients = arpc_stat_get(&rg->g_clients);
+    st.reply_cache_calls = arpc_stat_get(&rg->g_entries);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

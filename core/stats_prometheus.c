@@ -176,6 +176,14 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_log_failed", "gauge",
                   "1 once a reply log record could not be made durable: no at-most-once call runs until a restart.",
                   st.log_failed);
+    server_sample(&b, "arpc_server_reply_cache_bytes", "gauge",
+                  "Bytes the at-most-once reply cache keeps, against reply_cache_bytes (full: numbered calls refused).",
+                  st.reply_cache_bytes);
+    server_sample(&b, "arpc_server_reply_cache_clients", "gauge", "Client ids the reply cache remembers.",
+                  st.reply_cache_clients);
+    server_sample(&b, "arpc_server_reply_cache_calls", "gauge",
+                  "Calls the reply cache remembers: running, or answered and not yet acknowledged.",
+                  st.reply_cache_calls);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

@@ -346,6 +346,28 @@ static void test_full_cache_is_logged(void **state)
         log_capture_print();
         fail_msg("expected one WARN line for the full cache");
     }
+    /* The stats show it (gauges the loop keeps as it books), in the three views. */
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    assert_true(st.reply_cache_bytes >= 64 * 1024);
+    assert_true(st.reply_cache_clients >= 2);
+    assert_true(st.reply_cache_calls >= 8);
+    char *text = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_stats_json(s, &text, NULL));
+    assert_non_null(strstr(text, "\"reply_cache_bytes\": "));
+    arpc_free(text);
+    assert_int_equal(ARPC_OK, arpc_server_stats_prometheus(s, &text, NULL));
+    assert_non_null(strstr(text, "\narpc_server_reply_cache_calls "));
+    arpc_free(text);
+    /* Client 91 acknowledges what it has: its replies go, and the gauges fall. */
+    struct raw_frame f;
+    assert_true(raw_request(&r[0], 1000, 100, 99, 0, "t.echo", "x", 1));
+    assert_true(raw_read(&r[0], &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    arpc_server_stats after;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &after));
+    assert_true(after.reply_cache_bytes < st.reply_cache_bytes);
+    assert_true(after.reply_cache_calls < st.reply_cache_calls);
     for (int i = 0; i < 4; i++)
         raw_close(&r[i]);
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);

@@ -87,6 +87,14 @@ typedef struct arpc_server_stats {
                                          * (a full disk, an I/O error, no memory): the server
                                          * runs no at-most-once call until it is restarted
                                          * (fail-stop; docs/SEMANTICS.md) */
+    /* The at-most-once reply cache, gauges (appended after 0.2.0): when reply_cache_bytes
+     * nears arpc_server_options.reply_cache_bytes, new numbered calls are refused
+     * ARPC_EOVERLOADED until clients acknowledge their replies or expire (docs/SECURITY.md). */
+    uint64_t reply_cache_bytes;         /* kept replies and their books, as counted against the
+                                         * option */
+    uint64_t reply_cache_clients;       /* client ids remembered */
+    uint64_t reply_cache_calls;         /* calls remembered: running, or answered and not yet
+                                         * acknowledged */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -138,7 +146,8 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "handlers_in_flight": N, "connections_half_closed": N,
  *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N,
  *               "connections_faulted": N, "fault_rate_pauses": N, "fault_rate_paused_ns": N,
- *               "log_records": N, "log_failed": 0 or 1},
+ *               "log_records": N, "log_failed": 0 or 1, "reply_cache_bytes": N,
+ *               "reply_cache_clients": N, "reply_cache_calls": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -167,7 +176,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_accept_rate_pauses_total, arpc_server_accept_rate_paused_seconds_total,
  *   arpc_server_connections_faulted_total, arpc_server_fault_rate_pauses_total,
  *   arpc_server_fault_rate_paused_seconds_total, arpc_server_log_records_total,
- *   arpc_server_log_failed (gauge, 0 or 1)
+ *   arpc_server_log_failed (gauge, 0 or 1), arpc_server_reply_cache_bytes,
+ *   arpc_server_reply_cache_clients, arpc_server_reply_cache_calls (gauges)
  * Label values are escaped as the format asks (\\, \", \n); a byte of a method name that is
  * not UTF-8 is written as the text \xHH (the format is UTF-8). Memory and errors as
  * arpc_server_stats_json. */
