@@ -41,7 +41,7 @@ static enum arpc_rc_verdict refuse(struct arpc_reply_cache *rc, enum arpc_rc_ver
 
 static bool is_full(const struct arpc_reply_cache *rc)
 {
-    return rc->rc_stats.bytes >= rc->rc_max_bytes;
+    return arpc_stat_get(&rc->rc_gauges.g_bytes) >= rc->rc_max_bytes;
 }
 
 /* Enters (c, seq) RUNNING with (conn, xid) as its first waiter. */

@@ -103,8 +103,8 @@ struct arpc_reply_cache_stats {
     uint64_t hits_attached, hits_replayed, stale, full, client_full, crowded; /* verdicts of begin, since init */
 };
 
-/* clients, entries and bytes of the stats above, readable from any thread (arpc_server_stats):
- * the cache's thread writes them as it writes those. */
+/* The stats' clients, entries and bytes, kept only here (arpc_reply_cache_stats copies them
+ * out) so that any thread may read them (arpc_server_stats); the cache's thread writes them. */
 struct arpc_reply_cache_gauges {
     arpc_stat g_clients, g_entries, g_bytes;
 };
@@ -129,7 +129,7 @@ struct arpc_reply_cache {
     uint64_t rc_idle_ns;
     struct arpc_reply_cache_ops rc_ops;
     void *rc_ctx;
-    struct arpc_reply_cache_stats rc_stats;
+    struct arpc_reply_cache_stats rc_stats;   /* but clients, entries and bytes: */
     struct arpc_reply_cache_gauges rc_gauges;
     size_t rc_goodbyes; /* clients that said goodbye while busy: settle looks only then */
     struct arpc_rc_gone rc_gone; /* clients forgotten at their goodbye, by highest seq */

@@ -112,7 +112,6 @@ int arpc_rc_entry_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     if (!ring_put(rc, c, e) && arpc_u64_map_put(&c->c_entries, e->e_seq, e) != ARPC_OK)
         return ARPC_ENOMEM;
     arpc_rc_count_state(rc, c, e->e_state, true);
-    rc->rc_stats.entries++;
     arpc_stat_inc(&rc->rc_gauges.g_entries);
     arpc_rc_books_add(rc, c, ENTRY_COST + e->e_reply_bytes);
     return ARPC_OK;
@@ -123,7 +122,6 @@ static void entry_release(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                           struct arpc_rc_entry *e)
 {
     arpc_rc_count_state(rc, c, e->e_state, false);
-    rc->rc_stats.entries--;
     arpc_stat_add(&rc->rc_gauges.g_entries, (uint64_t)-1);
     arpc_rc_books_sub(rc, c, ENTRY_COST + e->e_reply_bytes);
     arpc_rc_entry_recycle(rc, e);
@@ -183,7 +181,6 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
         arpc_rc_entry_recycle(rc, e);
     }
     c->c_nring -= gone;
-    rc->rc_stats.entries -= gone;
     arpc_stat_add(&rc->rc_gauges.g_entries, -(uint64_t)gone);
     arpc_rc_books_sub(rc, c, gone_bytes);
     size_t count = arpc_u64_map_count(&c->c_entries);
@@ -238,7 +235,6 @@ struct arpc_rc_client *arpc_rc_client_new(struct arpc_reply_cache *rc, uint64_t 
         return NULL;
     }
     arpc_rc_list_push_newest(rc, c);
-    rc->rc_stats.clients++;
     arpc_stat_inc(&rc->rc_gauges.g_clients);
     arpc_rc_books_add(rc, c, CLIENT_COST);
     return c;
@@ -312,7 +308,6 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     if (rc->rc_last == c)
         rc->rc_last = NULL;
     arpc_rc_list_unlink(rc, c);
-    rc->rc_stats.clients--;
     arpc_stat_add(&rc->rc_gauges.g_clients, (uint64_t)-1);
     arpc_rc_books_sub(rc, c, CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring));
     client_disown(rc, c);
@@ -378,4 +373,7 @@ void arpc_reply_cache_fini(struct arpc_reply_cache *rc,
 void arpc_reply_cache_stats(const struct arpc_reply_cache *rc, struct arpc_reply_cache_stats *out)
 {
     *out = rc->rc_stats;
+    out->clients = (size_t)arpc_stat_get(&rc->rc_gauges.g_clients);
+    out->entries = (size_t)arpc_stat_get(&rc->rc_gauges.g_entries);
+    out->bytes = (size_t)arpc_stat_get(&rc->rc_gauges.g_bytes);
 }

@@ -172,7 +172,6 @@ static inline void arpc_rc_entry_move(struct arpc_reply_cache *rc, struct arpc_r
  * share too. */
 static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
 {
-    rc->rc_stats.bytes += n;
     arpc_stat_add(&rc->rc_gauges.g_bytes, n);
     c->c_bytes += n;
     if (c->c_owner != NULL)
@@ -181,7 +180,6 @@ static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc
 
 static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
 {
-    rc->rc_stats.bytes -= n;
     arpc_stat_add(&rc->rc_gauges.g_bytes, -(uint64_t)n);
     c->c_bytes -= n;
     if (c->c_owner != NULL)
