@@ -523,16 +523,21 @@ void call_finish_no_memory(struct client_call *call)
     call_finish_saying(call, code, code == ARPC_ECONNLOST ? CALL_LOST_NO_MEMORY : NULL);
 }
 
+void call_finish_unavailable(struct client_call *call, int reason, bool say_why)
+{
+    int code = call_ended_code(call, reason);
+    size_t len = 0;
+    char *why = say_why && code != ARPC_ECONNLOST ? client_unreachable_why(call_client(call), &len) : NULL;
+    call_finish(call, code, why, len);
+}
+
 bool call_arrive(struct client_call *call, bool written, uint64_t *now_ns)
 {
     arpc_client *c = call_client(call);
     stats_call_started(&c->cl_stats.cst_calls);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED || state == CL_LOST) {
-        int code = call_ended_code(call, client_unavailable_reason(c)); /* its caller may have written it */
-        size_t len = 0;
-        char *why = code != ARPC_ECONNLOST && state == CL_LOST ? client_unreachable_why(c, &len) : NULL;
-        call_finish(call, code, why, len);
+        call_finish_unavailable(call, client_unavailable_reason(c), state == CL_LOST); /* its caller may have written it */
         return false;
     }
     if (!written && arpc_future_done(&call->cc_future)) { /* the caller may have released it: no handle check */

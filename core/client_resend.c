@@ -245,18 +245,18 @@ static void call_fail(struct client_call *call, void *reason)
 }
 
 /* Ends every waiting call for reason (call_ended_code). */
-static void waiting_fail_all(arpc_client *c, int reason)
+static void waiting_fail_all(arpc_client *c, int reason, bool say_why)
 {
     struct client_call *call;
     while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL)
-        call_finish(call, call_ended_code(call, reason), NULL, 0);
+        call_finish_unavailable(call, reason, say_why);
 }
 
 void calls_fail_all(arpc_client *c, int reason)
 {
     client_direct_catch_up(c);
     pending_drain(&c->cl_pending, call_fail, &reason);
-    waiting_fail_all(c, reason);
+    waiting_fail_all(c, reason, false);
 }
 
 void calls_refused(arpc_client *c, int reason)
@@ -264,11 +264,5 @@ void calls_refused(arpc_client *c, int reason)
     client_direct_catch_up(c);
     /* A call sent on an earlier connection may have run there: its outcome stays unknown. One
      * never sent says why (the server's refusal), in its result. */
-    struct client_call *call;
-    while ((call = waiting_first(&c->cl_waiting, NULL)) != NULL) {
-        int code = call_ended_code(call, reason);
-        size_t len = 0;
-        char *why = code != ARPC_ECONNLOST ? client_unreachable_why(c, &len) : NULL;
-        call_finish(call, code, why, len);
-    }
+    waiting_fail_all(c, reason, true);
 }

@@ -86,6 +86,10 @@ void call_finish_lost(struct client_call *call, const char *why);
 /* Ends the call the client has no memory to carry on: ARPC_ENOMEM if no send of it may have
  * reached a server, else ARPC_ECONNLOST with CALL_LOST_NO_MEMORY as its result. */
 void call_finish_no_memory(struct client_call *call);
+/* Ends the call its client cannot send any more (closed, or lost for good): as
+ * call_ended_code(call, reason) says. say_why: the client was refused for good (CL_LOST), so a
+ * call never sent carries why (client_unreachable_why) as its result. */
+void call_finish_unavailable(struct client_call *call, int reason, bool say_why);
 /* Sends the call on the current connection; now_ns: a clock read just made (its budget is
  * counted from it), or 0 to read one. */
 void call_send(struct client_call *call, uint64_t now_ns);
