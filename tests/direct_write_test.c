@@ -664,26 +664,6 @@ static void test_lazy_jobs_order_kick_and_destroy(void **state)
     sem_destroy(&lazy_done);
 }
 
-/* Reads one frame of make_frame's size from fd (blocking, within 10 s); returns its xid. */
-static uint64_t read_one_frame(int fd)
-{
-    static uint8_t buf[ARPC_FRAME_HEADER_SIZE + PAYLOAD];
-    size_t got = 0;
-    while (got < sizeof(buf)) {
-        struct pollfd pr = {.fd = fd, .events = POLLIN};
-        assert_true(poll(&pr, 1, 10000) == 1);
-        ssize_t n = read(fd, buf + got, sizeof(buf) - got);
-        assert_true(n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)));
-        if (n > 0)
-            got += (size_t)n;
-    }
-    struct arpc_frame f;
-    size_t used = 0;
-    assert_int_equal(ARPC_OK, arpc_frame_decode(buf, got, 1 << 20, &f, &used, NULL));
-    assert_int_equal(sizeof(buf), used);
-    return f.f_xid;
-}
-
 static void direct_done_job(arpc_loop *loop, void *p)
 {
     (void)loop;
@@ -739,8 +719,16 @@ static void test_loop_frames_go_before_a_later_writer(void **state)
     arpc_loop_job_init(&w->j, wjob_run); /* to the loop's queue, behind its own frame */
     assert_int_equal(ARPC_OK, arpc_loop_post(u.loop, &w->j));
     assert_int_equal(ARPC_OK, arpc_loop_submit(u.loop, direct_done_job, &u)); /* the leaving writer's job */
-    assert_int_equal((uint64_t)LOOP_TAG << 32, read_one_frame(u.fd[1])); /* the loop's first */
-    assert_int_equal(0, read_one_frame(u.fd[1]));
+    static struct raw_client reader; /* the raw client's frame reader, on the peer's end */
+    memset(&reader, 0, sizeof(reader));
+    reader.rc_fd = u.fd[1];
+    struct raw_frame f;
+    assert_true(raw_read(&reader, &f, true));
+    assert_int_equal((uint64_t)LOOP_TAG << 32, f.f.f_xid); /* the loop's first */
+    assert_int_equal(PAYLOAD, f.f.f_payload_len);
+    assert_true(raw_read(&reader, &f, true));
+    assert_int_equal(0, f.f.f_xid);
+    assert_int_equal(PAYLOAD, f.f.f_payload_len);
     assert_int_equal(ARPC_OK, arpc_loop_fence(u.loop));
     assert_int_equal(0, atomic_load(word)); /* its queue empty, the loop let the socket go */
     /* A writer's leave that finds the loop's queue emptied meanwhile: its job lets the socket go. */
