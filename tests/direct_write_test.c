@@ -37,7 +37,6 @@
 #include "arpc/arpc.h"
 #include "async/loop_internal.h"
 #include "base/alloc.h"
-#include "base/clock.h"
 #include "base/le.h"
 #include "core/conn.h"
 #include "core/frame.h"
@@ -703,10 +702,7 @@ static void test_loop_frames_go_before_a_later_writer(void **state)
     atomic_store(word, CW_WRITER); /* a writer is inside its send */
     /* The loop queues its frame (xid LOOP_TAG << 32 | 0) and cannot take the socket. */
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(u.loop, loop_send_one, &u));
-    uint64_t give_up = arpc_now_ns() + 10000 * ARPC_NS_PER_MS;
-    while (!(atomic_load(word) & CW_WANTED) && arpc_now_ns() < give_up)
-        sched_yield(); /* its flush runs in the loop's prepare, after the job */
-    assert_true(atomic_load(word) & CW_WANTED);
+    assert_true(WAIT_UNTIL(atomic_load(word) & CW_WANTED)); /* its flush runs in the loop's prepare, after the job */
     atomic_store(word, arpc_conn_writer_left(atomic_load(word), 0)); /* the writer leaves */
     /* A later caller's frame: the socket is the loop's, so it is not written here. */
     size_t len, written = 0;

@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <pthread.h>
-#include <sched.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,10 +133,7 @@ static void cancel_round(struct fixture *fx, unsigned round, bool fail_job)
     assert_int_equal(0, pthread_create(&t, NULL, wait_driving, &w));
     assert_true(latch_wait(round, WATCHDOG_S * 1000)); /* the request reached the server */
     /* The waiter sleeps in poll: from there only a wake-up brings it back. */
-    int64_t t0 = now_ms();
-    while (!(atomic_load(&w.tid) != 0 && thread_in_any_poll((int)atomic_load(&w.tid))) && now_ms() - t0 < WATCHDOG_S * 1000)
-        sched_yield();
-    assert_true(thread_in_any_poll((int)atomic_load(&w.tid)));
+    assert_true(WAIT_UNTIL(atomic_load(&w.tid) != 0 && thread_in_any_poll((int)atomic_load(&w.tid))));
     fail_next_here = fail_job;
     assert_true(arpc_future_cancel(w.f));
     fail_next_here = false;

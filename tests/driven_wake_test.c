@@ -15,7 +15,6 @@
 #include <cmocka.h>
 
 #include <pthread.h>
-#include <sched.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,10 +124,7 @@ static void waiter_start(struct waiter *w, pthread_t *t, unsigned arrived)
     assert_int_equal(0, sem_init(&w->done, 0, 0));
     assert_int_equal(0, pthread_create(t, NULL, waiter_main, w));
     assert_true(latch_wait(arrived, WATCHDOG_S * 1000));
-    int64_t t0 = now_ms();
-    while (!(atomic_load(&w->tid) != 0 && thread_in_any_poll(atomic_load(&w->tid))) && now_ms() - t0 < WATCHDOG_S * 1000)
-        sched_yield();
-    assert_true(thread_in_any_poll(atomic_load(&w->tid)));
+    assert_true(WAIT_UNTIL(atomic_load(&w->tid) != 0 && thread_in_any_poll(atomic_load(&w->tid))));
 }
 
 /* Joins the waiter, which must return within the watchdog (else the loop is kicked, so that
