@@ -22,13 +22,15 @@ struct arpc_actor_job;
  * stopped the actor with ARPC_ACTOR_DISCARD before the job's turn (only release it). */
 typedef void (*arpc_actor_job_fn)(arpc_actor *actor, struct arpc_actor_job *job, int status);
 struct arpc_actor_job {
-    ck_stack_entry_t aj_link;
+    ck_stack_entry_t aj_link;          /* the mailbox's link, from a run's first job to older runs */
+    struct arpc_actor_job *aj_run_next; /* the next job of its run (arpc_actor_post_chain); NULL: last */
     arpc_actor_job_fn aj_fn;
 };
 
 static inline void arpc_actor_job_init(struct arpc_actor_job *job, arpc_actor_job_fn fn)
 {
     job->aj_link.next = NULL;
+    job->aj_run_next = NULL;
     job->aj_fn = fn;
 }
 
@@ -53,15 +55,16 @@ int arpc_actor_post_job(arpc_actor *actor, struct arpc_actor_job *job, bool may_
  * many (0: at the bound, or the actor is stopping: post one job with arpc_actor_post_job to
  * learn which). The places are the caller's until it gives them to arpc_actor_post_chain.
  *
- * arpc_actor_post_chain: pushes the jobs linked newest first through aj_link.next, from newest
- * down to oldest (whose link it overwrites), each on a place reserved, and gives back unused
- * places reserved and not used (newest may be NULL: only give back). They run oldest first,
- * after every job posted before, as arpc_actor_post_job's would. ARPC_ESHUTDOWN: the actor is
- * stopping; nothing was pushed (the jobs are still the caller's) and the places are forgotten
- * with the actor. */
+ * arpc_actor_post_chain: pushes the run that starts at first, its jobs linked oldest first
+ * through aj_run_next (the last one's NULL), each on a place reserved, and gives back the
+ * places reserved and not used (first may be NULL: only give back). They run in that order,
+ * after every job posted before, as arpc_actor_post_job's would. Only first goes onto the
+ * mailbox's stack: the actor walks the run forward, fetching the jobs ahead of their turn,
+ * instead of reversing a chain of them, a dependent cache miss per job (docs/PERFORMANCE.md).
+ * ARPC_ESHUTDOWN: the actor is stopping; nothing was pushed (the jobs are still the caller's)
+ * and the places are forgotten with the actor. */
 unsigned arpc_actor_reserve(arpc_actor *actor, unsigned want);
-int arpc_actor_post_chain(arpc_actor *actor, struct arpc_actor_job *newest, struct arpc_actor_job *oldest,
-                          unsigned unused);
+int arpc_actor_post_chain(arpc_actor *actor, struct arpc_actor_job *first, unsigned unused);
 
 /* ---- room ---- */
 
@@ -92,6 +95,9 @@ int arpc_actor_on_room(arpc_actor *actor, struct arpc_actor_room *room);
 /* On an actor's thread, inside a job: whether jobs this actor took with this one wait to run
  * after it (the rest of its take). False on any other thread. */
 bool arpc_actor_take_continues(void);
+/* The same: the job that runs after this one in its take (NULL: none), for a job that fetches
+ * the next one's data ahead. Only to read: it is not run yet, and not the caller's. */
+struct arpc_actor_job *arpc_actor_take_next(void);
 
 /* On an actor's thread, inside a job: fn(arg) runs on this thread once the job that runs
  * last of the current take returns (or once a discard ends the take early), before the actor

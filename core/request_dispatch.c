@@ -61,11 +61,20 @@ static void request_run(arpc_request *req, int status, bool queued, bool waited)
     request_handler_done(req, !queued); /* inline: on the loop */
 }
 
+static struct request_state *request_state_of_job(struct arpc_actor_job *job)
+{
+    return (struct request_state *)((char *)job - offsetof(struct request_state, rs_actor_job));
+}
+
 static void request_run_job(arpc_actor *actor, struct arpc_actor_job *job, int status)
 {
     (void)actor;
-    request_run(((struct request_state *)((char *)job - offsetof(struct request_state, rs_actor_job)))->rs_req, status,
-                true, true);
+    /* The next request's handle, whose flags its run writes first: on its way meanwhile (the
+     * loop wrote it on another CPU; its state's line, the job's, the actor fetched already). */
+    struct arpc_actor_job *next = arpc_actor_take_next();
+    if (next != NULL && next->aj_fn == request_run_job)
+        __builtin_prefetch(request_state_of_job(next)->rs_req, 1);
+    request_run(request_state_of_job(job)->rs_req, status, true, true);
 }
 
 /* The actor a queued method's call runs on: its own, or its group's (or the pool's) member
@@ -208,22 +217,17 @@ void request_batch_flush(arpc_server *s)
     if (b->pb_actor == NULL)
         return;
     arpc_actor *actor = b->pb_actor;
-    struct arpc_actor_job *newest = b->pb_newest, *oldest = b->pb_oldest;
+    struct arpc_actor_job *first = b->pb_first;
     unsigned unused = b->pb_credit;
     *b = (struct post_batch){.pb_depth = b->pb_depth};
-    if (arpc_actor_post_chain(actor, newest, oldest, unused) == ARPC_OK)
+    if (arpc_actor_post_chain(actor, first, unused) == ARPC_OK)
         return;
     /* The actor stopped since the places were reserved: each request is refused as a post
      * would have been, oldest first. */
-    struct arpc_actor_job *fifo = NULL;
-    for (struct arpc_actor_job *j = newest, *next; j != NULL; j = next) {
-        next = j == oldest ? NULL : (struct arpc_actor_job *)j->aj_link.next;
-        j->aj_link.next = fifo != NULL ? &fifo->aj_link : NULL;
-        fifo = j;
-    }
-    for (struct arpc_actor_job *j = fifo, *next; j != NULL; j = next) {
-        next = (struct arpc_actor_job *)j->aj_link.next;
-        arpc_request *req = ((struct request_state *)((char *)j - offsetof(struct request_state, rs_actor_job)))->rs_req;
+    for (struct arpc_actor_job *j = first, *next; j != NULL; j = next) {
+        next = j->aj_run_next;
+        j->aj_run_next = NULL;
+        arpc_request *req = request_state_of_job(j)->rs_req;
         request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
         request_handler_done(req, true);
     }
@@ -261,10 +265,12 @@ static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_acto
         b->pb_credit = got;
     }
     struct arpc_actor_job *job = &req->rq_state->rs_actor_job;
-    job->aj_link.next = b->pb_newest != NULL ? &b->pb_newest->aj_link : NULL;
-    if (b->pb_oldest == NULL)
-        b->pb_oldest = job;
-    b->pb_newest = job;
+    job->aj_run_next = NULL;
+    if (b->pb_last != NULL)
+        b->pb_last->aj_run_next = job;
+    else
+        b->pb_first = job;
+    b->pb_last = job;
     if (--b->pb_credit == 0)
         request_batch_flush(s); /* its worker starts on it while the loop parses on */
 }

@@ -225,8 +225,8 @@ struct arpc_server {
     struct post_batch {
         unsigned pb_depth;                /* parses under way (nested: a release hands up frames) */
         arpc_actor *pb_actor;             /* the actor whose places are reserved; NULL: none */
-        struct arpc_actor_job *pb_newest; /* the jobs, linked newest first; NULL: none yet */
-        struct arpc_actor_job *pb_oldest;
+        struct arpc_actor_job *pb_first; /* the jobs, linked oldest first; NULL: none yet */
+        struct arpc_actor_job *pb_last;
         unsigned pb_credit;               /* places reserved and not used yet */
     } sv_batch;
     struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late

@@ -39,11 +39,13 @@ struct rec_job {
 
 static _Thread_local bool is_stopper;
 
-/* Links jobs[from..to) newest first, as arpc_actor_post_chain takes them. */
-static void link_run(struct rec_job *jobs, uint32_t from, uint32_t to)
+/* Links jobs[from..to) oldest first, as arpc_actor_post_chain takes them; the run's first
+ * job, or NULL for none. */
+static struct arpc_actor_job *link_run(struct rec_job *jobs, uint32_t from, uint32_t to)
 {
     for (uint32_t i = from; i < to; i++)
-        jobs[i].rj_job.aj_link.next = i > from ? &jobs[i - 1].rj_job.aj_link : NULL;
+        jobs[i].rj_job.aj_run_next = i + 1 < to ? &jobs[i + 1].rj_job : NULL;
+    return from < to ? &jobs[from].rj_job : NULL;
 }
 
 /* ---- FIFO per producer, exactly once, the bound ---- */
@@ -104,12 +106,10 @@ static void *mix_producer(void *arg)
             jobs[k].rj_seq = k;
             arpc_actor_job_init(&jobs[k].rj_job, on_mix_job);
         }
-        link_run(jobs, i, i + n);
-        struct arpc_actor_job *newest = n > 0 ? &jobs[i + n - 1].rj_job : NULL;
-        struct arpc_actor_job *oldest = n > 0 ? &jobs[i].rj_job : NULL;
+        struct arpc_actor_job *first = link_run(jobs, i, i + n);
         /* Uncounted before they go back: another producer may take them at once. */
         atomic_fetch_sub(&mix_reserved, got - n);
-        CHECK(arpc_actor_post_chain(pr->a, newest, oldest, got - n) == ARPC_OK);
+        CHECK(arpc_actor_post_chain(pr->a, first, got - n) == ARPC_OK);
         i += n;
     }
     return NULL;
@@ -218,10 +218,9 @@ static void test_reserve_at_bound_and_give_back(void **state)
     memset(run, 0, sizeof(run));
     for (int i = 0; i < 3; i++)
         arpc_actor_job_init(&run[i].rj_job, on_plain_job);
-    link_run(run, 0, 3);
     /* 3 of the first 5 used, 2 given back: 6 held, over the low-water mark (4). */
-    assert_int_equal(ARPC_OK, arpc_actor_post_chain(a, &run[2].rj_job, &run[0].rj_job, 2));
-    assert_int_equal(ARPC_OK, arpc_actor_post_chain(a, NULL, NULL, 3)); /* the other 3 back: 3 held */
+    assert_int_equal(ARPC_OK, arpc_actor_post_chain(a, link_run(run, 0, 3), 2));
+    assert_int_equal(ARPC_OK, arpc_actor_post_chain(a, NULL, 3)); /* the other 3 back: 3 held */
     sem_post(&gate); /* the actor runs the waiter after its take at the latest */
     assert_true(sem_wait_secs(&pr.pr_ran, TEST_WAIT_S));
     assert_int_equal(ARPC_OK, arpc_actor_post_job(a, &one.rj_job, false)); /* room indeed */
@@ -232,6 +231,29 @@ static void test_reserve_at_bound_and_give_back(void **state)
     assert_int_equal(1, atomic_load(&one.rj_ok));
     sem_destroy(&pr.pr_ran);
     sem_destroy(&gate);
+}
+
+/* ---- a job posted in a run, then alone ---- */
+
+/* A job keeps its run's link after it ran (the server's request states are reused): posted
+ * alone later, it runs alone, and the jobs it once led do not run again. */
+static void test_job_of_a_run_posted_alone(void **state)
+{
+    (void)state;
+    arpc_actor *a;
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
+    struct rec_job run[3];
+    memset(run, 0, sizeof(run));
+    for (int i = 0; i < 3; i++)
+        arpc_actor_job_init(&run[i].rj_job, on_plain_job);
+    assert_int_equal(3u, arpc_actor_reserve(a, 3));
+    assert_int_equal(ARPC_OK, arpc_actor_post_chain(a, link_run(run, 0, 3), 0));
+    assert_true(WAIT_UNTIL(atomic_load(&run[2].rj_ok) == 1));
+    assert_int_equal(ARPC_OK, arpc_actor_post_job(a, &run[0].rj_job, false)); /* its link still set */
+    assert_true(WAIT_UNTIL(atomic_load(&run[0].rj_ok) == 2));
+    arpc_actor_destroy(a); /* every job posted has run: nothing is left to run twice */
+    assert_int_equal(1, atomic_load(&run[1].rj_ok));
+    assert_int_equal(1, atomic_load(&run[2].rj_ok));
 }
 
 /* ---- runs posted while the actor stops ---- */
@@ -281,8 +303,7 @@ static void *stop_producer_main(void *arg)
         uint32_t n = got < STOP_JOBS - i ? got : STOP_JOBS - i;
         for (uint32_t k = i; k < i + n; k++)
             arpc_actor_job_init(&p->jobs[k].rj_job, on_stop_job);
-        link_run(p->jobs, i, i + n);
-        int rc = arpc_actor_post_chain(p->a, &p->jobs[i + n - 1].rj_job, &p->jobs[i].rj_job, got - n);
+        int rc = arpc_actor_post_chain(p->a, link_run(p->jobs, i, i + n), got - n);
         if (rc != ARPC_OK) {
             CHECK(rc == ARPC_ESHUTDOWN);
             break;
@@ -341,6 +362,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runs_fifo_exactly_once_bounded),
         cmocka_unit_test(test_reserve_at_bound_and_give_back),
+        cmocka_unit_test(test_job_of_a_run_posted_alone),
         cmocka_unit_test(test_runs_racing_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
