@@ -283,9 +283,9 @@ static void test_a_take_cut_at_a_reply_boundary(void **state)
     destroy_server(s);
 }
 
-/* No memory for a take's batch (24 bytes: its stack, its count, its anchor): the reply that
- * would have opened it goes the ordinary way (the loop's lane), the next one opens the batch,
- * and every reply arrives once. */
+/* No memory for a take's batch (reply_take_batch_size: its stack, its count, its anchor, the
+ * array of the replies after it): the reply that would have opened it goes the ordinary way
+ * (the loop's lane), the next one opens the batch, and every reply arrives once. */
 static void test_a_take_without_memory_for_its_batch(void **state)
 {
     (void)state;
@@ -296,7 +296,8 @@ static void test_a_take_without_memory_for_its_batch(void **state)
     assert_true(raw_connect(&g, addr, 0));
     assert_true(raw_connect(&r, addr, 0));
     pile_up(s, &g, &r, "t.echo", N);
-    test_alloc_fail_next(24, 25); /* the take's first reply would open its batch (the gate is a take alone) */
+    /* the take's first reply would open its batch (the gate is a take alone) */
+    test_alloc_fail_next(reply_take_batch_size, reply_take_batch_size + 1);
     assert_int_equal(0, sem_post(&gate_open));
     read_replies(&g, &r, N);
     assert_int_equal(1, test_alloc_sized_failed());
