@@ -57,7 +57,14 @@ struct server_conn {
      * (sc_conn ends with a gap). */
     arpc_refcount sc_refs;  /* the loop's (while open) + one per request or reply on its way; holds one of sc_server's */
     ARPC_CACHELINE_GAP(sc_gap_refs);
+    /* What a handler's thread reads for every reply, written before the connection's first
+     * request: a line the loop does not write per call (a worker's reply found it taken by the
+     * loop's dispatches, a miss per reply; docs/PERFORMANCE.md). */
     arpc_server *sc_server;
+    uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
+    bool sc_speaks_json;    /* it was adopted as JSON-RPC: fixed before its first request, never
+                             * cleared (a handler's thread reads it; sc_json goes at close) */
+    ARPC_CACHELINE_GAP(sc_gap_read);
     /* References the loop took ahead, in one add, for the requests it dispatches (loop thread:
      * sconn_retain_loop), and those it let go of on its own thread: while it holds its own
      * reference (sc_refs_loop, until the close), a request's reference comes from and goes
@@ -69,7 +76,6 @@ struct server_conn {
     uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
     arpc_peer_info sc_peer; /* fixed at accept, but identity: at HELLO (core/server_auth.c) */
     bool sc_refused;        /* its HELLO failed the checks: nothing more is read */
-    uint32_t sc_client_max; /* largest reply body the client accepts, from its HELLO */
     bool sc_hello;
     bool sc_counted;        /* counts toward max_connections (not one refused for it) */
     ev_tstamp sc_opened;    /* loop time of the accept (handshake timeout) */
@@ -96,8 +102,6 @@ struct server_conn {
     struct arpc_actor_room sc_room;
     struct arpc_loop_job sc_room_job;
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
-    bool sc_speaks_json;           /* it was adopted as JSON-RPC: fixed before its first request, never
-                                    * cleared (a handler's thread reads it; sc_json goes at close) */
     char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
                              * request, so workers read it without a lock); NULL: none */
     uint8_t sc_peer_issuer[16]; /* with sc_peer_subject: its issuer's digest (transport/tls.h) */
