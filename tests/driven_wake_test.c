@@ -7,17 +7,21 @@
  * late with a 4 s timeout; with ARPC_FOREVER, killed after 15 s).
  *
  * Each test waits until the driver sleeps in its poll (thread_in_poll: the one way to know it
- * sleeps where only a wake-up reaches it, without a sleep in the test), then acts.
+ * sleeps where only a wake-up reaches it, without a sleep in the test), then acts. And a
+ * signal that no longer means anything (a slow producer's) does not keep it awake.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "async/loop_internal.h"
@@ -246,6 +250,96 @@ static void test_cq_woken_by_a_cancel(void **state)
     }
 }
 
+/* ---- a stale signal ---- */
+
+/* write(2), as this program's threads call it: the one thread and fd named are held before
+ * their write until released (a producer slow to write its queue's eventfd). */
+static atomic_int hold_tid, hold_fd = -1;
+static atomic_bool write_held;
+static sem_t write_release;
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    if (fd == atomic_load(&hold_fd) && thread_id() == atomic_load(&hold_tid)) {
+        atomic_store(&hold_fd, -1);
+        atomic_store(&write_held, true);
+        while (sem_wait(&write_release) != 0)
+            ;
+    }
+    return syscall(SYS_write, fd, buf, n);
+}
+
+struct slow_producer {
+    arpc_future *f;
+    atomic_int tid;
+    sem_t go;
+};
+
+static void *slow_producer_main(void *arg)
+{
+    struct slow_producer *p = arg;
+    atomic_store(&p->tid, thread_id());
+    while (sem_wait(&p->go) != 0)
+        ;
+    arpc_future_complete(p->f, ARPC_OK, NULL, 0); /* pushed and counted, then its write: held */
+    return NULL;
+}
+
+static bool fd_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* A producer's write that lands after another consumer took its entry leaves the eventfd
+ * readable with the queue empty (cq.c's design notes). The driver, which watches the fd, must
+ * clear it and sleep again: before, each turn of the driven loop returned at once, and the
+ * driver spun a CPU until its call ended (150,000 polls in 500 ms; a reviewer's trial). */
+static void test_cq_stale_signal_lets_its_driver_sleep(void **state)
+{
+    struct fixture *fx = *state;
+    struct waiter w = {.kind = WAIT_CQ};
+    arpc_future *fa = arpc_call_async(fx->a, "t.hold", "a", 1, ARPC_FOREVER);
+    assert_non_null(fa);
+    struct slow_producer p = {0};
+    assert_int_equal(ARPC_OK, arpc_future_create(&p.f));
+    assert_int_equal(ARPC_OK, arpc_cq_create(&w.q));
+    assert_int_equal(ARPC_OK, arpc_cq_attach(w.q, fa, "a"));
+    assert_int_equal(ARPC_OK, arpc_cq_attach(w.q, p.f, "p"));
+    pthread_t t, pt;
+    waiter_start(&w, &t, 1); /* drives a's loop: a call of its is attached */
+
+    assert_int_equal(0, sem_init(&p.go, 0, 0));
+    assert_int_equal(0, sem_init(&write_release, 0, 0));
+    atomic_store(&write_held, false);
+    assert_int_equal(0, pthread_create(&pt, NULL, slow_producer_main, &p));
+    assert_true(WAIT_UNTIL(atomic_load(&p.tid) != 0));
+    atomic_store(&hold_tid, atomic_load(&p.tid));
+    atomic_store(&hold_fd, arpc_cq_fd(w.q));
+    sem_post(&p.go);
+    assert_true(WAIT_UNTIL(atomic_load(&write_held)));
+    arpc_future *got = NULL; /* another consumer takes the entry: nothing to clear yet */
+    assert_int_equal(ARPC_OK, arpc_cq_trynext(w.q, &got, NULL));
+    assert_ptr_equal(p.f, got);
+    arpc_future_release(got);
+    sem_post(&write_release); /* the write lands on an empty queue */
+    assert_int_equal(0, pthread_join(pt, NULL));
+
+    /* The driver woke for it, found nothing, cleared it and sleeps. */
+    assert_true(WAIT_UNTIL(!fd_readable(arpc_cq_fd(w.q)) && thread_in_any_poll(atomic_load(&w.tid))));
+    assert_int_equal(-1, sem_trywait(&w.done)); /* still waiting for a's call */
+    answer_held(0);
+    waiter_join(fx, &w, t);
+    assert_int_equal(ARPC_OK, w.rc);
+    assert_ptr_equal(fa, w.taken);
+    arpc_future_release(w.taken);
+    arpc_future_release(fa);
+    arpc_future_release(p.f);
+    arpc_cq_destroy(w.q);
+    sem_destroy(&p.go);
+    sem_destroy(&write_release);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +347,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cq_woken_by_another_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cq_destroy_wakes_its_driver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cq_woken_by_a_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cq_stale_signal_lets_its_driver_sleep, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
