@@ -66,6 +66,7 @@
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/clock.h"
+#include "base/entry.h"
 #include "base/handle.h"
 #include "base/log.h"
 #include "base/refcount.h"
@@ -696,6 +697,12 @@ enum {
 struct any_waiter {
     _Atomic uint32_t w_word;
     arpc_refcount w_refs;
+    /* A wait that drives a loop sleeps in that loop's poll, not on w_word: the first firing
+     * on another thread wakes the loop too, while the wait lasts (w_entry closes as it ends,
+     * so no firing touches the loop afterwards). One registration per future serves both
+     * ways of waiting. */
+    _Atomic(arpc_loop *) w_loop;
+    struct arpc_entry w_entry;
 };
 
 static void any_waiter_unref(struct any_waiter *w, size_t n)
@@ -712,6 +719,12 @@ static void any_waiter_fire(arpc_future *f, void *arg)
     uint32_t old = atomic_fetch_or_explicit(&w->w_word, ANY_FIRED, memory_order_release);
     if ((old & (ANY_FIRED | ANY_SLEEPING)) == ANY_SLEEPING)
         arpc_futex_wake_all((const uint32_t *)&w->w_word);
+    if (!(old & ANY_FIRED) && arpc_entry_enter(&w->w_entry)) {
+        arpc_loop *loop = atomic_load(&w->w_loop);
+        if (loop != NULL && loop != arpc_loop_current()) /* its own thread looks anyway */
+            arpc_loop_kick(loop);
+        arpc_entry_leave(&w->w_entry);
+    }
     any_waiter_unref(w, 1);
 }
 
@@ -825,17 +838,19 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
         return ARPC_ENOMEM;
     atomic_init(&w->w_word, 0);
     arpc_refcount_init(&w->w_refs, (unsigned)(n + 1));
+    atomic_init(&w->w_loop, NULL);
+    arpc_entry_init(&w->w_entry);
     int rc = any_waiter_register(w, fs, n);
     arpc_loop *home = rc == ARPC_OK ? any_home(fs, n) : NULL;
     if (home != NULL) {
         struct any_wait a = {w, fs, n, index};
         /* Futures of other producers (JSON-RPC), and calls of other clients (completed by their
-         * own loops), may be completed on other threads without waking this loop: each wakes
-         * the driver. */
-        bool foreign = false;
-        for (size_t i = 0; i < n && !foreign; i++)
-            foreign = !future_embedded(fs[i]) || arpc_future_home(fs[i]) != home;
-        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, fs, foreign ? n : 0, -1);
+         * own loops), may be completed on other threads without waking this loop: the waiter's
+         * firing wakes it (set before the drive's first look: a firing that misses it came
+         * before, and that look sees its future done). */
+        atomic_store(&w->w_loop, home);
+        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, NULL, 0, -1);
+        arpc_entry_close(&w->w_entry); /* the loop may go once the wait returns */
         if (rc == ARPC_EBUSY && any_done(fs, n, index))
             rc = ARPC_OK;
     } else if (rc == ARPC_OK && all_stuck_here(fs, n)) {

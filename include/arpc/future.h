@@ -99,7 +99,11 @@ ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t time
  * position among those complete). Drives the loop of the first among them that only waiters
  * run (see arpc_future_wait; the others complete as their own loops run). Returns ARPC_OK,
  * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop (or inside the loop that alone
- * completes every one of them: see arpc_future_wait), ARPC_EINVAL for n == 0, ARPC_ENOMEM. */
+ * completes every one of them: see arpc_future_wait), ARPC_EINVAL for n == 0, ARPC_ENOMEM.
+ * Memory: a wait registers a small callback on each future still pending, which stays until
+ * that future completes (a registration cannot be taken back); a loop of short waits over
+ * long calls holds one per wait and future meanwhile. To poll many futures again and again,
+ * attach them to a completion queue (arpc/cq.h) instead: one registration each, for good. */
 ARPC_API int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms,
                                   size_t *index);
 
