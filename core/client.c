@@ -104,10 +104,13 @@ char *client_unreachable_why(arpc_client *c, size_t *len)
     int state = atomic_load(&c->cl_state);
     if (state == CL_READY)
         return NULL;
-    /* Refused for good (a GOAWAY): not a connection that failed, a server that will not take us. */
-    bool refused = state == CL_LOST && atomic_load(&c->cl_lost_reason) != ARPC_EUNREACHABLE;
-    return client_why(c, "%s: %s", refused ? "this client will not connect again" : "no connection to the server",
-                      false, len);
+    /* Lost for good: its loop stopped, or a server refused it (a GOAWAY) -- not a connection
+     * that failed, which it may try again. */
+    int reason = atomic_load(&c->cl_lost_reason);
+    const char *lead = state != CL_LOST || reason == ARPC_EUNREACHABLE ? "no connection to the server"
+                       : reason == ARPC_ESHUTDOWN                      ? "this client's loop has stopped"
+                                                                       : "this client will not connect again";
+    return client_why(c, "%s: %s", lead, false, len);
 }
 
 char *client_lost_why(arpc_client *c, const char *why, size_t *len)

@@ -276,7 +276,8 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
         char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
         /* A client lost at its first attempt, or for good (a GOAWAY refused it): what was in
          * the way (before the leave: c may go then). */
-        if (text == NULL && c != NULL && (rc == ARPC_EUNREACHABLE || atomic_load(&c->cl_state) == CL_LOST))
+        if (text == NULL && c != NULL &&
+            (rc == ARPC_EUNREACHABLE || (atomic_load(&c->cl_state) == CL_LOST && rc == client_unavailable_reason(c))))
             text = client_unreachable_why(c, &why_len);
         client_leave(c);
         arpc_future_complete_owned(f, rc, text, text != NULL ? why_len : 0);
