@@ -669,6 +669,13 @@ static void direct_done_job(arpc_loop *loop, void *p)
     arpc_conn_direct_done(&((struct unit *)p)->conn);
 }
 
+/* As a loop flush that found the socket taken: it waits for the writer (CW_WANTED's side). */
+static void loop_wants_socket(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    ((struct unit *)p)->conn.c_writer.w_loop_waits = true;
+}
+
 static void leave_on_loop(arpc_loop *loop, void *p)
 {
     (void)loop;
@@ -727,7 +734,9 @@ static void test_loop_frames_go_before_a_later_writer(void **state)
     assert_int_equal(PAYLOAD, f.f.f_payload_len);
     assert_int_equal(ARPC_OK, arpc_loop_fence(u.loop));
     assert_int_equal(0, atomic_load(word)); /* its queue empty, the loop let the socket go */
-    /* A writer's leave that finds the loop's queue emptied meanwhile: its job lets the socket go. */
+    /* A writer's leave that finds the loop's queue emptied meanwhile (the loop wanted the
+     * socket, the writer left it the loop): its job lets the socket go. */
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(u.loop, loop_wants_socket, &u));
     atomic_store(word, CW_LOOP);
     assert_int_equal(ARPC_OK, arpc_loop_run_sync(u.loop, direct_done_job, &u));
     assert_int_equal(0, atomic_load(word));
