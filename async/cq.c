@@ -31,8 +31,8 @@
  * left it only polls the eventfd, and never touches the loop (which may be gone by then).
  * One loop per queue: the first attached future's names it; futures of other such loops are
  * not driven (their own waiters run them). The driven loop also watches the eventfd (another
- * thread's push, a destroy); a look that finds nothing after a write it has not seen clears
- * a stale signal (cq_drive_ready), as an empty trynext does, or the loop would spin on it.
+ * thread's push, a destroy); a wake-up by it that finds nothing clears a stale signal
+ * (cq_drive_woken), as an empty trynext does, or the loop would spin on it.
  *
  * Refusing: a call of a client whose loop a thread runs (its own, or one started and shared)
  * names that loop its completer (arpc_future_set_completer). A consumer inside that loop (a
@@ -116,7 +116,6 @@ struct arpc_cq {
     _Atomic(struct arpc_loop *) cq_completer; /* see "Refusing" in the design notes */
     _Atomic uint64_t cq_tally; /* untaken (low half), completing (high): the design notes */
     _Atomic int cq_inside;     /* consumers waiting inside cq_completer ("Waking the refused") */
-    _Atomic uint32_t cq_signals; /* eventfd writes so far, each counted after its write ("Driving") */
     atomic_size_t cq_entering; /* consumers between their look at the handle and their reference */
 };
 
@@ -151,7 +150,6 @@ static void cq_signal(arpc_cq *cq)
     /* Cannot fail short of counter overflow (2^64 - 1 writes without a read). */
     ssize_t n = write(cq->cq_efd, &one, sizeof(one));
     (void)n;
-    atomic_fetch_add(&cq->cq_signals, 1); /* after: a driver that sees it finds the fd written */
 }
 
 /* Consumers only, under cq_lock. */
@@ -300,7 +298,6 @@ int arpc_cq_create(arpc_cq **out)
     atomic_init(&cq->cq_completer, NULL);
     atomic_init(&cq->cq_tally, 0);
     atomic_init(&cq->cq_inside, 0);
-    atomic_init(&cq->cq_signals, 0);
     atomic_init(&cq->cq_entering, 0);
     *out = cq;
     return ARPC_OK;
@@ -441,37 +438,19 @@ static bool cq_ready_completing(void *arg)
     return atomic_load(&cq->cq_count) > 0 || cq_completing(cq) == 0 || atomic_load(&cq->cq_closed);
 }
 
-/* A drive: the consumer's condition, and the eventfd writes it has looked at. */
-struct cq_drive {
-    arpc_cq *d_cq;
-    bool (*d_ready)(void *cq);
-    uint32_t d_seen;
-};
-
-/* The drive's look. The eventfd wakes the driven loop while readable, and a producer slow to
- * write can leave it readable after another consumer emptied the queue (the design notes):
- * the drive must not take that for news and spin on it, so a look that finds the condition
- * false after a write it has not seen clears a stale signal as an empty take does (under
- * cq_lock; a consumer holding it clears for itself). */
-static bool cq_drive_ready(void *arg)
+/* The driven loop woke for the eventfd (the drive's woken hook). A producer slow to write it
+ * can leave it readable after another consumer emptied the queue (the design notes): not
+ * news, and the drive would spin on it, so it is cleared as an empty take clears it (under
+ * cq_lock; a consumer holding the lock clears for itself). */
+static void cq_drive_woken(void *arg)
 {
-    struct cq_drive *d = arg;
-    arpc_cq *cq = d->d_cq;
-    if (d->d_ready(cq))
-        return true;
-    uint32_t signals = atomic_load(&cq->cq_signals);
-    if (signals == d->d_seen)
-        return false;
-    d->d_seen = signals;
-    if (pthread_mutex_trylock(&cq->cq_lock) == 0) {
-        if (cq->cq_fifo == NULL && atomic_load(&cq->cq_count) <= 0)
-            cq_clear(cq);
-        pthread_mutex_unlock(&cq->cq_lock);
-    }
-    return d->d_ready(cq);
+    arpc_cq *cq = arg;
+    if (pthread_mutex_trylock(&cq->cq_lock) != 0)
+        return;
+    if (cq->cq_fifo == NULL && atomic_load(&cq->cq_count) <= 0)
+        cq_clear(cq);
+    pthread_mutex_unlock(&cq->cq_lock);
 }
-
-static void cq_drive_sleep(void *arg, uint64_t deadline_ns) { cq_sleep(((struct cq_drive *)arg)->d_cq, deadline_ns); }
 
 /* Sleeps until the queue may have changed, or runs its home loop meanwhile (the design
  * notes): ARPC_EAGAIN to look again, ARPC_EBUSY when that loop is the caller's own. On the
@@ -495,10 +474,7 @@ static int cq_sleep_or_drive(arpc_cq *cq, uint64_t deadline)
     }
     /* The queue's eventfd wakes the drive: an entry pushed by another thread (a call of
      * another client, a cancel from elsewhere), or a destroy, which nothing on home would see. */
-    /* (d_seen one behind: the drive's first look that finds nothing clears a signal left
-     * from before it.) */
-    struct cq_drive d = {cq, ready, atomic_load(&cq->cq_signals) - 1};
-    return arpc_loop_wait_cond_until(home, cq_drive_ready, cq_drive_sleep, &d, deadline, NULL, 0, cq->cq_efd) == ARPC_EBUSY
+    return arpc_loop_wait_cond_until(home, ready, cq_sleep, cq, deadline, cq->cq_efd, cq_drive_woken) == ARPC_EBUSY
                ? ARPC_EBUSY
                : ARPC_EAGAIN;
 }

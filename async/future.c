@@ -849,7 +849,7 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
          * firing wakes it (set before the drive's first look: a firing that misses it came
          * before, and that look sees its future done). */
         atomic_store(&w->w_loop, home);
-        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, NULL, 0, -1);
+        rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, -1, NULL);
         arpc_entry_close(&w->w_entry); /* the loop may go once the wait returns */
         if (rc == ARPC_EBUSY && any_done(fs, n, index))
             rc = ARPC_OK;

@@ -210,15 +210,14 @@ int arpc_loop_wait_foreign_until(arpc_loop *loop, arpc_future *f, uint64_t deadl
 /* As arpc_loop_wait_until, for any condition: done(arg) polls it; sleep(arg, deadline_ns)
  * blocks until it may be done or deadline_ns passes, whichever is first (it may return early),
  * and is used while another thread runs the loop. What makes it done must run on the loop or
- * wake the loop (a call's completion, cancel or deadline does), or be the completion of one
- * of foreign[0..nforeign) (futures other threads may complete: a wait that runs the loop is
- * woken by each, as arpc_loop_wait_foreign_until's), or make wake_fd readable (-1: none; a
- * wait that runs the loop watches it: a completion queue's eventfd, which pushes from other
- * threads and its destroy signal; readable must mean done, or done soon: the wait would spin).
- * ARPC_OK, ARPC_EPENDING, or ARPC_EBUSY on the loop thread. */
+ * wake the loop (a call's completion, cancel or deadline does), or make wake_fd readable (-1:
+ * none; a wait that runs the loop watches it: a completion queue's eventfd, which pushes from
+ * other threads and its destroy signal). When it is, woken(arg) runs (NULL: nothing) before
+ * done is looked at again: it must leave the fd readable only while there is news, or the
+ * wait would spin (a stale signal cleared). ARPC_OK, ARPC_EPENDING, or ARPC_EBUSY on the loop
+ * thread. */
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
-                              void *arg, uint64_t deadline_ns, arpc_future *const *foreign, size_t nforeign,
-                              int wake_fd);
+                              void *arg, uint64_t deadline_ns, int wake_fd, void (*woken)(void *arg));
 
 /* The loop whose callback the calling thread runs (its own thread, a waiter driving it, a
  * pollable step, a final drain), or NULL. */

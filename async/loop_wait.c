@@ -34,6 +34,7 @@ struct loop_cond {
     arpc_future *const *c_foreign; /* futures other threads may complete (see loop_drive) */
     size_t c_nforeign;
     int c_wake_fd; /* readable when other threads changed c (see loop_drive); -1: none */
+    void (*c_woken)(void *arg); /* run when c_wake_fd woke the drive; NULL: nothing */
 };
 
 static bool cond_settling(const struct loop_cond *c) { return c->c_settling != NULL && c->c_settling(c->c_arg); }
@@ -66,11 +67,14 @@ static void drive_check_cb(struct ev_loop *ev, ev_prepare *w, int revents)
 }
 
 /* The wait's wake fd is readable: the loop's iteration ends, and the wait looks at its
- * condition (it does not read the fd: its owner clears it). */
+ * condition. The fd is its owner's to read: c_woken clears a signal that no longer means
+ * anything (the fd is level-triggered: left readable, the drive would spin). */
 static void drive_wake_cb(struct ev_loop *ev, ev_io *w, int revents)
 {
-    (void)w;
     (void)revents;
+    const struct loop_cond *c = w->data;
+    if (c->c_woken != NULL)
+        c->c_woken(c->c_arg);
     ev_break(ev, EVBREAK_ONE);
 }
 
@@ -169,6 +173,7 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
      * and destroy): their fd wakes the poll, and the prepare above looks at c. */
     ev_io wake;
     ev_io_init(&wake, drive_wake_cb, c->c_wake_fd, EV_READ);
+    wake.data = (void *)c;
     if (c->c_wake_fd >= 0 && !nowait)
         ev_io_start(loop->l_ev, &wake);
     do {
@@ -234,7 +239,7 @@ int arpc_loop_run_until(arpc_loop *loop, arpc_future *f, int64_t timeout_ms)
     if (loop_inside(loop))
         return ARPC_EBUSY; /* already inside this loop: waiting here would never return */
     arpc_future *one[1] = {f};
-    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, 1, -1};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, 1, -1, NULL};
     uint64_t until = arpc_deadline_from_ms(timeout_ms);
     int rc;
     unsigned attempt = 0;
@@ -251,19 +256,18 @@ static int loop_wait_future(arpc_loop *loop, arpc_future *f, uint64_t deadline_n
     if (loop_inside(loop))
         return ARPC_EBUSY; /* the loop cannot wait for itself */
     arpc_future *one[1] = {f};
-    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, foreign ? 1 : 0, -1};
+    struct loop_cond c = {future_done, future_sleep, future_settling, f, one, foreign ? 1 : 0, -1, NULL};
     if (loop_wait_cond(loop, &c, deadline_ns) != ARPC_OK)
         return ARPC_EPENDING;
     return arpc_future_poll(f);
 }
 
 int arpc_loop_wait_cond_until(arpc_loop *loop, bool (*done)(void *arg), void (*sleep)(void *arg, uint64_t deadline_ns),
-                              void *arg, uint64_t deadline_ns, arpc_future *const *foreign, size_t nforeign,
-                              int wake_fd)
+                              void *arg, uint64_t deadline_ns, int wake_fd, void (*woken)(void *arg))
 {
     if (loop_inside(loop))
         return ARPC_EBUSY;
-    struct loop_cond c = {done, sleep, NULL, arg, foreign, nforeign, wake_fd};
+    struct loop_cond c = {done, sleep, NULL, arg, NULL, 0, wake_fd, woken};
     return loop_wait_cond(loop, &c, deadline_ns);
 }
 
@@ -328,7 +332,7 @@ int arpc_loop_run_sync(arpc_loop *loop, arpc_task_fn fn, void *arg)
     arpc_loop_job_init(&s.sj_job, sync_job_run);
     atomic_init(&s.sj_done, 0);
     if (arpc_loop_post(loop, &s.sj_job) == ARPC_OK) {
-        struct loop_cond c = {sync_done, sync_sleep, NULL, &s, NULL, 0, -1};
+        struct loop_cond c = {sync_done, sync_sleep, NULL, &s, NULL, 0, -1, NULL};
         loop_wait_cond(loop, &c, ARPC_NEVER); /* an accepted job runs, even if the loop stops */
         return ARPC_OK;
     }
