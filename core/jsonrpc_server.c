@@ -80,7 +80,9 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     sc->sc_speaks_json = true;
     sc->sc_hello = true;             /* JSON-RPC has no HELLO: the handshake timeout is met */
     conn->c_stranger = false;        /* (its bytes never reach the frame parser anyway) */
-    conn->c_max_body = sc->sc_server->sv_max_frame; /* and the handshake's bound is over */
+    /* And the handshake's bound is over: its own, which bounds how long one request's parse
+     * holds the loop (arpc_server_options.jsonrpc_max_request). */
+    conn->c_max_body = sc->sc_server->sv_jsonrpc_max;
     arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
     /* Nor can anything pass its holds, which stop reading at once: a reset would be heard of
      * only when a hold ends, its calls running meanwhile. */
@@ -461,9 +463,9 @@ static void jsonrpc_answer_too_large(struct server_conn *sc)
     int n = sc->sc_json->js_skim_costly
                 ? snprintf(msg, sizeof(msg),
                            "request of %llu bytes holds too many values for its size: parsing it would take "
-                           "more than %u x the server's max_frame (%u) of memory",
+                           "more than %u x the server's JSON-RPC request limit (%u) of memory",
                            (unsigned long long)sk->sk_skipped, JSONRPC_SCAN_COST_PER_BYTE, sc->sc_conn.c_max_body)
-                : snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's max_frame (%u)",
+                : snprintf(msg, sizeof(msg), "request of %llu bytes is over the server's JSON-RPC request limit (%u)",
                            (unsigned long long)sk->sk_skipped, sc->sc_conn.c_max_body);
     jsonrpc_answer(sc, xid, ARPC_ETOOLARGE, msg, (size_t)n);
 }

@@ -162,6 +162,12 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     arpc_deadline_init(&s->sv_lazy, NULL, NULL); /* core/reply_direct.c */
     arpc_deadline_init(&s->sv_take_turn, NULL, NULL); /* core/reply_take.c */
     s->sv_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
+    s->sv_jsonrpc_max = o.jsonrpc_max_request ? o.jsonrpc_max_request : ARPC_JSONRPC_MAX_REQUEST_DEFAULT;
+    if (s->sv_jsonrpc_max < ARPC_MAX_FRAME_MIN)
+        s->sv_jsonrpc_max = ARPC_MAX_FRAME_MIN;
+    if (s->sv_jsonrpc_max > s->sv_max_frame)
+        s->sv_jsonrpc_max = s->sv_max_frame;
+    s->sv_no_jsonrpc = o.no_jsonrpc;
     arpc_registry_init(&s->sv_registry);
     s->sv_epoch = server_new_epoch();
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;

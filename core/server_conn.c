@@ -393,7 +393,7 @@ static size_t sconn_parse_codec(struct server_conn *sc)
         return jsonrpc_sconn_parse(sc);
     if (!sc->sc_codec_chosen && conn->c_rend > conn->c_rstart) {
         sc->sc_codec_chosen = true;
-        if (jsonrpc_sconn_adopt(sc))
+        if (!sc->sc_server->sv_no_jsonrpc && jsonrpc_sconn_adopt(sc))
             return jsonrpc_sconn_parse(sc);
     }
     return arpc_conn_parse_frames(conn);

@@ -146,6 +146,8 @@ struct arpc_server {
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;
+    uint32_t sv_jsonrpc_max;        /* a JSON-RPC request's largest object (core/jsonrpc_server.c) */
+    bool sv_no_jsonrpc;             /* arpc frames only (arpc_server_options.no_jsonrpc) */
     struct arpc_registry sv_registry;
     uint64_t sv_epoch;              /* this server's identity for at-most-once (HELLO) */
     bool sv_has_log;                /* a reply log was opened (fixed at create) */

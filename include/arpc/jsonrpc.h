@@ -43,10 +43,12 @@
  * server's stop (JSON-RPC calls carry no deadline), or until the peer is found gone (its
  * hangup, as after a half-close: docs/SECURITY.md); a valid object
  * that is a bad request (params not an array, an unknown method) gets an error with its id and
- * the connection goes on. So does a request object longer than the server's max_frame: it is
- * dropped as it arrives (never buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id;
- * and one holding so many values for its size that parsing it would take more than 8 x
- * max_frame of memory (e.g. thousands of empty objects: docs/PROTOCOL.md). A
+ * the connection goes on. So does a request object longer than the server's JSON-RPC request
+ * limit (arpc_server_options.jsonrpc_max_request: 1 MiB unless set, at most max_frame; the
+ * server parses each request on its loop thread): it is dropped as it arrives (never
+ * buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id; and one holding so many values
+ * for its size that parsing it would take more than 8 x that limit of memory (e.g. thousands
+ * of empty objects: docs/PROTOCOL.md). A server with no_jsonrpc answers no JSON-RPC. A
  * JSON-RPC connection has no HELLO and no heartbeat; the idle, frame and connection-count
  * limits apply to it as to any. On a tls:// listener its peer is known as an arpc client's
  * is (arpc_request_peer_subject, arpc_request_peer): the server's checks (arpc/auth.h) run at

@@ -89,6 +89,9 @@ typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const vo
 /* arpc_server_options.max_fault_rate when left 0. */
 #define ARPC_FAULT_RATE_DEFAULT 1000
 
+/* arpc_server_options.jsonrpc_max_request's default: 1 MiB. */
+#define ARPC_JSONRPC_MAX_REQUEST_DEFAULT (1u << 20)
+
 typedef struct arpc_server_options {
     arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
@@ -257,6 +260,18 @@ typedef struct arpc_server_options {
     int32_t max_fault_rate; /* faulty connections a second, on average; 0: ARPC_FAULT_RATE_DEFAULT;
                              * < 0: no limit (still counted) */
     uint32_t fault_burst;   /* at most this many at once; 0: one second's worth (max_fault_rate) */
+    /* JSON-RPC (built with jansson, every listener answers it: arpc/jsonrpc.h). A request is
+     * parsed whole on the server's loop thread, which serves no other connection meanwhile:
+     * ~20-45 ms a MiB on the 2 vCPUs of docs/SECURITY.md (jansson builds its tree before the
+     * method is known). A request object larger than jsonrpc_max_request is dropped as it
+     * arrives and answered ARPC_ETOOLARGE by its id, the connection going on. 0:
+     * ARPC_JSONRPC_MAX_REQUEST_DEFAULT (1 MiB); never more than max_frame; at least
+     * ARPC_MAX_FRAME_MIN. */
+    uint32_t jsonrpc_max_request;
+    /* true: this server's listeners speak arpc frames only; a peer whose first byte is a JSON
+     * object's is an arpc peer with a malformed frame (closed, charged as a fault). For a
+     * server that strangers can reach and no JSON-RPC peer needs. */
+    bool no_jsonrpc;
     /* A field appended here starts past the struct's tail padding (8-aligned: after a 4-byte
      * unused field if need be), for the reason of reserved_after_unix_mode. */
 } arpc_server_options;
