@@ -25,30 +25,23 @@ static inline void arpc_stack_push(ck_stack_t *s, ck_stack_entry_t *item)
     ARPC_TSAN_IGNORE_WRITES_END();
 }
 
-/* As arpc_stack_push for a chain of items already linked newest first through ->next, from
- * newest down to oldest (whose ->next is overwritten): one CAS publishes them all, and the
- * consumer takes them oldest first, as if pushed one by one. True when the stack was empty:
- * the chain is the oldest waiting, so a consumer that sleeps once it finds the stack empty
- * may need waking. Every later push finds the stack non-empty until the consumer takes it,
- * and the consumer's take then gets those items too: only the first push after a take has
- * to wake it. */
-static inline bool arpc_stack_push_chain_first(ck_stack_t *s, ck_stack_entry_t *newest, ck_stack_entry_t *oldest)
+/* As arpc_stack_push, and true when the stack was empty: the item is the oldest waiting, so a
+ * consumer that sleeps once it finds the stack empty may need waking. Every later push finds
+ * the stack non-empty until the consumer takes it, and the consumer's take then gets those
+ * items too: only the first push after a take has to wake it. (An item may lead a run of
+ * items of its owner's, linked through a field of their own, that the consumer walks once it
+ * took the item: async/actor.c's runs of jobs.) */
+static inline bool arpc_stack_push_first(ck_stack_t *s, ck_stack_entry_t *item)
 {
     ARPC_TSAN_RELEASE(s);
     ARPC_TSAN_IGNORE_WRITES_BEGIN();
     ck_stack_entry_t *head = ck_pr_load_ptr(&s->head);
     do {
-        oldest->next = head;
-        ck_pr_fence_store(); /* the links before the CAS that publishes the chain */
-    } while (!ck_pr_cas_ptr_value(&s->head, head, newest, &head));
+        item->next = head;
+        ck_pr_fence_store(); /* the item's writes before the CAS that publishes it */
+    } while (!ck_pr_cas_ptr_value(&s->head, head, item, &head));
     ARPC_TSAN_IGNORE_WRITES_END();
     return head == NULL;
-}
-
-/* One item: a chain of one. */
-static inline bool arpc_stack_push_first(ck_stack_t *s, ck_stack_entry_t *item)
-{
-    return arpc_stack_push_chain_first(s, item, item);
 }
 
 /* The consumer: takes every item pushed so far, oldest first (a NULL-terminated list through
