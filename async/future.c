@@ -720,6 +720,9 @@ static void any_waiter_fire(arpc_future *f, void *arg)
     if ((old & (ANY_FIRED | ANY_SLEEPING)) == ANY_SLEEPING)
         arpc_futex_wake_all((const uint32_t *)&w->w_word);
     if (!(old & ANY_FIRED) && arpc_entry_enter(&w->w_entry)) {
+        /* Dekker with the wait (its store of w_loop, then its look at the futures): our
+         * future's DONE was published before this load, the wait's w_loop before its look. */
+        atomic_thread_fence(memory_order_seq_cst);
         arpc_loop *loop = atomic_load(&w->w_loop);
         if (loop != NULL && loop != arpc_loop_current()) /* its own thread looks anyway */
             arpc_loop_kick(loop);
@@ -849,6 +852,7 @@ int arpc_future_wait_any(arpc_future *const *fs, size_t n, int64_t timeout_ms, s
          * firing wakes it (set before the drive's first look: a firing that misses it came
          * before, and that look sees its future done). */
         atomic_store(&w->w_loop, home);
+        atomic_thread_fence(memory_order_seq_cst); /* before the drive's first look: see any_waiter_fire */
         rc = arpc_loop_wait_cond_until(home, any_wait_done, any_wait_sleep, &a, deadline, -1, NULL);
         arpc_entry_close(&w->w_entry); /* the loop may go once the wait returns */
         if (rc == ARPC_EBUSY && any_done(fs, n, index))
