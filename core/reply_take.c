@@ -14,13 +14,16 @@
  * A held reply must never wait on its handler or a later one: a handler may reply and then
  * wait for its client to have read that reply (tests/conn_refs_test.c). So the take's first
  * held reply, the *anchor*, goes to the loop at once, lazily, and the later ones hang from it
- * (struct take_batch, allocated per take and freed by the last of the worker and the anchor's
- * job to let go: a stack pushed with one CAS by the worker, newest first). Whoever marks the
+ * (struct take_batch, allocated per take and freed by the last of the worker, the anchor's
+ * job and the later replies' job to let go: a stack pushed with one CAS by the worker, newest
+ * first). Whoever marks the
  * batch first owns it:
  *   - the worker, at the take's end (the actor's take-end hook; a discard at a stop runs it
  *     too), or once the batch has TAKE_MAX replies or TAKE_BYTES, or a reply for another
  *     connection comes: TAKE_FLUSHING while it writes, TAKE_FLUSHED once the anchor is the
- *     loop's again (its rm_direct set), then the later replies' jobs are posted;
+ *     loop's again (its rm_direct set), then the later replies are posted: those it wrote
+ *     whole as one lazy job holding them in order (take_later_job), the first one cut short
+ *     and those after it as a job each;
  *   - the loop, when the anchor's job finds the batch older than reply_take_hold_ns, or the server
  *     not running, or no loop running (a final drain): TAKE_STOLEN, and it delivers the anchor
  *     and the replies under it as any reply it writes itself. A younger batch's job is posted
