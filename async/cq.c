@@ -440,13 +440,14 @@ static bool cq_ready_completing(void *arg)
 
 /* The driven loop woke for the eventfd (the drive's woken hook). A producer slow to write it
  * can leave it readable after another consumer emptied the queue (the design notes): not
- * news, and the drive would spin on it, so it is cleared as an empty take clears it (under
- * cq_lock; a consumer holding the lock clears for itself). */
+ * news, and the drive would spin on it, so it is cleared as an empty take clears it, under
+ * cq_lock (taken, not tried: a consumer holds it for a few instructions and never waits for
+ * a loop there, and a failed try would leave the fd readable and the drive spinning until
+ * that consumer, perhaps preempted, let go). */
 static void cq_drive_woken(void *arg)
 {
     arpc_cq *cq = arg;
-    if (pthread_mutex_trylock(&cq->cq_lock) != 0)
-        return;
+    pthread_mutex_lock(&cq->cq_lock);
     if (cq->cq_fifo == NULL && atomic_load(&cq->cq_count) <= 0)
         cq_clear(cq);
     pthread_mutex_unlock(&cq->cq_lock);
