@@ -3,14 +3,15 @@
  * of a group, and every call is routed by its key (arpc_method_options.key) to the actor that
  * owns the key's shard. Calls for one key run one at a time, in order; calls for keys of other
  * shards run in parallel.
- *   kv_server --listen ADDR [--shards N] [--tls-cert FILE --tls-key FILE]
+ *   kv_server --listen ADDR [--shards N] [--tls-cert FILE --tls-key FILE] [--no-jsonrpc]
  *   (runs until SIGINT/SIGTERM; N default 4). With a certificate and key it can listen on
  *   tls://HOST:PORT; SIGHUP loads them again from the same files (certificate rotation: new
  *   connections get the new ones, open ones keep theirs; a failed reload changes nothing).
  * Wire format of requests: kv.put = u16 key length (LE), key bytes, value bytes;
  *                          kv.get = key bytes. Replies: kv.get = value bytes.
  * Built with JSON-RPC (ARPC_WITH_JSONRPC), the same port answers JSON-RPC 1.0 too, e.g. from
- * Go's jsonrpc.NewClient, on the same table:
+ * Go's jsonrpc.NewClient, on the same table (--no-jsonrpc: not, for a server strangers reach:
+ * JSON-RPC requests are parsed on the server's loop, docs/SECURITY.md):
  *   KV.Put  params [{"key":K,"value":V}]  -> result true
  *   KV.Get  params [{"key":K}]            -> result V, or error "no such key"
  */
@@ -221,6 +222,7 @@ int main(int argc, char **argv)
     const char *listen = NULL;
     unsigned nshards = 4;
     arpc_tls_options tls = {0};
+    bool no_jsonrpc = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
@@ -230,9 +232,13 @@ int main(int argc, char **argv)
             tls.cert_file = argv[++i];
         else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
             tls.key_file = argv[++i];
+        else if (strcmp(argv[i], "--no-jsonrpc") == 0)
+            no_jsonrpc = true;
+        else
+            listen = NULL, i = argc; /* unknown: the usage below */
     }
     if (listen == NULL || nshards < 1 || nshards > MAX_SHARDS || (tls.cert_file == NULL) != (tls.key_file == NULL)) {
-        fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d] [--tls-cert FILE --tls-key FILE]\n"
+        fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d] [--tls-cert FILE --tls-key FILE] [--no-jsonrpc]\n"
                         "  (e.g. tcp://127.0.0.1:7000, unix:///tmp/kv.sock, tls://127.0.0.1:7443)\n", MAX_SHARDS);
         return 2;
     }
@@ -246,7 +252,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     arpc_server *server;
     char bound[256], why[ARPC_ERRBUF_SIZE] = "";
-    arpc_server_options so = {.tls = tls.cert_file != NULL ? &tls : NULL, .errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_server_options so = {.tls = tls.cert_file != NULL ? &tls : NULL, .no_jsonrpc = no_jsonrpc, .errbuf = why,
+                              .errbuf_len = sizeof(why)};
     int rc = arpc_server_create(&server, &so);
     if (rc != ARPC_OK) {
         fprintf(stderr, "kv_server: %s: %s\n", arpc_strerror(rc), why);
