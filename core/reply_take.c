@@ -16,8 +16,7 @@
  * held reply, the *anchor*, goes to the loop at once, lazily, and the later ones hang from it
  * (struct take_batch, allocated per take and freed by the last of the worker, the anchor's
  * job and the later replies' job to let go: a stack pushed with one CAS by the worker, newest
- * first). Whoever marks the
- * batch first owns it:
+ * first). Whoever marks the batch first owns it:
  *   - the worker, at the take's end (the actor's take-end hook; a discard at a stop runs it
  *     too), or once the batch has TAKE_MAX replies or TAKE_BYTES, or a reply for another
  *     connection comes: TAKE_FLUSHING while it writes, TAKE_FLUSHED once the anchor is the
