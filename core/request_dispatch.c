@@ -226,7 +226,6 @@ void request_batch_flush(arpc_server *s)
      * would have been, oldest first. */
     for (struct arpc_actor_job *j = first, *next; j != NULL; j = next) {
         next = j->aj_run_next;
-        j->aj_run_next = NULL;
         arpc_request *req = request_state_of_job(j)->rs_req;
         request_refuse(req, ARPC_EREJECTED, "method's actor is stopped");
         request_handler_done(req, true);
@@ -264,8 +263,7 @@ static void request_enqueue(struct server_conn *sc, arpc_request *req, arpc_acto
         b->pb_actor = actor;
         b->pb_credit = got;
     }
-    struct arpc_actor_job *job = &req->rq_state->rs_actor_job;
-    job->aj_run_next = NULL;
+    struct arpc_actor_job *job = &req->rq_state->rs_actor_job; /* its aj_run_next NULL: request_dispatch's job_init */
     if (b->pb_last != NULL)
         b->pb_last->aj_run_next = job;
     else
