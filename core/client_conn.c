@@ -37,14 +37,17 @@ static int error_code_from_wire(uint32_t code)
 /* The server's "did not run" (docs/SEMANTICS.md, "Outcomes") speaks for the send it answers.
  * An unnumbered call sent again after a loss may have run at an earlier send, left whole on the
  * connection since lost: its caller must hear "may have run" (ARPC_ECONNLOST). A numbered
- * (at-most-once) call's answer already covers its earlier sends: the server looked its seq up
- * first. */
-static bool resend_refused(const struct client_call *call, int code)
+ * (at-most-once) call's answer covers its earlier sends (the server looked its seq up first,
+ * and keeps its refusal as it would a reply), except a refusal the server kept no record of
+ * (ARPC_ERROR_UNKEPT: its cache was full, ...): an earlier send reaching it later may still
+ * run the call. */
+static bool resend_refused(const struct client_call *call, int code, uint16_t flags)
 {
     bool did_not_run = code == ARPC_ESHUTDOWN || code == ARPC_EREJECTED || code == ARPC_EOVERLOADED ||
                        code == ARPC_EEXPIRED || code == ARPC_ENOMETHOD || code == ARPC_ETOOLARGE ||
                        code == ARPC_ECANCELLED;
-    return did_not_run && call->cc_reached && call->cc_semantics != ARPC_AT_MOST_ONCE;
+    return did_not_run && call->cc_reached &&
+           (call->cc_semantics != ARPC_AT_MOST_ONCE || (flags & ARPC_ERROR_UNKEPT));
 }
 
 /* A resend_refused call's result: the server's words and what they mean for it. NULL without
@@ -85,7 +88,7 @@ static void client_on_reply(arpc_client *c, const struct arpc_frame *f)
     int code = ok ? ARPC_OK : error_code_from_wire(f->f_code);
     size_t len = 0;
     void *data;
-    if (!ok && resend_refused(call, code)) {
+    if (!ok && resend_refused(call, code, f->f_err_flags)) {
         data = resend_refused_why(code, f, &len);
         code = ARPC_ECONNLOST;
     } else if (ok) {

@@ -31,7 +31,7 @@ void client_linger_start(arpc_client *c, bool hello_done)
         /* Goodbye: we re-send nothing from now on, so the server may drop our replies now
          * rather than keep them until we would have expired. */
         static const char bye[] = "client closing";
-        arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, bye, sizeof(bye) - 1);
+        arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, bye, sizeof(bye) - 1);
     }
     /* Only a close lingers (a stopping loop cannot wait), and only after the HELLO: nothing
      * but the handshake is queued before it. */

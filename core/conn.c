@@ -617,14 +617,14 @@ int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping)
     return arpc_conn_send(conn, buf, buf, len);
 }
 
-int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, const char *msg,
-                         uint16_t msg_len)
+int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, uint16_t flags,
+                         const char *msg, uint16_t msg_len)
 {
     size_t len = arpc_frame_error_size(msg_len);
     uint8_t *buf = arpc_malloc(len);
     if (buf == NULL)
         return ARPC_ENOMEM;
-    arpc_frame_encode_error(buf, kind, xid, (uint32_t)code, msg, msg_len);
+    arpc_frame_encode_error(buf, kind, xid, (uint32_t)code, flags, msg, msg_len);
     return arpc_conn_send(conn, buf, buf, len);
 }
 

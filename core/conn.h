@@ -279,9 +279,10 @@ int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, ui
 int arpc_conn_send_ping(struct arpc_conn *conn, uint64_t xid);
 /* PONG echoing a PING's xid and payload. */
 int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping);
-/* ERROR (for call xid) or GOAWAY (xid 0) with code and msg[0..msg_len). */
-int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, const char *msg,
-                         uint16_t msg_len);
+/* ERROR (for call xid) or GOAWAY (xid 0) with code, flags (core/frame.h: each kind's own) and
+ * msg[0..msg_len). */
+int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, uint16_t flags,
+                         const char *msg, uint16_t msg_len);
 
 /* Queues an encoded frame (the allocation base is freed once written). On error (connection
  * closed, or ARPC_ENOMEM) the buffer is freed here. */

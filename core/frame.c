@@ -198,9 +198,9 @@ static int decode_error(const uint8_t *body, uint32_t body_len, struct arpc_fram
     uint16_t msg_len = le_ld16(body + ERR_MSG_LEN);
     if (msg_len > body_len - ARPC_ERROR_FIXED_SIZE) /* body_len >= fixed: checked */
         return ARPC_EPROTO;
-    /* A GOAWAY's flags; in an ERROR the u16 is reserved. Bytes after the message are ignored
+    /* A GOAWAY's or an ERROR's flags (each kind's own). Bytes after the message are ignored
      * (forward compatibility). */
-    f->f_err_flags = f->f_kind == ARPC_FRAME_GOAWAY ? le_ld16(body + ERR_RESERVED) : 0;
+    f->f_err_flags = le_ld16(body + ERR_RESERVED);
     f->f_code = le_ld32(body + ERR_CODE);
     f->f_msg = (const char *)body + ARPC_ERROR_FIXED_SIZE;
     f->f_msg_len = msg_len;
@@ -342,9 +342,10 @@ uint64_t arpc_frame_xid(const uint8_t *header) { return le_ld64(header + HDR_XID
 
 size_t arpc_frame_error_size(size_t msg_len) { return ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + msg_len; }
 
-static size_t encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t code, uint16_t flags, const char *msg,
-                           uint16_t msg_len)
+size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t code, uint16_t flags,
+                               const char *msg, uint16_t msg_len)
 {
+    assert(kind == ARPC_FRAME_ERROR || kind == ARPC_FRAME_GOAWAY);
     arpc_frame_encode_header(dst, kind, xid, ARPC_ERROR_FIXED_SIZE + (uint32_t)msg_len);
     uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
     le_st32(body + ERR_CODE, code);
@@ -353,18 +354,6 @@ static size_t encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t co
     if (msg_len > 0)
         memcpy(body + ARPC_ERROR_FIXED_SIZE, msg, msg_len);
     return arpc_frame_error_size(msg_len);
-}
-
-size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t code, const char *msg,
-                               uint16_t msg_len)
-{
-    assert(kind == ARPC_FRAME_ERROR || kind == ARPC_FRAME_GOAWAY);
-    return encode_error(dst, kind, xid, code, 0, msg, msg_len);
-}
-
-size_t arpc_frame_encode_goaway(uint8_t *dst, uint32_t code, uint16_t flags, const char *msg, uint16_t msg_len)
-{
-    return encode_error(dst, ARPC_FRAME_GOAWAY, 0, code, flags, msg, msg_len);
 }
 
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,

@@ -97,6 +97,17 @@ enum arpc_goaway_flag {
     ARPC_GOAWAY_IDLE = 1u << 1,
 };
 
+/* ERROR flags, in the same u16 (reserved before: an older client ignores them, and an older
+ * server sends none). */
+enum arpc_error_flag {
+    /* A refusal the server keeps no record of, made before it took the call in (its reply
+     * cache, or the client's share of it, full; no memory for the call): it speaks for this
+     * send only. An earlier send of the same call, on a connection since lost, that reaches
+     * the server later may still run it: the client then tells its caller "may have run"
+     * (docs/SEMANTICS.md, "Outcomes"). */
+    ARPC_ERROR_UNKEPT = 1u << 0,
+};
+
 /* A decoded frame: pointers are views into the decoder's input buffer. */
 struct arpc_frame {
     uint8_t f_kind;
@@ -122,7 +133,7 @@ struct arpc_frame {
     uint32_t f_code;
     const char *f_msg; /* not NUL-terminated */
     uint16_t f_msg_len;
-    uint16_t f_err_flags; /* GOAWAY: enum arpc_goaway_flag (ERROR: 0, ignored) */
+    uint16_t f_err_flags; /* GOAWAY: enum arpc_goaway_flag; ERROR: enum arpc_error_flag */
     /* REQUEST / ONEWAY / REPLY / PING / PONG */
     const uint8_t *f_payload;
     uint32_t f_payload_len;
@@ -205,10 +216,10 @@ size_t arpc_frame_encode_request_fixed(uint8_t *dst, uint8_t kind, uint64_t xid,
 /* Header only for REPLY / PING / PONG whose payload follows (body_len = payload length). */
 size_t arpc_frame_encode_header(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t body_len);
 size_t arpc_frame_error_size(size_t msg_len);
-size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid,
-                               uint32_t code, const char *msg, uint16_t msg_len);
-/* A GOAWAY (xid 0) with flags (enum arpc_goaway_flag); arpc_frame_error_size(msg_len) bytes. */
-size_t arpc_frame_encode_goaway(uint8_t *dst, uint32_t code, uint16_t flags, const char *msg, uint16_t msg_len);
+/* An ERROR for call xid, or a GOAWAY (xid 0), with flags (enum arpc_error_flag, enum
+ * arpc_goaway_flag: each kind's own); arpc_frame_error_size(msg_len) bytes. */
+size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid, uint32_t code,
+                               uint16_t flags, const char *msg, uint16_t msg_len);
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);

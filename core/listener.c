@@ -120,7 +120,7 @@ static bool listener_shed(struct server_listener *l, int accept_errno, uint64_t 
     if (rc == ARPC_OK) {
         static const char msg[] = "server out of file descriptors";
         uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + sizeof(msg)];
-        size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, msg, sizeof(msg) - 1);
+        size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, 0, msg, sizeof(msg) - 1);
         if (l->l_tls == NULL) /* a TLS client would take clear bytes for a broken handshake */
             (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
         close(fd);

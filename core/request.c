@@ -528,7 +528,7 @@ struct reply_msg *reply_encode(struct server_conn *home, uint64_t xid, uint8_t k
         if (len)
             memcpy(rm->rm_frame + ARPC_FRAME_HEADER_SIZE, data, len);
     } else {
-        arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, xid, (uint32_t)code, data, (uint16_t)len);
+        arpc_frame_encode_error(rm->rm_frame, ARPC_FRAME_ERROR, xid, (uint32_t)code, 0, data, (uint16_t)len);
     }
     rm->rm_req = NULL;
     rm->rm_ran = ran;

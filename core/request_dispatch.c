@@ -320,9 +320,10 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
             request_state_put(s, st, pool_class, true);
         arpc_conn_unpin(pin);
         /* A copy of a call the cache knows needs no request: it is answered from there
-         * (never "not run", which would invite its caller to make the call again). */
+         * (never "not run", which would invite its caller to make the call again). Any other
+         * refusal is kept nowhere: it speaks for this send only. */
         if (!oneway && !dedup_answer_copy(sc, f))
-            sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
+            sconn_refuse_unkept(sc, f->f_xid, ARPC_EREJECTED, no_memory, sizeof(no_memory) - 1);
         return;
     }
     req->rq_state = st;

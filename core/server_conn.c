@@ -44,14 +44,20 @@ size_t error_msg_cap(uint32_t client_max, size_t mlen)
     return mlen < cap ? mlen : cap;
 }
 
-void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+static void send_flagged_error(struct server_conn *sc, uint64_t xid, int code, uint16_t flags, const char *msg,
+                               size_t mlen)
 {
     mlen = sconn_error_msg_cap(sc, mlen);
     if (jsonrpc_sconn_send_error(sc, xid, code, msg, mlen))
         return;
-    if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, msg, (uint16_t)mlen) == ARPC_ENOMEM)
+    if (arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_ERROR, xid, code, flags, msg, (uint16_t)mlen) == ARPC_ENOMEM)
         /* The client would wait for this answer forever: fail the whole connection instead. */
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
+}
+
+void sconn_send_error(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    send_flagged_error(sc, xid, code, 0, msg, mlen);
 }
 
 uint64_t sconn_call_deadline(const struct arpc_frame *f, uint64_t arrival_ns)
@@ -64,11 +70,21 @@ uint64_t sconn_call_seq(const struct server_conn *sc, const struct arpc_frame *f
     return f->f_kind == ARPC_FRAME_ONEWAY || sc->sc_client_id == 0 ? 0 : f->f_seq;
 }
 
-void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+static void refuse(struct server_conn *sc, uint64_t xid, int code, uint16_t flags, const char *msg, size_t mlen)
 {
     if (code >= 0 && code < ARPC_STATS_CODES)
         arpc_stat_inc(&sc->sc_server->sv_stats.ss_refused[code]);
-    sconn_send_error(sc, xid, code, msg, mlen);
+    send_flagged_error(sc, xid, code, flags, msg, mlen);
+}
+
+void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    refuse(sc, xid, code, 0, msg, mlen);
+}
+
+void sconn_refuse_unkept(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen)
+{
+    refuse(sc, xid, code, ARPC_ERROR_UNKEPT, msg, mlen);
 }
 
 /* Tells the client why before the connection closes (docs/PROTOCOL.md, GOAWAY). */
@@ -76,19 +92,7 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg)
 {
     if (jsonrpc_sconn_is(conn->c_owner))
         return; /* JSON-RPC has no such message: the close says it */
-    arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, msg, (uint16_t)strlen(msg));
-}
-
-/* A GOAWAY ARPC_ESHUTDOWN with flags (enum arpc_goaway_flag); without memory for it, nothing
- * (the close says the rest). An arpc connection's. */
-static void send_flagged_goaway(struct arpc_conn *conn, uint16_t flags, const char *msg, size_t mlen)
-{
-    size_t len = arpc_frame_error_size(mlen);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return;
-    arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, flags, msg, (uint16_t)mlen);
-    arpc_conn_send(conn, buf, buf, len);
+    arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, code, 0, msg, (uint16_t)strlen(msg));
 }
 
 void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg)
@@ -98,7 +102,8 @@ void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg)
     /* LAST too: idle means no call in flight and no frame begun, and the server reads nothing
      * more, so a request the client wrote meanwhile was never read (it is sent again). Without
      * memory for it the client reconnects at once, as after a stop. */
-    send_flagged_goaway(conn, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST, msg, strlen(msg));
+    (void)arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST, msg,
+                               (uint16_t)strlen(msg));
 }
 
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway)
@@ -560,7 +565,8 @@ static void sconn_send_last_word(struct server_conn *sc)
     arpc_server *s = sc->sc_server;
     if (jsonrpc_sconn_is(sc) || sconn_owes_answers(sc) || (s->sv_has_log && atomic_load(&s->sv_logging) != 0))
         return;
-    send_flagged_goaway(&sc->sc_conn, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
+    (void)arpc_conn_send_error(&sc->sc_conn, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg,
+                               sizeof(msg) - 1); /* without memory: the close says the rest */
 }
 
 void sconn_close_all(arpc_server *s)

@@ -112,7 +112,7 @@ static struct reply_msg *dedup_error_reply(const char *why)
     uint8_t frame[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + 128];
     size_t why_len = strlen(why);
     assert(why_len <= 128);
-    size_t len = arpc_frame_encode_error(frame, ARPC_FRAME_ERROR, 0, ARPC_EABANDONED, why, why_len);
+    size_t len = arpc_frame_encode_error(frame, ARPC_FRAME_ERROR, 0, ARPC_EABANDONED, 0, why, why_len);
     return reply_msg_from_frame(frame, len);
 }
 
@@ -339,9 +339,9 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
                  (unsigned long long)f->f_seq);
         sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
-    case ARPC_RC_FULL:
+    case ARPC_RC_FULL: /* nothing kept (no room): this send only (core/frame.h, ARPC_ERROR_UNKEPT) */
         snprintf(msg, sizeof(msg), "the server's reply cache is full: call not run");
-        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        sconn_refuse_unkept(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         dedup_say_full(s);
         return false;
     case ARPC_RC_CLIENT_FULL:
@@ -351,7 +351,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
                  "this client's (or its identity's) replies not yet acknowledged fill its share of the server's "
                  "reply cache (%zu bytes, half of reply_cache_bytes): call not run",
                  s->sv_cache.rc_max_client_bytes);
-        sconn_refuse_call(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
+        sconn_refuse_unkept(sc, f->f_xid, ARPC_EOVERLOADED, msg, strlen(msg));
         return false;
     case ARPC_RC_CROWDED:
         /* The call runs (or ran): not "did not run", which a caller might act on twice. */
@@ -369,7 +369,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
             return false;
         }
         snprintf(msg, sizeof(msg), "server out of memory: call not run");
-        sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
+        sconn_refuse_unkept(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     }
 }

@@ -396,6 +396,9 @@ void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
+/* sconn_refuse_call for a numbered call refused before it was taken in, of which the server
+ * keeps no record (ARPC_ERROR_UNKEPT, core/frame.h): it speaks for this send only. */
+void sconn_refuse_unkept(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
 /* A call to a numbered_only method that is not numbered: refused ARPC_EREJECTED (a one-way
  * message: dropped, logged). */
 void sconn_refuse_unnumbered(struct server_conn *sc, const struct arpc_method *m, uint64_t xid, bool oneway);

@@ -236,6 +236,7 @@ static void test_not_run_is_remembered(void **state)
     assert_int_equal(2, f.f.f_xid);
     assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
     assert_int_equal(ARPC_EEXPIRED, f.f.f_code);
+    assert_int_equal(0, f.f.f_err_flags); /* kept: it speaks for every send (not ARPC_ERROR_UNKEPT) */
     sem_post(&gate);
     expect_answer(&r, 1, ARPC_FRAME_REPLY, a, &la);
     assert_int_equal(1, atomic_load(&runs));
@@ -283,6 +284,7 @@ static void test_one_client_cannot_fill_the_cache(void **state)
     assert_true(seq > 4 && seq < 16); /* it had its half: 32 KiB, about 8 replies */
     assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
     assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
+    assert_int_equal(ARPC_ERROR_UNKEPT, f.f.f_err_flags); /* nothing kept: it speaks for this send */
     if (memmem(f.f.f_msg, f.f.f_msg_len, "share", 5) == NULL)
         fail_msg("the refusal does not say why: %.*s", (int)f.f.f_msg_len, f.f.f_msg);
     assert_true(raw_request(&b, 1, 1, 0, 0, "t.echo", payload, sizeof(payload))); /* another client */
@@ -298,7 +300,8 @@ static void test_one_client_cannot_fill_the_cache(void **state)
 }
 
 /* Connects r as client id and calls with 4 KiB replies, never acknowledged, until a call is
- * refused: code and words are the refusal's. */
+ * refused: code and words are the refusal's. Such a refusal keeps nothing (the cache has no
+ * room): it says so (ARPC_ERROR_UNKEPT, core/frame.h). */
 static void fill_share(const char *addr, struct raw_client *r, uint64_t id, int *code, char *words, size_t len)
 {
     static uint8_t payload[4096];
@@ -309,6 +312,7 @@ static void fill_share(const char *addr, struct raw_client *r, uint64_t id, int 
         assert_true(raw_request(r, seq, seq, 0, 0, "t.echo", payload, sizeof(payload)));
         assert_true(raw_read(r, &f, false));
         if (f.f.f_kind != ARPC_FRAME_REPLY) {
+            assert_int_equal(ARPC_ERROR_UNKEPT, f.f.f_err_flags);
             *code = (int)f.f.f_code;
             snprintf(words, len, "%.*s", (int)f.f.f_msg_len, f.f.f_msg);
             return;

@@ -42,7 +42,7 @@ static bool read_call_then_last_goaway(struct raw_server *s, void *arg)
     s->rs_listen = -1;
     static const char msg[] = "server stopped: a call not answered was not read";
     uint8_t goaway[ARPC_FRAME_HEADER_SIZE + 64];
-    size_t n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
+    size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, msg, sizeof(msg) - 1);
     ok = ok && raw_send(r, goaway, n);
     raw_close(r);
     free(r);

@@ -72,7 +72,7 @@ static bool script_run(struct raw_server *srv, void *arg)
             x_xid = xid;
     }
     uint8_t goaway[256];
-    size_t n = arpc_frame_encode_goaway(goaway, ARPC_ESHUTDOWN, 0, "stopping", 8);
+    size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, "stopping", 8);
     if (x_xid == 0 || !raw_send(r, goaway, n) || !raw_server_reply_byte(r, x_xid, 'r'))
         goto out;
     sem_wait(&s->sc_close_now);

@@ -43,7 +43,7 @@ static bool answer_codes(struct raw_server *s, void *arg)
             while (ok && f.f.f_kind != ARPC_FRAME_REQUEST);
         }
         uint8_t err[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + 8];
-        ok = ok && raw_send(r, err, arpc_frame_encode_error(err, ARPC_FRAME_ERROR, f.f.f_xid, codes[i], "odd", 3));
+        ok = ok && raw_send(r, err, arpc_frame_encode_error(err, ARPC_FRAME_ERROR, f.f.f_xid, codes[i], 0, "odd", 3));
     }
     if (ok)
         raw_server_read_to_end(r);

@@ -122,7 +122,7 @@ static void on_bad_input(struct arpc_conn *conn, int reason, const char *why)
     fx->bad_reason = reason;
     snprintf(fx->bad_why, sizeof(fx->bad_why), "%s", why);
     if (fx->goaway_on_bad_input)
-        CHECK(arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, reason, "bye", 3) == ARPC_OK);
+        CHECK(arpc_conn_send_error(conn, ARPC_FRAME_GOAWAY, 0, reason, 0, "bye", 3) == ARPC_OK);
 }
 
 static const struct arpc_conn_ops ops_plain = {.on_frame = on_frame, .on_close = on_close};
@@ -998,7 +998,7 @@ static void do_control(arpc_loop *loop, void *p)
     size_t used;
     CHECK(arpc_frame_decode(ping, n, 1024, &f, &used, NULL) == ARPC_OK);
     CHECK(arpc_conn_answer_ping(&fx->conn, &f) == ARPC_OK);
-    CHECK(arpc_conn_send_error(&fx->conn, ARPC_FRAME_ERROR, 77, ARPC_EHANDLER, "oops", 4) == ARPC_OK);
+    CHECK(arpc_conn_send_error(&fx->conn, ARPC_FRAME_ERROR, 77, ARPC_EHANDLER, 0, "oops", 4) == ARPC_OK);
 }
 
 static void test_control_frames(void **state)

@@ -98,7 +98,7 @@ static void test_goodbye_behind_a_failed_early_write(void **state)
     size_t n = 0;
     for (unsigned i = 0; i < CALLS; i++)
         n += put_request(batch + n, ARPC_FRAME_REQUEST, 2 + i, 0, "now");
-    n += arpc_frame_encode_error(batch + n, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    n += arpc_frame_encode_error(batch + n, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, "bye", 3);
     assert_true(raw_send(&r, batch, n));
     free(batch);
     raw_close(&r);

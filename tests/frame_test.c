@@ -163,7 +163,7 @@ static size_t encode_frame(uint8_t *dst, struct arpc_frame *f)
         break;
     case ARPC_FRAME_ERROR:
     case ARPC_FRAME_GOAWAY:
-        n = arpc_frame_encode_error(dst, f->f_kind, f->f_xid, f->f_code, f->f_msg, f->f_msg_len);
+        n = arpc_frame_encode_error(dst, f->f_kind, f->f_xid, f->f_code, f->f_err_flags, f->f_msg, f->f_msg_len);
         break;
     default:
         n = arpc_frame_encode_header(dst, f->f_kind, f->f_xid, f->f_payload_len);
@@ -302,7 +302,7 @@ static void test_request_head_matches_whole(void **state)
     size_t n = arpc_frame_encode_request(whole, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "m", 1, NULL, 0);
     assert_int_equal(arpc_frame_request_size(1, 0), n);
     assert_int_equal(arpc_frame_error_size(0), arpc_frame_encode_error(whole, ARPC_FRAME_GOAWAY, 0,
-                                                                       ARPC_ESHUTDOWN, NULL, 0));
+                                                                       ARPC_ESHUTDOWN, 0, NULL, 0));
 }
 
 /* The worked example of docs/PROTOCOL.md: keep the two in step. */
@@ -360,7 +360,7 @@ static void test_documented_bytes(void **state)
     n = arpc_frame_encode_cancel_seq(buf, 5);
     assert_int_equal(sizeof doc_cancel_seq, n);
     assert_memory_equal(doc_cancel_seq, buf, n);
-    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, "echo", 4);
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, 0, "echo", 4);
     assert_int_equal(sizeof doc_error, n);
     assert_memory_equal(doc_error, buf, n);
     /* The wire values of the codes named in the protocol document. */
@@ -686,9 +686,9 @@ static void test_forward_compatible_bytes(void **state)
     assert_int_equal(3333, f.f_max_frame);
     assert_int_equal(0, f.f_expiry_s);
 
-    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, "bye", 3);
     buf[4] = ARPC_ERROR_FIXED_SIZE + 3 + 7;
-    buf[ARPC_FRAME_HEADER_SIZE + 6] = 0xff; /* reserved */
+    buf[ARPC_FRAME_HEADER_SIZE + 6] = 0xff; /* flags: unknown bits are ignored */
     memset(buf + n, 0xee, 7);
     assert_int_equal(ARPC_OK, decode_exact(buf, n + 7, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(n + 7, consumed);
@@ -696,8 +696,8 @@ static void test_forward_compatible_bytes(void **state)
     assert_int_equal(3, f.f_msg_len);
     assert_memory_equal("bye", f.f_msg, 3);
 
-    /* A GOAWAY's u16 at 6 is its flags (ARPC_GOAWAY_LAST); an ERROR's stays reserved. */
-    n = arpc_frame_encode_goaway(buf, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, "bye", 3);
+    /* The u16 at 6 is a GOAWAY's flags (ARPC_GOAWAY_LAST), and an ERROR's (ARPC_ERROR_UNKEPT). */
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, ARPC_GOAWAY_LAST, "bye", 3);
     assert_int_equal(arpc_frame_error_size(3), n);
     assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f_kind);
@@ -705,13 +705,16 @@ static void test_forward_compatible_bytes(void **state)
     assert_int_equal(ARPC_ESHUTDOWN, f.f_code);
     assert_int_equal(ARPC_GOAWAY_LAST, f.f_err_flags);
     assert_memory_equal("bye", f.f_msg, 3);
-    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, "bye", 3);
     assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
     assert_int_equal(0, f.f_err_flags);
-    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 5, ARPC_ESHUTDOWN, "bye", 3);
-    buf[ARPC_FRAME_HEADER_SIZE + 6] = ARPC_GOAWAY_LAST;
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 5, ARPC_EOVERLOADED, ARPC_ERROR_UNKEPT, "full", 4);
+    assert_int_equal(ARPC_ERROR_UNKEPT, buf[ARPC_FRAME_HEADER_SIZE + 6]);
     assert_int_equal(ARPC_OK, decode_exact(buf, n, UINT32_MAX, &f, &consumed, NULL));
-    assert_int_equal(0, f.f_err_flags);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f_kind);
+    assert_int_equal(5, f.f_xid);
+    assert_int_equal(ARPC_EOVERLOADED, f.f_code);
+    assert_int_equal(ARPC_ERROR_UNKEPT, f.f_err_flags);
 
     n = valid_request(buf);
     buf[ARPC_FRAME_HEADER_SIZE + 22] = 0x34;

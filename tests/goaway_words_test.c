@@ -26,7 +26,7 @@
 static size_t goaway_bad_frame(uint8_t *buf)
 {
     static const char msg[] = "bad frame";
-    return arpc_frame_encode_goaway(buf, ARPC_EPROTO, 0, msg, (uint16_t)strlen(msg));
+    return arpc_frame_encode_error(buf, ARPC_FRAME_GOAWAY, 0, ARPC_EPROTO, 0, msg, (uint16_t)strlen(msg));
 }
 
 /* Says HELLO, reads the call, then sends the GOAWAY instead of a reply and closes, as an arpc

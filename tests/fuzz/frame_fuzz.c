@@ -59,7 +59,7 @@ static void check_reencode(const struct arpc_frame *f)
         break;
     case ARPC_FRAME_ERROR:
     case ARPC_FRAME_GOAWAY:
-        n = arpc_frame_encode_error(scratch, f->f_kind, f->f_xid, f->f_code, f->f_msg, f->f_msg_len);
+        n = arpc_frame_encode_error(scratch, f->f_kind, f->f_xid, f->f_code, f->f_err_flags, f->f_msg, f->f_msg_len);
         break;
     default:
         if (ARPC_FRAME_HEADER_SIZE + (size_t)f->f_payload_len > sizeof scratch)

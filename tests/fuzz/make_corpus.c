@@ -81,7 +81,7 @@ static size_t request(uint8_t kind, uint64_t xid, uint64_t seq, uint64_t ack, co
 
 static size_t error(uint8_t kind, uint64_t xid, uint32_t code, const char *msg)
 {
-    return arpc_frame_encode_error(fr, kind, xid, code, msg, (uint16_t)strlen(msg));
+    return arpc_frame_encode_error(fr, kind, xid, code, 0, msg, (uint16_t)strlen(msg));
 }
 
 static size_t header(uint8_t kind, uint64_t xid, uint32_t body_len, const void *body, size_t have)

@@ -146,7 +146,7 @@ bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack,
 bool raw_goodbye(struct raw_client *r)
 {
     uint8_t bye[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + 3];
-    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, "bye", 3);
+    size_t n = arpc_frame_encode_error(bye, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, "bye", 3);
     return raw_send(r, bye, n);
 }
 
