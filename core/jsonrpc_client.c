@@ -220,8 +220,6 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         client_end_calls(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
 }
 
-static bool starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
-
 /* One response object. False: it breaks the protocol (the connection is then closed). */
 static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t len)
 {
@@ -263,12 +261,13 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
         if (!json_is_string(error)) {
             call_finish(call, ARPC_EPROTO, NULL, 0); /* Go's client: "invalid error" */
         } else {
+            /* Which outcome the text says (did the call run?), and its words: without memory
+             * for them, the code alone (as an arpc call's). */
             const char *msg = json_string_value(error);
-            bool no_method = starts_with(msg, "rpc: can't find ") ||
-                             starts_with(msg, "rpc: service/method request ill-formed");
-            char *copy = arpc_text_copy(msg, json_string_length(error));
-            call_finish(call, copy == NULL ? ARPC_ENOMEM : no_method ? ARPC_ENOMETHOD : ARPC_EHANDLER, copy,
-                        copy == NULL ? 0 : json_string_length(error));
+            size_t mlen = json_string_length(error), at;
+            int code = jsonrpc_error_code(msg, mlen, &at);
+            char *copy = arpc_text_copy(msg + at, mlen - at);
+            call_finish(call, code, copy, copy == NULL ? 0 : mlen - at);
         }
     } else {
         char *text = NULL;

@@ -124,3 +124,27 @@ bool jsonrpc_valid(const void *buf, size_t len)
     json_decref(v);
     return valid;
 }
+
+static bool text_starts(const char *text, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(text, prefix, n) == 0;
+}
+
+int jsonrpc_error_code(const char *text, size_t len, size_t *words)
+{
+    *words = 0;
+    for (int code = ARPC_OK + 1; code < ARPC_ERROR_COUNT_; code++) {
+        const char *name = arpc_errname(code);
+        size_t n = strlen(name);
+        if (code != ARPC_EPENDING && len >= n + 2 && memcmp(text, name, n) == 0 && text[n] == ':' && text[n + 1] == ' ') {
+            *words = n + 2;
+            return code;
+        }
+    }
+    if (text_starts(text, len, "rpc: can't find ") || text_starts(text, len, "rpc: service/method request ill-formed"))
+        return ARPC_ENOMETHOD;
+    if (text_starts(text, len, JSONRPC_NOT_TAKEN) || text_starts(text, len, JSONRPC_PARAMS_NOT_ARRAY))
+        return ARPC_EREJECTED;
+    return ARPC_EHANDLER;
+}

@@ -42,4 +42,17 @@ uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *par
  * reals). */
 bool jsonrpc_valid(const void *buf, size_t len);
 
+/* The starts of the error texts of arpc's server for a request it did not take (well-formed
+ * JSON it cannot hold or refuses; params not an array): nothing ran. */
+#define JSONRPC_NOT_TAKEN "jsonrpc: request not taken: "
+#define JSONRPC_PARAMS_NOT_ARRAY "jsonrpc: params must be an array"
+
+/* What a response's error text says of its call, as arpc's client reads it (JSON-RPC has no
+ * error codes): the arpc error its first words name ("ARPC_ESHUTDOWN: server shutting down":
+ * arpc's server names its own answers so; not ARPC_EPENDING), ARPC_ENOMETHOD for Go's texts
+ * for a name it cannot serve, ARPC_EREJECTED for a request arpc's server did not take (above),
+ * else ARPC_EHANDLER: a handler's own words, which arpc's server names "ARPC_EHANDLER: " when
+ * they would read as one of the others. *words: where the text after a name begins (else 0). */
+int jsonrpc_error_code(const char *text, size_t len, size_t *words);
+
 #endif

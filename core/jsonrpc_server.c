@@ -258,6 +258,8 @@ int jsonrpc_sconn_last_words(struct server_conn *sc)
 
 static void jsonrpc_refuse(struct server_conn *sc, const char *why) { jsonrpc_refuse_code(sc, ARPC_EPROTO, why); }
 
+static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const void *data, size_t len);
+
 /* Answers call xid with an error, if it has not been answered yet. */
 static void jsonrpc_fail(struct server_conn *sc, uint64_t xid, const char *msg, size_t len)
 {
@@ -286,7 +288,7 @@ static void jsonrpc_no_method(struct server_conn *sc, uint64_t xid, const char *
     size_t wlen = strlen(what);
     char *msg = arpc_malloc(wlen + len);
     if (msg == NULL) {
-        jsonrpc_fail(sc, xid, "server out of memory", strlen("server out of memory"));
+        jsonrpc_answer(sc, xid, ARPC_EREJECTED, "server out of memory", strlen("server out of memory"));
         return;
     }
     memcpy(msg, what, wlen);
@@ -346,7 +348,7 @@ static void jsonrpc_unrepresentable(struct server_conn *sc, const uint8_t *p, si
     if (xid == 0)
         return;
     char msg[ARPC_LOG_FIELD_MAX + 128];
-    snprintf(msg, sizeof(msg), "jsonrpc: request not taken: %s", what);
+    snprintf(msg, sizeof(msg), JSONRPC_NOT_TAKEN "%s", what);
     jsonrpc_fail(sc, xid, msg, strlen(msg));
 }
 
@@ -417,10 +419,10 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
     arpc_server *s = sc->sc_server;
     const struct arpc_method *m = NULL;
     if (params != NULL && !json_is_null(params) && !json_is_array(params)) {
-        static const char not_array[] = "jsonrpc: params must be an array";
+        static const char not_array[] = JSONRPC_PARAMS_NOT_ARRAY;
         jsonrpc_fail(sc, xid, not_array, sizeof(not_array) - 1);
     } else if (atomic_load(&s->sv_state) != SV_RUNNING) {
-        jsonrpc_fail(sc, xid, "server shutting down", strlen("server shutting down"));
+        jsonrpc_answer(sc, xid, ARPC_ESHUTDOWN, "server shutting down", strlen("server shutting down"));
     } else if (name_len > ARPC_METHOD_MAX ||
                (m = arpc_registry_find(&s->sv_registry, name, name_len)) == NULL) {
         jsonrpc_no_method(sc, xid, name, name_len);
@@ -432,7 +434,7 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
         char *payload;
         size_t plen;
         if (jsonrpc_dump(arg, &payload, &plen) != ARPC_OK) {
-            jsonrpc_fail(sc, xid, "server out of memory", strlen("server out of memory"));
+            jsonrpc_answer(sc, xid, ARPC_EREJECTED, "server out of memory", strlen("server out of memory"));
         } else {
             struct arpc_frame f = {
                 .f_kind = ARPC_FRAME_REQUEST,
@@ -573,11 +575,14 @@ static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const
             jsonrpc_respond(sc, id, data, len, NULL, 0);
         return;
     }
-    if (code == ARPC_EHANDLER) { /* the handler's own words, as Go's would be */
-        jsonrpc_fail(sc, xid, data, len);
+    size_t words;
+    if (code == ARPC_EHANDLER && jsonrpc_error_code(data, len, &words) == ARPC_EHANDLER && words == 0) {
+        jsonrpc_fail(sc, xid, data, len); /* the handler's own words, as Go's would be */
         return;
     }
-    /* The server's answers (deadline, stop, refusals) say which, by the error's name. */
+    /* The server's answers (deadline, stop, refusals) say which, by the error's name; and so
+     * does a handler whose words would read as one of them ("ARPC_ESHUTDOWN: ..."): the
+     * client must not take its call for one that did not run (core/jsonrpc_codec.h). */
     const char *name = arpc_errname(code);
     size_t nlen = strlen(name);
     char *msg = arpc_malloc(nlen + 2 + len);

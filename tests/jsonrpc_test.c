@@ -41,6 +41,17 @@ static void fail_handler(arpc_request *req, void *ctx)
     arpc_reply_error(req, "it failed: \"quoted\"");
 }
 
+/* Fails with the words its parameter holds (a JSON string without escapes, quotes dropped). */
+static void fail_with(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    char words[128];
+    snprintf(words, sizeof(words), "%.*s", len >= 2 ? (int)len - 2 : 0, p + 1);
+    arpc_reply_error(req, words);
+}
+
 static void not_json(arpc_request *req, void *ctx)
 {
     (void)ctx;
@@ -103,6 +114,7 @@ static int setup(void **state)
     assert_int_equal(arpc_actor_create(&gate_actor, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(server, "T.FailWith", fail_with, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Lines", lines, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Once", test_echo, NULL, &(arpc_method_options){.numbered_only = true}),
@@ -181,9 +193,18 @@ static void test_outcomes(void **state)
     expect_call(c, "T.Echo", "  17 ", ARPC_OK, "17");
     expect_call(c, "T.Fail", "{}", ARPC_EHANDLER, "it failed: \"quoted\"");
     expect_call(c, "T.NotJSON", "{}", ARPC_EHANDLER, "jsonrpc: the handler's reply is not valid JSON");
-    /* JSON-RPC calls are never numbered: a numbered_only method refuses them, unrun. */
-    expect_call(c, "T.Once", "{}", ARPC_EHANDLER,
-                "ARPC_EREJECTED: T.Once takes at-most-once calls only (numbered_only); this one was not numbered");
+    /* JSON-RPC calls are never numbered: a numbered_only method refuses them, unrun, and the
+     * caller hears so (before, ARPC_EHANDLER: "the handler ran"). */
+    expect_call(c, "T.Once", "{}", ARPC_EREJECTED,
+                "T.Once takes at-most-once calls only (numbered_only); this one was not numbered");
+    /* A handler's words that would read as the server's own answer are still the handler's:
+     * the server names them ARPC_EHANDLER. */
+    expect_call(c, "T.FailWith", "\"ARPC_ESHUTDOWN: not a stop\"", ARPC_EHANDLER, "ARPC_ESHUTDOWN: not a stop");
+    expect_call(c, "T.FailWith", "\"ARPC_EHANDLER: mine\"", ARPC_EHANDLER, "ARPC_EHANDLER: mine");
+    expect_call(c, "T.FailWith", "\"rpc: can't find my keys\"", ARPC_EHANDLER, "rpc: can't find my keys");
+    expect_call(c, "T.FailWith", "\"jsonrpc: request not taken: by me\"", ARPC_EHANDLER,
+                "jsonrpc: request not taken: by me");
+    expect_call(c, "T.FailWith", "\"ARPC_ESHUTDOWN:no space\"", ARPC_EHANDLER, "ARPC_ESHUTDOWN:no space");
     expect_call(c, "T.Nope", "{}", ARPC_ENOMETHOD, "rpc: can't find method T.Nope");
     expect_call(c, "X.Echo", "{}", ARPC_ENOMETHOD, "rpc: can't find service X.Echo");
     expect_call(c, "nodot", "{}", ARPC_ENOMETHOD, "rpc: service/method request ill-formed: nodot");
@@ -195,7 +216,7 @@ static void test_outcomes(void **state)
     /* An integer past int64 is JSON: sent (before, refused here as "not one JSON value"). A Go
      * server would take it; arpc's, whose JSON library holds no larger, says so by the id. A
      * reply holding one reaches the caller as the server wrote it. */
-    expect_call(c, "T.Echo", "[18446744073709551615]", ARPC_EHANDLER,
+    expect_call(c, "T.Echo", "[18446744073709551615]", ARPC_EREJECTED,
                 "jsonrpc: request not taken: an integer outside int64 (the server's JSON library holds no larger)");
     expect_call(c, "T.Big", "null", ARPC_OK, "18446744073709551615");
     expect_call(c, NULL, "1", ARPC_EINVAL, "the method name is NULL");
@@ -480,6 +501,32 @@ static void fake_call(const char *answer, int want_rc, const char *want_text)
     pthread_join(f.f_thread, NULL);
     close(f.f_listen);
     assert_int_equal(atomic_load(&bad_line), 0);
+}
+
+/* An error text says whether the call ran: arpc's server names its own answers by the error
+ * ("ARPC_ESHUTDOWN: ..."), which the caller gets as that outcome with the words after the
+ * name; Go's texts for a name it cannot serve are ARPC_ENOMETHOD; a request arpc's server did
+ * not take, ARPC_EREJECTED; anything else is a handler's words, ARPC_EHANDLER. Before, every
+ * text but Go's was ARPC_EHANDLER ("the handler ran"), a stop's and a refusal's too. */
+static void test_error_texts_say_whether_the_call_ran(void **state)
+{
+    (void)state;
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN: server shutting down\"}\n", ARPC_ESHUTDOWN,
+              "server shutting down");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EABANDONED: it may have run\"}\n", ARPC_EABANDONED,
+              "it may have run");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EHANDLER: ARPC_ESHUTDOWN: mine\"}\n", ARPC_EHANDLER,
+              "ARPC_ESHUTDOWN: mine");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"rpc: can't find method F.M\"}\n", ARPC_ENOMETHOD,
+              "rpc: can't find method F.M");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"jsonrpc: params must be an array\"}\n", ARPC_EREJECTED,
+              "jsonrpc: params must be an array");
+    /* Not an outcome: ARPC_OK and ARPC_EPENDING named, an unknown name, no space. */
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_OK: fine\"}\n", ARPC_EHANDLER, "ARPC_OK: fine");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EPENDING: later\"}\n", ARPC_EHANDLER, "ARPC_EPENDING: later");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EWHAT: x\"}\n", ARPC_EHANDLER, "ARPC_EWHAT: x");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN:x\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN:x");
+    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN");
 }
 
 static void test_server_breaking_rules(void **state)
@@ -931,7 +978,7 @@ static void test_methods_listed_in_json(void **state)
     (void)state;
     arpc_jsonrpc_client *c = connect_client(addr);
     expect_call(c, "arpc.methods", "null", ARPC_OK,
-                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.NotJSON\",\"T.Lines\",\"T.Hold\","
+                "[\"arpc.methods\",\"arpc.stats\",\"T.Echo\",\"T.Fail\",\"T.FailWith\",\"T.NotJSON\",\"T.Lines\",\"T.Hold\","
                 "\"T.Release\",\"T.Gate\",\"T.Big\"]"); /* not T.Once: numbered_only, which no JSON-RPC call is */
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 
@@ -1140,6 +1187,7 @@ int main(void)
         cmocka_unit_test(test_wait_any_woken_by_foreign_cancel),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
+        cmocka_unit_test(test_error_texts_say_whether_the_call_ran),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_default_request_limit_and_no_jsonrpc),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),

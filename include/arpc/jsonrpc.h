@@ -23,12 +23,16 @@
  *     calls are not numbered: no at-most-once, and JSON-RPC has no retries to deduplicate);
  *   - the bytes given to arpc_reply() must be one JSON value: they become "result" as they
  *     are. Anything else (empty, not JSON) is answered with an error instead (and logged);
- *   - arpc_reply_error(req, msg) becomes {"id":ID,"result":null,"error":"msg"};
+ *   - arpc_reply_error(req, msg) becomes {"id":ID,"result":null,"error":"msg"}; but a msg
+ *     that would read as one of the server's answers below ("ARPC_E...: ", "rpc: can't find
+ *     ", "jsonrpc: request not taken: ") is sent "ARPC_EHANDLER: msg", so that a client can
+ *     tell a handler's error (the call ran) from a refusal (it did not);
  *   - the built-in arpc.methods (arpc/server.h) answers a JSON array of the names (a name that
  *     is not UTF-8, which no JSON-RPC request can spell, as the log escapes it: "T.\\xff"),
  *     and arpc.stats its JSON object;
- *   - the server's own answers (e.g. at stop, at a deadline) are errors naming the code:
- *     "ARPC_ESHUTDOWN: server shutting down";
+ *   - the server's own answers (e.g. at stop, a refusal, no memory) are errors naming the
+ *     code: "ARPC_ESHUTDOWN: server shutting down" (before 2026-12-05, that one and "server
+ *     out of memory" came without the name);
  *   - a name no method has gets Go's own texts (net/rpc/server.go): "rpc: can't find service
  *     S.M", "rpc: can't find method S.M" (S has other methods), "rpc: service/method request
  *     ill-formed: M" (no dot).
@@ -63,9 +67,17 @@
  *                   does not count the NUL), written compactly by jansson; a result holding
  *                   an integer outside int64 (a Go uint64 above 2^63-1) comes as the server
  *                   wrote it, digit for digit
- *   ARPC_EHANDLER   the server answered an error: its text is the data (NUL-terminated)
+ *   ARPC_EHANDLER   the server answered an error of the handler's (the call ran): its text
+ *                   is the data (NUL-terminated), "ARPC_EHANDLER: " left out
  *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
  *                   service/method request ill-formed: ...": the text is the data
+ *   ARPC_E...       the error names an arpc error, as arpc's server's own answers do
+ *                   ("ARPC_ESHUTDOWN: server shutting down", "ARPC_EABANDONED: ..."): that
+ *                   outcome, meaning what it means for an arpc call (docs/SEMANTICS.md), with
+ *                   the words after the name as the data. "jsonrpc: request not taken: ..."
+ *                   and "jsonrpc: params must be an array" (arpc's server did not take the
+ *                   request) are ARPC_EREJECTED, the whole text the data. (Before 2026-12-05
+ *                   all of these were ARPC_EHANDLER, as if the call had run.)
  *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run); the data says so
  *   ARPC_EUNREACHABLE the deadline passed while the request still waited whole in the
  *                   client's output queue (the server was not reading): it was taken back,
@@ -138,9 +150,10 @@ ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char
                                               size_t params_len, int64_t deadline_ms);
 
 /* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
- * NULL to discard) receives the future's data for ARPC_OK, ARPC_EHANDLER, ARPC_ENOMETHOD,
- * ARPC_EINVAL, ARPC_ECONNLOST and ARPC_ETIMEDOUT (NUL-terminated; free it with arpc_free
- * whenever it is not NULL; without memory for the words the last two come alone), else NULL;
+ * NULL to discard) receives the future's data for ARPC_OK and every outcome that has words
+ * (the server's error text, ARPC_EINVAL, ARPC_ECONNLOST, ARPC_ETIMEDOUT; NUL-terminated; free
+ * it with arpc_free whenever it is not NULL; without memory for words, the code comes alone),
+ * else NULL;
  * *result_len its length. */
 ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                size_t params_len, char **result, size_t *result_len, int64_t deadline_ms);
