@@ -241,6 +241,10 @@ struct arpc_rc_waiter *arpc_reply_cache_leave(struct arpc_reply_cache *rc, uint6
  */
 struct arpc_rc_waiter *arpc_reply_cache_runner(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
 
+/* How many calls of client_id are RUNNING; the seqs of the first max of them go to seqs.
+ * Changes nothing (a client's goodbye cancels them: core/server_dedup.c). */
+size_t arpc_reply_cache_running(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t *seqs, size_t max);
+
 /* Calls fn(ctx, w) for every waiter of every RUNNING or LOGGING entry, leaving each in place
  * (the server disarms their deadlines when it stops). fn must not call into the cache. */
 void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,

@@ -323,6 +323,29 @@ static void each_entry_waiter(struct arpc_rc_entry *e, void (*fn)(void *ctx, str
         fn(ctx, w);
 }
 
+static void note_running(const struct arpc_rc_entry *e, uint64_t *seqs, size_t max, size_t *n)
+{
+    if (e->e_state == ARPC_RC_RUNNING && (*n)++ < max)
+        seqs[*n - 1] = e->e_seq;
+}
+
+size_t arpc_reply_cache_running(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t *seqs, size_t max)
+{
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    size_t n = 0;
+    if (c == NULL || c->c_busy == 0)
+        return 0;
+    for (size_t i = 0; i <= c->c_ring_mask; i++)
+        if (c->c_ring[i] != NULL)
+            note_running(c->c_ring[i], seqs, max, &n);
+    size_t pos = 0;
+    uint64_t seq;
+    void *e;
+    while (arpc_u64_map_next(&c->c_entries, &pos, &seq, &e))
+        note_running(e, seqs, max, &n);
+    return n;
+}
+
 void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,
                                   void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx)
 {

@@ -275,6 +275,7 @@ static void sconn_on_goodbye(struct server_conn *sc)
 {
     sc->sc_goodbye = true;
     sconn_cancel_departed(sc);
+    dedup_cancel_client(sc); /* its calls begun on connections lost before, too */
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -326,8 +327,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 }
 
 /* While input is held, a CANCEL for a call already running passes (core/conn_held.c), and so
- * do one for a duplicate attached to a running call (it cancels that call) and one naming a
- * running numbered call of the client by its seq. One
+ * do one for a duplicate attached to a running call (it cancels that call), one naming a
+ * running numbered call of the client by its seq, and one naming by its xid a copy of such a
+ * call still buffered behind the hold (below). One
  * for a call still buffered stays behind that call, so that it cancels it once it is read
  * (a cancel never overtakes its call: request_dispatch looks for it as it reads the call,
  * arpc_conn_cancel_behind); one for a call answered already stays too, and is dropped once
@@ -342,11 +344,24 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
         sconn_on_goodbye(sc);
     if (f->f_kind != ARPC_FRAME_CANCEL)
         return false;
-    if (f->f_seq != 0 ? !dedup_seq_runs(sc, f->f_seq)
-                      : arpc_u64_map_get(&sc->sc_calls, f->f_xid) == NULL && !dedup_copy_waits(sc, f->f_xid))
+    bool here = f->f_seq == 0 && (arpc_u64_map_get(&sc->sc_calls, f->f_xid) != NULL || dedup_copy_waits(sc, f->f_xid));
+    /* A numbered call's xid is its seq with ARPC_XID_SEQ_BIT (arpc's client): a CANCEL by xid
+     * that names no call here may name a copy still buffered behind the hold, of a call of the
+     * client's that runs -- begun on a connection since lost, and maybe what holds this one (a
+     * long poll counted against max_calls_per_client). The copy cannot attach until the hold
+     * ends, which that call may never let happen: the CANCEL cancels it by its seq, kept as a
+     * CANCEL naming the seq is, so the copy gets its result once read (helper review: the
+     * long poll and the connection were held for good). */
+    uint64_t seq = f->f_seq != 0                                   ? f->f_seq
+                   : !here && (f->f_xid & ARPC_XID_SEQ_BIT) != 0 ? f->f_xid & ~ARPC_XID_SEQ_BIT
+                                                                   : 0;
+    if (!here && (seq == 0 || !dedup_seq_runs(sc, seq)))
         return false;
     inflight_hold_passed(sc); /* calls given up on while held: a hold worth a line */
-    sconn_on_frame(conn, f);
+    if (here || f->f_seq != 0)
+        sconn_on_frame(conn, f);
+    else
+        dedup_cancel_seq(sc, seq);
     return true;
 }
 

@@ -513,6 +513,25 @@ void dedup_cancel_seq(struct server_conn *sc, uint64_t seq)
         request_cancel_call(runner->w_conn, runner->w_xid, seq, true);
 }
 
+void dedup_cancel_client(struct server_conn *sc)
+{
+    enum { FEW = 64 };
+    if (sc->sc_client_id == 0)
+        return;
+    struct arpc_reply_cache *rc = &sc->sc_server->sv_cache;
+    uint64_t few[FEW], *seqs = few;
+    size_t n = arpc_reply_cache_running(rc, sc->sc_cache_key, few, FEW);
+    if (n > FEW && (seqs = arpc_malloc(n * sizeof(*seqs))) != NULL)
+        n = arpc_reply_cache_running(rc, sc->sc_cache_key, seqs, n);
+    else if (n > FEW)
+        seqs = few, n = FEW; /* no memory: the others run on (as a client that never says goodbye) */
+    /* Collected first: a cancel callback may reply at once, which changes the cache. */
+    for (size_t i = 0; i < n; i++)
+        dedup_cancel_seq(sc, seqs[i]);
+    if (seqs != few)
+        arpc_free(seqs);
+}
+
 /* The log is done with a numbered call's record: its waiters get the reply if it is durable,
  * else the lost reply (never the reply: a failed entry, kept or not, is never replayed either,
  * as dedup_admit refuses every numbered call once the log failed). */

@@ -573,6 +573,10 @@ void dedup_cancel(struct server_conn *sc, uint64_t xid);
 void dedup_cancel_seq(struct server_conn *sc, uint64_t seq);
 /* Whether seq names a running call of sc's client (a CANCEL for it passes a held connection). */
 bool dedup_seq_runs(struct server_conn *sc, uint64_t seq);
+/* sc's client said goodbye: every numbered call of its still running is cancelled as by
+ * dedup_cancel_seq, whichever connection began it (one lost before: its copy may wait unread
+ * behind a hold, or was never sent). Nothing for a client that numbers nothing. */
+void dedup_cancel_client(struct server_conn *sc);
 /* The log made a numbered call's reply durable: answer its waiters. */
 void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* The log could not make it durable: its waiters are told the call may have run

@@ -5,7 +5,8 @@
  * share of the flow limits) until the event comes or the server stops.
  *
  * - A goodbye (GOAWAY: arpc_client_close says it) cancels every call of the connection,
- *   numbered or not, and the originals its copies wait for.
+ *   numbered or not, and every numbered call of the client's still running (the originals
+ *   its copies wait for, and those begun on a connection lost before, sent again or not).
  * - A lost connection (no goodbye) cancels its unnumbered calls only: a numbered one may be
  *   re-sent, and the copy waits for the run and gets its result.
  * - A one-way message is never cancelled. A JSON-RPC connection's calls are unnumbered.
@@ -246,6 +247,31 @@ static void test_goodbye_cancels_the_original_of_a_copy(void **state)
     assert_no_handler_left(fx);
 }
 
+/* The original's connection was lost (it runs on), and the client said goodbye on its next
+ * connection before sending it again (arpc_client_close while the call waited to be re-sent:
+ * its caller was told ARPC_ECANCELLED): the goodbye cancels it too, as it cancels every call
+ * of the client's still running. Before, only the originals of copies read on the goodbye's
+ * connection were cancelled: this one ran on until the server's stop. */
+static void test_goodbye_cancels_a_lost_call_not_sent_again(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "0", 1));
+    wait_starts(1);
+    raw_close(&a);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
+    round_trip(fx);
+    assert_int_equal(atomic_load(&park_cancelled), 0); /* a lost numbered call runs on */
+    assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
+    assert_true(raw_goodbye(&b));
+    raw_close(&b);
+    wait_cancels(1);
+    assert_int_equal(atomic_load(&cancelled_bits), 0x1u);
+    assert_int_equal(atomic_load(&park_runs), 1);
+    assert_no_handler_left(fx);
+}
+
 /* A connection held by its long polls (NHOLD of them: its input is held) reads its client's
  * goodbye behind the hold: all are cancelled when it closes. */
 static void test_goodbye_to_a_held_connection(void **state)
@@ -287,6 +313,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goodbye_cancels_every_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_connection_cancels_only_unnumbered_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_cancels_the_original_of_a_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goodbye_cancels_a_lost_call_not_sent_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_to_a_held_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jsonrpc_close_cancels_its_call, setup, teardown),
     };

@@ -25,6 +25,7 @@
 
 #include "arpc/arpc.h"
 #include "core/reply_cache.h"
+#include "support/long_poll.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -177,6 +178,8 @@ static void start(struct fixture *fx, arpc_server_options so, const char *listen
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.big", h_big, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.sized", h_sized, NULL, NULL));
+    long_poll_reset();
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.poll", long_poll, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, listen, fx->addr, sizeof(fx->addr)));
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, NULL));
 }
@@ -185,6 +188,7 @@ static void stop(struct fixture *fx)
 {
     arpc_client_close(fx->good);
     arpc_server_destroy(fx->s);
+    long_poll_fini();
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
     sem_destroy(&gate_sem);
     assert_int_equal(0, atomic_load(&bad_line));
@@ -473,6 +477,79 @@ static void test_duplicates_of_lost_connections_make_room(void **state)
     stop(&fx);
 }
 
+/* A long poll of a client's, begun on a connection since lost, still counts against
+ * max_calls_per_client (1 here), so the client's next connection is held from its first call:
+ * the copy of the long poll it sends there waits unread behind the hold, and so did the CANCEL
+ * arpc_future_cancel sends for it (naming the copy's xid: the seq with ARPC_XID_SEQ_BIT), for
+ * ever, since only that call's end lets the hold go (a helper's review). The CANCEL passes the
+ * hold now and cancels the call by its seq; the hold ends, and the copy, read then, gets the
+ * call's result. */
+static void test_cancel_of_a_held_copy_reaches_its_call(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
+    const uint64_t xid = ARPC_XID_SEQ_BIT | 1; /* arpc's client's xid for seq 1 */
+    struct raw_client lost, next;
+    assert_true(raw_connect(&lost, fx.addr, 77));
+    assert_true(raw_request(&lost, xid, 1, 0, 0, "t.poll", "p", 1));
+    assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(fx.s, &st));
+    raw_close(&lost); /* numbered: it runs on */
+    assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
+                                    TEST_WAIT_MS));
+    assert_true(raw_connect(&next, fx.addr, 77));
+    assert_true(raw_request(&next, xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
+    expect_log("(max_calls_per_client)"); /* held, the copy unread */
+    assert_int_equal(0, long_poll_cancelled());
+    uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, xid, 0);
+    assert_true(raw_send(&next, cancel, sizeof(cancel)));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
+    struct raw_frame f; /* the copy, read once the hold ended: the call's result */
+    assert_true(raw_read(&next, &f, false));
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(ARPC_EHANDLER, f.f.f_code); /* the long poll's answer to its cancel */
+    assert_true(raw_request(&next, 5, 0, 1, 0, "t.echo", "e", 1)); /* the connection serves again */
+    assert_true(raw_read(&next, &f, false));
+    assert_int_equal(5, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_int_equal(1, long_poll_runs()); /* the copy did not run it again */
+    raw_close(&next);
+    stop(&fx);
+}
+
+/* As above, but the client closes instead (arpc_client_close: a goodbye, read by the held
+ * connection's look through its buffer): the long poll its copy waits for behind the hold is
+ * cancelled. Before, a goodbye cancelled only this connection's calls and the originals of
+ * copies read here: the long poll ran on till the server's stop. */
+static void test_goodbye_behind_a_hold_cancels_the_held_copys_call(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
+    const uint64_t xid = ARPC_XID_SEQ_BIT | 1;
+    struct raw_client lost, next;
+    assert_true(raw_connect(&lost, fx.addr, 78));
+    assert_true(raw_request(&lost, xid, 1, 0, 0, "t.poll", "p", 1));
+    assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(fx.s, &st));
+    raw_close(&lost);
+    assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
+                                    TEST_WAIT_MS));
+    assert_true(raw_connect(&next, fx.addr, 78));
+    assert_true(raw_request(&next, xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
+    expect_log("(max_calls_per_client)");
+    assert_true(raw_goodbye(&next));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
+    assert_int_equal(1, long_poll_runs());
+    raw_close(&next);
+    stop(&fx);
+}
+
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
  * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
 static unsigned never_reading_big_calls(struct fixture *fx, uint64_t client_id)
@@ -606,6 +683,8 @@ int main(void)
         cmocka_unit_test(test_attached_duplicates_do_not_count),
         cmocka_unit_test(test_crowded_duplicates_are_refused),
         cmocka_unit_test(test_duplicates_of_lost_connections_make_room),
+        cmocka_unit_test(test_cancel_of_a_held_copy_reaches_its_call),
+        cmocka_unit_test(test_goodbye_behind_a_hold_cancels_the_held_copys_call),
         cmocka_unit_test(test_oneway_messages_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
