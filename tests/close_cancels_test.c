@@ -223,15 +223,22 @@ static void test_lost_connection_cancels_only_unnumbered_calls(void **state)
 
 /* The original's connection was lost (it runs on); the client re-sent the call on its next
  * connection, then said goodbye there: the original is cancelled, as the copy's CANCEL would. */
-static void test_goodbye_cancels_the_original_of_a_copy(void **state)
+/* A long poll of CLIENT_ID (seq 1, slot 0) whose connection was then lost: it runs on. */
+static void lose_a_long_poll(struct fixture *fx)
 {
-    struct fixture *fx = *state;
-    struct raw_client a, b;
+    struct raw_client a;
     assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "0", 1));
     wait_starts(1);
     raw_close(&a);
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
+}
+
+static void test_goodbye_cancels_the_original_of_a_copy(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client b;
+    lose_a_long_poll(fx);
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "0", 1)); /* the copy */
     assert_true(raw_request(&b, 8, 0, 0, 0, "echo", "e", 1));
@@ -255,12 +262,8 @@ static void test_goodbye_cancels_the_original_of_a_copy(void **state)
 static void test_goodbye_cancels_a_lost_call_not_sent_again(void **state)
 {
     struct fixture *fx = *state;
-    struct raw_client a, b;
-    assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
-    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "0", 1));
-    wait_starts(1);
-    raw_close(&a);
-    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
+    struct raw_client b;
+    lose_a_long_poll(fx);
     round_trip(fx);
     assert_int_equal(atomic_load(&park_cancelled), 0); /* a lost numbered call runs on */
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));

@@ -484,25 +484,36 @@ static void test_duplicates_of_lost_connections_make_room(void **state)
  * ever, since only that call's end lets the hold go (a helper's review). The CANCEL passes the
  * hold now and cancels the call by its seq; the hold ends, and the copy, read then, gets the
  * call's result. */
+enum { HELD_COPY_CLIENT = 77 };
+static const uint64_t held_copy_xid = ARPC_XID_SEQ_BIT | 1; /* arpc's client's xid for seq 1 */
+
+/* A server with max_calls_per_client 1; a long poll (seq 1) begun on a connection since lost;
+ * the client's next connection in next, held, with the long poll's copy unread behind it. */
+static void hold_a_copy(struct fixture *fx, struct raw_client *next)
+{
+    start(fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
+    struct raw_client lost;
+    assert_true(raw_connect(&lost, fx->addr, HELD_COPY_CLIENT));
+    assert_true(raw_request(&lost, held_copy_xid, 1, 0, 0, "t.poll", "p", 1));
+    assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(fx->s, &st));
+    raw_close(&lost); /* numbered: it runs on */
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
+                                    TEST_WAIT_MS));
+    assert_true(raw_connect(next, fx->addr, HELD_COPY_CLIENT));
+    assert_true(raw_request(next, held_copy_xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
+    expect_log("(max_calls_per_client)"); /* held, the copy unread */
+    assert_int_equal(0, long_poll_cancelled());
+}
+
 static void test_cancel_of_a_held_copy_reaches_its_call(void **state)
 {
     (void)state;
     struct fixture fx;
-    start(&fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
-    const uint64_t xid = ARPC_XID_SEQ_BIT | 1; /* arpc's client's xid for seq 1 */
-    struct raw_client lost, next;
-    assert_true(raw_connect(&lost, fx.addr, 77));
-    assert_true(raw_request(&lost, xid, 1, 0, 0, "t.poll", "p", 1));
-    assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(fx.s, &st));
-    raw_close(&lost); /* numbered: it runs on */
-    assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
-                                    TEST_WAIT_MS));
-    assert_true(raw_connect(&next, fx.addr, 77));
-    assert_true(raw_request(&next, xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
-    expect_log("(max_calls_per_client)"); /* held, the copy unread */
-    assert_int_equal(0, long_poll_cancelled());
+    struct raw_client next;
+    const uint64_t xid = held_copy_xid;
+    hold_a_copy(&fx, &next);
     uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
     arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, xid, 0);
     assert_true(raw_send(&next, cancel, sizeof(cancel)));
@@ -529,20 +540,8 @@ static void test_goodbye_behind_a_hold_cancels_the_held_copys_call(void **state)
 {
     (void)state;
     struct fixture fx;
-    start(&fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
-    const uint64_t xid = ARPC_XID_SEQ_BIT | 1;
-    struct raw_client lost, next;
-    assert_true(raw_connect(&lost, fx.addr, 78));
-    assert_true(raw_request(&lost, xid, 1, 0, 0, "t.poll", "p", 1));
-    assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(fx.s, &st));
-    raw_close(&lost);
-    assert_true(server_stat_reaches(fx.s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
-                                    TEST_WAIT_MS));
-    assert_true(raw_connect(&next, fx.addr, 78));
-    assert_true(raw_request(&next, xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
-    expect_log("(max_calls_per_client)");
+    struct raw_client next;
+    hold_a_copy(&fx, &next);
     assert_true(raw_goodbye(&next));
     assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
     assert_int_equal(1, long_poll_runs());
