@@ -1,11 +1,17 @@
 /*
  * The allocator hook. A process-wide setting, like sqlite3_config(): set once at start-up,
- * read without synchronisation afterwards (documented in arpc/alloc.h).
+ * read without synchronisation afterwards (documented in arpc/alloc.h). Set later, blocks
+ * made by one allocator would reach the other's free: a heap corrupted in silence (a new
+ * user's trial), so the first allocation is noted and a later set refused as misuse.
  */
 #include "base/alloc.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/log.h"
 
 static void *default_malloc(size_t size, void *ctx) { (void)ctx; return malloc(size); }
 static void *default_realloc(void *p, size_t size, void *ctx) { (void)ctx; return realloc(p, size); }
@@ -13,7 +19,29 @@ static void default_free(void *p, void *ctx) { (void)ctx; free(p); }
 
 static arpc_allocator current = {default_malloc, default_realloc, default_free, NULL};
 
+/* A block was made since the last set (relaxed: a misuse check, not a synchronisation). */
+static atomic_bool allocated;
+
+static inline void note_allocation(void)
+{
+    if (!atomic_load_explicit(&allocated, memory_order_relaxed)) /* a load per block, stored once */
+        atomic_store_explicit(&allocated, true, memory_order_relaxed);
+}
+
 void arpc_set_allocator(const arpc_allocator *allocator)
+{
+    if (atomic_load_explicit(&allocated, memory_order_relaxed)) {
+        arpc_log(ARPC_LOG_ERROR, "arpc_set_allocator after arpc allocated memory: blocks made by the allocator in "
+                 "use would reach the other's free; call it before any other arpc function (arpc/alloc.h)");
+#ifndef NDEBUG
+        abort();
+#endif
+        return; /* the allocator in use stays */
+    }
+    arpc_alloc_replace(allocator);
+}
+
+void arpc_alloc_replace(const arpc_allocator *allocator)
 {
     if (allocator == NULL) {
         current = (arpc_allocator){default_malloc, default_realloc, default_free, NULL};
@@ -22,7 +50,11 @@ void arpc_set_allocator(const arpc_allocator *allocator)
     current = *allocator;
 }
 
-void *arpc_malloc(size_t size) { return current.malloc_fn(size == 0 ? 1 : size, current.ctx); }
+void *arpc_malloc(size_t size)
+{
+    note_allocation();
+    return current.malloc_fn(size == 0 ? 1 : size, current.ctx);
+}
 
 void *arpc_calloc(size_t n, size_t size)
 {
@@ -34,7 +66,11 @@ void *arpc_calloc(size_t n, size_t size)
     return p;
 }
 
-void *arpc_realloc(void *ptr, size_t size) { return current.realloc_fn(ptr, size == 0 ? 1 : size, current.ctx); }
+void *arpc_realloc(void *ptr, size_t size)
+{
+    note_allocation();
+    return current.realloc_fn(ptr, size == 0 ? 1 : size, current.ctx);
+}
 
 void arpc_free(void *ptr)
 {

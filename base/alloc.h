@@ -13,4 +13,8 @@ void *arpc_realloc(void *ptr, size_t size);
 char *arpc_text_copy(const char *text, size_t len);
 /* arpc_malloc() and arpc_free() are public: declared in arpc/alloc.h and arpc/common.h. */
 
+/* arpc_set_allocator without its check: for tests and benchmarks that swap allocators whose
+ * blocks are interchangeable (each wraps malloc), after arpc has allocated. */
+void arpc_alloc_replace(const arpc_allocator *allocator);
+
 #endif

@@ -21,6 +21,7 @@
 #include "arpc/alloc.h"
 #include "arpc/error.h"
 #include "async/actor_internal.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 #ifdef ARPC_TSAN
@@ -392,7 +393,7 @@ static void test_create_out_of_memory(void **state)
         }
         assert_int_equal(0, atomic_load(&test_alloc_live));
     }
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     assert_int_equal(ARPC_OK, rc);
     assert_int_equal(1 + 3 + 1, budget); /* the group + an actor x 3, then success */
 }

@@ -23,6 +23,7 @@
 #include "arpc/actor.h"
 #include "arpc/alloc.h"
 #include "arpc/error.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 #ifdef ARPC_TSAN
@@ -693,7 +694,7 @@ static void test_create_out_of_memory(void **state)
         }
         assert_int_equal(0, atomic_load(&test_alloc_live));
     }
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     assert_int_equal(ARPC_OK, rc);
     assert_true(budget > 1); /* at least one failure path was exercised */
 }
@@ -753,7 +754,7 @@ static void test_post_out_of_memory(void **state)
     assert_int_equal(ARPC_OK, arpc_actor_post(a, on_oom_spawner, NULL));
     assert_true(latch_wait(1, TEST_WAIT_MS)); /* before the stop closes the mailbox */
     arpc_actor_destroy(a);
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live));
     assert_int_equal(0, atomic_load(&oom_other));
     assert_true(atomic_load(&oom_refused) >= 16); /* at most a few nodes came back in time */
@@ -807,7 +808,7 @@ static void test_warm_pool_allocates_nothing(void **state)
     atomic_store(&test_alloc_budget, -1);
     assert_int_equal(live, atomic_load(&test_alloc_live));
     arpc_actor_destroy(a);
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     assert_int_equal(0, atomic_load(&test_alloc_live));
     sem_destroy(&warm_gate);
 }

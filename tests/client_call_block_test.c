@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "base/alloc.h"
 #include "core/client_internal.h"
 #include "support/test_util.h"
 
@@ -71,7 +72,7 @@ struct fixture {
 static int setup(void **state)
 {
     test_alloc_install();
-    arpc_set_allocator(&counting_allocator);
+    arpc_alloc_replace(&counting_allocator);
     sem_init(&held_sem, 0, 0);
     held = NULL;
     static struct fixture fx;

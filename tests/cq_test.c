@@ -470,7 +470,7 @@ static void test_out_of_memory(void **state)
     assert_int_equal(1, atomic_load(&cb.calls));
     expect_empty(cq);
     arpc_cq_destroy(cq);
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
 }
 
 /* ---- destroy while consumers wait ---- */

@@ -18,6 +18,7 @@
 
 #include "arpc/arpc.h"
 #include "async/loop_internal.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 /* Fails the next allocation made on this thread: the cancel's job, in the test below. */
@@ -169,7 +170,7 @@ static void test_cancel_wakes_driver(void **state)
 int main(void)
 {
     test_alloc_install();
-    arpc_set_allocator(&failing_allocator);
+    arpc_alloc_replace(&failing_allocator);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cancel_without_memory_wakes_driver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_wakes_driver, setup, teardown),

@@ -25,6 +25,7 @@
 
 #include "arpc/arpc.h"
 #include "async/loop_internal.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 /* A watchdog, not a pace: only a lost wake-up (or a hang) reaches it. */
@@ -269,7 +270,7 @@ static void test_wait_any_timeouts_hold_one_registration_per_future(void **state
     long per_wait_x10 = atomic_load(&test_alloc_live) * 10 / WAITS;
     print_message("blocks held per timed-out wait: %ld.%ld\n", per_wait_x10 / 10, per_wait_x10 % 10);
     assert_true(per_wait_x10 <= 30); /* the waiter and a callback on each future */
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     arpc_future_release(fs[0]);
     arpc_future_release(fs[1]);
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "base/alloc.h"
 #include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/server_proc.h"
@@ -351,7 +352,7 @@ static void test_unlogged_goodbye_is_counted(void **state)
 {
     (void)state;
     static const arpc_allocator loop_failing = {loop_failing_malloc, loop_failing_realloc, plain_free, NULL};
-    arpc_set_allocator(&loop_failing);
+    arpc_alloc_replace(&loop_failing);
     char dir[256], addr[256];
     server_proc_mkdir(dir, sizeof(dir));
     atomic_store(&counted_runs, 0);
@@ -377,7 +378,7 @@ static void test_unlogged_goodbye_is_counted(void **state)
     raw_close(&r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     server_proc_rmdir(dir);
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
 }
 
 /* ---- a goodbye's floor across kill -9 ---- */

@@ -702,7 +702,7 @@ static void test_out_of_memory(void **state)
     assert_int_equal(0, atomic_load(&second.calls)); /* its then() failed: never runs */
     arpc_future_release(f);
     arpc_future_release(g); /* cancels g: frees the waiter (ASan checks) */
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
 }
 
 /* ---- a producer's hold and the user's references (issue #10) ---- */

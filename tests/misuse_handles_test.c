@@ -13,7 +13,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -432,6 +434,51 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(group_posted_after_destroy, NULL, "arpc_actor_group_post_key on 0x"));
 }
 
+/* An allocator set after arpc allocated (a new user's trial: a server and a client alive, then
+ * the hook: their blocks reached its free, the heap corrupted in silence) is misuse: an abort
+ * in debug builds; with NDEBUG an ERROR line, and the allocator in use stays. */
+static atomic_int late_allocs;
+
+static void *late_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&late_allocs, 1);
+    return malloc(n);
+}
+
+static void *late_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&late_allocs, 1);
+    return realloc(p, n);
+}
+
+static void late_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void allocator_set_after_use(void *arg)
+{
+    (void)arg;
+    static const arpc_allocator late = {late_malloc, late_realloc, late_free, NULL};
+    arpc_free(arpc_malloc(8));
+    arpc_set_allocator(&late);
+}
+
+static void test_allocator_set_after_use(void **state)
+{
+    (void)state;
+    if (aborts_on_misuse) {
+        assert_true(dies_with_abort(allocator_set_after_use, NULL, "arpc_set_allocator after arpc allocated memory"));
+        return;
+    }
+    allocator_set_after_use(NULL);
+    arpc_free(arpc_malloc(8));
+    assert_int_equal(0, atomic_load(&late_allocs)); /* refused: the allocator in use stayed */
+}
+
 /* An actor, group or completion queue a server's method is routed to, destroyed before the
  * server: its next request would be posted into freed memory (a new user's trial: ASan saw
  * the write; a review found the queue's case). Now the destroy is refused: an abort in debug
@@ -689,6 +736,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_loop_destroy_drain),
         cmocka_unit_test_no_leak(test_wrong_kind),
+        cmocka_unit_test_no_leak(test_allocator_set_after_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

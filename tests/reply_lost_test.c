@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "base/alloc.h"
 #include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
@@ -85,7 +86,7 @@ static void h_ok(arpc_request *req, void *ctx)
 
 static arpc_server *make_server(char *addr, size_t addrlen)
 {
-    arpc_set_allocator(&failing_allocator);
+    arpc_alloc_replace(&failing_allocator);
     atomic_store(&runs, 0);
     atomic_store(&reply_rc, ARPC_OK);
     atomic_store(&kept, NULL);
@@ -104,7 +105,7 @@ static arpc_server *make_server(char *addr, size_t addrlen)
 static int teardown(void **state)
 {
     (void)state;
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     return 0;
 }
 

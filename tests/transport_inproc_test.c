@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 #include "support/transport_fixture.h"
 
@@ -84,7 +85,7 @@ static void s_inproc_out_of_memory(void **state)
     assert_int_equal(0, wait_fd(l->l_fd, POLLIN, 0)); /* nothing was queued */
     lsn_close(l);
     assert_int_equal(0, atomic_load(&test_alloc_live));
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
 }
 
 int main(void)

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/alloc.h"
 #include "support/test_util.h"
 #include "support/transport_fixture.h"
 
@@ -273,7 +274,7 @@ static void c_listen_out_of_memory(void **state)
     int rv = x->x_ops->t_listen(rest, &l, why, sizeof(why));
     atomic_store(&test_alloc_budget, -1);
     assert_int_equal(0, atomic_load(&test_alloc_live));
-    arpc_set_allocator(NULL);
+    arpc_alloc_replace(NULL);
     assert_int_equal(ARPC_ENOMEM, rv);
     assert_null(l);
     assert_why(why, "out of memory", rest);

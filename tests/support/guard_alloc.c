@@ -1,4 +1,5 @@
 /* Blocks on pages of their own that go unreadable when freed (support/guard_alloc.h). */
+#include "base/alloc.h"
 #include "support/guard_alloc.h"
 
 #include <stdalign.h>
@@ -59,5 +60,5 @@ void guard_alloc_install(void (*on_free)(void *block))
 {
     static const arpc_allocator guard = {guard_malloc, guard_realloc, guard_free, NULL};
     guard_on_free = on_free;
-    arpc_set_allocator(&guard);
+    arpc_alloc_replace(&guard);
 }

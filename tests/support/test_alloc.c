@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "support/test_util.h"
 
 atomic_long test_alloc_live;
@@ -61,7 +62,7 @@ void test_alloc_install(void)
 {
     atomic_store(&test_alloc_live, 0);
     atomic_store(&test_alloc_budget, -1);
-    arpc_set_allocator(&test_allocator);
+    arpc_alloc_replace(&test_allocator);
 }
 
 int test_alloc_check_no_leak(void **state)
@@ -105,7 +106,7 @@ void test_alloc_sized_install(void)
     static const arpc_allocator sized = {sized_malloc, plain_realloc, plain_free, NULL};
     test_alloc_fail_next(0, 0);
     atomic_store(&fail_count, 0);
-    arpc_set_allocator(&sized);
+    arpc_alloc_replace(&sized);
 }
 
 void test_alloc_fail_next(size_t lo, size_t hi)
