@@ -6,6 +6,7 @@
 
 #include "arpc/common.h"
 #include "arpc/error.h"
+#include "base/log.h"
 
 int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_t caller_size)
 {
@@ -13,10 +14,14 @@ int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_
     if (opts == NULL)
         return ARPC_OK;
     memcpy(copy, opts, caller_size < lib_size ? caller_size : lib_size);
-    /* A field appended after this library was built: only its zero (the default) is honoured. */
+    /* A field appended after this library was built: only its zero (the default) is honoured.
+     * Said, since the caller cannot tell otherwise (its headers have the field). */
     for (size_t i = lib_size; i < caller_size; i++)
-        if (((const unsigned char *)opts)[i] != 0)
+        if (((const unsigned char *)opts)[i] != 0) {
+            arpc_log(ARPC_LOG_ERROR, "%s (an options struct of %zu bytes sets byte %zu; this library's has %zu)",
+                     ARPC_OPTIONS_NEWER_WHY, caller_size, i, lib_size);
             return ARPC_EINVAL;
+        }
     return ARPC_OK;
 }
 

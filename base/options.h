@@ -14,6 +14,14 @@
 #include <string.h>
 
 #include "arpc/error.h"
+#include "arpc/version.h"
+
+/* What a refused newer caller is told (an ERROR line says it, with the sizes; create and
+ * connect write it into errbuf too). */
+#define ARPC_OPTIONS_NEWER_WHY                                                                          \
+    "options set a field this library (arpc " ARPC_VERSION_STRING ") does not have: the program was " \
+    "built against newer headers; rebuild it against this library's, or run it with the newer library "   \
+    "(docs/ABI.md)"
 
 int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_t caller_size);
 

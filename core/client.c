@@ -262,8 +262,10 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     if (out == NULL || addr == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    if (opts_rc != ARPC_OK)
+    if (opts_rc != ARPC_OK) {
+        write_why(&o, ARPC_OPTIONS_NEWER_WHY);
         return opts_rc;
+    }
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
     char refusal[96];

@@ -135,8 +135,10 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     if (out == NULL)
         return ARPC_EINVAL;
     *out = NULL;
-    if (opts_rc != ARPC_OK)
+    if (opts_rc != ARPC_OK) {
+        server_say_why(&o, ARPC_OPTIONS_NEWER_WHY);
         return opts_rc;
+    }
     char why[512] = "";
     if ((opts_rc = server_options_refusal(&o, why, sizeof(why))) != ARPC_OK) {
         server_say_why(&o, why);

@@ -122,10 +122,14 @@ static void test_older_server_options_padding_after_worker_poll_ignored(void **s
 static void test_newer_create_options(void **state)
 {
     (void)state;
-    NEWER(arpc_server_options) so = {.appended = 1};
+    /* Refused with words (a new user's trial: a bare ARPC_EINVAL, errbuf empty, no log line). */
+    char why[256] = "";
+    NEWER(arpc_server_options) so = {.o = {.errbuf = why, .errbuf_len = sizeof(why)}, .appended = 1};
     arpc_server *s = (arpc_server *)&so;
     assert_int_equal(ARPC_EINVAL, arpc_server_create_v(&s, &so.o, sizeof(so)));
     assert_null(s);
+    if (strstr(why, "built against newer headers") == NULL)
+        fail_msg("the refusal does not say why: \"%s\"", why);
     NEWER(arpc_loop_options) lo = {.appended = 1};
     arpc_loop *loop = (arpc_loop *)&lo;
     assert_int_equal(ARPC_EINVAL, arpc_loop_create_v(&loop, &lo.o, sizeof(lo)));
@@ -137,10 +141,13 @@ static void test_newer_create_options(void **state)
     arpc_actor_group *g = (arpc_actor_group *)&ao;
     assert_int_equal(ARPC_EINVAL, arpc_actor_group_create_v(&g, 2, &ao.o, sizeof(ao)));
     assert_null(g);
-    NEWER(arpc_client_options) co = {.appended = 1};
+    why[0] = '\0';
+    NEWER(arpc_client_options) co = {.o = {.errbuf = why, .errbuf_len = sizeof(why)}, .appended = 1};
     arpc_client *c = (arpc_client *)&co;
     assert_int_equal(ARPC_EINVAL, arpc_client_connect_v(&c, "inproc://options-abi-nobody", &co.o, sizeof(co)));
     assert_null(c);
+    if (strstr(why, "built against newer headers") == NULL)
+        fail_msg("the refusal does not say why: \"%s\"", why);
 
     /* The same larger structs with the appended field zero: accepted, as the defaults. */
     ao.appended = 0;
