@@ -345,10 +345,21 @@ static void *loop_thread_main(void *arg)
     return NULL;
 }
 
+/* A wrapped or pollable loop is run by the application: arpc_loop_start/run on one is refused,
+ * and said (a bare ARPC_EINVAL left a new user guessing). */
+static bool loop_refuse_owned(const arpc_loop *loop, const char *fn)
+{
+    if (!loop->l_owned)
+        return false;
+    arpc_log(ARPC_LOG_WARN, "%s refused: this loop is %s, run by the application (arpc/loop.h)", fn,
+             loop->l_wrapped ? "wrapped (an ev_loop of the application's)" : "pollable (arpc_loop_fd and arpc_loop_run_nowait)");
+    return true;
+}
+
 int arpc_loop_start(arpc_loop *loop)
 {
-    if (!loop_live(loop, __func__) || loop->l_owned)
-        return ARPC_EINVAL; /* the application runs a wrapped or pollable loop */
+    if (!loop_live(loop, __func__) || loop_refuse_owned(loop, __func__))
+        return ARPC_EINVAL;
     pthread_mutex_lock(&loop->l_mtx);
     int rc = loop_claim_run(loop);
     if (rc == ARPC_OK) {
@@ -367,7 +378,7 @@ int arpc_loop_start(arpc_loop *loop)
 
 int arpc_loop_run(arpc_loop *loop)
 {
-    if (!loop_live(loop, __func__) || loop->l_owned)
+    if (!loop_live(loop, __func__) || loop_refuse_owned(loop, __func__))
         return ARPC_EINVAL;
     int rc = loop_claim_run(loop);
     if (rc != ARPC_OK)

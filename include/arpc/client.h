@@ -220,7 +220,10 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * the wait at once, as does a negative close_linger_ms (the socket takes what it takes). */
 ARPC_API int arpc_client_close(arpc_client *c);
 
-/* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. */
+/* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. One past
+ * what the clock holds (about 584 years from the clock's start, ~1.8e13 ms) is none. The wire
+ * carries a budget of at most 2^32-1 ms (~49.7 days): a longer one reaches the server as that
+ * (arpc_request_budget_ms), while the client's own timer keeps the whole deadline. */
 
 /* Blocking call. *reply and *reply_len are set (NULL / 0 unless data came back) on every
  * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it

@@ -93,7 +93,11 @@ typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const vo
 #define ARPC_JSONRPC_MAX_REQUEST_DEFAULT (1u << 20)
 
 typedef struct arpc_server_options {
-    arpc_loop *loop;          /* NULL: the server starts and owns a loop thread */
+    arpc_loop *loop;          /* NULL: the server starts and owns a loop thread. Else the
+                               * application's (arpc/loop.h), which it must run: started
+                               * (arpc_loop_start), run by a thread of its own, or driven;
+                               * a loop nobody runs serves nobody (a peer's connect times
+                               * out waiting for the HELLO), and nothing warns of it */
     unsigned workers;         /* actors in the default pool; 0: one per online CPU but one, which
                                * is left to the loop thread (at least 1; measured: on 2 cores,
                                * 2 workers + the loop halve pipelined throughput vs 1 worker);
