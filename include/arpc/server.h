@@ -401,7 +401,10 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * the client of one that is owed nothing that calls it has not had answered were not read
  * (they did not run: docs/SEMANTICS.md). With a
  * reply log, replies whose records are still being made durable keep their connections open
- * for what is left of the grace; once stop returns, the log is closed and nothing of the
+ * for what is left of the grace; a reply made after the grace (its handler ran past it, and
+ * the stop waited for it) is logged but not sent: its caller gets it by sending the call
+ * again to a server restarted on the log, or ends ARPC_ETIMEDOUT / ARPC_ECONNLOST ("may have
+ * run") if none comes; without a log such a reply is sent. Once stop returns, the log is closed and nothing of the
  * server runs on its loop any more. The grace ends as soon as no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
  * by its callers), a stop from a thread that may run it (the owner of a wrapped or pollable
  * loop, outside a step; any thread for the others) runs the loop itself while it waits and
