@@ -312,6 +312,11 @@ int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size
  * in the buffer, and its worker must not start it before the loop reads that CANCEL. */
 #define ARPC_CONN_CANCEL_LOOK 64
 bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid);
+/* Inside a held connection's look-through (an owner's on_held_frame, core/conn_held.h): whether
+ * a REQUEST under xid stays in the buffer ahead of the frame looked at, among the first
+ * ARPC_CONN_CANCEL_LOOK frames there; its seq into *seq. A CANCEL naming it is its, not an
+ * answered call's (the server's: a numbered copy held behind a call it copies). */
+bool arpc_conn_held_request(const struct arpc_conn *conn, uint64_t xid, uint64_t *seq);
 
 /* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
  * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a

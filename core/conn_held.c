@@ -60,6 +60,7 @@ bool conn_held_pass(struct arpc_conn *conn)
          * judges it once the hold ends). */
         if (arpc_frame_decode(b + rd, conn->c_rend - rd, conn->c_max_body, &f, &used, &need) != ARPC_OK)
             break;
+        conn->c_held_scan = wr - conn->c_rstart; /* what stays ahead of f (arpc_conn_held_request) */
         if (conn_held_take(conn, &f)) { /* (f lies at rd, above everything moved so far) */
             rd += used;
             if (!conn->c_open || conn->c_close_pending || conn->c_close_after_flush)
@@ -79,6 +80,23 @@ bool conn_held_pass(struct arpc_conn *conn)
     }
     conn->c_held_scan = wr - conn->c_rstart;
     return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
+}
+
+bool arpc_conn_held_request(const struct arpc_conn *conn, uint64_t xid, uint64_t *seq)
+{
+    size_t at = conn->c_rstart, end = conn->c_rstart + conn->c_held_scan;
+    for (unsigned n = 0; n < ARPC_CONN_CANCEL_LOOK && at < end; n++) {
+        struct arpc_frame f;
+        size_t used = 0, need = 0;
+        if (arpc_frame_decode(conn->c_rbuf + at, end - at, conn->c_max_body, &f, &used, &need) != ARPC_OK)
+            return false;
+        if (f.f_kind == ARPC_FRAME_REQUEST && f.f_xid == xid) {
+            *seq = f.f_seq;
+            return true;
+        }
+        at += used;
+    }
+    return false;
 }
 
 bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid)

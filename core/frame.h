@@ -16,10 +16,10 @@
  *            method bytes, payload bytes (the rest)
  *   ONEWAY   same body as REQUEST (seq and ack are 0 unless the client numbers them)
  *   REPLY    payload bytes
- *   ERROR    u32 code (an arpc_error value), u16 msg_len, u16 reserved, msg bytes, rest ignored
+ *   ERROR    u32 code (an arpc_error value), u16 msg_len, u16 flags, msg bytes, rest ignored
  *   PING     payload echoed by PONG (xid echoed too)
  *   PONG     as PING
- *   GOAWAY   u32 code, u16 msg_len, u16 reserved, msg bytes
+ *   GOAWAY   u32 code, u16 msg_len, u16 flags, msg bytes
  *   CANCEL   empty: the client gave up on call xid; or u64 seq (xid 0): it gave up on its
  *            numbered call seq, wherever that runs (a call sent on an earlier connection).
  *            Only to a server whose HELLO has ARPC_HELLO_CANCEL (and DEDUP, for a seq); bytes

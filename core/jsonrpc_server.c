@@ -586,8 +586,10 @@ static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const
     const char *name = arpc_errname(code);
     size_t nlen = strlen(name);
     char *msg = arpc_malloc(nlen + 2 + len);
-    if (msg == NULL) {
-        jsonrpc_fail(sc, xid, name, nlen);
+    if (msg == NULL) { /* still "NAME: ...": the name alone would read as a handler's words */
+        char bare[64];
+        int n = snprintf(bare, sizeof(bare), "%s: (no memory for the words)", name);
+        jsonrpc_fail(sc, xid, bare, n > 0 && (size_t)n < sizeof(bare) ? (size_t)n : strlen(bare));
         return;
     }
     memcpy(msg, name, nlen);

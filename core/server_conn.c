@@ -275,7 +275,6 @@ static void sconn_on_goodbye(struct server_conn *sc)
 {
     sc->sc_goodbye = true;
     sconn_cancel_departed(sc);
-    dedup_cancel_client(sc); /* its calls begun on connections lost before, too */
 }
 
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
@@ -345,16 +344,18 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
     if (f->f_kind != ARPC_FRAME_CANCEL)
         return false;
     bool here = f->f_seq == 0 && (arpc_u64_map_get(&sc->sc_calls, f->f_xid) != NULL || dedup_copy_waits(sc, f->f_xid));
-    /* A numbered call's xid is its seq with ARPC_XID_SEQ_BIT (arpc's client): a CANCEL by xid
-     * that names no call here may name a copy still buffered behind the hold, of a call of the
-     * client's that runs -- begun on a connection since lost, and maybe what holds this one (a
-     * long poll counted against max_calls_per_client). The copy cannot attach until the hold
-     * ends, which that call may never let happen: the CANCEL cancels it by its seq, kept as a
-     * CANCEL naming the seq is, so the copy gets its result once read (helper review: the
-     * long poll and the connection were held for good). */
-    uint64_t seq = f->f_seq != 0                                   ? f->f_seq
-                   : !here && (f->f_xid & ARPC_XID_SEQ_BIT) != 0 ? f->f_xid & ~ARPC_XID_SEQ_BIT
-                                                                   : 0;
+    /* A CANCEL by xid that names no call here may name a REQUEST still buffered ahead of it,
+     * behind the hold: a copy of a numbered call of the client's that runs -- begun on a
+     * connection since lost, and maybe what holds this one (a long poll counted against
+     * max_calls_per_client). The copy cannot attach until the hold ends, which that call may
+     * never let happen: the CANCEL cancels it by its seq, kept as a CANCEL naming the seq is,
+     * so the copy gets its result once read (helper review: the long poll and the connection
+     * were held for good). Only a request in the buffer counts: a late CANCEL for an answered
+     * call names nothing, whatever its xid (a review: bit 62 of an xid is arpc's client's
+     * convention, not the protocol's). */
+    uint64_t seq = f->f_seq;
+    if (!here && seq == 0 && !arpc_conn_held_request(conn, f->f_xid, &seq))
+        seq = 0;
     if (!here && (seq == 0 || !dedup_seq_runs(sc, seq)))
         return false;
     inflight_hold_passed(sc); /* calls given up on while held: a hold worth a line */

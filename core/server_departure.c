@@ -7,8 +7,12 @@
  * the connection's on_close.
  *
  * - The client said goodbye (a GOAWAY: it closed and will re-send nothing): every call of
- *   the connection, numbered or not, and the originals its copies wait for (a re-send after
- *   a reconnect waits for the run that began on an earlier connection).
+ *   the connection, numbered or not, and every numbered call of the client object's still
+ *   running, whichever connection began it (dedup_cancel_client: the original a copy here
+ *   waits for, and one begun on a connection lost before whose copy was never sent or waits
+ *   unread behind a hold). A client without an incarnation (an older one) may share its key
+ *   with another object of the same chosen id: then only the originals its copies here wait
+ *   for (a re-send after a reconnect waits for the run that began on an earlier connection).
  * - Otherwise (a lost connection, bad input, the server's close): only unnumbered calls. A
  *   numbered (at-most-once) call may be re-sent by its client on its next connection, and
  *   that copy waits for this very run and its result: it is left running.
@@ -79,6 +83,10 @@ static void cancel_copied_calls(struct server_conn *sc)
 void sconn_cancel_departed(struct server_conn *sc)
 {
     cancel_own_calls(sc);
-    if (sc->sc_goodbye)
+    if (!sc->sc_goodbye)
+        return;
+    if (sc->sc_incarnation != 0) /* its key is this client object's alone */
+        dedup_cancel_client(sc);
+    else
         cancel_copied_calls(sc);
 }

@@ -34,6 +34,7 @@
 
 #define WATCHDOG_S 30
 #define CLIENT_ID 0xc105eULL
+#define INCARNATION 0x1ca7ULL /* one client object's (arpc's client sends one) */
 #define NSLOTS 10
 #define NHOLD 16 /* long polls that hold a connection's input with default options */
 
@@ -223,11 +224,12 @@ static void test_lost_connection_cancels_only_unnumbered_calls(void **state)
 
 /* The original's connection was lost (it runs on); the client re-sent the call on its next
  * connection, then said goodbye there: the original is cancelled, as the copy's CANCEL would. */
-/* A long poll of CLIENT_ID (seq 1, slot 0) whose connection was then lost: it runs on. */
-static void lose_a_long_poll(struct fixture *fx)
+/* A long poll of CLIENT_ID (seq 1, slot 0) whose connection was then lost: it runs on. The
+ * client object's incarnation (0: an older client, which has none). */
+static void lose_a_long_poll(struct fixture *fx, uint64_t incarnation)
 {
     struct raw_client a;
-    assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
+    assert_true(raw_connect_with(&a, fx->addr, CLIENT_ID, NULL, incarnation));
     assert_true(raw_request(&a, 1, 1, 0, 0, "park", "0", 1));
     wait_starts(1);
     raw_close(&a);
@@ -238,7 +240,7 @@ static void test_goodbye_cancels_the_original_of_a_copy(void **state)
 {
     struct fixture *fx = *state;
     struct raw_client b;
-    lose_a_long_poll(fx);
+    lose_a_long_poll(fx, 0); /* an older client's: only the originals of its copies go */
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "0", 1)); /* the copy */
     assert_true(raw_request(&b, 8, 0, 0, 0, "echo", "e", 1));
@@ -263,16 +265,40 @@ static void test_goodbye_cancels_a_lost_call_not_sent_again(void **state)
 {
     struct fixture *fx = *state;
     struct raw_client b;
-    lose_a_long_poll(fx);
+    lose_a_long_poll(fx, INCARNATION);
     round_trip(fx);
     assert_int_equal(atomic_load(&park_cancelled), 0); /* a lost numbered call runs on */
-    assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
+    assert_true(raw_connect_with(&b, fx->addr, CLIENT_ID, NULL, INCARNATION));
     assert_true(raw_goodbye(&b));
     raw_close(&b);
     wait_cancels(1);
     assert_int_equal(atomic_load(&cancelled_bits), 0x1u);
     assert_int_equal(atomic_load(&park_runs), 1);
     assert_no_handler_left(fx);
+}
+
+/* Two client objects of an older kind (no incarnation) with one chosen id share a key on the
+ * server: one's goodbye cancels its own calls and the originals its copies wait for, never the
+ * other's running call (a review: the goodbye's first version cancelled every call of the key). */
+static void test_goodbye_spares_a_namesakes_call(void **state)
+{
+    struct fixture *fx = *state;
+    struct raw_client a, b;
+    assert_true(raw_connect(&a, fx->addr, CLIENT_ID));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "park", "0", 1)); /* A's long poll; A stays */
+    wait_starts(1);
+    assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
+    assert_true(raw_goodbye(&b));
+    raw_close(&b);
+    assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
+    round_trip(fx);
+    assert_int_equal(atomic_load(&park_cancelled), 0);
+    assert_int_equal(arpc_reply(slots[0], "result", 6), ARPC_OK);
+    struct raw_frame f;
+    assert_true(raw_read(&a, &f, false));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
+    assert_int_equal(f.f.f_xid, 1);
+    raw_close(&a);
 }
 
 /* A connection held by its long polls (NHOLD of them: its input is held) reads its client's
@@ -317,6 +343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_connection_cancels_only_unnumbered_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_cancels_the_original_of_a_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_cancels_a_lost_call_not_sent_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_goodbye_spares_a_namesakes_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_goodbye_to_a_held_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jsonrpc_close_cancels_its_call, setup, teardown),
     };

@@ -484,16 +484,23 @@ static void test_duplicates_of_lost_connections_make_room(void **state)
  * ever, since only that call's end lets the hold go (a helper's review). The CANCEL passes the
  * hold now and cancels the call by its seq; the hold ends, and the copy, read then, gets the
  * call's result. */
-enum { HELD_COPY_CLIENT = 77 };
+enum { HELD_COPY_CLIENT = 77, HELD_COPY_INCARNATION = 7 };
 static const uint64_t held_copy_xid = ARPC_XID_SEQ_BIT | 1; /* arpc's client's xid for seq 1 */
 
+/* The held client's connection: one client object's (an incarnation, as arpc's client says). */
+static void held_client_connect(struct fixture *fx, struct raw_client *r)
+{
+    assert_true(raw_connect_with(r, fx->addr, HELD_COPY_CLIENT, NULL, HELD_COPY_INCARNATION));
+}
+
 /* A server with max_calls_per_client 1; a long poll (seq 1) begun on a connection since lost;
- * the client's next connection in next, held, with the long poll's copy unread behind it. */
-static void hold_a_copy(struct fixture *fx, struct raw_client *next)
+ * the client's next connection in next, held (with the long poll's copy unread behind it if
+ * send_copy). */
+static void hold_the_client(struct fixture *fx, struct raw_client *next, bool send_copy)
 {
     start(fx, (arpc_server_options){.max_calls_per_client = 1}, "tcp://127.0.0.1:0");
     struct raw_client lost;
-    assert_true(raw_connect(&lost, fx->addr, HELD_COPY_CLIENT));
+    held_client_connect(fx, &lost);
     assert_true(raw_request(&lost, held_copy_xid, 1, 0, 0, "t.poll", "p", 1));
     assert_true(long_poll_wait_started(TEST_WAIT_MS / 1000));
     arpc_server_stats st;
@@ -501,9 +508,12 @@ static void hold_a_copy(struct fixture *fx, struct raw_client *next)
     raw_close(&lost); /* numbered: it runs on */
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), st.connections_closed + 1,
                                     TEST_WAIT_MS));
-    assert_true(raw_connect(next, fx->addr, HELD_COPY_CLIENT));
-    assert_true(raw_request(next, held_copy_xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
-    expect_log("(max_calls_per_client)"); /* held, the copy unread */
+    held_client_connect(fx, next);
+    if (send_copy)
+        assert_true(raw_request(next, held_copy_xid, 1, 0, 0, "t.poll", "p", 1));
+    else
+        assert_true(raw_request(next, 9, 0, 0, 0, "t.echo", "e", 1)); /* another call */
+    expect_log("(max_calls_per_client)"); /* held: what it sent is unread */
     assert_int_equal(0, long_poll_cancelled());
 }
 
@@ -513,7 +523,7 @@ static void test_cancel_of_a_held_copy_reaches_its_call(void **state)
     struct fixture fx;
     struct raw_client next;
     const uint64_t xid = held_copy_xid;
-    hold_a_copy(&fx, &next);
+    hold_the_client(&fx, &next, true);
     uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
     arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, xid, 0);
     assert_true(raw_send(&next, cancel, sizeof(cancel)));
@@ -541,12 +551,36 @@ static void test_goodbye_behind_a_hold_cancels_the_held_copys_call(void **state)
     (void)state;
     struct fixture fx;
     struct raw_client next;
-    hold_a_copy(&fx, &next);
+    hold_the_client(&fx, &next, true);
     assert_true(raw_goodbye(&next));
     assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
     assert_int_equal(1, long_poll_runs());
     raw_close(&next);
     stop(&fx);
+}
+
+/* A CANCEL on the held connection whose xid names no call (an answered one's, late) cancels
+ * nothing, whatever its bits: here the long poll's seq with ARPC_XID_SEQ_BIT, but nothing under
+ * that xid is buffered (a review: the first version took bit 62 for arpc's client's numbering,
+ * which is no rule of the protocol, and cancelled the long poll). The PING sent behind it is
+ * answered by the same look-through, after the CANCEL was judged. */
+static void test_held_cancel_naming_nothing_cancels_nothing(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct raw_client next;
+    hold_the_client(&fx, &next, false);
+    uint8_t frames[2 * ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(frames, ARPC_FRAME_CANCEL, held_copy_xid, 0);
+    arpc_frame_encode_header(frames + ARPC_FRAME_HEADER_SIZE, ARPC_FRAME_PING, 42, 0);
+    assert_true(raw_send(&next, frames, sizeof(frames)));
+    struct raw_frame f;
+    assert_true(raw_read(&next, &f, true));
+    assert_int_equal(ARPC_FRAME_PONG, f.f.f_kind);
+    assert_int_equal(42, f.f.f_xid);
+    assert_int_equal(0, long_poll_cancelled());
+    raw_close(&next);
+    stop(&fx); /* the stop cancels the long poll */
 }
 
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
@@ -684,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_duplicates_of_lost_connections_make_room),
         cmocka_unit_test(test_cancel_of_a_held_copy_reaches_its_call),
         cmocka_unit_test(test_goodbye_behind_a_hold_cancels_the_held_copys_call),
+        cmocka_unit_test(test_held_cancel_naming_nothing_cancels_nothing),
         cmocka_unit_test(test_oneway_messages_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),

@@ -105,7 +105,8 @@ static const struct opt opts[] = {
     {"json", false, take_json,
      "call METHOD (e.g. KV.Get) as JSON-RPC 1.0, as Go's net/rpc/jsonrpc does: DATA is\n"
      "                 params[0] as JSON (default: null); the result's JSON is printed, and a\n"
-     "                 server's error string fails with ARPC_EHANDLER; tcp:// and unix:// only\n"
+     "                 server's error string fails with the outcome it names (a handler's:\n"
+     "                 ARPC_EHANDLER; arpc's own, e.g. ARPC_ESHUTDOWN); tcp:// and unix:// only\n"
      "                 (a tls:// ADDR fails with ARPC_EADDR: nothing is sent without TLS)",
      NULL},
     {"ca", true, take_ca, "FILE: the CAs (PEM) that vouch for a tls:// server (default: the system's)",

@@ -11,7 +11,8 @@
 
 /* Calls a->method on a->addr with params[0] = params[0..len) (NULL: null) and a->deadline_ms;
  * prints the result's JSON and a line feed on stdout, or the failure line (tools/call_fail.h:
- * a server's "error" string is ARPC_EHANDLER, Go's "can't find" texts ARPC_ENOMETHOD).
+ * a server's "error" string is the outcome it names, as arpc/jsonrpc.h says: a handler's words
+ * ARPC_EHANDLER, Go's "can't find" texts ARPC_ENOMETHOD, arpc's server's own answers their code).
  * Returns the exit status. Built without JSON-RPC (no jansson), it says so and returns
  * ARPC_CALL_EXIT_USAGE. */
 int call_json(const struct call_args *a, const char *params, size_t len);
