@@ -41,10 +41,6 @@ static void fail_handler(arpc_request *req, void *ctx)
     arpc_reply_error(req, "it failed: \"quoted\"");
 }
 
-/* A numbered_only method whose refusal the server words without memory (a name of its own
- * length: the allocation is told apart by its size). */
-#define ONCE_NO_MEMORY "T.OnceRefusedByAServerWithoutMemoryForTheWordsOfItsRefusal"
-
 /* Fails with the words its parameter holds (a JSON string without escapes, quotes dropped). */
 static void fail_with(arpc_request *req, void *ctx)
 {
@@ -119,9 +115,6 @@ static int setup(void **state)
     assert_int_equal(arpc_server_register(server, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Fail", fail_handler, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.FailWith", fail_with, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(server, ONCE_NO_MEMORY, test_echo, NULL,
-                                          &(arpc_method_options){.numbered_only = true}),
-                     ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.NotJSON", not_json, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Lines", lines, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_register(server, "T.Once", test_echo, NULL, &(arpc_method_options){.numbered_only = true}),
@@ -534,24 +527,6 @@ static void test_error_texts_say_whether_the_call_ran(void **state)
     fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EWHAT: x\"}\n", ARPC_EHANDLER, "ARPC_EWHAT: x");
     fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN:x\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN:x");
     fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN");
-}
-
-/* The server's own answer without memory for its words is still named ("ARPC_EREJECTED: (no
- * memory ...)"), so the caller still hears "did not run" (a review: the name alone read as a
- * handler's words, ARPC_EHANDLER). */
-static void test_refusal_without_memory_still_named(void **state)
-{
-    (void)state;
-    static const char refusal[] = ONCE_NO_MEMORY " takes at-most-once calls only (numbered_only); this one was not "
-                                                 "numbered";
-    size_t named = strlen("ARPC_EREJECTED: ") + sizeof(refusal) - 1; /* jsonrpc_answer's block */
-    arpc_jsonrpc_client *c = connect_client(addr);
-    test_alloc_sized_install();
-    test_alloc_fail_next(named, named + 1);
-    expect_call(c, ONCE_NO_MEMORY, "{}", ARPC_EREJECTED, "(no memory for the words)");
-    assert_int_equal(1, test_alloc_sized_failed());
-    expect_call(c, ONCE_NO_MEMORY, "{}", ARPC_EREJECTED, refusal); /* and with memory, its words */
-    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
 }
 
 static void test_server_breaking_rules(void **state)
@@ -1213,7 +1188,6 @@ int main(void)
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_error_texts_say_whether_the_call_ran),
-        cmocka_unit_test(test_refusal_without_memory_still_named),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_default_request_limit_and_no_jsonrpc),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
