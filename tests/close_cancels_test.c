@@ -236,6 +236,17 @@ static void lose_a_long_poll(struct fixture *fx, uint64_t incarnation)
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
 }
 
+/* The client says goodbye on b: the lost long poll (slot 0), which ran once, is cancelled. */
+static void goodbye_cancels_the_lost_call(struct fixture *fx, struct raw_client *b)
+{
+    assert_true(raw_goodbye(b));
+    raw_close(b);
+    wait_cancels(1);
+    assert_int_equal(atomic_load(&cancelled_bits), 0x1u);
+    assert_int_equal(atomic_load(&park_runs), 1);
+    assert_no_handler_left(fx);
+}
+
 static void test_goodbye_cancels_the_original_of_a_copy(void **state)
 {
     struct fixture *fx = *state;
@@ -248,12 +259,7 @@ static void test_goodbye_cancels_the_original_of_a_copy(void **state)
     assert_true(raw_read(&b, &f, false)); /* the copy is attached */
     assert_int_equal(f.f.f_xid, 8);
     assert_int_equal(atomic_load(&park_cancelled), 0); /* a lost numbered call runs on */
-    assert_true(raw_goodbye(&b));
-    raw_close(&b);
-    wait_cancels(1);
-    assert_int_equal(atomic_load(&cancelled_bits), 0x1u);
-    assert_int_equal(atomic_load(&park_runs), 1);
-    assert_no_handler_left(fx);
+    goodbye_cancels_the_lost_call(fx, &b);
 }
 
 /* The original's connection was lost (it runs on), and the client said goodbye on its next
@@ -269,12 +275,7 @@ static void test_goodbye_cancels_a_lost_call_not_sent_again(void **state)
     round_trip(fx);
     assert_int_equal(atomic_load(&park_cancelled), 0); /* a lost numbered call runs on */
     assert_true(raw_connect_with(&b, fx->addr, CLIENT_ID, NULL, INCARNATION));
-    assert_true(raw_goodbye(&b));
-    raw_close(&b);
-    wait_cancels(1);
-    assert_int_equal(atomic_load(&cancelled_bits), 0x1u);
-    assert_int_equal(atomic_load(&park_runs), 1);
-    assert_no_handler_left(fx);
+    goodbye_cancels_the_lost_call(fx, &b);
 }
 
 /* Two client objects of an older kind (no incarnation) with one chosen id share a key on the
