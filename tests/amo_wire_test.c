@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/cut_proxy.h"
 #include "support/log_capture.h"
 #include "support/raw_client.h"
 #include "support/server_proc.h"
@@ -378,6 +379,51 @@ static void test_full_cache_is_logged(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* End to end (arpc's client, a path that fails): a call sent on a connection whose server side
+ * died silently (the proxy drops what the client writes), sent again on the next connection
+ * to a server whose reply cache is full, is refused there keeping nothing (ARPC_ERROR_UNKEPT):
+ * the first send may still reach the server (a half-open path's bytes, a proxy's replay), so
+ * its caller hears ARPC_ECONNLOST, "may have run", with the server's words. Before, it heard
+ * ARPC_EOVERLOADED, "did not run". */
+static void test_unkept_refusal_of_a_resend_end_to_end(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    arpc_server_options so = {.reply_cache_bytes = 64 * 1024};
+    char addr[256], paddr[256], words[256] = "";
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct cut_proxy *proxy = cut_proxy_start(addr, paddr, sizeof(paddr));
+    assert_non_null(proxy);
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, paddr, &co));
+    static struct raw_client fill[4];
+    int code = 0;
+    for (int i = 0; i < 4 && strstr(words, "reply cache is full") == NULL; i++)
+        fill_share(addr, &fill[i], 191 + (uint64_t)i, &code, words, sizeof(words));
+    if (strstr(words, "reply cache is full") == NULL)
+        fail_msg("the cache did not fill: %s", words);
+    assert_int_equal(1, cut_proxy_cut_silently(proxy));
+    arpc_client_stats before, now;
+    assert_int_equal(ARPC_OK, arpc_client_stats(c, &before));
+    arpc_future *f = arpc_call_async(c, "t.echo", "x", 1, ARPC_FOREVER);
+    assert_true(WAIT_UNTIL(arpc_client_stats(c, &now) == ARPC_OK && now.bytes_out > before.bytes_out)); /* sent */
+    assert_int_equal(1, cut_proxy_cut(proxy)); /* the client reconnects and sends it again */
+    assert_int_equal(ARPC_ECONNLOST, arpc_future_wait_for(f, TEST_WAIT_MS));
+    const char *why = arpc_future_data(f, NULL);
+    assert_non_null(why);
+    if (strstr(why, "ARPC_EOVERLOADED") == NULL || strstr(why, "may have run") == NULL)
+        fail_msg("the outcome does not say why: \"%s\"", why);
+    arpc_future_release(f);
+    arpc_client_close(c);
+    for (int i = 0; i < 4; i++)
+        raw_close(&fill[i]); /* (one never opened: fd 0, left alone) */
+    cut_proxy_stop(proxy);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* Nor can one identity by making up client ids: the clients of one token share one share.
  * Clients 81 and 82 (token "alpha") fill it together, each with half; then 81 and a new id of
  * "alpha" are refused, while a client of "beta" gets in. */
@@ -641,6 +687,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_full_cache_is_logged),
         cmocka_unit_test(test_one_client_cannot_fill_the_cache),
         cmocka_unit_test(test_one_identity_cannot_fill_the_cache),
+        cmocka_unit_test(test_unkept_refusal_of_a_resend_end_to_end),
         cmocka_unit_test_setup_teardown(test_retry_deadline_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_deadline_at_stop, setup, teardown),
