@@ -19,7 +19,8 @@ static void default_free(void *p, void *ctx) { (void)ctx; free(p); }
 
 static arpc_allocator current = {default_malloc, default_realloc, default_free, NULL};
 
-/* A block was made since the last set (relaxed: a misuse check, not a synchronisation). */
+/* arpc has made a block (relaxed: a misuse check, not a synchronisation); never cleared, since
+ * nothing counts the blocks still live. */
 static atomic_bool allocated;
 
 static inline void note_allocation(void)
@@ -28,9 +29,20 @@ static inline void note_allocation(void)
         atomic_store_explicit(&allocated, true, memory_order_relaxed);
 }
 
+static bool allocator_is_current(const arpc_allocator *a)
+{
+    if (a == NULL)
+        return current.malloc_fn == default_malloc && current.realloc_fn == default_realloc &&
+               current.free_fn == default_free;
+    return a->malloc_fn == current.malloc_fn && a->realloc_fn == current.realloc_fn && a->free_fn == current.free_fn &&
+           a->ctx == current.ctx;
+}
+
 void arpc_set_allocator(const arpc_allocator *allocator)
 {
-    if (atomic_load_explicit(&allocated, memory_order_relaxed)) {
+    /* The one in use again changes nothing: allowed at any time (a review: a restore of the
+     * default after use aborted, where nothing would have changed). */
+    if (atomic_load_explicit(&allocated, memory_order_relaxed) && !allocator_is_current(allocator)) {
         arpc_log(ARPC_LOG_ERROR, "arpc_set_allocator after arpc allocated memory: blocks made by the allocator in "
                  "use would reach the other's free; call it before any other arpc function (arpc/alloc.h)");
 #ifndef NDEBUG

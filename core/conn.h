@@ -165,6 +165,7 @@ struct arpc_conn {
                                 * any, a call read looks for its own (arpc_conn_cancel_behind) */
     size_t c_held_scan;   /* while held: bytes after c_rstart already looked through (frames
                            * that stay), so each read looks at its new frames only */
+    size_t c_held_walk;   /* frames arpc_conn_held_request may still decode in this look-through */
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
     size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
@@ -313,10 +314,12 @@ int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size
 #define ARPC_CONN_CANCEL_LOOK 64
 bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid);
 /* Inside a held connection's look-through (an owner's on_held_frame, core/conn_held.h): whether
- * a REQUEST under xid stays in the buffer ahead of the frame looked at, among the first
- * ARPC_CONN_CANCEL_LOOK frames there; its seq into *seq. A CANCEL naming it is its, not an
- * answered call's (the server's: a numbered copy held behind a call it copies). */
-bool arpc_conn_held_request(const struct arpc_conn *conn, uint64_t xid, uint64_t *seq);
+ * a REQUEST under xid stays in the buffer ahead of the frame looked at; its seq into *seq. A
+ * CANCEL naming it is its, not an answered call's (the server's: a numbered copy held behind
+ * a call it copies). The walks of one look-through share a budget of as many frames as the
+ * buffer can hold (c_held_walk), so a peer's CANCELs cost the loop at most twice the
+ * look-through itself, not their number times the buffer's frames; past it, false. */
+bool arpc_conn_held_request(struct arpc_conn *conn, uint64_t xid, uint64_t *seq);
 
 /* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
  * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a

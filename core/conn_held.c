@@ -53,6 +53,7 @@ bool conn_held_pass(struct arpc_conn *conn)
                                      * while none runs: a count too high costs looks only) */
     uint8_t *b = conn->c_rbuf;
     size_t rd = conn->c_rstart + conn->c_held_scan, wr = rd;
+    conn->c_held_walk = conn->c_rcap / ARPC_FRAME_HEADER_SIZE; /* the most frames it can hold */
     while (conn_held_passes(conn)) {
         struct arpc_frame f;
         size_t used = 0, need = 0;
@@ -82,10 +83,10 @@ bool conn_held_pass(struct arpc_conn *conn)
     return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
 }
 
-bool arpc_conn_held_request(const struct arpc_conn *conn, uint64_t xid, uint64_t *seq)
+bool arpc_conn_held_request(struct arpc_conn *conn, uint64_t xid, uint64_t *seq)
 {
     size_t at = conn->c_rstart, end = conn->c_rstart + conn->c_held_scan;
-    for (unsigned n = 0; n < ARPC_CONN_CANCEL_LOOK && at < end; n++) {
+    for (; conn->c_held_walk > 0 && at < end; conn->c_held_walk--) {
         struct arpc_frame f;
         size_t used = 0, need = 0;
         if (arpc_frame_decode(conn->c_rbuf + at, end - at, conn->c_max_body, &f, &used, &need) != ARPC_OK)

@@ -559,6 +559,36 @@ static void test_goodbye_behind_a_hold_cancels_the_held_copys_call(void **state)
     stop(&fx);
 }
 
+/* The copy far back in the held buffer (behind 80 other calls the client sent meanwhile): its
+ * CANCEL still finds it. The first version looked 64 frames back only (a review: the 65th
+ * stayed held, and so did the long poll). */
+static void test_held_copy_far_back_is_cancelled(void **state)
+{
+    (void)state;
+    enum { AHEAD = 80 };
+    struct fixture fx;
+    struct raw_client next;
+    hold_the_client(&fx, &next, false); /* one call (xid 9) held already */
+    for (uint64_t xid = 10; xid < 10 + AHEAD; xid++)
+        assert_true(raw_request(&next, xid, 0, 0, 0, "t.echo", "e", 1));
+    assert_true(raw_request(&next, held_copy_xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
+    uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, held_copy_xid, 0);
+    assert_true(raw_send(&next, cancel, sizeof(cancel)));
+    assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
+    struct raw_frame f; /* the hold ends: every call is answered, the copy with the call's result */
+    for (int i = 0; i < AHEAD + 2; i++) {
+        assert_true(raw_read(&next, &f, false));
+        if (f.f.f_xid == held_copy_xid)
+            assert_int_equal(ARPC_EHANDLER, f.f.f_code);
+        else
+            assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    }
+    assert_int_equal(1, long_poll_runs());
+    raw_close(&next);
+    stop(&fx);
+}
+
 /* A CANCEL on the held connection whose xid names no call (an answered one's, late) cancels
  * nothing, whatever its bits: here the long poll's seq with ARPC_XID_SEQ_BIT, but nothing under
  * that xid is buffered (a review: the first version took bit 62 for arpc's client's numbering,
@@ -719,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_cancel_of_a_held_copy_reaches_its_call),
         cmocka_unit_test(test_goodbye_behind_a_hold_cancels_the_held_copys_call),
         cmocka_unit_test(test_held_cancel_naming_nothing_cancels_nothing),
+        cmocka_unit_test(test_held_copy_far_back_is_cancelled),
         cmocka_unit_test(test_oneway_messages_count),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),

@@ -479,6 +479,17 @@ static void test_allocator_set_after_use(void **state)
     assert_int_equal(0, atomic_load(&late_allocs)); /* refused: the allocator in use stayed */
 }
 
+/* Setting the allocator in use again changes nothing: allowed after use (a review: restoring
+ * the default, NULL, aborted though nothing would change). The one in use here is the test
+ * allocator (this program's main installed it). */
+static void test_allocator_set_again_after_use(void **state)
+{
+    (void)state;
+    arpc_free(arpc_malloc(8));
+    arpc_set_allocator(&test_allocator);
+    arpc_free(arpc_malloc(8));
+}
+
 /* An actor, group or completion queue a server's method is routed to, destroyed before the
  * server: its next request would be posted into freed memory (a new user's trial: ASan saw
  * the write; a review found the queue's case). Now the destroy is refused: an abort in debug
@@ -737,6 +748,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_loop_destroy_drain),
         cmocka_unit_test_no_leak(test_wrong_kind),
         cmocka_unit_test_no_leak(test_allocator_set_after_use),
+        cmocka_unit_test_no_leak(test_allocator_set_again_after_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

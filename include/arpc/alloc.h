@@ -6,10 +6,12 @@
  * with nothing leaked. The libraries arpc uses allocate with their own (malloc): libev's loop
  * and watchers' tables, jansson's parsed JSON, OpenSSL's contexts and connections.
  * arpc_set_allocator() must be called before any other arpc function (it is not synchronised
- * with allocations already under way); passing NULL restores malloc/realloc/free. Called
- * after arpc allocated anything, it is misuse (blocks made by one allocator would reach the
- * other's free): an ERROR line, then abort() in builds without NDEBUG; with NDEBUG the
- * allocator in use stays. Blocks must be aligned as malloc's are (alignof(max_align_t)): some
+ * with allocations already under way); passing NULL means malloc/realloc/free. Changing the
+ * allocator after arpc allocated anything is misuse (blocks made by one allocator would reach
+ * the other's free; arpc counts no live blocks, so it cannot tell that none is left): an
+ * ERROR line, then abort() in builds without NDEBUG; with NDEBUG the allocator in use stays.
+ * Setting the allocator already in use (the same functions and ctx; NULL while none was set)
+ * changes nothing and is allowed at any time. Blocks must be aligned as malloc's are (alignof(max_align_t)): some
  * hold 16-byte atomic words.
  */
 #ifndef ARPC_ALLOC_H
