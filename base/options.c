@@ -1,6 +1,8 @@
 /* Copying a caller's options struct whatever size its headers gave it (base/options.h). */
 #include "base/options.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,11 +17,14 @@ int arpc_options_copy_sized(void *copy, size_t lib_size, const void *opts, size_
         return ARPC_OK;
     memcpy(copy, opts, caller_size < lib_size ? caller_size : lib_size);
     /* A field appended after this library was built: only its zero (the default) is honoured.
-     * Said, since the caller cannot tell otherwise (its headers have the field). */
+     * Said, since the caller cannot tell otherwise (its headers have the field); once a
+     * process, since call options come with every call (a review: a line per call). */
+    static atomic_bool said;
     for (size_t i = lib_size; i < caller_size; i++)
         if (((const unsigned char *)opts)[i] != 0) {
-            arpc_log(ARPC_LOG_ERROR, "%s (an options struct of %zu bytes sets byte %zu; this library's has %zu)",
-                     ARPC_OPTIONS_NEWER_WHY, caller_size, i, lib_size);
+            if (!atomic_exchange(&said, true))
+                arpc_log(ARPC_LOG_ERROR, "%s (an options struct of %zu bytes sets byte %zu; this library's has %zu; "
+                         "said once)", ARPC_OPTIONS_NEWER_WHY, caller_size, i, lib_size);
             return ARPC_EINVAL;
         }
     return ARPC_OK;
