@@ -142,7 +142,7 @@ int jsonrpc_error_code(const char *text, size_t len, size_t *words)
             return code;
         }
     }
-    if (text_starts(text, len, "rpc: can't find ") || text_starts(text, len, "rpc: service/method request ill-formed"))
+    if (text_starts(text, len, JSONRPC_GO_CANT_FIND) || text_starts(text, len, JSONRPC_GO_ILL_FORMED))
         return ARPC_ENOMETHOD;
     if (text_starts(text, len, JSONRPC_NOT_TAKEN) || text_starts(text, len, JSONRPC_PARAMS_NOT_ARRAY))
         return ARPC_EREJECTED;

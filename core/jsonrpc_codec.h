@@ -42,6 +42,11 @@ uint8_t *jsonrpc_encode_request(const char *method, uint64_t id, const void *par
  * reals). */
 bool jsonrpc_valid(const void *buf, size_t len);
 
+/* Go's server's words for a name it cannot serve (net/rpc/server.go), which arpc's server
+ * writes too ("... method S.M", "... service S.M"; "...: M" without a dot): nothing ran. */
+#define JSONRPC_GO_CANT_FIND "rpc: can't find "
+#define JSONRPC_GO_ILL_FORMED "rpc: service/method request ill-formed: "
+
 /* The starts of the error texts of arpc's server for a request it did not take (well-formed
  * JSON it cannot hold or refuses; params not an array): nothing ran. */
 #define JSONRPC_NOT_TAKEN "jsonrpc: request not taken: "

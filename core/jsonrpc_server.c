@@ -282,9 +282,9 @@ static void jsonrpc_no_method(struct server_conn *sc, uint64_t xid, const char *
         const char *m = r->r_methods[i]->m_name, *mdot = strrchr(m, '.');
         service_known = mdot != NULL && (size_t)(mdot - m) == (size_t)(dot - name) && memcmp(m, name, (size_t)(dot - name)) == 0;
     }
-    const char *what = dot == NULL      ? "rpc: service/method request ill-formed: "
-                       : service_known ? "rpc: can't find method "
-                                        : "rpc: can't find service ";
+    const char *what = dot == NULL      ? JSONRPC_GO_ILL_FORMED
+                       : service_known ? JSONRPC_GO_CANT_FIND "method "
+                                        : JSONRPC_GO_CANT_FIND "service ";
     size_t wlen = strlen(what);
     char *msg = arpc_malloc(wlen + len);
     if (msg == NULL) {

@@ -317,50 +317,59 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 
 /* ---- the whole cache ---- */
 
-static void each_entry_waiter(struct arpc_rc_entry *e, void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx)
+/* Calls fn(e, ctx) for every entry of c: those in its ring, then those in its map. */
+static void client_each_entry(struct arpc_rc_client *c, void (*fn)(struct arpc_rc_entry *e, void *ctx), void *ctx)
 {
-    for (struct arpc_rc_waiter *w = e->e_waiters; w != NULL; w = w->w_next)
-        fn(ctx, w);
+    for (size_t i = 0; i <= c->c_ring_mask; i++)
+        if (c->c_ring[i] != NULL)
+            fn(c->c_ring[i], ctx);
+    size_t pos = 0;
+    uint64_t seq;
+    void *e;
+    while (arpc_u64_map_next(&c->c_entries, &pos, &seq, &e))
+        fn(e, ctx);
 }
 
-static void note_running(const struct arpc_rc_entry *e, uint64_t *seqs, size_t max, size_t *n)
+struct each_waiter_ctx {
+    void (*fn)(void *ctx, struct arpc_rc_waiter *w);
+    void *ctx;
+};
+
+static void each_entry_waiter(struct arpc_rc_entry *e, void *arg)
 {
-    if (e->e_state == ARPC_RC_RUNNING && (*n)++ < max)
-        seqs[*n - 1] = e->e_seq;
+    struct each_waiter_ctx *ew = arg;
+    for (struct arpc_rc_waiter *w = e->e_waiters; w != NULL; w = w->w_next)
+        ew->fn(ew->ctx, w);
+}
+
+struct running_ctx {
+    uint64_t *seqs;
+    size_t max, n;
+};
+
+static void note_running(struct arpc_rc_entry *e, void *arg)
+{
+    struct running_ctx *r = arg;
+    if (e->e_state == ARPC_RC_RUNNING && r->n++ < r->max)
+        r->seqs[r->n - 1] = e->e_seq;
 }
 
 size_t arpc_reply_cache_running(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t *seqs, size_t max)
 {
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
-    size_t n = 0;
-    if (c == NULL || c->c_busy == 0)
-        return 0;
-    for (size_t i = 0; i <= c->c_ring_mask; i++)
-        if (c->c_ring[i] != NULL)
-            note_running(c->c_ring[i], seqs, max, &n);
-    size_t pos = 0;
-    uint64_t seq;
-    void *e;
-    while (arpc_u64_map_next(&c->c_entries, &pos, &seq, &e))
-        note_running(e, seqs, max, &n);
-    return n;
+    struct running_ctx r = {seqs, max, 0};
+    if (c != NULL && c->c_busy != 0)
+        client_each_entry(c, note_running, &r);
+    return r.n;
 }
 
 void arpc_reply_cache_each_waiter(struct arpc_reply_cache *rc,
                                   void (*fn)(void *ctx, struct arpc_rc_waiter *w), void *ctx)
 {
-    for (struct arpc_rc_client *c = rc->rc_oldest; c != NULL; c = c->c_newer) {
-        if (c->c_busy == 0)
-            continue; /* only RUNNING and LOGGING entries have waiters */
-        for (size_t i = 0; i <= c->c_ring_mask; i++)
-            if (c->c_ring[i] != NULL)
-                each_entry_waiter(c->c_ring[i], fn, ctx);
-        size_t pos = 0;
-        uint64_t seq;
-        void *e;
-        while (arpc_u64_map_next(&c->c_entries, &pos, &seq, &e))
-            each_entry_waiter(e, fn, ctx);
-    }
+    struct each_waiter_ctx ew = {fn, ctx};
+    for (struct arpc_rc_client *c = rc->rc_oldest; c != NULL; c = c->c_newer)
+        if (c->c_busy != 0) /* only RUNNING and LOGGING entries have waiters */
+            client_each_entry(c, each_entry_waiter, &ew);
 }
 
 int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_cache_options *o,

@@ -353,16 +353,13 @@ static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame 
      * were held for good). Only a request in the buffer counts: a late CANCEL for an answered
      * call names nothing, whatever its xid (a review: bit 62 of an xid is arpc's client's
      * convention, not the protocol's). */
-    uint64_t seq = f->f_seq;
-    if (!here && seq == 0 && !arpc_conn_held_request(conn, f->f_xid, &seq))
-        seq = 0;
-    if (!here && (seq == 0 || !dedup_seq_runs(sc, seq)))
+    struct arpc_frame cancel = *f; /* the copy's CANCEL is handled as the CANCEL naming its seq */
+    if (!here && cancel.f_seq == 0 && arpc_conn_held_request(conn, f->f_xid, &cancel.f_seq))
+        cancel.f_xid = 0;
+    if (!here && (cancel.f_seq == 0 || !dedup_seq_runs(sc, cancel.f_seq)))
         return false;
     inflight_hold_passed(sc); /* calls given up on while held: a hold worth a line */
-    if (here || f->f_seq != 0)
-        sconn_on_frame(conn, f);
-    else
-        dedup_cancel_seq(sc, seq);
+    sconn_on_frame(conn, &cancel);
     return true;
 }
 
