@@ -53,13 +53,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static bool send_cancel(struct raw_client *r, uint64_t xid)
-{
-    uint8_t frame[ARPC_FRAME_HEADER_SIZE];
-    arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, xid, 0);
-    return raw_send(r, frame, sizeof(frame));
-}
-
 /* The next frame on r is a REPLY to xid. */
 static void expect_reply(struct raw_client *r, uint64_t xid)
 {
@@ -89,7 +82,7 @@ static void test_cancel_copy_after_its_original_connection_dropped(void **state)
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, connections_closed), 1, WATCHDOG_S * 1000));
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1)); /* the copy: same seq, new xid */
-    assert_true(send_cancel(&b, 7));                         /* read after it: it is attached */
+    assert_true(raw_cancel(&b, 7));                         /* read after it: it is attached */
     assert_true(long_poll_wait_cancelled(WATCHDOG_S));      /* the handler was cancelled */
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));     /* and the copy got its reply */
     assert_int_equal(long_poll_runs(), 1);
@@ -110,7 +103,7 @@ static void test_cancel_copy_while_its_original_connection_is_open(void **state)
     assert_true(raw_connect(&b, fx->addr, CLIENT_ID));
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1));
     assert_true(raw_request(&b, 8, 1, 0, 0, "park", "p", 1)); /* a second copy waits too */
-    assert_true(send_cancel(&b, 8));
+    assert_true(raw_cancel(&b, 8));
     assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
     struct raw_frame f;
@@ -139,11 +132,11 @@ static void test_cancel_copy_after_the_call_finished(void **state)
     assert_true(raw_request(&b, 7, 1, 0, 0, "park", "p", 1));
     assert_true(raw_request(&b, 8, 0, 0, 0, "echo", "e", 1));
     expect_reply(&b, 8); /* read after the copy: it is attached */
-    assert_true(send_cancel(&a, 1));                           /* the original's own cancel */
+    assert_true(raw_cancel(&a, 1));                           /* the original's own cancel */
     assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&a, 1, ARPC_EHANDLER));
     assert_true(raw_next_is_error(&b, 7, ARPC_EHANDLER));
-    assert_true(send_cancel(&b, 7)); /* too late: answered */
+    assert_true(raw_cancel(&b, 7)); /* too late: answered */
     assert_true(raw_request(&b, 9, 0, 0, 0, "echo", "e", 1));
     expect_reply(&b, 9); /* the cancel was read before it, and did nothing */
     assert_int_equal(long_poll_cancelled(), 1);
@@ -169,11 +162,11 @@ static void test_cancel_copy_passes_a_held_connection(void **state)
         assert_true(raw_request(&b, 200 + i, 2 + i, 0, 0, "park", "p", 1));
     for (int i = 0; i < NHOLD; i++)
         assert_true(long_poll_wait_started(WATCHDOG_S)); /* they run: b's input is held */
-    assert_true(send_cancel(&b, 100));
+    assert_true(raw_cancel(&b, 100));
     assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_true(raw_next_is_error(&b, 100, ARPC_EHANDLER));
     for (uint64_t i = 0; i < NHOLD; i++) /* the connection's own calls, cancelled as ever */
-        assert_true(send_cancel(&b, 200 + i));
+        assert_true(raw_cancel(&b, 200 + i));
     for (int i = 0; i < NHOLD; i++)
         assert_true(long_poll_wait_cancelled(WATCHDOG_S));
     assert_int_equal(long_poll_cancelled(), NHOLD + 1);

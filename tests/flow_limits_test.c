@@ -524,9 +524,7 @@ static void test_cancel_of_a_held_copy_reaches_its_call(void **state)
     struct raw_client next;
     const uint64_t xid = held_copy_xid;
     hold_the_client(&fx, &next, true);
-    uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
-    arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, xid, 0);
-    assert_true(raw_send(&next, cancel, sizeof(cancel)));
+    assert_true(raw_cancel(&next, xid));
     assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
     struct raw_frame f; /* the copy, read once the hold ended: the call's result */
     assert_true(raw_read(&next, &f, false));
@@ -572,9 +570,7 @@ static void test_held_copy_far_back_is_cancelled(void **state)
     for (uint64_t xid = 10; xid < 10 + AHEAD; xid++)
         assert_true(raw_request(&next, xid, 0, 0, 0, "t.echo", "e", 1));
     assert_true(raw_request(&next, held_copy_xid, 1, 0, 0, "t.poll", "p", 1)); /* the copy */
-    uint8_t cancel[ARPC_FRAME_HEADER_SIZE];
-    arpc_frame_encode_header(cancel, ARPC_FRAME_CANCEL, held_copy_xid, 0);
-    assert_true(raw_send(&next, cancel, sizeof(cancel)));
+    assert_true(raw_cancel(&next, held_copy_xid));
     assert_true(long_poll_wait_cancelled(TEST_WAIT_MS / 1000));
     struct raw_frame f; /* the hold ends: every call is answered, the copy with the call's result */
     for (int i = 0; i < AHEAD + 2; i++) {
@@ -600,10 +596,10 @@ static void test_held_cancel_naming_nothing_cancels_nothing(void **state)
     struct fixture fx;
     struct raw_client next;
     hold_the_client(&fx, &next, false);
-    uint8_t frames[2 * ARPC_FRAME_HEADER_SIZE];
-    arpc_frame_encode_header(frames, ARPC_FRAME_CANCEL, held_copy_xid, 0);
-    arpc_frame_encode_header(frames + ARPC_FRAME_HEADER_SIZE, ARPC_FRAME_PING, 42, 0);
-    assert_true(raw_send(&next, frames, sizeof(frames)));
+    assert_true(raw_cancel(&next, held_copy_xid));
+    uint8_t ping[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(ping, ARPC_FRAME_PING, 42, 0);
+    assert_true(raw_send(&next, ping, sizeof(ping)));
     struct raw_frame f;
     assert_true(raw_read(&next, &f, true));
     assert_int_equal(ARPC_FRAME_PONG, f.f.f_kind);

@@ -503,6 +503,14 @@ static void fake_call(const char *answer, int want_rc, const char *want_text)
     assert_int_equal(atomic_load(&bad_line), 0);
 }
 
+/* fake_call with a response whose "error" is text (plain: no quotes or escapes). */
+static void fake_error_call(const char *text, int want_rc, const char *want_text)
+{
+    char answer[256];
+    snprintf(answer, sizeof(answer), "{\"id\":1,\"result\":null,\"error\":\"%s\"}\n", text);
+    fake_call(answer, want_rc, want_text);
+}
+
 /* An error text says whether the call ran: arpc's server names its own answers by the error
  * ("ARPC_ESHUTDOWN: ..."), which the caller gets as that outcome with the words after the
  * name; Go's texts for a name it cannot serve are ARPC_ENOMETHOD; a request arpc's server did
@@ -511,22 +519,17 @@ static void fake_call(const char *answer, int want_rc, const char *want_text)
 static void test_error_texts_say_whether_the_call_ran(void **state)
 {
     (void)state;
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN: server shutting down\"}\n", ARPC_ESHUTDOWN,
-              "server shutting down");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EABANDONED: it may have run\"}\n", ARPC_EABANDONED,
-              "it may have run");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EHANDLER: ARPC_ESHUTDOWN: mine\"}\n", ARPC_EHANDLER,
-              "ARPC_ESHUTDOWN: mine");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"rpc: can't find method F.M\"}\n", ARPC_ENOMETHOD,
-              "rpc: can't find method F.M");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"jsonrpc: params must be an array\"}\n", ARPC_EREJECTED,
-              "jsonrpc: params must be an array");
+    fake_error_call("ARPC_ESHUTDOWN: server shutting down", ARPC_ESHUTDOWN, "server shutting down");
+    fake_error_call("ARPC_EABANDONED: it may have run", ARPC_EABANDONED, "it may have run");
+    fake_error_call("ARPC_EHANDLER: ARPC_ESHUTDOWN: mine", ARPC_EHANDLER, "ARPC_ESHUTDOWN: mine");
+    fake_error_call("rpc: can't find method F.M", ARPC_ENOMETHOD, "rpc: can't find method F.M");
+    fake_error_call("jsonrpc: params must be an array", ARPC_EREJECTED, "jsonrpc: params must be an array");
     /* Not an outcome: ARPC_OK and ARPC_EPENDING named, an unknown name, no space. */
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_OK: fine\"}\n", ARPC_EHANDLER, "ARPC_OK: fine");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EPENDING: later\"}\n", ARPC_EHANDLER, "ARPC_EPENDING: later");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_EWHAT: x\"}\n", ARPC_EHANDLER, "ARPC_EWHAT: x");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN:x\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN:x");
-    fake_call("{\"id\":1,\"result\":null,\"error\":\"ARPC_ESHUTDOWN\"}\n", ARPC_EHANDLER, "ARPC_ESHUTDOWN");
+    fake_error_call("ARPC_OK: fine", ARPC_EHANDLER, "ARPC_OK: fine");
+    fake_error_call("ARPC_EPENDING: later", ARPC_EHANDLER, "ARPC_EPENDING: later");
+    fake_error_call("ARPC_EWHAT: x", ARPC_EHANDLER, "ARPC_EWHAT: x");
+    fake_error_call("ARPC_ESHUTDOWN:x", ARPC_EHANDLER, "ARPC_ESHUTDOWN:x");
+    fake_error_call("ARPC_ESHUTDOWN", ARPC_EHANDLER, "ARPC_ESHUTDOWN");
 }
 
 static void test_server_breaking_rules(void **state)

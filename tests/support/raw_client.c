@@ -143,6 +143,13 @@ bool raw_request(struct raw_client *r, uint64_t xid, uint64_t seq, uint64_t ack,
     return ok;
 }
 
+bool raw_cancel(struct raw_client *r, uint64_t xid)
+{
+    uint8_t frame[ARPC_FRAME_HEADER_SIZE];
+    arpc_frame_encode_header(frame, ARPC_FRAME_CANCEL, xid, 0);
+    return raw_send(r, frame, sizeof(frame));
+}
+
 bool raw_goodbye(struct raw_client *r)
 {
     uint8_t bye[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + 3];

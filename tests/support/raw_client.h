@@ -49,6 +49,8 @@ bool raw_send(struct raw_client *r, const void *bytes, size_t len);
 /* The next frame (false on EOF, error or timeout). PINGs are answered and skipped unless
  * keep_pings (then they are returned, unanswered). */
 bool raw_read(struct raw_client *r, struct raw_frame *out, bool keep_pings);
+/* A CANCEL naming call xid (by its xid: no seq), as arpc_future_cancel sends. */
+bool raw_cancel(struct raw_client *r, uint64_t xid);
 /* Says goodbye as arpc's client does on close (a GOAWAY ARPC_ESHUTDOWN): it re-sends nothing. */
 bool raw_goodbye(struct raw_client *r);
 /* The next frame is an ERROR answering xid with code (false otherwise, or after RAW_WAIT_MS). */
