@@ -32,6 +32,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "core/conn_body.h"
+#include "core/conn_bytes.h"
 #include "core/conn_held.h"
 #include "core/conn_rbuf.h"
 #include "core/peer_log.h"
@@ -382,22 +383,7 @@ static bool conn_release(struct arpc_conn *conn, unsigned reason);
 static bool conn_parse_buffered(struct arpc_conn *conn);
 static bool conn_held_reads(const struct arpc_conn *conn);
 
-/* Over the bytes bound? Not while nothing is owed or queued: then only a frame being read
- * counts, which max_body bounds, and holding it halfway would wait for ever. */
-static bool conn_bytes_over(const struct arpc_conn *conn)
-{
-    return conn->c_max_bytes != 0 && (conn->c_owed > 0 || conn->c_out.q_bytes > 0) &&
-           arpc_conn_bytes(conn) > conn->c_max_bytes;
-}
-
-static bool conn_bytes_fit(const struct arpc_conn *conn)
-{
-    return (conn->c_owed == 0 && conn->c_out.q_bytes == 0) ||
-           arpc_conn_bytes(conn) <= conn->c_max_bytes - conn->c_max_bytes / 4;
-}
-
-/* The connection holds its own input (the owner hears of it, e.g. to log it). */
-static void conn_hold_own(struct arpc_conn *conn, unsigned reason)
+void conn_hold_own(struct arpc_conn *conn, unsigned reason)
 {
     if (conn->c_hold & reason)
         return;
@@ -422,32 +408,6 @@ static bool conn_check_resume(struct arpc_conn *conn)
     /* Still held, and output under its bound again: control frames pass once more, those
      * buffered meanwhile first. */
     return conn->c_hold != 0 && !conn_watching_reads(conn) && conn_held_passes(conn) && conn_parse_buffered(conn);
-}
-
-/* Saturating: a bound near SIZE_MAX (in effect none) must not wrap round to a small total. */
-static size_t conn_add_sat(size_t a, size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
-
-size_t arpc_conn_bytes(const struct arpc_conn *conn)
-{
-    /* A large body read apart (core/conn_body.c) is held memory too, as the read buffer is. */
-    size_t held = conn_add_sat(conn->c_rcap, conn->c_body != NULL ? conn->c_body_cap : 0);
-    return conn_add_sat(conn_add_sat(held, conn->c_out.q_bytes), conn->c_owed);
-}
-
-void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max) { conn->c_max_bytes = max; }
-
-void arpc_conn_owe(struct arpc_conn *conn, size_t n)
-{
-    conn->c_owed = conn_add_sat(conn->c_owed, n);
-    if (conn->c_open && conn_bytes_over(conn))
-        conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
-}
-
-void arpc_conn_paid(struct arpc_conn *conn, size_t n)
-{
-    conn->c_owed = n < conn->c_owed ? conn->c_owed - n : 0;
-    if ((conn->c_hold & ARPC_CONN_HOLD_BYTES) && conn_bytes_fit(conn))
-        conn_release(conn, ARPC_CONN_HOLD_BYTES);
 }
 
 void arpc_conn_flush_now(struct arpc_conn *conn)
@@ -504,128 +464,6 @@ static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)
     }
     if (!conn_flush(conn))
         (void)conn_check_resume(conn);
-}
-
-/* Queues a frame at the back (or, for the rest of one another thread began, at the front),
- * with head[0..head_len) before it (copied; 0: none). */
-static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
-                      size_t len, arpc_outq_release_fn release, bool front)
-{
-    int rc = !conn->c_open || conn->c_wr_shut ? ARPC_ECONNLOST /* (nothing follows a half-close) */
-             : head_len != 0 ? arpc_outq_push_headed(&conn->c_out, head, head_len, base, data, len, release, front)
-             : front         ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
-                             : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
-    if (rc != ARPC_OK) {
-        if (release != NULL)
-            release(base);
-        else
-            arpc_free(base);
-        return rc;
-    }
-    len += head_len;
-    if (conn->c_stats != NULL)
-        arpc_stat_add(&conn->c_stats->io_queued, len);
-    if (conn->c_out.q_bytes == len) { /* it was empty: the write timeout's clock starts */
-        conn->c_last_tx = ev_now(conn->c_ev);
-        conn->c_tx_mark_unset = true; /* (no look at the kernel's queue on this path) */
-    }
-    /* The loop owns the socket from its first queued frame until its queue is empty, so a
-     * frame it queued (a HELLO, an answer) goes out before any another thread writes later
-     * (core/conn_write.h). Taken, it gets it back from the writer's job. */
-    (void)arpc_conn_writer_take(conn);
-    if (!ev_is_active(&conn->c_flush)) {
-        ev_prepare_start(conn->c_ev, &conn->c_flush);
-        arpc_loop_prepare_due(conn->c_loop);
-    }
-    /* The peer is not reading what we send: stop taking more work from it. */
-    if (conn->c_backlog_limit && conn->c_out.q_bytes > ARPC_CONN_BACKLOG_HIGH)
-        conn_hold_own(conn, ARPC_CONN_HOLD_BACKLOG);
-    if (conn_bytes_over(conn))
-        conn_hold_own(conn, ARPC_CONN_HOLD_BYTES);
-    return ARPC_OK;
-}
-
-int arpc_conn_send_shared(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
-                          arpc_outq_release_fn release)
-{
-    return conn_queue(conn, NULL, 0, base, data, len, release, false);
-}
-
-int arpc_conn_send_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
-                          size_t len, arpc_outq_release_fn release)
-{
-    return conn_queue(conn, head, head_len, base, data, len, release, false);
-}
-
-int arpc_conn_send_rest_headed(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base,
-                               uint8_t *data, size_t len, arpc_outq_release_fn release)
-{
-    bool open = conn->c_open;
-    int rc = conn_queue(conn, head, head_len, base, data, len, release, true);
-    if (rc == ARPC_ENOMEM && open)
-        arpc_conn_close(conn, ARPC_ENOMEM); /* the peer would wait for the frame's end for ever */
-    else if (rc == ARPC_OK)
-        /* Only the loop changes a word holding CW_HANDOFF (writers' CAS from 0 fail), and it
-         * is not closed (c_open): the loop owns the socket until its queue is empty. */
-        atomic_store(&conn->c_writer.w_state, CW_LOOP);
-    return rc;
-}
-
-int arpc_conn_send_rest(struct arpc_conn *conn, void *base, uint8_t *data, size_t len,
-                        arpc_outq_release_fn release)
-{
-    return arpc_conn_send_rest_headed(conn, NULL, 0, base, data, len, release);
-}
-
-bool arpc_conn_withdraw(struct arpc_conn *conn, const void *base)
-{
-    if (!conn->c_open || arpc_outq_frames(&conn->c_out) < 2)
-        return false; /* (the first frame is never taken out) */
-    const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
-    size_t owed = ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0;
-    size_t taken;
-    if (!arpc_outq_withdraw(&conn->c_out, base, owed, ARPC_CONN_WITHDRAW_LOOK, &taken))
-        return false;
-    if (conn->c_stats != NULL)
-        arpc_stat_add(&conn->c_stats->io_queued, -(uint64_t)taken);
-    return true;
-}
-
-int arpc_conn_send(struct arpc_conn *conn, void *base, uint8_t *data, size_t len)
-{
-    return arpc_conn_send_shared(conn, base, data, len, NULL);
-}
-
-int arpc_conn_send_hello(struct arpc_conn *conn, uint64_t id, uint32_t flags, uint32_t max_frame, uint32_t expiry_s)
-{
-    uint8_t *buf = arpc_malloc(ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT);
-    if (buf == NULL)
-        return ARPC_ENOMEM;
-    size_t n = arpc_frame_encode_hello(buf, id, flags, max_frame, expiry_s);
-    return arpc_conn_send(conn, buf, buf, n);
-}
-
-int arpc_conn_answer_ping(struct arpc_conn *conn, const struct arpc_frame *ping)
-{
-    size_t len = ARPC_FRAME_HEADER_SIZE + ping->f_payload_len;
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return ARPC_ENOMEM;
-    arpc_frame_encode_header(buf, ARPC_FRAME_PONG, ping->f_xid, ping->f_payload_len);
-    if (ping->f_payload_len)
-        memcpy(buf + ARPC_FRAME_HEADER_SIZE, ping->f_payload, ping->f_payload_len);
-    return arpc_conn_send(conn, buf, buf, len);
-}
-
-int arpc_conn_send_error(struct arpc_conn *conn, uint8_t kind, uint64_t xid, int code, uint16_t flags,
-                         const char *msg, uint16_t msg_len)
-{
-    size_t len = arpc_frame_error_size(msg_len);
-    uint8_t *buf = arpc_malloc(len);
-    if (buf == NULL)
-        return ARPC_ENOMEM;
-    arpc_frame_encode_error(buf, kind, xid, (uint32_t)code, flags, msg, msg_len);
-    return arpc_conn_send(conn, buf, buf, len);
 }
 
 void arpc_conn_close_after_flush(struct arpc_conn *conn, int reason)
