@@ -120,6 +120,16 @@ struct arpc_loop *arpc_future_completer(const arpc_future *f);
  * the loop's own wait, which drives the loop itself. f's status or ARPC_EPENDING. */
 int arpc_future_sleep_until(arpc_future *f, uint64_t deadline_ns);
 
+/* True when f can only be completed by the loop the calling thread is inside (its completer),
+ * where a wait could never end. */
+bool arpc_future_stuck_here(const arpc_future *f);
+
+/* The loop a wait on f runs: its home (a caller-driven loop), or, on the thread that owns the
+ * wrapped or pollable loop completing it, that loop, outside its steps (inside, the wait is
+ * stuck: arpc_future_stuck_here, NULL): nobody else would run it meanwhile, and arpc_call runs
+ * it there too. NULL: the wait sleeps (or, stuck, is refused). */
+struct arpc_loop *arpc_future_loop_to_run(const arpc_future *f);
+
 /* The public entry check: NULL is false; a released future (no USER reference left) or a
  * pointer that is not a future is misuse (base/handle.h). fn: the public name to report. */
 bool arpc_future_live(const arpc_future *f, const char *fn);
