@@ -208,7 +208,7 @@ static void conn_do_close(struct arpc_conn *conn, int reason)
     ev_prepare_stop(conn->c_ev, &conn->c_flush);
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     arpc_conn_writer_close(conn); /* a thread inside its send leaves before the fd closes */
-    conn->c_handshake_ns = conn->c_stream->s_handshake_ns; /* for a fault's charge */
+    conn->c_setup_ns = conn->c_stream->s_setup_ns; /* for a fault's charge */
     const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
     struct conn_unwritten_pass unwritten = {conn, ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0};
     ops->s_close(conn->c_stream);

@@ -169,7 +169,7 @@ struct arpc_conn {
     size_t c_max_bytes;   /* read buffer + queued + owed bound (arpc_conn_limit_bytes); 0: none */
     size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
-    uint64_t c_handshake_ns; /* once closed: its stream's s_handshake_ns (the stream is gone) */
+    uint64_t c_setup_ns; /* once closed: its stream's s_setup_ns (the stream is gone) */
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
     struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
     /* The byte stream (transport/stream.h): c_plain over c_fd, or a TLS stream. */
@@ -224,11 +224,19 @@ static inline enum arpc_stream_handshake arpc_conn_handshake(const struct arpc_c
     return conn->c_open && conn->c_stream->s_ops->s_handshake != NULL ? conn->c_stream->s_ops->s_handshake(conn->c_stream)
                                                                        : ARPC_STREAM_NO_HANDSHAKE;
 }
-/* Loop thread: the CPU time the connection's TLS handshake took so far (0 for plain streams),
- * open or closed. */
-static inline uint64_t arpc_conn_handshake_ns(const struct arpc_conn *conn)
+/* Loop thread: the CPU time the connection's set-up took so far (its TLS handshake, and a
+ * server's reads until it let the peer in; 0 for plain streams), open or closed. */
+static inline uint64_t arpc_conn_setup_ns(const struct arpc_conn *conn)
 {
-    return conn->c_open ? conn->c_stream->s_handshake_ns : conn->c_handshake_ns;
+    return conn->c_open ? conn->c_stream->s_setup_ns : conn->c_setup_ns;
+}
+/* Loop thread: the owner let the peer in (a server: its HELLO accepted). Its frames are
+ * answered from now on (c_stranger) and its stream stops counting the set-up's cost. */
+static inline void arpc_conn_let_in(struct arpc_conn *conn)
+{
+    conn->c_stranger = false;
+    if (conn->c_open)
+        conn->c_stream->s_let_in = true;
 }
 /* Large frames: a body of ARPC_CONN_BODY_MIN bytes or more is read into a buffer of its own
  * rather than through the read buffer (no copy out of it, no compaction, no growth of the

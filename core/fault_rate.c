@@ -78,6 +78,6 @@ void fault_rate_charge(struct server_conn *sc)
     struct listener_gate *g = fault_gate(s, sc->sc_peer.transport);
     if (g == NULL || g->lg_rate == 0)
         return;
-    uint64_t extra = arpc_conn_handshake_ns(&sc->sc_conn) / FAULT_PLAIN_NS;
+    uint64_t extra = arpc_conn_setup_ns(&sc->sc_conn) / FAULT_PLAIN_NS;
     arpc_token_bucket_charge(&g->lg_bucket, arpc_now_ns(), extra < UINT32_MAX ? 1 + (uint32_t)extra : UINT32_MAX);
 }

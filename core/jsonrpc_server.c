@@ -101,6 +101,8 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     if (why != NULL) {
         sc->sc_refused = true;
         jsonrpc_refuse_code(sc, ARPC_EAUTH, why);
+    } else {
+        arpc_conn_let_in(conn);
     }
     return true;
 }

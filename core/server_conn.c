@@ -244,7 +244,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
         return;
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
-    sc->sc_conn.c_stranger = false; /* its PINGs are answered from now on */
+    arpc_conn_let_in(&sc->sc_conn); /* its PINGs are answered from now on */
     sc->sc_client_id = f->f_client_id;
     sc->sc_incarnation = f->f_incarnation;
     sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id, f->f_incarnation);

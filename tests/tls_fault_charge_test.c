@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/log_capture.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -196,6 +197,49 @@ static void test_a_handshake_done_then_silent_is_charged(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A peer that finishes its handshake and then sends its HELLO (a wrong token of 4 KiB) one
+ * byte a record: ~4,100 records, each two recv calls and a decryption on the loop, ~20 ms
+ * here, before the token is refused. The set-up's clock runs until the server lets the peer
+ * in, not only through the TLS handshake: charged for them, the peer pauses a listener whose
+ * burst (100: 4 ms) its handshake alone (~1 ms) stays within. Before: charged its handshake
+ * only, no pause. */
+static void test_a_hello_a_byte_a_record_is_charged(void **state)
+{
+    (void)state;
+    static const arpc_auth_token tokens[] = {{.token = "right", .len = 5}, {.token = NULL}};
+    arpc_server_options so = {.workers = 1,
+                              .tls = &pair.tp_server,
+                              .max_fault_rate = 100,
+                              .fault_burst = 100,
+                              .authenticate = arpc_auth_fixed_tokens,
+                              .authenticate_ctx = (void *)tokens};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
+    assert_non_null(ctx);
+    int fd = tls_bare_connect(addr);
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, fd));
+    assert_int_equal(1, SSL_connect(ssl));
+    static char wrong[ARPC_AUTH_TOKEN_MAX_BYTES + 1];
+    memset(wrong, 'w', ARPC_AUTH_TOKEN_MAX_BYTES);
+    static uint8_t hello[ARPC_FRAME_HEADER_SIZE + 64 + ARPC_AUTH_TOKEN_MAX_BYTES];
+    assert_true(arpc_frame_hello_token_size(ARPC_AUTH_TOKEN_MAX_BYTES) <= sizeof(hello));
+    size_t n = arpc_frame_encode_hello_token(hello, 7, 0, 0, wrong, ARPC_AUTH_TOKEN_MAX_BYTES);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(1, SSL_write(ssl, hello + i, 1)); /* one record each */
+    wait_close(fd);
+    assert_true(REACHES(s, connections_faulted, 1));
+    knock(s, addr, 2);
+    assert_true(SERVER_STAT(s, fault_rate_pauses) >= 1);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static int setup_all(void **state)
 {
     (void)state;
@@ -223,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_garbage_is_charged_little),
         cmocka_unit_test(test_a_handshake_stalled_is_a_fault),
         cmocka_unit_test(test_a_handshake_done_then_silent_is_charged),
+        cmocka_unit_test(test_a_hello_a_byte_a_record_is_charged),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -82,9 +82,12 @@ struct arpc_stream {
                          * broke it), or ARPC_ETLS (handshake, certificate or record refused) */
     const char *s_why;  /* after ARPC_STREAM_FAILED: one line saying why ("" for none), valid
                          * until s_close */
-    uint64_t s_handshake_ns; /* CPU time its reads and writes spent on a handshake so far (TLS;
-                              * 0 for plain): what a peer that then faults cost the server
-                              * beyond a plain fault (core/fault_rate.c) */
+    uint64_t s_setup_ns; /* CPU time its reads and writes spent before the peer was let in (TLS:
+                          * the handshake, and on a server the reads up to s_let_in; 0 for
+                          * plain): what a peer that then faults cost the server beyond a
+                          * plain fault (core/fault_rate.c) */
+    bool s_let_in;       /* the owner let the peer in (a server: its HELLO accepted): the
+                          * set-up's clock stops (arpc_conn_let_in) */
     _Atomic uint64_t s_sent; /* bytes written to s_fd, in all (TLS: records, handshakes and
                               * alerts): against the kernel's send queue, what the peer took
                               * (core/conn.c, the write timeout). Written by the one thread

@@ -2,12 +2,14 @@
  * The socket under a TLS stream, as an OpenSSL BIO that writes with send(MSG_NOSIGNAL).
  * OpenSSL's own socket BIO writes with write(2): a peer that went away would raise SIGPIPE,
  * which kills a program that did not ignore it; a library must not ask that of its users.
- * Reads are plain recv(2). The fd is not the BIO's: the stream closes it. Its data is the
- * stream (its fd, and the count of bytes sent, s_sent).
+ * Reads are plain recv(2), within the limits of the stream's struct tls_wire (its data): so
+ * many recv calls per read or write of the stream, and a stranger's handshake bytes. The fd is
+ * not the BIO's: the stream closes it.
  */
 #include <errno.h>
 #include <openssl/bio.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -16,7 +18,9 @@
 static BIO_METHOD *bio_method; /* made once, never changed after: shared by every stream */
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
-static struct arpc_stream *bio_stream(BIO *b) { return BIO_get_data(b); }
+static struct tls_wire *bio_wire(BIO *b) { return BIO_get_data(b); }
+
+static struct arpc_stream *bio_stream(BIO *b) { return bio_wire(b)->w_stream; }
 
 static bool bio_again(void) { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
 
@@ -34,11 +38,40 @@ static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
     return 0;
 }
 
+/* A server's peer that sends more handshake than any client needs is refused (w_over): the
+ * bytes would be held, and parsed, before anything else is known of it. */
+static bool bio_hello_fits(struct tls_wire *w, size_t n)
+{
+    if (!w->w_server || !w->w_shaking)
+        return true;
+    w->w_shake_bytes += n;
+    if (atomic_load_explicit(&w->w_stream->s_sent, memory_order_relaxed) == 0)
+        w->w_hello_bytes += n;
+    if (w->w_hello_bytes > TLS_CLIENT_HELLO_MAX) {
+        w->w_over = "ClientHello";
+        w->w_over_limit = TLS_CLIENT_HELLO_MAX;
+    } else if (w->w_shake_bytes > TLS_HANDSHAKE_READ_MAX) {
+        w->w_over = "handshake";
+        w->w_over_limit = TLS_HANDSHAKE_READ_MAX;
+    }
+    return w->w_over == NULL;
+}
+
 static int bio_read(BIO *b, char *buf, size_t len, size_t *readbytes)
 {
     BIO_clear_retry_flags(b);
-    ssize_t n = recv(bio_stream(b)->s_fd, buf, len, 0);
+    struct tls_wire *w = bio_wire(b);
+    if (w->w_over != NULL)
+        return 0; /* the stream fails with w_over's words */
+    if (w->w_recvs_left == 0) {
+        BIO_set_retry_read(b); /* this read's share is spent: the rest next turn */
+        return 0;
+    }
+    w->w_recvs_left--;
+    ssize_t n = recv(w->w_stream->s_fd, buf, len, 0);
     if (n > 0) {
+        if (!bio_hello_fits(w, (size_t)n))
+            return 0;
         *readbytes = (size_t)n;
         return 1;
     }
@@ -73,12 +106,12 @@ static void bio_method_make(void)
     bio_method = m;
 }
 
-BIO *tls_bio_socket(struct arpc_stream *s)
+BIO *tls_bio_socket(struct tls_wire *w)
 {
     pthread_once(&bio_once, bio_method_make);
     BIO *b = bio_method != NULL ? BIO_new(bio_method) : NULL;
     if (b != NULL) {
-        BIO_set_data(b, s);
+        BIO_set_data(b, w);
         BIO_set_init(b, 1);
     }
     return b;

@@ -234,6 +234,11 @@ static void tls_target_host(const struct arpc_target *target, char *host, size_t
 int arpc_tls_client_new(struct arpc_tls **out, const struct arpc_target *target, const arpc_tls_options *o,
                         char *why, size_t whylen)
 {
+    if (o != NULL && o->server_name != NULL && o->server_name[0] == '\0') {
+        snprintf(why, whylen, "tls.server_name is empty: give the name the server's certificate must carry, or "
+                              "NULL for the address's host");
+        return ARPC_EINVAL;
+    }
     struct arpc_tls *t;
     int rc = tls_new(&t, true, o, why, whylen);
     if (rc != ARPC_OK)

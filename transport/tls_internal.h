@@ -16,10 +16,35 @@ struct arpc_tls {
     char t_host[ARPC_ADDR_MAX];  /* client: the name the server's certificate must carry */
 };
 
-/* A BIO over the stream's socket (s->s_fd, read at each call) that never raises SIGPIPE and
- * counts what it sends in s->s_sent (tls_bio.c); the fd stays the stream's. NULL without
- * memory. */
-BIO *tls_bio_socket(struct arpc_stream *s);
+/* The socket under a TLS stream as its BIO sees it (tls_bio.c), and what one read or write of
+ * the stream may still ask of it. Its costs are per record, not per byte it yields: a peer
+ * sending 1-byte records, or handshake messages that yield no bytes at all (a TLS 1.3
+ * KeyUpdate flood), would otherwise hold the loop for as long as its socket stays full. */
+struct tls_wire {
+    struct arpc_stream *w_stream;
+    unsigned w_recvs_left;   /* recv(2) calls this read or write may still make: then "retry",
+                              * and level-triggered readiness brings the connection back */
+    bool w_server;           /* a server's stream: its peer is a stranger until it is let in */
+    bool w_shaking;          /* the handshake is not finished (set before each SSL call) */
+    size_t w_shake_bytes;    /* a server's: bytes read during the handshake */
+    size_t w_hello_bytes;    /* a server's: bytes read before it sent any (the ClientHello) */
+    const char *w_over;      /* what the peer sent too much of ("ClientHello", "handshake"):
+                              * the stream fails (ARPC_ETLS) */
+    size_t w_over_limit;     /* ... and the limit it went over */
+};
+
+/* A server reads at most this much of a ClientHello (OpenSSL takes up to ~128 KiB, buffered
+ * whole before it is judged: 160 KiB a stranger's connection held until its handshake timed
+ * out). Real ones are a few KiB, post-quantum key shares included. */
+#define TLS_CLIENT_HELLO_MAX (16 * 1024)
+/* ... and of a whole handshake: the ClientHello, a client's chain (TLS_PEER_CHAIN_MAX) and
+ * the messages around them. */
+#define TLS_HANDSHAKE_READ_MAX (64 * 1024)
+
+/* A BIO over w->w_stream's socket (its s_fd, read at each call) that never raises SIGPIPE,
+ * counts what it sends in s_sent, and reads within w's limits (tls_bio.c); the fd stays the
+ * stream's. NULL without memory. */
+BIO *tls_bio_socket(struct tls_wire *w);
 
 /* A client context's SSL_CTX_set_client_cert_cb: the server asked for a certificate and the
  * client has none configured; noted in the stream, to explain a refusal that may follow. */

@@ -14,10 +14,19 @@
  * ARPC_ECONNLOST like on any socket, a TLS alert (e.g. TLS 1.3's "certificate required",
  * which a client hears only after its side of the handshake is done) ARPC_ETLS.
  *
- * The handshake's cost: the thread CPU time of the reads and writes that run it is counted
- * (s_handshake_ns; two clock reads per call until it ends, none after), so that a peer that
- * faults after making the server do its key exchange, its signature or a chain's parsing is
- * charged for them (core/fault_rate.c), not as one plain fault.
+ * A stranger's cost: the thread CPU time of the reads and writes that run the handshake, and
+ * on a server those until its owner lets the peer in (s_let_in: its HELLO accepted), is
+ * counted (s_setup_ns; two clock reads per call until then, none after), so that a peer that
+ * faults after making the server do its key exchange, its signature, a chain's parsing, or
+ * the records of a HELLO sent a byte at a time, is charged for them (core/fault_rate.c), not
+ * as one plain fault.
+ *
+ * Reading is bounded by records, not by the bytes they yield (struct tls_wire): a read may
+ * make TLS_READ_RECVS recv calls, and two more per record of room it was given, then stops
+ * with what it has (or WANT_READ), and the socket's readiness brings the connection back next
+ * turn. A peer of 1-byte records, or of handshake messages that yield nothing (a KeyUpdate
+ * flood), costs the loop a bounded slice a turn like any other. A server's stranger may send
+ * at most TLS_CLIENT_HELLO_MAX of ClientHello and TLS_HANDSHAKE_READ_MAX of handshake.
  *
  * Reading fills the caller's buffer record after record until the socket has nothing more,
  * so a short read means the socket is drained; a record larger than the room left stays
@@ -47,10 +56,14 @@
 
 #define TLS_RECORD_MAX 16384     /* the largest plaintext one TLS record carries */
 #define TLS_DIRECT_MAX (256 * 1024)
+/* recv calls a read may make beyond two per record of its room (a record's header, then its
+ * body): a record whose body comes in pieces takes a few more. */
+#define TLS_READ_RECVS 16u
 
 struct tls_stream {
     struct arpc_stream ts_base;
     SSL *ts_ssl;
+    struct tls_wire ts_wire; /* the socket under ts_ssl, as its BIO reads it */
     bool ts_failed;     /* a fatal error: no close_notify, no further SSL calls but free */
     bool ts_gathered;   /* the offered bytes are in ts_wbuf (else they are iov[0]'s own) */
     bool ts_read_any;   /* application bytes came from the peer */
@@ -78,6 +91,15 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         return ARPC_STREAM_WANT_WRITE;
     }
     bool shaken = SSL_is_init_finished(ts->ts_ssl);
+    if (ts->ts_wire.w_over != NULL) { /* a stranger sent more than its handshake may take */
+        ERR_clear_error();
+        ts->ts_failed = true;
+        ts->ts_base.s_error = ARPC_ETLS;
+        ts->ts_base.s_why = ts->ts_why;
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "TLS handshake failed: the peer sent a %s over %zu bytes",
+                 ts->ts_wire.w_over, ts->ts_wire.w_over_limit);
+        return ARPC_STREAM_FAILED;
+    }
     if (err == SSL_ERROR_ZERO_RETURN && reading && shaken)
         return 0; /* close_notify */
     unsigned long e = ERR_peek_last_error();
@@ -133,18 +155,24 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* A read's or write's start on the handshake's clock: the thread's CPU time while the
- * handshake lasts, 0 (no clock read) once it is done. */
-static uint64_t handshake_clock(const struct tls_stream *ts)
+/* A read's or write's start: its share of recv calls (room bytes of plaintext wanted), and
+ * its start on the set-up clock: the thread's CPU time while the handshake lasts, or on a
+ * server until the peer is let in; 0 (no clock read) after. */
+static uint64_t wire_arm(struct tls_stream *ts, size_t room)
 {
-    return SSL_is_init_finished(ts->ts_ssl) ? 0 : thread_cpu_ns();
+    struct tls_wire *w = &ts->ts_wire;
+    size_t records = room / TLS_RECORD_MAX + 1;
+    w->w_recvs_left = TLS_READ_RECVS + (unsigned)(records < 1024 ? 2 * records : 2048);
+    bool shaken = SSL_is_init_finished(ts->ts_ssl);
+    w->w_shaking = !shaken;
+    return shaken && (!w->w_server || ts->ts_base.s_let_in) ? 0 : thread_cpu_ns();
 }
 
-/* Counts what the read or write that started at t0 (handshake_clock) spent on the handshake. */
-static void handshake_count(struct tls_stream *ts, uint64_t t0)
+/* Counts what the read or write that started at t0 (wire_arm) cost before the peer was in. */
+static void setup_count(struct tls_stream *ts, uint64_t t0)
 {
     if (t0 != 0)
-        ts->ts_base.s_handshake_ns += thread_cpu_ns() - t0;
+        ts->ts_base.s_setup_ns += thread_cpu_ns() - t0;
 }
 
 static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
@@ -171,9 +199,9 @@ static ssize_t tls_read_records(struct tls_stream *ts, void *buf, size_t len)
 static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
-    uint64_t t0 = handshake_clock(ts);
+    uint64_t t0 = wire_arm(ts, len);
     ssize_t r = tls_read_records(ts, buf, len);
-    handshake_count(ts, t0);
+    setup_count(ts, t0);
     return r;
 }
 
@@ -225,9 +253,9 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
 static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int iovcnt)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
-    uint64_t t0 = handshake_clock(ts);
+    uint64_t t0 = wire_arm(ts, 0); /* (a write reads during the handshake only) */
     ssize_t r = tls_write_record(ts, iov, iovcnt);
-    handshake_count(ts, t0);
+    setup_count(ts, t0);
     return r;
 }
 
@@ -332,7 +360,9 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
 {
     struct tls_stream *ts = arpc_calloc(1, sizeof(*ts));
     SSL *ssl = ts != NULL ? SSL_new(tls->t_ctx) : NULL;
-    BIO *bio = ssl != NULL ? tls_bio_socket(&ts->ts_base) : NULL; /* (its fd is set below) */
+    if (ts != NULL)
+        ts->ts_wire = (struct tls_wire){.w_stream = &ts->ts_base, .w_server = !tls->t_client};
+    BIO *bio = ssl != NULL ? tls_bio_socket(&ts->ts_wire) : NULL; /* (its fd is set below) */
     bool ok = bio != NULL && SSL_set_app_data(ssl, ts) == 1;
     if (bio != NULL)
         SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */

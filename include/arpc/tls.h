@@ -52,12 +52,15 @@ typedef struct arpc_tls_options {
     const char *ca_file;
     const char *ca_dir;
     /* Client: the name the server's certificate must carry (and the SNI sent); NULL: the
-     * address's HOST (an IP address is then checked against the certificate's IP entries). */
+     * address's HOST (an IP address is then checked against the certificate's IP entries).
+     * An empty name is ARPC_EINVAL. */
     const char *server_name;
     /* Server: every client must present a certificate that ca_file/ca_dir verify (mutual TLS).
      * Without it, a client certificate is still asked for and verified when ca_file/ca_dir
      * are given, but not required. A client's chain (its certificate and the intermediates it
-     * sends) is at most 16 KiB: a longer one fails the handshake ("excessive message size"). */
+     * sends) is at most 16 KiB: a longer one fails the handshake ("excessive message size"); its
+     * ClientHello at most 16 KiB, and all it sends before the handshake ends 64 KiB ("TLS
+     * handshake failed: the peer sent a ClientHello over 16384 bytes"). */
     bool require_client_cert;
 } arpc_tls_options;
 
