@@ -67,14 +67,35 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
     return false;
 }
 
-/* A verified certificate names its holder: the same subject from the same issuer, the same
- * identity, on every server. The issuer's digest is the hash's key: a server trusting two
- * authorities must not take the "CN=alice" one vouched for for the other's (this separates
+/* A verified certificate names its holder: the same subject, names and issuer's key, the same
+ * identity, on every server (transport/tls.h, arpc_tls_peer_subject's digest is the hash's
+ * key): a server trusting two authorities must not take the "CN=alice" one vouched for for
+ * the other's, even where the two have the same name, nor two holders whose certificates
+ * name them only by their alternative names (their subjects empty) for one (this separates
  * holders, it hides nothing). */
-static uint64_t cert_identity(const char *subject, const uint8_t issuer[ARPC_SIPHASH_KEY_SIZE])
+static uint64_t cert_identity(const char *subject, const uint8_t holder[ARPC_SIPHASH_KEY_SIZE])
 {
-    uint64_t h = arpc_siphash24(issuer, subject, strlen(subject));
+    uint64_t h = arpc_siphash24(holder, subject, strlen(subject));
     return ARPC_AUTH_CERT_IDENTITY | (h & (ARPC_AUTH_CERT_IDENTITY - 1));
+}
+
+/* The identity at-most-once state is kept under, where the callback named a client the
+ * transport proved something of too (a certificate, a uid): both. Holders of one token (a
+ * shared one, or a fixed list's entry, which names all its holders alike) with different
+ * certificates or uids are different clients to the reply cache, so one cannot be answered
+ * from another's replies by sending its client id. The key is fixed (any will do: the reply
+ * cache's own key is a keyed hash of this under the server's secret). */
+static uint64_t key_identity(uint64_t named, uint64_t proven)
+{
+    static const uint8_t join_key[ARPC_SIPHASH_KEY_SIZE] = "arpc identities";
+    if (named == 0 || proven == 0)
+        return named != 0 ? named : proven;
+    uint8_t both[16];
+    for (int i = 0; i < 8; i++) {
+        both[i] = (uint8_t)(named >> (8 * i));
+        both[8 + i] = (uint8_t)(proven >> (8 * i));
+    }
+    return arpc_siphash24(join_key, both, sizeof(both));
 }
 
 /* Why the peer may not in, in words for the client and the log; NULL: it may. Sets the
@@ -105,11 +126,11 @@ static const char *auth_judge(struct server_conn *sc, const struct arpc_frame *f
         snprintf(buf, len, "the server admits listed uids and gids only, and %s peers have none", peer->transport);
         return buf;
     }
-    if (identity == 0 && peer->cert_subject != NULL)
-        identity = cert_identity(peer->cert_subject, sc->sc_peer_issuer);
-    else if (identity == 0 && peer->has_creds)
-        identity = ARPC_AUTH_UID_IDENTITY(peer->uid);
-    peer->identity = identity;
+    uint64_t proven = peer->cert_subject != NULL ? cert_identity(peer->cert_subject, sc->sc_peer_holder)
+                      : peer->has_creds          ? ARPC_AUTH_UID_IDENTITY(peer->uid)
+                                                 : 0;
+    peer->identity = identity != 0 ? identity : proven;
+    sc->sc_key_identity = key_identity(identity, proven);
     return NULL;
 }
 

@@ -210,8 +210,8 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
 bool sconn_learn_peer(struct server_conn *sc)
 {
     char *subject = NULL;
-    _Static_assert(sizeof(sc->sc_peer_issuer) == ARPC_TLS_ISSUER_DIGEST, "the issuer's digest fits");
-    int rc = arpc_tls_peer_subject(sc->sc_conn.c_stream, &subject, sc->sc_peer_issuer);
+    _Static_assert(sizeof(sc->sc_peer_holder) == ARPC_TLS_HOLDER_DIGEST, "the holder's digest fits");
+    int rc = arpc_tls_peer_subject(sc->sc_conn.c_stream, &subject, sc->sc_peer_holder);
     if (rc == ARPC_OK) {
         sc->sc_peer_subject = subject;
         sc->sc_peer.cert_subject = subject;
@@ -247,7 +247,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     arpc_conn_let_in(&sc->sc_conn); /* its PINGs are answered from now on */
     sc->sc_client_id = f->f_client_id;
     sc->sc_incarnation = f->f_incarnation;
-    sc->sc_cache_key = namespace_key(s, sc->sc_peer.identity, f->f_client_id, f->f_incarnation);
+    sc->sc_cache_key = namespace_key(s, sc->sc_key_identity, f->f_client_id, f->f_incarnation);
     sc->sc_conn.c_max_body = s->sv_max_frame; /* the handshake's bound is over */
     if (f->f_max_frame != 0)
         sc->sc_client_max = f->f_max_frame;

@@ -317,7 +317,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         return false;
     }
     s->sv_admitting = sc;
-    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, sc->sc_peer.identity, f->f_seq,
+    enum arpc_rc_verdict v = arpc_reply_cache_begin(&s->sv_cache, sc->sc_cache_key, sc->sc_key_identity, f->f_seq,
                                                     f->f_ack, sc, f->f_xid, arpc_now_coarse_ns(), &cached, &attached);
     s->sv_admitting = NULL;
     char msg[192];

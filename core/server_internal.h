@@ -75,6 +75,9 @@ struct server_conn {
     uint64_t sc_incarnation; /* from its HELLO; 0: an older client's, or none */
     uint64_t sc_cache_key;  /* what the reply cache knows the client by (core/server_namespace.c) */
     arpc_peer_info sc_peer; /* fixed at accept, but identity: at HELLO (core/server_auth.c) */
+    uint64_t sc_key_identity; /* what keys its at-most-once state with its client id: its
+                               * identity, joined with what the transport proved of it where
+                               * the callback named it too (core/server_auth.c) */
     bool sc_refused;        /* its HELLO failed the checks: nothing more is read */
     bool sc_hello;
     bool sc_counted;        /* counts toward max_connections (not one refused for it) */
@@ -104,7 +107,7 @@ struct server_conn {
     struct jsonrpc_sconn *sc_json; /* a JSON-RPC connection's state (core/jsonrpc_server.c); NULL: arpc frames */
     char *sc_peer_subject;  /* TLS: the client certificate's subject, set at HELLO (before any
                              * request, so workers read it without a lock); NULL: none */
-    uint8_t sc_peer_issuer[16]; /* with sc_peer_subject: its issuer's digest (transport/tls.h) */
+    uint8_t sc_peer_holder[16]; /* with sc_peer_subject: its holder's digest (transport/tls.h) */
     /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
      * and the client id's entry they count toward too (NULL for client id 0). */
     unsigned sc_ncalls;

@@ -185,6 +185,65 @@ static void test_same_subject_from_two_issuers_two_identities(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* What "who" says of each of two holders on a server trusting ca_file: their identities (hex). */
+static void two_identities(const char *ca_file, const char *a, const char *b, uint64_t *ida, uint64_t *idb,
+                           char **subject_a, char **subject_b)
+{
+    char addr[ARPC_ADDR_MAX], pem[256], key[256];
+    arpc_server *s = start_server_trusting(addr, ca_file);
+    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&certs, a, "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, a, "key"));
+    char *first = who(addr, pem, key);
+    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&certs, b, "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, b, "key"));
+    char *second = who(addr, pem, key);
+    *ida = strtoull(first, NULL, 16);
+    *idb = strtoull(second, NULL, 16);
+    *subject_a = strdup(strchr(first, ' ') + 1);
+    *subject_b = strdup(strchr(second, ' ') + 1);
+    free(first);
+    free(second);
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* Two authorities of the same name ("CN=arpc test CA", two keys), each vouching for a
+ * "CN=alice,O=arpc tests": two holders. Before, the issuer was known by its name's digest:
+ * one identity, so either was answered from the other's reply cache by sending its client id
+ * (a review). */
+static void test_same_name_authorities_two_identities(void **state)
+{
+    (void)state;
+    char twins[256];
+    snprintf(twins, sizeof(twins), "%s", tls_certs_path(&certs, "twins_ca", "pem"));
+    uint64_t id1, id2;
+    char *s1, *s2;
+    two_identities(twins, "client", "twin_client", &id1, &id2, &s1, &s2);
+    assert_string_equal(TLS_CERTS_CLIENT_SUBJECT, s1);
+    assert_string_equal(TLS_CERTS_CLIENT_SUBJECT, s2);
+    if (id1 == id2)
+        fail_msg("two authorities named alike give their \"%s\" one identity %" PRIx64, s1, id1);
+    free(s1);
+    free(s2);
+}
+
+/* Two certificates that name their holders by a URI alone (SPIFFE's way), their subjects
+ * empty: two holders. Before, the identity hashed the subject only: one for both (a review). */
+static void test_holders_named_by_alternative_names_two_identities(void **state)
+{
+    (void)state;
+    uint64_t id1, id2;
+    char *s1, *s2;
+    two_identities(pair.tp_ca, "san_a", "san_b", &id1, &id2, &s1, &s2);
+    assert_string_equal("", s1); /* what handlers see: the subject, empty */
+    assert_string_equal("", s2);
+    assert_true((id1 & ARPC_AUTH_CERT_IDENTITY) != 0 && (id2 & ARPC_AUTH_CERT_IDENTITY) != 0);
+    if (id1 == id2)
+        fail_msg("two holders named by their alternative names share the identity %" PRIx64, id1);
+    free(s1);
+    free(s2);
+}
+
 static int setup_all(void **state)
 {
     (void)state;
@@ -220,6 +279,8 @@ int main(void)
         cmocka_unit_test(test_subject_without_memory_refuses_verified_client),
         cmocka_unit_test(test_control_bytes_in_subject_escaped),
         cmocka_unit_test(test_same_subject_from_two_issuers_two_identities),
+        cmocka_unit_test(test_same_name_authorities_two_identities),
+        cmocka_unit_test(test_holders_named_by_alternative_names_two_identities),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

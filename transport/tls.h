@@ -52,15 +52,18 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out);
 /* Whether this build has TLS: false where tls:// is only refused (tls_absent.c). */
 bool arpc_tls_built(void);
 
-#define ARPC_TLS_ISSUER_DIGEST 16
+#define ARPC_TLS_HOLDER_DIGEST 16
 
 /* The verified peer certificate's subject as one RFC 2253 line (control and non-ASCII bytes
- * escaped as \XX), allocated into *out (arpc_free), and the first ARPC_TLS_ISSUER_DIGEST
- * bytes of the SHA-256 of its issuer's name (DER) into issuer: the same subject from two
- * authorities is two holders. ARPC_OK with *out NULL: a stream that is not TLS, or a peer
- * without a verified certificate. A verified certificate whose subject cannot be had is an
- * error, never "no subject" (the peer would pass for anonymous): ARPC_ENOMEM, *out NULL.
- * Loop thread. */
-int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issuer[ARPC_TLS_ISSUER_DIGEST]);
+ * escaped as \XX), allocated into *out (arpc_free), and into holder the first
+ * ARPC_TLS_HOLDER_DIGEST bytes of a SHA-256 of what names its holder beyond that line: its
+ * issuer's public key (from the verified chain: two authorities of the same name are two),
+ * its subject (DER) and its subject alternative names (DER; a certificate may name its holder
+ * by those alone, its subject empty). The same holder has the same digest on every server and
+ * across renewals of its certificate by the same CA key. ARPC_OK with *out NULL: a stream
+ * that is not TLS, or a peer without a verified certificate. A verified certificate whose
+ * subject or digest cannot be had is an error, never "no subject" (the peer would pass for
+ * anonymous): ARPC_ENOMEM, *out NULL. Loop thread. */
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t holder[ARPC_TLS_HOLDER_DIGEST]);
 
 #endif

@@ -94,10 +94,10 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     return ARPC_EADDR;
 }
 
-int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issuer[ARPC_TLS_ISSUER_DIGEST])
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t holder[ARPC_TLS_HOLDER_DIGEST])
 {
     (void)s;
-    (void)issuer;
+    (void)holder;
     *out = NULL;
     return ARPC_OK;
 }

@@ -383,7 +383,37 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     return ARPC_OK;
 }
 
-int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issuer[ARPC_TLS_ISSUER_DIGEST])
+/* The holder's digest (transport/tls.h): SHA-256 of the issuer's key, the subject and the
+ * subject alternative names, each DER, each after its length (no two lists of parts run
+ * together into the same bytes). The issuer is the verified chain's second certificate, or
+ * the leaf itself where it was trusted as it is. */
+static bool holder_digest(SSL *ssl, X509 *cert, uint8_t holder[ARPC_TLS_HOLDER_DIGEST])
+{
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+    X509 *issuer = chain != NULL && sk_X509_num(chain) > 1 ? sk_X509_value(chain, 1) : cert;
+    unsigned char key[EVP_MAX_MD_SIZE], md[EVP_MAX_MD_SIZE];
+    unsigned int key_len = 0, md_len = 0;
+    unsigned char *subject = NULL;
+    int subject_len = i2d_X509_NAME(X509_get_subject_name(cert), &subject);
+    int san_at = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+    const ASN1_OCTET_STRING *san = san_at >= 0 ? X509_EXTENSION_get_data(X509_get_ext(cert, san_at)) : NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint32_t lens[3] = {0, subject_len > 0 ? (uint32_t)subject_len : 0,
+                        san != NULL ? (uint32_t)ASN1_STRING_length(san) : 0};
+    bool ok = ctx != NULL && subject_len > 0 && X509_pubkey_digest(issuer, EVP_sha256(), key, &key_len) == 1;
+    lens[0] = key_len;
+    ok = ok && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, lens, sizeof(lens)) == 1 &&
+         EVP_DigestUpdate(ctx, key, key_len) == 1 && EVP_DigestUpdate(ctx, subject, (size_t)subject_len) == 1 &&
+         (san == NULL || EVP_DigestUpdate(ctx, ASN1_STRING_get0_data(san), lens[2]) == 1) &&
+         EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= ARPC_TLS_HOLDER_DIGEST;
+    if (ok)
+        memcpy(holder, md, ARPC_TLS_HOLDER_DIGEST);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_free(subject);
+    return ok;
+}
+
+int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t holder[ARPC_TLS_HOLDER_DIGEST])
 {
     *out = NULL;
     if (s == NULL || s->s_ops != &tls_stream_ops)
@@ -395,14 +425,10 @@ int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t issue
     /* From here on the peer is a verified holder: no subject is a failure, never "nobody".
      * Printing fails only without memory: a name it could not print (a UTF8String that is not
      * UTF-8, say) is refused when the certificate is parsed (OpenSSL canonicalises names). */
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
     BIO *bio = BIO_new(BIO_s_mem());
     int rc = ARPC_ENOMEM;
-    if (bio != NULL && X509_NAME_digest(X509_get_issuer_name(cert), EVP_sha256(), md, &md_len) == 1 &&
-        md_len >= ARPC_TLS_ISSUER_DIGEST &&
+    if (bio != NULL && holder_digest(ts->ts_ssl, cert, holder) &&
         X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
-        memcpy(issuer, md, ARPC_TLS_ISSUER_DIGEST);
         char *text;
         long n = BIO_get_mem_data(bio, &text);
         if (n >= 0 && (*out = arpc_malloc((size_t)n + 1)) != NULL) {

@@ -14,13 +14,18 @@
  * arpc_client_last_error. The token travels in clear text unless the transport encrypts it.
  *
  * Identity: the callback may name the client (a non-zero 64-bit identity); without one, a
- * tls:// client with a verified certificate is named by its subject and its issuer
- * (ARPC_AUTH_CERT_IDENTITY bit set, the rest a hash of the subject keyed by a digest of the
- * issuer's name: a server trusting several CAs keeps apart the "CN=alice" each vouches for,
- * though handlers see the same arpc_request_peer_subject) and a peer with known credentials is
- * ARPC_AUTH_UID_IDENTITY(uid). At-most-once replies are kept
- * per (identity, client id), so a client cannot be answered from, nor fill, the reply cache of
- * a client with another identity by sending its client id.
+ * tls:// client with a verified certificate is named by its certificate (ARPC_AUTH_CERT_IDENTITY
+ * bit set, the rest a hash of its subject and alternative names keyed by a digest of its
+ * issuer's public key: a server trusting several CAs, even two of the same name, keeps apart
+ * the "CN=alice" each vouches for, though handlers see the same arpc_request_peer_subject; and
+ * certificates naming their holders by alternative names alone, their subjects empty, name
+ * different holders) and a peer with known credentials is ARPC_AUTH_UID_IDENTITY(uid).
+ * At-most-once replies are kept per (identity, client id), so a client cannot be answered
+ * from, nor fill, the reply cache of a client with another identity by sending its client
+ * id. Where the callback names a client that the transport also proved something of (a
+ * verified certificate, a uid), the reply cache keys it by both: holders of one token with
+ * different certificates or uids are different clients there, though peer->identity (what
+ * handlers see) is the callback's for all of them.
  */
 #ifndef ARPC_AUTH_H
 #define ARPC_AUTH_H

@@ -13,7 +13,8 @@
 
 #define DAY_S (24L * 3600)
 
-static const char *const cert_names[] = {"ca", "other_ca", "server", "expired", "client", "other_server", "other_client"};
+static const char *const cert_names[] = {"ca",           "other_ca", "server", "expired", "client", "other_server",
+                                         "other_client", "twin_ca",  "twin_client", "san_a", "san_b"};
 #define NCERTS (sizeof(cert_names) / sizeof(cert_names[0]))
 
 const char *tls_certs_path(struct tls_certs *tc, const char *name, const char *kind)
@@ -42,8 +43,8 @@ static bool add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
     return ok;
 }
 
-/* A certificate for key with subject O=org (if any), CN=cn, valid from..until
- * seconds from now, signed by issuer_key (itself when NULL: a CA). */
+/* A certificate for key with subject O=org (if any), CN=cn (if any: none and no org, an empty
+ * subject), valid from..until seconds from now, signed by issuer_key (itself when NULL: a CA). */
 static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *org, long from, long until, X509 *issuer,
                        EVP_PKEY *issuer_key, bool ca, const char *san)
 {
@@ -60,7 +61,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *org, long from
     /* Most general first, as usual: RFC 2253 prints them the other way round ("CN=..,O=.."). */
     if (org != NULL)
         X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)org, -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    if (cn != NULL)
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509 *signer = issuer != NULL ? issuer : cert;
     X509_set_issuer_name(cert, X509_get_subject_name(signer));
     bool ok = add_ext(cert, signer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE") &&
@@ -152,9 +154,17 @@ bool tls_certs_make(struct tls_certs *tc)
                                      server_san)) != NULL;
     ok = ok && (certs[6] = make_cert(keys[6], "alice", "arpc tests", -DAY_S, DAY_S, certs[1], keys[1], false,
                                      NULL)) != NULL;
+    ok = ok && (certs[7] = make_cert(keys[7], "arpc test CA", NULL, -DAY_S, DAY_S, NULL, NULL, true, NULL)) != NULL;
+    ok = ok && (certs[8] = make_cert(keys[8], "alice", "arpc tests", -DAY_S, DAY_S, certs[7], keys[7], false,
+                                     NULL)) != NULL;
+    ok = ok && (certs[9] = make_cert(keys[9], NULL, NULL, -DAY_S, DAY_S, certs[0], keys[0], false,
+                                     "critical,URI:spiffe://arpc.test/a")) != NULL;
+    ok = ok && (certs[10] = make_cert(keys[10], NULL, NULL, -DAY_S, DAY_S, certs[0], keys[0], false,
+                                      "critical,URI:spiffe://arpc.test/b")) != NULL;
     for (size_t i = 0; i < NCERTS && ok; i++)
         ok = write_pair(tc, cert_names[i], certs[i], keys[i]);
     ok = ok && write_bundle(tc, "both_ca", certs[0], certs[1]);
+    ok = ok && write_bundle(tc, "twins_ca", certs[0], certs[7]);
     ok = ok && write_revocations(tc, certs[0], keys[0], (X509 *const[]){certs[2], certs[4]}, 2);
     for (size_t i = 0; i < NCERTS; i++) {
         X509_free(certs[i]);
@@ -226,6 +236,7 @@ void tls_certs_remove(struct tls_certs *tc)
     }
     unlink(tls_certs_path(tc, "revoked_ca", "pem"));
     unlink(tls_certs_path(tc, "both_ca", "pem"));
+    unlink(tls_certs_path(tc, "twins_ca", "pem"));
     rmdir(tc->tc_dir);
 }
 #endif

@@ -12,8 +12,14 @@
  *   other_server  as server, but signed by other_ca (certificate rotation)
  *   other_client  "CN=alice,O=arpc tests" as client, but signed by other_ca (another holder
  *                 of the same name, vouched for by another authority)
+ *   twin_ca       "CN=arpc test CA" as ca, with a key of its own (another authority of the
+ *                 same name)
+ *   twin_client   "CN=alice,O=arpc tests" as client, but signed by twin_ca
+ *   san_a, san_b  an empty subject, named by a URI alone (spiffe://arpc.test/a and /b),
+ *                 signed by ca
  * and revoked_ca.pem: ca's certificate and its CRL, which revokes server and client;
- * both_ca.pem: ca's and other_ca's certificates (a bundle trusting both).
+ * both_ca.pem: ca's and other_ca's certificates (a bundle trusting both); twins_ca.pem: ca's
+ * and twin_ca's.
  */
 #ifndef ARPC_TEST_TLS_CERTS_H
 #define ARPC_TEST_TLS_CERTS_H
