@@ -32,6 +32,11 @@ bool arpc_handle_in_use(const void *h, unsigned users, const char *route, const 
 
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
 {
+    return arpc_handle_kill_to(h, want, ARPC_MAGIC_DEAD, kind, fn);
+}
+
+bool arpc_handle_kill_to(void *h, uint32_t want, uint32_t to, const char *kind, const char *fn)
+{
     if (h == NULL)
         return false;
     /* A CAS, not an exchange: never write into what is not ours. seq_cst: a close kills the
@@ -40,7 +45,7 @@ bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn)
      * both stores ordered before both loads. */
     uint32_t live = want;
     if (ARPC_HANDLE_FREED(h) ||
-        !atomic_compare_exchange_strong_explicit((arpc_magic *)h, &live, ARPC_MAGIC_DEAD, memory_order_seq_cst,
+        !atomic_compare_exchange_strong_explicit((arpc_magic *)h, &live, to, memory_order_seq_cst,
                                                  memory_order_relaxed))
         return arpc_handle_misuse(h, kind, fn);
     return true;

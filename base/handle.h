@@ -29,6 +29,11 @@
 #define ARPC_MAGIC_GROUP 0x61477270u   /* "aGrp": arpc_actor_group */
 #define ARPC_MAGIC_REQUEST 0x61526571u /* "aReq": arpc_request */
 #define ARPC_MAGIC_DEAD 0xdeadc105u
+/* A client whose close has begun and not returned: its memory is still the client's, and a
+ * call started on it then (a then-callback that close's completions run, retrying) is refused
+ * ARPC_ESHUTDOWN rather than taken for misuse (core/client_api.c: client_enter). Every other
+ * entry point treats it as dead. */
+#define ARPC_MAGIC_CLIENT_CLOSING 0x61436c73u /* "aCls" */
 
 typedef _Atomic uint32_t arpc_magic;
 
@@ -83,6 +88,8 @@ static inline bool arpc_handle_enter(void *h, atomic_size_t *live, uint32_t want
 /* Marks a live handle dead (its close/destroy/last release begins). False, after reporting
  * misuse as arpc_handle_check does, when it was not live: a second close. */
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn);
+/* The same, marking it `to` (ARPC_MAGIC_DEAD, or a closing state its kind knows) instead. */
+bool arpc_handle_kill_to(void *h, uint32_t want, uint32_t to, const char *kind, const char *fn);
 
 /* Marks a handle dead that no other thread can reach any more (its last reference is going):
  * a plain store, the count already settled the race. */

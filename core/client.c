@@ -334,8 +334,9 @@ int arpc_client_close(arpc_client *c)
                  "callback or task of its loop), it would wait for itself (close from another thread)");
         return ARPC_EBUSY;
     }
-    /* From here the handle is dead: a second close, even a racing one, is caught. */
-    if (!arpc_handle_kill(c, ARPC_MAGIC_CLIENT, "client", __func__))
+    /* From here the handle is closing: a second close, even a racing one, is caught, and a call
+     * started meanwhile (a callback the close's completions run) is refused ARPC_ESHUTDOWN. */
+    if (!arpc_handle_kill_to(c, ARPC_MAGIC_CLIENT, ARPC_MAGIC_CLIENT_CLOSING, "client", __func__))
         return ARPC_EINVAL;
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */
@@ -352,6 +353,7 @@ int arpc_client_close(arpc_client *c)
      * them: what is left is callers between their entry and their hand-over (client_enter,
      * core/client_api.c), which the stopped loop refuses, so they leave at once. */
     arpc_loop_fence_until_zero(c->cl_loop, &c->cl_live);
+    arpc_handle_poison(c); /* closed: any use from now on is misuse */
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop);
     else

@@ -159,9 +159,33 @@ const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_canc
  * reached through macros, see arpc/common.h). Returns c, or NULL (the call then fails
  * ARPC_EINVAL; a closed or freed handle reported).
  */
-static arpc_client *client_enter(arpc_client *c, const char *fn)
+/* A client whose close has begun: a call then is refused, not misuse (base/handle.h). Read
+ * before the caller is counted (it then touches nothing more), or after (close waits for it). */
+static bool client_closing(const arpc_client *c)
 {
-    return c != NULL && arpc_handle_enter(c, &c->cl_live, ARPC_MAGIC_CLIENT, "client", fn) ? c : NULL;
+    return !ARPC_HANDLE_FREED(c) && atomic_load((const arpc_magic *)c) == ARPC_MAGIC_CLIENT_CLOSING;
+}
+
+/* The caller's way in (arpc_handle_enter): c counted in cl_live, or NULL with *refused the
+ * call's outcome: ARPC_EINVAL (NULL, or misuse, reported), ARPC_ESHUTDOWN (closing). */
+static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused)
+{
+    *refused = ARPC_EINVAL;
+    if (c != NULL && client_closing(c)) {
+        *refused = ARPC_ESHUTDOWN;
+        return NULL;
+    }
+    if (c == NULL || !arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn))
+        return NULL;
+    atomic_fetch_add(&c->cl_live, 1);
+    if (atomic_load((arpc_magic *)c) == ARPC_MAGIC_CLIENT)
+        return c;
+    if (client_closing(c))
+        *refused = ARPC_ESHUTDOWN;
+    else
+        (void)arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn); /* misuse, before the count goes */
+    atomic_fetch_sub(&c->cl_live, 1);
+    return NULL;
 }
 
 /* A caller that entered and hands nothing to the loop. Its last touch of c. */
@@ -225,21 +249,24 @@ static void request_encode(uint8_t *dst, uint8_t kind, const char *method, size_
     arpc_frame_encode_request(dst, kind, 0, 0, 0, 0, method, (uint16_t)method_len, req, (uint32_t)req_len);
 }
 
-/* Starts a call on a client the caller entered (client_enter; NULL: the call fails
- * ARPC_EINVAL), and leaves it. Before it is handed to the loop, attach (if not NULL) runs with
+/* Starts a call on a client the caller entered (client_enter; NULL: the call fails with
+ * refused, client_enter's outcome), and leaves it. Before it is handed to the loop, attach (if not NULL) runs with
  * the future, so that e.g. a completion queue is attached before the call can complete; if
  * attach fails the call is not sent. Returns the future (NULL only without memory for it). */
-static arpc_future *call_start(arpc_client *c, const char *method, const void *req, size_t req_len,
+static arpc_future *call_start(arpc_client *c, int refused, const char *method, const void *req, size_t req_len,
                                const arpc_call_options *caller_o, size_t o_size,
                                int (*attach)(arpc_future *f, void *arg), void *attach_arg, int *attach_rc)
 {
     arpc_call_options copy;
     int rc = arpc_options_copy(&copy, sizeof(copy), caller_o, o_size);
     const arpc_call_options *o = caller_o != NULL ? &copy : NULL;
-    if (rc == ARPC_OK && c == NULL)
-        rc = ARPC_EINVAL;
-    size_t method_len = 0, total = 0;
     const char *why = NULL; /* an argument refused, for the result */
+    if (rc == ARPC_OK && c == NULL) {
+        rc = refused;
+        if (rc == ARPC_ESHUTDOWN)
+            why = "the client is closing (arpc_client_close has begun): the call was not sent";
+    }
+    size_t method_len = 0, total = 0;
     char too_large[TOO_LARGE_WHY_MAX];
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
@@ -300,16 +327,18 @@ static arpc_future *call_start(arpc_client *c, const char *method, const void *r
 arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
                                     const arpc_call_options *o, size_t o_size)
 {
-    c = client_enter(c, "arpc_call_async_opts");
-    return call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
+    int refused;
+    c = client_enter(c, "arpc_call_async_opts", &refused);
+    return call_start(c, refused, method, req, req_len, o, o_size, NULL, NULL, NULL);
 }
 
 arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
                              int64_t deadline_ms)
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
-    c = client_enter(c, __func__);
-    return call_start(c, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
+    int refused;
+    c = client_enter(c, __func__, &refused);
+    return call_start(c, refused, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
 /* arpc_call and arpc_call_opts; fn: the public name the application called, for its log lines. */
@@ -320,7 +349,8 @@ static int call_blocking(arpc_client *c, const char *fn, const char *method, con
         *reply = NULL;
     if (reply_len != NULL)
         *reply_len = 0;
-    c = client_enter(c, fn);
+    int refused;
+    c = client_enter(c, fn, &refused);
     if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
         client_leave(c);
         /* Blocking on the loop that must deliver the reply. */
@@ -331,7 +361,7 @@ static int call_blocking(arpc_client *c, const char *fn, const char *method, con
     /* Chosen before the hand-over: from then on another thread's arpc_client_close may end
      * the call and free the client (and its own loop) while this thread is on its way. */
     arpc_loop *drive = c != NULL && !c->cl_owns_loop ? c->cl_loop : NULL;
-    arpc_future *f = call_start(c, method, req, req_len, o, o_size, NULL, NULL, NULL);
+    arpc_future *f = call_start(c, refused, method, req, req_len, o, o_size, NULL, NULL, NULL);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
@@ -375,11 +405,12 @@ static int go_start(arpc_client *c, const char *fn, const char *method, const vo
 {
     if (cq == NULL)
         return ARPC_EINVAL;
-    c = client_enter(c, fn);
+    int refused;
+    c = client_enter(c, fn, &refused);
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
-    arpc_future *f = call_start(c, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
+    arpc_future *f = call_start(c, refused, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
     arpc_future_release(f); /* the caller's USER reference: the queue keeps one of its own */
@@ -432,8 +463,9 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 
 int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
 {
-    if ((c = client_enter(c, __func__)) == NULL)
-        return ARPC_EINVAL;
+    int refused;
+    if ((c = client_enter(c, __func__, &refused)) == NULL)
+        return refused;
     size_t method_len = 0, total = 0;
     const char *why = NULL;
     char too_large[TOO_LARGE_WHY_MAX];
