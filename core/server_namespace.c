@@ -30,10 +30,14 @@
  *
  * A secret that is there but is not the log's (a key restored from the wrong backup, or one
  * made by hand for a log that had one) is the same danger, silently. So beside the key a
- * check is kept (CHECK_FILE: SipHash of CHECK_MSG under the secret, written after the key the
- * same way): a key the check does not match, beside a log that remembers clients, refuses to
- * start. A missing check (a log older than the check, or a crash between the two files) is
- * written from the key there. And since the key is written after the log's first segment, a
+ * check is kept (CHECK_FILE: SipHash of CHECK_MSG and the log's epoch under the secret,
+ * written after the key the same way): a key the check does not match, beside a log that
+ * remembers clients, refuses to start. The epoch ties the pair to its log: a wrong backup
+ * restores both files, which agree with each other, but not with this log's epoch (a
+ * review: a check of the key alone let another directory's pair in, and a re-sent call ran
+ * again). A check of the key alone (written before the epoch was in it) is taken once and
+ * written again with the epoch. A missing check (a log older than the check, or a crash
+ * between the two files) is written from the key there. And since the key is written after the log's first segment, a
  * key with no segment beside it means the segments were removed: core/server_journal.c
  * refuses that too (namespace_expected).
  */
@@ -108,15 +112,19 @@ static int write_small(int dirfd, const char *dir, const char *name, const char 
     return ARPC_OK;
 }
 
-static void check_of(const uint8_t *key, uint8_t out[CHECK_SIZE])
+/* The check of key for the log of epoch (0: the key alone, as before the epoch was in it). */
+static void check_of(const uint8_t *key, uint64_t epoch, uint8_t out[CHECK_SIZE])
 {
-    le_st64(out, arpc_siphash24(key, CHECK_MSG, sizeof(CHECK_MSG) - 1));
+    uint8_t msg[sizeof(CHECK_MSG) - 1 + 8];
+    memcpy(msg, CHECK_MSG, sizeof(CHECK_MSG) - 1);
+    le_st64(msg + sizeof(CHECK_MSG) - 1, epoch);
+    le_st64(out, arpc_siphash24(key, msg, epoch != 0 ? sizeof(msg) : sizeof(CHECK_MSG) - 1));
 }
 
-static int write_check(int dirfd, const char *dir, const uint8_t *key, char *why, size_t whylen)
+static int write_check(arpc_server *s, int dirfd, const char *dir, char *why, size_t whylen)
 {
     uint8_t check[CHECK_SIZE];
-    check_of(key, check);
+    check_of(s->sv_ns_secret, s->sv_epoch, check);
     return write_small(dirfd, dir, CHECK_FILE, CHECK_TMP, check, sizeof(check), why, whylen);
 }
 
@@ -126,16 +134,18 @@ static int verify_secret(arpc_server *s, int dirfd, const char *dir, char *why, 
     uint8_t check[CHECK_SIZE], want[CHECK_SIZE];
     int rc = read_small(dirfd, dir, CHECK_FILE, check, sizeof(check), why, whylen);
     if (rc == ARPC_EAGAIN)
-        return write_check(dirfd, dir, s->sv_ns_secret, why, whylen);
+        return write_check(s, dirfd, dir, why, whylen);
     if (rc != ARPC_OK)
         return rc;
-    check_of(s->sv_ns_secret, want);
+    check_of(s->sv_ns_secret, s->sv_epoch, want);
     if (memcmp(check, want, sizeof(check)) == 0)
         return ARPC_OK;
-    if (!arpc_reply_log_had_clients(s->sv_log))
-        return write_check(dirfd, dir, s->sv_ns_secret, why, whylen); /* nothing to lose */
+    check_of(s->sv_ns_secret, 0, want); /* the key's alone: written by an earlier version */
+    if (memcmp(check, want, sizeof(check)) == 0 || !arpc_reply_log_had_clients(s->sv_log))
+        return write_check(s, dirfd, dir, why, whylen); /* now tied to the log (or nothing to lose) */
     snprintf(why, whylen,
-             "namespace secret %s/%s is not the one the reply log there was written with (%s does not match it): "
+             "namespace secret %s/%s is not the one the reply log there was written with (%s does not match it "
+             "and the log's epoch): "
              "the calls the log remembers would run again; refusing to start (restore the log's own %s from a "
              "backup; or move the directory away to start empty)",
              dir, NAMESPACE_FILE, CHECK_FILE, NAMESPACE_FILE);
@@ -168,7 +178,7 @@ int namespace_init(arpc_server *s, const char *log_dir, char *why, size_t whylen
             rc = write_small(dirfd, log_dir, NAMESPACE_FILE, NAMESPACE_TMP, s->sv_ns_secret, ARPC_SIPHASH_KEY_SIZE,
                              why, whylen);
         if (rc == ARPC_OK)
-            rc = write_check(dirfd, log_dir, s->sv_ns_secret, why, whylen);
+            rc = write_check(s, dirfd, log_dir, why, whylen);
     }
     close(dirfd);
     return rc;

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "base/le.h"
+#include "base/siphash.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
 
@@ -253,6 +255,74 @@ static void test_key_without_a_check_gets_one(void **state)
     server_proc_rmdir(dir);
 }
 
+static void write_check(const char *dir, const uint8_t check[8])
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/namespace.check", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(8, write(fd, check, 8));
+    close(fd);
+}
+
+/* Another log's key and check, both restored from the wrong backup: they agree with each
+ * other, not with this log. Before, the check covered the key alone, so the pair was taken,
+ * and a re-sent call the log remembered ran again (a review). */
+static void test_another_logs_key_and_check_refuse(void **state)
+{
+    (void)state;
+    char dir[256], other_dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    server_proc_mkdir(other_dir, sizeof(other_dir));
+    serve_one_call(dir);
+    serve_one_call(other_dir);
+    uint8_t key[KEY_SIZE], check[8], other_key[KEY_SIZE], other_check[8];
+    assert_true(read_key(dir, key) && read_check(dir, check));
+    assert_true(read_key(other_dir, other_key) && read_check(other_dir, other_check));
+    write_key(dir, other_key);
+    write_check(dir, other_check);
+    arpc_server *s;
+    char why[1024];
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    expect_words(why, "is not the one the reply log there was written with");
+    write_key(dir, key); /* its own pair back: it starts */
+    write_check(dir, check);
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+    server_proc_rmdir(other_dir);
+}
+
+/* A check of the key alone (written before the log's epoch was in it) is taken, and written
+ * again tied to the log: from then on another log's pair is refused. */
+static void test_a_check_of_the_key_alone_is_tied_to_the_log(void **state)
+{
+    (void)state;
+    char dir[256], other_dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    server_proc_mkdir(other_dir, sizeof(other_dir));
+    serve_one_call(dir);
+    serve_one_call(other_dir);
+    uint8_t key[KEY_SIZE], alone[8], now[8];
+    assert_true(read_key(dir, key));
+    static const char msg[] = "arpc namespace.key check";
+    le_st64(alone, arpc_siphash24(key, msg, sizeof(msg) - 1));
+    write_check(dir, alone);
+    arpc_server *s;
+    char why[1024];
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    assert_true(read_check(dir, now));
+    assert_memory_not_equal(alone, now, 8); /* written again, with the epoch */
+    uint8_t other_key[KEY_SIZE], other_check[8];
+    assert_true(read_key(other_dir, other_key) && read_check(other_dir, other_check));
+    write_key(dir, other_key);
+    write_check(dir, other_check);
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    server_proc_rmdir(dir);
+    server_proc_rmdir(other_dir);
+}
+
 /* The key is written after the log's first segment, so a key without segments means they were
  * removed: before, the server started empty under a new epoch, its state gone, in silence. */
 static void test_removed_segments_refuse(void **state)
@@ -285,6 +355,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_wrong_key_beside_a_log_with_clients_refuses),
         cmocka_unit_test(test_key_without_a_check_gets_one),
         cmocka_unit_test(test_removed_segments_refuse),
+        cmocka_unit_test(test_another_logs_key_and_check_refuse),
+        cmocka_unit_test(test_a_check_of_the_key_alone_is_tied_to_the_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
