@@ -645,7 +645,8 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
      * server's at-most-once calls), where this way only the handler hears. */
     if (effect_len > ARPC_DURABLE_MAX || len > ARPC_DURABLE_MAX - effect_len)
         return ARPC_ETOOLARGE;
-    /* An empty effect is still an effect: the call changed nothing, but it was made. */
+    /* An empty effect is still a durable reply (logged before it leaves), though recovery
+     * hands back non-empty effects only: the call changed nothing (arpc/server.h). */
     return reply_with(req, ARPC_FRAME_REPLY, ARPC_OK, data, len, true, effect != NULL ? effect : "", effect_len);
 }
 

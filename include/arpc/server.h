@@ -130,7 +130,8 @@ typedef struct arpc_server_options {
     uint32_t fsync_batch_records; /* ARPC_FSYNC_BATCH: 0: 1024 */
     uint64_t log_compact_bytes;   /* compact when a segment passes this; 0: 64 MiB */
     /* Exactly-once for state built from effects: at create, recover gets the latest
-     * checkpoint and then every effect logged after it, in order (see arpc_reply_durable). */
+     * checkpoint and then every non-empty effect logged after it, in order (see
+     * arpc_reply_durable; an empty effect changed nothing and is not handed back). */
     arpc_recover_fn recover;
     void *recover_ctx;
     /* If not NULL, a failed arpc_server_create writes why into errbuf (e.g. "reply log DIR is
@@ -525,7 +526,9 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
 /* Exactly-once: replies with data, and logs effect (what the call changed, in the
  * application's own encoding) in the same record as the reply. The reply leaves only once the
  * record is durable (per the fsync policy), and after a restart the server's recover callback
- * gets every logged effect again, in order: an application that applies each effect to its
+ * gets every logged effect again, in order (every non-empty one: an effect of 0 bytes, a call
+ * that changed nothing, is logged as a plain reply and not handed back, so state must not
+ * count calls through empty effects): an application that applies each effect to its
  * state once, and rebuilds its state from them, reflects every call exactly once across
  * crashes -- a call whose record did not make it to disk has no effect and was never answered,
  * so its client's retry runs it. Call it from the thread that applies the effects to the
