@@ -69,6 +69,21 @@ static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
+int arpc_log_keep_file(int dirfd, const char *dir, const char *name, const void *bytes, size_t len, char *why,
+                       size_t whylen)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return arpc_log_sys_fail(why, whylen, dir, "create", name, errno);
+    int err = pwrite_all(fd, bytes, len, 0);
+    if (err == 0 && fdatasync(fd) != 0)
+        err = errno;
+    close(fd);
+    if (err != 0)
+        return arpc_log_sys_fail(why, whylen, dir, "write", name, err);
+    return arpc_log_dir_sync(dirfd, dir, why, whylen);
+}
+
 /* ---- the directory ---- */
 
 int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)

@@ -43,6 +43,11 @@ int arpc_log_dir_segments(int dirfd, const char *dir, uint64_t **segs, size_t *n
 /* fsync of the directory itself: makes created, renamed and removed names durable. */
 int arpc_log_dir_sync(int dirfd, const char *dir, char *why, size_t whylen);
 
+/* Writes bytes[0..len) as DIR/name (created, or replaced), synced with its name: a file kept
+ * beside the segments for an operator (never read by the log; its name is no segment's). */
+int arpc_log_keep_file(int dirfd, const char *dir, const char *name, const void *bytes, size_t len, char *why,
+                       size_t whylen);
+
 /* Removes the segment's file; a missing file is fine. */
 int arpc_log_segment_remove(int dirfd, const char *dir, uint64_t segment, char *why, size_t whylen);
 

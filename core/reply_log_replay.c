@@ -203,18 +203,30 @@ static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
 
 /* ---- after a clean scan ---- */
 
+/* The bytes cut off go to NAME.torn first (the last cut's only): a torn write is what a crash
+ * leaves, but a record damaged in the middle whose two lengths changed together looks the
+ * same (core/reply_log_tail.c believes them), and cutting it drops every record after it.
+ * The copy keeps what an operator needs to tell the two apart. A copy that cannot be made is
+ * said and the cut goes on: a crash's tail must not keep the server down. */
 static int drop_torn_tail(struct recovery *r)
 {
     struct mapped_segment *m = &r->r_segs[r->r_nsegs - 1];
     if (m->m_good == m->m_size)
         return ARPC_OK;
-    char name[ARPC_LOG_NAME_MAX];
+    char name[ARPC_LOG_NAME_MAX], copy[ARPC_LOG_NAME_MAX + 8], why[256];
     arpc_log_segment_name(name, m->m_segment, false);
+    snprintf(copy, sizeof(copy), "%s.torn", name);
+    const char *dir = r->r_log->lg_dir;
+    bool kept = arpc_log_keep_file(r->r_log->lg_dirfd, dir, copy, m->m_base + m->m_good, m->m_size - m->m_good, why,
+                                   sizeof(why)) == ARPC_OK;
+    if (!kept)
+        arpc_log(ARPC_LOG_WARN, "reply log %s/%s: no copy kept of the torn record's bytes: %s", dir, name, why);
     if (ftruncate(m->m_fd, (off_t)m->m_good) != 0 || fdatasync(m->m_fd) != 0)
-        return arpc_log_sys_fail(r->r_why, r->r_whylen, r->r_log->lg_dir, "truncate", name, errno);
+        return arpc_log_sys_fail(r->r_why, r->r_whylen, dir, "truncate", name, errno);
     arpc_log(ARPC_LOG_WARN,
-             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there",
-             r->r_log->lg_dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good);
+             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there%s%s%s",
+             dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good, kept ? " (the bytes cut are in " : "",
+             kept ? copy : "", kept ? ")" : "");
     return ARPC_OK;
 }
 

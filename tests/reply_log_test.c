@@ -986,6 +986,16 @@ static void test_torn_tail_at_every_byte(void **state)
         assert_int_equal(2, r.neffects);
         assert_null(find_reply(&r, 3, 9));
         assert_int_equal((off_t)f.last_at, file_size(f.path)); /* truncated to the last good record */
+        if (cut > f.last_at) { /* and the bytes cut are kept beside it, for an operator */
+            char torn[300];
+            size_t torn_len;
+            snprintf(torn, sizeof(torn), "%s.torn", f.path);
+            uint8_t *kept = read_file(torn, &torn_len);
+            assert_int_equal(cut - f.last_at, torn_len);
+            assert_memory_equal(f.bytes + f.last_at, kept, torn_len);
+            free(kept);
+            assert_int_equal(0, unlink(torn));
+        }
         replayed_free(&r);
         /* The log goes on from there, and what it appends next survives a reopen. */
         struct trec *next = trec_new(ARPC_LOG_REPLY, 4, 1, 0, 60, 61);
