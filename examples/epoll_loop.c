@@ -49,7 +49,8 @@ static void h_double(arpc_request *req, void *ctx)
     arpc_reply(req, n, sizeof(n));
 }
 
-/* Then-callback: also runs inside a step on our thread, so it needs no lock. */
+/* Then-callback: also runs inside a step on our thread, so it needs no lock (this program
+ * cancels nothing from other threads: a cancel runs the callback on the cancelling thread). */
 static void on_reply(arpc_future *f, void *arg)
 {
     struct app *a = arg;

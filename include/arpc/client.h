@@ -175,7 +175,9 @@ typedef struct arpc_call_options {
  * ("unix://rel/path": from the working directory) or "inproc://name", blocking up to
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
  * limit). One attempt (every address a name resolves to, in turn): a server that is not there
- * now is reported now; once connected, the client reconnects by itself (or, with
+ * now is reported now; once connected, the client reconnects by itself, to the addresses the
+ * name resolved to at connect (it is not resolved again: a server that comes back at another
+ * address is reached by a new client) (or, with
  * opts->connect_in_background, returns at once and keeps trying: see there). Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
