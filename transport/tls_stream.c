@@ -432,7 +432,8 @@ int arpc_tls_peer_subject(const struct arpc_stream *s, char **out, uint8_t holde
         char *text;
         long n = BIO_get_mem_data(bio, &text);
         if (n >= 0 && (*out = arpc_malloc((size_t)n + 1)) != NULL) {
-            memcpy(*out, text, (size_t)n);
+            if (n > 0) /* (an empty subject: no bytes, and no buffer) */
+                memcpy(*out, text, (size_t)n);
             (*out)[n] = '\0';
             rc = ARPC_OK;
         }
