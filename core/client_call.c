@@ -346,11 +346,9 @@ static void call_finish_past_deadline(struct client_call *call, bool sent)
         call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
 }
 
-/* The call's request still waits in the output queue, wholly unwritten, behind a server that
- * does not read: take it back out, so that it is never sent (and never run, late, by a
- * server that catches up with budgets it still believes). Only if no earlier send may have
- * reached a server (cc_reached): then the call did not run. */
-static bool call_withdraw(struct client_call *call)
+/* Behind a server that does not read, a request taken back is never run, late, by a server
+ * that catches up with budgets it still believes (cc_reached: an earlier send may have). */
+bool call_withdraw(struct client_call *call)
 {
     arpc_client *c = call_client(call);
     if (!call->cc_sent || call->cc_reached || call->cc_waiting)

@@ -487,6 +487,10 @@ void client_on_loop_stop(arpc_loop *loop, void *c);
 /* client_call.c (loop thread) */
 void call_job_start(arpc_loop *loop, struct arpc_loop_job *job); /* a call reaches the loop */
 void call_finish(struct client_call *call, int status, void *data, size_t len);
+/* The call's request still waits in the output queue, wholly unwritten: taken back out, so it
+ * is never sent. True only if no earlier send may have reached a server (then the call did
+ * not run). */
+bool call_withdraw(struct client_call *call);
 void calls_on_connected(arpc_client *c);        /* the server's HELLO came: send what waits */
 void calls_on_conn_lost(arpc_client *c);        /* back to waiting, or ended */
 /* Ends every call for reason (call_ended_code: a call that was sent says it may have run). */

@@ -241,6 +241,10 @@ void calls_on_conn_lost(arpc_client *c)
 static void call_fail(struct client_call *call, void *reason)
 {
     call->cc_tracked = false; /* pending_drain took it */
+    /* A close's (or its loop's stop): a request still queued whole is taken back rather than
+     * sent as last words for a call already ended: never sent, it did not run. */
+    if (*(int *)reason == ARPC_ESHUTDOWN && call_withdraw(call))
+        call->cc_sent = false;
     call_finish(call, call_ended_code(call, *(int *)reason), NULL, 0);
 }
 
