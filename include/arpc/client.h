@@ -199,8 +199,9 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
 /* Closes the connection, completes every pending call, waits for the loop to let go of the
  * client, and frees it (and its loop, if the client owns one). A call never sent ends
  * ARPC_ESHUTDOWN (it did not run), one waiting for a connection included, and so does one
- * whose request still waited whole in the client's output queue (taken back out, never
- * sent; among the first 64 queued frames: a request further back is sent); one sent ends
+ * whose request still waited whole in the client's output queue and was taken back out
+ * (a look at the 64 frames behind the one being written and the 64 newest, for each call: a
+ * request further in is sent as before); one sent ends
  * ARPC_ECANCELLED (the server may have run it, or may still: as for a cancel, a started
  * handler may finish, and the server cancels it when it reads the close's goodbye, below), one
  * waiting to be sent again after its connection broke included.
