@@ -7,8 +7,9 @@
  *    a stranger (a review). Now a read stops after its share and the rest waits for the next
  *    turn, nothing lost;
  *  - a server reads at most 16 KiB of a stranger's ClientHello (OpenSSL buffers ~128 KiB of
- *    one before it judges it: 160 KiB a connection held until its handshake timed out) and
- *    fails the handshake saying so.
+ *    one before it judges it: 160 KiB a connection held until its handshake timed out), nor
+ *    lets a plaintext handshake message announce more (OpenSSL reserves what a header
+ *    announces), and fails the handshake saying so.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -217,6 +218,30 @@ static void test_an_oversized_client_hello_is_refused_at_once(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* Nine bytes: a record header and a ClientHello header announcing 131,000 bytes. OpenSSL
+ * reserves (and zero-fills) what a message announces on its header alone: ~155 KiB held until
+ * the handshake timed out, for nine bytes (a review of the byte count above). The header is
+ * refused as it arrives. */
+static void test_a_large_announced_message_is_refused_at_its_header(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
+    arpc_server *s = NULL;
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    log_capture_clear();
+    int fd = plain_connect(addr);
+    const uint32_t announced = 131000;
+    const uint8_t head[9] = {22, 3, 1, 16384 >> 8, 16384 & 0xff, 1, (uint8_t)(announced >> 16),
+                             (uint8_t)(announced >> 8), (uint8_t)announced};
+    assert_int_equal((ssize_t)sizeof(head), send(fd, head, sizeof(head), MSG_NOSIGNAL));
+    assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
+    close(fd);
+    WAIT_UNTIL(LOG_LINES_WITH("handshake message announcing over 16384 bytes") == 1);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void test_an_empty_server_name_is_refused(void **state)
 {
     (void)state;
@@ -239,6 +264,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_read_is_bounded_by_records),
         cmocka_unit_test(test_an_oversized_client_hello_is_refused_at_once),
+        cmocka_unit_test(test_a_large_announced_message_is_refused_at_its_header),
         cmocka_unit_test(test_an_empty_server_name_is_refused),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -40,9 +40,9 @@ static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
 
 /* A server's peer that sends more handshake than any client needs is refused (w_over): the
  * bytes would be held, and parsed, before anything else is known of it. */
-static bool bio_hello_fits(struct tls_wire *w, size_t n)
+static bool bio_hello_fits(struct tls_wire *w, const uint8_t *bytes, size_t n)
 {
-    if (!w->w_server || !w->w_shaking)
+    if (!w->w_server || SSL_is_init_finished(w->w_ssl))
         return true;
     w->w_shake_bytes += n;
     if (atomic_load_explicit(&w->w_stream->s_sent, memory_order_relaxed) == 0)
@@ -53,6 +53,9 @@ static bool bio_hello_fits(struct tls_wire *w, size_t n)
     } else if (w->w_shake_bytes > TLS_HANDSHAKE_READ_MAX) {
         w->w_over = "handshake";
         w->w_over_limit = TLS_HANDSHAKE_READ_MAX;
+    } else if (!tls_guard_feed(&w->w_guard, bytes, n, TLS_CLIENT_HELLO_MAX)) {
+        w->w_over = "handshake message announcing";
+        w->w_over_limit = TLS_CLIENT_HELLO_MAX;
     }
     return w->w_over == NULL;
 }
@@ -70,7 +73,7 @@ static int bio_read(BIO *b, char *buf, size_t len, size_t *readbytes)
     w->w_recvs_left--;
     ssize_t n = recv(w->w_stream->s_fd, buf, len, 0);
     if (n > 0) {
-        if (!bio_hello_fits(w, (size_t)n))
+        if (!bio_hello_fits(w, (const uint8_t *)buf, (size_t)n))
             return 0;
         *readbytes = (size_t)n;
         return 1;

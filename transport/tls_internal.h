@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "transport/tls.h"
+#include "transport/tls_guard.h"
 
 struct arpc_tls {
     SSL_CTX *t_ctx;
@@ -25,17 +26,19 @@ struct tls_wire {
     unsigned w_recvs_left;   /* recv(2) calls this read or write may still make: then "retry",
                               * and level-triggered readiness brings the connection back */
     bool w_server;           /* a server's stream: its peer is a stranger until it is let in */
-    bool w_shaking;          /* the handshake is not finished (set before each SSL call) */
+    SSL *w_ssl;              /* its SSL object: is the handshake finished? */
     size_t w_shake_bytes;    /* a server's: bytes read during the handshake */
     size_t w_hello_bytes;    /* a server's: bytes read before it sent any (the ClientHello) */
     const char *w_over;      /* what the peer sent too much of ("ClientHello", "handshake"):
                               * the stream fails (ARPC_ETLS) */
     size_t w_over_limit;     /* ... and the limit it went over */
+    struct tls_guard w_guard; /* a server's: the stranger's handshake message headers */
 };
 
 /* A server reads at most this much of a ClientHello (OpenSSL takes up to ~128 KiB, buffered
  * whole before it is judged: 160 KiB a stranger's connection held until its handshake timed
- * out). Real ones are a few KiB, post-quantum key shares included. */
+ * out), nor lets a plaintext handshake message announce more (tls_guard.h). Real ones are a
+ * few KiB, post-quantum key shares included. */
 #define TLS_CLIENT_HELLO_MAX (16 * 1024)
 /* ... and of a whole handshake: the ClientHello, a client's chain (TLS_PEER_CHAIN_MAX) and
  * the messages around them. */

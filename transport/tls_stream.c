@@ -52,6 +52,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/le.h"
 #include "transport/tls_internal.h"
 
 #define TLS_RECORD_MAX 16384     /* the largest plaintext one TLS record carries */
@@ -164,7 +165,6 @@ static uint64_t wire_arm(struct tls_stream *ts, size_t room)
     size_t records = room / TLS_RECORD_MAX + 1;
     w->w_recvs_left = TLS_READ_RECVS + (unsigned)(records < 1024 ? 2 * records : 2048);
     bool shaken = SSL_is_init_finished(ts->ts_ssl);
-    w->w_shaking = !shaken;
     return shaken && (!w->w_server || ts->ts_base.s_let_in) ? 0 : thread_cpu_ns();
 }
 
@@ -378,6 +378,7 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
         return ARPC_ENOMEM;
     }
     ts->ts_ssl = ssl;
+    ts->ts_wire.w_ssl = ssl;
     ts->ts_base = (struct arpc_stream){.s_ops = &tls_stream_ops, .s_fd = fd, .s_thread_safe = false, .s_why = ""};
     *out = &ts->ts_base;
     return ARPC_OK;
@@ -398,13 +399,15 @@ static bool holder_digest(SSL *ssl, X509 *cert, uint8_t holder[ARPC_TLS_HOLDER_D
     int san_at = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
     const ASN1_OCTET_STRING *san = san_at >= 0 ? X509_EXTENSION_get_data(X509_get_ext(cert, san_at)) : NULL;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint32_t lens[3] = {0, subject_len > 0 ? (uint32_t)subject_len : 0,
-                        san != NULL ? (uint32_t)ASN1_STRING_length(san) : 0};
+    uint32_t san_len = san != NULL ? (uint32_t)ASN1_STRING_length(san) : 0;
     bool ok = ctx != NULL && subject_len > 0 && X509_pubkey_digest(issuer, EVP_sha256(), key, &key_len) == 1;
-    lens[0] = key_len;
+    uint8_t lens[12]; /* little-endian: the same digest on every server */
+    le_st32(lens, key_len);
+    le_st32(lens + 4, subject_len > 0 ? (uint32_t)subject_len : 0);
+    le_st32(lens + 8, san_len);
     ok = ok && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, lens, sizeof(lens)) == 1 &&
          EVP_DigestUpdate(ctx, key, key_len) == 1 && EVP_DigestUpdate(ctx, subject, (size_t)subject_len) == 1 &&
-         (san == NULL || EVP_DigestUpdate(ctx, ASN1_STRING_get0_data(san), lens[2]) == 1) &&
+         (san == NULL || EVP_DigestUpdate(ctx, ASN1_STRING_get0_data(san), san_len) == 1) &&
          EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len >= ARPC_TLS_HOLDER_DIGEST;
     if (ok)
         memcpy(holder, md, ARPC_TLS_HOLDER_DIGEST);
