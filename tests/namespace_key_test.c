@@ -265,6 +265,15 @@ static void write_check(const char *dir, const uint8_t check[8])
     close(fd);
 }
 
+/* Two logs that remember a client each, in directories of 256 bytes. */
+static void two_logs_with_a_client(char *dir, char *other_dir)
+{
+    server_proc_mkdir(dir, 256);
+    server_proc_mkdir(other_dir, 256);
+    serve_one_call(dir);
+    serve_one_call(other_dir);
+}
+
 /* Another log's key and check, both restored from the wrong backup: they agree with each
  * other, not with this log. Before, the check covered the key alone, so the pair was taken,
  * and a re-sent call the log remembered ran again (a review). */
@@ -272,10 +281,7 @@ static void test_another_logs_key_and_check_refuse(void **state)
 {
     (void)state;
     char dir[256], other_dir[256];
-    server_proc_mkdir(dir, sizeof(dir));
-    server_proc_mkdir(other_dir, sizeof(other_dir));
-    serve_one_call(dir);
-    serve_one_call(other_dir);
+    two_logs_with_a_client(dir, other_dir);
     uint8_t key[KEY_SIZE], check[8], other_key[KEY_SIZE], other_check[8];
     assert_true(read_key(dir, key) && read_check(dir, check));
     assert_true(read_key(other_dir, other_key) && read_check(other_dir, other_check));
@@ -299,10 +305,7 @@ static void test_a_check_of_the_key_alone_is_tied_to_the_log(void **state)
 {
     (void)state;
     char dir[256], other_dir[256];
-    server_proc_mkdir(dir, sizeof(dir));
-    server_proc_mkdir(other_dir, sizeof(other_dir));
-    serve_one_call(dir);
-    serve_one_call(other_dir);
+    two_logs_with_a_client(dir, other_dir);
     uint8_t key[KEY_SIZE], alone[8], now[8];
     assert_true(read_key(dir, key));
     static const char msg[] = "arpc namespace.key check";

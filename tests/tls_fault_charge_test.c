@@ -182,11 +182,8 @@ static void test_a_handshake_done_then_silent_is_charged(void **state)
     log_capture_clear();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
     assert_non_null(ctx);
-    int fd = tls_bare_connect(addr);
-    SSL *ssl = SSL_new(ctx);
-    assert_non_null(ssl);
-    assert_int_equal(1, SSL_set_fd(ssl, fd));
-    assert_int_equal(1, SSL_connect(ssl));
+    int fd;
+    SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
     wait_close(fd);
     assert_true(REACHES(s, connections_faulted, 1));
     assert_int_equal(1, LOG_LINES_WITH("no HELLO after its TLS handshake within 1000 ms"));
@@ -219,11 +216,8 @@ static void test_a_hello_a_byte_a_record_is_charged(void **state)
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
     assert_non_null(ctx);
-    int fd = tls_bare_connect(addr);
-    SSL *ssl = SSL_new(ctx);
-    assert_non_null(ssl);
-    assert_int_equal(1, SSL_set_fd(ssl, fd));
-    assert_int_equal(1, SSL_connect(ssl));
+    int fd;
+    SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
     static char wrong[ARPC_AUTH_TOKEN_MAX_BYTES + 1];
     memset(wrong, 'w', ARPC_AUTH_TOKEN_MAX_BYTES);
     static uint8_t hello[ARPC_FRAME_HEADER_SIZE + 64 + ARPC_AUTH_TOKEN_MAX_BYTES];

@@ -38,6 +38,7 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <openssl/ssl.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 #include "transport/tls.h"
 
@@ -178,27 +179,23 @@ static void test_a_read_is_bounded_by_records(void **state)
     arpc_tls_free(tls);
 }
 
-/* A plain TCP connection to the TLS port (addr "tls://..." as "tcp://..."). */
-static int plain_connect(const char *addr)
+/* A server whose handshake timeout is far: only a handshake bound closes a stranger. */
+static arpc_server *stranger_server(char *addr)
 {
-    char plain[ARPC_ADDR_MAX];
-    snprintf(plain, sizeof(plain), "tcp://%s", addr + strlen("tls://"));
-    int fd = -1;
-    assert_int_equal(ARPC_OK, arpc_transport_connect(plain, TEST_WAIT_MS, &fd, NULL, 0));
-    return fd;
+    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
+    log_capture_clear();
+    return s;
 }
 
 static void test_an_oversized_client_hello_is_refused_at_once(void **state)
 {
     (void)state;
-    /* The handshake timeout is far: only the ClientHello's bound closes the connection. */
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
-    arpc_server *s = NULL;
     char addr[ARPC_ADDR_MAX];
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
-    log_capture_clear();
-    int fd = plain_connect(addr);
+    arpc_server *s = stranger_server(addr);
+    int fd = tls_bare_connect(addr);
     /* A ClientHello of 40,000 bytes (OpenSSL would take one of up to ~128 KiB), of which its
      * first record and part of the second are sent: the server buffers it, waiting for the
      * rest, unless it stops at its bound. */
@@ -225,13 +222,9 @@ static void test_an_oversized_client_hello_is_refused_at_once(void **state)
 static void test_a_large_announced_message_is_refused_at_its_header(void **state)
 {
     (void)state;
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
-    arpc_server *s = NULL;
     char addr[ARPC_ADDR_MAX];
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
-    log_capture_clear();
-    int fd = plain_connect(addr);
+    arpc_server *s = stranger_server(addr);
+    int fd = tls_bare_connect(addr);
     const uint32_t announced = 131000;
     const uint8_t head[9] = {22, 3, 1, 16384 >> 8, 16384 & 0xff, 1, (uint8_t)(announced >> 16),
                              (uint8_t)(announced >> 8), (uint8_t)announced};

@@ -69,11 +69,7 @@ static void bare_connect(struct bare *b, const char *addr, const char *name)
     assert_non_null(b->b_ctx);
     assert_int_equal(1, SSL_CTX_use_certificate_file(b->b_ctx, pem, SSL_FILETYPE_PEM));
     assert_int_equal(1, SSL_CTX_use_PrivateKey_file(b->b_ctx, key, SSL_FILETYPE_PEM));
-    b->b_fd = tls_bare_connect(addr);
-    b->b_ssl = SSL_new(b->b_ctx);
-    assert_non_null(b->b_ssl);
-    assert_int_equal(1, SSL_set_fd(b->b_ssl, b->b_fd));
-    assert_int_equal(1, SSL_connect(b->b_ssl));
+    b->b_ssl = tls_bare_handshake(addr, b->b_ctx, &b->b_fd);
     uint8_t hello[ARPC_FRAME_HEADER_SIZE + 64];
     assert_true(arpc_frame_hello_token_size(sizeof(TOKEN) - 1) <= sizeof(hello));
     size_t n = arpc_frame_encode_hello_token(hello, CLIENT_ID, 0, 0, TOKEN, sizeof(TOKEN) - 1);

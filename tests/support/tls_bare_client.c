@@ -44,6 +44,16 @@ int tls_bare_connect(const char *addr)
     return fd;
 }
 
+SSL *tls_bare_handshake(const char *addr, SSL_CTX *ctx, int *fd)
+{
+    *fd = tls_bare_connect(addr);
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(1, SSL_set_fd(ssl, *fd));
+    assert_int_equal(1, SSL_connect(ssl));
+    return ssl;
+}
+
 void tls_bare_present_chain(const char *addr, int version, X509 *cert, EVP_PKEY *key, int extra)
 {
     int fd = tls_bare_connect(addr);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 /* A fresh self-signed certificate and its key (the caller frees both); false on failure. */
@@ -17,6 +18,10 @@ bool tls_bare_self_signed(X509 **cert, EVP_PKEY **key);
 /* A blocking socket connected to addr (tls://...) whose reads time out after TEST_WAIT_S: a
  * silent server fails the test, not the run. Asserts with cmocka on failure. */
 int tls_bare_connect(const char *addr);
+
+/* tls_bare_connect, then a handshake with ctx (the caller's; e.g. one that verifies nothing):
+ * the SSL (SSL_free it, then close *fd). Asserts with cmocka on failure. */
+SSL *tls_bare_handshake(const char *addr, SSL_CTX *ctx, int *fd);
 
 /* Connects to addr (tls://...), handshakes at TLS version `version` (TLS1_2_VERSION,
  * TLS1_3_VERSION) presenting cert with `extra` copies of it as its chain, then waits for the
