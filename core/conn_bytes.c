@@ -7,31 +7,7 @@
  */
 #include "core/conn_bytes.h"
 
-#include <stdint.h>
-
-/* Not while nothing is owed or queued: then only a frame being read counts, which max_body
- * bounds, and holding it halfway would wait for ever. */
-bool conn_bytes_over(const struct arpc_conn *conn)
-{
-    return conn->c_max_bytes != 0 && (conn->c_owed > 0 || conn->c_out.q_bytes > 0) &&
-           arpc_conn_bytes(conn) > conn->c_max_bytes;
-}
-
-bool conn_bytes_fit(const struct arpc_conn *conn)
-{
-    return (conn->c_owed == 0 && conn->c_out.q_bytes == 0) ||
-           arpc_conn_bytes(conn) <= conn->c_max_bytes - conn->c_max_bytes / 4;
-}
-
-/* Saturating: a bound near SIZE_MAX (in effect none) must not wrap round to a small total. */
-static size_t conn_add_sat(size_t a, size_t b) { return b > SIZE_MAX - a ? SIZE_MAX : a + b; }
-
-size_t arpc_conn_bytes(const struct arpc_conn *conn)
-{
-    /* A large body read apart (core/conn_body.c) is held memory too, as the read buffer is. */
-    size_t held = conn_add_sat(conn->c_rcap, conn->c_body != NULL ? conn->c_body_cap : 0);
-    return conn_add_sat(conn_add_sat(held, conn->c_out.q_bytes), conn->c_owed);
-}
+size_t arpc_conn_bytes(const struct arpc_conn *conn) { return conn_bytes_held(conn); }
 
 void arpc_conn_limit_bytes(struct arpc_conn *conn, size_t max) { conn->c_max_bytes = max; }
 

@@ -72,7 +72,7 @@ static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
 int arpc_log_keep_file(int dirfd, const char *dir, const char *name, const void *bytes, size_t len, char *why,
                        size_t whylen)
 {
-    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return arpc_log_sys_fail(why, whylen, dir, "create", name, errno);
     int err = pwrite_all(fd, bytes, len, 0);

@@ -35,9 +35,11 @@
  * remembers clients, refuses to start. The epoch ties the pair to its log: a wrong backup
  * restores both files, which agree with each other, but not with this log's epoch (a
  * review: a check of the key alone let another directory's pair in, and a re-sent call ran
- * again). A check of the key alone (written before the epoch was in it) is taken once and
- * written again with the epoch. A missing check (a log older than the check, or a crash
- * between the two files) is written from the key there. And since the key is written after the log's first segment, a
+ * again). A check of the key alone (written by an earlier version) is taken and written
+ * again with the epoch: it cannot tell the log's own key from another log's whose pair was
+ * backed up before that version, so such backups stay unguarded (as is a key without a check,
+ * from before the check existed, which is written from the key there; or a crash between the
+ * two files). And since the key is written after the log's first segment, a
  * key with no segment beside it means the segments were removed: core/server_journal.c
  * refuses that too (namespace_expected).
  */

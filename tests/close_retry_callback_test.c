@@ -3,8 +3,9 @@
  * retry is the natural thing for it to do): the call is refused ARPC_ESHUTDOWN ("the client is
  * closing"), not sent, and nothing aborts. Before, the client's handle was dead from the
  * moment close began, so the callback's arpc_call_async was misuse: an ERROR line saying the
- * client was "already closed", then abort() in debug builds (a new user's trial). After close
- * returns, any use of the handle is still misuse (misuse_handles_test).
+ * client was "already closed", then abort() in debug builds (a new user's trial); and so did
+ * arpc_client_last_error, which a failure callback may well ask. After close returns, any use
+ * of the handle is still misuse (misuse_handles_test).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,6 +42,11 @@ static void retry_cb(arpc_future *f, void *arg)
 {
     struct retry *r = arg;
     atomic_store(&r->r_first, arpc_future_poll(f));
+    /* What a failure callback asks of its client answers while the close runs. */
+    char err[256];
+    (void)arpc_client_last_error(r->r_client, err, sizeof(err));
+    (void)arpc_client_pending(r->r_client);
+    (void)arpc_client_id(r->r_client);
     arpc_future *again = arpc_call_async(r->r_client, "t.never", "x", 1, TEST_WAIT_MS);
     assert_non_null(again);
     atomic_store(&r->r_retried, arpc_future_poll(again));

@@ -235,6 +235,90 @@ static void test_a_large_announced_message_is_refused_at_its_header(void **state
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A TLS 1.3 ClientHello offering x25519 without a key share for it: the server answers with a
+ * HelloRetryRequest. Into out (its record); its length. */
+static size_t hello_without_key_share(uint8_t *out)
+{
+    static const uint8_t ext[] = {
+        0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04,       /* supported_versions: TLS 1.3 */
+        0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d, /* supported_groups: x25519 */
+        0x00, 0x33, 0x00, 0x02, 0x00, 0x00,             /* key_share: none */
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, /* signatures */
+    };
+    uint8_t body[256];
+    size_t n = 0;
+    body[n++] = 3, body[n++] = 3; /* legacy_version */
+    for (int i = 0; i < 32; i++)
+        body[n++] = (uint8_t)i; /* random */
+    body[n++] = 32;             /* a legacy session id, as a compatible client sends */
+    for (int i = 0; i < 32; i++)
+        body[n++] = (uint8_t)(100 + i);
+    body[n++] = 0, body[n++] = 2, body[n++] = 0x13, body[n++] = 0x01; /* TLS_AES_128_GCM_SHA256 */
+    body[n++] = 1, body[n++] = 0;                                     /* no compression */
+    body[n++] = 0, body[n++] = sizeof(ext);
+    memcpy(body + n, ext, sizeof(ext));
+    n += sizeof(ext);
+    size_t m = 0;
+    out[m++] = 22, out[m++] = 3, out[m++] = 1, out[m++] = (uint8_t)((n + 4) >> 8), out[m++] = (uint8_t)(n + 4);
+    out[m++] = 1, out[m++] = 0, out[m++] = (uint8_t)(n >> 8), out[m++] = (uint8_t)n;
+    memcpy(out + m, body, n);
+    return m + n;
+}
+
+/* After a HelloRetryRequest, OpenSSL's client sends TLS 1.3's dummy ChangeCipherSpec and then
+ * its second ClientHello in plaintext: a stranger's second one announcing 131,000 bytes is
+ * refused at its header like a first. Before, the ChangeCipherSpec ended the guard's reading
+ * and the ClientHello byte count had stopped once the server answered (a review: 100 such
+ * strangers all held until their handshake timed out). */
+static void test_a_second_hello_after_a_retry_request_is_guarded(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = stranger_server(addr);
+    int fd = tls_bare_connect(addr);
+    uint8_t first[300], answer[4096];
+    size_t n = hello_without_key_share(first);
+    assert_int_equal((ssize_t)n, send(fd, first, n, MSG_NOSIGNAL));
+    ssize_t got = recv(fd, answer, sizeof(answer), 0);
+    assert_true(got > 15);
+    static const uint8_t retry_random[4] = {0xcf, 0x21, 0xad, 0x74}; /* RFC 8446: a HelloRetryRequest */
+    assert_int_equal(22, answer[0]);
+    assert_memory_equal(retry_random, answer + 11, sizeof(retry_random));
+    const uint32_t announced = 131000;
+    const uint8_t rest[15] = {20, 3, 3, 0, 1, 1, /* the dummy ChangeCipherSpec */
+                              22, 3, 3, 16384 >> 8, 16384 & 0xff, 1, (uint8_t)(announced >> 16),
+                              (uint8_t)(announced >> 8), (uint8_t)announced};
+    assert_int_equal((ssize_t)sizeof(rest), send(fd, rest, sizeof(rest), MSG_NOSIGNAL));
+    assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
+    close(fd);
+    WAIT_UNTIL(LOG_LINES_WITH("handshake message announcing over 16384 bytes") == 1);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+/* TLS 1.2's handshake ends with the client's ChangeCipherSpec and an encrypted Finished in a
+ * record of type 22, whose bytes would read as a header announcing anything: the guard stops
+ * at the ChangeCipherSpec there, and the handshake completes (the client's SSL_connect
+ * returns once the server has taken its Finished). */
+static void test_a_tls12_handshake_passes_the_guard(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = stranger_server(addr);
+    for (int i = 0; i < 8; i++) { /* a Finished's ciphertext differs every time */
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: the server is not on trial */
+        assert_non_null(ctx);
+        assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION));
+        int fd;
+        SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
+        assert_int_equal(TLS1_2_VERSION, SSL_version(ssl));
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        close(fd);
+    }
+    assert_int_equal(0, LOG_LINES_WITH("handshake message announcing"));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void test_an_empty_server_name_is_refused(void **state)
 {
     (void)state;
@@ -258,6 +342,8 @@ int main(void)
         cmocka_unit_test(test_a_read_is_bounded_by_records),
         cmocka_unit_test(test_an_oversized_client_hello_is_refused_at_once),
         cmocka_unit_test(test_a_large_announced_message_is_refused_at_its_header),
+        cmocka_unit_test(test_a_second_hello_after_a_retry_request_is_guarded),
+        cmocka_unit_test(test_a_tls12_handshake_passes_the_guard),
         cmocka_unit_test(test_an_empty_server_name_is_refused),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

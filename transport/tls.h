@@ -60,7 +60,7 @@ bool arpc_tls_built(void);
  * issuer's public key (from the verified chain: two authorities of the same name are two),
  * its subject (DER) and its subject alternative names (DER; a certificate may name its holder
  * by those alone, its subject empty). The same holder has the same digest on every server and
- * across renewals of its certificate by the same CA key. ARPC_OK with *out NULL: a stream
+ * across renewals of its certificate by the same CA key that keep its names. ARPC_OK with *out NULL: a stream
  * that is not TLS, or a peer without a verified certificate. A verified certificate whose
  * subject or digest cannot be had is an error, never "no subject" (the peer would pass for
  * anonymous): ARPC_ENOMEM, *out NULL. Loop thread. */

@@ -53,7 +53,7 @@ static bool bio_hello_fits(struct tls_wire *w, const uint8_t *bytes, size_t n)
     } else if (w->w_shake_bytes > TLS_HANDSHAKE_READ_MAX) {
         w->w_over = "handshake";
         w->w_over_limit = TLS_HANDSHAKE_READ_MAX;
-    } else if (!tls_guard_feed(&w->w_guard, bytes, n, TLS_CLIENT_HELLO_MAX)) {
+    } else if (!tls_guard_feed(&w->w_guard, bytes, n, TLS_CLIENT_HELLO_MAX, SSL_version(w->w_ssl) == TLS1_2_VERSION)) {
         w->w_over = "handshake message announcing";
         w->w_over_limit = TLS_CLIENT_HELLO_MAX;
     }

@@ -33,7 +33,7 @@ static bool guard_messages(struct tls_guard *g, const uint8_t *p, size_t n, uint
     return true;
 }
 
-bool tls_guard_feed(struct tls_guard *g, const uint8_t *p, size_t n, uint32_t max)
+bool tls_guard_feed(struct tls_guard *g, const uint8_t *p, size_t n, uint32_t max, bool tls12)
 {
     while (n > 0 && !g->g_refused) {
         if (g->g_rec_left == 0) {
@@ -44,7 +44,7 @@ bool tls_guard_feed(struct tls_guard *g, const uint8_t *p, size_t n, uint32_t ma
             g->g_rec_got = 0;
             g->g_type = g->g_rec_head[0];
             g->g_rec_left = (uint32_t)g->g_rec_head[3] << 8 | g->g_rec_head[4];
-            if (g->g_type == TYPE_CHANGE_CIPHER_SPEC)
+            if (g->g_type == TYPE_CHANGE_CIPHER_SPEC && tls12)
                 g->g_encrypted = true;
             continue;
         }

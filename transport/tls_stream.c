@@ -28,9 +28,11 @@
  * flood), costs the loop a bounded slice a turn like any other. A server's stranger may send
  * at most TLS_CLIENT_HELLO_MAX of ClientHello and TLS_HANDSHAKE_READ_MAX of handshake.
  *
- * Reading fills the caller's buffer record after record until the socket has nothing more,
- * so a short read means the socket is drained; a record larger than the room left stays
- * partly in OpenSSL (s_buffered tells the connection, which comes back for it).
+ * Reading fills the caller's buffer record after record until the socket has nothing more or
+ * the read's share of recv calls is spent (below): a short read then leaves bytes in the
+ * socket, whose level-triggered readiness brings the connection back; a record larger than
+ * the room left stays partly in OpenSSL (s_buffered tells the connection, which comes back
+ * for it).
  *
  * Writing: the connection hands a batch of frames (an iovec). Each SSL_write makes at least
  * one record (29 bytes of overhead with AES-GCM) and one send(2), so small frames are

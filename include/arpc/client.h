@@ -205,9 +205,10 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * ARPC_ECANCELLED (the server may have run it, or may still: as for a cancel, a started
  * handler may finish, and the server cancels it when it reads the close's goodbye, below), one
  * waiting to be sent again after its connection broke included.
- * A call started on c while close runs (a then-callback that close's completions run, retrying,
- * say) is not sent: it ends ARPC_ESHUTDOWN ("the client is closing"), arpc_notify returns
- * ARPC_ESHUTDOWN; calls other threads are already inside (arpc_call, arpc_go, arpc_notify,
+ * A call started on c while close runs (a then-callback that close's completions run, on the
+ * client's loop thread, retrying, say) is not sent: it ends ARPC_ESHUTDOWN ("the client is
+ * closing"), arpc_notify returns ARPC_ESHUTDOWN, and arpc_client_last_error and the other
+ * queries still answer; calls other threads are already inside (arpc_call, arpc_go, arpc_notify,
  * ...) are waited for and ended as above, and those threads never touch the freed client.
  * Another thread must not start calls that may race with close (c may be freed under them);
  * once close returned, any use of c is misuse. Returns ARPC_OK; ARPC_EBUSY, doing
