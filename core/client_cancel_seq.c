@@ -114,9 +114,11 @@ void cancel_seq_sent(arpc_client *c, uint64_t xid, uint64_t seq)
                 arpc_u64_map_put(&cs->cs_unanswered, xid, (void *)(uintptr_t)seq) == ARPC_OK;
     if (!kept && !cs->cs_unanswered_warned) {
         cs->cs_unanswered_warned = true;
-        arpc_log(ARPC_LOG_WARN, "client: over %u cancelled calls unanswered by %s (or out of memory): should the "
-                 "connection have broken, the server will not hear of call %llu", CANCEL_SEQ_MAX,
-                 c->cl_target.t_addr, (unsigned long long)seq);
+        arpc_log(ARPC_LOG_WARN,
+                 "client: %u cancelled calls wait for %s to confirm their cancel, and no more are remembered (or "
+                 "out of memory): if this connection has broken without a word, the server never hears that call "
+                 "%llu was cancelled, and it may go on running there (once; it is not run again)",
+                 CANCEL_SEQ_MAX, c->cl_target.t_addr, (unsigned long long)seq);
     }
 }
 
