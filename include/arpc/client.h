@@ -254,7 +254,10 @@ ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size
                        void **reply, size_t *reply_len, int64_t deadline_ms);
 
 /* Starts a call and returns its future (the caller owns one reference). Every outcome,
- * including immediate failures such as a closed client, arrives through the future.
+ * including immediate failures such as a closed client, arrives through the future. req is
+ * copied into the call on the caller's thread (the call keeps it to send it again after a
+ * reconnect), so req may be reused at once; a large one costs its copy there (a few ms for
+ * 4 MiB).
  * The call holds its own reference until it completes, so releasing yours does not cancel
  * the call (fire and forget); use arpc_future_cancel for that.
  * Returns NULL only when memory for the future itself cannot be had. */
