@@ -159,19 +159,14 @@ const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_canc
  * reached through macros, see arpc/common.h). Returns c, or NULL (the call then fails
  * ARPC_EINVAL; a closed or freed handle reported).
  */
-/* A client whose close has begun: a call then is refused, not misuse (base/handle.h). Read
- * before the caller is counted (it then touches nothing more), or after (close waits for it). */
-static bool client_closing(const arpc_client *c)
-{
-    return !ARPC_HANDLE_FREED(c) && atomic_load((const arpc_magic *)c) == ARPC_MAGIC_CLIENT_CLOSING;
-}
-
 /* The caller's way in (arpc_handle_enter): c counted in cl_live, or NULL with *refused the
- * call's outcome: ARPC_EINVAL (NULL, or misuse, reported), ARPC_ESHUTDOWN (closing). */
+ * call's outcome: ARPC_EINVAL (NULL, or misuse, reported), ARPC_ESHUTDOWN (closing: a call
+ * then is refused, not misuse). The closing state is read before the caller is counted (it
+ * then touches nothing more), or after (close waits for it). */
 static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused)
 {
     *refused = ARPC_EINVAL;
-    if (c != NULL && client_closing(c)) {
+    if (client_closing(c)) {
         *refused = ARPC_ESHUTDOWN;
         return NULL;
     }

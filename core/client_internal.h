@@ -385,13 +385,17 @@ static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> 
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,
  * for a closed client (base/handle.h). A client whose close has begun still answers what is
  * asked of it (a failure callback the close's completions run may well ask
- * arpc_client_last_error); calls it refuses (core/client_api.c), a second close is misuse. */
+ * arpc_client_last_error); calls it refuses (core/client_api.c: client_enter), a second close
+ * is misuse. client_closing: its close has begun and not returned (base/handle.h). */
+static inline bool client_closing(const arpc_client *c)
+{
+    /* seq_cst: client_enter's second look, after counting itself, pairs with close's kill. */
+    return c != NULL && !ARPC_HANDLE_FREED(c) && atomic_load((const arpc_magic *)c) == ARPC_MAGIC_CLIENT_CLOSING;
+}
+
 static inline bool client_live(const arpc_client *c, const char *fn)
 {
-    if (c != NULL && !ARPC_HANDLE_FREED(c) &&
-        atomic_load_explicit((const arpc_magic *)c, memory_order_relaxed) == ARPC_MAGIC_CLIENT_CLOSING)
-        return true;
-    return arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn);
+    return client_closing(c) || arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn);
 }
 
 /* Loop thread: arpc_client_connect is waiting for the first connection (its outcome goes to

@@ -16,6 +16,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "core/frame.h"
 #include "core/peer_log.h"
@@ -91,10 +92,8 @@ static uint64_t key_identity(uint64_t named, uint64_t proven)
     if (named == 0 || proven == 0)
         return named != 0 ? named : proven;
     uint8_t both[16];
-    for (int i = 0; i < 8; i++) {
-        both[i] = (uint8_t)(named >> (8 * i));
-        both[8 + i] = (uint8_t)(proven >> (8 * i));
-    }
+    le_st64(both, named);
+    le_st64(both + 8, proven);
     return arpc_siphash24(join_key, both, sizeof(both));
 }
 
