@@ -42,7 +42,7 @@ static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
  * bytes would be held, and parsed, before anything else is known of it. */
 static bool bio_hello_fits(struct tls_wire *w, const uint8_t *bytes, size_t n)
 {
-    if (!w->w_server || SSL_is_init_finished(w->w_ssl))
+    if (!SSL_is_server(w->w_ssl) || SSL_is_init_finished(w->w_ssl))
         return true;
     w->w_shake_bytes += n;
     if (atomic_load_explicit(&w->w_stream->s_sent, memory_order_relaxed) == 0)

@@ -25,7 +25,6 @@ struct tls_wire {
     struct arpc_stream *w_stream;
     unsigned w_recvs_left;   /* recv(2) calls this read or write may still make: then "retry",
                               * and level-triggered readiness brings the connection back */
-    bool w_server;           /* a server's stream: its peer is a stranger until it is let in */
     SSL *w_ssl;              /* its SSL object: is the handshake finished? */
     size_t w_shake_bytes;    /* a server's: bytes read during the handshake */
     size_t w_hello_bytes;    /* a server's: bytes read before it sent any (the ClientHello) */

@@ -167,7 +167,7 @@ static uint64_t wire_arm(struct tls_stream *ts, size_t room)
     size_t records = room / TLS_RECORD_MAX + 1;
     w->w_recvs_left = TLS_READ_RECVS + (unsigned)(records < 1024 ? 2 * records : 2048);
     bool shaken = SSL_is_init_finished(ts->ts_ssl);
-    return shaken && (!w->w_server || ts->ts_base.s_let_in) ? 0 : thread_cpu_ns();
+    return shaken && (!SSL_is_server(ts->ts_ssl) || ts->ts_base.s_let_in) ? 0 : thread_cpu_ns();
 }
 
 /* Counts what the read or write that started at t0 (wire_arm) cost before the peer was in. */
@@ -363,7 +363,7 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     struct tls_stream *ts = arpc_calloc(1, sizeof(*ts));
     SSL *ssl = ts != NULL ? SSL_new(tls->t_ctx) : NULL;
     if (ts != NULL)
-        ts->ts_wire = (struct tls_wire){.w_stream = &ts->ts_base, .w_server = !tls->t_client};
+        ts->ts_wire = (struct tls_wire){.w_stream = &ts->ts_base};
     BIO *bio = ssl != NULL ? tls_bio_socket(&ts->ts_wire) : NULL; /* (its fd is set below) */
     bool ok = bio != NULL && SSL_set_app_data(ssl, ts) == 1;
     if (bio != NULL)
