@@ -6,7 +6,8 @@
  * server's HELLO carries its frame limit, so a request it would refuse fails locally with
  * ARPC_ETOOLARGE instead of costing the connection, and a peer that is not an arpc server is
  * reported here, not at the first call. After that first success the client reconnects by
- * itself whenever the connection breaks.
+ * itself whenever the connection breaks (to a name's new addresses, if it moved:
+ * client_lookup.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,7 @@ void client_release(arpc_client *c)
     if (c->cl_lingered != NULL)
         arpc_future_release(c->cl_lingered);
     calls_unwritten_forget(c); /* filled by a close that came after the cleanup's */
+    client_lookup_drop(c);
     arpc_tls_free(c->cl_tls);
     arpc_buf_cache_close(&c->cl_bufs); /* every call is freed by now (close waited for them) */
     block_pool_fini(&c->cl_blocks);
@@ -156,6 +158,8 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : CLIENT_CONNECT_TIMEOUT_MS;
     c->cl_give_up_ms = o->reconnect_give_up_ms ? o->reconnect_give_up_ms : CLIENT_GIVE_UP_MS;
     c->cl_reconnect = !o->no_reconnect;
+    c->cl_re_resolve_ms = client_lookup_interval_ms(o->re_resolve_ms);
+    c->cl_lookup_ns = arpc_now_coarse_ns(); /* the connect's own lookup counts */
     c->cl_background = o->connect_in_background;
     c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
     c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;

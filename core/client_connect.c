@@ -1,8 +1,9 @@
 /*
  * Getting a connection, on the loop thread, without ever blocking it.
  *
- * An attempt tries the target's addresses in turn (resolved once, at arpc_client_connect:
- * reconnecting never waits on a name lookup): a non-blocking connect, then, when the socket
+ * An attempt tries the target's addresses in turn (resolved at arpc_client_connect, and again
+ * off the loop when reconnects to a name keep failing, client_lookup.c: an attempt never
+ * waits on a name lookup): a non-blocking connect, then, when the socket
  * turns writable, its outcome; a connected socket is adopted and says HELLO; the attempt
  * succeeds when the server's HELLO comes back (client_conn.c). One timer bounds the whole
  * attempt (connect_timeout_ms). A failed attempt is recorded (arpc_client_last_error) and,
@@ -114,6 +115,7 @@ void client_connect_start(arpc_client *c)
     cn->cn_attempting = true;
     cn->cn_abort_code = 0;
     cn->cn_index = 0;
+    client_lookup_take(c);
     if (c->cl_connect_timeout_ms >= 0 &&
         arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(c->cl_connect_timeout_ms)) != ARPC_OK) {
         client_connect_failed(c, ARPC_ENOMEM, "out of memory arming the connect timeout");
@@ -160,5 +162,6 @@ void client_connect_failed(arpc_client *c, int code, const char *why)
     if (state == CL_CLOSED || state == CL_LOST)
         return;
     arpc_log(ARPC_LOG_DEBUG, "reconnecting to %s: %s", c->cl_target.t_addr, why);
+    client_lookup_maybe_start(c); /* the server may have moved: its answer is there by the next attempt, or a later one */
     client_connect_later(c);
 }

@@ -166,7 +166,10 @@ struct arpc_client {
     unsigned cl_heartbeat_misses;
     uint8_t *cl_token;          /* auth_token, sent in every HELLO; NULL: none */
     uint32_t cl_token_len;
-    struct arpc_target cl_target; /* resolved once, at connect */
+    struct arpc_target cl_target; /* resolved at connect; its addresses (loop thread) again
+                                   * when reconnects fail (client_lookup.c) */
+    int64_t cl_re_resolve_ms;      /* re_resolve_ms, the default filled in; < 0: never */
+    _Atomic uint64_t cl_lookups;   /* lookups started since connect's (stats) */
     /* the last failure, for arpc_client_last_error */
     pthread_mutex_t cl_err_mtx;
     int cl_err_code;
@@ -176,6 +179,8 @@ struct arpc_client {
     /* loop thread only */
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
+    struct client_lookup *cl_lookup; /* a lookup of the name under way or not yet taken */
+    uint64_t cl_lookup_ns;           /* when the last lookup began (arpc_now_coarse_ns) */
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
     struct waiting_calls cl_waiting; /* calls waiting for a connection, in the order they began
                                       * to (so of their give-up times: client_give_up.c) */
@@ -487,6 +492,12 @@ void client_connect_later(arpc_client *c);  /* an attempt after the back-off */
 void client_connect_on_timer(struct arpc_deadline *d, void *arg); /* cn_timer: time limit or back-off over */
 void client_connect_stop(arpc_client *c);   /* no more attempts */
 void client_connect_failed(arpc_client *c, int code, const char *why); /* this attempt failed */
+
+/* client_lookup.c: the server's name looked up again when reconnects fail (loop thread) */
+int64_t client_lookup_interval_ms(int64_t re_resolve_ms); /* the option's 0 made the default */
+void client_lookup_maybe_start(arpc_client *c); /* after a failed attempt: a lookup, if due */
+void client_lookup_take(arpc_client *c);        /* before an attempt: a finished lookup's answer */
+void client_lookup_drop(arpc_client *c);        /* at the client's free (any thread) */
 
 /* client_conn.c (loop thread) */
 void client_conn_adopt(arpc_client *c, int fd); /* a connected socket: HELLO exchange next */

@@ -127,6 +127,7 @@ int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *out, size_t out
     st.queued_bytes = arpc_stat_get(&cs->cst_io.io_queued);
     st.oneways = arpc_stat_get(&cs->cst_oneways);
     st.oneways_dropped = arpc_stat_get(&cs->cst_oneways_dropped);
+    st.name_lookups = atomic_load_explicit(&((arpc_client *)c)->cl_lookups, memory_order_relaxed);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

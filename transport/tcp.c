@@ -154,6 +154,7 @@ static int tcp_getaddrinfo(const char *rest, const char *host, unsigned port, bo
     freeaddrinfo(res);
     if (t->t_count == 0)
         return arpc_sock_why(why, whylen, ARPC_EADDR, "no usable address for %s", host);
+    t->t_named = !v6; /* a bracketed IPv6 address is never looked up (AI_NUMERICHOST) */
     return ARPC_OK;
 }
 

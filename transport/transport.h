@@ -21,6 +21,7 @@
 #ifndef ARPC_TRANSPORT_TRANSPORT_H
 #define ARPC_TRANSPORT_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -29,7 +30,7 @@
 #define ARPC_WHY_MAX 256 /* a good size for `why` buffers */
 #define ARPC_TARGET_MAX_ADDRS 8
 
-/* Where to connect, resolved once (t_resolve) so that reconnecting never waits on a name
+/* Where to connect, resolved ahead (t_resolve) so that connecting never waits on a name
  * lookup. Plain data owned by the caller: copy it, keep it, use it from any thread. */
 struct arpc_target {
     const struct arpc_transport_ops *t_ops;
@@ -37,6 +38,8 @@ struct arpc_target {
     size_t t_count;             /* addresses to try, in order (>= 1 on success) */
     struct sockaddr_storage t_sa[ARPC_TARGET_MAX_ADDRS];
     socklen_t t_salen[ARPC_TARGET_MAX_ADDRS];
+    bool t_named; /* the addresses are a name lookup's answer, which may change (a client
+                   * looks it up again when reconnects fail: core/client_lookup.c) */
 };
 
 /* A listening socket, made by t_listen and released by t_unlisten only. A transport

@@ -162,6 +162,14 @@ typedef struct arpc_client_options {
      * no wait (what the socket takes at once is written, the rest dropped).
      * There is no wait for ever: close is bounded by this. See arpc_client_close. */
     int64_t close_linger_ms;
+    /* A host name (tcp://, tls://) is resolved at connect; when a reconnect attempt then fails
+     * at every address it resolved to, the name is looked up again on a thread of arpc's (a
+     * lookup may block), at most once per this many ms, counting connect's lookup, and the
+     * attempts after its answer go to the addresses it gives (a server that moved is found;
+     * a lookup that fails keeps the addresses there were). 0: 30000; negative: never (the
+     * addresses found at connect are the client's for its life). Numeric addresses, unix://
+     * and inproc:// are never looked up again. arpc_client_stats counts the lookups. */
+    int64_t re_resolve_ms;
 } arpc_client_options;
 
 #define ARPC_ERRBUF_SIZE 256
@@ -176,8 +184,8 @@ typedef struct arpc_call_options {
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
  * limit). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now; once connected, the client reconnects by itself, to the addresses the
- * name resolved to at connect (it is not resolved again: a server that comes back at another
- * address is reached by a new client) (or, with
+ * name resolved to at connect, and looks the name up again when those keep failing
+ * (opts->re_resolve_ms) (or, with
  * opts->connect_in_background, returns at once and keeps trying: see there). Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,

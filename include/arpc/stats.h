@@ -121,19 +121,23 @@ typedef struct arpc_client_stats {
      * whole but lost with its connection (in the sockets' buffers) is not counted: nothing
      * tells the client. The server's method stats count those that ran. (Appended after 0.2.0.) */
     uint64_t oneways, oneways_dropped;
+    /* Lookups of the server's name started since arpc_client_connect's, when reconnecting
+     * to the addresses it had kept failing (re_resolve_ms, arpc/client.h). (Appended after
+     * 0.2.0.) */
+    uint64_t name_lookups;
 } arpc_client_stats;
 
-/* The server's counters. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h). */
+/* The server's counters, read from any thread. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h). */
 ARPC_API int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *st, size_t st_size);
 #define arpc_server_stats(s, st) arpc_server_stats_v((s), (st), sizeof(arpc_server_stats))
 
-/* One method's counters and latency. Errors: ARPC_EINVAL, ARPC_ENOMETHOD (not registered). */
+/* One method's counters and latency, read from any thread. Errors: ARPC_EINVAL, ARPC_ENOMETHOD (not registered). */
 ARPC_API int arpc_server_method_stats_v(const arpc_server *s, const char *method, arpc_method_stats *st,
                                         size_t st_size);
 #define arpc_server_method_stats(s, method, st) \
     arpc_server_method_stats_v((s), (method), (st), sizeof(arpc_method_stats))
 
-/* The client's counters. Errors: ARPC_EINVAL (NULL, or a closed client). */
+/* The client's counters, read from any thread. Errors: ARPC_EINVAL (NULL, or a closed client). */
 ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, size_t st_size);
 #define arpc_client_stats(c, st) arpc_client_stats_v((c), (st), sizeof(arpc_client_stats))
 
