@@ -63,7 +63,8 @@ enum arpc_actor_stop_mode {
     ARPC_ACTOR_DISCARD = 1, /* run the message in progress only; cancel the rest */
 };
 
-/* Creates and starts an actor. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+/* Creates and starts an actor. opts may be NULL. Any thread. Errors: ARPC_EINVAL (out NULL, or
+ * an options field this library lacks set: arpc/common.h), ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *opts, size_t opts_size);
 #define arpc_actor_create(out, ...) arpc_actor_create_v((out), (__VA_ARGS__), sizeof(arpc_actor_options))
 
@@ -73,8 +74,9 @@ ARPC_API int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *opt
  * ARPC_EINVAL, ARPC_ENOMEM (no node could be allocated). */
 ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
 
-/* Stops the actor (see the stop modes) and waits for its thread. Idempotent. Must not be
- * called from the actor's own thread (returns ARPC_EBUSY there). */
+/* Stops the actor (see the stop modes) and waits for its thread. Idempotent; any thread but
+ * the actor's own (ARPC_EBUSY there). Errors: ARPC_EBUSY, ARPC_EINVAL (NULL, or a mode not in
+ * the enum). */
 ARPC_API int arpc_actor_stop(arpc_actor *actor, enum arpc_actor_stop_mode mode);
 
 /* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread. A
@@ -84,10 +86,10 @@ ARPC_API int arpc_actor_stop(arpc_actor *actor, enum arpc_actor_stop_mode mode);
  * (arpc/common.h, "API misuse"). Not for a member of a group (the group destroys it). */
 ARPC_API void arpc_actor_destroy(arpc_actor *actor);
 
-/* True when called from inside one of this actor's messages. */
+/* True when called from inside one of this actor's messages. Any thread. */
 ARPC_API bool arpc_actor_on_thread(const arpc_actor *actor);
 
-/* Messages processed so far (a snapshot; for tests and statistics). */
+/* Messages processed so far (a snapshot; for tests and statistics). Any thread. */
 ARPC_API uint64_t arpc_actor_processed(const arpc_actor *actor);
 
 /* The most actors a group may have (arpc_actor_group_create's n; the server's pool is a group
@@ -123,8 +125,8 @@ ARPC_API unsigned arpc_actor_group_size(const arpc_actor_group *g);
  * arpc_actor_destroy it. Any thread. */
 ARPC_API arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i);
 
-/* Stops every actor of the group (same contract as arpc_actor_stop) and waits for them. */
-/* Returns ARPC_OK; ARPC_EINVAL (NULL, or a mode not in the enum); ARPC_EBUSY, stopping none,
+/* Stops every actor of the group (same contract as arpc_actor_stop) and waits for them.
+ * Returns ARPC_OK; ARPC_EINVAL (NULL, or a mode not in the enum); ARPC_EBUSY, stopping none,
  * from one of its actors' own threads. */
 ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode);
 /* Stops the group with ARPC_ACTOR_DRAIN if still running, waits for its actors, and frees

@@ -75,8 +75,20 @@
  *                     credentials (did not run; a call sent on an earlier connection ends
  *                     ARPC_ECONNLOST instead); every later call ends so too
  *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
+ *   ARPC_EABANDONED   the server gave up on the call: it stopped before the handler replied,
+ *                     or could not make the reply (no memory), or its reply log failed; or
+ *                     this client had no memory to take the reply: it may have run (at most
+ *                     once for an at-most-once call, whose retries get this too)
+ *   ARPC_ESYSTEM      the server's reply log failed earlier: it runs no at-most-once call
+ *                     until restarted (this send did not run; an earlier send of the same
+ *                     call may have)
+ *   ARPC_EPROTO       the server ended the connection for a protocol break, or sent an
+ *                     answer this client could not read: as ARPC_EAUTH, every later call
+ *                     ends so too (one sent on that connection ends ARPC_ECONNLOST)
+ *   ARPC_ENOMEM       the client had no memory to start or send the call (not sent)
  *   ARPC_EINVAL       an argument was refused (not sent); the result holds which and why
  *                     ("the method name is empty", ...)
+ * docs/SEMANTICS.md's table says the same, with what to do about each.
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms.
  */
@@ -282,7 +294,11 @@ ARPC_API arpc_future *arpc_call_async(arpc_client *c, const char *method, const 
 ARPC_API int arpc_go(arpc_client *c, const char *method, const void *req, size_t req_len,
                      int64_t deadline_ms, arpc_cq *cq, void *tag);
 
-/* The same calls with per-call options (o may be NULL: the client's defaults). */
+/* The same calls with per-call options (o may be NULL: the client's defaults; copied, so it
+ * may be reused at once): each behaves as the call without options, threads, ownership and
+ * errors alike, plus ARPC_EINVAL (through the future or queue for the asynchronous ones)
+ * for an option the call refuses (a semantics not in the enum, a field this library lacks
+ * set). */
 ARPC_API int arpc_call_opts_v(arpc_client *c, const char *method, const void *req, size_t req_len,
                               void **reply, size_t *reply_len, const arpc_call_options *o, size_t o_size);
 ARPC_API arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const void *req,
@@ -312,10 +328,10 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * arpc_client_last_error has its words). */
 ARPC_API int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len);
 
-/* Calls currently waiting for a reply (a snapshot). */
+/* Calls currently waiting for a reply (a snapshot). Any thread; 0 for NULL. */
 ARPC_API size_t arpc_client_pending(const arpc_client *c);
 
-/* The client's 64-bit id (random unless set in the options). */
+/* The client's 64-bit id (random unless set in the options). Any thread; 0 for NULL. */
 ARPC_API uint64_t arpc_client_id(const arpc_client *c);
 
 /* Why the client's latest connection attempt failed, or its connection broke: the arpc_error
@@ -326,7 +342,7 @@ ARPC_API uint64_t arpc_client_id(const arpc_client *c);
 ARPC_API int arpc_client_last_error(arpc_client *c, char *buf, size_t len);
 
 /* Connections made so far (1 after connect, or 0 until the first is made with
- * connect_in_background; each reconnect adds one). A snapshot. */
+ * connect_in_background; each reconnect adds one). A snapshot. Any thread; 0 for NULL. */
 ARPC_API uint64_t arpc_client_connections(const arpc_client *c);
 
 #ifdef __cplusplus

@@ -48,7 +48,7 @@ extern "C" {
 
 typedef struct arpc_cq arpc_cq;
 
-/* Errors: ARPC_ENOMEM, ARPC_ESYSTEM (no eventfd). */
+/* Any thread. Errors: ARPC_EINVAL (out NULL), ARPC_ENOMEM, ARPC_ESYSTEM (no eventfd). */
 ARPC_API int arpc_cq_create(arpc_cq **out);
 
 /* Releases the caller's handle. Futures still queued are released; futures still pending are
@@ -81,16 +81,17 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
  * on an empty queue return ARPC_EBUSY at once when every attached, pending future is a call
  * that loop completes (one such loop per queue: the first attached call's): the loop cannot
  * read their replies while its callback waits. next and next_for return ARPC_ESHUTDOWN when
- * the queue is destroyed while they wait. */
+ * the queue is destroyed while they wait. Any thread, several at once (each entry goes to one
+ * of them). ARPC_EINVAL: f NULL, or cq NULL (or destroyed, with NDEBUG: misuse). */
 ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next(arpc_cq *cq, arpc_future **f, void **tag);
 
-/* The eventfd described above; valid until arpc_cq_destroy. -1 for a NULL queue (and, with
- * NDEBUG, a destroyed one: misuse, reported as arpc/common.h says). */
+/* The eventfd described above; valid until arpc_cq_destroy. Any thread. -1 for a NULL queue
+ * (and, with NDEBUG, a destroyed one: misuse, reported as arpc/common.h says). */
 ARPC_API int arpc_cq_fd(const arpc_cq *cq);
 
-/* Entries waiting to be taken (a snapshot). */
+/* Entries waiting to be taken (a snapshot). Any thread; 0 for NULL. */
 ARPC_API size_t arpc_cq_size(const arpc_cq *cq);
 
 #ifdef __cplusplus

@@ -87,6 +87,10 @@ ARPC_API const void *arpc_future_data(const arpc_future *f, size_t *len);
 /* Moves the result buffer to the caller (free with arpc_free). NULL if none or pending. */
 ARPC_API void *arpc_future_take(arpc_future *f, size_t *len);
 
+/* Takes one more reference / drops one, from any thread (the future is freed with the last,
+ * and an attached then-callback or completion queue holds its own). Release NULL does
+ * nothing; a release beyond the references held, or any use after the last, is misuse
+ * (arpc/common.h). */
 ARPC_API void arpc_future_retain(arpc_future *f);
 ARPC_API void arpc_future_release(arpc_future *f);
 
@@ -99,7 +103,8 @@ ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t time
  * position among those complete). Drives the loop of the first among them that only waiters
  * run (see arpc_future_wait; the others complete as their own loops run). Returns ARPC_OK,
  * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop (or inside the loop that alone
- * completes every one of them: see arpc_future_wait), ARPC_EINVAL for n == 0, ARPC_ENOMEM.
+ * completes every one of them: see arpc_future_wait), ARPC_EINVAL (n == 0, fs or index NULL,
+ * or a NULL or released future among them), ARPC_ENOMEM.
  * Memory: a wait registers a small callback on each future still pending, which stays until
  * that future completes (a registration cannot be taken back); a loop of short waits over
  * long calls holds one per wait and future meanwhile. To poll many futures again and again,

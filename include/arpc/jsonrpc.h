@@ -93,8 +93,10 @@
  *                   was written whole: it did not run) and how the connection was lost
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
  *                   null)
- *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8: the
- *                   data says which (NUL-terminated), e.g. "params_json is not one JSON value"
+ *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8, or
+ *                   the client is NULL or closed: the data says which (NUL-terminated), e.g.
+ *                   "params_json is not one JSON value"
+ *   ARPC_ENOMEM     no memory to make or send the request (not sent)
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
  *   ARPC_ESHUTDOWN  the client was closed before the request was sent (or written whole)
  *   ARPC_ECANCELLED arpc_future_cancel: the request may already be on its way, unless the

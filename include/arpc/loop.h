@@ -50,7 +50,8 @@ typedef struct arpc_loop_options {
     bool pollable;
 } arpc_loop_options;
 
-/* Creates a stopped loop. opts may be NULL. Errors: ARPC_ENOMEM, ARPC_ESYSTEM. */
+/* Creates a stopped loop. opts may be NULL. Any thread. Errors: ARPC_EINVAL (out NULL, or an
+ * options field this library lacks set: arpc/common.h), ARPC_ENOMEM, ARPC_ESYSTEM. */
 ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size);
 #define arpc_loop_create(out, ...) arpc_loop_create_v((out), (__VA_ARGS__), sizeof(arpc_loop_options))
 
@@ -78,7 +79,8 @@ ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, 
  * wrapped loop (ARPC_EINVAL). Close the clients and destroy the servers on it first, then call
  * arpc_loop_destroy on the owner thread outside ev_run (anywhere else it logs an error and
  * does nothing); it stops arpc's watchers and leaves ev to the application.
- * Errors: ARPC_EINVAL (ev or out NULL), ARPC_ENOMEM, ARPC_ESYSTEM.
+ * Errors: ARPC_EINVAL (ev or out NULL, opts->pollable set: a wrapped loop is polled through ev,
+ * or an options field this library lacks set), ARPC_ENOMEM, ARPC_ESYSTEM.
  */
 struct ev_loop;
 ARPC_API int arpc_loop_wrap_v(arpc_loop **out, struct ev_loop *ev, const arpc_loop_options *opts,

@@ -436,7 +436,8 @@ ARPC_API int arpc_server_destroy(arpc_server *s);
  * arpc_request_data sets *len to 0); arpc_request_budget_ms returns 0. So do all but
  * arpc_request_seq, _is_oneway and _cancelled for a request the server answered in its
  * handler's place after the handler returned (see the top): what they return is lent until
- * then, so copy it before returning from a handler that replies later. */
+ * then, so copy it before returning from a handler that replies later. Any thread, while the
+ * request is not finished (a handler that replies later may hand it to another thread). */
 /* The request's bytes and their count in *len (len may be NULL). Check *len before reading:
  * the bytes are whatever the caller sent. No alignment is promised (they may sit anywhere in
  * a read buffer): memcpy a multi-byte field out rather than cast the pointer. */
@@ -490,8 +491,10 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
  * its request when nobody waits any more (to a caller gone, the reply is dropped and returns
  * ARPC_OK; after the server's answer it is dropped and returns ARPC_ETIMEDOUT or
  * ARPC_ESHUTDOWN, as any late reply). Not called once the handler
- * has replied. At most one callback per request (ARPC_EBUSY). Errors: ARPC_EINVAL (req or fn
- * NULL), ARPC_EBUSY. */
+ * has replied. At most one callback per request (ARPC_EBUSY). From the thread that holds the
+ * request (its handler, or the thread it handed the request to), never from two threads at
+ * once for one request (the second's refusal is promised only to calls one after the other).
+ * Errors: ARPC_EINVAL (req or fn NULL), ARPC_EBUSY. */
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
 ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
 
@@ -556,7 +559,7 @@ ARPC_API int arpc_reply_durable(arpc_request *req, const void *effect, size_t ef
  * reply made there does). At the next
  * start, recover gets this state and then only the effects logged after it, and the log can
  * drop older ones.
- * state is copied. Errors: ARPC_EINVAL (no log_dir), ARPC_ETOOLARGE (len over
+ * state is copied. Errors: ARPC_EINVAL (s NULL, state NULL with len > 0, or no log_dir), ARPC_ETOOLARGE (len over
  * ARPC_DURABLE_MAX: nothing logged), ARPC_ESHUTDOWN, ARPC_ENOMEM. */
 ARPC_API int arpc_server_checkpoint(arpc_server *s, const void *state, size_t len);
 
