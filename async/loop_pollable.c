@@ -183,13 +183,8 @@ static int loop_sleep_ms(arpc_loop *loop)
     const struct arpc_deadline *top = arpc_deadline_heap_top(&loop->l_deadlines);
     if (top == NULL)
         return limit;
-    uint64_t now = arpc_now_ns();
-    if (top->d_when_ns <= now)
-        return 0;
-    uint64_t ms = (top->d_when_ns - now + 999999) / 1000000; /* never wake before it is due */
-    if (limit >= 0 && ms > (uint64_t)limit)
-        return limit;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
+    int ms = arpc_ms_left_int(top->d_when_ns); /* rounded up: never wakes before it is due */
+    return ms < 0 || (limit >= 0 && ms > limit) ? limit : ms;
 }
 
 int arpc_loop_run_nowait(arpc_loop *loop, int *timeout_ms)

@@ -85,6 +85,43 @@ static inline bool arpc_handle_enter(void *h, atomic_size_t *live, uint32_t want
     return false;
 }
 
+/* True when h (not yet freed) is in state `closing` (arpc_handle_kill_to's): its close has
+ * begun and not returned. seq_cst: arpc_handle_enter_unless's second look pairs with the
+ * close's kill. */
+static inline bool arpc_handle_in_state(const void *h, uint32_t closing)
+{
+    return h != NULL && !ARPC_HANDLE_FREED(h) && atomic_load((const arpc_magic *)h) == closing;
+}
+
+enum arpc_handle_entry {
+    ARPC_HANDLE_REFUSED, /* NULL or not live: misuse, reported */
+    ARPC_HANDLE_IN,      /* counted in *live, as arpc_handle_enter */
+    ARPC_HANDLE_CLOSING, /* in state `closing`: not counted, and not misuse */
+};
+
+/* arpc_handle_enter for a kind whose close passes through a state of its own (`closing`)
+ * in which callers are turned away without a misuse report (a client: a then-callback that
+ * close's completions run may start a call). The state is read before the caller counts
+ * itself (it then touches nothing more) or after (the close waits for it). */
+static inline enum arpc_handle_entry arpc_handle_enter_unless(void *h, atomic_size_t *live, uint32_t want,
+                                                               uint32_t closing, const char *kind, const char *fn)
+{
+    if (arpc_handle_in_state(h, closing))
+        return ARPC_HANDLE_CLOSING;
+    if (!arpc_handle_check(h, want, kind, fn))
+        return ARPC_HANDLE_REFUSED;
+    atomic_fetch_add(live, 1);
+    if (atomic_load((arpc_magic *)h) == want)
+        return ARPC_HANDLE_IN;
+    enum arpc_handle_entry e = ARPC_HANDLE_CLOSING;
+    if (!arpc_handle_in_state(h, closing)) {
+        (void)arpc_handle_check(h, want, kind, fn); /* misuse, before the count that keeps h goes */
+        e = ARPC_HANDLE_REFUSED;
+    }
+    atomic_fetch_sub(live, 1);
+    return e;
+}
+
 /* Marks a live handle dead (its close/destroy/last release begins). False, after reporting
  * misuse as arpc_handle_check does, when it was not live: a second close. */
 bool arpc_handle_kill(void *h, uint32_t want, const char *kind, const char *fn);

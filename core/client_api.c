@@ -153,34 +153,27 @@ const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_canc
 /*
  * A caller's way in: the client may be closed by another thread while this one is between
  * its check and its hand-over to the loop. Callers are counted in cl_live, which close waits
- * for (base/handle.h: arpc_handle_enter). The count passes to the call object at the
+ * for (base/handle.h: arpc_handle_enter_unless). The count passes to the call object at the
  * hand-over (call_free gives it back), or is given back by client_leave. From the hand-over
  * on, the caller touches nothing of the client's. fn is the public name (the _v symbols are
- * reached through macros, see arpc/common.h). Returns c, or NULL (the call then fails
- * ARPC_EINVAL; a closed or freed handle reported).
- */
-/* The caller's way in (arpc_handle_enter): c counted in cl_live, or NULL with *refused the
+ * reached through macros, see arpc/common.h). Returns c, counted, or NULL with *refused the
  * call's outcome: ARPC_EINVAL (NULL, or misuse, reported), ARPC_ESHUTDOWN (closing: a call
- * then is refused, not misuse). The closing state is read before the caller is counted (it
- * then touches nothing more), or after (close waits for it). */
+ * then is refused, not misuse).
+ */
 static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused)
 {
     *refused = ARPC_EINVAL;
-    if (client_closing(c)) {
+    if (c == NULL)
+        return NULL;
+    switch (arpc_handle_enter_unless(c, &c->cl_live, ARPC_MAGIC_CLIENT, ARPC_MAGIC_CLIENT_CLOSING, "client", fn)) {
+    case ARPC_HANDLE_IN:
+        return c;
+    case ARPC_HANDLE_CLOSING:
         *refused = ARPC_ESHUTDOWN;
+        return NULL;
+    default:
         return NULL;
     }
-    if (c == NULL || !arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn))
-        return NULL;
-    atomic_fetch_add(&c->cl_live, 1);
-    if (atomic_load((arpc_magic *)c) == ARPC_MAGIC_CLIENT)
-        return c;
-    if (client_closing(c))
-        *refused = ARPC_ESHUTDOWN;
-    else
-        (void)arpc_handle_check(c, ARPC_MAGIC_CLIENT, "client", fn); /* misuse, before the count goes */
-    atomic_fetch_sub(&c->cl_live, 1);
-    return NULL;
 }
 
 /* A caller that entered and hands nothing to the loop. Its last touch of c. */

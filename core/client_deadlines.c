@@ -15,9 +15,7 @@
 #include "base/clock.h"
 #include "core/client_resend.h"
 
-#define NS_PER_MS 1000000u
-
-static uint64_t ms_now(void) { return arpc_now_ns() / NS_PER_MS; }
+static uint64_t ms_now(void) { return arpc_now_ns() / ARPC_NS_PER_MS; }
 
 static struct client_call *call_of_node(const struct arpc_wheel_node *n)
 {
@@ -28,7 +26,7 @@ static struct client_call *call_of_node(const struct arpc_wheel_node *n)
 static uint64_t call_due_ms(const struct client_call *call)
 {
     uint64_t when = call_timed(call)->ct_when;
-    return when / NS_PER_MS + (when % NS_PER_MS != 0);
+    return when / ARPC_NS_PER_MS + (when % ARPC_NS_PER_MS != 0);
 }
 
 /* The wheel's time function: a call's node is due when the call says. */
@@ -42,7 +40,7 @@ static uint64_t node_due_ms(const struct arpc_wheel_node *n, void *arg)
 static int wheel_wait_for(arpc_client *c, uint64_t need_ms)
 {
     struct arpc_deadline *t = &c->cl_wheel_timer;
-    uint64_t at = need_ms * NS_PER_MS;
+    uint64_t at = need_ms * ARPC_NS_PER_MS;
     if (c->cl_wheel_stopped || (arpc_deadline_is_armed(t) && t->d_when_ns <= at))
         return ARPC_OK;
     return arpc_deadline_arm(c->cl_loop, t, at);
@@ -63,13 +61,13 @@ static void on_wheel_timer(struct arpc_deadline *d, void *arg)
      * (it shrinks only when a quarter full): the calls' callbacks below may arm other
      * deadlines into that room and leave none. Moved afterwards, in place: no memory, so the
      * calls still in the wheel cannot be left waiting for some later call to arm it. */
-    (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, (now + 1) * NS_PER_MS);
+    (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, (now + 1) * ARPC_NS_PER_MS);
     (void)arpc_wheel_expire(&c->cl_wheel, now, on_call_due, NULL);
     uint64_t next = arpc_wheel_next(&c->cl_wheel);
     if (next == ARPC_WHEEL_NONE || c->cl_wheel_stopped)
         arpc_deadline_cancel(c->cl_loop, &c->cl_wheel_timer);
     else if (arpc_deadline_is_armed(&c->cl_wheel_timer))
-        (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, next * NS_PER_MS); /* a move */
+        (void)arpc_deadline_arm(c->cl_loop, &c->cl_wheel_timer, next * ARPC_NS_PER_MS); /* a move */
     else
         (void)wheel_wait_for(c, next); /* out of memory even before the callbacks: the next
                                         * call_arm tries again */

@@ -18,8 +18,6 @@
 #include "base/clock.h"
 #include "core/client_resend.h"
 
-#define NS_PER_MS 1000000u
-
 static void on_give_up(struct arpc_deadline *d, void *arg)
 {
     (void)d;
@@ -27,7 +25,7 @@ static void on_give_up(struct arpc_deadline *d, void *arg)
     uint64_t now = arpc_now_ns();
     /* Armed again first, while the loop's heap still has the room this deadline just left
      * (as client_deadlines.c's wheel deadline): the calls' callbacks below may arm others. */
-    (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + NS_PER_MS);
+    (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + ARPC_NS_PER_MS);
     struct client_call *call;
     uint64_t give_up = 0;
     while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now)

@@ -394,8 +394,7 @@ static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> 
  * is misuse. client_closing: its close has begun and not returned (base/handle.h). */
 static inline bool client_closing(const arpc_client *c)
 {
-    /* seq_cst: client_enter's second look, after counting itself, pairs with close's kill. */
-    return c != NULL && !ARPC_HANDLE_FREED(c) && atomic_load((const arpc_magic *)c) == ARPC_MAGIC_CLIENT_CLOSING;
+    return arpc_handle_in_state(c, ARPC_MAGIC_CLIENT_CLOSING);
 }
 
 static inline bool client_live(const arpc_client *c, const char *fn)

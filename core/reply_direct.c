@@ -102,7 +102,6 @@ void reply_direct_unwatch(arpc_server *s)
     arpc_deadline_cancel(s->sv_loop, &s->sv_take_turn);
 }
 
-static void reply_msg_release(void *rm) { reply_msg_put(rm); }
 
 void reply_direct_finish(struct server_conn *sc, struct reply_msg *rm)
 {

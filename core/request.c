@@ -494,6 +494,8 @@ void reply_msg_free(struct reply_msg *rm)
 
 void reply_msg_put(struct reply_msg *rm) { reply_msg_put_near(rm, NULL); }
 
+void reply_msg_release(void *rm) { reply_msg_put(rm); }
+
 void reply_msg_put_near(struct reply_msg *rm, struct server_conn *near)
 {
     if (rm == NULL || --rm->rm_refs > 0)

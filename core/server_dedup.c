@@ -205,7 +205,6 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }
 
-static void reply_msg_release(void *rm) { reply_msg_put(rm); }
 
 /* Sends rm's frame to sc under xid. The request that ran the call (its xid is in the frame)
  * gets the very frame, shared with the cache; any other gets a header of its own with its

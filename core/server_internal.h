@@ -274,6 +274,8 @@ struct reply_msg {
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 /* Loop thread: lets go of one hold on rm (the last frees it). */
 void reply_msg_put(struct reply_msg *rm);
+/* reply_msg_put as an output queue's release function (the queue's frame holds one hold). */
+void reply_msg_release(void *rm);
 /* Loop thread: as reply_msg_put, but the last hold on a large reply that no longer has a
  * connection (one the reply cache kept) gives its block to near's buffer cache (near may be
  * NULL: freed). */
