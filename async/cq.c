@@ -211,6 +211,9 @@ static void cq_unref(arpc_cq *cq)
     if (!arpc_refcount_put(&cq->cq_refs))
         return;
     cq_drain_locked(cq); /* sole owner: entries pushed after destroy() drained */
+    struct arpc_loop *home = atomic_load_explicit(&cq->cq_home, memory_order_relaxed);
+    if (home != NULL)
+        arpc_loop_mem_release(home); /* (cq_designates_home's) */
     close(cq->cq_efd);
     pthread_mutex_destroy(&cq->cq_lock);
     arpc_free(cq);
@@ -222,6 +225,19 @@ static bool cq_designates(_Atomic(struct arpc_loop *) *slot, struct arpc_loop *l
 {
     struct arpc_loop *first = NULL;
     return loop != NULL && (atomic_compare_exchange_strong(slot, &first, loop) || first == loop);
+}
+
+/* cq_designates for the home slot: the queue holds the home's memory from then on (a
+ * consumer reads it there, and may look at it after another thread destroyed the loop). The
+ * future that offers it holds it until then (arpc_future_set_home). */
+static bool cq_designates_home(arpc_cq *cq, struct arpc_loop *loop)
+{
+    struct arpc_loop *first = NULL;
+    if (loop != NULL && atomic_compare_exchange_strong(&cq->cq_home, &first, loop)) {
+        arpc_loop_mem_retain(loop);
+        return true;
+    }
+    return loop != NULL && first == loop;
 }
 
 /* An attached entry is counted before its then(), which may push at once ("Refusing" in the
@@ -333,7 +349,7 @@ int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
     e->e_future = f;
     e->e_tag = tag;
     e->e_cq = cq;
-    e->e_homed = cq_designates(&cq->cq_home, arpc_future_home(f));
+    e->e_homed = cq_designates_home(cq, arpc_future_home(f));
     e->e_completing = cq_designates(&cq->cq_completer, arpc_future_completer(f));
     cq_count_attached(cq, e);
     /* Kept, not a USER reference: the caller's second release is caught instead of dropping

@@ -230,6 +230,8 @@ static void future_last(arpc_future *f)
         return;
     }
     arpc_handle_poison(f); /* a later call is caught while the memory is not reused */
+    if (future_state(f) & ST_HOME)
+        arpc_loop_mem_release(f->f_first_arg); /* (arpc_future_set_home's) */
     arpc_free(atomic_load_explicit(&f->f_data, memory_order_relaxed));
     if (future_embedded(f))
         f->f_owner->fo_free(f); /* its owner's block */
@@ -578,6 +580,7 @@ static int future_wait_until(arpc_future *f, uint64_t deadline_ns, bool spin)
 
 void arpc_future_set_home(arpc_future *f, struct arpc_loop *loop)
 {
+    arpc_loop_mem_retain(loop); /* until f is freed: a waiter may read it from f (future_last) */
     f->f_first_fn = NULL;
     f->f_first_arg = loop;
     atomic_fetch_or_explicit(&f->f_state, ST_FIRST_CB | ST_HOME, memory_order_relaxed);

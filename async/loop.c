@@ -177,6 +177,7 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     atomic_init(&loop->l_magic, ARPC_MAGIC_LOOP);
     atomic_init(&loop->l_destroying, false);
     atomic_init(&loop->l_users, 0);
+    arpc_refcount_init(&loop->l_mem_refs, 1);
     if (pthread_mutex_init(&loop->l_mtx, NULL) != 0)
         goto fail;
     if (pthread_mutex_init(&loop->l_sync_mtx, NULL) != 0)
@@ -253,7 +254,15 @@ static void loop_free(arpc_loop *loop)
     pthread_mutex_destroy(&loop->l_sync_mtx);
     pthread_mutex_destroy(&loop->l_mtx);
     arpc_handle_poison(loop);
-    arpc_free(loop);
+    arpc_loop_mem_release(loop); /* the memory itself, once no future or queue names it */
+}
+
+void arpc_loop_mem_retain(arpc_loop *loop) { arpc_refcount_get(&loop->l_mem_refs); }
+
+void arpc_loop_mem_release(arpc_loop *loop)
+{
+    if (arpc_refcount_put(&loop->l_mem_refs))
+        arpc_free(loop);
 }
 
 /* Runs the loop on the calling thread until it has finished. */

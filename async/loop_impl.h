@@ -21,6 +21,7 @@
 #include "base/handle.h"
 #include "base/log_throttle.h"
 #include "base/node_pool.h"
+#include "base/refcount.h"
 
 #define LOOP_DRAIN_BATCH 1024u /* jobs (tasks included) per wake-up before the loop polls again */
 #define LOOP_GIVE_BACK 64u     /* tasks started before their places and nodes go back, at most */
@@ -42,6 +43,10 @@ struct arpc_loop {
     arpc_magic l_magic;            /* first (base/handle.h): live until loop_free */
     _Atomic bool l_destroying;     /* arpc_loop_destroy was called: a second call is misuse */
     atomic_int l_users;            /* servers and clients on it that the user made (arpc_loop_users_add) */
+    /* The struct's memory: its destroy's, and one per future and completion queue that names
+     * it as the loop to drive (arpc_loop_mem_retain): a waiter that read it there may still
+     * look at it once a destroy on another thread is over (it then finds it done). */
+    arpc_refcount l_mem_refs;
     /* Shared with other threads. */
     ck_stack_t l_lane;             /* jobs (arpc_loop_post) and tasks (arpc_loop_submit) */
     ck_stack_t l_lazy;             /* jobs that wake nobody (arpc_loop_post_lazy) */

@@ -177,6 +177,15 @@ void arpc_loop_prepare_due(arpc_loop *loop);
  * for good (-1): arpc_loop_destroy refuses, with an ERROR line, while any is left. Any thread. */
 void arpc_loop_users_add(arpc_loop *loop, int delta);
 
+/* The loop's memory outlives its destroy while futures or completion queues name it as the
+ * loop a waiter drives (arpc_future_set_home, a queue's home): a waiter on another thread may
+ * have read it there just before the destroy, and finds it done (LOOP_DONE, or its own
+ * thread's: it then sleeps on what it waits for) instead of freed memory. Only the fields a
+ * waiter reads before it sees that stay meaningful. Any thread; retain only while the loop's
+ * memory is known to be held (by its creator, or a future that names it). */
+void arpc_loop_mem_retain(arpc_loop *loop);
+void arpc_loop_mem_release(arpc_loop *loop);
+
 /* Deadlines currently armed on the loop. */
 size_t arpc_loop_deadline_count(arpc_loop *loop);
 
