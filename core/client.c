@@ -293,6 +293,13 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         rc = arpc_tls_client_new(&c->cl_tls, &c->cl_target, o.tls, why, sizeof(why));
     if (rc == ARPC_OK)
         rc = client_take_loop(c, o.loop);
+    if (rc == ARPC_OK && c->cl_background) {
+        /* Until the first attempt ends, this is what is in the way (arpc_client_last_error,
+         * and the words of a call that ends waiting): never ARPC_OK with no connection. */
+        snprintf(why, sizeof(why), "the first attempt to connect to %s has not finished", c->cl_target.t_addr);
+        client_set_error(c, ARPC_EUNREACHABLE, why);
+        why[0] = '\0';
+    }
     if (rc != ARPC_OK) {
         write_why(&o, why[0] ? why : arpc_strerror(rc));
         pending_fini(&c->cl_pending);

@@ -140,6 +140,35 @@ static void test_no_reconnect_calls_say_why(void **state)
     close(probe);
 }
 
+/* A call that ends while the first attempt is still under way (a peer that accepts and never
+ * says HELLO) says so, as arpc_client_last_error does: before, it had no words at all, and
+ * last_error said ARPC_OK for a client that had never connected. */
+static void test_call_during_first_attempt_says_why(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof(sin);
+    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sin, sizeof(sin)));
+    assert_int_equal(0, listen(lfd, 4)); /* the connect completes in the backlog: no HELLO */
+    assert_int_equal(0, getsockname(lfd, (struct sockaddr *)&sin, &slen));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .connect_timeout_ms = ARPC_FOREVER};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    char why[ARPC_ERRBUF_SIZE];
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_client_last_error(c, why, sizeof(why)));
+    assert_non_null(strstr(why, "has not finished"));
+    void *reply = NULL;
+    size_t len = 0;
+    int rc = arpc_call(c, "t.echo", "x", 1, &reply, &len, 100);
+    expect_unreachable_saying_why(c, rc, reply, len);
+    arpc_free(reply);
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    close(lfd);
+}
+
 /* A pollable loop the application drives: a peer that accepts (in its backlog) but never
  * says HELLO would hold a waiting connect for connect_timeout_ms (an hour here); in the
  * background connect returns at once, and the application's steps make the attempt. */
@@ -177,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_server_never_there),
         cmocka_unit_test(test_no_reconnect_ends_the_client),
         cmocka_unit_test(test_no_reconnect_calls_say_why),
+        cmocka_unit_test(test_call_during_first_attempt_says_why),
         cmocka_unit_test(test_pollable_loop_not_blocked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
