@@ -90,7 +90,10 @@
  *                     ("the method name is empty", ...)
  * docs/SEMANTICS.md's table says the same, with what to do about each.
  * Every call completes: with a deadline it completes by then; without one, it completes when
- * the server answers, or when no connection could be had for reconnect_give_up_ms.
+ * the server answers, or when no connection could be had for reconnect_give_up_ms. (Each new
+ * connection starts that wait over: a path that lets the HELLO through and then breaks, again
+ * and again before the answer comes, holds a call without a deadline for as long as it does
+ * so. Only a deadline bounds every case.)
  */
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
