@@ -1,3 +1,4 @@
+/* The growing text buffer (base/text_buf.h): out of memory is sticky, so a writer checks once. */
 #include "base/text_buf.h"
 
 #include <stdarg.h>

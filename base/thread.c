@@ -1,3 +1,4 @@
+/* Starting arpc's own threads with the asynchronous signals blocked (base/thread.h says why). */
 #include <signal.h>
 #include <stddef.h>
 

@@ -1,3 +1,5 @@
+/* JSON-RPC 1.0 messages as Go writes them (core/jsonrpc_codec.h): each line encoded in one
+ * allocation, and an error's text read back as an arpc error code. */
 #include "core/jsonrpc_codec.h"
 
 #include <inttypes.h>

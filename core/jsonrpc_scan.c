@@ -1,3 +1,5 @@
+/* Where one JSON object ends in a byte stream, and the memory jansson's parse of it would take,
+ * estimated as the scan goes (core/jsonrpc_scan.h). */
 #include "core/jsonrpc_scan.h"
 
 #include "arpc/error.h"

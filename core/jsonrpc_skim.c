@@ -1,3 +1,5 @@
+/* Skimming a JSON-RPC request too large to keep: its bytes dropped, its "id" kept
+ * (core/jsonrpc_skim.h). */
 #include "core/jsonrpc_skim.h"
 
 #include "arpc/error.h"

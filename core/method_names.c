@@ -1,3 +1,5 @@
+/* A client's method names, each kept once (core/method_names.h): the thread's last name
+ * compared first, else a hash and a probe. */
 #include "core/method_names.h"
 
 #include <stdbool.h>

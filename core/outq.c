@@ -1,3 +1,5 @@
+/* The output queue (core/outq.h): a connection's encoded frames, written with one gathered
+ * write per batch, small ones copied into one stage first. */
 #include "core/outq.h"
 
 #include <assert.h>

@@ -1,3 +1,5 @@
+/* The client's pending calls by xid (core/pending_calls.h): a ring per sequence of xids, and
+ * ck_rhs for the calls that do not fit their ring. */
 #include "core/pending_calls.h"
 
 #include <stddef.h>

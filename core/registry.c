@@ -1,3 +1,5 @@
+/* The server's method registry (core/registry.h): methods by name, found through an
+ * open-addressing index rebuilt at each registration. */
 #include "core/registry.h"
 
 #include <string.h>

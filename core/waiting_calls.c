@@ -1,3 +1,4 @@
+/* The client's calls waiting for a connection, in an array of slots (core/waiting_calls.h). */
 #define _GNU_SOURCE /* qsort_r */
 #include "core/waiting_calls.h"
 
