@@ -154,7 +154,8 @@ enum arpc_rc_verdict {
                           * max_client_bytes: the same */
     ARPC_RC_NOMEM,    /* out of memory: refuse the call; it did not run */
     ARPC_RC_CROWDED,  /* ARPC_RC_MAX_WAITERS duplicates already wait for the running call:
-                       * answer ARPC_EOVERLOADED (nothing runs; a retry later finds the reply) */
+                       * answer ARPC_EABANDONED (it may have run: nothing runs again, and a
+                       * retry later finds the reply) */
 };
 
 /* Duplicates one running call may have waiting for it. A client resends a call after each

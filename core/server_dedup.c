@@ -45,6 +45,7 @@
  */
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arpc/error.h"
@@ -358,7 +359,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
                  ARPC_RC_MAX_WAITERS, (unsigned long long)f->f_seq);
         sconn_refuse_call(sc, f->f_xid, ARPC_EABANDONED, msg, strlen(msg));
         return false;
-    default:
+    case ARPC_RC_NOMEM:
         /* A copy of a call that runs found no room to wait for it: that call may have run,
          * and "not run" would invite its caller to make it again. */
         if (arpc_reply_cache_knows(&s->sv_cache, sc->sc_cache_key, f->f_seq)) {
@@ -371,6 +372,7 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         sconn_refuse_unkept(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     }
+    abort(); /* a verdict without its case above: every one must say what the caller may conclude */
 }
 
 bool dedup_answer_copy(struct server_conn *sc, const struct arpc_frame *f)

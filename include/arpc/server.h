@@ -520,7 +520,7 @@ ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn
  * ARPC_EINVAL for a NULL req (nothing done). */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
-/* Fails the call with ARPC_EHANDLER and msg (may be NULL) and frees req. As arpc_reply. */
+/* Fails the call with ARPC_EHANDLER and msg (may be NULL) and finishes req. As arpc_reply. */
 ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
 
 /* The most one reply log record holds: an effect and its reply together, or a checkpoint. */
