@@ -132,6 +132,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);
     if (n > 0 || c->cl_background)
         client_set_error(c, ARPC_OK, ""); /* what was in the way is gone (arpc_client_last_error) */
+    client_lookup_drop(c); /* the addresses worked: a lookup's later answer must not replace them */
     arpc_future_complete(c->cl_first, ARPC_OK, NULL, 0);
     calls_on_connected(c); /* (with the one-way messages that came while parked) */
     client_direct_resume(c);

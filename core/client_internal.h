@@ -496,7 +496,7 @@ void client_connect_failed(arpc_client *c, int code, const char *why); /* this a
 int64_t client_lookup_interval_ms(int64_t re_resolve_ms); /* the option's 0 made the default */
 void client_lookup_maybe_start(arpc_client *c); /* after a failed attempt: a lookup, if due */
 void client_lookup_take(arpc_client *c);        /* before an attempt: a finished lookup's answer */
-void client_lookup_drop(arpc_client *c);        /* at the client's free (any thread) */
+void client_lookup_drop(arpc_client *c);        /* a connection came, or the client's free (any thread) */
 
 /* client_conn.c (loop thread) */
 void client_conn_adopt(arpc_client *c, int fd); /* a connected socket: HELLO exchange next */

@@ -13,8 +13,12 @@
  * The thread and the client share one counted record and nothing else: the thread writes
  * the answer and drops its reference, the loop thread takes the answer when it next starts
  * an attempt. A client closed meanwhile does not wait for the lookup (which may take the
- * resolver's whole timeout): whichever of the two lets go last frees the record. Loop
- * thread only, but client_lookup_drop (the client's last reference, any thread).
+ * resolver's whole timeout): whichever of the two lets go last frees the record. A lookup
+ * still under way when a connection is made again is let go the same way: its answer, taken
+ * at some later failure, would replace addresses that had just worked. A resolver that never
+ * answers (an NSS back-end that hangs) leaves its thread blocked and no further lookup for
+ * this client: the addresses it has stay. Loop thread only, but client_lookup_drop at the
+ * client's free (any thread).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -66,7 +70,7 @@ void client_lookup_maybe_start(arpc_client *c)
     if (!c->cl_target.t_named || c->cl_lookup != NULL || c->cl_re_resolve_ms < 0)
         return;
     uint64_t now = arpc_now_coarse_ns();
-    if (now - c->cl_lookup_ns < (uint64_t)c->cl_re_resolve_ms * ARPC_NS_PER_MS)
+    if (now < arpc_deadline_after(c->cl_lookup_ns, c->cl_re_resolve_ms))
         return;
     struct client_lookup *lk = arpc_malloc(sizeof(*lk));
     if (lk == NULL)
@@ -89,12 +93,21 @@ void client_lookup_maybe_start(arpc_client *c)
     atomic_fetch_add_explicit(&c->cl_lookups, 1, memory_order_relaxed);
 }
 
+static bool target_has(const struct arpc_target *t, const struct sockaddr_storage *sa, socklen_t len)
+{
+    for (size_t i = 0; i < t->t_count; i++)
+        if (t->t_salen[i] == len && memcmp(&t->t_sa[i], sa, len) == 0)
+            return true;
+    return false;
+}
+
+/* The same addresses in any order: a name answered round-robin has not moved. */
 static bool target_same(const struct arpc_target *a, const struct arpc_target *b)
 {
     if (a->t_count != b->t_count)
         return false;
     for (size_t i = 0; i < a->t_count; i++)
-        if (a->t_salen[i] != b->t_salen[i] || memcmp(&a->t_sa[i], &b->t_sa[i], a->t_salen[i]) != 0)
+        if (!target_has(b, &a->t_sa[i], a->t_salen[i]))
             return false;
     return true;
 }
@@ -132,6 +145,7 @@ void client_lookup_take(arpc_client *c)
 
 void client_lookup_drop(arpc_client *c)
 {
+    /* A lookup under way is not waited for: its thread frees the record when it returns. */
     if (c->cl_lookup != NULL)
         lookup_put(c->cl_lookup);
     c->cl_lookup = NULL;

@@ -9,7 +9,10 @@
  *  - a lookup that fails keeps the addresses there were: the server back there is reached;
  *  - re_resolve_ms negative, or longer than the client has lived: no lookup after connect's,
  *    however many attempts fail (a call the moved server would answer ends by its deadline);
- *  - a client closed while its lookup blocks in the resolver is not held by it.
+ *  - a client closed while its lookup blocks in the resolver is not held by it;
+ *  - a lookup still under way when the old address answers again is dropped (its answer,
+ *    taken at some later failure, would replace addresses that had just worked): the next
+ *    failure asks again, and that answer is taken.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -239,6 +242,36 @@ static void test_close_does_not_wait_for_a_lookup(void **state)
     sem_post(&lookup_gate); /* its thread ends, and frees what it shared with the client */
 }
 
+static void test_a_lookup_under_way_at_a_connection_is_dropped(void **state)
+{
+    (void)state;
+    arpc_server *old_s, *new_s;
+    unsigned port;
+    server_pair(&old_s, &new_s, &port);
+    arpc_client *c = connect_moving(port, 1);
+    atomic_store(&hold_lookups, true);
+    arpc_server_destroy(old_s);
+    assert_true(sem_wait_secs(&lookup_held, TEST_WAIT_S)); /* the first lookup blocks */
+    old_s = server_at("old again", "127.0.0.1", port, NULL);
+    assert_non_null(old_s);
+    char who[64];
+    where(c, TEST_WAIT_MS, who, sizeof(who)); /* reconnected to the old address */
+    assert_string_equal("old again", who);
+    atomic_store(&moving_to, "127.0.0.2");
+    arpc_server_destroy(old_s);
+    /* Its lookup was let go at the connection, so this failure starts another (one still
+     * counted as under way would have kept it from starting). */
+    assert_true(sem_wait_secs(&lookup_held, TEST_WAIT_S));
+    atomic_store(&hold_lookups, false);
+    sem_post(&lookup_gate);
+    sem_post(&lookup_gate);
+    where(c, TEST_WAIT_MS, who, sizeof(who));
+    assert_string_equal("new", who);
+    assert_int_equal(2, name_lookups(c));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    arpc_server_destroy(new_s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +279,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_failed_lookup_keeps_the_addresses, setup),
         cmocka_unit_test_setup(test_never_looked_up_again, setup),
         cmocka_unit_test_setup(test_not_before_the_interval, setup),
+        cmocka_unit_test_setup(test_a_lookup_under_way_at_a_connection_is_dropped, setup),
         cmocka_unit_test_setup(test_close_does_not_wait_for_a_lookup, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

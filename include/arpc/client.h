@@ -177,11 +177,15 @@ typedef struct arpc_client_options {
      * no wait (what the socket takes at once is written, the rest dropped).
      * There is no wait for ever: close is bounded by this. See arpc_client_close. */
     int64_t close_linger_ms;
-    /* A host name (tcp://, tls://) is resolved at connect; when a reconnect attempt then fails
-     * at every address it resolved to, the name is looked up again on a thread of arpc's (a
-     * lookup may block), at most once per this many ms, counting connect's lookup, and the
-     * attempts after its answer go to the addresses it gives (a server that moved is found;
-     * a lookup that fails keeps the addresses there were). 0: 30000; negative: never (the
+    /* A host name (tcp://, tls://) is resolved at connect; when an attempt to connect after
+     * that fails (refused, timed out, no HELLO), the name is looked up again on a thread of
+     * arpc's (a lookup may block), at most once per this many ms, counting connect's lookup,
+     * and the attempts after its answer go to the addresses it gives: a server that moved is
+     * found. Only a failure asks: a client that reconnects to an old address that still
+     * answers stays there. A lookup that fails keeps the addresses there were; one still
+     * under way when a connection is made is dropped; one that never returns (a resolver that
+     * hangs) keeps its thread, which is never joined, and no other is started for this
+     * client. 0: 30000 (gRPC's least time between DNS lookups); negative: never (the
      * addresses found at connect are the client's for its life). Numeric addresses, unix://
      * and inproc:// are never looked up again. arpc_client_stats counts the lookups. */
     int64_t re_resolve_ms;

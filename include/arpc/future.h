@@ -104,7 +104,7 @@ ARPC_API int arpc_future_wait_all(arpc_future *const *fs, size_t n, int64_t time
  * run (see arpc_future_wait; the others complete as their own loops run). Returns ARPC_OK,
  * ARPC_EPENDING on timeout, ARPC_EBUSY inside that loop (or inside the loop that alone
  * completes every one of them: see arpc_future_wait), ARPC_EINVAL (n == 0, fs or index NULL,
- * or a NULL or released future among them), ARPC_ENOMEM.
+ * or a NULL future among them; a released one is misuse: arpc/common.h), ARPC_ENOMEM.
  * Memory: a wait registers a small callback on each future still pending, which stays until
  * that future completes (a registration cannot be taken back); a loop of short waits over
  * long calls holds one per wait and future meanwhile. To poll many futures again and again,

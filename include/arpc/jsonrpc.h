@@ -94,7 +94,8 @@
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
  *                   null)
  *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8, or
- *                   the client is NULL or closed: the data says which (NUL-terminated), e.g.
+ *                   the client is NULL (a closed one is misuse: arpc/common.h): the data
+ *                   says which (NUL-terminated), e.g.
  *                   "params_json is not one JSON value"
  *   ARPC_ENOMEM     no memory to make or send the request (not sent)
  *   ARPC_ETOOLARGE  the request is longer than max_frame (not sent)
