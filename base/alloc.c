@@ -100,3 +100,11 @@ char *arpc_text_copy(const char *text, size_t len)
     }
     return copy;
 }
+
+char *arpc_text_dup(const char *text, size_t *len)
+{
+    size_t n = text != NULL ? strlen(text) : 0;
+    char *copy = text != NULL ? arpc_text_copy(text, n) : NULL;
+    *len = copy != NULL ? n : 0;
+    return copy;
+}

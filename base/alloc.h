@@ -11,6 +11,9 @@ void *arpc_realloc(void *ptr, size_t size);
 /* A copy of text[0..len) with a NUL after it (not counted in len), for a message a caller may
  * print with %s: a future's data after an error. NULL without memory. */
 char *arpc_text_copy(const char *text, size_t len);
+/* A copy of the NUL-terminated text (NULL: none), its length in *len: 0 for none, or
+ * without memory (NULL then). For a future's optional words: without memory, the code alone. */
+char *arpc_text_dup(const char *text, size_t *len);
 /* arpc_malloc() and arpc_free() are public: declared in arpc/alloc.h and arpc/common.h. */
 
 /* arpc_set_allocator without its check: for tests and benchmarks that swap allocators whose

@@ -287,15 +287,15 @@ static arpc_future *call_start(arpc_client *c, int refused, const char *method, 
             call_discard(call); /* the future's share of the block remains the caller's */
         /* Why, as a server's message comes (its length; a NUL after it); without memory the
          * code alone. */
-        size_t why_len = why != NULL ? strlen(why) : 0;
-        char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
+        size_t why_len;
+        char *text = arpc_text_dup(why, &why_len);
         /* A client lost at its first attempt, or for good (a GOAWAY refused it): what was in
          * the way (before the leave: c may go then). */
         if (text == NULL && c != NULL &&
             (rc == ARPC_EUNREACHABLE || (atomic_load(&c->cl_state) == CL_LOST && rc == client_unavailable_reason(c))))
             text = client_unreachable_why(c, &why_len);
         client_leave(c);
-        arpc_future_complete_owned(f, rc, text, text != NULL ? why_len : 0);
+        arpc_future_complete_owned(f, rc, text, why_len);
         if (call != NULL)
             arpc_future_drop(f); /* the call's hold (call_new), after the caller's share is safe */
         return f;

@@ -327,9 +327,9 @@ void call_finish(struct client_call *call, int status, void *data, size_t len)
  * the copy, the code alone). */
 static void call_finish_saying(struct client_call *call, int code, const char *words)
 {
-    size_t len = words != NULL ? strlen(words) : 0;
-    char *data = words != NULL ? arpc_text_copy(words, len) : NULL;
-    call_finish(call, code, data, data != NULL ? len : 0);
+    size_t len;
+    char *data = arpc_text_dup(words, &len);
+    call_finish(call, code, data, len);
 }
 
 /* ---- deadlines ---- */

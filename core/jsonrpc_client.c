@@ -475,9 +475,9 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
     }
     if (rc != ARPC_OK) {
         client_leave(c);
-        size_t why_len = why != NULL ? strlen(why) : 0;
-        char *text = why != NULL ? arpc_text_copy(why, why_len) : NULL;
-        arpc_future_complete(f, rc, text, text != NULL ? why_len : 0);
+        size_t why_len;
+        char *text = arpc_text_dup(why, &why_len);
+        arpc_future_complete(f, rc, text, why_len);
         return f;
     }
     if (deadline_ms == 0)

@@ -43,9 +43,9 @@ static arpc_future *failed_future(int rc, const char *why)
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK)
         return NULL;
-    size_t len = why != NULL ? strlen(why) : 0;
-    char *text = why != NULL ? arpc_text_copy(why, len) : NULL;
-    arpc_future_complete(f, rc, text, text != NULL ? len : 0);
+    size_t len;
+    char *text = arpc_text_dup(why, &len);
+    arpc_future_complete(f, rc, text, len);
     return f;
 }
 
