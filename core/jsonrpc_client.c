@@ -512,7 +512,10 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
     c = client_enter(c, __func__);
     if (c != NULL && arpc_loop_on_thread(c->jc_loop)) {
         client_leave(c);
-        return ARPC_EBUSY; /* blocking on the loop that must deliver the answer */
+        /* Blocking on the loop that must deliver the answer: said as arpc_call says it. */
+        arpc_log(ARPC_LOG_WARN, "arpc_jsonrpc_call refused: called on the client's own loop thread, it would "
+                 "wait for itself (use arpc_jsonrpc_call_async with a callback there)");
+        return ARPC_EBUSY;
     }
     /* Read before the hand-over: from then on another thread's close may free the client. */
     arpc_loop *drive = c != NULL && !c->jc_owns_loop ? c->jc_loop : NULL;
