@@ -41,7 +41,7 @@ static enum arpc_rc_verdict refuse(struct arpc_reply_cache *rc, enum arpc_rc_ver
 
 static bool is_full(const struct arpc_reply_cache *rc)
 {
-    return arpc_stat_get(&rc->rc_gauges.g_bytes) >= rc->rc_max_bytes;
+    return arpc_stat_get(&rc->rc_gauges.g_bytes) >= rc->rc_max_bytes || rc->rc_full;
 }
 
 /* Enters (c, seq) RUNNING with (conn, xid) as its first waiter. */
@@ -186,6 +186,20 @@ static struct arpc_rc_entry *find_replying(struct arpc_reply_cache *rc, uint64_t
     return e;
 }
 
+/* Whether n more bytes kept for c would take it (or its identity's clients) past a client's
+ * share, or the cache past its bound; if so, what would go past is full from now on (a new
+ * call refused, as at its share) until bytes are freed (arpc_rc_books_sub). */
+static bool over_if_kept(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
+{
+    if (c->c_bytes + n > rc->rc_max_client_bytes)
+        c->c_full = true;
+    if (c->c_owner != NULL && c->c_owner->o_bytes + n > rc->rc_max_client_bytes)
+        c->c_owner->o_full = true;
+    if (arpc_stat_get(&rc->rc_gauges.g_bytes) + n > rc->rc_max_bytes)
+        rc->rc_full = true;
+    return c->c_full || (c->c_owner != NULL && c->c_owner->o_full) || rc->rc_full;
+}
+
 struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
                                                uint64_t seq, void *reply, size_t reply_bytes,
                                                bool logged, uint64_t now_ns, bool *kept)
@@ -199,6 +213,14 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
      * (a reply never leaves before it is durable), and durable drops the entry. */
     if (seq <= c->c_ack && !logged)
         return arpc_rc_entry_remove(rc, c, e);
+    /* With a log the reply is held until its record is durable (its waiters get it then),
+     * and the bound applies when it is kept for good (arpc_reply_cache_durable). */
+    if (!logged && rc->rc_ops.stand_in != NULL && over_if_kept(rc, c, reply_bytes)) {
+        rc->rc_stats.stood_in++;
+        arpc_rc_entry_hold(rc, c, e, rc->rc_ops.stand_in(rc->rc_ctx), 0); /* reply stays the caller's */
+        arpc_rc_entry_move(rc, c, e, ARPC_RC_DONE);
+        return arpc_rc_take_waiters(e);
+    }
     *kept = true;
     arpc_rc_entry_hold(rc, c, e, reply, reply_bytes);
     arpc_rc_entry_move(rc, c, e, logged ? ARPC_RC_LOGGING : ARPC_RC_DONE);
@@ -218,7 +240,15 @@ struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uin
     *reply_out = e->e_reply;
     if (seq <= c->c_ack)
         return arpc_rc_entry_remove(rc, c, e); /* the reply passes to the caller */
-    *kept = true;
+    size_t bytes = e->e_reply_bytes;
+    arpc_rc_books_sub(rc, c, bytes); /* held while logging; kept for good only within bounds */
+    if (rc->rc_ops.stand_in != NULL && over_if_kept(rc, c, bytes)) {
+        rc->rc_stats.stood_in++;
+        arpc_rc_entry_hold(rc, c, e, rc->rc_ops.stand_in(rc->rc_ctx), 0); /* the reply passes to the caller */
+    } else {
+        *kept = true;
+        arpc_rc_books_add(rc, c, bytes);
+    }
     arpc_rc_entry_move(rc, c, e, ARPC_RC_DONE);
     return arpc_rc_take_waiters(e);
 }

@@ -88,6 +88,12 @@ struct arpc_reply_cache_ops {
      * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,
      * before a new one is refused. Must not call into the cache. Optional. */
     bool (*waiter_gone)(void *ctx, struct arpc_rc_waiter *w);
+    /* A reply kept in place of one that would take its client (or its identity) past its
+     * share, or the cache past max_bytes, when its call finishes: the call ran, and a retry
+     * gets this instead of running it again. A hold on a shared reply, counted as no bytes
+     * (freed through free_reply as any other). The bounds are checked when a call is admitted;
+     * without this, every call admitted under them could still keep its whole reply. */
+    void *(*stand_in)(void *ctx);
 };
 
 struct arpc_reply_cache_options {
@@ -101,6 +107,7 @@ struct arpc_reply_cache_stats {
     size_t running, logging; /* entries in those states; the rest are DONE */
     size_t bytes;            /* as counted against max_bytes */
     uint64_t hits_attached, hits_replayed, stale, full, client_full, crowded; /* verdicts of begin, since init */
+    uint64_t stood_in; /* replies not kept for a retry, over a bound when their call finished (stand_in) */
 };
 
 /* The stats' clients, entries and bytes, kept only here (arpc_reply_cache_stats copies them
@@ -132,6 +139,7 @@ struct arpc_reply_cache {
     struct arpc_reply_cache_stats rc_stats;   /* but clients, entries and bytes: */
     struct arpc_reply_cache_gauges rc_gauges;
     size_t rc_goodbyes; /* clients that said goodbye while busy: settle looks only then */
+    bool rc_full;       /* a reply was not kept for being over max_bytes: full until bytes go */
     struct arpc_rc_gone rc_gone; /* clients forgotten at their goodbye, by highest seq */
 };
 

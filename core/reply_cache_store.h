@@ -30,6 +30,8 @@ struct arpc_rc_owner {
     uint64_t o_id;     /* the identity, never 0 */
     size_t o_bytes;    /* its clients' c_bytes, summed (arpc_rc_books_add) */
     size_t o_clients;  /* clients that point here; the owner goes with the last */
+    bool o_full;       /* a reply of its clients was not kept for being over the share: full
+                        * until its clients' bytes go down (arpc_rc_books_sub) */
 };
 
 struct arpc_rc_client {
@@ -41,6 +43,7 @@ struct arpc_rc_client {
     size_t c_bytes;                           /* its share of the cache's bytes (arpc_rc_books_add) */
     struct arpc_rc_owner *c_owner;            /* its identity's clients, or NULL (none) */
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
+    bool c_full;                              /* as o_full, for the client's own share */
     bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
     struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
     size_t c_ring_mask;                       /* slots - 1; slots a power of two */
@@ -184,13 +187,19 @@ static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc
     c->c_bytes -= n;
     if (c->c_owner != NULL)
         c->c_owner->o_bytes -= n;
+    if (n != 0) { /* room again, perhaps: the next call is admitted, and its reply checked */
+        rc->rc_full = false;
+        c->c_full = false;
+        if (c->c_owner != NULL)
+            c->c_owner->o_full = false;
+    }
 }
 
 /* c, or its identity's clients together, hold a client's share of the cache. */
 static inline bool arpc_rc_over_share(const struct arpc_reply_cache *rc, const struct arpc_rc_client *c)
 {
-    return c->c_bytes >= rc->rc_max_client_bytes ||
-           (c->c_owner != NULL && c->c_owner->o_bytes >= rc->rc_max_client_bytes);
+    return c->c_bytes >= rc->rc_max_client_bytes || c->c_full ||
+           (c->c_owner != NULL && (c->c_owner->o_bytes >= rc->rc_max_client_bytes || c->c_owner->o_full));
 }
 
 /* A RUNNING entry in the books now holds reply. */

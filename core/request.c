@@ -496,6 +496,14 @@ void reply_msg_put(struct reply_msg *rm) { reply_msg_put_near(rm, NULL); }
 
 void reply_msg_release(void *rm) { reply_msg_put(rm); }
 
+size_t reply_msg_cost(const struct reply_msg *rm)
+{
+    size_t made = sizeof(*rm) + rm->rm_len + rm->rm_effect_len;
+    if (rm->rm_cap > made)
+        return rm->rm_cap;
+    return rm->rm_pool_class >= 0 ? block_pool_block(rm->rm_pool_class) : made;
+}
+
 void reply_msg_put_near(struct reply_msg *rm, struct server_conn *near)
 {
     if (rm == NULL || --rm->rm_refs > 0)

@@ -117,8 +117,17 @@ static struct reply_msg *dedup_error_reply(const char *why)
     return reply_msg_from_frame(frame, len);
 }
 
+static void *dedup_stand_in(void *ctx)
+{
+    arpc_server *s = ctx;
+    s->sv_unkept_reply->rm_refs++; /* the cache's, given back through dedup_free_reply */
+    return s->sv_unkept_reply;
+}
+
 static void dedup_put_error_replies(arpc_server *s)
 {
+    reply_msg_put(s->sv_unkept_reply);
+    s->sv_unkept_reply = NULL;
     reply_msg_put(s->sv_lost_reply); /* the last of its copies frees it */
     reply_msg_put(s->sv_stop_reply);
     reply_msg_put(s->sv_log_lost_reply);
@@ -134,6 +143,7 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
         .on_expire = dedup_on_expire,
         .on_forget = dedup_on_forget,
         .waiter_gone = dedup_waiter_gone,
+        .stand_in = dedup_stand_in,
     };
     s->sv_expiry_s = expiry_s ? expiry_s : DEDUP_DEFAULT_EXPIRY_S;
     struct arpc_reply_cache_options o = {
@@ -144,7 +154,9 @@ int dedup_init(arpc_server *s, size_t max_bytes, uint32_t expiry_s)
     s->sv_lost_reply = dedup_error_reply(SERVER_LOST_REPLY_MSG);
     s->sv_stop_reply = dedup_error_reply(SERVER_STOP_REPLY_MSG);
     s->sv_log_lost_reply = dedup_error_reply(SERVER_LOG_LOST_MSG);
-    int rc = s->sv_lost_reply == NULL || s->sv_stop_reply == NULL || s->sv_log_lost_reply == NULL
+    s->sv_unkept_reply = dedup_error_reply(SERVER_UNKEPT_REPLY_MSG);
+    int rc = s->sv_lost_reply == NULL || s->sv_stop_reply == NULL || s->sv_log_lost_reply == NULL ||
+                     s->sv_unkept_reply == NULL
                  ? ARPC_ENOMEM
                  : arpc_reply_cache_init(&s->sv_cache, &o, &ops, s);
     if (rc != ARPC_OK)
@@ -410,7 +422,8 @@ void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t a
     } else {
         /* With a log, the waiters are answered once the record is durable (journal). */
         bool wait = journal_waits(s);
-        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, rm->rm_len, wait, arpc_now_coarse_ns(), &kept);
+        waiters = arpc_reply_cache_finish(&s->sv_cache, client_id, seq, rm, reply_msg_cost(rm), wait, arpc_now_coarse_ns(),
+                                          &kept);
         if (s->sv_log != NULL)
             unlogged = !journal_reply(s, client_id, seq, ack, rm, wait && kept) && wait && kept;
     }

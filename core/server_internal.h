@@ -173,6 +173,8 @@ struct arpc_server {
     struct reply_msg *sv_stop_reply;  /* ... or that a stop answered (SERVER_STOP_REPLY_MSG) */
     struct reply_msg *sv_log_lost_reply; /* ... or whose record the reply log could not take
                                           * (SERVER_LOG_LOST_MSG) */
+    struct reply_msg *sv_unkept_reply;   /* what a retry of a call gets whose reply was over the
+                                          * cache's bounds when it finished (SERVER_UNKEPT_REPLY_MSG) */
     struct server_conn *sv_admitting; /* the connection whose call the cache is admitting: large
                                        * replies its ack discards go to its buffer cache
                                        * (core/server_dedup.c); else NULL */
@@ -274,6 +276,9 @@ struct reply_msg {
 struct reply_msg *reply_msg_from_frame(const void *frame, size_t len);
 /* Loop thread: lets go of one hold on rm (the last frees it). */
 void reply_msg_put(struct reply_msg *rm);
+/* The memory rm holds, as a reply cache counts it: its allocation (the message, frame and
+ * effect, or a large reply's capacity), not its frame alone. */
+size_t reply_msg_cost(const struct reply_msg *rm);
 /* reply_msg_put as an output queue's release function (the queue's frame holds one hold). */
 void reply_msg_release(void *rm);
 /* Loop thread: as reply_msg_put, but the last hold on a large reply that no longer has a
@@ -541,6 +546,9 @@ void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now);
 /* What the caller of a call is told, with ARPC_EABANDONED, when the reply log could not make
  * its record durable (a write or sync failed, or one before it did: fail-stop). */
 #define SERVER_LOG_LOST_MSG "the server's reply log failed: the call may have run"
+/* What a retry of a numbered call is told, with ARPC_EABANDONED, when the call's reply was not
+ * kept for it: keeping it would have taken the client's share (or the cache) past its bound. */
+#define SERVER_UNKEPT_REPLY_MSG "the call ran, but its reply was over the server's reply cache bound and was not kept for a retry"
 /* What a stop answers a call whose handler had not replied, with ARPC_EABANDONED; for a
  * numbered call it is also the call's result, logged (sv_stop_reply), for its retries. */
 #define SERVER_STOP_REPLY_MSG "the server stopped before the handler replied; it may have run"

@@ -368,7 +368,7 @@ static void replay_reply(void *ctx, uint64_t client_id, uint64_t seq, const void
         return;
     struct reply_msg *rm = reply_msg_from_frame(reply, len);
     int rc = rm == NULL ? ARPC_ENOMEM
-                        : arpc_reply_cache_restore(&jp->jp_server->sv_cache, client_id, seq, rm, rm->rm_len,
+                        : arpc_reply_cache_restore(&jp->jp_server->sv_cache, client_id, seq, rm, reply_msg_cost(rm),
                                                    arpc_now_ns());
     if (rc != ARPC_OK) {
         if (rm != NULL)

@@ -282,7 +282,9 @@ static void test_one_client_cannot_fill_the_cache(void **state)
         if (f.f.f_kind != ARPC_FRAME_REPLY)
             break;
     }
-    assert_true(seq > 4 && seq < 16); /* it had its half: 32 KiB, about 8 replies */
+    /* It had its half, 32 KiB: a few replies of 4 KiB, each counted with its allocation (an
+     * 8 KiB block), the one that would have gone past the share answered but not kept. */
+    assert_true(seq > 2 && seq < 16);
     assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
     assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
     assert_int_equal(ARPC_ERROR_UNKEPT, f.f.f_err_flags); /* nothing kept: it speaks for this send */
@@ -351,10 +353,11 @@ static void test_full_cache_is_logged(void **state)
         log_capture_print();
         fail_msg("expected one WARN line for the full cache");
     }
-    /* The stats show it (gauges the loop keeps as it books), in the three views. */
+    /* The stats show it (gauges the loop keeps as it books), in the three views: full, and
+     * never past the bound (a reply that would have gone past it was not kept). */
     arpc_server_stats st;
     assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    assert_true(st.reply_cache_bytes >= 64 * 1024);
+    assert_true(st.reply_cache_bytes > 32 * 1024 && st.reply_cache_bytes <= 64 * 1024);
     assert_true(st.reply_cache_clients >= 2);
     assert_true(st.reply_cache_calls >= 8);
     char *text = NULL;
@@ -454,7 +457,7 @@ static void test_one_identity_cannot_fill_the_cache(void **state)
         if (f.f.f_kind != ARPC_FRAME_REPLY)
             break;
     }
-    assert_true(seq > 4 && seq < 16); /* the two had one share between them, about 8 replies */
+    assert_true(seq > 2 && seq < 16); /* the two had one share between them (as above) */
     assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
     assert_int_equal(ARPC_EOVERLOADED, f.f.f_code);
     if (memmem(f.f.f_msg, f.f.f_msg_len, "identity", 8) == NULL)

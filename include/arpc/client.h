@@ -76,7 +76,8 @@
  *                     ARPC_ECONNLOST instead); every later call ends so too
  *   ARPC_ECANCELLED   the caller cancelled it (a server that started it may finish it)
  *   ARPC_EABANDONED   the server gave up on the call: it stopped before the handler replied,
- *                     or could not make the reply (no memory), or its reply log failed; or
+ *                     or could not make the reply (no memory), or its reply log failed, or
+ *                     (to a retry) it had not kept the reply, over its reply cache's bound; or
  *                     this client had no memory to take the reply: it may have run (at most
  *                     once for an at-most-once call, whose retries get this too)
  *   ARPC_ESYSTEM      the server's reply log failed earlier: it runs no at-most-once call

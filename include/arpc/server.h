@@ -114,7 +114,13 @@ typedef struct arpc_server_options {
                                * ever dropped to make room. One client may hold half of it: over
                                * that its new numbered calls are refused (ARPC_EOVERLOADED) until
                                * it acknowledges replies, while other clients still get in. The
-                               * clients of one identity (arpc/auth.h) share one such half */
+                               * clients of one identity (arpc/auth.h) share one such half.
+                               * Replies are counted with their allocation. Calls admitted
+                               * under the bounds that finish together would go past them: a
+                               * reply that would is answered but not kept, and a retry of that
+                               * call gets ARPC_EABANDONED (it ran; it never runs again). With
+                               * a reply log, replies waiting for their record count too, and
+                               * are checked when they are kept */
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
