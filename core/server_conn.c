@@ -150,6 +150,8 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
      * without it) gets the call's result: "no such method" would say it did not run. */
     if (!oneway && dedup_answer_copy(sc, f))
         return;
+    if (f->f_ack != 0 && sc->sc_client_id != 0)
+        dedup_ack(sc, f->f_ack); /* what it finished is finished, whatever this call asks for */
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
     if (oneway) {

@@ -328,6 +328,31 @@ static void fill_share(const char *addr, struct raw_client *r, uint64_t id, int 
  * numbered call is then refused, and the server says so in a WARN line, once per 10 s, with
  * what fills it (before, it refused every client for the ten minutes of their expiry in
  * silence). */
+/* An ack rides on any request, one to a method the server lacks included: the replies it
+ * acknowledges go (before, the ENOMETHOD path dropped it, and they waited for the next call). */
+static void test_ack_on_an_unknown_method(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    static struct raw_client r;
+    assert_true(raw_connect(&r, addr, 81));
+    struct raw_frame f;
+    assert_true(raw_request(&r, 1, 1, 0, 0, "t.echo", "x", 1));
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    /* (A reply its worker wrote itself is booked at the loop's next turn.) */
+    assert_true(WAIT_UNTIL(SERVER_STAT(s, reply_cache_calls) == 1));
+    assert_true(raw_request(&r, 2, 0, 1, 0, "t.none", "x", 1));
+    raw_expect_error(&r, 2, ARPC_ENOMETHOD);
+    assert_int_equal(0, SERVER_STAT(s, reply_cache_calls));
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void test_full_cache_is_logged(void **state)
 {
     (void)state;
@@ -687,6 +712,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_duplicate_other_connection_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_after_completion_and_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_run_is_remembered, setup, teardown),
+        cmocka_unit_test(test_ack_on_an_unknown_method),
         cmocka_unit_test(test_full_cache_is_logged),
         cmocka_unit_test(test_one_client_cannot_fill_the_cache),
         cmocka_unit_test(test_one_identity_cannot_fill_the_cache),
