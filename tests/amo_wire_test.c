@@ -324,10 +324,6 @@ static void fill_share(const char *addr, struct raw_client *r, uint64_t id, int 
     fail_msg("client %llu was never refused", (unsigned long long)id);
 }
 
-/* Clients that never acknowledge (killed ones, a soak trial's) fill the whole cache: every
- * numbered call is then refused, and the server says so in a WARN line, once per 10 s, with
- * what fills it (before, it refused every client for the ten minutes of their expiry in
- * silence). */
 /* An ack rides on any request, one to a method the server lacks included: the replies it
  * acknowledges go (before, the ENOMETHOD path dropped it, and they waited for the next call). */
 static void test_ack_on_an_unknown_method(void **state)
@@ -353,6 +349,10 @@ static void test_ack_on_an_unknown_method(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* Clients that never acknowledge (killed ones, a soak trial's) fill the whole cache: every
+ * numbered call is then refused, and the server says so in a WARN line, once per 10 s, with
+ * what fills it (before, it refused every client for the ten minutes of their expiry in
+ * silence). */
 static void test_full_cache_is_logged(void **state)
 {
     (void)state;
