@@ -340,6 +340,8 @@ void arpc_frame_set_xid(uint8_t *header, uint64_t xid) { le_st64(header + HDR_XI
 
 uint64_t arpc_frame_xid(const uint8_t *header) { return le_ld64(header + HDR_XID); }
 
+uint8_t arpc_frame_kind_of(const uint8_t *header) { return header[HDR_KIND]; }
+
 size_t arpc_frame_error_size(size_t msg_len) { return ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE + msg_len; }
 
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_t code, uint16_t flags,

@@ -197,6 +197,8 @@ size_t arpc_frame_total_size(const uint8_t *header);
 void arpc_frame_set_xid(uint8_t *header, uint64_t xid);
 /* The xid of an encoded frame. */
 uint64_t arpc_frame_xid(const uint8_t *header);
+/* The kind of an encoded frame (enum arpc_frame_kind). */
+uint8_t arpc_frame_kind_of(const uint8_t *header);
 
 /* Encoders write into dst, which must hold the returned size (the *_size functions give it). */
 size_t arpc_frame_request_size(size_t method_len, size_t payload_len);

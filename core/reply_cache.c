@@ -188,16 +188,29 @@ static struct arpc_rc_entry *find_replying(struct arpc_reply_cache *rc, uint64_t
 
 /* Whether n more bytes kept for c would take it (or its identity's clients) past a client's
  * share, or the cache past its bound; if so, what would go past is full from now on (a new
- * call refused, as at its share) until bytes are freed (arpc_rc_books_sub). */
+ * call refused, as at its share) until entries are freed (arpc_rc_books_freed). */
 static bool over_if_kept(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
 {
+    bool over = false;
     if (c->c_bytes + n > rc->rc_max_client_bytes)
-        c->c_full = true;
+        over = c->c_full = true;
     if (c->c_owner != NULL && c->c_owner->o_bytes + n > rc->rc_max_client_bytes)
-        c->c_owner->o_full = true;
+        over = c->c_owner->o_full = true;
     if (arpc_stat_get(&rc->rc_gauges.g_bytes) + n > rc->rc_max_bytes)
-        rc->rc_full = true;
-    return c->c_full || (c->c_owner != NULL && c->c_owner->o_full) || rc->rc_full;
+        over = rc->rc_full = true;
+    return over;
+}
+
+/* What to keep in reply's place when keeping it would go past a bound; NULL: reply itself
+ * (the owner keeps some whatever they cost: a refusal that says "did not run"). */
+static void *stand_in_for(struct arpc_reply_cache *rc, struct arpc_rc_client *c, void *reply, size_t n)
+{
+    if (rc->rc_ops.stand_in == NULL || !over_if_kept(rc, c, n))
+        return NULL;
+    void *in_place = rc->rc_ops.stand_in(rc->rc_ctx, reply);
+    if (in_place != NULL)
+        rc->rc_stats.stood_in++;
+    return in_place;
 }
 
 struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
@@ -215,9 +228,9 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
         return arpc_rc_entry_remove(rc, c, e);
     /* With a log the reply is held until its record is durable (its waiters get it then),
      * and the bound applies when it is kept for good (arpc_reply_cache_durable). */
-    if (!logged && rc->rc_ops.stand_in != NULL && over_if_kept(rc, c, reply_bytes)) {
-        rc->rc_stats.stood_in++;
-        arpc_rc_entry_hold(rc, c, e, rc->rc_ops.stand_in(rc->rc_ctx), 0); /* reply stays the caller's */
+    void *in_place = logged ? NULL : stand_in_for(rc, c, reply, reply_bytes);
+    if (in_place != NULL) {
+        arpc_rc_entry_hold(rc, c, e, in_place, 0); /* reply stays the caller's */
         arpc_rc_entry_move(rc, c, e, ARPC_RC_DONE);
         return arpc_rc_take_waiters(e);
     }
@@ -242,9 +255,9 @@ struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uin
         return arpc_rc_entry_remove(rc, c, e); /* the reply passes to the caller */
     size_t bytes = e->e_reply_bytes;
     arpc_rc_books_sub(rc, c, bytes); /* held while logging; kept for good only within bounds */
-    if (rc->rc_ops.stand_in != NULL && over_if_kept(rc, c, bytes)) {
-        rc->rc_stats.stood_in++;
-        arpc_rc_entry_hold(rc, c, e, rc->rc_ops.stand_in(rc->rc_ctx), 0); /* the reply passes to the caller */
+    void *in_place = stand_in_for(rc, c, e->e_reply, bytes);
+    if (in_place != NULL) {
+        arpc_rc_entry_hold(rc, c, e, in_place, 0); /* the reply passes to the caller */
     } else {
         *kept = true;
         arpc_rc_books_add(rc, c, bytes);
@@ -398,11 +411,19 @@ int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, ui
         return ARPC_EBUSY;
     struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
     if (e != NULL) {
+        /* Held to the bounds as when it finished: a reply not kept then was logged all the
+         * same, and the log keeps it (it is the call's record). */
+        void *in_place = stand_in_for(rc, c, reply, reply_bytes);
         e->e_state = ARPC_RC_DONE;
-        e->e_reply = reply;
-        e->e_reply_bytes = reply_bytes;
-        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK)
+        e->e_reply = in_place != NULL ? in_place : reply;
+        e->e_reply_bytes = in_place != NULL ? 0 : reply_bytes;
+        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK) {
+            if (in_place != NULL)
+                arpc_rc_free_reply(rc, reply);
             return ARPC_OK;
+        }
+        if (in_place != NULL)
+            arpc_rc_free_reply(rc, in_place);
         arpc_rc_entry_recycle(rc, e);
     }
     if (created)

@@ -88,12 +88,14 @@ struct arpc_reply_cache_ops {
      * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,
      * before a new one is refused. Must not call into the cache. Optional. */
     bool (*waiter_gone)(void *ctx, struct arpc_rc_waiter *w);
-    /* A reply kept in place of one that would take its client (or its identity) past its
-     * share, or the cache past max_bytes, when its call finishes: the call ran, and a retry
-     * gets this instead of running it again. A hold on a shared reply, counted as no bytes
-     * (freed through free_reply as any other). The bounds are checked when a call is admitted;
-     * without this, every call admitted under them could still keep its whole reply. */
-    void *(*stand_in)(void *ctx);
+    /* A reply kept in place of reply, which would take its client (or its identity) past its
+     * share, or the cache past max_bytes, when its call finishes (or is restored): the call
+     * ran, and a retry gets this instead of running it again. A hold on a shared reply,
+     * counted as no bytes (freed through free_reply as any other); NULL: reply is kept all the
+     * same (one that must be, whatever it costs). The bounds are checked when a call is
+     * admitted; without this, every call admitted under them could still keep its whole
+     * reply. Optional. */
+    void *(*stand_in)(void *ctx, void *reply);
 };
 
 struct arpc_reply_cache_options {
@@ -202,9 +204,10 @@ bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uin
  * when the call was acked meanwhile: its waiters must not be answered before the record is
  * durable, and durable then drops it.
  * *kept = true: the cache owns reply now (it stays valid until the next call into the
- * cache). *kept = false (logged = false only): the call was acked meanwhile, so the entry is
- * gone (its waiters are still returned) and the caller still owns reply; also for a
- * (client_id, seq) that is not RUNNING, which returns NULL.
+ * cache). *kept = false (logged = false only): the caller still owns reply, and the entry is
+ * gone, the call acked meanwhile (its waiters are still returned), or DONE holding a stand-in
+ * (ops.stand_in: reply would have gone past a bound; its waiters are returned, to be sent
+ * reply); also for a (client_id, seq) that is not RUNNING, which returns NULL.
  */
 struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint64_t client_id,
                                                uint64_t seq, void *reply, size_t reply_bytes,
@@ -214,7 +217,8 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
  * The reply log made a LOGGING call's record durable at now_ns (the client's activity): the
  * entry is DONE. Returns its waiters and *reply_out = the reply to send them. *kept as for
  * finish: false when the call was acked meanwhile (the entry is gone and the caller now owns
- * *reply_out), or when (client_id, seq) is not LOGGING (returns NULL, *reply_out = NULL).
+ * *reply_out), or when the entry keeps a stand-in instead (the caller owns *reply_out), or
+ * when (client_id, seq) is not LOGGING (returns NULL, *reply_out = NULL).
  */
 struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uint64_t client_id,
                                                 uint64_t seq, uint64_t now_ns, void **reply_out,
@@ -290,7 +294,10 @@ bool arpc_reply_cache_settle(struct arpc_reply_cache *rc, uint64_t client_id);
 /*
  * Restart, from the reply log: a DONE entry for (client_id, seq) holding reply, no waiters;
  * the client is created if needed and counted active at now_ns. Not refused for max_bytes:
- * what the log held, the cache holds. ARPC_OK: the cache owns reply. Otherwise the caller
+ * what the log held, the cache holds; but a reply that would take the client or the cache past
+ * its bound is given back (free_reply) and a stand-in kept, as when it finished (an identity's
+ * share is not known yet: its clients join it at their first call). ARPC_OK: the cache owns
+ * reply. Otherwise the caller
  * keeps it: ARPC_EINVAL (client_id or seq 0), ARPC_EREJECTED (seq <= the client's ack),
  * ARPC_EBUSY (already there), ARPC_ENOMEM.
  */

@@ -123,7 +123,7 @@ static void entry_release(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     arpc_rc_count_state(rc, c, e->e_state, false);
     arpc_stat_add(&rc->rc_gauges.g_entries, (uint64_t)-1);
-    arpc_rc_books_sub(rc, c, ENTRY_COST + e->e_reply_bytes);
+    arpc_rc_books_freed(rc, c, ENTRY_COST + e->e_reply_bytes);
     arpc_rc_entry_recycle(rc, e);
 }
 
@@ -142,18 +142,12 @@ struct arpc_rc_waiter *arpc_rc_entry_remove(struct arpc_reply_cache *rc, struct 
     return list;
 }
 
-static void free_reply(struct arpc_reply_cache *rc, void *reply)
-{
-    if (rc->rc_ops.free_reply != NULL)
-        rc->rc_ops.free_reply(rc->rc_ctx, reply);
-}
-
 static void discard_done(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
                          struct arpc_rc_entry *e)
 {
     void *reply = e->e_reply;
     arpc_rc_entry_remove(rc, c, e); /* a DONE entry has no waiters */
-    free_reply(rc, reply);
+    arpc_rc_free_reply(rc, reply);
 }
 
 void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t ack)
@@ -177,12 +171,12 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
         *slot = NULL;
         gone++;
         gone_bytes += ENTRY_COST + e->e_reply_bytes;
-        free_reply(rc, e->e_reply);
+        arpc_rc_free_reply(rc, e->e_reply);
         arpc_rc_entry_recycle(rc, e);
     }
     c->c_nring -= gone;
     arpc_stat_add(&rc->rc_gauges.g_entries, -(uint64_t)gone);
-    arpc_rc_books_sub(rc, c, gone_bytes);
+    arpc_rc_books_freed(rc, c, gone_bytes);
     size_t count = arpc_u64_map_count(&c->c_entries);
     if (count == 0)
         return;
@@ -290,7 +284,7 @@ static void drain_entry(void *val, void *arg)
         d->drop_waiter(d->rc->rc_ctx, w);
     arpc_reply_cache_free_waiters(d->rc, list);
     if (e->e_state != ARPC_RC_RUNNING)
-        free_reply(d->rc, e->e_reply);
+        arpc_rc_free_reply(d->rc, e->e_reply);
     entry_release(d->rc, d->c, e);
 }
 

@@ -31,7 +31,7 @@ struct arpc_rc_owner {
     size_t o_bytes;    /* its clients' c_bytes, summed (arpc_rc_books_add) */
     size_t o_clients;  /* clients that point here; the owner goes with the last */
     bool o_full;       /* a reply of its clients was not kept for being over the share: full
-                        * until its clients' bytes go down (arpc_rc_books_sub) */
+                        * until entries of its clients are freed (arpc_rc_books_freed) */
 };
 
 struct arpc_rc_client {
@@ -181,13 +181,28 @@ static inline void arpc_rc_books_add(struct arpc_reply_cache *rc, struct arpc_rc
         c->c_owner->o_bytes += n;
 }
 
+/* A kept reply given back to its owner (ops.free_reply). */
+static inline void arpc_rc_free_reply(struct arpc_reply_cache *rc, void *reply)
+{
+    if (rc->rc_ops.free_reply != NULL)
+        rc->rc_ops.free_reply(rc->rc_ctx, reply);
+}
+
+/* The books only: no room is made (a held reply moving to kept, a client refused at once). */
 static inline void arpc_rc_books_sub(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
 {
     arpc_stat_add(&rc->rc_gauges.g_bytes, -(uint64_t)n);
     c->c_bytes -= n;
     if (c->c_owner != NULL)
         c->c_owner->o_bytes -= n;
-    if (n != 0) { /* room again, perhaps: the next call is admitted, and its reply checked */
+}
+
+/* Entries freed (an ack, expiry, a forgotten client): room again, perhaps, so the full flags
+ * go; the next call is admitted, and its reply checked when it finishes. */
+static inline void arpc_rc_books_freed(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t n)
+{
+    arpc_rc_books_sub(rc, c, n);
+    if (n != 0) {
         rc->rc_full = false;
         c->c_full = false;
         if (c->c_owner != NULL)

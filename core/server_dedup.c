@@ -117,9 +117,15 @@ static struct reply_msg *dedup_error_reply(const char *why)
     return reply_msg_from_frame(frame, len);
 }
 
-static void *dedup_stand_in(void *ctx)
+static void *dedup_stand_in(void *ctx, void *reply)
 {
     arpc_server *s = ctx;
+    struct reply_msg *rm = reply;
+    /* An ERROR (a refusal: "did not run"; the shared answers; a handler's failure) says
+     * what a retry must hear, in a few words: kept whatever it costs. A restored one's
+     * rm_ran is not known (reply_msg_from_frame), hence its kind. */
+    if (!rm->rm_ran || arpc_frame_kind_of(rm->rm_frame) == ARPC_FRAME_ERROR)
+        return NULL;
     s->sv_unkept_reply->rm_refs++; /* the cache's, given back through dedup_free_reply */
     return s->sv_unkept_reply;
 }

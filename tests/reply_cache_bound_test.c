@@ -8,7 +8,8 @@
  * ("the call ran ... not kept"), never a second run, and the client is full until its ack
  * frees room. Kept replies are counted with their allocation, not their frame alone (the same
  * trial measured 2.5x the counted bytes for small replies). With a reply log the reply is
- * held until its record is durable, and checked when it is kept for good.
+ * held until its record is durable, and checked when it is kept for good; a restart restores
+ * within the same bounds. An identity that is full stays full for its other client ids.
  */
 #define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
@@ -17,7 +18,9 @@
 #include <cmocka.h>
 
 #include <semaphore.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "support/raw_client.h"
@@ -39,16 +42,56 @@ static void h_big(arpc_request *req, void *ctx)
     arpc_reply(req, big, sizeof(big));
 }
 
+static arpc_server *big_server(const char *listen, const char *log_dir, char *addr, size_t len)
+{
+    arpc_server *s;
+    arpc_server_options so = {.reply_cache_bytes = CACHE_BYTES, .log_dir = log_dir};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_big, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, listen, addr, len));
+    return s;
+}
+
+/* A retry of each of the CALLS seqs: the kept ones replayed, the others refused as having run;
+ * none runs. */
+static void retry_each(struct raw_client *r, uint64_t xid_base)
+{
+    int replayed = 0, unkept = 0;
+    struct raw_frame f;
+    for (uint64_t seq = 1; seq <= CALLS; seq++) {
+        assert_true(raw_request(r, xid_base + seq, seq, 0, 0, "t.big", "x", 1));
+        assert_true(raw_read(r, &f, false));
+        assert_int_equal(xid_base + seq, f.f.f_xid);
+        if (f.f.f_kind == ARPC_FRAME_REPLY) {
+            assert_int_equal(REPLY_BYTES, f.body_len);
+            replayed++;
+            continue;
+        }
+        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+        assert_int_equal(ARPC_EABANDONED, f.f.f_code);
+        if (memmem(f.f.f_msg, f.f.f_msg_len, "not kept", 8) == NULL)
+            fail_msg("the refusal does not say why: %.*s", (int)f.f.f_msg_len, f.f.f_msg);
+        unkept++;
+    }
+    assert_true(replayed >= 1 && unkept >= 1);
+    assert_int_equal(CALLS, atomic_load(&runs));
+}
+
+static void assert_within_share(arpc_server *s)
+{
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    if (st.reply_cache_bytes > CACHE_BYTES / 2)
+        fail_msg("one client holds %llu bytes of the cache, over its share of %d",
+                 (unsigned long long)st.reply_cache_bytes, CACHE_BYTES / 2);
+}
+
 static void replies_finishing_together(const char *log_dir)
 {
     sem_init(&gate, 0, 0);
     atomic_store(&runs, 0);
-    arpc_server *s;
-    arpc_server_options so = {.reply_cache_bytes = CACHE_BYTES, .log_dir = log_dir};
     char addr[256];
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.big", h_big, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_server *s = big_server("tcp://127.0.0.1:0", log_dir, addr, sizeof(addr));
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 301));
     for (uint64_t seq = 1; seq <= CALLS; seq++) /* ack 0: nothing is ever acknowledged */
@@ -63,36 +106,21 @@ static void replies_finishing_together(const char *log_dir)
         assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
         assert_int_equal(REPLY_BYTES, f.body_len);
     }
-    arpc_server_stats st;
-    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
-    if (st.reply_cache_bytes > CACHE_BYTES / 2)
-        fail_msg("one client holds %llu bytes of the cache, over its share of %d",
-                 (unsigned long long)st.reply_cache_bytes, CACHE_BYTES / 2);
-    /* A retry of each: the kept ones replayed, the others refused as having run; none runs. */
-    int replayed = 0, unkept = 0;
-    for (uint64_t seq = 1; seq <= CALLS; seq++) {
-        assert_true(raw_request(&r, 100 + seq, seq, 0, 0, "t.big", "x", 1));
-        assert_true(raw_read(&r, &f, false));
-        assert_int_equal(100 + seq, f.f.f_xid);
-        if (f.f.f_kind == ARPC_FRAME_REPLY) {
-            assert_int_equal(REPLY_BYTES, f.body_len);
-            replayed++;
-            continue;
-        }
-        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
-        assert_int_equal(ARPC_EABANDONED, f.f.f_code);
-        if (memmem(f.f.f_msg, f.f.f_msg_len, "not kept", 8) == NULL)
-            fail_msg("the refusal does not say why: %.*s", (int)f.f.f_msg_len, f.f.f_msg);
-        unkept++;
+    assert_within_share(s);
+    retry_each(&r, 100);
+    if (log_dir != NULL) {
+        /* A restart on the log restores what it holds (every reply: it is the call's record)
+         * within the same bounds; retries still run nothing. */
+        raw_close(&r);
+        assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+        s = big_server("tcp://127.0.0.1:0", log_dir, addr, sizeof(addr));
+        assert_within_share(s);
+        assert_true(raw_connect(&r, addr, 301));
+        retry_each(&r, 300);
     }
-    assert_true(replayed >= 1 && unkept >= 1);
-    assert_int_equal(CALLS, atomic_load(&runs));
-    /* Full until it acknowledges: a new call is refused, not run. (With a log the replies
-     * held while logging counted too, so the last ones kept may have found room again.) */
-    if (log_dir == NULL) {
-        assert_true(raw_request(&r, 200, CALLS + 1, 0, 0, "t.big", "x", 1));
-        raw_expect_error(&r, 200, ARPC_EOVERLOADED);
-    }
+    /* Full until it acknowledges: a new call is refused, not run. */
+    assert_true(raw_request(&r, 200, CALLS + 1, 0, 0, "t.big", "x", 1));
+    raw_expect_error(&r, 200, ARPC_EOVERLOADED);
     /* Its ack frees its share: the next call runs, and its reply is kept. */
     sem_post(&gate);
     assert_true(raw_request(&r, 201, CALLS + 2, CALLS + 1, 0, "t.big", "x", 1));
@@ -120,11 +148,57 @@ static void test_with_a_reply_log(void **state)
     server_proc_rmdir(dir);
 }
 
+/* Over unix:// a peer's uid is its identity: a client that made its identity full leaves it
+ * full for the identity's other clients, and a made-up client id refused for it frees
+ * nothing (before, freeing the refused client cleared the identity's mark, and another
+ * client's next call ran). */
+static void test_a_full_identity_stays_full(void **state)
+{
+    (void)state;
+    sem_init(&gate, 0, 0);
+    atomic_store(&runs, 0);
+    char listen[128], addr[256];
+    snprintf(listen, sizeof(listen), "unix:///tmp/arpc-bound-%d.sock", (int)getpid());
+    arpc_server *s = big_server(listen, NULL, addr, sizeof(addr));
+    static struct raw_client r, other, made_up;
+    struct raw_frame f;
+    assert_true(raw_connect(&other, addr, 303)); /* the same uid's other client, known first */
+    sem_post(&gate);
+    assert_true(raw_request(&other, 1, 1, 0, 0, "t.big", "x", 1));
+    assert_true(raw_read(&other, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    atomic_store(&runs, 0);
+    assert_true(raw_connect(&r, addr, 301));
+    for (uint64_t seq = 1; seq <= CALLS; seq++)
+        assert_true(raw_request(&r, seq, seq, 0, 0, "t.big", "x", 1));
+    assert_true(WAIT_UNTIL(server_requests_read(s) == CALLS + 1));
+    for (int i = 0; i < CALLS; i++)
+        sem_post(&gate);
+    for (int i = 0; i < CALLS; i++) {
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    }
+    assert_true(raw_request(&other, 2, 2, 0, 0, "t.big", "x", 1));
+    raw_expect_error(&other, 2, ARPC_EOVERLOADED);
+    assert_true(raw_connect(&made_up, addr, 302)); /* a new id, the same uid */
+    assert_true(raw_request(&made_up, 1, 1, 0, 0, "t.big", "x", 1));
+    raw_expect_error(&made_up, 1, ARPC_EOVERLOADED);
+    assert_true(raw_request(&other, 3, 3, 0, 0, "t.big", "x", 1));
+    raw_expect_error(&other, 3, ARPC_EOVERLOADED);
+    assert_int_equal(CALLS, atomic_load(&runs));
+    raw_close(&made_up);
+    raw_close(&other);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&gate);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replies_finishing_together_stay_within_the_share),
         cmocka_unit_test(test_with_a_reply_log),
+        cmocka_unit_test(test_a_full_identity_stays_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,9 +118,10 @@ typedef struct arpc_server_options {
                                * Replies are counted with their allocation. Calls admitted
                                * under the bounds that finish together would go past them: a
                                * reply that would is answered but not kept, and a retry of that
-                               * call gets ARPC_EABANDONED (it ran; it never runs again). With
-                               * a reply log, replies waiting for their record count too, and
-                               * are checked when they are kept */
+                               * call gets ARPC_EABANDONED (it ran; it never runs again); an
+                               * ERROR answer is kept whatever it costs. With a reply log,
+                               * replies waiting for their record count too, and are checked
+                               * when they are kept, and again when a restart restores them */
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
