@@ -117,6 +117,9 @@ static struct reply_msg *dedup_error_reply(const char *why)
     return reply_msg_from_frame(frame, len);
 }
 
+/* The cache's WARN lines (full, a reply not kept): at most one per this long each. */
+#define DEDUP_FULL_LOG_EVERY_NS (10 * 1000000000ull)
+
 static void *dedup_stand_in(void *ctx, void *reply)
 {
     arpc_server *s = ctx;
@@ -126,6 +129,13 @@ static void *dedup_stand_in(void *ctx, void *reply)
      * rm_ran is not known (reply_msg_from_frame), hence its kind. */
     if (!rm->rm_ran || arpc_frame_kind_of(rm->rm_frame) == ARPC_FRAME_ERROR)
         return NULL;
+    uint64_t quiet;
+    if (arpc_log_throttle_due(&s->sv_unkept_log, arpc_now_coarse_ns(), DEDUP_FULL_LOG_EVERY_NS, 1, &quiet))
+        arpc_log(ARPC_LOG_WARN,
+                 "a reply of %zu bytes went past the reply cache's bound (reply_cache_bytes %zu, half of it per client) "
+                 "and was not kept: a retry of its call gets ARPC_EABANDONED (%llu more since the last line); clients "
+                 "that acknowledge their replies, or a larger cache, keep them",
+                 rm->rm_len, s->sv_cache.rc_max_bytes, (unsigned long long)quiet);
     s->sv_unkept_reply->rm_refs++; /* the cache's, given back through dedup_free_reply */
     return s->sv_unkept_reply;
 }
@@ -306,7 +316,6 @@ static void dedup_arm_waiter(arpc_server *s, struct arpc_rc_waiter *w, uint64_t 
  * soak trial: clients killed before acknowledging 1 MiB replies filled it, and the server
  * refused every client's calls for the 10 minutes of their expiry without a word): a WARN line,
  * at most one per DEDUP_FULL_LOG_EVERY_NS, saying what fills it and what would help. */
-#define DEDUP_FULL_LOG_EVERY_NS (10 * 1000000000ull)
 
 static void dedup_say_full(arpc_server *s)
 {

@@ -214,6 +214,7 @@ struct arpc_server {
     bool sv_clients_ready;
     struct arpc_log_throttle sv_hold_log; /* holds for a flow limit, logged (on loop time, in ns) */
     struct arpc_log_throttle sv_full_log; /* refusals for a full reply cache, logged (loop thread) */
+    struct arpc_log_throttle sv_unkept_log; /* replies over its bounds not kept, logged (loop thread) */
     struct block_pool sv_requests;    /* request objects for reuse (core/block_pool.h) */
     void *sv_states_free;             /* ... of its smallest class, let go of on the loop, for it
                                        * to take first (loop thread; core/request.c) */
