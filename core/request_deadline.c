@@ -125,6 +125,8 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
             request_refuse_unstarted(req, flags);
             return;
         }
+        if (flags & RQ_REFUSING)
+            return; /* its actor took it only to refuse it: that refusal is its answer */
     }
     /* Started (or parked): its handler has until the deadline itself. */
     if (arpc_now_ns() < st->rs_deadline_ns && arpc_deadline_arm(s->sv_loop, d, st->rs_deadline_ns) == ARPC_OK)

@@ -44,14 +44,18 @@ void request_refuse_unstarted(arpc_request *req, unsigned flags)
 static void request_run(arpc_request *req, int status, bool queued, bool waited)
 {
     struct request_state *st = req->rq_state;
-    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED);
+    bool expired = waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns;
+    /* A start taken to refuse says so: the loop's deadline, which may fire meanwhile, then
+     * leaves the answer to this refusal ("did not run") instead of its own "may have run". */
+    bool refusing = status != ARPC_OK || expired;
+    unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_STARTED | (refusing ? RQ_REFUSING : 0));
     if (flags & RQ_STARTED) { /* the loop refused it at its start-by time (request_deadline.c) */
         request_let_go(req);
         return;
     }
     if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
-    else if ((flags & RQ_CANCELLED) || (waited && st->rs_deadline_ns != ARPC_NEVER && arpc_now_ns() >= st->rs_deadline_ns))
+    else if ((flags & RQ_CANCELLED) || expired)
         request_refuse_unstarted(req, flags);
     else if (st->rs_method->m_fn == request_to_queue) {
         request_to_queue(req, st->rs_method->m_ctx); /* it "returns" with its reply: req may be gone */

@@ -37,6 +37,8 @@ enum {
     RQ_REFUSED_QUEUED = 1u << 12, /* the loop refused it while it waited in its actor's mailbox
                                    * (core/request_deadline.c): it keeps counting (calls in flight,
                                    * the connection's bytes) until its actor lets it go */
+    RQ_REFUSING = 1u << 13,  /* its actor took its start to refuse it (expired, or discarded by a
+                              * stop): the loop's deadline leaves the answer to that refusal */
 };
 
 /*
