@@ -86,6 +86,24 @@ static void assert_within_share(arpc_server *s)
                  (unsigned long long)st.reply_cache_bytes, CACHE_BYTES / 2);
 }
 
+/* Sends CALLS numbered calls on r (ack 0: nothing is ever acknowledged), waits until the
+ * server has read them all (admitted, running: `before` read earlier), lets them finish
+ * together and reads their replies: each caller gets its reply, kept or not. */
+static void calls_finishing_together(struct raw_client *r, arpc_server *s, uint64_t before)
+{
+    for (uint64_t seq = 1; seq <= CALLS; seq++)
+        assert_true(raw_request(r, seq, seq, 0, 0, "t.big", "x", 1));
+    assert_true(WAIT_UNTIL(server_requests_read(s) == before + CALLS));
+    for (int i = 0; i < CALLS; i++)
+        sem_post(&gate);
+    struct raw_frame f;
+    for (int i = 0; i < CALLS; i++) {
+        assert_true(raw_read(r, &f, false));
+        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+        assert_int_equal(REPLY_BYTES, f.body_len);
+    }
+}
+
 static void replies_finishing_together(const char *log_dir)
 {
     sem_init(&gate, 0, 0);
@@ -94,18 +112,7 @@ static void replies_finishing_together(const char *log_dir)
     arpc_server *s = big_server("tcp://127.0.0.1:0", log_dir, addr, sizeof(addr));
     static struct raw_client r;
     assert_true(raw_connect(&r, addr, 301));
-    for (uint64_t seq = 1; seq <= CALLS; seq++) /* ack 0: nothing is ever acknowledged */
-        assert_true(raw_request(&r, seq, seq, 0, 0, "t.big", "x", 1));
-    /* Every call admitted (running) before any finishes. */
-    assert_true(WAIT_UNTIL(server_requests_read(s) == CALLS));
-    for (int i = 0; i < CALLS; i++)
-        sem_post(&gate);
-    struct raw_frame f;
-    for (int i = 0; i < CALLS; i++) { /* each caller gets its reply, kept or not */
-        assert_true(raw_read(&r, &f, false));
-        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
-        assert_int_equal(REPLY_BYTES, f.body_len);
-    }
+    calls_finishing_together(&r, s, 0);
     assert_within_share(s);
     retry_each(&r, 100);
     if (log_dir != NULL) {
@@ -124,6 +131,7 @@ static void replies_finishing_together(const char *log_dir)
     /* Its ack frees its share: the next call runs, and its reply is kept. */
     sem_post(&gate);
     assert_true(raw_request(&r, 201, CALLS + 2, CALLS + 1, 0, "t.big", "x", 1));
+    struct raw_frame f;
     assert_true(raw_read(&r, &f, false));
     assert_int_equal(201, f.f.f_xid);
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
@@ -169,15 +177,7 @@ static void test_a_full_identity_stays_full(void **state)
     assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
     atomic_store(&runs, 0);
     assert_true(raw_connect(&r, addr, 301));
-    for (uint64_t seq = 1; seq <= CALLS; seq++)
-        assert_true(raw_request(&r, seq, seq, 0, 0, "t.big", "x", 1));
-    assert_true(WAIT_UNTIL(server_requests_read(s) == CALLS + 1));
-    for (int i = 0; i < CALLS; i++)
-        sem_post(&gate);
-    for (int i = 0; i < CALLS; i++) {
-        assert_true(raw_read(&r, &f, false));
-        assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
-    }
+    calls_finishing_together(&r, s, 1);
     assert_true(raw_request(&other, 2, 2, 0, 0, "t.big", "x", 1));
     raw_expect_error(&other, 2, ARPC_EOVERLOADED);
     assert_true(raw_connect(&made_up, addr, 302)); /* a new id, the same uid */
