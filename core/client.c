@@ -296,9 +296,9 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     if (rc == ARPC_OK && c->cl_background) {
         /* Until the first attempt ends, this is what is in the way (arpc_client_last_error,
          * and the words of a call that ends waiting): never ARPC_OK with no connection. */
-        snprintf(why, sizeof(why), "the first attempt to connect to %s has not finished", c->cl_target.t_addr);
-        client_set_error(c, ARPC_EUNREACHABLE, why);
-        why[0] = '\0';
+        char pending[CLIENT_WHY_MAX];
+        snprintf(pending, sizeof(pending), "the first attempt to connect to %s has not finished", c->cl_target.t_addr);
+        client_set_error(c, ARPC_EUNREACHABLE, pending);
     }
     if (rc != ARPC_OK) {
         write_why(&o, why[0] ? why : arpc_strerror(rc));

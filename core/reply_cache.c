@@ -253,14 +253,14 @@ struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uin
     *reply_out = e->e_reply;
     if (seq <= c->c_ack)
         return arpc_rc_entry_remove(rc, c, e); /* the reply passes to the caller */
-    size_t bytes = e->e_reply_bytes;
-    arpc_rc_books_sub(rc, c, bytes); /* held while logging; kept for good only within bounds */
-    void *in_place = stand_in_for(rc, c, e->e_reply, bytes);
+    /* Held while logging, its bytes are in the books already: kept for good only within the
+     * bounds (0 more), else the reply passes to the caller and a stand-in stays. */
+    void *in_place = stand_in_for(rc, c, e->e_reply, 0);
     if (in_place != NULL) {
-        arpc_rc_entry_hold(rc, c, e, in_place, 0); /* the reply passes to the caller */
+        arpc_rc_books_sub(rc, c, e->e_reply_bytes);
+        arpc_rc_entry_hold(rc, c, e, in_place, 0);
     } else {
         *kept = true;
-        arpc_rc_books_add(rc, c, bytes);
     }
     arpc_rc_entry_move(rc, c, e, ARPC_RC_DONE);
     return arpc_rc_take_waiters(e);

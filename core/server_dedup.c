@@ -124,10 +124,11 @@ static void *dedup_stand_in(void *ctx, void *reply)
 {
     arpc_server *s = ctx;
     struct reply_msg *rm = reply;
-    /* An ERROR (a refusal: "did not run"; the shared answers; a handler's failure) says
-     * what a retry must hear, in a few words: kept whatever it costs. A restored one's
-     * rm_ran is not known (reply_msg_from_frame), hence its kind. */
-    if (!rm->rm_ran || arpc_frame_kind_of(rm->rm_frame) == ARPC_FRAME_ERROR)
+    /* An ERROR (a refusal: "did not run", the only kind of reply that did not run; the
+     * shared answers; a handler's failure) says what a retry must hear, in a few words: kept
+     * whatever it costs. Its kind, not rm_ran, which a restored reply does not know
+     * (reply_msg_from_frame). */
+    if (arpc_frame_kind_of(rm->rm_frame) == ARPC_FRAME_ERROR)
         return NULL;
     uint64_t quiet;
     if (arpc_log_throttle_due(&s->sv_unkept_log, arpc_now_coarse_ns(), DEDUP_FULL_LOG_EVERY_NS, 1, &quiet))
@@ -234,7 +235,6 @@ void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm)
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* never leave a caller waiting */
 }
 
-
 /* Sends rm's frame to sc under xid. The request that ran the call (its xid is in the frame)
  * gets the very frame, shared with the cache; any other gets a header of its own with its
  * xid, followed by the same shared body: a duplicate costs a header, never a copy of the
@@ -316,7 +316,6 @@ static void dedup_arm_waiter(arpc_server *s, struct arpc_rc_waiter *w, uint64_t 
  * soak trial: clients killed before acknowledging 1 MiB replies filled it, and the server
  * refused every client's calls for the 10 minutes of their expiry without a word): a WARN line,
  * at most one per DEDUP_FULL_LOG_EVERY_NS, saying what fills it and what would help. */
-
 static void dedup_say_full(arpc_server *s)
 {
     uint64_t quiet;
