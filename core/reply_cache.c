@@ -411,9 +411,10 @@ int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, ui
         return ARPC_EBUSY;
     struct arpc_rc_entry *e = arpc_rc_entry_new(rc, seq);
     if (e != NULL) {
-        /* Held to the bounds as when it finished: a reply not kept then was logged all the
-         * same, and the log keeps it (it is the call's record). */
-        void *in_place = stand_in_for(rc, c, reply, reply_bytes);
+        /* Held to the bounds as when it finished (its entry booked then, so counted here): a
+         * reply not kept then was logged all the same, and the log keeps it (it is the
+         * call's record). */
+        void *in_place = stand_in_for(rc, c, reply, arpc_reply_cache_entry_cost() + reply_bytes);
         e->e_state = ARPC_RC_DONE;
         e->e_reply = in_place != NULL ? in_place : reply;
         e->e_reply_bytes = in_place != NULL ? 0 : reply_bytes;
