@@ -30,6 +30,8 @@ struct probe {
     uint64_t forgotten_floor[8]; /* the floor each left, for the reply log */
     size_t n_forgotten;
     size_t dropped;
+    void *stand_in; /* what cb_stand_in gives: one shared reply, held and freed many times */
+    size_t stand_in_holds, stand_in_frees;
 };
 
 static struct probe P;
@@ -44,6 +46,10 @@ static void probe_reset(unsigned char *freed)
 static void cb_free_reply(void *ctx, void *reply)
 {
     struct probe *p = ctx;
+    if (reply != NULL && reply == p->stand_in) {
+        p->stand_in_frees++;
+        return;
+    }
     uintptr_t id = (uintptr_t)reply;
     assert_int_equal(0, p->freed[id]); /* never twice, never one the caller owns */
     p->freed[id] = 1;
@@ -71,10 +77,26 @@ static void cb_drop_waiter(void *ctx, struct arpc_rc_waiter *w)
     ((struct probe *)ctx)->dropped++;
 }
 
+/* As the server's: a hold on one shared reply kept in place of one over a bound. */
+static void *cb_stand_in(void *ctx, void *reply)
+{
+    struct probe *p = ctx;
+    (void)reply;
+    p->stand_in_holds++;
+    return p->stand_in;
+}
+
 static const struct arpc_reply_cache_ops OPS = {
     .free_reply = cb_free_reply,
     .on_expire = cb_expire,
     .on_forget = cb_forget,
+};
+
+static const struct arpc_reply_cache_ops OPS_STAND_IN = {
+    .free_reply = cb_free_reply,
+    .on_expire = cb_expire,
+    .on_forget = cb_forget,
+    .stand_in = cb_stand_in,
 };
 
 #define R(id) ((void *)(uintptr_t)(id))
@@ -958,10 +980,13 @@ static void test_ring_many_clients(void **state)
 /* ---- against a reference model ----
  * The rules of core/reply_cache.h written the plain way: per client an array of entries
  * searched linearly, waiters as arrays, expiry by scanning for the least recently touched
- * client. Only the accounting constants are taken from the cache. */
+ * client, the bounds checked by summing. Only the accounting constants are taken from the
+ * cache. Run with and without ops.stand_in (a reply over a bound when its call finishes kept
+ * as a shared stand-in, and what it would have gone past full until an entry is freed). */
 
 enum { M_CLIENTS = 5, M_WINDOW = 12, M_MAXE = 1024, M_OPS = 250000, M_IDLE = 250 };
 enum { M_RUNNING, M_LOGGING, M_DONE };
+#define M_STAND_IN ((uintptr_t)M_OPS + 2) /* the stand-in's id: no reply's */
 
 struct m_waiter {
     void *conn;
@@ -981,6 +1006,7 @@ struct m_client {
     bool live;
     bool owned; /* counts toward its identity's share: from its first request (the log's
                  * records bring a client back without its identity) */
+    bool full;  /* a reply of its own was over its share: full until one of its entries goes */
     uint64_t ack, last, order; /* order: of the last touch, for expiry */
     struct m_entry e[M_MAXE];
     size_t n;
@@ -994,6 +1020,10 @@ struct model {
     uint64_t attached, replayed, stale, full, client_full, crowded;
     uint64_t identity_full; /* of client_full: refused for its identity's bytes, not its own */
     size_t freed_by_cache; /* replies the cache should have given to free_reply */
+    bool stand_ins;        /* the cache has ops.stand_in */
+    bool cache_full, owner_full; /* over max_bytes, over the identity's share: as m_client.full */
+    uint64_t stood_in;
+    size_t stand_in_frees; /* holds on the stand-in given back */
     uint64_t expired[64];
     size_t n_expired;
 };
@@ -1029,6 +1059,26 @@ static void m_remove(struct m_client *c, struct m_entry *e)
     *e = c->e[--c->n];
 }
 
+/* Entries of client ci were freed: room again, perhaps, so the full marks it could have set
+ * go (the next call is admitted and its reply checked when it finishes). */
+static void m_entries_freed(struct model *m, int ci)
+{
+    m->cache_full = false;
+    m->c[ci].full = false;
+    if (m->c[ci].owned && m_owner(ci) != 0)
+        m->owner_full = false;
+}
+
+/* A DONE entry's reply given back by the cache (an ack, expiry): the stand-in's hold, or the
+ * reply itself. */
+static void m_count_free(struct model *m, const struct m_entry *e)
+{
+    if (e->reply == M_STAND_IN)
+        m->stand_in_frees++;
+    else
+        m->freed_by_cache++;
+}
+
 static void m_add_waiter(struct m_entry *e, void *conn, uint64_t xid)
 {
     e->w = realloc(e->w, (e->nw + 1) * sizeof(*e->w));
@@ -1041,20 +1091,25 @@ static void m_touch(struct model *m, struct m_client *c, uint64_t now)
     c->order = ++m->order;
 }
 
-static void m_raise_ack(struct model *m, struct m_client *c, uint64_t ack)
+static void m_raise_ack(struct model *m, int ci, uint64_t ack)
 {
+    struct m_client *c = &m->c[ci];
     if (ack <= c->ack)
         return;
     c->ack = ack;
+    bool freed = false;
     for (size_t i = 0; i < c->n;) {
         struct m_entry *e = &c->e[i];
         if (e->seq <= ack && e->state == M_DONE) {
-            m->freed_by_cache++;
+            m_count_free(m, e);
             m_remove(c, e);
+            freed = true;
         } else {
             i++;
         }
     }
+    if (freed)
+        m_entries_freed(m, ci);
 }
 
 static size_t m_bytes(const struct model *m)
@@ -1089,6 +1144,25 @@ static size_t m_owner_bytes(const struct model *m, uint64_t owner)
     return b;
 }
 
+/* Whether n more bytes kept for client ci would go past its share, its identity's, or the
+ * cache's bound; what would is marked full (the cache's over_if_kept). Without a stand-in
+ * the cache keeps every reply and checks nothing. */
+static bool m_over_if_kept(struct model *m, int ci, size_t n)
+{
+    struct m_client *c = &m->c[ci];
+    bool over = false;
+    if (!m->stand_ins)
+        return false;
+    if (m_client_bytes(c) + n > m->max_client_bytes)
+        over = c->full = true;
+    if (c->owned && m_owner(ci) != 0 && m_owner_bytes(m, m_owner(ci)) + n > m->max_client_bytes)
+        over = m->owner_full = true;
+    if (m_bytes(m) + n > m->max_bytes)
+        over = m->cache_full = true;
+    m->stood_in += over;
+    return over;
+}
+
 static struct m_entry *m_new_entry(struct m_client *c, uint64_t seq, int state)
 {
     M_CHECK(c->n < M_MAXE);
@@ -1104,12 +1178,13 @@ static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint6
     if (!c->live) {
         if (seq <= ack)
             return m->stale++, ARPC_RC_STALE;
-        if (m_bytes(m) >= m->max_bytes)
+        if (m_bytes(m) >= m->max_bytes || m->cache_full)
             return m->full++, ARPC_RC_FULL;
-        if (m_owner(ci) != 0 && m_owner_bytes(m, m_owner(ci)) + arpc_reply_cache_client_cost() >= m->max_client_bytes)
+        if (m_owner(ci) != 0 && (m_owner_bytes(m, m_owner(ci)) + arpc_reply_cache_client_cost() >= m->max_client_bytes || m->owner_full))
             return m->identity_full++, m->client_full++, ARPC_RC_CLIENT_FULL; /* its identity's share */
         c->live = true;
         c->owned = true;
+        c->full = false;
         c->ack = ack;
         c->n = 0;
         m_touch(m, c, now);
@@ -1118,16 +1193,16 @@ static enum arpc_rc_verdict m_begin(struct model *m, int ci, uint64_t seq, uint6
     }
     c->owned = true;
     m_touch(m, c, now);
-    m_raise_ack(m, c, ack);
+    m_raise_ack(m, ci, ack);
     if (seq <= c->ack)
         return m->stale++, ARPC_RC_STALE;
     struct m_entry *e = m_find(c, seq);
     if (e == NULL) {
-        if (m_bytes(m) >= m->max_bytes)
+        if (m_bytes(m) >= m->max_bytes || m->cache_full)
             return m->full++, ARPC_RC_FULL;
-        if (m_client_bytes(c) >= m->max_client_bytes)
+        if (m_client_bytes(c) >= m->max_client_bytes || c->full)
             return m->client_full++, ARPC_RC_CLIENT_FULL;
-        if (m_owner(ci) != 0 && m_owner_bytes(m, m_owner(ci)) >= m->max_client_bytes)
+        if (m_owner(ci) != 0 && (m_owner_bytes(m, m_owner(ci)) >= m->max_client_bytes || m->owner_full))
             return m->identity_full++, m->client_full++, ARPC_RC_CLIENT_FULL;
         m_add_waiter(m_new_entry(c, seq, M_RUNNING), conn, xid);
         return ARPC_RC_NEW;
@@ -1159,10 +1234,14 @@ static void m_expire(struct model *m, uint64_t now)
             continue;
         }
         M_CHECK(m->n_expired < 64);
-        m->expired[m->n_expired++] = m_id((int)(oldest - m->c));
-        m->freed_by_cache += oldest->n;
-        while (oldest->n > 0)
+        int ci = (int)(oldest - m->c);
+        m->expired[m->n_expired++] = m_id(ci);
+        if (oldest->n > 0)
+            m_entries_freed(m, ci);
+        while (oldest->n > 0) {
+            m_count_free(m, &oldest->e[0]);
             m_remove(oldest, &oldest->e[0]);
+        }
         oldest->live = false;
     }
 }
@@ -1219,6 +1298,8 @@ static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
     M_CHECK(s.hits_attached == m->attached && s.hits_replayed == m->replayed);
     M_CHECK(s.stale == m->stale && s.full == m->full && s.client_full == m->client_full && s.crowded == m->crowded);
     M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
+    M_CHECK(s.stood_in == m->stood_in && P.stand_in_frees == m->stand_in_frees);
+    M_CHECK(P.stand_in_holds == m->stood_in);
     M_CHECK(P.n_expired == m->n_expired);
     for (size_t i = 0; i < m->n_expired; i++)
         M_CHECK(P.expired[i] == m->expired[i]);
@@ -1242,20 +1323,21 @@ static int m_gen_client(uint64_t *rng)
     return (int)(rng_next(rng) % (1 + rng_next(rng) % M_CLIENTS));
 }
 
-static void test_against_model(void **state)
+static void run_model(bool stand_ins)
 {
-    (void)state;
     test_alloc_install();
     const char *env = getenv("RC_SEED");
     m_seed = env != NULL ? strtoull(env, NULL, 0) : 0x5eed2026;
     uint64_t rng = m_seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull; /* one-to-one */
     rng += rng == 0; /* xorshift must not start at 0 */
-    enum { MAX_REPLIES = M_OPS + 1 };
+    enum { MAX_REPLIES = M_STAND_IN + 1 };
     unsigned char *freed = calloc(MAX_REPLIES, 1);
     struct model *m = calloc(1, sizeof(*m));
     assert_non_null(freed);
     assert_non_null(m);
     probe_reset(freed);
+    P.stand_in = stand_ins ? R(M_STAND_IN) : NULL;
+    m->stand_ins = stand_ins;
     size_t entry = arpc_reply_cache_entry_cost(), client = arpc_reply_cache_client_cost();
     m->max_bytes = 4 * client + 40 * (entry + 150);
     m->max_client_bytes = client + 9 * (entry + 150); /* a window of 12 reaches it now and then */
@@ -1264,7 +1346,7 @@ static void test_against_model(void **state)
     struct arpc_reply_cache rc;
     struct arpc_reply_cache_options o = {.max_bytes = m->max_bytes, .idle_expiry_ns = M_IDLE,
                                          .max_client_bytes = m->max_client_bytes};
-    assert_int_equal(ARPC_OK, arpc_reply_cache_init(&rc, &o, &OPS, &P));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_init(&rc, &o, stand_ins ? &OPS_STAND_IN : &OPS, &P));
     uint64_t now = 0, xid = 0;
     uintptr_t next_reply = 1;
     size_t seen[ARPC_RC_CROWDED + 1] = {0}; /* by verdict: the last of the enum */
@@ -1314,6 +1396,16 @@ static void test_against_model(void **state)
                 kept_false++;
                 m_check_waiters(&rc, list, e);
                 m_remove(c, e);
+                m_entries_freed(m, ci);
+            } else if (!logged && m_over_if_kept(m, ci, bytes)) { /* ran; a retry gets the stand-in */
+                M_CHECK(!kept);
+                freed[id] = 2;
+                e->reply = M_STAND_IN;
+                e->state = M_DONE;
+                m_check_waiters(&rc, list, e);
+                free(e->w);
+                e->w = NULL;
+                e->nw = 0;
             } else {
                 M_CHECK(kept);
                 e->reply = id;
@@ -1344,6 +1436,16 @@ static void test_against_model(void **state)
                 freed[e->reply] = 2;
                 kept_false++;
                 m_remove(c, e);
+                m_entries_freed(m, ci);
+            } else if (m_over_if_kept(m, ci, 0)) { /* its bytes were booked while it was held */
+                M_CHECK(!kept);
+                freed[e->reply] = 2;
+                e->reply = M_STAND_IN;
+                e->bytes = 0;
+                e->state = M_DONE;
+                free(e->w);
+                e->w = NULL;
+                e->nw = 0;
             } else {
                 M_CHECK(kept);
                 e->state = M_DONE;
@@ -1362,13 +1464,14 @@ static void test_against_model(void **state)
             } else {
                 m_check_waiters(&rc, list, e);
                 m_remove(&m->c[ci], e);
+                m_entries_freed(m, ci);
             }
         } else if (what < 85) { /* an unnumbered request carries an ack */
             uint64_t ack = m_gen_ack(c, &rng);
             arpc_reply_cache_ack(&rc, m_id(ci), ack, now);
             if (c->live) {
                 m_touch(m, c, now);
-                m_raise_ack(m, c, ack);
+                m_raise_ack(m, ci, ack);
             }
         } else if (what < 95) {
             expiries += arpc_reply_cache_expire(&rc, now);
@@ -1388,7 +1491,10 @@ static void test_against_model(void **state)
             else if (m_find(c, seq) != NULL)
                 want = ARPC_EBUSY;
             M_CHECK(rc_got == want);
-            if (want == ARPC_OK) {
+            if (want == ARPC_OK && m_over_if_kept(m, ci, arpc_reply_cache_entry_cost() + bytes)) { /* the cache frees the reply */
+                m_new_entry(c, seq, M_DONE)->reply = M_STAND_IN;
+                m->freed_by_cache++;
+            } else if (want == ARPC_OK) {
                 struct m_entry *e = m_new_entry(c, seq, M_DONE);
                 e->reply = id;
                 e->bytes = bytes;
@@ -1401,21 +1507,26 @@ static void test_against_model(void **state)
             if (!c->live)
                 *c = (struct m_client){.live = true, .base = c->base};
             m_touch(m, c, now);
-            m_raise_ack(m, c, ack);
+            m_raise_ack(m, ci, ack);
         }
     check:
         m_check_stats(&rc, m);
     }
     /* Every outcome happened often enough for the run to mean something (a whole cache full is
-     * the rarest since an identity's clients are held to one share: 300-600 a run). */
-    for (int v = ARPC_RC_NEW; v <= ARPC_RC_FULL; v++)
+     * the rarest since an identity's clients are held to one share: 300-600 a run; 50-100 with
+     * stand-ins, which keep the bytes under the bound, so only a mark refuses). */
+    print_message("whole cache full: %zu\n", seen[ARPC_RC_FULL]);
+    for (int v = ARPC_RC_NEW; v < ARPC_RC_FULL; v++)
         assert_true(seen[v] > 200);
+    assert_true(seen[ARPC_RC_FULL] > (stand_ins ? 20 : 200));
     print_message("client shares full: %zu (%llu for an identity's)\n", seen[ARPC_RC_CLIENT_FULL],
                   (unsigned long long)m->identity_full);
     assert_true(seen[ARPC_RC_CLIENT_FULL] > 100);
     assert_true(m->identity_full > 50);
     assert_true(expiries > 100);
     assert_true(kept_false > 100);
+    print_message("replies kept as the stand-in: %llu\n", (unsigned long long)m->stood_in);
+    assert_true(stand_ins ? m->stood_in > 100 : m->stood_in == 0);
     /* fini: the waiters of unfinished calls are dropped, every reply ends freed once */
     size_t waiting = 0;
     for (int i = 0; i < M_CLIENTS; i++)
@@ -1425,11 +1536,24 @@ static void test_against_model(void **state)
     assert_int_equal(waiting, P.dropped);
     for (uintptr_t id = 1; id < next_reply; id++)
         M_CHECK(freed[id] != 0);
+    M_CHECK(P.stand_in_frees == P.stand_in_holds); /* every hold on the stand-in given back */
     for (int i = 0; i < M_CLIENTS; i++)
         while (m->c[i].n > 0)
             m_remove(&m->c[i], &m->c[i].e[0]);
     free(m);
     free(freed);
+}
+
+static void test_against_model(void **state)
+{
+    (void)state;
+    run_model(false);
+}
+
+static void test_against_model_with_stand_ins(void **state)
+{
+    (void)state;
+    run_model(true);
 }
 
 /* ---- out of memory ---- */
@@ -1548,6 +1672,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_ring_grows),
         cmocka_unit_test_no_leak(test_ring_many_clients),
         cmocka_unit_test_no_leak(test_against_model),
+        cmocka_unit_test_no_leak(test_against_model_with_stand_ins),
         cmocka_unit_test_no_leak(test_nomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
