@@ -53,9 +53,17 @@ void client_linger_start(arpc_client *c, bool hello_done)
     arpc_future_hold(c->cl_lingered); /* the completer's, dropped as it completes */
     c->cl_lingering = true;
     arpc_conn_linger(conn, ARPC_ESHUTDOWN); /* may close at once: client_linger_done */
-    if (conn->c_open && conn->c_out.q_bytes > 0)
+    if (!conn->c_open)
+        return;
+    /* Said whether bytes are queued or not: with its queue written the close still waits for
+     * the server's end of stream, which may come only when the server's handlers are done. */
+    if (conn->c_out.q_bytes > 0)
         arpc_log(ARPC_LOG_DEBUG, "closing the client of %s: %zu bytes queued; waiting up to %" PRId64
-                 " ms for the server to read them", c->cl_target.t_addr, conn->c_out.q_bytes, c->cl_linger_ms);
+                 " ms for the server to read them and end its stream", c->cl_target.t_addr, conn->c_out.q_bytes,
+                 c->cl_linger_ms);
+    else
+        arpc_log(ARPC_LOG_DEBUG, "closing the client of %s: waiting up to %" PRId64 " ms for the server to end its stream",
+                 c->cl_target.t_addr, c->cl_linger_ms);
 }
 
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release)
