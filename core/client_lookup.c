@@ -17,9 +17,15 @@
  * still under way when a connection is made again is let go the same way: its answer, taken
  * at some later failure, would replace addresses that had just worked. A resolver that never
  * answers (an NSS back-end that hangs) leaves its thread blocked and no further lookup for
- * this client: the addresses it has stay. Loop thread only, but client_lookup_drop at the
- * client's free (any thread).
+ * this client: the addresses it has stay. And at most CLIENT_LOOKUPS_MAX lookups run in the
+ * process at once, whatever the clients: an application that makes a new client per attempt
+ * against a hung resolver would otherwise leave a blocked thread (and its stack) per client,
+ * without bound. A failed attempt that finds them all busy starts none (the next one asks
+ * again). Since the thread is never waited for, arpc code may run after every client is
+ * closed: the shared library is linked -z nodelete (cmake/install.cmake). Loop thread only,
+ * but client_lookup_drop at the client's free (any thread).
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -34,6 +40,9 @@
 #include "transport/sock.h"
 
 #define CLIENT_RE_RESOLVE_MS 30000
+#define CLIENT_LOOKUPS_MAX 4 /* lookup threads in the process at once */
+
+static atomic_int lookups_running;
 
 struct client_lookup {
     arpc_refcount lk_refs; /* the client's and the thread's */
@@ -57,11 +66,13 @@ static void lookup_put(struct client_lookup *lk)
 static void *lookup_main(void *arg)
 {
     struct client_lookup *lk = arg;
+    pthread_setname_np(pthread_self(), "arpc-lookup");
     char addr[ARPC_ADDR_MAX];
     memcpy(addr, lk->lk_target.t_addr, sizeof(addr)); /* the resolve rewrites the target */
     lk->lk_rc = arpc_transport_resolve(addr, &lk->lk_target, lk->lk_why, sizeof(lk->lk_why));
     atomic_store_explicit(&lk->lk_done, true, memory_order_release);
     lookup_put(lk);
+    atomic_fetch_sub_explicit(&lookups_running, 1, memory_order_relaxed);
     return NULL;
 }
 
@@ -72,9 +83,17 @@ void client_lookup_maybe_start(arpc_client *c)
     uint64_t now = arpc_now_coarse_ns();
     if (now < arpc_deadline_after(c->cl_lookup_ns, c->cl_re_resolve_ms))
         return;
+    if (atomic_fetch_add_explicit(&lookups_running, 1, memory_order_relaxed) >= CLIENT_LOOKUPS_MAX) {
+        atomic_fetch_sub_explicit(&lookups_running, 1, memory_order_relaxed);
+        arpc_log(ARPC_LOG_DEBUG, "client of %s: %d name lookups are under way in this process already; "
+                 "reconnecting to the addresses it had", c->cl_target.t_addr, CLIENT_LOOKUPS_MAX);
+        return; /* the next failed attempt asks again */
+    }
     struct client_lookup *lk = arpc_malloc(sizeof(*lk));
-    if (lk == NULL)
+    if (lk == NULL) {
+        atomic_fetch_sub_explicit(&lookups_running, 1, memory_order_relaxed);
         return; /* the addresses there are stay; the next failed attempt asks again */
+    }
     arpc_refcount_init(&lk->lk_refs, 2);
     atomic_init(&lk->lk_done, false);
     memcpy(lk->lk_target.t_addr, c->cl_target.t_addr, sizeof(lk->lk_target.t_addr));
@@ -84,6 +103,7 @@ void client_lookup_maybe_start(arpc_client *c)
         arpc_log(ARPC_LOG_WARN, "client of %s: no thread to look its name up again (%s); reconnecting to "
                  "the addresses it had", c->cl_target.t_addr, strerror(err));
         arpc_free(lk);
+        atomic_fetch_sub_explicit(&lookups_running, 1, memory_order_relaxed);
         c->cl_lookup_ns = now; /* not again at every attempt */
         return;
     }

@@ -12,7 +12,10 @@
  *  - a client closed while its lookup blocks in the resolver is not held by it;
  *  - a lookup still under way when the old address answers again is dropped (its answer,
  *    taken at some later failure, would replace addresses that had just worked): the next
- *    failure asks again, and that answer is taken.
+ *    failure asks again, and that answer is taken;
+ *  - at most 4 lookups run in the process at once: clients whose lookups all block in the
+ *    resolver do not start a thread each (a trial made 300 threads so); the others ask
+ *    again once one ends.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +40,7 @@ typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo 
 
 static const char *_Atomic moving_to; /* MOVING's address now; NULL: it does not resolve */
 static atomic_int lookups;            /* of MOVING, connect's among them */
+static atomic_int lookups_done;       /* of those, the ones that returned */
 static atomic_bool hold_lookups;      /* a lookup waits for lookup_gate */
 static sem_t lookup_held, lookup_gate;
 
@@ -56,8 +60,9 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
             sem_wait_secs(&lookup_gate, TEST_WAIT_S);
         }
         node = atomic_load(&moving_to);
-        if (node == NULL)
-            return EAI_NONAME;
+        int rc = node == NULL ? EAI_NONAME : next(node, service, hints, res);
+        atomic_fetch_add(&lookups_done, 1);
+        return rc;
     }
     return next(node, service, hints, res);
 }
@@ -124,6 +129,20 @@ static void where(arpc_client *c, int64_t deadline_ms, char *out, size_t outlen)
     arpc_free(rep);
 }
 
+/* ---- the DEBUG line of a lookup not started: all are busy ---- */
+
+static atomic_int busy_said;
+static sem_t busy_sem;
+
+static void on_log(void *ctx, enum arpc_log_level level, const char *line)
+{
+    (void)ctx;
+    (void)level;
+    if (strstr(line, "name lookups are under way in this process already") != NULL &&
+        atomic_fetch_add(&busy_said, 1) == 0)
+        sem_post(&busy_sem);
+}
+
 static uint64_t name_lookups(arpc_client *c)
 {
     arpc_client_stats st;
@@ -136,6 +155,7 @@ static int setup(void **state)
     (void)state;
     atomic_store(&moving_to, "127.0.0.1");
     atomic_store(&lookups, 0);
+    atomic_store(&lookups_done, 0);
     atomic_store(&hold_lookups, false);
     sem_init(&lookup_held, 0, 0);
     sem_init(&lookup_gate, 0, 0);
@@ -272,9 +292,56 @@ static void test_a_lookup_under_way_at_a_connection_is_dropped(void **state)
     arpc_server_destroy(new_s);
 }
 
+static void test_lookups_at_once_are_bounded(void **state)
+{
+    (void)state;
+    enum { CLIENTS = 6, AT_ONCE = 4 }; /* AT_ONCE: CLIENT_LOOKUPS_MAX, core/client_lookup.c */
+    atomic_store(&busy_said, 0);
+    sem_init(&busy_sem, 0, 0);
+    arpc_set_logger(on_log, NULL, ARPC_LOG_DEBUG);
+    unsigned port;
+    arpc_server *s = server_at("first", "127.0.0.1", 0, &port);
+    assert_non_null(s);
+    arpc_client *c[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++)
+        c[i] = connect_moving(port, 1);
+    assert_int_equal(CLIENTS, atomic_load(&lookups)); /* connect's */
+    atomic_store(&hold_lookups, true);
+    arpc_server_destroy(s); /* every client's attempts fail, and each asks for a lookup */
+    for (int i = 0; i < AT_ONCE; i++)
+        assert_true(sem_wait_secs(&lookup_held, TEST_WAIT_S));
+    assert_true(sem_wait_secs(&busy_sem, TEST_WAIT_S)); /* a fifth found them all busy */
+    assert_int_equal(CLIENTS + AT_ONCE, atomic_load(&lookups)); /* and started none */
+    atomic_store(&hold_lookups, false);
+    for (int i = 0; i < AT_ONCE; i++)
+        sem_post(&lookup_gate);
+    /* The held ones end (nothing listens at the address they give): every client looks up. */
+    for (int i = 0; i < CLIENTS; i++)
+        assert_true(WAIT_UNTIL(name_lookups(c[i]) >= 1));
+    /* The server back: no attempt fails, so no lookup starts; those started end (their
+     * threads outlive a close, and the next case counts lookups from 0). */
+    s = server_at("back", "127.0.0.1", port, NULL);
+    assert_non_null(s);
+    int started = CLIENTS;
+    for (int i = 0; i < CLIENTS; i++) {
+        char who[64];
+        where(c[i], TEST_WAIT_MS, who, sizeof(who));
+        assert_string_equal("back", who);
+        started += (int)name_lookups(c[i]);
+    }
+    assert_true(WAIT_UNTIL(atomic_load(&lookups_done) == started));
+    for (int i = 0; i < CLIENTS; i++)
+        assert_int_equal(ARPC_OK, arpc_client_close(c[i]));
+    arpc_server_destroy(s);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    sem_destroy(&busy_sem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* first: a lookup another case let go may still be ending, and hold a place */
+        cmocka_unit_test_setup(test_lookups_at_once_are_bounded, setup),
         cmocka_unit_test_setup(test_a_moved_server_is_found, setup),
         cmocka_unit_test_setup(test_a_failed_lookup_keeps_the_addresses, setup),
         cmocka_unit_test_setup(test_never_looked_up_again, setup),
