@@ -14,6 +14,9 @@ target_include_directories(arpc PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/inc
 target_compile_definitions(arpc PRIVATE ARPC_BUILDING_SHARED=1)
 target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev Threads::Threads
   ${ARPC_TLS_LIBS})
+# dlclose leaves it mapped: a name lookup's thread, never waited for, may still run arpc code
+# after every client is closed (docs/ABI.md, "Unloading").
+target_link_options(arpc PRIVATE -Wl,-z,nodelete)
 
 # The static library, libarpc.a: the objects already compiled for arpc_internal (a static
 # library's symbol visibility does not matter until it is linked into a shared one, so they need

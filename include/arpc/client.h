@@ -186,7 +186,12 @@ typedef struct arpc_client_options {
      * answers stays there. A lookup that fails keeps the addresses there were; one still
      * under way when a connection is made is dropped; one that never returns (a resolver that
      * hangs) keeps its thread, which is never joined, and no other is started for this
-     * client. 0: 30000 (gRPC's least time between DNS lookups); negative: never (the
+     * client. At most 4 lookups run in the process at once (a failed attempt that finds them
+     * busy starts none; a later one asks again), so clients made over and over against a
+     * hung resolver do not pile up threads. A lookup's thread may outlive every arpc object:
+     * libarpc.so is linked -z nodelete (dlclose leaves it mapped), and a plugin that links
+     * libarpc.a into itself must be linked -Wl,-z,nodelete too (docs/ABI.md).
+     * 0: 30000 (gRPC's least time between DNS lookups); negative: never (the
      * addresses found at connect are the client's for its life). Numeric addresses, unix://
      * and inproc:// are never looked up again. arpc_client_stats counts the lookups. */
     int64_t re_resolve_ms;
