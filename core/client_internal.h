@@ -244,6 +244,7 @@ struct arpc_client {
     struct arpc_deadline cl_linger_timer;
     arpc_future *cl_lingered;       /* completed once the lingering connection closed */
     bool cl_lingering;              /* the close step left the connection lingering */
+    bool cl_closed_in_handshake;    /* the close came before the HELLO: only the handshake's frames were queued */
     uint64_t cl_unsent_oneway;      /* one-way messages the close dropped unwritten */
     uint64_t cl_unsent_frames;      /* frames of any kind (the goodbye: queued last) */
     /* Cancels that found no memory for their job (core/client_cancel_sweep.c): one job of the

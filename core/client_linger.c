@@ -27,6 +27,7 @@ static void linger_expired(struct arpc_deadline *d, void *arg)
 void client_linger_start(arpc_client *c, bool hello_done)
 {
     struct arpc_conn *conn = &c->cl_conn;
+    c->cl_closed_in_handshake = !hello_done;
     if (c->cl_server_flags & ARPC_HELLO_DEDUP) {
         /* Goodbye: we re-send nothing from now on, so the server may drop our replies now
          * rather than keep them until we would have expired. */
@@ -73,6 +74,8 @@ void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release)
         arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
     if (atomic_load(&c->cl_state) != CL_CLOSED)
         return; /* a loss: a one-way message is gone, as documented (client.h, arpc_notify) */
+    if (c->cl_closed_in_handshake && !oneway)
+        return; /* the HELLO of a handshake the close cut short: nothing of the caller's */
     c->cl_unsent_frames++;
     if (oneway)
         c->cl_unsent_oneway++;
@@ -85,7 +88,9 @@ void client_linger_done(arpc_client *c)
                  "closing the client of %s: %" PRIu64 " one-way message(s) and %" PRIu64
                  " other frame(s) (requests, the goodbye) dropped unwritten: %s close_linger_ms (%" PRId64 " ms)",
                  c->cl_target.t_addr, c->cl_unsent_oneway, c->cl_unsent_frames - c->cl_unsent_oneway,
-                 c->cl_linger_ms > 0 ? "the server did not read them within" : "no wait for the server asked by",
+                 c->cl_lingering       ? "the server did not read them within"
+                 : c->cl_linger_ms > 0 ? "the close could not wait for the server (its loop was stopping, or no memory) despite"
+                                       : "no wait for the server asked by",
                  c->cl_linger_ms);
     if (!c->cl_lingering)
         return;
