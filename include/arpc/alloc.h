@@ -12,7 +12,10 @@
  * ERROR line, then abort() in builds without NDEBUG; with NDEBUG the allocator in use stays.
  * Setting the allocator already in use (the same functions and ctx; NULL while none was set)
  * changes nothing and is allowed at any time. Blocks must be aligned as malloc's are (alignof(max_align_t)): some
- * hold 16-byte atomic words.
+ * hold 16-byte atomic words. One block may outlive every arpc object: a client's name lookup
+ * still in the resolver when the client closed (arpc_client_options.re_resolve_ms) frees its
+ * record, through free_fn, when the resolver returns; so the hooks must stay callable, and a
+ * count of live blocks reaches 0 only once such lookups are over.
  */
 #ifndef ARPC_ALLOC_H
 #define ARPC_ALLOC_H
