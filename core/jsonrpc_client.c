@@ -239,9 +239,10 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     uint64_t id_value = 0;
     if (json_is_integer(id))
         id_value = (uint64_t)json_integer_value(id);
-    else if (big && json_is_real(id) && json_real_value(id) >= 0 && json_real_value(id) < 0x1p53 &&
+    else if (json_is_real(id) && json_real_value(id) >= 0 && json_real_value(id) < 0x1p53 &&
              json_real_value(id) == (double)(uint64_t)json_real_value(id))
-        id_value = (uint64_t)json_real_value(id); /* ours are small: exact as a real */
+        id_value = (uint64_t)json_real_value(id); /* ours are small: exact as a real (1.0, 1e0: JSON
+                                                    * has one kind of number; a server may write ours so) */
     else
         id = NULL;
     if (resp == NULL || id == NULL) {

@@ -539,6 +539,12 @@ static void test_server_breaking_rules(void **state)
     fake_call("this is not json\n", ARPC_ECONNLOST, "sent something that is not a JSON object");
     /* not our kind of id */
     fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response without a numeric id");
+    fake_call("{\"id\":1.5,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response without a numeric id");
+    /* Our id written as another number of the same value (a server that keeps numbers as
+     * doubles): JSON has one kind of number. (Before, the connection was dropped for it, and
+     * every call on it ended ARPC_ECONNLOST.) */
+    fake_call("{\"id\":1.0,\"result\":1,\"error\":null}\n", ARPC_OK, "1");
+    fake_call("{\"id\":1e0,\"result\":2,\"error\":null}\n", ARPC_OK, "2");
     /* closed without answering */
     fake_call("", ARPC_ECONNLOST, "closed by the server, or the network failed");
 }
