@@ -146,7 +146,7 @@ static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
 {
     size_t len;
     const char *p = arpc_request_data(req, &len);
-    json_t *o = json_loadb(p, len, JSON_DECODE_ANY, NULL);
+    json_t *o = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL); /* \u0000 is JSON */
     json_t *key = json_object_get(o, "key");
     if (!json_is_string(key)) {
         json_decref(o);
@@ -161,7 +161,7 @@ static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
 static uint64_t json_key(const void *data, size_t len, void *ctx)
 {
     (void)ctx;
-    json_t *o = json_loadb(data, len, JSON_DECODE_ANY, NULL);
+    json_t *o = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     json_t *key = json_object_get(o, "key");
     uint64_t h = json_is_string(key) ? key_hash(json_string_value(key), json_string_length(key)) : 0;
     json_decref(o);

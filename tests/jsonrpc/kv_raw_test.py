@@ -69,6 +69,10 @@ def test_put_get(port):
     r = c.call("KV.Put", [{"key": "k1", "value": "caf\u00e9 \"q\"\n"}], 3)
     r = c.call("KV.Get", [{"key": "k1"}], 4)
     check(r["result"] == "caf\u00e9 \"q\"\n", f"a value with escapes and UTF-8 survives: {r}")
+    r = c.call("KV.Put", [{"key": "n\u0000k", "value": "a\u0000b"}], 5)
+    check(r == {"id": 5, "result": True, "error": None}, f"a key and a value holding \\u0000 are taken: {r}")
+    r = c.call("KV.Get", [{"key": "n\u0000k"}], 6)
+    check(r["result"] == "a\u0000b", f"and come back whole: {r}")
     c.close()
 
 
