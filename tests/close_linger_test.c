@@ -29,10 +29,7 @@
 #include "support/cut_proxy.h"
 #include "support/test_util.h"
 #ifdef ARPC_TEST_WITH_TLS
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "support/tls_certs.h"
@@ -290,14 +287,11 @@ static void test_tls_close_loses_nothing_to_a_reset(void **state)
 static void test_close_in_a_handshake_drops_nothing_of_the_callers(void **state)
 {
     (void)state;
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sa, sizeof(sa)));
-    assert_int_equal(0, listen(lfd, 4)); /* the kernel accepts; nobody reads or writes */
-    assert_int_equal(0, getsockname(lfd, (struct sockaddr *)&sa, &len));
+    uint16_t port;
+    int lfd = fd_listen_loopback(0, 4, 0, &port); /* the kernel accepts; nobody reads or writes */
+    assert_true(lfd >= 0);
     char addr[64];
-    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", ntohs(sa.sin_port));
+    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", port);
     arpc_client *c;
     arpc_client_options o = {.tls = &pair.tp_client, .connect_in_background = true};
     assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
