@@ -37,10 +37,12 @@
 
 #define LISTENER_ACCEPT_BATCH 4 /* per readiness: a loop turn with new connections stays short */
 #define LISTENER_PAUSE_S 0.1
+#define LISTENER_FAIL_LOG_EVERY_NS 10000000000ull /* a lasting failure pauses 10 times a second */
 
 struct server_listener {
     ev_io l_io;
     struct arpc_deadline l_retry; /* accepting again after a pause */
+    struct arpc_log_throttle l_fail_log; /* of those pauses for a failed accept */
     struct arpc_listener *l_sock; /* the transport's */
     struct arpc_tls *l_tls;       /* tls://: the server's context; NULL: plain */
     int l_spare;                  /* /dev/null, given up to shed a connection on EMFILE; -1: none */
@@ -181,7 +183,13 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (rc != ARPC_OK) {
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
                 return; /* no memory for the pause: keep accepting (level-triggered: we come back) */
-            arpc_log(ARPC_LOG_WARN, "accept on %s failed: %s; pausing 100 ms", l->l_sock->l_addr, why);
+            uint64_t quiet; /* why says "accept on ... failed: " already (the transport's) */
+            if (arpc_log_throttle_due(&l->l_fail_log, arpc_now_coarse_ns(), LISTENER_FAIL_LOG_EVERY_NS, 1, &quiet)) {
+                char more[64] = "";
+                if (quiet != 0)
+                    snprintf(more, sizeof(more), " (%llu more such pauses since the last line)", (unsigned long long)quiet);
+                arpc_log(ARPC_LOG_WARN, "%s; pausing 100 ms%s", why, more);
+            }
             arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }
