@@ -28,6 +28,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/file_io.h"
 
 #define LOCK_NAME "LOCK"
 
@@ -52,35 +53,21 @@ int arpc_log_sys_fail(char *why, size_t whylen, const char *dir, const char *cal
     return ARPC_ESYSTEM;
 }
 
-static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return errno;
-        if (w == 0)
-            return EIO; /* no progress and no error: do not spin */
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 int arpc_log_keep_file(int dirfd, const char *dir, const char *name, const void *bytes, size_t len, char *why,
                        size_t whylen)
 {
     int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return arpc_log_sys_fail(why, whylen, dir, "create", name, errno);
-    int err = pwrite_all(fd, bytes, len, 0);
-    if (err == 0 && fdatasync(fd) != 0)
-        err = errno;
+    int err = arpc_file_write_all(fd, bytes, len, 0);
+    if (err != 0) {
+        close(fd);
+        return arpc_log_sys_fail(why, whylen, dir, "write", name, err);
+    }
+    err = arpc_file_sync(fd, true);
     close(fd);
     if (err != 0)
-        return arpc_log_sys_fail(why, whylen, dir, "write", name, err);
+        return arpc_log_sys_fail(why, whylen, dir, "fdatasync", name, err);
     return arpc_log_dir_sync(dirfd, dir, why, whylen);
 }
 
@@ -96,8 +83,8 @@ int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)
         return arpc_log_sys_fail(why, whylen, dir, "open", "", errno);
     if (created) { /* the new name must survive a crash too */
         int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (parent < 0 || fsync(parent) != 0) {
-            int err = errno;
+        int err = parent < 0 ? errno : arpc_file_sync(parent, false);
+        if (err != 0) {
             if (parent >= 0)
                 close(parent);
             close(fd);
@@ -134,7 +121,7 @@ int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t
     }
     char pid[24];
     int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite_all(fd, (const uint8_t *)pid, (size_t)n, 0) != 0) {
+    if (ftruncate(fd, 0) != 0 || arpc_file_write_all(fd, (const uint8_t *)pid, (size_t)n, 0) != 0) {
         int err = errno;
         close(fd);
         return arpc_log_sys_fail(why, whylen, dir, "write", LOCK_NAME, err);
@@ -201,8 +188,9 @@ int arpc_log_dir_segments(int dirfd, const char *dir, uint64_t **segs, size_t *n
 
 int arpc_log_dir_sync(int dirfd, const char *dir, char *why, size_t whylen)
 {
-    if (fsync(dirfd) != 0)
-        return arpc_log_sys_fail(why, whylen, dir, "fsync", "", errno);
+    int err = arpc_file_sync(dirfd, false);
+    if (err != 0)
+        return arpc_log_sys_fail(why, whylen, dir, "fsync", "", err);
     return ARPC_OK;
 }
 
@@ -232,7 +220,7 @@ int arpc_log_out_flush(struct arpc_log_out *o, char *why, size_t whylen)
 {
     if (o->o_len == 0)
         return ARPC_OK;
-    int err = pwrite_all(o->o_fd, o->o_buf, o->o_len, o->o_size - o->o_len);
+    int err = arpc_file_write_all(o->o_fd, o->o_buf, o->o_len, o->o_size - o->o_len);
     if (err != 0)
         return arpc_log_sys_fail(why, whylen, o->o_dir, "write", o->o_name, err);
     o->o_len = 0;
@@ -259,7 +247,7 @@ int arpc_log_out_put(struct arpc_log_out *o, const struct iovec *parts, int npar
     if (arpc_log_out_flush(o, why, whylen) != ARPC_OK)
         return ARPC_ESYSTEM;
     for (int i = 0; i < nparts; i++) {
-        int err = pwrite_all(o->o_fd, parts[i].iov_base, parts[i].iov_len, o->o_size);
+        int err = arpc_file_write_all(o->o_fd, parts[i].iov_base, parts[i].iov_len, o->o_size);
         if (err != 0)
             return arpc_log_sys_fail(why, whylen, o->o_dir, "write", o->o_name, err);
         o->o_size += parts[i].iov_len;
@@ -269,10 +257,9 @@ int arpc_log_out_put(struct arpc_log_out *o, const struct iovec *parts, int npar
 
 int arpc_log_out_sync(struct arpc_log_out *o, char *why, size_t whylen)
 {
-    while (fdatasync(o->o_fd) != 0) {
-        if (errno != EINTR)
-            return arpc_log_sys_fail(why, whylen, o->o_dir, "fdatasync", o->o_name, errno);
-    }
+    int err = arpc_file_sync(o->o_fd, true);
+    if (err != 0)
+        return arpc_log_sys_fail(why, whylen, o->o_dir, "fdatasync", o->o_name, err);
     return ARPC_OK;
 }
 

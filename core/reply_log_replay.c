@@ -33,6 +33,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/file_io.h"
 #include "base/log.h"
 #include "core/reply_log_internal.h"
 #include "core/reply_log_tail.h"
@@ -221,8 +222,11 @@ static int drop_torn_tail(struct recovery *r)
                                    sizeof(why)) == ARPC_OK;
     if (!kept)
         arpc_log(ARPC_LOG_WARN, "reply log %s/%s: no copy kept of the torn record's bytes: %s", dir, name, why);
-    if (ftruncate(m->m_fd, (off_t)m->m_good) != 0 || fdatasync(m->m_fd) != 0)
+    if (ftruncate(m->m_fd, (off_t)m->m_good) != 0)
         return arpc_log_sys_fail(r->r_why, r->r_whylen, dir, "truncate", name, errno);
+    int err = arpc_file_sync(m->m_fd, true);
+    if (err != 0)
+        return arpc_log_sys_fail(r->r_why, r->r_whylen, dir, "fdatasync", name, err);
     arpc_log(ARPC_LOG_WARN,
              "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there%s%s%s",
              dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good, kept ? " (the bytes cut are in " : "",

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/file_io.h"
 #include "base/thread.h"
 #include "core/reply_log_internal.h"
 
@@ -36,9 +37,7 @@ static void *syncer_main(void *arg)
             break; /* stopping, nothing asked */
         int fd = sy->sy_fd;
         pthread_mutex_unlock(&sy->sy_mtx);
-        int err = 0;
-        while (fdatasync(fd) != 0 && (err = errno) == EINTR)
-            err = 0;
+        int err = arpc_file_sync(fd, true);
         close(fd);
         atomic_fetch_add_explicit(&log->lg_stat_fsyncs, 1, memory_order_relaxed);
         pthread_mutex_lock(&sy->sy_mtx);

@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "base/file_io.h"
 #include "base/le.h"
 #include "base/siphash.h"
 #include "core/server_internal.h"
@@ -102,15 +103,19 @@ static int write_small(int dirfd, const char *dir, const char *name, const char 
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return fail(why, whylen, dir, "create", errno);
-    bool ok = write(fd, bytes, size) == (ssize_t)size && fsync(fd) == 0;
-    int err = errno;
+    int err = arpc_file_write_all(fd, bytes, size, 0);
+    const char *call = "write";
+    if (err == 0) {
+        err = arpc_file_sync(fd, false);
+        call = "fsync";
+    }
     close(fd);
-    if (!ok)
-        return fail(why, whylen, dir, "write", err);
+    if (err != 0)
+        return fail(why, whylen, dir, call, err);
     if (renameat(dirfd, tmp, dirfd, name) != 0)
         return fail(why, whylen, dir, "rename", errno);
-    if (fsync(dirfd) != 0)
-        return fail(why, whylen, dir, "fsync", errno);
+    if ((err = arpc_file_sync(dirfd, false)) != 0)
+        return fail(why, whylen, dir, "fsync", err);
     return ARPC_OK;
 }
 

@@ -1,0 +1,31 @@
+/* Whole writes and syncs of files (base/file_io.h). */
+#include "base/file_io.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+int arpc_file_write_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const unsigned char *b = p;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, b, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if (w == 0)
+            return EIO; /* no progress and no error: do not spin */
+        b += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+int arpc_file_sync(int fd, bool data_only)
+{
+    while ((data_only ? fdatasync(fd) : fsync(fd)) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
