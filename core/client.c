@@ -220,7 +220,9 @@ fail:
 }
 
 /* The client's loop: the user's, or a new one on its own thread. */
-static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
+/* The loop the client runs on: the caller's, or one of its own started now (why says what
+ * failed: nothing was tried to connect yet). */
+static int client_take_loop(arpc_client *c, arpc_loop *user_loop, char *why, size_t whylen)
 {
     if (user_loop != NULL) {
         c->cl_loop = user_loop;
@@ -232,11 +234,14 @@ static int client_take_loop(arpc_client *c, arpc_loop *user_loop)
         return ARPC_OK;
     }
     int rc = arpc_loop_create(&c->cl_loop, NULL);
-    if (rc != ARPC_OK)
+    if (rc != ARPC_OK) {
+        snprintf(why, whylen, "cannot create the client's loop: %s", arpc_strerror(rc));
         return rc;
+    }
     rc = arpc_loop_start(c->cl_loop);
     if (rc != ARPC_OK) {
         arpc_loop_destroy(c->cl_loop);
+        snprintf(why, whylen, "cannot start the client's loop thread: %s", arpc_strerror(rc));
         return rc;
     }
     c->cl_owns_loop = true;
@@ -292,7 +297,7 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     if (rc == ARPC_OK && c->cl_target.t_ops == &arpc_transport_tls)
         rc = arpc_tls_client_new(&c->cl_tls, &c->cl_target, o.tls, why, sizeof(why));
     if (rc == ARPC_OK)
-        rc = client_take_loop(c, o.loop);
+        rc = client_take_loop(c, o.loop, why, sizeof(why));
     if (rc == ARPC_OK && c->cl_background) {
         /* Until the first attempt ends, this is what is in the way (arpc_client_last_error,
          * and the words of a call that ends waiting): never ARPC_OK with no connection. */

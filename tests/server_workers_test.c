@@ -4,7 +4,9 @@
  * bound, ARPC_ACTOR_GROUP_MAX (refused ARPC_EINVAL before any thread starts, said in a WARN
  * line: arpc_actor_group_create has no errbuf); and a worker or loop thread that
  * cannot start fails arpc_server_create with ARPC_ESYSTEM, said in errbuf, with nothing left
- * behind: the threads already started are stopped and joined, no block is leaked.
+ * behind: the threads already started are stopped and joined, no block is leaked. A client
+ * whose loop thread cannot start says so in errbuf (it said "a system call failed", as if a
+ * connect had been tried).
  *
  * pthread_create is wrapped (-Wl,--wrap=pthread_create, tests/CMakeLists.txt) so the n-th
  * thread the library starts fails with EAGAIN, as it would at RLIMIT_NPROC (which does not
@@ -117,6 +119,22 @@ static void test_thread_start_failure_midway(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+static void test_client_loop_thread_failure_said(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    arpc_client *c = NULL;
+    arpc_client_options co = {.errbuf = why, .errbuf_len = sizeof(why)};
+    atomic_store(&creates_failed, 0);
+    atomic_store(&creates_left, 0);
+    int rc = arpc_client_connect(&c, "tcp://127.0.0.1:9", &co);
+    atomic_store(&creates_left, -1);
+    assert_int_equal(1, atomic_exchange(&creates_failed, 0));
+    assert_int_equal(ARPC_ESYSTEM, rc);
+    assert_null(c);
+    assert_non_null(strstr(why, "cannot start the client's loop thread"));
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_WARN);
@@ -125,6 +143,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_workers_past_the_maximum_refused),
         cmocka_unit_test_no_leak(test_group_past_the_maximum_refused),
         cmocka_unit_test_no_leak(test_thread_start_failure_midway),
+        cmocka_unit_test_no_leak(test_client_loop_thread_failure_said),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
