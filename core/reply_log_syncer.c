@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,7 +78,7 @@ bool arpc_log_syncer_request(struct arpc_reply_log *log, char *why, size_t whyle
     int err = sy->sy_err;
     bool taken = false;
     if (err == 0 && sy->sy_fd < 0) {
-        sy->sy_fd = dup(log->lg_out.o_fd);
+        sy->sy_fd = fcntl(log->lg_out.o_fd, F_DUPFD_CLOEXEC, 0); /* a child's exec must not keep it */
         if (sy->sy_fd < 0)
             err = errno;
         else

@@ -16,6 +16,13 @@ if grep -rnE "ev_io_(start|stop)|ev_timer_(start|again|set)|ev_timer_init" core 
     exit 1
 fi
 
+# Every descriptor arpc opens is close-on-exec, so a child the application execs holds none of
+# its sockets, log segments or locks: no dup/dup2/pipe/epoll_create/accept, which cannot say so.
+if grep -rnP "(^|[^_a-zA-Z])(dup2?|pipe|epoll_create|accept)\((?!2\))" core transport async base; then # not "accept(2)"
+    echo "core/, transport/, async/, base/: use F_DUPFD_CLOEXEC, pipe2, epoll_create1, accept4 with their CLOEXEC flags" >&2
+    exit 1
+fi
+
 JOBS=$(nproc)
 PASSED=0
 run_suite() { # name, extra cmake args...
