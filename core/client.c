@@ -168,12 +168,21 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
                       o->reconnect_max_ms ? o->reconnect_max_ms : CLIENT_RECONNECT_MAX_MS, c->cl_id);
 }
 
+bool client_forked_misuse(const arpc_client *c, const char *fn)
+{
+    arpc_log(ARPC_LOG_ERROR, "%s on %p: refused: the client was made in the parent of this child of a fork; its "
+             "connection and call numbers are the parent's (a call here would be taken for one of the parent's), "
+             "and its loop thread is not here: make a new client in the child", fn, (const void *)c);
+    return false;
+}
+
 static arpc_client *client_new(const arpc_client_options *o)
 {
     arpc_client *c = arpc_calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     atomic_init(&c->cl_magic, ARPC_MAGIC_CLIENT);
+    c->cl_fork_gen = arpc_fork_gen_start();
     arpc_refcount_init(&c->cl_refs, 1);
     atomic_init(&c->cl_state, CL_CONNECTING);
     atomic_init(&c->cl_lost_reason, ARPC_ECONNLOST);
@@ -341,8 +350,8 @@ static void step_close(arpc_loop *loop, void *arg)
 
 int arpc_client_close(arpc_client *c)
 {
-    if (!client_live(c, __func__))
-        return ARPC_EINVAL;
+    if (!client_live(c, __func__) || !client_in_its_process(c, __func__))
+        return ARPC_EINVAL; /* (a child's close would say goodbye on its parent's connection) */
     if (arpc_loop_on_thread(c->cl_loop)) {
         /* Closing waits for the loop: on the loop itself it never returns. Said, since a close
          * refused inside a callback would otherwise leak the client without a word. */

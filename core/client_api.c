@@ -167,7 +167,10 @@ static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused)
         return NULL;
     switch (arpc_handle_enter_unless(c, &c->cl_live, ARPC_MAGIC_CLIENT, ARPC_MAGIC_CLIENT_CLOSING, "client", fn)) {
     case ARPC_HANDLE_IN:
-        return c;
+        if (client_in_its_process(c, fn))
+            return c;
+        atomic_fetch_sub(&c->cl_live, 1);
+        return NULL;
     case ARPC_HANDLE_CLOSING:
         *refused = ARPC_ESHUTDOWN;
         return NULL;
@@ -339,6 +342,8 @@ static int call_blocking(arpc_client *c, const char *fn, const char *method, con
         *reply_len = 0;
     int refused;
     c = client_enter(c, fn, &refused);
+    if (c == NULL && refused == ARPC_EINVAL)
+        return ARPC_EINVAL; /* misuse, said: no words to carry, so no future to make */
     if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
         client_leave(c);
         /* Blocking on the loop that must deliver the reply. */

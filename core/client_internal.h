@@ -51,6 +51,7 @@
 #include "base/buf_cache.h"
 #include "base/clock.h"
 #include "base/dlist.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
@@ -144,6 +145,7 @@ struct arpc_client {
     atomic_int cl_state;        /* enum client_state */
     atomic_int cl_lost_reason;  /* in CL_LOST: why calls end */
     atomic_size_t cl_npending;  /* calls started and not yet completed */
+    unsigned cl_fork_gen;       /* the process it was made in (base/fork_gen.h): client_in_its_process */
     atomic_size_t cl_live;      /* callers on their way in (client_enter), call objects not yet
                                  * freed, one-way messages on the lane: close waits for 0 */
     atomic_uint cl_server_max;  /* the server's frame limit, from its HELLO */
@@ -444,6 +446,14 @@ void client_linger_start(arpc_client *c, bool hello_done);
 void client_linger_done(arpc_client *c);
 /* A buffer the closing connection never wrote whole (conn_ops.on_unwritten). */
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release);
+/* False (an ERROR line naming fn: client_forked_misuse) for a client made in another process:
+ * the parent of this child of a fork. Its socket and call numbers are the parent's, and it
+ * has no loop thread here: used, it would corrupt the parent's calls. Inline: every call. */
+bool client_forked_misuse(const arpc_client *c, const char *fn);
+static inline bool client_in_its_process(const arpc_client *c, const char *fn)
+{
+    return c->cl_fork_gen == arpc_fork_gen() || client_forked_misuse(c, fn);
+}
 /* Frees a one-way message queued on the connection (its release: how the close tells them). */
 void client_oneway_release(void *msg);
 

@@ -95,6 +95,11 @@
  * connection starts that wait over: a path that lets the HELLO through and then breaks, again
  * and again before the answer comes, holds a call without a deadline for as long as it does
  * so. Only a deadline bounds every case.)
+ *
+ * After fork, a client made in the parent is refused in the child (its calls, one-way
+ * messages and close return ARPC_EINVAL, with an ERROR line): its connection and call numbers
+ * are the parent's, and its loop thread is not in the child. A child makes its own clients
+ * (docs/SEMANTICS.md, "API misuse").
  */
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
