@@ -43,6 +43,24 @@
 #define CLIENT_LOOKUPS_MAX 4 /* lookup threads in the process at once */
 
 static atomic_int lookups_running;
+static pthread_once_t lookups_once = PTHREAD_ONCE_INIT;
+static _Atomic uint64_t lookups_busy_said_ns; /* the last WARN that all were busy */
+
+/* A child of a fork has none of its parent's lookup threads: none of their places. */
+static void lookups_after_fork(void) { atomic_store_explicit(&lookups_running, 0, memory_order_relaxed); }
+static void lookups_install(void) { (void)pthread_atfork(NULL, NULL, lookups_after_fork); }
+
+/* All places taken: said at most once a minute in the process (a WARN: a resolver that hangs
+ * for 4 names holds up every client's re-resolution), at DEBUG otherwise. */
+static void lookups_busy(const arpc_client *c, uint64_t now)
+{
+    uint64_t last = atomic_load_explicit(&lookups_busy_said_ns, memory_order_relaxed);
+    bool warn = (last == 0 || now - last >= 60000 * ARPC_NS_PER_MS) &&
+                atomic_compare_exchange_strong(&lookups_busy_said_ns, &last, now);
+    arpc_log(warn ? ARPC_LOG_WARN : ARPC_LOG_DEBUG, "client of %s: %d name lookups are under way in this process "
+             "already (a resolver slow to answer); reconnecting to the addresses it had", c->cl_target.t_addr,
+             CLIENT_LOOKUPS_MAX);
+}
 
 struct client_lookup {
     arpc_refcount lk_refs; /* the client's and the thread's */
@@ -83,10 +101,10 @@ void client_lookup_maybe_start(arpc_client *c)
     uint64_t now = arpc_now_coarse_ns();
     if (now < arpc_deadline_after(c->cl_lookup_ns, c->cl_re_resolve_ms))
         return;
+    pthread_once(&lookups_once, lookups_install);
     if (atomic_fetch_add_explicit(&lookups_running, 1, memory_order_relaxed) >= CLIENT_LOOKUPS_MAX) {
         atomic_fetch_sub_explicit(&lookups_running, 1, memory_order_relaxed);
-        arpc_log(ARPC_LOG_DEBUG, "client of %s: %d name lookups are under way in this process already; "
-                 "reconnecting to the addresses it had", c->cl_target.t_addr, CLIENT_LOOKUPS_MAX);
+        lookups_busy(c, now);
         return; /* the next failed attempt asks again */
     }
     struct client_lookup *lk = arpc_malloc(sizeof(*lk));
