@@ -175,6 +175,7 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     if (loop == NULL)
         return ARPC_ENOMEM;
     atomic_init(&loop->l_magic, ARPC_MAGIC_LOOP);
+    loop->l_fork_gen = arpc_fork_gen_start();
     atomic_init(&loop->l_destroying, false);
     atomic_init(&loop->l_users, 0);
     arpc_refcount_init(&loop->l_mem_refs, 1);

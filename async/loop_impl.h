@@ -18,6 +18,7 @@
 #include "async/loop_internal.h"
 #include "base/cacheline.h"
 #include "base/entry.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/log_throttle.h"
 #include "base/node_pool.h"
@@ -41,6 +42,7 @@ struct loop_hook {
 
 struct arpc_loop {
     arpc_magic l_magic;            /* first (base/handle.h): live until loop_free */
+    unsigned l_fork_gen;           /* the process it was made in (base/fork_gen.h): loop_live */
     _Atomic bool l_destroying;     /* arpc_loop_destroy was called: a second call is misuse */
     atomic_int l_users;            /* servers and clients on it that the user made (arpc_loop_users_add) */
     /* The struct's memory: its destroy's, and one per future and completion queue that names
@@ -116,7 +118,7 @@ struct arpc_loop {
 /* Entry points' handle check (base/handle.h): false for NULL, misuse reported otherwise. */
 static inline bool loop_live(const arpc_loop *loop, const char *fn)
 {
-    return arpc_handle_check(loop, ARPC_MAGIC_LOOP, "loop", fn);
+    return arpc_handle_check(loop, ARPC_MAGIC_LOOP, "loop", fn) && arpc_fork_gen_here(loop->l_fork_gen, loop, "loop", fn);
 }
 
 /* The loop the calling thread is running, if any (loop.c). */

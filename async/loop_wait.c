@@ -148,6 +148,9 @@ static int loop_drive(arpc_loop *loop, const struct loop_cond *c, uint64_t until
 {
     if (loop->l_owned && !loop_owned_here(loop))
         return ARPC_EBUSY; /* the application's thread runs it */
+    /* Made in the parent of this child of a fork: its sockets are the parent's to read. */
+    if (!arpc_fork_gen_here(loop->l_fork_gen, loop, "loop", "a wait that would drive it"))
+        return ARPC_EINVAL;
     int rc = loop_claim(loop);
     if (rc != ARPC_OK)
         return rc;
@@ -228,6 +231,10 @@ static int loop_wait_cond(arpc_loop *loop, const struct loop_cond *c, uint64_t u
         int rc = loop_drive(loop, c, until_ns, false);
         if (rc == ARPC_OK || rc == ARPC_EPENDING)
             return rc;
+        if (rc == ARPC_EINVAL) { /* not this process's loop: the wait ends by its time alone */
+            c->c_sleep(c->c_arg, until_ns);
+            continue;
+        }
         /* EBUSY (someone grabbed it first) or ESHUTDOWN (it finished): look again. */
     }
 }

@@ -3,12 +3,22 @@
 
 #include <pthread.h>
 
+#include "base/log.h"
+
 atomic_uint arpc_fork_generation;
 static pthread_once_t fork_gen_once = PTHREAD_ONCE_INIT;
 
 static void fork_gen_child(void) { atomic_fetch_add_explicit(&arpc_fork_generation, 1, memory_order_relaxed); }
 
 static void fork_gen_install(void) { (void)pthread_atfork(NULL, NULL, fork_gen_child); }
+
+bool arpc_fork_gen_misuse(const void *h, const char *kind, const char *fn)
+{
+    arpc_log(ARPC_LOG_ERROR, "%s on %p: refused: the %s was made in the parent of this child of a fork; its "
+             "connection and call numbers are the parent's (a call here would be taken for one of the parent's), "
+             "and its loop thread is not here: make a new one in the child", fn, h, kind);
+    return false;
+}
 
 unsigned arpc_fork_gen_start(void)
 {

@@ -11,6 +11,7 @@
 #define ARPC_BASE_FORK_GEN_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 extern atomic_uint arpc_fork_generation;
 
@@ -22,6 +23,16 @@ unsigned arpc_fork_gen_start(void);
 static inline unsigned arpc_fork_gen(void)
 {
     return atomic_load_explicit(&arpc_fork_generation, memory_order_relaxed);
+}
+
+/* An ERROR line: fn refused on h, a kind made in the parent of this child of a fork. False. */
+bool arpc_fork_gen_misuse(const void *h, const char *kind, const char *fn);
+
+/* True if an object made in generation gen may be used here; else arpc_fork_gen_misuse.
+ * Inline: a client's every call. */
+static inline bool arpc_fork_gen_here(unsigned gen, const void *h, const char *kind, const char *fn)
+{
+    return gen == arpc_fork_gen() || arpc_fork_gen_misuse(h, kind, fn);
 }
 
 #endif

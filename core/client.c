@@ -168,14 +168,6 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
                       o->reconnect_max_ms ? o->reconnect_max_ms : CLIENT_RECONNECT_MAX_MS, c->cl_id);
 }
 
-bool client_forked_misuse(const arpc_client *c, const char *fn)
-{
-    arpc_log(ARPC_LOG_ERROR, "%s on %p: refused: the client was made in the parent of this child of a fork; its "
-             "connection and call numbers are the parent's (a call here would be taken for one of the parent's), "
-             "and its loop thread is not here: make a new client in the child", fn, (const void *)c);
-    return false;
-}
-
 static arpc_client *client_new(const arpc_client_options *o)
 {
     arpc_client *c = arpc_calloc(1, sizeof(*c));

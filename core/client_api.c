@@ -121,6 +121,13 @@ static void call_on_cancel(arpc_future *f, void *arg)
     (void)arg; /* NULL: an embedded future's hook finds its call from f */
     struct client_call *call = call_of_future(f);
     arpc_client *c = call_client(call);
+    if (!client_in_its_process(c, "arpc_future_cancel")) {
+        /* A child of a fork: the CANCEL would go out on the parent's connection. The future
+         * is cancelled here; only our share of the call is let go. */
+        if (arpc_future_owner_latch(&call->cc_future))
+            call_free(call);
+        return;
+    }
     struct cancel_job *cj = arpc_malloc(sizeof(*cj));
     if (cj != NULL) {
         arpc_loop_job_init(&cj->cj_job, cancel_run);

@@ -446,13 +446,12 @@ void client_linger_start(arpc_client *c, bool hello_done);
 void client_linger_done(arpc_client *c);
 /* A buffer the closing connection never wrote whole (conn_ops.on_unwritten). */
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release);
-/* False (an ERROR line naming fn: client_forked_misuse) for a client made in another process:
- * the parent of this child of a fork. Its socket and call numbers are the parent's, and it
- * has no loop thread here: used, it would corrupt the parent's calls. Inline: every call. */
-bool client_forked_misuse(const arpc_client *c, const char *fn);
+/* False (an ERROR line naming fn) for a client made in another process: the parent of this
+ * child of a fork. Its socket and call numbers are the parent's, and it has no loop thread
+ * here: used, it would corrupt the parent's calls (base/fork_gen.h). */
 static inline bool client_in_its_process(const arpc_client *c, const char *fn)
 {
-    return c->cl_fork_gen == arpc_fork_gen() || client_forked_misuse(c, fn);
+    return arpc_fork_gen_here(c->cl_fork_gen, c, "client", fn);
 }
 /* Frees a one-way message queued on the connection (its release: how the close tells them). */
 void client_oneway_release(void *msg);

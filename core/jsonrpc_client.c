@@ -45,6 +45,7 @@
 #include "async/loop_internal.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/log.h"
 #include "base/options.h"
@@ -59,6 +60,7 @@
 
 struct arpc_jsonrpc_client {
     arpc_magic jc_magic; /* first: base/handle.h; dead from arpc_jsonrpc_close on */
+    unsigned jc_fork_gen;  /* the process it was made in (base/fork_gen.h) */
     atomic_size_t jc_live; /* callers on their way in (client_enter), call records not yet
                             * freed: close frees the client once it is 0 */
     arpc_loop *jc_loop;
@@ -423,7 +425,12 @@ static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
  * or NULL (the call then fails ARPC_EINVAL). */
 static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
 {
-    return c != NULL && arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn) ? c : NULL;
+    if (c == NULL || !arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn))
+        return NULL;
+    if (arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", fn))
+        return c;
+    atomic_fetch_sub(&c->jc_live, 1); /* made in the parent of this child of a fork: refused */
+    return NULL;
 }
 
 /* Why a call's arguments are refused (ARPC_EINVAL), in words for its result as the arpc
@@ -615,6 +622,7 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
     if (c == NULL)
         return ARPC_ENOMEM;
     atomic_init(&c->jc_magic, ARPC_MAGIC_JSONRPC);
+    c->jc_fork_gen = arpc_fork_gen_start();
     atomic_init(&c->jc_live, 0);
     atomic_init(&c->jc_next_id, 1);
     c->jc_max_frame = o.max_frame ? o.max_frame : ARPC_DEFAULT_MAX_FRAME;
@@ -661,7 +669,7 @@ static void client_close_on_loop(arpc_loop *loop, void *arg)
 
 int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
 {
-    if (!client_live(c, "arpc_jsonrpc_close"))
+    if (!client_live(c, "arpc_jsonrpc_close") || !arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", __func__))
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(c->jc_loop))
         return ARPC_EBUSY;

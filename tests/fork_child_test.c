@@ -5,22 +5,29 @@
  * child's: the parent got ARPC_OK with the child's result for a call that never ran (a fork
  * trial); on a client with its own loop thread the child's call also hung past its deadline,
  * and its close said goodbye for the parent. Now the child's calls and close are refused
- * ARPC_EINVAL with an ERROR line, and the parent's connection is untouched.
+ * ARPC_EINVAL with an ERROR line, and the parent's connection is untouched: a cancel in the
+ * child sends no CANCEL, and a wait in the child does not drive the parent's loop (it read
+ * the parent's replies off the shared socket); the JSON-RPC client's close is refused too.
  *
- * The child does nothing but the refused calls and _exit (no cmocka; the refused paths
- * allocate nothing): a lock another thread held at the fork stays held in the child.
+ * The child does nothing but refused calls and _exit (no cmocka, a logger that writes
+ * nothing; the refused blocking call and close allocate nothing): a lock another thread held
+ * at the fork stays held in the child.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <semaphore.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#ifdef ARPC_WITH_JSONRPC
+#include "arpc/jsonrpc.h"
+#endif
 #include "support/test_util.h"
 
 static void quiet(void *ctx, enum arpc_log_level level, const char *line)
@@ -41,17 +48,42 @@ static void parent_echo(arpc_client *c, const char *word)
     arpc_free(rep);
 }
 
+static sem_t held_release;
+
+/* Replies once the test lets it: a call the parent keeps pending across the fork. */
+static void held(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sem_wait_secs(&held_release, TEST_WAIT_S);
+    arpc_reply(req, "held", 4);
+}
+
 static void child_refused(arpc_loop *driven)
 {
+    sem_init(&held_release, 0, 0);
     char addr[256];
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", test_echo, NULL, NULL));
+    arpc_actor *holder = NULL; /* of its own: the echo's worker stays free */
+    assert_int_equal(ARPC_OK, arpc_actor_create(&holder, NULL));
+    arpc_method_options on_holder = {.actor = holder};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "held", held, NULL, &on_holder));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
     arpc_client *c = NULL;
     arpc_client_options co = {.loop = driven};
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
     parent_echo(c, "before");
+#ifdef ARPC_WITH_JSONRPC
+    arpc_jsonrpc_client *j = NULL;
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_connect(&j, addr, NULL));
+#endif
+    arpc_future *pending = arpc_call_async(c, "held", "", 0, TEST_WAIT_MS); /* the parent's */
+    assert_non_null(pending);
+    /* Answered at once: on a caller-driven client its reply waits in the socket until the
+     * parent drives the loop, where a child driving it would take it. */
+    arpc_future *mine = arpc_call_async(c, "echo", "mine", 4, TEST_WAIT_MS);
+    assert_non_null(mine);
     arpc_set_logger(quiet, NULL, ARPC_LOG_ERROR);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -60,8 +92,21 @@ static void child_refused(arpc_loop *driven)
         size_t len = 0;
         int call = arpc_call(c, "echo", "child", 5, &rep, &len, 500);
         int notify = arpc_notify(c, "echo", "child", 5);
+        bool cancelled = arpc_future_cancel(pending); /* the child's copy of the future only */
+        int waited = arpc_future_wait_for(pending, 50);
+        int stolen = arpc_future_wait_for(mine, 100); /* must not drive the parent's loop */
+        int ran = driven != NULL ? arpc_loop_run_until(driven, mine, 50) : ARPC_EINVAL;
         int closed = arpc_client_close(c);
-        _exit(call == ARPC_EINVAL && rep == NULL && notify == ARPC_EINVAL && closed == ARPC_EINVAL ? 0 : 1);
+#ifdef ARPC_WITH_JSONRPC
+        int jclosed = arpc_jsonrpc_close(j);
+#else
+        int jclosed = ARPC_EINVAL;
+#endif
+        _exit(call == ARPC_EINVAL && rep == NULL && notify == ARPC_EINVAL && cancelled && waited == ARPC_ECANCELLED &&
+                      (driven == NULL || stolen == ARPC_EPENDING) && ran == ARPC_EINVAL && closed == ARPC_EINVAL &&
+                      jclosed == ARPC_EINVAL
+                  ? 0
+                  : 1);
     }
     int status = 0;
     /* (Before, the child's call on a client with its own loop hung: killed after the wait.) */
@@ -74,10 +119,27 @@ static void child_refused(arpc_loop *driven)
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
     assert_true(WIFEXITED(status));
     assert_int_equal(0, WEXITSTATUS(status));
+    void *rep = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(mine, TEST_WAIT_MS)); /* its reply, read here */
+    rep = arpc_future_take(mine, &len);
+    assert_int_equal(4, len);
+    assert_memory_equal("mine", rep, 4);
+    arpc_free(rep);
+    arpc_future_release(mine);
+    sem_post(&held_release);
+    /* The parent's call was not cancelled by the child's cancel, nor its reply taken. */
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(pending, TEST_WAIT_MS));
+    arpc_future_release(pending);
     parent_echo(c, "after"); /* its own answer: nothing of the child's went out */
     parent_echo(c, "again");
+#ifdef ARPC_WITH_JSONRPC
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_close(j));
+#endif
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_actor_destroy(holder);
+    sem_destroy(&held_release);
 }
 
 static void test_child_refused_on_a_client_with_its_own_loop(void **state)

@@ -96,10 +96,10 @@
  * and again before the answer comes, holds a call without a deadline for as long as it does
  * so. Only a deadline bounds every case.)
  *
- * After fork, a client made in the parent is refused in the child (its calls, one-way
- * messages and close return ARPC_EINVAL, with an ERROR line): its connection and call numbers
- * are the parent's, and its loop thread is not in the child. A child makes its own clients
- * (docs/SEMANTICS.md, "API misuse").
+ * After fork, a client made in the parent is refused in the child (its calls end
+ * ARPC_EINVAL, arpc_go's through its queue; its close returns it; a cancel sends nothing; an
+ * ERROR line says why): its connection and call numbers are the parent's, and its loop thread
+ * is not in the child. A child makes its own clients (docs/SEMANTICS.md, "API misuse").
  */
 #ifndef ARPC_CLIENT_H
 #define ARPC_CLIENT_H
@@ -192,8 +192,9 @@ typedef struct arpc_client_options {
      * under way when a connection is made is dropped; one that never returns (a resolver that
      * hangs) keeps its thread, which is never joined, and no other is started for this
      * client. At most 4 lookups run in the process at once (a failed attempt that finds them
-     * busy starts none; a later one asks again), so clients made over and over against a
-     * hung resolver do not pile up threads. A lookup's thread may outlive every arpc object:
+     * busy starts none; a later one asks again, and a WARN at most once a minute says so), so
+     * clients made over and over against a hung resolver do not pile up threads; 4 lookups
+     * that never return hold up every client's. A lookup's thread may outlive every arpc object:
      * libarpc.so is linked -z nodelete (dlclose leaves it mapped), and a plugin that links
      * libarpc.a into itself must be linked -Wl,-z,nodelete too (docs/ABI.md).
      * 0: 30000 (gRPC's least time between DNS lookups); negative: never (the
