@@ -30,6 +30,7 @@
 #include "support/test_util.h"
 #ifdef ARPC_TEST_WITH_TLS
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "support/tls_certs.h"
@@ -296,9 +297,14 @@ static void test_close_in_a_handshake_drops_nothing_of_the_callers(void **state)
     arpc_client_options o = {.tls = &pair.tp_client, .connect_in_background = true};
     assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
     struct pollfd p = {.fd = lfd, .events = POLLIN};
-    assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS)); /* its connection is made: the handshake began */
+    assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS)); /* its connection is made */
+    int afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+    struct pollfd q = {.fd = afd, .events = POLLIN};
+    assert_int_equal(1, poll(&q, 1, TEST_WAIT_MS)); /* its ClientHello came: the HELLO waits behind it */
     assert_int_equal(arpc_client_close(c), ARPC_OK);
     assert_int_equal(atomic_load(&unsent_reported), -1);
+    close(afd);
     close(lfd);
 }
 #endif
