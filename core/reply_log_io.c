@@ -121,8 +121,8 @@ int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t
     }
     char pid[24];
     int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || arpc_file_write_all(fd, (const uint8_t *)pid, (size_t)n, 0) != 0) {
-        int err = errno;
+    int err = ftruncate(fd, 0) != 0 ? errno : arpc_file_write_all(fd, pid, (size_t)n, 0);
+    if (err != 0) {
         close(fd);
         return arpc_log_sys_fail(why, whylen, dir, "write", LOCK_NAME, err);
     }

@@ -18,8 +18,10 @@ fi
 
 # Every descriptor arpc opens is close-on-exec, so a child the application execs holds none of
 # its sockets, log segments or locks: no dup/dup2/pipe/epoll_create/accept, which cannot say so.
-if grep -rnP "(^|[^_a-zA-Z])(dup2?|pipe|epoll_create|accept)\((?!2\))" core transport async base; then # not "accept(2)"
-    echo "core/, transport/, async/, base/: use F_DUPFD_CLOEXEC, pipe2, epoll_create1, accept4 with their CLOEXEC flags" >&2
+cloexec_rc=0
+grep -rnP "(^|[^_a-zA-Z>.])(dup2?|pipe|epoll_create|accept)\((?!2\))" core transport async base || cloexec_rc=$? # not "accept(2)"
+if [ "$cloexec_rc" -ne 1 ]; then # 0: found; 2: grep could not look (no -P)
+    echo "core/, transport/, async/, base/: use F_DUPFD_CLOEXEC, pipe2, epoll_create1, accept4 with their CLOEXEC flags (grep rc $cloexec_rc)" >&2
     exit 1
 fi
 
