@@ -1299,6 +1299,15 @@ static void m_check_stats(struct arpc_reply_cache *rc, const struct model *m)
     M_CHECK(s.stale == m->stale && s.full == m->full && s.client_full == m->client_full && s.crowded == m->crowded);
     M_CHECK(P.n_freed_by_cache == m->freed_by_cache);
     M_CHECK(s.stood_in == m->stood_in && P.stand_in_frees == m->stand_in_frees);
+    if (m->stand_ins) { /* the bound itself, not the model's copy of its rules: past max_bytes
+                         * by at most one admission (a client's and an entry's cost) and the
+                         * replies held while their records are written */
+        size_t logging_bytes = 0;
+        for (int i = 0; i < M_CLIENTS; i++)
+            for (size_t j = 0; j < m->c[i].n; j++)
+                logging_bytes += m->c[i].e[j].state == M_LOGGING ? m->c[i].e[j].bytes : 0;
+        M_CHECK(s.bytes <= m->max_bytes + arpc_reply_cache_client_cost() + arpc_reply_cache_entry_cost() + logging_bytes);
+    }
     M_CHECK(P.stand_in_holds == m->stood_in);
     M_CHECK(P.n_expired == m->n_expired);
     for (size_t i = 0; i < m->n_expired; i++)
