@@ -250,7 +250,7 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     if (resp == NULL || id == NULL) {
         char text[ARPC_LOG_FIELD_MAX]; /* jansson quotes the server's bytes near the error */
         client_broke(c, resp == NULL ? arpc_log_escape(text, sizeof(text), jerr.text, strlen(jerr.text))
-                                     : "a response without a numeric id");
+                                     : "a response whose id is not a whole number, as this client's are");
         json_decref(resp);
         return false;
     }

@@ -538,8 +538,8 @@ static void test_server_breaking_rules(void **state)
     fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO, NULL); /* error an object */
     fake_call("this is not json\n", ARPC_ECONNLOST, "sent something that is not a JSON object");
     /* not our kind of id */
-    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response without a numeric id");
-    fake_call("{\"id\":1.5,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response without a numeric id");
+    fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response whose id is not a whole number");
+    fake_call("{\"id\":1.5,\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response whose id is not a whole number");
     /* Our id written as another number of the same value (a server that keeps numbers as
      * doubles): JSON has one kind of number. (Before, the connection was dropped for it, and
      * every call on it ended ARPC_ECONNLOST.) */

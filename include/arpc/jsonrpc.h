@@ -85,7 +85,7 @@
  *                   requests queued after the one being written and the 64 newest: one in
  *                   between ends ARPC_ETIMEDOUT, and is written later.)
  *   ARPC_ECONNLOST  the connection broke (or the server broke the protocol, e.g. a response
- *                   without a numeric id or with a key twice in one object: logged) before
+ *                   whose id is not a whole number or with a key twice in one object: logged) before
  *                   the answer: the call may have run. There is no reconnect: later calls
  *                   end ARPC_ECONNLOST at once, unsent; connect a new client. The data
  *                   (NUL-terminated) says which ("sent, then the connection was lost: ..."
