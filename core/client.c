@@ -220,7 +220,6 @@ fail:
     return NULL;
 }
 
-/* The client's loop: the user's, or a new one on its own thread. */
 /* The loop the client runs on: the caller's, or one of its own started now (why says what
  * failed: nothing was tried to connect yet). */
 static int client_take_loop(arpc_client *c, arpc_loop *user_loop, char *why, size_t whylen)
