@@ -1,6 +1,8 @@
 /* One log line per interval for a frequent event (base/log_throttle.h). */
 #include "base/log_throttle.h"
 
+#include <stdio.h>
+
 bool arpc_log_throttle_due(struct arpc_log_throttle *t, uint64_t now_ns, uint64_t every_ns, uint32_t burst,
                            uint64_t *unlogged)
 {
@@ -16,4 +18,13 @@ bool arpc_log_throttle_due(struct arpc_log_throttle *t, uint64_t now_ns, uint64_
     t->lt_logged = t->lt_events;
     t->lt_in_window++;
     return true;
+}
+
+const char *arpc_log_throttle_more(char *buf, size_t size, uint64_t unlogged, const char *what)
+{
+    if (unlogged == 0)
+        buf[0] = '\0';
+    else
+        snprintf(buf, size, " (%llu more %s since the last such line)", (unsigned long long)unlogged, what);
+    return buf;
 }

@@ -11,6 +11,7 @@
 #define ARPC_BASE_LOG_THROTTLE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct arpc_log_throttle {
@@ -25,5 +26,9 @@ struct arpc_log_throttle {
  * *unlogged set to the events since the last logged one left unlogged. burst >= 1. */
 bool arpc_log_throttle_due(struct arpc_log_throttle *t, uint64_t now_ns, uint64_t every_ns, uint32_t burst,
                            uint64_t *unlogged);
+
+/* The end of a logged line: " (N more <what> since the last such line)", or "" when none
+ * went unlogged. Written into buf (size bytes); returns buf. */
+const char *arpc_log_throttle_more(char *buf, size_t size, uint64_t unlogged, const char *what);
 
 #endif

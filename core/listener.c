@@ -184,12 +184,9 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             if (arpc_deadline_arm_after_s(l->l_server->sv_loop, &l->l_retry, LISTENER_PAUSE_S) != ARPC_OK)
                 return; /* no memory for the pause: keep accepting (level-triggered: we come back) */
             uint64_t quiet; /* why says "accept on ... failed: " already (the transport's) */
-            if (arpc_log_throttle_due(&l->l_fail_log, arpc_now_coarse_ns(), LISTENER_FAIL_LOG_EVERY_NS, 1, &quiet)) {
-                char more[64] = "";
-                if (quiet != 0)
-                    snprintf(more, sizeof(more), " (%llu more such pauses since the last line)", (unsigned long long)quiet);
-                arpc_log(ARPC_LOG_WARN, "%s; pausing 100 ms%s", why, more);
-            }
+            char more[64];
+            if (arpc_log_throttle_due(&l->l_fail_log, arpc_now_coarse_ns(), LISTENER_FAIL_LOG_EVERY_NS, 1, &quiet))
+                arpc_log(ARPC_LOG_WARN, "%s; pausing 100 ms%s", why, arpc_log_throttle_more(more, sizeof(more), quiet, "pauses"));
             arpc_loop_io_stop(l->l_server->sv_loop, &l->l_io);
             return;
         }

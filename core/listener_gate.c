@@ -35,11 +35,9 @@ void listener_gate_paused(struct listener_gate *g, const char *addr, uint64_t no
     uint64_t quiet;
     if (!arpc_log_throttle_due(&g->lg_log, now_ns, LISTENER_GATE_LOG_EVERY_NS, 1, &quiet))
         return;
-    char more[64] = "";
-    if (quiet != 0)
-        snprintf(more, sizeof(more), " (%llu more pauses since the last such line)", (unsigned long long)quiet);
+    char more[64];
     arpc_log(ARPC_LOG_WARN, "accept on %s: %s, new connections wait in the kernel's backlog%s", addr, g->lg_why,
-             more);
+             arpc_log_throttle_more(more, sizeof(more), quiet, "pauses"));
 }
 
 void listener_gate_resumed(struct listener_gate *g, uint64_t paused_ns) { arpc_stat_add(g->lg_paused_ns, paused_ns); }
