@@ -90,6 +90,7 @@
 #include "base/backoff.h"
 #include "base/bound.h"
 #include "base/entry.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/node_pool.h"
 #include "base/options.h"
@@ -114,6 +115,7 @@ struct arpc_actor {
     atomic_bool a_room_wanted;    /* a room waiter may be armed: the actor looks at a_rooms */
     struct ck_ec32 a_ec;          /* bumped by a post into an empty mailbox, and at stop */
     unsigned a_bound;             /* mailbox_size */
+    unsigned a_fork_gen;          /* the process it was made in (base/fork_gen.h): actor_live */
     uint64_t a_poll_ns;           /* poll_us: 0, sleep at once */
     unsigned a_low;               /* room is back when a_queued is below this */
     ck_stack_t a_rooms;           /* armed room waiters, newest first */
@@ -337,10 +339,12 @@ static int actor_init_lock(arpc_actor *a)
     return err == 0 ? ARPC_OK : ARPC_ESYSTEM;
 }
 
-/* A NULL actor is EINVAL; a destroyed one is misuse (base/handle.h). */
+/* A NULL actor is EINVAL; a destroyed one is misuse (base/handle.h); one made in the parent
+ * of this child of a fork is refused (base/fork_gen.h: its thread is not here, and a post
+ * would wait for it for ever). */
 static bool actor_live(const arpc_actor *a, const char *fn)
 {
-    return arpc_handle_check(a, ARPC_MAGIC_ACTOR, "actor", fn);
+    return arpc_handle_check(a, ARPC_MAGIC_ACTOR, "actor", fn) && arpc_fork_gen_here(a->a_fork_gen, a, "actor", fn);
 }
 
 int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts, size_t opts_size)
@@ -362,6 +366,7 @@ int arpc_actor_create_v(arpc_actor **out, const arpc_actor_options *caller_opts,
     if (a == NULL)
         return ARPC_ENOMEM;
     atomic_init(&a->a_magic, ARPC_MAGIC_ACTOR);
+    a->a_fork_gen = arpc_fork_gen_start();
     ck_stack_init(&a->a_mailbox);
     atomic_init(&a->a_queued, 0);
     arpc_entry_init(&a->a_entry);

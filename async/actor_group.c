@@ -21,6 +21,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/log.h"
 #include "base/options.h"
@@ -29,6 +30,7 @@ struct arpc_actor_group {
     arpc_magic g_magic; /* first (base/handle.h) */
     atomic_uint g_next; /* round-robin cursor, any thread */
     unsigned g_n;
+    unsigned g_fork_gen; /* the process it was made in (base/fork_gen.h): group_live */
     atomic_uint g_users; /* servers' methods routed here (arpc_actor_group_users_add) */
     arpc_actor *g_members[]; /* g_n actors, fixed for the group's life */
 };
@@ -71,6 +73,7 @@ int arpc_actor_group_create_v(arpc_actor_group **out, unsigned n, const arpc_act
     if (g == NULL)
         return ARPC_ENOMEM;
     atomic_init(&g->g_magic, ARPC_MAGIC_GROUP);
+    g->g_fork_gen = arpc_fork_gen_start();
     atomic_init(&g->g_next, 0);
     g->g_n = n;
 
@@ -106,7 +109,8 @@ arpc_actor *arpc_actor_group_only(const arpc_actor_group *g) { return g->g_n == 
 
 static bool group_live(const arpc_actor_group *g, const char *fn)
 {
-    return arpc_handle_check(g, ARPC_MAGIC_GROUP, "actor group", fn);
+    return arpc_handle_check(g, ARPC_MAGIC_GROUP, "actor group", fn) &&
+           arpc_fork_gen_here(g->g_fork_gen, g, "actor group", fn);
 }
 
 int arpc_actor_group_post(arpc_actor_group *g, arpc_actor_fn fn, void *arg)

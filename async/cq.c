@@ -85,6 +85,7 @@
 #include "async/future_internal.h"
 #include "async/loop_internal.h"
 #include "base/clock.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/refcount.h"
 #include "base/stack_fifo.h"
@@ -109,6 +110,7 @@ struct arpc_cq {
     atomic_bool cq_closed;     /* destroy() called: completions release at once */
     atomic_uint cq_users;      /* servers' methods delivering here (arpc_cq_users_add) */
     int cq_efd;
+    unsigned cq_fork_gen;      /* the process it was made in (base/fork_gen.h): cq_live, cq_enter */
     pthread_mutex_t cq_lock;   /* consumers only */
     ck_stack_entry_t *cq_fifo; /* under cq_lock: taken from cq_done, oldest first */
     _Atomic(struct arpc_loop *) cq_home; /* the loop a consumer drives (design notes) */
@@ -283,7 +285,13 @@ static void cq_on_complete(arpc_future *f, void *arg)
 /* ---- public API ---- */
 
 /* A NULL queue is EINVAL; a destroyed one is misuse (base/handle.h). */
-static bool cq_live(const arpc_cq *cq, const char *fn) { return arpc_handle_check(cq, ARPC_MAGIC_CQ, "cq", fn); }
+/* A NULL queue is EINVAL; a destroyed one is misuse (base/handle.h); one made in the parent
+ * of this child of a fork is refused (base/fork_gen.h): its eventfd is the parent's, and a
+ * consumer here would clear the signal the parent's consumer waits for. */
+static bool cq_live(const arpc_cq *cq, const char *fn)
+{
+    return arpc_handle_check(cq, ARPC_MAGIC_CQ, "cq", fn) && arpc_fork_gen_here(cq->cq_fork_gen, cq, "cq", fn);
+}
 
 int arpc_cq_create(arpc_cq **out)
 {
@@ -305,6 +313,7 @@ int arpc_cq_create(arpc_cq **out)
     ck_stack_init(&cq->cq_done);
     atomic_init(&cq->cq_count, 0);
     atomic_init(&cq->cq_magic, ARPC_MAGIC_CQ);
+    cq->cq_fork_gen = arpc_fork_gen_start();
     arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
     atomic_init(&cq->cq_users, 0);
@@ -412,6 +421,10 @@ static bool cq_enter(arpc_cq *cq, const char *fn)
 {
     if (cq == NULL || !arpc_handle_enter(cq, &cq->cq_entering, ARPC_MAGIC_CQ, "cq", fn))
         return false;
+    if (!arpc_fork_gen_here(cq->cq_fork_gen, cq, "cq", fn)) {
+        atomic_fetch_sub(&cq->cq_entering, 1);
+        return false;
+    }
     arpc_refcount_get(&cq->cq_refs);
     atomic_fetch_sub(&cq->cq_entering, 1);
     return true;

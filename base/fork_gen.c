@@ -15,8 +15,8 @@ static void fork_gen_install(void) { (void)pthread_atfork(NULL, NULL, fork_gen_c
 bool arpc_fork_gen_misuse(const void *h, const char *kind, const char *fn)
 {
     arpc_log(ARPC_LOG_ERROR, "%s on %p: refused: the %s was made in the parent of this child of a fork; its "
-             "connection and call numbers are the parent's (a call here would be taken for one of the parent's), "
-             "and its loop thread is not here: make a new one in the child", fn, h, kind);
+             "threads are not here, and its sockets and eventfds are the parent's (used here, they would take "
+             "or spoil the parent's calls): make a new one in the child", fn, h, kind);
     return false;
 }
 

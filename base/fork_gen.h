@@ -3,8 +3,10 @@
  * objects, sockets included, but none of their threads: a client used there writes calls
  * with the parent's numbers on the parent's connection (the server then answers the parent's
  * next call as a copy of the child's: a wrong ARPC_OK), and its deadlines, kept by a loop
- * thread the child does not have, never fire. So an object notes the generation it was made
- * in, and its entry points refuse it in a later one. The count goes up in every child of a
+ * thread the child does not have, never fire; a server's or actor's destroy waits for
+ * threads that are not there, and a queue's consumer clears the parent's eventfd. So an
+ * object (clients, loops, servers and their requests, actors, groups, queues) notes the
+ * generation it was made in, and its entry points refuse it in a later one. The count goes up in every child of a
  * fork (pthread_atfork), from the first arpc_fork_gen_start on.
  */
 #ifndef ARPC_BASE_FORK_GEN_H

@@ -79,8 +79,10 @@ arpc_request *request_handle_take(arpc_server *s)
         if (s->sv_handles_free != NULL) /* a worker wrote its flags: the next dispatch's, fetched ahead */
             __builtin_prefetch(s->sv_handles_free, 1);
     }
-    if (req != NULL)
+    if (req != NULL) {
         atomic_store_explicit(&req->rq_magic, ARPC_MAGIC_REQUEST, memory_order_relaxed);
+        req->rq_fork_gen = s->sv_fork_gen;
+    }
     return req;
 }
 
@@ -638,7 +640,7 @@ static int reply_send(arpc_request *req, uint8_t kind, int code, const void *dat
 
 int arpc_reply(arpc_request *req, const void *data, size_t len)
 {
-    if (!request_live(req, __func__))
+    if (!request_replyable(req, __func__))
         return ARPC_EINVAL;
     if (data == NULL && len != 0)
         len = 0;
@@ -647,7 +649,7 @@ int arpc_reply(arpc_request *req, const void *data, size_t len)
 
 int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len, const void *data, size_t len)
 {
-    if (!request_live(req, __func__) || (effect == NULL && effect_len != 0))
+    if (!request_replyable(req, __func__) || (effect == NULL && effect_len != 0))
         return ARPC_EINVAL;
     if (data == NULL && len != 0)
         len = 0;
@@ -662,7 +664,7 @@ int arpc_reply_durable(arpc_request *req, const void *effect, size_t effect_len,
 
 int arpc_reply_error(arpc_request *req, const char *msg)
 {
-    if (!request_live(req, __func__))
+    if (!request_replyable(req, __func__))
         return ARPC_EINVAL;
     return reply_with(req, ARPC_FRAME_ERROR, ARPC_EHANDLER, msg ? msg : "", msg ? strlen(msg) : 0, true, NULL, 0);
 }

@@ -58,6 +58,7 @@ struct arpc_request {
     arpc_magic rq_magic;
     atomic_uint rq_flags;
     int rq_late_code;        /* RQ_SERVER_ANSWERED: what a late reply returns */
+    unsigned rq_fork_gen;    /* its server's process (base/fork_gen.h): request_replyable */
     struct request_state *rq_state; /* the server's part; freed once RQ_STATE_GONE */
     uint64_t rq_xid;
     uint64_t rq_seq;         /* numbered (at-most-once) call: its seq; 0 otherwise */
@@ -120,6 +121,14 @@ struct request_state {
 static inline bool request_live(const arpc_request *req, const char *fn)
 {
     return arpc_handle_check(req, ARPC_MAGIC_REQUEST, "request", fn);
+}
+
+/* request_live for a reply: also false, after an ERROR line, in a child of a fork for a
+ * request of the parent's server (base/fork_gen.h): a reply is a write on the parent's
+ * connection, where the parent writes its own frames. */
+static inline bool request_replyable(const arpc_request *req, const char *fn)
+{
+    return request_live(req, fn) && arpc_fork_gen_here(req->rq_fork_gen, req, "request's server", fn);
 }
 
 /* The handler returned / the reply was handed over: whichever comes last frees the server's

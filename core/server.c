@@ -148,6 +148,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     if (s == NULL)
         return ARPC_ENOMEM;
     atomic_init(&s->sv_magic, ARPC_MAGIC_SERVER);
+    s->sv_fork_gen = arpc_fork_gen_start();
     arpc_refcount_init(&s->sv_refs, 1);
     atomic_init(&s->sv_state, SV_IDLE);
     atomic_init(&s->sv_inflight, 0);

@@ -28,6 +28,7 @@
 #include "async/actor_internal.h"
 #include "async/loop_internal.h"
 #include "base/cacheline.h"
+#include "base/fork_gen.h"
 #include "base/handle.h"
 #include "base/log_throttle.h"
 #include "base/refcount.h"
@@ -126,6 +127,7 @@ struct server_conn {
 struct arpc_server {
     arpc_magic sv_magic;            /* first: base/handle.h; dead from arpc_server_destroy on */
     atomic_int sv_state;            /* enum server_state */
+    unsigned sv_fork_gen;           /* the process it was made in (base/fork_gen.h): server_live */
     /* Written for every call, by threads that differ: each group on lines of its own, so that
      * the workers' replies and the loop's dispatches do not take a line from each other (and
      * from sv_state, which both read per call). Measured in docs/PERFORMANCE.md. */
@@ -291,10 +293,12 @@ void reply_msg_free(struct reply_msg *rm);
 
 /* server.c */
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,
- * for a destroyed server (base/handle.h). */
+ * for a destroyed server (base/handle.h) or one made in the parent of this child of a fork
+ * (base/fork_gen.h: its threads are not here, and its sockets are the parent's). */
 static inline bool server_live(const arpc_server *s, const char *fn)
 {
-    return arpc_handle_check(s, ARPC_MAGIC_SERVER, "server", fn);
+    return arpc_handle_check(s, ARPC_MAGIC_SERVER, "server", fn) &&
+           arpc_fork_gen_here(s->sv_fork_gen, s, "server", fn);
 }
 
 void server_retain(arpc_server *s);

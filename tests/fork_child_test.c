@@ -9,6 +9,11 @@
  * child sends no CANCEL, and a wait in the child does not drive the parent's loop (it read
  * the parent's replies off the shared socket); the JSON-RPC client's close is refused too.
  *
+ * The same for the other objects: a child's destroy of its parent's server or actor waited
+ * for threads the child does not have (it hung), its reply to a request of the parent's
+ * server went out on the parent's connection (the caller got the child's answer), and a
+ * child taking from its parent's completion queue cleared the eventfd the parent polls.
+ *
  * The child does nothing but refused calls and _exit (no cmocka, a logger that writes
  * nothing; the refused blocking call and close allocate nothing): a lock another thread held
  * at the fork stays held in the child.
@@ -18,6 +23,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <string.h>
@@ -157,11 +163,114 @@ static void test_child_refused_on_a_caller_driven_client(void **state)
     arpc_loop_destroy(l);
 }
 
+static sem_t stashed;
+static arpc_request *stash;
+
+/* Keeps its request for a reply later (arpc/server.h): the parent's and, refused, the child's. */
+static void keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    stash = req;
+    sem_post(&stashed);
+}
+
+static void never(arpc_actor *actor, void *arg, int status)
+{
+    (void)actor;
+    (void)arg;
+    (void)status;
+}
+
+static void test_child_refused_on_a_server_its_actors_and_queues(void **state)
+{
+    (void)state;
+    sem_init(&stashed, 0, 0);
+    char addr[256];
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "keep", keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    arpc_future *kept = arpc_call_async(c, "keep", "", 0, TEST_WAIT_MS);
+    assert_non_null(kept);
+    assert_true(sem_wait_secs(&stashed, TEST_WAIT_S));
+    arpc_actor *a = NULL;
+    assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
+    arpc_actor_group *g = NULL;
+    assert_int_equal(ARPC_OK, arpc_actor_group_create(&g, 2, NULL));
+    /* A queue holding one entry: its eventfd readable, for the parent's poll below. */
+    arpc_cq *q = NULL;
+    assert_int_equal(ARPC_OK, arpc_cq_create(&q));
+    arpc_future *done = NULL;
+    assert_int_equal(ARPC_OK, arpc_future_create(&done));
+    assert_true(arpc_future_complete(done, ARPC_OK, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_cq_attach(q, done, &done));
+    arpc_set_logger(quiet, NULL, ARPC_LOG_ERROR);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        arpc_future *f = NULL;
+        void *tag = NULL;
+        int took = arpc_cq_trynext(q, &f, &tag);
+        int replied = arpc_reply(stash, "child", 5);
+        int registered = arpc_server_register(s, "more", keep, NULL, NULL);
+        int posted = arpc_actor_post(a, never, NULL);
+        int group_posted = arpc_actor_group_post(g, never, NULL);
+        int stopped = arpc_server_stop(s, 0);
+        int destroyed = arpc_server_destroy(s); /* each of these hung */
+        arpc_actor_destroy(a);
+        arpc_actor_group_destroy(g);
+        arpc_cq_destroy(q);
+        _exit(took == ARPC_EINVAL && f == NULL && replied == ARPC_EINVAL && registered == ARPC_EINVAL &&
+                      posted == ARPC_EINVAL && group_posted == ARPC_EINVAL && stopped == ARPC_EINVAL &&
+                      destroyed == ARPC_EINVAL
+                  ? 0
+                  : 1);
+    }
+    int status = 0;
+    bool ended = WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid);
+    if (!ended) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    assert_true(ended);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(0, WEXITSTATUS(status));
+    /* The queue's signal is still the parent's, and so is its entry. */
+    struct pollfd pfd = {.fd = arpc_cq_fd(q), .events = POLLIN};
+    assert_int_equal(1, poll(&pfd, 1, 0));
+    arpc_future *f = NULL;
+    void *tag = NULL;
+    assert_int_equal(ARPC_OK, arpc_cq_trynext(q, &f, &tag));
+    assert_ptr_equal(done, f);
+    arpc_future_release(f);    /* the queue's reference */
+    arpc_future_release(done); /* the creator's */
+    /* The caller gets the parent's answer: nothing of the child's went out. */
+    assert_int_equal(ARPC_OK, arpc_reply(stash, "parent", 6));
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(kept, TEST_WAIT_MS));
+    size_t len = 0;
+    const void *rep = arpc_future_data(kept, &len);
+    assert_int_equal(6, len);
+    assert_memory_equal("parent", rep, 6);
+    arpc_future_release(kept);
+    assert_int_equal(ARPC_OK, arpc_actor_post(a, never, NULL)); /* the parent's still work */
+    assert_int_equal(ARPC_OK, arpc_actor_group_post(g, never, NULL));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_actor_destroy(a);
+    arpc_actor_group_destroy(g);
+    arpc_cq_destroy(q);
+    sem_destroy(&stashed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_child_refused_on_a_client_with_its_own_loop),
         cmocka_unit_test(test_child_refused_on_a_caller_driven_client),
+        cmocka_unit_test(test_child_refused_on_a_server_its_actors_and_queues),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

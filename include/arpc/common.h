@@ -31,6 +31,12 @@
  *    a second destroy during it is caught by a flag of its own.
  *  - arpc_request handles are checked the same way, but only until the server reuses the
  *    handle for its next request, which it does soon (arpc/server.h, arpc_reply).
+ *  - After fork, the child's use of a client, JSON-RPC client, server, loop, actor, actor
+ *    group or completion queue made in the parent, or its reply to a request of the parent's
+ *    server, is refused with an ERROR line (ARPC_EINVAL, or nothing done): their threads are
+ *    not in the child, and their sockets and eventfds are the parent's. A child makes its own
+ *    (docs/SEMANTICS.md, "API misuse"). Futures are not checked: the child's wait on one of
+ *    the parent's ends by its timeout alone.
  *  - Options structs (arpc_*_options) are zero-initialised by the caller, zero meaning the
  *    default; fields are only ever appended. A function taking one is a macro passing
  *    sizeof(the struct) as the caller's headers have it to its _v symbol (docs/ABI.md): an
