@@ -92,6 +92,7 @@ struct arpc_loop {
     bool l_destroy_requested; /* destroy was called on the loop thread */
     bool l_prepare_due;       /* see arpc_loop_prepare_due */
     bool l_counted_awake;     /* counted in async/awake.h: between a check and a prepare */
+    double l_now;             /* arpc_loop_now: CLOCK_MONOTONIC seconds, set at each wake-up mark */
     bool l_in_turn;           /* between the wake-up mark (the first check watcher) and the lazy
                                * jobs' watcher (the last) of one iteration: a lazy job posted now
                                * runs before the next poll (arpc_loop_post_local) */

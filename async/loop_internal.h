@@ -125,6 +125,15 @@ int arpc_deadline_arm(arpc_loop *loop, struct arpc_deadline *d, uint64_t when_ns
 /* arpc_deadline_arm at seconds from now (saturating; <= 0: due now). */
 int arpc_deadline_arm_after_s(arpc_loop *loop, struct arpc_deadline *d, double seconds);
 
+/* The loop's time, in seconds on CLOCK_MONOTONIC (arpc_now_ns's clock): read as the loop
+ * leaves each poll, so that the per-frame stamps of the connection limits and the heartbeat
+ * cost a load, as ev_now did. Not ev_now: libev's is the wall clock, and a step of it (an NTP
+ * step, a resumed VM, date -s) closed every connection at once or turned the timeouts off for
+ * the size of the step. arpc_loop_now_update reads the clock again first (a sweep that
+ * compares against it after a long callback). Loop thread. */
+double arpc_loop_now(const arpc_loop *loop);
+double arpc_loop_now_update(arpc_loop *loop);
+
 /* Disarms d; a no-op when not armed. O(log n). */
 void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d);
 

@@ -128,6 +128,7 @@ static void loop_wake_mark_cb(struct ev_loop *ev, ev_check *w, int revents)
     (void)ev;
     (void)revents;
     arpc_loop *loop = w->data;
+    (void)arpc_loop_now_update(loop); /* the first watcher of the turn: its I/O sees the time */
     loop->l_in_turn = true;
     atomic_store_explicit(&loop->l_asleep, false, memory_order_relaxed);
     if (!loop->l_counted_awake) {

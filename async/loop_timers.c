@@ -91,6 +91,10 @@ int arpc_deadline_arm_after_s(arpc_loop *loop, struct arpc_deadline *d, double s
     return arpc_deadline_arm(loop, d, when);
 }
 
+double arpc_loop_now(const arpc_loop *loop) { return loop->l_now; }
+
+double arpc_loop_now_update(arpc_loop *loop) { return loop->l_now = (double)arpc_now_ns() * 1e-9; }
+
 void arpc_deadline_cancel(arpc_loop *loop, struct arpc_deadline *d)
 {
     arpc_deadline_heap_remove(&loop->l_deadlines, d);
@@ -104,6 +108,7 @@ size_t arpc_loop_deadline_count(arpc_loop *loop)
 void loop_timers_init(arpc_loop *loop)
 {
     arpc_deadline_heap_init(&loop->l_deadlines);
+    (void)arpc_loop_now_update(loop);
     ev_prepare_init(&loop->l_prepare, loop_prepare_cb);
     loop->l_prepare.data = loop;
     ev_prepare_start(loop->l_ev, &loop->l_prepare);

@@ -276,7 +276,7 @@ void arpc_conn_limit_backlog(struct arpc_conn *conn) { conn->c_backlog_limit = t
 static void conn_restart_frame_clock(struct arpc_conn *conn)
 {
     if (conn->c_frame_since != 0)
-        conn->c_frame_since = ev_now(conn->c_ev);
+        conn->c_frame_since = arpc_loop_now(conn->c_loop);
 }
 
 static bool conn_release(struct arpc_conn *conn, unsigned reason);
@@ -348,7 +348,7 @@ static void conn_track_partial(struct arpc_conn *conn, bool consumed)
     if (!arpc_conn_partial_frame(conn))
         conn->c_frame_since = 0;
     else if (conn->c_frame_since == 0 || (consumed && conn->c_skip == 0))
-        conn->c_frame_since = ev_now(conn->c_ev);
+        conn->c_frame_since = arpc_loop_now(conn->c_loop);
 }
 
 void arpc_conn_begin_skip(struct arpc_conn *conn, uint64_t len, size_t parsed_from)
@@ -368,7 +368,7 @@ uint64_t arpc_conn_arrival_ns(struct arpc_conn *conn)
     return conn->c_rx_ns;
 }
 
-double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now)
+double arpc_conn_frame_age(const struct arpc_conn *conn, double now)
 {
     /* Not while we are the ones not reading (whatever holds input). */
     if (!conn->c_open || conn->c_hold != 0 || conn->c_frame_since == 0)
@@ -498,7 +498,7 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         }
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
-        conn->c_last_rx = ev_now(conn->c_ev); /* a sign of life, for the heartbeat */
+        conn->c_last_rx = arpc_loop_now(conn->c_loop); /* a sign of life, for the heartbeat */
         conn->c_hb_sent = 0;
         if (!held) {
             conn->c_rx_ns = 0;

@@ -111,19 +111,19 @@ struct arpc_conn {
     ev_io c_rio, c_wio;
     ev_prepare c_flush;
     struct arpc_deadline c_hb; /* heartbeat (core/conn_heartbeat.c); unarmed when off */
-    ev_tstamp c_last_rx;      /* libev time of the last bytes read */
+    double c_last_rx;         /* loop time (arpc_loop_now) of the last bytes read */
     uint64_t c_rx_ns;         /* arpc_now_ns of the last read that brought bytes, read on first
                                * use (0: not yet): see arpc_conn_arrival_ns */
     bool c_rx_waited;         /* input was held since that read: the frames still buffered from
                                * it waited, and their budgets may have run out meanwhile */
-    ev_tstamp c_last_tx;      /* libev time output last moved (the write timeout's clock): the
+    double c_last_tx;         /* loop time output last moved (the write timeout's clock): the
                                * first frame queued on an empty queue, or
                                * ARPC_CONN_WRITE_PROGRESS_MIN bytes handed on to the peer */
     int64_t c_tx_mark;        /* bytes the kernel had handed on to the peer (the stream's
                                * s_sent less its send queue) when the clock last started
                                * (arpc_conn_write_age) */
     bool c_tx_mark_unset;     /* the clock started since the last look: mark at the next */
-    ev_tstamp c_frame_since;  /* libev time the unparsed frame's first byte arrived; 0: none
+    double c_frame_since;     /* loop time the unparsed frame's first byte arrived; 0: none
                                * (an owner's frame timeout reads it, see arpc_conn_frame_age) */
     double c_hb_idle;         /* seconds without input before a PING; 0: off */
     unsigned c_hb_misses;     /* PINGs left unanswered before the peer is declared dead */
@@ -431,7 +431,7 @@ static inline void arpc_conn_input_ages(struct arpc_conn *conn) { conn->c_rx_wai
 /* Seconds since the first byte of a frame not yet whole arrived, at loop time now; 0 when
  * no frame is partly read, or while reading is paused (the wait is then ours, not the
  * peer's). */
-double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
+double arpc_conn_frame_age(const struct arpc_conn *conn, double now);
 
 /* What the kernel must hand on to the peer, or all it held, for output to count as moving. */
 #define ARPC_CONN_WRITE_PROGRESS_MIN (64u * 1024u)
@@ -443,7 +443,7 @@ double arpc_conn_frame_age(const struct arpc_conn *conn, ev_tstamp now);
  * writable once a third of its send buffer is free (three quarters for unix), which takes a
  * peer reading through a buffer of megabytes seconds, and one with a small buffer a trickle.
  * Each call compares with the one that marked the clock's start. */
-double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now);
+double arpc_conn_write_age(struct arpc_conn *conn, double now);
 
 /* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a
  * connection is closed rather than held: replies owed to calls accepted before the bound was

@@ -198,7 +198,7 @@ void arpc_conn_linger(struct arpc_conn *conn, int reason)
 }
 
 
-double arpc_conn_write_age(struct arpc_conn *conn, ev_tstamp now)
+double arpc_conn_write_age(struct arpc_conn *conn, double now)
 {
     if (!conn->c_open || arpc_outq_empty(&conn->c_out))
         return 0;

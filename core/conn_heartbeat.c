@@ -41,12 +41,11 @@ static void conn_went_quiet(struct arpc_conn *conn)
 static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
 {
     struct arpc_conn *conn = arg;
-    struct ev_loop *ev = conn->c_ev;
-    ev_now_update(ev); /* c_last_rx is libev's time */
+    double now = arpc_loop_now_update(conn->c_loop); /* c_last_rx is the loop's time */
     if (conn->c_hold != 0 && arpc_outq_empty(&conn->c_out)) {
         /* We hold the peer's input and owe it nothing queued (it waits for us): its silence
          * says nothing. With output waiting, the peer may be the one not reading. */
-        conn->c_last_rx = ev_now(ev);
+        conn->c_last_rx = now;
         conn->c_hb_sent = 0;
     }
     if (conn->c_eof) {
@@ -57,8 +56,8 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
         arpc_deadline_arm_after_s(conn->c_loop, d, conn->c_hb_idle); /* cannot fail: see below */
         return;
     }
-    ev_tstamp idle_for = ev_now(ev) - conn->c_last_rx;
-    ev_tstamp wait = conn->c_hb_idle;
+    double idle_for = now - conn->c_last_rx;
+    double wait = conn->c_hb_idle;
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {
         wait = conn->c_hb_idle - idle_for; /* input arrived meanwhile: sleep for the rest */
     } else if (conn->c_hb_sent >= conn->c_hb_misses) {
@@ -86,7 +85,7 @@ void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned miss
     conn->c_hb_sent = 0;
     if (idle_ms == 0 || !conn->c_open)
         return;
-    conn->c_last_rx = ev_now(conn->c_ev);
+    conn->c_last_rx = arpc_loop_now(conn->c_loop);
     if (arpc_deadline_arm_after_s(conn->c_loop, &conn->c_hb, conn->c_hb_idle) != ARPC_OK)
         arpc_log(ARPC_LOG_ERROR, "out of memory arming the heartbeat of the connection with %s; it runs without one",
                  conn->c_peer);

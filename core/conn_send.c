@@ -34,7 +34,7 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
     if (conn->c_stats != NULL)
         arpc_stat_add(&conn->c_stats->io_queued, len);
     if (conn->c_out.q_bytes == len) { /* it was empty: the write timeout's clock starts */
-        conn->c_last_tx = ev_now(conn->c_ev);
+        conn->c_last_tx = arpc_loop_now(conn->c_loop);
         conn->c_tx_mark_unset = true; /* (no look at the kernel's queue on this path) */
     }
     /* The loop owns the socket from its first queued frame until its queue is empty, so a

@@ -366,7 +366,7 @@ static void jsonrpc_why_duplicate(const json_error_t *jerr, char *why, size_t si
 /* One whole request object, p[0..len). */
 static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len)
 {
-    sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
+    sc->sc_last_busy = arpc_loop_now(sc->sc_conn.c_loop); /* the idle timeout's "a frame arrived" */
     json_error_t jerr;
     json_t *req = json_loadb((const char *)p, len, JSONRPC_REQUEST_FLAGS, &jerr);
     if (req == NULL && (json_error_code(&jerr) == json_error_numeric_overflow ||
@@ -459,7 +459,7 @@ static void jsonrpc_request(struct server_conn *sc, const uint8_t *p, size_t len
 static void jsonrpc_answer_too_large(struct server_conn *sc)
 {
     const struct jsonrpc_skim *sk = &sc->sc_json->js_skim;
-    sc->sc_last_busy = ev_now(sc->sc_conn.c_ev); /* the idle timeout's "a frame arrived" */
+    sc->sc_last_busy = arpc_loop_now(sc->sc_conn.c_loop); /* the idle timeout's "a frame arrived" */
     uint64_t xid = jsonrpc_track(sc, jsonrpc_skimmed_id(sk));
     if (xid == 0)
         return;

@@ -189,7 +189,7 @@ static bool sconn_on_oversized(struct arpc_conn *conn, const struct arpc_frame *
     uint8_t kind = f->f_kind;
     if (!sc->sc_hello || (kind != ARPC_FRAME_REQUEST && kind != ARPC_FRAME_ONEWAY))
         return false;
-    sc->sc_last_busy = ev_now(conn->c_ev);
+    sc->sc_last_busy = arpc_loop_now(conn->c_loop);
     if (kind == ARPC_FRAME_REQUEST && dedup_answer_copy(sc, f))
         return true;
     char msg[96];
@@ -284,7 +284,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     struct server_conn *sc = conn->c_owner;
     if (sc->sc_refused)
         return; /* nothing from a client that failed the checks runs */
-    sc->sc_last_busy = ev_now(conn->c_ev); /* idle timeout: PING/PONG get here only before HELLO (refused) */
+    sc->sc_last_busy = arpc_loop_now(conn->c_loop); /* idle timeout: PING/PONG get here only before HELLO (refused) */
     if (!sc->sc_hello && f->f_kind != ARPC_FRAME_HELLO) {
         sconn_refuse(conn, "the first frame must be HELLO");
         return;

@@ -113,7 +113,7 @@ static void inflight_say_hold(struct server_conn *sc, unsigned reason)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
-    uint64_t now_ns = (uint64_t)(ev_now(conn->c_ev) * 1e9), quiet;
+    uint64_t now_ns = (uint64_t)(arpc_loop_now(conn->c_loop) * 1e9), quiet;
     if (!arpc_log_throttle_due(&s->sv_hold_log, now_ns, INFLIGHT_LOG_EVERY_NS, 1, &quiet))
         return;
     char why[320];
@@ -153,7 +153,7 @@ static void inflight_note_hold(struct server_conn *sc, unsigned reason)
     if (reason == ARPC_CONN_HOLD_BYTES && sc->sc_guess_calls > 0 &&
         !inflight_bytes_keep_hold(sc, inflight_bytes_reguessed(sc, 0))) {
         sc->sc_hold_unsaid = true;
-        sc->sc_hold_unsaid_at = ev_now(sc->sc_conn.c_ev);
+        sc->sc_hold_unsaid_at = arpc_loop_now(sc->sc_conn.c_loop);
         return;
     }
     if (reason == ARPC_CONN_HOLD_BYTES)
@@ -186,7 +186,7 @@ void inflight_hold_passed(struct server_conn *sc)
         inflight_say_unsaid(sc);
 }
 
-void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now)
+void inflight_hold_sweep(struct server_conn *sc, double now)
 {
     if (sc->sc_hold_unsaid && now - sc->sc_hold_unsaid_at >= INFLIGHT_UNSAID_MAX_S)
         inflight_say_unsaid(sc);

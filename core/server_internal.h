@@ -82,8 +82,8 @@ struct server_conn {
     bool sc_refused;        /* its HELLO failed the checks: nothing more is read */
     bool sc_hello;
     bool sc_counted;        /* counts toward max_connections (not one refused for it) */
-    ev_tstamp sc_opened;    /* loop time of the accept (handshake timeout) */
-    ev_tstamp sc_last_busy; /* loop time of the last frame, or of a sweep that saw a call in
+    double sc_opened;       /* loop time (arpc_loop_now) of the accept (handshake timeout) */
+    double sc_last_busy;    /* loop time of the last frame, or of a sweep that saw a call in
                              * flight (idle timeout) */
     /* xid -> request waiting for or in its handler (CANCEL): kept until sc is freed, so that a
      * duplicate on another connection can still cancel the call once this one closed. */
@@ -117,7 +117,7 @@ struct server_conn {
     size_t sc_guess_est;  /* of those, the first-reply guesses (methods never answered before) */
     unsigned sc_guess_calls; /* the calls counted at a guess */
     bool sc_hold_unsaid;  /* held for bytes that guesses made, not logged (core/server_inflight.c) */
-    ev_tstamp sc_hold_unsaid_at; /* since then */
+    double sc_hold_unsaid_at; /* since then (loop time) */
     struct inflight_client *sc_client;
     struct arpc_dlink sc_client_link; /* the entry's connections */
     const struct arpc_method *sc_last_method; /* loop thread: the method its last call named (core/registry.c) */
@@ -543,7 +543,7 @@ void inflight_on_held(struct arpc_conn *conn, unsigned reason);
 /* A hold not logged yet (first-reply guesses) is logged now if it still holds: a CANCEL or
  * goodbye passed it (its calls are given up on: long polls) / it has lasted a second (sweep). */
 void inflight_hold_passed(struct server_conn *sc);
-void inflight_hold_sweep(struct server_conn *sc, ev_tstamp now);
+void inflight_hold_sweep(struct server_conn *sc, double now);
 
 /* What the caller of a call whose reply (or refusal) could not be made is told, with
  * ARPC_EABANDONED, numbered (sv_lost_reply) or not. */

@@ -3,7 +3,7 @@
  * the number of connections open at once (docs/SECURITY.md).
  *
  * One coarse sweep timer per server checks every open connection's timestamps, instead of a
- * timer per connection: the per-frame path only stores the loop's cached time (ev_now), and a
+ * timer per connection: the per-frame path only stores the loop's cached time (arpc_loop_now), and a
  * timeout fires at most one sweep period late, which is fine for limits counted in seconds. A
  * sweep runs in slices of LIMITS_SWEEP_SLICE connections, one per loop turn, and a slice ends
  * early once its closes cost SERVER_LIMITS_CLOSES_PER_TURN (a close costs one, and one per MiB
@@ -45,7 +45,7 @@ void limits_init(arpc_server *s, const arpc_server_options *o)
 }
 
 /* Closes sc with a log line naming the limit; true if it did. */
-static bool limits_check(struct server_conn *sc, ev_tstamp now)
+static bool limits_check(struct server_conn *sc, double now)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
@@ -120,9 +120,7 @@ static unsigned limits_close_cost(const struct server_conn *sc)
 static void limits_on_sweep(struct arpc_deadline *d, void *arg)
 {
     arpc_server *s = arg;
-    struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
-    ev_now_update(ev); /* the connections' times are libev's */
-    ev_tstamp now = ev_now(ev);
+    double now = arpc_loop_now_update(s->sv_loop); /* the connections' times are the loop's */
     if (s->sv_limits_left == 0)
         s->sv_limits_left = s->sv_nconns; /* a new sweep: as many as are open now */
     /* Least recently checked first: each connection checked moves to the tail (new ones join
@@ -177,7 +175,7 @@ bool limits_admit(struct server_conn *sc)
 {
     arpc_server *s = sc->sc_server;
     struct arpc_conn *conn = &sc->sc_conn;
-    sc->sc_opened = sc->sc_last_busy = ev_now(conn->c_ev);
+    sc->sc_opened = sc->sc_last_busy = arpc_loop_now(conn->c_loop);
     if (s->sv_nconns >= s->sv_max_conns) {
         char why[64];
         snprintf(why, sizeof(why), "%u connections open (max_connections)", s->sv_nconns);

@@ -26,7 +26,7 @@
 enum shed_class { SHED_NONE, SHED_IDLE, SHED_SLOW_FRAME, SHED_NO_HELLO };
 
 /* sc's class and how long it has been in it (seconds). */
-static enum shed_class shed_classify(struct server_conn *sc, ev_tstamp now, double *age)
+static enum shed_class shed_classify(struct server_conn *sc, double now, double *age)
 {
     struct arpc_conn *conn = &sc->sc_conn;
     if (!conn->c_open || conn->c_close_after_flush)
@@ -48,9 +48,7 @@ static enum shed_class shed_classify(struct server_conn *sc, ev_tstamp now, doub
 
 bool shed_for_room(arpc_server *s, const char *why)
 {
-    struct ev_loop *ev = arpc_loop_ev(s->sv_loop);
-    ev_now_update(ev); /* the connections' times are libev's */
-    ev_tstamp now = ev_now(ev);
+    double now = arpc_loop_now_update(s->sv_loop); /* the connections' times are the loop's */
     struct server_conn *victim = NULL;
     enum shed_class best = SHED_NONE;
     double best_age = 0;

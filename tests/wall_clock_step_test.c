@@ -1,0 +1,144 @@
+/*
+ * The server's connection timeouts count on CLOCK_MONOTONIC, not on the wall clock. They
+ * compared libev's ev_now, which follows CLOCK_REALTIME: a step of it (an NTP step, a VM
+ * resumed, date -s) forward by an hour closed every healthy connection at the next sweep
+ * ("idle for 600000 ms", "no HELLO within ..."), and a step back turned the handshake, frame
+ * and idle timeouts off for an hour (a trial of extreme values and time).
+ *
+ * The test moves the wall clock this process sees, by interposing clock_gettime,
+ * gettimeofday and time (libev reads one of them; it takes a step in within half a second),
+ * and waits for a close the sweep must make, with timeouts long enough (2 s) that libev has
+ * taken the step in by then:
+ *  - forward: a silent socket opened after the step is closed at handshake_timeout_ms, and a
+ *    connection idle since before the step, with idle_timeout_ms a minute, is still open
+ *    then (the sweep that closed the first looked at it too);
+ *  - back: a silent socket opened before the step is closed at its handshake_timeout_ms.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+#include "transport/transport.h"
+
+#define TIMEOUT_MS 2000 /* over libev's half second to take a step in */
+#define STEP_S 3600
+
+static _Atomic long wall_shift_s; /* added to CLOCK_REALTIME as this process reads it */
+
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+static _Atomic(clock_gettime_fn) real_clock_gettime;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    clock_gettime_fn real = atomic_load(&real_clock_gettime);
+    if (real == NULL) { /* a race here looks the same function up twice */
+        real = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
+        atomic_store(&real_clock_gettime, real);
+    }
+    int rc = real(id, ts);
+    if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
+        ts->tv_sec += atomic_load(&wall_shift_s);
+    return rc;
+}
+
+int gettimeofday(struct timeval *restrict tv, void *restrict tz)
+{
+    (void)tz;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    tv->tv_sec = ts.tv_sec;
+    tv->tv_usec = ts.tv_nsec / 1000;
+    return 0;
+}
+
+time_t time(time_t *out)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out != NULL)
+        *out = ts.tv_sec;
+    return ts.tv_sec;
+}
+
+struct fixture {
+    arpc_server *s;
+    char addr[ARPC_ADDR_MAX];
+};
+
+static void start(struct fixture *fx, arpc_server_options so)
+{
+    atomic_store(&wall_shift_s, 0);
+    assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
+}
+
+static void stop(struct fixture *fx)
+{
+    arpc_server_destroy(fx->s);
+    atomic_store(&wall_shift_s, 0);
+}
+
+static int silent_socket(const char *addr)
+{
+    int fd = -1;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, 5000, &fd, NULL, 0));
+    return fd;
+}
+
+static void test_step_forward_closes_nothing(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.handshake_timeout_ms = TIMEOUT_MS, .idle_timeout_ms = 60000});
+    struct raw_client idle;
+    assert_true(raw_connect(&idle, fx.addr, 7)); /* says HELLO, then nothing */
+    atomic_store(&wall_shift_s, STEP_S);
+    int silent = silent_socket(fx.addr);
+    assert_true(fd_wait_eof(silent, TEST_WAIT_MS)); /* a sweep after the step: it looked at idle too */
+    close(silent);
+    struct pollfd p = {.fd = idle.rc_fd, .events = POLLIN};
+    assert_int_equal(0, poll(&p, 1, 0)); /* no GOAWAY, no end of stream */
+    assert_true(raw_request(&idle, 1, 0, 0, 0, "t.echo", "x", 1));
+    struct raw_frame f;
+    assert_true(raw_read(&idle, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    raw_close(&idle);
+    stop(&fx);
+}
+
+static void test_step_back_keeps_the_timeouts(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.handshake_timeout_ms = TIMEOUT_MS});
+    int silent = silent_socket(fx.addr);
+    int64_t t0 = now_ms();
+    atomic_store(&wall_shift_s, -STEP_S);
+    assert_true(fd_wait_eof(silent, TEST_WAIT_MS)); /* not an hour later */
+    assert_true(now_ms() - t0 >= TIMEOUT_MS - 100);
+    close(silent);
+    stop(&fx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_step_forward_closes_nothing),
+        cmocka_unit_test(test_step_back_keeps_the_timeouts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
