@@ -28,6 +28,7 @@
 #define ARPC_MAGIC_LOOP 0x614c6f70u    /* "aLop" */
 #define ARPC_MAGIC_GROUP 0x61477270u   /* "aGrp": arpc_actor_group */
 #define ARPC_MAGIC_REQUEST 0x61526571u /* "aReq": arpc_request */
+#define ARPC_MAGIC_PBCALL 0x61506263u  /* "aPbc": a protobuf method's call record, its closure_data */
 #define ARPC_MAGIC_DEAD 0xdeadc105u
 /* A client whose close has begun and not returned: its memory is still the client's, and a
  * call started on it then (a then-callback that close's completions run, retrying) is refused

@@ -6,12 +6,21 @@
  * state lives from the handler to the closure, which may run later on another thread; it
  * points only at the request, the input and the output descriptor (generated static data),
  * never at the per-method context, so a closure after the server is destroyed is safe.
+ *
+ * The per-call state is what the method's closure_data points to: a handle the user holds,
+ * checked as the others are (base/handle.h). Its magic is live from the handler to the
+ * closure (or arpc_protobuf_fail), which poisons it before it replies and frees the record;
+ * a second closure, a fail after it or an arpc_protobuf_request after it is reported then.
+ * Records are not pooled: each is an arpc_malloc of its own, so only the allocator handing
+ * the freed block to a later call's record (likely on the same thread; never under ASan,
+ * whose quarantine holds it) hides the misuse.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/handle.h"
 #include "base/options.h"
 #include "core/frame.h"
 #include "core/protobuf_internal.h"
@@ -23,6 +32,7 @@ struct pb_method {
 };
 
 struct pb_call {
+    arpc_magic pc_magic;                        /* ARPC_MAGIC_PBCALL until its closure; first */
     arpc_request *pc_req;
     ProtobufCMessage *pc_input;                 /* unpacked request; freed by the closure */
     const ProtobufCMessageDescriptor *pc_output; /* what the closure must be given */
@@ -55,6 +65,23 @@ static const char *pb_method_name(const struct pb_call *call)
     return method != NULL ? method : "(answered already)";
 }
 
+/* The user's closure_data, checked on entry (base/handle.h): the call; NULL for NULL, and
+ * after an ERROR line (an abort in debug builds) for a call whose closure already ran. */
+static struct pb_call *pb_call_live(void *closure_data, const char *fn)
+{
+    return arpc_handle_check(closure_data, ARPC_MAGIC_PBCALL, "protobuf call", fn) ? closure_data : NULL;
+}
+
+/* The closure's start: the call checked, then dead to a second closure (one whose record is
+ * freed and not yet reused, or any under ASan), which is reported and does nothing. */
+static struct pb_call *pb_call_take(void *closure_data, const char *fn)
+{
+    struct pb_call *call = pb_call_live(closure_data, fn);
+    if (call != NULL)
+        arpc_handle_poison(call);
+    return call;
+}
+
 /* The closure's end: the input goes with the call. */
 static void pb_call_free(struct pb_call *call)
 {
@@ -64,7 +91,9 @@ static void pb_call_free(struct pb_call *call)
 
 static void pb_closure(const ProtobufCMessage *output, void *closure_data)
 {
-    struct pb_call *call = closure_data;
+    struct pb_call *call = pb_call_take(closure_data, "a protobuf method's closure");
+    if (call == NULL)
+        return;
     char why[ARPC_METHOD_MAX + 128];
     const char *method = pb_method_name(call);
     if (output == NULL) {
@@ -82,12 +111,13 @@ static void pb_closure(const ProtobufCMessage *output, void *closure_data)
 
 arpc_request *arpc_protobuf_request(void *closure_data)
 {
-    return closure_data != NULL ? ((struct pb_call *)closure_data)->pc_req : NULL;
+    struct pb_call *call = pb_call_live(closure_data, __func__);
+    return call != NULL ? call->pc_req : NULL;
 }
 
 void arpc_protobuf_fail(void *closure_data, const char *msg)
 {
-    struct pb_call *call = closure_data;
+    struct pb_call *call = pb_call_take(closure_data, __func__);
     if (call == NULL)
         return;
     /* As arpc_reply_error's text, cut to what one error frame carries with the name before. */
@@ -128,6 +158,7 @@ static void pb_handler(arpc_request *req, void *ctx)
     }
     call->pc_req = req;
     call->pc_output = md->output;
+    atomic_store_explicit(&call->pc_magic, ARPC_MAGIC_PBCALL, memory_order_relaxed);
     pm->pm_service->invoke(pm->pm_service, pm->pm_index, call->pc_input, pb_closure, call);
 }
 

@@ -48,7 +48,15 @@ extern "C" {
  * returning or later from any thread, with its output message (borrowed: packed before the
  * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"; or
  * arpc_protobuf_fail with the method's own reason, below). The
- * input stays valid until the closure is called and is freed by it. A method that never calls
+ * input stays valid until the closure is called and is freed by it. closure_data is the
+ * call's handle (arpc/common.h, "API misuse"), dead once the closure or arpc_protobuf_fail
+ * ran: the closure called again, or arpc_protobuf_fail or arpc_protobuf_request after it, is
+ * reported ("arpc_protobuf_fail on 0x...: not a live protobuf call ...", or "a protobuf
+ * method's closure on 0x...") and aborts in builds without NDEBUG; with NDEBUG it does
+ * nothing (arpc_protobuf_request returns NULL). Caught while the call's freed record is not
+ * reused (always under ASan); not once the allocator gave its block to a later call's record,
+ * which the next call on the same thread may well get; nor two closures racing on two
+ * threads. A method that never calls
  * its closure keeps its request, as a handler that never replies (arpc/server.h). Every
  * method is one request and one reply: protobuf-c's descriptors do not mark `stream` methods,
  * so such a method is served as a plain call (one reply), not as a stream; mopts applies to
@@ -66,13 +74,15 @@ ARPC_API int arpc_server_register_protobuf_v(arpc_server *s, ProtobufCService *s
 /* From a method of a registered service, with the closure_data it was given: the call's
  * arpc_request, for what arpc/server.h offers about it (arpc_request_peer and its identity
  * for per-method authorisation, arpc_request_budget_ms, arpc_request_on_cancel, ...). Valid
- * until the closure (or arpc_protobuf_fail) is called; any thread. NULL for NULL. */
+ * until the closure (or arpc_protobuf_fail) is called; any thread. NULL for NULL; after the
+ * closure, misuse (above: an abort in debug builds, NULL with NDEBUG). */
 ARPC_API arpc_request *arpc_protobuf_request(void *closure_data);
 
 /* Instead of the closure, once: the method failed, and msg (NULL: "the method failed") says
  * why. The caller gets ARPC_EHANDLER with "package.Service.Method: msg" (its text cut at 1 KiB,
  * as the error frame's limit may cut it further), where closure(NULL) gives "...: the method
- * failed". Any thread; the input is freed, as by the closure. */
+ * failed". Any thread; the input is freed, as by the closure. After the closure (or a first
+ * arpc_protobuf_fail), misuse (above: an abort in debug builds, nothing with NDEBUG). */
 ARPC_API void arpc_protobuf_fail(void *closure_data, const char *msg);
 
 /* ---- client: a generated service's functions over arpc ---- */
