@@ -9,7 +9,7 @@
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *
- * API misuse (clients, servers, futures, completion queues, actors, requests):
+ * API misuse (clients, servers, futures, completion queues, actors, requests, protobuf calls):
  *  - A NULL handle is ARPC_EINVAL (0, NULL, false or nothing where a function returns no
  *    error code), and so is a NULL out pointer of a create, wrap or connect function. A
  *    future-returning call gets a future completed with ARPC_EINVAL.
@@ -30,7 +30,8 @@
  *    destroy's final drain (tasks still running then may submit, and get ARPC_ESHUTDOWN), and
  *    a second destroy during it is caught by a flag of its own.
  *  - arpc_request handles are checked the same way, but only until the server reuses the
- *    handle for its next request, which it does soon (arpc/server.h, arpc_reply).
+ *    handle for its next request, which it does soon (arpc/server.h, arpc_reply). A protobuf
+ *    method's closure_data likewise, from its closure on (arpc/protobuf.h).
  *  - After fork, the child's use of a client, JSON-RPC client, server, loop, actor, actor
  *    group or completion queue made in the parent, or its reply to a request of the parent's
  *    server, is refused with an ERROR line (ARPC_EINVAL, or nothing done): their threads are
