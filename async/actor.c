@@ -92,6 +92,7 @@
 #include "base/entry.h"
 #include "base/fork_gen.h"
 #include "base/handle.h"
+#include "base/log.h"
 #include "base/node_pool.h"
 #include "base/options.h"
 #include "base/stack_fifo.h"
@@ -150,6 +151,10 @@ struct actor_msg {
 
 /* The actor whose thread this is: how post knows it must not wait for room. */
 static _Thread_local arpc_actor *actor_current;
+
+/* The actor whose stop delivers ARPC_ECANCELLED on this thread (actor_cancel_rest): a destroy
+ * of it from one of those callbacks would free it under the loop that calls them. */
+static _Thread_local const arpc_actor *actor_cancelling;
 
 /* ---- room ---- */
 
@@ -575,11 +580,28 @@ int arpc_actor_on_room(arpc_actor *a, struct arpc_actor_room *room)
  * actor's take first: it is older), then ARPC_ESHUTDOWN to the room waiters. */
 static void actor_cancel_rest(arpc_actor *a)
 {
+    const arpc_actor *outer = actor_cancelling; /* a callback may stop another actor */
+    actor_cancelling = a;
     struct arpc_actor_job *job;
     while ((job = actor_next(a)) != NULL)
         job->aj_fn(a, job, ARPC_ECANCELLED);
     actor_give_back(a); /* the spent nodes, for arpc_node_pool_fini */
     actor_rooms_fire(a, ARPC_ESHUTDOWN);
+    actor_cancelling = outer;
+}
+
+bool arpc_actor_destroy_refused(const arpc_actor *a, const void *h, const char *fn)
+{
+    const char *from = actor_current == a ? "the actor's own thread"
+                       : actor_cancelling == a ? "an ARPC_ECANCELLED callback of the actor's stop"
+                                               : NULL;
+    if (from == NULL)
+        return false;
+    /* Freeing it would pull it out from under the running message or the loop delivering
+     * the cancellations: a leak is the lesser harm. */
+    arpc_log(ARPC_LOG_ERROR, "%s on %p: refused: called from %s (destroy it once that has returned)", fn, h, from);
+    assert(!"an actor destroyed from its own thread or its stop's callbacks");
+    return true;
 }
 
 int arpc_actor_stop(arpc_actor *a, enum arpc_actor_stop_mode mode)
@@ -613,14 +635,9 @@ bool arpc_actor_in_use(const arpc_actor *a, const char *fn)
 
 void arpc_actor_destroy(arpc_actor *a)
 {
-    if (!actor_live(a, __func__) || arpc_actor_in_use(a, __func__))
+    if (!actor_live(a, __func__) || arpc_actor_in_use(a, __func__) || arpc_actor_destroy_refused(a, a, __func__))
         return;
-    if (arpc_actor_stop(a, ARPC_ACTOR_DRAIN) != ARPC_OK) {
-        /* Destroyed from its own thread: a caller bug. Freeing would pull the actor out
-         * from under the running message; leaking is the lesser harm. */
-        assert(!"arpc_actor_destroy called from the actor's own thread");
-        return;
-    }
+    (void)arpc_actor_stop(a, ARPC_ACTOR_DRAIN); /* not on its thread: ARPC_OK */
     /* From here the handle is dead: a second destroy, even a racing one, is caught. */
     if (!arpc_handle_kill(a, ARPC_MAGIC_ACTOR, "actor", __func__))
         return;

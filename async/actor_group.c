@@ -13,7 +13,6 @@
 #define _GNU_SOURCE
 #include "async/actor_internal.h"
 
-#include <assert.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -178,11 +177,10 @@ void arpc_actor_group_destroy(arpc_actor_group *g)
     for (unsigned i = 0; i < g->g_n; i++)
         if (arpc_actor_in_use(g->g_members[i], __func__))
             return;
-    if (arpc_actor_group_stop(g, ARPC_ACTOR_DRAIN) != ARPC_OK) {
-        /* From a member's own thread: a caller bug; leak rather than free a running actor. */
-        assert(!"arpc_actor_group_destroy called from a member actor's thread");
-        return;
-    }
+    for (unsigned i = 0; i < g->g_n; i++)
+        if (arpc_actor_destroy_refused(g->g_members[i], g, __func__))
+            return;
+    (void)arpc_actor_group_stop(g, ARPC_ACTOR_DRAIN); /* on none of its members' threads: ARPC_OK */
     /* Its members have drained (their messages may post to the group until then): from here
      * the handle is dead, and a second destroy, even a racing one, is caught. */
     if (!arpc_handle_kill(g, ARPC_MAGIC_GROUP, "actor group", __func__))

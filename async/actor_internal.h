@@ -116,6 +116,11 @@ bool arpc_actor_asleep(const arpc_actor *actor);
 void arpc_actor_users_add(arpc_actor *actor, int n);
 bool arpc_actor_in_use(const arpc_actor *actor, const char *fn);
 
+/* A destroy (fn, of handle h: the actor or its group) called from the actor's own thread or
+ * from an ARPC_ECANCELLED callback of its stop, which runs on the stopper's thread: true after
+ * an ERROR line naming fn, h and which (abort in debug builds); the caller destroys nothing. */
+bool arpc_actor_destroy_refused(const arpc_actor *actor, const void *h, const char *fn);
+
 /* ---- groups ---- */
 
 void arpc_actor_group_users_add(arpc_actor_group *g, int n); /* as arpc_actor_users_add */

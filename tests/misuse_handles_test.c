@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -301,6 +302,47 @@ static void actor_destroyed_twice(void *arg)
     arpc_actor_destroy(a);
 }
 
+/* A stop with ARPC_ACTOR_DISCARD: the first job holds the actor until the stop has begun (its
+ * own posts are refused then), and the second's ARPC_ECANCELLED callback destroys the actor,
+ * or its group, from inside the stop (freed under the loop calling the callbacks, before). */
+static arpc_actor_group *stopping_group;
+
+static void hold_until_stopping(arpc_actor *a, void *arg, int status)
+{
+    (void)arg;
+    while (status == ARPC_OK && arpc_actor_post(a, nothing, NULL) != ARPC_ESHUTDOWN)
+        sched_yield();
+}
+
+static void destroy_when_cancelled(arpc_actor *a, void *arg, int status)
+{
+    (void)arg;
+    if (status != ARPC_ECANCELLED)
+        return;
+    if (stopping_group != NULL)
+        arpc_actor_group_destroy(stopping_group);
+    else
+        arpc_actor_destroy(a);
+}
+
+static void actor_destroyed_by_its_stop(void *arg)
+{
+    bool group = arg != NULL;
+    arpc_actor *a = NULL;
+    stopping_group = NULL;
+    if (group ? arpc_actor_group_create(&stopping_group, 1, NULL) != ARPC_OK : arpc_actor_create(&a, NULL) != ARPC_OK)
+        return;
+    if (group)
+        a = arpc_actor_group_member(stopping_group, 0);
+    if (arpc_actor_post(a, hold_until_stopping, NULL) != ARPC_OK ||
+        arpc_actor_post(a, destroy_when_cancelled, NULL) != ARPC_OK)
+        return;
+    if (group)
+        arpc_actor_group_stop(stopping_group, ARPC_ACTOR_DISCARD);
+    else
+        arpc_actor_stop(a, ARPC_ACTOR_DISCARD);
+}
+
 static void actor_posted_after_destroy(void *arg)
 {
     (void)arg;
@@ -432,6 +474,18 @@ static void test_use_after_close_aborts(void **state)
     assert_true(dies_with_abort(loop_submitted_after_destroy, NULL, "arpc_loop_submit on 0x"));
     assert_true(dies_with_abort(group_destroyed_twice, NULL, "arpc_actor_group_destroy on 0x"));
     assert_true(dies_with_abort(group_posted_after_destroy, NULL, "arpc_actor_group_post_key on 0x"));
+}
+
+/* A destroy from an ARPC_ECANCELLED callback of the actor's own stop (a trial of re-entrant
+ * calls: it freed the actor while the stop went on delivering): refused with its line. */
+static void test_destroy_from_its_stops_callback_aborts(void **state)
+{
+    (void)state;
+    if (!aborts_on_misuse)
+        skip(); /* with NDEBUG: refused, the actor leaked, nothing to see from the outside */
+    const char *why = "refused: called from an ARPC_ECANCELLED callback of the actor's stop";
+    assert_true(dies_with_abort(actor_destroyed_by_its_stop, NULL, why));
+    assert_true(dies_with_abort(actor_destroyed_by_its_stop, "group", why));
 }
 
 /* An allocator set after arpc allocated (a new user's trial: a server and a client alive, then
@@ -742,6 +796,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_actor),
         cmocka_unit_test_no_leak(test_null_loop_and_group),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
+        cmocka_unit_test_no_leak(test_destroy_from_its_stops_callback_aborts),
         cmocka_unit_test_no_leak(test_request_used_after_it_was_let_go),
         cmocka_unit_test_no_leak(test_route_destroyed_before_its_server),
         cmocka_unit_test_no_leak(test_pending_released_twice),

@@ -79,8 +79,11 @@ ARPC_API int arpc_actor_post(arpc_actor *actor, arpc_actor_fn fn, void *arg);
  * the enum). */
 ARPC_API int arpc_actor_stop(arpc_actor *actor, enum arpc_actor_stop_mode mode);
 
-/* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread. A
- * post already waiting for room on another thread returns ARPC_ESHUTDOWN, and the free waits
+/* Stops with ARPC_ACTOR_DRAIN if still running, then frees. Not from the actor's thread, nor
+ * from a message's ARPC_ECANCELLED callback during its stop (which runs on the stopper's
+ * thread): a caller bug, refused with an ERROR line saying which, an abort in debug builds;
+ * with NDEBUG the actor is left as it is (leaked rather than freed under the running code).
+ * A post already waiting for room on another thread returns ARPC_ESHUTDOWN, and the free waits
  * for it to be out.
  * NULL does nothing; a second destroy, or any call after it, aborts in debug builds
  * (arpc/common.h, "API misuse"). Not for a member of a group (the group destroys it). */
@@ -130,8 +133,10 @@ ARPC_API arpc_actor *arpc_actor_group_member(arpc_actor_group *g, unsigned i);
  * from one of its actors' own threads. */
 ARPC_API int arpc_actor_group_stop(arpc_actor_group *g, enum arpc_actor_stop_mode mode);
 /* Stops the group with ARPC_ACTOR_DRAIN if still running, waits for its actors, and frees
- * them and the group. NULL does nothing. Not from one of its actors' threads (a caller bug:
- * it aborts in debug builds; with NDEBUG it leaks the group rather than free a running actor).
+ * them and the group. NULL does nothing. Not from one of its actors' threads, nor from an
+ * ARPC_ECANCELLED callback of a member's stop (a caller bug, as for arpc_actor_destroy: an
+ * ERROR line, an abort in debug builds; with NDEBUG it leaks the group rather than free a
+ * running actor).
  * A group given to a server (arpc_method_options.group, or one of its members as .actor) must
  * outlive the server's stop: destroyed sooner, the destroy is refused (an ERROR line "...
  * destroy the server first", abort in debug builds; with NDEBUG nothing is destroyed, and the
