@@ -105,8 +105,10 @@ static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t cl
                                                                          : start_call(rc, c, seq, conn, xid);
     if (v != ARPC_RC_NEW)
         arpc_rc_client_free(rc, c, NULL);
-    else if (floor != 0)
+    else if (floor != 0) {
         arpc_rc_gone_take(&rc->rc_gone, client_id); /* known again: its ack carries the floor */
+        c->c_floor = floor;
+    }
     return v;
 }
 
@@ -164,6 +166,14 @@ bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uin
     if (c == NULL)
         return seq <= arpc_rc_gone_floor(&rc->rc_gone, client_id);
     return seq <= c->c_ack || arpc_rc_entry_get(c, seq) != NULL;
+}
+
+bool arpc_reply_cache_under_goodbye(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq)
+{
+    if (client_id == 0 || seq == 0)
+        return false;
+    const struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    return seq <= (c != NULL ? c->c_floor : arpc_rc_gone_floor(&rc->rc_gone, client_id));
 }
 
 /* The entry of (client_id, seq) if it is in state, with its client in *c; else NULL. */
@@ -452,6 +462,8 @@ int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_i
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c != NULL) { /* the log never replays both; were it to, the floor still holds */
         arpc_rc_raise_ack(rc, c, floor);
+        if (floor > c->c_floor)
+            c->c_floor = floor;
         return ARPC_OK;
     }
     return arpc_rc_gone_put(&rc->rc_gone, client_id, floor);

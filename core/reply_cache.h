@@ -196,6 +196,11 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
  */
 bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
 
+/* Whether seq is at or below the floor client_id's goodbye left (arpc_reply_cache_forget with
+ * keep_floor), the client known again since (its ack raised to the floor) or not: begin
+ * refuses it STALE for that floor, which the client never sent as an ack. Changes nothing. */
+bool arpc_reply_cache_under_goodbye(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq);
+
 /*
  * The handler of a RUNNING call returned reply (reply_bytes are counted against max_bytes),
  * at now_ns: the client's activity.

@@ -361,8 +361,15 @@ bool dedup_admit(struct server_conn *sc, const struct arpc_frame *f, uint64_t de
         dedup_send(sc, cached, f->f_xid);
         return false;
     case ARPC_RC_STALE:
-        snprintf(msg, sizeof(msg), "call %llu was already acknowledged by this client: not run again",
-                 (unsigned long long)f->f_seq);
+        if (f->f_seq > f->f_ack && arpc_reply_cache_under_goodbye(&s->sv_cache, sc->sc_cache_key, f->f_seq))
+            /* The client never acknowledged it: its goodbye left its highest seq behind. */
+            snprintf(msg, sizeof(msg),
+                     "call %llu is at or below the highest seq this client had numbered when it said goodbye: "
+                     "not run again",
+                     (unsigned long long)f->f_seq);
+        else
+            snprintf(msg, sizeof(msg), "call %llu was already acknowledged by this client: not run again",
+                     (unsigned long long)f->f_seq);
         sconn_refuse_call(sc, f->f_xid, ARPC_EREJECTED, msg, strlen(msg));
         return false;
     case ARPC_RC_FULL: /* nothing kept (no room): this send only (core/frame.h, ARPC_ERROR_UNKEPT) */

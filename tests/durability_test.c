@@ -464,7 +464,16 @@ static void goodbye_floor_survives_kill(bool compact)
     assert_true(server_proc_start(&sp, addr, dir, mode));
     assert_true(raw_connect_with(&r, addr, FLOOR_CLIENT, NULL, FLOOR_INCARNATION));
     assert_true(raw_request(&r, 2, 1, 0, 0, "t.apply", &token, sizeof(token))); /* the late copy */
-    assert_true(raw_next_is_error(&r, 2, ARPC_EREJECTED));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+    assert_int_equal(2, f.f.f_xid);
+    assert_int_equal(ARPC_EREJECTED, f.f.f_code);
+    /* The client acknowledged nothing (ack 0): its goodbye's floor refused it, and says so. */
+    static const char said[] =
+        "call 1 is at or below the highest seq this client had numbered when it said goodbye: not run again";
+    assert_int_equal(sizeof(said) - 1, f.f.f_msg_len);
+    assert_memory_equal(said, f.f.f_msg, sizeof(said) - 1);
     raw_close(&r);
     uint64_t applied, dups;
     assert_true(server_proc_stats(addr, &applied, &dups));

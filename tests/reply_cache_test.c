@@ -704,6 +704,15 @@ static void test_knows(void **state)
     assert_true(arpc_reply_cache_forget(&rc, 1, true)); /* a goodbye: its floor is kept */
     assert_true(arpc_reply_cache_knows(&rc, 1, 2));
     assert_false(arpc_reply_cache_knows(&rc, 1, 4));
+    /* Refused for the goodbye's floor, not for an ack: the server's refusal says which. */
+    assert_true(arpc_reply_cache_under_goodbye(&rc, 1, 2));
+    assert_false(arpc_reply_cache_under_goodbye(&rc, 1, 4));
+    assert_false(arpc_reply_cache_under_goodbye(&rc, 5, 1)); /* never said goodbye */
+    assert_false(arpc_reply_cache_under_goodbye(&rc, 0, 1));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 4, 0, A, 4, 0)); /* it calls again: known, the floor its ack */
+    assert_true(arpc_reply_cache_under_goodbye(&rc, 1, 2));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 5, 0));
+    assert_false(arpc_reply_cache_under_goodbye(&rc, 1, 4));
     arpc_reply_cache_fini(&rc, NULL);
 }
 
