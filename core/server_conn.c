@@ -343,7 +343,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         return;
     default: { /* REPLY, ERROR: a server's frames */
         char why[64];
-        snprintf(why, sizeof(why), "a client sent a %s frame (a server's)", arpc_frame_kind_name(f->f_kind));
+        snprintf(why, sizeof(why), "a client sent %s %s frame (a server's)",
+                 f->f_kind == ARPC_FRAME_ERROR ? "an" : "a", arpc_frame_kind_name(f->f_kind));
         sconn_refuse(conn, why); /* said, not just an EOF */
         return;
     }

@@ -187,6 +187,15 @@ static void test_wrong_frames_named(void **state)
     int pings;
     assert_true(raw_wait_eof(r, &pings));
     raw_close(r);
+    free(r);
+    /* An ERROR, with its article. */
+    r = raw_up(addr);
+    uint8_t error[ARPC_FRAME_HEADER_SIZE + ARPC_ERROR_FIXED_SIZE];
+    n = arpc_frame_encode_error(error, ARPC_FRAME_ERROR, 5, ARPC_EHANDLER, 0, "", 0);
+    assert_true(raw_send(r, error, n));
+    expect_refused_saying(r, "a client sent an ERROR frame (a server's)");
+    assert_true(raw_wait_eof(r, &pings));
+    raw_close(r);
 
     /* Not arpc: an HTTP client on the port, its request in the HELLO's place. */
     log_capture_clear();
