@@ -333,8 +333,9 @@ static const uint8_t doc_cancel_seq[] = {
     0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 };
 static const uint8_t doc_error[] = {
-    0x61, 0x52, 0x01, 0x05, 0x0c, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x0d, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x65, 0x63, 0x68, 0x6f,
+    0x61, 0x52, 0x01, 0x05, 0x1c, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x0d, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x6e, 0x6f, 0x20, 0x73, 0x75, 0x63, 0x68, 0x20,
+    0x6d, 0x65, 0x74, 0x68, 0x6f, 0x64, 0x3a, 0x20, 0x65, 0x63, 0x68, 0x6f,
 };
 
 static void test_documented_bytes(void **state)
@@ -348,6 +349,7 @@ static void test_documented_bytes(void **state)
     memcpy(buf + n, "hi", 2);
     assert_memory_equal(doc_reply, buf, sizeof doc_reply);
     n = arpc_frame_encode_hello(buf, 0x0123456789abcdefu, 0, 16u * 1024 * 1024, 0);
+    arpc_frame_stamp_hello_incarnation(buf, 0); /* a client's bytes 16-23: its incarnation, 0 here */
     assert_int_equal(sizeof doc_hello, n);
     assert_memory_equal(doc_hello, buf, n);
     n = arpc_frame_encode_hello(buf, 0x1122334455667788u, ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | ARPC_HELLO_DURABLE,
@@ -360,7 +362,8 @@ static void test_documented_bytes(void **state)
     n = arpc_frame_encode_cancel_seq(buf, 5);
     assert_int_equal(sizeof doc_cancel_seq, n);
     assert_memory_equal(doc_cancel_seq, buf, n);
-    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, 0, "echo", 4);
+    /* The words arpc's server sends for an unknown method (core/server_conn.c). */
+    n = arpc_frame_encode_error(buf, ARPC_FRAME_ERROR, 2, ARPC_ENOMETHOD, 0, "no such method: echo", 20);
     assert_int_equal(sizeof doc_error, n);
     assert_memory_equal(doc_error, buf, n);
     /* The wire values of the codes named in the protocol document. */
@@ -373,6 +376,14 @@ static void test_documented_bytes(void **state)
 
     struct arpc_frame f;
     size_t consumed;
+    assert_int_equal(ARPC_OK, decode_exact(doc_hello, sizeof doc_hello, 64, &f, &consumed, NULL));
+    assert_int_equal(0x0123456789abcdefu, f.f_client_id);
+    assert_int_equal(0, f.f_incarnation);
+    assert_int_equal(16u * 1024 * 1024, f.f_max_frame);
+    assert_int_equal(ARPC_OK, decode_exact(doc_error, sizeof doc_error, 64, &f, &consumed, NULL));
+    assert_int_equal(ARPC_ENOMETHOD, f.f_code);
+    assert_int_equal(20, f.f_msg_len);
+    assert_memory_equal("no such method: echo", f.f_msg, 20);
     assert_int_equal(ARPC_OK, decode_exact(doc_request, sizeof doc_request, 64, &f, &consumed, NULL));
     assert_int_equal(sizeof doc_request, consumed);
     assert_int_equal(ARPC_FRAME_REQUEST, f.f_kind);
