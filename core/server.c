@@ -394,7 +394,8 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     server_wait_inflight(s, grace_end);
     /* Past the grace period: calls still queued on the pool do not run; their callers get
      * ESHUTDOWN ("did not run") before the connections close. Handlers already running
-     * finish; their replies are dropped. */
+     * finish, waited for here, and their replies are sent (with a log, a numbered call's is
+     * logged: server_wait_logged waits for no record past the grace). */
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
     arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s);
     /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
