@@ -109,6 +109,16 @@ static unsigned default_workers(void)
     return ncpu <= 2 ? 1 : ncpu - 1 > ARPC_SERVER_WORKERS_MAX ? ARPC_SERVER_WORKERS_MAX : (unsigned)ncpu - 1;
 }
 
+/* The least max_conn_bytes a server with this (effective) max_frame takes, and what 0 means:
+ * one request of max_frame, and a reply as large, must fit in what a connection may hold.
+ * Under it the bound held a connection's input before its first byte (the read buffer alone is
+ * 64 KiB) and closed it for its first large reply (queued output over 4 x max_conn_bytes), and
+ * the client's retry met the same close: a reconnect loop. */
+static size_t server_conn_bytes_min(uint32_t max_frame)
+{
+    return max_frame > ARPC_SERVER_CONN_BYTES_MIN ? max_frame : ARPC_SERVER_CONN_BYTES_MIN;
+}
+
 /* Why the options cannot make a server (written into why), or ARPC_OK. */
 static int server_options_refusal(const arpc_server_options *o, char *why, size_t whylen)
 {
@@ -117,6 +127,17 @@ static int server_options_refusal(const arpc_server_options *o, char *why, size_
     if (o->workers > ARPC_SERVER_WORKERS_MAX) {
         snprintf(why, whylen, "workers %u: at most %u (ARPC_SERVER_WORKERS_MAX)", o->workers,
                  ARPC_SERVER_WORKERS_MAX);
+        return ARPC_EINVAL;
+    }
+    uint32_t max_frame = o->max_frame ? o->max_frame : ARPC_DEFAULT_MAX_FRAME;
+    size_t least = server_conn_bytes_min(max_frame);
+    if (o->max_conn_bytes != 0 && o->max_conn_bytes < least) {
+        snprintf(why, whylen,
+                 "max_conn_bytes %zu: at least %zu (max_frame %u%s, or ARPC_SERVER_CONN_BYTES_MIN %u: a request "
+                 "the server accepts, and its reply, must fit in what one connection may hold), or 0 for the "
+                 "default",
+                 o->max_conn_bytes, least, max_frame, o->max_frame ? "" : " by default",
+                 ARPC_SERVER_CONN_BYTES_MIN);
         return ARPC_EINVAL;
     }
     return ARPC_OK;
@@ -175,6 +196,9 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_epoch = server_new_epoch();
     s->sv_heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : SERVER_HEARTBEAT_MS;
     s->sv_heartbeat_misses = o.heartbeat_misses ? o.heartbeat_misses : SERVER_HEARTBEAT_MISSES;
+    /* max_conn_bytes left 0 is 16 MiB, or max_frame if larger (server_conn_bytes_min). */
+    if (o.max_conn_bytes == 0 && s->sv_max_frame > ARPC_DEFAULT_MAX_FRAME)
+        o.max_conn_bytes = server_conn_bytes_min(s->sv_max_frame);
     limits_init(s, &o);
     accept_rate_init(s, &o);
     fault_rate_init(s, &o);

@@ -655,7 +655,7 @@ static void test_never_reading_client_bounded_by_learnt_size(void **state)
     char addr[128];
     unix_addr(addr, sizeof(addr), "flow-learnt");
     struct fixture fx;
-    start(&fx, (arpc_server_options){.workers = 2, .max_conn_bytes = 4u << 20}, addr);
+    start(&fx, (arpc_server_options){.workers = 2, .max_frame = 4u << 20, .max_conn_bytes = 4u << 20}, addr);
     void *reply = NULL;
     size_t len = 0;
     assert_int_equal(ARPC_OK, arpc_call(fx.good, "t.big", "k", 1, &reply, &len, 10000));
@@ -707,7 +707,7 @@ static void test_estimate_pushed_down_hits_the_hard_cap(void **state)
     char addr[128];
     unix_addr(addr, sizeof(addr), "flow-hard");
     struct fixture fx;
-    start(&fx, (arpc_server_options){.workers = 2, .max_conn_bytes = 1u << 20}, addr);
+    start(&fx, (arpc_server_options){.workers = 2, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20}, addr);
     uint32_t small = 16, mib = BIG;
     for (int i = 0; i < 20; i++) {
         void *reply = NULL;

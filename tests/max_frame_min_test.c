@@ -8,6 +8,11 @@
  * bounded by the largest HELLO, not max_frame, and after it max_frame bounds calls (a request
  * whose body, 24 + method + bytes, is over it ends ARPC_ETOOLARGE unsent, the connection
  * goes on).
+ *
+ * An option bounded by it, refused likewise: a server's max_conn_bytes under max_frame
+ * (16 MiB when 0) or ARPC_SERVER_CONN_BYTES_MIN (a bound of 1 MiB closed the connection of a
+ * 15 MB reply as "4 x max_conn_bytes" of output the peer did not read, and the client's retry
+ * met the same close, for ever; at 9 every HELLO was closed).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +20,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -120,6 +126,78 @@ static void test_bound_after_hello_is_max_frame(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+/* max_conn_bytes: 0, or at least max_frame (16 MiB when 0) and ARPC_SERVER_CONN_BYTES_MIN. */
+static void test_max_conn_bytes_under_a_frame_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t conn_bytes;
+        uint32_t max_frame;
+        const char *said;
+    } bad[] = {
+        {1u << 20, 0, "max_conn_bytes 1048576: at least 16777216 (max_frame 16777216 by default"},
+        {9, 0, "max_conn_bytes 9: at least 16777216"},
+        {(1u << 20) - 1, 1u << 20, "max_conn_bytes 1048575: at least 1048576 (max_frame 1048576,"},
+        {ARPC_SERVER_CONN_BYTES_MIN - 1, ARPC_MAX_FRAME_MIN, "max_conn_bytes 131071: at least 131072"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[512] = "";
+        arpc_server *s = NULL;
+        arpc_server_options so = {.max_conn_bytes = bad[i].conn_bytes, .max_frame = bad[i].max_frame,
+                                  .errbuf = why, .errbuf_len = sizeof(why)};
+        assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+        assert_null(s);
+        if (strstr(why, bad[i].said) == NULL)
+            print_message("said: %s\n", why);
+        assert_non_null(strstr(why, bad[i].said));
+        assert_non_null(strstr(why, "ARPC_SERVER_CONN_BYTES_MIN 131072"));
+        assert_non_null(strstr(why, "or 0 for the default"));
+    }
+    /* At the least: taken, as 0 is with any max_frame (then the bound is max_frame if larger). */
+    static const struct {
+        size_t conn_bytes;
+        uint32_t max_frame;
+    } good[] = {{0, 0}, {0, 64u << 20}, {16u << 20, 0}, {1u << 20, 1u << 20}, {ARPC_SERVER_CONN_BYTES_MIN, ARPC_MAX_FRAME_MIN}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char why[512] = "";
+        arpc_server *s = NULL;
+        arpc_server_options so = {.workers = 1, .max_conn_bytes = good[i].conn_bytes, .max_frame = good[i].max_frame,
+                                  .errbuf = why, .errbuf_len = sizeof(why)};
+        assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+        assert_string_equal(why, "");
+        assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    }
+}
+
+/* At the least bound (max_conn_bytes = max_frame = 1 MiB) calls of nearly a frame each, and
+ * their echoes, pass pipelined on one connection: nothing closes it for its output. */
+static void test_frames_pass_at_the_least_conn_bytes(void **state)
+{
+    (void)state;
+    enum { N = 4, SIZE = (1u << 20) - 64 };
+    char addr[256];
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "e", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    static uint8_t req[SIZE];
+    memset(req, 'q', sizeof(req));
+    arpc_future *f[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(f[i] = arpc_call_async(c, "e", req, sizeof(req), TEST_WAIT_MS));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(arpc_future_wait(f[i]), ARPC_OK);
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(arpc_client_connections(c), 1);
+    assert_int_equal(LOG_LINES_WITH("x max_conn_bytes"), 0);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_WARN);
@@ -128,6 +206,8 @@ int main(void)
         cmocka_unit_test(test_client_under_the_floor_refused),
         cmocka_unit_test(test_control_frames_pass_at_the_floor),
         cmocka_unit_test(test_bound_after_hello_is_max_frame),
+        cmocka_unit_test(test_max_conn_bytes_under_a_frame_refused),
+        cmocka_unit_test(test_frames_pass_at_the_least_conn_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

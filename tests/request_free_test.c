@@ -167,7 +167,7 @@ static void test_deadline_gives_back_the_connections_bytes(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server_options o = {.workers = 1, .max_conn_bytes = 160 * 1024};
+    arpc_server_options o = {.workers = 1, .max_frame = 160 * 1024, .max_conn_bytes = 160 * 1024};
     arpc_server *s = make_server(&o, addr, sizeof(addr));
     static uint8_t big[BIG];
     fill_pattern(big, 0, sizeof(big));

@@ -84,6 +84,10 @@ typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const vo
  * arpc/actor.h). Handlers that block belong on a group of their own
  * (arpc_method_options.group). */
 #define ARPC_SERVER_WORKERS_MAX ARPC_ACTOR_GROUP_MAX
+/* The least arpc_server_options.max_conn_bytes other than 0, whatever max_frame: a connection's
+ * read buffer alone is 64 KiB. Less fails arpc_server_create with ARPC_EINVAL (said in errbuf);
+ * so does less than max_frame. */
+#define ARPC_SERVER_CONN_BYTES_MIN (128u * 1024u)
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
@@ -195,7 +199,14 @@ typedef struct arpc_server_options {
     size_t max_conn_bytes;         /* what one connection may make the server hold: its read
                                     * buffer, its queued replies and the replies still owed to its
                                     * calls in flight (each counted at its method's recent largest
-                                    * reply, or max_conn_bytes/16 until its first); 0: 16 MiB */
+                                    * reply, or max_conn_bytes/16 until its first); 0: 16 MiB,
+                                    * or max_frame if larger. Else at least max_frame (16 MiB
+                                    * when 0) and ARPC_SERVER_CONN_BYTES_MIN (128 KiB): one
+                                    * request the server accepts, and a reply as large, must
+                                    * fit (queued output over 4 x this closes the connection,
+                                    * and the client's retry met the same close); less fails
+                                    * create with ARPC_EINVAL (said in errbuf). To bound a
+                                    * connection under 16 MiB, lower max_frame too */
     /* Out of file descriptors (EMFILE/ENFILE on accept), an open connection worth less than
      * the new one is closed to make room before the new one is turned away: one that has not
      * said HELLO, or whose frame has been arriving, for 1 s; else one idle this long (no call in
