@@ -140,6 +140,13 @@ static int server_options_refusal(const arpc_server_options *o, char *why, size_
                  ARPC_SERVER_CONN_BYTES_MIN);
         return ARPC_EINVAL;
     }
+    if (o->reply_cache_bytes != 0 && o->reply_cache_bytes < ARPC_SERVER_REPLY_CACHE_MIN) {
+        snprintf(why, whylen,
+                 "reply_cache_bytes %zu: at least %u (ARPC_SERVER_REPLY_CACHE_MIN: a client's half must hold "
+                 "its bookkeeping and a few replies, else every numbered call is refused), or 0 for the default",
+                 o->reply_cache_bytes, ARPC_SERVER_REPLY_CACHE_MIN);
+        return ARPC_EINVAL;
+    }
     return ARPC_OK;
 }
 

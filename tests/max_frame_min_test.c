@@ -9,10 +9,11 @@
  * whose body, 24 + method + bytes, is over it ends ARPC_ETOOLARGE unsent, the connection
  * goes on).
  *
- * An option bounded by it, refused likewise: a server's max_conn_bytes under max_frame
+ * Other options with a floor, refused likewise: a server's max_conn_bytes under max_frame
  * (16 MiB when 0) or ARPC_SERVER_CONN_BYTES_MIN (a bound of 1 MiB closed the connection of a
  * 15 MB reply as "4 x max_conn_bytes" of output the peer did not read, and the client's retry
- * met the same close, for ever; at 9 every HELLO was closed).
+ * met the same close, for ever; at 9 every HELLO was closed); and a reply_cache_bytes under
+ * ARPC_SERVER_REPLY_CACHE_MIN (at 1 every numbered call was ARPC_EOVERLOADED).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -198,6 +199,37 @@ static void test_frames_pass_at_the_least_conn_bytes(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+/* reply_cache_bytes: 0, or at least ARPC_SERVER_REPLY_CACHE_MIN. */
+static void test_reply_cache_too_small_refused(void **state)
+{
+    (void)state;
+    static const size_t bad[] = {1, 4096, ARPC_SERVER_REPLY_CACHE_MIN - 1};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char why[512] = "";
+        char said[64];
+        snprintf(said, sizeof(said), "reply_cache_bytes %zu: at least 65536", bad[i]);
+        arpc_server *s = NULL;
+        arpc_server_options so = {.reply_cache_bytes = bad[i], .errbuf = why, .errbuf_len = sizeof(why)};
+        assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+        assert_null(s);
+        assert_non_null(strstr(why, said));
+        assert_non_null(strstr(why, "ARPC_SERVER_REPLY_CACHE_MIN"));
+    }
+    /* At the least: a numbered call is remembered and answered. */
+    char addr[256];
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .reply_cache_bytes = ARPC_SERVER_REPLY_CACHE_MIN};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "e", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(arpc_call(c, "e", "abc", 3, NULL, NULL, TEST_WAIT_MS), ARPC_OK);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_WARN);
@@ -208,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_bound_after_hello_is_max_frame),
         cmocka_unit_test(test_max_conn_bytes_under_a_frame_refused),
         cmocka_unit_test(test_frames_pass_at_the_least_conn_bytes),
+        cmocka_unit_test(test_reply_cache_too_small_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

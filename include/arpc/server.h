@@ -88,6 +88,10 @@ typedef void (*arpc_recover_fn)(void *ctx, enum arpc_recover_kind kind, const vo
  * read buffer alone is 64 KiB. Less fails arpc_server_create with ARPC_EINVAL (said in errbuf);
  * so does less than max_frame. */
 #define ARPC_SERVER_CONN_BYTES_MIN (128u * 1024u)
+/* The least arpc_server_options.reply_cache_bytes other than 0: a client's half holds its
+ * bookkeeping (~2 KiB) and a few replies. Less fails arpc_server_create with ARPC_EINVAL (said
+ * in errbuf): under it no reply fitted and every numbered call was refused ARPC_EOVERLOADED. */
+#define ARPC_SERVER_REPLY_CACHE_MIN (64u * 1024u)
 /* arpc_server_options.worker_poll_us when left 0. */
 #define ARPC_WORKER_POLL_US_DEFAULT 50
 /* arpc_server_options.max_fault_rate when left 0. */
@@ -113,7 +117,8 @@ typedef struct arpc_server_options {
                                * is answered ARPC_ETOOLARGE alone */
     /* At-most-once: numbered calls (the client's default) are remembered by (client id, seq)
      * until the client acknowledges their replies or goes idle; a duplicate never runs. */
-    size_t reply_cache_bytes; /* bound on remembered replies; 0: 128 MiB. When full, new numbered
+    size_t reply_cache_bytes; /* bound on remembered replies; 0: 128 MiB; else at least
+                               * ARPC_SERVER_REPLY_CACHE_MIN (64 KiB). When full, new numbered
                                * calls are refused (ARPC_EOVERLOADED); nothing unacknowledged is
                                * ever dropped to make room. One client may hold half of it: over
                                * that its new numbered calls are refused (ARPC_EOVERLOADED) until
