@@ -164,8 +164,15 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
     c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;
     c->cl_linger_ms = o->close_linger_ms ? o->close_linger_ms : CLIENT_CLOSE_LINGER_MS;
-    arpc_backoff_init(&c->cl_connector.cn_backoff, o->reconnect_min_ms ? o->reconnect_min_ms : CLIENT_RECONNECT_MIN_MS,
-                      o->reconnect_max_ms ? o->reconnect_max_ms : CLIENT_RECONNECT_MAX_MS, c->cl_id);
+    /* A default bends to the other delay when that one is set (both set, min <= max:
+     * client_options_refusal): a first delay over 1000 is also the longest, a longest under 10
+     * also the first. */
+    uint32_t min_ms = o->reconnect_min_ms, max_ms = o->reconnect_max_ms;
+    if (min_ms == 0)
+        min_ms = max_ms != 0 && max_ms < CLIENT_RECONNECT_MIN_MS ? max_ms : CLIENT_RECONNECT_MIN_MS;
+    if (max_ms == 0)
+        max_ms = min_ms > CLIENT_RECONNECT_MAX_MS ? min_ms : CLIENT_RECONNECT_MAX_MS;
+    arpc_backoff_init(&c->cl_connector.cn_backoff, min_ms, max_ms, c->cl_id);
 }
 
 static arpc_client *client_new(const arpc_client_options *o)
@@ -264,6 +271,28 @@ static void write_why(const arpc_client_options *o, const char *why)
         snprintf(o->errbuf, o->errbuf_len, "%s", why);
 }
 
+/* Why the options cannot make a client (written into why), or ARPC_OK. */
+static int client_options_refusal(const arpc_client_options *o, char *why, size_t whylen)
+{
+    if (arpc_options_max_frame_check(o->max_frame, why, whylen) != ARPC_OK)
+        return ARPC_EINVAL;
+    if (o->auth_token_len > ARPC_AUTH_TOKEN_MAX_BYTES || (o->auth_token == NULL && o->auth_token_len > 0)) {
+        snprintf(why, whylen, "auth_token of %zu bytes: at most %u, and not NULL", o->auth_token_len,
+                 ARPC_AUTH_TOKEN_MAX_BYTES);
+        return ARPC_EINVAL;
+    }
+    /* The header calls the max the longest delay: a larger first delay is a contradiction
+     * (the backoff silently took the min as the max). A default bends instead (client_options). */
+    if (o->reconnect_min_ms != 0 && o->reconnect_max_ms != 0 && o->reconnect_min_ms > o->reconnect_max_ms) {
+        snprintf(why, whylen,
+                 "reconnect_min_ms %u above reconnect_max_ms %u: the first delay cannot be longer than the "
+                 "longest; at most %u, or 0 for the default",
+                 o->reconnect_min_ms, o->reconnect_max_ms, o->reconnect_max_ms);
+        return ARPC_EINVAL;
+    }
+    return ARPC_OK;
+}
+
 int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts, size_t opts_size)
 {
     arpc_client_options o;
@@ -277,17 +306,10 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     }
     if (o.loop != NULL && arpc_loop_on_thread(o.loop))
         return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
-    char refusal[96];
-    if (arpc_options_max_frame_check(o.max_frame, refusal, sizeof(refusal)) != ARPC_OK) {
+    char refusal[192];
+    if ((opts_rc = client_options_refusal(&o, refusal, sizeof(refusal))) != ARPC_OK) {
         write_why(&o, refusal);
-        return ARPC_EINVAL;
-    }
-    if (o.auth_token_len > ARPC_AUTH_TOKEN_MAX_BYTES || (o.auth_token == NULL && o.auth_token_len > 0)) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "auth_token of %zu bytes: at most %u, and not NULL", o.auth_token_len,
-                 ARPC_AUTH_TOKEN_MAX_BYTES);
-        write_why(&o, msg);
-        return ARPC_EINVAL;
+        return opts_rc;
     }
     arpc_client *c = client_new(&o);
     if (c == NULL)

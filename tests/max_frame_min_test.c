@@ -12,8 +12,9 @@
  * Other options with a floor, refused likewise: a server's max_conn_bytes under max_frame
  * (16 MiB when 0) or ARPC_SERVER_CONN_BYTES_MIN (a bound of 1 MiB closed the connection of a
  * 15 MB reply as "4 x max_conn_bytes" of output the peer did not read, and the client's retry
- * met the same close, for ever; at 9 every HELLO was closed); and a reply_cache_bytes under
- * ARPC_SERVER_REPLY_CACHE_MIN (at 1 every numbered call was ARPC_EOVERLOADED).
+ * met the same close, for ever; at 9 every HELLO was closed); a reply_cache_bytes under
+ * ARPC_SERVER_REPLY_CACHE_MIN (at 1 every numbered call was ARPC_EOVERLOADED); a client's
+ * reconnect_min_ms over its reconnect_max_ms (the max was raised to it without a word).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -230,6 +231,32 @@ static void test_reply_cache_too_small_refused(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+/* reconnect_min_ms over reconnect_max_ms, both set: refused (the max is the longest delay).
+ * Either left 0 bends to the other: taken. */
+static void test_reconnect_min_over_max_refused(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = start_server(0, addr, sizeof(addr));
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options co = {.reconnect_min_ms = 5000, .reconnect_max_ms = 100, .errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(&c, addr, &co));
+    assert_null(c);
+    assert_non_null(strstr(why, "reconnect_min_ms 5000 above reconnect_max_ms 100"));
+    assert_non_null(strstr(why, "at most 100, or 0 for the default"));
+    static const uint32_t good[][2] = {{5000, 0}, {0, 5}, {100, 100}, {0, 0}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        why[0] = '\0';
+        arpc_client_options ok = {.reconnect_min_ms = good[i][0], .reconnect_max_ms = good[i][1], .errbuf = why,
+                                  .errbuf_len = sizeof(why)};
+        assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &ok));
+        assert_int_equal(arpc_call(c, "e", "y", 1, NULL, NULL, TEST_WAIT_MS), ARPC_OK);
+        assert_int_equal(arpc_client_close(c), ARPC_OK);
+    }
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_WARN);
@@ -241,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_max_conn_bytes_under_a_frame_refused),
         cmocka_unit_test(test_frames_pass_at_the_least_conn_bytes),
         cmocka_unit_test(test_reply_cache_too_small_refused),
+        cmocka_unit_test(test_reconnect_min_over_max_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,8 +144,12 @@ typedef struct arpc_client_options {
                                   * HELLO's incarnation), never the old one's cached replies */
     enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; another
                                          * value: calls that do not say end ARPC_EINVAL */
-    uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10 */
-    uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000. The delays start
+    uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10, or
+                                  * reconnect_max_ms if smaller. Over a reconnect_max_ms
+                                  * set (not 0): connect fails with ARPC_EINVAL (said in
+                                  * errbuf) */
+    uint32_t reconnect_max_ms;   /* longest delay between attempts; 0: 1000, or
+                                  * reconnect_min_ms if larger. The delays start
                                   * over once a connection proved itself (a reply came on it,
                                   * or it lasted this long), not at its HELLO */
     int64_t reconnect_give_up_ms; /* a call waits this long at most for a connection, from when
