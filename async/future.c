@@ -217,15 +217,25 @@ static bool future_live(const arpc_future *f, const char *fn)
 bool arpc_future_live(const arpc_future *f, const char *fn) { return future_live(f, fn); }
 
 static void future_put(arpc_future *f, uint64_t n, const char *fn);
+static bool future_cancel(arpc_future *f, bool hold);
 
 /* Whoever took f_refs to zero. */
 static void future_last(arpc_future *f)
 {
-    if (!(future_state(f) & ST_DONE)) {
+    uint32_t state = future_state(f);
+    if ((state & (ST_CLAIMED | ST_DONE)) == ST_CLAIMED) {
+        /* Being settled up the stack: a cancel's hook (or its callbacks) released a reference
+         * nobody held any more (the last went before, which started the cancel, in the branch
+         * below). The settler still uses f: a leak, not a free (and not this branch again, for
+         * ever, which overflowed the stack). */
+        (void)arpc_handle_misuse(f, "future", "arpc_future_release (inside its cancel)");
+        return;
+    }
+    if (!(state & ST_DONE)) {
         /* Take a USER reference back so the callbacks that cancel runs borrow a live future
          * (they may retain it), then drop it again. */
         atomic_store_explicit(&f->f_refs, REF_USER, memory_order_relaxed);
-        arpc_future_cancel(f);
+        (void)future_cancel(f, false);
         future_put(f, REF_USER, "arpc_future_release");
         return;
     }
@@ -356,10 +366,18 @@ bool arpc_future_complete_drop(arpc_future *f, int status, void *data, size_t le
     return true;
 }
 
-bool arpc_future_cancel(arpc_future *f)
+bool arpc_future_cancel(arpc_future *f) { return future_live(f, __func__) && future_cancel(f, true); }
+
+/* The claim winner's cancel. hold: a reference of its own for the hook and the callbacks, so
+ * that a hook releasing the caller's last one (a producer dropping its work and its
+ * reference, which the canceller lent) frees f only once they are done; future_last, which
+ * lends them the last reference itself, does without. */
+static bool future_cancel(arpc_future *f, bool hold)
 {
-    if (!future_live(f, __func__) || !future_claim(f))
+    if (!future_claim(f))
         return false;
+    if (hold)
+        atomic_fetch_add_explicit(&f->f_refs, REF_USER, memory_order_relaxed);
     atomic_store_explicit(&f->f_data, NULL, memory_order_relaxed); /* no result; not the completer's name */
     /* Only the claim winner gets here, so the producer hears of it at most once, and before
      * anyone can observe ARPC_ECANCELLED. */
@@ -372,6 +390,8 @@ bool arpc_future_cancel(arpc_future *f)
         f->f_owner->fo_on_cancel(f, NULL);
     }
     future_run_callbacks(f, future_publish(f, ARPC_ECANCELLED)); /* they borrow the caller's USER reference */
+    if (hold)
+        future_put(f, REF_USER, "arpc_future_cancel");
     return true;
 }
 

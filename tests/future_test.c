@@ -478,6 +478,29 @@ static void test_then_after_wait_runs_before_returning(void **state)
 
 /* ---- cancel ---- */
 
+/* A producer's hook that drops its work and the reference the canceller lent it (a trial of
+ * re-entrant calls: the release inside the hook recursed until the stack overflowed). */
+static void release_in_hook(arpc_future *f, void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+    arpc_future_release(f);
+}
+
+static void test_cancel_hook_releases_the_last_reference(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    atomic_int hook = 0;
+    struct counter cb = {0};
+    arpc_future *f = new_future();
+    arpc_future_on_cancel(f, release_in_hook, &hook);
+    assert_int_equal(ARPC_OK, arpc_future_then(f, count_cb, &cb));
+    assert_true(arpc_future_cancel(f)); /* the callbacks still ran on a live future; then it is freed */
+    assert_int_equal(1, atomic_load(&hook));
+    assert_int_equal(1, atomic_load(&cb.calls));
+    assert_int_equal(ARPC_ECANCELLED, cb.status);
+}
+
 static void test_cancel_idempotent(void **state)
 {
     (void)state;
@@ -1029,6 +1052,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_keep_bound),
         cmocka_unit_test_no_leak(test_embedded_owner_hooks),
         cmocka_unit_test_no_leak(test_owner_latch),
+        cmocka_unit_test_no_leak(test_cancel_hook_releases_the_last_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -343,6 +343,23 @@ static void actor_destroyed_by_its_stop(void *arg)
         arpc_actor_stop(a, ARPC_ACTOR_DISCARD);
 }
 
+/* The last reference released with the future pending: its cancel's hook releases it again. */
+static void over_release_in_hook(arpc_future *f, void *arg)
+{
+    (void)arg;
+    arpc_future_release(f);
+}
+
+static void future_released_by_its_hook_after_the_last(void *arg)
+{
+    (void)arg;
+    arpc_future *f;
+    if (arpc_future_create(&f) != ARPC_OK)
+        return;
+    arpc_future_on_cancel(f, over_release_in_hook, NULL);
+    arpc_future_release(f);
+}
+
 static void actor_posted_after_destroy(void *arg)
 {
     (void)arg;
@@ -486,6 +503,17 @@ static void test_destroy_from_its_stops_callback_aborts(void **state)
     const char *why = "refused: called from an ARPC_ECANCELLED callback of the actor's stop";
     assert_true(dies_with_abort(actor_destroyed_by_its_stop, NULL, why));
     assert_true(dies_with_abort(actor_destroyed_by_its_stop, "group", why));
+}
+
+/* A future's cancel hook that releases a reference after the last was released (the release
+ * started the cancel): reported; it recursed until the stack overflowed. */
+static void test_release_in_the_cancel_of_the_last_release_aborts(void **state)
+{
+    (void)state;
+    if (!aborts_on_misuse)
+        skip(); /* with NDEBUG: reported, the future leaked */
+    assert_true(dies_with_abort(future_released_by_its_hook_after_the_last, NULL,
+                                "arpc_future_release (inside its cancel) on 0x"));
 }
 
 /* An allocator set after arpc allocated (a new user's trial: a server and a client alive, then
@@ -797,6 +825,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_null_loop_and_group),
         cmocka_unit_test_no_leak(test_use_after_close_aborts),
         cmocka_unit_test_no_leak(test_destroy_from_its_stops_callback_aborts),
+        cmocka_unit_test_no_leak(test_release_in_the_cancel_of_the_last_release_aborts),
         cmocka_unit_test_no_leak(test_request_used_after_it_was_let_go),
         cmocka_unit_test_no_leak(test_route_destroyed_before_its_server),
         cmocka_unit_test_no_leak(test_pending_released_twice),

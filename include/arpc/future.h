@@ -129,6 +129,10 @@ ARPC_API bool arpc_future_complete(arpc_future *f, int status, void *data, size_
 
 /* Called when a consumer cancels f (at most once, on the cancelling thread, before
  * arpc_future_cancel returns), so the producer can drop the work. Set it before handing f out.
+ * The hook may release a reference it owns, the last one included (the canceller's, when
+ * producer and consumer are one): f stays valid until the hook and f's callbacks have run.
+ * One released already is misuse (a release of a pending future's last reference cancels it,
+ * and a hook that then releases again is reported: arpc/common.h, "API misuse").
  * For the producer of f only: on a future arpc made (a call's), another hook is misuse
  * (logged, ignored). */
 typedef void (*arpc_future_cancel_fn)(arpc_future *f, void *arg);
