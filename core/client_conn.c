@@ -123,6 +123,9 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);
+    /* From the HELLO on: before it, connect_timeout_ms bounds the wait (a heartbeat armed at
+     * the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused"). */
+    arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     c->cl_conn.c_owner_tells = false; /* from now on nobody waits to be told */
     cn->cn_proven = false;
     cn->cn_hello_ns = arpc_now_coarse_ns();
@@ -228,6 +231,13 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
     if (reason == ARPC_EPROTO || reason == ARPC_ETOOLARGE) {
         /* The bytes' own words (core/frame_fault.c: TLS, HTTP, another version, ...). */
         const char *said = c->cl_conn.c_why; /* empty: a frame of the wrong kind */
+        if (said[0] != '\0' && strncmp(said, "not an arpc frame", 17) != 0) {
+            /* arpc's magic: an arpc server this client cannot take (another version, a HELLO
+             * it cannot read), not a stranger, and not a tls:// one. */
+            snprintf(why, len, "peer at %.250s speaks arpc, but its HELLO cannot be taken: %.200s", c->cl_target.t_addr,
+                     said);
+            return ARPC_EPROTO;
+        }
         snprintf(why, len, "peer at %.250s is not an arpc server (its first bytes are not an arpc HELLO%s%.160s%s)",
                  c->cl_target.t_addr, said[0] != '\0' ? ": " : "", said, strstr(said, "TLS") != NULL ? "" : tls_hint);
         return ARPC_EPROTO;
@@ -242,7 +252,9 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
 static const char *loss_cause(const struct arpc_conn *conn, int state, int reason)
 {
     if (reason == ARPC_ECONNLOST && state == CL_DRAINING)
-        return "closed by the server, which said it is stopping (GOAWAY)";
+        return ((const arpc_client *)conn->c_owner)->cl_idle_goaway
+                   ? "closed by the server for idleness (its GOAWAY said so); the next call reconnects"
+                   : "closed by the server, which said it is stopping (GOAWAY)";
     if (reason == ARPC_ECONNLOST && conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses)
         return "the server answered none of the heartbeat PINGs (it, or the network, is silent)";
     switch (reason) {
@@ -369,7 +381,6 @@ void client_conn_adopt(arpc_client *c, int fd)
     }
     c->cl_conn.c_stats = &c->cl_stats.cst_io;
     c->cl_conn.c_owner_tells = client_first_awaited(c); /* until its HELLO: the caller's errbuf */
-    arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     if (client_send_hello(c) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }

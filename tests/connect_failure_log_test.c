@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/log_capture.h"
+#include "support/raw_server.h"
 #include "support/test_util.h"
 
 /* A peer that speaks something else: it answers one connection with an HTTP error. */
@@ -93,12 +95,42 @@ static void test_background_connect_still_warns(void **state)
     http_peer_stop(&p);
 }
 
+/* An arpc server of another protocol version: the client's words say it speaks arpc (they
+ * said "not an arpc server ... a tls:// server?": a second implementation of the protocol). */
+static bool answer_version_2(struct raw_server *s, void *arg)
+{
+    (void)arg;
+    uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT];
+    size_t n = arpc_frame_encode_hello(hello, 0x5eed, ARPC_HELLO_DEDUP, ARPC_DEFAULT_MAX_FRAME, 600);
+    hello[2] = ARPC_PROTO_VERSION + 1;
+    struct raw_client r;
+    bool ok = raw_server_accept(s, &r, hello, n);
+    raw_server_read_to_end(&r);
+    raw_close(&r);
+    return ok;
+}
+
+static void test_arpc_peer_of_another_version(void **state)
+{
+    (void)state;
+    struct raw_server s;
+    raw_server_start(&s, answer_version_2, NULL);
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options o = {.errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_EPROTO, arpc_client_connect(&c, s.rs_addr, &o));
+    assert_non_null(strstr(why, "speaks arpc, but its HELLO cannot be taken: protocol version"));
+    assert_null(strstr(why, "tls://"));
+    assert_true(raw_server_join(&s));
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_connect_told_once),
         cmocka_unit_test(test_background_connect_still_warns),
+        cmocka_unit_test(test_arpc_peer_of_another_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

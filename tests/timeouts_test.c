@@ -428,6 +428,26 @@ static void test_connect_timeout(void **state)
     }
 }
 
+/* A listener nobody accepts from: the connect succeeds, the HELLO never comes. The wait is
+ * connect_timeout_ms's, however short the heartbeat (armed at the connect, it ended the wait at
+ * heartbeat_ms x (misses + 1) as ARPC_ECONNREFUSED, "closed the connection before its HELLO":
+ * a trial of extreme values). */
+static void test_connect_timeout_outlasts_the_heartbeat(void **state)
+{
+    (void)state;
+    uint16_t port;
+    int lfd = fd_listen_loopback(0, 4, 0, &port);
+    assert_true(lfd >= 0);
+    char addr[ARPC_ADDR_MAX];
+    snprintf(addr, sizeof(addr), "tcp://127.0.0.1:%u", port);
+    arpc_client_options o = {.connect_timeout_ms = 1500, .heartbeat_ms = 100, .heartbeat_misses = 1};
+    arpc_client *c = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &o));
+    assert_true(now_ms() - t0 >= 1400);
+    close(lfd);
+}
+
 /* ---- server stop: the grace period ---- */
 
 static int do_stop(struct waiter *w) { return arpc_server_stop(w->server, w->timeout); }
@@ -530,6 +550,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_loop_run_until_unlimited),
         cmocka_unit_test_no_leak(test_call_deadlines),
         cmocka_unit_test_no_leak(test_connect_timeout),
+        cmocka_unit_test_no_leak(test_connect_timeout_outlasts_the_heartbeat),
         cmocka_unit_test_no_leak(test_server_stop_grace_unlimited),
         cmocka_unit_test(test_server_stop_grace_forever),
     };

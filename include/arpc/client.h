@@ -131,7 +131,8 @@ typedef struct arpc_client_options {
      * an idle connection and nothing needs a new one, the client keeps no watcher active: a
      * wrapped libev loop run until it has nothing to do (ev_run(ev, 0)) may return then. */
     arpc_loop *loop;
-    int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000 */
+    int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000.
+                                  * The heartbeat starts at the HELLO: it does not cut this short */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest frame body sent or taken: a request's counts its
                                   * bytes + its method name + 24, a reply's its bytes alone
