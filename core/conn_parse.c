@@ -49,10 +49,27 @@ static int conn_take_oversized(struct arpc_conn *conn, size_t parsed_from)
     return ARPC_OK;
 }
 
+uint32_t arpc_conn_past_skip(const struct arpc_conn *conn)
+{
+    uint8_t kind;
+    uint64_t xid;
+    uint32_t body_len;
+    if (conn->c_ops->on_oversized == NULL || conn->c_rbuf == NULL || conn->c_max_body >= ARPC_CONN_SKIP_MAX ||
+        arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
+                               &body_len) != ARPC_OK)
+        return 0;
+    bool request = kind == ARPC_FRAME_REQUEST || kind == ARPC_FRAME_ONEWAY;
+    return request && body_len > ARPC_CONN_SKIP_MAX ? body_len : 0;
+}
+
 void conn_bad_input(struct arpc_conn *conn, int rc, const uint8_t *frame, size_t len)
 {
     char why[160];
-    if (rc == ARPC_ETOOLARGE)
+    uint32_t past = rc == ARPC_ETOOLARGE ? arpc_conn_past_skip(conn) : 0;
+    if (past != 0)
+        snprintf(why, sizeof(why), "request body of %u bytes is over the most this side skips for one call (%u bytes)",
+                 past, ARPC_CONN_SKIP_MAX);
+    else if (rc == ARPC_ETOOLARGE)
         snprintf(why, sizeof(why), "frame larger than this side accepts (%u bytes)", conn->c_max_body);
     else
         arpc_frame_fault_text(frame, len, why, sizeof(why));

@@ -167,29 +167,12 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
 
-/* The body_len of the oversized frame at the read buffer's start if it is a request the
- * server would have answered alone but for its length (over ARPC_CONN_SKIP_MAX, the bound
- * that applied then, not a smaller max_frame); else 0. */
-static uint32_t sconn_request_past_skip(const struct arpc_conn *conn)
-{
-    const struct server_conn *sc = conn->c_owner;
-    uint8_t kind;
-    uint64_t xid;
-    uint32_t body_len;
-    if (!sc->sc_hello || conn->c_rbuf == NULL ||
-        arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
-                               &body_len) != ARPC_OK)
-        return 0;
-    bool request = kind == ARPC_FRAME_REQUEST || kind == ARPC_FRAME_ONEWAY;
-    return request && body_len > ARPC_CONN_SKIP_MAX && conn->c_max_body < ARPC_CONN_SKIP_MAX ? body_len : 0;
-}
-
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
     char large[112];
     if (reason == ARPC_ETOOLARGE) { /* the client's side of it: the server's limit */
         const struct server_conn *sc = conn->c_owner;
-        uint32_t past = sconn_request_past_skip(conn);
+        uint32_t past = sc->sc_hello ? arpc_conn_past_skip(conn) : 0; /* (before it, nothing is skipped) */
         if (past != 0)
             snprintf(large, sizeof(large),
                      "request body of %u bytes is over the most the server skips for one call (%u bytes)", past,
