@@ -149,7 +149,7 @@ int reply_fit_client(uint32_t client_max, uint8_t *kind, int *code, const void *
 {
     int rc = ARPC_OK;
     if (*kind == ARPC_FRAME_REPLY && *len > client_max) {
-        static const char too_large[] = "reply larger than the client accepts";
+        static const char too_large[] = "reply larger than the client accepts, or than its connection may hold";
         *kind = ARPC_FRAME_ERROR;
         *code = ARPC_ETOOLARGE;
         *data = too_large;

@@ -264,6 +264,13 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
      * where the log would refuse its record and stop. */
     if (s->sv_has_log && sc->sc_client_max > ARPC_DURABLE_MAX)
         sc->sc_client_max = (uint32_t)ARPC_DURABLE_MAX;
+    /* Queued output over ARPC_CONN_OUTPUT_HARD_FACTOR x max_conn_bytes closes the connection,
+     * and the retry of a call whose reply alone is that large met the same close, until its
+     * deadline: a reply over all but one factor of it (the rest for the connection's other
+     * output) is answered ARPC_ETOOLARGE the same way. */
+    uint64_t holds = (uint64_t)sc->sc_conn.c_max_bytes * (ARPC_CONN_OUTPUT_HARD_FACTOR - 1);
+    if (holds != 0 && sc->sc_client_max > holds)
+        sc->sc_client_max = (uint32_t)holds;
     /* Speaking arpc frames (not JSON-RPC): workers may write their replies themselves
      * (core/reply_direct.c) on a plain socket. Before the HELLO is queued, which then leaves
      * first; before any request, whose post to its worker publishes the flag. */

@@ -200,6 +200,43 @@ static void test_frames_pass_at_the_least_conn_bytes(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+/* A reply larger than a connection may hold (3 x max_conn_bytes, with the rest of its output
+ * under the hard cap's fourth), to a client whose max_frame takes it: answered ARPC_ETOOLARGE
+ * (it ran), the connection kept. It was queued whole, the connection closed for output over 4 x
+ * max_conn_bytes in the same turn, and the client's retry met the same close until its
+ * deadline (a review of extreme values). */
+enum { BIG_REPLY = 5u << 20 };
+
+static void h_big_reply(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    static uint8_t big[BIG_REPLY];
+    arpc_reply(req, big, sizeof(big));
+}
+
+static void test_reply_over_what_a_connection_holds(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "big", h_big_reply, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_client *c;
+    arpc_client_options co = {.max_frame = 64u << 20};
+    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    void *rep = NULL;
+    size_t len = 0;
+    assert_int_equal(arpc_call(c, "big", "", 0, &rep, &len, TEST_WAIT_MS), ARPC_ETOOLARGE);
+    assert_non_null(strstr(rep, "than its connection may hold"));
+    arpc_free(rep);
+    assert_int_equal(arpc_client_connections(c), 1);
+    assert_int_equal(LOG_LINES_WITH("x max_conn_bytes"), 0);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+
 /* reply_cache_bytes: 0, or at least ARPC_SERVER_REPLY_CACHE_MIN. */
 static void test_reply_cache_too_small_refused(void **state)
 {
@@ -267,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_bound_after_hello_is_max_frame),
         cmocka_unit_test(test_max_conn_bytes_under_a_frame_refused),
         cmocka_unit_test(test_frames_pass_at_the_least_conn_bytes),
+        cmocka_unit_test(test_reply_over_what_a_connection_holds),
         cmocka_unit_test(test_reply_cache_too_small_refused),
         cmocka_unit_test(test_reconnect_min_over_max_refused),
     };
