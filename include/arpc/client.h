@@ -186,7 +186,10 @@ typedef struct arpc_client_options {
     /* How long arpc_client_close may wait for the server to read what is queued for it
      * (one-way messages, requests, the goodbye) when its socket is full. 0: 1000; negative:
      * no wait (what the socket takes at once is written, the rest dropped).
-     * There is no wait for ever: close is bounded by this. See arpc_client_close. */
+     * There is no wait for ever: close is bounded by this. The heartbeat stops while close
+     * waits (a PING could meet a write side already shut), so a server that stops answering
+     * then (a stopped process, a path gone dead) holds close this long: a huge value is a
+     * close that may not return for as long. See arpc_client_close. */
     int64_t close_linger_ms;
     /* A host name (tcp://, tls://) is resolved at connect; when an attempt to connect after
      * that fails (refused, timed out, no HELLO), the name is looked up again on a thread of
