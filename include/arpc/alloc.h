@@ -17,8 +17,8 @@
  * record, through free_fn, when the resolver returns; so the hooks must stay callable, and a
  * count of live blocks reaches 0 only once such lookups are over.
  * The hooks run on any of arpc's threads, several at once, and must not call back into arpc
- * (arpc_malloc from malloc_fn recurses until the stack overflows; arpc's logger may
- * allocate): use the C library's allocator, or one of your own, inside them.
+ * (arpc_malloc from malloc_fn recurses until the stack overflows): use the C library's
+ * allocator, or one of your own, inside them.
  */
 #ifndef ARPC_ALLOC_H
 #define ARPC_ALLOC_H
