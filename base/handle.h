@@ -35,6 +35,7 @@
  * ARPC_ESHUTDOWN rather than taken for misuse (core/client_api.c: client_enter). Every other
  * entry point treats it as dead. */
 #define ARPC_MAGIC_CLIENT_CLOSING 0x61436c73u /* "aCls" */
+#define ARPC_MAGIC_JSONRPC_CLOSING 0x614a436cu /* "aJCl": arpc_jsonrpc_client, likewise */
 
 typedef _Atomic uint32_t arpc_magic;
 

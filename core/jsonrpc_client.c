@@ -422,15 +422,26 @@ static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
  * jc_live, which close waits for (base/handle.h: arpc_handle_enter). The count passes to the
  * call record at the hand-over (its last share gives it back: call_put) or goes back by
  * client_leave. From the hand-over on the caller touches nothing of the client's. Returns c,
- * or NULL (the call then fails ARPC_EINVAL). */
-static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn)
+ * or NULL with *closing set when its close has begun (a then-callback that the close's
+ * completions run, calling again: ARPC_ESHUTDOWN, not misuse), else clear (ARPC_EINVAL). */
+static arpc_jsonrpc_client *client_enter(arpc_jsonrpc_client *c, const char *fn, bool *closing)
 {
-    if (c == NULL || !arpc_handle_enter(c, &c->jc_live, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn))
+    *closing = false;
+    if (c == NULL)
         return NULL;
-    if (arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", fn))
-        return c;
-    atomic_fetch_sub(&c->jc_live, 1); /* made in the parent of this child of a fork: refused */
-    return NULL;
+    switch (arpc_handle_enter_unless(c, &c->jc_live, ARPC_MAGIC_JSONRPC, ARPC_MAGIC_JSONRPC_CLOSING, "JSON-RPC client",
+                                     fn)) {
+    case ARPC_HANDLE_IN:
+        if (arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", fn))
+            return c;
+        atomic_fetch_sub(&c->jc_live, 1); /* made in the parent of this child of a fork: refused */
+        return NULL;
+    case ARPC_HANDLE_CLOSING:
+        *closing = true;
+        return NULL;
+    default:
+        return NULL;
+    }
 }
 
 /* Why a call's arguments are refused (ARPC_EINVAL), in words for its result as the arpc
@@ -453,7 +464,7 @@ static const char *call_refusal(const arpc_jsonrpc_client *c, const char *method
 
 /* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it.
  * Returns the call's future (NULL only without memory for it). */
-static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+static arpc_future *call_start(arpc_jsonrpc_client *c, bool closing, const char *method, const char *params_json,
                                size_t params_len, int64_t deadline_ms)
 {
     arpc_future *f;
@@ -467,9 +478,9 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
         arpc_future_set_completer(f, c->jc_loop); /* a wait inside that loop is refused */
     int rc = ARPC_OK;
     struct jsonrpc_call *call = NULL;
-    const char *why = call_refusal(c, method, params_json, params_len);
+    const char *why = closing ? "the JSON-RPC client is closing" : call_refusal(c, method, params_json, params_len);
     if (why != NULL)
-        rc = ARPC_EINVAL;
+        rc = closing ? ARPC_ESHUTDOWN : ARPC_EINVAL;
     else if ((call = arpc_calloc(1, sizeof(*call))) == NULL)
         rc = ARPC_ENOMEM;
     if (call != NULL) {
@@ -506,8 +517,9 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, const char *method, const
 arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                      size_t params_len, int64_t deadline_ms)
 {
-    c = client_enter(c, __func__);
-    return call_start(c, method, params_json, params_len, deadline_ms);
+    bool closing;
+    c = client_enter(c, __func__, &closing);
+    return call_start(c, closing, method, params_json, params_len, deadline_ms);
 }
 
 int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json, size_t params_len,
@@ -517,7 +529,8 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
         *result = NULL;
     if (result_len != NULL)
         *result_len = 0;
-    c = client_enter(c, __func__);
+    bool closing;
+    c = client_enter(c, __func__, &closing);
     if (c != NULL && arpc_loop_on_thread(c->jc_loop)) {
         client_leave(c);
         /* Blocking on the loop that must deliver the answer: said as arpc_call says it. */
@@ -527,7 +540,7 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
     }
     /* Read before the hand-over: from then on another thread's close may free the client. */
     arpc_loop *drive = c != NULL && !c->jc_owns_loop ? c->jc_loop : NULL;
-    arpc_future *f = call_start(c, method, params_json, params_len, deadline_ms);
+    arpc_future *f = call_start(c, closing, method, params_json, params_len, deadline_ms);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
@@ -673,8 +686,10 @@ int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(c->jc_loop))
         return ARPC_EBUSY;
-    /* From here the handle is dead: a second close, even a racing one, is caught. */
-    if (!arpc_handle_kill(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", "arpc_jsonrpc_close"))
+    /* From here the handle is closing: a second close, even a racing one, is caught, and a
+     * call started meanwhile (a then-callback the close's completions run) is refused
+     * ARPC_ESHUTDOWN, as the arpc client's. */
+    if (!arpc_handle_kill_to(c, ARPC_MAGIC_JSONRPC, ARPC_MAGIC_JSONRPC_CLOSING, "JSON-RPC client", "arpc_jsonrpc_close"))
         return ARPC_EINVAL;
     /* On the loop, after every call posted before it (the lane is FIFO); or here, once no
      * thread runs a loop that was stopped. */

@@ -105,6 +105,44 @@ static void test_pending_released_twice(void **state)
     assert_int_equal(0, atomic_load(&bad_line));
 }
 
+/* A then-callback that the close's completions run calls again (a retry): refused
+ * ARPC_ESHUTDOWN while the close runs, as the arpc client's (it aborted: "not a live JSON-RPC
+ * client"; a review of re-entrant calls). */
+struct retry {
+    arpc_jsonrpc_client *c;
+    atomic_int async_rc; /* the retry's future's status */
+    atomic_int call_rc;  /* the blocking retry's */
+};
+
+static void retry_when_ended(arpc_future *f, void *arg)
+{
+    struct retry *r = arg;
+    (void)f;
+    arpc_future *again = arpc_jsonrpc_call_async(r->c, "T.Hold", "[2]", 3, 0);
+    atomic_store(&r->async_rc, again != NULL ? arpc_future_poll(again) : ARPC_ENOMEM);
+    arpc_future_release(again);
+    atomic_store(&r->call_rc, arpc_jsonrpc_call(r->c, "T.Hold", "[3]", 3, NULL, NULL, 0));
+}
+
+static void test_retry_from_a_callback_of_close(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    arpc_jsonrpc_client *c = jsonrpc_pair(&s);
+    assert_non_null(c);
+    arpc_future *f = held_call(c);
+    assert_non_null(f);
+    struct retry r = {.c = c, .async_rc = -1, .call_rc = -1};
+    assert_int_equal(ARPC_OK, arpc_future_then(f, retry_when_ended, &r));
+    assert_int_equal(ARPC_OK, arpc_jsonrpc_close(c));
+    assert_int_equal(ARPC_ECANCELLED, arpc_future_wait(f));
+    assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&r.async_rc));
+    assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&r.call_rc));
+    arpc_future_release(f);
+    assert_int_equal(ARPC_OK, arpc_reply(g_held, "true", 4)); /* to a caller gone: dropped */
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* A call started after close: the handle check reports it before the call counts itself in
  * (core/jsonrpc_client.c, client_enter), so nothing is written into the freed client. */
 static void called_after_close(void *arg)
@@ -209,6 +247,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_pending_released_twice),
         cmocka_unit_test_no_leak(test_called_after_close),
+        cmocka_unit_test_no_leak(test_retry_from_a_callback_of_close),
         cmocka_unit_test_no_leak(test_complete_by_hand),
         cmocka_unit_test_no_leak(test_foreign_cancel_hook),
     };

@@ -163,14 +163,15 @@ ARPC_API int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const
 
 /* Closes the connection, ends every pending call (ARPC_ECANCELLED once sent: the server may
  * run it; ARPC_ESHUTDOWN if not), waits for the loop and for callers to let go of the client,
- * and frees it (and its loop, if it owns one). No call may be started once close has begun;
- * calls other threads are already inside (arpc_jsonrpc_call, arpc_jsonrpc_call_async) are
- * waited for and ended as above (one not yet handed to the loop ends ARPC_ESHUTDOWN: never
- * sent), and those threads never touch the freed client; a caller may still be waiting for
- * its call's future when close returns (the future is its own). A call started after close
- * began is misuse: reported, an abort in debug builds, else ARPC_EINVAL (while the client's
- * memory is still there). On an application loop that was stopped, close runs its steps on
- * the calling thread and ends those calls the same way. Returns ARPC_OK, ARPC_EINVAL (NULL),
+ * and frees it (and its loop, if it owns one). Calls other threads are already inside
+ * (arpc_jsonrpc_call, arpc_jsonrpc_call_async) are waited for and ended as above (one not yet
+ * handed to the loop ends ARPC_ESHUTDOWN: never sent), and those threads never touch the freed
+ * client; a caller may still be waiting for its call's future when close returns (the future
+ * is its own). A call started while close runs (a then-callback its completions run,
+ * retrying) is refused ARPC_ESHUTDOWN, as the arpc client's; one started after close returned
+ * is misuse: reported, an abort in debug builds, else ARPC_EINVAL (while the client's memory
+ * is still there). On an application loop that was stopped, close runs its steps on the
+ * calling thread and ends those calls the same way. Returns ARPC_OK, ARPC_EINVAL (NULL),
  * ARPC_EBUSY (on the client's loop thread: nothing done); a second close aborts in debug
  * builds. */
 ARPC_API int arpc_jsonrpc_close(arpc_jsonrpc_client *c);
