@@ -239,6 +239,18 @@ bool sconn_learn_peer(struct server_conn *sc)
     return false;
 }
 
+/* Queued output over ARPC_CONN_OUTPUT_HARD_FACTOR x max_conn_bytes closes the connection,
+ * and the retry of a call whose reply alone is that large met the same close, until its
+ * deadline: a reply over all but one factor of it (the rest for the connection's other
+ * output) is answered ARPC_ETOOLARGE, as one larger than the client accepts. Once the codec's
+ * bound is known (an arpc HELLO's max_frame; JSON-RPC's default). */
+static void sconn_bound_replies(struct server_conn *sc)
+{
+    uint64_t holds = (uint64_t)sc->sc_conn.c_max_bytes * (ARPC_CONN_OUTPUT_HARD_FACTOR - 1);
+    if (holds != 0 && sc->sc_client_max > holds)
+        sc->sc_client_max = (uint32_t)holds;
+}
+
 static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
 {
     if (sc->sc_hello) {
@@ -264,13 +276,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
      * where the log would refuse its record and stop. */
     if (s->sv_has_log && sc->sc_client_max > ARPC_DURABLE_MAX)
         sc->sc_client_max = (uint32_t)ARPC_DURABLE_MAX;
-    /* Queued output over ARPC_CONN_OUTPUT_HARD_FACTOR x max_conn_bytes closes the connection,
-     * and the retry of a call whose reply alone is that large met the same close, until its
-     * deadline: a reply over all but one factor of it (the rest for the connection's other
-     * output) is answered ARPC_ETOOLARGE the same way. */
-    uint64_t holds = (uint64_t)sc->sc_conn.c_max_bytes * (ARPC_CONN_OUTPUT_HARD_FACTOR - 1);
-    if (holds != 0 && sc->sc_client_max > holds)
-        sc->sc_client_max = (uint32_t)holds;
+    sconn_bound_replies(sc);
     /* Speaking arpc frames (not JSON-RPC): workers may write their replies themselves
      * (core/reply_direct.c) on a plain socket. Before the HELLO is queued, which then leaves
      * first; before any request, whose post to its worker publishes the flag. */
@@ -427,8 +433,10 @@ static size_t sconn_parse_codec(struct server_conn *sc)
         return jsonrpc_sconn_parse(sc);
     if (!sc->sc_codec_chosen && conn->c_rend > conn->c_rstart) {
         sc->sc_codec_chosen = true;
-        if (!sc->sc_server->sv_no_jsonrpc && jsonrpc_sconn_adopt(sc))
+        if (!sc->sc_server->sv_no_jsonrpc && jsonrpc_sconn_adopt(sc)) {
+            sconn_bound_replies(sc);
             return jsonrpc_sconn_parse(sc);
+        }
     }
     return arpc_conn_parse_frames(conn);
 }

@@ -26,6 +26,9 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#ifdef ARPC_WITH_JSONRPC
+#include "arpc/jsonrpc.h"
+#endif
 #include "support/log_capture.h"
 #include "support/test_util.h"
 
@@ -237,6 +240,45 @@ static void test_reply_over_what_a_connection_holds(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+#ifdef ARPC_WITH_JSONRPC
+/* The same bound for a JSON-RPC connection, whose client's limit is 16 MiB: the reply is
+ * refused, the connection kept (it was closed for its output, every call on it lost). */
+static void h_big_json(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    static char big[BIG_REPLY];
+    if (big[0] != '"') {
+        memset(big, 'a', sizeof(big));
+        big[0] = big[sizeof(big) - 1] = '"';
+    }
+    arpc_reply(req, big, sizeof(big));
+}
+
+static void test_jsonrpc_reply_over_what_a_connection_holds(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.Big", h_big_json, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_jsonrpc_client *c;
+    assert_int_equal(arpc_jsonrpc_connect(&c, addr, NULL), ARPC_OK);
+    char *rep = NULL;
+    size_t len = 0;
+    int rc = arpc_jsonrpc_call(c, "T.Big", "[]", 2, &rep, &len, TEST_WAIT_MS);
+    arpc_free(rep);
+    assert_int_not_equal(rc, ARPC_OK);
+    assert_int_not_equal(rc, ARPC_ECONNLOST);
+    assert_int_equal(arpc_jsonrpc_call(c, "T.Echo", "[1]", 3, NULL, NULL, TEST_WAIT_MS), ARPC_OK);
+    assert_int_equal(LOG_LINES_WITH("x max_conn_bytes"), 0);
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+}
+#endif
+
 /* reply_cache_bytes: 0, or at least ARPC_SERVER_REPLY_CACHE_MIN. */
 static void test_reply_cache_too_small_refused(void **state)
 {
@@ -305,6 +347,9 @@ int main(void)
         cmocka_unit_test(test_max_conn_bytes_under_a_frame_refused),
         cmocka_unit_test(test_frames_pass_at_the_least_conn_bytes),
         cmocka_unit_test(test_reply_over_what_a_connection_holds),
+#ifdef ARPC_WITH_JSONRPC
+        cmocka_unit_test(test_jsonrpc_reply_over_what_a_connection_holds),
+#endif
         cmocka_unit_test(test_reply_cache_too_small_refused),
         cmocka_unit_test(test_reconnect_min_over_max_refused),
     };
