@@ -54,6 +54,22 @@ static void parent_echo(arpc_client *c, const char *word)
     arpc_free(rep);
 }
 
+/* The child ended, by _exit(0) (its checks held), within the wait; a child that hangs is
+ * killed and fails the test. The parent's logger back. */
+static void child_passed(pid_t pid)
+{
+    int status = 0;
+    bool ended = WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid);
+    if (!ended) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    assert_true(ended);
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(0, WEXITSTATUS(status));
+}
+
 static sem_t held_release;
 
 /* Replies once the test lets it: a call the parent keeps pending across the fork. */
@@ -114,17 +130,8 @@ static void child_refused(arpc_loop *driven)
                   ? 0
                   : 1);
     }
-    int status = 0;
     /* (Before, the child's call on a client with its own loop hung: killed after the wait.) */
-    bool ended = WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid);
-    if (!ended) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    assert_true(ended);
-    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(0, WEXITSTATUS(status));
+    child_passed(pid);
     void *rep = NULL;
     size_t len = 0;
     assert_int_equal(ARPC_OK, arpc_future_wait_for(mine, TEST_WAIT_MS)); /* its reply, read here */
@@ -228,16 +235,7 @@ static void test_child_refused_on_a_server_its_actors_and_queues(void **state)
                   ? 0
                   : 1);
     }
-    int status = 0;
-    bool ended = WAIT_UNTIL(waitpid(pid, &status, WNOHANG) == pid);
-    if (!ended) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    assert_true(ended);
-    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(0, WEXITSTATUS(status));
+    child_passed(pid);
     /* The queue's signal is still the parent's, and so is its entry. */
     struct pollfd pfd = {.fd = arpc_cq_fd(q), .events = POLLIN};
     assert_int_equal(1, poll(&pfd, 1, 0));

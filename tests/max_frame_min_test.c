@@ -210,28 +210,41 @@ static void test_frames_pass_at_the_least_conn_bytes(void **state)
  * deadline (a review of extreme values). */
 enum { BIG_REPLY = 5u << 20 };
 
+/* Replies BIG_REPLY bytes: a JSON string, for either codec. */
 static void h_big_reply(arpc_request *req, void *ctx)
 {
     (void)ctx;
-    static uint8_t big[BIG_REPLY];
+    static char big[BIG_REPLY];
+    if (big[0] != '"') { /* one worker: one thread writes it */
+        memset(big, 'a', sizeof(big));
+        big[0] = big[sizeof(big) - 1] = '"';
+    }
     arpc_reply(req, big, sizeof(big));
+}
+
+/* A server whose connections may hold 1 MiB, with T.Big (h_big_reply) and T.Echo. */
+static arpc_server *big_reply_server(char *addr, size_t len)
+{
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.Big", h_big_reply, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, len), ARPC_OK);
+    return s;
 }
 
 static void test_reply_over_what_a_connection_holds(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s;
-    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
-    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "big", h_big_reply, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_server *s = big_reply_server(addr, sizeof(addr));
     arpc_client *c;
     arpc_client_options co = {.max_frame = 64u << 20};
     assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
     void *rep = NULL;
     size_t len = 0;
-    assert_int_equal(arpc_call(c, "big", "", 0, &rep, &len, TEST_WAIT_MS), ARPC_ETOOLARGE);
+    assert_int_equal(arpc_call(c, "T.Big", "", 0, &rep, &len, TEST_WAIT_MS), ARPC_ETOOLARGE);
     assert_non_null(strstr(rep, "than its connection may hold"));
     arpc_free(rep);
     assert_int_equal(arpc_client_connections(c), 1);
@@ -243,27 +256,11 @@ static void test_reply_over_what_a_connection_holds(void **state)
 #ifdef ARPC_WITH_JSONRPC
 /* The same bound for a JSON-RPC connection, whose client's limit is 16 MiB: the reply is
  * refused, the connection kept (it was closed for its output, every call on it lost). */
-static void h_big_json(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    static char big[BIG_REPLY];
-    if (big[0] != '"') {
-        memset(big, 'a', sizeof(big));
-        big[0] = big[sizeof(big) - 1] = '"';
-    }
-    arpc_reply(req, big, sizeof(big));
-}
-
 static void test_jsonrpc_reply_over_what_a_connection_holds(void **state)
 {
     (void)state;
     char addr[256];
-    arpc_server *s;
-    arpc_server_options so = {.workers = 1, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20};
-    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.Big", h_big_json, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
-    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_server *s = big_reply_server(addr, sizeof(addr));
     arpc_jsonrpc_client *c;
     assert_int_equal(arpc_jsonrpc_connect(&c, addr, NULL), ARPC_OK);
     char *rep = NULL;
