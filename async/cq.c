@@ -284,7 +284,6 @@ static void cq_on_complete(arpc_future *f, void *arg)
 
 /* ---- public API ---- */
 
-/* A NULL queue is EINVAL; a destroyed one is misuse (base/handle.h). */
 /* A NULL queue is EINVAL; a destroyed one is misuse (base/handle.h); one made in the parent
  * of this child of a fork is refused (base/fork_gen.h): its eventfd is the parent's, and a
  * consumer here would clear the signal the parent's consumer waits for. */

@@ -106,7 +106,8 @@ struct arpc_conn_ops {
 
 /* The body_len of the oversized request at the read buffer's start when ARPC_CONN_SKIP_MAX is
  * the bound that refused it (one over c_max_body but under that is skipped and answered
- * alone, by an owner that skips); else 0. For the words of the refusal. */
+ * alone, by an owner that skips, from a peer it let in); else 0. For the words of the
+ * refusal. */
 uint32_t arpc_conn_past_skip(const struct arpc_conn *conn);
 
 struct arpc_conn {

@@ -54,7 +54,8 @@ uint32_t arpc_conn_past_skip(const struct arpc_conn *conn)
     uint8_t kind;
     uint64_t xid;
     uint32_t body_len;
-    if (conn->c_ops->on_oversized == NULL || conn->c_rbuf == NULL || conn->c_max_body >= ARPC_CONN_SKIP_MAX ||
+    if (conn->c_ops->on_oversized == NULL || conn->c_stranger || conn->c_rbuf == NULL ||
+        conn->c_max_body >= ARPC_CONN_SKIP_MAX ||
         arpc_frame_peek_header(conn->c_rbuf + conn->c_rstart, conn->c_rend - conn->c_rstart, &kind, &xid,
                                &body_len) != ARPC_OK)
         return 0;

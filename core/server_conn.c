@@ -172,7 +172,7 @@ static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *w
     char large[112];
     if (reason == ARPC_ETOOLARGE) { /* the client's side of it: the server's limit */
         const struct server_conn *sc = conn->c_owner;
-        uint32_t past = sc->sc_hello ? arpc_conn_past_skip(conn) : 0; /* (before it, nothing is skipped) */
+        uint32_t past = arpc_conn_past_skip(conn);
         if (past != 0)
             snprintf(large, sizeof(large),
                      "request body of %u bytes is over the most the server skips for one call (%u bytes)", past,
@@ -241,14 +241,15 @@ bool sconn_learn_peer(struct server_conn *sc)
 
 /* Queued output over ARPC_CONN_OUTPUT_HARD_FACTOR x max_conn_bytes closes the connection,
  * and the retry of a call whose reply alone is that large met the same close, until its
- * deadline: a reply over all but one factor of it (the rest for the connection's other
- * output) is answered ARPC_ETOOLARGE, as one larger than the client accepts. Once the codec's
- * bound is known (an arpc HELLO's max_frame; JSON-RPC's default). */
+ * deadline: such a reply is answered ARPC_ETOOLARGE, as one larger than the client accepts
+ * (one under it, with the connection's other output, may still meet the close, as before).
+ * Once the codec's bound is known (an arpc HELLO's max_frame; JSON-RPC's default). */
 static void sconn_bound_replies(struct server_conn *sc)
 {
-    uint64_t holds = (uint64_t)sc->sc_conn.c_max_bytes * (ARPC_CONN_OUTPUT_HARD_FACTOR - 1);
-    if (holds != 0 && sc->sc_client_max > holds)
-        sc->sc_client_max = (uint32_t)holds;
+    size_t bytes = sc->sc_conn.c_max_bytes;
+    if (bytes != 0 && bytes <= UINT32_MAX / ARPC_CONN_OUTPUT_HARD_FACTOR &&
+        sc->sc_client_max > bytes * ARPC_CONN_OUTPUT_HARD_FACTOR)
+        sc->sc_client_max = (uint32_t)(bytes * ARPC_CONN_OUTPUT_HARD_FACTOR);
 }
 
 static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)

@@ -210,7 +210,7 @@ typedef struct arpc_server_options {
                                     * request the server accepts, and a reply as large, must
                                     * fit (queued output over 4 x this closes the connection,
                                     * and the client's retry met the same close; a reply over
-                                    * 3 x this is answered ARPC_ETOOLARGE); less fails
+                                    * 4 x this is answered ARPC_ETOOLARGE); less fails
                                     * create with ARPC_EINVAL (said in errbuf). To bound a
                                     * connection under 16 MiB, lower max_frame too */
     /* Out of file descriptors (EMFILE/ENFILE on accept), an open connection worth less than
