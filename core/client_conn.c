@@ -123,6 +123,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);
+    c->cl_give_up_stalled = false;
     /* From the HELLO on: before it, connect_timeout_ms bounds the wait (a heartbeat armed at
      * the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused"). */
     arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);

@@ -13,10 +13,35 @@
  *
  * Only calls_on_connected changes the list's order (its re-sends go in arrival order); it
  * puts what it did not send back into give-up order. Loop thread only.
+ *
+ * A loop that could not run for a while (the process stopped, a VM paused) finds the give-up
+ * time long past, with the back-off's next attempt due as well: the calls would end without
+ * one try, on the error of an attempt made before the stall. So a give-up that comes late by
+ * GIVE_UP_STALL_NS while the client waits out a back-off starts that attempt first (or finds
+ * it started), and waits for it (its connect_timeout_ms, or reconnect_give_up_ms when that has
+ * none); the calls then go if it connects, and end at the next firing if not.
  */
 #include "arpc/error.h"
 #include "base/clock.h"
 #include "core/client_resend.h"
+
+#define GIVE_UP_STALL_NS (500 * ARPC_NS_PER_MS)
+
+/* A late give-up's attempt (see the top): true when the timer was re-armed for one, started
+ * now or already under way (the back-off's deadline, due too, may have come first). */
+static bool give_up_try_first(arpc_client *c, uint64_t now, uint64_t give_up)
+{
+    const struct client_connector *cn = &c->cl_connector;
+    if (c->cl_give_up_stalled || c->cl_wheel_stopped || now - give_up < GIVE_UP_STALL_NS ||
+        (!cn->cn_waiting && !cn->cn_attempting))
+        return false;
+    c->cl_give_up_stalled = true;
+    int64_t wait_ms = c->cl_connect_timeout_ms >= 0 ? c->cl_connect_timeout_ms : c->cl_give_up_ms;
+    (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, arpc_deadline_after(now, wait_ms) + ARPC_NS_PER_MS);
+    if (cn->cn_waiting)
+        client_connect_start(c);
+    return true;
+}
 
 static void on_give_up(struct arpc_deadline *d, void *arg)
 {
@@ -28,6 +53,9 @@ static void on_give_up(struct arpc_deadline *d, void *arg)
     (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + ARPC_NS_PER_MS);
     struct client_call *call;
     uint64_t give_up = 0;
+    if ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now && give_up_try_first(c, now, give_up))
+        return;
+    c->cl_give_up_stalled = false;
     while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now)
         call_finish_lost(call, CALL_LOST_GAVE_UP); /* leaves the list (never sent: ARPC_EUNREACHABLE) */
     if (call == NULL || give_up == ARPC_NEVER || c->cl_wheel_stopped)

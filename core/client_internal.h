@@ -187,6 +187,8 @@ struct arpc_client {
     struct waiting_calls cl_waiting; /* calls waiting for a connection, in the order they began
                                       * to (so of their give-up times: client_give_up.c) */
     struct arpc_deadline cl_give_up_timer; /* at the first waiting call's give-up time, or before */
+    bool cl_give_up_stalled; /* loop thread: the give-up came late, an attempt was started for it
+                              * (client_give_up.c); cleared at the next firing or a HELLO */
     struct arpc_u64_map cl_done;    /* finished seqs above cl_ack */
     /* Finished seqs above cl_ack that cl_done had no memory for (client_resend.c): a seq noted
      * nowhere would stop the ack below it for good, and the server would keep every later
