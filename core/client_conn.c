@@ -226,6 +226,12 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         snprintf(why, len, "%.250s: %.250s", c->cl_target.t_addr, c->cl_conn.c_why);
         return ARPC_ETLS;
     }
+    const struct arpc_conn *conn = &c->cl_conn;
+    if (reason == ARPC_ECONNLOST && conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses) {
+        snprintf(why, len, "%.250s accepted the connection but sent no HELLO, nor answered %u PINGs", c->cl_target.t_addr,
+                 conn->c_hb_sent);
+        return ARPC_ETIMEDOUT;
+    }
     /* A tls:// server answers a clear-text client with an alert, or closes without a word:
      * a tcp:// client is told that it may be one. */
     const char *tls_hint = strncmp(c->cl_target.t_addr, "tcp://", 6) == 0 ? "; a tls:// server?" : "";
@@ -382,6 +388,11 @@ void client_conn_adopt(arpc_client *c, int fd)
     }
     c->cl_conn.c_stats = &c->cl_stats.cst_io;
     c->cl_conn.c_owner_tells = client_first_awaited(c); /* until its HELLO: the caller's errbuf */
+    /* With no connect timeout, the heartbeat is what ends a wait for a HELLO that never comes
+     * (a server that accepts and says nothing: a stopped process, whose kernel still
+     * completes handshakes); with one, the timeout does (client_on_hello arms it then). */
+    if (c->cl_connect_timeout_ms < 0)
+        arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     if (client_send_hello(c) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }

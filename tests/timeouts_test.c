@@ -445,6 +445,12 @@ static void test_connect_timeout_outlasts_the_heartbeat(void **state)
     int64_t t0 = now_ms();
     assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &o));
     assert_true(now_ms() - t0 >= 1400);
+    /* With no connect timeout the heartbeat still ends it (it waited for ever): said so. */
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options forever = {.connect_timeout_ms = ARPC_FOREVER, .heartbeat_ms = 100, .heartbeat_misses = 1,
+                                   .errbuf = why, .errbuf_len = sizeof(why)};
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &forever));
+    assert_non_null(strstr(why, "accepted the connection but sent no HELLO"));
     close(lfd);
 }
 

@@ -132,7 +132,10 @@ typedef struct arpc_client_options {
      * wrapped libev loop run until it has nothing to do (ev_run(ev, 0)) may return then. */
     arpc_loop *loop;
     int64_t connect_timeout_ms;  /* one connection attempt, through the server's HELLO; 0: 5000.
-                                  * The heartbeat starts at the HELLO: it does not cut this short */
+                                  * The heartbeat starts at the HELLO: it does not cut this short.
+                                  * Negative (ARPC_FOREVER): no bound but the heartbeat's, from
+                                  * the connect, for a server that accepts and never answers
+                                  * (ARPC_ETIMEDOUT after heartbeat_ms x (misses + 1)) */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest frame body sent or taken: a request's counts its
                                   * bytes + its method name + 24, a reply's its bytes alone
@@ -221,7 +224,8 @@ typedef struct arpc_call_options {
 /* Connects to "tcp://host:port", "tls://host:port" (arpc/tls.h: opts->tls), "unix:///path"
  * ("unix://rel/path": from the working directory) or "inproc://name", blocking up to
  * connect_timeout_ms (which covers the server's HELLO answer; ARPC_FOREVER waits without
- * limit). One attempt (every address a name resolves to, in turn): a server that is not there
+ * limit for a server that answers, and gives up on one that accepts and never says HELLO
+ * after the heartbeat's misses: ARPC_ETIMEDOUT). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now; once connected, the client reconnects by itself, to the addresses the
  * name resolved to at connect, and looks the name up again when those keep failing
  * (opts->re_resolve_ms) (or, with

@@ -516,7 +516,7 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
  * ARPC_OK; after the server's answer it is dropped and returns ARPC_ETIMEDOUT or
  * ARPC_ESHUTDOWN, as any late reply). Not called once the handler
  * has replied: a callback set after the reply (still inside the handler) is accepted, ARPC_OK,
- * and never called. At most one callback per request (ARPC_EBUSY). From the thread that holds the
+ * and never called, unless the call was cancelled before (then at once, as above). At most one callback per request (ARPC_EBUSY). From the thread that holds the
  * request (its handler, or the thread it handed the request to), never from two threads at
  * once for one request (the second's refusal is promised only to calls one after the other).
  * Errors: ARPC_EINVAL (req or fn NULL), ARPC_EBUSY. */
