@@ -124,9 +124,11 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);
     c->cl_give_up_stalled = false;
-    /* From the HELLO on: before it, connect_timeout_ms bounds the wait (a heartbeat armed at
-     * the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused"). */
-    arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
+    /* From the HELLO on, where connect_timeout_ms bounded the wait before it (a heartbeat
+     * armed at the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused");
+     * without one it runs from the connect (client_conn_adopt). */
+    if (c->cl_connect_timeout_ms >= 0)
+        arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     c->cl_conn.c_owner_tells = false; /* from now on nobody waits to be told */
     cn->cn_proven = false;
     cn->cn_hello_ns = arpc_now_coarse_ns();
@@ -227,7 +229,7 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         return ARPC_ETLS;
     }
     const struct arpc_conn *conn = &c->cl_conn;
-    if (reason == ARPC_ECONNLOST && conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses) {
+    if (reason == ARPC_ECONNLOST && arpc_conn_heartbeat_gave_up(conn)) {
         snprintf(why, len, "%.250s accepted the connection but sent no HELLO, nor answered %u PINGs", c->cl_target.t_addr,
                  conn->c_hb_sent);
         return ARPC_ETIMEDOUT;
@@ -262,7 +264,7 @@ static const char *loss_cause(const struct arpc_conn *conn, int state, int reaso
         return ((const arpc_client *)conn->c_owner)->cl_idle_goaway
                    ? "closed by the server for idleness (its GOAWAY said so); the next call reconnects"
                    : "closed by the server, which said it is stopping (GOAWAY)";
-    if (reason == ARPC_ECONNLOST && conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses)
+    if (reason == ARPC_ECONNLOST && arpc_conn_heartbeat_gave_up(conn))
         return "the server answered none of the heartbeat PINGs (it, or the network, is silent)";
     switch (reason) {
     case ARPC_ECONNLOST:

@@ -414,6 +414,12 @@ void arpc_conn_hangup_when_held(struct arpc_conn *conn);
  * turns it off. (core/conn_heartbeat.c) */
 void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
 void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat deadline, unarmed */
+/* The heartbeat gave the peer up: as many PINGs in a row unanswered as it allows (it then
+ * closes the connection with ARPC_ECONNLOST; its owner says why from this). */
+static inline bool arpc_conn_heartbeat_gave_up(const struct arpc_conn *conn)
+{
+    return conn->c_hb_misses != 0 && conn->c_hb_sent >= conn->c_hb_misses;
+}
 
 /* Loop thread, from a frame's handler: when the bytes of the frame being handed up arrived
  * (arpc_now_ns clock), for deadlines counted from arrival and latencies. One clock read per

@@ -60,7 +60,7 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
     double wait = conn->c_hb_idle;
     if (conn->c_hb_sent == 0 && idle_for < conn->c_hb_idle) {
         wait = conn->c_hb_idle - idle_for; /* input arrived meanwhile: sleep for the rest */
-    } else if (conn->c_hb_sent >= conn->c_hb_misses) {
+    } else if (arpc_conn_heartbeat_gave_up(conn)) {
         peer_log(conn->c_loop, ARPC_LOG_WARN,
                  "closing the connection with %s: no answer to %u heartbeat PINGs in %.1f s", conn->c_peer,
                  conn->c_hb_sent, idle_for);

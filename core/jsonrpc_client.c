@@ -413,9 +413,12 @@ static bool method_ok(const char *method)
     return m != NULL;
 }
 
+/* close's handle check: NULL, a dead handle (misuse, reported), or one made in the parent of
+ * this child of a fork (base/fork_gen.h) is refused. */
 static bool client_live(const arpc_jsonrpc_client *c, const char *fn)
 {
-    return arpc_handle_check(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn);
+    return arpc_handle_check(c, ARPC_MAGIC_JSONRPC, "JSON-RPC client", fn) &&
+           arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", fn);
 }
 
 /* A caller's way in, as the arpc client's (core/client_api.c): callers are counted in
@@ -682,7 +685,7 @@ static void client_close_on_loop(arpc_loop *loop, void *arg)
 
 int arpc_jsonrpc_close(arpc_jsonrpc_client *c)
 {
-    if (!client_live(c, "arpc_jsonrpc_close") || !arpc_fork_gen_here(c->jc_fork_gen, c, "JSON-RPC client", __func__))
+    if (!client_live(c, __func__))
         return ARPC_EINVAL;
     if (arpc_loop_on_thread(c->jc_loop))
         return ARPC_EBUSY;
