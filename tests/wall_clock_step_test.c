@@ -12,7 +12,9 @@
  *  - forward: a silent socket opened after the step is closed at handshake_timeout_ms, and a
  *    connection idle since before the step, with idle_timeout_ms a minute, is still open
  *    then (the sweep that closed the first looked at it too);
- *  - back: a silent socket opened before the step is closed at its handshake_timeout_ms.
+ *  - back: a silent socket opened before the step is closed at its handshake_timeout_ms;
+ *    a client silent since its HELLO is closed by the heartbeat, and one that stopped reading
+ *    its reply by the write timeout (each clock began before the step).
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -23,12 +25,15 @@
 #include <dlfcn.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -134,11 +139,62 @@ static void test_step_back_keeps_the_timeouts(void **state)
     stop(&fx);
 }
 
+/* Waits (bounded) for the server to end fd (its FIN or reset), reading nothing: a read would
+ * be progress for the write timeout. */
+static bool fd_wait_hangup(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, ms) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static void test_step_back_keeps_the_heartbeat(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.heartbeat_ms = TIMEOUT_MS / 2, .heartbeat_misses = 1});
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 8)); /* its HELLO starts the heartbeat's clock */
+    atomic_store(&wall_shift_s, -STEP_S);
+    assert_true(fd_wait_eof(r.rc_fd, TEST_WAIT_MS)); /* the PINGs read, none answered */
+    raw_close(&r);
+    stop(&fx);
+}
+
+static void test_step_back_keeps_the_write_timeout(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.write_timeout_ms = TIMEOUT_MS});
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int small = 4096; /* the reply soon fills what the kernels hold, and stops */
+    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    assert_int_equal(0, fd_connect_loopback(fd, fx.addr));
+    struct raw_client r = {.rc_fd = fd};
+    uint8_t hello[64];
+    assert_true(raw_send(&r, hello, arpc_frame_encode_hello(hello, 9, 0, 0, 0)));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    size_t len = 8u << 20; /* its echo comes back */
+    char *payload = calloc(1, len);
+    assert_non_null(payload);
+    assert_true(raw_request(&r, 1, 0, 0, 0, "t.echo", payload, len));
+    free(payload);
+    struct pollfd p = {.fd = fd, .events = POLLIN}; /* the reply is queued: its clock began */
+    assert_int_equal(1, poll(&p, 1, TEST_WAIT_MS));
+    atomic_store(&wall_shift_s, -STEP_S);
+    assert_true(fd_wait_hangup(fd, TEST_WAIT_MS)); /* not an hour later */
+    raw_close(&r);
+    stop(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_forward_closes_nothing),
         cmocka_unit_test(test_step_back_keeps_the_timeouts),
+        cmocka_unit_test(test_step_back_keeps_the_heartbeat),
+        cmocka_unit_test(test_step_back_keeps_the_write_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
