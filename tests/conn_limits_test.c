@@ -554,20 +554,6 @@ static void test_emfile_sheds_and_recovers(void **state)
     stop(&fx);
 }
 
-/* A socket already created, connected now and said HELLO to (the server's HELLO comes back):
- * for the moment the process has no descriptor to spare. */
-static void connect_hello(struct raw_client *r, int fd, const char *addr, uint64_t client_id)
-{
-    assert_int_equal(0, fd_connect_loopback(fd, addr));
-    memset(r, 0, sizeof(*r));
-    r->rc_fd = fd;
-    uint8_t hello[64];
-    assert_true(raw_send(r, hello, arpc_frame_encode_hello(hello, client_id, 0, 0, 0)));
-    struct raw_frame f;
-    assert_true(raw_read(r, &f, false));
-    assert_int_equal(ARPC_FRAME_HELLO, f.f.f_kind);
-}
-
 /* Out of descriptors, the server makes room before it turns a new connection away: first a
  * socket silent for over a second, then the connection idle longest (told GOAWAY(ESHUTDOWN));
  * each new connection is accepted and served, the good client (busy a moment ago) is not
@@ -602,9 +588,9 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     assert_true(s1 >= 0 && s2 >= 0);
     n = fill_fds(fds, n); /* none left for the server's accept */
     struct raw_client r1, r2;
-    connect_hello(&r1, s1, fx.addr, 22); /* room made by the silent socket */
+    assert_true(raw_connect_on(&r1, s1, fx.addr, 22)); /* room made by the silent socket */
     assert_true(fd_wait_eof(silent, 100 * SHORT_MS));
-    connect_hello(&r2, s2, fx.addr, 23); /* room made by the idle connection */
+    assert_true(raw_connect_on(&r2, s2, fx.addr, 23)); /* room made by the idle connection */
     expect_goaway_flags_eof(&idle, ARPC_ESHUTDOWN, ARPC_GOAWAY_IDLE | ARPC_GOAWAY_LAST); /* reconnects when next needed */
     assert_true(raw_request(&r2, 1, 0, 0, 0, "t.echo", "y", 1));
     assert_true(raw_read(&r2, &f, false));
@@ -648,7 +634,7 @@ static void test_unread_output_is_closed(void **state)
     int small = 4096; /* so the server's send stops soon: its buffer and ours are all that takes it */
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
     struct raw_client r;
-    connect_hello(&r, fd, fx.addr, 31);
+    assert_true(raw_connect_on(&r, fd, fx.addr, 31));
     send_echo_request(&r, 8u << 20); /* its echo, 8 MiB, comes back */
     expect_log("write_timeout_ms", fd);
     good_call(fx.good);
@@ -673,7 +659,7 @@ static void test_slow_reader_is_not_closed(void **state)
     int rcvbuf = 64 * 1024;
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)));
     struct raw_client r;
-    connect_hello(&r, fd, fx.addr, 32);
+    assert_true(raw_connect_on(&r, fd, fx.addr, 32));
     send_echo_request(&r, SLOW_READER_BYTES);
     uint8_t header[ARPC_FRAME_HEADER_SIZE];
     recv_all(fd, header, sizeof(header));
@@ -706,7 +692,7 @@ static void test_trickle_reader_is_closed(void **state)
     int small = 4096;
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
     struct raw_client r;
-    connect_hello(&r, fd, fx.addr, 33);
+    assert_true(raw_connect_on(&r, fd, fx.addr, 33));
     send_echo_request(&r, 8u << 20);
     int64_t until = now_ms() + TEST_WAIT_MS;
     uint8_t chunk[1024];

@@ -169,12 +169,8 @@ static void test_step_back_keeps_the_write_timeout(void **state)
     assert_true(fd >= 0);
     int small = 4096; /* the reply soon fills what the kernels hold, and stops */
     assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
-    assert_int_equal(0, fd_connect_loopback(fd, fx.addr));
-    struct raw_client r = {.rc_fd = fd};
-    uint8_t hello[64];
-    assert_true(raw_send(&r, hello, arpc_frame_encode_hello(hello, 9, 0, 0, 0)));
-    struct raw_frame f;
-    assert_true(raw_read(&r, &f, false));
+    struct raw_client r;
+    assert_true(raw_connect_on(&r, fd, fx.addr, 9));
     size_t len = 8u << 20; /* its echo comes back */
     char *payload = calloc(1, len);
     assert_non_null(payload);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "arpc/error.h"
+#include "support/test_util.h"
 #include "transport/transport.h"
 
 bool raw_send(struct raw_client *r, const void *bytes, size_t len)
@@ -73,13 +74,11 @@ bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id)
     return raw_connect_with(r, addr, client_id, NULL, 0);
 }
 
-/* Connects and sends HELLO with `first` right behind it, in one write; reads the server's HELLO. */
-static bool raw_connect_sending(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
-                                uint64_t incarnation, const void *first, size_t first_len)
+/* Sends HELLO on r's connected socket with `first` right behind it, in one write; reads the
+ * server's HELLO. */
+static bool raw_hello(struct raw_client *r, uint64_t client_id, const char *token, uint64_t incarnation,
+                      const void *first, size_t first_len)
 {
-    memset(r, 0, sizeof(*r));
-    if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
-        return false;
     uint8_t hello[ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT + 256 + 1024];
     size_t tlen = token != NULL ? strlen(token) : 0;
     if (arpc_frame_hello_token_size((uint32_t)tlen) + first_len > sizeof(hello))
@@ -94,6 +93,22 @@ static bool raw_connect_sending(struct raw_client *r, const char *addr, uint64_t
         return false;
     r->rc_hello = f.f;
     return true;
+}
+
+static bool raw_connect_sending(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
+                                uint64_t incarnation, const void *first, size_t first_len)
+{
+    memset(r, 0, sizeof(*r));
+    if (arpc_transport_connect(addr, RAW_WAIT_MS, &r->rc_fd, NULL, 0) != ARPC_OK)
+        return false;
+    return raw_hello(r, client_id, token, incarnation, first, first_len);
+}
+
+bool raw_connect_on(struct raw_client *r, int fd, const char *addr, uint64_t client_id)
+{
+    memset(r, 0, sizeof(*r));
+    r->rc_fd = fd;
+    return fd_connect_loopback(fd, addr) == 0 && raw_hello(r, client_id, NULL, 0, NULL, 0);
 }
 
 bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,

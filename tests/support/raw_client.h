@@ -35,6 +35,9 @@ bool raw_connect(struct raw_client *r, const char *addr, uint64_t client_id);
  * incarnation (0: none, as an older client). */
 bool raw_connect_with(struct raw_client *r, const char *addr, uint64_t client_id, const char *token,
                       uint64_t incarnation);
+/* raw_connect on fd, a TCP socket the caller made (its options, such as a small SO_RCVBUF, set
+ * before the connect), to addr (tcp://127.0.0.1:PORT); r owns fd from here on (raw_close). */
+bool raw_connect_on(struct raw_client *r, int fd, const char *addr, uint64_t client_id);
 /* raw_connect, with `first` (up to 1 KiB: e.g. the start of a frame) sent in the HELLO's own
  * write: no moment when the connection has said HELLO and nothing else, which an idle
  * timeout shorter than a stall of the test's thread would close. */
