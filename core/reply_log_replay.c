@@ -18,6 +18,11 @@
  *   lost data in the middle.
  * - Nothing is changed on disk until the whole log has been read without a fatal problem:
  *   the truncation and the removal of superseded segments come after the scan.
+ * - What was read is synced before it is replayed: a server killed between a write and its
+ *   fdatasync leaves records in the page cache only, which this open reads like the rest. A
+ *   duplicate answered from one of them, or an effect built on, would be undone by a power
+ *   cut after (a power-loss review). So every segment read is fdatasync'ed and the directory
+ *   fsync'ed (a name renamed or created by a killed predecessor, not yet synced).
  * - The callbacks are issued from the finished index, which is what makes the replay
  *   semantics (acks, expiry, state covering effects) the same rules the writer keeps.
  */
@@ -234,6 +239,21 @@ static int drop_torn_tail(struct recovery *r)
     return ARPC_OK;
 }
 
+/* Makes durable what the scan read (see the notes): the segments' bytes and their names. */
+static int sync_read(struct recovery *r)
+{
+    struct arpc_reply_log *log = r->r_log;
+    for (size_t i = 0; i < r->r_nsegs; i++) {
+        int err = arpc_file_sync(r->r_segs[i].m_fd, true);
+        if (err != 0) {
+            char name[ARPC_LOG_NAME_MAX];
+            arpc_log_segment_name(name, r->r_segs[i].m_segment, false);
+            return arpc_log_sys_fail(r->r_why, r->r_whylen, log->lg_dir, "fdatasync", name, err);
+        }
+    }
+    return arpc_log_dir_sync(log->lg_dirfd, log->lg_dir, r->r_why, r->r_whylen);
+}
+
 /* A superseded segment is removed only if it is this log's: one whose header names another
  * epoch means the newest snapshot, or it, came from another log's directory, and which is
  * this server's memory of its calls cannot be told. A header that does not decode is left to
@@ -372,6 +392,8 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
         rc = drop_torn_tail(&r);
     if (rc == ARPC_OK)
         rc = remove_superseded(&r, segs, first);
+    if (rc == ARPC_OK)
+        rc = sync_read(&r);
     if (rc == ARPC_OK && r.r_nsegs > 1) {
         log->lg_nolder = r.r_nsegs - 1;
         log->lg_older = arpc_malloc(log->lg_nolder * sizeof(*log->lg_older));
