@@ -29,6 +29,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/file_io.h"
+#include "base/log.h"
 
 #define LOCK_NAME "LOCK"
 
@@ -81,16 +82,22 @@ int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return arpc_log_sys_fail(why, whylen, dir, "open", "", errno);
-    if (created) { /* the new name must survive a crash too */
-        int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        int err = parent < 0 ? errno : arpc_file_sync(parent, false);
-        if (err != 0) {
-            if (parent >= 0)
-                close(parent);
-            close(fd);
-            return arpc_log_sys_fail(why, whylen, dir, "fsync", "..", err);
-        }
+    /* Its name must survive a power cut too, whoever made it: a directory made by hand (or
+     * by a predecessor killed before this fsync) may not be in its parent on disk yet, and
+     * with it would go every segment synced inside it. One we did not make, under a parent
+     * we may not read (root's 0711), only warns: it started there before. */
+    int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = parent < 0 ? errno : arpc_file_sync(parent, false);
+    if (parent >= 0)
         close(parent);
+    if (err != 0 && created) {
+        close(fd);
+        return arpc_log_sys_fail(why, whylen, dir, "fsync", "..", err);
+    }
+    if (err != 0) {
+        char text[128];
+        arpc_log_sys_fail(text, sizeof(text), dir, "fsync", "..", err);
+        arpc_log(ARPC_LOG_WARN, "%s (its name may not survive a power cut)", text);
     }
     *dirfd = fd;
     return ARPC_OK;

@@ -8,6 +8,10 @@
  * The page cache cannot be dropped from a test, so the test watches the syncs instead, by
  * interposing fdatasync and fsync: a reopened log must have fdatasync'ed its segment, and
  * fsync'ed its directory, by the time a replayed reply reaches the caller.
+ *
+ * The same for the directory's own name: open fsynced the parent only when it made the
+ * directory itself, so a directory made by hand (mkdir -p in a unit file) could vanish in a
+ * power cut with every segment in it. Open fsyncs the parent whoever made it.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -153,10 +157,35 @@ static void test_reopen_syncs_before_replay(void **state)
     assert_int_equal(0, rmdir(root));
 }
 
+static void test_open_syncs_parent_of_existing_dir(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/arpc-recover-sync-XXXXXX", dir[64], path[128];
+    assert_non_null(mkdtemp(root));
+    snprintf(dir, sizeof(dir), "%s/log", root);
+    assert_int_equal(0, mkdir(dir, 0700)); /* by hand, never synced */
+    forget_synced();
+    struct arpc_reply_log_options o = {.dir = dir, .fsync = ARPC_LOG_FSYNC_ALWAYS};
+    struct arpc_reply_log *log;
+    char why[256];
+    int status = -1;
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, done, &status, why, sizeof(why)));
+    assert_true(was_synced(root));
+    arpc_reply_log_close(log);
+
+    snprintf(path, sizeof(path), "%s/0000000000000001.arpclog", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    unlink(path);
+    assert_int_equal(0, rmdir(dir));
+    assert_int_equal(0, rmdir(root));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_reopen_syncs_before_replay),
+        cmocka_unit_test_no_leak(test_open_syncs_parent_of_existing_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
