@@ -45,9 +45,10 @@ static void note_synced(int fd)
     struct stat st;
     if (fstat(fd, &st) != 0)
         return;
+    ino_t ino = st.st_ino;
     pthread_mutex_lock(&synced_mtx);
     if (nsynced < SYNCED_MAX)
-        synced[nsynced++] = st.st_ino;
+        synced[nsynced++] = ino;
     pthread_mutex_unlock(&synced_mtx);
 }
 
