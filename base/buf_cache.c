@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "base/alloc.h"
+#include "base/memcheck.h"
 
 void arpc_buf_cache_init(struct arpc_buf_cache *c, size_t max_bytes)
 {
@@ -83,6 +84,7 @@ void *arpc_buf_get(struct arpc_buf_cache *c, size_t size, size_t *cap)
             if (have >= size && have / 2 <= size) {
                 atomic_fetch_sub(&c->bc_bytes, have);
                 *cap = have;
+                ARPC_MEMCHECK_UNDEFINED(block, have); /* its last user's bytes are not the taker's */
                 return block;
             }
             /* Not this one: back into a slot (it leaves the count meanwhile, then rejoins). */

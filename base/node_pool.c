@@ -2,6 +2,7 @@
 #include "base/node_pool.h"
 
 #include "base/alloc.h"
+#include "base/memcheck.h"
 #include "base/tsan.h"
 
 void arpc_node_pool_init(struct arpc_node_pool *p, size_t size)
@@ -36,6 +37,7 @@ void *arpc_node_pool_take(struct arpc_node_pool *p)
     ARPC_TSAN_IGNORE_READS_END();
     if (e != NULL) {
         ARPC_TSAN_ACQUIRE(p);
+        ARPC_MEMCHECK_UNDEFINED(e, p->np_size); /* its last user's bytes are not the taker's */
         /* The next take reads the next node's link first thing, a line the thread that gave it
          * back wrote (often on another CPU): on its way now, while the caller uses this one. */
         __builtin_prefetch(ck_pr_load_ptr(&p->np_free.head), 1);
