@@ -800,6 +800,34 @@ static void test_call_after_goodbye_kept(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* The same while another client's goodbye still waits, so that settle looks clients up: the
+ * call made after its goodbye took it back, and this client is not forgotten when its calls
+ * end (its retry is answered, not refused as acknowledged). */
+static void test_call_after_goodbye_kept_among_goodbyes(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 4, 1, 0, B, 9, 0));
+    assert_false(arpc_reply_cache_forget(&rc, 4, true)); /* client 4's goodbye waits for its call */
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 1, 0, A, 1, 0));
+    assert_false(arpc_reply_cache_forget(&rc, 3, true));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 3, 2, 0, A, 2, 0)); /* called again after it */
+    assert_int_equal(1, rc.rc_goodbyes);                      /* client 4's only */
+    expect_waiters(&rc, finish(&rc, 3, 2, 32, 1, 1), 1, A, (uint64_t)2);
+    assert_false(arpc_reply_cache_settle(&rc, 3));
+    expect_waiters(&rc, finish(&rc, 3, 1, 31, 1, 1), 1, A, (uint64_t)1);
+    assert_false(arpc_reply_cache_settle(&rc, 3)); /* its goodbye was taken back */
+    assert_int_equal(0, P.n_forgotten);
+    assert_int_equal(ARPC_RC_REPLAY, begin(&rc, 3, 2, 0, A, 3, 2)); /* its retry: not run again */
+    expect_waiters(&rc, finish(&rc, 4, 1, 41, 1, 1), 1, B, (uint64_t)9);
+    assert_true(arpc_reply_cache_settle(&rc, 4)); /* client 4's goodbye still holds */
+    assert_int_equal(1, P.n_forgotten);
+    assert_int_equal(4, P.forgotten[0]);
+    assert_int_equal(0, rc.rc_goodbyes);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -851,6 +879,8 @@ static void test_restore_gone(void **state)
     assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 8, 1, 0));
     assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 8, 6)); /* known: its ack */
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 8, 6, 0, A, 5, 0));
+    assert_true(arpc_reply_cache_under_goodbye(&rc, 8, 6)); /* and its floor: refused as after a goodbye */
+    assert_false(arpc_reply_cache_under_goodbye(&rc, 8, 7));
     arpc_reply_cache_fini(&rc, NULL);
 }
 
@@ -1681,6 +1711,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_knows),
         cmocka_unit_test_no_leak(test_goodbye_settles),
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
+        cmocka_unit_test_no_leak(test_call_after_goodbye_kept_among_goodbyes),
         cmocka_unit_test_no_leak(test_gone_bounded),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_restore_gone),
