@@ -758,6 +758,12 @@ static void test_hello_incarnation(void **state)
     arpc_frame_encode_header(a, ARPC_FRAME_HELLO, 0, ARPC_HELLO_BODY_SIZE); /* the fixed part only */
     assert_int_equal(ARPC_OK, decode_exact(a, ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE, UINT32_MAX, &f, &consumed, NULL));
     assert_true(f.f_incarnation == 0);
+    /* A HELLO without a token never claims one, whatever flags it is given (its peer would
+     * refuse it as malformed). */
+    n = arpc_frame_encode_hello(a, 7, ARPC_HELLO_TOKEN | ARPC_HELLO_CANCEL, 0, 0);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(ARPC_HELLO_CANCEL, f.f_flags);
+    assert_int_equal(0, f.f_token_len);
 }
 
 /* A CANCEL names a numbered call by its seq when its body has 8 bytes or more (bytes after
