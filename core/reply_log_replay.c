@@ -22,7 +22,10 @@
  *   fdatasync leaves records in the page cache only, which this open reads like the rest. A
  *   duplicate answered from one of them, or an effect built on, would be undone by a power
  *   cut after (a power-loss review). So every segment read is fdatasync'ed and the directory
- *   fsync'ed (a name renamed or created by a killed predecessor, not yet synced).
+ *   fsync'ed (a name renamed or created by a killed predecessor, not yet synced), and that
+ *   before superseded segments are removed: a predecessor killed between compaction's rename
+ *   and its directory fsync left the snapshot's name unsynced, and a power cut could keep the
+ *   unlink without the rename (no segment left: a refusal to start).
  * - The callbacks are issued from the finished index, which is what makes the replay
  *   semantics (acks, expiry, state covering effects) the same rules the writer keeps.
  */
@@ -390,10 +393,10 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
         rc = check_superseded(&r, segs, first);
     if (rc == ARPC_OK)
         rc = drop_torn_tail(&r);
+    if (rc == ARPC_OK) /* first: the newest snapshot's name durable before what it supersedes goes */
+        rc = sync_read(&r);
     if (rc == ARPC_OK)
         rc = remove_superseded(&r, segs, first);
-    if (rc == ARPC_OK)
-        rc = sync_read(&r);
     if (rc == ARPC_OK && r.r_nsegs > 1) {
         log->lg_nolder = r.r_nsegs - 1;
         log->lg_older = arpc_malloc(log->lg_nolder * sizeof(*log->lg_older));
