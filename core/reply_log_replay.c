@@ -192,9 +192,13 @@ static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
             struct arpc_log_tail t;
             arpc_log_tail_judge(m->m_base, m->m_size, off, &t);
             if (!t.t_torn) {
-                char more[160];
-                if (t.t_evidence != 0)
-                    snprintf(more, sizeof(more), ", with a valid record after it (at offset %zu)", t.t_evidence);
+                char more[320];
+                if (t.t_evidence != 0) /* a power cut can leave this too: the operator's other way out */
+                    snprintf(more, sizeof(more),
+                             ", with a valid record after it (at offset %zu; if a power cut left this, "
+                             "docs/SEMANTICS.md \"Durability\" says when cutting the segment at %zu is the "
+                             "smaller loss)",
+                             t.t_evidence, off);
                 else
                     snprintf(more, sizeof(more),
                              ", followed by more record-like bytes than can be checked (%" PRIu64
