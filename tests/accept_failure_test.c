@@ -14,13 +14,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "arpc/arpc.h"
+#include "support/interpose.h"
 #include "support/log_capture.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -28,16 +28,11 @@
 static atomic_int fail_left;  /* accepts still to fail */
 static atomic_int fail_errno; /* with this errno */
 
-typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
-
 int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 {
-    static _Atomic(accept4_fn) real;
-    accept4_fn fn = atomic_load(&real);
-    if (fn == NULL) { /* a race here looks the same function up twice */
-        fn = (accept4_fn)dlsym(RTLD_NEXT, "accept4");
-        atomic_store(&real, fn);
-    }
+    static _Atomic(void *) next;
+    int (*fn)(int, struct sockaddr *, socklen_t *, int) =
+        (int (*)(int, struct sockaddr *, socklen_t *, int))interpose_next("accept4", &next);
     int left = atomic_load(&fail_left);
     while (left > 0) {
         if (atomic_compare_exchange_weak(&fail_left, &left, left - 1)) {

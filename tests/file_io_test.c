@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 
 #include "base/file_io.h"
+#include "support/interpose.h"
 
 /* One step: fail with err, or (err 0) write at most max bytes (0: as many as asked). */
 struct step {
@@ -51,9 +51,9 @@ static const struct step *next_step(void)
 
 ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
 {
-    static ssize_t (*real)(int, const void *, size_t, off_t);
-    if (real == NULL)
-        real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    static _Atomic(void *) next;
+    ssize_t (*real)(int, const void *, size_t, off_t) =
+        (ssize_t(*)(int, const void *, size_t, off_t))interpose_next("pwrite", &next);
     const struct step *s = next_step();
     if (s->err != 0) {
         errno = s->err;
@@ -64,20 +64,28 @@ ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
     return real(fd, p, s->max != 0 && s->max < n ? s->max : n, off);
 }
 
-static int sync_step(const char *name, int fd)
+static int sync_step(const char *name, _Atomic(void *) *next, int fd)
 {
     const struct step *s = next_step();
     if (s->err != 0) {
         errno = s->err;
         return -1;
     }
-    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+    int (*real)(int) = (int (*)(int))interpose_next(name, next);
     return real(fd);
 }
 
-int fsync(int fd) { return sync_step("fsync", fd); }
+int fsync(int fd)
+{
+    static _Atomic(void *) next;
+    return sync_step("fsync", &next, fd);
+}
 
-int fdatasync(int fd) { return sync_step("fdatasync", fd); }
+int fdatasync(int fd)
+{
+    static _Atomic(void *) next;
+    return sync_step("fdatasync", &next, fd);
+}
 
 static int temp_file(void)
 {

@@ -22,7 +22,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <netdb.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "support/interpose.h"
 #include "support/test_util.h"
 
 #define MOVING "moving.arpc.test"
@@ -46,12 +46,8 @@ static sem_t lookup_held, lookup_gate;
 
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
 {
-    static _Atomic getaddrinfo_fn real;
-    getaddrinfo_fn next = atomic_load(&real);
-    if (next == NULL) {
-        next = (getaddrinfo_fn)dlsym(RTLD_NEXT, "getaddrinfo");
-        atomic_store(&real, next);
-    }
+    static _Atomic(void *) real;
+    getaddrinfo_fn next = (getaddrinfo_fn)interpose_next("getaddrinfo", &real);
     if (node != NULL && strcmp(node, MOVING) == 0) {
         atomic_fetch_add(&lookups, 1);
         latch_add();

@@ -19,7 +19,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
+#include "support/interpose.h"
 #include "support/test_util.h"
 
 /* ---- the syncs this process makes ---- */
@@ -71,34 +71,25 @@ static void forget_synced(void)
     pthread_mutex_unlock(&synced_mtx);
 }
 
-typedef int (*sync_fn)(int);
-
-int fdatasync(int fd)
+/* The real sync, noted when it succeeds. */
+static int sync_noted(const char *name, _Atomic(void *) *next, int fd)
 {
-    static _Atomic(sync_fn) real;
-    sync_fn f = atomic_load(&real);
-    if (f == NULL) {
-        f = (sync_fn)dlsym(RTLD_NEXT, "fdatasync");
-        atomic_store(&real, f);
-    }
-    int rc = f(fd);
+    int rc = ((int (*)(int))interpose_next(name, next))(fd);
     if (rc == 0)
         note_synced(fd);
     return rc;
 }
 
+int fdatasync(int fd)
+{
+    static _Atomic(void *) next;
+    return sync_noted("fdatasync", &next, fd);
+}
+
 int fsync(int fd)
 {
-    static _Atomic(sync_fn) real;
-    sync_fn f = atomic_load(&real);
-    if (f == NULL) {
-        f = (sync_fn)dlsym(RTLD_NEXT, "fsync");
-        atomic_store(&real, f);
-    }
-    int rc = f(fd);
-    if (rc == 0)
-        note_synced(fd);
-    return rc;
+    static _Atomic(void *) next;
+    return sync_noted("fsync", &next, fd);
 }
 
 /* ---- the log ---- */

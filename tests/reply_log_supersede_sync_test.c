@@ -14,7 +14,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,6 +25,7 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
+#include "support/interpose.h"
 #include "support/test_util.h"
 
 /* ---- the directory's syncs, and the segment unlinks that came before one ---- */
@@ -35,17 +35,10 @@ static ino_t watched_dir;
 static bool dir_synced;
 static int unlinks, unlinks_before_sync;
 
-typedef int (*sync_fn)(int);
-
 int fsync(int fd)
 {
-    static _Atomic(sync_fn) real;
-    sync_fn f = atomic_load(&real);
-    if (f == NULL) {
-        f = (sync_fn)dlsym(RTLD_NEXT, "fsync");
-        atomic_store(&real, f);
-    }
-    int rc = f(fd);
+    static _Atomic(void *) next;
+    int rc = ((int (*)(int))interpose_next("fsync", &next))(fd);
     struct stat st;
     if (rc == 0 && fstat(fd, &st) == 0) {
         pthread_mutex_lock(&mtx);
@@ -56,16 +49,10 @@ int fsync(int fd)
     return rc;
 }
 
-typedef int (*unlinkat_fn)(int, const char *, int);
-
 int unlinkat(int dirfd, const char *name, int flags)
 {
-    static _Atomic(unlinkat_fn) real;
-    unlinkat_fn f = atomic_load(&real);
-    if (f == NULL) {
-        f = (unlinkat_fn)dlsym(RTLD_NEXT, "unlinkat");
-        atomic_store(&real, f);
-    }
+    static _Atomic(void *) next;
+    int (*f)(int, const char *, int) = (int (*)(int, const char *, int))interpose_next("unlinkat", &next);
     size_t len = strlen(name);
     if (len > 8 && strcmp(name + len - 8, ".arpclog") == 0) {
         pthread_mutex_lock(&mtx);

@@ -21,7 +21,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -38,6 +37,7 @@
 #include "core/client_internal.h"
 #include "core/client_resend.h"
 #include "core/frame.h"
+#include "support/interpose.h"
 #include "support/test_util.h"
 
 #define WAIT_MS TEST_WAIT_MS
@@ -50,9 +50,9 @@ static _Atomic long cut_loop = 0;    /* every write of the loop: at most this ma
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    static ssize_t (*real)(int, const struct msghdr *, int);
-    if (real == NULL)
-        real = (ssize_t(*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
+    static _Atomic(void *) next;
+    ssize_t (*real)(int, const struct msghdr *, int) =
+        (ssize_t(*)(int, const struct msghdr *, int))interpose_next("sendmsg", &next);
     long cap = (flags & MSG_DONTWAIT) ? atomic_exchange(&cut_caller, -1) : atomic_load(&cut_loop);
     if ((flags & MSG_DONTWAIT) && cap == 0) {
         errno = EAGAIN;

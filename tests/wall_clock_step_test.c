@@ -22,7 +22,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dlfcn.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 
 #include "arpc/arpc.h"
 #include "core/frame.h"
+#include "support/interpose.h"
 #include "support/raw_client.h"
 #include "support/test_util.h"
 #include "transport/transport.h"
@@ -43,16 +43,11 @@
 
 static _Atomic long wall_shift_s; /* added to CLOCK_REALTIME as this process reads it */
 
-typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
-static _Atomic(clock_gettime_fn) real_clock_gettime;
-
 int clock_gettime(clockid_t id, struct timespec *ts)
 {
-    clock_gettime_fn real = atomic_load(&real_clock_gettime);
-    if (real == NULL) { /* a race here looks the same function up twice */
-        real = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
-        atomic_store(&real_clock_gettime, real);
-    }
+    static _Atomic(void *) next;
+    int (*real)(clockid_t, struct timespec *) =
+        (int (*)(clockid_t, struct timespec *))interpose_next("clock_gettime", &next);
     int rc = real(id, ts);
     if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
         ts->tv_sec += atomic_load(&wall_shift_s);
