@@ -29,6 +29,7 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
+#include "support/server_proc.h"
 #include "support/interpose.h"
 #include "support/test_util.h"
 
@@ -142,17 +143,14 @@ static void test_reopen_syncs_before_replay(void **state)
     assert_true(r.dir_synced);
     arpc_reply_log_close(log);
 
-    unlink(seg);
-    snprintf(seg, sizeof(seg), "%s/LOCK", dir);
-    unlink(seg);
-    assert_int_equal(0, rmdir(dir));
+    server_proc_rmdir(dir);
     assert_int_equal(0, rmdir(root));
 }
 
 static void test_open_syncs_parent_of_existing_dir(void **state)
 {
     (void)state;
-    char root[] = "/tmp/arpc-recover-sync-XXXXXX", dir[64], path[128];
+    char root[] = "/tmp/arpc-recover-sync-XXXXXX", dir[64];
     assert_non_null(mkdtemp(root));
     snprintf(dir, sizeof(dir), "%s/log", root);
     assert_int_equal(0, mkdir(dir, 0700)); /* by hand, never synced */
@@ -165,11 +163,7 @@ static void test_open_syncs_parent_of_existing_dir(void **state)
     assert_true(was_synced(root));
     arpc_reply_log_close(log);
 
-    snprintf(path, sizeof(path), "%s/0000000000000001.arpclog", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/LOCK", dir);
-    unlink(path);
-    assert_int_equal(0, rmdir(dir));
+    server_proc_rmdir(dir);
     assert_int_equal(0, rmdir(root));
 }
 

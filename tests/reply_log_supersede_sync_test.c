@@ -25,6 +25,7 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
+#include "support/server_proc.h"
 #include "support/interpose.h"
 #include "support/test_util.h"
 
@@ -140,13 +141,7 @@ static void test_snapshot_name_synced_before_removal(void **state)
     assert_int_equal(1, removed);
     assert_int_equal(0, early);
 
-    for (unsigned long long n = 1; n <= newest_segment(dir) + 1; n++) {
-        snprintf(path, sizeof(path), "%s/%016llx.arpclog", dir, n);
-        unlink(path);
-    }
-    snprintf(path, sizeof(path), "%s/LOCK", dir);
-    unlink(path);
-    assert_int_equal(0, rmdir(dir));
+    server_proc_rmdir(dir);
     assert_int_equal(0, rmdir(root));
 }
 

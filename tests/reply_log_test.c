@@ -35,6 +35,7 @@
 #include "core/reply_log.h"
 #include "core/reply_log_format.h"
 #include "core/reply_log_internal.h"
+#include "support/server_proc.h"
 #include "support/test_util.h"
 
 /* ---- files and directories ---- */
@@ -51,26 +52,9 @@ static void tdir_make(struct tdir *t)
     snprintf(t->log, sizeof(t->log), "%s/log", t->root); /* open creates it */
 }
 
-static void rm_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[512];
-        snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
 static void tdir_remove(struct tdir *t)
 {
-    rm_dir(t->log);
+    server_proc_rmdir(t->log);
     assert_int_equal(0, rmdir(t->root));
 }
 
