@@ -287,6 +287,46 @@ static void test_cancel_seq_of_a_queued_call_keeps_it_from_running(void **state)
     raw_close(&b);
 }
 
+/* The contrast: a CANCEL naming a queued call's xid, on its own connection, is answered
+ * ARPC_ECANCELLED and the result is not kept (docs/PROTOCOL.md, CANCEL): the client may still
+ * send that seq, and a copy of it is a new call, which runs. */
+static void test_cancel_by_xid_of_a_queued_call_is_not_kept(void **state)
+{
+    struct block_server *fx = *state;
+    struct raw_client a;
+    assert_true(raw_connect_with(&a, fx->bs_addr, CLIENT_ID, NULL, INCARNATION));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "block", "1", 1));
+    assert_true(block_wait_started()); /* the actor is busy */
+    assert_true(raw_request(&a, 2, 2, 0, 0, "block", "2", 1)); /* queued behind it */
+    sync_raw(&a, 3);                                           /* it was read, and waits */
+    assert_true(raw_cancel(&a, 2));
+    sync_raw(&a, 4); /* the CANCEL was read */
+    block_release(1); /* the first call ends; the second comes out of the mailbox, cancelled */
+    struct raw_frame f;
+    bool replied = false, cancelled = false;
+    for (int i = 0; i < 2; i++) { /* two threads answer them: in either order */
+        assert_true(raw_read(&a, &f, false));
+        if (f.f.f_xid == 1) {
+            assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
+            replied = true;
+        } else {
+            assert_int_equal(f.f.f_xid, 2);
+            assert_int_equal(f.f.f_kind, ARPC_FRAME_ERROR);
+            assert_int_equal(f.f.f_code, ARPC_ECANCELLED);
+            cancelled = true;
+        }
+    }
+    assert_true(replied && cancelled);
+    assert_true(raw_request(&a, 5, 2, 0, 0, "block", "2", 1)); /* the seq again: a new call */
+    assert_true(block_wait_started()); /* it runs (it is not answered "cancelled") */
+    block_release(1);
+    assert_true(raw_read(&a, &f, false));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_REPLY);
+    assert_int_equal(f.f.f_xid, 5);
+    assert_int_equal(block_runs(), 2);
+    raw_close(&a);
+}
+
 /* A CANCEL naming a seq reaches only its own client's calls: another client (another id, the
  * same id in another process: another incarnation, a client that numbers nothing) naming the
  * same seq, and the client itself naming a seq it never used, cancel nothing. Then the client's
@@ -352,6 +392,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_seq_told_on_a_dying_connection_is_told_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_reaches_a_running_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_of_a_queued_call_keeps_it_from_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_by_xid_of_a_queued_call_is_not_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_of_unknown_or_other_client_does_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_seq_passes_a_held_connection, setup, teardown),
     };
