@@ -166,6 +166,31 @@ static void test_missing_key_beside_a_log_with_clients_refuses(void **state)
     server_proc_rmdir(dir);
 }
 
+/* A log whose one client said goodbye remembers only its floor (its replies are gone): that
+ * still guards the key, or a late copy of a call from before the goodbye would run again. */
+static void test_missing_key_beside_a_log_with_only_a_goodbye_refuses(void **state)
+{
+    (void)state;
+    char dir[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    arpc_server *s;
+    char why[1024];
+    assert_int_equal(ARPC_OK, create(&s, dir, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 10000));
+    arpc_client_close(c); /* its goodbye */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    remove_key(dir);
+    assert_int_equal(ARPC_EPROTO, create(&s, dir, why, sizeof(why)));
+    expect_words(why, "is missing, but the reply log there remembers clients");
+    server_proc_rmdir(dir);
+}
+
 static void test_new_directory_and_log_without_clients_get_a_key(void **state)
 {
     (void)state;
@@ -354,6 +379,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_key_beside_a_log_with_clients_refuses),
+        cmocka_unit_test(test_missing_key_beside_a_log_with_only_a_goodbye_refuses),
         cmocka_unit_test(test_new_directory_and_log_without_clients_get_a_key),
         cmocka_unit_test(test_wrong_key_beside_a_log_with_clients_refuses),
         cmocka_unit_test(test_key_without_a_check_gets_one),
