@@ -332,6 +332,22 @@ static void test_idle_is_closed_with_goaway(void **state)
     stop(&fx);
 }
 
+/* Idle is a client's state: a connection that has said no HELLO is the handshake limit's, even
+ * when the idle one is shorter (closed without a GOAWAY, and a stalled TLS handshake is
+ * charged: SECURITY.md, "Handshake"). */
+static void test_no_hello_is_not_idle(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.handshake_timeout_ms = 10 * SHORT_MS, .idle_timeout_ms = SHORT_MS});
+    int fd = raw_socket(fx.addr);
+    assert_true(fd_wait_eof(fd, 100 * SHORT_MS));
+    expect_log("handshake_timeout_ms", fd);
+    assert_int_equal(0, log_matches("idle_timeout_ms", fd)); /* logged before the close: none */
+    close(fd);
+    stop(&fx);
+}
+
 /* A retry attached to a running at-most-once call (same client id and seq, another
  * connection) waits for that call's result: its connection is not idle. Found in review: the
  * idle timeout closed it (GOAWAY), and its client would retry again. */
@@ -750,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_half_frame_is_closed),
         cmocka_unit_test(test_slow_whole_frames_are_not_closed),
         cmocka_unit_test(test_idle_is_closed_with_goaway),
+        cmocka_unit_test(test_no_hello_is_not_idle),
         cmocka_unit_test(test_attached_retry_is_not_idle),
         cmocka_unit_test(test_frame_arriving_is_not_idle),
         cmocka_unit_test(test_connection_over_the_limit_is_refused),
