@@ -732,6 +732,38 @@ static void test_estimate_pushed_down_hits_the_hard_cap(void **state)
     unlink(addr + 7);
 }
 
+/* The cap is 4 x max_conn_bytes, not more: 6 replies of 1 MiB (6 MiB queued, less the few
+ * hundred KiB a unix socket takes) to a never-reading client close the connection. */
+static void test_hard_cap_is_four_times_max_conn_bytes(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "flow-hard6");
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2, .max_frame = 1u << 20, .max_conn_bytes = 1u << 20}, addr);
+    uint32_t small = 16, mib = BIG;
+    for (int i = 0; i < 20; i++) { /* the estimate down: all N are accepted */
+        void *reply = NULL;
+        size_t len = 0;
+        assert_int_equal(ARPC_OK, arpc_call(fx.good, "t.sized", &small, sizeof(small), &reply, &len, 10000));
+        arpc_free(reply);
+    }
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 54));
+    static uint8_t reqs[N * 64];
+    size_t len = 0;
+    for (uint64_t xid = 1; xid <= N; xid++)
+        len += arpc_frame_encode_request(reqs + len, ARPC_FRAME_REQUEST, xid, 0, 0, 0, "t.sized", 7, &mib, sizeof(mib));
+    assert_true(raw_send(&r, reqs, len));
+    expect_log("(4 x max_conn_bytes)");
+    assert_true(fd_wait_eof(r.rc_fd, 10000));
+    good_call(fx.good);
+    raw_close(&r);
+    stop(&fx);
+    unlink(addr + 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -750,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
         cmocka_unit_test(test_estimate_pushed_down_hits_the_hard_cap),
+        cmocka_unit_test(test_hard_cap_is_four_times_max_conn_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
