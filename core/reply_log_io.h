@@ -28,7 +28,8 @@ int arpc_log_sys_fail(char *why, size_t whylen, const char *dir, const char *cal
 /* ---- the directory ---- */
 
 /* Creates dir (mode 0700) if it is missing, fsyncs its parent (so its name is durable, made
- * now or not) and opens it (O_DIRECTORY) into *dirfd. */
+ * now or not; for one made before, a failure to only warns) and opens it (O_DIRECTORY) into
+ * *dirfd. */
 int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen);
 
 /* Takes an exclusive flock on DIR/LOCK (without waiting) and writes our pid in it. A lock held

@@ -65,15 +65,22 @@ struct recovery {
 
 /* ---- errors ---- */
 
-static int corrupt(struct recovery *r, uint64_t segment, uint64_t off, const char *what, const char *more)
+/* way_out: a second way out, said last (a 256-byte errbuf keeps the refusal and the first). */
+static int corrupt_or(struct recovery *r, uint64_t segment, uint64_t off, const char *what, const char *more,
+                      const char *way_out)
 {
     char name[ARPC_LOG_NAME_MAX];
     arpc_log_segment_name(name, segment, false);
     arpc_log_why(r->r_why, r->r_whylen,
                  "reply log %s/%s is corrupt at offset %" PRIu64 ": %s%s; refusing to start (move the "
-                 "directory away to start empty)",
-                 r->r_log->lg_dir, name, off, what, more);
+                 "directory away to start empty%s)",
+                 r->r_log->lg_dir, name, off, what, more, way_out);
     return ARPC_EPROTO;
+}
+
+static int corrupt(struct recovery *r, uint64_t segment, uint64_t off, const char *what, const char *more)
+{
+    return corrupt_or(r, segment, off, what, more, "");
 }
 
 static int out_of_memory(struct recovery *r)
@@ -192,18 +199,17 @@ static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
             struct arpc_log_tail t;
             arpc_log_tail_judge(m->m_base, m->m_size, off, &t);
             if (!t.t_torn) {
-                char more[320];
-                if (t.t_evidence != 0) /* a power cut can leave this too: the operator's other way out */
-                    snprintf(more, sizeof(more),
-                             ", with a valid record after it (at offset %zu; if a power cut left this, "
-                             "docs/SEMANTICS.md \"Durability\" says when cutting the segment at %zu is the "
-                             "smaller loss)",
-                             t.t_evidence, off);
-                else
-                    snprintf(more, sizeof(more),
-                             ", followed by more record-like bytes than can be checked (%" PRIu64
-                             " bytes checksummed) to tell a torn tail from corruption",
-                             t.t_checksummed);
+                char more[160];
+                if (t.t_evidence != 0) { /* a power cut can leave this too: the operator's other way out */
+                    snprintf(more, sizeof(more), ", with a valid record after it (at offset %zu)", t.t_evidence);
+                    return corrupt_or(r, m->m_segment, off, what, more,
+                                      "; after a power cut, cutting the segment there may be the smaller loss: "
+                                      "docs/SEMANTICS.md, \"Durability\"");
+                }
+                snprintf(more, sizeof(more),
+                         ", followed by more record-like bytes than can be checked (%" PRIu64
+                         " bytes checksummed) to tell a torn tail from corruption",
+                         t.t_checksummed);
                 return corrupt(r, m->m_segment, off, what, more);
             }
             m->m_good = off;

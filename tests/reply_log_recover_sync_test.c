@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,8 +30,8 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
-#include "support/server_proc.h"
 #include "support/interpose.h"
+#include "support/server_proc.h"
 #include "support/test_util.h"
 
 /* ---- the syncs this process makes ---- */
@@ -72,9 +73,16 @@ static void forget_synced(void)
     pthread_mutex_unlock(&synced_mtx);
 }
 
+static _Atomic ino_t failing; /* a sync of this inode fails EIO (0: none) */
+
 /* The real sync, noted when it succeeds. */
 static int sync_noted(const char *name, _Atomic(void *) *next, int fd)
 {
+    struct stat st;
+    if (atomic_load(&failing) != 0 && fstat(fd, &st) == 0 && st.st_ino == atomic_load(&failing)) {
+        errno = EIO;
+        return -1;
+    }
     int rc = ((int (*)(int))interpose_next(name, next))(fd);
     if (rc == 0)
         note_synced(fd);
@@ -167,11 +175,36 @@ static void test_open_syncs_parent_of_existing_dir(void **state)
     assert_int_equal(0, rmdir(root));
 }
 
+/* A directory open made and could not sync into its parent is taken back: the next start
+ * fails the same way, instead of finding it and only warning. */
+static void test_made_dir_not_synced_is_taken_back(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/arpc-recover-sync-XXXXXX", dir[64];
+    assert_non_null(mkdtemp(root));
+    snprintf(dir, sizeof(dir), "%s/log", root);
+    struct stat st;
+    assert_int_equal(0, stat(root, &st));
+    atomic_store(&failing, st.st_ino);
+    struct arpc_reply_log_options o = {.dir = dir, .fsync = ARPC_LOG_FSYNC_ALWAYS};
+    struct arpc_reply_log *log;
+    char why[256];
+    int status = -1;
+    for (int start = 0; start < 2; start++) {
+        assert_int_equal(ARPC_ESYSTEM, arpc_reply_log_open(&log, &o, NULL, NULL, done, &status, why, sizeof(why)));
+        assert_non_null(strstr(why, "fsync"));
+        assert_int_equal(-1, stat(dir, &st)); /* gone again */
+    }
+    atomic_store(&failing, 0);
+    assert_int_equal(0, rmdir(root));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_reopen_syncs_before_replay),
         cmocka_unit_test_no_leak(test_open_syncs_parent_of_existing_dir),
+        cmocka_unit_test_no_leak(test_made_dir_not_synced_is_taken_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

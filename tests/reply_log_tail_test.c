@@ -281,11 +281,10 @@ static void test_damage_in_the_middle_still_refuses(void **state)
 
     s.b[mid + 60] ^= 0x01; /* inside the reply bytes */
     char also[160];
-    snprintf(also, sizeof(also), "with a valid record after it (at offset %zu; ", after);
+    snprintf(also, sizeof(also), "with a valid record after it (at offset %zu)", after);
     expect_refusal(t, &s, mid, also);
-    /* The operator's other way out than an empty log, where a power cut left it. */
-    snprintf(also, sizeof(also), "says when cutting the segment at %zu is the smaller loss)", mid);
-    expect_refusal(t, &s, mid, also);
+    /* The operator's other way out than an empty log, where a power cut left it: said last. */
+    expect_refusal(t, &s, mid, "to start empty; after a power cut, cutting the segment there may be the smaller loss");
 
     memcpy(s.b, clean, s.len);
     s.b[mid + 2] ^= 0x04; /* the length: now far past the end of the file */
