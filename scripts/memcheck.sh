@@ -3,6 +3,7 @@
 # caches are annotated (-DARPC_MEMCHECK=ON, base/memcheck.h): uninitialised or stale bytes
 # written to a peer (sendmsg, send) or to the reply log (pwrite), and branches on them, which
 # ASan and TSan do not look for. About three minutes (measured on a loaded 2-core machine).
+# Needs valgrind and the optional parts (TLS, JSON-RPC, protobuf: scripts/deps.sh installs them).
 # Usage: scripts/memcheck.sh [build-dir]   (default build-test-memcheck)
 set -euo pipefail
 cd "$(dirname "$0")/.."

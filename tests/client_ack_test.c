@@ -35,7 +35,7 @@ static bool answer_out_of_order(struct raw_server *s, void *arg)
     struct raw_client *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return false;
-    struct raw_frame f;
+    struct raw_frame f = {0};
     bool ok = raw_server_accept_call(s, r, &f);
     uint64_t xa = f.f.f_xid, sa = f.f.f_seq, acks = f.f.f_ack;
     ok = ok && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;

@@ -25,8 +25,8 @@
 
 #include "arpc/error.h"
 #include "core/reply_log.h"
-#include "support/server_proc.h"
 #include "support/interpose.h"
+#include "support/server_proc.h"
 #include "support/test_util.h"
 
 /* ---- the directory's syncs, and the segment unlinks that came before one ---- */
