@@ -85,9 +85,9 @@ int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)
     /* Its name must survive a power cut too, whoever made it: a directory made by hand (or
      * by a predecessor killed before this fsync) may not be in its parent on disk yet, and
      * with it would go every segment synced inside it (the parent's own entry, a level up,
-     * is left to whoever made the parent). One we did not make, under a parent we may not read (root's
-     * 0711), only warns: it started there before. One we made is taken back on failure, so
-     * that the next start fails the same way instead of finding it and warning. */
+     * is left to whoever made the parent). One we did not make, under a parent we may not
+     * read (root's 0711), only warns: it started there before. One we made is taken back on
+     * failure, so that the next start fails the same way instead of finding it and warning. */
     int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = parent < 0 ? errno : arpc_file_sync(parent, false);
     if (parent >= 0)
