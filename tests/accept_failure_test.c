@@ -57,26 +57,13 @@ static void start(struct fixture *fx)
     log_capture_clear();
 }
 
-/* A client's first call, which waits for its connection's accept. */
-static void call_once(const char *addr)
-{
-    arpc_client *c;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    void *reply = NULL;
-    size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, TEST_WAIT_MS));
-    assert_int_equal(4, len);
-    arpc_free(reply);
-    arpc_client_close(c);
-}
-
 static void machine_failure_pauses_and_says_so(int err, const char *name)
 {
     struct fixture fx;
     start(&fx);
     atomic_store(&fail_errno, err);
     atomic_store(&fail_left, 5); /* five pauses in a row: one line */
-    call_once(fx.addr);
+    echo_call_once(fx.addr); /* its connection waits for the accept */
     assert_int_equal(0, atomic_load(&fail_left));
     if (LOG_LINES_WITH("accept on", fx.addr, name, "pausing 100 ms") != 1) {
         log_capture_print();
@@ -104,7 +91,7 @@ static void test_aborted_connection_is_skipped_in_silence(void **state)
     start(&fx);
     atomic_store(&fail_errno, ECONNABORTED);
     atomic_store(&fail_left, 3);
-    call_once(fx.addr);
+    echo_call_once(fx.addr); /* its connection waits for the accept */
     assert_int_equal(0, atomic_load(&fail_left));
     if (LOG_LINES_WITH("accept") != 0) {
         log_capture_print();

@@ -550,8 +550,7 @@ static void test_emfile_sheds_and_recovers(void **state)
     int n = fill_fds(fds, 0);
     assert_true(n < FILL_MAX); /* the process is out of descriptors */
     close(fds[--n]); /* room for the client's socket, taken before the last fd goes */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    int fd = tcp_socket_rcvbuf(0);
     n = fill_fds(fds, n); /* none left for the server's accept */
     /* The kernel completes a loopback connect without the server: the accept comes after. */
     assert_int_equal(0, fd_connect_loopback(fd, fx.addr));
@@ -599,9 +598,7 @@ static void test_emfile_sheds_silent_then_idle_first(void **state)
     assert_true(n < FILL_MAX);
     close(fds[--n]);
     close(fds[--n]);
-    int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(s1 >= 0 && s2 >= 0);
+    int s1 = tcp_socket_rcvbuf(0), s2 = tcp_socket_rcvbuf(0);
     n = fill_fds(fds, n); /* none left for the server's accept */
     struct raw_client r1, r2;
     assert_true(raw_connect_on(&r1, s1, fx.addr, 22)); /* room made by the silent socket */
@@ -645,10 +642,8 @@ static void test_unread_output_is_closed(void **state)
     (void)state;
     struct fixture fx;
     start(&fx, (arpc_server_options){.write_timeout_ms = SHORT_MS});
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    int small = 4096; /* so the server's send stops soon: its buffer and ours are all that takes it */
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    /* So the server's send stops soon: its buffer and ours are all that takes it. */
+    int fd = tcp_socket_rcvbuf(4096);
     struct raw_client r;
     assert_true(raw_connect_on(&r, fd, fx.addr, 31));
     send_echo_request(&r, 8u << 20); /* its echo, 8 MiB, comes back */
@@ -668,12 +663,9 @@ static void test_slow_reader_is_not_closed(void **state)
     (void)state;
     struct fixture fx;
     start(&fx, (arpc_server_options){.write_timeout_ms = SLOW_READER_TIMEOUT_MS});
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
     /* So that its kernel does not take most of the reply at once (tcp_rmem may go to 32 MiB):
      * the server's send buffer fills. */
-    int rcvbuf = 64 * 1024;
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)));
+    int fd = tcp_socket_rcvbuf(64 * 1024);
     struct raw_client r;
     assert_true(raw_connect_on(&r, fd, fx.addr, 32));
     send_echo_request(&r, SLOW_READER_BYTES);
@@ -703,10 +695,7 @@ static void test_trickle_reader_is_closed(void **state)
     (void)state;
     struct fixture fx;
     start(&fx, (arpc_server_options){.write_timeout_ms = SLOW_READER_TIMEOUT_MS});
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    int small = 4096;
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    int fd = tcp_socket_rcvbuf(4096);
     struct raw_client r;
     assert_true(raw_connect_on(&r, fd, fx.addr, 33));
     send_echo_request(&r, 8u << 20);

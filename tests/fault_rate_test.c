@@ -78,19 +78,6 @@ static void bad_magic_conn(const char *addr)
     await_close(fd);
 }
 
-/* A good client connects, calls once and leaves. */
-static void good_client_calls(const char *addr)
-{
-    arpc_client *c = NULL;
-    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    void *reply = NULL;
-    size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "hi", 2, &reply, &len, HANG_GUARD_MS));
-    assert_int_equal(2, len);
-    arpc_free(reply);
-    arpc_client_close(c);
-}
-
 /* Faulty connections one after another (each closed before the next connects, so no accept
  * batch takes two): the burst goes at once, then the rate holds, and the listener resumes by
  * itself each time. */
@@ -118,7 +105,7 @@ static void test_faults_pause_the_listener_until_paid(void **state)
     if (next_started < t0 + interval)
         assert_true(STAT(s, fault_rate_pauses) >= 1);
     assert_int_equal(0, STAT(s, accept_rate_pauses));
-    good_client_calls(addr); /* let in once the debt is paid */
+    echo_call_once(addr); /* let in once the debt is paid */
     arpc_server_destroy(s);
 }
 
@@ -130,7 +117,7 @@ static void test_good_clients_are_never_charged(void **state)
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = server_with((arpc_server_options){.max_fault_rate = 1, .fault_burst = 1}, addr, sizeof(addr));
     for (unsigned i = 0; i < 40; i++) {
-        good_client_calls(addr);
+        echo_call_once(addr);
         /* And a peer that says HELLO and goes at once, with a reset. */
         int fd = raw_connect(addr);
         uint8_t hello[64];
@@ -258,7 +245,7 @@ static void test_network_faults_never_pause_the_local_socket(void **state)
     assert_true(faulted_reaches(s, 2));
     uint64_t pauses = STAT(s, fault_rate_pauses);
     assert_true(pauses >= 1);
-    good_client_calls(uaddr);
+    echo_call_once(uaddr);
     /* Were the unix listener behind the same debt, this call's connection would have paused it
      * (a machine so slow the debt was paid meanwhile cannot fail this, only miss the check). */
     assert_int_equal(pauses, STAT(s, fault_rate_pauses));

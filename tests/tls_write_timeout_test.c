@@ -104,9 +104,7 @@ static void ssl_read_all(SSL *ssl, void *buf, size_t len)
 
 static void reader_connect(struct reader *r, const char *addr, int rcvbuf)
 {
-    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(r->fd >= 0);
-    assert_int_equal(0, setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)));
+    r->fd = tcp_socket_rcvbuf(rcvbuf);
     struct timeval hang = {.tv_sec = TEST_WAIT_S}; /* a silent server fails the test */
     assert_int_equal(0, setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &hang, sizeof(hang)));
     assert_int_equal(0, fd_connect_loopback(r->fd, addr));

@@ -26,7 +26,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,10 +159,7 @@ static void test_step_back_keeps_the_write_timeout(void **state)
     (void)state;
     struct fixture fx;
     start(&fx, (arpc_server_options){.write_timeout_ms = TIMEOUT_MS});
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    int small = 4096; /* the reply soon fills what the kernels hold, and stops */
-    assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)));
+    int fd = tcp_socket_rcvbuf(4096); /* the reply soon fills what the kernels hold, and stops */
     struct raw_client r;
     assert_true(raw_connect_on(&r, fd, fx.addr, 9));
     size_t len = 8u << 20; /* its echo comes back */

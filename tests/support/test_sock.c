@@ -42,6 +42,15 @@ int fd_connect_loopback(int fd, const char *addr)
     return connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 }
 
+int tcp_socket_rcvbuf(int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (rcvbuf > 0)
+        assert_int_equal(0, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)));
+    return fd;
+}
+
 int fd_listen_loopback(int flags, int backlog, int rcvbuf, uint16_t *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);

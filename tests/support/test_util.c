@@ -66,6 +66,19 @@ void test_echo(arpc_request *req, void *ctx)
     arpc_reply(req, data, len);
 }
 
+void echo_call_once(const char *addr)
+{
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, TEST_WAIT_MS));
+    assert_int_equal(4, len);
+    assert_memory_equal("ping", reply, 4);
+    arpc_free(reply);
+    arpc_client_close(c);
+}
+
 /* Reads the 64-bit count at offset of obj's stats into *v; false if the stats cannot be had. */
 typedef bool (*stat_read_fn)(void *obj, size_t offset, uint64_t *v);
 

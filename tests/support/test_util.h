@@ -87,6 +87,9 @@ bool thread_in_any_poll(int tid);
 struct arpc_request;
 /* A method handler (arpc_handler_fn) replying its request's bytes, on whatever thread runs it. */
 void test_echo(struct arpc_request *req, void *ctx);
+/* A new client connects to addr, calls "t.echo" (test_echo) once, checks the reply, and
+ * closes: the server accepted and served it. Bounded by TEST_WAIT_MS. */
+void echo_call_once(const char *addr);
 
 /* ---- a server's stats ---- */
 
@@ -148,6 +151,9 @@ bool fd_wait_eof(int fd, int ms);
 /* Connects a TCP socket the caller made (e.g. before the process ran out of descriptors) to
  * 127.0.0.1 at the port of addr ("tcp://127.0.0.1:PORT"); connect()'s result. */
 int fd_connect_loopback(int fd, const char *addr);
+/* A TCP socket (blocking, close-on-exec), not connected yet, with SO_RCVBUF set to rcvbuf
+ * first (0: the kernel's): a receive buffer bounds the window only if set before the connect. */
+int tcp_socket_rcvbuf(int rcvbuf);
 /* A TCP socket listening on 127.0.0.1 at a port the kernel chose (*port), close-on-exec, with
  * backlog. flags: socket()'s type flags to add (SOCK_NONBLOCK, or 0); rcvbuf: SO_RCVBUF set
  * before listen(), so the connections it accepts inherit it (0: the system's default). The
