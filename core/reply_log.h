@@ -133,9 +133,11 @@ struct arpc_reply_log;
  *   ARPC_EINVAL      bad options
  *   ARPC_EADDRINUSE  another open log holds DIR (this process or another):
  *                    "reply log DIR is in use by another server (pid N)"
- *   ARPC_EPROTO      the log is damaged in a way a crash cannot explain (a bad record with
- *                    valid records after where it ends, or too many record-like bytes after
- *                    it to tell: core/reply_log_tail.h; a bad segment header; a segment
+ *   ARPC_EPROTO      the log is damaged in a way a crash cannot explain (a bad record in
+ *                    bytes a later SYNCED record says were synced; in a segment without
+ *                    SYNCED records, one with valid records after where it ends, or too many
+ *                    record-like bytes after it to tell: core/reply_log_tail.h; a bad segment
+ *                    header; a segment
  *                    whose epoch is not the newest one's, superseded or not: a file of
  *                    another log's directory; an unknown record type):
  *                    "reply log DIR/FILE is corrupt at offset N: <what>; refusing to start
@@ -143,8 +145,9 @@ struct arpc_reply_log;
  *                    they were.
  *   ARPC_ESYSTEM     a system call failed (the line names it, the path and errno's text)
  *   ARPC_ENOMEM
- * A torn last record (what a crash in the middle of a write leaves) is not an error: it is
- * dropped, the file truncated to the record before it, and a warning logged.
+ * A torn last record (what a crash in the middle of a write leaves), or damage no sync was
+ * known to cover (what a power cut leaves of unsynced writes), is not an error: it is dropped
+ * with everything after it, the file truncated to the record before it, and a warning logged.
  */
 int arpc_reply_log_open(struct arpc_reply_log **out, const struct arpc_reply_log_options *o,
                         const struct arpc_log_replay_ops *replay, void *replay_ctx,

@@ -260,6 +260,7 @@ static void switch_to(struct arpc_reply_log *log, struct compaction *c, uint64_t
     log->lg_nolder = 0;
     log->lg_out = c->c_out;
     log->lg_segment = segment;
+    log->lg_wrote = true;
     log->lg_dirty = false; /* the snapshot was synced: it holds everything */
     log->lg_unsynced = 0;
     uint64_t twice = 2 * log->lg_out.o_size;
@@ -273,6 +274,7 @@ int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen)
     struct compaction c = {.c_log = log, .c_why = why, .c_whylen = whylen};
     c.c_out.o_buf = log->lg_buf; /* free between batches: lg_out is flushed */
     c.c_out.o_cap = ARPC_LOG_BUF_SIZE;
+    c.c_out.o_nonce = log->lg_out.o_nonce;
     int rc = arpc_log_segment_start(log->lg_dirfd, log->lg_dir, segment, log->lg_epoch, ARPC_LOG_FLAG_SNAPSHOT,
                                     &c.c_out, why, whylen);
     if (rc == ARPC_OK)

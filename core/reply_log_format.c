@@ -43,6 +43,8 @@ enum {
     GOODBYE_CLIENT = 0,
     GOODBYE_FLOOR = 8,
     STATE_LEN = 0,
+    SYNCED_EXTENT = 0,
+    SYNCED_NONCE = 8,
 };
 
 static const uint8_t log_magic[8] = {'a', 'r', 'p', 'c', 'l', 'o', 'g', 1};
@@ -73,6 +75,8 @@ static int64_t fixed_payload(unsigned type)
         return 0;
     case ARPC_LOG_STATE_SIZED:
         return ARPC_LOG_STATE_FIXED;
+    case ARPC_LOG_SYNCED:
+        return ARPC_LOG_SYNCED_PAYLOAD;
     default:
         return -1;
     }
@@ -151,6 +155,12 @@ static const char *decode_payload(const uint8_t *p, uint32_t plen, struct arpc_l
         v->v_data = p + ARPC_LOG_STATE_FIXED;
         v->v_data_len = plen - ARPC_LOG_STATE_FIXED;
         return NULL;
+    case ARPC_LOG_SYNCED:
+        if (plen != ARPC_LOG_SYNCED_PAYLOAD)
+            return "SYNCED record of the wrong size";
+        v->v_synced = le_ld64(p + SYNCED_EXTENT);
+        v->v_nonce = le_ld64(p + SYNCED_NONCE);
+        return NULL;
     default:
         return "unknown record type";
     }
@@ -214,7 +224,7 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
         return (uint64_t)le_ld32(p + REPLY_REPLY_LEN) + le_ld32(p + REPLY_EFFECT_LEN) == plen - ARPC_LOG_REPLY_FIXED
                    ? ARPC_LOG_HEAD_CHECKED
                    : ARPC_LOG_HEAD_BAD;
-    default: /* ACK, EXPIRE, GOODBYE: exactly their fixed size */
+    default: /* ACK, EXPIRE, GOODBYE, SYNCED: exactly their fixed size */
         return plen == fixed ? ARPC_LOG_HEAD_CHECKED : ARPC_LOG_HEAD_BAD;
     }
 }
@@ -284,6 +294,10 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
         break;
     case ARPC_LOG_STATE: /* written sized: its state's length */
         le_st32(p + STATE_LEN, v->v_data_len);
+        break;
+    case ARPC_LOG_SYNCED:
+        le_st64(p + SYNCED_EXTENT, v->v_synced);
+        le_st64(p + SYNCED_NONCE, v->v_nonce);
         break;
     }
     /* The checksum chains over the parts the caller writes after the head. */

@@ -39,6 +39,14 @@
  *      release, with no version change: a log without it reads as before; a server that
  *      predates it refuses a log that holds one (an unknown record type), rather than forget
  *      the floors.
+ *   SYNCED 7; 16 bytes: the writer's own, never a caller's (core/reply_log_tail.h says why)
+ *      0  u64   extent: the first `extent` bytes of this segment had been fdatasync'ed when
+ *               this record was written (0 in the first one, which only introduces the nonce)
+ *      8  u64   nonce: random, the same in every SYNCED record of a segment, never sent to a
+ *               peer, so that bytes a client chose (an echoed reply) cannot pass for one
+ *      The first record of every segment written since 2026-12-06 (after the header), and the
+ *      first of each write that follows a completed sync; added with no version change: a
+ *      server that predates it refuses a log that holds one (an unknown record type).
  *
  * The checksum does not cover the length: a damaged length shows up as a checksum mismatch
  * (or a record running past the end of the file), which recovery then tells apart from a
@@ -69,13 +77,16 @@
 #define ARPC_LOG_GOODBYE_PAYLOAD 16
 #define ARPC_LOG_STATE_SIZED 6        /* the type byte a STATE record is written with */
 #define ARPC_LOG_STATE_FIXED 4        /* its state's length, before the state */
+#define ARPC_LOG_SYNCED 7             /* the type byte of a SYNCED record */
+#define ARPC_LOG_SYNCED_PAYLOAD 16
+#define ARPC_LOG_SYNCED_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_SYNCED_PAYLOAD)
 #define ARPC_LOG_HEAD_MAX (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD) /* largest fixed part */
 #define ARPC_LOG_HEADER_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD)
 
 /* A record's content: what the encoder writes, or what the decoder found (views into its
  * input). Fields a type does not have are 0 / NULL. */
 struct arpc_log_view {
-    uint8_t v_type;           /* enum arpc_log_rtype or ARPC_LOG_HEADER */
+    uint8_t v_type;           /* enum arpc_log_rtype, ARPC_LOG_HEADER or ARPC_LOG_SYNCED */
     uint32_t v_size;          /* decoded: the whole record, head and payload */
     uint64_t v_client_id;     /* REPLY, ACK, EXPIRE, GOODBYE */
     uint64_t v_seq;           /* REPLY; GOODBYE: the floor */
@@ -87,6 +98,8 @@ struct arpc_log_view {
     uint32_t v_flags;         /* HEADER */
     uint64_t v_epoch;         /* HEADER */
     uint64_t v_segment;       /* HEADER */
+    uint64_t v_synced;        /* SYNCED: the extent */
+    uint64_t v_nonce;         /* SYNCED */
 };
 
 enum arpc_log_decode {
@@ -113,7 +126,7 @@ enum arpc_log_head {
                               * bytes, a length above the limit, an unknown type or a segment
                               * header, a length its type or REPLY's two lengths contradict */
     ARPC_LOG_HEAD_UNCHECKED, /* STATE of type 4: any length is possible, so nothing confirms it */
-    ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYE), or REPLY's
+    ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYE, SYNCED), or REPLY's
                               * two lengths do, or a sized STATE's state_len; one cut before
                               * them is at least its fixed size, which buf does not hold, and
                               * counts as CHECKED too */

@@ -30,6 +30,8 @@ struct arpc_log_syncer {
     pthread_mutex_t sy_mtx;
     pthread_cond_t sy_cv;
     int sy_fd;       /* a sync asked for: a duplicate of the segment's fd; -1: none */
+    uint64_t sy_segment, sy_extent;      /* what that sync covers: the segment, its bytes */
+    uint64_t sy_done_segment, sy_synced; /* what the last sync that succeeded covered */
     int sy_err;      /* the errno of a failed fdatasync (0: none) */
     bool sy_stop;
     bool sy_running;
@@ -67,6 +69,8 @@ struct arpc_reply_log {
     uint64_t lg_compact_at;      /* compact once the active segment passes this size */
     bool lg_failed;              /* a write or sync failed: every record is refused */
     bool lg_dirty;               /* written since the last fdatasync */
+    bool lg_wrote;               /* the active segment grew since open (close then says how far
+                                  * it is synced: a SYNCED record) */
     uint32_t lg_unsynced;        /* BATCH: records written since the last fdatasync */
     uint64_t lg_unsynced_since;  /* BATCH: when the first of them was written */
     struct arpc_log_syncer lg_syncer; /* BATCH: syncs off the writer thread */
@@ -102,6 +106,9 @@ int arpc_log_compact(struct arpc_reply_log *log, char *why, size_t whylen);
 int arpc_log_syncer_start(struct arpc_reply_log *log);
 bool arpc_log_syncer_request(struct arpc_reply_log *log, char *why, size_t whylen);
 int arpc_log_syncer_stop(struct arpc_reply_log *log);
+/* Writer thread: raises lg_out.o_synced to what the syncer's syncs of the active segment
+ * have covered (for its SYNCED records). */
+void arpc_log_syncer_synced(struct arpc_reply_log *log);
 
 /* Marks the log failed (fail-stop) and logs why at ERROR. Writer thread. */
 void arpc_log_fail(struct arpc_reply_log *log, const char *why);

@@ -267,10 +267,25 @@ int arpc_log_out_put(struct arpc_log_out *o, const struct iovec *parts, int npar
 
 int arpc_log_out_sync(struct arpc_log_out *o, char *why, size_t whylen)
 {
+    uint64_t written = o->o_size - o->o_len;
     int err = arpc_file_sync(o->o_fd, true);
     if (err != 0)
         return arpc_log_sys_fail(why, whylen, o->o_dir, "fdatasync", o->o_name, err);
+    o->o_synced = written;
     return ARPC_OK;
+}
+
+int arpc_log_out_claim(struct arpc_log_out *o, char *why, size_t whylen)
+{
+    if (o->o_synced <= o->o_claimed)
+        return ARPC_OK;
+    uint8_t rec[ARPC_LOG_SYNCED_SIZE];
+    struct arpc_log_view v = {.v_type = ARPC_LOG_SYNCED, .v_synced = o->o_synced, .v_nonce = o->o_nonce};
+    struct iovec part = {rec, arpc_log_encode(rec, &v)};
+    int rc = arpc_log_out_put(o, &part, 1, why, whylen);
+    if (rc == ARPC_OK)
+        o->o_claimed = o->o_synced;
+    return rc;
 }
 
 int arpc_log_segment_start(int dirfd, const char *dir, uint64_t segment, uint64_t epoch, uint32_t flags,
@@ -283,9 +298,14 @@ int arpc_log_segment_start(int dirfd, const char *dir, uint64_t segment, uint64_
         return arpc_log_sys_fail(why, whylen, dir, "create", o->o_name, errno);
     o->o_size = 0;
     o->o_len = 0;
-    uint8_t head[ARPC_LOG_HEADER_SIZE];
+    o->o_synced = 0;
+    o->o_claimed = 0;
+    uint8_t head[ARPC_LOG_HEADER_SIZE + ARPC_LOG_SYNCED_SIZE];
     struct arpc_log_view v = {.v_type = ARPC_LOG_HEADER, .v_flags = flags, .v_epoch = epoch, .v_segment = segment};
-    struct iovec part = {head, arpc_log_encode(head, &v)};
+    struct arpc_log_view intro = {.v_type = ARPC_LOG_SYNCED, .v_nonce = o->o_nonce};
+    size_t n = arpc_log_encode(head, &v);
+    n += arpc_log_encode(head + n, &intro);
+    struct iovec part = {head, n};
     return arpc_log_out_put(o, &part, 1, why, whylen); /* fits: the buffer is far larger */
 }
 

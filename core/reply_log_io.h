@@ -60,7 +60,9 @@ int arpc_log_segment_open(int dirfd, const char *dir, uint64_t segment, int *fd,
 /* ---- appending ---- */
 
 /* A file being appended to, through a buffer that gathers small records into one write.
- * Records larger than a quarter of the buffer are written directly, after what is buffered. */
+ * Records larger than a quarter of the buffer are written directly, after what is buffered.
+ * It also keeps what its SYNCED records need (core/reply_log_tail.h): how far the file is
+ * known to be on disk, and how far its last SYNCED record said. */
 struct arpc_log_out {
     int o_fd;
     const char *o_dir;           /* for why lines */
@@ -68,6 +70,9 @@ struct arpc_log_out {
     uint64_t o_size;             /* the file's size once the buffer is written */
     uint8_t *o_buf;              /* not owned */
     size_t o_len, o_cap;
+    uint64_t o_synced;           /* the file's first o_synced bytes were fdatasync'ed */
+    uint64_t o_claimed;          /* the extent its last SYNCED record gave (0: none since open) */
+    uint64_t o_nonce;            /* its SYNCED records' nonce (set by the caller) */
 };
 
 /* Appends one record given as parts (head, reply, data; empty parts allowed). The bytes of
@@ -75,12 +80,18 @@ struct arpc_log_out {
 int arpc_log_out_put(struct arpc_log_out *o, const struct iovec *parts, int nparts, char *why, size_t whylen);
 /* Writes whatever is buffered. */
 int arpc_log_out_flush(struct arpc_log_out *o, char *why, size_t whylen);
-/* fdatasync of the file (what a record needs to survive a power loss). */
+/* fdatasync of the file (what a record needs to survive a power loss); on success o_synced
+ * covers every byte written before it. */
 int arpc_log_out_sync(struct arpc_log_out *o, char *why, size_t whylen);
+/* Appends a SYNCED record giving o_synced if that is past o_claimed (else nothing): how far a
+ * later recovery may trust damage after it to be corruption rather than an unsynced tail.
+ * Call it before the first record of a write that follows a sync. */
+int arpc_log_out_claim(struct arpc_log_out *o, char *why, size_t whylen);
 
 /*
- * Starts segment `segment` as DIR/NAME.tmp with its header (epoch, flags) buffered in *o
- * (whose o_buf and o_cap the caller set). Append to it, then publish.
+ * Starts segment `segment` as DIR/NAME.tmp with its header (epoch, flags) and a first SYNCED
+ * record (extent 0, o_nonce) buffered in *o (whose o_buf, o_cap and o_nonce the caller set).
+ * Append to it, then publish.
  */
 int arpc_log_segment_start(int dirfd, const char *dir, uint64_t segment, uint64_t epoch, uint32_t flags,
                            struct arpc_log_out *o, char *why, size_t whylen);

@@ -9,13 +9,16 @@
  * - Only the newest snapshot segment and the ones after it are read: a snapshot holds
  *   everything live at the moment it was written, so older segments are superseded.
  * - Torn or corrupt? A crash in the middle of a write can only damage the end of the last
- *   segment (we only ever append, and a new segment appears by rename, complete). So a
- *   damaged record (checksum mismatch, or running past the end of the file) is a torn tail
+ *   segment (we only ever append, and a new segment appears by rename, complete), and only
+ *   what no fdatasync had covered yet. A segment's SYNCED records say how far that was
+ *   (core/reply_log_tail.h): a damaged record (checksum mismatch, or running past the end of
+ *   the file) that no later SYNCED record says was synced is cut, with everything after it,
+ *   however much is intact (a power cut may keep a write's later pages without its earlier
+ *   ones). In a segment without SYNCED records (written before them) it is a torn tail only
  *   when no valid record follows where it ends (core/reply_log_tail.c: never one inside its
- *   own extent, which is client bytes): it is dropped and the file truncated to the record
- *   before it. Anywhere else, or with a valid record after it, it is corruption, and so is an
- *   intact record we do not understand: open refuses to start rather than serve a log that
- *   lost data in the middle.
+ *   own extent, which is client bytes). Anywhere else it is corruption, and so is an intact
+ *   record we do not understand: open refuses to start rather than serve a log that lost
+ *   synced data in the middle.
  * - Nothing is changed on disk until the whole log has been read without a fatal problem:
  *   the truncation and the removal of superseded segments come after the scan.
  * - What was read is synced before it is replayed: a server killed between a write and its
@@ -52,6 +55,8 @@ struct mapped_segment {
     const uint8_t *m_base;
     size_t m_size; /* the file's size */
     size_t m_good; /* the end of its last good record: m_size unless the tail is torn */
+    bool m_claims; /* a SYNCED record was read: its writer says how far it synced */
+    uint64_t m_nonce; /* the nonce of its SYNCED records */
 };
 
 struct recovery {
@@ -59,6 +64,7 @@ struct recovery {
     struct mapped_segment *r_segs; /* the newest snapshot, then every later segment */
     size_t r_nsegs;
     const char *r_torn_what; /* why the last segment's tail was dropped, if it was */
+    bool r_torn_unsynced;    /* judged by its SYNCED records (core/reply_log_tail.h) */
     char *r_why;
     size_t r_whylen;
 };
@@ -130,7 +136,8 @@ static int map_segment(struct recovery *r, uint64_t segment, struct mapped_segme
         close(fd);
         return rc;
     }
-    *m = (struct mapped_segment){segment, fd, base, (size_t)st.st_size, (size_t)st.st_size};
+    *m = (struct mapped_segment){
+        .m_segment = segment, .m_fd = fd, .m_base = base, .m_size = (size_t)st.st_size, .m_good = (size_t)st.st_size};
     struct arpc_log_view v;
     const char *what = NULL;
     enum arpc_log_decode d = arpc_log_decode(m->m_base, m->m_size, &v, &what);
@@ -176,16 +183,72 @@ static int map_live_segments(struct recovery *r, const uint64_t *segs, size_t n,
 
 /* ---- reading ---- */
 
+/* A SYNCED record read in order: it only tells the judgement of damage after it. One that
+ * claims bytes after itself, or carries another nonce than the segment's first, is no writer's
+ * of this segment. */
+static int read_claim(struct recovery *r, struct mapped_segment *m, size_t off, const struct arpc_log_view *v)
+{
+    if (v->v_synced > off)
+        return corrupt(r, m->m_segment, off, "a SYNCED record that claims bytes after itself", "");
+    if (m->m_claims && v->v_nonce != m->m_nonce)
+        return corrupt(r, m->m_segment, off, "a SYNCED record with another nonce than the segment's", "");
+    m->m_claims = true;
+    m->m_nonce = v->v_nonce;
+    return ARPC_OK;
+}
+
+/* The first damaged record of the last segment, at off: a torn (or unsynced) tail to cut, or
+ * corruption (core/reply_log_tail.h). */
+static int judge_damage(struct recovery *r, struct mapped_segment *m, size_t off, const char *what)
+{
+    struct arpc_log_tail t;
+    char more[200];
+    if (m->m_claims) {
+        arpc_log_tail_judge_synced(m->m_base, m->m_size, off, m->m_nonce, &t);
+        if (!t.t_torn) {
+            snprintf(more, sizeof(more), ", in bytes a later record (at offset %zu) says were synced (up to offset %" PRIu64 ")",
+                     t.t_evidence, t.t_claimed);
+            return corrupt(r, m->m_segment, off, what, more);
+        }
+    } else {
+        arpc_log_tail_judge(m->m_base, m->m_size, off, &t);
+        if (!t.t_torn && t.t_evidence != 0) { /* a power cut can leave this too: the operator's other way out */
+            snprintf(more, sizeof(more), ", with a valid record after it (at offset %zu)", t.t_evidence);
+            return corrupt_or(r, m->m_segment, off, what, more,
+                              "; after a power cut, cutting the segment there may be the smaller loss: "
+                              "docs/SEMANTICS.md, \"Durability\"");
+        }
+        if (!t.t_torn) {
+            snprintf(more, sizeof(more),
+                     ", followed by more record-like bytes than can be checked (%" PRIu64
+                     " bytes checksummed) to tell a torn tail from corruption",
+                     t.t_checksummed);
+            return corrupt(r, m->m_segment, off, what, more);
+        }
+    }
+    m->m_good = off;
+    r->r_torn_what = what;
+    r->r_torn_unsynced = m->m_claims;
+    return ARPC_OK;
+}
+
 static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
 {
     size_t off = ARPC_LOG_HEADER_SIZE;
     while (off < m->m_size) {
         struct arpc_log_view v;
         const char *what;
+        int rc;
         switch (arpc_log_decode(m->m_base + off, m->m_size - off, &v, &what)) {
         case ARPC_LOG_DECODE_OK:
             if (v.v_type == ARPC_LOG_HEADER)
                 return corrupt(r, m->m_segment, off, "a segment header in the middle of a segment", "");
+            if (v.v_type == ARPC_LOG_SYNCED) {
+                if ((rc = read_claim(r, m, off, &v)) != ARPC_OK)
+                    return rc;
+                off += v.v_size;
+                continue;
+            }
             if (arpc_log_index_apply(&r->r_log->lg_index, &v, (struct arpc_log_pos){m->m_segment, off, v.v_size}) !=
                 ARPC_OK)
                 return out_of_memory(r);
@@ -196,25 +259,7 @@ static int scan_segment(struct recovery *r, struct mapped_segment *m, bool last)
         default: /* SHORT or DAMAGED */
             if (!last)
                 return corrupt(r, m->m_segment, off, what, " (not in the last segment)");
-            struct arpc_log_tail t;
-            arpc_log_tail_judge(m->m_base, m->m_size, off, &t);
-            if (!t.t_torn) {
-                char more[160];
-                if (t.t_evidence != 0) { /* a power cut can leave this too: the operator's other way out */
-                    snprintf(more, sizeof(more), ", with a valid record after it (at offset %zu)", t.t_evidence);
-                    return corrupt_or(r, m->m_segment, off, what, more,
-                                      "; after a power cut, cutting the segment there may be the smaller loss: "
-                                      "docs/SEMANTICS.md, \"Durability\"");
-                }
-                snprintf(more, sizeof(more),
-                         ", followed by more record-like bytes than can be checked (%" PRIu64
-                         " bytes checksummed) to tell a torn tail from corruption",
-                         t.t_checksummed);
-                return corrupt(r, m->m_segment, off, what, more);
-            }
-            m->m_good = off;
-            r->r_torn_what = what;
-            return ARPC_OK;
+            return judge_damage(r, m, off, what);
         }
     }
     return ARPC_OK;
@@ -246,9 +291,10 @@ static int drop_torn_tail(struct recovery *r)
     if (err != 0)
         return arpc_log_sys_fail(r->r_why, r->r_whylen, dir, "fdatasync", name, err);
     arpc_log(ARPC_LOG_WARN,
-             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes); truncated the file there%s%s%s",
-             dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good, kept ? " (the bytes cut are in " : "",
-             kept ? copy : "", kept ? ")" : "");
+             "reply log %s/%s: dropped a torn record at offset %zu (%s, %zu bytes%s); truncated the file there%s%s%s",
+             dir, name, m->m_good, r->r_torn_what, m->m_size - m->m_good,
+             r->r_torn_unsynced ? " to the end of the file, none of them known to have been synced" : "",
+             kept ? " (the bytes cut are in " : "", kept ? copy : "", kept ? ")" : "");
     return ARPC_OK;
 }
 
@@ -347,14 +393,26 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
 
 /* ---- a new directory ---- */
 
-static int create_first_segment(struct arpc_reply_log *log, char *why, size_t whylen)
+/* A random non-zero number: an epoch, a nonce. */
+static int random_nonzero(struct arpc_reply_log *log, uint64_t *out, char *why, size_t whylen)
 {
-    while (log->lg_epoch == 0) {
-        if (getrandom(&log->lg_epoch, sizeof(log->lg_epoch), 0) != (ssize_t)sizeof(log->lg_epoch))
+    *out = 0;
+    while (*out == 0) {
+        if (getrandom(out, sizeof(*out), 0) != (ssize_t)sizeof(*out))
             return arpc_log_sys_fail(why, whylen, log->lg_dir, "getrandom", "", errno);
     }
+    return ARPC_OK;
+}
+
+static int create_first_segment(struct arpc_reply_log *log, char *why, size_t whylen)
+{
+    int rc = random_nonzero(log, &log->lg_epoch, why, whylen);
+    if (rc == ARPC_OK)
+        rc = random_nonzero(log, &log->lg_out.o_nonce, why, whylen);
+    if (rc != ARPC_OK)
+        return rc;
     /* An empty snapshot: the state of a log that has seen nothing. */
-    int rc = arpc_log_segment_start(log->lg_dirfd, log->lg_dir, 1, log->lg_epoch, ARPC_LOG_FLAG_SNAPSHOT, &log->lg_out,
+    rc = arpc_log_segment_start(log->lg_dirfd, log->lg_dir, 1, log->lg_epoch, ARPC_LOG_FLAG_SNAPSHOT, &log->lg_out,
                                     why, whylen);
     if (rc == ARPC_OK)
         rc = arpc_log_segment_publish(log->lg_dirfd, 1, &log->lg_out, why, whylen);
@@ -420,15 +478,21 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
         unmap_all(&r, false);
         return rc;
     }
+    struct mapped_segment *active = &r.r_segs[r.r_nsegs - 1];
+    log->lg_out.o_nonce = active->m_nonce; /* its SYNCED records go on with the segment's nonce */
+    if (!active->m_claims && (rc = random_nonzero(log, &log->lg_out.o_nonce, why, whylen)) != ARPC_OK) {
+        unmap_all(&r, false);
+        return rc;
+    }
     size_t it = 0;
     log->lg_had_clients = arpc_log_index_next_client(&log->lg_index, &it) != NULL ||
                           arpc_rc_gone_count(&log->lg_index.ix_gone) > 0;
     if (ops != NULL)
         replay(&r, ops, ctx);
-    struct mapped_segment *active = &r.r_segs[r.r_nsegs - 1];
     log->lg_segment = active->m_segment;
     log->lg_out.o_fd = active->m_fd;
     log->lg_out.o_size = active->m_good;
+    log->lg_out.o_synced = active->m_good; /* sync_read: the first write says so */
     arpc_log_segment_name(log->lg_out.o_name, active->m_segment, false);
     unmap_all(&r, true);
     return ARPC_OK;

@@ -44,6 +44,10 @@ static void *syncer_main(void *arg)
         pthread_mutex_lock(&sy->sy_mtx);
         if (err != 0 && sy->sy_err == 0)
             sy->sy_err = err;
+        if (err == 0) {
+            sy->sy_done_segment = sy->sy_segment;
+            sy->sy_synced = sy->sy_extent;
+        }
         sy->sy_fd = -1;
     }
     pthread_mutex_unlock(&sy->sy_mtx);
@@ -56,6 +60,8 @@ int arpc_log_syncer_start(struct arpc_reply_log *log)
     sy->sy_fd = -1;
     sy->sy_err = 0;
     sy->sy_stop = false;
+    sy->sy_done_segment = 0; /* no segment is numbered 0 */
+    sy->sy_synced = 0;
     if (pthread_mutex_init(&sy->sy_mtx, NULL) != 0)
         return ARPC_ESYSTEM;
     if (pthread_cond_init(&sy->sy_cv, NULL) != 0) {
@@ -79,10 +85,13 @@ bool arpc_log_syncer_request(struct arpc_reply_log *log, char *why, size_t whyle
     bool taken = false;
     if (err == 0 && sy->sy_fd < 0) {
         sy->sy_fd = fcntl(log->lg_out.o_fd, F_DUPFD_CLOEXEC, 0); /* a child's exec must not keep it */
-        if (sy->sy_fd < 0)
+        if (sy->sy_fd < 0) {
             err = errno;
-        else
+        } else {
             taken = true;
+            sy->sy_segment = log->lg_segment;
+            sy->sy_extent = log->lg_out.o_size - log->lg_out.o_len; /* what was written */
+        }
         pthread_cond_signal(&sy->sy_cv);
     }
     pthread_mutex_unlock(&sy->sy_mtx);
@@ -92,6 +101,19 @@ bool arpc_log_syncer_request(struct arpc_reply_log *log, char *why, size_t whyle
         arpc_log_fail(log, why);
     }
     return taken;
+}
+
+void arpc_log_syncer_synced(struct arpc_reply_log *log)
+{
+    struct arpc_log_syncer *sy = &log->lg_syncer;
+    if (!sy->sy_running)
+        return;
+    /* Once per write of the writer's, not per record: the mutex the requests take anyway. */
+    pthread_mutex_lock(&sy->sy_mtx);
+    uint64_t synced = sy->sy_done_segment == log->lg_segment ? sy->sy_synced : 0;
+    pthread_mutex_unlock(&sy->sy_mtx);
+    if (synced > log->lg_out.o_synced)
+        log->lg_out.o_synced = synced;
 }
 
 int arpc_log_syncer_stop(struct arpc_reply_log *log)

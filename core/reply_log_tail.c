@@ -1,7 +1,7 @@
 /*
  * Torn tail or corruption (core/reply_log_tail.h).
  *
- * Design notes
+ * Design notes (the judgement without SYNCED records; with them, see the header)
  * - We only ever append, one record after the other, so a crash in the middle of a write
  *   leaves the record being written as the last thing in the file, followed by nothing it did
  *   not itself contain. Whatever lies inside its own extent is its payload: reply bytes a
@@ -23,6 +23,7 @@
  */
 #include "core/reply_log_tail.h"
 
+#include "base/le.h"
 #include "core/reply_log_format.h"
 
 void arpc_log_tail_judge(const uint8_t *seg, size_t size, size_t off, struct arpc_log_tail *out)
@@ -46,6 +47,27 @@ void arpc_log_tail_judge(const uint8_t *seg, size_t size, size_t off, struct arp
         if (intact) {
             out->t_torn = false;
             out->t_evidence = p;
+            return;
+        }
+    }
+}
+
+void arpc_log_tail_judge_synced(const uint8_t *seg, size_t size, size_t off, uint64_t nonce,
+                                struct arpc_log_tail *out)
+{
+    *out = (struct arpc_log_tail){.t_torn = true, .t_from = off + 1};
+    for (size_t p = off + 1; p + ARPC_LOG_SYNCED_SIZE <= size; p++) {
+        const uint8_t *r = seg + p; /* len, crc, type, then the extent and the nonce */
+        if (r[8] != ARPC_LOG_SYNCED || le_ld32(r) != ARPC_LOG_SYNCED_PAYLOAD ||
+            le_ld64(r + ARPC_LOG_RECORD_HEAD + 8) != nonce)
+            continue;
+        struct arpc_log_view v;
+        const char *what;
+        out->t_checksummed += ARPC_LOG_SYNCED_SIZE - 8;
+        if (arpc_log_decode(r, ARPC_LOG_SYNCED_SIZE, &v, &what) == ARPC_LOG_DECODE_OK && v.v_synced > off) {
+            out->t_torn = false;
+            out->t_evidence = p;
+            out->t_claimed = v.v_synced;
             return;
         }
     }

@@ -194,6 +194,19 @@ static int write_record(struct arpc_reply_log *log, const struct arpc_log_record
 
 /* ---- one batch ---- */
 
+/* Before a write's first record: a SYNCED record saying how far the segment is on disk, if a
+ * sync covered more since the last one said (core/reply_log_tail.h: what start-up makes of it). */
+static void claim_synced(struct arpc_reply_log *log)
+{
+    if (log->lg_failed)
+        return;
+    if (log->lg_policy == ARPC_LOG_FSYNC_BATCH)
+        arpc_log_syncer_synced(log);
+    char why[ARPC_LOG_WHY_MAX];
+    if (arpc_log_out_claim(&log->lg_out, why, sizeof(why)) != ARPC_OK)
+        arpc_log_fail(log, why);
+}
+
 static void hand_back(struct arpc_reply_log *log, ck_stack_entry_t *batch)
 {
     while (batch != NULL) {
@@ -218,6 +231,7 @@ static void maybe_compact(struct arpc_reply_log *log)
 static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
 {
     uint32_t written = 0;
+    claim_synced(log);
     for (ck_stack_entry_t *e = batch; e != NULL; e = e->next) {
         struct arpc_log_record *rec = record_of(e);
         rec->lr_status = write_record(log, rec);
@@ -227,6 +241,7 @@ static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
     if (written > 0 && !log->lg_failed && arpc_log_out_flush(&log->lg_out, why, sizeof(why)) != ARPC_OK)
         arpc_log_fail(log, why);
     if (written > 0 && !log->lg_failed) {
+        log->lg_wrote = true;
         if (!log->lg_dirty)
             log->lg_unsynced_since = arpc_now_ns();
         log->lg_dirty = true;
@@ -289,6 +304,14 @@ static void *writer_main(void *arg)
     }
     if (!log->lg_failed) /* close syncs whatever the policy (and after the syncer's last) */
         sync_active(log);
+    if (log->lg_wrote && !log->lg_failed) { /* and says so: damage in the last write is then never cut as unsynced */
+        char why[ARPC_LOG_WHY_MAX];
+        claim_synced(log);
+        if (!log->lg_failed && arpc_log_out_flush(&log->lg_out, why, sizeof(why)) != ARPC_OK)
+            arpc_log_fail(log, why);
+        if (!log->lg_failed)
+            sync_active(log);
+    }
     arpc_log_publish_sizes(log);
     return NULL;
 }

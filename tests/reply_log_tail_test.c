@@ -66,6 +66,12 @@ static size_t add_reply(struct seg *s, uint64_t client, uint64_t seq, const void
     return seg_add(s, &v);
 }
 
+static size_t add_synced(struct seg *s, uint64_t extent, uint64_t nonce)
+{
+    struct arpc_log_view v = {.v_type = ARPC_LOG_SYNCED, .v_synced = extent, .v_nonce = nonce};
+    return seg_add(s, &v);
+}
+
 static size_t add_expire(struct seg *s, uint64_t client)
 {
     struct arpc_log_view v = {.v_type = ARPC_LOG_EXPIRE, .v_client_id = client};
@@ -428,6 +434,66 @@ static void test_small_and_zero_tails(void **state)
     free(s.b);
 }
 
+/* A segment whose writer says how far it synced: damage is cut unless a later SYNCED record
+ * with the segment's nonce gives an extent past it; one at or before the damage, or with
+ * another nonce, says nothing of it. */
+static void test_judged_by_synced_records(void **state)
+{
+    (void)state;
+    enum { NONCE = 0x6e6f6e6365 };
+    struct seg s;
+    seg_start(&s);
+    add_synced(&s, 0, NONCE);
+    size_t early = add_reply(&s, 1, 1, "one", 3);
+    size_t damaged = add_synced(&s, early, NONCE);
+    add_reply(&s, 1, 2, "two", 3);
+    size_t later = add_synced(&s, damaged, NONCE); /* the extent the damaged record begins at */
+    add_reply(&s, 1, 3, "three", 5);
+    s.b[damaged + 12] ^= 0x20;
+    struct arpc_log_tail j;
+    arpc_log_tail_judge_synced(s.b, s.len, damaged, NONCE, &j);
+    assert_true(j.t_torn); /* synced up to the damage, not into it */
+    /* The old judgement refuses the same bytes: intact records after the damage. */
+    arpc_log_tail_judge(s.b, s.len, damaged, &j);
+    assert_false(j.t_torn);
+
+    le_st64(s.b + later + ARPC_LOG_RECORD_HEAD, damaged + 1); /* one byte into it */
+    le_st32(s.b + later + 4, arpc_crc32c(0, s.b + later + 8, 1 + ARPC_LOG_SYNCED_PAYLOAD));
+    arpc_log_tail_judge_synced(s.b, s.len, damaged, NONCE, &j);
+    assert_false(j.t_torn);
+    assert_int_equal(later, j.t_evidence);
+    assert_int_equal(damaged + 1, j.t_claimed);
+    arpc_log_tail_judge_synced(s.b, s.len, damaged, NONCE + 1, &j); /* another segment's nonce */
+    assert_true(j.t_torn);
+    arpc_log_tail_judge_synced(s.b, s.len, later, NONCE, &j); /* the claim before the damage */
+    assert_true(j.t_torn);
+    s.b[later + 20] ^= 0x01; /* a damaged claim claims nothing */
+    arpc_log_tail_judge_synced(s.b, s.len, damaged, NONCE, &j);
+    assert_true(j.t_torn);
+    free(s.b);
+}
+
+/* Intact SYNCED records no writer of the segment wrote: one that claims bytes after itself,
+ * one with another nonce than the segment's first. Corruption, refused at their offsets. */
+static void test_impossible_synced_records_refuse(void **state)
+{
+    struct tdir *t = *state;
+    struct seg s;
+    seg_start(&s);
+    add_synced(&s, 0, 7);
+    size_t first = add_reply(&s, 1, 1, "one", 3);
+    size_t ahead = add_synced(&s, first + 1000, 7);
+    expect_refusal(t, &s, ahead, "a SYNCED record that claims bytes after itself");
+    free(s.b);
+
+    seg_start(&s);
+    add_synced(&s, 0, 7);
+    first = add_reply(&s, 1, 1, "one", 3);
+    size_t other = add_synced(&s, first, 8);
+    expect_refusal(t, &s, other, "a SYNCED record with another nonce than the segment's");
+    free(s.b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +503,8 @@ int main(void)
         dir_test(test_torn_state_full_of_records),
         cmocka_unit_test_no_leak(test_unconfirmed_head_search_is_bounded),
         cmocka_unit_test_no_leak(test_small_and_zero_tails),
+        cmocka_unit_test_no_leak(test_judged_by_synced_records),
+        dir_test(test_impossible_synced_records_refuse),
     };
     test_alloc_install();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -916,11 +916,12 @@ static void test_random_against_model_with_compaction(void **state)
 
 /* ---- torn tails and corruption ---- */
 
-/* A segment of four records and a fifth: its bytes, their length, the fifth's offset, the
- * file's path. */
+/* A segment of four records and a fifth: its bytes, their length, where the write of the
+ * fifth begins (the SYNCED record a write after open starts with), where the fifth is, where
+ * the SYNCED record the second close wrote is (the last), the file's path. */
 struct five {
     uint8_t *bytes;
-    size_t len, last_at;
+    size_t len, last_at, reply_at, claim_at;
     char path[256];
 };
 
@@ -940,6 +941,11 @@ static void five_records(const struct tdir *t, struct five *f)
     struct trec *last = trec_new(ARPC_LOG_REPLY, 3, 9, 0, 95, 45);
     append_all_and_close(log, &last, 1);
     f->bytes = read_file(f->path, &f->len);
+    f->reply_at = f->last_at + ARPC_LOG_SYNCED_SIZE;
+    f->claim_at = f->len - ARPC_LOG_SYNCED_SIZE;
+    assert_int_equal(ARPC_LOG_SYNCED, f->bytes[f->last_at + 8]);
+    assert_int_equal(ARPC_LOG_REPLY, f->bytes[f->reply_at + 8]);
+    assert_int_equal(ARPC_LOG_SYNCED, f->bytes[f->claim_at + 8]);
 }
 
 /* What the first four of five_records() replay as. */
@@ -962,21 +968,24 @@ static void test_torn_tail_at_every_byte(void **state)
     five_records(t, &f);
     struct sink s = {0};
     capture_start();
-    for (size_t cut = f.last_at; cut < f.len; cut++) {
+    int torn_tails = 0;
+    for (size_t cut = f.last_at; cut < f.claim_at; cut++) { /* the write of the fifth, cut anywhere */
         write_file(f.path, f.bytes, cut);
         struct replayed r = {0};
         struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
         check_first_four(&r);
         assert_int_equal(2, r.neffects);
         assert_null(find_reply(&r, 3, 9));
-        assert_int_equal((off_t)f.last_at, file_size(f.path)); /* truncated to the last good record */
-        if (cut > f.last_at) { /* and the bytes cut are kept beside it, for an operator */
+        size_t good = cut < f.reply_at ? f.last_at : f.reply_at;
+        assert_int_equal((off_t)good, file_size(f.path)); /* truncated to the last good record */
+        if (cut > good) { /* and the bytes cut are kept beside it, for an operator */
             char torn[300];
             size_t torn_len;
             snprintf(torn, sizeof(torn), "%s.torn", f.path);
             uint8_t *kept = read_file(torn, &torn_len);
-            assert_int_equal(cut - f.last_at, torn_len);
-            assert_memory_equal(f.bytes + f.last_at, kept, torn_len);
+            assert_int_equal(cut - good, torn_len);
+            assert_memory_equal(f.bytes + good, kept, torn_len);
+            torn_tails++;
             free(kept);
             assert_int_equal(0, unlink(torn));
         }
@@ -991,9 +1000,24 @@ static void test_torn_tail_at_every_byte(void **state)
         assert_blob_tag(find_reply(&r, 4, 1)->reply, 60);
         replayed_free(&r);
     }
-    /* One warning per torn tail (the cut at the record's first byte left none). */
-    assert_int_equal((int)(f.len - f.last_at - 1), captured(ARPC_LOG_WARN, "dropped a torn record at offset"));
+    /* One warning per torn tail (a cut at a record's first byte left none). */
+    assert_int_equal((int)(f.claim_at - f.last_at - 2), torn_tails);
+    assert_int_equal(torn_tails, captured(ARPC_LOG_WARN, "dropped a torn record at offset"));
     capture_stop();
+    /* The SYNCED record close wrote, cut anywhere: only it is dropped, the fifth is kept. */
+    for (size_t cut = f.claim_at + 1; cut < f.len; cut++) {
+        write_file(f.path, f.bytes, cut);
+        struct replayed r = {0};
+        struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+        check_first_four(&r);
+        assert_blob_tag(find_reply(&r, 3, 9)->reply, 95);
+        assert_int_equal((off_t)f.claim_at, file_size(f.path));
+        replayed_free(&r);
+        arpc_reply_log_close(log);
+        char torn[300];
+        snprintf(torn, sizeof(torn), "%s.torn", f.path);
+        assert_int_equal(0, unlink(torn));
+    }
     free(f.bytes);
 }
 
@@ -1063,9 +1087,9 @@ static void test_tail_that_is_not_torn(void **state)
     /* A damaged last record with a good one after it: corruption, not a torn tail. */
     struct arpc_log_view v = {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 1};
     memcpy(more, f.bytes, f.len);
-    more[f.last_at + 20] ^= 0x10;
+    more[f.reply_at + 20] ^= 0x10;
     size_t n = f.len + arpc_log_encode(more + f.len, &v);
-    expect_corrupt(t, f.path, more, n, f.last_at);
+    expect_corrupt(t, f.path, more, n, f.reply_at);
     free(more);
 
     /* Zeros where the tail should be (what some file systems leave after a crash): torn. */
