@@ -214,7 +214,9 @@ typedef struct arpc_client_options {
     int64_t re_resolve_ms;
 } arpc_client_options;
 
-#define ARPC_ERRBUF_SIZE 256
+/* Room for any error line arpc writes into an errbuf: a reply log's refusal names its path,
+ * an offset and the operator's ways out (256 cut the last of them off). */
+#define ARPC_ERRBUF_SIZE 512
 
 typedef struct arpc_call_options {
     int64_t deadline_ms; /* 0: the client's default; ARPC_FOREVER: none; otherwise ms from now */
