@@ -30,12 +30,15 @@ PASSED=0
 run_suite() { # name, extra cmake args...
     local name=$1; shift
     local dir=build-test-$name
+    local t0=$SECONDS
     echo "== [$name] configure + build" >&2
     cmake -S . -B "$dir" -DARPC_WERROR=ON "$@" >/dev/null
     cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning:|error:" >&2 || true
     cmake --build "$dir" -j"$JOBS" >/dev/null
-    echo "== [$name] ctest" >&2
+    echo "== [$name] ctest (built in $((SECONDS - t0)) s)" >&2
+    t0=$SECONDS
     (cd "$dir" && ctest --output-on-failure -j1 --timeout 600) | tee "$dir/ctest.log"
+    echo "== [$name] ctest took $((SECONDS - t0)) s (the whole run so far: $SECONDS s; CI allows 1800)" >&2
     local n
     n=$(sed -n 's/^100% tests passed, 0 tests failed out of \([0-9]*\)$/\1/p' "$dir/ctest.log")
     PASSED=$((PASSED + ${n:-0}))
@@ -85,6 +88,8 @@ for c in Debug Release; do
 done
 echo "multi-config generation ok" >&2
 PASSED=$((PASSED + 1))
+echo "== fuzzing from $SECONDS s" >&2
 BUILD=build-test-fuzz JOBS=$JOBS scripts/fuzz.sh 60; PASSED=$((PASSED + 1)) # each libFuzzer target 60 s, ASan+UBSan
+echo "== the whole run took $SECONDS s" >&2
 # Every failure above stops the script (set -e, pipefail), so reaching here means none failed.
 echo "tests: $PASSED passed, 0 failed"
