@@ -494,6 +494,69 @@ static void test_impossible_synced_records_refuse(void **state)
     free(s.b);
 }
 
+/* A segment written before SYNCED records, opened by this version: it goes on with one giving
+ * the whole old part (synced by the open) before its first new record, and close adds
+ * another. Damage in the old part is judged as before (refused: the claim is a valid record
+ * after it); in the new write, refused once close's claim covers it, cut without it. */
+static void test_old_segment_goes_on_with_claims(void **state)
+{
+    struct tdir *t = *state;
+    struct seg s;
+    seg_start(&s);
+    add_reply(&s, 1, 1, "one", 3);
+    size_t second = add_reply(&s, 1, 2, "two", 3);
+    size_t old_len = s.len;
+    write_file(t->path, s.b, s.len);
+    struct arpc_reply_log_options o = {.dir = t->root, .fsync = ARPC_LOG_FSYNC_ALWAYS};
+    struct arpc_reply_log *log = NULL;
+    char why[512] = "";
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, on_done, NULL, why, sizeof(why)));
+    struct arpc_log_record rec = {.lr_type = ARPC_LOG_REPLY, .lr_client_id = 1, .lr_seq = 3, .lr_reply = "three",
+                                  .lr_reply_len = 5};
+    arpc_reply_log_append(log, &rec);
+    arpc_reply_log_close(log);
+    assert_int_equal(ARPC_OK, rec.lr_status);
+
+    int fd = open(t->path, O_RDONLY);
+    assert_true(fd >= 0);
+    size_t len = (size_t)file_size(t->path);
+    uint8_t *b = malloc(len);
+    assert_int_equal((ssize_t)len, pread(fd, b, len, 0));
+    close(fd);
+    assert_memory_equal(s.b, b, old_len); /* the old part as it was */
+    struct arpc_log_view v;
+    const char *what;
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(b + old_len, len - old_len, &v, &what));
+    assert_int_equal(ARPC_LOG_SYNCED, v.v_type);
+    assert_int_equal(old_len, v.v_synced);
+    uint64_t nonce = v.v_nonce;
+    size_t third = old_len + v.v_size;
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(b + third, len - third, &v, &what));
+    assert_int_equal(3, v.v_seq);
+    size_t close_at = third + v.v_size;
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(b + close_at, len - close_at, &v, &what));
+    assert_int_equal(ARPC_LOG_SYNCED, v.v_type);
+    assert_int_equal(close_at, v.v_synced);
+    assert_int_equal(nonce, v.v_nonce);
+    assert_int_equal(len, close_at + v.v_size);
+
+    struct seg damaged = {.b = b, .len = len};
+    b[second + 20] ^= 0x01; /* the old part, judged as before: the claim after it is a valid record */
+    char also[96];
+    snprintf(also, sizeof(also), "with a valid record after it (at offset %zu)", old_len);
+    expect_refusal(t, &damaged, second, also);
+    b[second + 20] ^= 0x01;
+    b[third + 20] ^= 0x01; /* the new write, before close's claim: refused too */
+    snprintf(also, sizeof(also), "says were synced (up to offset %zu)", close_at);
+    expect_refusal(t, &damaged, third, also);
+    write_file(t->path, b, close_at); /* the same without close's claim (killed before it): cut */
+    struct seen seen;
+    assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
+    assert_int_equal(2, seen.replies);
+    free(b);
+    free(s.b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +568,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_small_and_zero_tails),
         cmocka_unit_test_no_leak(test_judged_by_synced_records),
         dir_test(test_impossible_synced_records_refuse),
+        dir_test(test_old_segment_goes_on_with_claims),
     };
     test_alloc_install();
     return cmocka_run_group_tests(tests, NULL, NULL);
