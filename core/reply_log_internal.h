@@ -71,6 +71,9 @@ struct arpc_reply_log {
     bool lg_dirty;               /* written since the last fdatasync */
     bool lg_wrote;               /* the active segment grew since open (close then says how far
                                   * it is synced: a SYNCED record) */
+    bool lg_unclaimed;           /* the active segment holds no SYNCED record yet (written before
+                                  * them): the first one is synced before any record follows it,
+                                  * or damage after it would still be judged the old way */
     uint32_t lg_unsynced;        /* BATCH: records written since the last fdatasync */
     uint64_t lg_unsynced_since;  /* BATCH: when the first of them was written */
     struct arpc_log_syncer lg_syncer; /* BATCH: syncs off the writer thread */

@@ -493,6 +493,7 @@ int arpc_log_recover(struct arpc_reply_log *log, const struct arpc_log_replay_op
     log->lg_out.o_fd = active->m_fd;
     log->lg_out.o_size = active->m_good;
     log->lg_out.o_synced = active->m_good; /* sync_read: the first write says so */
+    log->lg_unclaimed = !active->m_claims;
     arpc_log_segment_name(log->lg_out.o_name, active->m_segment, false);
     unmap_all(&r, true);
     return ARPC_OK;

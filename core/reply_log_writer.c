@@ -203,8 +203,22 @@ static void claim_synced(struct arpc_reply_log *log)
     if (log->lg_policy == ARPC_LOG_FSYNC_BATCH)
         arpc_log_syncer_synced(log);
     char why[ARPC_LOG_WHY_MAX];
-    if (arpc_log_out_claim(&log->lg_out, why, sizeof(why)) != ARPC_OK)
+    if (arpc_log_out_claim(&log->lg_out, why, sizeof(why)) != ARPC_OK) {
         arpc_log_fail(log, why);
+        return;
+    }
+    /* A segment written before SYNCED records: recovery judges damage before its first one
+     * the old way (an intact record after it is corruption), so that one must be on disk
+     * before an unsynced write can follow it, or a power cut that loses its page and keeps a
+     * later one would refuse to start. Once per such segment. */
+    if (log->lg_unclaimed) {
+        if (arpc_log_out_flush(&log->lg_out, why, sizeof(why)) != ARPC_OK) {
+            arpc_log_fail(log, why);
+            return;
+        }
+        if (sync_active(log) == ARPC_OK)
+            log->lg_unclaimed = false;
+    }
 }
 
 static void hand_back(struct arpc_reply_log *log, ck_stack_entry_t *batch)
