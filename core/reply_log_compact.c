@@ -261,6 +261,7 @@ static void switch_to(struct arpc_reply_log *log, struct compaction *c, uint64_t
     log->lg_out = c->c_out;
     log->lg_segment = segment;
     log->lg_wrote = true;
+    log->lg_unclaimed = false; /* it begins with its SYNCED record, synced */
     log->lg_dirty = false; /* the snapshot was synced: it holds everything */
     log->lg_unsynced = 0;
     uint64_t twice = 2 * log->lg_out.o_size;
