@@ -26,6 +26,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -572,6 +573,85 @@ static void test_upgraded_segment_unsynced_first_write_is_cut(void **state)
         free(recs[i]);
 }
 
+/* The newest segment's path (compaction moves on to higher numbers). */
+static void newest_segment(const struct tdir *t, char *path, size_t len)
+{
+    DIR *d = opendir(t->log);
+    assert_non_null(d);
+    char best[64] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n == 24 && strcmp(e->d_name + 16, ".arpclog") == 0 && strcmp(e->d_name, best) > 0)
+            memcpy(best, e->d_name, n + 1);
+    }
+    closedir(d);
+    assert_true(best[0] != '\0');
+    snprintf(path, len, "%s/%s", t->log, best);
+}
+
+/* Every SYNCED record of b gives 0 or the end of a record before it (a sync covers whole
+ * writes); returns how many distinct non-zero extents they give. */
+static int check_claims(const uint8_t *b, size_t len)
+{
+    struct item it[512];
+    size_t n = parse(b, len, it, 512);
+    uint64_t last = 0;
+    int distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (it[i].type != ARPC_LOG_SYNCED || it[i].synced == 0)
+            continue;
+        bool boundary = it[i].synced == ARPC_LOG_HEADER_SIZE;
+        for (size_t k = 0; k < i && !boundary; k++)
+            boundary = it[k].end == it[i].synced;
+        if (!boundary || it[i].synced > it[i].at)
+            print_message("SYNCED at %zu gives %" PRIu64 "\n", it[i].at, it[i].synced);
+        assert_true(boundary);
+        assert_true(it[i].synced <= it[i].at);
+        assert_true(it[i].synced >= last); /* never less than the one before */
+        distinct += it[i].synced > last;
+        last = it[i].synced;
+    }
+    return distinct;
+}
+
+/* FSYNC_BATCH with a sync asked for after every write, and compaction every few KiB: the
+ * SYNCED records give what the syncer's completed syncs covered, in the segment they were
+ * of (a sync of the segment before a compaction must not count in the next one), and the
+ * log opens after it. Runs until a segment shows claims of three syncs. */
+static void test_batch_claims_follow_completed_syncs(void **state)
+{
+    struct tdir *t = *state;
+    struct arpc_reply_log_options o = {
+        .dir = t->log, .fsync = ARPC_LOG_FSYNC_BATCH, .batch_ms = 1, .batch_records = 1, .compact_bytes = 8192};
+    struct arpc_reply_log *log = NULL;
+    char why[512] = "";
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, on_done, NULL, why, sizeof(why)));
+    int best = 0;
+    uint64_t compactions = 0;
+    for (uint64_t seq = 1; seq <= 20000 && (best < 3 || compactions < 2); seq++) {
+        struct rec *r = rec_new(seq, 150);
+        r->r.lr_ack = seq - 1; /* the client has every earlier reply: compaction keeps one */
+        append_group(log, &r, 1);
+        free(r);
+        char path[256];
+        newest_segment(t, path, sizeof(path));
+        size_t len;
+        uint8_t *b = read_file(path, &len);
+        int distinct = check_claims(b, len);
+        best = distinct > best ? distinct : best;
+        free(b);
+        struct arpc_reply_log_stats st;
+        arpc_reply_log_stats(log, &st);
+        compactions = st.compactions;
+    }
+    arpc_reply_log_close(log);
+    assert_true(best >= 3);
+    assert_true(compactions >= 2);
+    assert_int_equal(ARPC_OK, arpc_reply_log_open(&log, &o, NULL, NULL, on_done, NULL, why, sizeof(why)));
+    arpc_reply_log_close(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -581,6 +661,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_unsynced_writes_are_cut, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_forged_claim_is_not_believed, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_upgraded_segment_unsynced_first_write_is_cut, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_claims_follow_completed_syncs, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
