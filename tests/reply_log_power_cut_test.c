@@ -39,6 +39,7 @@
 #include "base/le.h"
 #include "core/reply_log.h"
 #include "core/reply_log_format.h"
+#include "support/test_file.h"
 #include "support/test_util.h"
 
 #define PAGE 4096
@@ -134,27 +135,6 @@ static int dir_teardown(void **state)
     sem_destroy(&done);
     free(t);
     return 0;
-}
-
-static void write_file(const char *path, const uint8_t *b, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal((ssize_t)len, write(fd, b, len));
-    assert_int_equal(0, close(fd));
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct stat st;
-    assert_int_equal(0, fstat(fd, &st));
-    uint8_t *b = malloc((size_t)st.st_size + 1);
-    assert_int_equal(st.st_size, read(fd, b, (size_t)st.st_size));
-    close(fd);
-    *len = (size_t)st.st_size;
-    return b;
 }
 
 /* ---- the log ---- */
@@ -255,7 +235,7 @@ static int open_state(const struct tdir *t, const uint8_t *b, size_t len, struct
                       size_t whylen)
 {
     empty_dir(t->log);
-    write_file(t->seg, b, len);
+    test_file_write(t->seg, b, len);
     struct arpc_reply_log_options o = {.dir = t->log, .fsync = ARPC_LOG_FSYNC_ALWAYS};
     struct arpc_log_replay_ops ops = {.on_reply = on_reply};
     struct arpc_reply_log *log = NULL;
@@ -284,8 +264,19 @@ static uint8_t *with_lost(const uint8_t *b, size_t len, size_t lo, size_t hi)
 
 /* ---- tests ---- */
 
-/* Writes of one, four and three records, then one, from a log opened afresh. */
-static void write_groups(const struct tdir *t, enum arpc_log_fsync policy, uint8_t **bytes, size_t *len)
+/* What a test's writes left: the file's bytes, its records, and its writes' extents. */
+struct written {
+    uint8_t *b;
+    size_t len;
+    struct item it[32];
+    size_t n;
+    size_t start[16], end[16];
+    size_t w;
+};
+
+/* Writes of one, four and three records, then one, from a log opened afresh; *wr gets what
+ * the disk would hold after kill -9 then: the page cache, without close's record. */
+static void write_groups(const struct tdir *t, enum arpc_log_fsync policy, struct written *wr)
 {
     static const size_t sizes[] = {300, 2500, 3000, 1800, 2200, 5000, 700, 2600, 900};
     static const size_t groups[] = {1, 4, 3, 1};
@@ -298,11 +289,20 @@ static void write_groups(const struct tdir *t, enum arpc_log_fsync policy, uint8
         append_group(log, recs + next, groups[g]);
         next += groups[g];
     }
-    /* What the disk would hold after kill -9 now: the page cache, without close's record. */
-    *bytes = read_file(t->seg, len);
+    wr->b = test_file_read(t->seg, &wr->len);
     arpc_reply_log_close(log);
     for (size_t i = 0; i < 9; i++)
         free(recs[i]);
+    wr->n = parse(wr->b, wr->len, wr->it, 32);
+    wr->w = writes_of(wr->it, wr->n, wr->len, wr->start, wr->end, 16);
+}
+
+/* The part of page `page` a power cut may lose of the write [start, end): the page's bytes
+ * before start were synced before the write began. */
+static void lost_part(size_t page, size_t start, size_t end, size_t *lo, size_t *hi)
+{
+    *lo = page > start ? page : start;
+    *hi = page + PAGE < end ? page + PAGE : end;
 }
 
 /* Under FSYNC_ALWAYS each write's SYNCED record gives exactly where it begins (the write
@@ -310,14 +310,12 @@ static void write_groups(const struct tdir *t, enum arpc_log_fsync policy, uint8
 static void test_always_claims_what_was_synced(void **state)
 {
     struct tdir *t = *state;
-    uint8_t *b;
-    size_t len;
-    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &b, &len);
-    struct item it[32];
-    size_t n = parse(b, len, it, 32);
-    size_t start[16], end[16];
-    size_t w = writes_of(it, n, len, start, end, 16);
-    assert_int_equal(6, w); /* with the gates before the groups of several */
+    struct written wr;
+    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &wr);
+    uint8_t *b = wr.b;
+    size_t len = wr.len, n = wr.n;
+    struct item *it = wr.it;
+    assert_int_equal(6, wr.w); /* with the gates before the groups of several */
     assert_int_equal(ARPC_LOG_SYNCED, it[0].type); /* the segment's first record introduces */
     assert_int_equal(0, it[0].synced);
     for (size_t i = 1; i < n; i++)
@@ -325,12 +323,13 @@ static void test_always_claims_what_was_synced(void **state)
             assert_int_equal(it[i].at, it[i].synced);
     assert_int_equal(it[0].end, it[1].synced); /* the first write: the new segment, synced */
     size_t final_len;
-    uint8_t *final = read_file(t->seg, &final_len);
+    uint8_t *final = test_file_read(t->seg, &final_len);
     assert_int_equal(len + ARPC_LOG_SYNCED_SIZE, final_len);
     assert_memory_equal(b, final, len);
-    assert_int_equal(n + 1, parse(final, final_len, it, 32));
-    assert_int_equal(ARPC_LOG_SYNCED, it[n].type);
-    assert_int_equal(len, it[n].synced);
+    struct item after[32];
+    assert_int_equal(n + 1, parse(final, final_len, after, 32));
+    assert_int_equal(ARPC_LOG_SYNCED, after[n].type);
+    assert_int_equal(len, after[n].synced);
     free(final);
     free(b);
 }
@@ -341,19 +340,16 @@ static void test_always_claims_what_was_synced(void **state)
 static void test_lost_page_of_the_last_write_is_cut(void **state)
 {
     struct tdir *t = *state;
-    uint8_t *b;
-    size_t len;
-    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &b, &len);
-    struct item it[32];
-    size_t n = parse(b, len, it, 32);
-    size_t start[16], end[16];
-    size_t w = writes_of(it, n, len, start, end, 16);
+    struct written wr;
+    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &wr);
+    const struct item *it = wr.it;
+    const size_t *start = wr.start, *end = wr.end;
     int states = 0, intact_after = 0;
-    for (size_t k = 0; k < w; k++) {
+    for (size_t k = 0; k < wr.w; k++) {
         for (size_t page = start[k] / PAGE * PAGE; page < end[k]; page += PAGE) {
-            size_t lo = page > start[k] ? page : start[k];
-            size_t hi = page + PAGE < end[k] ? page + PAGE : end[k];
-            uint8_t *s = with_lost(b, end[k], lo, hi);
+            size_t lo, hi;
+            lost_part(page, start[k], end[k], &lo, &hi);
+            uint8_t *s = with_lost(wr.b, end[k], lo, hi);
             struct replayed r;
             char why[512] = "";
             int rc = open_state(t, s, end[k], &r, why, sizeof(why));
@@ -361,7 +357,7 @@ static void test_lost_page_of_the_last_write_is_cut(void **state)
                 print_message("write %zu, lost [%zu, %zu): %s\n", k, lo, hi, why);
             assert_int_equal(ARPC_OK, rc);
             size_t cut_at = 0;
-            for (size_t i = 0; i < n && it[i].end <= end[k]; i++) {
+            for (size_t i = 0; i < wr.n && it[i].end <= end[k]; i++) {
                 bool whole = it[i].end <= lo;
                 if (!whole && cut_at == 0)
                     cut_at = it[i].at;
@@ -379,7 +375,7 @@ static void test_lost_page_of_the_last_write_is_cut(void **state)
     }
     assert_true(states >= 8);
     assert_true(intact_after >= 2); /* the case that refused before */
-    free(b);
+    free(wr.b);
 }
 
 /* The same damage in a write another one followed: that one's SYNCED record says the damaged
@@ -387,21 +383,19 @@ static void test_lost_page_of_the_last_write_is_cut(void **state)
 static void test_lost_page_of_a_synced_write_refuses(void **state)
 {
     struct tdir *t = *state;
-    uint8_t *b;
-    size_t len;
-    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &b, &len);
-    struct item it[32];
-    size_t n = parse(b, len, it, 32);
-    size_t start[16], end[16];
-    size_t w = writes_of(it, n, len, start, end, 16);
+    struct written wr;
+    write_groups(t, ARPC_LOG_FSYNC_ALWAYS, &wr);
+    const struct item *it = wr.it;
+    const size_t *start = wr.start, *end = wr.end;
+    size_t len = wr.len;
     int states = 0;
-    for (size_t k = 0; k + 1 < w; k++) {
+    for (size_t k = 0; k + 1 < wr.w; k++) {
         for (size_t page = start[k] / PAGE * PAGE; page < end[k]; page += PAGE) {
-            size_t lo = page > start[k] ? page : start[k];
-            size_t hi = page + PAGE < end[k] ? page + PAGE : end[k];
-            uint8_t *s = with_lost(b, len, lo, hi);
+            size_t lo, hi;
+            lost_part(page, start[k], end[k], &lo, &hi);
+            uint8_t *s = with_lost(wr.b, len, lo, hi);
             size_t damaged_at = 0;
-            for (size_t i = 0; i < n && damaged_at == 0; i++)
+            for (size_t i = 0; i < wr.n && damaged_at == 0; i++)
                 if (it[i].end > lo)
                     damaged_at = it[i].at;
             struct replayed r;
@@ -413,7 +407,7 @@ static void test_lost_page_of_a_synced_write_refuses(void **state)
             assert_non_null(strstr(why, want));
             assert_non_null(strstr(why, "says were synced"));
             size_t after_len;
-            uint8_t *after = read_file(t->seg, &after_len);
+            uint8_t *after = test_file_read(t->seg, &after_len);
             assert_int_equal(len, after_len);
             assert_memory_equal(s, after, len);
             free(after);
@@ -422,7 +416,7 @@ static void test_lost_page_of_a_synced_write_refuses(void **state)
         }
     }
     assert_true(states >= 6);
-    free(b);
+    free(wr.b);
 }
 
 /* FSYNC_BATCH before any sync: every write after the one open made is unsynced, so damage in
@@ -430,30 +424,27 @@ static void test_lost_page_of_a_synced_write_refuses(void **state)
 static void test_batch_unsynced_writes_are_cut(void **state)
 {
     struct tdir *t = *state;
-    uint8_t *b;
-    size_t len;
-    write_groups(t, ARPC_LOG_FSYNC_BATCH, &b, &len);
-    struct item it[32];
-    size_t n = parse(b, len, it, 32);
-    size_t start[16], end[16];
-    size_t w = writes_of(it, n, len, start, end, 16);
-    assert_int_equal(1, w); /* no sync came, so one SYNCED record: open's */
-    for (size_t page = start[0] / PAGE * PAGE; page < len; page += PAGE) {
-        size_t lo = page > start[0] ? page : start[0]; /* the page's synced part stays */
-        size_t hi = page + PAGE < len ? page + PAGE : len;
-        uint8_t *s = with_lost(b, len, lo, hi);
+    struct written wr;
+    write_groups(t, ARPC_LOG_FSYNC_BATCH, &wr);
+    const struct item *it = wr.it;
+    size_t len = wr.len;
+    assert_int_equal(1, wr.w); /* no sync came, so one SYNCED record: open's */
+    for (size_t page = wr.start[0] / PAGE * PAGE; page < len; page += PAGE) {
+        size_t lo, hi;
+        lost_part(page, wr.start[0], len, &lo, &hi);
+        uint8_t *s = with_lost(wr.b, len, lo, hi);
         struct replayed r;
         char why[512] = "";
         int rc = open_state(t, s, len, &r, why, sizeof(why));
         if (rc != ARPC_OK)
             print_message("lost [%zu, %zu): %s\n", lo, hi, why);
         assert_int_equal(ARPC_OK, rc);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < wr.n; i++)
             if (it[i].type == ARPC_LOG_REPLY)
                 assert_int_equal(it[i].end <= lo, replayed_has(&r, it[i].seq));
         free(s);
     }
-    free(b);
+    free(wr.b);
 }
 
 /* A SYNCED record that a client's bytes spell out, inside a reply after the damage: without
@@ -466,7 +457,7 @@ static void test_forged_claim_is_not_believed(void **state)
     struct rec *first = rec_new(1, 100);
     append_group(log, &first, 1);
     size_t len; /* where the next write begins */
-    uint8_t *b = read_file(t->seg, &len);
+    uint8_t *b = test_file_read(t->seg, &len);
     uint64_t nonce = le_ld64(b + ARPC_LOG_HEADER_SIZE + ARPC_LOG_RECORD_HEAD + 8); /* the segment's */
     /* Seq 2, then seq 3 whose reply holds a SYNCED record claiming past seq 2's start, but
      * with a nonce a client could guess (the segment's own, plus one). Where seq 2 will be:
@@ -479,7 +470,7 @@ static void test_forged_claim_is_not_believed(void **state)
     arpc_log_encode(group[1]->reply + 50, &fake);
     append_group(log, group, 2);
     size_t len2;
-    uint8_t *b2 = read_file(t->seg, &len2);
+    uint8_t *b2 = test_file_read(t->seg, &len2);
     arpc_reply_log_close(log);
     struct item it[16];
     size_t n = parse(b2, len2, it, 16);
@@ -522,7 +513,7 @@ static void test_upgraded_segment_unsynced_first_write_is_cut(void **state)
     append_group(log, old_recs + 1, 1);
     arpc_reply_log_close(log);
     size_t len;
-    uint8_t *b = read_file(t->seg, &len);
+    uint8_t *b = test_file_read(t->seg, &len);
     struct item it[32];
     size_t n = parse(b, len, it, 32);
     uint8_t *old = malloc(len);
@@ -534,13 +525,13 @@ static void test_upgraded_segment_unsynced_first_write_is_cut(void **state)
             old_len += it[i].end - it[i].at;
         }
     empty_dir(t->log);
-    write_file(t->seg, old, old_len); /* what a server before SYNCED records left */
+    test_file_write(t->seg, old, old_len); /* what a server before SYNCED records left */
 
     struct rec *recs[] = {rec_new(3, 2500), rec_new(4, 3000), rec_new(5, 1800), rec_new(6, 2200)};
     log = open_log(t, ARPC_LOG_FSYNC_BATCH);
     append_group(log, recs, 4);
     size_t len2;
-    uint8_t *b2 = read_file(t->seg, &len2); /* unsynced past old_len (BATCH, no sync yet) */
+    uint8_t *b2 = test_file_read(t->seg, &len2); /* unsynced past old_len (BATCH, no sync yet) */
     arpc_reply_log_close(log);
     assert_memory_equal(old, b2, old_len);
     /* What a power cut may lose: past the last extent a SYNCED record gives (the writer's own
@@ -637,7 +628,7 @@ static void test_batch_claims_follow_completed_syncs(void **state)
         char path[256];
         newest_segment(t, path, sizeof(path));
         size_t len;
-        uint8_t *b = read_file(path, &len);
+        uint8_t *b = test_file_read(path, &len);
         int distinct = check_claims(b, len);
         best = distinct > best ? distinct : best;
         free(b);

@@ -29,6 +29,7 @@
 #include "core/reply_log.h"
 #include "core/reply_log_format.h"
 #include "core/reply_log_tail.h"
+#include "support/test_file.h"
 #include "support/test_util.h"
 
 /* ---- a segment built by hand ---- */
@@ -160,21 +161,6 @@ static int dir_teardown(void **state)
 
 #define dir_test(f) cmocka_unit_test_setup_teardown(f, dir_setup, dir_teardown)
 
-static void write_file(const char *path, const uint8_t *b, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal((ssize_t)len, pwrite(fd, b, len, 0));
-    close(fd);
-}
-
-static off_t file_size(const char *path)
-{
-    struct stat st;
-    assert_int_equal(0, stat(path, &st));
-    return st.st_size;
-}
-
 /* ---- opening ---- */
 
 struct seen {
@@ -233,7 +219,7 @@ static void test_forged_records_inside_a_torn_reply(void **state)
     arpc_set_logger(count_warning, NULL, ARPC_LOG_DEBUG);
     warnings = 0;
     for (size_t cut = last + 1; cut < s.len; cut++) {
-        write_file(t->path, s.b, cut);
+        test_file_write(t->path, s.b, cut);
         struct seen seen;
         char why[512] = "";
         int rc = try_open(t, &seen, why, sizeof(why));
@@ -242,7 +228,7 @@ static void test_forged_records_inside_a_torn_reply(void **state)
         assert_int_equal(ARPC_OK, rc);
         assert_int_equal(1, seen.replies); /* client 1's seq 1, and nothing forged */
         assert_int_equal(1, seen.client1_replies);
-        assert_int_equal((off_t)last, file_size(t->path));
+        assert_int_equal((off_t)last, test_file_size(t->path));
     }
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
     assert_int_equal((int)(s.len - last - 1), warnings);
@@ -251,7 +237,7 @@ static void test_forged_records_inside_a_torn_reply(void **state)
 
 static void expect_refusal(const struct tdir *t, const struct seg *s, size_t at, const char *also)
 {
-    write_file(t->path, s->b, s->len);
+    test_file_write(t->path, s->b, s->len);
     struct seen seen;
     char why[512] = "", want[256];
     assert_int_equal(ARPC_EPROTO, try_open(t, &seen, why, sizeof(why)));
@@ -262,7 +248,7 @@ static void expect_refusal(const struct tdir *t, const struct seg *s, size_t at,
     assert_non_null(strstr(why, also));
     assert_non_null(strstr(why, "refusing to start"));
     assert_int_equal(0, seen.replies);
-    assert_int_equal((off_t)s->len, file_size(t->path)); /* nothing dropped */
+    assert_int_equal((off_t)s->len, test_file_size(t->path)); /* nothing dropped */
 }
 
 /* Damage in the middle, with a valid record after it, still refuses to start, whatever was
@@ -332,12 +318,12 @@ static void expect_torn_by_its_head(const struct tdir *t, const struct seg *s, s
         assert_int_equal(cut, j.t_from);
         assert_int_equal(0, j.t_checksummed);
     }
-    write_file(t->path, s->b, file_len);
+    test_file_write(t->path, s->b, file_len);
     struct seen seen;
     char why[512] = "";
     assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
     assert_int_equal(1, seen.replies);
-    assert_int_equal((off_t)last, file_size(t->path));
+    assert_int_equal((off_t)last, test_file_size(t->path));
 }
 
 /* A torn reply full of such heads: judged from its own head alone, nothing checksummed. */
@@ -506,7 +492,7 @@ static void test_old_segment_goes_on_with_claims(void **state)
     add_reply(&s, 1, 1, "one", 3);
     size_t second = add_reply(&s, 1, 2, "two", 3);
     size_t old_len = s.len;
-    write_file(t->path, s.b, s.len);
+    test_file_write(t->path, s.b, s.len);
     struct arpc_reply_log_options o = {.dir = t->root, .fsync = ARPC_LOG_FSYNC_ALWAYS};
     struct arpc_reply_log *log = NULL;
     char why[512] = "";
@@ -519,7 +505,7 @@ static void test_old_segment_goes_on_with_claims(void **state)
 
     int fd = open(t->path, O_RDONLY);
     assert_true(fd >= 0);
-    size_t len = (size_t)file_size(t->path);
+    size_t len = (size_t)test_file_size(t->path);
     uint8_t *b = malloc(len);
     assert_int_equal((ssize_t)len, pread(fd, b, len, 0));
     close(fd);
@@ -549,7 +535,7 @@ static void test_old_segment_goes_on_with_claims(void **state)
     b[third + 20] ^= 0x01; /* the new write, before close's claim: refused too */
     snprintf(also, sizeof(also), "says were synced (up to offset %zu)", close_at);
     expect_refusal(t, &damaged, third, also);
-    write_file(t->path, b, close_at); /* the same without close's claim (killed before it): cut */
+    test_file_write(t->path, b, close_at); /* the same without close's claim (killed before it): cut */
     struct seen seen;
     assert_int_equal(ARPC_OK, try_open(t, &seen, why, sizeof(why)));
     assert_int_equal(2, seen.replies);

@@ -36,6 +36,7 @@
 #include "core/reply_log_format.h"
 #include "core/reply_log_internal.h"
 #include "support/server_proc.h"
+#include "support/test_file.h"
 #include "support/test_util.h"
 
 /* ---- files and directories ---- */
@@ -82,34 +83,6 @@ static const char *seg_path(const struct tdir *t, uint64_t seg, char *buf, size_
 {
     snprintf(buf, n, "%s/%016llx.arpclog", t->log, (unsigned long long)seg);
     return buf;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct stat st;
-    assert_int_equal(0, fstat(fd, &st));
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    assert_int_equal(st.st_size, pread(fd, buf, (size_t)st.st_size, 0));
-    close(fd);
-    *len = (size_t)st.st_size;
-    return buf;
-}
-
-static void write_file(const char *path, const uint8_t *buf, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(len, pwrite(fd, buf, len, 0));
-    close(fd);
-}
-
-static off_t file_size(const char *path)
-{
-    struct stat st;
-    assert_int_equal(0, stat(path, &st));
-    return st.st_size;
 }
 
 /* Total size of the segment files, and how many there are. The writer may be compacting
@@ -936,11 +909,11 @@ static void five_records(const struct tdir *t, struct five *f)
         trec_new(ARPC_LOG_REPLY, 1, 2, 0, 43, 44),
     };
     append_all_and_close(log, first, 4);
-    f->last_at = (size_t)file_size(seg_path(t, 1, f->path, sizeof(f->path)));
+    f->last_at = (size_t)test_file_size(seg_path(t, 1, f->path, sizeof(f->path)));
     log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
     struct trec *last = trec_new(ARPC_LOG_REPLY, 3, 9, 0, 95, 45);
     append_all_and_close(log, &last, 1);
-    f->bytes = read_file(f->path, &f->len);
+    f->bytes = test_file_read(f->path, &f->len);
     f->reply_at = f->last_at + ARPC_LOG_SYNCED_SIZE;
     f->claim_at = f->len - ARPC_LOG_SYNCED_SIZE;
     assert_int_equal(ARPC_LOG_SYNCED, f->bytes[f->last_at + 8]);
@@ -970,19 +943,19 @@ static void test_torn_tail_at_every_byte(void **state)
     capture_start();
     int torn_tails = 0;
     for (size_t cut = f.last_at; cut < f.claim_at; cut++) { /* the write of the fifth, cut anywhere */
-        write_file(f.path, f.bytes, cut);
+        test_file_write(f.path, f.bytes, cut);
         struct replayed r = {0};
         struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
         check_first_four(&r);
         assert_int_equal(2, r.neffects);
         assert_null(find_reply(&r, 3, 9));
         size_t good = cut < f.reply_at ? f.last_at : f.reply_at;
-        assert_int_equal((off_t)good, file_size(f.path)); /* truncated to the last good record */
+        assert_int_equal((off_t)good, test_file_size(f.path)); /* truncated to the last good record */
         if (cut > good) { /* and the bytes cut are kept beside it, for an operator */
             char torn[300];
             size_t torn_len;
             snprintf(torn, sizeof(torn), "%s.torn", f.path);
-            uint8_t *kept = read_file(torn, &torn_len);
+            uint8_t *kept = test_file_read(torn, &torn_len);
             assert_int_equal(cut - good, torn_len);
             assert_memory_equal(f.bytes + good, kept, torn_len);
             torn_tails++;
@@ -1006,12 +979,12 @@ static void test_torn_tail_at_every_byte(void **state)
     capture_stop();
     /* The SYNCED record close wrote, cut anywhere: only it is dropped, the fifth is kept. */
     for (size_t cut = f.claim_at + 1; cut < f.len; cut++) {
-        write_file(f.path, f.bytes, cut);
+        test_file_write(f.path, f.bytes, cut);
         struct replayed r = {0};
         struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
         check_first_four(&r);
         assert_blob_tag(find_reply(&r, 3, 9)->reply, 95);
-        assert_int_equal((off_t)f.claim_at, file_size(f.path));
+        assert_int_equal((off_t)f.claim_at, test_file_size(f.path));
         replayed_free(&r);
         arpc_reply_log_close(log);
         char torn[300];
@@ -1024,7 +997,7 @@ static void test_torn_tail_at_every_byte(void **state)
 /* Opening must fail with ARPC_EPROTO naming the file and offset, and change nothing. */
 static void expect_corrupt(const struct tdir *t, const char *path, const uint8_t *bytes, size_t len, size_t at)
 {
-    write_file(path, bytes, len);
+    test_file_write(path, bytes, len);
     struct arpc_reply_log *log = NULL;
     struct replayed r = {0};
     struct sink s = {0};
@@ -1041,7 +1014,7 @@ static void expect_corrupt(const struct tdir *t, const char *path, const uint8_t
     assert_non_null(strstr(why, "; refusing to start (move the directory away to start empty"));
     assert_int_equal(0, r.phase); /* no callback ran */
     size_t after_len;
-    uint8_t *after = read_file(path, &after_len);
+    uint8_t *after = test_file_read(path, &after_len);
     assert_int_equal(len, after_len);
     assert_memory_equal(bytes, after, len);
     free(after);
@@ -1095,7 +1068,7 @@ static void test_tail_that_is_not_torn(void **state)
     /* Zeros where the tail should be (what some file systems leave after a crash): torn. */
     uint8_t *zeros = calloc(1, f.len + 4096);
     memcpy(zeros, f.bytes, f.len);
-    write_file(f.path, zeros, f.len + 4096);
+    test_file_write(f.path, zeros, f.len + 4096);
     capture_start();
     struct replayed r = {0};
     replay_dir(t->log, &r);
@@ -1103,7 +1076,7 @@ static void test_tail_that_is_not_torn(void **state)
     capture_stop();
     check_first_four(&r);
     assert_blob_tag(find_reply(&r, 3, 9)->reply, 95);
-    assert_int_equal((off_t)f.len, file_size(f.path));
+    assert_int_equal((off_t)f.len, test_file_size(f.path));
     replayed_free(&r);
     free(zeros);
     free(f.bytes);
@@ -1467,7 +1440,7 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
     arpc_reply_log_close(log);
     char path1[256], path2[256];
     size_t old_len;
-    uint8_t *old = read_file(seg_path(t, 1, path1, sizeof(path1)), &old_len);
+    uint8_t *old = test_file_read(seg_path(t, 1, path1, sizeof(path1)), &old_len);
 
     struct replayed before = {0}, after = {0};
     latch_reset();
@@ -1492,10 +1465,10 @@ static void test_compaction_same_state_and_superseded_segments(void **state)
     replayed_free(&after);
 
     /* An older segment that reappears, and a compaction's leftover: both removed at open. */
-    write_file(path1, old, old_len);
+    test_file_write(path1, old, old_len);
     char tmp[300];
     snprintf(tmp, sizeof(tmp), "%s/0000000000000003.arpclog.tmp", t->log);
-    write_file(tmp, old, 100);
+    test_file_write(tmp, old, 100);
     expect_replay_same(t->log, &before);
     assert_int_equal(-1, access(path1, F_OK));
     assert_int_equal(-1, access(tmp, F_OK));
@@ -1565,7 +1538,7 @@ static void write_segment(const struct tdir *t, uint64_t seg, uint64_t epoch, co
     for (size_t i = 0; i < n; i++)
         len += arpc_log_encode(buf + len, &views[i]);
     char path[256];
-    write_file(seg_path(t, seg, path, sizeof(path)), buf, len);
+    test_file_write(seg_path(t, seg, path, sizeof(path)), buf, len);
     free(buf);
 }
 
@@ -1609,13 +1582,13 @@ static void test_segments_after_the_snapshot(void **state)
     /* A torn tail in segment 1, which is not the newest: corruption. */
     char path1[256];
     size_t len1;
-    uint8_t *seg1 = read_file(seg_path(t, 1, path1, sizeof(path1)), &len1);
-    write_file(path1, seg1, len1 - 3);
+    uint8_t *seg1 = test_file_read(seg_path(t, 1, path1, sizeof(path1)), &len1);
+    test_file_write(path1, seg1, len1 - 3);
     char why[512];
     struct arpc_reply_log *none = NULL;
     assert_int_equal(ARPC_EPROTO, try_open(&none, t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
     assert_non_null(strstr(why, "(not in the last segment)"));
-    write_file(path1, seg1, len1);
+    test_file_write(path1, seg1, len1);
     free(seg1);
     /* A newest segment of another epoch: corruption. */
     write_segment(t, 3, epoch + 1, views, 1);
@@ -1659,7 +1632,7 @@ static void test_snapshot_of_another_log(void **state)
         .v_type = ARPC_LOG_HEADER, .v_flags = ARPC_LOG_FLAG_SNAPSHOT, .v_epoch = epoch + 1, .v_segment = 2};
     uint8_t head[ARPC_LOG_HEADER_SIZE];
     char path2[256];
-    write_file(seg_path(t, 2, path2, sizeof(path2)), head, arpc_log_encode(head, &h));
+    test_file_write(seg_path(t, 2, path2, sizeof(path2)), head, arpc_log_encode(head, &h));
     char why[512];
     struct arpc_reply_log *none = NULL;
     assert_int_equal(ARPC_EPROTO, try_open(&none, t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
@@ -1900,7 +1873,7 @@ static void test_random_damage_never_crashes(void **state)
                 break;
             }
         }
-        write_file(f.path, copy, n);
+        test_file_write(f.path, copy, n);
         struct arpc_reply_log *log = NULL;
         struct replayed r = {0};
         struct sink s = {0};
@@ -1937,7 +1910,7 @@ static void test_write_failure_stops_the_log(void **state)
     }
     assert_true(latch_wait(3, TEST_WAIT_MS));
     char path[256];
-    off_t size = file_size(seg_path(t, 1, path, sizeof(path)));
+    off_t size = test_file_size(seg_path(t, 1, path, sizeof(path)));
 
     capture_start();
     struct sigaction ignore = {.sa_handler = SIG_IGN}, old_action;
