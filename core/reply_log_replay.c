@@ -206,7 +206,8 @@ static int judge_damage(struct recovery *r, struct mapped_segment *m, size_t off
     if (m->m_claims) {
         arpc_log_tail_judge_synced(m->m_base, m->m_size, off, m->m_nonce, &t);
         if (!t.t_torn) {
-            snprintf(more, sizeof(more), ", in bytes a later record (at offset %zu) says were synced (up to offset %" PRIu64 ")",
+            snprintf(more, sizeof(more),
+                     ", in bytes a later record (at offset %zu) says were synced (up to offset %" PRIu64 ")",
                      t.t_evidence, t.t_claimed);
             return corrupt(r, m->m_segment, off, what, more);
         }
