@@ -71,6 +71,8 @@ struct tls_stream {
     bool ts_gathered;   /* the offered bytes are in ts_wbuf (else they are iov[0]'s own) */
     bool ts_read_any;   /* application bytes came from the peer */
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
+    bool ts_shaken;     /* the handshake completed: OpenSSL counts a connection that failed
+                         * as back in its handshake, so SSL_is_init_finished cannot say after */
     size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
     uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes while a write is under way, else NULL */
     char ts_why[ARPC_WHY_MAX];
@@ -93,7 +95,7 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         ERR_clear_error();
         return ARPC_STREAM_WANT_WRITE;
     }
-    bool shaken = SSL_is_init_finished(ts->ts_ssl);
+    bool shaken = ts->ts_shaken || SSL_is_init_finished(ts->ts_ssl);
     if (ts->ts_wire.w_over != NULL) { /* a stranger sent more than its handshake may take */
         ERR_clear_error();
         ts->ts_failed = true;
@@ -348,6 +350,14 @@ int tls_no_client_cert(SSL *ssl, X509 **cert, EVP_PKEY **key)
     return 0; /* none: go on without */
 }
 
+/* OpenSSL's word that a handshake completed (it may complete and a record fail in one read). */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        ((struct tls_stream *)SSL_get_app_data(ssl))->ts_shaken = true;
+}
+
 /* A client's SSL: the name to send (SNI) and to find in the server's certificate. */
 static bool tls_client_setup(const struct arpc_tls *tls, SSL *ssl)
 {
@@ -368,6 +378,8 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
     bool ok = bio != NULL && SSL_set_app_data(ssl, ts) == 1;
     if (bio != NULL)
         SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */
+    if (ok)
+        SSL_set_info_callback(ssl, tls_info);
     if (ok && tls->t_client)
         ok = tls_client_setup(tls, ssl);
     else if (ok)
