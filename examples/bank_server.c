@@ -3,10 +3,12 @@
  * a restart on the same data directory rebuilds the balances from the latest checkpoint plus
  * the transfers logged after it.
  *   bank_server --listen ADDR --data DIR [--accounts N] [--initial M] [--fsync always|batch|off]
- *               [--checkpoint-every K]
+ *               [--checkpoint-every K] [--compact-bytes B]
  * N accounts (default 100) of M each (default 1000) on first start; after that the directory
  * decides. Every K transfers (default 1000) the balances are checkpointed, so the log stays
- * small. Runs until SIGINT or SIGTERM. Methods and bytes: bank_proto.h.
+ * small; the log compacts once its segment passes B bytes (default 64 MiB: a small B makes
+ * compaction happen in a short run, for crash tests). Runs until SIGINT or SIGTERM. Methods
+ * and bytes: bank_proto.h.
  *
  * The balances live on one actor: both methods run there, one call at a time, so they need no
  * lock. Exactly once across crashes: a transfer is answered with arpc_reply_durable, whose
@@ -154,7 +156,7 @@ static void on_balances(arpc_request *req, void *ctx)
 static int usage(void)
 {
     fprintf(stderr, "usage: " PROG " --listen ADDR --data DIR [--accounts N] [--initial M]\n"
-                    "                   [--fsync always|batch|off] [--checkpoint-every K]\n");
+                    "                   [--fsync always|batch|off] [--checkpoint-every K] [--compact-bytes B]\n");
     return 2;
 }
 
@@ -173,14 +175,15 @@ static bool parse_fsync(const char *s, enum arpc_fsync *out)
 /* Creates the server on the log in dir, which rebuilds the balances (recover), or makes them
  * fresh (and checkpoints them at once, so the directory alone decides the accounts from then
  * on). */
-static bool open_bank(struct bank *b, const char *dir, enum arpc_fsync policy, uint32_t accounts,
-                      uint64_t initial)
+static bool open_bank(struct bank *b, const char *dir, enum arpc_fsync policy, uint64_t compact_bytes,
+                      uint32_t accounts, uint64_t initial)
 {
     char why[512] = "";
     arpc_server_options so = {
         .workers = 1, /* the methods run on the bank actor; the pool has nothing to do */
         .log_dir = dir,
         .fsync = policy,
+        .log_compact_bytes = compact_bytes,
         .recover = recover,
         .recover_ctx = b,
         .errbuf = why,
@@ -210,7 +213,7 @@ static bool open_bank(struct bank *b, const char *dir, enum arpc_fsync policy, u
 int main(int argc, char **argv)
 {
     const char *listen = NULL, *dir = NULL;
-    uint64_t accounts = 100, initial = 1000;
+    uint64_t accounts = 100, initial = 1000, compact_bytes = 0;
     enum arpc_fsync policy = ARPC_FSYNC_ALWAYS;
     struct bank b = {.checkpoint_every = 1000};
     for (int i = 1; i < argc; i++) {
@@ -224,6 +227,8 @@ int main(int argc, char **argv)
             initial = bank_arg_u64(argc, argv, &i, PROG, 0, MAX_INITIAL);
         else if (strcmp(argv[i], "--checkpoint-every") == 0)
             b.checkpoint_every = bank_arg_u64(argc, argv, &i, PROG, 1, UINT32_MAX);
+        else if (strcmp(argv[i], "--compact-bytes") == 0)
+            compact_bytes = bank_arg_u64(argc, argv, &i, PROG, 4096, UINT64_MAX);
         else if (strcmp(argv[i], "--fsync") == 0) {
             if (!parse_fsync(bank_arg(argc, argv, &i, PROG), &policy))
                 return usage();
@@ -241,7 +246,7 @@ int main(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-    if (!open_bank(&b, dir, policy, (uint32_t)accounts, initial)) {
+    if (!open_bank(&b, dir, policy, compact_bytes, (uint32_t)accounts, initial)) {
         arpc_server_destroy(b.server);
         return 1;
     }
