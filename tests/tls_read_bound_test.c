@@ -9,7 +9,13 @@
  *  - a server reads at most 16 KiB of a stranger's ClientHello (OpenSSL buffers ~128 KiB of
  *    one before it judges it: 160 KiB a connection held until its handshake timed out), nor
  *    lets a plaintext handshake message announce more (OpenSSL reserves what a header
- *    announces), and fails the handshake saying so.
+ *    announces), and fails the handshake saying so;
+ *  - a record that fails its check after the handshake (a byte changed on the way: TCP's
+ *    checksum misses some) is told as what it is: the server logged "TLS handshake failed:
+ *    decryption failed or bad record mac" for it, on a connection whose handshake had long
+ *    succeeded (a network-impairment review): OpenSSL counts a connection that failed as back
+ *    in its handshake, and the stream asked OpenSSL whether the handshake was done after the
+ *    failure.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -335,6 +341,46 @@ static void test_an_empty_server_name_is_refused(void **state)
         fail_msg("the refusal does not say why: \"%s\"", errbuf);
 }
 
+/* After a handshake at `version`, an application-data record of 48 bytes no key made: the
+ * server fails the connection, saying TLS failed, not its handshake. */
+static void bad_record_after_handshake(int version)
+{
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = stranger_server(addr);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: the server is not on trial */
+    assert_non_null(ctx);
+    assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));
+    assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, version));
+    int fd;
+    SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
+    uint8_t rec[5 + 48] = {23, 3, 3, 0, 48};
+    for (size_t i = 5; i < sizeof(rec); i++)
+        rec[i] = (uint8_t)(i * 37);
+    assert_int_equal((ssize_t)sizeof(rec), send(fd, rec, sizeof(rec), MSG_NOSIGNAL));
+    assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
+    assert_true(WAIT_UNTIL(LOG_LINES_WITH("bad record mac") + LOG_LINES_WITH("decryption failed") > 0));
+    if (LOG_LINES_WITH("handshake failed") != 0)
+        log_capture_print();
+    assert_int_equal(0, LOG_LINES_WITH("handshake failed"));
+    assert_true(LOG_LINES_WITH("TLS failed") > 0);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+static void test_a_tls13_bad_record_is_not_a_handshake_failure(void **state)
+{
+    (void)state;
+    bad_record_after_handshake(TLS1_3_VERSION);
+}
+
+static void test_a_tls12_bad_record_is_not_a_handshake_failure(void **state)
+{
+    (void)state;
+    bad_record_after_handshake(TLS1_2_VERSION);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -345,6 +391,8 @@ int main(void)
         cmocka_unit_test(test_a_second_hello_after_a_retry_request_is_guarded),
         cmocka_unit_test(test_a_tls12_handshake_passes_the_guard),
         cmocka_unit_test(test_an_empty_server_name_is_refused),
+        cmocka_unit_test(test_a_tls13_bad_record_is_not_a_handshake_failure),
+        cmocka_unit_test(test_a_tls12_bad_record_is_not_a_handshake_failure),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
