@@ -34,8 +34,6 @@
 #include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
 static EVP_PKEY *junk_key;
 static X509 *junk; /* self-signed, ~265 bytes */
 
@@ -53,8 +51,8 @@ static void expect_server_says(const char *addr, int version, int extra, const c
 static void test_client_chain_over_16k_refused_unparsed(void **state)
 {
     (void)state;
-    arpc_tls_options tls = pair.tp_server;
-    tls.ca_file = pair.tp_ca;
+    arpc_tls_options tls = tls_group_pair.tp_server;
+    tls.ca_file = tls_group_pair.tp_ca;
     tls.require_client_cert = true;
     arpc_server_options so = {.workers = 1, .tls = &tls, .max_fault_rate = -1};
     arpc_server *s = NULL;
@@ -74,22 +72,18 @@ static void test_client_chain_over_16k_refused_unparsed(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     signal(SIGPIPE, SIG_IGN); /* the bare client writes with write(2) to a server that closed */
     log_capture_start(ARPC_LOG_WARN);
-    if (!tls_certs_make(&certs))
+    if (tls_group_setup(state) != 0)
         return -1;
-    tls_certs_pair(&certs, &pair);
     return tls_bare_self_signed(&junk, &junk_key) ? 0 : -1;
 }
 
 static int teardown_all(void **state)
 {
-    (void)state;
     X509_free(junk);
     EVP_PKEY_free(junk_key);
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_teardown(state);
 }
 
 int main(void)

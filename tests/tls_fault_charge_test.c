@@ -32,8 +32,6 @@
 #include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
 static EVP_PKEY *junk_key;
 static X509 *junk; /* self-signed: a chain of it fails verification */
 
@@ -70,8 +68,8 @@ static void knock(arpc_server *s, const char *addr, uint64_t accepted)
 /* rate 0, burst 0: the defaults (1,000 a second, a burst of 1,000). */
 static arpc_server *tls_server(int32_t rate, uint32_t burst, char *addr, size_t len)
 {
-    arpc_tls_options tls = pair.tp_server;
-    tls.ca_file = pair.tp_ca;
+    arpc_tls_options tls = tls_group_pair.tp_server;
+    tls.ca_file = tls_group_pair.tp_ca;
     tls.require_client_cert = true;
     arpc_server_options so = {.workers = 1, .tls = &tls, .max_fault_rate = rate, .fault_burst = burst};
     arpc_server *s = NULL;
@@ -139,7 +137,8 @@ static int stalled_handshake(const char *addr, SSL_CTX *ctx)
 static void test_a_handshake_stalled_is_a_fault(void **state)
 {
     (void)state;
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .max_fault_rate = -1, .handshake_timeout_ms = 1000};
+    arpc_server_options so = {
+        .workers = 1, .tls = &tls_group_pair.tp_server, .max_fault_rate = -1, .handshake_timeout_ms = 1000};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     char addr[ARPC_ADDR_MAX];
@@ -171,7 +170,7 @@ static void test_a_handshake_done_then_silent_is_charged(void **state)
 {
     (void)state;
     arpc_server_options so = {.workers = 1,
-                              .tls = &pair.tp_server,
+                              .tls = &tls_group_pair.tp_server,
                               .max_fault_rate = 1,
                               .fault_burst = 1,
                               .handshake_timeout_ms = 1000}; /* a TLS handshake on a loaded machine fits */
@@ -205,7 +204,7 @@ static void test_a_hello_a_byte_a_record_is_charged(void **state)
     (void)state;
     static const arpc_auth_token tokens[] = {{.token = "right", .len = 5}, {.token = NULL}};
     arpc_server_options so = {.workers = 1,
-                              .tls = &pair.tp_server,
+                              .tls = &tls_group_pair.tp_server,
                               .max_fault_rate = 100,
                               .fault_burst = 100,
                               .authenticate = arpc_auth_fixed_tokens,
@@ -236,22 +235,18 @@ static void test_a_hello_a_byte_a_record_is_charged(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     signal(SIGPIPE, SIG_IGN);
     log_capture_start(ARPC_LOG_WARN);
-    if (!tls_certs_make(&certs))
+    if (tls_group_setup(state) != 0)
         return -1;
-    tls_certs_pair(&certs, &pair);
     return tls_bare_self_signed(&junk, &junk_key) ? 0 : -1;
 }
 
 static int teardown_all(void **state)
 {
-    (void)state;
     X509_free(junk);
     EVP_PKEY_free(junk_key);
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_teardown(state);
 }
 
 int main(void)

@@ -22,28 +22,9 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include "support/tls_certs.h"
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
-
-static int setup_all(void **state)
-{
-    (void)state;
-    if (!tls_certs_make(&certs))
-        return -1;
-    tls_certs_pair(&certs, &pair);
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
-}
-
 static arpc_server *tls_server(char *addr)
 {
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .max_fault_rate = -1}; /* counted only */
+    arpc_server_options so = {.workers = 1, .tls = &tls_group_pair.tp_server, .max_fault_rate = -1}; /* counted only */
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
@@ -69,7 +50,7 @@ static void test_good_clients_not_charged(void **state)
     (void)state;
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = tls_server(addr);
-    arpc_client_options co = {.tls = &pair.tp_client};
+    arpc_client_options co = {.tls = &tls_group_pair.tp_client};
     for (unsigned i = 0; i < 5; i++) {
         arpc_client *c = NULL;
         assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
@@ -124,7 +105,7 @@ int main(void)
         cmocka_unit_test(test_closed_before_a_byte_not_charged),
         cmocka_unit_test(test_not_tls_is_charged),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, tls_group_setup, tls_group_teardown);
 }
 
 #else

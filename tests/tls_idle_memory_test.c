@@ -44,9 +44,6 @@
  * fit; with one of the ~17 KiB buffers they do not. */
 #define IDLE_TLS_CONN_MAX_BYTES (24 * 1024)
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
-
 /* ---- the child: CONNS TLS connections that say HELLO, then wait for the parent ---- */
 
 static bool child_hello(SSL_CTX *ctx, const char *addr, SSL **out)
@@ -114,7 +111,7 @@ static void test_an_idle_tls_connection_holds_no_buffers(void **state)
     close(down[0]);
     close(up[1]);
 
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server};
+    arpc_server_options so = {.workers = 1, .tls = &tls_group_pair.tp_server};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     char addr[ARPC_ADDR_MAX];
@@ -149,19 +146,8 @@ static void test_an_idle_tls_connection_holds_no_buffers(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     signal(SIGPIPE, SIG_IGN);
-    if (!tls_certs_make(&certs))
-        return -1;
-    tls_certs_pair(&certs, &pair);
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_setup(state);
 }
 
 int main(void)
@@ -169,7 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_an_idle_tls_connection_holds_no_buffers),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, setup_all, tls_group_teardown);
 }
 
 #else

@@ -35,8 +35,6 @@
 #define LONG_CN 229
 #define SUBJECT_ALLOC (3 + LONG_CN + 1)
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
 static char long_pem[256], long_key[256], ctrl_pem[256], ctrl_key[256];
 static char long_subject[3 + LONG_CN + 1];
 
@@ -55,7 +53,7 @@ static void h_who(arpc_request *req, void *ctx)
  * client without one is anonymous: what a verified one must not become). */
 static arpc_server *start_server_trusting(char *addr, const char *ca_file)
 {
-    arpc_tls_options tls = pair.tp_server;
+    arpc_tls_options tls = tls_group_pair.tp_server;
     tls.ca_file = ca_file;
     arpc_server_options so = {.workers = 1, .tls = &tls};
     arpc_server *s = NULL;
@@ -65,11 +63,11 @@ static arpc_server *start_server_trusting(char *addr, const char *ca_file)
     return s;
 }
 
-static arpc_server *start_server(char *addr) { return start_server_trusting(addr, pair.tp_ca); }
+static arpc_server *start_server(char *addr) { return start_server_trusting(addr, tls_group_pair.tp_ca); }
 
 static int connect_as(const char *addr, const char *pem, const char *key, arpc_client **c, char *err, size_t len)
 {
-    arpc_tls_options tls = {.ca_file = pair.tp_ca, .cert_file = pem, .key_file = key};
+    arpc_tls_options tls = {.ca_file = tls_group_pair.tp_ca, .cert_file = pem, .key_file = key};
     arpc_client_options co = {.tls = &tls, .connect_timeout_ms = TEST_WAIT_MS, .no_reconnect = true,
                               .errbuf = err, .errbuf_len = len};
     *c = NULL;
@@ -161,12 +159,12 @@ static void test_same_subject_from_two_issuers_two_identities(void **state)
 {
     (void)state;
     char both[256], other_pem[256], other_key[256], addr[ARPC_ADDR_MAX];
-    snprintf(both, sizeof(both), "%s", tls_certs_path(&certs, "both_ca", "pem"));
-    snprintf(other_pem, sizeof(other_pem), "%s", tls_certs_path(&certs, "other_client", "pem"));
-    snprintf(other_key, sizeof(other_key), "%s", tls_certs_path(&certs, "other_client", "key"));
+    snprintf(both, sizeof(both), "%s", tls_certs_path(&tls_group_certs, "both_ca", "pem"));
+    snprintf(other_pem, sizeof(other_pem), "%s", tls_certs_path(&tls_group_certs, "other_client", "pem"));
+    snprintf(other_key, sizeof(other_key), "%s", tls_certs_path(&tls_group_certs, "other_client", "key"));
     char client_pem[256], client_key[256];
-    snprintf(client_pem, sizeof(client_pem), "%s", tls_certs_path(&certs, "client", "pem"));
-    snprintf(client_key, sizeof(client_key), "%s", tls_certs_path(&certs, "client", "key"));
+    snprintf(client_pem, sizeof(client_pem), "%s", tls_certs_path(&tls_group_certs, "client", "pem"));
+    snprintf(client_key, sizeof(client_key), "%s", tls_certs_path(&tls_group_certs, "client", "key"));
     arpc_server *s = start_server_trusting(addr, both);
 
     char *first = who(addr, client_pem, client_key), *second = who(addr, other_pem, other_key);
@@ -191,11 +189,11 @@ static void two_identities(const char *ca_file, const char *a, const char *b, ui
 {
     char addr[ARPC_ADDR_MAX], pem[256], key[256];
     arpc_server *s = start_server_trusting(addr, ca_file);
-    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&certs, a, "pem"));
-    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, a, "key"));
+    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&tls_group_certs, a, "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&tls_group_certs, a, "key"));
     char *first = who(addr, pem, key);
-    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&certs, b, "pem"));
-    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, b, "key"));
+    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&tls_group_certs, b, "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&tls_group_certs, b, "key"));
     char *second = who(addr, pem, key);
     *ida = strtoull(first, NULL, 16);
     *idb = strtoull(second, NULL, 16);
@@ -215,7 +213,7 @@ static void test_same_name_authorities_two_identities(void **state)
 {
     (void)state;
     char twins[256];
-    snprintf(twins, sizeof(twins), "%s", tls_certs_path(&certs, "twins_ca", "pem"));
+    snprintf(twins, sizeof(twins), "%s", tls_certs_path(&tls_group_certs, "twins_ca", "pem"));
     uint64_t id1, id2;
     char *s1, *s2;
     two_identities(twins, "client", "twin_client", &id1, &id2, &s1, &s2);
@@ -234,7 +232,7 @@ static void test_holders_named_by_alternative_names_two_identities(void **state)
     (void)state;
     uint64_t id1, id2;
     char *s1, *s2;
-    two_identities(pair.tp_ca, "san_a", "san_b", &id1, &id2, &s1, &s2);
+    two_identities(tls_group_pair.tp_ca, "san_a", "san_b", &id1, &id2, &s1, &s2);
     assert_string_equal("", s1); /* what handlers see: the subject, empty */
     assert_string_equal("", s2);
     assert_true((id1 & ARPC_AUTH_CERT_IDENTITY) != 0 && (id2 & ARPC_AUTH_CERT_IDENTITY) != 0);
@@ -246,30 +244,21 @@ static void test_holders_named_by_alternative_names_two_identities(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     test_alloc_sized_install();
     log_capture_start(ARPC_LOG_WARN);
-    if (!tls_certs_make(&certs))
+    if (tls_group_setup(state) != 0)
         return -1;
-    tls_certs_pair(&certs, &pair);
     char cn[LONG_CN];
     memset(cn, 'l', sizeof(cn));
     snprintf(long_subject, sizeof(long_subject), "CN=%.*s", LONG_CN, cn);
     static const char ctrl[] = "mallory\n[WARN] forged\x1b[31m";
-    if (!tls_certs_add_client(&certs, "long_client", cn, sizeof(cn)) ||
-        !tls_certs_add_client(&certs, "ctrl_client", ctrl, sizeof(ctrl) - 1))
+    if (!tls_certs_add_client(&tls_group_certs, "long_client", cn, sizeof(cn)) ||
+        !tls_certs_add_client(&tls_group_certs, "ctrl_client", ctrl, sizeof(ctrl) - 1))
         return -1;
-    snprintf(long_pem, sizeof(long_pem), "%s", tls_certs_path(&certs, "long_client", "pem"));
-    snprintf(long_key, sizeof(long_key), "%s", tls_certs_path(&certs, "long_client", "key"));
-    snprintf(ctrl_pem, sizeof(ctrl_pem), "%s", tls_certs_path(&certs, "ctrl_client", "pem"));
-    snprintf(ctrl_key, sizeof(ctrl_key), "%s", tls_certs_path(&certs, "ctrl_client", "key"));
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
+    snprintf(long_pem, sizeof(long_pem), "%s", tls_certs_path(&tls_group_certs, "long_client", "pem"));
+    snprintf(long_key, sizeof(long_key), "%s", tls_certs_path(&tls_group_certs, "long_client", "key"));
+    snprintf(ctrl_pem, sizeof(ctrl_pem), "%s", tls_certs_path(&tls_group_certs, "ctrl_client", "pem"));
+    snprintf(ctrl_key, sizeof(ctrl_key), "%s", tls_certs_path(&tls_group_certs, "ctrl_client", "key"));
     return 0;
 }
 
@@ -282,7 +271,7 @@ int main(void)
         cmocka_unit_test(test_same_name_authorities_two_identities),
         cmocka_unit_test(test_holders_named_by_alternative_names_two_identities),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, setup_all, tls_group_teardown);
 }
 
 #else

@@ -50,24 +50,10 @@
 
 #define RECORDS 1000 /* 1-byte records the peer sends */
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
-
 static int setup_all(void **state)
 {
-    (void)state;
     log_capture_start(ARPC_LOG_INFO);
-    if (!tls_certs_make(&certs))
-        return -1;
-    tls_certs_pair(&certs, &pair);
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_setup(state);
 }
 
 /* A connected pair of tcp sockets on loopback: [0] the server's (non-blocking), [1] the peer's. */
@@ -142,7 +128,7 @@ static void test_a_read_is_bounded_by_records(void **state)
     (void)state;
     struct arpc_tls *tls = NULL;
     char why[256];
-    assert_int_equal(ARPC_OK, arpc_tls_server_new(&tls, &pair.tp_server, why, sizeof(why)));
+    assert_int_equal(ARPC_OK, arpc_tls_server_new(&tls, &tls_group_pair.tp_server, why, sizeof(why)));
     int fds[2];
     tcp_pair(fds);
     struct arpc_stream *st = NULL;
@@ -188,7 +174,8 @@ static void test_a_read_is_bounded_by_records(void **state)
 /* A server whose handshake timeout is far: only a handshake bound closes a stranger. */
 static arpc_server *stranger_server(char *addr)
 {
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
+    arpc_server_options so = {
+        .workers = 1, .tls = &tls_group_pair.tp_server, .handshake_timeout_ms = 10 * TEST_WAIT_MS};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, ARPC_ADDR_MAX));
@@ -328,7 +315,7 @@ static void test_a_tls12_handshake_passes_the_guard(void **state)
 static void test_an_empty_server_name_is_refused(void **state)
 {
     (void)state;
-    arpc_tls_options o = pair.tp_client;
+    arpc_tls_options o = tls_group_pair.tp_client;
     o.server_name = "";
     arpc_client_options co = {.tls = &o};
     arpc_client *c = NULL;
@@ -394,7 +381,7 @@ int main(void)
         cmocka_unit_test(test_a_tls13_bad_record_is_not_a_handshake_failure),
         cmocka_unit_test(test_a_tls12_bad_record_is_not_a_handshake_failure),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, setup_all, tls_group_teardown);
 }
 #else
 int main(void)

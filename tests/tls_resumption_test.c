@@ -28,9 +28,6 @@
 #include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
-
 /* A blocking handshake at version offering `resume` (NULL: none), asking for no ticket with
  * no_ticket (a TLS 1.2 server then keeps the session by its id, if it keeps sessions); returns
  * the session (SSL_SESSION_free it), and in *reused whether it resumed `resume`. */
@@ -41,7 +38,7 @@ static SSL_SESSION *handshake(const char *addr, int version, SSL_SESSION *resume
     assert_non_null(ctx);
     assert_int_equal(1, SSL_CTX_set_min_proto_version(ctx, version));
     assert_int_equal(1, SSL_CTX_set_max_proto_version(ctx, version));
-    assert_int_equal(1, SSL_CTX_load_verify_locations(ctx, pair.tp_ca, NULL));
+    assert_int_equal(1, SSL_CTX_load_verify_locations(ctx, tls_group_pair.tp_ca, NULL));
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (no_ticket)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
@@ -78,7 +75,7 @@ static SSL_SESSION *handshake(const char *addr, int version, SSL_SESSION *resume
 static void test_tls12_session_not_resumed(void **state)
 {
     (void)state;
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server};
+    arpc_server_options so = {.workers = 1, .tls = &tls_group_pair.tp_server};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     char addr[ARPC_ADDR_MAX];
@@ -103,7 +100,7 @@ static void test_tls12_session_not_resumed(void **state)
 static void test_tls13_no_ticket(void **state)
 {
     (void)state;
-    arpc_server_options so = {.workers = 1, .tls = &pair.tp_server};
+    arpc_server_options so = {.workers = 1, .tls = &tls_group_pair.tp_server};
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     char addr[ARPC_ADDR_MAX];
@@ -116,29 +113,13 @@ static void test_tls13_no_ticket(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
-static int setup_all(void **state)
-{
-    (void)state;
-    if (!tls_certs_make(&certs))
-        return -1;
-    tls_certs_pair(&certs, &pair);
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tls12_session_not_resumed),
         cmocka_unit_test(test_tls13_no_ticket),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, tls_group_setup, tls_group_teardown);
 }
 
 #else

@@ -37,8 +37,6 @@
 #define CLIENT_ID 5
 #define INCARNATION 9
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
 static atomic_int runs;
 
 /* Replies "for <the caller's certificate subject>": words for that holder alone. */
@@ -63,8 +61,8 @@ struct bare {
 static void bare_connect(struct bare *b, const char *addr, const char *name)
 {
     char pem[256], key[256];
-    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&certs, name, "pem"));
-    snprintf(key, sizeof(key), "%s", tls_certs_path(&certs, name, "key"));
+    snprintf(pem, sizeof(pem), "%s", tls_certs_path(&tls_group_certs, name, "pem"));
+    snprintf(key, sizeof(key), "%s", tls_certs_path(&tls_group_certs, name, "key"));
     b->b_ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: the server is not on trial */
     assert_non_null(b->b_ctx);
     assert_int_equal(1, SSL_CTX_use_certificate_file(b->b_ctx, pem, SSL_FILETYPE_PEM));
@@ -124,8 +122,8 @@ static void test_one_token_two_certificates_two_clients(void **state)
 {
     (void)state;
     static const arpc_auth_token tokens[] = {{.token = TOKEN, .len = sizeof(TOKEN) - 1}, {.token = NULL}};
-    arpc_tls_options tls = pair.tp_server;
-    tls.ca_file = pair.tp_ca;
+    arpc_tls_options tls = tls_group_pair.tp_server;
+    tls.ca_file = tls_group_pair.tp_ca;
     tls.require_client_cert = true;
     arpc_server_options so = {.workers = 1,
                               .tls = &tls,
@@ -159,19 +157,8 @@ static void test_one_token_two_certificates_two_clients(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     signal(SIGPIPE, SIG_IGN);
-    if (!tls_certs_make(&certs))
-        return -1;
-    tls_certs_pair(&certs, &pair);
-    return 0;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_setup(state);
 }
 
 int main(void)
@@ -179,7 +166,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_token_two_certificates_two_clients),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, setup_all, tls_group_teardown);
 }
 
 #else

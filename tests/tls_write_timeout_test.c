@@ -46,9 +46,6 @@
 #define TRICKLE_CHUNK 1024
 #define TRICKLE_PAUSE_MS 100
 
-static struct tls_certs certs;
-static struct tls_certs_pair pair;
-
 struct fixture {
     arpc_server *s;
     arpc_client *good;
@@ -68,11 +65,11 @@ static void good_call(arpc_client *c)
 static void start(struct fixture *fx)
 {
     log_capture_clear();
-    arpc_server_options so = {.write_timeout_ms = WRITE_TIMEOUT_MS, .tls = &pair.tp_server};
+    arpc_server_options so = {.write_timeout_ms = WRITE_TIMEOUT_MS, .tls = &tls_group_pair.tp_server};
     assert_int_equal(ARPC_OK, arpc_server_create(&fx->s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", test_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tls://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
-    arpc_client_options co = {.tls = &pair.tp_client};
+    arpc_client_options co = {.tls = &tls_group_pair.tp_client};
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, &co));
     good_call(fx->good);
 }
@@ -205,16 +202,8 @@ static void test_trickle_tls_reader_is_closed(void **state)
 
 static int setup_all(void **state)
 {
-    (void)state;
     log_capture_start(ARPC_LOG_INFO);
-    return tls_certs_make(&certs) ? (tls_certs_pair(&certs, &pair), 0) : -1;
-}
-
-static int teardown_all(void **state)
-{
-    (void)state;
-    tls_certs_remove(&certs);
-    return 0;
+    return tls_group_setup(state);
 }
 
 int main(void)
@@ -223,7 +212,7 @@ int main(void)
         cmocka_unit_test(test_slow_tls_reader_is_not_closed),
         cmocka_unit_test(test_trickle_tls_reader_is_closed),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    return cmocka_run_group_tests(tests, setup_all, tls_group_teardown);
 }
 
 #else

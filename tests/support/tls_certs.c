@@ -240,3 +240,22 @@ void tls_certs_remove(struct tls_certs *tc)
     rmdir(tc->tc_dir);
 }
 #endif
+
+struct tls_certs tls_group_certs;
+struct tls_certs_pair tls_group_pair;
+
+int tls_group_setup(void **state)
+{
+    (void)state;
+    if (!tls_certs_make(&tls_group_certs))
+        return -1;
+    tls_certs_pair(&tls_group_certs, &tls_group_pair);
+    return 0;
+}
+
+int tls_group_teardown(void **state)
+{
+    (void)state;
+    tls_certs_remove(&tls_group_certs);
+    return 0;
+}

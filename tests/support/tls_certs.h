@@ -60,4 +60,12 @@ bool tls_certs_add_client(struct tls_certs *tc, const char *name, const void *cn
 /* Removes the files and the directory. */
 void tls_certs_remove(struct tls_certs *tc);
 
+/* The certificates and the usual pair most TLS test programs need, made once: a cmocka group
+ * setup and teardown (cmocka_run_group_tests(tests, tls_group_setup, tls_group_teardown), or
+ * called from a group setup that needs more), and what they make. */
+extern struct tls_certs tls_group_certs;
+extern struct tls_certs_pair tls_group_pair;
+int tls_group_setup(void **state);    /* 0, or -1 (the group fails) */
+int tls_group_teardown(void **state);
+
 #endif
