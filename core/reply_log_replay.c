@@ -414,7 +414,7 @@ static int create_first_segment(struct arpc_reply_log *log, char *why, size_t wh
         return rc;
     /* An empty snapshot: the state of a log that has seen nothing. */
     rc = arpc_log_segment_start(log->lg_dirfd, log->lg_dir, 1, log->lg_epoch, ARPC_LOG_FLAG_SNAPSHOT, &log->lg_out,
-                                    why, whylen);
+                                why, whylen);
     if (rc == ARPC_OK)
         rc = arpc_log_segment_publish(log->lg_dirfd, 1, &log->lg_out, why, whylen);
     else
