@@ -52,16 +52,6 @@ struct fixture {
     char addr[ARPC_ADDR_MAX];
 };
 
-static void good_call(arpc_client *c)
-{
-    void *reply = NULL;
-    size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, TEST_WAIT_MS));
-    assert_int_equal(4, len);
-    assert_memory_equal("ping", reply, 4);
-    arpc_free(reply);
-}
-
 static void start(struct fixture *fx)
 {
     log_capture_clear();
@@ -71,12 +61,12 @@ static void start(struct fixture *fx)
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, "tls://127.0.0.1:0", fx->addr, sizeof(fx->addr)));
     arpc_client_options co = {.tls = &tls_group_pair.tp_client};
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->good, fx->addr, &co));
-    good_call(fx->good);
+    echo_ping(fx->good, TEST_WAIT_MS);
 }
 
 static void stop(struct fixture *fx)
 {
-    good_call(fx->good);
+    echo_ping(fx->good, TEST_WAIT_MS);
     arpc_client_close(fx->good);
     assert_int_equal(ARPC_OK, arpc_server_destroy(fx->s));
 }
@@ -173,7 +163,7 @@ static void test_slow_tls_reader_is_not_closed(void **state)
         left -= want;
         sleep_ms(SLOW_READER_PAUSE_MS); /* the slowness under test, not a wait for an event */
     }
-    good_call(fx.good);
+    echo_ping(fx.good, TEST_WAIT_MS);
     if (timeout_lines(&r) != 0)
         log_capture_print();
     assert_int_equal(0, timeout_lines(&r));

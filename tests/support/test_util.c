@@ -66,16 +66,21 @@ void test_echo(arpc_request *req, void *ctx)
     arpc_reply(req, data, len);
 }
 
+void echo_ping(arpc_client *c, int64_t deadline_ms)
+{
+    void *reply = NULL;
+    size_t len = 0;
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, deadline_ms));
+    assert_int_equal(4, len);
+    assert_memory_equal("ping", reply, 4);
+    arpc_free(reply);
+}
+
 void echo_call_once(const char *addr)
 {
     arpc_client *c = NULL;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
-    void *reply = NULL;
-    size_t len = 0;
-    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "ping", 4, &reply, &len, TEST_WAIT_MS));
-    assert_int_equal(4, len);
-    assert_memory_equal("ping", reply, 4);
-    arpc_free(reply);
+    echo_ping(c, TEST_WAIT_MS);
     arpc_client_close(c);
 }
 

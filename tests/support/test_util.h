@@ -87,8 +87,12 @@ bool thread_in_any_poll(int tid);
 struct arpc_request;
 /* A method handler (arpc_handler_fn) replying its request's bytes, on whatever thread runs it. */
 void test_echo(struct arpc_request *req, void *ctx);
-/* A new client connects to addr, calls "t.echo" (test_echo) once, checks the reply, and
- * closes: the server accepted and served it. Bounded by TEST_WAIT_MS. */
+struct arpc_client;
+/* Calls "t.echo" (test_echo) on c with "ping" and deadline_ms, and checks that it succeeded
+ * with "ping" back. */
+void echo_ping(struct arpc_client *c, int64_t deadline_ms);
+/* A new client connects to addr, calls "t.echo" once (echo_ping, TEST_WAIT_MS), and closes:
+ * the server accepted and served it. */
 void echo_call_once(const char *addr);
 
 /* ---- a server's stats ---- */
