@@ -37,7 +37,7 @@ extern "C" {
     X(EPROTO, "protocol error: malformed or unexpected frame")                               \
     X(EBUSY, "busy: already in use")                                                         \
     X(ESYSTEM, "a system call failed")                                                       \
-    X(EUNREACHABLE, "could not reach the server before the deadline; the call did not run") \
+    X(EUNREACHABLE, "could not reach the server (before the deadline, or reconnect_give_up_ms, or with no_reconnect); the call did not run") \
     X(EEXPIRED, "the call's budget ran out before its handler started; it did not run")      \
     X(EOVERLOADED, "the server is out of room for the call (e.g. its reply cache is full); it did not run") \
     X(EABANDONED, "the server gave up on the call: it stopped before the handler replied, or it could not make the reply (or its reply log failed); the call may have run") \

@@ -169,7 +169,9 @@ typedef struct arpc_server_options {
                                     * one-way message next needs it); 0: never (the
                                     * heartbeat already finds dead peers; an idle connection costs
                                     * a few KiB, and closing it costs the next call a reconnect) */
-    unsigned max_connections;      /* a connection accepted while this many are open is sent
+    unsigned max_connections;      /* a connection accepted while this many are open first
+                                    * makes room as on EMFILE (shed_idle_ms: a silent, slow or
+                                    * idle one is closed); if none qualifies it is sent
                                     * GOAWAY(ARPC_EOVERLOADED) and closed (its client's connect
                                     * fails with ARPC_EOVERLOADED; on tls://, refused before any
                                     * handshake: ARPC_ETLS or ARPC_ECONNREFUSED); 0: 10000 */
@@ -213,8 +215,8 @@ typedef struct arpc_server_options {
                                     * 4 x this is answered ARPC_ETOOLARGE); less fails
                                     * create with ARPC_EINVAL (said in errbuf). To bound a
                                     * connection under 16 MiB, lower max_frame too */
-    /* Out of file descriptors (EMFILE/ENFILE on accept), an open connection worth less than
-     * the new one is closed to make room before the new one is turned away: one that has not
+    /* Out of file descriptors (EMFILE/ENFILE on accept), or at max_connections, an open
+     * connection worth less than the new one is closed to make room before the new one is turned away: one that has not
      * said HELLO, or whose frame has been arriving, for 1 s; else one idle this long (no call in
      * flight, nothing queued), sent GOAWAY(ARPC_ESHUTDOWN, marked idle) so its client reconnects
      * when next needed. A connection with calls in flight or replies queued is never chosen. Logged with
