@@ -288,7 +288,7 @@ static void client_on_close(struct arpc_conn *conn, int reason)
         arpc_stat_inc(&c->cl_stats.cst_closed);
     int state = atomic_load(&c->cl_state);
     if (state == CL_CLOSED) {
-        client_linger_done(c); /* closing: client_cleanup ended every call itself */
+        client_linger_done(c, reason, loss_cause(conn, state, reason)); /* client_cleanup ended every call */
         return;
     }
     char why[2 * CLIENT_WHY_MAX]; /* room for the address and a GOAWAY's words (kept: CLIENT_WHY_MAX) */

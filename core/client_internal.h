@@ -443,9 +443,9 @@ void client_local_init(arpc_client *c); /* before the loop sees c */
  * lingers until the server read what was queued, for cl_linger_ms at most (without a linger,
  * or without memory for its future: what the socket takes now, then closed). */
 void client_linger_start(arpc_client *c, bool hello_done);
-/* The connection closed (client_on_close, in CL_CLOSED): the linger is over; says what it
- * could not send. */
-void client_linger_done(arpc_client *c);
+/* The connection closed (client_on_close, in CL_CLOSED) for reason (ARPC_ETIMEDOUT: the
+ * linger ran out), in words cause: the linger is over; says what it could not send, and why. */
+void client_linger_done(arpc_client *c, int reason, const char *cause);
 /* A buffer the closing connection never wrote whole (conn_ops.on_unwritten). */
 void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release);
 /* False (an ERROR line naming fn) for a client made in another process: the parent of this

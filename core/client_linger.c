@@ -11,6 +11,7 @@
  * arpc_notify accepted is so either read by the server or named in that line.
  */
 #include <inttypes.h>
+#include <stdio.h>
 
 #include "arpc/error.h"
 #include "base/clock.h"
@@ -81,17 +82,25 @@ void client_linger_unwritten(arpc_client *c, arpc_outq_release_fn release)
         c->cl_unsent_oneway++;
 }
 
-void client_linger_done(arpc_client *c)
+void client_linger_done(arpc_client *c, int reason, const char *cause)
 {
-    if (c->cl_unsent_frames > 0)
+    if (c->cl_unsent_frames > 0) {
+        /* A linger that did not run out ended with the connection: the server gone already
+         * (a caller-driven client finds that out only as it closes), or the network. */
+        char why[160];
+        if (c->cl_lingering && reason != ARPC_ETIMEDOUT)
+            snprintf(why, sizeof(why), "the connection ended first (%s)", cause);
+        else
+            snprintf(why, sizeof(why), "%s close_linger_ms (%" PRId64 " ms)",
+                     c->cl_lingering       ? "the server did not read them within"
+                     : c->cl_linger_ms > 0 ? "the close could not wait for the server (its loop was stopping, or no memory) despite"
+                                           : "no wait for the server asked by",
+                     c->cl_linger_ms);
         arpc_log(ARPC_LOG_WARN,
                  "closing the client of %s: %" PRIu64 " one-way message(s) and %" PRIu64
-                 " other frame(s) (requests, the goodbye) dropped unwritten: %s close_linger_ms (%" PRId64 " ms)",
-                 c->cl_target.t_addr, c->cl_unsent_oneway, c->cl_unsent_frames - c->cl_unsent_oneway,
-                 c->cl_lingering       ? "the server did not read them within"
-                 : c->cl_linger_ms > 0 ? "the close could not wait for the server (its loop was stopping, or no memory) despite"
-                                       : "no wait for the server asked by",
-                 c->cl_linger_ms);
+                 " other frame(s) (requests, the goodbye) dropped unwritten: %s",
+                 c->cl_target.t_addr, c->cl_unsent_oneway, c->cl_unsent_frames - c->cl_unsent_oneway, why);
+    }
     if (!c->cl_lingering)
         return;
     arpc_deadline_cancel(c->cl_loop, &c->cl_linger_timer);

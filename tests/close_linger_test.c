@@ -27,6 +27,7 @@
 
 #include "arpc/arpc.h"
 #include "support/cut_proxy.h"
+#include "support/transport_fixture.h"
 #include "support/test_util.h"
 #ifdef ARPC_TEST_WITH_TLS
 #include <poll.h>
@@ -44,6 +45,7 @@ static sem_t sink_started, sink_release;
 static sem_t close_under_way; /* the close lingers, or returned */
 static atomic_long unsent_reported = -1; /* from the close's WARN line */
 static atomic_bool sink_waited_out; /* the first sink was never let go: the test waited on itself */
+static char unsent_line[512];        /* the close's WARN line (read once the close returned) */
 
 static void sink(arpc_request *req, void *ctx)
 {
@@ -64,8 +66,10 @@ static void logger(void *ctx, enum arpc_log_level level, const char *line)
     long n;
     if (strstr(line, "waiting up to") != NULL)
         sem_post(&close_under_way);
-    else if (sscanf(line, "closing the client of %*s %ld one-way message", &n) == 1)
+    else if (sscanf(line, "closing the client of %*s %ld one-way message", &n) == 1) {
+        snprintf(unsent_line, sizeof(unsent_line), "%s", line);
         atomic_store(&unsent_reported, n);
+    }
 }
 
 struct fixture {
@@ -79,6 +83,7 @@ static int setup_on(void **state, const char *listen, const arpc_server_options 
     static struct fixture fx;
     atomic_store(&sink_runs, 0);
     atomic_store(&unsent_reported, -1);
+    unsent_line[0] = '\0';
     atomic_store(&sink_waited_out, false);
     latch_reset();
     sem_init(&sink_started, 0, 0);
@@ -176,6 +181,32 @@ static void test_close_reports_what_the_linger_could_not_send(void **state)
                                     TEST_WAIT_MS));
     assert_true(server_stat_reaches(fx->s, offsetof(arpc_server_stats, handlers_in_flight), 0, TEST_WAIT_MS));
     assert_int_equal(atomic_load(&sink_runs) + unsent, MESSAGES);
+}
+
+/* A caller-driven client (its loop runs only inside its calls and its close) whose server has
+ * stopped: over unix:// the close's goodbye meets the closed socket (EPIPE), and its WARN line
+ * says the connection ended, not that the server did not read within close_linger_ms (it
+ * said that, though the close returned at once; found by a new user's review). */
+static void test_close_after_the_server_left_says_the_connection_ended(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    char listen[128], addr[256];
+    make_unix_addr(listen, sizeof(listen));
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, listen, addr, sizeof(addr)), ARPC_OK);
+    arpc_loop *loop;
+    assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
+    arpc_client_options o = {.loop = loop, .close_linger_ms = 60000};
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
+    assert_int_equal(arpc_server_stop(s, 0), ARPC_OK);
+    assert_int_equal(arpc_client_close(c), ARPC_OK); /* well within the minute's linger */
+    arpc_loop_destroy(loop);
+    arpc_server_destroy(s);
+    assert_true(atomic_load(&unsent_reported) >= 0);
+    assert_non_null(strstr(unsent_line, "the connection ended first ("));
+    assert_null(strstr(unsent_line, "did not read them within"));
 }
 
 static uint64_t oneway_stat(arpc_client *c, bool dropped)
@@ -315,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_waits_for_a_slow_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_reports_what_the_linger_could_not_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_ways_dropped_at_a_broken_connection_are_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_after_the_server_left_says_the_connection_ended, setup, teardown),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test_setup_teardown(test_tls_close_loses_nothing_to_a_reset, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_close_in_a_handshake_drops_nothing_of_the_callers, setup_tls, teardown_tls),
