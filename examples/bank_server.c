@@ -178,7 +178,7 @@ static bool parse_fsync(const char *s, enum arpc_fsync *out)
 static bool open_bank(struct bank *b, const char *dir, enum arpc_fsync policy, uint64_t compact_bytes,
                       uint32_t accounts, uint64_t initial)
 {
-    char why[512] = "";
+    char why[ARPC_ERRBUF_SIZE] = "";
     arpc_server_options so = {
         .workers = 1, /* the methods run on the bank actor; the pool has nothing to do */
         .log_dir = dir,

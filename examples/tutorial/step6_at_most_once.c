@@ -40,7 +40,7 @@ static void deposit(arpc_request *req, void *ctx)
  * replies leave. */
 static arpc_server *bank_server(const char *dir, const char *listen, char *addr, size_t addrlen)
 {
-    char why[256] = "";
+    char why[ARPC_ERRBUF_SIZE] = "";
     arpc_server_options opts = {.log_dir = dir, .errbuf = why, .errbuf_len = sizeof why};
     arpc_server *s;
     int rc = arpc_server_create(&s, &opts); /* reads the log back, if there is one */

@@ -151,7 +151,7 @@ typedef struct arpc_server_options {
     arpc_recover_fn recover;
     void *recover_ctx;
     /* If not NULL, a failed arpc_server_create writes why into errbuf (e.g. "reply log DIR is
-     * corrupt at offset N: ..."). 256 bytes is a good size. */
+     * corrupt at offset N: ..."). ARPC_ERRBUF_SIZE (arpc/client.h) holds any of them. */
     char *errbuf;
     size_t errbuf_len;
     /* Connection limits (docs/SECURITY.md). Each is checked by one sweep per server loop
