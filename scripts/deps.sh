@@ -73,11 +73,15 @@ arpc_install_build_deps() {
 
 # The demos' build: the packages, then a Release build without tests in $BUILD (default: build).
 # Arguments go to cmake --build (e.g. --target NAME).
+# A script this one runs (demo.sh runs crash-demo.sh) finds the whole build made already.
 arpc_build_release() {
-    arpc_install_build_deps
     BUILD=${BUILD:-build}
+    [ "${ARPC_RELEASE_BUILT:-}" = "$BUILD" ] && return 0
+    arpc_install_build_deps
     # The build's own output is hidden: say what the silence is (a first build takes minutes).
     echo "== building arpc (Release, tests off) in $BUILD/" >&2
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF >/dev/null
     cmake --build "$BUILD" -j"$(nproc)" "$@" >/dev/null
+    [ $# -eq 0 ] && export ARPC_RELEASE_BUILT=$BUILD
+    return 0
 }
