@@ -5,14 +5,23 @@
  * Reads are plain recv(2), within the limits of the stream's struct tls_wire (its data): so
  * many recv calls per read or write of the stream, and a stranger's handshake bytes. The fd is
  * not the BIO's: the stream closes it.
+ *
+ * Writes after the handshake never wait (struct tls_wire, w_out): what the socket does not
+ * take is kept, in order, and sent before anything else (tls_bio_flush; the stream offers
+ * nothing new while some waits). Before the handshake completed a full socket is OpenSSL's
+ * retry, as with its own socket BIO: the handshake's flights are driven by reads and writes
+ * alike, and nothing else would send what waited.
  */
 #include <errno.h>
 #include <openssl/bio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
+#include "arpc/error.h"
+#include "base/alloc.h"
 #include "transport/tls_internal.h"
 
 static BIO_METHOD *bio_method; /* made once, never changed after: shared by every stream */
@@ -24,18 +33,79 @@ static struct arpc_stream *bio_stream(BIO *b) { return bio_wire(b)->w_stream; }
 
 static bool bio_again(void) { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
 
+/* Keeps bytes the socket did not take after those already waiting; false (the write fails,
+ * and the stream with it) past TLS_OUT_MAX or without memory. */
+static bool out_keep(struct tls_wire *w, const char *bytes, size_t n)
+{
+    size_t waiting = w->w_out_len - w->w_out_off;
+    if (waiting + n > TLS_OUT_MAX) {
+        w->w_out_over = true;
+        return false;
+    }
+    if (w->w_out_off > 0) { /* what was sent goes first (at most TLS_OUT_MAX moved) */
+        memmove(w->w_out, w->w_out + w->w_out_off, waiting);
+        w->w_out_off = 0;
+        w->w_out_len = waiting;
+    }
+    if (w->w_out_len + n > w->w_out_cap) {
+        size_t cap = w->w_out_len + n < 2 * w->w_out_cap ? 2 * w->w_out_cap : w->w_out_len + n;
+        uint8_t *grown = arpc_realloc(w->w_out, cap);
+        if (grown == NULL)
+            return false;
+        w->w_out = grown;
+        w->w_out_cap = cap;
+    }
+    memcpy(w->w_out + w->w_out_len, bytes, n);
+    w->w_out_len += n;
+    return true;
+}
+
 static int bio_write(BIO *b, const char *buf, size_t len, size_t *written)
 {
     BIO_clear_retry_flags(b);
-    ssize_t n = send(bio_stream(b)->s_fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0) {
-        arpc_stream_sent(bio_stream(b), (size_t)n);
-        *written = (size_t)n;
-        return 1;
+    struct tls_wire *w = bio_wire(b);
+    size_t sent = 0;
+    if (w->w_out_len == 0) { /* (nothing waits: else these bytes go behind it) */
+        ssize_t n = send(bio_stream(b)->s_fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && !bio_again())
+            return 0; /* broken: OpenSSL fails the stream */
+        if (n > 0) {
+            arpc_stream_sent(bio_stream(b), (size_t)n);
+            sent = (size_t)n;
+        }
+        if (!w->w_shaken) {
+            if (n < 0) {
+                BIO_set_retry_write(b);
+                return 0;
+            }
+            *written = sent;
+            return 1;
+        }
     }
-    if (bio_again())
-        BIO_set_retry_write(b);
-    return 0;
+    if (sent < len && !out_keep(w, buf + sent, len - sent))
+        return 0;
+    *written = len;
+    return 1;
+}
+
+int tls_bio_flush(struct tls_wire *w)
+{
+    while (w->w_out_off < w->w_out_len) {
+        ssize_t n = send(w->w_stream->s_fd, w->w_out + w->w_out_off, w->w_out_len - w->w_out_off, MSG_NOSIGNAL);
+        if (n < 0)
+            return bio_again() ? ARPC_EAGAIN : ARPC_ECONNLOST;
+        arpc_stream_sent(w->w_stream, (size_t)n);
+        w->w_out_off += (size_t)n;
+    }
+    tls_bio_out_free(w); /* an idle connection holds none of it */
+    return ARPC_OK;
+}
+
+void tls_bio_out_free(struct tls_wire *w)
+{
+    arpc_free(w->w_out);
+    w->w_out = NULL;
+    w->w_out_off = w->w_out_len = w->w_out_cap = 0;
 }
 
 /* A server's peer that sends more handshake than any client needs is refused (w_over): the
@@ -88,7 +158,7 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
     (void)num;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
-        return 1; /* nothing is buffered here */
+        return 1; /* what waits in w_out is the stream's to send (tls_bio_flush) */
     case BIO_C_GET_FD:
         if (ptr != NULL)
             *(int *)ptr = bio_stream(b)->s_fd;

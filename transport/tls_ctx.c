@@ -47,7 +47,7 @@ static bool tls_alert_about_our_certificate(int reason)
     }
 }
 
-void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
+void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl, bool shaken)
 {
     /* The last error says what failed; a system error under it (a file that cannot be
      * opened) says why in errno's words, where OpenSSL's own would be "system lib". */
@@ -64,7 +64,7 @@ void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl)
             detail = X509_verify_cert_error_string(SSL_get_verify_result(ssl));
         } else if (r == SSL_R_WRONG_VERSION_NUMBER || r == SSL_R_PACKET_LENGTH_TOO_LONG ||
                    r == SSL_R_HTTP_REQUEST || r == SSL_R_RECORD_LENGTH_MISMATCH) {
-            detail = " (the peer does not speak TLS: a tcp:// peer?)";
+            detail = shaken ? " (a record corrupted or forged on the way)" : " (the peer does not speak TLS: a tcp:// peer?)";
         } else if (ssl != NULL && tls_alert_about_our_certificate(r)) {
             detail = SSL_is_server(ssl) ? " (the client refused this server's certificate)"
                                         : " (the server refused this client's certificate)";
@@ -128,12 +128,12 @@ static int tls_load_identity(SSL_CTX *ctx, const arpc_tls_options *o, char *why,
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
         snprintf(what, sizeof(what), "TLS: cannot load the certificate %s", o->cert_file);
-        tls_error_text(why, whylen, what, NULL);
+        tls_error_text(why, whylen, what, NULL, false);
         return ARPC_ETLS;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, o->key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(what, sizeof(what), "TLS: cannot load the private key %s for %s", o->key_file, o->cert_file);
-        tls_error_text(why, whylen, what, NULL);
+        tls_error_text(why, whylen, what, NULL, false);
         return ARPC_ETLS;
     }
     return ARPC_OK;
@@ -165,7 +165,7 @@ static int tls_load_cas(SSL_CTX *ctx, const arpc_tls_options *o, bool client, bo
         char what[ARPC_WHY_MAX];
         snprintf(what, sizeof(what), "TLS: cannot load the CAs %s%s%s", *loaded && o->ca_file ? o->ca_file : "",
                  *loaded && o->ca_file && o->ca_dir ? " and " : "", *loaded && o->ca_dir ? o->ca_dir : "");
-        tls_error_text(why, whylen, what, NULL);
+        tls_error_text(why, whylen, what, NULL, false);
         return ARPC_ETLS;
     }
     if (*loaded)

@@ -32,7 +32,28 @@ struct tls_wire {
                               * the stream fails (ARPC_ETLS) */
     size_t w_over_limit;     /* ... and the limit it went over */
     struct tls_guard w_guard; /* a server's: the stranger's handshake message headers */
+    /* After the handshake a write to the BIO never waits: what the socket did not take waits
+     * in w_out (tls_bio_flush sends it). OpenSSL 3.0 cannot answer a peer's KeyUpdate request
+     * while a record of its own waits to be retried (SSL_read fails "bad length", and the
+     * connection with it): with nothing ever waiting inside OpenSSL, it always can. */
+    bool w_shaken;           /* the handshake completed: writes go through w_out */
+    bool w_out_over;         /* w_out would have grown past TLS_OUT_MAX: the stream fails */
+    uint8_t *w_out;          /* ciphertext the socket has not taken (NULL when none) */
+    size_t w_out_off, w_out_len, w_out_cap; /* w_out[w_out_off, w_out_len) waits */
 };
+
+/* What may wait in w_out: one record of the stream's own (it offers one at a time after the
+ * handshake, and none while any waits) and the messages a peer's reads make OpenSSL write
+ * (KeyUpdate answers, alerts), which a peer that asks for them and reads nothing could
+ * otherwise grow without end. */
+#define TLS_OUT_MAX (64 * 1024)
+
+/* Sends what waits in w's w_out: ARPC_OK once none does, ARPC_EAGAIN while some still does
+ * (the socket is full), ARPC_ECONNLOST when the socket broke. */
+int tls_bio_flush(struct tls_wire *w);
+
+/* Lets w_out's memory go (the stream is closing). */
+void tls_bio_out_free(struct tls_wire *w);
 
 /* A server reads at most this much of a ClientHello (OpenSSL takes up to ~128 KiB, buffered
  * whole before it is judged: 160 KiB a stranger's connection held until its handshake timed
@@ -53,8 +74,9 @@ BIO *tls_bio_socket(struct tls_wire *w);
 int tls_no_client_cert(SSL *ssl, X509 **cert, EVP_PKEY **key);
 
 /* Writes "<what>: <OpenSSL's reason>" into out (for a failed verification, with the verify
- * result's words; for bytes that are not TLS, a hint) and clears this thread's error queue.
- * ssl may be NULL. */
-void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl);
+ * result's words; for bytes that are not TLS, a hint: before the handshake completed (shaken
+ * false), a peer that does not speak TLS; after, a corrupt or forged record) and clears this
+ * thread's error queue. ssl may be NULL. */
+void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl, bool shaken);
 
 #endif

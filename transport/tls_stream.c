@@ -37,10 +37,20 @@
  * Writing: the connection hands a batch of frames (an iovec). Each SSL_write makes at least
  * one record (29 bytes of overhead with AES-GCM) and one send(2), so small frames are
  * gathered into one buffer of up to one record's plaintext (16 KiB) first; a frame that alone
- * fills a record is written from its own memory, up to TLS_DIRECT_MAX at a time. A write
- * that must wait is retried with the same bytes (OpenSSL's rule): the connection calls again
- * with the same first bytes, and the stream, remembering how many it had offered
- * (ts_offered), offers them again from where they were.
+ * fills a record is written from its own memory, one record at a time (a write that ends
+ * the handshake may write application data after it: below). A write that must wait during the handshake is
+ * retried with the same bytes (OpenSSL's rule): the connection calls again with the same first
+ * bytes, and the stream, remembering how many it had offered (ts_offered), offers them again
+ * from where they were.
+ *
+ * After the handshake nothing waits inside OpenSSL: the BIO keeps what the socket did not take
+ * (tls_bio.c, w_out), so that a peer's KeyUpdate request read meanwhile can be answered
+ * (OpenSSL 3.0 fails the connection, "bad length", when it must answer one while a record of
+ * its own waits for a retry). A write then offers nothing new while bytes wait there: it sends
+ * them first, and says WANT_WRITE while the socket is full. A record only partly sent is
+ * counted one byte short (ts_held), so the connection keeps that byte queued, and with it its
+ * watch for writability, until the record has left; the next write, given that byte first,
+ * counts it then.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -58,7 +68,6 @@
 #include "transport/tls_internal.h"
 
 #define TLS_RECORD_MAX 16384     /* the largest plaintext one TLS record carries */
-#define TLS_DIRECT_MAX (256 * 1024)
 /* recv calls a read may make beyond two per record of its room (a record's header, then its
  * body): a record whose body comes in pieces takes a few more. */
 #define TLS_READ_RECVS 16u
@@ -73,6 +82,8 @@ struct tls_stream {
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
     bool ts_shaken;     /* the handshake completed: OpenSSL counts a connection that failed
                          * as back in its handshake, so SSL_is_init_finished cannot say after */
+    bool ts_held;       /* the last byte written is counted once the BIO's w_out has left */
+    bool ts_notified;   /* close_notify is written (it may still wait in w_out) */
     size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
     uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes while a write is under way, else NULL */
     char ts_why[ARPC_WHY_MAX];
@@ -96,6 +107,17 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         return ARPC_STREAM_WANT_WRITE;
     }
     bool shaken = ts->ts_shaken || SSL_is_init_finished(ts->ts_ssl);
+    if (ts->ts_wire.w_out_over) { /* a peer that reads nothing kept asking for messages */
+        ERR_clear_error();
+        ts->ts_failed = true;
+        ts->ts_base.s_error = ARPC_ETLS;
+        ts->ts_base.s_why = ts->ts_why;
+        snprintf(ts->ts_why, sizeof(ts->ts_why),
+                 "TLS failed: the peer reads nothing, and what it asked for (key updates, alerts) would "
+                 "hold over %d bytes here",
+                 TLS_OUT_MAX);
+        return ARPC_STREAM_FAILED;
+    }
     if (ts->ts_wire.w_over != NULL) { /* a stranger sent more than its handshake may take */
         ERR_clear_error();
         ts->ts_failed = true;
@@ -148,7 +170,7 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         ERR_clear_error();
         snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the connection broke", what);
     } else {
-        tls_error_text(ts->ts_why, sizeof(ts->ts_why), what, ts->ts_ssl);
+        tls_error_text(ts->ts_why, sizeof(ts->ts_why), what, ts->ts_ssl, shaken);
     }
     return ARPC_STREAM_FAILED;
 }
@@ -206,6 +228,10 @@ static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
     uint64_t t0 = wire_arm(ts, len);
     ssize_t r = tls_read_records(ts, buf, len);
     setup_count(ts, t0);
+    /* What the read made OpenSSL write (a KeyUpdate's answer) leaves now if the socket takes
+     * it; else with the next write (a failed socket is that write's to report). */
+    if (ts->ts_wire.w_out_len > 0 && !ts->ts_held)
+        (void)tls_bio_flush(&ts->ts_wire);
     return r;
 }
 
@@ -215,7 +241,8 @@ static const void *tls_offer(struct tls_stream *ts, const struct iovec *iov, int
     if (ts->ts_offered == 0) {
         ts->ts_gathered = iov[0].iov_len < TLS_RECORD_MAX;
         if (!ts->ts_gathered) {
-            ts->ts_offered = iov[0].iov_len < TLS_DIRECT_MAX ? iov[0].iov_len : TLS_DIRECT_MAX;
+            /* One record: all that may wait in the BIO's w_out for the socket (TLS_OUT_MAX). */
+            ts->ts_offered = iov[0].iov_len < TLS_RECORD_MAX ? iov[0].iov_len : TLS_RECORD_MAX;
         } else {
             for (int i = 0; i < iovcnt && ts->ts_offered < TLS_RECORD_MAX; i++) {
                 size_t take = iov[i].iov_len < TLS_RECORD_MAX - ts->ts_offered ? iov[i].iov_len
@@ -228,10 +255,33 @@ static const void *tls_offer(struct tls_stream *ts, const struct iovec *iov, int
     return ts->ts_gathered ? (const void *)ts->ts_wbuf : iov[0].iov_base;
 }
 
+/* Sends what waits in the BIO: ARPC_OK once nothing does, else the write's result. */
+static ssize_t tls_write_waiting(struct tls_stream *ts)
+{
+    int rc = tls_bio_flush(&ts->ts_wire);
+    if (rc == ARPC_OK)
+        return ARPC_OK;
+    if (rc == ARPC_EAGAIN)
+        return ARPC_STREAM_WANT_WRITE;
+    ts->ts_failed = true;
+    ts->ts_base.s_error = ARPC_ECONNLOST;
+    ts->ts_base.s_why = "the connection broke";
+    return ARPC_STREAM_FAILED;
+}
+
 static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, int iovcnt)
 {
     if (ts->ts_failed)
         return ARPC_STREAM_FAILED;
+    if (ts->ts_wire.w_out_len > 0) {
+        ssize_t r = tls_write_waiting(ts);
+        if (r != ARPC_OK)
+            return r;
+    }
+    if (ts->ts_held) { /* iov[0]'s first byte ended the record that has now left */
+        ts->ts_held = false;
+        return 1;
+    }
     bool gathering = ts->ts_offered == 0 && iov[0].iov_len < TLS_RECORD_MAX; /* tls_offer's choice */
     if (gathering && ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
         ts->ts_failed = true;
@@ -251,6 +301,10 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
      * holds none of them. */
     arpc_free(ts->ts_wbuf);
     ts->ts_wbuf = NULL;
+    if (n > 0 && ts->ts_wire.w_out_len > 0) { /* the record waits in part: its last byte with it */
+        ts->ts_held = true;
+        return (ssize_t)n - 1;
+    }
     return (ssize_t)n;
 }
 
@@ -270,20 +324,27 @@ static ssize_t tls_writev(struct arpc_stream *s, const struct iovec *iov, int io
 static int tls_shut_write(struct arpc_stream *s)
 {
     struct tls_stream *ts = (struct tls_stream *)s;
-    if (ts->ts_failed || ts->ts_offered != 0 || !SSL_is_init_finished(ts->ts_ssl))
+    if (ts->ts_failed || ts->ts_offered != 0 || ts->ts_held || !SSL_is_init_finished(ts->ts_ssl))
         return ARPC_ECONNLOST;
-    int ret = SSL_shutdown(ts->ts_ssl);
-    if (ret < 0) {
-        int err = SSL_get_error(ts->ts_ssl, ret);
-        ERR_clear_error();
-        return err == SSL_ERROR_WANT_WRITE ? ARPC_EAGAIN : ARPC_ECONNLOST;
+    if (!ts->ts_notified) {
+        int ret = SSL_shutdown(ts->ts_ssl);
+        if (ret < 0) {
+            int err = SSL_get_error(ts->ts_ssl, ret);
+            ERR_clear_error();
+            return err == SSL_ERROR_WANT_WRITE ? ARPC_EAGAIN : ARPC_ECONNLOST;
+        }
+        ts->ts_notified = true;
     }
+    int rc = tls_bio_flush(&ts->ts_wire); /* the alert (and what waited before it) first */
+    if (rc != ARPC_OK)
+        return rc;
     return shutdown(s->s_fd, SHUT_WR) == 0 ? ARPC_OK : ARPC_ECONNLOST;
 }
 
 static size_t tls_write_owed(const struct arpc_stream *s)
 {
-    return ((const struct tls_stream *)s)->ts_offered;
+    const struct tls_stream *ts = (const struct tls_stream *)s;
+    return ts->ts_offered + (ts->ts_held ? 1 : 0);
 }
 
 static size_t tls_buffered(const struct arpc_stream *s)
@@ -314,8 +375,11 @@ static void tls_close(struct arpc_stream *s)
     if (ts->ts_failed && ts->ts_base.s_error == ARPC_ETLS)
         tls_drain(s->s_fd);
     /* close_notify, one non-blocking try: the peer learns the end was meant (not a cut). */
-    if (!ts->ts_failed && SSL_is_init_finished(ts->ts_ssl))
+    if (!ts->ts_failed && !ts->ts_notified && SSL_is_init_finished(ts->ts_ssl))
         SSL_shutdown(ts->ts_ssl);
+    if (!ts->ts_failed)
+        (void)tls_bio_flush(&ts->ts_wire);
+    tls_bio_out_free(&ts->ts_wire);
     ERR_clear_error();
     SSL_free(ts->ts_ssl);
     close(s->s_fd);
@@ -354,8 +418,10 @@ int tls_no_client_cert(SSL *ssl, X509 **cert, EVP_PKEY **key)
 static void tls_info(const SSL *ssl, int where, int ret)
 {
     (void)ret;
-    if (where & SSL_CB_HANDSHAKE_DONE)
-        ((struct tls_stream *)SSL_get_app_data(ssl))->ts_shaken = true;
+    if (where & SSL_CB_HANDSHAKE_DONE) {
+        struct tls_stream *ts = SSL_get_app_data(ssl);
+        ts->ts_shaken = ts->ts_wire.w_shaken = true;
+    }
 }
 
 /* A client's SSL: the name to send (SNI) and to find in the server's certificate. */
