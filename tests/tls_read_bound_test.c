@@ -328,9 +328,10 @@ static void test_an_empty_server_name_is_refused(void **state)
         fail_msg("the refusal does not say why: \"%s\"", errbuf);
 }
 
-/* After a handshake at `version`, an application-data record of 48 bytes no key made: the
- * server fails the connection, saying TLS failed, not its handshake. */
-static void bad_record_after_handshake(int version)
+/* After a handshake at `version`, an application-data record of 48 bytes no key made (or,
+ * bad_version, a header no TLS peer writes): the server fails the connection, saying TLS
+ * failed, not its handshake, nor that the peer that just completed one does not speak TLS. */
+static void bad_record_after_handshake(int version, bool bad_version)
 {
     char addr[ARPC_ADDR_MAX];
     arpc_server *s = stranger_server(addr);
@@ -341,11 +342,17 @@ static void bad_record_after_handshake(int version)
     int fd;
     SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
     uint8_t rec[5 + 48] = {23, 3, 3, 0, 48};
+    if (bad_version)
+        rec[1] = rec[2] = 9;
     for (size_t i = 5; i < sizeof(rec); i++)
         rec[i] = (uint8_t)(i * 37);
     assert_int_equal((ssize_t)sizeof(rec), send(fd, rec, sizeof(rec), MSG_NOSIGNAL));
     assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
-    assert_true(WAIT_UNTIL(LOG_LINES_WITH("bad record mac") + LOG_LINES_WITH("decryption failed") > 0));
+    if (bad_version)
+        assert_true(WAIT_UNTIL(LOG_LINES_WITH("(a record corrupted or forged on the way)") > 0));
+    else
+        assert_true(WAIT_UNTIL(LOG_LINES_WITH("bad record mac") + LOG_LINES_WITH("decryption failed") > 0));
+    assert_int_equal(0, LOG_LINES_WITH("does not speak TLS"));
     if (LOG_LINES_WITH("handshake failed") != 0)
         log_capture_print();
     assert_int_equal(0, LOG_LINES_WITH("handshake failed"));
@@ -359,13 +366,15 @@ static void bad_record_after_handshake(int version)
 static void test_a_tls13_bad_record_is_not_a_handshake_failure(void **state)
 {
     (void)state;
-    bad_record_after_handshake(TLS1_3_VERSION);
+    bad_record_after_handshake(TLS1_3_VERSION, false);
+    bad_record_after_handshake(TLS1_3_VERSION, true);
 }
 
 static void test_a_tls12_bad_record_is_not_a_handshake_failure(void **state)
 {
     (void)state;
-    bad_record_after_handshake(TLS1_2_VERSION);
+    bad_record_after_handshake(TLS1_2_VERSION, false);
+    bad_record_after_handshake(TLS1_2_VERSION, true);
 }
 
 int main(void)
