@@ -47,10 +47,10 @@
  * (tls_bio.c, w_out), so that a peer's KeyUpdate request read meanwhile can be answered
  * (OpenSSL 3.0 fails the connection, "bad length", when it must answer one while a record of
  * its own waits for a retry). A write then offers nothing new while bytes wait there: it sends
- * them first, and says WANT_WRITE while the socket is full. A record only partly sent is
- * counted one byte short (ts_held), so the connection keeps that byte queued, and with it its
- * watch for writability, until the record has left; the next write, given that byte first,
- * counts it then.
+ * them first, and says WANT_WRITE while the socket is full. A record only partly sent is not
+ * counted yet (ts_held): the connection keeps its bytes queued, and with them its watch for
+ * writability and what it knows of what left (a frame counts as written only once it has
+ * left), until the record has; the next write, given the same bytes first, counts them then.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -82,7 +82,8 @@ struct tls_stream {
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
     bool ts_shaken;     /* the handshake completed: OpenSSL counts a connection that failed
                          * as back in its handshake, so SSL_is_init_finished cannot say after */
-    bool ts_held;       /* the last byte written is counted once the BIO's w_out has left */
+    size_t ts_held;     /* bytes written, counted once the BIO's w_out has left (the first
+                         * bytes of the next write, offered again as they are) */
     bool ts_notified;   /* close_notify is written (it may still wait in w_out) */
     size_t ts_offered;  /* bytes of a write that must be retried as they are; 0: none */
     uint8_t *ts_wbuf;   /* TLS_RECORD_MAX bytes while a write is under way, else NULL */
@@ -230,7 +231,7 @@ static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
     setup_count(ts, t0);
     /* What the read made OpenSSL write (a KeyUpdate's answer) leaves now if the socket takes
      * it; else with the next write (a failed socket is that write's to report). */
-    if (ts->ts_wire.w_out_len > 0 && !ts->ts_held)
+    if (ts->ts_wire.w_out_len > 0 && ts->ts_held == 0)
         (void)tls_bio_flush(&ts->ts_wire);
     return r;
 }
@@ -278,9 +279,10 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
         if (r != ARPC_OK)
             return r;
     }
-    if (ts->ts_held) { /* iov[0]'s first byte ended the record that has now left */
-        ts->ts_held = false;
-        return 1;
+    if (ts->ts_held > 0) { /* iov's first bytes made the record that has now left */
+        size_t n = ts->ts_held;
+        ts->ts_held = 0;
+        return (ssize_t)n;
     }
     bool gathering = ts->ts_offered == 0 && iov[0].iov_len < TLS_RECORD_MAX; /* tls_offer's choice */
     if (gathering && ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
@@ -301,9 +303,9 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
      * holds none of them. */
     arpc_free(ts->ts_wbuf);
     ts->ts_wbuf = NULL;
-    if (n > 0 && ts->ts_wire.w_out_len > 0) { /* the record waits in part: its last byte with it */
-        ts->ts_held = true;
-        return (ssize_t)n - 1;
+    if (ts->ts_wire.w_out_len > 0) { /* the record waits in part: counted once it has left */
+        ts->ts_held = n;
+        return 0;
     }
     return (ssize_t)n;
 }
@@ -344,7 +346,7 @@ static int tls_shut_write(struct arpc_stream *s)
 static size_t tls_write_owed(const struct arpc_stream *s)
 {
     const struct tls_stream *ts = (const struct tls_stream *)s;
-    return ts->ts_offered + (ts->ts_held ? 1 : 0);
+    return ts->ts_offered + ts->ts_held;
 }
 
 static size_t tls_buffered(const struct arpc_stream *s)
