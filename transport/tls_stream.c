@@ -376,11 +376,15 @@ static void tls_close(struct arpc_stream *s)
     struct tls_stream *ts = (struct tls_stream *)s;
     if (ts->ts_failed && ts->ts_base.s_error == ARPC_ETLS)
         tls_drain(s->s_fd);
-    /* close_notify, one non-blocking try: the peer learns the end was meant (not a cut). */
-    if (!ts->ts_failed && !ts->ts_notified && SSL_is_init_finished(ts->ts_ssl))
-        SSL_shutdown(ts->ts_ssl);
-    if (!ts->ts_failed)
+    /* close_notify, one non-blocking try: the peer learns the end was meant (not a cut). Not
+     * behind a record that waits in part: the connection counts its frames as never written
+     * (the peer, given the rest now, would read them too), and the cut record ends the peer's
+     * stream anyway. */
+    if (!ts->ts_failed && ts->ts_held == 0) {
+        if (!ts->ts_notified && SSL_is_init_finished(ts->ts_ssl))
+            SSL_shutdown(ts->ts_ssl);
         (void)tls_bio_flush(&ts->ts_wire);
+    }
     tls_bio_out_free(&ts->ts_wire);
     ERR_clear_error();
     SSL_free(ts->ts_ssl);
