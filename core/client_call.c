@@ -337,11 +337,13 @@ static void call_finish_saying(struct client_call *call, int code, const char *w
 /* The client's own clock found the call's deadline passed. Sent (or queued on a live
  * connection): ARPC_ETIMEDOUT, saying whose clock it was (a server's answer at the deadline
  * brings its own words). Else it could not reach the server: ARPC_EUNREACHABLE (call_finish
- * says why). */
+ * says why; connected, the loop took it up too late). */
 static void call_finish_past_deadline(struct client_call *call, bool sent)
 {
     if (sent)
         call_finish_saying(call, ARPC_ETIMEDOUT, CALL_TIMED_OUT);
+    else if (atomic_load(&call_client(call)->cl_state) == CL_READY)
+        call_finish_saying(call, ARPC_EUNREACHABLE, CALL_NOT_SENT_IN_TIME);
     else
         call_finish(call, ARPC_EUNREACHABLE, NULL, 0);
 }

@@ -73,6 +73,8 @@ int call_ended_code(const struct client_call *call, int reason);
 /* A call whose deadline the client's own timer found passed, sent or queued on a live
  * connection (a server that answers first, at the deadline it was sent, gives its own words). */
 #define CALL_TIMED_OUT "no answer came by the call's deadline (the client's timer): it may or may not have run"
+/* A connected client's call whose deadline passed before its loop took it up (busy). */
+#define CALL_NOT_SENT_IN_TIME "the call's deadline passed before the client's loop could send it (the loop was busy): it did not run"
 /* A call sent before (on a connection since lost, or by its caller) that the client had no
  * memory to carry on: the whole of its result, no loss added (there may have been none). */
 #define CALL_LOST_NO_MEMORY                                                                                   \

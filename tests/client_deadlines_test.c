@@ -177,6 +177,10 @@ static void test_deadline_before_sent_did_not_run(void **state)
         ;
     sem_post(&loop_go_on);
     assert_int_equal(ARPC_EUNREACHABLE, arpc_future_wait_for(f, 60000));
+    size_t len;
+    const char *why = arpc_future_data(f, &len); /* (it said nothing before) */
+    assert_non_null(why);
+    assert_non_null(strstr(why, "before the client's loop could send it"));
     arpc_future_release(f);
     arpc_client_close(c);
     silent_stop(&s);
