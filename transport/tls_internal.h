@@ -36,7 +36,9 @@ struct tls_wire {
      * in w_out (tls_bio_flush sends it). OpenSSL 3.0 cannot answer a peer's KeyUpdate request
      * while a record of its own waits to be retried (SSL_read fails "bad length", and the
      * connection with it): with nothing ever waiting inside OpenSSL, it always can. */
-    bool w_shaken;           /* the handshake completed: writes go through w_out */
+    bool w_shaken;           /* the handshake completed (OpenSSL's info callback: it counts a
+                              * connection that failed as back in its handshake, so
+                              * SSL_is_init_finished cannot say after): writes go through w_out */
     bool w_out_over;         /* w_out would have grown past TLS_OUT_MAX: the stream fails */
     uint8_t *w_out;          /* ciphertext the socket has not taken (NULL when none) */
     size_t w_out_off, w_out_len, w_out_cap; /* w_out[w_out_off, w_out_len) waits */

@@ -80,8 +80,6 @@ struct tls_stream {
     bool ts_gathered;   /* the offered bytes are in ts_wbuf (else they are iov[0]'s own) */
     bool ts_read_any;   /* application bytes came from the peer */
     bool ts_no_cert;    /* client: the server asked for a certificate and we have none */
-    bool ts_shaken;     /* the handshake completed: OpenSSL counts a connection that failed
-                         * as back in its handshake, so SSL_is_init_finished cannot say after */
     size_t ts_held;     /* bytes written, counted once the BIO's w_out has left (the first
                          * bytes of the next write, offered again as they are) */
     bool ts_notified;   /* close_notify is written (it may still wait in w_out) */
@@ -107,7 +105,8 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
         ERR_clear_error();
         return ARPC_STREAM_WANT_WRITE;
     }
-    bool shaken = ts->ts_shaken || SSL_is_init_finished(ts->ts_ssl);
+    /* (OpenSSL counts a connection that failed as back in its handshake: the callback's word.) */
+    bool shaken = ts->ts_wire.w_shaken || SSL_is_init_finished(ts->ts_ssl);
     if (ts->ts_wire.w_out_over) { /* a peer that reads nothing kept asking for messages */
         ERR_clear_error();
         ts->ts_failed = true;
@@ -424,10 +423,8 @@ int tls_no_client_cert(SSL *ssl, X509 **cert, EVP_PKEY **key)
 static void tls_info(const SSL *ssl, int where, int ret)
 {
     (void)ret;
-    if (where & SSL_CB_HANDSHAKE_DONE) {
-        struct tls_stream *ts = SSL_get_app_data(ssl);
-        ts->ts_shaken = ts->ts_wire.w_shaken = true;
-    }
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        ((struct tls_stream *)SSL_get_app_data(ssl))->ts_wire.w_shaken = true;
 }
 
 /* A client's SSL: the name to send (SNI) and to find in the server's certificate. */
