@@ -75,25 +75,11 @@ static void bare_connect(struct bare *b, const char *addr, const char *name)
     assert_int_equal((int)n, SSL_write(b->b_ssl, hello, (int)n));
 }
 
-static void bare_read_exactly(struct bare *b, void *dst, size_t len)
-{
-    for (size_t got = 0; got < len;) {
-        int n = SSL_read(b->b_ssl, (uint8_t *)dst + got, (int)(len - got));
-        assert_true(n > 0);
-        got += (size_t)n;
-    }
-}
-
 /* The next frame (its body in b_body). */
 static struct arpc_frame bare_read(struct bare *b)
 {
-    uint8_t head[ARPC_FRAME_HEADER_SIZE];
-    bare_read_exactly(b, head, sizeof(head));
-    uint32_t len = (uint32_t)head[4] | (uint32_t)head[5] << 8 | (uint32_t)head[6] << 16 | (uint32_t)head[7] << 24;
-    assert_true(len <= sizeof(b->b_body));
-    bare_read_exactly(b, b->b_body, len);
     struct arpc_frame f;
-    assert_int_equal(ARPC_OK, arpc_frame_decode_split(head, b->b_body, sizeof(b->b_body), &f));
+    assert_true(tls_bare_read_frame(b->b_ssl, b->b_body, sizeof(b->b_body), &f));
     return f;
 }
 

@@ -36,6 +36,7 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <openssl/ssl.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
 #define WRITE_TIMEOUT_MS 1000
@@ -79,16 +80,6 @@ struct reader {
     char peer[64]; /* "127.0.0.1:PORT", as the server's log lines name it */
 };
 
-static void ssl_read_all(SSL *ssl, void *buf, size_t len)
-{
-    size_t got = 0;
-    while (got < len) {
-        int n = SSL_read(ssl, (uint8_t *)buf + got, (int)(len - got));
-        assert_true(n > 0);
-        got += (size_t)n;
-    }
-}
-
 static void reader_connect(struct reader *r, const char *addr, int rcvbuf)
 {
     r->fd = tcp_socket_rcvbuf(rcvbuf);
@@ -112,11 +103,11 @@ static void reader_connect(struct reader *r, const char *addr, int rcvbuf)
     uint8_t kind;
     uint64_t xid;
     uint32_t blen;
-    ssl_read_all(r->ssl, head, sizeof(head));
+    assert_true(tls_bare_read_all(r->ssl, head, sizeof(head)));
     assert_int_equal(ARPC_OK, arpc_frame_peek_header(head, sizeof(head), &kind, &xid, &blen));
     assert_int_equal(ARPC_FRAME_HELLO, kind);
     assert_true(blen <= sizeof(body));
-    ssl_read_all(r->ssl, body, blen);
+    assert_true(tls_bare_read_all(r->ssl, body, blen));
 }
 
 /* Sends a t.echo request (xid 1) of len zero bytes: its reply is as long. */
@@ -153,13 +144,13 @@ static void test_slow_tls_reader_is_not_closed(void **state)
     reader_connect(&r, fx.addr, 64 * 1024);
     reader_ask_echo(&r, SLOW_READER_BYTES);
     uint8_t head[ARPC_FRAME_HEADER_SIZE];
-    ssl_read_all(r.ssl, head, sizeof(head));
+    assert_true(tls_bare_read_all(r.ssl, head, sizeof(head)));
     size_t left = arpc_frame_total_size(head) - sizeof(head);
     assert_true(left >= SLOW_READER_BYTES);
     static uint8_t chunk[SLOW_READER_CHUNK];
     while (left > 0) {
         size_t want = left < sizeof(chunk) ? left : sizeof(chunk);
-        ssl_read_all(r.ssl, chunk, want);
+        assert_true(tls_bare_read_all(r.ssl, chunk, want));
         left -= want;
         sleep_ms(SLOW_READER_PAUSE_MS); /* the slowness under test, not a wait for an event */
     }

@@ -43,6 +43,7 @@
 #ifdef ARPC_TEST_WITH_TLS
 #include <openssl/ssl.h>
 
+#include "support/tls_bare_client.h"
 #include "support/tls_certs.h"
 
 #define REPLIES 24
@@ -56,31 +57,16 @@ static void big(arpc_request *req, void *ctx)
     arpc_reply(req, zeros, sizeof(zeros));
 }
 
-static bool read_all(SSL *ssl, void *dst, size_t len)
-{
-    for (size_t got = 0; got < len;) {
-        int n = SSL_read(ssl, (uint8_t *)dst + got, (int)(len - got));
-        if (n <= 0)
-            return false;
-        got += (size_t)n;
-    }
-    return true;
-}
-
-/* The next frame's kind and xid, its body read and dropped (REPLY_BYTES at most); 0 when the
- * stream ended (or broke) first. Any thread. */
+/* The next frame's kind and xid, its body read and dropped (REPLY_BYTES at most; *len its
+ * payload's length); 0 when the stream ended (or broke) first. Any thread. */
 static uint8_t read_frame_or_end(SSL *ssl, uint64_t *xid, uint32_t *len)
 {
     static _Thread_local uint8_t body[REPLY_BYTES];
-    uint8_t head[ARPC_FRAME_HEADER_SIZE];
-    if (!read_all(ssl, head, sizeof(head)))
-        return 0;
-    *len = (uint32_t)head[4] | (uint32_t)head[5] << 8 | (uint32_t)head[6] << 16 | (uint32_t)head[7] << 24;
     struct arpc_frame f;
-    if (*len > sizeof(body) || !read_all(ssl, body, *len) ||
-        arpc_frame_decode_split(head, body, sizeof(body), &f) != ARPC_OK)
+    if (!tls_bare_read_frame(ssl, body, sizeof(body), &f))
         return 0;
     *xid = f.f_xid;
+    *len = f.f_payload_len;
     return f.f_kind;
 }
 

@@ -79,4 +79,25 @@ void tls_bare_present_chain(const char *addr, int version, X509 *cert, EVP_PKEY 
     assert_true(fd_wait_eof(fd, TEST_WAIT_MS));
     close(fd);
 }
+bool tls_bare_read_all(SSL *ssl, void *dst, size_t len)
+{
+    for (size_t got = 0; got < len;) {
+        int n = SSL_read(ssl, (uint8_t *)dst + got, (int)(len - got));
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+bool tls_bare_read_frame(SSL *ssl, uint8_t *body, size_t cap, struct arpc_frame *f)
+{
+    uint8_t head[ARPC_FRAME_HEADER_SIZE], kind;
+    uint64_t xid;
+    uint32_t len;
+    return tls_bare_read_all(ssl, head, sizeof(head)) &&
+           arpc_frame_peek_header(head, sizeof(head), &kind, &xid, &len) == ARPC_OK && len <= cap &&
+           tls_bare_read_all(ssl, body, len) && arpc_frame_decode_split(head, body, (uint32_t)cap, f) == ARPC_OK;
+}
+
 #endif

@@ -11,6 +11,10 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/frame.h"
 
 /* A fresh self-signed certificate and its key (the caller frees both); false on failure. */
 bool tls_bare_self_signed(X509 **cert, EVP_PKEY **key);
@@ -28,5 +32,14 @@ SSL *tls_bare_handshake(const char *addr, SSL_CTX *ctx, int *fd);
  * server's close (TLS 1.3 judges the chain after the client's side is done). Asserts with
  * cmocka on a local failure; a silent server fails the test after TEST_WAIT_S. */
 void tls_bare_present_chain(const char *addr, int version, X509 *cert, EVP_PKEY *key, int extra);
+
+/* Reads exactly len bytes of plaintext from ssl (blocking): false if its stream ended or broke
+ * first, or its socket's read timed out. Any thread. */
+bool tls_bare_read_all(SSL *ssl, void *dst, size_t len);
+
+/* Reads ssl's next arpc frame, its body into body (cap bytes; f's payload points there): false
+ * if the stream ended or broke first, or the frame is larger than cap or malformed. Any
+ * thread. */
+bool tls_bare_read_frame(SSL *ssl, uint8_t *body, size_t cap, struct arpc_frame *f);
 
 #endif
