@@ -2,8 +2,8 @@
  * tls:// end to end (transport/tls*.c, include/arpc/tls.h), with certificates made at run
  * time (support/tls_certs.c): calls over a good certificate, big and pipelined; every way a
  * handshake is refused (unknown CA, expired certificate, wrong host name, no client
- * certificate where one is required, a peer that does not speak TLS), each with its reason
- * in words; the client's subject seen by a handler under mutual TLS; a peer that stalls
+ * certificate where one is required, a peer that does not speak TLS, one that leaves in the
+ * middle of its handshake), each with its reason in words; the client's subject seen by a handler under mutual TLS; a peer that stalls
  * in the handshake closed by the server's handshake timeout; TLS 1.2 held to AEAD ciphers. Built without TLS, only that
  * tls:// is refused as "built without TLS".
  */
@@ -41,6 +41,7 @@ static struct tls_certs certs;
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char log_needle[128];
+static char log_matched[ARPC_ERRBUF_SIZE]; /* the line that had it */
 static sem_t log_seen;
 
 static void test_logger(void *ctx, enum arpc_log_level level, const char *line)
@@ -50,6 +51,7 @@ static void test_logger(void *ctx, enum arpc_log_level level, const char *line)
     pthread_mutex_lock(&log_mu);
     if (log_needle[0] != '\0' && strstr(line, log_needle) != NULL) {
         log_needle[0] = '\0';
+        snprintf(log_matched, sizeof(log_matched), "%s", line);
         sem_post(&log_seen);
     }
     pthread_mutex_unlock(&log_mu);
@@ -332,6 +334,44 @@ static void test_silent_peer_named_at_connect_timeout(void **state)
     if (strstr(err, "did not finish the TLS handshake") == NULL)
         fail_msg("%s", err);
     close(lfd);
+}
+
+/* A peer that sends a real ClientHello, reads the server's answer and closes: the server's
+ * line says the peer closed the connection, without asking whether it speaks TLS (it said
+ * so: that hint is for peers whose first bytes were not a handshake). */
+static void test_peer_gone_mid_handshake_spoke_tls(void **state)
+{
+    (void)state;
+    char addr[ARPC_ADDR_MAX];
+    arpc_server *s = start_server(P.server_pem, P.server_key, false, 0, addr);
+    int fd;
+    assert_int_equal(ARPC_OK, arpc_transport_connect(addr, WAIT_MS, &fd, NULL, 0));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(ctx);
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+    assert_true(in != NULL && out != NULL);
+    SSL_set_bio(ssl, in, out); /* ssl owns both */
+    SSL_set_connect_state(ssl);
+    assert_int_equal(-1, SSL_do_handshake(ssl));
+    assert_int_equal(SSL_ERROR_WANT_READ, SSL_get_error(ssl, -1));
+    char *hello;
+    long len = BIO_get_mem_data(out, &hello);
+    assert_true(len > 0);
+    expect_log("the peer closed the connection");
+    assert_int_equal(len, write(fd, hello, (size_t)len));
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(1, poll(&p, 1, WAIT_MS));
+    char answer[64];
+    assert_true(read(fd, answer, sizeof(answer)) > 0); /* its ServerHello: it read ours */
+    close(fd);
+    wait_log();
+    if (strstr(log_matched, "TLS handshake failed") == NULL || strstr(log_matched, "speak TLS") != NULL)
+        fail_msg("%s", log_matched);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    stop_server(s);
 }
 
 /* Connected, but the handshake never ends: the server's handshake timeout closes it. */
@@ -675,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_mtls_subject_seen_by_handler),
         cmocka_unit_test(test_plain_client_to_tls_server),
         cmocka_unit_test(test_tls_client_to_plain_server),
+        cmocka_unit_test(test_peer_gone_mid_handshake_spoke_tls),
         cmocka_unit_test(test_stalled_handshake_closed),
         cmocka_unit_test(test_connection_limit_during_handshake),
         cmocka_unit_test(test_options_checked),

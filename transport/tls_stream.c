@@ -93,6 +93,14 @@ static const struct arpc_stream_ops tls_stream_ops;
 /* Whether any byte came from the peer (the handshake's first included). */
 static bool peer_sent_any(const struct tls_stream *ts) { return BIO_number_read(SSL_get_rbio(ts->ts_ssl)) > 0; }
 
+/* Whether the handshake got past the peer's first message (a server read its ClientHello, a
+ * client its ServerHello): the peer speaks TLS, whatever it did next. */
+static bool peer_spoke_tls(const struct tls_stream *ts)
+{
+    OSSL_HANDSHAKE_STATE st = SSL_get_state(ts->ts_ssl);
+    return st != TLS_ST_BEFORE && st != TLS_ST_CW_CLNT_HELLO;
+}
+
 /* A failed SSL call: its WANT result, 0 for a clean close, or ARPC_STREAM_FAILED with why. */
 static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
 {
@@ -165,7 +173,8 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
     const char *what = shaken ? "TLS failed" : "TLS handshake failed";
     if (eof || (err == SSL_ERROR_SYSCALL && e == 0)) {
         ERR_clear_error();
-        snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the peer closed the connection (does it speak TLS?)", what);
+        snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the peer closed the connection%s", what,
+                 shaken || peer_spoke_tls(ts) ? "" : " (does it speak TLS?)");
     } else if (err == SSL_ERROR_SYSCALL) {
         ERR_clear_error();
         snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the connection broke", what);
