@@ -480,6 +480,11 @@ static void test_start_twice(void **state)
     assert_int_equal(ARPC_OK, arpc_loop_start(loop));
     assert_int_equal(ARPC_EBUSY, arpc_loop_start(loop));
     assert_int_equal(ARPC_EBUSY, arpc_loop_run(loop));
+    /* Stopped: refused as stopped at once, while its thread may still be on its way out (a
+     * misuse review got ARPC_EBUSY there). */
+    arpc_loop_stop(loop);
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_run(loop));
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_loop_start(loop));
     arpc_loop_destroy(loop);
 }
 
