@@ -327,12 +327,13 @@ int loop_claim(arpc_loop *loop)
 }
 
 /* loop_claim for a run that keeps the loop (start, run): a submitter's step holding it for
- * a moment (loop_lanes.c) is waited out, not reported as ARPC_EBUSY. A stopped loop is
- * ARPC_ESHUTDOWN whether or not its thread has finished yet (a run right after a stop found
- * the stopped loop's thread still on its way out and said ARPC_EBUSY). */
+ * a moment (loop_lanes.c) is waited out, not reported as ARPC_EBUSY. A started loop that was
+ * stopped is ARPC_ESHUTDOWN whether or not its thread has finished yet (a run right after the
+ * stop found that thread still on its way out and said ARPC_EBUSY); one stopped before it
+ * ever ran still runs once, for its final drain. */
 static int loop_claim_run(arpc_loop *loop)
 {
-    if (atomic_load(&loop->l_stopping) != 0)
+    if (atomic_load(&loop->l_stopping) != 0 && atomic_load_explicit(&loop->l_started, memory_order_acquire))
         return ARPC_ESHUTDOWN;
     int rc;
     unsigned attempt = 0;

@@ -133,7 +133,8 @@ ARPC_API int arpc_loop_run_nowait(arpc_loop *loop, int *timeout_ms);
 ARPC_API int arpc_loop_start(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
- * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it was stopped,
+ * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it ran and was
+ * stopped (one stopped before it ever ran runs once, for its final drain, and returns ARPC_OK),
  * ARPC_EINVAL for a wrapped or pollable loop (the application runs those). */
 ARPC_API int arpc_loop_run(arpc_loop *loop);
 
