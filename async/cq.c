@@ -66,6 +66,13 @@
  * signal standing, so every sleeper sees it. Entries on the stack or in the FIFO hold no cq reference: destroy() drains them,
  * and the final unref drains whatever callbacks pushed after that. The eventfd is closed only
  * on the final unref, so a late producer never writes to a recycled descriptor.
+ *
+ * Shutdown: a destroy ends only the consumers asleep at that moment; one between two takes
+ * (handling its last entry) would come back to a dead handle. arpc_cq_shutdown sets cq_shut
+ * and signals, and the handle stays: every take that finds the queue empty says
+ * ARPC_ESHUTDOWN from then on (what was queued is taken first), and attaches are refused. As
+ * for a destroy, a clear leaves the signal standing, and one that read a signal made after
+ * its look re-signals, so no sleeper misses it.
  */
 #include "arpc/cq.h"
 
@@ -108,6 +115,7 @@ struct arpc_cq {
     _Atomic long cq_count;     /* pushed minus taken; see the design notes */
     arpc_refcount cq_refs;
     atomic_bool cq_closed;     /* destroy() called: completions release at once */
+    atomic_bool cq_shut;       /* arpc_cq_shutdown called: an empty take says ARPC_ESHUTDOWN */
     atomic_uint cq_users;      /* servers' methods delivering here (arpc_cq_users_add) */
     int cq_efd;
     unsigned cq_fork_gen;      /* the process it was made in (base/fork_gen.h): cq_live, cq_enter */
@@ -154,17 +162,21 @@ static void cq_signal(arpc_cq *cq)
     (void)n;
 }
 
+/* Destroyed or shut down: every sleeper and poller must see it (the design notes). */
+static bool cq_ended(arpc_cq *cq) { return atomic_load(&cq->cq_closed) || atomic_load(&cq->cq_shut); }
+
 /* Consumers only, under cq_lock. */
 static void cq_clear(arpc_cq *cq)
 {
-    if (atomic_load(&cq->cq_closed))
-        return; /* destroyed: every sleeper must see it (the design notes, "Lifetime") */
+    if (cq_ended(cq))
+        return;
     uint64_t v;
     ssize_t n = read(cq->cq_efd, &v, sizeof(v)); /* EAGAIN when already clear */
     (void)n;
     /* Seq-cst: ordered after the read, like the producer's count++ before its write. A
-     * consumer inside the completer must see its refusal ("Waking the refused"). */
-    if (atomic_load(&cq->cq_count) > 0 || cq_refused_inside(cq))
+     * consumer inside the completer must see its refusal ("Waking the refused"); a destroy or
+     * shutdown whose signal this read took must leave it standing. */
+    if (atomic_load(&cq->cq_count) > 0 || cq_refused_inside(cq) || cq_ended(cq))
         cq_signal(cq);
 }
 
@@ -315,6 +327,7 @@ int arpc_cq_create(arpc_cq **out)
     cq->cq_fork_gen = arpc_fork_gen_start();
     arpc_refcount_init(&cq->cq_refs, 1);
     atomic_init(&cq->cq_closed, false);
+    atomic_init(&cq->cq_shut, false);
     atomic_init(&cq->cq_users, 0);
     cq->cq_fifo = NULL;
     atomic_init(&cq->cq_home, NULL);
@@ -347,10 +360,21 @@ void arpc_cq_destroy(arpc_cq *cq)
     cq_unref(cq);
 }
 
+int arpc_cq_shutdown(arpc_cq *cq)
+{
+    if (!cq_live(cq, __func__))
+        return ARPC_EINVAL;
+    atomic_store(&cq->cq_shut, true); /* before the signal: whoever it wakes sees it */
+    cq_signal(cq);
+    return ARPC_OK;
+}
+
 int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag)
 {
     if (!cq_live(cq, __func__) || !arpc_future_live(f, __func__))
         return ARPC_EINVAL;
+    if (atomic_load(&cq->cq_shut))
+        return ARPC_ESHUTDOWN;
     struct cq_entry *e = arpc_malloc(sizeof(*e));
     if (e == NULL)
         return ARPC_ENOMEM;
@@ -404,7 +428,7 @@ static int cq_take(arpc_cq *cq, arpc_future **f, void **tag, bool refuse_stuck)
     pthread_mutex_unlock(&cq->cq_lock);
     if (e == NULL) {
         *f = NULL;
-        return stuck ? ARPC_EBUSY : ARPC_EAGAIN;
+        return atomic_load(&cq->cq_shut) ? ARPC_ESHUTDOWN : stuck ? ARPC_EBUSY : ARPC_EAGAIN;
     }
     *f = e->e_future;
     arpc_future_hand_over(*f); /* the queue's kept reference becomes the caller's */
@@ -443,7 +467,7 @@ int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag)
 static bool cq_ready(void *arg)
 {
     arpc_cq *cq = arg;
-    return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0 || atomic_load(&cq->cq_closed);
+    return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0 || cq_ended(cq);
 }
 
 void (*cq_before_sleep)(arpc_cq *cq);
@@ -463,7 +487,7 @@ static void cq_sleep(void *arg, uint64_t deadline_ns)
 static bool cq_ready_completing(void *arg)
 {
     arpc_cq *cq = arg;
-    return atomic_load(&cq->cq_count) > 0 || cq_completing(cq) == 0 || atomic_load(&cq->cq_closed);
+    return atomic_load(&cq->cq_count) > 0 || cq_completing(cq) == 0 || cq_ended(cq);
 }
 
 /* The driven loop woke for the eventfd (the drive's woken hook). A producer slow to write it

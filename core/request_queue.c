@@ -26,6 +26,8 @@ void request_to_queue(arpc_request *req, void *cq)
     if (rc == ARPC_OK)
         arpc_future_complete(f, ARPC_OK, NULL, 0); /* delivered now: the queue holds its own reference */
     arpc_future_release(f);
-    if (rc != ARPC_OK)
+    if (rc == ARPC_ESHUTDOWN) /* the application takes no more from it: nothing ran */
+        request_refuse(req, ARPC_EREJECTED, "the method's queue was shut down (arpc_cq_shutdown)");
+    else if (rc != ARPC_OK)
         request_refuse(req, ARPC_EREJECTED, NO_ROOM_IN_QUEUE);
 }

@@ -320,9 +320,10 @@ ARPC_API arpc_future *arpc_call_async(arpc_client *c, const char *method, const 
                                       size_t req_len, int64_t deadline_ms);
 
 /* Starts a call whose completed future is delivered to cq with tag. Returns ARPC_OK (the
- * outcome will reach cq, failures included, a closed or NULL client's too), ARPC_ENOMEM, or
- * ARPC_EINVAL for a NULL cq or one destroyed (misuse, arpc/common.h); on an error nothing will
- * reach cq and nothing was sent. It hands
+ * outcome will reach cq, failures included, a closed or NULL client's too), ARPC_ENOMEM,
+ * ARPC_ESHUTDOWN for a queue shut down (arpc_cq_shutdown), or ARPC_EINVAL for a NULL cq or
+ * one destroyed (misuse, arpc/common.h); on an error nothing will reach cq and nothing was
+ * sent. It hands
  * out no future, so the call cannot be cancelled: for one you may cancel, start it with
  * arpc_call_async, attach the future with arpc_cq_attach (arpc/cq.h), keep it, and cancel it
  * with arpc_future_cancel (it then reaches cq as ARPC_ECANCELLED). */

@@ -53,18 +53,33 @@ ARPC_API int arpc_cq_create(arpc_cq **out);
 
 /* Releases the caller's handle. Futures still queued are released; futures still pending are
  * released when they complete. Consumers waiting in arpc_cq_next / _next_for at the time
- * return ARPC_ESHUTDOWN (a way to end a consumer thread); a call on the queue after destroy
- * is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds),
+ * return ARPC_ESHUTDOWN, but a consumer between two takes (handling an entry) would come back
+ * to a freed queue: to end consumer threads, arpc_cq_shutdown, join them, then destroy. A
+ * call on the queue after destroy is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds),
  * and a destroy while a server's method delivers requests to the queue (arpc_method_options.
  * queue), before that server's stop is over: refused, with an ERROR line "... destroy the
  * server first" (an abort in debug builds; with NDEBUG the queue stays as it is).
  * NULL does nothing. */
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 
+/* Ends the queue's consumers, keeping the handle valid until arpc_cq_destroy: from now on a
+ * take that finds the queue empty returns ARPC_ESHUTDOWN instead of ARPC_EAGAIN or waiting
+ * (entries already queued are still taken first, so no completion in the queue is lost), the
+ * consumers asleep in next / next_for wake, the fd stays readable (a poll loop wakes, and its
+ * trynext then says ARPC_ESHUTDOWN: stop polling the fd), and arpc_cq_attach (arpc_go, a
+ * server's method delivering here) is refused with ARPC_ESHUTDOWN. Futures attached before
+ * and still pending are not waited for: their entries are queued when they complete, and
+ * released by the destroy if nobody takes them. So a consumer thread loops until a take says
+ * ARPC_ESHUTDOWN; the owner calls this, joins the consumers, then destroys (gRPC's
+ * CompletionQueue::Shutdown, without waiting for what is pending). Idempotent; any thread,
+ * callbacks and consumers included; lock-free (one store, one eventfd write). Returns ARPC_OK;
+ * ARPC_EINVAL for NULL (a destroyed queue is misuse). */
+ARPC_API int arpc_cq_shutdown(arpc_cq *cq);
+
 /* Delivers f to cq with tag when f completes (at once if it already has). The queue takes its
  * own reference to f, handed to whoever takes the entry; the caller keeps theirs (releasing it
  * once is fine, twice is misuse). Errors: ARPC_ENOMEM, ARPC_EINVAL, ARPC_EBUSY (f is attached
- * to 65,279 queues already). */
+ * to 65,279 queues already), ARPC_ESHUTDOWN (arpc_cq_shutdown was called). */
 ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
 
 /* Takes the oldest completed entry. On ARPC_OK, *f holds one reference the caller must
@@ -81,7 +96,8 @@ ARPC_API int arpc_cq_attach(arpc_cq *cq, arpc_future *f, void *tag);
  * on an empty queue return ARPC_EBUSY at once when every attached, pending future is a call
  * that loop completes (one such loop per queue: the first attached call's): the loop cannot
  * read their replies while its callback waits. next and next_for return ARPC_ESHUTDOWN when
- * the queue is destroyed while they wait. Any thread, several at once (each entry goes to one
+ * the queue is destroyed while they wait; all three return it for an empty queue once
+ * arpc_cq_shutdown was called. Any thread, several at once (each entry goes to one
  * of them). ARPC_EINVAL: f NULL, or cq NULL (or destroyed, with NDEBUG: misuse). */
 ARPC_API int arpc_cq_trynext(arpc_cq *cq, arpc_future **f, void **tag);
 ARPC_API int arpc_cq_next_for(arpc_cq *cq, int64_t timeout_ms, arpc_future **f, void **tag);
