@@ -304,6 +304,16 @@ static void test_requests_through_a_queue_on_one_thread(void **state)
     }
     assert_int_equal(100, q.served);
     assert_int_equal(100, q.replies_ok);
+    /* The application takes no more requests (arpc_cq_shutdown): the method's next call is
+     * refused, saying why, and did not run. */
+    assert_int_equal(ARPC_OK, arpc_cq_shutdown(q.requests));
+    arpc_future *f = arpc_call_async(a.client, "t.q", "x", 1, 10000);
+    assert_non_null(f);
+    assert_int_equal(ARPC_EREJECTED, arpc_future_wait(f)); /* runs the loop: this thread owns it */
+    size_t why_len = 0;
+    const char *why = arpc_future_data(f, &why_len);
+    assert_true(why != NULL && strstr(why, "queue was shut down") != NULL);
+    arpc_future_release(f);
     close(epfd);
     assert_int_equal(ARPC_OK, arpc_client_close(a.client));
     arpc_server_destroy(a.server);
