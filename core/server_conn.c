@@ -356,14 +356,25 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
  * (a cancel never overtakes its call: request_dispatch looks for it as it reads the call,
  * arpc_conn_cancel_behind); one for a call answered already stays too, and is dropped once
  * read, as ever. Every other frame waits for the hold to end. */
+static void sconn_probe(struct server_conn *sc);
+
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
-    if (f->f_kind == ARPC_FRAME_GOAWAY)
+    if (f->f_kind == ARPC_FRAME_GOAWAY) {
         /* It stays, in order (its replies are forgotten once it is read), but the calls that
          * hold the connection -- long polls -- wait for nobody now: cancelled, their replies
          * may end the hold (else it lasts till the heartbeat drops the connection). */
         sconn_on_goodbye(sc);
+        /* The goodbye is a closing client's last frame: all it sent is in the buffer. With
+         * only calls there ahead of it (each ended ARPC_ECANCELLED by the close, so they may
+         * as well never run) and no one-way message (which must run), the probe that follows
+         * its end of stream (sconn_on_eof) is sent now: its close need not wait for the
+         * hold, which may last until the calls that hold it end (a new user's close took
+         * all of close_linger_ms behind 16 slow calls). */
+        if (!arpc_conn_held_oneway_ahead(conn))
+            sconn_probe(sc);
+    }
     if (f->f_kind != ARPC_FRAME_CANCEL)
         return false;
     bool here = f->f_seq == 0 && (arpc_u64_map_get(&sc->sc_calls, f->f_xid) != NULL || dedup_copy_waits(sc, f->f_xid));

@@ -11,7 +11,8 @@
  * queue. The test lets the server go once the close is lingering (its DEBUG line says so) or
  * has returned (a close that does not linger). Every wait is for an event, bounded. Over TLS,
  * with replies coming back, the close must half-close and read to the server's end, or a reset
- * loses what the server had not read.
+ * loses what the server had not read. A server that holds the connection's input at 4 calls in
+ * flight: the close does not wait for the held calls, unless a one-way message is behind them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -209,6 +210,133 @@ static void test_close_after_the_server_left_says_the_connection_ended(void **st
     assert_null(strstr(unsent_line, "did not read them within"));
 }
 
+/* ---- a server that holds the connection's input ---- */
+
+/* "park" keeps its requests until the test lets them go (or answers at once once told to);
+ * "count" counts one-way messages. The server holds a connection's input at 4 calls in
+ * flight (max_calls_per_conn), so the calls after the fourth wait in its read buffer. */
+#define PARK_MAX 4
+static pthread_mutex_t park_mu = PTHREAD_MUTEX_INITIALIZER;
+static arpc_request *parked[64];
+static int nparked;
+static bool park_open;
+
+static void park(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&park_mu);
+    bool now = park_open || nparked == (int)(sizeof(parked) / sizeof(parked[0]));
+    if (!now)
+        parked[nparked++] = req;
+    pthread_mutex_unlock(&park_mu);
+    if (now)
+        arpc_reply(req, NULL, 0);
+}
+
+static void count(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    arpc_reply(req, NULL, 0);
+}
+
+static void unpark_all(void)
+{
+    pthread_mutex_lock(&park_mu);
+    park_open = true;
+    int n = nparked;
+    nparked = 0;
+    pthread_mutex_unlock(&park_mu);
+    for (int i = 0; i < n; i++)
+        arpc_reply(parked[i], NULL, 0);
+}
+
+static arpc_server *park_server(char *addr, size_t addrlen)
+{
+    pthread_mutex_lock(&park_mu);
+    park_open = false;
+    nparked = 0;
+    pthread_mutex_unlock(&park_mu);
+    arpc_server_options so = {.max_calls_per_conn = PARK_MAX};
+    arpc_server *s;
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "park", park, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "count", count, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addrlen), ARPC_OK);
+    return s;
+}
+
+static sem_t closed; /* closer_posting returned */
+
+static void *closer_posting(void *arg)
+{
+    assert_int_equal(arpc_client_close(arg), ARPC_OK);
+    sem_post(&closed);
+    return NULL;
+}
+
+/* 8 calls, 4 of them held: the goodbye passes the hold, and with only calls waiting behind it
+ * the server says at once that it read the client's end, so the close returns without waiting
+ * for the held calls' handlers (before, it waited all of close_linger_ms: a new user's trial).
+ * The calls end ARPC_ECANCELLED. */
+static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = park_server(addr, sizeof(addr));
+    arpc_client *c;
+    arpc_client_options o = {.close_linger_ms = 4 * TEST_WAIT_MS}; /* a wait for it fails below */
+    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
+    arpc_future *f[2 * PARK_MAX];
+    for (int i = 0; i < 2 * PARK_MAX; i++)
+        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    sem_init(&closed, 0, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, closer_posting, c), 0);
+    bool returned = sem_wait_secs(&closed, TEST_WAIT_S); /* the parked calls still hold the server */
+    unpark_all();
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(returned);
+    for (int i = 0; i < 2 * PARK_MAX; i++) {
+        assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(atomic_load(&unsent_reported), -1);
+    sem_destroy(&closed);
+    arpc_server_destroy(s);
+}
+
+/* The same with a one-way message behind the hold: that must run, so the close waits for the
+ * server to read it (the test lets the calls go once the close lingers): it runs, once. */
+static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = park_server(addr, sizeof(addr));
+    arpc_client *c;
+    arpc_client_options o = {.close_linger_ms = 4 * TEST_WAIT_MS};
+    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
+    arpc_future *f[2 * PARK_MAX];
+    for (int i = 0; i < 2 * PARK_MAX; i++)
+        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
+    assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
+    assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S)); /* it lingers */
+    unpark_all();
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    for (int i = 0; i < 2 * PARK_MAX; i++) {
+        assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
+        arpc_future_release(f[i]);
+    }
+    assert_int_equal(atomic_load(&unsent_reported), -1);
+    arpc_server_destroy(s);
+    assert_false(latch_wait(2, 0)); /* once */
+}
+
 static uint64_t oneway_stat(arpc_client *c, bool dropped)
 {
     arpc_client_stats cs;
@@ -347,6 +475,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_reports_what_the_linger_could_not_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_ways_dropped_at_a_broken_connection_are_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_after_the_server_left_says_the_connection_ended, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_behind_held_calls_does_not_wait_for_them, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_behind_held_calls_waits_for_a_one_way, setup, teardown),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test_setup_teardown(test_tls_close_loses_nothing_to_a_reset, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_close_in_a_handshake_drops_nothing_of_the_callers, setup_tls, teardown_tls),
