@@ -402,6 +402,7 @@ struct consumer {
     atomic_int *seen;
     atomic_int *total;
     pthread_t thread;
+    int rc; /* the take that ended it (shutdown_consumer_main) */
 };
 
 static void *consumer_main(void *arg)
@@ -649,23 +650,16 @@ static void *shut_producer_main(void *arg)
     return NULL;
 }
 
-struct shut_taker {
-    pthread_t thread;
-    arpc_cq *cq;
-    atomic_int *seen;
-    atomic_int *taken;
-    int rc;
-};
-
-static void *shut_taker_main(void *arg)
+/* Takes until a take fails (the shutdown's ARPC_ESHUTDOWN). */
+static void *shutdown_consumer_main(void *arg)
 {
-    struct shut_taker *t = arg;
+    struct consumer *c = arg;
     arpc_future *f;
     void *tag;
-    while ((t->rc = arpc_cq_next(t->cq, &f, &tag)) == ARPC_OK) {
-        atomic_fetch_add(&t->seen[index_of(tag)], 1);
+    while ((c->rc = arpc_cq_next(c->cq, &f, &tag)) == ARPC_OK) {
+        atomic_fetch_add(&c->seen[index_of(tag)], 1);
         arpc_future_release(f);
-        atomic_fetch_add(t->taken, 1);
+        atomic_fetch_add(c->total, 1);
     }
     return NULL;
 }
@@ -682,10 +676,10 @@ static void test_shutdown_while_producers_push(void **state)
         assert_int_equal(ARPC_OK, arpc_cq_attach(cq, futures[i], tag_of((uintptr_t)i)));
     }
     atomic_int taken = 0;
-    struct shut_taker t[2];
+    struct consumer t[2];
     for (int i = 0; i < 2; i++) {
-        t[i] = (struct shut_taker){.cq = cq, .seen = seen, .taken = &taken};
-        assert_int_equal(0, pthread_create(&t[i].thread, NULL, shut_taker_main, &t[i]));
+        t[i] = (struct consumer){.cq = cq, .seen = seen, .total = &taken};
+        assert_int_equal(0, pthread_create(&t[i].thread, NULL, shutdown_consumer_main, &t[i]));
     }
     struct shut_producer p[2];
     for (int i = 0; i < 2; i++) {
