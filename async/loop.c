@@ -8,7 +8,8 @@
  * itself before the close), the on_stop hooks, and breaks out of ev_run. Work that runs in
  * the final drain and the hooks cannot submit: the lane is closed. Deadlines still armed do
  * not fire; freeing the loop leaves them unarmed. A stopped loop cannot run again: start and
- * run report ARPC_ESHUTDOWN.
+ * run report ARPC_ESHUTDOWN (a started loop's at once, even while its thread is on its way
+ * out); one stopped before it ever ran runs once, for that final drain.
  *
  * Which thread is the loop thread: a thread-local pointer set while a thread runs the loop
  * (no pthread_t compare races, and nesting is restored). A loop that never ran and is

@@ -84,7 +84,8 @@ bool conn_held_pass(struct arpc_conn *conn)
 }
 
 /* Finds the first frame of `kind` (under xid, unless any_xid) that stays ahead of the frame
- * looked at, into *found; false if none, or if the walk budget ran out first (*spent). */
+ * looked at, into *found; false if none, or if the walk budget ran out first (then *spent is
+ * set; the frames there were all decoded once, so none fails here). */
 static bool held_find(struct arpc_conn *conn, enum arpc_frame_kind kind, bool any_xid, uint64_t xid,
                       struct arpc_frame *found, bool *spent)
 {

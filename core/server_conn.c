@@ -348,6 +348,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
 }
 
+static void sconn_probe(struct server_conn *sc);
+
 /* While input is held, a CANCEL for a call already running passes (core/conn_held.c), and so
  * do one for a duplicate attached to a running call (it cancels that call), one naming a
  * running numbered call of the client by its seq, and one naming by its xid a copy of such a
@@ -356,8 +358,6 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
  * (a cancel never overtakes its call: request_dispatch looks for it as it reads the call,
  * arpc_conn_cancel_behind); one for a call answered already stays too, and is dropped once
  * read, as ever. Every other frame waits for the hold to end. */
-static void sconn_probe(struct server_conn *sc);
-
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;

@@ -55,10 +55,12 @@ ARPC_API int arpc_cq_create(arpc_cq **out);
  * released when they complete. Consumers waiting in arpc_cq_next / _next_for at the time
  * return ARPC_ESHUTDOWN, but a consumer between two takes (handling an entry) would come back
  * to a freed queue: to end consumer threads, arpc_cq_shutdown, join them, then destroy. A
- * call on the queue after destroy is misuse, as is a second destroy (arpc/common.h, "API misuse": an abort in debug builds),
- * and a destroy while a server's method delivers requests to the queue (arpc_method_options.
- * queue), before that server's stop is over: refused, with an ERROR line "... destroy the
- * server first" (an abort in debug builds; with NDEBUG the queue stays as it is).
+ * call on the queue after destroy is misuse, as is a second destroy (arpc/common.h, "API
+ * misuse": an abort in debug builds), and a destroy while a server's method delivers requests
+ * to the queue (arpc_method_options.queue), before that server's stop is over: refused, with
+ * an ERROR line "... destroy the server first" (an abort in debug builds; with NDEBUG the
+ * queue stays as it is): such a queue is shut down, its consumers joined, the server stopped,
+ * then the queue destroyed.
  * NULL does nothing. */
 ARPC_API void arpc_cq_destroy(arpc_cq *cq);
 

@@ -129,12 +129,15 @@ ARPC_API int arpc_loop_fd(arpc_loop *loop);
 ARPC_API int arpc_loop_run_nowait(arpc_loop *loop, int *timeout_ms);
 
 /* Starts a thread that runs the loop. Errors: ARPC_EBUSY (already running), ARPC_ESHUTDOWN
- * (the loop was stopped: a loop runs once), ARPC_ESYSTEM, ARPC_EINVAL (a wrapped or pollable loop). */
+ * (the loop ran and was stopped: a loop runs once; one stopped before it ever ran still
+ * starts, for its final drain), ARPC_ESYSTEM, ARPC_EINVAL (a wrapped or pollable loop). */
 ARPC_API int arpc_loop_start(arpc_loop *loop);
 
 /* Runs the loop on the calling thread until arpc_loop_stop(). Returns ARPC_OK after a stop,
- * ARPC_EBUSY if the loop is already running elsewhere, ARPC_ESHUTDOWN if it ran and was
- * stopped (one stopped before it ever ran runs once, for its final drain, and returns ARPC_OK),
+ * ARPC_EBUSY if the loop is already running elsewhere (also a loop another thread runs with
+ * this function and someone stopped, until that run returns), ARPC_ESHUTDOWN if it ran and
+ * was stopped (at once for a loop arpc_loop_start ran; one stopped before it ever ran runs
+ * once, for its final drain, and returns ARPC_OK),
  * ARPC_EINVAL for a wrapped or pollable loop (the application runs those). */
 ARPC_API int arpc_loop_run(arpc_loop *loop);
 

@@ -353,8 +353,10 @@ typedef struct arpc_method_options {
      * the server's shell). Until then it also counts as a call in flight on its connection,
      * as a slow handler's does (max_calls_per_conn, the bytes it owes, a stop's grace), even
      * once the server answered it. The queue must outlive the server's stop (a destroy before
-     * is refused: arpc/cq.h); once it is shut down (arpc_cq_shutdown) the method's calls are
-     * refused ARPC_EREJECTED (they did not run). Not with actor, group,
+     * is refused: arpc/cq.h); a call that arrives once it is shut down (arpc_cq_shutdown) is
+     * refused ARPC_EREJECTED (it did not run), and one delivered as the shutdown was made may
+     * be queued after the consumers left: take it (arpc_cq_trynext until ARPC_ESHUTDOWN) or
+     * the server's stop answers it ARPC_EABANDONED. Not with actor, group,
      * key, inline_on_loop or ctx_free (ARPC_EINVAL). */
     arpc_cq *queue;
     /* Take at-most-once calls only: a call that is not numbered (the client's semantics
