@@ -299,6 +299,21 @@ static void sconn_on_goodbye(struct server_conn *sc)
     sconn_cancel_departed(sc);
 }
 
+/* The goodbye read in order (or its connection closed after a hold's look-through saw it):
+ * the client's kept replies go. Not at the look-through itself: a copy of an answered call
+ * still buffered ahead of the goodbye must be answered from them. A call still running, or a
+ * reply its worker wrote and the loop has not booked yet, keeps the client until it is
+ * (arpc_reply_cache_settle, server_dedup.c), whichever connection or late reply books it. */
+static void sconn_forget_client(struct server_conn *sc)
+{
+    sc->sc_forgot = true;
+    if (sc->sc_cache_key != 0)
+        /* An incarnation makes the key this client object's alone: its highest seq may be
+         * kept against late copies. Without one (an older client) the key may come back in
+         * its next process, numbering from 1: it must then start afresh. */
+        arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key, sc->sc_incarnation != 0);
+}
+
 static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
@@ -329,14 +344,7 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
         /* The client is closing for good: it will re-send nothing, so its replies can go,
          * and its calls still running are cancelled. */
         sconn_on_goodbye(sc);
-        /* A call still running, or a reply its worker wrote and the loop has not booked yet,
-         * keeps the client until it is (arpc_reply_cache_settle, server_dedup.c), whichever
-         * connection or late reply books it. */
-        if (sc->sc_cache_key != 0)
-            /* An incarnation makes the key this client object's alone: its highest seq may be
-             * kept against late copies. Without one (an older client) the key may come back
-             * in its next process, numbering from 1: it must then start afresh. */
-            arpc_reply_cache_forget(&sc->sc_server->sv_cache, sc->sc_cache_key, sc->sc_incarnation != 0);
+        sconn_forget_client(sc);
         return;
     default: { /* REPLY, ERROR: a server's frames */
         char why[64];
@@ -423,6 +431,11 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     request_park_on_close(sc); /* refused, or left for its actor's room */
     /* Before the JSON-RPC state goes: a cancel callback may reply at once. */
     sconn_cancel_departed(sc);
+    /* A goodbye the hold's look-through saw, never read in order (a reset dropped it with the
+     * buffer, after the early probe let the client close): the copies ahead of it died with
+     * the buffer, so the client's replies can go now, as they would have then. */
+    if (sc->sc_goodbye && !sc->sc_forgot)
+        sconn_forget_client(sc);
     /* Requests still in handlers keep sc alive, and their entries in sc_calls: a copy of a
      * numbered call on another connection may still cancel one (request_cancel_call). The
      * table goes with sc (sconn_release). */

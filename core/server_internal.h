@@ -93,6 +93,8 @@ struct server_conn {
     struct arpc_dlink sc_link;    /* sv_conns */
     bool sc_goodbye;              /* the client said goodbye (GOAWAY): it re-sends nothing, so
                                    * every call of it dies with the connection (server_departure.c) */
+    bool sc_forgot;               /* the goodbye's forgetting of the client's kept replies is
+                                   * done (sconn_forget_client) */
     /* Flow control (loop thread; core/request.c): a request its actor had no room for waits
      * here, with the connection's input held, until the actor makes room (sc_room, armed
      * while sc_room_armed, holding a reference on sc and on the server), then is posted
