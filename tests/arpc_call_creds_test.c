@@ -209,9 +209,14 @@ static void test_tls_trust(void **state)
     expect_reply(&r, "by name");
     RUN(&r, "--ca", P.ca, "--server-name=db.example", addr, "echo", "by name");
     expect_failure(&r, ARPC_ETLS, addr, "certificate verify failed");
-    /* a CA file that is not there: the library's words */
+    /* a CA file that cannot be read: a local failure (1), as an unreadable --file is, not the
+     * TLS refusal (34) a server's certificate gets (an operator's trial) */
     RUN(&r, "--ca", "/nonexistent/ca.pem", addr, "echo");
-    expect_failure(&r, ARPC_ETLS, addr, "/nonexistent/ca.pem");
+    assert_int_equal(1, r.status);
+    assert_int_equal(1, call_run_lines(r.err));
+    assert_non_null(strstr(r.err, "arpc-call: /nonexistent/ca.pem: cannot read"));
+    RUN(&r, "--ca", P.ca, "--cert", "/nonexistent/me.pem", "--key", "/nonexistent/me.key", addr, "echo");
+    assert_int_equal(1, r.status);
     stop(s);
 }
 

@@ -9,6 +9,7 @@
  * library's own log lines are held back (tools/call_log.c): folded into that line when they
  * add to it, written as they were after a success, so a failure is still one line.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,7 +183,7 @@ static int run(int argc, char **argv)
     call_creds_clear(&creds);
     if (rc != ARPC_OK) {
         free(body);
-        return call_fail(a.addr, rc, why[0] ? why : NULL, strlen(why));
+        return call_fail_connect(a.addr, rc, why);
     }
     status = a.repeat > 0 ? call_repeated(c, &a, body, len) : call_once(c, &a, body, len);
     arpc_client_close(c);
@@ -192,6 +193,9 @@ static int run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* A reader that goes away (| head) fails the write instead of killing us: exit 1 with a
+     * line, as for any output that cannot be written. */
+    signal(SIGPIPE, SIG_IGN);
     call_log_start();
     int status = run(argc, argv);
     call_log_end(status == ARPC_CALL_EXIT_OK);

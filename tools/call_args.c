@@ -94,8 +94,8 @@ static const struct opt opts[] = {
     {"file", true, take_file, "PATH: the request body is the file's bytes ('-': standard input)",
      "a path, not empty"},
     {"deadline-ms", true, take_deadline,
-     "N: the call's deadline in ms, which bounds connecting too (default: none, and\n"
-     "                 5000 ms to connect)",
+     "N: the call's deadline in ms; connecting gets as long again (default: none,\n"
+     "                 and 5000 ms to connect)",
      "a whole number of milliseconds, 1 or more"},
     {"repeat", true, take_repeat,
      "N: make the call N times, pipelined, and print a summary line instead of the\n"
@@ -142,9 +142,11 @@ void call_args_usage(FILE *f)
     fprintf(f, "\nOn failure standard error gets one line, 'arpc-call: METHOD: ARPC_EXXX: text', and the exit\n"
                "status says which:\n"
                "  0   the call succeeded (with --repeat: every call)\n"
-               "  1   a local failure (reading --file or --token-file, writing the output)\n"
-               "  2   a usage error\n"
-               "  %d + the error code otherwise (connecting included; --repeat: the first failure's):\n",
+               "  1   a local failure (reading --file, --token-file, --ca, --cert or --key; writing\n"
+               "      the output)\n"
+               "  2   a usage error (--hex or --json DATA that does not parse included)\n"
+               "  %d + the error code otherwise (--repeat: the first failure's; connecting included,\n"
+               "      where nothing was sent, so a connect that timed out is ARPC_EUNREACHABLE):\n",
             ARPC_CALL_EXIT_BASE);
     for (int code = 1; code < ARPC_ERROR_COUNT_; code++) {
         fprintf(f, "%s%3d %-18s", code % 4 == 1 ? "      " : "", ARPC_CALL_EXIT_BASE + code, arpc_errname(code));

@@ -8,15 +8,28 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "exit_codes.h"
 
 #ifdef ARPC_CALL_WITH_TLS
 
+/* A file named on the command line that cannot be read is a local failure (exit 1), as an
+ * unreadable --file is, not the TLS refusal the library would make of it. */
+static bool tls_file_readable(const char *path)
+{
+    if (path == NULL || access(path, R_OK) == 0)
+        return true;
+    fprintf(stderr, "arpc-call: %s: cannot read: %m\n", path); /* as --file's and --token-file's */
+    return false;
+}
+
 static int tls_apply(const struct call_args *a, struct call_creds *cr, arpc_client_options *o)
 {
     if (!call_args_tls(a))
         return -1;
+    if (!tls_file_readable(a->ca_file) || !tls_file_readable(a->cert_file) || !tls_file_readable(a->key_file))
+        return ARPC_CALL_EXIT_LOCAL;
     cr->tls.ca_file = a->ca_file;
     cr->tls.ca_dir = a->ca_dir;
     cr->tls.cert_file = a->cert_file;

@@ -15,12 +15,14 @@
 #define LINE_MAX_BYTES 8192 /* the message escaped (4 x MSG_SHOWN_MAX) and room for log lines */
 
 /* m[0..len) as printable ASCII, at most MSG_SHOWN_MAX of its bytes ("..." if cut), into text
- * (4 * MSG_SHOWN_MAX + 4 bytes). */
+ * (4 * MSG_SHOWN_MAX + 4 bytes). A backslash stays one: an arpc server's message has its
+ * peer's bytes escaped already ("\x0a"), and escaping that again made "\x5cx0a", the name in
+ * two spellings on one line. */
 static void escape(char *text, size_t size, const unsigned char *m, size_t len)
 {
     size_t n = len < MSG_SHOWN_MAX ? len : MSG_SHOWN_MAX, t = 0;
     for (size_t i = 0; i < n; i++) {
-        if (m[i] >= 0x20 && m[i] < 0x7f && m[i] != '\\')
+        if (m[i] >= 0x20 && m[i] < 0x7f)
             text[t++] = (char)m[i];
         else
             t += (size_t)snprintf(text + t, size - t, "\\x%02x", m[i]);
@@ -45,4 +47,9 @@ int call_fail(const char *what, int code, const void *msg, size_t msg_len)
     strcat(line, "\n");
     fputs(line, stderr);
     return ARPC_CALL_EXIT_BASE + code;
+}
+
+int call_fail_connect(const char *addr, int code, const char *why)
+{
+    return call_fail(addr, code == ARPC_ETIMEDOUT ? ARPC_EUNREACHABLE : code, why[0] ? why : NULL, strlen(why));
 }

@@ -12,5 +12,9 @@
  * log lines that add to it (tools/call_log.h). Returns the exit status for code
  * (tools/exit_codes.h). */
 int call_fail(const char *what, int code, const void *msg, size_t msg_len);
+/* call_fail for a connection that could not be made to addr (why: the library's errbuf, may
+ * be empty): nothing was sent, so a connect that timed out is ARPC_EUNREACHABLE ("did not
+ * run"), not ARPC_ETIMEDOUT ("may have run"), whose status a script would take for a call's. */
+int call_fail_connect(const char *addr, int code, const char *why);
 
 #endif

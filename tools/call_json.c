@@ -26,7 +26,7 @@ int call_json(const struct call_args *a, const char *params, size_t len)
     arpc_jsonrpc_client *c = NULL;
     int rc = arpc_jsonrpc_connect(&c, a->addr, &o);
     if (rc != ARPC_OK)
-        return call_fail(a->addr, rc, why[0] ? why : NULL, strlen(why));
+        return call_fail_connect(a->addr, rc, why);
     char *out = NULL;
     size_t out_len = 0;
     rc = arpc_jsonrpc_call(c, a->method, params, len, &out, &out_len, a->deadline_ms);
@@ -37,8 +37,9 @@ int call_json(const struct call_args *a, const char *params, size_t len)
         if (status != ARPC_CALL_EXIT_OK)
             fprintf(stderr, "arpc-call: writing the reply: %m\n");
     } else if (rc == ARPC_EINVAL && out != NULL && strcmp(out, "params_json is not one JSON value") == 0) {
-        static const char bad_params[] = "DATA is not one JSON value"; /* the client checked params */
-        status = call_fail(a->method, rc, bad_params, strlen(bad_params));
+        /* The client checked params before sending anything: the command line's mistake. */
+        fprintf(stderr, "arpc-call: --json: DATA is not one JSON value\n");
+        status = ARPC_CALL_EXIT_USAGE;
     } else { /* EINVAL for the method too ("the method name is not UTF-8"): the client's words */
         status = call_fail(a->method, rc, out, out_len);
     }
