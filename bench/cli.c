@@ -282,6 +282,14 @@ static int check_connect(struct bench_config *cfg, const struct given *g)
         return bad("--connect wants tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH, not '%s'", cfg->connect_addr);
     if (g->transport != NULL && strcmp(g->transport, scheme) != 0)
         return bad("--transport %s contradicts the --connect address", g->transport);
+    /* The server at --connect was configured when it was started (serve): a run that took
+     * these would record them in its JSON as if they had applied (an operator's trial). */
+    static const struct { int opt; const char *name; } server_side[] = {
+        {O_INLINE, "--inline"}, {O_WORKERS, "--workers"}, {O_WORKER_POLL, "--worker-poll-us"}};
+    for (size_t i = 0; i < sizeof(server_side) / sizeof(server_side[0]); i++)
+        if (g->has[server_side[i].opt])
+            return bad("%s configures the embedded server, not the one at --connect (give it to serve)",
+                       server_side[i].name);
     cfg->transport = scheme;
     return -1;
 }

@@ -2,7 +2,9 @@
  * arpc-bench --connect to a server that is not there (bench/clients.c): the one line on
  * stderr names the error and says what is in the way, in the library's words (errbuf), not
  * only the code's generic text ("could not connect to the server"), which leaves a user
- * guessing whether the path, the port or the host is wrong.
+ * guessing whether the path, the port or the host is wrong. The embedded server's options
+ * (--inline, --workers, --worker-poll-us) are refused with --connect: the run recorded them in
+ * its JSON as if they had applied to the server there.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -46,11 +48,30 @@ static void test_refused_tcp_port_says_why(void **state)
     assert_non_null(strstr(r.err, "connection refused by 127.0.0.1:1"));
 }
 
+static void test_server_options_refused_with_connect(void **state)
+{
+    (void)state;
+    static const char *const opts[][2] = {{"--inline", NULL}, {"--workers", "3"}, {"--worker-poll-us", "0"}};
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        struct call_run r;
+        call_run(&r, ARPC_BENCH_BIN, NULL, 0,
+                 (const char *const[]){"latency", "--connect", "tcp://127.0.0.1:1", "--calls", "10", opts[i][0],
+                                       opts[i][1], NULL});
+        assert_int_equal(2, r.status);
+        char want[128];
+        snprintf(want, sizeof(want), "arpc-bench: %s configures the embedded server, not the one at --connect",
+                 opts[i][0]);
+        if (strstr(r.err, want) == NULL)
+            fail_msg("%s", r.err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_unix_socket_says_why),
         cmocka_unit_test(test_refused_tcp_port_says_why),
+        cmocka_unit_test(test_server_options_refused_with_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
