@@ -5,7 +5,8 @@
  *   bank_server --listen ADDR --data DIR [--accounts N] [--initial M] [--fsync always|batch|off]
  *               [--checkpoint-every K] [--compact-bytes B]
  * N accounts (default 100) of M each (default 1000) on first start; after that the directory
- * decides. Every K transfers (default 1000) the balances are checkpointed, so the log stays
+ * decides, and --accounts or --initial given then is said to be ignored (a first start that
+ * could not listen has made the directory already). Every K transfers (default 1000) the balances are checkpointed, so the log stays
  * small; the log compacts once its segment passes B bytes (default 64 MiB: a small B makes
  * compaction happen in a short run, for crash tests). Runs until SIGINT or SIGTERM. Methods
  * and bytes: bank_proto.h.
@@ -214,6 +215,7 @@ int main(int argc, char **argv)
 {
     const char *listen = NULL, *dir = NULL;
     uint64_t accounts = 100, initial = 1000, compact_bytes = 0;
+    bool sized = false; /* --accounts or --initial given */
     enum arpc_fsync policy = ARPC_FSYNC_ALWAYS;
     struct bank b = {.checkpoint_every = 1000};
     for (int i = 1; i < argc; i++) {
@@ -222,9 +224,9 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--data") == 0)
             dir = bank_arg(argc, argv, &i, PROG);
         else if (strcmp(argv[i], "--accounts") == 0)
-            accounts = bank_arg_u64(argc, argv, &i, PROG, 2, MAX_ACCOUNTS);
+            accounts = bank_arg_u64(argc, argv, &i, PROG, 2, MAX_ACCOUNTS), sized = true;
         else if (strcmp(argv[i], "--initial") == 0)
-            initial = bank_arg_u64(argc, argv, &i, PROG, 0, MAX_INITIAL);
+            initial = bank_arg_u64(argc, argv, &i, PROG, 0, MAX_INITIAL), sized = true;
         else if (strcmp(argv[i], "--checkpoint-every") == 0)
             b.checkpoint_every = bank_arg_u64(argc, argv, &i, PROG, 1, UINT32_MAX);
         else if (strcmp(argv[i], "--compact-bytes") == 0)
@@ -250,6 +252,9 @@ int main(int argc, char **argv)
         arpc_server_destroy(b.server);
         return 1;
     }
+    if (sized && b.has_state)
+        fprintf(stderr, PROG ": --accounts and --initial ignored: %s holds %" PRIu32
+                " accounts from an earlier start (a new directory starts afresh)\n", dir, b.count);
     uint64_t total = bank_total(&b); /* once the server listens, only the actor reads b */
     arpc_server *server = b.server;
     arpc_actor *actor = NULL;
