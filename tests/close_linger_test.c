@@ -275,46 +275,13 @@ static void *closer_posting(void *arg)
     return NULL;
 }
 
-/* 8 calls, 4 of them held: the goodbye passes the hold, and with only calls waiting behind it
- * the server says at once that it read the client's end, so the close returns without waiting
- * for the held calls' handlers (before, it waited all of close_linger_ms: a new user's trial).
- * The calls end ARPC_ECANCELLED. */
-static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
+/* A client with 8 calls to "park", 4 of them held behind the server's hold (and, with
+ * oneway, a one-way message behind them), closed on a thread of its own with a linger far
+ * longer than any wait here; whether the close returned within wait_ms, before the test lets
+ * the calls go. The close then returns, every call ended ARPC_ECANCELLED, nothing is said
+ * dropped, and the one-way message, if any, ran once. */
+static bool close_behind_held_calls(bool oneway, long wait_ms)
 {
-    (void)state;
-    char addr[256];
-    arpc_server *s = park_server(addr, sizeof(addr));
-    arpc_client *c;
-    arpc_client_options o = {.close_linger_ms = 4 * TEST_WAIT_MS}; /* a wait for it fails below */
-    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
-    arpc_future *f[2 * PARK_MAX];
-    for (int i = 0; i < 2 * PARK_MAX; i++)
-        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
-    sem_init(&closed, 0, 0);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, closer_posting, c), 0);
-    bool returned = sem_wait_secs(&closed, TEST_WAIT_S); /* the parked calls still hold the server */
-    unpark_all();
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_true(returned);
-    for (int i = 0; i < 2 * PARK_MAX; i++) {
-        assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
-        arpc_future_release(f[i]);
-    }
-    assert_int_equal(atomic_load(&unsent_reported), -1);
-    sem_destroy(&closed);
-    arpc_server_destroy(s);
-}
-
-/* The same with a one-way message behind the hold: that must run, so the close waits for the
- * server to read it: it has not returned 300 ms into its linger (a close let go by an early
- * probe returns in a round trip; a correct one cannot return before the calls are let go, so
- * the wait never fails it), then the test lets the calls go: it returns, and the message ran,
- * once. */
-static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
-{
-    (void)state;
     char addr[256];
     arpc_server *s = park_server(addr, sizeof(addr));
     arpc_client *c;
@@ -323,16 +290,17 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
     arpc_future *f[2 * PARK_MAX];
     for (int i = 0; i < 2 * PARK_MAX; i++)
         assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
-    assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
+    if (oneway)
+        assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
     sem_init(&closed, 0, 0);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, closer_posting, c), 0);
-    bool early = sem_wait_ms(&closed, 300);
+    bool returned = sem_wait_ms(&closed, wait_ms);
     unpark_all();
     assert_int_equal(pthread_join(t, NULL), 0);
-    assert_false(early);
-    assert_true(latch_wait(1, TEST_WAIT_MS));
+    if (oneway)
+        assert_true(latch_wait(1, TEST_WAIT_MS));
     for (int i = 0; i < 2 * PARK_MAX; i++) {
         assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
         arpc_future_release(f[i]);
@@ -341,6 +309,26 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
     sem_destroy(&closed);
     arpc_server_destroy(s);
     assert_false(latch_wait(2, 0)); /* once */
+    return returned;
+}
+
+/* The goodbye passes the hold, and with only calls waiting behind it the server says at once
+ * that it read the client's end: the close returns without waiting for the held calls'
+ * handlers (before, it waited all of close_linger_ms: a new user's trial). */
+static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
+{
+    (void)state;
+    assert_true(close_behind_held_calls(false, TEST_WAIT_MS));
+}
+
+/* With a one-way message behind the hold, which must run, the close waits for the server to
+ * read it: it has not returned 300 ms into its linger (a close let go by an early probe
+ * returns in a round trip; a correct one cannot return before the calls are let go, so the
+ * wait never fails it). */
+static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
+{
+    (void)state;
+    assert_false(close_behind_held_calls(true, 300));
 }
 
 static uint64_t oneway_stat(arpc_client *c, bool dropped)
