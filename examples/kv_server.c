@@ -237,7 +237,11 @@ int main(int argc, char **argv)
         else
             listen = NULL, i = argc; /* unknown: the usage below */
     }
-    if (listen == NULL || nshards < 1 || nshards > MAX_SHARDS || (tls.cert_file == NULL) != (tls.key_file == NULL)) {
+    if (nshards < 1 || nshards > MAX_SHARDS) {
+        fprintf(stderr, "kv_server: --shards takes 1 to %d\n", MAX_SHARDS);
+        return 2;
+    }
+    if (listen == NULL || (tls.cert_file == NULL) != (tls.key_file == NULL)) {
         fprintf(stderr, "usage: kv_server --listen ADDR [--shards 1..%d] [--tls-cert FILE --tls-key FILE] [--no-jsonrpc]\n"
                         "  (e.g. tcp://127.0.0.1:7000, unix:///tmp/kv.sock, tls://127.0.0.1:7443)\n", MAX_SHARDS);
         return 2;
@@ -255,8 +259,8 @@ int main(int argc, char **argv)
     arpc_server_options so = {.tls = tls.cert_file != NULL ? &tls : NULL, .no_jsonrpc = no_jsonrpc, .errbuf = why,
                               .errbuf_len = sizeof(why)};
     int rc = arpc_server_create(&server, &so);
-    if (rc != ARPC_OK) {
-        fprintf(stderr, "kv_server: %s: %s\n", arpc_strerror(rc), why);
+    if (rc != ARPC_OK) { /* why says it ("TLS: cannot load the certificate ..."): the code's text is wider */
+        fprintf(stderr, "kv_server: %s\n", why[0] != '\0' ? why : arpc_strerror(rc));
         return 1;
     }
     rc = arpc_actor_group_create(&store, nshards, &(arpc_actor_options){.name = "kv-shard"});
@@ -273,10 +277,13 @@ int main(int argc, char **argv)
     if (rc == ARPC_OK)
         rc = arpc_server_register(server, "KV.Get", json_get, NULL, &json_by_key);
 #endif
-    if (rc == ARPC_OK)
-        rc = arpc_server_listen(server, listen, bound, sizeof(bound));
     if (rc != ARPC_OK) {
-        fprintf(stderr, "kv_server: %s: %s\n", listen, arpc_strerror(rc));
+        fprintf(stderr, "kv_server: setting up the methods: %s\n", arpc_strerror(rc));
+        return 1;
+    }
+    rc = arpc_server_listen(server, listen, bound, sizeof(bound));
+    if (rc != ARPC_OK) { /* the library's line above says why; the code's text may not fit it */
+        fprintf(stderr, "kv_server: cannot listen on %s (%s)\n", listen, arpc_errname(rc));
         return 1;
     }
     printf("kv_server listening on %s\n", bound);
@@ -286,7 +293,7 @@ int main(int argc, char **argv)
         if (rc == ARPC_OK)
             printf("kv_server: reloaded %s and %s\n", tls.cert_file, tls.key_file);
         else
-            fprintf(stderr, "kv_server: reload: %s: %s\n", arpc_strerror(rc), tls.cert_file ? why : "no --tls-cert");
+            fprintf(stderr, "kv_server: reload: %s\n", tls.cert_file == NULL ? "no --tls-cert" : why[0] != '\0' ? why : arpc_strerror(rc));
         fflush(stdout);
     }
     arpc_server_destroy(server);
