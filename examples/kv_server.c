@@ -293,7 +293,8 @@ int main(int argc, char **argv)
         if (rc == ARPC_OK)
             printf("kv_server: reloaded %s and %s\n", tls.cert_file, tls.key_file);
         else
-            fprintf(stderr, "kv_server: reload: %s\n", tls.cert_file == NULL ? "no --tls-cert" : why[0] != '\0' ? why : arpc_strerror(rc));
+            fprintf(stderr, "kv_server: reload: %s\n",
+                    tls.cert_file == NULL ? "no --tls-cert" : why[0] != '\0' ? why : arpc_strerror(rc));
         fflush(stdout);
     }
     arpc_server_destroy(server);
