@@ -36,10 +36,10 @@
  * thread tid to be gone from the process and its allocations freed. (By the thread itself, not
  * a count of the process's threads: a thread another test joined can still be listed for a
  * moment after its join, and a count taken then never came back; CI failed so.) */
-static bool wait_for_teardown(pid_t tid, long allocations)
+static bool wait_for_teardown(int tid, long allocations)
 {
     char path[64];
-    snprintf(path, sizeof(path), "/proc/self/task/%d", (int)tid);
+    snprintf(path, sizeof(path), "/proc/self/task/%d", tid);
     return WAIT_UNTIL(access(path, F_OK) != 0 && atomic_load(&test_alloc_live) == allocations);
 }
 
@@ -343,7 +343,7 @@ static void destroy_task(arpc_loop *loop, void *arg)
     struct stop_ctx *c = arg;
     c->stop_tasks++;
     c->off_thread += !arpc_loop_on_thread(loop);
-    atomic_store(&c->loop_tid, (int)gettid());
+    atomic_store(&c->loop_tid, thread_id());
     arpc_loop_destroy(loop);
     c->late_rc = arpc_loop_submit(loop, late_task, c); /* still valid until the loop returns */
 }
@@ -399,7 +399,7 @@ static void test_destroy_from_own_task_started(void **state)
     assert_int_equal(ARPC_OK, arpc_loop_submit(c.loop, destroy_task, &c));
     assert_true(sem_wait_secs(&c.hooked, 20));
     /* The loop thread frees the loop, detaches and exits. */
-    assert_true(wait_for_teardown((pid_t)atomic_load(&c.loop_tid), 0));
+    assert_true(wait_for_teardown(atomic_load(&c.loop_tid), 0));
     stop_ctx_check(&c);
 }
 
