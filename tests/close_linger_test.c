@@ -266,23 +266,11 @@ static arpc_server *park_server(char *addr, size_t addrlen)
     return s;
 }
 
-static sem_t closed; /* closer_posting returned */
-
-static void *closer_posting(void *arg)
-{
-    assert_int_equal(arpc_client_close(arg), ARPC_OK);
-    sem_post(&closed);
-    return NULL;
-}
-
 /* A client with 8 calls to "park", 4 of them held behind the server's hold, and a one-way
- * message sent once the hold is on (sent with the calls, it could leave ahead of some of them:
- * a caller writes its own requests when the connection is free), closed on a thread of its
- * own: the message must run, so the close waits for the server to read it. It has not
- * returned 300 ms into its linger (a close let go early returns in a round trip; a correct
- * one cannot return before the calls are let go, so the wait never fails it); then the test
- * lets the calls go, the close returns, every call ended ARPC_ECANCELLED, nothing is said
- * dropped, and the message ran once. */
+ * message sent once the hold is on, closed on a thread of its own: the close returns, every
+ * call ended ARPC_ECANCELLED, nothing is said dropped, and the message ran once. (When it
+ * runs is not fixed: the close's cancels may answer the parked calls and end the hold before
+ * the test lets them go -- under load, 2 runs in 30 -- so the test does not time it.) */
 static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
 {
     (void)state;
@@ -296,21 +284,17 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
         assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
     assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
-    sem_init(&closed, 0, 0);
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, closer_posting, c), 0);
-    bool early = sem_wait_ms(&closed, 300);
-    assert_false(latch_wait(1, 0)); /* the message waits behind the hold */
+    assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
+    assert_true(sem_wait_secs(&close_under_way, TEST_WAIT_S)); /* it lingers (or returned) */
     unpark_all();
     assert_int_equal(pthread_join(t, NULL), 0);
-    assert_false(early);
     assert_true(latch_wait(1, TEST_WAIT_MS));
     for (int i = 0; i < 2 * PARK_MAX; i++) {
         assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
         arpc_future_release(f[i]);
     }
     assert_int_equal(atomic_load(&unsent_reported), -1);
-    sem_destroy(&closed);
     arpc_server_destroy(s);
     assert_false(latch_wait(2, 0)); /* once */
 }

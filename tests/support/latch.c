@@ -85,21 +85,14 @@ bool thread_ends_within(void (*fn)(void *arg), void *arg, int secs)
     return true;
 }
 
-bool sem_wait_ms(sem_t *s, long ms)
+bool sem_wait_secs(sem_t *s, int secs)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    ts.tv_sec += secs;
     while (sem_timedwait(s, &ts) != 0) {
         if (errno != EINTR)
             return false;
     }
     return true;
 }
-
-bool sem_wait_secs(sem_t *s, int secs) { return sem_wait_ms(s, (long)secs * 1000); }

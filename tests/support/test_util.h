@@ -33,9 +33,6 @@ bool latch_wait(unsigned target, int timeout_ms);
 
 /* Waits on s for up to secs seconds (retrying EINTR); false on timeout. */
 bool sem_wait_secs(sem_t *s, int secs);
-/* The same in milliseconds: also for a test that checks something has NOT happened yet, where
- * only a wrong result can end the wait early (never a pace). */
-bool sem_wait_ms(sem_t *s, long ms);
 
 /* Runs fn(arg) on a thread of its own and waits up to secs seconds for it to return: true
  * (the thread joined), or false, the thread left running (detached), for a test that fails
