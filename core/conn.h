@@ -334,6 +334,9 @@ bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid);
  * buffer can hold (c_held_walk), so a peer's CANCELs cost the loop at most twice the
  * look-through itself, not their number times the buffer's frames; past it, false. */
 bool arpc_conn_held_request(struct arpc_conn *conn, uint64_t xid, uint64_t *seq);
+/* The same, on the same budget: whether a one-way message stays in the buffer ahead of the
+ * frame looked at (past the budget, true: one may). */
+bool arpc_conn_held_oneway_ahead(struct arpc_conn *conn);
 
 /* Loop thread: takes the frame whose buffer is base back out of the output queue if none of
  * it can have left yet (arpc_outq_withdraw: not the first frame, nor bytes the stream owes a

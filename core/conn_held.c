@@ -83,21 +83,40 @@ bool conn_held_pass(struct arpc_conn *conn)
     return conn->c_open && conn->c_hold == 0 && !conn->c_close_pending && !conn->c_close_after_flush;
 }
 
-bool arpc_conn_held_request(struct arpc_conn *conn, uint64_t xid, uint64_t *seq)
+/* Finds the first frame of `kind` (under xid, unless any_xid) that stays ahead of the frame
+ * looked at, into *found; false if none, or if the walk budget ran out first (then *spent is
+ * set; the frames there were all decoded once, so none fails here). */
+static bool held_find(struct arpc_conn *conn, enum arpc_frame_kind kind, bool any_xid, uint64_t xid,
+                      struct arpc_frame *found, bool *spent)
 {
     size_t at = conn->c_rstart, end = conn->c_rstart + conn->c_held_scan;
     for (; conn->c_held_walk > 0 && at < end; conn->c_held_walk--) {
-        struct arpc_frame f;
         size_t used = 0, need = 0;
-        if (arpc_frame_decode(conn->c_rbuf + at, end - at, conn->c_max_body, &f, &used, &need) != ARPC_OK)
+        if (arpc_frame_decode(conn->c_rbuf + at, end - at, conn->c_max_body, found, &used, &need) != ARPC_OK)
             return false;
-        if (f.f_kind == ARPC_FRAME_REQUEST && f.f_xid == xid) {
-            *seq = f.f_seq;
+        if (found->f_kind == kind && (any_xid || found->f_xid == xid))
             return true;
-        }
         at += used;
     }
+    *spent = at < end;
     return false;
+}
+
+bool arpc_conn_held_request(struct arpc_conn *conn, uint64_t xid, uint64_t *seq)
+{
+    struct arpc_frame f;
+    bool spent = false;
+    if (!held_find(conn, ARPC_FRAME_REQUEST, false, xid, &f, &spent))
+        return false;
+    *seq = f.f_seq;
+    return true;
+}
+
+bool arpc_conn_held_oneway_ahead(struct arpc_conn *conn)
+{
+    struct arpc_frame f;
+    bool spent = false;
+    return held_find(conn, ARPC_FRAME_ONEWAY, true, 0, &f, &spent) || spent;
 }
 
 bool arpc_conn_cancel_behind(const struct arpc_conn *conn, uint64_t xid)

@@ -356,6 +356,8 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
     }
 }
 
+static void sconn_probe(struct server_conn *sc);
+
 /* While input is held, a CANCEL for a call already running passes (core/conn_held.c), and so
  * do one for a duplicate attached to a running call (it cancels that call), one naming a
  * running numbered call of the client by its seq, and one naming by its xid a copy of such a
@@ -367,14 +369,24 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 static bool sconn_on_held_frame(struct arpc_conn *conn, const struct arpc_frame *f)
 {
     struct server_conn *sc = conn->c_owner;
-    if (f->f_kind == ARPC_FRAME_GOAWAY)
+    if (f->f_kind == ARPC_FRAME_GOAWAY) {
         /* It stays, in order (its replies are forgotten once it is read), but the calls that
          * hold the connection -- long polls -- wait for nobody now: cancelled, their replies
-         * may end the hold (else it lasts till the heartbeat drops the connection). Not a
-         * probe yet: a one-way message its client accepted before closing may still come
-         * after it (another thread's notify, not yet drained by the client's loop), and a
-         * client let go by a probe would close under it. */
+         * may end the hold (else it lasts till the heartbeat drops the connection). */
         sconn_on_goodbye(sc);
+        /* The goodbye is a closing client's last frame: all it sent is in the buffer (arpc's
+         * client queues it in its close's step on its loop, and that loop's lane is one total
+         * order across threads, async/loop_lanes.c: a notify accepted before the close is
+         * queued ahead of the goodbye, one after it finds the client closed and is dropped and
+         * counted, never written, core/client_api.c oneway_send). With
+         * only calls there ahead of it (each ended ARPC_ECANCELLED by the close, so they may
+         * as well never run) and no one-way message (which must run), the probe that follows
+         * its end of stream (sconn_on_eof) is sent now: its close need not wait for the
+         * hold, which may last until the calls that hold it end (a new user's close took
+         * all of close_linger_ms behind 16 slow calls). */
+        if (!arpc_conn_held_oneway_ahead(conn))
+            sconn_probe(sc);
+    }
     if (f->f_kind != ARPC_FRAME_CANCEL)
         return false;
     bool here = f->f_seq == 0 && (arpc_u64_map_get(&sc->sc_calls, f->f_xid) != NULL || dedup_copy_waits(sc, f->f_xid));
@@ -424,8 +436,8 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     /* Before the JSON-RPC state goes: a cancel callback may reply at once. */
     sconn_cancel_departed(sc);
     /* A goodbye the hold's look-through saw, never read in order (a reset dropped it with the
-     * buffer): the copies ahead of it died with the buffer, so the client's replies can go
-     * now, as they would have then. */
+     * buffer, after the early probe let the client close): the copies ahead of it died with
+     * the buffer, so the client's replies can go now, as they would have then. */
     if (sc->sc_goodbye && !sc->sc_forgot)
         sconn_forget_client(sc);
     /* Requests still in handlers keep sc alive, and their entries in sc_calls: a copy of a

@@ -134,6 +134,9 @@ static void test_parked_numbered_call_dies_with_a_goodbye(void **state)
     assert_true(raw_request(&a, 3, 3, 0, 0, "block", "3", 1));
     sync_ping(&a, 90);
     assert_true(raw_goodbye(&a)); /* acted on in the hold's look-through */
+    struct raw_frame probe; /* with only calls behind the hold: "read up to here" (PROTOCOL.md) */
+    assert_true(raw_read(&a, &probe, true));
+    assert_int_equal(probe.f.f_kind, ARPC_FRAME_PING);
     sync_ping(&a, 91);
     reset(fx, &a); /* its end of stream would wait behind the hold */
     block_release(3);

@@ -274,9 +274,9 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * accepted, requests of calls that have just ended ARPC_ECANCELLED, the goodbye last -- leaves
  * as the server reads it. Close waits, on the calling thread (the loop goes on serving
  * whatever else it serves), until the server has read all of it and closed its end (a server
- * that reads promptly costs one round trip; one that holds this connection's input, its calls
- * over the server's bounds, reads the rest only as they end: then the close may wait all of
- * close_linger_ms), for opts->close_linger_ms at most (1 s by
+ * that reads promptly costs one round trip, and so does one that holds this connection's
+ * input, its calls over the server's bounds, unless a one-way message waits behind the hold:
+ * then until the server reads it), for opts->close_linger_ms at most (1 s by
  * default); then the connection is closed, and what never left whole is dropped and named in
  * one WARN log line, with the count of one-way messages among it. So close never hangs, and a
  * one-way message accepted is either read by the server or counted there (over TLS too: its
