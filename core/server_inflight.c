@@ -256,10 +256,12 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
 static void inflight_learn(const struct arpc_method *cm, size_t len)
 {
     struct arpc_method *m = (struct arpc_method *)cm; /* m_reply_est alone is the loop's to write */
-    if (len >= m->m_reply_est)
-        m->m_reply_est = len;
-    else
-        m->m_reply_est -= (m->m_reply_est - len) / 8;
+    size_t est = m->m_reply_est;
+    size_t next = len >= est ? len : est - (est - len) / 8;
+    /* Stored only when it moves: a store of the same value still takes the method's line
+     * from the workers, which read its handler and flags for every call. */
+    if (next != est)
+        m->m_reply_est = next;
 }
 
 /* c's count went down: lets its held connections go, one at a time, while it is under the

@@ -163,6 +163,9 @@ struct arpc_server {
     uint32_t sv_expiry_s;           /* idle clients' replies are forgotten after this */
     uint32_t sv_heartbeat_ms;       /* PING a client silent this long; 0: never */
     unsigned sv_heartbeat_misses;
+    /* From here on the loop writes for every call: on lines of their own, apart from the
+     * fields above, which every reply reads on its worker's thread (sv_loop, sv_has_log). */
+    ARPC_CACHELINE_GAP(sv_gap_loop);
     /* sv_inflight counts the loop took ahead, SERVER_INFLIGHT_AHEAD in one add, for the requests
      * it dispatches and back from those it lets go of on its own thread (server_inflight_take,
      * server_inflight_put_loop): a call costs no locked operation on sv_inflight. Written by the
