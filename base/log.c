@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static arpc_log_fn log_fn;
 static void *log_ctx;
@@ -31,6 +32,22 @@ bool arpc_log_enabled(enum arpc_log_level level)
     return level < ARPC_LOG_NONE && (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed);
 }
 
+/* The default: when (UTC, to the millisecond) and how bad, in front of the line, as an
+ * operator reading a server's stderr needs (a program whose service manager stamps its
+ * lines already logs its own way with arpc_set_logger). */
+static void log_to_stderr(enum arpc_log_level level, const char *line)
+{
+    struct timespec now;
+    struct tm utc;
+    char when[32] = "";
+    if (clock_gettime(CLOCK_REALTIME, &now) == 0 && gmtime_r(&now.tv_sec, &utc) != NULL) {
+        size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &utc);
+        snprintf(when + n, sizeof(when) - n, ".%03ldZ ", now.tv_nsec / 1000000);
+    }
+    /* One call: lines from threads do not interleave. */
+    fprintf(stderr, "%sarpc %s: %s\n", when, arpc_log_level_name(level), line);
+}
+
 void arpc_log(enum arpc_log_level level, const char *fmt, ...)
 {
     if (!arpc_log_enabled(level))
@@ -43,7 +60,7 @@ void arpc_log(enum arpc_log_level level, const char *fmt, ...)
     if (log_fn != NULL)
         log_fn(log_ctx, level, line);
     else
-        fprintf(stderr, "arpc: %s\n", line); /* one call: lines from threads do not interleave */
+        log_to_stderr(level, line);
 }
 
 static bool escape_plain(unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '\\'; }

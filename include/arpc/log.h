@@ -3,7 +3,9 @@
  *
  * arpc logs what it cannot return to a caller: a connection closed for bad input, an accept
  * that failed, a server going away. By default lines at ARPC_LOG_INFO and above are written
- * to stderr as "arpc: <message>". arpc_set_logger() sends them to fn instead, or silences them.
+ * to stderr as "<UTC time to the millisecond> arpc <LEVEL>: <message>", e.g.
+ * "2026-12-06T18:55:01.123Z arpc WARN: ...". arpc_set_logger() sends them to fn instead (which
+ * gets the message alone), or silences them.
  *
  * Bytes that came from a peer (method names, error messages, addresses) are escaped before
  * they reach a line: printable ASCII is kept, everything else is written as \xNN, and long
