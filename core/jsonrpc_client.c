@@ -74,6 +74,9 @@ struct arpc_jsonrpc_client {
     bool jc_open;                /* the connection is up: calls may be sent */
     int jc_end_code;             /* why calls end once it is not (ECONNLOST, ESHUTDOWN) */
     char jc_broke[ARPC_LOG_FIELD_MAX + 96]; /* how the server broke the protocol, or "" */
+    char jc_refused[ARPC_LOG_FIELD_MAX + 96]; /* the server refused the connection before it read
+                                               * a call (jc_end_code says how): the words of every
+                                               * call from then on; "" while it did not */
     char jc_loss[sizeof(((struct arpc_conn *)0)->c_peer) + ARPC_LOG_FIELD_MAX + ARPC_WHY_MAX];
                                  /* how the connection was lost ("" while it was not): the
                                   * words of the calls that end ARPC_ECONNLOST */
@@ -178,13 +181,26 @@ static char *call_lost_words(const arpc_jsonrpc_client *c, bool sent, size_t *le
     return copy;
 }
 
+/* The words of a call that ends as the connection did (code), or NULL: the code alone. */
+static char *call_end_words(const arpc_jsonrpc_client *c, int code, bool sent, size_t *len)
+{
+    *len = 0;
+    if (code == ARPC_ECONNLOST && c->jc_loss[0] != '\0')
+        return call_lost_words(c, sent, len);
+    if (c->jc_refused[0] == '\0' || code != c->jc_end_code)
+        return NULL;
+    char *copy = arpc_text_copy(c->jc_refused, strlen(c->jc_refused));
+    *len = copy != NULL ? strlen(c->jc_refused) : 0;
+    return copy;
+}
+
 static void call_fail_pending(void *val, void *arg)
 {
     struct jsonrpc_call *call = val;
     arpc_jsonrpc_client *c = call->jq_client;
     int code = call->jq_unsent ? c->jc_end_code : *(const int *)arg;
     size_t len = 0;
-    char *words = code == ARPC_ECONNLOST ? call_lost_words(c, !call->jq_unsent, &len) : NULL;
+    char *words = call_end_words(c, code, !call->jq_unsent, &len);
     call_finish(call, code, words, len);
 }
 
@@ -218,8 +234,34 @@ static void client_on_close(struct arpc_conn *conn, int reason)
     /* A call the server may be running is cancelled by a close, not "did not run". */
     if (reason == ARPC_ESHUTDOWN)
         client_end_calls(c, ARPC_ESHUTDOWN, ARPC_ECANCELLED);
+    else if (c->jc_refused[0] != '\0') /* the server read none of them */
+        client_end_calls(c, c->jc_end_code, c->jc_end_code);
     else
         client_end_calls(c, ARPC_ECONNLOST, ARPC_ECONNLOST);
+}
+
+/* A response by id null whose error is named ARPC_EAUTH or ARPC_EREJECTED ("ARPC_EAUTH:
+ * ..."): the server refused the connection before it read any call (docs/PROTOCOL.md,
+ * "JSON-RPC": a token it requires, arpc frames only), so none ran. Every call ends so, with
+ * the server's words, now and from now on; false for any other response. (Other answers by
+ * id null -- a malformed request, one not taken -- come after calls that may run: those
+ * still end as a lost connection's.) */
+static bool client_refused(arpc_jsonrpc_client *c, const json_t *resp)
+{
+    const json_t *error = json_object_get(resp, "error");
+    if (!json_is_null(json_object_get(resp, "id")) || !json_is_string(error))
+        return false;
+    const char *msg = json_string_value(error);
+    size_t mlen = json_string_length(error), at = 0;
+    int code = jsonrpc_error_code(msg, mlen, &at);
+    if (at == 0 || (code != ARPC_EAUTH && code != ARPC_EREJECTED))
+        return false;
+    char text[ARPC_LOG_FIELD_MAX];
+    arpc_log_escape(text, sizeof(text), msg + at, mlen - at);
+    snprintf(c->jc_refused, sizeof(c->jc_refused), "the server refused this connection: %s", text);
+    client_broke(c, c->jc_refused);
+    c->jc_end_code = code;
+    return true;
 }
 
 /* One response object. False: it breaks the protocol (the connection is then closed). */
@@ -237,6 +279,10 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     if (resp == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
         big = (resp = json_loadb((const char *)p, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
                                  &jerr)) != NULL;
+    if (resp != NULL && client_refused(c, resp)) {
+        json_decref(resp);
+        return false; /* closed: its calls end as client_refused says */
+    }
     const json_t *id = json_object_get(resp, "id");
     uint64_t id_value = 0;
     if (json_is_integer(id))
@@ -342,7 +388,7 @@ static void call_send(arpc_loop *loop, struct arpc_loop_job *job)
     }
     if (!c->jc_open) {
         size_t len = 0;
-        char *words = c->jc_end_code == ARPC_ECONNLOST && c->jc_loss[0] != '\0' ? call_lost_words(c, false, &len) : NULL;
+        char *words = call_end_words(c, c->jc_end_code, false, &len);
         call_end(call, c->jc_end_code, words, len);
         return;
     }

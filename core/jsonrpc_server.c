@@ -99,8 +99,12 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     char buf[128];
     const char *why = auth_judge_tokenless(sc, buf, sizeof(buf));
     if (why != NULL) {
+        /* With the error's name: before any request was read, so its client may tell its
+         * callers that nothing ran (as a refused HELLO does; docs/PROTOCOL.md). */
+        char said[sizeof(buf) + 16];
+        snprintf(said, sizeof(said), "%s: %s", arpc_errname(ARPC_EAUTH), why);
         sc->sc_refused = true;
-        jsonrpc_refuse_code(sc, ARPC_EAUTH, why);
+        jsonrpc_refuse_code(sc, ARPC_EAUTH, said);
     } else {
         arpc_conn_let_in(conn);
     }

@@ -423,6 +423,31 @@ static void test_json_tls_refused(void **state)
     assert_int_equal(0, st.connections_accepted);
 }
 
+/* --json to a server that takes arpc frames only (no_jsonrpc): the server says so, none ran,
+ * and the exit status is ARPC_EREJECTED's (before: ARPC_ECONNLOST's, "may have run", the
+ * server's answer an arpc GOAWAY the JSON-RPC client could not read). */
+static void test_json_to_arpc_only_server(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.no_jsonrpc = true};
+    arpc_server *s;
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct call_run r;
+    RUN(&r, "--json", addr, "t.echo", "\"hi\"");
+    assert_int_equal(10 + ARPC_EREJECTED, r.status);
+    assert_int_equal(0, r.out_len);
+    assert_string_equal("arpc-call: t.echo: ARPC_EREJECTED: the server refused this connection: this server takes "
+                        "arpc frames only, not JSON-RPC\n",
+                        r.err);
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(s, "t.echo", &ms));
+    assert_int_equal(0, ms.calls.by_outcome[ARPC_OK]);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 #else
 
 /* Built without jansson: --json is refused with a clear message, not sent as arpc. */
@@ -458,6 +483,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
 #ifdef ARPC_WITH_JSONRPC
         cmocka_unit_test_setup_teardown(test_json_tls_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_to_arpc_only_server, setup, teardown),
 #endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -672,7 +672,9 @@ static void test_server_limits(void **state)
  * default one over 1 MiB is dropped as it arrives and answered ARPC_ETOOLARGE by its id, the
  * connection going on, whatever max_frame allows (an attacker's trial: 16 MB requests from 2
  * connections held the loop 0.3-0.7 s each, a good client's p99 at 0.25-1.4 s). And a server
- * with no_jsonrpc treats a JSON peer as an arpc peer with a malformed frame: closed. */
+ * with no_jsonrpc tells a JSON peer so in JSON, by id null with the error's name, and closes:
+ * arpc's JSON-RPC client ends its calls ARPC_EREJECTED (none ran), not ARPC_ECONNLOST ("may
+ * have run", as it did when the server's answer was an arpc GOAWAY: an operator's trial). */
 static void test_default_request_limit_and_no_jsonrpc(void **state)
 {
     (void)state;
@@ -705,8 +707,16 @@ static void test_default_request_limit_and_no_jsonrpc(void **state)
     assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
     assert_int_equal(arpc_server_register(s, "T.Echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
-    /* Closed after an arpc GOAWAY for the malformed frame: no JSON answer. */
-    assert_int_not_equal('{', send_until_closed(to, next, sizeof(next) - 1)[0]);
+    static const char refused[] =
+        "{\"id\":null,\"result\":null,\"error\":\"ARPC_EREJECTED: this server takes arpc frames only, not JSON-RPC\"}\n";
+    assert_string_equal(send_until_closed(to, next, sizeof(next) - 1), refused);
+    static const char batch[] = "[{\"method\":\"T.Echo\",\"params\":[7],\"id\":1}]\n"; /* JSON too */
+    assert_string_equal(send_until_closed(to, batch, sizeof(batch) - 1), refused);
+    static const char words[] = "the server refused this connection: this server takes arpc frames only, not JSON-RPC";
+    arpc_jsonrpc_client *jc = connect_client(to);
+    expect_call(jc, "T.Echo", "1", ARPC_EREJECTED, words);
+    expect_call(jc, "T.Echo", "2", ARPC_EREJECTED, words); /* and so does every call after */
+    arpc_jsonrpc_close(jc);
     arpc_client *c; /* arpc peers as ever */
     assert_int_equal(arpc_client_connect(&c, to, NULL), ARPC_OK);
     void *out = NULL;
@@ -1076,7 +1086,8 @@ static void counting_echo(arpc_request *req, void *ctx)
 }
 
 /* A server that checks tokens: a JSON-RPC peer, which cannot send one, is refused in JSON
- * before any of its calls runs, and the connection closes. */
+ * before any of its calls runs, by id null with the error's name, and the connection closes;
+ * arpc's JSON-RPC client ends its calls ARPC_EAUTH (none ran), not ARPC_ECONNLOST. */
 static void test_server_with_auth_refuses_json_peer(void **state)
 {
     (void)state;
@@ -1090,7 +1101,11 @@ static void test_server_with_auth_refuses_json_peer(void **state)
     assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", to, sizeof(to)), ARPC_OK);
     static const char call[] = "{\"method\":\"T.Echo\",\"params\":[1],\"id\":7}\n";
     const char *got = send_until_closed(to, call, sizeof(call) - 1);
-    assert_non_null(strstr(got, "\"id\":null,\"result\":null,\"error\":\"the server requires a token"));
+    assert_non_null(strstr(got, "\"id\":null,\"result\":null,\"error\":\"ARPC_EAUTH: the server requires a token"));
+    arpc_jsonrpc_client *jc = connect_client(to);
+    expect_call(jc, "T.Echo", "1", ARPC_EAUTH,
+                "the server refused this connection: the server requires a token and the client sent none");
+    arpc_jsonrpc_close(jc);
     assert_int_equal(0, atomic_load(&auth_echo_runs));
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }

@@ -231,7 +231,7 @@ static void test_json_peer_token_required(void **state)
     int runs = atomic_load(&whoami_runs);
     arpc_server *s = start_server(arpc_auth_fixed_tokens, (void *)tokens, addr);
     const char *got = tls_json_call(addr, call);
-    assert_non_null(strstr(got, "{\"id\":null,\"result\":null,\"error\":\"the server requires a token"));
+    assert_non_null(strstr(got, "{\"id\":null,\"result\":null,\"error\":\"ARPC_EAUTH: the server requires a token"));
     assert_int_equal(runs, atomic_load(&whoami_runs));
     stop_server(s);
 }

@@ -52,12 +52,14 @@
  * server parses each request on its loop thread): it is dropped as it arrives (never
  * buffered whole) and answered "ARPC_ETOOLARGE: ..." by its id; and one holding so many values
  * for its size that parsing it would take more than 8 x that limit of memory (e.g. thousands
- * of empty objects: docs/PROTOCOL.md). A server with no_jsonrpc answers no JSON-RPC. A
+ * of empty objects: docs/PROTOCOL.md). A server with no_jsonrpc runs no JSON-RPC: a JSON
+ * peer is answered once with {"id":null,"result":null,"error":"ARPC_EREJECTED: this server
+ * takes arpc frames only, not JSON-RPC"} and the connection closed. A
  * JSON-RPC connection has no HELLO and no heartbeat; the idle, frame and connection-count
  * limits apply to it as to any. On a tls:// listener its peer is known as an arpc client's
  * is (arpc_request_peer_subject, arpc_request_peer): the server's checks (arpc/auth.h) run at
  * its first byte with no token, so a server requiring a token refuses it (answered once with
- * id null, then closed), and a callback may admit it by its certificate (docs/SECURITY.md).
+ * id null, "ARPC_EAUTH: " and the reason, then closed), and a callback may admit it by its certificate (docs/SECURITY.md).
  *
  * ---- Calling: arpc_jsonrpc_client ----
  * A client for a JSON-RPC 1.0 server such as Go's jsonrpc.ServeConn: one connection, calls
@@ -78,6 +80,11 @@
  *                   and "jsonrpc: params must be an array" (arpc's server did not take the
  *                   request) are ARPC_EREJECTED, the whole text the data. (Before 2026-12-05
  *                   all of these were ARPC_EHANDLER, as if the call had run.)
+ *   ARPC_EAUTH, ARPC_EREJECTED (by id null) the server refused the connection before it read
+ *                   a call: it requires a token (which JSON-RPC cannot send), or it takes arpc
+ *                   frames only (no_jsonrpc, or built without JSON-RPC). None ran; every
+ *                   call from then on ends so too; the data is "the server refused this
+ *                   connection: " and the server's words
  *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run); the data says so
  *   ARPC_EUNREACHABLE the deadline passed while the request still waited whole in the
  *                   client's output queue (the server was not reading): it was taken back,

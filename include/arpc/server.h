@@ -300,8 +300,9 @@ typedef struct arpc_server_options {
      * ARPC_MAX_FRAME_MIN. */
     uint32_t jsonrpc_max_request;
     /* true: this server's listeners speak arpc frames only; a peer whose first byte is a JSON
-     * object's is an arpc peer with a malformed frame (closed, charged as a fault). For a
-     * server that strangers can reach and no JSON-RPC peer needs. */
+     * object's or array's is told so once in JSON (id null, "ARPC_EREJECTED: this server
+     * takes arpc frames only, not JSON-RPC": none of its calls ran) and closed, charged as a
+     * fault. For a server that strangers can reach and no JSON-RPC peer needs. */
     bool no_jsonrpc;
     /* A field appended here starts past the struct's tail padding (8-aligned: after a 4-byte
      * unused field if need be), for the reason of reserved_after_unix_mode. */
