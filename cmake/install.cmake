@@ -18,11 +18,22 @@ target_link_libraries(arpc PRIVATE arpc_build_flags PkgConfig::CK libev::libev T
 # after every client is closed (docs/ABI.md, "Unloading").
 target_link_options(arpc PRIVATE -Wl,-z,nodelete)
 
-# The static library, libarpc.a: the objects already compiled for arpc_internal (a static
-# library's symbol visibility does not matter until it is linked into a shared one, so they need
-# no third compilation), under the installed name. Its users link ck, libev and pthreads
-# themselves (arpcConfig.cmake and arpc.pc's Libs.private say so).
-add_library(arpc_static STATIC $<TARGET_OBJECTS:arpc_internal>)
+# The static library, libarpc.a: the objects already compiled for arpc_internal, linked into
+# one whose only global symbols are the shared library's exports (cmake/static_prelink.cmake:
+# a program defining its own call_new or pending_get linked against the objects as they were
+# and failed, "multiple definition"). Its users link ck, libev and pthreads themselves
+# (arpcConfig.cmake and arpc.pc's Libs.private say so).
+set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/arpc.o)
+file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/arpc_static.dir/objects.txt
+  CONTENT "$<JOIN:$<TARGET_OBJECTS:arpc_internal>,\n>\n")
+add_custom_command(OUTPUT ${ARPC_PRELINKED}
+  COMMAND ${CMAKE_COMMAND} -DLD=${CMAKE_LINKER} -DOBJCOPY=${CMAKE_OBJCOPY} -DNM=${CMAKE_NM}
+    -DOBJECTS=${CMAKE_BINARY_DIR}/arpc_static.dir/objects.txt -DSHARED=$<TARGET_FILE:arpc>
+    -DOUT=${ARPC_PRELINKED} -P ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
+  DEPENDS arpc arpc_internal ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
+  COMMENT "libarpc.a: one object, the public API its only global symbols" VERBATIM)
+set_source_files_properties(${ARPC_PRELINKED} PROPERTIES EXTERNAL_OBJECT TRUE GENERATED TRUE)
+add_library(arpc_static STATIC ${ARPC_PRELINKED})
 set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc LINKER_LANGUAGE C)
 target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
@@ -33,14 +44,16 @@ if(ARPC_WITH_JSONRPC)
   target_compile_definitions(arpc PRIVATE ARPC_WITH_JSONRPC=1)
   target_link_libraries(arpc PRIVATE PkgConfig::JANSSON)
   target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::JANSSON> $<INSTALL_INTERFACE:jansson>)
-  set(ARPC_PC_JANSSON ", jansson")
+  set(ARPC_PC_JANSSON "jansson")
 endif()
 set(ARPC_PC_PROTOBUF "")
 if(ARPC_WITH_PROTOBUF)
-  target_link_libraries(arpc PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>)
+  # Public: arpc/protobuf.h and the stubs protoc-c makes call protobuf-c (a program that
+  # compiled its stubs without arpc_protobuf_generate was left to find -lprotobuf-c).
+  target_link_libraries(arpc PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C> $<INSTALL_INTERFACE:protobuf-c>)
   target_link_libraries(arpc_static PUBLIC $<BUILD_INTERFACE:PkgConfig::PROTOBUF_C>
     $<INSTALL_INTERFACE:protobuf-c>)
-  set(ARPC_PC_PROTOBUF ", libprotobuf-c")
+  set(ARPC_PC_PROTOBUF "libprotobuf-c")
   # arpc_protobuf_generate() for downstream projects, loaded by arpcConfig.cmake.
   install(FILES cmake/ArpcProtobuf.cmake DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 endif()

@@ -25,6 +25,11 @@ for f in "$libdir/libarpc.a" "$libdir/pkgconfig/arpc.pc" "$libdir/cmake/arpc/arp
     [ -e "$usr/$f" ] || fail "the staged install has no /usr/$f"
 done
 grep -qx "libdir=\${prefix}/$libdir" "$usr/$libdir/pkgconfig/arpc.pc" || fail "arpc.pc's libdir is not \${prefix}/$libdir"
+# libarpc.a's global symbols are the shared library's exports, nothing more (cmake/static_prelink.cmake).
+static_syms=$(nm -g --defined-only "$usr/$libdir/libarpc.a" | awk 'NF == 3 {print $3}' | sort)
+shared_syms=$(nm -D --defined-only "$usr/$libdir/libarpc.so" | awk 'NF == 3 {print $3}' | sort)
+[ "$static_syms" = "$shared_syms" ] || fail "libarpc.a's global symbols are not libarpc.so's exports: $(comm -23 \
+    <(echo "$static_syms") <(echo "$shared_syms") | head -5 | tr '\n' ' ')"
 
 grep -qx "prefix=\${pcfiledir}/$(echo "$libdir/pkgconfig" | sed 's|[^/]*|..|g')" "$usr/$libdir/pkgconfig/arpc.pc" ||
     fail "arpc.pc's prefix is not found from its own place"

@@ -1,13 +1,21 @@
 /*
  * A downstream program: checks that the headers and the library it was linked against are one
  * version, then makes one call over inproc:// (a server and a client in this process), and
- * completes a future of its own with a block from arpc_malloc.
- * Exits 0 and prints "downstream ok" only if both hold.
+ * completes a future of its own with a block from arpc_malloc. It defines functions named as
+ * arpc's internal ones are (call_new, pending_get): linked statically too, they must not clash
+ * (libarpc.a's only global symbols are the public API, cmake/static_prelink.cmake).
+ * Exits 0 and prints "downstream ok" only if all of it holds.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include <arpc/arpc.h>
+
+/* A program's own names, which arpc's internals also use. */
+int call_new(int x);
+int pending_get(int x);
+int call_new(int x) { return x + 1; }
+int pending_get(int x) { return x * 2; }
 
 static void echo(arpc_request *req, void *ctx)
 {
@@ -19,6 +27,10 @@ static void echo(arpc_request *req, void *ctx)
 
 int main(void)
 {
+    if (call_new(1) != 2 || pending_get(2) != 4) {
+        fprintf(stderr, "downstream: its own call_new or pending_get is not the one called\n");
+        return 1;
+    }
     if (arpc_version() != ARPC_VERSION_NUMBER || strcmp(arpc_version_string(), ARPC_VERSION_STRING) != 0) {
         fprintf(stderr, "downstream: headers are %s, library is %s\n", ARPC_VERSION_STRING,
             arpc_version_string());
