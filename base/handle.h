@@ -110,8 +110,16 @@ static inline enum arpc_handle_entry arpc_handle_enter_unless(void *h, atomic_si
 {
     if (arpc_handle_in_state(h, closing))
         return ARPC_HANDLE_CLOSING;
-    if (!arpc_handle_check(h, want, kind, fn))
+    if (h == NULL)
         return ARPC_HANDLE_REFUSED;
+    if (ARPC_HANDLE_FREED(h) || atomic_load((const arpc_magic *)h) != want) {
+        /* The close may have begun between the two looks (a then-callback starting a call on
+         * the loop thread as another thread closes): turned away, not misuse (an abort). */
+        if (arpc_handle_in_state(h, closing))
+            return ARPC_HANDLE_CLOSING;
+        (void)arpc_handle_misuse(h, kind, fn);
+        return ARPC_HANDLE_REFUSED;
+    }
     atomic_fetch_add(live, 1);
     if (atomic_load((arpc_magic *)h) == want)
         return ARPC_HANDLE_IN;

@@ -9,6 +9,7 @@
  * itself whenever the connection breaks (to a name's new addresses, if it moved:
  * client_lookup.c).
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -391,6 +392,12 @@ int arpc_client_close(arpc_client *c)
      * them: what is left is callers between their entry and their hand-over (client_enter,
      * core/client_api.c), which the stopped loop refuses, so they leave at once. */
     arpc_loop_fence_until_zero(c->cl_loop, &c->cl_live);
+    /* Their jobs have all run: the loop's count is ours to read (after the fence). */
+    if (c->cl_dropped_closing > 0)
+        arpc_log(ARPC_LOG_WARN,
+                 "closing the client of %s: %" PRIu64 " one-way message(s) that other threads' arpc_notify "
+                 "accepted as the close began dropped unsent",
+                 c->cl_target.t_addr, c->cl_dropped_closing);
     arpc_handle_poison(c); /* closed: any use from now on is misuse */
     if (c->cl_owns_loop)
         arpc_loop_destroy(c->cl_loop);

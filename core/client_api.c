@@ -440,6 +440,8 @@ void client_oneway_queue(arpc_client *c, struct client_oneway *m)
      * was one-way. Refused (no memory for the queue), it was freed at once: dropped. */
     if (arpc_conn_send_shared(&c->cl_conn, m, m->om_frame, m->om_len, client_oneway_release) != ARPC_OK)
         arpc_stat_inc(&c->cl_stats.cst_oneways_dropped);
+    else
+        c->cl_oneways_on_conn++;
 }
 
 void client_oneway_drop(arpc_client *c, struct client_oneway *m)
@@ -454,10 +456,14 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     struct client_oneway *m = (struct client_oneway *)job;
     arpc_client *c = m->om_client;
     arpc_stat_inc(&c->cl_stats.cst_oneways);
-    if (atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open)
+    int state = atomic_load(&c->cl_state);
+    if (state == CL_READY && c->cl_conn.c_open)
         client_oneway_queue(c, m);
-    else if (!client_hold_oneway(c, m))
+    else if (!client_hold_oneway(c, m)) {
+        if (state == CL_CLOSED) /* its thread was inside as the close began: the close says it */
+            c->cl_dropped_closing++;
         client_oneway_drop(c, m); /* no connection now, no message */
+    }
     client_leave(c); /* the notifier's count (client_enter), held by the message until here */
 }
 

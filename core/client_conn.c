@@ -133,6 +133,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     cn->cn_proven = false;
     cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
+    c->cl_oneways_on_conn = 0;
     atomic_store(&c->cl_state, CL_READY);
     if (n > 0)
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);

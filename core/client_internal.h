@@ -251,6 +251,10 @@ struct arpc_client {
     bool cl_closed_in_handshake;    /* the close came before the HELLO: only the handshake's frames were queued */
     uint64_t cl_unsent_oneway;      /* one-way messages the close dropped unwritten */
     uint64_t cl_unsent_frames;      /* frames of any kind (the goodbye: queued last) */
+    uint64_t cl_oneways_on_conn;    /* one-way messages queued on this connection (from its HELLO) */
+    uint64_t cl_dropped_closing;    /* arpc_notify's messages whose job came after the close's
+                                     * step (their threads were inside as it began): dropped,
+                                     * said by the closer once they have all come */
     /* Cancels that found no memory for their job (core/client_cancel_sweep.c): one job of the
      * client's, on the lane while cl_sweep_posted (any thread). */
     struct arpc_loop_job cl_cancel_sweep;

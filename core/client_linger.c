@@ -101,6 +101,16 @@ void client_linger_done(arpc_client *c, int reason, const char *cause)
                  " other frame(s) (requests, the goodbye) dropped unwritten: %s",
                  c->cl_target.t_addr, c->cl_unsent_oneway, c->cl_unsent_frames - c->cl_unsent_oneway, why);
     }
+    /* Written whole, but the server had not ended its stream when the linger ran out (its
+     * input held behind calls over its bounds, or not read at all): what it had not read is
+     * lost with the connection, and which that was cannot be known here. Said, not counted. */
+    uint64_t written = c->cl_oneways_on_conn - c->cl_unsent_oneway;
+    if (c->cl_lingering && reason == ARPC_ETIMEDOUT && written > 0)
+        arpc_log(ARPC_LOG_WARN,
+                 "closing the client of %s: the server did not end its stream within close_linger_ms (%" PRId64
+                 " ms): of the %" PRIu64 " one-way message(s) written on this connection, those it had not read "
+                 "yet are lost",
+                 c->cl_target.t_addr, c->cl_linger_ms, written);
     if (!c->cl_lingering)
         return;
     arpc_deadline_cancel(c->cl_loop, &c->cl_linger_timer);

@@ -25,6 +25,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -46,6 +47,8 @@ static atomic_int sink_runs;
 static sem_t sink_started, sink_release;
 static sem_t close_under_way; /* the close lingers, or returned */
 static atomic_long unsent_reported = -1; /* from the close's WARN line */
+static atomic_long dropped_closing_reported = -1; /* notifies that came after the close began */
+static atomic_long written_maybe_lost = -1; /* written, but the linger ran out first */
 static atomic_bool sink_waited_out; /* the first sink was never let go: the test waited on itself */
 static char unsent_line[512];        /* the close's WARN line (read once the close returned) */
 
@@ -66,8 +69,13 @@ static void logger(void *ctx, enum arpc_log_level level, const char *line)
     (void)ctx;
     (void)level;
     long n;
+    const char *of = strstr(line, "of the ");
     if (strstr(line, "waiting up to") != NULL)
         sem_post(&close_under_way);
+    else if (strstr(line, "did not end its stream") != NULL && of != NULL && sscanf(of, "of the %ld one-way", &n) == 1)
+        atomic_store(&written_maybe_lost, n);
+    else if (strstr(line, "as the close began") != NULL && sscanf(line, "closing the client of %*s %ld one-way", &n) == 1)
+        atomic_store(&dropped_closing_reported, n);
     else if (sscanf(line, "closing the client of %*s %ld one-way message", &n) == 1) {
         snprintf(unsent_line, sizeof(unsent_line), "%s", line);
         atomic_store(&unsent_reported, n);
@@ -85,6 +93,8 @@ static int setup_on(void **state, const char *listen, const arpc_server_options 
     static struct fixture fx;
     atomic_store(&sink_runs, 0);
     atomic_store(&unsent_reported, -1);
+    atomic_store(&dropped_closing_reported, -1);
+    atomic_store(&written_maybe_lost, -1);
     unsent_line[0] = '\0';
     atomic_store(&sink_waited_out, false);
     latch_reset();
@@ -252,6 +262,20 @@ static void unpark_all(void)
         arpc_reply(parked[i], NULL, 0);
 }
 
+/* The 2 x PARK_MAX calls a close ended: ARPC_ECANCELLED for the first PARK_MAX, which the
+ * server ran; the others either so (sent) or ARPC_ESHUTDOWN (their requests still waited whole
+ * in the client's queue and were taken back: under load its loop may not have written them
+ * yet). Released. */
+static void release_ended_by_close(arpc_future **f)
+{
+    for (int i = 0; i < 2 * PARK_MAX; i++) {
+        int rc = arpc_future_poll(f[i]);
+        if (i < PARK_MAX || rc != ARPC_ESHUTDOWN)
+            assert_int_equal(ARPC_ECANCELLED, rc);
+        arpc_future_release(f[i]);
+    }
+}
+
 static arpc_server *park_server(char *addr, size_t addrlen)
 {
     pthread_mutex_lock(&park_mu);
@@ -300,10 +324,7 @@ static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
     unpark_all();
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_true(returned);
-    for (int i = 0; i < 2 * PARK_MAX; i++) {
-        assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
-        arpc_future_release(f[i]);
-    }
+    release_ended_by_close(f);
     assert_int_equal(atomic_load(&unsent_reported), -1);
     sem_destroy(&close_returned);
     arpc_server_destroy(s);
@@ -333,13 +354,138 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
     unpark_all();
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_true(latch_wait(1, TEST_WAIT_MS));
-    for (int i = 0; i < 2 * PARK_MAX; i++) {
-        assert_int_equal(ARPC_ECANCELLED, arpc_future_poll(f[i]));
-        arpc_future_release(f[i]);
-    }
+    release_ended_by_close(f);
     assert_int_equal(atomic_load(&unsent_reported), -1);
     arpc_server_destroy(s);
     assert_false(latch_wait(2, 0)); /* once */
+}
+
+/* One-way messages behind a hold that outlasts the linger: written whole, and the server
+ * never read them. The close cannot know which the server read, but it says that those it had
+ * not read are lost (before, nothing was said: a review's stress test). */
+static void test_close_says_what_a_linger_that_ran_out_may_lose(void **state)
+{
+    (void)state;
+    char addr[256];
+    arpc_server *s = park_server(addr, sizeof(addr));
+    arpc_client *c;
+    arpc_client_options o = {.close_linger_ms = 200};
+    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
+    arpc_future *f[2 * PARK_MAX];
+    for (int i = 0; i < 2 * PARK_MAX; i++)
+        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
+    assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways), 3, TEST_WAIT_MS)); /* queued */
+    assert_int_equal(arpc_client_close(c), ARPC_OK); /* the hold outlasts the 200 ms */
+    assert_int_equal(atomic_load(&written_maybe_lost), 3);
+    assert_int_equal(atomic_load(&unsent_reported), -1); /* all of it left whole */
+    unpark_all();
+    release_ended_by_close(f);
+    arpc_server_destroy(s);
+}
+
+/* ---- arpc_notify racing arpc_client_close ---- */
+
+/* Another thread's arpc_notify inside as the close begins: its message's job may come to the
+ * client's loop after the close's step, and is dropped; the close says so, in a line of its
+ * own, once every such caller has left (before, only a stat counted it, which nobody could
+ * read once close returned: a review's stress test). Each round: the client's loop (the
+ * test's own) is held by a task, a notifier and the closer start together, the notifier
+ * returns (its notify accepted or refused ARPC_ESHUTDOWN; the close cannot return meanwhile,
+ * its step waiting for the loop), the loop goes on. Every message accepted then ran on the
+ * server, or was said dropped. A large body makes the notifier's copy long enough that the
+ * close's step often comes first. */
+#define RACE_ROUNDS 200
+#define RACE_BYTES (256u * 1024u)
+
+static sem_t race_go, race_notified, race_loop_held, race_loop_release;
+static arpc_client *race_client;
+static char *race_body;
+static atomic_int race_rc;
+
+static void race_hold_loop(arpc_loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+    sem_post(&race_loop_held);
+    (void)sem_wait_secs(&race_loop_release, TEST_WAIT_S); /* bounded: a failing test ends */
+}
+
+static void *race_notifier(void *arg)
+{
+    (void)arg;
+    assert_int_equal(sem_wait(&race_go), 0);
+    atomic_store(&race_rc, arpc_notify(race_client, "count", race_body, RACE_BYTES));
+    sem_post(&race_notified);
+    return NULL;
+}
+
+static void *race_closer(void *arg)
+{
+    (void)arg;
+    assert_int_equal(sem_wait(&race_go), 0);
+    assert_int_equal(arpc_client_close(race_client), ARPC_OK);
+    return NULL;
+}
+
+static void test_notify_racing_close_is_run_or_said(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    char addr[256];
+    assert_int_equal(arpc_server_create(&s, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_register(s, "count", count, NULL, NULL), ARPC_OK);
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_loop *loop;
+    assert_int_equal(arpc_loop_create(&loop, NULL), ARPC_OK);
+    assert_int_equal(arpc_loop_start(loop), ARPC_OK);
+    race_body = calloc(1, RACE_BYTES);
+    assert_non_null(race_body);
+    sem_init(&race_go, 0, 0);
+    sem_init(&race_notified, 0, 0);
+    sem_init(&race_loop_held, 0, 0);
+    sem_init(&race_loop_release, 0, 0);
+    unsigned ran = 0, accepted_dropped = 0;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        atomic_store(&dropped_closing_reported, -1);
+        arpc_client_options o = {.loop = loop};
+        assert_int_equal(arpc_client_connect(&race_client, addr, &o), ARPC_OK);
+        assert_int_equal(arpc_loop_submit(loop, race_hold_loop, NULL), ARPC_OK);
+        assert_true(sem_wait_secs(&race_loop_held, TEST_WAIT_S));
+        pthread_t n, cl;
+        assert_int_equal(pthread_create(&n, NULL, race_notifier, NULL), 0);
+        assert_int_equal(pthread_create(&cl, NULL, race_closer, NULL), 0);
+        sem_post(&race_go);
+        sem_post(&race_go);
+        assert_true(sem_wait_secs(&race_notified, TEST_WAIT_S)); /* the close is still under way */
+        sem_post(&race_loop_release);
+        assert_int_equal(pthread_join(cl, NULL), 0);
+        assert_int_equal(pthread_join(n, NULL), 0);
+        int rc = atomic_load(&race_rc);
+        if (rc != ARPC_OK) {
+            assert_int_equal(rc, ARPC_ESHUTDOWN); /* started once the close had begun */
+            continue;
+        }
+        long dropped = atomic_load(&dropped_closing_reported);
+        assert_true(dropped == -1 || dropped == 1);
+        assert_int_equal(atomic_load(&unsent_reported), -1); /* the server reads promptly */
+        if (dropped == 1)
+            accepted_dropped++;
+        else
+            assert_true(latch_wait(++ran, TEST_WAIT_MS)); /* it ran */
+    }
+    print_message("%d rounds: %u messages ran, %u said dropped as the close began\n", RACE_ROUNDS, ran,
+                  accepted_dropped);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    assert_false(latch_wait(ran + 1, 0)); /* none ran that was said dropped */
+    arpc_loop_destroy(loop);
+    free(race_body);
+    sem_destroy(&race_go);
+    sem_destroy(&race_notified);
+    sem_destroy(&race_loop_held);
+    sem_destroy(&race_loop_release);
 }
 
 static uint64_t oneway_stat(arpc_client *c, bool dropped)
@@ -482,6 +628,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_after_the_server_left_says_the_connection_ended, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_behind_held_calls_does_not_wait_for_them, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_behind_held_calls_waits_for_a_one_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_says_what_a_linger_that_ran_out_may_lose, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notify_racing_close_is_run_or_said, setup, teardown),
 #ifdef ARPC_TEST_WITH_TLS
         cmocka_unit_test_setup_teardown(test_tls_close_loses_nothing_to_a_reset, setup_tls, teardown_tls),
         cmocka_unit_test_setup_teardown(test_close_in_a_handshake_drops_nothing_of_the_callers, setup_tls, teardown_tls),
