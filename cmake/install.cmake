@@ -74,6 +74,10 @@ endif()
 install(DIRECTORY include/arpc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT arpc_headers
   ${ARPC_HEADERS_LEFT_OUT})
 
+# What a user of the installed library reads: share/doc/arpc.
+install(FILES README.md CHANGELOG.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(DIRECTORY docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR})
+
 set(ARPC_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/arpc)
 install(EXPORT arpcTargets NAMESPACE arpc:: FILE arpcTargets.cmake DESTINATION ${ARPC_CMAKE_DIR})
 install(EXPORT arpcStaticTargets NAMESPACE arpc:: FILE arpcStaticTargets.cmake

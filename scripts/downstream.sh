@@ -21,7 +21,8 @@ DESTDIR=$stage cmake --install "$BUILD/arpc" >/dev/null
 fail() { echo "downstream: $*" >&2; exit 1; }
 usr=$stage/usr
 for f in "$libdir/libarpc.a" "$libdir/pkgconfig/arpc.pc" "$libdir/cmake/arpc/arpcConfigVersion.cmake" \
-         include/arpc/version.h include/arpc/stats.h bin/arpc-call; do
+         include/arpc/version.h include/arpc/stats.h bin/arpc-call share/doc/arpc/README.md \
+         share/doc/arpc/SEMANTICS.md; do
     [ -e "$usr/$f" ] || fail "the staged install has no /usr/$f"
 done
 grep -qx "libdir=\${prefix}/$libdir" "$usr/$libdir/pkgconfig/arpc.pc" || fail "arpc.pc's libdir is not \${prefix}/$libdir"

@@ -272,6 +272,11 @@ static void test_usage(void **state)
     assert_int_equal(0, r.status);
     assert_non_null(strstr(r.out, "usage: arpc-call"));
     assert_non_null(strstr(r.out, " 23 ARPC_ENOMETHOD"));
+    RUN(&r, "--version");
+    assert_int_equal(0, r.status);
+    char want[64];
+    snprintf(want, sizeof(want), "arpc-call %s\n", ARPC_VERSION_STRING);
+    assert_string_equal(want, r.out);
     RUN(&r, fx->addr);
     assert_int_equal(2, r.status);
     RUN(&r, "--no-such-option", fx->addr, "t.echo");

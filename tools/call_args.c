@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "arpc/error.h"
+#include "arpc/version.h"
 #include "exit_codes.h"
 
 struct opt {
@@ -139,6 +140,7 @@ void call_args_usage(FILE *f)
     for (size_t i = 0; i < NOPTS; i++)
         fprintf(f, "  --%-12s %s\n", opts[i].name, opts[i].help);
     fprintf(f, "  --%-12s %s\n", "help", "this text");
+    fprintf(f, "  --%-12s %s\n", "version", "the arpc version it runs with");
     fprintf(f, "\nOn failure standard error gets one line, 'arpc-call: METHOD: ARPC_EXXX: text', and the exit\n"
                "status says which:\n"
                "  0   the call succeeded (with --repeat: every call)\n"
@@ -200,6 +202,10 @@ enum call_args_result call_args_parse(int argc, char **argv, struct call_args *a
         }
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             call_args_usage(stdout);
+            return CALL_ARGS_HELP;
+        }
+        if (strcmp(arg, "--version") == 0) { /* the library's: arpc-call carries it */
+            printf("arpc-call %s\n", arpc_version_string());
             return CALL_ARGS_HELP;
         }
         if (strncmp(arg, "--", 2) != 0)

@@ -35,7 +35,7 @@ bool call_args_tls(const struct call_args *a);
 
 enum call_args_result {
     CALL_ARGS_OK,
-    CALL_ARGS_HELP,  /* --help was printed: exit 0 */
+    CALL_ARGS_HELP,  /* --help or --version was printed: exit 0 */
     CALL_ARGS_USAGE, /* a usage error was printed on stderr: exit 2 */
 };
 

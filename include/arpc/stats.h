@@ -127,7 +127,11 @@ typedef struct arpc_client_stats {
     uint64_t name_lookups;
 } arpc_client_stats;
 
-/* The server's counters, read from any thread. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h). */
+/* The server's counters, read from any thread. Errors: ARPC_EINVAL (NULL, or a destroyed server: see arpc/common.h).
+ * arpc_server_stats and arpc_client_stats are both a struct type and a function-like macro
+ * (docs/ABI.md: the size passed for the caller): a type followed by '(' is taken for the
+ * macro, so C++ value-initialises with braces, arpc_server_stats st{}, not
+ * arpc_server_stats(). */
 ARPC_API int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *st, size_t st_size);
 #define arpc_server_stats(s, st) arpc_server_stats_v((s), (st), sizeof(arpc_server_stats))
 
