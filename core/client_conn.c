@@ -134,6 +134,7 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     cn->cn_hello_ns = arpc_now_coarse_ns();
     uint64_t n = atomic_fetch_add(&c->cl_connections, 1);
     c->cl_oneways_on_conn = 0;
+    memset(&c->cl_attempts_log, 0, sizeof(c->cl_attempts_log)); /* the next outage is said at once */
     atomic_store(&c->cl_state, CL_READY);
     if (n > 0)
         arpc_log(ARPC_LOG_INFO, "reconnected to %s", c->cl_target.t_addr);

@@ -21,6 +21,8 @@
 #include "base/log.h"
 #include "core/client_internal.h"
 
+#define CLIENT_ATTEMPTS_LOG_NS (10 * 1000000000ull) /* an outage's line, then one every 10 s */
+
 static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 {
     arpc_loop_io_stop(loop, &cn->cn_io);
@@ -161,6 +163,15 @@ void client_connect_failed(arpc_client *c, int code, const char *why)
         calls_refused(c, client_unavailable_reason(c));
     if (state == CL_CLOSED || state == CL_LOST)
         return;
+    /* Said, sparingly: a client whose server stays down otherwise waits in silence until its
+     * calls' deadlines or reconnect_give_up_ms (an operator's trial). The first failed attempt
+     * of an outage, then a line every CLIENT_ATTEMPTS_LOG_NS with how many failed meanwhile. */
+    uint64_t unlogged = 0;
+    if (arpc_log_throttle_due(&c->cl_attempts_log, arpc_now_coarse_ns(), CLIENT_ATTEMPTS_LOG_NS, 1, &unlogged)) {
+        char more[96];
+        arpc_log(ARPC_LOG_INFO, "no connection to %s yet: %s; trying again%s", c->cl_target.t_addr, why,
+                 arpc_log_throttle_more(more, sizeof(more), unlogged, "failed attempts"));
+    }
     arpc_log(ARPC_LOG_DEBUG, "reconnecting to %s: %s", c->cl_target.t_addr, why);
     client_lookup_maybe_start(c); /* the server may have moved: its answer is there by the next attempt, or a later one */
     client_connect_later(c);

@@ -53,6 +53,7 @@
 #include "base/dlist.h"
 #include "base/fork_gen.h"
 #include "base/handle.h"
+#include "base/log_throttle.h"
 #include "base/refcount.h"
 #include "base/u64_map.h"
 #include "core/block_pool.h"
@@ -181,6 +182,8 @@ struct arpc_client {
     /* loop thread only */
     struct arpc_conn cl_conn;
     struct client_connector cl_connector;
+    struct arpc_log_throttle cl_attempts_log; /* failed attempts, said (client_connect.c); reset
+                                               * by a connection */
     struct client_lookup *cl_lookup; /* a lookup of the name under way or not yet taken */
     uint64_t cl_lookup_ns;           /* when the last lookup began (arpc_now_coarse_ns) */
     struct pending_calls cl_pending; /* xid -> call sent on the current connection */
