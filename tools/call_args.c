@@ -100,7 +100,8 @@ static const struct opt opts[] = {
      "a whole number of milliseconds, 1 or more"},
     {"repeat", true, take_repeat,
      "N: make the call N times, pipelined, and print a summary line instead of the\n"
-     "                 reply (calls, failures, p50/p99/max in us, rate)",
+     "                 reply (calls, failures, p50/p99/max in us of every call, failed\n"
+     "                 or not, rate)",
      "a whole number, 1 or more"},
     {"list", false, take_list, "call the server's built-in arpc.methods: its method names, one per line", NULL},
     {"json", false, take_json,
