@@ -387,7 +387,9 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  *                 each followed by a line feed ("arpc.methods\narpc.stats\nkv.Get\n"); to a
  *                 JSON-RPC peer (arpc/jsonrpc.h), a JSON array of those it can call
  *                 (["arpc.methods","arpc.stats","kv.Get"]: not the numbered_only ones);
- *   arpc.stats    arpc_server_stats_json (arpc/stats.h);
+ *   arpc.stats    arpc_server_stats_json (arpc/stats.h), read while the call itself runs: it
+ *                 counts in calls_in_flight and handlers_in_flight (an idle server says 1),
+ *                 as a status page counts its own request;
  * both inline on the loop, the request body ignored; read-only, so a numbered (at-most-once)
  * call to either is answered as an unnumbered one: not kept in the reply cache, and answered
  * by a server whose reply log failed too (which refuses every numbered call).
