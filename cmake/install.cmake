@@ -23,17 +23,27 @@ target_link_options(arpc PRIVATE -Wl,-z,nodelete)
 # a program defining its own call_new or pending_get linked against the objects as they were
 # and failed, "multiple definition"). Its users link ck, libev and pthreads themselves
 # (arpcConfig.cmake and arpc.pc's Libs.private say so).
-set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/arpc.o)
-file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/arpc_static.dir/objects.txt
-  CONTENT "$<JOIN:$<TARGET_OBJECTS:arpc_internal>,\n>\n")
-add_custom_command(OUTPUT ${ARPC_PRELINKED}
-  COMMAND ${CMAKE_COMMAND} -DLD=${CMAKE_LINKER} -DOBJCOPY=${CMAKE_OBJCOPY} -DNM=${CMAKE_NM}
-    -DOBJECTS=${CMAKE_BINARY_DIR}/arpc_static.dir/objects.txt -DSHARED=$<TARGET_FILE:arpc>
-    -DOUT=${ARPC_PRELINKED} -P ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
-  DEPENDS arpc arpc_internal ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
-  COMMENT "libarpc.a: one object, the public API its only global symbols" VERBATIM)
-set_source_files_properties(${ARPC_PRELINKED} PROPERTIES EXTERNAL_OBJECT TRUE GENERATED TRUE)
-add_library(arpc_static STATIC ${ARPC_PRELINKED})
+# A multi-config generator builds it per configuration, in a directory of its own: a path
+# that names $<CONFIG> in a custom command's output needs CMake 3.20; before, such a tree gets
+# the objects as they are (every symbol global), and says so.
+get_property(ARPC_MULTI_CONFIG GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
+if(ARPC_MULTI_CONFIG AND CMAKE_VERSION VERSION_LESS 3.20)
+  message(STATUS "arpc: libarpc.a not prelinked (a multi-config generator needs CMake 3.20 for it): "
+    "its internal symbols stay global")
+  add_library(arpc_static STATIC $<TARGET_OBJECTS:arpc_internal>)
+else()
+  set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/arpc.o)
+  if(ARPC_MULTI_CONFIG)
+    set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/$<CONFIG>/arpc.o)
+  endif()
+  add_custom_command(OUTPUT ${ARPC_PRELINKED}
+    COMMAND ${CMAKE_COMMAND} -DLD=${CMAKE_LINKER} -DOBJCOPY=${CMAKE_OBJCOPY} -DNM=${CMAKE_NM}
+      "-DOBJECTS=$<JOIN:$<TARGET_OBJECTS:arpc_internal>,|>" -DSHARED=$<TARGET_FILE:arpc>
+      -DOUT=${ARPC_PRELINKED} -P ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
+    DEPENDS arpc arpc_internal ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
+    COMMENT "libarpc.a: one object, the public API its only global symbols" VERBATIM)
+  add_library(arpc_static STATIC ${ARPC_PRELINKED})
+endif()
 set_target_properties(arpc_static PROPERTIES OUTPUT_NAME arpc LINKER_LANGUAGE C)
 target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_DIR}/include>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
@@ -123,7 +133,6 @@ install(FILES ${ARPC_FOR_INSTALL}/arpc.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pk
 # A multi-config generator (Ninja Multi-Config, Xcode, Visual Studio) builds the library once
 # per configuration, each in a directory of its own: one file each, in <build dir>/<config>.
 configure_file(arpc-uninstalled.pc.in ${CMAKE_BINARY_DIR}/arpc-uninstalled.pc.in @ONLY)
-get_property(ARPC_MULTI_CONFIG GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
 if(ARPC_MULTI_CONFIG)
   set(ARPC_UNINSTALLED_PC ${CMAKE_BINARY_DIR}/$<CONFIG>/arpc-uninstalled.pc)
 else()

@@ -2,15 +2,18 @@
 # and every symbol but the shared library's exports is made local, so a static user sees the
 # same public API as a shared one: arpc's internal names (call_new, pending_get, ...) cannot
 # clash with a program's own, and a plugin that links libarpc.a exports nothing of arpc's but
-# its API. Variables: LD, OBJCOPY, NM, OBJECTS (a file listing the objects, one a line),
-# SHARED (libarpc.so), OUT (the object to write).
+# its API. Variables: LD, OBJCOPY, NM, OBJECTS (the objects, separated by '|': a CMake list's
+# ';' would split the argument), SHARED (libarpc.so), OUT (the object to write).
 foreach(v LD OBJCOPY NM OBJECTS SHARED OUT)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "static_prelink.cmake: ${v} not set")
   endif()
 endforeach()
 
-execute_process(COMMAND ${LD} -r -o ${OUT}.all.o @${OBJECTS} RESULT_VARIABLE rc)
+string(REPLACE "|" ";" objects "${OBJECTS}")
+get_filename_component(dir ${OUT} DIRECTORY)
+file(MAKE_DIRECTORY ${dir})
+execute_process(COMMAND ${LD} -r -o ${OUT}.all.o ${objects} RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "static_prelink.cmake: ${LD} -r failed (${rc})")
 endif()
