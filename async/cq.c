@@ -470,7 +470,7 @@ static bool cq_ready(void *arg)
     return atomic_load(&cq->cq_count) > 0 || atomic_load(&cq->cq_homed) == 0 || cq_ended(cq);
 }
 
-void (*cq_before_sleep)(arpc_cq *cq);
+void (*cq_before_sleep)(arpc_cq *cq) = NULL;
 
 static void cq_sleep(void *arg, uint64_t deadline_ns)
 {

@@ -5,7 +5,7 @@
 
 #include "base/log.h"
 
-atomic_uint arpc_fork_generation;
+atomic_uint arpc_fork_generation = 0;
 static pthread_once_t fork_gen_once = PTHREAD_ONCE_INIT;
 
 static void fork_gen_child(void) { atomic_fetch_add_explicit(&arpc_fork_generation, 1, memory_order_relaxed); }

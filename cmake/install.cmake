@@ -27,9 +27,11 @@ target_link_options(arpc PRIVATE -Wl,-z,nodelete)
 # that names $<CONFIG> in a custom command's output needs CMake 3.20; before, such a tree gets
 # the objects as they are (every symbol global), and says so.
 get_property(ARPC_MULTI_CONFIG GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
-if(ARPC_MULTI_CONFIG AND CMAKE_VERSION VERSION_LESS 3.20)
-  message(STATUS "arpc: libarpc.a not prelinked (a multi-config generator needs CMake 3.20 for it): "
-    "its internal symbols stay global")
+# Nor under link-time optimisation: its objects hold the compiler's IR, which objcopy cannot
+# localise.
+if((ARPC_MULTI_CONFIG AND CMAKE_VERSION VERSION_LESS 3.20) OR CMAKE_INTERPROCEDURAL_OPTIMIZATION)
+  message(STATUS "arpc: libarpc.a not prelinked (a multi-config generator needs CMake 3.20 for it; "
+    "link-time optimisation is off limits): its internal symbols stay global")
   add_library(arpc_static STATIC $<TARGET_OBJECTS:arpc_internal>)
 else()
   set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/arpc.o)
@@ -37,7 +39,8 @@ else()
     set(ARPC_PRELINKED ${CMAKE_BINARY_DIR}/arpc_static.dir/$<CONFIG>/arpc.o)
   endif()
   add_custom_command(OUTPUT ${ARPC_PRELINKED}
-    COMMAND ${CMAKE_COMMAND} -DLD=${CMAKE_LINKER} -DOBJCOPY=${CMAKE_OBJCOPY} -DNM=${CMAKE_NM}
+    COMMAND ${CMAKE_COMMAND} -DCC=${CMAKE_C_COMPILER} "-DCFLAGS=${CMAKE_C_FLAGS}" -DOBJCOPY=${CMAKE_OBJCOPY} -DNM=${CMAKE_NM}
+      -DREADELF=${CMAKE_READELF}
       "-DOBJECTS=$<JOIN:$<TARGET_OBJECTS:arpc_internal>,|>" -DSHARED=$<TARGET_FILE:arpc>
       -DOUT=${ARPC_PRELINKED} -P ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
     DEPENDS arpc arpc_internal ${CMAKE_SOURCE_DIR}/cmake/static_prelink.cmake
@@ -49,6 +52,14 @@ target_include_directories(arpc_static PUBLIC $<BUILD_INTERFACE:${CMAKE_SOURCE_D
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}> PRIVATE ${CMAKE_SOURCE_DIR})
 target_link_libraries(arpc_static PRIVATE $<BUILD_INTERFACE:arpc_build_flags>
   PUBLIC PkgConfig::CK libev::libev Threads::Threads ${ARPC_TLS_LIBS})
+# Concurrency Kit by its library alone (arpc.pc.in says why), with the directory ck.pc gave
+# when that is not the linker's own.
+set(ARPC_PC_CK_LIBS "-lck")
+foreach(dir ${CK_LIBRARY_DIRS})
+  if(NOT dir IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES)
+    string(PREPEND ARPC_PC_CK_LIBS "-L${dir} ")
+  endif()
+endforeach()
 set(ARPC_PC_JANSSON "")
 if(ARPC_WITH_JSONRPC)
   target_compile_definitions(arpc PRIVATE ARPC_WITH_JSONRPC=1)
