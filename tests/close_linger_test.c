@@ -74,7 +74,7 @@ static void logger(void *ctx, enum arpc_log_level level, const char *line)
         sem_post(&close_under_way);
     else if (strstr(line, "did not end its stream") != NULL && of != NULL && sscanf(of, "of the %ld one-way", &n) == 1)
         atomic_store(&written_maybe_lost, n);
-    else if (strstr(line, "as the close began") != NULL && sscanf(line, "closing the client of %*s %ld one-way", &n) == 1)
+    else if (strstr(line, "accepted as the close began") != NULL && sscanf(line, "closing the client of %*s %ld one-way", &n) == 1)
         atomic_store(&dropped_closing_reported, n);
     else if (sscanf(line, "closing the client of %*s %ld one-way message", &n) == 1) {
         snprintf(unsent_line, sizeof(unsent_line), "%s", line);
@@ -362,7 +362,9 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
 
 /* One-way messages behind a hold that outlasts the linger: written whole, and the server
  * never read them. The close cannot know which the server read, but it says that those it had
- * not read are lost (before, nothing was said: a review's stress test). */
+ * not read are lost (before, nothing was said: a review's stress test). Under load the hold
+ * may end before the linger does (the close's cancels of the parked calls, as in the one-way
+ * case above): then every message ran and nothing is said, which is checked instead. */
 static void test_close_says_what_a_linger_that_ran_out_may_lose(void **state)
 {
     (void)state;
@@ -378,11 +380,15 @@ static void test_close_says_what_a_linger_that_ran_out_may_lose(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
     assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways), 3, TEST_WAIT_MS)); /* queued */
-    assert_int_equal(arpc_client_close(c), ARPC_OK); /* the hold outlasts the 200 ms */
-    assert_int_equal(atomic_load(&written_maybe_lost), 3);
+    assert_int_equal(arpc_client_close(c), ARPC_OK); /* the hold outlasts the 200 ms, mostly */
+    long said = atomic_load(&written_maybe_lost);
     assert_int_equal(atomic_load(&unsent_reported), -1); /* all of it left whole */
     unpark_all();
     release_ended_by_close(f);
+    if (said == -1) /* the linger did not run out: the server read them all */
+        assert_true(latch_wait(3, TEST_WAIT_MS));
+    else
+        assert_int_equal(said, 3);
     arpc_server_destroy(s);
 }
 
@@ -450,7 +456,7 @@ static void test_notify_racing_close_is_run_or_said(void **state)
     unsigned ran = 0, accepted_dropped = 0;
     for (int round = 0; round < RACE_ROUNDS; round++) {
         atomic_store(&dropped_closing_reported, -1);
-        arpc_client_options o = {.loop = loop};
+        arpc_client_options o = {.loop = loop, .close_linger_ms = 4 * TEST_WAIT_MS};
         assert_int_equal(arpc_client_connect(&race_client, addr, &o), ARPC_OK);
         assert_int_equal(arpc_loop_submit(loop, race_hold_loop, NULL), ARPC_OK);
         assert_true(sem_wait_secs(&race_loop_held, TEST_WAIT_S));
