@@ -395,8 +395,8 @@ int arpc_client_close(arpc_client *c)
     /* Their jobs have all run: the loop's count is ours to read (after the fence). */
     if (c->cl_dropped_closing > 0)
         arpc_log(ARPC_LOG_WARN,
-                 "closing the client of %s: %" PRIu64 " one-way message(s) that other threads' arpc_notify "
-                 "accepted as the close began dropped unsent",
+                 "closing the client of %s: %" PRIu64 " one-way message(s) arpc_notify accepted as the "
+                 "close began dropped unsent",
                  c->cl_target.t_addr, c->cl_dropped_closing);
     arpc_handle_poison(c); /* closed: any use from now on is misuse */
     if (c->cl_owns_loop)

@@ -108,8 +108,8 @@ void client_linger_done(arpc_client *c, int reason, const char *cause)
     if (c->cl_lingering && reason == ARPC_ETIMEDOUT && written > 0)
         arpc_log(ARPC_LOG_WARN,
                  "closing the client of %s: the server did not end its stream within close_linger_ms (%" PRId64
-                 " ms): of the %" PRIu64 " one-way message(s) written on this connection, those it had not read "
-                 "yet are lost",
+                 " ms): of the %" PRIu64 " one-way message(s) written on this connection (since its HELLO), those it "
+                 "had not read yet are lost",
                  c->cl_target.t_addr, c->cl_linger_ms, written);
     if (!c->cl_lingering)
         return;

@@ -185,8 +185,9 @@ static void jsonrpc_why_malformed(const json_error_t *jerr, char *why)
  * failed authentication (ARPC_EAUTH) ends the input, as Go's ServeCodec stops reading at a
  * request it cannot decode: nothing after it is parsed (what follows is dropped as it comes,
  * until the end of stream or the close), the calls read before it are answered, and then it
- * is said once with id null (as a GOAWAY would say it), last: a Go client fails every call
- * still pending at a response it cannot match. The owner closes the connection once that is
+ * is said once with id null (as a GOAWAY would say it), last: a Go client reads id null as 0
+ * and gives it to its call numbered 0, so the answers before must not wait behind it. The
+ * owner closes the connection once that is
  * written (sconn_end_input). False: no memory (closed). */
 static bool jsonrpc_end(struct server_conn *sc, int code, const char *why)
 {

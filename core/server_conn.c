@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "core/frame.h"
+#include "core/jsonrpc_scan.h"
 #include "core/jsonrpc_server.h"
 #include "core/peer_log.h"
 #include "core/server_internal.h"
@@ -457,7 +458,7 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
 static const char sconn_no_json_line[] =
     "{\"id\":null,\"result\":null,\"error\":\"ARPC_EREJECTED: this server takes arpc frames only, not JSON-RPC\"}\n";
 
-/* A JSON peer (its first byte '{' or '[') at a server that does not take JSON-RPC
+/* A JSON peer (its first byte '{', '[' or whitespace) at a server that does not take JSON-RPC
  * (no_jsonrpc, or built without it): told so in JSON, its bytes dropped unread, and the
  * connection closed once that is written, charged as a fault as any stranger's bad input. */
 static void sconn_refuse_json(struct server_conn *sc)
@@ -491,7 +492,9 @@ static size_t sconn_parse_codec(struct server_conn *sc)
             return jsonrpc_sconn_parse(sc);
         }
         uint8_t first = conn->c_rbuf[conn->c_rstart];
-        if (conn->c_open && !conn->c_close_after_flush && (first == '{' || first == '[')) {
+        /* As jsonrpc_sconn_adopt takes a JSON peer: an object, an array, or whitespace first. */
+        bool json = first == '{' || first == '[' || jsonrpc_is_space(first);
+        if (conn->c_open && !conn->c_close_after_flush && json) {
             sconn_refuse_json(sc);
             return 0;
         }

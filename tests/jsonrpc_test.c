@@ -712,6 +712,8 @@ static void test_default_request_limit_and_no_jsonrpc(void **state)
     assert_string_equal(send_until_closed(to, next, sizeof(next) - 1), refused);
     static const char batch[] = "[{\"method\":\"T.Echo\",\"params\":[7],\"id\":1}]\n"; /* JSON too */
     assert_string_equal(send_until_closed(to, batch, sizeof(batch) - 1), refused);
+    static const char spaced[] = "\n {\"method\":\"T.Echo\",\"params\":[7],\"id\":1}\n"; /* and whitespace first */
+    assert_string_equal(send_until_closed(to, spaced, sizeof(spaced) - 1), refused);
     static const char words[] = "the server refused this connection: this server takes arpc frames only, not JSON-RPC";
     arpc_jsonrpc_client *jc = connect_client(to);
     expect_call(jc, "T.Echo", "1", ARPC_EREJECTED, words);

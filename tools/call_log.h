@@ -2,7 +2,7 @@
  * tools/call_log.h: the library's log lines (arpc/log.h), held back so that arpc-call's
  * failure is one line on stderr: a line that says what the failure line says already is
  * dropped, one that adds to it is folded into it, and after a success the lines are written
- * as the library would have written them ("arpc: ...").
+ * as arpc-call's own ("arpc: ...": the library's default adds the time and the level).
  */
 #ifndef ARPC_TOOLS_CALL_LOG_H
 #define ARPC_TOOLS_CALL_LOG_H

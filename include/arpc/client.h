@@ -280,12 +280,14 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  * default); then the connection is closed, and what never left whole is dropped and named in
  * one WARN log line, with the count of one-way messages among it; and as the server had not
  * ended its stream, what it had not read is lost too, which the client cannot know: a second
- * WARN line says how many one-way messages were written on that connection. A message whose
- * arpc_notify another thread was inside as the close began may reach the loop after the
- * close's step: dropped, and counted in a WARN line of the close's own. So close never hangs,
- * and a one-way message accepted is read by the server, or counted in those lines, or among
- * those the linger's line says may be lost (over TLS too: its close says close_notify and
- * waits the same). A loop stopping meanwhile (opts->loop) ends
+ * WARN line says how many one-way messages were written on that connection (an upper bound:
+ * all since its HELLO). A message whose arpc_notify another thread was inside as the close
+ * began may reach the loop after the close's step: dropped, and counted in a WARN line of the
+ * close's own. So close never hangs, and a one-way message accepted is read by the server, or
+ * counted in those lines, or among those the linger's line says may be lost (over TLS too:
+ * its close says close_notify and waits the same). A close that does not wait (a negative
+ * close_linger_ms, a loop stopping), or whose connection ended first, says what never left
+ * whole, but not what the server had not read of what did. A loop stopping meanwhile (opts->loop) ends
  * the wait at once, as does a negative close_linger_ms (the socket takes what it takes). */
 ARPC_API int arpc_client_close(arpc_client *c);
 
