@@ -291,6 +291,20 @@ static arpc_server *park_server(char *addr, size_t addrlen)
     return s;
 }
 
+/* A park server and a client (close_linger_ms linger_ms) with 2 x PARK_MAX calls to "park":
+ * the first PARK_MAX running, the others held behind the server's hold. */
+static arpc_server *held_client(arpc_client **c, arpc_future **f, int64_t linger_ms)
+{
+    char addr[256];
+    arpc_server *s = park_server(addr, sizeof(addr));
+    arpc_client_options o = {.close_linger_ms = linger_ms};
+    assert_int_equal(arpc_client_connect(c, addr, &o), ARPC_OK);
+    for (int i = 0; i < 2 * PARK_MAX; i++)
+        assert_non_null(f[i] = arpc_call_async(*c, "park", "x", 1, ARPC_FOREVER));
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    return s;
+}
+
 static sem_t close_returned; /* closer_posting returned */
 
 static void *closer_posting(void *arg)
@@ -308,15 +322,9 @@ static void *closer_posting(void *arg)
 static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
 {
     (void)state;
-    char addr[256];
-    arpc_server *s = park_server(addr, sizeof(addr));
     arpc_client *c;
-    arpc_client_options o = {.close_linger_ms = 4 * TEST_WAIT_MS};
-    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
     arpc_future *f[2 * PARK_MAX];
-    for (int i = 0; i < 2 * PARK_MAX; i++)
-        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    arpc_server *s = held_client(&c, f, 4 * TEST_WAIT_MS);
     sem_init(&close_returned, 0, 0);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, closer_posting, c), 0);
@@ -338,15 +346,9 @@ static void test_close_behind_held_calls_does_not_wait_for_them(void **state)
 static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
 {
     (void)state;
-    char addr[256];
-    arpc_server *s = park_server(addr, sizeof(addr));
     arpc_client *c;
-    arpc_client_options o = {.close_linger_ms = 4 * TEST_WAIT_MS};
-    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
     arpc_future *f[2 * PARK_MAX];
-    for (int i = 0; i < 2 * PARK_MAX; i++)
-        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    arpc_server *s = held_client(&c, f, 4 * TEST_WAIT_MS);
     assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, closer, c), 0);
@@ -368,15 +370,9 @@ static void test_close_behind_held_calls_waits_for_a_one_way(void **state)
 static void test_close_says_what_a_linger_that_ran_out_may_lose(void **state)
 {
     (void)state;
-    char addr[256];
-    arpc_server *s = park_server(addr, sizeof(addr));
     arpc_client *c;
-    arpc_client_options o = {.close_linger_ms = 200};
-    assert_int_equal(arpc_client_connect(&c, addr, &o), ARPC_OK);
     arpc_future *f[2 * PARK_MAX];
-    for (int i = 0; i < 2 * PARK_MAX; i++)
-        assert_non_null(f[i] = arpc_call_async(c, "park", "x", 1, ARPC_FOREVER));
-    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, handlers_in_flight), PARK_MAX, TEST_WAIT_MS));
+    arpc_server *s = held_client(&c, f, 200);
     for (int i = 0; i < 3; i++)
         assert_int_equal(arpc_notify(c, "count", "y", 1), ARPC_OK);
     assert_true(client_stat_reaches(c, offsetof(arpc_client_stats, oneways), 3, TEST_WAIT_MS)); /* queued */
