@@ -452,30 +452,6 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
     sconn_release_n(sc, 1 + ahead); /* the loop's reference, with its stash */
 }
 
-/* What a JSON peer is told by a server that does not take JSON-RPC: by id null, as the
- * server's other refusals of a JSON-RPC connection, with the error's name, so that a client
- * knows none of its calls ran (docs/PROTOCOL.md, "JSON-RPC"). No jansson needed. */
-static const char sconn_no_json_line[] =
-    "{\"id\":null,\"result\":null,\"error\":\"ARPC_EREJECTED: this server takes arpc frames only, not JSON-RPC\"}\n";
-
-/* A JSON peer (its first byte '{', '[' or whitespace) at a server that does not take JSON-RPC
- * (no_jsonrpc, or built without it): told so in JSON, its bytes dropped unread, and the
- * connection closed once that is written, charged as a fault as any stranger's bad input. */
-static void sconn_refuse_json(struct server_conn *sc)
-{
-    struct arpc_conn *conn = &sc->sc_conn;
-    snprintf(conn->c_why, sizeof(conn->c_why), "a JSON-RPC client, and this server takes arpc frames only");
-    peer_log(conn->c_loop, conn_fault_log_level(conn), "closing the connection from %s: %s (%s)", conn->c_peer,
-             conn->c_why, sc->sc_server->sv_no_jsonrpc ? "no_jsonrpc" : "built without JSON-RPC");
-    conn->c_rstart = conn->c_rend;
-    uint8_t *line = arpc_malloc(sizeof(sconn_no_json_line) - 1);
-    if (line != NULL) {
-        memcpy(line, sconn_no_json_line, sizeof(sconn_no_json_line) - 1);
-        (void)arpc_conn_send(conn, line, line, sizeof(sconn_no_json_line) - 1); /* ENOMEM: closed the same */
-    }
-    arpc_conn_close_after_flush(conn, ARPC_EPROTO);
-}
-
 /* The connection's first byte chooses the codec, once: an arpc frame starts with its magic,
  * JSON-RPC with '{'. Not again later: a PING answered before HELLO, then '{', must not turn
  * a connection that spoke arpc into a JSON-RPC one (the fuzzer's find: two codecs on one

@@ -428,6 +428,10 @@ bool sconn_input_ended(const struct server_conn *sc);
 /* Input over (sconn_input_ended): closes once written if nothing is owed (or with a reply log),
  * and returns true; false: it closes when the last answer is queued (core/server_inflight.c). */
 bool sconn_end_input(struct server_conn *sc);
+/* server_json_refusal.c, loop thread: answers a JSON peer (its first byte '{', '[' or
+ * whitespace) at a server that takes arpc frames only, drops its bytes unread and closes the
+ * connection once that is written, charged as a fault. */
+void sconn_refuse_json(struct server_conn *sc);
 /* Input over and every answer queued: the JSON-RPC connection's last words (why its input
  * ended) go last, then it closes once all is written. */
 void sconn_close_answered(struct server_conn *sc);
