@@ -108,13 +108,11 @@ enum arpc_handle_entry {
 static inline enum arpc_handle_entry arpc_handle_enter_unless(void *h, atomic_size_t *live, uint32_t want,
                                                                uint32_t closing, const char *kind, const char *fn)
 {
-    if (arpc_handle_in_state(h, closing))
-        return ARPC_HANDLE_CLOSING;
     if (h == NULL)
         return ARPC_HANDLE_REFUSED;
     if (ARPC_HANDLE_FREED(h) || atomic_load((const arpc_magic *)h) != want) {
-        /* The close may have begun between the two looks (a then-callback starting a call on
-         * the loop thread as another thread closes): turned away, not misuse (an abort). */
+        /* Closing (its close may also have begun just now, as a then-callback on the loop
+         * thread starts a call while another thread closes): turned away, not misuse. */
         if (arpc_handle_in_state(h, closing))
             return ARPC_HANDLE_CLOSING;
         (void)arpc_handle_misuse(h, kind, fn);

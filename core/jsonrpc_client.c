@@ -189,8 +189,9 @@ static char *call_end_words(const arpc_jsonrpc_client *c, int code, bool sent, s
         return call_lost_words(c, sent, len);
     if (c->jc_refused[0] == '\0' || code != c->jc_end_code)
         return NULL;
-    char *copy = arpc_text_copy(c->jc_refused, strlen(c->jc_refused));
-    *len = copy != NULL ? strlen(c->jc_refused) : 0;
+    size_t n = strlen(c->jc_refused);
+    char *copy = arpc_text_copy(c->jc_refused, n);
+    *len = copy != NULL ? n : 0;
     return copy;
 }
 

@@ -47,6 +47,10 @@ static inline void jsonrpc_scan_reset(struct jsonrpc_scan *st) { *st = (struct j
 /* JSON's whitespace (RFC 8259): what may separate objects in the stream. */
 static inline bool jsonrpc_is_space(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
 
+/* A connection's first byte that makes its peer a JSON one: an object, whitespace, or '['
+ * (not JSON-RPC 1.0 -- a 2.0 batch, say -- but a JSON peer is better told so in JSON). */
+static inline bool jsonrpc_peer_first(uint8_t b) { return b == '{' || b == '[' || jsonrpc_is_space(b); }
+
 /* A hex digit's value (a \uXXXX escape's), or -1. */
 static inline int jsonrpc_hex_digit(uint8_t b)
 {

@@ -66,9 +66,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     struct arpc_conn *conn = &sc->sc_conn;
     if (conn->c_rend == conn->c_rstart)
         return false;
-    uint8_t first = conn->c_rbuf[conn->c_rstart];
-    /* '[' too: not JSON-RPC 1.0 (a 2.0 batch, say), but a JSON peer is better told so in JSON. */
-    if (first != '{' && first != '[' && !jsonrpc_is_space(first))
+    if (!jsonrpc_peer_first(conn->c_rbuf[conn->c_rstart]))
         return false;
     struct jsonrpc_sconn *js = arpc_calloc(1, sizeof(*js));
     if (js == NULL || arpc_u64_map_init(&js->js_ids, 16) != ARPC_OK) {

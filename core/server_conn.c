@@ -467,10 +467,7 @@ static size_t sconn_parse_codec(struct server_conn *sc)
             sconn_bound_replies(sc);
             return jsonrpc_sconn_parse(sc);
         }
-        uint8_t first = conn->c_rbuf[conn->c_rstart];
-        /* As jsonrpc_sconn_adopt takes a JSON peer: an object, an array, or whitespace first. */
-        bool json = first == '{' || first == '[' || jsonrpc_is_space(first);
-        if (conn->c_open && !conn->c_close_after_flush && json) {
+        if (conn->c_open && !conn->c_close_after_flush && jsonrpc_peer_first(conn->c_rbuf[conn->c_rstart])) {
             sconn_refuse_json(sc);
             return 0;
         }
