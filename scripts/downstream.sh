@@ -13,9 +13,10 @@ libdir=lib${tuple:+/$tuple}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
-cmake -S . -B "$BUILD/arpc" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF \
-    -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR="$libdir" >/dev/null
-cmake --build "$BUILD/arpc" -j"${JOBS:-2}" --target arpc arpc_static arpc-call >/dev/null
+# As a packager builds it: the library and arpc-call, no tests, examples or benchmark.
+cmake -S . -B "$BUILD/arpc" -DCMAKE_BUILD_TYPE=Release -DARPC_BUILD_TESTS=OFF -DARPC_BUILD_EXAMPLES=OFF \
+    -DARPC_BUILD_BENCH=OFF -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_INSTALL_LIBDIR="$libdir" >/dev/null
+cmake --build "$BUILD/arpc" -j"${JOBS:-2}" >/dev/null
 DESTDIR=$stage cmake --install "$BUILD/arpc" >/dev/null
 
 fail() { echo "downstream: $*" >&2; exit 1; }

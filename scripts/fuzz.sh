@@ -24,8 +24,8 @@ if ! command -v clang >/dev/null; then
     exit 0
 fi
 
-CC=clang cmake -S . -B "$BUILD" -DARPC_FUZZ=ON -DARPC_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DARPC_WERROR=ON >"$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log" >&2; exit 1; }
+CC=clang cmake -S . -B "$BUILD" -DARPC_FUZZ=ON -DARPC_BUILD_TESTS=OFF -DARPC_BUILD_EXAMPLES=OFF -DARPC_BUILD_BENCH=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DARPC_WERROR=ON >"$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log" >&2; exit 1; }
 if ! grep -q "^ARPC_HAVE_LIBFUZZER:INTERNAL=1$" "$BUILD/CMakeCache.txt"; then
     echo "fuzz: skipped: clang cannot link libFuzzer (Debian: apt-get install libclang-rt-dev)" >&2
     exit 0
