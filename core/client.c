@@ -298,9 +298,10 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
 {
     arpc_client_options o;
     int opts_rc = arpc_options_copy(&o, sizeof(o), opts, opts_size);
+    if (out != NULL)
+        *out = NULL; /* on every failure, this one too */
     if (out == NULL || addr == NULL)
         return ARPC_EINVAL;
-    *out = NULL;
     if (opts_rc != ARPC_OK) {
         write_why(&o, ARPC_OPTIONS_NEWER_WHY);
         return opts_rc;

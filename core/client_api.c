@@ -165,23 +165,29 @@ const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_canc
  * on, the caller touches nothing of the client's. fn is the public name (the _v symbols are
  * reached through macros, see arpc/common.h). Returns c, counted, or NULL with *refused the
  * call's outcome: ARPC_EINVAL (NULL, or misuse, reported), ARPC_ESHUTDOWN (closing: a call
- * then is refused, not misuse).
+ * then is refused, not misuse), and in *why the words a call's result carries for it.
  */
-static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused)
+static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused, const char **why)
 {
     *refused = ARPC_EINVAL;
-    if (c == NULL)
+    if (c == NULL) {
+        *why = "the client is NULL: the call was not sent";
         return NULL;
+    }
     switch (arpc_handle_enter_unless(c, &c->cl_live, ARPC_MAGIC_CLIENT, ARPC_MAGIC_CLIENT_CLOSING, "client", fn)) {
     case ARPC_HANDLE_IN:
         if (client_in_its_process(c, fn))
             return c;
         atomic_fetch_sub(&c->cl_live, 1);
+        *why = "the client was made in another process (a fork's parent): the call was not sent; "
+               "a child connects a client of its own";
         return NULL;
     case ARPC_HANDLE_CLOSING:
         *refused = ARPC_ESHUTDOWN;
+        *why = "the client is closing (arpc_client_close has begun): the call was not sent";
         return NULL;
     default:
+        *why = "not a live client (closed already, or never a client): the call was not sent";
         return NULL;
     }
 }
@@ -248,10 +254,11 @@ static void request_encode(uint8_t *dst, uint8_t kind, const char *method, size_
 }
 
 /* Starts a call on a client the caller entered (client_enter; NULL: the call fails with
- * refused, client_enter's outcome), and leaves it. Before it is handed to the loop, attach (if not NULL) runs with
+ * refused and refused_why, client_enter's outcome and words), and leaves it. Before it is handed to the loop, attach (if not NULL) runs with
  * the future, so that e.g. a completion queue is attached before the call can complete; if
  * attach fails the call is not sent. Returns the future (NULL only without memory for it). */
-static arpc_future *call_start(arpc_client *c, int refused, const char *method, const void *req, size_t req_len,
+static arpc_future *call_start(arpc_client *c, int refused, const char *refused_why, const char *method,
+                               const void *req, size_t req_len,
                                const arpc_call_options *caller_o, size_t o_size,
                                int (*attach)(arpc_future *f, void *arg), void *attach_arg, int *attach_rc)
 {
@@ -261,8 +268,7 @@ static arpc_future *call_start(arpc_client *c, int refused, const char *method, 
     const char *why = NULL; /* an argument refused, for the result */
     if (rc == ARPC_OK && c == NULL) {
         rc = refused;
-        if (rc == ARPC_ESHUTDOWN)
-            why = "the client is closing (arpc_client_close has begun): the call was not sent";
+        why = refused_why;
     }
     size_t method_len = 0, total = 0;
     char too_large[TOO_LARGE_WHY_MAX];
@@ -326,8 +332,9 @@ arpc_future *arpc_call_async_opts_v(arpc_client *c, const char *method, const vo
                                     const arpc_call_options *o, size_t o_size)
 {
     int refused;
-    c = client_enter(c, "arpc_call_async_opts", &refused);
-    return call_start(c, refused, method, req, req_len, o, o_size, NULL, NULL, NULL);
+    const char *why;
+    c = client_enter(c, "arpc_call_async_opts", &refused, &why);
+    return call_start(c, refused, why, method, req, req_len, o, o_size, NULL, NULL, NULL);
 }
 
 arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req, size_t req_len,
@@ -335,8 +342,9 @@ arpc_future *arpc_call_async(arpc_client *c, const char *method, const void *req
 {
     arpc_call_options o = {.deadline_ms = deadline_ms};
     int refused;
-    c = client_enter(c, __func__, &refused);
-    return call_start(c, refused, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
+    const char *why;
+    c = client_enter(c, __func__, &refused, &why);
+    return call_start(c, refused, why, method, req, req_len, &o, sizeof(o), NULL, NULL, NULL);
 }
 
 /* arpc_call and arpc_call_opts; fn: the public name the application called, for its log lines. */
@@ -348,9 +356,8 @@ static int call_blocking(arpc_client *c, const char *fn, const char *method, con
     if (reply_len != NULL)
         *reply_len = 0;
     int refused;
-    c = client_enter(c, fn, &refused);
-    if (c == NULL && refused == ARPC_EINVAL)
-        return ARPC_EINVAL; /* misuse, said: no words to carry, so no future to make */
+    const char *why;
+    c = client_enter(c, fn, &refused, &why); /* refused: its words come as the result */
     if (c != NULL && arpc_loop_on_thread(c->cl_loop)) {
         client_leave(c);
         /* Blocking on the loop that must deliver the reply. */
@@ -361,7 +368,7 @@ static int call_blocking(arpc_client *c, const char *fn, const char *method, con
     /* Chosen before the hand-over: from then on another thread's arpc_client_close may end
      * the call and free the client (and its own loop) while this thread is on its way. */
     arpc_loop *drive = c != NULL && !c->cl_owns_loop ? c->cl_loop : NULL;
-    arpc_future *f = call_start(c, refused, method, req, req_len, o, o_size, NULL, NULL, NULL);
+    arpc_future *f = call_start(c, refused, why, method, req, req_len, o, o_size, NULL, NULL, NULL);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */
@@ -406,11 +413,12 @@ static int go_start(arpc_client *c, const char *fn, const char *method, const vo
     if (cq == NULL)
         return ARPC_EINVAL;
     int refused;
-    c = client_enter(c, fn, &refused);
+    const char *why;
+    c = client_enter(c, fn, &refused, &why);
     struct go_attach ga = {cq, tag};
     int attach_rc = ARPC_ENOMEM;
     /* Attached before the call is sent: if attaching fails, nothing runs on the server. */
-    arpc_future *f = call_start(c, refused, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
+    arpc_future *f = call_start(c, refused, why, method, req, req_len, o, o_size, go_attach, &ga, &attach_rc);
     if (f == NULL)
         return ARPC_ENOMEM;
     arpc_future_release(f); /* the caller's USER reference: the queue keeps one of its own */
@@ -470,7 +478,8 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 int arpc_notify(arpc_client *c, const char *method, const void *req, size_t req_len)
 {
     int refused;
-    if ((c = client_enter(c, __func__, &refused)) == NULL)
+    const char *refused_why; /* (a return code is all arpc_notify has: the misuse was logged) */
+    if ((c = client_enter(c, __func__, &refused, &refused_why)) == NULL)
         return refused;
     size_t method_len = 0, total = 0;
     const char *why = NULL;

@@ -672,9 +672,10 @@ int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const ar
                            size_t opts_size)
 {
     arpc_jsonrpc_options o;
+    if (out != NULL)
+        *out = NULL; /* on every failure, this one too */
     if (out == NULL || addr == NULL || arpc_options_copy(&o, sizeof(o), opts, opts_size) != ARPC_OK)
         return ARPC_EINVAL;
-    *out = NULL;
     char why[ARPC_ERRBUF_SIZE] = "";
     if (arpc_options_max_frame_check(o.max_frame, why, sizeof(why)) != ARPC_OK) {
         if (o.errbuf != NULL && o.errbuf_len > 0)

@@ -124,7 +124,10 @@ static void child_refused(arpc_loop *driven)
 #else
         int jclosed = ARPC_EINVAL;
 #endif
-        _exit(call == ARPC_EINVAL && rep == NULL && notify == ARPC_EINVAL && cancelled && waited == ARPC_ECANCELLED &&
+        /* The refusal's words come back as the result, as for any argument refused. */
+        bool said = rep != NULL && strstr(rep, "another process") != NULL && len == strlen(rep);
+        arpc_free(rep);
+        _exit(call == ARPC_EINVAL && said && notify == ARPC_EINVAL && cancelled && waited == ARPC_ECANCELLED &&
                       (driven == NULL || stolen == ARPC_EPENDING) && ran == ARPC_EINVAL && closed == ARPC_EINVAL &&
                       jclosed == ARPC_EINVAL
                   ? 0

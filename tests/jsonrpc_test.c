@@ -222,6 +222,9 @@ static void test_outcomes(void **state)
     expect_call(c, NULL, "1", ARPC_EINVAL, "the method name is NULL");
     expect_call(c, "T.\xff", "1", ARPC_EINVAL, "the method name is not UTF-8");
     expect_call(NULL, "T.Echo", "1", ARPC_EINVAL, "no JSON-RPC client (NULL, or closed)");
+    arpc_jsonrpc_client *none = (arpc_jsonrpc_client *)&none; /* a failed connect clears it */
+    assert_int_equal(ARPC_EINVAL, arpc_jsonrpc_connect(&none, NULL, NULL));
+    assert_null(none);
     /* The connection still serves after all that. */
     expect_call(c, "T.Echo", "[true]", ARPC_OK, "[true]");
     assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);

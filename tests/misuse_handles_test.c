@@ -47,8 +47,19 @@ static void test_null_client(void **state)
 {
     (void)state;
     assert_int_equal(ARPC_EINVAL, arpc_client_connect(NULL, "tcp://127.0.0.1:1", NULL));
+    arpc_client *out = (arpc_client *)&out; /* not NULL: a failed connect must clear it */
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(&out, NULL, NULL));
+    assert_null(out);
     assert_int_equal(ARPC_EINVAL, arpc_client_close(NULL));
     assert_int_equal(ARPC_EINVAL, arpc_call(NULL, "m", "x", 1, NULL, NULL, 1000));
+    /* An ARPC_EINVAL result carries which argument and why (client.h, arpc_call). */
+    void *why = NULL;
+    size_t why_len = 0;
+    assert_int_equal(ARPC_EINVAL, arpc_call(NULL, "m", "x", 1, &why, &why_len, 1000));
+    assert_non_null(why);
+    assert_non_null(strstr(why, "the client is NULL"));
+    assert_int_equal(strlen(why), why_len);
+    arpc_free(why);
     assert_int_equal(ARPC_EINVAL, arpc_notify(NULL, "m", "x", 1));
     assert_int_equal(ARPC_EINVAL, arpc_client_last_error(NULL, NULL, 0));
     assert_int_equal(0, arpc_client_pending(NULL));
@@ -57,6 +68,7 @@ static void test_null_client(void **state)
     arpc_future *f = arpc_call_async(NULL, "m", "x", 1, 1000); /* every outcome through the future */
     assert_non_null(f);
     assert_int_equal(ARPC_EINVAL, arpc_future_wait(f));
+    assert_non_null(strstr(arpc_future_data(f, NULL), "the client is NULL"));
     arpc_future_release(f);
     arpc_cq *cq;
     assert_int_equal(ARPC_OK, arpc_cq_create(&cq));
