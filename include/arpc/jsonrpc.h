@@ -145,7 +145,8 @@ typedef struct arpc_jsonrpc_options {
  * address (or any other scheme) fails ARPC_EADDR before anything is sent, errbuf saying
  * "JSON-RPC over TLS is not supported by the client" (never the request in clear text to a
  * port the caller meant to reach through TLS). Errors: ARPC_EADDR, ARPC_ECONNREFUSED,
- * ARPC_ETIMEDOUT, ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words, and *out is NULL (out not NULL) after any failure. */
+ * ARPC_ETIMEDOUT, ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; opts->errbuf says why in words, and
+ * *out is NULL (out not NULL) after any failure. */
 ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr, const arpc_jsonrpc_options *opts,
                                     size_t opts_size);
 #define arpc_jsonrpc_connect(out, addr, ...) \
