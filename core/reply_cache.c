@@ -370,8 +370,8 @@ static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     uint64_t id = c->c_id;
     uint64_t floor = keep_floor ? highest_seq(c) : 0;
-    if (floor != 0)
-        (void)arpc_rc_gone_put(&rc->rc_gone, id, floor); /* best effort, as documented */
+    if (floor != 0) /* best effort, as documented; held against its identity's share */
+        (void)arpc_rc_gone_put(&rc->rc_gone, id, floor, c->c_owner != NULL ? c->c_owner->o_id : 0);
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
         rc->rc_ops.on_forget(rc->rc_ctx, id, floor);
@@ -466,5 +466,5 @@ int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_i
             c->c_floor = floor;
         return ARPC_OK;
     }
-    return arpc_rc_gone_put(&rc->rc_gone, client_id, floor);
+    return arpc_rc_gone_put_restored(&rc->rc_gone, client_id, floor);
 }

@@ -274,7 +274,7 @@ static int apply_goodbye(struct arpc_log_index *ix, const struct arpc_log_view *
         floor = c->c_ack;
     if (c != NULL && c->c_len > c->c_head && c->c_replies[c->c_len - 1].r_seq > floor)
         floor = c->c_replies[c->c_len - 1].r_seq;
-    if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor) != ARPC_OK)
+    if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor, 0) != ARPC_OK)
         return ARPC_ENOMEM; /* only the set's first allocation fails: nothing changed */
     client_forget(ix, v->v_client_id);
     return ARPC_OK;

@@ -639,6 +639,29 @@ static void test_expiry(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* Through the cache: identity 200 saying goodbye under 3 x ARPC_RC_GONE_MAX made-up client
+ * ids does not make the server forget identity 100's goodbye: a late copy of its call is
+ * still refused (with one set for all, it ran again). */
+static void test_goodbyes_of_one_identity_spare_another(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    assert_int_equal(ARPC_RC_NEW, begin_as(&rc, 1, 100, 1, 0, A, 1, 0));
+    expect_waiters(&rc, finish(&rc, 1, 1, 11, 1, 0), 1, A, (uint64_t)1);
+    assert_true(arpc_reply_cache_forget(&rc, 1, true));
+    for (uint64_t id = 1000; id < 1000 + 3 * ARPC_RC_GONE_MAX; id++) {
+        assert_int_equal(ARPC_RC_NEW, begin_as(&rc, id, 200, 1, 0, B, 1, 0));
+        expect_waiters(&rc, finish(&rc, id, 1, 12, 1, 0), 1, B, (uint64_t)1);
+        assert_true(arpc_reply_cache_forget(&rc, id, true));
+        P.n_forgotten = 0; /* (the probe keeps 8, and one reply id freed once) */
+        hand_freed[12] = 0;
+    }
+    assert_true(arpc_reply_cache_under_goodbye(&rc, 1, 1));
+    assert_int_equal(ARPC_RC_STALE, begin_as(&rc, 1, 100, 1, 0, A, 9, 0)); /* the late copy */
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 /* A client's goodbye frees its replies at once, unless one of its calls still runs. What stays
  * is its highest seq: a late copy of one of its calls is refused, never run again; a call it
  * never made runs (and the client is known again, the floor in its ack). */
@@ -757,29 +780,79 @@ static void test_goodbye_settles(void **state)
 /* A call begun after the goodbye (the same client id again) is kept for its retry: the
  * goodbye spoke for the calls before it only. */
 /* The goodbyes remembered are the latest ARPC_RC_GONE_MAX: the oldest is dropped first; a
- * second goodbye keeps one slot with the higher floor; a client back is taken out. */
+ * second goodbye keeps one slot with the higher floor; a client back is taken out. A fair set
+ * with one owner (a server without authentication) behaves alike. */
 static void test_gone_bounded(void **state)
 {
     (void)state;
     test_alloc_install();
+    for (int fair = 0; fair <= 1; fair++) {
+        struct arpc_rc_gone g = {0};
+        if (fair)
+            arpc_rc_gone_fair(&g);
+        assert_int_equal(0, arpc_rc_gone_floor(&g, 1)); /* empty: nothing allocated yet */
+        for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
+            arpc_rc_gone_put(&g, id, id * 10, 0);
+        arpc_rc_gone_put(&g, 2, 5, 0);  /* lower: kept at 20 */
+        arpc_rc_gone_put(&g, 3, 99, 0); /* higher: 99 */
+        assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
+        assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+        assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+        arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 7, 0); /* full: the oldest (1) goes */
+        assert_int_equal(0, arpc_rc_gone_floor(&g, 1));
+        assert_int_equal(7, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
+        assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+        arpc_rc_gone_take(&g, 2);
+        assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
+        arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 8, 0); /* takes 2's old place: 3 stays */
+        assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+        assert_int_equal(8, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 2));
+        assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
+        arpc_rc_gone_fini(&g);
+    }
+}
+
+/* Shared fairly: with no room, the owner holding the most goodbyes gives up its oldest, so an
+ * owner's goodbyes under ever new client ids drop only its own (an attacker's trial made a
+ * server forget another identity's floor with 4,096 of them, and a late copy of its call ran
+ * again). Restored goodbyes (owner unknown) count as one owner. */
+static void test_gone_fair_by_owner(void **state)
+{
+    (void)state;
+    test_alloc_install();
     struct arpc_rc_gone g = {0};
-    assert_int_equal(0, arpc_rc_gone_floor(&g, 1)); /* empty: nothing allocated yet */
-    for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
-        arpc_rc_gone_put(&g, id, id * 10);
-    arpc_rc_gone_put(&g, 2, 5);  /* lower: kept at 20 */
-    arpc_rc_gone_put(&g, 3, 99); /* higher: 99 */
+    arpc_rc_gone_fair(&g);
+    arpc_rc_gone_put(&g, 1, 10, 100);           /* identity 100's one goodbye */
+    arpc_rc_gone_put(&g, 2, 20, 0);             /* a client without an identity */
+    arpc_rc_gone_put_restored(&g, 3, 30);       /* from before a restart */
+    for (uint64_t id = 1000; id < 1000 + 3 * ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, 5, 200);       /* identity 200, under made-up ids */
     assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
     assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
-    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
-    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 7); /* full: the oldest (1) goes */
-    assert_int_equal(0, arpc_rc_gone_floor(&g, 1));
-    assert_int_equal(7, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
-    assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
-    arpc_rc_gone_take(&g, 2);
-    assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
-    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 8); /* takes 2's old place: 3 stays */
-    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
-    assert_int_equal(8, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 2));
+    assert_int_equal(30, arpc_rc_gone_floor(&g, 3));
+    assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
+    uint64_t newest = 1000 + 3 * ARPC_RC_GONE_MAX - 1;
+    assert_int_equal(5, arpc_rc_gone_floor(&g, newest));            /* its latest are kept */
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 1000));              /* its oldest went */
+    /* The same from clients without an identity: theirs go, the identities' stay. */
+    for (uint64_t id = 100000; id < 100000 + 2 * ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, 6, 0);
+    assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(30, arpc_rc_gone_floor(&g, 3));
+    assert_int_equal(5, arpc_rc_gone_floor(&g, newest));
+    assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
+    /* Every owner with one goodbye: a new owner's takes the place of one of theirs. */
+    arpc_rc_gone_fini(&g);
+    g = (struct arpc_rc_gone){0};
+    arpc_rc_gone_fair(&g);
+    for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, 1, 5000 + id);
+    arpc_rc_gone_take(&g, 7);
+    arpc_rc_gone_put(&g, 7, 2, 5007); /* back in its own hole */
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 3, 1);
+    assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
+    assert_int_equal(3, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
+    assert_int_equal(2, arpc_rc_gone_floor(&g, 7));
     arpc_rc_gone_fini(&g);
 }
 
@@ -1713,6 +1786,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept_among_goodbyes),
         cmocka_unit_test_no_leak(test_gone_bounded),
+        cmocka_unit_test_no_leak(test_gone_fair_by_owner),
+        cmocka_unit_test_no_leak(test_goodbyes_of_one_identity_spare_another),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_restore_gone),
         cmocka_unit_test_no_leak(test_fini),
