@@ -141,11 +141,20 @@ static void kv_get(arpc_request *req, void *ctx)
 }
 
 #ifdef ARPC_WITH_JSONRPC
-/* JSON-RPC: the handler gets params[0] as JSON text (arpc/jsonrpc.h), here {"key":K,...}. */
+/* The JSON methods' params, at most: the routing key is parsed on the server's loop, and an
+ * arpc frame (not JSON-RPC's, whose requests the library bounds) may be 16 MiB of small JSON
+ * values, ~2 GB in jansson's objects (an attacker's trial stalled the loop 1.6 s). Larger
+ * values go through kv.put. */
+#define KV_JSON_MAX (64 * 1024)
+
+/* JSON-RPC: the handler gets params[0] as JSON text (arpc/jsonrpc.h), here {"key":K,...}.
+ * NULL when it is not that, or over KV_JSON_MAX (not parsed). */
 static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
 {
     size_t len;
     const char *p = arpc_request_data(req, &len);
+    if (len > KV_JSON_MAX)
+        return NULL;
     json_t *o = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL); /* \u0000 is JSON */
     json_t *key = json_object_get(o, "key");
     if (!json_is_string(key)) {
@@ -157,10 +166,14 @@ static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
     return o;
 }
 
-/* Routing on the loop: the same shard as kv.put / kv.get of that key. */
+/* Routing on the loop: the same shard as kv.put / kv.get of that key. A key function must
+ * be quick (arpc/server.h): params over KV_JSON_MAX are not parsed here either (any shard:
+ * their handler refuses them). */
 static uint64_t json_key(const void *data, size_t len, void *ctx)
 {
     (void)ctx;
+    if (len > KV_JSON_MAX)
+        return 0;
     json_t *o = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     json_t *key = json_object_get(o, "key");
     uint64_t h = json_is_string(key) ? key_hash(json_string_value(key), json_string_length(key)) : 0;
@@ -177,7 +190,8 @@ static void json_put(arpc_request *req, void *ctx)
     json_t *value = json_object_get(o, "value");
     if (!json_is_string(value)) {
         json_decref(o);
-        arpc_reply_error(req, "params must be [{\"key\":string,\"value\":string}]");
+        arpc_reply_error(req, "params must be [{\"key\":string,\"value\":string}], at most 64 KiB of JSON "
+                              "(larger values: kv.put)");
         return;
     }
     bool stored = store_put(k, klen, json_string_value(value), json_string_length(value));
@@ -195,7 +209,7 @@ static void json_get(arpc_request *req, void *ctx)
     size_t klen;
     json_t *o = json_params(req, &k, &klen);
     if (o == NULL) {
-        arpc_reply_error(req, "params must be [{\"key\":string}]");
+        arpc_reply_error(req, "params must be [{\"key\":string}], at most 64 KiB of JSON");
         return;
     }
     struct entry *e = lookup(my_shard(), k, klen);
