@@ -156,6 +156,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     char name[ARPC_LOG_FIELD_MAX];
     arpc_log_escape(name, sizeof(name), f->f_method, f->f_method_len);
     if (oneway) {
+        arpc_stat_inc(&sc->sc_server->sv_stats.ss_oneways_dropped); /* (the line may be rated away) */
         peer_log(sc->sc_conn.c_loop, ARPC_LOG_WARN, "one-way message from %s to unknown method %s dropped",
                  sc->sc_conn.c_peer, name);
         return;

@@ -78,6 +78,7 @@ int arpc_server_stats_v(const arpc_server *s, arpc_server_stats *out, size_t out
     st.reply_cache_bytes = arpc_stat_get(&rg->g_bytes);
     st.reply_cache_clients = arpc_stat_get(&rg->g_clients);
     st.reply_cache_calls = arpc_stat_get(&rg->g_entries);
+    st.oneways_dropped = arpc_stat_get(&ss->ss_oneways_dropped);
     snapshot_out(out, out_size, &st, sizeof(st));
     return ARPC_OK;
 }

@@ -84,12 +84,14 @@ int arpc_server_stats_json(const arpc_server *s, char **out, size_t *len)
                         ", \"fault_rate_pauses\": %" PRIu64 ", \"fault_rate_paused_ns\": %" PRIu64
                         ", \"log_records\": %" PRIu64 ", \"log_failed\": %" PRIu64
                         ", \"reply_cache_bytes\": %" PRIu64 ", \"reply_cache_clients\": %" PRIu64
-                        ", \"reply_cache_calls\": %" PRIu64 "},\n \"methods\": {",
+                        ", \"reply_cache_calls\": %" PRIu64 ", \"oneways_dropped\": %" PRIu64
+                        "},\n \"methods\": {",
                     st.oneway, st.bytes_in, st.bytes_out, st.connections_accepted, st.connections_closed,
                     st.connections_open, st.queued_bytes, st.handlers_in_flight, st.connections_half_closed,
                     st.log_expiries_lost, st.accept_rate_pauses, st.accept_rate_paused_ns,
                     st.connections_faulted, st.fault_rate_pauses, st.fault_rate_paused_ns, st.log_records,
-                    st.log_failed, st.reply_cache_bytes, st.reply_cache_clients, st.reply_cache_calls);
+                    st.log_failed, st.reply_cache_bytes, st.reply_cache_clients, st.reply_cache_calls,
+                    st.oneways_dropped);
     const struct arpc_registry *r = &s->sv_registry;
     for (size_t i = 0; i < r->r_count; i++) {
         text_buf_puts(&b, i ? ",\n  " : "\n  ");

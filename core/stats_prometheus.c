@@ -184,6 +184,8 @@ int arpc_server_stats_prometheus(const arpc_server *s, char **out, size_t *len)
     server_sample(&b, "arpc_server_reply_cache_calls", "gauge",
                   "Calls the reply cache remembers: running, or answered and not yet acknowledged.",
                   st.reply_cache_calls);
+    server_sample(&b, "arpc_server_oneways_dropped_total", "counter",
+                  "One-way messages to a method the server does not have, dropped.", st.oneways_dropped);
     arpc_free(ms);
     arpc_free(snap);
     return text_buf_finish(&b, out, len);

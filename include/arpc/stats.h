@@ -95,6 +95,9 @@ typedef struct arpc_server_stats {
     uint64_t reply_cache_clients;       /* client ids remembered */
     uint64_t reply_cache_calls;         /* calls remembered: running, or answered and not yet
                                          * acknowledged */
+    uint64_t oneways_dropped;           /* one-way messages to a method the server does not
+                                         * have: dropped (nothing answers a one-way), and said
+                                         * in a WARN line as the log's rate allows */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
@@ -155,7 +158,7 @@ ARPC_API int arpc_client_stats_v(const arpc_client *c, arpc_client_stats *st, si
  *               "log_expiries_lost": N, "accept_rate_pauses": N, "accept_rate_paused_ns": N,
  *               "connections_faulted": N, "fault_rate_pauses": N, "fault_rate_paused_ns": N,
  *               "log_records": N, "log_failed": 0 or 1, "reply_cache_bytes": N,
- *               "reply_cache_clients": N, "reply_cache_calls": N},
+ *               "reply_cache_clients": N, "reply_cache_calls": N, "oneways_dropped": N},
  *    "methods": {"NAME": {"started": N, "finished": N, "in_flight": N, "oneway": N,
  *               "outcomes": {...}, "latency_us": {"count": N, "sum": X, "p50": X, "p90": X,
  *               "p99": X, "p999": X, "max": X}}, ...}}
@@ -185,7 +188,8 @@ ARPC_API int arpc_server_stats_json(const arpc_server *s, char **out, size_t *le
  *   arpc_server_connections_faulted_total, arpc_server_fault_rate_pauses_total,
  *   arpc_server_fault_rate_paused_seconds_total, arpc_server_log_records_total,
  *   arpc_server_log_failed (gauge, 0 or 1), arpc_server_reply_cache_bytes,
- *   arpc_server_reply_cache_clients, arpc_server_reply_cache_calls (gauges)
+ *   arpc_server_reply_cache_clients, arpc_server_reply_cache_calls (gauges),
+ *   arpc_server_oneways_dropped_total
  * Label values are escaped as the format asks (\\, \", \n); a byte of a method name that is
  * not UTF-8 is written as the text \xHH (the format is UTF-8). Memory and errors as
  * arpc_server_stats_json. */
