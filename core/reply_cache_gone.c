@@ -69,6 +69,15 @@ static void most_owned(const struct arpc_rc_gone *g, uint64_t *owner, bool *rest
             most = (size_t)(uintptr_t)n, *owner = key, *restored = false;
 }
 
+/* Whether the adder's group is the only one holding slots (a server without authentication,
+ * or with one identity): then the oldest place is its own to take. */
+static bool alone_in(const struct arpc_rc_gone *g, uint64_t owner, bool restored)
+{
+    bool identity = !restored && owner != 0;
+    size_t identities = arpc_u64_map_count(&g->g_owners) - (identity && owned(g, owner, false) > 0);
+    return identities == 0 && (restored || g->g_restored == 0) && ((!restored && owner == 0) || g->g_unowned == 0);
+}
+
 /* The oldest slot of an owner that holds one, by age: a goodbye put in the place of another
  * sits out of the ring's order. A look at every slot, only when the set has no room. */
 static struct arpc_rc_gone_slot *oldest_of(struct arpc_rc_gone *g, uint64_t owner, bool restored)
@@ -130,8 +139,10 @@ static int gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uin
         /* The oldest place taken but room elsewhere (a client back left it): there. */
         for (size_t i = 1; v->gs_client != 0; i++)
             v = &g->g_ring[(g->g_next + i) % ARPC_RC_GONE_MAX];
-    } else if (s->gs_client != 0 && g->g_fair) {
-        /* No room: the owner holding the most gives up its oldest. */
+    } else if (s->gs_client != 0 && g->g_fair && !alone_in(g, owner, restored)) {
+        /* No room: the owner holding the most gives up its oldest. A look at every owner and
+         * slot (~10-30 us once full, on the loop: bounded, and only with owners besides the
+         * adder; alone, the oldest place is taken, in constant time, as without owners). */
         uint64_t victim = owner;
         bool victim_restored = restored;
         most_owned(g, &victim, &victim_restored);

@@ -381,7 +381,7 @@ static void test_json(void **state)
     /* no DATA: params [null], which KV.Get refuses */
     RUN(&r, "--json", addr, "KV.Get");
     assert_int_equal(10 + ARPC_EHANDLER, r.status);
-    assert_string_equal("arpc-call: KV.Get: ARPC_EHANDLER: params must be [{\"key\":string}], at most 64 KiB of JSON\n",
+    assert_string_equal("arpc-call: KV.Get: ARPC_EHANDLER: params must be [{\"key\":string}], at most 16 KiB of JSON\n",
                         r.err);
     /* The JSON methods through a plain arpc frame, past the example's bound: refused unparsed
      * (its routing key is parsed on the server's loop; an attacker's 16 MiB of small JSON
@@ -392,7 +392,7 @@ static void test_json(void **state)
     memcpy(big + sizeof(big) - 3, "\"}", 3);
     RUN(&r, addr, "KV.Put", big);
     assert_int_equal(10 + ARPC_EHANDLER, r.status);
-    assert_non_null(strstr(r.err, "at most 64 KiB of JSON (larger values: kv.put)"));
+    assert_non_null(strstr(r.err, "at most 16 KiB of JSON (larger values: kv.put)"));
     /* unknown method and service: Go's texts */
     RUN(&r, "--json", addr, "KV.Delete", "{}");
     assert_int_equal(10 + ARPC_ENOMETHOD, r.status);
