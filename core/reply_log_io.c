@@ -8,9 +8,14 @@
  * - Writes go through pwrite at an offset we track rather than the file position, so a
  *   failed or short write leaves no doubt about where the next one goes, and reading the
  *   same file (compaction) never moves anything.
- * - The lock is flock(2) on a file that is never removed: unlinking it would let two servers
- *   lock two different inodes under the same name. flock locks belong to an open file
- *   description, so a second open in the same process is refused like another process.
+ * - The lock is flock(2) on the directory itself (its descriptor, which the log keeps open),
+ *   and on a file in it, LOCK, which names the holder's pid. The file alone was not enough:
+ *   an operator removing LOCK as a stale pid file let a second server lock a new LOCK and run
+ *   on the same log (a trial lost 500 answered calls that way, or found the log corrupt). A
+ *   directory is only unlinked empty, and a new one is another log. Where the filesystem
+ *   does not lock directories (flock fails other than EWOULDBLOCK), the file's lock alone
+ *   holds, as before. flock locks belong to an open file description, so a second open in
+ *   the same process is refused like another process.
  */
 #define _GNU_SOURCE
 #include "core/reply_log_io.h"
@@ -106,8 +111,36 @@ int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen)
     return ARPC_OK;
 }
 
+/* The holder's pid, from its LOCK file (0: not known). */
+static long lock_holder(int dirfd)
+{
+    int fd = openat(dirfd, LOCK_NAME, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char pid[24] = {0};
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+    close(fd);
+    return n > 0 ? strtol(pid, NULL, 10) : 0;
+}
+
+static int in_use(const char *dir, long holder, char *why, size_t whylen)
+{
+    if (holder > 0)
+        arpc_log_why(why, whylen, "reply log %s is in use by another server (pid %ld)", dir, holder);
+    else /* it has the lock but has not written its pid yet (or its LOCK was removed) */
+        arpc_log_why(why, whylen, "reply log %s is in use by another server (pid unknown)", dir);
+    return ARPC_EADDRINUSE;
+}
+
 int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t whylen)
 {
+    while (flock(dirfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EWOULDBLOCK)
+            return in_use(dir, lock_holder(dirfd), why, whylen);
+        break; /* a filesystem that does not lock directories: the file's lock alone */
+    }
     int fd = openat(dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return arpc_log_sys_fail(why, whylen, dir, "open", LOCK_NAME, errno);
@@ -119,15 +152,8 @@ int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t
             close(fd);
             return arpc_log_sys_fail(why, whylen, dir, "flock", LOCK_NAME, err);
         }
-        char pid[24] = {0};
-        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
         close(fd);
-        long holder = n > 0 ? strtol(pid, NULL, 10) : 0;
-        if (holder > 0)
-            arpc_log_why(why, whylen, "reply log %s is in use by another server (pid %ld)", dir, holder);
-        else /* it has the lock but has not written its pid yet */
-            arpc_log_why(why, whylen, "reply log %s is in use by another server (pid unknown)", dir);
-        return ARPC_EADDRINUSE;
+        return in_use(dir, lock_holder(dirfd), why, whylen);
     }
     char pid[24];
     int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());

@@ -32,9 +32,10 @@ int arpc_log_sys_fail(char *why, size_t whylen, const char *dir, const char *cal
  * *dirfd. */
 int arpc_log_dir_open(const char *dir, int *dirfd, char *why, size_t whylen);
 
-/* Takes an exclusive flock on DIR/LOCK (without waiting) and writes our pid in it. A lock held
- * elsewhere, by any open log in this process or another: ARPC_EADDRINUSE, "reply log DIR is
- * in use by another server (pid N)". On success *lockfd holds the lock until closed. */
+/* Takes an exclusive flock on the directory (dirfd: held until it is closed) and on DIR/LOCK
+ * (without waiting), and writes our pid in LOCK. A lock held elsewhere, by any open log in this
+ * process or another: ARPC_EADDRINUSE, "reply log DIR is in use by another server (pid N)",
+ * LOCK removed meanwhile or not. On success *lockfd holds the file's lock until closed. */
 int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t whylen);
 
 /* The segment numbers in the directory, ascending, in a new array (arpc_free it; NULL when

@@ -1110,6 +1110,15 @@ static void test_lock(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(0, WEXITSTATUS(status));
 
+    /* LOCK removed (taken for a stale pid file): still refused, the directory itself being
+     * locked (a trial ran two servers on one log that way, losing answered calls). */
+    char lock[1024];
+    snprintf(lock, sizeof(lock), "%s/LOCK", t->log);
+    assert_int_equal(0, unlink(lock));
+    assert_int_equal(ARPC_EADDRINUSE, try_open(&second, t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s, why, sizeof(why)));
+    assert_null(second);
+    assert_non_null(strstr(why, "is in use by another server (pid unknown)"));
+
     arpc_reply_log_close(log);
     second = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s); /* free again once closed */
     arpc_reply_log_close(second);
