@@ -66,8 +66,10 @@ enum arpc_fsync {
     ARPC_FSYNC_BATCH = 1,  /* the reply leaves once its record is written (a crash of the
                             * process no longer loses it); fdatasync every fsync_batch_ms or
                             * fsync_batch_records. A power loss may lose that last stretch. */
-    ARPC_FSYNC_OFF = 2,    /* the reply leaves at once; the record follows. A crash may lose
-                            * recent records: a retry may then run a call again. */
+    ARPC_FSYNC_OFF = 2,    /* the reply leaves at once; the record follows. A crash, or a
+                            * write the log cannot make (a full disk), loses recent records:
+                            * a retry may then run a call again, and an answered call's
+                            * durable effect is gone (docs/SEMANTICS.md, "Durability"). */
 };
 
 /* What the reply log hands back at start-up, in log order (see recover in the options). */
