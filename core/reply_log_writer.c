@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "arpc/error.h"
 #include "async/futex.h"
@@ -242,6 +243,19 @@ static void maybe_compact(struct arpc_reply_log *log)
     arpc_log_publish_sizes(log);
 }
 
+/* Whether the segment being written was removed (its directory deleted by hand, say): its
+ * records would then be answered as kept and be gone at the next start (a durability trial
+ * answered 5,000 calls so). One fstat a batch, beside its write. */
+static bool segment_removed(struct arpc_reply_log *log, char *why, size_t whylen)
+{
+    struct stat st;
+    if (fstat(log->lg_out.o_fd, &st) != 0 || st.st_nlink != 0)
+        return false;
+    snprintf(why, whylen, "reply log %s: its segment %s was removed (the directory deleted?)", log->lg_dir,
+             log->lg_out.o_name);
+    return true;
+}
+
 static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
 {
     uint32_t written = 0;
@@ -252,7 +266,8 @@ static void write_batch(struct arpc_reply_log *log, ck_stack_entry_t *batch)
         written += rec->lr_status == ARPC_OK;
     }
     char why[ARPC_LOG_WHY_MAX];
-    if (written > 0 && !log->lg_failed && arpc_log_out_flush(&log->lg_out, why, sizeof(why)) != ARPC_OK)
+    if (written > 0 && !log->lg_failed &&
+        (arpc_log_out_flush(&log->lg_out, why, sizeof(why)) != ARPC_OK || segment_removed(log, why, sizeof(why))))
         arpc_log_fail(log, why);
     if (written > 0 && !log->lg_failed) {
         log->lg_wrote = true;

@@ -1818,6 +1818,33 @@ static void test_refused_record_stops_the_log(void **state)
     free(after);
 }
 
+/* The segment being written removed under the log (its directory deleted by hand): the next
+ * batch fails the log, rather than be answered as kept and be gone at the next start (a
+ * durability trial answered 5,000 calls so). */
+static void test_removed_segment_stops_the_log(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {0};
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_ALWAYS, 0, NULL, &s);
+    struct trec *before = trec_new(ARPC_LOG_REPLY, 1, 1, 0, 90, 91);
+    arpc_reply_log_append(log, &before->r);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    char path[256];
+    assert_int_equal(0, unlink(seg_path(t, 1, path, sizeof(path))));
+    capture_start();
+    struct trec *after = trec_new(ARPC_LOG_REPLY, 1, 2, 0, 90, 91);
+    arpc_reply_log_append(log, &after->r);
+    assert_true(latch_wait(2, TEST_WAIT_MS));
+    arpc_reply_log_close(log);
+    assert_int_equal(1, captured(ARPC_LOG_ERROR, "was removed (the directory deleted?)"));
+    capture_stop();
+    assert_int_equal(ARPC_OK, before->r.lr_status);
+    assert_int_equal(ARPC_ESYSTEM, after->r.lr_status);
+    free(before);
+    free(after);
+}
+
 /* A compaction that runs out of memory is abandoned: the log goes on in its segment, and the
  * next compaction succeeds. */
 static void test_compaction_out_of_memory(void **state)
@@ -1993,6 +2020,7 @@ int main(void)
         dir_test(test_refused_record_stops_the_log),
         dir_test(test_compaction_out_of_memory),
         dir_test(test_random_damage_never_crashes),
+        dir_test(test_removed_segment_stops_the_log),
         dir_test(test_write_failure_stops_the_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
