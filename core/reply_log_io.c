@@ -139,7 +139,10 @@ int arpc_log_dir_lock(int dirfd, const char *dir, int *lockfd, char *why, size_t
             continue;
         if (errno == EWOULDBLOCK)
             return in_use(dir, lock_holder(dirfd), why, whylen);
-        break; /* a filesystem that does not lock directories: the file's lock alone */
+        /* A filesystem that does not lock directories: the file's lock alone. */
+        arpc_log(ARPC_LOG_INFO, "reply log %s: the directory cannot be locked (%s): LOCK alone keeps a second "
+                 "server off it, so do not remove it while a server runs", dir, strerror(errno));
+        break;
     }
     int fd = openat(dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
