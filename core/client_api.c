@@ -170,6 +170,7 @@ const struct arpc_future_owner call_future_owner = {.fo_on_cancel = call_on_canc
 static arpc_client *client_enter(arpc_client *c, const char *fn, int *refused, const char **why)
 {
     *refused = ARPC_EINVAL;
+    *why = NULL;
     if (c == NULL) {
         *why = "the client is NULL: the call was not sent";
         return NULL;
