@@ -466,5 +466,5 @@ int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_i
             c->c_floor = floor;
         return ARPC_OK;
     }
-    return arpc_rc_gone_put_restored(&rc->rc_gone, client_id, floor);
+    return arpc_rc_gone_put(&rc->rc_gone, client_id, floor, 0); /* the log keeps no owner */
 }

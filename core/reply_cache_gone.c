@@ -33,59 +33,54 @@ static struct arpc_rc_gone_slot *slot_of(const struct arpc_rc_gone *g, uint64_t 
 
 /* ---- fair: the slots each owner holds ---- */
 
-static size_t owned(const struct arpc_rc_gone *g, uint64_t owner, bool restored)
+static size_t owned(const struct arpc_rc_gone *g, uint64_t owner)
 {
-    if (restored)
-        return g->g_restored;
     return owner == 0 ? g->g_unowned : (size_t)(uintptr_t)arpc_u64_map_get(&g->g_owners, owner);
 }
 
 /* One slot more (ARPC_ENOMEM: not counted; only an owner's first) or one less. */
-static int owned_add(struct arpc_rc_gone *g, uint64_t owner, bool restored, int delta)
+static int owned_add(struct arpc_rc_gone *g, uint64_t owner, int delta)
 {
-    if (restored || owner == 0) {
-        *(restored ? &g->g_restored : &g->g_unowned) += (size_t)delta;
+    if (owner == 0) {
+        g->g_unowned += (size_t)delta;
         return ARPC_OK;
     }
-    size_t n = owned(g, owner, false) + (size_t)delta;
+    size_t n = owned(g, owner) + (size_t)delta;
     /* Taken and put back: a put into the room a take just made never grows the map. */
     (void)arpc_u64_map_take(&g->g_owners, owner);
     return n == 0 ? ARPC_OK : arpc_u64_map_put(&g->g_owners, owner, (void *)(uintptr_t)n);
 }
 
-/* The owner holding the most slots (in *owner, *restored), the adder's own on a tie: what the
- * adder takes from it is never more than it keeps. */
-static void most_owned(const struct arpc_rc_gone *g, uint64_t *owner, bool *restored)
+/* The owner holding the most slots (in *owner, the adder's on the way in), the adder's own on a
+ * tie: what the adder takes from it is never more than it keeps. */
+static void most_owned(const struct arpc_rc_gone *g, uint64_t *owner)
 {
-    size_t most = owned(g, *owner, *restored);
+    size_t most = owned(g, *owner);
     if (g->g_unowned > most)
-        most = g->g_unowned, *owner = 0, *restored = false;
-    if (g->g_restored > most)
-        most = g->g_restored, *owner = 0, *restored = true;
+        most = g->g_unowned, *owner = 0;
     uint64_t key;
     void *n;
     for (size_t pos = 0; arpc_u64_map_next(&g->g_owners, &pos, &key, &n);)
         if ((size_t)(uintptr_t)n > most)
-            most = (size_t)(uintptr_t)n, *owner = key, *restored = false;
+            most = (size_t)(uintptr_t)n, *owner = key;
 }
 
 /* Whether the adder's group is the only one holding slots (a server without authentication,
  * or with one identity): then the oldest place is its own to take. */
-static bool alone_in(const struct arpc_rc_gone *g, uint64_t owner, bool restored)
+static bool alone_in(const struct arpc_rc_gone *g, uint64_t owner)
 {
-    bool identity = !restored && owner != 0;
-    size_t identities = arpc_u64_map_count(&g->g_owners) - (identity && owned(g, owner, false) > 0);
-    return identities == 0 && (restored || g->g_restored == 0) && ((!restored && owner == 0) || g->g_unowned == 0);
+    size_t identities = arpc_u64_map_count(&g->g_owners) - (owner != 0 && owned(g, owner) > 0);
+    return identities == 0 && (owner == 0 || g->g_unowned == 0);
 }
 
 /* The oldest slot of an owner that holds one, by age: a goodbye put in the place of another
  * sits out of the ring's order. A look at every slot, only when the set has no room. */
-static struct arpc_rc_gone_slot *oldest_of(struct arpc_rc_gone *g, uint64_t owner, bool restored)
+static struct arpc_rc_gone_slot *oldest_of(struct arpc_rc_gone *g, uint64_t owner)
 {
     struct arpc_rc_gone_slot *oldest = NULL;
     for (size_t i = 0; i < ARPC_RC_GONE_MAX; i++) {
         struct arpc_rc_gone_slot *s = &g->g_ring[i];
-        if (s->gs_client != 0 && s->gs_restored == restored && s->gs_owner == owner &&
+        if (s->gs_client != 0 && s->gs_owner == owner &&
             (oldest == NULL || s->gs_age < oldest->gs_age))
             oldest = s;
     }
@@ -99,7 +94,7 @@ static void slot_drop(struct arpc_rc_gone *g, struct arpc_rc_gone_slot *s)
 {
     arpc_u64_map_take(&g->g_where, s->gs_client);
     if (g->g_fair)
-        (void)owned_add(g, s->gs_owner, s->gs_restored, -1);
+        (void)owned_add(g, s->gs_owner, -1);
     s->gs_client = 0;
     g->g_count--;
 }
@@ -123,7 +118,7 @@ static int ring_make(struct arpc_rc_gone *g)
     return ARPC_OK;
 }
 
-static int gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uint64_t owner, bool restored)
+int arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uint64_t owner)
 {
     if (g->g_ring == NULL && ring_make(g) != ARPC_OK)
         return ARPC_ENOMEM;
@@ -139,17 +134,16 @@ static int gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uin
         /* The oldest place taken but room elsewhere (a client back left it): there. */
         for (size_t i = 1; v->gs_client != 0; i++)
             v = &g->g_ring[(g->g_next + i) % ARPC_RC_GONE_MAX];
-    } else if (s->gs_client != 0 && g->g_fair && !alone_in(g, owner, restored)) {
+    } else if (s->gs_client != 0 && g->g_fair && !alone_in(g, owner)) {
         /* No room: the owner holding the most gives up its oldest. A look at every owner and
          * slot (~10-30 us once full, on the loop: bounded, and only with owners besides the
          * adder; alone, the oldest place is taken, in constant time, as without owners). */
         uint64_t victim = owner;
-        bool victim_restored = restored;
-        most_owned(g, &victim, &victim_restored);
-        v = oldest_of(g, victim, victim_restored);
+        most_owned(g, &victim);
+        v = oldest_of(g, victim);
         assert(v != NULL); /* it holds the most, and the ring is not empty */
     }
-    if (g->g_fair && owned_add(g, owner, restored, +1) != ARPC_OK)
+    if (g->g_fair && owned_add(g, owner, +1) != ARPC_OK)
         return ARPC_ENOMEM; /* (nothing changed yet) */
     s = v; /* elsewhere than the ring's next place, that place stays the oldest's */
     size_t at = (size_t)(s - g->g_ring);
@@ -160,23 +154,12 @@ static int gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uin
     /* Made with room for every slot, the map never grows: this does not fail. */
     if (arpc_u64_map_put(&g->g_where, client, (void *)(uintptr_t)(at + 1)) != ARPC_OK) {
         if (g->g_fair)
-            (void)owned_add(g, owner, restored, -1);
+            (void)owned_add(g, owner, -1);
         return ARPC_ENOMEM;
     }
-    *s = (struct arpc_rc_gone_slot){
-        .gs_client = client, .gs_floor = floor, .gs_owner = owner, .gs_age = g->g_age++, .gs_restored = restored};
+    *s = (struct arpc_rc_gone_slot){.gs_client = client, .gs_floor = floor, .gs_owner = owner, .gs_age = g->g_age++};
     g->g_count++;
     return ARPC_OK;
-}
-
-int arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uint64_t owner)
-{
-    return gone_put(g, client, floor, owner, false);
-}
-
-int arpc_rc_gone_put_restored(struct arpc_rc_gone *g, uint64_t client, uint64_t floor)
-{
-    return gone_put(g, client, floor, 0, true);
 }
 
 uint64_t arpc_rc_gone_floor(const struct arpc_rc_gone *g, uint64_t client)

@@ -3,14 +3,15 @@
  * one of their calls (from a half-open connection, or a proxy that replays) is refused
  * instead of running again once their replies are gone (core/reply_cache.c: forget).
  *
- * Bounded: the ARPC_RC_GONE_MAX latest goodbyes, a fixed 40 bytes each plus the map's slot;
+ * Bounded: the ARPC_RC_GONE_MAX latest goodbyes, a fixed 32 bytes each plus the map's slot;
  * the oldest is dropped first (a copy of its calls arriving after that many other clients
  * said goodbye runs again: docs/SEMANTICS.md). Shared fairly among owners when asked
  * (arpc_rc_gone_fair: the reply cache, whose owners are its clients' identities): with no
  * room, the owner holding the most goodbyes gives up its oldest, so one identity saying
  * goodbye under made-up client ids makes the server forget only its own, never another's
  * (an attacker's trial did, with 4,096 goodbyes). With one owner (a server without
- * authentication) that is the oldest, as before. Single owner, no lock: the cache's on its
+ * authentication) that is the oldest, as before. Goodbyes a restart brought back from the
+ * log (which keeps no owners) are owner 0's, as those of clients without an identity. Single owner, no lock: the cache's on its
  * loop thread, and the reply log's index (core/reply_log_index.h), which keeps the same
  * clients on disk without owners, so a restart refuses those late copies too.
  */
@@ -30,7 +31,6 @@ struct arpc_rc_gone_slot {
     uint64_t gs_floor;  /* its calls at or below this are not run */
     uint64_t gs_owner;  /* who said it (0: no one known) */
     uint64_t gs_age;    /* the set's count of goodbyes when it came: the lowest is the oldest */
-    bool gs_restored;   /* said before a restart: its owner is not known (held as one owner) */
 };
 
 struct arpc_rc_gone {
@@ -40,7 +40,7 @@ struct arpc_rc_gone {
     uint64_t g_age;                   /* goodbyes put so far */
     struct arpc_u64_map g_where;      /* client -> its slot + 1 */
     bool g_fair;                      /* shared fairly among owners; else oldest first */
-    size_t g_unowned, g_restored;     /* fair: the slots of owner 0, of restored goodbyes */
+    size_t g_unowned;                 /* fair: the slots of owner 0 */
     struct arpc_u64_map g_owners;     /* fair: owner (not 0) -> its slots, as a pointer */
 };
 
@@ -52,9 +52,6 @@ void arpc_rc_gone_fair(struct arpc_rc_gone *g);
  * or ARPC_ENOMEM (the set's first allocation, or when fair an owner's first count: the set
  * is unchanged). */
 int arpc_rc_gone_put(struct arpc_rc_gone *g, uint64_t client, uint64_t floor, uint64_t owner);
-/* As put, for a goodbye from before a restart whose owner the log did not keep: the restored
- * goodbyes share as one owner. */
-int arpc_rc_gone_put_restored(struct arpc_rc_gone *g, uint64_t client, uint64_t floor);
 /* The floor of a client that said goodbye, or 0. */
 uint64_t arpc_rc_gone_floor(const struct arpc_rc_gone *g, uint64_t client);
 /* client is back (a call above its floor): it is known to the cache again. */

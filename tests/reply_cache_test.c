@@ -815,18 +815,18 @@ static void test_gone_bounded(void **state)
 /* Shared fairly: with no room, the owner holding the most goodbyes gives up its oldest, so an
  * owner's goodbyes under ever new client ids drop only its own (an attacker's trial made a
  * server forget another identity's floor with 4,096 of them, and a late copy of its call ran
- * again). Restored goodbyes (owner unknown) count as one owner. */
+ * again). Goodbyes a restart brought back (the log keeps no owner) are owner 0's. */
 static void test_gone_fair_by_owner(void **state)
 {
     (void)state;
     test_alloc_install();
     struct arpc_rc_gone g = {0};
     arpc_rc_gone_fair(&g);
-    arpc_rc_gone_put(&g, 1, 10, 100);           /* identity 100's one goodbye */
-    arpc_rc_gone_put(&g, 2, 20, 0);             /* a client without an identity */
-    arpc_rc_gone_put_restored(&g, 3, 30);       /* from before a restart */
+    arpc_rc_gone_put(&g, 1, 10, 100); /* identity 100's one goodbye */
+    arpc_rc_gone_put(&g, 2, 20, 0);   /* a client without an identity (or one from the log) */
+    arpc_rc_gone_put(&g, 3, 30, 300); /* identity 300's */
     for (uint64_t id = 1000; id < 1000 + 3 * ARPC_RC_GONE_MAX; id++)
-        arpc_rc_gone_put(&g, id, 5, 200);       /* identity 200, under made-up ids */
+        arpc_rc_gone_put(&g, id, 5, 200); /* identity 200, under made-up ids */
     assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
     assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
     assert_int_equal(30, arpc_rc_gone_floor(&g, 3));
@@ -834,12 +834,15 @@ static void test_gone_fair_by_owner(void **state)
     uint64_t newest = 1000 + 3 * ARPC_RC_GONE_MAX - 1;
     assert_int_equal(5, arpc_rc_gone_floor(&g, newest));            /* its latest are kept */
     assert_int_equal(0, arpc_rc_gone_floor(&g, 1000));              /* its oldest went */
-    /* The same from clients without an identity: theirs go, the identities' stay. */
+    /* The same from clients without an identity: they take from the largest (200) until they
+     * hold as much, then theirs go (2, their oldest, first); the identities' stay. */
     for (uint64_t id = 100000; id < 100000 + 2 * ARPC_RC_GONE_MAX; id++)
         arpc_rc_gone_put(&g, id, 6, 0);
     assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
     assert_int_equal(30, arpc_rc_gone_floor(&g, 3));
     assert_int_equal(5, arpc_rc_gone_floor(&g, newest));
+    assert_int_equal(6, arpc_rc_gone_floor(&g, 100000 + 2 * ARPC_RC_GONE_MAX - 1));
     assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
     /* Every owner with one goodbye: a new owner's takes the place of one of theirs. */
     arpc_rc_gone_fini(&g);
