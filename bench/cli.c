@@ -73,11 +73,13 @@ static const char usage_text[] =
     "  --rate R            latency: start R calls/s from an open loop, whatever the replies do,\n"
     "                      and measure each call from its intended send time (no coordinated\n"
     "                      omission); the client's loop runs on its own thread (default\n"
-    "                      --calls: 2 s worth, 2000..2000000); no baseline is run\n"
+    "                      --calls: 2 s worth, at least 2000 and at most 2000000: at a low\n"
+    "                      rate, longer); no baseline is run\n"
     "  --arrivals A        with --rate or --rate-sweep: constant (default) or poisson gaps\n"
     "  --rate-sweep        latency: --rate at 1-2-5 steps from --rate-min (1000) up to the first\n"
     "                      saturated step (achieved < 90%% of offered) or --rate-max (10000000);\n"
-    "                      each step lasts about --step-ms (1000) ms; the JSON's rate_sweep\n"
+    "                      each step lasts about --step-ms (1000) ms, and makes at least 1000\n"
+    "                      calls (at a low rate, longer); the JSON's rate_sweep\n"
     "                      array has p50/p99/p99.9 per step; --plot draws latency vs throughput\n"
     "  --plot FILE.png     plot arpc's and the baseline's latency percentiles (needs gnuplot)\n"
     "  --tls-cert FILE     tls: the server's certificate (PEM; e.g. made by scripts/tls-selfsigned.sh)\n"
@@ -87,7 +89,9 @@ static const char usage_text[] =
     "  --quiet             no progress line\n"
     "  --help              this text\n"
     "\n"
-    "Output: a table on stderr; one JSON object, the last line of stdout.\n";
+    "Output: a table on stderr; one JSON object, the last line of stdout (serve: its address\n"
+    "line only). With --connect the JSON's \"inline\" is null: the remote server's handlers\n"
+    "are its own.\n";
 
 static void usage(FILE *f) { fprintf(f, usage_text, MAX_PAYLOAD); }
 

@@ -135,7 +135,10 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_str(j, "api", c->mode != BENCH_THROUGHPUT ? "call" : c->api == BENCH_API_CQ ? "cq" : "then");
     bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
     bench_json_str(j, "address", r->r_addr);
-    bench_json_bool(j, "inline", c->inline_handler);
+    if (r->r_embedded)
+        bench_json_bool(j, "inline", c->inline_handler);
+    else /* a remote server's handlers are its own (--inline is serve's): not known here */
+        bench_json_str_or_null(j, "inline", NULL);
     /* the embedded server's poll in effect: its default (50) when not given, 0 for none; a
      * remote server's is its own (absent here) */
     if (r->r_embedded)
