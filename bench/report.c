@@ -45,7 +45,7 @@ static void header(const struct bench_report *r)
                 c->api == BENCH_API_CQ ? "cq" : "then");
     fprintf(stderr, "\nserver: %s (%s)", r->r_embedded ? "embedded" : "remote", r->r_addr);
     if (r->r_embedded)
-        fprintf(stderr, ", %s handlers", c->inline_handler ? "inline" : "pool");
+        fprintf(stderr, ", %s handlers", bench_handlers(c));
     if (c->mode == BENCH_LATENCY)
         fprintf(stderr, ", client loop driven by %s", c->caller_loop ? "the caller" : "its own thread");
     fprintf(stderr, "; baseline: %s, %s, no framework\n", r->r_base_kind,
@@ -121,6 +121,19 @@ static void json_hist(struct bench_json *j, const char *prefix, const arpc_hist 
     bench_json_num(j, name, arpc_hist_mean(h) / 1e3);
 }
 
+const char *bench_handlers(const struct bench_config *c)
+{
+    return c->connect_addr != NULL ? "the remote server's" : c->inline_handler ? "inline" : "pool";
+}
+
+void bench_json_inline(struct bench_json *j, const struct bench_config *c)
+{
+    if (c->connect_addr == NULL)
+        bench_json_bool(j, "inline", c->inline_handler);
+    else
+        bench_json_str_or_null(j, "inline", NULL);
+}
+
 static void json_config(struct bench_json *j, const struct bench_report *r)
 {
     const struct bench_config *c = r->r_cfg;
@@ -135,10 +148,7 @@ static void json_config(struct bench_json *j, const struct bench_report *r)
     bench_json_str(j, "api", c->mode != BENCH_THROUGHPUT ? "call" : c->api == BENCH_API_CQ ? "cq" : "then");
     bench_json_str(j, "server", r->r_embedded ? "embedded" : "remote");
     bench_json_str(j, "address", r->r_addr);
-    if (r->r_embedded)
-        bench_json_bool(j, "inline", c->inline_handler);
-    else /* a remote server's handlers are its own (--inline is serve's): not known here */
-        bench_json_str_or_null(j, "inline", NULL);
+    bench_json_inline(j, c);
     /* the embedded server's poll in effect: its default (50) when not given, 0 for none; a
      * remote server's is its own (absent here) */
     if (r->r_embedded)

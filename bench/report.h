@@ -20,4 +20,11 @@ struct bench_report {
 void bench_report_table(const struct bench_report *r);
 void bench_report_json(const struct bench_report *r);
 
+struct bench_json;
+/* The run's server's handlers in words: "inline" or "pool", or with --connect "the remote
+ * server's" (its own: serve's --inline, not known here). */
+const char *bench_handlers(const struct bench_config *c);
+/* The JSON's "inline": the embedded server's, or null with --connect (not known here). */
+void bench_json_inline(struct bench_json *j, const struct bench_config *c);
+
 #endif

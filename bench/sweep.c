@@ -14,6 +14,7 @@
 #include "arpc_side.h"
 #include "json.h"
 #include "plot.h"
+#include "report.h"
 
 #define SATURATED_BELOW 0.9 /* achieved / offered */
 
@@ -30,17 +31,11 @@ static double next_rate(double rate)
     return m < 1.5 ? 2 * decade : m < 3.5 ? 5 * decade : 10 * decade;
 }
 
-/* The handlers the run's server has: a remote one's are its own, not known here. */
-static const char *handlers(const struct bench_config *cfg)
-{
-    return cfg->connect_addr != NULL ? "the remote server's" : cfg->inline_handler ? "inline" : "pool";
-}
-
 static void table_header(const struct bench_config *cfg, const char *addr)
 {
     fprintf(stderr, "\narpc-bench latency at a fixed rate: %s (%s), payload %zu B, %s arrivals, %s handlers, "
                     "client loop on its own thread, %s calls\n",
-            cfg->transport, addr, cfg->payload, cfg->poisson ? "Poisson" : "constant", handlers(cfg),
+            cfg->transport, addr, cfg->payload, cfg->poisson ? "Poisson" : "constant", bench_handlers(cfg),
             cfg->amo ? "at-most-once" : "at-least-once");
     fprintf(stderr, "latency from each call's intended send time (open loop: no coordinated omission)\n");
     fprintf(stderr, "  %12s %12s %9s %9s %9s %9s %9s %12s %9s\n", "offered/s", "achieved/s", "p50 us", "p99 us",
@@ -85,10 +80,7 @@ static void json_report(const struct bench_config *cfg, const char *addr, const 
     bench_json_str(&j, "transport", cfg->transport);
     bench_json_str(&j, "address", addr);
     bench_json_uint(&j, "payload", cfg->payload);
-    if (cfg->connect_addr == NULL)
-        bench_json_bool(&j, "inline", cfg->inline_handler);
-    else /* as report.c: not known */
-        bench_json_str_or_null(&j, "inline", NULL);
+    bench_json_inline(&j, cfg);
     bench_json_str(&j, "client_loop", "thread");
     bench_json_bool(&j, "amo", cfg->amo);
     bench_json_uint(&j, "deadline_ms", (uint64_t)cfg->deadline_ms); /* 0: none */
@@ -126,7 +118,7 @@ static int plot(const struct bench_config *cfg, const struct bench_rate_result *
                                           bench_hist_us(pts[i].run.hist, 99), bench_hist_us(pts[i].run.hist, 99.9)};
     char title[256];
     snprintf(title, sizeof(title), "arpc latency vs throughput: %s, payload %zu B, %s handlers, %s arrivals",
-             cfg->transport, cfg->payload, handlers(cfg), cfg->poisson ? "Poisson" : "constant");
+             cfg->transport, cfg->payload, bench_handlers(cfg), cfg->poisson ? "Poisson" : "constant");
     int rv = bench_plot_sweep(cfg->plot_path, title, pp, n);
     free(pp);
     return rv;
