@@ -147,15 +147,14 @@ static void kv_get(arpc_request *req, void *ctx)
  * them still took 3.8 ms, 16 KiB about 1 ms. Larger values go through kv.put. */
 #define KV_JSON_MAX (16 * 1024)
 
-/* JSON-RPC: the handler gets params[0] as JSON text (arpc/jsonrpc.h), here {"key":K,...}.
- * NULL when it is not that, or over KV_JSON_MAX (not parsed). */
-static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
+/* JSON-RPC: the handler gets params[0] as JSON text (arpc/jsonrpc.h), here {"key":K,...}:
+ * parsed, with its key (valid while the object is). NULL when it is not that, or over
+ * KV_JSON_MAX (not parsed). */
+static json_t *json_params_of(const void *data, size_t len, const char **k, size_t *klen)
 {
-    size_t len;
-    const char *p = arpc_request_data(req, &len);
     if (len > KV_JSON_MAX)
         return NULL;
-    json_t *o = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL); /* \u0000 is JSON */
+    json_t *o = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL); /* \u0000 is JSON */
     json_t *key = json_object_get(o, "key");
     if (!json_is_string(key)) {
         json_decref(o);
@@ -166,17 +165,23 @@ static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
     return o;
 }
 
+static json_t *json_params(arpc_request *req, const char **k, size_t *klen)
+{
+    size_t len;
+    const void *p = arpc_request_data(req, &len);
+    return json_params_of(p, len, k, klen);
+}
+
 /* Routing on the loop: the same shard as kv.put / kv.get of that key. A key function must
  * be quick (arpc/server.h): params over KV_JSON_MAX are not parsed here either (any shard:
  * their handler refuses them). */
 static uint64_t json_key(const void *data, size_t len, void *ctx)
 {
     (void)ctx;
-    if (len > KV_JSON_MAX)
-        return 0;
-    json_t *o = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    json_t *key = json_object_get(o, "key");
-    uint64_t h = json_is_string(key) ? key_hash(json_string_value(key), json_string_length(key)) : 0;
+    const char *k;
+    size_t klen;
+    json_t *o = json_params_of(data, len, &k, &klen);
+    uint64_t h = o != NULL ? key_hash(k, klen) : 0;
     json_decref(o);
     return h;
 }
