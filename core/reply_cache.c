@@ -370,11 +370,12 @@ static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     uint64_t id = c->c_id;
     uint64_t floor = keep_floor ? highest_seq(c) : 0;
+    uint64_t owner = c->c_owner != NULL ? c->c_owner->o_id : 0;
     if (floor != 0) /* best effort, as documented; held against its identity's share */
-        (void)arpc_rc_gone_put(&rc->rc_gone, id, floor, c->c_owner != NULL ? c->c_owner->o_id : 0);
+        (void)arpc_rc_gone_put(&rc->rc_gone, id, floor, owner);
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
-        rc->rc_ops.on_forget(rc->rc_ctx, id, floor);
+        rc->rc_ops.on_forget(rc->rc_ctx, id, floor, owner);
 }
 
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id, bool keep_floor)
@@ -455,7 +456,8 @@ int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id
     return ARPC_OK;
 }
 
-int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor)
+int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor,
+                                  uint64_t owner)
 {
     if (client_id == 0 || floor == 0)
         return ARPC_EINVAL;
@@ -466,5 +468,5 @@ int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_i
             c->c_floor = floor;
         return ARPC_OK;
     }
-    return arpc_rc_gone_put(&rc->rc_gone, client_id, floor, 0); /* the log keeps no owner */
+    return arpc_rc_gone_put(&rc->rc_gone, client_id, floor, owner);
 }

@@ -80,10 +80,11 @@ struct arpc_reply_cache_ops {
     /* A client was forgotten by arpc_reply_cache_expire (the server logs it). Optional. */
     void (*on_expire)(void *ctx, uint64_t client_id);
     /* A client was forgotten on its goodbye, by arpc_reply_cache_forget or settle, leaving
-     * floor behind (its highest seq, kept in rc_gone; 0 without keep_floor). The server logs
-     * both, so a restart forgets the client as well and still refuses its calls up to floor.
-     * Optional. */
-    void (*on_forget)(void *ctx, uint64_t client_id, uint64_t floor);
+     * floor behind (its highest seq, kept in rc_gone; 0 without keep_floor), held against
+     * owner's share (its identity; 0: none). The server logs all three, so a restart forgets
+     * the client as well, still refuses its calls up to floor, and shares the floors among
+     * identities as before. Optional. */
+    void (*on_forget)(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner);
     /* A duplicate's owner lets it go if nobody is left to answer (its connection closed):
      * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,
      * before a new one is refused. Must not call into the cache. Optional. */
@@ -312,11 +313,12 @@ int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, ui
  * a request would. ARPC_OK, ARPC_EINVAL (client_id 0), ARPC_ENOMEM. */
 int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
                                  uint64_t now_ns);
-/* Restart, from the reply log: the client said goodbye after calls up to floor, as forget
- * with keep_floor left it (oldest goodbye first, so the newest ARPC_RC_GONE_MAX stay). A client
- * the cache knows has its ack raised instead. ARPC_OK, ARPC_EINVAL (client_id or floor 0),
- * ARPC_ENOMEM. */
-int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor);
+/* Restart, from the reply log: the client, of identity owner (0: none), said goodbye after
+ * calls up to floor, as forget with keep_floor left it (oldest goodbye first, so the set is
+ * the one the log kept). A client the cache knows has its ack raised instead. ARPC_OK,
+ * ARPC_EINVAL (client_id or floor 0), ARPC_ENOMEM. */
+int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor,
+                                  uint64_t owner);
 
 void arpc_reply_cache_stats(const struct arpc_reply_cache *rc, struct arpc_reply_cache_stats *out);
 /* What one entry and one client count in bytes, besides the reply bytes. */

@@ -375,8 +375,6 @@ int arpc_reply_cache_init(struct arpc_reply_cache *rc, const struct arpc_reply_c
     rc->rc_max_bytes = o != NULL && o->max_bytes != 0 ? o->max_bytes : DEFAULT_MAX_BYTES;
     rc->rc_max_client_bytes = o != NULL && o->max_client_bytes != 0 ? o->max_client_bytes : rc->rc_max_bytes / 2;
     rc->rc_idle_ns = o != NULL && o->idle_expiry_ns != 0 ? o->idle_expiry_ns : DEFAULT_IDLE_NS;
-    /* Goodbyes shared fairly among identities: one cannot make the server forget another's. */
-    arpc_rc_gone_fair(&rc->rc_gone);
     if (arpc_u64_map_init(&rc->rc_owners, 16) != ARPC_OK)
         return ARPC_ENOMEM;
     if (arpc_u64_map_init(&rc->rc_clients, 64) != ARPC_OK) {

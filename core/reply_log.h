@@ -73,6 +73,8 @@ struct arpc_log_record {
     enum arpc_log_rtype lr_type;
     uint64_t lr_client_id; /* REPLY (0: effect only), ACK, EXPIRE, GOODBYE (non-zero) */
     uint64_t lr_seq;       /* REPLY; GOODBYE: the floor, the highest seq the client used */
+    uint64_t lr_identity;  /* GOODBYE: whose share the floor is held against (the client's
+                            * identity; 0: none known) */
     uint64_t lr_ack;       /* REPLY: the client's ack when the reply was made (so rising acks
                             * need no records of their own); ACK: the new ack */
     const void *lr_reply;  /* REPLY: opaque reply bytes (an encoded frame); may be empty */
@@ -116,10 +118,11 @@ struct arpc_log_replay_ops {
     void (*on_reply)(void *ctx, uint64_t client_id, uint64_t seq, const void *reply, size_t len);
     /* Each live (not expired) client's latest ack. */
     void (*on_ack)(void *ctx, uint64_t client_id, uint64_t ack);
-    /* Each client that said goodbye (GOODBYE) and was not heard from again, with its floor,
-     * oldest goodbye first: the ARPC_RC_GONE_MAX newest (core/reply_cache_gone.h), as the
-     * reply cache keeps them. None of them is also a live client above. */
-    void (*on_gone)(void *ctx, uint64_t client_id, uint64_t floor);
+    /* Each client that said goodbye (GOODBYE) and was not heard from again, with its floor
+     * and its identity (0: none), oldest goodbye first: ARPC_RC_GONE_MAX at most, shared
+     * among identities as the reply cache shares them (core/reply_cache_gone.h). None of
+     * them is also a live client above. */
+    void (*on_gone)(void *ctx, uint64_t client_id, uint64_t floor, uint64_t identity);
 };
 
 struct arpc_reply_log;

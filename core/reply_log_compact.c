@@ -209,9 +209,9 @@ static int write_acks(struct compaction *c)
 /* The floors of the clients that said goodbye, so they outlive the segments that said so. */
 static int write_goodbyes(struct compaction *c)
 {
-    uint64_t id, floor;
-    for (size_t it = 0; arpc_rc_gone_next(&c->c_log->lg_index.ix_gone, &it, &id, &floor);) {
-        struct arpc_log_view v = {.v_type = ARPC_LOG_GOODBYE, .v_client_id = id, .v_seq = floor};
+    uint64_t id, floor, owner;
+    for (size_t it = 0; arpc_rc_gone_next(&c->c_log->lg_index.ix_gone, &it, &id, &floor, &owner);) {
+        struct arpc_log_view v = {.v_type = ARPC_LOG_GOODBYE, .v_client_id = id, .v_seq = floor, .v_owner = owner};
         uint64_t offset;
         uint32_t size;
         int rc = put_view(c, &v, &offset, &size);

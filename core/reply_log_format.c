@@ -42,6 +42,7 @@ enum {
     EXPIRE_CLIENT = 0,
     GOODBYE_CLIENT = 0,
     GOODBYE_FLOOR = 8,
+    GOODBYE_OWNER = 16,
     STATE_LEN = 0,
     SYNCED_EXTENT = 0,
     SYNCED_NONCE = 8,
@@ -54,8 +55,14 @@ static const uint8_t log_magic[8] = {'a', 'r', 'p', 'c', 'l', 'o', 'g', 1};
 #define NAME_DIGITS 16
 
 /* The type byte a record of this view type is written with: a STATE is written sized (its
- * length twice); the other types are their own byte. */
-static uint8_t disk_type(uint8_t type) { return type == ARPC_LOG_STATE ? ARPC_LOG_STATE_SIZED : type; }
+ * length twice), a GOODBYE with an owner as GOODBYE_OWNED; the other types are their own
+ * byte. */
+static uint8_t disk_type(uint8_t type, uint64_t owner)
+{
+    if (type == ARPC_LOG_STATE)
+        return ARPC_LOG_STATE_SIZED;
+    return type == ARPC_LOG_GOODBYE && owner != 0 ? ARPC_LOG_GOODBYE_OWNED : type;
+}
 
 /* The fixed part of a payload of this type byte, or -1 for a type this version does not know. */
 static int64_t fixed_payload(unsigned type)
@@ -71,6 +78,8 @@ static int64_t fixed_payload(unsigned type)
         return ARPC_LOG_EXPIRE_PAYLOAD;
     case ARPC_LOG_GOODBYE:
         return ARPC_LOG_GOODBYE_PAYLOAD;
+    case ARPC_LOG_GOODBYE_OWNED:
+        return ARPC_LOG_GOODBYE_OWNED_PAYLOAD;
     case ARPC_LOG_STATE: /* as written before ARPC_LOG_STATE_SIZED: read, never written */
         return 0;
     case ARPC_LOG_STATE_SIZED:
@@ -144,6 +153,16 @@ static const char *decode_payload(const uint8_t *p, uint32_t plen, struct arpc_l
         v->v_client_id = le_ld64(p + GOODBYE_CLIENT);
         v->v_seq = le_ld64(p + GOODBYE_FLOOR);
         return v->v_client_id == 0 ? "GOODBYE record for client 0" : NULL;
+    case ARPC_LOG_GOODBYE_OWNED:
+        if (plen != ARPC_LOG_GOODBYE_OWNED_PAYLOAD)
+            return "GOODBYE_OWNED record of the wrong size";
+        v->v_type = ARPC_LOG_GOODBYE; /* one kind of record to its readers, as STATE */
+        v->v_client_id = le_ld64(p + GOODBYE_CLIENT);
+        v->v_seq = le_ld64(p + GOODBYE_FLOOR);
+        v->v_owner = le_ld64(p + GOODBYE_OWNER);
+        if (v->v_client_id == 0)
+            return "GOODBYE_OWNED record for client 0";
+        return v->v_owner == 0 ? "GOODBYE_OWNED record for owner 0 (a GOODBYE's)" : NULL;
     case ARPC_LOG_STATE:
         v->v_data = p;
         v->v_data_len = plen;
@@ -224,7 +243,7 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
         return (uint64_t)le_ld32(p + REPLY_REPLY_LEN) + le_ld32(p + REPLY_EFFECT_LEN) == plen - ARPC_LOG_REPLY_FIXED
                    ? ARPC_LOG_HEAD_CHECKED
                    : ARPC_LOG_HEAD_BAD;
-    default: /* ACK, EXPIRE, GOODBYE, SYNCED: exactly their fixed size */
+    default: /* ACK, EXPIRE, the GOODBYEs, SYNCED: exactly their fixed size */
         return plen == fixed ? ARPC_LOG_HEAD_CHECKED : ARPC_LOG_HEAD_BAD;
     }
 }
@@ -247,7 +266,7 @@ bool arpc_log_is_record(const uint8_t *buf, size_t len, uint64_t *checksummed)
 
 bool arpc_log_payload_fits(uint8_t type, size_t reply_len, size_t data_len)
 {
-    int64_t fixed = fixed_payload(disk_type(type));
+    int64_t fixed = fixed_payload(disk_type(type, 0));
     if (fixed < 0 || reply_len > ARPC_LOG_PAYLOAD_MAX || data_len > ARPC_LOG_PAYLOAD_MAX)
         return false;
     return (uint64_t)fixed + reply_len + data_len <= ARPC_LOG_PAYLOAD_MAX;
@@ -256,12 +275,13 @@ bool arpc_log_payload_fits(uint8_t type, size_t reply_len, size_t data_len)
 uint32_t arpc_log_record_size(const struct arpc_log_view *v)
 {
     assert(arpc_log_payload_fits(v->v_type, v->v_reply_len, v->v_data_len));
-    return ARPC_LOG_RECORD_HEAD + (uint32_t)fixed_payload(disk_type(v->v_type)) + v->v_reply_len + v->v_data_len;
+    return ARPC_LOG_RECORD_HEAD + (uint32_t)fixed_payload(disk_type(v->v_type, v->v_owner)) + v->v_reply_len +
+           v->v_data_len;
 }
 
 size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
 {
-    uint8_t type = disk_type(v->v_type);
+    uint8_t type = disk_type(v->v_type, v->v_owner);
     uint32_t fixed = (uint32_t)fixed_payload(type);
     uint8_t *p = dst + ARPC_LOG_RECORD_HEAD;
     le_st32(dst + REC_LEN, arpc_log_record_size(v) - ARPC_LOG_RECORD_HEAD);
@@ -291,6 +311,8 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
     case ARPC_LOG_GOODBYE:
         le_st64(p + GOODBYE_CLIENT, v->v_client_id);
         le_st64(p + GOODBYE_FLOOR, v->v_seq);
+        if (v->v_owner != 0)
+            le_st64(p + GOODBYE_OWNER, v->v_owner);
         break;
     case ARPC_LOG_STATE: /* written sized: its state's length */
         le_st32(p + STATE_LEN, v->v_data_len);

@@ -38,7 +38,12 @@
  *      refused; the newest ARPC_RC_GONE_MAX floors are kept). Added after the format's first
  *      release, with no version change: a log without it reads as before; a server that
  *      predates it refuses a log that holds one (an unknown record type), rather than forget
- *      the floors.
+ *      the floors. Written for a client without an identity (owner 0).
+ *   GOODBYE_OWNED 8; 24 bytes: GOODBYE's 16, then 16 u64 owner (non-zero): the identity whose
+ *      share of the floors this one is held against (core/reply_cache_gone.h), so a restart
+ *      shares them as the running server did. Written since 2026-12-07 for a client with an
+ *      identity, with no version change: a server that predates it refuses a log that holds
+ *      one (an unknown record type). Read as a GOODBYE with v_owner.
  *   SYNCED 7; 16 bytes: the writer's own, never a caller's (core/reply_log_tail.h says why)
  *      0  u64   extent: the first `extent` bytes of this segment had been fdatasync'ed when
  *               this record was written (0 in the first one, which only introduces the nonce)
@@ -52,7 +57,7 @@
  * (or a record running past the end of the file), which recovery then tells apart from a
  * torn tail by looking for valid records after it (core/reply_log_tail.c). What stands in
  * for a check of the length is the head's redundancy: the fixed size of ACK, EXPIRE and
- * GOODBYE, REPLY's two lengths, which must add up to its own, and a sized STATE's state_len
+ * the GOODBYEs, REPLY's two lengths, which must add up to its own, and a sized STATE's state_len
  * (arpc_log_head_size). Only a STATE of type 4 has none: a torn one, whose state (the
  * application's bytes, maybe a client's) can hold well-formed records, made recovery search
  * inside it and refuse to start (why type 6 exists).
@@ -75,6 +80,8 @@
 #define ARPC_LOG_ACK_PAYLOAD 16
 #define ARPC_LOG_EXPIRE_PAYLOAD 8
 #define ARPC_LOG_GOODBYE_PAYLOAD 16
+#define ARPC_LOG_GOODBYE_OWNED 8      /* the type byte of a GOODBYE with an owner */
+#define ARPC_LOG_GOODBYE_OWNED_PAYLOAD 24
 #define ARPC_LOG_STATE_SIZED 6        /* the type byte a STATE record is written with */
 #define ARPC_LOG_STATE_FIXED 4        /* its state's length, before the state */
 #define ARPC_LOG_SYNCED 7             /* the type byte of a SYNCED record */
@@ -90,6 +97,7 @@ struct arpc_log_view {
     uint32_t v_size;          /* decoded: the whole record, head and payload */
     uint64_t v_client_id;     /* REPLY, ACK, EXPIRE, GOODBYE */
     uint64_t v_seq;           /* REPLY; GOODBYE: the floor */
+    uint64_t v_owner;         /* GOODBYE: its owner (0: none; written as GOODBYE_OWNED if not) */
     uint64_t v_ack;           /* REPLY, ACK */
     const uint8_t *v_reply;   /* REPLY */
     uint32_t v_reply_len;
@@ -126,7 +134,7 @@ enum arpc_log_head {
                               * bytes, a length above the limit, an unknown type or a segment
                               * header, a length its type or REPLY's two lengths contradict */
     ARPC_LOG_HEAD_UNCHECKED, /* STATE of type 4: any length is possible, so nothing confirms it */
-    ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYE, SYNCED), or REPLY's
+    ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYEs, SYNCED), or REPLY's
                               * two lengths do, or a sized STATE's state_len; one cut before
                               * them is at least its fixed size, which buf does not hold, and
                               * counts as CHECKED too */

@@ -21,7 +21,7 @@
 #include "base/alloc.h"
 
 #define ACK_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_PAYLOAD)
-#define GOODBYE_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_GOODBYE_PAYLOAD)
+#define GOODBYE_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_GOODBYE_OWNED_PAYLOAD) /* the larger kind */
 #define REPLIES_MIN_CAP 8
 #define EFFECTS_MIN_CAP 64
 #define SHRINK_MIN_CAP 64 /* arrays at least this big give memory back when 1/8 used */
@@ -274,8 +274,8 @@ static int apply_goodbye(struct arpc_log_index *ix, const struct arpc_log_view *
         floor = c->c_ack;
     if (c != NULL && c->c_len > c->c_head && c->c_replies[c->c_len - 1].r_seq > floor)
         floor = c->c_replies[c->c_len - 1].r_seq;
-    if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor, 0) != ARPC_OK)
-        return ARPC_ENOMEM; /* only the set's first allocation fails: nothing changed */
+    if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor, v->v_owner) != ARPC_OK)
+        return ARPC_ENOMEM; /* the set's first allocation, or an owner's first count: nothing changed */
     client_forget(ix, v->v_client_id);
     return ARPC_OK;
 }

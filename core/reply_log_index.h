@@ -11,8 +11,9 @@
  *   ACK     raises the client's ack likewise.
  *   EXPIRE  forgets the client and its replies.
  *   GOODBYE forgets the client and its replies, and keeps its floor (the record's, or the
- *           client's ack or highest live seq if higher) among the gone: the newest
- *           ARPC_RC_GONE_MAX, as the reply cache keeps them (core/reply_cache_gone.h).
+ *           client's ack or highest live seq if higher) among the gone, held against the
+ *           record's owner: ARPC_RC_GONE_MAX at most, shared among owners as the reply cache
+ *           shares them (core/reply_cache_gone.h).
  *   STATE   becomes the state; the effect list empties (the checkpoint covers those effects).
  * A client is created by its first REPLY or ACK; one among the gone leaves them then, its ack
  * starting at its floor (as in the cache: a client heard from again carries its floor in its
@@ -74,7 +75,7 @@ struct arpc_log_index {
     uint32_t ix_state_new_size; /* compaction's scratch */
     uint64_t ix_state_new_offset;
     uint32_t ix_gen;            /* bumped by every STATE; starts at 1 */
-    struct arpc_rc_gone ix_gone; /* clients that said goodbye, by floor (no position: a
+    struct arpc_rc_gone ix_gone; /* clients that said goodbye, floor and owner (no position: a
                                   * snapshot writes a GOODBYE record for each) */
     /* Bytes a snapshot would take (an upper bound: effects of acked replies shrink): */
     uint64_t ix_effect_bytes;   /* the listed effects' records */

@@ -387,9 +387,9 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
         }
     for (size_t it = 0; ops->on_ack != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
         ops->on_ack(ctx, c->c_id, c->c_ack);
-    uint64_t id, floor;
-    for (size_t it = 0; ops->on_gone != NULL && arpc_rc_gone_next(&ix->ix_gone, &it, &id, &floor);)
-        ops->on_gone(ctx, id, floor);
+    uint64_t id, floor, owner;
+    for (size_t it = 0; ops->on_gone != NULL && arpc_rc_gone_next(&ix->ix_gone, &it, &id, &floor, &owner);)
+        ops->on_gone(ctx, id, floor, owner);
 }
 
 /* ---- a new directory ---- */

@@ -141,6 +141,7 @@ static struct arpc_log_view view_of(const struct arpc_log_record *rec)
     case ARPC_LOG_GOODBYE:
         v.v_client_id = rec->lr_client_id;
         v.v_seq = rec->lr_seq;
+        v.v_owner = rec->lr_identity;
         break;
     default: /* STATE */
         v.v_data = rec->lr_effect;

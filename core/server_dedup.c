@@ -71,12 +71,13 @@ static void dedup_free_reply(void *ctx, void *reply)
 static void dedup_on_expire(void *ctx, uint64_t client_id)
 {
     arpc_log(ARPC_LOG_DEBUG, "client %016llx idle: its cached replies are forgotten", (unsigned long long)client_id);
-    journal_forget(ctx, client_id, 0); /* so a restart forgets it too */
+    journal_forget(ctx, client_id, 0, 0); /* so a restart forgets it too */
 }
 
-static void dedup_on_forget(void *ctx, uint64_t client_id, uint64_t floor)
+static void dedup_on_forget(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner)
 {
-    journal_forget(ctx, client_id, floor); /* its goodbye: a restart forgets it too, keeping its floor */
+    /* Its goodbye: a restart forgets it too, keeping its floor against its identity's share. */
+    journal_forget(ctx, client_id, floor, owner);
 }
 
 /* A duplicate stops waiting: a CANCEL can no longer name it. */

@@ -662,8 +662,9 @@ void journal_effect_free(struct journal_rec *r);
  * nothing). Its state holds it: without memory for the record the log fails (fail-stop). */
 void journal_late_effect(arpc_server *s, const void *effect, size_t len);
 /* The cache forgot a client (its expiry, or its goodbye: floor 0, or its highest seq, which
- * a restart keeps refusing): a record, so a restart forgets it too. */
-void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor);
+ * a restart keeps refusing, held against owner's share, its identity or 0): a record, so a
+ * restart forgets it too. */
+void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor, uint64_t owner);
 
 /* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);

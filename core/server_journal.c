@@ -271,7 +271,7 @@ static void journal_expire_lost(arpc_server *s, uint64_t client_id)
                  (unsigned long long)client_id);
 }
 
-void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor)
+void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor, uint64_t owner)
 {
     if (s->sv_log == NULL)
         return;
@@ -283,6 +283,7 @@ void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor)
     }
     r->jr_rec.lr_client_id = client_id;
     r->jr_rec.lr_seq = floor;
+    r->jr_rec.lr_identity = owner;
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
 }
 
@@ -387,11 +388,11 @@ static void replay_ack(void *ctx, uint64_t client_id, uint64_t ack)
 }
 
 /* A goodbye's floor: without it a late copy of that client's call would run again. */
-static void replay_gone(void *ctx, uint64_t client_id, uint64_t floor)
+static void replay_gone(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner)
 {
     struct journal_replay *jp = ctx;
     if (jp->jp_rc == ARPC_OK &&
-        arpc_reply_cache_restore_gone(&jp->jp_server->sv_cache, client_id, floor) == ARPC_ENOMEM)
+        arpc_reply_cache_restore_gone(&jp->jp_server->sv_cache, client_id, floor, owner) == ARPC_ENOMEM)
         jp->jp_rc = ARPC_ENOMEM;
 }
 

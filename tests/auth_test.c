@@ -22,6 +22,7 @@
 #include "arpc/arpc.h"
 #include "base/siphash.h"
 #include "core/frame.h"
+#include "core/reply_cache_gone.h"
 #include "support/raw_client.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
@@ -595,6 +596,58 @@ static void test_identity_namespaces_survive_restart_with_log(void **state)
     assert_int_equal(2, atomic_load(&runs));
 }
 
+/* Calls t.who as seq 1 of (client_id, incarnation) with token and says goodbye; an unnumbered
+ * call after it, answered, shows the goodbye was taken (one connection's frames are taken in
+ * order). */
+static void raw_who_goodbye(const char *addr, const char *token, uint64_t client_id, uint64_t incarnation)
+{
+    struct raw_client *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect_with(r, addr, client_id, token, incarnation));
+    assert_true(raw_request(r, 1, 1, 0, 0, "t.who", NULL, 0));
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    assert_true(raw_goodbye(r));
+    assert_true(raw_request(r, 2, 0, 0, 0, "t.who", NULL, 0));
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(2, f.f.f_xid);
+    raw_close(r);
+    free(r);
+}
+
+/* One identity's goodbyes, however many client ids it makes up, never make the server forget
+ * another identity's, also across a restart: the log keeps whose each goodbye is. Alpha calls
+ * seq 1 and says goodbye; bravo then says goodbye under ARPC_RC_GONE_MAX + 16 made-up client
+ * ids; after a restart on the log, a late copy of alpha's call is refused, not run again.
+ * (Before, the log's goodbye record had no identity and a restart brought back the newest
+ * 4,096 whoever said them: the copy ran again, a second "transfer".) */
+static void test_goodbye_floors_shared_by_identity_across_restart(void **state)
+{
+    struct fixture *fx = *state;
+    arpc_server_destroy(fx->s); /* this test makes its own, with a log */
+    fx->s = NULL;
+    server_proc_mkdir(fx->dir, sizeof(fx->dir));
+    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)tokens,
+                              .log_dir = fx->dir, .fsync = ARPC_FSYNC_OFF /* a restart, not a crash */};
+    fx->s = start_server(&so, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr));
+    enum { ALPHA_ID = 0xa1, ALPHA_INC = 0xa2, FLOOD = ARPC_RC_GONE_MAX + 16 };
+    raw_who_goodbye(fx->addr, token_a, ALPHA_ID, ALPHA_INC);
+    for (uint64_t i = 0; i < FLOOD; i++)
+        raw_who_goodbye(fx->addr, token_b, 0xb0000 + i, 1 + i);
+    int ran = atomic_load(&runs);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(fx->s)); /* closes the log after what it was handed */
+    fx->s = start_server(&so, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr));
+    struct raw_client *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    assert_true(raw_connect_with(r, fx->addr, ALPHA_ID, token_a, ALPHA_INC));
+    assert_true(raw_request(r, 3, 1, 0, 0, "t.who", NULL, 0)); /* alpha's late copy */
+    raw_expect_error(r, 3, ARPC_EREJECTED);
+    raw_close(r);
+    free(r);
+    assert_int_equal(ran, atomic_load(&runs));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -620,6 +673,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_client_id_other_identity_not_answered_from_cache, setup_tokens,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_identity_namespaces_survive_restart_with_log, setup_tokens, teardown),
+        cmocka_unit_test_setup_teardown(test_goodbye_floors_shared_by_identity_across_restart, setup_tokens,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,6 +28,7 @@ struct probe {
     size_t n_expired;
     uint64_t forgotten[8]; /* on a goodbye */
     uint64_t forgotten_floor[8]; /* the floor each left, for the reply log */
+    uint64_t forgotten_owner[8]; /* and whose share it is held against */
     size_t n_forgotten;
     size_t dropped;
     void *stand_in; /* what cb_stand_in gives: one shared reply, held and freed many times */
@@ -63,11 +64,12 @@ static void cb_expire(void *ctx, uint64_t client_id)
     p->expired[p->n_expired++] = client_id;
 }
 
-static void cb_forget(void *ctx, uint64_t client_id, uint64_t floor)
+static void cb_forget(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner)
 {
     struct probe *p = ctx;
     assert_true(p->n_forgotten < 8);
     p->forgotten_floor[p->n_forgotten] = floor;
+    p->forgotten_owner[p->n_forgotten] = owner;
     p->forgotten[p->n_forgotten++] = client_id;
 }
 
@@ -650,6 +652,7 @@ static void test_goodbyes_of_one_identity_spare_another(void **state)
     assert_int_equal(ARPC_RC_NEW, begin_as(&rc, 1, 100, 1, 0, A, 1, 0));
     expect_waiters(&rc, finish(&rc, 1, 1, 11, 1, 0), 1, A, (uint64_t)1);
     assert_true(arpc_reply_cache_forget(&rc, 1, true));
+    assert_int_equal(100, P.forgotten_owner[0]); /* the log keeps it, for a restart to share alike */
     for (uint64_t id = 1000; id < 1000 + 3 * ARPC_RC_GONE_MAX; id++) {
         assert_int_equal(ARPC_RC_NEW, begin_as(&rc, id, 200, 1, 0, B, 1, 0));
         expect_waiters(&rc, finish(&rc, id, 1, 12, 1, 0), 1, B, (uint64_t)1);
@@ -779,49 +782,44 @@ static void test_goodbye_settles(void **state)
 
 /* A call begun after the goodbye (the same client id again) is kept for its retry: the
  * goodbye spoke for the calls before it only. */
-/* The goodbyes remembered are the latest ARPC_RC_GONE_MAX: the oldest is dropped first; a
- * second goodbye keeps one slot with the higher floor; a client back is taken out. A fair set
- * with one owner (a server without authentication) behaves alike. */
+/* The goodbyes remembered are the latest ARPC_RC_GONE_MAX: with one owner (a server without
+ * authentication) the oldest is dropped first; a second goodbye keeps one slot with the
+ * higher floor; a client back is taken out, and its place is the next goodbye's. */
 static void test_gone_bounded(void **state)
 {
     (void)state;
     test_alloc_install();
-    for (int fair = 0; fair <= 1; fair++) {
-        struct arpc_rc_gone g = {0};
-        if (fair)
-            arpc_rc_gone_fair(&g);
-        assert_int_equal(0, arpc_rc_gone_floor(&g, 1)); /* empty: nothing allocated yet */
-        for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
-            arpc_rc_gone_put(&g, id, id * 10, 0);
-        arpc_rc_gone_put(&g, 2, 5, 0);  /* lower: kept at 20 */
-        arpc_rc_gone_put(&g, 3, 99, 0); /* higher: 99 */
-        assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
-        assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
-        assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
-        arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 7, 0); /* full: the oldest (1) goes */
-        assert_int_equal(0, arpc_rc_gone_floor(&g, 1));
-        assert_int_equal(7, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
-        assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
-        arpc_rc_gone_take(&g, 2);
-        assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
-        arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 8, 0); /* takes 2's old place: 3 stays */
-        assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
-        assert_int_equal(8, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 2));
-        assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
-        arpc_rc_gone_fini(&g);
-    }
+    struct arpc_rc_gone g = {0};
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 1)); /* empty: nothing allocated yet */
+    for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, id * 10, 0);
+    arpc_rc_gone_put(&g, 2, 5, 0);  /* lower: kept at 20 */
+    arpc_rc_gone_put(&g, 3, 99, 0); /* higher: 99 */
+    assert_int_equal(10, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 7, 0); /* full: the oldest (1) goes */
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 1));
+    assert_int_equal(7, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
+    assert_int_equal(20, arpc_rc_gone_floor(&g, 2));
+    arpc_rc_gone_take(&g, 2);
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 8, 0); /* takes 2's old place: 3 stays */
+    assert_int_equal(99, arpc_rc_gone_floor(&g, 3));
+    assert_int_equal(8, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 2));
+    assert_int_equal(ARPC_RC_GONE_MAX, arpc_rc_gone_count(&g));
+    arpc_rc_gone_fini(&g);
 }
 
 /* Shared fairly: with no room, the owner holding the most goodbyes gives up its oldest, so an
  * owner's goodbyes under ever new client ids drop only its own (an attacker's trial made a
  * server forget another identity's floor with 4,096 of them, and a late copy of its call ran
- * again). Goodbyes a restart brought back (the log keeps no owner) are owner 0's. */
+ * again). */
 static void test_gone_fair_by_owner(void **state)
 {
     (void)state;
     test_alloc_install();
     struct arpc_rc_gone g = {0};
-    arpc_rc_gone_fair(&g);
     arpc_rc_gone_put(&g, 1, 10, 100); /* identity 100's one goodbye */
     arpc_rc_gone_put(&g, 2, 20, 0);   /* a client without an identity (or one from the log) */
     arpc_rc_gone_put(&g, 3, 30, 300); /* identity 300's */
@@ -847,7 +845,6 @@ static void test_gone_fair_by_owner(void **state)
     /* Every owner with one goodbye: a new owner's takes the place of one of theirs. */
     arpc_rc_gone_fini(&g);
     g = (struct arpc_rc_gone){0};
-    arpc_rc_gone_fair(&g);
     for (uint64_t id = 1; id <= ARPC_RC_GONE_MAX; id++)
         arpc_rc_gone_put(&g, id, 1, 5000 + id);
     arpc_rc_gone_take(&g, 7);
@@ -857,6 +854,70 @@ static void test_gone_fair_by_owner(void **state)
     assert_int_equal(3, arpc_rc_gone_floor(&g, ARPC_RC_GONE_MAX + 1));
     assert_int_equal(2, arpc_rc_gone_floor(&g, 7));
     arpc_rc_gone_fini(&g);
+}
+
+/* Iteration gives the goodbyes oldest first with their owners, whatever places they took (a
+ * slot given back, the victim's of a fair drop), so a snapshot of the reply log written in
+ * that order and read back into an empty set is the same set. */
+static void expect_next(const struct arpc_rc_gone *g, size_t *pos, uint64_t client, uint64_t floor, uint64_t owner)
+{
+    uint64_t c, f, o;
+    assert_true(arpc_rc_gone_next(g, pos, &c, &f, &o));
+    assert_int_equal(client, c);
+    assert_int_equal(floor, f);
+    assert_int_equal(owner, o);
+}
+
+static void test_gone_iterates_oldest_first(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    struct arpc_rc_gone g = {0};
+    uint64_t c, f, o;
+    size_t pos = 0;
+    assert_false(arpc_rc_gone_next(&g, &pos, &c, &f, &o)); /* empty, nothing allocated */
+    arpc_rc_gone_put(&g, 1, 10, 0);
+    arpc_rc_gone_put(&g, 2, 20, 100);
+    arpc_rc_gone_put(&g, 3, 30, 0);
+    arpc_rc_gone_put(&g, 4, 40, 200);
+    arpc_rc_gone_take(&g, 2);
+    arpc_rc_gone_put(&g, 5, 50, 300); /* in 2's slot, but the newest */
+    arpc_rc_gone_put(&g, 1, 11, 0);   /* again: its first place, the higher floor */
+    pos = 0;
+    expect_next(&g, &pos, 1, 11, 0);
+    expect_next(&g, &pos, 3, 30, 0);
+    expect_next(&g, &pos, 4, 40, 200);
+    expect_next(&g, &pos, 5, 50, 300);
+    assert_false(arpc_rc_gone_next(&g, &pos, &c, &f, &o));
+    arpc_rc_gone_fini(&g);
+
+    /* Full: identity 7 holds the most, so its oldest (2) goes for identity 9's goodbye. */
+    g = (struct arpc_rc_gone){0};
+    arpc_rc_gone_put(&g, 1, 1, 8);
+    for (uint64_t id = 2; id <= ARPC_RC_GONE_MAX; id++)
+        arpc_rc_gone_put(&g, id, id, 7);
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 1, 5, 9);
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 2));
+    pos = 0;
+    expect_next(&g, &pos, 1, 1, 8);
+    expect_next(&g, &pos, 3, 3, 7);
+    struct arpc_rc_gone again = {0};
+    size_t n = 0;
+    for (pos = 0; arpc_rc_gone_next(&g, &pos, &c, &f, &o); n++)
+        assert_int_equal(ARPC_OK, arpc_rc_gone_put(&again, c, f, o));
+    assert_int_equal(ARPC_RC_GONE_MAX, n);
+    size_t pos_again = 0;
+    for (pos = 0; arpc_rc_gone_next(&g, &pos, &c, &f, &o);)
+        expect_next(&again, &pos_again, c, f, o);
+    assert_false(arpc_rc_gone_next(&again, &pos_again, &c, &f, &o));
+    /* Both drop alike from here: identity 7's oldest left is 3. */
+    arpc_rc_gone_put(&g, ARPC_RC_GONE_MAX + 2, 5, 9);
+    arpc_rc_gone_put(&again, ARPC_RC_GONE_MAX + 2, 5, 9);
+    assert_int_equal(0, arpc_rc_gone_floor(&g, 3));
+    assert_int_equal(0, arpc_rc_gone_floor(&again, 3));
+    assert_int_equal(1, arpc_rc_gone_floor(&again, 1));
+    arpc_rc_gone_fini(&g);
+    arpc_rc_gone_fini(&again);
 }
 
 static void test_call_after_goodbye_kept(void **state)
@@ -937,15 +998,20 @@ static void test_restore(void **state)
 }
 
 /* A goodbye's floor restored from the reply log refuses the client's late copies as the
- * goodbye itself did, and lets a call above it run; a known client gets it as its ack. */
+ * goodbye itself did, and lets a call above it run, and is its identity's as before; a known
+ * client gets it as its ack. */
 static void test_restore_gone(void **state)
 {
     (void)state;
     struct arpc_reply_cache rc;
     cache_init(&rc, 0, 1000);
-    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 9, 3));
-    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 0, 3));
-    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 9, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 9, 3, 100));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 0, 3, 0));
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_restore_gone(&rc, 9, 0, 0));
+    /* Held against identity 100's share, as before the restart: goodbyes of clients without
+     * an identity, however many, drop only theirs. */
+    for (uint64_t id = 1000; id < 1000 + 2 * ARPC_RC_GONE_MAX; id++)
+        assert_int_equal(ARPC_OK, arpc_rc_gone_put(&rc.rc_gone, id, 1, 0));
     assert_int_equal(0, stats_of(&rc).clients); /* a floor is not a client */
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 3, 0, A, 1, 0));
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 1, 0, A, 2, 0));
@@ -953,7 +1019,7 @@ static void test_restore_gone(void **state)
     expect_waiters(&rc, arpc_reply_cache_abort(&rc, 9, 4), 1, A, (uint64_t)3);
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 9, 2, 0, A, 4, 0)); /* known again: its ack */
     assert_int_equal(ARPC_OK, arpc_reply_cache_restore_ack(&rc, 8, 1, 0));
-    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 8, 6)); /* known: its ack */
+    assert_int_equal(ARPC_OK, arpc_reply_cache_restore_gone(&rc, 8, 6, 0)); /* known: its ack */
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 8, 6, 0, A, 5, 0));
     assert_true(arpc_reply_cache_under_goodbye(&rc, 8, 6)); /* and its floor: refused as after a goodbye */
     assert_false(arpc_reply_cache_under_goodbye(&rc, 8, 7));
@@ -1791,6 +1857,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_gone_bounded),
         cmocka_unit_test_no_leak(test_gone_fair_by_owner),
         cmocka_unit_test_no_leak(test_goodbyes_of_one_identity_spare_another),
+        cmocka_unit_test_no_leak(test_gone_iterates_oldest_first),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_restore_gone),
         cmocka_unit_test_no_leak(test_fini),

@@ -225,7 +225,7 @@ struct got_ack {
 };
 
 struct got_gone {
-    uint64_t client, floor;
+    uint64_t client, floor, owner;
 };
 
 struct replayed {
@@ -290,13 +290,13 @@ static void on_ack(void *ctx, uint64_t client, uint64_t ack)
     r->acks[r->nacks++] = (struct got_ack){client, ack};
 }
 
-static void on_gone(void *ctx, uint64_t client, uint64_t floor)
+static void on_gone(void *ctx, uint64_t client, uint64_t floor, uint64_t owner)
 {
     struct replayed *r = ctx;
     enter_phase(r, 5);
     assert_true(floor > 0);
     r->gones = realloc(r->gones, (r->ngones + 1) * sizeof(*r->gones));
-    r->gones[r->ngones++] = (struct got_gone){client, floor};
+    r->gones[r->ngones++] = (struct got_gone){client, floor, owner};
 }
 
 static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack, on_gone};
@@ -353,7 +353,7 @@ struct want_ack {
 };
 
 struct want_gone {
-    uint64_t client, floor;
+    uint64_t client, floor, owner; /* owner 0 unless said */
 };
 
 struct want {
@@ -389,6 +389,7 @@ static void expect_replayed(const struct replayed *r, const struct want *w)
     for (size_t i = 0; i < w->ngones; i++) {
         assert_int_equal(w->gones[i].client, r->gones[i].client);
         assert_int_equal(w->gones[i].floor, r->gones[i].floor);
+        assert_int_equal(w->gones[i].owner, r->gones[i].owner);
     }
 }
 
@@ -446,6 +447,7 @@ static void test_codec_round_trip_and_prefixes(void **state)
         {.v_type = ARPC_LOG_ACK, .v_client_id = 3, .v_ack = UINT64_MAX},
         {.v_type = ARPC_LOG_EXPIRE, .v_client_id = 4},
         {.v_type = ARPC_LOG_GOODBYE, .v_client_id = 5, .v_seq = UINT64_MAX - 1},
+        {.v_type = ARPC_LOG_GOODBYE, .v_client_id = 6, .v_seq = 3, .v_owner = UINT64_MAX}, /* written OWNED */
         {.v_type = ARPC_LOG_STATE, .v_data = effect, .v_data_len = 6}, /* written sized */
         {.v_type = ARPC_LOG_STATE},
     };
@@ -461,6 +463,7 @@ static void test_codec_round_trip_and_prefixes(void **state)
         assert_int_equal(size, v.v_size);
         assert_int_equal(w->v_client_id, v.v_client_id);
         assert_int_equal(w->v_seq, v.v_seq);
+        assert_int_equal(w->v_owner, v.v_owner);
         assert_int_equal(w->v_ack, v.v_ack);
         assert_int_equal(w->v_reply_len, v.v_reply_len);
         assert_int_equal(w->v_data_len, v.v_data_len);
@@ -472,6 +475,8 @@ static void test_codec_round_trip_and_prefixes(void **state)
         assert_int_equal(w->v_epoch, v.v_epoch);
         assert_int_equal(w->v_segment, v.v_segment);
         assert_int_equal(w->v_type != ARPC_LOG_HEADER, arpc_log_is_record(buf, size, NULL));
+        if (w->v_type == ARPC_LOG_GOODBYE) /* without an owner as before, so older servers read it */
+            assert_int_equal(w->v_owner != 0 ? ARPC_LOG_GOODBYE_OWNED : ARPC_LOG_GOODBYE, buf[8]);
         /* Every prefix is SHORT, never OK, and never read past its end. */
         for (uint32_t n = 0; n < size; n++) {
             uint8_t *prefix = malloc(n + 1);
@@ -500,7 +505,8 @@ static void test_codec_rejects(void **state)
         uint32_t plen;
     } bad[] = {{9, 0}, {0, 0}, {ARPC_LOG_ACK, 8}, {ARPC_LOG_EXPIRE, 16}, {ARPC_LOG_REPLY, 16}, {ARPC_LOG_HEADER, 16},
                {ARPC_LOG_ACK, 16} /* client 0 */, {ARPC_LOG_GOODBYE, 8}, {ARPC_LOG_GOODBYE, 24},
-               {ARPC_LOG_GOODBYE, 16} /* client 0 */};
+               {ARPC_LOG_GOODBYE, 16} /* client 0 */, {ARPC_LOG_GOODBYE_OWNED, 16},
+               {ARPC_LOG_GOODBYE_OWNED, 24} /* client 0 */};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         le_st32(rec, bad[i].plen);
         rec[8] = bad[i].type;
@@ -510,6 +516,17 @@ static void test_codec_rejects(void **state)
         rec[8] ^= 0x40; /* and damaged, the checksum speaks first */
         assert_int_equal(ARPC_LOG_DECODE_DAMAGED, arpc_log_decode(rec, ARPC_LOG_RECORD_HEAD + bad[i].plen, &v, &what));
     }
+    /* An owned GOODBYE of owner 0 (a plain GOODBYE's). */
+    memset(rec, 0, sizeof(rec));
+    le_st32(rec, ARPC_LOG_GOODBYE_OWNED_PAYLOAD);
+    rec[8] = ARPC_LOG_GOODBYE_OWNED;
+    rec[ARPC_LOG_RECORD_HEAD] = 5; /* client 5, floor 0, owner 0 */
+    le_st32(rec + 4, arpc_crc32c(0, rec + 8, 1 + ARPC_LOG_GOODBYE_OWNED_PAYLOAD));
+    assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(rec, sizeof(rec), &v, &what));
+    rec[ARPC_LOG_RECORD_HEAD + 16] = 1; /* owner 1 */
+    le_st32(rec + 4, arpc_crc32c(0, rec + 8, 1 + ARPC_LOG_GOODBYE_OWNED_PAYLOAD));
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(rec, sizeof(rec), &v, &what));
+    assert_int_equal(1, v.v_owner);
     /* REPLY lengths that do not add up. */
     uint8_t reply[ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED + 4] = {0};
     le_st32(reply, ARPC_LOG_REPLY_FIXED + 4);
@@ -673,7 +690,7 @@ static void test_goodbye_rules(void **state)
                                        .nreplies = 1,
                                        .acks = (struct want_ack[]){{3, 7}, {4, 4}},
                                        .nacks = 2,
-                                       .gones = (struct want_gone[]){{1, 2}, {2, 5}, {6, 9}},
+                                       .gones = (struct want_gone[]){{1, 2, 0}, {2, 5, 0}, {6, 9, 0}},
                                        .ngones = 3});
     replayed_free(&r);
 }
@@ -818,7 +835,7 @@ static void model_check(const struct model *m, const struct replayed *r)
             acks[nacks++] = (struct want_ack){c, m->ack[c]};
     struct want_gone gones[MODEL_CLIENTS];
     for (size_t i = 0; i < m->ngone; i++)
-        gones[i] = (struct want_gone){m->gone_order[i], m->gone[m->gone_order[i]]};
+        gones[i] = (struct want_gone){m->gone_order[i], m->gone[m->gone_order[i]], 0};
     struct want w = {m->has_state ? (int64_t)m->state : -1, m->effects, m->neffects, m->live, m->nlive, acks, nacks,
                      gones, m->ngone};
     expect_replayed(r, &w);
@@ -1510,7 +1527,7 @@ static void test_goodbyes_bounded_and_compacted(void **state)
     size_t k = 0;
     for (uint64_t id = EXTRA + 1; id <= ARPC_RC_GONE_MAX + EXTRA; id++)
         if (id != BACK)
-            gones[k++] = (struct want_gone){id, id * 2};
+            gones[k++] = (struct want_gone){id, id * 2, 0};
     struct want w = {.state = -1,
                      .replies = (struct want_reply[]){{BACK, 3 * BACK, 5}},
                      .nreplies = 1,
@@ -1531,6 +1548,60 @@ static void test_goodbyes_bounded_and_compacted(void **state)
     int count;
     segments_bytes(t, &count);
     assert_int_equal(1, count); /* the snapshot alone: the floors are in it */
+    replay_dir(t->log, &r);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    free(gones);
+}
+
+/* A goodbye is held against its client's identity (owner) through a reopen and a compaction,
+ * as the reply cache holds it: one identity's goodbyes under made-up client ids, logged
+ * before a restart, drop only its own floors, never another's. Before, the record had no
+ * owner and a restart brought back the newest 4,096 whoever said them (an attacker's
+ * goodbyes pushed identity 100's floor out, and a late copy of its call ran again). */
+static struct trec *goodbye_of(uint64_t client, uint64_t floor, uint64_t owner)
+{
+    struct trec *t = trec_new(ARPC_LOG_GOODBYE, client, floor, 0, 0, 0);
+    t->r.lr_identity = owner;
+    return t;
+}
+
+static void test_goodbye_owners_kept_across_restart(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {.free_records = true};
+    enum { FLOOD = 2 * ARPC_RC_GONE_MAX, FLOOD_ID = 1000, DEAD = 3000, DEAD_ID = 1000000 };
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1ull << 40, NULL, &s);
+    arpc_reply_log_append(log, &goodbye_of(1, 5, 100)->r);
+    arpc_reply_log_append(log, &goodbye_of(2, 6, 0)->r); /* a client without an identity */
+    for (uint64_t id = FLOOD_ID; id < FLOOD_ID + FLOOD; id++)
+        arpc_reply_log_append(log, &goodbye_of(id, 1, 200)->r);
+    /* Dead weight, so that a reopen with a small compaction size compacts. */
+    for (uint64_t seq = 1; seq <= DEAD; seq++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, DEAD_ID, seq, 0, 96, 0)->r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_EXPIRE, DEAD_ID, 0, 0, 0, 0)->r);
+    arpc_reply_log_close(log);
+    size_t n = ARPC_RC_GONE_MAX;
+    struct want_gone *gones = malloc(n * sizeof(*gones));
+    gones[0] = (struct want_gone){1, 5, 100};
+    gones[1] = (struct want_gone){2, 6, 0};
+    for (size_t k = 2; k < n; k++) /* identity 200's newest */
+        gones[k] = (struct want_gone){FLOOD_ID + FLOOD - (n - k), 1, 200};
+    struct want w = {.state = -1, .gones = gones, .ngones = n};
+    struct replayed r = {0};
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, &r, &s);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 3, 0, 1, 0, 0)->r); /* starts the compaction */
+    assert_true(latch_wait(FLOOD + DEAD + 4, TEST_WAIT_MS));
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
+    arpc_reply_log_close(log);
+    int count;
+    segments_bytes(t, &count);
+    assert_int_equal(1, count); /* the snapshot alone: floors and owners are in it */
+    w.acks = (struct want_ack[]){{3, 1}};
+    w.nacks = 1;
     replay_dir(t->log, &r);
     expect_replayed(&r, &w);
     replayed_free(&r);
@@ -2013,6 +2084,7 @@ int main(void)
         dir_test(test_compaction_keeps_directory_bounded),
         dir_test(test_compaction_same_state_and_superseded_segments),
         dir_test(test_goodbyes_bounded_and_compacted),
+        dir_test(test_goodbye_owners_kept_across_restart),
         dir_test(test_segments_after_the_snapshot),
         dir_test(test_snapshot_of_another_log),
         dir_test(test_bad_options_and_records),
