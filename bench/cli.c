@@ -18,7 +18,7 @@ static const char usage_text[] =
     "usage: arpc-bench latency    [options]\n"
     "       arpc-bench throughput [options]\n"
     "       arpc-bench serve --listen ADDR [--inline] [--workers N] [--worker-poll-us N]\n"
-    "                        [--log DIR [--fsync F]]\n"
+    "                        [--log DIR [--fsync F]] [--tls-cert FILE --tls-key FILE]\n"
     "       arpc-bench handoff [--threads P] [--calls N]\n"
     "\n"
     "Measures arpc calls to a server that echoes the request (\"bench.echo\"), and the same\n"
@@ -349,12 +349,37 @@ static int check_handoff(const struct given *g)
     return -1;
 }
 
+/* serve takes the server's options only: one it would ignore (--transport, --calls, --plot,
+ * ...) is refused, so that nobody believes it applied (a trial of the tools). --amo and
+ * --deadline-ms pass here for check_amo_log's words. */
+static int check_serve(const struct given *g)
+{
+    static const int serve_opts[] = {O_LISTEN, O_INLINE, O_WORKERS, O_WORKER_POLL, O_LOG, O_FSYNC,
+                                     O_TLS_CERT, O_TLS_KEY, O_QUIET, O_AMO, O_DEADLINE};
+    for (size_t i = 0; i < sizeof(long_opts) / sizeof(long_opts[0]) - 1; i++) {
+        bool taken = !g->has[long_opts[i].val] || long_opts[i].val == O_HELP;
+        for (size_t k = 0; !taken && k < sizeof(serve_opts) / sizeof(serve_opts[0]); k++)
+            taken = serve_opts[k] == long_opts[i].val;
+        if (!taken) {
+            char name[40];
+            snprintf(name, sizeof(name), "--%s", long_opts[i].name);
+            return bad("%s applies to latency and throughput, not serve (serve takes --listen, --inline, --workers, "
+                       "--worker-poll-us, --log, --fsync, --tls-cert and --tls-key)",
+                       name);
+        }
+    }
+    return -1;
+}
+
 /* Options that only one mode understands. */
 static int check_mode_options(struct bench_config *cfg, const struct given *g)
 {
     if (cfg->mode == BENCH_HANDOFF)
         return check_handoff(g);
-    int rv = check_amo_log(cfg, g);
+    int rv;
+    if (cfg->mode == BENCH_SERVE && (rv = check_serve(g)) >= 0)
+        return rv;
+    rv = check_amo_log(cfg, g);
     if (rv >= 0 || (rv = check_rate(cfg, g)) >= 0)
         return rv;
     static const struct { int id; const char *name; } tp_only[] = {

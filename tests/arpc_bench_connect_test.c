@@ -4,7 +4,8 @@
  * only the code's generic text ("could not connect to the server"), which leaves a user
  * guessing whether the path, the port or the host is wrong. The embedded server's options
  * (--inline, --workers, --worker-poll-us) are refused with --connect: the run recorded them in
- * its JSON as if they had applied to the server there.
+ * its JSON as if they had applied to the server there. And serve refuses the calling side's
+ * options, which it ignored without a word (--transport, --calls, --plot: a trial of the tools).
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -66,12 +67,31 @@ static void test_server_options_refused_with_connect(void **state)
     }
 }
 
+static void test_serve_refuses_calling_side_options(void **state)
+{
+    (void)state;
+    static const char *const opts[][2] = {
+        {"--transport", "unix"}, {"--calls", "10"}, {"--plot", "x.png"}, {"--payload", "100"}, {"--tls-ca", "ca.pem"}};
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        struct call_run r;
+        /* An address no server can take: a serve that took the option would fail otherwise. */
+        call_run(&r, ARPC_BENCH_BIN, NULL, 0,
+                 (const char *const[]){"serve", "--listen", "tcp://256.0.0.1:1", opts[i][0], opts[i][1], NULL});
+        assert_int_equal(2, r.status);
+        char want[128];
+        snprintf(want, sizeof(want), "arpc-bench: %s applies to latency and throughput, not serve", opts[i][0]);
+        if (strstr(r.err, want) == NULL)
+            fail_msg("%s", r.err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_unix_socket_says_why),
         cmocka_unit_test(test_refused_tcp_port_says_why),
         cmocka_unit_test(test_server_options_refused_with_connect),
+        cmocka_unit_test(test_serve_refuses_calling_side_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
