@@ -249,46 +249,59 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
 #define arpc_client_connect(out, addr, ...) \
     arpc_client_connect_v((out), (addr), (__VA_ARGS__), sizeof(arpc_client_options))
 
-/* Closes the connection, completes every pending call, waits for the loop to let go of the
- * client, and frees it (and its loop, if the client owns one). A call never sent ends
- * ARPC_ESHUTDOWN (it did not run), one waiting for a connection included, and so does one
- * whose request still waited whole in the client's output queue and was taken back out
- * (a look at the 64 frames behind the one being written and the 64 newest, for each call: a
- * request further in is sent as before); one sent ends
- * ARPC_ECANCELLED (the server may have run it, or may still: as for a cancel, a started
- * handler may finish, and the server cancels it when it reads the close's goodbye, below), one
- * waiting to be sent again after its connection broke included.
- * A call started on c while close runs (a then-callback that close's completions run, on the
- * client's loop thread, retrying, say) is not sent: it ends ARPC_ESHUTDOWN ("the client is
- * closing"), arpc_notify returns ARPC_ESHUTDOWN, and arpc_client_last_error and the other
- * queries still answer; calls other threads are already inside (arpc_call, arpc_go, arpc_notify,
- * ...) are waited for and ended as above, and those threads never touch the freed client.
- * Another thread must not start calls that may race with close (c may be freed under them);
- * once close returned, any use of c is misuse. Returns ARPC_OK; ARPC_EBUSY, doing
- * nothing, on the client's loop thread (e.g. inside a then-callback: it would wait for
- * itself); ARPC_EINVAL for NULL; a second close aborts in debug builds (arpc/common.h, "API
- * misuse"). Before closing, the client tells the server it will re-send
- * nothing (a goodbye, when it has a connection), so the server can drop its cached replies at
- * once and cancels the client's calls still running (their handlers' on_cancel runs).
- * Last words: what is queued for the server when close begins -- one-way messages arpc_notify
- * accepted, requests of calls that have just ended ARPC_ECANCELLED, the goodbye last -- leaves
- * as the server reads it. Close waits, on the calling thread (the loop goes on serving
- * whatever else it serves), until the server has read all of it and closed its end (a server
- * that reads promptly costs one round trip, and so does one that holds this connection's
- * input, its calls over the server's bounds, unless a one-way message waits behind the hold:
- * then until the server reads it), for opts->close_linger_ms at most (1 s by
- * default); then the connection is closed, and what never left whole is dropped and named in
- * one WARN log line, with the count of one-way messages among it; and as the server had not
- * ended its stream, what it had not read is lost too, which the client cannot know: a second
- * WARN line says how many one-way messages were written on that connection (an upper bound:
- * all since its HELLO). A message whose arpc_notify another thread was inside as the close
- * began may reach the loop after the close's step: dropped, and counted in a WARN line of the
- * close's own. So close never hangs, and a one-way message accepted is read by the server, or
- * counted in those lines, or among those the linger's line says may be lost (over TLS too:
- * its close says close_notify and waits the same). A close that does not wait (a negative
- * close_linger_ms, a loop stopping), or whose connection ended first, says what never left
- * whole, but not what the server had not read of what did. A loop stopping meanwhile (opts->loop) ends
- * the wait at once, as does a negative close_linger_ms (the socket takes what it takes). */
+/*
+ * Closes the client: ends every pending call, tells the server, waits a bounded time for it
+ * to read what was queued, waits for the client's loop to let go of it, and frees it (and its
+ * loop, if the client owns one).
+ *
+ * In short:
+ *   - A call never sent ends ARPC_ESHUTDOWN (it did not run); a call sent ends
+ *     ARPC_ECANCELLED (the server may have run it, or may still).
+ *   - One-way messages already accepted are written as the server reads them; close waits
+ *     at most opts->close_linger_ms (1 s by default) for that, so it never hangs.
+ *   - Returns ARPC_OK; ARPC_EBUSY, doing nothing, on the client's own loop thread (e.g. in a
+ *     then-callback: it would wait for itself); ARPC_EINVAL for NULL. A second close is
+ *     misuse (it aborts in debug builds: arpc/common.h, "API misuse"); so is any use of c
+ *     after close returned.
+ *   - Threads: do not start calls from other threads that may race with close (c may be
+ *     freed under them). Calls other threads are already inside (arpc_call, arpc_go,
+ *     arpc_notify, ...) are waited for and ended as above; those threads never touch the
+ *     freed client.
+ *
+ * In detail:
+ *   - Never sent (ARPC_ESHUTDOWN) includes a call waiting for a connection, and one whose
+ *     request still waited whole in the client's output queue and was taken back out (a look
+ *     at the 64 frames behind the one being written and the 64 newest, for each call: a
+ *     request further in is sent as before). Sent (ARPC_ECANCELLED) includes a call waiting to
+ *     be sent again after its connection broke; as for a cancel, a started handler may
+ *     finish, and the server cancels it when it reads the close's goodbye.
+ *   - A call started on c while close runs (a then-callback that close's completions run, on
+ *     the client's loop thread, retrying, say) is not sent: it ends ARPC_ESHUTDOWN ("the
+ *     client is closing"), arpc_notify returns ARPC_ESHUTDOWN, and arpc_client_last_error and
+ *     the other queries still answer.
+ *   - The goodbye: before closing, the client tells the server it will re-send nothing (when
+ *     it has a connection), so the server drops its cached replies at once and cancels the
+ *     client's calls still running (their handlers' on_cancel runs).
+ *   - Last words: what is queued for the server when close begins (one-way messages
+ *     arpc_notify accepted, requests of calls that have just ended ARPC_ECANCELLED, the
+ *     goodbye last) leaves as the server reads it. Close waits, on the calling thread (the
+ *     loop goes on serving whatever else it serves), until the server has read all of it and
+ *     closed its end: one round trip for a server that reads promptly, and for one that holds
+ *     this connection's input (its calls over the server's bounds) unless a one-way message
+ *     waits behind the hold (then until the server reads it); close_linger_ms at most (over
+ *     TLS too: its close says close_notify and waits the same).
+ *   - After the linger the connection is closed; what never left whole is dropped and named
+ *     in one WARN line, with the count of one-way messages among it. As the server had not
+ *     ended its stream, what it had not read is lost too, which the client cannot know: a
+ *     second WARN line says how many one-way messages were written on that connection (an
+ *     upper bound: all since its HELLO). A message whose arpc_notify another thread was inside
+ *     as the close began may reach the loop after the close's step: dropped, and counted in a
+ *     WARN line of the close's own. So a one-way message accepted is read by the server, or
+ *     counted in those lines, or among those the linger's line says may be lost.
+ *   - A close that does not wait (a negative close_linger_ms: the socket takes what it takes;
+ *     a loop stopping, opts->loop, ends the wait at once), or whose connection ended first,
+ *     says what never left whole, but not what the server had not read of what did.
+ */
 ARPC_API int arpc_client_close(arpc_client *c);
 
 /* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. One past
@@ -296,22 +309,30 @@ ARPC_API int arpc_client_close(arpc_client *c);
  * carries a budget of at most 2^32-1 ms (~49.7 days): a longer one reaches the server as that
  * (arpc_request_budget_ms), while the client's own timer keeps the whole deadline. */
 
-/* Blocking call. *reply and *reply_len are set (NULL / 0 unless data came back) on every
- * outcome. Returns ARPC_EBUSY, without calling, on the client's own loop thread (it
- * would wait for itself: use arpc_call_async there). method: "Service.Method", 1 to 255
- * bytes. On ARPC_OK (and ARPC_EHANDLER / ARPC_ENOMETHOD / ARPC_EINVAL, and ARPC_EUNREACHABLE
- * without a connection, which carry a message; other errors may carry one too, e.g.
- * ARPC_ETOOLARGE or a server's ARPC_EREJECTED),
- * *reply receives a buffer the caller frees with arpc_free, and *reply_len its size; reply
- * may be NULL to discard it, and reply_len NULL when the size is not wanted. So free *reply whenever it is not NULL, whatever the outcome
- * (arpc_free(NULL) does nothing); an empty ARPC_OK reply may still be a buffer, with
- * *reply_len 0. A message is followed by a NUL byte not counted in *reply_len
- * (it may be printed with %s; the same holds for a future's data after an error). Returns the call's outcome (see above).
- * From a handler, it blocks the handler's thread: a call back to the handler's own server
- * needs another thread there to run it, so from an inline_on_loop handler (the loop cannot
- * read the request), or one whose pool has one worker or whose method runs on one actor
- * (nothing else can run it), it waits until its deadline (for ever without one). There, use
- * arpc_call_async with arpc_future_then and reply from the callback. */
+/*
+ * Blocking call: z = fn(x, y). Returns the call's outcome (the codes above).
+ *
+ * In short:
+ *   - method: "Service.Method", 1 to 255 bytes; req is copied before the call returns.
+ *   - *reply and *reply_len are set on every outcome (NULL / 0 unless data came back). Free
+ *     *reply with arpc_free whenever it is not NULL, whatever the outcome (arpc_free(NULL)
+ *     does nothing). reply may be NULL to discard it, reply_len NULL when the size is not
+ *     wanted.
+ *   - Any thread but the client's own loop thread: there it returns ARPC_EBUSY without
+ *     calling (it would wait for itself: use arpc_call_async there).
+ *
+ * In detail:
+ *   - Data comes back with ARPC_OK, and as a message with ARPC_EHANDLER, ARPC_ENOMETHOD,
+ *     ARPC_EINVAL and ARPC_EUNREACHABLE without a connection; other errors may carry one too
+ *     (e.g. ARPC_ETOOLARGE or a server's ARPC_EREJECTED). A message is followed by a NUL byte
+ *     not counted in *reply_len (it may be printed with %s; the same holds for a future's
+ *     data after an error). An empty ARPC_OK reply may still be a buffer, with *reply_len 0.
+ *   - From a handler, it blocks the handler's thread: a call back to the handler's own
+ *     server needs another thread there to run it, so from an inline_on_loop handler (the
+ *     loop cannot read the request), or one whose pool has one worker or whose method runs
+ *     on one actor (nothing else can run it), it waits until its deadline (for ever without
+ *     one). There, use arpc_call_async with arpc_future_then and reply from the callback.
+ */
 ARPC_API int arpc_call(arpc_client *c, const char *method, const void *req, size_t req_len,
                        void **reply, size_t *reply_len, int64_t deadline_ms);
 
