@@ -533,26 +533,39 @@ ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 typedef void (*arpc_request_cancel_fn)(arpc_request *req, void *arg);
 ARPC_API int arpc_request_on_cancel(arpc_request *req, arpc_request_cancel_fn fn, void *arg);
 
-/* Sends data (copied) as the reply and finishes req (a NULL data is an empty reply, whatever
- * len says; so for arpc_reply_durable). Callable from any thread, exactly once per
- * request (arpc_reply or arpc_reply_error): afterwards req belongs to arpc again. Returns
- * ARPC_OK (queued; if the client's connection is gone by then it is dropped), ARPC_ESHUTDOWN
- * when the server has stopped (dropped), ARPC_ETIMEDOUT when the server already answered the
- * caller at its deadline (dropped, even if the server has stopped since; for an at-most-once
- * call the result is still kept for the caller's retries, and an arpc_reply_durable effect,
- * any call's, is still logged; ARPC_ESHUTDOWN once the server has stopped, when nothing can
- * be kept: an at-most-once call's, or any call's on a server with a log_dir), ARPC_ETOOLARGE (larger than the client accepts, or
- * than ARPC_DURABLE_MAX with a reply log: the caller gets ARPC_ETOOLARGE instead),
- * ARPC_ENOMEM (the reply could not be encoded: the caller is answered ARPC_EABANDONED, and so
- * are an at-most-once call's retries). In every case req is finished.
- * A second reply for the same request while its handler is still running is refused with
- * ARPC_EINVAL (and logged); after the handler returned and the request was answered, req is
- * gone and must not be used, as after free(): until a new request takes its handle (the
- * server reuses handles) such a use of any arpc_request_* function or reply is reported as
- * misuse (arpc/common.h: an abort in debug builds, else ARPC_EINVAL / NULL / 0); once one
- * has, it acts on that request. For a one-way request it only finishes req
- * (ARPC_ESHUTDOWN once a stop let go of it: see arpc_server_destroy).
- * ARPC_EINVAL for a NULL req (nothing done). */
+/*
+ * Sends data (copied) as the reply and finishes req.
+ *
+ * In short:
+ *   - Exactly once per request (arpc_reply or arpc_reply_error), from any thread; afterwards
+ *     req belongs to arpc again: in every case below req is finished.
+ *   - A NULL data is an empty reply, whatever len says (so for arpc_reply_durable).
+ *   - Returns ARPC_OK when the reply is queued (if the client's connection is gone by then it
+ *     is dropped); the other returns say the reply was not sent, and why (below). For a
+ *     one-way request it only finishes req.
+ *
+ * Returns:
+ *   ARPC_OK         queued (or dropped for a connection gone)
+ *   ARPC_ESHUTDOWN  the server has stopped: dropped (for a one-way request: once a stop let
+ *                   go of it, see arpc_server_destroy)
+ *   ARPC_ETIMEDOUT  the server already answered the caller at its deadline: dropped, even if
+ *                   the server has stopped since. An at-most-once call's result is still kept
+ *                   for the caller's retries, and an arpc_reply_durable effect, any call's, is
+ *                   still logged; ARPC_ESHUTDOWN instead once the server has stopped, when
+ *                   nothing can be kept (an at-most-once call's, or any call's on a server with
+ *                   a log_dir)
+ *   ARPC_ETOOLARGE  larger than the client accepts, or than ARPC_DURABLE_MAX with a reply
+ *                   log: the caller gets ARPC_ETOOLARGE instead
+ *   ARPC_ENOMEM     the reply could not be encoded: the caller is answered ARPC_EABANDONED,
+ *                   and so are an at-most-once call's retries
+ *   ARPC_EINVAL     a NULL req (nothing done); or a second reply for the same request while
+ *                   its handler is still running (refused, and logged)
+ *
+ * After the handler returned and the request was answered, req is gone and must not be used,
+ * as after free(): until a new request takes its handle (the server reuses handles) such a use
+ * of any arpc_request_* function or reply is reported as misuse (arpc/common.h: an abort in
+ * debug builds, else ARPC_EINVAL / NULL / 0); once one has, it acts on that request.
+ */
 ARPC_API int arpc_reply(arpc_request *req, const void *data, size_t len);
 
 /* Fails the call with ARPC_EHANDLER and msg (may be NULL) and finishes req. As arpc_reply. */
