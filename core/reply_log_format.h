@@ -35,7 +35,7 @@
  *      predates type 6 refuses a log that holds one (an unknown record type).
  *   GOODBYE 5; 16 bytes: 0 u64 client id (non-zero), 8 u64 floor: the highest seq it used
  *      (forgets the client as EXPIRE does, and keeps the floor: its calls at or below it are
- *      refused; the newest ARPC_RC_GONE_MAX floors are kept). Added after the format's first
+ *      refused; ARPC_RC_GONE_MAX floors are kept, shared among owners). Added after the format's first
  *      release, with no version change: a log without it reads as before; a server that
  *      predates it refuses a log that holds one (an unknown record type), rather than forget
  *      the floors. Written for a client without an identity (owner 0).

@@ -920,6 +920,87 @@ static void test_gone_iterates_oldest_first(void **state)
     arpc_rc_gone_fini(&again);
 }
 
+/* The set against a model of its policy, at its real size, with a few owners (one of them
+ * flooding) and clients coming back: after every put or take the set holds exactly the
+ * model's goodbyes, oldest first, with their floors and owners; with no room, the goodbye
+ * dropped is the oldest of an owner holding the most: the adder's own if it is one of them,
+ * else the oldest goodbye's owner if it is, else (a tie the policy leaves open) any of them. */
+struct gone_ent {
+    uint64_t client, floor, owner;
+};
+
+static size_t gone_model_oldest_of(const struct gone_ent *m, size_t n, uint64_t owner)
+{
+    size_t i = 0;
+    while (i < n && m[i].owner != owner)
+        i++;
+    return i;
+}
+
+static void test_gone_against_model(void **state)
+{
+    (void)state;
+    test_alloc_install();
+    enum { GONE_OPS = 40000, CLIENTS = 3 * ARPC_RC_GONE_MAX, OWNERS = 4 };
+    struct gone_ent *m = malloc((ARPC_RC_GONE_MAX + 1) * sizeof(*m));
+    assert_non_null(m);
+    size_t n = 0, owned[OWNERS] = {0};
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    struct arpc_rc_gone g = {0};
+    for (int op = 0; op < GONE_OPS; op++) {
+        uint64_t client = 1 + rng_next(&rng) % CLIENTS, floor = 1 + rng_next(&rng) % 1000;
+        uint64_t owner = rng_next(&rng) % 100 < 40 ? 1 : rng_next(&rng) % OWNERS; /* owner 1 floods */
+        size_t at = 0;
+        while (at < n && m[at].client != client)
+            at++;
+        if (rng_next(&rng) % 4 == 0) { /* the client is back */
+            arpc_rc_gone_take(&g, client);
+            if (at < n) {
+                owned[m[at].owner]--;
+                memmove(&m[at], &m[at + 1], (--n - at) * sizeof(*m));
+            }
+        } else if (at < n) { /* a second goodbye */
+            assert_int_equal(ARPC_OK, arpc_rc_gone_put(&g, client, floor, owner));
+            if (floor > m[at].floor)
+                m[at].floor = floor;
+        } else {
+            assert_int_equal(ARPC_OK, arpc_rc_gone_put(&g, client, floor, owner));
+            if (n == ARPC_RC_GONE_MAX) {
+                size_t most = 0;
+                for (size_t o = 0; o < OWNERS; o++)
+                    most = owned[o] > most ? owned[o] : most;
+                size_t v = owned[owner] == most ? gone_model_oldest_of(m, n, owner) : owned[m[0].owner] == most ? 0 : n;
+                for (size_t i = 0; v == n && i < n; i++) /* the open tie: the one dropped */
+                    if (arpc_rc_gone_floor(&g, m[i].client) == 0)
+                        v = i;
+                assert_true(v < n);
+                assert_int_equal(0, arpc_rc_gone_floor(&g, m[v].client)); /* it went */
+                assert_int_equal(most, owned[m[v].owner]);
+                assert_int_equal(v, gone_model_oldest_of(m, n, m[v].owner));
+                owned[m[v].owner]--;
+                memmove(&m[v], &m[v + 1], (--n - v) * sizeof(*m));
+            }
+            m[n++] = (struct gone_ent){client, floor, owner};
+            owned[owner]++;
+        }
+        assert_int_equal(n, arpc_rc_gone_count(&g));
+        if (op % 97 == 0) {
+            size_t pos = 0, i = 0;
+            uint64_t c, f, o;
+            for (; arpc_rc_gone_next(&g, &pos, &c, &f, &o); i++) {
+                assert_true(i < n);
+                assert_int_equal(m[i].client, c);
+                assert_int_equal(m[i].floor, f);
+                assert_int_equal(m[i].owner, o);
+            }
+            assert_int_equal(n, i);
+        }
+    }
+    arpc_rc_gone_fini(&g);
+    assert_int_equal(0, arpc_rc_gone_count(&g)); /* zeroed: usable again */
+    free(m);
+}
+
 static void test_call_after_goodbye_kept(void **state)
 {
     (void)state;
@@ -1858,6 +1939,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_gone_fair_by_owner),
         cmocka_unit_test_no_leak(test_goodbyes_of_one_identity_spare_another),
         cmocka_unit_test_no_leak(test_gone_iterates_oldest_first),
+        cmocka_unit_test_no_leak(test_gone_against_model),
         cmocka_unit_test_no_leak(test_restore),
         cmocka_unit_test_no_leak(test_restore_gone),
         cmocka_unit_test_no_leak(test_fini),
