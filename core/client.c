@@ -162,6 +162,8 @@ static void client_options(arpc_client *c, const arpc_client_options *o)
     c->cl_re_resolve_ms = client_lookup_interval_ms(o->re_resolve_ms);
     c->cl_lookup_ns = arpc_now_coarse_ns(); /* the connect's own lookup counts */
     c->cl_background = o->connect_in_background;
+    /* One-way messages sent before the first connection wait for it, as calls do. */
+    c->cl_hold_oneways = c->cl_background;
     c->cl_heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : CLIENT_HEARTBEAT_MS;
     c->cl_heartbeat_misses = o->heartbeat_misses ? o->heartbeat_misses : CLIENT_HEARTBEAT_MISSES;
     c->cl_linger_ms = o->close_linger_ms ? o->close_linger_ms : CLIENT_CLOSE_LINGER_MS;

@@ -459,6 +459,22 @@ void client_oneway_drop(arpc_client *c, struct client_oneway *m)
     arpc_free(m); /* at most once, never again */
 }
 
+/* A one-way message dropped for want of a connection is said, sparingly: counted only, an
+ * application that sent it while its client reconnected could not tell (an integrator's
+ * trial). The first of a stretch at once, then a line every CLIENT_ATTEMPTS_LOG_NS. */
+static void oneway_dropped_say(arpc_client *c, int state)
+{
+    uint64_t unlogged = 0;
+    if (!arpc_log_throttle_due(&c->cl_dropped_log, arpc_now_coarse_ns(), CLIENT_ATTEMPTS_LOG_NS, 1, &unlogged))
+        return;
+    char more[96];
+    const char *why = state == CL_LOST      ? "the client is down for good"
+                      : c->cl_nheld != 0 ? "more than the one-way messages held for the next connection"
+                                          : "no connection";
+    arpc_log(ARPC_LOG_WARN, "client of %s: one-way message dropped unsent: %s (arpc_client_stats: oneways_dropped)%s",
+             c->cl_target.t_addr, why, arpc_log_throttle_more(more, sizeof(more), unlogged, "more dropped"));
+}
+
 static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
@@ -471,6 +487,8 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     else if (!client_hold_oneway(c, m)) {
         if (state == CL_CLOSED) /* its thread was inside as the close began: the close says it */
             c->cl_dropped_closing++;
+        else
+            oneway_dropped_say(c, state);
         client_oneway_drop(c, m); /* no connection now, no message */
     }
     client_leave(c); /* the notifier's count (client_enter), held by the message until here */

@@ -21,7 +21,6 @@
 #include "base/log.h"
 #include "core/client_internal.h"
 
-#define CLIENT_ATTEMPTS_LOG_NS (10 * 1000000000ull) /* an outage's line, then one every 10 s */
 
 static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 {
@@ -144,10 +143,19 @@ void client_connect_stop(arpc_client *c)
     cn->cn_parked = false;
 }
 
+/* Whether messages held wait on after a failed attempt: a client connecting in the background
+ * that has not had its first connection keeps trying, and they wait for it, as its calls do. */
+static bool held_wait_on(arpc_client *c)
+{
+    return c->cl_background && c->cl_reconnect && atomic_load(&c->cl_connections) == 0 &&
+           atomic_load(&c->cl_state) == CL_CONNECTING;
+}
+
 void client_connect_failed(arpc_client *c, int code, const char *why)
 {
     client_connect_stop(c);
-    client_drop_held_oneways(c, why); /* the connection they waited for did not come */
+    if (!held_wait_on(c))
+        client_drop_held_oneways(c, why); /* the connection they waited for did not come */
     client_set_error(c, code, why);
     if (client_first_awaited(c)) {
         arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */

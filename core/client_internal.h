@@ -204,11 +204,16 @@ struct arpc_client {
                                        * (client_call.c; p_slots NULL until the first) */
     bool cl_idle_goaway;              /* loop thread: the current connection's server closes it
                                        * for being idle (ARPC_GOAWAY_IDLE); cleared at adopt */
-    /* One-way messages that came while parked (loop thread): sent at the next HELLO, in order;
-     * dropped (and counted) if that connection does not come. At most CLIENT_HELD_ONEWAYS. */
+    /* One-way messages that came while parked, or before the first connection of a client
+     * connecting in the background (loop thread): sent at the next HELLO, in order; dropped
+     * (counted, and said in a WARN line) if that connection does not come: a failed attempt
+     * after a park; the client lost for good or closed before its first connection. At most
+     * CLIENT_HELD_ONEWAYS. */
     struct client_oneway *cl_held_first, *cl_held_last;
     size_t cl_nheld;
-    bool cl_hold_oneways;             /* from a park until the next HELLO or failed attempt */
+    bool cl_hold_oneways;             /* from a park until the next HELLO or failed attempt; from
+                                       * a background connect's start until its first HELLO */
+    struct arpc_log_throttle cl_dropped_log; /* one-way messages dropped with no connection */
     bool cl_unread;                   /* loop thread: the current connection's server said its
                                        * last word (ARPC_GOAWAY_LAST): a call it has not answered
                                        * was never read (call_settle_sent); cleared at adopt */
@@ -485,6 +490,7 @@ void client_oneway_drop(arpc_client *c, struct client_oneway *m);
 /* client_park.c (loop thread): a connection the server closed for being idle is opened again
  * when next needed, not at once. */
 #define CLIENT_HELD_ONEWAYS 1024
+#define CLIENT_ATTEMPTS_LOG_NS (10 * 1000000000ull) /* an outage's line, then one every 10 s (and drops') */
 /* The connection is lost: true if the client parks (the server said idle, nothing waits). */
 bool client_park(arpc_client *c);
 /* A call or a one-way message needs a connection: a parked client starts its attempt. */
