@@ -210,7 +210,7 @@ struct arpc_client {
      * after a park; the client lost for good or closed before its first connection. At most
      * CLIENT_HELD_ONEWAYS. */
     struct client_oneway *cl_held_first, *cl_held_last;
-    size_t cl_nheld;
+    size_t cl_nheld, cl_held_bytes;
     bool cl_hold_oneways;             /* from a park until the next HELLO or failed attempt; from
                                        * a background connect's start until its first HELLO */
     struct arpc_log_throttle cl_dropped_log; /* one-way messages dropped with no connection */
@@ -490,6 +490,7 @@ void client_oneway_drop(arpc_client *c, struct client_oneway *m);
 /* client_park.c (loop thread): a connection the server closed for being idle is opened again
  * when next needed, not at once. */
 #define CLIENT_HELD_ONEWAYS 1024
+#define CLIENT_HELD_ONEWAY_BYTES ((size_t)64 << 20) /* and their frames' bytes, at most */
 #define CLIENT_ATTEMPTS_LOG_NS (10 * 1000000000ull) /* an outage's line, then one every 10 s (and drops') */
 /* The connection is lost: true if the client parks (the server said idle, nothing waits). */
 bool client_park(arpc_client *c);

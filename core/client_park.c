@@ -45,7 +45,7 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
     /* From the idle GOAWAY (the connection drains, then closes) until the next HELLO. */
     int state = atomic_load(&c->cl_state);
     bool holding = (state == CL_DRAINING && c->cl_idle_goaway) || (state == CL_CONNECTING && c->cl_hold_oneways);
-    if (!holding || c->cl_nheld >= CLIENT_HELD_ONEWAYS)
+    if (!holding || c->cl_nheld >= CLIENT_HELD_ONEWAYS || c->cl_held_bytes + m->om_len > CLIENT_HELD_ONEWAY_BYTES)
         return false;
     m->om_next = NULL;
     m->om_order = c->cl_next_order++; /* its place among the calls that wait with it */
@@ -55,6 +55,7 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
         c->cl_held_first = m;
     c->cl_held_last = m;
     c->cl_nheld++;
+    c->cl_held_bytes += m->om_len;
     client_connect_unpark(c);
     return true;
 }
@@ -64,7 +65,7 @@ static struct client_oneway *held_take(arpc_client *c)
 {
     struct client_oneway *m = c->cl_held_first;
     c->cl_held_first = c->cl_held_last = NULL;
-    c->cl_nheld = 0;
+    c->cl_nheld = c->cl_held_bytes = 0;
     c->cl_hold_oneways = false;
     return m;
 }
@@ -79,6 +80,7 @@ void client_send_held_oneways(arpc_client *c, const struct client_call *next)
         if (c->cl_held_first == NULL)
             c->cl_held_last = NULL;
         c->cl_nheld--;
+        c->cl_held_bytes -= m->om_len;
         client_oneway_queue(c, m);
     }
 }
