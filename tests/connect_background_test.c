@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -282,6 +283,29 @@ static void test_oneways_dropped_are_said(void **state)
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
 }
 
+/* What waits is bounded: 64 MiB of messages (and 1024 of them); one more is dropped, and said. */
+static void test_oneways_held_are_bounded(void **state)
+{
+    (void)state;
+    log_capture_start(ARPC_LOG_WARN);
+    enum { SIZE = 4 << 20, SENT = 20, HELD = 15 }; /* 16 x (4 MiB + a header) pass 64 MiB */
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "bounded");
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .reconnect_max_ms = 20};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    void *big = calloc(1, SIZE);
+    assert_non_null(big);
+    for (int i = 0; i < SENT; i++)
+        assert_int_equal(ARPC_OK, arpc_notify(c, "t.note", big, SIZE));
+    free(big);
+    assert_true(WAIT_UNTIL(client_stats_of(c).oneways_dropped == SENT - HELD)); /* (the drops come last) */
+    assert_int_equal(1, LOG_LINES_WITH("one-way message dropped unsent: more than the one-way messages held"));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(1, LOG_LINES_WITH("15 one-way messages dropped unsent", "the client closed"));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_pollable_loop_not_blocked),
         cmocka_unit_test(test_oneways_wait_for_the_first_connection),
         cmocka_unit_test(test_oneways_dropped_are_said),
+        cmocka_unit_test(test_oneways_held_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
