@@ -567,15 +567,23 @@ static void test_same_client_id_other_identity_not_answered_from_cache(void **st
     arpc_client_close(a);
 }
 
+/* The fixture's server replaced by one with a reply log in a fresh directory (the options,
+ * for a restart, in *so). */
+static void restart_with_log(struct fixture *fx, arpc_server_options *so, enum arpc_fsync fsync)
+{
+    arpc_server_destroy(fx->s);
+    fx->s = NULL;
+    server_proc_mkdir(fx->dir, sizeof(fx->dir));
+    *so = (arpc_server_options){.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)tokens,
+                                .log_dir = fx->dir, .fsync = fsync};
+    fx->s = start_server(so, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr));
+}
+
 static void test_identity_namespaces_survive_restart_with_log(void **state)
 {
     struct fixture *fx = *state;
-    arpc_server_destroy(fx->s); /* this test makes its own, with a log */
-    fx->s = NULL;
-    server_proc_mkdir(fx->dir, sizeof(fx->dir));
-    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)tokens,
-                              .log_dir = fx->dir};
-    fx->s = start_server(&so, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr));
+    arpc_server_options so;
+    restart_with_log(fx, &so, ARPC_FSYNC_ALWAYS);
     char out[200];
     raw_who(fx->addr, token_a, out, sizeof(out));
     assert_string_equal("n=1 id=11 uid=0 gid=0 pid=0 creds=0 tcp", out);
@@ -625,12 +633,8 @@ static void raw_who_goodbye(const char *addr, const char *token, uint64_t client
 static void test_goodbye_floors_shared_by_identity_across_restart(void **state)
 {
     struct fixture *fx = *state;
-    arpc_server_destroy(fx->s); /* this test makes its own, with a log */
-    fx->s = NULL;
-    server_proc_mkdir(fx->dir, sizeof(fx->dir));
-    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens, .authenticate_ctx = (void *)tokens,
-                              .log_dir = fx->dir, .fsync = ARPC_FSYNC_OFF /* a restart, not a crash */};
-    fx->s = start_server(&so, "tcp://127.0.0.1:0", fx->addr, sizeof(fx->addr));
+    arpc_server_options so;
+    restart_with_log(fx, &so, ARPC_FSYNC_OFF); /* a restart, not a crash */
     enum { ALPHA_ID = 0xa1, ALPHA_INC = 0xa2, FLOOD = ARPC_RC_GONE_MAX + 16 };
     raw_who_goodbye(fx->addr, token_a, ALPHA_ID, ALPHA_INC);
     for (uint64_t i = 0; i < FLOOD; i++)
