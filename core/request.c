@@ -194,8 +194,8 @@ static void request_free(arpc_request *req, bool answered, bool on_loop)
 
 void request_abandon(arpc_loop *loop, arpc_request *req)
 {
-    if (loop != NULL) /* NULL: no loop runs (stopped), nothing counts any more */
-        inflight_end(req, req->rq_state->rs_answered_len);
+    if (loop != NULL)
+        inflight_end(req, 0); /* NULL: no loop runs (stopped), nothing counts any more */
     request_free(req, true, loop != NULL);
 }
 

@@ -74,12 +74,6 @@ static bool request_answer_for_handler(arpc_request *req, int code, int late_cod
          * This xid has its answer: it leaves the waiters, which would hold its connection's
          * record for as long as the handler does not reply. */
         sconn_send_error(sc, req->rq_xid, code, why, strlen(why));
-        /* What the connection got for the call: its method's replies may all come late (a
-         * handler slower than its callers' deadlines), and a late reply teaches nothing, so
-         * the first-reply guess (max_conn_bytes/16) would bound its calls for good (an
-         * integrator's trial: 15 in flight of a window of 1,000). */
-        if (code == ARPC_ETIMEDOUT)
-            req->rq_state->rs_answered_len = arpc_frame_error_size(strlen(why));
         if (req->rq_seq != 0)
             dedup_leave(sc, req->rq_seq, NULL); /* its own waiter: the one that began the call */
     }

@@ -354,7 +354,6 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     st->rs_awaiting = false;
     st->rs_counted = false;
     st->rs_charge = 0;
-    st->rs_answered_len = 0;
     st->rs_effect = NULL;
     st->rs_len = f->f_payload_len;
     if (req->rq_seq != 0 && !dedup_admit(sc, f, st->rs_deadline_ns)) {

@@ -93,8 +93,6 @@ struct request_state {
     bool rs_lost_ran;        /* its reply could not be made: did the call run? (request_drop_on_loop) */
     signed char rs_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */
     size_t rs_charge;        /* the bytes it owes its connection until its reply is queued */
-    size_t rs_answered_len;  /* the server answered at the deadline: the answer's frame size,
-                              * what its method's replies teach the flow limits (inflight_end) */
     struct arpc_deadline rs_deadline; /* the wire's deadline, armed on the loop */
     struct arpc_dlink rs_link;        /* sv_awaiting */
     uint64_t rs_dispatched_ns; /* the latency histogram's start (arpc_now_ns) */

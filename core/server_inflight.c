@@ -20,10 +20,7 @@
  * counted at its method's expected size: the largest of its recent replies (a larger one is
  * taken at once; a smaller one lowers it by an eighth of the difference, so one large value
  * among small ones keeps counting for a while), and before the method's first reply its
- * registration's reply_bytes_hint, or else max_conn_bytes/16. A call the server answered at
- * its deadline teaches the size of that answer (its late reply is dropped: a method whose
- * handler always replies late would otherwise keep the guess for good). So a client asking
- * for large values gets at most about 16 of them accepted
+ * registration's reply_bytes_hint, or else max_conn_bytes/16. So a client asking for large values gets at most about 16 of them accepted
  * before the first is seen, and afterwards only as many as fit the bound. A reply larger than
  * its estimate is still queued whole (never dropped; no worker waits): the bound is overshot by
  * the difference, for calls accepted before the estimate rose. Once queued the reply counts as

@@ -661,34 +661,6 @@ static void test_never_reading_client_bounded_by_learnt_size(void **state)
     unlink(addr + 7);
 }
 
-/* A method whose handler answers after its callers' deadlines: its late replies are dropped,
- * so they teach the bytes bound nothing, and the first-reply guess (max_conn_bytes/16) held
- * its connections at 16 calls for good (an integrator's trial: 15 in flight of a window of
- * 1,000). What the connection did get, the server's ARPC_ETIMEDOUT answer, teaches it now. */
-static void test_answers_at_the_deadline_teach_the_bytes_bound(void **state)
-{
-    (void)state;
-    enum { N = 40 }; /* over the 16 the first-reply guess lets in */
-    struct fixture fx;
-    start(&fx, (arpc_server_options){.workers = 2}, "tcp://127.0.0.1:0");
-    struct raw_client r;
-    assert_true(raw_connect(&r, fx.addr, 61));
-    uint64_t first = 1;
-    assert_true(raw_request(&r, 1, 0, 0, 100, "t.gate", &first, sizeof(first)));
-    wait_started(1);
-    raw_expect_error(&r, 1, ARPC_ETIMEDOUT);
-    pthread_mutex_lock(&gate_mtx);
-    arpc_request *late = gate_kept[--gate_nkept];
-    pthread_mutex_unlock(&gate_mtx);
-    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(late, NULL, 0)); /* late: dropped */
-    send_gate_calls(&r, 2, N);
-    wait_started(N); /* all read at once, not 16 */
-    gate_release();
-    read_gate_replies(&r, 2, N);
-    raw_close(&r);
-    stop(&fx);
-}
-
 /* One-way messages count as calls in flight until their handler is done with them: a flood
  * of them to a slow method holds the connection at the limit (they wait in the socket) and
  * every one runs, once, as the earlier ones finish. */
@@ -809,7 +781,6 @@ int main(void)
         cmocka_unit_test(test_held_cancel_naming_nothing_cancels_nothing),
         cmocka_unit_test(test_held_copy_far_back_is_cancelled),
         cmocka_unit_test(test_oneway_messages_count),
-        cmocka_unit_test(test_answers_at_the_deadline_teach_the_bytes_bound),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
         cmocka_unit_test(test_estimate_pushed_down_hits_the_hard_cap),

@@ -333,9 +333,7 @@ typedef struct arpc_method_options {
                                * bytes fall under 3/4 of the bound: 4 or 5 answered; give a hint
                                * for methods whose calls wait long, e.g. long polls, or their
                                * connection's other calls wait with them). Learnt from replies
-                               * either way, and from the server's ARPC_ETIMEDOUT answer to a
-                               * call whose handler did not reply by its deadline (what the
-                               * connection got: the late reply is dropped).
+                               * either way.
                                * Over the bound the connection is held: no further request is
                                * read until replies go out, but its cancels and PINGs still are
                                * (up to a read buffer, 64 KiB, of requests waiting behind the
