@@ -41,8 +41,9 @@ void request_unlist(arpc_request *req)
  * late reply will return late_code. The call then stops counting and its server's part is
  * freed, at once if its handler returned already, else when it returns. keep_server: a
  * call answered while the server runs whose late reply still has work: a numbered call's
- * finishes its cache entry; any call's effect (arpc_reply_durable) goes to the reply log.
- * False when the handler's reply came first (it answers the caller). */
+ * finishes its cache entry; any call's effect (arpc_reply_durable) goes to the reply log;
+ * any call's reply teaches its method's reply size (core/server_inflight.c). False when the
+ * handler's reply came first (it answers the caller). */
 static bool request_answer_for_handler(arpc_request *req, int code, int late_code, const char *why, bool keep_server)
 {
     request_unlist(req);
@@ -55,6 +56,8 @@ static bool request_answer_for_handler(arpc_request *req, int code, int late_cod
         req->rq_server = s;
         req->rq_cache_key = sc->sc_cache_key;
         req->rq_client_max = sc->sc_client_max;
+        req->rq_method = req->rq_state->rs_method;
+        req->rq_keeps_result = req->rq_seq != 0 || s->sv_has_log;
     }
     unsigned flags = atomic_load(&req->rq_flags);
     do {
@@ -133,7 +136,7 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
         return;
     if (!parked)
         (void)request_answer_for_handler(req, ARPC_ETIMEDOUT, ARPC_ETIMEDOUT, "the handler did not reply by the call's deadline",
-                                         req->rq_seq != 0 || s->sv_has_log);
+                                         !req->rq_oneway || s->sv_has_log);
 }
 
 /* Loop thread: arms the call's deadline and lists it as waiting for a reply. */

@@ -348,6 +348,8 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_oneway = oneway;
     req->rq_late_code = ARPC_OK;
     req->rq_server = NULL; /* set only for a tombstone that needs it (core/request_tomb.c) */
+    req->rq_method = NULL;
+    req->rq_keeps_result = false;
     req->rq_listed = false;
     req->rq_cancel_fn = NULL;
     req->rq_cancel_arg = NULL;

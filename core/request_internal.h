@@ -69,13 +69,19 @@ struct arpc_request {
      * be set from any thread while the server answers the call and frees that part. */
     arpc_request_cancel_fn rq_cancel_fn;
     void *rq_cancel_arg;
-    /* A numbered call answered at its deadline while the server runs: what its late reply
-     * needs to finish the call in the reply cache without the server's part (set on the loop
-     * before RQ_SERVER_ANSWERED publishes them). rq_server holds a reference on the server
-     * until the late reply is delivered or a stop detaches the handle (RQ_DETACHED). */
+    /* A call answered at its deadline while the server runs: what its late reply needs
+     * without the server's part, to finish a numbered call in the reply cache, to log an
+     * effect, and to teach its method's reply size (set on the loop before RQ_SERVER_ANSWERED
+     * publishes them). rq_server holds a reference on the server until the late reply is
+     * delivered or a stop detaches the handle (RQ_DETACHED). */
     uint32_t rq_client_max;
     arpc_server *rq_server;  /* NULL: the late reply needs no server */
     uint64_t rq_cache_key;
+    const struct arpc_method *rq_method; /* its method, whose reply size the late reply teaches */
+    size_t rq_late_len;      /* the late reply's frame, as the handler made it (its replier
+                              * writes it before the loop job that reads it) */
+    bool rq_keeps_result;    /* its late reply finishes the call (numbered) or logs (a log):
+                              * after a stop detached it, that reply returns ARPC_ESHUTDOWN */
     struct arpc_dlink rq_tomb_link; /* sv_tombs */
     struct arpc_loop_job rq_tomb_job; /* its late reply's hand-over when no result could be encoded */
 };

@@ -27,7 +27,10 @@
  * is any call answered at its deadline by a server with a reply log: its handler's late
  * arpc_reply_durable has applied an effect that later effects build on, so the effect goes
  * to the log, in lane order as a reply's would (a call that is not numbered keeps nothing
- * else of it). A stop detaches every listed handle (RQ_DETACHED, the server's reference let
+ * else of it). And so is any other call answered at its deadline (not a one-way message):
+ * its late reply's size teaches its method's expected reply size (core/server_inflight.c),
+ * which a method whose handler always replies late would otherwise never learn; such a
+ * late reply after a stop returns ARPC_ETIMEDOUT still (rq_keeps_result). A stop detaches every listed handle (RQ_DETACHED, the server's reference let
  * go): its late reply is then dropped and returns ARPC_ESHUTDOWN, as any reply after a stop,
  * and a numbered call's result is the stop's ARPC_EABANDONED (dedup_stopped: logged, so that
  * a copy re-sent to this log's next server does not run it again); a late reply already on
@@ -95,6 +98,8 @@ static void tomb_deliver(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_request *req = rm->rm_req;
     arpc_server *s = req->rq_server;
     tomb_unlist(s, req);
+    if (atomic_load(&s->sv_state) != SV_STOPPED) /* (the methods are the running server's) */
+        inflight_learn(req->rq_method, req->rq_late_len);
     if (req->rq_seq == 0) {
         journal_late_effect(s, rm->rm_effect, rm->rm_effect_len); /* all there is to keep */
         reply_msg_free(rm);
@@ -121,14 +126,39 @@ static void tomb_drop(arpc_loop *loop, struct arpc_loop_job *job)
     server_release(s);
 }
 
+/* Loop thread: a late reply with nothing to keep teaches its method's reply size, and the
+ * handle goes (the job is the handle's own: no memory needed). */
+static void tomb_learn(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    (void)loop;
+    arpc_request *req = (arpc_request *)((char *)job - offsetof(arpc_request, rq_tomb_job));
+    arpc_server *s = req->rq_server;
+    tomb_unlist(s, req);
+    if (atomic_load(&s->sv_state) != SV_STOPPED) /* (the methods are the running server's) */
+        inflight_learn(req->rq_method, req->rq_late_len);
+    request_late_done(req);
+    server_release(s);
+}
+
 int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code, const void *data, size_t len,
                        const void *effect, size_t effect_len)
 {
     int late = req->rq_late_code;
     arpc_server *s = req->rq_server;
     if (s == NULL || (flags & RQ_DETACHED)) {
-        request_late_done(req); /* nothing to keep (no log, unnumbered), or answered at stop, or detached by one */
-        return s == NULL ? late : ARPC_ESHUTDOWN;
+        bool kept = s != NULL && req->rq_keeps_result; /* (req may be freed below) */
+        request_late_done(req); /* nothing to keep or learn (answered at stop), or detached by one */
+        return kept ? ARPC_ESHUTDOWN : late;
+    }
+    /* Its size, as the handler made it, for its method's expected reply size. */
+    req->rq_late_len = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
+    if (!req->rq_keeps_result) { /* nothing else to do with it: nothing is encoded */
+        arpc_loop_job_init(&req->rq_tomb_job, tomb_learn);
+        if (server_loop_hand(s, &req->rq_tomb_job, NULL, NULL) != ARPC_OK) {
+            request_late_done(req); /* stopped: the job did not run, a stop unlisted it */
+            server_release(s);
+        }
+        return late;
     }
     int rc = late;
     if (req->rq_seq == 0) /* kept for its effect alone: the reply goes nowhere */

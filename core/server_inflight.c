@@ -20,7 +20,13 @@
  * counted at its method's expected size: the largest of its recent replies (a larger one is
  * taken at once; a smaller one lowers it by an eighth of the difference, so one large value
  * among small ones keeps counting for a while), and before the method's first reply its
- * registration's reply_bytes_hint, or else max_conn_bytes/16. So a client asking for large values gets at most about 16 of them accepted
+ * registration's reply_bytes_hint, or else max_conn_bytes/16. A late reply (the server
+ * answered the call at its deadline, and drops it) teaches too, by its real size: a method
+ * whose handler always replies late would otherwise keep the guess for good (an
+ * integrator's window of 1,000 calls ran 15 at a time). Not the server's own short answer,
+ * which would let a client with short deadlines drive a method's expected size down (a
+ * review's trial: 6-8x the bound's worth of large replies admitted). So a client asking
+ * for large values gets at most about 16 of them accepted
  * before the first is seen, and afterwards only as many as fit the bound. A reply larger than
  * its estimate is still queued whole (never dropped; no worker waits): the bound is overshot by
  * the difference, for calls accepted before the estimate rose. Once queued the reply counts as
@@ -252,8 +258,8 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
     arpc_conn_owe(&sc->sc_conn, st->rs_charge); /* may hold for bytes (logged via on_held) */
 }
 
-/* A reply of len bytes was queued for m: the expected size follows it (see the top). */
-static void inflight_learn(const struct arpc_method *cm, size_t len)
+/* A reply of len bytes was made for m: the expected size follows it (see the top). */
+void inflight_learn(const struct arpc_method *cm, size_t len)
 {
     struct arpc_method *m = (struct arpc_method *)cm; /* m_reply_est alone is the loop's to write */
     size_t est = m->m_reply_est;

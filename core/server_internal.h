@@ -248,8 +248,9 @@ struct arpc_server {
         struct arpc_actor_job *pb_last;
         unsigned pb_credit;               /* places reserved and not used yet */
     } sv_batch;
-    struct arpc_dlist sv_tombs;       /* numbered calls answered at their deadlines whose late
-                                       * replies may still finish them (loop thread) */
+    struct arpc_dlist sv_tombs;       /* calls answered at their deadlines whose late replies
+                                       * may still finish them, log an effect or teach their
+                                       * method's reply size (loop thread) */
 };
 
 /* A reply on its way to the loop; the whole allocation is then the output buffer (or, for a
@@ -542,6 +543,9 @@ void inflight_on_close(struct server_conn *sc);
 void inflight_begin(struct server_conn *sc, arpc_request *req);
 /* Its reply of reply_len bytes was queued (0: none will be): the call no longer counts. */
 void inflight_end(arpc_request *req, size_t reply_len);
+/* A reply of len bytes made for a call of m (its method's expected reply size follows it);
+ * also a late one, which the server dropped after answering the call at its deadline. */
+void inflight_learn(const struct arpc_method *m, size_t len);
 /* A duplicate of a running at-most-once call attached to it (core/server_dedup.c): its
  * connection owes it that call's result (sc_attached) until it is answered or stops waiting;
  * detach (sc held by the caller) closes a half-closed connection then owing nothing more. */

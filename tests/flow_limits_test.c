@@ -140,6 +140,28 @@ static void h_big(arpc_request *req, void *ctx)
     CHECK(arpc_reply(req, big, sizeof(big)) == ARPC_OK);
 }
 
+/* t.slow_big: payload "s": kept as t.gate keeps its calls (a handler that replies late);
+ * anything else: a 1 MiB reply, as t.big. */
+static void h_slow_big(arpc_request *req, void *ctx)
+{
+    size_t len;
+    const char *p = arpc_request_data(req, &len);
+    if (len == 1 && p[0] == 's')
+        h_gate(req, ctx);
+    else
+        h_big(req, ctx);
+}
+
+/* Answers every request the gate kept late (the server answered them at their deadlines:
+ * their replies are dropped). */
+static void gate_answer_late(void)
+{
+    pthread_mutex_lock(&gate_mtx);
+    while (gate_nkept > 0)
+        CHECK(arpc_reply(gate_kept[--gate_nkept], NULL, 0) == ARPC_ETIMEDOUT);
+    pthread_mutex_unlock(&gate_mtx);
+}
+
 /* t.sized: a reply of the size its 4-byte payload asks for (up to BIG). */
 static void h_sized(arpc_request *req, void *ctx)
 {
@@ -178,6 +200,7 @@ static void start(struct fixture *fx, arpc_server_options so, const char *listen
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.echo", h_echo, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.big", h_big, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.sized", h_sized, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.slow_big", h_slow_big, NULL, NULL));
     long_poll_reset();
     assert_int_equal(ARPC_OK, arpc_server_register(fx->s, "t.poll", long_poll, NULL, NULL));
     assert_int_equal(ARPC_OK, arpc_server_listen(fx->s, listen, fx->addr, sizeof(fx->addr)));
@@ -603,12 +626,12 @@ static void test_held_cancel_naming_nothing_cancels_nothing(void **state)
 
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
  * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
-static unsigned never_reading_big_calls(struct fixture *fx, uint64_t client_id)
+static unsigned never_reading_calls(struct fixture *fx, uint64_t client_id, const char *method)
 {
     struct raw_client r;
     assert_true(raw_connect(&r, fx->addr, client_id));
     for (uint64_t xid = 1; xid <= 64; xid++)
-        assert_true(raw_request(&r, xid, 0, 0, 0, "t.big", "k", 1));
+        assert_true(raw_request(&r, xid, 0, 0, 0, method, "k", 1));
     expect_log("(max_conn_bytes)");
     good_call(fx->good); /* a well-behaved client is still served */
     good_call(fx->good);
@@ -633,7 +656,7 @@ static void test_never_reading_client_bounded_by_default(void **state)
     unix_addr(addr, sizeof(addr), "flow-default");
     struct fixture fx;
     start(&fx, (arpc_server_options){.workers = 2}, addr);
-    unsigned n = never_reading_big_calls(&fx, 51);
+    unsigned n = never_reading_calls(&fx, 51, "t.big");
     print_message("calls accepted from the never-reading client: %u (16 MiB bound, 1 MiB replies)\n", n);
     assert_in_range(n, 1, 16 + 1);
     stop(&fx);
@@ -654,9 +677,75 @@ static void test_never_reading_client_bounded_by_learnt_size(void **state)
     assert_int_equal(BIG, len);
     arpc_free(reply);
     atomic_store(&big_calls, 0);
-    unsigned n = never_reading_big_calls(&fx, 52);
+    unsigned n = never_reading_calls(&fx, 52, "t.big");
     print_message("calls accepted from the never-reading client: %u (4 MiB bound, 1 MiB replies)\n", n);
     assert_in_range(n, 1, 4 + 1);
+    stop(&fx);
+    unlink(addr + 7);
+}
+
+/* A method whose handler answers after its callers' deadlines: the server answers them
+ * ARPC_ETIMEDOUT and drops the late replies, which taught the bytes bound nothing, so the
+ * first-reply guess (max_conn_bytes/16) held its connections at 16 calls for good (an
+ * integrator's trial: 15 in flight of a window of 1,000). A late reply teaches its real size
+ * now (not the server's short answer: a client with short deadlines could then drive a
+ * method's expected size down, and have large replies admitted far past the bound). */
+static void test_late_replies_teach_the_bytes_bound(void **state)
+{
+    (void)state;
+    enum { N = 40 }; /* over the 16 the first-reply guess lets in */
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2}, "tcp://127.0.0.1:0");
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 61));
+    uint64_t xid = 1, payload = 1;
+    /* Numbered (seq 1), answered ARPC_ETIMEDOUT (sent again if a loaded worker took it up too
+     * late to start it: ARPC_EEXPIRED). */
+    assert_int_equal(ARPC_ETIMEDOUT, raw_call_taken_in_time(&r, &xid, 1, 0, 100, "t.gate", &payload, sizeof(payload)));
+    wait_started(1);
+    pthread_mutex_lock(&gate_mtx);
+    arpc_request *late = gate_kept[--gate_nkept];
+    pthread_mutex_unlock(&gate_mtx);
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_reply(late, &payload, sizeof(payload))); /* late: dropped */
+    /* Its retry is answered with the late result, on the loop that learnt from it. */
+    xid++;
+    assert_true(raw_request(&r, xid, 1, 0, 0, "t.gate", &payload, sizeof(payload)));
+    struct raw_frame f;
+    assert_true(raw_read(&r, &f, false));
+    assert_int_equal(xid, f.f.f_xid);
+    assert_int_equal(ARPC_FRAME_REPLY, f.f.f_kind);
+    xid++;
+    send_gate_calls(&r, xid, N);
+    wait_started(N); /* all read at once, not 16 */
+    gate_release();
+    read_gate_replies(&r, xid, N);
+    raw_close(&r);
+    stop(&fx);
+}
+
+/* The server's own answer at a deadline teaches nothing: after many short-deadline calls
+ * to a method that has never replied, a never-reading client asking for its 1 MiB replies
+ * still gets no more than the guess lets in. */
+static void test_deadline_answers_teach_nothing(void **state)
+{
+    (void)state;
+    char addr[128];
+    snprintf(addr, sizeof(addr), "unix:///tmp/arpc-flow-short-%d.sock", getpid());
+    unlink(addr + 7);
+    struct fixture fx;
+    start(&fx, (arpc_server_options){.workers = 2}, addr);
+    struct raw_client r;
+    assert_true(raw_connect(&r, fx.addr, 62));
+    uint64_t xid = 1;
+    for (int i = 0; i < 8; i++, xid++) {
+        assert_int_equal(ARPC_ETIMEDOUT, raw_call_taken_in_time(&r, &xid, 0, 0, 20, "t.slow_big", "s", 1));
+        wait_started(1);
+    }
+    raw_close(&r);
+    unsigned n = never_reading_calls(&fx, 63, "t.slow_big");
+    print_message("calls accepted after 8 answers at the deadline: %u (16 MiB bound, 1 MiB replies)\n", n);
+    assert_in_range(n, 1, 16 + 1);
+    gate_answer_late();
     stop(&fx);
     unlink(addr + 7);
 }
@@ -781,6 +870,8 @@ int main(void)
         cmocka_unit_test(test_held_cancel_naming_nothing_cancels_nothing),
         cmocka_unit_test(test_held_copy_far_back_is_cancelled),
         cmocka_unit_test(test_oneway_messages_count),
+        cmocka_unit_test(test_late_replies_teach_the_bytes_bound),
+        cmocka_unit_test(test_deadline_answers_teach_nothing),
         cmocka_unit_test(test_never_reading_client_bounded_by_default),
         cmocka_unit_test(test_never_reading_client_bounded_by_learnt_size),
         cmocka_unit_test(test_estimate_pushed_down_hits_the_hard_cap),

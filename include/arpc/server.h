@@ -333,7 +333,8 @@ typedef struct arpc_method_options {
                                * bytes fall under 3/4 of the bound: 4 or 5 answered; give a hint
                                * for methods whose calls wait long, e.g. long polls, or their
                                * connection's other calls wait with them). Learnt from replies
-                               * either way.
+                               * either way, late ones too (a reply after the server answered
+                               * the call at its deadline is dropped, but its size counts).
                                * Over the bound the connection is held: no further request is
                                * read until replies go out, but its cancels and PINGs still are
                                * (up to a read buffer, 64 KiB, of requests waiting behind the
