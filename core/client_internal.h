@@ -477,6 +477,7 @@ struct client_oneway {
     arpc_client *om_client;
     struct client_oneway *om_next; /* in cl_held_first's list */
     uint32_t om_order;             /* held: arrival order among the calls (cc_order) */
+    uint64_t om_give_up;           /* held: dropped once this passes (reconnect_give_up_ms) */
     size_t om_len;
     uint8_t om_frame[];
 };
@@ -506,6 +507,9 @@ void client_send_held_oneways(arpc_client *c, const struct client_call *next);
 /* No connection came (or the client closes): the held messages are dropped, counted, and
  * named in a WARN line saying why. */
 void client_drop_held_oneways(arpc_client *c, const char *why);
+/* The held messages that waited past reconnect_give_up_ms (as a call waiting for a
+ * connection gives up) are dropped, counted and named in a WARN line. */
+void client_expire_held_oneways(arpc_client *c);
 
 /* client_deadlines.c */
 void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */

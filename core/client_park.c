@@ -49,6 +49,7 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
         return false;
     m->om_next = NULL;
     m->om_order = c->cl_next_order++; /* its place among the calls that wait with it */
+    m->om_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* as a call waiting for a connection */
     if (c->cl_held_last != NULL)
         c->cl_held_last->om_next = m;
     else
@@ -73,6 +74,7 @@ static struct client_oneway *held_take(arpc_client *c)
 void client_send_held_oneways(arpc_client *c, const struct client_call *next)
 {
     c->cl_hold_oneways = false; /* connected: nothing more is held */
+    client_expire_held_oneways(c); /* those that waited past their give-up, as calls do */
     struct client_oneway *m;
     while ((m = c->cl_held_first) != NULL && (next == NULL || call_order_before(m->om_order, next->cc_order)) &&
            atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
@@ -83,6 +85,26 @@ void client_send_held_oneways(arpc_client *c, const struct client_call *next)
         c->cl_held_bytes -= m->om_len;
         client_oneway_queue(c, m);
     }
+}
+
+void client_expire_held_oneways(arpc_client *c)
+{
+    uint64_t now = arpc_now_ns();
+    size_t n = 0;
+    struct client_oneway *m;
+    while ((m = c->cl_held_first) != NULL && m->om_give_up <= now) { /* (in the order they came) */
+        c->cl_held_first = m->om_next;
+        if (c->cl_held_first == NULL)
+            c->cl_held_last = NULL;
+        c->cl_nheld--;
+        c->cl_held_bytes -= m->om_len;
+        client_oneway_drop(c, m);
+        n++;
+    }
+    if (n != 0)
+        arpc_log(ARPC_LOG_WARN, "client of %s: %zu one-way message%s dropped unsent: no connection within "
+                 "reconnect_give_up_ms (%lld ms)", c->cl_target.t_addr, n, n == 1 ? "" : "s",
+                 (long long)c->cl_give_up_ms);
 }
 
 void client_drop_held_oneways(arpc_client *c, const char *why)

@@ -306,6 +306,35 @@ static void test_oneways_held_are_bounded(void **state)
     arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
 }
 
+/* A message waits for the first connection as a call does: reconnect_give_up_ms at most,
+ * then it is dropped and said, and never reaches a server that comes later (where a call
+ * made after it was told it never ran). */
+static void test_oneways_held_give_up_as_calls_do(void **state)
+{
+    (void)state;
+    log_capture_start(ARPC_LOG_WARN);
+    char addr[128];
+    unix_addr(addr, sizeof(addr), "giveup");
+    atomic_store(&notes, 0);
+    arpc_client *c;
+    arpc_client_options co = {.connect_in_background = true, .reconnect_max_ms = 20, .reconnect_give_up_ms = 200};
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
+    assert_int_equal(ARPC_OK, arpc_notify(c, "t.note", "n", 1));
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.echo", "x", 1, NULL, NULL, ARPC_FOREVER)); /* gave up */
+    assert_true(WAIT_UNTIL(client_stats_of(c).oneways_dropped == 1));
+    assert_int_equal(1, LOG_LINES_WITH("1 one-way message dropped unsent: no connection within reconnect_give_up_ms"));
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 20000));
+    assert_int_equal(ARPC_OK, arpc_client_close(c)); /* after a round trip on the connection */
+    assert_int_equal(0, atomic_load(&notes));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_set_logger(NULL, NULL, ARPC_LOG_INFO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_oneways_wait_for_the_first_connection),
         cmocka_unit_test(test_oneways_dropped_are_said),
         cmocka_unit_test(test_oneways_held_are_bounded),
+        cmocka_unit_test(test_oneways_held_give_up_as_calls_do),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -183,8 +183,8 @@ typedef struct arpc_client_options {
      * caller-driven client loop is never blocked by a server that is slow to answer); a failed
      * first attempt is retried as a reconnect is (back-off), and calls wait for the connection
      * meanwhile, bounded by their deadlines and reconnect_give_up_ms (ARPC_EUNREACHABLE: not
-     * sent), and so do one-way messages (arpc_notify: at most 1024 and 64 MiB, until the
-     * client closes). arpc_client_last_error says what is in the way. With no_reconnect, a failed
+     * sent), and so do one-way messages (arpc_notify: at most 1024 and 64 MiB, and within
+     * reconnect_give_up_ms too). arpc_client_last_error says what is in the way. With no_reconnect, a failed
      * first attempt ends the client: its calls end ARPC_EUNREACHABLE. */
     bool connect_in_background;
     /* How long arpc_client_close may wait for the server to read what is queued for it
@@ -384,8 +384,8 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * connection in the background (connect_in_background: through failed attempts, as calls
  * wait). A waiting message is dropped, and named in a WARN line, only if that connection does
  * not come (after an idle close, a failed attempt; before the first, the client ending for
- * good) or the client closes first; at most 1024 wait, and 64 MiB of them, the rest are
- * dropped as without a connection. It is also dropped if it is not yet written when the connection breaks.
+ * good, or reconnect_give_up_ms passing, as for a call) or the client closes first; at most
+ * 1024 wait, and 64 MiB of them, the rest are dropped as without a connection. It is also dropped if it is not yet written when the connection breaks.
  * arpc_client_stats counts every drop: oneways_dropped. arpc_client_close writes it as
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
