@@ -156,8 +156,6 @@ void client_connect_failed(arpc_client *c, int code, const char *why)
     client_connect_stop(c);
     if (!held_wait_on(c))
         client_drop_held_oneways(c, why); /* the connection they waited for did not come */
-    else
-        client_expire_held_oneways(c); /* those that waited past reconnect_give_up_ms */
     client_set_error(c, code, why);
     if (client_first_awaited(c)) {
         arpc_future_complete(c->cl_first, code, NULL, 0); /* arpc_client_connect reports it */

@@ -12,7 +12,9 @@
  * that have one: client_deadlines.c.)
  *
  * Only calls_on_connected changes the list's order (its re-sends go in arrival order); it
- * puts what it did not send back into give-up order. Loop thread only.
+ * puts what it did not send back into give-up order. One-way messages held for a connection
+ * (core/client_park.c) give up alike, on the same deadline: their list is in give-up order
+ * too. Loop thread only.
  *
  * A loop that could not run for a while (the process stopped, a VM paused) finds the give-up
  * time long past, with the back-off's next attempt due as well: the calls would end without
@@ -43,6 +45,16 @@ static bool give_up_try_first(arpc_client *c, uint64_t now, uint64_t give_up)
     return true;
 }
 
+/* The soonest give-up time among the waiting calls and the held one-way messages (each list
+ * in give-up order: its head's), or ARPC_NEVER. */
+static uint64_t soonest_give_up(arpc_client *c)
+{
+    uint64_t give_up = ARPC_NEVER, held = c->cl_held_first != NULL ? c->cl_held_first->om_give_up : ARPC_NEVER;
+    if (waiting_first(&c->cl_waiting, &give_up) == NULL)
+        give_up = ARPC_NEVER;
+    return held < give_up ? held : give_up;
+}
+
 static void on_give_up(struct arpc_deadline *d, void *arg)
 {
     (void)d;
@@ -52,13 +64,15 @@ static void on_give_up(struct arpc_deadline *d, void *arg)
      * (as client_deadlines.c's wheel deadline): the calls' callbacks below may arm others. */
     (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, now + ARPC_NS_PER_MS);
     struct client_call *call;
-    uint64_t give_up = 0;
-    if ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now && give_up_try_first(c, now, give_up))
+    uint64_t give_up = soonest_give_up(c);
+    if (give_up <= now && give_up_try_first(c, now, give_up))
         return;
     c->cl_give_up_stalled = false;
     while ((call = waiting_first(&c->cl_waiting, &give_up)) != NULL && give_up <= now)
         call_finish_lost(call, CALL_LOST_GAVE_UP); /* leaves the list (never sent: ARPC_EUNREACHABLE) */
-    if (call == NULL || give_up == ARPC_NEVER || c->cl_wheel_stopped)
+    client_expire_held_oneways(c, now); /* held one-way messages give up alike */
+    give_up = soonest_give_up(c);
+    if (give_up == ARPC_NEVER || c->cl_wheel_stopped)
         arpc_deadline_cancel(c->cl_loop, &c->cl_give_up_timer);
     else if (arpc_deadline_is_armed(&c->cl_give_up_timer))
         (void)arpc_deadline_arm(c->cl_loop, &c->cl_give_up_timer, give_up); /* a move */

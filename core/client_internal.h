@@ -507,9 +507,9 @@ void client_send_held_oneways(arpc_client *c, const struct client_call *next);
 /* No connection came (or the client closes): the held messages are dropped, counted, and
  * named in a WARN line saying why. */
 void client_drop_held_oneways(arpc_client *c, const char *why);
-/* The held messages that waited past reconnect_give_up_ms (as a call waiting for a
- * connection gives up) are dropped, counted and named in a WARN line. */
-void client_expire_held_oneways(arpc_client *c);
+/* The held messages whose reconnect_give_up_ms passed by now (as a call waiting for a
+ * connection gives up: client_give_up.c) are dropped, counted and named in a WARN line. */
+void client_expire_held_oneways(arpc_client *c, uint64_t now);
 
 /* client_deadlines.c */
 void client_deadlines_init(arpc_client *c); /* any thread, before the loop sees c */

@@ -17,6 +17,7 @@
 #include "arpc/error.h"
 #include "base/log.h"
 #include "core/client_internal.h"
+#include "core/client_resend.h"
 #include "core/waiting_calls.h"
 
 bool client_park(arpc_client *c)
@@ -50,6 +51,7 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
     m->om_next = NULL;
     m->om_order = c->cl_next_order++; /* its place among the calls that wait with it */
     m->om_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* as a call waiting for a connection */
+    (void)give_up_arm(c, m->om_give_up); /* (without memory: at the next call's, or never) */
     if (c->cl_held_last != NULL)
         c->cl_held_last->om_next = m;
     else
@@ -74,7 +76,6 @@ static struct client_oneway *held_take(arpc_client *c)
 void client_send_held_oneways(arpc_client *c, const struct client_call *next)
 {
     c->cl_hold_oneways = false; /* connected: nothing more is held */
-    client_expire_held_oneways(c); /* those that waited past their give-up, as calls do */
     struct client_oneway *m;
     while ((m = c->cl_held_first) != NULL && (next == NULL || call_order_before(m->om_order, next->cc_order)) &&
            atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
@@ -87,12 +88,11 @@ void client_send_held_oneways(arpc_client *c, const struct client_call *next)
     }
 }
 
-void client_expire_held_oneways(arpc_client *c)
+void client_expire_held_oneways(arpc_client *c, uint64_t now)
 {
-    uint64_t now = arpc_now_ns();
     size_t n = 0;
     struct client_oneway *m;
-    while ((m = c->cl_held_first) != NULL && m->om_give_up <= now) { /* (in the order they came) */
+    while ((m = c->cl_held_first) != NULL && m->om_give_up <= now) { /* (in give-up order) */
         c->cl_held_first = m->om_next;
         if (c->cl_held_first == NULL)
             c->cl_held_last = NULL;
@@ -101,10 +101,13 @@ void client_expire_held_oneways(arpc_client *c)
         client_oneway_drop(c, m);
         n++;
     }
-    if (n != 0)
+    uint64_t unlogged = 0;
+    if (n != 0 && arpc_log_throttle_due(&c->cl_dropped_log, arpc_now_coarse_ns(), CLIENT_ATTEMPTS_LOG_NS, 1, &unlogged)) {
+        char more[96];
         arpc_log(ARPC_LOG_WARN, "client of %s: %zu one-way message%s dropped unsent: no connection within "
-                 "reconnect_give_up_ms (%lld ms)", c->cl_target.t_addr, n, n == 1 ? "" : "s",
-                 (long long)c->cl_give_up_ms);
+                 "reconnect_give_up_ms (%lld ms)%s", c->cl_target.t_addr, n, n == 1 ? "" : "s",
+                 (long long)c->cl_give_up_ms, arpc_log_throttle_more(more, sizeof(more), unlogged, "more dropped"));
+    }
 }
 
 void client_drop_held_oneways(arpc_client *c, const char *why)

@@ -29,7 +29,7 @@ enum {
     RQ_SERVER_ANSWERED = 1u << 6, /* the server answered the caller itself (rq_late_code) */
     RQ_STATE_GONE = 1u << 7, /* the server's part was freed: the handle is a tombstone */
     RQ_LATE_DONE = 1u << 8,  /* the late reply to a call the server answered is done with the handle */
-    RQ_DETACHED = 1u << 9,   /* a numbered tombstone let go of its server (stop): its late reply is dropped */
+    RQ_DETACHED = 1u << 9,   /* a stop unlisted the tombstone (its late reply, not begun, is dropped) */
     RQ_QUEUED = 1u << 10,    /* delivered to a completion queue (core/request_queue.c): its
                               * "handler" is the application, which returns with its reply */
     RQ_CANCEL_KEPT = 1u << 11, /* cancelled by a CANCEL naming its seq: its ARPC_ECANCELLED,
@@ -39,6 +39,8 @@ enum {
                                    * the connection's bytes) until its actor lets it go */
     RQ_REFUSING = 1u << 13,  /* its actor took its start to refuse it (expired, or discarded by a
                               * stop): the loop's deadline leaves the answer to that refusal */
+    RQ_HAND_FAILED = 1u << 14, /* its late reply could not reach the loop (stopped): the
+                                * tombstone stays listed until a stop's detach, which lets go of it */
 };
 
 /*

@@ -45,8 +45,8 @@
 #include "core/frame.h"
 #include "core/request_internal.h"
 
-/* Loop thread: the handle of a numbered call answered at its deadline holds a reference on
- * the server; listed, so that a stop finds it and lets go of it. */
+/* Loop thread: the handle of a call answered at its deadline holds a reference on the
+ * server; listed, so that a stop finds it and lets go of it. */
 void request_tomb_list(arpc_server *s, arpc_request *req)
 {
     arpc_dlist_insert_after(&s->sv_tombs, NULL, &req->rq_tomb_link);
@@ -67,16 +67,15 @@ void request_tomb_detach_all(arpc_server *s)
         tomb_unlist(s, req);
         /* Read now: once detached, the late reply may free the handle at any time. */
         uint64_t key = req->rq_cache_key, seq = req->rq_seq, ack = req->rq_ack;
-        unsigned flags = atomic_load(&req->rq_flags);
-        do {
-            if (flags & RQ_REPLIED)
-                break; /* its late reply is on its way: it owns the reference */
-        } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_DETACHED));
-        if (!(flags & RQ_REPLIED)) {
+        unsigned flags = atomic_fetch_or(&req->rq_flags, RQ_DETACHED);
+        if (!(flags & RQ_REPLIED)) { /* no late reply yet: it will be dropped */
             if (seq != 0)
                 dedup_stopped(s, key, seq, ack);
             server_release(s); /* not the last: the stopping user holds one */
-        }
+        } else if (flags & RQ_HAND_FAILED) { /* its late reply could not reach the loop: it left the handle to us */
+            request_late_done(req);
+            server_release(s);
+        } /* else its late reply is on its way (a job, or failing now): it owns the reference */
     }
 }
 
@@ -140,6 +139,18 @@ static void tomb_learn(arpc_loop *loop, struct arpc_loop_job *job)
     server_release(s);
 }
 
+/* The late reply's job could not reach the loop: the server stopped (a stop detached the
+ * handle already), or the loop it runs on was stopped before the server (the handle is still
+ * listed; the server's stop detaches it later, on another thread). Whichever of the two comes
+ * second lets go of the handle and the server. */
+static void tomb_hand_failed(arpc_server *s, arpc_request *req)
+{
+    if (atomic_fetch_or(&req->rq_flags, RQ_HAND_FAILED) & RQ_DETACHED) {
+        request_late_done(req);
+        server_release(s);
+    }
+}
+
 int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code, const void *data, size_t len,
                        const void *effect, size_t effect_len)
 {
@@ -150,14 +161,18 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
         request_late_done(req); /* nothing to keep or learn (answered at stop), or detached by one */
         return kept ? ARPC_ESHUTDOWN : late;
     }
-    /* Its size, as the handler made it, for its method's expected reply size. */
-    req->rq_late_len = kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + len : arpc_frame_error_size(len);
+    /* Its size, as its connection would have had it (one larger than the client takes is an
+     * ARPC_ETOOLARGE error there), for its method's expected reply size. */
+    uint8_t fit_kind = kind;
+    int fit_code = code;
+    const void *fit_data = data;
+    size_t fit_len = len;
+    (void)reply_fit_client(req->rq_client_max, &fit_kind, &fit_code, &fit_data, &fit_len);
+    req->rq_late_len = fit_kind == ARPC_FRAME_REPLY ? ARPC_FRAME_HEADER_SIZE + fit_len : arpc_frame_error_size(fit_len);
     if (!req->rq_keeps_result) { /* nothing else to do with it: nothing is encoded */
         arpc_loop_job_init(&req->rq_tomb_job, tomb_learn);
-        if (server_loop_hand(s, &req->rq_tomb_job, NULL, NULL) != ARPC_OK) {
-            request_late_done(req); /* stopped: the job did not run, a stop unlisted it */
-            server_release(s);
-        }
+        if (server_loop_hand(s, &req->rq_tomb_job, NULL, NULL) != ARPC_OK)
+            tomb_hand_failed(s, req);
         return late;
     }
     int rc = late;
@@ -184,8 +199,7 @@ int request_tomb_reply(arpc_request *req, unsigned flags, uint8_t kind, int code
     if (server_loop_hand(s, job, NULL, NULL) != ARPC_OK) { /* stopped: the job did not run */
         if (rm != NULL)
             reply_msg_free(rm);
-        request_late_done(req); /* a stop unlisted it */
-        server_release(s);
+        tomb_hand_failed(s, req);
         return ARPC_ESHUTDOWN;
     }
     return rc;
