@@ -73,19 +73,25 @@ static struct client_oneway *held_take(arpc_client *c)
     return m;
 }
 
+/* Takes the first held message out of the list. */
+static struct client_oneway *held_pop(arpc_client *c)
+{
+    struct client_oneway *m = c->cl_held_first;
+    c->cl_held_first = m->om_next;
+    if (c->cl_held_first == NULL)
+        c->cl_held_last = NULL;
+    c->cl_nheld--;
+    c->cl_held_bytes -= m->om_len;
+    return m;
+}
+
 void client_send_held_oneways(arpc_client *c, const struct client_call *next)
 {
     c->cl_hold_oneways = false; /* connected: nothing more is held */
     struct client_oneway *m;
     while ((m = c->cl_held_first) != NULL && (next == NULL || call_order_before(m->om_order, next->cc_order)) &&
-           atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open) {
-        c->cl_held_first = m->om_next;
-        if (c->cl_held_first == NULL)
-            c->cl_held_last = NULL;
-        c->cl_nheld--;
-        c->cl_held_bytes -= m->om_len;
-        client_oneway_queue(c, m);
-    }
+           atomic_load(&c->cl_state) == CL_READY && c->cl_conn.c_open)
+        client_oneway_queue(c, held_pop(c));
 }
 
 void client_expire_held_oneways(arpc_client *c, uint64_t now)
@@ -93,12 +99,7 @@ void client_expire_held_oneways(arpc_client *c, uint64_t now)
     size_t n = 0;
     struct client_oneway *m;
     while ((m = c->cl_held_first) != NULL && m->om_give_up <= now) { /* (in give-up order) */
-        c->cl_held_first = m->om_next;
-        if (c->cl_held_first == NULL)
-            c->cl_held_last = NULL;
-        c->cl_nheld--;
-        c->cl_held_bytes -= m->om_len;
-        client_oneway_drop(c, m);
+        client_oneway_drop(c, held_pop(c));
         n++;
     }
     uint64_t unlogged = 0;

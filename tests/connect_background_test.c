@@ -220,6 +220,17 @@ static arpc_client_stats client_stats_of(arpc_client *c)
     return st;
 }
 
+/* A server on addr with t.note (counted in notes) and t.echo. */
+static arpc_server *serve_notes(const char *addr)
+{
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    return s;
+}
+
 /* One-way messages sent while the first connection is still being made wait for it, through
  * failed attempts, and reach the server in order before the call made after them. */
 static void test_oneways_wait_for_the_first_connection(void **state)
@@ -237,11 +248,7 @@ static void test_oneways_wait_for_the_first_connection(void **state)
     assert_true(WAIT_UNTIL(client_stats_of(c).oneways == 3)); /* the loop has them */
     log_capture_clear();
     assert_true(WAIT_UNTIL(LOG_LINES_WITH("reconnecting to", addr) > 0)); /* an attempt failed since */
-    arpc_server *s;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    arpc_server *s = serve_notes(addr);
     assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 20000));
     assert_true(WAIT_UNTIL(atomic_load(&notes) == 3));
     assert_int_equal(0, client_stats_of(c).oneways_dropped);
@@ -323,11 +330,7 @@ static void test_oneways_held_give_up_as_calls_do(void **state)
     assert_int_equal(ARPC_EUNREACHABLE, arpc_call(c, "t.echo", "x", 1, NULL, NULL, ARPC_FOREVER)); /* gave up */
     assert_true(WAIT_UNTIL(client_stats_of(c).oneways_dropped == 1));
     assert_int_equal(1, LOG_LINES_WITH("1 one-way message dropped unsent: no connection within reconnect_give_up_ms"));
-    arpc_server *s;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", h_note, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    arpc_server *s = serve_notes(addr);
     assert_int_equal(ARPC_OK, arpc_call(c, "t.echo", "x", 1, NULL, NULL, 20000));
     assert_int_equal(ARPC_OK, arpc_client_close(c)); /* after a round trip on the connection */
     assert_int_equal(0, atomic_load(&notes));
