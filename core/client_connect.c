@@ -21,7 +21,6 @@
 #include "base/log.h"
 #include "core/client_internal.h"
 
-
 static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 {
     arpc_loop_io_stop(loop, &cn->cn_io);

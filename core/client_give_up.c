@@ -50,8 +50,7 @@ static bool give_up_try_first(arpc_client *c, uint64_t now, uint64_t give_up)
 static uint64_t soonest_give_up(arpc_client *c)
 {
     uint64_t give_up = ARPC_NEVER, held = c->cl_held_first != NULL ? c->cl_held_first->om_give_up : ARPC_NEVER;
-    if (waiting_first(&c->cl_waiting, &give_up) == NULL)
-        give_up = ARPC_NEVER;
+    (void)waiting_first(&c->cl_waiting, &give_up); /* (untouched when none waits) */
     return held < give_up ? held : give_up;
 }
 

@@ -275,10 +275,7 @@ static void test_oneways_dropped_are_said(void **state)
     assert_int_equal(1, LOG_LINES_WITH("1 one-way message dropped unsent", "the client closed"));
 
     log_capture_clear();
-    arpc_server *s;
-    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, NULL, 0));
+    arpc_server *s = serve_notes(addr);
     co.connect_in_background = false;
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, &co));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
