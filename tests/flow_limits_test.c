@@ -625,14 +625,18 @@ static void test_held_cancel_naming_nothing_cancels_nothing(void **state)
 }
 
 /* A client that never reads asks for 1 MiB replies, 64 pipelined. A unix socket, whose
- * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. */
+ * kernel buffer takes a few hundred KiB, so what the server holds is what it queued. The
+ * wait is for the server's hold line whatever its reason: at the default bound the replies
+ * queued can pass the output backlog mark (8 MiB) before the bytes hold is said, and the
+ * hold lines are throttled to one a second, so the bytes line may never come. Either hold
+ * stops reading; the count of calls accepted is what the test checks. */
 static unsigned never_reading_calls(struct fixture *fx, uint64_t client_id, const char *method)
 {
     struct raw_client r;
     assert_true(raw_connect(&r, fx->addr, client_id));
     for (uint64_t xid = 1; xid <= 64; xid++)
         assert_true(raw_request(&r, xid, 0, 0, 0, method, "k", 1));
-    expect_log("(max_conn_bytes)");
+    expect_log("holding input from");
     good_call(fx->good); /* a well-behaved client is still served */
     good_call(fx->good);
     unsigned n = atomic_load(&big_calls);
