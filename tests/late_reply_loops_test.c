@@ -15,7 +15,8 @@
  * never started), between its steps, while a pool handler still works on a call: the stop runs
  * the loop itself while it waits out its grace, so the reply is delivered and the stop returns
  * then (not at the grace's end, nor never with ARPC_FOREVER), and a call made while it stops is
- * told so (did not run) instead of going unread until its deadline.
+ * told so (did not run) instead of going unread until its deadline. And a stop from another
+ * thread while the owner goes on stepping its loop and answers a kept request itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -498,6 +499,78 @@ static void test_second_stop_from_owner_runs_pollable_loop(void **state)
     second_stop_from_the_owner_runs_the_loop(APP_POLLABLE);
 }
 
+struct grace_stopper {
+    arpc_server *server;
+    int rc;
+    atomic_bool done;
+    int64_t took_ms;
+};
+
+static void *stop_with_grace(void *arg)
+{
+    struct grace_stopper *gs = arg;
+    int64_t start = now_ms();
+    gs->rc = arpc_server_stop(gs->server, STOP_GRACE_MS);
+    gs->took_ms = now_ms() - start;
+    atomic_store(&gs->done, true);
+    return NULL;
+}
+
+/* An application whose loop thread must not block: another thread stops the server, and the
+ * owner goes on stepping its loop and answers, from that thread, a request it kept (as one
+ * its own events answer would be). The reply goes out within the stop's grace (the call ends
+ * ARPC_OK, not ARPC_EABANDONED) and the stop returns once it has, not at the grace's end. */
+static void stop_from_another_thread_while_the_owner_steps(enum app_loop_kind kind)
+{
+    struct stop_fixture x;
+    stop_fixture_open(&x, kind, "t.keep", h_keep);
+    arpc_request *kept = atomic_load(&kept_last);
+    struct grace_stopper gs = {.server = x.s, .rc = ARPC_EPENDING};
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, stop_with_grace, &gs));
+    int64_t end = now_ms() + WAIT_MS;
+    while (atomic_load(&x.s->sv_state) != SV_STOPPING) { /* the stop's first store */
+        assert_true(now_ms() < end);
+        app_loop_step(&x.a);
+    }
+    assert_int_equal(ARPC_OK, arpc_reply(kept, "done", 4)); /* the owner's own answer */
+    alarm(STOP_WATCHDOG_S);
+    while (!atomic_load(&gs.done))
+        app_loop_step(&x.a);
+    alarm(0);
+    assert_int_equal(0, pthread_join(t, NULL));
+    assert_int_equal(ARPC_OK, gs.rc);
+    assert_true(gs.took_ms < STOP_GRACE_MS / 2);
+    assert_int_equal(ARPC_OK, arpc_future_wait_for(x.fc.call, WAIT_MS));
+    size_t len;
+    const void *data = arpc_future_data(x.fc.call, &len);
+    assert_int_equal(4, len);
+    assert_memory_equal("done", data, 4);
+    arpc_future_release(x.fc.call);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(x.s));
+    assert_int_equal(ARPC_OK, arpc_client_close(x.fc.client));
+    app_loop_close(&x.a);
+    sem_destroy(&gate);
+}
+
+static void test_stop_from_another_thread_wrapped_loop(void **state)
+{
+    (void)state;
+    stop_from_another_thread_while_the_owner_steps(APP_WRAPPED);
+}
+
+static void test_stop_from_another_thread_pollable_loop(void **state)
+{
+    (void)state;
+    stop_from_another_thread_while_the_owner_steps(APP_POLLABLE);
+}
+
+static void test_stop_from_another_thread_caller_driven_loop(void **state)
+{
+    (void)state;
+    stop_from_another_thread_while_the_owner_steps(APP_CALLER_DRIVEN);
+}
+
 /* ---- requests delivered to a completion queue ---- */
 
 /* A server whose method "t.q" delivers to a new queue, and a client of it (counting allocator
@@ -651,6 +724,9 @@ int main(void)
         cmocka_unit_test_no_leak(test_stop_woken_by_worker_end_caller_driven_loop),
         cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_wrapped_loop),
         cmocka_unit_test_no_leak(test_second_stop_from_owner_runs_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_from_another_thread_wrapped_loop),
+        cmocka_unit_test_no_leak(test_stop_from_another_thread_pollable_loop),
+        cmocka_unit_test_no_leak(test_stop_from_another_thread_caller_driven_loop),
         cmocka_unit_test_no_leak(test_reply_after_destroy_queued_requests),
         cmocka_unit_test_no_leak(test_queued_request_data_outlives_the_servers_answer),
     };

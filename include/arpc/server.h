@@ -445,7 +445,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * by its callers), a stop from a thread that may run it (the owner of a wrapped or pollable
  * loop, outside a step; any thread for the others) runs the loop itself while it waits and
  * nobody else runs it, so replies and the GOAWAY go out; from any other thread it waits for
- * the owner's steps. Blocks; idempotent (a concurrent second stop waits for the first, running
+ * the owner's steps (so an application whose loop thread must not block, e.g. for requests its
+ * own events answer during the grace, calls stop from another thread and goes on stepping the
+ * loop until stop returns there). Blocks; idempotent (a concurrent second stop waits for the first, running
  * the loop meanwhile in the same way); ARPC_EBUSY, doing nothing, from the server's loop thread
  * (inside a step or callback of its loop) or a pool handler (logged, one WARN line: a handler
  * that should end the server hands the stop to another thread).
