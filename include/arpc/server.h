@@ -447,7 +447,8 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * nobody else runs it, so replies and the GOAWAY go out; from any other thread it waits for
  * the owner's steps (so an application whose loop thread must not block, e.g. for requests its
  * own events answer during the grace, calls stop from another thread and goes on stepping the
- * loop until stop returns there). Blocks; idempotent (a concurrent second stop waits for the first, running
+ * loop until stop returns there; on a loop any thread may run, the stop runs it meanwhile and the
+ * owner's steps may return ARPC_EBUSY). Blocks; idempotent (a concurrent second stop waits for the first, running
  * the loop meanwhile in the same way); ARPC_EBUSY, doing nothing, from the server's loop thread
  * (inside a step or callback of its loop) or a pool handler (logged, one WARN line: a handler
  * that should end the server hands the stop to another thread).
