@@ -85,6 +85,20 @@ static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
     return e->e_nwaiters;
 }
 
+/* The highest seq c holds an entry for (its ack if none). */
+static uint64_t highest_seq(const struct arpc_rc_client *c)
+{
+    uint64_t top = c->c_ack, seq;
+    for (size_t i = 0; i <= c->c_ring_mask; i++)
+        if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
+            top = c->c_ring[i]->e_seq;
+    void *e;
+    for (size_t pos = 0; arpc_u64_map_next(&c->c_entries, &pos, &seq, &e);)
+        if (seq > top)
+            top = seq;
+    return top;
+}
+
 /* begin for a client not known yet. */
 static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t owner,
                                         uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
@@ -134,8 +148,12 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
     if (e == NULL && arpc_rc_over_share(rc, c))
         return refuse(rc, ARPC_RC_CLIENT_FULL);
     if (e == NULL) {
-        rc->rc_goodbyes -= c->c_goodbye; /* it calls again: its goodbye spoke for the calls before only */
-        c->c_goodbye = false;
+        if (c->c_goodbye) { /* it calls again: its goodbye spoke for the calls before only */
+            rc->rc_goodbyes--;
+            c->c_goodbye = false;
+            if (c->c_goodbye_floor) /* known again as at begin_first: the floor is kept for its expiry */
+                c->c_floor = highest_seq(c);
+        }
         return start_call(rc, c, seq, conn, xid);
     }
     if (e->e_state == ARPC_RC_DONE) {
@@ -326,40 +344,7 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
     arpc_rc_raise_ack(rc, c, ack);
 }
 
-size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
-{
-    size_t n = 0;
-    struct arpc_rc_client *c;
-    while ((c = rc->rc_oldest) != NULL && now_ns >= c->c_last_ns &&
-           now_ns - c->c_last_ns >= rc->rc_idle_ns) {
-        if (c->c_busy > 0) {
-            arpc_rc_touch(rc, c, now_ns);
-            continue;
-        }
-        uint64_t id = c->c_id;
-        arpc_rc_client_free(rc, c, NULL);
-        n++;
-        if (rc->rc_ops.on_expire != NULL)
-            rc->rc_ops.on_expire(rc->rc_ctx, id);
-    }
-    return n;
-}
-
 /* ---- goodbye ---- */
-
-/* The highest seq c holds an entry for (its ack if none). */
-static uint64_t highest_seq(const struct arpc_rc_client *c)
-{
-    uint64_t top = c->c_ack, seq;
-    for (size_t i = 0; i <= c->c_ring_mask; i++)
-        if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
-            top = c->c_ring[i]->e_seq;
-    void *e;
-    for (size_t pos = 0; arpc_u64_map_next(&c->c_entries, &pos, &seq, &e);)
-        if (seq > top)
-            top = seq;
-    return top;
-}
 
 /* Forgets c on its goodbye (no call of its runs), telling on_forget (the server logs it, as
  * it does an expiry). What stays is its highest seq (rc_gone): a copy of one of its calls
@@ -376,6 +361,32 @@ static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     arpc_rc_client_free(rc, c, NULL);
     if (rc->rc_ops.on_forget != NULL)
         rc->rc_ops.on_forget(rc->rc_ctx, id, floor, owner);
+}
+
+size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
+{
+    size_t n = 0;
+    struct arpc_rc_client *c;
+    while ((c = rc->rc_oldest) != NULL && now_ns >= c->c_last_ns &&
+           now_ns - c->c_last_ns >= rc->rc_idle_ns) {
+        if (c->c_busy > 0) {
+            arpc_rc_touch(rc, c, now_ns);
+            continue;
+        }
+        n++;
+        if (c->c_floor != 0) {
+            /* It said goodbye, then a late call of its made it known again: idle now, it goes
+             * as at its goodbye, its floor standing again (an expiry keeps none, and the late
+             * copies its goodbye refused would run). */
+            forget_client(rc, c, true);
+            continue;
+        }
+        uint64_t id = c->c_id;
+        arpc_rc_client_free(rc, c, NULL);
+        if (rc->rc_ops.on_expire != NULL)
+            rc->rc_ops.on_expire(rc->rc_ctx, id);
+    }
+    return n;
 }
 
 bool arpc_reply_cache_forget(struct arpc_reply_cache *rc, uint64_t client_id, bool keep_floor)
@@ -462,7 +473,7 @@ int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_i
     if (client_id == 0 || floor == 0)
         return ARPC_EINVAL;
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
-    if (c != NULL) { /* the log never replays both; were it to, the floor still holds */
+    if (c != NULL) { /* it came back after its goodbye: the floor holds, and comes back at its expiry */
         arpc_rc_raise_ack(rc, c, floor);
         if (floor > c->c_floor)
             c->c_floor = floor;

@@ -278,7 +278,8 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
                           uint64_t now_ns);
 
 /* Forgets the clients idle for idle_expiry_ns at now_ns (see the top of this file), oldest
- * first, reporting each to on_expire. Returns how many. Costs O(1) per client examined plus
+ * first, reporting each to on_expire; one that said goodbye and came back (a late call above
+ * its floor) goes as at a goodbye instead: its floor kept, reported to on_forget. Returns how many. Costs O(1) per client examined plus
  * its entries freed; stops at the first client not idle long enough. */
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
@@ -315,7 +316,8 @@ int arpc_reply_cache_restore_ack(struct arpc_reply_cache *rc, uint64_t client_id
                                  uint64_t now_ns);
 /* Restart, from the reply log: the client, of identity owner (0: none), said goodbye after
  * calls up to floor, as forget with keep_floor left it (oldest goodbye first, so the set is
- * the one the log kept). A client the cache knows has its ack raised instead. ARPC_OK,
+ * the one the log kept). A client the cache knows (one that came back after its goodbye) has
+ * its ack raised instead, and keeps the floor for its expiry. ARPC_OK,
  * ARPC_EINVAL (client_id or floor 0), ARPC_ENOMEM. */
 int arpc_reply_cache_restore_gone(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t floor,
                                   uint64_t owner);

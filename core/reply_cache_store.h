@@ -46,7 +46,8 @@ struct arpc_rc_client {
     bool c_full;                              /* as o_full, for the client's own share */
     bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
     uint64_t c_floor;                         /* the floor a goodbye left, carried into c_ack when it came
-                                               * back (0: none): what a refusal under it says */
+                                               * back (0: none): what a refusal under it says, and
+                                               * kept again when it expires (not forgotten) */
     struct arpc_rc_entry **c_ring;            /* entries by seq & c_ring_mask: most of them */
     size_t c_ring_mask;                       /* slots - 1; slots a power of two */
     size_t c_nring;                           /* entries in c_ring */

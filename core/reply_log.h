@@ -118,10 +118,12 @@ struct arpc_log_replay_ops {
     void (*on_reply)(void *ctx, uint64_t client_id, uint64_t seq, const void *reply, size_t len);
     /* Each live (not expired) client's latest ack. */
     void (*on_ack)(void *ctx, uint64_t client_id, uint64_t ack);
-    /* Each client that said goodbye (GOODBYE) and was not heard from again, with its floor
-     * and its identity (0: none), oldest goodbye first: ARPC_RC_GONE_MAX at most, shared
-     * among identities as the reply cache shares them (core/reply_cache_gone.h). None of
-     * them is also a live client above. */
+    /* First each live client above that came back after a goodbye (a late call above its
+     * floor), with that floor and identity 0: to be kept again at its expiry
+     * (arpc_reply_cache_restore_gone). Then each client that said goodbye (GOODBYE) and was
+     * not heard from again, with its floor and its identity (0: none), oldest goodbye first:
+     * ARPC_RC_GONE_MAX at most, shared among identities as the reply cache shares them
+     * (core/reply_cache_gone.h). None of those is also a live client above. */
     void (*on_gone)(void *ctx, uint64_t client_id, uint64_t floor, uint64_t identity);
 };
 

@@ -3,7 +3,9 @@
  * every older segment (core/reply_log_internal.h, arpc_log_compact).
  *
  * Design notes
- * - The snapshot, in this order: header (SNAPSHOT flag); the latest STATE record; every
+ * - The snapshot, in this order: header (SNAPSHOT flag); the latest STATE record; for each
+ *   client that came back after a goodbye, a GOODBYE with its floor and an ACK (so it comes
+ *   back with that floor again); every
  *   record whose effect is listed (after that STATE), in log order; the live replies not
  *   already written with their effects; one ACK record per client; one GOODBYE record per
  *   client still among the gone, oldest first. Replaying it gives the same index as
@@ -206,6 +208,29 @@ static int write_acks(struct compaction *c)
     return ARPC_OK;
 }
 
+/* The clients that came back after a goodbye (a late call above its floor), each as the log
+ * said it: a GOODBYE with its floor, then an ACK that brings it back. Written before anything
+ * that names a client, so the record that brings it back follows its floor; the set of floors
+ * is empty there, so a floor put and taken at once drops no other. */
+static int write_comebacks(struct compaction *c)
+{
+    struct arpc_log_client *cl;
+    for (size_t it = 0; (cl = arpc_log_index_next_client(&c->c_log->lg_index, &it)) != NULL;) {
+        if (cl->c_floor == 0)
+            continue;
+        struct arpc_log_view gone = {.v_type = ARPC_LOG_GOODBYE, .v_client_id = cl->c_id, .v_seq = cl->c_floor};
+        struct arpc_log_view back = {.v_type = ARPC_LOG_ACK, .v_client_id = cl->c_id, .v_ack = cl->c_ack};
+        uint64_t offset;
+        uint32_t size;
+        int rc = put_view(c, &gone, &offset, &size);
+        if (rc == ARPC_OK)
+            rc = put_view(c, &back, &offset, &size);
+        if (rc != ARPC_OK)
+            return rc;
+    }
+    return ARPC_OK;
+}
+
 /* The floors of the clients that said goodbye, so they outlive the segments that said so. */
 static int write_goodbyes(struct compaction *c)
 {
@@ -227,6 +252,8 @@ static int write_snapshot(struct compaction *c)
     int rc = open_older(c);
     if (rc == ARPC_OK && ix->ix_has_state)
         rc = copy_record(c, ix->ix_state, &ix->ix_state_new_offset, &ix->ix_state_new_size);
+    if (rc == ARPC_OK)
+        rc = write_comebacks(c);
     if (rc == ARPC_OK)
         rc = write_effects(c);
     if (rc == ARPC_OK)

@@ -173,6 +173,7 @@ static struct arpc_log_client *client_get(struct arpc_log_index *ix, uint64_t id
         return NULL;
     c->c_id = id;
     c->c_ack = arpc_rc_gone_floor(&ix->ix_gone, id); /* 0 unless it said goodbye: see client_back */
+    c->c_floor = c->c_ack;
     if (arpc_u64_map_put(&ix->ix_clients, id, c) != ARPC_OK) {
         arpc_free(c);
         return NULL;

@@ -53,6 +53,7 @@ struct arpc_log_live_reply {
 struct arpc_log_client {
     uint64_t c_id;
     uint64_t c_ack;
+    uint64_t c_floor; /* its goodbye's floor when it came back after one (0: none): as the cache's */
     struct arpc_log_live_reply *c_replies; /* [c_head, c_len): ascending seq, every seq > c_ack */
     size_t c_head, c_len, c_cap;
 };

@@ -387,6 +387,10 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
         }
     for (size_t it = 0; ops->on_ack != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
         ops->on_ack(ctx, c->c_id, c->c_ack);
+    /* Live clients that came back after a goodbye: their floors, kept again at their expiry. */
+    for (size_t it = 0; ops->on_gone != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        if (c->c_floor != 0)
+            ops->on_gone(ctx, c->c_id, c->c_floor, 0);
     uint64_t id, floor, owner;
     for (size_t it = 0; ops->on_gone != NULL && arpc_rc_gone_next(&ix->ix_gone, &it, &id, &floor, &owner);)
         ops->on_gone(ctx, id, floor, owner);

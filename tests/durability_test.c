@@ -216,9 +216,9 @@ static void h_mark_loop(arpc_request *req, void *ctx)
     arpc_reply(req, "", 0);
 }
 
-static arpc_server *start_logged(const char *dir, char *addr, size_t addr_len)
+static arpc_server *start_logged_expiring(const char *dir, char *addr, size_t addr_len, uint32_t expiry_s)
 {
-    arpc_server_options so = {.log_dir = dir};
+    arpc_server_options so = {.log_dir = dir, .client_expiry_s = expiry_s};
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
@@ -226,6 +226,11 @@ static arpc_server *start_logged(const char *dir, char *addr, size_t addr_len)
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.mark", h_mark_loop, NULL, &inline_opts));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addr_len));
     return s;
+}
+
+static arpc_server *start_logged(const char *dir, char *addr, size_t addr_len)
+{
+    return start_logged_expiring(dir, addr, addr_len, 0);
 }
 
 /* The next frame for xid is a REPLY. */
@@ -263,6 +268,74 @@ static void test_goodbye_survives_restart(void **state)
     expect_ran_reply(&r, 3);
     assert_int_equal(3, atomic_load(&counted_runs)); /* ran again: forgotten across the restart */
     raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
+#define COMEBACK_INCARNATION 0xc0e
+
+/* Connects as client_id (with an incarnation: its goodbye keeps a floor) and sends seq as xid
+ * seq to t.count. */
+static void comeback_call(struct raw_client *r, const char *addr, uint64_t client_id, uint64_t seq)
+{
+    assert_true(raw_connect_with(r, addr, client_id, NULL, COMEBACK_INCARNATION));
+    assert_true(raw_request(r, seq, seq, 0, 0, "t.count", "", 0));
+}
+
+/* Copies of seqs 1..top of client_id are refused ARPC_EREJECTED (not run). */
+static void comeback_copies_refused(const char *addr, uint64_t client_id, uint64_t top)
+{
+    for (uint64_t seq = 1; seq <= top; seq++) {
+        struct raw_client r;
+        comeback_call(&r, addr, client_id, seq);
+        struct raw_frame f;
+        assert_true(raw_read(&r, &f, false));
+        assert_int_equal(ARPC_FRAME_ERROR, f.f.f_kind);
+        assert_int_equal(ARPC_EREJECTED, f.f.f_code);
+        raw_close(&r);
+    }
+}
+
+/* A client that said goodbye and then came back (a late call above its floor, which runs: a
+ * half-open connection's, say) keeps its goodbye's floor through its idle expiry, on the
+ * server where it came back (client A) and on one restarted on the log before its expiry
+ * (client B, restored with the floor), and through the restart after: the late copies its
+ * goodbye refused are refused after the expiry too. Before, the expiry forgot the client whole
+ * (an EXPIRE record) and the copies ran again (a review's probe). */
+static void test_comeback_floor_survives_expiry(void **state)
+{
+    (void)state;
+    enum { A = 0xa11, B = 0xb22, EXPIRY_S = 1 };
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    arpc_server *s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    for (uint64_t id = A; id <= B; id += B - A) {
+        struct raw_client r;
+        comeback_call(&r, addr, id, 1);
+        expect_ran_reply(&r, 1);
+        assert_true(raw_request(&r, 2, 2, 0, 0, "t.count", "", 0));
+        expect_ran_reply(&r, 2);
+        assert_true(raw_goodbye(&r)); /* floor 2 */
+        raw_close(&r);
+        comeback_call(&r, addr, id, 3); /* above the floor: it runs, and the client is back */
+        expect_ran_reply(&r, 3);
+        raw_close(&r);
+        if (id == A) {
+            assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
+            comeback_copies_refused(addr, A, 3);
+        }
+    }
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s)); /* B is still known, back after its goodbye */
+    s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    comeback_copies_refused(addr, A, 3); /* (the first connection starts the expiry sweep) */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
+    comeback_copies_refused(addr, B, 3);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged(dir, addr, sizeof(addr));
+    comeback_copies_refused(addr, A, 3);
+    comeback_copies_refused(addr, B, 3);
+    assert_int_equal(6, atomic_load(&counted_runs)); /* 1, 2, 3 of each, once */
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     server_proc_rmdir(dir);
 }
@@ -505,6 +578,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_empty_log_dir_refused),
         cmocka_unit_test(test_goodbye_survives_restart),
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
+        cmocka_unit_test(test_comeback_floor_survives_expiry),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
         cmocka_unit_test(test_unlogged_goodbye_is_counted),
         cmocka_unit_test_teardown(test_goodbye_floor_survives_kill, server_proc_teardown),

@@ -703,6 +703,56 @@ static void test_forget(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* A client that said goodbye and came back (a late call above its floor, which runs) keeps
+ * its floor through its idle expiry: it goes as at a goodbye (on_forget with its highest seq,
+ * no on_expire), so the late copies its goodbye refused are still refused after it (a review
+ * ran them after the expiry: its floor had gone with it). The same for one that said goodbye
+ * while a call of its ran and then called again. */
+static void test_expiry_after_a_comeback_keeps_the_floor(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 100);
+    done(&rc, 1, 1, 11, 1, 0);
+    done(&rc, 1, 2, 12, 1, 0);
+    done(&rc, 1, 3, 13, 1, 0);
+    assert_true(arpc_reply_cache_forget(&rc, 1, true)); /* goodbye: floor 3 */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 9, 10));
+    done(&rc, 1, 4, 14, 1, 10); /* a late call it never ran: it runs, the client is known again */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 9, 20));
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 200));
+    assert_int_equal(0, P.n_expired);
+    assert_int_equal(2, P.n_forgotten);
+    assert_int_equal(1, P.forgotten[1]);
+    assert_int_equal(4, P.forgotten_floor[1]); /* its highest seq now, for the log */
+    assert_int_equal(0, stats_of(&rc).clients);
+    for (uint64_t seq = 1; seq <= 4; seq++) /* late copies, after the expiry: not run */
+        assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, seq, 0, A, 9, 210));
+
+    /* Said goodbye while a call of its ran, then called again. */
+    done(&rc, 2, 1, 21, 1, 300);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 2, 2, 0, A, 2, 300)); /* busy */
+    assert_false(arpc_reply_cache_forget(&rc, 2, true));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 2, 3, 0, A, 3, 300)); /* calls again: the goodbye is off */
+    expect_waiters(&rc, finish(&rc, 2, 2, 22, 1, 300), 1, A, (uint64_t)2);
+    expect_waiters(&rc, finish(&rc, 2, 3, 23, 1, 300), 1, A, (uint64_t)3);
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 500));
+    assert_int_equal(0, P.n_expired);
+    assert_int_equal(3, P.n_forgotten);
+    assert_int_equal(2, P.forgotten[2]);
+    assert_int_equal(3, P.forgotten_floor[2]);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 2, 1, 0, A, 9, 510));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 2, 2, 0, A, 9, 510));
+
+    /* A client that never said goodbye keeps nothing at its expiry, as before. */
+    done(&rc, 3, 1, 31, 1, 600);
+    assert_int_equal(1, arpc_reply_cache_expire(&rc, 800));
+    assert_int_equal(1, P.n_expired);
+    assert_int_equal(3, P.expired[0]);
+    assert_int_equal(3, P.n_forgotten);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 /* knows: true for what begin would replay, attach or refuse as stale, false for what it would
  * start; it changes nothing (a stopping server answers copies with it, core/server_dedup.c). */
 static void test_knows(void **state)
@@ -1931,6 +1981,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_identity_share),
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
+        cmocka_unit_test_no_leak(test_expiry_after_a_comeback_keeps_the_floor),
         cmocka_unit_test_no_leak(test_knows),
         cmocka_unit_test_no_leak(test_goodbye_settles),
         cmocka_unit_test_no_leak(test_call_after_goodbye_kept),

@@ -240,6 +240,8 @@ struct replayed {
     size_t nacks;
     struct got_gone *gones; /* in the order replayed: oldest goodbye first */
     size_t ngones;
+    struct got_gone *comebacks; /* floors of live clients that came back after a goodbye */
+    size_t ncomebacks;
 };
 
 static struct blob blob_of(const void *p, size_t len)
@@ -290,11 +292,20 @@ static void on_ack(void *ctx, uint64_t client, uint64_t ack)
     r->acks[r->nacks++] = (struct got_ack){client, ack};
 }
 
+static int64_t find_ack(const struct replayed *r, uint64_t client);
+
 static void on_gone(void *ctx, uint64_t client, uint64_t floor, uint64_t owner)
 {
     struct replayed *r = ctx;
     enter_phase(r, 5);
     assert_true(floor > 0);
+    if (find_ack(r, client) >= 0) { /* a live client: one that came back, which come first */
+        assert_int_equal(0, r->ngones);
+        assert_int_equal(0, owner);
+        r->comebacks = realloc(r->comebacks, (r->ncomebacks + 1) * sizeof(*r->comebacks));
+        r->comebacks[r->ncomebacks++] = (struct got_gone){client, floor, owner};
+        return;
+    }
     r->gones = realloc(r->gones, (r->ngones + 1) * sizeof(*r->gones));
     r->gones[r->ngones++] = (struct got_gone){client, floor, owner};
 }
@@ -312,6 +323,7 @@ static void replayed_free(struct replayed *r)
     free(r->replies);
     free(r->acks);
     free(r->gones);
+    free(r->comebacks);
     memset(r, 0, sizeof(*r));
 }
 
@@ -366,6 +378,8 @@ struct want {
     size_t nacks;
     const struct want_gone *gones; /* in order, oldest goodbye first */
     size_t ngones;
+    const struct want_gone *comebacks; /* in any order (clients come in no particular order) */
+    size_t ncomebacks;
 };
 
 static void expect_replayed(const struct replayed *r, const struct want *w)
@@ -390,6 +404,14 @@ static void expect_replayed(const struct replayed *r, const struct want *w)
         assert_int_equal(w->gones[i].client, r->gones[i].client);
         assert_int_equal(w->gones[i].floor, r->gones[i].floor);
         assert_int_equal(w->gones[i].owner, r->gones[i].owner);
+    }
+    assert_int_equal(w->ncomebacks, r->ncomebacks);
+    for (size_t i = 0; i < w->ncomebacks; i++) {
+        size_t k = 0;
+        while (k < r->ncomebacks && r->comebacks[k].client != w->comebacks[i].client)
+            k++;
+        assert_true(k < r->ncomebacks);
+        assert_int_equal(w->comebacks[i].floor, r->comebacks[k].floor);
     }
 }
 
@@ -691,7 +713,10 @@ static void test_goodbye_rules(void **state)
                                        .acks = (struct want_ack[]){{3, 7}, {4, 4}},
                                        .nacks = 2,
                                        .gones = (struct want_gone[]){{1, 2, 0}, {2, 5, 0}, {6, 9, 0}},
-                                       .ngones = 3});
+                                       .ngones = 3,
+                                       /* back after their goodbyes: the floors, for their expiry */
+                                       .comebacks = (struct want_gone[]){{3, 7, 0}, {4, 4, 0}},
+                                       .ncomebacks = 2});
     replayed_free(&r);
 }
 
@@ -725,6 +750,7 @@ static void test_epoch(void **state)
 struct model {
     bool exists[MODEL_CLIENTS];
     uint64_t gone[MODEL_CLIENTS]; /* a goodbye's floor (0: none), for clients not live */
+    uint64_t comeback[MODEL_CLIENTS]; /* that floor, for a live client that came back after it */
     uint64_t gone_order[MODEL_CLIENTS]; /* the gone clients, oldest goodbye first */
     size_t ngone;
     uint64_t ack[MODEL_CLIENTS];
@@ -758,6 +784,7 @@ static void model_hear(struct model *m, uint64_t c)
     if (m->gone[c] == 0)
         return;
     m->ack[c] = m->gone[c];
+    m->comeback[c] = m->gone[c];
     m->gone[c] = 0;
     size_t k = 0;
     for (size_t i = 0; i < m->ngone; i++)
@@ -776,6 +803,7 @@ static void model_goodbye(struct model *m, uint64_t c, uint64_t floor)
     model_raise(m, c, UINT64_MAX);
     m->exists[c] = false;
     m->ack[c] = 0;
+    m->comeback[c] = 0;
     if (floor == 0)
         return;
     if (m->gone[c] == 0)
@@ -814,6 +842,7 @@ static void model_apply(struct model *m, const struct arpc_log_record *rec, uint
         model_raise(m, c, UINT64_MAX);
         m->exists[c] = false;
         m->ack[c] = 0;
+        m->comeback[c] = 0;
         return;
     case ARPC_LOG_GOODBYE:
         model_goodbye(m, c, rec->lr_seq);
@@ -836,8 +865,13 @@ static void model_check(const struct model *m, const struct replayed *r)
     struct want_gone gones[MODEL_CLIENTS];
     for (size_t i = 0; i < m->ngone; i++)
         gones[i] = (struct want_gone){m->gone_order[i], m->gone[m->gone_order[i]], 0};
+    struct want_gone comebacks[MODEL_CLIENTS];
+    size_t ncomebacks = 0;
+    for (uint64_t c = 1; c < MODEL_CLIENTS; c++)
+        if (m->exists[c] && m->comeback[c] != 0)
+            comebacks[ncomebacks++] = (struct want_gone){c, m->comeback[c], 0};
     struct want w = {m->has_state ? (int64_t)m->state : -1, m->effects, m->neffects, m->live, m->nlive, acks, nacks,
-                     gones, m->ngone};
+                     gones, m->ngone, comebacks, ncomebacks};
     expect_replayed(r, &w);
 }
 
@@ -1534,7 +1568,9 @@ static void test_goodbyes_bounded_and_compacted(void **state)
                      .acks = (struct want_ack[]){{BACK, 2 * BACK}},
                      .nacks = 1,
                      .gones = gones,
-                     .ngones = n};
+                     .ngones = n,
+                     .comebacks = (struct want_gone[]){{BACK, 2 * BACK, 0}},
+                     .ncomebacks = 1};
     struct replayed r = {0};
     log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, &r, &s);
     expect_replayed(&r, &w);
@@ -1606,6 +1642,68 @@ static void test_goodbye_owners_kept_across_restart(void **state)
     expect_replayed(&r, &w);
     replayed_free(&r);
     free(gones);
+}
+
+/* A client that said goodbye and came back (a late call above its floor) is replayed live,
+ * with its floor after the acks, through a reopen and a compaction (whose snapshot writes the
+ * goodbye and the ack that brings it back first), so that a restarted server keeps the floor
+ * at the client's expiry. Its expiry is then a goodbye again: the client is among the gone. */
+static void test_comeback_floor_kept_across_restart(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {.free_records = true};
+    enum { DEAD = 3000, DEAD_ID = 1000000 };
+    latch_reset();
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1ull << 40, NULL, &s);
+    for (uint64_t seq = 1; seq <= 3; seq++)
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, seq, 0, 10 + (uint32_t)seq, 0)->r);
+    arpc_reply_log_append(log, &goodbye_of(1, 3, 100)->r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, 1, 4, 0, 14, 0)->r); /* the late call: back */
+    arpc_reply_log_append(log, &goodbye_of(2, 7, 0)->r);                   /* another, gone for good */
+    for (uint64_t seq = 1; seq <= DEAD; seq++) /* dead weight, for the compaction */
+        arpc_reply_log_append(log, &trec_new(ARPC_LOG_REPLY, DEAD_ID, seq, 0, 96, 0)->r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_EXPIRE, DEAD_ID, 0, 0, 0, 0)->r);
+    arpc_reply_log_close(log);
+    struct want w = {.state = -1,
+                     .replies = (struct want_reply[]){{1, 4, 14}},
+                     .nreplies = 1,
+                     .acks = (struct want_ack[]){{1, 3}},
+                     .nacks = 1,
+                     .gones = (struct want_gone[]){{2, 7, 0}},
+                     .ngones = 1,
+                     .comebacks = (struct want_gone[]){{1, 3, 0}},
+                     .ncomebacks = 1};
+    struct replayed r = {0};
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1, &r, &s);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 3, 0, 1, 0, 0)->r); /* starts the compaction */
+    assert_true(latch_wait(DEAD + 7, TEST_WAIT_MS));
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
+    arpc_reply_log_close(log);
+    int count;
+    segments_bytes(t, &count);
+    assert_int_equal(1, count); /* the snapshot alone */
+    w.acks = (struct want_ack[]){{1, 3}, {3, 1}};
+    w.nacks = 2;
+    replay_dir(t->log, &r);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
+    /* Its expiry on the restarted server: a goodbye with its highest seq. */
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 1ull << 40, NULL, &s);
+    arpc_reply_log_append(log, &goodbye_of(1, 4, 100)->r);
+    arpc_reply_log_close(log);
+    w.replies = NULL;
+    w.nreplies = 0;
+    w.acks = (struct want_ack[]){{3, 1}};
+    w.nacks = 1;
+    w.gones = (struct want_gone[]){{2, 7, 0}, {1, 4, 100}};
+    w.ngones = 2;
+    w.comebacks = NULL;
+    w.ncomebacks = 0;
+    replay_dir(t->log, &r);
+    expect_replayed(&r, &w);
+    replayed_free(&r);
 }
 
 /* Appends a hand-made segment: header (not a snapshot) and the records in views. */
@@ -2085,6 +2183,7 @@ int main(void)
         dir_test(test_compaction_same_state_and_superseded_segments),
         dir_test(test_goodbyes_bounded_and_compacted),
         dir_test(test_goodbye_owners_kept_across_restart),
+        dir_test(test_comeback_floor_kept_across_restart),
         dir_test(test_segments_after_the_snapshot),
         dir_test(test_snapshot_of_another_log),
         dir_test(test_bad_options_and_records),
