@@ -21,6 +21,27 @@ uint64_t arpc_now_coarse_ns(void)
 #endif
 }
 
+uint64_t arpc_now_boot_ns(void)
+{
+#ifdef CLOCK_BOOTTIME
+    struct timespec ts;
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) == 0)
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+    return arpc_now_ns();
+}
+
+uint64_t arpc_now_boot_coarse_ns(uint64_t refresh_ns)
+{
+    static _Thread_local uint64_t coarse_at, boot_at; /* this thread's last read of each */
+    uint64_t coarse = arpc_now_coarse_ns();
+    if (boot_at == 0 || coarse - coarse_at >= refresh_ns) {
+        boot_at = arpc_now_boot_ns();
+        coarse_at = coarse;
+    }
+    return boot_at + (coarse - coarse_at);
+}
+
 uint64_t arpc_deadline_after(uint64_t now_ns, int64_t timeout_ms)
 {
     if (timeout_ms < 0)

@@ -25,6 +25,20 @@
  * idle expiry, minutes); never for a deadline or a latency. */
 uint64_t arpc_now_coarse_ns(void);
 
+/* CLOCK_BOOTTIME: as arpc_now_ns, but it also counts the time the system was suspended, which
+ * CLOCK_MONOTONIC does not. For an age compared with another host's clock (a re-send judged
+ * against the server's idle expiry: the server's clock runs on while this host sleeps);
+ * arpc_now_ns where the system has no such clock. */
+uint64_t arpc_now_boot_ns(void);
+
+/* The boot clock at the coarse clock's cost, for stamps whose age is later judged with
+ * arpc_now_boot_ns: each thread reads the boot clock once per refresh_ns of the coarse clock
+ * and counts the coarse clock's progress on top. A suspend since the thread's last read is
+ * missing from what it returns until its next read, which only makes a stamp older than it
+ * is (an age judged from it comes out long, the safe side); otherwise it is off the boot
+ * clock by at most the coarse clock's lag (a kernel tick), either way. */
+uint64_t arpc_now_boot_coarse_ns(uint64_t refresh_ns);
+
 /* timeout_ms from now: < 0 (ARPC_FOREVER) gives ARPC_NEVER; 0 gives now. Saturates. */
 uint64_t arpc_deadline_from_ms(int64_t timeout_ms);
 

@@ -412,9 +412,7 @@ void call_mark_sent(struct client_call *call)
 {
     if (!call->cc_sent) {
         call->cc_sent = true;
-        /* The coarse clock lags by at most a kernel tick, far under a call tick: the age comes
-         * out a little long, which only makes a re-send give up sooner (client_resend.c). */
-        call_stamp_sent(call, call_tick(arpc_now_coarse_ns()));
+        call_stamp_sent(call, call_tick_stamp());
     }
     call->cc_epoch_gen = call_client(call)->cl_epoch_gen;
 }

@@ -337,7 +337,7 @@ bool client_direct_try(arpc_client *c, struct client_call *call)
                                 call_budget_ms(call, 0));
     /* Stamped now, not as the loop takes the call up, which may be much later (at the
      * connection's loss): a re-send's safety is judged by the age of the first send. */
-    call_stamp_sent(call, call_tick(arpc_now_coarse_ns()));
+    call_stamp_sent(call, call_tick_stamp());
     uint64_t when = call_when(call); /* before the loop can see the call (below) */
     atomic_store_explicit(&call->cc_direct, DW_WRITING, memory_order_relaxed);
     arpc_stack_push(&d->cd_calls, &call->cc_job.j_link); /* before the write: its reply cannot overtake it */

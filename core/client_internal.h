@@ -399,9 +399,19 @@ static inline void call_stamp_sent(struct client_call *call, uint32_t tick) { ca
 static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
 /* A coarse clock for how long ago a call was first sent: 2^24 ns (~16.8 ms) a tick, wrapping
- * every ~2.3 years (ages are differences, right for calls younger than that). */
+ * every ~2.3 years (ages are differences, right for calls younger than that). Read from the
+ * boot clock, which counts a suspend of this host: the age is judged against the server's
+ * idle expiry, and the server's clock runs on while this host sleeps (with the monotonic
+ * clock a call sent before a suspend longer than the expiry was sent again, to a server that
+ * had forgotten it, and ran twice). */
 #define CALL_TICK_SHIFT 24
 static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> CALL_TICK_SHIFT); }
+/* A call's first send is stamped with call_tick_stamp (the boot clock read once a tick per
+ * thread: a suspend makes a stamp old, and otherwise it is young by a kernel tick at most,
+ * which the age's extra tick covers: client_resend.c), and its age judged with call_tick_now
+ * (the boot clock read then). */
+static inline uint32_t call_tick_stamp(void) { return call_tick(arpc_now_boot_coarse_ns(1ull << CALL_TICK_SHIFT)); }
+static inline uint32_t call_tick_now(void) { return call_tick(arpc_now_boot_ns()); }
 
 /* client.c */
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,

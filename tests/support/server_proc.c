@@ -116,7 +116,8 @@ static int serve(const char *addr, const char *dir, int mode, int ready_fd)
                               .errbuf = why,
                               .errbuf_len = sizeof(why),
                               .fsync = ARPC_FSYNC_BATCH,
-                              .log_compact_bytes = (mode & SERVER_PROC_COMPACT) ? SERVER_PROC_COMPACT_BYTES : 0};
+                              .log_compact_bytes = (mode & SERVER_PROC_COMPACT) ? SERVER_PROC_COMPACT_BYTES : 0,
+                              .client_expiry_s = (mode & SERVER_PROC_EXPIRY_1S) ? 1 : 0};
     arpc_server *s;
     if (arpc_server_create(&s, &so) != ARPC_OK) {
         fprintf(stderr, "server_proc: %s\n", why);

@@ -26,8 +26,15 @@
 
 /* Modes (bits): handlers on the pool or on one actor; SMALL_DISK: files the server writes
  * stop growing at 64 KiB (RLIMIT_FSIZE, SIGXFSZ ignored), as on a full disk; COMPACT: the log
- * compacts once its segment passes 16 KiB (SERVER_PROC_COMPACT_BYTES), not 64 MiB. */
-enum { SERVER_PROC_POOL = 0, SERVER_PROC_ACTOR = 1, SERVER_PROC_SMALL_DISK = 2, SERVER_PROC_COMPACT = 4 };
+ * compacts once its segment passes 16 KiB (SERVER_PROC_COMPACT_BYTES), not 64 MiB;
+ * EXPIRY_1S: client_expiry_s 1 (an idle client is forgotten within ~1.1 s). */
+enum {
+    SERVER_PROC_POOL = 0,
+    SERVER_PROC_ACTOR = 1,
+    SERVER_PROC_SMALL_DISK = 2,
+    SERVER_PROC_COMPACT = 4,
+    SERVER_PROC_EXPIRY_1S = 8
+};
 #define SERVER_PROC_COMPACT_BYTES (16 * 1024)
 
 struct server_proc {
