@@ -200,12 +200,27 @@ static void client_leave(arpc_client *c)
         atomic_fetch_sub(&c->cl_live, 1);
 }
 
-/* The absolute deadline of a call (ARPC_NEVER: none). */
-static uint64_t call_deadline(const arpc_client *c, int64_t deadline_ms)
+/* The absolute deadline of a call (ARPC_NEVER: none) from its options (NULL: the client's
+ * default), or ARPC_EINVAL / ARPC_EUNREACHABLE with why. */
+static int call_deadline(const arpc_client *c, const arpc_call_options *o, uint64_t *deadline, const char **why)
 {
+    int64_t deadline_ms = o != NULL ? o->deadline_ms : 0;
+    if (o != NULL && o->deadline_at_ns != 0) {
+        *deadline = o->deadline_at_ns;
+        if (deadline_ms != 0) {
+            *why = "the call's options set both deadline_ms and deadline_at_ns";
+            return ARPC_EINVAL;
+        }
+        if (*deadline <= arpc_now_ns()) {
+            *why = "the call's deadline (deadline_at_ns) had passed when it was made: not sent, it did not run";
+            return ARPC_EUNREACHABLE;
+        }
+        return ARPC_OK;
+    }
     if (deadline_ms == 0)
         deadline_ms = c->cl_default_deadline_ms ? c->cl_default_deadline_ms : ARPC_FOREVER;
-    return arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
+    *deadline = arpc_deadline_from_ms(deadline_ms); /* saturates: huge means none */
+    return ARPC_OK;
 }
 
 /* The text of a request refused ARPC_ETOOLARGE: its size and whose limit (the server's, from
@@ -276,14 +291,16 @@ static arpc_future *call_start(arpc_client *c, int refused, const char *refused_
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
     struct client_call *call = NULL;
+    uint64_t deadline = ARPC_NEVER;
+    if (rc == ARPC_OK)
+        rc = call_deadline(c, o, &deadline, &why);
     if (rc == ARPC_OK) {
         enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
         if ((unsigned)sem < ARPC_AT_MOST_ONCE || (unsigned)sem > ARPC_NO_RETRY) {
             rc = ARPC_EINVAL;
             why = "the call's semantics is not one of enum arpc_call_semantics";
         }
-        else if ((call = call_new(c, method, method_len, req_len, call_deadline(c, o != NULL ? o->deadline_ms : 0),
-                                  sem)) == NULL)
+        else if ((call = call_new(c, method, method_len, req_len, deadline, sem)) == NULL)
             rc = ARPC_ENOMEM;
     }
     /* Every outcome arrives through a future: a call that cannot start gets one of its own. */

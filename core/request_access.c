@@ -85,6 +85,12 @@ int64_t arpc_request_budget_ms(const arpc_request *req)
     return st != NULL ? arpc_ms_left(st->rs_deadline_ns) : 0;
 }
 
+uint64_t arpc_request_deadline_ns(const arpc_request *req)
+{
+    const struct request_state *st = request_state_of(req, __func__);
+    return st != NULL && st->rs_deadline_ns != ARPC_NEVER ? st->rs_deadline_ns : 0;
+}
+
 bool arpc_request_cancelled(const arpc_request *req)
 {
     return request_live(req, __func__) && (atomic_load(&((arpc_request *)req)->rq_flags) & RQ_CANCELLED) != 0;

@@ -202,6 +202,20 @@ static void test_newer_method_and_call_options(void **state)
     assert_int_equal(2, len);
     assert_memory_equal("xy", reply, 2);
     arpc_free(reply);
+
+    /* A program built before deadline_at_ns: its struct ended at semantics, then 4 bytes of
+     * padding it never wrote (reserved_after_semantics now, never read). */
+    const size_t align = _Alignof(arpc_call_options);
+    size_t old_end = offsetof(arpc_call_options, semantics) + sizeof(enum arpc_call_semantics);
+    size_t old_size = (old_end + align - 1) / align * align;
+    assert_true(old_size > old_end);
+    arpc_call_options older;
+    memset(&older, 0, old_end);
+    memset((char *)&older + old_end, 0xFF, sizeof(older) - old_end);
+    older.deadline_ms = 5000;
+    assert_int_equal(ARPC_OK, arpc_call_opts_v(c, "echo", "xyz", 3, &reply, &len, &older, old_size));
+    assert_int_equal(3, len);
+    arpc_free(reply);
     assert_int_equal(0, arpc_client_pending(c));
     arpc_client_close(c);
     arpc_server_destroy(s);

@@ -39,6 +39,7 @@
  *   ARPC_EUNREACHABLE the call was never sent (or, sent, never read by a server that stopped
  *                     and said so, docs/SEMANTICS.md): no connection to the server could be made
  *                     before the deadline (or within reconnect_give_up_ms), or its deadline
+ *                     had passed when it was made (arpc_call_options.deadline_at_ns) or
  *                     passed before the client's loop took it up, or while its request
  *                     still waited unwritten behind a server that was not reading (taken
  *                     back out: never sent), or the client is down for
@@ -222,6 +223,16 @@ typedef struct arpc_client_options {
 typedef struct arpc_call_options {
     int64_t deadline_ms; /* 0: the client's default; ARPC_FOREVER: none; otherwise ms from now */
     enum arpc_call_semantics semantics; /* 0: the client's; another value: the call ends ARPC_EINVAL */
+    /* Unused, and never read: the tail padding of the struct as it ended at semantics. */
+    uint32_t reserved_after_semantics;
+    /* The deadline as a time on arpc_now_ns's clock (arpc/common.h); 0: none given here
+     * (deadline_ms says). For a deadline that is a time, not a span: one passed on from a
+     * handler's caller (arpc_request_deadline_ns, arpc/server.h) or the end of an overall
+     * budget. A time already past ends the call at once ARPC_EUNREACHABLE (not sent: it did
+     * not run), where a budget computed by subtraction and passed as deadline_ms would be 0
+     * (the client's default) or negative (none) just then. Set with deadline_ms: the call
+     * ends ARPC_EINVAL. */
+    uint64_t deadline_at_ns;
 } arpc_call_options;
 
 /* Connects to "tcp://host:port", "tls://host:port" (arpc/tls.h: opts->tls), "unix:///path"
@@ -305,7 +316,10 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  */
 ARPC_API int arpc_client_close(arpc_client *c);
 
-/* deadline_ms: 0 = the client's default, ARPC_FOREVER = none, otherwise ms from now. One past
+/* deadline_ms: 0 = the client's default, ARPC_FOREVER = none (any negative value too),
+ * otherwise ms from now: so 0 and negatives never mean "already passed". A deadline computed
+ * as what is left of a budget, or passed on from a handler's caller, goes in
+ * arpc_call_options.deadline_at_ns as a time instead. One past
  * what the clock holds (about 584 years from the clock's start, ~1.8e13 ms) is none. The wire
  * carries a budget of at most 2^32-1 ms (~49.7 days): a longer one reaches the server as that
  * (arpc_request_budget_ms), while the client's own timer keeps the whole deadline. */

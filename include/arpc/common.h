@@ -5,7 +5,8 @@
  *  - Functions returning int return 0 (ARPC_OK) or a positive arpc_error code.
  *  - Timeouts are int64_t milliseconds; ARPC_FOREVER (-1), or any negative value, waits
  *    without limit; 0 polls. Except a call's deadline_ms (arpc/client.h), where 0 means the
- *    client's default_deadline_ms (itself none unless set).
+ *    client's default_deadline_ms (itself none unless set); a call's deadline as a time, one
+ *    that may have passed already, is arpc_call_options.deadline_at_ns.
  *  - Each opaque object has a create/destroy (or retain/release) pair; the header of each
  *    object says which calls may be made from a callback and on which thread callbacks run.
  *

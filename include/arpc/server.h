@@ -508,6 +508,13 @@ ARPC_API uint64_t arpc_request_seq(const arpc_request *req);
  * handler that started has the whole budget.) */
 ARPC_API int64_t arpc_request_budget_ms(const arpc_request *req);
 
+/* The same deadline as a time on arpc_now_ns's clock; 0 when the caller set none. To pass the
+ * caller's deadline on to a call the handler makes, set it as that call's
+ * arpc_call_options.deadline_at_ns: once it has passed the call ends at once, not sent. (Not
+ * arpc_request_budget_ms as the call's deadline_ms: its 0 once passed means the client's
+ * default deadline there, none unless set.) */
+ARPC_API uint64_t arpc_request_deadline_ns(const arpc_request *req);
+
 /* True once the caller cancelled the call (arpc_future_cancel sends a CANCEL frame to a server
  * that understands it: on the call's connection, or, for an at-most-once call whose connection
  * broke, naming it by its seq on the client's next one), or the caller went away (its goodbye: arpc_client_close; or, for a
