@@ -123,6 +123,7 @@ static void inflight_say_hold(struct server_conn *sc, unsigned reason)
     if (!arpc_log_throttle_due(&s->sv_hold_log, now_ns, INFLIGHT_LOG_EVERY_NS, 1, &quiet))
         return;
     char why[320];
+    const char *resumes = "its calls finish";
     switch (reason) {
     case ARPC_CONN_HOLD_CALLS:
         snprintf(why, sizeof(why), "%u calls in flight (max_calls_per_conn)", sc->sc_ncalls);
@@ -141,10 +142,16 @@ static void inflight_say_hold(struct server_conn *sc, unsigned reason)
     default:
         snprintf(why, sizeof(why), "%zu bytes of output not read by the peer (output backlog)",
                  conn->c_out.q_bytes);
+        resumes = "the peer reads its replies";
         break;
     }
-    arpc_log(ARPC_LOG_INFO, "holding input from %s: %s; %llu more holds since the last such line", conn->c_peer,
-             why, (unsigned long long)quiet);
+    /* Flow control, not a fault: a client pipelining past a limit meets it as a matter of
+     * course, so the line says that reading goes on, and counts the holds it did not say. */
+    char more[64] = "";
+    if (quiet > 0)
+        snprintf(more, sizeof(more), "; %llu more holds since the last such line", (unsigned long long)quiet);
+    arpc_log(ARPC_LOG_INFO, "holding input from %s: %s (flow control: reading resumes as %s)%s", conn->c_peer,
+             why, resumes, more);
 }
 
 /* A hold was taken. One for bytes that only first-reply guesses make (the bytes without them

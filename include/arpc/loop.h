@@ -64,7 +64,8 @@ ARPC_API int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, 
  * and servers take the wrapped loop in their options (arpc_client_options.loop,
  * arpc_server_options.loop); handlers not inline still run on worker actors, whose replies
  * wake ev through an ev_async. A single-threaded program (inline handlers, then-callbacks or
- * arpc_cq) serves and calls on its one thread, with no arpc thread at all.
+ * arpc_cq) serves and calls on its one thread: nothing of arpc runs on another (a server
+ * still starts its worker pool's threads, which sleep while no method uses them).
  *
  * Threads. The thread that calls arpc_loop_wrap is the loop's owner, and the only thread that
  * may run ev. Inside its ev_run it is the loop thread: calls that would wait for the loop
