@@ -291,18 +291,19 @@ static arpc_future *call_start(arpc_client *c, int refused, const char *refused_
     if (rc == ARPC_OK)
         rc = request_check(c, method, req, req_len, &method_len, &total, &why, too_large);
     struct client_call *call = NULL;
-    uint64_t deadline = ARPC_NEVER;
-    if (rc == ARPC_OK)
-        rc = call_deadline(c, o, &deadline, &why);
+    enum arpc_call_semantics sem = ARPC_AT_MOST_ONCE;
     if (rc == ARPC_OK) {
-        enum arpc_call_semantics sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
+        sem = o != NULL && o->semantics ? o->semantics : c->cl_semantics;
         if ((unsigned)sem < ARPC_AT_MOST_ONCE || (unsigned)sem > ARPC_NO_RETRY) {
             rc = ARPC_EINVAL;
             why = "the call's semantics is not one of enum arpc_call_semantics";
         }
-        else if ((call = call_new(c, method, method_len, req_len, deadline, sem)) == NULL)
-            rc = ARPC_ENOMEM;
     }
+    uint64_t deadline = ARPC_NEVER; /* (misuse first: a deadline passed is no misuse) */
+    if (rc == ARPC_OK)
+        rc = call_deadline(c, o, &deadline, &why);
+    if (rc == ARPC_OK && (call = call_new(c, method, method_len, req_len, deadline, sem)) == NULL)
+        rc = ARPC_ENOMEM;
     /* Every outcome arrives through a future: a call that cannot start gets one of its own. */
     arpc_future *f = NULL;
     if (call != NULL)

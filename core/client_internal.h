@@ -407,9 +407,9 @@ static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(
 #define CALL_TICK_SHIFT 24
 static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> CALL_TICK_SHIFT); }
 /* A call's first send is stamped with call_tick_stamp (the boot clock read once a tick per
- * thread: a suspend makes a stamp old, and otherwise it is young by a kernel tick at most,
- * which the age's extra tick covers: client_resend.c), and its age judged with call_tick_now
- * (the boot clock read then). */
+ * thread: a suspend makes a stamp early; otherwise it may be late by up to a kernel tick,
+ * which an extra tick on the age covers: client_resend.c), and its age judged with
+ * call_tick_now (the boot clock read then). */
 static inline uint32_t call_tick_stamp(void) { return call_tick(arpc_now_boot_coarse_ns(1ull << CALL_TICK_SHIFT)); }
 static inline uint32_t call_tick_now(void) { return call_tick(arpc_now_boot_ns()); }
 

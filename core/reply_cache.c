@@ -151,8 +151,14 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
         if (c->c_goodbye) { /* it calls again: its goodbye spoke for the calls before only */
             rc->rc_goodbyes--;
             c->c_goodbye = false;
-            if (c->c_goodbye_floor) /* known again as at begin_first: the floor is kept for its expiry */
+            if (c->c_goodbye_floor) {
+                /* Known again as at begin_first: the floor is kept for its expiry, and the log
+                 * hears the goodbye now, before this call brings the client back, so a restart
+                 * keeps the floor too (the log had heard nothing of the deferred goodbye). */
                 c->c_floor = highest_seq(c);
+                if (rc->rc_ops.on_forget != NULL)
+                    rc->rc_ops.on_forget(rc->rc_ctx, client_id, c->c_floor, c->c_owner != NULL ? c->c_owner->o_id : 0);
+            }
         }
         return start_call(rc, c, seq, conn, xid);
     }

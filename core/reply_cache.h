@@ -83,7 +83,9 @@ struct arpc_reply_cache_ops {
      * floor behind (its highest seq, kept in rc_gone; 0 without keep_floor), held against
      * owner's share (its identity; 0: none). The server logs all three, so a restart forgets
      * the client as well, still refuses its calls up to floor, and shares the floors among
-     * identities as before. Optional. */
+     * identities as before. Also for a goodbye deferred (a call of its ran) that a new call
+     * of the client took back, with that floor, just before the call begins: the log then
+     * has the goodbye and the comeback, as for a client forgotten and back. Optional. */
     void (*on_forget)(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner);
     /* A duplicate's owner lets it go if nobody is left to answer (its connection closed):
      * true, and the cache drops it. Asked only when a call has ARPC_RC_MAX_WAITERS duplicates,

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -216,12 +217,25 @@ static void h_mark_loop(arpc_request *req, void *ctx)
     arpc_reply(req, "", 0);
 }
 
+/* Counted as t.count, and held until the test posts held_gate. */
+static sem_t held_gate;
+
+static void h_held(arpc_request *req, void *ctx)
+{
+    atomic_fetch_add(&counted_runs, 1);
+    latch_add();
+    (void)ctx;
+    CHECK(sem_wait_secs(&held_gate, TEST_WAIT_MS / 1000));
+    arpc_reply(req, "ran", 3);
+}
+
 static arpc_server *start_logged_expiring(const char *dir, char *addr, size_t addr_len, uint32_t expiry_s)
 {
-    arpc_server_options so = {.log_dir = dir, .client_expiry_s = expiry_s};
+    arpc_server_options so = {.log_dir = dir, .client_expiry_s = expiry_s, .workers = 2}; /* t.held beside another */
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.count", h_count, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.held", h_held, NULL, NULL));
     arpc_method_options inline_opts = {.inline_on_loop = true};
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.mark", h_mark_loop, NULL, &inline_opts));
     assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, addr_len));
@@ -337,6 +351,45 @@ static void test_comeback_floor_survives_expiry(void **state)
     comeback_copies_refused(addr, B, 3);
     assert_int_equal(6, atomic_load(&counted_runs)); /* 1, 2, 3 of each, once */
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
+/* The same for a goodbye said while a call of the client ran (so it waited for that call) and
+ * taken back by a call after it: the log hears the goodbye then, and a server restarted before
+ * the client's expiry keeps its floor at the expiry. Before, the log heard nothing of the
+ * goodbye and the restarted server forgot the client whole (a review found it). */
+static void test_deferred_goodbye_comeback_survives_restart(void **state)
+{
+    (void)state;
+    enum { C = 0xc33, OTHER = 0xd44, EXPIRY_S = 1 };
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    latch_reset();
+    assert_int_equal(0, sem_init(&held_gate, 0, 0));
+    arpc_server *s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    struct raw_client r;
+    comeback_call(&r, addr, C, 1);
+    expect_ran_reply(&r, 1);
+    assert_true(raw_request(&r, 2, 2, 0, 0, "t.held", "", 0));
+    assert_true(latch_wait(1, TEST_WAIT_MS)); /* seq 2 runs */
+    assert_true(raw_goodbye(&r));             /* waits for seq 2 */
+    assert_true(raw_request(&r, 3, 3, 0, 0, "t.count", "", 0)); /* takes the goodbye back */
+    expect_ran_reply(&r, 3);
+    sem_post(&held_gate);
+    expect_ran_reply(&r, 2);
+    raw_close(&r);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    comeback_call(&r, addr, OTHER, 1); /* a connection starts the expiry sweep */
+    expect_ran_reply(&r, 1);
+    assert_true(raw_goodbye(&r));
+    raw_close(&r);
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
+    comeback_copies_refused(addr, C, 3);
+    assert_int_equal(4, atomic_load(&counted_runs)); /* C's three and OTHER's one, once each */
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    sem_destroy(&held_gate);
     server_proc_rmdir(dir);
 }
 
@@ -579,6 +632,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_goodbye_survives_restart),
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
         cmocka_unit_test(test_comeback_floor_survives_expiry),
+        cmocka_unit_test(test_deferred_goodbye_comeback_survives_restart),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
         cmocka_unit_test(test_unlogged_goodbye_is_counted),
         cmocka_unit_test_teardown(test_goodbye_floor_survives_kill, server_proc_teardown),
