@@ -281,8 +281,9 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
 
 /* Forgets the clients idle for idle_expiry_ns at now_ns (see the top of this file), oldest
  * first, reporting each to on_expire; one that said goodbye and came back (a late call above
- * its floor) goes as at a goodbye instead: its floor kept, reported to on_forget. Returns how many. Costs O(1) per client examined plus
- * its entries freed; stops at the first client not idle long enough. */
+ * its floor) goes as at a goodbye instead: its floor kept, reported to on_forget. Returns how
+ * many. Costs O(1) per client examined plus its entries freed; stops at the first client not
+ * idle long enough. */
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at

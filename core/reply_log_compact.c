@@ -5,10 +5,9 @@
  * Design notes
  * - The snapshot, in this order: header (SNAPSHOT flag); the latest STATE record; for each
  *   client that came back after a goodbye, a GOODBYE with its floor and an ACK (so it comes
- *   back with that floor again); every
- *   record whose effect is listed (after that STATE), in log order; the live replies not
- *   already written with their effects; one ACK record per client; one GOODBYE record per
- *   client still among the gone, oldest first. Replaying it gives the same index as
+ *   back with that floor again); every record whose effect is listed (after that STATE), in
+ *   log order; the live replies not already written with their effects; one ACK record per
+ *   client; one GOODBYE record per client still among the gone, oldest first. Replaying it gives the same index as
  *   replaying the segments it replaces: the state, then the effects in the same order, the
  *   same live replies, the same acks (a copied REPLY's own ack is never above its client's
  *   current ack, so it drops nothing that is still live), the same floors in the same order
