@@ -358,6 +358,12 @@ size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind, uint64_t xid, uint32_
     return arpc_frame_error_size(msg_len);
 }
 
+void arpc_frame_add_error_flags(uint8_t *frame, uint16_t flags)
+{
+    uint8_t *body = frame + ARPC_FRAME_HEADER_SIZE;
+    le_st16(body + ERR_RESERVED, le_ld16(body + ERR_RESERVED) | flags);
+}
+
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s)
 {

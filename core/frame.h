@@ -101,8 +101,9 @@ enum arpc_goaway_flag {
  * server sends none). */
 enum arpc_error_flag {
     /* A refusal the server keeps no record of, made before it took the call in (its reply
-     * cache, or the client's share of it, full; no memory for the call): it speaks for this
-     * send only. An earlier send of the same call, on a connection since lost, that reaches
+     * cache, or the client's share of it, full; no memory for the call), or a numbered call
+     * cancelled by its xid before it started: it speaks for this send (and the copies it
+     * answers) only. An earlier send of the same call, on a connection since lost, that reaches
      * the server later may still run it: the client then tells its caller "may have run"
      * (docs/SEMANTICS.md, "Outcomes"). */
     ARPC_ERROR_UNKEPT = 1u << 0,
@@ -222,6 +223,8 @@ size_t arpc_frame_error_size(size_t msg_len);
  * arpc_goaway_flag: each kind's own); arpc_frame_error_size(msg_len) bytes. */
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid, uint32_t code,
                                uint16_t flags, const char *msg, uint16_t msg_len);
+/* Adds flags to an ERROR frame encoded already (arpc_frame_encode_error). */
+void arpc_frame_add_error_flags(uint8_t *frame, uint16_t flags);
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */
 size_t arpc_frame_encode_hello(uint8_t *dst, uint64_t client_id, uint32_t flags, uint32_t max_frame,
                                uint32_t expiry_s);

@@ -281,8 +281,12 @@ void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
          * earlier send arriving late (a half-open connection's, a proxy's replay), which must
          * get the same "did not run", never a run (docs/SEMANTICS.md; before, it ran). A call
          * cancelled on its own connection is forgotten ("cancelled" says it may run), unless
-         * its client gave the seq up for good (a CANCEL naming it). */
+         * its client gave the seq up for good (a CANCEL naming it); its "did not run" then
+         * speaks for the sends it answers only, and says so (UNKEPT: a later copy is a new
+         * call, and may run). */
         bool kept = rm->rm_ran || rm->rm_code != ARPC_ECANCELLED || (atomic_load(&req->rq_flags) & RQ_CANCEL_KEPT);
+        if (!kept)
+            arpc_frame_add_error_flags(rm->rm_frame, ARPC_ERROR_UNKEPT);
         dedup_complete(s, sc->sc_cache_key, req->rq_seq, req->rq_ack, rm, kept);
     } else if (written) {
         reply_msg_put(rm); /* the caller has it already */

@@ -15,9 +15,11 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <semaphore.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
+#include "core/frame.h"
 #include "support/cut_proxy.h"
 #include "support/long_poll.h"
 #include "support/raw_client.h"
@@ -119,6 +121,83 @@ static void test_cancel_copy_while_its_original_connection_is_open(void **state)
     raw_close(&b);
 }
 
+/* The next frame on r is ERROR ARPC_ECANCELLED to xid, flagged UNKEPT. */
+static void expect_unkept_cancel(struct raw_client *r, uint64_t xid)
+{
+    struct raw_frame f;
+    assert_true(raw_read(r, &f, false));
+    assert_int_equal(f.f.f_kind, ARPC_FRAME_ERROR);
+    assert_int_equal(f.f.f_xid, xid);
+    assert_int_equal(f.f.f_code, ARPC_ECANCELLED);
+    assert_true(f.f.f_err_flags & ARPC_ERROR_UNKEPT);
+}
+
+static void h_inline_ack(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    arpc_reply(req, "", 0);
+}
+
+static sem_t block_started, block_release;
+
+/* Keeps its worker until the test lets it go. */
+static void h_block(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    sem_post(&block_started);
+    (void)sem_wait_secs(&block_release, WATCHDOG_S);
+    arpc_reply(req, "", 0);
+}
+
+/* A numbered call cancelled by its xid before it started is dropped, and its "did not run" is
+ * not kept (docs/PROTOCOL.md, "CANCEL"): a later copy of its seq is a new call. The answer to
+ * it and to the copy waiting for it says so (UNKEPT: for these sends only); before, it came
+ * unflagged, as a kept refusal that "covers every earlier send" would (a review's probe). */
+static void test_cancel_of_a_queued_call_is_unkept(void **state)
+{
+    (void)state;
+    assert_int_equal(0, sem_init(&block_started, 0, 0));
+    assert_int_equal(0, sem_init(&block_release, 0, 0));
+    arpc_server *s;
+    char addr[256];
+    arpc_server_options so = {.workers = 1}; /* "block" below holds it: the call waits */
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    arpc_method_options inl = {.inline_on_loop = true};
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "block", h_block, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "ack", h_inline_ack, NULL, &inl));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client x, a, b, d;
+    assert_true(raw_connect(&x, addr, 0x77));
+    assert_true(raw_request(&x, 1, 0, 0, 0, "block", "", 0));
+    assert_true(sem_wait_secs(&block_started, WATCHDOG_S)); /* the one worker is busy */
+    assert_true(raw_connect(&a, addr, CLIENT_ID));
+    assert_true(raw_connect(&b, addr, CLIENT_ID));
+    assert_true(raw_request(&a, 1, 1, 0, 0, "echo", "e", 1)); /* queued */
+    assert_true(raw_request(&a, 2, 0, 0, 0, "ack", "", 0));
+    expect_reply(&a, 2); /* (inline: the call above was read and queued) */
+    assert_true(raw_request(&b, 7, 1, 0, 0, "echo", "e", 1)); /* a copy: waits for it */
+    assert_true(raw_request(&b, 8, 0, 0, 0, "ack", "", 0));
+    expect_reply(&b, 8);
+    assert_true(raw_cancel(&a, 1));
+    assert_true(raw_request(&a, 3, 0, 0, 0, "ack", "", 0));
+    expect_reply(&a, 3); /* the CANCEL was read */
+    sem_post(&block_release); /* the worker takes the cancelled call next */
+    expect_reply(&x, 1);
+    expect_unkept_cancel(&a, 1);
+    expect_unkept_cancel(&b, 7);
+    assert_true(raw_connect(&d, addr, CLIENT_ID));
+    assert_true(raw_request(&d, 9, 1, 0, 0, "echo", "e", 1)); /* a later copy: a new call, as said */
+    expect_reply(&d, 9);
+    raw_close(&a);
+    raw_close(&b);
+    raw_close(&d);
+    raw_close(&x);
+    arpc_server_destroy(s);
+    sem_destroy(&block_started);
+    sem_destroy(&block_release);
+}
+
 /* A cancel for a copy whose call has finished (its reply came first): nothing is left to
  * cancel, nothing happens, and the connection goes on. */
 static void test_cancel_copy_after_the_call_finished(void **state)
@@ -212,6 +291,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_copy_after_its_original_connection_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_copy_while_its_original_connection_is_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_copy_after_the_call_finished, setup, teardown),
+        cmocka_unit_test(test_cancel_of_a_queued_call_is_unkept),
         cmocka_unit_test_setup_teardown(test_cancel_copy_passes_a_held_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_future_cancel_after_a_reconnect, setup, teardown),
     };
