@@ -33,13 +33,20 @@ uint64_t arpc_now_boot_ns(void)
 
 uint64_t arpc_now_boot_coarse_ns(uint64_t refresh_ns)
 {
-    static _Thread_local uint64_t coarse_at, boot_at; /* this thread's last read of each */
+    static _Thread_local uint64_t coarse_at; /* this thread's last refresh */
+    static _Thread_local int64_t ahead;      /* then: the boot clock less the monotonic one */
+    static _Thread_local bool read_once;
     uint64_t coarse = arpc_now_coarse_ns();
-    if (boot_at == 0 || coarse - coarse_at >= refresh_ns) {
-        boot_at = arpc_now_boot_ns();
+    if (!read_once || coarse - coarse_at >= refresh_ns) {
+        /* The boot clock first: the monotonic read after it can only make the difference
+         * smaller, so the result is never ahead of the boot clock (the coarse clock lags the
+         * monotonic one too). Signed: with no suspend yet the two are nearly equal. */
+        int64_t boot = (int64_t)arpc_now_boot_ns();
+        ahead = boot - (int64_t)arpc_now_ns();
         coarse_at = coarse;
+        read_once = true;
     }
-    return boot_at + (coarse - coarse_at);
+    return (uint64_t)((int64_t)coarse + ahead);
 }
 
 uint64_t arpc_deadline_after(uint64_t now_ns, int64_t timeout_ms)

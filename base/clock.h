@@ -32,11 +32,13 @@ uint64_t arpc_now_coarse_ns(void);
 uint64_t arpc_now_boot_ns(void);
 
 /* The boot clock at the coarse clock's cost, for stamps whose age is later judged with
- * arpc_now_boot_ns: each thread reads the boot clock once per refresh_ns of the coarse clock
- * and counts the coarse clock's progress on top. A suspend since the thread's last read is
- * missing from what it returns until its next read, which only makes a stamp older than it
- * is (an age judged from it comes out long, the safe side); otherwise it is off the boot
- * clock by at most the coarse clock's lag (a kernel tick), either way. */
+ * arpc_now_boot_ns: the coarse clock plus how far the boot clock was ahead of the monotonic
+ * one, which each thread reads once per refresh_ns of the coarse clock. Never ahead of the
+ * boot clock (a stamp is never later than its moment, so an age judged from it is never
+ * short; a stamp ahead of a later check's reading, as a first version's could be by a kernel
+ * tick, made a fresh call look ~2.3 years old). Behind it by the coarse clock's lag (a kernel
+ * tick), and by any suspend since the thread's last refresh: an age comes out long, the safe
+ * side. */
 uint64_t arpc_now_boot_coarse_ns(uint64_t refresh_ns);
 
 /* timeout_ms from now: < 0 (ARPC_FOREVER) gives ARPC_NEVER; 0 gives now. Saturates. */

@@ -406,12 +406,18 @@ static inline bool call_order_before(uint32_t a, uint32_t b) { return (int32_t)(
  * had forgotten it, and ran twice). */
 #define CALL_TICK_SHIFT 24
 static inline uint32_t call_tick(uint64_t now_ns) { return (uint32_t)(now_ns >> CALL_TICK_SHIFT); }
-/* A call's first send is stamped with call_tick_stamp (the boot clock read once a tick per
- * thread: a suspend makes a stamp early; otherwise it may be late by up to a kernel tick,
- * which an extra tick on the age covers: client_resend.c), and its age judged with
- * call_tick_now (the boot clock read then). */
+/* A call's first send is stamped with call_tick_stamp (the boot clock at the coarse clock's
+ * cost: never later than the send, early by a kernel tick or a suspend), and its age judged
+ * with call_tick_now (the boot clock read then): call_age_ticks. */
 static inline uint32_t call_tick_stamp(void) { return call_tick(arpc_now_boot_coarse_ns(1ull << CALL_TICK_SHIFT)); }
 static inline uint32_t call_tick_now(void) { return call_tick(arpc_now_boot_ns()); }
+/* The ticks since a stamp: 0 for a stamp ahead of now (never, from call_tick_stamp; a wrapped
+ * difference would read as ~2.3 years). */
+static inline uint32_t call_age_ticks(uint32_t stamp)
+{
+    int32_t age = (int32_t)(call_tick_now() - stamp);
+    return age > 0 ? (uint32_t)age : 0;
+}
 
 /* client.c */
 /* The user's handle check on entry: false for NULL (EINVAL) and, after reporting misuse,

@@ -137,9 +137,8 @@ static const char *resend_unsafe_why(const arpc_client *c, const struct client_c
         return CALL_LOST_FORGOTTEN; /* this server does not remember the call */
     if (c->cl_server_expiry_s != 0) {
         uint64_t keep_ns = (uint64_t)c->cl_server_expiry_s * 1000000000ull / EXPIRY_MARGIN_DEN * EXPIRY_MARGIN_NUM;
-        /* Counted two ticks long, to err on the safe side: one for the ticks' truncation, one
-         * for the stamp, which may be up to a kernel tick late (call_tick_stamp). */
-        uint64_t ticks = (uint32_t)(call_tick_now() - call_sent_tick(call)) + 2ull;
+        /* Ticks truncate: the age is counted one tick long, to err on the safe side. */
+        uint64_t ticks = call_age_ticks(call_sent_tick(call)) + 1ull;
         if (ticks << CALL_TICK_SHIFT >= keep_ns)
             return CALL_LOST_EXPIRED; /* it may have forgotten us meanwhile */
     }

@@ -159,6 +159,23 @@ static void test_suspended_client_does_not_send_a_forgotten_call_again(void **st
     server_proc_kill(&sp);
 }
 
+/* The stamps' clock is never ahead of the boot clock read just after it: a stamp ahead of a
+ * later reading made a call sent and lost within a kernel tick look ~2.3 years old (its age
+ * a negative difference, wrapped), so it was not sent again (request_wire_test failed under
+ * load with the first version, which counted the coarse clock on a precise boot reading). */
+static void test_stamp_clock_never_ahead(void **state)
+{
+    (void)state;
+    uint64_t ahead = 0;
+    for (int i = 0; i < 2000000; i++) {
+        uint64_t stamp = arpc_now_boot_coarse_ns(1ull << 24);
+        uint64_t now = arpc_now_boot_ns();
+        if (stamp > now)
+            ahead++;
+    }
+    assert_int_equal(0, ahead);
+}
+
 /* The stamps' clock (base/clock.h: arpc_now_boot_coarse_ns): a suspend since the thread's
  * last read of the boot clock leaves its stamps old (the safe side), until its next read. */
 static void test_stamp_clock_errs_old_across_a_suspend(void **state)
@@ -186,6 +203,7 @@ int main(int argc, char **argv)
     server_proc_main(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stamp_clock_never_ahead),
         cmocka_unit_test(test_stamp_clock_errs_old_across_a_suspend),
         cmocka_unit_test_teardown(test_suspended_client_does_not_send_a_forgotten_call_again, server_proc_teardown),
     };
