@@ -154,7 +154,9 @@ ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr,
 
 /* Starts method(params) where params_json[0..params_len) is one JSON value, sent as the one
  * element of "params" (copied before returning). deadline_ms: 0 = the client's default,
- * ARPC_FOREVER = none, otherwise ms from now. Returns the call's future (the caller owns one
+ * ARPC_FOREVER = none (any negative value too), otherwise ms from now: neither 0 nor a
+ * negative value means "already passed", so a budget that may be spent is checked by the
+ * caller before the call. Returns the call's future (the caller owns one
  * reference); every outcome, immediate failures included, arrives through it. NULL only when
  * memory for the future cannot be had. */
 ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,

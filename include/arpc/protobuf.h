@@ -115,7 +115,9 @@ ARPC_API void arpc_protobuf_client_service_destroy(ProtobufCService *svc);
  * type; returns the call's future as arpc_call_async does (every outcome through it; NULL
  * only when memory for the future itself cannot be had). A bad argument (NULL, an index out
  * of range, input of another type) completes the future with ARPC_EINVAL, its data saying
- * which (NUL-terminated). Any thread. */
+ * which (NUL-terminated). Any thread. deadline_ms as arpc_call's (0: the client's default;
+ * negative: none; neither means "already passed": check a budget that may be spent before
+ * the call). */
 ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d,
                                                unsigned method_index, const ProtobufCMessage *input,
                                                int64_t deadline_ms);
