@@ -99,6 +99,9 @@ static uint64_t highest_seq(const struct arpc_rc_client *c)
     return top;
 }
 
+/* The identity c is held against (0: none), for on_forget. */
+static uint64_t client_owner_id(const struct arpc_rc_client *c) { return c->c_owner != NULL ? c->c_owner->o_id : 0; }
+
 /* begin for a client not known yet. */
 static enum arpc_rc_verdict begin_first(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t owner,
                                         uint64_t seq, uint64_t ack, void *conn, uint64_t xid,
@@ -157,7 +160,7 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
                  * keeps the floor too (the log had heard nothing of the deferred goodbye). */
                 c->c_floor = highest_seq(c);
                 if (rc->rc_ops.on_forget != NULL)
-                    rc->rc_ops.on_forget(rc->rc_ctx, client_id, c->c_floor, c->c_owner != NULL ? c->c_owner->o_id : 0);
+                    rc->rc_ops.on_forget(rc->rc_ctx, client_id, c->c_floor, client_owner_id(c));
             }
         }
         return start_call(rc, c, seq, conn, xid);
@@ -361,7 +364,7 @@ static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 {
     uint64_t id = c->c_id;
     uint64_t floor = keep_floor ? highest_seq(c) : 0;
-    uint64_t owner = c->c_owner != NULL ? c->c_owner->o_id : 0;
+    uint64_t owner = client_owner_id(c);
     if (floor != 0) /* best effort, as documented; held against its identity's share */
         (void)arpc_rc_gone_put(&rc->rc_gone, id, floor, owner);
     arpc_rc_client_free(rc, c, NULL);

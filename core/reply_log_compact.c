@@ -7,11 +7,11 @@
  *   client that came back after a goodbye, a GOODBYE with its floor and an ACK (so it comes
  *   back with that floor again); every record whose effect is listed (after that STATE), in
  *   log order; the live replies not already written with their effects; one ACK record per
- *   client; one GOODBYE record per client still among the gone, oldest first. Replaying it gives the same index as
- *   replaying the segments it replaces: the state, then the effects in the same order, the
- *   same live replies, the same acks (a copied REPLY's own ack is never above its client's
- *   current ack, so it drops nothing that is still live), the same floors in the same order
- *   (no gone client is live, so a GOODBYE forgets nothing there).
+ *   client; one GOODBYE record per client still among the gone, oldest first. Replaying it
+ *   gives the same index as replaying the segments it replaces: the state, then the effects
+ *   in the same order, the same live replies, the same acks (a copied REPLY's own ack is never
+ *   above its client's current ack, so it drops nothing that is still live), the same floors
+ *   in the same order (no gone client is live, so a GOODBYE forgets nothing there).
  * - Records are copied from the old files (pread, checksum verified again), not from
  *   memory. Most are copied byte for byte; two kinds are rewritten smaller:
  *     - a listed effect whose reply is no longer live becomes an effect-only REPLY (client

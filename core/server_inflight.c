@@ -147,11 +147,9 @@ static void inflight_say_hold(struct server_conn *sc, unsigned reason)
     }
     /* Flow control, not a fault: a client pipelining past a limit meets it as a matter of
      * course, so the line says that reading goes on, and counts the holds it did not say. */
-    char more[64] = "";
-    if (quiet > 0)
-        snprintf(more, sizeof(more), "; %llu more holds since the last such line", (unsigned long long)quiet);
+    char more[96];
     arpc_log(ARPC_LOG_INFO, "holding input from %s: %s (flow control: reading resumes as %s)%s", conn->c_peer,
-             why, resumes, more);
+             why, resumes, arpc_log_throttle_more(more, sizeof(more), quiet, "holds"));
 }
 
 /* A hold was taken. One for bytes that only first-reply guesses make (the bytes without them
