@@ -269,6 +269,7 @@ void listener_start(struct server_listener *l)
     arpc_loop_io_start(s->sv_loop, &l->l_io);
     l->l_next = s->sv_listeners;
     s->sv_listeners = l;
+    dedup_start(s); /* clients the reply log brought back expire even if none connects */
 }
 
 void listener_close_all(arpc_server *s)

@@ -610,7 +610,6 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     arpc_conn_limit_backlog(&sc->sc_conn);
     arpc_conn_limit_bytes(&sc->sc_conn, s->sv_max_conn_bytes);
     arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
-    dedup_start(s); /* idle-client expiry runs once connections come */
 }
 
 void sconn_goaway_all(arpc_server *s)

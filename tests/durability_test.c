@@ -342,7 +342,7 @@ static void test_comeback_floor_survives_expiry(void **state)
     }
     assert_int_equal(ARPC_OK, arpc_server_destroy(s)); /* B is still known, back after its goodbye */
     s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
-    comeback_copies_refused(addr, A, 3); /* (the first connection starts the expiry sweep) */
+    comeback_copies_refused(addr, A, 3);
     assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
     comeback_copies_refused(addr, B, 3);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
@@ -381,7 +381,7 @@ static void test_deferred_goodbye_comeback_survives_restart(void **state)
     raw_close(&r);
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
-    comeback_call(&r, addr, OTHER, 1); /* a connection starts the expiry sweep */
+    comeback_call(&r, addr, OTHER, 1);
     expect_ran_reply(&r, 1);
     assert_true(raw_goodbye(&r));
     raw_close(&r);
@@ -390,6 +390,35 @@ static void test_deferred_goodbye_comeback_survives_restart(void **state)
     assert_int_equal(4, atomic_load(&counted_runs)); /* C's three and OTHER's one, once each */
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     sem_destroy(&held_gate);
+    server_proc_rmdir(dir);
+}
+
+/* Clients the reply log brings back are expired by a restarted server that no client
+ * connects to: the expiry sweep starts with the listener. Before, it started at the first
+ * connection, and a restarted server nobody called kept its restored clients (their replies'
+ * memory) for ever. */
+static void test_restored_clients_expire_without_a_connection(void **state)
+{
+    (void)state;
+    enum { EXPIRY_S = 1 };
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&counted_runs, 0);
+    arpc_server *s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    struct raw_client r;
+    comeback_call(&r, addr, 0xe1e, 1);
+    expect_ran_reply(&r, 1);
+    raw_close(&r); /* no goodbye: it stands for a process that died */
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged_expiring(dir, addr, sizeof(addr), EXPIRY_S);
+    /* Restored, then expired (on a loaded machine maybe before a first look could see it). */
+    assert_true(server_stat_reaches(s, offsetof(arpc_server_stats, reply_cache_clients), 0, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    s = start_logged(dir, addr, sizeof(addr)); /* no expiry for 600 s: the log says it expired */
+    arpc_server_stats st;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &st));
+    assert_int_equal(0, st.reply_cache_clients);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     server_proc_rmdir(dir);
 }
 
@@ -633,6 +662,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_chosen_id_reused_by_a_new_client),
         cmocka_unit_test(test_comeback_floor_survives_expiry),
         cmocka_unit_test(test_deferred_goodbye_comeback_survives_restart),
+        cmocka_unit_test(test_restored_clients_expire_without_a_connection),
         cmocka_unit_test_teardown(test_log_write_failure_hangs_nothing, server_proc_teardown),
         cmocka_unit_test(test_unlogged_goodbye_is_counted),
         cmocka_unit_test_teardown(test_goodbye_floor_survives_kill, server_proc_teardown),
