@@ -62,8 +62,9 @@ static const char *call_arguments_refused(const arpc_client *c, const ProtobufCS
     return NULL;
 }
 
-arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d, unsigned method_index,
-                                      const ProtobufCMessage *input, int64_t deadline_ms)
+arpc_future *arpc_protobuf_call_async_opts_v(arpc_client *c, const ProtobufCServiceDescriptor *d,
+                                             unsigned method_index, const ProtobufCMessage *input,
+                                             const arpc_call_options *o, size_t o_size)
 {
     char name[ARPC_METHOD_MAX + 1];
     const char *why = call_arguments_refused(c, d, method_index, input);
@@ -76,9 +77,16 @@ arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDesc
     if (buf == NULL)
         return failed_future(ARPC_ENOMEM, NULL);
     protobuf_c_message_pack(input, buf);
-    arpc_future *f = arpc_call_async(c, name, buf, len, deadline_ms); /* copies the bytes */
+    arpc_future *f = arpc_call_async_opts_v(c, name, buf, len, o, o_size); /* copies the bytes */
     arpc_free(buf);
     return f;
+}
+
+arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d, unsigned method_index,
+                                      const ProtobufCMessage *input, int64_t deadline_ms)
+{
+    arpc_call_options o = {.deadline_ms = deadline_ms};
+    return arpc_protobuf_call_async_opts(c, d, method_index, input, &o);
 }
 
 static void call_close(struct pb_client_call *call, int rc, const ProtobufCMessage *reply)

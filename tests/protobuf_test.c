@@ -277,6 +277,42 @@ static void test_futures_round_trip(void **state)
     fx_stop(&fx);
 }
 
+/* arpc_protobuf_call_async_opts takes arpc_call_options: a deadline as a time that has
+ * passed ends the call ARPC_EUNREACHABLE, unsent (the Put did not run); one ahead is a deadline
+ * like any; both kinds at once are refused (ARPC_EINVAL); NULL is the client's defaults. */
+static void put_with(struct fixture *fx, const char *key, const arpc_call_options *o, int expect_rc)
+{
+    Kv__PutRequest req = KV__PUT_REQUEST__INIT;
+    req.key = (char *)key;
+    arpc_future *f = arpc_protobuf_call_async_opts(fx->client, &kv__kv__descriptor, 0, &req.base, o);
+    assert_non_null(f);
+    ProtobufCMessage *out = NULL;
+    assert_int_equal(expect_rc, arpc_protobuf_unpack_reply(f, &kv__put_reply__descriptor, &out));
+    arpc_protobuf_free(out);
+    arpc_future_release(f);
+}
+
+static void test_futures_with_call_options(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fx_start(&fx, "inproc://pb-opts", true);
+    arpc_call_options passed = {.deadline_at_ns = arpc_now_ns() - 1};
+    put_with(&fx, "passed", &passed, ARPC_EUNREACHABLE);
+    struct outcome o;
+    get(&fx, "passed", &o);
+    assert_int_equal(ARPC_OK, o.rc);
+    assert_false(o.flag); /* never ran */
+    arpc_call_options ahead = {.deadline_at_ns = arpc_now_ns() + (int64_t)30 * 1000000000};
+    put_with(&fx, "ahead", &ahead, ARPC_OK);
+    arpc_call_options both = {.deadline_ms = 1000, .deadline_at_ns = arpc_now_ns() + 1000000000};
+    put_with(&fx, "both", &both, ARPC_EINVAL);
+    put_with(&fx, "defaults", NULL, ARPC_OK);
+    get(&fx, "defaults", &o);
+    assert_true(o.flag);
+    fx_stop(&fx);
+}
+
 /* A client on a caller-driven loop (created, never started): unpack_reply waits for the call,
  * and that wait runs the loop (it used to sleep for ever, nobody reading the reply). The wait
  * runs on a thread of its own, so the old hang shows as a failed wait, not the test's timeout. */
@@ -587,6 +623,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_no_leak(test_stubs_round_trip),
         cmocka_unit_test_no_leak(test_futures_round_trip),
+        cmocka_unit_test_no_leak(test_futures_with_call_options),
         cmocka_unit_test_no_leak(test_unpack_drives_caller_loop),
         cmocka_unit_test_no_leak(test_unknown_method),
         cmocka_unit_test_no_leak(test_malformed_request),

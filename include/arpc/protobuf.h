@@ -122,6 +122,17 @@ ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCSe
                                                unsigned method_index, const ProtobufCMessage *input,
                                                int64_t deadline_ms);
 
+/* The same with per-call options (arpc/client.h's arpc_call_options; o may be NULL: the
+ * client's defaults; copied): a deadline as a point in time (deadline_at_ns, e.g. a handler's
+ * arpc_request_deadline_ns passed on: once passed, the call ends ARPC_EUNREACHABLE unsent),
+ * the call's semantics. An option the call refuses completes the future with ARPC_EINVAL, as
+ * arpc_call_async_opts does. */
+ARPC_API arpc_future *arpc_protobuf_call_async_opts_v(arpc_client *c, const ProtobufCServiceDescriptor *d,
+                                                      unsigned method_index, const ProtobufCMessage *input,
+                                                      const arpc_call_options *o, size_t o_size);
+#define arpc_protobuf_call_async_opts(c, d, method_index, input, o) \
+    arpc_protobuf_call_async_opts_v((c), (d), (method_index), (input), (o), sizeof(arpc_call_options))
+
 /* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
  * caller frees with arpc_protobuf_free. Returns ARPC_OK, the call's error (*out NULL; the
  * server's text, for ARPC_EHANDLER, is arpc_future_data), ARPC_EDECODE (the reply is not such
