@@ -7,10 +7,12 @@
  * only drops the caller's: the last closure frees it.
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/log.h"
 #include "base/refcount.h"
 #include "core/frame.h"
 #include "core/protobuf_internal.h"
@@ -112,6 +114,15 @@ static void client_invoke(ProtobufCService *service, unsigned method_index, cons
                           ProtobufCClosure closure, void *closure_data)
 {
     struct pb_client_service *ps = (struct pb_client_service *)service;
+    if (closure == NULL) { /* the outcome would have nowhere to go: the reply's arrival crashed */
+        char name[ARPC_METHOD_MAX + 1];
+        if (method_index >= service->descriptor->n_methods ||
+            !protobuf_method_name(service->descriptor, method_index, name, sizeof(name)))
+            snprintf(name, sizeof(name), "a typed stub");
+        arpc_log(ARPC_LOG_ERROR, "%s called with a NULL closure: not sent (arpc/protobuf.h)", name);
+        atomic_store(&ps->ps_last_error, ARPC_EINVAL);
+        return;
+    }
     struct pb_client_call *call = arpc_malloc(sizeof(*call));
     if (call == NULL) {
         atomic_store(&ps->ps_last_error, ARPC_ENOMEM);

@@ -125,14 +125,15 @@ struct fixture {
     ProtobufCService *stub;
 };
 
-static void fx_start(struct fixture *fx, const char *addr, bool serve_kv)
+/* service: what the server serves (NULL: nothing). */
+static void fx_start(struct fixture *fx, const char *addr, Kv__KV_Service *service)
 {
     pthread_mutex_lock(&kv_mu);
     kv_set = false;
     pthread_mutex_unlock(&kv_mu);
     assert_int_equal(arpc_server_create(&fx->server, NULL), ARPC_OK);
-    if (serve_kv)
-        assert_int_equal(arpc_server_register_protobuf(fx->server, &kv_service.base, NULL), ARPC_OK);
+    if (service != NULL)
+        assert_int_equal(arpc_server_register_protobuf(fx->server, &service->base, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(fx->server, addr, NULL, 0), ARPC_OK);
     assert_int_equal(arpc_client_connect(&fx->client, addr, NULL), ARPC_OK);
     fx->stub = arpc_protobuf_client_service(fx->client, &kv__kv__descriptor, 30000);
@@ -217,7 +218,7 @@ static void test_stubs_round_trip(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-stubs", true);
+    fx_start(&fx, "inproc://pb-stubs", &kv_service);
     struct outcome o;
     get(&fx, "k", &o);
     assert_int_equal(o.rc, ARPC_OK);
@@ -240,7 +241,7 @@ static void test_futures_round_trip(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-futures", true);
+    fx_start(&fx, "inproc://pb-futures", &kv_service);
     Kv__PutRequest preq = KV__PUT_REQUEST__INIT;
     preq.key = "a";
     preq.value.data = (uint8_t *)"1";
@@ -296,7 +297,7 @@ static void test_futures_with_call_options(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-opts", true);
+    fx_start(&fx, "inproc://pb-opts", &kv_service);
     arpc_call_options passed = {.deadline_at_ns = arpc_now_ns() - 1};
     put_with(&fx, "passed", &passed, ARPC_EUNREACHABLE);
     struct outcome o;
@@ -361,7 +362,7 @@ static void test_unknown_method(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-nomethod", false); /* the server does not serve kv.KV */
+    fx_start(&fx, "inproc://pb-nomethod", NULL); /* the server does not serve kv.KV */
     struct outcome o;
     get(&fx, "k", &o);
     assert_false(o.got);
@@ -376,11 +377,49 @@ static void test_unknown_method(void **state)
     fx_stop(&fx);
 }
 
+/* A generated service whose Get is not written yet (NULL): Get is not served (ARPC_ENOMETHOD,
+ * the server goes on; protobuf-c's invoke would have jumped to NULL), Put is. */
+static void test_unwritten_method_not_served(void **state)
+{
+    (void)state;
+    static Kv__KV_Service half = {KV__KV__BASE_INIT, kv_put, NULL};
+    struct fixture fx;
+    fx_start(&fx, "inproc://pb-half", &half);
+    struct outcome o;
+    get(&fx, "k", &o);
+    assert_false(o.got);
+    assert_int_equal(ARPC_ENOMETHOD, o.rc);
+    put(&fx, "k", "v", &o);
+    assert_int_equal(ARPC_OK, o.rc);
+    assert_true(o.got);
+    get(&fx, "k", &o);
+    assert_int_equal(ARPC_ENOMETHOD, o.rc);
+    fx_stop(&fx);
+}
+
+/* A stub called with a NULL closure sends nothing (the reply's arrival would have called
+ * NULL on the client's loop thread): last_error says ARPC_EINVAL; the Put did not run. */
+static void test_null_closure_sends_nothing(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    fx_start(&fx, "inproc://pb-null-closure", &kv_service);
+    Kv__PutRequest req = KV__PUT_REQUEST__INIT;
+    req.key = "unsent";
+    kv__kv__put(fx.stub, &req, NULL, NULL);
+    assert_int_equal(ARPC_EINVAL, arpc_protobuf_client_last_error(fx.stub));
+    struct outcome o;
+    get(&fx, "unsent", &o); /* after the Put would have run: one connection, in order */
+    assert_int_equal(ARPC_OK, o.rc);
+    assert_false(o.flag);
+    fx_stop(&fx);
+}
+
 static void test_malformed_request(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-malformed", true);
+    fx_start(&fx, "inproc://pb-malformed", &kv_service);
     /* A truncated varint tag, a field whose length runs past the end, an invalid wire type. */
     static const struct {
         const char *bytes;
@@ -406,7 +445,7 @@ static void test_method_failure(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-failure", true);
+    fx_start(&fx, "inproc://pb-failure", &kv_service);
     struct outcome o;
     put(&fx, "fail", "v", &o);
     assert_false(o.got);
@@ -426,7 +465,7 @@ static void test_method_failure_with_its_reason(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-failure-why", true);
+    fx_start(&fx, "inproc://pb-failure-why", &kv_service);
     Kv__PutRequest preq = KV__PUT_REQUEST__INIT;
     preq.key = "who";
     arpc_future *f = arpc_protobuf_call_async(fx.client, &kv__kv__descriptor, 0, &preq.base, ARPC_FOREVER);
@@ -466,7 +505,7 @@ static void test_deferred_reply_from_another_thread(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-deferred", true);
+    fx_start(&fx, "inproc://pb-deferred", &kv_service);
     latch_reset();
     Kv__GetRequest req = KV__GET_REQUEST__INIT;
     req.key = "later";
@@ -496,7 +535,7 @@ static void test_closure_after_destroy(void **state)
 {
     (void)state;
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-after-destroy", true);
+    fx_start(&fx, "inproc://pb-after-destroy", &kv_service);
     latch_reset();
     Kv__GetRequest req = KV__GET_REQUEST__INIT;
     req.key = "later";
@@ -600,7 +639,7 @@ static void test_out_of_memory(void **state)
     }
 
     struct fixture fx;
-    fx_start(&fx, "inproc://pb-enomem", true);
+    fx_start(&fx, "inproc://pb-enomem", &kv_service);
     Kv__PutRequest preq = KV__PUT_REQUEST__INIT;
     preq.key = "k";
     arpc_future *f = arpc_protobuf_call_async(fx.client, &kv__kv__descriptor, 0, &preq.base, ARPC_FOREVER);
@@ -626,6 +665,8 @@ int main(void)
         cmocka_unit_test_no_leak(test_futures_with_call_options),
         cmocka_unit_test_no_leak(test_unpack_drives_caller_loop),
         cmocka_unit_test_no_leak(test_unknown_method),
+        cmocka_unit_test_no_leak(test_unwritten_method_not_served),
+        cmocka_unit_test_no_leak(test_null_closure_sends_nothing),
         cmocka_unit_test_no_leak(test_malformed_request),
         cmocka_unit_test_no_leak(test_method_failure),
         cmocka_unit_test_no_leak(test_method_failure_with_its_reason),

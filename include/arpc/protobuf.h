@@ -36,7 +36,9 @@ extern "C" {
 /* Registers every method of service (a generated service, e.g. KV__KV__INIT(prefix_)) under
  * "package.Service.Method", run as mopts says (may be NULL; its ctx_free must be NULL: arpc
  * frees its own per-method contexts when the server is freed). service is borrowed: it must
- * outlive the server (arpc never calls its destroy).
+ * outlive the server (arpc never calls its destroy). A method a generated service leaves NULL
+ * (not written yet) is not registered: its calls are answered ARPC_ENOMETHOD, as for any
+ * method the server does not serve (protobuf-c's invoke would have jumped to NULL).
  *
  * Each call: the request is unpacked as the method's input message (a request that does not
  * unpack is answered with an error, ARPC_EHANDLER at the caller, "kv.KV.Put: the request is
@@ -96,6 +98,8 @@ ARPC_API void arpc_protobuf_fail(void *closure_data, const char *msg);
  * c must outlive the service. Returns NULL for NULL arguments or out of memory. */
 ARPC_API ProtobufCService *arpc_protobuf_client_service(arpc_client *c, const ProtobufCServiceDescriptor *d,
                                                         int64_t deadline_ms);
+/* (A stub called with a NULL closure sends nothing: its outcome would have nowhere to go; an
+ * ERROR line names the method and arpc_protobuf_client_last_error says ARPC_EINVAL.) */
 
 /* The outcome of the call whose closure ran last on svc: ARPC_OK, an arpc error
  * (ARPC_EHANDLER: the method failed or refused the request; ARPC_ENOMETHOD: the server does
@@ -111,13 +115,15 @@ ARPC_API void arpc_protobuf_client_service_destroy(ProtobufCService *svc);
 
 /* ---- client: futures ---- */
 
-/* Calls method method_index of d (d->methods[i]) with input, a message of that method's input
- * type; returns the call's future as arpc_call_async does (every outcome through it; NULL
+/* Calls method method_index of d (d->methods[i], the method's place in its .proto: by name,
+ * protobuf_c_service_descriptor_get_method_by_name(d, "Get") - d->methods) with input, a
+ * message of that method's input type; returns the call's future as arpc_call_async does (every outcome through it; NULL
  * only when memory for the future itself cannot be had). A bad argument (NULL, an index out
  * of range, input of another type) completes the future with ARPC_EINVAL, its data saying
  * which (NUL-terminated). Any thread. deadline_ms as arpc_call's (0: the client's default;
  * negative: none; neither means "already passed": check a budget that may be spent before
  * the call). */
+/* (For a completion queue, attach the future: arpc_cq_attach, arpc/cq.h.) */
 ARPC_API arpc_future *arpc_protobuf_call_async(arpc_client *c, const ProtobufCServiceDescriptor *d,
                                                unsigned method_index, const ProtobufCMessage *input,
                                                int64_t deadline_ms);
@@ -134,11 +140,13 @@ ARPC_API arpc_future *arpc_protobuf_call_async_opts_v(arpc_client *c, const Prot
     arpc_protobuf_call_async_opts_v((c), (d), (method_index), (input), (o), sizeof(arpc_call_options))
 
 /* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
- * caller frees with arpc_protobuf_free. Returns ARPC_OK, the call's error (*out NULL; the
- * server's text, for ARPC_EHANDLER, is arpc_future_data), ARPC_EDECODE (the reply is not such
- * a message), ARPC_ENOMEM (unpacking it ran out of memory), ARPC_EINVAL, ARPC_EBUSY (f still
- * pending, on the loop thread that must complete it: arpc_future_wait). Blocks while f is
- * pending (inside its own then-callback it is done).
+ * caller frees with arpc_protobuf_free; f stays the caller's to release. Returns ARPC_OK, the
+ * call's error (*out NULL; the server's text, for ARPC_EHANDLER, is arpc_future_data),
+ * ARPC_EDECODE (the reply is not such a message: arpc_future_data is then the reply's bytes,
+ * not text, with no NUL; print it only when arpc_future_poll(f) is not ARPC_OK), ARPC_ENOMEM
+ * (unpacking it ran out of memory), ARPC_EINVAL, ARPC_EBUSY (f still pending, on the loop
+ * thread that must complete it: arpc_future_wait). Blocks while f is pending (inside its own
+ * then-callback it is done).
  * The reply carries no type on the wire: output must be the type the call's method returns
  * (bytes of another message type may unpack as this one without an error). */
 ARPC_API int arpc_protobuf_unpack_reply(arpc_future *f, const ProtobufCMessageDescriptor *output,
