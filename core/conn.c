@@ -201,6 +201,8 @@ void conn_do_close(struct arpc_conn *conn, int reason)
     arpc_conn_writer_close(conn); /* a thread inside its send leaves before the fd closes */
     conn->c_setup_ns = conn->c_stream->s_setup_ns; /* for a fault's charge */
     const struct arpc_stream_ops *ops = conn->c_stream->s_ops;
+    /* How far its handshake went, for the owner's on_close (arpc_conn_handshake). */
+    conn->c_handshake = ops->s_handshake != NULL ? ops->s_handshake(conn->c_stream) : ARPC_STREAM_NO_HANDSHAKE;
     struct conn_unwritten_pass unwritten = {conn, ops->s_write_owed != NULL ? ops->s_write_owed(conn->c_stream) : 0};
     ops->s_close(conn->c_stream);
     conn->c_fd = -1;

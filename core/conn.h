@@ -176,6 +176,7 @@ struct arpc_conn {
     size_t c_owed;        /* bytes the owner expects to queue (arpc_conn_owe) */
     int c_close_reason;
     uint64_t c_setup_ns; /* once closed: its stream's s_setup_ns (the stream is gone) */
+    enum arpc_stream_handshake c_handshake; /* once closed: how far its handshake went */
     char c_peer[256];     /* for log lines: the peer, or the listener for unix/inproc peers */
     struct io_stats *c_stats; /* the owner's byte counters (core/stats.h); NULL: none */
     /* The byte stream (transport/stream.h): c_plain over c_fd, or a TLS stream. */
@@ -223,12 +224,14 @@ static inline bool arpc_conn_stream_thread_safe(const struct arpc_conn *conn)
 {
     return conn->c_stream->s_thread_safe;
 }
-/* Loop thread: how far the peer of an open connection took its handshake (TLS; plain
- * streams and closed connections: ARPC_STREAM_NO_HANDSHAKE). */
+/* Loop thread: how far the peer took its handshake (TLS; plain streams:
+ * ARPC_STREAM_NO_HANDSHAKE), open or closed (then: as far as it had when it closed). */
 static inline enum arpc_stream_handshake arpc_conn_handshake(const struct arpc_conn *conn)
 {
-    return conn->c_open && conn->c_stream->s_ops->s_handshake != NULL ? conn->c_stream->s_ops->s_handshake(conn->c_stream)
-                                                                       : ARPC_STREAM_NO_HANDSHAKE;
+    if (!conn->c_open)
+        return conn->c_handshake;
+    return conn->c_stream->s_ops->s_handshake != NULL ? conn->c_stream->s_ops->s_handshake(conn->c_stream)
+                                                      : ARPC_STREAM_NO_HANDSHAKE;
 }
 /* Loop thread: the CPU time the connection's set-up took so far (its TLS handshake, and a
  * server's reads until it let the peer in; 0 for plain streams), open or closed. */

@@ -193,6 +193,31 @@ static void test_a_handshake_done_then_silent_is_charged(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* The same peer that goes at once after its handshake, before its HELLO, rather than staying
+ * silent: charged its handshake too (an arpc client says HELLO in its first record). Before:
+ * not a fault, so a loop of handshakes each closed at once took a quarter of a core of the
+ * server's loop and never paused a listener (an attacker's trial: 22,493 of them). */
+static void test_a_handshake_done_then_gone_is_charged(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.workers = 1, .tls = &tls_group_pair.tp_server, .max_fault_rate = 1, .fault_burst = 1};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    char addr[ARPC_ADDR_MAX];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tls://127.0.0.1:0", addr, sizeof(addr)));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method()); /* verifies nothing: a bare peer */
+    assert_non_null(ctx);
+    int fd;
+    SSL *ssl = tls_bare_handshake(addr, ctx, &fd);
+    close(fd);
+    assert_true(REACHES(s, connections_faulted, 1));
+    knock(s, addr, 2);
+    assert_true(SERVER_STAT(s, fault_rate_pauses) >= 1);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 /* A peer that finishes its handshake and then sends its HELLO (a wrong token of 4 KiB) one
  * byte a record: ~4,100 records, each two recv calls and a decryption on the loop, ~20 ms
  * here, before the token is refused. The set-up's clock runs until the server lets the peer
@@ -256,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_garbage_is_charged_little),
         cmocka_unit_test(test_a_handshake_stalled_is_a_fault),
         cmocka_unit_test(test_a_handshake_done_then_silent_is_charged),
+        cmocka_unit_test(test_a_handshake_done_then_gone_is_charged),
         cmocka_unit_test(test_a_hello_a_byte_a_record_is_charged),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

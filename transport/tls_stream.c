@@ -406,7 +406,7 @@ static enum arpc_stream_handshake tls_handshake(const struct arpc_stream *s)
     const struct tls_stream *ts = (const struct tls_stream *)s;
     if (SSL_is_init_finished(ts->ts_ssl))
         return ARPC_STREAM_HANDSHAKE_DONE;
-    return !ts->ts_failed && peer_sent_any(ts) ? ARPC_STREAM_HANDSHAKE_BEGUN : ARPC_STREAM_NO_HANDSHAKE;
+    return peer_sent_any(ts) ? ARPC_STREAM_HANDSHAKE_BEGUN : ARPC_STREAM_NO_HANDSHAKE; /* failed since, or not */
 }
 
 static const struct arpc_stream_ops tls_stream_ops = {
