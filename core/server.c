@@ -140,6 +140,8 @@ static int server_options_refusal(const arpc_server_options *o, char *why, size_
                  ARPC_SERVER_CONN_BYTES_MIN);
         return ARPC_EINVAL;
     }
+    if (o->authenticate == arpc_auth_fixed_tokens && auth_fixed_tokens_refusal(o->authenticate_ctx, why, whylen) != ARPC_OK)
+        return ARPC_EINVAL;
     if (o->reply_cache_bytes != 0 && o->reply_cache_bytes < ARPC_SERVER_REPLY_CACHE_MIN) {
         snprintf(why, whylen,
                  "reply_cache_bytes %zu: at least %u (ARPC_SERVER_REPLY_CACHE_MIN: a client's half must hold "

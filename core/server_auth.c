@@ -53,6 +53,34 @@ int auth_init(arpc_server *s, const arpc_server_options *o)
     return rc;
 }
 
+int auth_fixed_tokens_refusal(const arpc_auth_token *list, char *why, size_t whylen)
+{
+    if (list == NULL) {
+        snprintf(why, whylen, "authenticate is arpc_auth_fixed_tokens and authenticate_ctx (its array of tokens) "
+                              "is NULL: no client could connect");
+        return ARPC_EINVAL;
+    }
+    /* An entry's identity 0 stands for its position + 1, which another entry may name too: the
+     * two tokens' holders would share an identity (their at-most-once replies, their handlers'
+     * view) by accident. Two entries that name one identity on purpose (a token and its
+     * replacement, during a rotation) are fine. */
+    for (size_t i = 0; list[i].token != NULL; i++) {
+        if (list[i].identity != 0)
+            continue;
+        for (size_t j = 0; list[j].token != NULL; j++) {
+            if (list[j].identity == i + 1) {
+                snprintf(why, whylen,
+                         "arpc_auth_fixed_tokens: entry %zu has identity 0, which stands for its position + 1 "
+                         "(%zu), and entry %zu names identity %zu too: their holders would be one client; "
+                         "give entry %zu an identity of its own",
+                         i, i + 1, j, i + 1, i);
+                return ARPC_EINVAL;
+            }
+        }
+    }
+    return ARPC_OK;
+}
+
 void auth_fini(arpc_server *s)
 {
     arpc_free(s->sv_allow_uids);

@@ -518,6 +518,8 @@ void request_to_queue(arpc_request *req, void *cq);
 /* server_auth.c: the HELLO's checks (arpc/auth.h) */
 int auth_init(arpc_server *s, const arpc_server_options *o); /* ARPC_EINVAL, ARPC_ENOMEM */
 void auth_fini(arpc_server *s);
+/* Why arpc_auth_fixed_tokens cannot use this list (why filled, ARPC_EINVAL), or ARPC_OK. */
+int auth_fixed_tokens_refusal(const arpc_auth_token *list, char *why, size_t whylen);
 /* Loop thread: true when the client may in (sc_peer.identity is then set); otherwise it was
  * sent GOAWAY(ARPC_EAUTH), logged, and is closing. */
 bool auth_admit(struct server_conn *sc, const struct arpc_frame *f);

@@ -164,6 +164,37 @@ static void test_empty_token_matches_nothing(void **state)
     assert_true(id == 0x11);
 }
 
+/* arpc_auth_fixed_tokens' lists are checked at arpc_server_create: an entry's identity 0 (its
+ * position + 1) that another entry names too is refused with a reason (before, the two tokens'
+ * holders were one client by accident: an attacker's trial), as is a NULL list (nobody could
+ * connect); two entries naming one identity on purpose (a token rotation) are fine. */
+static void test_fixed_tokens_checked_at_create(void **state)
+{
+    (void)state;
+    static const arpc_auth_token clash[] = {{.token = "alice", .len = 5, .identity = 2},
+                                            {.token = "bob", .len = 3}, /* 0: position + 1 = 2 */
+                                            {.token = NULL}};
+    static const arpc_auth_token rotation[] = {{.token = "old", .len = 3, .identity = 7},
+                                               {.token = "new", .len = 3, .identity = 7},
+                                               {.token = "ops", .len = 3}, /* 3 */
+                                               {.token = NULL}};
+    char err[ARPC_ERRBUF_SIZE] = "";
+    arpc_server_options so = {.authenticate = arpc_auth_fixed_tokens,
+                              .authenticate_ctx = (void *)clash,
+                              .errbuf = err,
+                              .errbuf_len = sizeof(err)};
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+    assert_null(s);
+    assert_non_null(strstr(err, "entry 1 has identity 0, which stands for its position + 1 (2), and entry 0"));
+    so.authenticate_ctx = NULL;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+    assert_non_null(strstr(err, "authenticate_ctx (its array of tokens) is NULL"));
+    so.authenticate_ctx = (void *)rotation;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 static void raw_refused(const char *addr, size_t len, int code, const char *why);
 
 static void test_empty_token_refused_over_the_wire(void **state)
@@ -659,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_token_equal),
         cmocka_unit_test(test_hello_token_codec),
         cmocka_unit_test(test_empty_token_matches_nothing),
+        cmocka_unit_test(test_fixed_tokens_checked_at_create),
         cmocka_unit_test(test_empty_token_refused_over_the_wire),
         cmocka_unit_test(test_empty_token_given_to_callback_as_none),
         cmocka_unit_test_setup_teardown(test_right_token_connects, setup_tokens, teardown),

@@ -82,7 +82,9 @@ ARPC_API bool arpc_auth_token_equal(const void *a, size_t alen, const void *b, s
 /* One accepted token and the identity it gives (0: its position in the array + 1). The
  * identity keys the client's at-most-once calls, in the reply log too: a list whose entries
  * move between two runs on one log renames clients, whose re-sent calls then run again
- * (docs/SECURITY.md). Give each entry an identity where the list may change. */
+ * (docs/SECURITY.md). Give each entry an identity where the list may change. Two entries may
+ * name one identity (a token and its replacement); an entry's 0 that stands for an identity
+ * another entry names is refused by arpc_server_create (ARPC_EINVAL, errbuf says which). */
 typedef struct arpc_auth_token {
     const void *token; /* NULL ends an array of them */
     size_t len;
