@@ -208,6 +208,7 @@ static arpc_client *client_new(const arpc_client_options *o)
     client_deadlines_init(c);
     c->cl_connector.cn_fd = -1;
     arpc_deadline_init(&c->cl_connector.cn_timer, client_connect_on_timer, c);
+    arpc_deadline_init(&c->cl_connector.cn_backlog_retry, client_connect_on_backlog_retry, c);
     ev_init(&c->cl_connector.cn_io, NULL);
     arpc_buf_cache_init(&c->cl_bufs, ARPC_CONN_BUF_CACHE_BYTES);
     block_pool_init(&c->cl_blocks);

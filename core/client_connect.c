@@ -31,6 +31,12 @@ static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 }
 
 static void connect_try_next(arpc_client *c, int rc, const char *why);
+static bool connect_backlog_wait(arpc_client *c, const char *why);
+
+/* Pauses between tries of a unix listener whose backlog is full: from 1 ms, growing to 50 ms
+ * at most, as arpc_transport_connect's (transport/transport.c). */
+#define BACKLOG_RETRY_BASE_MS 1
+#define BACKLOG_RETRY_MAX_MS 50
 
 static void connect_on_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
@@ -72,10 +78,34 @@ static void connect_try_next(arpc_client *c, int rc, const char *why)
             arpc_loop_io_start(c->cl_loop, &cn->cn_io);
             return;
         }
+        if (rc == ARPC_ECONNREFUSED && errno == EAGAIN && connect_backlog_wait(c, buf))
+            return;
         why = buf;
         cn->cn_index++;
     }
     client_connect_failed(c, rc, why);
+}
+
+/* A unix listener's full backlog (ARPC_ECONNREFUSED, errno EAGAIN: transport/unix.c) has
+ * nothing to poll for: the address is tried again after a pause, within the attempt's time
+ * limit, as a TCP connect waits in a full backlog. Failing at once, a stranger flooding a
+ * socket it may not use (a paused listener's backlog fills) failed every new client's connect
+ * (an attacker's trial). False (no memory for the timer): the next address, as before. */
+static bool connect_backlog_wait(arpc_client *c, const char *why)
+{
+    struct client_connector *cn = &c->cl_connector;
+    if (!cn->cn_backlog_said) { /* once an attempt */
+        cn->cn_backlog_said = true;
+        arpc_log(ARPC_LOG_INFO, "%s: trying again within the connect timeout", why);
+    }
+    uint64_t at = arpc_deadline_from_ms(arpc_backoff_next_ms(&cn->cn_backlog_backoff));
+    return arpc_deadline_arm(c->cl_loop, &cn->cn_backlog_retry, at) == ARPC_OK;
+}
+
+void client_connect_on_backlog_retry(struct arpc_deadline *d, void *arg)
+{
+    (void)d;
+    connect_try_next(arg, ARPC_ECONNREFUSED, "no address to try");
 }
 
 void client_connect_on_timer(struct arpc_deadline *d, void *arg)
@@ -92,8 +122,9 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
     bool tls = c->cl_target.t_ops == &arpc_transport_tls; /* its handshake comes first */
     snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
              (long long)c->cl_connect_timeout_ms,
-             !c->cl_conn.c_open ? "no connection"
-             : tls              ? "the server did not finish the TLS handshake and say HELLO"
+             arpc_deadline_is_armed(&cn->cn_backlog_retry) ? "the unix listener's backlog stayed full"
+             : !c->cl_conn.c_open                          ? "no connection"
+             : tls                                         ? "the server did not finish the TLS handshake and say HELLO"
                                 : "the server did not say HELLO");
     connect_close_fd(cn, c->cl_loop);
     if (c->cl_conn.c_open) {
@@ -115,6 +146,8 @@ void client_connect_start(arpc_client *c)
     cn->cn_attempting = true;
     cn->cn_abort_code = 0;
     cn->cn_index = 0;
+    arpc_backoff_init(&cn->cn_backlog_backoff, BACKLOG_RETRY_BASE_MS, BACKLOG_RETRY_MAX_MS, arpc_now_ns());
+    cn->cn_backlog_said = false;
     client_lookup_take(c);
     if (c->cl_connect_timeout_ms >= 0 &&
         arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(c->cl_connect_timeout_ms)) != ARPC_OK) {
@@ -136,6 +169,7 @@ void client_connect_stop(arpc_client *c)
 {
     struct client_connector *cn = &c->cl_connector;
     arpc_deadline_cancel(c->cl_loop, &cn->cn_timer);
+    arpc_deadline_cancel(c->cl_loop, &cn->cn_backlog_retry);
     connect_close_fd(cn, c->cl_loop);
     cn->cn_waiting = false;
     cn->cn_attempting = false;

@@ -127,6 +127,11 @@ struct client_connector {
     ev_io cn_io;          /* the connect finished (writable) */
     struct arpc_deadline cn_timer; /* the attempt's time limit, or the back-off before the next one */
     bool cn_waiting;      /* cn_timer is a back-off */
+    /* A unix listener's full backlog: the pause before its address is tried again, within the
+     * attempt (client_connect.c); its own growing pauses, from 1 ms to 50 ms. */
+    struct arpc_deadline cn_backlog_retry;
+    struct arpc_backoff cn_backlog_backoff;
+    bool cn_backlog_said; /* this attempt logged its first wait */
     bool cn_attempting;   /* an attempt is under way (up to the server's HELLO) */
     int cn_abort_code;    /* the attempt is being ended for this reason (0: it is not) */
     struct arpc_backoff cn_backoff;
@@ -535,6 +540,7 @@ void client_deadlines_stop(arpc_client *c); /* loop thread, at close: the loop d
 void client_connect_start(arpc_client *c);  /* an attempt now */
 void client_connect_later(arpc_client *c);  /* an attempt after the back-off */
 void client_connect_on_timer(struct arpc_deadline *d, void *arg); /* cn_timer: time limit or back-off over */
+void client_connect_on_backlog_retry(struct arpc_deadline *d, void *arg); /* cn_backlog_retry */
 void client_connect_stop(arpc_client *c);   /* no more attempts */
 void client_connect_failed(arpc_client *c, int code, const char *why); /* this attempt failed */
 
