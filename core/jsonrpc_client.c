@@ -265,6 +265,26 @@ static bool client_refused(arpc_jsonrpc_client *c, const json_t *resp)
     return true;
 }
 
+/* JSON-RPC 2.0's error object (a server of that version answering): -32601 is "method not
+ * found", any other code a failure of the call, with its "message" as the words. Any other
+ * error that is not a string is ARPC_EPROTO (Go's client: "invalid error") with the error's
+ * JSON as words. Before, both came without words: a user against a 2.0 server saw
+ * ARPC_EPROTO and nothing of the server's "Method not found". */
+static void call_finish_odd_error(struct jsonrpc_call *call, const json_t *error)
+{
+    const json_t *message = json_object_get(error, "message"), *code = json_object_get(error, "code");
+    if (json_is_string(message)) {
+        char *copy = arpc_text_copy(json_string_value(message), json_string_length(message));
+        int rc = json_is_integer(code) && json_integer_value(code) == -32601 ? ARPC_ENOMETHOD : ARPC_EHANDLER;
+        call_finish(call, rc, copy, copy == NULL ? 0 : json_string_length(message));
+        return;
+    }
+    char *text = NULL;
+    size_t tlen = 0;
+    bool worded = jsonrpc_dump(error, &text, &tlen) == ARPC_OK;
+    call_finish(call, ARPC_EPROTO, text, worded ? tlen : 0);
+}
+
 /* One response object. False: it breaks the protocol (the connection is then closed). */
 static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t len)
 {
@@ -309,7 +329,7 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
     const json_t *error = json_object_get(resp, "error"), *result = json_object_get(resp, "result");
     if (error != NULL && !json_is_null(error)) {
         if (!json_is_string(error)) {
-            call_finish(call, ARPC_EPROTO, NULL, 0); /* Go's client: "invalid error" */
+            call_finish_odd_error(call, error);
         } else {
             /* Which outcome the text says (did the call run?), and its words: without memory
              * for them, the code alone (as an arpc call's). */

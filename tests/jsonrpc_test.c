@@ -538,7 +538,14 @@ static void test_error_texts_say_whether_the_call_ran(void **state)
 static void test_server_breaking_rules(void **state)
 {
     (void)state;
-    fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO, NULL); /* error an object */
+    /* An error that is not a string: Go's client calls it invalid; its JSON is the words. */
+    fake_call("{\"id\":1,\"result\":null,\"error\":{\"code\":1}}\n", ARPC_EPROTO, "{\"code\":1}");
+    fake_call("{\"id\":1,\"result\":null,\"error\":[1,2]}\n", ARPC_EPROTO, "[1,2]");
+    /* JSON-RPC 2.0's error object: its message is the words (before: ARPC_EPROTO, no words). */
+    fake_call("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601,\"message\":\"Method not found\"}}\n",
+              ARPC_ENOMETHOD, "Method not found");
+    fake_call("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32000,\"message\":\"disk full\"}}\n",
+              ARPC_EHANDLER, "disk full");
     fake_call("this is not json\n", ARPC_ECONNLOST, "sent something that is not a JSON object");
     /* not our kind of id */
     fake_call("{\"id\":\"1\",\"result\":1,\"error\":null}\n", ARPC_ECONNLOST, "a response whose id is not a whole number");

@@ -6,7 +6,10 @@
  *
  * ---- Serving: nothing to set up ----
  * Every arpc server listener also answers JSON-RPC: a connection whose first byte is '{' (or
- * '[' or JSON whitespace; an arpc frame starts with 'a') speaks JSON-RPC for its life.
+ * '[' or JSON whitespace; an arpc frame starts with 'a') speaks JSON-RPC for its life. Go's
+ * 1.0 has no batches: a '[' (a JSON-RPC 2.0 batch) is bad input, below. A request with no id
+ * (or id null) is run and answered with id null, as Go's server does: JSON-RPC 1.0's
+ * notifications get no such answer, so a 1.0 peer that sends them must read past it.
  * A request {"method":"Service.Method","params":[P],"id":ID} calls the method registered under
  * exactly that name (arpc_server_register), through the same dispatch as arpc calls (its
  * actor or group, flow control, the server's stop):
@@ -99,7 +102,9 @@
  *                   or "not sent: ...", also for a request the connection lost before it
  *                   was written whole: it did not run) and how the connection was lost
  *   ARPC_EPROTO     the answer broke Go's rules for this call (error neither a string nor
- *                   null)
+ *                   null): the error's JSON is the data. But a JSON-RPC 2.0 error object
+ *                   with a string "message" is that message, ARPC_ENOMETHOD for its code
+ *                   -32601 (method not found), else ARPC_EHANDLER
  *   ARPC_EINVAL     params_json is not one JSON value, or method is NULL or not UTF-8, or
  *                   the client is NULL (a closed one is misuse: arpc/common.h): the data
  *                   says which (NUL-terminated), e.g.
@@ -153,7 +158,8 @@ ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr,
     arpc_jsonrpc_connect_v((out), (addr), (__VA_ARGS__), sizeof(arpc_jsonrpc_options))
 
 /* Starts method(params) where params_json[0..params_len) is one JSON value, sent as the one
- * element of "params" (copied before returning). deadline_ms: 0 = the client's default,
+ * element of "params" (copied before returning; no parameter is "null", 4 bytes: NULL is
+ * ARPC_EINVAL). deadline_ms: 0 = the client's default,
  * ARPC_FOREVER = none (any negative value too), otherwise ms from now: neither 0 nor a
  * negative value means "already passed", so a budget that may be spent is checked by the
  * caller before the call. Returns the call's future (the caller owns one
