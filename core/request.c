@@ -255,6 +255,8 @@ static void reply_stops_counting(arpc_request *req, size_t ran_len)
 {
     if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
         inflight_end(req, ran_len);
+    else
+        inflight_answered_early(req); /* answered: owed nothing more */
 }
 
 void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)

@@ -71,6 +71,7 @@ static bool request_answer_for_handler(arpc_request *req, int code, int late_cod
         }
     } while (!atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_SERVER_ANSWERED));
     request_untrack(req);
+    inflight_answered_early(req);
     if (!req->rq_oneway) { /* a one-way is let go of only: nobody hears about it */
         request_count_answer(req, code, arpc_now_ns());
         /* A numbered call keeps its cache entry "running": a retry waits for the real result.

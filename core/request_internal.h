@@ -97,6 +97,7 @@ struct request_state {
     bool rs_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rs_awaiting;        /* in the server's sv_awaiting list (loop thread) */
     bool rs_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
+    bool rs_answered_early;  /* counted, and answered by the server while its handler runs (sc_answered_early) */
     bool rs_guessed;         /* counted, its reply at the first-reply guess (its method had none yet) */
     bool rs_lost_ran;        /* its reply could not be made: did the call run? (request_drop_on_loop) */
     signed char rs_pool_class; /* its block's class in the server's request pool (core/block_pool.h) */

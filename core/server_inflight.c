@@ -248,6 +248,7 @@ void inflight_begin(struct server_conn *sc, arpc_request *req)
     else if (st->rs_guessed)
         est = s->sv_max_conn_bytes / INFLIGHT_FIRST_REPLY_SHARE;
     st->rs_counted = true;
+    st->rs_answered_early = false;
     st->rs_charge = sizeof(*req) + sizeof(*st) + st->rs_len + est;
     sc->sc_owed_est += est;
     if (st->rs_guessed) {
@@ -314,6 +315,15 @@ static void inflight_judge_unsaid(struct server_conn *sc, size_t est)
         inflight_say_unsaid(sc);
 }
 
+void inflight_answered_early(arpc_request *req)
+{
+    struct request_state *st = req->rq_state;
+    if (!st->rs_counted || st->rs_answered_early)
+        return;
+    st->rs_answered_early = true;
+    st->rs_conn->sc_answered_early++;
+}
+
 void inflight_end(arpc_request *req, size_t reply_len)
 {
     struct request_state *st = req->rq_state;
@@ -321,6 +331,8 @@ void inflight_end(arpc_request *req, size_t reply_len)
         return;
     st->rs_counted = false;
     struct server_conn *sc = st->rs_conn; /* the server's part holds it */
+    bool answered_early = st->rs_answered_early;
+    st->rs_answered_early = false;
     arpc_server *s = sc->sc_server;
     size_t est = st->rs_charge - (sizeof(*req) + sizeof(*st) + st->rs_len);
     sc->sc_owed_est -= est;
@@ -335,6 +347,7 @@ void inflight_end(arpc_request *req, size_t reply_len)
         inflight_learn(st->rs_method, reply_len);
     struct inflight_client *c = sc->sc_client;
     sc->sc_ncalls--;
+    sc->sc_answered_early -= answered_early;
     if (c != NULL)
         c->ic_calls--;
     if (state != SV_RUNNING) {

@@ -114,6 +114,9 @@ struct server_conn {
     /* Flow limits (loop thread; core/server_inflight.c): calls read and not yet answered,
      * and the client id's entry they count toward too (NULL for client id 0). */
     unsigned sc_ncalls;
+    /* Of those, calls the server answered in their handlers' place (a deadline, a stop) while
+     * the handlers run on: still counted (they hold their payloads), no longer owed an answer. */
+    unsigned sc_answered_early;
     unsigned sc_attached; /* duplicates waiting for a running call's result (not calls in flight) */
     size_t sc_owed_est;   /* of what its calls owe (arpc_conn_owe), the estimates of their replies */
     size_t sc_guess_est;  /* of those, the first-reply guesses (methods never answered before) */
@@ -471,7 +474,7 @@ static inline bool sconn_has_work(const struct server_conn *sc)
  * attached to calls running (a half-closed connection stays until none is left). */
 static inline bool sconn_owes_answers(const struct server_conn *sc)
 {
-    return sc->sc_ncalls > 0 || sc->sc_attached > 0;
+    return sc->sc_ncalls > sc->sc_answered_early || sc->sc_attached > 0;
 }
 /* Moves an open connection to the back of sv_conns (the limits' sweep: least recently checked
  * first; new connections join at the back). */
@@ -545,6 +548,9 @@ void inflight_on_close(struct server_conn *sc);
 void inflight_begin(struct server_conn *sc, arpc_request *req);
 /* Its reply of reply_len bytes was queued (0: none will be): the call no longer counts. */
 void inflight_end(arpc_request *req, size_t reply_len);
+/* The server answered it in its handler's place (a deadline, a stop): it counts on until its
+ * handler returns (inflight_end), but is owed no answer (sconn_owes_answers). */
+void inflight_answered_early(arpc_request *req);
 /* A reply of len bytes made for a call of m (its method's expected reply size follows it);
  * also a late one, which the server dropped after answering the call at its deadline. */
 void inflight_learn(const struct arpc_method *m, size_t len);

@@ -40,15 +40,22 @@ static void h_slow(arpc_request *req, void *ctx)
     (void)arpc_reply(req, data, freed ? len : 0);
 }
 
-static arpc_server *start_server(const char *at, char *addr, size_t len)
+/* actor: where t.slow runs (NULL: the server's pool). */
+static arpc_server *start_server_on(const char *at, char *addr, size_t len, arpc_actor *actor)
 {
     arpc_server *s;
     arpc_server_options so = {.workers = 1, .max_calls_per_conn = 1};
     assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
-    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, NULL), ARPC_OK);
+    arpc_method_options mo = {.actor = actor};
+    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
     assert_int_equal(arpc_server_register(s, "t.echo", test_echo, NULL, NULL), ARPC_OK);
     assert_int_equal(arpc_server_listen(s, at, addr, len), ARPC_OK);
     return s;
+}
+
+static arpc_server *start_server(const char *at, char *addr, size_t len)
+{
+    return start_server_on(at, addr, len, NULL);
 }
 
 /* Whether a TCP connect to addr is refused: the server's listeners are closed. */
@@ -120,6 +127,41 @@ static void test_unread_call_did_not_run(void **state)
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
 
+/* The same when t.slow runs past the stop's grace on an application's actor (which the stop
+ * does not wait for): the stop answers it ARPC_EABANDONED in its handler's place, and the
+ * connection is then owed nothing, so the unread call is told it did not run. Before, the
+ * running handler kept the connection "owed" and the last GOAWAY was not sent: the unread
+ * call ended ARPC_ETIMEDOUT ("may have run"; a review's trial). */
+static void test_unread_call_did_not_run_past_the_grace(void **state)
+{
+    (void)state;
+    arpc_actor *actor;
+    assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
+    char addr[256];
+    arpc_server *s = start_server_on("tcp://127.0.0.1:0", addr, sizeof(addr), actor);
+    arpc_client *c;
+    arpc_client_options co = {.reconnect_give_up_ms = 200};
+    assert_int_equal(arpc_client_connect(&c, addr, &co), ARPC_OK);
+    latch_reset();
+    uint64_t before = CLIENT_STAT(c, bytes_out);
+    arpc_future *slow = arpc_call_async(c, "t.slow", "s", 1, TEST_WAIT_MS);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    arpc_future *unread = arpc_call_async(c, "t.echo", "e", 1, TEST_WAIT_MS);
+    assert_true(WAIT_UNTIL(CLIENT_STAT(c, bytes_out) >= before + 2 * 47)); /* as in stop_owing_one */
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1)); /* t.slow still waits for the test */
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(slow));
+    int rc = arpc_future_wait(unread);
+    if (rc != ARPC_EUNREACHABLE)
+        print_message("unread call: %s\n", arpc_errname(rc));
+    assert_int_equal(rc, ARPC_EUNREACHABLE);
+    assert_int_equal(sem_post(&go_on), 0); /* its late reply is dropped */
+    arpc_future_release(slow);
+    arpc_future_release(unread);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    arpc_actor_destroy(actor);
+}
+
 /* A server restarted on the address (without a reply log) runs the unread call: it was never
  * sent. */
 static void test_unread_call_sent_to_the_next_server(void **state)
@@ -162,6 +204,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unread_call_did_not_run_past_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_sent_to_the_next_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
