@@ -152,12 +152,37 @@ void request_list(arpc_server *s, arpc_request *req)
                                                        * caller's own deadline still ends its wait */
 }
 
+/* A call still waiting in an actor's mailbox at the stop (an application's actor, which the
+ * stop neither drains nor waits for): the loop takes its start, as at its start-by time
+ * (request_on_deadline), and refuses it ARPC_ESHUTDOWN ("did not run"); the actor that takes
+ * its job later only lets go of it. False: it started (or is a one-way message, let go of as
+ * before). Before, such a call was answered ARPC_EABANDONED ("may have run"), and its handler
+ * ran when the actor came to it, after the server had stopped (a review's trial). */
+static bool request_refuse_unstarted_at_stop(arpc_request *req)
+{
+    if (req->rq_oneway)
+        return false;
+    unsigned flags = atomic_load(&req->rq_flags);
+    while (!(flags & RQ_STARTED) &&
+           !atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_STARTED | RQ_REFUSED_QUEUED))
+        ;
+    if (flags & RQ_STARTED)
+        return false;
+    request_unlist(req);
+    request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    return true;
+}
+
 void request_answer_unreplied(arpc_server *s)
 {
     static const char why[] = SERVER_STOP_REPLY_MSG;
-    unsigned n = 0, oneways = 0;
+    unsigned n = 0, oneways = 0, unstarted = 0;
     while (s->sv_awaiting.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
+        if (request_refuse_unstarted_at_stop(req)) {
+            unstarted++;
+            continue;
+        }
         bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
         bool oneway = req->rq_oneway;
         /* Read now: answering may free the request (its handler returned). */
@@ -178,5 +203,8 @@ void request_answer_unreplied(arpc_server *s)
     if (oneways != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u one-way message(s) whose handlers had not finished them were let go",
                  oneways);
+    if (unstarted != 0)
+        arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) still waiting for their actors were refused ARPC_ESHUTDOWN (not run)",
+                 unstarted);
     request_tomb_detach_all(s); /* the late replies of calls answered at their deadlines are dropped too */
 }

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,10 +29,12 @@
 #include "support/test_util.h"
 
 static sem_t go_on; /* posted by the test: t.slow may answer */
+static atomic_int slow_runs;
 
 static void h_slow(arpc_request *req, void *ctx)
 {
     (void)ctx;
+    atomic_fetch_add(&slow_runs, 1);
     latch_add();
     /* Not let go within the bound: answered empty, and the test fails on the reply. */
     bool freed = sem_wait_secs(&go_on, TEST_WAIT_S);
@@ -162,6 +165,47 @@ static void test_unread_call_did_not_run_past_the_grace(void **state)
     arpc_actor_destroy(actor);
 }
 
+/* A call read and still waiting in an application actor's mailbox (the actor busy with
+ * another) when the stop's grace ends did not run and never will: the stop takes its start
+ * and refuses it ARPC_ESHUTDOWN; the actor, coming to it after the server is gone, only lets
+ * it go. Before, it was answered ARPC_EABANDONED ("may have run") and its handler ran after
+ * the stop (a review's trial). */
+static void test_queued_call_on_an_actor_refused_at_stop(void **state)
+{
+    (void)state;
+    arpc_actor *actor;
+    assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    arpc_method_options mo = {.actor = actor};
+    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
+    char addr[256];
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    latch_reset();
+    atomic_store(&slow_runs, 0);
+    arpc_future *running = arpc_call_async(c, "t.slow", "1", 1, TEST_WAIT_MS);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    arpc_future *queued = arpc_call_async(c, "t.slow", "2", 1, TEST_WAIT_MS);
+    arpc_method_stats ms;
+    assert_true(WAIT_UNTIL(arpc_server_method_stats(s, "t.slow", &ms) == ARPC_OK && ms.calls.started == 2));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1)); /* the first still waits for the test */
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(running));
+    int rc = arpc_future_wait(queued);
+    if (rc != ARPC_ESHUTDOWN)
+        print_message("queued call: %s\n", arpc_errname(rc));
+    assert_int_equal(rc, ARPC_ESHUTDOWN);
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    assert_int_equal(sem_post(&go_on), 0);
+    arpc_actor_destroy(actor); /* runs what its mailbox holds: the queued call's job lets it go */
+    assert_int_equal(1, atomic_load(&slow_runs));
+    arpc_future_release(running);
+    arpc_future_release(queued);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+}
+
 /* A server restarted on the address (without a reply log) runs the unread call: it was never
  * sent. */
 static void test_unread_call_sent_to_the_next_server(void **state)
@@ -205,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run_past_the_grace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_call_on_an_actor_refused_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_sent_to_the_next_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

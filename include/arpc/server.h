@@ -428,7 +428,8 @@ ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, s
 ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls, char *errbuf, size_t errbuf_len);
 
 /* Graceful stop: stops accepting, tells clients (GOAWAY), lets in-flight calls finish for up to
- * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run), waits for
+ * timeout_ms (ARPC_FOREVER: until they all have; 0: no grace), then answers calls still queued with ARPC_ESHUTDOWN (they did not run:
+ * also those in an application's actor's mailbox, whose jobs then only let them go), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), answers calls whose handlers have not replied
  * ARPC_EABANDONED (they may have run; for an at-most-once call that is its result, which its
