@@ -532,10 +532,11 @@ static const char *call_refusal(const arpc_jsonrpc_client *c, const char *method
     return NULL;
 }
 
-/* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it.
+/* Starts a call on a client the caller entered (NULL: it fails ARPC_EINVAL), and leaves it,
+ * its deadline deadline_at_ns (a time on arpc_now_ns's clock) or, if 0, deadline_ms from now.
  * Returns the call's future (NULL only without memory for it). */
 static arpc_future *call_start(arpc_jsonrpc_client *c, bool closing, const char *method, const char *params_json,
-                               size_t params_len, int64_t deadline_ms)
+                               size_t params_len, int64_t deadline_ms, uint64_t deadline_at_ns)
 {
     arpc_future *f;
     if (arpc_future_create(&f) != ARPC_OK) {
@@ -551,7 +552,10 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, bool closing, const char 
     const char *why = closing ? "the JSON-RPC client is closing" : call_refusal(c, method, params_json, params_len);
     if (why != NULL)
         rc = closing ? ARPC_ESHUTDOWN : ARPC_EINVAL;
-    else if ((call = arpc_calloc(1, sizeof(*call))) == NULL)
+    else if (deadline_at_ns != 0 && deadline_at_ns <= arpc_now_ns()) {
+        why = "the call's deadline had passed when it was made: not sent, it did not run";
+        rc = ARPC_EUNREACHABLE;
+    } else if ((call = arpc_calloc(1, sizeof(*call))) == NULL)
         rc = ARPC_ENOMEM;
     if (call != NULL) {
         call->jq_id = atomic_fetch_add_explicit(&c->jc_next_id, 1, memory_order_relaxed);
@@ -571,7 +575,9 @@ static arpc_future *call_start(arpc_jsonrpc_client *c, bool closing, const char 
     }
     if (deadline_ms == 0)
         deadline_ms = c->jc_default_deadline_ms;
-    call->jq_deadline_ns = deadline_ms == 0 ? ARPC_NEVER : arpc_deadline_from_ms(deadline_ms);
+    call->jq_deadline_ns = deadline_at_ns != 0 ? deadline_at_ns
+                           : deadline_ms == 0  ? ARPC_NEVER
+                                               : arpc_deadline_from_ms(deadline_ms);
     call->jq_client = c; /* the caller's count in jc_live is the call's now: call_put gives it back */
     atomic_init(&call->jq_refs, 2); /* the loop's and the cancel hook's */
     arpc_future_hold(f); /* the call's, dropped by call_end: not the caller's to release */
@@ -589,7 +595,15 @@ arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method,
 {
     bool closing;
     c = client_enter(c, __func__, &closing);
-    return call_start(c, closing, method, params_json, params_len, deadline_ms);
+    return call_start(c, closing, method, params_json, params_len, deadline_ms, 0);
+}
+
+arpc_future *arpc_jsonrpc_call_async_at(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                        size_t params_len, uint64_t deadline_at_ns)
+{
+    bool closing;
+    c = client_enter(c, __func__, &closing);
+    return call_start(c, closing, method, params_json, params_len, 0, deadline_at_ns);
 }
 
 int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *params_json, size_t params_len,
@@ -610,7 +624,7 @@ int arpc_jsonrpc_call(arpc_jsonrpc_client *c, const char *method, const char *pa
     }
     /* Read before the hand-over: from then on another thread's close may free the client. */
     arpc_loop *drive = c != NULL && !c->jc_owns_loop ? c->jc_loop : NULL;
-    arpc_future *f = call_start(c, closing, method, params_json, params_len, deadline_ms);
+    arpc_future *f = call_start(c, closing, method, params_json, params_len, deadline_ms, 0);
     if (f == NULL)
         return ARPC_ENOMEM;
     int status = arpc_loop_wait(drive, f); /* drives the application's loop, or sleeps */

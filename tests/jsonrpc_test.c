@@ -448,6 +448,26 @@ static void test_deadline_and_close(void **state)
     sem_post(&hold_sem); /* the handler finishes; its answer goes nowhere */
 }
 
+/* arpc_jsonrpc_call_async_at: a deadline as a time. One already passed ends the call at once,
+ * not sent (the server's T.Hold never starts); one ahead is a deadline like any. */
+static void test_deadline_at(void **state)
+{
+    (void)state;
+    arpc_jsonrpc_client *c = connect_client(addr);
+    unsigned starts = atomic_load(&hold_starts);
+    arpc_future *f = arpc_jsonrpc_call_async_at(c, "T.Hold", "1", 1, arpc_now_ns() - 1);
+    assert_int_equal(ARPC_EUNREACHABLE, arpc_future_wait(f));
+    assert_string_equal("the call's deadline had passed when it was made: not sent, it did not run",
+                        arpc_future_data(f, NULL));
+    arpc_future_release(f);
+    f = arpc_jsonrpc_call_async_at(c, "T.Echo", "2", 1, arpc_now_ns() + (uint64_t)TEST_WAIT_MS * 1000000);
+    assert_int_equal(ARPC_OK, arpc_future_wait(f));
+    assert_string_equal("2", arpc_future_data(f, NULL));
+    arpc_future_release(f);
+    assert_int_equal(starts, atomic_load(&hold_starts)); /* T.Hold was never sent */
+    assert_int_equal(arpc_jsonrpc_close(c), ARPC_OK);
+}
+
 /* ---- a fake server answering one canned line to the first request ---- */
 
 struct fake {
@@ -1223,6 +1243,7 @@ int main(void)
         cmocka_unit_test(test_wait_any_woken_by_foreign_cancel),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
+        cmocka_unit_test(test_deadline_at),
         cmocka_unit_test(test_error_texts_say_whether_the_call_ran),
         cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_default_request_limit_and_no_jsonrpc),

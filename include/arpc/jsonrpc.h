@@ -168,6 +168,12 @@ ARPC_API int arpc_jsonrpc_connect_v(arpc_jsonrpc_client **out, const char *addr,
 ARPC_API arpc_future *arpc_jsonrpc_call_async(arpc_jsonrpc_client *c, const char *method, const char *params_json,
                                               size_t params_len, int64_t deadline_ms);
 
+/* The same with the call's deadline as a time on arpc_now_ns()'s clock (0: the client's
+ * default), e.g. what is left of a budget, or a handler's caller's (arpc_request_deadline_ns):
+ * one already passed ends the call at once ARPC_EUNREACHABLE (not sent, it did not run). */
+ARPC_API arpc_future *arpc_jsonrpc_call_async_at(arpc_jsonrpc_client *c, const char *method, const char *params_json,
+                                                 size_t params_len, uint64_t deadline_at_ns);
+
 /* Blocking: as arpc_jsonrpc_call_async, then waits. Returns the outcome; *result (may be
  * NULL to discard) receives the future's data for ARPC_OK and every outcome that has words
  * (the server's error text, ARPC_EINVAL, ARPC_ECONNLOST, ARPC_ETIMEDOUT; NUL-terminated; free
