@@ -2,7 +2,7 @@
 # A distribution's view of arpc: configure for /usr with the machine's multiarch libdir
 # (lib/x86_64-linux-gnu), stage `cmake --install` under DESTDIR, then build tests/downstream
 # against the staged tree with find_package(arpc 0.2) and with pkg-config, each with the shared
-# and the static library, and run the four programs (with protobuf-c, typed stubs through the installed
+# and the static library, and run the four programs and a C++ one (with protobuf-c, typed stubs through the installed
 # arpc_protobuf_generate; with jansson, the JSON-RPC client, shared and static). Prints "downstream: N programs ok".
 # BUILD (default build-downstream) holds both builds; the staged tree is a temporary directory.
 set -euo pipefail
@@ -45,7 +45,7 @@ cmake --build "$BUILD/downstream" -j"${JOBS:-2}" >/dev/null
 # 0.x: the soname carries the minor (docs/ABI.md).
 soname=libarpc.so.$(sed -n 's/^#define ARPC_VERSION_MAJOR \([0-9]*\)$/\1/p' include/arpc/version.h).$(sed -n 's/^#define ARPC_VERSION_MINOR \([0-9]*\)$/\1/p' include/arpc/version.h)
 n=0
-for prog in downstream_cmake downstream_pc downstream_cmake_static downstream_pc_static; do
+for prog in downstream_cmake downstream_pc downstream_cmake_static downstream_pc_static downstream_cxx; do
     bin=$BUILD/downstream/$prog
     # The shared builds must load the staged libarpc.so.MAJOR.MINOR, the static ones no libarpc at all.
     needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(libarpc[^]]*\)\]/\1/p')
@@ -70,4 +70,4 @@ for prog in downstream_jsonrpc downstream_jsonrpc_static; do
 done
 # arpc-call is installed with the library and carries it (linked with its objects): it runs as staged.
 "$usr/bin/arpc-call" --help >/dev/null || fail "the staged arpc-call does not run"
-echo "downstream: $n programs ok (find_package and pkg-config, shared and static, /usr/$libdir staged)"
+echo "downstream: $n programs ok (find_package and pkg-config, shared and static, C and C++, /usr/$libdir staged)"
