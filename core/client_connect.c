@@ -33,6 +33,14 @@ static void connect_close_fd(struct client_connector *cn, arpc_loop *loop)
 static void connect_try_next(arpc_client *c, int rc, const char *why);
 static bool connect_backlog_wait(arpc_client *c, const char *why);
 
+/* An attempt's time limit: connect_timeout_ms, or without one (negative) the heartbeat's
+ * bound, heartbeat_ms x (misses + 1), where the attempt has no connection to beat on yet. */
+static int64_t connect_limit_ms(const arpc_client *c)
+{
+    return c->cl_connect_timeout_ms >= 0 ? c->cl_connect_timeout_ms
+                                         : (int64_t)c->cl_heartbeat_ms * (c->cl_heartbeat_misses + 1);
+}
+
 /* Pauses between tries of a unix listener whose backlog is full: from 1 ms, growing to 50 ms
  * at most, as arpc_transport_connect's (transport/transport.c). */
 #define BACKLOG_RETRY_BASE_MS 1
@@ -94,10 +102,16 @@ static void connect_try_next(arpc_client *c, int rc, const char *why)
 static bool connect_backlog_wait(arpc_client *c, const char *why)
 {
     struct client_connector *cn = &c->cl_connector;
-    if (!cn->cn_backlog_said) { /* once an attempt */
+    if (!cn->cn_backlog_said) { /* once an attempt; said at INFO for arpc_client_connect's */
         cn->cn_backlog_said = true;
-        arpc_log(ARPC_LOG_INFO, "%s: trying again within the connect timeout", why);
+        arpc_log(client_first_awaited(c) ? ARPC_LOG_INFO : ARPC_LOG_DEBUG,
+                 "%s: trying again within the connect timeout", why);
     }
+    /* No connect timeout: the heartbeat's bound, which ends a wait for a HELLO that never
+     * comes, ends this one too (else a backlog that stays full held the connect for ever). */
+    if (!arpc_deadline_is_armed(&cn->cn_timer) &&
+        arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(connect_limit_ms(c))) != ARPC_OK)
+        return false;
     uint64_t at = arpc_deadline_from_ms(arpc_backoff_next_ms(&cn->cn_backlog_backoff));
     return arpc_deadline_arm(c->cl_loop, &cn->cn_backlog_retry, at) == ARPC_OK;
 }
@@ -121,7 +135,7 @@ void client_connect_on_timer(struct arpc_deadline *d, void *arg)
     char why[CLIENT_WHY_MAX];
     bool tls = c->cl_target.t_ops == &arpc_transport_tls; /* its handshake comes first */
     snprintf(why, sizeof(why), "connecting to %s timed out after %lld ms (%s)", c->cl_target.t_addr,
-             (long long)c->cl_connect_timeout_ms,
+             (long long)connect_limit_ms(c),
              arpc_deadline_is_armed(&cn->cn_backlog_retry) ? "the unix listener's backlog stayed full"
              : !c->cl_conn.c_open                          ? "no connection"
              : tls                                         ? "the server did not finish the TLS handshake and say HELLO"

@@ -136,7 +136,8 @@ typedef struct arpc_client_options {
                                   * The heartbeat starts at the HELLO: it does not cut this short.
                                   * Negative (ARPC_FOREVER): no bound but the heartbeat's, from
                                   * the connect, for a server that accepts and never answers
-                                  * (ARPC_ETIMEDOUT after heartbeat_ms x (misses + 1)) */
+                                  * (ARPC_ETIMEDOUT after heartbeat_ms x (misses + 1)), or
+                                  * from the first try, for a unix server's full backlog */
     int64_t default_deadline_ms; /* for calls passing deadline 0; 0 here: no deadline */
     uint32_t max_frame;          /* largest frame body sent or taken: a request's counts its
                                   * bytes + its method name + 24, a reply's its bytes alone
@@ -241,7 +242,7 @@ typedef struct arpc_call_options {
  * limit for a server that answers, and gives up on one that accepts and never says HELLO
  * after the heartbeat's misses: ARPC_ETIMEDOUT). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now (a unix server whose listen backlog is full is there: it is tried again,
- * 1 to 50 ms apart, within connect_timeout_ms); once connected, the client reconnects by itself, to the addresses the
+ * 1 to 50 ms apart, within connect_timeout_ms, or the heartbeat's bound without one); once connected, the client reconnects by itself, to the addresses the
  * name resolved to at connect, and looks the name up again when those keep failing
  * (opts->re_resolve_ms) (or, with
  * opts->connect_in_background, returns at once and keeps trying: see there). Not from a task on
