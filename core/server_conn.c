@@ -431,7 +431,10 @@ static int sconn_close_cause(const struct server_conn *sc, int reason)
  * handshake timeout charged only those that stayed. One that sent nothing is no fault. */
 static bool sconn_left_after_handshake(const struct server_conn *sc, int reason)
 {
-    return reason == ARPC_ECONNLOST && !sc->sc_hello && arpc_conn_handshake(&sc->sc_conn) != ARPC_STREAM_NO_HANDSHAKE;
+    /* The peer's leaving, not a close of the server's own (a refusal at HELLO, say) that the
+     * stream's breaking overtook. */
+    return sconn_close_cause(sc, reason) == ARPC_ECONNLOST && !sc->sc_refused && !sc->sc_hello &&
+           arpc_conn_handshake(&sc->sc_conn) != ARPC_STREAM_NO_HANDSHAKE;
 }
 
 static void sconn_on_close(struct arpc_conn *conn, int reason)

@@ -277,7 +277,9 @@ typedef struct arpc_server_options {
      * cannot be skipped, a second HELLO, a refused token or credentials, a failed TLS
      * handshake or record, a HELLO or TLS handshake begun but not whole within
      * handshake_timeout_ms (a peer that sent nothing is closed, not charged: it may connect
-     * early to call later), a frame
+     * early to call later), a tls:// peer gone before its HELLO once its TLS handshake began
+     * (a TLS health check too: one a second costs a few tokens, so a max_fault_rate set low
+     * wants such probes on tcp://, or none), a frame
      * not whole within frame_timeout_ms) is counted (arpc_server_stats.connections_faulted) and charged to a
      * token bucket of fault_burst, refilled at max_fault_rate a second, one bucket for network
      * peers (tcp://, tls://) and one for local ones (unix://); while a bucket owes (faults are
