@@ -65,6 +65,18 @@ int auth_fixed_tokens_refusal(const arpc_auth_token *list, char *why, size_t why
      * view) by accident. Two entries that name one identity on purpose (a token and its
      * replacement, during a rotation) are fine. */
     for (size_t i = 0; list[i].token != NULL; i++) {
+        uint64_t id = list[i].identity ? list[i].identity : i + 1;
+        for (size_t j = i + 1; list[j].token != NULL; j++) { /* a repeat could never match */
+            uint64_t other = list[j].identity ? list[j].identity : j + 1;
+            if (list[j].len == list[i].len && list[i].len != 0 && memcmp(list[j].token, list[i].token, list[i].len) == 0 &&
+                other != id) {
+                snprintf(why, whylen,
+                         "arpc_auth_fixed_tokens: entry %zu repeats entry %zu's token with another identity: the "
+                         "first match is taken, so it would never match",
+                         j, i);
+                return ARPC_EINVAL;
+            }
+        }
         if (list[i].identity != 0)
             continue;
         for (size_t j = 0; list[j].token != NULL; j++) {

@@ -187,6 +187,12 @@ static void test_fixed_tokens_checked_at_create(void **state)
     assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
     assert_null(s);
     assert_non_null(strstr(err, "entry 1 has identity 0, which stands for its position + 1 (2), and entry 0"));
+    static const arpc_auth_token repeat[] = {{.token = "same", .len = 4, .identity = 5},
+                                             {.token = "same", .len = 4, .identity = 6},
+                                             {.token = NULL}};
+    so.authenticate_ctx = (void *)repeat;
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+    assert_non_null(strstr(err, "entry 1 repeats entry 0's token with another identity"));
     so.authenticate_ctx = NULL;
     assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
     assert_non_null(strstr(err, "authenticate_ctx (its array of tokens) is NULL"));

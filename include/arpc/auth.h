@@ -84,7 +84,8 @@ ARPC_API bool arpc_auth_token_equal(const void *a, size_t alen, const void *b, s
  * move between two runs on one log renames clients, whose re-sent calls then run again
  * (docs/SECURITY.md). Give each entry an identity where the list may change. Two entries may
  * name one identity (a token and its replacement); an entry's 0 that stands for an identity
- * another entry names is refused by arpc_server_create (ARPC_EINVAL, errbuf says which). */
+ * another entry names is refused by arpc_server_create (ARPC_EINVAL, errbuf says which), as is
+ * a token listed twice with two identities. */
 typedef struct arpc_auth_token {
     const void *token; /* NULL ends an array of them */
     size_t len;
