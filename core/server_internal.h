@@ -470,8 +470,9 @@ static inline bool sconn_has_work(const struct server_conn *sc)
     return arpc_u64_map_count(&sc->sc_calls) > 0 || sc->sc_attached > 0 || sc->sc_parked != NULL ||
            !arpc_outq_empty(&sc->sc_conn.c_out) || sc->sc_conn.c_hold != 0;
 }
-/* Answers still owed to what the client sent: its calls in flight, and its duplicates
- * attached to calls running (a half-closed connection stays until none is left). */
+/* Answers still owed to what the client sent: its calls in flight not yet answered (those the
+ * server answered in their handlers' place are not), and its duplicates attached to calls
+ * running (a half-closed connection stays until none is left). */
 static inline bool sconn_owes_answers(const struct server_conn *sc)
 {
     return sc->sc_ncalls > sc->sc_answered_early || sc->sc_attached > 0;
