@@ -68,6 +68,47 @@ static int fill_backlog(const char *path, int *fds)
     return FILL_MAX;
 }
 
+/* A unix listener nobody accepts from, its backlog (0) full. */
+struct full_backlog {
+    char addr[ARPC_ADDR_MAX];
+    const char *path;
+    int lfd;
+    int fds[FILL_MAX]; /* the connections that filled it */
+    int n;
+};
+
+static void full_backlog_open(struct full_backlog *b)
+{
+    make_unix_addr(b->addr, sizeof(b->addr));
+    b->path = b->addr + strlen("unix://");
+    struct sockaddr_un sun;
+    b->lfd = unix_socket_at(b->path, &sun);
+    assert_int_equal(0, bind(b->lfd, (struct sockaddr *)&sun, sizeof(sun)));
+    assert_int_equal(0, listen(b->lfd, 0));
+    b->n = fill_backlog(b->path, b->fds);
+}
+
+static void full_backlog_close(struct full_backlog *b)
+{
+    for (int i = 0; i < b->n; i++)
+        close(b->fds[i]);
+    close(b->lfd);
+    unlink(b->path);
+}
+
+/* Connects to b's address with o: the outcome, and its words contain why. */
+static void connect_times_out(struct full_backlog *b, arpc_client_options *o, const char *why)
+{
+    char err[ARPC_ERRBUF_SIZE] = "";
+    o->errbuf = err;
+    o->errbuf_len = sizeof(err);
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, b->addr, o));
+    assert_null(c);
+    if (strstr(err, why) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", err, why);
+}
+
 static bool log_says(const char *a, const char *b)
 {
     const char *words[] = {a, b, NULL};
@@ -77,29 +118,26 @@ static bool log_says(const char *a, const char *b)
 static void test_connect_waits_for_room_in_the_backlog(void **state)
 {
     (void)state;
+    struct full_backlog b;
+    full_backlog_open(&b);
     struct connecting k = {.rc = -1};
-    make_unix_addr(k.addr, sizeof(k.addr));
-    const char *path = k.addr + strlen("unix://");
-    struct sockaddr_un sun;
-    struct raw_server rs = {.rs_listen = unix_socket_at(path, &sun)};
-    assert_int_equal(0, bind(rs.rs_listen, (struct sockaddr *)&sun, sizeof(sun)));
-    assert_int_equal(0, listen(rs.rs_listen, 0));
-    int fds[FILL_MAX];
-    int n = fill_backlog(path, fds);
+    memcpy(k.addr, b.addr, sizeof(k.addr));
     log_capture_clear();
     pthread_t tid;
     assert_int_equal(0, pthread_create(&tid, NULL, connect_thread, &k));
     /* The client was turned away (and waits to try again) before any room is made. */
     assert_true(WAIT_UNTIL(log_says("is full", "trying again within the connect timeout")));
+    struct raw_server rs = {.rs_listen = b.lfd};
     int fl = fcntl(rs.rs_listen, F_GETFL);
     assert_int_equal(0, fcntl(rs.rs_listen, F_SETFL, fl & ~O_NONBLOCK)); /* the accepts block */
-    for (int i = 0; i < n; i++)
-        close(fds[i]); /* still queued, read as closed: no HELLO */
+    for (int i = 0; i < b.n; i++)
+        close(b.fds[i]); /* still queued, read as closed: no HELLO */
+    b.n = 0;
     /* Room is made by each accept: the client's next try may come in behind the fillers or
      * between them. Its connection is the one that says HELLO (answered). */
     struct raw_client r;
     bool hello = false;
-    for (int i = 0; i <= n && !hello; i++)
+    for (int i = 0; i <= FILL_MAX && !hello; i++)
         if (!(hello = raw_server_accept_dedup(&rs, &r)))
             raw_close(&r);
     assert_true(hello);
@@ -107,8 +145,7 @@ static void test_connect_waits_for_room_in_the_backlog(void **state)
     assert_int_equal(ARPC_OK, k.rc);
     assert_int_equal(ARPC_OK, arpc_client_close(k.client));
     raw_close(&r);
-    close(rs.rs_listen);
-    unlink(path);
+    full_backlog_close(&b);
 }
 
 /* Within its time limit only: a backlog that stays full ends the connect ARPC_ETIMEDOUT,
@@ -116,25 +153,11 @@ static void test_connect_waits_for_room_in_the_backlog(void **state)
 static void test_backlog_that_stays_full_times_out(void **state)
 {
     (void)state;
-    char addr[ARPC_ADDR_MAX];
-    make_unix_addr(addr, sizeof(addr));
-    const char *path = addr + strlen("unix://");
-    struct sockaddr_un sun;
-    int lfd = unix_socket_at(path, &sun);
-    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sun, sizeof(sun)));
-    assert_int_equal(0, listen(lfd, 0));
-    int fds[FILL_MAX];
-    int n = fill_backlog(path, fds);
-    char why[ARPC_ERRBUF_SIZE] = "";
-    arpc_client_options o = {.connect_timeout_ms = 100, .errbuf = why, .errbuf_len = sizeof(why)};
-    arpc_client *c = NULL;
-    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &o));
-    assert_null(c);
-    assert_non_null(strstr(why, "the unix listener's backlog stayed full"));
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path);
+    struct full_backlog b;
+    full_backlog_open(&b);
+    arpc_client_options o = {.connect_timeout_ms = 100};
+    connect_times_out(&b, &o, "timed out after 100 ms (the unix listener's backlog stayed full)");
+    full_backlog_close(&b);
 }
 
 /* Without a connect timeout (ARPC_FOREVER) the heartbeat's bound, heartbeat_ms x (misses +
@@ -143,28 +166,11 @@ static void test_backlog_that_stays_full_times_out(void **state)
 static void test_backlog_without_a_connect_timeout_ends(void **state)
 {
     (void)state;
-    char addr[ARPC_ADDR_MAX];
-    make_unix_addr(addr, sizeof(addr));
-    const char *path = addr + strlen("unix://");
-    struct sockaddr_un sun;
-    int lfd = unix_socket_at(path, &sun);
-    assert_int_equal(0, bind(lfd, (struct sockaddr *)&sun, sizeof(sun)));
-    assert_int_equal(0, listen(lfd, 0));
-    int fds[FILL_MAX];
-    int n = fill_backlog(path, fds);
-    char why[ARPC_ERRBUF_SIZE] = "";
-    arpc_client_options o = {.connect_timeout_ms = ARPC_FOREVER,
-                             .heartbeat_ms = 50,
-                             .heartbeat_misses = 1,
-                             .errbuf = why,
-                             .errbuf_len = sizeof(why)};
-    arpc_client *c = NULL;
-    assert_int_equal(ARPC_ETIMEDOUT, arpc_client_connect(&c, addr, &o));
-    assert_non_null(strstr(why, "timed out after 100 ms (the unix listener's backlog stayed full)"));
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    close(lfd);
-    unlink(path);
+    struct full_backlog b;
+    full_backlog_open(&b);
+    arpc_client_options o = {.connect_timeout_ms = ARPC_FOREVER, .heartbeat_ms = 50, .heartbeat_misses = 1};
+    connect_times_out(&b, &o, "timed out after 100 ms (the unix listener's backlog stayed full)");
+    full_backlog_close(&b);
 }
 
 int main(void)
