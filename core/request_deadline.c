@@ -176,26 +176,30 @@ static bool request_refuse_unstarted_at_stop(arpc_request *req)
 void request_answer_unreplied(arpc_server *s)
 {
     static const char why[] = SERVER_STOP_REPLY_MSG;
-    unsigned n = 0, oneways = 0, unstarted = 0;
+    unsigned n = 0, oneways = 0, oneways_unstarted = 0, unstarted = 0;
     while (s->sv_awaiting.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
         if (request_refuse_unstarted_at_stop(req)) {
             unstarted++;
             continue;
         }
-        bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
+        unsigned flags = atomic_load(&req->rq_flags);
+        bool unfinished = !(flags & RQ_REPLIED);
         bool oneway = req->rq_oneway;
         /* Read now: answering may free the request (its handler returned). */
         uint64_t key = req->rq_state->rs_conn->sc_cache_key, seq = req->rq_seq, ack = req->rq_ack;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
          * any other call here has started: it may have run. Its late reply can finish nothing
          * any more: it needs no server. A one-way message not finished is let go of the same
-         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). A numbered call's result
+         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN; one whose handler has not
+         * started, in an application actor's mailbox, is cancelled: it will not run, as one
+         * still queued on the stopped pool does not). A numbered call's result
          * is then this answer, for its copies and, logged, for a restart on the same log. */
         if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false) && seq != 0 && !oneway)
             dedup_stopped(s, key, seq, ack);
         n += unfinished && !oneway;
-        oneways += unfinished && oneway;
+        oneways += unfinished && oneway && (flags & RQ_STARTED);
+        oneways_unstarted += oneway && !(flags & RQ_STARTED);
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
@@ -203,6 +207,10 @@ void request_answer_unreplied(arpc_server *s)
     if (oneways != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u one-way message(s) whose handlers had not finished them were let go",
                  oneways);
+    arpc_stat_add(&s->sv_stats.ss_oneways_dropped, oneways_unstarted);
+    if (oneways_unstarted != 0)
+        arpc_log(ARPC_LOG_WARN, "server stop: %u one-way message(s) still waiting for their actors were dropped (not run)",
+                 oneways_unstarted);
     if (unstarted != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) still waiting for their actors were refused ARPC_ESHUTDOWN (not run)",
                  unstarted);

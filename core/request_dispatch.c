@@ -53,8 +53,12 @@ static void request_run(arpc_request *req, int status, bool queued, bool waited)
         request_let_go(req);
         return;
     }
-    if (status != ARPC_OK) /* discarded by a stopping actor before it ran */
+    if (status != ARPC_OK) { /* discarded by a stopping actor before it ran */
+        if (req->rq_oneway && !(flags & RQ_SERVER_ANSWERED)) /* nobody hears of it but the count
+                                                               * (the stop counted one it let go) */
+            arpc_stat_inc(&st->rs_conn->sc_server->sv_stats.ss_oneways_dropped);
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    }
     else if ((flags & RQ_CANCELLED) || expired)
         request_refuse_unstarted(req, flags);
     else if (st->rs_method->m_fn == request_to_queue) {

@@ -55,7 +55,8 @@ struct server_stats {
     arpc_stat ss_log_records;       /* records the reply log took (journal_on_done: its writer
                                      * thread, or the closing one after the writer ended) */
     arpc_stat ss_refused[ARPC_STATS_CODES]; /* answered before reaching a method */
-    arpc_stat ss_oneways_dropped;           /* one-way messages to no method of the server's */
+    arpc_stat ss_oneways_dropped;           /* one-way messages to no method of the server's, or
+                                             * dropped by a stop before they started */
 };
 
 struct client_stats {

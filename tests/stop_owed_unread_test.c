@@ -207,6 +207,42 @@ static void test_queued_call_on_an_actor_refused_at_stop(void **state)
     assert_int_equal(arpc_client_close(c), ARPC_OK);
 }
 
+/* One-way messages waiting in an application actor's mailbox when the grace ends do not run
+ * (the stop ends them, docs/SEMANTICS.md), and are counted in oneways_dropped. Before, the
+ * docs said they always ran once read, and the stop dropped them uncounted (a review's trial). */
+static void test_queued_oneways_on_an_actor_dropped_at_stop(void **state)
+{
+    (void)state;
+    arpc_actor *actor;
+    assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
+    arpc_server *s;
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+    arpc_method_options mo = {.actor = actor};
+    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
+    char addr[256];
+    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    arpc_client *c;
+    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+    latch_reset();
+    atomic_store(&slow_runs, 0);
+    arpc_future *running = arpc_call_async(c, "t.slow", "1", 1, TEST_WAIT_MS);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    assert_int_equal(ARPC_OK, arpc_notify(c, "t.slow", "2", 1));
+    assert_int_equal(ARPC_OK, arpc_notify(c, "t.slow", "3", 1));
+    arpc_method_stats ms;
+    assert_true(WAIT_UNTIL(arpc_server_method_stats(s, "t.slow", &ms) == ARPC_OK && ms.oneway == 2));
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1));
+    assert_int_equal(sem_post(&go_on), 0);
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(running));
+    assert_int_equal(2, SERVER_STAT(s, oneways_dropped));
+    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+    arpc_actor_destroy(actor); /* runs what its mailbox holds: the messages' jobs let them go */
+    assert_int_equal(1, atomic_load(&slow_runs));
+    arpc_future_release(running);
+    assert_int_equal(arpc_client_close(c), ARPC_OK);
+}
+
 /* A server restarted on the address (without a reply log) runs the unread call: it was never
  * sent. */
 static void test_unread_call_sent_to_the_next_server(void **state)
@@ -251,6 +287,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run_past_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queued_call_on_an_actor_refused_at_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_oneways_on_an_actor_dropped_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_sent_to_the_next_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

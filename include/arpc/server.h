@@ -465,7 +465,9 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
  * only its handle (freed by its late reply, see the top); what a handler still running then
  * (on the application's actors) refers to is freed when that handler is done with it (their
  * count is logged). A one-way message not finished by then is let go of as an unanswered call
- * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN. Returns ARPC_OK;
+ * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN; one whose
+ * handler had not started (queued on the pool, or in an application actor's mailbox) does not
+ * run (also logged). Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself; logged, as for arpc_server_stop); ARPC_EINVAL for NULL; a second destroy aborts
  * in debug builds (arpc/common.h, "API misuse"). */
@@ -526,7 +528,9 @@ ARPC_API uint64_t arpc_request_deadline_ns(const arpc_request *req);
  * caller no longer waits). A call cancelled before its handler started does not run. An
  * at-most-once call whose connection was lost without a goodbye is not cancelled: its client
  * may send it again, and that copy waits for this run's result (or its caller's cancel comes
- * on the client's next connection). A one-way message is never cancelled. docs/SEMANTICS.md,
+ * on the client's next connection). A one-way message is never cancelled by its client; the
+ * server's stop cancels one not finished by the end of its grace (its handler may stop early;
+ * one not yet started does not run). docs/SEMANTICS.md,
  * "The client goes away", "A call cancelled while disconnected". Any thread. */
 ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 

@@ -97,7 +97,8 @@ typedef struct arpc_server_stats {
                                          * acknowledged */
     uint64_t oneways_dropped;           /* one-way messages to a method the server does not
                                          * have: dropped (nothing answers a one-way), and said
-                                         * in a WARN line as the log's rate allows */
+                                         * in a WARN line as the log's rate allows; and those
+                                         * a stop dropped before their handlers started */
 } arpc_server_stats;
 
 typedef struct arpc_method_stats {
