@@ -166,6 +166,50 @@ static void test_unread_call_did_not_run_past_the_grace(void **state)
     arpc_actor_destroy(actor);
 }
 
+/* A server whose t.slow runs on an application's actor, busy with a first call (in its
+ * handler, waiting for the test) when begun. */
+struct busy_actor {
+    arpc_actor *actor;
+    arpc_server *s;
+    arpc_client *c;
+    arpc_future *running;
+};
+
+static void busy_actor_begin(struct busy_actor *b)
+{
+    assert_int_equal(ARPC_OK, arpc_actor_create(&b->actor, NULL));
+    arpc_server_options so = {.workers = 1};
+    assert_int_equal(arpc_server_create(&b->s, &so), ARPC_OK);
+    arpc_method_options mo = {.actor = b->actor};
+    assert_int_equal(arpc_server_register(b->s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
+    char addr[256];
+    assert_int_equal(arpc_server_listen(b->s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+    assert_int_equal(arpc_client_connect(&b->c, addr, NULL), ARPC_OK);
+    latch_reset();
+    atomic_store(&slow_runs, 0);
+    b->running = arpc_call_async(b->c, "t.slow", "1", 1, TEST_WAIT_MS);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+}
+
+/* The stop with a grace of 1 ms, then the first call let go: it was answered ARPC_EABANDONED. */
+static void busy_actor_stop(struct busy_actor *b)
+{
+    assert_int_equal(ARPC_OK, arpc_server_stop(b->s, 1)); /* the first still waits for the test */
+    assert_int_equal(sem_post(&go_on), 0); /* what waits behind it was settled by the stop */
+    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(b->running));
+}
+
+/* Destroys the server, then the actor (which runs what its mailbox holds: the jobs of what the
+ * stop settled only let it go): only the first call ran. */
+static void busy_actor_end(struct busy_actor *b)
+{
+    assert_int_equal(arpc_server_destroy(b->s), ARPC_OK);
+    arpc_actor_destroy(b->actor);
+    assert_int_equal(1, atomic_load(&slow_runs));
+    arpc_future_release(b->running);
+    assert_int_equal(arpc_client_close(b->c), ARPC_OK);
+}
+
 /* A call read and still waiting in an application actor's mailbox (the actor busy with
  * another) when the stop's grace ends did not run and never will: the stop takes its start
  * and refuses it ARPC_ESHUTDOWN; the actor, coming to it after the server is gone, only lets
@@ -174,37 +218,18 @@ static void test_unread_call_did_not_run_past_the_grace(void **state)
 static void test_queued_call_on_an_actor_refused_at_stop(void **state)
 {
     (void)state;
-    arpc_actor *actor;
-    assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
-    arpc_server *s;
-    arpc_server_options so = {.workers = 1};
-    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
-    arpc_method_options mo = {.actor = actor};
-    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
-    char addr[256];
-    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
-    arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
-    latch_reset();
-    atomic_store(&slow_runs, 0);
-    arpc_future *running = arpc_call_async(c, "t.slow", "1", 1, TEST_WAIT_MS);
-    assert_true(latch_wait(1, TEST_WAIT_MS));
-    arpc_future *queued = arpc_call_async(c, "t.slow", "2", 1, TEST_WAIT_MS);
+    struct busy_actor b;
+    busy_actor_begin(&b);
+    arpc_future *queued = arpc_call_async(b.c, "t.slow", "2", 1, TEST_WAIT_MS);
     arpc_method_stats ms;
-    assert_true(WAIT_UNTIL(arpc_server_method_stats(s, "t.slow", &ms) == ARPC_OK && ms.calls.started == 2));
-    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1)); /* the first still waits for the test */
-    assert_int_equal(sem_post(&go_on), 0); /* the queued one's start is the stop's already */
-    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(running));
+    assert_true(WAIT_UNTIL(arpc_server_method_stats(b.s, "t.slow", &ms) == ARPC_OK && ms.calls.started == 2));
+    busy_actor_stop(&b);
     int rc = arpc_future_wait(queued);
     if (rc != ARPC_ESHUTDOWN)
         print_message("queued call: %s\n", arpc_errname(rc));
     assert_int_equal(rc, ARPC_ESHUTDOWN);
-    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
-    arpc_actor_destroy(actor); /* runs what its mailbox holds: the queued call's job lets it go */
-    assert_int_equal(1, atomic_load(&slow_runs));
-    arpc_future_release(running);
     arpc_future_release(queued);
-    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    busy_actor_end(&b);
 }
 
 /* One-way messages waiting in an application actor's mailbox when the grace ends do not run
@@ -213,34 +238,15 @@ static void test_queued_call_on_an_actor_refused_at_stop(void **state)
 static void test_queued_oneways_on_an_actor_dropped_at_stop(void **state)
 {
     (void)state;
-    arpc_actor *actor;
-    assert_int_equal(ARPC_OK, arpc_actor_create(&actor, NULL));
-    arpc_server *s;
-    arpc_server_options so = {.workers = 1};
-    assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
-    arpc_method_options mo = {.actor = actor};
-    assert_int_equal(arpc_server_register(s, "t.slow", h_slow, NULL, &mo), ARPC_OK);
-    char addr[256];
-    assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
-    arpc_client *c;
-    assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
-    latch_reset();
-    atomic_store(&slow_runs, 0);
-    arpc_future *running = arpc_call_async(c, "t.slow", "1", 1, TEST_WAIT_MS);
-    assert_true(latch_wait(1, TEST_WAIT_MS));
-    assert_int_equal(ARPC_OK, arpc_notify(c, "t.slow", "2", 1));
-    assert_int_equal(ARPC_OK, arpc_notify(c, "t.slow", "3", 1));
+    struct busy_actor b;
+    busy_actor_begin(&b);
+    assert_int_equal(ARPC_OK, arpc_notify(b.c, "t.slow", "2", 1));
+    assert_int_equal(ARPC_OK, arpc_notify(b.c, "t.slow", "3", 1));
     arpc_method_stats ms;
-    assert_true(WAIT_UNTIL(arpc_server_method_stats(s, "t.slow", &ms) == ARPC_OK && ms.oneway == 2));
-    assert_int_equal(ARPC_OK, arpc_server_stop(s, 1));
-    assert_int_equal(sem_post(&go_on), 0);
-    assert_int_equal(ARPC_EABANDONED, arpc_future_wait(running));
-    assert_int_equal(2, SERVER_STAT(s, oneways_dropped));
-    assert_int_equal(arpc_server_destroy(s), ARPC_OK);
-    arpc_actor_destroy(actor); /* runs what its mailbox holds: the messages' jobs let them go */
-    assert_int_equal(1, atomic_load(&slow_runs));
-    arpc_future_release(running);
-    assert_int_equal(arpc_client_close(c), ARPC_OK);
+    assert_true(WAIT_UNTIL(arpc_server_method_stats(b.s, "t.slow", &ms) == ARPC_OK && ms.oneway == 2));
+    busy_actor_stop(&b);
+    assert_int_equal(2, SERVER_STAT(b.s, oneways_dropped));
+    busy_actor_end(&b);
 }
 
 /* A server restarted on the address (without a reply log) runs the unread call: it was never
