@@ -199,7 +199,7 @@ void request_answer_unreplied(arpc_server *s)
             dedup_stopped(s, key, seq, ack);
         n += unfinished && !oneway;
         oneways += unfinished && oneway && (flags & RQ_STARTED);
-        oneways_unstarted += oneway && !(flags & RQ_STARTED);
+        oneways_unstarted += unfinished && oneway && !(flags & RQ_STARTED); /* (a parked one was refused) */
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",

@@ -288,6 +288,8 @@ void request_refuse_parked(struct server_conn *sc)
         return;
     sc->sc_parked = NULL; /* the armed room waiter finds nothing to post */
     parked_closed_list(sc, false);
+    if (req->rq_oneway) /* only a stop refuses a parked one-way message (request_park_on_close) */
+        arpc_stat_inc(&sc->sc_server->sv_stats.ss_oneways_dropped);
     request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     request_handler_done(req, true);
 }

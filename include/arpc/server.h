@@ -438,7 +438,11 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * retries get too, and with a reply log it is logged, so a server restarted on the log answers
  * a re-sent copy with it and never runs the call again), and closes every connection, telling
  * the client of one that is owed nothing that calls it has not had answered were not read
- * (they did not run: docs/SEMANTICS.md). With a
+ * (they did not run: docs/SEMANTICS.md). A one-way message whose handler has not started by
+ * the end of the grace (queued on the pool, parked behind a full mailbox, or in an
+ * application actor's mailbox) does not run: counted in oneways_dropped (arpc/stats.h), and
+ * logged for an application actor's; one still running after the pool's handlers returned is
+ * let go (its arpc_reply returns ARPC_ESHUTDOWN). With a
  * reply log, replies whose records are still being made durable keep their connections open
  * for what is left of the grace; a reply made after the grace (its handler ran past it, and
  * the stop waited for it) is logged but not sent: its caller gets it by sending the call
@@ -465,9 +469,7 @@ ARPC_API int arpc_server_stop(arpc_server *s, int64_t timeout_ms);
  * only its handle (freed by its late reply, see the top); what a handler still running then
  * (on the application's actors) refers to is freed when that handler is done with it (their
  * count is logged). A one-way message not finished by then is let go of as an unanswered call
- * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN; one whose
- * handler had not started (queued on the pool, or in an application actor's mailbox) does not
- * run (also logged). Returns ARPC_OK;
+ * (the stop logs their count): its handler's arpc_reply returns ARPC_ESHUTDOWN. Returns ARPC_OK;
  * ARPC_EBUSY, doing nothing, from the server's loop thread or a pool handler (it would wait
  * for itself; logged, as for arpc_server_stop); ARPC_EINVAL for NULL; a second destroy aborts
  * in debug builds (arpc/common.h, "API misuse"). */
@@ -528,9 +530,10 @@ ARPC_API uint64_t arpc_request_deadline_ns(const arpc_request *req);
  * caller no longer waits). A call cancelled before its handler started does not run. An
  * at-most-once call whose connection was lost without a goodbye is not cancelled: its client
  * may send it again, and that copy waits for this run's result (or its caller's cancel comes
- * on the client's next connection). A one-way message is never cancelled by its client; the
- * server's stop cancels one not finished by the end of its grace (its handler may stop early;
- * one not yet started does not run). docs/SEMANTICS.md,
+ * on the client's next connection). A one-way message is never cancelled by its client; at the
+ * end of a stop's grace one not yet started does not run, and one whose handler runs on an
+ * application's actor (or replies later) is cancelled (a handler still running on the worker
+ * pool is waited for, not cancelled). docs/SEMANTICS.md,
  * "The client goes away", "A call cancelled while disconnected". Any thread. */
 ARPC_API bool arpc_request_cancelled(const arpc_request *req);
 
