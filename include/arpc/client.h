@@ -242,8 +242,8 @@ typedef struct arpc_call_options {
  * limit for a server that answers, and gives up on one that accepts and never says HELLO
  * after the heartbeat's misses: ARPC_ETIMEDOUT). One attempt (every address a name resolves to, in turn): a server that is not there
  * now is reported now (a unix server whose listen backlog is full is there: it is tried again,
- * 1 to 50 ms apart, within connect_timeout_ms, or the heartbeat's bound without one); once connected, the client reconnects by itself, to the addresses the
- * name resolved to at connect, and looks the name up again when those keep failing
+ * 1 to 50 ms apart, within connect_timeout_ms, or the heartbeat's bound without one); once
+ * connected, the client reconnects by itself, to the addresses the name resolved to at connect, and looks the name up again when those keep failing
  * (opts->re_resolve_ms) (or, with
  * opts->connect_in_background, returns at once and keeps trying: see there). Not from a task on
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:

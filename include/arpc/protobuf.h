@@ -142,8 +142,9 @@ ARPC_API arpc_future *arpc_protobuf_call_async_opts_v(arpc_client *c, const Prot
 /* Waits for f and unpacks its reply as output (d->methods[i].output) into *out, which the
  * caller frees with arpc_protobuf_free; f stays the caller's to release. Returns ARPC_OK, the
  * call's error (*out NULL; the server's text, for ARPC_EHANDLER, is arpc_future_data),
- * ARPC_EDECODE (the reply is not such a message: arpc_future_data is then the reply's bytes,
- * not text, with no NUL; print it only when arpc_future_poll(f) is not ARPC_OK), ARPC_ENOMEM
+ * ARPC_EDECODE (the reply is not such a message; the call itself succeeded, so
+ * arpc_future_poll(f) is ARPC_OK and arpc_future_data is the reply's bytes, not text: do not
+ * print it; it is the server's words only when arpc_future_poll(f) is an error), ARPC_ENOMEM
  * (unpacking it ran out of memory), ARPC_EINVAL, ARPC_EBUSY (f still pending, on the loop
  * thread that must complete it: arpc_future_wait). Blocks while f is pending (inside its own
  * then-callback it is done).
