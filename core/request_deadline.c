@@ -106,6 +106,18 @@ static uint64_t request_start_by(const struct request_state *st)
     return st->rs_deadline_ns - (lead < REQUEST_START_LEAD_MAX_NS ? lead : REQUEST_START_LEAD_MAX_NS);
 }
 
+/* The loop takes the start of a request still waiting in its actor's mailbox (one
+ * read-modify-write, against request_run's): true if it did, and its actor, taking the job
+ * later, only lets go of it (request_run). *flags: the flags before. */
+static bool request_take_start(arpc_request *req, unsigned *flags)
+{
+    *flags = atomic_load(&req->rq_flags);
+    while (!(*flags & RQ_STARTED) &&
+           !atomic_compare_exchange_weak(&req->rq_flags, flags, *flags | RQ_STARTED | RQ_REFUSED_QUEUED))
+        ;
+    return !(*flags & RQ_STARTED);
+}
+
 /* Armed first for the call's start-by time, then, for a call that started, for its deadline. */
 static void request_on_deadline(struct arpc_deadline *d, void *arg)
 {
@@ -116,16 +128,12 @@ static void request_on_deadline(struct arpc_deadline *d, void *arg)
      * parked request themselves, and its actor refuses it ARPC_EEXPIRED once posted. */
     bool parked = st->rs_conn->sc_parked == req;
     if (!parked) {
-        /* Still waiting in its actor's mailbox: the loop takes its start (one read-modify-write,
-         * against request_run's) and refuses it now ("did not run", which a numbered call's
-         * entry keeps as its result: core/request.c), rather than when a busy actor comes to it,
-         * long after its caller gave up not knowing whether it ran. The actor that takes its
-         * job later only lets go of it. */
-        unsigned flags = atomic_load(&req->rq_flags);
-        while (!(flags & RQ_STARTED) &&
-               !atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_STARTED | RQ_REFUSED_QUEUED))
-            ;
-        if (!(flags & RQ_STARTED)) {
+        /* Still waiting in its actor's mailbox: the loop takes its start and refuses it now
+         * ("did not run", which a numbered call's entry keeps as its result: core/request.c),
+         * rather than when a busy actor comes to it, long after its caller gave up not knowing
+         * whether it ran. */
+        unsigned flags;
+        if (request_take_start(req, &flags)) {
             request_refuse_unstarted(req, flags);
             return;
         }
@@ -160,13 +168,8 @@ void request_list(arpc_server *s, arpc_request *req)
  * ran when the actor came to it, after the server had stopped (a review's trial). */
 static bool request_refuse_unstarted_at_stop(arpc_request *req)
 {
-    if (req->rq_oneway)
-        return false;
-    unsigned flags = atomic_load(&req->rq_flags);
-    while (!(flags & RQ_STARTED) &&
-           !atomic_compare_exchange_weak(&req->rq_flags, &flags, flags | RQ_STARTED | RQ_REFUSED_QUEUED))
-        ;
-    if (flags & RQ_STARTED)
+    unsigned flags;
+    if (req->rq_oneway || !request_take_start(req, &flags))
         return false;
     request_unlist(req);
     request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
