@@ -53,6 +53,12 @@ int auth_init(arpc_server *s, const arpc_server_options *o)
     return rc;
 }
 
+/* The identity entry i of an arpc_auth_fixed_tokens list gives: its own, or its position + 1. */
+static uint64_t fixed_token_identity(const arpc_auth_token *list, size_t i)
+{
+    return list[i].identity ? list[i].identity : i + 1;
+}
+
 int auth_fixed_tokens_refusal(const arpc_auth_token *list, char *why, size_t whylen)
 {
     if (list == NULL) {
@@ -65,11 +71,9 @@ int auth_fixed_tokens_refusal(const arpc_auth_token *list, char *why, size_t why
      * view) by accident. Two entries that name one identity on purpose (a token and its
      * replacement, during a rotation) are fine. */
     for (size_t i = 0; list[i].token != NULL; i++) {
-        uint64_t id = list[i].identity ? list[i].identity : i + 1;
         for (size_t j = i + 1; list[j].token != NULL; j++) { /* a repeat could never match */
-            uint64_t other = list[j].identity ? list[j].identity : j + 1;
             if (list[j].len == list[i].len && list[i].len != 0 && memcmp(list[j].token, list[i].token, list[i].len) == 0 &&
-                other != id) {
+                fixed_token_identity(list, j) != fixed_token_identity(list, i)) {
                 snprintf(why, whylen,
                          "arpc_auth_fixed_tokens: entry %zu repeats entry %zu's token with another identity: the "
                          "first match is taken, so it would never match",
@@ -223,7 +227,7 @@ int arpc_auth_fixed_tokens(const arpc_peer_info *peer, const void *token, size_t
     /* Every entry is compared, so the time says nothing about which one (if any) matched. */
     for (size_t i = 0; list[i].token != NULL; i++) {
         bool eq = arpc_auth_token_equal(token, len, list[i].token, list[i].len);
-        uint64_t id = list[i].identity ? list[i].identity : i + 1;
+        uint64_t id = fixed_token_identity(list, i);
         uint64_t first_match = (uint64_t)0 - (uint64_t)(eq & (found == 0)); /* all ones or zero */
         found |= first_match & id;
     }
