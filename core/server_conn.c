@@ -429,11 +429,11 @@ static int sconn_close_cause(const struct server_conn *sc, int reason)
  * and an arpc client says HELLO in its first record. Uncharged, a loop of such handshakes
  * took a quarter of a core without the listeners ever pausing (an attacker's trial); the
  * handshake timeout charged only those that stayed. One that sent nothing is no fault. */
-static bool sconn_left_after_handshake(const struct server_conn *sc, int reason)
+static bool sconn_left_after_handshake(const struct server_conn *sc, int cause)
 {
-    /* The peer's leaving, not a close of the server's own (a refusal at HELLO, say) that the
-     * stream's breaking overtook. */
-    return sconn_close_cause(sc, reason) == ARPC_ECONNLOST && !sc->sc_refused && !sc->sc_hello &&
+    /* The peer's leaving (cause: sconn_close_cause), not a close of the server's own (a
+     * refusal at HELLO, say) that the stream's breaking overtook. */
+    return cause == ARPC_ECONNLOST && !sc->sc_refused && !sc->sc_hello &&
            arpc_conn_handshake(&sc->sc_conn) != ARPC_STREAM_NO_HANDSHAKE;
 }
 
@@ -441,7 +441,8 @@ static void sconn_on_close(struct arpc_conn *conn, int reason)
 {
     struct server_conn *sc = conn->c_owner;
     arpc_server *s = sc->sc_server;
-    if (fault_is_peers(sconn_close_cause(sc, reason)) || sconn_left_after_handshake(sc, reason))
+    int cause = sconn_close_cause(sc, reason);
+    if (fault_is_peers(cause) || sconn_left_after_handshake(sc, cause))
         fault_rate_charge(sc); /* may pause the listeners: core/fault_rate.c */
     limits_on_close(sc);
     arpc_stat_inc(&s->sv_stats.ss_closed);
