@@ -386,10 +386,9 @@ int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg
 }
 
 /* A one-way message's handler is done: the loop stops counting it toward its connection's
- * flow limits (it held its payload until now), then lets it go. */
-static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+ * flow limits (it held its payload until now), then lets it go. loop: NULL when none runs. */
+static void request_oneway_done(arpc_loop *loop, arpc_request *req)
 {
-    arpc_request *req = ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req;
     struct request_state *st = req->rq_state;
     if (st->rs_effect != NULL) { /* its effect, where its reply would be in the log's order */
         if (loop != NULL)
@@ -400,9 +399,23 @@ static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *j
     }
     if (loop != NULL) {
         request_unlist(req); /* NULL: a stop emptied the list */
-        inflight_end(req, 0);
+        if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
+            inflight_end(req, 0);
+        else
+            inflight_answered_early(req); /* its payload counts until its actor lets it go */
     }
     request_reply_done(req, loop != NULL);
+}
+
+static void request_oneway_done_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
+{
+    request_oneway_done(loop, ((struct request_state *)((char *)job - offsetof(struct request_state, rs_job)))->rs_req);
+}
+
+void request_drop_queued_oneway(arpc_request *req)
+{
+    atomic_fetch_or(&req->rq_flags, RQ_REPLIED); /* as any answer: no reply may follow */
+    request_oneway_done(req->rq_state->rs_conn->sc_server->sv_loop, req);
 }
 
 /* Runs fn for req on the loop (rs_job), or here with a NULL loop when no loop runs any more

@@ -160,19 +160,24 @@ void request_list(arpc_server *s, arpc_request *req)
                                                        * caller's own deadline still ends its wait */
 }
 
-/* A call still waiting in an actor's mailbox at the stop (an application's actor, which the
- * stop neither drains nor waits for): the loop takes its start, as at its start-by time
- * (request_on_deadline), and refuses it ARPC_ESHUTDOWN ("did not run"); the actor that takes
- * its job later only lets go of it. False: it started (or is a one-way message, let go of as
- * before). Before, such a call was answered ARPC_EABANDONED ("may have run"), and its handler
- * ran when the actor came to it, after the server had stopped (a review's trial). */
+/* A call or one-way message still waiting in an actor's mailbox at the stop (an
+ * application's actor, which the stop neither drains nor waits for): the loop takes its start,
+ * as at its start-by time (request_on_deadline), so that it never runs: a call is refused
+ * ARPC_ESHUTDOWN ("did not run"), a one-way message is dropped (counted in oneways_dropped);
+ * the actor that takes its job later only lets go of it. False: it started. Before, such a
+ * call was answered ARPC_EABANDONED ("may have run"), and its handler ran when the actor came
+ * to it, after the server had stopped (a review's trial); and a one-way message its actor
+ * started between the stop's look at its flags and its cancel ran, yet was counted dropped. */
 static bool request_refuse_unstarted_at_stop(arpc_request *req)
 {
     unsigned flags;
-    if (req->rq_oneway || !request_take_start(req, &flags))
+    if (!request_take_start(req, &flags))
         return false;
     request_unlist(req);
-    request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
+    if (req->rq_oneway)
+        request_drop_queued_oneway(req);
+    else
+        request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     return true;
 }
 
@@ -182,27 +187,24 @@ void request_answer_unreplied(arpc_server *s)
     unsigned n = 0, oneways = 0, oneways_unstarted = 0, unstarted = 0;
     while (s->sv_awaiting.dl_head != NULL) {
         arpc_request *req = ARPC_DLIST_ENTRY(s->sv_awaiting.dl_head, struct request_state, rs_link)->rs_req;
+        bool oneway = req->rq_oneway; /* read now: the refusal may free the request */
         if (request_refuse_unstarted_at_stop(req)) {
-            unstarted++;
+            oneways_unstarted += oneway;
+            unstarted += !oneway;
             continue;
         }
-        unsigned flags = atomic_load(&req->rq_flags);
-        bool unfinished = !(flags & RQ_REPLIED);
-        bool oneway = req->rq_oneway;
+        bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
         /* Read now: answering may free the request (its handler returned). */
         uint64_t key = req->rq_state->rs_conn->sc_cache_key, seq = req->rq_seq, ack = req->rq_ack;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
          * any other call here has started: it may have run. Its late reply can finish nothing
          * any more: it needs no server. A one-way message not finished is let go of the same
-         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN; one whose handler has not
-         * started, in an application actor's mailbox, is cancelled: it will not run, as one
-         * still queued on the stopped pool does not). A numbered call's result
+         * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). A numbered call's result
          * is then this answer, for its copies and, logged, for a restart on the same log. */
         if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false) && seq != 0 && !oneway)
             dedup_stopped(s, key, seq, ack);
         n += unfinished && !oneway;
-        oneways += unfinished && oneway && (flags & RQ_STARTED);
-        oneways_unstarted += unfinished && oneway && !(flags & RQ_STARTED); /* (a parked one was refused) */
+        oneways += unfinished && oneway;
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",

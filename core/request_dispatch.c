@@ -54,8 +54,7 @@ static void request_run(arpc_request *req, int status, bool queued, bool waited)
         return;
     }
     if (status != ARPC_OK) { /* discarded by a stopping actor before it ran */
-        if (req->rq_oneway && !(flags & RQ_SERVER_ANSWERED)) /* nobody hears of it but the count
-                                                               * (the stop counted one it let go) */
+        if (req->rq_oneway) /* nobody hears of it but the count (one the stop took is let go above) */
             arpc_stat_inc(&st->rs_conn->sc_server->sv_stats.ss_oneways_dropped);
         request_refuse(req, ARPC_ESHUTDOWN, SHUTTING_DOWN);
     }

@@ -167,6 +167,10 @@ void request_refuse_unstarted(arpc_request *req, unsigned flags);
 /* Its actor's thread: lets go of a call the loop refused while it waited in the actor's
  * mailbox (RQ_REFUSED_QUEUED): it stops counting on the loop, and is freed. */
 void request_let_go(arpc_request *req);
+/* Loop thread: a one-way message whose start the loop took while it waited in its actor's
+ * mailbox (a stop) is let go of at once, as its handler's end would: not through its rs_job,
+ * which its actor's let-go (request_let_go) may be filling in meanwhile. */
+void request_drop_queued_oneway(arpc_request *req);
 
 /* The call was answered with code (the handler's reply, or the server's in its place):
  * counted once in its method's stats with its latency (loop thread). */

@@ -23,6 +23,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arpc/arpc.h"
@@ -251,6 +252,70 @@ static void test_queued_oneways_on_an_actor_dropped_at_stop(void **state)
     busy_actor_end(&b);
 }
 
+/* t.tick, a one-way method on an application's actor: its first message of a round waits for
+ * the test, so the others queue behind it; each then works for 200 µs. */
+static atomic_int ticks_entered;
+
+static void h_tick(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    if (atomic_fetch_add(&ticks_entered, 1) == 0)
+        assert_true(sem_wait_secs(&go_on, TEST_WAIT_S));
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do /* work for 200 µs: the stop's sweep meets the actor mid-mailbox */
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 200000);
+    (void)arpc_reply(req, NULL, 0); /* ARPC_ESHUTDOWN once the stop let it go */
+}
+
+/* A one-way message the stop finds in its actor's mailbox either runs or is dropped, never
+ * both: the stop takes its start as it does a call's (one compare-and-swap against its
+ * actor's), so messages entered + oneways_dropped == messages sent, and none starts after the
+ * stop returned. Before, a message its actor started between the stop's look at its flags and
+ * its cancel ran and was counted dropped too (a review's reading). The actor races the stop
+ * through its mailbox, released just before it, and each round the stop begins once the actor
+ * is a little further in. */
+static void test_oneways_at_stop_run_or_dropped_never_both(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 30, SENT = 64 };
+    for (int round = 0; round < ROUNDS; round++) {
+        arpc_actor *actor;
+        arpc_actor_options ao = {.mailbox_size = 2 * SENT};
+        assert_int_equal(ARPC_OK, arpc_actor_create(&actor, &ao));
+        arpc_server *s;
+        arpc_server_options so = {.workers = 1};
+        assert_int_equal(arpc_server_create(&s, &so), ARPC_OK);
+        arpc_method_options mo = {.actor = actor};
+        assert_int_equal(arpc_server_register(s, "t.tick", h_tick, NULL, &mo), ARPC_OK);
+        char addr[256];
+        assert_int_equal(arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)), ARPC_OK);
+        arpc_client *c;
+        assert_int_equal(arpc_client_connect(&c, addr, NULL), ARPC_OK);
+        atomic_store(&ticks_entered, 0);
+        for (int i = 0; i < SENT; i++)
+            assert_int_equal(ARPC_OK, arpc_notify(c, "t.tick", "t", 1));
+        arpc_method_stats ms;
+        assert_true(WAIT_UNTIL(arpc_server_method_stats(s, "t.tick", &ms) == ARPC_OK && ms.oneway == SENT));
+        assert_true(WAIT_UNTIL(atomic_load(&ticks_entered) == 1)); /* the first waits for the post */
+        assert_int_equal(sem_post(&go_on), 0);
+        /* The stop meets the actor further into its mailbox each round (a few run meanwhile). */
+        assert_true(WAIT_UNTIL(atomic_load(&ticks_entered) >= 1 + round % 16 * 3));
+        assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+        int entered = atomic_load(&ticks_entered);
+        uint64_t dropped = SERVER_STAT(s, oneways_dropped);
+        assert_int_equal(arpc_server_destroy(s), ARPC_OK);
+        arpc_actor_destroy(actor); /* its mailbox's rest is let go, not run */
+        if (entered + (int)dropped != SENT || atomic_load(&ticks_entered) != entered)
+            print_message("round %d: %d entered by the stop's return, %d in all, %llu dropped, %d sent\n", round,
+                          entered, atomic_load(&ticks_entered), (unsigned long long)dropped, SENT);
+        assert_int_equal(atomic_load(&ticks_entered), entered);
+        assert_int_equal(entered + (int)dropped, SENT);
+        assert_int_equal(arpc_client_close(c), ARPC_OK);
+    }
+}
+
 /* A server restarted on the address (without a reply log) runs the unread call: it was never
  * sent. */
 static void test_unread_call_sent_to_the_next_server(void **state)
@@ -296,6 +361,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unread_call_did_not_run_past_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queued_call_on_an_actor_refused_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queued_oneways_on_an_actor_dropped_at_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oneways_at_stop_run_or_dropped_never_both, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_call_sent_to_the_next_server, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
