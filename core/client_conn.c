@@ -226,6 +226,10 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
         pthread_mutex_unlock(&c->cl_err_mtx);
         return aborted != 0 ? aborted : goaway;
     }
+    if (reason == ARPC_ENOMEM) { /* this side's trouble (its HELLO, its read buffer): not the peer's */
+        snprintf(why, len, "out of memory for the connection to %.250s", c->cl_target.t_addr);
+        return ARPC_ENOMEM;
+    }
     if (reason == ARPC_ETLS) { /* the stream's words: OpenSSL's reason */
         snprintf(why, len, "%.250s: %.250s", c->cl_target.t_addr, c->cl_conn.c_why);
         return ARPC_ETLS;

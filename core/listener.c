@@ -105,6 +105,15 @@ static bool listener_pause_for_rate(struct server_listener *l, uint64_t now)
     return true;
 }
 
+void listener_refuse_raw(int fd, bool tls, const char *msg)
+{
+    uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + LISTENER_REFUSE_MSG_MAX];
+    size_t len = strnlen(msg, LISTENER_REFUSE_MSG_MAX);
+    size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, 0, msg, (uint16_t)len);
+    if (!tls)
+        (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 /* Out of descriptors: accepts one pending connection with the spare's, tells it why and
@@ -120,11 +129,7 @@ static bool listener_shed(struct server_listener *l, int accept_errno, uint64_t 
     char peer[ARPC_ADDR_MAX] = "?", why[ARPC_WHY_MAX];
     int rc = l->l_sock->l_ops->t_accept(l->l_sock, &fd, peer, sizeof(peer), why, sizeof(why));
     if (rc == ARPC_OK) {
-        static const char msg[] = "server out of file descriptors";
-        uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + sizeof(msg)];
-        size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, 0, msg, sizeof(msg) - 1);
-        if (l->l_tls == NULL) /* a TLS client would take clear bytes for a broken handshake */
-            (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a new socket has room */
+        listener_refuse_raw(fd, l->l_tls != NULL, "server out of file descriptors");
         close(fd);
         peer_log(l->l_server->sv_loop, ARPC_LOG_WARN,
                  "accept on %s: out of file descriptors (%s): connection from %s shed", l->l_sock->l_addr,

@@ -288,7 +288,18 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
      * here): a hold waiting for a long poll's reply must not keep out the cancel that ends it. */
     arpc_conn_pass_control(&sc->sc_conn);
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
-    arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s);
+    if (arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s) != ARPC_OK) {
+        /* Left open without its HELLO, the client would wait for it until its connect timeout
+         * (for ever without one: its PINGs are answered). Refused as overloaded instead (the
+         * server's trouble: the client may retry), as without memory for its certificate. */
+        static const char why[] = "the server is out of memory for the connection";
+        sc->sc_refused = true;
+        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (its HELLO could not be answered)",
+                 sc->sc_conn.c_peer, why);
+        sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, why);
+        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ENOMEM);
+        return;
+    }
     inflight_on_hello(sc);
 }
 
@@ -573,9 +584,11 @@ static const struct arpc_conn_ops server_conn_ops = {
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,
                 struct arpc_tls *tls)
 {
+    static const char no_memory[] = "server out of memory for the connection";
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        listener_refuse_raw(fd, tls != NULL, no_memory); /* else the client blames the peer */
         close(fd);
         return;
     }
@@ -585,6 +598,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
     if (arpc_u64_map_init(&sc->sc_calls, 16) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
+        listener_refuse_raw(fd, tls != NULL, no_memory);
         close(fd);
         arpc_free(sc);
         return;

@@ -343,6 +343,12 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
 void listener_start(struct server_listener *l);
 void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
+/* Tells a connection just accepted, before its close, that the server cannot take it
+ * (a GOAWAY ARPC_EOVERLOADED with msg, at most LISTENER_REFUSE_MSG_MAX bytes), from the stack:
+ * for when no memory or descriptor is left for it. Not on TLS (tls), whose client would take
+ * clear bytes for a broken handshake. Best effort: a new socket has room. */
+#define LISTENER_REFUSE_MSG_MAX 64
+void listener_refuse_raw(int fd, bool tls, const char *msg);
 
 /* server_conn.c (loop thread) */
 /* A connection accepted by a listener of scheme ("tcp", ...); creds NULL where unknown; tls:
