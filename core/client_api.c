@@ -480,15 +480,16 @@ void client_oneway_drop(arpc_client *c, struct client_oneway *m)
 /* A one-way message dropped for want of a connection is said, sparingly: counted only, an
  * application that sent it while its client reconnected could not tell (an integrator's
  * trial). The first of a stretch at once, then a line every CLIENT_ATTEMPTS_LOG_NS. */
-static void oneway_dropped_say(arpc_client *c, int state)
+static void oneway_dropped_say(arpc_client *c, int state, bool backlog)
 {
     uint64_t unlogged = 0;
     if (!arpc_log_throttle_due(&c->cl_dropped_log, arpc_now_coarse_ns(), CLIENT_ATTEMPTS_LOG_NS, 1, &unlogged))
         return;
     char more[96];
-    const char *why = state == CL_LOST      ? "the client is down for good"
-                      : c->cl_nheld != 0 ? "more than the one-way messages held for the next connection"
-                                          : "no connection";
+    const char *why = backlog               ? "the server is not reading: over 64 MiB wait unwritten on the connection"
+                      : state == CL_LOST    ? "the client is down for good"
+                      : c->cl_nheld != 0    ? "more than the one-way messages held for the next connection"
+                                            : "no connection";
     arpc_log(ARPC_LOG_WARN, "client of %s: one-way message dropped unsent: %s (arpc_client_stats: oneways_dropped)%s",
              c->cl_target.t_addr, why, arpc_log_throttle_more(more, sizeof(more), unlogged, "more dropped"));
 }
@@ -500,14 +501,19 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     arpc_client *c = m->om_client;
     arpc_stat_inc(&c->cl_stats.cst_oneways);
     int state = atomic_load(&c->cl_state);
-    if (state == CL_READY && c->cl_conn.c_open)
+    bool connected = state == CL_READY && c->cl_conn.c_open;
+    /* A server that reads nothing would otherwise make messages queue without bound (a
+     * review's trial: 1,000 of 1 MiB, all ARPC_OK, 1 GB): the bound of those held for a
+     * connection, on what waits unwritten on this one. */
+    bool backlog = connected && c->cl_conn.c_out.q_bytes + m->om_len > CLIENT_HELD_ONEWAY_BYTES;
+    if (connected && !backlog)
         client_oneway_queue(c, m);
-    else if (!client_hold_oneway(c, m)) {
+    else if (backlog || !client_hold_oneway(c, m)) {
         if (state == CL_CLOSED) /* its thread was inside as the close began: the close says it */
             c->cl_dropped_closing++;
         else
-            oneway_dropped_say(c, state);
-        client_oneway_drop(c, m); /* no connection now, no message */
+            oneway_dropped_say(c, state, backlog);
+        client_oneway_drop(c, m); /* no connection now (or no room on it), no message */
     }
     client_leave(c); /* the notifier's count (client_enter), held by the message until here */
 }

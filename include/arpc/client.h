@@ -401,7 +401,9 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * wait). A waiting message is dropped, and named in a WARN line, only if that connection does
  * not come (after an idle close, a failed attempt; before the first, the client ending for
  * good, or reconnect_give_up_ms passing, as for a call) or the client closes first; at most
- * 1024 wait, and 64 MiB of them, the rest are dropped as without a connection. It is also dropped if it is not yet written when the connection breaks.
+ * 1024 wait, and 64 MiB of them, the rest are dropped as without a connection. It is also dropped if it is not yet written when the connection breaks,
+ * and on a connection where it finds over 64 MiB of the client's output waiting unwritten
+ * (a server that does not read: else messages would queue without bound).
  * arpc_client_stats counts every drop: oneways_dropped. arpc_client_close writes it as
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
