@@ -366,10 +366,12 @@ enum arpc_conn_hold {
     ARPC_CONN_HOLD_CLIENT_CALLS = 1u << 4, /* its client's calls (all connections) are at theirs */
 };
 
-/* A PING that finds more than this waiting to be written to its sender goes unanswered: a
- * peer that sends PINGs and reads nothing would otherwise queue PONGs without bound (a
- * hostile server made a client grow by 1.5 GB in 15 s). Its heartbeat loses nothing: any
- * frame counts as an answer (docs/PROTOCOL.md), and the frames waiting come first. */
+/* On a connection whose input is not held at a backlog (arpc_conn_limit_backlog: a client's,
+ * which must read its replies), a PING that finds more than this waiting to be written to its
+ * sender goes unanswered: a peer that sends PINGs and reads nothing would otherwise queue
+ * PONGs without bound (a hostile server made a client grow by 1.5 GB in 15 s). Its heartbeat
+ * loses nothing: any frame counts as an answer (docs/PROTOCOL.md), and the frames waiting
+ * come first. */
 #define ARPC_CONN_PONG_BACKLOG_MAX (1u << 20)
 
 /* Bounds a connection's memory when its peer sends requests but does not read replies: while

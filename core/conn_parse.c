@@ -97,8 +97,9 @@ void conn_hand_up(struct arpc_conn *conn, const struct arpc_frame *f)
          * still there (an arpc server's probe once it read up to our end): we are not. */
         arpc_conn_close(conn, conn->c_close_reason);
     else if (f->f_kind == ARPC_FRAME_PING) {
-        /* A peer not reading what we send gets no more PONGs queued (ARPC_CONN_PONG_BACKLOG_MAX). */
-        if (conn->c_out.q_bytes <= ARPC_CONN_PONG_BACKLOG_MAX)
+        /* A peer not reading what we send gets no more PONGs queued (ARPC_CONN_PONG_BACKLOG_MAX),
+         * unless its input is held at the backlog's bound instead (a server's connection). */
+        if (conn->c_backlog_limit || conn->c_out.q_bytes <= ARPC_CONN_PONG_BACKLOG_MAX)
             arpc_conn_answer_ping(conn, f);
     }
     else if (f->f_kind != ARPC_FRAME_PONG)
