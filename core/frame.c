@@ -408,3 +408,15 @@ size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq)
     return ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE;
 }
 
+bool arpc_frame_error_code_answers(uint32_t code)
+{
+    switch (code) {
+    case ARPC_ETIMEDOUT: case ARPC_ECANCELLED: case ARPC_ESHUTDOWN: case ARPC_EREJECTED:
+    case ARPC_ENOMETHOD: case ARPC_EHANDLER: case ARPC_ETOOLARGE: case ARPC_EPROTO:
+    case ARPC_ESYSTEM: case ARPC_EEXPIRED: case ARPC_EOVERLOADED: case ARPC_EABANDONED:
+    case ARPC_EAUTH:
+        return true;
+    default:
+        return false;
+    }
+}

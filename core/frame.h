@@ -223,6 +223,11 @@ size_t arpc_frame_error_size(size_t msg_len);
  * arpc_goaway_flag: each kind's own); arpc_frame_error_size(msg_len) bytes. */
 size_t arpc_frame_encode_error(uint8_t *dst, uint8_t kind /* ERROR or GOAWAY */, uint64_t xid, uint32_t code,
                                uint16_t flags, const char *msg, uint16_t msg_len);
+/* Whether code is one a server answers a call with (an ERROR's code: docs/PROTOCOL.md's
+ * table of codes): a client reads any other (0, a local condition such as ARPC_ENOMEM or
+ * ARPC_EUNREACHABLE, which would tell its caller "not sent", a code past the enum) as
+ * ARPC_EPROTO, an answer it cannot read. */
+bool arpc_frame_error_code_answers(uint32_t code);
 /* Adds flags to an ERROR frame encoded already (arpc_frame_encode_error). */
 void arpc_frame_add_error_flags(uint8_t *frame, uint16_t flags);
 /* Writes ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT bytes (ARPC_HELLO_TOKEN cleared). */

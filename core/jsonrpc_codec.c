@@ -9,6 +9,7 @@
 #include "arpc/error.h"
 #include "base/alloc.h"
 #include "base/log.h"
+#include "core/frame.h"
 
 int jsonrpc_dump(const json_t *v, char **out, size_t *len)
 {
@@ -139,7 +140,10 @@ int jsonrpc_error_code(const char *text, size_t len, size_t *words)
     for (int code = ARPC_OK + 1; code < ARPC_ERROR_COUNT_; code++) {
         const char *name = arpc_errname(code);
         size_t n = strlen(name);
-        if (code != ARPC_EPENDING && len >= n + 2 && memcmp(text, name, n) == 0 && text[n] == ':' && text[n + 1] == ' ') {
+        /* Only a code a server answers with: "ARPC_ENOMEM: ..." from a handler would tell the
+         * caller its call was not sent. */
+        if (arpc_frame_error_code_answers((uint32_t)code) && len >= n + 2 && memcmp(text, name, n) == 0 &&
+            text[n] == ':' && text[n + 1] == ' ') {
             *words = n + 2;
             return code;
         }

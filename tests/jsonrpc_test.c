@@ -553,6 +553,11 @@ static void test_error_texts_say_whether_the_call_ran(void **state)
     fake_error_call("ARPC_EWHAT: x", ARPC_EHANDLER, "ARPC_EWHAT: x");
     fake_error_call("ARPC_ESHUTDOWN:x", ARPC_EHANDLER, "ARPC_ESHUTDOWN:x");
     fake_error_call("ARPC_ESHUTDOWN", ARPC_EHANDLER, "ARPC_ESHUTDOWN");
+    /* A local condition's name would say "not sent" of a call that was: a handler's text
+     * (before 2026-12-07, that outcome: a review's trial). */
+    fake_error_call("ARPC_ENOMEM: x", ARPC_EHANDLER, "ARPC_ENOMEM: x");
+    fake_error_call("ARPC_EUNREACHABLE: x", ARPC_EHANDLER, "ARPC_EUNREACHABLE: x");
+    fake_error_call("ARPC_EINVAL: x", ARPC_EHANDLER, "ARPC_EINVAL: x");
 }
 
 static void test_server_breaking_rules(void **state)

@@ -76,10 +76,12 @@
  *                   is the data (NUL-terminated), "ARPC_EHANDLER: " left out
  *   ARPC_ENOMETHOD  the error is Go's "rpc: can't find service|method ..." or "rpc:
  *                   service/method request ill-formed: ...": the text is the data
- *   ARPC_E...       the error names an arpc error, as arpc's server's own answers do
- *                   ("ARPC_ESHUTDOWN: server shutting down", "ARPC_EABANDONED: ..."): that
- *                   outcome, meaning what it means for an arpc call (docs/SEMANTICS.md), with
- *                   the words after the name as the data. "jsonrpc: request not taken: ..."
+ *   ARPC_E...       the error names an arpc error a server answers with, as arpc's server's
+ *                   own answers do ("ARPC_ESHUTDOWN: server shutting down", "ARPC_EABANDONED:
+ *                   ..."): that outcome, meaning what it means for an arpc call
+ *                   (docs/SEMANTICS.md), with the words after the name as the data. The name
+ *                   of a local condition ("ARPC_ENOMEM: ", "ARPC_EUNREACHABLE: ", which would
+ *                   say "not sent" of a call that was) is a handler's text (ARPC_EHANDLER). "jsonrpc: request not taken: ..."
  *                   and "jsonrpc: params must be an array" (arpc's server did not take the
  *                   request) are ARPC_EREJECTED, the whole text the data. (Before 2026-12-05
  *                   all of these were ARPC_EHANDLER, as if the call had run.)
