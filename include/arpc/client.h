@@ -18,7 +18,11 @@
  *   ARPC_AT_MOST_ONCE  (the default) the call carries a sequence number that survives
  *                      reconnects; it is sent again with the same number, and the server runs
  *                      it at most once: a duplicate waits for, or is answered from, the
- *                      server's reply cache. Safe for anything, money included.
+ *                      server's reply cache. Safe for anything, money included. One such call
+ *                      left unanswered for long (a long poll without a deadline) holds the
+ *                      acknowledgement of every later one: their replies stay in the server's
+ *                      cache, which in time refuses this client's new numbered calls
+ *                      ARPC_EOVERLOADED (docs/SEMANTICS.md): make waits ARPC_AT_LEAST_ONCE.
  *   ARPC_AT_LEAST_ONCE sent again without a number: it may run more than once. For
  *                      idempotent methods (reads, puts of a whole value); cheaper on the server.
  *   ARPC_NO_RETRY      never sent again: if the connection breaks after it was sent, the call
@@ -90,6 +94,8 @@
  *   ARPC_ENOMEM       the client had no memory to start or send the call (not sent)
  *   ARPC_EINVAL       an argument was refused (not sent); the result holds which and why
  *                     ("the method name is empty", ...)
+ *   ARPC_EBUSY        (arpc_call's return only) called on the client's own loop thread,
+ *                     where it would wait for itself: not sent
  * docs/SEMANTICS.md's table says the same, with what to do about each.
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms. (Each new
