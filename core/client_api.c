@@ -504,8 +504,9 @@ static void oneway_send(arpc_loop *loop, struct arpc_loop_job *job)
     bool connected = state == CL_READY && c->cl_conn.c_open;
     /* A server that reads nothing would otherwise make messages queue without bound (a
      * review's trial: 1,000 of 1 MiB, all ARPC_OK, 1 GB): the bound of those held for a
-     * connection, on what waits unwritten on this one. */
-    bool backlog = connected && c->cl_conn.c_out.q_bytes + m->om_len > CLIENT_HELD_ONEWAY_BYTES;
+     * connection, on what it finds waiting unwritten on this one (not counting itself: a
+     * message over the bound, which a large max_frame allows, still goes on an idle one). */
+    bool backlog = connected && c->cl_conn.c_out.q_bytes > CLIENT_HELD_ONEWAY_BYTES;
     if (connected && !backlog)
         client_oneway_queue(c, m);
     else if (backlog || !client_hold_oneway(c, m)) {
