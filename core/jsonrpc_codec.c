@@ -134,20 +134,28 @@ static bool text_starts(const char *text, size_t len, const char *prefix)
     return len >= n && memcmp(text, prefix, n) == 0;
 }
 
-int jsonrpc_error_code(const char *text, size_t len, size_t *words)
+int jsonrpc_text_names_code(const char *text, size_t len, size_t *words)
 {
-    *words = 0;
     for (int code = ARPC_OK + 1; code < ARPC_ERROR_COUNT_; code++) {
         const char *name = arpc_errname(code);
         size_t n = strlen(name);
-        /* Only a code a server answers with: "ARPC_ENOMEM: ..." from a handler would tell the
-         * caller its call was not sent. */
-        if (arpc_frame_error_code_answers((uint32_t)code) && len >= n + 2 && memcmp(text, name, n) == 0 &&
-            text[n] == ':' && text[n + 1] == ' ') {
+        if (len >= n + 2 && memcmp(text, name, n) == 0 && text[n] == ':' && text[n + 1] == ' ') {
             *words = n + 2;
             return code;
         }
     }
+    *words = 0;
+    return ARPC_OK;
+}
+
+int jsonrpc_error_code(const char *text, size_t len, size_t *words)
+{
+    /* Only a code a server answers with: "ARPC_ENOMEM: ..." from a handler would tell the
+     * caller its call was not sent. */
+    int code = jsonrpc_text_names_code(text, len, words);
+    if (code != ARPC_OK && arpc_frame_error_code_answers((uint32_t)code))
+        return code;
+    *words = 0;
     if (text_starts(text, len, JSONRPC_GO_CANT_FIND) || text_starts(text, len, JSONRPC_GO_ILL_FORMED))
         return ARPC_ENOMETHOD;
     if (text_starts(text, len, JSONRPC_NOT_TAKEN) || text_starts(text, len, JSONRPC_PARAMS_NOT_ARRAY))

@@ -52,12 +52,16 @@ bool jsonrpc_valid(const void *buf, size_t len);
 #define JSONRPC_NOT_TAKEN "jsonrpc: request not taken: "
 #define JSONRPC_PARAMS_NOT_ARRAY "jsonrpc: params must be an array"
 
+/* The arpc error (not ARPC_OK) whose name and ": " begin text, else ARPC_OK; *words: where the
+ * text after them begins (else 0). */
+int jsonrpc_text_names_code(const char *text, size_t len, size_t *words);
 /* What a response's error text says of its call, as arpc's client reads it (JSON-RPC has no
  * error codes): the arpc error its first words name ("ARPC_ESHUTDOWN: server shutting down":
- * arpc's server names its own answers so; not ARPC_EPENDING), ARPC_ENOMETHOD for Go's texts
+ * arpc's server names its own answers so), if one a server answers calls with
+ * (arpc_frame_error_code_answers: not a local condition's), ARPC_ENOMETHOD for Go's texts
  * for a name it cannot serve, ARPC_EREJECTED for a request arpc's server did not take (above),
  * else ARPC_EHANDLER: a handler's own words, which arpc's server names "ARPC_EHANDLER: " when
- * they would read as one of the others. *words: where the text after a name begins (else 0). */
+ * they would read as one of the others or begin with any arpc error's name. *words: where the text after a name begins (else 0). */
 int jsonrpc_error_code(const char *text, size_t len, size_t *words);
 
 #endif

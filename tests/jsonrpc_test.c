@@ -649,6 +649,21 @@ static const char *read_lines(int fd, int lines)
     return got;
 }
 
+/* A handler's words that begin with any arpc error's name go out as "ARPC_EHANDLER: " and
+ * them, also a local condition's ("ARPC_ENOMEM: ") that this version's client reads as a
+ * handler's anyway: an older client read it as "not sent" (a review of 2026-12-07). */
+static void test_handler_words_naming_any_error_escaped(void **state)
+{
+    (void)state;
+    int fd = raw_connect(addr);
+    static const char call[] = "{\"method\":\"T.FailWith\",\"params\":[\"ARPC_ENOMEM: mine\"],\"id\":5}\n";
+    assert_int_equal(write(fd, call, sizeof(call) - 1), (ssize_t)(sizeof(call) - 1));
+    const char *got = read_lines(fd, 1);
+    print_message("%s", got);
+    assert_non_null(strstr(got, "\"error\":\"ARPC_EHANDLER: ARPC_ENOMEM: mine\""));
+    close(fd);
+}
+
 static void test_server_limits(void **state)
 {
     (void)state;
@@ -1250,7 +1265,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order),      cmocka_unit_test(test_deadline_and_close),
         cmocka_unit_test(test_deadline_at),
         cmocka_unit_test(test_error_texts_say_whether_the_call_ran),
-        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
+        cmocka_unit_test(test_server_breaking_rules), cmocka_unit_test(test_handler_words_naming_any_error_escaped), cmocka_unit_test(test_client_takes_integers_beyond_int64), cmocka_unit_test(test_server_limits),
         cmocka_unit_test(test_default_request_limit_and_no_jsonrpc),
         cmocka_unit_test(test_connect_errors),    cmocka_unit_test(test_server_with_auth_refuses_json_peer),
         cmocka_unit_test(test_malformed_request_logged_escaped),
