@@ -307,11 +307,14 @@ static void test_oneways_at_stop_run_or_dropped_never_both(void **state)
         uint64_t dropped = SERVER_STAT(s, oneways_dropped);
         assert_int_equal(arpc_server_destroy(s), ARPC_OK);
         arpc_actor_destroy(actor); /* its mailbox's rest is let go, not run */
-        if (entered + (int)dropped != SENT || atomic_load(&ticks_entered) != entered)
+        int in_all = atomic_load(&ticks_entered);
+        if (in_all + (int)dropped != SENT || in_all - entered > 1)
             print_message("round %d: %d entered by the stop's return, %d in all, %llu dropped, %d sent\n", round,
-                          entered, atomic_load(&ticks_entered), (unsigned long long)dropped, SENT);
-        assert_int_equal(atomic_load(&ticks_entered), entered);
-        assert_int_equal(entered + (int)dropped, SENT);
+                          entered, in_all, (unsigned long long)dropped, SENT);
+        /* At most the one its actor had started before the stop took the rest, yet not
+         * entered (counted) by the stop's return. */
+        assert_true(in_all - entered <= 1);
+        assert_int_equal(in_all + (int)dropped, SENT);
         assert_int_equal(arpc_client_close(c), ARPC_OK);
     }
 }
