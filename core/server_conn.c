@@ -217,6 +217,17 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
 
+/* Refuses a connection the server lacks the memory to let in as it should: as overloaded
+ * (the server's trouble, not the peer's fault: it may retry, and a client that was
+ * connected does), in a WARN line with detail. */
+static void sconn_refuse_overloaded(struct server_conn *sc, const char *why, const char *detail, int reason)
+{
+    sc->sc_refused = true;
+    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (%s)", sc->sc_conn.c_peer, why, detail);
+    sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, why);
+    arpc_conn_close_after_flush(&sc->sc_conn, reason);
+}
+
 bool sconn_learn_peer(struct server_conn *sc)
 {
     char *subject = NULL;
@@ -230,14 +241,9 @@ bool sconn_learn_peer(struct server_conn *sc)
     /* Out of memory for a verified client's subject. Let in without it, the client would
      * pass for nobody in particular: its at-most-once replies kept under an anonymous key
      * (core/server_namespace.c), the authenticate callback and its handlers seeing no
-     * certificate. It is refused instead, as overloaded (the server's trouble, not the
-     * peer's fault: it may retry, and a client that was connected does). */
-    static const char why[] = "the server is out of memory for the client certificate's subject";
-    sc->sc_refused = true;
-    arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (a verified client is not let in without it)",
-             sc->sc_conn.c_peer, why);
-    sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, why);
-    arpc_conn_close_after_flush(&sc->sc_conn, rc);
+     * certificate. It is refused instead. */
+    sconn_refuse_overloaded(sc, "the server is out of memory for the client certificate's subject",
+                            "a verified client is not let in without it", rc);
     return false;
 }
 
@@ -290,14 +296,9 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     if (arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s) != ARPC_OK) {
         /* Left open without its HELLO, the client would wait for it until its connect timeout
-         * (for ever without one: its PINGs are answered). Refused as overloaded instead (the
-         * server's trouble: the client may retry), as without memory for its certificate. */
-        static const char why[] = "the server is out of memory for the connection";
-        sc->sc_refused = true;
-        arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (its HELLO could not be answered)",
-                 sc->sc_conn.c_peer, why);
-        sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, why);
-        arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ENOMEM);
+         * (for ever without one: its PINGs are answered). */
+        sconn_refuse_overloaded(sc, "the server is out of memory for the connection", "its HELLO could not be answered",
+                                ARPC_ENOMEM);
         return;
     }
     inflight_on_hello(sc);
