@@ -15,8 +15,8 @@
  * the loop in a job of its own (call_on_cancel): a request still on its way to the loop is
  * dropped, and one queued whole is taken back where a deadline's would be (arpc_conn_withdraw:
  * not the first in the queue, and near one of its ends); JSON-RPC has no way to cancel one
- * written. The call's record then stays until its answer, deadline or the close, which find
- * the future already complete.
+ * written, which leaves the client's map as at its deadline (its late answer is skipped as
+ * one to no call); its record stays only while the queue still holds its line.
  *
  * Lifetimes: a call's record is shared (jq_refs) by the loop until the call ends (answered,
  * deadline, connection lost, close; or on its caller's thread when the loop refuses it,

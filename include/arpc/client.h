@@ -94,8 +94,9 @@
  *   ARPC_ENOMEM       the client had no memory to start or send the call (not sent)
  *   ARPC_EINVAL       an argument was refused (not sent); the result holds which and why
  *                     ("the method name is empty", ...)
- *   ARPC_EBUSY        (arpc_call's return only) called on the client's own loop thread,
- *                     where it would wait for itself: not sent
+ *   ARPC_EBUSY        (the blocking arpc_call and arpc_call_opts return it, no future has
+ *                     it) called on the client's own loop thread, where it would wait for
+ *                     itself: not sent
  * docs/SEMANTICS.md's table says the same, with what to do about each.
  * Every call completes: with a deadline it completes by then; without one, it completes when
  * the server answers, or when no connection could be had for reconnect_give_up_ms. (Each new
