@@ -56,6 +56,7 @@ static void test_server_without_memory_for_its_hello_refuses(void **state)
     assert_int_equal(HELLO_BYTES, arpc_frame_encode_hello(hello, 7, 0, 0, 0));
     assert_true(raw_send(&r, hello, sizeof(hello)));
     struct raw_frame f;
+    memset(&f, 0, sizeof(f));
     assert_true(raw_read(&r, &f, false));
     assert_int_equal(1, test_alloc_sized_failed());
     assert_int_equal(ARPC_FRAME_GOAWAY, f.f.f_kind);

@@ -54,6 +54,7 @@ static bool ping_flood(struct raw_server *s, void *arg)
     uint8_t *ping = malloc(ARPC_FRAME_HEADER_SIZE + PING_PAYLOAD);
     bool ok = r != NULL && ping != NULL;
     struct raw_frame f;
+    memset(&f, 0, sizeof(f));
     ok = ok && raw_server_accept_call(s, r, &f);
     uint64_t xid = f.f.f_xid;
     int small = 4096;
@@ -183,6 +184,7 @@ static bool answer_local_codes(struct raw_server *s, void *arg)
     (void)arg;
     struct raw_client *r = calloc(1, sizeof(*r));
     struct raw_frame f;
+    memset(&f, 0, sizeof(f));
     bool ok = r != NULL && raw_server_accept_call(s, r, &f);
     uint64_t first = f.f.f_xid;
     ok = ok && raw_read(r, &f, false) && f.f.f_kind == ARPC_FRAME_REQUEST;
