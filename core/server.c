@@ -149,6 +149,11 @@ static int server_options_refusal(const arpc_server_options *o, char *why, size_
                  o->reply_cache_bytes, ARPC_SERVER_REPLY_CACHE_MIN);
         return ARPC_EINVAL;
     }
+    /* With or without a log_dir: a policy set for a log to come must not pass unread. */
+    if ((unsigned)o->fsync > ARPC_FSYNC_OFF) {
+        snprintf(why, whylen, "unknown fsync policy %d", (int)o->fsync);
+        return ARPC_EINVAL;
+    }
     return ARPC_OK;
 }
 

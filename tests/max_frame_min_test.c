@@ -276,6 +276,23 @@ static void test_jsonrpc_reply_over_what_a_connection_holds(void **state)
 }
 #endif
 
+/* An fsync policy outside the enum is refused with or without a log_dir (without one it
+ * passed unread, a review's sweep). */
+static void test_unknown_fsync_refused(void **state)
+{
+    (void)state;
+    for (int with_log = 0; with_log < 2; with_log++) {
+        char why[512] = "";
+        arpc_server *s = NULL;
+        arpc_server_options so = {.fsync = (enum arpc_fsync)7, .errbuf = why, .errbuf_len = sizeof(why)};
+        if (with_log)
+            so.log_dir = "/nonexistent-arpc-log-dir"; /* refused before the directory is looked at */
+        assert_int_equal(ARPC_EINVAL, arpc_server_create(&s, &so));
+        assert_null(s);
+        assert_non_null(strstr(why, "unknown fsync policy 7"));
+    }
+}
+
 /* reply_cache_bytes: 0, or at least ARPC_SERVER_REPLY_CACHE_MIN. */
 static void test_reply_cache_too_small_refused(void **state)
 {
@@ -348,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_jsonrpc_reply_over_what_a_connection_holds),
 #endif
         cmocka_unit_test(test_reply_cache_too_small_refused),
+        cmocka_unit_test(test_unknown_fsync_refused),
         cmocka_unit_test(test_reconnect_min_over_max_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,7 +58,8 @@ typedef struct arpc_request arpc_request;
 /* Runs on the method's actor (or the loop, if inline). ctx is the registration's ctx. */
 typedef void (*arpc_handler_fn)(arpc_request *req, void *ctx);
 
-/* When a finished at-most-once call's log record must be on disk (see log_dir). */
+/* When a finished at-most-once call's log record must be on disk (see log_dir). Any other
+ * value fails arpc_server_create with ARPC_EINVAL, with or without a log_dir. */
 enum arpc_fsync {
     ARPC_FSYNC_ALWAYS = 0, /* the reply leaves once its record is written and fdatasync'ed
                             * (group commit: one fdatasync covers every record queued
