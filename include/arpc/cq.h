@@ -34,7 +34,11 @@
  * onto a Concurrency Kit lock-free stack. Consumers may be several threads.
  *
  * Lifetime: arpc_cq_destroy() may be called while futures are still attached; the queue is
- * freed once the last of them has been delivered (their futures are released then).
+ * freed once the last of them has been delivered (their futures are released then). So a
+ * future that never completes keeps its queue: a call's always completes (by its deadline,
+ * its client's close), but a future made with arpc_future_create and attached, then dropped
+ * by its producer while pending, holds the queue for good (a leak a leak checker reports):
+ * complete or cancel such futures before letting them go.
  */
 #ifndef ARPC_CQ_H
 #define ARPC_CQ_H
