@@ -312,6 +312,9 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
              json_real_value(id) == (double)(uint64_t)json_real_value(id))
         id_value = (uint64_t)json_real_value(id); /* ours are small: exact as a real (1.0, 1e0: JSON
                                                     * has one kind of number; a server may write ours so) */
+    else if (json_is_real(id) && json_real_value(id) >= 0x1p53 && big)
+        id_value = 0; /* a whole number past int64 (2^64 - 1): none of ours (they start at 1), so
+                       * skipped as an unknown id is, not a broken response */
     else
         id = NULL;
     if (resp == NULL || id == NULL) {
