@@ -246,11 +246,10 @@ void request_count_answer(arpc_request *req, int code, uint64_t done_ns)
     arpc_hist_record(&ms->ms_latency, done_ns - st->rs_dispatched_ns);
 }
 
-/* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
- * to a call the server answered goes another way (core/request_tomb.c). */
-/* Loop thread: the call's answer is out, so it stops counting (calls in flight, its
- * connection's bytes) -- unless the loop refused it while it waited in its actor's mailbox:
- * its payload is still there, and it counts until the actor lets it go (request_let_go). */
+/* Loop thread: the call's answer is out (a one-way message's handler is done, or the stop
+ * dropped it), so it stops counting (calls in flight, its connection's bytes) -- unless the
+ * loop refused it while it waited in its actor's mailbox: its payload is still there, and it
+ * counts until the actor lets it go (request_let_go). */
 static void reply_stops_counting(arpc_request *req, size_t ran_len)
 {
     if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
@@ -259,6 +258,8 @@ static void reply_stops_counting(arpc_request *req, size_t ran_len)
         inflight_answered_early(req); /* answered: owed nothing more */
 }
 
+/* Loop thread (or any thread once no loop runs): queues the reply on its connection. A reply
+ * to a call the server answered goes another way (core/request_tomb.c). */
 void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
 {
     (void)loop;
@@ -399,10 +400,7 @@ static void request_oneway_done(arpc_loop *loop, arpc_request *req)
     }
     if (loop != NULL) {
         request_unlist(req); /* NULL: a stop emptied the list */
-        if (!(atomic_load(&req->rq_flags) & RQ_REFUSED_QUEUED))
-            inflight_end(req, 0);
-        else
-            inflight_answered_early(req); /* its payload counts until its actor lets it go */
+        reply_stops_counting(req, 0);
     }
     request_reply_done(req, loop != NULL);
 }
