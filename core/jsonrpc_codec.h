@@ -61,7 +61,8 @@ int jsonrpc_text_names_code(const char *text, size_t len, size_t *words);
  * (arpc_frame_error_code_answers: not a local condition's), ARPC_ENOMETHOD for Go's texts
  * for a name it cannot serve, ARPC_EREJECTED for a request arpc's server did not take (above),
  * else ARPC_EHANDLER: a handler's own words, which arpc's server names "ARPC_EHANDLER: " when
- * they would read as one of the others or begin with any arpc error's name. *words: where the text after a name begins (else 0). */
+ * they would read as one of the others or begin with any arpc error's name. *words: where
+ * the text after a name begins (else 0). */
 int jsonrpc_error_code(const char *text, size_t len, size_t *words);
 
 #endif

@@ -583,8 +583,8 @@ static void jsonrpc_answer(struct server_conn *sc, uint64_t xid, int code, const
     size_t words;
     /* Any arpc error's name at its start is escaped, not only those this version's client
      * reads as outcomes: an older client read "ARPC_ENOMEM: ..." as "not sent". */
-    if (code == ARPC_EHANDLER && jsonrpc_error_code(data, len, &words) == ARPC_EHANDLER && words == 0 &&
-        jsonrpc_text_names_code(data, len, &words) == ARPC_OK) {
+    if (code == ARPC_EHANDLER && jsonrpc_text_names_code(data, len, &words) == ARPC_OK &&
+        jsonrpc_error_code(data, len, &words) == ARPC_EHANDLER) {
         jsonrpc_fail(sc, xid, data, len); /* the handler's own words, as Go's would be */
         return;
     }
