@@ -44,6 +44,25 @@
 
 static sem_t looked; /* posted by the test once it has read the client's stats */
 
+/* A script's end: waits (bounded) until the test has looked, then closes r unread (a reset
+ * before could take with it what the client had not read yet) and frees it. False if ok was,
+ * or the wait ran out. */
+static bool close_once_looked(struct raw_client *r, bool ok)
+{
+    ok = ok && sem_wait_secs(&looked, TEST_WAIT_S);
+    if (r != NULL)
+        raw_close(r);
+    free(r);
+    return ok;
+}
+
+/* Shrinks r's receive buffer: the client's output to it backs up at once (it reads nothing). */
+static bool read_little(struct raw_client *r)
+{
+    int small = 4096;
+    return setsockopt(r->rc_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0;
+}
+
 /* Reads the call, sends PINGS PINGs of PING_PAYLOAD bytes reading nothing (a small receive
  * buffer: the client's PONGs back up at once), then the call's reply: once the client has it,
  * it has read every PING. */
@@ -57,8 +76,7 @@ static bool ping_flood(struct raw_server *s, void *arg)
     memset(&f, 0, sizeof(f));
     ok = ok && raw_server_accept_call(s, r, &f);
     uint64_t xid = f.f.f_xid;
-    int small = 4096;
-    ok = ok && setsockopt(r->rc_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0;
+    ok = ok && read_little(r);
     if (ok)
         memset(ping + ARPC_FRAME_HEADER_SIZE, 'p', PING_PAYLOAD);
     for (uint64_t i = 1; ok && i <= PINGS; i++) {
@@ -66,14 +84,9 @@ static bool ping_flood(struct raw_server *s, void *arg)
         ok = raw_send(r, ping, ARPC_FRAME_HEADER_SIZE + PING_PAYLOAD);
     }
     ok = ok && raw_server_reply_byte(r, xid, 'r');
-    /* Closed unread once the test has looked (before, a reset could take the reply with it):
-     * reading the client's backlog through a 4 KiB window would take minutes. */
-    ok = ok && sem_wait_secs(&looked, TEST_WAIT_S);
-    if (r != NULL)
-        raw_close(r);
-    free(r);
     free(ping);
-    return ok;
+    /* Unread: reading the client's backlog through a 4 KiB window would take minutes. */
+    return close_once_looked(r, ok);
 }
 
 static void test_ping_flood_queues_bounded_pongs(void **state)
@@ -105,14 +118,8 @@ static bool read_nothing(struct raw_server *s, void *arg)
 {
     (void)arg;
     struct raw_client *r = calloc(1, sizeof(*r));
-    bool ok = r != NULL && raw_server_accept_dedup(s, r);
-    int small = 4096;
-    ok = ok && setsockopt(r->rc_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) == 0;
-    ok = ok && sem_wait_secs(&looked, TEST_WAIT_S);
-    if (r != NULL)
-        raw_close(r);
-    free(r);
-    return ok;
+    bool ok = r != NULL && raw_server_accept_dedup(s, r) && read_little(r);
+    return close_once_looked(r, ok);
 }
 
 static void test_oneways_to_a_server_not_reading_are_bounded(void **state)
@@ -194,11 +201,7 @@ static bool answer_local_codes(struct raw_server *s, void *arg)
     ok = ok && raw_send(r, err, n);
     n = arpc_frame_encode_error(err, ARPC_FRAME_ERROR, second, ARPC_EUNREACHABLE, 0, "gone", 4);
     ok = ok && raw_send(r, err, n);
-    ok = ok && sem_wait_secs(&looked, TEST_WAIT_S);
-    if (r != NULL)
-        raw_close(r);
-    free(r);
-    return ok;
+    return close_once_looked(r, ok);
 }
 
 static void test_local_codes_from_the_wire_are_unreadable(void **state)
@@ -231,11 +234,7 @@ static bool stopping_before_hello(struct raw_server *s, void *arg)
     uint8_t goaway[64];
     size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_ESHUTDOWN, 0, msg, sizeof(msg) - 1);
     bool ok = r != NULL && raw_server_accept(s, r, goaway, n);
-    ok = ok && sem_wait_secs(&looked, TEST_WAIT_S);
-    if (r != NULL)
-        raw_close(r);
-    free(r);
-    return ok;
+    return close_once_looked(r, ok);
 }
 
 static void test_goaway_instead_of_hello_ends_the_connect(void **state)
