@@ -34,10 +34,18 @@
 
 /* ---- a suspend of this host's monotonic clocks ---- */
 
-enum { SUSPENDED_CLOCKS = 3 };
-static const clockid_t suspended_ids[SUSPENDED_CLOCKS] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_MONOTONIC_RAW};
+/* The coarse clock is read first: frozen, it stands at or behind the precise one whatever
+ * the scheduler does between the two readings (a stamp behind is the safe side). */
+enum { SUSPENDED_CLOCKS = 3, PRECISE = 1 };
+static const clockid_t suspended_ids[SUSPENDED_CLOCKS] = {CLOCK_MONOTONIC_COARSE, CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW};
 static _Atomic int64_t frozen_at[SUSPENDED_CLOCKS] = {-1, -1, -1}; /* -1: running */
-static _Atomic int64_t behind[SUSPENDED_CLOCKS];                   /* how long they stood */
+static _Atomic int64_t last_told[SUSPENDED_CLOCKS];                /* none goes back */
+/* How long they stood: one figure for the three, as in a real suspend, so the coarse clock
+ * runs behind the precise one after it as before. One figure per clock, each from its own
+ * pair of readings, carried a preemption between two readings into the clocks' order: the
+ * coarse clock ran ahead of the precise one (a stamp ahead of the boot clock, a failure of
+ * the stamp test under TSan on a loaded machine). */
+static _Atomic int64_t behind;
 
 static int real_clock_gettime(clockid_t id, struct timespec *ts)
 {
@@ -53,6 +61,17 @@ static int64_t real_ns(clockid_t id)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A clock past its frozen value by less than the stand's figure (the coarse clock frozen
+ * further behind the precise one than it runs) would step back at the resume: it waits at
+ * the last value told instead, as a kernel's clock would. */
+static int64_t never_back(int i, int64_t v)
+{
+    int64_t told = atomic_load(&last_told[i]);
+    while (v > told && !atomic_compare_exchange_weak(&last_told[i], &told, v))
+        ;
+    return v > told ? v : told;
+}
+
 int clock_gettime(clockid_t id, struct timespec *ts)
 {
     int rc = real_clock_gettime(id, ts);
@@ -60,7 +79,8 @@ int clock_gettime(clockid_t id, struct timespec *ts)
         if (id != suspended_ids[i])
             continue;
         int64_t frozen = atomic_load(&frozen_at[i]);
-        int64_t v = frozen >= 0 ? frozen : (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec - atomic_load(&behind[i]);
+        int64_t v = frozen >= 0 ? frozen : (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec - atomic_load(&behind);
+        v = never_back(i, v);
         ts->tv_sec = v / 1000000000;
         ts->tv_nsec = v % 1000000000;
     }
@@ -70,15 +90,16 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 static void suspend_clocks(void)
 {
     for (int i = 0; i < SUSPENDED_CLOCKS; i++)
-        atomic_store(&frozen_at[i], real_ns(suspended_ids[i]) - atomic_load(&behind[i]));
+        atomic_store(&frozen_at[i], never_back(i, real_ns(suspended_ids[i]) - atomic_load(&behind)));
 }
 
+/* The stand is measured on the precise clock and set before any clock runs again (a frozen
+ * clock does not read it). */
 static void resume_clocks(void)
 {
-    for (int i = 0; i < SUSPENDED_CLOCKS; i++) {
-        atomic_store(&behind[i], real_ns(suspended_ids[i]) - atomic_load(&frozen_at[i]));
+    atomic_store(&behind, real_ns(suspended_ids[PRECISE]) - atomic_load(&frozen_at[PRECISE]));
+    for (int i = 0; i < SUSPENDED_CLOCKS; i++)
         atomic_store(&frozen_at[i], -1);
-    }
 }
 
 /* ---- the server's side, read by calls that leave nothing in its reply cache ---- */
