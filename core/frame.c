@@ -48,6 +48,11 @@ enum {
     ERR_MSG_LEN = 4,
     ERR_RESERVED = 6,
     CANCEL_SEQ = 0,
+    ACK_ACK = 0,
+    ACK_HIGH = 8,
+    ACK_COUNT = 16,
+    ACK_RESERVED = 20,
+    ACK_WAITING = ARPC_ACK_FIXED_SIZE,
 };
 
 #define MAGIC0 0x61 /* 'a' */
@@ -72,6 +77,8 @@ static int64_t kind_min_body(unsigned kind)
     case ARPC_FRAME_PONG:
     case ARPC_FRAME_CANCEL:
         return 0;
+    case ARPC_FRAME_ACK:
+        return ARPC_ACK_FIXED_SIZE;
     default:
         return -1;
     }
@@ -207,6 +214,29 @@ static int decode_error(const uint8_t *body, uint32_t body_len, struct arpc_fram
     return ARPC_OK;
 }
 
+/* An ACK's list is checked whole here (count within the body and the bound, ascending, each
+ * in (ack, high]), so its receiver trusts it: a claim out of order could otherwise make it
+ * take a waiting call for a finished one. */
+static int decode_ack(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
+{
+    f->f_ack = le_ld64(body + ACK_ACK);
+    f->f_seq = le_ld64(body + ACK_HIGH);
+    uint32_t n = le_ld32(body + ACK_COUNT);
+    if (f->f_seq < f->f_ack || n > ARPC_ACK_WAITING_MAX || n > (body_len - ARPC_ACK_FIXED_SIZE) / 8)
+        return ARPC_EPROTO;
+    uint64_t prev = f->f_ack;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t seq = le_ld64(body + ACK_WAITING + (size_t)i * 8);
+        if (seq <= prev || seq > f->f_seq)
+            return ARPC_EPROTO;
+        prev = seq;
+    }
+    f->f_waiting = n;
+    f->f_payload = body;
+    f->f_payload_len = body_len;
+    return ARPC_OK;
+}
+
 static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame *f)
 {
     switch (f->f_kind) {
@@ -218,6 +248,8 @@ static int decode_body(const uint8_t *body, uint32_t body_len, struct arpc_frame
     case ARPC_FRAME_ERROR:
     case ARPC_FRAME_GOAWAY:
         return decode_error(body, body_len, f);
+    case ARPC_FRAME_ACK:
+        return decode_ack(body, body_len, f);
     case ARPC_FRAME_CANCEL:
         /* A seq when the body has one (added within version 1); shorter bodies were always
          * ignored, and still are: such a CANCEL names its xid. */
@@ -406,6 +438,24 @@ size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq)
     arpc_frame_encode_header(dst, ARPC_FRAME_CANCEL, 0, ARPC_CANCEL_SEQ_SIZE);
     le_st64(dst + ARPC_FRAME_HEADER_SIZE + CANCEL_SEQ, seq);
     return ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE;
+}
+
+size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const uint64_t *waiting, uint32_t n)
+{
+    arpc_frame_encode_header(dst, ARPC_FRAME_ACK, 0, ARPC_ACK_FIXED_SIZE + n * 8);
+    uint8_t *body = dst + ARPC_FRAME_HEADER_SIZE;
+    le_st64(body + ACK_ACK, ack);
+    le_st64(body + ACK_HIGH, high);
+    le_st32(body + ACK_COUNT, n);
+    le_st32(body + ACK_RESERVED, 0);
+    for (uint32_t i = 0; i < n; i++)
+        le_st64(body + ACK_WAITING + (size_t)i * 8, waiting[i]);
+    return arpc_frame_ack_size(n);
+}
+
+uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i)
+{
+    return le_ld64(f->f_payload + ACK_WAITING + (size_t)i * 8);
 }
 
 bool arpc_frame_error_code_answers(uint32_t code)

@@ -24,6 +24,9 @@
  *            numbered call seq, wherever that runs (a call sent on an earlier connection).
  *            Only to a server whose HELLO has ARPC_HELLO_CANCEL (and DEDUP, for a seq); bytes
  *            after the seq, or a body under 8 bytes, are ignored
+ *   ACK      u64 ack, u64 high, u32 count, u32 0, count x u64 waiting (ascending, each in
+ *            (ack, high]): every seq <= high but those is finished for the client. Only to a
+ *            server whose HELLO has ARPC_HELLO_ACKS (and DEDUP); bytes after the list ignored
  */
 #ifndef ARPC_CORE_FRAME_H
 #define ARPC_CORE_FRAME_H
@@ -37,6 +40,10 @@
 #define ARPC_REQUEST_FIXED_SIZE 24 /* seq + ack + deadline + method_len + flags */
 #define ARPC_ERROR_FIXED_SIZE 8
 #define ARPC_CANCEL_SEQ_SIZE 8 /* a CANCEL naming a numbered call by its seq */
+#define ARPC_ACK_FIXED_SIZE 24 /* ack + high + count + reserved */
+/* The most seqs an ACK may list as still waiting: a receiver refuses a longer list as bad
+ * input (its memory for a client's acknowledgement is bounded by it). */
+#define ARPC_ACK_WAITING_MAX 256
 #define ARPC_HELLO_BODY_SIZE 16      /* the fixed fields every HELLO has */
 #define ARPC_HELLO_MAX_FRAME_AT 12   /* max_frame's place in a HELLO's body */
 #define ARPC_HELLO_BODY_SIZE_EXT 24  /* what arpc sends: + expiry_s + reserved */
@@ -70,6 +77,7 @@ enum arpc_frame_kind {
     ARPC_FRAME_PONG = 7,
     ARPC_FRAME_GOAWAY = 8,
     ARPC_FRAME_CANCEL = 9,
+    ARPC_FRAME_ACK = 10,
 };
 
 /* HELLO flags. A peer ignores bits it does not know. */
@@ -80,6 +88,8 @@ enum arpc_hello_flag {
                                    * the epoch stays the same */
     ARPC_HELLO_TOKEN = 1u << 3,   /* client: a credential follows the fixed fields (an older
                                    * server ignores both the bit and the bytes) */
+    ARPC_HELLO_ACKS = 1u << 4,    /* server: ACK frames are understood (an older one would
+                                   * take the kind for a protocol error) */
 };
 
 /* GOAWAY flags, in the ERROR/GOAWAY body's u16 at 6 (reserved before: an older peer ignores
@@ -124,9 +134,11 @@ struct arpc_frame {
                              * 0 when the HELLO has no such field, or an older client's */
     const uint8_t *f_token; /* ARPC_HELLO_TOKEN: the credential (NULL otherwise) */
     uint32_t f_token_len;
-    /* REQUEST / ONEWAY; CANCEL: the seq it names (0: none, it names its xid) */
+    /* REQUEST / ONEWAY; CANCEL: the seq it names (0: none, it names its xid); ACK: its high */
     uint64_t f_seq;
     uint64_t f_ack;
+    /* ACK: how many seqs it lists as waiting (arpc_frame_ack_waiting reads them) */
+    uint32_t f_waiting;
     uint32_t f_deadline_ms;
     const char *f_method; /* not NUL-terminated */
     uint16_t f_method_len;
@@ -243,5 +255,13 @@ size_t arpc_frame_encode_hello_token(uint8_t *dst, uint64_t client_id, uint32_t 
                                      const void *token, uint32_t token_len);
 /* CANCEL naming numbered call seq (xid 0): ARPC_FRAME_HEADER_SIZE + ARPC_CANCEL_SEQ_SIZE bytes. */
 size_t arpc_frame_encode_cancel_seq(uint8_t *dst, uint64_t seq);
+
+/* The size of an ACK listing n waiting seqs. */
+static inline size_t arpc_frame_ack_size(uint32_t n) { return ARPC_FRAME_HEADER_SIZE + ARPC_ACK_FIXED_SIZE + (size_t)n * 8; }
+/* ACK: every seq <= high is finished but waiting[0..n), ascending in (ack, high], n at most
+ * ARPC_ACK_WAITING_MAX. Writes arpc_frame_ack_size(n) bytes. */
+size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const uint64_t *waiting, uint32_t n);
+/* The i-th waiting seq of a decoded ACK (i < f_waiting). */
+uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i);
 
 #endif

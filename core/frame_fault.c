@@ -20,7 +20,7 @@ const char *arpc_frame_kind_name(uint8_t kind)
     static const char *const names[] = {
         [ARPC_FRAME_HELLO] = "HELLO", [ARPC_FRAME_REQUEST] = "REQUEST", [ARPC_FRAME_ONEWAY] = "ONEWAY",
         [ARPC_FRAME_REPLY] = "REPLY", [ARPC_FRAME_ERROR] = "ERROR",     [ARPC_FRAME_PING] = "PING",
-        [ARPC_FRAME_PONG] = "PONG",   [ARPC_FRAME_GOAWAY] = "GOAWAY",   [ARPC_FRAME_CANCEL] = "CANCEL",
+        [ARPC_FRAME_PONG] = "PONG",   [ARPC_FRAME_GOAWAY] = "GOAWAY",   [ARPC_FRAME_CANCEL] = "CANCEL", [ARPC_FRAME_ACK] = "ACK",
     };
     return kind < sizeof(names) / sizeof(names[0]) && names[kind] != NULL ? names[kind] : "unknown";
 }
@@ -84,6 +84,10 @@ char *arpc_frame_fault_text(const uint8_t *buf, size_t len, char *out, size_t ca
         case ARPC_FRAME_ERROR:
         case ARPC_FRAME_GOAWAY:
             snprintf(out, cap, "%s frame's message runs past its body", arpc_frame_kind_name(kind));
+            break;
+        case ARPC_FRAME_ACK:
+            snprintf(out, cap, "ACK frame's list of waiting calls is over %u long, past its body, out of order, "
+                     "or outside (ack, high]", ARPC_ACK_WAITING_MAX);
             break;
         default:
             snprintf(out, cap, "malformed %s frame", arpc_frame_kind_name(kind));

@@ -543,7 +543,7 @@ static void test_malformed_header(void **state)
     static const struct { size_t off; uint8_t val; } bad[] = {
         {0, 0x00}, {0, 0x62}, {0, 0x52}, {1, 0x00}, {1, 0x72}, {1, 0x61}, /* magic */
         {2, 0x00}, {2, 0x02}, {2, 0xff},                                   /* version */
-        {3, 0x00}, {3, 0x0a}, {3, 0x0b}, {3, 0x80}, {3, 0xff},             /* kind */
+        {3, 0x00}, {3, 0x0b}, {3, 0x0c}, {3, 0x80}, {3, 0xff},             /* kind */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         valid_request(buf);
@@ -644,8 +644,8 @@ static void test_fault_text(void **state)
     buf[2] = 2;
     expect_fault(buf, n, "protocol version 2; this side speaks 1");
     n = valid_request(buf);
-    buf[3] = 10;
-    expect_fault(buf, n, "unknown frame kind 10");
+    buf[3] = 11;
+    expect_fault(buf, n, "unknown frame kind 11");
     expect_fault(buf, frame_with(buf, ARPC_FRAME_REQUEST, 5, 20, 1), "REQUEST frame's body of 5 bytes is shorter than its fixed fields");
     expect_fault(buf, frame_with(buf, ARPC_FRAME_ONEWAY, ARPC_REQUEST_FIXED_SIZE + 10, 20, 0), "ONEWAY frame's method name length");
     expect_fault(buf, frame_with(buf, ARPC_FRAME_GOAWAY, ARPC_ERROR_FIXED_SIZE, 4, 1), "GOAWAY frame's message runs past its body");
@@ -662,7 +662,7 @@ static void test_fault_text(void **state)
     assert_int_equal(ARPC_OK, arpc_frame_decode(buf, arpc_frame_encode_hello(buf, 1, 0, 0, 0), UINT32_MAX, &hello, &used, NULL));
     /* Cut to the room given, NUL included. */
     n = valid_request(buf);
-    buf[3] = 10;
+    buf[3] = 11;
     char small[8];
     arpc_frame_fault_text(buf, n, small, sizeof(small));
     assert_string_equal("unknown", small);
@@ -792,6 +792,53 @@ static void test_cancel_seq(void **state)
         assert_int_equal(7, f.f_xid);
         assert_int_equal(0, f.f_seq);
     }
+}
+
+/* An ACK round-trips; its list is judged whole at decode: longer than the bound or than its
+ * body, out of order, or outside (ack, high] is bad input, so a receiver never reads a
+ * waiting call as finished. Bytes after the list are a later revision's. */
+static void test_ack(void **state)
+{
+    (void)state;
+    static uint8_t a[ARPC_FRAME_HEADER_SIZE + ARPC_ACK_FIXED_SIZE + 8 * (ARPC_ACK_WAITING_MAX + 2)];
+    struct arpc_frame f;
+    size_t consumed;
+    uint64_t waiting[ARPC_ACK_WAITING_MAX + 1];
+    for (uint32_t i = 0; i <= ARPC_ACK_WAITING_MAX; i++)
+        waiting[i] = 1001 + 2 * i;
+    size_t n = arpc_frame_encode_ack(a, 1000, 5000, waiting, 3);
+    assert_int_equal(arpc_frame_ack_size(3), n);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(ARPC_FRAME_ACK, f.f_kind);
+    assert_true(f.f_ack == 1000 && f.f_seq == 5000 && f.f_waiting == 3);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_true(arpc_frame_ack_waiting(&f, i) == waiting[i]);
+    n = arpc_frame_encode_ack(a, 1000, 5000, waiting, ARPC_ACK_WAITING_MAX);
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(ARPC_ACK_WAITING_MAX, f.f_waiting);
+    n = arpc_frame_encode_ack(a, 7, 7, NULL, 0); /* nothing beyond the ack */
+    assert_int_equal(ARPC_OK, decode_exact(a, n, UINT32_MAX, &f, &consumed, NULL));
+    n = arpc_frame_encode_ack(a, 1000, 5000, waiting, 2);
+    memset(a + n, 0xee, 8);
+    arpc_frame_encode_header(a, ARPC_FRAME_ACK, 0, ARPC_ACK_FIXED_SIZE + 2 * 8 + 8);
+    assert_int_equal(ARPC_OK, decode_exact(a, n + 8, UINT32_MAX, &f, &consumed, NULL));
+    assert_int_equal(2, f.f_waiting);
+
+    n = arpc_frame_encode_ack(a, 1000, 5000, waiting, ARPC_ACK_WAITING_MAX + 1);
+    expect_fault(a, n, "ACK frame's list of waiting calls is over 256 long");
+    uint64_t bad[][3] = {{1003, 1002, 0}, {1002, 1002, 0}, {1000, 1002, 0}, {1002, 5001, 0}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        n = arpc_frame_encode_ack(a, 1000, 5000, bad[i], 2);
+        expect_rc(a, n, UINT32_MAX, ARPC_EPROTO);
+    }
+    n = arpc_frame_encode_ack(a, 6000, 5000, NULL, 0); /* high under ack */
+    expect_rc(a, n, UINT32_MAX, ARPC_EPROTO);
+    n = arpc_frame_encode_ack(a, 1000, 5000, waiting, 2);
+    arpc_frame_encode_header(a, ARPC_FRAME_ACK, 0, ARPC_ACK_FIXED_SIZE + 8); /* count past the body */
+    expect_rc(a, n - 8, UINT32_MAX, ARPC_EPROTO);
+    arpc_frame_encode_ack(a, 1000, 5000, NULL, 0);
+    a[4] = ARPC_ACK_FIXED_SIZE - 1; /* body_len, little-endian */
+    expect_fault(a, ARPC_FRAME_HEADER_SIZE + ARPC_ACK_FIXED_SIZE - 1, "ACK frame's body of 23 bytes is shorter");
 }
 
 /* ---- the size limit ---- */
@@ -1008,6 +1055,7 @@ int main(void)
         cmocka_unit_test(test_documented_bytes),
         cmocka_unit_test(test_hello_incarnation),
         cmocka_unit_test(test_cancel_seq),
+        cmocka_unit_test(test_ack),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
         cmocka_unit_test(test_stream_random_chunks),
