@@ -88,7 +88,7 @@ static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
 /* The highest seq c holds an entry for (its ack if none). */
 static uint64_t highest_seq(const struct arpc_rc_client *c)
 {
-    uint64_t top = c->c_ack, seq;
+    uint64_t top = c->c_ack > c->c_beyond_high ? c->c_ack : c->c_beyond_high, seq;
     for (size_t i = 0; i <= c->c_ring_mask; i++)
         if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
             top = c->c_ring[i]->e_seq;
@@ -143,7 +143,7 @@ enum arpc_rc_verdict arpc_reply_cache_begin(struct arpc_reply_cache *rc, uint64_
         return ARPC_RC_NOMEM; /* (a client the reply log brought back meets its identity) */
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
-    if (seq <= c->c_ack)
+    if (arpc_rc_acked(c, seq))
         return refuse(rc, ARPC_RC_STALE);
     struct arpc_rc_entry *e = arpc_rc_entry_get(c, seq);
     if (e == NULL && is_full(rc))
@@ -192,7 +192,7 @@ bool arpc_reply_cache_knows(struct arpc_reply_cache *rc, uint64_t client_id, uin
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return seq <= arpc_rc_gone_floor(&rc->rc_gone, client_id);
-    return seq <= c->c_ack || arpc_rc_entry_get(c, seq) != NULL;
+    return arpc_rc_acked(c, seq) || arpc_rc_entry_get(c, seq) != NULL;
 }
 
 bool arpc_reply_cache_under_goodbye(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t seq)
@@ -261,7 +261,7 @@ struct arpc_rc_waiter *arpc_reply_cache_finish(struct arpc_reply_cache *rc, uint
         return NULL;
     /* Acked meanwhile: nobody will ask again. With a log, its waiters still wait for the record
      * (a reply never leaves before it is durable), and durable drops the entry. */
-    if (seq <= c->c_ack && !logged)
+    if (arpc_rc_acked(c, seq) && !logged)
         return arpc_rc_entry_remove(rc, c, e);
     /* With a log the reply is held until its record is durable (its waiters get it then),
      * and the bound applies when it is kept for good (arpc_reply_cache_durable). */
@@ -288,7 +288,7 @@ struct arpc_rc_waiter *arpc_reply_cache_durable(struct arpc_reply_cache *rc, uin
     if (e == NULL)
         return NULL;
     *reply_out = e->e_reply;
-    if (seq <= c->c_ack)
+    if (arpc_rc_acked(c, seq))
         return arpc_rc_entry_remove(rc, c, e); /* the reply passes to the caller */
     /* Held while logging, its bytes are in the books already: kept for good only within the
      * bounds (0 more), else the reply passes to the caller and a stand-in stays. */
@@ -351,6 +351,17 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
         return;
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
+}
+
+int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack, uint64_t high,
+                                const uint64_t *waiting, uint32_t n, uint64_t now_ns)
+{
+    struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
+    if (c == NULL)
+        return ARPC_OK;
+    arpc_rc_touch(rc, c, now_ns);
+    arpc_rc_raise_ack(rc, c, ack);
+    return arpc_rc_ack_beyond(rc, c, high, waiting, n);
 }
 
 /* ---- goodbye ---- */
@@ -436,7 +447,7 @@ int arpc_reply_cache_restore(struct arpc_reply_cache *rc, uint64_t client_id, ui
     if (created && (c = arpc_rc_client_new(rc, client_id, 0, now_ns)) == NULL)
         return ARPC_ENOMEM;
     arpc_rc_touch(rc, c, now_ns);
-    if (seq <= c->c_ack)
+    if (arpc_rc_acked(c, seq))
         return ARPC_EREJECTED;
     if (arpc_rc_entry_get(c, seq) != NULL)
         return ARPC_EBUSY;

@@ -16,8 +16,10 @@
  *
  * Each client has an ack, the highest seen from it: it never goes down, a request with
  * seq <= ack is STALE (refused, never run), and it frees entries: DONE ones at once, RUNNING
- * and LOGGING ones when they reach DONE (their waiters are still answered). Invariant: every
- * DONE entry has seq > its client's ack.
+ * and LOGGING ones when they reach DONE (their waiters are still answered). An ACK frame
+ * acknowledges seqs beyond the ack too (all up to a high but those the client still waits
+ * for: arpc_reply_cache_ack_beyond), with the same effects, so one call left unanswered does
+ * not hold every later reply in the cache. Invariant: no DONE entry's seq is acknowledged.
  *
  * A client is active when it makes a request and when one of its replies is made (finish,
  * durable). One inactive for idle_expiry_ns is forgotten with all its entries, unless it has
@@ -278,6 +280,15 @@ void arpc_reply_cache_free_waiters(struct arpc_reply_cache *rc, struct arpc_rc_w
  * begin. An unknown client is ignored. */
 void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack,
                           uint64_t now_ns);
+
+/* An ACK frame (docs/PROTOCOL.md): client_id has finished every seq <= ack, and every seq <=
+ * high but waiting[0..n) (ascending, each in (ack, high]: core/frame.c checked them). Added to
+ * what the client said before (never taken back, whichever claim arrives last): those seqs
+ * are refused STALE from now on and their results freed, as an ack's (RUNNING and LOGGING ones
+ * when they finish). A known client's activity; an unknown client is ignored. ARPC_OK, or
+ * ARPC_ENOMEM: the part beyond ack is ignored (safe: results are kept longer). */
+int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack, uint64_t high,
+                                const uint64_t *waiting, uint32_t n, uint64_t now_ns);
 
 /* Forgets the clients idle for idle_expiry_ns at now_ns (see the top of this file), oldest
  * first, reporting each to on_expire; one that said goodbye and came back (a late call above

@@ -52,7 +52,25 @@ struct arpc_rc_client {
     size_t c_ring_mask;                       /* slots - 1; slots a power of two */
     size_t c_nring;                           /* entries in c_ring */
     struct arpc_u64_map c_entries;            /* seq -> entry: those whose ring slot was taken */
+    /* Acknowledged beyond c_ack (ACK frames, the union of all the client sent): every seq in
+     * (c_ack, c_beyond_high] but the c_nbeyond in c_beyond, ascending -- the calls it still
+     * waits for. c_beyond_high 0: none. The array's c_beyond_cap slots are in c_bytes. */
+    uint64_t c_beyond_high;
+    uint64_t *c_beyond;
+    uint32_t c_nbeyond, c_beyond_cap;
 };
+
+/* Whether seq is among c's waiting seqs beyond its ack (c_beyond). */
+bool arpc_rc_beyond_waits(const struct arpc_rc_client *c, uint64_t seq);
+
+/* Whether c acknowledged seq: at or below its ack, or beyond it and not waited for. Such a seq
+ * is never run again, and its result is not kept. */
+static inline bool arpc_rc_acked(const struct arpc_rc_client *c, uint64_t seq)
+{
+    if (seq <= c->c_ack)
+        return true;
+    return seq <= c->c_beyond_high && !arpc_rc_beyond_waits(c, seq);
+}
 
 /* c's entry for seq, or NULL. */
 static inline struct arpc_rc_entry *arpc_rc_entry_get(const struct arpc_rc_client *c, uint64_t seq)
@@ -275,5 +293,10 @@ static inline void arpc_rc_touch(struct arpc_reply_cache *rc, struct arpc_rc_cli
 }
 /* Raises c's ack to ack (never lowers it) and frees the DONE entries at or below it. */
 void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t ack);
+/* Adds to what c acknowledged beyond its ack: every seq <= high but waiting[0..n) (ascending,
+ * each in (c_ack, high]), and frees the DONE entries that became acknowledged. ARPC_OK, or
+ * ARPC_ENOMEM (nothing changed: the claim is ignored, which is safe). */
+int arpc_rc_ack_beyond(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t high,
+                       const uint64_t *waiting, uint32_t n);
 
 #endif

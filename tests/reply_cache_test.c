@@ -417,6 +417,65 @@ static void test_ack_frees_done(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* One call held (seq 1, a long poll) holds the ack at 0: an ACK frame's claim beyond it frees
+ * every later result but the ones still waited for, refuses their copies STALE, and is never
+ * taken back by a smaller claim arriving later (the union is kept). A call it covers that is
+ * still running is answered and dropped when it finishes; the held call's result is kept until
+ * the ack passes it, and then the whole claim goes with the bytes of its list. */
+static void test_ack_beyond_a_held_call(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 1, 0, A, 1, 0)); /* held */
+    for (uint64_t seq = 2; seq <= 3000; seq++)
+        done(&rc, 7, seq, seq, 1, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3001, 0, A, 3001, 0)); /* running, covered */
+    done(&rc, 7, 3002, 3002, 1, 0);
+    size_t bytes_before = stats_of(&rc).bytes;
+    assert_int_equal(3002, stats_of(&rc).entries); /* 3000 of them DONE, with a byte each */
+    size_t ring = bytes_before - arpc_reply_cache_client_cost() - 3002 * arpc_reply_cache_entry_cost() - 3000;
+    uint64_t waiting[] = {1, 500, 3003};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3003, waiting, 3, 0));
+    for (uint64_t seq = 2; seq <= 3002; seq++)
+        assert_int_equal(seq != 500 && seq != 3001, hand_freed[seq]);
+    struct arpc_reply_cache_stats s = stats_of(&rc);
+    assert_int_equal(3, s.entries); /* 1 and 3001 running, 500 kept */
+    assert_true(s.bytes < bytes_before);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2, 0, B, 9, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2999, 0, B, 9, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 3001, 0, B, 9, 0));
+    assert_true(arpc_reply_cache_knows(&rc, 7, 1234));
+    expect_replay(&rc, 7, 500, 500, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3003, 0, A, 3003, 0)); /* waited for: runs */
+    expect_waiters(&rc, finish_dropped(&rc, 7, 3001), 1, A, (uint64_t)3001);
+    /* An older, smaller claim arriving late takes nothing back; a later one frees 500. */
+    uint64_t older[] = {1, 2, 500};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 600, older, 3, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2, 0, B, 9, 0));
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2000, 0, B, 9, 0));
+    uint64_t later[] = {1};
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3002, later, 1, 0));
+    assert_int_equal(1, hand_freed[500]);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 500, 0, B, 9, 0));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3004, 0, A, 3004, 0)); /* beyond every claim */
+    /* The held call ends: kept for a retry until the ack passes it. */
+    expect_waiters(&rc, finish(&rc, 7, 1, 1, 1, 0), 1, A, (uint64_t)1);
+    expect_replay(&rc, 7, 1, 1, 0);
+    arpc_reply_cache_ack(&rc, 7, 3002, 0);
+    assert_int_equal(1, hand_freed[1]);
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 1, 0, B, 9, 0));
+    expect_waiters(&rc, finish(&rc, 7, 3003, 3003, 1, 0), 1, A, (uint64_t)3003);
+    arpc_reply_cache_ack(&rc, 7, 3004, 0); /* past the claim: it goes */
+    expect_waiters(&rc, finish_dropped(&rc, 7, 3004), 1, A, (uint64_t)3004);
+    s = stats_of(&rc);
+    assert_int_equal(0, s.entries);
+    assert_int_equal(arpc_reply_cache_client_cost() + ring, s.bytes); /* the list's bytes too */
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 8, 0, 10, NULL, 0, 0)); /* unknown: ignored */
+    assert_int_equal(1, stats_of(&rc).clients);
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 /* An ack that covers a running call: duplicates are refused, the waiters are still answered
  * when it finishes, and then it is gone (the caller keeps the reply). Same while LOGGING. A
  * call finished for the log after the ack covered it still waits for its record: its waiters
@@ -1981,6 +2040,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_replay),
         cmocka_unit_test_no_leak(test_stale),
         cmocka_unit_test_no_leak(test_ack_frees_done),
+        cmocka_unit_test_no_leak(test_ack_beyond_a_held_call),
         cmocka_unit_test_no_leak(test_ack_while_running),
         cmocka_unit_test_no_leak(test_logging_then_durable),
         cmocka_unit_test_no_leak(test_abort),
