@@ -216,6 +216,7 @@ static arpc_client *client_new(const arpc_client_options *o)
         goto fail;
     if (pending_init(&c->cl_pending, CLIENT_PENDING_INITIAL) != ARPC_OK)
         goto fail_first;
+    c->cl_beyond_next = CLIENT_ACK_BEYOND_EVERY;
     if (arpc_u64_map_init(&c->cl_done, 16) != ARPC_OK)
         goto fail_pending;
     return c;

@@ -67,6 +67,10 @@
 
 /* Finished seqs kept without memory (cl_done_spill). */
 #define CLIENT_DONE_SPILL 64
+/* Finished seqs gathered above a call left unanswered before they are folded into a claim
+ * beyond the ack and told to the server (an ACK frame): until then the server keeps their
+ * replies. */
+#define CLIENT_ACK_BEYOND_EVERY 4096
 
 /* Room for a line naming an address and a cause. */
 #define CLIENT_WHY_MAX (ARPC_ADDR_MAX + ARPC_WHY_MAX)
@@ -204,6 +208,14 @@ struct arpc_client {
     uint64_t cl_done_spill[CLIENT_DONE_SPILL];
     uint32_t cl_done_nspill;
     bool cl_done_spill_warned;
+    /* Finished beyond cl_ack, as told to the server in ACK frames (client_resend.c): every seq
+     * in (cl_ack, cl_beyond_high] but the cl_nbeyond in cl_beyond (ascending), which are not;
+     * cl_done then holds finished seqs above cl_beyond_high, or among cl_beyond. 0: none. */
+    uint64_t cl_beyond_high;
+    uint64_t cl_beyond[ARPC_ACK_WAITING_MAX];
+    uint32_t cl_nbeyond;
+    uint64_t cl_done_high;  /* the highest seq put in cl_done */
+    size_t cl_beyond_next;  /* cl_done's count that makes the next claim (CLIENT_ACK_BEYOND_EVERY) */
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */
     struct arpc_u64_map cl_unwritten; /* at a loss: request blocks its queue never wrote whole
                                        * (client_call.c; p_slots NULL until the first) */

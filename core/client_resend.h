@@ -162,5 +162,8 @@ int give_up_arm(arpc_client *c, uint64_t when);
 void resend_wait(arpc_client *c, struct client_call *call);    /* waits for a connection */
 void resend_unlink(arpc_client *c, struct client_call *call);  /* leaves the waiting list */
 void resend_seq_done(arpc_client *c, uint64_t seq);            /* a numbered call finished */
+/* Tells the server what the client finished beyond its ack (an ACK frame), if anything and if
+ * the server hears it (ARPC_HELLO_ACKS) on a ready connection. Loop thread. */
+void resend_ack_beyond_tell(arpc_client *c);
 
 #endif

@@ -293,7 +293,7 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     /* Its cancels and PINGs pass a hold (JSON-RPC has neither: its connections never get
      * here): a hold waiting for a long poll's reply must not keep out the cancel that ends it. */
     arpc_conn_pass_control(&sc->sc_conn);
-    uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
+    uint32_t flags = ARPC_HELLO_CANCEL | ARPC_HELLO_DEDUP | ARPC_HELLO_ACKS | (s->sv_has_log ? ARPC_HELLO_DURABLE : 0);
     if (arpc_conn_send_hello(&sc->sc_conn, s->sv_epoch, flags, s->sv_max_frame, s->sv_expiry_s) != ARPC_OK) {
         /* Left open without its HELLO, the client would wait for it until its connect timeout
          * (for ever without one: its PINGs are answered). */
@@ -353,6 +353,9 @@ static void sconn_on_frame(struct arpc_conn *conn, const struct arpc_frame *f)
             dedup_cancel_seq(sc, f->f_seq);
         else
             request_cancel(sc, f->f_xid);
+        return;
+    case ARPC_FRAME_ACK:
+        dedup_ack_beyond(sc, f);
         return;
     case ARPC_FRAME_GOAWAY:
         /* The client is closing for good: it will re-send nothing, so its replies can go,

@@ -425,6 +425,18 @@ void dedup_ack(struct server_conn *sc, uint64_t ack)
     arpc_reply_cache_ack(&sc->sc_server->sv_cache, sc->sc_cache_key, ack, arpc_now_coarse_ns());
 }
 
+void dedup_ack_beyond(struct server_conn *sc, const struct arpc_frame *f)
+{
+    if (sc->sc_client_id == 0)
+        return; /* it numbers nothing: nothing of its is kept */
+    uint64_t waiting[ARPC_ACK_WAITING_MAX]; /* decoded and checked by core/frame.c */
+    for (uint32_t i = 0; i < f->f_waiting; i++)
+        waiting[i] = arpc_frame_ack_waiting(f, i);
+    /* Without memory the part beyond the ack is ignored: replies are kept longer, no more. */
+    (void)arpc_reply_cache_ack_beyond(&sc->sc_server->sv_cache, sc->sc_cache_key, f->f_ack, f->f_seq, waiting,
+                                      f->f_waiting, arpc_now_coarse_ns());
+}
+
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)
 {
     bool kept = false, unlogged = false;

@@ -630,6 +630,9 @@ void dedup_durable(arpc_server *s, uint64_t client_id, uint64_t seq);
 void dedup_log_failed(arpc_server *s, uint64_t client_id, uint64_t seq);
 /* An unnumbered request carried ack. */
 void dedup_ack(struct server_conn *sc, uint64_t ack);
+/* An ACK frame (checked by core/frame.c): what sc's client finished beyond its ack, added to
+ * what it said before (arpc_reply_cache_ack_beyond). Nothing for a client that numbers nothing. */
+void dedup_ack_beyond(struct server_conn *sc, const struct arpc_frame *f);
 /* A numbered call's reply reached the loop: it goes to every waiter (but the request whose
  * replier wrote it already, rm_direct); rm is kept (ran: the call's result, a refusal's
  * included) or freed and the call forgotten. Once the log failed, a call that

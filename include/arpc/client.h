@@ -20,9 +20,10 @@
  *                      it at most once: a duplicate waits for, or is answered from, the
  *                      server's reply cache. Safe for anything, money included. One such call
  *                      left unanswered for long (a long poll without a deadline) holds the
- *                      acknowledgement of every later one: their replies stay in the server's
- *                      cache, which in time refuses this client's new numbered calls
- *                      ARPC_EOVERLOADED (docs/SEMANTICS.md): make waits ARPC_AT_LEAST_ONCE.
+ *                      acknowledgement's floor; the client acknowledges the calls finished
+ *                      beyond it in ACK frames, so the server keeps few of their replies. A
+ *                      server that predates them keeps them all and in time refuses this
+ *                      client's new numbered calls ARPC_EOVERLOADED (docs/SEMANTICS.md).
  *   ARPC_AT_LEAST_ONCE sent again without a number: it may run more than once. For
  *                      idempotent methods (reads, puts of a whole value); cheaper on the server.
  *   ARPC_NO_RETRY      never sent again: if the connection breaks after it was sent, the call
