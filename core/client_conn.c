@@ -435,6 +435,7 @@ void client_cleanup(arpc_client *c)
     pending_fini(&c->cl_pending);
     waiting_fini(&c->cl_waiting); /* (empty: calls_fail_all) */
     arpc_u64_map_fini(&c->cl_done);
+    arpc_ack_claim_fini(&c->cl_claim);
     cancel_seq_forget(c);
     arpc_future_complete(c->cl_first, ARPC_ESHUTDOWN, NULL, 0);
 }

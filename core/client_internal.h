@@ -58,6 +58,7 @@
 #include "base/u64_map.h"
 #include "core/block_pool.h"
 #include "core/conn.h"
+#include "core/ack_claim.h"
 #include "core/frame.h"
 #include "core/method_names.h"
 #include "core/pending_calls.h"
@@ -208,12 +209,9 @@ struct arpc_client {
     uint64_t cl_done_spill[CLIENT_DONE_SPILL];
     uint32_t cl_done_nspill;
     bool cl_done_spill_warned;
-    /* Finished beyond cl_ack, as told to the server in ACK frames (client_resend.c): every seq
-     * in (cl_ack, cl_beyond_high] but the cl_nbeyond in cl_beyond (ascending), which are not;
-     * cl_done then holds finished seqs above cl_beyond_high, or among cl_beyond. 0: none. */
-    uint64_t cl_beyond_high;
-    uint64_t cl_beyond[ARPC_ACK_WAITING_MAX];
-    uint32_t cl_nbeyond;
+    /* Finished beyond cl_ack, as told to the server in ACK frames (client_resend.c); cl_done
+     * then holds finished seqs above the claim's high, or among its waiting ones. */
+    struct arpc_ack_claim cl_claim;
     uint64_t cl_done_high;  /* the highest seq put in cl_done */
     size_t cl_beyond_next;  /* cl_done's count that makes the next claim (CLIENT_ACK_BEYOND_EVERY) */
     struct client_cancelled cl_cancelled; /* calls cancelled between connections */

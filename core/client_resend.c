@@ -106,70 +106,49 @@ static bool done_take(arpc_client *c, uint64_t seq)
            (c->cl_done_nspill != 0 && done_spill_take(c, seq));
 }
 
-/* The index of the first of cl_beyond above seq (cl_nbeyond if none). */
-static uint32_t beyond_after(const arpc_client *c, uint64_t seq)
-{
-    uint32_t lo = 0, hi = c->cl_nbeyond;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (c->cl_beyond[mid] <= seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* The ack rose: the claim's waiting seqs at or below it go, and the claim once it is passed. */
-static void beyond_trim(arpc_client *c)
-{
-    if (c->cl_ack >= c->cl_beyond_high) {
-        c->cl_beyond_high = 0;
-        c->cl_nbeyond = 0;
-        return;
-    }
-    uint32_t k = beyond_after(c, c->cl_ack);
-    if (k != 0) {
-        memmove(c->cl_beyond, c->cl_beyond + k, (size_t)(c->cl_nbeyond - k) * sizeof(uint64_t));
-        c->cl_nbeyond -= k;
-    }
-}
-
 void resend_ack_beyond_tell(arpc_client *c)
 {
+    const struct arpc_ack_claim *cl = &c->cl_claim;
     uint32_t need = ARPC_HELLO_ACKS | ARPC_HELLO_DEDUP;
-    if (c->cl_beyond_high <= c->cl_ack || (c->cl_server_flags & need) != need || !c->cl_conn.c_open ||
+    if (cl->ac_high <= c->cl_ack || (c->cl_server_flags & need) != need || !c->cl_conn.c_open ||
         atomic_load(&c->cl_state) != CL_READY)
         return; /* (told on the next connection, which may be to a server that hears it) */
-    size_t len = arpc_frame_ack_size(c->cl_nbeyond);
+    size_t len = arpc_frame_ack_size(cl->ac_n);
     uint8_t *frame = arpc_malloc(len);
     if (frame == NULL)
         return; /* the server keeps those replies longer, no more: told with the next claim */
-    arpc_frame_encode_ack(frame, c->cl_ack, c->cl_beyond_high, c->cl_beyond, c->cl_nbeyond);
+    arpc_frame_encode_ack(frame, c->cl_ack, cl->ac_high, cl->ac_waiting, cl->ac_n);
     (void)arpc_conn_send(&c->cl_conn, frame, frame, len); /* best effort: a lost one is told again */
 }
 
-/* Folds the finished seqs above the ack, up to the highest, into the claim (cl_beyond_high,
- * cl_beyond), and tells the server. The walk covers the seqs since the last claim once, and
- * a claim comes every CLIENT_ACK_BEYOND_EVERY finished seqs: O(1) a call, amortized. A claim
- * lists at most ARPC_ACK_WAITING_MAX waiting seqs; its high stops below the next one. */
+/* Folds the finished seqs above the ack, up to the highest, into the claim (cl_claim), and
+ * tells the server. The walk covers the seqs since the last claim once, and a claim comes
+ * every CLIENT_ACK_BEYOND_EVERY finished seqs: O(1) a call, amortized. A claim lists at most
+ * ARPC_ACK_WAITING_MAX waiting seqs; its high stops below the next one. */
 static void beyond_claim(arpc_client *c)
 {
+    struct arpc_ack_claim *cl = &c->cl_claim;
+    if (cl->ac_waiting == NULL) {
+        if ((cl->ac_waiting = arpc_malloc(ARPC_ACK_WAITING_MAX * sizeof(uint64_t))) == NULL) {
+            c->cl_beyond_next = arpc_u64_map_count(&c->cl_done) + CLIENT_ACK_BEYOND_EVERY;
+            return; /* no claim: the server keeps those replies, as before claims */
+        }
+        cl->ac_cap = ARPC_ACK_WAITING_MAX;
+    }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < c->cl_nbeyond; i++)
-        if (!done_take(c, c->cl_beyond[i]))
-            c->cl_beyond[n++] = c->cl_beyond[i]; /* still waited for (in order: n <= i) */
-    c->cl_nbeyond = n;
-    uint64_t seq = (c->cl_beyond_high > c->cl_ack ? c->cl_beyond_high : c->cl_ack) + 1;
+    for (uint32_t i = 0; i < cl->ac_n; i++)
+        if (!done_take(c, cl->ac_waiting[i]))
+            cl->ac_waiting[n++] = cl->ac_waiting[i]; /* still waited for (in order: n <= i) */
+    uint64_t seq = (cl->ac_high > c->cl_ack ? cl->ac_high : c->cl_ack) + 1;
     for (; seq <= c->cl_done_high; seq++) {
         if (done_take(c, seq))
             continue;
         if (n == ARPC_ACK_WAITING_MAX)
             break;
-        c->cl_beyond[n++] = seq;
+        cl->ac_waiting[n++] = seq;
     }
-    c->cl_nbeyond = n;
-    c->cl_beyond_high = seq - 1 > c->cl_ack ? seq - 1 : 0;
+    cl->ac_n = n;
+    cl->ac_high = seq - 1; /* above the ack: cl_ack + 1 has not finished (the ack would be past it) */
     c->cl_beyond_next = arpc_u64_map_count(&c->cl_done) + CLIENT_ACK_BEYOND_EVERY;
     resend_ack_beyond_tell(c);
 }
@@ -198,22 +177,23 @@ void resend_seq_done(arpc_client *c, uint64_t seq)
     }
     c->cl_ack = seq;
     /* Calls answered in order leave nothing above the ack: no lookup for them. */
+    struct arpc_ack_claim *cl = &c->cl_claim;
     for (;;) {
         uint64_t next = c->cl_ack + 1;
         if (done_take(c, next)) {
             c->cl_ack = next;
             continue;
         }
-        if (next > c->cl_beyond_high)
+        if (next > cl->ac_high)
             break;
-        uint32_t k = beyond_after(c, c->cl_ack); /* the first waiting seq >= next */
-        if (k < c->cl_nbeyond && c->cl_beyond[k] == next)
+        uint32_t k = arpc_ack_claim_after(cl, c->cl_ack); /* the first waiting seq >= next */
+        if (k < cl->ac_n && cl->ac_waiting[k] == next)
             break; /* still waited for */
         /* Finished, as the claim says, up to the next seq it waits for. */
-        c->cl_ack = k < c->cl_nbeyond ? c->cl_beyond[k] - 1 : c->cl_beyond_high;
+        c->cl_ack = k < cl->ac_n ? cl->ac_waiting[k] - 1 : cl->ac_high;
     }
-    if (c->cl_beyond_high != 0)
-        beyond_trim(c);
+    if (cl->ac_high != 0)
+        arpc_ack_claim_trim(cl, c->cl_ack);
     if (arpc_u64_map_count(&c->cl_done) + CLIENT_ACK_BEYOND_EVERY < c->cl_beyond_next)
         c->cl_beyond_next = arpc_u64_map_count(&c->cl_done) + CLIENT_ACK_BEYOND_EVERY;
     atomic_store_explicit(&c->cl_direct.cd_ack, c->cl_ack, memory_order_relaxed); /* callers' frames */

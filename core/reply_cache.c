@@ -88,7 +88,7 @@ static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
 /* The highest seq c holds an entry for (its ack if none). */
 static uint64_t highest_seq(const struct arpc_rc_client *c)
 {
-    uint64_t top = c->c_ack > c->c_beyond_high ? c->c_ack : c->c_beyond_high, seq;
+    uint64_t top = c->c_ack > c->c_claim.ac_high ? c->c_ack : c->c_claim.ac_high, seq;
     for (size_t i = 0; i <= c->c_ring_mask; i++)
         if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
             top = c->c_ring[i]->e_seq;

@@ -27,11 +27,8 @@
  */
 #include "core/reply_cache_store.h"
 
-#include <string.h>
-
 #include "arpc/error.h"
 #include "base/alloc.h"
-#include "core/frame.h"
 
 #define DEFAULT_MAX_BYTES ((size_t)128 << 20)
 #define DEFAULT_IDLE_NS (10ull * 60 * 1000000000)
@@ -207,48 +204,14 @@ static void discard_acked(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
     }
 }
 
-/* c's claim beyond its ack becomes (high, list[0..n) in cap slots): the old array goes. */
-static void beyond_set(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t high, uint64_t *list,
-                       uint32_t n, uint32_t cap)
+/* c's claim beyond its ack changed in cl (trim, add): its array's bytes move in the books. */
+static void claim_books(struct arpc_reply_cache *rc, struct arpc_rc_client *c, size_t bytes_before)
 {
-    arpc_rc_books_sub(rc, c, (size_t)c->c_beyond_cap * sizeof(uint64_t));
-    arpc_free(c->c_beyond);
-    c->c_beyond_high = high;
-    c->c_beyond = list;
-    c->c_nbeyond = n;
-    c->c_beyond_cap = cap;
-    arpc_rc_books_add(rc, c, (size_t)cap * sizeof(uint64_t));
-}
-
-/* c's ack rose: the waiting seqs at or below it go, and the whole claim once the ack passes it. */
-static void beyond_trim(struct arpc_reply_cache *rc, struct arpc_rc_client *c)
-{
-    if (c->c_beyond_high == 0)
-        return;
-    if (c->c_ack >= c->c_beyond_high) {
-        beyond_set(rc, c, 0, NULL, 0, 0);
-        return;
-    }
-    uint32_t k = 0;
-    while (k < c->c_nbeyond && c->c_beyond[k] <= c->c_ack)
-        k++;
-    if (k != 0) {
-        memmove(c->c_beyond, c->c_beyond + k, (size_t)(c->c_nbeyond - k) * sizeof(uint64_t));
-        c->c_nbeyond -= k;
-    }
-}
-
-bool arpc_rc_beyond_waits(const struct arpc_rc_client *c, uint64_t seq)
-{
-    uint32_t lo = 0, hi = c->c_nbeyond;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (c->c_beyond[mid] < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < c->c_nbeyond && c->c_beyond[lo] == seq;
+    size_t now = arpc_ack_claim_bytes(&c->c_claim);
+    if (now > bytes_before)
+        arpc_rc_books_add(rc, c, now - bytes_before);
+    else
+        arpc_rc_books_sub(rc, c, bytes_before - now);
 }
 
 void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t ack)
@@ -257,53 +220,27 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
         return;
     uint64_t old = c->c_ack;
     c->c_ack = ack;
-    beyond_trim(rc, c);
+    if (c->c_claim.ac_high != 0) {
+        size_t bytes = arpc_ack_claim_bytes(&c->c_claim);
+        arpc_ack_claim_trim(&c->c_claim, ack);
+        claim_books(rc, c, bytes);
+    }
     discard_acked(rc, c, old, ack);
 }
 
 int arpc_rc_ack_beyond(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t high,
                        const uint64_t *waiting, uint32_t n)
 {
-    if (high <= c->c_ack)
-        return ARPC_OK;
-    /* The union of the two claims (each true for good, so none may take back what another
-     * said, whichever arrives last): a seq still waits only if neither acknowledged it --
-     * above the other's high, or on both lists. At most the longer list's length survives. */
-    uint64_t old_high = c->c_beyond_high;
-    const uint64_t *old = c->c_beyond;
-    uint32_t n_old = c->c_nbeyond, i = 0, j = 0, k = 0, cap = n + n_old;
-    uint64_t *list = cap != 0 ? arpc_malloc((size_t)cap * sizeof(uint64_t)) : NULL;
-    if (cap != 0 && list == NULL)
+    uint64_t freed[ARPC_ACK_WAITING_MAX], old_high = c->c_claim.ac_high;
+    uint32_t nfreed;
+    size_t bytes = arpc_ack_claim_bytes(&c->c_claim);
+    if (arpc_ack_claim_add(&c->c_claim, c->c_ack, high, waiting, n, freed, &nfreed) != ARPC_OK)
         return ARPC_ENOMEM;
-    while (j < n && waiting[j] <= c->c_ack)
-        j++;
-    while (i < n_old || j < n) {
-        if (i < n_old && j < n && old[i] == waiting[j]) {
-            list[k++] = old[i];
-            i++, j++;
-        } else if (j >= n || (i < n_old && old[i] < waiting[j])) {
-            if (old[i] > high)
-                list[k++] = old[i];
-            i++;
-        } else {
-            if (waiting[j] > old_high)
-                list[k++] = waiting[j];
-            j++;
-        }
-    }
-    /* The old claim's waiting seqs it no longer lists are acknowledged now. */
-    uint64_t freed[ARPC_ACK_WAITING_MAX];
-    uint32_t nfreed = 0;
-    for (uint32_t a = 0, b = 0; a < n_old; a++) {
-        while (b < k && list[b] < old[a])
-            b++;
-        if ((b == k || list[b] != old[a]) && nfreed < ARPC_ACK_WAITING_MAX)
-            freed[nfreed++] = old[a];
-    }
-    beyond_set(rc, c, high > old_high ? high : old_high, list, k, cap);
-    discard_acked(rc, c, old_high > c->c_ack ? old_high : c->c_ack, c->c_beyond_high);
-    for (uint32_t a = 0; a < nfreed; a++) {
-        struct arpc_rc_entry *e = arpc_rc_entry_get(c, freed[a]);
+    claim_books(rc, c, bytes);
+    /* Newly acknowledged: the seqs above the old claim's high, and the ones it waited for. */
+    discard_acked(rc, c, old_high > c->c_ack ? old_high : c->c_ack, c->c_claim.ac_high);
+    for (uint32_t i = 0; i < nfreed; i++) {
+        struct arpc_rc_entry *e = arpc_rc_entry_get(c, freed[i]);
         if (e != NULL && e->e_state == ARPC_RC_DONE)
             discard_done(rc, c, e);
     }
@@ -407,7 +344,8 @@ void arpc_rc_client_free(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
         rc->rc_last = NULL;
     arpc_rc_list_unlink(rc, c);
     arpc_stat_add(&rc->rc_gauges.g_clients, (uint64_t)-1);
-    beyond_set(rc, c, 0, NULL, 0, 0);
+    arpc_rc_books_sub(rc, c, arpc_ack_claim_bytes(&c->c_claim));
+    arpc_ack_claim_fini(&c->c_claim);
     arpc_rc_books_sub(rc, c, CLIENT_COST + (c->c_ring_mask + 1 - RING_SLOTS) * sizeof(*c->c_ring));
     client_disown(rc, c);
     rc->rc_goodbyes -= c->c_goodbye;

@@ -8,6 +8,7 @@
 #define ARPC_CORE_REPLY_CACHE_STORE_H
 
 #include "base/alloc.h"
+#include "core/ack_claim.h"
 #include "core/reply_cache.h"
 
 enum arpc_rc_state { ARPC_RC_RUNNING, ARPC_RC_LOGGING, ARPC_RC_DONE };
@@ -52,24 +53,16 @@ struct arpc_rc_client {
     size_t c_ring_mask;                       /* slots - 1; slots a power of two */
     size_t c_nring;                           /* entries in c_ring */
     struct arpc_u64_map c_entries;            /* seq -> entry: those whose ring slot was taken */
-    /* Acknowledged beyond c_ack (ACK frames, the union of all the client sent): every seq in
-     * (c_ack, c_beyond_high] but the c_nbeyond in c_beyond, ascending -- the calls it still
-     * waits for. c_beyond_high 0: none. The array's c_beyond_cap slots are in c_bytes. */
-    uint64_t c_beyond_high;
-    uint64_t *c_beyond;
-    uint32_t c_nbeyond, c_beyond_cap;
+    /* Acknowledged beyond c_ack (ACK frames: the union of all the client sent); its array's
+     * bytes are in c_bytes. */
+    struct arpc_ack_claim c_claim;
 };
-
-/* Whether seq is among c's waiting seqs beyond its ack (c_beyond). */
-bool arpc_rc_beyond_waits(const struct arpc_rc_client *c, uint64_t seq);
 
 /* Whether c acknowledged seq: at or below its ack, or beyond it and not waited for. Such a seq
  * is never run again, and its result is not kept. */
 static inline bool arpc_rc_acked(const struct arpc_rc_client *c, uint64_t seq)
 {
-    if (seq <= c->c_ack)
-        return true;
-    return seq <= c->c_beyond_high && !arpc_rc_beyond_waits(c, seq);
+    return arpc_ack_claim_covers(&c->c_claim, c->c_ack, seq);
 }
 
 /* c's entry for seq, or NULL. */
