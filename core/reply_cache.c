@@ -358,7 +358,7 @@ int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id,
 {
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
-        return ARPC_OK;
+        return ARPC_EINVAL; /* nothing of it is kept: nothing to say of it */
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
     return arpc_rc_ack_beyond(rc, c, high, waiting, n);

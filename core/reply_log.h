@@ -65,22 +65,27 @@ enum arpc_log_rtype {
     ARPC_LOG_STATE = 4,  /* the application's checkpoint: covers every effect before it */
     ARPC_LOG_GOODBYE = 5, /* a client said goodbye: forget it, but keep its highest seq (its
                            * floor) so a late copy of its calls is refused after a restart */
+    ARPC_LOG_ACK_BEYOND = 9, /* what a client acknowledged beyond its ack (an ACK frame:
+                              * core/ack_claim.h): its replies there are no longer live */
 };
 
 /* One record on its way to disk; the caller allocates and owns it (see Ownership). */
 struct arpc_log_record {
     ck_stack_entry_t lr_link; /* the log's */
     enum arpc_log_rtype lr_type;
-    uint64_t lr_client_id; /* REPLY (0: effect only), ACK, EXPIRE, GOODBYE (non-zero) */
-    uint64_t lr_seq;       /* REPLY; GOODBYE: the floor, the highest seq the client used */
+    uint64_t lr_client_id; /* REPLY (0: effect only), ACK, EXPIRE, GOODBYE, ACK_BEYOND (non-zero) */
+    uint64_t lr_seq;       /* REPLY; GOODBYE: the floor, the highest seq the client used;
+                            * ACK_BEYOND: the claim's high */
     uint64_t lr_identity;  /* GOODBYE: whose share the floor is held against (the client's
                             * identity; 0: none known) */
     uint64_t lr_ack;       /* REPLY: the client's ack when the reply was made (so rising acks
-                            * need no records of their own); ACK: the new ack */
+                            * need no records of their own); ACK, ACK_BEYOND: the new ack */
     const void *lr_reply;  /* REPLY: opaque reply bytes (an encoded frame); may be empty */
     size_t lr_reply_len;
     const void *lr_effect; /* REPLY: the application's effect (may be empty);
-                            * STATE: the application's checkpoint */
+                            * STATE: the application's checkpoint; ACK_BEYOND: the waiting
+                            * seqs, little-endian u64s, ascending in (ack, high], at most
+                            * ARPC_ACK_WAITING_MAX (as an ACK frame lists them) */
     size_t lr_effect_len;
     int lr_status;         /* set by the log before it hands the record back:
                             * ARPC_OK, or ARPC_ESYSTEM (a write or sync failed, or the log
@@ -125,6 +130,9 @@ struct arpc_log_replay_ops {
      * ARPC_RC_GONE_MAX at most, shared among identities as the reply cache shares them
      * (core/reply_cache_gone.h). None of those is also a live client above. */
     void (*on_gone)(void *ctx, uint64_t client_id, uint64_t floor, uint64_t identity);
+    /* After on_ack: each live client's acknowledgement beyond its ack, if it has one: every
+     * seq <= high but waiting[0..n) (ascending). Its replies there were not passed to on_reply. */
+    void (*on_ack_beyond)(void *ctx, uint64_t client_id, uint64_t high, const uint64_t *waiting, uint32_t n);
 };
 
 struct arpc_reply_log;

@@ -7,7 +7,8 @@
  *   client that came back after a goodbye, a GOODBYE with its floor and an ACK (so it comes
  *   back with that floor again); every record whose effect is listed (after that STATE), in
  *   log order; the live replies not already written with their effects; one ACK record per
- *   client; one GOODBYE record per client still among the gone, oldest first. Replaying it
+ *   client, each followed by its claim beyond that ack (ACK_BEYOND) if it has one; one
+ *   GOODBYE record per client still among the gone, oldest first. Replaying it
  *   gives the same index as replaying the segments it replaces: the state, then the effects
  *   in the same order, the same live replies, the same acks (a copied REPLY's own ack is never
  *   above its client's current ack, so it drops nothing that is still live), the same floors
@@ -32,6 +33,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/le.h"
 #include "base/log.h"
 #include "core/reply_log_internal.h"
 
@@ -193,6 +195,7 @@ static int write_replies(struct compaction *c)
     return ARPC_OK;
 }
 
+/* One ACK per client, and after it the client's claim beyond that ack, if it has one. */
 static int write_acks(struct compaction *c)
 {
     struct arpc_log_client *cl;
@@ -201,6 +204,17 @@ static int write_acks(struct compaction *c)
         uint64_t offset;
         uint32_t size;
         int rc = put_view(c, &v, &offset, &size);
+        if (rc != ARPC_OK)
+            return rc;
+        if (cl->c_claim.ac_high <= cl->c_ack)
+            continue;
+        uint8_t waiting[8 * ARPC_ACK_WAITING_MAX];
+        for (uint32_t i = 0; i < cl->c_claim.ac_n; i++)
+            le_st64(waiting + (size_t)i * 8, cl->c_claim.ac_waiting[i]);
+        struct arpc_log_view beyond = {.v_type = ARPC_LOG_ACK_BEYOND, .v_client_id = cl->c_id, .v_ack = cl->c_ack,
+                                       .v_seq = cl->c_claim.ac_high, .v_data = waiting,
+                                       .v_data_len = cl->c_claim.ac_n * 8};
+        rc = put_view(c, &beyond, &offset, &size);
         if (rc != ARPC_OK)
             return rc;
     }

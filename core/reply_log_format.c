@@ -21,6 +21,7 @@
 
 #include "base/crc32c.h"
 #include "base/le.h"
+#include "core/frame.h"
 
 /* Byte offsets in the record head and in each payload (see the layout in the header). */
 enum {
@@ -43,6 +44,11 @@ enum {
     GOODBYE_CLIENT = 0,
     GOODBYE_FLOOR = 8,
     GOODBYE_OWNER = 16,
+    BEYOND_CLIENT = 0,
+    BEYOND_ACK = 8,
+    BEYOND_HIGH = 16,
+    BEYOND_COUNT = 24,
+    BEYOND_RESERVED = 28,
     STATE_LEN = 0,
     SYNCED_EXTENT = 0,
     SYNCED_NONCE = 8,
@@ -86,6 +92,8 @@ static int64_t fixed_payload(unsigned type)
         return ARPC_LOG_STATE_FIXED;
     case ARPC_LOG_SYNCED:
         return ARPC_LOG_SYNCED_PAYLOAD;
+    case ARPC_LOG_ACK_BEYOND:
+        return ARPC_LOG_ACK_BEYOND_FIXED;
     default:
         return -1;
     }
@@ -126,6 +134,33 @@ static const char *decode_reply(const uint8_t *p, uint32_t plen, struct arpc_log
     v->v_reply_len = reply_len;
     v->v_data = p + ARPC_LOG_REPLY_FIXED + reply_len;
     v->v_data_len = effect_len;
+    return NULL;
+}
+
+/* Judged whole, as an ACK frame is (core/frame.c): the index trusts the list. */
+static const char *decode_ack_beyond(const uint8_t *p, uint32_t plen, struct arpc_log_view *v)
+{
+    if (plen < ARPC_LOG_ACK_BEYOND_FIXED)
+        return "ACK_BEYOND record too short for its fields";
+    uint32_t n = le_ld32(p + BEYOND_COUNT);
+    if (n > ARPC_ACK_WAITING_MAX || (uint64_t)n * 8 != plen - ARPC_LOG_ACK_BEYOND_FIXED)
+        return "ACK_BEYOND record whose count does not match its size";
+    v->v_client_id = le_ld64(p + BEYOND_CLIENT);
+    v->v_ack = le_ld64(p + BEYOND_ACK);
+    v->v_seq = le_ld64(p + BEYOND_HIGH);
+    v->v_data = p + ARPC_LOG_ACK_BEYOND_FIXED;
+    v->v_data_len = n * 8;
+    if (v->v_client_id == 0)
+        return "ACK_BEYOND record for client 0";
+    if (v->v_seq < v->v_ack)
+        return "ACK_BEYOND record whose high is below its ack";
+    uint64_t prev = v->v_ack;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t seq = le_ld64(v->v_data + (size_t)i * 8);
+        if (seq <= prev || seq > v->v_seq)
+            return "ACK_BEYOND record whose waiting seqs are out of order or outside (ack, high]";
+        prev = seq;
+    }
     return NULL;
 }
 
@@ -174,6 +209,8 @@ static const char *decode_payload(const uint8_t *p, uint32_t plen, struct arpc_l
         v->v_data = p + ARPC_LOG_STATE_FIXED;
         v->v_data_len = plen - ARPC_LOG_STATE_FIXED;
         return NULL;
+    case ARPC_LOG_ACK_BEYOND:
+        return decode_ack_beyond(p, plen, v);
     case ARPC_LOG_SYNCED:
         if (plen != ARPC_LOG_SYNCED_PAYLOAD)
             return "SYNCED record of the wrong size";
@@ -236,6 +273,12 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
             return ARPC_LOG_HEAD_CHECKED;
         return le_ld32(buf + ARPC_LOG_RECORD_HEAD + STATE_LEN) == plen - ARPC_LOG_STATE_FIXED ? ARPC_LOG_HEAD_CHECKED
                                                                                              : ARPC_LOG_HEAD_BAD;
+    case ARPC_LOG_ACK_BEYOND: /* its count, as REPLY's lengths */
+        if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_BEYOND_FIXED)
+            return ARPC_LOG_HEAD_CHECKED;
+        return (uint64_t)le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) * 8 == plen - ARPC_LOG_ACK_BEYOND_FIXED
+                   ? ARPC_LOG_HEAD_CHECKED
+                   : ARPC_LOG_HEAD_BAD;
     case ARPC_LOG_REPLY:
         if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED)
             return ARPC_LOG_HEAD_CHECKED;
@@ -316,6 +359,13 @@ size_t arpc_log_encode_head(uint8_t *dst, const struct arpc_log_view *v)
         break;
     case ARPC_LOG_STATE: /* written sized: its state's length */
         le_st32(p + STATE_LEN, v->v_data_len);
+        break;
+    case ARPC_LOG_ACK_BEYOND: /* its waiting seqs follow, as the data */
+        le_st64(p + BEYOND_CLIENT, v->v_client_id);
+        le_st64(p + BEYOND_ACK, v->v_ack);
+        le_st64(p + BEYOND_HIGH, v->v_seq);
+        le_st32(p + BEYOND_COUNT, v->v_data_len / 8);
+        le_st32(p + BEYOND_RESERVED, 0);
         break;
     case ARPC_LOG_SYNCED:
         le_st64(p + SYNCED_EXTENT, v->v_synced);

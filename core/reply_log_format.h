@@ -44,6 +44,16 @@
  *      shares them as the running server did. Written since 2026-12-07 for a client with an
  *      identity, with no version change: a server that predates it refuses a log that holds
  *      one (an unknown record type). Read as a GOODBYE with v_owner.
+ *   ACK_BEYOND 9; 32 + 8 x count bytes: what a client acknowledged beyond its ack (an ACK
+ *      frame, docs/PROTOCOL.md): every seq <= high is finished but the waiting ones
+ *      0  u64   client id (non-zero)
+ *      8  u64   ack
+ *     16  u64   high (at least ack)
+ *     24  u32   count (at most ARPC_ACK_WAITING_MAX)
+ *     28  u32   0
+ *     32  count x u64 waiting, ascending in (ack, high]
+ *      Added 2026-12-07 with no version change: a server that predates it refuses a log that
+ *      holds one (an unknown record type).
  *   SYNCED 7; 16 bytes: the writer's own, never a caller's (core/reply_log_tail.h says why)
  *      0  u64   extent: the first `extent` bytes of this segment had been fdatasync'ed when
  *               this record was written (0 in the first one, which only introduces the nonce)
@@ -87,6 +97,7 @@
 #define ARPC_LOG_SYNCED 7             /* the type byte of a SYNCED record */
 #define ARPC_LOG_SYNCED_PAYLOAD 16
 #define ARPC_LOG_SYNCED_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_SYNCED_PAYLOAD)
+#define ARPC_LOG_ACK_BEYOND_FIXED 32  /* ACK_BEYOND's fields before its waiting seqs */
 #define ARPC_LOG_HEAD_MAX (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD) /* largest fixed part */
 #define ARPC_LOG_HEADER_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_HEADER_PAYLOAD)
 
@@ -95,13 +106,14 @@
 struct arpc_log_view {
     uint8_t v_type;           /* enum arpc_log_rtype, ARPC_LOG_HEADER or ARPC_LOG_SYNCED */
     uint32_t v_size;          /* decoded: the whole record, head and payload */
-    uint64_t v_client_id;     /* REPLY, ACK, EXPIRE, GOODBYE */
-    uint64_t v_seq;           /* REPLY; GOODBYE: the floor */
+    uint64_t v_client_id;     /* REPLY, ACK, EXPIRE, GOODBYE, ACK_BEYOND */
+    uint64_t v_seq;           /* REPLY; GOODBYE: the floor; ACK_BEYOND: the high */
     uint64_t v_owner;         /* GOODBYE: its owner (0: none; written as GOODBYE_OWNED if not) */
-    uint64_t v_ack;           /* REPLY, ACK */
+    uint64_t v_ack;           /* REPLY, ACK, ACK_BEYOND */
     const uint8_t *v_reply;   /* REPLY */
     uint32_t v_reply_len;
-    const uint8_t *v_data;    /* REPLY: the effect; STATE: the state */
+    const uint8_t *v_data;    /* REPLY: the effect; STATE: the state; ACK_BEYOND: the waiting
+                               * seqs (little-endian u64s) */
     uint32_t v_data_len;
     uint32_t v_flags;         /* HEADER */
     uint64_t v_epoch;         /* HEADER */

@@ -19,6 +19,7 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
+#include "base/le.h"
 
 #define ACK_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_PAYLOAD)
 #define GOODBYE_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_GOODBYE_OWNED_PAYLOAD) /* the larger kind */
@@ -38,6 +39,7 @@ static void client_free(void *val, void *arg)
     (void)arg;
     struct arpc_log_client *c = val;
     arpc_free(c->c_replies);
+    arpc_ack_claim_fini(&c->c_claim);
     arpc_free(c);
 }
 
@@ -57,7 +59,15 @@ uint64_t arpc_log_index_live_bytes(const struct arpc_log_index *ix)
 {
     return ARPC_LOG_HEADER_SIZE + (ix->ix_has_state ? ix->ix_state.p_size : 0) + ix->ix_effect_bytes +
            ix->ix_unlisted_bytes + (uint64_t)arpc_u64_map_count(&ix->ix_clients) * ACK_RECORD_SIZE +
-           (uint64_t)arpc_rc_gone_count(&ix->ix_gone) * GOODBYE_RECORD_SIZE;
+           (uint64_t)arpc_rc_gone_count(&ix->ix_gone) * GOODBYE_RECORD_SIZE + ix->ix_claim_bytes;
+}
+
+/* The ACK_BEYOND record a snapshot writes for c's claim (0: none). */
+static uint64_t claim_record_size(const struct arpc_log_client *c)
+{
+    if (c->c_claim.ac_high <= c->c_ack)
+        return 0;
+    return ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_BEYOND_FIXED + 8 * (uint64_t)c->c_claim.ac_n;
 }
 
 /* A listed reply's bytes are counted with the effects; the others on their own. */
@@ -119,6 +129,12 @@ static void raise_ack(struct arpc_log_index *ix, struct arpc_log_client *c, uint
 {
     if (ack <= c->c_ack)
         return;
+    if (c->c_claim.ac_high != 0) {
+        ix->ix_claim_bytes -= claim_record_size(c);
+        arpc_ack_claim_trim(&c->c_claim, ack);
+        c->c_ack = ack;
+        ix->ix_claim_bytes += claim_record_size(c);
+    }
     c->c_ack = ack;
     while (c->c_head < c->c_len && c->c_replies[c->c_head].r_seq <= ack)
         count_reply(ix, &c->c_replies[c->c_head++], false);
@@ -197,6 +213,7 @@ static void client_forget(struct arpc_log_index *ix, uint64_t id)
         return;
     for (size_t i = c->c_head; i < c->c_len; i++)
         count_reply(ix, &c->c_replies[i], false);
+    ix->ix_claim_bytes -= claim_record_size(c);
     client_free(c, NULL);
 }
 
@@ -248,7 +265,10 @@ static int apply_reply(struct arpc_log_index *ix, const struct arpc_log_view *v,
     struct arpc_log_client *c = client_get(ix, v->v_client_id, &created);
     if (c == NULL)
         return ARPC_ENOMEM;
-    bool live = v->v_seq > c->c_ack && v->v_seq > v->v_ack;
+    /* (A reply its client acknowledged beyond its ack before it was made: a call it gave up
+     * on, logged for its effect.) */
+    bool live = v->v_seq > c->c_ack && v->v_seq > v->v_ack &&
+                !arpc_ack_claim_covers(&c->c_claim, c->c_ack, v->v_seq);
     if (live && replies_reserve(c) != ARPC_OK) {
         if (created)
             client_forget(ix, v->v_client_id);
@@ -262,6 +282,41 @@ static int apply_reply(struct arpc_log_index *ix, const struct arpc_log_view *v,
     if (live)
         replies_insert(ix, c, (struct arpc_log_live_reply){
                                   .r_seq = v->v_seq, .r_pos = pos, .r_effect_gen = has_effect ? ix->ix_gen : 0});
+    return ARPC_OK;
+}
+
+/* ACK_BEYOND: the claim is added to the client's, and the replies it covers go. */
+static int apply_ack_beyond(struct arpc_log_index *ix, const struct arpc_log_view *v)
+{
+    bool created;
+    struct arpc_log_client *c = client_get(ix, v->v_client_id, &created);
+    if (c == NULL)
+        return ARPC_ENOMEM;
+    uint64_t waiting[ARPC_ACK_WAITING_MAX], freed[ARPC_ACK_WAITING_MAX];
+    uint32_t n = v->v_data_len / 8, nfreed; /* the decoder or the writer checked the list */
+    for (uint32_t i = 0; i < n; i++)
+        waiting[i] = le_ld64(v->v_data + (size_t)i * 8);
+    uint64_t ack = v->v_ack > c->c_ack ? v->v_ack : c->c_ack, before = claim_record_size(c);
+    if (arpc_ack_claim_add(&c->c_claim, ack, v->v_seq, waiting, n, freed, &nfreed) != ARPC_OK) {
+        if (created)
+            client_forget(ix, v->v_client_id);
+        return ARPC_ENOMEM;
+    }
+    /* Nothing below fails. */
+    ix->ix_claim_bytes += claim_record_size(c) - before;
+    client_back(ix, c, created);
+    raise_ack(ix, c, v->v_ack);
+    size_t kept = c->c_head;
+    for (size_t i = c->c_head; i < c->c_len; i++) {
+        if (arpc_ack_claim_covers(&c->c_claim, c->c_ack, c->c_replies[i].r_seq))
+            count_reply(ix, &c->c_replies[i], false);
+        else
+            c->c_replies[kept++] = c->c_replies[i];
+    }
+    c->c_len = kept;
+    if (c->c_head == c->c_len)
+        c->c_head = c->c_len = 0;
+    replies_shrink(c);
     return ARPC_OK;
 }
 
@@ -300,6 +355,8 @@ int arpc_log_index_apply(struct arpc_log_index *ix, const struct arpc_log_view *
         return ARPC_OK;
     case ARPC_LOG_GOODBYE:
         return apply_goodbye(ix, v);
+    case ARPC_LOG_ACK_BEYOND:
+        return apply_ack_beyond(ix, v);
     default: /* STATE: the decoder and the writer let no other type through */
         apply_state(ix, pos);
         return ARPC_OK;

@@ -9,13 +9,15 @@
  *           replies with seq <= ack, then keeps this one if seq > ack (replacing one with the
  *           same seq). A non-empty effect is listed, in log order. Client id 0: effect only.
  *   ACK     raises the client's ack likewise.
+ *   ACK_BEYOND raises the ack likewise, adds its claim to the client's (core/ack_claim.h: the
+ *           union) and drops the replies it covers; a later REPLY it covers is not kept.
  *   EXPIRE  forgets the client and its replies.
  *   GOODBYE forgets the client and its replies, and keeps its floor (the record's, or the
  *           client's ack or highest live seq if higher) among the gone, held against the
  *           record's owner: ARPC_RC_GONE_MAX at most, shared among owners as the reply cache
  *           shares them (core/reply_cache_gone.h).
  *   STATE   becomes the state; the effect list empties (the checkpoint covers those effects).
- * A client is created by its first REPLY or ACK; one among the gone leaves them then, its ack
+ * A client is created by its first REPLY, ACK or ACK_BEYOND; one among the gone leaves them then, its ack
  * starting at its floor (as in the cache: a client heard from again carries its floor in its
  * ack). So no client is both live and gone.
  *
@@ -30,6 +32,7 @@
 #include <stdint.h>
 
 #include "base/u64_map.h"
+#include "core/ack_claim.h"
 #include "core/reply_cache_gone.h"
 #include "core/reply_log_format.h"
 
@@ -54,8 +57,10 @@ struct arpc_log_client {
     uint64_t c_id;
     uint64_t c_ack;
     uint64_t c_floor; /* its goodbye's floor when it came back after one (0: none): as the cache's */
-    struct arpc_log_live_reply *c_replies; /* [c_head, c_len): ascending seq, every seq > c_ack */
+    struct arpc_log_live_reply *c_replies; /* [c_head, c_len): ascending seq, every seq > c_ack
+                                            * and not covered by c_claim */
     size_t c_head, c_len, c_cap;
+    struct arpc_ack_claim c_claim; /* what it acknowledged beyond c_ack (ACK_BEYOND) */
 };
 
 /* A record whose effect is listed (every effect since the latest STATE). */
@@ -81,6 +86,7 @@ struct arpc_log_index {
     /* Bytes a snapshot would take (an upper bound: effects of acked replies shrink): */
     uint64_t ix_effect_bytes;   /* the listed effects' records */
     uint64_t ix_unlisted_bytes; /* live replies whose effect is not listed (or who have none) */
+    uint64_t ix_claim_bytes;    /* the ACK_BEYOND records of the clients' claims */
 };
 
 /* ARPC_OK or ARPC_ENOMEM. */
@@ -107,8 +113,8 @@ static inline bool arpc_log_index_listed(const struct arpc_log_index *ix, const 
     return r->r_effect_gen == ix->ix_gen;
 }
 
-/* Bytes a compaction would write now, header, one ACK per client and one GOODBYE per gone
- * client included (an upper
+/* Bytes a compaction would write now, header, one ACK per client, one ACK_BEYOND per claim
+ * and one GOODBYE per gone client included (an upper
  * bound: effects whose replies were acked are rewritten smaller). */
 uint64_t arpc_log_index_live_bytes(const struct arpc_log_index *ix);
 

@@ -387,6 +387,9 @@ static void replay(const struct recovery *r, const struct arpc_log_replay_ops *o
         }
     for (size_t it = 0; ops->on_ack != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
         ops->on_ack(ctx, c->c_id, c->c_ack);
+    for (size_t it = 0; ops->on_ack_beyond != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
+        if (c->c_claim.ac_high > c->c_ack)
+            ops->on_ack_beyond(ctx, c->c_id, c->c_claim.ac_high, c->c_claim.ac_waiting, c->c_claim.ac_n);
     /* Live clients that came back after a goodbye: their floors, kept again at their expiry. */
     for (size_t it = 0; ops->on_gone != NULL && (c = arpc_log_index_next_client(ix, &it)) != NULL;)
         if (c->c_floor != 0)

@@ -39,6 +39,7 @@
 #include "base/log.h"
 #include "base/stack_fifo.h"
 #include "base/thread.h"
+#include "core/frame.h"
 #include "core/reply_log_internal.h"
 
 CK_STACK_CONTAINER(struct arpc_log_record, lr_link, record_of)
@@ -108,10 +109,16 @@ static int check_record(const struct arpc_log_record *rec)
         if (rec->lr_client_id == 0)
             return ARPC_EINVAL;
         break;
+    case ARPC_LOG_ACK_BEYOND: /* its list as an ACK frame's: the caller's frame was checked */
+        if (rec->lr_client_id == 0 || rec->lr_effect_len % 8 != 0 ||
+            rec->lr_effect_len > ARPC_ACK_WAITING_MAX * 8 || rec->lr_seq < rec->lr_ack)
+            return ARPC_EINVAL;
+        break;
     default:
         return ARPC_EINVAL;
     }
-    bool has_data = rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE;
+    bool has_data = rec->lr_type == ARPC_LOG_REPLY || rec->lr_type == ARPC_LOG_STATE ||
+                    rec->lr_type == ARPC_LOG_ACK_BEYOND;
     if (!arpc_log_payload_fits((uint8_t)rec->lr_type, rec->lr_type == ARPC_LOG_REPLY ? rec->lr_reply_len : 0,
                                has_data ? rec->lr_effect_len : 0))
         return ARPC_ETOOLARGE;
@@ -142,6 +149,13 @@ static struct arpc_log_view view_of(const struct arpc_log_record *rec)
         v.v_client_id = rec->lr_client_id;
         v.v_seq = rec->lr_seq;
         v.v_owner = rec->lr_identity;
+        break;
+    case ARPC_LOG_ACK_BEYOND:
+        v.v_client_id = rec->lr_client_id;
+        v.v_seq = rec->lr_seq;
+        v.v_ack = rec->lr_ack;
+        v.v_data = rec->lr_effect;
+        v.v_data_len = (uint32_t)rec->lr_effect_len;
         break;
     default: /* STATE */
         v.v_data = rec->lr_effect;

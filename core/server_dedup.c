@@ -433,8 +433,10 @@ void dedup_ack_beyond(struct server_conn *sc, const struct arpc_frame *f)
     for (uint32_t i = 0; i < f->f_waiting; i++)
         waiting[i] = arpc_frame_ack_waiting(f, i);
     /* Without memory the part beyond the ack is ignored: replies are kept longer, no more. */
-    (void)arpc_reply_cache_ack_beyond(&sc->sc_server->sv_cache, sc->sc_cache_key, f->f_ack, f->f_seq, waiting,
-                                      f->f_waiting, arpc_now_coarse_ns());
+    if (arpc_reply_cache_ack_beyond(&sc->sc_server->sv_cache, sc->sc_cache_key, f->f_ack, f->f_seq, waiting,
+                                    f->f_waiting, arpc_now_coarse_ns()) == ARPC_OK)
+        journal_ack_beyond(sc->sc_server, sc->sc_cache_key, f->f_ack, f->f_seq,
+                           f->f_payload + ARPC_ACK_FIXED_SIZE, (size_t)f->f_waiting * 8);
 }
 
 void dedup_complete(arpc_server *s, uint64_t client_id, uint64_t seq, uint64_t ack, struct reply_msg *rm, bool ran)

@@ -687,6 +687,10 @@ void journal_late_effect(arpc_server *s, const void *effect, size_t len);
  * a restart keeps refusing, held against owner's share, its identity or 0): a record, so a
  * restart forgets it too. */
 void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor, uint64_t owner);
+/* Logs a client's acknowledgement beyond its ack (an ACK frame's ack, high and its list of
+ * waiting seqs as the frame holds them: little-endian u64s). Nothing without a log. */
+void journal_ack_beyond(arpc_server *s, uint64_t client_id, uint64_t ack, uint64_t high, const void *waiting,
+                        size_t waiting_len);
 
 /* server_dedup.c, for replies: queues rm's frame as it is (rm is freed once written). */
 void sconn_send_frame(struct server_conn *sc, struct reply_msg *rm);

@@ -287,6 +287,24 @@ void journal_forget(arpc_server *s, uint64_t client_id, uint64_t floor, uint64_t
     arpc_reply_log_append(s->sv_log, &r->jr_rec);
 }
 
+/* A client's acknowledgement beyond its ack (an ACK frame, checked): logged so that the log's
+ * index drops those replies too (and compaction with them), and a restart knows the claim.
+ * waiting: the frame's list as it came, little-endian. Without memory it is not logged: the log
+ * keeps those replies longer, never a call too few. */
+void journal_ack_beyond(arpc_server *s, uint64_t client_id, uint64_t ack, uint64_t high, const void *waiting,
+                        size_t waiting_len)
+{
+    if (s->sv_log == NULL || atomic_load(&s->sv_log_failed))
+        return;
+    struct journal_rec *r = journal_rec_new(s, ARPC_LOG_ACK_BEYOND, NULL, 0, waiting, waiting_len);
+    if (r == NULL)
+        return;
+    r->jr_rec.lr_client_id = client_id;
+    r->jr_rec.lr_ack = ack;
+    r->jr_rec.lr_seq = high;
+    arpc_reply_log_append(s->sv_log, &r->jr_rec);
+}
+
 /* ---- checkpoints ---- */
 
 struct checkpoint_job {
@@ -387,6 +405,14 @@ static void replay_ack(void *ctx, uint64_t client_id, uint64_t ack)
         jp->jp_rc = ARPC_ENOMEM;
 }
 
+static void replay_ack_beyond(void *ctx, uint64_t client_id, uint64_t high, const uint64_t *waiting, uint32_t n)
+{
+    struct journal_replay *jp = ctx;
+    if (jp->jp_rc == ARPC_OK && arpc_reply_cache_ack_beyond(&jp->jp_server->sv_cache, client_id, 0, high, waiting, n,
+                                                            arpc_now_ns()) == ARPC_ENOMEM)
+        jp->jp_rc = ARPC_ENOMEM;
+}
+
 /* A goodbye's floor: without it a late copy of that client's call would run again. */
 static void replay_gone(void *ctx, uint64_t client_id, uint64_t floor, uint64_t owner)
 {
@@ -419,6 +445,7 @@ int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t
         .on_reply = replay_reply,
         .on_ack = replay_ack,
         .on_gone = replay_gone,
+        .on_ack_beyond = replay_ack_beyond,
     };
     struct journal_replay jp = {s, o, ARPC_OK};
     int rc = arpc_reply_log_open(&s->sv_log, &lo, &ops, &jp, journal_on_done, s, why, whylen);

@@ -228,6 +228,12 @@ struct got_gone {
     uint64_t client, floor, owner;
 };
 
+struct got_beyond {
+    uint64_t client, high;
+    uint64_t waiting[8];
+    uint32_t n;
+};
+
 struct replayed {
     int phase; /* 1 state, 2 effects, 3 replies, 4 acks, 5 gone: callbacks come in this order */
     bool has_state;
@@ -242,6 +248,8 @@ struct replayed {
     size_t ngones;
     struct got_gone *comebacks; /* floors of live clients that came back after a goodbye */
     size_t ncomebacks;
+    struct got_beyond *beyonds; /* claims beyond the acks */
+    size_t nbeyonds;
 };
 
 static struct blob blob_of(const void *p, size_t len)
@@ -310,7 +318,19 @@ static void on_gone(void *ctx, uint64_t client, uint64_t floor, uint64_t owner)
     r->gones[r->ngones++] = (struct got_gone){client, floor, owner};
 }
 
-static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack, on_gone};
+static void on_ack_beyond(void *ctx, uint64_t client, uint64_t high, const uint64_t *waiting, uint32_t n)
+{
+    struct replayed *r = ctx;
+    assert_int_equal(4, r->phase); /* with the acks, after them: before any gone */
+    assert_true(find_ack(r, client) >= 0);
+    r->beyonds = realloc(r->beyonds, (r->nbeyonds + 1) * sizeof(*r->beyonds));
+    struct got_beyond *b = &r->beyonds[r->nbeyonds++];
+    *b = (struct got_beyond){client, high, {0}, n};
+    for (uint32_t i = 0; i < n && i < 8; i++)
+        b->waiting[i] = waiting[i];
+}
+
+static const struct arpc_log_replay_ops replay_ops = {on_state, on_effect, on_reply, on_ack, on_gone, on_ack_beyond};
 
 static void replayed_free(struct replayed *r)
 {
@@ -324,6 +344,7 @@ static void replayed_free(struct replayed *r)
     free(r->acks);
     free(r->gones);
     free(r->comebacks);
+    free(r->beyonds);
     memset(r, 0, sizeof(*r));
 }
 
@@ -584,7 +605,7 @@ static void test_codec_rejects(void **state)
     assert_false(arpc_log_payload_fits(ARPC_LOG_REPLY, ARPC_LOG_PAYLOAD_MAX, 0));
     assert_false(arpc_log_payload_fits(ARPC_LOG_STATE, 0, (size_t)ARPC_LOG_PAYLOAD_MAX - ARPC_LOG_STATE_FIXED + 1));
     assert_true(arpc_log_payload_fits(ARPC_LOG_STATE, 0, ARPC_LOG_PAYLOAD_MAX - ARPC_LOG_STATE_FIXED));
-    assert_false(arpc_log_payload_fits(9, 0, 0));
+    assert_false(arpc_log_payload_fits(10, 0, 0));
 }
 
 static void test_segment_names(void **state)
@@ -717,6 +738,102 @@ static void test_goodbye_rules(void **state)
                                        /* back after their goodbyes: the floors, for their expiry */
                                        .comebacks = (struct want_gone[]){{3, 7, 0}, {4, 4, 0}},
                                        .ncomebacks = 2});
+    replayed_free(&r);
+}
+
+/* An ACK_BEYOND record (what a client acknowledged beyond its ack) drops the replies it covers,
+ * adds up with the client's earlier ones (an older, smaller claim takes nothing back), keeps
+ * a later REPLY it covers from being live (a call the client gave up on, logged for its
+ * effect), goes once the ack passes it, and survives a reopen and a compaction, which writes
+ * it after the client's ACK: replaying the snapshot gives the same replies and claims. */
+static struct arpc_reply_log_stats stats_of(struct arpc_reply_log *log);
+
+static void ack_beyond_expect(const struct replayed *r)
+{
+    expect_replayed(r, &(struct want){.state = -1,
+                                      .replies = (struct want_reply[]){{1, 4, 4}, {1, 9, 9}},
+                                      .nreplies = 2,
+                                      .acks = (struct want_ack[]){{1, 0}, {2, 3}, {3, 2}},
+                                      .nacks = 3});
+    assert_int_equal(2, r->nbeyonds);
+    for (size_t i = 0; i < r->nbeyonds; i++) {
+        const struct got_beyond *b = &r->beyonds[i];
+        if (b->client == 1) {
+            assert_true(b->high == 10 && b->n == 3);
+            assert_true(b->waiting[0] == 1 && b->waiting[1] == 4 && b->waiting[2] == 9);
+        } else {
+            assert_true(b->client == 2 && b->high == 5 && b->n == 1 && b->waiting[0] == 5);
+        }
+    }
+}
+
+static struct trec *beyond_rec(uint64_t client, uint64_t ack, uint64_t high, const uint64_t *waiting, uint32_t n)
+{
+    struct trec *t = trec_new(ARPC_LOG_ACK_BEYOND, client, high, ack, 0, 0);
+    for (uint32_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++)
+            t->effect[i * 8 + b] = (uint8_t)(waiting[i] >> (8 * b));
+    t->r.lr_effect = t->effect;
+    t->r.lr_effect_len = n * 8;
+    return t;
+}
+
+static void test_ack_beyond_rules(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {0};
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *recs[] = {
+        trec_new(ARPC_LOG_REPLY, 1, 2, 0, 2, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 3, 0, 3, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 4, 0, 4, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 5, 0, 5, 0),
+        trec_new(ARPC_LOG_REPLY, 1, 6, 0, 6, 0),
+        beyond_rec(1, 0, 5, (uint64_t[]){1, 4}, 2),     /* drops 2, 3, 5 */
+        trec_new(ARPC_LOG_REPLY, 1, 7, 0, 7, 0),
+        beyond_rec(1, 0, 3, (uint64_t[]){1, 2, 3}, 3),  /* older and smaller: takes nothing back */
+        beyond_rec(1, 0, 10, (uint64_t[]){1, 4, 9}, 3), /* drops 6, 7 */
+        trec_new(ARPC_LOG_REPLY, 1, 8, 0, 8, 0),        /* covered: not live */
+        trec_new(ARPC_LOG_REPLY, 1, 9, 0, 9, 0),        /* waited for: live */
+        beyond_rec(2, 3, 5, (uint64_t[]){5}, 1),        /* a client made by its claim, ack 3 */
+        trec_new(ARPC_LOG_REPLY, 3, 1, 0, 10, 0),
+        beyond_rec(3, 0, 2, (uint64_t[]){2}, 1),
+        trec_new(ARPC_LOG_ACK, 3, 0, 2, 0, 0),          /* passes the claim: it goes */
+    };
+    append_all_and_close(log, recs, sizeof(recs) / sizeof(recs[0]));
+    struct replayed r = {0};
+    replay_dir(t->log, &r);
+    ack_beyond_expect(&r);
+    replayed_free(&r);
+
+    /* The codec judges the list whole, as an ACK frame's decoder does: in order, in (ack, high]. */
+    uint8_t buf[ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_BEYOND_FIXED + 16], list[16];
+    struct arpc_log_view v = {.v_type = ARPC_LOG_ACK_BEYOND, .v_client_id = 1, .v_ack = 2, .v_seq = 5,
+                              .v_data = list, .v_data_len = 16}, got;
+    const char *what;
+    uint64_t pairs[][2] = {{4, 3}, {3, 6}, {2, 4}, {4, 4}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        le_st64(list, pairs[i][0]);
+        le_st64(list + 8, pairs[i][1]);
+        assert_int_equal(ARPC_LOG_DECODE_INVALID, arpc_log_decode(buf, arpc_log_encode(buf, &v), &got, &what));
+    }
+    le_st64(list, 3);
+    le_st64(list + 8, 5);
+    assert_int_equal(ARPC_LOG_DECODE_OK, arpc_log_decode(buf, arpc_log_encode(buf, &v), &got, &what));
+    assert_true(got.v_client_id == 1 && got.v_ack == 2 && got.v_seq == 5 && got.v_data_len == 16);
+    le_st32(buf + ARPC_LOG_RECORD_HEAD + 24, 3); /* a count its length contradicts */
+    uint64_t size;
+    assert_int_equal(ARPC_LOG_HEAD_BAD, arpc_log_head_size(buf, sizeof(buf), &size));
+
+    /* A compaction (started by a record that changes nothing) keeps all of it. */
+    latch_reset();
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 64, NULL, &s);
+    arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 0, 0, 0)->r);
+    assert_true(latch_wait(1, TEST_WAIT_MS));
+    assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
+    arpc_reply_log_close(log);
+    replay_dir(t->log, &r);
+    ack_beyond_expect(&r);
     replayed_free(&r);
 }
 
@@ -1854,14 +1971,19 @@ static void test_bad_options_and_records(void **state)
     struct trec *huge_state = trec_new(ARPC_LOG_STATE, 0, 0, 0, 0, 0);
     huge_state->r.lr_effect_len = ARPC_LOG_PAYLOAD_MAX + 1;
     struct trec *bad_type = trec_new(ARPC_LOG_REPLY, 1, 2, 0, 0, 0);
-    bad_type->r.lr_type = (enum arpc_log_rtype)9;
+    bad_type->r.lr_type = (enum arpc_log_rtype)10;
     struct trec *ack0 = trec_new(ARPC_LOG_ACK, 0, 0, 3, 0, 0);
     struct trec *expire0 = trec_new(ARPC_LOG_EXPIRE, 0, 0, 0, 0, 0);
+    struct trec *beyond0 = beyond_rec(0, 0, 5, (uint64_t[]){1}, 1);
+    struct trec *beyond_ragged = beyond_rec(1, 0, 5, (uint64_t[]){1}, 1);
+    beyond_ragged->r.lr_effect_len = 7; /* not a list of u64s */
+    struct trec *beyond_low = beyond_rec(1, 6, 5, NULL, 0); /* high under ack */
     struct {
         struct trec *bad;
         int status;
     } cases[] = {{huge, ARPC_ETOOLARGE}, {huge_state, ARPC_ETOOLARGE}, {bad_type, ARPC_EINVAL},
-                 {ack0, ARPC_EINVAL}, {expire0, ARPC_EINVAL}};
+                 {ack0, ARPC_EINVAL}, {expire0, ARPC_EINVAL}, {beyond0, ARPC_EINVAL},
+                 {beyond_ragged, ARPC_EINVAL}, {beyond_low, ARPC_EINVAL}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
         struct trec *good = trec_new(ARPC_LOG_REPLY, 1, 3, 0, 5, 6);
@@ -2170,6 +2292,7 @@ int main(void)
         dir_test(test_every_type_round_trip),
         dir_test(test_replay_rules),
         dir_test(test_goodbye_rules),
+        dir_test(test_ack_beyond_rules),
         cmocka_unit_test_no_leak(test_epoch),
         dir_test(test_random_against_model_with_compaction),
         dir_test(test_torn_tail_at_every_byte),
