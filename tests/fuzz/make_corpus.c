@@ -129,6 +129,17 @@ static void server_stream(void)
     chunks(fr, header(ARPC_FRAME_PING, 9, 3, "abc", 3), 255);
     write_seed(t, "later-cancel-ping");
 
+    /* A numbered call held (f.later), later ones finished, then what the client finished beyond
+     * its ack: copies of a covered call are refused, the held one's copy attaches. */
+    chunks(fr, hello(5, 0, 0, 0), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 1, 1, 0, "f.later", NULL, 0), 255);
+    for (uint64_t seq = 2; seq <= 5; seq++)
+        chunks(fr, request(ARPC_FRAME_REQUEST, seq, seq, 0, "f.echo", "e", 1), 255);
+    chunks(fr, arpc_frame_encode_ack(fr, 0, 5, (const uint64_t[]){1}, 1), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 6, 3, 0, "f.echo", "e", 1), 255);
+    chunks(fr, request(ARPC_FRAME_REQUEST, 7, 1, 0, "f.later", NULL, 0), 255);
+    write_seed(t, "held-ack-beyond");
+
     chunks(fr, hello(5, 0, 0, 0), 255);
     size_t h = arpc_frame_encode_request_head(fr, ARPC_FRAME_REQUEST, 1, 0, 0, 0, "f.echo", 6, 5000);
     chunks(fr, h, 255); /* over max_frame (1024): answered ETOOLARGE, body skipped */
@@ -287,6 +298,7 @@ static void frames(void)
     put(fr, error(ARPC_FRAME_ERROR, 2, ARPC_EHANDLER, "no"));
     put(fr, header(ARPC_FRAME_CANCEL, 3, 0, NULL, 0));
     put(fr, arpc_frame_encode_cancel_seq(fr, 5));
+    put(fr, arpc_frame_encode_ack(fr, 4, 9, (const uint64_t[]){5, 8}, 2));
     write_seed(t, "every-kind");
     limit = 2;
     put(&limit, 1);
