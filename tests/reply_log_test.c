@@ -827,7 +827,8 @@ static void test_ack_beyond_rules(void **state)
 
     /* A compaction (started by a record that changes nothing) keeps all of it. */
     latch_reset();
-    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 64, NULL, &s);
+    struct sink freeing = {.free_records = true};
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 64, NULL, &freeing);
     arpc_reply_log_append(log, &trec_new(ARPC_LOG_ACK, 1, 0, 0, 0, 0)->r);
     assert_true(latch_wait(1, TEST_WAIT_MS));
     assert_true(WAIT_UNTIL(stats_of(log).compactions != 0));
