@@ -22,6 +22,11 @@
  * given up for good): the server may drop those replies and refuses those seqs from then on.
  * Finished seqs above it wait in cl_done until the gap below them closes (without memory for
  * cl_done, in a small spill of the client's own: a seq noted nowhere would stop the ack).
+ * A call left unanswered (a long poll) holds the gap open: every CLIENT_ACK_BEYOND_EVERY seqs
+ * gathered in cl_done are folded into the claim beyond the ack (cl_claim, core/ack_claim.h:
+ * all up to a high but the seqs still waited for), told to the server in an ACK frame, which
+ * then lets those replies go as it does those under the ack; the ack, once the gap closes,
+ * moves through the claim as through cl_done.
  */
 #include <stdlib.h>
 #include <string.h>
