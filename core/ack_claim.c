@@ -47,20 +47,24 @@ int arpc_ack_claim_add(struct arpc_ack_claim *cl, uint64_t ack, uint64_t high, c
     while (i < n_old && old[i] <= ack)
         i++;
     while (i < n_old || j < n) {
+        uint64_t seq; /* the smaller head of the two lists, and whether it still waits */
+        bool waits;
         if (i < n_old && j < n && old[i] == waiting[j]) {
-            list[k++] = old[i];
-            i++, j++;
+            seq = old[i++], j++;
+            waits = true;
         } else if (j >= n || (i < n_old && old[i] < waiting[j])) {
-            if (old[i] > high)
-                list[k++] = old[i];
-            else
-                freed[(*nfreed)++] = old[i]; /* the new claim acknowledges it */
-            i++;
+            seq = old[i++];
+            waits = seq > high;
+            if (!waits)
+                freed[(*nfreed)++] = seq; /* the new claim acknowledges it */
         } else {
-            if (waiting[j] > cl->ac_high)
-                list[k++] = waiting[j];
-            j++;
+            seq = waiting[j++];
+            waits = seq > cl->ac_high;
         }
+        if (waits && k == ARPC_ACK_WAITING_MAX)
+            return ARPC_EINVAL; /* not two claims' lists (each checked: arpc_frame_ack_list_ok) */
+        if (waits)
+            list[k++] = seq;
     }
     memcpy(cl->ac_waiting, list, (size_t)k * sizeof(uint64_t));
     cl->ac_n = k;

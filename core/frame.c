@@ -222,15 +222,8 @@ static int decode_ack(const uint8_t *body, uint32_t body_len, struct arpc_frame 
     f->f_ack = le_ld64(body + ACK_ACK);
     f->f_seq = le_ld64(body + ACK_HIGH);
     uint32_t n = le_ld32(body + ACK_COUNT);
-    if (f->f_seq < f->f_ack || n > ARPC_ACK_WAITING_MAX || n > (body_len - ARPC_ACK_FIXED_SIZE) / 8)
+    if (n > (body_len - ARPC_ACK_FIXED_SIZE) / 8 || !arpc_frame_ack_list_ok(f->f_ack, f->f_seq, body + ACK_WAITING, n))
         return ARPC_EPROTO;
-    uint64_t prev = f->f_ack;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t seq = le_ld64(body + ACK_WAITING + (size_t)i * 8);
-        if (seq <= prev || seq > f->f_seq)
-            return ARPC_EPROTO;
-        prev = seq;
-    }
     f->f_waiting = n;
     f->f_payload = body;
     f->f_payload_len = body_len;
@@ -451,6 +444,20 @@ size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const ui
     for (uint32_t i = 0; i < n; i++)
         le_st64(body + ACK_WAITING + (size_t)i * 8, waiting[i]);
     return arpc_frame_ack_size(n);
+}
+
+bool arpc_frame_ack_list_ok(uint64_t ack, uint64_t high, const uint8_t *list, uint32_t n)
+{
+    if (high < ack || n > ARPC_ACK_WAITING_MAX)
+        return false;
+    uint64_t prev = ack;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t seq = le_ld64(list + (size_t)i * 8);
+        if (seq <= prev || seq > high)
+            return false;
+        prev = seq;
+    }
+    return true;
 }
 
 uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i)

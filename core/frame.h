@@ -261,6 +261,10 @@ static inline size_t arpc_frame_ack_size(uint32_t n) { return ARPC_FRAME_HEADER_
 /* ACK: every seq <= high is finished but waiting[0..n), ascending in (ack, high], n at most
  * ARPC_ACK_WAITING_MAX. Writes arpc_frame_ack_size(n) bytes. */
 size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const uint64_t *waiting, uint32_t n);
+/* Whether list (n little-endian u64s) is an ACK's list of waiting seqs for (ack, high]: high at
+ * least ack, n at most ARPC_ACK_WAITING_MAX, each seq ascending within (ack, high]. The one
+ * check of such a list wherever it is read (the frame, the reply log's record). */
+bool arpc_frame_ack_list_ok(uint64_t ack, uint64_t high, const uint8_t *list, uint32_t n);
 /* The i-th waiting seq of a decoded ACK (i < f_waiting). */
 uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i);
 

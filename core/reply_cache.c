@@ -354,14 +354,18 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
 }
 
 int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack, uint64_t high,
-                                const uint64_t *waiting, uint32_t n, uint64_t now_ns)
+                                const uint64_t *waiting, uint32_t n, uint64_t now_ns, bool *grew)
 {
+    bool ignored;
+    if (grew == NULL)
+        grew = &ignored;
+    *grew = false;
     struct arpc_rc_client *c = arpc_rc_client_get(rc, client_id);
     if (c == NULL)
         return ARPC_EINVAL; /* nothing of it is kept: nothing to say of it */
     arpc_rc_touch(rc, c, now_ns);
     arpc_rc_raise_ack(rc, c, ack);
-    return arpc_rc_ack_beyond(rc, c, high, waiting, n);
+    return arpc_rc_ack_beyond(rc, c, high, waiting, n, grew);
 }
 
 /* ---- goodbye ---- */

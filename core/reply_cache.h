@@ -285,11 +285,12 @@ void arpc_reply_cache_ack(struct arpc_reply_cache *rc, uint64_t client_id, uint6
  * high but waiting[0..n) (ascending, each in (ack, high]: core/frame.c checked them). Added to
  * what the client said before (never taken back, whichever claim arrives last): those seqs
  * are refused STALE from now on and their results freed, as an ack's (RUNNING and LOGGING ones
- * when they finish). A known client's activity. ARPC_OK; ARPC_EINVAL for an unknown client
- * (ignored: nothing of it is kept); ARPC_ENOMEM: the part beyond ack is ignored (safe: results
- * are kept longer). */
+ * when they finish). A known client's activity. ARPC_OK, *grew (may be NULL) saying whether it
+ * acknowledged anything beyond the ack not acknowledged before; ARPC_EINVAL for an unknown
+ * client (ignored: nothing of it is kept); ARPC_ENOMEM: the part beyond ack is ignored (safe:
+ * results are kept longer). */
 int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id, uint64_t ack, uint64_t high,
-                                const uint64_t *waiting, uint32_t n, uint64_t now_ns);
+                                const uint64_t *waiting, uint32_t n, uint64_t now_ns, bool *grew);
 
 /* Forgets the clients idle for idle_expiry_ns at now_ns (see the top of this file), oldest
  * first, reporting each to on_expire; one that said goodbye and came back (a late call above

@@ -229,13 +229,15 @@ void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, ui
 }
 
 int arpc_rc_ack_beyond(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t high,
-                       const uint64_t *waiting, uint32_t n)
+                       const uint64_t *waiting, uint32_t n, bool *grew)
 {
     uint64_t freed[ARPC_ACK_WAITING_MAX], old_high = c->c_claim.ac_high;
     uint32_t nfreed;
     size_t bytes = arpc_ack_claim_bytes(&c->c_claim);
-    if (arpc_ack_claim_add(&c->c_claim, c->c_ack, high, waiting, n, freed, &nfreed) != ARPC_OK)
-        return ARPC_ENOMEM;
+    int rc_add = arpc_ack_claim_add(&c->c_claim, c->c_ack, high, waiting, n, freed, &nfreed);
+    if (rc_add != ARPC_OK)
+        return rc_add;
+    *grew = c->c_claim.ac_high > old_high || nfreed != 0;
     claim_books(rc, c, bytes);
     /* Newly acknowledged: the seqs above the old claim's high, and the ones it waited for. */
     discard_acked(rc, c, old_high > c->c_ack ? old_high : c->c_ack, c->c_claim.ac_high);

@@ -287,9 +287,10 @@ static inline void arpc_rc_touch(struct arpc_reply_cache *rc, struct arpc_rc_cli
 /* Raises c's ack to ack (never lowers it) and frees the DONE entries at or below it. */
 void arpc_rc_raise_ack(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t ack);
 /* Adds to what c acknowledged beyond its ack: every seq <= high but waiting[0..n) (ascending,
- * each in (c_ack, high]), and frees the DONE entries that became acknowledged. ARPC_OK, or
- * ARPC_ENOMEM (nothing changed: the claim is ignored, which is safe). */
+ * each in (c_ack, high]), and frees the DONE entries that became acknowledged. ARPC_OK (with
+ * *grew: whether it acknowledged anything not acknowledged before), or ARPC_ENOMEM (nothing
+ * changed: the claim is ignored, which is safe). */
 int arpc_rc_ack_beyond(struct arpc_reply_cache *rc, struct arpc_rc_client *c, uint64_t high,
-                       const uint64_t *waiting, uint32_t n);
+                       const uint64_t *waiting, uint32_t n, bool *grew);
 
 #endif

@@ -152,15 +152,9 @@ static const char *decode_ack_beyond(const uint8_t *p, uint32_t plen, struct arp
     v->v_data_len = n * 8;
     if (v->v_client_id == 0)
         return "ACK_BEYOND record for client 0";
-    if (v->v_seq < v->v_ack)
-        return "ACK_BEYOND record whose high is below its ack";
-    uint64_t prev = v->v_ack;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t seq = le_ld64(v->v_data + (size_t)i * 8);
-        if (seq <= prev || seq > v->v_seq)
-            return "ACK_BEYOND record whose waiting seqs are out of order or outside (ack, high]";
-        prev = seq;
-    }
+    if (!arpc_frame_ack_list_ok(v->v_ack, v->v_seq, v->v_data, n))
+        return "ACK_BEYOND record whose high is below its ack, or whose waiting seqs are out of order or "
+               "outside (ack, high]";
     return NULL;
 }
 
@@ -276,7 +270,8 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
     case ARPC_LOG_ACK_BEYOND: /* its count, as REPLY's lengths */
         if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_BEYOND_FIXED)
             return ARPC_LOG_HEAD_CHECKED;
-        return (uint64_t)le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) * 8 == plen - ARPC_LOG_ACK_BEYOND_FIXED
+        return le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) <= ARPC_ACK_WAITING_MAX &&
+                       (uint64_t)le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) * 8 == plen - ARPC_LOG_ACK_BEYOND_FIXED
                    ? ARPC_LOG_HEAD_CHECKED
                    : ARPC_LOG_HEAD_BAD;
     case ARPC_LOG_REPLY:

@@ -67,7 +67,8 @@
  * (or a record running past the end of the file), which recovery then tells apart from a
  * torn tail by looking for valid records after it (core/reply_log_tail.c). What stands in
  * for a check of the length is the head's redundancy: the fixed size of ACK, EXPIRE and
- * the GOODBYEs, REPLY's two lengths, which must add up to its own, and a sized STATE's state_len
+ * the GOODBYEs, REPLY's two lengths, which must add up to its own, ACK_BEYOND's count (at most
+ * ARPC_ACK_WAITING_MAX, 8 bytes each), and a sized STATE's state_len
  * (arpc_log_head_size). Only a STATE of type 4 has none: a torn one, whose state (the
  * application's bytes, maybe a client's) can hold well-formed records, made recovery search
  * inside it and refuse to start (why type 6 exists).
@@ -147,7 +148,7 @@ enum arpc_log_head {
                               * header, a length its type or REPLY's two lengths contradict */
     ARPC_LOG_HEAD_UNCHECKED, /* STATE of type 4: any length is possible, so nothing confirms it */
     ARPC_LOG_HEAD_CHECKED,   /* the type confirms the length (ACK, EXPIRE, GOODBYEs, SYNCED), or REPLY's
-                              * two lengths do, or a sized STATE's state_len; one cut before
+                              * two lengths do, or ACK_BEYOND's count, or a sized STATE's state_len; one cut before
                               * them is at least its fixed size, which buf does not hold, and
                               * counts as CHECKED too */
 };

@@ -297,10 +297,11 @@ static int apply_ack_beyond(struct arpc_log_index *ix, const struct arpc_log_vie
     for (uint32_t i = 0; i < n; i++)
         waiting[i] = le_ld64(v->v_data + (size_t)i * 8);
     uint64_t ack = v->v_ack > c->c_ack ? v->v_ack : c->c_ack, before = claim_record_size(c);
-    if (arpc_ack_claim_add(&c->c_claim, ack, v->v_seq, waiting, n, freed, &nfreed) != ARPC_OK) {
+    int rc = arpc_ack_claim_add(&c->c_claim, ack, v->v_seq, waiting, n, freed, &nfreed);
+    if (rc != ARPC_OK) {
         if (created)
             client_forget(ix, v->v_client_id);
-        return ARPC_ENOMEM;
+        return rc;
     }
     /* Nothing below fails. */
     ix->ix_claim_bytes += claim_record_size(c) - before;
@@ -328,6 +329,8 @@ static int apply_goodbye(struct arpc_log_index *ix, const struct arpc_log_view *
     const struct arpc_log_client *c = arpc_u64_map_get(&ix->ix_clients, v->v_client_id);
     if (c != NULL && c->c_ack > floor)
         floor = c->c_ack;
+    if (c != NULL && c->c_claim.ac_high > floor)
+        floor = c->c_claim.ac_high;
     if (c != NULL && c->c_len > c->c_head && c->c_replies[c->c_len - 1].r_seq > floor)
         floor = c->c_replies[c->c_len - 1].r_seq;
     if (floor != 0 && arpc_rc_gone_put(&ix->ix_gone, v->v_client_id, floor, v->v_owner) != ARPC_OK)

@@ -9,8 +9,8 @@
  *   records. So an intact record counts as evidence of damage in the middle only if it lies
  *   beyond where the damaged record ends.
  * - Where it ends is its length, which the checksum does not cover (the format's choice).
- *   The head has other witnesses: ACK, EXPIRE and GOODBYE have a fixed size, and REPLY's two
- *   lengths must add up to its length (arpc_log_head_size). A bit flipped in a length breaks
+ *   The head has other witnesses: ACK, EXPIRE and GOODBYE have a fixed size, REPLY's two
+ *   lengths must add up to its length, and ACK_BEYOND's count must make it (arpc_log_head_size). A bit flipped in a length breaks
  *   that, so a head they confirm is believed, and the search starts at its end: for a torn
  *   record that is past the end of the file, and nothing is searched (or checksummed) at all.
  *   A head nothing confirms (STATE, or one they contradict: the length itself may be what is

@@ -109,9 +109,9 @@ static int check_record(const struct arpc_log_record *rec)
         if (rec->lr_client_id == 0)
             return ARPC_EINVAL;
         break;
-    case ARPC_LOG_ACK_BEYOND: /* its list as an ACK frame's: the caller's frame was checked */
-        if (rec->lr_client_id == 0 || rec->lr_effect_len % 8 != 0 ||
-            rec->lr_effect_len > ARPC_ACK_WAITING_MAX * 8 || rec->lr_seq < rec->lr_ack)
+    case ARPC_LOG_ACK_BEYOND: /* its list judged as an ACK frame's: the index trusts it */
+        if (rec->lr_client_id == 0 || rec->lr_effect_len % 8 != 0 || rec->lr_effect_len > ARPC_ACK_WAITING_MAX * 8 ||
+            !arpc_frame_ack_list_ok(rec->lr_ack, rec->lr_seq, rec->lr_effect, (uint32_t)(rec->lr_effect_len / 8)))
             return ARPC_EINVAL;
         break;
     default:

@@ -432,9 +432,12 @@ void dedup_ack_beyond(struct server_conn *sc, const struct arpc_frame *f)
     uint64_t waiting[ARPC_ACK_WAITING_MAX]; /* decoded and checked by core/frame.c */
     for (uint32_t i = 0; i < f->f_waiting; i++)
         waiting[i] = arpc_frame_ack_waiting(f, i);
-    /* Without memory the part beyond the ack is ignored: replies are kept longer, no more. */
+    /* Without memory the part beyond the ack is ignored: replies are kept longer, no more. A
+     * claim that adds nothing (one told again after a HELLO, an older one read late) is not
+     * logged again. */
+    bool grew = false;
     if (arpc_reply_cache_ack_beyond(&sc->sc_server->sv_cache, sc->sc_cache_key, f->f_ack, f->f_seq, waiting,
-                                    f->f_waiting, arpc_now_coarse_ns()) == ARPC_OK)
+                                    f->f_waiting, arpc_now_coarse_ns(), &grew) == ARPC_OK && grew)
         journal_ack_beyond(sc->sc_server, sc->sc_cache_key, f->f_ack, f->f_seq,
                            f->f_payload + ARPC_ACK_FIXED_SIZE, (size_t)f->f_waiting * 8);
 }

@@ -409,7 +409,7 @@ static void replay_ack_beyond(void *ctx, uint64_t client_id, uint64_t high, cons
 {
     struct journal_replay *jp = ctx;
     if (jp->jp_rc == ARPC_OK && arpc_reply_cache_ack_beyond(&jp->jp_server->sv_cache, client_id, 0, high, waiting, n,
-                                                            arpc_now_ns()) == ARPC_ENOMEM)
+                                                            arpc_now_ns(), NULL) == ARPC_ENOMEM)
         jp->jp_rc = ARPC_ENOMEM;
 }
 

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "arpc/error.h"
+#include "core/frame.h"
 #include "core/reply_cache.h"
 #include "support/test_util.h"
 
@@ -436,7 +437,9 @@ static void test_ack_beyond_a_held_call(void **state)
     assert_int_equal(3002, stats_of(&rc).entries); /* 3000 of them DONE, with a byte each */
     size_t ring = bytes_before - arpc_reply_cache_client_cost() - 3002 * arpc_reply_cache_entry_cost() - 3000;
     uint64_t waiting[] = {1, 500, 3003};
-    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3003, waiting, 3, 0));
+    bool grew = false;
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3003, waiting, 3, 0, &grew));
+    assert_true(grew);
     for (uint64_t seq = 2; seq <= 3002; seq++)
         assert_int_equal(seq != 500 && seq != 3001, hand_freed[seq]);
     struct arpc_reply_cache_stats s = stats_of(&rc);
@@ -451,11 +454,13 @@ static void test_ack_beyond_a_held_call(void **state)
     expect_waiters(&rc, finish_dropped(&rc, 7, 3001), 1, A, (uint64_t)3001);
     /* An older, smaller claim arriving late takes nothing back; a later one frees 500. */
     uint64_t older[] = {1, 2, 500};
-    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 600, older, 3, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 600, older, 3, 0, &grew));
+    assert_false(grew); /* (the server logs no record for it) */
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2, 0, B, 9, 0));
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 2000, 0, B, 9, 0));
     uint64_t later[] = {1};
-    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3002, later, 1, 0));
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 3002, later, 1, 0, &grew));
+    assert_true(grew); /* 500 is acknowledged now */
     assert_int_equal(1, hand_freed[500]);
     assert_int_equal(ARPC_RC_STALE, begin(&rc, 7, 500, 0, B, 9, 0));
     assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3004, 0, A, 3004, 0)); /* beyond every claim */
@@ -471,7 +476,20 @@ static void test_ack_beyond_a_held_call(void **state)
     s = stats_of(&rc);
     assert_int_equal(0, s.entries);
     assert_int_equal(arpc_reply_cache_client_cost() + ring, s.bytes); /* the list's bytes too */
-    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_ack_beyond(&rc, 8, 0, 10, NULL, 0, 0)); /* unknown: ignored */
+    assert_int_equal(ARPC_EINVAL, arpc_reply_cache_ack_beyond(&rc, 8, 0, 10, NULL, 0, 0, NULL)); /* unknown: ignored */
+    /* Lists that are not a claim's (the server passes only checked ones) are refused whole,
+     * never written past the claim's 256 slots: 256 waiting up to 2000, then 256 above a high
+     * of 10. */
+    static uint64_t first[ARPC_ACK_WAITING_MAX], second[ARPC_ACK_WAITING_MAX];
+    for (uint32_t i = 0; i < ARPC_ACK_WAITING_MAX; i++) {
+        first[i] = 3010 + i;
+        second[i] = 5000 + i;
+    }
+    assert_int_equal(ARPC_OK, arpc_reply_cache_ack_beyond(&rc, 7, 0, 5000, first, ARPC_ACK_WAITING_MAX, 0, &grew));
+    assert_int_equal(ARPC_EINVAL,
+                     arpc_reply_cache_ack_beyond(&rc, 7, 0, 3005, second, ARPC_ACK_WAITING_MAX, 0, &grew));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 7, 3010, 0, A, 3010, 0)); /* still waited for */
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 7, 3010), 1, A, (uint64_t)3010);
     assert_int_equal(1, stats_of(&rc).clients);
     arpc_reply_cache_fini(&rc, NULL);
 }

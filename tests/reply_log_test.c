@@ -1979,12 +1979,13 @@ static void test_bad_options_and_records(void **state)
     struct trec *beyond_ragged = beyond_rec(1, 0, 5, (uint64_t[]){1}, 1);
     beyond_ragged->r.lr_effect_len = 7; /* not a list of u64s */
     struct trec *beyond_low = beyond_rec(1, 6, 5, NULL, 0); /* high under ack */
+    struct trec *beyond_disorder = beyond_rec(1, 0, 5, (uint64_t[]){3, 2}, 2); /* as an ACK frame's list */
     struct {
         struct trec *bad;
         int status;
     } cases[] = {{huge, ARPC_ETOOLARGE}, {huge_state, ARPC_ETOOLARGE}, {bad_type, ARPC_EINVAL},
                  {ack0, ARPC_EINVAL}, {expire0, ARPC_EINVAL}, {beyond0, ARPC_EINVAL},
-                 {beyond_ragged, ARPC_EINVAL}, {beyond_low, ARPC_EINVAL}};
+                 {beyond_ragged, ARPC_EINVAL}, {beyond_low, ARPC_EINVAL}, {beyond_disorder, ARPC_EINVAL}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
         struct trec *good = trec_new(ARPC_LOG_REPLY, 1, 3, 0, 5, 6);
