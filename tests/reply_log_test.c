@@ -879,13 +879,43 @@ struct model {
     size_t neffects;
     bool has_state;
     uint32_t state;
+    uint64_t cl_high[MODEL_CLIENTS];
+    uint64_t cl_wait[MODEL_CLIENTS][8];
+    uint32_t cl_n[MODEL_CLIENTS];
 };
+
+static bool model_covered(const struct model *m, uint64_t c, uint64_t seq)
+{
+    if (seq <= m->ack[c])
+        return true;
+    if (seq > m->cl_high[c])
+        return false;
+    for (uint32_t i = 0; i < m->cl_n[c]; i++)
+        if (m->cl_wait[c][i] == seq)
+            return false;
+    return true;
+}
+
+static void model_claim_clear(struct model *m, uint64_t c)
+{
+    m->cl_high[c] = 0;
+    m->cl_n[c] = 0;
+}
 
 static void model_raise(struct model *m, uint64_t c, uint64_t ack)
 {
     if (ack <= m->ack[c])
         return;
     m->ack[c] = ack;
+    if (ack >= m->cl_high[c]) {
+        model_claim_clear(m, c);
+    } else {
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < m->cl_n[c]; i++)
+            if (m->cl_wait[c][i] > ack)
+                m->cl_wait[c][k++] = m->cl_wait[c][i];
+        m->cl_n[c] = k;
+    }
     size_t k = 0;
     for (size_t i = 0; i < m->nlive; i++)
         if (!(m->live[i].client == c && m->live[i].seq <= ack))
@@ -915,10 +945,13 @@ static void model_goodbye(struct model *m, uint64_t c, uint64_t floor)
 {
     if (m->exists[c] && m->ack[c] > floor)
         floor = m->ack[c];
+    if (m->exists[c] && m->cl_high[c] > floor)
+        floor = m->cl_high[c]; /* the claim's high: seqs it used */
     for (size_t i = 0; i < m->nlive; i++)
         if (m->live[i].client == c && m->live[i].seq > floor)
             floor = m->live[i].seq;
     model_raise(m, c, UINT64_MAX);
+    model_claim_clear(m, c);
     m->exists[c] = false;
     m->ack[c] = 0;
     m->comeback[c] = 0;
@@ -941,7 +974,7 @@ static void model_apply(struct model *m, const struct arpc_log_record *rec, uint
             return;
         model_hear(m, c);
         model_raise(m, c, rec->lr_ack);
-        if (rec->lr_seq <= m->ack[c])
+        if (model_covered(m, c, rec->lr_seq))
             return;
         for (size_t i = 0; i < m->nlive; i++)
             if (m->live[i].client == c && m->live[i].seq == rec->lr_seq) {
@@ -956,7 +989,41 @@ static void model_apply(struct model *m, const struct arpc_log_record *rec, uint
         model_hear(m, c);
         model_raise(m, c, rec->lr_ack);
         return;
+    case ARPC_LOG_ACK_BEYOND: {
+        model_hear(m, c);
+        const uint8_t *w = rec->lr_effect;
+        uint32_t n = (uint32_t)(rec->lr_effect_len / 8);
+        uint64_t high = rec->lr_seq, nw[8];
+        uint32_t k = 0;
+        /* the brute-force union: a seq in (ack', max high] waits iff neither covers it */
+        uint64_t ack2 = rec->lr_ack > m->ack[c] ? rec->lr_ack : m->ack[c];
+        uint64_t top = high > m->cl_high[c] ? high : m->cl_high[c];
+        if (high > ack2) {
+            for (uint64_t s2 = ack2 + 1; s2 <= top; s2++) {
+                bool new_cov = s2 <= high;
+                for (uint32_t i = 0; i < n && new_cov; i++)
+                    if (le_ld64(w + (size_t)i * 8) == s2)
+                        new_cov = false;
+                bool old_cov = model_covered(m, c, s2);
+                if (!new_cov && !old_cov) {
+                    assert_true(k < 8);
+                    nw[k++] = s2;
+                }
+            }
+            m->cl_high[c] = top;
+            m->cl_n[c] = k;
+            memcpy(m->cl_wait[c], nw, k * 8);
+        }
+        model_raise(m, c, rec->lr_ack);
+        size_t kk = 0;
+        for (size_t i = 0; i < m->nlive; i++)
+            if (!(m->live[i].client == c && model_covered(m, c, m->live[i].seq)))
+                m->live[kk++] = m->live[i];
+        m->nlive = kk;
+        return;
+    }
     case ARPC_LOG_EXPIRE:
+        model_claim_clear(m, c);
         model_raise(m, c, UINT64_MAX);
         m->exists[c] = false;
         m->ack[c] = 0;
@@ -991,6 +1058,22 @@ static void model_check(const struct model *m, const struct replayed *r)
     struct want w = {m->has_state ? (int64_t)m->state : -1, m->effects, m->neffects, m->live, m->nlive, acks, nacks,
                      gones, m->ngone, comebacks, ncomebacks};
     expect_replayed(r, &w);
+    size_t nb = 0;
+    for (uint64_t c = 1; c < MODEL_CLIENTS; c++) {
+        if (!m->exists[c] || m->cl_high[c] <= m->ack[c])
+            continue;
+        nb++;
+        const struct got_beyond *b = NULL;
+        for (size_t i = 0; i < r->nbeyonds; i++)
+            if (r->beyonds[i].client == c)
+                b = &r->beyonds[i];
+        if (b == NULL || b->high != m->cl_high[c] || b->n != m->cl_n[c] ||
+            memcmp(b->waiting, m->cl_wait[c], m->cl_n[c] * 8) != 0)
+            fail_msg("claim of client %llu: model high %llu n %u, replayed %llu n %u", (unsigned long long)c,
+                     (unsigned long long)m->cl_high[c], m->cl_n[c], b ? (unsigned long long)b->high : 0ULL,
+                     b ? b->n : 0u);
+    }
+    assert_int_equal(nb, r->nbeyonds);
 }
 
 /* A random record: mostly replies near each client's frontier, with acks that move on. */
@@ -1007,8 +1090,20 @@ static struct trec *random_record(struct model *m, uint64_t *rng, uint32_t *tags
         return trec_new(ARPC_LOG_GOODBYE, c, m->next_seq[c] - (dice == 4 && m->next_seq[c] > 0), 0, 0, 0);
     if (dice < 9)
         return trec_new(ARPC_LOG_ACK, c, 0, m->ack[c] + rng_next(rng) % 4, 0, 0);
-    if (dice < 12)
+    if (dice < 10)
         return trec_new(ARPC_LOG_REPLY, 0, 0, 0, 0, 1 + et % 96); /* effect only */
+    if (dice < 14) { /* a claim beyond the ack: the model's ack or a little off it */
+        uint64_t a = m->ack[c] + rng_next(rng) % 3;
+        if (a > 0 && rng_next(rng) % 4 == 0)
+            a--;
+        uint64_t high = a + rng_next(rng) % 12;
+        uint64_t w[8];
+        uint32_t n = 0;
+        for (uint64_t s2 = a + 1; s2 <= high && n < 8; s2++)
+            if (rng_next(rng) % 3 == 0)
+                w[n++] = s2;
+        return beyond_rec(c, a, high, w, n);
+    }
     /* seq: mostly new, sometimes a repeat or one below the ack */
     uint64_t seq = ++m->next_seq[c];
     if (dice < 20 && seq > 3)
@@ -1101,6 +1196,46 @@ static void check_first_four(const struct replayed *r)
     assert_blob_tag(find_reply(r, 1, 1)->reply, 41);
     assert_blob_tag(find_reply(r, 1, 2)->reply, 43);
     assert_int_equal(7, find_ack(r, 2));
+}
+
+/* A claim torn at every byte of its record: the log opens, and the claim is there only once its
+ * record is whole (the reply it drops is still live before). (Helper 227's test.) */
+static void test_torn_ack_beyond_at_every_byte(void **state)
+{
+    struct tdir *t = *state;
+    struct sink s = {0};
+    char path[256];
+    struct arpc_reply_log *log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *first[] = {trec_new(ARPC_LOG_REPLY, 1, 1, 0, 41, 42), trec_new(ARPC_LOG_REPLY, 1, 3, 0, 43, 0)};
+    append_all_and_close(log, first, 2);
+    size_t last_at = (size_t)test_file_size(seg_path(t, 1, path, sizeof(path)));
+    log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, NULL, &s);
+    struct trec *b = beyond_rec(1, 0, 6, (uint64_t[]){1, 2, 5}, 3);
+    append_all_and_close(log, &b, 1);
+    size_t len;
+    uint8_t *bytes = test_file_read(path, &len);
+    capture_start();
+    for (size_t cut = last_at; cut <= len; cut++) {
+        test_file_write(path, bytes, cut);
+        struct replayed r = {0};
+        log = open_ok(t->log, ARPC_LOG_FSYNC_OFF, 0, &r, &s);
+        assert_non_null(find_reply(&r, 1, 1));
+        bool whole = cut >= len - ARPC_LOG_SYNCED_SIZE;
+        if (whole) {
+            assert_null(find_reply(&r, 1, 3));
+            assert_int_equal(1, r.nbeyonds);
+        } else {
+            assert_non_null(find_reply(&r, 1, 3));
+            assert_int_equal(0, r.nbeyonds);
+        }
+        replayed_free(&r);
+        arpc_reply_log_close(log);
+        char torn[300];
+        snprintf(torn, sizeof(torn), "%s.torn", path);
+        unlink(torn);
+    }
+    capture_stop();
+    free(bytes);
 }
 
 static void test_torn_tail_at_every_byte(void **state)
@@ -2318,6 +2453,7 @@ int main(void)
         dir_test(test_random_damage_never_crashes),
         dir_test(test_removed_segment_stops_the_log),
         dir_test(test_write_failure_stops_the_log),
+        dir_test(test_torn_ack_beyond_at_every_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
