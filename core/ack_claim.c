@@ -55,8 +55,9 @@ int arpc_ack_claim_add(struct arpc_ack_claim *cl, uint64_t ack, uint64_t high, c
         } else if (j >= n || (i < n_old && old[i] < waiting[j])) {
             seq = old[i++];
             waits = seq > high;
-            if (!waits)
-                freed[(*nfreed)++] = seq; /* the new claim acknowledges it */
+            if (!waits && freed != NULL)
+                freed[*nfreed] = seq; /* the new claim acknowledges it */
+            *nfreed += !waits;
         } else {
             seq = waiting[j++];
             waits = seq > cl->ac_high;

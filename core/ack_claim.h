@@ -36,8 +36,8 @@ uint32_t arpc_ack_claim_after(const struct arpc_ack_claim *cl, uint64_t seq);
 /*
  * Adds the claim "every seq <= high but waiting[0..n)" (ascending, each in (ack, high]) to cl:
  * their union, so that no claim takes back what another said, whichever came last. The seqs
- * cl waited for that it no longer does go to freed (room for ARPC_ACK_WAITING_MAX), *nfreed
- * of them. ARPC_OK, or ARPC_ENOMEM with cl as it was (ARPC_EINVAL too, for a list that is not
+ * cl waited for that it no longer does go to freed (room for ARPC_ACK_WAITING_MAX; NULL: only
+ * counted), *nfreed of them. ARPC_OK, or ARPC_ENOMEM with cl as it was (ARPC_EINVAL too, for a list that is not
  * one: arpc_frame_ack_list_ok says what is).
  */
 int arpc_ack_claim_add(struct arpc_ack_claim *cl, uint64_t ack, uint64_t high, const uint64_t *waiting, uint32_t n,

@@ -441,8 +441,7 @@ size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const ui
     le_st64(body + ACK_HIGH, high);
     le_st32(body + ACK_COUNT, n);
     le_st32(body + ACK_RESERVED, 0);
-    for (uint32_t i = 0; i < n; i++)
-        le_st64(body + ACK_WAITING + (size_t)i * 8, waiting[i]);
+    arpc_frame_ack_list_store(body + ACK_WAITING, waiting, n);
     return arpc_frame_ack_size(n);
 }
 
@@ -460,9 +459,16 @@ bool arpc_frame_ack_list_ok(uint64_t ack, uint64_t high, const uint8_t *list, ui
     return true;
 }
 
-uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i)
+void arpc_frame_ack_list_load(uint64_t *seqs, const uint8_t *list, uint32_t n)
 {
-    return le_ld64(f->f_payload + ACK_WAITING + (size_t)i * 8);
+    for (uint32_t i = 0; i < n; i++)
+        seqs[i] = le_ld64(list + (size_t)i * 8);
+}
+
+void arpc_frame_ack_list_store(uint8_t *list, const uint64_t *seqs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        le_st64(list + (size_t)i * 8, seqs[i]);
 }
 
 bool arpc_frame_error_code_answers(uint32_t code)

@@ -137,7 +137,8 @@ struct arpc_frame {
     /* REQUEST / ONEWAY; CANCEL: the seq it names (0: none, it names its xid); ACK: its high */
     uint64_t f_seq;
     uint64_t f_ack;
-    /* ACK: how many seqs it lists as waiting (arpc_frame_ack_waiting reads them) */
+    /* ACK: how many seqs it lists as waiting (f_payload + ARPC_ACK_FIXED_SIZE holds them:
+     * arpc_frame_ack_list_load) */
     uint32_t f_waiting;
     uint32_t f_deadline_ms;
     const char *f_method; /* not NUL-terminated */
@@ -265,7 +266,9 @@ size_t arpc_frame_encode_ack(uint8_t *dst, uint64_t ack, uint64_t high, const ui
  * least ack, n at most ARPC_ACK_WAITING_MAX, each seq ascending within (ack, high]. The one
  * check of such a list wherever it is read (the frame, the reply log's record). */
 bool arpc_frame_ack_list_ok(uint64_t ack, uint64_t high, const uint8_t *list, uint32_t n);
-/* The i-th waiting seq of a decoded ACK (i < f_waiting). */
-uint64_t arpc_frame_ack_waiting(const struct arpc_frame *f, uint32_t i);
+/* An ACK's list as it travels (little-endian u64s, as an ACK frame and a reply log record
+ * hold it), to n seqs and back. */
+void arpc_frame_ack_list_load(uint64_t *seqs, const uint8_t *list, uint32_t n);
+void arpc_frame_ack_list_store(uint8_t *list, const uint64_t *seqs, uint32_t n);
 
 #endif

@@ -33,7 +33,6 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
-#include "base/le.h"
 #include "base/log.h"
 #include "core/reply_log_internal.h"
 
@@ -209,8 +208,7 @@ static int write_acks(struct compaction *c)
         if (cl->c_claim.ac_high <= cl->c_ack)
             continue;
         uint8_t waiting[8 * ARPC_ACK_WAITING_MAX];
-        for (uint32_t i = 0; i < cl->c_claim.ac_n; i++)
-            le_st64(waiting + (size_t)i * 8, cl->c_claim.ac_waiting[i]);
+        arpc_frame_ack_list_store(waiting, cl->c_claim.ac_waiting, cl->c_claim.ac_n);
         struct arpc_log_view beyond = {.v_type = ARPC_LOG_ACK_BEYOND, .v_client_id = cl->c_id, .v_ack = cl->c_ack,
                                        .v_seq = cl->c_claim.ac_high, .v_data = waiting,
                                        .v_data_len = cl->c_claim.ac_n * 8};

@@ -267,13 +267,14 @@ enum arpc_log_head arpc_log_head_size(const uint8_t *buf, size_t len, uint64_t *
             return ARPC_LOG_HEAD_CHECKED;
         return le_ld32(buf + ARPC_LOG_RECORD_HEAD + STATE_LEN) == plen - ARPC_LOG_STATE_FIXED ? ARPC_LOG_HEAD_CHECKED
                                                                                              : ARPC_LOG_HEAD_BAD;
-    case ARPC_LOG_ACK_BEYOND: /* its count, as REPLY's lengths */
+    case ARPC_LOG_ACK_BEYOND: { /* its count, as REPLY's lengths */
         if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_BEYOND_FIXED)
             return ARPC_LOG_HEAD_CHECKED;
-        return le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) <= ARPC_ACK_WAITING_MAX &&
-                       (uint64_t)le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT) * 8 == plen - ARPC_LOG_ACK_BEYOND_FIXED
+        uint32_t count = le_ld32(buf + ARPC_LOG_RECORD_HEAD + BEYOND_COUNT);
+        return count <= ARPC_ACK_WAITING_MAX && (uint64_t)count * 8 == plen - ARPC_LOG_ACK_BEYOND_FIXED
                    ? ARPC_LOG_HEAD_CHECKED
                    : ARPC_LOG_HEAD_BAD;
+    }
     case ARPC_LOG_REPLY:
         if (len < ARPC_LOG_RECORD_HEAD + ARPC_LOG_REPLY_FIXED)
             return ARPC_LOG_HEAD_CHECKED;

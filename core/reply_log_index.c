@@ -19,7 +19,6 @@
 
 #include "arpc/error.h"
 #include "base/alloc.h"
-#include "base/le.h"
 
 #define ACK_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_ACK_PAYLOAD)
 #define GOODBYE_RECORD_SIZE (ARPC_LOG_RECORD_HEAD + ARPC_LOG_GOODBYE_OWNED_PAYLOAD) /* the larger kind */
@@ -292,12 +291,12 @@ static int apply_ack_beyond(struct arpc_log_index *ix, const struct arpc_log_vie
     struct arpc_log_client *c = client_get(ix, v->v_client_id, &created);
     if (c == NULL)
         return ARPC_ENOMEM;
-    uint64_t waiting[ARPC_ACK_WAITING_MAX], freed[ARPC_ACK_WAITING_MAX];
+    uint64_t waiting[ARPC_ACK_WAITING_MAX];
     uint32_t n = v->v_data_len / 8, nfreed; /* the decoder or the writer checked the list */
-    for (uint32_t i = 0; i < n; i++)
-        waiting[i] = le_ld64(v->v_data + (size_t)i * 8);
+    arpc_frame_ack_list_load(waiting, v->v_data, n);
     uint64_t ack = v->v_ack > c->c_ack ? v->v_ack : c->c_ack, before = claim_record_size(c);
-    int rc = arpc_ack_claim_add(&c->c_claim, ack, v->v_seq, waiting, n, freed, &nfreed);
+    /* (Which seqs it stopped waiting for is not needed: every reply is looked at below.) */
+    int rc = arpc_ack_claim_add(&c->c_claim, ack, v->v_seq, waiting, n, NULL, &nfreed);
     if (rc != ARPC_OK) {
         if (created)
             client_forget(ix, v->v_client_id);

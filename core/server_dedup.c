@@ -429,9 +429,8 @@ void dedup_ack_beyond(struct server_conn *sc, const struct arpc_frame *f)
 {
     if (sc->sc_client_id == 0)
         return; /* it numbers nothing: nothing of its is kept */
-    uint64_t waiting[ARPC_ACK_WAITING_MAX]; /* decoded and checked by core/frame.c */
-    for (uint32_t i = 0; i < f->f_waiting; i++)
-        waiting[i] = arpc_frame_ack_waiting(f, i);
+    uint64_t waiting[ARPC_ACK_WAITING_MAX]; /* checked by core/frame.c */
+    arpc_frame_ack_list_load(waiting, f->f_payload + ARPC_ACK_FIXED_SIZE, f->f_waiting);
     /* Without memory the part beyond the ack is ignored: replies are kept longer, no more. A
      * claim that adds nothing (one told again after a HELLO, an older one read late) is not
      * logged again. */
