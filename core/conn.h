@@ -149,6 +149,8 @@ struct arpc_conn {
     bool c_close_after_flush; /* close once the output queue drains (e.g. after GOAWAY) */
     bool c_linger;        /* closing once the queue drains and the peer's stream ends (arpc_conn_linger) */
     bool c_wr_shut;       /* lingering: the queue drained and the stream's write side is shut */
+    bool c_output_capped; /* a frame was refused for output over the hard cap: the loop's next
+                           * prepare closes the connection, whatever the queue holds by then */
     bool c_close_deferred; /* an early write decided a close (arpc_conn_flush_batch): carried
                             * out once the dispatch ends, or by the prepare watcher, without
                             * stopping the frames already read from going up */
@@ -473,7 +475,10 @@ double arpc_conn_write_age(struct arpc_conn *conn, double now);
 
 /* Over this many times its byte bound (arpc_conn_limit_bytes) of queued output, a
  * connection is closed rather than held: replies owed to calls accepted before the bound was
- * reached (their sizes were estimates) must not grow without end for a peer not reading. */
+ * reached (their sizes were estimates) must not grow without end for a peer not reading.
+ * Checked at each frame queued (one more frame is refused, and the close follows at the
+ * loop's next prepare), so a turn that queues many replies cannot pass it by more than a
+ * frame. */
 #define ARPC_CONN_OUTPUT_HARD_FACTOR 4
 
 /* Part of a frame is in: bytes in the read buffer not handed up yet, a large body being read

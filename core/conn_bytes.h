@@ -40,6 +40,12 @@ static inline bool conn_bytes_fit(const struct arpc_conn *conn)
     return (conn->c_owed == 0 && conn->c_out.q_bytes == 0) ||
            conn_bytes_held(conn) <= conn->c_max_bytes - conn->c_max_bytes / 4;
 }
+/* Queued output over the hard cap (ARPC_CONN_OUTPUT_HARD_FACTOR x the bound). */
+static inline bool conn_output_over_cap(const struct arpc_conn *conn)
+{
+    return conn->c_max_bytes != 0 && conn->c_out.q_bytes / ARPC_CONN_OUTPUT_HARD_FACTOR > conn->c_max_bytes;
+}
+
 /* The connection holds its own input for reason (the owner hears of it, e.g. to log it). */
 void conn_hold_own(struct arpc_conn *conn, unsigned reason);
 

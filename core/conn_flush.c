@@ -130,10 +130,11 @@ void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
-    if (conn->c_max_bytes != 0 && conn->c_out.q_bytes / ARPC_CONN_OUTPUT_HARD_FACTOR > conn->c_max_bytes) {
+    if (conn->c_output_capped || conn_output_over_cap(conn)) {
         peer_log(conn->c_loop, ARPC_LOG_WARN,
-                 "closing the connection with %s: %zu bytes of output not read by the peer (%d x max_conn_bytes)",
-                 conn->c_peer, conn->c_out.q_bytes, ARPC_CONN_OUTPUT_HARD_FACTOR);
+                 "closing the connection with %s: %zu bytes of output not read by the peer%s (%d x max_conn_bytes)",
+                 conn->c_peer, conn->c_out.q_bytes, conn->c_output_capped ? ", more refused" : "",
+                 ARPC_CONN_OUTPUT_HARD_FACTOR);
         arpc_conn_close(conn, ARPC_EOVERLOADED); /* (the peer may be reading: what the kernel holds still goes) */
         return;
     }

@@ -19,7 +19,11 @@
 static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_len, void *base, uint8_t *data,
                       size_t len, arpc_outq_release_fn release, bool front)
 {
+    /* Over the hard cap the connection is closing: a frame more is refused (the rest of one
+     * another thread began is not: the queue must stay whole while it lasts). */
+    bool capped = !front && (conn->c_output_capped || conn_output_over_cap(conn));
     int rc = !conn->c_open || conn->c_wr_shut ? ARPC_ECONNLOST /* (nothing follows a half-close) */
+             : capped         ? ARPC_EOVERLOADED
              : head_len != 0 ? arpc_outq_push_headed(&conn->c_out, head, head_len, base, data, len, release, front)
              : front         ? arpc_outq_push_front_shared(&conn->c_out, base, data, len, release)
                              : arpc_outq_push_shared(&conn->c_out, base, data, len, release);
@@ -28,6 +32,13 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
             release(base);
         else
             arpc_free(base);
+        if (rc == ARPC_EOVERLOADED && !conn->c_output_capped) {
+            conn->c_output_capped = true;
+            if (!ev_is_active(&conn->c_flush)) {
+                ev_prepare_start(conn->c_ev, &conn->c_flush);
+                arpc_loop_prepare_due(conn->c_loop);
+            }
+        }
         return rc;
     }
     len += head_len;

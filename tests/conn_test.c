@@ -952,6 +952,57 @@ static void test_bytes_bound(void **state)
     fx_fini(&fx);
 }
 
+/* Queues 64 frames of 16 KiB in one loop turn, the peer reading none: the hard cap on queued
+ * output (ARPC_CONN_OUTPUT_HARD_FACTOR x the bound) is checked at each frame. */
+struct capped_burst {
+    struct fx *fx;
+    unsigned ok, refused, other;
+    size_t max_queued;
+};
+
+static void do_capped_burst(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    struct capped_burst *b = p;
+    arpc_conn_limit_bytes(&b->fx->conn, 64 * 1024);
+    for (int i = 0; i < 64; i++) {
+        int rc = send_stream(b->fx, 16 * 1024);
+        if (rc == ARPC_OK)
+            b->ok++;
+        else if (rc == ARPC_EOVERLOADED)
+            b->refused++;
+        else
+            b->other++;
+        if (b->fx->conn.c_out.q_bytes > b->max_queued)
+            b->max_queued = b->fx->conn.c_out.q_bytes;
+    }
+}
+
+/* The hard cap holds within one turn: once the queue is over 4 x 64 KiB, every frame more is
+ * refused (ARPC_EOVERLOADED) and the connection closes at the turn's end with that reason, the
+ * peer having what the kernel took of the frames queued, whole and in order. Checked only at
+ * the turn's end, all 64 frames (1 MiB) were queued first. */
+static void test_output_hard_cap_holds_within_a_turn(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    struct capped_burst b = {.fx = &fx};
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_capped_burst, &b));
+    /* 16 frames make exactly 4 x 64 KiB, not over; the 17th passes it; the rest are refused. */
+    assert_int_equal(17, b.ok);
+    assert_int_equal(64 - 17, b.refused);
+    assert_int_equal(0, b.other);
+    assert_int_equal(17 * 16 * 1024, b.max_queued);
+    assert_true(pump_until(&fx, closed, 0));
+    assert_int_equal(ARPC_EOVERLOADED, fx.close_reason);
+    assert_int_equal(1, log_lines); /* the close, named */
+    while (peer_read(&fx, 1 << 20) > 0)
+        ;
+    assert_true(fx.checked <= fx.sent);
+    fx_fini(&fx);
+}
+
 /* close_after_flush: no close while frames wait, nothing more is read, every queued byte
  * reaches the peer, then the conn closes (the peer sees EOF) with the reason given. With an
  * empty queue it closes at once. */
@@ -1210,6 +1261,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_pause_input),
         cmocka_unit_test_no_leak(test_hold_reasons_independent),
         cmocka_unit_test_no_leak(test_bytes_bound),
+        cmocka_unit_test_no_leak(test_output_hard_cap_holds_within_a_turn),
         cmocka_unit_test_no_leak(test_byte_by_byte),
         cmocka_unit_test_no_leak(test_large_frame_read_apart),
         cmocka_unit_test_no_leak(test_read_budget_per_turn),
