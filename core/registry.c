@@ -127,6 +127,7 @@ int arpc_registry_add(struct arpc_registry *r, const char *name, arpc_handler_fn
         m->m_reply_est = mopts->reply_bytes_hint;
         m->m_ctx_free = mopts->ctx_free;
         m->m_numbered_only = mopts->numbered_only;
+        m->m_read_only = mopts->read_only;
     }
     r->r_methods[r->r_count++] = m;
     if (registry_reindex(r) != ARPC_OK) {

@@ -28,8 +28,9 @@ struct arpc_method {
      * have, for the bytes a call owes (core/server_inflight.c); 0: none seen yet. */
     size_t m_reply_est;
     bool m_numbered_only; /* refuse calls that are not at-most-once (arpc_method_options) */
-    bool m_read_only;     /* the built-ins: a numbered call to one is answered as an unnumbered
-                           * one (core/server_builtin.c says why) */
+    bool m_read_only;     /* the built-ins and arpc_method_options.read_only: a numbered call
+                           * to one is answered as an unnumbered one (core/server_builtin.c
+                           * says why) */
 };
 
 struct arpc_registry {

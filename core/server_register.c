@@ -27,6 +27,9 @@ static const char *register_refusal(const char *name, arpc_handler_fn fn, const 
         return NULL;
     if ((!!mopts->actor + !!mopts->group + !!mopts->inline_on_loop) > 1)
         return "arpc_method_options: actor, group and inline_on_loop exclude one another";
+    if (mopts->read_only && mopts->numbered_only)
+        return "arpc_method_options: read_only and numbered_only exclude one another (a read-only method's calls "
+               "run unnumbered)";
     if (mopts->key != NULL && (mopts->actor != NULL || mopts->inline_on_loop))
         return "arpc_method_options: a key chooses among a group's actors (not with actor or inline_on_loop)";
     return NULL;

@@ -284,7 +284,8 @@ int main(int argc, char **argv)
     }
     rc = arpc_actor_group_create(&store, nshards, &(arpc_actor_options){.name = "kv-shard"});
     arpc_method_options put_by_key = {.group = store, .key = put_key};
-    arpc_method_options get_by_key = {.group = store, .key = get_key};
+    /* A read changes nothing: its reply is not kept for retries nor logged (a retry runs it again). */
+    arpc_method_options get_by_key = {.group = store, .key = get_key, .read_only = true};
     if (rc == ARPC_OK)
         rc = arpc_server_register(server, "kv.put", kv_put, NULL, &put_by_key);
     if (rc == ARPC_OK)

@@ -373,6 +373,18 @@ typedef struct arpc_method_options {
      * request, e.g. those that log their effect with arpc_reply_durable: the server's reply
      * cache catches a numbered call's retries, nothing catches an unnumbered one's. */
     bool numbered_only;
+    /* The method changes nothing (a read, a lookup, a status): a numbered (at-most-once) call
+     * to it runs as an unnumbered one, as the built-ins do. Its reply is not kept in the reply
+     * cache (nor counted in a client's share of it) and not written to the reply log: no
+     * fsync per read on a durable server, and it is answered by a server whose log failed
+     * (which refuses numbered calls). The price: a copy of a call (a retry after a lost
+     * connection) runs it again, so declare it only where running a call twice is the same as
+     * running it once and where a late copy changes nothing either: not for writes, however
+     * idempotent (a late copy of put(x=1) that runs after put(x=2) undoes it). The
+     * acknowledgements such calls carry still free the client's other replies. An effect given
+     * with arpc_reply_durable is logged as for any unnumbered call. Not with numbered_only
+     * (ARPC_EINVAL). */
+    bool read_only;
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
