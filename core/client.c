@@ -288,6 +288,11 @@ static int client_options_refusal(const arpc_client_options *o, char *why, size_
     }
     /* The header calls the max the longest delay: a larger first delay is a contradiction
      * (the backoff silently took the min as the max). A default bends instead (client_options). */
+    if ((unsigned)o->semantics > ARPC_NO_RETRY) { /* else every call that does not say fails */
+        snprintf(why, whylen, "semantics %u is not one of enum arpc_call_semantics (0 for at-most-once)",
+                 (unsigned)o->semantics);
+        return ARPC_EINVAL;
+    }
     if (o->reconnect_min_ms != 0 && o->reconnect_max_ms != 0 && o->reconnect_min_ms > o->reconnect_max_ms) {
         snprintf(why, whylen,
                  "reconnect_min_ms %u above reconnect_max_ms %u: the first delay cannot be longer than the "
@@ -304,22 +309,31 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
     int opts_rc = arpc_options_copy(&o, sizeof(o), opts, opts_size);
     if (out != NULL)
         *out = NULL; /* on every failure, this one too */
-    if (out == NULL || addr == NULL)
-        return ARPC_EINVAL;
     if (opts_rc != ARPC_OK) {
         write_why(&o, ARPC_OPTIONS_NEWER_WHY);
         return opts_rc;
     }
-    if (o.loop != NULL && arpc_loop_on_thread(o.loop))
-        return ARPC_EBUSY; /* connecting waits for the loop: not from inside it */
+    /* Every failure says why in errbuf: a line left there by an earlier failure must not pass
+     * for this one's. */
+    if (out == NULL || addr == NULL) {
+        write_why(&o, out == NULL ? "out is NULL" : "addr is NULL");
+        return ARPC_EINVAL;
+    }
+    if (o.loop != NULL && arpc_loop_on_thread(o.loop)) {
+        write_why(&o, "called on the thread of options.loop, which connecting waits for (connect from "
+                      "another thread, or with connect_in_background)");
+        return ARPC_EBUSY;
+    }
     char refusal[192];
     if ((opts_rc = client_options_refusal(&o, refusal, sizeof(refusal))) != ARPC_OK) {
         write_why(&o, refusal);
         return opts_rc;
     }
     arpc_client *c = client_new(&o);
-    if (c == NULL)
+    if (c == NULL) {
+        write_why(&o, "out of memory for the client");
         return ARPC_ENOMEM;
+    }
     char why[CLIENT_WHY_MAX] = "";
     int rc = arpc_transport_resolve(addr, &c->cl_target, why, sizeof(why));
     if (rc == ARPC_OK && c->cl_target.t_ops == &arpc_transport_tls)

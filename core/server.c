@@ -167,12 +167,15 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
 {
     arpc_server_options o;
     int opts_rc = arpc_options_copy(&o, sizeof(o), opts, opts_size);
-    if (out == NULL)
-        return ARPC_EINVAL;
-    *out = NULL;
+    if (out != NULL)
+        *out = NULL;
     if (opts_rc != ARPC_OK) {
         server_say_why(&o, ARPC_OPTIONS_NEWER_WHY);
         return opts_rc;
+    }
+    if (out == NULL) { /* (said: a line left in errbuf by an earlier failure is not this one's) */
+        server_say_why(&o, "out is NULL");
+        return ARPC_EINVAL;
     }
     char why[512] = "";
     if ((opts_rc = server_options_refusal(&o, why, sizeof(why))) != ARPC_OK) {
@@ -180,8 +183,10 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         return opts_rc;
     }
     arpc_server *s = arpc_calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s == NULL) {
+        server_say_why(&o, "out of memory for the server");
         return ARPC_ENOMEM;
+    }
     atomic_init(&s->sv_magic, ARPC_MAGIC_SERVER);
     s->sv_fork_gen = arpc_fork_gen_start();
     arpc_refcount_init(&s->sv_refs, 1);
@@ -228,11 +233,16 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     if (crc == ARPC_OK)
         crc = dedup_init(s, o.reply_cache_bytes, o.client_expiry_s);
     if (crc != ARPC_OK) {
+        snprintf(why, sizeof(why), "cannot make the server's books (reply cache, limits, auth): %s",
+                 arpc_strerror(crc));
+        server_say_why(&o, why);
         server_free(s);
         return crc;
     }
     s->sv_cache_ready = true;
     if (!o.no_builtin_methods && (crc = builtin_register(s)) != ARPC_OK) {
+        snprintf(why, sizeof(why), "cannot register the built-in methods: %s", arpc_strerror(crc));
+        server_say_why(&o, why);
         server_free(s);
         return crc;
     }

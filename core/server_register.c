@@ -15,7 +15,9 @@
 /* Why the registration breaks a rule, or NULL. fn is the handler after a queue's stand-in. */
 static const char *register_refusal(const char *name, arpc_handler_fn fn, const arpc_method_options *mopts)
 {
-    if (name == NULL || name[0] == '\0')
+    if (name == NULL)
+        return "the method name is NULL";
+    if (name[0] == '\0')
         return "the method name is empty";
     if (strlen(name) > ARPC_METHOD_MAX)
         return "the method name is longer than 255 bytes";

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -219,6 +220,34 @@ static void test_null_handles(void **state)
     assert_int_equal(ARPC_EINVAL, arpc_reply_error(NULL, "x"));
 }
 
+/* Every refusal of connect and create says why in errbuf: a line an earlier failure left
+ * there must not pass for this one's (a new user's trial: it said "connection refused" next
+ * to an ARPC_EINVAL for a NULL address). A client-wide semantics outside the enum is refused
+ * at connect, where it was accepted and every call then failed. */
+static void test_refusals_overwrite_errbuf(void **state)
+{
+    (void)state;
+    static const char stale[] = "stale line";
+    char why[ARPC_ERRBUF_SIZE];
+    arpc_client_options co = {.errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client *c = NULL;
+    snprintf(why, sizeof(why), "%s", stale);
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(&c, NULL, &co));
+    assert_string_equal("addr is NULL", why);
+    snprintf(why, sizeof(why), "%s", stale);
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(NULL, "inproc://misuse-nobody", &co));
+    assert_string_equal("out is NULL", why);
+    co.semantics = (enum arpc_call_semantics)9;
+    snprintf(why, sizeof(why), "%s", stale);
+    assert_int_equal(ARPC_EINVAL, arpc_client_connect(&c, "inproc://misuse-nobody", &co));
+    assert_null(c);
+    assert_non_null(strstr(why, "semantics 9 is not one of enum arpc_call_semantics"));
+    arpc_server_options so = {.errbuf = why, .errbuf_len = sizeof(why)};
+    snprintf(why, sizeof(why), "%s", stale);
+    assert_int_equal(ARPC_EINVAL, arpc_server_create(NULL, &so));
+    assert_string_equal("out is NULL", why);
+}
+
 static void on_cancel_never(arpc_request *req, void *arg)
 {
     (void)req;
@@ -351,6 +380,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_second_reply_refused),
         cmocka_unit_test_no_leak(test_deferred_second_reply_refused),
         cmocka_unit_test_no_leak(test_null_handles),
+        cmocka_unit_test_no_leak(test_refusals_overwrite_errbuf),
         cmocka_unit_test_no_leak(test_null_request),
         cmocka_unit_test_no_leak(test_client_close_inside_then),
         cmocka_unit_test_no_leak(test_server_destroy_inside_handler),

@@ -35,8 +35,12 @@
  * reaches the server in its place among the calls made meanwhile).
  *
  * Outcomes of a call (the future's status), and what the caller can conclude:
- *   ARPC_OK           the handler's reply bytes are the result (it ran exactly once)
- *   ARPC_EHANDLER     the handler ran and failed; the result holds its message
+ *   ARPC_OK           the handler's reply bytes are the result: it ran, once while the server
+ *                     lived (a server that crashed before this reply was on its disk, or had
+ *                     no reply log, ran the call's retry again: what the first run did outside
+ *                     arpc_reply_durable's effect may have happened too; docs/SEMANTICS.md)
+ *   ARPC_EHANDLER     the handler ran and failed; the result holds its message (once, as for
+ *                     ARPC_OK)
  *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
  *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
  *                     once, for an at-most-once call). The result says whose clock ended it:
@@ -156,8 +160,9 @@ typedef struct arpc_client_options {
                                   * either way; a chosen id used again by another client object
                                   * (the next process) names a new client to the server (the
                                   * HELLO's incarnation), never the old one's cached replies */
-    enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; another
-                                         * value: calls that do not say end ARPC_EINVAL */
+    enum arpc_call_semantics semantics; /* for calls that do not say; 0: at-most-once; a value
+                                         * not in the enum: connect fails ARPC_EINVAL (said in
+                                         * errbuf) */
     uint32_t reconnect_min_ms;   /* first delay before reconnecting; 0: 10, or
                                   * reconnect_max_ms if smaller. Over a reconnect_max_ms
                                   * set (not 0): connect fails with ARPC_EINVAL (said in
@@ -263,7 +268,8 @@ typedef struct arpc_call_options {
  * waiting), ARPC_ETLS (tls://: the handshake failed,
  * e.g. a certificate not trusted; or a certificate or key that does not load), ARPC_ENOMEM,
  * ARPC_ESYSTEM, ARPC_EINVAL (out or addr NULL, an options field this library lacks set, an
- * auth_token over ARPC_AUTH_TOKEN_MAX_BYTES), ARPC_EBUSY (from a task on opts->loop),
+ * auth_token over ARPC_AUTH_TOKEN_MAX_BYTES, a semantics not in the enum), ARPC_EBUSY (from a
+ * task on opts->loop),
  * ARPC_ESHUTDOWN (opts->loop was stopped);
  * opts->errbuf says why in words, and *out is NULL (out not NULL) after any failure. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,

@@ -133,7 +133,11 @@ typedef struct arpc_server_options {
                                * call gets ARPC_EABANDONED (it ran; it never runs again); an
                                * ERROR answer is kept whatever it costs. With a reply log,
                                * replies waiting for their record count too, and are checked
-                               * when they are kept, and again when a restart restores them */
+                               * when they are kept, and again when a restart restores them.
+                               * Size it for a client's pipelined window: a client's half must
+                               * hold the replies of the calls it has in flight (64 KiB refuses
+                               * most of a burst of 8 KiB replies; a read-only method's replies,
+                               * arpc_method_options.read_only, are never kept) */
     uint32_t client_expiry_s; /* a client idle this long is forgotten; 0: 600 */
     uint32_t heartbeat_ms;    /* PING a client silent this long; 0: 15000 */
     unsigned heartbeat_misses; /* then close it after this many PINGs unanswered; 0: 3 */
