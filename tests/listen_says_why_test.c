@@ -2,7 +2,8 @@
  * arpc_server_listen has no errbuf: its log line is where a user learns why a listen failed.
  * Every failure says so, the address without a scheme ("127.0.0.1:7000", an easy slip) and
  * an unknown scheme included, naming the schemes there are, as a client's connect does; a
- * failed listen does not stop a later good one. And the bound address is whole in 256 bytes.
+ * failed listen does not stop a later good one. And the bound address is whole in 256 bytes;
+ * a bound too small for it fails the listen.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -57,12 +58,35 @@ static void test_too_long_is_said(void **state)
     log_capture_clear();
 }
 
+/* A bound too small for the address fails the listen, said, nothing left listening (the
+ * same address listens again); a cut "tcp://127.0.0.1:4" would name another port. One byte
+ * more than the address is enough. */
+static void test_small_bound_is_refused(void **state)
+{
+    (void)state;
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    log_capture_clear();
+    static const char addr[] = "inproc://listen-small-bound";
+    char bound[sizeof(addr)] = "untouched";
+    assert_int_equal(ARPC_ETOOLARGE, arpc_server_listen(s, addr, bound, sizeof(addr) - 1));
+    assert_string_equal("untouched", bound);
+    assert_int_equal(1, LOG_LINES_WITH("cannot listen", "is bound as 27 bytes, 28 with its NUL, and bound has room for 27"));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, addr, bound, sizeof(bound)));
+    assert_string_equal(addr, bound);
+    char port[8];
+    assert_int_equal(ARPC_ETOOLARGE, arpc_server_listen(s, "tcp://127.0.0.1:0", port, sizeof(port)));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    log_capture_clear();
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_DEBUG); /* before other arpc calls */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_scheme_is_said),
         cmocka_unit_test(test_too_long_is_said),
+        cmocka_unit_test(test_small_bound_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

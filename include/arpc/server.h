@@ -425,8 +425,10 @@ ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handl
 
 /* Starts listening on addr (see arpc/client.h for the forms); may be called for several
  * addresses. bound (may be NULL) receives the address actually bound, e.g. with the port chosen
- * for "tcp://127.0.0.1:0", NUL-terminated and cut to boundlen - 1 bytes (an address has at most
- * 255: 256 bytes always hold it whole); untouched on failure. bound may be addr's own buffer. Errors: ARPC_EADDR (no or an
+ * for "tcp://127.0.0.1:0", NUL-terminated (an address has at most 255 bytes: 256 always hold
+ * it); untouched on failure. bound may be addr's own buffer. One too small for the address
+ * fails the listen, ARPC_ETOOLARGE, nothing listening (a cut address would name another port).
+ * boundlen 0 is as NULL. Errors: ARPC_EADDR (no or an
  * unknown scheme, a malformed or too long address, a host not of this machine), ARPC_EADDRINUSE
  * (the port is taken; a unix path that exists and is not a stale socket), ARPC_EINVAL (NULL, a
  * tls:// address on a server without arpc_server_options.tls, unix_mode beyond 0777),
