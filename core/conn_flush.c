@@ -121,6 +121,19 @@ void arpc_conn_flush_now(struct arpc_conn *conn)
         conn_flush(conn);
 }
 
+/* Over the hard cap on queued output, or a frame refused for it (conn_queue): closed, said. */
+static bool conn_close_over_cap(struct arpc_conn *conn)
+{
+    if (!conn->c_output_capped && !conn_output_over_cap(conn))
+        return false;
+    peer_log(conn->c_loop, ARPC_LOG_WARN,
+             "closing the connection with %s: %zu bytes of output not read by the peer%s (%d x max_conn_bytes)",
+             conn->c_peer, conn->c_out.q_bytes, conn->c_output_capped ? ", more refused" : "",
+             ARPC_CONN_OUTPUT_HARD_FACTOR);
+    arpc_conn_close(conn, ARPC_EOVERLOADED); /* (the peer may be reading: what the kernel holds still goes) */
+    return true;
+}
+
 void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     (void)revents;
@@ -130,25 +143,23 @@ void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
         conn_do_close(conn, conn->c_close_reason);
         return;
     }
-    if (conn->c_output_capped || conn_output_over_cap(conn)) {
-        peer_log(conn->c_loop, ARPC_LOG_WARN,
-                 "closing the connection with %s: %zu bytes of output not read by the peer%s (%d x max_conn_bytes)",
-                 conn->c_peer, conn->c_out.q_bytes, conn->c_output_capped ? ", more refused" : "",
-                 ARPC_CONN_OUTPUT_HARD_FACTOR);
-        arpc_conn_close(conn, ARPC_EOVERLOADED); /* (the peer may be reading: what the kernel holds still goes) */
+    if (conn_close_over_cap(conn))
         return;
-    }
     /* If the write watcher is active the socket is full: it will flush when writable; if the
      * stream waits to read first, the next read flushes. Input let go here may queue more (an
      * inline handler's replies), and a prepare watcher started now would wait for the next
-     * poll: flush again until nothing new is queued. */
+     * poll: flush again until nothing new is queued. A frame that input refused for the cap
+     * started this watcher again, which the loop stops: the close is made here instead. */
     while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn)) {
         if (conn->c_writer.w_loop_waits)
             return; /* another thread writes: its job starts this watcher again */
-        if (conn_check_resume(conn) || arpc_outq_empty(&conn->c_out))
+        if (conn_check_resume(conn))
+            return; /* closed */
+        if (conn_close_over_cap(conn) || arpc_outq_empty(&conn->c_out))
             return;
         ev_prepare_stop(ev, w);
     }
+    (void)conn_close_over_cap(conn);
 }
 
 void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)

@@ -32,9 +32,9 @@ static int conn_queue(struct arpc_conn *conn, const uint8_t *head, size_t head_l
             release(base);
         else
             arpc_free(base);
-        if (rc == ARPC_EOVERLOADED && !conn->c_output_capped) {
+        if (rc == ARPC_EOVERLOADED) {
             conn->c_output_capped = true;
-            if (!ev_is_active(&conn->c_flush)) {
+            if (!ev_is_active(&conn->c_flush)) { /* (its run closes: conn_flush.c) */
                 ev_prepare_start(conn->c_ev, &conn->c_flush);
                 arpc_loop_prepare_due(conn->c_loop);
             }

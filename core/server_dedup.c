@@ -257,7 +257,8 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
     }
     memcpy(head, rm->rm_frame, ARPC_FRAME_HEADER_SIZE);
     arpc_frame_set_xid(head, xid);
-    /* Both parts are queued in this loop turn, one after the other: nothing comes between. */
+    /* Both parts are queued in this loop turn, one after the other: nothing comes between (a
+     * body refused closes the connection). */
     if (arpc_conn_send(&sc->sc_conn, head, head, ARPC_FRAME_HEADER_SIZE) == ARPC_ENOMEM) {
         arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM);
         return;
@@ -265,9 +266,10 @@ static void dedup_send(struct server_conn *sc, struct reply_msg *rm, uint64_t xi
     if (rm->rm_len == ARPC_FRAME_HEADER_SIZE)
         return;
     rm->rm_refs++;
-    if (arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame + ARPC_FRAME_HEADER_SIZE,
-                              rm->rm_len - ARPC_FRAME_HEADER_SIZE, reply_msg_release) == ARPC_ENOMEM)
-        arpc_conn_close(&sc->sc_conn, ARPC_ENOMEM); /* half a frame queued: the connection must go */
+    int rc = arpc_conn_send_shared(&sc->sc_conn, rm, rm->rm_frame + ARPC_FRAME_HEADER_SIZE,
+                                   rm->rm_len - ARPC_FRAME_HEADER_SIZE, reply_msg_release);
+    if (rc != ARPC_OK) /* no memory, or the header took the output past its hard cap */
+        arpc_conn_close(&sc->sc_conn, rc); /* half a frame queued: the connection must go */
 }
 
 /* A waiter was answered or stops waiting: a duplicate stops counting as a call on its

@@ -119,6 +119,35 @@ static void test_older_server_options_padding_after_worker_poll_ignored(void **s
     arpc_server_destroy(s);
 }
 
+/* The same for a method registered by a program built before read_only was appended:
+ * numbered_only ended its struct, then 7 bytes of padding it never wrote; garbage there
+ * taken for read_only would run its writes' retries again (a review's probe: a put ran
+ * twice for one numbered call). */
+static void test_older_method_options_padding_ignored(void **state)
+{
+    (void)state;
+    const size_t align = _Alignof(arpc_method_options);
+    size_t old_end = offsetof(arpc_method_options, numbered_only) + sizeof(bool);
+    size_t old_size = (old_end + align - 1) / align * align;
+    assert_true(old_size > old_end); /* there is padding to test */
+    assert_true(offsetof(arpc_method_options, read_only) >= old_size);
+    arpc_method_options o;
+    memset(&o, 0, old_end);
+    memset((char *)&o + old_end, 0x01, sizeof(o) - old_end); /* the padding's garbage, and beyond */
+    arpc_server *s = NULL;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register_v(s, "t.put", test_echo, NULL, &o, old_size));
+    const struct arpc_method *m = arpc_registry_find(&s->sv_registry, "t.put", 5);
+    assert_non_null(m);
+    assert_false(m->m_read_only);
+    /* A newer program's read_only on this library is read, not ignored. */
+    memset(&o, 0, sizeof(o));
+    o.read_only = true;
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.get", test_echo, NULL, &o));
+    assert_true(arpc_registry_find(&s->sv_registry, "t.get", 5)->m_read_only);
+    arpc_server_destroy(s);
+}
+
 static void test_newer_create_options(void **state)
 {
     (void)state;
@@ -230,6 +259,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_older_server_options_are_defaults),
         cmocka_unit_test_no_leak(test_older_server_options_tail_padding_ignored),
         cmocka_unit_test_no_leak(test_older_server_options_padding_after_worker_poll_ignored),
+        cmocka_unit_test_no_leak(test_older_method_options_padding_ignored),
         cmocka_unit_test_no_leak(test_newer_create_options),
         cmocka_unit_test_no_leak(test_newer_method_and_call_options),
     };

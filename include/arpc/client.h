@@ -38,12 +38,14 @@
  *   ARPC_OK           the handler's reply bytes are the result: it ran, once while the server
  *                     lived (a server that crashed before this reply was on its disk, or had
  *                     no reply log, ran the call's retry again: what the first run did outside
- *                     arpc_reply_durable's effect may have happened too; docs/SEMANTICS.md)
+ *                     arpc_reply_durable's effect may have happened too; docs/SEMANTICS.md;
+ *                     and a method the server registered read_only, arpc/server.h, runs a
+ *                     retry again whatever the semantics: it changes nothing)
  *   ARPC_EHANDLER     the handler ran and failed; the result holds its message (once, as for
  *                     ARPC_OK)
  *   ARPC_ENOMETHOD    no such method on the server (did not run); the result holds its message
  *   ARPC_ETIMEDOUT    the deadline passed after the call was sent: it may still run (at most
- *                     once, for an at-most-once call). The result says whose clock ended it:
+ *                     once, for an at-most-once call to a method not read_only). The result says whose clock ended it:
  *                     the server's answer at the deadline, or the client's own timer
  *   ARPC_EUNREACHABLE the call was never sent (or, sent, never read by a server that stopped
  *                     and said so, docs/SEMANTICS.md): no connection to the server could be made

@@ -62,7 +62,8 @@ extern "C" {
  * its closure keeps its request, as a handler that never replies (arpc/server.h). Every
  * method is one request and one reply: protobuf-c's descriptors do not mark `stream` methods,
  * so such a method is served as a plain call (one reply), not as a stream; mopts applies to
- * every method of the service (register a method alone with arpc_server_register for others).
+ * every method of the service (register a method alone with arpc_server_register for others):
+ * mopts->read_only only for a service whose every method is a read.
  *
  * Before the first arpc_server_listen, as arpc_server_register. Errors: ARPC_EINVAL (NULL
  * arguments, a name over 255 bytes, mopts->ctx_free set, bad options), ARPC_EBUSY (a name

@@ -377,6 +377,9 @@ typedef struct arpc_method_options {
      * request, e.g. those that log their effect with arpc_reply_durable: the server's reply
      * cache catches a numbered call's retries, nothing catches an unnumbered one's. */
     bool numbered_only;
+    /* Unused, and never read: the tail padding of the struct as it ended at numbered_only,
+     * which programs built then pass without having written it (docs/ABI.md). */
+    uint8_t reserved_after_numbered_only[7];
     /* The method changes nothing (a read, a lookup, a status): a numbered (at-most-once) call
      * to it runs as an unnumbered one, as the built-ins do. Its reply is not kept in the reply
      * cache (nor counted in a client's share of it) and not written to the reply log: no
