@@ -89,6 +89,7 @@ static void test_reads_skip_the_cache_and_the_log(void **state)
     call_ok(c, "t.get"); /* it carries the ack of every write */
     st = stats_of(s);
     assert_int_equal(0, st.reply_cache_calls);
+    assert_int_equal(records, st.log_records); /* and writes no record of its own */
     assert_int_equal(10, atomic_load(&put_runs));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
