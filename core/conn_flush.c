@@ -150,7 +150,9 @@ void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
      * inline handler's replies), and a prepare watcher started now would wait for the next
      * poll: flush again until nothing new is queued. A frame that input refused for the cap
      * started this watcher again, which the loop stops: the close is made here instead. */
-    while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read && !conn_flush(conn)) {
+    while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read) {
+        if (conn_flush(conn))
+            return; /* closed: its memory may be gone */
         if (conn->c_writer.w_loop_waits)
             return; /* another thread writes: its job starts this watcher again */
         if (conn_check_resume(conn))
