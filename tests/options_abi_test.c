@@ -20,6 +20,20 @@
 /* What a newer header would have: the same struct with one field appended. */
 #define NEWER(T) struct { T o; uint64_t appended; }
 
+/* An older program's struct, which ended at old_end: zero up to there, then garbage (its
+ * tail padding, never written, and what it never had); returns the size it passed, old_end
+ * rounded up to the struct's alignment, which must leave padding to test. */
+static size_t older_struct(void *o, size_t size, size_t align, size_t old_end, int garbage)
+{
+    size_t old_size = (old_end + align - 1) / align * align;
+    assert_true(old_size > old_end);
+    memset(o, 0, old_end);
+    memset((char *)o + old_end, garbage, size - old_end);
+    return old_size;
+}
+#define OLDER(o, field_end, garbage) \
+    older_struct(&(o), sizeof(o), _Alignof(__typeof__(o)), (field_end), (garbage))
+
 static void test_copy_rules(void **state)
 {
     (void)state;
@@ -83,12 +97,8 @@ static void test_older_server_options_are_defaults(void **state)
 static void test_older_server_options_tail_padding_ignored(void **state)
 {
     (void)state;
-    const size_t align = _Alignof(arpc_server_options);
-    size_t old_end = offsetof(arpc_server_options, unix_mode) + sizeof(uint32_t);
-    size_t old_size = (old_end + align - 1) / align * align;
     arpc_server_options o;
-    memset(&o, 0, old_end);
-    memset((char *)&o + old_end, 0xFF, sizeof(o) - old_end); /* the padding's garbage, and beyond */
+    size_t old_size = OLDER(o, offsetof(arpc_server_options, unix_mode) + sizeof(uint32_t), 0xFF);
     o.workers = 1;
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, old_size));
@@ -103,13 +113,8 @@ static void test_older_server_options_tail_padding_ignored(void **state)
 static void test_older_server_options_padding_after_worker_poll_ignored(void **state)
 {
     (void)state;
-    const size_t align = _Alignof(arpc_server_options);
-    size_t old_end = offsetof(arpc_server_options, worker_poll_us) + sizeof(int32_t);
-    size_t old_size = (old_end + align - 1) / align * align;
-    assert_true(old_size > old_end); /* there is padding to test */
     arpc_server_options o;
-    memset(&o, 0, old_end);
-    memset((char *)&o + old_end, 0xFF, sizeof(o) - old_end);
+    size_t old_size = OLDER(o, offsetof(arpc_server_options, worker_poll_us) + sizeof(int32_t), 0xFF);
     o.workers = 1;
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create_v(&s, &o, old_size));
@@ -126,14 +131,9 @@ static void test_older_server_options_padding_after_worker_poll_ignored(void **s
 static void test_older_method_options_padding_ignored(void **state)
 {
     (void)state;
-    const size_t align = _Alignof(arpc_method_options);
-    size_t old_end = offsetof(arpc_method_options, numbered_only) + sizeof(bool);
-    size_t old_size = (old_end + align - 1) / align * align;
-    assert_true(old_size > old_end); /* there is padding to test */
-    assert_true(offsetof(arpc_method_options, read_only) >= old_size);
     arpc_method_options o;
-    memset(&o, 0, old_end);
-    memset((char *)&o + old_end, 0x01, sizeof(o) - old_end); /* the padding's garbage, and beyond */
+    size_t old_size = OLDER(o, offsetof(arpc_method_options, numbered_only) + sizeof(bool), 0x01);
+    assert_true(offsetof(arpc_method_options, read_only) >= old_size);
     arpc_server *s = NULL;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register_v(s, "t.put", test_echo, NULL, &o, old_size));
@@ -234,13 +234,8 @@ static void test_newer_method_and_call_options(void **state)
 
     /* A program built before deadline_at_ns: its struct ended at semantics, then 4 bytes of
      * padding it never wrote (reserved_after_semantics now, never read). */
-    const size_t align = _Alignof(arpc_call_options);
-    size_t old_end = offsetof(arpc_call_options, semantics) + sizeof(enum arpc_call_semantics);
-    size_t old_size = (old_end + align - 1) / align * align;
-    assert_true(old_size > old_end);
     arpc_call_options older;
-    memset(&older, 0, old_end);
-    memset((char *)&older + old_end, 0xFF, sizeof(older) - old_end);
+    size_t old_size = OLDER(older, offsetof(arpc_call_options, semantics) + sizeof(enum arpc_call_semantics), 0xFF);
     older.deadline_ms = 5000;
     assert_int_equal(ARPC_OK, arpc_call_opts_v(c, "echo", "xyz", 3, &reply, &len, &older, old_size));
     assert_int_equal(3, len);
