@@ -79,6 +79,22 @@ void client_set_loss(arpc_client *c, const char *why)
     pthread_mutex_unlock(&c->cl_err_mtx);
 }
 
+void client_note_reconnecting(arpc_client *c)
+{
+    char text[CLIENT_WHY_MAX];
+    int n = snprintf(text, sizeof(text), "connected to %s again, waiting for its %s (before: ", c->cl_target.t_addr,
+                     c->cl_tls != NULL ? "TLS handshake and HELLO" : "HELLO");
+    if (n <= 0 || (size_t)n + 2 > sizeof(text))
+        return;
+    pthread_mutex_lock(&c->cl_err_mtx); /* once per attempt, off the per-call path */
+    if (c->cl_err_code != ARPC_OK) {
+        int room = (int)(sizeof(text) - (size_t)n - 2); /* ")" and the NUL */
+        snprintf(text + n, sizeof(text) - (size_t)n, "%.*s)", room, c->cl_err_text);
+        memcpy(c->cl_err_text, text, sizeof(text));
+    }
+    pthread_mutex_unlock(&c->cl_err_mtx);
+}
+
 /* "lead: the last error" (fmt's two %s; the loss's words instead with loss), copied for a
  * call's result; NULL with nothing recorded (unless always) or no memory. */
 static char *client_why(arpc_client *c, const char *fmt, const char *lead, bool loss, size_t *len)

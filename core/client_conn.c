@@ -410,6 +410,8 @@ void client_conn_adopt(arpc_client *c, int fd)
     }
     c->cl_conn.c_stats = &c->cl_stats.cst_io;
     c->cl_conn.c_owner_tells = client_first_awaited(c); /* until its HELLO: the caller's errbuf */
+    if (atomic_load(&c->cl_connections) > 0)
+        client_note_reconnecting(c); /* (a TLS handshake that stalls said the old loss: review 224) */
     /* With no connect timeout, the heartbeat is what ends a wait for a HELLO that never comes
      * (a server that accepts and says nothing: a stopped process, whose kernel still
      * completes handshakes); with one, the timeout does (client_on_hello arms it then). */

@@ -464,6 +464,10 @@ int client_unavailable_reason(arpc_client *c);
 void client_set_error(arpc_client *c, int code, const char *why);
 /* The connection was lost (why): the last error, and the loss that client_lost_why names. */
 void client_set_loss(arpc_client *c, const char *why);
+/* A reconnect's socket is up and waits for the server's HELLO (and TLS handshake): the last
+ * error says so, before the failure it follows, so a call ending meanwhile is not told only
+ * of a loss long past. The code stays. Loop thread. */
+void client_note_reconnecting(arpc_client *c);
 /* A call ending ARPC_EUNREACHABLE, or refused by a client that stopped for good (a GOAWAY
  * refusing it: CL_LOST): while there is no connection, "no connection to the server: " (or
  * "this client will not connect again: ") and the last failure, as the call's result
