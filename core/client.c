@@ -302,13 +302,13 @@ static int client_options_refusal(const arpc_client_options *o, char *why, size_
                  ARPC_AUTH_TOKEN_MAX_BYTES);
         return ARPC_EINVAL;
     }
-    /* The header calls the max the longest delay: a larger first delay is a contradiction
-     * (the backoff silently took the min as the max). A default bends instead (client_options). */
     if ((unsigned)o->semantics > ARPC_NO_RETRY) { /* else every call that does not say fails */
         snprintf(why, whylen, "semantics %u is not one of enum arpc_call_semantics (0 for at-most-once)",
                  (unsigned)o->semantics);
         return ARPC_EINVAL;
     }
+    /* The header calls the max the longest delay: a larger first delay is a contradiction
+     * (the backoff silently took the min as the max). A default bends instead (client_options). */
     if (o->reconnect_min_ms != 0 && o->reconnect_max_ms != 0 && o->reconnect_min_ms > o->reconnect_max_ms) {
         snprintf(why, whylen,
                  "reconnect_min_ms %u above reconnect_max_ms %u: the first delay cannot be longer than the "

@@ -149,7 +149,8 @@ void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
      * stream waits to read first, the next read flushes. Input let go here may queue more (an
      * inline handler's replies), and a prepare watcher started now would wait for the next
      * poll: flush again until nothing new is queued. A frame that input refused for the cap
-     * started this watcher again, which the loop stops: the close is made here instead. */
+     * started this watcher again, which the loop stops: the close is made after the resume
+     * instead (nothing else in the loop queues). */
     while (!ev_is_active(&conn->c_wio) && !conn->c_write_wants_read) {
         if (conn_flush(conn))
             return; /* closed: its memory may be gone */
@@ -161,7 +162,6 @@ void conn_on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
             return;
         ev_prepare_stop(ev, w);
     }
-    (void)conn_close_over_cap(conn);
 }
 
 void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents)

@@ -235,8 +235,8 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
                  strerror(errno));
         tr->t_unlisten(l->l_sock);
     }
-    size_t bound_len = *rc == ARPC_OK ? strlen(l->l_sock->l_addr) : 0;
-    if (*rc == ARPC_OK && bound != NULL && boundlen > 0 && bound_len >= boundlen) {
+    size_t bound_len = *rc == ARPC_OK && bound != NULL ? strlen(l->l_sock->l_addr) : 0;
+    if (boundlen > 0 && bound_len >= boundlen) {
         *rc = ARPC_ETOOLARGE;
         snprintf(why, sizeof(why), "%s is bound as %zu bytes, %zu with its NUL, and bound has room for %zu",
                  addr, bound_len, bound_len + 1, boundlen);
