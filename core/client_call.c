@@ -567,12 +567,13 @@ void call_loop_start(struct client_call *call)
     uint64_t now = 0; /* read by call_arrive for a call with a deadline: its budget's too */
     if (!call_arrive(call, false, &now))
         return;
-    if (atomic_load(&call_client(call)->cl_state) == CL_READY) {
+    arpc_client *c = call_client(call); /* (a send without memory finishes and frees the call) */
+    if (atomic_load(&c->cl_state) == CL_READY) {
         call_send(call, now);
         /* Calls drained from the lane in a row make a batch: once large, it leaves now. */
-        arpc_conn_flush_batch(&call_client(call)->cl_conn);
+        arpc_conn_flush_batch(&c->cl_conn);
     } else
-        resend_wait(call_client(call), call); /* sent once a connection is ready */
+        resend_wait(c, call); /* sent once a connection is ready */
 }
 
 /* ---- cancel ---- */
