@@ -264,6 +264,15 @@ static void conn_start_reading(struct arpc_conn *conn)
 void conn_stream_failed(struct arpc_conn *conn)
 {
     const struct arpc_stream *s = conn->c_stream;
+    /* A peer that refuses a connection says why and closes (a GOAWAY in place of its HELLO);
+     * on a unix socket our first write then fails (EPIPE) with those words unread, and the
+     * owner would take the close for a peer that is no arpc server. Before anything was heard
+     * nothing else is under way: they are read first (a frame they hold closes the connection
+     * with its own reason; the close below then finds it closed). */
+    if (s->s_error == ARPC_ECONNLOST && !conn->c_heard && !conn->c_dispatching && !conn->c_eof)
+        conn_on_readable(conn->c_ev, &conn->c_rio, EV_READ);
+    if (!conn->c_open)
+        return;
     snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
     if (s->s_error != ARPC_ECONNLOST)
         peer_log(conn->c_loop, conn_fault_log_level(conn),
@@ -475,7 +484,14 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (conn_read_room(conn, need, held, &dst, &room) != ARPC_OK) {
             arpc_log(ARPC_LOG_WARN, "closing the connection with %s: out of memory for a %zu-byte frame",
                      conn->c_peer, conn->c_body != NULL ? ARPC_FRAME_HEADER_SIZE + (size_t)conn->c_body_len : need);
-            arpc_conn_close(conn, ARPC_ENOMEM);
+            if (conn->c_stranger && conn->c_ops->on_bad_input != NULL) {
+                /* A peer not let in yet waits for its handshake's answer: told why, it does
+                 * not take the close for a peer that is no arpc server. */
+                conn->c_ops->on_bad_input(conn, ARPC_ENOMEM, "out of memory");
+                arpc_conn_close_after_flush(conn, ARPC_ENOMEM);
+            } else {
+                arpc_conn_close(conn, ARPC_ENOMEM);
+            }
             break;
         }
         if (room > limit - got)
@@ -501,6 +517,7 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
         if (conn->c_stats != NULL)
             arpc_stat_add(&conn->c_stats->io_bytes_in, (uint64_t)n);
         conn->c_last_rx = arpc_loop_now(conn->c_loop); /* a sign of life, for the heartbeat */
+        conn->c_heard = true;
         conn->c_hb_sent = 0;
         if (!held) {
             conn->c_rx_ns = 0;

@@ -62,8 +62,9 @@ struct arpc_conn_ops {
      * frames that the queue still holds). It must not touch the connection. */
     void (*on_unwritten)(struct arpc_conn *conn, void *base, arpc_outq_release_fn release, size_t left,
                          bool offered);
-    /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE); why: what was wrong, in
-     * words safe for a log (core/frame_fault.c). The owner may queue a last frame (e.g.
+    /* Optional: bad input arrived (ARPC_EPROTO or ARPC_ETOOLARGE), or a peer not let in yet
+     * (c_stranger) sent a frame there is no memory to read (ARPC_ENOMEM); why: what was
+     * wrong, in words safe for a log (core/frame_fault.c). The owner may queue a last frame (e.g.
      * GOAWAY); the connection then stops reading and closes once it is written. */
     void (*on_bad_input)(struct arpc_conn *conn, int reason, const char *why);
     /* Optional: the connection held its own input for a reason of its own
@@ -158,6 +159,7 @@ struct arpc_conn {
     bool c_stranger;      /* the peer has not passed the owner's handshake yet: every frame goes
                            * to on_frame, PING and PONG too, so nothing is answered before it
                            * (a PONG is output a peer that never reads could make us hold) */
+    bool c_heard;         /* bytes were read from the peer (the first read of its handshake) */
     bool c_owner_tells;   /* the owner tells someone waiting why the connection ended (a first
                            * connect's errbuf): see conn_fault_log_level */
     bool c_backlog_limit; /* stop reading while too much output waits (see arpc_conn_limit_backlog) */

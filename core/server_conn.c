@@ -169,9 +169,16 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
 
+/* What a connection refused for want of memory before its HELLO was let in hears. */
+static const char sconn_no_memory[] = "server out of memory for the connection";
+
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
     char large[112];
+    if (reason == ARPC_ENOMEM) { /* a HELLO unread: refused as sconn_open refuses */
+        sconn_send_goaway(conn, ARPC_EOVERLOADED, sconn_no_memory);
+        return;
+    }
     if (reason == ARPC_ETOOLARGE) { /* the client's side of it: the server's limit */
         const struct server_conn *sc = conn->c_owner;
         uint32_t past = arpc_conn_past_skip(conn);
@@ -588,11 +595,10 @@ static const struct arpc_conn_ops server_conn_ops = {
 void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, const struct arpc_peer_creds *creds,
                 struct arpc_tls *tls)
 {
-    static const char no_memory[] = "server out of memory for the connection";
     struct server_conn *sc = arpc_calloc(1, sizeof(*sc));
     if (sc == NULL) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
-        listener_refuse_raw(fd, tls != NULL, no_memory); /* else the client blames the peer */
+        listener_refuse_raw(fd, tls != NULL, sconn_no_memory); /* else the client blames the peer */
         close(fd);
         return;
     }
@@ -602,7 +608,7 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     sc->sc_client_max = ARPC_DEFAULT_MAX_FRAME;
     if (arpc_u64_map_init(&sc->sc_calls, 16) != ARPC_OK) {
         arpc_log(ARPC_LOG_WARN, "out of memory: connection from %s closed", peer);
-        listener_refuse_raw(fd, tls != NULL, no_memory);
+        listener_refuse_raw(fd, tls != NULL, sconn_no_memory);
         close(fd);
         arpc_free(sc);
         return;

@@ -575,6 +575,34 @@ static void test_eof(void **state)
     fx_fini(&fx);
 }
 
+static void do_send_small(arpc_loop *loop, void *p)
+{
+    (void)loop;
+    struct fx *fx = p;
+    CHECK(send_stream(fx, 64) == ARPC_OK);
+    arpc_conn_flush_now(&fx->conn); /* as a client's HELLO leaves: before the loop's next poll */
+}
+
+/* The peer says its last words and closes before anything was read, and the first write
+ * fails (EPIPE: this is a unix socket): those words are read before the close, so the owner
+ * learns why (a server refusing a connection says so in a GOAWAY in place of its HELLO; the
+ * client took the bare close for a peer that is no arpc server). */
+static void test_last_words_read_when_the_first_write_finds_the_peer_gone(void **state)
+{
+    (void)state;
+    struct fx fx;
+    fx_init(&fx, ARPC_DEFAULT_MAX_FRAME, &ops_plain);
+    uint8_t buf[64];
+    assert_true(peer_write(&fx, buf, put_frame(buf, ARPC_FRAME_REPLY, 1, 7)));
+    close(fx.fd[1]);
+    fx.fd[1] = -1;
+    assert_int_equal(ARPC_OK, arpc_loop_run_sync(fx.loop, do_send_small, &fx));
+    assert_true(pump_until(&fx, closed, 0));
+    assert_int_equal(1, fx.frames);
+    assert_int_equal(ARPC_ECONNLOST, fx.close_reason);
+    fx_fini(&fx);
+}
+
 /* on_frame closes: the close waits until the dispatch ends (on_close is not called inside
  * on_frame), frames behind it in the buffer are not delivered, on_close runs once with the
  * first reason given. */
@@ -1271,6 +1299,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_malformed_header_without_hook),
         cmocka_unit_test_no_leak(test_oversized_body),
         cmocka_unit_test_no_leak(test_eof),
+        cmocka_unit_test_no_leak(test_last_words_read_when_the_first_write_finds_the_peer_gone),
         cmocka_unit_test_no_leak(test_close_inside_on_frame),
         cmocka_unit_test_no_leak(test_one_batch_per_iteration),
         cmocka_unit_test_no_leak(test_flush_now),

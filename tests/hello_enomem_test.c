@@ -8,6 +8,10 @@
  *   - the server without memory for a new connection: a GOAWAY ARPC_EOVERLOADED from the
  *     stack, as when out of descriptors. Before, a bare close, which the client took for a
  *     peer that is no arpc server (ARPC_ECONNREFUSED);
+ *     On a unix socket the client's HELLO, written after that close, failed (EPIPE) before
+ *     the GOAWAY was read: it reads what came first (an allocation sweep's finding);
+ *   - the server without memory to read the client's HELLO: a GOAWAY ARPC_EOVERLOADED too.
+ *     Before, a bare close (an allocation sweep's finding, alloc_sweep_test);
  *   - the client without memory for its own HELLO: ARPC_ENOMEM, not ARPC_ECONNREFUSED.
  * The allocation made to fail is picked by its size (support/test_alloc.c).
  */
@@ -17,7 +21,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "core/frame.h"
@@ -28,30 +34,32 @@
 
 #define HELLO_BYTES (ARPC_FRAME_HEADER_SIZE + ARPC_HELLO_BODY_SIZE_EXT) /* either side's HELLO */
 
-static arpc_server *start_server(char *addr, size_t len)
+#define RBUF_BYTES (64u * 1024u) /* a connection's first read buffer (core/conn.c), and its head */
+
+static arpc_server *start_server_at(const char *where, char *addr, size_t len)
 {
     test_alloc_sized_install();
     arpc_server *s;
     assert_int_equal(ARPC_OK, arpc_server_create(&s, NULL));
     assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
-    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, len));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, where, addr, len));
     return s;
 }
 
-/* The server's HELLO answer finds no memory: the peer reads a GOAWAY ARPC_EOVERLOADED, then
- * the end of the stream. A hand-written client, so that the failed allocation is the server's
- * (the arpc client's HELLO has the same size). */
-static void test_server_without_memory_for_its_hello_refuses(void **state)
+static arpc_server *start_server(char *addr, size_t len) { return start_server_at("tcp://127.0.0.1:0", addr, len); }
+
+/* A hand-written client's HELLO, sent once the server accepted it (what the accept allocates
+ * is not what is meant to fail) and armed a failure of fail_lo..fail_hi-1 bytes: the server
+ * answers a GOAWAY ARPC_EOVERLOADED, then closes. */
+static void hello_refused_overloaded(size_t fail_lo, size_t fail_hi)
 {
-    (void)state;
     char addr[256];
     arpc_server *s = start_server(addr, sizeof(addr));
     struct raw_client r;
     memset(&r, 0, sizeof(r));
     assert_int_equal(ARPC_OK, arpc_transport_connect(addr, RAW_WAIT_MS, &r.rc_fd, NULL, 0));
-    /* Accepted first: what the accept allocates is not what is meant to fail. */
     assert_true(WAIT_UNTIL(SERVER_STAT(s, connections_accepted) == 1));
-    test_alloc_fail_next(HELLO_BYTES, HELLO_BYTES + 1);
+    test_alloc_fail_next(fail_lo, fail_hi);
     uint8_t hello[HELLO_BYTES];
     assert_int_equal(HELLO_BYTES, arpc_frame_encode_hello(hello, 7, 0, 0, 0));
     assert_true(raw_send(&r, hello, sizeof(hello)));
@@ -71,14 +79,29 @@ static void test_server_without_memory_for_its_hello_refuses(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* The server's HELLO answer finds no memory: the peer reads a GOAWAY ARPC_EOVERLOADED, then
+ * the end of the stream. A hand-written client, so that the failed allocation is the server's
+ * (the arpc client's HELLO has the same size). */
+static void test_server_without_memory_for_its_hello_refuses(void **state)
+{
+    (void)state;
+    hello_refused_overloaded(HELLO_BYTES, HELLO_BYTES + 1);
+}
+
+/* No memory to read the client's HELLO (the connection's first read buffer): refused so too. */
+static void test_server_without_memory_to_read_a_hello_refuses(void **state)
+{
+    (void)state;
+    hello_refused_overloaded(RBUF_BYTES, 2 * RBUF_BYTES);
+}
+
 /* The server has no memory for a new connection (its first allocation for it): arpc's client,
  * with no connect timeout, reads the GOAWAY and its connect ends ARPC_EOVERLOADED with the
  * server's words, a trouble that passes (it may retry), not a peer that speaks no arpc. */
-static void test_server_without_memory_for_a_connection_says_so(void **state)
+static void connection_refused_for_memory(const char *where)
 {
-    (void)state;
     char addr[256];
-    arpc_server *s = start_server(addr, sizeof(addr));
+    arpc_server *s = start_server_at(where, addr, sizeof(addr));
     test_alloc_fail_next(sizeof(struct server_conn), sizeof(struct server_conn) + 1);
     arpc_client_options co = {.connect_timeout_ms = ARPC_FOREVER};
     arpc_client *c;
@@ -94,6 +117,24 @@ static void test_server_without_memory_for_a_connection_says_so(void **state)
     assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
+static void test_server_without_memory_for_a_connection_says_so(void **state)
+{
+    (void)state;
+    connection_refused_for_memory("tcp://127.0.0.1:0");
+}
+
+/* The same on a unix socket, where the client's HELLO may be written after the server's
+ * close (EPIPE): the GOAWAY before it is still read. Several times: the order is the
+ * threads'. */
+static void test_unix_server_without_memory_for_a_connection_says_so(void **state)
+{
+    (void)state;
+    char where[96];
+    snprintf(where, sizeof(where), "unix:///tmp/arpc-hello-enomem-%d.sock", (int)getpid());
+    for (int i = 0; i < 20; i++)
+        connection_refused_for_memory(where);
 }
 
 /* The client's own HELLO finds no memory: ARPC_ENOMEM, its own trouble, not the server's. */
@@ -123,7 +164,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_without_memory_for_its_hello_refuses),
+        cmocka_unit_test(test_server_without_memory_to_read_a_hello_refuses),
         cmocka_unit_test(test_server_without_memory_for_a_connection_says_so),
+        cmocka_unit_test(test_unix_server_without_memory_for_a_connection_says_so),
         cmocka_unit_test(test_client_without_memory_for_its_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
