@@ -281,6 +281,8 @@ static void sconn_on_hello(struct server_conn *sc, const struct arpc_frame *f)
     arpc_server *s = sc->sc_server;
     sc->sc_hello = true;
     arpc_conn_let_in(&sc->sc_conn); /* its PINGs are answered from now on */
+    if (atomic_load(&s->sv_state) == SV_RUNNING)
+        dedup_start(s); /* armed since the listen, unless there was no memory then */
     sc->sc_client_id = f->f_client_id;
     sc->sc_incarnation = f->f_incarnation;
     sc->sc_cache_key = namespace_key(s, sc->sc_key_identity, f->f_client_id, f->f_incarnation);

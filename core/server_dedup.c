@@ -205,7 +205,8 @@ void dedup_start(arpc_server *s)
         return;
     arpc_deadline_init(&s->sv_sweep, dedup_on_sweep, s);
     if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_sweep, dedup_sweep_every_s(s)) != ARPC_OK)
-        arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the reply cache's expiry sweep; idle clients are not expired");
+        arpc_log(ARPC_LOG_WARN, "server: out of memory arming the reply cache's expiry sweep; tried again at the next "
+                                "client's HELLO");
 }
 
 static void dedup_disarm_waiter(void *s, struct arpc_rc_waiter *w)

@@ -193,10 +193,13 @@ extern atomic_int bad_line;
 extern const arpc_allocator test_allocator;
 extern atomic_long test_alloc_live;   /* blocks handed out and not yet freed */
 extern atomic_long test_alloc_budget; /* < 0: unlimited; n >= 0: n more succeed, then all fail */
+extern atomic_long test_alloc_fail_in; /* < 0: none; n >= 0: n more succeed, the next fails (once) */
+extern atomic_long test_alloc_refused; /* allocations failed (budget or fail_in) since the install */
 #define TEST_ALLOC_LARGE (32u * 1024u)
 extern atomic_long test_alloc_large; /* allocations of TEST_ALLOC_LARGE bytes or more made */
 
-/* Zeroes the live count, makes the budget unlimited and installs test_allocator. */
+/* Zeroes the live and refused counts, makes the budget unlimited, arms no single failure and
+ * installs test_allocator. */
 void test_alloc_install(void);
 /* A cmocka teardown: fails the test if any block is still live. */
 int test_alloc_check_no_leak(void **state);
@@ -211,6 +214,8 @@ int test_alloc_check_no_leak(void **state);
 void test_alloc_sized_install(void);
 /* The next allocation of lo to hi-1 bytes fails, once; lo = hi = 0 disarms. */
 void test_alloc_fail_next(size_t lo, size_t hi);
+/* The same for the next realloc to lo to hi-1 bytes (a block that grows) instead. */
+void test_alloc_fail_next_growth(size_t lo, size_t hi);
 /* Allocations it failed since the install. */
 int test_alloc_sized_failed(void);
 
