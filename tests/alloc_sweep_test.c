@@ -1,0 +1,298 @@
+/*
+ * Every allocation of a call's whole life fails, one at a time (the way SQLite sweeps its
+ * malloc failures): a server is created, registers a method and listens, a client connects
+ * and makes at-most-once calls (one at a time, or a window of them at once), then both
+ * close. Run k makes the k-th allocation fail (whichever thread makes it: the count is
+ * shared, so the same k lands on different allocations from run to run, and each sweep is
+ * made SWEEP_ROUNDS times), for k from 0 until a run ends without reaching its failure. Each
+ * run must show:
+ *   - a setup step that fails says ARPC_ENOMEM (a connect: or ARPC_EOVERLOADED, the server
+ *     having no memory for the connection; never a peer that "is not an arpc server"), and
+ *     what was made is closed;
+ *   - no call runs twice; a call answered ARPC_OK ran and got its own bytes back; a call
+ *     ended with an outcome client.h says did not run never ran;
+ *   - no call reaches its deadline (the tests' hang bound: a message lost for good);
+ *   - every call started after the failure succeeds: one failed allocation does not wedge a
+ *     connection, a client or a server (the client reconnects if the server closed);
+ *   - after close and destroy no block arpc allocated is live.
+ * The second kind of sweep takes memory away for good from the k-th allocation on, and gives
+ * it back once the first calls ended: they end, close and destroy need no memory, and the
+ * calls after memory came back succeed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arpc/arpc.h"
+#include "support/log_capture.h"
+#include "support/server_proc.h"
+#include "support/test_util.h"
+
+#define CALLS 6
+#define SWEEP_ROUNDS 3
+#define MAX_K 20000 /* far above a run's allocations: a sweep that has not ended by then is stuck */
+
+static atomic_int runs[CALLS];
+
+/* Counts the run of the call its byte names, and answers with the request's bytes. */
+static void h_count_echo(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const unsigned char *p = arpc_request_data(req, &len);
+    if (len == 1 && p[0] < CALLS)
+        atomic_fetch_add(&runs[p[0]], 1);
+    arpc_reply(req, p, len);
+}
+
+enum fault { FAULT_ONCE, FAULT_FROM_THEN_ON };
+
+struct sweep_config {
+    const char *listen;  /* the server's address */
+    bool inline_on_loop; /* the handler on the server's loop, else on its pool */
+    bool reply_log;      /* the server keeps a reply log (in a fresh directory each run) */
+    unsigned window;     /* calls in flight at once: CALLS is a multiple of it */
+};
+
+struct run_result {
+    bool reached; /* the k-th allocation was made (and failed) */
+    int setup;    /* ARPC_OK, or the setup step's failure */
+    int call[CALLS];
+};
+
+/* The outcomes client.h says a call that did not run ends with. */
+static bool did_not_run(int st)
+{
+    switch (st) {
+    case ARPC_ENOMEM:
+    case ARPC_EREJECTED:
+    case ARPC_EOVERLOADED:
+    case ARPC_EUNREACHABLE:
+    case ARPC_EEXPIRED:
+    case ARPC_ENOMETHOD:
+    case ARPC_ESHUTDOWN:
+    case ARPC_EAUTH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void arm(enum fault f, long k)
+{
+    if (f == FAULT_ONCE)
+        atomic_store(&test_alloc_fail_in, k);
+    else
+        atomic_store(&test_alloc_budget, k);
+}
+
+static void disarm(void)
+{
+    atomic_store(&test_alloc_fail_in, -1);
+    atomic_store(&test_alloc_budget, -1);
+}
+
+/* A setup step's outcome: ARPC_ENOMEM or `also` may stop the run (ARPC_OK: nothing more). */
+static bool setup_step(int rc, int also, const char *step, long k, struct run_result *r)
+{
+    if (rc == ARPC_OK)
+        return true;
+    if (rc != ARPC_ENOMEM && rc != also)
+        fail_msg("k=%ld: %s failed %s", k, step, arpc_errname(rc));
+    r->setup = rc;
+    return false;
+}
+
+/* Waits for call i (its future f) and checks what a caller may conclude from its end. A
+ * reply log that had no memory for a record stops the server's at-most-once calls until a
+ * restart (ARPC_ESYSTEM, client.h: it fails stop rather than answer calls it could not log). */
+static int call_end(arpc_future *f, unsigned char i, bool started_after, const struct sweep_config *cfg, long k)
+{
+    /* NULL: no memory for the future itself (client.h); nothing was sent */
+    int st = f == NULL ? ARPC_ENOMEM : arpc_future_wait_for(f, TEST_WAIT_MS + 5000);
+    size_t len = 0;
+    const unsigned char *back = f == NULL ? NULL : arpc_future_data(f, &len);
+    if (started_after && st != ARPC_OK && !(cfg->reply_log && st == ARPC_ESYSTEM))
+        fail_msg("k=%ld: call %u, started after the failure, ended %s: %s", k, (unsigned)i, arpc_errname(st),
+                 back != NULL ? (const char *)back : "");
+    if (st == ARPC_ETIMEDOUT)
+        fail_msg("k=%ld: call %u reached its deadline", k, (unsigned)i);
+    if (st == ARPC_OK && (len != 1 || back[0] != i || atomic_load(&runs[i]) != 1))
+        fail_msg("k=%ld: call %u answered OK with %zu bytes after %d runs", k, (unsigned)i, len,
+                 atomic_load(&runs[i]));
+    arpc_future_release(f);
+    return st;
+}
+
+/* The calls, cfg->window at a time; with memory gone for good, it comes back after the
+ * first window. */
+static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum fault f, long k, struct run_result *r)
+{
+    arpc_call_options o = {.deadline_ms = TEST_WAIT_MS, .semantics = ARPC_AT_MOST_ONCE};
+    for (unsigned char first = 0; first < CALLS; first = (unsigned char)(first + cfg->window)) {
+        arpc_future *fut[CALLS];
+        bool after[CALLS];
+        for (unsigned char i = first; i < first + cfg->window; i++) {
+            /* one failure: any call started after it; memory gone: once it came back */
+            after[i] = f == FAULT_ONCE ? atomic_load(&test_alloc_refused) > 0 : first > 0;
+            fut[i] = arpc_call_async_opts(c, "t.count", &i, 1, &o);
+        }
+        for (unsigned char i = first; i < first + cfg->window; i++)
+            r->call[i] = call_end(fut[i], i, after[i], cfg, k);
+        if (f == FAULT_FROM_THEN_ON)
+            disarm(); /* memory comes back: the next calls start after the failures */
+    }
+}
+
+static void run_once(const struct sweep_config *cfg, enum fault f, long k, struct run_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    for (int i = 0; i < CALLS; i++)
+        atomic_store(&runs[i], 0);
+    char dir[256] = "";
+    if (cfg->reply_log)
+        server_proc_mkdir(dir, sizeof(dir)); /* before the count starts: the test's own */
+    atomic_store(&test_alloc_refused, 0);
+    arpc_server *s = NULL;
+    arpc_client *c = NULL;
+    arm(f, k);
+    arpc_server_options so = {.workers = 1, .log_dir = cfg->reply_log ? dir : NULL};
+    if (!setup_step(arpc_server_create(&s, &so), ARPC_OK, "arpc_server_create", k, r))
+        goto done;
+    arpc_method_options mo = {.inline_on_loop = cfg->inline_on_loop};
+    if (!setup_step(arpc_server_register(s, "t.count", h_count_echo, NULL, &mo), ARPC_OK, "register", k, r))
+        goto done;
+    char addr[256];
+    if (!setup_step(arpc_server_listen(s, cfg->listen, addr, sizeof(addr)), ARPC_OK, "listen", k, r))
+        goto done;
+    char why[ARPC_ERRBUF_SIZE] = "";
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20, .errbuf = why, .errbuf_len = sizeof(why)};
+    int rc = arpc_client_connect(&c, addr, &co);
+    if (rc != ARPC_OK && rc != ARPC_ENOMEM && rc != ARPC_EOVERLOADED)
+        fail_msg("k=%ld: connect: %s", k, why);
+    if (!setup_step(rc, ARPC_EOVERLOADED, "connect", k, r))
+        goto done;
+    make_calls(c, cfg, f, k, r);
+done:
+    if (c != NULL)
+        assert_int_equal(ARPC_OK, arpc_client_close(c));
+    if (s != NULL)
+        assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    r->reached = atomic_load(&test_alloc_refused) > 0;
+    disarm();
+    for (int i = 0; r->setup == ARPC_OK && i < CALLS; i++) { /* every run is over now */
+        if (atomic_load(&runs[i]) > 1)
+            fail_msg("k=%ld: call %d ran %d times", k, i, atomic_load(&runs[i]));
+        if (did_not_run(r->call[i]) && atomic_load(&runs[i]) != 0)
+            fail_msg("k=%ld: call %d ended %s (did not run) and ran", k, i, arpc_errname(r->call[i]));
+    }
+    if (atomic_load(&test_alloc_live) != 0)
+        fail_msg("k=%ld: %ld blocks live after close and destroy", k, atomic_load(&test_alloc_live));
+    if (cfg->reply_log)
+        server_proc_rmdir(dir);
+}
+
+/* Sweeps k = 0, 1, ... until a run's failure was never reached, SWEEP_ROUNDS times; says how
+ * the runs ended. */
+static void sweep(const struct sweep_config *cfg, enum fault f)
+{
+    for (int round = 0; round < SWEEP_ROUNDS; round++) {
+        long k, setup_failed = 0, calls_failed = 0;
+        struct run_result r;
+        for (k = 0;; k++) {
+            assert_true(k < MAX_K);
+            run_once(cfg, f, k, &r);
+            if (!r.reached)
+                break;
+            if (r.setup != ARPC_OK)
+                setup_failed++;
+            for (int i = 0; r.setup == ARPC_OK && i < CALLS; i++)
+                calls_failed += r.call[i] != ARPC_OK;
+        }
+        assert_true(k > 10); /* the sweep went past the setup's first allocations at least */
+        printf("%s, %s%s, window %u, %s: %ld runs, %ld stopped in setup, %ld calls failed\n", cfg->listen,
+               cfg->inline_on_loop ? "inline" : "pool", cfg->reply_log ? ", reply log" : "", cfg->window,
+               f == FAULT_ONCE ? "one allocation failed" : "memory gone", k, setup_failed, calls_failed);
+    }
+}
+
+static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1};
+static const struct sweep_config tcp_pool_window = {"tcp://127.0.0.1:0", false, false, 3};
+static const struct sweep_config tcp_logged_window = {"tcp://127.0.0.1:0", false, true, 3};
+static const struct sweep_config inproc_inline = {"inproc://alloc-sweep", true, false, 1};
+static char unix_addr[96];
+static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3};
+
+static void test_one_failure_tcp_pool(void **state)
+{
+    (void)state;
+    sweep(&tcp_pool, FAULT_ONCE);
+}
+
+static void test_one_failure_tcp_pool_window(void **state)
+{
+    (void)state;
+    sweep(&tcp_pool_window, FAULT_ONCE);
+}
+
+static void test_one_failure_tcp_reply_log(void **state)
+{
+    (void)state;
+    sweep(&tcp_logged_window, FAULT_ONCE);
+}
+
+static void test_one_failure_unix_inline(void **state)
+{
+    (void)state;
+    sweep(&unix_inline_window, FAULT_ONCE);
+}
+
+static void test_one_failure_inproc(void **state)
+{
+    (void)state;
+    sweep(&inproc_inline, FAULT_ONCE);
+}
+
+static void test_memory_gone_tcp_pool(void **state)
+{
+    (void)state;
+    sweep(&tcp_pool_window, FAULT_FROM_THEN_ON);
+}
+
+static void test_memory_gone_tcp_reply_log(void **state)
+{
+    (void)state;
+    sweep(&tcp_logged_window, FAULT_FROM_THEN_ON);
+}
+
+static void test_memory_gone_unix_inline(void **state)
+{
+    (void)state;
+    sweep(&unix_inline_window, FAULT_FROM_THEN_ON);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* one sweep: e.g. "*gone_tcp*" */
+    snprintf(unix_addr, sizeof(unix_addr), "unix:///tmp/arpc-alloc-sweep-%d.sock", (int)getpid());
+    test_alloc_install();
+    log_capture_start(ARPC_LOG_ERROR); /* thousands of lines saying memory ran out: kept off the output */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_failure_tcp_pool),
+        cmocka_unit_test(test_one_failure_tcp_pool_window),
+        cmocka_unit_test(test_one_failure_tcp_reply_log),
+        cmocka_unit_test(test_one_failure_unix_inline),
+        cmocka_unit_test(test_one_failure_inproc),
+        cmocka_unit_test(test_memory_gone_tcp_pool),
+        cmocka_unit_test(test_memory_gone_tcp_reply_log),
+        cmocka_unit_test(test_memory_gone_unix_inline),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
