@@ -53,8 +53,11 @@ static enum arpc_rc_verdict start_call(struct arpc_reply_cache *rc, struct arpc_
     if (e != NULL && w != NULL) {
         e->e_waiters = w;
         e->e_last = &w->w_next;
-        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK)
+        if (arpc_rc_entry_add(rc, c, e) == ARPC_OK) {
+            if (seq > c->c_begun)
+                c->c_begun = seq;
             return ARPC_RC_NEW;
+        }
     }
     if (e != NULL)
         arpc_rc_entry_recycle(rc, e);
@@ -85,10 +88,14 @@ static size_t prune_gone(struct arpc_reply_cache *rc, struct arpc_rc_entry *e)
     return e->e_nwaiters;
 }
 
-/* The highest seq c holds an entry for (its ack if none). */
+/* The highest seq c began, holds an entry for or acknowledged. A call cancelled before it
+ * started keeps no entry (a re-send of it by a client still there runs), but after a goodbye
+ * none may come: a copy of it (a proxy replaying) must be refused as the others are. */
 static uint64_t highest_seq(const struct arpc_rc_client *c)
 {
     uint64_t top = c->c_ack > c->c_claim.ac_high ? c->c_ack : c->c_claim.ac_high, seq;
+    if (c->c_begun > top)
+        top = c->c_begun;
     for (size_t i = 0; i <= c->c_ring_mask; i++)
         if (c->c_ring[i] != NULL && c->c_ring[i]->e_seq > top)
             top = c->c_ring[i]->e_seq;

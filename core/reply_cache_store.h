@@ -46,6 +46,8 @@ struct arpc_rc_client {
     bool c_goodbye;                           /* said goodbye while busy: forgotten once idle */
     bool c_full;                              /* as o_full, for the client's own share */
     bool c_goodbye_floor;                     /* and its highest seq is kept then (rc_gone) */
+    uint64_t c_begun;                         /* the highest seq begun, its entry kept or not (a call
+                                               * aborted before it ran leaves none): in a goodbye's floor */
     uint64_t c_floor;                         /* the floor a goodbye left, carried into c_ack when it came
                                                * back (0: none): what a refusal under it says, and
                                                * kept again when it expires (not forgotten) */

@@ -780,6 +780,28 @@ static void test_forget(void **state)
     arpc_reply_cache_fini(&rc, NULL);
 }
 
+/* A call aborted before it ran (cancelled before it started: its entry goes, so that a re-send
+ * by a client still there runs) is under the goodbye's floor all the same: after the goodbye a
+ * copy of it (a proxy replaying the closed connection's bytes) is refused, never run (a trial
+ * replayed a closing client's capture: its last call, cancelled before it started, ran). */
+static void test_goodbye_floor_covers_calls_aborted_before_they_ran(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 1000);
+    done(&rc, 1, 1, 11, 1, 0);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 2, 0, A, 2, 0));
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 2), 1, A, (uint64_t)2);
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 2, 0, A, 3, 0)); /* before the goodbye: a re-send runs */
+    expect_waiters(&rc, arpc_reply_cache_abort(&rc, 1, 2), 1, A, (uint64_t)3);
+    assert_true(arpc_reply_cache_forget(&rc, 1, true));
+    assert_int_equal(1, P.n_forgotten);
+    assert_int_equal(2, P.forgotten_floor[0]); /* the log keeps it so too */
+    assert_int_equal(ARPC_RC_STALE, begin(&rc, 1, 2, 0, A, 9, 2));
+    assert_int_equal(ARPC_RC_NEW, begin(&rc, 1, 3, 0, A, 9, 2)); /* never begun: runs */
+    arpc_reply_cache_fini(&rc, NULL);
+}
+
 /* A client that said goodbye and came back (a late call above its floor, which runs) keeps
  * its floor through its idle expiry: it goes as at a goodbye (on_forget with its highest seq,
  * no on_expire), so the late copies its goodbye refused are still refused after it (a review
@@ -2067,6 +2089,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_identity_share),
         cmocka_unit_test_no_leak(test_expiry),
         cmocka_unit_test_no_leak(test_forget),
+        cmocka_unit_test_no_leak(test_goodbye_floor_covers_calls_aborted_before_they_ran),
         cmocka_unit_test_no_leak(test_expiry_after_a_comeback_keeps_the_floor),
         cmocka_unit_test_no_leak(test_knows),
         cmocka_unit_test_no_leak(test_goodbye_settles),
