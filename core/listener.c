@@ -201,7 +201,7 @@ static void listener_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     }
 }
 
-struct server_listener *listener_new(arpc_server *s, const char *addr, char *bound, size_t boundlen, int *rc)
+struct server_listener *listener_new(arpc_server *s, const char *addr, size_t boundlen, int *rc)
 {
     const char *rest;
     char why[ARPC_WHY_MAX];
@@ -235,7 +235,7 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
                  strerror(errno));
         tr->t_unlisten(l->l_sock);
     }
-    size_t bound_len = *rc == ARPC_OK && bound != NULL ? strlen(l->l_sock->l_addr) : 0;
+    size_t bound_len = *rc == ARPC_OK && boundlen > 0 ? strlen(l->l_sock->l_addr) : 0;
     if (boundlen > 0 && bound_len >= boundlen) {
         *rc = ARPC_ETOOLARGE;
         snprintf(why, sizeof(why), "%s is bound as %zu bytes, %zu with its NUL, and bound has room for %zu",
@@ -252,10 +252,10 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, char *bou
     l->l_fault_gate = fault_gate(s, tr->t_scheme); /* NULL for inproc, which no gate limits */
     l->l_rated = l->l_fault_gate != NULL && (s->sv_accept_gate.lg_rate != 0 || l->l_fault_gate->lg_rate != 0);
     l->l_spare = listener_open_spare(); /* without one (-1), EMFILE only pauses */
-    if (bound != NULL && boundlen > 0)
-        snprintf(bound, boundlen, "%s", l->l_sock->l_addr);
     return l;
 }
+
+const char *listener_addr(const struct server_listener *l) { return l->l_sock->l_addr; }
 
 void listener_discard(struct server_listener *l)
 {
@@ -265,12 +265,12 @@ void listener_discard(struct server_listener *l)
     arpc_free(l);
 }
 
-void listener_start(struct server_listener *l)
+bool listener_start(struct server_listener *l)
 {
     arpc_server *s = l->l_server;
     if (atomic_load(&s->sv_state) != SV_RUNNING) {
         listener_discard(l); /* a stop overtook this listen: never start accepting */
-        return;
+        return false;
     }
     ev_io_init(&l->l_io, listener_on_readable, l->l_sock->l_fd, EV_READ);
     /* In a loop turn where connections have frames too, their callbacks run first: a flood of
@@ -282,6 +282,26 @@ void listener_start(struct server_listener *l)
     l->l_next = s->sv_listeners;
     s->sv_listeners = l;
     dedup_start(s); /* clients the reply log brought back expire even if none connects */
+    return true;
+}
+
+/* Stops accepting on l, taken off the server's list, and frees it. */
+static void listener_end(struct server_listener *l)
+{
+    arpc_server *s = l->l_server;
+    arpc_loop_io_stop(s->sv_loop, &l->l_io);
+    arpc_deadline_cancel(s->sv_loop, &l->l_retry);
+    listener_rate_pause_ends(l); /* a pause cut short by the stop counts too */
+    listener_discard(l);
+}
+
+void listener_close(struct server_listener *l)
+{
+    struct server_listener **p = &l->l_server->sv_listeners;
+    while (*p != l)
+        p = &(*p)->l_next;
+    *p = l->l_next;
+    listener_end(l);
 }
 
 void listener_close_all(arpc_server *s)
@@ -289,9 +309,6 @@ void listener_close_all(arpc_server *s)
     while (s->sv_listeners != NULL) {
         struct server_listener *l = s->sv_listeners;
         s->sv_listeners = l->l_next;
-        arpc_loop_io_stop(s->sv_loop, &l->l_io);
-        arpc_deadline_cancel(s->sv_loop, &l->l_retry);
-        listener_rate_pause_ends(l); /* a pause cut short by the stop counts too */
-        listener_discard(l);
+        listener_end(l);
     }
 }

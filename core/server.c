@@ -288,10 +288,24 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     return ARPC_OK;
 }
 
-static void step_start_listener(arpc_loop *loop, void *l)
+struct listen_start {
+    struct server_listener *l;
+    bool started;
+};
+
+static void step_start_listener(arpc_loop *loop, void *arg)
 {
     (void)loop;
-    listener_start(l);
+    struct listen_start *a = arg;
+    a->started = listener_start(a->l);
+}
+
+/* The loop had stopped (an application's, arpc_server_options.loop): the step ran on this
+ * thread, nothing else touches the loop any more, and nobody would ever accept. */
+static void step_close_listener(arpc_loop *loop, void *l)
+{
+    (void)loop;
+    listener_close(l);
 }
 
 int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen)
@@ -302,13 +316,25 @@ int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t bou
     if (state == SV_STOPPING || state == SV_STOPPED)
         return ARPC_ESHUTDOWN;
     int rc;
-    struct server_listener *l = listener_new(s, addr, bound, boundlen, &rc);
+    struct server_listener *l = listener_new(s, addr, bound != NULL ? boundlen : 0, &rc);
     if (l == NULL)
         return rc;
+    char where[ARPC_ADDR_MAX];
+    snprintf(where, sizeof(where), "%s", listener_addr(l)); /* l is the loop's once started */
     /* From now on the registry is read by the loop: no more registrations. */
     state = SV_IDLE;
     atomic_compare_exchange_strong(&s->sv_state, &state, SV_RUNNING);
-    arpc_loop_run_sync(s->sv_loop, step_start_listener, l);
+    struct listen_start a = {l, false};
+    if (arpc_loop_run_sync(s->sv_loop, step_start_listener, &a) != ARPC_OK && a.started) {
+        arpc_loop_run_sync(s->sv_loop, step_close_listener, l);
+        a.started = false;
+    }
+    if (!a.started) {
+        arpc_log(ARPC_LOG_WARN, "cannot listen: %s: the server is stopping, or its loop stopped", where);
+        return ARPC_ESHUTDOWN;
+    }
+    if (bound != NULL && boundlen > 0)
+        snprintf(bound, boundlen, "%s", where);
     return ARPC_OK;
 }
 

@@ -338,9 +338,15 @@ void accept_rate_init(arpc_server *s, const arpc_server_options *o);
 void accept_rate_took(arpc_server *s, uint64_t now_ns);
 
 /* listener.c (loop thread) */
-struct server_listener *listener_new(arpc_server *s, const char *addr, char *bound, size_t boundlen,
-                                     int *rc);
-void listener_start(struct server_listener *l);
+/* A listening socket for addr, not accepting yet; NULL with *rc and a WARN line on failure
+ * (ARPC_ETOOLARGE when the bound address will not fit boundlen bytes, boundlen > 0). */
+struct server_listener *listener_new(arpc_server *s, const char *addr, size_t boundlen, int *rc);
+/* The address l is bound to (the port chosen for ":0"). */
+const char *listener_addr(const struct server_listener *l);
+/* Accepts from now on; false (l discarded) when a stop overtook the listen. */
+bool listener_start(struct server_listener *l);
+/* Stops accepting on l, started, and frees it. */
+void listener_close(struct server_listener *l);
 void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
 /* Tells a connection just accepted, before its close, that the server cannot take it

@@ -12,8 +12,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "arpc/arpc.h"
 #include "support/log_capture.h"
@@ -80,6 +84,36 @@ static void test_small_bound_is_refused(void **state)
     log_capture_clear();
 }
 
+/* A server on an application's loop that stopped: the listen is refused ARPC_ESHUTDOWN, said,
+ * bound untouched, and nothing listens. Before, it answered ARPC_OK with the address, and
+ * the socket took connections (the kernel's backlog) that nobody would ever accept (helper
+ * 232's review). */
+static void test_listen_on_a_stopped_loop_is_refused(void **state)
+{
+    (void)state;
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_server_options so = {.loop = loop};
+    arpc_server *s;
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    arpc_loop_stop(loop);
+    log_capture_clear();
+    char addr[128], bound[128] = "untouched";
+    snprintf(addr, sizeof(addr), "unix:///tmp/arpc-listen-stopped-%d.sock", (int)getpid());
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_server_listen(s, addr, bound, sizeof(bound)));
+    assert_string_equal("untouched", bound);
+    assert_int_equal(1, LOG_LINES_WITH("cannot listen", addr, "its loop stopped"));
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", addr + strlen("unix://"));
+    assert_int_not_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa))); /* nobody there */
+    close(fd);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_loop_destroy(loop);
+    log_capture_clear();
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_DEBUG); /* before other arpc calls */
@@ -87,6 +121,7 @@ int main(void)
         cmocka_unit_test(test_no_scheme_is_said),
         cmocka_unit_test(test_too_long_is_said),
         cmocka_unit_test(test_small_bound_is_refused),
+        cmocka_unit_test(test_listen_on_a_stopped_loop_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
