@@ -370,9 +370,12 @@ int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client
         client_release(c);
         return rc;
     }
-    rc = arpc_loop_run_sync(c->cl_loop, step_connect, c);
+    /* An application's loop that stopped would run the step on this thread (arpc_loop_run_sync):
+     * an attempt for nothing, a connection the server sees come and go. */
+    rc = !c->cl_owns_loop && arpc_loop_fence(c->cl_loop) != ARPC_OK ? ARPC_ESHUTDOWN
+                                                                     : arpc_loop_run_sync(c->cl_loop, step_connect, c);
     if (rc != ARPC_OK)
-        client_set_error(c, rc, "the client's loop is stopped");
+        client_set_error(c, rc, "the application's loop the client runs on is stopped");
     else if (!c->cl_background)
         rc = arpc_loop_wait(c->cl_loop, c->cl_first);
     if (rc != ARPC_OK) {

@@ -295,6 +295,8 @@ static const char *loss_cause(const struct arpc_conn *conn, int state, int reaso
         return "a frame larger than this client accepts";
     case ARPC_ENOMEM:
         return "out of memory";
+    case ARPC_ESHUTDOWN: /* (a close is CL_CLOSED, and says nothing here) */
+        return "the application's loop the client runs on stopped";
     default:
         return arpc_strerror(reason);
     }
@@ -451,6 +453,8 @@ void client_on_loop_stop(arpc_loop *loop, void *arg)
     if (atomic_load(&c->cl_state) != CL_CLOSED) {
         atomic_store(&c->cl_lost_reason, ARPC_ESHUTDOWN);
         atomic_store(&c->cl_state, CL_LOST);
+        /* (a connect waiting for its first connection says so in its errbuf) */
+        client_set_error(c, ARPC_ESHUTDOWN, "the application's loop the client runs on stopped");
     }
     client_cleanup(c);
     if (c->cl_lingering)
