@@ -70,12 +70,17 @@ int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn,
     const char *why = register_refusal(name, fn, mopts);
     if (why != NULL)
         return register_refused(name, ARPC_EINVAL, why);
-    if (atomic_load(&s->sv_state) != SV_IDLE)
+    int state = atomic_load(&s->sv_state);
+    if (state == SV_STOPPING || state == SV_STOPPED)
+        return register_refused(name, ARPC_ESHUTDOWN, "the server is stopping or stopped");
+    if (state != SV_IDLE)
         return register_refused(name, ARPC_EBUSY,
                                 "the server already listens (register every method before the first "
                                 "arpc_server_listen)");
     int rc = arpc_registry_add(&s->sv_registry, name, fn, ctx, mopts);
     if (rc == ARPC_EBUSY)
         return register_refused(name, rc, "a method of that name is registered already");
+    if (rc != ARPC_OK)
+        return register_refused(name, rc, "out of memory");
     return rc;
 }

@@ -2,7 +2,7 @@
  * arpc_server_register has no errbuf and answers most mistakes with ARPC_EINVAL: each refusal
  * logs one line naming the method and the rule it broke, so a user need not guess which
  * (a reserved "arpc." name, a handler missing, options that exclude one another, a name
- * taken, registering after listen). A good registration logs nothing.
+ * taken, registering after listen or after a stop). A good registration logs nothing.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -68,6 +68,12 @@ static void test_each_refusal_says_why(void **state)
     log_capture_clear();
     assert_int_equal(ARPC_EBUSY, arpc_server_register(s, "t.late", h_ok, NULL, NULL));
     assert_one_line_with("\"t.late\"", "before the first arpc_server_listen");
+
+    /* Stopped: not "already listens" (a server stopped before any listen never did). */
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    log_capture_clear();
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_server_register(s, "t.stopped", h_ok, NULL, NULL));
+    assert_one_line_with("\"t.stopped\"", "the server is stopping or stopped");
 
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     arpc_actor_destroy(actor);

@@ -419,7 +419,8 @@ ARPC_API int arpc_server_create_v(arpc_server **out, const arpc_server_options *
  * call to either is answered as an unnumbered one: not kept in the reply cache, and answered
  * by a server whose reply log failed too (which refuses every numbered call).
  * Errors: ARPC_EINVAL (bad name, a name under "arpc.", no fn, or bad options), ARPC_EBUSY (name
- * taken, or already listening), ARPC_ENOMEM. There is no errbuf: each refusal is logged, one
+ * taken, or already listening), ARPC_ESHUTDOWN (the server is stopping or stopped),
+ * ARPC_ENOMEM. There is no errbuf: each refusal is logged, one
  * WARN line "cannot register method "NAME": <the rule broken>" (arpc/log.h). */
 ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handler_fn fn, void *ctx,
                                     const arpc_method_options *mopts, size_t mopts_size);
@@ -632,7 +633,8 @@ ARPC_API int arpc_reply_error(arpc_request *req, const char *msg);
  * one-way request the effect is logged all the same (in that order; nothing waits for it),
  * and so it is for a call the server already answered at its deadline (ARPC_ETIMEDOUT, the
  * reply dropped), numbered or not: the state holds the effect, so the log must too.
- * Without a log_dir it is arpc_reply (the effect is dropped, with a warning once). Returns as arpc_reply,
+ * Without a log_dir it is arpc_reply (the effect is dropped, with a warning once), but for
+ * the size bound below, checked either way. Returns as arpc_reply,
  * and ARPC_EINVAL for a NULL req or a NULL effect with effect_len > 0. ARPC_ENOMEM means the
  * effect was not logged (its caller is answered ARPC_EABANDONED, it may have run): a state
  * that applied it is now ahead of the log, so the server stops taking at-most-once calls, as
