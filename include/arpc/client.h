@@ -97,7 +97,11 @@
  *                     call may have)
  *   ARPC_EPROTO       the server ended the connection for a protocol break, or sent an
  *                     answer this client could not read: as ARPC_EAUTH, every later call
- *                     ends so too (one sent on that connection ends ARPC_ECONNLOST)
+ *                     ends so too (one sent on that connection ends ARPC_ECONNLOST). So does
+ *                     a connection the server ended with ARPC_ETOOLARGE (a frame over its
+ *                     limit) or ARPC_EREJECTED, and, with no_reconnect, ARPC_EOVERLOADED:
+ *                     every later call (and arpc_notify) ends with that code, and
+ *                     arpc_client_last_error has the server's words
  *   ARPC_ENOMEM       the client had no memory to start or send the call (not sent)
  *   ARPC_EINVAL       an argument was refused (not sent); the result holds which and why
  *                     ("the method name is empty", ...)
@@ -264,7 +268,8 @@ typedef struct arpc_call_options {
  * opts->loop (ARPC_EBUSY: connecting waits for that loop). opts may be NULL. Errors:
  * ARPC_EADDR (malformed address, or a name that does not resolve), ARPC_ECONNREFUSED,
  * ARPC_ETIMEDOUT, ARPC_EPROTO (the peer is not an arpc server), ARPC_EAUTH (the server refused
- * the client's credentials: its token, or its uid), ARPC_EOVERLOADED (the server has
+ * the client's credentials: its token, or its uid), ARPC_EREJECTED or ARPC_ETOOLARGE (the
+ * server refused the connection so, e.g. a HELLO over its limit), ARPC_EOVERLOADED (the server has
  * max_connections open, arpc/server.h, or no descriptor or memory for the connection; once
  * connected, a client refused so at a reconnect tries again after its back-off, its calls
  * waiting), ARPC_ETLS (tls://: the handshake failed,
@@ -297,7 +302,8 @@ ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const ar
  *   - Threads: do not start calls from other threads that may race with close (c may be
  *     freed under them). Calls other threads are already inside (arpc_call, arpc_go,
  *     arpc_notify, ...) are waited for and ended as above; those threads never touch the
- *     freed client.
+ *     freed client. A blocking call on a client on an application's loop drives that loop
+ *     while it waits: the loop must outlive it (destroy the loop after such calls returned).
  *
  * In detail:
  *   - Never sent (ARPC_ESHUTDOWN) includes a call waiting for a connection, and one whose
@@ -425,7 +431,8 @@ ARPC_API int arpc_go_opts_v(arpc_client *c, const char *method, const void *req,
  * the server reads it, within close_linger_ms, and names in a WARN line the messages the
  * server did not read by then. Once the server has read it, it runs, whatever becomes of the
  * connection (docs/SEMANTICS.md).
- * Errors: ARPC_ESHUTDOWN (closing), ARPC_ETOOLARGE, ARPC_ENOMEM, ARPC_EINVAL; on a client down
+ * Errors: ARPC_ESHUTDOWN (closing, or the application's loop the client runs on stopped),
+ * ARPC_ETOOLARGE, ARPC_ENOMEM, ARPC_EINVAL; on a client down
  * for good, why it is: ARPC_EUNREACHABLE (no_reconnect, its connection lost; or never
  * connected), or the server's refusal (ARPC_EAUTH, ARPC_EPROTO, ARPC_EREJECTED, ...;
  * arpc_client_last_error has its words). */

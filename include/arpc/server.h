@@ -395,7 +395,8 @@ typedef struct arpc_method_options {
 } arpc_method_options;
 
 /* opts may be NULL. With a log_dir, replays the log first (recover is called then). Errors:
- * ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; with a log: ARPC_EADDRINUSE (another server holds
+ * ARPC_ENOMEM, ARPC_ESYSTEM, ARPC_EINVAL; with opts->tls: ARPC_ETLS (a certificate or key
+ * that does not load; ARPC_EADDR in a build without TLS: arpc/tls.h); with a log: ARPC_EADDRINUSE (another server holds
  * the directory), ARPC_EPROTO (the log is damaged in a way a crash cannot explain, or it
  * remembers clients but its namespace.key is missing or is not the log's own (namespace.check),
  * or namespace.key is there but the log's segments are not: the server refuses to start
