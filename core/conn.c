@@ -259,20 +259,24 @@ static void conn_start_reading(struct arpc_conn *conn)
         ev_feed_event(conn->c_ev, &conn->c_rio, EV_READ);
 }
 
+/* What conn_on_readable does: reads and hands up what arrived. True when that closed the
+ * connection (its owner may have freed it). */
+static bool conn_read_input(struct arpc_conn *conn);
+
 /* The stream broke: closes with its reason, keeping its words for the owner's on_close. A
  * peer that went away is ordinary; anything else (a TLS refusal) is worth a log line. */
 void conn_stream_failed(struct arpc_conn *conn)
 {
     const struct arpc_stream *s = conn->c_stream;
-    /* A peer that refuses a connection says why and closes (a GOAWAY in place of its HELLO);
-     * on a unix socket our first write then fails (EPIPE) with those words unread, and the
-     * owner would take the close for a peer that is no arpc server. Before anything was heard
-     * nothing else is under way: they are read first (a frame they hold closes the connection
-     * with its own reason; the close below then finds it closed). */
-    if (s->s_error == ARPC_ECONNLOST && !conn->c_heard && !conn->c_dispatching && !conn->c_eof)
-        conn_on_readable(conn->c_ev, &conn->c_rio, EV_READ);
-    if (!conn->c_open)
-        return;
+    /* A server that refuses a connection says why and closes (a GOAWAY in place of its HELLO);
+     * on a unix socket the client's first write then fails (EPIPE) with those words unread, and
+     * the client would take the close for a peer that is no arpc server. So a connection that
+     * spoke first and has heard nothing yet (a client's, waiting for the HELLO: nothing else is
+     * under way) reads them first, on a plain stream (a TLS stream that failed reads nothing
+     * more). Not a server's stranger: at a stop it would read and run its first calls. */
+    if (s->s_error == ARPC_ECONNLOST && !conn->c_heard && !conn->c_stranger && !conn->c_dispatching &&
+        !conn->c_eof && s->s_ops->s_handshake == NULL && conn_read_input(conn))
+        return; /* the words closed it, with their own reason (its owner may have let it go) */
     snprintf(conn->c_why, sizeof(conn->c_why), "%s", s->s_why != NULL ? s->s_why : "");
     if (s->s_error != ARPC_ECONNLOST)
         peer_log(conn->c_loop, conn_fault_log_level(conn),
@@ -456,13 +460,17 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)ev;
     (void)revents;
-    struct arpc_conn *conn = w->data;
+    (void)conn_read_input(w->data);
+}
+
+static bool conn_read_input(struct arpc_conn *conn)
+{
     /* In a large body and the loop's turn has read its bulk: next turn (the socket stays
      * ready), but for bytes the stream holds (a TLS record), which no readiness would bring
      * back: those alone. */
     size_t bulk_cap = SIZE_MAX;
     if (conn->c_body != NULL && arpc_loop_bulk_spent(conn->c_loop) && (bulk_cap = conn_stream_held(conn)) == 0)
-        return;
+        return false;
     size_t need = ARPC_FRAME_HEADER_SIZE;
     /* bytes read this turn, and how many it may read */
     size_t got = 0, limit = conn->c_cold ? CONN_COLD_READ_BUDGET : CONN_READ_BUDGET;
@@ -558,7 +566,7 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
     conn->c_dispatching = false;
     if (conn->c_close_pending || conn->c_close_deferred) {
         conn_do_close(conn, conn->c_close_reason);
-        return;
+        return true;
     }
     /* Held with its buffer full of frames that wait (or output piling up): the socket waits
      * too, else its readiness would wake the loop for nothing. */
@@ -577,6 +585,7 @@ void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents)
             arpc_loop_prepare_due(conn->c_loop);
         }
     }
+    return false;
 }
 
 void arpc_conn_hold_input(struct arpc_conn *conn, unsigned reason)

@@ -295,11 +295,13 @@ static void listener_end(struct server_listener *l)
     listener_discard(l);
 }
 
-void listener_close(struct server_listener *l)
+void listener_close(arpc_server *s, struct server_listener *l)
 {
-    struct server_listener **p = &l->l_server->sv_listeners;
-    while (*p != l)
+    struct server_listener **p = &s->sv_listeners;
+    while (*p != NULL && *p != l)
         p = &(*p)->l_next;
+    if (*p == NULL)
+        return; /* a stop closed it already (l is freed) */
     *p = l->l_next;
     listener_end(l);
 }

@@ -289,6 +289,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
 }
 
 struct listen_start {
+    arpc_server *s;
     struct server_listener *l;
     bool started;
 };
@@ -302,10 +303,11 @@ static void step_start_listener(arpc_loop *loop, void *arg)
 
 /* The loop had stopped (an application's, arpc_server_options.loop): the step ran on this
  * thread, nothing else touches the loop any more, and nobody would ever accept. */
-static void step_close_listener(arpc_loop *loop, void *l)
+static void step_close_listener(arpc_loop *loop, void *arg)
 {
     (void)loop;
-    listener_close(l);
+    struct listen_start *a = arg;
+    listener_close(a->s, a->l);
 }
 
 int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen)
@@ -324,9 +326,9 @@ int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t bou
     /* From now on the registry is read by the loop: no more registrations. */
     state = SV_IDLE;
     atomic_compare_exchange_strong(&s->sv_state, &state, SV_RUNNING);
-    struct listen_start a = {l, false};
+    struct listen_start a = {s, l, false};
     if (arpc_loop_run_sync(s->sv_loop, step_start_listener, &a) != ARPC_OK && a.started) {
-        arpc_loop_run_sync(s->sv_loop, step_close_listener, l);
+        arpc_loop_run_sync(s->sv_loop, step_close_listener, &a);
         a.started = false;
     }
     if (!a.started) {

@@ -345,8 +345,8 @@ struct server_listener *listener_new(arpc_server *s, const char *addr, size_t bo
 const char *listener_addr(const struct server_listener *l);
 /* Accepts from now on; false (l discarded) when a stop overtook the listen. */
 bool listener_start(struct server_listener *l);
-/* Stops accepting on l, started, and frees it. */
-void listener_close(struct server_listener *l);
+/* Stops accepting on l, started, and frees it; nothing if a stop closed it already. */
+void listener_close(arpc_server *s, struct server_listener *l);
 void listener_close_all(arpc_server *s);
 void listener_discard(struct server_listener *l); /* never started */
 /* Tells a connection just accepted, before its close, that the server cannot take it

@@ -277,8 +277,8 @@ typedef struct arpc_call_options {
  * ARPC_ESYSTEM, ARPC_EINVAL (out or addr NULL, an options field this library lacks set, an
  * auth_token over ARPC_AUTH_TOKEN_MAX_BYTES, a semantics not in the enum), ARPC_EBUSY (from a
  * task on opts->loop),
- * ARPC_ESHUTDOWN (opts->loop was stopped, before the connect, which then attempts nothing, or
- * while it waited);
+ * ARPC_ESHUTDOWN (opts->loop was stopped: before the connect, which then makes no attempt, or
+ * while it ran);
  * opts->errbuf says why in words, and *out is NULL (out not NULL) after any failure. */
 ARPC_API int arpc_client_connect_v(arpc_client **out, const char *addr, const arpc_client_options *opts,
                                    size_t opts_size);
