@@ -15,6 +15,8 @@
  *   - every call started after the failure succeeds: one failed allocation does not wedge a
  *     connection, a client or a server (the client reconnects if the server closed);
  *   - after close and destroy no block arpc allocated is live.
+ * One configuration also answers every other call from a thread of the test's (the requests
+ * taken from a completion queue) and sends a one-way message per window: none runs twice.
  * The second kind of sweep takes memory away for good from the k-th allocation on, and gives
  * it back once the first calls ended: they end, close and destroy need no memory, and the
  * calls after memory came back succeed.
@@ -24,6 +26,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +42,7 @@
 #define MAX_K 20000 /* far above a run's allocations: a sweep that has not ended by then is stuck */
 
 static atomic_int runs[CALLS];
+static atomic_int notes[CALLS]; /* one-way messages that ran, by their byte */
 
 /* Counts the run of the call its byte names, and answers with the request's bytes. */
 static void h_count_echo(arpc_request *req, void *ctx)
@@ -51,6 +55,31 @@ static void h_count_echo(arpc_request *req, void *ctx)
     arpc_reply(req, p, len);
 }
 
+/* Counts a one-way message's run. */
+static void h_note(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    size_t len;
+    const unsigned char *p = arpc_request_data(req, &len);
+    if (len == 1 && p[0] < CALLS)
+        atomic_fetch_add(&notes[p[0]], 1);
+    arpc_reply(req, NULL, 0);
+}
+
+/* The replier: takes the requests of "t.queued" from the server's completion queue and
+ * answers them from its own thread, as h_count_echo would, until the queue shuts down. */
+static void *replier_main(void *arg)
+{
+    arpc_cq *cq = arg;
+    arpc_future *f;
+    void *tag;
+    while (arpc_cq_next(cq, &f, &tag) == ARPC_OK) {
+        arpc_future_release(f);
+        h_count_echo(tag, NULL);
+    }
+    return NULL;
+}
+
 enum fault { FAULT_ONCE, FAULT_FROM_THEN_ON };
 
 struct sweep_config {
@@ -58,6 +87,9 @@ struct sweep_config {
     bool inline_on_loop; /* the handler on the server's loop, else on its pool */
     bool reply_log;      /* the server keeps a reply log (in a fresh directory each run) */
     unsigned window;     /* calls in flight at once: CALLS is a multiple of it */
+    bool queued;         /* every other call is answered from a thread of the test's, taken from a
+                          * completion queue (arpc_method_options.queue), and each window sends
+                          * a one-way message */
 };
 
 struct run_result {
@@ -141,7 +173,12 @@ static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum faul
         for (unsigned char i = first; i < first + cfg->window; i++) {
             /* one failure: any call started after it; memory gone: once it came back */
             after[i] = f == FAULT_ONCE ? atomic_load(&test_alloc_refused) > 0 : first > 0;
-            fut[i] = arpc_call_async_opts(c, "t.count", &i, 1, &o);
+            fut[i] = arpc_call_async_opts(c, cfg->queued && i % 2 != 0 ? "t.queued" : "t.count", &i, 1, &o);
+        }
+        if (cfg->queued) {
+            int rc = arpc_notify(c, "t.note", &first, 1);
+            if (rc != ARPC_OK && rc != ARPC_ENOMEM)
+                fail_msg("k=%ld: arpc_notify: %s", k, arpc_errname(rc));
         }
         for (unsigned char i = first; i < first + cfg->window; i++)
             r->call[i] = call_end(fut[i], i, after[i], cfg, k);
@@ -153,14 +190,19 @@ static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum faul
 static void run_once(const struct sweep_config *cfg, enum fault f, long k, struct run_result *r)
 {
     memset(r, 0, sizeof(*r));
-    for (int i = 0; i < CALLS; i++)
+    for (int i = 0; i < CALLS; i++) {
         atomic_store(&runs[i], 0);
+        atomic_store(&notes[i], 0);
+    }
     char dir[256] = "";
     if (cfg->reply_log)
         server_proc_mkdir(dir, sizeof(dir)); /* before the count starts: the test's own */
     atomic_store(&test_alloc_refused, 0);
     arpc_server *s = NULL;
     arpc_client *c = NULL;
+    arpc_cq *cq = NULL;
+    pthread_t replier;
+    bool replying = false;
     arm(f, k);
     arpc_server_options so = {.workers = 1, .log_dir = cfg->reply_log ? dir : NULL};
     if (!setup_step(arpc_server_create(&s, &so), ARPC_OK, "arpc_server_create", k, r))
@@ -168,6 +210,16 @@ static void run_once(const struct sweep_config *cfg, enum fault f, long k, struc
     arpc_method_options mo = {.inline_on_loop = cfg->inline_on_loop};
     if (!setup_step(arpc_server_register(s, "t.count", h_count_echo, NULL, &mo), ARPC_OK, "register", k, r))
         goto done;
+    if (cfg->queued) {
+        if (!setup_step(arpc_cq_create(&cq), ARPC_OK, "arpc_cq_create", k, r))
+            goto done;
+        arpc_method_options qo = {.queue = cq};
+        if (!setup_step(arpc_server_register(s, "t.queued", NULL, NULL, &qo), ARPC_OK, "register", k, r) ||
+            !setup_step(arpc_server_register(s, "t.note", h_note, NULL, &mo), ARPC_OK, "register", k, r))
+            goto done;
+        assert_int_equal(0, pthread_create(&replier, NULL, replier_main, cq));
+        replying = true;
+    }
     char addr[256];
     if (!setup_step(arpc_server_listen(s, cfg->listen, addr, sizeof(addr)), ARPC_OK, "listen", k, r))
         goto done;
@@ -183,7 +235,15 @@ done:
     if (c != NULL)
         assert_int_equal(ARPC_OK, arpc_client_close(c));
     if (s != NULL)
+        assert_int_equal(ARPC_OK, arpc_server_stop(s, 0)); /* the queue outlives the stop */
+    if (cq != NULL)
+        arpc_cq_shutdown(cq);
+    if (replying)
+        pthread_join(replier, NULL);
+    if (s != NULL)
         assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    if (cq != NULL)
+        arpc_cq_destroy(cq);
     r->reached = atomic_load(&test_alloc_refused) > 0;
     disarm();
     for (int i = 0; r->setup == ARPC_OK && i < CALLS; i++) { /* every run is over now */
@@ -191,6 +251,8 @@ done:
             fail_msg("k=%ld: call %d ran %d times", k, i, atomic_load(&runs[i]));
         if (did_not_run(r->call[i]) && atomic_load(&runs[i]) != 0)
             fail_msg("k=%ld: call %d ended %s (did not run) and ran", k, i, arpc_errname(r->call[i]));
+        if (atomic_load(&notes[i]) > 1)
+            fail_msg("k=%ld: one-way message %d ran %d times", k, i, atomic_load(&notes[i]));
     }
     if (atomic_load(&test_alloc_live) != 0)
         fail_msg("k=%ld: %ld blocks live after close and destroy", k, atomic_load(&test_alloc_live));
@@ -222,12 +284,13 @@ static void sweep(const struct sweep_config *cfg, enum fault f)
     }
 }
 
-static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1};
-static const struct sweep_config tcp_pool_window = {"tcp://127.0.0.1:0", false, false, 3};
-static const struct sweep_config tcp_logged_window = {"tcp://127.0.0.1:0", false, true, 3};
-static const struct sweep_config inproc_inline = {"inproc://alloc-sweep", true, false, 1};
+static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1, false};
+static const struct sweep_config tcp_pool_window = {"tcp://127.0.0.1:0", false, false, 3, false};
+static const struct sweep_config tcp_logged_window = {"tcp://127.0.0.1:0", false, true, 3, false};
+static const struct sweep_config tcp_queued = {"tcp://127.0.0.1:0", false, false, 2, true};
+static const struct sweep_config inproc_inline = {"inproc://alloc-sweep", true, false, 1, false};
 static char unix_addr[96];
-static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3};
+static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3, false};
 
 static void test_one_failure_tcp_pool(void **state)
 {
@@ -247,6 +310,12 @@ static void test_one_failure_tcp_reply_log(void **state)
     sweep(&tcp_logged_window, FAULT_ONCE);
 }
 
+static void test_one_failure_tcp_queued_and_one_way(void **state)
+{
+    (void)state;
+    sweep(&tcp_queued, FAULT_ONCE);
+}
+
 static void test_one_failure_unix_inline(void **state)
 {
     (void)state;
@@ -263,6 +332,12 @@ static void test_memory_gone_tcp_pool(void **state)
 {
     (void)state;
     sweep(&tcp_pool_window, FAULT_FROM_THEN_ON);
+}
+
+static void test_memory_gone_tcp_queued_and_one_way(void **state)
+{
+    (void)state;
+    sweep(&tcp_queued, FAULT_FROM_THEN_ON);
 }
 
 static void test_memory_gone_tcp_reply_log(void **state)
@@ -288,9 +363,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_one_failure_tcp_pool),
         cmocka_unit_test(test_one_failure_tcp_pool_window),
         cmocka_unit_test(test_one_failure_tcp_reply_log),
+        cmocka_unit_test(test_one_failure_tcp_queued_and_one_way),
         cmocka_unit_test(test_one_failure_unix_inline),
         cmocka_unit_test(test_one_failure_inproc),
         cmocka_unit_test(test_memory_gone_tcp_pool),
+        cmocka_unit_test(test_memory_gone_tcp_queued_and_one_way),
         cmocka_unit_test(test_memory_gone_tcp_reply_log),
         cmocka_unit_test(test_memory_gone_unix_inline),
     };
