@@ -33,13 +33,13 @@
 #include <unistd.h>
 
 #include "arpc/arpc.h"
+#include "support/alloc_sweep.h"
 #include "support/log_capture.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
 
 #define CALLS 6
 #define SWEEP_ROUNDS 3
-#define MAX_K 20000 /* far above a run's allocations: a sweep that has not ended by then is stuck */
 
 static atomic_int runs[CALLS];
 static atomic_int notes[CALLS]; /* one-way messages that ran, by their byte */
@@ -80,8 +80,6 @@ static void *replier_main(void *arg)
     return NULL;
 }
 
-enum fault { FAULT_ONCE, FAULT_FROM_THEN_ON };
-
 struct sweep_config {
     const char *listen;  /* the server's address */
     bool inline_on_loop; /* the handler on the server's loop, else on its pool */
@@ -93,42 +91,9 @@ struct sweep_config {
 };
 
 struct run_result {
-    bool reached; /* the k-th allocation was made (and failed) */
-    int setup;    /* ARPC_OK, or the setup step's failure */
+    int setup; /* ARPC_OK, or the setup step's failure */
     int call[CALLS];
 };
-
-/* The outcomes client.h says a call that did not run ends with. */
-static bool did_not_run(int st)
-{
-    switch (st) {
-    case ARPC_ENOMEM:
-    case ARPC_EREJECTED:
-    case ARPC_EOVERLOADED:
-    case ARPC_EUNREACHABLE:
-    case ARPC_EEXPIRED:
-    case ARPC_ENOMETHOD:
-    case ARPC_ESHUTDOWN:
-    case ARPC_EAUTH:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static void arm(enum fault f, long k)
-{
-    if (f == FAULT_ONCE)
-        atomic_store(&test_alloc_fail_in, k);
-    else
-        atomic_store(&test_alloc_budget, k);
-}
-
-static void disarm(void)
-{
-    atomic_store(&test_alloc_fail_in, -1);
-    atomic_store(&test_alloc_budget, -1);
-}
 
 /* A setup step's outcome: ARPC_ENOMEM or `also` may stop the run (ARPC_OK: nothing more). */
 static bool setup_step(int rc, int also, const char *step, long k, struct run_result *r)
@@ -164,7 +129,7 @@ static int call_end(arpc_future *f, unsigned char i, bool started_after, const s
 
 /* The calls, cfg->window at a time; with memory gone for good, it comes back after the
  * first window. */
-static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum fault f, long k, struct run_result *r)
+static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum alloc_fault f, long k, struct run_result *r)
 {
     arpc_call_options o = {.deadline_ms = TEST_WAIT_MS, .semantics = ARPC_AT_MOST_ONCE};
     for (unsigned char first = 0; first < CALLS; first = (unsigned char)(first + cfg->window)) {
@@ -172,7 +137,7 @@ static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum faul
         bool after[CALLS];
         for (unsigned char i = first; i < first + cfg->window; i++) {
             /* one failure: any call started after it; memory gone: once it came back */
-            after[i] = f == FAULT_ONCE ? atomic_load(&test_alloc_refused) > 0 : first > 0;
+            after[i] = f == ALLOC_FAULT_ONCE ? atomic_load(&test_alloc_refused) > 0 : first > 0;
             fut[i] = arpc_call_async_opts(c, cfg->queued && i % 2 != 0 ? "t.queued" : "t.count", &i, 1, &o);
         }
         if (cfg->queued) {
@@ -182,13 +147,15 @@ static void make_calls(arpc_client *c, const struct sweep_config *cfg, enum faul
         }
         for (unsigned char i = first; i < first + cfg->window; i++)
             r->call[i] = call_end(fut[i], i, after[i], cfg, k);
-        if (f == FAULT_FROM_THEN_ON)
-            disarm(); /* memory comes back: the next calls start after the failures */
+        if (f == ALLOC_FAULT_FROM_THEN_ON)
+            alloc_fault_disarm(); /* memory comes back: the next calls start after the failures */
     }
 }
 
-static void run_once(const struct sweep_config *cfg, enum fault f, long k, struct run_result *r)
+static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_tally *tally)
 {
+    const struct sweep_config *cfg = arg;
+    struct run_result result, *r = &result;
     memset(r, 0, sizeof(*r));
     for (int i = 0; i < CALLS; i++) {
         atomic_store(&runs[i], 0);
@@ -197,13 +164,12 @@ static void run_once(const struct sweep_config *cfg, enum fault f, long k, struc
     char dir[256] = "";
     if (cfg->reply_log)
         server_proc_mkdir(dir, sizeof(dir)); /* before the count starts: the test's own */
-    atomic_store(&test_alloc_refused, 0);
     arpc_server *s = NULL;
     arpc_client *c = NULL;
     arpc_cq *cq = NULL;
     pthread_t replier;
     bool replying = false;
-    arm(f, k);
+    alloc_fault_arm(f, k);
     arpc_server_options so = {.workers = 1, .log_dir = cfg->reply_log ? dir : NULL};
     if (!setup_step(arpc_server_create(&s, &so), ARPC_OK, "arpc_server_create", k, r))
         goto done;
@@ -244,15 +210,16 @@ done:
         assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     if (cq != NULL)
         arpc_cq_destroy(cq);
-    r->reached = atomic_load(&test_alloc_refused) > 0;
-    disarm();
+    alloc_fault_disarm();
+    tally->setup_failed += r->setup != ARPC_OK;
     for (int i = 0; r->setup == ARPC_OK && i < CALLS; i++) { /* every run is over now */
         if (atomic_load(&runs[i]) > 1)
             fail_msg("k=%ld: call %d ran %d times", k, i, atomic_load(&runs[i]));
-        if (did_not_run(r->call[i]) && atomic_load(&runs[i]) != 0)
+        if (outcome_did_not_run(r->call[i]) && atomic_load(&runs[i]) != 0)
             fail_msg("k=%ld: call %d ended %s (did not run) and ran", k, i, arpc_errname(r->call[i]));
         if (atomic_load(&notes[i]) > 1)
             fail_msg("k=%ld: one-way message %d ran %d times", k, i, atomic_load(&notes[i]));
+        tally->calls_failed += r->call[i] != ARPC_OK;
     }
     if (atomic_load(&test_alloc_live) != 0)
         fail_msg("k=%ld: %ld blocks live after close and destroy", k, atomic_load(&test_alloc_live));
@@ -260,28 +227,12 @@ done:
         server_proc_rmdir(dir);
 }
 
-/* Sweeps k = 0, 1, ... until a run's failure was never reached, SWEEP_ROUNDS times; says how
- * the runs ended. */
-static void sweep(const struct sweep_config *cfg, enum fault f)
+static void sweep(const struct sweep_config *cfg, enum alloc_fault f)
 {
-    for (int round = 0; round < SWEEP_ROUNDS; round++) {
-        long k, setup_failed = 0, calls_failed = 0;
-        struct run_result r;
-        for (k = 0;; k++) {
-            assert_true(k < MAX_K);
-            run_once(cfg, f, k, &r);
-            if (!r.reached)
-                break;
-            if (r.setup != ARPC_OK)
-                setup_failed++;
-            for (int i = 0; r.setup == ARPC_OK && i < CALLS; i++)
-                calls_failed += r.call[i] != ARPC_OK;
-        }
-        assert_true(k > 10); /* the sweep went past the setup's first allocations at least */
-        printf("%s, %s%s, window %u, %s: %ld runs, %ld stopped in setup, %ld calls failed\n", cfg->listen,
-               cfg->inline_on_loop ? "inline" : "pool", cfg->reply_log ? ", reply log" : "", cfg->window,
-               f == FAULT_ONCE ? "one allocation failed" : "memory gone", k, setup_failed, calls_failed);
-    }
+    char what[160];
+    snprintf(what, sizeof(what), "%s, %s%s, window %u%s", cfg->listen, cfg->inline_on_loop ? "inline" : "pool",
+             cfg->reply_log ? ", reply log" : "", cfg->window, cfg->queued ? ", queued, one-way" : "");
+    alloc_sweep(what, f, SWEEP_ROUNDS, run_once, (void *)cfg);
 }
 
 static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1, false};
@@ -295,61 +246,61 @@ static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3
 static void test_one_failure_tcp_pool(void **state)
 {
     (void)state;
-    sweep(&tcp_pool, FAULT_ONCE);
+    sweep(&tcp_pool, ALLOC_FAULT_ONCE);
 }
 
 static void test_one_failure_tcp_pool_window(void **state)
 {
     (void)state;
-    sweep(&tcp_pool_window, FAULT_ONCE);
+    sweep(&tcp_pool_window, ALLOC_FAULT_ONCE);
 }
 
 static void test_one_failure_tcp_reply_log(void **state)
 {
     (void)state;
-    sweep(&tcp_logged_window, FAULT_ONCE);
+    sweep(&tcp_logged_window, ALLOC_FAULT_ONCE);
 }
 
 static void test_one_failure_tcp_queued_and_one_way(void **state)
 {
     (void)state;
-    sweep(&tcp_queued, FAULT_ONCE);
+    sweep(&tcp_queued, ALLOC_FAULT_ONCE);
 }
 
 static void test_one_failure_unix_inline(void **state)
 {
     (void)state;
-    sweep(&unix_inline_window, FAULT_ONCE);
+    sweep(&unix_inline_window, ALLOC_FAULT_ONCE);
 }
 
 static void test_one_failure_inproc(void **state)
 {
     (void)state;
-    sweep(&inproc_inline, FAULT_ONCE);
+    sweep(&inproc_inline, ALLOC_FAULT_ONCE);
 }
 
 static void test_memory_gone_tcp_pool(void **state)
 {
     (void)state;
-    sweep(&tcp_pool_window, FAULT_FROM_THEN_ON);
+    sweep(&tcp_pool_window, ALLOC_FAULT_FROM_THEN_ON);
 }
 
 static void test_memory_gone_tcp_queued_and_one_way(void **state)
 {
     (void)state;
-    sweep(&tcp_queued, FAULT_FROM_THEN_ON);
+    sweep(&tcp_queued, ALLOC_FAULT_FROM_THEN_ON);
 }
 
 static void test_memory_gone_tcp_reply_log(void **state)
 {
     (void)state;
-    sweep(&tcp_logged_window, FAULT_FROM_THEN_ON);
+    sweep(&tcp_logged_window, ALLOC_FAULT_FROM_THEN_ON);
 }
 
 static void test_memory_gone_unix_inline(void **state)
 {
     (void)state;
-    sweep(&unix_inline_window, FAULT_FROM_THEN_ON);
+    sweep(&unix_inline_window, ALLOC_FAULT_FROM_THEN_ON);
 }
 
 int main(int argc, char **argv)
