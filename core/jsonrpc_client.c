@@ -350,7 +350,9 @@ static bool client_on_response(arpc_jsonrpc_client *c, const uint8_t *p, size_t 
             rc = (text = arpc_text_copy((const char *)p + at, tlen)) != NULL ? ARPC_OK : ARPC_ENOMEM;
         else
             rc = jsonrpc_dump(result != NULL ? result : json_null(), &text, &tlen);
-        call_finish(call, rc, text, rc == ARPC_OK ? tlen : 0);
+        /* No memory to hand the result over: the call ran all the same, so "may have run"
+         * (ARPC_EABANDONED, as an arpc client says), never ARPC_ENOMEM, which says "not sent". */
+        call_finish(call, rc == ARPC_OK ? ARPC_OK : ARPC_EABANDONED, text, rc == ARPC_OK ? tlen : 0);
     }
     json_decref(resp);
     return true;

@@ -90,6 +90,8 @@
  *                   frames only (no_jsonrpc, or built without JSON-RPC). None ran; every
  *                   call from then on ends so too; the data is "the server refused this
  *                   connection: " and the server's words
+ *   ARPC_EABANDONED the result came, and this client had no memory to hand it over (the
+ *                   call ran; no data). Before 2026-12-07, ARPC_ENOMEM, which says "not sent"
  *   ARPC_ETIMEDOUT  the deadline passed first (the call may still run); the data says so
  *   ARPC_EUNREACHABLE the deadline passed while the request still waited whole in the
  *                   client's output queue (the server was not reading): it was taken back,
