@@ -54,15 +54,7 @@ static void h_hold(arpc_request *req, void *ctx)
     arpc_reply(req, NULL, 0);
 }
 
-static void h_count_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const unsigned char *p = arpc_request_data(req, &len);
-    if (len == 1 && p[0] < CALLS)
-        atomic_fetch_add(&runs[p[0]], 1);
-    arpc_reply(req, p, len);
-}
+static struct sweep_runs call_runs = {runs, CALLS, 0};
 
 static arpc_future *start(arpc_client *c, const char *method, unsigned char i, int64_t deadline_ms)
 {
@@ -110,7 +102,7 @@ static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_t
     char addr[256];
     if ((setup = arpc_server_create(&s, &so)) != ARPC_OK ||
         (setup = arpc_server_register(s, "t.hold", h_hold, NULL, NULL)) != ARPC_OK ||
-        (setup = arpc_server_register(s, "t.count", h_count_echo, NULL, NULL)) != ARPC_OK ||
+        (setup = arpc_server_register(s, "t.count", sweep_count_echo, &call_runs, NULL)) != ARPC_OK ||
         (setup = arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr))) != ARPC_OK) {
         if (setup != ARPC_ENOMEM)
             fail_msg("k=%ld: the server's set-up failed %s", k, arpc_errname(setup));

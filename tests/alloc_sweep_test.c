@@ -44,30 +44,10 @@
 static atomic_int runs[CALLS];
 static atomic_int notes[CALLS]; /* one-way messages that ran, by their byte */
 
-/* Counts the run of the call its byte names, and answers with the request's bytes. */
-static void h_count_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const unsigned char *p = arpc_request_data(req, &len);
-    if (len == 1 && p[0] < CALLS)
-        atomic_fetch_add(&runs[p[0]], 1);
-    arpc_reply(req, p, len);
-}
-
-/* Counts a one-way message's run. */
-static void h_note(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const unsigned char *p = arpc_request_data(req, &len);
-    if (len == 1 && p[0] < CALLS)
-        atomic_fetch_add(&notes[p[0]], 1);
-    arpc_reply(req, NULL, 0);
-}
+static struct sweep_runs call_runs = {runs, CALLS, 0}, note_runs = {notes, CALLS, 0};
 
 /* The replier: takes the requests of "t.queued" from the server's completion queue and
- * answers them from its own thread, as h_count_echo would, until the queue shuts down. */
+ * answers them from its own thread, as the handler of "t.count" does, until the queue shuts down. */
 static void *replier_main(void *arg)
 {
     arpc_cq *cq = arg;
@@ -75,7 +55,7 @@ static void *replier_main(void *arg)
     void *tag;
     while (arpc_cq_next(cq, &f, &tag) == ARPC_OK) {
         arpc_future_release(f);
-        h_count_echo(tag, NULL);
+        sweep_count_echo(tag, &call_runs);
     }
     return NULL;
 }
@@ -174,14 +154,14 @@ static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_t
     if (!setup_step(arpc_server_create(&s, &so), ARPC_OK, "arpc_server_create", k, r))
         goto done;
     arpc_method_options mo = {.inline_on_loop = cfg->inline_on_loop};
-    if (!setup_step(arpc_server_register(s, "t.count", h_count_echo, NULL, &mo), ARPC_OK, "register", k, r))
+    if (!setup_step(arpc_server_register(s, "t.count", sweep_count_echo, &call_runs, &mo), ARPC_OK, "register", k, r))
         goto done;
     if (cfg->queued) {
         if (!setup_step(arpc_cq_create(&cq), ARPC_OK, "arpc_cq_create", k, r))
             goto done;
         arpc_method_options qo = {.queue = cq};
         if (!setup_step(arpc_server_register(s, "t.queued", NULL, NULL, &qo), ARPC_OK, "register", k, r) ||
-            !setup_step(arpc_server_register(s, "t.note", h_note, NULL, &mo), ARPC_OK, "register", k, r))
+            !setup_step(arpc_server_register(s, "t.note", sweep_count_echo, &note_runs, &mo), ARPC_OK, "register", k, r))
             goto done;
         assert_int_equal(0, pthread_create(&replier, NULL, replier_main, cq));
         replying = true;

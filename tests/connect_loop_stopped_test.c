@@ -42,6 +42,14 @@ static void *stop_once_attempted(void *arg)
     return NULL;
 }
 
+static arpc_loop *started_loop(void)
+{
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    return loop;
+}
+
 static int connect_on(arpc_loop *loop, uint16_t port, char *why, size_t len)
 {
     char addr[64];
@@ -58,9 +66,7 @@ static void test_loop_stops_while_connecting(void **state)
     (void)state;
     uint16_t port;
     int lfd = fd_listen_loopback(0, 16, 0, &port);
-    arpc_loop *loop;
-    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_loop *loop = started_loop();
     struct stopper st = {lfd, loop};
     pthread_t t;
     assert_int_equal(0, pthread_create(&t, NULL, stop_once_attempted, &st));
@@ -79,9 +85,7 @@ static void test_loop_stopped_before_connecting(void **state)
     (void)state;
     uint16_t port;
     int lfd = fd_listen_loopback(0, 16, 0, &port);
-    arpc_loop *loop;
-    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
-    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_loop *loop = started_loop();
     arpc_loop_stop(loop);
     char why[ARPC_ERRBUF_SIZE] = "";
     assert_int_equal(ARPC_ESHUTDOWN, connect_on(loop, port, why, sizeof(why)));

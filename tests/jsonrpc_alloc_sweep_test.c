@@ -32,16 +32,7 @@
 
 static atomic_int runs[CALLS];
 
-/* params "N" (a digit): counts call N's run and answers N. */
-static void h_count_echo(arpc_request *req, void *ctx)
-{
-    (void)ctx;
-    size_t len;
-    const char *p = arpc_request_data(req, &len);
-    if (len == 1 && p[0] >= '0' && p[0] < '0' + CALLS)
-        atomic_fetch_add(&runs[p[0] - '0'], 1);
-    arpc_reply(req, p, len);
-}
+static struct sweep_runs call_runs = {runs, CALLS, '0'}; /* params "0", "1", ... */
 
 struct sweep_config {
     bool inline_on_loop; /* the handler on the server's loop, else on its pool */
@@ -108,7 +99,7 @@ static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_t
     arpc_method_options mo = {.inline_on_loop = cfg->inline_on_loop};
     char addr[256];
     if ((setup = arpc_server_create(&s, &so)) != ARPC_OK ||
-        (setup = arpc_server_register(s, "T.Count", h_count_echo, NULL, &mo)) != ARPC_OK ||
+        (setup = arpc_server_register(s, "T.Count", sweep_count_echo, &call_runs, &mo)) != ARPC_OK ||
         (setup = arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr))) != ARPC_OK) {
         if (setup != ARPC_ENOMEM)
             fail_msg("k=%ld: the server's set-up failed %s", k, arpc_errname(setup));

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "arpc/error.h"
+#include "arpc/server.h"
 #include "support/alloc_sweep.h"
 #include "support/test_util.h"
 
@@ -28,6 +29,16 @@ void alloc_fault_disarm(void)
 }
 
 bool alloc_fault_reached(void) { return atomic_load(&test_alloc_refused) > 0; }
+
+void sweep_count_echo(struct arpc_request *req, void *ctx)
+{
+    const struct sweep_runs *r = ctx;
+    size_t len;
+    const unsigned char *p = arpc_request_data(req, &len);
+    if (len == 1 && p[0] >= r->base && p[0] - r->base < r->n)
+        atomic_fetch_add(&r->runs[p[0] - r->base], 1);
+    arpc_reply(req, p, len);
+}
 
 bool outcome_did_not_run(int st)
 {

@@ -22,6 +22,17 @@ void alloc_fault_disarm(void);
 /* Allocations failed since the last arm. */
 bool alloc_fault_reached(void);
 
+/* Runs counted by a call's one-byte request: byte base + i counts in runs[i], i < n. */
+struct sweep_runs {
+    _Atomic int *runs;
+    int n;
+    unsigned char base; /* 0, or '0' for JSON-RPC's params "0", "1", ... */
+};
+struct arpc_request;
+/* A handler (ctx: a struct sweep_runs) that counts its call's run and answers the request's
+ * bytes; any thread (a one-way message's answer is dropped). */
+void sweep_count_echo(struct arpc_request *req, void *ctx);
+
 /* The outcomes arpc/client.h says a call that did not run ends with. */
 bool outcome_did_not_run(int st);
 
