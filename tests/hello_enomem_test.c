@@ -126,8 +126,9 @@ static void test_server_without_memory_for_a_connection_says_so(void **state)
 }
 
 /* The same on a unix socket, where the client's HELLO may be written after the server's
- * close (EPIPE): the GOAWAY before it is still read. Several times: the order is the
- * threads'. */
+ * close (EPIPE): the GOAWAY before it is still read. Several times, the order being the
+ * threads' (it is rarely that one here: conn_test's
+ * test_last_words_read_when_the_first_write_finds_the_peer_gone makes it so). */
 static void test_unix_server_without_memory_for_a_connection_says_so(void **state)
 {
     (void)state;
