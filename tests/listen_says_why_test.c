@@ -99,7 +99,7 @@ static void test_listen_on_a_stopped_loop_is_refused(void **state)
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
     arpc_loop_stop(loop);
     log_capture_clear();
-    char addr[128], bound[128] = "untouched";
+    char addr[96], bound[128] = "untouched"; /* (a path that fits sun_path) */
     snprintf(addr, sizeof(addr), "unix:///tmp/arpc-listen-stopped-%d.sock", (int)getpid());
     assert_int_equal(ARPC_ESHUTDOWN, arpc_server_listen(s, addr, bound, sizeof(bound)));
     assert_string_equal("untouched", bound);
