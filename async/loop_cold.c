@@ -51,9 +51,12 @@ static void cold_on_ready(struct ev_loop *ev, ev_io *w, int revents)
 {
     (void)revents;
     struct loop_cold *lc = w->data;
-    int n = epoll_wait(lc->lc_epfd, lc->lc_batch, (int)lc->lc_budget, 0);
+    int n;
+    do /* (a signal each time would leave the set unserved for good) */
+        n = epoll_wait(lc->lc_epfd, lc->lc_batch, (int)lc->lc_budget, 0);
+    while (n < 0 && errno == EINTR);
     if (n <= 0)
-        return; /* EINTR, or nothing after all: level-triggered, the loop comes back */
+        return; /* nothing after all: level-triggered, the loop comes back */
     lc->lc_batch_n = n;
     for (int i = 0; i < n; i++) {
         ev_io *cw = lc->lc_batch[i].data.ptr;

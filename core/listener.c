@@ -110,8 +110,16 @@ void listener_refuse_raw(int fd, bool tls, const char *msg)
     uint8_t goaway[ARPC_ERROR_FIXED_SIZE + ARPC_FRAME_HEADER_SIZE + LISTENER_REFUSE_MSG_MAX];
     size_t len = strnlen(msg, LISTENER_REFUSE_MSG_MAX);
     size_t n = arpc_frame_encode_error(goaway, ARPC_FRAME_GOAWAY, 0, ARPC_EOVERLOADED, 0, msg, (uint16_t)len);
-    if (!tls)
-        (void)!send(fd, goaway, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* A new socket's buffer takes the frame whole; a short write or a signal is finished all
+     * the same (a cut frame would tell the client it met no arpc server). Full or gone: the
+     * close says the rest. */
+    for (size_t off = 0; !tls && off < n;) {
+        ssize_t w = send(fd, goaway + off, n - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w > 0)
+            off += (size_t)w;
+        else if (!(w < 0 && errno == EINTR))
+            break;
+    }
 }
 
 static int listener_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
