@@ -36,6 +36,9 @@
 #include "support/alloc_sweep.h"
 #include "support/log_capture.h"
 #include "support/server_proc.h"
+#ifdef ARPC_TEST_WITH_TLS
+#include "support/tls_certs.h"
+#endif
 #include "support/test_util.h"
 
 #define CALLS 6
@@ -68,6 +71,7 @@ struct sweep_config {
     bool queued;         /* every other call is answered from a thread of the test's, taken from a
                           * completion queue (arpc_method_options.queue), and each window sends
                           * a one-way message */
+    const struct tls_certs_pair *tls; /* a tls:// listener with these certificates */
 };
 
 struct run_result {
@@ -150,7 +154,8 @@ static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_t
     pthread_t replier;
     bool replying = false;
     alloc_fault_arm(f, k);
-    arpc_server_options so = {.workers = 1, .log_dir = cfg->reply_log ? dir : NULL};
+    arpc_server_options so = {.workers = 1, .log_dir = cfg->reply_log ? dir : NULL,
+                              .tls = cfg->tls != NULL ? &cfg->tls->tp_server : NULL};
     if (!setup_step(arpc_server_create(&s, &so), ARPC_OK, "arpc_server_create", k, r))
         goto done;
     arpc_method_options mo = {.inline_on_loop = cfg->inline_on_loop};
@@ -170,8 +175,15 @@ static void run_once(enum alloc_fault f, long k, void *arg, struct alloc_sweep_t
     if (!setup_step(arpc_server_listen(s, cfg->listen, addr, sizeof(addr)), ARPC_OK, "listen", k, r))
         goto done;
     char why[ARPC_ERRBUF_SIZE] = "";
-    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20, .errbuf = why, .errbuf_len = sizeof(why)};
+    arpc_client_options co = {.reconnect_min_ms = 1, .reconnect_max_ms = 20, .errbuf = why, .errbuf_len = sizeof(why),
+                              .tls = cfg->tls != NULL ? &cfg->tls->tp_client : NULL};
     int rc = arpc_client_connect(&c, addr, &co);
+    /* A tls:// server with no memory for a connection, or to read its first bytes, can only
+     * close it (no GOAWAY passes outside a TLS session): the client's handshake fails
+     * (ARPC_ETLS, "the peer closed the connection"), or it finds the close before the HELLO
+     * (ARPC_ECONNREFUSED). */
+    if (cfg->tls != NULL && (rc == ARPC_ETLS || rc == ARPC_ECONNREFUSED))
+        rc = ARPC_EOVERLOADED;
     if (rc != ARPC_OK && rc != ARPC_ENOMEM && rc != ARPC_EOVERLOADED)
         fail_msg("k=%ld: connect: %s", k, why);
     if (!setup_step(rc, ARPC_EOVERLOADED, "connect", k, r))
@@ -215,13 +227,30 @@ static void sweep(const struct sweep_config *cfg, enum alloc_fault f)
     alloc_sweep(what, f, SWEEP_ROUNDS, run_once, (void *)cfg);
 }
 
-static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1, false};
-static const struct sweep_config tcp_pool_window = {"tcp://127.0.0.1:0", false, false, 3, false};
-static const struct sweep_config tcp_logged_window = {"tcp://127.0.0.1:0", false, true, 3, false};
-static const struct sweep_config tcp_queued = {"tcp://127.0.0.1:0", false, false, 2, true};
-static const struct sweep_config inproc_inline = {"inproc://alloc-sweep", true, false, 1, false};
+static const struct sweep_config tcp_pool = {"tcp://127.0.0.1:0", false, false, 1, false, NULL};
+static const struct sweep_config tcp_pool_window = {"tcp://127.0.0.1:0", false, false, 3, false, NULL};
+static const struct sweep_config tcp_logged_window = {"tcp://127.0.0.1:0", false, true, 3, false, NULL};
+static const struct sweep_config tcp_queued = {"tcp://127.0.0.1:0", false, false, 2, true, NULL};
+static const struct sweep_config inproc_inline = {"inproc://alloc-sweep", true, false, 1, false, NULL};
 static char unix_addr[96];
-static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3, false};
+static const struct sweep_config unix_inline_window = {unix_addr, true, false, 3, false, NULL};
+#ifdef ARPC_TEST_WITH_TLS
+static struct tls_certs certs;
+static struct tls_certs_pair pair;
+static const struct sweep_config tls_pool_window = {"tls://127.0.0.1:0", false, false, 2, false, &pair};
+
+static void test_one_failure_tls(void **state)
+{
+    (void)state;
+    sweep(&tls_pool_window, ALLOC_FAULT_ONCE);
+}
+
+static void test_memory_gone_tls(void **state)
+{
+    (void)state;
+    sweep(&tls_pool_window, ALLOC_FAULT_FROM_THEN_ON);
+}
+#endif
 
 static void test_one_failure_tcp_pool(void **state)
 {
@@ -288,6 +317,11 @@ int main(int argc, char **argv)
     if (argc > 1)
         cmocka_set_test_filter(argv[1]); /* one sweep: e.g. "*gone_tcp*" */
     snprintf(unix_addr, sizeof(unix_addr), "unix:///tmp/arpc-alloc-sweep-%d.sock", (int)getpid());
+#ifdef ARPC_TEST_WITH_TLS
+    if (!tls_certs_make(&certs)) /* before the counting allocator: OpenSSL's own memory */
+        return 1;
+    tls_certs_pair(&certs, &pair);
+#endif
     test_alloc_install();
     log_capture_start(ARPC_LOG_ERROR); /* thousands of lines saying memory ran out: kept off the output */
     const struct CMUnitTest tests[] = {
@@ -301,6 +335,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_memory_gone_tcp_queued_and_one_way),
         cmocka_unit_test(test_memory_gone_tcp_reply_log),
         cmocka_unit_test(test_memory_gone_unix_inline),
+#ifdef ARPC_TEST_WITH_TLS
+        cmocka_unit_test(test_one_failure_tls),
+        cmocka_unit_test(test_memory_gone_tls),
+#endif
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+#ifdef ARPC_TEST_WITH_TLS
+    tls_certs_remove(&certs);
+#endif
+    return failed;
 }

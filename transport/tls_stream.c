@@ -248,7 +248,8 @@ static ssize_t tls_read(struct arpc_stream *s, void *buf, size_t len)
 static const void *tls_offer(struct tls_stream *ts, const struct iovec *iov, int iovcnt)
 {
     if (ts->ts_offered == 0) {
-        ts->ts_gathered = iov[0].iov_len < TLS_RECORD_MAX;
+        /* (without memory for the gathering buffer, the first buffer is a record alone) */
+        ts->ts_gathered = iov[0].iov_len < TLS_RECORD_MAX && ts->ts_wbuf != NULL;
         if (!ts->ts_gathered) {
             /* One record: all that may wait in the BIO's w_out for the socket (TLS_OUT_MAX). */
             ts->ts_offered = iov[0].iov_len < TLS_RECORD_MAX ? iov[0].iov_len : TLS_RECORD_MAX;
@@ -293,12 +294,8 @@ static ssize_t tls_write_record(struct tls_stream *ts, const struct iovec *iov, 
         return (ssize_t)n;
     }
     bool gathering = ts->ts_offered == 0 && iov[0].iov_len < TLS_RECORD_MAX; /* tls_offer's choice */
-    if (gathering && ts->ts_wbuf == NULL && (ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX)) == NULL) {
-        ts->ts_failed = true;
-        ts->ts_base.s_error = ARPC_ECONNLOST;
-        ts->ts_base.s_why = "out of memory for a TLS write buffer";
-        return ARPC_STREAM_FAILED;
-    }
+    if (gathering && ts->ts_wbuf == NULL)
+        ts->ts_wbuf = arpc_malloc(TLS_RECORD_MAX); /* NULL: a smaller record, the connection goes on */
     const void *data = tls_offer(ts, iov, iovcnt);
     size_t n = 0;
     if (ts->ts_offered != 0) { /* (else empty buffers only: nothing for a record) */
