@@ -22,6 +22,23 @@ int arpc_file_write_all(int fd, const void *p, size_t n, uint64_t off)
     return 0;
 }
 
+int arpc_file_read_all(int fd, void *p, size_t n, uint64_t off, size_t *got)
+{
+    unsigned char *b = p;
+    *got = 0;
+    while (*got < n) {
+        ssize_t r = pread(fd, b + *got, n - *got, (off_t)(off + *got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            break; /* the end of the file */
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
 int arpc_file_sync(int fd, bool data_only)
 {
     while ((data_only ? fdatasync(fd) : fsync(fd)) != 0)

@@ -367,21 +367,14 @@ int arpc_log_read_at(int fd, const char *dir, uint64_t segment, void *buf, size_
 {
     char name[ARPC_LOG_NAME_MAX];
     arpc_log_segment_name(name, segment, false);
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return arpc_log_sys_fail(why, whylen, dir, "read", name, errno);
-        if (r == 0) {
-            arpc_log_why(why, whylen, "reply log %s/%s ends at offset %llu, inside a live record", dir, name,
-                         (unsigned long long)off);
-            return ARPC_EPROTO;
-        }
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
+    size_t got;
+    int err = arpc_file_read_all(fd, buf, n, off, &got);
+    if (err != 0)
+        return arpc_log_sys_fail(why, whylen, dir, "read", name, err);
+    if (got < n) {
+        arpc_log_why(why, whylen, "reply log %s/%s ends at offset %llu, inside a live record", dir, name,
+                     (unsigned long long)(off + got));
+        return ARPC_EPROTO;
     }
     return ARPC_OK;
 }

@@ -84,15 +84,15 @@ static int read_small(int dirfd, const char *dir, const char *name, uint8_t *out
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? ARPC_EAGAIN : fail(why, whylen, dir, "open", errno);
-    ssize_t n = read(fd, out, size);
-    int err = errno;
+    size_t n;
+    int err = arpc_file_read_all(fd, out, size, 0, &n); /* (short reads and signals: NFS, FUSE) */
     close(fd);
-    if (n == (ssize_t)size)
-        return ARPC_OK;
-    if (n < 0)
+    if (err != 0)
         return fail(why, whylen, dir, "read", err);
+    if (n == size)
+        return ARPC_OK;
     /* Never written short (see the top): someone else's file. Refuse rather than guess. */
-    snprintf(why, whylen, "namespace secret: %s/%s holds %zd bytes, not %zu", dir, name, n, size);
+    snprintf(why, whylen, "namespace secret: %s/%s holds %zu bytes, not %zu", dir, name, n, size);
     return ARPC_EPROTO;
 }
 
