@@ -174,7 +174,9 @@ static ssize_t tls_result(struct tls_stream *ts, int ret, bool reading)
     if (eof || (err == SSL_ERROR_SYSCALL && e == 0)) {
         ERR_clear_error();
         snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the peer closed the connection%s", what,
-                 shaken || peer_spoke_tls(ts) ? "" : " (does it speak TLS?)");
+                 shaken || peer_spoke_tls(ts) ? ""
+                                                : " (does it speak TLS? a tls:// server with no room for a connection, "
+                                                  "at max_connections or out of descriptors or memory, closes so too)");
     } else if (err == SSL_ERROR_SYSCALL) {
         ERR_clear_error();
         snprintf(ts->ts_why, sizeof(ts->ts_why), "%s: the connection broke", what);
