@@ -276,6 +276,9 @@ static int client_hello_failure(arpc_client *c, int reason, char *why, size_t le
     return ARPC_ECONNREFUSED;
 }
 
+/* The words of a client whose application loop stopped (its stop hook, and the loss it made). */
+#define CLIENT_LOOP_STOPPED "the application's loop the client runs on stopped"
+
 /* Why the connection went, in words: what the client knows of it (a GOAWAY said the server
  * is stopping; its heartbeat went unanswered), else the reason's. */
 static const char *loss_cause(const struct arpc_conn *conn, int state, int reason)
@@ -296,7 +299,7 @@ static const char *loss_cause(const struct arpc_conn *conn, int state, int reaso
     case ARPC_ENOMEM:
         return "out of memory";
     case ARPC_ESHUTDOWN: /* (a close is CL_CLOSED, and says nothing here) */
-        return "the application's loop the client runs on stopped";
+        return CLIENT_LOOP_STOPPED;
     default:
         return arpc_strerror(reason);
     }
@@ -454,7 +457,7 @@ void client_on_loop_stop(arpc_loop *loop, void *arg)
         atomic_store(&c->cl_lost_reason, ARPC_ESHUTDOWN);
         atomic_store(&c->cl_state, CL_LOST);
         /* (a connect waiting for its first connection says so in its errbuf) */
-        client_set_error(c, ARPC_ESHUTDOWN, "the application's loop the client runs on stopped");
+        client_set_error(c, ARPC_ESHUTDOWN, CLIENT_LOOP_STOPPED);
     }
     client_cleanup(c);
     if (c->cl_lingering)
