@@ -1,24 +1,66 @@
 /*
- * The logging hook. Like the allocator hook, a process-wide setting made at start-up; the
- * minimum level alone is atomic, so a level change takes effect at once on every thread.
+ * The logging hook. The minimum level is one atomic word, so a level change takes effect at
+ * once on every thread. The hook (function and context) may be replaced while other threads
+ * log: it lives in two slots, one current; a line is delivered through the slot it counted
+ * itself into, and arpc_set_logger fills the other slot, makes it current, then waits until
+ * no line is still being delivered through the old one. So a line never mixes one hook's
+ * function with another's context, and once arpc_set_logger returns the old context is no
+ * longer used: its owner may free it.
  */
 #include "base/log.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static arpc_log_fn log_fn;
-static void *log_ctx;
+struct log_hook {
+    arpc_log_fn lh_fn; /* NULL: stderr */
+    void *lh_ctx;
+};
+
+static struct log_hook log_hooks[2];
+static atomic_uint log_current; /* which of log_hooks lines go through */
+static atomic_uint log_users[2]; /* lines being delivered through each slot */
+static pthread_mutex_t log_set_mtx = PTHREAD_MUTEX_INITIALIZER; /* one replacement at a time */
 static atomic_int log_min = ARPC_LOG_INFO;
+
+/* The current slot, counted into: its hook stays as it is until log_hook_put. A line that
+ * counted itself into a slot just replaced counts itself out and takes the new one. */
+static unsigned log_hook_take(void)
+{
+    for (;;) {
+        unsigned i = atomic_load(&log_current);
+        atomic_fetch_add(&log_users[i], 1);
+        if (atomic_load(&log_current) == i)
+            return i;
+        atomic_fetch_sub(&log_users[i], 1);
+    }
+}
+
+static void log_hook_put(unsigned i) { atomic_fetch_sub(&log_users[i], 1); }
+
+/* Every line delivered through slot i (or counted into it on its way to the other) is done.
+ * Only lines that began before the replacement hold it: the wait ends. */
+static void log_hook_drain(unsigned i)
+{
+    while (atomic_load(&log_users[i]) != 0)
+        sched_yield();
+}
 
 void arpc_set_logger(arpc_log_fn fn, void *ctx, enum arpc_log_level min_level)
 {
-    log_fn = fn;
-    log_ctx = ctx;
+    pthread_mutex_lock(&log_set_mtx);
+    unsigned old = atomic_load(&log_current), next = old ^ 1;
+    log_hook_drain(next); /* lines that counted into it before the last replacement let go */
+    log_hooks[next] = (struct log_hook){fn, ctx};
+    atomic_store(&log_current, next);
     atomic_store(&log_min, (int)min_level);
+    log_hook_drain(old);
+    pthread_mutex_unlock(&log_set_mtx);
 }
 
 const char *arpc_log_level_name(enum arpc_log_level level)
@@ -57,10 +99,12 @@ void arpc_log(enum arpc_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    if (log_fn != NULL)
-        log_fn(log_ctx, level, line);
+    unsigned i = log_hook_take();
+    if (log_hooks[i].lh_fn != NULL)
+        log_hooks[i].lh_fn(log_hooks[i].lh_ctx, level, line);
     else
         log_to_stderr(level, line);
+    log_hook_put(i);
 }
 
 static bool escape_plain(unsigned char ch) { return ch >= 0x20 && ch < 0x7f && ch != '\\'; }

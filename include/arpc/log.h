@@ -33,8 +33,10 @@ enum arpc_log_level {
 typedef void (*arpc_log_fn)(void *ctx, enum arpc_log_level level, const char *line);
 
 /* Lines below min_level are dropped; the rest go to fn(ctx, level, line), or to stderr when
- * fn is NULL. Like arpc_set_allocator, set it before other arpc calls: a line being logged
- * on another thread at that moment may still go to the previous logger. */
+ * fn is NULL. Any thread, at any time, also while arpc's threads log: each line goes whole to
+ * one logger or the other, and when this returns no line is still being delivered to the
+ * previous one, so its ctx may be freed. It waits for lines being delivered (a logger that
+ * blocks makes it wait); from inside a logger it would wait for ever (fn must not call it). */
 ARPC_API void arpc_set_logger(arpc_log_fn fn, void *ctx, enum arpc_log_level min_level);
 
 /* "DEBUG", "INFO", "WARN", "ERROR" (or "NONE"). */
