@@ -301,13 +301,19 @@ static void step_start_listener(arpc_loop *loop, void *arg)
     a->started = listener_start(a->l);
 }
 
-/* The loop had stopped (an application's, arpc_server_options.loop): the step ran on this
- * thread, nothing else touches the loop any more, and nobody would ever accept. */
+/* The loop had stopped (an application's, arpc_server_options.loop): the step runs on this
+ * thread, nothing else touches the loop any more, and nobody would ever accept. A server that
+ * never listened is not listening now either: it goes back to taking registrations (nothing
+ * reads its registry), so that a register says what is so instead of "already listens". */
 static void step_close_listener(arpc_loop *loop, void *arg)
 {
     (void)loop;
     struct listen_start *a = arg;
-    listener_close(a->s, a->l);
+    if (a->started)
+        listener_close(a->s, a->l);
+    int state = SV_RUNNING;
+    if (a->s->sv_listeners == NULL)
+        atomic_compare_exchange_strong(&a->s->sv_state, &state, SV_IDLE);
 }
 
 int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen)
@@ -327,7 +333,7 @@ int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t bou
     state = SV_IDLE;
     atomic_compare_exchange_strong(&s->sv_state, &state, SV_RUNNING);
     struct listen_start a = {s, l, false};
-    if (arpc_loop_run_sync(s->sv_loop, step_start_listener, &a) != ARPC_OK && a.started) {
+    if (arpc_loop_run_sync(s->sv_loop, step_start_listener, &a) != ARPC_OK) {
         arpc_loop_run_sync(s->sv_loop, step_close_listener, &a);
         a.started = false;
     }

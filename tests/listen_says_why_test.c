@@ -21,6 +21,7 @@
 
 #include "arpc/arpc.h"
 #include "support/log_capture.h"
+#include "support/test_util.h"
 
 static void test_no_scheme_is_said(void **state)
 {
@@ -109,6 +110,12 @@ static void test_listen_on_a_stopped_loop_is_refused(void **state)
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", addr + strlen("unix://"));
     assert_int_not_equal(0, connect(fd, (struct sockaddr *)&sa, sizeof(sa))); /* nobody there */
     close(fd);
+    /* It does not listen, so it does not say it does: a method may still be registered
+     * (before, "the server already listens"), and a listen is refused again. */
+    log_capture_clear();
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(0, LOG_LINES_WITH("already listens"));
+    assert_int_equal(ARPC_ESHUTDOWN, arpc_server_listen(s, addr, NULL, 0));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     arpc_loop_destroy(loop);
     log_capture_clear();

@@ -438,7 +438,8 @@ ARPC_API int arpc_server_register_v(arpc_server *s, const char *name, arpc_handl
  * (the port is taken; a unix path that exists and is not a stale socket), ARPC_EINVAL (NULL, a
  * tls:// address on a server without arpc_server_options.tls, unix_mode beyond 0777),
  * ARPC_ESHUTDOWN (the server is stopping or stopped, or the application's loop it was
- * created on, arpc_server_options.loop, has stopped: nothing listens), ARPC_ESYSTEM,
+ * created on, arpc_server_options.loop, has stopped: nothing listens, and a server that
+ * never listened still takes registrations), ARPC_ESYSTEM,
  * ARPC_ENOMEM. There is no errbuf: each failure's reason is logged, one WARN
  * line "cannot listen: ..." (arpc/log.h). */
 ARPC_API int arpc_server_listen(arpc_server *s, const char *addr, char *bound, size_t boundlen);
