@@ -116,6 +116,15 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     struct client_connector *cn = &c->cl_connector;
     if (!cn->cn_attempting)
         return; /* one HELLO per connection; a second is ignored */
+    /* From the HELLO on, where connect_timeout_ms bounded the wait before it (a heartbeat
+     * armed at the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused");
+     * without one it runs from the connect (client_conn_adopt). A connection that cannot have
+     * one is not used: a call on it would wait for ever for a peer gone silent. */
+    if (c->cl_connect_timeout_ms >= 0 &&
+        arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses) != ARPC_OK) {
+        arpc_conn_close(&c->cl_conn, ARPC_ENOMEM); /* a failed attempt: "out of memory for the connection" */
+        return;
+    }
     if (f->f_max_frame != 0)
         atomic_store(&c->cl_server_max, f->f_max_frame);
     c->cl_server_flags = f->f_flags;
@@ -126,11 +135,6 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);
     c->cl_give_up_stalled = false;
-    /* From the HELLO on, where connect_timeout_ms bounded the wait before it (a heartbeat
-     * armed at the connect ended a longer one at heartbeat_ms x (misses + 1), as "refused");
-     * without one it runs from the connect (client_conn_adopt). */
-    if (c->cl_connect_timeout_ms >= 0)
-        arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
     c->cl_conn.c_owner_tells = false; /* from now on nobody waits to be told */
     cn->cn_proven = false;
     cn->cn_hello_ns = arpc_now_coarse_ns();
@@ -420,9 +424,9 @@ void client_conn_adopt(arpc_client *c, int fd)
     /* With no connect timeout, the heartbeat is what ends a wait for a HELLO that never comes
      * (a server that accepts and says nothing: a stopped process, whose kernel still
      * completes handshakes); with one, the timeout does (client_on_hello arms it then). */
-    if (c->cl_connect_timeout_ms < 0)
-        arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses);
-    if (client_send_hello(c) == ARPC_ENOMEM)
+    if ((c->cl_connect_timeout_ms < 0 &&
+         arpc_conn_heartbeat(&c->cl_conn, c->cl_heartbeat_ms, c->cl_heartbeat_misses) != ARPC_OK) ||
+        client_send_hello(c) == ARPC_ENOMEM)
         arpc_conn_close(&c->cl_conn, ARPC_ENOMEM);
 }
 

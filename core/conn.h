@@ -429,8 +429,9 @@ void arpc_conn_hangup_when_held(struct arpc_conn *conn);
  * in a row with still no input, close with ARPC_ECONNLOST (a peer that vanished without a
  * FIN or RST, or a network that drops everything, is detected in about
  * idle_ms * (misses + 1)). Any input counts as a sign of life, not just a PONG. idle_ms 0
- * turns it off. (core/conn_heartbeat.c) */
-void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
+ * turns it off. ARPC_ENOMEM (logged): no memory to arm it, and the connection has none; its
+ * owner closes it, since nothing else would notice a peer gone silent. (core/conn_heartbeat.c) */
+int arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses);
 void arpc_conn_heartbeat_init(struct arpc_conn *conn); /* at init: the heartbeat deadline, unarmed */
 /* The heartbeat gave the peer up: as many PINGs in a row unanswered as it allows (it then
  * closes the connection with ARPC_ECONNLOST; its owner says why from this). */

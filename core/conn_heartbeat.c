@@ -77,16 +77,17 @@ static void conn_on_heartbeat(struct arpc_deadline *d, void *arg)
 
 void arpc_conn_heartbeat_init(struct arpc_conn *conn) { arpc_deadline_init(&conn->c_hb, conn_on_heartbeat, conn); }
 
-void arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses)
+int arpc_conn_heartbeat(struct arpc_conn *conn, uint32_t idle_ms, unsigned misses)
 {
     arpc_deadline_cancel(conn->c_loop, &conn->c_hb);
     conn->c_hb_idle = idle_ms / 1e3;
     conn->c_hb_misses = misses ? misses : 1;
     conn->c_hb_sent = 0;
     if (idle_ms == 0 || !conn->c_open)
-        return;
+        return ARPC_OK;
     conn->c_last_rx = arpc_loop_now(conn->c_loop);
-    if (arpc_deadline_arm_after_s(conn->c_loop, &conn->c_hb, conn->c_hb_idle) != ARPC_OK)
-        arpc_log(ARPC_LOG_ERROR, "out of memory arming the heartbeat of the connection with %s; it runs without one",
-                 conn->c_peer);
+    if (arpc_deadline_arm_after_s(conn->c_loop, &conn->c_hb, conn->c_hb_idle) == ARPC_OK)
+        return ARPC_OK;
+    peer_log(conn->c_loop, ARPC_LOG_ERROR, "out of memory arming the heartbeat of the connection with %s", conn->c_peer);
+    return ARPC_ENOMEM;
 }

@@ -81,7 +81,7 @@ bool jsonrpc_sconn_adopt(struct server_conn *sc)
     /* And the handshake's bound is over: its own, which bounds how long one request's parse
      * holds the loop (arpc_server_options.jsonrpc_max_request). */
     conn->c_max_body = sc->sc_server->sv_jsonrpc_max;
-    arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one */
+    (void)arpc_conn_heartbeat(conn, 0, 0); /* nor PING: its peer could not answer one (off: no memory) */
     /* Nor can anything pass its holds, which stop reading at once: a reset would be heard of
      * only when a hold ends, its calls running meanwhile. */
     arpc_conn_hangup_when_held(conn);

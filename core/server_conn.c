@@ -172,6 +172,12 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
 /* What a connection refused for want of memory before its HELLO was let in hears. */
 static const char sconn_no_memory[] = "server out of memory for the connection";
 
+void sconn_refuse_no_memory(struct server_conn *sc)
+{
+    sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, sconn_no_memory);
+    arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ENOMEM);
+}
+
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
     char large[112];
@@ -649,7 +655,8 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     arpc_conn_cool(&sc->sc_conn); /* until its first request: see arpc_conn_cool */
     arpc_conn_limit_backlog(&sc->sc_conn);
     arpc_conn_limit_bytes(&sc->sc_conn, s->sv_max_conn_bytes);
-    arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses);
+    if (arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses) != ARPC_OK)
+        sconn_refuse_no_memory(sc); /* nothing would notice its client gone silent */
 }
 
 void sconn_goaway_all(arpc_server *s)

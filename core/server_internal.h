@@ -429,6 +429,10 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
  * idle, the server runs on) and ARPC_GOAWAY_LAST (nothing more is read: the connection has no
  * call in flight, and the caller closes it). */
 void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg);
+/* A connection opened, but without memory for what guards it (its heartbeat, the limits'
+ * sweep): told so, GOAWAY(ARPC_EOVERLOADED) as a connection refused at its accept for want of
+ * memory, and closed once that is sent. */
+void sconn_refuse_no_memory(struct server_conn *sc);
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
@@ -515,10 +519,10 @@ size_t error_msg_cap(uint32_t client_max, size_t mlen);
 
 /* server_limits.c: timeouts and the connection count (docs/SECURITY.md) */
 void limits_init(arpc_server *s, const arpc_server_options *o);
-void limits_start(arpc_server *s); /* loop thread; idempotent */
+bool limits_start(arpc_server *s); /* loop thread; idempotent; false: no memory to arm the sweep (logged) */
 void limits_stop(arpc_server *s);  /* loop thread */
-/* A connection was opened and linked (loop thread): false when it is one too many (it was
- * then sent GOAWAY and is closing). */
+/* A connection was opened and linked (loop thread): false when it is one too many, or no
+ * memory arms the limits' sweep (it was then sent GOAWAY and is closing). */
 bool limits_admit(struct server_conn *sc);
 void limits_on_close(struct server_conn *sc);
 

@@ -151,10 +151,10 @@ static void limits_on_sweep(struct arpc_deadline *d, void *arg)
     arpc_deadline_arm_after_s(s->sv_loop, d, s->sv_limits_left > 0 ? 0 : s->sv_limits_every_s);
 }
 
-void limits_start(arpc_server *s)
+bool limits_start(arpc_server *s)
 {
     if (arpc_deadline_is_armed(&s->sv_limits))
-        return;
+        return true;
     /* A quarter of the shortest timeout, so a short one (in tests) fires at most 25% late. */
     double every = LIMITS_SWEEP_MAX_S;
     double shortest[] = {s->sv_handshake_s, s->sv_frame_s, s->sv_idle_s, s->sv_write_s};
@@ -165,8 +165,10 @@ void limits_start(arpc_server *s)
         every = LIMITS_SWEEP_MIN_S;
     s->sv_limits_every_s = every;
     arpc_deadline_init(&s->sv_limits, limits_on_sweep, s);
-    if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_limits, every) != ARPC_OK)
-        arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the connection limits' sweep; timeouts are not enforced");
+    if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_limits, every) == ARPC_OK)
+        return true;
+    arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the connection limits' sweep");
+    return false;
 }
 
 void limits_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_limits); }
@@ -188,9 +190,14 @@ bool limits_admit(struct server_conn *sc)
         arpc_conn_close_after_flush(conn, ARPC_EOVERLOADED);
         return false;
     }
+    if (!limits_start(s)) {
+        /* Nothing would hold it to its handshake, frame, idle or write timeout: a stranger
+         * that says nothing would keep its place for ever. */
+        sconn_refuse_no_memory(sc);
+        return false;
+    }
     sc->sc_counted = true;
     s->sv_nconns++;
-    limits_start(s);
     return true;
 }
 
