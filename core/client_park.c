@@ -48,10 +48,11 @@ bool client_hold_oneway(arpc_client *c, struct client_oneway *m)
     bool holding = (state == CL_DRAINING && c->cl_idle_goaway) || (state == CL_CONNECTING && c->cl_hold_oneways);
     if (!holding || c->cl_nheld >= CLIENT_HELD_ONEWAYS || c->cl_held_bytes + m->om_len > CLIENT_HELD_ONEWAY_BYTES)
         return false;
+    m->om_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* as a call waiting for a connection */
+    if (give_up_arm(c, m->om_give_up) != ARPC_OK)
+        return false; /* no memory for the timer that would drop it in time: dropped now */
     m->om_next = NULL;
     m->om_order = c->cl_next_order++; /* its place among the calls that wait with it */
-    m->om_give_up = arpc_deadline_from_ms(c->cl_give_up_ms); /* as a call waiting for a connection */
-    (void)give_up_arm(c, m->om_give_up); /* (without memory: at the next call's, or never) */
     if (c->cl_held_last != NULL)
         c->cl_held_last->om_next = m;
     else

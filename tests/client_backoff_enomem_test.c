@@ -93,11 +93,51 @@ static void test_no_memory_for_the_back_off_ends_every_call(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+static atomic_int notes_run;
+
+static void note_handler(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&notes_run, 1);
+    arpc_reply(req, NULL, 0); /* finishes a one-way request */
+}
+
+/* A one-way message made while the client is parked (its idle connection closed by the
+ * server) is held for the next connection, at most reconnect_give_up_ms: the give-up timer
+ * drops it then. With no memory to arm that timer it is dropped at once, counted and said:
+ * held without one, it could wait, and go out, long after its bound. */
+static void test_no_memory_for_a_held_message_give_up_drops_it(void **state)
+{
+    (void)state;
+    arpc_server_options so = {.idle_timeout_ms = 200};
+    arpc_server *s;
+    char addr[256];
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.echo", test_echo, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.note", note_handler, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    arpc_client *c;
+    assert_int_equal(ARPC_OK, arpc_client_connect(&c, addr, NULL));
+    log_capture_clear();
+    echo_ping(c, TEST_WAIT_MS);
+    assert_true(WAIT_UNTIL(LOG_LINES_WITH("closed the idle connection; reconnecting at the next call") == 1));
+    atomic_store(&fail_arming_of, &c->cl_give_up_timer);
+    assert_int_equal(ARPC_OK, arpc_notify(c, "t.note", "n", 1));
+    assert_true(WAIT_UNTIL(CLIENT_STAT(c, oneways_dropped) == 1));
+    assert_int_equal(1, LOG_LINES_WITH("one-way message dropped unsent"));
+    atomic_store(&fail_arming_of, NULL);
+    echo_ping(c, TEST_WAIT_MS); /* reconnects: the message was not held for it */
+    assert_int_equal(0, atomic_load(&notes_run));
+    assert_int_equal(ARPC_OK, arpc_client_close(c));
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+}
+
 int main(void)
 {
     log_capture_start(ARPC_LOG_INFO);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_memory_for_the_back_off_ends_every_call),
+        cmocka_unit_test(test_no_memory_for_a_held_message_give_up_drops_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
