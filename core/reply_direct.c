@@ -86,7 +86,7 @@ void reply_direct_watch(arpc_server *s)
      * (Whether a reply may be held is its own connection's matter, and the calls out may be on
      * several: armed for all, a server of TLS or JSON-RPC connections only turns for nothing.) */
     if (s->sv_awaiting.dl_head != NULL && s->sv_awaiting.dl_head->dl_next != NULL)
-        reply_take_turn_soon(s);
+        (void)reply_take_turn_soon(s); /* (sv_lazy, below, turns it otherwise) */
     if (arpc_deadline_is_armed(&s->sv_lazy))
         return;
     s->sv_lazy_s = LAZY_FIRST_S;

@@ -130,14 +130,17 @@ static void take_turn_noop(struct arpc_deadline *d, void *arg)
     (void)arg; /* the turn itself runs the lazy jobs */
 }
 
-void reply_take_turn_soon(arpc_server *s)
+bool reply_take_turn_soon(arpc_server *s)
 {
     /* Only while running: after the stop's last step nothing would cancel it, and the server
      * may be freed on a loop of the user's. */
-    if (atomic_load(&s->sv_state) != SV_RUNNING || arpc_deadline_is_armed(&s->sv_take_turn))
-        return;
-    arpc_deadline_init(&s->sv_take_turn, take_turn_noop, s);
-    (void)arpc_deadline_arm_after_s(s->sv_loop, &s->sv_take_turn, (double)reply_take_hold_ns * 1e-9); /* ENOMEM: sv_lazy turns it */
+    if (atomic_load(&s->sv_state) != SV_RUNNING)
+        return false;
+    if (!arpc_deadline_is_armed(&s->sv_take_turn)) {
+        arpc_deadline_init(&s->sv_take_turn, take_turn_noop, s);
+        (void)arpc_deadline_arm_after_s(s->sv_loop, &s->sv_take_turn, (double)reply_take_hold_ns * 1e-9);
+    }
+    return arpc_deadline_is_armed(&s->sv_take_turn) || arpc_deadline_is_armed(&s->sv_lazy); /* ENOMEM: sv_lazy turns it */
 }
 
 /* Loop thread (or a final drain, loop NULL): the bookkeeping of the replies after the
@@ -178,7 +181,8 @@ static void take_anchor_job(arpc_loop *loop, struct arpc_loop_job *job)
                      (loop != NULL && atomic_load(&s->sv_state) == SV_RUNNING && arpc_now_ns() - rm0->rm_made_ns < reply_take_hold_ns);
         if (young) {
             if (loop != NULL && arpc_loop_post_lazy(loop, job) == ARPC_OK) {
-                reply_take_turn_soon(s);
+                if (!reply_take_turn_soon(s))
+                    arpc_loop_kick(loop); /* no timer turns the loop by then (no memory for one) */
                 return;
             }
             /* No loop to come back on: only a write under way can keep us, for one send (not

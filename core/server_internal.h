@@ -729,8 +729,9 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm);
 extern uint64_t reply_take_hold_ns;
 extern const size_t reply_take_batch_size; /* a take's allocation (tests fail it by its size) */
 /* Loop thread, while the server runs: the loop turns within reply_take_hold_ns (sv_take_turn),
- * so that a held batch is looked at in time without a wake-up of its own. */
-void reply_take_turn_soon(arpc_server *s);
+ * so that a held batch is looked at in time without a wake-up of its own. False when no timer
+ * will turn it (not running, or no memory to arm one): the caller wakes the loop instead. */
+bool reply_take_turn_soon(arpc_server *s);
 
 /* Loop thread (or any thread once no loop runs): rm's job, its delivery (request.c). */
 void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job);
