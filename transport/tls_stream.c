@@ -461,7 +461,7 @@ int arpc_tls_stream_new(struct arpc_tls *tls, int fd, struct arpc_stream **out)
         ok = tls_client_setup(tls, ssl);
     else if (ok)
         SSL_set_accept_state(ssl);
-    if (!ok) {
+    if (!ok) { /* memory: the host's name or address was parsed when the context was made */
         ERR_clear_error();
         SSL_free(ssl);
         arpc_free(ts);
