@@ -5,7 +5,8 @@
  * itself into, and arpc_set_logger fills the other slot, makes it current, then waits until
  * no line is still being delivered through the old one. So a line never mixes one hook's
  * function with another's context, and once arpc_set_logger returns the old context is no
- * longer used: its owner may free it.
+ * longer used: its owner may free it. A child of a fork starts afresh (log_fork_child): the
+ * threads that were delivering lines, or replacing the hook, are not there.
  */
 #include "base/log.h"
 
@@ -20,18 +21,33 @@
 struct log_hook {
     arpc_log_fn lh_fn; /* NULL: stderr */
     void *lh_ctx;
+    int lh_min; /* its own minimum: a line let through by the one before is checked again */
 };
 
-static struct log_hook log_hooks[2];
+static struct log_hook log_hooks[2] = {{NULL, NULL, ARPC_LOG_INFO}, {NULL, NULL, ARPC_LOG_INFO}};
 static atomic_uint log_current; /* which of log_hooks lines go through */
 static atomic_uint log_users[2]; /* lines being delivered through each slot */
 static pthread_mutex_t log_set_mtx = PTHREAD_MUTEX_INITIALIZER; /* one replacement at a time */
 static atomic_int log_min = ARPC_LOG_INFO;
+static pthread_once_t log_fork_once = PTHREAD_ONCE_INIT;
+
+/* Only the forking thread lives on in the child: no line is being delivered there and no
+ * replacement is under way, whatever the counts and the mutex say (a count left by a thread
+ * that was logging made the child's arpc_set_logger wait for ever: review 237). */
+static void log_fork_child(void)
+{
+    atomic_store(&log_users[0], 0);
+    atomic_store(&log_users[1], 0);
+    pthread_mutex_init(&log_set_mtx, NULL);
+}
+
+static void log_fork_install(void) { (void)pthread_atfork(NULL, NULL, log_fork_child); }
 
 /* The current slot, counted into: its hook stays as it is until log_hook_put. A line that
  * counted itself into a slot just replaced counts itself out and takes the new one. */
 static unsigned log_hook_take(void)
 {
+    pthread_once(&log_fork_once, log_fork_install); /* before any count: a fork after it is seen */
     for (;;) {
         unsigned i = atomic_load(&log_current);
         atomic_fetch_add(&log_users[i], 1);
@@ -53,10 +69,11 @@ static void log_hook_drain(unsigned i)
 
 void arpc_set_logger(arpc_log_fn fn, void *ctx, enum arpc_log_level min_level)
 {
+    pthread_once(&log_fork_once, log_fork_install);
     pthread_mutex_lock(&log_set_mtx);
     unsigned old = atomic_load(&log_current), next = old ^ 1;
     log_hook_drain(next); /* lines that counted into it before the last replacement let go */
-    log_hooks[next] = (struct log_hook){fn, ctx};
+    log_hooks[next] = (struct log_hook){fn, ctx, (int)min_level};
     atomic_store(&log_current, next);
     atomic_store(&log_min, (int)min_level);
     log_hook_drain(old);
@@ -100,7 +117,9 @@ void arpc_log(enum arpc_log_level level, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     unsigned i = log_hook_take();
-    if (log_hooks[i].lh_fn != NULL)
+    if ((int)level < log_hooks[i].lh_min)
+        ; /* under the minimum of the logger set meanwhile */
+    else if (log_hooks[i].lh_fn != NULL)
         log_hooks[i].lh_fn(log_hooks[i].lh_ctx, level, line);
     else
         log_to_stderr(level, line);

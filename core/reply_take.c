@@ -181,8 +181,11 @@ static void take_anchor_job(arpc_loop *loop, struct arpc_loop_job *job)
                      (loop != NULL && atomic_load(&s->sv_state) == SV_RUNNING && arpc_now_ns() - rm0->rm_made_ns < reply_take_hold_ns);
         if (young) {
             if (loop != NULL && arpc_loop_post_lazy(loop, job) == ARPC_OK) {
-                if (!reply_take_turn_soon(s))
-                    arpc_loop_kick(loop); /* no timer turns the loop by then (no memory for one) */
+                /* No timer turns the loop by then (no memory for one): woken instead, while
+                 * running (not running, only a write under way keeps it, and its worker wakes
+                 * the loop once done: a kick here would spin the loop meanwhile, review 237). */
+                if (!reply_take_turn_soon(s) && atomic_load(&s->sv_state) == SV_RUNNING)
+                    arpc_loop_kick(loop);
                 return;
             }
             /* No loop to come back on: only a write under way can keep us, for one send (not
