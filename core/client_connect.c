@@ -177,19 +177,20 @@ void client_connect_later(arpc_client *c)
     cn->cn_waiting = true;
     if (arpc_deadline_arm(c->cl_loop, &cn->cn_timer, arpc_deadline_from_ms(arpc_backoff_next_ms(&cn->cn_backoff))) == ARPC_OK)
         return;
-    /* No memory for the timer that brings the next attempt: no connection will come. Down for
-     * good, as a client that does not reconnect: its calls end now (those never sent did not
-     * run), its held one-way messages are dropped; a call without a deadline waited for ever. */
+    /* No memory for the timer that brings the next attempt: no connection comes by itself.
+     * The calls waiting end now (those never sent did not run), the held one-way messages are
+     * dropped, and the client parks: its next call starts an attempt, as after an idle close.
+     * Before, a call without a deadline waited for ever; ending the client for good instead
+     * would end a long-lived client for one failed allocation (review 237). */
     cn->cn_waiting = false;
     char why[CLIENT_WHY_MAX];
-    snprintf(why, sizeof(why), "out of memory arming the reconnect back-off to %s: the client is down for good",
+    snprintf(why, sizeof(why), "out of memory arming the reconnect back-off to %s: the next call tries again",
              c->cl_target.t_addr);
     arpc_log(ARPC_LOG_ERROR, "client: %s", why);
     client_set_error(c, ARPC_ENOMEM, why);
-    atomic_store(&c->cl_lost_reason, ARPC_EUNREACHABLE);
-    atomic_store(&c->cl_state, CL_LOST);
     client_drop_held_oneways(c, why);
     calls_fail_all(c, ARPC_ECONNLOST);
+    cn->cn_parked = true;
 }
 
 void client_connect_stop(arpc_client *c)

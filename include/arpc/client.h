@@ -55,8 +55,8 @@
  *                     still waited unwritten behind a server that was not reading (taken
  *                     back out: never sent), or the client is down for
  *                     good (no_reconnect, its connection lost before the call left whole,
- *                     or before it was made; or no memory to arm its next reconnect
- *                     attempt): it did not run. Without a
+ *                     or before it was made), or it had no memory to arm its next reconnect
+ *                     attempt (the next call tries again): it did not run. Without a
  *                     connection the result holds why the last attempt failed ("no connection
  *                     to the server: " and arpc_client_last_error's words: a refused
  *                     connect, a server certificate not trusted, ...)
