@@ -175,6 +175,7 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     arpc_loop *loop = arpc_calloc(1, sizeof(*loop));
     if (loop == NULL)
         return ARPC_ENOMEM;
+    int rc = ARPC_ESYSTEM; /* what a failure below returns, unless it says otherwise */
     atomic_init(&loop->l_magic, ARPC_MAGIC_LOOP);
     loop->l_fork_gen = arpc_fork_gen_start();
     atomic_init(&loop->l_destroying, false);
@@ -189,8 +190,8 @@ static int loop_new(arpc_loop **out, const arpc_loop_options *caller_opts, size_
     loop->l_owner = pthread_self();
     if (loop_init_ev(loop, app_ev) != ARPC_OK)
         goto fail_sync_mtx;
-    if (opts != NULL && opts->pollable && loop_poll_init(loop) != ARPC_OK)
-        goto fail_ev;
+    if (opts != NULL && opts->pollable && (rc = loop_poll_init(loop)) != ARPC_OK)
+        goto fail_ev; /* ARPC_ENOMEM or ARPC_ESYSTEM, as it said (review 239) */
     loop_lanes_init(loop, bound);
     atomic_init(&loop->l_stopping, 0);
     atomic_init(&loop->l_wakeups, 0);
@@ -213,7 +214,7 @@ fail_mtx:
     pthread_mutex_destroy(&loop->l_mtx);
 fail:
     arpc_free(loop);
-    return ARPC_ESYSTEM;
+    return rc;
 }
 
 int arpc_loop_create_v(arpc_loop **out, const arpc_loop_options *opts, size_t opts_size)

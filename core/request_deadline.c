@@ -29,6 +29,12 @@
 void request_unlist(arpc_request *req)
 {
     struct request_state *st = req->rq_state;
+    if (st->rs_due) { /* its reply, which the stop waits for, is delivered (or dropped) now */
+        arpc_server *s = st->rs_conn->sc_server;
+        st->rs_due = false;
+        if (--s->sv_due == 0)
+            arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
+    }
     if (!st->rs_awaiting)
         return;
     arpc_server *s = st->rs_conn->sc_server;
@@ -201,8 +207,18 @@ void request_answer_unreplied(arpc_server *s)
          * any more: it needs no server. A one-way message not finished is let go of the same
          * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). A numbered call's result
          * is then this answer, for its copies and, logged, for a restart on the same log. */
-        if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false) && seq != 0 && !oneway)
-            dedup_stopped(s, key, seq, ack);
+        if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false)) {
+            if (seq != 0 && !oneway)
+                dedup_stopped(s, key, seq, ack);
+        } else if (!oneway) {
+            /* Its handler replied first: the reply is on its way (its job not yet run on this
+             * loop, so the request is whole). The stop waits for it before closing the
+             * connections: else it was lost, though arpc_reply had said ARPC_OK, or was
+             * refused ARPC_ESHUTDOWN once the stop was done, its caller told nothing either
+             * way (review 239). */
+            req->rq_state->rs_due = true;
+            s->sv_due++;
+        }
         n += unfinished && !oneway;
         oneways += unfinished && oneway;
     }
@@ -219,5 +235,10 @@ void request_answer_unreplied(arpc_server *s)
     if (unstarted != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) still waiting for their actors were refused ARPC_ESHUTDOWN (not run)",
                  unstarted);
+    if (s->sv_due != 0)
+        arpc_log(ARPC_LOG_DEBUG, "server stop: %u repl%s on the way from handlers, sent before the connections close",
+                 s->sv_due, s->sv_due == 1 ? "y" : "ies");
+    else
+        arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
     request_tomb_detach_all(s); /* the late replies of calls answered at their deadlines are dropped too */
 }

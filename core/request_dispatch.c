@@ -359,6 +359,7 @@ void request_dispatch(struct server_conn *sc, const struct arpc_method *m, const
     req->rq_cancel_fn = NULL;
     req->rq_cancel_arg = NULL;
     st->rs_awaiting = false;
+    st->rs_due = false;
     st->rs_counted = false;
     st->rs_charge = 0;
     st->rs_effect = NULL;

@@ -96,6 +96,8 @@ struct request_state {
     struct arpc_loop_job rs_job; /* lets go of the reply's holder on the loop, when no reply can */
     bool rs_tracked;         /* in its connection's table (a call that may be cancelled) */
     bool rs_awaiting;        /* in the server's sv_awaiting list (loop thread) */
+    bool rs_due;             /* its reply was on its way when the stop answered the unreplied:
+                              * the stop waits for it (sv_due) before closing connections */
     bool rs_counted;         /* counts toward its connection's flow limits (core/server_inflight.c) */
     bool rs_answered_early;  /* counted, and answered by the server while its handler runs (sc_answered_early) */
     bool rs_guessed;         /* counted, its reply at the first-reply guess (its method had none yet) */

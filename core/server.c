@@ -64,6 +64,8 @@ static void server_free(arpc_server *s)
         arpc_future_release(s->sv_stopped);
     if (s->sv_logged != NULL)
         arpc_future_release(s->sv_logged);
+    if (s->sv_due_done != NULL)
+        arpc_future_release(s->sv_due_done);
     arpc_registry_fini(&s->sv_registry);
     auth_fini(s);
     arpc_tls_free(s->sv_tls);
@@ -226,6 +228,8 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
         crc = arpc_future_create(&s->sv_stopped);
     if (crc == ARPC_OK)
         crc = arpc_future_create(&s->sv_logged);
+    if (crc == ARPC_OK)
+        crc = arpc_future_create(&s->sv_due_done);
     if (crc == ARPC_OK)
         crc = auth_init(s, &o);
     if (crc == ARPC_OK)
@@ -406,6 +410,22 @@ static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
         (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_drained, deadline_ns); /* EPENDING: grace over */
 }
 
+/* A reply is at most a post away once its handler has claimed its request: this long is a
+ * replier's thread descheduled on a loaded machine, not a reply that will not come (a loop
+ * stopped meanwhile, which no wait can outlast). */
+#define SERVER_DUE_WAIT_MS 5000
+
+/* Waits until the replies that were on their way when the stop answered the unreplied have
+ * been delivered on the loop (request_answer_unreplied): their connections are still open.
+ * Not when the step ran here because the loop had stopped (nothing will deliver them). */
+static void server_wait_due(arpc_server *s, int step_rc)
+{
+    if (step_rc == ARPC_OK && arpc_loop_wait_foreign_until(s->sv_loop, s->sv_due_done,
+                                                           arpc_deadline_from_ms(SERVER_DUE_WAIT_MS)) == ARPC_EPENDING)
+        arpc_log(ARPC_LOG_WARN, "server stop: replies on their way from handlers did not come within %d ms: the "
+                 "connections close without them (their callers end the calls at their deadlines)", SERVER_DUE_WAIT_MS);
+}
+
 /* Waits until every reply waiting for its log record has been answered, or deadline_ns passes
  * (then their records, durable, answer a retry sent to this log's next server). */
 static void server_wait_logged(arpc_server *s, uint64_t deadline_ns)
@@ -479,7 +499,7 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
      * finish, waited for here, and their replies are sent (with a log, a numbered call's is
      * logged: server_wait_logged waits for no record past the grace). */
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
-    arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s);
+    server_wait_due(s, arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s));
     /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
      * connections stay open for them. */
     server_wait_logged(s, grace_end);

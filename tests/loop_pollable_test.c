@@ -342,6 +342,31 @@ static void test_pollable_misuse(void **state)
     arpc_loop_destroy(loop);
 }
 
+/* Each allocation of a pollable loop's creation failing in turn: ARPC_ENOMEM, nothing left
+ * behind, never ARPC_ESYSTEM (its poller's block failing said that: review 239). */
+static void test_pollable_create_without_memory(void **state)
+{
+    (void)state;
+    arpc_loop_options lo = {.pollable = true};
+    for (long k = 0;; k++) {
+        arpc_loop *loop = NULL;
+        atomic_store(&test_alloc_fail_in, k);
+        int rc = arpc_loop_create(&loop, &lo);
+        bool reached = atomic_exchange(&test_alloc_fail_in, -1) < 0; /* the k-th failed */
+        if (!reached) {
+            assert_int_equal(ARPC_OK, rc);
+            arpc_loop_destroy(loop);
+            break;
+        }
+        if (rc == ARPC_OK) { /* a failure it got over */
+            arpc_loop_destroy(loop);
+            continue;
+        }
+        assert_int_equal(ARPC_ENOMEM, rc);
+        assert_null(loop);
+    }
+}
+
 int main(void)
 {
     test_alloc_install();
@@ -351,6 +376,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_other_thread_call_wakes_application),
         cmocka_unit_test_no_leak(test_requests_through_a_queue_on_one_thread),
         cmocka_unit_test_no_leak(test_pollable_misuse),
+        cmocka_unit_test_no_leak(test_pollable_create_without_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
