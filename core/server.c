@@ -389,17 +389,27 @@ static void step_close_all(arpc_loop *loop, void *s)
     limits_stop(s);
 }
 
+struct last_replies {
+    arpc_server *lr_server;
+    struct arpc_reply_log *lr_log; /* taken off the server on the loop, closed by the stop */
+};
+
 /* The stop's last step but one (a fence follows, with a log), after SV_STOPPED and the last
  * replier's hand-over: every reply job handed to the loop before the store runs before this
  * (one lane, drained in push order, and lazy jobs before a drain's lane jobs:
  * async/loop_lanes.c), so once it ran no reply is left
  * to reach the reply cache or the log after arpc_server_destroy freed them. Without it, on an
- * application's threaded loop such a job could run during or after the teardown. */
+ * application's threaded loop such a job could run during or after the teardown. The log is
+ * only taken off the server here (nothing appends to it after): its close waits for the disk
+ * (its last records' syncs, a compaction under way), which the loop, maybe an application's
+ * serving other servers and clients, must not (review 238: a 2 s fdatasync held a second
+ * server's calls on the same loop for 4 s). */
 static void step_last_replies(arpc_loop *loop, void *arg)
 {
-    arpc_server *s = arg;
-    if (s->sv_has_log)
-        journal_close(loop, s); /* after every reply handed over */
+    (void)loop;
+    struct last_replies *a = arg;
+    a->lr_log = a->lr_server->sv_log;
+    a->lr_server->sv_log = NULL;
 }
 
 /* Waits until no call is in flight or deadline_ns passes. SV_STOPPING is stored first, so
@@ -510,12 +520,16 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     unsigned attempt = 0;
     while (atomic_load(&s->sv_replying) != 0)
         arpc_backoff_spin(&attempt);
-    arpc_loop_run_sync(s->sv_loop, step_last_replies, s);
-    /* Behind the jobs of the log's last records (journal_close queued them): once the fence
-     * ran, none is left to touch the reply cache, which arpc_server_destroy frees, or the loop,
-     * which its owner may destroy. Their waiters' connections are closed: nothing is sent. */
-    if (s->sv_has_log)
+    struct last_replies last = {s, NULL};
+    arpc_loop_run_sync(s->sv_loop, step_last_replies, &last);
+    /* Closed here, then the fence, behind the jobs of the log's last records (the close queued
+     * them): once it ran, none is left to touch the reply cache, which arpc_server_destroy
+     * frees, or the loop, which its owner may destroy. Their waiters' connections are closed:
+     * nothing is sent. */
+    if (s->sv_has_log) {
+        arpc_reply_log_close(last.lr_log);
         (void)arpc_loop_fence(s->sv_loop);
+    }
     if (s->sv_owns_loop)
         arpc_loop_stop(s->sv_loop);
     arpc_registry_routes_done(&s->sv_registry); /* no request is dispatched after the stop */

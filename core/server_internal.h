@@ -669,7 +669,7 @@ int builtin_register(arpc_server *s);
 
 /* server_journal.c */
 int journal_open(arpc_server *s, const arpc_server_options *o, char *why, size_t whylen);
-void journal_close(arpc_loop *loop, void *s); /* a stop step, on the loop */
+void journal_close(arpc_loop *loop, void *s); /* a server never stopped (a failed create) */
 /* A stop from here on waits (on sv_logged) for the replies waiting for their records; false
  * when none waits. */
 bool journal_await_all(arpc_server *s);

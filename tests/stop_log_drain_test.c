@@ -35,14 +35,16 @@
 enum hold_until { HOLD_NONE, HOLD_UNTIL_LOG_CLOSES, HOLD_UNTIL_STOPPING };
 
 static atomic_int hold_next_sync;             /* enum hold_until: the next fdatasync waits */
-static arpc_server *_Atomic held_server;      /* whose log and state the held sync watches */
+static arpc_server *_Atomic held_server;      /* whose state the held sync watches */
+static struct arpc_reply_log *_Atomic held_log; /* and whose log (the stop takes it off the server
+                                                 * before closing it: alive until its writer is joined) */
 static atomic_int syncs_held;
 
 static bool hold_released(enum hold_until until)
 {
     arpc_server *s = atomic_load(&held_server);
     if (until == HOLD_UNTIL_LOG_CLOSES)
-        return atomic_load(&s->sv_log->lg_closing); /* journal_close: the writer is being joined */
+        return atomic_load(&atomic_load(&held_log)->lg_closing); /* the close: the writer is being joined */
     return atomic_load(&s->sv_state) != SV_RUNNING;
 }
 
@@ -108,6 +110,7 @@ static void fixture_open(struct fixture *fx, enum loop_kind kind)
     arpc_client_options co = {.loop = kind == DRIVEN_USER_LOOP ? fx->user_loop : NULL};
     assert_int_equal(ARPC_OK, arpc_client_connect(&fx->c, fx->addr, &co)); /* drives a driven loop itself */
     atomic_store(&held_server, fx->s);
+    atomic_store(&held_log, fx->s->sv_log);
 }
 
 /* Calls t.echo (numbered: at-most-once, the client's default) and returns once its record's
