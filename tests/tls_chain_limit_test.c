@@ -6,7 +6,8 @@
  * now refused by its length ("excessive message size"; TLS 1.2's, plaintext, at its header by
  * transport/tls_guard.c), before a certificate of it is parsed;
  * a smaller one is parsed and judged as before. The stranger is a bare OpenSSL client whose
- * self-signed certificate is repeated as its chain.
+ * self-signed certificate is repeated as its chain. A client takes no more from a server: a
+ * bare OpenSSL server presents such a chain to an arpc client's connect.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -70,6 +72,66 @@ static void test_client_chain_over_16k_refused_unparsed(void **state)
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
 }
 
+/* A bare server: accepts one connection on listen_fd and handshakes (TLS 1.3), presenting
+ * junk with `extra` copies of it as its chain; the handshake's outcome is the client's. */
+struct bare_server {
+    int listen_fd;
+    int extra;
+};
+
+static void *bare_server_run(void *arg)
+{
+    struct bare_server *b = arg;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    CHECK(ctx != NULL && SSL_CTX_use_certificate(ctx, junk) == 1 && SSL_CTX_use_PrivateKey(ctx, junk_key) == 1);
+    for (int i = 0; i < b->extra; i++) {
+        X509_up_ref(junk);
+        CHECK(SSL_CTX_add_extra_chain_cert(ctx, junk) == 1); /* (takes the reference) */
+    }
+    int fd = accept(b->listen_fd, NULL, NULL);
+    CHECK(fd >= 0);
+    struct timeval tv = {.tv_sec = TEST_WAIT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    (void)SSL_accept(ssl); /* the client ends it, refusing the chain */
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The connect's words when the server presents junk with `extra` copies (its errbuf). */
+static void client_connect_to_chain(int extra, char *why, size_t whylen)
+{
+    uint16_t port;
+    struct bare_server b = {.listen_fd = fd_listen_loopback(0, 4, 0, &port), .extra = extra};
+    assert_true(b.listen_fd >= 0);
+    pthread_t t;
+    assert_int_equal(0, pthread_create(&t, NULL, bare_server_run, &b));
+    char addr[64];
+    snprintf(addr, sizeof(addr), "tls://127.0.0.1:%u", port);
+    arpc_tls_options tls = {.ca_file = tls_group_pair.tp_ca};
+    arpc_client_options co = {.tls = &tls, .no_reconnect = true, .errbuf = why, .errbuf_len = whylen};
+    arpc_client *c = NULL;
+    assert_int_equal(ARPC_ETLS, arpc_client_connect(&c, addr, &co));
+    assert_int_equal(0, pthread_join(t, NULL));
+    close(b.listen_fd);
+}
+
+static void test_server_chain_over_16k_refused_unparsed(void **state)
+{
+    (void)state;
+    char why[512];
+    int one = i2d_X509(junk, NULL);
+    client_connect_to_chain(16 * 1024 / one + 8, why, sizeof(why));
+    if (strstr(why, "excessive message size") == NULL)
+        fail_msg("a server chain over 16 KiB: the connect said \"%s\"", why);
+    client_connect_to_chain(8 * 1024 / one, why, sizeof(why)); /* under: judged for what it is */
+    if (strstr(why, "certificate verify failed") == NULL)
+        fail_msg("a server chain under 16 KiB: the connect said \"%s\"", why);
+}
+
 static int setup_all(void **state)
 {
     signal(SIGPIPE, SIG_IGN); /* the bare client writes with write(2) to a server that closed */
@@ -90,6 +152,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_chain_over_16k_refused_unparsed),
+        cmocka_unit_test(test_server_chain_over_16k_refused_unparsed),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
