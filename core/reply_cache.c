@@ -396,10 +396,21 @@ static void forget_client(struct arpc_reply_cache *rc, struct arpc_rc_client *c,
 
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns)
 {
+    bool more;
+    return arpc_reply_cache_expire_some(rc, now_ns, SIZE_MAX, &more);
+}
+
+size_t arpc_reply_cache_expire_some(struct arpc_reply_cache *rc, uint64_t now_ns, size_t budget, bool *more)
+{
     size_t n = 0;
     struct arpc_rc_client *c;
+    *more = false;
     while ((c = rc->rc_oldest) != NULL && now_ns >= c->c_last_ns &&
            now_ns - c->c_last_ns >= rc->rc_idle_ns) {
+        if (budget-- == 0) {
+            *more = true;
+            break;
+        }
         if (c->c_busy > 0) {
             arpc_rc_touch(rc, c, now_ns);
             continue;

@@ -298,6 +298,10 @@ int arpc_reply_cache_ack_beyond(struct arpc_reply_cache *rc, uint64_t client_id,
  * many. Costs O(1) per client examined plus its entries freed; stops at the first client not
  * idle long enough. */
 size_t arpc_reply_cache_expire(struct arpc_reply_cache *rc, uint64_t now_ns);
+/* The same, looking at no more than `budget` clients (forgotten, or found busy and moved to the
+ * back): a sweep of a loop that serves calls meanwhile does its work in slices. *more: it
+ * stopped for the budget, with clients perhaps left to forget. */
+size_t arpc_reply_cache_expire_some(struct arpc_reply_cache *rc, uint64_t now_ns, size_t budget, bool *more);
 
 /* The client said goodbye (it closed and will never re-send): forget it and its replies at
  * once (reported to on_forget), without waiting for its idle expiry. With keep_floor (a

@@ -191,12 +191,19 @@ void dedup_fini(arpc_server *s)
 /* Expiry is checked ten times per expiry period: a client is forgotten at most 10% late. */
 static double dedup_sweep_every_s(const arpc_server *s) { return s->sv_expiry_s / 10.0; }
 
+/* Clients one slice of the sweep looks at: each forgotten frees its replies and may log a
+ * record, so a sweep of many (a flood of made-up client ids all going idle at once) is cut
+ * into slices with I/O between them, as the connection limits' sweep is (review 238). */
+#define DEDUP_SWEEP_SLICE 256
+
 static void dedup_on_sweep(struct arpc_deadline *d, void *arg)
 {
     arpc_server *s = arg;
-    arpc_reply_cache_expire(&s->sv_cache, arpc_now_coarse_ns());
-    /* Re-arming the entry just taken out of the heap needs no room: it cannot fail. */
-    arpc_deadline_arm_after_s(s->sv_loop, d, dedup_sweep_every_s(s));
+    bool more;
+    (void)arpc_reply_cache_expire_some(&s->sv_cache, arpc_now_coarse_ns(), DEDUP_SWEEP_SLICE, &more);
+    /* Re-arming the entry just taken out of the heap needs no room: it cannot fail. More left:
+     * the next slice after the loop's next poll. */
+    arpc_deadline_arm_after_s(s->sv_loop, d, more ? 0 : dedup_sweep_every_s(s));
 }
 
 void dedup_start(arpc_server *s)

@@ -1396,6 +1396,34 @@ static void test_ring_many_clients(void **state)
     assert_int_equal(C, P.dropped);
 }
 
+/* An expiry in slices: no more clients looked at than the budget, *more while some idle ones
+ * are left, and together the slices forget what one sweep would. */
+static void test_expire_in_slices(void **state)
+{
+    (void)state;
+    struct arpc_reply_cache rc;
+    cache_init(&rc, 0, 100);
+    enum { C = 50, SLICE = 16 };
+    for (uint64_t c = 1; c <= C; c++)
+        done(&rc, c, 1, c * 10 + 1, 1, 0);
+    size_t forgotten = 0, slices = 0;
+    bool more = true;
+    while (more) {
+        size_t n = arpc_reply_cache_expire_some(&rc, 100, SLICE, &more);
+        assert_true(n <= SLICE);
+        assert_true(!more || n == SLICE);
+        forgotten += n;
+        slices++;
+    }
+    assert_int_equal(C, forgotten);
+    assert_int_equal((C + SLICE - 1) / SLICE, slices);
+    assert_int_equal(0, stats_of(&rc).entries);
+    more = true;
+    assert_int_equal(0, arpc_reply_cache_expire_some(&rc, 100, SLICE, &more)); /* none left */
+    assert_false(more);
+    arpc_reply_cache_fini(&rc, cb_drop_waiter);
+}
+
 /* ---- against a reference model ----
  * The rules of core/reply_cache.h written the plain way: per client an array of entries
  * searched linearly, waiters as arrays, expiry by scanning for the least recently touched
@@ -2107,6 +2135,7 @@ int main(void)
         cmocka_unit_test_no_leak(test_ring_outliers),
         cmocka_unit_test_no_leak(test_ring_grows),
         cmocka_unit_test_no_leak(test_ring_many_clients),
+        cmocka_unit_test_no_leak(test_expire_in_slices),
         cmocka_unit_test_no_leak(test_against_model),
         cmocka_unit_test_no_leak(test_against_model_with_stand_ins),
         cmocka_unit_test_no_leak(test_nomem),
