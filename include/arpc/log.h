@@ -33,7 +33,9 @@ enum arpc_log_level {
 typedef void (*arpc_log_fn)(void *ctx, enum arpc_log_level level, const char *line);
 
 /* Lines below min_level are dropped; the rest go to fn(ctx, level, line), or to stderr when
- * fn is NULL. Any thread, at any time, also while arpc's threads log: each line goes whole to
+ * fn is NULL (one fprintf on the thread that logs, often a loop's: a stderr that nobody reads,
+ * a pipe left full, blocks that thread until it is read; where that can happen, set a logger
+ * that does not block). Any thread, at any time, also while arpc's threads log: each line goes whole to
  * one logger or the other, and when this returns no line is still being delivered to the
  * previous one, so its ctx may be freed. It waits for lines being delivered (a logger that
  * blocks makes it wait); from inside a logger it would wait for ever (fn must not call it). */

@@ -48,7 +48,11 @@ typedef struct arpc_tls_options {
      * CRL there, and a current one (without one, or past its nextUpdate, its certificates
      * fail: "unable to get certificate CRL", "CRL has expired"). A server takes new CRLs with
      * arpc_server_tls_reload, a client when it is created (not on its reconnects). No CRLs:
-     * no such check. */
+     * no such check. ca_file is read once, when the context is made; ca_dir (and the
+     * system's directory) is looked up during each handshake, on the loop's thread, for each
+     * issuer a peer's chain names (OpenSSL reads such a directory lazily, a miss again every
+     * time): keep it on a local disk, or prefer ca_file, where the loop must not wait for a
+     * slow file system (review 238). */
     const char *ca_file;
     const char *ca_dir;
     /* Client: the name the server's certificate must carry (and the SNI sent); NULL: the
