@@ -297,6 +297,7 @@ void reply_deliver(arpc_loop *loop, struct arpc_loop_job *job)
         sconn_send_frame(sc, rm);
     }
     reply_stops_counting(req, ran_len); /* after the reply counts as queued output */
+    request_due_done(req); /* last: a stop waiting for it then finds its record counted */
     request_reply_done(req, true);
 }
 
@@ -337,6 +338,7 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
         sconn_send_error(sc, req->rq_xid, ARPC_EABANDONED, lost, sizeof(lost) - 1);
     if (loop != NULL) /* NULL: no loop runs (stopped), nothing counts any more */
         reply_stops_counting(req, 0);
+    request_due_done(req);
     request_reply_done(req, loop != NULL);
 }
 

@@ -26,15 +26,21 @@
 
 /* Loop thread: the request no longer waits for a reply (its deadline is disarmed). A stop
  * empties the list on the loop, so after it nothing here runs for a request. */
+void request_due_done(arpc_request *req)
+{
+    struct request_state *st = req->rq_state;
+    if (!st->rs_due)
+        return;
+    arpc_server *s = st->rs_conn->sc_server;
+    st->rs_due = false;
+    /* (Atomic: once the stop gave up waiting, a late reply's drop may run off the loop.) */
+    if (atomic_fetch_sub(&s->sv_due, 1) == 1)
+        arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
+}
+
 void request_unlist(arpc_request *req)
 {
     struct request_state *st = req->rq_state;
-    if (st->rs_due) { /* its reply, which the stop waits for, is delivered (or dropped) now */
-        arpc_server *s = st->rs_conn->sc_server;
-        st->rs_due = false;
-        if (--s->sv_due == 0)
-            arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
-    }
     if (!st->rs_awaiting)
         return;
     arpc_server *s = st->rs_conn->sc_server;
@@ -199,7 +205,6 @@ void request_answer_unreplied(arpc_server *s)
             unstarted += !oneway;
             continue;
         }
-        bool unfinished = !(atomic_load(&req->rq_flags) & RQ_REPLIED);
         /* Read now: answering may free the request (its handler returned). */
         uint64_t key = req->rq_state->rs_conn->sc_cache_key, seq = req->rq_seq, ack = req->rq_ack;
         /* A queued call's discard reply (ARPC_ESHUTDOWN, did not run) is already on its way;
@@ -207,7 +212,8 @@ void request_answer_unreplied(arpc_server *s)
          * any more: it needs no server. A one-way message not finished is let go of the same
          * way (its handler's arpc_reply then returns ARPC_ESHUTDOWN). A numbered call's result
          * is then this answer, for its copies and, logged, for a restart on the same log. */
-        if (request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false)) {
+        bool answered = request_answer_for_handler(req, ARPC_EABANDONED, ARPC_ESHUTDOWN, why, false);
+        if (answered) {
             if (seq != 0 && !oneway)
                 dedup_stopped(s, key, seq, ack);
         } else if (!oneway) {
@@ -217,10 +223,10 @@ void request_answer_unreplied(arpc_server *s)
              * refused ARPC_ESHUTDOWN once the stop was done, its caller told nothing either
              * way (review 239). */
             req->rq_state->rs_due = true;
-            s->sv_due++;
+            atomic_fetch_add(&s->sv_due, 1);
         }
-        n += unfinished && !oneway;
-        oneways += unfinished && oneway;
+        n += answered && !oneway; /* (counted by what the answer found: a reply may claim the call until then) */
+        oneways += answered && oneway;
     }
     if (n != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) whose handlers had not replied were answered ARPC_EABANDONED",
@@ -235,9 +241,11 @@ void request_answer_unreplied(arpc_server *s)
     if (unstarted != 0)
         arpc_log(ARPC_LOG_WARN, "server stop: %u call(s) still waiting for their actors were refused ARPC_ESHUTDOWN (not run)",
                  unstarted);
-    if (s->sv_due != 0)
+    unsigned due = atomic_load(&s->sv_due);
+    s->sv_had_due = due != 0;
+    if (due != 0)
         arpc_log(ARPC_LOG_DEBUG, "server stop: %u repl%s on the way from handlers, sent before the connections close",
-                 s->sv_due, s->sv_due == 1 ? "y" : "ies");
+                 due, due == 1 ? "y" : "ies");
     else
         arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
     request_tomb_detach_all(s); /* the late replies of calls answered at their deadlines are dropped too */

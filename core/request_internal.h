@@ -181,6 +181,9 @@ void request_count_answer(arpc_request *req, int code, uint64_t done_ns);
 /* Lists the call as waiting for a reply and arms its deadline / the reverse (request_deadline.c). */
 void request_list(arpc_server *s, arpc_request *req);
 void request_unlist(arpc_request *req);
+/* Loop thread (or a drop with no loop): a reply the stop waits for (rs_due) is delivered, its
+ * bookkeeping done -- its log record appended, its frame queued --, or dropped. */
+void request_due_done(arpc_request *req);
 
 /* The server answered req in its handler's place and the handler returned (loop thread, or
  * NULL loop: no loop runs any more): the call stops counting, and the server's part is freed. */

@@ -197,6 +197,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     atomic_init(&s->sv_inflight_ahead, 0);
     s->sv_inflight_stash = true;
     atomic_init(&s->sv_replying, 0);
+    atomic_init(&s->sv_due, 0);
     atomic_init(&s->sv_logging, 0);
     atomic_init(&s->sv_logs_awaited, false);
     block_pool_init(&s->sv_requests);
@@ -427,13 +428,18 @@ static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
 
 /* Waits until the replies that were on their way when the stop answered the unreplied have
  * been delivered on the loop (request_answer_unreplied): their connections are still open.
- * Not when the step ran here because the loop had stopped (nothing will deliver them). */
-static void server_wait_due(arpc_server *s, int step_rc)
+ * Not when the step ran here because the loop had stopped (nothing will deliver them).
+ * Returns when the wait for them ends (0: none was due): with a reply log, such a reply leaves
+ * once its record is durable, which the stop then waits for as long (server_wait_logged). */
+static uint64_t server_wait_due(arpc_server *s, int step_rc)
 {
-    if (step_rc == ARPC_OK && arpc_loop_wait_foreign_until(s->sv_loop, s->sv_due_done,
-                                                           arpc_deadline_from_ms(SERVER_DUE_WAIT_MS)) == ARPC_EPENDING)
+    if (step_rc != ARPC_OK || !s->sv_had_due)
+        return 0;
+    uint64_t end = arpc_deadline_from_ms(SERVER_DUE_WAIT_MS);
+    if (arpc_loop_wait_foreign_until(s->sv_loop, s->sv_due_done, end) == ARPC_EPENDING)
         arpc_log(ARPC_LOG_WARN, "server stop: replies on their way from handlers did not come within %d ms: the "
                  "connections close without them (their callers end the calls at their deadlines)", SERVER_DUE_WAIT_MS);
+    return end;
 }
 
 /* Waits until every reply waiting for its log record has been answered, or deadline_ns passes
@@ -509,10 +515,10 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
      * finish, waited for here, and their replies are sent (with a log, a numbered call's is
      * logged: server_wait_logged waits for no record past the grace). */
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
-    server_wait_due(s, arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s));
+    uint64_t due_end = server_wait_due(s, arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s));
     /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
-     * connections stay open for them. */
-    server_wait_logged(s, grace_end);
+     * connections stay open for them (past the grace for the replies the stop waited for). */
+    server_wait_logged(s, due_end > grace_end ? due_end : grace_end);
     arpc_loop_run_sync(s->sv_loop, step_close_all, s);
     atomic_store(&s->sv_state, SV_STOPPED);
     /* Replies that checked the state before the store are still handing over: wait them out,

@@ -153,9 +153,10 @@ struct arpc_server {
     atomic_uint sv_logging;         /* replies waiting for their log records (core/server_journal.c) */
     atomic_bool sv_logs_awaited;    /* a stop waits for sv_logging to reach 0, on sv_logged */
     arpc_future *sv_logged;
-    unsigned sv_due;                /* loop thread: replies on their way to the loop when the stop
-                                     * answered the unreplied (rs_due); the last completes sv_due_done */
+    atomic_uint sv_due;             /* replies on their way to the loop when the stop answered the
+                                     * unreplied (rs_due); the last completes sv_due_done */
     arpc_future *sv_due_done;
+    bool sv_had_due;                /* (loop thread, read by the stop after its step) some was due */
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
     uint32_t sv_max_frame;

@@ -6,7 +6,8 @@
  * loop: A with a reply log, B without. While A's stop is inside an fdatasync held by the test,
  * a call to B is answered.
  *
- * fdatasync is interposed (this program's definition comes first): once held, a call waits
+ * fdatasync is interposed (this program's definition comes first): once held, a call made
+ * after A's stop stored SV_STOPPED (so the close's, not an earlier record's: review 240) waits
  * until the test lets it go.
  */
 #include <setjmp.h>
@@ -21,18 +22,21 @@
 #include <time.h>
 
 #include "arpc/arpc.h"
+#include "core/server_internal.h"
 #include "support/interpose.h"
 #include "support/server_proc.h"
 #include "support/test_util.h"
 
-static atomic_bool hold_syncs, sync_held, syncs_go;
+static atomic_bool sync_held, syncs_go;
+static _Atomic(arpc_server *) hold_for; /* its stop's syncs, once it is stopped, are held */
 
 int fdatasync(int fd);
 int fdatasync(int fd)
 {
     static _Atomic(void *) next;
     int (*real)(int) = (int (*)(int))interpose_next("fdatasync", &next);
-    if (atomic_load(&hold_syncs)) {
+    arpc_server *s = atomic_load(&hold_for);
+    if (s != NULL && atomic_load(&s->sv_state) == SV_STOPPED) {
         atomic_store(&sync_held, true);
         while (!atomic_load(&syncs_go)) {
             struct timespec ms = {0, 1000000};
@@ -42,9 +46,11 @@ int fdatasync(int fd)
     return real(fd);
 }
 
+static atomic_int stop_rc = -1;
+
 static void *stop_a(void *arg)
 {
-    assert_int_equal(ARPC_OK, arpc_server_stop(arg, 1000));
+    atomic_store(&stop_rc, arpc_server_stop(arg, 1000)); /* asserted after the join */
     return NULL;
 }
 
@@ -73,7 +79,7 @@ static void test_a_stop_waits_for_its_log_off_the_loop(void **state)
     echo_ping(cb, TEST_WAIT_MS);
     assert_int_equal(ARPC_OK, arpc_client_close(ca));
 
-    atomic_store(&hold_syncs, true);
+    atomic_store(&hold_for, a);
     pthread_t stopper;
     assert_int_equal(0, pthread_create(&stopper, NULL, stop_a, a));
     assert_true(WAIT_UNTIL(atomic_load(&sync_held))); /* A's stop is at its log's close */
@@ -84,7 +90,8 @@ static void test_a_stop_waits_for_its_log_off_the_loop(void **state)
     assert_int_equal(ARPC_OK, rc);
     arpc_future_release(f);
     assert_int_equal(0, pthread_join(stopper, NULL));
-    atomic_store(&hold_syncs, false);
+    assert_int_equal(ARPC_OK, atomic_load(&stop_rc));
+    atomic_store(&hold_for, NULL);
 
     assert_int_equal(ARPC_OK, arpc_client_close(cb));
     assert_int_equal(ARPC_OK, arpc_server_destroy(a));

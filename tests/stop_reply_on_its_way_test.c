@@ -7,10 +7,13 @@
  * then) with nothing said to the caller, whose call ended at its deadline (review 239: 6 calls
  * in 750 stops under load).
  *
- * The window is held open on purpose: the reply's allocation (a payload over the block pool's
- * classes is an ordinary allocation, through the allocator hook) waits, on the replier's
- * thread, until the stop says it waits for replies on their way (DEBUG line), or, without that
- * wait, until the stop is done.
+ * With a reply log such a reply leaves once its record is durable: the stop waits for that
+ * too, past its grace (review 240: it waited only for the grace, and the reply was lost).
+ *
+ * The window is held open on purpose: the reply's allocation (a large reply's buffer is an
+ * ordinary allocation, through the allocator hook) waits, on the replier's thread, until the
+ * stop says it waits for replies on their way (DEBUG line), or, without that wait, until the
+ * stop is done.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,9 +28,10 @@
 #include "arpc/arpc.h"
 #include "core/server_internal.h"
 #include "support/log_capture.h"
+#include "support/server_proc.h"
 #include "support/test_util.h"
 
-#define BIG (3u << 20) /* over the block pool's largest class: its reply is malloc'd */
+#define BIG (256u << 10) /* a large reply (ARPC_CONN_BODY_MIN and over): its buffer is malloc'd */
 
 static atomic_bool gate_armed, gate_reached;
 static _Atomic(arpc_server *) gate_server;
@@ -43,7 +47,7 @@ static bool stop_past_its_look(void)
 static void *gated_malloc(size_t n, void *ctx)
 {
     (void)ctx;
-    if (n >= BIG && n < BIG + 65536 && atomic_exchange(&gate_armed, false)) {
+    if (n >= BIG && n < 2 * BIG && atomic_exchange(&gate_armed, false)) {
         atomic_store(&gate_reached, true);
         while (!stop_past_its_look()) {
             struct timespec ms = {0, 1000000};
@@ -76,12 +80,16 @@ static void big_reply(arpc_request *req, void *ctx)
     free(big);
 }
 
-static void test_a_reply_on_its_way_at_the_stop_reaches_its_caller(void **state)
+static void reply_on_its_way(bool with_log)
 {
-    (void)state;
+    char dir[256];
+    if (with_log)
+        server_proc_mkdir(dir, sizeof(dir));
+    atomic_store(&gate_reached, false);
+    atomic_store(&reply_rc, 99);
     arpc_actor *a;
     assert_int_equal(ARPC_OK, arpc_actor_create(&a, NULL));
-    arpc_server_options so = {.workers = 1};
+    arpc_server_options so = {.workers = 1, .log_dir = with_log ? dir : NULL, .fsync = ARPC_FSYNC_ALWAYS};
     arpc_server *s;
     char addr[256];
     assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
@@ -99,7 +107,10 @@ static void test_a_reply_on_its_way_at_the_stop_reaches_its_caller(void **state)
     assert_true(WAIT_UNTIL(atomic_load(&gate_reached))); /* its handler replied: held in the window */
     assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
 
-    assert_int_equal(ARPC_OK, arpc_future_wait_for(f, TEST_WAIT_MS));
+    int st = arpc_future_wait_for(f, TEST_WAIT_MS);
+    if (st != ARPC_OK)
+        log_capture_print();
+    assert_int_equal(ARPC_OK, st);
     size_t len = 0;
     const char *data = arpc_future_data(f, &len);
     assert_int_equal(BIG, len);
@@ -110,6 +121,20 @@ static void test_a_reply_on_its_way_at_the_stop_reaches_its_caller(void **state)
     assert_int_equal(ARPC_OK, arpc_client_close(c));
     assert_int_equal(ARPC_OK, arpc_server_destroy(s));
     arpc_actor_destroy(a);
+    if (with_log)
+        server_proc_rmdir(dir);
+}
+
+static void test_a_reply_on_its_way_at_the_stop_reaches_its_caller(void **state)
+{
+    (void)state;
+    reply_on_its_way(false);
+}
+
+static void test_with_a_reply_log_too(void **state)
+{
+    (void)state;
+    reply_on_its_way(true);
 }
 
 int main(void)
@@ -119,6 +144,7 @@ int main(void)
     log_capture_start(ARPC_LOG_DEBUG);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_reply_on_its_way_at_the_stop_reaches_its_caller),
+        cmocka_unit_test(test_with_a_reply_log_too),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,15 +80,19 @@ void tls_error_text(char *out, size_t len, const char *what, const SSL *ssl, boo
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-/* The largest certificate chain a server takes from a client, and a client from a server
- * (OpenSSL's default: 100 KiB; a hostile server, or anyone in the path before the chain is
- * verified, could cost each reconnect of a client's loop as much: review 238).
+/* The largest certificate chain a server takes from a client (OpenSSL's default: 100 KiB).
  * Every certificate of it is parsed on the loop thread before any is verified, about 0.15 ms
  * each with OpenSSL 3 (its key decoded through the provider's decoders): a stranger's 100 KiB
  * of 263-byte certificates held a server's loop for ~58 ms per handshake, so 17 handshakes a
  * second, under any fault rate, kept it busy. 16 KiB (one record's plaintext) holds a leaf and
  * several intermediates of RSA-4096 with room to spare, and at most ~60 certificates (~10 ms). */
 #define TLS_PEER_CHAIN_MAX (16 * 1024)
+/* ... and a client from a server: a hostile server, or anyone in the path before the chain is
+ * verified, cost each reconnect of a client's loop ~58 ms at OpenSSL's 100 KiB (review 238).
+ * Larger than a server's bound: OpenSSL holds a server's CertificateRequest, whose list of
+ * acceptable CAs a proxy or a Java server may fill with a whole trust store, to the same
+ * bound (review 240). */
+#define TLS_SERVER_CHAIN_MAX (64 * 1024)
 
 static SSL_CTX *tls_ctx_base(bool client)
 {
@@ -109,7 +113,7 @@ static SSL_CTX *tls_ctx_base(bool client)
      * record (as nginx runs it): an idle connection held both for as long as it stayed, ~70
      * KiB in all with the stream's (tls_idle_memory_test). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_max_cert_list(ctx, TLS_PEER_CHAIN_MAX);
+    SSL_CTX_set_max_cert_list(ctx, client ? TLS_SERVER_CHAIN_MAX : TLS_PEER_CHAIN_MAX);
     if (!client) {
         SSL_CTX_set_num_tickets(ctx, 0);            /* TLS 1.3 */
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET); /* TLS 1.2 */

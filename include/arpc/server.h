@@ -461,8 +461,9 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * also those in an application's actor's mailbox, whose jobs then only let them go), waits for
  * handlers already running to return (a handler that never returns blocks stop: replying
  * later from another thread is fine), answers calls whose handlers have not replied
- * ARPC_EABANDONED (a reply made just before, still on its way to the loop, is sent instead,
- * before the connections close) (they may have run; for an at-most-once call that is its result, which its
+ * ARPC_EABANDONED (a reply made just before, still on its way to the loop, goes instead: the
+ * stop waits for it, and with a reply log for its record, up to 5 s past the grace, before the
+ * connections close) (they may have run; for an at-most-once call that is its result, which its
  * retries get too, and with a reply log it is logged, so a server restarted on the log answers
  * a re-sent copy with it and never runs the call again), and closes every connection, telling
  * the client of one that is owed nothing that calls it has not had answered were not read
