@@ -169,14 +169,7 @@ static void sconn_on_request(struct server_conn *sc, const struct arpc_frame *f)
     sconn_refuse_call(sc, f->f_xid, ARPC_ENOMETHOD, msg, (size_t)n);
 }
 
-/* What a connection refused for want of memory before its HELLO was let in hears. */
-static const char sconn_no_memory[] = "server out of memory for the connection";
-
-void sconn_refuse_no_memory(struct server_conn *sc)
-{
-    sconn_send_goaway(&sc->sc_conn, ARPC_EOVERLOADED, sconn_no_memory);
-    arpc_conn_close_after_flush(&sc->sc_conn, ARPC_ENOMEM);
-}
+const char sconn_no_memory[] = "server out of memory for the connection";
 
 static void sconn_on_bad_input(struct arpc_conn *conn, int reason, const char *why)
 {
@@ -230,10 +223,7 @@ static void sconn_refuse(struct arpc_conn *conn, const char *why)
     arpc_conn_close_after_flush(conn, ARPC_EPROTO);
 }
 
-/* Refuses a connection the server lacks the memory to let in as it should: as overloaded
- * (the server's trouble, not the peer's fault: it may retry, and a client that was
- * connected does), in a WARN line with detail. */
-static void sconn_refuse_overloaded(struct server_conn *sc, const char *why, const char *detail, int reason)
+void sconn_refuse_overloaded(struct server_conn *sc, const char *why, const char *detail, int reason)
 {
     sc->sc_refused = true;
     arpc_log(ARPC_LOG_WARN, "closing the connection from %s: %s (%s)", sc->sc_conn.c_peer, why, detail);
@@ -656,7 +646,8 @@ void sconn_open(arpc_server *s, int fd, const char *peer, const char *scheme, co
     arpc_conn_limit_backlog(&sc->sc_conn);
     arpc_conn_limit_bytes(&sc->sc_conn, s->sv_max_conn_bytes);
     if (arpc_conn_heartbeat(&sc->sc_conn, s->sv_heartbeat_ms, s->sv_heartbeat_misses) != ARPC_OK)
-        sconn_refuse_no_memory(sc); /* nothing would notice its client gone silent */
+        sconn_refuse_overloaded(sc, sconn_no_memory, "no memory to arm its heartbeat: nothing would notice its "
+                                "client gone silent", ARPC_ENOMEM);
 }
 
 void sconn_goaway_all(arpc_server *s)

@@ -433,10 +433,14 @@ void sconn_send_goaway(struct arpc_conn *conn, int code, const char *msg);
  * idle, the server runs on) and ARPC_GOAWAY_LAST (nothing more is read: the connection has no
  * call in flight, and the caller closes it). */
 void sconn_send_idle_goaway(struct arpc_conn *conn, const char *msg);
-/* A connection opened, but without memory for what guards it (its heartbeat, the limits'
- * sweep): told so, GOAWAY(ARPC_EOVERLOADED) as a connection refused at its accept for want of
- * memory, and closed once that is sent. */
-void sconn_refuse_no_memory(struct server_conn *sc);
+/* Refuses a connection the server lacks the memory to let in as it should (its HELLO's
+ * answer, a certificate's subject, the timers that guard it): as overloaded, GOAWAY(
+ * ARPC_EOVERLOADED, why) (the server's trouble, not the peer's fault: it may retry, and a
+ * client that was connected does), in a WARN line with detail; nothing more it sends runs,
+ * and it closes with reason once the GOAWAY is sent. */
+void sconn_refuse_overloaded(struct server_conn *sc, const char *why, const char *detail, int reason);
+/* What a connection refused for want of memory hears (sconn_refuse_overloaded's why). */
+extern const char sconn_no_memory[];
 /* Answers a call that never reached a method's handler (no such method, stopping, too large,
  * refused at the at-most-once gate), counting it in the server's stats. */
 void sconn_refuse_call(struct server_conn *sc, uint64_t xid, int code, const char *msg, size_t mlen);
@@ -523,7 +527,7 @@ size_t error_msg_cap(uint32_t client_max, size_t mlen);
 
 /* server_limits.c: timeouts and the connection count (docs/SECURITY.md) */
 void limits_init(arpc_server *s, const arpc_server_options *o);
-bool limits_start(arpc_server *s); /* loop thread; idempotent; false: no memory to arm the sweep (logged) */
+bool limits_start(arpc_server *s); /* loop thread; idempotent; false: no memory to arm the sweep */
 void limits_stop(arpc_server *s);  /* loop thread */
 /* A connection was opened and linked (loop thread): false when it is one too many, or no
  * memory arms the limits' sweep (it was then sent GOAWAY and is closing). */
@@ -733,8 +737,10 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm);
 extern uint64_t reply_take_hold_ns;
 extern const size_t reply_take_batch_size; /* a take's allocation (tests fail it by its size) */
 /* Loop thread, while the server runs: the loop turns within reply_take_hold_ns (sv_take_turn),
- * so that a held batch is looked at in time without a wake-up of its own. False when no timer
- * will turn it (not running, or no memory to arm one): the caller wakes the loop instead. */
+ * so that a held batch is looked at in time without a wake-up of its own. False when it runs
+ * and no timer will turn the loop (no memory to arm one): the caller wakes the loop instead.
+ * True when it does not run: a batch is then held only while its worker writes it, and the
+ * worker wakes the loop (a kick for it would spin the loop meanwhile: review 237). */
 bool reply_take_turn_soon(arpc_server *s);
 
 /* Loop thread (or any thread once no loop runs): rm's job, its delivery (request.c). */

@@ -165,10 +165,7 @@ bool limits_start(arpc_server *s)
         every = LIMITS_SWEEP_MIN_S;
     s->sv_limits_every_s = every;
     arpc_deadline_init(&s->sv_limits, limits_on_sweep, s);
-    if (arpc_deadline_arm_after_s(s->sv_loop, &s->sv_limits, every) == ARPC_OK)
-        return true;
-    arpc_log(ARPC_LOG_ERROR, "server: out of memory arming the connection limits' sweep");
-    return false;
+    return arpc_deadline_arm_after_s(s->sv_loop, &s->sv_limits, every) == ARPC_OK;
 }
 
 void limits_stop(arpc_server *s) { arpc_deadline_cancel(s->sv_loop, &s->sv_limits); }
@@ -193,7 +190,7 @@ bool limits_admit(struct server_conn *sc)
     if (!limits_start(s)) {
         /* Nothing would hold it to its handshake, frame, idle or write timeout: a stranger
          * that says nothing would keep its place for ever. */
-        sconn_refuse_no_memory(sc);
+        sconn_refuse_overloaded(sc, sconn_no_memory, "no memory to arm the connection limits' sweep", ARPC_ENOMEM);
         return false;
     }
     sc->sc_counted = true;
