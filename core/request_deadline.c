@@ -26,6 +26,17 @@
 
 /* Loop thread: the request no longer waits for a reply (its deadline is disarmed). A stop
  * empties the list on the loop, so after it nothing here runs for a request. */
+void request_unlist(arpc_request *req)
+{
+    struct request_state *st = req->rq_state;
+    if (!st->rs_awaiting)
+        return;
+    arpc_server *s = st->rs_conn->sc_server;
+    arpc_deadline_cancel(s->sv_loop, &st->rs_deadline);
+    arpc_dlist_remove(&s->sv_awaiting, &st->rs_link);
+    st->rs_awaiting = false;
+}
+
 void request_due_done(arpc_request *req)
 {
     struct request_state *st = req->rq_state;
@@ -36,17 +47,6 @@ void request_due_done(arpc_request *req)
     /* (Atomic: once the stop gave up waiting, a late reply's drop may run off the loop.) */
     if (atomic_fetch_sub(&s->sv_due, 1) == 1)
         arpc_future_complete(s->sv_due_done, ARPC_OK, NULL, 0);
-}
-
-void request_unlist(arpc_request *req)
-{
-    struct request_state *st = req->rq_state;
-    if (!st->rs_awaiting)
-        return;
-    arpc_server *s = st->rs_conn->sc_server;
-    arpc_deadline_cancel(s->sv_loop, &st->rs_deadline);
-    arpc_dlist_remove(&s->sv_awaiting, &st->rs_link);
-    st->rs_awaiting = false;
 }
 
 /* Loop thread: the server answers the caller in the handler's place with code; the handler's
