@@ -133,9 +133,10 @@ static void take_turn_noop(struct arpc_deadline *d, void *arg)
 bool reply_take_turn_soon(arpc_server *s)
 {
     /* Only while running: after the stop's last step nothing would cancel it, and the server
-     * may be freed on a loop of the user's. */
+     * may be freed on a loop of the user's. Not running, a batch is held only while its
+     * worker writes it, and the worker wakes the loop once done: nothing to turn for. */
     if (atomic_load(&s->sv_state) != SV_RUNNING)
-        return false;
+        return true;
     if (!arpc_deadline_is_armed(&s->sv_take_turn)) {
         arpc_deadline_init(&s->sv_take_turn, take_turn_noop, s);
         (void)arpc_deadline_arm_after_s(s->sv_loop, &s->sv_take_turn, (double)reply_take_hold_ns * 1e-9);
@@ -181,10 +182,8 @@ static void take_anchor_job(arpc_loop *loop, struct arpc_loop_job *job)
                      (loop != NULL && atomic_load(&s->sv_state) == SV_RUNNING && arpc_now_ns() - rm0->rm_made_ns < reply_take_hold_ns);
         if (young) {
             if (loop != NULL && arpc_loop_post_lazy(loop, job) == ARPC_OK) {
-                /* No timer turns the loop by then (no memory for one): woken instead, while
-                 * running (not running, only a write under way keeps it, and its worker wakes
-                 * the loop once done: a kick here would spin the loop meanwhile, review 237). */
-                if (!reply_take_turn_soon(s) && atomic_load(&s->sv_state) == SV_RUNNING)
+                /* No timer turns the loop by then (no memory for one): woken instead. */
+                if (!reply_take_turn_soon(s))
                     arpc_loop_kick(loop);
                 return;
             }
