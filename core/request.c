@@ -342,6 +342,27 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     request_reply_done(req, loop != NULL);
 }
 
+static void job_run_as_loop(arpc_loop *loop, void *job) { ((struct arpc_loop_job *)job)->j_fn(loop, job); }
+
+bool server_loop_run_refused(arpc_server *s, struct arpc_loop_job *job)
+{
+    /* As in server_loop_hand: counted, so that a stop that stores SV_STOPPED now waits for the
+     * run, and the loop is not destroyed under it. */
+    atomic_fetch_add(&s->sv_replying, 1);
+    bool run = atomic_load(&s->sv_state) != SV_STOPPED;
+    /* The application stopped its loop under a server that still runs: the request is still
+     * in the loop's lists (its connection's call table, the calls awaiting replies), which
+     * the server's stop walks later. Let go of here, off the loop, it would leave them
+     * pointing at freed memory; so the job runs here, as the loop's thread, once no thread
+     * runs the loop (arpc_loop_run_sync, which runs a step so when the loop has stopped:
+     * one at a time with the stop's steps). Its reply is queued on a connection no loop
+     * writes any more: the stop closes it. */
+    if (run)
+        (void)arpc_loop_run_sync(s->sv_loop, job_run_as_loop, job);
+    atomic_fetch_sub(&s->sv_replying, 1);
+    return run;
+}
+
 int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped)
 {
     if (arpc_loop_running_here(s->sv_loop_id)) { /* not sv_loop: a destroy may be clearing it */
@@ -424,8 +445,12 @@ static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_
 {
     struct arpc_loop_job *job = &req->rq_state->rs_job;
     arpc_loop_job_init(job, fn);
-    if (server_loop_hand(s, job, NULL, stopped) != ARPC_OK)
+    if (server_loop_hand(s, job, NULL, stopped) == ARPC_OK)
+        return;
+    if (!server_loop_run_refused(s, job))
         fn(NULL, job);
+    else if (stopped != NULL)
+        *stopped = true; /* what it queued is not sent */
 }
 
 /* Hands an encoded reply to the loop without ever waiting, written first by this thread when
@@ -437,6 +462,10 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write,
     if (may_write && reply_take_hold(s, rm))
         return ARPC_OK; /* leaves with the rest of its take (core/reply_take.c) */
     int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
+    if (rc != ARPC_OK && server_loop_run_refused(s, &rm->rm_job)) {
+        *stopped = true; /* delivered, but no loop sends it */
+        return ARPC_OK;
+    }
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);

@@ -1,0 +1,143 @@
+/*
+ * The application stops the loop its server runs on (arpc_loop_stop on the server's options'
+ * loop), and only then do handlers reply and the server stop. No loop takes the replies any
+ * more; a reply used to be let go of off the loop all the same, freeing its request while the
+ * loop's lists (the calls waiting for replies, the connection's call table) still held it: the
+ * stop then walked freed blocks (pool memory, which ASan does not see), answered calls that had
+ * replied ARPC_EABANDONED or "not run" ARPC_ESHUTDOWN, and counted calls in flight below zero.
+ * Now such a reply's job runs as the loop's thread once the loop has finished: each call
+ * counts as answered by its handler, once, and nothing is left in flight.
+ *
+ * Cases: the handler returned before its reply (a reply from another thread), the handler
+ * replies before it returns (on a pool worker), and numbered (at-most-once) calls.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "arpc/arpc.h"
+#include "arpc/stats.h"
+#include "support/raw_client.h"
+#include "support/test_util.h"
+
+#define CALLS 3
+
+static arpc_request *_Atomic kept[CALLS];
+static atomic_int kept_n;
+static sem_t replies_go;
+static atomic_int reply_rcs[CALLS];
+static atomic_int reply_started, replied_n;
+
+/* Keeps the request and returns: the test replies later. */
+static void h_keep(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    int i = atomic_fetch_add(&kept_n, 1);
+    if (i < CALLS)
+        atomic_store(&kept[i], req);
+    latch_add();
+}
+
+/* Replies on its worker once the test lets it (after the loop's stop). */
+static void h_reply_later(arpc_request *req, void *ctx)
+{
+    (void)ctx;
+    latch_add();
+    (void)sem_wait_secs(&replies_go, 10);
+    int i = atomic_fetch_add(&reply_started, 1);
+    atomic_store(&reply_rcs[i % CALLS], arpc_reply(req, "late", 4));
+    atomic_fetch_add(&replied_n, 1); /* after its code is stored */
+}
+
+static void stop_loop_then_reply(const char *method, uint64_t first_seq)
+{
+    atomic_store(&kept_n, 0);
+    atomic_store(&reply_started, 0);
+    atomic_store(&replied_n, 0);
+    assert_int_equal(0, sem_init(&replies_go, 0, 0));
+    latch_reset();
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_server *s;
+    arpc_server_options o = {.workers = CALLS, .loop = loop};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &o));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.reply_later", h_reply_later, NULL, NULL));
+    char addr[128];
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r;
+    assert_true(raw_connect(&r, addr, 77));
+    for (uint64_t x = 1; x <= CALLS; x++)
+        assert_true(raw_request(&r, x, first_seq != 0 ? first_seq + x - 1 : 0, 0, 0, method, "x", 1));
+    assert_true(latch_wait(CALLS, 10000)); /* every handler has started */
+
+    arpc_loop_stop(loop);
+    if (strcmp(method, "t.keep") == 0) {
+        for (int i = 0; i < CALLS; i++)
+            assert_int_equal(ARPC_ESHUTDOWN, arpc_reply(atomic_load(&kept[i]), "late", 4));
+    } else {
+        for (int i = 0; i < CALLS; i++)
+            assert_int_equal(0, sem_post(&replies_go));
+        int64_t until = now_ms() + 10000;
+        while (atomic_load(&replied_n) < CALLS && poll_again(until))
+            ;
+        assert_int_equal(CALLS, atomic_load(&replied_n));
+        for (int i = 0; i < CALLS; i++)
+            assert_int_equal(ARPC_ESHUTDOWN, atomic_load(&reply_rcs[i]));
+    }
+
+    int64_t t0 = now_ms();
+    assert_int_equal(ARPC_OK, arpc_server_stop(s, 0));
+    assert_true(now_ms() - t0 < 4000); /* no wait for replies that cannot come */
+    /* Each call answered once, by its handler's reply (not sent: no loop writes it). */
+    arpc_method_stats ms;
+    assert_int_equal(ARPC_OK, arpc_server_method_stats(s, method, &ms));
+    assert_int_equal(CALLS, ms.calls.started);
+    assert_int_equal(CALLS, ms.calls.finished);
+    assert_int_equal(0, ms.calls.in_flight);
+    assert_int_equal(CALLS, ms.calls.by_outcome[ARPC_OK]);
+    assert_int_equal(0, ms.calls.by_outcome[ARPC_EABANDONED]);
+    assert_int_equal(0, ms.calls.by_outcome[ARPC_ESHUTDOWN]);
+    arpc_server_stats ss;
+    assert_int_equal(ARPC_OK, arpc_server_stats(s, &ss));
+    assert_int_equal(0, ss.handlers_in_flight);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_loop_destroy(loop);
+    raw_close(&r);
+    sem_destroy(&replies_go);
+}
+
+static void test_reply_after_handler_returned(void **state)
+{
+    (void)state;
+    stop_loop_then_reply("t.keep", 0);
+}
+
+static void test_reply_from_running_handler(void **state)
+{
+    (void)state;
+    stop_loop_then_reply("t.reply_later", 0);
+}
+
+static void test_numbered_calls(void **state)
+{
+    (void)state;
+    stop_loop_then_reply("t.keep", 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reply_after_handler_returned),
+        cmocka_unit_test(test_reply_from_running_handler),
+        cmocka_unit_test(test_numbered_calls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
