@@ -355,8 +355,8 @@ bool server_loop_run_refused(arpc_server *s, struct arpc_loop_job *job)
      * the server's stop walks later. Let go of here, off the loop, it would leave them
      * pointing at freed memory; so the job runs here, as the loop's thread, once no thread
      * runs the loop (arpc_loop_run_sync, which runs a step so when the loop has stopped:
-     * one at a time with the stop's steps). Its reply is queued on a connection no loop
-     * writes any more: the stop closes it. */
+     * one at a time with the stop's steps). A reply is written then if its socket takes it
+     * (what it does not take, no loop writes later: the stop closes the connection). */
     if (run)
         (void)arpc_loop_run_sync(s->sv_loop, job_run_as_loop, job);
     atomic_fetch_sub(&s->sv_replying, 1);
@@ -449,8 +449,6 @@ static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_
         return;
     if (!server_loop_run_refused(s, job))
         fn(NULL, job);
-    else if (stopped != NULL)
-        *stopped = true; /* what it queued is not sent */
 }
 
 /* Hands an encoded reply to the loop without ever waiting, written first by this thread when
@@ -462,10 +460,8 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write,
     if (may_write && reply_take_hold(s, rm))
         return ARPC_OK; /* leaves with the rest of its take (core/reply_take.c) */
     int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
-    if (rc != ARPC_OK && server_loop_run_refused(s, &rm->rm_job)) {
-        *stopped = true; /* delivered, but no loop sends it */
-        return ARPC_OK;
-    }
+    if (rc != ARPC_OK && server_loop_run_refused(s, &rm->rm_job))
+        return ARPC_OK; /* delivered as on the loop: written now, if its socket takes it */
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);
