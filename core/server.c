@@ -421,9 +421,9 @@ static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
         (void)arpc_loop_wait_foreign_until(s->sv_loop, s->sv_drained, deadline_ns); /* EPENDING: grace over */
 }
 
-/* A reply is at most a post away once its handler has claimed its request: this long is a
- * replier's thread descheduled on a loaded machine, not a reply that will not come (a loop
- * stopped meanwhile, which no wait can outlast). */
+/* A reply is at most a post away once its handler has claimed its request, and a record a
+ * sync away: this long is a replier's thread descheduled on a loaded machine, or a slow disk,
+ * not a reply that will not come (a loop stopped meanwhile, which no wait can outlast). */
 #define SERVER_DUE_WAIT_MS 5000
 
 /* Waits until the replies that were on their way when the stop answered the unreplied have
@@ -517,8 +517,15 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
     uint64_t due_end = server_wait_due(s, arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s));
     /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
-     * connections stay open for them (past the grace for the replies the stop waited for). */
-    server_wait_logged(s, due_end > grace_end ? due_end : grace_end);
+     * connections stay open for them, past the grace too (up to SERVER_DUE_WAIT_MS from here,
+     * or the end of the wait for replies on their way): the log's close below waits for the
+     * same syncs anyway, and a pool handler the stop waited for past its grace has its reply
+     * sent instead of left to a retry against a restarted server (before 2026-12-08 its
+     * caller waited for its deadline). */
+    uint64_t logged_end = arpc_deadline_from_ms(SERVER_DUE_WAIT_MS);
+    if (logged_end < due_end)
+        logged_end = due_end;
+    server_wait_logged(s, logged_end > grace_end ? logged_end : grace_end);
     arpc_loop_run_sync(s->sv_loop, step_close_all, s);
     atomic_store(&s->sv_state, SV_STOPPED);
     /* Replies that checked the state before the store are still handing over: wait them out,

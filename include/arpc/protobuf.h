@@ -37,7 +37,8 @@ extern "C" {
  * "package.Service.Method", run as mopts says (may be NULL; its ctx_free must be NULL: arpc
  * frees its own per-method contexts when the server is freed). service is borrowed: it must
  * outlive the server (arpc never calls its destroy). A method a generated service leaves NULL
- * (not written yet) is not registered: its calls are answered ARPC_ENOMETHOD, as for any
+ * (not written yet: the generated INIT macro names every method, so `#define prefix_method
+ * NULL` before it) is not registered: its calls are answered ARPC_ENOMETHOD, as for any
  * method the server does not serve (protobuf-c's invoke would have jumped to NULL).
  *
  * Each call: the request is unpacked as the method's input message (a request that does not

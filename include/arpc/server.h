@@ -473,10 +473,12 @@ ARPC_API int arpc_server_tls_reload(arpc_server *s, const arpc_tls_options *tls,
  * logged for an application actor's; one still running after the pool's handlers returned is
  * let go (its arpc_reply returns ARPC_ESHUTDOWN). With a
  * reply log, replies whose records are still being made durable keep their connections open
- * for what is left of the grace; a reply made after the grace (its handler ran past it, and
- * the stop waited for it) is logged but not sent: its caller gets it by sending the call
- * again to a server restarted on the log, or ends ARPC_ETIMEDOUT / ARPC_ECONNLOST ("may have
- * run") if none comes; without a log such a reply is sent. Once stop returns, the log is closed and nothing of the
+ * until they are, past the grace too (a reply made after it included: its handler ran past
+ * it, and the stop waited for it), for up to 5 s after the handlers returned (the log's close
+ * waits for the same disk anyway); a record slower than that is still written before stop
+ * returns, but its reply is not sent: its caller gets it by sending the call again to a server
+ * restarted on the log, or ends ARPC_ETIMEDOUT / ARPC_ECONNLOST ("may have run") if none
+ * comes. Once stop returns, the log is closed and nothing of the
  * server runs on its loop any more. The grace ends as soon as no call is in flight. On a loop the application runs (arpc/loop.h: wrapped, pollable, or run
  * by its callers), a stop from a thread that may run it (the owner of a wrapped or pollable
  * loop, outside a step; any thread for the others) runs the loop itself while it waits and
