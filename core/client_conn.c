@@ -128,9 +128,16 @@ static void client_on_hello(arpc_client *c, const struct arpc_frame *f)
     if (f->f_max_frame != 0)
         atomic_store(&c->cl_server_max, f->f_max_frame);
     c->cl_server_flags = f->f_flags;
-    c->cl_server_expiry_s = f->f_expiry_s;
-    if (f->f_client_id != c->cl_epoch)
+    bool new_epoch = f->f_client_id != c->cl_epoch;
+    if (new_epoch)
         c->cl_epoch_gen++; /* another server instance: calls sent before it are not its */
+    /* Within one epoch (one reply log, maybe restarted) the shortest expiry any of its
+     * instances said (0: none): an instance restarted with a longer one has replayed what an
+     * earlier one forgot under the shorter (its log's records), and a call sent to that one
+     * and judged by the new figure was sent again and ran twice (helper 242). */
+    uint32_t expiry = f->f_expiry_s;
+    if (new_epoch || (expiry != 0 && (c->cl_server_expiry_s == 0 || expiry < c->cl_server_expiry_s)))
+        c->cl_server_expiry_s = expiry;
     c->cl_epoch = f->f_client_id; /* a server's HELLO carries its epoch there */
     c->cl_conn.c_max_body = c->cl_max_frame; /* the handshake's bound is over */
     client_connect_stop(c);

@@ -238,7 +238,8 @@ struct arpc_client {
     uint16_t cl_epoch_gen;          /* bumped whenever a HELLO brings another epoch */
     uint64_t cl_epoch;              /* the current server's, from its HELLO */
     uint32_t cl_server_flags;       /* idem (enum arpc_hello_flag) */
-    uint32_t cl_server_expiry_s;    /* idem: the server forgets clients idle this long */
+    uint32_t cl_server_expiry_s;    /* idem: the server forgets clients idle this long (the
+                                     * shortest said in the epoch: core/client_conn.c) */
     arpc_future *cl_first;          /* completed by the first connection, or its failure */
     bool cl_cleaned;                /* calls failed and the connection closed, for good */
     bool cl_hook;                   /* the loop stop hook is registered (and holds a reference) */
