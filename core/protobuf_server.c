@@ -24,6 +24,7 @@
 #include "base/options.h"
 #include "core/frame.h"
 #include "core/protobuf_internal.h"
+#include "core/request_internal.h"
 #include "core/server_internal.h"
 
 struct pb_method {
@@ -47,7 +48,12 @@ static void pb_reply_message(arpc_request *req, const ProtobufCMessage *msg)
     size_t len = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = len <= sizeof(stack) ? stack : arpc_malloc(len);
     if (buf == NULL) {
-        arpc_reply_error(req, "out of memory packing the reply");
+        /* The method ran (its effects are done): "may have run", not "the method failed". */
+        const char *method = arpc_request_method(req);
+        char why[ARPC_METHOD_MAX + 96];
+        snprintf(why, sizeof(why), "%s: the server had no memory to pack the reply; the method ran",
+                 method != NULL ? method : "(answered already)");
+        request_answer_lost(req, why);
         return;
     }
     protobuf_c_message_pack(msg, buf);
@@ -134,18 +140,25 @@ static void pb_handler(arpc_request *req, void *ctx)
     size_t len;
     const void *data = arpc_request_data(req, &len);
     char why[ARPC_METHOD_MAX + 128];
+    /* Out of memory before the method runs: refused ARPC_EREJECTED, "did not run", as the
+     * server refuses a call it has no memory to take (not ARPC_EHANDLER, "the method failed"). */
     struct pb_call *call = arpc_malloc(sizeof(*call));
     if (call == NULL) {
-        arpc_reply_error(req, "out of memory");
+        snprintf(why, sizeof(why), "%s: server out of memory; the method did not run", arpc_request_method(req));
+        request_refuse(req, ARPC_EREJECTED, why);
         return;
     }
     int rc;
     call->pc_input = protobuf_unpack(md->input, data, len, &rc);
     if (call->pc_input == NULL) {
         arpc_free(call);
-        if (rc == ARPC_ENOMEM)
-            snprintf(why, sizeof(why), "%s: out of memory unpacking the request", arpc_request_method(req));
-        else if (rc == ARPC_ETOOLARGE)
+        if (rc == ARPC_ENOMEM) {
+            snprintf(why, sizeof(why), "%s: server out of memory unpacking the request; the method did not run",
+                     arpc_request_method(req));
+            request_refuse(req, ARPC_EREJECTED, why);
+            return;
+        }
+        if (rc == ARPC_ETOOLARGE)
             snprintf(why, sizeof(why), "%s: the request nests messages more than %d deep", arpc_request_method(req),
                      ARPC_PROTOBUF_MAX_DEPTH);
         else if (rc == ARPC_EOVERLOADED)

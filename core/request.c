@@ -718,3 +718,8 @@ void request_refuse(arpc_request *req, int code, const char *why)
 {
     reply_with(req, ARPC_FRAME_ERROR, code, why, strlen(why), false, NULL, 0);
 }
+
+void request_answer_lost(arpc_request *req, const char *why)
+{
+    reply_with(req, ARPC_FRAME_ERROR, ARPC_EABANDONED, why, strlen(why), true, NULL, 0);
+}

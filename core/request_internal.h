@@ -162,6 +162,9 @@ void request_untrack(arpc_request *req);
 bool request_from_jsonrpc(const arpc_request *req);
 /* Answers a call that will not run, with why (any thread). */
 void request_refuse(arpc_request *req, int code, const char *why);
+/* Answers a call that ran but whose reply could not be made (no memory for it): ARPC_EABANDONED,
+ * "may have run", with why; a numbered call keeps it as its result (any thread, as a reply). */
+void request_answer_lost(arpc_request *req, const char *why);
 /* Refuses a call whose handler never started (flags: its rq_flags as the start was taken):
  * ARPC_ECANCELLED if a CANCEL came for it, else ARPC_EEXPIRED. Its actor's run (request_run) or
  * the loop at its deadline (core/request_deadline.c), whichever set RQ_STARTED. */

@@ -46,11 +46,13 @@ extern "C" {
  * not a valid kv.PutRequest", or "kv.KV.Put: the request nests messages more than 100 deep"
  * past ARPC_PROTOBUF_MAX_DEPTH, or "...: the request would take more than 16 x its size of
  * memory to unpack" (e.g. a repeated field of empty messages: protobuf-c allocates a block per
- * element, 28 bytes per byte), and the method is not run; a reply so is ARPC_EDECODE); then service->invoke runs the
+ * element, 28 bytes per byte), and the method is not run; a reply so is ARPC_EDECODE; a
+ * server without the memory to unpack it refuses it ARPC_EREJECTED, "did not run"); then service->invoke runs the
  * method with that input and a closure. The method calls the closure exactly once, before
  * returning or later from any thread, with its output message (borrowed: packed before the
  * closure returns) or NULL for a failure (ARPC_EHANDLER "kv.KV.Put: the method failed"; or
- * arpc_protobuf_fail with the method's own reason, below). The
+ * arpc_protobuf_fail with the method's own reason, below); an output the server has no memory
+ * to pack answers the call ARPC_EABANDONED, "may have run" (the method ran). The
  * input stays valid until the closure is called and is freed by it. closure_data is the
  * call's handle (arpc/common.h, "API misuse"), dead once the closure or arpc_protobuf_fail
  * ran: the closure called again, or arpc_protobuf_fail or arpc_protobuf_request after it, is
