@@ -137,8 +137,11 @@ static void client_invoke(ProtobufCService *service, unsigned method_index, cons
         return;
     }
     if (arpc_future_then(f, call_done, call) != ARPC_OK) {
-        arpc_future_cancel(f); /* nobody would hear its outcome */
-        call_close(call, ARPC_ENOMEM, NULL);
+        /* Nobody would hear its outcome: cancelled, and closed with what it ended with
+         * (ARPC_ECANCELLED, "may have run": the loop may have sent it; or the result it had
+         * already), not ARPC_ENOMEM, which says "not sent" (helper 241). */
+        (void)arpc_future_cancel(f);
+        call_done(f, call);
     }
     arpc_future_release(f); /* the call holds its own until it completes */
 }
