@@ -97,8 +97,9 @@ ARPC_API void arpc_protobuf_fail(void *closure_data, const char *msg);
  * to c's server, each with deadline_ms (0: the client's default; ARPC_FOREVER: none). The
  * closure is called exactly once per call, on c's loop thread (it must not block, nor call
  * arpc_call; the async calls are fine), with the reply message (valid during the closure
- * only) or NULL on any error; a call that fails before it is sent (out of memory) closes on
- * the calling thread before the stub returns. The error code: arpc_protobuf_client_last_error.
+ * only) or NULL on any error; a call that ends before it is sent (out of memory, or refused
+ * at once: an input of the wrong type, a closed client, a deadline already past) closes on the
+ * calling thread before the stub returns. The error code: arpc_protobuf_client_last_error.
  * c must outlive the service. Returns NULL for NULL arguments or out of memory. */
 ARPC_API ProtobufCService *arpc_protobuf_client_service(arpc_client *c, const ProtobufCServiceDescriptor *d,
                                                         int64_t deadline_ms);
@@ -109,8 +110,11 @@ ARPC_API ProtobufCService *arpc_protobuf_client_service(arpc_client *c, const Pr
  * (ARPC_EHANDLER: the method failed or refused the request; ARPC_ENOMETHOD: the server does
  * not serve it; ARPC_EDECODE: the reply did not unpack as the output message; ...), ARPC_EINVAL
  * for a svc not made by arpc_protobuf_client_service. Read it inside a closure called with
- * NULL: a client's closures run one at a time on its loop thread, so there it is that call's.
- * For the server's error text or concurrent callers, use arpc_protobuf_call_async. Any thread. */
+ * NULL: there it is that call's when every call on svc is made from one thread (the loop's
+ * closures run one at a time, and a closure on the calling thread runs before its stub
+ * returns); with callers on several threads a call refused at once closes on its caller's
+ * thread, and another call's closure may overwrite the code meanwhile. For the server's
+ * error text or concurrent callers, use arpc_protobuf_call_async. Any thread. */
 ARPC_API int arpc_protobuf_client_last_error(const ProtobufCService *svc);
 
 /* Releases svc (also protobuf_c_service_destroy(svc)): calls still in flight finish and run
