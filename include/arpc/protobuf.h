@@ -98,7 +98,7 @@ ARPC_API void arpc_protobuf_fail(void *closure_data, const char *msg);
  * closure is called exactly once per call, on c's loop thread (it must not block, nor call
  * arpc_call; the async calls are fine), with the reply message (valid during the closure
  * only) or NULL on any error; a call that ends before it is sent (out of memory, or refused
- * at once: an input of the wrong type, a closed client, a deadline already past) closes on the
+ * at once: an input of the wrong type, a method index out of range) closes on the
  * calling thread before the stub returns. The error code: arpc_protobuf_client_last_error.
  * c must outlive the service. Returns NULL for NULL arguments or out of memory. */
 ARPC_API ProtobufCService *arpc_protobuf_client_service(arpc_client *c, const ProtobufCServiceDescriptor *d,
