@@ -81,8 +81,12 @@
  *                     or the reply larger than the client's limit (the handler ran; the
  *                     reply was not sent)
  *   ARPC_ESHUTDOWN    the client was closed before the call was sent, or the server is
- *                     shutting down (did not run); a call already sent when the client
- *                     closes ends ARPC_ECANCELLED (it may run)
+ *                     shutting down (did not run: it read the call and refused it, its
+ *                     grace over); a call already sent when the client closes ends
+ *                     ARPC_ECANCELLED (it may run). A call made after the server said it
+ *                     is going (GOAWAY) waits for a server at the address, as any call
+ *                     while the client reconnects: ARPC_EUNREACHABLE at its deadline if none
+ *                     comes (did not run)
  *   ARPC_EREJECTED    the server refused the call (did not run)
  *   ARPC_EAUTH        a reconnect was refused: the server no longer takes the client's
  *                     credentials (did not run; a call sent on an earlier connection ends
