@@ -342,25 +342,38 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     request_reply_done(req, loop != NULL);
 }
 
-static void job_run_as_loop(arpc_loop *loop, void *job) { ((struct arpc_loop_job *)job)->j_fn(loop, job); }
-
-bool server_loop_run_refused(arpc_server *s, struct arpc_loop_job *job)
+bool server_loop_park(arpc_server *s, struct arpc_loop_job *job)
 {
-    /* As in server_loop_hand: counted, so that a stop that stores SV_STOPPED now waits for the
-     * run, and the loop is not destroyed under it. */
+    /* As in server_loop_hand: counted, so that a stop that stores SV_STOPPED now waits for
+     * the push, and its last step (step_last_replies) finds the job. */
     atomic_fetch_add(&s->sv_replying, 1);
-    bool run = atomic_load(&s->sv_state) != SV_STOPPED;
+    bool parked = atomic_load(&s->sv_state) != SV_STOPPED;
     /* The application stopped its loop under a server that still runs: the request is still
      * in the loop's lists (its connection's call table, the calls awaiting replies), which
      * the server's stop walks later. Let go of here, off the loop, it would leave them
-     * pointing at freed memory; so the job runs here, as the loop's thread, once no thread
-     * runs the loop (arpc_loop_run_sync, which runs a step so when the loop has stopped:
-     * one at a time with the stop's steps). A reply is written then if its socket takes it
-     * (what it does not take, no loop writes later: the stop closes the connection). */
-    if (run)
-        (void)arpc_loop_run_sync(s->sv_loop, job_run_as_loop, job);
+     * pointing at freed memory (before 2026-12-08 it was). Nothing may run the loop's part
+     * here (a wrapped or pollable loop's owner may still be in it): the job waits for the
+     * stop, whose steps run as the loop on every kind of loop, and run it first. */
+    if (parked)
+        ck_stack_push_upmc(&s->sv_parked, &job->j_link);
     atomic_fetch_sub(&s->sv_replying, 1);
-    return run;
+    return parked;
+}
+
+void server_run_parked(arpc_loop *loop, arpc_server *s)
+{
+    ck_stack_entry_t *newest = ck_stack_batch_pop_upmc(&s->sv_parked), *oldest = NULL;
+    while (newest != NULL) { /* reversed: one replier's jobs run in the order it made them */
+        ck_stack_entry_t *next = newest->next;
+        newest->next = oldest;
+        oldest = newest;
+        newest = next;
+    }
+    while (oldest != NULL) {
+        struct arpc_loop_job *job = (struct arpc_loop_job *)((char *)oldest - offsetof(struct arpc_loop_job, j_link));
+        oldest = oldest->next; /* the job may free itself */
+        job->j_fn(loop, job);
+    }
 }
 
 int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped)
@@ -447,7 +460,7 @@ static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_
     arpc_loop_job_init(job, fn);
     if (server_loop_hand(s, job, NULL, stopped) == ARPC_OK)
         return;
-    if (!server_loop_run_refused(s, job))
+    if (!server_loop_park(s, job))
         fn(NULL, job);
 }
 
@@ -460,8 +473,8 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write,
     if (may_write && reply_take_hold(s, rm))
         return ARPC_OK; /* leaves with the rest of its take (core/reply_take.c) */
     int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
-    if (rc != ARPC_OK && server_loop_run_refused(s, &rm->rm_job))
-        return ARPC_OK; /* delivered as on the loop: written now, if its socket takes it */
+    if (rc != ARPC_OK && server_loop_park(s, &rm->rm_job))
+        return ARPC_OK; /* delivered by the stop, as on the loop */
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;
         reply_msg_free(rm);
