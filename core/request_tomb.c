@@ -73,6 +73,11 @@ void request_tomb_detach_all(arpc_server *s)
                 dedup_stopped(s, key, seq, ack);
             server_release(s); /* not the last: the stopping user holds one */
         } else if (flags & RQ_HAND_FAILED) { /* its late reply could not reach the loop: it left the handle to us */
+            /* Its result is lost with it (the application stopped the loop first): the stop's
+             * answer is the call's result, as for a handler that never replied, so a copy sent
+             * to a server restarted on the log does not run again (review 244). */
+            if (seq != 0)
+                dedup_stopped(s, key, seq, ack);
             request_late_done(req);
             server_release(s);
         } /* else its late reply is on its way (a job, or failing now): it owns the reference */

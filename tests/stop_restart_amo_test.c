@@ -92,12 +92,59 @@ static void test_unanswered_calls_not_run_again_after_restart(void **state)
     server_proc_rmdir(dir);
 }
 
+/* The same for a call answered at its deadline whose handler replied late after the
+ * application had stopped the loop the server runs on: the late result could not reach the
+ * loop, so the stop logs ARPC_EABANDONED for it, as for a handler that had not replied.
+ * Before, the stop let go of its handle and logged nothing: the new server ran the re-sent
+ * copy again (review 244). */
+static void test_late_reply_after_loop_stop_not_run_again(void **state)
+{
+    (void)state;
+    atomic_store(&runs, 0);
+    latch_reset();
+    char dir[256], addr[256];
+    server_proc_mkdir(dir, sizeof(dir));
+    arpc_loop *loop;
+    assert_int_equal(ARPC_OK, arpc_loop_create(&loop, NULL));
+    assert_int_equal(ARPC_OK, arpc_loop_start(loop));
+    arpc_server *s;
+    arpc_server_options so = {.log_dir = dir, .workers = 2, .loop = loop};
+    assert_int_equal(ARPC_OK, arpc_server_create(&s, &so));
+    assert_int_equal(ARPC_OK, arpc_server_register(s, "t.keep", h_keep, NULL, NULL));
+    assert_int_equal(ARPC_OK, arpc_server_listen(s, "tcp://127.0.0.1:0", addr, sizeof(addr)));
+    struct raw_client r1;
+    assert_true(raw_connect(&r1, addr, CLIENT_ID));
+    uint64_t epoch = r1.rc_hello.f_client_id;
+    uint64_t xid = 1;
+    assert_int_equal(ARPC_ETIMEDOUT, raw_call_taken_in_time(&r1, &xid, 1, 0, 50, "t.keep", "a", 1));
+    assert_true(latch_wait(1, WAIT_MS));
+    arpc_loop_stop(loop);
+    /* Answered at its deadline already; the loop cannot take the late result. */
+    int rc = arpc_reply(atomic_load(&kept[0]), "late", 4);
+    assert_true(rc == ARPC_ESHUTDOWN || rc == ARPC_ETIMEDOUT);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    arpc_loop_destroy(loop);
+    raw_close(&r1);
+
+    s = server_on(dir, addr, sizeof(addr));
+    struct raw_client r2;
+    assert_true(raw_connect(&r2, addr, CLIENT_ID));
+    assert_int_equal(epoch, r2.rc_hello.f_client_id);
+    assert_true(raw_request(&r2, 21, 1, 0, 0, "t.keep", "a", 1));
+    raw_expect_error(&r2, 21, ARPC_EABANDONED); /* before: run again */
+    assert_int_equal(1, atomic_load(&runs));
+    raw_close(&r2);
+    assert_int_equal(ARPC_OK, arpc_server_destroy(s));
+    server_proc_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
         cmocka_set_test_filter(argv[1]); /* one case: e.g. "*driven*" */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unanswered_calls_not_run_again_after_restart),
+        cmocka_unit_test(test_late_reply_after_loop_stop_not_run_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
