@@ -10,8 +10,8 @@
  * field took 201 MB to unpack (24 x), a block per 2 bytes. And what it will copy: a singular
  * message field met again is merged into the one before, copying every repeated element
  * gathered so far, so n copies of a 4-byte field cost n^2 (a 160 KB request took 15 s of a
- * server's thread, a 2.5 MB one 26 s: helper 241); each such merge is charged the message's
- * bytes before it, a slot per byte.
+ * server's thread, a 2.5 MB one 26 s: helper 241); each such merge is charged the bytes of the
+ * singular message fields before it in its message, a slot per byte.
  */
 #include "core/protobuf_internal.h"
 
@@ -45,10 +45,10 @@ static enum protobuf_walk walk(const ProtobufCMessageDescriptor *desc, const uin
 {
     if (depth_left == 0)
         return PB_TOO_DEEP;
-    uint64_t met = 0; /* the singular message fields met, by index (the first 64) */
+    uint64_t met = 0;         /* the singular message fields met, by index mod 64 */
+    uint64_t merged_from = 0; /* their bytes so far: what a merge can copy at most */
     size_t i = 0;
     while (i < len) {
-        size_t field_at = i;
         uint64_t key, n = 0;
         if (!read_varint(p, len, &i, &key))
             return PB_OK; /* malformed: protobuf-c says so */
@@ -74,12 +74,13 @@ static enum protobuf_walk walk(const ProtobufCMessageDescriptor *desc, const uin
                 const ProtobufCMessageDescriptor *sub = f->descriptor;
                 *cost += sub->sizeof_message + PB_BLOCK;
                 if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-                    size_t idx = (size_t)(f - desc->fields);
-                    uint64_t bit = idx < 64 ? 1ull << idx : 0;
-                    if ((met & bit) == 0 && bit != 0)
-                        met |= bit; /* the first: nothing to merge into */
-                    else
-                        *cost += (uint64_t)field_at * PB_SLOT; /* merged: what came before, copied */
+                    /* A field sharing its bit with another (64 apart) is charged as a repeat
+                     * when it is not: over, never under. */
+                    uint64_t bit = 1ull << ((size_t)(f - desc->fields) & 63);
+                    if (met & bit)
+                        *cost += merged_from * PB_SLOT; /* merged: at most what came before, copied */
+                    met |= bit;
+                    merged_from += n;
                 }
                 enum protobuf_walk w = walk(sub, p + i, (size_t)n, depth_left - 1, cost);
                 if (w != PB_OK)

@@ -219,6 +219,31 @@ static void test_merged_copies_refused(void **state)
     assert_int_equal(n->value, 4); /* merged: the four bags' elements in one */
     tree__node__free_unpacked(n, NULL);
     arpc_free(reply);
+    /* A large bytes field before such copies is not what a merge copies: served (a first
+     * version charged every byte before a copy, and refused this). */
+    size_t blob_len = 100000;
+    uint8_t *big = malloc(4 + blob_len + 16);
+    assert_non_null(big);
+    size_t at = 0;
+    big[at++] = 0x12; /* field 2 (blob), length-delimited, length 100000 as a varint */
+    big[at++] = (uint8_t)(0x80 | (blob_len & 0x7f));
+    big[at++] = (uint8_t)(0x80 | ((blob_len >> 7) & 0x7f));
+    big[at++] = (uint8_t)(blob_len >> 14);
+    memset(big + at, 'b', blob_len);
+    at += blob_len;
+    for (int copy = 0; copy < 4; copy++) {
+        big[at++] = 0x0a;
+        big[at++] = sizeof(one_x);
+        memcpy(big + at, one_x, sizeof(one_x));
+        at += sizeof(one_x);
+    }
+    assert_int_equal(arpc_call(c, "tree.Tree.Gather", big, at, &reply, &reply_len, WAIT_MS), ARPC_OK);
+    free(big);
+    n = tree__node__unpack(NULL, reply_len, reply);
+    assert_non_null(n);
+    assert_int_equal(n->value, 4);
+    tree__node__free_unpacked(n, NULL);
+    arpc_free(reply);
     assert_int_equal(arpc_client_close(c), ARPC_OK);
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }
