@@ -427,6 +427,8 @@ static void server_wait_inflight(arpc_server *s, uint64_t deadline_ns)
  * not a reply that will not come (a loop stopped meanwhile, which no wait can outlast). */
 #define SERVER_DUE_WAIT_MS 5000
 
+unsigned server_stop_logged_ms = SERVER_DUE_WAIT_MS;
+
 /* Waits until the replies that were on their way when the stop answered the unreplied have
  * been delivered on the loop (request_answer_unreplied): their connections are still open.
  * Not when the step ran here because the loop had stopped (nothing will deliver them).
@@ -513,17 +515,17 @@ int arpc_server_stop(arpc_server *s, int64_t timeout_ms)
     server_wait_inflight(s, grace_end);
     /* Past the grace period: calls still queued on the pool do not run; their callers get
      * ESHUTDOWN ("did not run") before the connections close. Handlers already running
-     * finish, waited for here, and their replies are sent (with a log, a numbered call's is
-     * logged: server_wait_logged waits for no record past the grace). */
+     * finish, waited for here, and their replies are sent (with a log, once their records
+     * are durable: server_wait_logged below). */
     arpc_actor_group_stop(s->sv_pool, ARPC_ACTOR_DISCARD);
     uint64_t due_end = server_wait_due(s, arpc_loop_run_sync(s->sv_loop, step_answer_unreplied, s));
     /* Replies (and the stop's answers of numbered calls) whose records are on their way: the
-     * connections stay open for them, past the grace too (up to SERVER_DUE_WAIT_MS from here,
+     * connections stay open for them, past the grace too (up to server_stop_logged_ms from here,
      * or the end of the wait for replies on their way): the log's close below waits for the
      * same syncs anyway, and a pool handler the stop waited for past its grace has its reply
      * sent instead of left to a retry against a restarted server (before 2026-12-08 its
      * caller waited for its deadline). */
-    uint64_t logged_end = arpc_deadline_from_ms(SERVER_DUE_WAIT_MS);
+    uint64_t logged_end = arpc_deadline_from_ms(server_stop_logged_ms);
     if (logged_end < due_end)
         logged_end = due_end;
     server_wait_logged(s, logged_end > grace_end ? logged_end : grace_end);

@@ -738,6 +738,10 @@ bool reply_take_hold(arpc_server *s, struct reply_msg *rm);
 /* How long a held batch may wait before the loop takes it over (the anchor's age, ns); tests
  * raise it to make a take's batch certain to leave from its worker. Set before any server runs. */
 extern uint64_t reply_take_hold_ns;
+/* How long past its grace a stop keeps the connections open for records still being made
+ * durable (core/server.c; 5000 ms). A variable for tests whose syncs end only at the log's
+ * close (tests/stop_log_drain_test.c): 0 gives them the grace alone. */
+extern unsigned server_stop_logged_ms;
 extern const size_t reply_take_batch_size; /* a take's allocation (tests fail it by its size) */
 /* Loop thread, while the server runs: the loop turns within reply_take_hold_ns (sv_take_turn),
  * so that a held batch is looked at in time without a wake-up of its own. False when it runs
