@@ -267,7 +267,7 @@ static void reply_take_flush(struct reply_take *t)
     atomic_store(&b->b_top, TAKE_FLUSHED); /* the anchor is the loop's from here */
     take_batch_put(b);
     if (whole > 1 && arpc_loop_post_lazy(s->sv_loop, &b->b_later_job) != ARPC_OK &&
-        !server_loop_park(s, &b->b_later_job)) {
+        !server_job_for_stop(s, &b->b_later_job)) {
         for (unsigned i = 1; i < whole; i++)
             reply_take_drop(rms[i]);
         take_batch_put(b);
@@ -278,7 +278,7 @@ static void reply_take_flush(struct reply_take *t)
          * loop (once per empty lane). */
         bool lazy = rm->rm_direct == rm->rm_len;
         int rc = lazy ? arpc_loop_post_lazy(s->sv_loop, &rm->rm_job) : arpc_loop_post(s->sv_loop, &rm->rm_job);
-        if (rc != ARPC_OK && !server_loop_park(s, &rm->rm_job))
+        if (rc != ARPC_OK && !server_job_for_stop(s, &rm->rm_job))
             reply_take_drop(rm);
     }
     /* The loop must come now when it has something to write (a rest, a reply not written, its

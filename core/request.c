@@ -47,6 +47,7 @@
 #include "base/cacheline.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/stack_fifo.h"
 #include "core/frame.h"
 #include "core/jsonrpc_server.h"
 #include "core/request_internal.h"
@@ -342,36 +343,32 @@ static void request_drop_on_loop(arpc_loop *loop, struct arpc_loop_job *job)
     request_reply_done(req, loop != NULL);
 }
 
-bool server_loop_park(arpc_server *s, struct arpc_loop_job *job)
+bool server_job_for_stop(arpc_server *s, struct arpc_loop_job *job)
 {
     /* As in server_loop_hand: counted, so that a stop that stores SV_STOPPED now waits for
      * the push, and its last step (step_last_replies) finds the job. */
     atomic_fetch_add(&s->sv_replying, 1);
-    bool parked = atomic_load(&s->sv_state) != SV_STOPPED;
+    bool kept = atomic_load(&s->sv_state) != SV_STOPPED;
     /* The application stopped its loop under a server that still runs: the request is still
      * in the loop's lists (its connection's call table, the calls awaiting replies), which
      * the server's stop walks later. Let go of here, off the loop, it would leave them
      * pointing at freed memory (before 2026-12-08 it was). Nothing may run the loop's part
      * here (a wrapped or pollable loop's owner may still be in it): the job waits for the
      * stop, whose steps run as the loop on every kind of loop, and run it first. */
-    if (parked)
-        ck_stack_push_upmc(&s->sv_parked, &job->j_link);
+    if (kept)
+        arpc_stack_push(&s->sv_stop_jobs, &job->j_link); /* base/stack_fifo.h: lock-free, never waits */
     atomic_fetch_sub(&s->sv_replying, 1);
-    return parked;
+    return kept;
 }
 
-void server_run_parked(arpc_loop *loop, arpc_server *s)
+CK_STACK_CONTAINER(struct arpc_loop_job, j_link, stop_job_of)
+
+void server_run_stop_jobs(arpc_loop *loop, arpc_server *s)
 {
-    ck_stack_entry_t *newest = ck_stack_batch_pop_upmc(&s->sv_parked), *oldest = NULL;
-    while (newest != NULL) { /* reversed: one replier's jobs run in the order it made them */
-        ck_stack_entry_t *next = newest->next;
-        newest->next = oldest;
-        oldest = newest;
-        newest = next;
-    }
-    while (oldest != NULL) {
-        struct arpc_loop_job *job = (struct arpc_loop_job *)((char *)oldest - offsetof(struct arpc_loop_job, j_link));
-        oldest = oldest->next; /* the job may free itself */
+    ck_stack_entry_t *e = arpc_stack_take_fifo(&s->sv_stop_jobs); /* one replier's jobs in its order */
+    while (e != NULL) {
+        struct arpc_loop_job *job = stop_job_of(e);
+        e = e->next; /* the job may free itself */
         job->j_fn(loop, job);
     }
 }
@@ -460,7 +457,7 @@ static void request_finish_on_loop(arpc_server *s, arpc_request *req, arpc_loop_
     arpc_loop_job_init(job, fn);
     if (server_loop_hand(s, job, NULL, stopped) == ARPC_OK)
         return;
-    if (!server_loop_park(s, job))
+    if (!server_job_for_stop(s, job))
         fn(NULL, job);
 }
 
@@ -473,7 +470,7 @@ static int reply_hand_over(arpc_server *s, struct reply_msg *rm, bool may_write,
     if (may_write && reply_take_hold(s, rm))
         return ARPC_OK; /* leaves with the rest of its take (core/reply_take.c) */
     int rc = server_loop_hand(s, &rm->rm_job, may_write ? rm : NULL, stopped);
-    if (rc != ARPC_OK && server_loop_park(s, &rm->rm_job))
+    if (rc != ARPC_OK && server_job_for_stop(s, &rm->rm_job))
         return ARPC_OK; /* delivered by the stop, as on the loop */
     if (rc != ARPC_OK) {
         arpc_request *req = rm->rm_req;

@@ -199,8 +199,8 @@ void request_late_done(arpc_request *req);
  * waiting; direct: a reply its replier may write first (core/reply_direct.c), or NULL.
  * ARPC_ESHUTDOWN (job not run): the server is stopped -- its loop may be destroyed by now
  * (the user's, or ours at arpc_server_destroy), so it is not even looked at -- or the loop
- * refused it (a loop the application stopped before the server: see server_loop_park). The state check and every use of the loop are counted in sv_replying, which a
- * stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst); not on the thread
+ * refused it (a loop the application stopped before the server: see server_job_for_stop).
+ * The state check and every use of the loop are counted in sv_replying, which a stop waits out after it stored SV_STOPPED (a Dekker pair, seq_cst); not on the thread
  * running the loop, where the stop's later steps wait for the job anyway. Any thread. stopped
  * (may be NULL): set to true (never cleared) when the server was seen stopped, before the
  * hand-over or once the job is posted, still inside sv_replying: the caller learns it without
@@ -208,14 +208,14 @@ void request_late_done(arpc_request *req);
  * be destroyed). */
 int server_loop_hand(arpc_server *s, struct arpc_loop_job *job, struct reply_msg *direct, bool *stopped);
 /* A job for the server's loop that the loop refused (it has stopped): when the server has not
- * stopped yet (the application stopped its loop first), parks it for the stop's steps to run
- * (server_run_parked) and returns true; false (job not parked) once the server has stopped,
+ * stopped yet (the application stopped its loop first), keeps it for the stop's steps to run
+ * (server_run_stop_jobs) and returns true; false (job not kept) once the server has stopped,
  * its lists emptied: the caller lets the request go as no loop runs. Counted in sv_replying.
  * Any thread but the loop's; never waits. (A tombstone's late reply has its own way:
  * core/request_tomb.c.) */
-bool server_loop_park(arpc_server *s, struct arpc_loop_job *job);
-/* The stop's steps (as the loop): runs the parked jobs, oldest first. */
-void server_run_parked(arpc_loop *loop, arpc_server *s);
+bool server_job_for_stop(arpc_server *s, struct arpc_loop_job *job);
+/* The stop's steps (as the loop): runs the jobs kept for the stop, oldest first. */
+void server_run_stop_jobs(arpc_loop *loop, arpc_server *s);
 
 /* A reply frame for call xid in one allocation (home: the connection whose caches may lend
  * it, or NULL: a plain allocation); rm_req is left NULL. NULL without memory. Any thread. */

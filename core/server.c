@@ -198,7 +198,7 @@ int arpc_server_create_v(arpc_server **out, const arpc_server_options *opts, siz
     s->sv_inflight_stash = true;
     atomic_init(&s->sv_replying, 0);
     atomic_init(&s->sv_due, 0);
-    ck_stack_init(&s->sv_parked);
+    ck_stack_init(&s->sv_stop_jobs);
     atomic_init(&s->sv_logging, 0);
     atomic_init(&s->sv_logs_awaited, false);
     block_pool_init(&s->sv_requests);
@@ -374,7 +374,7 @@ static void step_goaway(arpc_loop *loop, void *s)
 
 static void step_answer_unreplied(arpc_loop *loop, void *s)
 {
-    server_run_parked(loop, s); /* replies the stopped loop refused: made, so not unreplied */
+    server_run_stop_jobs(loop, s); /* replies the stopped loop refused: made, so not unreplied */
     /* Before the connections close, so their callers hear it rather than ARPC_ECONNLOST. A
      * parked call never started: it is refused ESHUTDOWN (did not run) first, so that only
      * calls that may have run are answered ARPC_EABANDONED. */
@@ -384,7 +384,7 @@ static void step_answer_unreplied(arpc_loop *loop, void *s)
 
 static void step_close_all(arpc_loop *loop, void *s)
 {
-    server_run_parked(loop, s); /* their replies queued before the connections close */
+    server_run_stop_jobs(loop, s); /* their replies queued before the connections close */
     sconn_close_all(s);
     reply_direct_unwatch(s); /* no call is out any more */
     dedup_stop(s);
@@ -409,7 +409,7 @@ struct last_replies {
 static void step_last_replies(arpc_loop *loop, void *arg)
 {
     struct last_replies *a = arg;
-    server_run_parked(loop, a->lr_server); /* the last: no reply hands over once SV_STOPPED is seen */
+    server_run_stop_jobs(loop, a->lr_server); /* the last: no reply hands over once SV_STOPPED is seen */
     a->lr_log = a->lr_server->sv_log;
     a->lr_server->sv_log = NULL;
 }

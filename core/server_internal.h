@@ -156,9 +156,9 @@ struct arpc_server {
     atomic_uint sv_due;             /* replies on their way to the loop when the stop answered the
                                      * unreplied (rs_due); the last completes sv_due_done */
     arpc_future *sv_due_done;
-    ck_stack_t sv_parked;           /* jobs the loop refused (the application stopped it under
+    ck_stack_t sv_stop_jobs;        /* jobs the loop refused (the application stopped it under
                                      * the server), newest first: the stop's steps run them
-                                     * (server_loop_park) */
+                                     * (server_job_for_stop) */
     bool sv_had_due;                /* (loop thread, read by the stop after its step) some was due */
     bool sv_owns_loop;
     arpc_actor_group *sv_pool;
