@@ -83,14 +83,13 @@ static uint8_t *nested(size_t depth, size_t *len)
     return buf;
 }
 
-/* Calls tree.Tree.Depth with depth nested Nodes; returns the outcome, *value the Nodes counted. */
-static int call_depth(arpc_client *c, size_t depth, int *value, char **text)
+/* Calls method (it answers a Node) with req and frees req; returns the outcome: *value the
+ * Node's value when it is ARPC_OK, else *text the server's words (arpc_free). */
+static int call_for_node(arpc_client *c, const char *method, uint8_t *req, size_t len, int *value, char **text)
 {
-    size_t len;
-    uint8_t *req = nested(depth, &len);
     void *reply = NULL;
     size_t reply_len = 0;
-    int rc = arpc_call(c, "tree.Tree.Depth", req, len, &reply, &reply_len, WAIT_MS);
+    int rc = arpc_call(c, method, req, len, &reply, &reply_len, WAIT_MS);
     free(req);
     *value = -1;
     *text = NULL;
@@ -104,6 +103,14 @@ static int call_depth(arpc_client *c, size_t depth, int *value, char **text)
         *text = reply;
     }
     return rc;
+}
+
+/* Calls tree.Tree.Depth with depth nested Nodes; returns the outcome, *value the Nodes counted. */
+static int call_depth(arpc_client *c, size_t depth, int *value, char **text)
+{
+    size_t len;
+    uint8_t *req = nested(depth, &len);
+    return call_for_node(c, "tree.Tree.Depth", req, len, value, text);
 }
 
 static void test_depth_limit_served(void **state)
@@ -201,24 +208,17 @@ static void test_merged_copies_refused(void **state)
     static const uint8_t one_x[] = {0x08, 0x00}; /* Bag {xs: 0} */
     size_t len;
     uint8_t *req = forest(40000, one_x, sizeof(one_x), &len); /* field 1, length-delimited: the bag */
-    void *reply = NULL;
-    size_t reply_len = 0;
-    int runs = atomic_load(&depth_runs);
+    int runs = atomic_load(&depth_runs), value;
+    char *text;
     int64_t t0 = now_ms();
-    assert_int_equal(arpc_call(c, "tree.Tree.Gather", req, len, &reply, &reply_len, WAIT_MS), ARPC_EHANDLER);
-    free(req);
-    assert_string_equal(reply, "tree.Tree.Gather: the request would take more than 16 x its size of memory to unpack");
-    arpc_free(reply);
+    assert_int_equal(call_for_node(c, "tree.Tree.Gather", req, len, &value, &text), ARPC_EHANDLER);
+    assert_string_equal(text, "tree.Tree.Gather: the request would take more than 16 x its size of memory to unpack");
+    arpc_free(text);
     assert_int_equal(atomic_load(&depth_runs), runs);
     print_message("40,000 merged copies refused in %lld ms\n", (long long)(now_ms() - t0));
     req = forest(4, one_x, sizeof(one_x), &len);
-    assert_int_equal(arpc_call(c, "tree.Tree.Gather", req, len, &reply, &reply_len, WAIT_MS), ARPC_OK);
-    free(req);
-    Tree__Node *n = tree__node__unpack(NULL, reply_len, reply);
-    assert_non_null(n);
-    assert_int_equal(n->value, 4); /* merged: the four bags' elements in one */
-    tree__node__free_unpacked(n, NULL);
-    arpc_free(reply);
+    assert_int_equal(call_for_node(c, "tree.Tree.Gather", req, len, &value, &text), ARPC_OK);
+    assert_int_equal(value, 4); /* merged: the four bags' elements in one */
     /* A large bytes field before such copies is not what a merge copies: served (a first
      * version charged every byte before a copy, and refused this). */
     size_t blob_len = 100000;
@@ -237,13 +237,8 @@ static void test_merged_copies_refused(void **state)
         memcpy(big + at, one_x, sizeof(one_x));
         at += sizeof(one_x);
     }
-    assert_int_equal(arpc_call(c, "tree.Tree.Gather", big, at, &reply, &reply_len, WAIT_MS), ARPC_OK);
-    free(big);
-    n = tree__node__unpack(NULL, reply_len, reply);
-    assert_non_null(n);
-    assert_int_equal(n->value, 4);
-    tree__node__free_unpacked(n, NULL);
-    arpc_free(reply);
+    assert_int_equal(call_for_node(c, "tree.Tree.Gather", big, at, &value, &text), ARPC_OK);
+    assert_int_equal(value, 4);
     assert_int_equal(arpc_client_close(c), ARPC_OK);
     assert_int_equal(arpc_server_destroy(s), ARPC_OK);
 }

@@ -5,8 +5,8 @@
  * the method's effects done): ARPC_EABANDONED, "may have run". Both were ARPC_EHANDLER, "the
  * method failed", which says neither (helper 241).
  *
- * One allocation is aimed at by its size (unique in the test): the allocator fails the first
- * allocation of exactly that many bytes once armed.
+ * One allocation is aimed at by its size (unique in the test: support/test_alloc.c's sized
+ * allocator fails the next allocation of that many bytes).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +15,6 @@
 #include <cmocka.h>
 
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "arpc/arpc.h"
@@ -26,32 +25,6 @@
 #define WAIT_MS 30000
 #define VALUE_LEN 700 /* a Get's reply: packed in a block of its own (over 512 bytes) */
 #define KEY_LEN 333   /* a Put's key: unpacked into a block of KEY_LEN + 1 */
-
-static atomic_size_t fail_size; /* 0: none */
-static atomic_int failed;
-
-static void *aimed_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    size_t want = atomic_load(&fail_size);
-    if (want != 0 && n == want && atomic_compare_exchange_strong(&fail_size, &want, 0)) {
-        atomic_fetch_add(&failed, 1);
-        return NULL;
-    }
-    return malloc(n);
-}
-
-static void *plain_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    return realloc(p, n);
-}
-
-static void plain_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
 
 static atomic_int put_runs, get_runs;
 static uint8_t value[VALUE_LEN];
@@ -116,9 +89,9 @@ static void test_typed_server_out_of_memory(void **state)
     key[KEY_LEN] = '\0';
     Kv__PutRequest put = KV__PUT_REQUEST__INIT;
     put.key = key;
-    atomic_store(&fail_size, KEY_LEN + 1);
+    test_alloc_fail_next(KEY_LEN + 1, KEY_LEN + 2);
     assert_int_equal(ARPC_EREJECTED, call(c, 0, &put.base, text, sizeof(text)));
-    assert_int_equal(1, atomic_load(&failed));
+    assert_int_equal(1, test_alloc_sized_failed());
     assert_int_equal(0, atomic_load(&put_runs));
     assert_non_null(strstr(text, "kv.KV.Put: server out of memory unpacking the request; the method did not run"));
     assert_int_equal(ARPC_OK, call(c, 0, &put.base, text, sizeof(text))); /* and then it does */
@@ -131,9 +104,10 @@ static void test_typed_server_out_of_memory(void **state)
     reply.found = true;
     reply.value.data = value;
     reply.value.len = sizeof(value);
-    atomic_store(&fail_size, protobuf_c_message_get_packed_size(&reply.base));
+    size_t packed = protobuf_c_message_get_packed_size(&reply.base);
+    test_alloc_fail_next(packed, packed + 1);
     assert_int_equal(ARPC_EABANDONED, call(c, 1, &get.base, text, sizeof(text)));
-    assert_int_equal(2, atomic_load(&failed));
+    assert_int_equal(2, test_alloc_sized_failed());
     assert_int_equal(1, atomic_load(&get_runs));
     assert_non_null(strstr(text, "kv.KV.Get: the server had no memory to pack the reply; the method ran"));
     assert_int_equal(ARPC_OK, call(c, 1, &get.base, text, sizeof(text)));
@@ -145,8 +119,7 @@ static void test_typed_server_out_of_memory(void **state)
 
 int main(void)
 {
-    static const arpc_allocator aimed = {aimed_malloc, plain_realloc, plain_free, NULL};
-    arpc_set_allocator(&aimed);
+    test_alloc_sized_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_typed_server_out_of_memory),
     };

@@ -152,6 +152,7 @@ static void destroy_while_syncing(enum loop_kind kind)
 {
     /* The sync ends only as the log closes: a stop that waited past its grace for the record
      * (5 s: core/server.c) would wait it out every round. */
+    unsigned logged_ms = server_stop_logged_ms;
     server_stop_logged_ms = 0;
     for (int round = 0; round < ROUNDS; round++) {
         struct fixture fx;
@@ -164,7 +165,7 @@ static void destroy_while_syncing(enum loop_kind kind)
             drive(&fx);
         fixture_close(&fx, f);
     }
-    server_stop_logged_ms = 5000;
+    server_stop_logged_ms = logged_ms;
 }
 
 static void test_destroy_while_syncing_own_loop(void **state)
